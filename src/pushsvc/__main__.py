@@ -1,0 +1,3 @@
+from pushsvc.cli import main
+
+main(prog_name="pushsvc")

@@ -1,0 +1,37 @@
+"""Read API: latest snapshot of one topic, and the topic list."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from pushsvc.api.context import runtime
+from pushsvc.errors import NotFound
+from pushsvc.topics import validate_topic
+
+bp = Blueprint("topics", __name__)
+
+
+@bp.get("/topics/<anytext:topic>/stats")
+def topic_stats(topic: str) -> Response:
+    validate_topic(topic)
+    latest = runtime().broker.latest(lambda t: t == topic).get(topic)
+    if latest is None:
+        raise NotFound(f"topic {topic!r} has no data yet")
+    return Response(latest.data, mimetype="application/json")
+
+
+@bp.get("/topics")
+def list_topics() -> dict[str, object]:
+    rt = runtime()
+    counts = rt.hub.subscriber_counts()
+    latest = rt.broker.latest(lambda _t: True)
+    topics = [
+        {
+            "topic": topic,
+            "last_id": update.id,
+            "last_ts": update.clock_us / 1_000_000,
+            "subscribers": counts.get(topic, 0),
+        }
+        for topic, update in sorted(latest.items())
+    ]
+    return {"topics": topics}

@@ -1,0 +1,65 @@
+"""The application factory: settings → runtime (broker, hub, aggregator) → blueprints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Literal
+
+import orjson
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from pushsvc.api import ops, producer, streams, topics
+from pushsvc.api.context import AnyText
+from pushsvc.config import Settings
+from pushsvc.errors import PushsvcError
+from pushsvc.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Role = Literal["serve", "web"]
+
+
+def create_app(
+    test_config: Mapping[str, object] | Settings | None = None,
+    *,
+    role: Role | None = None,
+) -> Flask:
+    """Build the WSGI app.
+
+    `test_config` overrides settings by field name (flags do this in the CLI);
+    `PUSHSVC_*` variables fill the rest. Role `serve` also runs the aggregator in
+    this process; `web` only serves HTTP. By default a process aggregates when it
+    runs on the embedded memory broker (nothing else could) and not on Redis.
+    """
+    settings = test_config if isinstance(test_config, Settings) else Settings.load(test_config)
+    if role is None:
+        role = "serve" if settings.redis_url is None else "web"
+    app = Flask(__name__)
+    app.url_map.converters["anytext"] = AnyText
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    runtime = Runtime.build(settings, web=True, aggregate=role == "serve")
+    app.extensions["pushsvc"] = runtime
+    log.info("pushsvc %s settings: %s", role, settings.redacted())
+
+    for blueprint in (producer.bp, streams.bp, topics.bp, ops.bp):
+        app.register_blueprint(blueprint)
+    _register_error_handlers(app, runtime)
+    return app
+
+
+def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
+    def reply(status: int, body: dict[str, object], code: str) -> Response:
+        runtime.metrics.requests_rejected.labels(code).inc()
+        return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+    @app.errorhandler(PushsvcError)
+    def pushsvc_error(exc: PushsvcError) -> Response:
+        return reply(exc.status, exc.to_json(), exc.code)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        status = exc.code or 500
+        return reply(status, {"error": {"code": code, "message": exc.description}}, code)

@@ -1,0 +1,410 @@
+"""The event model, producer input validation, and the events' broker encoding (pure).
+
+`parse_body` turns a POST body into events or raises the first error, so a
+batch is accepted whole or rejected whole. Decisions the contract leaves open:
+
+* An error about one event names its position as `index`: the position in
+  the array or among the non-empty NDJSON lines, 0 for a body with one object.
+* A batch longer than `Limits.max_batch` is a 413, like an oversized body:
+  both ask the producer to send smaller requests.
+* A numeric `ts` is rounded to the microsecond from the float's exact binary
+  value (half to even), never through `ts * 1e6`, whose own rounding can move
+  the result by one microsecond.
+* A string `ts` must be a full RFC 3339 date-time with `Z` or an offset (no
+  naive local times); `T`, `t` or a space separate date and time; `z` is
+  accepted; more than six fraction digits are rounded to the microsecond
+  (half to even); a leap second (`:60`) is rejected because epoch time has
+  none.
+* Timestamps are limited to years 1 to 9999 in either form, which also
+  catches milliseconds sent as seconds.
+* Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import orjson
+
+from pushsvc.errors import (
+    BadRequest,
+    InvalidEvent,
+    LateEvent,
+    PayloadTooLarge,
+    PushsvcError,
+    UnsupportedMediaType,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One accepted event: a finite value, its time in integer microseconds, tags."""
+
+    value: float
+    ts_us: int
+    tags: dict[str, str] | None = None
+
+
+class MalformedJson(BadRequest):
+    """The body (or one NDJSON line) is not JSON."""
+
+    code = "malformed_json"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request limits on producer input."""
+
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 10_000
+    max_tags: int = 16
+    max_tag_key_len: int = 64
+    max_tag_value_len: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1 or self.max_batch < 1:
+            raise ValueError("max_body_bytes and max_batch must be at least 1")
+        if min(self.max_tags, self.max_tag_key_len, self.max_tag_value_len) < 0:
+            raise ValueError("tag limits must not be negative")
+
+
+DEFAULT_LIMITS = Limits()
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+US_PER_S = 1_000_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+MIN_TS_US = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400 * US_PER_S
+"""0001-01-01T00:00:00Z, the earliest time an event may carry."""
+MAX_TS_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86_400 * US_PER_S - 1
+"""9999-12-31T23:59:59.999999Z, the latest time an event may carry."""
+
+_KEYS = frozenset(("value", "ts", "tags"))
+
+
+def parse_body(
+    body: bytes, content_type: str | None, *, now_us: int, limits: Limits = DEFAULT_LIMITS
+) -> list[Event]:
+    """Validate a POST body and return its events, or raise the first error.
+
+    `now_us` is the receive time given to events without `ts`. Raises
+    UnsupportedMediaType, PayloadTooLarge, MalformedJson, InvalidEvent or
+    BadRequest (empty batch).
+    """
+    media_type = _media_type(content_type)
+    if len(body) > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the body has {len(body)} bytes; the limit is {limits.max_body_bytes}"
+        )
+    if media_type == NDJSON:
+        return _parse_ndjson(body, now_us, limits)
+    return _parse_json(body, now_us, limits)
+
+
+def _media_type(content_type: str | None) -> str:
+    expected = f"Content-Type must be {JSON} or {NDJSON}"
+    if content_type is None:
+        raise UnsupportedMediaType(expected)
+    media_type, _, params = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type not in (JSON, NDJSON):
+        raise UnsupportedMediaType(f"{expected}, not {media_type[:100]!r}")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        # JSON is UTF-8 (RFC 8259); other parameters carry nothing we use.
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if charset not in ("utf-8", "utf8"):
+                raise UnsupportedMediaType(f"only UTF-8 is accepted, not {charset[:40]!r}")
+    return media_type
+
+
+def _parse_json(body: bytes, now_us: int, limits: Limits) -> list[Event]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _diagnose(body, exc, now_us, limits, first_index=0, lineno=None) from None
+    return _events_of_document(doc, now_us, limits)
+
+
+def _events_of_document(doc: object, now_us: int, limits: Limits) -> list[Event]:
+    if isinstance(doc, dict):
+        return [_event(doc, 0, now_us, limits)]
+    if not isinstance(doc, list):
+        raise InvalidEvent("the body must be a JSON object (one event) or an array (a batch)")
+    if not doc:
+        raise BadRequest("the batch is empty")
+    if len(doc) > limits.max_batch:
+        raise PayloadTooLarge(f"the batch has {len(doc)} events; the limit is {limits.max_batch}")
+    return [_event(item, index, now_us, limits) for index, item in enumerate(doc)]
+
+
+def _parse_ndjson(body: bytes, now_us: int, limits: Limits) -> list[Event]:
+    events: list[Event] = []
+    for lineno, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        index = len(events)
+        if index == limits.max_batch:
+            raise PayloadTooLarge(f"the batch has more than {limits.max_batch} events")
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _diagnose(line, exc, now_us, limits, first_index=index, lineno=lineno) from None
+        # Validated line by line so that the error raised is the first one.
+        events.append(_event(item, index, now_us, limits))
+    if not events:
+        raise BadRequest("the batch is empty")
+    return events
+
+
+def _diagnose(
+    text: bytes,
+    exc: orjson.JSONDecodeError,
+    now_us: int,
+    limits: Limits,
+    *,
+    first_index: int,
+    lineno: int | None,
+) -> PushsvcError:
+    """Explain a document orjson rejected.
+
+    orjson refuses NaN, Infinity and numbers beyond a double at parse time,
+    with messages that do not say why that matters. The standard library
+    parses those, so its result, validated, names the event and the field;
+    anything it finds acceptable is reported with orjson's message.
+    """
+    try:
+        doc = json.loads(text.decode("utf-8"), parse_int=_lenient_int, parse_float=_lenient_float)
+    except (ValueError, RecursionError):
+        doc = None
+    if doc is not None:
+        try:
+            if lineno is None:
+                _events_of_document(doc, now_us, limits)
+            else:
+                _event(doc, first_index, now_us, limits)
+        except PushsvcError as found:
+            return found
+    if lineno is None:
+        return MalformedJson(f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+    return MalformedJson(
+        f"malformed JSON on line {lineno}: {exc.msg} at column {exc.colno}", index=first_index
+    )
+
+
+class _TooLarge:
+    """A number literal beyond the range of a double."""
+
+
+def _lenient_int(digits: str) -> int | _TooLarge:
+    # Only a number with hundreds of digits overflows a double; refuse the
+    # quadratic conversion of thousands (Python's int_max_str_digits).
+    return int(digits) if len(digits) <= 400 else _TooLarge()
+
+
+def _lenient_float(literal: str) -> float | _TooLarge:
+    number = float(literal)
+    return _TooLarge() if math.isinf(number) else number
+
+
+def _event(item: object, index: int, now_us: int, limits: Limits) -> Event:
+    if not isinstance(item, dict):
+        raise InvalidEvent(f"an event must be a JSON object, not {_describe(item)}", index=index)
+    if not _KEYS.issuperset(item):
+        unknown = sorted(item.keys() - _KEYS)[0]
+        raise InvalidEvent(
+            f"unknown field {unknown[:64]!r}; an event has value, ts and tags", index=index
+        )
+    if "value" not in item:
+        raise InvalidEvent("value is required", index=index)
+    value = _value(item["value"], index)
+    ts_us = _ts_us(item["ts"], index) if "ts" in item else now_us
+    tags = _tags(item["tags"], index, limits) if "tags" in item else None
+    return Event(value, ts_us, tags)
+
+
+def _value(value: object, index: int) -> float:
+    # bool is an int subclass, and JSON true is not a number.
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise InvalidEvent("value is too large for a double", index=index) from None
+    elif isinstance(value, _TooLarge):
+        raise InvalidEvent("value is too large for a double", index=index)
+    raise InvalidEvent(f"value must be a finite number, not {_describe(value)}", index=index)
+
+
+def _ts_us(ts: object, index: int) -> int:
+    if isinstance(ts, str):
+        try:
+            ts_us = parse_rfc3339(ts)
+        except ValueError as exc:
+            raise InvalidEvent(f"ts: {exc}", index=index) from None
+    elif isinstance(ts, float):
+        if not math.isfinite(ts):
+            raise InvalidEvent(f"ts must be a finite number, not {_describe(ts)}", index=index)
+        ts_us = seconds_to_us(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool):
+        ts_us = ts * US_PER_S
+    elif isinstance(ts, _TooLarge):
+        ts_us = MAX_TS_US + 1
+    else:
+        raise InvalidEvent(
+            f"ts must be epoch seconds or an RFC 3339 string, not {_describe(ts)}", index=index
+        )
+    if not MIN_TS_US <= ts_us <= MAX_TS_US:
+        raise InvalidEvent(
+            "ts must be between years 1 and 9999 (epoch seconds, not milliseconds)", index=index
+        )
+    return ts_us
+
+
+def _tags(tags: object, index: int, limits: Limits) -> dict[str, str] | None:
+    if not isinstance(tags, dict):
+        raise InvalidEvent(f"tags must be an object of strings, not {_describe(tags)}", index=index)
+    if not tags:
+        return None
+    if len(tags) > limits.max_tags:
+        raise InvalidEvent(f"at most {limits.max_tags} tags are allowed", index=index)
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise InvalidEvent(
+                f"tag {key[:64]!r} must be a string, not {_describe(value)}", index=index
+            )
+        if not 0 < len(key) <= limits.max_tag_key_len:
+            raise InvalidEvent(
+                f"tag names must have 1 to {limits.max_tag_key_len} characters", index=index
+            )
+        if len(value) > limits.max_tag_value_len:
+            raise InvalidEvent(
+                f"tag {key!r} is longer than {limits.max_tag_value_len} characters", index=index
+            )
+    return tags
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a number"
+
+
+def seconds_to_us(seconds: float) -> int:
+    """Epoch seconds to integer microseconds, rounded half to even from the exact value.
+
+    A double is an exact fraction n / 2**k, so integer arithmetic rounds it
+    exactly; `round(seconds * 1e6)` rounds twice and can be a microsecond off.
+    """
+    numerator, denominator = seconds.as_integer_ratio()
+    quotient, remainder = divmod(numerator * US_PER_S, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient & 1):
+        quotient += 1
+    return quotient
+
+
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+
+
+def parse_rfc3339(text: str) -> int:
+    """An RFC 3339 date-time to epoch microseconds; ValueError if it is not one.
+
+    `[0-9]` rather than `\\d`, which would accept any Unicode digit.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            "not an RFC 3339 date-time with a time zone, like 2025-11-21T04:40:00.123Z"
+        )
+    year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
+    fraction, sign, offset_h, offset_m = match.group(7, 8, 9, 10)
+    if second == 60:
+        raise ValueError("leap seconds are not supported")
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError("time of day out of range")
+    try:
+        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        raise ValueError("no such date") from None
+    seconds = days * 86_400 + hour * 3600 + minute * 60 + second
+    if sign is not None:
+        if int(offset_h) > 23 or int(offset_m) > 59:
+            raise ValueError("time zone offset out of range")
+        offset = int(offset_h) * 3600 + int(offset_m) * 60
+        seconds -= offset if sign == "+" else -offset
+    return seconds * US_PER_S + _fraction_us(fraction)
+
+
+def _fraction_us(digits: str | None) -> int:
+    """Decimal fraction digits to microseconds, rounded half to even (may return 1_000_000)."""
+    if digits is None:
+        return 0
+    if len(digits) <= 6:
+        return int(digits.ljust(6, "0"))
+    micros = int(digits[:6])
+    first, rest = digits[6], digits[7:]
+    # Looked at as text so that a long fraction never becomes a long integer.
+    if first > "5" or (first == "5" and (rest.strip("0") or micros & 1)):
+        micros += 1
+    return micros
+
+
+def check_lateness(clock_us: int | None, events: Sequence[Event], lateness_us: int) -> None:
+    """Raise LateEvent naming the first event older than the topic clock allows.
+
+    The clock `T` is the largest event time accepted so far (None: no event
+    yet); each event of the batch may move it forward, so an event is judged
+    against every event before it. `ts == T - lateness_us` is still on time.
+    """
+    clock = clock_us
+    for index, event in enumerate(events):
+        if clock is None or event.ts_us > clock:
+            clock = event.ts_us
+        elif event.ts_us < clock - lateness_us:
+            raise LateEvent(
+                f"the event is {(clock - event.ts_us) / US_PER_S:g} s older than the topic's "
+                f"latest event; at most {lateness_us / US_PER_S:g} s is allowed",
+                index=index,
+            )
+
+
+def encode_events(events: Iterable[Event]) -> bytes:
+    """The broker wire form of a batch: a JSON list of [value, ts_us, tags]."""
+    return orjson.dumps([(event.value, event.ts_us, event.tags) for event in events])
+
+
+def decode_events(data: bytes) -> list[Event]:
+    """Inverse of `encode_events`; trusts its input, which only pushsvc writes."""
+    return [Event(value, ts_us, tags) for value, ts_us, tags in orjson.loads(data)]
+
+
+def event_json(event: Event) -> dict[str, object]:
+    """The event as updates echo it: ts in epoch seconds, tags always an object."""
+    return {
+        "value": event.value,
+        "ts": event.ts_us / US_PER_S,
+        "tags": {} if event.tags is None else event.tags,
+    }

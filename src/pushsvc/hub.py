@@ -1,0 +1,170 @@
+"""The hub: this process's subscribers, fed by its one broker subscription.
+
+Each update is encoded to SSE bytes once and the same bytes object goes to every
+matching client's bounded queue. Delivering never blocks: a client whose queue is
+full is switched to conflation (latest update per topic wins); one that has taken
+nothing for `slow_timeout_us` is disconnected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gevent.event import Event as Signal
+
+from pushsvc.broker.base import Update
+from pushsvc.sse import encode_update
+
+Matcher = Callable[[str], bool]
+
+
+def monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One queued update: `order` is the hub's arrival counter, which follows id order."""
+
+    order: int
+    update: Update
+    frame: bytes
+
+
+@dataclass(eq=False, slots=True)
+class Client:
+    """One subscriber's bounded queue. Only the hub puts; only the client's stream takes."""
+
+    matcher: Matcher
+    exact: frozenset[str] | None
+    capacity: int
+    queue: deque[Delivery] = field(default_factory=deque)
+    conflated: dict[str, Delivery] = field(default_factory=dict)
+    wakeup: Signal = field(default_factory=Signal)
+    closed_reason: str | None = None
+    last_take_us: int = 0
+    conflations: int = 0
+
+    def offer(self, delivery: Delivery) -> None:
+        if len(self.queue) < self.capacity and not self.conflated:
+            self.queue.append(delivery)
+        else:
+            # Statistics are full state: the latest update of a topic supersedes older ones.
+            if delivery.update.topic not in self.conflated:
+                self.conflations += 1
+            self.conflated[delivery.update.topic] = delivery
+        self.wakeup.set()
+
+    def take(self, timeout_s: float, now_us: Callable[[], int] = monotonic_us) -> list[Delivery]:
+        """Everything queued, in id order; [] after `timeout_s` with nothing (time for a heartbeat)."""
+        if not self.queue and not self.conflated and self.closed_reason is None:
+            self.wakeup.clear()
+            self.wakeup.wait(timeout_s)
+        items = list(self.queue)
+        self.queue.clear()
+        if self.conflated:
+            items.extend(sorted(self.conflated.values(), key=lambda d: d.order))
+            self.conflated.clear()
+        self.last_take_us = now_us()
+        return items
+
+    def close(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+        self.wakeup.set()
+
+
+class Hub:
+    """topic → local subscribers. `dispatch` is the broker's update handler.
+
+    Greenlet-safe under gevent's cooperative scheduling: nothing here yields.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int,
+        slow_timeout_us: int,
+        clock: Callable[[], int] = monotonic_us,
+    ) -> None:
+        self._queue_size = queue_size
+        self._slow_timeout_us = slow_timeout_us
+        self._clock = clock
+        self._by_topic: dict[str, set[Client]] = {}
+        self._patterned: set[Client] = set()
+        self._order = 0
+        self.topic_clocks: dict[str, int] = {}
+        """Latest event clock (µs) seen per topic: what the producer API checks lateness against."""
+        self.last_update_wall: dict[str, float] = {}
+        self.delivered = 0
+        self.slow_disconnects = 0
+
+    def subscribe(self, matcher: Matcher, exact: frozenset[str] | None) -> Client:
+        """`exact`: the topic names when the selectors hold no pattern (fast path)."""
+        client = Client(matcher, exact, self._queue_size, last_take_us=self._clock())
+        if exact is None:
+            self._patterned.add(client)
+        else:
+            for topic in exact:
+                self._by_topic.setdefault(topic, set()).add(client)
+        return client
+
+    def unsubscribe(self, client: Client) -> None:
+        if client.exact is None:
+            self._patterned.discard(client)
+            return
+        for topic in client.exact:
+            clients = self._by_topic.get(topic)
+            if clients is not None:
+                clients.discard(client)
+                if not clients:
+                    del self._by_topic[topic]
+
+    def dispatch(self, updates: list[Update]) -> None:
+        now_wall = time.time()
+        for update in updates:
+            topic = update.topic
+            self.topic_clocks[topic] = update.clock_us
+            self.last_update_wall[topic] = now_wall
+            self._order += 1
+            targets = self._by_topic.get(topic)
+            patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
+            if not targets and not patterned:
+                continue
+            delivery = Delivery(self._order, update, encode_update(update.id, update.data))
+            for group in (targets or (), patterned):
+                for client in group:
+                    self._deliver(client, delivery)
+
+    def _deliver(self, client: Client, delivery: Delivery) -> None:
+        if client.closed_reason is not None:
+            return
+        if client.conflated and self._clock() - client.last_take_us > self._slow_timeout_us:
+            self.slow_disconnects += 1
+            client.close("slow")
+            return
+        client.offer(delivery)
+        self.delivered += 1
+
+    def subscriber_counts(self) -> dict[str, int]:
+        counts = {topic: len(clients) for topic, clients in self._by_topic.items()}
+        for client in self._patterned:
+            for topic in self.topic_clocks:
+                if client.matcher(topic):
+                    counts[topic] = counts.get(topic, 0) + 1
+        return counts
+
+    @property
+    def client_count(self) -> int:
+        return len(self._patterned) + len({c for cs in self._by_topic.values() for c in cs})
+
+    def close(self) -> None:
+        """Ask every stream to end (server shutdown)."""
+        for client in list(self._patterned):
+            client.close("shutdown")
+        for clients in list(self._by_topic.values()):
+            for client in list(clients):
+                client.close("shutdown")

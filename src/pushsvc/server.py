@@ -1,0 +1,61 @@
+"""Running processes: the gevent WSGI server, and the standalone aggregator, with clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import gevent
+from gevent.event import Event as Signal
+from gevent.pywsgi import WSGIServer
+
+from pushsvc.app import Role, create_app
+from pushsvc.config import Settings
+from pushsvc.lease import run_with_lease
+from pushsvc.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _on_termination(stop: Signal) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stop.set)
+
+
+def serve_http(settings: Settings, role: Role) -> None:
+    """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds."""
+    app = create_app(settings, role=role)
+    runtime: Runtime = app.extensions["pushsvc"]
+    server = WSGIServer((settings.host, settings.port), app, log=None, error_log=log)
+    stop = Signal()
+    _on_termination(stop)
+    lease = None
+    if runtime.aggregator is not None and settings.redis_url is not None:
+        lease = gevent.spawn(run_with_lease, runtime.aggregator, settings, stop)
+    server.start()
+    # The bound port, for port 0 (tests and scripts read this line).
+    log.warning("pushsvc %s listening on http://%s:%d", role, settings.host, server.server_port)
+    stop.wait()
+    log.warning("pushsvc %s stopping", role)
+    runtime.hub.close()  # streams end first, so the server's stop does not wait for them
+    server.stop(timeout=5)
+    if lease is not None:
+        lease.join(timeout=3)
+    runtime.close()
+
+
+def aggregate(settings: Settings) -> None:
+    """Run an aggregator process on Redis until SIGTERM/SIGINT."""
+    runtime = Runtime.build(settings, web=False, aggregate=True)
+    assert runtime.aggregator is not None
+    stop = Signal()
+    _on_termination(stop)
+    log.warning(
+        "pushsvc aggregator shard %d/%d on %s",
+        *settings.shard,
+        settings.redacted()["redis_url"],
+    )
+    lease = gevent.spawn(run_with_lease, runtime.aggregator, settings, stop)
+    stop.wait()
+    lease.join(timeout=3)
+    runtime.close()

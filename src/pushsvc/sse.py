@@ -1,0 +1,90 @@
+"""Server-Sent Events wire encoding (pure, on the hot path of every stream).
+
+Lines end with LF only; every message ends with a blank line. A value is
+written after `field: `, so a parser that strips one space after the colon
+gets it back exactly, leading spaces included. `id` and `event` must not
+contain CR, LF or NUL: a line break would let the value inject fields, and a
+NUL makes browsers ignore the id. Data cannot carry CR: any line break in it
+(CRLF, CR or LF) becomes a new `data:` line, read back as LF.
+"""
+
+from __future__ import annotations
+
+CONTENT_TYPE = "text/event-stream"
+HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Type", CONTENT_TYPE),
+    ("Cache-Control", "no-store"),
+    # nginx would otherwise buffer the stream and hold updates back.
+    ("X-Accel-Buffering", "no"),
+)
+
+HEARTBEAT = b":\n\n"
+"""A comment: keeps proxies from timing out an idle stream; EventSource ignores it."""
+
+UPDATE_EVENT = "stats"
+
+
+def _check_field(name: str, value: str) -> None:
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError(f"an SSE {name} must not contain CR, LF or NUL: {value[:64]!r}")
+
+
+def _data_lines(data: bytes) -> list[bytes]:
+    # Not bytes.splitlines(): it drops a trailing empty line, which is data.
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+
+
+def encode_message(
+    data: bytes | str,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry_ms: int | None = None,
+) -> bytes:
+    """One complete SSE message; ValueError if `id` or `event` could break the framing."""
+    if isinstance(data, str):
+        data = data.encode()
+    parts: list[bytes] = []
+    if id is not None:
+        _check_field("id", id)
+        parts.append(b"id: " + id.encode() + b"\n")
+    if event is not None:
+        _check_field("event", event)
+        parts.append(b"event: " + event.encode() + b"\n")
+    if b"\n" in data or b"\r" in data:
+        parts.extend(b"data: " + line + b"\n" for line in _data_lines(data))
+    else:
+        parts.append(b"data: " + data + b"\n")
+    if retry_ms is not None:
+        parts.append(b"retry: %d\n" % _check_retry(retry_ms))
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def encode_update(id: str, data: bytes) -> bytes:
+    """An `event: stats` update; `data` must be one line (pushsvc's compact JSON).
+
+    Called once per update, whatever the number of subscribers.
+    """
+    if "\n" in id or "\r" in id or "\0" in id:
+        raise ValueError(f"an SSE id must not contain CR, LF or NUL: {id[:64]!r}")
+    if b"\n" in data or b"\r" in data:
+        raise ValueError("update data must be one line")
+    return b"id: " + id.encode() + b"\nevent: stats\ndata: " + data + b"\n\n"
+
+
+def retry_line(ms: int) -> bytes:
+    """Set the client's reconnection delay; a message of its own, no event fires."""
+    return b"retry: %d\n\n" % _check_retry(ms)
+
+
+def comment(text: str = "") -> bytes:
+    """A comment message, one `:` line per line of `text`; `comment()` is HEARTBEAT."""
+    lines = _data_lines(text.encode())
+    return b"".join(b": " + line + b"\n" if line else b":\n" for line in lines) + b"\n"
+
+
+def _check_retry(ms: int) -> int:
+    if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+        raise ValueError(f"retry must be a non-negative integer of milliseconds, not {ms!r}")
+    return ms

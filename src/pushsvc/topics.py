@@ -1,0 +1,92 @@
+"""Topic names and the selectors a stream subscribes with (pure).
+
+A selector is a topic name, a prefix pattern `sensors.*` (every topic whose
+name starts with `sensors.`, at any depth, but not `sensors` itself), or a
+bare `*` for every topic, which a dashboard watching everything needs; access
+control, not this module, decides who may use it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pushsvc.errors import InvalidTopic
+
+MAX_TOPIC_LEN = 128
+
+# Literal ASCII classes and fullmatch: `$` would accept a trailing newline.
+_TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+ALL = "*"
+_PREFIX_SUFFIX = ".*"
+
+
+def validate_topic(name: str) -> str:
+    """Return `name` if it is a valid topic name, else raise InvalidTopic."""
+    if not isinstance(name, str) or _TOPIC.fullmatch(name) is None:
+        raise InvalidTopic(
+            f"invalid topic {_shorten(name)}: use 1 to {MAX_TOPIC_LEN} letters, digits and "
+            "'._:-', starting with a letter or a digit"
+        )
+    return name
+
+
+def _shorten(name: object) -> str:
+    return repr(name[:64] + "…" if isinstance(name, str) and len(name) > 64 else name)
+
+
+class TopicMatcher:
+    """A predicate over topic names built from selectors; immutable, greenlet-safe.
+
+    Exact names are a set lookup and all prefixes one `str.startswith` call,
+    so a matcher stays cheap with many names and a few patterns.
+    """
+
+    __slots__ = ("_all", "_names", "_prefixes", "selectors")
+
+    def __init__(self, selectors: Sequence[str]) -> None:
+        if isinstance(selectors, str):
+            raise TypeError("selectors must be a sequence of strings, not one string")
+        if not selectors:
+            raise InvalidTopic("select at least one topic")
+        names: set[str] = set()
+        prefixes: set[str] = set()
+        match_all = False
+        for selector in selectors:
+            if selector == ALL:
+                match_all = True
+            elif isinstance(selector, str) and selector.endswith(_PREFIX_SUFFIX):
+                # The prefix must itself be a valid name, so patterns like
+                # `*.*` or `a*.*` are refused rather than half-understood.
+                try:
+                    validate_topic(selector[: -len(_PREFIX_SUFFIX)])
+                except InvalidTopic:
+                    raise InvalidTopic(
+                        f"invalid topic pattern {_shorten(selector)}: use a topic name "
+                        "followed by '.*', or '*' alone"
+                    ) from None
+                prefixes.add(selector[:-1])
+            else:
+                names.add(validate_topic(selector))
+        self.selectors: tuple[str, ...] = tuple(selectors)
+        self._all = match_all
+        self._names = frozenset(names)
+        self._prefixes = tuple(sorted(prefixes))
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The exact topic names selected (not those matched by patterns)."""
+        return self._names
+
+    @property
+    def exact(self) -> bool:
+        """True when the selectors are topic names only, no pattern."""
+        return not self._all and not self._prefixes
+
+    def __call__(self, topic: str) -> bool:
+        # startswith(()) is False, so no pattern costs one cheap call.
+        return self._all or topic in self._names or topic.startswith(self._prefixes)
+
+    def __repr__(self) -> str:
+        return f"TopicMatcher({list(self.selectors)!r})"

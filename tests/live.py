@@ -1,0 +1,217 @@
+"""Real processes and real sockets for the integration tests: a pushsvc server, an SSE reader."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from whatwg_sse import EventStreamParser, SSEMessage
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+_LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")
+
+
+class PushsvcProcess:
+    """`python -m pushsvc <command> ...` in a child process; port 0 unless given."""
+
+    def __init__(
+        self,
+        command: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        http: bool = True,
+    ) -> None:
+        self.argv = [sys.executable, "-m", "pushsvc", command, *args]
+        if http and not any(a.startswith("--port") for a in args):
+            self.argv += ["--port", "0"]
+        self.env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.http = http
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 20) -> PushsvcProcess:
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{self.argv} did not start:\n{''.join(self.output)}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.argv} exited:\n{''.join(self.output)}")
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.port = int(match[2])
+                self._ready.set()
+            elif not self.http and ("aggregator shard" in line):
+                self._ready.set()
+        self._ready.set()  # exited: wake start()
+
+    def wait_for_log(self, pattern: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in self.output):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no log line matching {pattern!r}:\n{''.join(self.output)}")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        self._release()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._release()
+
+    def _release(self) -> None:
+        assert self.proc is not None
+        self._pumper.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | str | Any = None,
+    *,
+    content_type: str | None = "application/json",
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request on a fresh connection; JSON-encodes non-bytes bodies."""
+    if body is not None and not isinstance(body, bytes | str):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    all_headers = dict(headers or {})
+    if content_type is not None and body is not None:
+        all_headers.setdefault("Content-Type", content_type)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=all_headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def post(port: int, topic: str, events: Any, **kwargs: Any) -> tuple[int, Any]:
+    status, _, body = request(port, "POST", f"/topics/{topic}/events", events, **kwargs)
+    return status, json.loads(body) if body else None
+
+
+@dataclass
+class SSEClient:
+    """A real EventSource-like reader over HTTP/1.1 (chunked), parsed by a WHATWG parser."""
+
+    port: int
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 10
+    status: int = 0
+    response_headers: dict[str, str] = field(default_factory=dict)
+    raw: bytearray = field(default_factory=bytearray)
+
+    def __post_init__(self) -> None:
+        self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        self._conn.request("GET", self.path, headers=self.headers)
+        self._sock = self._conn.sock  # getresponse may hand the socket over to the response
+        self._resp = self._conn.getresponse()
+        self.status = self._resp.status
+        self.response_headers = {k.lower(): v for k, v in self._resp.getheaders()}
+        self._parser = EventStreamParser()
+        self._pending: list[SSEMessage] = []
+
+    def next(self, timeout: float | None = None) -> SSEMessage:
+        """The next dispatched message; raises TimeoutError when none arrives in time."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no SSE message on {self.path} in time")
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._resp.read1(65536)
+            except TimeoutError:
+                raise TimeoutError(f"no SSE message on {self.path} in time") from None
+            if not chunk:
+                raise EOFError(f"stream {self.path} ended")
+            self.raw += chunk
+            self._pending.extend(self._parser.feed(chunk))
+        return self._pending.pop(0)
+
+    @property
+    def comments(self) -> list[str]:
+        """Comment lines received so far (heartbeats are empty comments)."""
+        return self._parser.comments
+
+    def next_data(self, event: str = "stats", timeout: float | None = None) -> tuple[str, Any]:
+        """(id, parsed data) of the next message of type `event`, skipping others."""
+        while True:
+            message = self.next(timeout)
+            if message.event == event:
+                return message.id, json.loads(message.data)
+
+    def take(self, n: int, event: str = "stats", timeout: float | None = None) -> list[tuple[str, Any]]:
+        return [self.next_data(event, timeout) for _ in range(n)]
+
+    def close(self) -> None:
+        self._resp.close()
+        self._conn.close()
+        self._sock.close()
+
+    def __enter__(self) -> SSEClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+

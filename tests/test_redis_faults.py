@@ -1,0 +1,184 @@
+"""The Redis broker when Redis goes away: loud failures, then recovery without help.
+
+Each test has its own redis-server, which it stops and starts again (empty).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import orjson
+import pytest
+import redis
+
+from pushsvc.broker.base import Update, UpdateDraft
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.errors import BrokerUnavailable
+from pushsvc.events import Event
+from pushsvc.ids import parse_id
+from redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def brokers(own_redis: RedisServer, prefix: str) -> Iterator[Callable[..., RedisBroker]]:
+    made: list[RedisBroker] = []
+
+    def make(**options: float) -> RedisBroker:
+        options.setdefault("max_backoff", 0.5)
+        broker = RedisBroker(own_redis.url, prefix=prefix, history=100, **options)  # type: ignore[arg-type]
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+def draft(topic: str, n: int) -> UpdateDraft:
+    return UpdateDraft(topic, n, orjson.dumps({"topic": topic, "n": n}))
+
+
+def epoch(update: Update) -> str:
+    parsed = parse_id(update.id)
+    assert parsed is not None
+    return parsed[0]
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    # Reconnection happens inside the broker with no event to await: poll, with a deadline.
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.02)
+
+
+def reader_alive(prefix: str) -> bool:
+    return any(t.name == f"pushsvc-redis-reader-{prefix}" for t in threading.enumerate())
+
+
+def test_every_call_raises_broker_unavailable_while_redis_is_down(
+    own_redis: RedisServer, brokers: Callable[..., RedisBroker]
+) -> None:
+    broker = brokers()
+    (update,) = broker.publish_updates([draft("a", 1)])
+    own_redis.stop()
+
+    calls: dict[str, Callable[[], object]] = {
+        "publish_events": lambda: broker.publish_events("a", [Event(1.0, 1, None)]),
+        "publish_updates": lambda: broker.publish_updates([draft("a", 2)]),
+        "replay": lambda: broker.replay(update.id, lambda t: True),
+        "latest": lambda: broker.latest(lambda t: True),
+        "ping": broker.ping,
+    }
+    for name, call in calls.items():
+        with pytest.raises(BrokerUnavailable) as raised:
+            call()
+        assert raised.value.status == 503, name
+        assert str(own_redis.port) not in raised.value.message  # no addresses in a 503 body
+
+
+def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
+    own_redis: RedisServer, brokers: Callable[..., RedisBroker]
+) -> None:
+    consumer, producer = brokers(), brokers()
+    events: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
+    updates: queue.Queue[Update] = queue.Queue()
+    consumer.consume_events(lambda topic, batch: events.put((topic, batch)))
+    consumer.consume_updates(lambda batch: [updates.put(u) for u in batch])
+    (before,) = producer.publish_updates([draft("a", 1)])
+    assert updates.get(timeout=WAIT) == before
+
+    own_redis.stop()
+    own_redis.start()
+
+    producer.ping()  # the first call after the restart already works: no stale connection
+    # Poll until the consumer's reader has subscribed again by itself.
+    wait_until(lambda: producer.publish_events("a", [Event(7.0, 7, None)]) == 1, "resubscribed")
+    assert events.get(timeout=WAIT) == ("a", [Event(7.0, 7, None)])
+    (after,) = producer.publish_updates([draft("a", 2)])
+    assert updates.get(timeout=WAIT) == after
+
+    assert epoch(after) != epoch(before)
+    assert consumer.replay(before.id, lambda t: True) is None  # that history is gone
+    assert consumer.replay(after.id, lambda t: True) == []
+    assert consumer.latest(lambda t: True) == {"a": after}
+
+
+def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
+    own_redis: RedisServer, brokers: Callable[..., RedisBroker]
+) -> None:
+    consumer, producer = brokers(), brokers()
+    updates: queue.Queue[Update] = queue.Queue()
+    consumer.consume_updates(lambda batch: [updates.put(u) for u in batch])
+    (before,) = producer.publish_updates([draft("a", 1)])
+    assert updates.get(timeout=WAIT) == before
+
+    admin = redis.Redis.from_url(own_redis.url)
+    try:
+        (old,) = admin.client_list(_type="pubsub")
+        assert admin.client_kill_filter(_type="pubsub") == 1
+
+        def resubscribed() -> bool:
+            # Another connection, not the killed one (Redis may free that one lazily).
+            return [
+                (c["id"] != old["id"], c["psub"]) for c in admin.client_list(_type="pubsub")
+            ] == [(True, "1")]
+
+        # Nobody listens until the reader is back; it must come back by itself.
+        wait_until(resubscribed, "resubscribed on a new connection")
+    finally:
+        admin.close()
+
+    (after,) = producer.publish_updates([draft("a", 2)])
+    assert updates.get(timeout=WAIT) == after
+    assert epoch(after) == epoch(before)  # Redis kept its data: same history
+    assert consumer.replay(before.id, lambda t: True) == [after]
+
+
+def test_consume_while_redis_is_down_raises_then_works_once_it_is_back(
+    own_redis: RedisServer, brokers: Callable[..., RedisBroker]
+) -> None:
+    consumer, producer = brokers(subscribe_timeout=0.5), brokers()
+    own_redis.stop()
+    with pytest.raises(BrokerUnavailable):
+        consumer.consume_events(lambda topic, batch: None)
+
+    own_redis.start()
+    events: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
+    wait_until(lambda: producer.publish_events("a", []) == 0, "redis is back")
+    consumer.consume_events(
+        lambda topic, batch: events.put((topic, batch)),
+    )
+    assert producer.publish_events("a", [Event(1.0, 1, None)]) == 1
+    assert events.get(timeout=WAIT) == ("a", [Event(1.0, 1, None)])
+
+
+@pytest.mark.parametrize("redis_up", [True, False], ids=["redis up", "redis down"])
+def test_close_stops_the_reader_promptly(
+    own_redis: RedisServer, brokers: Callable[..., RedisBroker], prefix: str, redis_up: bool
+) -> None:
+    broker = brokers(max_backoff=30.0)
+    broker.consume_updates(lambda batch: None)
+    assert reader_alive(prefix)
+    if not redis_up:
+        own_redis.stop()  # the reader is now failing and backing off
+
+    started = time.monotonic()
+    broker.close()
+    assert time.monotonic() - started < 1.5
+    assert not reader_alive(prefix)
