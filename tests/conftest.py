@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from live import PushsvcProcess  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
+from live import PushsvcProcess
+from redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

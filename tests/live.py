@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,9 @@ class SSEClient:
             if message.event == event:
                 return message.id, json.loads(message.data)
 
-    def take(self, n: int, event: str = "stats", timeout: float | None = None) -> list[tuple[str, Any]]:
+    def take(
+        self, n: int, event: str = "stats", timeout: float | None = None
+    ) -> list[tuple[str, Any]]:
         return [self.next_data(event, timeout) for _ in range(n)]
 
     def close(self) -> None:
@@ -214,4 +216,3 @@ def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.01) -> N
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
-

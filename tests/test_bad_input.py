@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from live import PushsvcProcess, SSEClient, request
 
 BIG = b'{"value": 1, "tags": {"x": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
@@ -25,7 +26,13 @@ CASES = [
     ("unknown field", b'{"value": 1, "valu": 2}', "application/json", 400, "invalid_event"),
     ("bad ts string", b'{"value": 1, "ts": "yesterday"}', "application/json", 400, "invalid_event"),
     ("boolean ts", b'{"value": 1, "ts": true}', "application/json", 400, "invalid_event"),
-    ("nested tags", b'{"value": 1, "tags": {"a": {"b": "c"}}}', "application/json", 400, "invalid_event"),
+    (
+        "nested tags",
+        b'{"value": 1, "tags": {"a": {"b": "c"}}}',
+        "application/json",
+        400,
+        "invalid_event",
+    ),
     ("number tag", b'{"value": 1, "tags": {"a": 1}}', "application/json", 400, "invalid_event"),
     ("10 MB body", BIG, "application/json", 413, None),
     ("form content type", b"value=1", "application/x-www-form-urlencoded", 415, None),
@@ -50,7 +57,9 @@ def _state(server: PushsvcProcess, topic: str) -> bytes:
     return body
 
 
-@pytest.mark.parametrize(("name", "body", "ctype", "status", "code"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "body", "ctype", "status", "code"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bad_body_is_rejected_and_changes_nothing(
     watched: tuple[PushsvcProcess, str, SSEClient],
     name: str,
@@ -61,7 +70,9 @@ def test_bad_body_is_rejected_and_changes_nothing(
 ) -> None:
     server, topic, stream = watched
     before = _state(server, topic)
-    got, headers, reply = request(server.port, "POST", f"/topics/{topic}/events", body, content_type=ctype)
+    got, headers, reply = request(
+        server.port, "POST", f"/topics/{topic}/events", body, content_type=ctype
+    )
     assert got == status, reply
     assert headers["content-type"] == "application/json"
     error = json.loads(reply)["error"]
@@ -85,7 +96,9 @@ def test_rejected_batch_names_the_bad_index(watched: tuple[PushsvcProcess, str, 
     assert _state(server, topic) == before
 
 
-@pytest.mark.parametrize("bad", ["-leading-dash", "a" * 129, "has%20space", "a%0Ab", "sl/ash", "%C3%A9", ".dot"])
+@pytest.mark.parametrize(
+    "bad", ["-leading-dash", "a" * 129, "has%20space", "a%0Ab", "sl/ash", "%C3%A9", ".dot"]
+)
 def test_bad_topic_names_are_400(server: PushsvcProcess, bad: str) -> None:
     for method, path in (("POST", f"/topics/{bad}/events"), ("GET", f"/topics/{bad}/stream")):
         status, _, reply = request(server.port, method, path, {"value": 1})
@@ -105,7 +118,12 @@ def test_tag_with_sse_control_sequence_cannot_inject_fields(
 ) -> None:
     server, topic, stream = watched
     evil = "x\n\nevent: injected\ndata: owned\r\nid: 999\n"
-    assert request(server.port, "POST", f"/topics/{topic}/events", {"value": 5, "tags": {"k": evil}})[0] == 202
+    assert (
+        request(server.port, "POST", f"/topics/{topic}/events", {"value": 5, "tags": {"k": evil}})[
+            0
+        ]
+        == 202
+    )
     message = stream.next()
     assert message.event == "stats"
     update = json.loads(message.data)

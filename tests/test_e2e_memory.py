@@ -8,6 +8,7 @@ import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from live import PushsvcProcess, SSEClient, post, request
 
 STATS = ["count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99"]
@@ -176,7 +177,10 @@ def test_read_api(server: PushsvcProcess, topic: str) -> None:
     assert status == 200
     listed = {t["topic"]: t for t in json.loads(body)["topics"]}
     assert listed[topic]["subscribers"] == 1
-    assert listed[topic]["last_id"] == json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])["id"]
+    assert (
+        listed[topic]["last_id"]
+        == json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])["id"]
+    )
     stream.close()
     assert request(server.port, "GET", "/healthz")[0] == 200
     status, _, body = request(server.port, "GET", "/readyz")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from live import PushsvcProcess, SSEClient, post, request, wait_until
 from redis_server import RedisServer
 
@@ -51,7 +52,9 @@ def test_event_posted_to_one_web_reaches_subscriber_of_another(split, topic: str
     assert latest["id"] == received[-1][0]
 
 
-def test_no_aggregator_means_503_not_silent_loss(redis_server: RedisServer, prefix: str, topic: str) -> None:
+def test_no_aggregator_means_503_not_silent_loss(
+    redis_server: RedisServer, prefix: str, topic: str
+) -> None:
     web = PushsvcProcess("web", env=_env(redis_server, prefix)).start()
     try:
         status, body = post(web.port, topic, {"value": 1})

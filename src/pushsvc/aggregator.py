@@ -81,7 +81,9 @@ class Aggregator:
             if clock is not None and event.ts_us < clock - self._lateness:
                 # The web tier checked against the clock it knew; another producer moved it since.
                 self.late_dropped += 1
-                log.warning("dropped late event on %s (ts_us=%d, clock_us=%d)", topic, event.ts_us, clock)
+                log.warning(
+                    "dropped late event on %s (ts_us=%d, clock_us=%d)", topic, event.ts_us, clock
+                )
                 continue
             windows.insert(event.ts_us, event.value)
             drafts.append(self._draft(topic, topic_prefix, windows, "event", event_json(event)))
@@ -117,7 +119,12 @@ class Aggregator:
     ) -> UpdateDraft:
         clock = windows.clock_us or 0
         rest = orjson.dumps(
-            {"ts": clock / 1_000_000, "reason": reason, "event": event, "windows": windows.summary()}
+            {
+                "ts": clock / 1_000_000,
+                "reason": reason,
+                "event": event,
+                "windows": windows.summary(),
+            }
         )
         return UpdateDraft(topic, clock, topic_prefix + b"," + rest[1:])
 

@@ -44,7 +44,9 @@ def _load(flags: dict[str, str | None]) -> Settings:
 
 def _logging() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
 
 
@@ -72,7 +74,9 @@ def web(**flags: str | None) -> None:
     """HTTP API and streams only; needs --redis-url and a `pushsvc aggregate` process."""
     settings = _load(flags)
     if settings.redis_url is None:
-        raise click.UsageError("web needs --redis-url / PUSHSVC_REDIS_URL (use `serve` without Redis)")
+        raise click.UsageError(
+            "web needs --redis-url / PUSHSVC_REDIS_URL (use `serve` without Redis)"
+        )
     _logging()
     from pushsvc.server import serve_http
 

@@ -1,4 +1,4 @@
-"""Settings: read once from `PUSHSVC_*` variables and CLI flags (a flag wins), validated at start-up."""
+"""Settings: read once from `PUSHSVC_*` variables and CLI flags (a flag wins), validated early."""
 
 from __future__ import annotations
 

@@ -8,15 +8,20 @@ nothing for `slow_timeout_us` is disconnected.
 
 from __future__ import annotations
 
+import errno
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import gevent
 from gevent.event import Event as Signal
 
 from pushsvc.broker.base import Update
 from pushsvc.sse import encode_update
+
+log = logging.getLogger(__name__)
 
 Matcher = Callable[[str], bool]
 
@@ -41,12 +46,15 @@ class Client:
     matcher: Matcher
     exact: frozenset[str] | None
     capacity: int
+    clock: Callable[[], int] = field(default=lambda: monotonic_us(), repr=False)
     queue: deque[Delivery] = field(default_factory=deque)
     conflated: dict[str, Delivery] = field(default_factory=dict)
     wakeup: Signal = field(default_factory=Signal)
     closed_reason: str | None = None
     last_take_us: int = 0
     conflations: int = 0
+    writer: gevent.Greenlet | None = None
+    """The greenlet writing this client's stream, while it is between two takes (writing)."""
 
     def offer(self, delivery: Delivery) -> None:
         if len(self.queue) < self.capacity and not self.conflated:
@@ -58,8 +66,8 @@ class Client:
             self.conflated[delivery.update.topic] = delivery
         self.wakeup.set()
 
-    def take(self, timeout_s: float, now_us: Callable[[], int] = monotonic_us) -> list[Delivery]:
-        """Everything queued, in id order; [] after `timeout_s` with nothing (time for a heartbeat)."""
+    def take(self, timeout_s: float) -> list[Delivery]:
+        """All queued deliveries in id order; [] if `timeout_s` passes with none (heartbeat)."""
         if not self.queue and not self.conflated and self.closed_reason is None:
             self.wakeup.clear()
             self.wakeup.wait(timeout_s)
@@ -68,7 +76,7 @@ class Client:
         if self.conflated:
             items.extend(sorted(self.conflated.values(), key=lambda d: d.order))
             self.conflated.clear()
-        self.last_take_us = now_us()
+        self.last_take_us = self.clock()
         return items
 
     def close(self, reason: str) -> None:
@@ -104,7 +112,7 @@ class Hub:
 
     def subscribe(self, matcher: Matcher, exact: frozenset[str] | None) -> Client:
         """`exact`: the topic names when the selectors hold no pattern (fast path)."""
-        client = Client(matcher, exact, self._queue_size, last_take_us=self._clock())
+        client = Client(matcher, exact, self._queue_size, self._clock, last_take_us=self._clock())
         if exact is None:
             self._patterned.add(client)
         else:
@@ -144,7 +152,12 @@ class Hub:
             return
         if client.conflated and self._clock() - client.last_take_us > self._slow_timeout_us:
             self.slow_disconnects += 1
+            log.info("disconnecting a subscriber that took nothing for the slow-client timeout")
             client.close("slow")
+            if client.writer is not None:
+                # Stuck in a socket write to a client that stopped reading: only an exception
+                # gets it out. The WSGI server closes the connection quietly on ECONNRESET.
+                gevent.kill(client.writer, ConnectionResetError(errno.ECONNRESET, "slow consumer"))
             return
         client.offer(delivery)
         self.delivered += 1

@@ -9,6 +9,7 @@ takeover are not published (the next update carries the full state).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 
@@ -58,8 +59,6 @@ def run_with_lease(aggregator: Aggregator, settings: Settings, stop: Signal) -> 
             stop.wait(ttl_ms / 3000)
     finally:
         aggregator.active = False
-        try:
+        with contextlib.suppress(redis.RedisError):  # it expires by itself anyway
             client.register_script(_RELEASE)(keys=[key], args=[token])
-        except redis.RedisError:
-            pass  # it expires by itself
         client.close()

@@ -35,7 +35,9 @@ class _StateCollector(Collector):
         )
         if self.aggregator is not None:
             yield GaugeMetricFamily(
-                "pushsvc_topics", "Topics this aggregator holds", value=len(self.aggregator.topics())
+                "pushsvc_topics",
+                "Topics this aggregator holds",
+                value=len(self.aggregator.topics()),
             )
             yield CounterMetricFamily(
                 "pushsvc_late_dropped",

@@ -1,4 +1,4 @@
-"""What one process runs: the broker, its hub, and (where it aggregates) the aggregator with its tick."""
+"""What one process runs: the broker, its hub and, where it aggregates, the aggregator."""
 
 from __future__ import annotations
 

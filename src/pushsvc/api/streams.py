@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import gevent
 import orjson
 from flask import Blueprint, Response, request
 
@@ -23,6 +24,7 @@ from pushsvc.sse import HEADERS, HEARTBEAT, encode_message, encode_update, retry
 from pushsvc.topics import TopicMatcher, validate_topic
 
 bp = Blueprint("streams", __name__)
+
 
 @bp.get("/topics/<anytext:topic>/stream")
 def topic_stream(topic: str) -> Response:
@@ -79,7 +81,9 @@ def _events(
             yield b"".join(encode_update(u.id, u.data) for u in replay)
             floor = parse_id(replay[-1].id if replay else last_event_id or "")
         while client.closed_reason is None:
+            client.writer = None
             deliveries = client.take(heartbeat_s)
+            client.writer = gevent.getcurrent()
             if not deliveries:
                 if client.closed_reason is None:
                     yield HEARTBEAT

@@ -41,7 +41,7 @@ def ratio(num: int, den: int) -> float:
     try:
         return num / den
     except OverflowError:
-        return math.copysign(math.inf, num)
+        return math.inf if num > 0 else -math.inf
 
 
 def moments(
@@ -54,9 +54,17 @@ def moments(
     """
     if n == 0:
         return 0.0, None, None, None
-    total = ratio(s1, unit)
-    mean = ratio(s1, n * unit)
-    if n == 1:
-        return total, mean, None, None
-    var = ratio(n * s2 - s1 * s1, n * (n - 1) * unit * unit)
+    try:
+        total = s1 / unit
+        mean = s1 / (n * unit)
+        if n == 1:
+            return total, mean, None, None
+        var = (n * s2 - s1 * s1) / (n * (n - 1) * unit * unit)
+    except OverflowError:
+        # Rare (results beyond 1.8e308): redo each quotient on its own, overflow as inf.
+        total = ratio(s1, unit)
+        mean = ratio(s1, n * unit)
+        if n == 1:
+            return total, mean, None, None
+        var = ratio(n * s2 - s1 * s1, n * (n - 1) * unit * unit)
     return total, mean, var, math.sqrt(var)

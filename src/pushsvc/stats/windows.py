@@ -111,8 +111,8 @@ class TopicWindows:
         lateness bound; a late event older than every window changes nothing. A non-finite
         value raises ValueError and changes nothing.
         """
-        v = float(value)
         try:
+            v = float(value)
             m, d = v.as_integer_ratio()
         except (OverflowError, ValueError):
             raise ValueError(f"event value must be finite, got {value!r}") from None

@@ -1,0 +1,98 @@
+"""The hub on its own: fan-out, bounded queues, conflation and slow-client eviction (clock injected)."""
+
+from __future__ import annotations
+
+from pushsvc.broker.base import Update
+from pushsvc.hub import Hub
+from pushsvc.topics import TopicMatcher
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (µs)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _update(topic: str, n: int) -> Update:
+    return Update(topic, f"0badc0de:0-{n}", n, b'{"id":"0badc0de:0-%d","n":%d}' % (n, n))
+
+
+def _subscribe(hub: Hub, *selectors: str):  # type: ignore[no-untyped-def]
+    exact = None if any("*" in s for s in selectors) else frozenset(selectors)
+    return hub.subscribe(TopicMatcher(selectors), exact)
+
+
+def test_update_is_encoded_once_and_shared_by_all_clients() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    first, second, patterned = (
+        _subscribe(hub, "a"),
+        _subscribe(hub, "a"),
+        _subscribe(hub, "*"),
+    )
+    hub.dispatch([_update("a", 1)])
+    frames = [c.take(0)[0].frame for c in (first, second, patterned)]
+    assert frames[0] == b'id: 0badc0de:0-1\nevent: stats\ndata: {"id":"0badc0de:0-1","n":1}\n\n'
+    assert frames[0] is frames[1] is frames[2]
+
+
+def test_only_matching_topics_are_delivered() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    exact, pattern = _subscribe(hub, "a", "b"), _subscribe(hub, "sensors.*")
+    hub.dispatch([_update(t, n) for n, t in enumerate(["a", "c", "sensors.x", "b", "sensorsx"])])
+    assert [d.update.topic for d in exact.take(0)] == ["a", "b"]
+    assert [d.update.topic for d in pattern.take(0)] == ["sensors.x"]
+    assert hub.subscriber_counts() == {"a": 1, "b": 1, "sensors.x": 1}
+
+
+def test_full_queue_switches_to_latest_wins_per_topic_in_id_order() -> None:
+    hub = Hub(queue_size=2, slow_timeout_us=10_000_000)
+    slow, fast = _subscribe(hub, "a", "b"), _subscribe(hub, "a", "b")
+    updates = [_update(t, n) for n, t in enumerate(["a", "b", "a", "b", "a", "a"], start=1)]
+    for update in updates:
+        hub.dispatch([update])
+        fast.take(0)  # the fast client keeps up and gets everything
+    got = [d.update.id for d in slow.take(0)]
+    # The first two fit the queue; then only each topic's latest survives, in id order.
+    assert got == ["0badc0de:0-1", "0badc0de:0-2", "0badc0de:0-4", "0badc0de:0-6"]
+    assert slow.closed_reason is None
+
+
+def test_client_that_takes_nothing_for_the_timeout_is_disconnected() -> None:
+    clock = FakeClock()
+    hub = Hub(queue_size=1, slow_timeout_us=5_000_000, clock=clock)
+    slow, healthy = _subscribe(hub, "a"), _subscribe(hub, "a")
+    for n in range(1, 4):
+        hub.dispatch([_update("a", n)])
+        healthy.take(0)
+    clock.now += 4_000_000
+    hub.dispatch([_update("a", 4)])
+    assert slow.closed_reason is None  # behind, but within the timeout
+    clock.now += 2_000_000
+    healthy.take(0)
+    hub.dispatch([_update("a", 5)])
+    assert slow.closed_reason == "slow"
+    assert hub.slow_disconnects == 1
+    assert healthy.closed_reason is None
+    assert [d.update.id for d in healthy.take(0)] == ["0badc0de:0-5"]
+
+
+def test_unsubscribe_forgets_the_client() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, other = _subscribe(hub, "a"), _subscribe(hub, "a.*")
+    hub.unsubscribe(client)
+    hub.unsubscribe(other)
+    hub.dispatch([_update("a", 1), _update("a.b", 2)])
+    assert client.take(0) == [] and other.take(0) == []
+    assert hub.client_count == 0 and hub.subscriber_counts() == {}
+
+
+def test_close_wakes_every_stream() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    clients = [_subscribe(hub, "a"), _subscribe(hub, "*")]
+    hub.close()
+    assert [c.closed_reason for c in clients] == ["shutdown", "shutdown"]
+    assert all(c.take(5) == [] for c in clients)  # returns at once, no wait
