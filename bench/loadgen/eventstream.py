@@ -62,7 +62,8 @@ class EventStreamParser:
         for line in lines:
             if not line:
                 if self._data:
-                    out.append(Message(self._event or b"message", b"\n".join(self._data), self.last_id))
+                    data = b"\n".join(self._data)
+                    out.append(Message(self._event or b"message", data, self.last_id))
                 self._data = []
                 self._event = b""
             elif line[0] == 0x3A:  # ":" — a comment, e.g. a heartbeat

@@ -31,7 +31,8 @@ class Tally:
 
     def record(self, value: float) -> bool:
         self.received += 1
-        index = int(value) if isinstance(value, int | float) and math.isfinite(value) else -1
+        finite = type(value) in (int, float) and math.isfinite(value)  # bool is not a value
+        index = int(value) if finite else -1
         if index != value or not 0 <= index < self.expected:
             self.unexpected += 1
             return False

@@ -1,0 +1,70 @@
+"""What differs between the servers under test: the published body and the delivered message.
+
+Both kinds publish `{"value": i, "tags": {"sent": "<time.time() repr>"}}` and read `i`
+and `sent` back from each delivery:
+
+* `pushsvc` — deliveries are `event: stats` updates whose data holds the event under
+  `event`; the stream opens with `event: snapshot` (the subscription is live from then on);
+  updates without an `event` (window ticks) are not deliveries.
+* `flask-sse` — deliveries are unnamed `data:` messages holding exactly what was published;
+  the server sends nothing until the first message, so readiness is checked elsewhere
+  (Redis `PUBSUB NUMSUB`, by bench/fanout.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from loadgen.eventstream import Message
+from loadgen.http1 import ProtocolError
+
+READY = "ready"
+"""Returned by a decoder for the message that shows the subscription is live."""
+
+Decoded = tuple[float, float] | str | None
+"""(value, sent time) for a delivery, READY, or None for a message that is neither."""
+
+
+def publish_body(value: int, sent: float) -> bytes:
+    return b'{"value":%d,"tags":{"sent":"%s"}}' % (value, repr(sent).encode())
+
+
+def _delivery(payload: object) -> tuple[float, float]:
+    try:
+        return payload["value"], float(payload["tags"]["sent"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError(f"delivery without value/tags.sent: {payload!r:.200}") from None
+
+
+def decode_pushsvc(message: Message) -> Decoded:
+    if message.event == b"stats":
+        update = orjson.loads(message.data)
+        event = update.get("event")
+        return None if event is None else _delivery(event)
+    if message.event == b"snapshot":
+        return READY
+    raise ProtocolError(f"unexpected event type {message.event!r}")
+
+
+def decode_flask_sse(message: Message) -> Decoded:
+    if message.event == b"message":
+        return _delivery(orjson.loads(message.data))
+    raise ProtocolError(f"unexpected event type {message.event!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str
+    decode: Callable[[Message], Decoded]
+    ready_on_snapshot: bool
+    """True: a subscriber is ready at READY; False: once its request is written."""
+    publish_status: int
+
+
+KINDS = {
+    "pushsvc": Kind("pushsvc", decode_pushsvc, ready_on_snapshot=True, publish_status=202),
+    "flask-sse": Kind("flask-sse", decode_flask_sse, ready_on_snapshot=False, publish_status=202),
+}

@@ -1,0 +1,98 @@
+"""The producer side: M events POSTed one by one on a keep-alive HTTP/1.1 connection.
+
+One connection and one request at a time keep publication order equal to value
+order, so out-of-order deliveries are the server's doing. At rate `None` ("max")
+the next request goes out as soon as the previous one is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from loadgen.http1 import ChunkedDecoder, ProtocolError, parse_head
+from loadgen.kinds import publish_body
+
+
+@dataclass
+class PublishResult:
+    published: int = 0
+    """Events the server accepted with the expected status."""
+    errors: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class Publisher:
+    def __init__(self, host: str, port: int, path: str, ok_status: int) -> None:
+        self._host, self._port, self._path, self._ok = host, port, path, ok_status
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def run(self, events: int, rate: float | None, deadline: float) -> PublishResult:
+        """Publish values 0..events-1, paced at `rate`/s, stopping at loop time `deadline`."""
+        result = PublishResult()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        result.started = time.time()
+        try:
+            for value in range(events):
+                if rate is not None:
+                    delay = start + value / rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    result.errors["deadline"] = events - value
+                    break
+                try:
+                    status = await asyncio.wait_for(self._post(value), remaining)
+                except (OSError, ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    key = type(exc).__name__
+                    result.errors[key] = result.errors.get(key, 0) + 1
+                    await self._disconnect()
+                    continue
+                if status == self._ok:
+                    result.published += 1
+                else:
+                    result.errors[f"status {status}"] = result.errors.get(f"status {status}", 0) + 1
+        finally:
+            result.finished = time.time()
+            await self._disconnect()
+        return result
+
+    async def _post(self, value: int) -> int:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        assert self._reader is not None
+        body = publish_body(value, time.time())
+        self._writer.write(
+            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s"
+            % (self._path.encode(), self._host.encode(), self._port, len(body), body)
+        )
+        head = parse_head((await self._reader.readuntil(b"\r\n\r\n"))[:-4])
+        if head.chunked:
+            decoder = ChunkedDecoder()
+            while not decoder.done:
+                chunk = await self._reader.read(65536)
+                if not chunk:
+                    raise ProtocolError("connection closed inside a chunked response")
+                decoder.feed(chunk)
+        else:
+            length = head.content_length
+            if length is None:
+                raise ProtocolError("a response with neither Content-Length nor chunks")
+            await self._reader.readexactly(length)
+        if head.headers.get("connection", "").lower() == "close" or head.version == "1.0":
+            await self._disconnect()
+        return head.status
+
+    async def _disconnect(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
