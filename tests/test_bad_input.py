@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,13 +43,13 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def watched(server: PushsvcProcess) -> tuple[PushsvcProcess, str, SSEClient]:
+def watched(server: PushsvcProcess) -> Iterator[tuple[PushsvcProcess, str, SSEClient]]:
     """A topic with one accepted event and a subscriber, to prove nothing changes."""
     topic = "battery"
     assert request(server.port, "POST", f"/topics/{topic}/events", {"value": 1})[0] == 202
-    stream = SSEClient(server.port, f"/topics/{topic}/stream")
-    stream.next_data("snapshot")
-    return server, topic, stream
+    with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        yield server, topic, stream
 
 
 def _state(server: PushsvcProcess, topic: str) -> bytes:

@@ -2,8 +2,8 @@
 
 The services get the command the compose file and the Dockerfile give them and the
 environment the compose file gives them, except that Redis is the test's own
-redis-server, hosts are 127.0.0.1, ports are free ports, the key prefix is unique to
-the test, and the demo gets `--count` so that it ends.
+redis-server, hosts are 127.0.0.1, ports are free ports, key prefixes start with one
+unique to the test, and the demo gets `--count` so that it ends.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -150,14 +149,19 @@ class DemoProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"{self.argv} still running:\n{self.log}") from None
-        self._pumper.join(5)
+        self._release()
         return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._release()
+
+    def _release(self) -> None:
         self._pumper.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
     @property
     def log(self) -> str:
@@ -177,7 +181,8 @@ class LocalStack:
     def env(self, name: str) -> dict[str, str]:
         service = self.services[name]
         env = {key: self._localize(value) for key, value in environment(service).items()}
-        env["PUSHSVC_PREFIX"] = self.prefix
+        # Prepended, not replaced: services the compose file gives different prefixes stay apart.
+        env["PUSHSVC_PREFIX"] = self.prefix + env.get("PUSHSVC_PREFIX", "pushsvc:")
         if service.get("ports"):
             env |= {"PUSHSVC_HOST": "127.0.0.1", "PUSHSVC_PORT": "0"}
         return env
@@ -392,10 +397,8 @@ def test_demo_exits_cleanly_on_sigterm(server: PushsvcProcess, topic: str) -> No
     demo = DemoProcess("--url", server.base, "--topics", topic, "--rate", "20")
     try:
         stream.next_data()  # it is posting, and would go on forever
-        started = time.monotonic()
         demo.proc.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=5) == 0, demo.log
-        assert time.monotonic() - started < 2
         assert "Traceback" not in demo.log
     finally:
         demo.kill()

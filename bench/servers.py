@@ -1,0 +1,300 @@
+"""The servers under test, started and stopped by bench/fanout.py: pushsvc and Flask-SSE.
+
+Each deployment starts its own redis-server on a free port where it needs one
+(never the machine's 6379), and reports what the benchmark measures about it:
+its processes (for RSS), its Redis connections, and how many subscribers it has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+VENVS = REPO / ".bench-venvs"
+FLASK_SSE_VENV = VENVS / "flask-sse"
+FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis")
+TOPIC = "bench"
+
+sys.path.insert(0, str(TESTS))  # reuse the suite's process helpers
+from live import PushsvcProcess  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
+
+
+def rss_kb(pids: list[int]) -> int:
+    """Sum of VmRSS over `pids` (kB); a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        total += int(match[1]) if match else 0
+    return total
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (gunicorn's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name may hold spaces and parentheses: ppid follows the last ')'.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Deployment:
+    """A server under test. `kind` is the loadgen kind; URLs are for TOPIC."""
+
+    name: str
+    kind: str
+    workers: int = 1
+
+    def __init__(self) -> None:
+        self.redis: RedisServer | None = None
+        self._redis_client: redis.Redis | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._redis_client is not None:
+            self._redis_client.close()
+            self._redis_client = None
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def stream_urls(self) -> list[str]:
+        raise NotImplementedError
+
+    def publish_url(self) -> str:
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def subscribed(self) -> int | None:
+        """Subscribers the server itself reports, where it can tell us; else None."""
+        return None
+
+    def _start_redis(self) -> str:
+        self.redis = RedisServer().start()
+        self._redis_client = redis.Redis.from_url(self.redis.url)
+        return self.redis.url
+
+    def redis_clients(self) -> int | None:
+        """Connections the servers hold to Redis (INFO clients, minus this one)."""
+        if self._redis_client is None:
+            return None
+        return int(self._redis_client.info("clients")["connected_clients"]) - 1
+
+
+class PushsvcMemory(Deployment):
+    """`pushsvc serve`: one process, embedded broker."""
+
+    name = "pushsvc-memory"
+    kind = "pushsvc"
+
+    def start(self) -> None:
+        self.proc = PushsvcProcess("serve", "--tick", "0").start()
+
+    def stop(self) -> None:
+        self.proc.stop()
+        super().stop()
+
+    def stream_urls(self) -> list[str]:
+        return [f"{self.proc.base}/topics/{TOPIC}/stream"]
+
+    def publish_url(self) -> str:
+        return f"{self.proc.base}/topics/{TOPIC}/events"
+
+    def pids(self) -> list[int]:
+        assert self.proc.proc is not None
+        return [self.proc.proc.pid]
+
+
+class PushsvcRedis(Deployment):
+    """W `pushsvc web` processes on distinct ports plus one `pushsvc aggregate`, on Redis."""
+
+    kind = "pushsvc"
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers = workers
+        self.name = f"pushsvc-redis-{workers}"
+        self.webs: list[PushsvcProcess] = []
+        self.aggregator: PushsvcProcess | None = None
+
+    def start(self) -> None:
+        url = self._start_redis()
+        common = ("--redis-url", url, "--prefix", f"b{uuid.uuid4().hex[:8]}:", "--tick", "0")
+        self.aggregator = PushsvcProcess("aggregate", *common, http=False).start()
+        self.aggregator.wait_for_log("took the lease")
+        for _ in range(self.workers):
+            self.webs.append(PushsvcProcess("web", *common).start())
+
+    def stop(self) -> None:
+        for proc in [*self.webs, self.aggregator]:
+            if proc is not None:
+                proc.stop()
+        super().stop()
+
+    def stream_urls(self) -> list[str]:
+        return [f"{web.base}/topics/{TOPIC}/stream" for web in self.webs]
+
+    def publish_url(self) -> str:
+        return f"{self.webs[0].base}/topics/{TOPIC}/events"
+
+    def pids(self) -> list[int]:
+        procs = [*self.webs, self.aggregator]
+        return [p.proc.pid for p in procs if p is not None and p.proc is not None]
+
+
+def ensure_flask_sse_venv() -> Path:
+    """The Flask-SSE venv, built on first use (needs PyPI); raises RuntimeError if it cannot be."""
+    ready = FLASK_SSE_VENV / ".ready"
+    if ready.is_file():
+        return FLASK_SSE_VENV
+    VENVS.mkdir(exist_ok=True)
+    python = FLASK_SSE_VENV / "bin" / "python"
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(FLASK_SSE_VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *FLASK_SSE_PACKAGES],
+    ]  # fmt: skip
+    for argv in steps:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeError(f"{argv[:4]}: {exc}") from None
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"{' '.join(argv[:4])} failed: {' | '.join(tail)}")
+    freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True)
+    ready.write_text(freeze.stdout)
+    return FLASK_SSE_VENV
+
+
+def flask_sse_versions() -> dict[str, str]:
+    """Versions installed in the Flask-SSE venv (for the report)."""
+    ready = FLASK_SSE_VENV / ".ready"
+    wanted = {"flask", "flask-sse", "gunicorn", "gevent", "redis"}
+    out = {}
+    for line in ready.read_text().splitlines() if ready.is_file() else ():
+        name, _, version = line.partition("==")
+        if name.lower().replace("_", "-") in wanted:
+            out[name.lower().replace("_", "-")] = version
+    return out
+
+
+class FlaskSSE(Deployment):
+    """Flask-SSE 1.0 under `gunicorn -k gevent -w W`, on its own Redis."""
+
+    kind = "flask-sse"
+
+    def __init__(self, workers: int, worker_connections: int) -> None:
+        super().__init__()
+        self.workers = workers
+        self.name = "flask-sse" if workers == 1 else f"flask-sse-{workers}"
+        self.worker_connections = worker_connections
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 30) -> None:
+        venv = ensure_flask_sse_venv()
+        url = self._start_redis()
+        self.port = _free_port()
+        self._logdir = Path(tempfile.mkdtemp(prefix="bench-flask-sse-"))
+        log = self._logdir / "gunicorn.log"
+        argv = [
+            str(venv / "bin" / "gunicorn"), "-k", "gevent", "-w", str(self.workers),
+            "--worker-connections", str(self.worker_connections), "--backlog", "2048",
+            "--timeout", "120", "-b", f"127.0.0.1:{self.port}", "--error-logfile", str(log),
+            "--chdir", str(REPO / "bench" / "peers"), "flask_sse_app:app",
+        ]  # fmt: skip
+        env = {**os.environ, "REDIS_URL": url}
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            booted = len(children(self.proc.pid)) >= self.workers
+            if booted and text.count("Booting worker") >= self.workers and self._answers():
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gunicorn did not start:\n{text[-2000:]}")
+            time.sleep(0.05)  # no event to wait on: poll the log and the port
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        super().stop()
+
+    def stream_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.port}/stream"]
+
+    def publish_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/publish"
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def subscribed(self) -> int | None:
+        # Flask-SSE sends no byte before the first message: ask Redis who listens on "sse".
+        assert self._redis_client is not None
+        return int(self._redis_client.pubsub_numsub("sse")[0][1])
+
+
+def make_deployment(name: str, *, subscribers: int) -> Deployment:
+    """`pushsvc-memory`, `pushsvc-redis-W`, `flask-sse` (one worker) or `flask-sse-W`."""
+    if name == "pushsvc-memory":
+        return PushsvcMemory()
+    match = re.fullmatch(r"(pushsvc-redis|flask-sse)(?:-(\d+))?", name)
+    if match is None or (match[1] == "pushsvc-redis" and match[2] is None):
+        raise ValueError(f"unknown server {name!r}")
+    workers = int(match[2] or 1)
+    if workers < 1:
+        raise ValueError(f"{name!r}: at least one worker")
+    if match[1] == "pushsvc-redis":
+        return PushsvcRedis(workers)
+    # Gunicorn's default of 1000 deadlocks publishing once streams hold every slot;
+    # the issue asks for 2000, and one worker may end up holding every subscriber.
+    return FlaskSSE(workers, worker_connections=max(2000, subscribers + 100))
