@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--settle", type=float, default=0.0, help="seconds between connect and publish"
     )
+    parser.add_argument(
+        "--quickack", action="store_true",
+        help="publisher sets TCP_QUICKACK before each response (see README: Nagle)",
+    )  # fmt: skip
     parser.add_argument("--no-uvloop", action="store_true")
     return parser
 
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         events=args.events,
         rate=args.rate,
         http10=args.http10,
+        quickack=args.quickack,
         connect_timeout=args.connect_timeout,
         publish_timeout=args.publish_timeout,
         drain_timeout=args.drain_timeout,

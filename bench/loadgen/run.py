@@ -35,6 +35,8 @@ class RunConfig:
     rate: float | None
     """Events per second; None publishes as fast as the server answers."""
     http10: bool = False
+    quickack: bool = False
+    """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
     connect_timeout: float = 60.0
     publish_timeout: float | None = None
     """Default: events / rate + 30 s, or 60 s + 1 ms per event at max rate."""
@@ -144,7 +146,9 @@ class Run:
             publish_timeout = (
                 config.events / config.rate + 30 if config.rate else 60 + config.events / 1000
             )
-        publisher = Publisher(host, port, path, config.kind.publish_status)
+        publisher = Publisher(
+            host, port, path, config.kind.publish_status, quickack=config.quickack
+        )
         published = await publisher.run(config.events, config.rate, loop.time() + publish_timeout)
         drain_end = loop.time() + config.drain_timeout
         self.progress[0] = max(self.progress[0], time.time())

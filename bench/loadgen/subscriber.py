@@ -10,6 +10,7 @@ import asyncio
 import time
 from array import array
 from collections.abc import Callable
+from typing import cast
 
 from loadgen.eventstream import EventStreamParser
 from loadgen.http1 import ChunkedDecoder, ProtocolError, ResponseHead, split_head
@@ -62,8 +63,8 @@ class Subscriber(asyncio.Protocol):
         self.error: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport = self.transport
         transport.write(self._request)
         if not self._kind.ready_on_snapshot:
             self._set_ready()

@@ -32,11 +32,16 @@ def monotonic_us() -> int:
 
 @dataclass(slots=True)
 class Delivery:
-    """One queued update: `order` is the hub's arrival counter, which follows id order."""
+    """One queued update: `order` is the hub's arrival counter, which follows id order.
+
+    The same object goes to every client; `projected` caches re-encodings per projection so
+    that clients asking for the same fields share one encoding too.
+    """
 
     order: int
     update: Update
     frame: bytes
+    projected: dict[object, bytes] | None = None
 
 
 @dataclass(eq=False, slots=True)

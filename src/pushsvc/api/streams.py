@@ -1,15 +1,17 @@
 """GET /topics/{topic}/stream and GET /stream?topic=… — the SSE endpoints.
 
-One streaming loop with named exits (see docs/architecture.md):
-* `shutdown` — the server is stopping (hub.close);
+One streaming loop with named exits (docs/architecture.md):
+* `shutdown` — the server is stopping (Hub.close);
 * `slow`     — the client took nothing for the slow-client timeout while its queue overflowed;
 * client gone — the WSGI server raises in the generator's `yield` or closes it (GeneratorExit);
-* otherwise: wait for updates, or send a heartbeat when `heartbeat` passes with none.
+* otherwise: wait for updates, or send a heartbeat when `heartbeat` passes with no write.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import gevent
 import orjson
@@ -18,12 +20,25 @@ from flask import Blueprint, Response, request
 from pushsvc.api.context import runtime
 from pushsvc.broker.base import Broker, Update
 from pushsvc.errors import BadRequest
-from pushsvc.hub import Client, Hub
+from pushsvc.hub import Client, Delivery, Hub
 from pushsvc.ids import parse_id
+from pushsvc.projection import Projection
 from pushsvc.sse import HEADERS, HEARTBEAT, encode_message, encode_update, retry_line
 from pushsvc.topics import TopicMatcher, validate_topic
 
 bp = Blueprint("streams", __name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """Everything a stream needs from its request, read in the view."""
+
+    matcher: TopicMatcher
+    last_event_id: str | None
+    projection: Projection | None
+    min_interval_s: float
+    heartbeat_s: float
+    retry_ms: int
 
 
 @bp.get("/topics/<anytext:topic>/stream")
@@ -44,59 +59,138 @@ def _stream(selectors: Sequence[str]) -> Response:
     # Read everything from the request here: the generator runs after the view returns.
     rt = runtime()
     matcher = TopicMatcher(selectors)
-    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
-    exact = None if any("*" in s for s in selectors) else frozenset(selectors)
-    client = rt.hub.subscribe(matcher, exact)
-    body = _events(
-        rt.broker,
-        rt.hub,
-        client,
-        matcher,
-        last_event_id,
+    options = StreamOptions(
+        matcher=matcher,
+        last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
+        projection=Projection.parse(
+            request.args.get("windows"),
+            request.args.get("stats"),
+            known_windows=rt.settings.window_labels,
+        ),
+        min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat / 1_000_000,
         retry_ms=rt.settings.retry // 1000,
     )
-    return Response(body, headers=HEADERS)
+    exact = None if any("*" in s for s in selectors) else frozenset(selectors)
+    client = rt.hub.subscribe(matcher, exact)
+    return Response(_events(rt.broker, rt.hub, client, options), headers=HEADERS)
 
 
-def _events(
-    broker: Broker,
-    hub: Hub,
-    client: Client,
-    matcher: TopicMatcher,
-    last_event_id: str | None,
-    *,
-    heartbeat_s: float,
-    retry_ms: int,
-) -> Iterator[bytes]:
+def _min_interval(max_hz: str | None) -> float:
+    if max_hz is None:
+        return 0.0
+    try:
+        hz = float(max_hz)
+    except ValueError:
+        hz = 0.0
+    if not 0 < hz <= 1000:
+        raise BadRequest(
+            f"?max_hz= takes a number of updates per second in (0, 1000]; got {max_hz!r}"
+        )
+    return 1.0 / hz
+
+
+def _events(broker: Broker, hub: Hub, client: Client, options: StreamOptions) -> Iterator[bytes]:
     # The client is subscribed before history and snapshot are read, so nothing emitted
     # in between is missed; `floor` then drops what the replay or snapshot already covered.
+    projection = options.projection
     try:
-        yield retry_line(retry_ms)
-        replay = broker.replay(last_event_id, matcher) if last_event_id else None
+        yield retry_line(options.retry_ms)
+        last_id = options.last_event_id
+        replay = broker.replay(last_id, options.matcher) if last_id else None
         if replay is None:
-            snapshot, floor = _snapshot(broker, matcher, gap=last_event_id is not None)
+            snapshot, floor = _snapshot(broker, options, gap=last_id is not None)
             yield snapshot
         else:
-            yield b"".join(encode_update(u.id, u.data) for u in replay)
-            floor = parse_id(replay[-1].id if replay else last_event_id or "")
+            yield b"".join(_replayed(u, projection) for u in replay)
+            floor = parse_id(replay[-1].id if replay else last_id or "")
+        pacer = _Pacer(options.min_interval_s) if options.min_interval_s else None
+        last_order = 0
+        last_write = time.monotonic()
         while client.closed_reason is None:
+            wait = options.heartbeat_s - (time.monotonic() - last_write)
+            if pacer is not None and pacer.pending:
+                wait = min(wait, pacer.next_due() - time.monotonic())
             client.writer = None
-            deliveries = client.take(heartbeat_s)
+            deliveries = client.take(max(wait, 0.0))
             client.writer = gevent.getcurrent()
-            if not deliveries:
-                if client.closed_reason is None:
-                    yield HEARTBEAT
-                continue
-            if floor is not None:
+            if floor is not None and deliveries:
                 fresh = [d for d in deliveries if _is_after(d.update.id, floor)]
                 if len(fresh) == len(deliveries):
                     floor = None  # ids only grow from here: stop comparing
                 deliveries = fresh
+            if pacer is not None:
+                deliveries = pacer.admit(deliveries, time.monotonic())
             if deliveries:
-                yield b"".join(d.frame for d in deliveries)
+                frames = []
+                for delivery in deliveries:
+                    # A paced update held back behind newer ones goes without `id:`, so the
+                    # client's Last-Event-ID never moves backwards.
+                    frames.append(_frame(delivery, projection, with_id=delivery.order > last_order))
+                    last_order = max(last_order, delivery.order)
+                yield b"".join(frames)
+                last_write = time.monotonic()
+            elif (
+                time.monotonic() - last_write >= options.heartbeat_s
+                and client.closed_reason is None
+            ):
+                yield HEARTBEAT
+                last_write = time.monotonic()
     finally:
         hub.unsubscribe(client)
+
+
+class _Pacer:
+    """`?max_hz=`: at most one update per topic per interval, always the latest."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.last_sent: dict[str, float] = {}
+        self.pending: dict[str, Delivery] = {}
+
+    def admit(self, deliveries: list[Delivery], now: float) -> list[Delivery]:
+        due: list[Delivery] = []
+        for delivery in deliveries:
+            topic = delivery.update.topic
+            if (
+                topic not in self.pending
+                and now - self.last_sent.get(topic, -1e18) >= self.interval_s
+            ):
+                due.append(delivery)
+                self.last_sent[topic] = now
+            else:
+                self.pending[topic] = delivery  # statistics are full state: the latest wins
+        for topic, delivery in list(self.pending.items()):
+            if now - self.last_sent[topic] >= self.interval_s:
+                due.append(delivery)
+                self.last_sent[topic] = now
+                del self.pending[topic]
+        due.sort(key=lambda d: d.order)
+        return due
+
+    def next_due(self) -> float:
+        return min(self.last_sent[t] for t in self.pending) + self.interval_s
+
+
+def _frame(delivery: Delivery, projection: Projection | None, *, with_id: bool) -> bytes:
+    if projection is None:
+        if with_id:
+            return delivery.frame
+        return encode_message(delivery.update.data, event="stats")
+    cache = delivery.projected
+    if cache is None:
+        cache = delivery.projected = {}
+    data = cache.get(projection)
+    if data is None:
+        data = cache[projection] = projection.update(delivery.update.data)
+    if with_id:
+        return encode_update(delivery.update.id, data)
+    return encode_message(data, event="stats")
+
+
+def _replayed(update: Update, projection: Projection | None) -> bytes:
+    data = update.data if projection is None else projection.update(update.data)
+    return encode_update(update.id, data)
 
 
 def _is_after(update_id: str, floor: tuple[str, int, int]) -> bool:
@@ -106,16 +200,21 @@ def _is_after(update_id: str, floor: tuple[str, int, int]) -> bool:
 
 
 def _snapshot(
-    broker: Broker, matcher: TopicMatcher, *, gap: bool
+    broker: Broker, options: StreamOptions, *, gap: bool
 ) -> tuple[bytes, tuple[str, int, int] | None]:
-    latest: dict[str, Update] = broker.latest(matcher)
+    latest: dict[str, Update] = broker.latest(options.matcher)
     topics = {}
     newest: Update | None = None
+    newest_key: tuple[str, int, int] | None = None
     for topic, update in sorted(latest.items()):
         state = orjson.loads(update.data)
-        topics[topic] = {"id": update.id, "ts": state["ts"], "windows": state["windows"]}
-        if newest is None or _is_after(update.id, parse_id(newest.id) or ("", 0, 0)):
-            newest = update
+        windows = state["windows"]
+        if options.projection is not None:
+            windows = options.projection.windows_of(windows)
+        topics[topic] = {"id": update.id, "ts": state["ts"], "windows": windows}
+        key = parse_id(update.id)
+        if newest_key is None or (key is not None and _is_after(update.id, newest_key)):
+            newest, newest_key = update, key
     data = orjson.dumps({"gap": gap, "topics": topics})
     message = encode_message(data, event="snapshot", id=newest.id if newest else None)
-    return message, parse_id(newest.id) if newest else None
+    return message, newest_key

@@ -1,0 +1,56 @@
+"""`?windows=1m,5m&stats=mean,p99`: send subscribers only the fields they asked for (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pushsvc.errors import BadRequest
+from pushsvc.stats import STAT_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """Which windows and statistics to keep; None keeps all of them."""
+
+    windows: tuple[str, ...] | None
+    stats: tuple[str, ...] | None
+
+    @classmethod
+    def parse(
+        cls, windows: str | None, stats: str | None, *, known_windows: Sequence[str]
+    ) -> Projection | None:
+        """None when nothing is projected. Raises BadRequest naming an unknown window or stat."""
+        chosen_windows = _choose("windows", windows, known_windows)
+        chosen_stats = _choose("stats", stats, STAT_KEYS)
+        if chosen_windows is None and chosen_stats is None:
+            return None
+        return cls(chosen_windows, chosen_stats)
+
+    def windows_of(self, windows: dict[str, Any]) -> dict[str, Any]:
+        keep = windows if self.windows is None else {w: windows[w] for w in self.windows}
+        if self.stats is None:
+            return keep
+        return {w: {s: stats[s] for s in self.stats} for w, stats in keep.items()}
+
+    def update(self, data: bytes) -> bytes:
+        """An update's data with only the projected windows and statistics."""
+        update = orjson.loads(data)
+        update["windows"] = self.windows_of(update["windows"])
+        return orjson.dumps(update)
+
+
+def _choose(name: str, given: str | None, known: Sequence[str]) -> tuple[str, ...] | None:
+    if given is None:
+        return None
+    chosen = [part.strip() for part in given.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in known]
+    if unknown or not chosen:
+        raise BadRequest(
+            f"?{name}= takes a comma-separated list of {', '.join(known)}; got {given!r}"
+        )
+    # Keep the server's order, whatever order the client listed them in.
+    return tuple(k for k in known if k in chosen)

@@ -1,0 +1,62 @@
+"""Per-stream options: projection (`?windows=&stats=`) and conflation (`?max_hz=`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from live import PushsvcProcess, SSEClient, post, request
+
+
+def test_projection_sends_only_the_asked_fields(server: PushsvcProcess, topic: str) -> None:
+    post(server.port, topic, [{"value": 1}, {"value": 3}])
+    with SSEClient(server.port, f"/topics/{topic}/stream?windows=5m,1m&stats=p99,mean") as stream:
+        _, snapshot = stream.next_data("snapshot")
+        assert snapshot["topics"][topic]["windows"] == {
+            "1m": {"mean": 2.0, "p99": pytest.approx(2.98)},
+            "5m": {"mean": 2.0, "p99": pytest.approx(2.98)},
+        }
+        post(server.port, topic, {"value": 5, "tags": {"a": "b"}})
+        update_id, update = stream.next_data()
+        assert update["windows"] == {"1m": {"mean": 3.0, "p99": pytest.approx(4.96)},
+                                     "5m": {"mean": 3.0, "p99": pytest.approx(4.96)}}
+        assert update["event"]["tags"] == {"a": "b"} and update["id"] == update_id
+        full = json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])
+        assert full["id"] == update_id and set(full["windows"]) == {"10s", "1m", "5m"}
+
+
+def test_projection_applies_to_replay(server: PushsvcProcess, topic: str) -> None:
+    with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        post(server.port, topic, [{"value": 1}, {"value": 2}])
+        first_id, _ = stream.next_data()
+    with SSEClient(
+        server.port, f"/topics/{topic}/stream?stats=count", {"Last-Event-ID": first_id}
+    ) as resumed:
+        _, update = resumed.next_data()
+        assert update["windows"] == {"10s": {"count": 2}, "1m": {"count": 2}, "5m": {"count": 2}}
+
+
+@pytest.mark.parametrize(
+    "query", ["windows=2m", "stats=median", "stats=", "windows=1m,,x", "max_hz=0", "max_hz=fast"]
+)
+def test_bad_options_are_400(server: PushsvcProcess, topic: str, query: str) -> None:
+    status, _, body = request(server.port, "GET", f"/topics/{topic}/stream?{query}")
+    assert status == 400
+    assert json.loads(body)["error"]["message"]
+
+
+def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topic: str) -> None:
+    with SSEClient(server.port, f"/topics/{topic}/stream?max_hz=4") as paced, SSEClient(
+        server.port, f"/topics/{topic}/stream"
+    ) as full:
+        paced.next_data("snapshot")
+        full.next_data("snapshot")
+        post(server.port, topic, [{"value": v} for v in range(50)])
+        assert len(full.take(50)) == 50
+        first = paced.next()
+        assert json.loads(first.data)["event"]["value"] == 0.0
+        latest = paced.next()  # one interval later: the newest, everything between skipped
+        assert json.loads(latest.data)["event"]["value"] == 49.0
+        assert json.loads(latest.data)["windows"]["1m"]["count"] == 50
+        assert latest.id == json.loads(latest.data)["id"]
