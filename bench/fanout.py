@@ -166,6 +166,7 @@ def run_scenario(
             "--publish-timeout", str(publish_timeout),
             "--drain-timeout", str(drain_timeout), "--idle-timeout", str(args.idle_timeout),
             *(["--http10"] if args.http10 else []),
+            *([] if args.no_quickack else ["--quickack"]),
         ])  # fmt: skip
         opened = loadgen.record(timeout=connect_timeout + 30)
         server_count = _wait_subscribed(deployment, subscribers, connect_timeout)
@@ -273,6 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="exit 1 unless every count is exact (implied by --smoke)")
     parser.add_argument("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
+    parser.add_argument("--no-quickack", action="store_true",
+                        help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")
     parser.add_argument("--settle", type=float, default=None,
                         help="seconds idle before RSS is read (default 2, smoke 0.2)")
     parser.add_argument("--connect-timeout", type=float, default=None)

@@ -8,8 +8,8 @@ the next request goes out as soon as the previous one is answered.
 from __future__ import annotations
 
 import asyncio
-import socket
 import contextlib
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -71,17 +71,17 @@ class Publisher:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
-        if self._quickack:
-            # A server that writes its response head and body in two sends, with Nagle on,
-            # holds the body until our delayed ACK (~40 ms) releases it; ACK at once instead.
-            sock = self._writer.get_extra_info("socket")
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         body = publish_body(value, time.time())
         self._writer.write(
             b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s"
             % (self._path.encode(), self._host.encode(), self._port, len(body), body)
         )
+        if self._quickack:
+            # A server that writes its response head and body in two sends, with Nagle on,
+            # holds the body until our delayed ACK (~40 ms) releases it; ACK at once instead.
+            sock = self._writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         head = parse_head((await self._reader.readuntil(b"\r\n\r\n"))[:-4])
         if head.chunked:
             decoder = ChunkedDecoder()

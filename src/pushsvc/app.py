@@ -8,9 +8,10 @@ from typing import Literal
 
 import orjson
 from flask import Flask, Response
+from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from pushsvc.api import ops, producer, streams, topics
+from pushsvc.api import openapi, ops, producer, streams, topics
 from pushsvc.api.context import AnyText
 from pushsvc.config import Settings
 from pushsvc.errors import PushsvcError
@@ -43,9 +44,17 @@ def create_app(
     app.extensions["pushsvc"] = runtime
     log.info("pushsvc %s settings: %s", role, settings.redacted())
 
-    for blueprint in (producer.bp, streams.bp, topics.bp, ops.bp):
+    for blueprint in (producer.bp, streams.bp, topics.bp, ops.bp, openapi.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app, runtime)
+    if settings.cors_origins:
+        # Browsers on these origins may publish and subscribe (with cookies, for tokens).
+        CORS(
+            app,
+            origins=list(settings.cors_origins),
+            supports_credentials=True,
+            expose_headers=["Content-Type"],
+        )
     return app
 
 
