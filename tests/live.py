@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whatwg_sse import EventStreamParser, SSEMessage
+from pushsvc.sse_parser import EventStreamParser, SSEMessage
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 _LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")

@@ -1,4 +1,4 @@
-"""The aggregator on its own: one update per event, ownership, standby, idle ticks (clock injected)."""
+"""The aggregator alone: one update per event, ownership, standby, idle ticks (clock injected)."""
 
 from __future__ import annotations
 
@@ -94,4 +94,6 @@ def test_sharding_is_stable_and_covers_every_topic_once() -> None:
     agg = _aggregator(published, Wall(), shard=(1, 3))
     for t in topics:
         agg.handle(t, [Event(1.0, 1)])
-    assert {d.topic for d in published} == {t for t, o in zip(topics, owners, strict=True) if o == [1]}
+    assert {d.topic for d in published} == {
+        t for t, o in zip(topics, owners, strict=True) if o == [1]
+    }

@@ -1,4 +1,4 @@
-"""Settings: flags win over variables, bad values fail loudly at start-up, secrets stay out of logs."""
+"""Settings: flags win over variables, bad values fail at start-up, secrets stay out of logs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from live import SRC
 
+from live import SRC
 from pushsvc.config import Settings, duration_label, parse_duration_us, redact_url
 from pushsvc.errors import ConfigError
 
@@ -29,15 +29,24 @@ def test_flag_wins_over_variable_which_wins_over_default() -> None:
 
 @pytest.mark.parametrize(
     ("text", "us"),
-    [("500ms", 500_000), ("10s", 10_000_000), ("1m", 60_000_000), ("1h", 3_600_000_000),
-     ("2", 2_000_000), ("0", 0), ("1.5s", 1_500_000), ("250us", 250)],
+    [
+        ("500ms", 500_000),
+        ("10s", 10_000_000),
+        ("1m", 60_000_000),
+        ("1h", 3_600_000_000),
+        ("2", 2_000_000),
+        ("0", 0),
+        ("1.5s", 1_500_000),
+        ("250us", 250),
+    ],
 )
 def test_durations(text: str, us: int) -> None:
     assert parse_duration_us(text) == us
 
 
 @pytest.mark.parametrize(
-    ("us", "label"), [(10_000_000, "10s"), (60_000_000, "1m"), (90_000_000, "90s"), (1_500, "1500us")]
+    ("us", "label"),
+    [(10_000_000, "10s"), (60_000_000, "1m"), (90_000_000, "90s"), (1_500, "1500us")],
 )
 def test_duration_labels(us: int, label: str) -> None:
     assert duration_label(us) == label

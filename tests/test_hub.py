@@ -1,4 +1,4 @@
-"""The hub on its own: fan-out, bounded queues, conflation and slow-client eviction (clock injected)."""
+"""The hub alone: fan-out, bounded queues, conflation and slow-client eviction (clock injected)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from live import PushsvcProcess, request
 from openapi_spec_validator import validate
 
+from live import PushsvcProcess, request
 from pushsvc.app import create_app
 
 

@@ -17,7 +17,7 @@ from pushsvc.sse import (
     encode_update,
     retry_line,
 )
-from whatwg_sse import EventStreamParser, SSEMessage, parse
+from pushsvc.sse_parser import EventStreamParser, SSEMessage, parse
 
 # ---------------------------------------------------------------- encoder byte tables
 

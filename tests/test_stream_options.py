@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from live import PushsvcProcess, SSEClient, post, request
 
 
@@ -18,8 +19,10 @@ def test_projection_sends_only_the_asked_fields(server: PushsvcProcess, topic: s
         }
         post(server.port, topic, {"value": 5, "tags": {"a": "b"}})
         update_id, update = stream.next_data()
-        assert update["windows"] == {"1m": {"mean": 3.0, "p99": pytest.approx(4.96)},
-                                     "5m": {"mean": 3.0, "p99": pytest.approx(4.96)}}
+        assert update["windows"] == {
+            "1m": {"mean": 3.0, "p99": pytest.approx(4.96)},
+            "5m": {"mean": 3.0, "p99": pytest.approx(4.96)},
+        }
         assert update["event"]["tags"] == {"a": "b"} and update["id"] == update_id
         full = json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])
         assert full["id"] == update_id and set(full["windows"]) == {"10s", "1m", "5m"}
@@ -47,9 +50,10 @@ def test_bad_options_are_400(server: PushsvcProcess, topic: str, query: str) -> 
 
 
 def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topic: str) -> None:
-    with SSEClient(server.port, f"/topics/{topic}/stream?max_hz=4") as paced, SSEClient(
-        server.port, f"/topics/{topic}/stream"
-    ) as full:
+    with (
+        SSEClient(server.port, f"/topics/{topic}/stream?max_hz=4") as paced,
+        SSEClient(server.port, f"/topics/{topic}/stream") as full,
+    ):
         paced.next_data("snapshot")
         full.next_data("snapshot")
         post(server.port, topic, [{"value": v} for v in range(50)])

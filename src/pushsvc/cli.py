@@ -1,4 +1,4 @@
-"""The `pushsvc` command: serve, web, aggregate."""
+"""The `pushsvc` command: serve, web, aggregate, and the publish / subscribe / replay tools."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import click
@@ -94,3 +95,146 @@ def aggregate(**flags: str | None) -> None:
     from pushsvc.server import aggregate as run
 
     run(settings)
+
+
+_URL = click.option(
+    "--url",
+    envvar="PUSHSVC_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="pushsvc web address [env PUSHSVC_URL]",
+)
+
+
+def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--tag")
+        tags[key] = value
+    return tags
+
+
+@main.command()
+@_URL
+@click.argument("topic")
+@click.argument("values", nargs=-1, type=float)
+@click.option("--ts", help="event time: epoch seconds or RFC 3339 (default: when received)")
+@click.option("--tag", "tags", multiple=True, help="KEY=VALUE, repeatable")
+@click.option("--batch", default=1000, show_default=True, help="events per request (stdin)")
+def publish(
+    url: str,
+    topic: str,
+    values: tuple[float, ...],
+    ts: str | None,
+    tags: tuple[str, ...],
+    batch: int,
+) -> None:
+    """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
+    import orjson
+
+    from pushsvc.client import ClientError, Server
+    from pushsvc.replay import batches
+
+    if values:
+        common: dict[str, object] = {}
+        if ts is not None:
+            common["ts"] = float(ts) if _is_number(ts) else ts
+        if tags:
+            common["tags"] = _tags(tags)
+        events = [{"value": v, **common} for v in values]
+    else:
+        events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
+    try:
+        accepted = sum(Server(url).post_events(topic, chunk) for chunk in batches(events, batch))
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"accepted {accepted}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@main.command()
+@_URL
+@click.argument("selectors", nargs=-1, required=True)
+@click.option("--last-event-id", help="resume after this update id")
+@click.option("--windows", help="only these windows, e.g. 1m,5m")
+@click.option("--stats", help="only these statistics, e.g. mean,p99")
+@click.option("--max-hz", help="at most this many updates per second per topic")
+@click.option("--count", type=int, help="stop after this many updates")
+def subscribe(
+    url: str,
+    selectors: tuple[str, ...],
+    last_event_id: str | None,
+    windows: str | None,
+    stats: str | None,
+    max_hz: str | None,
+    count: int | None,
+) -> None:
+    """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
+
+    Reconnects like a browser's EventSource, resuming with the last id it saw.
+    """
+    import orjson
+
+    from pushsvc.client import ClientError, Server
+
+    options = {k: v for k, v in (("windows", windows), ("stats", stats), ("max_hz", max_hz)) if v}
+    seen = 0
+    try:
+        for message in Server(url).stream(
+            list(selectors), last_event_id=last_event_id, options=options
+        ):
+            line = {"event": message.event, "id": message.id, "data": orjson.loads(message.data)}
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            sys.stdout.flush()
+            if message.event == "stats":
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@_URL
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--topic", required=True, help="topic to publish to")
+@click.option("--value-column", default="value", show_default=True)
+@click.option("--ts-column", default="ts", show_default=True, help="used when present")
+@click.option("--tag-columns", default="", help="comma-separated columns sent as tags")
+@click.option("--batch", default=1000, show_default=True, help="events per request")
+@click.option("--rate", default=0.0, help="events per second (0: as fast as accepted)")
+def replay(
+    url: str,
+    path: Path,
+    topic: str,
+    value_column: str,
+    ts_column: str,
+    tag_columns: str,
+    batch: int,
+    rate: float,
+) -> None:
+    """Replay a CSV file as events on TOPIC, with a progress bar."""
+    from pushsvc.client import ClientError, Server
+    from pushsvc.replay import CsvError, read_events
+    from pushsvc.replay import replay as run
+
+    columns = [c.strip() for c in tag_columns.split(",") if c.strip()]
+    try:
+        events = read_events(
+            path, value_column=value_column, ts_column=ts_column, tag_columns=columns
+        )
+        sent = run(Server(url), topic, events, batch_size=batch, rate=rate)
+    except (CsvError, ClientError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"replayed {sent} events to {topic}")

@@ -18,7 +18,7 @@ encoder that produced them:
 * a block whose data buffer is empty fires nothing, and a block not ended by
   a blank line is never dispatched.
 
-Beyond the standard, for tests: `comments` keeps every comment line's text
+Beyond the standard (for tests and tools): `comments` keeps every comment line's text
 and `retry` the reconnection time last set.
 """
 
