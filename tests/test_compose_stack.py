@@ -177,6 +177,7 @@ class LocalStack:
         # (compose service, port inside its container) → where that is locally
         self.addresses = {("redis", 6379): f"127.0.0.1:{redis_server.port}"}
         self.procs: dict[str, PushsvcProcess] = {}
+        self.demos: list[DemoProcess] = []
 
     def env(self, name: str) -> dict[str, str]:
         service = self.services[name]
@@ -219,12 +220,16 @@ class LocalStack:
         program, *args = container_argv(self.services["demo"])
         assert program == "python", "the demo runs `python -m pushsvc.demo` in the image"
         assert args[:2] == ["-m", "pushsvc.demo"]
-        return DemoProcess(*args[2:], "--count", str(count), env=self.env("demo"))
+        demo = DemoProcess(*args[2:], "--count", str(count), env=self.env("demo"))
+        self.demos.append(demo)
+        return demo
 
     def demo_topics(self) -> list[str]:
         return environment(self.services["demo"])["PUSHSVC_DEMO_TOPICS"].split(",")
 
     def stop(self) -> None:
+        for demo in self.demos:
+            demo.kill()  # it would retry forever once web1 is gone
         for proc in reversed(self.procs.values()):
             proc.stop()
 
