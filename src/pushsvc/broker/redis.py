@@ -150,6 +150,7 @@ class RedisBroker:
         ping_interval: float = 15.0,
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        max_connections: int = 16,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
@@ -160,7 +161,16 @@ class RedisBroker:
         }
         # No silent retries: a retried PUBLISH or script could deliver twice,
         # and the caller must hear about an outage at once (503), not after backoff.
-        self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
+        # A bounded pool: a burst of new streams (each reads a snapshot) waits for a free
+        # connection instead of opening one per client.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+            **timeouts,
+        )
+        self._client = redis.Redis(connection_pool=pool)
         # The pub/sub connection gets its own pool with no error handling at all:
         # redis-py would otherwise reconnect and resubscribe a failed PubSub behind
         # our back, and our reader, which starts over with a fresh one, must be alone.
