@@ -250,7 +250,10 @@ def table_row(row: dict[str, Any]) -> str:
         if isinstance(value, float):
             value = f"{value:.1f}" if value < 1000 else f"{value:.0f}"
         cells.append(f"{'-' if value is None else value!s:>{width}}")
-    return " ".join(cells)
+    line = " ".join(cells)
+    problems = {key: row[key] for key in ("connect_errors", "publish_errors", "stream_errors")
+                if row[key]}  # fmt: skip
+    return f"{line}\n{'':>16} {problems}" if problems else line
 
 
 def _csv(text: str) -> list[str]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,15 +23,127 @@ from pathlib import Path
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = REPO / "tests"
 VENVS = REPO / ".bench-venvs"
 FLASK_SSE_VENV = VENVS / "flask-sse"
-FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis")
+# gunicorn 27.0.1's gevent worker imports `packaging` without declaring it.
+FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis", "packaging")
 TOPIC = "bench"
 
-sys.path.insert(0, str(TESTS))  # reuse the suite's process helpers
-from live import PushsvcProcess  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
+_LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")
+
+
+class PushsvcProcess:
+    """`python -m pushsvc <command> ...` from src/, until its log shows `ready`.
+
+    A small copy of tests/live.py's helper: the benchmark must not break when the
+    test helpers change.
+    """
+
+    def __init__(self, command: str, *args: str, ready: str = "listening on") -> None:
+        self.argv = [sys.executable, "-m", "pushsvc", command, *args]
+        self.ready = ready
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._seen = threading.Event()
+
+    def start(self, timeout: float = 20) -> PushsvcProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            self.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
+        if not self._seen.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"{' '.join(self.argv[2:])} did not start: {self.log_tail()}")
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.port = int(match[2])
+            if self.ready in line:
+                self._seen.set()
+        self._seen.set()  # exited: wake start()
+
+    def log_tail(self) -> str:
+        return "".join(self.output[-20:])
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._pumper.join(5)
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port (never the machine's 6379): no RDB, no AOF."""
+
+    def __init__(self) -> None:
+        binary = os.environ.get("PUSHSVC_TEST_REDIS_SERVER") or shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("no redis-server on the PATH (or PUSHSVC_TEST_REDIS_SERVER)")
+        self.binary = binary
+        self.port = _free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10) -> RedisServer:
+        argv = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self._dir), "--maxclients", "20000",
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return self
+                except redis.exceptions.ConnectionError:
+                    pass
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.01)  # nothing to await: poll until it answers PING
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def rss_kb(pids: list[int]) -> int:
@@ -119,7 +234,7 @@ class PushsvcMemory(Deployment):
     kind = "pushsvc"
 
     def start(self) -> None:
-        self.proc = PushsvcProcess("serve", "--tick", "0").start()
+        self.proc = PushsvcProcess("serve", "--tick", "0", "--port", "0").start()
 
     def stop(self) -> None:
         self.proc.stop()
@@ -132,8 +247,7 @@ class PushsvcMemory(Deployment):
         return f"{self.proc.base}/topics/{TOPIC}/events"
 
     def pids(self) -> list[int]:
-        assert self.proc.proc is not None
-        return [self.proc.proc.pid]
+        return [self.proc.pid]
 
 
 class PushsvcRedis(Deployment):
@@ -151,10 +265,9 @@ class PushsvcRedis(Deployment):
     def start(self) -> None:
         url = self._start_redis()
         common = ("--redis-url", url, "--prefix", f"b{uuid.uuid4().hex[:8]}:", "--tick", "0")
-        self.aggregator = PushsvcProcess("aggregate", *common, http=False).start()
-        self.aggregator.wait_for_log("took the lease")
+        self.aggregator = PushsvcProcess("aggregate", *common, ready="took the lease").start()
         for _ in range(self.workers):
-            self.webs.append(PushsvcProcess("web", *common).start())
+            self.webs.append(PushsvcProcess("web", *common, "--port", "0").start())
 
     def stop(self) -> None:
         for proc in [*self.webs, self.aggregator]:
@@ -170,7 +283,7 @@ class PushsvcRedis(Deployment):
 
     def pids(self) -> list[int]:
         procs = [*self.webs, self.aggregator]
-        return [p.proc.pid for p in procs if p is not None and p.proc is not None]
+        return [p.pid for p in procs if p is not None]
 
 
 def ensure_flask_sse_venv() -> Path:
