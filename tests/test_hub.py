@@ -96,3 +96,12 @@ def test_close_wakes_every_stream() -> None:
     hub.close()
     assert [c.closed_reason for c in clients] == ["shutdown", "shutdown"]
     assert all(c.take(5) == [] for c in clients)  # returns at once, no wait
+
+
+def test_a_run_larger_than_the_queue_keeps_what_fits_then_the_latest() -> None:
+    hub = Hub(queue_size=3, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a", "b")
+    hub.dispatch([_update("a", n) for n in range(1, 6)] + [_update("b", 6), _update("a", 7)])
+    got = [d.update.id.rpartition("-")[2] for d in client.take(0)]
+    # 4 and 5 are superseded by 7, the latest of topic a; b keeps its only update.
+    assert got == ["1", "2", "3", "6", "7"]

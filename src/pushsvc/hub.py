@@ -61,14 +61,18 @@ class Client:
     writer: gevent.Greenlet | None = None
     """The greenlet writing this client's stream, while it is between two takes (writing)."""
 
-    def offer(self, delivery: Delivery) -> None:
-        if len(self.queue) < self.capacity and not self.conflated:
-            self.queue.append(delivery)
+    def offer(self, run: list[Delivery]) -> None:
+        """Queue a run of consecutive updates of one topic, in id order."""
+        room = 0 if self.conflated else self.capacity - len(self.queue)
+        if len(run) <= room:
+            self.queue.extend(run)
         else:
+            self.queue.extend(run[:room])
             # Statistics are full state: the latest update of a topic supersedes older ones.
-            if delivery.update.topic not in self.conflated:
+            topic = run[-1].update.topic
+            if topic not in self.conflated:
                 self.conflations += 1
-            self.conflated[delivery.update.topic] = delivery
+            self.conflated[topic] = run[-1]
         self.wakeup.set()
 
     def take(self, timeout_s: float) -> list[Delivery]:
@@ -137,22 +141,32 @@ class Hub:
                     del self._by_topic[topic]
 
     def dispatch(self, updates: list[Update]) -> None:
+        """The broker's update handler: updates in id order, possibly of several topics."""
         now_wall = time.time()
-        for update in updates:
-            topic = update.topic
-            self.topic_clocks[topic] = update.clock_us
+        start, count = 0, len(updates)
+        while start < count:
+            # A run of one topic (a batch POST) is matched and offered once per client.
+            topic = updates[start].topic
+            end = start + 1
+            while end < count and updates[end].topic == topic:
+                end += 1
+            self.topic_clocks[topic] = updates[end - 1].clock_us
             self.last_update_wall[topic] = now_wall
-            self._order += 1
+            order = self._order
+            self._order += end - start
             targets = self._by_topic.get(topic)
             patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
-            if not targets and not patterned:
-                continue
-            delivery = Delivery(self._order, update, encode_update(update.id, update.data))
-            for group in (targets or (), patterned):
-                for client in group:
-                    self._deliver(client, delivery)
+            if targets or patterned:
+                run = [
+                    Delivery(order + i, u, encode_update(u.id, u.data))
+                    for i, u in enumerate(updates[start:end], start=1)
+                ]
+                for group in (targets or (), patterned):
+                    for client in group:
+                        self._deliver(client, run)
+            start = end
 
-    def _deliver(self, client: Client, delivery: Delivery) -> None:
+    def _deliver(self, client: Client, run: list[Delivery]) -> None:
         if client.closed_reason is not None:
             return
         if client.conflated and self._clock() - client.last_take_us > self._slow_timeout_us:
@@ -164,8 +178,8 @@ class Hub:
                 # gets it out. The WSGI server closes the connection quietly on ECONNRESET.
                 gevent.kill(client.writer, ConnectionResetError(errno.ECONNRESET, "slow consumer"))
             return
-        client.offer(delivery)
-        self.delivered += 1
+        client.offer(run)
+        self.delivered += len(run)
 
     def subscriber_counts(self) -> dict[str, int]:
         counts = {topic: len(clients) for topic, clients in self._by_topic.items()}

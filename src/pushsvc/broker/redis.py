@@ -3,7 +3,8 @@
 Keys and channels, all under a configurable prefix (default `pushsvc:`):
 
     {prefix}events:{topic}   channel  raw event batches, orjson `[[value, ts_us, tags], ...]`
-    {prefix}updates:{topic}  channel  `<id> <clock_us> <data>` (ids and integers hold no space)
+    {prefix}updates:{topic}  channel  lines `<id> <clock_us> <data>`, one per update of a run
+                                      (ids and integers hold no space, data no newline)
     {prefix}history          stream   the newest `history` updates: t=topic, c=clock_us, b=body
     {prefix}latest           hash     topic -> `<id> <clock_us> <data>`
     {prefix}epoch            string   the epoch of the history (ids are `{epoch}:{stream id}`)
@@ -76,14 +77,27 @@ end
 local maxlen = tonumber(ARGV[2])
 local length = redis.call('XLEN', KEYS[2])
 local ids = {}
+-- Consecutive updates of one topic (a batch POST) travel as one message: one PUBLISH,
+-- one read and one hand-over per run in every web process, not one per update.
+local run, run_topic = {}, nil
 for i = 4, #ARGV, 3 do
   local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local id = epoch .. ':' .. redis.call('XADD', KEYS[2], '*', 't', topic, 'c', clock, 'b', body)
   local packed = id .. ' ' .. clock .. ' {"id":"' .. id .. '",' .. string.sub(body, 2)
-  redis.call('HSET', KEYS[3], topic, packed)
-  redis.call('PUBLISH', ARGV[3] .. topic, packed)
+  if run_topic ~= topic then
+    if run_topic then
+      redis.call('HSET', KEYS[3], run_topic, run[#run])
+      redis.call('PUBLISH', ARGV[3] .. run_topic, table.concat(run, '\\n'))
+    end
+    run, run_topic = {}, topic
+  end
+  run[#run + 1] = packed
   ids[#ids + 1] = id
   length = length + 1
+end
+if run_topic then
+  redis.call('HSET', KEYS[3], run_topic, run[#run])
+  redis.call('PUBLISH', ARGV[3] .. run_topic, table.concat(run, '\\n'))
 end
 if length > maxlen then
   local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', length - maxlen)
@@ -423,9 +437,7 @@ class RedisBroker:
         for _ in range(_MAX_BATCH):
             kind = message["type"]
             if kind == "pmessage" and message["pattern"] == self._updates_pattern:
-                update = self._decode_update(message["channel"], message["data"])
-                if update is not None:
-                    updates.append(update)
+                updates.extend(self._decode_updates(message["channel"], message["data"]))
             elif kind == "pmessage" and message["pattern"] == self._events_pattern:
                 # Keep events and updates in arrival order relative to each other.
                 self._deliver_updates(updates)
@@ -444,12 +456,13 @@ class RedisBroker:
             message = next_message
         self._deliver_updates(updates)
 
-    def _decode_update(self, channel: bytes, data: bytes) -> Update | None:
+    def _decode_updates(self, channel: bytes, data: bytes) -> list[Update]:
         try:
-            return _unpack(channel[len(self._updates_channel) :].decode(), data)
+            topic = channel[len(self._updates_channel) :].decode()
+            return [_unpack(topic, packed) for packed in data.split(b"\n")]
         except ValueError:
-            log.warning("ignoring a malformed update on %r", channel)
-            return None
+            log.warning("ignoring a malformed update message on %r", channel)
+            return []
 
     def _deliver_updates(self, updates: list[Update]) -> None:
         if not updates:
