@@ -11,7 +11,7 @@ from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from pushsvc.api import openapi, ops, producer, streams, topics
+from pushsvc.api import dashboard, openapi, ops, producer, streams, topics
 from pushsvc.api.context import AnyText
 from pushsvc.config import Settings
 from pushsvc.errors import PushsvcError
@@ -44,7 +44,7 @@ def create_app(
     app.extensions["pushsvc"] = runtime
     log.info("pushsvc %s settings: %s", role, settings.redacted())
 
-    for blueprint in (producer.bp, streams.bp, topics.bp, ops.bp, openapi.bp):
+    for blueprint in (dashboard.bp, producer.bp, streams.bp, topics.bp, ops.bp, openapi.bp):
         app.register_blueprint(blueprint)
     _register_error_handlers(app, runtime)
     if settings.cors_origins:

@@ -166,6 +166,17 @@ SPEC: dict[str, Any] = {
             }
         },
         "/openapi.json": _json_get("This document", {"type": "object"}),
+        "/": {
+            "get": {
+                "summary": "Live dashboard (an HTML page; its assets are under /dashboard/)",
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     },
     "components": {
         "schemas": {
