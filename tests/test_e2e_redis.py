@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from live import PushsvcProcess, SSEClient, post, request, wait_until
 from redis_server import RedisServer
@@ -120,6 +121,35 @@ def test_redis_outage_gives_503_then_recovers(prefix: str, topic: str) -> None:
         assert set(values) <= {3.0, 4.0}
         stream.close()
     finally:
+        web.stop()
+        aggregator.stop()
+        own.stop()
+
+
+def test_redis_connections_do_not_grow_with_subscribers(prefix: str, topic: str) -> None:
+    own = RedisServer()
+    own.start()
+    env = {"PUSHSVC_REDIS_URL": own.url, "PUSHSVC_PREFIX": prefix, "PUSHSVC_TICK": "0"}
+    aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
+    web = PushsvcProcess("web", env=env).start()
+    streams: list[SSEClient] = []
+    counter = redis.Redis.from_url(own.url)
+    try:
+        aggregator.wait_for_log("took the lease")
+        for _ in range(150):
+            stream = SSEClient(web.port, f"/topics/{topic}/stream")
+            streams.append(stream)
+            stream.next_data("snapshot")
+        assert post(web.port, topic, {"value": 1})[0] == 202
+        assert all(s.next_data()[1]["event"]["value"] == 1.0 for s in streams)
+        connected = counter.info("clients")["connected_clients"]
+        # Two processes, each with a bounded pool (16), one pub/sub connection and a lease
+        # client, plus this counter: far fewer than the 150 subscribers.
+        assert connected <= 2 * (16 + 2) + 1
+    finally:
+        for stream in streams:
+            stream.close()
+        counter.close()
         web.stop()
         aggregator.stop()
         own.stop()
