@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -91,7 +92,9 @@ def test_standby_takes_over_when_the_active_aggregator_dies(
             proc.stop()
 
 
-def test_redis_outage_gives_503_then_recovers(prefix: str, topic: str) -> None:
+@pytest.fixture
+def private_stack(prefix: str) -> Iterator[tuple[RedisServer, PushsvcProcess]]:
+    """A redis-server of this test's own (it may stop it), an aggregator and a web process."""
     own = RedisServer()
     own.start()
     env = {"PUSHSVC_REDIS_URL": own.url, "PUSHSVC_PREFIX": prefix, "PUSHSVC_TICK": "0"}
@@ -99,43 +102,47 @@ def test_redis_outage_gives_503_then_recovers(prefix: str, topic: str) -> None:
     web = PushsvcProcess("web", env=env).start()
     try:
         aggregator.wait_for_log("took the lease")
-        assert post(web.port, topic, {"value": 1})[0] == 202
-        own.stop()
-        status, body = post(web.port, topic, {"value": 2})
-        assert status == 503 and body["error"]["code"] == "broker_unavailable"
-        assert request(web.port, "GET", "/readyz")[0] == 503
-        own.start()  # back, and empty
-
-        def accepted() -> bool:
-            return post(web.port, topic, {"value": 3})[0] == 202
-
-        wait_until(lambda: request(web.port, "GET", "/readyz")[0] == 200, timeout=15)
-        wait_until(accepted, timeout=15, interval=0.2)
-        stream = SSEClient(web.port, f"/topics/{topic}/stream")
-        stream.next_data("snapshot")
-        assert post(web.port, topic, {"value": 4})[0] == 202
-        # Updates for the probing 3s may still be on their way (the aggregator is asynchronous).
-        values = []
-        while not values or values[-1] != 4.0:
-            values.append(stream.next_data(timeout=10)[1]["event"]["value"])
-        assert set(values) <= {3.0, 4.0}
-        stream.close()
+        yield own, web
     finally:
         web.stop()
         aggregator.stop()
         own.stop()
 
 
-def test_redis_connections_do_not_grow_with_subscribers(prefix: str, topic: str) -> None:
-    own = RedisServer()
-    own.start()
-    env = {"PUSHSVC_REDIS_URL": own.url, "PUSHSVC_PREFIX": prefix, "PUSHSVC_TICK": "0"}
-    aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
-    web = PushsvcProcess("web", env=env).start()
+def test_redis_outage_gives_503_then_recovers(
+    private_stack: tuple[RedisServer, PushsvcProcess], topic: str
+) -> None:
+    own, web = private_stack
+    assert post(web.port, topic, {"value": 1})[0] == 202
+    own.stop()
+    status, body = post(web.port, topic, {"value": 2})
+    assert status == 503 and body["error"]["code"] == "broker_unavailable"
+    assert request(web.port, "GET", "/readyz")[0] == 503
+    own.start()  # back, and empty
+
+    def accepted() -> bool:
+        return post(web.port, topic, {"value": 3})[0] == 202
+
+    wait_until(lambda: request(web.port, "GET", "/readyz")[0] == 200, timeout=15)
+    wait_until(accepted, timeout=15, interval=0.2)
+    stream = SSEClient(web.port, f"/topics/{topic}/stream")
+    stream.next_data("snapshot")
+    assert post(web.port, topic, {"value": 4})[0] == 202
+    # Updates for the probing 3s may still be on their way (the aggregator is asynchronous).
+    values = []
+    while not values or values[-1] != 4.0:
+        values.append(stream.next_data(timeout=10)[1]["event"]["value"])
+    assert set(values) <= {3.0, 4.0}
+    stream.close()
+
+
+def test_redis_connections_do_not_grow_with_subscribers(
+    private_stack: tuple[RedisServer, PushsvcProcess], topic: str
+) -> None:
+    own, web = private_stack
     streams: list[SSEClient] = []
     counter = redis.Redis.from_url(own.url)
     try:
-        aggregator.wait_for_log("took the lease")
         for _ in range(150):
             stream = SSEClient(web.port, f"/topics/{topic}/stream")
             streams.append(stream)
@@ -150,6 +157,3 @@ def test_redis_connections_do_not_grow_with_subscribers(prefix: str, topic: str)
         for stream in streams:
             stream.close()
         counter.close()
-        web.stop()
-        aggregator.stop()
-        own.stop()
