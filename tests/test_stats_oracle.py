@@ -5,6 +5,11 @@
   the accepted events sorted by time (stable, so ties keep arrival order).
 * An exact reference (``fractions.Fraction`` on the same doubles) checks sum, mean, var and
   stddev, on the set the contract names: accepted events with ts in ``(T - w, T]``.
+
+Both statistic selections with different data structures run under the oracles: every
+statistic (min/max from sorted lists) and the scalar ones (min/max from the monotonic lists of
+``extrema.py``), each driven event by event (``insert`` + ``summary``) or in batches
+(``insert_many``), with default and with aggressive buffer maintenance.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushsvc.stats import STAT_KEYS, TopicWindows
+from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows
 from pushsvc.stats import windows as windows_module
 
 S = 1_000_000  # µs
@@ -185,22 +190,58 @@ def assert_within(got: float | int | None, exact: Fraction, allowance: float, wh
     )
 
 
-def run_against_oracles(ops: list[Insert | Tick], widths: tuple[int, ...], labels: tuple[str, ...]):
-    tw = TopicWindows(widths, labels)
+def run_against_oracles(
+    ops: list[Insert | Tick],
+    widths: tuple[int, ...],
+    labels: tuple[str, ...],
+    stats: tuple[str, ...] = STAT_KEYS,
+    batches: list[int] | None = None,
+):
+    """Apply ``ops`` and check the state after each one against the oracles.
+
+    ``batches``: None drives ``insert`` + ``summary`` per event; else runs of consecutive
+    inserts go through ``insert_many`` in batches of these sizes (cycled), whose returned
+    summaries are checked (clock and size only where a batch ends).
+    """
+    tw = TopicWindows(widths, labels, stats=stats)
     accepted: list[tuple[int, float]] = []  # in arrival order
     rows: list[tuple[int, float]] = []  # accepted events and tick rows, in arrival order
     summaries = []
-    changed = []
-    for op in ops:
-        if isinstance(op, Insert):
-            tw.insert(op.ts_us, op.value)
-            accepted.append((op.ts_us, op.value))
-            rows.append((op.ts_us, op.value))
-            changed.append(None)
-        else:
+    changed: list[bool | None] = []
+    k = 0
+    sizes = iter(batches * len(ops)) if batches else None
+    while k < len(ops):
+        op = ops[k]
+        if isinstance(op, Tick):
             changed.append(tw.advance(op.clock_us))
             rows.append((op.clock_us, math.nan))
-        summaries.append((tw.clock_us, len(tw), tw.summary(), list(accepted)))
+            summaries.append((tw.clock_us, len(tw), tw.summary(), list(accepted)))
+            k += 1
+            continue
+        if sizes is None:
+            batch = [op]
+        else:
+            batch = []
+            size = next(sizes)
+            while k + len(batch) < len(ops) and len(batch) < size:
+                if not isinstance(ops[k + len(batch)], Insert):
+                    break
+                batch.append(ops[k + len(batch)])
+        if sizes is None:
+            tw.insert(op.ts_us, op.value)
+            results = [tw.summary()]
+        else:
+            results = tw.insert_many([(e.ts_us, e.value) for e in batch])
+        assert len(results) == len(batch)
+        for j, (event, summary) in enumerate(zip(batch, results, strict=True)):
+            accepted.append((event.ts_us, event.value))
+            rows.append((event.ts_us, event.value))
+            changed.append(None)
+            last = j == len(batch) - 1
+            summaries.append(
+                (tw.clock_us if last else None, len(tw) if last else None, summary, list(accepted))
+            )
+        k += len(batch)
     # sorted() is stable: rows with equal ts keep their arrival order, as in DESIGN.md.
     states = [sorted(rows[: k + 1], key=lambda row: row[0]) for k in range(len(rows))]
     oracle = pandas_windows(states, widths)
@@ -208,28 +249,31 @@ def run_against_oracles(ops: list[Insert | Tick], widths: tuple[int, ...], label
     previous_counts = None
     for k, (op, (clock, held, summary, events)) in enumerate(zip(ops, summaries, strict=True)):
         where = f"after op {k} {op}"
-        assert clock == max(ts for ts, _ in states[k]), where
+        assert clock is None or clock == max(ts for ts, _ in states[k]), where
         assert list(summary) == list(labels), where
         counts = []
         for width, label in zip(widths, labels, strict=True):
-            stats = summary[label]
+            got = summary[label]
             here = f"{where}, window {label}"
-            assert tuple(stats) == STAT_KEYS, here
+            assert tuple(got) == stats, here
             expected = {name: column[k] for name, column in oracle[width].items()}
-            assert stats["count"] == expected["count"], here
-            counts.append(stats["count"])
+            assert got["count"] == expected["count"], here
+            counts.append(got["count"])
             for name in ("min", "max", "p50", "p90", "p99"):
+                if name not in stats:
+                    continue
                 if expected["count"] == 0:
-                    assert stats[name] is None, f"{here} {name}"
+                    assert got[name] is None, f"{here} {name}"
                 else:
-                    assert stats[name] == expected[name], f"{here} {name}"
-            window = [v for ts, v in events if clock - width < ts <= clock]
-            assert len(window) == stats["count"], here
-            check_exact(stats, window, here)
-            if stats["count"] == 0:
-                assert [stats[key] for key in STAT_KEYS] == [0, 0.0] + [None] * 8, here
+                    assert got[name] == expected[name], f"{here} {name}"
+            t = max(ts for ts, _ in states[k])
+            window = [v for ts, v in events if t - width < ts <= t]
+            assert len(window) == got["count"], here
+            check_exact(got, window, here)
+            if got["count"] == 0:
+                assert list(got.values()) == [0, 0.0] + [None] * (len(stats) - 2), here
         widest = max(range(len(widths)), key=lambda i: widths[i])
-        assert held == counts[widest], where
+        assert held is None or held == counts[widest], where
         if changed[k] is not None:
             # A tick only removes events, so "content changed" means "some count dropped".
             assert changed[k] == any(c < p for c, p in zip(counts, previous_counts, strict=True)), (
@@ -239,29 +283,70 @@ def run_against_oracles(ops: list[Insert | Tick], widths: tuple[int, ...], label
 
 
 WINDOW_SETS = pytest.mark.parametrize(("widths", "labels"), [STANDARD, TINY], ids=["std", "tiny"])
-# Default buffer maintenance, and one that compacts the buffer and re-normalises the integer
-# scale on nearly every event, so those rare O(n) paths run under the oracle too.
+# Default buffer maintenance, and one that compacts the buffer on nearly every event and sends
+# most values (all but small multiples of 1/256, and all beyond 2**20) through the exact
+# general path, so the topic switches in and out of it (rescaling its sums) all the time.
 MAINTENANCE = pytest.mark.parametrize(
     "aggressive", [False, True], ids=["default-maintenance", "aggressive-maintenance"]
 )
+SELECTIONS = pytest.mark.parametrize("stats", [STAT_KEYS, SCALAR_STATS], ids=["all", "scalar"])
 
 
 @WINDOW_SETS
 @MAINTENANCE
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@SELECTIONS
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_statistic_matches_oracles_after_every_operation(
-    data: st.DataObject, widths: tuple[int, ...], labels: tuple[str, ...], aggressive: bool
+    data: st.DataObject,
+    widths: tuple[int, ...],
+    labels: tuple[str, ...],
+    aggressive: bool,
+    stats: tuple[str, ...],
 ) -> None:
     ops = data.draw(streams(widths))
+    batches = data.draw(
+        st.one_of(st.none(), st.lists(st.integers(1, 8), min_size=1, max_size=4)), label="batches"
+    )
     if aggressive:
         with (
             mock.patch.object(windows_module, "_COMPACT_MIN", 1),
-            mock.patch.object(windows_module, "_COARSEN_ABOVE", 0),
+            mock.patch.object(windows_module, "_MAX_FAST_SHIFT", 8),
+            mock.patch.object(windows_module, "_HUGE", 2.0**20),
         ):
-            run_against_oracles(ops, widths, labels)
+            run_against_oracles(ops, widths, labels, stats, batches)
     else:
-        run_against_oracles(ops, widths, labels)
+        run_against_oracles(ops, widths, labels, stats, batches)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_insert_many_returns_what_insert_and_summary_return(data: st.DataObject) -> None:
+    widths, labels = data.draw(st.sampled_from([STANDARD, TINY]))
+    stats = data.draw(st.sampled_from([STAT_KEYS, SCALAR_STATS, ("count", "min"), ("p90",)]))
+    ops = data.draw(streams(widths))
+    one, many = TopicWindows(widths, labels, stats=stats), TopicWindows(widths, labels, stats=stats)
+    k = 0
+    while k < len(ops):
+        if isinstance(ops[k], Tick):
+            assert one.advance(ops[k].clock_us) == many.advance(ops[k].clock_us)
+            assert one.summary() == many.summary()
+            k += 1
+            continue
+        size = data.draw(st.integers(1, 10))
+        batch: list[Insert] = []
+        while k + len(batch) < len(ops) and len(batch) < size:
+            op = ops[k + len(batch)]
+            if not isinstance(op, Insert):
+                break
+            batch.append(op)
+        expected = []
+        for op in batch:
+            one.insert(op.ts_us, op.value)
+            expected.append(one.summary())
+        assert many.insert_many([(op.ts_us, op.value) for op in batch]) == expected
+        assert (many.clock_us, len(many)) == (one.clock_us, len(one))
+        k += len(batch)
 
 
 def test_stacked_oracle_layout_matches_one_rolling_call_per_state() -> None:

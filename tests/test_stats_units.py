@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sortedcontainers import SortedList
 
-from pushsvc.stats import QUANTILES, STAT_KEYS, TopicWindows
+from pushsvc.stats import QUANTILES, SCALAR_STATS, STAT_KEYS, TopicWindows
 from pushsvc.stats.order import order_stats_internal, order_stats_public
 
 S = 1_000_000  # µs
@@ -316,3 +316,190 @@ def test_results_beyond_the_double_range_are_infinite_not_errors() -> None:
     assert stats["sum"] == 1.5e308
     assert stats["var"] == stats["stddev"] == math.inf
     assert not any(isinstance(v, float) and math.isnan(v) for v in stats.values())
+
+
+# -- statistic selection, min/max without a sorted list, batches, bounded pauses ----------
+
+
+def test_only_the_selected_statistics_are_reported_in_stat_keys_order() -> None:
+    tw = TopicWindows([S, 10 * S], ["1s", "10s"], stats=["p90", "count", "mean"])
+    assert tw.stats == ("count", "mean", "p90")
+    assert tw.summary() == {label: {"count": 0, "mean": None, "p90": None} for label in tw.labels}
+    for i, value in enumerate([4.0, 1.0, 3.0, 2.0]):
+        tw.insert(BASE + i * S // 2, value)
+    # 1s window: (0.5 s, 1.5 s] holds 3.0 and 2.0.
+    assert tw.summary() == {
+        "1s": {"count": 2, "mean": 2.5, "p90": 2.9},
+        "10s": {"count": 4, "mean": 2.5, "p90": 3.7},
+    }
+    assert list(TopicWindows([S], ["1s"], stats=SCALAR_STATS).summary()["1s"]) == list(
+        STAT_KEYS[:7]
+    )
+
+
+@pytest.mark.parametrize(
+    ("stats", "message"),
+    [
+        (["mean", "median"], "'median'"),
+        (["p95"], "'p95'"),
+        ([], "at least one"),
+        ("mean", "string"),
+    ],
+)
+def test_unknown_or_empty_statistic_selection_is_rejected(stats: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TopicWindows([S], ["1s"], stats=stats)
+
+
+def test_scalar_selection_keeps_no_sorted_list() -> None:
+    # The point of the selection: O(1) min/max, not a SortedList per window (white-box).
+    scalar = TopicWindows([S, 2 * S], ["1s", "2s"], stats=SCALAR_STATS)
+    assert scalar._sorted == () and scalar._ext is not None
+    full = TopicWindows([S, 2 * S], ["1s", "2s"])
+    assert len(full._sorted) == 2 and full._ext is None
+
+
+def test_min_max_without_sorted_list_handle_late_events_in_place() -> None:
+    # Windows 2 s and 10 s. Each late event lands in the middle of the buffer; some are a new
+    # extreme only of the wide window, some of both, some of neither.
+    tw = TopicWindows([2 * S, 10 * S], ["2s", "10s"], stats=("min", "max"))
+    events: list[tuple[int, float]] = []
+
+    def insert(ts: int, value: float) -> dict[str, dict[str, float | int | None]]:
+        tw.insert(ts, value)
+        events.append((ts, value))
+        return tw.summary()
+
+    insert(BASE, 5.0)
+    insert(BASE + 4 * S, 3.0)
+    insert(BASE + 5 * S, 4.0)
+    # Late and outside the 2 s window (T - 2 s = 3 s): the wide window's max only.
+    assert insert(BASE + 2 * S, 9.0) == {
+        "2s": {"min": 3.0, "max": 4.0},
+        "10s": {"min": 3.0, "max": 9.0},
+    }
+    # Late inside both, dominating the later 4.0 for max but not the later 3.0 for min.
+    assert insert(BASE + 4 * S + 1, 6.0) == {
+        "2s": {"min": 3.0, "max": 6.0},
+        "10s": {"min": 3.0, "max": 9.0},
+    }
+    # Late, dominated by a later value in both directions: nothing changes.
+    assert insert(BASE + 4 * S + 2, 3.5) == {
+        "2s": {"min": 3.0, "max": 6.0},
+        "10s": {"min": 3.0, "max": 9.0},
+    }
+    # A tie with a later value, then time moves on so that only later events are left.
+    insert(BASE + 4 * S + 3, 4.0)
+    assert insert(BASE + 6 * S + 2, 1.0) == {
+        "2s": {"min": 1.0, "max": 4.0},  # (4 s + 2 µs, 6 s + 2 µs]: 4.0 (late), 4.0, 1.0
+        "10s": {"min": 1.0, "max": 9.0},
+    }
+    for label, width in (("2s", 2 * S), ("10s", 10 * S)):
+        window = window_values(events, tw.clock_us, width)
+        assert tw.summary()[label] == {"min": min(window), "max": max(window)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(-4, 4).map(float), st.booleans()),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_min_max_equal_brute_force_after_appends_late_events_and_ticks(
+    ops: list[tuple[int, float, bool]],
+) -> None:
+    # Few distinct values and timestamps: ties everywhere, which is where monotonic lists slip.
+    widths = (2, 5, 9)
+    tw = TopicWindows(widths, ["a", "b", "c"], stats=("count", "min", "max"))
+    events: list[tuple[int, float]] = []
+    clock = BASE
+    for step, value, late in ops:
+        if late and events:
+            ts = clock - step  # up to 3 µs late, inside or outside the narrow windows
+            tw.insert(ts, value)
+            if ts > clock - max(widths):
+                events.append((ts, value))
+        elif step == 3 and events:
+            clock += 4
+            tw.advance(clock)
+            continue
+        else:
+            clock += step
+            tw.insert(clock, value)
+            events.append((clock, value))
+        for label, width in zip("abc", widths, strict=True):
+            window = window_values(events, clock, width)
+            got = tw.summary()[label]
+            if window:
+                assert got == {"count": len(window), "min": min(window), "max": max(window)}
+            else:
+                assert got == {"count": 0, "min": None, "max": None}
+
+
+def test_insert_many_returns_the_summary_after_each_event() -> None:
+    tw = TopicWindows([S], ["1s"], stats=("count", "sum", "max"))
+    out = tw.insert_many([(BASE, 1.0), (BASE + S // 2, 2.0), (BASE + S, 4.0), (BASE + 1, 8.0)])
+    assert out == [
+        {"1s": {"count": 1, "sum": 1.0, "max": 1.0}},
+        {"1s": {"count": 2, "sum": 3.0, "max": 2.0}},
+        {"1s": {"count": 2, "sum": 6.0, "max": 4.0}},  # the event at BASE left
+        {"1s": {"count": 3, "sum": 14.0, "max": 8.0}},  # late, inside the window
+    ]
+    assert tw.insert_many([]) == []
+
+
+def test_insert_many_stops_at_a_bad_value_after_applying_the_ones_before() -> None:
+    tw = TopicWindows([S], ["1s"], stats=("count", "sum"))
+    with pytest.raises(ValueError, match="finite"):
+        tw.insert_many([(BASE, 1.0), (BASE + 1, 2.0), (BASE + 2, math.nan), (BASE + 3, 4.0)])
+    assert tw.summary() == {"1s": {"count": 2, "sum": 3.0}}
+    assert tw.clock_us == BASE + 1
+    assert tw.insert_many([(BASE + 3, 4.0)]) == [{"1s": {"count": 3, "sum": 7.0}}]
+
+
+@pytest.mark.parametrize("stats", [STAT_KEYS, SCALAR_STATS])
+def test_values_beyond_the_fast_range_are_exact_and_the_topic_recovers(stats) -> None:
+    # 1e200 squared is beyond the double range and 1e-300 needs a ~2**-1049 scale: both go
+    # through the exact general path; once they have left, results are exact again.
+    tw = TopicWindows([S, 2 * S], ["1s", "2s"], stats=stats)
+    events: list[tuple[int, float]] = []
+    for i in range(40):
+        value = {10: 1e200, 11: -1e200, 12: 1e-300}.get(i, 0.1 * (i % 5))
+        ts = BASE + i * (S // 10)
+        tw.insert(ts, value)
+        events.append((ts, value))
+        for label, width in (("1s", S), ("2s", 2 * S)):
+            window = window_values(events, ts, width)
+            got = tw.summary()[label]
+            assert got["sum"] == float(sum(map(Fraction, window), Fraction(0)))
+            if len(window) > 1 and max(map(abs, window)) < 1e150:
+                assert got["var"] == float(exact_var(window))
+            elif len(window) > 1:
+                assert got["var"] == math.inf
+    assert tw._shift <= 60  # back to the scale of multiples of 0.1
+
+
+def test_buffer_compaction_frees_a_bounded_slice_at_a_time(monkeypatch) -> None:
+    # Deleting the buffer's dead head frees every dead entry at once (~25 ns each), so the
+    # slice must stay small against the buffer, never "half of it" (milliseconds at 100k).
+    from pushsvc.stats import windows as windows_module
+
+    monkeypatch.setattr(windows_module, "_COMPACT_MIN", 64)
+    tw = TopicWindows([S, 3 * S], ["1s", "3s"], stats=SCALAR_STATS)
+    slices: list[tuple[int, int]] = []
+    compact = type(tw)._compact
+
+    def recording_compact(self) -> None:
+        slices.append((len(self._ts) - len(self), len(self._ts)))  # (dead head, buffer)
+        compact(self)
+
+    monkeypatch.setattr(type(tw), "_compact", recording_compact)
+    events = [(BASE + i * 100, float(i % 7)) for i in range(100_000)]  # 30k events held
+    for k in range(0, len(events), 1000):
+        tw.insert_many(events[k : k + 1000])
+    assert len(slices) > 10
+    assert all(head <= max(64, (length - head) // 8) for head, length in slices), slices[:5]
+    stats = tw.summary()["3s"]
+    assert stats["count"] == 30_000 and stats["sum"] == math.fsum(v for _, v in events[-30_000:])

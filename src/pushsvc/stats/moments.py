@@ -23,17 +23,24 @@ Error analysis. With ``u = 2**-shift`` and ``n`` values in the window:
   ``±inf`` (the API only accepts finite values, so this needs sums near 1.8e308).
 
 Cost: integer sizes are bounded by the spread of binary exponents in the held values plus
-``log2(n)`` bits (typically 60-200 bits, so additions are a few machine words). The scale only
-gets finer when a value needs it (``rescale``: O(n), at most once per new finest exponent) and
-gets coarser again when the buffer compacts (see ``windows.py``), so a single tiny value does
-not slow a topic down forever.
+``log2(n)`` bits (typically 60-200 bits, so additions are a few machine words). Only the window
+sums are kept as integers; an event's integer is recomputed from its double when it leaves a
+window (``int(value * 2.0**shift)``, exact while ``value * 2**shift`` is an integer below the
+double range). So changing the scale costs O(number of windows), never O(events held): it
+gets finer when a value needs it and coarser again when the values that needed it are gone
+(see ``windows.py``), so a single tiny value neither stalls a topic nor slows it down forever.
+
+Reading the moments in the per-event path (``fastpath.py``) uses the cheapest correctly rounded
+forms: ``sum = float(S1) * 2.0**-shift`` (``float(int)`` rounds correctly and the power of two
+is exact while the result is a normal double, which the fast path's bounds guarantee) and one
+``int / int`` true division each for mean and var. ``moments`` below is the general form.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["moments", "ratio"]
+__all__ = ["moments", "ratio", "scaled"]
 
 
 def ratio(num: int, den: int) -> float:
@@ -42,6 +49,12 @@ def ratio(num: int, den: int) -> float:
         return num / den
     except OverflowError:
         return math.inf if num > 0 else -math.inf
+
+
+def scaled(value: float, shift: int) -> int:
+    """The exact integer ``value * 2**shift``; ``shift`` must be fine enough for ``value``."""
+    m, d = value.as_integer_ratio()
+    return m << (shift - d.bit_length() + 1)
 
 
 def moments(

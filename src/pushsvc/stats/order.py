@@ -7,7 +7,8 @@ Quantiles follow pandas ``rolling(...).quantile(q, interpolation="linear")`` ope
 operation, so results are bit-identical to it: ``pos = q * (n - 1)``, ``lo = int(pos)``;
 ``x[lo]`` when ``pos`` is integral, else ``x[lo] + (x[lo + 1] - x[lo]) * (pos - lo)``.
 
-Speed: this runs for every window on every update. The public API costs one tree walk per
+Speed: this runs for every window on every update; with the ``SortedList`` updates it is
+most of the cost of a window with quantiles. The public API costs one tree walk per
 ``values[i]`` (or per ``values[i:i + 2]``); ``SortedList``'s own ``_pos``/``_lists`` give
 ``x[lo]`` and its neighbour from a single walk, about a third faster over three windows. Those
 names are private (stable since sortedcontainers 2.0), so they are probed once at import and
@@ -16,9 +17,11 @@ the public API is used if they ever change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sortedcontainers import SortedList
 
-__all__ = ["QUANTILES", "order_stats"]
+__all__ = ["QUANTILES", "order_stats", "order_stats_for"]
 
 #: (stat name, q) reported for every window, in output order.
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
@@ -26,12 +29,12 @@ QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 
 _QS = tuple(q for _, q in QUANTILES)
 
 
-def order_stats_public(values: SortedList) -> list[float]:
-    """``[min, max, *quantiles]`` (in ``QUANTILES`` order) of a non-empty sorted window."""
+def order_stats_public(values: SortedList, qs: tuple[float, ...] = _QS) -> list[float]:
+    """``[min, max, *quantiles]`` (``qs``, default ``QUANTILES``) of a non-empty sorted window."""
     n1 = len(values) - 1
     out = [values[0], values[-1]]
     append = out.append
-    for q in _QS:
+    for q in qs:
         pos = q * n1
         lo = int(pos)
         if lo == pos:
@@ -43,14 +46,14 @@ def order_stats_public(values: SortedList) -> list[float]:
     return out
 
 
-def order_stats_internal(values: SortedList) -> list[float]:
+def order_stats_internal(values: SortedList, qs: tuple[float, ...] = _QS) -> list[float]:
     """Same as ``order_stats_public``, one tree walk per quantile via SortedList internals."""
     lists = values._lists
     pos_of = values._pos
     n1 = values._len - 1
     out = [lists[0][0], lists[-1][-1]]
     append = out.append
-    for q in _QS:
+    for q in qs:
         pos = q * n1
         lo = int(pos)
         i, j = pos_of(lo)
@@ -75,3 +78,15 @@ def _internals_work() -> bool:
 
 
 order_stats = order_stats_internal if _internals_work() else order_stats_public
+
+
+def order_stats_for(qs: tuple[float, ...]) -> Callable[[SortedList], list[float]]:
+    """``order_stats`` for the quantiles ``qs`` only: ``[min, max, *quantiles]``."""
+    if qs == _QS:
+        return order_stats
+    impl = order_stats
+
+    def selected(values: SortedList) -> list[float]:
+        return impl(values, qs)
+
+    return selected
