@@ -101,3 +101,10 @@ def test_cli_reads_variables_and_reports_them_the_same_way() -> None:
     )
     assert result.returncode != 0
     assert "PUSHSVC_ALLOWED_LATENESS" in result.stderr
+
+
+def test_statistic_selection() -> None:
+    assert Settings.load({}, {}).stats[-3:] == ("p50", "p90", "p99")
+    assert Settings.load({"stats": "p99, count"}, {}).stats == ("count", "p99")
+    with pytest.raises(ConfigError, match="--stats / PUSHSVC_STATS"):
+        Settings.load({"stats": "median"}, {})

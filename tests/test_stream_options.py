@@ -64,3 +64,18 @@ def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topi
         assert json.loads(latest.data)["event"]["value"] == 49.0
         assert json.loads(latest.data)["windows"]["1m"]["count"] == 50
         assert latest.id == json.loads(latest.data)["id"]
+
+
+def test_server_can_compute_only_some_statistics(topic: str) -> None:
+    lean = PushsvcProcess("serve", "--tick", "0", "--stats", "max,count,mean").start()
+    try:
+        with SSEClient(lean.port, f"/topics/{topic}/stream") as stream:
+            stream.next_data("snapshot")
+            post(lean.port, topic, [{"value": 4}, {"value": 2}])
+            _, update = stream.take(2)[-1]
+            assert update["windows"]["1m"] == {"count": 2, "mean": 3.0, "max": 4.0}
+        # A statistic the server does not compute cannot be asked for.
+        status, _, body = request(lean.port, "GET", f"/topics/{topic}/stream?stats=p99")
+        assert status == 400 and "p99" in json.loads(body)["error"]["message"]
+    finally:
+        lean.stop()

@@ -16,7 +16,7 @@ import orjson
 
 from pushsvc.broker.base import UpdateDraft
 from pushsvc.events import Event, event_json
-from pushsvc.stats import TopicWindows
+from pushsvc.stats import STAT_KEYS, TopicWindows
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Aggregator:
         *,
         windows_us: Sequence[int],
         labels: Sequence[str],
+        stats: Sequence[str] = STAT_KEYS,
         allowed_lateness_us: int,
         publish: Publish,
         wall_clock: WallClock,
@@ -56,6 +57,7 @@ class Aggregator:
     ) -> None:
         self._widths = tuple(windows_us)
         self._labels = tuple(labels)
+        self._stats = tuple(stats)
         self._lateness = allowed_lateness_us
         self._publish = publish
         self._wall_clock = wall_clock
@@ -72,12 +74,13 @@ class Aggregator:
             return
         state = self._topics.get(topic)
         if state is None:
-            state = self._topics[topic] = _Topic(TopicWindows(self._widths, self._labels))
+            windows = TopicWindows(self._widths, self._labels, stats=self._stats)
+            state = self._topics[topic] = _Topic(windows)
         windows = state.windows
-        drafts: list[UpdateDraft] = []
-        topic_prefix = b'{"topic":' + orjson.dumps(topic)
+        accepted: list[Event] = []
+        clocks: list[int] = []
+        clock = windows.clock_us
         for event in events:
-            clock = windows.clock_us
             if clock is not None and event.ts_us < clock - self._lateness:
                 # The web tier checked against the clock it knew; another producer moved it since.
                 self.late_dropped += 1
@@ -85,10 +88,18 @@ class Aggregator:
                     "dropped late event on %s (ts_us=%d, clock_us=%d)", topic, event.ts_us, clock
                 )
                 continue
-            windows.insert(event.ts_us, event.value)
-            drafts.append(self._draft(topic, topic_prefix, windows, "event", event_json(event)))
-        if drafts:
-            state.event_clock_us = windows.clock_us or 0
+            if clock is None or event.ts_us > clock:
+                clock = event.ts_us
+            accepted.append(event)
+            clocks.append(clock)
+        if accepted:
+            summaries = windows.insert_many([(e.ts_us, e.value) for e in accepted])
+            prefix = _topic_prefix(topic)
+            drafts = [
+                UpdateDraft(topic, at, prefix + _body(at, "event", event_json(e), summary))
+                for e, at, summary in zip(accepted, clocks, summaries, strict=True)
+            ]
+            state.event_clock_us = clocks[-1]
             state.wall_at_event_us = self._wall_clock()
             if self.active:
                 self._publish(drafts)
@@ -103,30 +114,23 @@ class Aggregator:
         for topic, state in self._topics.items():
             clock = state.event_clock_us + max(0, now - state.wall_at_event_us)
             if state.windows.advance(clock):
-                prefix = b'{"topic":' + orjson.dumps(topic)
-                drafts.append(self._draft(topic, prefix, state.windows, "tick", None))
+                body = _body(clock, "tick", None, state.windows.summary())
+                drafts.append(UpdateDraft(topic, clock, _topic_prefix(topic) + body))
         if drafts and self.active:
             self._publish(drafts)
         return len(drafts) if self.active else 0
 
-    def _draft(
-        self,
-        topic: str,
-        topic_prefix: bytes,
-        windows: TopicWindows,
-        reason: str,
-        event: dict[str, object] | None,
-    ) -> UpdateDraft:
-        clock = windows.clock_us or 0
-        rest = orjson.dumps(
-            {
-                "ts": clock / 1_000_000,
-                "reason": reason,
-                "event": event,
-                "windows": windows.summary(),
-            }
-        )
-        return UpdateDraft(topic, clock, topic_prefix + b"," + rest[1:])
-
     def topics(self) -> list[str]:
         return list(self._topics)
+
+
+def _topic_prefix(topic: str) -> bytes:
+    return b'{"topic":' + orjson.dumps(topic) + b","
+
+
+def _body(clock_us: int, reason: str, event: dict[str, object] | None, windows: object) -> bytes:
+    """The update's JSON after `{"topic":…,` (encoded once per batch)."""
+    rest = orjson.dumps(
+        {"ts": clock_us / 1_000_000, "reason": reason, "event": event, "windows": windows}
+    )
+    return rest[1:]

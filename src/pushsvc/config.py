@@ -106,6 +106,19 @@ def _prefix(text: str) -> str:
     return text
 
 
+def _stats(text: str) -> tuple[str, ...]:
+    # Imported here: the stats package is heavier than settings parsing needs to be.
+    from pushsvc.stats import STAT_KEYS
+
+    if text.strip() == "all":
+        return STAT_KEYS
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in STAT_KEYS]
+    if unknown or not chosen:
+        raise ValueError(f"{text!r}: choose from {', '.join(STAT_KEYS)} (or all)")
+    return tuple(k for k in STAT_KEYS if k in chosen)
+
+
 def _origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -127,6 +140,7 @@ class Settings:
     redis_url: str | None = _setting("", _redis_url, secret=True)
     prefix: str = _setting("pushsvc:", _prefix)
     windows: tuple[int, ...] = _setting("10s,1m,5m", _windows)
+    stats: tuple[str, ...] = _setting("all", _stats)
     tick: int = _setting("1s", _non_negative_duration)
     allowed_lateness: int = _setting("5s", _non_negative_duration)
     history: int = _setting("10000", _positive_int)

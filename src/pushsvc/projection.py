@@ -21,11 +21,16 @@ class Projection:
 
     @classmethod
     def parse(
-        cls, windows: str | None, stats: str | None, *, known_windows: Sequence[str]
+        cls,
+        windows: str | None,
+        stats: str | None,
+        *,
+        known_windows: Sequence[str],
+        known_stats: Sequence[str] = STAT_KEYS,
     ) -> Projection | None:
         """None when nothing is projected. Raises BadRequest naming an unknown window or stat."""
         chosen_windows = _choose("windows", windows, known_windows)
-        chosen_stats = _choose("stats", stats, STAT_KEYS)
+        chosen_stats = _choose("stats", stats, known_stats)
         if chosen_windows is None and chosen_stats is None:
             return None
         return cls(chosen_windows, chosen_stats)

@@ -48,6 +48,7 @@ class Runtime:
             runtime.aggregator = Aggregator(
                 windows_us=settings.windows,
                 labels=settings.window_labels,
+                stats=settings.stats,
                 allowed_lateness_us=settings.allowed_lateness,
                 publish=broker.publish_updates,
                 wall_clock=wall_clock_us,

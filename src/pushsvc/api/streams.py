@@ -66,6 +66,7 @@ def _stream(selectors: Sequence[str]) -> Response:
             request.args.get("windows"),
             request.args.get("stats"),
             known_windows=rt.settings.window_labels,
+            known_stats=rt.settings.stats,
         ),
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat / 1_000_000,
