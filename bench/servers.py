@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -39,8 +40,15 @@ class PushsvcProcess:
     test helpers change.
     """
 
-    def __init__(self, command: str, *args: str, ready: str = "listening on") -> None:
-        self.argv = [sys.executable, "-m", "pushsvc", command, *args]
+    def __init__(
+        self,
+        command: str,
+        *args: str,
+        ready: str = "listening on",
+        python_args: Sequence[str] = (),
+    ) -> None:
+        # python_args: e.g. ("-m", "cProfile", "-o", path) to profile the process.
+        self.argv = [sys.executable, *python_args, "-m", "pushsvc", command, *args]
         self.ready = ready
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -111,6 +119,11 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def start(self, timeout: float = 10) -> RedisServer:
         argv = [
@@ -255,19 +268,38 @@ class PushsvcRedis(Deployment):
 
     kind = "pushsvc"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(
+        self, workers: int, *, extra_args: Sequence[str] = (), profile_dir: Path | None = None
+    ) -> None:
+        """`extra_args` go to every pushsvc process; with `profile_dir`, each runs under
+        cProfile and writes `aggregator.prof`, `web-0.prof`, ... there when stopped."""
         super().__init__()
         self.workers = workers
         self.name = f"pushsvc-redis-{workers}"
+        self.extra_args = tuple(extra_args)
+        self.profile_dir = profile_dir
         self.webs: list[PushsvcProcess] = []
         self.aggregator: PushsvcProcess | None = None
 
+    def _python_args(self, name: str) -> tuple[str, ...]:
+        if self.profile_dir is None:
+            return ()
+        return ("-m", "cProfile", "-o", str(self.profile_dir / f"{name}.prof"))
+
     def start(self) -> None:
         url = self._start_redis()
-        common = ("--redis-url", url, "--prefix", f"b{uuid.uuid4().hex[:8]}:", "--tick", "0")
-        self.aggregator = PushsvcProcess("aggregate", *common, ready="took the lease").start()
-        for _ in range(self.workers):
-            self.webs.append(PushsvcProcess("web", *common, "--port", "0").start())
+        common = ("--redis-url", url, "--prefix", f"b{uuid.uuid4().hex[:8]}:", "--tick", "0",
+                  *self.extra_args)  # fmt: skip
+        profile = self._python_args("aggregator")
+        self.aggregator = PushsvcProcess(
+            "aggregate", *common, ready="took the lease", python_args=profile
+        ).start()
+        for i in range(self.workers):
+            self.webs.append(
+                PushsvcProcess(
+                    "web", *common, "--port", "0", python_args=self._python_args(f"web-{i}")
+                ).start()
+            )
 
     def stop(self) -> None:
         for proc in [*self.webs, self.aggregator]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pushsvc.broker.base import Update
-from pushsvc.hub import Hub
+from pushsvc.hub import Client, Delivery, Hub
 from pushsvc.topics import TopicMatcher
 
 
@@ -21,6 +21,11 @@ def _update(topic: str, n: int) -> Update:
     return Update(topic, f"0badc0de:0-{n}", n, b'{"id":"0badc0de:0-%d","n":%d}' % (n, n))
 
 
+def _taken(client: Client) -> list[Delivery]:
+    """What the client's stream would write, update by update."""
+    return [d for run in client.take(0) for d in run.deliveries]
+
+
 def _subscribe(hub: Hub, *selectors: str):  # type: ignore[no-untyped-def]
     exact = None if any("*" in s for s in selectors) else frozenset(selectors)
     return hub.subscribe(TopicMatcher(selectors), exact)
@@ -34,7 +39,7 @@ def test_update_is_encoded_once_and_shared_by_all_clients() -> None:
         _subscribe(hub, "*"),
     )
     hub.dispatch([_update("a", 1)])
-    frames = [c.take(0)[0].frame for c in (first, second, patterned)]
+    frames = [_taken(c)[0].frame for c in (first, second, patterned)]
     assert frames[0] == b'id: 0badc0de:0-1\nevent: stats\ndata: {"id":"0badc0de:0-1","n":1}\n\n'
     assert frames[0] is frames[1] is frames[2]
 
@@ -43,8 +48,8 @@ def test_only_matching_topics_are_delivered() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     exact, pattern = _subscribe(hub, "a", "b"), _subscribe(hub, "sensors.*")
     hub.dispatch([_update(t, n) for n, t in enumerate(["a", "c", "sensors.x", "b", "sensorsx"])])
-    assert [d.update.topic for d in exact.take(0)] == ["a", "b"]
-    assert [d.update.topic for d in pattern.take(0)] == ["sensors.x"]
+    assert [d.update.topic for d in _taken(exact)] == ["a", "b"]
+    assert [d.update.topic for d in _taken(pattern)] == ["sensors.x"]
     assert hub.subscriber_counts() == {"a": 1, "b": 1, "sensors.x": 1}
 
 
@@ -54,8 +59,8 @@ def test_full_queue_switches_to_latest_wins_per_topic_in_id_order() -> None:
     updates = [_update(t, n) for n, t in enumerate(["a", "b", "a", "b", "a", "a"], start=1)]
     for update in updates:
         hub.dispatch([update])
-        fast.take(0)  # the fast client keeps up and gets everything
-    got = [d.update.id for d in slow.take(0)]
+        _taken(fast)  # the fast client keeps up and gets everything
+    got = [d.update.id for d in _taken(slow)]
     # The first two fit the queue; then only each topic's latest survives, in id order.
     assert got == ["0badc0de:0-1", "0badc0de:0-2", "0badc0de:0-4", "0badc0de:0-6"]
     assert slow.closed_reason is None
@@ -67,17 +72,17 @@ def test_client_that_takes_nothing_for_the_timeout_is_disconnected() -> None:
     slow, healthy = _subscribe(hub, "a"), _subscribe(hub, "a")
     for n in range(1, 4):
         hub.dispatch([_update("a", n)])
-        healthy.take(0)
+        _taken(healthy)
     clock.now += 4_000_000
     hub.dispatch([_update("a", 4)])
     assert slow.closed_reason is None  # behind, but within the timeout
     clock.now += 2_000_000
-    healthy.take(0)
+    _taken(healthy)
     hub.dispatch([_update("a", 5)])
     assert slow.closed_reason == "slow"
     assert hub.slow_disconnects == 1
     assert healthy.closed_reason is None
-    assert [d.update.id for d in healthy.take(0)] == ["0badc0de:0-5"]
+    assert [d.update.id for d in _taken(healthy)] == ["0badc0de:0-5"]
 
 
 def test_unsubscribe_forgets_the_client() -> None:
@@ -86,7 +91,7 @@ def test_unsubscribe_forgets_the_client() -> None:
     hub.unsubscribe(client)
     hub.unsubscribe(other)
     hub.dispatch([_update("a", 1), _update("a.b", 2)])
-    assert client.take(0) == [] and other.take(0) == []
+    assert _taken(client) == [] and _taken(other) == []
     assert hub.client_count == 0 and hub.subscriber_counts() == {}
 
 
@@ -98,10 +103,24 @@ def test_close_wakes_every_stream() -> None:
     assert all(c.take(5) == [] for c in clients)  # returns at once, no wait
 
 
-def test_a_run_larger_than_the_queue_keeps_what_fits_then_the_latest() -> None:
+def test_a_batch_is_one_queue_entry_however_long() -> None:
+    # Regression (e2e benchmark): a 5000-event batch conflated every subscriber when the
+    # queue was counted in updates.
     hub = Hub(queue_size=3, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    hub.dispatch([_update("a", n) for n in range(1, 5001)])
+    runs = client.take(0)
+    assert len(runs) == 1
+    assert [d.order for d in runs[0].deliveries] == list(range(1, 5001))
+    assert runs[0].block == b"".join(d.frame for d in runs[0].deliveries)
+
+
+def test_runs_beyond_the_queue_are_conflated_to_each_topics_latest() -> None:
+    hub = Hub(queue_size=2, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a", "b")
-    hub.dispatch([_update("a", n) for n in range(1, 6)] + [_update("b", 6), _update("a", 7)])
-    got = [d.update.id.rpartition("-")[2] for d in client.take(0)]
-    # 4 and 5 are superseded by 7, the latest of topic a; b keeps its only update.
+    hub.dispatch([_update("a", 1), _update("a", 2)])
+    hub.dispatch([_update("b", 3)])
+    hub.dispatch([_update("a", 4), _update("a", 5), _update("b", 6), _update("a", 7)])
+    got = [d.update.id.rpartition("-")[2] for d in _taken(client)]
+    # Two runs fit; then only the latest of each topic: 4 and 5 are superseded by 7.
     assert got == ["1", "2", "3", "6", "7"]

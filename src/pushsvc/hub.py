@@ -1,9 +1,11 @@
 """The hub: this process's subscribers, fed by its one broker subscription.
 
-Each update is encoded to SSE bytes once and the same bytes object goes to every
-matching client's bounded queue. Delivering never blocks: a client whose queue is
-full is switched to conflation (latest update per topic wins); one that has taken
-nothing for `slow_timeout_us` is disconnected.
+Consecutive updates of one topic (a batch POST) form a run. Each run is encoded to SSE
+bytes once, joined into one block, and the same `Run` object goes to every matching
+client's bounded queue, so a client writes a whole batch with one socket write.
+Delivering never blocks: a client whose queue already holds `queue_size` runs is
+switched to conflation (latest update per topic wins); one that has taken nothing for
+`slow_timeout_us` while conflated is disconnected.
 """
 
 from __future__ import annotations
@@ -32,16 +34,38 @@ def monotonic_us() -> int:
 
 @dataclass(slots=True)
 class Delivery:
-    """One queued update: `order` is the hub's arrival counter, which follows id order.
-
-    The same object goes to every client; `projected` caches re-encodings per projection so
-    that clients asking for the same fields share one encoding too.
-    """
+    """One update: `order` is the hub's arrival counter, which follows id order."""
 
     order: int
     update: Update
     frame: bytes
-    projected: dict[object, bytes] | None = None
+
+
+@dataclass(slots=True)
+class Run:
+    """Consecutive updates of one topic, in id order, shared by every client that gets them.
+
+    `block` is their frames joined once; `projected` caches the same for each projection
+    (by its key), so clients asking for the same fields share one encoding too.
+    """
+
+    deliveries: list[Delivery]
+    block: bytes
+    projected: dict[str, bytes] | None = None
+
+    @classmethod
+    def of(cls, deliveries: list[Delivery]) -> Run:
+        if len(deliveries) == 1:
+            return cls(deliveries, deliveries[0].frame)
+        return cls(deliveries, b"".join([d.frame for d in deliveries]))
+
+    @property
+    def topic(self) -> str:
+        return self.deliveries[0].update.topic
+
+    @property
+    def last_order(self) -> int:
+        return self.deliveries[-1].order
 
 
 @dataclass(eq=False, slots=True)
@@ -52,7 +76,7 @@ class Client:
     exact: frozenset[str] | None
     capacity: int
     clock: Callable[[], int] = field(default=lambda: monotonic_us(), repr=False)
-    queue: deque[Delivery] = field(default_factory=deque)
+    queue: deque[Run] = field(default_factory=deque)
     conflated: dict[str, Delivery] = field(default_factory=dict)
     wakeup: Signal = field(default_factory=Signal)
     closed_reason: str | None = None
@@ -61,32 +85,30 @@ class Client:
     writer: gevent.Greenlet | None = None
     """The greenlet writing this client's stream, while it is between two takes (writing)."""
 
-    def offer(self, run: list[Delivery]) -> None:
-        """Queue a run of consecutive updates of one topic, in id order."""
-        room = 0 if self.conflated else self.capacity - len(self.queue)
-        if len(run) <= room:
-            self.queue.extend(run)
+    def offer(self, run: Run) -> None:
+        if len(self.queue) < self.capacity and not self.conflated:
+            self.queue.append(run)
         else:
-            self.queue.extend(run[:room])
             # Statistics are full state: the latest update of a topic supersedes older ones.
-            topic = run[-1].update.topic
+            topic = run.topic
             if topic not in self.conflated:
                 self.conflations += 1
-            self.conflated[topic] = run[-1]
+            self.conflated[topic] = run.deliveries[-1]
         self.wakeup.set()
 
-    def take(self, timeout_s: float) -> list[Delivery]:
-        """All queued deliveries in id order; [] if `timeout_s` passes with none (heartbeat)."""
+    def take(self, timeout_s: float) -> list[Run]:
+        """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time)."""
         if not self.queue and not self.conflated and self.closed_reason is None:
             self.wakeup.clear()
             self.wakeup.wait(timeout_s)
-        items = list(self.queue)
+        runs = list(self.queue)
         self.queue.clear()
         if self.conflated:
-            items.extend(sorted(self.conflated.values(), key=lambda d: d.order))
+            latest = sorted(self.conflated.values(), key=lambda d: d.order)
+            runs.extend(Run.of([d]) for d in latest)
             self.conflated.clear()
         self.last_take_us = self.clock()
-        return items
+        return runs
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -157,16 +179,18 @@ class Hub:
             targets = self._by_topic.get(topic)
             patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
             if targets or patterned:
-                run = [
-                    Delivery(order + i, u, encode_update(u.id, u.data))
-                    for i, u in enumerate(updates[start:end], start=1)
-                ]
+                run = Run.of(
+                    [
+                        Delivery(order + i, u, encode_update(u.id, u.data))
+                        for i, u in enumerate(updates[start:end], start=1)
+                    ]
+                )
                 for group in (targets or (), patterned):
                     for client in group:
                         self._deliver(client, run)
             start = end
 
-    def _deliver(self, client: Client, run: list[Delivery]) -> None:
+    def _deliver(self, client: Client, run: Run) -> None:
         if client.closed_reason is not None:
             return
         if client.conflated and self._clock() - client.last_take_us > self._slow_timeout_us:
@@ -179,7 +203,7 @@ class Hub:
                 gevent.kill(client.writer, ConnectionResetError(errno.ECONNRESET, "slow consumer"))
             return
         client.offer(run)
-        self.delivered += len(run)
+        self.delivered += len(run.deliveries)
 
     def subscriber_counts(self) -> dict[str, int]:
         counts = {topic: len(clients) for topic, clients in self._by_topic.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,6 +18,12 @@ class Projection:
 
     windows: tuple[str, ...] | None
     stats: tuple[str, ...] | None
+    key: str = field(init=False, compare=False)
+    """Equal for equal projections; a plain string, cheap to hash on the hot path."""
+
+    def __post_init__(self) -> None:
+        key = f"{','.join(self.windows or '*')};{','.join(self.stats or '*')}"
+        object.__setattr__(self, "key", key)
 
     @classmethod
     def parse(

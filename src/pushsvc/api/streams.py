@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request
 from pushsvc.api.context import runtime
 from pushsvc.broker.base import Broker, Update
 from pushsvc.errors import BadRequest
-from pushsvc.hub import Client, Delivery, Hub
+from pushsvc.hub import Client, Delivery, Hub, Run
 from pushsvc.ids import parse_id
 from pushsvc.projection import Projection
 from pushsvc.sse import HEADERS, HEARTBEAT, encode_message, encode_update, retry_line
@@ -113,27 +113,27 @@ def _events(broker: Broker, hub: Hub, client: Client, options: StreamOptions) ->
             if pacer is not None and pacer.pending:
                 wait = min(wait, pacer.next_due() - time.monotonic())
             client.writer = None
-            deliveries = client.take(max(wait, 0.0))
+            runs = client.take(max(wait, 0.0))
             client.writer = gevent.getcurrent()
-            if floor is not None and deliveries:
-                fresh = [d for d in deliveries if _is_after(d.update.id, floor)]
-                if len(fresh) == len(deliveries):
-                    floor = None  # ids only grow from here: stop comparing
-                deliveries = fresh
-            if pacer is not None:
-                deliveries = pacer.admit(deliveries, time.monotonic())
-            if deliveries:
+            if floor is not None and runs:
+                runs, floor = _drop_covered(runs, floor)
+            if pacer is None:
+                # The common case: each run is written as the block the hub joined once.
+                chunk = b"".join([_block(run, projection) for run in runs])
+            else:
+                due = pacer.admit([d for run in runs for d in run.deliveries], time.monotonic())
                 frames = []
-                for delivery in deliveries:
+                for delivery in due:
                     # A paced update held back behind newer ones goes without `id:`, so the
                     # client's Last-Event-ID never moves backwards.
                     frames.append(_frame(delivery, projection, with_id=delivery.order > last_order))
                     last_order = max(last_order, delivery.order)
-                yield b"".join(frames)
+                chunk = b"".join(frames)
+            if chunk:
+                yield chunk
                 last_write = time.monotonic()
-            elif (
+            elif client.closed_reason is None and (
                 time.monotonic() - last_write >= options.heartbeat_s
-                and client.closed_reason is None
             ):
                 yield HEARTBEAT
                 last_write = time.monotonic()
@@ -173,17 +173,37 @@ class _Pacer:
         return min(self.last_sent[t] for t in self.pending) + self.interval_s
 
 
-def _frame(delivery: Delivery, projection: Projection | None, *, with_id: bool) -> bytes:
+def _drop_covered(
+    runs: list[Run], floor: tuple[str, int, int]
+) -> tuple[list[Run], tuple[str, int, int] | None]:
+    """Drop updates the replay or snapshot already covered; None once past the floor."""
+    for index, run in enumerate(runs):
+        if _is_after(run.deliveries[0].update.id, floor):
+            return runs[index:], None  # ids only grow from here: stop comparing
+        if _is_after(run.deliveries[-1].update.id, floor):
+            fresh = [d for d in run.deliveries if _is_after(d.update.id, floor)]
+            return [Run.of(fresh), *runs[index + 1 :]], None
+    return [], floor
+
+
+def _block(run: Run, projection: Projection | None) -> bytes:
     if projection is None:
-        if with_id:
-            return delivery.frame
-        return encode_message(delivery.update.data, event="stats")
-    cache = delivery.projected
+        return run.block
+    cache = run.projected
     if cache is None:
-        cache = delivery.projected = {}
-    data = cache.get(projection)
-    if data is None:
-        data = cache[projection] = projection.update(delivery.update.data)
+        cache = run.projected = {}
+    block = cache.get(projection.key)
+    if block is None:
+        block = cache[projection.key] = b"".join(
+            [encode_update(d.update.id, projection.update(d.update.data)) for d in run.deliveries]
+        )
+    return block
+
+
+def _frame(delivery: Delivery, projection: Projection | None, *, with_id: bool) -> bytes:
+    if projection is None and with_id:
+        return delivery.frame
+    data = delivery.update.data if projection is None else projection.update(delivery.update.data)
     if with_id:
         return encode_update(delivery.update.id, data)
     return encode_message(data, event="stats")
