@@ -21,7 +21,6 @@ import gevent
 from gevent.event import Event as Signal
 
 from pushsvc.broker.base import Update
-from pushsvc.direct import ClientGone, DirectWriter
 from pushsvc.sse import encode_update
 
 log = logging.getLogger(__name__)
@@ -85,12 +84,6 @@ class Client:
     conflations: int = 0
     writer: gevent.Greenlet | None = None
     """The greenlet writing this client's stream, while it is between two takes (writing)."""
-    direct: DirectWriter | None = None
-    """Set by the stream while it is parked in `take` with nothing queued and may be written
-    to directly (see direct.py)."""
-    unsent: bytes = b""
-    """The rest of a frame a direct write could not finish; the stream writes it first."""
-    last_direct_write: float = 0.0
 
     def offer(self, run: Run) -> None:
         if len(self.queue) < self.capacity and not self.conflated:
@@ -105,7 +98,7 @@ class Client:
 
     def take(self, timeout_s: float) -> list[Run]:
         """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time)."""
-        if not self.queue and not self.conflated and not self.unsent and self.closed_reason is None:
+        if not self.queue and not self.conflated and self.closed_reason is None:
             self.wakeup.clear()
             self.wakeup.wait(timeout_s)
         runs = list(self.queue)
@@ -120,7 +113,6 @@ class Client:
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
-        self.direct = None
         self.wakeup.set()
 
 
@@ -210,23 +202,8 @@ class Hub:
                 # gets it out. The WSGI server closes the connection quietly on ECONNRESET.
                 gevent.kill(client.writer, ConnectionResetError(errno.ECONNRESET, "slow consumer"))
             return
-        self.delivered += len(run.deliveries)
-        direct = client.direct
-        if direct is not None and not client.queue and not client.conflated and not client.unsent:
-            try:
-                rest = direct.send_now(run.block)
-            except ClientGone:
-                client.close("gone")
-                return
-            if rest is not None:
-                client.last_take_us = self._clock()
-                client.last_direct_write = time.monotonic()
-                if rest:
-                    client.direct = None  # the stream must finish this frame first
-                    client.unsent = rest
-                    client.wakeup.set()
-                return
         client.offer(run)
+        self.delivered += len(run.deliveries)
 
     def subscriber_counts(self) -> dict[str, int]:
         counts = {topic: len(clients) for topic, clients in self._by_topic.items()}

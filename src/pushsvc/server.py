@@ -8,11 +8,10 @@ import socket
 
 import gevent
 from gevent.event import Event as Signal
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
-from pushsvc.direct import ENVIRON_KEY, DirectWriter
 from pushsvc.lease import run_with_lease
 from pushsvc.runtime import Runtime
 
@@ -20,15 +19,6 @@ log = logging.getLogger(__name__)
 
 # Bursts of thousands of reconnecting EventSources must not overflow the accept queue.
 LISTEN_BACKLOG = 2048
-
-
-class _Handler(WSGIHandler):
-    """gevent's handler, also offering streams a way to write to their socket directly."""
-
-    def get_environ(self) -> dict[str, object]:
-        environ = super().get_environ()
-        environ[ENVIRON_KEY] = DirectWriter(self)
-        return environ
 
 
 def _on_termination(stop: Signal) -> None:
@@ -41,12 +31,7 @@ def serve_http(settings: Settings, role: Role) -> None:
     app = create_app(settings, role=role)
     runtime: Runtime = app.extensions["pushsvc"]
     server = WSGIServer(
-        (settings.host, settings.port),
-        app,
-        log=None,
-        error_log=log,
-        backlog=LISTEN_BACKLOG,
-        handler_class=_Handler,
+        (settings.host, settings.port), app, log=None, error_log=log, backlog=LISTEN_BACKLOG
     )
     server.init_socket()
     # Accepted sockets inherit this: without it Nagle's algorithm holds back small SSE

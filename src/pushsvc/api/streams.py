@@ -19,7 +19,6 @@ from flask import Blueprint, Response, request
 
 from pushsvc.api.context import runtime
 from pushsvc.broker.base import Broker, Update
-from pushsvc.direct import ENVIRON_KEY, ClientGone, DirectWriter
 from pushsvc.errors import BadRequest
 from pushsvc.hub import Client, Delivery, Hub, Run
 from pushsvc.ids import parse_id
@@ -40,8 +39,6 @@ class StreamOptions:
     min_interval_s: float
     heartbeat_s: float
     retry_ms: int
-    direct: DirectWriter | None
-    """Lets the hub write to this response's socket itself (gevent's server only)."""
 
 
 @bp.get("/topics/<anytext:topic>/stream")
@@ -74,7 +71,6 @@ def _stream(selectors: Sequence[str]) -> Response:
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat / 1_000_000,
         retry_ms=rt.settings.retry // 1000,
-        direct=request.environ.get(ENVIRON_KEY),
     )
     exact = None if any("*" in s for s in selectors) else frozenset(selectors)
     client = rt.hub.subscribe(matcher, exact)
@@ -110,25 +106,15 @@ def _events(broker: Broker, hub: Hub, client: Client, options: StreamOptions) ->
             yield b"".join(_replayed(u, projection) for u in replay)
             floor = parse_id(replay[-1].id if replay else last_id or "")
         pacer = _Pacer(options.min_interval_s) if options.min_interval_s else None
-        # Plain streams let the hub write to their socket while they wait (direct.py).
-        direct = options.direct if pacer is None and projection is None else None
         last_order = 0
         last_write = time.monotonic()
         while client.closed_reason is None:
-            last_write = max(last_write, client.last_direct_write)
             wait = options.heartbeat_s - (time.monotonic() - last_write)
             if pacer is not None and pacer.pending:
                 wait = min(wait, pacer.next_due() - time.monotonic())
             client.writer = None
-            client.direct = direct if floor is None else None
             runs = client.take(max(wait, 0.0))
-            client.direct = None
             client.writer = gevent.getcurrent()
-            if client.unsent:
-                assert direct is not None
-                unsent, client.unsent = client.unsent, b""
-                direct.send_all(unsent)  # the rest of a frame the hub began
-                last_write = time.monotonic()
             if floor is not None and runs:
                 runs, floor = _drop_covered(runs, floor)
             if pacer is None:
@@ -147,12 +133,10 @@ def _events(broker: Broker, hub: Hub, client: Client, options: StreamOptions) ->
                 yield chunk
                 last_write = time.monotonic()
             elif client.closed_reason is None and (
-                time.monotonic() - max(last_write, client.last_direct_write) >= options.heartbeat_s
+                time.monotonic() - last_write >= options.heartbeat_s
             ):
                 yield HEARTBEAT
                 last_write = time.monotonic()
-    except ClientGone:
-        return
     finally:
         hub.unsubscribe(client)
 
