@@ -24,22 +24,20 @@ timing. Every phase has a deadline, so every run ends by itself.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import os
 import pstats
 import queue
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
+from child import JsonLinesChild
 from common import machine
 from servers import REPO, TOPIC, PushsvcRedis
 
@@ -115,60 +113,6 @@ def _cores() -> int:
 
 
 # -- the counting subscribers, a child process ---------------------------------------------
-
-
-class Subscribers:
-    """`python -m loadgen.counting ...` in a child process; JSON records off its stdout."""
-
-    def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "bench")}
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loadgen.counting", *argv],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self._records: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                self._records.put(orjson.loads(line))
-        self._records.put(None)
-
-    def record(self, phase: str, timeout: float) -> dict[str, Any]:
-        try:
-            record = self._records.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"subscribers silent for {timeout:.0f} s") from None
-        if record is None:
-            raise RuntimeError(f"subscriber process exited: {self.stderr_tail()}")
-        if record.get("phase") != phase:
-            raise RuntimeError(f"expected {phase!r}, got {record!r:.300}")
-        return record
-
-    def published(self) -> None:
-        assert self.proc.stdin is not None
-        with contextlib.suppress(OSError):
-            self.proc.stdin.write(b"published\n")
-            self.proc.stdin.flush()
-
-    def stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-1500:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        self._stderr.close()
 
 
 # -- the publishers --------------------------------------------------------------------------
@@ -305,21 +249,21 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
     deployment = PushsvcRedis(
         scenario.web, extra_args=scenario.server_args, profile_dir=profile_dir
     )
-    subscribers: Subscribers | None = None
+    subscribers: JsonLinesChild | None = None
     try:
         deployment.start()
         assert deployment.redis is not None and deployment.aggregator is not None
         bases = [web.base for web in deployment.webs]
         query = "" if scenario.projection == "full" else f"?{scenario.projection}"
         streams = [f"{base}/topics/{TOPIC}/stream{query}" for base in bases]
-        subscribers = Subscribers([
+        subscribers = JsonLinesChild("loadgen.counting", name="subscribers", argv=[
             *[arg for url in streams for arg in ("--stream", url)],
             "--subscribers", str(n), "--events", str(m),
             "--connect-timeout", str(20 + n / 100),
             "--publish-timeout", str(publish_timeout + 30),
             "--drain-timeout", str(drain_timeout), "--idle-timeout", str(args.idle_timeout),
         ])  # fmt: skip
-        opened = subscribers.record("opened", timeout=60 + n / 50)
+        opened = subscribers.record(phase="opened", timeout=60 + n / 50)
         if opened["ready"] != n:
             raise RuntimeError(f"only {opened['ready']} of {n} subscribers are live: {opened}")
         warm_up(bases)
@@ -333,10 +277,10 @@ def run_scenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         meter.start()
         path = f"/topics/{TOPIC}/events"
         published = publish(bases, path, bodies, scenario.publishers, publish_timeout)
-        subscribers.published()
-        drained = subscribers.record("drained", timeout=publish_timeout + drain_timeout + 60)
+        subscribers.tell(b"published")
+        drained = subscribers.record(phase="drained", timeout=publish_timeout + drain_timeout + 60)
         cpu = meter.stop()
-        result = subscribers.record("result", timeout=120 + m * n / 500_000)
+        result = subscribers.record(phase="result", timeout=120 + m * n / 500_000)
     except (RuntimeError, OSError) as exc:
         tail = subscribers.stderr_tail() if subscribers is not None else ""
         return {**row, "status": "error", "reason": f"{exc} {tail}".strip()[-2000:]}

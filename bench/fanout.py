@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import queue
 import resource
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
-from servers import REPO, Deployment, ensure_flask_sse_venv, flask_sse_versions, make_deployment
+from child import JsonLinesChild
+from servers import Deployment, ensure_flask_sse_venv, flask_sse_versions, make_deployment
 from servers import rss_kb as _rss_kb
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
@@ -45,57 +42,6 @@ def raise_fd_limit() -> int:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-class Loadgen:
-    """`python -m loadgen ... --wait-go` in a child process; JSON records off its stdout."""
-
-    def __init__(self, argv: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "bench")}
-        # Lives as long as the child; close() closes it.
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loadgen", *argv, "--wait-go"],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-        )
-        self._records: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                self._records.put(orjson.loads(line))
-        self._records.put(None)
-
-    def record(self, timeout: float) -> dict[str, Any]:
-        try:
-            record = self._records.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"load generator silent for {timeout:.0f} s") from None
-        if record is None:
-            raise RuntimeError(f"load generator exited: {self.stderr_tail()}")
-        return record
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.flush()
-
-    def stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-1500:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self._stderr.close()
 
 
 class RedisWatch:
@@ -152,12 +98,13 @@ def run_scenario(
             return {**row, "status": "skipped", "reason": f"no Flask-SSE venv: {exc}"}
         row["versions"] = flask_sse_versions()
     row["processes"] = deployment.workers
-    loadgen: Loadgen | None = None
+    loadgen: JsonLinesChild | None = None
     try:
         deployment.start()
         pids = deployment.pids()
         rss_before = _rss_kb(pids)
-        loadgen = Loadgen([
+        loadgen = JsonLinesChild("loadgen", name="load generator", argv=[
+            "--wait-go",
             "--kind", deployment.kind,
             *[arg for url in deployment.stream_urls() for arg in ("--stream", url)],
             "--publish", deployment.publish_url(),
@@ -176,7 +123,7 @@ def run_scenario(
         rss_after = _rss_kb(pids)
         redis_idle = deployment.redis_clients()
         watch = RedisWatch(deployment)
-        loadgen.go()
+        loadgen.tell(b"go")
         result = loadgen.record(timeout=publish_timeout + drain_timeout + 60)
         redis_peak = watch.stop()
     except (RuntimeError, OSError, KeyError) as exc:
@@ -264,23 +211,41 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--servers", type=_csv, default=None,
-                        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
-                             "pushsvc-redis-W and flask-sse-W for W workers")
+    parser.add_argument(
+        "--servers",
+        type=_csv,
+        default=None,
+        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
+        "pushsvc-redis-W and flask-sse-W for W workers",
+    )
     parser.add_argument("--subscribers", "-n", type=_csv, default=None, help="e.g. 100,1000")
     parser.add_argument("--rate", "-r", type=_csv, default=None, help="events/s or max: 100,max")
     parser.add_argument("--events", "-m", type=int, default=None, help="events per scenario")
-    parser.add_argument("--json", action="store_true",
-                        help="JSON lines on stdout (the table then goes to stderr)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="N=20, M=20, R=100,max; exit 1 unless every count is exact")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 unless every count is exact (implied by --smoke)")
+    parser.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout (the table then goes to stderr)"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="N=20, M=20, R=100,max; exit 1 unless every count is exact",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless every count is exact (implied by --smoke)",
+    )
     parser.add_argument("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
-    parser.add_argument("--no-quickack", action="store_true",
-                        help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")
-    parser.add_argument("--settle", type=float, default=None,
-                        help="seconds idle before RSS is read (default 2, smoke 0.2)")
+    parser.add_argument(
+        "--no-quickack",
+        action="store_true",
+        help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds idle before RSS is read (default 2, smoke 0.2)",
+    )
     parser.add_argument("--connect-timeout", type=float, default=None)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument("--idle-timeout", type=float, default=5.0)

@@ -1,0 +1,74 @@
+"""A load-generator child process that reports JSON lines on stdout (shared by the benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import IO, Any
+
+import orjson
+
+from servers import REPO
+
+
+class JsonLinesChild:
+    """`python -m <module> ...` with bench/ on its path; records read off its stdout."""
+
+    def __init__(self, module: str, argv: list[str], *, name: str) -> None:
+        self.name = name
+        env = {**os.environ, "PYTHONPATH": str(REPO / "bench")}
+        # Lives as long as the child; close() closes it.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *argv],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+        self._records: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self._records.put(orjson.loads(line))
+        self._records.put(None)
+
+    def record(self, timeout: float, phase: str | None = None) -> dict[str, Any]:
+        """The next record (of `phase`, when given); RuntimeError if none comes in time."""
+        try:
+            record = self._records.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"{self.name} silent for {timeout:.0f} s") from None
+        if record is None:
+            raise RuntimeError(f"{self.name} exited: {self.stderr_tail()}")
+        if phase is not None and record.get("phase") != phase:
+            raise RuntimeError(f"expected {phase!r}, got {record!r:.300}")
+        return record
+
+    def tell(self, line: bytes) -> None:
+        """Write one line to the child's stdin (its go / published signals)."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write(line + b"\n")
+            self.proc.stdin.flush()
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-1500:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self._stderr.close()
