@@ -8,13 +8,11 @@ prints `{"phase": "result", ...}`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 
-import orjson
-
 from loadgen.kinds import KINDS
+from loadgen.process import emit, run
 from loadgen.run import RunConfig, execute
 
 
@@ -81,20 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout=args.idle_timeout,
     )
 
-    def emit(record: dict[str, object]) -> None:
-        sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
-        sys.stdout.flush()
-
-    coroutine = execute(config, emit, wait_go=args.wait_go, settle=args.settle)
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            uvloop.run(coroutine)
-            return 0
-    asyncio.run(coroutine)
+    run(
+        execute(config, emit, wait_go=args.wait_go, settle=args.settle),
+        uvloop_allowed=not args.no_uvloop,
+    )
     return 0
 
 

@@ -29,11 +29,11 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import numpy as np
-import orjson
 
 from loadgen.dechunk import Dechunker
 from loadgen.http1 import ProtocolError, ResponseHead, split_head
 from loadgen.idcount import IdCounter, Verdict, id_keys, judge_ids, judge_values
+from loadgen.process import emit, run
 from loadgen.run import CONNECTING_AT_ONCE
 from loadgen.subscriber import stream_request
 
@@ -383,20 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout=args.idle_timeout,
     )
 
-    def emit(record: dict[str, object]) -> None:
-        sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
-        sys.stdout.flush()
-
-    coroutine = execute(config, emit)
-    if not args.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            uvloop.run(coroutine)
-            return 0
-    asyncio.run(coroutine)
+    run(execute(config, emit), uvloop_allowed=not args.no_uvloop)
     return 0
 
 
