@@ -63,10 +63,6 @@ class Run:
     def topic(self) -> str:
         return self.deliveries[0].update.topic
 
-    @property
-    def last_order(self) -> int:
-        return self.deliveries[-1].order
-
 
 @dataclass(eq=False, slots=True)
 class Client:
@@ -81,7 +77,6 @@ class Client:
     wakeup: Signal = field(default_factory=Signal)
     closed_reason: str | None = None
     last_take_us: int = 0
-    conflations: int = 0
     writer: gevent.Greenlet | None = None
     """The greenlet writing this client's stream, while it is between two takes (writing)."""
 
@@ -90,10 +85,7 @@ class Client:
             self.queue.append(run)
         else:
             # Statistics are full state: the latest update of a topic supersedes older ones.
-            topic = run.topic
-            if topic not in self.conflated:
-                self.conflations += 1
-            self.conflated[topic] = run.deliveries[-1]
+            self.conflated[run.topic] = run.deliveries[-1]
         self.wakeup.set()
 
     def take(self, timeout_s: float) -> list[Run]:
@@ -137,7 +129,6 @@ class Hub:
         self._order = 0
         self.topic_clocks: dict[str, int] = {}
         """Latest event clock (µs) seen per topic: what the producer API checks lateness against."""
-        self.last_update_wall: dict[str, float] = {}
         self.delivered = 0
         self.slow_disconnects = 0
 
@@ -164,7 +155,6 @@ class Hub:
 
     def dispatch(self, updates: list[Update]) -> None:
         """The broker's update handler: updates in id order, possibly of several topics."""
-        now_wall = time.time()
         start, count = 0, len(updates)
         while start < count:
             # A run of one topic (a batch POST) is matched and offered once per client.
@@ -173,7 +163,6 @@ class Hub:
             while end < count and updates[end].topic == topic:
                 end += 1
             self.topic_clocks[topic] = updates[end - 1].clock_us
-            self.last_update_wall[topic] = now_wall
             order = self._order
             self._order += end - start
             targets = self._by_topic.get(topic)
