@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows
+from pushsvc.stats import SCALAR_STATS, STAT_KEYS, WindowSpec
 from pushsvc.stats import windows as windows_module
 
 S = 1_000_000  # µs
@@ -203,7 +203,7 @@ def run_against_oracles(
     inserts go through ``insert_many`` in batches of these sizes (cycled), whose returned
     summaries are checked (clock and size only where a batch ends).
     """
-    tw = TopicWindows(widths, labels, stats=stats)
+    tw = WindowSpec(widths, labels, stats).new()
     accepted: list[tuple[int, float]] = []  # in arrival order
     rows: list[tuple[int, float]] = []  # accepted events and tick rows, in arrival order
     summaries = []
@@ -311,8 +311,8 @@ def test_every_statistic_matches_oracles_after_every_operation(
     if aggressive:
         with (
             mock.patch.object(windows_module, "_COMPACT_MIN", 1),
-            mock.patch.object(windows_module, "_MAX_FAST_SHIFT", 8),
-            mock.patch.object(windows_module, "_HUGE", 2.0**20),
+            mock.patch.object(windows_module, "MAX_FAST_SHIFT", 8),
+            mock.patch.object(windows_module, "HUGE", 2.0**20),
         ):
             run_against_oracles(ops, widths, labels, stats, batches)
     else:
@@ -325,7 +325,8 @@ def test_insert_many_returns_what_insert_and_summary_return(data: st.DataObject)
     widths, labels = data.draw(st.sampled_from([STANDARD, TINY]))
     stats = data.draw(st.sampled_from([STAT_KEYS, SCALAR_STATS, ("count", "min"), ("p90",)]))
     ops = data.draw(streams(widths))
-    one, many = TopicWindows(widths, labels, stats=stats), TopicWindows(widths, labels, stats=stats)
+    spec = WindowSpec(widths, labels, stats)
+    one, many = spec.new(), spec.new()
     k = 0
     while k < len(ops):
         if isinstance(ops[k], Tick):
@@ -376,3 +377,21 @@ def test_stacked_oracle_layout_matches_one_rolling_call_per_state() -> None:
             }
             for name, value in direct.items():
                 np.testing.assert_equal(stacked[width][name][k], value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_the_generated_fast_paths_equal_the_reference(data: st.DataObject) -> None:
+    widths, labels = data.draw(st.sampled_from([STANDARD, TINY]))
+    stats = data.draw(st.sampled_from([STAT_KEYS, SCALAR_STATS, ("count", "min"), ("p90",)]))
+    spec = WindowSpec(widths, labels, stats)
+    fast, reference = spec.new(), spec.reference()
+    assert type(fast) is not type(reference)  # the generated class, and the plain one
+    for op in data.draw(streams(widths)):
+        if isinstance(op, Tick):
+            assert fast.advance(op.clock_us) == reference.advance(op.clock_us)
+        else:
+            fast.insert(op.ts_us, op.value)
+            reference.insert(op.ts_us, op.value)
+        assert fast.summary() == reference.summary()
+        assert fast.clock_us == reference.clock_us and len(fast) == len(reference)

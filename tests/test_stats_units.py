@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 
 import pandas as pd
@@ -11,10 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sortedcontainers import SortedList
 
-from pushsvc.stats import QUANTILES, SCALAR_STATS, STAT_KEYS, TopicWindows
+from pushsvc.stats import QUANTILES, SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
 from pushsvc.stats.order import order_stats_internal, order_stats_public
 
-S = 1_000_000  # µs
+S = 1_000_000
+
+
+def _windows(
+    widths: Sequence[int], labels: Sequence[str], *, stats: Sequence[str] = STAT_KEYS
+) -> TopicWindows:
+    """What the aggregator uses: the generated fast paths (checked against the reference
+    in test_stats_oracle.py)."""
+    return WindowSpec(widths, labels, stats).new()  # µs
+
+
 BASE = 1_763_700_000 * S
 EMPTY = {"count": 0, "sum": 0.0} | {key: None for key in STAT_KEYS[2:]}
 
@@ -32,7 +43,7 @@ def window_values(events: list[tuple[int, float]], clock: int, width: int) -> li
 def test_regression_spike_1e8_leaving_values_near_1() -> None:
     # The issue: plain Welford with removals keeps the 1e8 spike's rounding residue in its
     # running sums; once the spike leaves a window of values near 1 the variance is garbage.
-    tw = TopicWindows([10 * S], ["10s"])
+    tw = _windows([10 * S], ["10s"])
     events = []
     ts = BASE
     for i in range(400):
@@ -56,7 +67,7 @@ def test_regression_1_1e9_spike_and_small_ints_leave_values_near_1e9() -> None:
     # orders of magnitude off. The tail is built so the exact answer is known: every 10 s
     # window of it holds 625 values, 624 of 1e9 and one of 1e9 + 2.25, so
     # var = 2.25**2 * (1/625) * (624/625) * 625/624 = 2.25**2 / 625 = 0.0081 exactly.
-    tw = TopicWindows([10 * S], ["10s"])
+    tw = _windows([10 * S], ["10s"])
     events: list[tuple[int, float]] = []
 
     def insert(ts: int, value: float) -> None:
@@ -95,7 +106,7 @@ def test_regression_1_1e9_spike_and_small_ints_leave_values_near_1e9() -> None:
 
 
 def test_identical_values_have_variance_exactly_zero() -> None:
-    tw = TopicWindows([2 * S, 60 * S], ["2s", "1m"])
+    tw = _windows([2 * S, 60 * S], ["2s", "1m"])
     for i, value in enumerate([5.0, 1e9 + 0.1, 1e9 + 0.1, 1e9 + 0.1, 1e9 + 0.1]):
         tw.insert(BASE + i * S, value)
     short, long_ = tw.summary()["2s"], tw.summary()["1m"]
@@ -103,7 +114,7 @@ def test_identical_values_have_variance_exactly_zero() -> None:
     assert short["mean"] == short["min"] == short["max"] == short["p99"] == 1e9 + 0.1
     assert long_["var"] > 0  # the 5.0 is still in the minute window
 
-    tw = TopicWindows([S], ["1s"])
+    tw = _windows([S], ["1s"])
     for _ in range(1000):
         tw.insert(BASE, 0.1)
     stats = tw.summary()["1s"]
@@ -112,7 +123,7 @@ def test_identical_values_have_variance_exactly_zero() -> None:
 
 
 def test_one_value_has_mean_and_quantiles_but_no_variance() -> None:
-    tw = TopicWindows([S], ["1s"])
+    tw = _windows([S], ["1s"])
     tw.insert(BASE, -2.5)
     assert tw.summary()["1s"] == {
         "count": 1, "sum": -2.5, "mean": -2.5, "min": -2.5, "max": -2.5,
@@ -121,7 +132,7 @@ def test_one_value_has_mean_and_quantiles_but_no_variance() -> None:
 
 
 def test_summary_keys_and_window_order() -> None:
-    tw = TopicWindows([60 * S, 10 * S, 300 * S], ["1m", "10s", "5m"])
+    tw = _windows([60 * S, 10 * S, 300 * S], ["1m", "10s", "5m"])
     assert list(tw.summary()) == ["1m", "10s", "5m"]
     assert all(stats == EMPTY for stats in tw.summary().values())
     tw.insert(BASE, 1.0)
@@ -130,7 +141,7 @@ def test_summary_keys_and_window_order() -> None:
 
 
 def test_window_is_open_at_t_minus_w_and_closed_at_t() -> None:
-    tw = TopicWindows([2 * S], ["2s"])
+    tw = _windows([2 * S], ["2s"])
     tw.insert(BASE, 1.0)
     tw.insert(BASE + 1, 2.0)
     tw.insert(BASE + 2 * S, 3.0)  # T - w == BASE: the first event is out, BASE + 1 is in
@@ -145,7 +156,7 @@ def test_window_is_open_at_t_minus_w_and_closed_at_t() -> None:
 
 
 def test_late_event_goes_in_place_and_the_clock_does_not_move_back() -> None:
-    tw = TopicWindows([2 * S, 10 * S], ["2s", "10s"])
+    tw = _windows([2 * S, 10 * S], ["2s", "10s"])
     tw.insert(BASE, 1.0)
     tw.insert(BASE + 5 * S, 2.0)
     tw.insert(BASE + 4 * S, 10.0)  # late, inside both windows
@@ -162,7 +173,7 @@ def test_late_event_goes_in_place_and_the_clock_does_not_move_back() -> None:
 
 
 def test_late_event_older_than_every_window_changes_nothing() -> None:
-    tw = TopicWindows([S, 3 * S], ["1s", "3s"])
+    tw = _windows([S, 3 * S], ["1s", "3s"])
     tw.insert(BASE + 10 * S, 1.0)
     tw.insert(BASE + 11 * S, 2.0)
     before = tw.summary()
@@ -174,7 +185,7 @@ def test_late_event_older_than_every_window_changes_nothing() -> None:
 
 
 def test_advance_slides_windows_and_reports_changes() -> None:
-    tw = TopicWindows([2 * S, 4 * S], ["2s", "4s"])
+    tw = _windows([2 * S, 4 * S], ["2s", "4s"])
     assert tw.advance(BASE) is False  # nothing accepted yet: no clock to move
     assert tw.clock_us is None
     for i, value in enumerate([1.0, 2.0, 3.0]):
@@ -204,7 +215,7 @@ def test_advance_slides_windows_and_reports_changes() -> None:
 
 
 def test_a_late_event_before_a_tick_boundary_leaves_with_the_tick() -> None:
-    tw = TopicWindows([2 * S], ["2s"])
+    tw = _windows([2 * S], ["2s"])
     tw.insert(BASE + 5 * S, 1.0)
     tw.insert(BASE + 4 * S, 2.0)  # late
     assert tw.advance(BASE + 6 * S) is True  # (4, 6]: the late event leaves
@@ -215,7 +226,7 @@ def test_tiny_values_passing_through_keep_results_exact_and_integers_small() -> 
     # A 1e-300 forces the exact integer scale down to ~2**-1049; once it has left and the
     # buffer compacts, the scale must come back, or every later event pays for
     # 2000-bit integers. The scale is internal, so this reads it on purpose.
-    tw = TopicWindows([S, 3 * S], ["1s", "3s"])
+    tw = _windows([S, 3 * S], ["1s", "3s"])
     events = []
     for i in range(12_000):
         value = 1e-300 if i == 100 else (i % 13) * 0.25
@@ -234,7 +245,7 @@ def test_tiny_values_passing_through_keep_results_exact_and_integers_small() -> 
 def test_long_stream_with_late_events_matches_pandas_and_exact_sums() -> None:
     # Thousands of events, so the buffer compacts several times under default settings.
     widths, labels = (S, 3 * S), ("1s", "3s")
-    tw = TopicWindows(widths, labels)
+    tw = _windows(widths, labels)
     events: list[tuple[int, float]] = []
     clock = BASE
     for i in range(15_000):
@@ -291,12 +302,12 @@ def test_order_stats_across_a_sublist_boundary() -> None:
 )
 def test_bad_window_configuration_is_rejected(widths: list, labels: list) -> None:
     with pytest.raises(ValueError):
-        TopicWindows(widths, labels)
+        _windows(widths, labels)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_value_is_rejected_and_changes_nothing(value: float) -> None:
-    tw = TopicWindows([S], ["1s"])
+    tw = _windows([S], ["1s"])
     tw.insert(BASE, 1.0)
     before = tw.summary()
     with pytest.raises(ValueError, match="finite"):
@@ -306,7 +317,7 @@ def test_non_finite_value_is_rejected_and_changes_nothing(value: float) -> None:
 
 
 def test_results_beyond_the_double_range_are_infinite_not_errors() -> None:
-    tw = TopicWindows([S], ["1s"])
+    tw = _windows([S], ["1s"])
     tw.insert(BASE, 1.5e308)
     tw.insert(BASE, 1.5e308)
     stats = tw.summary()["1s"]
@@ -322,7 +333,7 @@ def test_results_beyond_the_double_range_are_infinite_not_errors() -> None:
 
 
 def test_only_the_selected_statistics_are_reported_in_stat_keys_order() -> None:
-    tw = TopicWindows([S, 10 * S], ["1s", "10s"], stats=["p90", "count", "mean"])
+    tw = _windows([S, 10 * S], ["1s", "10s"], stats=["p90", "count", "mean"])
     assert tw.stats == ("count", "mean", "p90")
     assert tw.summary() == {label: {"count": 0, "mean": None, "p90": None} for label in tw.labels}
     for i, value in enumerate([4.0, 1.0, 3.0, 2.0]):
@@ -332,9 +343,7 @@ def test_only_the_selected_statistics_are_reported_in_stat_keys_order() -> None:
         "1s": {"count": 2, "mean": 2.5, "p90": 2.9},
         "10s": {"count": 4, "mean": 2.5, "p90": 3.7},
     }
-    assert list(TopicWindows([S], ["1s"], stats=SCALAR_STATS).summary()["1s"]) == list(
-        STAT_KEYS[:7]
-    )
+    assert list(_windows([S], ["1s"], stats=SCALAR_STATS).summary()["1s"]) == list(STAT_KEYS[:7])
 
 
 @pytest.mark.parametrize(
@@ -348,21 +357,21 @@ def test_only_the_selected_statistics_are_reported_in_stat_keys_order() -> None:
 )
 def test_unknown_or_empty_statistic_selection_is_rejected(stats: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        TopicWindows([S], ["1s"], stats=stats)
+        _windows([S], ["1s"], stats=stats)
 
 
 def test_scalar_selection_keeps_no_sorted_list() -> None:
     # The point of the selection: O(1) min/max, not a SortedList per window (white-box).
-    scalar = TopicWindows([S, 2 * S], ["1s", "2s"], stats=SCALAR_STATS)
+    scalar = _windows([S, 2 * S], ["1s", "2s"], stats=SCALAR_STATS)
     assert scalar._sorted == () and scalar._ext is not None
-    full = TopicWindows([S, 2 * S], ["1s", "2s"])
+    full = _windows([S, 2 * S], ["1s", "2s"])
     assert len(full._sorted) == 2 and full._ext is None
 
 
 def test_min_max_without_sorted_list_handle_late_events_in_place() -> None:
     # Windows 2 s and 10 s. Each late event lands in the middle of the buffer; some are a new
     # extreme only of the wide window, some of both, some of neither.
-    tw = TopicWindows([2 * S, 10 * S], ["2s", "10s"], stats=("min", "max"))
+    tw = _windows([2 * S, 10 * S], ["2s", "10s"], stats=("min", "max"))
     events: list[tuple[int, float]] = []
 
     def insert(ts: int, value: float) -> dict[str, dict[str, float | int | None]]:
@@ -412,7 +421,7 @@ def test_min_max_equal_brute_force_after_appends_late_events_and_ticks(
 ) -> None:
     # Few distinct values and timestamps: ties everywhere, which is where monotonic lists slip.
     widths = (2, 5, 9)
-    tw = TopicWindows(widths, ["a", "b", "c"], stats=("count", "min", "max"))
+    tw = _windows(widths, ["a", "b", "c"], stats=("count", "min", "max"))
     events: list[tuple[int, float]] = []
     clock = BASE
     for step, value, late in ops:
@@ -439,7 +448,7 @@ def test_min_max_equal_brute_force_after_appends_late_events_and_ticks(
 
 
 def test_insert_many_returns_the_summary_after_each_event() -> None:
-    tw = TopicWindows([S], ["1s"], stats=("count", "sum", "max"))
+    tw = _windows([S], ["1s"], stats=("count", "sum", "max"))
     out = tw.insert_many([(BASE, 1.0), (BASE + S // 2, 2.0), (BASE + S, 4.0), (BASE + 1, 8.0)])
     assert out == [
         {"1s": {"count": 1, "sum": 1.0, "max": 1.0}},
@@ -451,7 +460,7 @@ def test_insert_many_returns_the_summary_after_each_event() -> None:
 
 
 def test_insert_many_stops_at_a_bad_value_after_applying_the_ones_before() -> None:
-    tw = TopicWindows([S], ["1s"], stats=("count", "sum"))
+    tw = _windows([S], ["1s"], stats=("count", "sum"))
     with pytest.raises(ValueError, match="finite"):
         tw.insert_many([(BASE, 1.0), (BASE + 1, 2.0), (BASE + 2, math.nan), (BASE + 3, 4.0)])
     assert tw.summary() == {"1s": {"count": 2, "sum": 3.0}}
@@ -463,7 +472,7 @@ def test_insert_many_stops_at_a_bad_value_after_applying_the_ones_before() -> No
 def test_values_beyond_the_fast_range_are_exact_and_the_topic_recovers(stats) -> None:
     # 1e200 squared is beyond the double range and 1e-300 needs a ~2**-1049 scale: both go
     # through the exact general path; once they have left, results are exact again.
-    tw = TopicWindows([S, 2 * S], ["1s", "2s"], stats=stats)
+    tw = _windows([S, 2 * S], ["1s", "2s"], stats=stats)
     events: list[tuple[int, float]] = []
     for i in range(40):
         value = {10: 1e200, 11: -1e200, 12: 1e-300}.get(i, 0.1 * (i % 5))
@@ -487,7 +496,7 @@ def test_buffer_compaction_frees_a_bounded_slice_at_a_time(monkeypatch) -> None:
     from pushsvc.stats import windows as windows_module
 
     monkeypatch.setattr(windows_module, "_COMPACT_MIN", 64)
-    tw = TopicWindows([S, 3 * S], ["1s", "3s"], stats=SCALAR_STATS)
+    tw = _windows([S, 3 * S], ["1s", "3s"], stats=SCALAR_STATS)
     slices: list[tuple[int, int]] = []
     compact = type(tw)._compact
 

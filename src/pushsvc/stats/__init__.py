@@ -1,14 +1,21 @@
 """Rolling-window statistics: one ``TopicWindows`` per topic, updated incrementally per event.
 
-See ``windows.py`` for the window semantics, buffer and statistic selection, ``fastpath.py``
-for the generated per-event paths, ``moments.py`` for the exact count/sum/mean/variance
-arithmetic and its error analysis, ``order.py`` for quantiles and ``extrema.py`` for min/max
-without a sorted list.
+The module map:
+
+* ``layout.py``   — the statistics' names and the flat layout of a topic's scalar state;
+* ``windows.py``  — ``TopicWindows``: window semantics, the shared buffer, statistic
+  selection, and the general (reference) path for everything;
+* ``fastpath.py`` — the per-configuration generated ``insert`` / ``insert_many`` / ``summary``;
+* ``spec.py``     — ``WindowSpec``: one configuration, validated and compiled once; ``new()``;
+* ``moments.py``  — exact count/sum/mean/variance arithmetic and its error analysis;
+* ``order.py``    — quantiles; ``extrema.py`` — min/max without a sorted list.
 """
 
 from __future__ import annotations
 
+from pushsvc.stats.layout import SCALAR_STATS, STAT_KEYS
 from pushsvc.stats.order import QUANTILES
-from pushsvc.stats.windows import SCALAR_STATS, STAT_KEYS, TopicWindows
+from pushsvc.stats.spec import WindowSpec
+from pushsvc.stats.windows import TopicWindows
 
-__all__ = ["QUANTILES", "SCALAR_STATS", "STAT_KEYS", "TopicWindows"]
+__all__ = ["QUANTILES", "SCALAR_STATS", "STAT_KEYS", "TopicWindows", "WindowSpec"]

@@ -24,7 +24,15 @@ from __future__ import annotations
 import math
 from textwrap import indent
 
-from pushsvc.stats import windows as w
+from pushsvc.stats.layout import (
+    CLOCK,
+    FUNIT,
+    LIMIT,
+    MOMENTS_1,
+    MOMENTS_2,
+    QUANTILE_OF,
+    local_names,
+)
 
 __all__ = ["specialise"]
 
@@ -45,7 +53,7 @@ def specialise(
         "summary": namespace["summary"],
     }
     for name in ("insert", "insert_many", "summary"):
-        attrs[name].__doc__ = getattr(base, name).__doc__  # type: ignore[union-attr]
+        attrs[name].__doc__ = getattr(base, name).__doc__
     return type(f"TopicWindows_{'_'.join(labels)}", (base,), attrs)
 
 
@@ -57,18 +65,13 @@ class _Source:
         self.labels = labels
         self.stats = stats
         selected = set(stats)
-        self.m1 = bool(selected & w._MOMENTS_1)
-        self.m2 = bool(selected & w._MOMENTS_2)
-        self.qnames = [name for name in stats if name in w._QUANTILE_OF]
+        self.m1 = bool(selected & MOMENTS_1)
+        self.m2 = bool(selected & MOMENTS_2)
+        self.qnames = [name for name in stats if name in QUANTILE_OF]
         self.ord = bool(self.qnames)
         self.ext = not self.ord and bool(selected & {"min", "max"})
         self.wide = max(range(len(widths)), key=widths.__getitem__)
-        n = len(widths)
-        fields = ["clk", "sh", "funit", "inv", "lim"]
-        for i in range(n):
-            fields += [f"l{i}", f"a{i}", f"b{i}", f"p{i}", f"q{i}"]
-        assert len(fields) == w._TOPIC_FIELDS + w._WSTRIDE * n
-        self.fields = ", ".join(fields)
+        self.fields = ", ".join(local_names(len(widths)))
 
     # -- pieces ----------------------------------------------------------------------------
 
@@ -215,9 +218,9 @@ class _Source:
             "    v = float(value)\n"
             "    st = self._st\n"
             "    t = ts_us\n"
-            "    clk = st[0]\n"
-            "    lim = st[4]\n"
-            "    funit = st[2]\n"
+            f"    clk = st[{CLOCK}]\n"
+            f"    lim = st[{LIMIT}]\n"
+            f"    funit = st[{FUNIT}]\n"
             + indent(self.accept(), "    ")
             + indent(fast, " " * 12)
             + "    self._insert_slow(ts_us, v)\n"
