@@ -1,22 +1,12 @@
-"""The event model, producer input validation, and the events' broker encoding (pure).
+"""Producer bodies: JSON (one event or a batch) and NDJSON, validated whole (pure).
 
-`parse_body` turns a POST body into events or raises the first error, so a
-batch is accepted whole or rejected whole. Decisions the contract leaves open:
+`parse_body` turns a POST body into events or raises the first error, so a batch is
+accepted whole or rejected whole. Decisions the contract leaves open:
 
-* An error about one event names its position as `index`: the position in
-  the array or among the non-empty NDJSON lines, 0 for a body with one object.
-* A batch longer than `Limits.max_batch` is a 413, like an oversized body:
-  both ask the producer to send smaller requests.
-* A numeric `ts` is rounded to the microsecond from the float's exact binary
-  value (half to even), never through `ts * 1e6`, whose own rounding can move
-  the result by one microsecond.
-* A string `ts` must be a full RFC 3339 date-time with `Z` or an offset (no
-  naive local times); `T`, `t` or a space separate date and time; `z` is
-  accepted; more than six fraction digits are rounded to the microsecond
-  (half to even); a leap second (`:60`) is rejected because epoch time has
-  none.
-* Timestamps are limited to years 1 to 9999 in either form, which also
-  catches milliseconds sent as seconds.
+* An error about one event names its position as `index`: the position in the array or
+  among the non-empty NDJSON lines, 0 for a body with one object.
+* A batch longer than `Limits.max_batch` is a 413, like an oversized body: both ask the
+  producer to send smaller requests.
 * Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
 """
 
@@ -24,66 +14,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date
 
 import orjson
 
 from pushsvc.errors import (
     BadRequest,
     InvalidEvent,
-    LateEvent,
+    MalformedJson,
     PayloadTooLarge,
     PushsvcError,
     UnsupportedMediaType,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One accepted event: a finite value, its time in integer microseconds, tags."""
-
-    value: float
-    ts_us: int
-    tags: dict[str, str] | None = None
-
-
-class MalformedJson(BadRequest):
-    """The body (or one NDJSON line) is not JSON."""
-
-    code = "malformed_json"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Per-request limits on producer input."""
-
-    max_body_bytes: int = 1 << 20
-    max_batch: int = 10_000
-    max_tags: int = 16
-    max_tag_key_len: int = 64
-    max_tag_value_len: int = 256
-
-    def __post_init__(self) -> None:
-        if self.max_body_bytes < 1 or self.max_batch < 1:
-            raise ValueError("max_body_bytes and max_batch must be at least 1")
-        if min(self.max_tags, self.max_tag_key_len, self.max_tag_value_len) < 0:
-            raise ValueError("tag limits must not be negative")
-
-
-DEFAULT_LIMITS = Limits()
+from pushsvc.events.limits import DEFAULT_LIMITS, Limits
+from pushsvc.events.model import US_PER_S, Event
+from pushsvc.events.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-
-US_PER_S = 1_000_000
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-MIN_TS_US = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400 * US_PER_S
-"""0001-01-01T00:00:00Z, the earliest time an event may carry."""
-MAX_TS_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86_400 * US_PER_S - 1
-"""9999-12-31T23:59:59.999999Z, the latest time an event may carry."""
 
 _KEYS = frozenset(("value", "ts", "tags"))
 
@@ -307,104 +254,3 @@ def _describe(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return "a number"
-
-
-def seconds_to_us(seconds: float) -> int:
-    """Epoch seconds to integer microseconds, rounded half to even from the exact value.
-
-    A double is an exact fraction n / 2**k, so integer arithmetic rounds it
-    exactly; `round(seconds * 1e6)` rounds twice and can be a microsecond off.
-    """
-    numerator, denominator = seconds.as_integer_ratio()
-    quotient, remainder = divmod(numerator * US_PER_S, denominator)
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient & 1):
-        quotient += 1
-    return quotient
-
-
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
-)
-
-
-def parse_rfc3339(text: str) -> int:
-    """An RFC 3339 date-time to epoch microseconds; ValueError if it is not one.
-
-    `[0-9]` rather than `\\d`, which would accept any Unicode digit.
-    """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise ValueError(
-            "not an RFC 3339 date-time with a time zone, like 2025-11-21T04:40:00.123Z"
-        )
-    year, month, day, hour, minute, second = map(int, match.group(1, 2, 3, 4, 5, 6))
-    fraction, sign, offset_h, offset_m = match.group(7, 8, 9, 10)
-    if second == 60:
-        raise ValueError("leap seconds are not supported")
-    if hour > 23 or minute > 59 or second > 59:
-        raise ValueError("time of day out of range")
-    try:
-        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
-    except ValueError:
-        raise ValueError("no such date") from None
-    seconds = days * 86_400 + hour * 3600 + minute * 60 + second
-    if sign is not None:
-        if int(offset_h) > 23 or int(offset_m) > 59:
-            raise ValueError("time zone offset out of range")
-        offset = int(offset_h) * 3600 + int(offset_m) * 60
-        seconds -= offset if sign == "+" else -offset
-    return seconds * US_PER_S + _fraction_us(fraction)
-
-
-def _fraction_us(digits: str | None) -> int:
-    """Decimal fraction digits to microseconds, rounded half to even (may return 1_000_000)."""
-    if digits is None:
-        return 0
-    if len(digits) <= 6:
-        return int(digits.ljust(6, "0"))
-    micros = int(digits[:6])
-    first, rest = digits[6], digits[7:]
-    # Looked at as text so that a long fraction never becomes a long integer.
-    if first > "5" or (first == "5" and (rest.strip("0") or micros & 1)):
-        micros += 1
-    return micros
-
-
-def check_lateness(clock_us: int | None, events: Sequence[Event], lateness_us: int) -> None:
-    """Raise LateEvent naming the first event older than the topic clock allows.
-
-    The clock `T` is the largest event time accepted so far (None: no event
-    yet); each event of the batch may move it forward, so an event is judged
-    against every event before it. `ts == T - lateness_us` is still on time.
-    """
-    clock = clock_us
-    for index, event in enumerate(events):
-        if clock is None or event.ts_us > clock:
-            clock = event.ts_us
-        elif event.ts_us < clock - lateness_us:
-            raise LateEvent(
-                f"the event is {(clock - event.ts_us) / US_PER_S:g} s older than the topic's "
-                f"latest event; at most {lateness_us / US_PER_S:g} s is allowed",
-                index=index,
-            )
-
-
-def encode_events(events: Iterable[Event]) -> bytes:
-    """The broker wire form of a batch: a JSON list of [value, ts_us, tags]."""
-    return orjson.dumps([(event.value, event.ts_us, event.tags) for event in events])
-
-
-def decode_events(data: bytes) -> list[Event]:
-    """Inverse of `encode_events`; trusts its input, which only pushsvc writes."""
-    return [Event(value, ts_us, tags) for value, ts_us, tags in orjson.loads(data)]
-
-
-def event_json(event: Event) -> dict[str, object]:
-    """The event as updates echo it: ts in epoch seconds, tags always an object."""
-    return {
-        "value": event.value,
-        "ts": event.ts_us / US_PER_S,
-        "tags": {} if event.tags is None else event.tags,
-    }

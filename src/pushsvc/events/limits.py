@@ -1,0 +1,28 @@
+"""Per-request limits on producer input (configurable: `--max-body`, `--max-batch`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request limits on producer input."""
+
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 10_000
+    max_tags: int = 16
+    max_tag_key_len: int = 64
+    max_tag_value_len: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1 or self.max_batch < 1:
+            raise ValueError("max_body_bytes and max_batch must be at least 1")
+        if min(self.max_tags, self.max_tag_key_len, self.max_tag_value_len) < 0:
+            raise ValueError("tag limits must not be negative")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+DEFAULT_LIMITS = Limits()
