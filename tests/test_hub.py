@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pushsvc.broker.base import Update
-from pushsvc.hub import Client, Delivery, Hub
+import errno
+
+import gevent
+import pytest
+
+from pushsvc.hub import Client, Hub
 from pushsvc.topics import TopicMatcher
+from pushsvc.updates import Update, UpdateId
 
 
 class FakeClock:
@@ -17,18 +22,17 @@ class FakeClock:
         return self.now
 
 
-def _update(topic: str, n: int) -> Update:
-    return Update(topic, f"0badc0de:0-{n}", n, b'{"id":"0badc0de:0-%d","n":%d}' % (n, n))
+def _update(topic: str, n: int, epoch: str = "0badc0de") -> Update:
+    return Update.numbered(topic, UpdateId(epoch, 0, n), n, b'{"n":%d}' % n)
 
 
-def _taken(client: Client) -> list[Delivery]:
+def _taken(client: Client) -> list[Update]:
     """What the client's stream would write, update by update."""
-    return [d for run in client.take(0) for d in run.deliveries]
+    return [u for run in client.take(0) for u in run.updates]
 
 
-def _subscribe(hub: Hub, *selectors: str):  # type: ignore[no-untyped-def]
-    exact = None if any("*" in s for s in selectors) else frozenset(selectors)
-    return hub.subscribe(TopicMatcher(selectors), exact)
+def _subscribe(hub: Hub, *selectors: str) -> Client:
+    return hub.subscribe(TopicMatcher(selectors))
 
 
 def test_update_is_encoded_once_and_shared_by_all_clients() -> None:
@@ -48,9 +52,14 @@ def test_only_matching_topics_are_delivered() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     exact, pattern = _subscribe(hub, "a", "b"), _subscribe(hub, "sensors.*")
     hub.dispatch([_update(t, n) for n, t in enumerate(["a", "c", "sensors.x", "b", "sensorsx"])])
-    assert [d.update.topic for d in _taken(exact)] == ["a", "b"]
-    assert [d.update.topic for d in _taken(pattern)] == ["sensors.x"]
-    assert hub.subscriber_counts() == {"a": 1, "b": 1, "sensors.x": 1}
+    assert [u.topic for u in _taken(exact)] == ["a", "b"]
+    assert [u.topic for u in _taken(pattern)] == ["sensors.x"]
+    assert hub.subscriber_counts(["a", "b", "c", "sensors.x"]) == {
+        "a": 1,
+        "b": 1,
+        "c": 0,
+        "sensors.x": 1,
+    }
 
 
 def test_full_queue_switches_to_latest_wins_per_topic_in_id_order() -> None:
@@ -60,7 +69,7 @@ def test_full_queue_switches_to_latest_wins_per_topic_in_id_order() -> None:
     for update in updates:
         hub.dispatch([update])
         _taken(fast)  # the fast client keeps up and gets everything
-    got = [d.update.id for d in _taken(slow)]
+    got = [str(u.id) for u in _taken(slow)]
     # The first two fit the queue; then only each topic's latest survives, in id order.
     assert got == ["0badc0de:0-1", "0badc0de:0-2", "0badc0de:0-4", "0badc0de:0-6"]
     assert slow.closed_reason is None
@@ -82,7 +91,7 @@ def test_client_that_takes_nothing_for_the_timeout_is_disconnected() -> None:
     assert slow.closed_reason == "slow"
     assert hub.slow_disconnects == 1
     assert healthy.closed_reason is None
-    assert [d.update.id for d in _taken(healthy)] == ["0badc0de:0-5"]
+    assert [str(u.id) for u in _taken(healthy)] == ["0badc0de:0-5"]
 
 
 def test_unsubscribe_forgets_the_client() -> None:
@@ -92,7 +101,7 @@ def test_unsubscribe_forgets_the_client() -> None:
     hub.unsubscribe(other)
     hub.dispatch([_update("a", 1), _update("a.b", 2)])
     assert _taken(client) == [] and _taken(other) == []
-    assert hub.client_count == 0 and hub.subscriber_counts() == {}
+    assert hub.client_count == 0 and hub.subscriber_counts(["a", "a.b"]) == {"a": 0, "a.b": 0}
 
 
 def test_close_wakes_every_stream() -> None:
@@ -111,8 +120,8 @@ def test_a_batch_is_one_queue_entry_however_long() -> None:
     hub.dispatch([_update("a", n) for n in range(1, 5001)])
     runs = client.take(0)
     assert len(runs) == 1
-    assert [d.order for d in runs[0].deliveries] == list(range(1, 5001))
-    assert runs[0].block == b"".join(d.frame for d in runs[0].deliveries)
+    assert [u.id.seq for u in runs[0].updates] == list(range(1, 5001))
+    assert runs[0].block == b"".join(u.frame for u in runs[0].updates)
 
 
 def test_runs_beyond_the_queue_are_conflated_to_each_topics_latest() -> None:
@@ -121,6 +130,85 @@ def test_runs_beyond_the_queue_are_conflated_to_each_topics_latest() -> None:
     hub.dispatch([_update("a", 1), _update("a", 2)])
     hub.dispatch([_update("b", 3)])
     hub.dispatch([_update("a", 4), _update("a", 5), _update("b", 6), _update("a", 7)])
-    got = [d.update.id.rpartition("-")[2] for d in _taken(client)]
+    got = [u.id.seq for u in _taken(client)]
     # Two runs fit; then only the latest of each topic: 4 and 5 are superseded by 7.
-    assert got == ["1", "2", "3", "6", "7"]
+    assert got == [1, 2, 3, 6, 7]
+
+
+def test_conflated_topics_come_out_in_the_order_of_their_latest_update() -> None:
+    hub = Hub(queue_size=1, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a", "b")
+    for n, topic in enumerate(["a", "a", "b", "a"], start=1):
+        hub.dispatch([_update(topic, n)])
+    # 1 is queued; then a=2, b=3, a=4 conflate: a's latest (4) now comes after b's (3).
+    assert [u.id.seq for u in _taken(client)] == [1, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("floor", "expected"),
+    [
+        (0, [1, 2, 3, 4, 5]),  # nothing covered
+        (2, [3, 4, 5]),  # the first run was covered whole
+        (3, [4, 5]),  # the floor falls inside a run: its covered part is dropped
+        (5, []),  # everything covered
+        (9, []),  # a floor past what was queued covers it all
+    ],
+)
+def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: list[int]) -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a", "b")
+    client.floor = UpdateId("0badc0de", 0, floor)
+    hub.dispatch([_update("a", 1), _update("a", 2)])
+    hub.dispatch([_update("b", 3), _update("b", 4)])
+    hub.dispatch([_update("a", 5)])
+    assert [u.id.seq for u in _taken(client)] == expected
+    hub.dispatch([_update("a", 10)])
+    assert [u.id.seq for u in _taken(client)] == [10]
+
+
+def test_the_floor_is_forgotten_once_passed() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    client.floor = UpdateId("0badc0de", 0, 1)
+    hub.dispatch([_update("a", 2)])
+    assert [u.id.seq for u in _taken(client)] == [2]
+    assert client.floor is None
+
+
+def test_an_update_of_a_new_epoch_is_never_dropped_by_an_old_floor() -> None:
+    # Redis restarted empty: its new history's ids are new whatever their numbers.
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    client.floor = UpdateId("0badc0de", 0, 50)
+    hub.dispatch([_update("a", 1, epoch="feed")])
+    assert [str(u.id) for u in _taken(client)] == ["feed:0-1"]
+
+
+def test_close_raises_in_a_writer_stuck_in_a_write() -> None:
+    # A stream's greenlet blocked writing to a peer that stopped reading only leaves that
+    # write through an exception; the WSGI server treats ECONNRESET as a vanished client.
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    writing = gevent.event.Event()
+
+    def stream() -> None:
+        client.take(0)
+        writing.set()
+        gevent.sleep(60)  # stands for a socket write that never completes
+
+    writer = gevent.spawn(stream)
+    writing.wait(5)
+    client.close("slow")
+    writer.join(5)
+    assert writer.dead
+    assert isinstance(writer.exception, ConnectionResetError)
+    assert writer.exception.errno == errno.ECONNRESET
+
+
+def test_close_only_wakes_a_writer_waiting_for_updates() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    waiter = gevent.spawn(lambda: client.take(60))
+    gevent.sleep(0)  # let it start waiting
+    client.close("shutdown")
+    assert waiter.get(timeout=5) == []

@@ -1,6 +1,8 @@
 """GET /topics/{topic}/stream and GET /stream?topic=… — the SSE endpoints.
 
-One streaming loop with named exits (docs/architecture.md):
+The view reads and validates everything from the request (a bad request is a 4xx before
+any streaming starts); the generator subscribes (`pushsvc.subscription`), sends the replay
+or snapshot, then runs one loop with named exits (docs/architecture.md):
 * `shutdown` — the server is stopping (Hub.close);
 * `slow`     — the client took nothing for the slow-client timeout while its queue overflowed;
 * client gone — the WSGI server raises in the generator's `yield` or closes it (GeneratorExit);
@@ -13,18 +15,18 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import gevent
-import orjson
 from flask import Blueprint, Response, request
 
+from pushsvc import subscription
 from pushsvc.api.context import runtime
-from pushsvc.broker.base import Broker, Update
+from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.errors import BadRequest
-from pushsvc.hub import Client, Delivery, Hub, Run
-from pushsvc.ids import parse_id
+from pushsvc.hub import Hub
+from pushsvc.pacer import Pacer
 from pushsvc.projection import Projection
 from pushsvc.sse import HEADERS, HEARTBEAT, encode_message, encode_update, retry_line
 from pushsvc.topics import TopicMatcher, validate_topic
+from pushsvc.updates import Run, Update, UpdateId
 
 bp = Blueprint("streams", __name__)
 
@@ -58,9 +60,8 @@ def multi_stream() -> Response:
 def _stream(selectors: Sequence[str]) -> Response:
     # Read everything from the request here: the generator runs after the view returns.
     rt = runtime()
-    matcher = TopicMatcher(selectors)
     options = StreamOptions(
-        matcher=matcher,
+        matcher=TopicMatcher(selectors),
         last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
         projection=Projection.parse(
             request.args.get("windows"),
@@ -72,9 +73,8 @@ def _stream(selectors: Sequence[str]) -> Response:
         heartbeat_s=rt.settings.heartbeat / 1_000_000,
         retry_ms=rt.settings.retry // 1000,
     )
-    exact = None if any("*" in s for s in selectors) else frozenset(selectors)
-    client = rt.hub.subscribe(matcher, exact)
-    return Response(_events(rt.broker, rt.hub, client, options), headers=HEADERS)
+    assert rt.feed is not None, "a web runtime has an updates feed"
+    return Response(_events(rt.broker, rt.hub, rt.feed, options), headers=HEADERS)
 
 
 def _min_interval(max_hz: str | None) -> float:
@@ -91,43 +91,33 @@ def _min_interval(max_hz: str | None) -> float:
     return 1.0 / hz
 
 
-def _events(broker: Broker, hub: Hub, client: Client, options: StreamOptions) -> Iterator[bytes]:
-    # The client is subscribed before history and snapshot are read, so nothing emitted
-    # in between is missed; `floor` then drops what the replay or snapshot already covered.
-    projection = options.projection
+def _events(broker: Broker, hub: Hub, feed: UpdatesFeed, options: StreamOptions) -> Iterator[bytes]:
+    yield retry_line(options.retry_ms)
+    primed = subscription.subscribe(broker, hub, feed, options.matcher, options.last_event_id)
+    client, projection = primed.client, options.projection
     try:
-        yield retry_line(options.retry_ms)
-        last_id = options.last_event_id
-        replay = broker.replay(last_id, options.matcher) if last_id else None
-        if replay is None:
-            snapshot, floor = _snapshot(broker, options, gap=last_id is not None)
-            yield snapshot
-        else:
-            yield b"".join(_replayed(u, projection) for u in replay)
-            floor = parse_id(replay[-1].id if replay else last_id or "")
-        pacer = _Pacer(options.min_interval_s) if options.min_interval_s else None
-        last_order = 0
+        yield primed.head(projection)
+        pacer = Pacer(options.min_interval_s) if options.min_interval_s else None
+        last_sent: UpdateId | None = None
         last_write = time.monotonic()
         while client.closed_reason is None:
             wait = options.heartbeat_s - (time.monotonic() - last_write)
             if pacer is not None and pacer.pending:
                 wait = min(wait, pacer.next_due() - time.monotonic())
-            client.writer = None
             runs = client.take(max(wait, 0.0))
-            client.writer = gevent.getcurrent()
-            if floor is not None and runs:
-                runs, floor = _drop_covered(runs, floor)
             if pacer is None:
                 # The common case: each run is written as the block the hub joined once.
                 chunk = b"".join([_block(run, projection) for run in runs])
             else:
-                due = pacer.admit([d for run in runs for d in run.deliveries], time.monotonic())
                 frames = []
-                for delivery in due:
+                taken = [u for run in runs for u in run.updates]
+                for update in pacer.admit(taken, time.monotonic()):
                     # A paced update held back behind newer ones goes without `id:`, so the
                     # client's Last-Event-ID never moves backwards.
-                    frames.append(_frame(delivery, projection, with_id=delivery.order > last_order))
-                    last_order = max(last_order, delivery.order)
+                    fresh = last_sent is None or update.id.is_after(last_sent)
+                    frames.append(_frame(update, projection, with_id=fresh))
+                    if fresh:
+                        last_sent = update.id
                 chunk = b"".join(frames)
             if chunk:
                 yield chunk
@@ -138,52 +128,7 @@ def _events(broker: Broker, hub: Hub, client: Client, options: StreamOptions) ->
                 yield HEARTBEAT
                 last_write = time.monotonic()
     finally:
-        hub.unsubscribe(client)
-
-
-class _Pacer:
-    """`?max_hz=`: at most one update per topic per interval, always the latest."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self.last_sent: dict[str, float] = {}
-        self.pending: dict[str, Delivery] = {}
-
-    def admit(self, deliveries: list[Delivery], now: float) -> list[Delivery]:
-        due: list[Delivery] = []
-        for delivery in deliveries:
-            topic = delivery.update.topic
-            if (
-                topic not in self.pending
-                and now - self.last_sent.get(topic, -1e18) >= self.interval_s
-            ):
-                due.append(delivery)
-                self.last_sent[topic] = now
-            else:
-                self.pending[topic] = delivery  # statistics are full state: the latest wins
-        for topic, delivery in list(self.pending.items()):
-            if now - self.last_sent[topic] >= self.interval_s:
-                due.append(delivery)
-                self.last_sent[topic] = now
-                del self.pending[topic]
-        due.sort(key=lambda d: d.order)
-        return due
-
-    def next_due(self) -> float:
-        return min(self.last_sent[t] for t in self.pending) + self.interval_s
-
-
-def _drop_covered(
-    runs: list[Run], floor: tuple[str, int, int]
-) -> tuple[list[Run], tuple[str, int, int] | None]:
-    """Drop updates the replay or snapshot already covered; None once past the floor."""
-    for index, run in enumerate(runs):
-        if _is_after(run.deliveries[0].update.id, floor):
-            return runs[index:], None  # ids only grow from here: stop comparing
-        if _is_after(run.deliveries[-1].update.id, floor):
-            fresh = [d for d in run.deliveries if _is_after(d.update.id, floor)]
-            return [Run.of(fresh), *runs[index + 1 :]], None
-    return [], floor
+        primed.close()
 
 
 def _block(run: Run, projection: Projection | None) -> bytes:
@@ -195,47 +140,15 @@ def _block(run: Run, projection: Projection | None) -> bytes:
     block = cache.get(projection.key)
     if block is None:
         block = cache[projection.key] = b"".join(
-            [encode_update(d.update.id, projection.update(d.update.data)) for d in run.deliveries]
+            [encode_update(u.id.text, projection.data(u)) for u in run.updates]
         )
     return block
 
 
-def _frame(delivery: Delivery, projection: Projection | None, *, with_id: bool) -> bytes:
+def _frame(update: Update, projection: Projection | None, *, with_id: bool) -> bytes:
     if projection is None and with_id:
-        return delivery.frame
-    data = delivery.update.data if projection is None else projection.update(delivery.update.data)
+        return update.frame
+    data = update.data if projection is None else projection.data(update)
     if with_id:
-        return encode_update(delivery.update.id, data)
+        return encode_update(update.id.text, data)
     return encode_message(data, event="stats")
-
-
-def _replayed(update: Update, projection: Projection | None) -> bytes:
-    data = update.data if projection is None else projection.update(update.data)
-    return encode_update(update.id, data)
-
-
-def _is_after(update_id: str, floor: tuple[str, int, int]) -> bool:
-    parsed = parse_id(update_id)
-    # An id of another epoch comes from a history reset after the floor was taken: it is new.
-    return parsed is None or parsed[0] != floor[0] or parsed[1:] > floor[1:]
-
-
-def _snapshot(
-    broker: Broker, options: StreamOptions, *, gap: bool
-) -> tuple[bytes, tuple[str, int, int] | None]:
-    latest: dict[str, Update] = broker.latest(options.matcher)
-    topics = {}
-    newest: Update | None = None
-    newest_key: tuple[str, int, int] | None = None
-    for topic, update in sorted(latest.items()):
-        state = orjson.loads(update.data)
-        windows = state["windows"]
-        if options.projection is not None:
-            windows = options.projection.windows_of(windows)
-        topics[topic] = {"id": update.id, "ts": state["ts"], "windows": windows}
-        key = parse_id(update.id)
-        if newest_key is None or (key is not None and _is_after(update.id, newest_key)):
-            newest, newest_key = update, key
-    data = orjson.dumps({"gap": gap, "topics": topics})
-    message = encode_message(data, event="snapshot", id=newest.id if newest else None)
-    return message, newest_key
