@@ -79,6 +79,15 @@ class PushsvcProcess:
             time.sleep(0.02)
         raise AssertionError(f"no log line matching {pattern!r}:\n{''.join(self.output)}")
 
+    def holds_lease(self) -> bool:
+        """Whether this aggregator said last that it took a lease (and still runs)."""
+        for line in reversed(self.output):
+            if "took the lease" in line:
+                return self.proc is not None and self.proc.poll() is None
+            if "lost the lease" in line:
+                return False
+        return False
+
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -1,14 +1,20 @@
-"""The aggregator alone: one update per event, ownership, standby, idle ticks (clock injected)."""
+"""The aggregator alone: one draft per event, idle ticks, determinism (wall clock injected)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import orjson
 
-from pushsvc.aggregator import Aggregator, owns
-from pushsvc.broker.base import UpdateDraft
+from pushsvc.aggregator import Aggregator
+from pushsvc.broker.redis.keys import shard_of
 from pushsvc.events import Event
 
 S = 1_000_000
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 class Wall:
@@ -19,81 +25,101 @@ class Wall:
         return self.now
 
 
-def _aggregator(published: list[UpdateDraft], wall: Wall, **kw: object) -> Aggregator:
-    return Aggregator(
-        windows_us=[2 * S, 60 * S],
-        labels=["2s", "1m"],
-        allowed_lateness_us=5 * S,
-        publish=published.extend,
-        wall_clock=wall,
-        **kw,  # type: ignore[arg-type]
-    )
+def _aggregator(wall: Wall) -> Aggregator:
+    return Aggregator(windows_us=[2 * S, 60 * S], labels=["2s", "1m"], wall_clock=wall)
 
 
 def test_one_update_per_event_with_the_event_echoed() -> None:
-    published: list[UpdateDraft] = []
     wall = Wall()
-    agg = _aggregator(published, wall)
-    agg.handle("orders", [Event(1.0, wall.now), Event(3.0, wall.now + 1, {"k": "v"})])
-    bodies = [orjson.loads(d.body) for d in published]
+    drafts = _aggregator(wall).apply_events(
+        "orders", [Event(1.0, wall.now), Event(3.0, wall.now + 1, {"k": "v"})]
+    )
+    bodies = [orjson.loads(d.body) for d in drafts]
     assert [b["topic"] for b in bodies] == ["orders", "orders"]
-    assert published[0].body.startswith(b'{"topic":"orders",')
+    assert drafts[0].body.startswith(b'{"topic":"orders",')
     assert bodies[1]["event"] == {"value": 3.0, "ts": (wall.now + 1) / S, "tags": {"k": "v"}}
     assert bodies[1]["reason"] == "event"
     assert bodies[1]["windows"]["2s"]["mean"] == 2.0
-    assert [d.clock_us for d in published] == [wall.now, wall.now + 1]
+    assert [d.clock_us for d in drafts] == [wall.now, wall.now + 1]
 
 
-def test_too_late_events_are_dropped_and_counted_not_applied() -> None:
-    published: list[UpdateDraft] = []
+def test_every_event_yields_its_update_even_one_before_every_window() -> None:
+    # Lateness is judged when events are logged; what reaches the aggregator is applied.
     wall = Wall()
-    agg = _aggregator(published, wall)
-    agg.handle("t", [Event(1.0, wall.now), Event(2.0, wall.now - 6 * S), Event(3.0, wall.now - S)])
-    assert agg.late_dropped == 1
-    assert [orjson.loads(d.body)["windows"]["1m"]["count"] for d in published] == [1, 2]
-
-
-def test_standby_keeps_state_but_publishes_nothing() -> None:
-    published: list[UpdateDraft] = []
-    wall = Wall()
-    agg = _aggregator(published, wall)
-    agg.active = False
-    agg.handle("t", [Event(1.0, wall.now), Event(2.0, wall.now)])
-    assert published == []
-    agg.active = True
-    agg.handle("t", [Event(3.0, wall.now)])
-    assert orjson.loads(published[-1].body)["windows"]["1m"]["count"] == 3
+    drafts = _aggregator(wall).apply_events(
+        "t", [Event(1.0, wall.now), Event(2.0, wall.now - 90 * S), Event(3.0, wall.now - S)]
+    )
+    counts = [orjson.loads(d.body)["windows"]["1m"]["count"] for d in drafts]
+    assert counts == [1, 1, 2]  # the second is older than the widest window: in none
+    assert [d.clock_us for d in drafts] == [wall.now] * 3  # T does not move back
 
 
 def test_idle_tick_slides_windows_with_wall_time() -> None:
-    published: list[UpdateDraft] = []
     wall = Wall()
-    agg = _aggregator(published, wall)
+    agg = _aggregator(wall)
     start = wall.now
-    agg.handle("t", [Event(5.0, start - S)])  # event time one second behind the wall clock
-    published.clear()
+    agg.apply_events("t", [Event(5.0, start - S)])  # event time one second behind the wall
     wall.now += S // 2
-    assert agg.tick() == 0  # 1.5 s after the event: still inside the 2 s window
+    assert agg.tick() == []  # 1.5 s after the event: still inside the 2 s window
     wall.now += 3 * S // 2
-    assert agg.tick() == 1  # 2 s after it, exactly T - w: out of (T - w, T]
-    tick = orjson.loads(published[-1].body)
+    (drafted,) = agg.tick()  # 2 s after it, exactly T - w: out of (T - w, T]
+    tick = orjson.loads(drafted.body)
     assert tick["reason"] == "tick" and tick["event"] is None
     assert tick["windows"]["2s"]["count"] == 0 and tick["windows"]["1m"]["count"] == 1
     assert tick["ts"] == (start + S) / S  # event clock + wall time elapsed since the event
     wall.now += S
-    assert agg.tick() == 0  # nothing else changes until the minute passes
+    assert agg.tick() == []  # nothing else changes until the minute passes
 
 
-def test_sharding_is_stable_and_covers_every_topic_once() -> None:
+def test_applying_the_same_entries_gives_the_same_drafts() -> None:
+    # What lets a standby or a restarted aggregator continue exactly (pushsvc.aggregation):
+    # the wall clock only proposes ticks; applied ticks carry their clocks.
+    first, second = Wall(), Wall()
+    second.now += 7 * S
+    entries: list[tuple[str, list[Event]] | dict[str, int]] = [
+        ("a", [Event(1.0, 10 * S), Event(2.0, 11 * S)]),
+        ("b", [Event(5.0, 10 * S)]),
+        {"a": 12_500_000, "b": 20 * S},
+        ("a", [Event(4.0, 12 * S), Event(8.0, 13 * S)]),
+    ]
+    outputs = []
+    for wall in (first, second):
+        agg = _aggregator(wall)
+        drafts = []
+        for entry in entries:
+            if isinstance(entry, dict):
+                drafts += agg.apply_ticks(entry)
+            else:
+                drafts += agg.apply_events(*entry)
+        outputs.append([(d.topic, d.clock_us, d.body) for d in drafts])
+    assert outputs[0] == outputs[1]
+    assert [t for t, _, _ in outputs[0]] == ["a", "a", "b", "a", "b", "a", "a"]
+
+
+def test_restore_clock_moves_the_windows_like_the_tick_that_moved_them() -> None:
+    wall = Wall()
+    ticked, restored = _aggregator(wall), _aggregator(wall)
+    for agg in (ticked, restored):
+        agg.apply_events("t", [Event(1.0, 10 * S), Event(2.0, 11 * S)])
+    ticked.apply_ticks({"t": 12_500_000})
+    restored.restore_clock("t", 12_500_000)
+    assert ticked.clock("t") == restored.clock("t") == 12_500_000
+    event = [Event(3.0, 10_600_000)]  # late, but within 2 s of 12.5 s: only in 1m
+    assert ticked.apply_events("t", event)[0].body == restored.apply_events("t", event)[0].body
+
+
+def test_sharding_is_the_same_in_every_process_and_covers_every_shard() -> None:
     topics = [f"topic-{i}" for i in range(200)]
-    owners = [[i for i in range(3) if owns(t, (i, 3))] for t in topics]
-    assert all(len(o) == 1 for o in owners)
-    assert {o[0] for o in owners} == {0, 1, 2}
-    assert all(owns(t, (0, 1)) for t in topics)
-    published: list[UpdateDraft] = []
-    agg = _aggregator(published, Wall(), shard=(1, 3))
-    for t in topics:
-        agg.handle(t, [Event(1.0, 1)])
-    assert {d.topic for d in published} == {
-        t for t, o in zip(topics, owners, strict=True) if o == [1]
-    }
+    owners = [shard_of(t, 3) for t in topics]
+    assert set(owners) == {0, 1, 2}
+    assert all(shard_of(t, 1) == 0 for t in topics)
+    # Web processes choose the log and aggregators read it: they must agree whatever
+    # Python's per-process string hash seed is.
+    script = (
+        "from pushsvc.broker.redis.keys import shard_of;"
+        f"print([shard_of(f'topic-{{i}}', 3) for i in range({len(topics)})])"
+    )
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": SRC}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+        assert out.stdout.decode().strip() == str(owners), out.stderr

@@ -23,8 +23,10 @@ from loadgen.tally import Tally, percentiles
         (b"data: a\ndata: b\n\n", [Message(b"message", b"a\nb")]),
         (b"data\n\n", [Message(b"message", b"")]),  # no colon: field name only
         (b"event: stats\nid: 7\ndata: x\n\n", [Message(b"stats", b"x", b"7")]),
-        (b"id: 7\ndata: x\n\ndata: y\n\n", [Message(b"message", b"x", b"7"),
-                                          Message(b"message", b"y", b"7")]),  # id persists
+        (
+            b"id: 7\ndata: x\n\ndata: y\n\n",
+            [Message(b"message", b"x", b"7"), Message(b"message", b"y", b"7")],
+        ),  # id persists
         (b"id: 7\n\nid: a\x00b\ndata: y\n\n", [Message(b"message", b"y", b"7")]),  # NUL: ignored
         (b"retry: 3000\n\n:\n\n: hi\n\n", []),  # no data: nothing fires
         (b"event: x\n\ndata: y\n\n", [Message(b"message", b"y")]),  # type resets after blank

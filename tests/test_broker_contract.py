@@ -19,32 +19,63 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
 from pushsvc.broker import make_broker
-from pushsvc.broker.base import Broker, Update, UpdateDraft
+from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.errors import BrokerUnavailable
+from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.errors import BrokerUnavailable, LateEvent
 from pushsvc.events import Event
-from pushsvc.ids import format_id, id_key, parse_id
+from pushsvc.hub import Hub
+from pushsvc.subscription import subscribe
+from pushsvc.topics import TopicMatcher
+from pushsvc.updates import Update, UpdateDraft, UpdateId
 from redis_server import RedisServer
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
 
-def everything(topic: str) -> bool:
-    return True
+LATENESS_US = 5_000_000
+everything = TopicMatcher(["*"])
 
 
-def draft(topic: str, n: int) -> UpdateDraft:
-    body = orjson.dumps({"topic": topic, "n": n, "windows": {"10s": {"mean": n / 3}}})
-    return UpdateDraft(topic, 1_000_000 + n, body)
+def only(*selectors: str) -> TopicMatcher:
+    return TopicMatcher(selectors)
 
 
-def parse(update_id: str) -> tuple[str, int, int]:
-    parsed = parse_id(update_id)
-    assert parsed is not None, update_id
-    return parsed
+def draft(topic: str, n: int, clock_us: int | None = None) -> UpdateDraft:
+    clock_us = 1_000_000 + n if clock_us is None else clock_us
+    windows = {"10s": {"mean": n / 3}}
+    body = orjson.dumps({"topic": topic, "n": n, "ts": clock_us / 1e6, "windows": windows})
+    return UpdateDraft(topic, clock_us, body)
+
+
+def append(broker: Broker, topic: str, events: list[Event]) -> None:
+    broker.append_events(topic, events, lateness_us=LATENESS_US)
+
+
+def appended(broker: Broker) -> Callable[[], list[tuple[str, list[Event]]]]:
+    """What the aggregator of the (one) shard gets: every appended batch, in order."""
+    if isinstance(broker, MemoryBroker):
+        got: list[tuple[str, list[Event]]] = []
+        broker.consume_events(lambda topic, events: got.append((topic, events)))
+        return lambda: list(got)
+    assert isinstance(broker, RedisBroker)
+    event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+
+    def read() -> list[tuple[str, list[Event]]]:
+        entries = event_log.read(FIRST, count=10_000)
+        return [(e.topic, e.events) for e in entries if e.topic and e.events is not None]
+
+    return read
+
+
+def listen(broker: Broker, inbox: Inbox, selectors: tuple[str, ...] = ("*",)) -> UpdatesFeed:
+    feed = broker.consume_updates(inbox.updates)
+    feed.watch(selectors)
+    return feed
 
 
 class Inbox:
@@ -99,40 +130,19 @@ def broker(new_broker: MakeBroker) -> Broker:
     return new_broker()
 
 
-# -- raw events --------------------------------------------------------------
+# -- the event log ------------------------------------------------------------------
 
 
-def test_events_with_no_consumer_reach_nobody(broker: Broker) -> None:
-    assert broker.publish_events("orders", [Event(1.0, 1, None)]) == 0
-
-
-def test_events_reach_the_consumer_in_publish_order(broker: Broker) -> None:
-    inbox = Inbox()
-    broker.consume_events(inbox.events)
+def test_appended_batches_reach_the_aggregator_in_order(broker: Broker) -> None:
+    read = appended(broker)
     batches = [
         ("orders", [Event(12.5, 1_763_700_000_123_000, {"dish": "noodles"})]),
         ("sensors.a", [Event(-1.0, 5, None), Event(0.0, 6, {}), Event(1e300, 7, {"k": "v"})]),
         ("orders", [Event(2.0, 1_763_700_000_124_000, None)]),
     ]
     for topic, events in batches:
-        assert broker.publish_events(topic, events) == 1
-    assert inbox.take_events(len(batches)) == batches
-
-
-def test_a_closed_event_consumer_is_not_counted_and_gets_nothing(broker: Broker) -> None:
-    gone, staying = Inbox(), Inbox()
-    subscription = broker.consume_events(gone.events)
-    broker.consume_events(staying.events).close()
-    kept = broker.consume_events(staying.events)
-    subscription.close()
-    subscription.close()  # idempotent
-
-    assert broker.publish_events("orders", [Event(1.0, 1, None)]) >= 1
-    assert staying.take_events(1) == [("orders", [Event(1.0, 1, None)])]
-    assert gone.empty()  # same reader, same message: it would have arrived by now
-
-    kept.close()
-    assert broker.publish_events("orders", [Event(2.0, 2, None)]) == 0
+        append(broker, topic, events)
+    assert read() == batches
 
 
 # -- updates and ids -----------------------------------------------------------
@@ -144,16 +154,16 @@ def test_update_ids_strictly_increase_across_topics_and_calls(broker: Broker) ->
     published += broker.publish_updates([draft("c", 1), draft("a", 2), draft("a", 3)])
 
     ids = [u.id for u in published]
-    assert len({parse(i)[0] for i in ids}) == 1  # one epoch
-    assert all(id_key(a) < id_key(b) for a, b in itertools.pairwise(ids))
+    assert len({i.epoch for i in ids}) == 1  # one epoch
+    assert all(b.is_after(a) and b.position > a.position for a, b in itertools.pairwise(ids))
     assert [u.topic for u in published] == ["a", "b", "b", "c", "a", "a"]
 
 
 @pytest.mark.parametrize("bad", ["\r", "\n", "\x00", " "])
 def test_update_ids_are_safe_as_an_sse_id_field(broker: Broker, bad: str) -> None:
     (update,) = broker.publish_updates([draft("a", 1)])
-    assert bad not in update.id
-    assert parse_id(update.id) is not None
+    assert bad not in str(update.id)
+    assert UpdateId.parse(str(update.id)) == update.id
 
 
 def test_update_data_is_the_body_with_the_id_as_first_member(broker: Broker) -> None:
@@ -161,15 +171,15 @@ def test_update_data_is_the_body_with_the_id_as_first_member(broker: Broker) -> 
     for d, update in zip(drafts, broker.publish_updates(drafts), strict=True):
         assert update.topic == d.topic
         assert update.clock_us == d.clock_us
-        assert update.data.startswith(b'{"id":' + orjson.dumps(update.id) + b",")
-        assert orjson.loads(update.data) == {"id": update.id, **orjson.loads(d.body)}
+        assert update.data.startswith(b'{"id":' + orjson.dumps(str(update.id)) + b",")
+        assert orjson.loads(update.data) == {"id": str(update.id), **orjson.loads(d.body)}
         assert b"\n" not in update.data
 
 
 def test_update_consumers_get_exactly_what_was_published_in_id_order(broker: Broker) -> None:
     first, second = Inbox(), Inbox()
-    broker.consume_updates(first.updates)
-    broker.consume_updates(second.updates)
+    listen(broker, first)
+    listen(broker, second, ("a", "b"))
     published = broker.publish_updates([draft("a", 1), draft("b", 1)])
     published += broker.publish_updates([draft("a", 2)])
 
@@ -185,7 +195,7 @@ def test_publishing_no_drafts_changes_nothing(broker: Broker) -> None:
 def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> None:
     consumer = new_broker()
     inbox = Inbox()
-    consumer.consume_updates(inbox.updates)
+    listen(consumer, inbox)
     # Redis: a second instance too, as a second process would be. A memory broker
     # serves one process, so there every thread shares the one instance.
     second = consumer if isinstance(consumer, MemoryBroker) else new_broker()
@@ -206,41 +216,54 @@ def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> No
     received = inbox.take_updates(4 * calls * per_call)
 
     ids = [u.id for u in received]
-    assert all(id_key(a) < id_key(b) for a, b in itertools.pairwise(ids))
+    assert all(b.position > a.position for a, b in itertools.pairwise(ids))
     for i in range(4):  # and each publisher's own order survives the interleaving
         ns = [orjson.loads(u.data)["n"] for u in received if u.topic == f"t{i}"]
         assert ns == list(range(calls))
 
 
-def test_a_raising_handler_does_not_stop_delivery(
+def test_a_raising_updates_handler_does_not_stop_delivery(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    failures: list[str] = []
-
-    def broken_events(topic: str, events: list[Event]) -> None:
-        failures.append(topic)
-        raise RuntimeError("events handler bug")
+    failures: queue.Queue[str] = queue.Queue()
 
     def broken_updates(updates: list[Update]) -> None:
-        failures.append(updates[0].topic)
+        failures.put(updates[0].topic)
         raise RuntimeError("updates handler bug")
 
     inbox = Inbox()
-    broker.consume_events(broken_events)
-    broker.consume_events(inbox.events)
-    broker.consume_updates(broken_updates)
-    broker.consume_updates(inbox.updates)
+    broker.consume_updates(broken_updates).watch(["*"])
+    listen(broker, inbox)
     with caplog.at_level(logging.ERROR, logger="pushsvc"):
         for n in range(2):  # the second round proves the delivery path survived the first
-            broker.publish_events("ev", [Event(float(n), n, None)])
-            assert inbox.take_events(1) == [("ev", [Event(float(n), n, None)])]
             published = broker.publish_updates([draft("up", n)])
             assert inbox.take_updates(1) == published
 
-    assert failures == ["ev", "up", "ev", "up"]
+        assert [failures.get(timeout=WAIT) for _ in range(2)] == ["up", "up"]
+        # A handler's reader logs right after the handler raised, before it handles the
+        # next message: once a third failure is in, the second one is logged.
+        published = broker.publish_updates([draft("up", 9)])
+        assert inbox.take_updates(1) == published and failures.get(timeout=WAIT) == "up"
     logged = [r.exc_info[1] for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
-    assert {str(e) for e in logged} == {"events handler bug", "updates handler bug"}
-    assert len(logged) == 4
+    assert [str(e) for e in logged][:2] == ["updates handler bug"] * 2
+
+
+def test_a_raising_events_handler_does_not_stop_the_memory_broker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker()
+    got: list[str] = []
+
+    def broken(topic: str, events: list[Event]) -> None:
+        raise RuntimeError("events handler bug")
+
+    broker.consume_events(broken)
+    broker.consume_events(lambda topic, events: got.append(topic))
+    with caplog.at_level(logging.ERROR, logger="pushsvc"):
+        append(broker, "a", [Event(1.0, 1, None)])
+        append(broker, "b", [Event(1.0, 1, None)])
+    assert got == ["a", "b"]
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
 
 
 # -- history and replay ----------------------------------------------------------
@@ -251,16 +274,16 @@ def test_replay_after_an_id_is_exact_and_filters_topics(broker: Broker) -> None:
         [draft("a", 1), draft("b", 1), draft("a", 2), draft("b", 2), draft("a", 3)]
     )
     assert broker.replay(a1.id, everything) == [b1, a2, b2, a3]
-    assert broker.replay(a1.id, lambda t: t == "a") == [a2, a3]
-    assert broker.replay(b1.id, lambda t: t == "b") == [b2]
+    assert broker.replay(a1.id, only("a")) == [a2, a3]
+    assert broker.replay(b1.id, only("b")) == [b2]
     assert broker.replay(a3.id, everything) == []
-    assert broker.replay(a1.id, lambda t: t == "zzz") == []
+    assert broker.replay(a1.id, only("zzz")) == []
 
 
 def test_replay_then_live_has_no_gap_and_no_duplicate(broker: Broker) -> None:
     inbox = Inbox()
     old = broker.publish_updates([draft("a", 1), draft("a", 2)])
-    broker.consume_updates(inbox.updates)
+    listen(broker, inbox, ("a",))
     new = broker.publish_updates([draft("a", 3)])
     replayed = broker.replay(old[0].id, everything)
     live = inbox.take_updates(1)
@@ -288,20 +311,19 @@ def test_history_keeps_the_newest_n_and_refuses_to_replay_past_them(
 
 def test_replay_of_another_epoch_is_a_gap(broker: Broker) -> None:
     first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
-    epoch, ms, seq = parse(first.id)
-    other = "0" if epoch != "0" else "1"
-    assert broker.replay(format_id(other, ms, seq), everything) is None
+    other = "0" if first.id.epoch != "0" else "1"
+    assert broker.replay(UpdateId(other, first.id.ms, first.id.seq), everything) is None
 
 
 def test_replay_on_an_empty_history_is_a_gap(broker: Broker) -> None:
-    assert broker.replay(format_id("ab12cd34", 0, 1), everything) is None
+    assert broker.replay(UpdateId("ab12cd34", 0, 1), everything) is None
 
 
 def test_replay_of_an_id_never_issued_is_a_gap(broker: Broker) -> None:
     (last,) = broker.publish_updates([draft("a", 1)])
-    epoch, ms, seq = parse(last.id)
-    assert broker.replay(format_id(epoch, ms, seq + 1), everything) is None
-    assert broker.replay(format_id(epoch, ms + 1, 0), everything) is None
+    epoch, ms, seq = last.id.epoch, last.id.ms, last.id.seq
+    assert broker.replay(UpdateId(epoch, ms, seq + 1), everything) is None
+    assert broker.replay(UpdateId(epoch, ms + 1, 0), everything) is None
 
 
 @pytest.mark.parametrize(
@@ -318,21 +340,29 @@ def test_replay_of_an_id_never_issued_is_a_gap(broker: Broker) -> None:
     ],
     ids=["empty", "garbage", "newline", "space", "no colon", "no epoch", "extra part", "upper"],
 )
-def test_replay_of_a_malformed_id_is_a_gap(broker: Broker, mangle: Callable[[str], str]) -> None:
+def test_resuming_from_a_malformed_id_is_a_gap(
+    broker: Broker, mangle: Callable[[str], str]
+) -> None:
     first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
-    bad = mangle(first.id)
-    assert bad != first.id
-    assert broker.replay(bad, everything) is None
+    bad = mangle(str(first.id))
+    assert bad != str(first.id)
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, bad)
+    assert primed.replay is None and primed.gap
 
 
 def test_latest_is_the_newest_update_of_each_topic(broker: Broker) -> None:
     assert broker.latest(everything) == {}
     a1, b1, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
     assert broker.latest(everything) == {"a": a2, "b": b1}
-    assert broker.latest(lambda t: t == "b") == {"b": b1}
+    assert broker.latest(only("b")) == {"b": b1}
+    assert broker.latest(only("b", "nothing-yet")) == {"b": b1}
     (a3,) = broker.publish_updates([draft("a", 3)])
-    assert broker.latest(lambda t: t.startswith("a")) == {"a": a3}
+    assert broker.latest(only("a")) == {"a": a3}
     assert a1 not in broker.latest(everything).values()
+    (s1,) = broker.publish_updates([draft("s.x", 1)])
+    assert broker.latest(only("s.*")) == {"s.x": s1}
+    assert broker.latest(only("s.*", "b")) == {"s.x": s1, "b": b1}
 
 
 def test_latest_outlives_the_history(new_broker: MakeBroker) -> None:
@@ -340,6 +370,83 @@ def test_latest_outlives_the_history(new_broker: MakeBroker) -> None:
     (a,) = broker.publish_updates([draft("a", 1)])
     (b,) = broker.publish_updates([draft("b", 1)])
     assert broker.latest(everything) == {"a": a, "b": b}
+
+
+# -- the topic clock and lateness -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("clock", "batch", "late_index"),
+    [
+        (None, [0, -5, 10], None),  # no clock yet: the batch's own first event sets it
+        (100, [100 - 5], None),  # exactly at the limit: on time
+        (100, [100 - 5 - 1], 0),  # a microsecond past it
+        (100, [200, 1], 1),  # the batch's earlier event moved the clock
+        (100, [150, 145, 200, 194], 3),
+        (-(10**17), [-(10**17) - 6], 0),  # far before 1970, beyond a double's exact integers
+        (2 * 10**17, [2 * 10**17 - 5, 2 * 10**17 - 6], 1),  # year ~8300
+    ],
+)
+def test_lateness_is_judged_against_the_topic_clock(
+    broker: Broker, clock: int | None, batch: list[int], late_index: int | None
+) -> None:
+    read = appended(broker)
+    lateness = 5
+    if clock is not None:
+        broker.append_events("a", [Event(0.0, clock, None)], lateness_us=lateness)
+    before = read()
+    events = [Event(float(i), ts, None) for i, ts in enumerate(batch)]
+    if late_index is None:
+        broker.append_events("a", events, lateness_us=lateness)
+        assert read() == [*before, ("a", events)]
+    else:
+        with pytest.raises(LateEvent) as late:
+            broker.append_events("a", events, lateness_us=lateness)
+        assert late.value.index == late_index
+        assert read() == before  # a late batch appends nothing
+    # Another topic has its own clock.
+    broker.append_events("b", [Event(1.0, -(10**15), None)], lateness_us=lateness)
+
+
+def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
+    append(broker, "a", [Event(1.0, 10 * 10**6, None)])
+    if isinstance(broker, RedisBroker):
+        # The shard's active aggregator logs its ticks (pushsvc.aggregation).
+        client = redis.Redis.from_url(broker.url)
+        client.set(broker.keys.lease((0, 1)), "token")
+        client.close()
+        event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+        event_log.append_ticks("token", {"a": 100 * 10**6})
+        event_log.close()
+    else:
+        # In one process the aggregator publishes tick updates directly.
+        broker.publish_updates([draft("a", 1, clock_us=100 * 10**6)])
+    with pytest.raises(LateEvent):
+        append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US - 1, None)])
+    append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US, None)])
+
+
+# -- subscriptions: replay or snapshot, and the floor ------------------------------------
+
+
+def test_a_subscription_resumes_with_an_exact_replay(broker: Broker) -> None:
+    a1, _, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), only("a"), str(a1.id))
+    assert primed.replay == [a2] and not primed.gap
+    assert primed.client.floor == a2.id
+    assert primed.head(None) == a2.frame
+
+
+def test_a_subscription_without_an_id_starts_from_a_snapshot(broker: Broker) -> None:
+    a1, b1 = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, None)
+    assert primed.replay is None and not primed.gap
+    assert primed.latest == {"a": a1, "b": b1}
+    assert primed.client.floor == b1.id
+    assert primed.head(None).startswith(b"id: " + str(b1.id).encode() + b"\nevent: snapshot\n")
+    assert hub.client_count == 1
 
 
 # -- lifecycle -------------------------------------------------------------------
@@ -353,7 +460,7 @@ def test_a_closed_broker_refuses_work(broker: Broker) -> None:
     broker.close()
     broker.close()  # idempotent
     with pytest.raises(BrokerUnavailable):
-        broker.publish_events("a", [Event(1.0, 1, None)])
+        append(broker, "a", [Event(1.0, 1, None)])
     with pytest.raises(BrokerUnavailable):
         broker.publish_updates([draft("a", 1)])
     with pytest.raises(BrokerUnavailable):
@@ -388,7 +495,7 @@ def test_make_broker_with_url_is_the_redis_broker(redis_server: RedisServer, pre
 
 
 @pytest.mark.redis
-def test_instances_on_one_redis_share_events_updates_history_and_latest(
+def test_instances_on_one_redis_share_the_log_updates_history_and_latest(
     redis_server: RedisServer, prefix: str
 ) -> None:
     web = RedisBroker(redis_server.url, prefix=prefix, history=10)
@@ -396,31 +503,58 @@ def test_instances_on_one_redis_share_events_updates_history_and_latest(
     standby = RedisBroker(redis_server.url, prefix=prefix, history=10)
     stranger = RedisBroker(redis_server.url, prefix=prefix + "other:", history=10)
     try:
-        events, updates, strange = Inbox(), Inbox(), Inbox()
-        aggregator.consume_events(events.events)
-        standby.consume_events(events.events)
-        web.consume_updates(updates.updates)
-        stranger.consume_events(strange.events)
-        stranger.consume_updates(strange.updates)
+        updates, strange = Inbox(), Inbox()
+        listen(web, updates)
+        listen(stranger, strange)
+        read, read_strange = appended(aggregator), appended(stranger)
 
-        # One receiver per consuming process (two here), however many handlers each has.
-        assert web.publish_events("orders", [Event(1.0, 1, None)]) == 2
-        assert events.take_events(2) == [("orders", [Event(1.0, 1, None)])] * 2
+        append(web, "orders", [Event(1.0, 1, None)])
+        assert read() == [("orders", [Event(1.0, 1, None)])]
 
         first = aggregator.publish_updates([draft("orders", 1)])
         second = standby.publish_updates([draft("orders", 2)])
-        assert id_key(first[0].id) < id_key(second[0].id)
-        assert parse(first[0].id)[0] == parse(second[0].id)[0]
+        assert second[0].id.is_after(first[0].id)
+        assert first[0].id.epoch == second[0].id.epoch
         assert updates.take_updates(2) == first + second
         assert web.replay(first[0].id, everything) == second
         assert web.latest(everything) == {"orders": second[0]}
 
         assert stranger.latest(everything) == {}
         assert stranger.replay(first[0].id, everything) is None
+        assert read_strange() == []
         assert strange.empty()  # another prefix is another world
     finally:
         for broker in (web, aggregator, standby, stranger):
             broker.close()
+
+
+@pytest.mark.redis
+def test_a_process_receives_only_the_topics_it_watches_each_once(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    broker = RedisBroker(redis_server.url, prefix=prefix, history=100)
+    try:
+        inbox = Inbox()
+        feed = broker.consume_updates(inbox.updates)
+        feed.watch(["a", "s.*"])
+        a, sx, _ = broker.publish_updates([draft("a", 1), draft("s.x", 1), draft("b", 1)])
+        (marker,) = broker.publish_updates([draft("s.m", 1)])
+        # b never came: the next update after a and s.x is the marker.
+        assert inbox.take_updates(3) == [a, sx, marker]
+
+        # Overlapping subscriptions (a, s.*, *): each update still arrives once.
+        feed.watch(["*"])
+        more = broker.publish_updates([draft("a", 2), draft("s.y", 2), draft("c", 2)])
+        (marker,) = broker.publish_updates([draft("s.m", 2)])
+        assert inbox.take_updates(4) == [*more, marker]
+
+        feed.unwatch(["*", "a"])
+        _, sz, _ = broker.publish_updates([draft("a", 3), draft("s.z", 3), draft("c", 3)])
+        (marker,) = broker.publish_updates([draft("s.m", 3)])
+        assert inbox.take_updates(2) == [sz, marker]
+        assert inbox.empty()
+    finally:
+        broker.close()
 
 
 GEVENT_SCRIPT = """
@@ -428,15 +562,14 @@ from gevent import monkey
 monkey.patch_all()
 import sys, gevent, gevent.queue
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.base import UpdateDraft
+from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.updates import UpdateDraft
 from pushsvc.events import Event
 
 broker = RedisBroker(sys.argv[1], prefix=sys.argv[2], history=10)
 got = gevent.queue.Queue()
-broker.consume_events(lambda topic, events: got.put((topic, events)))
-broker.consume_updates(lambda updates: got.put(updates))
-assert broker.publish_events("t", [Event(1.0, 1, None)]) == 1
-assert got.get(timeout=5) == ("t", [Event(1.0, 1, None)])
+broker.consume_updates(lambda updates: got.put(updates)).watch(["t"])
+broker.append_events("t", [Event(1.0, 1, None)], lateness_us=0)
 published = broker.publish_updates([UpdateDraft("t", 1, b'{"topic":"t"}')])
 assert got.get(timeout=5) == published
 broker.close()

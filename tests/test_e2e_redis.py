@@ -54,16 +54,35 @@ def test_event_posted_to_one_web_reaches_subscriber_of_another(split, topic: str
     assert latest["id"] == received[-1][0]
 
 
-def test_no_aggregator_means_503_not_silent_loss(
+def test_events_wait_in_the_log_while_no_aggregator_runs(
     redis_server: RedisServer, prefix: str, topic: str
 ) -> None:
-    web = PushsvcProcess("web", env=_env(redis_server, prefix)).start()
+    env = _env(redis_server, prefix)
+    web = PushsvcProcess("web", env=env).start()
+    aggregator = None
     try:
-        status, body = post(web.port, topic, {"value": 1})
-        assert status == 503
-        assert body["error"]["code"] == "no_aggregator"
+        stream = SSEClient(web.port, f"/topics/{topic}/stream")
+        stream.next_data("snapshot")
+        for value in (1, 2, 3):
+            assert post(web.port, topic, {"value": value}) == (202, {"accepted": 1})
+        status, _, body = request(web.port, "GET", "/readyz")
+        ready = json.loads(body)
+        assert status == 503 and ready["status"] == "no_aggregator"
+        assert ready["shards"]["0/1"]["lag_entries"] == 3
+        assert ready["shards"]["0/1"]["lag_seconds"] >= 0
+        metrics = request(web.port, "GET", "/metrics")[2].decode()
+        assert 'pushsvc_log_lag_entries{shard="0/1"} 3.0' in metrics
+
+        aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
+        received = stream.take(3)  # the waiting events, applied once an aggregator runs
+        assert [u["event"]["value"] for _, u in received] == [1.0, 2.0, 3.0]
+        assert received[-1][1]["windows"]["5m"]["count"] == 3
+        wait_until(lambda: request(web.port, "GET", "/readyz")[0] == 200)
+        stream.close()
     finally:
         web.stop()
+        if aggregator is not None:
+            aggregator.stop()
 
 
 def test_standby_takes_over_when_the_active_aggregator_dies(

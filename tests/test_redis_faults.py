@@ -14,11 +14,11 @@ import orjson
 import pytest
 import redis
 
-from pushsvc.broker.base import Update, UpdateDraft
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.errors import BrokerUnavailable
 from pushsvc.events import Event
-from pushsvc.ids import parse_id
+from pushsvc.topics import TopicMatcher
+from pushsvc.updates import Update, UpdateDraft
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -53,9 +53,14 @@ def draft(topic: str, n: int) -> UpdateDraft:
 
 
 def epoch(update: Update) -> str:
-    parsed = parse_id(update.id)
-    assert parsed is not None
-    return parsed[0]
+    return update.id.epoch
+
+
+everything = TopicMatcher(["*"])
+
+
+def only(*selectors: str) -> TopicMatcher:
+    return TopicMatcher(selectors)
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -79,11 +84,13 @@ def test_every_call_raises_broker_unavailable_while_redis_is_down(
     own_redis.stop()
 
     calls: dict[str, Callable[[], object]] = {
-        "publish_events": lambda: broker.publish_events("a", [Event(1.0, 1, None)]),
+        "append_events": lambda: broker.append_events("a", [Event(1.0, 1, None)], lateness_us=0),
         "publish_updates": lambda: broker.publish_updates([draft("a", 2)]),
-        "replay": lambda: broker.replay(update.id, lambda t: True),
-        "latest": lambda: broker.latest(lambda t: True),
+        "replay": lambda: broker.replay(update.id, everything),
+        "latest": lambda: broker.latest(everything),
         "ping": broker.ping,
+        "lag": broker.lag,
+        "watch": lambda: broker.consume_updates(lambda batch: None).watch(["a"]),
     }
     for name, call in calls.items():
         with pytest.raises(BrokerUnavailable) as raised:
@@ -96,27 +103,40 @@ def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
     own_redis: RedisServer, brokers: Callable[..., RedisBroker]
 ) -> None:
     consumer, producer = brokers(), brokers()
-    events: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
     updates: queue.Queue[Update] = queue.Queue()
-    consumer.consume_events(lambda topic, batch: events.put((topic, batch)))
-    consumer.consume_updates(lambda batch: [updates.put(u) for u in batch])
+    resets: queue.Queue[str] = queue.Queue()
+    feed = consumer.consume_updates(
+        lambda batch: [updates.put(u) for u in batch], on_reset=lambda: resets.put("reset")
+    )
+    feed.watch(["a"])
     (before,) = producer.publish_updates([draft("a", 1)])
     assert updates.get(timeout=WAIT) == before
 
     own_redis.stop()
+    # The process is told that updates may have been missed (its streams then resume).
+    assert resets.get(timeout=WAIT) == "reset"
     own_redis.start()
 
     producer.ping()  # the first call after the restart already works: no stale connection
     # Poll until the consumer's reader has subscribed again by itself.
-    wait_until(lambda: producer.publish_events("a", [Event(7.0, 7, None)]) == 1, "resubscribed")
-    assert events.get(timeout=WAIT) == ("a", [Event(7.0, 7, None)])
+    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], "redis is back")
+    wait_until(lambda: _subscribers(own_redis, producer, "a") == 1, "resubscribed")
     (after,) = producer.publish_updates([draft("a", 2)])
     assert updates.get(timeout=WAIT) == after
 
     assert epoch(after) != epoch(before)
-    assert consumer.replay(before.id, lambda t: True) is None  # that history is gone
-    assert consumer.replay(after.id, lambda t: True) == []
-    assert consumer.latest(lambda t: True) == {"a": after}
+    assert consumer.replay(before.id, everything) is None  # that history is gone
+    assert consumer.replay(after.id, everything) == []
+    assert consumer.latest(only("a")) == {"a": after}
+
+
+def _subscribers(server: RedisServer, broker: RedisBroker, topic: str) -> int:
+    admin = redis.Redis.from_url(server.url)
+    try:
+        channel = broker.keys.updates_channel + topic.encode()
+        return int(dict(admin.pubsub_numsub(channel))[channel])
+    finally:
+        admin.close()
 
 
 def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
@@ -124,7 +144,7 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
 ) -> None:
     consumer, producer = brokers(), brokers()
     updates: queue.Queue[Update] = queue.Queue()
-    consumer.consume_updates(lambda batch: [updates.put(u) for u in batch])
+    consumer.consume_updates(lambda batch: [updates.put(u) for u in batch]).watch(["a"])
     (before,) = producer.publish_updates([draft("a", 1)])
     assert updates.get(timeout=WAIT) == before
 
@@ -136,7 +156,7 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
         def resubscribed() -> bool:
             # Another connection, not the killed one (Redis may free that one lazily).
             return [
-                (c["id"] != old["id"], c["psub"]) for c in admin.client_list(_type="pubsub")
+                (c["id"] != old["id"], c["sub"]) for c in admin.client_list(_type="pubsub")
             ] == [(True, "1")]
 
         # Nobody listens until the reader is back; it must come back by itself.
@@ -147,25 +167,25 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
     (after,) = producer.publish_updates([draft("a", 2)])
     assert updates.get(timeout=WAIT) == after
     assert epoch(after) == epoch(before)  # Redis kept its data: same history
-    assert consumer.replay(before.id, lambda t: True) == [after]
+    assert consumer.replay(before.id, everything) == [after]
 
 
-def test_consume_while_redis_is_down_raises_then_works_once_it_is_back(
+def test_watch_while_redis_is_down_raises_then_works_once_it_is_back(
     own_redis: RedisServer, brokers: Callable[..., RedisBroker]
 ) -> None:
     consumer, producer = brokers(subscribe_timeout=0.5), brokers()
+    updates: queue.Queue[Update] = queue.Queue()
+    feed = consumer.consume_updates(lambda batch: [updates.put(u) for u in batch])
     own_redis.stop()
     with pytest.raises(BrokerUnavailable):
-        consumer.consume_events(lambda topic, batch: None)
+        feed.watch(["a"])
 
     own_redis.start()
-    events: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
-    wait_until(lambda: producer.publish_events("a", []) == 0, "redis is back")
-    consumer.consume_events(
-        lambda topic, batch: events.put((topic, batch)),
-    )
-    assert producer.publish_events("a", [Event(1.0, 1, None)]) == 1
-    assert events.get(timeout=WAIT) == ("a", [Event(1.0, 1, None)])
+    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], "redis is back")
+    feed.watch(["a"])
+    (update,) = producer.publish_updates([draft("a", 1)])
+    assert updates.get(timeout=WAIT) == update
+    assert updates.empty()
 
 
 @pytest.mark.parametrize("redis_up", [True, False], ids=["redis up", "redis down"])
@@ -173,7 +193,7 @@ def test_close_stops_the_reader_promptly(
     own_redis: RedisServer, brokers: Callable[..., RedisBroker], prefix: str, redis_up: bool
 ) -> None:
     broker = brokers(max_backoff=30.0)
-    broker.consume_updates(lambda batch: None)
+    broker.consume_updates(lambda batch: None).watch(["a"])
     assert reader_alive(prefix)
     if not redis_up:
         own_redis.stop()  # the reader is now failing and backing off

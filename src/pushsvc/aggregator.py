@@ -1,48 +1,38 @@
-"""The aggregator: owns topics, applies their events to rolling windows, emits one update per event.
+"""The aggregator: rolling windows per topic, one update draft per event.
 
-One logical owner per topic: static sharding (`shard=(i, N)`, by a stable hash of
-the topic) spreads topics over aggregators; a standby keeps the same state and
-stays silent until it holds the lease (see `lease.py`).
+A deterministic state machine over what the event log holds: batches of events and rounds
+of idle ticks. Applying the same entries in the same order gives the same windows and the
+same drafts, which is what lets a standby or a restarted aggregator continue exactly where
+another stopped (`pushsvc.aggregation`). Lateness is not judged here: every event that
+reaches the aggregator was accepted by the broker (`Broker.append_events`), and one that
+falls before every window still yields its update.
 """
 
 from __future__ import annotations
 
-import logging
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import orjson
-
-from pushsvc.broker.base import UpdateDraft
 from pushsvc.events import Event, event_json
-from pushsvc.stats import STAT_KEYS, TopicWindows
+from pushsvc.stats import STAT_KEYS, TopicWindows, WindowSpec
+from pushsvc.updates import UpdateDraft, draft
 
-log = logging.getLogger(__name__)
-
-Publish = Callable[[list[UpdateDraft]], object]
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
-
-
-def owns(topic: str, shard: tuple[int, int]) -> bool:
-    """Whether shard `(i, N)` owns `topic`; crc32 is stable across processes and hosts."""
-    index, count = shard
-    return count == 1 or zlib.crc32(topic.encode()) % count == index
 
 
 @dataclass(slots=True)
 class _Topic:
     windows: TopicWindows
-    # Event clock and wall clock at the last event: ticks advance the event clock by
-    # the wall time elapsed since then.
+    # Event clock and wall clock at the last event: idle ticks move the clock by the wall
+    # time elapsed since then. Not part of the replicated state: only the active aggregator
+    # proposes ticks, and the log records the clocks it proposed.
     event_clock_us: int = 0
     wall_at_event_us: int = 0
 
 
 class Aggregator:
-    """Rolling-window statistics per topic. Not greenlet-safe by itself: the broker
-    delivers batches one at a time, and ticks run in the same greenlet or between batches."""
+    """Rolling-window statistics per topic. Not greenlet-safe: one driver calls it."""
 
     def __init__(
         self,
@@ -50,87 +40,80 @@ class Aggregator:
         windows_us: Sequence[int],
         labels: Sequence[str],
         stats: Sequence[str] = STAT_KEYS,
-        allowed_lateness_us: int,
-        publish: Publish,
         wall_clock: WallClock,
-        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        self._widths = tuple(windows_us)
-        self._labels = tuple(labels)
-        self._stats = tuple(stats)
-        self._lateness = allowed_lateness_us
-        self._publish = publish
+        self._spec = WindowSpec(windows_us, labels, stats)
         self._wall_clock = wall_clock
-        self._shard = shard
         self._topics: dict[str, _Topic] = {}
-        self.active = True
-        """When False (a standby), state is kept up to date but nothing is published."""
-        self.late_dropped = 0
-        """Events that were too late when they reached the aggregator (a race between producers)."""
 
-    def handle(self, topic: str, events: list[Event]) -> None:
-        """Broker handler: apply a batch in order, publish one update per event."""
-        if not owns(topic, self._shard):
-            return
+    @property
+    def widest_us(self) -> int:
+        return self._spec.widest_us
+
+    def _topic(self, topic: str) -> _Topic:
         state = self._topics.get(topic)
         if state is None:
-            windows = TopicWindows(self._widths, self._labels, stats=self._stats)
-            state = self._topics[topic] = _Topic(windows)
+            state = self._topics[topic] = _Topic(self._spec.new())
+        return state
+
+    def apply_events(self, topic: str, events: Sequence[Event]) -> list[UpdateDraft]:
+        """Apply a batch in order; one draft per event, with the statistics right after it."""
+        if not events:
+            return []
+        state = self._topic(topic)
         windows = state.windows
-        accepted: list[Event] = []
-        clocks: list[int] = []
         clock = windows.clock_us
+        clocks: list[int] = []
         for event in events:
-            if clock is not None and event.ts_us < clock - self._lateness:
-                # The web tier checked against the clock it knew; another producer moved it since.
-                self.late_dropped += 1
-                log.warning(
-                    "dropped late event on %s (ts_us=%d, clock_us=%d)", topic, event.ts_us, clock
-                )
-                continue
             if clock is None or event.ts_us > clock:
                 clock = event.ts_us
-            accepted.append(event)
             clocks.append(clock)
-        if accepted:
-            summaries = windows.insert_many([(e.ts_us, e.value) for e in accepted])
-            prefix = _topic_prefix(topic)
-            drafts = [
-                UpdateDraft(topic, at, prefix + _body(at, "event", event_json(e), summary))
-                for e, at, summary in zip(accepted, clocks, summaries, strict=True)
-            ]
-            state.event_clock_us = clocks[-1]
-            state.wall_at_event_us = self._wall_clock()
-            if self.active:
-                self._publish(drafts)
+        summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
+        state.event_clock_us = clocks[-1]
+        state.wall_at_event_us = self._wall_clock()
+        return [
+            draft(topic, at, "event", event_json(e), summary)
+            for e, at, summary in zip(events, clocks, summaries, strict=True)
+        ]
 
-    def tick(self) -> int:
-        """Slide idle topics' windows with wall time; publish an update where content changed.
-
-        Returns the number of updates published.
-        """
+    def due_ticks(self) -> dict[str, int]:
+        """The clocks an idle tick would move topics to now: each topic's last event clock
+        plus the wall time since it arrived, where that is ahead of the topic's clock."""
         now = self._wall_clock()
-        drafts: list[UpdateDraft] = []
+        due = {}
         for topic, state in self._topics.items():
+            current = state.windows.clock_us
+            if current is None or not len(state.windows):
+                continue  # nothing held: nothing to slide
             clock = state.event_clock_us + max(0, now - state.wall_at_event_us)
-            if state.windows.advance(clock):
-                body = _body(clock, "tick", None, state.windows.summary())
-                drafts.append(UpdateDraft(topic, clock, _topic_prefix(topic) + body))
-        if drafts and self.active:
-            self._publish(drafts)
-        return len(drafts) if self.active else 0
+            if clock > current:
+                due[topic] = clock
+        return due
+
+    def apply_ticks(self, clocks: Mapping[str, int]) -> list[UpdateDraft]:
+        """Move each topic's clock forward; a draft (reason `tick`) where a window changed."""
+        drafts = []
+        for topic, clock in clocks.items():
+            state = self._topics.get(topic)
+            if state is not None and state.windows.advance(clock):
+                drafts.append(draft(topic, clock, "tick", None, state.windows.summary()))
+        return drafts
+
+    def tick(self) -> list[UpdateDraft]:
+        """Apply the ticks due now (one process: nothing to log first)."""
+        return self.apply_ticks(self.due_ticks())
+
+    def restore_clock(self, topic: str, clock_us: int) -> None:
+        """Rebuilding: after the logged events, move the topic's clock to where it stood
+        (its latest update's), without drafts."""
+        state = self._topics.get(topic)
+        if state is not None:
+            state.windows.advance(clock_us)
+            state.event_clock_us = max(state.event_clock_us, clock_us)
+
+    def clock(self, topic: str) -> int | None:
+        state = self._topics.get(topic)
+        return None if state is None else state.windows.clock_us
 
     def topics(self) -> list[str]:
         return list(self._topics)
-
-
-def _topic_prefix(topic: str) -> bytes:
-    return b'{"topic":' + orjson.dumps(topic) + b","
-
-
-def _body(clock_us: int, reason: str, event: dict[str, object] | None, windows: object) -> bytes:
-    """The update's JSON after `{"topic":…,` (encoded once per batch)."""
-    rest = orjson.dumps(
-        {"ts": clock_us / 1_000_000, "reason": reason, "event": event, "windows": windows}
-    )
-    return rest[1:]

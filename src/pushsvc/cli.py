@@ -57,21 +57,34 @@ def main() -> None:
     """Rolling-window statistics per topic, streamed over Server-Sent Events."""
 
 
+_REUSE_PORT = click.option("--reuse-port", is_flag=True, hidden=True)  # serve --workers' children
+
+
 @main.command()
 @settings_options
-def serve(**flags: str | None) -> None:
+@_REUSE_PORT
+def serve(reuse_port: bool, **flags: str | None) -> None:
     """Everything in one process: HTTP API, streams and the aggregator (embedded broker
-    unless --redis-url is given)."""
+    unless --redis-url is given). With --workers N or --data-dir: N web processes on one
+    port and an aggregator, on a private redis-server unless --redis-url is given."""
     settings = _load(flags)
     _logging()
+    if settings.workers > 1 or settings.data_dir is not None:
+        if settings.data_dir is not None and settings.redis_url is not None:
+            raise click.UsageError("--data-dir is for the private Redis: not with --redis-url")
+        from pushsvc.supervisor import Supervisor
+
+        given = {f"PUSHSVC_{k.upper()}": v for k, v in flags.items() if v is not None}
+        sys.exit(Supervisor(settings, given).run())
     from pushsvc.server import serve_http
 
-    serve_http(settings, role="serve")
+    serve_http(settings, role="serve", reuse_port=reuse_port)
 
 
 @main.command()
 @settings_options
-def web(**flags: str | None) -> None:
+@_REUSE_PORT
+def web(reuse_port: bool, **flags: str | None) -> None:
     """HTTP API and streams only; needs --redis-url and a `pushsvc aggregate` process."""
     settings = _load(flags)
     if settings.redis_url is None:
@@ -81,7 +94,7 @@ def web(**flags: str | None) -> None:
     _logging()
     from pushsvc.server import serve_http
 
-    serve_http(settings, role="web")
+    serve_http(settings, role="web", reuse_port=reuse_port)
 
 
 @main.command()

@@ -119,6 +119,16 @@ def _stats(text: str) -> tuple[str, ...]:
     return tuple(k for k in STAT_KEYS if k in chosen)
 
 
+def _data_dir(text: str) -> str | None:
+    if not text:
+        return None
+    path = os.path.abspath(os.path.expanduser(text))
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"{text!r} is not a writable directory")
+    return path
+
+
 def _origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -153,6 +163,8 @@ class Settings:
     shard: tuple[int, int] = _setting("0/1", _shard)
     lease: int = _setting("5s", _positive_duration)
     cors_origins: tuple[str, ...] = _setting("", _origins)
+    workers: int = _setting("1", _positive_int)
+    data_dir: str | None = _setting("", _data_dir)
 
     @property
     def window_labels(self) -> tuple[str, ...]:

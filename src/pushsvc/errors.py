@@ -38,6 +38,12 @@ class InvalidEvent(BadRequest):
     code = "invalid_event"
 
 
+class MalformedJson(BadRequest):
+    """The body (or one NDJSON line) is not JSON."""
+
+    code = "malformed_json"
+
+
 class LateEvent(BadRequest):
     code = "late_event"
 
@@ -66,6 +72,13 @@ class BrokerUnavailable(PushsvcError):
 
     status = 503
     code = "broker_unavailable"
+
+
+class Fenced(PushsvcError):
+    """An aggregator acted on a shard whose lease another aggregator now holds."""
+
+    status = 503
+    code = "fenced"
 
 
 class NoAggregator(PushsvcError):

@@ -1,10 +1,9 @@
-"""The aggregator lease: one active aggregator per shard, any number of hot standbys.
+"""The shard lease: one active aggregator per shard, any number of hot standbys.
 
-Every aggregator of a shard consumes the shard's events and keeps its windows up to
-date; only the holder of `{prefix}lease:{i}/{N}` publishes updates. The holder
-renews every ttl/3; when it dies, its key expires and a standby takes over within
-one ttl with warm windows. Updates for events that arrive between the death and the
-takeover are not published (the next update carries the full state).
+The holder of `{prefix}lease:{i}/{N}` renews it every ttl/3; when it dies, the key expires
+and a standby takes it within one ttl. Holding the lease is what lets an aggregator append
+ticks and publish updates, and the scripts that do so check the token themselves (fencing):
+an aggregator that lost the lease without noticing (a long pause) is refused, never heard.
 """
 
 from __future__ import annotations
@@ -16,49 +15,49 @@ import secrets
 import redis
 from gevent.event import Event as Signal
 
-from pushsvc.aggregator import Aggregator
-from pushsvc.config import Settings
+from pushsvc.broker.lua import source
+from pushsvc.broker.redis.connect import single_client
 
 log = logging.getLogger(__name__)
 
-# Renew our own lease, or take a free one; never take one another process holds.
-_ACQUIRE_OR_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+class Lease:
+    """A shard's lease as one aggregator sees it; `holding` is what it last learned."""
 
+    def __init__(self, url: str, key: str, *, ttl_us: int) -> None:
+        self.key = key
+        self.token = secrets.token_hex(8)
+        self.holding = False
+        self._ttl_ms = max(1, ttl_us // 1000)
+        self._client = single_client(url, socket_timeout=2.0)
+        self._acquire = self._client.register_script(source("lease_acquire"))
+        self._release = self._client.register_script(source("lease_release"))
 
-def run_with_lease(aggregator: Aggregator, settings: Settings, stop: Signal) -> None:
-    """Keep `aggregator.active` equal to holding the lease, until `stop` is set."""
-    assert settings.redis_url is not None
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    index, count = settings.shard
-    key = f"{settings.prefix}lease:{index}/{count}"
-    token = secrets.token_hex(8)
-    ttl_ms = max(1, settings.lease // 1000)
-    acquire = client.register_script(_ACQUIRE_OR_RENEW)
-    aggregator.active = False
-    try:
-        while not stop.is_set():
-            try:
-                holding = bool(acquire(keys=[key], args=[token, ttl_ms]))
-            except redis.RedisError as exc:
-                holding = False
-                log.warning("lease check failed: %s", exc)
-            if holding != aggregator.active:
-                log.warning("%s the lease %s", "took" if holding else "lost", key)
-                aggregator.active = holding
-            stop.wait(ttl_ms / 3000)
-    finally:
-        aggregator.active = False
+    def renew(self) -> bool:
+        """Renew our lease, or take a free one; never one another aggregator holds."""
+        try:
+            holding = bool(self._acquire(keys=[self.key], args=[self.token, self._ttl_ms]))
+        except redis.RedisError as exc:
+            holding = False
+            log.warning("lease check failed: %s", exc)
+        if holding != self.holding:
+            log.warning("%s the lease %s", "took" if holding else "lost", self.key)
+        self.holding = holding
+        return holding
+
+    def keep(self, stop: Signal) -> None:
+        """Renew every ttl/3 until `stop` is set; then give the lease up."""
+        try:
+            while not stop.is_set():
+                self.renew()
+                stop.wait(self._ttl_ms / 3000)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self.holding = False
         with contextlib.suppress(redis.RedisError):  # it expires by itself anyway
-            client.register_script(_RELEASE)(keys=[key], args=[token])
-        client.close()
+            self._release(keys=[self.key], args=[self.token])
+
+    def close(self) -> None:
+        self._client.close()

@@ -3,22 +3,29 @@ read at scrape time by a custom collector, so delivering an update costs no metr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Info, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pushsvc.errors import BrokerUnavailable
+
 if TYPE_CHECKING:
+    from pushsvc.aggregation import ShardRunner
     from pushsvc.aggregator import Aggregator
+    from pushsvc.broker.base import Broker
     from pushsvc.hub import Hub
 
 
 class _StateCollector(Collector):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, broker: Broker) -> None:
         self._hub = hub
+        self._broker = broker
         self.aggregator: Aggregator | None = None
+        self.shard: ShardRunner | None = None
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
@@ -33,25 +40,57 @@ class _StateCollector(Collector):
             "Subscribers disconnected for not keeping up",
             value=hub.slow_disconnects,
         )
+        yield CounterMetricFamily(
+            "pushsvc_updates_received",
+            "Updates this process received from the broker (for its own streams)",
+            value=hub.received,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_stream_resets",
+            "Times every stream was ended to resume after a lost broker connection",
+            value=hub.resets,
+        )
         if self.aggregator is not None:
             yield GaugeMetricFamily(
                 "pushsvc_topics",
                 "Topics this aggregator holds",
                 value=len(self.aggregator.topics()),
             )
+        if self.shard is not None:
             yield CounterMetricFamily(
-                "pushsvc_late_dropped",
-                "Events dropped by the aggregator as too late",
-                value=self.aggregator.late_dropped,
+                "pushsvc_updates_published",
+                "Updates this aggregator published",
+                value=self.shard.updates_published,
             )
+        yield from self._lag()
+
+    def _lag(self) -> Iterator[Metric]:
+        try:
+            lags = self._broker.lag()
+        except BrokerUnavailable:
+            return
+        entries = GaugeMetricFamily(
+            "pushsvc_log_lag_entries", "Event log entries not yet applied", labels=["shard"]
+        )
+        age = GaugeMetricFamily(
+            "pushsvc_log_lag_seconds",
+            "Age of the oldest event log entry not yet applied (0: none)",
+            labels=["shard"],
+        )
+        for lag in lags:
+            shard = f"{lag.shard[0]}/{lag.shard[1]}"
+            entries.add_metric([shard], lag.entries)
+            age.add_metric([shard], lag.oldest_age_s or 0.0)
+        yield entries
+        yield age
 
 
 class Metrics:
     """One registry per app, so several apps in one process (tests) do not collide."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, broker: Broker) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._state = _StateCollector(hub)
+        self._state = _StateCollector(hub, broker)
         self.registry.register(self._state)
         self.events_accepted = Counter(
             "pushsvc_events_accepted", "Events accepted by the producer API", registry=self.registry
@@ -62,9 +101,18 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        # CPU, memory and open files of this process; which process it is (`serve --workers`
+        # runs several behind one port).
+        ProcessCollector(registry=self.registry)
+        Info("pushsvc_process", "This process", registry=self.registry).info(
+            {"pid": str(os.getpid())}
+        )
 
     def watch_aggregator(self, aggregator: Aggregator) -> None:
         self._state.aggregator = aggregator
+
+    def watch_shard(self, runner: ShardRunner) -> None:
+        self._state.shard = runner
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

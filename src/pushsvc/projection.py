@@ -10,6 +10,7 @@ import orjson
 
 from pushsvc.errors import BadRequest
 from pushsvc.stats import STAT_KEYS
+from pushsvc.updates import Update
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +48,10 @@ class Projection:
             return keep
         return {w: {s: stats[s] for s in self.stats} for w, stats in keep.items()}
 
-    def update(self, data: bytes) -> bytes:
-        """An update's data with only the projected windows and statistics."""
-        update = orjson.loads(data)
-        update["windows"] = self.windows_of(update["windows"])
-        return orjson.dumps(update)
+    def data(self, update: Update) -> bytes:
+        """The update's JSON with only the projected windows and statistics."""
+        fields = update.fields
+        return orjson.dumps({**fields, "windows": self.windows_of(fields["windows"])})
 
 
 def _choose(name: str, given: str | None, known: Sequence[str]) -> tuple[str, ...] | None:

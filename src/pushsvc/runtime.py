@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
+from gevent.event import Event as Signal
 
+from pushsvc.aggregation import ShardRunner
 from pushsvc.aggregator import Aggregator
 from pushsvc.broker import make_broker
-from pushsvc.broker.base import Broker, Subscription
+from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.broker.memory import MemoryBroker
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.log import EventLog
 from pushsvc.config import Settings
-from pushsvc.events import Limits
+from pushsvc.events import Event, Limits
 from pushsvc.hub import Hub
+from pushsvc.lease import Lease
 from pushsvc.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,50 +39,86 @@ class Runtime:
     hub: Hub
     metrics: Metrics
     limits: Limits
+    feed: UpdatesFeed | None = None
     aggregator: Aggregator | None = None
-    _subscriptions: list[Subscription] = field(default_factory=list)
-    _greenlets: list[gevent.Greenlet] = field(default_factory=list)
+    shard_runner: ShardRunner | None = None
+    stop: Signal = field(default_factory=Signal)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+    _greenlets: list[gevent.Greenlet[..., object]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, *, web: bool, aggregate: bool) -> Runtime:
-        broker = make_broker(settings.redis_url, prefix=settings.prefix, history=settings.history)
+        broker = make_broker(
+            settings.redis_url,
+            prefix=settings.prefix,
+            history=settings.history,
+            shards=settings.shard[1],
+        )
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout)
         limits = Limits(max_body_bytes=settings.max_body, max_batch=settings.max_batch)
-        runtime = cls(settings, broker, hub, Metrics(hub), limits)
+        runtime = cls(settings, broker, hub, Metrics(hub, broker), limits)
         if web:
-            runtime._subscriptions.append(broker.consume_updates(hub.dispatch))
+            # Updates may have been missed (Redis connection lost): end the streams, which
+            # resume from the history (EventSource reconnects by itself).
+            runtime.feed = broker.consume_updates(hub.dispatch, on_reset=hub.reset)
         if aggregate:
             runtime.aggregator = Aggregator(
                 windows_us=settings.windows,
                 labels=settings.window_labels,
                 stats=settings.stats,
-                allowed_lateness_us=settings.allowed_lateness,
-                publish=broker.publish_updates,
                 wall_clock=wall_clock_us,
-                shard=settings.shard,
             )
             runtime.metrics.watch_aggregator(runtime.aggregator)
-            runtime._subscriptions.append(broker.consume_events(runtime.aggregator.handle))
-            if settings.tick:
-                runtime._greenlets.append(gevent.spawn(runtime._tick_loop))
+            if isinstance(broker, MemoryBroker):
+                runtime._run_in_process(broker, runtime.aggregator)
+            else:
+                assert isinstance(broker, RedisBroker)
+                runtime._run_shard(broker, runtime.aggregator)
         return runtime
 
-    def _tick_loop(self) -> None:
-        assert self.aggregator is not None
+    def _run_in_process(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
+        def handle(topic: str, events: list[Event]) -> None:
+            broker.publish_updates(aggregator.apply_events(topic, events))
+
+        self._closers.append(broker.consume_events(handle).close)
+        if self.settings.tick:
+            self._spawn(self._tick_loop, broker, aggregator)
+
+    def _tick_loop(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
         interval = self.settings.tick / 1_000_000
-        while True:
-            gevent.sleep(interval)
+        while not self.stop.wait(interval):
             try:
-                self.aggregator.tick()
-            except Exception:  # a broker outage must not end the ticks for good
+                broker.publish_updates(aggregator.tick())
+            except Exception:  # a failing tick must not end the ticks for good
                 log.exception("tick failed")
+
+    def _run_shard(self, broker: RedisBroker, aggregator: Aggregator) -> None:
+        assert self.settings.redis_url is not None
+        shard = self.settings.shard
+        event_log = EventLog(self.settings.redis_url, broker.keys, shard, socket_timeout=5.0)
+        lease = Lease(self.settings.redis_url, broker.keys.lease(shard), ttl_us=self.settings.lease)
+        self.shard_runner = ShardRunner(
+            aggregator, broker, event_log, lease, tick_us=self.settings.tick
+        )
+        self.metrics.watch_shard(self.shard_runner)
+        self._closers += [event_log.close, lease.close]
+        self._spawn(lease.keep, self.stop)
+        self._spawn(self.shard_runner.run, self.stop)
+
+    def _spawn(self, run: Callable[..., object], *args: object) -> None:
+        self._greenlets.append(gevent.spawn(run, *args))
 
     def close(self) -> None:
         """Stop streams, background work and the broker; idempotent."""
         self.hub.close()
+        self.stop.set()
+        gevent.joinall(self._greenlets, timeout=3)
         gevent.killall(self._greenlets)
         self._greenlets.clear()
-        for subscription in self._subscriptions:
-            subscription.close()
-        self._subscriptions.clear()
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
+        for close in self._closers:
+            close()
+        self._closers.clear()
         self.broker.close()

@@ -12,7 +12,6 @@ from gevent.pywsgi import WSGIServer
 
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
-from pushsvc.lease import run_with_lease
 from pushsvc.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -26,22 +25,29 @@ def _on_termination(stop: Signal) -> None:
         gevent.signal_handler(signum, stop.set)
 
 
-def serve_http(settings: Settings, role: Role) -> None:
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The listening socket. `reuse_port`: several processes share the port, the kernel
+    spreading connections over them (`serve --workers`)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted sockets inherit this: without it Nagle's algorithm holds back small SSE
+    # frames and the second write of every response by ~40 ms (delayed ACK).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds."""
     app = create_app(settings, role=role)
     runtime: Runtime = app.extensions["pushsvc"]
-    server = WSGIServer(
-        (settings.host, settings.port), app, log=None, error_log=log, backlog=LISTEN_BACKLOG
-    )
-    server.init_socket()
-    # Accepted sockets inherit this: without it Nagle's algorithm holds back small SSE
-    # frames and the second write of every response by ~40 ms (delayed ACK).
-    server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener = listen(settings.host, settings.port, reuse_port=reuse_port)
+    server = WSGIServer(listener, app, log=None, error_log=log)
     stop = Signal()
     _on_termination(stop)
-    lease = None
-    if runtime.aggregator is not None and settings.redis_url is not None:
-        lease = gevent.spawn(run_with_lease, runtime.aggregator, settings, stop)
     server.start()
     # The bound port, for port 0 (tests and scripts read this line).
     log.warning("pushsvc %s listening on http://%s:%d", role, settings.host, server.server_port)
@@ -49,8 +55,6 @@ def serve_http(settings: Settings, role: Role) -> None:
     log.warning("pushsvc %s stopping", role)
     runtime.hub.close()  # streams end first, so the server's stop does not wait for them
     server.stop(timeout=5)
-    if lease is not None:
-        lease.join(timeout=3)
     runtime.close()
 
 
@@ -65,7 +69,5 @@ def aggregate(settings: Settings) -> None:
         *settings.shard,
         settings.redacted()["redis_url"],
     )
-    lease = gevent.spawn(run_with_lease, runtime.aggregator, settings, stop)
     stop.wait()
-    lease.join(timeout=3)
     runtime.close()

@@ -9,7 +9,8 @@ from pushsvc.runtime import Runtime
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["pushsvc"]
+    rt: Runtime = current_app.extensions["pushsvc"]
+    return rt
 
 
 class AnyText(BaseConverter):

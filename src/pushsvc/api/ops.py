@@ -17,11 +17,22 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
+    """Ready when the broker answers and every shard has an aggregator; the lag either way."""
     try:
-        runtime().broker.ping()
+        lags = runtime().broker.lag()
     except BrokerUnavailable as exc:
         return {"status": "unavailable", "broker": exc.message}, 503
-    return {"status": "ready"}, 200
+    shards = {
+        f"{lag.shard[0]}/{lag.shard[1]}": {
+            "aggregator": lag.aggregator,
+            "lag_entries": lag.entries,
+            "lag_seconds": lag.oldest_age_s,
+        }
+        for lag in lags
+    }
+    if not all(lag.aggregator for lag in lags):
+        return {"status": "no_aggregator", "shards": shards}, 503
+    return {"status": "ready", "shards": shards}, 200
 
 
 @bp.get("/metrics")

@@ -1,4 +1,8 @@
-"""POST /topics/{topic}/events — validate, check lateness, hand to the broker."""
+"""POST /topics/{topic}/events — validate, append to the event log (the broker judges lateness).
+
+202 means the batch is in the log: it will yield one update per event, even if no aggregator
+runs right now (it waits; `/readyz` and `/metrics` show the lag).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import time
 from flask import Blueprint, request
 
 from pushsvc.api.context import runtime
-from pushsvc.errors import NoAggregator, PayloadTooLarge
-from pushsvc.events import check_lateness, parse_body
+from pushsvc.errors import PayloadTooLarge
+from pushsvc.events import parse_body
 from pushsvc.topics import validate_topic
 
 bp = Blueprint("producer", __name__)
@@ -24,8 +28,6 @@ def post_events(topic: str) -> tuple[dict[str, int], int]:
     # Read one byte past the limit so chunked bodies of unknown length are capped too.
     body = request.stream.read(limits.max_body_bytes + 1)
     events = parse_body(body, request.content_type, now_us=time.time_ns() // 1000, limits=limits)
-    check_lateness(rt.hub.topic_clocks.get(topic), events, rt.settings.allowed_lateness)
-    if rt.broker.publish_events(topic, events) == 0:
-        raise NoAggregator("no aggregator is running for this topic; the events were not accepted")
+    rt.broker.append_events(topic, events, lateness_us=rt.settings.allowed_lateness)
     rt.metrics.events_accepted.inc(len(events))
     return {"accepted": len(events)}, 202

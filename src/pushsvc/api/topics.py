@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 
 from pushsvc.api.context import runtime
 from pushsvc.errors import NotFound
-from pushsvc.topics import validate_topic
+from pushsvc.topics import ALL, TopicMatcher, validate_topic
 
 bp = Blueprint("topics", __name__)
 
@@ -14,7 +14,7 @@ bp = Blueprint("topics", __name__)
 @bp.get("/topics/<anytext:topic>/stats")
 def topic_stats(topic: str) -> Response:
     validate_topic(topic)
-    latest = runtime().broker.latest(lambda t: t == topic).get(topic)
+    latest = runtime().broker.latest(TopicMatcher([topic])).get(topic)
     if latest is None:
         raise NotFound(f"topic {topic!r} has no data yet")
     return Response(latest.data, mimetype="application/json")
@@ -23,14 +23,14 @@ def topic_stats(topic: str) -> Response:
 @bp.get("/topics")
 def list_topics() -> dict[str, object]:
     rt = runtime()
-    counts = rt.hub.subscriber_counts()
-    latest = rt.broker.latest(lambda _t: True)
+    latest = rt.broker.latest(TopicMatcher([ALL]))
+    counts = rt.hub.subscriber_counts(latest)
     topics = [
         {
             "topic": topic,
-            "last_id": update.id,
+            "last_id": update.id.text,
             "last_ts": update.clock_us / 1_000_000,
-            "subscribers": counts.get(topic, 0),
+            "subscribers": counts[topic],
         }
         for topic, update in sorted(latest.items())
     ]

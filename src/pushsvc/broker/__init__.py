@@ -5,7 +5,9 @@ from __future__ import annotations
 from pushsvc.broker.base import Broker
 
 
-def make_broker(redis_url: str | None, *, prefix: str, history: int) -> Broker:
+def make_broker(
+    redis_url: str | None, *, prefix: str, history: int, shards: int = 1, min_replicas: int = 0
+) -> Broker:
     """The Redis broker when a URL is given, else the embedded one-process memory broker.
 
     `prefix` only matters for Redis (it namespaces keys and channels).
@@ -17,4 +19,6 @@ def make_broker(redis_url: str | None, *, prefix: str, history: int) -> Broker:
     # Imported here so that the embedded mode never imports redis-py.
     from pushsvc.broker.redis import RedisBroker
 
-    return RedisBroker(redis_url, prefix=prefix, history=history)
+    return RedisBroker(
+        redis_url, prefix=prefix, history=history, shards=shards, min_replicas=min_replicas
+    )

@@ -1,8 +1,9 @@
 """The broker contract: how raw events reach the aggregator and updates reach the hubs.
 
 Two implementations share this contract and one test suite
-(`tests/test_broker_contract.py`): `memory` (one process only) and `redis`
-(any number of processes on any number of hosts).
+(`tests/test_broker_contract.py`): `memory` (one process only; the aggregator runs inside
+`append_events`) and `redis` (any number of processes on any number of hosts; the shard's
+aggregator reads the event log, `pushsvc.aggregation`).
 """
 
 from __future__ import annotations
@@ -12,50 +13,53 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pushsvc.events import Event
+from pushsvc.topics import TopicMatcher
+from pushsvc.updates import Update, UpdateDraft, UpdateId
 
 EventsHandler = Callable[[str, list[Event]], None]
-"""Called with (topic, events) for every published batch, in publish order."""
+"""Called with (topic, events) for every appended batch, in order (the memory broker)."""
 
-UpdatesHandler = Callable[[list["Update"]], None]
+UpdatesHandler = Callable[[list[Update]], None]
 """Called with updates in id order; a list may mix topics."""
 
-TopicFilter = Callable[[str], bool]
 
+class Subscription:
+    """A handler's registration; `close()` stops delivery to it (idempotent)."""
 
-@dataclass(frozen=True, slots=True)
-class UpdateDraft:
-    """An update as the aggregator produced it, before the broker gave it an id.
+    __slots__ = ("_on_close",)
 
-    `body` is one line of JSON, an object that starts with `{"topic":`; the
-    broker inserts the id as the object's first member.
-    """
+    def __init__(self, on_close: Callable[[], None]) -> None:
+        self._on_close: Callable[[], None] | None = on_close
 
-    topic: str
-    clock_us: int
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """An update with its id: what the history keeps and subscribers receive.
-
-    `data` is `{"id":"<id>",` followed by the draft's body after its `{`.
-    """
-
-    topic: str
-    id: str
-    clock_us: int
-    data: bytes
-
-
-def with_id(draft: UpdateDraft, update_id: str) -> Update:
-    data = b'{"id":"' + update_id.encode() + b'",' + draft.body[1:]
-    return Update(draft.topic, update_id, draft.clock_us, data)
-
-
-class Subscription(Protocol):
     def close(self) -> None:
-        """Stop delivery; idempotent."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+
+class UpdatesFeed(Protocol):
+    """A process's subscription to updates (see `Broker.consume_updates`)."""
+
+    def watch(self, selectors: Sequence[str]) -> None:
+        """Receive the updates of these selectors (topic names, `prefix.*`, `*`) from now on;
+        returns once the broker confirmed it (BrokerUnavailable if it cannot). Reference
+        counted: every `watch` is matched by one `unwatch` of the same selectors."""
+        ...
+
+    def unwatch(self, selectors: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLag:
+    """A shard of the event log: entries logged but not yet applied, the age of the oldest
+    of them (None when none), and whether an aggregator holds the shard."""
+
+    shard: tuple[int, int]
+    entries: int
+    oldest_age_s: float | None
+    aggregator: bool
 
 
 class Broker(Protocol):
@@ -69,41 +73,49 @@ class Broker(Protocol):
     from the history). All methods are greenlet-safe.
     """
 
-    def publish_events(self, topic: str, events: Sequence[Event]) -> int:
-        """Hand a batch to the aggregators; return how many received it (0: nobody).
+    def append_events(self, topic: str, events: Sequence[Event], *, lateness_us: int) -> None:
+        """Append a batch to the event log of the topic's shard; once this returns, the
+        batch will yield one update per event (Redis: it is in the log).
 
-        Raises BrokerUnavailable when the broker cannot be reached.
+        The batch is judged against the topic clock (the largest event time, or idle tick
+        clock, logged for the topic) by the one lateness rule (`pushsvc.events`): a late
+        event raises LateEvent and nothing is appended. Raises BrokerUnavailable when the
+        broker cannot be reached (nothing was appended).
         """
-        ...
-
-    def consume_events(self, handler: EventsHandler) -> Subscription:
-        """Aggregator side: receive every published batch."""
         ...
 
     def publish_updates(self, drafts: Sequence[UpdateDraft]) -> list[Update]:
-        """Give each draft an id, append it to the history, remember it as its
-        topic's latest, and deliver it to every update subscriber; atomically
-        per call, so ids are in delivery order even with several publishers."""
+        """Give each draft an id, append it to the history, remember it as its topic's
+        latest, and deliver it to every process watching its topic; atomically per call,
+        so ids are in delivery order even with several publishers."""
         ...
 
-    def consume_updates(self, handler: UpdatesHandler) -> Subscription:
-        """Hub side: receive every update (one subscription per process)."""
+    def consume_updates(
+        self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = ...
+    ) -> UpdatesFeed:
+        """Hub side: receive the updates of watched topics (one feed per process).
+        `on_reset` runs when updates may have been missed (the connection was lost)."""
         ...
 
-    def replay(self, after_id: str, match: TopicFilter) -> list[Update] | None:
-        """Updates after `after_id` for topics that `match`, oldest first.
+    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
+        """Updates after `after` for topics that `match`, oldest first.
 
-        None when the history cannot replay everything after that id: the id
-        is malformed, from another epoch, or older than what the history keeps.
+        None when the history cannot replay everything after that id: it is from
+        another epoch, was never issued, or is older than what the history keeps.
         """
         ...
 
-    def latest(self, match: TopicFilter) -> dict[str, Update]:
-        """The newest update of every topic that `match`es."""
+    def latest(self, match: TopicMatcher) -> dict[str, Update]:
+        """The newest update of every topic that `match`es (by name when the matcher
+        holds names only, without reading the other topics)."""
         ...
 
     def ping(self) -> None:
         """Raise BrokerUnavailable unless the broker answers."""
+        ...
+
+    def lag(self) -> list[ShardLag]:
+        """Every shard's backlog (BrokerUnavailable if the broker cannot be reached)."""
         ...
 
     def close(self) -> None: ...

@@ -14,17 +14,11 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Generic, TypeVar
 
-from pushsvc.broker.base import (
-    EventsHandler,
-    TopicFilter,
-    Update,
-    UpdateDraft,
-    UpdatesHandler,
-    with_id,
-)
+from pushsvc.broker.base import EventsHandler, ShardLag, Subscription, UpdatesHandler
 from pushsvc.errors import BrokerUnavailable
-from pushsvc.events import Event
-from pushsvc.ids import format_id, new_epoch, parse_id
+from pushsvc.events import Event, check_lateness
+from pushsvc.topics import TopicMatcher
+from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +33,10 @@ class _Handlers(Generic[H]):
         self._lock = threading.Lock()
         self.current: tuple[H, ...] = ()
 
-    def add(self, handler: H) -> _Subscription:
+    def add(self, handler: H) -> Subscription:
         with self._lock:
             self.current = (*self.current, handler)
-        return _Subscription(lambda: self._remove(handler))
+        return Subscription(lambda: self._remove(handler))
 
     def clear(self) -> None:
         with self._lock:
@@ -59,20 +53,28 @@ class _Handlers(Generic[H]):
             self.current = tuple(items)
 
 
-class _Subscription:
-    def __init__(self, on_close: Callable[[], None]) -> None:
-        self._on_close: Callable[[], None] | None = on_close
+class MemoryUpdatesFeed:
+    """The hub's subscription: watching is free, every update is delivered anyway."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    def watch(self, selectors: Sequence[str]) -> None:
+        pass
+
+    def unwatch(self, selectors: Sequence[str]) -> None:
+        pass
 
     def close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
+        self._subscription.close()
 
 
 class MemoryBroker:
     """In-process broker for `pushsvc serve` without Redis. One process only.
 
-    Handlers run synchronously in the publisher's greenlet (or thread). Event
+    Handlers run synchronously in the publisher's greenlet (or thread). The topic clock
+    that `append_events` judges lateness by is the largest event time appended, or idle
+    tick clock published, for the topic. Event
     batches are delivered one at a time, so events of a topic reach the
     aggregator in publish order. `publish_updates` holds one lock while it
     numbers, records and delivers a batch, so delivery order is id order even
@@ -95,21 +97,27 @@ class MemoryBroker:
         self._seq = 0
         self._history: deque[tuple[int, Update]] = deque(maxlen=history)
         self._latest: dict[str, Update] = {}
+        self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
         self._closed = False
 
-    def publish_events(self, topic: str, events: Sequence[Event]) -> int:
+    def append_events(self, topic: str, events: Sequence[Event], *, lateness_us: int) -> None:
         self._check_open()
         batch = list(events)
+        if not batch:
+            return
         with self._events_lock:
+            clock = self._clocks.get(topic)
+            check_lateness(clock, batch, lateness_us)
+            newest = max(e.ts_us for e in batch)
+            self._clocks[topic] = newest if clock is None else max(clock, newest)
             handlers = self._events_handlers.current
             for handler in handlers:
                 try:
                     handler(topic, batch)
                 except Exception:
                     log.exception("events handler %r failed on topic %r", handler, topic)
-        return len(handlers)
 
-    def consume_events(self, handler: EventsHandler) -> _Subscription:
+    def consume_events(self, handler: EventsHandler) -> Subscription:
         self._check_open()
         return self._events_handlers.add(handler)
 
@@ -119,9 +127,12 @@ class MemoryBroker:
             updates: list[Update] = []
             for draft in drafts:
                 self._seq += 1
-                update = with_id(draft, format_id(self.epoch, 0, self._seq))
+                update = Update.of(draft, UpdateId(self.epoch, 0, self._seq))
                 self._history.append((self._seq, update))
                 self._latest[update.topic] = update
+                clock = self._clocks.get(update.topic)
+                if clock is None or update.clock_us > clock:
+                    self._clocks[update.topic] = update.clock_us  # an idle tick moved T
                 updates.append(update)
             if updates:
                 for handler in self._updates_handlers.current:
@@ -131,17 +142,18 @@ class MemoryBroker:
                         log.exception("updates handler %r failed", handler)
         return updates
 
-    def consume_updates(self, handler: UpdatesHandler) -> _Subscription:
+    def consume_updates(
+        self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None
+    ) -> MemoryUpdatesFeed:
+        """Every update reaches every handler (the hub filters); nothing is ever missed, so
+        `on_reset` never runs."""
         self._check_open()
-        return self._updates_handlers.add(handler)
+        return MemoryUpdatesFeed(self._updates_handlers.add(handler))
 
-    def replay(self, after_id: str, match: TopicFilter) -> list[Update] | None:
-        parsed = parse_id(after_id)
-        if parsed is None:
-            return None
-        epoch, ms, seq = parsed
+    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
+        seq = after.seq
         with self._updates_lock:
-            if epoch != self.epoch or ms != 0 or seq > self._seq:
+            if after.epoch != self.epoch or after.ms != 0 or seq > self._seq:
                 return None  # another history, or an id this broker never issued
             oldest = self._history[0][0] if self._history else self._seq + 1
             if seq + 1 < oldest:
@@ -150,12 +162,20 @@ class MemoryBroker:
             start = seq + 1 - oldest
             return [u for _, u in islice(self._history, start, None) if match(u.topic)]
 
-    def latest(self, match: TopicFilter) -> dict[str, Update]:
+    def latest(self, match: TopicMatcher) -> dict[str, Update]:
         with self._updates_lock:
+            if match.exact:
+                found = ((t, self._latest.get(t)) for t in match.names)
+                return {topic: u for topic, u in found if u is not None}
             return {topic: u for topic, u in self._latest.items() if match(topic)}
 
     def ping(self) -> None:
         self._check_open()
+
+    def lag(self) -> list[ShardLag]:
+        """Nothing waits: batches are applied inside `append_events`."""
+        self._check_open()
+        return [ShardLag((0, 1), 0, None, bool(self._events_handlers.current))]
 
     def close(self) -> None:
         self._closed = True

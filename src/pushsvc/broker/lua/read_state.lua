@@ -1,0 +1,11 @@
+-- What a starting aggregator of a shard needs, read at one instant: how far the log has
+-- been applied, and every topic's latest update (its clock is the topic's window clock at
+-- that point). The log up to `applied` then rebuilds the windows.
+--
+-- KEYS: applied, latest
+-- Returns {applied entry id or false, entries applied or false, flat latest hash}.
+return {
+  redis.call('HGET', KEYS[1], 'id'),
+  redis.call('HGET', KEYS[1], 'n'),
+  redis.call('HGETALL', KEYS[2]),
+}

@@ -1,0 +1,360 @@
+"""The Redis broker: any number of processes on any number of hosts share one Redis.
+
+What lives where is in `keys.py`. A POST appends its batch to the event log of its topic's
+shard with one script (`lua/append_events.lua`): the lateness rule is decided there,
+atomically against the topic clock, and the 202 is given only once the batch is in the
+log (and, with `min_replicas`, on that many replicas: `WAIT`). The shard's aggregator
+(`pushsvc.aggregation`) applies the log and publishes updates with one script per batch
+(`lua/publish_updates.lua`): numbering, history, latest, "applied up to" and PUBLISH
+happen atomically, so ids are in delivery order across publishers and every logged event
+yields exactly one update. The history is trimmed to exactly `history` entries
+(`MAXLEN =`), and the script records the newest trimmed id itself (XINFO's
+`max-deleted-entry-id` would need Redis 7; this also serves 6.2).
+
+Each process has ONE pub/sub connection (`pubsub.py`), subscribed only to the topics its
+local streams watch (`UpdatesFeed.watch`). Delivery over it is at most once: when it is
+lost, the feed's `on_reset` runs and streams resume from the history.
+
+Needs Redis >= 6.2 (exclusive XRANGE, `XTRIM MAXLEN =`, `XADD MINID`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
+
+import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pushsvc.broker.base import ShardLag, UpdatesHandler
+from pushsvc.broker.lua import source
+from pushsvc.broker.redis.connect import pooled_client, single_client
+from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
+from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.errors import BrokerUnavailable, Fenced, PushsvcError
+from pushsvc.events import Event, check_lateness
+from pushsvc.topics import ALL, TopicMatcher
+from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
+
+log = logging.getLogger(__name__)
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+@contextlib.contextmanager
+def unavailable(action: str) -> Iterator[None]:
+    """The library edge: Redis transport errors become BrokerUnavailable (a 503), a fenced
+    script becomes Fenced."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        log.warning("redis unavailable during %s: %s", action, exc)
+        # The message reaches HTTP clients: no host or port in it.
+        raise BrokerUnavailable(f"Redis is unavailable ({type(exc).__name__})") from None
+    except ResponseError as exc:
+        if str(exc).startswith("FENCED"):
+            raise Fenced(str(exc)) from None
+        raise
+
+
+def unpack(topic: str, packed: bytes) -> Update:
+    """`<id> <clock_us> <body>`, as the publish script writes messages and `latest` values."""
+    text_id, clock_us, body = packed.split(b" ", 2)
+    update_id = UpdateId.parse(text_id.decode())
+    if update_id is None:
+        raise ValueError(f"not an update id: {text_id[:64]!r}")
+    return Update.numbered(topic, update_id, int(clock_us), body)
+
+
+def encode_events(events: Sequence[Event]) -> bytes:
+    """The log's form of a batch: `[[value, ts_us, tags], ...]`."""
+    return orjson.dumps([[e.value, e.ts_us, e.tags] for e in events])
+
+
+def decode_events(data: bytes) -> list[Event]:
+    return [Event(float(v), int(ts), tags) for v, ts, tags in orjson.loads(data)]
+
+
+def _position(stream_id: bytes) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition(b"-")
+    return int(ms), int(seq)
+
+
+class RedisUpdatesFeed:
+    """This process's subscription to updates: a topic's channel while a local stream watches
+    it, a prefix pattern for `prefix.*` streams (see `PubSubReader`)."""
+
+    def __init__(self, reader: PubSubReader, keys: Keys) -> None:
+        self._reader = reader
+        self._keys = keys
+
+    def watch(self, selectors: Sequence[str]) -> None:
+        done: list[str] = []
+        try:
+            for selector in selectors:
+                self._change(selector, add=True)
+                done.append(selector)
+        except BaseException:
+            self.unwatch(done)
+            raise
+
+    def unwatch(self, selectors: Sequence[str]) -> None:
+        for selector in selectors:
+            self._change(selector, add=False)
+
+    def _change(self, selector: str, *, add: bool) -> None:
+        channel = self._keys.updates_channel
+        if selector == ALL or selector.endswith(".*"):
+            prefix = channel + selector[:-1].encode()  # `x.*` -> `...updates:x.`
+            (self._reader.add_prefix if add else self._reader.remove_prefix)(prefix)
+        else:
+            (self._reader.add_channel if add else self._reader.remove_channel)(
+                channel + selector.encode()
+            )
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class RedisBroker:
+    """Broker on a shared Redis (redis-py >= 5; works with and without gevent patching)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "pushsvc:",
+        history: int = 10_000,
+        shards: int = 1,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
+        socket_timeout: float = 5.0,
+        subscribe_timeout: float = 5.0,
+        ping_interval: float = 15.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        max_connections: int = 16,
+    ) -> None:
+        if history < 1:
+            raise ValueError(f"history must be at least 1, got {history}")
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.url = url
+        self.keys = Keys(prefix)
+        self.shards = shards
+        self._history = history
+        self._min_replicas = min_replicas
+        self._replica_timeout_ms = replica_timeout_ms
+        self._client = pooled_client(
+            url, max_connections=max_connections, socket_timeout=socket_timeout
+        )
+        self._append = self._client.register_script(source("append_events"))
+        self._publish = self._client.register_script(source("publish_updates"))
+        self._reader_options = {
+            "subscribe_timeout": subscribe_timeout,
+            "ping_interval": ping_interval,
+            "min_backoff": min_backoff,
+            "max_backoff": max_backoff,
+        }
+        self._socket_timeout = socket_timeout
+        self._feeds: list[RedisUpdatesFeed] = []
+        self._closed = False
+
+    # -- producer side -----------------------------------------------------
+
+    def append_events(self, topic: str, events: Sequence[Event], *, lateness_us: int) -> None:
+        self._check_open()
+        shard = (shard_of(topic, self.shards), self.shards)
+        keys = [self.keys.log(shard), self.keys.clocks, self.keys.logged(shard)]
+        args: list[str | bytes] = [topic, encode_events(events)]
+        for event in events:
+            args += [time_key(event.ts_us), time_key(event.ts_us + lateness_us)]
+        with unavailable("append_events"):
+            if self._min_replicas:
+                with self._client.pipeline(transaction=False) as pipe:
+                    self._append(keys=keys, args=args, client=pipe)
+                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
+                    result, replicas = pipe.execute()
+            else:
+                result, replicas = self._append(keys=keys, args=args), None
+        if result[0] == 0:
+            _raise_late(result, events, lateness_us)
+        if replicas is not None and replicas < self._min_replicas:
+            raise BrokerUnavailable(
+                f"the events reached {replicas} of {self._min_replicas} replicas in time; "
+                "they may still be applied (a retry can duplicate them)"
+            )
+
+    # -- updates -------------------------------------------------------------
+
+    def publish_updates(
+        self,
+        drafts: Sequence[UpdateDraft],
+        *,
+        applied: tuple[tuple[int, int], str, int] | None = None,
+        fence: str | None = None,
+    ) -> list[Update]:
+        """See `Broker.publish_updates`. The aggregator of a shard also passes `applied`
+        (shard, the last log entry these drafts come from, how many entries that was) and
+        its lease token as `fence`: the script then refuses (Fenced) unless the lease is
+        still its own, and records the position atomically with the updates."""
+        self._check_open()
+        if not drafts and applied is None:
+            return []
+        shard = applied[0] if applied is not None else (0, 1)
+        keys = [
+            self.keys.epoch,
+            self.keys.history,
+            self.keys.latest,
+            self.keys.trimmed,
+            self.keys.applied(shard),
+            self.keys.lease(shard),
+        ]
+        args: list[str | int | bytes] = [
+            new_epoch(),
+            self._history,
+            self.keys.updates_channel,
+            fence or "",
+            applied[1] if applied is not None else "",
+            applied[2] if applied is not None else 0,
+        ]
+        for d in drafts:
+            args += [d.topic, d.clock_us, d.body]
+        with unavailable("publish_updates"):
+            raw_epoch, stream_ids = self._publish(keys=keys, args=args)
+        epoch = raw_epoch.decode()
+        return [
+            Update.of(d, UpdateId.of_stream_id(epoch, i))
+            for d, i in zip(drafts, stream_ids, strict=True)
+        ]
+
+    def consume_updates(
+        self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None
+    ) -> RedisUpdatesFeed:
+        self._check_open()
+        channel = self.keys.updates_channel
+
+        def on_messages(messages: list[tuple[bytes, bytes]]) -> None:
+            updates: list[Update] = []
+            for name, data in messages:
+                try:
+                    topic = name[len(channel) :].decode()
+                    updates.extend(unpack(topic, packed) for packed in data.split(b"\n"))
+                except ValueError:
+                    log.warning("ignoring a malformed update message on %r", name)
+            if updates:
+                handler(updates)
+
+        reader = PubSubReader(
+            single_client(self.url, socket_timeout=self._socket_timeout),
+            name=f"pushsvc-redis-reader-{self.keys.prefix}",
+            on_messages=on_messages,
+            on_reset=on_reset,
+            **self._reader_options,
+        )
+        feed = RedisUpdatesFeed(reader, self.keys)
+        self._feeds.append(feed)
+        return feed
+
+    # -- history -----------------------------------------------------------
+
+    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
+        self._check_open()
+        keys = self.keys
+        with unavailable("replay"), self._client.pipeline(transaction=True) as pipe:
+            pipe.get(keys.epoch)
+            pipe.get(keys.trimmed)
+            pipe.xrevrange(keys.history, count=1)
+            pipe.xrange(keys.history, min=f"({after.ms}-{after.seq}")
+            current, trimmed, newest, entries = pipe.execute()
+        if current is None or current.decode() != after.epoch or not newest:
+            return None  # another history (Redis restarted empty, or a stranger's id)
+        if after.position > _position(newest[0][0]):
+            return None  # never issued
+        if trimmed is not None and after.position < _position(trimmed):
+            return None  # an update after `after` was trimmed
+        replayed = []
+        for stream_id, fields in entries:
+            topic = fields[b"t"].decode()
+            if match(topic):
+                update_id = UpdateId.of_stream_id(after.epoch, stream_id)
+                replayed.append(Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"]))
+        return replayed
+
+    def latest(self, match: TopicMatcher) -> dict[str, Update]:
+        self._check_open()
+        with unavailable("latest"):
+            if match.exact:
+                names = sorted(match.names)
+                values = cast(list[bytes | None], self._client.hmget(self.keys.latest, names))
+                found = zip(names, values, strict=True)
+                return {topic: unpack(topic, value) for topic, value in found if value}
+            packed = cast(dict[bytes, bytes], self._client.hgetall(self.keys.latest))
+        return {
+            topic: unpack(topic, value)
+            for topic, value in ((raw.decode(), value) for raw, value in packed.items())
+            if match(topic)
+        }
+
+    # -- operations ----------------------------------------------------------
+
+    def ping(self) -> None:
+        self._check_open()
+        with unavailable("ping"):
+            self._client.ping()
+
+    def lag(self) -> list[ShardLag]:
+        """Per shard: entries logged but not applied, the age of the oldest, and whether an
+        aggregator holds the shard's lease."""
+        self._check_open()
+        shards = [(i, self.shards) for i in range(self.shards)]
+        with unavailable("lag"), self._client.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.get(self.keys.logged(shard))
+                pipe.hmget(self.keys.applied(shard), ["id", "n"])
+                pipe.exists(self.keys.lease(shard))
+            replies = pipe.execute()
+        lags = []
+        now_ms = time.time() * 1000
+        for index, shard in enumerate(shards):
+            logged, (applied_id, applied_n), leased = replies[3 * index : 3 * index + 3]
+            entries = max(0, int(logged or 0) - int(applied_n or 0))
+            oldest_age_s = None
+            if entries:
+                start = b"(" + applied_id if applied_id else b"-"
+                with unavailable("lag"):
+                    first: Any = self._client.xrange(self.keys.log(shard), min=start, count=1)
+                if first:
+                    oldest_age_s = max(0.0, (now_ms - _position(first[0][0])[0]) / 1000)
+            lags.append(ShardLag(shard, entries, oldest_age_s, bool(leased)))
+        return lags
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for feed in self._feeds:
+            feed.close()
+        self._client.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+
+
+def _raise_late(result: list[object], events: Sequence[Event], lateness_us: int) -> None:
+    """The script found a late event: raise the one rule's own error for it."""
+    _, index, clock_key = result
+    clock = time_of_key(cast(bytes, clock_key))
+    try:
+        check_lateness(clock, [events[cast(int, index)]], lateness_us)
+    except PushsvcError as late:
+        late.index = cast(int, index)
+        raise
+    # The script and pushsvc.events.lateness disagree: a bug, never a silent accept.
+    raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")

@@ -1,0 +1,98 @@
+"""Where the Redis broker keeps things, and how it writes times so Lua compares them exactly.
+
+Every key and channel is under the configured prefix (default `pushsvc:`); a shard is
+`i/N` (`--shard`), and every process of a deployment must agree on N:
+
+    {prefix}log:{i}/{N}       stream  the shard's event log: k=e (t=topic, v=events) or
+                                      k=t (v=ticks); what a POST appends before its 202
+    {prefix}logged:{i}/{N}    counter entries ever appended to that log
+    {prefix}applied:{i}/{N}   hash    id (the last entry applied) and n (entries applied),
+                                      written atomically with the updates they produced
+    {prefix}lease:{i}/{N}     string  the token of the shard's active aggregator
+    {prefix}clocks            hash    topic -> T, the largest event time or tick clock logged
+    {prefix}updates:{topic}   channel runs of updates, `<id> <clock_us> <body>` per line
+    {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
+    {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
+    {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
+    {prefix}trimmed           string  stream id of the newest update trimmed from the history
+
+For Redis Cluster every key must share a slot: use a prefix with a hash tag, `{pushsvc}:`.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+# Event times are -2**62 < t < 2**62 µs (years 1..9999 are ±2.6e17); shifted by 2**62 and
+# written with 19 digits, string order is integer order, which Lua (doubles) cannot give
+# beyond 2**53 (before 1685 or after 2255).
+_TIME_OFFSET = 1 << 62
+_TIME_DIGITS = 19
+
+
+def time_key(us: int) -> str:
+    """A time (µs) as a fixed-width decimal string whose string order is numeric order."""
+    return f"{us + _TIME_OFFSET:0{_TIME_DIGITS}d}"
+
+
+def time_of_key(key: bytes | str) -> int:
+    return int(key) - _TIME_OFFSET
+
+
+def shard_of(topic: str, count: int) -> int:
+    """The shard (0..count-1) that owns `topic`; crc32 is stable across processes and hosts."""
+    return 0 if count == 1 else zlib.crc32(topic.encode()) % count
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The names under one prefix."""
+
+    prefix: str
+
+    @property
+    def clocks(self) -> str:
+        return f"{self.prefix}clocks"
+
+    @property
+    def history(self) -> str:
+        return f"{self.prefix}history"
+
+    @property
+    def latest(self) -> str:
+        return f"{self.prefix}latest"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
+
+    @property
+    def trimmed(self) -> str:
+        return f"{self.prefix}trimmed"
+
+    @property
+    def updates_channel(self) -> bytes:
+        """The channel prefix: a topic's updates go to this plus the topic name."""
+        return f"{self.prefix}updates:".encode()
+
+    def updates_pattern(self, topic_prefix: str) -> bytes:
+        """The pattern of every topic starting with `topic_prefix` ('' for all)."""
+        return f"{glob_escape(self.prefix)}updates:{glob_escape(topic_prefix)}*".encode()
+
+    def log(self, shard: tuple[int, int]) -> str:
+        return f"{self.prefix}log:{shard[0]}/{shard[1]}"
+
+    def logged(self, shard: tuple[int, int]) -> str:
+        return f"{self.prefix}logged:{shard[0]}/{shard[1]}"
+
+    def applied(self, shard: tuple[int, int]) -> str:
+        return f"{self.prefix}applied:{shard[0]}/{shard[1]}"
+
+    def lease(self, shard: tuple[int, int]) -> str:
+        return f"{self.prefix}lease:{shard[0]}/{shard[1]}"

@@ -1,0 +1,124 @@
+"""A shard's event log as its aggregators read it: entries, the applied position, ticks, trim.
+
+An entry is one POST's batch of one topic (`k=e`), or one round of idle ticks (`k=t`), which
+only the lease holder appends. Entries are applied in log order; "applied up to" is written
+by the publish script together with the updates (see `RedisBroker.publish_updates`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+
+from pushsvc.broker.lua import source
+from pushsvc.broker.redis.broker import decode_events, unavailable, unpack
+from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.keys import Keys, time_key
+from pushsvc.events import Event
+
+FIRST = "0-0"
+"""The position before any entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry: `events` of `topic`, or `ticks` (topic -> clock µs)."""
+
+    id: str
+    topic: str | None = None
+    events: list[Event] | None = None
+    ticks: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """Where a starting aggregator begins: the last entry applied (FIRST for none), how many
+    entries that was, and each topic's window clock at that point."""
+
+    applied: str
+    applied_count: int
+    clocks: dict[str, int]
+
+
+def position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
+    entry_id = raw_id.decode()
+    if fields.get(b"k") == b"t":
+        ticks = {str(t): int(c) for t, c in orjson.loads(fields[b"v"]).items()}
+        return Entry(entry_id, ticks=ticks)
+    return Entry(entry_id, fields[b"t"].decode(), decode_events(fields[b"v"]))
+
+
+class EventLog:
+    """One shard's log, for that shard's aggregators. Not greenlet-safe: one runner uses it.
+
+    Reads that block (`read` with `block_ms`) use a connection of their own, so the lease and
+    the publishing never wait behind them.
+    """
+
+    def __init__(self, url: str, keys: Keys, shard: tuple[int, int], *, socket_timeout: float):
+        self.keys = keys
+        self.shard = shard
+        self._log = keys.log(shard)
+        # A blocked XREAD must outlive the socket timeout it is given.
+        self._client = single_client(url, socket_timeout=socket_timeout)
+        self._state = self._client.register_script(source("read_state"))
+        self._ticks = self._client.register_script(source("append_ticks"))
+
+    def state(self) -> LogState:
+        with unavailable("read_state"):
+            keys = [self.keys.applied(self.shard), self.keys.latest]
+            applied, count, flat = self._state(keys=keys)
+        pairs = cast(list[bytes], flat)
+        clocks = {
+            pairs[i].decode(): unpack(pairs[i].decode(), pairs[i + 1]).clock_us
+            for i in range(0, len(pairs), 2)
+        }
+        return LogState(applied.decode() if applied else FIRST, int(count or 0), clocks)
+
+    def applied(self) -> str:
+        """The last entry the active aggregator applied (FIRST for none)."""
+        with unavailable("applied"):
+            value = self._client.hget(self.keys.applied(self.shard), "id")
+        return cast(bytes, value).decode() if value else FIRST
+
+    def read(self, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
+        """Entries after `after`, oldest first; with `block_ms`, wait that long for one."""
+        with unavailable("read"):
+            reply: Any = self._client.xread({self._log: after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [_entry(raw_id, fields) for raw_id, fields in reply[0][1]]
+
+    def upto(self, after: str, last: str, *, count: int) -> list[Entry]:
+        """Entries after `after` up to `last` included (rebuilding), at most `count`."""
+        start = "-" if after == FIRST else f"({after}"
+        with unavailable("read"):
+            raw: Any = self._client.xrange(self._log, min=start, max=last, count=count)
+        return [_entry(raw_id, fields) for raw_id, fields in raw]
+
+    def append_ticks(self, fence: str, ticks: Mapping[str, int]) -> str:
+        """Log a round of idle ticks; Fenced unless `fence` is the lease's token."""
+        shard = self.shard
+        keys = [self._log, self.keys.clocks, self.keys.logged(shard), self.keys.lease(shard)]
+        args: list[str | bytes] = [fence, orjson.dumps(dict(ticks))]
+        for topic, clock in ticks.items():
+            args += [topic, time_key(clock)]
+        with unavailable("append_ticks"):
+            entry_id = self._ticks(keys=keys, args=args)
+        return cast(bytes, entry_id).decode()
+
+    def trim(self, before: str) -> None:
+        """Forget the entries before `before` (no aggregator needs them to rebuild)."""
+        with unavailable("trim"):
+            self._client.xtrim(self._log, minid=before, approximate=False)
+
+    def close(self) -> None:
+        self._client.close()

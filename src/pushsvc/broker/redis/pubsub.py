@@ -1,0 +1,287 @@
+"""One pub/sub connection per process, subscribed only to what the process needs now.
+
+`PubSubReader` holds reference-counted subscriptions to channels and to channel prefixes
+(PSUBSCRIBE `prefix*`), one reader thread (a greenlet once gevent has patched `threading`)
+and one connection, whatever the number of subscribers. Redis sends a message once per
+matching subscription, so a channel both subscribed and covered by a prefix (or by two
+prefixes) would arrive twice: the reader delivers each publication once, through the first
+confirmed prefix that covers it, else through its channel. Confirmations arrive in order on
+the one connection, so that choice is exact.
+
+On a lost connection the reader calls `on_reset` (what was published meanwhile is lost to
+this process: Redis pub/sub is at most once), reconnects with exponential backoff and
+subscribes to everything wanted again by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pushsvc.broker.redis.keys import glob_escape
+from pushsvc.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+_POLL_S = 0.2  # how often the reader looks up from the socket, bounds close() latency
+_MAX_BATCH = 256  # messages handed over together when they arrive in a burst
+
+Messages = Callable[[list[tuple[bytes, bytes]]], None]
+"""Called in the reader thread with (channel, data) pairs in arrival order."""
+
+
+def _pattern(prefix: bytes) -> bytes:
+    return glob_escape(prefix.decode()).encode() + b"*"
+
+
+class PubSubReader:
+    """Subscriptions of one process; greenlet- and thread-safe."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        name: str,
+        on_messages: Messages,
+        on_reset: Callable[[], None] = lambda: None,
+        subscribe_timeout: float = 5.0,
+        ping_interval: float = 15.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._name = name
+        self._on_messages = on_messages
+        self._on_reset = on_reset
+        self._subscribe_timeout = subscribe_timeout
+        self._ping_interval = ping_interval
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        # Changed under _cond only.
+        self._cond = threading.Condition()
+        self._channels: Counter[bytes] = Counter()  # wanted, with reference counts
+        self._prefixes: Counter[bytes] = Counter()
+        self._confirmed_channels: set[bytes] = set()  # on the current connection
+        self._confirmed_patterns: dict[bytes, bytes] = {}  # pattern -> its prefix
+        self._pubsub: PubSub | None = None
+        self._reconnect = False  # a (un)subscribe command failed: start over
+        self._reader: threading.Thread | None = None
+        self._closed = False
+        self._closing = threading.Event()
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def add_channel(self, channel: bytes) -> None:
+        """Receive `channel`; returns once Redis confirmed it, or raises BrokerUnavailable."""
+        self._add(self._channels, channel, "subscribe", channel, self._confirmed_channels)
+
+    def remove_channel(self, channel: bytes) -> None:
+        self._remove(self._channels, channel, "unsubscribe", channel)
+
+    def add_prefix(self, prefix: bytes) -> None:
+        """Receive every channel that starts with `prefix`; like `add_channel`."""
+        pattern = _pattern(prefix)
+        self._add(self._prefixes, prefix, "psubscribe", pattern, self._confirmed_patterns)
+
+    def remove_prefix(self, prefix: bytes) -> None:
+        self._remove(self._prefixes, prefix, "punsubscribe", _pattern(prefix))
+
+    def _add(
+        self,
+        wanted: Counter[bytes],
+        key: bytes,
+        command: str,
+        name: bytes,
+        confirmed: set[bytes] | dict[bytes, bytes],
+    ) -> None:
+        with self._cond:
+            if self._closed:
+                raise BrokerUnavailable("the broker is closed")
+            wanted[key] += 1
+            if wanted[key] == 1:
+                self._send(command, name)
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._reader.start()
+            if threading.current_thread() is self._reader:
+                return  # waiting would deadlock: we are the one who reads
+            if (
+                self._cond.wait_for(
+                    lambda: name in confirmed or self._closed, self._subscribe_timeout
+                )
+                and not self._closed
+            ):
+                return
+            wanted[key] -= 1
+            if wanted[key] == 0:
+                del wanted[key]
+                self._send("un" + command, name)
+        raise BrokerUnavailable("Redis did not confirm the subscription")
+
+    def _remove(self, wanted: Counter[bytes], key: bytes, command: str, name: bytes) -> None:
+        with self._cond:
+            if wanted[key] <= 0:
+                return
+            wanted[key] -= 1
+            if wanted[key] == 0:
+                del wanted[key]
+                self._send(command, name)
+
+    def _send(self, command: str, name: bytes) -> None:
+        """A (un)subscribe command on the live connection, if any; a new connection
+        subscribes to everything wanted anyway. Called with _cond held."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        try:
+            getattr(pubsub, command)(name)
+        except _UNREACHABLE:
+            self._reconnect = True
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            reader = self._reader
+            self._cond.notify_all()
+        self._closing.set()
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=_POLL_S * 10)
+        self._client.close()
+
+    # -- the reader --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self._min_backoff
+        lost = False
+        while not self._closing.is_set():
+            connected = False
+            try:
+                self._connect()
+                connected = True
+                if lost:
+                    log.warning("redis pub/sub reconnected")
+                    lost = False
+                backoff = self._min_backoff
+                self._read()
+            except (RedisError, OSError) as exc:
+                if not self._closing.is_set() and not lost:
+                    log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
+                lost = True
+            except Exception:
+                log.exception("redis pub/sub reader failed; reconnecting")
+                lost = True
+            finally:
+                self._disconnect()
+            if connected and not self._closing.is_set():
+                self._reset()
+            if self._closing.wait(backoff):
+                break
+            backoff = min(backoff * 2, self._max_backoff)
+
+    def _reset(self) -> None:
+        try:
+            self._on_reset()
+        except Exception:
+            log.exception("pub/sub reset handler failed")
+
+    def _connect(self) -> None:
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        with self._cond:
+            self._pubsub = pubsub
+            self._reconnect = False
+            if self._channels:
+                pubsub.subscribe(*sorted(self._channels))
+            if self._prefixes:
+                pubsub.psubscribe(*sorted(_pattern(p) for p in self._prefixes))
+
+    def _disconnect(self) -> None:
+        with self._cond:
+            pubsub, self._pubsub = self._pubsub, None
+            self._confirmed_channels.clear()
+            self._confirmed_patterns.clear()
+            self._cond.notify_all()
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                pubsub.close()
+
+    def _read(self) -> None:
+        """Read until closing; raise on any sign of a dead connection."""
+        last_heard = time.monotonic()
+        pinged_at: float | None = None
+        while not self._closing.is_set():
+            with self._cond:
+                if self._reconnect:
+                    raise RedisConnectionError("a subscribe command failed")
+                pubsub = self._pubsub
+            assert pubsub is not None
+            message = pubsub.get_message(timeout=_POLL_S)
+            now = time.monotonic()
+            if message is not None:
+                last_heard, pinged_at = now, None
+                self._dispatch(pubsub, message)
+            elif not pubsub.subscribed:
+                last_heard = now  # nothing to listen to, nothing to check
+            elif pinged_at is None and now - last_heard > self._ping_interval:
+                # A quiet connection may be a dead one (half-open TCP): ask.
+                with self._cond:
+                    pubsub.ping()
+                pinged_at = now
+            elif pinged_at is not None and now - pinged_at > self._ping_interval:
+                raise RedisTimeoutError("no reply to PING on the pub/sub connection")
+
+    def _dispatch(self, pubsub: PubSub, message: dict[str, Any]) -> None:
+        batch: list[tuple[bytes, bytes]] = []
+        for _ in range(_MAX_BATCH):
+            kind = message["type"]
+            if kind == "message":
+                channel = message["channel"]
+                if not any(channel.startswith(p) for p in self._confirmed_patterns.values()):
+                    batch.append((channel, message["data"]))
+            elif kind == "pmessage":
+                channel = message["channel"]
+                covering = [
+                    pattern
+                    for pattern, prefix in self._confirmed_patterns.items()
+                    if channel.startswith(prefix)
+                ]
+                if covering and min(covering) == message["pattern"]:
+                    batch.append((channel, message["data"]))
+            else:
+                self._confirm(kind, message["channel"])
+            next_message = pubsub.get_message(timeout=0.0)
+            if next_message is None:
+                break
+            message = next_message
+        if batch:
+            try:
+                self._on_messages(batch)
+            except Exception:
+                log.exception("pub/sub message handler failed")
+
+    def _confirm(self, kind: str, name: bytes) -> None:
+        with self._cond:
+            if kind == "subscribe" and name in self._channels:
+                self._confirmed_channels.add(name)
+            elif kind == "unsubscribe":
+                self._confirmed_channels.discard(name)
+            elif kind == "psubscribe":
+                prefix = next((p for p in self._prefixes if _pattern(p) == name), None)
+                if prefix is not None:
+                    self._confirmed_patterns[name] = prefix
+            elif kind == "punsubscribe":
+                self._confirmed_patterns.pop(name, None)
+            self._cond.notify_all()
