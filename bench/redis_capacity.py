@@ -1,0 +1,206 @@
+"""How many updates per second one Redis sustains for pushsvc's publish path (docs/scaling.md).
+
+It drives the Redis side of the pipeline exactly as a deployment does, without HTTP and without
+web processes, so that Redis is what is measured:
+
+* P producer processes append batches of B events (`RedisBroker.append_events`: the POST's
+  append script — lateness, XADD to the shard's log) as fast as Redis accepts them;
+* one aggregator (this process) reads the log (`EventLog.read`, up to 512 entries), applies
+  them (`Aggregator.apply_events`) and publishes the drafts with the lease as fence
+  (`RedisBroker.publish_updates`: ids, history, latest, applied position, PUBLISH), until
+  every entry is applied — the same loop as `pushsvc.aggregation.ShardRunner`;
+* K pub/sub subscribers (`redis-cli psubscribe` processes, C, writing to /dev/null) stand for
+  K web processes that each watch every topic, so PUBLISH's fan-out is paid as in a deployment.
+
+The figure that matters is Redis's own CPU time (INFO cpu: used_cpu_user + used_cpu_sys) per
+update: `updates per Redis core-second`. Redis runs commands on one thread, so that is the
+ceiling of one Redis for this path when it has a core to itself. On a 2-core machine the
+producers and the aggregator compete with Redis for CPU, so the wall rate is lower; it is
+printed beside. `BENCH_COMMANDSTATS=1` prints Redis's per-command times to stderr.
+
+    python bench/redis_capacity.py --batch 1,10,100 --subscribers 0,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from pushsvc.aggregator import Aggregator
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.events import Event
+from pushsvc.lease import Lease
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_server import RedisServer
+
+WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
+LABELS = ("10s", "1m", "5m")
+TOPICS = 50
+
+
+def redis_cpu_s(admin: redis.Redis) -> float:
+    cpu = admin.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def start_subscribers(
+    server: RedisServer, count: int, pattern: str
+) -> list[subprocess.Popen[bytes]]:
+    procs = [
+        subprocess.Popen(
+            ["redis-cli", "-p", str(server.port), "psubscribe", pattern],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    admin = redis.Redis(port=server.port)
+    deadline = time.monotonic() + 10
+    while int(admin.pubsub_numpat()) < (1 if count else 0) or _clients(admin) < count + 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the subscribers did not connect")
+        time.sleep(0.01)
+    admin.close()
+    return procs
+
+
+def _clients(admin: redis.Redis) -> int:
+    return int(admin.info("clients")["connected_clients"])
+
+
+def produce(url: str, prefix: str, batch: int, entries: int, seed: int) -> None:
+    """One producer process: `entries` appends of `batch` events each, as fast as accepted."""
+    broker = RedisBroker(url, prefix=prefix, history=10_000)
+    now_us = time.time_ns() // 1000
+    for n in range(entries):
+        topic = f"topic-{(seed + n) % TOPICS}"
+        events = [Event(float(i), now_us + n * batch + i, {}) for i in range(batch)]
+        broker.append_events(topic, events, lateness_us=3_600_000_000)
+    broker.close()
+
+
+def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str, object]:
+    server = RedisServer().start()
+    prefix = "bench:"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs = start_subscribers(server, subscribers, f"{prefix}updates:*")
+        broker = RedisBroker(server.url, prefix=prefix, history=10_000)
+        keys = Keys(prefix)
+        shard = (0, 1)
+        event_log = EventLog(server.url, keys, shard, socket_timeout=5.0)
+        lease = Lease(server.url, keys.lease(shard), ttl_us=600_000_000)
+        assert lease.renew(), "no one else holds the lease"
+        aggregator = Aggregator(
+            windows_us=WINDOWS_US, labels=LABELS, wall_clock=lambda: time.time_ns() // 1000
+        )
+        admin = redis.Redis.from_url(server.url)
+        per_producer = max(1, updates // batch // producers)
+        total_entries = per_producer * producers
+        context = multiprocessing.get_context("fork")
+        workers = [
+            context.Process(
+                target=produce, args=(server.url, prefix, batch, per_producer, p * 7919)
+            )
+            for p in range(producers)
+        ]
+        cpu_before, wall_before = redis_cpu_s(admin), time.perf_counter()
+        for worker in workers:
+            worker.start()
+        # Like ShardRunner: up to 512 entries a read, about 5000 drafts a publish at most.
+        read_count = min(512, max(1, 5000 // batch))
+        after, applied, published, publishes = FIRST, 0, 0, 0
+        while applied < total_entries:
+            entries = event_log.read(after, count=read_count, block_ms=1000)
+            if not entries:
+                if not any(w.is_alive() for w in workers) and applied < total_entries:
+                    raise RuntimeError("a producer died")
+                continue
+            drafts = []
+            for entry in entries:
+                assert entry.topic is not None and entry.events is not None
+                drafts += aggregator.apply_events(entry.topic, entry.events)
+            after, applied = entries[-1].id, applied + len(entries)
+            broker.publish_updates(drafts, applied=(shard, after, len(entries)), fence=lease.token)
+            published += len(drafts)
+            publishes += 1
+        wall_s = time.perf_counter() - wall_before
+        cpu_s = redis_cpu_s(admin) - cpu_before
+        for worker in workers:
+            worker.join()
+        log_bytes = int(admin.memory_usage(keys.log(shard), samples=0) or 0)
+        history_bytes = int(admin.memory_usage(keys.history, samples=0) or 0)
+        history_len = int(admin.xlen(keys.history))
+        if os.environ.get("BENCH_COMMANDSTATS"):
+            for name, stat in sorted(admin.info("commandstats").items()):
+                print(f"#   {name}: {stat}", file=sys.stderr)
+        admin.close()
+        lease.close()
+        event_log.close()
+        broker.close()
+        return {
+            "batch": batch,
+            "producers": producers,
+            "subscribers": subscribers,
+            "updates": published,
+            "drafts_per_publish": round(published / publishes, 1),
+            "redis_cpu_s": round(cpu_s, 3),
+            "updates_per_redis_core_s": round(published / cpu_s) if cpu_s else None,
+            "wall_updates_per_s": round(published / wall_s),
+            "log_bytes_per_event": round(log_bytes / published),
+            "history_bytes_per_update": round(history_bytes / history_len),
+        }
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", default="1,10,100", help="events per POST, comma-separated")
+    parser.add_argument(
+        "--subscribers", default="0,4,16", help="pub/sub subscribers (web processes)"
+    )
+    parser.add_argument("--producers", type=int, default=4, help="producer processes")
+    parser.add_argument("--updates", type=int, default=50_000, help="updates per row")
+    parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    args = parser.parse_args()
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+    print(f"# {os.cpu_count()} cores; {version.stdout.strip()}")
+    if not args.json:
+        print(
+            f"{'batch':>6} {'subs':>5} {'updates':>8} {'per publish':>11} {'Redis CPU s':>11} "
+            f"{'updates/Redis core-s':>21} {'wall updates/s':>15} {'log B/event':>12} "
+            f"{'history B/update':>17}"
+        )
+    for subscribers in (int(s) for s in args.subscribers.split(",")):
+        for batch in (int(b) for b in args.batch.split(",")):
+            row = run(batch, subscribers, args.updates, args.producers)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                print(
+                    f"{row['batch']:>6} {row['subscribers']:>5} {row['updates']:>8} "
+                    f"{row['drafts_per_publish']:>11} {row['redis_cpu_s']:>11} "
+                    f"{row['updates_per_redis_core_s']:>21} {row['wall_updates_per_s']:>15} "
+                    f"{row['log_bytes_per_event']:>12} {row['history_bytes_per_update']:>17}",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
