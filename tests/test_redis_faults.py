@@ -5,7 +5,10 @@ Each test has its own redis-server, which it stops and starts again (empty).
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -202,3 +205,95 @@ def test_close_stops_the_reader_promptly(
     broker.close()
     assert time.monotonic() - started < 1.5
     assert not reader_alive(prefix)
+
+
+def test_a_frozen_redis_is_noticed_by_ping_and_a_slow_reader_is_not_cut_off(
+    own_redis: RedisServer, brokers: Callable[..., RedisBroker]
+) -> None:
+    """The pub/sub connection has no read timeout (a busy process may not read for seconds
+    and must keep its streams): a Redis that stops answering is found by the reader's PING."""
+    consumer = brokers(ping_interval=0.3)
+    updates: queue.Queue[Update] = queue.Queue()
+    resets: queue.Queue[str] = queue.Queue()
+    feed = consumer.consume_updates(
+        lambda batch: [updates.put(u) for u in batch], on_reset=lambda: resets.put("reset")
+    )
+    feed.watch(["a"])
+    # Quiet for longer than the PING interval: a live Redis answers, nothing is reset.
+    time.sleep(1.0)  # the quiet period itself is what is tested
+    assert resets.empty()
+    assert own_redis._proc is not None
+    own_redis._proc.send_signal(signal.SIGSTOP)  # alive, connected, silent (like a partition)
+    try:
+        assert resets.get(timeout=WAIT) == "reset"
+    finally:
+        own_redis._proc.send_signal(signal.SIGCONT)
+
+
+class SlowProxy:
+    """A TCP proxy to Redis whose replies, once `slow` is set, trickle in 64 KB pieces with a
+    pause between them: a large pub/sub message arrives over several of the reader's polls."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.slow = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                if replies and self.slow.is_set():
+                    time.sleep(0.3)  # longer than the reader's 0.2 s poll
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_a_message_that_arrives_in_pieces_is_read_whole_without_a_reset(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    proxy = SlowProxy(own_redis.port)
+    consumer = RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, history=100)
+    producer = RedisBroker(own_redis.url, prefix=prefix, history=100)
+    try:
+        updates: queue.Queue[Update] = queue.Queue()
+        resets: queue.Queue[str] = queue.Queue()
+        feed = consumer.consume_updates(
+            lambda batch: [updates.put(u) for u in batch], on_reset=lambda: resets.put("reset")
+        )
+        feed.watch(["big"])
+        proxy.slow.set()
+        # One run of 1,000 updates of ~0.5 KB: one PUBLISH of about 0.5 MB.
+        drafts = [
+            UpdateDraft("big", n, orjson.dumps({"topic": "big", "pad": "x" * 500, "n": n}))
+            for n in range(1000)
+        ]
+        published = producer.publish_updates(drafts)
+        received = [updates.get(timeout=WAIT) for _ in published]
+        assert received == published
+        assert resets.empty(), "the reader took a slow message for a dead connection"
+    finally:
+        consumer.close()
+        producer.close()
+        proxy.close()

@@ -250,7 +250,9 @@ class RedisBroker:
                 handler(updates)
 
         reader = PubSubReader(
-            single_client(self.url, socket_timeout=self._socket_timeout),
+            # No socket timeout: the reader polls with its own, and finds dead connections
+            # with a PING after `ping_interval` of silence (see pubsub._next_message).
+            single_client(self.url, socket_timeout=None),
             name=f"pushsvc-redis-reader-{self.keys.prefix}",
             on_messages=on_messages,
             on_reset=on_reset,

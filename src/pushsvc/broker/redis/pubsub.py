@@ -46,6 +46,22 @@ def _pattern(prefix: bytes) -> bytes:
     return glob_escape(prefix.decode()).encode() + b"*"
 
 
+def _next_message(pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
+    """The next complete message, or None when none has fully arrived within `timeout`.
+
+    redis-py reads a message with the poll's timeout: one larger than a socket read that has
+    arrived only in part (a 1,000-update run is ~700 KB), or a process too busy to run its
+    loop in time, raises its TimeoutError. That is not a dead connection — the parser keeps
+    the bytes read and the next call continues — so it must not end every stream of a busy
+    web process (found by bench/e2e.py). Dead connections are found by the PING in `_read`.
+    """
+    try:
+        message: dict[str, Any] | None = pubsub.get_message(timeout=timeout)
+    except RedisTimeoutError:
+        return None
+    return message
+
+
 class PubSubReader:
     """Subscriptions of one process; greenlet- and thread-safe."""
 
@@ -228,7 +244,7 @@ class PubSubReader:
                     raise RedisConnectionError("a subscribe command failed")
                 pubsub = self._pubsub
             assert pubsub is not None
-            message = pubsub.get_message(timeout=_POLL_S)
+            message = _next_message(pubsub, _POLL_S)
             now = time.monotonic()
             if message is not None:
                 last_heard, pinged_at = now, None
@@ -262,7 +278,7 @@ class PubSubReader:
                     batch.append((channel, message["data"]))
             else:
                 self._confirm(kind, message["channel"])
-            next_message = pubsub.get_message(timeout=0.0)
+            next_message = _next_message(pubsub, 0.0)
             if next_message is None:
                 break
             message = next_message
