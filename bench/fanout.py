@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_csv,
         default=None,
         help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
-        "pushsvc-redis-W and flask-sse-W for W workers",
+        "pushsvc-redis-W, pushsvc-workers-W and flask-sse-W for W workers",
     )
     parser.add_argument("--subscribers", "-n", type=_csv, default=None, help="e.g. 100,1000")
     parser.add_argument("--rate", "-r", type=_csv, default=None, help="events/s or max: 100,max")

@@ -428,10 +428,54 @@ class FlaskSSE(Deployment):
         return int(self._redis_client.pubsub_numsub("sse")[0][1])
 
 
+class PushsvcWorkers(Deployment):
+    """`pushsvc serve --workers W`: the one-command deployment (W web workers on one port, an
+    aggregator and a private redis-server, all children of the supervisor)."""
+
+    kind = "pushsvc"
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers = workers
+        self.name = f"pushsvc-workers-{workers}"
+
+    def start(self) -> None:
+        self.proc = PushsvcProcess(
+            "serve", "--workers", str(self.workers), "--tick", "0", "--port", "0"
+        ).start()
+        # Ready when every worker listens: each logs its own "listening on".
+        deadline = time.monotonic() + 30
+        while sum("listening on" in line for line in self.proc.output) < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not start: {self.proc.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.stop()
+        super().stop()
+
+    def stream_urls(self) -> list[str]:
+        return [f"{self.proc.base}/topics/{TOPIC}/stream"]  # the kernel spreads them
+
+    def publish_url(self) -> str:
+        return f"{self.proc.base}/topics/{TOPIC}/events"
+
+    def pids(self) -> list[int]:
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children(pid)
+        return found
+
+
 def make_deployment(name: str, *, subscribers: int) -> Deployment:
-    """`pushsvc-memory`, `pushsvc-redis-W`, `flask-sse` (one worker) or `flask-sse-W`."""
+    """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker) or
+    `flask-sse-W`."""
     if name == "pushsvc-memory":
         return PushsvcMemory()
+    if name.startswith("pushsvc-workers-") and name.rpartition("-")[2].isdigit():
+        return PushsvcWorkers(int(name.rpartition("-")[2]))
     match = re.fullmatch(r"(pushsvc-redis|flask-sse)(?:-(\d+))?", name)
     if match is None or (match[1] == "pushsvc-redis" and match[2] is None):
         raise ValueError(f"unknown server {name!r}")
