@@ -20,8 +20,8 @@ Method.
   ``insert_many``; without selection the ``scalar_*`` runs compute every statistic.
 * Rates are events per second of process CPU time ("per core": everything is single-threaded),
   the median of ``--repeats`` consecutive timed segments; wall-clock rates are reported too.
-* ``aggregator_all_3w``: ``Aggregator.handle`` (lateness check, windows, update JSON per event)
-  with a publish callback that only counts the updates.
+* ``aggregator_all_3w``: the lateness rule and ``Aggregator.apply_events`` (windows, update JSON
+  per event), as the embedded broker runs them for a POSTed batch.
 * River: per window, ``TimeRolling`` around ``stats.Sum``, ``stats.Mean`` and ``stats.Var``
   (count is the Mean's ``n``, stddev the root of Var); ``update(x, t=datetime)`` then ``get()``
   per event. River cannot roll ``Count``, ``Min`` or ``Max`` by time (they have no ``revert``),
@@ -54,7 +54,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -69,8 +69,9 @@ from common import Timing, machine, median, nearest_rank_us, timed
 try:
     from pushsvc import stats as stats_package
     from pushsvc.aggregator import Aggregator
-    from pushsvc.events import Event
+    from pushsvc.events import Event, check_lateness
     from pushsvc.stats import STAT_KEYS, TopicWindows
+    from pushsvc.updates import UpdateDraft
 except ImportError as exc:  # pragma: no cover - a usage error, not a code path
     sys.exit(f"cannot import pushsvc ({exc}): pip install -e . or run with PYTHONPATH=src")
 
@@ -333,14 +334,19 @@ def run_latency(api: EngineApi, config: Config, stream: Stream, plan: Plan) -> d
     }
 
 
-def new_aggregator(publish: Callable[[list[Any]], object]) -> Aggregator:
+def new_aggregator() -> Aggregator:
     return Aggregator(
         windows_us=[w for w, _ in WINDOWS],
         labels=[label for _, label in WINDOWS],
-        allowed_lateness_us=LATENESS_US,
-        publish=publish,
         wall_clock=lambda: 0,
     )
+
+
+def apply(agg: Aggregator, batch: list[Event]) -> list[UpdateDraft]:
+    """What the embedded broker does with a POSTed batch: the lateness rule, then the windows
+    and one update body per event."""
+    check_lateness(agg.clock(TOPIC), batch, LATENESS_US)
+    return agg.apply_events(TOPIC, batch)
 
 
 def event_batches(stream: Stream, a: int, b: int, size: int) -> list[list[Event]]:
@@ -349,30 +355,19 @@ def event_batches(stream: Stream, a: int, b: int, size: int) -> list[list[Event]
 
 
 def run_aggregator(stream: Stream, plan: Plan, size: int) -> dict:
-    published = [0]
-
-    def publish(drafts: list[Any]) -> None:
-        published[0] += len(drafts)
-
-    agg = new_aggregator(publish)
+    agg = new_aggregator()
     for batch in event_batches(stream, 0, stream.warm, size):
-        agg.handle(TOPIC, batch)
+        apply(agg, batch)
 
     def feed(batches: list[list[Event]]) -> int:
-        before = published[0]
-        handle = agg.handle
-        for batch in batches:
-            handle(TOPIC, batch)
-        return published[0] - before
+        return sum(len(apply(agg, batch)) for batch in batches)
 
     timings = [
         timed(partial(feed, event_batches(stream, a, b, size)))
         for a, b in plan.segments(stream, plan.segment)
     ]
-    if agg.late_dropped:
-        raise RuntimeError(f"the aggregator dropped {agg.late_dropped} events as late")
     out = rate(timings, plan.segment * plan.repeats)
-    out["api"] = f"Aggregator.handle, batches of {size}"
+    out["api"] = f"lateness + Aggregator.apply_events, batches of {size}"
     return out
 
 
@@ -631,10 +626,10 @@ def check(api: EngineApi, stream: Stream, batch: int) -> dict:
                 compare(g, w, config.expected_stats(), f"{config.name} {mode} event {i}", failures)
             checked.append(f"{config.name} {mode}")
 
-    drafts: list[Any] = []
-    agg = new_aggregator(drafts.extend)
+    drafts: list[UpdateDraft] = []
+    agg = new_aggregator()
     for batch_events in event_batches(stream, 0, len(stream), batch):
-        agg.handle(TOPIC, batch_events)
+        drafts += apply(agg, batch_events)
     if len(drafts) != len(stream):
         failures.append(f"aggregator: {len(drafts)} updates for {len(stream)} events")
     else:
@@ -844,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--events", type=int, default=100_000, help="events per timed segment")
     parser.add_argument("--repeats", type=int, default=3, help="timed segments (median)")
-    parser.add_argument("--batch", type=int, default=100, help="events per insert_many/handle")
+    parser.add_argument("--batch", type=int, default=100, help="events per batch")
     parser.add_argument("--river-events", type=int, default=300, help="per River segment")
     parser.add_argument("--pandas-events", type=int, default=10, help="per pandas segment")
     args = parser.parse_args(argv)
