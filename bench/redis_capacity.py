@@ -30,7 +30,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import redis
 
@@ -40,9 +39,7 @@ from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.log import FIRST, EventLog
 from pushsvc.events import Event
 from pushsvc.lease import Lease
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_server import RedisServer
+from pushsvc.testing.redis_server import RedisServer
 
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
 LABELS = ("10s", "1m", "5m")

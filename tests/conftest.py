@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from live import PushsvcProcess
-from redis_server import RedisServer
+from pushsvc.testing.live import PushsvcProcess
+from pushsvc.testing.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

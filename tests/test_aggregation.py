@@ -17,8 +17,8 @@ from pushsvc.broker.redis.log import EventLog
 from pushsvc.errors import LateEvent
 from pushsvc.events import Event
 from pushsvc.lease import Lease
+from pushsvc.testing.redis_server import RedisServer
 from pushsvc.topics import TopicMatcher
-from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

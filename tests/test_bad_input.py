@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from live import PushsvcProcess, SSEClient, request
+from pushsvc.testing.live import PushsvcProcess, SSEClient, request
 
 BIG = b'{"value": 1, "tags": {"x": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from loadgen.dechunk import Dechunker
 from loadgen.http1 import ProtocolError
 from loadgen.idcount import IdCounter, Verdict, judge_ids, judge_values
-from redis_server import BINARY_ENV, find_redis_server
+from pushsvc.testing.redis_server import BINARY_ENV, find_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,9 +30,9 @@ from pushsvc.errors import BrokerUnavailable, LateEvent
 from pushsvc.events import Event
 from pushsvc.hub import Hub
 from pushsvc.subscription import subscribe
+from pushsvc.testing.redis_server import RedisServer
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId
-from redis_server import RedisServer
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from live import SRC, PushsvcProcess, SSEClient, request, wait_until
 from pushsvc.config import parse_duration_us
-from redis_server import RedisServer
+from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request, wait_until
+from pushsvc.testing.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from live import PushsvcProcess, post, request
+from pushsvc.testing.live import PushsvcProcess, post, request
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:

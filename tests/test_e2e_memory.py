@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from live import PushsvcProcess, SSEClient, post, request
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request
 
 STATS = ["count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99"]
 

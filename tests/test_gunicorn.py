@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from live import SRC, PushsvcProcess, SSEClient, post, wait_until
-from redis_server import RedisServer
+from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, post, wait_until
+from pushsvc.testing.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

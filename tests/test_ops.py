@@ -7,8 +7,8 @@ import re
 
 from openapi_spec_validator import validate
 
-from live import PushsvcProcess, request
 from pushsvc.app import create_app
+from pushsvc.testing.live import PushsvcProcess, request
 
 
 def test_openapi_is_valid_and_documents_every_route(server: PushsvcProcess) -> None:

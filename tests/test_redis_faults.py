@@ -20,9 +20,9 @@ import redis
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.errors import BrokerUnavailable
 from pushsvc.events import Event
+from pushsvc.testing.redis_server import RedisServer
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft
-from redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

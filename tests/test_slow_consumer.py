@@ -6,7 +6,7 @@ import json
 import re
 import socket
 
-from live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 
 def _slow_disconnects(port: int) -> float:

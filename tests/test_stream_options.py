@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from live import PushsvcProcess, SSEClient, post, request
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request
 
 
 def test_projection_sends_only_the_asked_fields(server: PushsvcProcess, topic: str) -> None:

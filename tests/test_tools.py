@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from live import SRC, PushsvcProcess, SSEClient, request
+from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request
 
 
 def _pushsvc(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -40,6 +40,8 @@ _EPOCH = re.compile(r"[0-9a-f]{1,16}")
 def _is_epoch(text: str) -> bool:
     # Every update carries its epoch and a deployment has one or two at a time: check once.
     return _EPOCH.fullmatch(text) is not None
+
+
 # Canonical decimal only (no sign, no leading zeros), so one id has one spelling.
 _ID = re.compile(r"([0-9a-f]{1,16}):(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
 _MAX_ID_LEN = 16 + 1 + 20 + 1 + 20

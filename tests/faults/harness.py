@@ -17,9 +17,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from live import PushsvcProcess
 from pushsvc.sse_parser import EventStreamParser
-from redis_server import RedisServer
+from pushsvc.testing.live import PushsvcProcess
+from pushsvc.testing.redis_server import RedisServer
 
 S = 1_000_000
 WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from faults.harness import Deployment, Producer, Watcher, check_delivery, drain, wait_for
-from live import SSEClient, post, request
-from redis_server import RedisServer
+from pushsvc.testing.live import SSEClient, post, request
+from pushsvc.testing.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Real processes and real sockets for the integration tests: a pushsvc server, an SSE reader."""
+"""Real processes and real sockets for tests and benchmarks: pushsvc, HTTP, an SSE reader."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pushsvc.sse_parser import EventStreamParser, SSEMessage
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+# The src/ directory this package was imported from, for child processes' PYTHONPATH.
+SRC = str(Path(__file__).resolve().parents[2])
 _LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")
 
 
@@ -219,7 +220,10 @@ class SSEClient:
         self.close()
 
 
-def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.01) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10, interval: float = 0.01
+) -> None:
+    """Poll `predicate` until it is true; for conditions that have no event to wait on."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

