@@ -16,7 +16,7 @@ def test_defaults_match_the_design() -> None:
     s = Settings.load({}, {})
     assert (s.host, s.port, s.redis_url) == ("127.0.0.1", 8000, None)
     assert s.window_labels == ("10s", "1m", "5m")
-    assert (s.tick, s.allowed_lateness, s.heartbeat) == (1_000_000, 5_000_000, 15_000_000)
+    assert (s.tick_us, s.allowed_lateness_us, s.heartbeat_us) == (1_000_000, 5_000_000, 15_000_000)
     assert s.history == 10_000
 
 

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from pushsvc.broker.redis.broker import decode_events, encode_events
 from pushsvc.errors import (
     BadRequest,
+    HttpError,
     InvalidEvent,
     LateEvent,
     MalformedJson,
     PayloadTooLarge,
-    PushsvcError,
     UnsupportedMediaType,
 )
 from pushsvc.events import (
@@ -51,8 +51,8 @@ def parse(body: bytes | str, content_type: str | None = JSON, **limits: int) -> 
     return parse_body(body, content_type, now_us=NOW, limits=Limits(**limits))
 
 
-def rejected(body: bytes | str, content_type: str | None = JSON, **limits: int) -> PushsvcError:
-    with pytest.raises(PushsvcError) as info:
+def rejected(body: bytes | str, content_type: str | None = JSON, **limits: int) -> HttpError:
+    with pytest.raises(HttpError) as info:
         parse(body, content_type, **limits)
     return info.value
 

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from pushsvc.api import dashboard, openapi, ops, producer, streams, topics
 from pushsvc.api.context import AnyText
 from pushsvc.config import Settings
-from pushsvc.errors import PushsvcError
+from pushsvc.errors import HttpError
 from pushsvc.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def create_app(
         role = "serve" if settings.redis_url is None else "web"
     app = Flask(__name__)
     app.url_map.converters["anytext"] = AnyText
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     runtime = Runtime.build(settings, web=True, aggregate=role == "serve")
     app.extensions["pushsvc"] = runtime
     log.info("pushsvc %s settings: %s", role, settings.redacted())
@@ -63,8 +63,8 @@ def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
         runtime.metrics.requests_rejected.labels(code).inc()
         return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
-    @app.errorhandler(PushsvcError)
-    def pushsvc_error(exc: PushsvcError) -> Response:
+    @app.errorhandler(HttpError)
+    def pushsvc_error(exc: HttpError) -> Response:
         return reply(exc.status, exc.to_json(), exc.code)
 
     @app.errorhandler(HTTPException)

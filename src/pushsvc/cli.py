@@ -1,16 +1,13 @@
-"""The `pushsvc` command: serve, web, aggregate, and the publish / subscribe / replay tools."""
+"""The `pushsvc` command: serve, web, aggregate, and the publish / subscribe / replay tools.
+
+Run it through `pushsvc.__main__:main`, which patches gevent first for the commands that serve.
+"""
 
 from __future__ import annotations
-
-# gevent must patch the standard library before anything else imports it.
-from gevent import monkey
-
-monkey.patch_all()
 
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +16,17 @@ import click
 from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
+from pushsvc.lists import comma_list
 
 F = Callable[..., Any]
 
 
 def settings_options(command: F) -> F:
-    """One `--x` flag per Settings field; a flag wins over `PUSHSVC_X`."""
-    for spec in reversed(fields(Settings)):
-        flag = "--" + spec.name.replace("_", "-")
-        variable = f"PUSHSVC_{spec.name.upper()}"
-        default = spec.metadata["default"] or "unset"
+    """One `--x` flag per setting; a flag wins over `PUSHSVC_X`."""
+    for spec in reversed(Settings.specs()):
+        default = spec.default or "unset"
         command = click.option(
-            flag, spec.name, default=None, help=f"[env {variable}; default {default}]"
+            spec.flag, spec.name, default=None, help=f"[env {spec.variable}; default {default}]"
         )(command)
     return command
 
@@ -39,7 +35,7 @@ def _load(flags: dict[str, str | None]) -> Settings:
     try:
         return Settings.load(flags)
     except ConfigError as exc:
-        click.echo(f"pushsvc: {exc.message}", err=True)
+        click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(2)
 
 
@@ -242,7 +238,7 @@ def replay(
     from pushsvc.replay import CsvError, read_events
     from pushsvc.replay import replay as run
 
-    columns = [c.strip() for c in tag_columns.split(",") if c.strip()]
+    columns = list(comma_list(tag_columns))
     try:
         events = read_events(
             path, value_column=value_column, ts_column=ts_column, tag_columns=columns

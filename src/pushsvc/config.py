@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from pushsvc.errors import ConfigError
+from pushsvc.lists import choose, comma_list
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)?")
 _UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
@@ -47,7 +50,7 @@ def redact_url(url: str | None) -> str | None:
 
 
 def _windows(text: str) -> tuple[int, ...]:
-    widths = [parse_duration_us(part) for part in text.split(",") if part.strip()]
+    widths = [parse_duration_us(part) for part in comma_list(text)]
     if not widths:
         raise ValueError("at least one window is required")
     if any(w <= 0 for w in widths):
@@ -69,10 +72,6 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise ValueError(f"{text!r} is not a TCP port")
     return value
-
-
-def _non_negative_duration(text: str) -> int:
-    return parse_duration_us(text)
 
 
 def _positive_duration(text: str) -> int:
@@ -112,11 +111,10 @@ def _stats(text: str) -> tuple[str, ...]:
 
     if text.strip() == "all":
         return STAT_KEYS
-    chosen = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [part for part in chosen if part not in STAT_KEYS]
-    if unknown or not chosen:
-        raise ValueError(f"{text!r}: choose from {', '.join(STAT_KEYS)} (or all)")
-    return tuple(k for k in STAT_KEYS if k in chosen)
+    try:
+        return choose(text, STAT_KEYS)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or all)") from None
 
 
 def _data_dir(text: str) -> str | None:
@@ -129,46 +127,75 @@ def _data_dir(text: str) -> str | None:
     return path
 
 
-def _origins(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+def setting(
+    default: str, parse: Callable[[str], T], *, name: str | None = None, secret: bool = False
+) -> T:
+    """A Settings field read from flag `--name` / variable `PUSHSVC_NAME` (`name` defaults to the
+    field's; fields in units say so, e.g. `tick_us` is `--tick 1s`), typed as `parse` returns."""
+    metadata = {"default": default, "parse": parse, "name": name, "secret": secret}
+    return cast(T, field(default=None, metadata=metadata))
 
 
-def _setting(default: str, parse: Any, *, secret: bool = False) -> Any:
-    return field(default=None, metadata={"default": default, "parse": parse, "secret": secret})
+@dataclass(frozen=True)
+class Setting:
+    """How one field is given: its name (the flag's and the variable's), default, parser."""
+
+    field: str
+    name: str
+    default: str
+    parse: Callable[[str], object]
+    secret: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        return f"PUSHSVC_{self.name.upper()}"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting, parsed. Field `x` comes from flag `--x` or variable `PUSHSVC_X`.
+    """Every setting, parsed. Durations are integer microseconds (`*_us`), given as `10s`."""
 
-    Durations (windows, tick, allowed_lateness, heartbeat, retry, slow_client_timeout, lease)
-    are integer microseconds.
-    """
-
-    host: str = _setting("127.0.0.1", str)
-    port: int = _setting("8000", _port)
-    redis_url: str | None = _setting("", _redis_url, secret=True)
-    prefix: str = _setting("pushsvc:", _prefix)
-    windows: tuple[int, ...] = _setting("10s,1m,5m", _windows)
-    stats: tuple[str, ...] = _setting("all", _stats)
-    tick: int = _setting("1s", _non_negative_duration)
-    allowed_lateness: int = _setting("5s", _non_negative_duration)
-    history: int = _setting("10000", _positive_int)
-    heartbeat: int = _setting("15s", _positive_duration)
-    retry: int = _setting("3s", _positive_duration)
-    max_body: int = _setting("1048576", _positive_int)
-    max_batch: int = _setting("10000", _positive_int)
-    queue_size: int = _setting("1000", _positive_int)
-    slow_client_timeout: int = _setting("30s", _positive_duration)
-    shard: tuple[int, int] = _setting("0/1", _shard)
-    lease: int = _setting("5s", _positive_duration)
-    cors_origins: tuple[str, ...] = _setting("", _origins)
-    workers: int = _setting("1", _positive_int)
-    data_dir: str | None = _setting("", _data_dir)
+    host: str = setting("127.0.0.1", str)
+    port: int = setting("8000", _port)
+    redis_url: str | None = setting("", _redis_url, secret=True)
+    prefix: str = setting("pushsvc:", _prefix)
+    windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows")
+    stats: tuple[str, ...] = setting("all", _stats)
+    tick_us: int = setting("1s", parse_duration_us, name="tick")
+    allowed_lateness_us: int = setting("5s", parse_duration_us, name="allowed_lateness")
+    history: int = setting("10000", _positive_int)
+    heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat")
+    retry_us: int = setting("3s", _positive_duration, name="retry")
+    max_body_bytes: int = setting("1048576", _positive_int, name="max_body")
+    max_batch: int = setting("10000", _positive_int)
+    queue_size: int = setting("1000", _positive_int)
+    slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
+    shard: tuple[int, int] = setting("0/1", _shard)
+    lease_us: int = setting("5s", _positive_duration, name="lease")
+    cors_origins: tuple[str, ...] = setting("", comma_list)
+    workers: int = setting("1", _positive_int)
+    data_dir: str | None = setting("", _data_dir)
 
     @property
     def window_labels(self) -> tuple[str, ...]:
-        return tuple(duration_label(w) for w in self.windows)
+        return tuple(duration_label(w) for w in self.windows_us)
+
+    @classmethod
+    def specs(cls) -> tuple[Setting, ...]:
+        return tuple(
+            Setting(
+                field=spec.name,
+                name=spec.metadata["name"] or spec.name,
+                default=spec.metadata["default"],
+                parse=spec.metadata["parse"],
+                secret=spec.metadata["secret"],
+            )
+            for spec in fields(cls)
+        )
 
     @classmethod
     def load(
@@ -176,34 +203,34 @@ class Settings:
         overrides: Mapping[str, object] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
-        """Flags (`overrides`, by field name; None means not given) win over `PUSHSVC_*` variables.
+        """Flags (`overrides`, by setting name, e.g. `tick`; None means not given) win over
+        `PUSHSVC_*` variables. A non-string override is taken as already parsed.
 
         Raises ConfigError naming the setting, its flag and its variable.
         """
         environ = os.environ if environ is None else environ
         overrides = dict(overrides or {})
-        unknown = set(overrides) - {f.name for f in fields(cls)}
+        specs = cls.specs()
+        unknown = set(overrides) - {spec.name for spec in specs}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
-        for spec in fields(cls):
-            variable = f"PUSHSVC_{spec.name.upper()}"
+        for spec in specs:
             given = overrides.get(spec.name)
             if given is not None and not isinstance(given, str):
-                values[spec.name] = given  # already typed (tests, create_app mappings)
+                values[spec.field] = given
                 continue
-            raw = given if given is not None else environ.get(variable, spec.metadata["default"])
+            raw = given if given is not None else environ.get(spec.variable, spec.default)
             try:
-                values[spec.name] = spec.metadata["parse"](raw)
+                values[spec.field] = spec.parse(raw)
             except ValueError as exc:
-                flag = "--" + spec.name.replace("_", "-")
-                raise ConfigError(f"invalid {flag} / {variable}: {exc}") from None
+                raise ConfigError(f"invalid {spec.flag} / {spec.variable}: {exc}") from None
         return cls(**values)
 
     def redacted(self) -> dict[str, object]:
-        """Settings as a dict for logs, secrets hidden."""
+        """Settings by name for logs, secrets hidden."""
         out: dict[str, object] = {}
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            out[spec.name] = redact_url(value) if spec.metadata["secret"] else value
+        for spec in self.specs():
+            value = getattr(self, spec.field)
+            out[spec.name] = redact_url(value) if spec.secret else value
         return out

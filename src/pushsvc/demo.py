@@ -24,6 +24,7 @@ from urllib.parse import quote
 import click
 
 from pushsvc.errors import InvalidTopic
+from pushsvc.lists import comma_list
 from pushsvc.topics import validate_topic
 
 log = logging.getLogger("pushsvc.demo")
@@ -126,7 +127,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def _topics(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    names = comma_list(value)
     if not names:
         raise click.BadParameter("give at least one topic")
     try:

@@ -1,10 +1,23 @@
-"""One exception root; the API converts every leaf to a JSON error in one place."""
+"""One exception root. HttpError's leaves are what a request can meet: the API turns each into
+a JSON error with its status in one place. The others (ConfigError, Fenced) never reach HTTP."""
 
 from __future__ import annotations
 
 
 class PushsvcError(Exception):
     """Root of every error pushsvc raises on purpose."""
+
+
+class ConfigError(PushsvcError):
+    """A setting is missing or malformed; raised at start-up."""
+
+
+class Fenced(PushsvcError):
+    """An aggregator acted on a shard whose lease another aggregator now holds."""
+
+
+class HttpError(PushsvcError):
+    """An error a request can meet: a status and a stable `code` for clients."""
 
     status = 500
     code = "internal"
@@ -21,13 +34,7 @@ class PushsvcError(Exception):
         return {"error": body}
 
 
-class ConfigError(PushsvcError):
-    """A setting is missing or malformed; raised at start-up."""
-
-    code = "bad_config"
-
-
-class BadRequest(PushsvcError):
+class BadRequest(HttpError):
     """The request is malformed; nothing was changed."""
 
     status = 400
@@ -52,37 +59,23 @@ class InvalidTopic(BadRequest):
     code = "invalid_topic"
 
 
-class PayloadTooLarge(PushsvcError):
+class PayloadTooLarge(HttpError):
     status = 413
     code = "payload_too_large"
 
 
-class UnsupportedMediaType(PushsvcError):
+class UnsupportedMediaType(HttpError):
     status = 415
     code = "unsupported_media_type"
 
 
-class NotFound(PushsvcError):
+class NotFound(HttpError):
     status = 404
     code = "not_found"
 
 
-class BrokerUnavailable(PushsvcError):
+class BrokerUnavailable(HttpError):
     """The broker cannot be reached; the request had no effect."""
 
     status = 503
     code = "broker_unavailable"
-
-
-class Fenced(PushsvcError):
-    """An aggregator acted on a shard whose lease another aggregator now holds."""
-
-    status = 503
-    code = "fenced"
-
-
-class NoAggregator(PushsvcError):
-    """The broker accepted the events but no aggregator was subscribed to receive them."""
-
-    status = 503
-    code = "no_aggregator"

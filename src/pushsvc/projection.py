@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from pushsvc.errors import BadRequest
+from pushsvc.lists import choose
 from pushsvc.stats import STAT_KEYS
 from pushsvc.updates import Update
 
@@ -57,11 +58,9 @@ class Projection:
 def _choose(name: str, given: str | None, known: Sequence[str]) -> tuple[str, ...] | None:
     if given is None:
         return None
-    chosen = [part.strip() for part in given.split(",") if part.strip()]
-    unknown = [part for part in chosen if part not in known]
-    if unknown or not chosen:
+    try:
+        return choose(given, known)
+    except ValueError:
         raise BadRequest(
             f"?{name}= takes a comma-separated list of {', '.join(known)}; got {given!r}"
-        )
-    # Keep the server's order, whatever order the client listed them in.
-    return tuple(k for k in known if k in chosen)
+        ) from None

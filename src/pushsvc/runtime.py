@@ -54,8 +54,8 @@ class Runtime:
             history=settings.history,
             shards=settings.shard[1],
         )
-        hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout)
-        limits = Limits(max_body_bytes=settings.max_body, max_batch=settings.max_batch)
+        hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
+        limits = Limits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
         runtime = cls(settings, broker, hub, Metrics(hub, broker), limits)
         if web:
             # Updates may have been missed (Redis connection lost): end the streams, which
@@ -63,7 +63,7 @@ class Runtime:
             runtime.feed = broker.consume_updates(hub.dispatch, on_reset=hub.reset)
         if aggregate:
             runtime.aggregator = Aggregator(
-                windows_us=settings.windows,
+                windows_us=settings.windows_us,
                 labels=settings.window_labels,
                 stats=settings.stats,
                 wall_clock=wall_clock_us,
@@ -81,11 +81,11 @@ class Runtime:
             broker.publish_updates(aggregator.apply_events(topic, events))
 
         self._closers.append(broker.consume_events(handle).close)
-        if self.settings.tick:
+        if self.settings.tick_us:
             self._spawn(self._tick_loop, broker, aggregator)
 
     def _tick_loop(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
-        interval = self.settings.tick / 1_000_000
+        interval = self.settings.tick_us / 1_000_000
         while not self.stop.wait(interval):
             try:
                 broker.publish_updates(aggregator.tick())
@@ -96,9 +96,11 @@ class Runtime:
         assert self.settings.redis_url is not None
         shard = self.settings.shard
         event_log = EventLog(self.settings.redis_url, broker.keys, shard, socket_timeout=5.0)
-        lease = Lease(self.settings.redis_url, broker.keys.lease(shard), ttl_us=self.settings.lease)
+        lease = Lease(
+            self.settings.redis_url, broker.keys.lease(shard), ttl_us=self.settings.lease_us
+        )
         self.shard_runner = ShardRunner(
-            aggregator, broker, event_log, lease, tick_us=self.settings.tick
+            aggregator, broker, event_log, lease, tick_us=self.settings.tick_us
         )
         self.metrics.watch_shard(self.shard_runner)
         self._closers += [event_log.close, lease.close]

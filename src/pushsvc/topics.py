@@ -16,7 +16,8 @@ from pushsvc.errors import InvalidTopic
 MAX_TOPIC_LEN = 128
 
 # Literal ASCII classes and fullmatch: `$` would accept a trailing newline.
-_TOPIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+TOPIC_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+_TOPIC = re.compile(TOPIC_PATTERN)
 
 ALL = "*"
 _PREFIX_SUFFIX = ".*"

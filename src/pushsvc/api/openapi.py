@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint
 
 from pushsvc import __version__
+from pushsvc.topics import TOPIC_PATTERN
 
 bp = Blueprint("openapi", __name__)
 
@@ -14,7 +15,7 @@ _TOPIC = {
     "name": "topic",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+    "schema": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
 }
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _STREAM_PARAMS: list[dict[str, Any]] = [

@@ -28,6 +28,6 @@ def post_events(topic: str) -> tuple[dict[str, int], int]:
     # Read one byte past the limit so chunked bodies of unknown length are capped too.
     body = request.stream.read(limits.max_body_bytes + 1)
     events = parse_body(body, request.content_type, now_us=time.time_ns() // 1000, limits=limits)
-    rt.broker.append_events(topic, events, lateness_us=rt.settings.allowed_lateness)
+    rt.broker.append_events(topic, events, lateness_us=rt.settings.allowed_lateness_us)
     rt.metrics.events_accepted.inc(len(events))
     return {"accepted": len(events)}, 202

@@ -70,8 +70,8 @@ def _stream(selectors: Sequence[str]) -> Response:
             known_stats=rt.settings.stats,
         ),
         min_interval_s=_min_interval(request.args.get("max_hz")),
-        heartbeat_s=rt.settings.heartbeat / 1_000_000,
-        retry_ms=rt.settings.retry // 1000,
+        heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
+        retry_ms=rt.settings.retry_us // 1000,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     return Response(_events(rt.broker, rt.hub, rt.feed, options), headers=HEADERS)

@@ -19,10 +19,10 @@ import orjson
 
 from pushsvc.errors import (
     BadRequest,
+    HttpError,
     InvalidEvent,
     MalformedJson,
     PayloadTooLarge,
-    PushsvcError,
     UnsupportedMediaType,
 )
 from pushsvc.events.limits import DEFAULT_LIMITS, Limits
@@ -119,7 +119,7 @@ def _diagnose(
     *,
     first_index: int,
     lineno: int | None,
-) -> PushsvcError:
+) -> HttpError:
     """Explain a document orjson rejected.
 
     orjson refuses NaN, Infinity and numbers beyond a double at parse time,
@@ -137,7 +137,7 @@ def _diagnose(
                 _events_of_document(doc, now_us, limits)
             else:
                 _event(doc, first_index, now_us, limits)
-        except PushsvcError as found:
+        except HttpError as found:
             return found
     if lineno is None:
         return MalformedJson(f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")

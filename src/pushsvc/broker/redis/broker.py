@@ -36,7 +36,7 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.errors import BrokerUnavailable, Fenced, PushsvcError
+from pushsvc.errors import BrokerUnavailable, Fenced, HttpError
 from pushsvc.events import Event, check_lateness
 from pushsvc.topics import ALL, TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
@@ -354,7 +354,7 @@ def _raise_late(result: list[object], events: Sequence[Event], lateness_us: int)
     clock = time_of_key(cast(bytes, clock_key))
     try:
         check_lateness(clock, [events[cast(int, index)]], lateness_us)
-    except PushsvcError as late:
+    except HttpError as late:
         late.index = cast(int, index)
         raise
     # The script and pushsvc.events.lateness disagree: a bug, never a silent accept.
