@@ -31,6 +31,10 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _listening_workers(server: PushsvcProcess) -> int:
+    return sum("web listening on" in line for line in server.output)
+
+
 def _serve(*args: str) -> PushsvcProcess:
     return PushsvcProcess("serve", "--tick", "0", "--heartbeat", "1s", *args).start()
 
@@ -39,8 +43,10 @@ def test_workers_serve_on_one_port_and_stop_cleanly(topic: str) -> None:
     server = _serve("--workers", "2")
     assert server.proc is not None
     try:
-        # Two web workers, an aggregator and the private redis-server.
+        # Two web workers, an aggregator and the private redis-server; and both workers
+        # listening, or the kernel has only one socket to hand connections to.
         wait_until(lambda: len(_children(server.proc.pid)) >= 4, timeout=20)
+        wait_until(lambda: _listening_workers(server) == 2, timeout=20)
         pids = set()
         streams = []
         for _ in range(8):  # the kernel spreads connections over the workers
