@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pushsvc.sse import (
     HEADERS,
     HEARTBEAT,
+    coalesce,
     comment,
     encode_message,
     encode_update,
@@ -259,3 +260,12 @@ def test_parser_comments_and_idle() -> None:
     assert not parser.idle
     assert parser.feed(b"\n\n") == [M("x")]
     assert parser.idle
+
+
+def test_coalesce_joins_small_blocks_and_leaves_big_ones_alone() -> None:
+    small, big = b"s" * 10, b"B" * 100
+    writes = list(coalesce([small, small, big, small, small, small], limit=25))
+    assert writes == [small * 2, big, small * 2, small]
+    assert writes[1] is big  # a big block is written as it is, never copied
+    assert b"".join(writes) == b"".join([small, small, big, small, small, small])
+    assert list(coalesce([])) == []

@@ -10,6 +10,8 @@ NUL makes browsers ignore the id. Data cannot carry CR: any line break in it
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 CONTENT_TYPE = "text/event-stream"
 HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Type", CONTENT_TYPE),
@@ -88,3 +90,24 @@ def _check_retry(ms: int) -> int:
     if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
         raise ValueError(f"retry must be a non-negative integer of milliseconds, not {ms!r}")
     return ms
+
+
+# Small blocks are joined into one write (fewer syscalls and chunk headers); big ones go as they
+# are. Joining a backlog of big blocks copied every byte once more per client, and a write of
+# tens of megabytes runs far out of the CPU caches: measured in docs/performance.md.
+COALESCE_BYTES = 64 * 1024
+
+
+def coalesce(blocks: Sequence[bytes], limit: int = COALESCE_BYTES) -> Iterator[bytes]:
+    """`blocks` as writes: consecutive small ones joined up to about `limit` bytes, each big
+    one (>= `limit`) alone and uncopied."""
+    pending: list[bytes] = []
+    size = 0
+    for block in blocks:
+        if pending and size + len(block) > limit:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+        pending.append(block)
+        size += len(block)
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)

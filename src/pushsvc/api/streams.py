@@ -24,7 +24,14 @@ from pushsvc.errors import BadRequest
 from pushsvc.hub import Hub
 from pushsvc.pacer import Pacer
 from pushsvc.projection import Projection
-from pushsvc.sse import HEADERS, HEARTBEAT, encode_message, encode_update, retry_line
+from pushsvc.sse import (
+    HEADERS,
+    HEARTBEAT,
+    coalesce,
+    encode_message,
+    encode_update,
+    retry_line,
+)
 from pushsvc.topics import TopicMatcher, validate_topic
 from pushsvc.updates import Run, Update, UpdateId
 
@@ -107,7 +114,7 @@ def _events(broker: Broker, hub: Hub, feed: UpdatesFeed, options: StreamOptions)
             runs = client.take(max(wait, 0.0))
             if pacer is None:
                 # The common case: each run is written as the block the hub joined once.
-                chunk = b"".join([_block(run, projection) for run in runs])
+                chunks = list(coalesce([_block(run, projection) for run in runs]))
             else:
                 frames = []
                 taken = [u for run in runs for u in run.updates]
@@ -118,9 +125,9 @@ def _events(broker: Broker, hub: Hub, feed: UpdatesFeed, options: StreamOptions)
                     frames.append(_frame(update, projection, with_id=fresh))
                     if fresh:
                         last_sent = update.id
-                chunk = b"".join(frames)
-            if chunk:
-                yield chunk
+                chunks = [b"".join(frames)] if frames else []
+            if chunks:
+                yield from chunks
                 last_write = time.monotonic()
             elif client.closed_reason is None and (
                 time.monotonic() - last_write >= options.heartbeat_s
