@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from pushsvc.errors import ConfigError
 from pushsvc.lists import choose, comma_list
+from pushsvc.redis_url import check_redis_url, redact_url
 
 T = TypeVar("T")
 
@@ -33,20 +33,6 @@ def duration_label(us: int) -> str:
         if us % _UNIT_US[unit] == 0:
             return f"{us // _UNIT_US[unit]}{unit}"
     return f"{us}us"
-
-
-def redact_url(url: str | None) -> str | None:
-    """The URL with any password replaced, for logs."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _windows(text: str) -> tuple[int, ...]:
@@ -82,11 +68,14 @@ def _positive_duration(text: str) -> int:
 
 
 def _redis_url(text: str) -> str | None:
-    if not text:
-        return None
-    if urlsplit(text).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"{redact_url(text)!r} is not a redis://, rediss:// or unix:// URL")
-    return text
+    return check_redis_url(text) if text else None
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be 0 or more")
+    return value
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -162,6 +151,7 @@ class Settings:
     host: str = setting("127.0.0.1", str)
     port: int = setting("8000", _port)
     redis_url: str | None = setting("", _redis_url, secret=True)
+    redis_min_replicas: int = setting("0", _non_negative_int)
     prefix: str = setting("pushsvc:", _prefix)
     windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows")
     stats: tuple[str, ...] = setting("all", _stats)

