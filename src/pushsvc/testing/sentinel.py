@@ -114,9 +114,11 @@ class SentinelCluster:
             if node.port == port:
                 if info["role"] != "master" or info["connected_slaves"] != len(live) - 1:
                     return False
-            elif info["role"] != "slave" or info.get("master_port") != port:
-                return False
-            elif info.get("master_link_status") != "up":
+            elif (info["role"], info.get("master_port"), info.get("master_link_status")) != (
+                "slave",
+                port,
+                "up",
+            ):
                 return False
         return self._sentinels_know_replicas(port, len(live) - 1)
 
