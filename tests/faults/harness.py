@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pushsvc.sse_parser import EventStreamParser
 from pushsvc.testing.live import PushsvcProcess
 from pushsvc.testing.redis_server import RedisServer
+from pushsvc.testing.sentinel import SentinelCluster
 
 S = 1_000_000
 WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}
@@ -29,7 +30,14 @@ class Deployment:
     """Redis, web processes and aggregators on one prefix; the web ports change as processes
     are replaced (`ports` is what clients try, in order)."""
 
-    def __init__(self, redis_server: RedisServer, prefix: str, *, lease: str = "1s") -> None:
+    def __init__(
+        self,
+        redis_server: RedisServer | SentinelCluster,
+        prefix: str,
+        *,
+        lease: str = "1s",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.redis = redis_server
         self.env = {
             "PUSHSVC_REDIS_URL": redis_server.url,
@@ -38,6 +46,7 @@ class Deployment:
             "PUSHSVC_LEASE": lease,
             "PUSHSVC_HEARTBEAT": "1s",
             "PUSHSVC_RETRY": "100ms",
+            **(env or {}),
         }
         self.webs: list[PushsvcProcess] = []
         self.aggregators: list[PushsvcProcess] = []

@@ -20,6 +20,7 @@ import redis
 from faults.harness import Deployment, Producer, Watcher, check_delivery, drain, wait_for
 from pushsvc.testing.live import SSEClient, post, request
 from pushsvc.testing.redis_server import RedisServer
+from pushsvc.testing.sentinel import SentinelCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -186,3 +187,26 @@ def _received(port: int) -> float:
         line for line in metrics.splitlines() if line.startswith("pushsvc_updates_received_total")
     ]
     return float(line.split()[-1])
+
+
+def test_sentinel_failover_of_the_primary_with_min_replicas(prefix: str) -> None:
+    # Two replicas: after the failover one is left to confirm each append (WAIT 1).
+    with SentinelCluster(replicas=2) as cluster:
+        deployment = Deployment(cluster, prefix, env={"PUSHSVC_REDIS_MIN_REPLICAS": "1"})
+        try:
+            _split(deployment)
+            watchers, producer = _under_load(deployment)
+            started = time.monotonic()
+            time.sleep(LOAD_S)
+            acked_before = len(producer.acked)
+            killed_at = time.monotonic()
+            old = cluster.kill_primary()
+            wait_for(lambda: cluster.primary_port() not in (None, old.port), 20, "a new primary")
+            promoted = time.monotonic() - killed_at
+            # Back in service when a POST is acknowledged again, on the new primary.
+            wait_for(lambda: len(producer.acked) > acked_before + 10, 20, "202s again")
+            recovered = time.monotonic() - killed_at
+            _finish("sentinel failover, min replicas 1", watchers, producer, started)
+            print(f"new primary after {promoted:.2f} s; POSTs acknowledged again {recovered:.2f} s")
+        finally:
+            deployment.stop()

@@ -1,0 +1,123 @@
+"""High availability with Redis Sentinel: the URL form, a deployment that finds its primary
+through the sentinels, and `PUSHSVC_REDIS_MIN_REPLICAS` holding back the 202 until replicas
+have the events. The failover under load is a fault scenario (tests/faults)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pushsvc.config import Settings
+from pushsvc.errors import ConfigError
+from pushsvc.redis_url import SentinelUrl, parse_sentinel_url, redact_url
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post
+from pushsvc.testing.sentinel import SentinelCluster
+
+
+def test_the_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
+    assert parse_sentinel_url(
+        "redis+sentinel://:s3cret@h1:26380,h2/mymaster/2?sentinel_password=other"
+    ) == SentinelUrl(
+        sentinels=(("h1", 26380), ("h2", 26379)),
+        service="mymaster",
+        db=2,
+        password="s3cret",
+        sentinel_password="other",
+    )
+    assert parse_sentinel_url("redis+sentinel://h1:26379/mymaster").db == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis+sentinel://h1:26379", "service name"),
+        ("redis+sentinel://h1:26379/a/b/c", "service name"),
+        ("redis+sentinel://h1:26379/mymaster/zero", "database must be a number"),
+        ("redis+sentinel://h1:port/mymaster", "is not host:port"),
+        ("redis+sentinel://h1:26379,/mymaster", "is not host:port"),
+        ("redis+sentinel://h1/mymaster?ssl=1", "unknown option"),
+    ],
+)
+def test_a_malformed_sentinel_url_is_refused_at_start_up(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        Settings.load({"redis_url": url}, {})
+
+
+def test_passwords_in_a_sentinel_url_stay_out_of_logs() -> None:
+    url = "redis+sentinel://user:s3cret@h1:26379,h2:26379/mymaster/0?sentinel_password=other"
+    assert redact_url(url) == (
+        "redis+sentinel://user:***@h1:26379,h2:26379/mymaster/0?sentinel_password=***"
+    )
+    logged = repr(Settings.load({"redis_url": url}, {}).redacted())
+    assert "s3cret" not in logged and "other" not in logged
+
+
+def test_min_replicas_is_a_count() -> None:
+    assert Settings.load({}, {}).redis_min_replicas == 0
+    assert Settings.load({}, {"PUSHSVC_REDIS_MIN_REPLICAS": "2"}).redis_min_replicas == 2
+    with pytest.raises(ConfigError, match="--redis-min-replicas / PUSHSVC_REDIS_MIN_REPLICAS"):
+        Settings.load({"redis_min_replicas": "-1"}, {})
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SentinelCluster]:
+    with SentinelCluster(replicas=2) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def deployment(cluster: SentinelCluster) -> Iterator[PushsvcProcess]:
+    """A web process and an aggregator that find the primary through the sentinels, and
+    acknowledge an event only once both replicas have it."""
+    env = {
+        "PUSHSVC_REDIS_URL": cluster.url,
+        "PUSHSVC_REDIS_MIN_REPLICAS": "2",
+        "PUSHSVC_TICK": "0",
+        "PUSHSVC_PREFIX": "sentinel-test:",
+    }
+    aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
+    web = PushsvcProcess("web", env=env).start()
+    yield web
+    web.stop()
+    aggregator.stop()
+
+
+@pytest.mark.redis
+def test_events_and_updates_flow_through_the_primary_the_sentinels_name(
+    deployment: PushsvcProcess, cluster: SentinelCluster, topic: str
+) -> None:
+    with SSEClient(deployment.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        assert post(deployment.port, topic, [{"value": 1.0}, {"value": 2.0}]) == (
+            202,
+            {"accepted": 2},
+        )
+        (_, first), (_, second) = stream.take(2)
+    assert [first["event"]["value"], second["event"]["value"]] == [1.0, 2.0]
+    assert second["windows"]["5m"]["count"] == 2
+    assert cluster.current_primary() is cluster.primary
+
+
+@pytest.mark.redis
+def test_an_append_no_replica_confirms_in_time_is_a_503(
+    deployment: PushsvcProcess, cluster: SentinelCluster, topic: str
+) -> None:
+    replica = cluster.replicas[0]
+    assert replica.pid is not None
+    os.kill(replica.pid, signal.SIGSTOP)  # alive but silent: WAIT 2 cannot be satisfied
+    try:
+        started = time.monotonic()
+        status, body = post(deployment.port, topic, {"value": 1.0})
+        waited = time.monotonic() - started
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert status == 503
+    assert body["error"]["code"] == "broker_unavailable"
+    assert "1 of 2 replicas" in body["error"]["message"]
+    assert waited < 2.0  # the replica timeout (1 s), not a hang
+    cluster.wait_until_settled()
+    assert post(deployment.port, topic, {"value": 2.0})[0] == 202
