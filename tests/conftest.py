@@ -1,12 +1,17 @@
-"""Shared fixtures: real pushsvc processes, real redis-server processes, real sockets."""
+"""Shared fixtures: the app in-process with Flask's test client (request/response checks),
+and real pushsvc processes, real redis-server processes and real sockets (streams, Redis,
+faults)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
+from pushsvc.app import create_app
 from pushsvc.testing.live import PushsvcProcess
 from pushsvc.testing.redis_server import RedisServer
 
@@ -37,3 +42,33 @@ def server() -> Iterator[PushsvcProcess]:
 @pytest.fixture
 def topic() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+MakeApp = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app() -> Iterator[MakeApp]:
+    """`make_app(**settings)`: the app on the embedded broker, aggregating in-process (no idle
+    ticks unless asked), closed after the test."""
+    made: list[Flask] = []
+
+    def make(**settings: object) -> Flask:
+        app = create_app({"tick": 0, **settings})
+        app.config["TESTING"] = True
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["pushsvc"].close()
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
+from flask.testing import FlaskClient
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, request
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post
 
 BIG = b'{"value": 1, "tags": {"x": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
 
@@ -42,90 +42,83 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def watched(server: PushsvcProcess) -> Iterator[tuple[PushsvcProcess, str, SSEClient]]:
-    """A topic with one accepted event and a subscriber, to prove nothing changes."""
-    topic = "battery"
-    assert request(server.port, "POST", f"/topics/{topic}/events", {"value": 1})[0] == 202
-    with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
-        stream.next_data("snapshot")
-        yield server, topic, stream
+TOPIC = "battery"
 
 
-def _state(server: PushsvcProcess, topic: str) -> bytes:
-    status, _, body = request(server.port, "GET", f"/topics/{topic}/stats")
-    assert status == 200
-    return body
+@pytest.fixture
+def battery(client: FlaskClient) -> FlaskClient:
+    """A topic with one accepted event, to prove nothing changes."""
+    assert client.post(f"/topics/{TOPIC}/events", json={"value": 1}).status_code == 202
+    return client
+
+
+def _state(client: FlaskClient) -> tuple[bytes, int]:
+    """The topic's statistics (with its latest update id) and how many updates the process
+    has dispatched to streams so far."""
+    response = client.get(f"/topics/{TOPIC}/stats")
+    assert response.status_code == 200
+    assert client.application is not None
+    return response.data, client.application.extensions["pushsvc"].hub.received
 
 
 @pytest.mark.parametrize(
     ("name", "body", "ctype", "status", "code"), CASES, ids=[c[0] for c in CASES]
 )
 def test_bad_body_is_rejected_and_changes_nothing(
-    watched: tuple[PushsvcProcess, str, SSEClient],
+    battery: FlaskClient,
     name: str,
     body: bytes,
     ctype: str | None,
     status: int,
     code: str | None,
 ) -> None:
-    server, topic, stream = watched
-    before = _state(server, topic)
-    got, headers, reply = request(
-        server.port, "POST", f"/topics/{topic}/events", body, content_type=ctype
-    )
-    assert got == status, reply
-    assert headers["content-type"] == "application/json"
-    error = json.loads(reply)["error"]
+    before = _state(battery)
+    headers = {"Content-Type": ctype} if ctype else {}
+    response = battery.post(f"/topics/{TOPIC}/events", data=body, headers=headers)
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
     assert error["message"]
     if code is not None:
         assert error["code"] == code
-    assert _state(server, topic) == before
-    # The stream got nothing from the rejected request: the next update it sees is this sentinel.
-    sentinel = float(len(name))
-    assert request(server.port, "POST", f"/topics/{topic}/events", {"value": sentinel})[0] == 202
-    assert stream.next_data()[1]["event"]["value"] == sentinel
+    assert _state(battery) == before  # no statistic moved, no update went to any stream
 
 
-def test_rejected_batch_names_the_bad_index(watched: tuple[PushsvcProcess, str, SSEClient]) -> None:
-    server, topic, _ = watched
-    before = _state(server, topic)
+def test_rejected_batch_names_the_bad_index(battery: FlaskClient) -> None:
+    before = _state(battery)
     batch = [{"value": 1}, {"value": 2}, {"value": "three"}, {"value": 4}]
-    status, _, reply = request(server.port, "POST", f"/topics/{topic}/events", batch)
-    assert status == 400
-    assert json.loads(reply)["error"]["index"] == 2
-    assert _state(server, topic) == before
+    response = battery.post(f"/topics/{TOPIC}/events", json=batch)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["index"] == 2
+    assert _state(battery) == before
 
 
 @pytest.mark.parametrize(
     "bad", ["-leading-dash", "a" * 129, "has%20space", "a%0Ab", "sl/ash", "%C3%A9", ".dot"]
 )
-def test_bad_topic_names_are_400(server: PushsvcProcess, bad: str) -> None:
+def test_bad_topic_names_are_400(client: FlaskClient, bad: str) -> None:
     for method, path in (("POST", f"/topics/{bad}/events"), ("GET", f"/topics/{bad}/stream")):
-        status, _, reply = request(server.port, method, path, {"value": 1})
-        assert status == 400, (method, path)
-        assert json.loads(reply)["error"]["code"] == "invalid_topic"
+        response = client.open(path, method=method, json={"value": 1})
+        assert response.status_code == 400, (method, path)
+        assert response.get_json()["error"]["code"] == "invalid_topic"
 
 
-def test_bad_stream_pattern_is_400(server: PushsvcProcess) -> None:
+def test_bad_stream_pattern_is_400(client: FlaskClient) -> None:
     for query in ("", "?topic=", "?topic=a*b", "?topic=*.x"):
-        status, _, reply = request(server.port, "GET", f"/stream{query}")
-        assert status == 400, query
-        assert "error" in json.loads(reply)
+        response = client.get(f"/stream{query}")
+        assert response.status_code == 400, query
+        assert "error" in response.get_json()
 
 
 def test_tag_with_sse_control_sequence_cannot_inject_fields(
-    watched: tuple[PushsvcProcess, str, SSEClient],
+    server: PushsvcProcess, topic: str
 ) -> None:
-    server, topic, stream = watched
+    # On a real socket: what matters is the bytes an EventSource parser reads.
     evil = "x\n\nevent: injected\ndata: owned\r\nid: 999\n"
-    assert (
-        request(server.port, "POST", f"/topics/{topic}/events", {"value": 5, "tags": {"k": evil}})[
-            0
-        ]
-        == 202
-    )
-    message = stream.next()
+    with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        assert post(server.port, topic, {"value": 5, "tags": {"k": evil}})[0] == 202
+        message = stream.next()
     assert message.event == "stats"
     update = json.loads(message.data)
     assert update["event"]["tags"] == {"k": evil}

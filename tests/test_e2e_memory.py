@@ -168,37 +168,12 @@ def test_heartbeat_keeps_idle_stream_alive(server: PushsvcProcess, topic: str) -
     stream.close()
 
 
-def test_read_api(server: PushsvcProcess, topic: str) -> None:
-    assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404
+def test_topics_counts_the_streams_watching_each(server: PushsvcProcess, topic: str) -> None:
     post(server.port, topic, [{"value": 2}, {"value": 4}])
-    stream = SSEClient(server.port, f"/topics/{topic}/stream")
-    stream.next_data("snapshot")
-    status, _, body = request(server.port, "GET", "/topics")
-    assert status == 200
-    listed = {t["topic"]: t for t in json.loads(body)["topics"]}
-    assert listed[topic]["subscribers"] == 1
-    assert (
-        listed[topic]["last_id"]
-        == json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])["id"]
-    )
-    stream.close()
-    assert request(server.port, "GET", "/healthz")[0] == 200
-    status, _, body = request(server.port, "GET", "/readyz")
-    assert (status, json.loads(body)["status"]) == (200, "ready")
-    status, headers, body = request(server.port, "GET", "/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain")
-    assert b"pushsvc_events_accepted_total" in body
-
-
-def test_late_events_rejected_beyond_allowed_lateness(server: PushsvcProcess, topic: str) -> None:
-    t = 1_763_700_000.0
-    assert post(server.port, topic, {"value": 1, "ts": t})[0] == 202
-    assert post(server.port, topic, {"value": 2, "ts": t - 4.9})[0] == 202  # within 5 s: inserted
-    status, body = post(server.port, topic, [{"value": 3, "ts": t}, {"value": 4, "ts": t - 5.5}])
-    assert status == 400
-    assert body["error"]["code"] == "late_event" and body["error"]["index"] == 1
-    latest = json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])
-    assert latest["windows"]["10s"]["count"] == 2  # the rejected batch changed nothing
+    with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        topics = json.loads(request(server.port, "GET", "/topics")[2])["topics"]
+        assert {t["topic"]: t["subscribers"] for t in topics}[topic] == 1
 
 
 def test_idle_topic_windows_keep_sliding(topic: str) -> None:

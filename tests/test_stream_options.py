@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from flask.testing import FlaskClient
 
+from conftest import MakeApp
 from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request
 
 
@@ -43,10 +45,10 @@ def test_projection_applies_to_replay(server: PushsvcProcess, topic: str) -> Non
 @pytest.mark.parametrize(
     "query", ["windows=2m", "stats=median", "stats=", "windows=1m,,x", "max_hz=0", "max_hz=fast"]
 )
-def test_bad_options_are_400(server: PushsvcProcess, topic: str, query: str) -> None:
-    status, _, body = request(server.port, "GET", f"/topics/{topic}/stream?{query}")
-    assert status == 400
-    assert json.loads(body)["error"]["message"]
+def test_bad_options_are_400(client: FlaskClient, query: str) -> None:
+    response = client.get(f"/topics/t/stream?{query}")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"]
 
 
 def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topic: str) -> None:
@@ -66,16 +68,14 @@ def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topi
         assert latest.id == json.loads(latest.data)["id"]
 
 
-def test_server_can_compute_only_some_statistics(topic: str) -> None:
-    lean = PushsvcProcess("serve", "--tick", "0", "--stats", "max,count,mean").start()
-    try:
-        with SSEClient(lean.port, f"/topics/{topic}/stream") as stream:
-            stream.next_data("snapshot")
-            post(lean.port, topic, [{"value": 4}, {"value": 2}])
-            _, update = stream.take(2)[-1]
-            assert update["windows"]["1m"] == {"count": 2, "mean": 3.0, "max": 4.0}
-        # A statistic the server does not compute cannot be asked for.
-        status, _, body = request(lean.port, "GET", f"/topics/{topic}/stream?stats=p99")
-        assert status == 400 and "p99" in json.loads(body)["error"]["message"]
-    finally:
-        lean.stop()
+def test_server_can_compute_only_some_statistics(make_app: MakeApp) -> None:
+    lean = make_app(stats="max,count,mean").test_client()
+    assert lean.post("/topics/t/events", json=[{"value": 4}, {"value": 2}]).status_code == 202
+    assert lean.get("/topics/t/stats").get_json()["windows"]["1m"] == {
+        "count": 2,
+        "mean": 3.0,
+        "max": 4.0,
+    }
+    # A statistic the server does not compute cannot be asked for.
+    response = lean.get("/topics/t/stream?stats=p99")
+    assert response.status_code == 400 and "p99" in response.get_json()["error"]["message"]
