@@ -39,6 +39,7 @@ import orjson
 
 from child import JsonLinesChild
 from common import machine
+from pushsvc.testing.procfs import cpu_seconds
 from servers import REPO, TOPIC, PushsvcRedis
 
 DEFAULT_PROJECTIONS = ("full", "stats=count&windows=10s")
@@ -47,17 +48,6 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- CPU accounting ------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of `pid` (all its threads) so far; None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: the fields follow the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime: fields 14 and 15
 
 
 def machine_seconds() -> tuple[float, float]:

@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 
 from child import JsonLinesChild
+from pushsvc.testing.procfs import rss_kb
 from servers import Deployment, ensure_flask_sse_venv, flask_sse_versions, make_deployment
-from servers import rss_kb as _rss_kb
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
@@ -102,7 +102,7 @@ def run_scenario(
     try:
         deployment.start()
         pids = deployment.pids()
-        rss_before = _rss_kb(pids)
+        rss_before = rss_kb(pids)
         loadgen = JsonLinesChild("loadgen", name="load generator", argv=[
             "--wait-go",
             "--kind", deployment.kind,
@@ -120,7 +120,7 @@ def run_scenario(
         idle_connections = opened["ready"] if server_count is None else server_count
         time.sleep(args.settle)  # let the connected, idle server settle before measuring it
         pids = deployment.pids()  # gunicorn may have replaced a worker
-        rss_after = _rss_kb(pids)
+        rss_after = rss_kb(pids)
         redis_idle = deployment.redis_clients()
         watch = RedisWatch(deployment)
         loadgen.tell(b"go")

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -23,174 +20,16 @@ from pathlib import Path
 
 import redis
 
+from pushsvc.testing.live import PushsvcProcess
+from pushsvc.testing.procfs import children, descendants
+from pushsvc.testing.redis_server import RedisServer, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 VENVS = REPO / ".bench-venvs"
 FLASK_SSE_VENV = VENVS / "flask-sse"
 # gunicorn 27.0.1's gevent worker imports `packaging` without declaring it.
 FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis", "packaging")
 TOPIC = "bench"
-
-_LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")
-
-
-class PushsvcProcess:
-    """`python -m pushsvc <command> ...` from src/, until its log shows `ready`.
-
-    A small copy of tests/live.py's helper: the benchmark must not break when the
-    test helpers change.
-    """
-
-    def __init__(
-        self,
-        command: str,
-        *args: str,
-        ready: str = "listening on",
-        python_args: Sequence[str] = (),
-    ) -> None:
-        # python_args: e.g. ("-m", "cProfile", "-o", path) to profile the process.
-        self.argv = [sys.executable, *python_args, "-m", "pushsvc", command, *args]
-        self.ready = ready
-        self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self._seen = threading.Event()
-
-    def start(self, timeout: float = 20) -> PushsvcProcess:
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            self.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self._pumper = threading.Thread(target=self._pump, daemon=True)
-        self._pumper.start()
-        if not self._seen.wait(timeout) or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"{' '.join(self.argv[2:])} did not start: {self.log_tail()}")
-        return self
-
-    def _pump(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.output.append(line)
-            match = _LISTENING.search(line)
-            if match:
-                self.port = int(match[2])
-            if self.ready in line:
-                self._seen.set()
-        self._seen.set()  # exited: wake start()
-
-    def log_tail(self) -> str:
-        return "".join(self.output[-20:])
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self, timeout: float = 10) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._pumper.join(5)
-
-
-class RedisServer:
-    """A throwaway redis-server on a free port (never the machine's 6379): no RDB, no AOF."""
-
-    def __init__(self) -> None:
-        binary = os.environ.get("PUSHSVC_TEST_REDIS_SERVER") or shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("no redis-server on the PATH (or PUSHSVC_TEST_REDIS_SERVER)")
-        self.binary = binary
-        self.port = _free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def start(self, timeout: float = 10) -> RedisServer:
-        argv = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self._dir), "--maxclients", "20000",
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return self
-                except redis.exceptions.ConnectionError:
-                    pass
-                if self._proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.01)  # nothing to await: poll until it answers PING
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def rss_kb(pids: list[int]) -> int:
-    """Sum of VmRSS over `pids` (kB); a process that is gone counts 0."""
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        total += int(match[1]) if match else 0
-    return total
-
-
-def children(pid: int) -> list[int]:
-    """Direct child processes of `pid` (gunicorn's workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The command name may hold spaces and parentheses: ppid follows the last ')'.
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Deployment:
@@ -229,7 +68,8 @@ class Deployment:
         return None
 
     def _start_redis(self) -> str:
-        self.redis = RedisServer().start()
+        # Flask-SSE holds a Redis connection per subscriber.
+        self.redis = RedisServer(args=("--maxclients", "20000")).start()
         self._redis_client = redis.Redis.from_url(self.redis.url)
         return self.redis.url
 
@@ -292,8 +132,9 @@ class PushsvcRedis(Deployment):
                   *self.extra_args)  # fmt: skip
         profile = self._python_args("aggregator")
         self.aggregator = PushsvcProcess(
-            "aggregate", *common, ready="took the lease", python_args=profile
+            "aggregate", *common, http=False, python_args=profile
         ).start()
+        self.aggregator.wait_for_log("took the lease")
         for i in range(self.workers):
             self.webs.append(
                 PushsvcProcess(
@@ -371,7 +212,7 @@ class FlaskSSE(Deployment):
     def start(self, timeout: float = 30) -> None:
         venv = ensure_flask_sse_venv()
         url = self._start_redis()
-        self.port = _free_port()
+        self.port = free_port()
         self._logdir = Path(tempfile.mkdtemp(prefix="bench-flask-sse-"))
         log = self._logdir / "gunicorn.log"
         argv = [
@@ -461,12 +302,7 @@ class PushsvcWorkers(Deployment):
         return f"{self.proc.base}/topics/{TOPIC}/events"
 
     def pids(self) -> list[int]:
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo += children(pid)
-        return found
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
 
 def make_deployment(name: str, *, subscribers: int) -> Deployment:

@@ -10,25 +10,9 @@ from pathlib import Path
 import pytest
 
 from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.testing.procfs import descendants
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def _children(pid: int) -> set[int]:
-    """Every live descendant of `pid`."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid:
-            child = int(entry.name)
-            found |= {child, *_children(child)}
-    return found
 
 
 def _listening_workers(server: PushsvcProcess) -> int:
@@ -45,7 +29,7 @@ def test_workers_serve_on_one_port_and_stop_cleanly(topic: str) -> None:
     try:
         # Two web workers, an aggregator and the private redis-server; and both workers
         # listening, or the kernel has only one socket to hand connections to.
-        wait_until(lambda: len(_children(server.proc.pid)) >= 4, timeout=20)
+        wait_until(lambda: len(descendants(server.proc.pid)) >= 4, timeout=20)
         wait_until(lambda: _listening_workers(server) == 2, timeout=20)
         pids = set()
         streams = []
@@ -74,7 +58,7 @@ def test_workers_serve_on_one_port_and_stop_cleanly(topic: str) -> None:
         assert [u["event"]["value"] for _, u in resumed.take(2)] == [3.0, 4.0]
         for stream in [*streams, resumed]:
             stream.close()
-        descendants = _children(server.proc.pid)
+        descendants = descendants(server.proc.pid)
     finally:
         assert server.stop() == 0
     assert not {pid for pid in descendants if Path(f"/proc/{pid}").exists()}
@@ -84,12 +68,12 @@ def test_a_worker_that_dies_is_started_again(topic: str) -> None:
     server = _serve("--workers", "2")
     assert server.proc is not None
     try:
-        wait_until(lambda: len(_children(server.proc.pid)) >= 4, timeout=20)
+        wait_until(lambda: len(descendants(server.proc.pid)) >= 4, timeout=20)
         server.wait_for_log("took the lease")
-        victim = max(_children(server.proc.pid))  # any one of them
+        victim = max(descendants(server.proc.pid))  # any one of them
         os.kill(victim, signal.SIGKILL)
         server.wait_for_log("exited with -9; starting it again")
-        wait_until(lambda: len(_children(server.proc.pid)) >= 4, timeout=20)
+        wait_until(lambda: len(descendants(server.proc.pid)) >= 4, timeout=20)
         wait_until(lambda: post(server.port, topic, {"value": 1.0})[0] == 202, timeout=20)
     finally:
         assert server.stop() == 0

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,10 @@ class PushsvcProcess:
         *args: str,
         env: Mapping[str, str] | None = None,
         http: bool = True,
+        python_args: Sequence[str] = (),
     ) -> None:
-        self.argv = [sys.executable, "-m", "pushsvc", command, *args]
+        # python_args: e.g. ("-m", "cProfile", "-o", path) to profile the process.
+        self.argv = [sys.executable, *python_args, "-m", "pushsvc", command, *args]
         if http and not any(a.startswith("--port") for a in args):
             self.argv += ["--port", "0"]
         self.env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -47,6 +49,7 @@ class PushsvcProcess:
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -88,6 +91,14 @@ class PushsvcProcess:
             if "lost the lease" in line:
                 return False
         return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "".join(self.output[-lines:])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     @property
     def base(self) -> str:

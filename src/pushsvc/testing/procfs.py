@@ -1,0 +1,62 @@
+"""What /proc says about processes the tests and benchmarks started (Linux): children, CPU
+time, resident memory."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_RSS = re.compile(r"^VmRSS:\s+(\d+) kB", re.M)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: the fields follow the last ')'.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`."""
+    found: set[int] = set()
+    todo = children(pid)
+    while todo:
+        child = todo.pop()
+        found.add(child)
+        todo += children(child)
+    return found
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of `pid` (all its threads) so far; None once it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime: fields 14 and 15
+
+
+def rss_kb(pids: list[int]) -> int:
+    """Sum of VmRSS over `pids` (kB); a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            match = _RSS.search(Path(f"/proc/{pid}/status").read_text())
+        except OSError:
+            continue
+        total += int(match[1]) if match else 0
+    return total
