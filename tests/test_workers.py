@@ -58,10 +58,10 @@ def test_workers_serve_on_one_port_and_stop_cleanly(topic: str) -> None:
         assert [u["event"]["value"] for _, u in resumed.take(2)] == [3.0, 4.0]
         for stream in [*streams, resumed]:
             stream.close()
-        descendants = descendants(server.proc.pid)
+        left = descendants(server.proc.pid)
     finally:
         assert server.stop() == 0
-    assert not {pid for pid in descendants if Path(f"/proc/{pid}").exists()}
+    assert not {pid for pid in left if Path(f"/proc/{pid}").exists()}
 
 
 def test_a_worker_that_dies_is_started_again(topic: str) -> None:
