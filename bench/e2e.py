@@ -39,6 +39,7 @@ import orjson
 
 from child import JsonLinesChild
 from common import machine
+from pushsvc.lists import comma_list
 from pushsvc.testing.procfs import cpu_seconds
 from servers import REPO, TOPIC, PushsvcRedis
 
@@ -394,10 +395,6 @@ def table_row(row: dict[str, Any]) -> str:
     return "\n".join([line, *notes])
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -408,7 +405,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--web",
         "-w",
-        type=_csv,
+        type=comma_list,
         default=["1"],
         help="web processes, a comma-separated list of counts: 1,2",
     )

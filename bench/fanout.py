@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import resource
 import sys
 import threading
 import time
@@ -29,19 +28,13 @@ from typing import Any
 import orjson
 
 from child import JsonLinesChild
+from loadgen.process import raise_fd_limit
+from pushsvc.lists import comma_list
 from pushsvc.testing.procfs import rss_kb
 from servers import Deployment, ensure_flask_sse_venv, flask_sse_versions, make_deployment
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
-
-
-def raise_fd_limit() -> int:
-    """Children inherit this: servers and the generator each need a socket per subscriber."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class RedisWatch:
@@ -203,23 +196,21 @@ def table_row(row: dict[str, Any]) -> str:
     return f"{line}\n{'':>16} {problems}" if problems else line
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--servers",
-        type=_csv,
+        type=comma_list,
         default=None,
         help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
         "pushsvc-redis-W, pushsvc-workers-W and flask-sse-W for W workers",
     )
-    parser.add_argument("--subscribers", "-n", type=_csv, default=None, help="e.g. 100,1000")
-    parser.add_argument("--rate", "-r", type=_csv, default=None, help="events/s or max: 100,max")
+    parser.add_argument("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
+    parser.add_argument(
+        "--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max"
+    )
     parser.add_argument("--events", "-m", type=int, default=None, help="events per scenario")
     parser.add_argument(
         "--json", action="store_true", help="JSON lines on stdout (the table then goes to stderr)"

@@ -1,4 +1,6 @@
-"""The load generator's parsers and counters (pure): byte tables, judged by the standards."""
+"""The load generator's parsers and counters (pure): byte tables, judged by the standards.
+
+The event-stream parser is pushsvc.sse_parser, tested in test_sse.py."""
 
 from __future__ import annotations
 
@@ -9,64 +11,26 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from loadgen.eventstream import EventStreamParser, Message
-from loadgen.http1 import ChunkedDecoder, ProtocolError, parse_head
+from loadgen.dechunk import Dechunker
+from loadgen.http1 import ProtocolError, parse_head
 from loadgen.tally import Tally, percentiles
-
-
-@pytest.mark.parametrize(
-    ("stream", "expected"),
-    [
-        (b"data: a\n\n", [Message(b"message", b"a")]),
-        (b"data:a\n\n", [Message(b"message", b"a")]),  # Flask-SSE writes no space
-        (b"data:  a\n\n", [Message(b"message", b" a")]),  # only one space is removed
-        (b"data: a\ndata: b\n\n", [Message(b"message", b"a\nb")]),
-        (b"data\n\n", [Message(b"message", b"")]),  # no colon: field name only
-        (b"event: stats\nid: 7\ndata: x\n\n", [Message(b"stats", b"x", b"7")]),
-        (
-            b"id: 7\ndata: x\n\ndata: y\n\n",
-            [Message(b"message", b"x", b"7"), Message(b"message", b"y", b"7")],
-        ),  # id persists
-        (b"id: 7\n\nid: a\x00b\ndata: y\n\n", [Message(b"message", b"y", b"7")]),  # NUL: ignored
-        (b"retry: 3000\n\n:\n\n: hi\n\n", []),  # no data: nothing fires
-        (b"event: x\n\ndata: y\n\n", [Message(b"message", b"y")]),  # type resets after blank
-        (b"foo: bar\ndata: y\n\n", [Message(b"message", b"y")]),  # unknown field ignored
-        (b"\xef\xbb\xbfdata: y\n\n", [Message(b"message", b"y")]),  # one BOM dropped
-        (b"data: y\n", []),  # never dispatched without the blank line
-    ],
-)
-def test_event_stream(stream: bytes, expected: list[Message]) -> None:
-    whole = EventStreamParser().feed(stream)
-    parser = EventStreamParser()
-    bytewise = [m for i in range(len(stream)) for m in parser.feed(stream[i : i + 1])]
-    assert whole == expected
-    assert bytewise == expected
-
-
-def test_event_stream_retry_and_comments() -> None:
-    parser = EventStreamParser()
-    parser.feed(b"retry: 3000\n\n:\n\nretry: x\n\n")
-    assert (parser.retry, parser.comments) == (3000, 1)
-
-
-def test_cr_is_refused_not_misparsed() -> None:
-    with pytest.raises(ProtocolError):
-        EventStreamParser().feed(b"data: a\r\n\r\n")
 
 
 def test_chunked_bytewise_and_whole() -> None:
     body = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n"
     for step in (1, 3, len(body)):
-        decoder = ChunkedDecoder()
-        out = b"".join(decoder.feed(body[i : i + step]) for i in range(0, len(body), step))
+        decoder = Dechunker()
+        out = b"".join(
+            b"".join(decoder.feed(body[i : i + step])) for i in range(0, len(body), step)
+        )
         assert out == b"hello 0123456789"
         assert decoder.done
 
 
-@pytest.mark.parametrize("bad", [b"zz\r\n", b"5\r\nhelloXX", b"0\r\n\r\nmore"])
+@pytest.mark.parametrize("bad", [b"zz\r\n", b"5\r\nhelloXX\r\n", b"0\r\n\r\nmore"])
 def test_chunked_rejects(bad: bytes) -> None:
     with pytest.raises(ProtocolError):
-        ChunkedDecoder().feed(bad)
+        Dechunker().feed(bad)
 
 
 def test_response_head() -> None:

@@ -8,20 +8,11 @@ prints `{"phase": "result", ...}`.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 
 from loadgen.kinds import KINDS
-from loadgen.process import emit, run
+from loadgen.process import emit, raise_fd_limit, run
 from loadgen.run import RunConfig, execute
-
-
-def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one (10,000 sockets need it); the new limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def _rate(text: str) -> float | None:

@@ -26,14 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from loadgen.dechunk import Dechunker
 from loadgen.http1 import ProtocolError, ResponseHead, split_head
 from loadgen.idcount import IdCounter, Verdict, id_keys, judge_ids, judge_values
-from loadgen.process import emit, run
+from loadgen.process import emit, http_address, run
 from loadgen.run import CONNECTING_AT_ONCE
 from loadgen.subscriber import stream_request
 
@@ -182,7 +181,7 @@ class Run:
         config = self.config
         slots = asyncio.Semaphore(CONNECTING_AT_ONCE)
         progress = self.progress
-        addresses = [_address(url) for url in config.stream_urls]
+        addresses = [http_address(url) for url in config.stream_urls]
 
         async def one(i: int) -> None:
             host, port, path = addresses[i % len(addresses)]
@@ -302,14 +301,6 @@ class Run:
 def _sum(verdicts: list[Verdict]) -> dict[str, int]:
     keys = ("received", "distinct", "duplicates", "out_of_order", "missing", "unexpected")
     return {k: sum(getattr(v, k) for v in verdicts) for k in keys}
-
-
-def _address(url: str) -> tuple[str, int, str]:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname is None:
-        raise ValueError(f"{url!r}: only http:// URLs")
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname, parts.port or 80, path or "/"
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, published: asyncio.Event) -> None:

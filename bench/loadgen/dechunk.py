@@ -1,10 +1,10 @@
-"""`Transfer-Encoding: chunked` decoding that passes payload bytes through uncopied (pure).
+"""`Transfer-Encoding: chunked` decoding (RFC 9112 §7.1) that passes payload bytes through
+uncopied (pure).
 
-`http1.ChunkedDecoder` copies every byte into and out of a buffer; at hundreds of
-megabytes per second of SSE that is a cost the server under test would pay for in
-CPU on a shared machine. Here a read that falls inside one chunk is returned as the
-very same bytes object, and only reads that straddle a chunk boundary are sliced.
-Framing is as strict as `ChunkedDecoder`'s: anything malformed raises ProtocolError.
+At hundreds of megabytes per second of SSE, copying every byte into and out of a buffer is
+a cost the server under test would pay for in CPU on a shared machine. Here a read that
+falls inside one chunk is returned as the very same bytes object, and only reads that
+straddle a chunk boundary are sliced. Anything malformed raises ProtocolError.
 """
 
 from __future__ import annotations

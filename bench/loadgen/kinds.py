@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from loadgen.eventstream import Message
 from loadgen.http1 import ProtocolError
+from pushsvc.sse_parser import SSEMessage as Message
 
 READY = "ready"
 """Returned by a decoder for the message that shows the subscription is live."""
@@ -40,17 +40,17 @@ def _delivery(payload: object) -> tuple[float, float]:
 
 
 def decode_pushsvc(message: Message) -> Decoded:
-    if message.event == b"stats":
+    if message.event == "stats":
         update = orjson.loads(message.data)
         event = update.get("event")
         return None if event is None else _delivery(event)
-    if message.event == b"snapshot":
+    if message.event == "snapshot":
         return READY
     raise ProtocolError(f"unexpected event type {message.event!r}")
 
 
 def decode_flask_sse(message: Message) -> Decoded:
-    if message.event == b"message":
+    if message.event == "message":
         return _delivery(orjson.loads(message.data))
     raise ProtocolError(f"unexpected event type {message.event!r}")
 

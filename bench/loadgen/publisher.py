@@ -13,7 +13,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from loadgen.http1 import ChunkedDecoder, ProtocolError, parse_head
+from loadgen.dechunk import Dechunker
+from loadgen.http1 import ProtocolError, parse_head
 from loadgen.kinds import publish_body
 
 
@@ -84,7 +85,7 @@ class Publisher:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         head = parse_head((await self._reader.readuntil(b"\r\n\r\n"))[:-4])
         if head.chunked:
-            decoder = ChunkedDecoder()
+            decoder = Dechunker()
             while not decoder.done:
                 chunk = await self._reader.read(65536)
                 if not chunk:

@@ -13,9 +13,9 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from loadgen.kinds import Kind
+from loadgen.process import http_address
 from loadgen.publisher import Publisher, PublishResult
 from loadgen.subscriber import Hooks, Subscriber, stream_request
 from loadgen.tally import Tally, percentiles, totals
@@ -43,14 +43,6 @@ class RunConfig:
     drain_timeout: float = 30.0
     idle_timeout: float = 5.0
     """Drain ends early when no delivery arrives for this long."""
-
-
-def _address(url: str) -> tuple[str, int, str]:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname is None:
-        raise ValueError(f"{url!r}: only http:// URLs")
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname, parts.port or 80, path or "/"
 
 
 class Run:
@@ -101,7 +93,7 @@ class Run:
         hooks.on_ready, hooks.on_complete, hooks.on_end = (
             self._on_ready, self._on_complete, self._on_end
         )  # fmt: skip
-        addresses = [_address(url) for url in self.config.stream_urls]
+        addresses = [http_address(url) for url in self.config.stream_urls]
         http10 = self.config.http10
         requests = [stream_request(h, p, path, http10=http10) for h, p, path in addresses]
 
@@ -140,7 +132,7 @@ class Run:
     async def publish_and_drain(self) -> dict[str, object]:
         config = self.config
         loop = asyncio.get_running_loop()
-        host, port, path = _address(config.publish_url)
+        host, port, path = http_address(config.publish_url)
         publish_timeout = config.publish_timeout
         if publish_timeout is None:
             publish_timeout = (

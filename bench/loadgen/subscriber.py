@@ -12,10 +12,11 @@ from array import array
 from collections.abc import Callable
 from typing import cast
 
-from loadgen.eventstream import EventStreamParser
-from loadgen.http1 import ChunkedDecoder, ProtocolError, ResponseHead, split_head
+from loadgen.dechunk import Dechunker
+from loadgen.http1 import ProtocolError, ResponseHead, split_head
 from loadgen.kinds import READY, Kind
 from loadgen.tally import Tally
+from pushsvc.sse_parser import EventStreamParser
 
 
 def stream_request(host: str, port: int, path: str, *, http10: bool) -> bytes:
@@ -53,7 +54,7 @@ class Subscriber(asyncio.Protocol):
         self._hooks = hooks
         self._progress = progress  # [time of the newest delivery, shared by all subscribers]
         self._head_buffer = bytearray()
-        self._dechunk: ChunkedDecoder | None = None
+        self._dechunk: Dechunker | None = None
         self._parser = EventStreamParser()
         self.transport: asyncio.Transport | None = None
         self.head: ResponseHead | None = None
@@ -82,9 +83,9 @@ class Subscriber(asyncio.Protocol):
                 self._check_head(self.head)
                 if not data:
                     return
-            if self._dechunk is not None:
-                data = self._dechunk.feed(data)
-            for message in self._parser.feed(data):
+            pieces = [data] if self._dechunk is None else self._dechunk.feed(data)
+            messages = [m for piece in pieces for m in self._parser.feed(piece)]
+            for message in messages:
                 decoded = self._kind.decode(message)
                 if decoded is None:
                     continue
@@ -106,7 +107,7 @@ class Subscriber(asyncio.Protocol):
         if content_type.split(";")[0].strip().lower() != "text/event-stream":
             raise ProtocolError(f"content-type {content_type!r}")
         if head.chunked:
-            self._dechunk = ChunkedDecoder()
+            self._dechunk = Dechunker()
         elif head.content_length is not None:
             raise ProtocolError("an event stream with a Content-Length")
 

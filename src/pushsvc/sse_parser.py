@@ -72,8 +72,16 @@ class EventStreamParser:
             self._skip_lf = False
             if text.startswith("\n"):
                 text = text[1:]
-        buffer = self._partial + text
+        buffer = self._partial + text if self._partial else text
         out: list[SSEMessage] = []
+        if "\r" not in buffer:
+            # The common case (LF line ends only): one split, not a regex match per line.
+            lines = buffer.split("\n")
+            self._partial = lines.pop()
+            line_done = self._line
+            for line in lines:
+                line_done(line, out)
+            return out
         start = 0
         for match in _EOL.finditer(buffer):
             self._line(buffer[start : match.start()], out)
@@ -92,16 +100,16 @@ class EventStreamParser:
         if not line:
             self._dispatch(out)
             return
-        if line.startswith(":"):
-            self.comments.append(line[1:])
-            return
         name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
+        if not name and colon:
+            self.comments.append(value)
+            return
+        if value[:1] == " ":
             value = value[1:]
-        if name == "event":
-            self._event = value
-        elif name == "data":
+        if name == "data":
             self._data.append(value)
+        elif name == "event":
+            self._event = value
         elif name == "id":
             if "\0" not in value:
                 self._id_buffer = value
