@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import math
 import os
 import resource
@@ -67,10 +66,9 @@ import pandas as pd
 from common import Timing, machine, median, nearest_rank_us, timed
 
 try:
-    from pushsvc import stats as stats_package
     from pushsvc.aggregator import Aggregator
     from pushsvc.events import Event, check_lateness
-    from pushsvc.stats import STAT_KEYS, TopicWindows
+    from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows
     from pushsvc.updates import UpdateDraft
 except ImportError as exc:  # pragma: no cover - a usage error, not a code path
     sys.exit(f"cannot import pushsvc ({exc}): pip install -e . or run with PYTHONPATH=src")
@@ -80,7 +78,6 @@ BASE_US = 1_763_700_000 * S
 WINDOWS: tuple[tuple[int, str], ...] = ((10 * S, "10s"), (60 * S, "1m"), (300 * S, "5m"))
 LATENESS_US = 5 * S
 TOPIC = "bench"
-SCALAR_FALLBACK = ("count", "sum", "mean", "min", "max", "var", "stddev")
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 MAX_FAILURES = 10
 
@@ -121,37 +118,7 @@ def make_stream(n: int, *, stride_us: int, seed: int, late_fraction: float = 0.0
     return Stream(ts.tolist(), values.tolist(), warm, int(late.sum()), stride_us)
 
 
-# -- the engine, feature-detected -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EngineApi:
-    stats_selection: bool
-    scalar_stats: tuple[str, ...]
-    batch: str | None  # None, "pairs": insert_many(items), "columns": insert_many(ts, values)
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "stats_selection": self.stats_selection,
-            "scalar_stats": list(self.scalar_stats),
-            "insert_many": self.batch,
-        }
-
-
-def detect_api() -> EngineApi:
-    selection = "stats" in inspect.signature(TopicWindows).parameters
-    scalar = tuple(getattr(stats_package, "SCALAR_STATS", SCALAR_FALLBACK))
-    batch = None
-    insert_many = getattr(TopicWindows, "insert_many", None)
-    if insert_many is not None:
-        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        required = [
-            p
-            for p in list(inspect.signature(insert_many).parameters.values())[1:]
-            if p.kind in positional and p.default is inspect.Parameter.empty
-        ]
-        batch = "columns" if len(required) == 2 else "pairs"
-    return EngineApi(selection, scalar, batch)
+# -- the engine ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -164,31 +131,28 @@ class Config:
         return STAT_KEYS if self.stats is None else self.stats
 
 
-def configs(api: EngineApi) -> list[Config]:
+def configs() -> list[Config]:
     return [
-        Config("scalar_1w", WINDOWS[-1:], api.scalar_stats),
-        Config("scalar_3w", WINDOWS, api.scalar_stats),
+        Config("scalar_1w", WINDOWS[-1:], SCALAR_STATS),
+        Config("scalar_3w", WINDOWS, SCALAR_STATS),
         Config("all_3w", WINDOWS, None),
     ]
 
 
-def new_windows(api: EngineApi, config: Config) -> TopicWindows:
+def new_windows(config: Config) -> TopicWindows:
     widths = [w for w, _ in config.windows]
     labels = [label for _, label in config.windows]
-    if config.stats is None or not api.stats_selection:
+    if config.stats is None:
         return TopicWindows(widths, labels)
     return TopicWindows(widths, labels, stats=config.stats)
 
 
-def batch_items(api: EngineApi, ts: list[int], values: list[float], size: int) -> list[Any]:
+def batch_items(ts: list[int], values: list[float], size: int) -> list[Any]:
     """The arguments of each ``insert_many`` call, built before any timing starts."""
-    out: list[Any] = []
-    for k in range(0, len(ts), size):
-        if api.batch == "columns":
-            out.append((ts[k : k + size], values[k : k + size]))
-        else:
-            out.append((list(zip(ts[k : k + size], values[k : k + size], strict=True)),))
-    return out
+    return [
+        (list(zip(ts[k : k + size], values[k : k + size], strict=True)),)
+        for k in range(0, len(ts), size)
+    ]
 
 
 # Tight loops: these are what is timed. Each returns how many summaries it produced.
@@ -284,17 +248,17 @@ def rate(timings: Sequence[Timing], expected: int) -> dict[str, object]:
     }
 
 
-def run_engine(api: EngineApi, config: Config, stream: Stream, plan: Plan, mode: str) -> dict:
-    tw = new_windows(api, config)
+def run_engine(config: Config, stream: Stream, plan: Plan, mode: str) -> dict:
+    tw = new_windows(config)
     ts, values = stream.ts, stream.values
     if mode == "batch":
-        feed_batches(tw, batch_items(api, ts[: stream.warm], values[: stream.warm], plan.batch))
+        feed_batches(tw, batch_items(ts[: stream.warm], values[: stream.warm], plan.batch))
     else:
         feed_each(tw, ts[: stream.warm], values[: stream.warm])
     timings = []
     for a, b in plan.segments(stream, plan.segment):
         if mode == "batch":
-            run = partial(feed_batches, tw, batch_items(api, ts[a:b], values[a:b], plan.batch))
+            run = partial(feed_batches, tw, batch_items(ts[a:b], values[a:b], plan.batch))
         else:
             run = partial(feed_each, tw, ts[a:b], values[a:b])
         timings.append(timed(run))
@@ -316,10 +280,10 @@ def tail(durations_ns: list[int], prefix: str = "") -> dict[str, float | int]:
     }
 
 
-def run_latency(api: EngineApi, config: Config, stream: Stream, plan: Plan) -> dict:
+def run_latency(config: Config, stream: Stream, plan: Plan) -> dict:
     """Wall-clock percentiles, plus CPU-time ones: on a shared machine a wall-clock outlier may
     be the scheduler (see ``involuntary_switches``); a CPU-time outlier is the engine's own."""
-    tw = new_windows(api, config)
+    tw = new_windows(config)
     feed_each(tw, stream.ts[: stream.warm], stream.values[: stream.warm])
     a, b = stream.warm, stream.warm + plan.segment * plan.repeats
     gen2 = gc.get_stats()[2]["collections"]
@@ -601,22 +565,22 @@ def compare(
                 failures.append(f"{where} [{label}] {stat}: got {a!r}, want {b!r}")
 
 
-def check(api: EngineApi, stream: Stream, batch: int) -> dict:
+def check(stream: Stream, batch: int) -> dict:
     """Every run mode's output after every event against the brute force (see module doc)."""
     reference = brute_force(stream)
     failures: list[str] = []
     checked = []
     ts, values = stream.ts, stream.values
-    for config in configs(api):
+    for config in configs():
         labels = {label for _, label in config.windows}
         want = [{k: v for k, v in s.items() if k in labels} for s in reference]
-        modes = ["insert+summary", f"insert_many[{batch}]"] if api.batch else ["insert+summary"]
+        modes = ["insert+summary", f"insert_many[{batch}]"]
         for mode in modes:
-            tw = new_windows(api, config)
+            tw = new_windows(config)
             if mode == "insert+summary":
                 got = summaries_each(tw, ts, values)
             else:
-                got = summaries_batches(tw, batch_items(api, ts, values, batch))
+                got = summaries_batches(tw, batch_items(ts, values, batch))
             if len(got) != len(want):
                 failures.append(
                     f"{config.name} {mode}: {len(got)} summaries for {len(want)} events"
@@ -710,7 +674,6 @@ def run_all(args: argparse.Namespace) -> dict:
         stream = make_stream(106_000 + longest * plan.repeats, stride_us=3000, seed=args.seed)
     if len(stream) < stream.warm + longest * plan.repeats:
         raise SystemExit(f"the stream ({len(stream)} events) is too short for the plan")
-    api = detect_api()
     river_ver, river_missing = river_version()
     info = machine("numpy", "pandas", "sortedcontainers", "orjson", "river")
     check_stream = make_stream(3000, stride_us=300_000, seed=args.seed + 1)
@@ -722,15 +685,15 @@ def run_all(args: argparse.Namespace) -> dict:
     details: dict[str, Any] = {}
     headline: dict[str, int] = {}
     say("correctness check on a small stream")
-    result_check = check(api, check_stream, plan.batch)
-    for config in configs(api):
-        modes = ["each", "batch"] if api.batch else ["each"]
+    result_check = check(check_stream, plan.batch)
+    for config in configs():
+        modes = ["each", "batch"]
         for mode in modes:
             say(f"{config.name} {mode}")
-            details[f"{config.name}_{mode}"] = run_engine(api, config, stream, plan, mode)
+            details[f"{config.name}_{mode}"] = run_engine(config, stream, plan, mode)
         headline[config.name] = details[f"{config.name}_{modes[-1]}"]["events_per_s"]
     say("latency")
-    latency = {config.name: run_latency(api, config, stream, plan) for config in configs(api)[1:]}
+    latency = {config.name: run_latency(config, stream, plan) for config in configs()[1:]}
     details["latency"] = latency
     say("aggregator")
     details["aggregator_all_3w"] = run_aggregator(stream, plan, plan.batch)
@@ -769,7 +732,6 @@ def run_all(args: argparse.Namespace) -> dict:
         "river_error": river_missing,
         **{k: info[k] for k in ("platform", "nproc", "python", "date")},
         "machine": info,
-        "engine_api": api.describe(),
         "stream": {
             "events": len(stream),
             "warm_up_events": stream.warm,
