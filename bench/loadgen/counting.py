@@ -25,16 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
-from loadgen.dechunk import Dechunker
-from loadgen.http1 import ProtocolError, ResponseHead, split_head
 from loadgen.idcount import IdCounter, Verdict, id_keys, judge_ids, judge_values
 from loadgen.process import emit, http_address, run
 from loadgen.run import CONNECTING_AT_ONCE
-from loadgen.subscriber import stream_request
+from loadgen.subscriber import StreamProtocol, stream_request
 
 _SNAPSHOT = b"event: snapshot\n"
 
@@ -52,54 +49,30 @@ class Progress:
     last_delivery: float = 0.0
 
 
-class CountingSubscriber(asyncio.Protocol):
+class CountingSubscriber(StreamProtocol):
+    """Counts update ids (and, for a reference subscriber, event values): the e2e benchmark's."""
+
     def __init__(
         self, request: bytes, counter: IdCounter, progress: Progress, changed: asyncio.Event
     ) -> None:
-        self._request = request
+        super().__init__(request)
         self.counter = counter
         self._progress = progress
         self._changed = changed  # set whenever ready/complete/ended counts move
-        self._head_buffer = b""
         self._before_snapshot = b""
-        self._dechunk: Dechunker | None = None
-        self.transport: asyncio.Transport | None = None
-        self.head: ResponseHead | None = None
         self.ready = False
         self.complete_at: float | None = None
-        self.ended = False
-        self.closing = False
-        self.error: str | None = None
-        self.bytes = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes += len(data)
-        try:
-            if self.head is None:
-                split = split_head(self._head_buffer + data)
-                if split is None:
-                    self._head_buffer += data
-                    return
-                self.head, data = split
-                self._head_buffer = b""
-                self._check_head(self.head)
-            pieces = self._dechunk.feed(data) if self._dechunk is not None else [data]
-            found = 0
-            for piece in pieces:
-                if not self.ready:
-                    self._before_snapshot += piece
-                    if _SNAPSHOT not in self._before_snapshot:
-                        continue
-                    piece, self._before_snapshot = self._before_snapshot, b""
-                    self._set_ready()
-                found += self.counter.feed(piece)
-        except (ProtocolError, ValueError) as exc:
-            self.fail(f"{type(exc).__name__}: {exc}")
-            return
+    def body(self, pieces: list[bytes]) -> None:
+        found = 0
+        for piece in pieces:
+            if not self.ready:
+                self._before_snapshot += piece
+                if _SNAPSHOT not in self._before_snapshot:
+                    continue
+                piece, self._before_snapshot = self._before_snapshot, b""
+                self._set_ready()
+            found += self.counter.feed(piece)
         if found:
             progress = self._progress
             now = time.time()
@@ -110,41 +83,16 @@ class CountingSubscriber(asyncio.Protocol):
                 progress.complete += 1
                 self._changed.set()
 
-    def _check_head(self, head: ResponseHead) -> None:
-        if head.status != 200:
-            raise ProtocolError(f"status {head.status}")
-        content_type = head.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "text/event-stream":
-            raise ProtocolError(f"content-type {content_type!r}")
-        if head.chunked:
-            self._dechunk = Dechunker()
-        elif head.content_length is not None:
-            raise ProtocolError("an event stream with a Content-Length")
-
     def _set_ready(self) -> None:
         self.ready = True
         self._progress.ready += 1
         self._changed.set()
 
-    def fail(self, reason: str) -> None:
-        if self.error is None:
-            self.error = reason
-        self.close()
-
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closing and self.error is None:
-            self.error = f"closed by the server ({exc or 'EOF'})"
-        if not self.ended:
-            self.ended = True
-            self._progress.ended += 1
-            if not self.ready:
-                self._progress.failed += 1
-            self._changed.set()
+    def ended_(self) -> None:
+        self._progress.ended += 1
+        if not self.ready:
+            self._progress.failed += 1
+        self._changed.set()
 
 
 @dataclass(frozen=True)

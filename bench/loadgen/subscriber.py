@@ -37,68 +37,44 @@ class Hooks:
         self.on_end: Callable[[Subscriber], None] = lambda s: None
 
 
-class Subscriber(asyncio.Protocol):
-    def __init__(
-        self,
-        request: bytes,
-        kind: Kind,
-        tally: Tally,
-        latencies: array[float],
-        hooks: Hooks,
-        progress: list[float],
-    ) -> None:
+class StreamProtocol(asyncio.Protocol):
+    """One SSE response read off a raw socket: the request, the head (checked strictly), the
+    body dechunked; subclasses take the body pieces (`body`) and hear the end (`ended_`)."""
+
+    def __init__(self, request: bytes) -> None:
         self._request = request
-        self._kind = kind
-        self.tally = tally
-        self._latencies = latencies
-        self._hooks = hooks
-        self._progress = progress  # [time of the newest delivery, shared by all subscribers]
-        self._head_buffer = bytearray()
+        self._head_buffer = b""
         self._dechunk: Dechunker | None = None
-        self._parser = EventStreamParser()
         self.transport: asyncio.Transport | None = None
         self.head: ResponseHead | None = None
-        self.ready = False
         self.ended = False
         self.closing = False
         self.error: str | None = None
+        self.bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        transport = self.transport
-        transport.write(self._request)
-        if not self._kind.ready_on_snapshot:
-            self._set_ready()
+        self.transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        now = time.time()
+        self.bytes += len(data)
         try:
             if self.head is None:
-                self._head_buffer += data
-                split = split_head(self._head_buffer)
+                split = split_head(self._head_buffer + data)
                 if split is None:
+                    self._head_buffer += data
                     return
                 self.head, data = split
-                self._head_buffer = bytearray()
+                self._head_buffer = b""
                 self._check_head(self.head)
                 if not data:
                     return
-            pieces = [data] if self._dechunk is None else self._dechunk.feed(data)
-            messages = [m for piece in pieces for m in self._parser.feed(piece)]
-            for message in messages:
-                decoded = self._kind.decode(message)
-                if decoded is None:
-                    continue
-                if decoded == READY:
-                    self._set_ready()
-                    continue
-                value, sent = decoded  # type: ignore[misc]
-                self._latencies.append(now - sent)
-                self._progress[0] = now
-                if self.tally.record(value):
-                    self._hooks.on_complete(self)
+            self.body([data] if self._dechunk is None else self._dechunk.feed(data))
         except (ProtocolError, ValueError) as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
+
+    def body(self, pieces: list[bytes]) -> None:
+        raise NotImplementedError
 
     def _check_head(self, head: ResponseHead) -> None:
         if head.status != 200:
@@ -110,11 +86,6 @@ class Subscriber(asyncio.Protocol):
             self._dechunk = Dechunker()
         elif head.content_length is not None:
             raise ProtocolError("an event stream with a Content-Length")
-
-    def _set_ready(self) -> None:
-        if not self.ready:
-            self.ready = True
-            self._hooks.on_ready(self)
 
     def fail(self, reason: str) -> None:
         if self.error is None:
@@ -129,9 +100,59 @@ class Subscriber(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing and self.error is None:
             self.error = f"closed by the server ({exc or 'EOF'})"
-        self._end()
-
-    def _end(self) -> None:
         if not self.ended:
             self.ended = True
-            self._hooks.on_end(self)
+            self.ended_()
+
+    def ended_(self) -> None:
+        """The connection is gone (once)."""
+
+
+class Subscriber(StreamProtocol):
+    """Decodes every delivery (value, sent time) and tallies it: the fan-out benchmark's."""
+
+    def __init__(
+        self,
+        request: bytes,
+        kind: Kind,
+        tally: Tally,
+        latencies: array[float],
+        hooks: Hooks,
+        progress: list[float],
+    ) -> None:
+        super().__init__(request)
+        self._kind = kind
+        self.tally = tally
+        self._latencies = latencies
+        self._hooks = hooks
+        self._progress = progress  # [time of the newest delivery, shared by all subscribers]
+        self._parser = EventStreamParser()
+        self.ready = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._kind.ready_on_snapshot:
+            self._set_ready()
+
+    def body(self, pieces: list[bytes]) -> None:
+        now = time.time()
+        for message in [m for piece in pieces for m in self._parser.feed(piece)]:
+            decoded = self._kind.decode(message)
+            if decoded is None:
+                continue
+            if decoded == READY:
+                self._set_ready()
+                continue
+            value, sent = decoded  # type: ignore[misc]
+            self._latencies.append(now - sent)
+            self._progress[0] = now
+            if self.tally.record(value):
+                self._hooks.on_complete(self)
+
+    def _set_ready(self) -> None:
+        if not self.ready:
+            self.ready = True
+            self._hooks.on_ready(self)
+
+    def ended_(self) -> None:
+        self._hooks.on_end(self)
