@@ -20,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from pushsvc.children import terminate
 from pushsvc.testing.live import PushsvcProcess
 from pushsvc.testing.procfs import children, descendants
 from pushsvc.testing.redis_server import RedisServer, free_port
@@ -244,12 +245,7 @@ class FlaskSSE(Deployment):
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, 15)
             self.proc = None
         super().stop()
 

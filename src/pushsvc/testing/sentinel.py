@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from pushsvc.children import terminate
 from pushsvc.testing.redis_server import RedisServer, find_redis_server, free_port
 
 SERVICE = "pushsvc"
@@ -157,13 +158,7 @@ class SentinelCluster:
 
     def stop(self) -> None:
         for proc in self._sentinels:
-            proc.terminate()
-        for proc in self._sentinels:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
         self._sentinels.clear()
         for node in self.nodes:
             node.stop()
