@@ -68,7 +68,7 @@ from common import Timing, machine, median, nearest_rank_us, timed
 try:
     from pushsvc.aggregator import Aggregator
     from pushsvc.events import Event, check_lateness
-    from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows
+    from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
     from pushsvc.updates import UpdateDraft
 except ImportError as exc:  # pragma: no cover - a usage error, not a code path
     sys.exit(f"cannot import pushsvc ({exc}): pip install -e . or run with PYTHONPATH=src")
@@ -140,11 +140,10 @@ def configs() -> list[Config]:
 
 
 def new_windows(config: Config) -> TopicWindows:
+    """A topic's windows as the aggregator makes them: with the generated fast paths."""
     widths = [w for w, _ in config.windows]
     labels = [label for _, label in config.windows]
-    if config.stats is None:
-        return TopicWindows(widths, labels)
-    return TopicWindows(widths, labels, stats=config.stats)
+    return WindowSpec(widths, labels, config.expected_stats()).new()
 
 
 def batch_items(ts: list[int], values: list[float], size: int) -> list[Any]:

@@ -85,13 +85,13 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_check_catches_a_window_one_microsecond_too_wide(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class ClosedLeft(bench.TopicWindows):  # [T - w, T] instead of (T - w, T]
+    class ClosedLeft(bench.WindowSpec):  # [T - w, T] instead of (T - w, T]
         __slots__ = ()
 
-        def __init__(self, widths_us: list[int], labels: list[str], **kwargs: object) -> None:
-            super().__init__([w + 1 for w in widths_us], labels, **kwargs)
+        def __init__(self, widths_us: list[int], labels: list[str], *args: object) -> None:
+            super().__init__([w + 1 for w in widths_us], labels, *args)
 
-    monkeypatch.setattr(bench, "TopicWindows", ClosedLeft)
+    monkeypatch.setattr(bench, "WindowSpec", ClosedLeft)
     # 300 ms apart, so events sit exactly on window boundaries once the 5m window is full.
     stream = bench.make_stream(1100, stride_us=300_000, seed=7)
     result = bench.check(stream, 10)
