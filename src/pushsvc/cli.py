@@ -132,6 +132,16 @@ def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--ts", help="event time: epoch seconds or RFC 3339 (default: when received)")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--batch", default=1000, show_default=True, help="events per request (stdin)")
+@click.option(
+    "--redis-url",
+    envvar="PUSHSVC_REDIS_URL",
+    help="publish into Redis (PUBLISH {prefix}ingest:TOPIC) instead of over HTTP; no "
+    "acknowledgement [env PUSHSVC_REDIS_URL]",
+)
+@click.option(
+    "--prefix", envvar="PUSHSVC_PREFIX", default="pushsvc:", show_default=True,
+    help="with --redis-url: the deployment's key prefix [env PUSHSVC_PREFIX]",
+)  # fmt: skip
 def publish(
     url: str,
     topic: str,
@@ -139,6 +149,8 @@ def publish(
     ts: str | None,
     tags: tuple[str, ...],
     batch: int,
+    redis_url: str | None,
+    prefix: str,
 ) -> None:
     """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
     import orjson
@@ -155,6 +167,18 @@ def publish(
         events = [{"value": v, **common} for v in values]
     else:
         events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
+    if redis_url is not None:
+        from pushsvc.redis_publisher import publish_to_redis
+
+        sent, unheard = publish_to_redis(redis_url, prefix, topic, list(batches(events, batch)))
+        click.echo(f"published {sent} to Redis")
+        if unheard:
+            # Redis pub/sub keeps nothing for absent subscribers.
+            raise click.ClickException(
+                f"no bridge was subscribed for {unheard} of them: those events were lost "
+                "(is a `pushsvc aggregate` running with this --prefix?)"
+            )
+        return
     try:
         accepted = sum(Server(url).post_events(topic, chunk) for chunk in batches(events, batch))
     except ClientError as exc:

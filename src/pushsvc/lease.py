@@ -33,6 +33,10 @@ class Lease:
         self._acquire = self._client.register_script(source("lease_acquire"))
         self._release = self._client.register_script(source("lease_release"))
 
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_ms / 1000
+
     def renew(self) -> bool:
         """Renew our lease, or take a free one; never one another aggregator holds."""
         try:

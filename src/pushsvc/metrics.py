@@ -63,6 +63,33 @@ class _StateCollector(Collector):
                 value=self.shard.updates_published,
             )
         yield from self._lag()
+        yield from self._bridge()
+
+    def _bridge(self) -> Iterator[Metric]:
+        try:
+            stats = self._broker.bridge_stats()
+        except BrokerUnavailable:
+            return
+        if stats is None:
+            return
+        yield GaugeMetricFamily(
+            "pushsvc_bridge_active",
+            "1 while a bridge holds its lease and takes producers' messages from Redis",
+            value=int(stats.active),
+        )
+        yield CounterMetricFamily(
+            "pushsvc_bridge_events",
+            "Events the Redis bridge appended to the event log",
+            value=stats.events,
+        )
+        rejected = CounterMetricFamily(
+            "pushsvc_bridge_rejected",
+            "Messages the Redis bridge refused, by reason (the POST error code)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
 
     def _lag(self) -> Iterator[Metric]:
         try:

@@ -12,6 +12,7 @@ from gevent.event import Event as Signal
 
 from pushsvc.aggregation import ShardRunner
 from pushsvc.aggregator import Aggregator
+from pushsvc.bridge import Bridge
 from pushsvc.broker import make_broker
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
@@ -42,6 +43,7 @@ class Runtime:
     feed: UpdatesFeed | None = None
     aggregator: Aggregator | None = None
     shard_runner: ShardRunner | None = None
+    bridge: Bridge | None = None
     stop: Signal = field(default_factory=Signal)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet[..., object]] = field(default_factory=list)
@@ -107,6 +109,14 @@ class Runtime:
         self._closers += [event_log.close, lease.close]
         self._spawn(lease.keep, self.stop)
         self._spawn(self.shard_runner.run, self.stop)
+        # Producers on Redis: every aggregator process stands by to bridge, one bridges.
+        self.bridge = Bridge(
+            broker,
+            limits=self.limits,
+            lateness_us=self.settings.allowed_lateness_us,
+            lease_us=self.settings.lease_us,
+        )
+        self._spawn(self.bridge.run, self.stop)
 
     def _spawn(self, run: Callable[..., object], *args: object) -> None:
         self._greenlets.append(gevent.spawn(run, *args))

@@ -12,7 +12,7 @@ from flask import Blueprint, request
 
 from pushsvc.api.context import runtime
 from pushsvc.errors import PayloadTooLarge
-from pushsvc.events import parse_body
+from pushsvc.ingest import ingest
 from pushsvc.topics import validate_topic
 
 bp = Blueprint("producer", __name__)
@@ -21,13 +21,20 @@ bp = Blueprint("producer", __name__)
 @bp.post("/topics/<anytext:topic>/events")
 def post_events(topic: str) -> tuple[dict[str, int], int]:
     rt = runtime()
-    validate_topic(topic)
+    validate_topic(topic)  # before the body: a bad name is the answer, whatever the size
     limits = rt.limits
     if request.content_length is not None and request.content_length > limits.max_body_bytes:
         raise PayloadTooLarge(f"body is larger than {limits.max_body_bytes} bytes")
     # Read one byte past the limit so chunked bodies of unknown length are capped too.
     body = request.stream.read(limits.max_body_bytes + 1)
-    events = parse_body(body, request.content_type, now_us=time.time_ns() // 1000, limits=limits)
-    rt.broker.append_events(topic, events, lateness_us=rt.settings.allowed_lateness_us)
-    rt.metrics.events_accepted.inc(len(events))
-    return {"accepted": len(events)}, 202
+    accepted = ingest(
+        rt.broker,
+        topic,
+        body,
+        request.content_type,
+        limits=limits,
+        lateness_us=rt.settings.allowed_lateness_us,
+        now_us=time.time_ns() // 1000,
+    )
+    rt.metrics.events_accepted.inc(accepted)
+    return {"accepted": accepted}, 202

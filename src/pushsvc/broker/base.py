@@ -62,6 +62,16 @@ class ShardLag:
     aggregator: bool
 
 
+@dataclass(frozen=True, slots=True)
+class BridgeStats:
+    """The Redis bridge (producers on Redis): whether one holds its lease, events it appended,
+    messages it refused by reason."""
+
+    active: bool
+    events: int
+    rejected: dict[str, int]
+
+
 class Broker(Protocol):
     """Carries raw events to aggregators and updates to every process's hub.
 
@@ -116,6 +126,10 @@ class Broker(Protocol):
 
     def lag(self) -> list[ShardLag]:
         """Every shard's backlog (BrokerUnavailable if the broker cannot be reached)."""
+        ...
+
+    def bridge_stats(self) -> BridgeStats | None:
+        """The Redis bridge's counts; None where there is no bridge (the embedded broker)."""
         ...
 
     def close(self) -> None: ...

@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Generic, TypeVar
 
-from pushsvc.broker.base import EventsHandler, ShardLag, Subscription, UpdatesHandler
+from pushsvc.broker.base import (
+    BridgeStats,
+    EventsHandler,
+    ShardLag,
+    Subscription,
+    UpdatesHandler,
+)
 from pushsvc.errors import BrokerUnavailable
 from pushsvc.events import Event, check_lateness
 from pushsvc.topics import TopicMatcher
@@ -171,6 +177,9 @@ class MemoryBroker:
 
     def ping(self) -> None:
         self._check_open()
+
+    def bridge_stats(self) -> BridgeStats | None:
+        return None  # producers on Redis need Redis
 
     def lag(self) -> list[ShardLag]:
         """Nothing waits: batches are applied inside `append_events`."""

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pushsvc.broker.base import ShardLag, UpdatesHandler
+from pushsvc.broker.base import BridgeStats, ShardLag, UpdatesHandler
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
@@ -308,6 +308,30 @@ class RedisBroker:
         self._check_open()
         with unavailable("ping"):
             self._client.ping()
+
+    def count_bridged(self, events: int, rejected: dict[str, int]) -> None:
+        """Add to the bridge's counts (see `bridge_stats`)."""
+        if not events and not rejected:
+            return
+        with unavailable("count_bridged"), self._client.pipeline(transaction=False) as pipe:
+            if events:
+                pipe.hincrby(self.keys.bridged, "events", events)
+            for reason, count in rejected.items():
+                pipe.hincrby(self.keys.bridged, f"rejected:{reason}", count)
+            pipe.execute()
+
+    def bridge_stats(self) -> BridgeStats | None:
+        self._check_open()
+        with unavailable("bridge_stats"), self._client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.bridge_lease)
+            pipe.hgetall(self.keys.bridged)
+            active, counts = pipe.execute()
+        rejected = {
+            key.decode()[len("rejected:") :]: int(value)
+            for key, value in counts.items()
+            if key.startswith(b"rejected:")
+        }
+        return BridgeStats(bool(active), int(counts.get(b"events", 0)), rejected)
 
     def lag(self) -> list[ShardLag]:
         """Per shard: entries logged but not applied, the age of the oldest, and whether an

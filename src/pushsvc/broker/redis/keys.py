@@ -96,3 +96,17 @@ class Keys:
 
     def lease(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}lease:{shard[0]}/{shard[1]}"
+
+    @property
+    def ingest_channel(self) -> bytes:
+        """Producers on Redis publish a topic's events to this plus the topic name."""
+        return f"{self.prefix}ingest:".encode()
+
+    @property
+    def bridge_lease(self) -> str:
+        return f"{self.prefix}lease:bridge"
+
+    @property
+    def bridged(self) -> str:
+        """A hash: `events` appended by the bridge, `rejected:{reason}` messages refused."""
+        return f"{self.prefix}bridged"

@@ -1,0 +1,115 @@
+"""Producers on Redis: `PUBLISH {prefix}ingest:{topic} <body>` becomes events in the log.
+
+One bridge at a time per deployment: every aggregator process runs one, and the one holding
+the lease `{prefix}lease:bridge` is subscribed to `{prefix}ingest:*`; the others stand by and
+subscribe when they take the lease over (within one lease time of the holder's death). Each
+message goes through `ingest` — the POST's validation, limits and lateness rule — so a
+rejected message changes nothing; it is counted by reason in Redis (every web process's
+`/metrics` shows it) and logged once per reason and topic.
+
+Pub/sub is at most once: a message published while no bridge is subscribed reaches nobody
+(`PUBLISH` answers 0, and `pushsvc publish --redis-url` says so). What the bridge appended is
+kept like any POST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from gevent.event import Event as Signal
+
+from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.errors import BrokerUnavailable, HttpError
+from pushsvc.events import Limits
+from pushsvc.ingest import ingest, sniff_media_type
+from pushsvc.lease import Lease
+
+log = logging.getLogger(__name__)
+
+_LOGGED_AT_MOST = 10_000  # (reason, topic) pairs remembered for "log once"
+
+
+class Bridge:
+    """`run(stop)` until `stop` is set: hold or wait for the lease, bridge while holding."""
+
+    def __init__(self, broker: RedisBroker, *, limits: Limits, lateness_us: int, lease_us: int):
+        self._broker = broker
+        self._limits = limits
+        self._lateness_us = lateness_us
+        keys = broker.keys
+        self._channel_prefix = keys.ingest_channel
+        self.lease = Lease(broker.url, keys.bridge_lease, ttl_us=lease_us)
+        self._reader = PubSubReader(
+            single_client(broker.url, socket_timeout=None),
+            name=f"pushsvc-bridge-{keys.prefix}",
+            on_messages=self._on_messages,
+        )
+        self._subscribed = False
+        self._logged: set[tuple[str, str]] = set()
+        self.events = 0
+        self.rejected = 0
+
+    def run(self, stop: Signal) -> None:
+        try:
+            while not stop.is_set():
+                holding = self.lease.renew()
+                if holding and not self._subscribed:
+                    self._subscribe()
+                elif not holding and self._subscribed:
+                    self._reader.remove_prefix(self._channel_prefix)
+                    self._subscribed = False
+                    log.warning("bridge: standing by")
+                stop.wait(self.lease.ttl_s / 3)
+        finally:
+            self.close()
+
+    def _subscribe(self) -> None:
+        try:
+            self._reader.add_prefix(self._channel_prefix)
+        except BrokerUnavailable as exc:
+            log.warning("bridge: could not subscribe (%s); retrying", exc)
+            return
+        self._subscribed = True
+        log.warning("bridge: bridging %s* into the event log", self._channel_prefix.decode())
+
+    def _on_messages(self, messages: list[tuple[bytes, bytes]]) -> None:
+        accepted = 0
+        rejected: dict[str, int] = {}
+        for channel, body in messages:
+            topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
+            try:
+                accepted += ingest(
+                    self._broker,
+                    topic,
+                    body,
+                    sniff_media_type(body),
+                    limits=self._limits,
+                    lateness_us=self._lateness_us,
+                    now_us=time.time_ns() // 1000,
+                )
+            except HttpError as exc:  # broker_unavailable too: Redis went away under us
+                rejected[exc.code] = rejected.get(exc.code, 0) + 1
+                self._log_once(exc.code, topic, exc)
+        self.events += accepted
+        self.rejected += sum(rejected.values())
+        # The counts are for /metrics; the events themselves were handled above.
+        with contextlib.suppress(BrokerUnavailable):
+            self._broker.count_bridged(accepted, rejected)
+
+    def _log_once(self, reason: str, topic: str, exc: HttpError) -> None:
+        key = (reason, topic[:200])
+        if key in self._logged:
+            return
+        if len(self._logged) >= _LOGGED_AT_MOST:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warning("bridge: rejected a message on topic %r (%s): %s", topic[:200], reason, exc)
+
+    def close(self) -> None:
+        self._reader.close()
+        self.lease.release()
+        self.lease.close()

@@ -1,0 +1,37 @@
+"""Taking events in: one path for `POST /topics/{topic}/events` and for the Redis bridge, so
+that both validate, limit and judge lateness exactly alike."""
+
+from __future__ import annotations
+
+from pushsvc.broker.base import Broker
+from pushsvc.events import Limits, parse_body
+from pushsvc.events.parse import JSON, NDJSON
+from pushsvc.topics import validate_topic
+
+
+def ingest(
+    broker: Broker,
+    topic: str,
+    body: bytes,
+    content_type: str | None,
+    *,
+    limits: Limits,
+    lateness_us: int,
+    now_us: int,
+) -> int:
+    """Validate `body` as events of `topic` and append them to the log; how many. Raises the
+    HttpError that says what is wrong, having changed nothing."""
+    validate_topic(topic)
+    events = parse_body(body, content_type, now_us=now_us, limits=limits)
+    broker.append_events(topic, events, lateness_us=lateness_us)
+    return len(events)
+
+
+def sniff_media_type(body: bytes) -> str:
+    """A Redis message has no Content-Type: it is NDJSON when it has two or more non-blank
+    lines and each starts with `{` (one event per line), JSON otherwise (one event, an array,
+    or either pretty-printed)."""
+    lines = [line.lstrip() for line in body.splitlines() if line.strip()]
+    if len(lines) > 1 and all(line.startswith(b"{") for line in lines):
+        return NDJSON
+    return JSON
