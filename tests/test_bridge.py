@@ -1,0 +1,187 @@
+"""Producers on Redis: `PUBLISH {prefix}ingest:{topic}` into the event log through the bridge,
+with the POST's validation; one bridge at a time, a standby taking over after kill -9."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+
+from pushsvc.testing.live import PushsvcProcess, SSEClient, request, wait_until
+from pushsvc.testing.redis_server import RedisServer
+from test_bad_input import CASES
+
+pytestmark = pytest.mark.redis
+
+JSON_TYPES = {"application/json", "application/x-ndjson"}
+
+
+def _env(server: RedisServer, prefix: str) -> dict[str, str]:
+    return {
+        "PUSHSVC_REDIS_URL": server.url,
+        "PUSHSVC_PREFIX": prefix,
+        "PUSHSVC_TICK": "0",
+        "PUSHSVC_LEASE": "1s",
+    }
+
+
+def _aggregator(env: dict[str, str]) -> PushsvcProcess:
+    return PushsvcProcess("aggregate", env=env, http=False).start()
+
+
+def _bridging(process: PushsvcProcess) -> bool:
+    return any("bridge: bridging" in line for line in process.output)
+
+
+@pytest.fixture
+def deployment(redis_server: RedisServer, prefix: str) -> Iterator[tuple[PushsvcProcess, str]]:
+    """A web process and an aggregator (which bridges) on one prefix."""
+    env = _env(redis_server, prefix)
+    aggregator = _aggregator(env)
+    web = PushsvcProcess("web", env=env).start()
+    wait_until(lambda: _bridging(aggregator), timeout=10)
+    yield web, prefix
+    web.stop()
+    aggregator.stop()
+
+
+def _metrics(web: PushsvcProcess) -> str:
+    return request(web.port, "GET", "/metrics")[2].decode()
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+def test_redis_cli_and_redis_py_publish_into_the_statistics(
+    deployment: tuple[PushsvcProcess, str], redis_server: RedisServer, topic: str
+) -> None:
+    web, prefix = deployment
+    channel = f"{prefix}ingest:{topic}"
+    with SSEClient(web.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        cli = subprocess.run(
+            ["redis-cli", "-p", str(redis_server.port), "PUBLISH", channel, '{"value": 3}'],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        assert cli.stdout.strip() == "1"  # one bridge received it
+        client = redis.Redis(port=redis_server.port)
+        client.publish(channel, orjson.dumps([{"value": 5}, {"value": 7, "tags": {"a": "b"}}]))
+        client.publish(channel, b'{"value": 9}\n{"value": 11}\n')
+        client.close()
+        updates = [data for _, data in stream.take(5)]
+    assert [u["event"]["value"] for u in updates] == [3.0, 5.0, 7.0, 9.0, 11.0]
+    assert updates[2]["event"]["tags"] == {"a": "b"}
+    window = updates[-1]["windows"]["1m"]
+    assert (window["count"], window["sum"], window["mean"]) == (5, 35.0, 7.0)
+    assert (window["min"], window["max"]) == (3.0, 11.0)
+    assert _metric(_metrics(web), "pushsvc_bridge_events_total") == 5
+
+
+def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
+    deployment: tuple[PushsvcProcess, str], redis_server: RedisServer, topic: str
+) -> None:
+    web, prefix = deployment
+    channel = f"{prefix}ingest:{topic}"
+    client = redis.Redis(port=redis_server.port)
+    rows = [(name, body, code) for name, body, ctype, _, code in CASES if ctype in JSON_TYPES]
+    with SSEClient(web.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        for _, body, _ in rows:
+            assert client.publish(channel, body) == 1
+        client.publish(f"{prefix}ingest:-bad topic", b'{"value": 1}')
+        client.publish(channel, b'{"value": 42}')  # the bridge is still there afterwards
+        _, update = stream.next_data()
+    client.close()
+    # Nothing the bad messages carried reached the log: the next update is the good one's.
+    assert update["event"]["value"] == 42.0 and update["windows"]["1m"]["count"] == 1
+    metrics = _metrics(web)
+    rejected = {
+        reason: float(count)
+        for reason, count in re.findall(r'^pushsvc_bridge_rejected_total\{reason="(\w+)"\} (\S+)$',
+                                        metrics, re.M)
+    }  # fmt: skip
+    assert sum(rejected.values()) == len(rows) + 1
+    for name, _, code in rows:
+        if code is not None:
+            assert rejected.get(code, 0) >= 1, name
+    assert rejected["invalid_topic"] == 1
+    assert rejected["payload_too_large"] == 1
+    assert _metric(metrics, "pushsvc_bridge_active") == 1
+
+
+class _Producer(threading.Thread):
+    """PUBLISHes event n with value n every 10 ms; remembers how many bridges heard each."""
+
+    def __init__(self, server: RedisServer, channel: str) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis(port=server.port)
+        self.channel = channel
+        self.heard: list[tuple[float, int, float]] = []  # (value, receivers, sent at)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.wait(0.01):
+            sent_at = time.monotonic()
+            receivers = self.client.publish(self.channel, json.dumps({"value": n}))
+            self.heard.append((float(n), receivers, sent_at))
+            n += 1
+
+
+def test_a_standby_bridge_takes_over_after_kill_9_and_nothing_logged_is_lost_or_doubled(
+    redis_server: RedisServer, prefix: str, topic: str
+) -> None:
+    env = _env(redis_server, prefix)
+    first, second = _aggregator(env), _aggregator(env)
+    web = PushsvcProcess("web", env=env).start()
+    try:
+        wait_until(lambda: _bridging(first) or _bridging(second), timeout=10)
+        active, standby = (first, second) if _bridging(first) else (second, first)
+        with SSEClient(web.port, f"/topics/{topic}/stream", timeout=20) as stream:
+            stream.next_data("snapshot")
+            producer = _Producer(redis_server, f"{prefix}ingest:{topic}")
+            producer.start()
+            wait_until(lambda: len(producer.heard) > 100, timeout=10)
+            killed_at = time.monotonic()
+            active.kill()
+            wait_until(lambda: _bridging(standby), timeout=10)
+            took_over = time.monotonic() - killed_at
+            wait_until(lambda: any(r and t > killed_at + took_over for _, r, t in producer.heard))
+            time.sleep(0.3)  # a little load after the takeover too
+            producer.stopping.set()
+            producer.join(5)
+            last_heard = max(v for v, r, _ in producer.heard if r)
+            values = []
+            while not values or values[-1] < last_heard:
+                values.append(stream.next_data()[1]["event"]["value"])
+        assert len(values) == len(set(values)), "an event was appended twice"
+        assert values == sorted(values)
+        unheard = {v for v, r, _ in producer.heard if not r}
+        assert unheard, "the gap between the kill and the takeover went unnoticed"
+        assert not unheard & set(values)
+        # Heard well before the kill or after the takeover: appended, every one.
+        settled = {
+            v
+            for v, r, t in producer.heard
+            if r and (t < killed_at - 0.2 or t > killed_at + took_over)
+        }
+        assert settled <= set(values)
+        assert took_over < 3.0  # within the 1 s lease (plus a renewal period and start-up)
+        assert _metric(_metrics(web), "pushsvc_bridge_active") == 1
+        print(
+            f"\nbridge takeover {took_over:.2f} s; {len(unheard)} messages published with no "
+            f"bridge subscribed (lost, as pub/sub is); {len(values)} appended once each"
+        )
+    finally:
+        web.stop()
+        for process in (first, second):
+            process.kill()
