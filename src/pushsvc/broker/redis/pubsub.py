@@ -260,8 +260,11 @@ class PubSubReader:
                 raise RedisTimeoutError("no reply to PING on the pub/sub connection")
 
     def _dispatch(self, pubsub: PubSub, message: dict[str, Any]) -> None:
+        """`message` and whatever else has already arrived, up to _MAX_BATCH of them, handed
+        over together. Every message read is handled: one read past a full batch was once
+        dropped (one update in every 257 of a burst, found by bench/bridge.py)."""
         batch: list[tuple[bytes, bytes]] = []
-        for _ in range(_MAX_BATCH):
+        while True:
             kind = message["type"]
             if kind == "message":
                 channel = message["channel"]
@@ -278,10 +281,12 @@ class PubSubReader:
                     batch.append((channel, message["data"]))
             else:
                 self._confirm(kind, message["channel"])
-            next_message = _next_message(pubsub, 0.0)
-            if next_message is None:
+            if len(batch) >= _MAX_BATCH:
                 break
-            message = next_message
+            following = _next_message(pubsub, 0.0)
+            if following is None:
+                break
+            message = following
         if batch:
             try:
                 self._on_messages(batch)
