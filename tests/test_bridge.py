@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import orjson
 import pytest
 import redis
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, request, wait_until
+from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request, wait_until
 from pushsvc.testing.redis_server import RedisServer
 from test_bad_input import CASES
 
@@ -185,3 +186,27 @@ def test_a_standby_bridge_takes_over_after_kill_9_and_nothing_logged_is_lost_or_
         web.stop()
         for process in (first, second):
             process.kill()
+
+
+def test_pushsvc_publish_redis_url_goes_through_the_bridge_and_says_when_none_listens(
+    deployment: tuple[PushsvcProcess, str], redis_server: RedisServer, topic: str
+) -> None:
+    web, prefix = deployment
+
+    def publish(prefix: str, *values: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "pushsvc", "publish", "--redis-url", redis_server.url]
+        return subprocess.run(
+            [*argv, "--prefix", prefix, topic, *values],
+            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    with SSEClient(web.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        done = publish(prefix, "4", "6")
+        assert (done.returncode, done.stdout.strip()) == (0, "published 2 to Redis"), done.stderr
+        updates = [data for _, data in stream.take(2)]
+    assert updates[-1]["windows"]["1m"]["mean"] == 5.0
+    unheard = publish("nobody-listens:", "1")
+    assert unheard.returncode == 1
+    assert "no bridge was subscribed" in unheard.stderr
