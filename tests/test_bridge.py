@@ -42,15 +42,22 @@ def _bridging(process: PushsvcProcess) -> bool:
 
 
 @pytest.fixture
-def deployment(redis_server: RedisServer, prefix: str) -> Iterator[tuple[PushsvcProcess, str]]:
-    """A web process and an aggregator (which bridges) on one prefix."""
-    env = _env(redis_server, prefix)
-    aggregator = _aggregator(env)
-    web = PushsvcProcess("web", env=env).start()
+def bridge(redis_server: RedisServer, prefix: str) -> Iterator[PushsvcProcess]:
+    """An aggregator process, bridging."""
+    aggregator = _aggregator(_env(redis_server, prefix))
     wait_until(lambda: _bridging(aggregator), timeout=10)
+    yield aggregator
+    aggregator.stop()
+
+
+@pytest.fixture
+def deployment(
+    redis_server: RedisServer, prefix: str, bridge: PushsvcProcess
+) -> Iterator[tuple[PushsvcProcess, str]]:
+    """A web process beside the bridging aggregator, on one prefix."""
+    web = PushsvcProcess("web", env=_env(redis_server, prefix)).start()
     yield web, prefix
     web.stop()
-    aggregator.stop()
 
 
 def _metrics(web: PushsvcProcess) -> str:
@@ -88,7 +95,10 @@ def test_redis_cli_and_redis_py_publish_into_the_statistics(
 
 
 def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
-    deployment: tuple[PushsvcProcess, str], redis_server: RedisServer, topic: str
+    deployment: tuple[PushsvcProcess, str],
+    bridge: PushsvcProcess,
+    redis_server: RedisServer,
+    topic: str,
 ) -> None:
     web, prefix = deployment
     channel = f"{prefix}ingest:{topic}"
@@ -98,6 +108,8 @@ def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
         stream.next_data("snapshot")
         for _, body, _ in rows:
             assert client.publish(channel, body) == 1
+        for _ in range(50):  # a broken producer repeating itself: logged once, counted each time
+            client.publish(channel, b'{"value": "NaN"}')
         client.publish(f"{prefix}ingest:-bad topic", b'{"value": 1}')
         client.publish(channel, b'{"value": 42}')  # the bridge is still there afterwards
         _, update = stream.next_data()
@@ -110,7 +122,10 @@ def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
         for reason, count in re.findall(r'^pushsvc_bridge_rejected_total\{reason="(\w+)"\} (\S+)$',
                                         metrics, re.M)
     }  # fmt: skip
-    assert sum(rejected.values()) == len(rows) + 1
+    assert sum(rejected.values()) == len(rows) + 50 + 1
+    # Many invalid events on this topic (the battery's and the 50): one log line.
+    logged = [line for line in bridge.output if f"{topic!r} (invalid_event)" in line]
+    assert len(logged) == 1, logged
     for name, _, code in rows:
         if code is not None:
             assert rejected.get(code, 0) >= 1, name
