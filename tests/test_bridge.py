@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -225,3 +226,38 @@ def test_pushsvc_publish_redis_url_goes_through_the_bridge_and_says_when_none_li
     unheard = publish("nobody-listens:", "1")
     assert unheard.returncode == 1
     assert "no bridge was subscribed" in unheard.stderr
+
+
+def test_a_bridge_paused_past_its_lease_appends_nothing_its_successor_did(
+    redis_server: RedisServer, prefix: str, topic: str
+) -> None:
+    # Pub/sub hands every message to both bridges while the paused one is subscribed still:
+    # when it wakes, the append script's fence (its lease token) must refuse what it read.
+    env = _env(redis_server, prefix)
+    first, second = _aggregator(env), _aggregator(env)
+    web = PushsvcProcess("web", env=env).start()
+    client = redis.Redis(port=redis_server.port)
+    try:
+        wait_until(lambda: _bridging(first) or _bridging(second), timeout=10)
+        paused, successor = (first, second) if _bridging(first) else (second, first)
+        with SSEClient(web.port, f"/topics/{topic}/stream", timeout=20) as stream:
+            stream.next_data("snapshot")
+            paused.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            try:
+                wait_until(lambda: _bridging(successor), timeout=10)
+                for n in range(20):
+                    assert client.publish(f"{prefix}ingest:{topic}", json.dumps({"value": n})) == 2
+            finally:
+                paused.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            # Awake, it reads what queued up, then finds its lease gone and stands by.
+            wait_until(lambda: any("standing by" in line for line in paused.output))
+            client.publish(f"{prefix}ingest:{topic}", json.dumps({"value": 99}))
+            values = []
+            while not values or values[-1] != 99:
+                values.append(stream.next_data()[1]["event"]["value"])
+        assert values == [*map(float, range(20)), 99.0]  # each once, none twice
+    finally:
+        client.close()
+        web.stop()
+        for process in (first, second):
+            process.kill()

@@ -7,6 +7,10 @@ message goes through `ingest` — the POST's validation, limits and lateness rul
 rejected message changes nothing; it is counted by reason in Redis (every web process's
 `/metrics` shows it) and logged once per reason and topic.
 
+Appends are fenced by the bridge's lease token (the append script checks it), so a bridge
+that was paused past its lease and wakes with messages queued appends none of them: its
+successor, which pub/sub gave the same messages, already did.
+
 Pub/sub is at most once: a message published while no bridge is subscribed reaches nobody
 (`PUBLISH` answers 0, and `pushsvc publish --redis-url` says so). What the bridge appended is
 kept like any POST.
@@ -23,9 +27,9 @@ from gevent.event import Event as Signal
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.errors import BrokerUnavailable, HttpError
+from pushsvc.errors import BrokerUnavailable, Fenced, HttpError
 from pushsvc.events import Limits
-from pushsvc.ingest import ingest, sniff_media_type
+from pushsvc.ingest import sniff_media_type, validated
 from pushsvc.lease import Lease
 
 log = logging.getLogger(__name__)
@@ -79,21 +83,30 @@ class Bridge:
     def _on_messages(self, messages: list[tuple[bytes, bytes]]) -> None:
         accepted = 0
         rejected: dict[str, int] = {}
+        fence = (self._broker.keys.bridge_lease, self.lease.token)
         for channel, body in messages:
             topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
             try:
-                accepted += ingest(
-                    self._broker,
+                events = validated(
                     topic,
                     body,
                     sniff_media_type(body),
                     limits=self._limits,
-                    lateness_us=self._lateness_us,
                     now_us=time.time_ns() // 1000,
                 )
+                self._broker.append_events(
+                    topic, events, lateness_us=self._lateness_us, fence=fence
+                )
+                accepted += len(events)
             except HttpError as exc:  # broker_unavailable too: Redis went away under us
                 rejected[exc.code] = rejected.get(exc.code, 0) + 1
                 self._log_once(exc.code, topic, exc)
+            except Fenced:
+                # Another bridge took over while this one was paused; it has these messages
+                # too (pub/sub gave them to both) and appends them.
+                log.warning("bridge: the lease moved on; standing by")
+                self.lease.holding = False
+                break
         self.events += accepted
         self.rejected += sum(rejected.values())
         # The counts are for /metrics; the events themselves were handled above.

@@ -4,7 +4,7 @@ that both validate, limit and judge lateness exactly alike."""
 from __future__ import annotations
 
 from pushsvc.broker.base import Broker
-from pushsvc.events import Limits, parse_body
+from pushsvc.events import Event, Limits, parse_body
 from pushsvc.events.parse import JSON, NDJSON
 from pushsvc.topics import validate_topic
 
@@ -21,10 +21,18 @@ def ingest(
 ) -> int:
     """Validate `body` as events of `topic` and append them to the log; how many. Raises the
     HttpError that says what is wrong, having changed nothing."""
-    validate_topic(topic)
-    events = parse_body(body, content_type, now_us=now_us, limits=limits)
+    events = validated(topic, body, content_type, limits=limits, now_us=now_us)
     broker.append_events(topic, events, lateness_us=lateness_us)
     return len(events)
+
+
+def validated(
+    topic: str, body: bytes, content_type: str | None, *, limits: Limits, now_us: int
+) -> list[Event]:
+    """The events of `body` for `topic`, or the HttpError that says what is wrong (the
+    lateness rule is the broker's, at append)."""
+    validate_topic(topic)
+    return parse_body(body, content_type, now_us=now_us, limits=limits)
 
 
 def sniff_media_type(body: bytes) -> str:

@@ -165,7 +165,16 @@ class RedisBroker:
 
     # -- producer side -----------------------------------------------------
 
-    def append_events(self, topic: str, events: Sequence[Event], *, lateness_us: int) -> None:
+    def append_events(
+        self,
+        topic: str,
+        events: Sequence[Event],
+        *,
+        lateness_us: int,
+        fence: tuple[str, str] | None = None,
+    ) -> None:
+        """See `Broker.append_events`. With `fence` (a lease key and a token), the script
+        refuses (Fenced) unless the token holds the lease."""
         self._check_open()
         shard = (shard_of(topic, self.shards), self.shards)
         keys = [self.keys.log(shard), self.keys.clocks, self.keys.logged(shard)]
@@ -173,6 +182,9 @@ class RedisBroker:
             time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
         args: list[str | bytes] = [topic, encode_events(events), times]
+        if fence is not None:
+            keys.append(fence[0])
+            args.append(fence[1])
         with unavailable("append_events"):
             if self._min_replicas:
                 with self._client.pipeline(transaction=False) as pipe:
