@@ -3,9 +3,9 @@
 One bridge at a time per deployment: every aggregator process runs one, and the one holding
 the lease `{prefix}lease:bridge` is subscribed to `{prefix}ingest:*`; the others stand by and
 subscribe when they take the lease over (within one lease time of the holder's death). Each
-message goes through `ingest` — the POST's validation, limits and lateness rule — so a
-rejected message changes nothing; it is counted by reason in Redis (every web process's
-`/metrics` shows it) and logged once per reason and topic.
+message gets the POST's validation and limits (`ingest.validated`) and the broker's lateness
+rule at append, so a rejected message changes nothing; it is counted by reason in Redis
+(every web process's `/metrics` shows it) and logged once per reason and topic.
 
 Appends are fenced by the bridge's lease token (the append script checks it), so a bridge
 that was paused past its lease and wakes with messages queued appends none of them: its
@@ -54,8 +54,6 @@ class Bridge:
         )
         self._subscribed = False
         self._logged: set[tuple[str, str]] = set()
-        self.events = 0
-        self.rejected = 0
 
     def run(self, stop: Signal) -> None:
         try:
@@ -107,8 +105,6 @@ class Bridge:
                 log.warning("bridge: the lease moved on; standing by")
                 self.lease.holding = False
                 break
-        self.events += accepted
-        self.rejected += sum(rejected.values())
         # The counts are for /metrics; the events themselves were handled above.
         with contextlib.suppress(BrokerUnavailable):
             self._broker.count_bridged(accepted, rejected)
