@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request, wait_until
-from pushsvc.testing.redis_server import RedisServer
+from pushsvc.testing.redis_server import RedisServer, free_port
 from test_bad_input import CASES
 
 pytestmark = pytest.mark.redis
@@ -209,8 +209,10 @@ def test_pushsvc_publish_redis_url_goes_through_the_bridge_and_says_when_none_li
 ) -> None:
     web, prefix = deployment
 
-    def publish(prefix: str, *values: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "pushsvc", "publish", "--redis-url", redis_server.url]
+    def publish(
+        prefix: str, *values: str, url: str = redis_server.url
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "pushsvc", "publish", "--redis-url", url]
         return subprocess.run(
             [*argv, "--prefix", prefix, topic, *values],
             env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
@@ -226,6 +228,12 @@ def test_pushsvc_publish_redis_url_goes_through_the_bridge_and_says_when_none_li
     unheard = publish("nobody-listens:", "1")
     assert unheard.returncode == 1
     assert "no bridge was subscribed" in unheard.stderr
+    not_redis = publish(prefix, "1", url="http://127.0.0.1:1/")
+    assert not_redis.returncode == 2 and "--redis-url" in not_redis.stderr
+    assert "Traceback" not in not_redis.stderr
+    unreachable = publish(prefix, "1", url=f"redis://127.0.0.1:{free_port()}/0")
+    assert unreachable.returncode == 1 and "Redis:" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
 
 
 def test_a_bridge_paused_past_its_lease_appends_nothing_its_successor_did(

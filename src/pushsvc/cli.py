@@ -168,9 +168,19 @@ def publish(
     else:
         events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
     if redis_url is not None:
-        from pushsvc.redis_publisher import publish_to_redis
+        import redis
 
-        sent, unheard = publish_to_redis(redis_url, prefix, topic, list(batches(events, batch)))
+        from pushsvc.redis_publisher import publish_to_redis
+        from pushsvc.redis_url import check_redis_url
+
+        try:
+            check_redis_url(redis_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
+        try:
+            sent, unheard = publish_to_redis(redis_url, prefix, topic, list(batches(events, batch)))
+        except redis.RedisError as exc:
+            raise click.ClickException(f"Redis: {exc}") from None
         click.echo(f"published {sent} to Redis")
         if unheard:
             # Redis pub/sub keeps nothing for absent subscribers.
