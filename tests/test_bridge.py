@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -135,6 +136,29 @@ def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
     assert _metric(metrics, "pushsvc_bridge_active") == 1
 
 
+@dataclass
+class TwoBridges:
+    active: PushsvcProcess
+    standby: PushsvcProcess
+    web: PushsvcProcess
+
+
+@pytest.fixture
+def two_bridges(redis_server: RedisServer, prefix: str) -> Iterator[TwoBridges]:
+    """Two aggregator processes, one bridging and one standing by, and a web process."""
+    env = _env(redis_server, prefix)
+    first, second = _aggregator(env), _aggregator(env)
+    web = PushsvcProcess("web", env=env).start()
+    try:
+        wait_until(lambda: _bridging(first) or _bridging(second), timeout=10)
+        active, standby = (first, second) if _bridging(first) else (second, first)
+        yield TwoBridges(active, standby, web)
+    finally:
+        web.stop()
+        for process in (first, second):
+            process.kill()
+
+
 class _Producer(threading.Thread):
     """PUBLISHes event n with value n every 10 ms; remembers how many bridges heard each."""
 
@@ -155,53 +179,42 @@ class _Producer(threading.Thread):
 
 
 def test_a_standby_bridge_takes_over_after_kill_9_and_nothing_logged_is_lost_or_doubled(
-    redis_server: RedisServer, prefix: str, topic: str
+    two_bridges: TwoBridges, redis_server: RedisServer, prefix: str, topic: str
 ) -> None:
-    env = _env(redis_server, prefix)
-    first, second = _aggregator(env), _aggregator(env)
-    web = PushsvcProcess("web", env=env).start()
-    try:
-        wait_until(lambda: _bridging(first) or _bridging(second), timeout=10)
-        active, standby = (first, second) if _bridging(first) else (second, first)
-        with SSEClient(web.port, f"/topics/{topic}/stream", timeout=20) as stream:
-            stream.next_data("snapshot")
-            producer = _Producer(redis_server, f"{prefix}ingest:{topic}")
-            producer.start()
-            wait_until(lambda: len(producer.heard) > 100, timeout=10)
-            killed_at = time.monotonic()
-            active.kill()
-            wait_until(lambda: _bridging(standby), timeout=10)
-            took_over = time.monotonic() - killed_at
-            wait_until(lambda: any(r and t > killed_at + took_over for _, r, t in producer.heard))
-            time.sleep(0.3)  # a little load after the takeover too
-            producer.stopping.set()
-            producer.join(5)
-            last_heard = max(v for v, r, _ in producer.heard if r)
-            values = []
-            while not values or values[-1] < last_heard:
-                values.append(stream.next_data()[1]["event"]["value"])
-        assert len(values) == len(set(values)), "an event was appended twice"
-        assert values == sorted(values)
-        unheard = {v for v, r, _ in producer.heard if not r}
-        assert unheard, "the gap between the kill and the takeover went unnoticed"
-        assert not unheard & set(values)
-        # Heard well before the kill or after the takeover: appended, every one.
-        settled = {
-            v
-            for v, r, t in producer.heard
-            if r and (t < killed_at - 0.2 or t > killed_at + took_over)
-        }
-        assert settled <= set(values)
-        assert took_over < 3.0  # within the 1 s lease (plus a renewal period and start-up)
-        assert _metric(_metrics(web), "pushsvc_bridge_active") == 1
-        print(
-            f"\nbridge takeover {took_over:.2f} s; {len(unheard)} messages published with no "
-            f"bridge subscribed (lost, as pub/sub is); {len(values)} appended once each"
-        )
-    finally:
-        web.stop()
-        for process in (first, second):
-            process.kill()
+    active, standby, web = two_bridges.active, two_bridges.standby, two_bridges.web
+    with SSEClient(web.port, f"/topics/{topic}/stream", timeout=20) as stream:
+        stream.next_data("snapshot")
+        producer = _Producer(redis_server, f"{prefix}ingest:{topic}")
+        producer.start()
+        wait_until(lambda: len(producer.heard) > 100, timeout=10)
+        killed_at = time.monotonic()
+        active.kill()
+        wait_until(lambda: _bridging(standby), timeout=10)
+        took_over = time.monotonic() - killed_at
+        # Some load after the takeover too.
+        wait_until(lambda: sum(t > killed_at + took_over for _, _, t in producer.heard) > 20)
+        producer.stopping.set()
+        producer.join(5)
+        last_heard = max(v for v, r, _ in producer.heard if r)
+        values = []
+        while not values or values[-1] < last_heard:
+            values.append(stream.next_data()[1]["event"]["value"])
+    assert len(values) == len(set(values)), "an event was appended twice"
+    assert values == sorted(values)
+    unheard = {v for v, r, _ in producer.heard if not r}
+    assert unheard, "the gap between the kill and the takeover went unnoticed"
+    assert not unheard & set(values)
+    # Heard well before the kill or after the takeover: appended, every one.
+    settled = {
+        v for v, r, t in producer.heard if r and (t < killed_at - 0.2 or t > killed_at + took_over)
+    }
+    assert settled <= set(values)
+    assert took_over < 3.0  # within the 1 s lease (plus a renewal period and start-up)
+    assert _metric(_metrics(web), "pushsvc_bridge_active") == 1
+    print(
+        f"\nbridge takeover {took_over:.2f} s; {len(unheard)} messages published with no "
+        f"bridge subscribed (lost, as pub/sub is); {len(values)} appended once each"
+    )
 
 
 def test_pushsvc_publish_redis_url_goes_through_the_bridge_and_says_when_none_listens(
@@ -237,17 +250,13 @@ def test_pushsvc_publish_redis_url_goes_through_the_bridge_and_says_when_none_li
 
 
 def test_a_bridge_paused_past_its_lease_appends_nothing_its_successor_did(
-    redis_server: RedisServer, prefix: str, topic: str
+    two_bridges: TwoBridges, redis_server: RedisServer, prefix: str, topic: str
 ) -> None:
     # Pub/sub hands every message to both bridges while the paused one is subscribed still:
     # when it wakes, the append script's fence (its lease token) must refuse what it read.
-    env = _env(redis_server, prefix)
-    first, second = _aggregator(env), _aggregator(env)
-    web = PushsvcProcess("web", env=env).start()
+    paused, successor, web = two_bridges.active, two_bridges.standby, two_bridges.web
     client = redis.Redis(port=redis_server.port)
     try:
-        wait_until(lambda: _bridging(first) or _bridging(second), timeout=10)
-        paused, successor = (first, second) if _bridging(first) else (second, first)
         with SSEClient(web.port, f"/topics/{topic}/stream", timeout=20) as stream:
             stream.next_data("snapshot")
             paused.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
@@ -266,6 +275,3 @@ def test_a_bridge_paused_past_its_lease_appends_nothing_its_successor_did(
         assert values == [*map(float, range(20)), 99.0]  # each once, none twice
     finally:
         client.close()
-        web.stop()
-        for process in (first, second):
-            process.kill()
