@@ -4,6 +4,7 @@ faults)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -11,9 +12,37 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from auth_tokens import CREDENTIALS
 from pushsvc.app import create_app
 from pushsvc.testing.live import PushsvcProcess
 from pushsvc.testing.redis_server import RedisServer
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_credential_in_any_log() -> Iterator[None]:
+    """Tokens, secrets and `?token=` values never appear in a log line: every record logged in
+    this process and every line a pushsvc process printed, over the whole session, is searched
+    for every credential the tests used (tests/auth_tokens.py)."""
+    collected = _Lines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(collected)
+    root.setLevel(logging.INFO)
+    yield
+    root.removeHandler(collected)
+    root.setLevel(level)
+    lines = collected.lines + [line for p in PushsvcProcess.started for line in p.output]
+    leaks = [line for line in lines if any(c in line for c in CREDENTIALS)]
+    assert not leaks, f"credentials in {len(leaks)} log line(s), e.g. {leaks[0][:200]!r}"
 
 
 @pytest.fixture(scope="session")

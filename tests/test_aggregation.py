@@ -13,7 +13,7 @@ import redis
 from pushsvc.aggregation import ShardRunner
 from pushsvc.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.log import EventLog
+from pushsvc.broker.redis.log import FORGET_SCAN, EventLog
 from pushsvc.errors import LateEvent
 from pushsvc.events import Event
 from pushsvc.lease import Lease
@@ -37,7 +37,7 @@ class Deployment:
         self.wall = 1_763_700_000 * S
         self._closers: list[object] = [self.broker]
 
-    def runner(self) -> ShardRunner:
+    def runner(self, *, tick_us: int = 0, topic_ttl_us: int = 0) -> ShardRunner:
         broker = RedisBroker(self.url, prefix=self.prefix, history=100_000)
         event_log = EventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
         lease = Lease(self.url, broker.keys.lease(SHARD), ttl_us=60 * S)
@@ -45,7 +45,15 @@ class Deployment:
             windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
         )
         self._closers += [broker, event_log, lease]
-        return ShardRunner(aggregator, broker, event_log, lease, tick_us=0, block_ms=1)
+        return ShardRunner(
+            aggregator,
+            broker,
+            event_log,
+            lease,
+            tick_us=tick_us,
+            topic_ttl_us=topic_ttl_us,
+            block_ms=1,
+        )
 
     def append(self, topic: str, *values: float, ts: int) -> list[Event]:
         events = [Event(v, ts, None) for v in values]
@@ -244,3 +252,183 @@ def test_lag_counts_what_waits_for_an_aggregator(deployment: Deployment) -> None
     (lag,) = deployment.broker.lag()
     assert (lag.entries, lag.oldest_age_s, lag.aggregator) == (0, None, True)
     assert deployment.broker.latest(TopicMatcher(["*"])).keys() == {"a", "b"}
+
+
+# -- idle topics forgotten through the log (--topic-ttl) --------------------------------
+
+TTL = 3600 * S
+
+
+def _redis(deployment: Deployment) -> redis.Redis:
+    client = redis.Redis.from_url(deployment.url)
+    deployment._closers.append(client)
+    return client
+
+
+def _kept(deployment: Deployment, topic: str) -> tuple[bool, bool]:
+    """Whether Redis holds the topic's clock, and its latest update."""
+    client = _redis(deployment)
+    return (
+        bool(client.hexists(f"{deployment.prefix}clocks", topic)),
+        bool(client.hexists(f"{deployment.prefix}latest", topic)),
+    )
+
+
+def _go_quiet(deployment: Deployment, active: ShardRunner, topic: str) -> int:
+    """Let `topic` fall idle: ticks empty its windows, then the TTL passes. Its clock."""
+    deployment.wall += 60 * S  # past the widest window: the tick empties every window
+    active._log_ticks()
+    active.step()
+    emptied = deployment.history()[-1]
+    assert emptied["topic"] == topic and emptied["windows"]["1m"]["count"] == 0  # type: ignore[index]
+    deployment.wall += TTL
+    clock = active.aggregator.clock(topic)
+    assert clock is not None
+    return clock
+
+
+def test_an_idle_topic_is_forgotten_by_the_holder_and_the_standby_through_the_log(
+    deployment: Deployment,
+) -> None:
+    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    standby = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    for runner in (active, standby):
+        runner.rebuild()
+    assert active._lease.renew() and not standby._lease.renew()
+    deployment.append("quiet", 1, 2, ts=deployment.wall)
+    active.step()
+    _go_quiet(deployment, active, "quiet")
+    deployment.append("busy", 5, ts=deployment.wall)  # an event within the TTL: kept
+    active.step()
+    assert deployment.broker.topic_stats().live == 2
+
+    assert active.forget_idle() == ["quiet"]
+    assert _kept(deployment, "quiet") == (False, False)
+    assert _kept(deployment, "busy") == (True, True)
+    assert active.forget_idle() == []  # the proposal again: its clock is gone, nothing logged
+    for runner in (active, standby):
+        runner.step()  # the forget entry, applied like any other
+        assert runner.aggregator.topics() == ["busy"]
+    assert deployment.broker.latest(TopicMatcher(["*"])).keys() == {"busy"}
+    stats = deployment.broker.topic_stats()
+    assert (stats.live, stats.forgotten) == (1, 1)
+
+    # The holder dies; the standby takes over: the topic stays forgotten.
+    redis.Redis.from_url(deployment.url).delete(active._lease.key)
+    assert standby._lease.renew()
+    standby.step()
+    assert standby.aggregator.topics() == ["busy"]
+    assert _kept(deployment, "quiet") == (False, False)
+
+    # Its next event brings it back as a new topic: no clock to be late against, statistics
+    # of that event alone.
+    back = deployment.append("quiet", 9, ts=deployment.wall - 3 * TTL)
+    standby.step()
+    assert deployment.history()[-1] == _expected([("quiet", back)])[0]
+    assert _kept(deployment, "quiet") == (True, True)
+
+
+def test_an_event_logged_before_the_forget_cancels_it(deployment: Deployment) -> None:
+    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    active.rebuild()
+    assert active._lease.renew()
+    deployment.append("a", 1, ts=deployment.wall)
+    active.step()
+    clock = _go_quiet(deployment, active, "a")
+    proposal = active.aggregator.idle_topics(TTL, ticking=True)
+    assert proposal == {"a": clock}
+
+    # A POST lands between the proposal and the forget script. Within the allowed lateness,
+    # it does not move the topic clock, so only the log shows it.
+    client = _redis(deployment)
+    clock_key = client.hget(f"{deployment.prefix}clocks", "a")
+    raced = deployment.append("a", 7, ts=clock - 1 * S)
+    assert client.hget(f"{deployment.prefix}clocks", "a") == clock_key
+    logged = client.xlen(f"{deployment.prefix}log:0/1")
+
+    assert active._log.forget(active._lease.token, active.position, proposal) == []
+    assert _kept(deployment, "a") == (True, True)
+    assert client.xlen(f"{deployment.prefix}log:0/1") == logged  # no forget entry
+    active.step()
+    last = deployment.history()[-1]
+    assert last["event"]["value"] == 7.0 and last["event"]["ts"] == raced[0].ts_us / S  # type: ignore[index]
+    assert last["windows"]["10s"]["count"] == 1  # type: ignore[index]
+    assert active.aggregator.topics() == ["a"]
+    assert active.forget_idle() == []  # the event reset its idle time
+
+
+def test_a_forget_proposed_far_behind_the_log_waits(deployment: Deployment) -> None:
+    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    active.rebuild()
+    assert active._lease.renew()
+    deployment.append("a", 1, ts=deployment.wall)
+    active.step()
+    clock = _go_quiet(deployment, active, "a")
+    for n in range(FORGET_SCAN + 1):  # another topic's traffic the holder has not read yet
+        deployment.append("b", n, ts=deployment.wall)
+    assert active._log.forget(active._lease.token, active.position, {"a": clock}) == []
+    assert _kept(deployment, "a") == (True, True)
+    active.step()
+    active.step()
+    active.step()
+    assert active.forget_idle() == ["a"]
+
+
+def test_a_stale_holder_cannot_forget(deployment: Deployment) -> None:
+    stale, successor = deployment.runner(tick_us=S, topic_ttl_us=TTL), deployment.runner()
+    for runner in (stale, successor):
+        runner.rebuild()
+    assert stale._lease.renew()
+    deployment.append("a", 1, ts=deployment.wall)
+    stale.step()
+    _go_quiet(deployment, stale, "a")
+    redis.Redis.from_url(deployment.url).delete(stale._lease.key)
+    assert successor._lease.renew()
+    assert stale.forget_idle() == []
+    assert stale._lease.holding is False
+    assert _kept(deployment, "a") == (True, True)
+
+
+def test_a_cold_start_after_a_trim_and_a_forget_holds_what_an_uninterrupted_run_holds(
+    deployment: Deployment,
+) -> None:
+    first = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    first.rebuild()
+    assert first._lease.renew()
+    start = deployment.wall
+    deployment.append("gone", 1, ts=start)
+    first.step()
+    deployment.wall = start + 60 * S
+    first._log_ticks()  # "gone" falls empty
+    first.step()
+    deployment.wall = start + 61 * S
+    deployment.append("kept", 2, ts=deployment.wall)
+    first.step()
+    deployment.wall = start + 121 * S
+    first._log_ticks()  # "kept" falls empty too
+    first.step()
+    first._log.trim(first._prune_held())  # no window needs either topic's events
+    assert _redis(deployment).xlen(f"{deployment.prefix}log:0/1") == 1  # the last tick
+    deployment.wall = start + 30 * S + TTL  # "gone" idle for the TTL, "kept" not yet
+    assert first.forget_idle() == ["gone"]
+    first.step()
+    first._lease.release()
+
+    restarted = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    restarted.rebuild()
+    # The forgotten topic stays forgotten; the one whose events were trimmed is back, empty,
+    # at its clock, as ticks had left it (and is forgotten a TTL after the rebuild).
+    assert restarted.aggregator.topics() == ["kept"]
+    assert restarted.aggregator.clock("kept") == first.aggregator.clock("kept")
+    assert restarted.aggregator.idle_topics(TTL, ticking=True) == {}
+    deployment.wall += TTL
+    assert restarted.aggregator.idle_topics(TTL, ticking=True).keys() == {"kept"}
+
+    # A late event within the allowed lateness: the same update as the uninterrupted run.
+    kept_clock = first.aggregator.clock("kept")
+    assert kept_clock is not None
+    late = deployment.append("kept", 3, ts=kept_clock - S)
+    (expected,) = first.aggregator.apply_events("kept", late)
+    assert restarted._lease.renew()
+    restarted.step()
+    assert deployment.history()[-1] == orjson.loads(expected.body)

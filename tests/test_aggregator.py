@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from pushsvc.aggregator import Aggregator
 from pushsvc.broker.redis.keys import shard_of
 from pushsvc.events import Event
+from pushsvc.stats import STAT_KEYS
 
 S = 1_000_000
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -123,3 +125,49 @@ def test_sharding_is_the_same_in_every_process_and_covers_every_shard() -> None:
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": SRC}
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
         assert out.stdout.decode().strip() == str(owners), out.stderr
+
+
+def test_idle_topics_are_those_quiet_for_the_ttl_with_every_window_empty() -> None:
+    wall = Wall()
+    agg = _aggregator(wall)  # windows 2s and 1m
+    start = wall.now
+    agg.apply_events("quiet", [Event(1.0, start)])
+    wall.now += 30 * S
+    agg.apply_events("recent", [Event(1.0, wall.now)])
+    wall.now += 31 * S  # quiet: idle 61 s, past the widest window; recent: idle 31 s
+    ttl = 10 * S
+    # With ticks, a topic qualifies once they emptied its windows.
+    assert agg.idle_topics(ttl, ticking=True) == {}
+    # Without ticks nothing slides the windows: they are judged at the clock a tick would
+    # have moved the topic to.
+    assert agg.idle_topics(ttl, ticking=False) == {"quiet": start}
+    agg.tick()
+    assert agg.idle_topics(ttl, ticking=True) == {"quiet": start + 61 * S}
+    assert agg.idle_topics(100 * S, ticking=True) == {}  # not quiet for that long
+    agg.forget(["quiet"])
+    assert agg.topics() == ["recent"]
+    assert agg.due_ticks().keys() <= {"recent"}
+
+
+@pytest.mark.parametrize("stats", [STAT_KEYS, ("count", "sum", "min", "max")])
+def test_a_topic_restored_empty_behaves_like_one_ticks_emptied(stats: tuple[str, ...]) -> None:
+    # A rebuild restores a topic whose events all left the log (`restore_clock`): it must
+    # go on exactly like the aggregator that watched the ticks empty it.
+    wall = Wall()
+    ticked, restored = (
+        Aggregator(windows_us=[2 * S, 60 * S], labels=["2s", "1m"], stats=stats, wall_clock=wall)
+        for _ in range(2)
+    )
+    ticked.apply_events("t", [Event(1.0, 10 * S), Event(2.5, 11 * S)])
+    ticked.apply_ticks({"t": 80 * S})
+    restored.restore_clock("t", 80 * S)
+    assert ticked.clock("t") == restored.clock("t") == 80 * S
+    assert restored.topics() == ["t"] and restored.due_ticks() == {}
+    batches = [
+        [Event(3.0, 76 * S)],  # late, within 5 s: only in 1m
+        [Event(4.0, 79 * S), Event(-1.5, 81 * S)],
+        [Event(0.25, 10 * S)],  # before every window
+    ]
+    for batch in batches:
+        expected = [d.body for d in ticked.apply_events("t", batch)]
+        assert [d.body for d in restored.apply_events("t", batch)] == expected

@@ -22,11 +22,12 @@ import pytest
 import redis
 
 from pushsvc.broker import make_broker
-from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.broker.base import Broker, HistoryPage, TopicStats, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import FIRST, EventLog
-from pushsvc.errors import BrokerUnavailable, LateEvent
+from pushsvc.errors import BrokerUnavailable, LateEvent, TooManyTopics
 from pushsvc.events import Event
 from pushsvc.hub import Hub
 from pushsvc.subscription import subscribe
@@ -115,8 +116,8 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         prefix = request.getfixturevalue("prefix")
     made: list[Broker] = []
 
-    def make(history: int = 100) -> Broker:
-        broker = make_broker(url, prefix=prefix, history=history)
+    def make(history: int = 100, max_topics: int = 100_000) -> Broker:
+        broker = make_broker(url, prefix=prefix, history=history, max_topics=max_topics)
         made.append(broker)
         return broker
 
@@ -326,6 +327,84 @@ def test_replay_of_an_id_never_issued_is_a_gap(broker: Broker) -> None:
     assert broker.replay(UpdateId(epoch, ms + 1, 0), everything) is None
 
 
+# -- one topic's history (GET /topics/{t}/history) ----------------------------------------
+
+
+def test_history_without_since_is_the_topics_newest_updates_oldest_first(broker: Broker) -> None:
+    a1, _b1, a2, a3, b2 = broker.publish_updates(
+        [draft("a", 1), draft("b", 1), draft("a", 2), draft("a", 3), draft("b", 2)]
+    )
+    assert broker.history("a", limit=10) == HistoryPage([a1, a2, a3], b2.id, more=False)
+    assert broker.history("a", limit=2) == HistoryPage([a2, a3], b2.id, more=True)
+    assert broker.history("b", limit=1) == HistoryPage([b2], b2.id, more=True)
+    assert broker.history("nothing", limit=5) == HistoryPage([], b2.id, more=False)
+    # `resume` is the newest id of the whole history (here another topic's): a stream resumed
+    # from it continues the page with no gap and no duplicate.
+    (a4,) = broker.publish_updates([draft("a", 4)])
+    assert broker.replay(b2.id, only("a")) == [a4]
+
+
+def test_history_on_an_empty_history_has_nothing_to_resume_from(broker: Broker) -> None:
+    assert broker.history("a", limit=5) == HistoryPage([], None, more=False)
+
+
+def test_history_after_an_id_pages_forward_and_resumes_where_the_page_ends(
+    broker: Broker,
+) -> None:
+    a1, b1, a2, _b2, a3, b3 = broker.publish_updates(
+        [draft(t, n) for n in (1, 2, 3) for t in ("a", "b")]
+    )
+    assert broker.history("a", after=a1.id, limit=10) == HistoryPage([a2, a3], b3.id, False)
+    # A full page resumes at its own last update: a stream from there brings what it left.
+    first = broker.history("a", after=b1.id, limit=1)
+    assert first == HistoryPage([a2], a2.id, more=True)
+    assert broker.replay(first.resume, only("a")) == [a3]  # type: ignore[arg-type]
+    assert broker.history("a", after=first.resume, limit=1) == HistoryPage([a3], b3.id, False)
+    assert broker.history("a", after=b3.id, limit=10) == HistoryPage([], b3.id, False)
+
+
+def test_history_since_a_time_is_inclusive_on_the_update_clock(broker: Broker) -> None:
+    a1, a2, _b1, a3 = broker.publish_updates(
+        [draft("a", 1, 10), draft("a", 2, 20), draft("b", 1, 25), draft("a", 3, 30)]
+    )
+    assert broker.history("a", since_us=20, limit=10) == HistoryPage([a2, a3], a3.id, False)
+    assert broker.history("a", since_us=21, limit=10) == HistoryPage([a3], a3.id, False)
+    assert broker.history("a", since_us=0, limit=2) == HistoryPage([a1, a2], a2.id, True)
+    assert broker.history("a", since_us=31, limit=10) == HistoryPage([], a3.id, False)
+
+
+def test_history_after_a_lost_id_says_gap_and_starts_at_the_oldest_kept(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(history=3)
+    updates = broker.publish_updates([draft("a", n) for n in range(5)])
+    page = broker.history("a", after=updates[0].id, limit=10)
+    assert page == HistoryPage(updates[2:], updates[4].id, more=False, gap=True)
+    # updates[1] is trimmed but nothing after it: the history continues from it exactly.
+    assert broker.history("a", after=updates[1].id, limit=10).gap is False
+    foreign = UpdateId("0" if updates[0].id.epoch != "0" else "1", 0, 1)
+    assert broker.history("a", after=foreign, limit=1) == HistoryPage(
+        updates[2:3], updates[2].id, more=True, gap=True
+    )
+
+
+def test_history_finds_a_rare_topic_among_many_others(new_broker: MakeBroker) -> None:
+    broker = new_broker(history=2000)
+    # Enough entries that the Redis read takes several chunks in either direction.
+    drafts = [draft("rare" if n % 97 == 0 else f"busy{n % 3}", n) for n in range(1500)]
+    updates = [u for i in range(0, 1500, 500) for u in broker.publish_updates(drafts[i : i + 500])]
+    rare = [u for u in updates if u.topic == "rare"]
+    head = updates[-1].id
+    assert broker.history("rare", limit=100) == HistoryPage(rare, head, more=False)
+    assert broker.history("rare", limit=3) == HistoryPage(rare[-3:], head, more=True)
+    assert broker.history("rare", after=updates[0].id, limit=100) == HistoryPage(
+        rare[1:], head, more=False
+    )
+    assert broker.history("rare", since_us=rare[5].clock_us, limit=100) == HistoryPage(
+        rare[5:], head, more=False
+    )
+
+
 @pytest.mark.parametrize(
     "mangle",
     [
@@ -424,6 +503,107 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
     with pytest.raises(LateEvent):
         append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US - 1, None)])
     append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US, None)])
+
+
+# -- the topics kept: --max-topics, and idle topics forgotten (--topic-ttl) -----------------
+
+
+def forget(broker: Broker, topic: str) -> list[str]:
+    """Forget `topic` as the deployment's aggregator does once it is idle (`pushsvc.runtime`
+    in one process; on Redis the shard's lease holder, which has applied the whole log)."""
+    if isinstance(broker, MemoryBroker):
+        return broker.forget_topics(lambda: [topic])
+    assert isinstance(broker, RedisBroker)
+    client = redis.Redis.from_url(broker.url)
+    client.set(broker.keys.lease((0, 1)), "token")
+    clock = client.hget(broker.keys.clocks, topic)
+    client.close()
+    event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    try:
+        entries = event_log.read(FIRST, count=10_000)
+        position = entries[-1].id if entries else FIRST
+        clocks = {} if clock is None else {topic: time_of_key(clock)}
+        return event_log.forget("token", position, clocks)
+    finally:
+        event_log.close()
+
+
+def test_an_event_for_one_topic_too_many_is_refused_and_changes_nothing(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(max_topics=2)
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 1, None)])
+    append(broker, "b", [Event(2.0, 1, None)])
+    before = read()
+    with pytest.raises(TooManyTopics) as refused:
+        append(broker, "c", [Event(3.0, 1, None), Event(4.0, 2, None)])
+    assert (refused.value.status, refused.value.code) == (429, "too_many_topics")
+    assert "--max-topics" in refused.value.message
+    assert read() == before  # nothing logged, so nothing will yield an update
+    assert broker.topic_stats().live == 2
+    # The topics kept still take events.
+    append(broker, "a", [Event(5.0, 2, None)])
+    append(broker, "b", [Event(6.0, 2, None)])
+    assert read() == [*before, ("a", [Event(5.0, 2, None)]), ("b", [Event(6.0, 2, None)])]
+
+
+def test_racing_producers_cannot_create_more_topics_than_the_limit(
+    new_broker: MakeBroker,
+) -> None:
+    first = new_broker(max_topics=5)
+    # Redis: two instances, as two web processes would be; one process shares one broker.
+    second = first if isinstance(first, MemoryBroker) else new_broker(max_topics=5)
+    outcomes: queue.Queue[bool] = queue.Queue()
+    start = threading.Barrier(4)
+
+    def produce(broker: Broker, name: str) -> None:
+        start.wait(WAIT)
+        for n in range(10):
+            try:
+                append(broker, f"{name}-{n}", [Event(1.0, 1, None)])
+                outcomes.put(True)
+            except TooManyTopics:
+                outcomes.put(False)
+
+    threads = [
+        threading.Thread(target=produce, args=((first, second)[i % 2], f"p{i}")) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+    accepted = [outcomes.get(timeout=WAIT) for _ in range(40)]
+    assert accepted.count(True) == 5
+    assert first.topic_stats().live == 5
+
+
+def test_a_forgotten_topic_makes_room_and_comes_back_as_a_new_topic(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(max_topics=2)
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 100 * 10**6, None)])
+    append(broker, "b", [Event(2.0, 100 * 10**6, None)])
+    (a1, _) = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    assert broker.topic_stats() == TopicStats(live=2, forgotten=0)
+
+    assert forget(broker, "a") == ["a"]
+    assert forget(broker, "a") == []  # once
+    assert broker.latest(everything).keys() == {"b"}
+    assert broker.replay(a1.id, everything) is not None  # the history is history
+    assert broker.topic_stats() == TopicStats(live=1, forgotten=1)
+    append(broker, "c", [Event(3.0, 1, None)])  # fits now
+    with pytest.raises(TooManyTopics):
+        append(broker, "a", [Event(4.0, 100 * 10**6, None)])  # a is new again: one too many
+
+    assert forget(broker, "c") == ["c"]
+    logged = len(read())
+    # Back as a new topic: no clock to be late against (its old one was 100 s).
+    early = [Event(5.0, 1, None)]
+    append(broker, "a", early)
+    assert read()[logged:] == [("a", early)]
+    assert broker.topic_stats() == TopicStats(live=2, forgotten=2)
 
 
 # -- subscriptions: replay or snapshot, and the floor ------------------------------------

@@ -64,6 +64,8 @@ def test_duration_labels(us: int, label: str) -> None:
         ("heartbeat", "0", "--heartbeat"),
         ("redis_url", "http://x", "--redis-url"),
         ("shard", "2/2", "--shard"),
+        ("max_topics", "0", "--max-topics / PUSHSVC_MAX_TOPICS"),
+        ("topic_ttl", "1 hour", "--topic-ttl / PUSHSVC_TOPIC_TTL"),
     ],
 )
 def test_bad_values_raise_naming_the_setting(setting: str, value: str, named: str) -> None:
@@ -108,3 +110,10 @@ def test_statistic_selection() -> None:
     assert Settings.load({"stats": "p99, count"}, {}).stats == ("count", "p99")
     with pytest.raises(ConfigError, match="--stats / PUSHSVC_STATS"):
         Settings.load({"stats": "median"}, {})
+
+
+def test_topic_limits_are_settings_and_a_ttl_of_0_never_forgets() -> None:
+    env = {"PUSHSVC_MAX_TOPICS": "500", "PUSHSVC_TOPIC_TTL": "10m"}
+    settings = Settings.load({}, env)
+    assert (settings.max_topics, settings.topic_ttl_us) == (500, 600_000_000)
+    assert Settings.load({"topic_ttl": "0"}, env).topic_ttl_us == 0

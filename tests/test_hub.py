@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 
 import gevent
 import pytest
@@ -212,3 +213,121 @@ def test_close_only_wakes_a_writer_waiting_for_updates() -> None:
     gevent.sleep(0)  # let it start waiting
     client.close("shutdown")
     assert waiter.get(timeout=5) == []
+
+
+# ------------------------------------------------------------------ the direct way
+
+
+_SOCKETS: list[gevent.socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _SOCKETS:
+        _SOCKETS.pop().close()
+
+
+def _direct_client(hub: Hub, *selectors: str) -> tuple[Client, gevent.socket.socket]:
+    """A client whose stream sleeps in `take` and whose socket the hub may write; returns the
+    peer end, to read what the hub wrote (unframed: no HTTP chunking here)."""
+    from gevent import socket as gsocket
+
+    from pushsvc.stream_socket import StreamSocket
+
+    ours, peer = gsocket.socketpair()
+    _SOCKETS.extend((ours, peer))
+    client = _subscribe(hub, *selectors)
+    client.sink = StreamSocket(ours, chunked=False)
+    client.render = lambda run: run.block
+    return client, peer
+
+
+def _asleep_in_take(client: Client) -> gevent.Greenlet:
+    stream = gevent.spawn(client.take, 10)
+    gevent.sleep(0)  # let it reach its wait
+    assert client.waiting
+    return stream
+
+
+def _read(peer: gevent.socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += peer.recv(size - len(data))
+    return data
+
+
+def test_an_idle_stream_is_written_by_the_hub_without_waking_it() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    updates = [_update("a", 1), _update("a", 2)]
+    hub.dispatch(updates)
+    expected = b"".join(u.frame for u in updates)
+    assert _read(peer, len(expected)) == expected
+    assert not stream.ready()  # the stream's greenlet never ran: nothing to take
+    assert hub.direct_sends == 1 and client.ready == [] and not client.queue
+    stream.kill()
+
+
+def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    updates = [_update("a", n) for n in range(5)]
+    for update in updates:  # five POSTs handled before the loop turns
+        hub.dispatch([update])
+    expected = b"".join(u.frame for u in updates)
+    assert _read(peer, len(expected)) == expected
+    assert hub.direct_sends == 1
+    stream.kill()
+
+
+def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
+    hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    big = [Update.numbered("a", UpdateId("e", 0, n), n, b"x" * 60_000) for n in range(200)]
+    for update in big:  # ~12 MB: far more than a socket buffer holds
+        hub.dispatch([update])
+    gevent.sleep(0)  # the writer runs and finds the socket full
+    assert hub.handbacks == 1
+    stream.join(1)  # the stream was woken to finish the write itself
+    assert stream.dead
+    handback, ready = client.take_direct()
+    assert handback is not None
+    later = [_update("a", 1000)]
+    hub.dispatch(later)  # while the stream writes, new runs queue behind what it holds
+    assert [u.id.seq for u in _taken(client)] == [1000]
+    received = bytearray()
+    reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.frame) for u in big))))
+    assert client.sink is not None
+    client.sink.send_rest(handback)
+    client.sink.send(ready)
+    reader.join(10)
+    assert bytes(received) == b"".join(u.frame for u in big)
+
+
+def test_a_peer_gone_closes_the_client() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    peer.close()
+    hub.dispatch([_update("a", 1)])
+    gevent.sleep(0)
+    hub.dispatch([_update("a", 2)])  # the first send may still succeed into the buffer
+    gevent.sleep(0)
+    assert client.closed_reason == "gone"
+    stream.join(1)
+    assert stream.ready()
+
+
+def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, _peer = _direct_client(hub, "a")
+    client.floor = UpdateId("0badc0de", 0, 5)
+    stream = _asleep_in_take(client)
+    hub.dispatch([_update("a", 3)])
+    stream.join(1)
+    assert hub.direct_sends == 0 and stream.dead  # queued, and the stream woken
+    stream.kill()

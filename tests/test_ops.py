@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from conftest import MakeApp
+
+SECRET = "s" * 40
 
 
 def test_openapi_is_valid_and_documents_every_route(client: FlaskClient) -> None:
@@ -47,3 +50,91 @@ def test_cors_allows_only_listed_origins(make_app: MakeApp) -> None:
     assert listed.headers["Access-Control-Allow-Origin"] == "https://a.test"
     other = client.get("/healthz", headers={"Origin": "https://b.test"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+# Regression tests for what schemathesis found the served description got wrong.
+
+
+def _served(make_app: MakeApp, **settings: object) -> dict[str, Any]:
+    spec: dict[str, Any] = make_app(**settings).test_client().get("/openapi.json").get_json()
+    validate(spec)
+    return spec
+
+
+def _security_of(spec: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    return {
+        (path, method): operation.get("security")
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+def test_openapi_with_auth_off_requires_no_token(make_app: MakeApp) -> None:
+    # It required a bearer token or cookie to publish even with auth off, where the server
+    # accepts any POST (schemathesis: "API accepts requests without authentication").
+    spec = _served(make_app)
+    assert set(_security_of(spec).values()) == {None}
+    assert "securitySchemes" not in spec["components"]
+    assert all(
+        "401" not in op["responses"] for item in spec["paths"].values() for op in item.values()
+    )
+
+
+def test_openapi_with_auth_on_states_who_may_go_without_a_token(make_app: MakeApp) -> None:
+    closed = _security_of(_served(make_app, jwt_key=SECRET))
+    assert closed[("/topics/{topic}/events", "post")] == [{"bearer": []}, {"cookie": []}]
+    assert closed[("/stream", "get")] == [{"bearer": []}, {"cookie": []}]
+    opened = _served(make_app, jwt_key=SECRET, anonymous="public.*", token_query="true")
+    reading = _security_of(opened)[("/topics/{topic}/stream", "get")]
+    assert reading == [{"bearer": []}, {"cookie": []}, {"query": []}, {}]
+    assert (
+        _security_of(opened)[("/topics/{topic}/events", "post")]
+        == closed[("/topics/{topic}/events", "post")]
+    )
+    challenge = opened["paths"]["/stream"]["get"]["responses"]["401"]["headers"]
+    assert challenge["WWW-Authenticate"]["required"] is True
+
+
+def _ecma(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema pattern for Python: there `$` matches only at the end, never before a
+    final newline."""
+    assert pattern.endswith("$")
+    return re.compile(pattern[:-1] + r"\Z")
+
+
+def test_openapi_stream_parameters_are_those_the_server_accepts(make_app: MakeApp) -> None:
+    # `?topic=` (an empty selector), `?windows=x` and `?max_hz=5000` were schema-valid and
+    # answered 400 (schemathesis: "Schema-valid request rejected").
+    spec = _served(make_app, windows="10s,1m", stats="mean,p99", max_selectors="3")
+    params = {p["name"]: p["schema"] for p in spec["paths"]["/stream"]["get"]["parameters"]}
+    selectors = params["topic"]
+    assert (selectors["minItems"], selectors["maxItems"]) == (1, 3)
+    pattern = _ecma(selectors["items"]["pattern"])
+    for good in ("*", "orders", "sensors.*", "a.b.*", "x:y-z"):
+        assert pattern.search(good), good
+    for bad in ("", "*.*", "a*.*", ".*", "sensors.*.*", " orders", "orders\n"):
+        assert not pattern.search(bad), bad
+    windows = _ecma(params["windows"]["pattern"])
+    assert windows.search("10s,1m") and windows.search("1m")
+    assert not windows.search("5m") and not windows.search("1m,") and not windows.search("")
+    stats = _ecma(params["stats"]["pattern"])
+    assert stats.search("p99,mean") and not stats.search("p50")
+    assert params["max_hz"]["maximum"] == 1000
+
+
+def test_openapi_error_and_event_stream_bodies_are_described(make_app: MakeApp) -> None:
+    # Each SSE event was described as a string (schemathesis validates each event as an
+    # object: "SSE event violates schema"); an Error without `error` was schema-valid; and
+    # /readyz's 503, which is no Error, was described as one.
+    spec = _served(make_app)
+    schemas = spec["components"]["schemas"]
+    assert schemas["Error"]["required"] == ["error"]
+    assert schemas["SSE"]["properties"]["event"] == {"enum": ["snapshot", "stats"]}
+    stream = spec["paths"]["/topics/{topic}/stream"]["get"]["responses"]["200"]["content"]
+    assert stream["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/SSE"}
+    readyz = spec["paths"]["/readyz"]["get"]["responses"]["503"]["content"]
+    assert readyz["application/json"]["schema"]["properties"]["status"]["enum"] == [
+        "ready",
+        "unavailable",
+        "no_aggregator",
+    ]

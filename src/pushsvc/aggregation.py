@@ -12,6 +12,11 @@ holder), every way through gives the same statistics.
 
 The holder also trims the log: an entry is kept while an event of it may still be in a
 window (ts > T - widest window), so a rebuild finds every event it needs.
+
+And it forgets idle topics (`--topic-ttl`) through the log: it proposes the topics idle for
+the TTL with empty windows, the forget script drops those nothing was logged for since
+(`EventLog.forget`) and logs a forget entry, and every aggregator drops their windows when
+it applies that entry.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections import deque
 
 from gevent.event import Event as Signal
 
-from pushsvc.aggregator import Aggregator
+from pushsvc.aggregator import Aggregator, sweep_interval_s
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import shard_of
 from pushsvc.broker.redis.log import FIRST, Entry, EventLog, position
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 _READ_COUNT = 512  # log entries read at once
 _PUBLISH_DRAFTS = 5000  # drafts published in one script call at most
 _RETRY_S = 0.5  # after a failed call to Redis
+_FORGET_AT_ONCE = 1000  # topics proposed in one script call at most
 
 
 class ShardRunner:
@@ -48,6 +54,7 @@ class ShardRunner:
         lease: Lease,
         *,
         tick_us: int,
+        topic_ttl_us: int = 0,
         block_ms: int = 100,
         trim_every_s: float = 5.0,
     ) -> None:
@@ -56,6 +63,7 @@ class ShardRunner:
         self._log = event_log
         self._lease = lease
         self._tick_s = tick_us / 1_000_000
+        self._topic_ttl_us = topic_ttl_us
         self._block_ms = block_ms
         self._trim_every_s = trim_every_s
         self.position = FIRST
@@ -84,6 +92,8 @@ class ShardRunner:
                 stop.wait(_RETRY_S)
         next_tick = time.monotonic() + self._tick_s
         next_trim = time.monotonic() + self._trim_every_s
+        sweep_s = sweep_interval_s(self._topic_ttl_us)
+        next_sweep = time.monotonic() + sweep_s
         while not stop.is_set():
             try:
                 self.step()
@@ -91,6 +101,9 @@ class ShardRunner:
                 if self._active and self._tick_s and now >= next_tick:
                     next_tick = now + self._tick_s
                     self._log_ticks()
+                if self._active and self._topic_ttl_us and now >= next_sweep:
+                    next_sweep = now + sweep_s
+                    self.forget_idle()
                 if now >= next_trim:
                     next_trim = now + self._trim_every_s
                     oldest = self._prune_held()
@@ -153,6 +166,11 @@ class ShardRunner:
     def _apply(self, entry: Entry) -> list[UpdateDraft]:
         if entry.ticks is not None:
             return self.aggregator.apply_ticks(entry.ticks)
+        if entry.forgotten is not None:
+            self.aggregator.forget(entry.forgotten)
+            for topic in entry.forgotten:
+                self._held.pop(topic, None)  # none of their entries is needed any more
+            return []
         assert entry.topic is not None and entry.events is not None
         held = self._held.get(entry.topic)
         if held is None:
@@ -198,6 +216,29 @@ class ShardRunner:
                 self._log.append_ticks(self._lease.token, ticks)
             except Fenced:
                 self._lease.holding = self._active = False
+
+    def forget_idle(self) -> list[str]:
+        """Propose the topics idle for the TTL with empty windows; the log forgets those
+        nothing was logged for since this aggregator's position (`EventLog.forget`), and
+        this aggregator drops them when it applies the forget entry, like a standby. Only
+        once everything applied is published: the latest updates a forget removes are
+        final. The topics forgotten."""
+        if not self._active or self._pending:
+            return []
+        idle = list(
+            self.aggregator.idle_topics(self._topic_ttl_us, ticking=self._tick_s > 0).items()
+        )
+        forgotten: list[str] = []
+        for start in range(0, len(idle), _FORGET_AT_ONCE):
+            proposed = dict(idle[start : start + _FORGET_AT_ONCE])
+            try:
+                forgotten += self._log.forget(self._lease.token, self.position, proposed)
+            except Fenced:
+                self._lease.holding = self._active = False
+                break
+        if forgotten:
+            log.info("shard %d/%d: forgot %d idle topics", *self.shard, len(forgotten))
+        return forgotten
 
     def _prune_held(self) -> str:
         """Forget the entries no window can need any more; the oldest entry a rebuild still

@@ -6,6 +6,10 @@ same drafts, which is what lets a standby or a restarted aggregator continue exa
 another stopped (`pushsvc.aggregation`). Lateness is not judged here: every event that
 reaches the aggregator was accepted by the broker (`Broker.append_events`), and one that
 falls before every window still yields its update.
+
+Forgetting idle topics (`--topic-ttl`) follows the same pattern as ticks: the aggregator
+proposes (`idle_topics`), the broker decides against what it logged meanwhile, and every
+aggregator drops what was decided (`forget`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from pushsvc.updates import UpdateDraft, draft
 
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
+
+
+def sweep_interval_s(topic_ttl_us: int) -> float:
+    """How often idle topics are looked for: a tenth of the TTL, at least once a minute, so a
+    topic is forgotten within 1.1 TTL (60 s more for TTLs over ten minutes)."""
+    return min(topic_ttl_us / 10, 60_000_000) / 1_000_000
 
 
 @dataclass(slots=True)
@@ -105,11 +115,40 @@ class Aggregator:
 
     def restore_clock(self, topic: str, clock_us: int) -> None:
         """Rebuilding: after the logged events, move the topic's clock to where it stood
-        (its latest update's), without drafts."""
+        (its latest update's), without drafts. A topic none of whose events is left in the
+        log (every one had left every window) comes back empty at that clock, as ticks had
+        left it."""
         state = self._topics.get(topic)
-        if state is not None:
+        if state is None:
+            state = self._topics[topic] = _Topic(self._spec.new())
+            state.windows.start_at(clock_us)
+            state.wall_at_event_us = self._wall_clock()
+        else:
             state.windows.advance(clock_us)
-            state.event_clock_us = max(state.event_clock_us, clock_us)
+        state.event_clock_us = max(state.event_clock_us, clock_us)
+
+    def idle_topics(self, ttl_us: int, *, ticking: bool) -> dict[str, int]:
+        """The topics to forget now, with their clocks: no event applied for `ttl_us` of wall
+        time, and every window empty. Without idle ticks (`ticking` False) nothing slides
+        the windows, so: empty at the clock an idle tick would have moved the topic to."""
+        now = self._wall_clock()
+        widest = self._spec.widest_us
+        idle = {}
+        for topic, state in self._topics.items():
+            clock = state.windows.clock_us
+            idle_us = now - state.wall_at_event_us
+            if clock is None or idle_us < ttl_us:
+                continue
+            if not len(state.windows) or (
+                not ticking and clock <= state.event_clock_us + idle_us - widest
+            ):
+                idle[topic] = clock
+        return idle
+
+    def forget(self, topics: Sequence[str]) -> None:
+        """Drop these topics' windows: the next event of one starts it afresh."""
+        for topic in topics:
+            self._topics.pop(topic, None)
 
     def clock(self, topic: str) -> int | None:
         state = self._topics.get(topic)

@@ -10,8 +10,10 @@ import orjson
 from flask import Flask, Response
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pushsvc.api import dashboard, openapi, ops, producer, streams, topics
+from pushsvc import logs
+from pushsvc.api import dashboard, history, openapi, ops, producer, streams, topics
 from pushsvc.api.context import AnyText
 from pushsvc.config import Settings
 from pushsvc.errors import HttpError
@@ -44,9 +46,18 @@ def create_app(
     app.extensions["pushsvc"] = runtime
     log.info("pushsvc %s settings: %s", role, settings.redacted())
 
-    for blueprint in (dashboard.bp, producer.bp, streams.bp, topics.bp, ops.bp, openapi.bp):
+    blueprints = (dashboard.bp, producer.bp, streams.bp, topics.bp, history.bp, ops.bp, openapi.bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     _register_error_handlers(app, runtime)
+    logs.install(app)
+    if settings.trusted_proxies:
+        # The client address (per-IP limits) and the origin (cookie POSTs) as the proxies
+        # in front saw them; only that many hops are believed, so a client cannot forge them.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
     if settings.cors_origins:
         # Browsers on these origins may publish and subscribe (with cookies, for tokens).
         CORS(
@@ -59,13 +70,17 @@ def create_app(
 
 
 def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
-    def reply(status: int, body: dict[str, object], code: str) -> Response:
+    def reply(
+        status: int, body: dict[str, object], code: str, headers: dict[str, str] | None = None
+    ) -> Response:
         runtime.metrics.requests_rejected.labels(code).inc()
-        return Response(orjson.dumps(body), status=status, mimetype="application/json")
+        return Response(
+            orjson.dumps(body), status=status, mimetype="application/json", headers=headers
+        )
 
     @app.errorhandler(HttpError)
     def pushsvc_error(exc: HttpError) -> Response:
-        return reply(exc.status, exc.to_json(), exc.code)
+        return reply(exc.status, exc.to_json(), exc.code, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

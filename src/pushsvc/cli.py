@@ -1,20 +1,21 @@
-"""The `pushsvc` command: serve, web, aggregate, and the publish / subscribe / replay tools.
+"""The `pushsvc` command: serve, web, aggregate, the publish / subscribe / replay tools, and
+the demo producer.
 
 Run it through `pushsvc.__main__:main`, which patches gevent first for the commands that serve.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from pushsvc import __version__
 from pushsvc.config import Settings
+from pushsvc.demo.command import demo
 from pushsvc.errors import ConfigError
 from pushsvc.lists import comma_list
 
@@ -31,20 +32,26 @@ def settings_options(command: F) -> F:
     return command
 
 
-def _load(flags: dict[str, str | None]) -> Settings:
+def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settings:
+    """The settings, or exit 2 with a one-line error. `serving_http`: also load the TLS pair
+    now, before anything starts (with --workers, every web child would fail on it instead,
+    and be restarted for ever)."""
     try:
-        return Settings.load(flags)
+        settings = Settings.load(flags)
+        if serving_http:
+            from pushsvc.tls import server_context
+
+            server_context(settings)
+        return settings
     except ConfigError as exc:
         click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(2)
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _logging(settings: Settings) -> None:
+    from pushsvc.logs import configure
+
+    configure(settings.log_format)
 
 
 @click.group()
@@ -52,6 +59,8 @@ def _logging() -> None:
 def main() -> None:
     """Rolling-window statistics per topic, streamed over Server-Sent Events."""
 
+
+main.add_command(demo)  # pushsvc/demo/command.py: also `python -m pushsvc.demo`
 
 _REUSE_PORT = click.option("--reuse-port", is_flag=True, hidden=True)  # serve --workers' children
 
@@ -63,8 +72,8 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
     """Everything in one process: HTTP API, streams and the aggregator (embedded broker
     unless --redis-url is given). With --workers N or --data-dir: N web processes on one
     port and an aggregator, on a private redis-server unless --redis-url is given."""
-    settings = _load(flags)
-    _logging()
+    settings = _load(flags, serving_http=True)
+    _logging(settings)
     if settings.workers > 1 or settings.data_dir is not None:
         if settings.data_dir is not None and settings.redis_url is not None:
             raise click.UsageError("--data-dir is for the private Redis: not with --redis-url")
@@ -72,9 +81,7 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
 
         given = {f"PUSHSVC_{k.upper()}": v for k, v in flags.items() if v is not None}
         sys.exit(Supervisor(settings, given).run())
-    from pushsvc.server import serve_http
-
-    serve_http(settings, role="serve", reuse_port=reuse_port)
+    _serve_http(settings, "serve", reuse_port)
 
 
 @main.command()
@@ -82,15 +89,19 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
 @_REUSE_PORT
 def web(reuse_port: bool, **flags: str | None) -> None:
     """HTTP API and streams only; needs --redis-url and a `pushsvc aggregate` process."""
-    settings = _load(flags)
+    settings = _load(flags, serving_http=True)
     if settings.redis_url is None:
         raise click.UsageError(
             "web needs --redis-url / PUSHSVC_REDIS_URL (use `serve` without Redis)"
         )
-    _logging()
+    _logging(settings)
+    _serve_http(settings, "web", reuse_port)
+
+
+def _serve_http(settings: Settings, role: Literal["serve", "web"], reuse_port: bool) -> None:
     from pushsvc.server import serve_http
 
-    serve_http(settings, role="web", reuse_port=reuse_port)
+    serve_http(settings, role=role, reuse_port=reuse_port)
 
 
 @main.command()
@@ -100,7 +111,7 @@ def aggregate(**flags: str | None) -> None:
     settings = _load(flags)
     if settings.redis_url is None:
         raise click.UsageError("aggregate needs --redis-url / PUSHSVC_REDIS_URL")
-    _logging()
+    _logging(settings)
     from pushsvc.server import aggregate as run
 
     run(settings)
@@ -112,6 +123,13 @@ _URL = click.option(
     default="http://127.0.0.1:8000",
     show_default=True,
     help="pushsvc web address [env PUSHSVC_URL]",
+)
+
+
+_TOKEN = click.option(
+    "--token",
+    envvar="PUSHSVC_TOKEN",
+    help="a token from `pushsvc token`, sent as Authorization: Bearer [env PUSHSVC_TOKEN]",
 )
 
 
@@ -127,6 +145,7 @@ def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @_URL
+@_TOKEN
 @click.argument("topic")
 @click.argument("values", nargs=-1, type=float)
 @click.option("--ts", help="event time: epoch seconds or RFC 3339 (default: when received)")
@@ -144,6 +163,7 @@ def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
 )  # fmt: skip
 def publish(
     url: str,
+    token: str | None,
     topic: str,
     values: tuple[float, ...],
     ts: str | None,
@@ -190,7 +210,8 @@ def publish(
             )
         return
     try:
-        accepted = sum(Server(url).post_events(topic, chunk) for chunk in batches(events, batch))
+        server = Server(url, token)
+        accepted = sum(server.post_events(topic, chunk) for chunk in batches(events, batch))
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted {accepted}")
@@ -206,6 +227,7 @@ def _is_number(text: str) -> bool:
 
 @main.command()
 @_URL
+@_TOKEN
 @click.argument("selectors", nargs=-1, required=True)
 @click.option("--last-event-id", help="resume after this update id")
 @click.option("--windows", help="only these windows, e.g. 1m,5m")
@@ -214,6 +236,7 @@ def _is_number(text: str) -> bool:
 @click.option("--count", type=int, help="stop after this many updates")
 def subscribe(
     url: str,
+    token: str | None,
     selectors: tuple[str, ...],
     last_event_id: str | None,
     windows: str | None,
@@ -232,7 +255,7 @@ def subscribe(
     options = {k: v for k, v in (("windows", windows), ("stats", stats), ("max_hz", max_hz)) if v}
     seen = 0
     try:
-        for message in Server(url).stream(
+        for message in Server(url, token).stream(
             list(selectors), last_event_id=last_event_id, options=options
         ):
             line = {"event": message.event, "id": message.id, "data": orjson.loads(message.data)}
@@ -250,6 +273,7 @@ def subscribe(
 
 @main.command()
 @_URL
+@_TOKEN
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--topic", required=True, help="topic to publish to")
 @click.option("--value-column", default="value", show_default=True)
@@ -259,6 +283,7 @@ def subscribe(
 @click.option("--rate", default=0.0, help="events per second (0: as fast as accepted)")
 def replay(
     url: str,
+    token: str | None,
     path: Path,
     topic: str,
     value_column: str,
@@ -277,7 +302,71 @@ def replay(
         events = read_events(
             path, value_column=value_column, ts_column=ts_column, tag_columns=columns
         )
-        sent = run(Server(url), topic, events, batch_size=batch, rate=rate)
+        sent = run(Server(url, token), topic, events, batch_size=batch, rate=rate)
     except (CsvError, ClientError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"replayed {sent} events to {topic}")
+
+
+@main.command()
+@click.option("--publish", "publish_", multiple=True, help="selectors it may publish to (a, b.*)")
+@click.option("--subscribe", "subscribe_", multiple=True, help="selectors it may read")
+@click.option("--ttl", default="1h", show_default=True, help="how long it is valid (30m, 1h, 7d)")
+@click.option("--sub", "subject", help="its subject: who holds it (publish rates are per subject)")
+@click.option("--jwt-key", envvar="PUSHSVC_JWT_KEY", help="the HS256 secret [env PUSHSVC_JWT_KEY]")
+@click.option(
+    "--private-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="sign with this PEM private key instead (RS256/ES256, by its type)",
+)
+@click.option("--audience", envvar="PUSHSVC_JWT_AUDIENCE", help="[env PUSHSVC_JWT_AUDIENCE]")
+@click.option("--issuer", envvar="PUSHSVC_JWT_ISSUER", help="[env PUSHSVC_JWT_ISSUER]")
+def token(
+    publish_: tuple[str, ...],
+    subscribe_: tuple[str, ...],
+    ttl: str,
+    subject: str | None,
+    jwt_key: str | None,
+    private_key: Path | None,
+    audience: str | None,
+    issuer: str | None,
+) -> None:
+    """Print a token granting --publish and --subscribe selectors for --ttl."""
+    from pushsvc.config import parse_duration_us
+    from pushsvc.errors import InvalidTopic
+    from pushsvc.security.tokens import load_key, load_signing_key, mint
+
+    try:
+        if private_key is not None:
+            key, algorithm = load_signing_key(private_key)
+        elif jwt_key:
+            loaded = load_key(jwt_key)
+            if not loaded.can_mint:
+                raise ValueError(
+                    "PUSHSVC_JWT_KEY is a public key, which verifies but cannot sign: "
+                    "give --private-key with its private half"
+                )
+            key, algorithm = loaded.verify_key, loaded.algorithm
+        else:
+            raise ValueError("give --jwt-key (or PUSHSVC_JWT_KEY) or --private-key")
+        ttl_s = parse_duration_us(_days_as_hours(ttl)) / 1_000_000
+        minted = mint(
+            key,
+            algorithm,
+            publish=[s for item in publish_ for s in comma_list(item)],
+            subscribe=[s for item in subscribe_ for s in comma_list(item)],
+            ttl_s=ttl_s,
+            subject=subject,
+            audience=audience,
+            issuer=issuer,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except InvalidTopic as exc:
+        raise click.UsageError(exc.message) from None
+    click.echo(minted)
+
+
+def _days_as_hours(text: str) -> str:
+    text = text.strip()
+    return f"{float(text[:-1]) * 24:g}h" if text.endswith("d") and text[:-1] else text

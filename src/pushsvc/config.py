@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast
 
-from pushsvc.errors import ConfigError
+from pushsvc.errors import ConfigError, InvalidTopic
 from pushsvc.lists import choose, comma_list
 from pushsvc.redis_url import check_redis_url, redact_url
+from pushsvc.security.scopes import Scope
+from pushsvc.security.tokens import JwtKey, load_key
 
 T = TypeVar("T")
 
@@ -116,6 +119,68 @@ def _data_dir(text: str) -> str | None:
     return path
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    origins = comma_list(text)
+    for origin in origins:
+        # Credentials (the cookie) go with every CORS answer: a wildcard would hand them to
+        # any site, so each origin is named.
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+            raise ValueError(
+                f"{origin!r} is not an origin like https://app.example.com (no '*', no path)"
+            )
+    return origins
+
+
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError(f"{text!r}: choose text or json")
+    return text
+
+
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
+def _rate(text: str) -> float | None:
+    if text.strip() in ("", "unlimited"):
+        return None
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{text!r} must be a positive number of events per second")
+    return value
+
+
+def _jwt_key(text: str) -> JwtKey | None:
+    return load_key(text) if text else None
+
+
+def _selectors(text: str) -> tuple[str, ...]:
+    selectors = comma_list(text)
+    try:
+        Scope.of(selectors)
+    except InvalidTopic as exc:
+        raise ValueError(exc.message) from None
+    return selectors
+
+
+def _readable_file(text: str) -> str | None:
+    if not text:
+        return None
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{text!r} is not a readable file")
+    return path
+
+
 def setting(
     default: str, parse: Callable[[str], T], *, name: str | None = None, secret: bool = False
 ) -> T:
@@ -166,9 +231,26 @@ class Settings:
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
     shard: tuple[int, int] = setting("0/1", _shard)
     lease_us: int = setting("5s", _positive_duration, name="lease")
-    cors_origins: tuple[str, ...] = setting("", comma_list)
+    cors_origins: tuple[str, ...] = setting("", _origins)
     workers: int = setting("1", _positive_int)
     data_dir: str | None = setting("", _data_dir)
+    # Security (docs/security.md): off until a key is given.
+    jwt_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009 (frozen)
+    jwt_audience: str | None = setting("", _optional)
+    jwt_issuer: str | None = setting("", _optional)
+    anonymous: tuple[str, ...] = setting("", _selectors)
+    token_query: bool = setting("false", _flag)
+    max_streams_per_ip: int = setting("256", _positive_int)
+    max_streams: int = setting("20000", _positive_int)
+    publish_rate: float | None = setting("unlimited", _rate)
+    max_selectors: int = setting("100", _positive_int)
+    trusted_proxies: int = setting("0", _non_negative_int)
+    certfile: str | None = setting("", _readable_file)
+    keyfile: str | None = setting("", _readable_file)
+    log_format: str = setting("text", _log_format)
+    # Topic limits: a cap on live topics, and idle topics forgotten (0: never).
+    max_topics: int = setting("100000", _positive_int)
+    topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl")
 
     @property
     def window_labels(self) -> tuple[str, ...]:
@@ -204,6 +286,7 @@ class Settings:
         unknown = set(overrides) - {spec.name for spec in specs}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        _check_variables(environ, specs)
         values: dict[str, Any] = {}
         for spec in specs:
             given = overrides.get(spec.name)
@@ -215,12 +298,45 @@ class Settings:
                 values[spec.field] = spec.parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"invalid {spec.flag} / {spec.variable}: {exc}") from None
-        return cls(**values)
+        settings = cls(**values)
+        if (settings.certfile is None) != (settings.keyfile is None):
+            raise ConfigError(
+                "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
+            )
+        return settings
 
     def redacted(self) -> dict[str, object]:
         """Settings by name for logs, secrets hidden."""
         out: dict[str, object] = {}
         for spec in self.specs():
             value = getattr(self, spec.field)
-            out[spec.name] = redact_url(value) if spec.secret else value
+            # Secrets that are not URLs are typed values whose repr hides them (JwtKey).
+            out[spec.name] = redact_url(value) if spec.secret and isinstance(value, str) else value
         return out
+
+
+# Read by the tools, the demo, the test suite and docker-compose.yml, not by a server: a
+# shell that exports them for one must still start the other.
+TOOL_VARIABLES = frozenset(
+    {
+        "PUSHSVC_URL",
+        "PUSHSVC_TOKEN",
+        "PUSHSVC_IMAGE",
+        "PUSHSVC_PYTHON_IMAGE",
+        "PUSHSVC_REDIS_IMAGE",
+        "PUSHSVC_WEB1_PORT",
+        "PUSHSVC_WEB2_PORT",
+    }
+)
+TOOL_PREFIXES = ("PUSHSVC_DEMO_", "PUSHSVC_TEST_")
+
+
+def _check_variables(environ: Mapping[str, str], specs: tuple[Setting, ...]) -> None:
+    """A misspelt variable must not silently leave a setting at its default (PUSHSVC_JWT_KYE
+    would leave authentication off): refuse to start, naming the closest known one."""
+    known = {spec.variable for spec in specs} | TOOL_VARIABLES
+    for name in sorted(environ):
+        if name.startswith("PUSHSVC_") and name not in known and not name.startswith(TOOL_PREFIXES):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown variable {name}{hint}")

@@ -22,10 +22,17 @@ class HttpError(PushsvcError):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, index: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.index = index
+        self.headers = headers or {}
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {"code": self.code, "message": self.message}
@@ -74,8 +81,73 @@ class NotFound(HttpError):
     code = "not_found"
 
 
+class TooManyTopics(HttpError):
+    """The event would create a topic beyond `--max-topics`; nothing was changed. Not a rate:
+    no Retry-After (room comes back only as idle topics are forgotten)."""
+
+    status = 429
+    code = "too_many_topics"
+
+    @classmethod
+    def at(cls, limit: int) -> TooManyTopics:
+        return cls(
+            f"{limit} topics are kept already (--max-topics): an event for a new topic is "
+            "refused until idle topics are forgotten (--topic-ttl)"
+        )
+
+
 class BrokerUnavailable(HttpError):
     """The broker cannot be reached; the request had no effect."""
 
     status = 503
     code = "broker_unavailable"
+
+
+class Unauthorized(HttpError):
+    """No token where one is needed, or one that is not valid (expired, badly signed...)."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        # RFC 6750 §3: a challenge always; `error=` only when a token was given.
+        challenge = 'Bearer realm="pushsvc"'
+        if invalid_token:
+            challenge += ', error="invalid_token"'
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(HttpError):
+    """A valid token whose scope does not cover the request (or a refused Origin)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooManyRequests(HttpError):
+    """A per-client limit was reached; `retry_after_s` (when given) says when to try again."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        headers = {} if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+        super().__init__(message, headers=headers)
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limited"
+
+
+class TooManyStreams(TooManyRequests):
+    code = "too_many_streams"
+
+
+class ServerBusy(HttpError):
+    """This process is at its stream limit; another process (or later) may take the client."""
+
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Info, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from pushsvc.errors import BrokerUnavailable
@@ -41,6 +46,43 @@ class _StateCollector(Collector):
             value=hub.slow_disconnects,
         )
         yield CounterMetricFamily(
+            "pushsvc_stream_connects", "SSE streams opened", value=hub.connects
+        )
+        disconnects = CounterMetricFamily(
+            "pushsvc_stream_disconnects",
+            "SSE streams ended, by reason (gone: the client left; slow, expired, shutdown, "
+            "reset: a lost broker connection; error)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(hub.disconnects.items()):
+            disconnects.add_metric([reason], count)
+        yield disconnects
+        yield CounterMetricFamily(
+            "pushsvc_conflated_runs",
+            "Runs of updates offered to a client in conflation (latest-wins) instead of queued",
+            value=hub.conflated_runs,
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_queued_runs", "Runs waiting in clients' queues", value=hub.queued_runs
+        )
+        latency = hub.delivery_latency
+        yield HistogramMetricFamily(
+            "pushsvc_delivery_seconds",
+            "From this process receiving an update to writing it to a client socket",
+            buckets=[(_le(bound), count) for bound, count in latency.cumulative()],
+            sum_value=latency.sum_us / 1_000_000,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_direct_writes",
+            "Socket writes the hub made itself for idle streams (each may carry several updates)",
+            value=hub.direct_sends,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_direct_handbacks",
+            "Direct writes that found a socket full and handed the rest to the stream",
+            value=hub.handbacks,
+        )
+        yield CounterMetricFamily(
             "pushsvc_updates_received",
             "Updates this process received from the broker (for its own streams)",
             value=hub.received,
@@ -64,6 +106,23 @@ class _StateCollector(Collector):
             )
         yield from self._lag()
         yield from self._bridge()
+        yield from self._topic_counts()
+
+    def _topic_counts(self) -> Iterator[Metric]:
+        try:
+            stats = self._broker.topic_stats()
+        except BrokerUnavailable:
+            return
+        yield GaugeMetricFamily(
+            "pushsvc_topics_live",
+            "Topics the deployment keeps, counted against --max-topics",
+            value=stats.live,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_topics_forgotten",
+            "Idle topics forgotten (--topic-ttl)",
+            value=stats.forgotten,
+        )
 
     def _bridge(self) -> Iterator[Metric]:
         try:
@@ -110,6 +169,10 @@ class _StateCollector(Collector):
             age.add_metric([shard], lag.oldest_age_s or 0.0)
         yield entries
         yield age
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Metrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import gevent
 from gevent.event import Event as Signal
 
 from pushsvc.aggregation import ShardRunner
-from pushsvc.aggregator import Aggregator
+from pushsvc.aggregator import Aggregator, sweep_interval_s
 from pushsvc.bridge import Bridge
 from pushsvc.broker import make_broker
 from pushsvc.broker.base import Broker, UpdatesFeed
@@ -23,6 +24,8 @@ from pushsvc.events import Event, Limits
 from pushsvc.hub import Hub
 from pushsvc.lease import Lease
 from pushsvc.metrics import Metrics
+from pushsvc.security.access import Gate
+from pushsvc.security.limits import RateLimiter, StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,9 @@ class Runtime:
     hub: Hub
     metrics: Metrics
     limits: Limits
+    gate: Gate
+    stream_slots: StreamSlots
+    publish_rate: RateLimiter | None = None
     feed: UpdatesFeed | None = None
     aggregator: Aggregator | None = None
     shard_runner: ShardRunner | None = None
@@ -56,10 +62,24 @@ class Runtime:
             history=settings.history,
             shards=settings.shard[1],
             min_replicas=settings.redis_min_replicas,
+            max_topics=settings.max_topics,
         )
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
         limits = Limits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
-        runtime = cls(settings, broker, hub, Metrics(hub, broker), limits)
+        runtime = cls(
+            settings,
+            broker,
+            hub,
+            Metrics(hub, broker),
+            limits,
+            gate=Gate(settings),
+            stream_slots=StreamSlots(
+                per_ip=settings.max_streams_per_ip, total=settings.max_streams
+            ),
+            publish_rate=(
+                None if settings.publish_rate is None else RateLimiter(settings.publish_rate)
+            ),
+        )
         if web:
             # Updates may have been missed (Redis connection lost): end the streams, which
             # resume from the history (EventSource reconnects by itself).
@@ -84,16 +104,34 @@ class Runtime:
             broker.publish_updates(aggregator.apply_events(topic, events))
 
         self._closers.append(broker.consume_events(handle).close)
-        if self.settings.tick_us:
-            self._spawn(self._tick_loop, broker, aggregator)
+        self._closers.append(broker.consume_forgets(aggregator.forget).close)
+        if self.settings.tick_us or self.settings.topic_ttl_us:
+            self._spawn(self._idle_loop, broker, aggregator)
 
-    def _tick_loop(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
-        interval = self.settings.tick_us / 1_000_000
-        while not self.stop.wait(interval):
+    def _idle_loop(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
+        """Idle ticks every `--tick`, and idle topics forgotten (`--topic-ttl`), in one process:
+        nothing to log first."""
+        tick_s = self.settings.tick_us / 1_000_000
+        ttl_us = self.settings.topic_ttl_us
+        sweep_s = sweep_interval_s(ttl_us)
+
+        def idle() -> dict[str, int]:
+            return aggregator.idle_topics(ttl_us, ticking=tick_s > 0)
+
+        now = time.monotonic()
+        next_tick = now + tick_s if tick_s else math.inf
+        next_sweep = now + sweep_s if ttl_us else math.inf
+        while not self.stop.wait(max(0.0, min(next_tick, next_sweep) - time.monotonic())):
+            now = time.monotonic()
             try:
-                broker.publish_updates(aggregator.tick())
-            except Exception:  # a failing tick must not end the ticks for good
-                log.exception("tick failed")
+                if now >= next_tick:
+                    next_tick = now + tick_s
+                    broker.publish_updates(aggregator.tick())
+                if now >= next_sweep:
+                    next_sweep = now + sweep_s
+                    broker.forget_topics(idle)
+            except Exception:  # a failing round must not end the rounds for good
+                log.exception("idle tick or topic sweep failed")
 
     def _run_shard(self, broker: RedisBroker, aggregator: Aggregator) -> None:
         assert self.settings.redis_url is not None
@@ -103,7 +141,12 @@ class Runtime:
             self.settings.redis_url, broker.keys.lease(shard), ttl_us=self.settings.lease_us
         )
         self.shard_runner = ShardRunner(
-            aggregator, broker, event_log, lease, tick_us=self.settings.tick_us
+            aggregator,
+            broker,
+            event_log,
+            lease,
+            tick_us=self.settings.tick_us,
+            topic_ttl_us=self.settings.topic_ttl_us,
         )
         self.metrics.watch_shard(self.shard_runner)
         self._closers += [event_log.close, lease.close]

@@ -86,6 +86,7 @@ def subscribe(
         latest = broker.latest(matcher)
         client.floor = newest_id(latest.values())
         return Primed(client, None, latest, last_event_id is not None, close)
-    except BaseException:
+    except BaseException as exc:
+        client.close("error" if isinstance(exc, Exception) else "gone")
         close()
         raise

@@ -9,7 +9,7 @@ control, not this module, decides who may use it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pushsvc.errors import InvalidTopic
 
@@ -44,7 +44,7 @@ class TopicMatcher:
     so a matcher stays cheap with many names and a few patterns.
     """
 
-    __slots__ = ("_all", "_names", "_prefixes", "selectors")
+    __slots__ = ("_all", "_names", "_prefixes", "_within", "selectors")
 
     def __init__(self, selectors: Sequence[str]) -> None:
         if isinstance(selectors, str):
@@ -74,6 +74,14 @@ class TopicMatcher:
         self._all = match_all
         self._names = frozenset(names)
         self._prefixes = tuple(sorted(prefixes))
+        self._within: Callable[[str], bool] | None = None
+
+    def within(self, allowed: Callable[[str], bool] | None) -> TopicMatcher:
+        """This matcher narrowed to the topics `allowed` also matches (None: none at all);
+        what a pattern stream may receive under a token's scope."""
+        narrowed = TopicMatcher(self.selectors)
+        narrowed._within = allowed if allowed is not None else _nothing
+        return narrowed
 
     @property
     def names(self) -> frozenset[str]:
@@ -87,7 +95,13 @@ class TopicMatcher:
 
     def __call__(self, topic: str) -> bool:
         # startswith(()) is False, so no pattern costs one cheap call.
-        return self._all or topic in self._names or topic.startswith(self._prefixes)
+        selected = self._all or topic in self._names or topic.startswith(self._prefixes)
+        return selected and (self._within is None or self._within(topic))
 
     def __repr__(self) -> str:
-        return f"TopicMatcher({list(self.selectors)!r})"
+        narrowed = "" if self._within is None else ", narrowed"
+        return f"TopicMatcher({list(self.selectors)!r}{narrowed})"
+
+
+def _nothing(topic: str) -> bool:
+    return False

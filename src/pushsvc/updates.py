@@ -206,6 +206,8 @@ class Run:
     updates: list[Update]
     block: bytes
     projected: dict[str, bytes] | None = None
+    received_us: int = 0
+    """When this process's hub received it (monotonic µs): delivery latency counts from here."""
 
     @classmethod
     def of(cls, updates: list[Update]) -> Run:

@@ -1,4 +1,10 @@
-"""GET /openapi.json — the HTTP API described as OpenAPI 3.1."""
+"""GET /openapi.json — the HTTP API described as OpenAPI 3.1, as this server runs it.
+
+The description is built from the settings, so that it says what the server really does
+(`tests/test_openapi_fuzz.py` holds it to that with schemathesis): security requirements only
+with auth on, the query token only when enabled, anonymous reading only for configured
+selectors, and the windows, statistics and selector limit in force.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import Any
 from flask import Blueprint
 
 from pushsvc import __version__
+from pushsvc.api.context import runtime
+from pushsvc.config import Settings
 from pushsvc.topics import TOPIC_PATTERN
 
 bp = Blueprint("openapi", __name__)
@@ -17,62 +25,110 @@ _TOPIC = {
     "required": True,
     "schema": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
 }
+# A topic name, `prefix.*` (the prefix itself a topic name) or `*`.
+_SELECTOR_PATTERN = rf"^(?:\*|{TOPIC_PATTERN}(?:\.\*)?)$"
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_STREAM_PARAMS: list[dict[str, Any]] = [
-    {
-        "name": "Last-Event-ID",
-        "in": "header",
-        "schema": {"type": "string"},
-        "description": "Resume after this update id.",
-    },
-    {
-        "name": "lastEventId",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "Resume after this id on a first connect (EventSource cannot set headers).",
-    },
-    {
-        "name": "windows",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "Comma-separated windows to send, e.g. 1m,5m.",
-    },
-    {
-        "name": "stats",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "Comma-separated statistics to send, e.g. mean,p99.",
-    },
-    {
-        "name": "max_hz",
-        "in": "query",
-        "schema": {"type": "number", "exclusiveMinimum": 0},
-        "description": "At most this many updates per second per topic, always the latest.",
-    },
-]
+_RETRY_AFTER = {
+    "description": "seconds to wait before trying again",
+    "schema": {"type": "integer", "minimum": 0},
+}
+_ERROR_MEANINGS = {
+    400: "bad request",
+    401: "a token is needed, or the one given is not valid",
+    403: "the token does not allow this topic, or a cookie POST came from a foreign origin",
+    404: "not found",
+    413: "body or batch too large",
+    415: "unsupported content type",
+    429: "a per-client limit was reached (Retry-After where waiting helps)",
+    503: "broker unavailable, or this process is at its stream limit (Retry-After)",
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    # RFC 6750 §3: every 401 carries a Bearer challenge.
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    429: {"Retry-After": _RETRY_AFTER},
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
+Security = list[dict[str, list[str]]]
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
     return {
-        str(s): {"description": "error", "content": {"application/json": {"schema": _ERROR}}}
+        str(s): {
+            "description": _ERROR_MEANINGS[s],
+            **({"headers": _ERROR_HEADERS[s]} if s in _ERROR_HEADERS else {}),
+            "content": {"application/json": {"schema": _ERROR}},
+        }
         for s in statuses
     }
 
 
-def _sse(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+def _choice_list(names: tuple[str, ...]) -> dict[str, Any]:
+    """A comma-separated list of some of `names`."""
+    one = "(?:" + "|".join(names) + ")"
+    return {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
+
+
+def _stream_params(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": {"type": "string"},
+            "description": "Resume after this update id (an unknown one: a gap snapshot).",
+        },
+        {
+            "name": "lastEventId",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "Resume after this id on a first connect (EventSource cannot set "
+            "headers).",
+        },
+        {
+            "name": "windows",
+            "in": "query",
+            "schema": _choice_list(settings.window_labels),
+            "description": "Comma-separated windows to send, e.g. 1m,5m.",
+        },
+        {
+            "name": "stats",
+            "in": "query",
+            "schema": _choice_list(settings.stats),
+            "description": "Comma-separated statistics to send, e.g. mean,p99.",
+        },
+        {
+            "name": "max_hz",
+            "in": "query",
+            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+            "description": "At most this many updates per second per topic, always the latest.",
+        },
+    ]
+
+
+def _sse(
+    summary: str, parameters: list[dict[str, Any]], settings: Settings, security: Security | None
+) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
-            "parameters": parameters + _STREAM_PARAMS,
+            "parameters": parameters + _stream_params(settings),
+            **({"security": security} if security is not None else {}),
             "responses": {
                 "200": {
-                    "description": "snapshot (or replay), then one `stats` event per update",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "description": "snapshot (or replay), then one `stats` event per update; "
+                    "the schema is that of each event",
+                    "content": {
+                        "text/event-stream": {"schema": {"$ref": "#/components/schemas/SSE"}}
+                    },
                 },
-                **_errors(400),
+                **_errors(400, *_auth_errors(security), 429, 503),
             },
         }
     }
+
+
+def _auth_errors(security: Security | None) -> tuple[int, ...]:
+    return () if security is None else (401, 403)
 
 
 def _json_get(
@@ -81,11 +137,13 @@ def _json_get(
     *,
     parameters: list[Any] | None = None,
     errors: tuple[int, ...] = (),
+    security: Security | None = None,
 ) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
             "parameters": parameters or [],
+            **({"security": security} if security is not None else {}),
             "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": schema}}},
                 **_errors(*errors),
@@ -94,124 +152,335 @@ def _json_get(
     }
 
 
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "pushsvc", "version": __version__},
-    "paths": {
-        "/topics/{topic}/events": {
-            "post": {
-                "summary": "Publish one event, a batch (array) or NDJSON",
-                "parameters": [_TOPIC],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {"$ref": "#/components/schemas/Event"},
-                                    {
-                                        "type": "array",
-                                        "minItems": 1,
-                                        "items": {"$ref": "#/components/schemas/Event"},
-                                    },
-                                ]
-                            }
-                        },
-                        "application/x-ndjson": {"schema": {"type": "string"}},
-                    },
-                },
-                "responses": {
-                    "202": {
-                        "description": "accepted",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"accepted": {"type": "integer"}},
-                                }
-                            }
-                        },
-                    },
-                    **_errors(400, 413, 415, 503),
-                },
-            }
-        },
-        "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC]),
-        "/stream": _sse(
-            "SSE stream of several topics",
-            [
+def _security(settings: Settings) -> tuple[Security | None, Security | None, dict[str, Any]]:
+    """Publishing's and reading's security requirements (None: auth is off) and the schemes."""
+    if settings.jwt_key is None:
+        return None, None, {}
+    schemes: dict[str, Any] = {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "cookie": {"type": "apiKey", "in": "cookie", "name": "pushsvc_token"},
+    }
+    publishing: Security = [{"bearer": []}, {"cookie": []}]
+    reading: Security = [{"bearer": []}, {"cookie": []}]
+    if settings.token_query:
+        schemes["query"] = {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "subscribing only",
+        }
+        reading.append({"query": []})
+    if settings.anonymous:
+        reading.append({})  # the anonymous selectors need no token
+    return publishing, reading, schemes
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_WINDOWS = {
+    "type": "object",
+    "description": "statistics by window label; null where undefined (an empty window)",
+    "additionalProperties": {
+        "type": "object",
+        "additionalProperties": _NUMBER_OR_NULL,
+    },
+}
+
+
+_UPDATE_ID_PATTERN = r"^[0-9a-f]{1,16}:(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})$"
+_HISTORY_HEADERS = {
+    "Pushsvc-Resume-Id": {
+        "description": "the resume_id (absent when the history is empty)",
+        "schema": {"type": "string"},
+    },
+    "Pushsvc-More": {"schema": {"type": "string", "enum": ["true", "false"]}},
+    "Pushsvc-Gap": {"schema": {"type": "string", "enum": ["true", "false"]}},
+}
+
+
+def _history(reading: Security | None) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "Recent updates of a topic from the bounded history (JSON or CSV)",
+            "description": (
+                "Newest last. Without `since`: the newest `limit` updates. With `since` an "
+                "update id: the first `limit` after it (exclusive, like Last-Event-ID). With "
+                "`since` a time: the first `limit` whose `ts` is at or after it. `resume_id` is "
+                "the Last-Event-ID from which a stream continues this answer with no gap and no "
+                "duplicate. CSV columns: id, time, reason, value, then {window}_{stat}."
+            ),
+            "parameters": [
+                _TOPIC,
                 {
-                    "name": "topic",
+                    "name": "since",
                     "in": "query",
-                    "required": True,
-                    "schema": {"type": "array", "items": {"type": "string"}},
-                    "description": "a topic name, a prefix pattern like sensors.*, or *",
-                }
+                    "schema": {
+                        "anyOf": [
+                            {"type": "string", "pattern": _UPDATE_ID_PATTERN},
+                            {"type": "string", "pattern": r"^[0-9]{1,11}(\.[0-9]{1,6})?$"},
+                            {"type": "string", "format": "date-time"},
+                        ]
+                    },
+                    "description": "an update id, epoch seconds, or an RFC 3339 date-time",
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 10_000,
+                        "default": 1000,
+                    },
+                },
+                {
+                    "name": "format",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                    "description": "overrides the Accept header (application/json or text/csv)",
+                },
             ],
-        ),
-        "/topics/{topic}/stats": _json_get(
-            "Latest update of a topic", {"type": "object"}, parameters=[_TOPIC], errors=(400, 404)
-        ),
-        "/topics": _json_get("Topics, last update, subscribers", {"type": "object"}),
-        "/healthz": _json_get("Liveness", {"type": "object"}),
-        "/readyz": _json_get("Readiness (checks the broker)", {"type": "object"}, errors=(503,)),
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
+            **({"security": reading} if reading is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "the page",
+                    "headers": _HISTORY_HEADERS,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/History"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, *_auth_errors(reading), 503),
+            },
+        }
+    }
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document of a server running with `settings`."""
+    publishing, reading, schemes = _security(settings)
+    selector_query = {
+        "name": "topic",
+        "in": "query",
+        "required": True,
+        "schema": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": settings.max_selectors,
+            "items": {"type": "string", "pattern": _SELECTOR_PATTERN},
+        },
+        "description": "a topic name, a prefix pattern like sensors.*, or *",
+    }
+    event_post: dict[str, Any] = {
+        "summary": "Publish one event, a batch (array) or NDJSON",
+        "parameters": [_TOPIC],
+        **({"security": publishing} if publishing is not None else {}),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": settings.max_batch,
+                                "items": {"$ref": "#/components/schemas/Event"},
+                            },
+                        ]
                     }
                 },
-            }
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
         },
-        "/openapi.json": _json_get("This document", {"type": "object"}),
-        "/": {
-            "get": {
-                "summary": "Live dashboard (an HTML page; its assets are under /dashboard/)",
-                "responses": {
-                    "200": {
-                        "description": "ok",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
+        "responses": {
+            "202": {
+                "description": "accepted",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["accepted"],
+                            "properties": {"accepted": {"type": "integer", "minimum": 1}},
+                        }
                     }
+                },
+            },
+            **_errors(400, *_auth_errors(publishing), 413, 415, 429, 503),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pushsvc", "version": __version__},
+        "paths": {
+            "/topics/{topic}/events": {"post": event_post},
+            "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC], settings, reading),
+            "/stream": _sse("SSE stream of several topics", [selector_query], settings, reading),
+            "/topics/{topic}/stats": _json_get(
+                "Latest update of a topic",
+                {"$ref": "#/components/schemas/Update"},
+                parameters=[_TOPIC],
+                errors=(400, *_auth_errors(reading), 404),
+                security=reading,
+            ),
+            "/topics/{topic}/history": _history(reading),
+            "/topics": _json_get(
+                "Topics the caller may read: last update, subscribers",
+                {"$ref": "#/components/schemas/Topics"},
+                errors=(401,) if reading is not None else (),
+                security=reading,
+            ),
+            "/healthz": _json_get(
+                "Liveness",
+                {"type": "object", "required": ["status"], "properties": {"status": {}}},
+            ),
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (checks the broker and that every shard has an "
+                    "aggregator)",
+                    "parameters": [],
+                    "responses": {
+                        "200": {
+                            "description": "ready",
+                            "content": {"application/json": {"schema": _READINESS}},
+                        },
+                        "503": {
+                            "description": "the broker is unavailable or a shard has no aggregator",
+                            "content": {"application/json": {"schema": _READINESS}},
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": _json_get("This document", {"type": "object"}),
+            "/": {
+                "get": {
+                    "summary": "Live dashboard (an HTML page; its assets are under /dashboard/)",
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            **({"securitySchemes": schemes} if schemes else {}),
+            "schemas": _SCHEMAS,
+        },
+    }
+
+
+_READINESS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"enum": ["ready", "unavailable", "no_aggregator"]},
+        "broker": {"type": "string", "description": "why the broker is unavailable"},
+        "shards": {"type": "object"},
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "History": {
+        "type": "object",
+        "required": ["topic", "resume_id", "more", "gap", "windows", "stats", "updates"],
+        "properties": {
+            "topic": {"type": "string"},
+            "resume_id": {"type": ["string", "null"]},
+            "more": {"type": "boolean"},
+            "gap": {"type": "boolean"},
+            "windows": {"type": "array", "items": {"type": "string"}},
+            "stats": {"type": "array", "items": {"type": "string"}},
+            "updates": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Update"},
+                "description": "the updates exactly as streamed",
+            },
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["value"],
+        "additionalProperties": False,
+        "properties": {
+            "value": {"type": "number", "description": "finite"},
+            "ts": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Update": {
+        "type": "object",
+        "required": ["id", "topic", "ts", "reason", "event", "windows"],
+        "properties": {
+            "id": {"type": "string"},
+            "topic": {"type": "string"},
+            "ts": {"type": "number"},
+            "reason": {"type": "string"},
+            "event": {"type": ["object", "null"]},
+            "windows": _WINDOWS,
+        },
+    },
+    "Topics": {
+        "type": "object",
+        "required": ["topics"],
+        "properties": {
+            "topics": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["topic", "last_id", "last_ts", "subscribers"],
+                    "properties": {
+                        "topic": {"type": "string"},
+                        "last_id": {"type": "string"},
+                        "last_ts": {"type": "number"},
+                        "subscribers": {"type": "integer", "minimum": 0},
+                    },
                 },
             }
         },
     },
-    "components": {
-        "schemas": {
-            "Event": {
+    "SSE": {
+        "description": "one server-sent event: a `snapshot` first (or a replay of `stats` "
+        "events), then a `stats` event per update; `data` is one line of JSON",
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": ["snapshot", "stats"]},
+            "id": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "retry": {"type": "integer"},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
                 "type": "object",
-                "required": ["value"],
-                "additionalProperties": False,
+                "required": ["code", "message"],
                 "properties": {
-                    "value": {"type": "number", "description": "finite"},
-                    "ts": {
-                        "oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]
-                    },
-                    "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "index": {"type": "integer"},
                 },
-            },
-            "Error": {
-                "type": "object",
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string"},
-                            "message": {"type": "string"},
-                            "index": {"type": "integer"},
-                        },
-                    }
-                },
-            },
-        }
+            }
+        },
     },
 }
 
 
 @bp.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    return SPEC
+    return describe(runtime().settings)

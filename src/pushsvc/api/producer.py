@@ -1,7 +1,9 @@
 """POST /topics/{topic}/events — validate, append to the event log (the broker judges lateness).
 
 202 means the batch is in the log: it will yield one update per event, even if no aggregator
-runs right now (it waits; `/readyz` and `/metrics` show the lag).
+runs right now (it waits; `/readyz` and `/metrics` show the lag). With auth on, the token must
+allow the topic; with a publish rate, the token's subject (else the client address) must have
+room in its bucket — both judged before the body is read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ bp = Blueprint("producer", __name__)
 def post_events(topic: str) -> tuple[dict[str, int], int]:
     rt = runtime()
     validate_topic(topic)  # before the body: a bad name is the answer, whatever the size
+    grant = rt.gate.publisher(request, topic)
+    rate_key = None
+    if rt.publish_rate is not None:
+        subject = grant.subject if grant is not None else None
+        rate_key = f"sub:{subject}" if subject else f"ip:{request.remote_addr}"
+        rt.publish_rate.admit(rate_key)
     limits = rt.limits
     if request.content_length is not None and request.content_length > limits.max_body_bytes:
         raise PayloadTooLarge(f"body is larger than {limits.max_body_bytes} bytes")
@@ -37,4 +45,6 @@ def post_events(topic: str) -> tuple[dict[str, int], int]:
         now_us=time.time_ns() // 1000,
     )
     rt.metrics.events_accepted.inc(accepted)
+    if rt.publish_rate is not None and rate_key is not None:
+        rt.publish_rate.charge(rate_key, accepted)
     return {"accepted": accepted}, 202

@@ -5,15 +5,20 @@ any streaming starts); the generator subscribes (`pushsvc.subscription`), sends 
 or snapshot, then runs one loop with named exits (docs/architecture.md):
 * `shutdown` — the server is stopping (Hub.close);
 * `slow`     — the client took nothing for the slow-client timeout while its queue overflowed;
+* `expired`  — the token the stream was opened with has expired (EventSource reconnects with
+  the cookie it has; an expired one gets a 401, and EventSource stops for good);
 * client gone — the WSGI server raises in the generator's `yield` or closes it (GeneratorExit);
 * otherwise: wait for updates, or send a heartbeat when `heartbeat` passes with no write.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from flask import Blueprint, Response, request
 
@@ -32,10 +37,12 @@ from pushsvc.sse import (
     encode_update,
     retry_line,
 )
+from pushsvc.stream_socket import StreamSocket
 from pushsvc.topics import TopicMatcher, validate_topic
 from pushsvc.updates import Run, Update, UpdateId
 
 bp = Blueprint("streams", __name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,8 @@ class StreamOptions:
     min_interval_s: float
     heartbeat_s: float
     retry_ms: int
+    expires_at: float | None
+    """Epoch seconds at which the stream's token expires (None: never)."""
 
 
 @bp.get("/topics/<anytext:topic>/stream")
@@ -66,9 +75,13 @@ def multi_stream() -> Response:
 
 def _stream(selectors: Sequence[str]) -> Response:
     # Read everything from the request here: the generator runs after the view returns.
+    # Every refusal (bad request, auth, limits) is a JSON error before streaming starts.
     rt = runtime()
+    if len(selectors) > rt.settings.max_selectors:
+        raise BadRequest(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    reader = rt.gate.reader(request, TopicMatcher(selectors))
     options = StreamOptions(
-        matcher=TopicMatcher(selectors),
+        matcher=reader.matcher,
         last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
         projection=Projection.parse(
             request.args.get("windows"),
@@ -79,9 +92,15 @@ def _stream(selectors: Sequence[str]) -> Response:
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
         retry_ms=rt.settings.retry_us // 1000,
+        expires_at=reader.expires_at,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
-    return Response(_events(rt.broker, rt.hub, rt.feed, options), headers=HEADERS)
+    release = rt.stream_slots.acquire(request.remote_addr or "")
+    events = _events(rt.broker, rt.hub, rt.feed, options, request.environ)
+    response = Response(events, headers=HEADERS)
+    # Called when the server closes the response, whether or not the generator ever ran.
+    response.call_on_close(release)
+    return response
 
 
 def _min_interval(max_hz: str | None) -> float:
@@ -98,23 +117,45 @@ def _min_interval(max_hz: str | None) -> float:
     return 1.0 / hz
 
 
-def _events(broker: Broker, hub: Hub, feed: UpdatesFeed, options: StreamOptions) -> Iterator[bytes]:
+def _events(
+    broker: Broker,
+    hub: Hub,
+    feed: UpdatesFeed,
+    options: StreamOptions,
+    environ: Mapping[str, object],
+) -> Iterator[bytes]:
     yield retry_line(options.retry_ms)
     primed = subscription.subscribe(broker, hub, feed, options.matcher, options.last_event_id)
     client, projection = primed.client, options.projection
     try:
         yield primed.head(projection)
         pacer = Pacer(options.min_interval_s) if options.min_interval_s else None
+        # From here on this stream writes its socket itself where it can, and lets the hub
+        # write it while the stream sleeps (pushsvc.hub, "direct"); paced streams decide
+        # per update what to send, so they keep the queued way.
+        sink = StreamSocket.of(environ) if pacer is None else None
+        if sink is not None:
+            client.render = partial(_block, projection=projection)
+            client.sink = sink
         last_sent: UpdateId | None = None
         last_write = time.monotonic()
+        expired = _expiry(options.expires_at)
         while client.closed_reason is None:
+            if expired():
+                client.close("expired")
+                break
+            last_write = max(last_write, client.last_write_us / 1_000_000)
             wait = options.heartbeat_s - (time.monotonic() - last_write)
+            if options.expires_at is not None:
+                wait = min(wait, options.expires_at - time.time())
             if pacer is not None and pacer.pending:
                 wait = min(wait, pacer.next_due() - time.monotonic())
             runs = client.take(max(wait, 0.0))
+            handback, blocks = client.take_direct()
+            oldest_us = client.ready_since_us if blocks else runs[0].received_us if runs else 0
             if pacer is None:
                 # The common case: each run is written as the block the hub joined once.
-                chunks = list(coalesce([_block(run, projection) for run in runs]))
+                blocks += [_block(run, projection) for run in runs]
             else:
                 frames = []
                 taken = [u for run in runs for u in run.updates]
@@ -125,17 +166,41 @@ def _events(broker: Broker, hub: Hub, feed: UpdatesFeed, options: StreamOptions)
                     frames.append(_frame(update, projection, with_id=fresh))
                     if fresh:
                         last_sent = update.id
-                chunks = [b"".join(frames)] if frames else []
-            if chunks:
-                yield from chunks
-                last_write = time.monotonic()
-            elif client.closed_reason is None and (
-                time.monotonic() - last_write >= options.heartbeat_s
-            ):
-                yield HEARTBEAT
-                last_write = time.monotonic()
+                blocks = [b"".join(frames)] if frames else []
+            if not blocks and handback is None:
+                if client.closed:  # woken to end, with nothing left to write
+                    break
+                if time.monotonic() - last_write < options.heartbeat_s:
+                    continue
+                blocks = [HEARTBEAT]
+            if sink is None:
+                yield from coalesce(blocks)
+            else:
+                _send(sink, handback, blocks)
+            last_write = time.monotonic()
+            if oldest_us:
+                hub.delivery_latency.observe(int(last_write * 1_000_000) - oldest_us)
     finally:
+        if client.closed_reason not in (None, "shutdown"):
+            log.info("stream ended: %s", client.closed_reason)
         primed.close()
+
+
+def _send(sink: StreamSocket, handback: memoryview | None, blocks: list[bytes]) -> None:
+    try:
+        if handback is not None:
+            sink.send_rest(handback)
+        if blocks:
+            sink.send(blocks)
+    except OSError as exc:
+        # The peer is gone: end the response the way pywsgi ends one whose write failed.
+        raise ConnectionResetError(errno.ECONNRESET, f"stream closed: {exc}") from None
+
+
+def _expiry(expires_at: float | None) -> Callable[[], bool]:
+    if expires_at is None:
+        return lambda: False
+    return lambda: time.time() >= expires_at
 
 
 def _block(run: Run, projection: Projection | None) -> bytes:

@@ -1,8 +1,9 @@
-"""Read API: latest snapshot of one topic, and the topic list."""
+"""Read API: latest snapshot of one topic, and the topic list — each only as far as the
+caller may read (docs/security.md)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from pushsvc.api.context import runtime
 from pushsvc.errors import NotFound
@@ -14,7 +15,10 @@ bp = Blueprint("topics", __name__)
 @bp.get("/topics/<anytext:topic>/stats")
 def topic_stats(topic: str) -> Response:
     validate_topic(topic)
-    latest = runtime().broker.latest(TopicMatcher([topic])).get(topic)
+    rt = runtime()
+    # Answered like a stream of that one topic: 401 or 403 where the stream would be.
+    rt.gate.reader(request, TopicMatcher([topic]))
+    latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
     if latest is None:
         raise NotFound(f"topic {topic!r} has no data yet")
     return Response(latest.data, mimetype="application/json")
@@ -23,7 +27,9 @@ def topic_stats(topic: str) -> Response:
 @bp.get("/topics")
 def list_topics() -> dict[str, object]:
     rt = runtime()
-    latest = rt.broker.latest(TopicMatcher([ALL]))
+    scope = rt.gate.readable(request)
+    everything = TopicMatcher([ALL])
+    latest = rt.broker.latest(everything if scope is None else scope.restrict(everything))
     counts = rt.hub.subscriber_counts(latest)
     topics = [
         {

@@ -22,6 +22,9 @@ EventsHandler = Callable[[str, list[Event]], None]
 UpdatesHandler = Callable[[list[Update]], None]
 """Called with updates in id order; a list may mix topics."""
 
+ForgetHandler = Callable[[list[str]], None]
+"""Called with the topics just forgotten (the memory broker; on Redis the log carries them)."""
+
 
 class Subscription:
     """A handler's registration; `close()` stops delivery to it (idempotent)."""
@@ -52,6 +55,25 @@ class UpdatesFeed(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Updates of one topic read from the bounded history (`Broker.history`), oldest first.
+
+    `resume` is the id a stream resumes from (`Last-Event-ID`) to continue exactly where this
+    page ends, with no gap and no duplicate: the newest id of the whole history when the read
+    reached it, else the page's last update. None when the history is empty (then a stream
+    starts from its snapshot). `more`: further updates of the topic matched beyond `limit`
+    (older ones for a read of the newest, newer ones for a read from `after` or `since_us`).
+    `gap`: `after` is not an id the history can continue from (another epoch, trimmed, never
+    issued), so updates were lost before this page, which starts at the oldest kept.
+    """
+
+    updates: list[Update]
+    resume: UpdateId | None
+    more: bool
+    gap: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ShardLag:
     """A shard of the event log: entries logged but not yet applied, the age of the oldest
     of them (None when none), and whether an aggregator holds the shard."""
@@ -70,6 +92,15 @@ class BridgeStats:
     active: bool
     events: int
     rejected: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    """The topics the deployment keeps (what `--max-topics` counts) and how many idle topics
+    were forgotten so far (`--topic-ttl`)."""
+
+    live: int
+    forgotten: int
 
 
 class Broker(Protocol):
@@ -91,6 +122,10 @@ class Broker(Protocol):
         clock, logged for the topic) by the one lateness rule (`pushsvc.events`): a late
         event raises LateEvent and nothing is appended. Raises BrokerUnavailable when the
         broker cannot be reached (nothing was appended).
+
+        A batch for a topic the broker does not keep (new, or forgotten) raises
+        TooManyTopics and appends nothing when `max_topics` topics are kept already; the
+        check and the append are one atomic step, so racing producers cannot overshoot.
         """
         ...
 
@@ -115,6 +150,24 @@ class Broker(Protocol):
         """
         ...
 
+    def history(
+        self,
+        topic: str,
+        *,
+        after: UpdateId | None = None,
+        since_us: int | None = None,
+        limit: int,
+    ) -> HistoryPage:
+        """Up to `limit` updates of `topic` from the bounded history, oldest first.
+
+        With `after`: the first `limit` updates after that id (exclusive, like Last-Event-ID).
+        With `since_us`: the first `limit` whose clock (the update's `ts`) is at or after it;
+        a topic's clock never goes back, so these are the tail of its history. With neither:
+        the newest `limit`. One topic's updates are interleaved with all others' in the
+        history; the read costs at most one pass over it (`history` entries).
+        """
+        ...
+
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         """The newest update of every topic that `match`es (by name when the matcher
         holds names only, without reading the other topics)."""
@@ -130,6 +183,10 @@ class Broker(Protocol):
 
     def bridge_stats(self) -> BridgeStats | None:
         """The Redis bridge's counts; None where there is no bridge (the embedded broker)."""
+        ...
+
+    def topic_stats(self) -> TopicStats:
+        """Topics kept and forgotten (BrokerUnavailable if the broker cannot be reached)."""
         ...
 
     def close(self) -> None: ...

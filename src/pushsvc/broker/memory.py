@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Generic, TypeVar
 
 from pushsvc.broker.base import (
     BridgeStats,
     EventsHandler,
+    ForgetHandler,
+    HistoryPage,
     ShardLag,
     Subscription,
+    TopicStats,
     UpdatesHandler,
 )
-from pushsvc.errors import BrokerUnavailable
+from pushsvc.errors import BrokerUnavailable, TooManyTopics
 from pushsvc.events import Event, check_lateness
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
@@ -89,11 +92,19 @@ class MemoryBroker:
     others still get the batch. Handlers must not block, and an updates handler
     must not publish events (the aggregator publishes updates from inside an
     events delivery; the other way round the two locks could deadlock).
+
+    The topics it keeps are those with a clock: at most `max_topics` (a batch for another
+    raises TooManyTopics); `forget_topics` forgets idle ones.
     """
 
-    def __init__(self, *, history: int = 10_000) -> None:
+    def __init__(self, *, history: int = 10_000, max_topics: int = 100_000) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if max_topics < 1:
+            raise ValueError(f"max_topics must be at least 1, got {max_topics}")
+        self._max_topics = max_topics
+        self._forget_handlers: _Handlers[ForgetHandler] = _Handlers()
+        self._forgotten = 0
         self.epoch = new_epoch()
         self._events_handlers: _Handlers[EventsHandler] = _Handlers()
         self._updates_handlers: _Handlers[UpdatesHandler] = _Handlers()
@@ -113,6 +124,8 @@ class MemoryBroker:
             return
         with self._events_lock:
             clock = self._clocks.get(topic)
+            if clock is None and len(self._clocks) >= self._max_topics:
+                raise TooManyTopics.at(self._max_topics)
             check_lateness(clock, batch, lateness_us)
             newest = max(e.ts_us for e in batch)
             self._clocks[topic] = newest if clock is None else max(clock, newest)
@@ -127,6 +140,33 @@ class MemoryBroker:
         self._check_open()
         return self._events_handlers.add(handler)
 
+    def consume_forgets(self, handler: ForgetHandler) -> Subscription:
+        """`handler` gets the topics `forget_topics` forgot (the aggregator drops them)."""
+        self._check_open()
+        return self._forget_handlers.add(handler)
+
+    def forget_topics(self, choose: Callable[[], Iterable[str]]) -> list[str]:
+        """Forget the topics `choose()` names: their clocks and latest updates here, and every
+        forget handler drops them; the topics forgotten. `choose` runs under the append lock,
+        so the choice and the forgetting are one step: an event appended before it was
+        applied and `choose` saw it, one appended after it finds a new topic."""
+        self._check_open()
+        with self._events_lock:
+            topics = [topic for topic in choose() if topic in self._clocks]
+            if not topics:
+                return []
+            with self._updates_lock:
+                for topic in topics:
+                    del self._clocks[topic]
+                    self._latest.pop(topic, None)
+                self._forgotten += len(topics)
+            for handler in self._forget_handlers.current:
+                try:
+                    handler(topics)
+                except Exception:
+                    log.exception("forget handler %r failed", handler)
+        return topics
+
     def publish_updates(self, drafts: Sequence[UpdateDraft]) -> list[Update]:
         self._check_open()
         with self._updates_lock:
@@ -137,7 +177,7 @@ class MemoryBroker:
                 self._history.append((self._seq, update))
                 self._latest[update.topic] = update
                 clock = self._clocks.get(update.topic)
-                if clock is None or update.clock_us > clock:
+                if clock is not None and update.clock_us > clock:
                     self._clocks[update.topic] = update.clock_us  # an idle tick moved T
                 updates.append(update)
             if updates:
@@ -157,16 +197,52 @@ class MemoryBroker:
         return MemoryUpdatesFeed(self._updates_handlers.add(handler))
 
     def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
-        seq = after.seq
         with self._updates_lock:
-            if after.epoch != self.epoch or after.ms != 0 or seq > self._seq:
-                return None  # another history, or an id this broker never issued
-            oldest = self._history[0][0] if self._history else self._seq + 1
-            if seq + 1 < oldest:
-                return None  # the update right after `after_id` was trimmed
-            # Sequence numbers are contiguous in the deque, so skip by position.
-            start = seq + 1 - oldest
+            start = self._start_after(after)
+            if start is None:
+                return None
             return [u for _, u in islice(self._history, start, None) if match(u.topic)]
+
+    def _start_after(self, after: UpdateId) -> int | None:
+        """The position in the history right after `after`; None when the history cannot
+        continue from it."""
+        seq = after.seq
+        if after.epoch != self.epoch or after.ms != 0 or seq > self._seq:
+            return None  # another history, or an id this broker never issued
+        oldest = self._history[0][0] if self._history else self._seq + 1
+        if seq + 1 < oldest:
+            return None  # the update right after `after` was trimmed
+        # Sequence numbers are contiguous in the deque, so skip by position.
+        return seq + 1 - oldest
+
+    def history(
+        self,
+        topic: str,
+        *,
+        after: UpdateId | None = None,
+        since_us: int | None = None,
+        limit: int,
+    ) -> HistoryPage:
+        with self._updates_lock:
+            head = UpdateId(self.epoch, 0, self._seq) if self._history else None
+            gap = False
+            if after is None and since_us is None:
+                newest = (u for _, u in reversed(self._history) if u.topic == topic)
+                page = list(islice(newest, limit + 1))
+                return HistoryPage(page[:limit][::-1], head, len(page) > limit)
+            start = 0
+            if after is not None:
+                found = self._start_after(after)
+                gap, start = found is None, found or 0
+            matched = (
+                u
+                for _, u in islice(self._history, start, None)
+                if u.topic == topic and (since_us is None or u.clock_us >= since_us)
+            )
+            page = list(islice(matched, limit + 1))
+        more = len(page) > limit
+        page = page[:limit]
+        return HistoryPage(page, page[-1].id if more else head, more, gap)
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         with self._updates_lock:
@@ -181,6 +257,10 @@ class MemoryBroker:
     def bridge_stats(self) -> BridgeStats | None:
         return None  # producers on Redis need Redis
 
+    def topic_stats(self) -> TopicStats:
+        self._check_open()
+        return TopicStats(len(self._clocks), self._forgotten)
+
     def lag(self) -> list[ShardLag]:
         """Nothing waits: batches are applied inside `append_events`."""
         self._check_open()
@@ -190,6 +270,7 @@ class MemoryBroker:
         self._closed = True
         self._events_handlers.clear()
         self._updates_handlers.clear()
+        self._forget_handlers.clear()
 
     def _check_open(self) -> None:
         if self._closed:

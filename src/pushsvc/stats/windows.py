@@ -150,6 +150,14 @@ class TopicWindows:
         left: int = self._st[TOPIC_FIELDS + self._wide * WSTRIDE + LEFT]
         return len(self._ts) - left
 
+    def start_at(self, clock_us: int) -> None:
+        """Before the first event: become an empty topic whose clock ``T`` is ``clock_us`` --
+        the state idle ticks leave once every event has left every window (what a rebuild
+        restores when the log no longer holds any of the topic's events)."""
+        if self._st[CLOCK] != NO_CLOCK:
+            raise ValueError("start_at is for a topic that has no clock yet")
+        self._st[CLOCK] = clock_us
+
     # The generated subclass overrides these three with unrolled versions of the same thing.
 
     def insert(self, ts_us: int, value: float) -> None:

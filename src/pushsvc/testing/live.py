@@ -14,17 +14,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pushsvc.sse_parser import EventStreamParser, SSEMessage
 
 # The src/ directory this package was imported from, for child processes' PYTHONPATH.
 SRC = str(Path(__file__).resolve().parents[2])
-_LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")
+_LISTENING = re.compile(r"listening on https?://([^:]+):(\d+)")
 
 
 class PushsvcProcess:
     """`python -m pushsvc <command> ...` in a child process; port 0 unless given."""
+
+    started: ClassVar[list[PushsvcProcess]] = []
+    """Every process started in this interpreter, so a test session can read all their logs."""
 
     def __init__(
         self,
@@ -38,7 +41,10 @@ class PushsvcProcess:
         self.argv = [sys.executable, *python_args, "-m", "pushsvc", command, *args]
         if http and not any(a.startswith("--port") for a in args):
             self.argv += ["--port", "0"]
-        self.env = {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Only the settings the test names: a PUSHSVC_* variable of the caller's shell (or of
+        # CI) would change what is under test, and an unknown one stops the server.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
+        self.env = {**inherited, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.http = http
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -46,6 +52,7 @@ class PushsvcProcess:
         self._ready = threading.Event()
 
     def start(self, timeout: float = 20) -> PushsvcProcess:
+        PushsvcProcess.started.append(self)
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,

@@ -31,12 +31,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pushsvc.broker.base import BridgeStats, ShardLag, UpdatesHandler
+from pushsvc.broker.base import BridgeStats, HistoryPage, ShardLag, TopicStats, UpdatesHandler
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
+from pushsvc.broker.redis.history import read_history
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.errors import BrokerUnavailable, Fenced, HttpError
+from pushsvc.errors import BrokerUnavailable, Fenced, HttpError, TooManyTopics
 from pushsvc.events import Event, check_lateness
 from pushsvc.topics import ALL, TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
@@ -129,6 +130,7 @@ class RedisBroker:
         prefix: str = "pushsvc:",
         history: int = 10_000,
         shards: int = 1,
+        max_topics: int = 100_000,
         min_replicas: int = 0,
         replica_timeout_ms: int = 1000,
         socket_timeout: float = 5.0,
@@ -142,6 +144,9 @@ class RedisBroker:
             raise ValueError(f"history must be at least 1, got {history}")
         if shards < 1:
             raise ValueError(f"shards must be at least 1, got {shards}")
+        if max_topics < 1:
+            raise ValueError(f"max_topics must be at least 1, got {max_topics}")
+        self.max_topics = max_topics
         self.url = url
         self.keys = Keys(prefix)
         self.shards = shards
@@ -181,7 +186,7 @@ class RedisBroker:
         times = "".join(
             time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
-        args: list[str | bytes] = [topic, encode_events(events), times]
+        args: list[str | int | bytes] = [topic, encode_events(events), times, self.max_topics]
         if fence is not None:
             keys.append(fence[0])
             args.append(fence[1])
@@ -195,6 +200,8 @@ class RedisBroker:
                 result, replicas = self._append(keys=keys, args=args), None
         if result[0] == 0:
             _raise_late(result, events, lateness_us)
+        if result[0] == 2:
+            raise TooManyTopics.at(self.max_topics)
         if replicas is not None and replicas < self._min_replicas:
             raise BrokerUnavailable(
                 f"the events reached {replicas} of {self._min_replicas} replicas in time; "
@@ -299,6 +306,21 @@ class RedisBroker:
                 replayed.append(Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"]))
         return replayed
 
+    def history(
+        self,
+        topic: str,
+        *,
+        after: UpdateId | None = None,
+        since_us: int | None = None,
+        limit: int,
+    ) -> HistoryPage:
+        """See `Broker.history` and `history.py` (XREVRANGE/XRANGE in chunks, by topic)."""
+        self._check_open()
+        with unavailable("history"):
+            return read_history(
+                self._client, self.keys, topic, after=after, since_us=since_us, limit=limit
+            )
+
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         self._check_open()
         with unavailable("latest"):
@@ -344,6 +366,13 @@ class RedisBroker:
             if key.startswith(b"rejected:")
         }
         return BridgeStats(bool(active), int(counts.get(b"events", 0)), rejected)
+
+    def topic_stats(self) -> TopicStats:
+        with unavailable("topic_stats"), self._client.pipeline(transaction=False) as pipe:
+            pipe.hlen(self.keys.clocks)
+            pipe.get(self.keys.forgotten)
+            live, forgotten = pipe.execute()
+        return TopicStats(int(live), int(forgotten or 0))
 
     def lag(self) -> list[ShardLag]:
         """Per shard: entries logged but not applied, the age of the oldest, and whether an

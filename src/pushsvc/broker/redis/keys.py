@@ -3,13 +3,16 @@
 Every key and channel is under the configured prefix (default `pushsvc:`); a shard is
 `i/N` (`--shard`), and every process of a deployment must agree on N:
 
-    {prefix}log:{i}/{N}       stream  the shard's event log: k=e (t=topic, v=events) or
-                                      k=t (v=ticks); what a POST appends before its 202
+    {prefix}log:{i}/{N}       stream  the shard's event log: k=e (t=topic, v=events),
+                                      k=t (v=ticks) or k=f (v=topics forgotten); what a
+                                      POST appends before its 202
     {prefix}logged:{i}/{N}    counter entries ever appended to that log
     {prefix}applied:{i}/{N}   hash    id (the last entry applied) and n (entries applied),
                                       written atomically with the updates they produced
     {prefix}lease:{i}/{N}     string  the token of the shard's active aggregator
-    {prefix}clocks            hash    topic -> T, the largest event time or tick clock logged
+    {prefix}clocks            hash    topic -> T, the largest event time or tick clock logged;
+                                      its fields are the topics kept (`--max-topics`)
+    {prefix}forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
     {prefix}updates:{topic}   channel runs of updates, `<id> <clock_us> <body>` per line
     {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
@@ -59,6 +62,10 @@ class Keys:
     @property
     def clocks(self) -> str:
         return f"{self.prefix}clocks"
+
+    @property
+    def forgotten(self) -> str:
+        return f"{self.prefix}forgotten"
 
     @property
     def history(self) -> str:

@@ -1,8 +1,9 @@
 """A shard's event log as its aggregators read it: entries, the applied position, ticks, trim.
 
-An entry is one POST's batch of one topic (`k=e`), or one round of idle ticks (`k=t`), which
-only the lease holder appends. Entries are applied in log order; "applied up to" is written
-by the publish script together with the updates (see `RedisBroker.publish_updates`).
+An entry is one POST's batch of one topic (`k=e`), one round of idle ticks (`k=t`), or idle
+topics forgotten (`k=f`); only the lease holder appends the last two. Entries are applied in
+log order; "applied up to" is written by the publish script together with the updates (see
+`RedisBroker.publish_updates`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from pushsvc.events import Event
 FIRST = "0-0"
 """The position before any entry."""
 
+FORGET_SCAN = 1000
+"""`forget` checks at most this many entries the caller has not applied yet."""
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log entry: `events` of `topic`, or `ticks` (topic -> clock µs)."""
+    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), or `forgotten`."""
 
     id: str
     topic: str | None = None
     events: list[Event] | None = None
     ticks: dict[str, int] | None = None
+    forgotten: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +55,12 @@ def position(entry_id: str) -> tuple[int, int]:
 
 def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
     entry_id = raw_id.decode()
-    if fields.get(b"k") == b"t":
+    kind = fields.get(b"k")
+    if kind == b"t":
         ticks = {str(t): int(c) for t, c in orjson.loads(fields[b"v"]).items()}
         return Entry(entry_id, ticks=ticks)
+    if kind == b"f":
+        return Entry(entry_id, forgotten=[str(t) for t in orjson.loads(fields[b"v"])])
     return Entry(entry_id, fields[b"t"].decode(), decode_events(fields[b"v"]))
 
 
@@ -71,6 +79,7 @@ class EventLog:
         self._client = single_client(url, socket_timeout=socket_timeout)
         self._state = self._client.register_script(source("read_state"))
         self._ticks = self._client.register_script(source("append_ticks"))
+        self._forget = self._client.register_script(source("forget_topics"))
 
     def state(self) -> LogState:
         with unavailable("read_state"):
@@ -114,6 +123,28 @@ class EventLog:
         with unavailable("append_ticks"):
             entry_id = self._ticks(keys=keys, args=args)
         return cast(bytes, entry_id).decode()
+
+    def forget(self, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
+        """Forget idle topics: those of `clocks` (topic -> the clock the caller saw) for which
+        nothing was logged after entry `after`, the last one the caller applied. They leave
+        the topic clocks and `latest`, and one entry in the log (applied like any other)
+        drops their windows; the topics forgotten. Nothing when more than `FORGET_SCAN`
+        entries follow `after`. Fenced unless `fence` is the lease's token."""
+        shard = self.shard
+        keys = [
+            self._log,
+            self.keys.clocks,
+            self.keys.latest,
+            self.keys.logged(shard),
+            self.keys.lease(shard),
+            self.keys.forgotten,
+        ]
+        args: list[str | int] = [fence, after, FORGET_SCAN]
+        for topic, clock in clocks.items():
+            args += [topic, time_key(clock)]
+        with unavailable("forget_topics"):
+            _, forgotten = self._forget(keys=keys, args=args)
+        return [cast(bytes, topic).decode() for topic in forgotten]
 
     def trim(self, before: str) -> None:
         """Forget the entries before `before` (no aggregator needs them to rebuild)."""

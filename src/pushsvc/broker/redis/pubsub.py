@@ -264,23 +264,27 @@ class PubSubReader:
         over together. Every message read is handled: one read past a full batch was once
         dropped (one update in every 257 of a burst, found by bench/bridge.py)."""
         batch: list[tuple[bytes, bytes]] = []
+        channels, patterns = self._wanted()
         while True:
             kind = message["type"]
+            # Only what is still wanted: an unsubscribe is sent, not awaited, so Redis may
+            # deliver a little more after it; each message once, by its lowest pattern.
             if kind == "message":
                 channel = message["channel"]
-                if not any(channel.startswith(p) for p in self._confirmed_patterns.values()):
+                if channel in channels and not any(
+                    channel.startswith(p) for p in patterns.values()
+                ):
                     batch.append((channel, message["data"]))
             elif kind == "pmessage":
                 channel = message["channel"]
                 covering = [
-                    pattern
-                    for pattern, prefix in self._confirmed_patterns.items()
-                    if channel.startswith(prefix)
+                    pattern for pattern, prefix in patterns.items() if channel.startswith(prefix)
                 ]
                 if covering and min(covering) == message["pattern"]:
                     batch.append((channel, message["data"]))
             else:
                 self._confirm(kind, message["channel"])
+                channels, patterns = self._wanted()
             if len(batch) >= _MAX_BATCH:
                 break
             following = _next_message(pubsub, 0.0)
@@ -292,6 +296,17 @@ class PubSubReader:
                 self._on_messages(batch)
             except Exception:
                 log.exception("pub/sub message handler failed")
+
+    def _wanted(self) -> tuple[set[bytes], dict[bytes, bytes]]:
+        """The channels still wanted, and the confirmed patterns still wanted (-> prefix)."""
+        with self._cond:
+            channels = set(self._channels)
+            patterns = {
+                pattern: prefix
+                for pattern, prefix in self._confirmed_patterns.items()
+                if prefix in self._prefixes
+            }
+        return channels, patterns
 
     def _confirm(self, kind: str, name: bytes) -> None:
         with self._cond:

@@ -1,0 +1,83 @@
+"""Log lines: plain text for people or one JSON object per line for collectors
+(`--log-format json`), each with the request id of the request it was logged in, and never a
+credential (`pushsvc.security.redact`).
+
+The request id is the client's `X-Request-ID` when it sends a sane one (a proxy in front often
+does), else a new one; it is echoed in the response, so a client can quote it. Each request
+runs in its own greenlet, and gevent gives each greenlet its own context variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+import orjson
+from flask import Flask, Response, request
+
+from pushsvc.security.redact import RedactCredentials
+
+FORMATS = ("text", "json")
+HEADER = "X-Request-ID"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_TEXT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+
+request_id: ContextVar[str | None] = ContextVar("pushsvc_request_id", default=None)
+
+
+class _RequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        record.request_id = rid
+        record.request_tag = f" [{rid}]" if rid else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts (UTC, RFC 3339), level, logger, message, request_id
+    when there is one, exc (the traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            line["request_id"] = rid
+        if record.exc_info:
+            line["exc"] = record.exc_text or self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def configure(log_format: str = "text") -> None:
+    """Log INFO and above to standard error, in `log_format`, credentials redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
+    handler.addFilter(_RequestId())
+    handler.addFilter(RedactCredentials())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def install(app: Flask) -> None:
+    """Give every request an id (the client's sane `X-Request-ID`, else a new one)."""
+
+    @app.before_request
+    def _assign() -> None:
+        given = request.headers.get(HEADER, "")
+        request_id.set(given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex)
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        rid = request_id.get()
+        if rid:
+            response.headers[HEADER] = rid
+        return response

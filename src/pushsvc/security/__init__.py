@@ -1,0 +1,1 @@
+"""Authentication, authorization and per-client limits (docs/security.md)."""
