@@ -3,7 +3,8 @@
 The services get the command the compose file and the Dockerfile give them and the
 environment the compose file gives them, except that Redis is the test's own
 redis-server, hosts are 127.0.0.1, ports are free ports, key prefixes start with one
-unique to the test, and the demo gets `--count` so that it ends.
+unique to the test, and the demo gets `--count` so that it ends and `--seed` so that the test
+knows which events it posts (the scenario, made from the compose file's settings, says).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import pytest
 import yaml
 
 from pushsvc.config import parse_duration_us
+from pushsvc.demo.clock import SimClock, parse_time_of_day
+from pushsvc.demo.scenario import DemoEvent, Scenario, topic_names
 from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request, wait_until
 from pushsvc.testing.redis_server import RedisServer
 
@@ -34,14 +37,27 @@ DOCKERFILE = ROOT / "Dockerfile"
 PUSHSVC_SERVICES = ("web1", "web2", "aggregator", "aggregator-standby", "demo")
 # `scheme://service:port` inside a value of a service's environment.
 _SERVICE_ADDRESS = re.compile(r"//([A-Za-z0-9_.-]+):(\d+)")
+# `${NAME:-default}`: compose substitutes the default when NAME is unset or empty.
+_DEFAULTED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")
 
 
 # ---------------------------------------------------------------- reading the files
 
 
 def compose() -> dict[str, Any]:
+    """The compose file as users run it: every `${NAME:-default}` is its default."""
     with COMPOSE.open() as file:
-        return dict(yaml.safe_load(file))
+        return dict(with_defaults(yaml.safe_load(file)))
+
+
+def with_defaults(value: Any) -> Any:
+    if isinstance(value, str):
+        return _DEFAULTED.sub(lambda match: match[1], value)
+    if isinstance(value, dict):
+        return {key: with_defaults(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_defaults(item) for item in value]
+    return value
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -113,10 +129,10 @@ def start_order(all_services: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 class DemoProcess:
-    """`python -m pushsvc.demo ...` with its log lines collected as they come."""
+    """`pushsvc demo ...` with its log lines collected as they come."""
 
     def __init__(self, *args: str, env: Mapping[str, str] | None = None) -> None:
-        self.argv = [sys.executable, "-m", "pushsvc.demo", *args]
+        self.argv = [sys.executable, "-m", "pushsvc", "demo", *args]
         self.output: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
@@ -167,6 +183,13 @@ class DemoProcess:
     def log(self) -> str:
         return "".join(self.output)
 
+    @property
+    def posted(self) -> int:
+        """How many events the demo said, as it ended, the server accepted."""
+        match = re.search(r"posted (\d+) events", self.log)
+        assert match, f"the demo did not say what it posted:\n{self.log}"
+        return int(match[1])
+
 
 class LocalStack:
     """The compose services as local processes, sharing the test's redis-server."""
@@ -216,16 +239,25 @@ class LocalStack:
         if proc.http:
             self.addresses[(name, container_port(service))] = f"127.0.0.1:{proc.port}"
 
-    def demo(self, count: int) -> DemoProcess:
-        program, *args = container_argv(self.services["demo"])
-        assert program == "python", "the demo runs `python -m pushsvc.demo` in the image"
-        assert args[:2] == ["-m", "pushsvc.demo"]
-        demo = DemoProcess(*args[2:], "--count", str(count), env=self.env("demo"))
+    def demo(self, count: int, seed: int) -> DemoProcess:
+        program, command, *args = container_argv(self.services["demo"])
+        assert [program, command] == ["pushsvc", "demo"], "the demo runs `pushsvc demo`"
+        demo = DemoProcess(*args, "--count", str(count), "--seed", str(seed), env=self.env("demo"))
         self.demos.append(demo)
         return demo
 
-    def demo_topics(self) -> list[str]:
-        return environment(self.services["demo"])["PUSHSVC_DEMO_TOPICS"].split(",")
+    def demo_events(self, count: int, seed: int) -> list[DemoEvent]:
+        """The events `demo(count, seed)` posts, in order: the first `count` of the scenario the
+        compose file's settings make (it sets the start, so the day is the same whenever)."""
+        env = environment(self.services["demo"])
+        clock = SimClock(
+            parse_time_of_day(env["PUSHSVC_DEMO_START"]), float(env["PUSHSVC_DEMO_SPEED"])
+        )
+        prefix = env.get("PUSHSVC_DEMO_PREFIX", "")
+        scenario = Scenario(clock, float(env["PUSHSVC_DEMO_RATE"]), seed, prefix)
+        events = list(islice(scenario.events(), count))
+        assert {event.topic for event in events} <= set(topic_names(prefix))
+        return events
 
     def stop(self) -> None:
         for demo in self.demos:
@@ -254,6 +286,28 @@ def widest_window(update: Mapping[str, Any]) -> dict[str, Any]:
     return dict(update["windows"][label])
 
 
+def assert_streamed(
+    updates: Sequence[tuple[str, Mapping[str, Any]]], events: Sequence[DemoEvent]
+) -> None:
+    """`updates` (a stream's, as they came) are `events` (what the demo posted): one update per
+    event, distinct ids, each topic's events in the order posted, and each topic's widest
+    window counting them one by one (nothing missed, nothing twice, from a topic's first)."""
+    assert len({update_id for update_id, _ in updates}) == len(updates) == len(events)
+    for topic in {event.topic for event in events}:
+        posted = [(event.value, event.tags) for event in events if event.topic == topic]
+        streamed = [u for _, u in updates if u["topic"] == topic]
+        assert [(u["event"]["value"], u["event"]["tags"]) for u in streamed] == posted, topic
+        counts = [widest_window(u)["count"] for u in streamed]
+        assert counts == list(range(1, len(posted) + 1)), (topic, counts)
+
+
+def demo_ended(demo: DemoProcess, count: int) -> None:
+    """The demo exited 0 having posted `count` events, none dropped as too late."""
+    assert demo.wait() == 0, demo.log
+    assert demo.posted == count, demo.log
+    assert "dropped" not in demo.log, demo.log
+
+
 def holds_lease(aggregator: PushsvcProcess) -> bool:
     took = [line for line in aggregator.output if re.search(r"(took|lost) the lease", line)]
     return bool(took) and "took" in took[-1]
@@ -270,6 +324,7 @@ def free_port() -> int:
 
 def test_compose_file_runs_one_image_wired_by_service_names() -> None:
     """What only Docker would notice: the local runs below replace hosts and ports."""
+    assert "${" not in json.dumps(compose()), "every variable in the compose file has a default"
     all_services = services()
     assert set(all_services) == {"redis", *PUSHSVC_SERVICES}
     assert str(all_services["redis"]["image"]).startswith("redis:7")
@@ -321,22 +376,19 @@ def stack(redis_server: RedisServer, prefix: str) -> Iterator[LocalStack]:
 
 @pytest.mark.redis
 def test_subscriber_on_web2_sees_every_update_the_demo_posts_to_web1(stack: LocalStack) -> None:
-    topics = stack.demo_topics()
     web1, web2 = stack.procs["web1"], stack.procs["web2"]
+    count, seed = 60, 1
+    events = stack.demo_events(count, seed)
     stream = SSEClient(web2.port, "/stream?topic=*")
     stream.next_data("snapshot")
-    count = 2 * len(topics)
 
-    demo = stack.demo(count)
+    demo = stack.demo(count, seed)
     updates = event_updates(stream, count)
-    assert demo.wait() == 0, demo.log
+    demo_ended(demo, count)
 
-    assert len({update_id for update_id, _ in updates}) == count
-    per_topic = Counter(update["topic"] for _, update in updates)
-    assert per_topic == dict.fromkeys(topics, 2)
-    for topic in topics:
-        last_id, last = [(i, u) for i, u in updates if u["topic"] == topic][-1]
-        assert widest_window(last)["count"] == 2
+    assert_streamed(updates, events)
+    for topic in {event.topic for event in events}:
+        last_id = [i for i, u in updates if u["topic"] == topic][-1]
         # web1 serves the same state web2 streamed: both read it from Redis.
         status, _, body = request(web1.port, "GET", f"/topics/{topic}/stats")
         assert status == 200 and json.loads(body)["id"] == last_id
@@ -346,30 +398,29 @@ def test_subscriber_on_web2_sees_every_update_the_demo_posts_to_web1(stack: Loca
 @pytest.mark.redis
 @pytest.mark.slow
 def test_standby_aggregator_takes_over_when_the_active_one_dies(stack: LocalStack) -> None:
-    topics = stack.demo_topics()
     aggregators = [stack.procs["aggregator"], stack.procs["aggregator-standby"]]
     lease_s = parse_duration_us(stack.env("aggregator").get("PUSHSVC_LEASE", "5s")) / 1e6
-
     [active] = [p for p in aggregators if holds_lease(p)]
     [standby] = [p for p in aggregators if p is not active]
+    # Enough events for the demo to post on (page views come every second) from before the
+    # crash until after the standby took over: ~20 s of them at the compose file's rate.
+    count, seed = 160, 2
+    events = stack.demo_events(count, seed)
     stream = SSEClient(stack.procs["web2"].port, "/stream?topic=*")
     stream.next_data("snapshot")
-    count = 2 * len(topics)
-    before = stack.demo(count)
-    event_updates(stream, count)  # the demo's events arrive, whichever aggregator is active
-    assert before.wait() == 0, before.log
 
+    demo = stack.demo(count, seed)
+    before = event_updates(stream, 10)  # flowing, through the active aggregator
     active.kill()  # a crash: the lease is not released, it has to expire
     standby.wait_for_log("took the lease", timeout=lease_s + 10)
+    # So web1 acknowledged events while no aggregator was active: they waited in the log.
+    assert demo.proc.poll() is None, f"the demo ended before the standby took over:\n{demo.log}"
+    after = event_updates(stream, count - len(before))
+    demo_ended(demo, count)
 
-    after = stack.demo(count)
-    updates = event_updates(stream, count)
-    assert after.wait() == 0, after.log
-    assert Counter(u["topic"] for _, u in updates) == dict.fromkeys(topics, 2)
-    for topic in topics:
-        last = [u for _, u in updates if u["topic"] == topic][-1]
-        # The standby's windows were warm: they hold the events from before the crash too.
-        assert widest_window(last)["count"] == 4
+    # Every event, in order per topic; the counts run on across the crash because the
+    # standby's windows were warm: they hold the events from before it too.
+    assert_streamed(before + after, events)
     stream.close()
 
 
@@ -377,6 +428,32 @@ def test_standby_aggregator_takes_over_when_the_active_one_dies(stack: LocalStac
 
 
 def test_demo_waits_for_the_server_then_posts_count_events() -> None:
+    """What the compose stack's demo does when web1 restarts, or is not up yet."""
+    port = free_port()
+    demo = DemoProcess(
+        "--url", f"http://127.0.0.1:{port}",
+        "--start", "12:30", "--speed", "60", "--rate", "50", "--count", "40",
+    )  # fmt: skip
+    server = None
+    try:
+        demo.wait_for_log("not ready .* retrying")
+        server = PushsvcProcess("serve", "--port", str(port), "--tick", "0").start()
+        assert demo.wait() == 0, demo.log
+        assert demo.posted == 40
+        # Events that fell due while nothing answered were dropped (the server would refuse
+        # them as late); what the demo counts as posted is all there.
+        counts = {}
+        for topic in topic_names():
+            status, _, body = request(port, "GET", f"/topics/{topic}/stats")
+            counts[topic] = widest_window(json.loads(body))["count"] if status == 200 else 0
+        assert sum(counts.values()) == 40, counts
+    finally:
+        demo.kill()
+        if server is not None:
+            server.stop()
+
+
+def test_the_random_walk_waits_for_the_server_then_posts_to_each_topic_in_turn() -> None:
     port = free_port()
     demo = DemoProcess(
         "--url", f"http://127.0.0.1:{port}", "--topics", "d.a,d.b", "--rate", "50", "--count", "6"
@@ -397,9 +474,10 @@ def test_demo_waits_for_the_server_then_posts_count_events() -> None:
 
 
 def test_demo_exits_cleanly_on_sigterm(server: PushsvcProcess, topic: str) -> None:
-    stream = SSEClient(server.port, f"/topics/{topic}/stream")
+    """`docker compose stop` sends SIGTERM (through the container's init)."""
+    stream = SSEClient(server.port, f"/stream?topic={topic}.*")
     stream.next_data("snapshot")
-    demo = DemoProcess("--url", server.base, "--topics", topic, "--rate", "20")
+    demo = DemoProcess("--url", server.base, "--prefix", f"{topic}.", "--speed", "60")
     try:
         stream.next_data()  # it is posting, and would go on forever
         demo.proc.send_signal(signal.SIGTERM)
@@ -414,7 +492,7 @@ def test_demo_stops_with_an_error_when_the_server_rejects_its_events(
     server: PushsvcProcess,
 ) -> None:
     # A path the server does not know is a 404, which no amount of retrying fixes.
-    demo = DemoProcess("--url", f"{server.base}/nowhere", "--topics", "d.x", "--count", "1")
+    demo = DemoProcess("--url", f"{server.base}/nowhere", "--count", "1")
     try:
         assert demo.wait(timeout=10) == 1
         assert "HTTP 404" in demo.log

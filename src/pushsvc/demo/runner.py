@@ -1,0 +1,137 @@
+"""The demo's loops on the machine's clock: post what is due, in batches, until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pushsvc.demo.clock import format_time_of_day
+from pushsvc.demo.publisher import Publisher, Rejected
+from pushsvc.demo.scenario import DemoEvent, Incident, Scenario
+
+log = logging.getLogger("pushsvc.demo")
+
+BATCH_S = 0.25  # events due within this long go out together, one POST per topic
+# An event is never posted later than this after its time: the server refuses events older than
+# its allowed lateness (5 s by default) behind the topic's clock, which idle ticks advance.
+STALE_S = 4.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    count: int | None = None  # events to post
+    duration_s: float | None = None  # machine seconds to run
+
+    def done(self, posted: int, elapsed_s: float) -> bool:
+        return (self.count is not None and posted >= self.count) or (
+            self.duration_s is not None and elapsed_s >= self.duration_s
+        )
+
+
+def run_scenario(publisher: Publisher, scenario: Scenario, limits: Limits) -> int:
+    """Post the scenario's events as they fall due; returns how many the server accepted.
+
+    Events carry their time (`ts`) on the machine's clock. Events that could not be posted
+    within STALE_S of their time (the server was down) are dropped and counted in a log line.
+    """
+    t0_wall, t0 = time.time(), time.monotonic()
+    events = scenario.events()
+    upcoming = next(events)
+    posted = dropped = 0
+    announced: set[Incident] = set()
+    hour = -1
+    while not limits.done(posted, elapsed := time.monotonic() - t0):
+        due: list[DemoEvent] = []
+        while upcoming.offset <= elapsed and not limits.done(posted + len(due), 0.0):
+            due.append(upcoming)
+            upcoming = next(events)
+        for topic, batch in _by_topic(due).items():
+            body = [
+                {"value": e.value, "ts": round(t0_wall + e.offset, 3), "tags": e.tags}
+                for e in batch
+            ]
+            give_up_at = t0 + batch[0].offset + STALE_S
+            if _post(publisher, topic, body, give_up_at):
+                posted += len(batch)
+            else:
+                dropped += len(batch)
+                log.warning("dropped %d events of %s: too old to post", len(batch), topic)
+        hour = _announce(scenario, elapsed, hour, announced)
+        wake = max(upcoming.offset, elapsed + BATCH_S)
+        if limits.duration_s is not None:
+            wake = min(wake, limits.duration_s)
+        time.sleep(max(0.0, wake - (time.monotonic() - t0)))
+    if dropped:
+        log.warning("dropped %d events in all while the server was unavailable", dropped)
+    return posted
+
+
+def _by_topic(events: list[DemoEvent]) -> dict[str, list[DemoEvent]]:
+    groups: dict[str, list[DemoEvent]] = {}
+    for event in events:
+        groups.setdefault(event.topic, []).append(event)
+    return groups
+
+
+def _post(publisher: Publisher, topic: str, body: object, give_up_at: float) -> bool:
+    try:
+        return publisher.post(topic, body, give_up_at=give_up_at)
+    except Rejected as exc:
+        if exc.code == "late_event":  # the server's clock ran ahead of ours: skip, go on
+            return False
+        raise
+
+
+def _announce(scenario: Scenario, elapsed: float, hour: int, announced: set[Incident]) -> int:
+    """Log each simulated hour and each incident as it starts, so a watcher knows what to
+    look for; returns the simulated hour now."""
+    now = int(scenario.clock.hour(elapsed))
+    if now != hour:
+        log.info("simulated time %s", format_time_of_day(scenario.clock.seconds(elapsed)))
+    for incident in scenario.incidents:
+        if incident.start <= elapsed and incident not in announced:
+            announced.add(incident)
+            if incident.end > elapsed:
+                clock = scenario.clock
+                log.warning(
+                    "%s on %s until %s simulated: %s",
+                    incident.kind,
+                    incident.topic,
+                    format_time_of_day(clock.seconds(incident.end)),
+                    incident.note,
+                )
+    return now
+
+
+def random_walks(topics: Sequence[str], rng: random.Random) -> Iterator[tuple[str, float]]:
+    """(topic, value) forever, round-robin over topics; each topic walks on its own."""
+    values = dict.fromkeys(topics, 100.0)
+    while True:
+        for topic in topics:
+            values[topic] += rng.gauss(0.0, 1.0)
+            yield topic, round(values[topic], 3)
+
+
+def run_walk(
+    publisher: Publisher, topics: Sequence[str], rate: float, limits: Limits, seed: int | None
+) -> int:
+    """A random walk per topic, one event per POST, round-robin at `rate` per second, stamped
+    by the server on arrival; retried until the server takes it. Returns how many were posted.
+    """
+    interval = 1.0 / rate
+    walks = random_walks(topics, random.Random(seed))
+    posted = 0
+    t0 = next_at = time.monotonic()
+    while not limits.done(posted, time.monotonic() - t0):
+        topic, value = next(walks)
+        publisher.post(topic, {"value": value})
+        posted += 1
+        # Keep the rate without a burst to catch up after a wait for the server.
+        next_at = max(next_at + interval, time.monotonic())
+        if limits.done(posted, next_at - t0):
+            break  # the next one would fall after the end
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    return posted

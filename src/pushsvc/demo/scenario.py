@@ -1,0 +1,263 @@
+"""The demo's world: a restaurant's kitchen and dining room, and a web shop, on a simulated day.
+
+`Scenario(...).events()` yields every event the demo will post, in time order, each at an
+offset (machine seconds since the demo started). It is pure and seeded: the same seed, rate,
+speed and start give the same events, however fast or slow they are consumed, because every
+stream draws from its own random generator in its own time.
+
+The streams share the `rate` budget (events per second at most, on average): each is a Poisson
+process whose intensity follows the simulated time of day (thinning, Lewis and Shedler), scaled
+so that its busiest moment uses its share of the budget.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pushsvc.demo.clock import (
+    ORDERS_PEAK,
+    SHOP_PEAK,
+    SimClock,
+    bump,
+    kitchen_load,
+    orders,
+    shop_traffic,
+)
+
+# Kitchen stations and their median order latency (seconds) when the kitchen is idle.
+STATIONS: dict[str, float] = {
+    "grill": 480.0,
+    "wok": 300.0,
+    "fryer": 240.0,
+    "salad": 150.0,
+    "pastry": 210.0,
+}
+# Dishes: (mean quality on the 1-5 scale, share of the ratings).
+DISHES: dict[str, tuple[float, float]] = {
+    "ramen": (4.4, 0.30),
+    "burger": (4.1, 0.25),
+    "pad_thai": (4.3, 0.20),
+    "caesar": (3.9, 0.15),
+    "tiramisu": (4.6, 0.10),
+}
+
+# Shares of the rate budget at each stream's busiest moment (they add up to 1).
+LATENCY_SHARE = 0.40
+RATING_SHARE = 0.15
+PAGEVIEWS_SHARE = 0.10
+SESSION_SHARE = 0.15
+CHECKOUT_SHARE = 0.20
+
+LATENCY_SIGMA = 0.35  # lognormal spread of a station's latency
+QUALITY_REVERSION_S = 6 * 3600.0  # a dish's quality drifts back to its mean over ~6 h
+QUALITY_DRIFT = 0.25  # stationary standard deviation of that drift (rating points)
+RATING_NOISE = 0.7  # one diner's opinion around the dish's quality
+BAD_BATCH_EVERY_S = 8 * 3600.0  # mean simulated time between two bad batches of one dish
+BAD_BATCH_MINUTES = (25.0, 50.0)
+BAD_BATCH_DROP = (1.5, 2.2)  # rating points lost while a bad batch is served
+PAGEVIEWS_PEAK = 120.0  # page views per second at the evening peak
+PAGEVIEWS_PERIOD_S = 1.0  # one page-view count per second (fewer when the budget is small)
+SESSION_MEDIAN_S = 150.0
+SESSION_SIGMA = 0.9
+CHECKOUT_MEDIAN = 42.0
+CHECKOUT_SIGMA = 0.6
+FLASH_SALE_EVERY_S = 45 * 60.0  # mean simulated time between two flash sales
+FLASH_SALE_MINUTES = (3.0, 10.0)
+FLASH_SALE_BOOST = 5.0  # checkouts per minute during a sale, relative to normal
+FLASH_SALE_MEDIAN = 35.0  # smaller baskets: discounted
+
+
+def topic_names(prefix: str = "") -> tuple[str, ...]:
+    """Every topic the demo publishes: the one list that README's table must match."""
+    return tuple(
+        prefix + name
+        for name in (
+            *(f"restaurant.latency.{station}" for station in STATIONS),
+            *(f"restaurant.rating.{dish}" for dish in DISHES),
+            "shop.pageviews",
+            "shop.session_seconds",
+            "shop.checkout_value",
+        )
+    )
+
+
+@dataclass(frozen=True)
+class DemoEvent:
+    offset: float  # machine seconds since the demo started
+    topic: str
+    value: float
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """Something worth watching for: a bad batch of a dish, a flash sale in the shop."""
+
+    kind: str  # "bad batch" | "flash sale"
+    topic: str  # the topic that shows it
+    start: float  # machine offsets
+    end: float
+    note: str
+
+
+Intensity = Callable[[float], float]  # offset → fraction of the stream's peak rate, in [0, 1]
+
+
+class Scenario:
+    """The restaurant and the shop on a simulated day; see the module docstring."""
+
+    def __init__(self, clock: SimClock, rate: float, seed: int | None = None, prefix: str = ""):
+        self.clock = clock
+        self.rate = rate
+        self.prefix = prefix
+        self.incidents: list[Incident] = []  # appended as the streams reach them
+        self._seeds = np.random.SeedSequence(seed)
+
+    def events(self) -> Iterator[DemoEvent]:
+        """Every event, in offset order, for ever."""
+        streams = [
+            *(self._latency(station, median) for station, median in STATIONS.items()),
+            *(self._ratings(dish, quality, share) for dish, (quality, share) in DISHES.items()),
+            self._pageviews(),
+            self._sessions(),
+            self._checkouts(),
+        ]
+        return heapq.merge(*streams, key=lambda event: event.offset)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _rng(self) -> np.random.Generator:
+        # One child seed per stream, in a fixed order: streams never share draws.
+        return np.random.default_rng(self._seeds.spawn(1)[0])
+
+    def _arrivals(
+        self, rng: np.random.Generator, peak_rate: float, intensity: Intensity
+    ) -> Iterator[float]:
+        """Offsets of a Poisson process of rate `peak_rate * intensity(offset)`."""
+        offset = 0.0
+        while True:
+            offset += float(rng.exponential(1.0 / peak_rate))
+            if float(rng.random()) < intensity(offset):
+                yield offset
+
+    def _hour(self, offset: float) -> float:
+        return self.clock.hour(offset)
+
+    def _topic(self, name: str) -> str:
+        return self.prefix + name
+
+    # ------------------------------------------------------------------ the restaurant
+
+    def _latency(self, station: str, median_s: float) -> Iterator[DemoEvent]:
+        """Seconds from order to pass at one station: lognormal, slower in the rushes."""
+        rng = self._rng()
+        topic = self._topic(f"restaurant.latency.{station}")
+        peak_rate = self.rate * LATENCY_SHARE / len(STATIONS)
+        for offset in self._arrivals(rng, peak_rate, self._orders):
+            hour = self._hour(offset)
+            value = median_s * kitchen_load(hour) * math.exp(LATENCY_SIGMA * rng.standard_normal())
+            yield DemoEvent(offset, topic, round(value, 1), {"station": station})
+
+    def _orders(self, offset: float) -> float:
+        return orders(self._hour(offset)) / ORDERS_PEAK
+
+    def _ratings(self, dish: str, mean: float, share: float) -> Iterator[DemoEvent]:
+        """1-5 stars: the dish's quality drifts slowly (an Ornstein-Uhlenbeck process in
+        simulated time) and drops while a bad batch is served."""
+        rng = self._rng()
+        topic = self._topic(f"restaurant.rating.{dish}")
+        batches = self._bad_batches(rng, dish, topic)
+        start, end, drop = next(batches)
+        quality = mean
+        last_s = self.clock.seconds(0.0)
+        for offset in self._arrivals(rng, self.rate * RATING_SHARE * share, self._orders):
+            now_s = self.clock.seconds(offset)
+            keep = math.exp(-(now_s - last_s) / QUALITY_REVERSION_S)
+            spread = QUALITY_DRIFT * math.sqrt(1.0 - keep * keep)
+            quality = mean + (quality - mean) * keep + spread * rng.standard_normal()
+            last_s = now_s
+            while offset >= end:
+                start, end, drop = next(batches)
+            served = quality - drop if offset >= start else quality
+            stars = min(5, max(1, round(served + RATING_NOISE * rng.standard_normal())))
+            yield DemoEvent(offset, topic, float(stars), {"dish": dish})
+
+    def _bad_batches(
+        self, rng: np.random.Generator, dish: str, topic: str
+    ) -> Iterator[tuple[float, float, float]]:
+        """(start, end, drop) of each bad batch of `dish`, in machine offsets, recorded as
+        incidents."""
+        at_s = self.clock.seconds(0.0)
+        while True:
+            at_s += float(rng.exponential(BAD_BATCH_EVERY_S))
+            length_s = 60.0 * float(rng.uniform(*BAD_BATCH_MINUTES))
+            drop = float(rng.uniform(*BAD_BATCH_DROP))
+            start, end = self.clock.offset(at_s), self.clock.offset(at_s + length_s)
+            self.incidents.append(
+                Incident("bad batch", topic, start, end, f"{dish} ratings drop by {drop:.1f}")
+            )
+            yield start, end, drop
+            at_s += length_s
+
+    # ------------------------------------------------------------------ the shop
+
+    def _shop(self, offset: float) -> float:
+        return shop_traffic(self._hour(offset)) / SHOP_PEAK
+
+    def _pageviews(self) -> Iterator[DemoEvent]:
+        """Page views per second, counted over each period (a Poisson count)."""
+        rng = self._rng()
+        topic = self._topic("shop.pageviews")
+        period = max(PAGEVIEWS_PERIOD_S, 1.0 / (self.rate * PAGEVIEWS_SHARE))
+        offset = 0.0
+        while True:
+            offset += period
+            views = int(rng.poisson(PAGEVIEWS_PEAK * self._shop(offset) * period))
+            yield DemoEvent(offset, topic, round(views / period, 2))
+
+    def _sessions(self) -> Iterator[DemoEvent]:
+        """Length of each finished session (seconds): longer in the evening."""
+        rng = self._rng()
+        topic = self._topic("shop.session_seconds")
+        for offset in self._arrivals(rng, self.rate * SESSION_SHARE, self._shop):
+            evening = 1.0 + 0.4 * bump(self._hour(offset), 21.0, 2.0)
+            value = SESSION_MEDIAN_S * evening * math.exp(SESSION_SIGMA * rng.standard_normal())
+            yield DemoEvent(offset, topic, float(round(value)))
+
+    def _checkouts(self) -> Iterator[DemoEvent]:
+        """Basket value of each checkout: bursts of smaller baskets during flash sales."""
+        rng = self._rng()
+        topic = self._topic("shop.checkout_value")
+        sales = self._flash_sales(rng, topic)
+        start, end = next(sales)
+
+        def intensity(offset: float) -> float:
+            nonlocal start, end
+            while offset >= end:
+                start, end = next(sales)
+            boost = FLASH_SALE_BOOST if offset >= start else 1.0
+            return self._shop(offset) * boost / FLASH_SALE_BOOST
+
+        for offset in self._arrivals(rng, self.rate * CHECKOUT_SHARE, intensity):
+            on_sale = offset >= start  # `intensity` moved the sale window up to this offset
+            median = FLASH_SALE_MEDIAN if on_sale else CHECKOUT_MEDIAN
+            value = median * math.exp(CHECKOUT_SIGMA * rng.standard_normal())
+            campaign = "flash-sale" if on_sale else "none"
+            yield DemoEvent(offset, topic, round(value, 2), {"campaign": campaign})
+
+    def _flash_sales(self, rng: np.random.Generator, topic: str) -> Iterator[tuple[float, float]]:
+        at_s = self.clock.seconds(0.0)
+        while True:
+            at_s += float(rng.exponential(FLASH_SALE_EVERY_S))
+            length_s = 60.0 * float(rng.uniform(*FLASH_SALE_MINUTES))
+            start, end = self.clock.offset(at_s), self.clock.offset(at_s + length_s)
+            self.incidents.append(
+                Incident("flash sale", topic, start, end, "checkouts burst, smaller baskets")
+            )
+            yield start, end
+            at_s += length_s

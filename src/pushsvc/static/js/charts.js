@@ -1,0 +1,101 @@
+// Charts drawn with uPlot (vendored under dashboard/vendor/, a global `uPlot`): a small
+// line per topic in the overview; per window, mean/p50/p90/p99 over time with the min–max
+// band shaded, and the count below. x is the update's `ts` (the topic clock, seconds).
+
+import { formatNumber } from "./format.js";
+
+export const LINES = ["mean", "p50", "p90", "p99"];
+
+function palette() {
+  const css = getComputedStyle(document.documentElement);
+  const v = (name) => css.getPropertyValue(name).trim();
+  return {
+    text: v("--muted"), grid: v("--line"), accent: v("--accent"), band: v("--band"),
+    mean: v("--accent"), p50: v("--ok"), p90: v("--warn"), p99: v("--danger"), count: v("--muted"),
+  };
+}
+
+function axes(colors, valueWidth) {
+  const grid = { stroke: colors.grid, width: 1 };
+  return [
+    { stroke: colors.text, grid, ticks: grid },
+    {
+      stroke: colors.text, grid, ticks: grid, size: valueWidth,
+      values: (_u, ticks) => ticks.map((t) => formatNumber(t)),
+    },
+  ];
+}
+
+/** The columns uPlot draws for one window: [ts, min, max, mean, p50, p90, p99] and
+ *  [ts, count]; a null row before a point that follows a gap breaks the lines there. */
+export function windowColumns(points, window) {
+  const cols = { ts: [], min: [], max: [], count: [], ids: [] };
+  for (const line of LINES) cols[line] = [];
+  const push = (ts, stats, id) => {
+    cols.ts.push(ts);
+    cols.ids.push(id);
+    for (const key of ["min", "max", "count", ...LINES]) cols[key].push(stats ? stats[key] ?? null : null);
+  };
+  for (const point of points) {
+    if (point.gapBefore) push(point.ts, null, null);
+    push(point.ts, point.windows[window] || {}, point.id.text);
+  }
+  return cols;
+}
+
+export function sparkColumns(points) {
+  const ts = [];
+  const values = [];
+  for (const point of points) {
+    if (point.value === null) continue; // ticks carry no event
+    if (point.gapBefore) { ts.push(point.ts); values.push(null); }
+    ts.push(point.ts);
+    values.push(point.value);
+  }
+  return [ts, values];
+}
+
+export function sparkChart(target, width) {
+  const colors = palette();
+  return new uPlot({
+    width, height: 48, class: "spark-chart",
+    legend: { show: false }, cursor: { show: false }, select: { show: false },
+    scales: { x: { time: true } },
+    axes: [{ show: false }, { show: false }],
+    series: [{}, { stroke: colors.accent, width: 1.5, points: { show: false } }],
+  }, [[], []], target);
+}
+
+export function windowChart(target, width, syncKey) {
+  const colors = palette();
+  return new uPlot({
+    width, height: 220, class: "window-chart",
+    cursor: { sync: { key: syncKey } },
+    scales: { x: { time: true } },
+    axes: axes(colors, 64),
+    series: [
+      {},
+      { label: "min", stroke: colors.band, width: 1, value: (_u, v) => formatNumber(v) },
+      { label: "max", stroke: colors.band, width: 1, value: (_u, v) => formatNumber(v) },
+      ...LINES.map((line) => ({
+        label: line, stroke: colors[line], width: line === "mean" ? 2 : 1.25,
+        value: (_u, v) => formatNumber(v),
+      })),
+    ],
+    bands: [{ series: [2, 1], fill: colors.band }],
+  }, [[], [], [], [], [], [], []], target);
+}
+
+export function countChart(target, width, syncKey) {
+  const colors = palette();
+  return new uPlot({
+    width, height: 90, class: "count-chart",
+    cursor: { sync: { key: syncKey } },
+    scales: { x: { time: true } },
+    axes: axes(colors, 64),
+    series: [{}, {
+      label: "count", stroke: colors.count, width: 1.25, fill: colors.band,
+      value: (_u, v) => formatNumber(v),
+    }],
+  }, [[], []], target);
+}

@@ -1,0 +1,134 @@
+// The overview: one tile per topic (filtered by prefix), with its latest value, its rate
+// over the smallest window, and a small chart of its recent values. Producer text (topic
+// names, tags) reaches the page only through textContent and attributes.
+
+import { sparkChart, sparkColumns } from "./charts.js";
+import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
+
+export class Overview {
+  constructor(store, els) {
+    this.store = store;
+    this.els = els; // section, grid, filter, shown, empty, template
+    this.tiles = new Map(); // name -> {el, refs, version, chart}
+    this.prefix = "";
+    els.filter.addEventListener("input", () => {
+      this.prefix = els.filter.value.trim();
+      this.render(true);
+    });
+    this.resize = new ResizeObserver(() => {
+      for (const tile of this.tiles.values()) this.fit(tile);
+    });
+  }
+
+  render(all = false) {
+    const topics = this.store.sorted();
+    let shown = 0;
+    for (const topic of topics) {
+      let tile = this.tiles.get(topic.name);
+      if (tile === undefined) tile = this.create(topic, topics);
+      const visible = topic.name.startsWith(this.prefix);
+      tile.el.hidden = !visible;
+      if (visible) shown++;
+      if (visible && (all || tile.version !== topic.version)) this.draw(tile, topic);
+    }
+    this.els.empty.hidden = topics.length > 0;
+    this.els.shown.textContent = topics.length === 0 ? ""
+      : `${shown} of ${topics.length} topic${topics.length === 1 ? "" : "s"} shown`;
+  }
+
+  create(topic, topics) {
+    const el = this.els.template.content.firstElementChild.cloneNode(true);
+    const refs = {
+      link: el.querySelector(".topic-link"),
+      value: el.querySelector(".value"),
+      rate: el.querySelector(".rate"),
+      chart: el.querySelector(".spark"),
+      tags: el.querySelector(".tags"),
+      time: el.querySelector("time"),
+      staleNote: el.querySelector(".stale-note"),
+    };
+    el.dataset.topic = topic.name;
+    refs.link.textContent = topic.name;
+    refs.link.href = `#/topics/${encodeURIComponent(topic.name)}`;
+    const tile = { el, refs, version: -1, chart: null, tagsKey: null };
+    this.tiles.set(topic.name, tile);
+    // Tiles stay in topic-name order.
+    const next = topics.find((t) => t.name > topic.name && this.tiles.has(t.name));
+    this.els.grid.insertBefore(el, next ? this.tiles.get(next.name).el : null);
+    this.resize.observe(refs.chart);
+    return tile;
+  }
+
+  draw(tile, topic) {
+    tile.version = topic.version;
+    const { refs } = tile;
+    tile.el.classList.toggle("stale", topic.stale);
+    refs.staleNote.hidden = !topic.stale;
+    setText(refs.value, formatNumber(topic.value, 6));
+    refs.value.title = topic.value === null ? "no event in the recent history" : "";
+    setText(refs.rate, rateText(topic.windows));
+    if (topic.ts !== null) {
+      setText(refs.time, formatTime(topic.ts));
+      refs.time.dateTime = isoTime(topic.ts);
+    }
+    renderTags(tile, topic.tags);
+    const [ts, values] = sparkColumns(topic.points);
+    if (tile.chart === null) {
+      if (!refs.chart.clientWidth) return; // hidden: drawn when shown
+      tile.chart = sparkChart(refs.chart, refs.chart.clientWidth);
+    }
+    tile.chart.setData([ts, values]);
+    const finite = values.filter((v) => v !== null);
+    refs.chart.setAttribute("aria-label", finite.length === 0 ? "no values yet"
+      : `last ${finite.length} values, from ${formatNumber(Math.min(...finite))} to ` +
+        `${formatNumber(Math.max(...finite))}`);
+    refs.chart.dataset.points = String(finite.length);
+  }
+
+  fit(tile) {
+    const width = tile.refs.chart.clientWidth;
+    if (tile.chart && width && width !== tile.chart.width) {
+      tile.chart.setSize({ width, height: 48 });
+    } else if (!tile.chart && width) {
+      tile.version = -1; // draw it now that it has a size
+      const topic = this.store.topics.get(tile.el.dataset.topic);
+      if (topic) this.draw(tile, topic);
+    }
+  }
+}
+
+/** Events per second over the smallest window: its count divided by its length. */
+export function rateText(windows) {
+  let best = null;
+  for (const [label, stats] of Object.entries(windows || {})) {
+    const seconds = windowSeconds(label);
+    if (Number.isFinite(seconds) && (best === null || seconds < best.seconds)) {
+      best = { label, seconds, count: stats ? stats.count : null };
+    }
+  }
+  if (best === null || typeof best.count !== "number") return "— /s";
+  return `${formatNumber(best.count / best.seconds)} /s over ${best.label}`;
+}
+
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function renderTags(tile, tags) {
+  const entries = tags ? Object.entries(tags) : [];
+  const key = JSON.stringify(entries);
+  if (key === tile.tagsKey) return;
+  tile.tagsKey = key;
+  tile.refs.tags.replaceChildren(...entries.map(([name, value]) => {
+    const item = document.createElement("li");
+    const k = document.createElement("span");
+    k.className = "tag-key";
+    k.textContent = name;
+    const v = document.createElement("span");
+    v.className = "tag-value";
+    v.textContent = String(value);
+    item.append(k, ": ", v);
+    return item;
+  }));
+  tile.refs.tags.hidden = entries.length === 0;
+}

@@ -1,0 +1,178 @@
+// The topic view (#/topics/NAME): per window, a chart of mean, p50, p90 and p99 over time
+// with the min–max band shaded and the count below, each with its data as a table (the
+// charts' text alternative); the current numbers beside; live, with pause/resume and a
+// window selector.
+
+import { LINES, countChart, windowChart, windowColumns } from "./charts.js";
+import { formatNumber, formatTime, isoTime } from "./format.js";
+import { rateText, setText } from "./overview.js";
+
+const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
+const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
+
+export class TopicView {
+  constructor(els) {
+    this.els = els; // section, title, windowSelect, pause, figures, current, time, rate, template
+    this.topic = null;
+    this.figures = new Map(); // window -> figure state
+    this.paused = false;
+    this.drawn = -1;
+    els.pause.addEventListener("click", () => {
+      this.paused = !this.paused;
+      els.pause.setAttribute("aria-pressed", String(this.paused));
+      els.pause.textContent = this.paused ? "Resume" : "Pause";
+      if (!this.paused) this.render(true);
+    });
+    els.windowSelect.addEventListener("change", () => this.render(true));
+    this.resize = new ResizeObserver(() => {
+      for (const figure of this.figures.values()) fit(figure);
+    });
+  }
+
+  show(topic) {
+    if (this.topic !== topic) {
+      this.topic = topic;
+      for (const figure of this.figures.values()) {
+        figure.main.destroy();
+        figure.count.destroy();
+      }
+      this.figures.clear();
+      this.els.figures.replaceChildren();
+      this.drawn = -1;
+      setText(this.els.title, topic.name);
+    }
+    this.render(true);
+  }
+
+  hide() { this.topic = null; }
+
+  render(force = false) {
+    const topic = this.topic;
+    if (topic === null || (!force && (this.paused || this.drawn === topic.version))) return;
+    this.drawn = topic.version;
+    const windows = Object.keys(topic.windows);
+    this.syncSelect(windows);
+    const chosen = this.els.windowSelect.value;
+    for (const window of windows) {
+      let figure = this.figures.get(window);
+      if (figure === undefined) figure = this.create(window);
+      figure.el.hidden = chosen !== "" && chosen !== window;
+      if (!figure.el.hidden) this.draw(figure, topic);
+    }
+    this.renderCurrent(topic, windows);
+  }
+
+  syncSelect(windows) {
+    const select = this.els.windowSelect;
+    const have = [...select.options].slice(1).map((o) => o.value);
+    if (have.join() === windows.join()) return;
+    const chosen = select.value;
+    select.replaceChildren(new Option("all windows", ""), ...windows.map((w) => new Option(w, w)));
+    select.value = windows.includes(chosen) ? chosen : "";
+  }
+
+  create(window) {
+    const el = this.els.template.content.firstElementChild.cloneNode(true);
+    el.dataset.window = window;
+    el.querySelector(".window-name").textContent = window;
+    const figure = {
+      el, window,
+      points: el.querySelector(".points"),
+      mainEl: el.querySelector(".chart-main"),
+      countEl: el.querySelector(".chart-count"),
+      details: el.querySelector("details"),
+      tbody: el.querySelector("tbody"),
+      columns: null,
+    };
+    figure.mainEl.setAttribute("aria-label", `${window} window: mean, p50, p90 and p99 over time, ` +
+      "min to max shaded");
+    figure.countEl.setAttribute("aria-label", `${window} window: count over time`);
+    this.els.figures.append(el);
+    const width = figure.mainEl.clientWidth || 300;
+    const key = `pushsvc-${window}`;
+    figure.main = windowChart(figure.mainEl, width, key);
+    figure.count = countChart(figure.countEl, width, key);
+    figure.details.addEventListener("toggle", () => renderTable(figure));
+    this.figures.set(window, figure);
+    this.resize.observe(figure.mainEl);
+    return figure;
+  }
+
+  draw(figure, topic) {
+    const cols = windowColumns(topic.points, figure.window);
+    figure.columns = cols;
+    figure.main.setData([cols.ts, cols.min, cols.max, ...LINES.map((l) => cols[l])]);
+    figure.count.setData([cols.ts, cols.count]);
+    const n = cols.ids.filter(Boolean).length;
+    setText(figure.points, `${n} update${n === 1 ? "" : "s"}`);
+    figure.el.dataset.points = String(n);
+    renderTable(figure);
+  }
+
+  renderCurrent(topic, windows) {
+    const { current } = this.els;
+    const head = current.tHead.rows[0];
+    if ([...head.cells].slice(1).map((c) => c.textContent).join() !== windows.join()) {
+      head.replaceChildren(th("col", "statistic"), ...windows.map((w) => th("col", w)));
+      current.tBodies[0].replaceChildren(...STATS.map((stat) => {
+        const row = document.createElement("tr");
+        row.append(th("row", stat), ...windows.map((w) => {
+          const cell = document.createElement("td");
+          cell.dataset.window = w;
+          cell.dataset.stat = stat;
+          return cell;
+        }));
+        return row;
+      }));
+    }
+    for (const cell of current.querySelectorAll("td")) {
+      const stats = topic.windows[cell.dataset.window] || {};
+      setText(cell, formatNumber(stats[cell.dataset.stat]));
+    }
+    setText(this.els.value, formatNumber(topic.value, 6));
+    setText(this.els.rate, rateText(topic.windows));
+    if (topic.ts !== null) {
+      setText(this.els.time, formatTime(topic.ts));
+      this.els.time.dateTime = isoTime(topic.ts);
+    }
+    this.els.section.classList.toggle("stale", topic.stale);
+  }
+}
+
+function th(scope, text) {
+  const cell = document.createElement("th");
+  cell.scope = scope;
+  cell.textContent = text;
+  return cell;
+}
+
+function fit(figure) {
+  const width = figure.mainEl.clientWidth;
+  if (width && width !== figure.main.width) {
+    figure.main.setSize({ width, height: 220 });
+    figure.count.setSize({ width, height: 90 });
+  }
+}
+
+/** The drawn columns as rows, newest first; only while the table is open. */
+function renderTable(figure) {
+  if (!figure.details.open || figure.columns === null) return;
+  const cols = figure.columns;
+  const rows = [];
+  for (let i = cols.ts.length - 1; i >= 0; i--) {
+    if (cols.ids[i] === null) continue;
+    const row = document.createElement("tr");
+    row.dataset.id = cols.ids[i];
+    const time = document.createElement("th");
+    time.scope = "row";
+    time.textContent = formatTime(cols.ts[i]);
+    row.append(time, ...TABLE_COLUMNS.map((key) => {
+      const cell = document.createElement("td");
+      cell.dataset.stat = key;
+      cell.textContent = formatNumber(cols[key][i]);
+      return cell;
+    }));
+    rows.push(row);
+  }
+  figure.tbody.replaceChildren(...rows);
+}
