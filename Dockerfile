@@ -1,6 +1,16 @@
 # One image for every pushsvc process: `serve` by default; docker-compose.yml runs
 # `web`, `aggregate` and the demo producer from it.
-FROM python:3.11-slim
+#
+# Build arguments (both optional):
+#   PYTHON_IMAGE  the base: CPython 3.11 with pip on PATH (default python:3.11-slim).
+#   WHEELS        a directory of the build context holding wheels of pushsvc and of every
+#                 dependency; pip then installs from it alone, with no network. Unset, pip
+#                 builds pushsvc from src/ and takes its dependencies from PyPI.
+#                 tests/test_docker_stack.py builds with both set, and `--network none`.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
+
+ARG WHEELS=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,10 +19,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# .dockerignore lets through only pyproject.toml, README.md, src/ and docker-wheels/ (when
+# present), so this copies what the install needs and no more.
 # Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed.
-COPY pyproject.toml README.md ./
-COPY src ./src
-RUN pip install . && rm -rf src build
+COPY . /tmp/pushsvc/
+RUN if [ -n "$WHEELS" ]; then \
+        pip install --no-index --find-links "/tmp/pushsvc/$WHEELS" pushsvc; \
+    else \
+        pip install /tmp/pushsvc; \
+    fi \
+    && rm -rf /tmp/pushsvc
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pushsvc
 USER pushsvc
