@@ -1,10 +1,22 @@
 """The hub: this process's subscribers, fed by its one broker subscription.
 
 Consecutive updates of one topic (a batch POST) form a `Run`: its frames are encoded once,
-joined into one block, and the same `Run` object goes to every matching client's bounded
-queue, so a client writes a whole batch with one socket write. Delivering never blocks: a
-client whose queue already holds `queue_size` runs is switched to conflation (latest update
-per topic wins); one that has taken nothing for `slow_timeout_us` while conflated is closed.
+joined into one block, and the same `Run` object goes to every matching client, so a client
+writes a whole batch with one socket write.
+
+Two ways to a client's socket:
+* **direct** — a client whose stream is idle (waiting for updates, nothing queued) and whose
+  socket the hub may write (`Client.sink`) gets its blocks from the hub's one writer
+  greenlet: appended to `Client.ready`, then sent by the writer with one non-blocking
+  `sendmsg` per client per pass, no greenlet wake-up at all. The writer yields every few
+  dozen clients, so while it works through many clients more updates arrive and the later
+  ones get several blocks in one send: coalescing without a queue. When a send would block,
+  the rest is handed back to the client's own greenlet (`handback`), which waits for the
+  socket — the queued way below from then on.
+* **queued** — every other client (busy writing, paced, TLS, gunicorn): the run goes to its
+  bounded queue and its stream's greenlet is woken. Delivering never blocks: a client whose
+  queue already holds `queue_size` runs is switched to conflation (latest update per topic
+  wins); one that has taken nothing for `slow_timeout_us` while conflated is closed.
 """
 
 from __future__ import annotations
@@ -19,6 +31,8 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.event import Event as Signal
 
+from pushsvc.stream_socket import StreamSocket
+from pushsvc.tally import Histogram
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Run, Update, UpdateId
 
@@ -26,6 +40,10 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
 """Monotonic time in integer microseconds."""
+
+
+DISCONNECT_REASONS = ("gone", "slow", "expired", "reset", "shutdown", "error")
+"""Why a stream ended (`Client.closed_reason`; `gone`: the client left or the write failed)."""
 
 
 def monotonic_us() -> int:
@@ -50,8 +68,37 @@ class Client:
     wakeup: Signal = field(default_factory=Signal)
     closed_reason: str | None = None
     last_take_us: int = 0
+    sink: StreamSocket | None = field(default=None, repr=False)
+    """The stream's socket, when the hub may write it directly (see the module docstring)."""
+    render: Callable[[Run], bytes] | None = field(default=None, repr=False)
+    """The block the stream would write for a run (full, or projected): set with `sink`."""
+    waiting: bool = False
+    """The stream's greenlet is asleep in `take` with nothing to write: the hub may write."""
+    ready: list[bytes] = field(default_factory=list)
+    """Blocks the hub's writer is to send directly; older than anything in `queue`."""
+    handback: memoryview | None = None
+    """The unsent rest of a direct send that would have blocked: the stream sends it first."""
+    last_write_us: int = 0
+    """When the hub last wrote this stream directly (heartbeats count from it too)."""
+    ready_since_us: int = 0
+    """When the oldest block in `ready` was received (delivery latency)."""
     _writer: gevent.Greenlet[..., object] | None = field(default=None, repr=False)
     """The greenlet that took last and has not come back to wait: it is writing."""
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_reason is not None
+
+    @property
+    def direct(self) -> bool:
+        """Whether the hub may write this client's next block itself."""
+        return (
+            self.waiting
+            and self.sink is not None
+            and self.floor is None
+            and not self.queue
+            and not self.conflated
+        )
 
     def offer(self, run: Run) -> None:
         if len(self.queue) < self.capacity and not self.conflated:
@@ -61,17 +108,30 @@ class Client:
             # Re-inserting keeps the dict in the order the latest updates arrived (id order).
             self.conflated.pop(run.topic, None)
             self.conflated[run.topic] = run.updates[-1]
+        self.wake()
+
+    def wake(self) -> None:
+        self.waiting = False
         self.wakeup.set()
 
     def take(self, timeout_s: float) -> list[Run]:
         """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time).
+        Before writing them, the stream writes `handback` and `ready` (`take_direct`).
 
         The calling greenlet counts as this client's writer until it takes again.
         """
         self._writer = None
-        if not self.queue and not self.conflated and self.closed_reason is None:
+        if (
+            not self.queue
+            and not self.conflated
+            and not self.ready
+            and self.handback is None
+            and self.closed_reason is None
+        ):
             self.wakeup.clear()
+            self.waiting = True
             self.wakeup.wait(timeout_s)
+            self.waiting = False
         runs = list(self.queue)
         self.queue.clear()
         if self.conflated:
@@ -82,6 +142,12 @@ class Client:
         self.last_take_us = self.clock()
         self._writer = gevent.getcurrent()  # type: ignore[assignment]
         return runs
+
+    def take_direct(self) -> tuple[memoryview | None, list[bytes]]:
+        """What the hub had meant to write itself and the stream must now write, in order."""
+        handback, self.handback = self.handback, None
+        ready, self.ready = self.ready, []
+        return handback, ready
 
     def _drop_covered(self, runs: list[Run]) -> list[Run]:
         floor = self.floor
@@ -103,7 +169,7 @@ class Client:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
-        self.wakeup.set()
+        self.wake()
         writer = self._writer
         if writer is not None and writer is not gevent.getcurrent() and not writer.dead:
             error = ConnectionResetError(errno.ECONNRESET, f"stream closed: {reason}")
@@ -124,12 +190,26 @@ class Hub:
         self._clock = clock
         self._by_topic: dict[str, set[Client]] = {}
         self._patterned: set[Client] = set()
+        # Clients with blocks for the direct writer, in the order they got them.
+        self._dirty: dict[Client, None] = {}
+        self._dirty_signal = Signal()
+        self._direct_writer: gevent.Greenlet[..., object] | None = None
         self.delivered = 0
+        self.direct_sends = 0
+        self.handbacks = 0
+        self.conflated_runs = 0
+        self.connects = 0
+        # Every reason from the start, at 0: a series that appears only after its first event
+        # breaks rate() and alerts on it.
+        self.disconnects: dict[str, int] = dict.fromkeys(DISCONNECT_REASONS, 0)
+        self.delivery_latency = Histogram()
+        """Receipt by this hub → written to a client's socket, once per write."""
         self.slow_disconnects = 0
         self.resets = 0
         self.received = 0
 
     def subscribe(self, matcher: TopicMatcher) -> Client:
+        self.connects += 1
         client = Client(matcher, self._queue_size, self._clock, last_take_us=self._clock())
         if matcher.exact:
             for topic in matcher.names:
@@ -139,6 +219,10 @@ class Hub:
         return client
 
     def unsubscribe(self, client: Client) -> None:
+        """Forget a stream that ended; counted by why it ended (`closed_reason`, else `gone`:
+        the peer went away or the response failed)."""
+        reason = client.closed_reason or "gone"
+        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
         if not client.matcher.exact:
             self._patterned.discard(client)
             return
@@ -153,6 +237,7 @@ class Hub:
         """The broker's update handler: updates in id order, possibly of several topics."""
         start, count = 0, len(updates)
         self.received += count
+        now = self._clock()
         while start < count:
             # A run of one topic (a batch POST) is matched and offered once per client.
             topic = updates[start].topic
@@ -163,6 +248,7 @@ class Hub:
             patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
             if targets or patterned:
                 run = Run.of(updates[start:end])
+                run.received_us = now
                 for group in (targets or (), patterned):
                     for client in group:
                         self._deliver(client, run)
@@ -171,13 +257,69 @@ class Hub:
     def _deliver(self, client: Client, run: Run) -> None:
         if client.closed_reason is not None:
             return
+        if client.direct:
+            assert client.render is not None
+            if not client.ready:
+                client.ready_since_us = run.received_us
+            client.ready.append(client.render(run))
+            if not self._dirty:
+                self._wake_direct_writer()
+            self._dirty[client] = None
+            self.delivered += len(run.updates)
+            return
         if client.conflated and self._clock() - client.last_take_us > self._slow_timeout_us:
             self.slow_disconnects += 1
             log.info("disconnecting a subscriber that took nothing for the slow-client timeout")
             client.close("slow")
             return
+        if client.conflated or len(client.queue) >= client.capacity:
+            self.conflated_runs += 1
         client.offer(run)
         self.delivered += len(run.updates)
+
+    # Clients the direct writer serves between two yields to the loop: small enough that a
+    # POST or a pub/sub read is not held up for long, large enough to amortise the switch.
+    DIRECT_SLICE = 64
+
+    def _wake_direct_writer(self) -> None:
+        if self._direct_writer is None or self._direct_writer.dead:
+            self._direct_writer = gevent.spawn(self._write_directly)
+        self._dirty_signal.set()
+
+    def _write_directly(self) -> None:
+        """The hub's writer: one non-blocking send per dirty client per pass (see the module
+        docstring). Runs for the hub's lifetime, asleep while nothing is dirty."""
+        while True:
+            self._dirty_signal.wait()
+            self._dirty_signal.clear()
+            served = 0
+            while self._dirty:
+                client = next(iter(self._dirty))
+                del self._dirty[client]
+                if not client.ready or not client.waiting or client.closed_reason is not None:
+                    continue  # its own greenlet is up: it writes `ready` itself
+                self._send_ready(client)
+                served += 1
+                if served % self.DIRECT_SLICE == 0:
+                    gevent.sleep(0)
+
+    def _send_ready(self, client: Client) -> None:
+        blocks, client.ready = client.ready, []
+        assert client.sink is not None
+        try:
+            rest = client.sink.try_send(blocks)
+        except OSError:
+            client.close("gone")  # the peer went away; its stream ends
+            return
+        self.direct_sends += 1
+        now = self._clock()
+        client.last_take_us = client.last_write_us = now
+        self.delivery_latency.observe(now - client.ready_since_us)
+        if rest is not None:
+            # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
+            self.handbacks += 1
+            client.handback = rest
+            client.wake()
 
     def subscriber_counts(self, topics: Iterable[str]) -> dict[str, int]:
         """How many of this process's streams watch each of `topics`."""
@@ -190,11 +332,20 @@ class Hub:
         return counts
 
     @property
+    def queued_runs(self) -> int:
+        """Runs waiting in clients' queues (not yet written), over every client."""
+        clients = set(self._patterned).union(*self._by_topic.values())
+        return sum(len(c.queue) + len(c.conflated) for c in clients)
+
+    @property
     def client_count(self) -> int:
         return len(self._patterned) + len({c for cs in self._by_topic.values() for c in cs})
 
     def close(self, reason: str = "shutdown") -> None:
         """End every stream (server shutdown)."""
+        if self._direct_writer is not None:
+            self._direct_writer.kill(block=False)
+            self._direct_writer = None
         for client in list(self._patterned):
             client.close(reason)
         for clients in list(self._by_topic.values()):

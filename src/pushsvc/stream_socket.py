@@ -1,0 +1,85 @@
+"""A stream's connection, written by pushsvc itself once the response head is out.
+
+pywsgi writes every block a WSGI app yields through its chunked `_write`: it copies the block
+into a new buffer between the chunk header and trailer, then `sendall`s it, in the stream's own
+greenlet. For a stream that copy, the greenlet switch that precedes it and the framework calls
+are most of the cost of a delivery (docs/performance.md). Here a block goes out as one
+`sendmsg` of [chunk header, the shared block, CRLF]: no copy, and — from the hub's writer —
+no greenlet per client at all (`try_send` never blocks).
+
+Only pywsgi under `pushsvc serve`/`web` hands the socket over (`server.StreamingHandler`),
+and only for plain TCP; elsewhere (gunicorn, TLS) streams yield their blocks as before.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+ENVIRON_KEY = "pushsvc.stream_handler"
+"""Where `server.StreamingHandler` puts itself in the WSGI environ."""
+
+_CRLF = b"\r\n"
+# sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
+_MAX_PARTS = 512
+_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class _Handler(Protocol):
+    socket: Any
+    response_use_chunked: bool
+    headers_sent: bool
+
+
+class StreamSocket:
+    """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked."""
+
+    __slots__ = ("_chunked", "_gevent_socket", "_raw")
+
+    def __init__(self, gevent_socket: Any, *, chunked: bool) -> None:
+        self._gevent_socket = gevent_socket
+        self._raw: socket.socket = gevent_socket._sock  # the non-blocking OS socket
+        self._chunked = chunked
+
+    @classmethod
+    def of(cls, environ: Mapping[str, object]) -> StreamSocket | None:
+        """The stream's socket, once pywsgi has sent the head; None where it cannot be had."""
+        handler: _Handler | None = environ.get(ENVIRON_KEY)  # type: ignore[assignment]
+        if handler is None or not handler.headers_sent:
+            return None
+        sock = handler.socket
+        if getattr(sock, "_sslobj", None) is not None or not hasattr(sock, "_sock"):
+            return None  # TLS: the SSL layer must do every write
+        return cls(sock, chunked=handler.response_use_chunked)
+
+    def _parts(self, blocks: Sequence[bytes]) -> list[bytes]:
+        if len(blocks) > _MAX_PARTS:
+            blocks = [b"".join(blocks)]
+        if not self._chunked:
+            return list(blocks)
+        size = sum(len(b) for b in blocks)
+        return [b"%x\r\n" % size, *blocks, _CRLF]
+
+    def try_send(self, blocks: Sequence[bytes]) -> memoryview | None:
+        """Send `blocks` as one chunk without ever blocking. Returns the unsent rest of the
+        framed chunk (to be sent with `send_rest` before anything else), or None when all
+        went out. Raises OSError when the peer is gone."""
+        parts = self._parts(blocks)
+        try:
+            sent = self._raw.sendmsg(parts, (), _FLAGS)
+        except BlockingIOError:
+            sent = 0
+        total = sum(len(p) for p in parts)
+        if sent == total:
+            return None
+        return memoryview(b"".join(parts))[sent:]
+
+    def send(self, blocks: Sequence[bytes]) -> None:
+        """Send `blocks` as one chunk, waiting (cooperatively) while the socket is full."""
+        rest = self.try_send(blocks)
+        if rest is not None:
+            self.send_rest(rest)
+
+    def send_rest(self, rest: memoryview) -> None:
+        self._gevent_socket.sendall(rest)
