@@ -9,39 +9,33 @@
 
 Method.
 
-* Stream: seeded, integer µs timestamps at a fixed event-time rate (3000 µs apart, 333 events/s,
-  so the 5m window holds 100k on-time events plus the late ones), values a random walk + noise
-  + rare spikes rounded to 3 decimals, and ~3% late events up to the allowed lateness (5 s)
-  behind the clock. Every run first feeds the events up to 5m + 5 s of event time untimed, so
-  what is timed is steady state: every window full and evicting on every event.
+* Stream: seeded, integer µs timestamps 3000 µs apart (333 events/s: the 5m window holds 100k
+  on-time events plus the late ones), values a random walk + noise + rare spikes rounded to 3
+  decimals, ~3% late events up to the allowed lateness (5 s) behind the clock. The events up to
+  5m + 5 s of event time are fed untimed first: what is timed is steady state, every window full
+  and evicting on every event.
 * One "event" is what the aggregator does per event: insert it, then read every statistic of
   every window (``insert`` + ``summary``, or ``insert_many`` which returns one summary per event).
-  The engine's optional API is feature-detected: statistic selection (``stats=``) and
-  ``insert_many``; without selection the ``scalar_*`` runs compute every statistic.
 * Rates are events per second of process CPU time ("per core": everything is single-threaded),
   the median of ``--repeats`` consecutive timed segments; wall-clock rates are reported too.
 * ``aggregator_all_3w``: the lateness rule and ``Aggregator.apply_events`` (windows, update JSON
   per event), as the embedded broker runs them for a POSTed batch.
 * River: per window, ``TimeRolling`` around ``stats.Sum``, ``stats.Mean`` and ``stats.Var``
   (count is the Mean's ``n``, stddev the root of Var); ``update(x, t=datetime)`` then ``get()``
-  per event. River cannot roll ``Count``, ``Min`` or ``Max`` by time (they have no ``revert``),
-  so River does less work than ``scalar_3w``: the ratio flatters River. ``..._var_only`` is the
-  cheapest River setup (one ``TimeRolling(Var)`` per window, sum = mean * n). River's state at
-  the start of timing is built by feeding each window only the events it holds then (no
-  evictions, so seconds instead of minutes); that is the state the whole stream leaves it in.
-* pandas: per event, the time-ordered buffer is updated and for each window
-  ``Series.rolling(w)`` is recomputed over that window's events (count, sum, mean, min, max,
-  var, std, read at the newest row), at the real window fill; events/s is measured over a few
-  consecutive events, not extrapolated from a smaller window.
+  per event. River cannot roll ``Count``, ``Min`` or ``Max`` by time (no ``revert``), so it does
+  less work than ``scalar_3w``: the ratio flatters River. ``..._var_only`` is the cheapest River
+  setup (one ``TimeRolling(Var)`` per window, sum = mean * n). River starts timing in the state
+  the whole stream leaves it in, built by feeding each window only the events it holds then.
+* pandas: per event, the time-ordered buffer is updated and ``Series.rolling(w)`` recomputed
+  over each window's events (7 statistics, read at the newest row), at the real window fill.
 * Latency: ``perf_counter_ns`` around each event's ``insert`` + ``summary`` (all statistics,
-  3 windows); nearest-rank percentiles, so each figure is a time some event really took. The
-  thread's CPU time per event is recorded too (``*_cpu_*``): on a busy machine a wall-clock
-  outlier can be the scheduler preempting us, a CPU-time outlier is the engine's own stall.
-* Check (also in the full run, on a small stream): every summary of every run mode and every
-  update the aggregator publishes, after every event, against a brute-force recomputation of
-  the contract's set ``(T - w, T]`` (count/min/max equal, sum/mean/var/quantiles close), the
-  brute force itself against pandas rolling on every 25th event, and River's values against
-  ours (like-for-like). No threshold on timings is ever checked here.
+  3 windows), nearest-rank percentiles; the thread's CPU time per event too (``*_cpu_*``): a
+  wall-clock outlier can be the scheduler preempting us, a CPU-time outlier is the engine's own.
+* Check (in every run, on a small stream): every summary of every run mode and every update the
+  aggregator publishes, after every event, against the test suite's oracle
+  (``pushsvc.testing.oracle``: pandas rolling for count, min, max and quantiles; exact rationals
+  for sum, mean, var and stddev), and River's values against the exact ones (like-for-like).
+  No threshold on timings is ever checked here.
 """
 
 from __future__ import annotations
@@ -53,7 +47,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -63,12 +57,13 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from common import Timing, machine, median, nearest_rank_us, timed
+from common import machine, median, percentiles, timed
 
 try:
     from pushsvc.aggregator import Aggregator
     from pushsvc.events import Event, check_lateness
     from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
+    from pushsvc.testing.oracle import Exact, mismatches, rolling
     from pushsvc.updates import UpdateDraft
 except ImportError as exc:  # pragma: no cover - a usage error, not a code path
     sys.exit(f"cannot import pushsvc ({exc}): pip install -e . or run with PYTHONPATH=src")
@@ -78,7 +73,6 @@ BASE_US = 1_763_700_000 * S
 WINDOWS: tuple[tuple[int, str], ...] = ((10 * S, "10s"), (60 * S, "1m"), (300 * S, "5m"))
 LATENESS_US = 5 * S
 TOPIC = "bench"
-QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 MAX_FAILURES = 10
 
 Summary = dict[str, dict[str, Any]]
@@ -125,17 +119,14 @@ def make_stream(n: int, *, stride_us: int, seed: int, late_fraction: float = 0.0
 class Config:
     name: str
     windows: tuple[tuple[int, str], ...]
-    stats: tuple[str, ...] | None  # None: every statistic
-
-    def expected_stats(self) -> tuple[str, ...]:
-        return STAT_KEYS if self.stats is None else self.stats
+    stats: tuple[str, ...]
 
 
 def configs() -> list[Config]:
     return [
         Config("scalar_1w", WINDOWS[-1:], SCALAR_STATS),
         Config("scalar_3w", WINDOWS, SCALAR_STATS),
-        Config("all_3w", WINDOWS, None),
+        Config("all_3w", WINDOWS, STAT_KEYS),
     ]
 
 
@@ -143,7 +134,7 @@ def new_windows(config: Config) -> TopicWindows:
     """A topic's windows as the aggregator makes them: with the generated fast paths."""
     widths = [w for w, _ in config.windows]
     labels = [label for _, label in config.windows]
-    return WindowSpec(widths, labels, config.expected_stats()).new()
+    return WindowSpec(widths, labels, config.stats).new()
 
 
 def batch_items(ts: list[int], values: list[float], size: int) -> list[Any]:
@@ -229,16 +220,19 @@ class Plan:
     river_segment: int
     pandas_segment: int
 
-    def segments(self, stream: Stream, length: int) -> Iterator[tuple[int, int]]:
-        for r in range(self.repeats):
-            start = stream.warm + r * length
-            yield start, start + length
 
-
-def rate(timings: Sequence[Timing], expected: int) -> dict[str, object]:
+def time_segments(
+    stream: Stream, plan: Plan, length: int, segment: Callable[[int, int], Callable[[], int]]
+) -> dict[str, Any]:
+    """Time ``segment(a, b)()`` (built untimed) on ``repeats`` consecutive segments of the
+    warm stream: the median rate per CPU second, and per wall second."""
+    timings = []
+    for r in range(plan.repeats):
+        a = stream.warm + r * length
+        timings.append(timed(segment(a, a + length)))
     counted = sum(t.count for t in timings)
-    if counted != expected:
-        raise RuntimeError(f"counted {counted} events, fed {expected}")
+    if counted != length * plan.repeats:
+        raise RuntimeError(f"counted {counted} events, fed {length * plan.repeats}")
     return {
         "events_per_s": round(median([t.per_cpu_s for t in timings])),
         "wall_events_per_s": round(median([t.per_wall_s for t in timings])),
@@ -250,32 +244,25 @@ def rate(timings: Sequence[Timing], expected: int) -> dict[str, object]:
 def run_engine(config: Config, stream: Stream, plan: Plan, mode: str) -> dict:
     tw = new_windows(config)
     ts, values = stream.ts, stream.values
-    if mode == "batch":
-        feed_batches(tw, batch_items(ts[: stream.warm], values[: stream.warm], plan.batch))
-    else:
-        feed_each(tw, ts[: stream.warm], values[: stream.warm])
-    timings = []
-    for a, b in plan.segments(stream, plan.segment):
+
+    def segment(a: int, b: int) -> Callable[[], int]:
         if mode == "batch":
-            run = partial(feed_batches, tw, batch_items(ts[a:b], values[a:b], plan.batch))
-        else:
-            run = partial(feed_each, tw, ts[a:b], values[a:b])
-        timings.append(timed(run))
-    out = rate(timings, plan.segment * plan.repeats)
+            return partial(feed_batches, tw, batch_items(ts[a:b], values[a:b], plan.batch))
+        return partial(feed_each, tw, ts[a:b], values[a:b])
+
+    segment(0, stream.warm)()
+    out = time_segments(stream, plan, plan.segment, segment)
     out["api"] = f"insert_many[{plan.batch}]" if mode == "batch" else "insert+summary"
     out["held_in_widest_window"] = len(tw)
     return out
 
 
 def tail(durations_ns: list[int], prefix: str = "") -> dict[str, float | int]:
-    ordered = sorted(durations_ns)
+    qs = {"p50": 0.5, "p99": 0.99, "p999": 0.999, "p9999": 0.9999, "max": 1.0}
+    us = percentiles(durations_ns, list(qs.values()))
     return {
-        f"{prefix}p50_us": nearest_rank_us(ordered, 0.5),
-        f"{prefix}p99_us": nearest_rank_us(ordered, 0.99),
-        f"{prefix}p999_us": nearest_rank_us(ordered, 0.999),
-        f"{prefix}p9999_us": nearest_rank_us(ordered, 0.9999),
-        f"{prefix}max_us": ordered[-1] / 1000,
-        f"{prefix}over_2ms": sum(1 for d in ordered if d > 2_000_000),
+        **{f"{prefix}{name}_us": v / 1000 for name, v in zip(qs, us, strict=True) if v is not None},
+        f"{prefix}over_2ms": sum(1 for d in durations_ns if d > 2_000_000),
     }
 
 
@@ -319,17 +306,13 @@ def event_batches(stream: Stream, a: int, b: int, size: int) -> list[list[Event]
 
 def run_aggregator(stream: Stream, plan: Plan, size: int) -> dict:
     agg = new_aggregator()
-    for batch in event_batches(stream, 0, stream.warm, size):
-        apply(agg, batch)
 
-    def feed(batches: list[list[Event]]) -> int:
-        return sum(len(apply(agg, batch)) for batch in batches)
+    def segment(a: int, b: int) -> Callable[[], int]:
+        batches = event_batches(stream, a, b, size)
+        return lambda: sum(len(apply(agg, batch)) for batch in batches)
 
-    timings = [
-        timed(partial(feed, event_batches(stream, a, b, size)))
-        for a, b in plan.segments(stream, plan.segment)
-    ]
-    out = rate(timings, plan.segment * plan.repeats)
+    segment(0, stream.warm)()
+    out = time_segments(stream, plan, plan.segment, segment)
     out["api"] = f"lateness + Aggregator.apply_events, batches of {size}"
     return out
 
@@ -423,26 +406,23 @@ class RiverWindows:
 def run_river(stream: Stream, plan: Plan, variant: str) -> dict:
     river = RiverWindows(variant)
     river.prime(stream, stream.warm)
-    timings = []
-    for a, b in plan.segments(stream, plan.river_segment):
-        run = partial(river.feed, to_datetimes(stream.ts[a:b]), stream.values[a:b])
-        timings.append(timed(run))
-    out = rate(timings, plan.river_segment * plan.repeats)
-    out["api"] = (
-        "TimeRolling(Sum|Mean|Var) per window" if variant == "per_stat"
-        else "TimeRolling(Var) per window"
-    )  # fmt: skip
+
+    def segment(a: int, b: int) -> Callable[[], int]:
+        return partial(river.feed, to_datetimes(stream.ts[a:b]), stream.values[a:b])
+
+    out = time_segments(stream, plan, plan.river_segment, segment)
+    out["api"] = f"TimeRolling({'Sum|Mean|Var' if variant == 'per_stat' else 'Var'}) per window"
     return out
 
 
 # -- pandas ---------------------------------------------------------------------------------
 
 
-def pandas_window(ts: np.ndarray, values: np.ndarray, width_us: int, quantiles: bool) -> dict:
+def pandas_window(ts: np.ndarray, values: np.ndarray, width_us: int) -> dict:
     """Window ``width_us`` at the newest row of time-sorted events, by ``Series.rolling``."""
     index = pd.DatetimeIndex(ts.view("datetime64[us]"))
     roll = pd.Series(values, index=index).rolling(pd.Timedelta(microseconds=width_us))
-    out = {
+    return {
         "count": int(roll.count().iat[-1]),
         "sum": float(roll.sum().iat[-1]),
         "mean": float(roll.mean().iat[-1]),
@@ -451,10 +431,6 @@ def pandas_window(ts: np.ndarray, values: np.ndarray, width_us: int, quantiles: 
         "var": float(roll.var().iat[-1]),
         "stddev": float(roll.std().iat[-1]),
     }
-    if quantiles:
-        for name, q in QUANTILES:
-            out[name] = float(roll.quantile(q, interpolation="linear").iat[-1])
-    return out
 
 
 class PandasRecompute:
@@ -486,7 +462,7 @@ class PandasRecompute:
         out = {}
         for w, label in WINDOWS:
             lo = int(np.searchsorted(self.ts, self.clock - w, side="right"))
-            out[label] = pandas_window(self.ts[lo:], self.values[lo:], w, quantiles=False)
+            out[label] = pandas_window(self.ts[lo:], self.values[lo:], w)
         return out
 
     def feed(self, ts: list[int], values: list[float]) -> int:
@@ -499,11 +475,11 @@ class PandasRecompute:
 
 def run_pandas(stream: Stream, plan: Plan) -> dict:
     recompute = PandasRecompute(stream, stream.warm)
-    timings = [
-        timed(partial(recompute.feed, stream.ts[a:b], stream.values[a:b]))
-        for a, b in plan.segments(stream, plan.pandas_segment)
-    ]
-    out = rate(timings, plan.pandas_segment * plan.repeats)
+
+    def segment(a: int, b: int) -> Callable[[], int]:
+        return partial(recompute.feed, stream.ts[a:b], stream.values[a:b])
+
+    out = time_segments(stream, plan, plan.pandas_segment, segment)
     out["api"] = "per event: Series.rolling(w) over each window's events, 7 statistics"
     out["held_in_widest_window"] = len(recompute.ts)
     return out
@@ -512,134 +488,91 @@ def run_pandas(stream: Stream, plan: Plan) -> dict:
 # -- correctness check ----------------------------------------------------------------------
 
 
-def brute_force(stream: Stream) -> list[dict[str, dict[str, Any]]]:
-    """Per event: every window's statistics recomputed from scratch over ``(T - w, T]``."""
-    ts = np.asarray(stream.ts)
-    values = np.asarray(stream.values)
+Expected = list[dict[str, tuple[dict[str, float], Exact]]]
+
+
+def expectations(stream: Stream) -> Expected:
+    """Per event, per window label: the oracle's order statistics (pandas) and exact moments."""
+    ts, values = np.asarray(stream.ts), np.asarray(stream.values)
     clock = np.maximum.accumulate(ts)
-    out = []
+    widest = max(w for w, _ in WINDOWS)
+    states = []
     for i in range(len(ts)):
-        seen_ts = ts[: i + 1]
-        seen = values[: i + 1]
-        summary = {}
-        for w, label in WINDOWS:
-            xs = np.sort(seen[seen_ts > clock[i] - w]).tolist()
-            n = len(xs)
-            total = math.fsum(xs)
-            mean = total / n
-            var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else None
-            stats = {
-                "count": n, "sum": total, "mean": mean, "min": xs[0], "max": xs[-1],
-                "var": var, "stddev": None if var is None else math.sqrt(var),
-                "_scale": max(abs(xs[0]), abs(xs[-1])),
-            }  # fmt: skip
-            for name, q in QUANTILES:
-                pos = q * (n - 1)
-                lo = int(pos)
-                stats[name] = xs[lo] if lo == pos else xs[lo] + (xs[lo + 1] - xs[lo]) * (pos - lo)
-            summary[label] = stats
-        out.append(summary)
-    return out
-
-
-EXACT = frozenset(("count", "min", "max"))
-
-
-def compare(
-    got: Summary, want: Summary, stats: Sequence[str], where: str, failures: list[str]
-) -> None:
-    """Append a message per mismatch: count/min/max must be equal, the rest close."""
-    if set(got) != set(want):
-        failures.append(f"{where}: windows {sorted(got)} != {sorted(want)}")
-        return
-    for label, ref in want.items():
-        for stat in stats:
-            a, b = got[label].get(stat, "missing"), ref[stat]
-            if stat in EXACT or a is None or b is None or isinstance(a, str):
-                ok = a == b
-            else:
-                scale = ref["_scale"] ** 2 if stat == "var" else ref["_scale"]
-                ok = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12 * scale)
-            if not ok:
-                failures.append(f"{where} [{label}] {stat}: got {a!r}, want {b!r}")
-
-
-def check(stream: Stream, batch: int) -> dict:
-    """Every run mode's output after every event against the brute force (see module doc)."""
-    reference = brute_force(stream)
-    failures: list[str] = []
-    checked = []
-    ts, values = stream.ts, stream.values
-    for config in configs():
-        labels = {label for _, label in config.windows}
-        want = [{k: v for k, v in s.items() if k in labels} for s in reference]
-        modes = ["insert+summary", f"insert_many[{batch}]"]
-        for mode in modes:
-            tw = new_windows(config)
-            if mode == "insert+summary":
-                got = summaries_each(tw, ts, values)
-            else:
-                got = summaries_batches(tw, batch_items(ts, values, batch))
-            if len(got) != len(want):
-                failures.append(
-                    f"{config.name} {mode}: {len(got)} summaries for {len(want)} events"
-                )
-                continue
-            for i, (g, w) in enumerate(zip(got, want, strict=True)):
-                compare(g, w, config.expected_stats(), f"{config.name} {mode} event {i}", failures)
-            checked.append(f"{config.name} {mode}")
-
-    drafts: list[UpdateDraft] = []
-    agg = new_aggregator()
-    for batch_events in event_batches(stream, 0, len(stream), batch):
-        drafts += apply(agg, batch_events)
-    if len(drafts) != len(stream):
-        failures.append(f"aggregator: {len(drafts)} updates for {len(stream)} events")
-    else:
-        for i, draft in enumerate(drafts):
-            update = orjson.loads(draft.body)
-            compare(update["windows"], reference[i], STAT_KEYS, f"aggregator update {i}", failures)
-        checked.append(f"aggregator batches of {batch}")
-
-    # The brute force is the contract's set; pandas defines it, so hold one to the other.
-    for i in range(0, len(stream), 25):
-        order = np.argsort(np.asarray(ts[: i + 1]), kind="stable")
-        sorted_ts = np.asarray(ts[: i + 1], dtype=np.int64)[order]
-        sorted_values = np.asarray(values[: i + 1])[order]
-        by_pandas = {
-            label: pandas_window(sorted_ts, sorted_values, w, quantiles=True) | {"_scale": 1.0}
+        held = np.nonzero(ts[: i + 1] > clock[i] - widest)[0]
+        held = held[np.argsort(ts[held], kind="stable")]  # ties keep arrival order
+        states.append(list(zip(ts[held].tolist(), values[held].tolist(), strict=True)))
+    columns = rolling(states, [w for w, _ in WINDOWS])
+    return [
+        {
+            label: (
+                {name: column[i] for name, column in columns[w].items()},
+                Exact.of(values[: i + 1][ts[: i + 1] > clock[i] - w].tolist()),
+            )
             for w, label in WINDOWS
         }
-        # pandas' rolling var is not exact; count, min, max and the quantiles are.
-        exact_stats = ("count", "min", "max", "p50", "p90", "p99")
-        compare(reference[i], by_pandas, exact_stats, f"brute force vs pandas event {i}", failures)
-    checked.append("brute force vs pandas rolling (every 25th event)")
+        for i in range(len(ts))
+    ]
+
+
+def check(stream: Stream, batch: int, expected: Expected | None = None) -> dict:
+    """Every run mode's output after every event against the oracle (see module doc)."""
+    expected = expected or expectations(stream)
+    outputs: dict[str, tuple[Config, list[Summary]]] = {}
+    for config in configs():
+        each = summaries_each(new_windows(config), stream.ts, stream.values)
+        batches = batch_items(stream.ts, stream.values, batch)
+        outputs[f"{config.name} insert+summary"] = (config, each)
+        many = summaries_batches(new_windows(config), batches)
+        outputs[f"{config.name} insert_many[{batch}]"] = (config, many)
+    agg = new_aggregator()
+    drafts = [
+        d for events in event_batches(stream, 0, len(stream), batch) for d in apply(agg, events)
+    ]
+    updates = [orjson.loads(draft.body)["windows"] for draft in drafts]
+    outputs[f"aggregator batches of {batch}"] = (configs()[-1], updates)
+    failures: list[str] = []
+    for name, (config, got) in outputs.items():
+        if len(got) != len(stream):
+            failures.append(f"{name}: {len(got)} summaries for {len(stream)} events")
+            continue
+        labels = [label for _, label in config.windows]
+        for i, summary in enumerate(got):
+            if list(summary) != labels:
+                failures.append(f"{name} event {i}: windows {list(summary)} != {labels}")
+                continue
+            for label in labels:
+                order, exact = expected[i][label]
+                wrong = mismatches(summary[label], order, exact, config.stats)
+                failures += [f"{name} event {i} [{label}] {m}" for m in wrong]
     return {
         "passed": not failures,
         "events": len(stream),
         "late_events": stream.late,
-        "checked": checked,
+        "checked": list(outputs),
+        "oracle": "pushsvc.testing.oracle: pandas rolling (count, min, max, quantiles), "
+        "exact rationals (sum, mean, var, stddev)",
         "failures": failures[:MAX_FAILURES],
         "failure_count": len(failures),
     }
 
 
-def check_river(stream: Stream) -> dict:
-    """River's values against the brute force: is the comparison like-for-like?"""
+def check_river(stream: Stream, expected: Expected) -> dict:
+    """River's values against the exact ones: is the comparison like-for-like?"""
     river = RiverWindows("per_stat")
     got = river.summaries(to_datetimes(stream.ts), stream.values)
-    reference = brute_force(stream)
     count_mismatches = 0
     worst = {"sum": 0.0, "mean": 0.0, "var": 0.0}
-    for g, want in zip(got, reference, strict=True):
-        for label, ref in want.items():
-            count_mismatches += g[label]["count"] != ref["count"]
+    for g, want in zip(got, expected, strict=True):
+        for label, (_, exact) in want.items():
+            count_mismatches += g[label]["count"] != exact.n
             for stat in worst:
-                a, b = g[label][stat], ref[stat]
+                a, b = g[label][stat], getattr(exact, stat)
                 if a is None or b is None:
                     continue
-                scale = ref["_scale"] ** 2 if stat == "var" else ref["_scale"]
-                worst[stat] = max(worst[stat], abs(a - b) / max(abs(b), 1e-12 * scale))
+                scale = exact.big**2 if stat == "var" else exact.big
+                worst[stat] = max(
+                    worst[stat], abs(a - float(b)) / max(abs(float(b)), 1e-12 * scale)
+                )
     return {
         "events": len(stream),
         "count_mismatches": count_mismatches,
@@ -684,7 +617,11 @@ def run_all(args: argparse.Namespace) -> dict:
     details: dict[str, Any] = {}
     headline: dict[str, int] = {}
     say("correctness check on a small stream")
-    result_check = check(check_stream, plan.batch)
+    expected = expectations(check_stream)
+    result_check = check(check_stream, plan.batch, expected)
+    river_check = check_river(check_stream, expected) if river_ver is not None else None
+    del expected  # millions of objects: a garbage collection must not walk them while timing
+    gc.collect()
     for config in configs():
         modes = ["each", "batch"]
         for mode in modes:
@@ -702,7 +639,7 @@ def run_all(args: argparse.Namespace) -> dict:
         for variant in ("per_stat", "var_only"):
             say(f"river {variant}")
             river[variant] = run_river(stream, plan, variant)
-        river["check"] = check_river(check_stream)
+        river["check"] = river_check
     details["river"] = river or {"error": river_missing}
     say("pandas")
     details["pandas_per_event"] = run_pandas(stream, plan)
@@ -748,20 +685,13 @@ def run_all(args: argparse.Namespace) -> dict:
 def table(result: dict) -> str:
     d = result["details"]
     rows = [("run", "events/s (CPU)", "events/s (wall)", "how")]
-    for key in ("scalar_1w", "scalar_3w", "all_3w"):
-        for mode in ("each", "batch"):
-            run = d.get(f"{key}_{mode}")
-            if run:
-                # The JSON's headline figure is the batch API's when the engine has one.
-                name = key if run["events_per_s"] == result[key] else f"  ({key})"
-                rows.append((name, run["events_per_s"], run["wall_events_per_s"], run["api"]))
-    for key in ("aggregator_all_3w", "aggregator_all_3w_batch1", "pandas_per_event"):
-        run = d[key]
-        rows.append((key, run["events_per_s"], run["wall_events_per_s"], run["api"]))
-    for variant, run in d["river"].items():
-        if variant != "check" and isinstance(run, dict) and "api" in run:
-            rows.append((f"river {variant}", run["events_per_s"], run["wall_events_per_s"],
-                         run["api"]))  # fmt: skip
+    runs = {key: run for key, run in d.items() if "api" in run}
+    runs |= {f"river {k}": run for k, run in d["river"].items() if isinstance(run, dict)}
+    runs.pop("river check", None)
+    for key, run in runs.items():
+        # A headline figure is the batch API's; the event-by-event run is in brackets.
+        name = f"  ({key[:-5]})" if key.endswith("_each") else key.removesuffix("_batch")
+        rows.append((name, run["events_per_s"], run["wall_events_per_s"], run["api"]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.append("")
@@ -782,7 +712,7 @@ def table(result: dict) -> str:
     if result["river_error"]:
         lines.append(result["river_error"])
     if result["river_check"]:
-        lines.append(f"River values vs brute force: {result['river_check']}")
+        lines.append(f"River values vs exact: {result['river_check']}")
     c = result["check"]
     lines.append(f"correctness check: {'passed' if c['passed'] else 'FAILED'} "
                  f"({c['events']} events, {len(c['checked'])} outputs)")  # fmt: skip

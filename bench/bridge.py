@@ -15,35 +15,25 @@ one `pushsvc web`). The same M events, in messages of B, go in twice on fresh to
 
 from __future__ import annotations
 
-import argparse
-import http.client
 import time
 import uuid
 
-import orjson
 import redis
 
+from common import CpuMeter, Report, parser
+from posting import batch_body, publish
 from pushsvc.lists import comma_list
-from pushsvc.testing.live import PushsvcProcess
-from pushsvc.testing.procfs import cpu_seconds
-from pushsvc.testing.redis_server import RedisServer
+from servers import PushsvcRedis
 
 
-def _messages(events: int, batch: int) -> list[bytes]:
-    return [
-        orjson.dumps([{"value": float(i)} for i in range(start, min(events, start + batch))])
-        for start in range(0, events, batch)
-    ]
-
-
-def through_redis(server: RedisServer, prefix: str, messages: list[bytes], events: int) -> dict:
-    client = redis.Redis(port=server.port)
+def through_redis(url: str, prefix: str, messages: list[tuple[int, bytes]], events: int) -> dict:
+    client = redis.Redis.from_url(url)
     channel = f"{prefix}ingest:r-{uuid.uuid4().hex[:8]}"
     before = int(client.hget(f"{prefix}bridged", "events") or 0)
     started = time.monotonic()
     for start in range(0, len(messages), 100):
         with client.pipeline(transaction=False) as pipe:
-            for message in messages[start : start + 100]:
+            for _, message in messages[start : start + 100]:
                 pipe.publish(channel, message)
             pipe.execute()
     published = time.monotonic()
@@ -65,60 +55,49 @@ def through_redis(server: RedisServer, prefix: str, messages: list[bytes], event
     }
 
 
-def through_http(web: PushsvcProcess, messages: list[bytes], events: int) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
-    topic = f"h-{uuid.uuid4().hex[:8]}"
-    headers = {"Content-Type": "application/json"}
-    accepted = 0
-    started = time.monotonic()
-    for message in messages:
-        conn.request("POST", f"/topics/{topic}/events", message, headers)
-        response = conn.getresponse()
-        body = orjson.loads(response.read())
-        if response.status == 202:
-            accepted += body["accepted"]
-    elapsed = time.monotonic() - started
-    conn.close()
+def through_http(base: str, messages: list[tuple[int, bytes]], events: int) -> dict:
+    done = publish([base], f"/topics/h-{uuid.uuid4().hex[:8]}/events", messages, 1, 600)
     return {
         "path": "http",
-        "events_per_s": round(accepted / elapsed),
-        "appended": accepted,
-        "lost": events - accepted,
+        "events_per_s": round(done.accepted / (done.last_accepted - done.first_sent)),
+        "appended": done.accepted,
+        "lost": events - done.accepted,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", "-m", type=int, default=100_000)
-    parser.add_argument("--batch", "-b", type=comma_list, default=("1", "100"))
-    args = parser.parse_args()
-    prefix = f"b{uuid.uuid4().hex[:6]}:"
-    with RedisServer() as server:
-        env = {"PUSHSVC_REDIS_URL": server.url, "PUSHSVC_PREFIX": prefix, "PUSHSVC_TICK": "0"}
-        aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
-        aggregator.wait_for_log("bridge: bridging")
-        web = PushsvcProcess("web", env=env).start()
-        try:
-            print(f"{'path':>6} {'B':>5} {'events/s':>10} {'appended':>9} {'lost':>6}  CPU s")
-            for batch in (int(b) for b in args.batch):
-                messages = _messages(args.events, batch)
-                for run in (through_redis, through_http):
-                    cpu_before = {p.pid: cpu_seconds(p.pid) or 0.0 for p in (aggregator, web)}
-                    if run is through_redis:
-                        row = through_redis(server, prefix, messages, args.events)
-                    else:
-                        row = through_http(web, messages, args.events)
-                    cpu = {
-                        name: round((cpu_seconds(p.pid) or 0.0) - cpu_before[p.pid], 2)
-                        for name, p in (("aggregate", aggregator), ("web", web))
-                    }
-                    print(
-                        f"{row['path']:>6} {batch:>5} {row['events_per_s']:>10} "
-                        f"{row['appended']:>9} {row['lost']:>6}  {cpu}"
+    cli = parser(__doc__.split("\n\n")[0])
+    cli.add_argument("--events", "-m", type=int, default=100_000)
+    cli.add_argument("--batch", "-b", type=comma_list, default=("1", "100"))
+    args = cli.parse_args()
+    deployment = PushsvcRedis(1)
+    deployment.start()
+    try:
+        assert deployment.aggregator is not None and deployment.redis is not None
+        deployment.aggregator.wait_for_log("bridge: bridging")
+        web = deployment.webs[0]
+        report = Report(
+            [("path", 6, "path"), ("B", 5, "batch"), ("events/s", 10, "events_per_s"),
+             ("appended", 9, "appended"), ("lost", 6, "lost"), ("CPU s", 0, "cpu_s")],
+            json=args.json,
+        )  # fmt: skip
+        report.header()
+        for batch in (int(b) for b in args.batch):
+            messages = [
+                (min(batch, args.events - i), batch_body(i, min(args.events, i + batch)))
+                for i in range(0, args.events, batch)
+            ]
+            for path in ("redis", "http"):
+                meter = CpuMeter({"aggregate": deployment.aggregator.pid, "web": web.pid}).start()
+                if path == "redis":
+                    row = through_redis(
+                        deployment.redis.url, deployment.prefix, messages, args.events
                     )
-        finally:
-            web.stop()
-            aggregator.stop()
+                else:
+                    row = through_http(web.base, messages, args.events)
+                report.row({"batch": batch, **row, "cpu_s": meter.stop()["cpu_s"]})
+    finally:
+        deployment.stop()
 
 
 if __name__ == "__main__":

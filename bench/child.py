@@ -1,4 +1,6 @@
-"""A load-generator child process that reports JSON lines on stdout (shared by the benchmarks)."""
+"""The load generator as a child process that reports JSON lines on stdout, and one scenario
+of a benchmark: a deployment started, load generators run against it, everything stopped
+(shared by bench/fanout.py and bench/e2e.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import orjson
 
-from servers import REPO
+from servers import REPO, Deployment
 
 
 class JsonLinesChild:
@@ -72,3 +75,42 @@ class JsonLinesChild:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
         self._stderr.close()
+
+
+def loadgen(
+    mode: str, streams: Sequence[str], subscribers: int, events: int,
+    timeouts: dict[str, float], *more: str,
+) -> JsonLinesChild:  # fmt: skip
+    """`python -m loadgen --mode <mode>` on `streams`; `timeouts` by name (connect, publish,
+    drain, idle); `more` arguments as they are."""
+    argv = [
+        "--mode", mode, *[arg for url in streams for arg in ("--stream", url)],
+        "--subscribers", str(subscribers), "--events", str(events),
+        *[arg for name, s in timeouts.items() for arg in (f"--{name}-timeout", str(s))], *more,
+    ]  # fmt: skip
+    return JsonLinesChild("loadgen", argv, name=f"load generator ({mode})")
+
+
+Steps = Callable[[Callable[..., JsonLinesChild]], dict[str, Any]]
+
+
+def run_scenario(row: dict[str, Any], deployment: Deployment, steps: Steps) -> dict[str, Any]:
+    """Start `deployment`, run `steps(loadgen)` (it starts its load generators with the
+    `loadgen` it is given) and return `row` completed with what the steps return; on a failure,
+    `row` as an error with the load generators' stderr. Stops every child and the deployment."""
+    children: list[JsonLinesChild] = []
+
+    def start(*args: Any) -> JsonLinesChild:
+        children.append(loadgen(*args))
+        return children[-1]
+
+    try:
+        deployment.start()
+        return {**row, "status": "ok", **steps(start)}
+    except (RuntimeError, OSError, KeyError) as exc:
+        tail = " ".join(child.stderr_tail() for child in children)
+        return {**row, "status": "error", "reason": f"{exc} {tail}".strip()[-2000:]}
+    finally:
+        for child in children:
+            child.close()
+        deployment.stop()

@@ -23,11 +23,12 @@ import contextlib
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-import orjson
-
-from child import JsonLinesChild
+from child import JsonLinesChild, run_scenario
+from common import Report
+from common import parser as common_parser
 from loadgen.process import raise_fd_limit
 from pushsvc.lists import comma_list
 from pushsvc.testing.procfs import rss_kb
@@ -70,13 +71,12 @@ def _wait_subscribed(deployment: Deployment, wanted: int, timeout: float) -> int
     return seen
 
 
-def run_scenario(
+def scenario(
     server: str, subscribers: int, rate: str, events: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"server": server, "subscribers": subscribers, "rate": rate,
                            "events": events}  # fmt: skip
     connect_timeout = args.connect_timeout or 20 + subscribers / 250
-    drain_timeout = args.drain_timeout
     publish_timeout = (
         events / float(rate) + 30 if rate != "max" else 60 + events * subscribers / 20_000
     )
@@ -91,55 +91,44 @@ def run_scenario(
             return {**row, "status": "skipped", "reason": f"no Flask-SSE venv: {exc}"}
         row["versions"] = flask_sse_versions()
     row["processes"] = deployment.workers
-    loadgen: JsonLinesChild | None = None
-    try:
-        deployment.start()
-        pids = deployment.pids()
-        rss_before = rss_kb(pids)
-        loadgen = JsonLinesChild("loadgen", name="load generator", argv=[
-            "--wait-go",
-            "--kind", deployment.kind,
-            *[arg for url in deployment.stream_urls() for arg in ("--stream", url)],
-            "--publish", deployment.publish_url(),
-            "--subscribers", str(subscribers), "--events", str(events), "--rate", rate,
-            "--connect-timeout", str(connect_timeout),
-            "--publish-timeout", str(publish_timeout),
-            "--drain-timeout", str(drain_timeout), "--idle-timeout", str(args.idle_timeout),
-            *(["--http10"] if args.http10 else []),
+
+    def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
+        rss_before = rss_kb(deployment.pids())
+        timeouts = {"connect": connect_timeout, "publish": publish_timeout,
+                    "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
+        child = loadgen(
+            "deliveries", deployment.stream_urls(), subscribers, events, timeouts,
+            "--wait-go", "--kind", deployment.kind, "--publish", deployment.publish_url(),
+            "--rate", rate, *(["--http10"] if args.http10 else []),
             *([] if args.no_quickack else ["--quickack"]),
-        ])  # fmt: skip
-        opened = loadgen.record(timeout=connect_timeout + 30)
+        )  # fmt: skip
+        opened = child.record(timeout=connect_timeout + 30)
         server_count = _wait_subscribed(deployment, subscribers, connect_timeout)
         idle_connections = opened["ready"] if server_count is None else server_count
         time.sleep(args.settle)  # let the connected, idle server settle before measuring it
-        pids = deployment.pids()  # gunicorn may have replaced a worker
-        rss_after = rss_kb(pids)
+        rss_after = rss_kb(deployment.pids())  # gunicorn may have replaced a worker
         redis_idle = deployment.redis_clients()
         watch = RedisWatch(deployment)
-        loadgen.tell(b"go")
-        result = loadgen.record(timeout=publish_timeout + drain_timeout + 60)
+        child.tell(b"go")
+        result = child.record(phase="drained", timeout=publish_timeout + args.drain_timeout + 60)
         redis_peak = watch.stop()
-    except (RuntimeError, OSError, KeyError) as exc:
-        tail = loadgen.stderr_tail() if loadgen is not None else ""
-        return {**row, "status": "error", "reason": f"{exc} {tail}".strip()[-2000:]}
-    finally:
-        if loadgen is not None:
-            loadgen.close()
-        deployment.stop()
-    result.pop("phase", None)
-    row.update(
-        status="ok",
-        idle_connections=idle_connections,
-        rss_before_kb=rss_before,
-        rss_after_kb=rss_after,
-        rss_per_connection_kb=(
-            round((rss_after - rss_before) / idle_connections, 2) if idle_connections else None
-        ),
-        redis_clients_idle=redis_idle,
-        redis_clients_peak=redis_peak,
-        **{k: v for k, v in result.items() if k not in ("subscribers", "events", "rate")},
-    )
-    return row
+        result |= child.record(phase="result", timeout=60)
+        per_connection = (rss_after - rss_before) / idle_connections if idle_connections else None
+        return {
+            "idle_connections": idle_connections,
+            "rss_before_kb": rss_before,
+            "rss_after_kb": rss_after,
+            "rss_per_connection_kb": None if per_connection is None else round(per_connection, 2),
+            "redis_clients_idle": redis_idle,
+            "redis_clients_peak": redis_peak,
+            **{
+                k: v
+                for k, v in result.items()
+                if k not in ("phase", "subscribers", "events", "rate")
+            },
+        }
+
+    return run_scenario(row, deployment, steps)
 
 
 def exact(row: dict[str, Any]) -> bool:
@@ -154,93 +143,43 @@ def exact(row: dict[str, Any]) -> bool:
     )
 
 
-_COLUMNS = (
-    ("server", 16, lambda r: r["server"]),
-    ("N", 6, lambda r: r["subscribers"]),
-    ("R", 4, lambda r: r["rate"]),
-    ("conn", 6, lambda r: r["connected"]),
-    ("expected", 9, lambda r: r["expected"]),
-    ("received", 9, lambda r: r["received"]),
-    ("miss", 7, lambda r: r["missing"]),
-    ("dup", 5, lambda r: r["duplicates"]),
-    ("ooo", 5, lambda r: r["out_of_order"]),
-    ("deliv/s", 9, lambda r: f"{r['deliveries_per_s']:.0f}"),
-    ("pub/s", 7, lambda r: f"{r['publish_per_s']:.0f}"),
-    ("p50ms", 8, lambda r: r["latency_ms"]["p50"]),
-    ("p90ms", 8, lambda r: r["latency_ms"]["p90"]),
-    ("p99ms", 8, lambda r: r["latency_ms"]["p99"]),
-    ("maxms", 8, lambda r: r["latency_ms"]["max"]),
-    ("KB/conn", 8, lambda r: r["rss_per_connection_kb"]),
+COLUMNS = (
+    ("server", 16, "server"), ("N", 6, "subscribers"), ("R", 4, "rate"),
+    ("conn", 6, "connected"), ("expected", 9, "expected"), ("received", 9, "received"),
+    ("miss", 7, "missing"), ("dup", 5, "duplicates"), ("ooo", 5, "out_of_order"),
+    ("deliv/s", 9, "deliveries_per_s"), ("pub/s", 7, "publish_per_s"),
+    ("p50ms", 8, lambda r: r["latency_ms"]["p50"]), ("p90ms", 8, lambda r: r["latency_ms"]["p90"]),
+    ("p99ms", 8, lambda r: r["latency_ms"]["p99"]), ("maxms", 8, lambda r: r["latency_ms"]["max"]),
+    ("KB/conn", 8, "rss_per_connection_kb"),
     ("redis", 11, lambda r: f"{r['redis_clients_idle']}/{r['redis_clients_peak']}"
-     if r["redis_clients_idle"] is not None else "-"),
+     if r["redis_clients_idle"] is not None else None),
 )  # fmt: skip
 
 
-def table_header() -> str:
-    return " ".join(f"{name:>{width}}" for name, width, _ in _COLUMNS)
-
-
-def table_row(row: dict[str, Any]) -> str:
-    if row.get("status") != "ok":
-        head = f"{row['server']:>16} {row['subscribers']:>6} {row['rate']:>4}"
-        return f"{head} {row.get('status', '?').upper()}: {row.get('reason', '')[:300]}"
-    cells = []
-    for _, width, get in _COLUMNS:
-        value = get(row)
-        if isinstance(value, float):
-            value = f"{value:.1f}" if value < 1000 else f"{value:.0f}"
-        cells.append(f"{'-' if value is None else value!s:>{width}}")
-    line = " ".join(cells)
+def notes(row: dict[str, Any]) -> list[str]:
     problems = {key: row[key] for key in ("connect_errors", "publish_errors", "stream_errors")
                 if row[key]}  # fmt: skip
-    return f"{line}\n{'':>16} {problems}" if problems else line
+    return [str(problems)] if problems else []
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--servers",
-        type=comma_list,
-        default=None,
+    parser = common_parser(__doc__, smoke="N=20, M=20, R=100,max")
+    add = parser.add_argument
+    add("--servers", type=comma_list, default=None,
         help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
-        "pushsvc-redis-W, pushsvc-workers-W and flask-sse-W for W workers",
-    )
-    parser.add_argument("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
-    parser.add_argument(
-        "--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max"
-    )
-    parser.add_argument("--events", "-m", type=int, default=None, help="events per scenario")
-    parser.add_argument(
-        "--json", action="store_true", help="JSON lines on stdout (the table then goes to stderr)"
-    )
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="N=20, M=20, R=100,max; exit 1 unless every count is exact",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 1 unless every count is exact (implied by --smoke)",
-    )
-    parser.add_argument("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
-    parser.add_argument(
-        "--no-quickack",
-        action="store_true",
-        help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=None,
-        help="seconds idle before RSS is read (default 2, smoke 0.2)",
-    )
-    parser.add_argument("--connect-timeout", type=float, default=None)
-    parser.add_argument("--drain-timeout", type=float, default=30.0)
-    parser.add_argument("--idle-timeout", type=float, default=5.0)
-    return parser  # fmt: skip
+        "pushsvc-redis-W, pushsvc-workers-W and flask-sse-W for W workers")  # fmt: skip
+    add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
+    add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
+    add("--events", "-m", type=int, default=None, help="events per scenario")
+    add("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
+    add("--no-quickack", action="store_true",
+        help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip
+    add("--settle", type=float, default=None,
+        help="seconds idle before RSS is read (default 2, smoke 0.2)")  # fmt: skip
+    add("--connect-timeout", type=float, default=None)
+    add("--drain-timeout", type=float, default=30.0)
+    add("--idle-timeout", type=float, default=5.0)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,17 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         if rate != "max" and not float(rate) > 0:
             raise SystemExit(f"bad rate {rate!r}")
     raise_fd_limit()
-    table = sys.stderr if args.json else sys.stdout
-    print(table_header(), file=table, flush=True)
+    report = Report(COLUMNS, json=args.json, ident=3, notes=notes)
+    report.header()
     failed = False
     for server in servers:
         for n in sizes:
             for rate in rates:
-                row = run_scenario(server, n, rate, events, args)
-                print(table_row(row), file=table, flush=True)
-                if args.json:
-                    sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
-                    sys.stdout.flush()
+                row = scenario(server, n, rate, events, args)
+                report.row(row)
                 if row["status"] == "error" or (
                     (args.smoke or args.check) and row["status"] == "ok" and not exact(row)
                 ):

@@ -23,8 +23,6 @@ printed beside. `BENCH_COMMANDSTATS=1` prints Redis's per-command times to stder
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import os
 import subprocess
@@ -33,6 +31,7 @@ import time
 
 import redis
 
+from common import Report, parser
 from pushsvc.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import Keys
@@ -166,36 +165,26 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", default="1,10,100", help="events per POST, comma-separated")
-    parser.add_argument(
-        "--subscribers", default="0,4,16", help="pub/sub subscribers (web processes)"
-    )
-    parser.add_argument("--producers", type=int, default=4, help="producer processes")
-    parser.add_argument("--updates", type=int, default=50_000, help="updates per row")
-    parser.add_argument("--json", action="store_true", help="one JSON object per row")
-    args = parser.parse_args()
+    cli = parser(__doc__.split("\n\n")[0])
+    cli.add_argument("--batch", default="1,10,100", help="events per POST, comma-separated")
+    cli.add_argument("--subscribers", default="0,4,16", help="pub/sub subscribers (web processes)")
+    cli.add_argument("--producers", type=int, default=4, help="producer processes")
+    cli.add_argument("--updates", type=int, default=50_000, help="updates per row")
+    args = cli.parse_args()
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
-    print(f"# {os.cpu_count()} cores; {version.stdout.strip()}")
-    if not args.json:
-        print(
-            f"{'batch':>6} {'subs':>5} {'updates':>8} {'per publish':>11} {'Redis CPU s':>11} "
-            f"{'updates/Redis core-s':>21} {'wall updates/s':>15} {'log B/event':>12} "
-            f"{'history B/update':>17}"
-        )
+    report = Report(
+        [("batch", 6, "batch"), ("subs", 5, "subscribers"), ("updates", 8, "updates"),
+         ("per publish", 11, "drafts_per_publish"), ("Redis CPU s", 11, "redis_cpu_s"),
+         ("updates/Redis core-s", 21, "updates_per_redis_core_s"),
+         ("wall updates/s", 15, "wall_updates_per_s"), ("log B/event", 12, "log_bytes_per_event"),
+         ("history B/update", 17, "history_bytes_per_update")],
+        json=args.json,
+    )  # fmt: skip
+    report.say(f"# {os.cpu_count()} cores; {version.stdout.strip()}")
+    report.header()
     for subscribers in (int(s) for s in args.subscribers.split(",")):
         for batch in (int(b) for b in args.batch.split(",")):
-            row = run(batch, subscribers, args.updates, args.producers)
-            if args.json:
-                print(json.dumps(row), flush=True)
-            else:
-                print(
-                    f"{row['batch']:>6} {row['subscribers']:>5} {row['updates']:>8} "
-                    f"{row['drafts_per_publish']:>11} {row['redis_cpu_s']:>11} "
-                    f"{row['updates_per_redis_core_s']:>21} {row['wall_updates_per_s']:>15} "
-                    f"{row['log_bytes_per_event']:>12} {row['history_bytes_per_update']:>17}",
-                    flush=True,
-                )
+            report.row(run(batch, subscribers, args.updates, args.producers))
     return 0
 
 

@@ -16,33 +16,18 @@ process subscribes to every update.
 
 from __future__ import annotations
 
-import argparse
-import http.client
-import json
-import os
 import sys
 import threading
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pushsvc.sse_parser import EventStreamParser
-from servers import PushsvcProcess, PushsvcRedis
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+from common import CpuMeter, Report, parser
+from posting import batch_body, publish
+from pushsvc.testing.live import PushsvcProcess, SSEClient, request
+from servers import PushsvcRedis
 
 
 def received(web: PushsvcProcess) -> float | None:
-    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    for line in text.splitlines():
+    _, _, text = request(web.port, "GET", "/metrics")
+    for line in text.decode().splitlines():
         if line.startswith("pushsvc_updates_received_total"):
             return float(line.split()[-1])
     return None
@@ -53,91 +38,66 @@ class Stream(threading.Thread):
 
     def __init__(self, web: PushsvcProcess, topic: str) -> None:
         super().__init__(daemon=True)
-        self.web, self.topic = web, topic
+        self.client = SSEClient(web.port, f"/topics/{topic}/stream", timeout=60)
+        if self.client.next().event != "snapshot":
+            raise RuntimeError("a stream opened without its snapshot")
         self.count = 0
-        self.ready = threading.Event()
         self.changed = threading.Condition()
 
     def run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.web.port, timeout=60)
-        conn.request("GET", f"/topics/{self.topic}/stream")
-        response = conn.getresponse()
-        parser = EventStreamParser()
-        while chunk := response.read1(1 << 16):
-            for message in parser.feed(chunk):
-                if message.event == "snapshot":
-                    self.ready.set()
-                elif message.event == "stats":
+        try:
+            while True:
+                if self.client.next().event == "stats":
                     with self.changed:
                         self.count += 1
                         self.changed.notify_all()
+        except (EOFError, TimeoutError, OSError):
+            return  # the deployment stopped
 
     def wait_for(self, count: int, timeout: float) -> bool:
         with self.changed:
             return self.changed.wait_for(lambda: self.count >= count, timeout)
 
 
-def post(web: PushsvcProcess, topic: str, events: list[dict[str, float]]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
-    body = json.dumps(events)
-    conn.request("POST", f"/topics/{topic}/events", body, {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    if response.status != 202:
-        raise RuntimeError(f"POST answered {response.status}")
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", "-m", type=int, default=50_000)
-    parser.add_argument("--batch", "-b", type=int, default=500)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    cli = parser(__doc__.split("\n\n")[0])
+    cli.add_argument("--events", "-m", type=int, default=50_000)
+    cli.add_argument("--batch", "-b", type=int, default=500)
+    args = cli.parse_args()
 
     deployment = PushsvcRedis(3)
     deployment.start()
     try:
         ingest, busy, quiet = deployment.webs
-        flood = Stream(busy, "flood")
-        calm = Stream(quiet, "calm")
+        flood, calm = Stream(busy, "flood"), Stream(quiet, "calm")
         for stream in (flood, calm):
             stream.start()
-            if not stream.ready.wait(10):
-                raise RuntimeError("a stream got no snapshot")
         webs = {"ingest": ingest, "busy": busy, "quiet": quiet}
-        cpu_before = {name: cpu_s(web.pid) for name, web in webs.items()}
+        meter = CpuMeter({name: web.pid for name, web in webs.items()}).start()
         received_before = {name: received(web) for name, web in webs.items()}
-        started = time.perf_counter()
-        for start in range(0, args.events, args.batch):
-            post(ingest, "flood", [{"value": float(v)} for v in range(start, start + args.batch)])
+        starts = range(0, args.events, args.batch)
+        bodies = [(args.batch, batch_body(start, start + args.batch)) for start in starts]
+        published = publish([ingest.base], "/topics/flood/events", bodies, 1, 120)
+        if published.errors:
+            raise RuntimeError(f"POSTs failed: {published.errors}")
         if not flood.wait_for(args.events, 120):
             raise RuntimeError(f"the busy client got {flood.count} of {args.events} updates")
-        wall_s = time.perf_counter() - started
-        rows = []
+        cpu = meter.stop()
+        report = Report(
+            [("process", 8, "process"), ("CPU s", 7, "cpu_s"),
+             ("CPU s / 10k updates", 20, "cpu_s_per_10k_updates"),
+             ("received", 9, "updates_received")], json=args.json,
+        )  # fmt: skip
+        report.say(f"# {args.events} events in POSTs of {args.batch}, {cpu['wall_s']} s wall")
+        report.header()
         for name, web in webs.items():
-            spent = cpu_s(web.pid) - cpu_before[name]
+            spent = cpu["cpu_s"][name]
             got, had = received(web), received_before[name]
-            rows.append(
-                {
-                    "process": name,
-                    "cpu_s": round(spent, 2),
-                    "cpu_s_per_10k_updates": round(spent / args.events * 10_000, 3),
-                    "updates_received": None if got is None or had is None else int(got - had),
-                }
-            )
-        if args.json:
-            for row in rows:
-                print(json.dumps({"events": args.events, "batch": args.batch, **row}))
-        else:
-            print(f"# {args.events} events in POSTs of {args.batch}, {wall_s:.1f} s wall")
-            print(f"{'process':>8} {'CPU s':>7} {'CPU s / 10k updates':>20} {'received':>9}")
-            for row in rows:
-                got = "n/a" if row["updates_received"] is None else row["updates_received"]
-                print(
-                    f"{row['process']:>8} {row['cpu_s']:>7} "
-                    f"{row['cpu_s_per_10k_updates']:>20} {got:>9}"
-                )
+            report.row({
+                "events": args.events, "batch": args.batch, "process": name,
+                "cpu_s": spent, "cpu_s_per_10k_updates": round(spent / args.events * 10_000, 3),
+                "updates_received": None if got is None or had is None else int(got - had),
+            })  # fmt: skip
         return 0
     finally:
         deployment.stop()

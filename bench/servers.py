@@ -1,4 +1,4 @@
-"""The servers under test, started and stopped by bench/fanout.py: pushsvc and Flask-SSE.
+"""The servers under test, started and stopped by the benchmarks: pushsvc and Flask-SSE.
 
 Each deployment starts its own redis-server on a free port where it needs one
 (never the machine's 6379), and reports what the benchmark measures about it:
@@ -33,6 +33,11 @@ FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis", "packag
 TOPIC = "bench"
 
 
+# Every subscriber of a benchmark connects from 127.0.0.1: the per-address stream limit
+# (PUSHSVC_MAX_STREAMS_PER_IP, 256 by default) would refuse all but the first 256.
+os.environ.setdefault("PUSHSVC_MAX_STREAMS_PER_IP", "1000000")
+
+
 class Deployment:
     """A server under test. `kind` is the loadgen kind; URLs are for TOPIC."""
 
@@ -55,11 +60,15 @@ class Deployment:
             self.redis.stop()
             self.redis = None
 
-    def stream_urls(self) -> list[str]:
+    def bases(self) -> list[str]:
+        """The web processes' base URLs (`http://host:port`)."""
         raise NotImplementedError
 
+    def stream_urls(self) -> list[str]:
+        return [f"{base}/topics/{TOPIC}/stream" for base in self.bases()]
+
     def publish_url(self) -> str:
-        raise NotImplementedError
+        return f"{self.bases()[0]}/topics/{TOPIC}/events"
 
     def pids(self) -> list[int]:
         raise NotImplementedError
@@ -81,27 +90,37 @@ class Deployment:
         return int(self._redis_client.info("clients")["connected_clients"]) - 1
 
 
-class PushsvcMemory(Deployment):
-    """`pushsvc serve`: one process, embedded broker."""
+class PushsvcServe(Deployment):
+    """`pushsvc serve`: one process with the embedded broker (`pushsvc-memory`), or with
+    `workers`, the one-command deployment (`pushsvc-workers-W`: W web workers on one port, an
+    aggregator and a private redis-server, all children of the supervisor)."""
 
-    name = "pushsvc-memory"
     kind = "pushsvc"
 
+    def __init__(self, workers: int | None = None) -> None:
+        super().__init__()
+        self.workers = workers or 1
+        self.name = "pushsvc-memory" if workers is None else f"pushsvc-workers-{workers}"
+        self.args = () if workers is None else ("--workers", str(workers))
+
     def start(self) -> None:
-        self.proc = PushsvcProcess("serve", "--tick", "0", "--port", "0").start()
+        self.proc = PushsvcProcess("serve", *self.args, "--tick", "0", "--port", "0").start()
+        # Ready when every worker listens: each logs its own "listening on".
+        deadline = time.monotonic() + 30
+        while sum("listening on" in line for line in self.proc.output) < self.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not start: {self.proc.log_tail()}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self.proc.stop()
         super().stop()
 
-    def stream_urls(self) -> list[str]:
-        return [f"{self.proc.base}/topics/{TOPIC}/stream"]
-
-    def publish_url(self) -> str:
-        return f"{self.proc.base}/topics/{TOPIC}/events"
+    def bases(self) -> list[str]:
+        return [self.proc.base]  # with workers, the kernel spreads connections over them
 
     def pids(self) -> list[int]:
-        return [self.proc.pid]
+        return [self.proc.pid, *descendants(self.proc.pid)]
 
 
 class PushsvcRedis(Deployment):
@@ -121,6 +140,7 @@ class PushsvcRedis(Deployment):
         self.profile_dir = profile_dir
         self.webs: list[PushsvcProcess] = []
         self.aggregator: PushsvcProcess | None = None
+        self.prefix = f"b{uuid.uuid4().hex[:8]}:"
 
     def _python_args(self, name: str) -> tuple[str, ...]:
         if self.profile_dir is None:
@@ -129,8 +149,7 @@ class PushsvcRedis(Deployment):
 
     def start(self) -> None:
         url = self._start_redis()
-        common = ("--redis-url", url, "--prefix", f"b{uuid.uuid4().hex[:8]}:", "--tick", "0",
-                  *self.extra_args)  # fmt: skip
+        common = ("--redis-url", url, "--prefix", self.prefix, "--tick", "0", *self.extra_args)
         profile = self._python_args("aggregator")
         self.aggregator = PushsvcProcess(
             "aggregate", *common, http=False, python_args=profile
@@ -149,11 +168,8 @@ class PushsvcRedis(Deployment):
                 proc.stop()
         super().stop()
 
-    def stream_urls(self) -> list[str]:
-        return [f"{web.base}/topics/{TOPIC}/stream" for web in self.webs]
-
-    def publish_url(self) -> str:
-        return f"{self.webs[0].base}/topics/{TOPIC}/events"
+    def bases(self) -> list[str]:
+        return [web.base for web in self.webs]
 
     def pids(self) -> list[int]:
         procs = [*self.webs, self.aggregator]
@@ -265,49 +281,13 @@ class FlaskSSE(Deployment):
         return int(self._redis_client.pubsub_numsub("sse")[0][1])
 
 
-class PushsvcWorkers(Deployment):
-    """`pushsvc serve --workers W`: the one-command deployment (W web workers on one port, an
-    aggregator and a private redis-server, all children of the supervisor)."""
-
-    kind = "pushsvc"
-
-    def __init__(self, workers: int) -> None:
-        super().__init__()
-        self.workers = workers
-        self.name = f"pushsvc-workers-{workers}"
-
-    def start(self) -> None:
-        self.proc = PushsvcProcess(
-            "serve", "--workers", str(self.workers), "--tick", "0", "--port", "0"
-        ).start()
-        # Ready when every worker listens: each logs its own "listening on".
-        deadline = time.monotonic() + 30
-        while sum("listening on" in line for line in self.proc.output) < self.workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not start: {self.proc.log_tail()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.stop()
-        super().stop()
-
-    def stream_urls(self) -> list[str]:
-        return [f"{self.proc.base}/topics/{TOPIC}/stream"]  # the kernel spreads them
-
-    def publish_url(self) -> str:
-        return f"{self.proc.base}/topics/{TOPIC}/events"
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid, *descendants(self.proc.pid)]
-
-
 def make_deployment(name: str, *, subscribers: int) -> Deployment:
     """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker) or
     `flask-sse-W`."""
     if name == "pushsvc-memory":
-        return PushsvcMemory()
+        return PushsvcServe()
     if name.startswith("pushsvc-workers-") and name.rpartition("-")[2].isdigit():
-        return PushsvcWorkers(int(name.rpartition("-")[2]))
+        return PushsvcServe(int(name.rpartition("-")[2]))
     match = re.fullmatch(r"(pushsvc-redis|flask-sse)(?:-(\d+))?", name)
     if match is None or (match[1] == "pushsvc-redis" and match[2] is None):
         raise ValueError(f"unknown server {name!r}")

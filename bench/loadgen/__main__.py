@@ -1,14 +1,18 @@
-"""`python -m loadgen` (with bench/ on PYTHONPATH): one fan-out run, JSON lines on stdout.
+"""`python -m loadgen` (with bench/ on PYTHONPATH): one run, JSON lines on stdout.
 
-Prints `{"phase": "opened", ...}` once the subscribers are connected, then, after
-`--wait-go` reads a line on stdin (or `--settle` seconds pass), publishes, drains and
-prints `{"phase": "result", ...}`.
+Prints `{"phase": "opened", ...}` once every subscriber is live (or failed). With `--publish`
+it then publishes the events itself — after `--wait-go` reads a line on stdin, or `--settle`
+seconds — else the driver publishes and writes a line on stdin when it is done (or closes
+it). The drain ends when every subscriber has every update, after `--idle-timeout` without
+one, or at `--drain-timeout`; then `{"phase": "drained", ...}` (times and counts, at once) and
+`{"phase": "result", ...}` (every stream judged).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from loadgen.kinds import KINDS
 from loadgen.process import emit, raise_fd_limit, run
@@ -25,15 +29,29 @@ def _rate(text: str) -> float | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loadgen", description=__doc__)
-    parser.add_argument("--kind", choices=sorted(KINDS), required=True)
+    parser = argparse.ArgumentParser(
+        prog="loadgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--kind", choices=sorted(KINDS), default="pushsvc")
     parser.add_argument(
-        "--stream", action="append", required=True, metavar="URL",
+        "--mode", choices=("deliveries", "ids"), default="deliveries",
+        help="what a subscriber does per message (loadgen/modes.py); ids: pushsvc only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stream", action="append", required=True, metavar="URL", dest="stream_urls",
         help="SSE URL; repeat to spread subscribers round-robin over several",
     )  # fmt: skip
-    parser.add_argument("--publish", required=True, metavar="URL", help="the POST URL")
+    parser.add_argument(
+        "--publish", metavar="URL", dest="publish_url", help="publish the events to this POST URL"
+    )
     parser.add_argument("--subscribers", "-n", type=int, required=True)
-    parser.add_argument("--events", "-m", type=int, required=True)
+    parser.add_argument(
+        "--events", "-m", type=int, required=True, help="updates every subscriber should receive"
+    )
+    parser.add_argument(
+        "--reference", type=int, default=1, dest="references",
+        help="ids: how many subscribers also check event values (default 1)",
+    )  # fmt: skip
     parser.add_argument("--rate", "-r", type=_rate, default=None, help="events/s, or max")
     parser.add_argument("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
@@ -54,22 +72,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.mode == "ids" and args.kind != "pushsvc":
+        raise SystemExit("--mode ids reads pushsvc update ids: --kind pushsvc only")
     raise_fd_limit()
-    config = RunConfig(
-        kind=KINDS[args.kind],
-        stream_urls=tuple(args.stream),
-        publish_url=args.publish,
-        subscribers=args.subscribers,
-        events=args.events,
-        rate=args.rate,
-        http10=args.http10,
-        quickack=args.quickack,
-        connect_timeout=args.connect_timeout,
-        publish_timeout=args.publish_timeout,
-        drain_timeout=args.drain_timeout,
-        idle_timeout=args.idle_timeout,
-    )
-
+    options = vars(args)
+    config = RunConfig(**{
+        **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
+        "kind": KINDS[args.kind],
+        "stream_urls": tuple(args.stream_urls),
+        "references": min(args.references, args.subscribers),
+    })  # fmt: skip
     run(
         execute(config, emit, wait_go=args.wait_go, settle=args.settle),
         uvloop_allowed=not args.no_uvloop,

@@ -23,10 +23,11 @@ so a frame cut across two reads is counted once, when its end arrives.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from loadgen.tally import Verdict
 
 UPDATE_ID = re.compile(rb"id: [0-9a-f]{1,16}:([0-9]{1,18}-[0-9]{1,18})\nevent: stats\n")
 """An update frame's head; the group is `<ms>-<seq>` (18 digits at most, so each fits an
@@ -41,20 +42,6 @@ UPDATE_VALUE = re.compile(
 """The same frame up to its event's value (what the producer sent, as orjson prints it)."""
 
 _CONVERT_AT = 64 * 1024  # bytes of pending id text converted to integers at once
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    received: int
-    distinct: int
-    duplicates: int
-    out_of_order: int
-    missing: int
-    unexpected: int
-
-    @property
-    def exact(self) -> bool:
-        return self.missing == self.duplicates == self.out_of_order == self.unexpected == 0
 
 
 class IdCounter:

@@ -11,20 +11,11 @@ import asyncio
 import contextlib
 import socket
 import time
-from dataclasses import dataclass, field
 
 from loadgen.dechunk import Dechunker
 from loadgen.http1 import ProtocolError, parse_head
 from loadgen.kinds import publish_body
-
-
-@dataclass
-class PublishResult:
-    published: int = 0
-    """Events the server accepted with the expected status."""
-    errors: dict[str, int] = field(default_factory=dict)
-    started: float = 0.0
-    finished: float = 0.0
+from posting import Published
 
 
 class Publisher:
@@ -36,12 +27,12 @@ class Publisher:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def run(self, events: int, rate: float | None, deadline: float) -> PublishResult:
+    async def run(self, events: int, rate: float | None, deadline: float) -> Published:
         """Publish values 0..events-1, paced at `rate`/s, stopping at loop time `deadline`."""
-        result = PublishResult()
+        result = Published()
         loop = asyncio.get_running_loop()
         start = loop.time()
-        result.started = time.time()
+        result.first_sent = time.time()
         try:
             for value in range(events):
                 if rate is not None:
@@ -60,11 +51,11 @@ class Publisher:
                     await self._disconnect()
                     continue
                 if status == self._ok:
-                    result.published += 1
+                    result.accepted += 1
+                    result.last_accepted = time.time()
                 else:
                     result.errors[f"status {status}"] = result.errors.get(f"status {status}", 0) + 1
         finally:
-            result.finished = time.time()
             await self._disconnect()
         return result
 

@@ -1,24 +1,28 @@
-"""One fan-out run: connect N subscribers, (wait for "go"), publish M events, drain, count.
+"""One run: connect N subscribers, publish M events (or wait for the driver to), drain, count.
 
-Every phase has a deadline, so a run always ends by itself: what has not arrived
-by then is reported missing.
+Both modes (loadgen/modes.py) run this one loop; they differ only in what a subscriber does
+per message. Every phase has a deadline, so a run always ends by itself: what has not
+arrived by then is reported missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
+import threading
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadgen.kinds import Kind
+from loadgen.modes import DeliveriesMode, IdsMode
 from loadgen.process import http_address
-from loadgen.publisher import Publisher, PublishResult
-from loadgen.subscriber import Hooks, Subscriber, stream_request
-from loadgen.tally import Tally, percentiles, totals
+from loadgen.publisher import Publisher
+from loadgen.subscriber import Progress, Subscriber, stream_request
+from loadgen.tally import totals
+from posting import Published
 
 CONNECTING_AT_ONCE = 100
 """Connects in flight; below a listen backlog of 128 (gevent's default) so none is dropped."""
@@ -29,200 +33,227 @@ class RunConfig:
     kind: Kind
     stream_urls: tuple[str, ...]
     """Subscriber i uses stream_urls[i % len(stream_urls)]."""
-    publish_url: str
     subscribers: int
     events: int
-    rate: float | None
+    mode: str = "deliveries"
+    """"deliveries" or "ids" (loadgen/modes.py)."""
+    references: int = 1
+    """ids: how many subscribers also read event values."""
+    publish_url: str | None = None
+    """Publish the events from here; None: the driver publishes, and says so on stdin."""
+    rate: float | None = None
     """Events per second; None publishes as fast as the server answers."""
     http10: bool = False
     quickack: bool = False
     """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
     connect_timeout: float = 60.0
     publish_timeout: float | None = None
-    """Default: events / rate + 30 s, or 60 s + 1 ms per event at max rate."""
+    """Default: events / rate + 30 s, or 60 s + 1 ms per event at max rate; 300 s for the
+    driver's publishing."""
     drain_timeout: float = 30.0
     idle_timeout: float = 5.0
     """Drain ends early when no delivery arrives for this long."""
 
+    def publish_deadline(self) -> float:
+        if self.publish_timeout is not None:
+            return self.publish_timeout
+        if self.publish_url is None:
+            return 300.0
+        return self.events / self.rate + 30 if self.rate else 60 + self.events / 1000
+
+
+class StdinLines:
+    """Lines read off stdin by a daemon thread (a blocked readline must not keep the process
+    alive, hence no executor); None at EOF, and for ever after."""
+
+    def __init__(self) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def read() -> None:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(self._lines.put_nowait, line.strip())
+            loop.call_soon_threadsafe(self._lines.put_nowait, None)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    async def next(self, timeout: float) -> str | None:
+        with contextlib.suppress(TimeoutError):
+            line = await asyncio.wait_for(self._lines.get(), timeout)
+            if line is None:
+                self._lines.put_nowait(None)
+            return line
+        return None
+
 
 class Run:
-    def __init__(self, config: RunConfig, emit: Callable[[dict[str, object]], None]) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self._emit = emit
-        self.latencies: array[float] = array("d")
-        self.progress = [0.0]
+        self.mode = (
+            DeliveriesMode(config.kind, config.events) if config.mode == "deliveries"
+            else IdsMode(config.events, config.references)
+        )  # fmt: skip
+        self.progress = Progress(expected=config.events)
         self.subscribers: list[Subscriber] = []
         self.connect_errors: dict[str, int] = {}
-        self._ready = 0
-        self._complete = 0
-        self._ended = 0
-        self._failed = 0  # ended, or never connected, before it was ready
-        self._all_ready = asyncio.Event()
-        self._all_complete = asyncio.Event()
-        self._slots = asyncio.Semaphore(CONNECTING_AT_ONCE)
+        self.published: Published | None = None
 
-    # Subscriber hooks -------------------------------------------------------------------
-
-    def _on_ready(self, subscriber: Subscriber) -> None:
-        self._ready += 1
-        self._slots.release()
-        self._check_ready()
-
-    def _on_complete(self, subscriber: Subscriber) -> None:
-        self._complete += 1
-        if self._complete == self.config.subscribers:
-            self._all_complete.set()
-
-    def _on_end(self, subscriber: Subscriber) -> None:
-        self._ended += 1
-        if not subscriber.ready:
-            self._failed += 1
-            self._slots.release()
-            self._check_ready()
-
-    def _check_ready(self) -> None:
-        # Every subscriber is then either live or failed for good.
-        if self._ready + self._failed == self.config.subscribers:
-            self._all_ready.set()
-
-    # Phases -----------------------------------------------------------------------------
+    async def _until(
+        self, done: Callable[[], bool], timeout: float, idle: float = math.inf
+    ) -> None:
+        """Wait until `done()` holds, `timeout` passes or no delivery arrived for `idle`
+        seconds, waking on every change."""
+        deadline = time.monotonic() + timeout
+        progress = self.progress
+        while not done():
+            left = min(deadline - time.monotonic(), progress.last_delivery + idle - time.time())
+            if left <= 0:
+                break
+            progress.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.changed.wait(), min(left, 0.5))
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
-        hooks = Hooks()
-        hooks.on_ready, hooks.on_complete, hooks.on_end = (
-            self._on_ready, self._on_complete, self._on_end
-        )  # fmt: skip
-        addresses = [http_address(url) for url in self.config.stream_urls]
-        http10 = self.config.http10
-        requests = [stream_request(h, p, path, http10=http10) for h, p, path in addresses]
+        config, progress = self.config, self.progress
+        slots = asyncio.Semaphore(CONNECTING_AT_ONCE)
+        addresses = [http_address(url) for url in config.stream_urls]
+        requests = [stream_request(*address, http10=config.http10) for address in addresses]
 
         async def one(i: int) -> None:
             host, port, _ = addresses[i % len(addresses)]
-            await self._slots.acquire()
-            tally = Tally(self.config.events)
-            request = requests[i % len(requests)]
-            try:
-                await loop.create_connection(
-                    lambda: self._track(Subscriber(
-                        request, self.config.kind, tally, self.latencies, hooks, self.progress
-                    )),
-                    host,
-                    port,
-                )  # fmt: skip
-            except OSError as exc:
-                key = f"{type(exc).__name__}: {exc.strerror or exc}"
-                self.connect_errors[key] = self.connect_errors.get(key, 0) + 1
-                self._failed += 1
-                self._slots.release()
-                self._check_ready()
+            subscriber = Subscriber(requests[i % len(requests)], self.mode.reader(i), progress)
+            async with slots:
+                try:
+                    await loop.create_connection(lambda: subscriber, host, port)
+                except OSError as exc:
+                    key = f"{type(exc).__name__}: {exc.strerror or exc}"
+                    self.connect_errors[key] = self.connect_errors.get(key, 0) + 1
+                    progress.failed += 1
+                    progress.changed.set()
+                    return
+                self.subscribers.append(subscriber)
+                # Hold the slot until the stream is live: connects in flight stay bounded.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscriber.live.wait(), config.connect_timeout)
 
-        opener = asyncio.gather(*(one(i) for i in range(self.config.subscribers)))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_ready.wait(), self.config.connect_timeout)
+        opener = asyncio.gather(*(one(i) for i in range(config.subscribers)))
+        total = config.subscribers
+        await self._until(lambda: progress.ready + progress.failed >= total, config.connect_timeout)
         if not opener.done():
             opener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await opener
 
-    def _track(self, subscriber: Subscriber) -> Subscriber:
-        self.subscribers.append(subscriber)
-        return subscriber
-
-    async def publish_and_drain(self) -> dict[str, object]:
+    async def publish(self, stdin: StdinLines) -> None:
+        """Publish the events (or wait for the driver's line on stdin saying it did)."""
         config = self.config
-        loop = asyncio.get_running_loop()
+        if config.publish_url is None:
+            await stdin.next(config.publish_deadline())
+            return
         host, port, path = http_address(config.publish_url)
-        publish_timeout = config.publish_timeout
-        if publish_timeout is None:
-            publish_timeout = (
-                config.events / config.rate + 30 if config.rate else 60 + config.events / 1000
-            )
         publisher = Publisher(
             host, port, path, config.kind.publish_status, quickack=config.quickack
         )
-        published = await publisher.run(config.events, config.rate, loop.time() + publish_timeout)
-        drain_end = loop.time() + config.drain_timeout
-        self.progress[0] = max(self.progress[0], time.time())
-        while not self._all_complete.is_set():
-            idle_left = self.progress[0] + config.idle_timeout - time.time()
-            left = min(drain_end - loop.time(), idle_left)
-            if left <= 0 or self._ended == len(self.subscribers):
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_complete.wait(), min(left, 0.5))
-        drained = time.time()
-        return self._report(published, drained)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.publish_deadline()
+        self.published = await publisher.run(config.events, config.rate, deadline)
+
+    async def drain(self) -> float:
+        """Count until every live subscriber is complete (or the deadlines); the time."""
+        progress, live = self.progress, len(self.subscribers)
+        progress.last_delivery = max(progress.last_delivery, time.time())
+        await self._until(lambda: progress.complete >= live or progress.ended >= live,
+                          self.config.drain_timeout, self.config.idle_timeout)  # fmt: skip
+        return time.time()
 
     def close(self) -> None:
         for subscriber in self.subscribers:
             subscriber.close()
 
-    # Report -----------------------------------------------------------------------------
+    # Records ----------------------------------------------------------------------------
 
     def opened(self) -> dict[str, object]:
         return {
             "phase": "opened",
             "opened": len(self.subscribers),
-            "ready": self._ready,
+            "ready": self.progress.ready,
             "connect_errors": self.connect_errors,
         }
 
-    def _report(self, published: PublishResult, drained: float) -> dict[str, object]:
-        config = self.config
-        counts = totals(s.tally for s in self.subscribers)
-        missing_never_connected = config.events * (config.subscribers - len(self.subscribers))
-        last_delivery = self.progress[0] if counts["received"] else drained
-        span = max(last_delivery - published.started, 1e-9)
-        p50, p90, p99, p100 = percentiles(self.latencies, (0.50, 0.90, 0.99, 1.0))
+    def drained(self, at: float) -> dict[str, object]:
+        """Times and counts, at once (the driver reads CPU figures on this record)."""
+        subs = self.subscribers
+        complete = [s.complete_at for s in subs if s.complete_at is not None]
         errors: dict[str, int] = {}
-        for subscriber in self.subscribers:
+        for subscriber in subs:
             if subscriber.error is not None:
                 key = subscriber.error.split(" (")[0][:120]
                 errors[key] = errors.get(key, 0) + 1
-        publish_span = max(published.finished - published.started, 1e-9)
-
-        def ms(x: float | None) -> float | None:
-            return None if x is None else round(x * 1000, 3)
-
         return {
+            "phase": "drained",
+            "drained_at": at,
+            "connected": sum(1 for s in subs if s.head is not None),
+            "connect_errors": self.connect_errors,
+            "ready": self.progress.ready,
+            "complete": len(complete),
+            "all_complete_at": max(complete) if len(complete) == self.config.subscribers else None,
+            "first_delivery_at": self.progress.first_delivery or None,
+            "last_delivery_at": self.progress.last_delivery or None,
+            "bytes": sum(s.bytes for s in subs),
+            "stream_errors": errors,
+        }
+
+    def result(self, drained_at: float) -> dict[str, object]:
+        """Every stream judged (the counts summed), the mode's figures, the publisher's."""
+        config = self.config
+        counts = totals(s.reader.verdict() for s in self.subscribers)
+        # Subscribers that never connected missed everything.
+        counts["missing"] += config.events * (config.subscribers - len(self.subscribers))
+        result: dict[str, object] = {
             "phase": "result",
             "kind": config.kind.name,
+            "mode": self.mode.name,
             "subscribers": config.subscribers,
             "events": config.events,
-            "rate": config.rate,
-            "connected": sum(1 for s in self.subscribers if s.head is not None),
-            "connect_errors": self.connect_errors,
-            "published": published.published,
-            "publish_errors": published.errors,
-            "publish_per_s": round(published.published / publish_span, 1),
             "expected": config.events * config.subscribers,
-            "received": counts["received"],
-            "missing": counts["missing"] + missing_never_connected,
-            "duplicates": counts["duplicates"],
-            "out_of_order": counts["out_of_order"],
-            "unexpected": counts["unexpected"],
-            "stream_errors": errors,
-            "deliveries_per_s": round(counts["distinct"] / span, 1),
-            "latency_ms": {"p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "max": ms(p100)},
-            "seconds": round(drained - published.started, 3),
+            **counts,
+            **self.mode.report([s.reader for s in self.subscribers]),
         }
+        published = self.published
+        if published is not None:
+            last = self.progress.last_delivery if counts["received"] else drained_at
+            publish_span = max(published.last_accepted - published.first_sent, 1e-9)
+            result |= {
+                "rate": config.rate,
+                "published": published.accepted,
+                "publish_errors": published.errors,
+                "publish_per_s": round(published.accepted / publish_span, 1),
+                "deliveries_per_s": round(
+                    counts["distinct"] / max(last - published.first_sent, 1e-9), 1
+                ),
+                "seconds": round(drained_at - published.first_sent, 3),
+            }
+        return result
 
 
 async def execute(
     config: RunConfig, emit: Callable[[dict[str, object]], None], *, wait_go: bool, settle: float
-) -> dict[str, object]:
-    run = Run(config, emit)
+) -> None:
+    """The run, its records emitted as they come: opened, drained, result."""
+    run = Run(config)
+    stdin = StdinLines()
     try:
         await run.connect()
         emit(run.opened())
         if wait_go:
             # The driver measures the idle server here, then says "go" (or closes stdin).
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            await stdin.next(config.publish_deadline() + config.connect_timeout)
         elif settle:
             await asyncio.sleep(settle)
-        result = await run.publish_and_drain()
+        await run.publish(stdin)
+        at = await run.drain()
+        emit(run.drained(at))
     finally:
         run.close()
-    emit(result)
-    return result
+    emit(run.result(at))

@@ -1,22 +1,21 @@
-"""One SSE subscriber as an asyncio Protocol: request, response head, body, messages, tally.
+"""One SSE subscriber as an asyncio Protocol: request, response head, body, and its progress.
 
 A Protocol rather than streams: the per-delivery path is one `data_received` call
-with no task switch, which keeps 10,000 subscribers cheap.
+with no task switch, which keeps 10,000 subscribers cheap. What a subscriber does with
+the body is its `Reader`'s (loadgen/modes.py); this module only frames the response and
+keeps the run's shared `Progress` up to date.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from array import array
-from collections.abc import Callable
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 from loadgen.dechunk import Dechunker
 from loadgen.http1 import ProtocolError, ResponseHead, split_head
-from loadgen.kinds import READY, Kind
-from loadgen.tally import Tally
-from pushsvc.sse_parser import EventStreamParser
+from loadgen.tally import Verdict
 
 
 def stream_request(host: str, port: int, path: str, *, http10: bool) -> bytes:
@@ -28,21 +27,44 @@ def stream_request(host: str, port: int, path: str, *, http10: bool) -> bytes:
     ).encode()
 
 
-class Hooks:
-    """What the run wants to hear about; a subscriber calls each at most once."""
+class Reader(Protocol):
+    """What one subscriber does with its body (a mode: loadgen/modes.py)."""
 
-    def __init__(self) -> None:
-        self.on_ready: Callable[[Subscriber], None] = lambda s: None
-        self.on_complete: Callable[[Subscriber], None] = lambda s: None
-        self.on_end: Callable[[Subscriber], None] = lambda s: None
+    ready: bool
+    """The subscription is live (from the start, or once the reader saw that it is)."""
+    complete: bool
+    """Every expected delivery arrived."""
+
+    def feed(self, pieces: list[bytes], now: float) -> int:
+        """Read body bytes that arrived at `now`; returns the deliveries among them."""
+        ...
+
+    def verdict(self) -> Verdict: ...
 
 
-class StreamProtocol(asyncio.Protocol):
+@dataclass
+class Progress:
+    """Shared by the subscribers of one run; `changed` is set whenever a count moves."""
+
+    expected: int
+    ready: int = 0
+    failed: int = 0  # ended, or never connected, before it was ready
+    complete: int = 0
+    ended: int = 0
+    first_delivery: float = 0.0
+    last_delivery: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Subscriber(asyncio.Protocol):
     """One SSE response read off a raw socket: the request, the head (checked strictly), the
-    body dechunked; subclasses take the body pieces (`body`) and hear the end (`ended_`)."""
+    body dechunked and handed to its reader."""
 
-    def __init__(self, request: bytes) -> None:
+    def __init__(self, request: bytes, reader: Reader, progress: Progress) -> None:
+        self.reader = reader
+        self._feed = reader.feed
         self._request = request
+        self._progress = progress
         self._head_buffer = b""
         self._dechunk: Dechunker | None = None
         self.transport: asyncio.Transport | None = None
@@ -51,10 +73,15 @@ class StreamProtocol(asyncio.Protocol):
         self.closing = False
         self.error: str | None = None
         self.bytes = 0
+        self.complete_at: float | None = None
+        self.live = asyncio.Event()
+        """Set once the subscription is live, or over."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.transport.write(self._request)
+        if self.reader.ready:
+            self._now_ready()
 
     def data_received(self, data: bytes) -> None:
         self.bytes += len(data)
@@ -69,12 +96,30 @@ class StreamProtocol(asyncio.Protocol):
                 self._check_head(self.head)
                 if not data:
                     return
-            self.body([data] if self._dechunk is None else self._dechunk.feed(data))
+            self._body([data] if self._dechunk is None else self._dechunk.feed(data))
         except (ProtocolError, ValueError) as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
 
-    def body(self, pieces: list[bytes]) -> None:
-        raise NotImplementedError
+    def _body(self, pieces: list[bytes]) -> None:
+        # The hot path: one call per read, whatever the mode.
+        now = time.time()
+        reader = self.reader
+        was_ready = reader.ready
+        if self._feed(pieces, now):
+            progress = self._progress
+            progress.first_delivery = progress.first_delivery or now
+            progress.last_delivery = now
+            if reader.complete and self.complete_at is None:
+                self.complete_at = now
+                progress.complete += 1
+                progress.changed.set()
+        if reader.ready is not was_ready:
+            self._now_ready()
+
+    def _now_ready(self) -> None:
+        self._progress.ready += 1
+        self._progress.changed.set()
+        self.live.set()
 
     def _check_head(self, head: ResponseHead) -> None:
         if head.status != 200:
@@ -102,57 +147,7 @@ class StreamProtocol(asyncio.Protocol):
             self.error = f"closed by the server ({exc or 'EOF'})"
         if not self.ended:
             self.ended = True
-            self.ended_()
-
-    def ended_(self) -> None:
-        """The connection is gone (once)."""
-
-
-class Subscriber(StreamProtocol):
-    """Decodes every delivery (value, sent time) and tallies it: the fan-out benchmark's."""
-
-    def __init__(
-        self,
-        request: bytes,
-        kind: Kind,
-        tally: Tally,
-        latencies: array[float],
-        hooks: Hooks,
-        progress: list[float],
-    ) -> None:
-        super().__init__(request)
-        self._kind = kind
-        self.tally = tally
-        self._latencies = latencies
-        self._hooks = hooks
-        self._progress = progress  # [time of the newest delivery, shared by all subscribers]
-        self._parser = EventStreamParser()
-        self.ready = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if not self._kind.ready_on_snapshot:
-            self._set_ready()
-
-    def body(self, pieces: list[bytes]) -> None:
-        now = time.time()
-        for message in [m for piece in pieces for m in self._parser.feed(piece)]:
-            decoded = self._kind.decode(message)
-            if decoded is None:
-                continue
-            if decoded == READY:
-                self._set_ready()
-                continue
-            value, sent = decoded  # type: ignore[misc]
-            self._latencies.append(now - sent)
-            self._progress[0] = now
-            if self.tally.record(value):
-                self._hooks.on_complete(self)
-
-    def _set_ready(self) -> None:
-        if not self.ready:
-            self.ready = True
-            self._hooks.on_ready(self)
-
-    def ended_(self) -> None:
-        self._hooks.on_end(self)
+            self._progress.ended += 1
+            self._progress.failed += not self.reader.ready
+            self._progress.changed.set()
+            self.live.set()

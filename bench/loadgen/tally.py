@@ -1,16 +1,40 @@
-"""Counting deliveries per subscriber, and latency percentiles (pure).
+"""Counting deliveries per subscriber, and the verdict both ways of counting give (pure).
 
 Event `i` (0 <= i < M) is published once; every subscriber should receive each
 exactly once, in order. A value seen twice is a duplicate; a first sighting of
 a value below the highest one already seen is out of order; a value outside
 0..M-1, or not an integer, is unexpected. Missing = M - distinct values seen.
+(`idcount.py` judges update ids by the same rules.)
 """
 
 from __future__ import annotations
 
 import math
-from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    received: int
+    distinct: int
+    duplicates: int
+    out_of_order: int
+    missing: int
+    unexpected: int
+
+    @property
+    def exact(self) -> bool:
+        return self.missing == self.duplicates == self.out_of_order == self.unexpected == 0
+
+
+def totals(verdicts: Iterable[Verdict]) -> dict[str, int]:
+    """Each count summed over `verdicts`."""
+    out = {f.name: 0 for f in fields(Verdict)}
+    for verdict in verdicts:
+        for key in out:
+            out[key] += getattr(verdict, key)
+    return out
 
 
 class Tally:
@@ -51,20 +75,6 @@ class Tally:
     def missing(self) -> int:
         return self.expected - self.distinct
 
-
-def totals(tallies: Iterable[Tally]) -> dict[str, int]:
-    keys = ("received", "distinct", "duplicates", "out_of_order", "unexpected", "missing")
-    out = dict.fromkeys(keys, 0)
-    for tally in tallies:
-        for key in keys:
-            out[key] += getattr(tally, key)
-    return out
-
-
-def percentiles(samples: array[float] | Sequence[float], qs: Sequence[float]) -> list[float | None]:
-    """Nearest-rank percentiles (q in 0..1]; None for no samples."""
-    if not samples:
-        return [None] * len(qs)
-    ordered = sorted(samples)
-    n = len(ordered)
-    return [ordered[min(n, max(1, math.ceil(q * n))) - 1] for q in qs]
+    def verdict(self) -> Verdict:
+        return Verdict(self.received, self.distinct, self.duplicates, self.out_of_order,
+                       self.missing, self.unexpected)  # fmt: skip

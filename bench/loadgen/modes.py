@@ -1,0 +1,130 @@
+"""What a subscriber does per message: the two ways the load generator counts.
+
+* `deliveries` (bench/fanout.py): every message is parsed (`pushsvc.sse_parser`) and decoded
+  for the server's kind (loadgen/kinds.py); its value is tallied (`Tally`: order, duplicates)
+  and its publish-to-receive latency recorded. About 6 µs of CPU per delivery.
+* `ids` (bench/e2e.py, pushsvc only): update frames are found by one regex over each whole
+  read (`IdCounter`), well under a microsecond per delivery; after the drain every stream's
+  ids are judged, and compared across streams. The first `references` subscribers also read
+  every update's event value, which ties the ids to the events that were published.
+
+A mode makes each subscriber's reader and adds its own figures to the result.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+
+import numpy as np
+
+from common import percentiles
+from loadgen.idcount import IdCounter, id_keys, judge_ids, judge_values
+from loadgen.kinds import READY, Kind
+from loadgen.subscriber import Reader
+from loadgen.tally import Tally, Verdict, totals
+from pushsvc.sse_parser import EventStreamParser
+
+_SNAPSHOT = b"event: snapshot\n"
+
+
+class Deliveries:
+    """Decodes every delivery (value, sent time), tallies it and records its latency."""
+
+    def __init__(self, kind: Kind, expected: int, latencies: array[float]) -> None:
+        self._kind = kind
+        self._latencies = latencies
+        self._parser = EventStreamParser()
+        self.tally = Tally(expected)
+        self.ready = not kind.ready_on_snapshot
+        self.complete = False
+
+    def feed(self, pieces: list[bytes], now: float) -> int:
+        found = 0
+        for message in [m for piece in pieces for m in self._parser.feed(piece)]:
+            decoded = self._kind.decode(message)
+            if decoded is None:
+                continue
+            if decoded == READY:
+                self.ready = True
+                continue
+            value, sent = decoded  # type: ignore[misc]
+            self._latencies.append(now - sent)
+            if self.tally.record(value):  # the last one missing
+                self.complete = True
+            found += 1
+        return found
+
+    def verdict(self) -> Verdict:
+        return self.tally.verdict()
+
+
+class UpdateIds:
+    """Counts update frames by their ids (and, with `values`, reads their event values)."""
+
+    def __init__(self, expected: int, *, values: bool) -> None:
+        self.counter = IdCounter(values=values)
+        self._expected = expected
+        self._before_snapshot = b""
+        self.ready = False
+        self.complete = False
+
+    def feed(self, pieces: list[bytes], now: float) -> int:
+        found = 0
+        for piece in pieces:
+            if not self.ready:
+                self._before_snapshot += piece
+                if _SNAPSHOT not in self._before_snapshot:
+                    continue
+                piece, self._before_snapshot = self._before_snapshot, b""
+                self.ready = True
+            found += self.counter.feed(piece)
+        self.complete = self.counter.count >= self._expected
+        return found
+
+    def verdict(self) -> Verdict:
+        return judge_ids(self.counter.ids(), self._expected)
+
+
+class DeliveriesMode:
+    name = "deliveries"
+
+    def __init__(self, kind: Kind, events: int) -> None:
+        self.kind, self.events = kind, events
+        self.latencies: array[float] = array("d")
+
+    def reader(self, i: int) -> Reader:
+        return Deliveries(self.kind, self.events, self.latencies)
+
+    def report(self, readers: Sequence[Reader]) -> dict[str, object]:
+        """Publish-to-receive latency percentiles (nearest rank), ms."""
+        qs = percentiles(self.latencies, (0.50, 0.90, 0.99, 1.0))
+        ms = [None if q is None else round(q * 1000, 3) for q in qs]
+        return {"latency_ms": dict(zip(("p50", "p90", "p99", "max"), ms, strict=True))}
+
+
+class IdsMode:
+    name = "ids"
+
+    def __init__(self, events: int, references: int) -> None:
+        self.events, self.references = events, references
+
+    def reader(self, i: int) -> Reader:
+        return UpdateIds(self.events, values=i < self.references)
+
+    def report(self, readers: Sequence[Reader]) -> dict[str, object]:
+        """Whether every stream carried the same ids, and the reference streams' values."""
+        counters = [r.counter for r in readers if isinstance(r, UpdateIds)]
+        ids = [c.ids() for c in counters]
+        differ = 0
+        if ids:  # compare each stream's set of ids with subscriber 0's
+            base = min((int(i[:, 0].min()) for i in ids if len(i)), default=0)
+            first = np.unique(id_keys(ids[0], base))
+            differ = sum(not np.array_equal(np.unique(id_keys(i, base)), first) for i in ids[1:])
+        references = [
+            judge_values(c.values(), c.count, self.events) for c in counters[: self.references]
+        ]
+        return {
+            "id_sets_differ": differ,
+            "reference": {"subscribers": len(references), **totals(references)},
+        }
