@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsvc.broker.redis.broker import decode_events, encode_events
+from pushsvc.broker.redis.wire import decode_events, encode_events
 from pushsvc.errors import (
     BadRequest,
     HttpError,

@@ -1,14 +1,9 @@
-"""pushsvc: rolling-window statistics per topic, streamed over Server-Sent Events."""
+"""pushsvc: rolling-window statistics per topic, streamed over Server-Sent Events.
+
+The WSGI app is `pushsvc.app:create_app()`; this module holds only the version, so that
+`import pushsvc` costs nothing and no module imports back into the package root's children.
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_app"]
-
-
-def __getattr__(name: str) -> object:
-    # Lazy so that `import pushsvc` (e.g. for the version) does not import Flask.
-    if name == "create_app":
-        from pushsvc.app import create_app
-
-        return create_app
-    raise AttributeError(name)
+__all__ = ["__version__"]

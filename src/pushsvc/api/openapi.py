@@ -14,6 +14,7 @@ from flask import Blueprint
 
 from pushsvc import __version__
 from pushsvc.api.context import runtime
+from pushsvc.api.openapi_schemas import READINESS, SCHEMAS
 from pushsvc.config import Settings
 from pushsvc.topics import TOPIC_PATTERN
 
@@ -175,17 +176,6 @@ def _security(settings: Settings) -> tuple[Security | None, Security | None, dic
     return publishing, reading, schemes
 
 
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-_WINDOWS = {
-    "type": "object",
-    "description": "statistics by window label; null where undefined (an empty window)",
-    "additionalProperties": {
-        "type": "object",
-        "additionalProperties": _NUMBER_OR_NULL,
-    },
-}
-
-
 _UPDATE_ID_PATTERN = r"^[0-9a-f]{1,16}:(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})$"
 _HISTORY_HEADERS = {
     "Pushsvc-Resume-Id": {
@@ -342,11 +332,11 @@ def describe(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "ready",
-                            "content": {"application/json": {"schema": _READINESS}},
+                            "content": {"application/json": {"schema": READINESS}},
                         },
                         "503": {
                             "description": "the broker is unavailable or a shard has no aggregator",
-                            "content": {"application/json": {"schema": _READINESS}},
+                            "content": {"application/json": {"schema": READINESS}},
                         },
                     },
                 }
@@ -377,108 +367,9 @@ def describe(settings: Settings) -> dict[str, Any]:
         },
         "components": {
             **({"securitySchemes": schemes} if schemes else {}),
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
         },
     }
-
-
-_READINESS = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {
-        "status": {"enum": ["ready", "unavailable", "no_aggregator"]},
-        "broker": {"type": "string", "description": "why the broker is unavailable"},
-        "shards": {"type": "object"},
-    },
-}
-
-_SCHEMAS: dict[str, Any] = {
-    "History": {
-        "type": "object",
-        "required": ["topic", "resume_id", "more", "gap", "windows", "stats", "updates"],
-        "properties": {
-            "topic": {"type": "string"},
-            "resume_id": {"type": ["string", "null"]},
-            "more": {"type": "boolean"},
-            "gap": {"type": "boolean"},
-            "windows": {"type": "array", "items": {"type": "string"}},
-            "stats": {"type": "array", "items": {"type": "string"}},
-            "updates": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/Update"},
-                "description": "the updates exactly as streamed",
-            },
-        },
-    },
-    "Event": {
-        "type": "object",
-        "required": ["value"],
-        "additionalProperties": False,
-        "properties": {
-            "value": {"type": "number", "description": "finite"},
-            "ts": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
-            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    },
-    "Update": {
-        "type": "object",
-        "required": ["id", "topic", "ts", "reason", "event", "windows"],
-        "properties": {
-            "id": {"type": "string"},
-            "topic": {"type": "string"},
-            "ts": {"type": "number"},
-            "reason": {"type": "string"},
-            "event": {"type": ["object", "null"]},
-            "windows": _WINDOWS,
-        },
-    },
-    "Topics": {
-        "type": "object",
-        "required": ["topics"],
-        "properties": {
-            "topics": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["topic", "last_id", "last_ts", "subscribers"],
-                    "properties": {
-                        "topic": {"type": "string"},
-                        "last_id": {"type": "string"},
-                        "last_ts": {"type": "number"},
-                        "subscribers": {"type": "integer", "minimum": 0},
-                    },
-                },
-            }
-        },
-    },
-    "SSE": {
-        "description": "one server-sent event: a `snapshot` first (or a replay of `stats` "
-        "events), then a `stats` event per update; `data` is one line of JSON",
-        "type": "object",
-        "required": ["event", "data"],
-        "properties": {
-            "event": {"enum": ["snapshot", "stats"]},
-            "id": {"type": "string"},
-            "data": {"type": "string", "contentMediaType": "application/json"},
-            "retry": {"type": "integer"},
-        },
-    },
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "index": {"type": "integer"},
-                },
-            }
-        },
-    },
-}
 
 
 @bp.get("/openapi.json")

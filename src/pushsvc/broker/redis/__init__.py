@@ -4,6 +4,7 @@ for its aggregators), `pubsub.py` (one pub/sub connection per process), `keys.py
 
 from __future__ import annotations
 
-from pushsvc.broker.redis.broker import RedisBroker, RedisUpdatesFeed
+from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.feed import RedisUpdatesFeed
 
 __all__ = ["RedisBroker", "RedisUpdatesFeed"]

@@ -20,104 +20,30 @@ Needs Redis >= 6.2 (exclusive XRANGE, `XTRIM MAXLEN =`, `XADD MINID`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
-
-import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.base import BridgeStats, HistoryPage, ShardLag, TopicStats, UpdatesHandler
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
+from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import read_history
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.errors import BrokerUnavailable, Fenced, HttpError, TooManyTopics
+from pushsvc.broker.redis.wire import (
+    encode_events,
+    stream_position,
+    unavailable,
+    unpack,
+)
+from pushsvc.errors import BrokerUnavailable, HttpError, TooManyTopics
 from pushsvc.events import Event, check_lateness
-from pushsvc.topics import ALL, TopicMatcher
+from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
 
 log = logging.getLogger(__name__)
-
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
-
-
-@contextlib.contextmanager
-def unavailable(action: str) -> Iterator[None]:
-    """The library edge: Redis transport errors become BrokerUnavailable (a 503), a fenced
-    script becomes Fenced."""
-    try:
-        yield
-    except _UNREACHABLE as exc:
-        log.warning("redis unavailable during %s: %s", action, exc)
-        # The message reaches HTTP clients: no host or port in it.
-        raise BrokerUnavailable(f"Redis is unavailable ({type(exc).__name__})") from None
-    except ResponseError as exc:
-        if str(exc).startswith("FENCED"):
-            raise Fenced(str(exc)) from None
-        raise
-
-
-def unpack(topic: str, packed: bytes) -> Update:
-    """`<id> <clock_us> <body>`, as the publish script writes messages and `latest` values."""
-    text_id, clock_us, body = packed.split(b" ", 2)
-    update_id = UpdateId.issued(text_id.decode())
-    return Update.numbered(topic, update_id, int(clock_us), body)
-
-
-def encode_events(events: Sequence[Event]) -> bytes:
-    """The log's form of a batch: `[[value, ts_us, tags], ...]`."""
-    return orjson.dumps([[e.value, e.ts_us, e.tags] for e in events])
-
-
-def decode_events(data: bytes) -> list[Event]:
-    return [Event(float(v), int(ts), tags) for v, ts, tags in orjson.loads(data)]
-
-
-def _position(stream_id: bytes) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition(b"-")
-    return int(ms), int(seq)
-
-
-class RedisUpdatesFeed:
-    """This process's subscription to updates: a topic's channel while a local stream watches
-    it, a prefix pattern for `prefix.*` streams (see `PubSubReader`)."""
-
-    def __init__(self, reader: PubSubReader, keys: Keys) -> None:
-        self._reader = reader
-        self._keys = keys
-
-    def watch(self, selectors: Sequence[str]) -> None:
-        done: list[str] = []
-        try:
-            for selector in selectors:
-                self._change(selector, add=True)
-                done.append(selector)
-        except BaseException:
-            self.unwatch(done)
-            raise
-
-    def unwatch(self, selectors: Sequence[str]) -> None:
-        for selector in selectors:
-            self._change(selector, add=False)
-
-    def _change(self, selector: str, *, add: bool) -> None:
-        channel = self._keys.updates_channel
-        if selector == ALL or selector.endswith(".*"):
-            prefix = channel + selector[:-1].encode()  # `x.*` -> `...updates:x.`
-            (self._reader.add_prefix if add else self._reader.remove_prefix)(prefix)
-        else:
-            (self._reader.add_channel if add else self._reader.remove_channel)(
-                channel + selector.encode()
-            )
-
-    def close(self) -> None:
-        self._reader.close()
 
 
 class RedisBroker:
@@ -294,9 +220,9 @@ class RedisBroker:
             current, trimmed, newest, entries = pipe.execute()
         if current is None or current.decode() != after.epoch or not newest:
             return None  # another history (Redis restarted empty, or a stranger's id)
-        if after.position > _position(newest[0][0]):
+        if after.position > stream_position(newest[0][0]):
             return None  # never issued
-        if trimmed is not None and after.position < _position(trimmed):
+        if trimmed is not None and after.position < stream_position(trimmed):
             return None  # an update after `after` was trimmed
         replayed = []
         for stream_id, fields in entries:
@@ -396,7 +322,7 @@ class RedisBroker:
                 with unavailable("lag"):
                     first: Any = self._client.xrange(self.keys.log(shard), min=start, count=1)
                 if first:
-                    oldest_age_s = max(0.0, (now_ms - _position(first[0][0])[0]) / 1000)
+                    oldest_age_s = max(0.0, (now_ms - stream_position(first[0][0])[0]) / 1000)
             lags.append(ShardLag(shard, entries, oldest_age_s, bool(leased)))
         return lags
 

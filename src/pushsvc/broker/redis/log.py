@@ -15,9 +15,9 @@ from typing import Any, cast
 import orjson
 
 from pushsvc.broker.lua import source
-from pushsvc.broker.redis.broker import decode_events, unavailable, unpack
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
+from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
 from pushsvc.events import Event
 
 FIRST = "0-0"
