@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from conftest import MakeApp
 from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, post, wait_until
 from pushsvc.testing.redis_server import RedisServer
 
@@ -28,7 +32,7 @@ def _answers(port: int) -> bool:
 
 
 def test_two_gunicorn_workers_serve_streams_and_posts(
-    redis_server: RedisServer, prefix: str, topic: str
+    redis_server: RedisServer, prefix: str, topic: str, tmp_path: Path
 ) -> None:
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
     assert gunicorn is not None, "gunicorn is a test dependency"
@@ -38,9 +42,12 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
         "PUSHSVC_REDIS_URL": redis_server.url,
         "PUSHSVC_PREFIX": prefix,
         "PUSHSVC_TICK": "0",
+        # gunicorn configures no logging for the app: pushsvc must, as the CLI does.
+        "PUSHSVC_LOG_FORMAT": "json",
     }
     aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
     port = _free_port()
+    log_file = (tmp_path / "gunicorn.log").open("w")
     web = subprocess.Popen(
         [
             gunicorn,
@@ -57,7 +64,7 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log_file,
     )
     streams: list[SSEClient] = []
     try:
@@ -77,4 +84,33 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
             stream.close()
         web.terminate()
         web.wait(30)
+        log_file.close()
         aggregator.stop()
+    # Each worker's app logged its settings as a JSON line, in the format configured.
+    lines = [json.loads(line) for line in (tmp_path / "gunicorn.log").read_text().splitlines()
+             if line.startswith("{")]  # fmt: skip
+    settings_lines = [
+        line for line in lines
+        if line["logger"] == "pushsvc.app" and line["message"].startswith("pushsvc web settings")
+    ]  # fmt: skip
+    assert len(settings_lines) == 2, lines
+
+
+def test_a_hosts_own_log_handlers_get_the_credential_filter(make_app: MakeApp) -> None:
+    """Where the host configured logging itself (gunicorn --log-config, an application), the
+    app keeps its handlers and adds the credential filter to each."""
+    written: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            written.append(self.format(record))
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [Collect()]
+    try:
+        make_app()
+        logging.getLogger("gevent.pywsgi").error("bad request line GET /stream?token=abc.def")
+    finally:
+        root.handlers[:] = saved
+    assert written[-1] == "bad request line GET /stream?token=[redacted]"

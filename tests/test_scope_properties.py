@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import (
+    CLOCK_SKEW_S,
     HMAC_ALGORITHM,
     JwtKey,
     TokenError,
@@ -279,3 +280,30 @@ def test_an_exp_past_a_doubles_range_is_a_token_error() -> None:
     token = jwt.encode({"exp": 10**400}, SECRET, algorithm=HMAC_ALGORITHM)
     with pytest.raises(TokenError, match="'exp' is out of range"):
         Verifier(load_key(SECRET.decode())).verify(token)
+
+
+# -------------------------------------------------------------- the minting host's clock
+
+
+def _verify_claims(**claims: Any) -> float:
+    token = jwt.encode(claims, SECRET, algorithm=HMAC_ALGORITHM)
+    return Verifier(load_key(SECRET.decode())).verify(token).expires_at
+
+
+def test_a_token_minted_on_a_host_whose_clock_runs_a_little_ahead_is_accepted() -> None:
+    # PyJWT alone refuses an `iat` one second in the future: random 401s for an application
+    # minting tokens on another host.
+    now = time.time()
+    ahead = now + CLOCK_SKEW_S / 2
+    assert _verify_claims(iat=int(ahead), nbf=int(ahead), exp=int(ahead + 60)) > now
+
+
+def test_a_token_issued_further_ahead_than_the_allowed_skew_is_refused() -> None:
+    ahead = time.time() + CLOCK_SKEW_S + 60
+    with pytest.raises(TokenError, match="not yet valid"):
+        _verify_claims(nbf=int(ahead), exp=int(ahead + 60))
+
+
+def test_the_skew_allowance_never_lets_an_expired_token_in() -> None:
+    with pytest.raises(TokenError, match="expired"):
+        _verify_claims(exp=int(time.time()) - 1)

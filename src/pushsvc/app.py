@@ -37,6 +37,7 @@ def create_app(
     runs on the embedded memory broker (nothing else could) and not on Redis.
     """
     settings = test_config if isinstance(test_config, Settings) else Settings.load(test_config)
+    logs.ensure_configured(settings.log_format)
     if role is None:
         role = "serve" if settings.redis_url is None else "web"
     app = Flask(__name__)

@@ -66,6 +66,12 @@ class InvalidTopic(BadRequest):
     code = "invalid_topic"
 
 
+class TooManySelectors(BadRequest):
+    """A stream named more selectors than `--max-selectors`."""
+
+    code = "too_many_selectors"
+
+
 class PayloadTooLarge(HttpError):
     status = 413
     code = "payload_too_large"

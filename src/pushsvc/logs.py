@@ -67,6 +67,23 @@ def configure(log_format: str = "text") -> None:
     root.setLevel(logging.INFO)
 
 
+def ensure_configured(log_format: str = "text") -> None:
+    """What `create_app` does when run by a host other than `pushsvc` (gunicorn): configure as
+    the CLI does where nothing configured logging; where the host did (gunicorn
+    `--log-config`, an application's own setup), keep its handlers and add the request id and
+    the credential filter to each, so no line a handler writes quotes a token."""
+    root = logging.getLogger()
+    if not root.handlers:
+        configure(log_format)
+        return
+    for handler in root.handlers:
+        kinds = {type(f) for f in handler.filters}
+        if _RequestId not in kinds:
+            handler.addFilter(_RequestId())
+        if RedactCredentials not in kinds:
+            handler.addFilter(RedactCredentials())
+
+
 def install(app: Flask) -> None:
     """Give every request an id (the client's sane `X-Request-ID`, else a new one)."""
 

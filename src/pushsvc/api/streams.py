@@ -25,7 +25,7 @@ from flask import Blueprint, Response, request
 from pushsvc import subscription
 from pushsvc.api.context import runtime
 from pushsvc.broker.base import Broker, UpdatesFeed
-from pushsvc.errors import BadRequest
+from pushsvc.errors import BadRequest, TooManySelectors
 from pushsvc.hub import Hub
 from pushsvc.pacer import Pacer
 from pushsvc.projection import Projection
@@ -78,7 +78,9 @@ def _stream(selectors: Sequence[str]) -> Response:
     # Every refusal (bad request, auth, limits) is a JSON error before streaming starts.
     rt = runtime()
     if len(selectors) > rt.settings.max_selectors:
-        raise BadRequest(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+        raise TooManySelectors(
+            f"at most {rt.settings.max_selectors} ?topic= selectors per stream"
+        )
     reader = rt.gate.reader(request, TopicMatcher(selectors))
     options = StreamOptions(
         matcher=reader.matcher,

@@ -28,6 +28,10 @@ from pushsvc.security.scopes import Scope
 
 CLAIM = "pushsvc"
 HMAC_ALGORITHM = "HS256"
+# How far the clock of the host that minted a token may run ahead of ours: an `iat` or `nbf`
+# up to this far in the future is accepted. `exp` gets none, so that a stream ends when its
+# token expires and no expired token opens one.
+CLOCK_SKEW_S = 30
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
 MIN_SECRET_BYTES = 32
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
@@ -131,6 +135,7 @@ class Verifier:
                 algorithms=[self.key.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
+                leeway=CLOCK_SKEW_S,
                 options={
                     "require": ["exp"] + (["aud"] if self.audience else []),
                     "verify_aud": self.audience is not None,
@@ -140,7 +145,10 @@ class Verifier:
             raise TokenError("the token has expired") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from None
-        return _grant(claims)
+        grant = _grant(claims)
+        if grant.expires_at <= time.time():  # the leeway is for iat and nbf only
+            raise TokenError("the token has expired")
+        return grant
 
 
 def _grant(claims: Mapping[str, Any]) -> Grant:
