@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
 
 from auth_tokens import SECRET, hs256
 from pushsvc.testing.live import PushsvcProcess, post, request, wait_until
@@ -266,6 +274,33 @@ def test_a_reload_draws_the_history_then_goes_on_live_without_gap_or_repeat(
     points = drawn(page, "1m")
     assert points == expected_points(history(server, topic), "1m")
     assert len({p["id"] for p in points}) == 9
+
+
+def test_the_page_is_live_before_any_history_arrives_and_they_meet_without_gap_or_repeat(
+    server: PushsvcProcess, page: Page
+) -> None:
+    """With many topics, waiting for every history before streaming kept a page
+    "connecting" for seconds: the stream opens first, the histories follow."""
+    topic = unique()
+    for n in range(5):
+        assert post(server.port, topic, {"value": n})[0] == 202
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # answered only when the test says
+        held.append(route)
+
+    page.route("**/history?*", hold)
+    open_dashboard(page, server, f"/#/topics/{topic}")  # live, with no history answered
+    for n in range(5, 7):
+        assert post(server.port, topic, {"value": n})[0] == 202
+    expect(figure(page, "1m")).to_have_attribute("data-points", "2")  # the live ones
+    assert held, "the page asked for no history"
+    for route in held:
+        route.continue_()
+    expect(figure(page, "1m")).to_have_attribute("data-points", "7")
+    points = drawn(page, "1m")
+    assert points == expected_points(history(server, topic), "1m")
+    assert len({p["id"] for p in points}) == 7
 
 
 def test_topics_with_data_appear_on_open_with_their_latest_value(

@@ -41,7 +41,8 @@ _ERROR_MEANINGS = {
     413: "body or batch too large",
     415: "unsupported content type",
     429: "a per-client limit was reached (Retry-After where waiting helps)",
-    503: "broker unavailable, or this process is at its stream limit (Retry-After)",
+    503: "the broker is unavailable, or (streams) this process is at its stream limit "
+    "(with Retry-After)",
 }
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     # RFC 6750 §3: every 401 carries a Bearer challenge.

@@ -1,14 +1,18 @@
-// Getting data: the history first (GET topics/{t}/history), then ONE EventSource for all
-// topics that resumes exactly where the history ended (?lastEventId= the oldest resume_id
-// of the pages loaded), so the charts continue with no gap and no repeated point. Relative
-// URLs, so the page also works when a proxy mounts pushsvc under a path.
-
-import { oldestId } from "./store.js";
+// Getting data: ONE EventSource for all topics, opened first, so the page is live at once
+// however many topics there are; then each topic's history (GET topics/{t}/history), a few
+// at a time, the topic on screen first. A history page is asked for only once the stream is
+// open (its snapshot arrived), so it reaches at least as far as the stream's start: points
+// are merged by update id (store.js), and history and live data meet with no gap and no
+// repeated point. Relative URLs, so the page also works when a proxy mounts pushsvc under a
+// path.
 
 const STREAM_URL = "stream?topic=*";
 const RECONNECT_MIN_MS = 1000;
 const RECONNECT_MAX_MS = 30000;
 const PARALLEL_FETCHES = 4;
+// The overview draws the recent past of this many topics (in the order it lists them); the
+// others start from what arrives live. A topic view always loads its own.
+const OVERVIEW_HISTORIES = 100;
 
 export class Refused extends Error {
   constructor(status) { super(`HTTP ${status}`); this.status = status; }
@@ -61,30 +65,41 @@ export class Connection {
     this.lastEventId = "";
     this.delay = RECONNECT_MIN_MS;
     this.timer = 0;
+    this.histories = null; // topics whose history is still to load once the stream opens
+    this.opened = false; // a snapshot arrived: history pages asked for now meet the stream
   }
 
-  /** History of every topic the caller may read, then the stream from where it ends. */
+  /** The stream, then the histories of the topics the caller may read. */
   async start() {
     clearTimeout(this.timer);
     this.on.status("connecting", "connecting…");
-    let resumes = [];
+    let names = [];
     try {
+      // EventSource cannot tell a 401 from a network error: ask first.
       const listing = await getJson("topics");
-      const names = listing.topics.map((t) => t.topic);
-      await inParallel(names, async (name) => {
-        resumes.push(await loadHistory(this.store, name, this.limitFor(name)));
-        this.on.changed();
-      });
+      names = listing.topics.map((t) => t.topic).sort();
     } catch (error) {
       if (error instanceof Refused) {
         this.retry(`not signed in: no access to the topics`, "unauthorized");
         return;
       }
       // Unreachable or failing: the stream alone (from its snapshot) still shows the present.
-      resumes = [];
     }
-    this.lastEventId = oldestId(resumes.filter(Boolean));
+    this.histories = names;
     this.connect();
+  }
+
+  /** After the stream's first snapshot: the histories, the topic on screen first. */
+  async loadHistories(names) {
+    // A stable sort: the topic view's topic (the larger limit) first, then in listed order.
+    const wanted = [...names].sort((a, b) => this.limitFor(b) - this.limitFor(a))
+      .slice(0, OVERVIEW_HISTORIES);
+    await inParallel(wanted, async (name) => {
+      try {
+        await loadHistory(this.store, name, this.limitFor(name));
+      } catch (_error) { /* refused or gone meanwhile: the stream goes on */ }
+      this.on.changed();
+    });
   }
 
   connect() {
@@ -111,6 +126,13 @@ export class Connection {
     source.addEventListener("snapshot", (message) => {
       this.remember(message);
       const snapshot = JSON.parse(message.data);
+      this.opened = true;
+      if (this.histories !== null) {
+        // The stream is open: a history page asked for now reaches as far as it starts.
+        const names = this.histories;
+        this.histories = null;
+        this.loadHistories(names);
+      }
       if (snapshot.gap) {
         this.on.status("gap", `live, after a gap at ${new Date().toISOString().slice(11, 19)} ` +
           "UTC: updates were missed");

@@ -84,7 +84,7 @@ async function navigate() {
   const topic = store.topic(name);
   topicView.show(topic);
   $("topic-title").focus();
-  if (topic.loaded < TOPIC_HISTORY && connection.source !== null) {
+  if (topic.loaded < TOPIC_HISTORY && connection.opened) {
     // Loaded for the overview only: the rest of its history. Points already here (from
     // the stream since) are merged by id, so nothing is drawn twice.
     try { await loadHistory(store, name, TOPIC_HISTORY); } catch (_error) { /* the stream goes on */ }

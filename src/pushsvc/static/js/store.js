@@ -17,17 +17,6 @@ export function isAfter(a, b) {
   return a.ms > b.ms || (a.ms === b.ms && a.seq > b.seq);
 }
 
-/** The oldest of these ids (texts), or "" for none: where one stream resumes to continue
- *  every page they end. */
-export function oldestId(texts) {
-  let oldest = null;
-  for (const text of texts) {
-    const id = parseId(text);
-    if (id && (oldest === null || isAfter(oldest, id))) oldest = id;
-  }
-  return oldest ? oldest.text : "";
-}
-
 export class Topic {
   constructor(name) {
     this.name = name;
