@@ -5,15 +5,14 @@ shown as text, the filter; the topic view's charts gaining points whose drawn va
 updates' statistics, continuing after a reload with no gap and no repeated point; the
 connection indicator across a server restart and a refused stream; 1280 px and phone widths;
 auth by cookie. Every test fails on an uncaught error or a console error in the page. The
-overview's screenshot in the README (docs/dashboard.png) is taken here, with
-PUSHSVC_TEST_SCREENSHOT=1. Skipped only when Debian's `chromium` is not installed.
+overview's screenshot in the README (docs/dashboard.png) is taken here. Skipped only when
+Debian's `chromium` is not installed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import socket
@@ -516,10 +515,9 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
         second.stop()
 
 
-def test_screenshot_of_the_overview_for_the_readme(page: Page, tmp_path: Path) -> None:
-    """The overview at 1280 px with a few topics that have a history. Written to
-    docs/dashboard.png (the README's picture) only when PUSHSVC_TEST_SCREENSHOT=1, so that a test
-    run leaves the tree as it was."""
+def test_screenshot_of_the_overview_for_the_readme(page: Page) -> None:
+    """docs/dashboard.png, the README's picture: the overview at 1280 px with a few topics
+    that have a history. Taken on every run, so it shows the page as it is."""
     proc = PushsvcProcess("serve", "--tick", "1s").start()
     try:
         now = datetime.now(UTC).timestamp()
@@ -540,9 +538,8 @@ def test_screenshot_of_the_overview_for_the_readme(page: Page, tmp_path: Path) -
         expect(page.locator(".tile")).to_have_count(3)
         for t in page.locator(".spark").all():
             expect(t).to_have_attribute("data-points", "120")
-        target = SCREENSHOT if os.environ.get("PUSHSVC_TEST_SCREENSHOT") else tmp_path / "d.png"
-        page.screenshot(path=str(target))
-        assert target.stat().st_size > 10_000  # a picture, not an empty page
+        page.screenshot(path=str(SCREENSHOT))
+        assert SCREENSHOT.stat().st_size > 10_000  # a picture, not an empty page
     finally:
         proc.stop()
 

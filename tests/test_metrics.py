@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import socket
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from auth_tokens import SECRET, hs256
 from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.testing.redis_server import RedisServer
 
 
 def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -92,3 +95,40 @@ def test_metrics_text_names_the_new_series_with_help(server: PushsvcProcess) -> 
         "pushsvc_direct_writes_total",
     ):
         assert re.search(rf"^# HELP {name} \S", text, re.M), name
+
+
+@pytest.mark.redis
+def test_a_lost_broker_connection_counts_a_reset_and_ends_streams_by_reason(
+    prefix: str, topic: str
+) -> None:
+    redis = RedisServer().start()
+    proc = PushsvcProcess(
+        "serve", "--tick", "0", env={"PUSHSVC_REDIS_URL": redis.url, "PUSHSVC_PREFIX": prefix}
+    ).start()
+    try:
+        with SSEClient(proc.port, f"/topics/{topic}/stream") as stream:
+            stream.next_data("snapshot")
+            redis.stop()
+            redis.start()  # the same port, empty: the pub/sub connection was lost meanwhile
+            stream.wait_closed()  # ended, so that EventSource resumes from the history
+        assert value(proc.port, "pushsvc_stream_resets_total") >= 1
+        assert value(proc.port, "pushsvc_stream_disconnects_total", reason="reset") == 1
+    finally:
+        proc.stop()
+        redis.stop()
+
+
+def test_a_stream_whose_token_expires_is_counted_as_expired(topic: str) -> None:
+    proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_JWT_KEY": SECRET}).start()
+    try:
+        token = hs256(subscribe=[topic], ttl_s=1)
+        with SSEClient(
+            proc.port, f"/topics/{topic}/stream", headers={"Authorization": f"Bearer {token}"}
+        ) as stream:
+            stream.next_data("snapshot")
+            stream.wait_closed()
+        wait_until(
+            lambda: value(proc.port, "pushsvc_stream_disconnects_total", reason="expired") == 1
+        )
+    finally:
+        proc.stop()

@@ -226,6 +226,14 @@ class SSEClient:
     ) -> list[tuple[str, Any]]:
         return [self.next_data(event, timeout) for _ in range(n)]
 
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Read on until the server ends the stream; TimeoutError if it does not in time."""
+        try:
+            while True:
+                self.next(timeout)
+        except EOFError:
+            return
+
     def close(self) -> None:
         self._resp.close()
         self._conn.close()
