@@ -78,9 +78,7 @@ def _stream(selectors: Sequence[str]) -> Response:
     # Every refusal (bad request, auth, limits) is a JSON error before streaming starts.
     rt = runtime()
     if len(selectors) > rt.settings.max_selectors:
-        raise TooManySelectors(
-            f"at most {rt.settings.max_selectors} ?topic= selectors per stream"
-        )
+        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
     reader = rt.gate.reader(request, TopicMatcher(selectors))
     options = StreamOptions(
         matcher=reader.matcher,

@@ -6,6 +6,7 @@
 import { LINES, countChart, windowChart, windowColumns } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { rateText, setText } from "./overview.js";
+import { isAfter } from "./store.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
 const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
@@ -16,11 +17,14 @@ export class TopicView {
     this.topic = null;
     this.figures = new Map(); // window -> figure state
     this.paused = false;
+    this.pausedAfter = null; // the newest point drawn when paused
     this.drawn = -1;
     els.pause.addEventListener("click", () => {
       this.paused = !this.paused;
       els.pause.setAttribute("aria-pressed", String(this.paused));
       els.pause.textContent = this.paused ? "Resume" : "Pause";
+      const last = this.topic && this.topic.points[this.topic.points.length - 1];
+      this.pausedAfter = this.paused && last ? last.id : null;
       if (!this.paused) this.render(true);
     });
     els.windowSelect.addEventListener("change", () => this.render(true));
@@ -48,6 +52,7 @@ export class TopicView {
 
   render(force = false) {
     const topic = this.topic;
+    if (topic !== null && this.paused && !force) this.countWhilePaused(topic);
     if (topic === null || (!force && (this.paused || this.drawn === topic.version))) return;
     this.drawn = topic.version;
     const windows = Object.keys(topic.windows);
@@ -60,6 +65,16 @@ export class TopicView {
       if (!figure.el.hidden) this.draw(figure, topic);
     }
     this.renderCurrent(topic, windows);
+  }
+
+  /** Paused charts hold still; the button says how many updates they will catch up on. */
+  countWhilePaused(topic) {
+    let fresh = 0;
+    for (let i = topic.points.length - 1; i >= 0; i--) {
+      if (this.pausedAfter !== null && !isAfter(topic.points[i].id, this.pausedAfter)) break;
+      fresh++;
+    }
+    this.els.pause.textContent = fresh ? `Resume (${fresh} new)` : "Resume";
   }
 
   syncSelect(windows) {
