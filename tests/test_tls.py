@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from pushsvc.sse_parser import EventStreamParser, SSEMessage
 from pushsvc.testing.live import SRC, PushsvcProcess, wait_until
+from pushsvc.testing.redis_server import RedisServer
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,9 @@ def other(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     return _self_signed(tmp_path_factory.mktemp("tls-other"), "other")
 
 
-def _serve(pair: Pair, *args: str) -> PushsvcProcess:
+def _serve(pair: Pair, *args: str, command: str = "serve", **env: str) -> PushsvcProcess:
     return PushsvcProcess(
-        "serve",
+        command,
         "--tick",
         "0",
         "--heartbeat",
@@ -89,6 +90,7 @@ def _serve(pair: Pair, *args: str) -> PushsvcProcess:
         "--keyfile",
         str(pair.key),
         *args,
+        env=env,
     ).start()
 
 
@@ -98,9 +100,23 @@ def _serve(pair: Pair, *args: str) -> PushsvcProcess:
         "one process",
         # a private redis-server, two web workers and an aggregator (see test_workers.py)
         pytest.param("--workers 2", marks=[pytest.mark.redis, pytest.mark.slow]),
+        # the web tier on its own, beside an aggregator, on the test's redis-server
+        pytest.param("web", marks=pytest.mark.redis),
     ],
 )
 def https_server(request: pytest.FixtureRequest, pair: Pair) -> Iterator[PushsvcProcess]:
+    if request.param == "web":
+        redis = RedisServer().start()
+        aggregator = PushsvcProcess(
+            "aggregate", "--tick", "0", env={"PUSHSVC_REDIS_URL": redis.url}, http=False
+        ).start()
+        server = _serve(pair, command="web", PUSHSVC_REDIS_URL=redis.url)
+        aggregator.wait_for_log("took the lease")
+        yield server
+        assert server.stop() == 0
+        aggregator.stop()
+        redis.stop()
+        return
     args = ("--workers", "2") if request.param == "--workers 2" else ()
     server = _serve(pair, *args)
     if args:  # both workers listening, or the kernel has only one socket to hand out
