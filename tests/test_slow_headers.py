@@ -1,10 +1,11 @@
 """Slowloris: 500 connections trickling their request line and headers a byte at a time do
-not delay `/healthz`, and once they go the server streams and accepts POSTs as before.
+not delay `/healthz`, and once they go the server streams and accepts POSTs as before; and
+`--header-timeout` closes a connection whose request line and headers have not all arrived in
+time (or an idle keep-alive connection), never a stream that is under way.
 
 gevent's pywsgi reads each connection's request in a greenlet of its own, so a connection
-that never finishes its headers parks one greenlet and one file descriptor, not the server.
-(pywsgi has no header timeout: such connections stay as long as they trickle, so many more of
-them would exhaust the process's descriptors; a proxy in front bounds that — docs/security.md.)
+that never finishes its headers parks one greenlet and one file descriptor, not the server;
+pywsgi itself has no header timeout, so pushsvc's handler adds one (`pushsvc.server`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def _open_fds(pid: int) -> int:
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[PushsvcProcess]:
     _raise_fd_limit(2 * SLOW_CONNECTIONS + 256)
-    proc = PushsvcProcess("serve", "--tick", "0", "--heartbeat", "1s").start()
+    # A deadline past the test's length: here the connections must be held, not cut.
+    proc = PushsvcProcess(
+        "serve", "--tick", "0", "--heartbeat", "1s", "--header-timeout", "120s"
+    ).start()
     yield proc
     proc.stop()
 
@@ -147,3 +151,79 @@ def test_streams_and_posts_work_while_slow_connections_trickle(
         assert trickler.failed == 0
     finally:
         trickler.stop()
+
+
+# ------------------------------------------------------------------ the header deadline
+
+HEADER_TIMEOUT_S = 1
+
+
+@pytest.fixture(scope="module")
+def strict_server() -> Iterator[PushsvcProcess]:
+    proc = PushsvcProcess(
+        "serve", "--tick", "0", "--heartbeat", "300ms", "--header-timeout", f"{HEADER_TIMEOUT_S}s"
+    ).start()
+    yield proc
+    proc.stop()
+
+
+def _until_closed(sock: socket.socket, trickle: bytes = b"") -> bytes:
+    """What the server sent until it closed the connection, sending `trickle` a byte at a
+    time meanwhile; a socket timeout well past the deadline bounds the wait."""
+    sock.settimeout(0.1)
+    received = bytearray()
+    deadline = time.monotonic() + HEADER_TIMEOUT_S + 10
+    for position in range(10**6):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still open well past the header timeout; got {received!r}")
+        if position < len(trickle):
+            sock.send(trickle[position : position + 1])
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue  # the pace of the trickle: the server has not answered yet
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return bytes(received)
+
+
+def test_a_request_line_that_never_ends_is_closed_at_the_deadline(
+    strict_server: PushsvcProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server.port)) as sock:
+        started = time.monotonic()
+        assert _until_closed(sock, b"GET /topics/" + b"a" * 4000) == b""
+        assert time.monotonic() - started >= HEADER_TIMEOUT_S
+
+
+def test_headers_that_never_end_get_a_408_at_the_deadline(strict_server: PushsvcProcess) -> None:
+    # Part of the headers, then silence: trickling on would race the server's close (a reset
+    # discards its answer); the request line test shows the deadline is not an idle timer.
+    with socket.create_connection(("127.0.0.1", strict_server.port)) as sock:
+        sock.sendall(b"POST /topics/slow/events HTTP/1.1\r\nHost: x\r\nX-Slow: bbbb")
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    strict_server.wait_for_log("headers not received within 1 s")
+    status, _, body = request(strict_server.port, "GET", "/topics")
+    assert status == 200 and b"slow" not in body  # nothing was posted
+
+
+def test_an_idle_keep_alive_connection_is_closed_at_the_deadline(
+    strict_server: PushsvcProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", strict_server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _until_closed(sock)  # then nothing more from us
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'{"status":"ok"}' in answer
+
+
+def test_a_stream_outlives_the_header_deadline(strict_server: PushsvcProcess, topic: str) -> None:
+    with SSEClient(strict_server.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        # Heartbeats (every 300 ms) keep arriving well past the deadline: not cut.
+        stream.wait_comments(round(3 * HEADER_TIMEOUT_S / 0.3))
+        assert post(strict_server.port, topic, {"value": 1})[0] == 202
+        assert stream.next_data()[1]["event"]["value"] == 1.0

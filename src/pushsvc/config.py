@@ -229,6 +229,7 @@ class Settings:
     max_batch: int = setting("10000", _positive_int)
     queue_size: int = setting("1000", _positive_int)
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
+    header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout")
     shard: tuple[int, int] = setting("0/1", _shard)
     lease_us: int = setting("5s", _positive_duration, name="lease")
     cors_origins: tuple[str, ...] = setting("", _origins)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+from typing import TYPE_CHECKING, Literal
 
 import gevent
 from gevent.event import Event as Signal
@@ -16,20 +17,96 @@ from pushsvc.runtime import Runtime
 from pushsvc.stream_socket import ENVIRON_KEY
 from pushsvc.tls import server_context
 
+if TYPE_CHECKING:
+    from gevent.pywsgi import OldMessage
+
 log = logging.getLogger(__name__)
 
 # Bursts of thousands of reconnecting EventSources must not overflow the accept queue.
 LISTEN_BACKLOG = 2048
 
 
-class StreamingHandler(WSGIHandler):
-    """pywsgi's handler, lending itself to the app through the environ so that a stream can
-    write its own socket once the head is out (`pushsvc.stream_socket`)."""
+class _HeadTimeout(Exception):
+    """A request's line and headers did not arrive within the header timeout."""
+
+
+class _HeadersTooSlow(ValueError):
+    """What pywsgi's handler is told, once the request line is in (a ValueError: a client
+    error, answered and not treated as a crash)."""
+
+
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+class HeadTimeoutHandler(WSGIHandler):
+    """pywsgi's handler with a deadline for each request's line and headers (`--header-timeout`,
+    like nginx's `client_header_timeout`): pywsgi has none, so a client trickling its headers,
+    or an idle keep-alive connection, would hold a greenlet and a descriptor for as long as it
+    likes. Past the deadline the connection is closed (with a 408 once the request line is in).
+    The body and the response, a stream's included, have no such deadline."""
+
+    header_timeout_s = 10.0  # set per server by `handler_for`
+    _head_deadline: gevent.Timeout | None = None
+
+    def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
+        try:
+            return super().handle_one_request()
+        finally:
+            self._end_head_deadline()  # the paths that never reach read_request
+
+    def read_requestline(self) -> str:
+        self._end_head_deadline()
+        self._head_deadline = gevent.Timeout.start_new(self.header_timeout_s, _HeadTimeout)
+        try:
+            line: str = super().read_requestline()
+        except _HeadTimeout:
+            return ""  # no request line: handle_one_request closes the connection quietly
+        return line
+
+    def read_request(self, raw_requestline: str) -> OldMessage:
+        try:
+            return super().read_request(raw_requestline)
+        except _HeadTimeout:
+            self.close_connection = True
+            raise _HeadersTooSlow from None
+        finally:
+            self._end_head_deadline()
+
+    def _handle_client_error(self, ex: Exception) -> tuple[str, bytes]:
+        # pywsgi's hook for invalid requests: a slow client is routine (an attack, or a bad
+        # network), worth a 408 and an INFO line, not pywsgi's ERROR and 400.
+        if isinstance(ex, _HeadersTooSlow):
+            log.info(
+                "closed %s: headers not received within %g s",
+                self.client_address,
+                self.header_timeout_s,
+            )
+            return ("408", _REQUEST_TIMEOUT)
+        answer: tuple[str, bytes] = super()._handle_client_error(ex)  # type: ignore[misc]
+        return answer
+
+    def _end_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.close()
+            self._head_deadline = None
+
+
+class StreamingHandler(HeadTimeoutHandler):
+    """Also lends itself to the app through the environ so that a stream can write its own
+    socket once the head is out (`pushsvc.stream_socket`)."""
 
     def get_environ(self) -> dict[str, object]:
         environ: dict[str, object] = super().get_environ()
         environ[ENVIRON_KEY] = self
         return environ
+
+
+def handler_for(settings: Settings, *, tls: bool) -> type[HeadTimeoutHandler]:
+    # TLS streams keep pywsgi's own writes (stream_socket writes plain sockets).
+    base = HeadTimeoutHandler if tls else StreamingHandler
+    return type(base.__name__, (base,), {"header_timeout_s": settings.header_timeout_us / 1e6})
 
 
 def _on_termination(stop: Signal) -> None:
@@ -58,10 +135,13 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     app = create_app(settings, role=role)
     runtime: Runtime = app.extensions["pushsvc"]
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
+    handler = handler_for(settings, tls=tls is not None)
     if tls is None:
-        server = WSGIServer(listener, app, log=None, error_log=log, handler_class=StreamingHandler)
+        server = WSGIServer(listener, app, log=None, error_log=log, handler_class=handler)
     else:
-        server = WSGIServer(listener, app, log=None, error_log=log, ssl_context=tls)
+        server = WSGIServer(
+            listener, app, log=None, error_log=log, handler_class=handler, ssl_context=tls
+        )
     stop = Signal()
     _on_termination(stop)
     server.start()

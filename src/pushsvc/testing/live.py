@@ -192,22 +192,30 @@ class SSEClient:
         self._pending: list[SSEMessage] = []
 
     def next(self, timeout: float | None = None) -> SSEMessage:
-        """The next dispatched message; raises TimeoutError when none arrives in time."""
+        """The next dispatched message; raises TimeoutError when none arrives in time (the
+        stream is unusable after that: a timed-out response cannot be read again)."""
+        self._read_until(lambda: bool(self._pending), timeout, "SSE message")
+        return self._pending.pop(0)
+
+    def wait_comments(self, count: int, timeout: float | None = None) -> None:
+        """Read on until `count` comment lines (heartbeats) have arrived in all."""
+        self._read_until(lambda: len(self.comments) >= count, timeout, f"{count} comments")
+
+    def _read_until(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
         deadline = time.monotonic() + (timeout or self.timeout)
-        while not self._pending:
+        while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no SSE message on {self.path} in time")
+                raise TimeoutError(f"no {what} on {self.path} in time")
             self._sock.settimeout(remaining)
             try:
                 chunk = self._resp.read1(65536)
             except TimeoutError:
-                raise TimeoutError(f"no SSE message on {self.path} in time") from None
+                raise TimeoutError(f"no {what} on {self.path} in time") from None
             if not chunk:
                 raise EOFError(f"stream {self.path} ended")
             self.raw += chunk
             self._pending.extend(self._parser.feed(chunk))
-        return self._pending.pop(0)
 
     @property
     def comments(self) -> list[str]:
