@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
-import socket
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from auth_tokens import SECRET, hs256
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.testing.live import (
+    PushsvcProcess,
+    SSEClient,
+    post,
+    request,
+    stalled_reader,
+    wait_until,
+)
 from pushsvc.testing.redis_server import RedisServer
 
 
@@ -54,11 +60,8 @@ def test_a_stalled_reader_is_queued_then_conflated_then_evicted(topic: str) -> N
     proc = PushsvcProcess(
         "serve", "--tick", "0", "--queue-size", "4", "--slow-client-timeout", "500ms"
     ).start()
-    stalled = socket.socket()
+    stalled = stalled_reader(proc.port, f"/topics/{topic}/stream")
     try:
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", proc.port))
-        stalled.sendall(f"GET /topics/{topic}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         wait_until(lambda: value(proc.port, "pushsvc_subscribers") == 1)
         tags = {f"k{i}": "v" * 200 for i in range(16)}  # ~4 KB per update
         seen_queued = 0.0

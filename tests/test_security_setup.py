@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,18 +14,7 @@ from auth_tokens import SECRET, hs256, remember, write_keypair
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
 from pushsvc.security.tokens import Verifier, load_key
-from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient
-
-
-def _pushsvc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pushsvc", *args],
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
+from pushsvc.testing.live import PushsvcProcess, SSEClient, run_tool, start_tool
 
 # ---------------------------------------------------------------------------- keys
 
@@ -68,7 +55,7 @@ def test_a_misspelt_variable_is_refused_naming_the_right_one() -> None:
 
 
 def test_a_misspelt_variable_stops_the_server_with_one_line() -> None:
-    done = _pushsvc("serve", "--port", "0", env={"PUSHSVC_JWT_KYE": SECRET})
+    done = run_tool("serve", "--port", "0", env={"PUSHSVC_JWT_KYE": SECRET})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "pushsvc: unknown variable PUSHSVC_JWT_KYE (did you mean PUSHSVC_JWT_KEY?)"
@@ -106,7 +93,7 @@ def secured() -> Iterator[PushsvcProcess]:
 
 
 def _mint(*args: str, env: dict[str, str] | None = None) -> str:
-    done = _pushsvc("token", *args, env=env)
+    done = run_tool("token", *args, env=env)
     assert done.returncode == 0, done.stderr
     return remember(done.stdout.strip())
 
@@ -125,39 +112,23 @@ def test_pushsvc_token_mints_what_the_server_accepts(secured: PushsvcProcess) ->
         secured.port, "/topics/tok.a/stream", headers={"Authorization": f"Bearer {token}"}
     ) as s:
         s.next_data("snapshot")
-        done = _pushsvc("publish", url, "tok.a", "4", env={"PUSHSVC_TOKEN": token})
+        done = run_tool("publish", url, "tok.a", "4", env={"PUSHSVC_TOKEN": token})
         assert done.stdout.strip() == "accepted 1", done.stderr
         assert s.next_data()[1]["event"]["value"] == 4
-    refused = _pushsvc("publish", url, "tok.a", "4")
+    refused = run_tool("publish", url, "tok.a", "4")
     assert refused.returncode != 0 and "401" in refused.stderr
-    beyond = _pushsvc("publish", url, "other", "4", env={"PUSHSVC_TOKEN": token})
+    beyond = run_tool("publish", url, "other", "4", env={"PUSHSVC_TOKEN": token})
     assert beyond.returncode != 0 and "403" in beyond.stderr
 
 
 def test_pushsvc_subscribe_with_a_token(secured: PushsvcProcess) -> None:
     token = _mint("--publish", "tok.s", "--subscribe", "tok.s", env={"PUSHSVC_JWT_KEY": SECRET})
     url = f"--url={secured.base}"
-    subscriber = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pushsvc",
-            "subscribe",
-            url,
-            "--token",
-            token,
-            "tok.s",
-            "--count",
-            "1",
-        ],
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    subscriber = start_tool("subscribe", url, "--token", token, "tok.s", "--count", "1")
     try:
         assert subscriber.stdout is not None
         assert json.loads(subscriber.stdout.readline())["event"] == "snapshot"
-        assert _pushsvc("publish", url, "--token", token, "tok.s", "9").returncode == 0
+        assert run_tool("publish", url, "--token", token, "tok.s", "9").returncode == 0
         update = json.loads(subscriber.stdout.readline())
         assert update["data"]["event"]["value"] == 9
         assert subscriber.wait(10) == 0
@@ -166,7 +137,7 @@ def test_pushsvc_subscribe_with_a_token(secured: PushsvcProcess) -> None:
         subscriber.wait()
         assert subscriber.stdout is not None
         subscriber.stdout.close()
-    unauthorized = _pushsvc("subscribe", url, "tok.s", "--count", "0")
+    unauthorized = run_tool("subscribe", url, "tok.s", "--count", "0")
     assert unauthorized.returncode != 0 and "401" in unauthorized.stderr
 
 
@@ -175,11 +146,11 @@ def test_pushsvc_token_with_a_private_key_and_its_errors(tmp_path: Path) -> None
     token = _mint("--private-key", str(private), "--publish", "*")
     assert Verifier(load_key(f"@{public}")).verify(token).publish.everything
     # The server's public key can verify but not sign.
-    done = _pushsvc("token", "--publish", "*", env={"PUSHSVC_JWT_KEY": f"@{public}"})
+    done = run_tool("token", "--publish", "*", env={"PUSHSVC_JWT_KEY": f"@{public}"})
     assert done.returncode == 2 and "--private-key" in done.stderr
-    done = _pushsvc("token", "--publish", "bad*")
+    done = run_tool("token", "--publish", "bad*")
     assert done.returncode == 2
-    done = _pushsvc("token", "--publish", "bad*", env={"PUSHSVC_JWT_KEY": SECRET})
+    done = run_tool("token", "--publish", "bad*", env={"PUSHSVC_JWT_KEY": SECRET})
     assert done.returncode == 2 and "bad*" in done.stderr
 
 

@@ -6,7 +6,14 @@ import json
 import re
 import socket
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.testing.live import (
+    PushsvcProcess,
+    SSEClient,
+    post,
+    request,
+    stalled_reader,
+    wait_until,
+)
 
 
 def _slow_disconnects(port: int) -> float:
@@ -19,12 +26,8 @@ def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> No
     proc = PushsvcProcess(
         "serve", "--tick", "0", "--queue-size", "8", "--slow-client-timeout", "500ms"
     ).start()
-    stalled = socket.socket()
+    stalled = stalled_reader(proc.port, f"/topics/{topic}/stream")
     try:
-        # A tiny receive buffer, and never a read: the server's writes soon block.
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", proc.port))
-        stalled.sendall(f"GET /topics/{topic}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         healthy = SSEClient(proc.port, f"/topics/{topic}/stream")
         healthy.next_data("snapshot")
 

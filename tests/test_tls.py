@@ -7,10 +7,7 @@ import datetime
 import http.client
 import ipaddress
 import json
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pushsvc.sse_parser import EventStreamParser, SSEMessage
-from pushsvc.testing.live import SRC, PushsvcProcess, wait_until
+from pushsvc.testing.live import PushsvcProcess, run_tool, start_tool, wait_until
 from pushsvc.testing.redis_server import RedisServer
 
 
@@ -219,33 +216,17 @@ def test_a_client_that_does_not_trust_the_certificate_is_refused(
         _https(https_server.port, _trusting(other), "GET", "/healthz")
 
 
-def _pushsvc(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "pushsvc", *args],
-        env={"PYTHONPATH": SRC, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_publish_and_subscribe_tools_over_https(
     https_server: PushsvcProcess, pair: Pair, topic: str
 ) -> None:
     url = f"--url=https://localhost:{https_server.port}"
     trust = {"SSL_CERT_FILE": str(pair.cert)}
-    subscriber = subprocess.Popen(
-        [sys.executable, "-m", "pushsvc", "subscribe", url, topic, "--count", "2"],
-        env={"PYTHONPATH": SRC, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **trust},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    subscriber = start_tool("subscribe", url, topic, "--count", "2", env=trust)
     try:
         assert subscriber.stdout is not None
         first = json.loads(subscriber.stdout.readline())  # subscribed before we publish
         assert first["event"] == "snapshot"
-        done = _pushsvc("publish", url, topic, "1.5", "2.5", env=trust)
+        done = run_tool("publish", url, topic, "1.5", "2.5", env=trust)
         assert (done.returncode, done.stdout.strip()) == (0, "accepted 2"), done.stderr
         lines = [json.loads(subscriber.stdout.readline()) for _ in range(2)]
         assert [line["data"]["event"]["value"] for line in lines] == [1.5, 2.5]
@@ -254,11 +235,10 @@ def test_publish_and_subscribe_tools_over_https(
         if subscriber.poll() is None:
             subscriber.kill()
             subscriber.wait()
-        for stream in (subscriber.stdout, subscriber.stderr):
-            if stream is not None:
-                stream.close()
+        if subscriber.stdout is not None:
+            subscriber.stdout.close()
     # Without the certificate trusted, the tool says so in one line and fails.
-    refused = _pushsvc("publish", url, topic, "1")
+    refused = run_tool("publish", url, topic, "1")
     assert refused.returncode != 0
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
@@ -281,7 +261,7 @@ def test_a_bad_certificate_pair_is_refused_at_start_up(
     }[case]
     # With --workers 2 this looped for ever: every web worker failed on the pair and the
     # supervisor restarted it. Now the pair is loaded before anything starts.
-    done = _pushsvc("serve", "--port", "0", "--workers", workers, *flags, timeout=30)
+    done = run_tool("serve", "--port", "0", "--workers", workers, *flags, timeout=30)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pushsvc: "), done.stderr

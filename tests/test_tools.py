@@ -3,65 +3,36 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request
-
-
-def _pushsvc(
-    *args: str, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pushsvc", *args],
-        input=stdin,
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from pushsvc.testing.live import PushsvcProcess, SSEClient, request, run_tool, start_tool
 
 
 def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:
     url = f"--url={server.base}"
     with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
         stream.next_data("snapshot")
-        done = _pushsvc("publish", url, topic, "1.5", "2.5", "--tag", "site=a")
+        done = run_tool("publish", url, topic, "1.5", "2.5", "--tag", "site=a")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "accepted 2"
-        done = _pushsvc("publish", url, topic, stdin='{"value": 7}\n{"value": 8}\n')
+        done = run_tool("publish", url, topic, stdin='{"value": 7}\n{"value": 8}\n')
         assert done.stdout.strip() == "accepted 2"
         got = [(u["event"]["value"], u["event"]["tags"]) for _, u in stream.take(4)]
         assert got == [(1.5, {"site": "a"}), (2.5, {"site": "a"}), (7.0, {}), (8.0, {})]
 
 
 def test_publish_reports_the_servers_error(server: PushsvcProcess, topic: str) -> None:
-    done = _pushsvc("publish", f"--url={server.base}", topic, stdin='{"value": "x"}\n')
+    done = run_tool("publish", f"--url={server.base}", topic, stdin='{"value": "x"}\n')
     assert done.returncode != 0
     assert "invalid_event" in done.stderr
 
 
 def test_subscribe_prints_updates_as_json_lines(server: PushsvcProcess, topic: str) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pushsvc",
-            "subscribe",
-            f"--url={server.base}",
-            topic,
-            "--count",
-            "2",
-            "--stats",
-            "count",
-        ],
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.PIPE,
-        text=True,
+    proc = start_tool(
+        "subscribe", f"--url={server.base}", topic, "--count", "2", "--stats", "count"
     )
     assert proc.stdout is not None
     first = json.loads(proc.stdout.readline())  # the snapshot: subscribed before we publish
@@ -84,7 +55,7 @@ def test_replay_csv(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:
         }
     )
     frame.to_csv(csv, index=False)
-    done = _pushsvc(
+    done = run_tool(
         "replay",
         f"--url={server.base}",
         str(csv),
@@ -114,7 +85,7 @@ def test_replay_csv(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:
 def test_replay_names_a_bad_row(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:
     csv = tmp_path / "bad.csv"
     csv.write_text("value\n1\n2\nlots\n")
-    done = _pushsvc("replay", f"--url={server.base}", str(csv), "--topic", topic)
+    done = run_tool("replay", f"--url={server.base}", str(csv), "--topic", topic)
     assert done.returncode != 0
     assert "row 4" in done.stderr
     assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404

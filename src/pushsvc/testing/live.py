@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -252,6 +253,50 @@ class SSEClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tool_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    # Only what a tool needs, so that nothing of the caller's shell (PUSHSVC_URL, a proxy)
+    # changes what it does.
+    return {"PYTHONPATH": SRC, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
+
+
+def run_tool(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`pushsvc ARGS` (publish, token, replay...) run to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pushsvc", *args],
+        input=stdin,
+        env=_tool_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_tool(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """`pushsvc ARGS` (subscribe...) started, its standard output a pipe to read lines from
+    (close it when done); its errors go where the test's go, so a failing test shows them."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pushsvc", *args],
+        env=_tool_env(env),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stalled_reader(port: int, path: str) -> socket.socket:
+    """A client that asks for a stream and never reads it, with a tiny receive buffer, so
+    the server's writes to it soon block (a slow or frozen subscriber). Close it when done."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
 
 
 def wait_until(
