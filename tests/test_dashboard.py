@@ -55,6 +55,7 @@ CHROMIUM_ARGS = [
 WINDOWS = ("10s", "1m", "5m")  # the server's default windows
 TIMEOUT_MS = 10_000
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
+TOPIC_SCREENSHOT = SCREENSHOT.with_name("dashboard-topic.png")
 # What Chromium logs for a refused or dropped connection: expected where a test causes one.
 NETWORK_ERROR = re.compile(r"Failed to load resource|net::ERR_|EventSource")
 
@@ -513,10 +514,12 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
         second.stop()
 
 
-def test_screenshot_of_the_overview_for_the_readme(page: Page) -> None:
-    """docs/dashboard.png, the README's picture: the overview at 1280 px with a few topics
-    that have a history. Taken on every run, so it shows the page as it is."""
-    proc = PushsvcProcess("serve", "--tick", "1s").start()
+def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page) -> None:
+    """docs/dashboard.png and dashboard-topic.png, the README's pictures: the overview and a
+    topic view at 1280 px, with topics that have a history. Taken on every run, so they show
+    the page as it is."""
+    # No idle ticks: each chart has one point per event, so "all drawn" can be awaited.
+    proc = PushsvcProcess("serve", "--tick", "0").start()
     try:
         now = datetime.now(UTC).timestamp()
         for k, topic in enumerate(["checkout.latency_ms", "orders.value", "sensors.temp_c"]):
@@ -538,6 +541,13 @@ def test_screenshot_of_the_overview_for_the_readme(page: Page) -> None:
             expect(t).to_have_attribute("data-points", "120")
         page.screenshot(path=str(SCREENSHOT))
         assert SCREENSHOT.stat().st_size > 10_000  # a picture, not an empty page
+
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        tile(page, "checkout.latency_ms").get_by_role("link").click()
+        for window in WINDOWS:
+            expect(figure(page, window)).to_have_attribute("data-points", "120")
+        page.screenshot(path=str(TOPIC_SCREENSHOT))
+        assert TOPIC_SCREENSHOT.stat().st_size > 10_000
     finally:
         proc.stop()
 
