@@ -302,6 +302,25 @@ def test_the_page_is_live_before_any_history_arrives_and_they_meet_without_gap_o
     assert len({p["id"] for p in points}) == 7
 
 
+def test_the_first_100_topics_load_their_history_on_open_and_a_filter_loads_the_rest(
+    page: Page,
+) -> None:
+    proc = PushsvcProcess("serve", "--tick", "0").start()
+    try:
+        names = [f"m.{n:03d}" for n in range(104)]
+        for name in names:
+            assert post(proc.port, name, [{"value": 1}, {"value": 2}])[0] == 202
+        open_dashboard(page, proc)
+        expect(page.locator(".tile")).to_have_count(len(names))
+        expect(tile(page, "m.099").locator(".spark")).to_have_attribute("data-points", "2")
+        beyond = tile(page, "m.103").locator(".spark")
+        assert beyond.get_attribute("data-points") in (None, "0")  # never asked for
+        page.get_by_label("Topic prefix").fill("m.10")
+        expect(beyond).to_have_attribute("data-points", "2")
+    finally:
+        proc.stop()
+
+
 def test_topics_with_data_appear_on_open_with_their_latest_value(
     server: PushsvcProcess, page: Page
 ) -> None:

@@ -67,6 +67,7 @@ export class Connection {
     this.timer = 0;
     this.histories = null; // topics whose history is still to load once the stream opens
     this.opened = false; // a snapshot arrived: history pages asked for now meet the stream
+    this.loading = new Set(); // topics whose history is being asked for
   }
 
   /** The stream, then the histories of the topics the caller may read. */
@@ -89,15 +90,22 @@ export class Connection {
     this.connect();
   }
 
-  /** After the stream's first snapshot: the histories, the topic on screen first. */
+  /** The histories of `names` not loaded yet, the topic on screen first, at most
+   *  OVERVIEW_HISTORIES of them: after the stream's first snapshot, and for the topics a
+   *  filter shows. Only once the stream is open, so that they meet it. */
   async loadHistories(names) {
+    if (!this.opened) return;
+    const due = (name) => !this.loading.has(name)
+      && this.store.topic(name).loaded < this.limitFor(name);
     // A stable sort: the topic view's topic (the larger limit) first, then in listed order.
-    const wanted = [...names].sort((a, b) => this.limitFor(b) - this.limitFor(a))
+    const wanted = names.filter(due).sort((a, b) => this.limitFor(b) - this.limitFor(a))
       .slice(0, OVERVIEW_HISTORIES);
+    for (const name of wanted) this.loading.add(name);
     await inParallel(wanted, async (name) => {
       try {
         await loadHistory(this.store, name, this.limitFor(name));
       } catch (_error) { /* refused or gone meanwhile: the stream goes on */ }
+      this.loading.delete(name);
       this.on.changed();
     });
   }

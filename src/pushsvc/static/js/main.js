@@ -15,7 +15,7 @@ const store = new Store();
 const overview = new Overview(store, {
   section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
   empty: $("empty"), template: $("tile-template"),
-});
+}, (shownNames) => connection.loadHistories(shownNames));
 const topicView = new TopicView({
   section: $("topic-view"), title: $("topic-title"), windowSelect: $("window-select"),
   pause: $("pause"), figures: $("figures"), current: $("current"), value: $("topic-value"),

@@ -6,7 +6,7 @@ import { sparkChart, sparkColumns } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
 
 export class Overview {
-  constructor(store, els) {
+  constructor(store, els, onFilter = () => {}) {
     this.store = store;
     this.els = els; // section, grid, filter, shown, empty, template
     this.tiles = new Map(); // name -> {el, refs, version, chart}
@@ -14,6 +14,8 @@ export class Overview {
     els.filter.addEventListener("input", () => {
       this.prefix = els.filter.value.trim();
       this.render(true);
+      // The topics now shown, for their histories (only the first ones load on open).
+      onFilter(this.store.sorted().map((t) => t.name).filter((n) => n.startsWith(this.prefix)));
     });
     this.resize = new ResizeObserver(() => {
       for (const tile of this.tiles.values()) this.fit(tile);
