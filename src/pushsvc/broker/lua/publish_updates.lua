@@ -11,6 +11,10 @@
 --
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
 -- into the body (pushsvc/updates.py owns the update JSON; this script never edits it).
+--
+-- Each history entry also names the stream id of its topic's previous update (`p`, '' for
+-- none kept), so one topic's history is read by following them (topic_history.lua) instead
+-- of scanning everyone's updates.
 if ARGV[4] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[4] then
   return redis.error_reply('FENCED the lease is held by another aggregator')
 end
@@ -25,6 +29,20 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[5], 'id', ARGV[5])
   redis.call('HINCRBY', KEYS[5], 'n', ARGV[6])
 end
+-- The stream id of each topic's newest update in this epoch's history, '' for none.
+local previous = {}
+local function previous_of(topic)
+  local known = previous[topic]
+  if known == nil then
+    known = ''
+    local latest = redis.call('HGET', KEYS[3], topic)
+    if latest then
+      local of_epoch, id = string.match(latest, '^([^: ]+):([^ ]+) ')
+      if of_epoch == epoch then known = id end
+    end
+  end
+  return known
+end
 local maxlen = tonumber(ARGV[2])
 local length = redis.call('XLEN', KEYS[2])
 local ids = {}
@@ -37,7 +55,9 @@ local function flush()
 end
 for i = 7, #ARGV, 3 do
   local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local id = redis.call('XADD', KEYS[2], '*', 't', topic, 'c', clock, 'b', body)
+  local id = redis.call('XADD', KEYS[2], '*', 't', topic, 'c', clock, 'b', body,
+    'p', previous_of(topic))
+  previous[topic] = id
   if run_topic ~= topic then
     if run_topic then flush() end
     run, run_topic = {}, topic

@@ -29,7 +29,7 @@ from pushsvc.broker.base import BridgeStats, HistoryPage, ShardLag, TopicStats, 
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
-from pushsvc.broker.redis.history import read_history
+from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.wire import (
@@ -84,6 +84,7 @@ class RedisBroker:
         )
         self._append = self._client.register_script(source("append_events"))
         self._publish = self._client.register_script(source("publish_updates"))
+        self._history_reader = HistoryReader(self._client, self.keys)
         self._reader_options = {
             "subscribe_timeout": subscribe_timeout,
             "ping_interval": ping_interval,
@@ -243,9 +244,7 @@ class RedisBroker:
         """See `Broker.history` and `history.py` (XREVRANGE/XRANGE in chunks, by topic)."""
         self._check_open()
         with unavailable("history"):
-            return read_history(
-                self._client, self.keys, topic, after=after, since_us=since_us, limit=limit
-            )
+            return self._history_reader.read(topic, after=after, since_us=since_us, limit=limit)
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         self._check_open()

@@ -1,101 +1,154 @@
 """Reading one topic's updates from the history stream (`Broker.history` on Redis).
 
-The history is one stream for all topics (`{prefix}history`: t=topic, c=clock_us, b=body),
-so a topic's updates are interleaved with everyone's. Reads walk it in chunks from the end
-that matters — XREVRANGE from the newest for "the newest N" and "since a time", XRANGE from
-an id for "after an id" — filter by topic, and stop as soon as the page is full: a busy
-topic costs a chunk or two; a rare one at most one pass over the `history` entries kept.
-Every read is bounded by the head read first, so the page and its `resume` id agree even
-while updates keep arriving.
+The history is one stream for all topics (`{prefix}history`: t=topic, c=clock_us, b=body,
+p=the stream id of the topic's previous update), so a topic's updates are interleaved with
+everyone's. "The newest N" and "since a time" follow the topic's own chain from its latest
+update backwards (`lua/topic_history.lua`, a bounded number of entries per call): they cost
+the topic's entries, however rare the topic is among the others. "After an id" (a resume)
+reads forwards from that id in chunks, filtering by topic, and stops when the page is full.
+Entries written before `p` existed are scanned backwards the same way, so a history kept
+across an upgrade reads whole. Every read is bounded by the head read first, so the page and
+its `resume` id agree even while updates keep arriving.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
+from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.wire import stream_position
 from pushsvc.updates import Update, UpdateId
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
+# Entries one call of the walk script returns at most: bounds how long it holds Redis.
+_WALK_CHUNK = 512
 
-Entry = tuple[bytes, dict[bytes, bytes]]
+
+class _Entry(NamedTuple):
+    stream_id: bytes
+    clock_us: int
+    body: bytes
 
 
-def read_history(
-    client: Redis,
-    keys: Keys,
-    topic: str,
-    *,
-    after: UpdateId | None,
-    since_us: int | None,
-    limit: int,
-) -> HistoryPage:
-    with client.pipeline(transaction=True) as pipe:
-        pipe.get(keys.epoch)
-        pipe.get(keys.trimmed)
-        pipe.xrevrange(keys.history, count=1)
-        raw_epoch, trimmed, newest = pipe.execute()
-    if raw_epoch is None or not newest:
-        return HistoryPage([], None, False, gap=after is not None)
-    epoch = raw_epoch.decode()
-    head = UpdateId.of_stream_id(epoch, newest[0][0])
-    wanted = topic.encode()
+class HistoryReader:
+    def __init__(self, client: Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._walk = client.register_script(source("topic_history"))
 
-    def update(entry: Entry) -> Update:
-        stream_id, fields = entry
-        update_id = UpdateId.of_stream_id(epoch, stream_id)
-        return Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"])
+    def read(
+        self, topic: str, *, after: UpdateId | None, since_us: int | None, limit: int
+    ) -> HistoryPage:
+        if after is not None:
+            return self._after(topic, after, since_us, limit)
+        walked = self._newest_first(topic, since_us, None if since_us is not None else limit + 1)
+        if walked is None:
+            return HistoryPage([], None, False)
+        epoch, head, entries = walked
 
-    if after is None and since_us is None:
-        page: list[Entry] = []
-        for entry in _backwards(client, keys.history, head):
-            if entry[1][b"t"] == wanted:
-                page.append(entry)
-                if len(page) > limit:
-                    break
-        return HistoryPage([update(e) for e in page[:limit][::-1]], head, len(page) > limit)
+        def update(entry: _Entry) -> Update:
+            update_id = UpdateId.of_stream_id(epoch, entry.stream_id)
+            return Update.numbered(topic, update_id, entry.clock_us, entry.body)
 
-    if after is not None:
+        if since_us is None:
+            page = entries[: limit + 1]
+            return HistoryPage([update(e) for e in page[:limit][::-1]], head, len(page) > limit)
+        oldest_first = entries[::-1]
+        more = len(oldest_first) > limit
+        updates = [update(e) for e in oldest_first[:limit]]
+        return HistoryPage(updates, updates[-1].id if more else head, more, False)
+
+    def _newest_first(
+        self, topic: str, since_us: int | None, wanted: int | None
+    ) -> tuple[str, UpdateId, list[_Entry]] | None:
+        """The topic's entries from its newest back (to `since_us`, or `wanted` of them), the
+        epoch and the head: None when there is no history."""
+        keys = [self._keys.epoch, self._keys.latest, self._keys.history]
+        oldest = "" if since_us is None else str(since_us)
+        entries: list[_Entry] = []
+        start, epoch, head = "", None, None
+        while wanted is None or len(entries) < wanted:
+            most = _WALK_CHUNK if wanted is None else min(_WALK_CHUNK, wanted - len(entries))
+            reply: Any = self._walk(keys=keys, args=[topic, most, oldest, start])
+            replied_epoch, replied_head, how, resume_from, *flat = reply
+            if not replied_epoch or (epoch is not None and replied_epoch != epoch):
+                break  # no history, or it was lost meanwhile: what was read stands
+            if epoch is None:
+                epoch, head = replied_epoch, replied_head
+            entries += [_Entry(i, int(c), b) for i, c, b in zip(*[iter(flat)] * 3, strict=True)]
+            if how == b"more":
+                start = resume_from.decode()
+                continue
+            if how == b"scan":  # entries written before the chain: scan on from there
+                entries += self._scan(topic, "(" + resume_from.decode(), since_us, wanted, entries)
+            break
+        if epoch is None or head is None:
+            return None
+        return epoch.decode(), UpdateId.of_stream_id(epoch.decode(), head), entries
+
+    def _scan(
+        self,
+        topic: str,
+        upper: str,
+        since_us: int | None,
+        wanted: int | None,
+        have: list[_Entry],
+    ) -> list[_Entry]:
+        found: list[_Entry] = []
+        name = topic.encode()
+        for stream_id, fields in _backwards(self._client, self._keys.history, upper):
+            if fields[b"t"] != name:
+                continue
+            clock = int(fields[b"c"])
+            if since_us is not None and clock < since_us:
+                break  # a topic's clock never goes back
+            found.append(_Entry(stream_id, clock, fields[b"b"]))
+            if wanted is not None and len(have) + len(found) >= wanted:
+                break
+        return found
+
+    def _after(self, topic: str, after: UpdateId, since_us: int | None, limit: int) -> HistoryPage:
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.epoch)
+            pipe.get(self._keys.trimmed)
+            pipe.xrevrange(self._keys.history, count=1)
+            raw_epoch, trimmed, newest = pipe.execute()
+        if raw_epoch is None or not newest:
+            return HistoryPage([], None, False, gap=True)
+        epoch = raw_epoch.decode()
+        head = UpdateId.of_stream_id(epoch, newest[0][0])
         continues = (
             after.epoch == epoch
             and after.position <= head.position
-            and (trimmed is None or after.position >= _position(trimmed))
+            and (trimmed is None or after.position >= stream_position(trimmed))
         )
         start = f"({after.ms}-{after.seq}" if continues else "-"
-        page = []
-        for entry in _forwards(client, keys.history, start, head):
-            fields = entry[1]
-            if fields[b"t"] == wanted and (since_us is None or int(fields[b"c"]) >= since_us):
-                page.append(entry)
+        name = topic.encode()
+        page: list[Update] = []
+        for stream_id, fields in _forwards(self._client, self._keys.history, start, head):
+            clock = int(fields[b"c"])
+            if fields[b"t"] == name and (since_us is None or clock >= since_us):
+                update_id = UpdateId.of_stream_id(epoch, stream_id)
+                page.append(Update.numbered(topic, update_id, clock, fields[b"b"]))
                 if len(page) > limit:
                     break
-        gap = not continues
-    else:
-        assert since_us is not None
-        # A topic's clock never goes back: walking back from the newest, its first update
-        # older than `since_us` ends the read.
-        page = []
-        for entry in _backwards(client, keys.history, head):
-            fields = entry[1]
-            if fields[b"t"] == wanted:
-                if int(fields[b"c"]) < since_us:
-                    break
-                page.append(entry)
-        page.reverse()
-        gap = False
-    more = len(page) > limit
-    updates = [update(e) for e in page[:limit]]
-    return HistoryPage(updates, updates[-1].id if more else head, more, gap)
+        more = len(page) > limit
+        updates = page[:limit]
+        return HistoryPage(updates, updates[-1].id if more else head, more, not continues)
 
 
-def _backwards(client: Redis, key: str, head: UpdateId) -> Iterator[Entry]:
-    """Entries from `head` back to the oldest, read in growing chunks."""
-    upper, count = f"{head.ms}-{head.seq}", _FIRST_CHUNK
+_Raw = tuple[bytes, dict[bytes, bytes]]
+
+
+def _backwards(client: Redis, key: str, upper: str) -> Iterator[_Raw]:
+    """Entries from `upper` (`(id` for exclusive) back to the oldest, in growing chunks."""
+    count = _FIRST_CHUNK
     while True:
         chunk: Any = client.xrevrange(key, max=upper, min="-", count=count)
         yield from chunk
@@ -104,7 +157,7 @@ def _backwards(client: Redis, key: str, head: UpdateId) -> Iterator[Entry]:
         upper, count = "(" + chunk[-1][0].decode(), min(count * 2, _MAX_CHUNK)
 
 
-def _forwards(client: Redis, key: str, start: str, head: UpdateId) -> Iterator[Entry]:
+def _forwards(client: Redis, key: str, start: str, head: UpdateId) -> Iterator[_Raw]:
     """Entries from `start` up to `head` (inclusive), read in growing chunks."""
     lower, count = start, _FIRST_CHUNK
     while True:
@@ -113,8 +166,3 @@ def _forwards(client: Redis, key: str, start: str, head: UpdateId) -> Iterator[E
         if len(chunk) < count:
             return
         lower, count = "(" + chunk[-1][0].decode(), min(count * 2, _MAX_CHUNK)
-
-
-def _position(stream_id: bytes) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition(b"-")
-    return int(ms), int(seq)
