@@ -55,6 +55,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop, restart or read the counts of."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def prefix() -> str:
     """A unique key prefix, so tests sharing a Redis never see each other's keys."""
     return f"t{uuid.uuid4().hex[:10]}:"

@@ -167,6 +167,14 @@ class Stack:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         return SSEClient(self.ports["web2"], f"/topics/{topic}/stream", headers, timeout=30)
 
+    def post_and_see(self, topic: str, value: float) -> str:
+        """POST `value` to web1 and await its update on web2: the update's id."""
+        with self.stream(topic) as stream:
+            stream.next_data("snapshot")
+            self.post(topic, value)
+            [(update_id, _)] = event_updates(stream, 1)
+        return update_id
+
 
 @pytest.fixture(scope="module")
 def stack(docker_daemon: DockerDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -297,10 +305,7 @@ def test_standby_takes_over_from_a_killed_aggregator_and_nothing_acknowledged_is
 
 def test_a_restarted_redis_keeps_every_acknowledged_event(stack: Stack) -> None:
     topic = new_topic()
-    with stack.stream(topic) as stream:
-        stream.next_data("snapshot")
-        stack.post(topic, 1)
-        [(last_id, _)] = event_updates(stream, 1)
+    last_id = stack.post_and_see(topic, 1)
     stack.post(topic, 2)  # acknowledged; Redis goes down right after
     stack.project("restart", "redis")
     stack.wait_until_ready()
@@ -314,10 +319,7 @@ def test_a_restarted_redis_keeps_every_acknowledged_event(stack: Stack) -> None:
 
 def test_a_redis_that_lost_its_data_is_signalled_as_a_gap(stack: Stack) -> None:
     topic = new_topic()
-    with stack.stream(topic) as stream:
-        stream.next_data("snapshot")
-        stack.post(topic, 1)
-        [(last_id, _)] = event_updates(stream, 1)
+    last_id = stack.post_and_see(topic, 1)
 
     # What `docker compose down -v` does to Redis: the container and its volume go.
     stack.project("rm", "--stop", "--force", "-v", "redis")

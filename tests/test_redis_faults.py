@@ -30,13 +30,6 @@ WAIT = 10.0
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def brokers(own_redis: RedisServer, prefix: str) -> Iterator[Callable[..., RedisBroker]]:
     made: list[RedisBroker] = []
 

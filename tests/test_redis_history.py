@@ -21,14 +21,6 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    # Its own server: the test reads the server's command counts.
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def broker(own_redis: RedisServer) -> Iterator[RedisBroker]:
     made = RedisBroker(own_redis.url, history=5_000)
     yield made
