@@ -319,3 +319,26 @@ def _payload(token: str) -> bytes:
 
     part = token.split(".")[1]
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def test_while_keys_rotate_the_server_takes_tokens_of_both_and_of_no_other(topic: str) -> None:
+    """PUSHSVC_JWT_KEY the new secret, PUSHSVC_JWT_PREVIOUS_KEY the one it replaces: clients
+    holding tokens of the old key go on while the issuer moves to the new one."""
+    server = _server(PUSHSVC_JWT_KEY=OTHER_SECRET, PUSHSVC_JWT_PREVIOUS_KEY=SECRET)
+    try:
+        old = hs256(publish=[topic], subscribe=[topic], secret=SECRET)
+        new = hs256(publish=[topic], subscribe=[topic], secret=OTHER_SECRET)
+        with SSEClient(server.port, f"/topics/{topic}/stream", headers=_bearer(old)) as stream:
+            stream.next_data("snapshot")
+            assert post(server.port, topic, {"value": 1}, headers=_bearer(new))[0] == 202
+            assert stream.next_data()[1]["event"]["value"] == 1.0
+        neither = hs256(publish=[topic], secret=remember("a-third-secret-" + "z" * 32))
+        assert post(server.port, topic, {"value": 2}, headers=_bearer(neither))[0] == 401
+    finally:
+        server.stop()
+    # Once rotated (no previous key), the old key's tokens are refused.
+    rotated = _server(PUSHSVC_JWT_KEY=OTHER_SECRET)
+    try:
+        assert post(rotated.port, topic, {"value": 3}, headers=_bearer(old))[0] == 401
+    finally:
+        rotated.stop()

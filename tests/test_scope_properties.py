@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auth_tokens import forged
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import (
     CLOCK_SKEW_S,
@@ -307,3 +308,49 @@ def test_a_token_issued_further_ahead_than_the_allowed_skew_is_refused() -> None
 def test_the_skew_allowance_never_lets_an_expired_token_in() -> None:
     with pytest.raises(TokenError, match="expired"):
         _verify_claims(exp=int(time.time()) - 1)
+
+
+# ------------------------------------------------------------------ rotating keys
+
+NEW_SECRET = b"n" * 32 + b"-the-new-secret"
+
+
+def _token(secret: bytes, **claims: Any) -> str:
+    return jwt.encode({"exp": int(time.time()) + 60, **claims}, secret, algorithm=HMAC_ALGORITHM)
+
+
+def test_while_keys_rotate_tokens_of_the_new_and_the_previous_key_verify() -> None:
+    rotating = Verifier(load_key(NEW_SECRET.decode()), previous=load_key(SECRET.decode()))
+    assert rotating.verify(_token(NEW_SECRET, sub="new")).subject == "new"
+    assert rotating.verify(_token(SECRET, sub="old")).subject == "old"
+    with pytest.raises(TokenError, match="Signature verification failed"):
+        rotating.verify(_token(b"x" * 48, sub="neither"))
+
+
+def test_without_the_previous_key_its_tokens_are_refused() -> None:
+    with pytest.raises(TokenError, match="Signature verification failed"):
+        Verifier(load_key(NEW_SECRET.decode())).verify(_token(SECRET))
+
+
+def test_the_previous_key_does_not_revive_an_expired_token() -> None:
+    rotating = Verifier(load_key(NEW_SECRET.decode()), previous=load_key(SECRET.decode()))
+    expired = jwt.encode({"exp": int(time.time()) - 1}, SECRET, algorithm=HMAC_ALGORITHM)
+    with pytest.raises(TokenError, match="expired"):
+        rotating.verify(expired)
+
+
+def test_the_previous_key_keeps_its_own_algorithm(tmp_path: Path) -> None:
+    """An RSA key rotated to an HS256 secret: an HS256 token "signed" with the old public key
+    as its secret (the confusion attack) is refused by both."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "old.pem").write_bytes(pem)
+    rotating = Verifier(load_key(NEW_SECRET.decode()), previous=load_key(f"@{tmp_path}/old.pem"))
+    signed = jwt.encode({"exp": int(time.time()) + 60}, private, algorithm="RS256")
+    assert rotating.verify(signed).expires_at > time.time()
+    claims = {"exp": int(time.time()) + 60}
+    confused = forged({"alg": "HS256", "typ": "JWT"}, claims, hmac_key=pem)
+    with pytest.raises(TokenError, match=r"Signature verification failed|not allowed"):
+        rotating.verify(confused)

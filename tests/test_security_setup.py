@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from auth_tokens import SECRET, hs256, remember, write_keypair
+from auth_tokens import OTHER_SECRET, SECRET, hs256, remember, write_keypair
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
 from pushsvc.security.tokens import Verifier, load_key
@@ -73,6 +73,18 @@ def test_the_compose_files_variables_are_not_taken_for_typos() -> None:
     names = set(re.findall(r"\$\{(PUSHSVC_[A-Z0-9_]+)", compose))
     assert names, "docker-compose.yml names no PUSHSVC_ variable"
     assert Settings.load({}, dict.fromkeys(names, "x")).jwt_key is None
+
+
+def test_a_previous_key_needs_the_key_it_rotates_to() -> None:
+    with pytest.raises(ConfigError, match="needs --jwt-key"):
+        Settings.load({}, {"PUSHSVC_JWT_PREVIOUS_KEY": SECRET})
+
+
+def test_the_previous_key_never_appears_in_the_settings_a_server_logs() -> None:
+    settings = Settings.load(
+        {}, {"PUSHSVC_JWT_KEY": OTHER_SECRET, "PUSHSVC_JWT_PREVIOUS_KEY": SECRET}
+    )
+    assert SECRET not in repr(settings.redacted()) and OTHER_SECRET not in repr(settings)
 
 
 def test_certfile_and_keyfile_go_together(tmp_path: Path) -> None:

@@ -237,6 +237,8 @@ class Settings:
     data_dir: str | None = setting("", _data_dir)
     # Security (docs/security.md): off until a key is given.
     jwt_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009 (frozen)
+    # While keys are rotated: tokens signed with the key being replaced still verify.
+    jwt_previous_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009
     jwt_audience: str | None = setting("", _optional)
     jwt_issuer: str | None = setting("", _optional)
     anonymous: tuple[str, ...] = setting("", _selectors)
@@ -300,6 +302,11 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"invalid {spec.flag} / {spec.variable}: {exc}") from None
         settings = cls(**values)
+        if settings.jwt_previous_key is not None and settings.jwt_key is None:
+            raise ConfigError(
+                "--jwt-previous-key (PUSHSVC_JWT_PREVIOUS_KEY) is for rotating keys: "
+                "it needs --jwt-key (PUSHSVC_JWT_KEY), the new one"
+            )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError(
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"

@@ -42,7 +42,12 @@ class Gate:
         self.verifier = (
             None
             if key is None
-            else Verifier(key, audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+            else Verifier(
+                key,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                previous=settings.jwt_previous_key,
+            )
         )
         self.anonymous = Scope.of(settings.anonymous)
         self.token_query = settings.token_query

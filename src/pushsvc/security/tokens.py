@@ -121,34 +121,47 @@ class Grant:
 
 @dataclass(frozen=True)
 class Verifier:
-    """Checks tokens against one key (and the audience and issuer, when configured)."""
+    """Checks tokens against the key, or while keys are rotated the previous key too (each
+    with its own one algorithm), and the audience and issuer, when configured."""
 
     key: JwtKey
     audience: str | None = None
     issuer: str | None = None
+    previous: JwtKey | None = None
 
     def verify(self, token: str) -> Grant:
-        try:
-            claims = jwt.decode(
-                token,
-                self.key.verify_key,
-                algorithms=[self.key.algorithm],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=CLOCK_SKEW_S,
-                options={
-                    "require": ["exp"] + (["aud"] if self.audience else []),
-                    "verify_aud": self.audience is not None,
-                },
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("the token has expired") from None
-        except jwt.PyJWTError as exc:
-            raise TokenError(f"invalid token: {exc}") from None
+        keys = (self.key,) if self.previous is None else (self.key, self.previous)
+        for key in keys:
+            try:
+                claims = self._decode(token, key)
+                break
+            except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
+                refused = exc  # not signed with this key: the next one may have signed it
+            except jwt.ExpiredSignatureError:
+                raise TokenError("the token has expired") from None
+            except jwt.PyJWTError as exc:
+                raise TokenError(f"invalid token: {exc}") from None
+        else:
+            raise TokenError(f"invalid token: {refused}")
         grant = _grant(claims)
         if grant.expires_at <= time.time():  # the leeway is for iat and nbf only
             raise TokenError("the token has expired")
         return grant
+
+    def _decode(self, token: str, key: JwtKey) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.verify_key,
+            algorithms=[key.algorithm],
+            audience=self.audience,
+            issuer=self.issuer,
+            leeway=CLOCK_SKEW_S,
+            options={
+                "require": ["exp"] + (["aud"] if self.audience else []),
+                "verify_aud": self.audience is not None,
+            },
+        )
+        return claims
 
 
 def _grant(claims: Mapping[str, Any]) -> Grant:
