@@ -25,13 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from statistics import median
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from common import machine, median, percentiles, timed
+from common import machine, percentiles, timed
 from pushsvc.aggregator import Aggregator
 from pushsvc.events import Event, check_lateness
 from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
