@@ -507,15 +507,14 @@ def check_river(stream: Stream, expected: Expected) -> dict[str, Any]:
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
         plan = Plan(segment=300, repeats=3, batch=args.batch, river_segment=30, pandas_segment=3)
+        # 300 ms apart: the 5m window holds 1000 events, so everything stays small.
+        size, stride_us = 1100, 300_000
     else:
         plan = Plan(args.events, args.repeats, args.batch, args.river_events, args.pandas_events)
-    timed_events = max(plan.segment, plan.river_segment, plan.pandas_segment) * plan.repeats
-    if args.smoke:
-        # 300 ms apart: the 5m window holds 1000 events, so everything stays small.
-        stream = make_stream(1100 + timed_events, stride_us=300_000, seed=args.seed)
-    else:
         # 305 s of event time at 3 ms per on-time event, ~3% late events on top, some slack.
-        stream = make_stream(106_000 + timed_events, stride_us=3000, seed=args.seed)
+        size, stride_us = 106_000, 3000
+    timed_events = max(plan.segment, plan.river_segment, plan.pandas_segment) * plan.repeats
+    stream = make_stream(size + timed_events, stride_us=stride_us, seed=args.seed)
     if len(stream) < stream.warm + timed_events:
         raise SystemExit(f"the stream ({len(stream)} events) is too short for the plan")
     info = machine("numpy", "pandas", "sortedcontainers", "orjson", "river")
