@@ -1,25 +1,17 @@
 """Memory of junk topics, and what `--topic-ttl` gives back.
 
-Every topic name a producer invents costs the server its windows, clock and latest update;
-before `--topic-ttl` it kept them for ever. One `pushsvc serve` process (embedded broker) per
-run: its update history is filled first (10,000 updates on one topic: a fixed cost, not a
-per-topic one), then WAVES waves of N new topics, one event each, are posted. With a TTL each
-wave is left to be forgotten (`pushsvc_topics_live` back to 0) before the next; with
-`--topic-ttl 0` (the old behaviour) nothing is. The process's RSS is read from /proc after
-each step.
+Per `--topic-ttl` value, one `pushsvc serve` (embedded broker): its update history filled
+first, then WAVES waves of N new topics, one event each; with a TTL each wave is left to be
+forgotten (`pushsvc_topics_live` back to 0) before the next. The process's RSS is read from /proc
+after each step. First, the exact figure without HTTP: Python's allocations (`tracemalloc`) for
+the same N topics through `ingest`, held and forgotten. Method and figures: docs/performance.md,
+"Junk topics and `--topic-ttl`".
 
     python bench/topics.py                       # 20,000 topics, 3 waves, TTL 45 s and 0
     python bench/topics.py --topics 5000 --waves 1 --ttl 20s --json
 
-RSS is what the operating system charges the process: memory Python freed is reused for the
-next wave but not always returned to the system, so the figure to read is the growth from one
-wave to the next (bounded with a TTL, linear without). The TTL must outlast the posting of a
-wave (~30 s for 20,000 POSTs here) for the whole wave to be held at once.
-
-First, the exact figure without the HTTP server: the memory broker (history of one update:
-the history is bounded, not a per-topic cost) and the aggregator wired as `pushsvc serve` wires
-them, the same N topics through `ingest`, Python's allocations traced (`tracemalloc`) before
-the topics, with them, and after ticks emptied them and they were forgotten.
+The TTL must outlast the posting of a wave (~30 s for 20,000 POSTs here) for the whole wave to
+be held at once.
 """
 
 from __future__ import annotations
