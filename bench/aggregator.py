@@ -7,35 +7,9 @@
 
 (From a checkout without ``pip install -e .``: ``PYTHONPATH=src python bench/aggregator.py``.)
 
-Method.
-
-* Stream: seeded, integer µs timestamps 3000 µs apart (333 events/s: the 5m window holds 100k
-  on-time events plus the late ones), values a random walk + noise + rare spikes rounded to 3
-  decimals, ~3% late events up to the allowed lateness (5 s) behind the clock. The events up to
-  5m + 5 s of event time are fed untimed first: what is timed is steady state, every window full
-  and evicting on every event.
-* One "event" is what the aggregator does per event: insert it, then read every statistic of
-  every window (``insert`` + ``summary``, or ``insert_many`` which returns one summary per event).
-* Rates are events per second of process CPU time ("per core": everything is single-threaded),
-  the median of ``--repeats`` consecutive timed segments; wall-clock rates are reported too.
-* ``aggregator_all_3w``: the lateness rule and ``Aggregator.apply_events`` (windows, update JSON
-  per event), as the embedded broker runs them for a POSTed batch.
-* River: per window, ``TimeRolling`` around ``stats.Sum``, ``stats.Mean`` and ``stats.Var``
-  (count is the Mean's ``n``, stddev the root of Var); ``update(x, t=datetime)`` then ``get()``
-  per event. River cannot roll ``Count``, ``Min`` or ``Max`` by time (no ``revert``), so it does
-  less work than ``scalar_3w``: the ratio flatters River. ``..._var_only`` is the cheapest River
-  setup (one ``TimeRolling(Var)`` per window, sum = mean * n). River starts timing in the state
-  the whole stream leaves it in, built by feeding each window only the events it holds then.
-* pandas: per event, the time-ordered buffer is updated and ``Series.rolling(w)`` recomputed
-  over each window's events (7 statistics, read at the newest row), at the real window fill.
-* Latency: ``perf_counter_ns`` around each event's ``insert`` + ``summary`` (all statistics,
-  3 windows), nearest-rank percentiles; the thread's CPU time per event too (``*_cpu_*``): a
-  wall-clock outlier can be the scheduler preempting us, a CPU-time outlier is the engine's own.
-* Check (in every run, on a small stream): every summary of every run mode and every update the
-  aggregator publishes, after every event, against the test suite's oracle
-  (``pushsvc.testing.oracle``: pandas rolling for count, min, max and quantiles; exact rationals
-  for sum, mean, var and stddev), and River's values against the exact ones (like-for-like).
-  No threshold on timings is ever checked here.
+Method, and the figures: docs/performance.md, "Aggregator". Every run first checks every run
+mode's output, after every event of a small stream, against the test suite's oracle
+(``pushsvc.testing.oracle``); no threshold on timings is ever checked here.
 """
 
 from __future__ import annotations
@@ -51,34 +25,39 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from statistics import median
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
-from common import machine, median, percentiles, timed
+from common import machine, percentiles, timed
+from pushsvc.aggregator import Aggregator
+from pushsvc.events import Event, check_lateness
+from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
+from pushsvc.testing.oracle import Exact, mismatches, rolling
+from pushsvc.updates import UpdateDraft
 
 try:
-    from pushsvc.aggregator import Aggregator
-    from pushsvc.events import Event, check_lateness
-    from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
-    from pushsvc.testing.oracle import Exact, mismatches, rolling
-    from pushsvc.updates import UpdateDraft
-except ImportError as exc:  # pragma: no cover - a usage error, not a code path
-    sys.exit(f"cannot import pushsvc ({exc}): pip install -e . or run with PYTHONPATH=src")
+    import river
+    from river import stats as river_stats
+    from river import utils as river_utils
+
+    RIVER_ERROR = None
+except ImportError as exc:
+    river = None
+    RIVER_ERROR = f"River is not importable ({exc}); pip install 'river>=0.21'"
 
 S = 1_000_000  # µs per second
 BASE_US = 1_763_700_000 * S
 WINDOWS: tuple[tuple[int, str], ...] = ((10 * S, "10s"), (60 * S, "1m"), (300 * S, "5m"))
+WIDEST_US = max(w for w, _ in WINDOWS)
 LATENESS_US = 5 * S
 TOPIC = "bench"
 MAX_FAILURES = 10
 
 Summary = dict[str, dict[str, Any]]
-
-
-# -- the stream -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -107,12 +86,11 @@ def make_stream(n: int, *, stride_us: int, seed: int, late_fraction: float = 0.0
     walk = 100.0 + np.cumsum(rng.normal(0.0, 0.05, n))
     spikes = (rng.random(n) < 0.001) * rng.choice([-1.0, 1.0], n) * rng.uniform(1e3, 1e4, n)
     values = np.round(walk + rng.normal(0.0, 1.0, n) + spikes, 3)
-    widest = max(w for w, _ in WINDOWS)
-    warm = int(np.searchsorted(clock, BASE_US + widest + LATENESS_US))
+    warm = int(np.searchsorted(clock, BASE_US + WIDEST_US + LATENESS_US))
     return Stream(ts.tolist(), values.tolist(), warm, int(late.sum()), stride_us)
 
 
-# -- the engine ----------------------------------------------------------------------------
+# -- what is timed: each feeds events and returns how many summaries (or updates) it made --------
 
 
 @dataclass(frozen=True)
@@ -121,31 +99,23 @@ class Config:
     windows: tuple[tuple[int, str], ...]
     stats: tuple[str, ...]
 
-
-def configs() -> list[Config]:
-    return [
-        Config("scalar_1w", WINDOWS[-1:], SCALAR_STATS),
-        Config("scalar_3w", WINDOWS, SCALAR_STATS),
-        Config("all_3w", WINDOWS, STAT_KEYS),
-    ]
+    def new_windows(self) -> TopicWindows:
+        """A topic's windows as the aggregator makes them: with the generated fast paths."""
+        return WindowSpec([w for w, _ in self.windows], [lb for _, lb in self.windows],
+                          self.stats).new()  # fmt: skip
 
 
-def new_windows(config: Config) -> TopicWindows:
-    """A topic's windows as the aggregator makes them: with the generated fast paths."""
-    widths = [w for w, _ in config.windows]
-    labels = [label for _, label in config.windows]
-    return WindowSpec(widths, labels, config.stats).new()
+CONFIGS = (
+    Config("scalar_1w", WINDOWS[-1:], SCALAR_STATS),
+    Config("scalar_3w", WINDOWS, SCALAR_STATS),
+    Config("all_3w", WINDOWS, STAT_KEYS),
+)
 
 
-def batch_items(ts: list[int], values: list[float], size: int) -> list[Any]:
+def batches(ts: list[int], values: list[float], size: int) -> list[list[tuple[int, float]]]:
     """The arguments of each ``insert_many`` call, built before any timing starts."""
-    return [
-        (list(zip(ts[k : k + size], values[k : k + size], strict=True)),)
-        for k in range(0, len(ts), size)
-    ]
-
-
-# Tight loops: these are what is timed. Each returns how many summaries it produced.
+    return [list(zip(ts[k : k + size], values[k : k + size], strict=True))
+            for k in range(0, len(ts), size)]  # fmt: skip
 
 
 def feed_each(tw: TopicWindows, ts: list[int], values: list[float]) -> int:
@@ -159,137 +129,22 @@ def feed_each(tw: TopicWindows, ts: list[int], values: list[float]) -> int:
     return n
 
 
-def feed_batches(tw: TopicWindows, batches: list[Any]) -> int:
+def feed_batches(tw: TopicWindows, items: list[list[tuple[int, float]]]) -> int:
     insert_many = tw.insert_many
     n = 0
-    for args in batches:
-        n += len(insert_many(*args))
+    for batch in items:
+        n += len(insert_many(batch))
     return n
 
 
-def latencies_ns(
-    tw: TopicWindows, ts: list[int], values: list[float]
-) -> tuple[list[int], list[int]]:
-    """Per event: wall time, and this thread's CPU time (which excludes being preempted)."""
-    wall = time.perf_counter_ns
-    cpu = time.thread_time_ns
-    insert = tw.insert
-    summary = tw.summary
-    walls: list[int] = []
-    cpus: list[int] = []
-    for t, v in zip(ts, values, strict=True):
-        c0 = cpu()
-        t0 = wall()
-        insert(t, v)
-        summary()
-        t1 = wall()
-        c1 = cpu()
-        walls.append(t1 - t0)
-        cpus.append(c1 - c0)
-    return walls, cpus
-
-
-# The same API calls, keeping every summary, for the correctness check.
-
-
-def summaries_each(tw: TopicWindows, ts: list[int], values: list[float]) -> list[Summary]:
-    out = []
-    for t, v in zip(ts, values, strict=True):
-        tw.insert(t, v)
-        out.append(tw.summary())
-    return out
-
-
-def summaries_batches(tw: TopicWindows, batches: list[Any]) -> list[Summary]:
-    out: list[Summary] = []
-    for args in batches:
-        out.extend(tw.insert_many(*args))
-    return out
-
-
-# -- timed runs -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How much to time: ``repeats`` consecutive segments of each length, after warm-up."""
-
-    segment: int
-    repeats: int
-    batch: int
-    river_segment: int
-    pandas_segment: int
-
-
-def time_segments(
-    stream: Stream, plan: Plan, length: int, segment: Callable[[int, int], Callable[[], int]]
-) -> dict[str, Any]:
-    """Time ``segment(a, b)()`` (built untimed) on ``repeats`` consecutive segments of the
-    warm stream: the median rate per CPU second, and per wall second."""
-    timings = []
-    for r in range(plan.repeats):
-        a = stream.warm + r * length
-        timings.append(timed(segment(a, a + length)))
-    counted = sum(t.count for t in timings)
-    if counted != length * plan.repeats:
-        raise RuntimeError(f"counted {counted} events, fed {length * plan.repeats}")
-    return {
-        "events_per_s": round(median([t.per_cpu_s for t in timings])),
-        "wall_events_per_s": round(median([t.per_wall_s for t in timings])),
-        "runs_cpu": [round(t.per_cpu_s) for t in timings],
-        "events_timed": counted,
-    }
-
-
-def run_engine(config: Config, stream: Stream, plan: Plan, mode: str) -> dict:
-    tw = new_windows(config)
-    ts, values = stream.ts, stream.values
-
-    def segment(a: int, b: int) -> Callable[[], int]:
-        if mode == "batch":
-            return partial(feed_batches, tw, batch_items(ts[a:b], values[a:b], plan.batch))
-        return partial(feed_each, tw, ts[a:b], values[a:b])
-
-    segment(0, stream.warm)()
-    out = time_segments(stream, plan, plan.segment, segment)
-    out["api"] = f"insert_many[{plan.batch}]" if mode == "batch" else "insert+summary"
-    out["held_in_widest_window"] = len(tw)
-    return out
-
-
-def tail(durations_ns: list[int], prefix: str = "") -> dict[str, float | int]:
-    qs = {"p50": 0.5, "p99": 0.99, "p999": 0.999, "p9999": 0.9999, "max": 1.0}
-    us = percentiles(durations_ns, list(qs.values()))
-    return {
-        **{f"{prefix}{name}_us": v / 1000 for name, v in zip(qs, us, strict=True) if v is not None},
-        f"{prefix}over_2ms": sum(1 for d in durations_ns if d > 2_000_000),
-    }
-
-
-def run_latency(config: Config, stream: Stream, plan: Plan) -> dict:
-    """Wall-clock percentiles, plus CPU-time ones: on a shared machine a wall-clock outlier may
-    be the scheduler (see ``involuntary_switches``); a CPU-time outlier is the engine's own."""
-    tw = new_windows(config)
-    feed_each(tw, stream.ts[: stream.warm], stream.values[: stream.warm])
-    a, b = stream.warm, stream.warm + plan.segment * plan.repeats
-    gen2 = gc.get_stats()[2]["collections"]
-    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
-    walls, cpus = latencies_ns(tw, stream.ts[a:b], stream.values[a:b])
-    return {
-        "events": len(walls),
-        **tail(walls),
-        **tail(cpus, "cpu_"),
-        "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches,
-        "gc_gen2_collections": gc.get_stats()[2]["collections"] - gen2,
-    }
-
-
 def new_aggregator() -> Aggregator:
-    return Aggregator(
-        windows_us=[w for w, _ in WINDOWS],
-        labels=[label for _, label in WINDOWS],
-        wall_clock=lambda: 0,
-    )
+    return Aggregator(windows_us=[w for w, _ in WINDOWS], labels=[lb for _, lb in WINDOWS],
+                      wall_clock=lambda: 0)  # fmt: skip
+
+
+def event_batches(ts: list[int], values: list[float], size: int) -> list[list[Event]]:
+    events = [Event(v, t) for t, v in zip(ts, values, strict=True)]
+    return [events[k : k + size] for k in range(0, len(events), size)]
 
 
 def apply(agg: Aggregator, batch: list[Event]) -> list[UpdateDraft]:
@@ -299,58 +154,29 @@ def apply(agg: Aggregator, batch: list[Event]) -> list[UpdateDraft]:
     return agg.apply_events(TOPIC, batch)
 
 
-def event_batches(stream: Stream, a: int, b: int, size: int) -> list[list[Event]]:
-    events = [Event(v, t) for t, v in zip(stream.ts[a:b], stream.values[a:b], strict=True)]
-    return [events[k : k + size] for k in range(0, len(events), size)]
-
-
-def run_aggregator(stream: Stream, plan: Plan, size: int) -> dict:
-    agg = new_aggregator()
-
-    def segment(a: int, b: int) -> Callable[[], int]:
-        batches = event_batches(stream, a, b, size)
-        return lambda: sum(len(apply(agg, batch)) for batch in batches)
-
-    segment(0, stream.warm)()
-    out = time_segments(stream, plan, plan.segment, segment)
-    out["api"] = f"lateness + Aggregator.apply_events, batches of {size}"
-    return out
-
-
-# -- River ----------------------------------------------------------------------------------
-
-
-def river_version() -> tuple[str | None, str | None]:
-    """(version, None) when River is importable, else (None, why not)."""
-    try:
-        import river
-        from river import stats, utils  # noqa: F401
-    except ImportError as exc:
-        return None, f"River is not importable ({exc}); pip install 'river>=0.21'"
-    return river.__version__, None
-
-
 def to_datetimes(ts: Sequence[int]) -> list[datetime]:
     base = datetime(2025, 11, 21)
     return [base + timedelta(microseconds=t - BASE_US) for t in ts]
+
+
+RIVER_VARIANTS = ("per_stat", "var_only")
 
 
 class RiverWindows:
     """River's ``TimeRolling`` per window: ``per_stat`` (Sum, Mean, Var) or ``var_only``."""
 
     def __init__(self, variant: str) -> None:
-        from river import stats, utils
-
         self.variant = variant
-        kinds = (stats.Sum, stats.Mean, stats.Var) if variant == "per_stat" else (stats.Var,)
+        kinds = (river_stats.Sum, river_stats.Mean, river_stats.Var)
         self.rollers = [
-            tuple(utils.TimeRolling(kind, period=timedelta(microseconds=w)) for kind in kinds)
+            tuple(river_utils.TimeRolling(kind, period=timedelta(microseconds=w))
+                  for kind in (kinds if variant == "per_stat" else kinds[2:]))
             for w, _ in WINDOWS
-        ]
+        ]  # fmt: skip
 
-    def prime(self, stream: Stream, start: int) -> None:
-        """The state after feeding events ``[0, start)``: each window gets the events it holds."""
-        ts = np.asarray(stream.ts[:start])
+    def prime(self, stream: Stream) -> None:
+        """The state after feeding the warm-up events: each window gets the events it holds."""
+        ts = np.asarray(stream.ts[: stream.warm])
         clock = int(ts.max())
         for (w, _), rollers in zip(WINDOWS, self.rollers, strict=True):
             held = np.nonzero(ts > clock - w)[0].tolist()
@@ -403,51 +229,22 @@ class RiverWindows:
         return out
 
 
-def run_river(stream: Stream, plan: Plan, variant: str) -> dict:
-    river = RiverWindows(variant)
-    river.prime(stream, stream.warm)
-
-    def segment(a: int, b: int) -> Callable[[], int]:
-        return partial(river.feed, to_datetimes(stream.ts[a:b]), stream.values[a:b])
-
-    out = time_segments(stream, plan, plan.river_segment, segment)
-    out["api"] = f"TimeRolling({'Sum|Mean|Var' if variant == 'per_stat' else 'Var'}) per window"
-    return out
-
-
-# -- pandas ---------------------------------------------------------------------------------
-
-
-def pandas_window(ts: np.ndarray, values: np.ndarray, width_us: int) -> dict:
-    """Window ``width_us`` at the newest row of time-sorted events, by ``Series.rolling``."""
-    index = pd.DatetimeIndex(ts.view("datetime64[us]"))
-    roll = pd.Series(values, index=index).rolling(pd.Timedelta(microseconds=width_us))
-    return {
-        "count": int(roll.count().iat[-1]),
-        "sum": float(roll.sum().iat[-1]),
-        "mean": float(roll.mean().iat[-1]),
-        "min": float(roll.min().iat[-1]),
-        "max": float(roll.max().iat[-1]),
-        "var": float(roll.var().iat[-1]),
-        "stddev": float(roll.std().iat[-1]),
-    }
+PANDAS_STATS = ("count", "sum", "mean", "min", "max", "var", "std")
 
 
 class PandasRecompute:
     """Keeps the widest window's events in time order; recomputes rolling windows per event."""
 
-    def __init__(self, stream: Stream, start: int) -> None:
-        ts = np.asarray(stream.ts[:start], dtype=np.int64)
-        values = np.asarray(stream.values[:start])
+    def __init__(self, stream: Stream) -> None:
+        ts = np.asarray(stream.ts[: stream.warm], dtype=np.int64)
         order = np.argsort(ts, kind="stable")
         self.clock = int(ts.max())
         self.ts = ts[order]
-        self.values = values[order]
+        self.values = np.asarray(stream.values[: stream.warm])[order]
         self._drop_old()
 
     def _drop_old(self) -> None:
-        widest = max(w for w, _ in WINDOWS)
-        head = int(np.searchsorted(self.ts, self.clock - widest, side="right"))
+        head = int(np.searchsorted(self.ts, self.clock - WIDEST_US, side="right"))
         self.ts = self.ts[head:]
         self.values = self.values[head:]
 
@@ -462,30 +259,148 @@ class PandasRecompute:
         out = {}
         for w, label in WINDOWS:
             lo = int(np.searchsorted(self.ts, self.clock - w, side="right"))
-            out[label] = pandas_window(self.ts[lo:], self.values[lo:], w)
+            index = pd.DatetimeIndex(self.ts[lo:].view("datetime64[us]"))
+            roll = pd.Series(self.values[lo:], index=index).rolling(pd.Timedelta(microseconds=w))
+            out[label] = {stat: float(getattr(roll, stat)().iat[-1]) for stat in PANDAS_STATS}
         return out
 
     def feed(self, ts: list[int], values: list[float]) -> int:
-        n = 0
         for t, x in zip(ts, values, strict=True):
             self.update(t, x)
-            n += 1
-        return n
+        return len(ts)
 
 
-def run_pandas(stream: Stream, plan: Plan) -> dict:
-    recompute = PandasRecompute(stream, stream.warm)
-
-    def segment(a: int, b: int) -> Callable[[], int]:
-        return partial(recompute.feed, stream.ts[a:b], stream.values[a:b])
-
-    out = time_segments(stream, plan, plan.pandas_segment, segment)
-    out["api"] = "per event: Series.rolling(w) over each window's events, 7 statistics"
-    out["held_in_widest_window"] = len(recompute.ts)
-    return out
+# -- the timing harness -------------------------------------------------------------------------
 
 
-# -- correctness check ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """How much to time: ``repeats`` consecutive segments of each length, after warm-up."""
+
+    segment: int
+    repeats: int
+    batch: int
+    river_segment: int
+    pandas_segment: int
+
+
+Feeder = Callable[[list[int], list[float]], Callable[[], int]]
+"""Given a segment's timestamps and values, builds (untimed) the call that feeds them."""
+
+
+def time_segments(
+    stream: Stream, plan: Plan, api: str, feeder: Feeder, *, length: int, warm_up: bool = True
+) -> dict[str, Any]:
+    """Feed the warm-up events untimed (unless the contender is primed otherwise), then time
+    ``repeats`` consecutive segments: the median rate per CPU second, and per wall second."""
+    if warm_up:
+        feeder(stream.ts[: stream.warm], stream.values[: stream.warm])()
+    timings = []
+    for r in range(plan.repeats):
+        a = stream.warm + r * length
+        timings.append(timed(feeder(stream.ts[a : a + length], stream.values[a : a + length])))
+    counted = sum(t.count for t in timings)
+    if counted != length * plan.repeats:
+        raise RuntimeError(f"{api}: counted {counted} events, fed {length * plan.repeats}")
+    return {
+        "api": api,
+        "events_per_s": round(median([t.per_cpu_s for t in timings])),
+        "wall_events_per_s": round(median([t.per_wall_s for t in timings])),
+        "runs_cpu": [round(t.per_cpu_s) for t in timings],
+        "events_timed": counted,
+    }
+
+
+def run_engine(config: Config, stream: Stream, plan: Plan, batched: bool) -> dict[str, Any]:
+    tw = config.new_windows()
+
+    def feeder(ts: list[int], values: list[float]) -> Callable[[], int]:
+        if batched:
+            return partial(feed_batches, tw, batches(ts, values, plan.batch))
+        return partial(feed_each, tw, ts, values)
+
+    api = f"insert_many[{plan.batch}]" if batched else "insert+summary"
+    out = time_segments(stream, plan, api, feeder, length=plan.segment)
+    return {**out, "held_in_widest_window": len(tw)}
+
+
+def run_aggregator(stream: Stream, plan: Plan, size: int) -> dict[str, Any]:
+    agg = new_aggregator()
+
+    def feeder(ts: list[int], values: list[float]) -> Callable[[], int]:
+        posted = event_batches(ts, values, size)
+        return lambda: sum(len(apply(agg, batch)) for batch in posted)
+
+    api = f"lateness + Aggregator.apply_events, batches of {size}"
+    return time_segments(stream, plan, api, feeder, length=plan.segment)
+
+
+def run_river(stream: Stream, plan: Plan, variant: str) -> dict[str, Any]:
+    windows = RiverWindows(variant)
+    windows.prime(stream)
+
+    def feeder(ts: list[int], values: list[float]) -> Callable[[], int]:
+        return partial(windows.feed, to_datetimes(ts), values)
+
+    api = f"TimeRolling({'Sum|Mean|Var' if variant == 'per_stat' else 'Var'}) per window"
+    return time_segments(stream, plan, api, feeder, length=plan.river_segment, warm_up=False)
+
+
+def run_pandas(stream: Stream, plan: Plan) -> dict[str, Any]:
+    recompute = PandasRecompute(stream)
+
+    def feeder(ts: list[int], values: list[float]) -> Callable[[], int]:
+        return partial(recompute.feed, ts, values)
+
+    api = "per event: Series.rolling(w) over each window's events, 7 statistics"
+    out = time_segments(stream, plan, api, feeder, length=plan.pandas_segment, warm_up=False)
+    return {**out, "held_in_widest_window": len(recompute.ts)}
+
+
+# (key, label, quantile) of the latency tail; nearest rank.
+TAIL = (("p50", "p50", 0.5), ("p99", "p99", 0.99), ("p999", "p99.9", 0.999),
+        ("p9999", "p99.99", 0.9999), ("max", "max", 1.0))  # fmt: skip
+
+
+def tail(durations_ns: list[int], prefix: str = "") -> dict[str, float | int]:
+    us = percentiles(durations_ns, [q for _, _, q in TAIL])
+    return {
+        **{f"{prefix}{key}_us": v / 1000 for (key, _, _), v in zip(TAIL, us, strict=True)
+           if v is not None},
+        f"{prefix}over_2ms": sum(1 for d in durations_ns if d > 2_000_000),
+    }  # fmt: skip
+
+
+def run_latency(config: Config, stream: Stream, plan: Plan) -> dict[str, Any]:
+    """Per event, wall time and this thread's CPU time (which excludes being preempted)."""
+    tw = config.new_windows()
+    feed_each(tw, stream.ts[: stream.warm], stream.values[: stream.warm])
+    a, b = stream.warm, stream.warm + plan.segment * plan.repeats
+    gen2 = gc.get_stats()[2]["collections"]
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+    wall, cpu = time.perf_counter_ns, time.thread_time_ns
+    insert, summary = tw.insert, tw.summary
+    walls: list[int] = []
+    cpus: list[int] = []
+    for t, v in zip(stream.ts[a:b], stream.values[a:b], strict=True):
+        c0 = cpu()
+        t0 = wall()
+        insert(t, v)
+        summary()
+        t1 = wall()
+        c1 = cpu()
+        walls.append(t1 - t0)
+        cpus.append(c1 - c0)
+    return {
+        "events": len(walls),
+        **tail(walls),
+        **tail(cpus, "cpu_"),
+        "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switches,
+        "gc_gen2_collections": gc.get_stats()[2]["collections"] - gen2,
+    }
+
+
+# -- correctness check --------------------------------------------------------------------------
 
 
 Expected = list[dict[str, tuple[dict[str, float], Exact]]]
@@ -495,10 +410,9 @@ def expectations(stream: Stream) -> Expected:
     """Per event, per window label: the oracle's order statistics (pandas) and exact moments."""
     ts, values = np.asarray(stream.ts), np.asarray(stream.values)
     clock = np.maximum.accumulate(ts)
-    widest = max(w for w, _ in WINDOWS)
     states = []
     for i in range(len(ts)):
-        held = np.nonzero(ts[: i + 1] > clock[i] - widest)[0]
+        held = np.nonzero(ts[: i + 1] > clock[i] - WIDEST_US)[0]
         held = held[np.argsort(ts[held], kind="stable")]  # ties keep arrival order
         states.append(list(zip(ts[held].tolist(), values[held].tolist(), strict=True)))
     columns = rolling(states, [w for w, _ in WINDOWS])
@@ -514,22 +428,25 @@ def expectations(stream: Stream) -> Expected:
     ]
 
 
-def check(stream: Stream, batch: int, expected: Expected | None = None) -> dict:
+def check(stream: Stream, batch: int, expected: Expected | None = None) -> dict[str, Any]:
     """Every run mode's output after every event against the oracle (see module doc)."""
     expected = expected or expectations(stream)
+    ts, values = stream.ts, stream.values
     outputs: dict[str, tuple[Config, list[Summary]]] = {}
-    for config in configs():
-        each = summaries_each(new_windows(config), stream.ts, stream.values)
-        batches = batch_items(stream.ts, stream.values, batch)
+    for config in CONFIGS:
+        tw = config.new_windows()
+        each = []
+        for t, v in zip(ts, values, strict=True):
+            tw.insert(t, v)
+            each.append(tw.summary())
         outputs[f"{config.name} insert+summary"] = (config, each)
-        many = summaries_batches(new_windows(config), batches)
+        tw = config.new_windows()
+        many = [s for items in batches(ts, values, batch) for s in tw.insert_many(items)]
         outputs[f"{config.name} insert_many[{batch}]"] = (config, many)
     agg = new_aggregator()
-    drafts = [
-        d for events in event_batches(stream, 0, len(stream), batch) for d in apply(agg, events)
-    ]
-    updates = [orjson.loads(draft.body)["windows"] for draft in drafts]
-    outputs[f"aggregator batches of {batch}"] = (configs()[-1], updates)
+    posted = event_batches(ts, values, batch)
+    updates = [orjson.loads(d.body)["windows"] for events in posted for d in apply(agg, events)]
+    outputs[f"aggregator batches of {batch}"] = (CONFIGS[-1], updates)
     failures: list[str] = []
     for name, (config, got) in outputs.items():
         if len(got) != len(stream):
@@ -556,10 +473,9 @@ def check(stream: Stream, batch: int, expected: Expected | None = None) -> dict:
     }
 
 
-def check_river(stream: Stream, expected: Expected) -> dict:
+def check_river(stream: Stream, expected: Expected) -> dict[str, Any]:
     """River's values against the exact ones: is the comparison like-for-like?"""
-    river = RiverWindows("per_stat")
-    got = river.summaries(to_datetimes(stream.ts), stream.values)
+    got = RiverWindows("per_stat").summaries(to_datetimes(stream.ts), stream.values)
     count_mismatches = 0
     worst = {"sum": 0.0, "mean": 0.0, "var": 0.0}
     for g, want in zip(got, expected, strict=True):
@@ -570,9 +486,8 @@ def check_river(stream: Stream, expected: Expected) -> dict:
                 if a is None or b is None:
                     continue
                 scale = exact.big**2 if stat == "var" else exact.big
-                worst[stat] = max(
-                    worst[stat], abs(a - float(b)) / max(abs(float(b)), 1e-12 * scale)
-                )
+                error = abs(a - float(b)) / max(abs(float(b)), 1e-12 * scale)
+                worst[stat] = max(worst[stat], error)
     return {
         "events": len(stream),
         "count_mismatches": count_mismatches,
@@ -586,86 +501,78 @@ def check_river(stream: Stream, expected: Expected) -> dict:
     }
 
 
-# -- the report -----------------------------------------------------------------------------
+# -- the report ---------------------------------------------------------------------------------
 
 
-def run_all(args: argparse.Namespace) -> dict:
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
         plan = Plan(segment=300, repeats=3, batch=args.batch, river_segment=30, pandas_segment=3)
-    else:
-        plan = Plan(
-            segment=args.events, repeats=args.repeats, batch=args.batch,
-            river_segment=args.river_events, pandas_segment=args.pandas_events,
-        )  # fmt: skip
-    longest = max(plan.segment, plan.river_segment, plan.pandas_segment)
-    if args.smoke:
         # 300 ms apart: the 5m window holds 1000 events, so everything stays small.
-        stream = make_stream(1100 + longest * plan.repeats, stride_us=300_000, seed=args.seed)
+        size, stride_us = 1100, 300_000
     else:
+        plan = Plan(args.events, args.repeats, args.batch, args.river_events, args.pandas_events)
         # 305 s of event time at 3 ms per on-time event, ~3% late events on top, some slack.
-        stream = make_stream(106_000 + longest * plan.repeats, stride_us=3000, seed=args.seed)
-    if len(stream) < stream.warm + longest * plan.repeats:
+        size, stride_us = 106_000, 3000
+    timed_events = max(plan.segment, plan.river_segment, plan.pandas_segment) * plan.repeats
+    stream = make_stream(size + timed_events, stride_us=stride_us, seed=args.seed)
+    if len(stream) < stream.warm + timed_events:
         raise SystemExit(f"the stream ({len(stream)} events) is too short for the plan")
-    river_ver, river_missing = river_version()
     info = machine("numpy", "pandas", "sortedcontainers", "orjson", "river")
-    check_stream = make_stream(3000, stride_us=300_000, seed=args.seed + 1)
 
     def say(msg: str) -> None:
         if not args.json:
             print(f"... {msg}", file=sys.stderr, flush=True)
 
-    details: dict[str, Any] = {}
-    headline: dict[str, int] = {}
     say("correctness check on a small stream")
+    check_stream = make_stream(3000, stride_us=300_000, seed=args.seed + 1)
     expected = expectations(check_stream)
     result_check = check(check_stream, plan.batch, expected)
-    river_check = check_river(check_stream, expected) if river_ver is not None else None
+    river_check = check_river(check_stream, expected) if river else None
     del expected  # millions of objects: a garbage collection must not walk them while timing
     gc.collect()
-    for config in configs():
-        modes = ["each", "batch"]
-        for mode in modes:
+    details: dict[str, Any] = {}
+    for config in CONFIGS:
+        for mode in ("each", "batch"):
             say(f"{config.name} {mode}")
-            details[f"{config.name}_{mode}"] = run_engine(config, stream, plan, mode)
-        headline[config.name] = details[f"{config.name}_{modes[-1]}"]["events_per_s"]
+            details[f"{config.name}_{mode}"] = run_engine(config, stream, plan, mode == "batch")
     say("latency")
-    latency = {config.name: run_latency(config, stream, plan) for config in configs()[1:]}
-    details["latency"] = latency
+    latency = details["latency"] = {c.name: run_latency(c, stream, plan) for c in CONFIGS[1:]}
     say("aggregator")
     details["aggregator_all_3w"] = run_aggregator(stream, plan, plan.batch)
     details["aggregator_all_3w_batch1"] = run_aggregator(stream, plan, 1)
-    river: dict[str, Any] = {}
-    if river_ver is not None:
-        for variant in ("per_stat", "var_only"):
+    rivers: dict[str, Any] = {"error": RIVER_ERROR}
+    if river:
+        rivers = {}
+        for variant in RIVER_VARIANTS:
             say(f"river {variant}")
-            river[variant] = run_river(stream, plan, variant)
-        river["check"] = river_check
-    details["river"] = river or {"error": river_missing}
+            rivers[variant] = run_river(stream, plan, variant)
+        rivers["check"] = river_check
+    details["river"] = rivers
     say("pandas")
     details["pandas_per_event"] = run_pandas(stream, plan)
     # Other processes on the machine show up in wall-clock figures (rates and latencies).
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
 
-    river_rate_main = river["per_stat"]["events_per_s"] if river else None
-    river_rate_var = river["var_only"]["events_per_s"] if river else None
-    scalar_3w = headline["scalar_3w"]
+    headline = {c.name: details[f"{c.name}_batch"]["events_per_s"] for c in CONFIGS}
+    river_rates = {k: rivers[k]["events_per_s"] if river else None for k in RIVER_VARIANTS}
+    ratios = {k: round(headline["scalar_3w"] / r, 1) if r else None for k, r in river_rates.items()}
     return {
         "smoke": args.smoke,
         **headline,
         "aggregator_all_3w": details["aggregator_all_3w"]["events_per_s"],
-        "river_time_rolling": river_rate_main,
-        "river_time_rolling_var_only": river_rate_var,
+        "river_time_rolling": river_rates["per_stat"],
+        "river_time_rolling_var_only": river_rates["var_only"],
         "pandas_per_event": details["pandas_per_event"]["events_per_s"],
-        "ratio_vs_river": round(scalar_3w / river_rate_main, 1) if river_rate_main else None,
-        "ratio_vs_river_var_only": round(scalar_3w / river_rate_var, 1) if river_rate_var else None,
+        "ratio_vs_river": ratios["per_stat"],
+        "ratio_vs_river_var_only": ratios["var_only"],
         "p9999_event_us": latency["all_3w"]["p9999_us"],
         "max_event_us": latency["all_3w"]["max_us"],
         "p9999_event_cpu_us": latency["all_3w"]["cpu_p9999_us"],
         "max_event_cpu_us": latency["all_3w"]["cpu_max_us"],
         "check": result_check,
-        "river_check": river.get("check"),
-        "river": river_ver,
-        "river_error": river_missing,
+        "river_check": river_check,
+        "river": river.__version__ if river else None,
+        "river_error": RIVER_ERROR,
         **{k: info[k] for k in ("platform", "nproc", "python", "date")},
         "machine": info,
         "stream": {
@@ -682,12 +589,11 @@ def run_all(args: argparse.Namespace) -> dict:
     }
 
 
-def table(result: dict) -> str:
+def table(result: dict[str, Any]) -> str:
     d = result["details"]
-    rows = [("run", "events/s (CPU)", "events/s (wall)", "how")]
     runs = {key: run for key, run in d.items() if "api" in run}
-    runs |= {f"river {k}": run for k, run in d["river"].items() if isinstance(run, dict)}
-    runs.pop("river check", None)
+    runs |= {f"river {k}": run for k, run in d["river"].items() if k in RIVER_VARIANTS}
+    rows = [("run", "events/s (CPU)", "events/s (wall)", "how")]
     for key, run in runs.items():
         # A headline figure is the batch API's; the event-by-event run is in brackets.
         name = f"  ({key[:-5]})" if key.endswith("_each") else key.removesuffix("_batch")
@@ -697,29 +603,22 @@ def table(result: dict) -> str:
     lines.append("")
     for name, lat in d["latency"].items():
         for kind, p in (("wall", ""), ("CPU", "cpu_")):
-            lines.append(
-                f"latency {name} {kind} (µs): p50 {lat[p + 'p50_us']:.1f}  "
-                f"p99 {lat[p + 'p99_us']:.1f}  p99.9 {lat[p + 'p999_us']:.1f}  "
-                f"p99.99 {lat[p + 'p9999_us']:.1f}  max {lat[p + 'max_us']:.1f}  "
-                f"(>2 ms: {lat[p + 'over_2ms']})"
-            )
-        lines.append(
-            f"  during it: {lat['involuntary_switches']} involuntary context switches, "
-            f"{lat['gc_gen2_collections']} gen-2 GCs"
-        )
-    lines.append(f"ratio vs River TimeRolling: {result['ratio_vs_river']} "
-                 f"(var-only River: {result['ratio_vs_river_var_only']})")  # fmt: skip
-    if result["river_error"]:
-        lines.append(result["river_error"])
-    if result["river_check"]:
-        lines.append(f"River values vs exact: {result['river_check']}")
-    c = result["check"]
-    lines.append(f"correctness check: {'passed' if c['passed'] else 'FAILED'} "
-                 f"({c['events']} events, {len(c['checked'])} outputs)")  # fmt: skip
-    lines.extend(c["failures"])
-    lines.append(f"{result['platform']}, {result['nproc']} CPUs, Python {result['python']}, "
-                 f"{result['date']}, load {result['machine']['loadavg']} -> "
-                 f"{result['machine']['loadavg_end']}")  # fmt: skip
+            figures = "  ".join(f"{label} {lat[f'{p}{key}_us']:.1f}" for key, label, _ in TAIL)
+            lines.append(f"latency {name} {kind} (µs): {figures}  (>2 ms: {lat[p + 'over_2ms']})")
+        lines.append(f"  during it: {lat['involuntary_switches']} involuntary context switches, "
+                     f"{lat['gc_gen2_collections']} gen-2 GCs")  # fmt: skip
+    c, m = result["check"], result["machine"]
+    lines += [
+        f"ratio vs River TimeRolling: {result['ratio_vs_river']} "
+        f"(var-only River: {result['ratio_vs_river_var_only']})",
+        *([result["river_error"]] if result["river_error"] else []),
+        *([f"River values vs exact: {result['river_check']}"] if result["river_check"] else []),
+        f"correctness check: {'passed' if c['passed'] else 'FAILED'} "
+        f"({c['events']} events, {len(c['checked'])} outputs)",
+        *c["failures"],
+        f"{result['platform']}, {result['nproc']} CPUs, Python {result['python']}, "
+        f"{result['date']}, load {m['loadavg']} -> {m['loadavg_end']}",
+    ]
     return "\n".join(lines)
 
 

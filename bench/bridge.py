@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import redis
 
 from common import CpuMeter, Report, parser
-from posting import batch_body, publish
+from posting import batches, publish
 from pushsvc.lists import comma_list
 from servers import PushsvcRedis
 
 
-def through_redis(url: str, prefix: str, messages: list[tuple[int, bytes]], events: int) -> dict:
+def through_redis(url: str, prefix: str, messages: list[tuple[int, bytes]]) -> dict[str, Any]:
+    events = sum(count for count, _ in messages)
     client = redis.Redis.from_url(url)
     channel = f"{prefix}ingest:r-{uuid.uuid4().hex[:8]}"
     before = int(client.hget(f"{prefix}bridged", "events") or 0)
@@ -51,17 +53,15 @@ def through_redis(url: str, prefix: str, messages: list[tuple[int, bytes]], even
         "events_per_s": round(appended / (finished - started)),
         "publish_s": round(published - started, 3),
         "appended": appended,
-        "lost": events - appended,
     }
 
 
-def through_http(base: str, messages: list[tuple[int, bytes]], events: int) -> dict:
+def through_http(base: str, messages: list[tuple[int, bytes]]) -> dict[str, Any]:
     done = publish([base], f"/topics/h-{uuid.uuid4().hex[:8]}/events", messages, 1, 600)
     return {
         "path": "http",
         "events_per_s": round(done.accepted / (done.last_accepted - done.first_sent)),
         "appended": done.accepted,
-        "lost": events - done.accepted,
     }
 
 
@@ -83,18 +83,14 @@ def main() -> None:
         )  # fmt: skip
         report.header()
         for batch in (int(b) for b in args.batch):
-            messages = [
-                (min(batch, args.events - i), batch_body(i, min(args.events, i + batch)))
-                for i in range(0, args.events, batch)
-            ]
+            messages = batches(args.events, batch)
             for path in ("redis", "http"):
                 meter = CpuMeter({"aggregate": deployment.aggregator.pid, "web": web.pid}).start()
                 if path == "redis":
-                    row = through_redis(
-                        deployment.redis.url, deployment.prefix, messages, args.events
-                    )
+                    row = through_redis(deployment.redis.url, deployment.prefix, messages)
                 else:
-                    row = through_http(web.base, messages, args.events)
+                    row = through_http(web.base, messages)
+                row["lost"] = args.events - row["appended"]
                 report.row({"batch": batch, **row, "cpu_s": meter.stop()["cpu_s"]})
     finally:
         deployment.stop()

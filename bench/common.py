@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,10 +23,9 @@ from typing import Any
 
 import orjson
 
+from pushsvc.testing.live import request
 from pushsvc.testing.procfs import cpu_seconds
 
-__all__ = ["CpuMeter", "Report", "Timing", "cores", "machine", "median", "parser", "percentiles",
-           "timed"]  # fmt: skip
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,12 +56,6 @@ def timed(run: Callable[[], int]) -> Timing:
     return Timing(count, cpu, wall)
 
 
-def median(xs: Sequence[float]) -> float:
-    ordered = sorted(xs)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def percentiles(samples: Iterable[float], qs: Sequence[float]) -> list[float | None]:
     """Nearest-rank percentiles (q in 0..1]; None for no samples.
 
@@ -71,6 +65,13 @@ def percentiles(samples: Iterable[float], qs: Sequence[float]) -> list[float | N
     ordered = sorted(samples)
     n = len(ordered)
     return [ordered[min(n, max(1, math.ceil(q * n))) - 1] if n else None for q in qs]
+
+
+def metric(port: int, name: str) -> float | None:
+    """An unlabelled sample of a pushsvc process's /metrics; None when it has none."""
+    text = request(port, "GET", "/metrics")[2].decode()
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match[1]) if match else None
 
 
 def _version(dist: str) -> str | None:
@@ -92,10 +93,7 @@ def _cpu_model() -> str | None:
 
 
 def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0))
 
 
 def machine(*dists: str) -> dict[str, object]:
@@ -108,7 +106,7 @@ def machine(*dists: str) -> dict[str, object]:
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "versions": {d: _version(d) for d in dists},
     }
 

@@ -28,14 +28,14 @@ import os
 import pstats
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from child import JsonLinesChild, run_scenario
 from common import CpuMeter, Report, fmt, machine
 from common import parser as common_parser
-from posting import batch_body, publish
+from posting import batches, publish
 from pushsvc.lists import comma_list
 from servers import REPO, TOPIC, PushsvcRedis
 
@@ -47,12 +47,9 @@ def warm_up(bases: list[str]) -> None:
     """One small batch per web process on another topic: first-request costs (imports,
     connections to Redis, the Lua script load) stay out of the measurement."""
     for base in bases:
-        done = publish([base], f"/topics/{TOPIC}-warmup/events", [(100, batch_body(0, 100))], 1, 30)
+        done = publish([base], f"/topics/{TOPIC}-warmup/events", batches(100, 100), 1, 30)
         if done.errors:
             raise RuntimeError(f"warm-up POST to {base}: {done.errors}")
-
-
-# -- one scenario ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -66,16 +63,8 @@ class Scenario:
     server_args: tuple[str, ...] = ()
 
     def row(self) -> dict[str, Any]:
-        return {
-            "server": f"pushsvc-redis-{self.web}",
-            "projection": self.projection,
-            "events": self.events,
-            "batch": self.batch,
-            "subscribers": self.subscribers,
-            "web": self.web,
-            "publishers": self.publishers,
-            "server_args": list(self.server_args),
-        }
+        return {"server": f"pushsvc-redis-{self.web}", **asdict(self),
+                "server_args": list(self.server_args)}  # fmt: skip
 
 
 def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
@@ -102,9 +91,7 @@ def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
         if opened["ready"] != n:
             raise RuntimeError(f"only {opened['ready']} of {n} subscribers are live: {opened}")
         warm_up(bases)
-        starts = range(0, m, scenario.batch)
-        bodies = [(min(m, i + scenario.batch) - i, batch_body(i, min(m, i + scenario.batch)))
-                  for i in starts]  # fmt: skip
+        bodies = batches(m, scenario.batch)
         pids = {"redis": deployment.redis.pid, "aggregator": deployment.aggregator.pid}
         pids |= {f"web-{i}": web.pid for i, web in enumerate(deployment.webs)}
         pids |= {"subscribers": subscribers.proc.pid, "publisher": os.getpid()}
@@ -185,9 +172,6 @@ def exact(row: dict[str, Any]) -> bool:
         and row["reference"]["duplicates"] == 0
         and not row["stream_errors"]
     )
-
-
-# -- output ---------------------------------------------------------------------------------
 
 
 COLUMNS = (

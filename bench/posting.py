@@ -23,9 +23,13 @@ class Published:
     last_accepted: float = 0.0
 
 
-def batch_body(start: int, stop: int) -> bytes:
-    """A JSON array of events with values start..stop-1 (no ts: the server stamps them)."""
-    return b"[" + b",".join(b'{"value":%d}' % v for v in range(start, stop)) + b"]"
+def batches(events: int, size: int) -> list[tuple[int, bytes]]:
+    """Events with values 0..events-1 as JSON arrays of up to `size` (no ts: the server stamps
+    them), each with its length: what `publish` takes."""
+    return [
+        (len(values), b"[" + b",".join(b'{"value":%d}' % v for v in values) + b"]")
+        for values in (range(start, min(events, start + size)) for start in range(0, events, size))
+    ]
 
 
 def publish(

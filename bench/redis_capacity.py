@@ -1,22 +1,11 @@
-"""How many updates per second one Redis sustains for pushsvc's publish path (docs/scaling.md).
+"""How many updates per second one Redis sustains for pushsvc's publish path.
 
-It drives the Redis side of the pipeline exactly as a deployment does, without HTTP and without
-web processes, so that Redis is what is measured:
-
-* P producer processes append batches of B events (`RedisBroker.append_events`: the POST's
-  append script — lateness, XADD to the shard's log) as fast as Redis accepts them;
-* one aggregator (this process) reads the log (`EventLog.read`, up to 512 entries), applies
-  them (`Aggregator.apply_events`) and publishes the drafts with the lease as fence
-  (`RedisBroker.publish_updates`: ids, history, latest, applied position, PUBLISH), until
-  every entry is applied — the same loop as `pushsvc.aggregation.ShardRunner`;
-* K pub/sub subscribers (`redis-cli psubscribe` processes, C, writing to /dev/null) stand for
-  K web processes that each watch every topic, so PUBLISH's fan-out is paid as in a deployment.
-
-The figure that matters is Redis's own CPU time (INFO cpu: used_cpu_user + used_cpu_sys) per
-update: `updates per Redis core-second`. Redis runs commands on one thread, so that is the
-ceiling of one Redis for this path when it has a core to itself. On a 2-core machine the
-producers and the aggregator compete with Redis for CPU, so the wall rate is lower; it is
-printed beside. `BENCH_COMMANDSTATS=1` prints Redis's per-command times to stderr.
+P producer processes append batches of B events (`RedisBroker.append_events`), one aggregator
+loop (this process, like `pushsvc.aggregation.ShardRunner`) reads the log, applies it and
+publishes the drafts fenced by the lease (`RedisBroker.publish_updates`), and K
+`redis-cli psubscribe` processes stand for K web processes watching every topic. The figure is
+Redis's own CPU time (INFO cpu) per update; the method and the figures: docs/scaling.md, "What
+one Redis sustains". `BENCH_COMMANDSTATS=1` prints Redis's per-command times to stderr.
 
     python bench/redis_capacity.py --batch 1,10,100 --subscribers 0,16
 """
@@ -38,6 +27,8 @@ from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.log import FIRST, EventLog
 from pushsvc.events import Event
 from pushsvc.lease import Lease
+from pushsvc.lists import comma_list
+from pushsvc.testing.live import wait_until
 from pushsvc.testing.redis_server import RedisServer
 
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
@@ -61,18 +52,10 @@ def start_subscribers(
         )
         for _ in range(count)
     ]
-    admin = redis.Redis(port=server.port)
-    deadline = time.monotonic() + 10
-    while int(admin.pubsub_numpat()) < (1 if count else 0) or _clients(admin) < count + 1:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the subscribers did not connect")
-        time.sleep(0.01)
-    admin.close()
+    with redis.Redis(port=server.port) as admin:
+        wait_until(lambda: int(admin.pubsub_numpat()) >= min(count, 1)
+                   and int(admin.info("clients")["connected_clients"]) >= count + 1)  # fmt: skip
     return procs
-
-
-def _clients(admin: redis.Redis) -> int:
-    return int(admin.info("clients")["connected_clients"])
 
 
 def produce(url: str, prefix: str, batch: int, entries: int, seed: int) -> None:
@@ -166,8 +149,10 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
 
 def main() -> int:
     cli = parser(__doc__.split("\n\n")[0])
-    cli.add_argument("--batch", default="1,10,100", help="events per POST, comma-separated")
-    cli.add_argument("--subscribers", default="0,4,16", help="pub/sub subscribers (web processes)")
+    cli.add_argument("--batch", type=comma_list, default="1,10,100",
+                     help="events per POST, comma-separated")  # fmt: skip
+    cli.add_argument("--subscribers", type=comma_list, default="0,4,16",
+                     help="pub/sub subscribers (web processes)")  # fmt: skip
     cli.add_argument("--producers", type=int, default=4, help="producer processes")
     cli.add_argument("--updates", type=int, default=50_000, help="updates per row")
     args = cli.parse_args()
@@ -182,9 +167,9 @@ def main() -> int:
     )  # fmt: skip
     report.say(f"# {os.cpu_count()} cores; {version.stdout.strip()}")
     report.header()
-    for subscribers in (int(s) for s in args.subscribers.split(",")):
-        for batch in (int(b) for b in args.batch.split(",")):
-            report.row(run(batch, subscribers, args.updates, args.producers))
+    for subscribers in args.subscribers:
+        for batch in args.batch:
+            report.row(run(int(batch), int(subscribers), args.updates, args.producers))
     return 0
 
 

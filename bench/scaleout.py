@@ -19,18 +19,14 @@ from __future__ import annotations
 import sys
 import threading
 
-from common import CpuMeter, Report, parser
-from posting import batch_body, publish
-from pushsvc.testing.live import PushsvcProcess, SSEClient, request
+from common import CpuMeter, Report, metric, parser
+from posting import batches, publish
+from pushsvc.testing.live import PushsvcProcess, SSEClient
 from servers import PushsvcRedis
 
 
 def received(web: PushsvcProcess) -> float | None:
-    _, _, text = request(web.port, "GET", "/metrics")
-    for line in text.decode().splitlines():
-        if line.startswith("pushsvc_updates_received_total"):
-            return float(line.split()[-1])
-    return None
+    return metric(web.port, "pushsvc_updates_received_total")
 
 
 class Stream(threading.Thread):
@@ -75,8 +71,7 @@ def main() -> int:
         webs = {"ingest": ingest, "busy": busy, "quiet": quiet}
         meter = CpuMeter({name: web.pid for name, web in webs.items()}).start()
         received_before = {name: received(web) for name, web in webs.items()}
-        starts = range(0, args.events, args.batch)
-        bodies = [(args.batch, batch_body(start, start + args.batch)) for start in starts]
+        bodies = batches(args.events, args.batch)
         published = publish([ingest.base], "/topics/flood/events", bodies, 1, 120)
         if published.errors:
             raise RuntimeError(f"POSTs failed: {published.errors}")

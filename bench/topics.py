@@ -1,58 +1,41 @@
 """Memory of junk topics, and what `--topic-ttl` gives back.
 
-Every topic name a producer invents costs the server its windows, clock and latest update;
-before `--topic-ttl` it kept them for ever. One `pushsvc serve` process (embedded broker) per
-run: its update history is filled first (10,000 updates on one topic: a fixed cost, not a
-per-topic one), then WAVES waves of N new topics, one event each, are posted. With a TTL each
-wave is left to be forgotten (`pushsvc_topics_live` back to 0) before the next; with
-`--topic-ttl 0` (the old behaviour) nothing is. The process's RSS is read from /proc after
-each step.
+Per `--topic-ttl` value, one `pushsvc serve` (embedded broker): its update history filled
+first, then WAVES waves of N new topics, one event each; with a TTL each wave is left to be
+forgotten (`pushsvc_topics_live` back to 0) before the next. The process's RSS is read from /proc
+after each step. First, the exact figure without HTTP: Python's allocations (`tracemalloc`) for
+the same N topics through `ingest`, held and forgotten. Method and figures: docs/performance.md,
+"Junk topics and `--topic-ttl`".
 
     python bench/topics.py                       # 20,000 topics, 3 waves, TTL 45 s and 0
     python bench/topics.py --topics 5000 --waves 1 --ttl 20s --json
 
-RSS is what the operating system charges the process: memory Python freed is reused for the
-next wave but not always returned to the system, so the figure to read is the growth from one
-wave to the next (bounded with a TTL, linear without). The TTL must outlast the posting of a
-wave (~30 s for 20,000 POSTs here) for the whole wave to be held at once.
-
-First, the exact figure without the HTTP server: the memory broker (history of one update:
-the history is bounded, not a per-topic cost) and the aggregator wired as `pushsvc serve` wires
-them, the same N topics through `ingest`, Python's allocations traced (`tracemalloc`) before
-the topics, with them, and after ticks emptied them and they were forgotten.
+The TTL must outlast the posting of a wave (~30 s for 20,000 POSTs here) for the whole wave to
+be held at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import re
+import sys
 import time
 import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
+
+from common import metric, parser
 from pushsvc.aggregator import Aggregator
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.events import Event, Limits
 from pushsvc.ingest import ingest
-from pushsvc.testing.live import PushsvcProcess, post, request
+from pushsvc.testing.live import PushsvcProcess, post, wait_until
 from pushsvc.testing.procfs import rss_kb
 
 _WINDOWS = "1s,2s,3s"  # three windows, like the default 10s,1m,5m, but empty 3 s after
 _TICK = "200ms"
 _HISTORY_FILL = 10_000
-
-
-def _metric(port: int, name: str) -> float:
-    text = request(port, "GET", "/metrics")[2].decode()
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(match[1]) if match else 0.0
-
-
-def _mb(kb: int) -> float:
-    return round(kb / 1024, 1)
 
 
 def _post_topics(port: int, names: list[str]) -> None:
@@ -116,73 +99,63 @@ def run(ttl: str, topics: int, waves: int) -> dict[str, object]:
         "--topic-ttl", ttl, "--tick", _TICK, "--windows", _WINDOWS,
         "--max-topics", str(waves * topics + 1),
     ).start()  # fmt: skip
+    port = server.port
+
+    def step(name: str, **counts: float) -> dict[str, object]:
+        return {"step": name, "rss_mb": round(rss_kb([server.pid]) / 1024, 1), **counts}
+
+    def forgotten() -> bool:  # the count is a metric: poll it
+        return metric(port, "pushsvc_topics_live") == 0
+
     try:
-        port, pid = server.port, server.pid
         for start in range(0, _HISTORY_FILL, 1000):
             batch = [{"value": float(i)} for i in range(start, start + 1000)]
             assert post(port, "warm-up", batch)[0] == 202
         if ttl != "0":
-            _wait(lambda: _metric(port, "pushsvc_topics_live") == 0, 60)
-        steps: list[dict[str, object]] = [{"step": "baseline", "rss_mb": _mb(rss_kb([pid]))}]
+            wait_until(forgotten, 60, interval=0.2)
+        steps = [step("baseline")]
         for wave in range(1, waves + 1):
             names = [f"junk-{wave}-{uuid.uuid4().hex[:12]}" for _ in range(topics)]
             started = time.monotonic()
             _post_topics(port, names)
-            live = _metric(port, "pushsvc_topics_live")
-            steps.append(
-                {
-                    "step": f"wave {wave}: {topics} topics posted",
-                    "rss_mb": _mb(rss_kb([pid])),
-                    "topics_live": int(live),
-                    "post_s": round(time.monotonic() - started, 1),
-                }
-            )
+            live = int(metric(port, "pushsvc_topics_live") or 0)
+            took = round(time.monotonic() - started, 1)
+            steps.append(step(f"wave {wave}: {topics} topics posted", topics_live=live,
+                              post_s=took))  # fmt: skip
             if ttl != "0":
                 started = time.monotonic()
-                _wait(lambda: _metric(port, "pushsvc_topics_live") == 0, 120)
-                steps.append(
-                    {
-                        "step": f"wave {wave}: forgotten",
-                        "rss_mb": _mb(rss_kb([pid])),
-                        "topics_live": 0,
-                        "forgotten_total": int(_metric(port, "pushsvc_topics_forgotten_total")),
-                        "after_s": round(time.monotonic() - started, 1),
-                    }
-                )
+                wait_until(forgotten, 120, interval=0.2)
+                total = int(metric(port, "pushsvc_topics_forgotten_total") or 0)
+                took = round(time.monotonic() - started, 1)
+                steps.append(step(f"wave {wave}: forgotten", topics_live=0, forgotten_total=total,
+                                  after_s=took))  # fmt: skip
         return {"topic_ttl": ttl, "topics_per_wave": topics, "steps": steps}
     finally:
         server.stop()
 
 
-def _wait(done: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("the topics were not forgotten in time")
-        time.sleep(0.2)  # the count is a metric: poll it
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--topics", type=int, default=20_000, help="new topics per wave")
-    parser.add_argument("--waves", type=int, default=3)
-    parser.add_argument("--ttl", default="45s,0", help="--topic-ttl values to run, 0 = never")
-    parser.add_argument("--json", action="store_true", help="one JSON object per run")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--topics", type=int, default=20_000, help="new topics per wave")
+    cli.add_argument("--waves", type=int, default=3)
+    cli.add_argument("--ttl", default="45s,0", help="--topic-ttl values to run, 0 = never")
+    args = cli.parse_args()
+    text = sys.stderr if args.json else sys.stdout
+
+    def emit(record: dict[str, object]) -> None:
+        if args.json:
+            print(orjson.dumps(record).decode(), flush=True)
+
     traced = in_process(args.topics)
-    if args.json:
-        print(json.dumps({"in_process": traced}))
-    else:
-        print(f"in process (tracemalloc): {traced}")
+    print(f"in process (tracemalloc): {traced}", file=text)
+    emit({"in_process": traced})
     for ttl in args.ttl.split(","):
         result = run(ttl, args.topics, args.waves)
-        if args.json:
-            print(json.dumps(result))
-            continue
-        print(f"--topic-ttl {ttl}, {args.topics} new topics per wave")
+        print(f"--topic-ttl {ttl}, {args.topics} new topics per wave", file=text)
         for step in result["steps"]:  # type: ignore[attr-defined]
             extra = {k: v for k, v in step.items() if k not in ("step", "rss_mb")}
-            print(f"  {step['step']:<36} RSS {step['rss_mb']:>7} MB  {extra or ''}")
+            print(f"  {step['step']:<36} RSS {step['rss_mb']:>7} MB  {extra or ''}", file=text)
+        emit(result)
 
 
 if __name__ == "__main__":
