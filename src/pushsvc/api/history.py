@@ -10,7 +10,7 @@ topics continues this answer from with no gap and no duplicate (docs/architectur
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -61,10 +61,13 @@ def parse_query(args: MultiDict[str, str], accept_csv: bool) -> HistoryQuery:
     return HistoryQuery(after, since_us, limit, fmt)
 
 
+# Epoch seconds as `?since=` takes them, and as /openapi.json describes them: digits, no sign,
+# exponent or underscore (all of which float() would take).
+EPOCH_SECONDS = re.compile(r"[0-9]{1,11}(?:\.[0-9]+)?")
+
+
 def _time_us(text: str) -> int:
-    try:
-        seconds = float(text)
-    except ValueError:
+    if not EPOCH_SECONDS.fullmatch(text):
         try:
             return parse_rfc3339(text)
         except ValueError:
@@ -72,7 +75,7 @@ def _time_us(text: str) -> int:
                 "?since= takes an update id (like a Last-Event-ID), epoch seconds, or an "
                 f"RFC 3339 date-time like 2025-11-21T04:40:00Z; got {text[:60]!r}"
             ) from None
-    us = seconds_to_us(seconds) if math.isfinite(seconds) else MAX_TS_US + 1
+    us = seconds_to_us(float(text))
     if not MIN_TS_US <= us <= MAX_TS_US:
         raise BadRequest(f"?since= must be a time in years 1..9999; got {text[:60]!r}")
     return us

@@ -14,6 +14,7 @@ from flask import Blueprint
 
 from pushsvc import __version__
 from pushsvc.api.context import runtime
+from pushsvc.api.history import EPOCH_SECONDS
 from pushsvc.api.openapi_schemas import READINESS, SCHEMAS
 from pushsvc.config import Settings
 from pushsvc.topics import TOPIC_PATTERN
@@ -207,7 +208,7 @@ def _history(reading: Security | None) -> dict[str, Any]:
                     "schema": {
                         "anyOf": [
                             {"type": "string", "pattern": _UPDATE_ID_PATTERN},
-                            {"type": "string", "pattern": r"^[0-9]{1,11}(\.[0-9]{1,6})?$"},
+                            {"type": "string", "pattern": f"^{EPOCH_SECONDS.pattern}$"},
                             {"type": "string", "format": "date-time"},
                         ]
                     },
