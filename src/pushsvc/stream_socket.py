@@ -17,6 +17,8 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from pushsvc.updates import Run
+
 ENVIRON_KEY = "pushsvc.stream_handler"
 """Where `server.StreamingHandler` puts itself in the WSGI environ."""
 
@@ -35,11 +37,12 @@ class _Handler(Protocol):
 class StreamSocket:
     """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked."""
 
-    __slots__ = ("_chunked", "_gevent_socket", "_raw")
+    __slots__ = ("_chunked", "_gevent_socket", "_raw", "_send")
 
     def __init__(self, gevent_socket: Any, *, chunked: bool) -> None:
         self._gevent_socket = gevent_socket
         self._raw: socket.socket = gevent_socket._sock  # the non-blocking OS socket
+        self._send = self._raw.send
         self._chunked = chunked
 
     @classmethod
@@ -74,6 +77,23 @@ class StreamSocket:
         if sent == total:
             return None
         return memoryview(b"".join(parts))[sent:]
+
+    def try_send_run(self, run: Run) -> memoryview | None:
+        """`try_send([run.block])`, the common case of the hub's writer made cheap: the chunk is
+        framed once per run (`Run.chunk`), shared by every stream, and goes out in one `send`."""
+        if self._chunked:
+            data = run.chunk
+            if data is None:
+                data = run.chunk = b"%x\r\n%b\r\n" % (len(run.block), run.block)
+        else:
+            data = run.block
+        try:
+            sent = self._send(data, _FLAGS)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return None
+        return memoryview(data)[sent:]
 
     def send(self, blocks: Sequence[bytes]) -> None:
         """Send `blocks` as one chunk, waiting (cooperatively) while the socket is full."""
