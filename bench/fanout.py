@@ -122,11 +122,12 @@ def scenario(
     row["processes"] = deployment.workers
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
+        streams = [f"{url}{args.query}" for url in deployment.stream_urls()]
         rss_before = rss_kb(deployment.pids())
         timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                     "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
         child = loadgen(
-            CLIENT_MODES[client], deployment.stream_urls(), subscribers, events, timeouts,
+            CLIENT_MODES[client], streams, subscribers, events, timeouts,
             "--wait-go", "--kind", deployment.kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
             *([] if args.no_quickack else ["--quickack"]),
@@ -220,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="count (default), json (a subscriber that JSON-parses every update), or both",
     )
+    add("--query", default="", metavar="?K=V",
+        help="appended to every stream URL, e.g. '?precision=4' (pushsvc)")  # fmt: skip
     add(
         "--pushsvc-src",
         default=None,

@@ -9,11 +9,11 @@ Two ways to a client's socket:
   whose socket the hub may write (`Client.sink`) is marked `direct`: `dispatch` appends the run
   to `Client.ready` (no rendering, no wake-up) and lists the client as dirty once. The hub's one
   writer greenlet then sends each dirty client everything it holds with one non-blocking send
-  (a single full run goes out as its chunk framed once for everyone, `Run.chunk`). The writer
-  yields every few dozen clients, so while it works through many clients more updates arrive
-  and the later ones get several runs in one send: coalescing without a queue. When a send would
-  block, the rest is handed back to the client's own greenlet (`handback`), which waits for the
-  socket — the queued way below from then on.
+  (a single run goes out as its chunk, framed once per rendering for everyone: `Run.chunks`).
+  The writer yields every few dozen clients, so while it works through many clients more
+  updates arrive and the later ones get several runs in one send: coalescing without a queue.
+  When a send would block, the rest is handed back to the client's own greenlet (`handback`),
+  which waits for the socket — the queued way below from then on.
 * **queued** — every other client (busy writing, paced, TLS, gunicorn): the run goes to its
   bounded queue and its stream's greenlet is woken. Delivering never blocks: a client whose
   queue already holds `queue_size` runs is switched to conflation (latest update per topic
@@ -79,6 +79,9 @@ class Client:
     render: Callable[[Run], bytes] | None = field(default=None, repr=False)
     """The block the stream writes for a run when it is not the run's own `block` (a
     projection); None: `run.block`."""
+    render_key: str | None = None
+    """Equal for equal `render`s (the projection's key): streams that render alike share
+    one framed chunk per run."""
     waiting: bool = False
     """The stream's greenlet is asleep in `take` with nothing to write."""
     direct: bool = False
@@ -325,8 +328,8 @@ class Hub:
             sink = client.sink
             assert sink is not None
             try:
-                if client.render is None and len(runs) == 1:
-                    rest = sink.try_send_run(runs[0])
+                if len(runs) == 1:
+                    rest = sink.try_send_run(runs[0], client.render, client.render_key)
                 else:
                     render = client.render
                     rest = sink.try_send(

@@ -14,7 +14,7 @@ and only for plain TCP; elsewhere (gunicorn, TLS) streams yield their blocks as 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pushsvc.updates import Run
@@ -78,15 +78,26 @@ class StreamSocket:
             return None
         return memoryview(b"".join(parts))[sent:]
 
-    def try_send_run(self, run: Run) -> memoryview | None:
-        """`try_send([run.block])`, the common case of the hub's writer made cheap: the chunk is
-        framed once per run (`Run.chunk`), shared by every stream, and goes out in one `send`."""
+    def try_send_run(
+        self, run: Run, render: Callable[[Run], bytes] | None, key: str | None
+    ) -> memoryview | None:
+        """`try_send([render(run)])` (`run.block` when `render` is None), the common case of
+        the hub's writer made cheap: the chunk is framed once per run and rendering
+        (`Run.chunks`, by `key`), shared by every stream, and goes out in one `send`. A
+        `render` without a `key` is framed afresh."""
         if self._chunked:
-            data = run.chunk
+            chunks = run.chunks
+            if chunks is None:
+                chunks = run.chunks = {}
+            cached = render is None or key is not None
+            data = chunks.get(key) if cached else None
             if data is None:
-                data = run.chunk = b"%x\r\n%b\r\n" % (len(run.block), run.block)
+                block = run.block if render is None else render(run)
+                data = b"%x\r\n%b\r\n" % (len(block), block)
+                if cached:
+                    chunks[key] = data
         else:
-            data = run.block
+            data = run.block if render is None else render(run)
         try:
             sent = self._send(data, _FLAGS)
         except BlockingIOError:

@@ -88,6 +88,7 @@ def _stream(selectors: Sequence[str]) -> Response:
             request.args.get("stats"),
             known_windows=rt.settings.window_labels,
             known_stats=rt.settings.stats,
+            precision=request.args.get("precision"),
         ),
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
@@ -137,6 +138,7 @@ def _events(
         if sink is not None:
             if projection is not None:
                 client.render = partial(_block, projection=projection)
+                client.render_key = projection.key
             client.sink = sink
         last_sent: UpdateId | None = None
         last_write = time.monotonic()
