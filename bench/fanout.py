@@ -1,14 +1,24 @@
 """The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0.
 
-For each (server, N subscribers, rate R) it starts the server (and a redis-server of
-its own on a free port where needed), runs the load generator (bench/loadgen, its own
+For each (server, N subscribers, rate R, client C) it starts the server (and a redis-server
+of its own on a free port where needed), runs the load generator (bench/loadgen, its own
 process) to connect N subscribers on one topic, measures the idle server, publishes M
 events at R/s (or `max`), and reports one row: subscribers connected, deliveries
 expected/received, missing, duplicates, out-of-order, deliveries/s, publish-to-receive
-latency p50/p90/p99/max, server RSS per connection, Redis connections.
+latency p50/p90/p99/max, server CPU per delivery (user + system CPU of the server's
+processes from /proc, from the first publish to the end of the drain, ÷ deliveries; Redis's
+own CPU beside it), server RSS per connection, Redis connections.
+
+The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied)
+or `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
+document into objects with the stdlib parser).
 
     /work/.venv/bin/python bench/fanout.py --servers pushsvc-memory,pushsvc-redis-1,\
 pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --json
+    # server CPU per delivery at 50 events/s and at max, both clients; --pushsvc-src runs
+    # another tree's pushsvc (a before/after in one session)
+    python bench/fanout.py --servers pushsvc-memory,flask-sse --subscribers 500,1000 \
+        --rate 50,max --client count,json --pushsvc-src /path/to/old/src
 
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
 once and in order; it never judges timings. Every scenario has deadlines, so every run
@@ -31,11 +41,30 @@ from common import Report
 from common import parser as common_parser
 from loadgen.process import raise_fd_limit
 from pushsvc.lists import comma_list
-from pushsvc.testing.procfs import rss_kb
-from servers import Deployment, ensure_flask_sse_venv, flask_sse_versions, make_deployment
+from pushsvc.testing.procfs import cpu_seconds, rss_kb
+from servers import (
+    Deployment,
+    ensure_flask_sse_venv,
+    flask_sse_versions,
+    make_deployment,
+    use_pushsvc_src,
+)
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
+CLIENT_MODES = {"count": "deliveries", "json": "json"}
+"""--client → the load generator's --mode (loadgen/modes.py)."""
+
+
+def _cpu(pids: list[int]) -> dict[int, float]:
+    return {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
+
+
+def _cpu_spent(before: dict[int, float], pids: list[int]) -> float:
+    """CPU seconds `pids` spent since `before` (a process that came or went counts what
+    /proc still shows of it)."""
+    after = _cpu(pids)
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
 
 
 class RedisWatch:
@@ -72,10 +101,10 @@ def _wait_subscribed(deployment: Deployment, wanted: int, timeout: float) -> int
 
 
 def scenario(
-    server: str, subscribers: int, rate: str, events: int, args: argparse.Namespace
+    server: str, subscribers: int, rate: str, client: str, events: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"server": server, "subscribers": subscribers, "rate": rate,
-                           "events": events}  # fmt: skip
+                           "client": client, "events": events}  # fmt: skip
     connect_timeout = args.connect_timeout or 20 + subscribers / 250
     publish_timeout = (
         events / float(rate) + 30 if rate != "max" else 60 + events * subscribers / 20_000
@@ -93,11 +122,12 @@ def scenario(
     row["processes"] = deployment.workers
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
+        streams = [f"{url}{args.query}" for url in deployment.stream_urls()]
         rss_before = rss_kb(deployment.pids())
         timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                     "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
         child = loadgen(
-            "deliveries", deployment.stream_urls(), subscribers, events, timeouts,
+            CLIENT_MODES[client], streams, subscribers, events, timeouts,
             "--wait-go", "--kind", deployment.kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
             *([] if args.no_quickack else ["--quickack"]),
@@ -109,12 +139,24 @@ def scenario(
         rss_after = rss_kb(deployment.pids())  # gunicorn may have replaced a worker
         redis_idle = deployment.redis_clients()
         watch = RedisWatch(deployment)
+        server_pids = deployment.pids()
+        redis_pids = [deployment.redis.pid] if deployment.redis and deployment.redis.pid else []
+        cpu_before, redis_before = _cpu(server_pids), _cpu(redis_pids)
         child.tell(b"go")
         result = child.record(phase="drained", timeout=publish_timeout + args.drain_timeout + 60)
+        server_cpu = _cpu_spent(cpu_before, server_pids)
+        redis_cpu = _cpu_spent(redis_before, redis_pids)
         redis_peak = watch.stop()
         result |= child.record(phase="result", timeout=60)
         per_connection = (rss_after - rss_before) / idle_connections if idle_connections else None
+        delivered = result.get("distinct") or 0
         return {
+            "server_cpu_s": round(server_cpu, 3),
+            "cpu_us_per_delivery": round(1e6 * server_cpu / delivered, 2) if delivered else None,
+            "redis_cpu_us_per_delivery": (
+                round(1e6 * redis_cpu / delivered, 2) if delivered and redis_pids else None
+            ),
+            "bytes_per_delivery": round(result["bytes"] / delivered) if delivered else None,
             "idle_connections": idle_connections,
             "rss_before_kb": rss_before,
             "rss_after_kb": rss_after,
@@ -144,13 +186,14 @@ def exact(row: dict[str, Any]) -> bool:
 
 
 COLUMNS = (
-    ("server", 16, "server"), ("N", 6, "subscribers"), ("R", 4, "rate"),
+    ("server", 16, "server"), ("N", 6, "subscribers"), ("R", 4, "rate"), ("C", 6, "client"),
     ("conn", 6, "connected"), ("expected", 9, "expected"), ("received", 9, "received"),
     ("miss", 7, "missing"), ("dup", 5, "duplicates"), ("ooo", 5, "out_of_order"),
     ("deliv/s", 9, "deliveries_per_s"), ("pub/s", 7, "publish_per_s"),
     ("p50ms", 8, lambda r: r["latency_ms"]["p50"]), ("p90ms", 8, lambda r: r["latency_ms"]["p90"]),
     ("p99ms", 8, lambda r: r["latency_ms"]["p99"]), ("maxms", 8, lambda r: r["latency_ms"]["max"]),
-    ("KB/conn", 8, "rss_per_connection_kb"),
+    ("µs/dlv", 7, "cpu_us_per_delivery"), ("redis µs", 9, "redis_cpu_us_per_delivery"),
+    ("B/dlv", 6, "bytes_per_delivery"), ("KB/conn", 8, "rss_per_connection_kb"),
     ("redis", 11, lambda r: f"{r['redis_clients_idle']}/{r['redis_clients_peak']}"
      if r["redis_clients_idle"] is not None else None),
 )  # fmt: skip
@@ -171,6 +214,21 @@ def _parser() -> argparse.ArgumentParser:
     add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
     add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
     add("--events", "-m", type=int, default=None, help="events per scenario")
+    add(
+        "--client",
+        "-c",
+        type=comma_list,
+        default=None,
+        help="count (default), json (a subscriber that JSON-parses every update), or both",
+    )
+    add("--query", default="", metavar="?K=V",
+        help="appended to every stream URL, e.g. '?precision=4' (pushsvc)")  # fmt: skip
+    add(
+        "--pushsvc-src",
+        default=None,
+        metavar="DIR",
+        help="run pushsvc from this src/ directory (compare two trees in one session)",
+    )
     add("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     add("--no-quickack", action="store_true",
         help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip
@@ -187,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     servers = args.servers or list(ALL_SERVERS)
     sizes = [int(n) for n in args.subscribers or (["20"] if args.smoke else ["100", "1000"])]
     rates = args.rate or ["100", "max"]
+    clients = args.client or ["count"]
+    for client in clients:
+        if client not in CLIENT_MODES:
+            raise SystemExit(f"bad client {client!r}: {' or '.join(CLIENT_MODES)}")
+    if args.pushsvc_src:
+        use_pushsvc_src(args.pushsvc_src)
     events = args.events or (20 if args.smoke else 200)
     if args.settle is None:
         args.settle = 0.2 if args.smoke else 2.0
@@ -202,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         for n in sizes:
             for rate in rates:
-                row = scenario(server, n, rate, events, args)
-                report.row(row)
-                if row["status"] == "error" or (
-                    (args.smoke or args.check) and row["status"] == "ok" and not exact(row)
-                ):
-                    failed = True
+                for client in clients:
+                    row = scenario(server, n, rate, client, events, args)
+                    report.row(row)
+                    if row["status"] == "error" or (
+                        (args.smoke or args.check) and row["status"] == "ok" and not exact(row)
+                    ):
+                        failed = True
     return 1 if failed else 0
 
 

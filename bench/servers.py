@@ -35,7 +35,13 @@ TOPIC = "bench"
 
 # Every subscriber of a benchmark connects from 127.0.0.1: the per-address stream limit
 # (PUSHSVC_MAX_STREAMS_PER_IP, 256 by default) would refuse all but the first 256.
-os.environ.setdefault("PUSHSVC_MAX_STREAMS_PER_IP", "1000000")
+# PushsvcProcess passes on no PUSHSVC_* variable of ours, so each start names it.
+PUSHSVC_ENV: dict[str, str] = {"PUSHSVC_MAX_STREAMS_PER_IP": "1000000"}
+
+
+def use_pushsvc_src(src: str) -> None:
+    """Run pushsvc from another tree's `src/` (to compare two versions in one session)."""
+    PUSHSVC_ENV["PYTHONPATH"] = str(Path(src).resolve())
 
 
 class Deployment:
@@ -104,7 +110,9 @@ class PushsvcServe(Deployment):
         self.args = () if workers is None else ("--workers", str(workers))
 
     def start(self) -> None:
-        self.proc = PushsvcProcess("serve", *self.args, "--tick", "0", "--port", "0").start()
+        self.proc = PushsvcProcess(
+            "serve", *self.args, "--tick", "0", "--port", "0", env=PUSHSVC_ENV
+        ).start()
         # Ready when every worker listens: each logs its own "listening on".
         deadline = time.monotonic() + 30
         while sum("listening on" in line for line in self.proc.output) < self.workers:
@@ -152,13 +160,18 @@ class PushsvcRedis(Deployment):
         common = ("--redis-url", url, "--prefix", self.prefix, "--tick", "0", *self.extra_args)
         profile = self._python_args("aggregator")
         self.aggregator = PushsvcProcess(
-            "aggregate", *common, http=False, python_args=profile
+            "aggregate", *common, http=False, python_args=profile, env=PUSHSVC_ENV
         ).start()
         self.aggregator.wait_for_log("took the lease")
         for i in range(self.workers):
             self.webs.append(
                 PushsvcProcess(
-                    "web", *common, "--port", "0", python_args=self._python_args(f"web-{i}")
+                    "web",
+                    *common,
+                    "--port",
+                    "0",
+                    python_args=self._python_args(f"web-{i}"),
+                    env=PUSHSVC_ENV,
                 ).start()
             )
 

@@ -19,7 +19,7 @@ from pushsvc.testing.redis_server import BINARY_ENV, find_redis_server
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _smoke(server: str) -> list[dict[str, object]]:
+def _smoke(server: str, *more: str) -> list[dict[str, object]]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     if server.startswith("pushsvc-redis"):
         binary = find_redis_server()
@@ -28,7 +28,7 @@ def _smoke(server: str) -> list[dict[str, object]]:
         env[BINARY_ENV] = binary  # the same one the rest of the suite uses
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "fanout.py"), "--smoke", "--servers", server,
-         "--json"],
+         "--json", *more],
         capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
     )  # fmt: skip
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -54,3 +54,13 @@ def test_fanout_smoke(server: str) -> None:
         assert row["stream_errors"] == {} and row["publish_errors"] == {}
         latency = row["latency_ms"]
         assert isinstance(latency, dict) and latency["p50"] is not None
+        assert isinstance(row["server_cpu_s"], float)  # issue 12's figure is there (no threshold)
+
+
+def test_fanout_smoke_json_parsing_client() -> None:
+    """Issue 12: the subscriber that JSON-parses every update, as a browser does, counts the
+    same deliveries."""
+    rows = _smoke("pushsvc-memory", "--client", "json", "--rate", "max")
+    assert [(r["client"], r["status"], r["received"], r["missing"]) for r in rows] == [
+        ("json", "ok", 400, 0)
+    ]

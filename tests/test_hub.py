@@ -228,9 +228,11 @@ def _close_sockets() -> Iterator[None]:
         _SOCKETS.pop().close()
 
 
-def _direct_client(hub: Hub, *selectors: str) -> tuple[Client, gevent.socket.socket]:
+def _direct_client(
+    hub: Hub, *selectors: str, chunked: bool = False
+) -> tuple[Client, gevent.socket.socket]:
     """A client whose stream sleeps in `take` and whose socket the hub may write; returns the
-    peer end, to read what the hub wrote (unframed: no HTTP chunking here)."""
+    peer end, to read what the hub wrote (unframed unless `chunked`)."""
     from gevent import socket as gsocket
 
     from pushsvc.stream_socket import StreamSocket
@@ -238,8 +240,7 @@ def _direct_client(hub: Hub, *selectors: str) -> tuple[Client, gevent.socket.soc
     ours, peer = gsocket.socketpair()
     _SOCKETS.extend((ours, peer))
     client = _subscribe(hub, *selectors)
-    client.sink = StreamSocket(ours, chunked=False)
-    client.render = lambda run: run.block
+    client.sink = StreamSocket(ours, chunked=chunked)
     return client, peer
 
 
@@ -283,6 +284,36 @@ def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
     stream.kill()
 
 
+def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_send() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    clients = [_direct_client(hub, "a", chunked=True) for _ in range(3)]
+    streams = [_asleep_in_take(client) for client, _ in clients]
+    update = _update("a", 1)
+    hub.dispatch([update])
+    chunk = b"%x\r\n" % len(update.frame) + update.frame + b"\r\n"
+    for _, peer in clients:
+        assert _read(peer, len(chunk)) == chunk
+    assert hub.direct_sends == 3 and hub.delivered == 3
+    assert hub.delivery_latency.counts[-1] + sum(hub.delivery_latency.counts[:-1]) == 3
+    for stream in streams:
+        assert not stream.ready()
+        stream.kill()
+
+
+def test_a_projected_stream_is_written_its_own_rendering_of_every_run() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    client.render = lambda run: b"<" + run.block + b">"
+    stream = _asleep_in_take(client)
+    first, second = _update("a", 1), _update("a", 2)
+    hub.dispatch([first])
+    hub.dispatch([second])  # before the writer runs: two runs in one send
+    expected = b"<" + first.frame + b"><" + second.frame + b">"
+    assert _read(peer, len(expected)) == expected
+    assert hub.direct_sends == 1
+    stream.kill()
+
+
 def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
     client, peer = _direct_client(hub, "a")
@@ -303,7 +334,7 @@ def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.frame) for u in big))))
     assert client.sink is not None
     client.sink.send_rest(handback)
-    client.sink.send(ready)
+    client.sink.send([run.block for run in ready])
     reader.join(10)
     assert bytes(received) == b"".join(u.frame for u in big)
 

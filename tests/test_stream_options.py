@@ -1,4 +1,5 @@
-"""Per-stream options: projection (`?windows=&stats=`) and conflation (`?max_hz=`)."""
+"""Per-stream options: projection (`?windows=&stats=`), precision (`?precision=`) and
+conflation (`?max_hz=`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,48 @@ def test_bad_options_are_400(client: FlaskClient, query: str) -> None:
     response = client.get(f"/topics/t/stream?{query}")
     assert response.status_code == 400
     assert response.get_json()["error"]["message"]
+
+
+def test_precision_rounds_every_statistic_and_nothing_else(
+    server: PushsvcProcess, topic: str
+) -> None:
+    """Issue 12: ?precision=N sends statistics to N significant digits (snapshot, live updates
+    and replay alike); counts, the event and ts stay exact; a full stream is unchanged."""
+    post(server.port, topic, [{"value": 1 / 3}, {"value": 2 / 3}])
+    with (
+        SSEClient(server.port, f"/topics/{topic}/stream?precision=3") as rounded,
+        SSEClient(server.port, f"/topics/{topic}/stream") as full,
+    ):
+        _, snapshot = rounded.next_data("snapshot")
+        assert snapshot["topics"][topic]["windows"]["1m"]["mean"] == 0.5
+        assert snapshot["topics"][topic]["windows"]["1m"]["min"] == 0.333
+        full.next_data("snapshot")
+        post(server.port, topic, {"value": 1234.56789})
+        update_id, update = rounded.next_data()
+        full_id, exact = full.next_data()
+        assert update_id == full_id and update["id"] == update_id
+        assert update["event"] == exact["event"] and update["ts"] == exact["ts"]
+        assert exact["event"]["value"] == 1234.56789 and exact["windows"]["1m"]["max"] == 1234.56789
+        for window, stats in exact["windows"].items():
+            assert update["windows"][window]["count"] == stats["count"] == 3
+            for name, value in stats.items():
+                if isinstance(value, float):
+                    assert update["windows"][window][name] == float(f"{value:.3g}"), name
+        assert update["windows"]["1m"]["max"] == 1230.0
+    with SSEClient(
+        server.port, f"/topics/{topic}/stream?precision=2&stats=mean",
+        {"Last-Event-ID": snapshot["topics"][topic]["id"]},
+    ) as resumed:  # fmt: skip
+        _, replayed = resumed.next_data()
+        assert replayed["windows"]["1m"] == {"mean": 410.0}  # (1/3 + 2/3 + 1234.56789) / 3
+
+
+@pytest.mark.parametrize("value", ["0", "18", "-1", "3.5", "x", "", "1e3", "٣"])
+def test_a_bad_precision_is_a_400_naming_the_range(client: FlaskClient, value: str) -> None:
+    response = client.get(f"/topics/t/stream?precision={value}")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_request" and "1 to 17" in error["message"]
 
 
 def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topic: str) -> None:

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--kind", choices=sorted(KINDS), default="pushsvc")
     parser.add_argument(
-        "--mode", choices=("deliveries", "ids"), default="deliveries",
+        "--mode", choices=("deliveries", "json", "ids"), default="deliveries",
         help="what a subscriber does per message (loadgen/modes.py); ids: pushsvc only",
     )  # fmt: skip
     parser.add_argument(

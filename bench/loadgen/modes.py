@@ -1,8 +1,11 @@
-"""What a subscriber does per message: the two ways the load generator counts.
+"""What a subscriber does per message: the ways the load generator counts.
 
-* `deliveries` (bench/fanout.py): every message is parsed (`pushsvc.sse_parser`) and decoded
-  for the server's kind (loadgen/kinds.py); its value is tallied (`Tally`: order, duplicates)
-  and its publish-to-receive latency recorded. About 6 µs of CPU per delivery.
+* `deliveries` (bench/fanout.py, "count"): every message is parsed (`pushsvc.sse_parser`) and
+  decoded for the server's kind (loadgen/kinds.py, with orjson); its value is tallied (`Tally`:
+  order, duplicates) and its publish-to-receive latency recorded. About 6 µs of CPU per delivery.
+* `json` (bench/fanout.py, "json"): the same, but each update's data is parsed as a browser
+  does, the whole document into objects with the stdlib parser, every statistic read
+  (`kinds.browser_loads`).
 * `ids` (bench/e2e.py, pushsvc only): update frames are found by one regex over each whole
   read (`IdCounter`), well under a microsecond per delivery; after the drain every stream's
   ids are judged, and compared across streams. The first `references` subscribers also read
@@ -17,10 +20,11 @@ from array import array
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 
 from common import percentiles
 from loadgen.idcount import IdCounter, id_keys, judge_ids, judge_values
-from loadgen.kinds import READY, Kind
+from loadgen.kinds import READY, Kind, Loads, browser_loads
 from loadgen.subscriber import Reader
 from loadgen.tally import Tally, Verdict, totals
 from pushsvc.sse_parser import EventStreamParser
@@ -31,8 +35,11 @@ _SNAPSHOT = b"event: snapshot\n"
 class Deliveries:
     """Decodes every delivery (value, sent time), tallies it and records its latency."""
 
-    def __init__(self, kind: Kind, expected: int, latencies: array[float]) -> None:
+    def __init__(
+        self, kind: Kind, expected: int, latencies: array[float], loads: Loads = orjson.loads
+    ) -> None:
         self._kind = kind
+        self._loads = loads
         self._latencies = latencies
         self._parser = EventStreamParser()
         self.tally = Tally(expected)
@@ -42,7 +49,7 @@ class Deliveries:
     def feed(self, pieces: list[bytes], now: float) -> int:
         found = 0
         for message in [m for piece in pieces for m in self._parser.feed(piece)]:
-            decoded = self._kind.decode(message)
+            decoded = self._kind.decode(message, self._loads)
             if decoded is None:
                 continue
             if decoded == READY:
@@ -87,14 +94,16 @@ class UpdateIds:
 
 
 class DeliveriesMode:
-    name = "deliveries"
+    """`deliveries`, or with `browser` set, `json` (see the module docstring)."""
 
-    def __init__(self, kind: Kind, events: int) -> None:
+    def __init__(self, kind: Kind, events: int, *, browser: bool = False) -> None:
         self.kind, self.events = kind, events
+        self.name = "json" if browser else "deliveries"
+        self._loads: Loads = browser_loads if browser else orjson.loads
         self.latencies: array[float] = array("d")
 
     def reader(self, i: int) -> Reader:
-        return Deliveries(self.kind, self.events, self.latencies)
+        return Deliveries(self.kind, self.events, self.latencies, self._loads)
 
     def report(self, readers: Sequence[Reader]) -> dict[str, object]:
         """Publish-to-receive latency percentiles (nearest rank), ms."""

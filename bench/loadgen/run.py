@@ -36,7 +36,7 @@ class RunConfig:
     subscribers: int
     events: int
     mode: str = "deliveries"
-    """"deliveries" or "ids" (loadgen/modes.py)."""
+    """"deliveries", "json" or "ids" (loadgen/modes.py)."""
     references: int = 1
     """ids: how many subscribers also read event values."""
     publish_url: str | None = None
@@ -90,8 +90,8 @@ class Run:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.mode = (
-            DeliveriesMode(config.kind, config.events) if config.mode == "deliveries"
-            else IdsMode(config.events, config.references)
+            IdsMode(config.events, config.references) if config.mode == "ids"
+            else DeliveriesMode(config.kind, config.events, browser=config.mode == "json")
         )  # fmt: skip
         self.progress = Progress(expected=config.events)
         self.subscribers: list[Subscriber] = []

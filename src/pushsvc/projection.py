@@ -1,4 +1,5 @@
-"""`?windows=1m,5m&stats=mean,p99`: send subscribers only the fields they asked for (pure)."""
+"""`?windows=1m,5m&stats=mean,p99&precision=4`: send subscribers only the fields they asked
+for, statistics rounded to the significant digits they asked for (pure)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,24 @@ from pushsvc.lists import choose
 from pushsvc.stats import STAT_KEYS
 from pushsvc.updates import Update
 
+MAX_PRECISION = 17
+"""Significant digits that give back any double exactly: `?precision=17` changes nothing."""
+
 
 @dataclass(frozen=True, slots=True)
 class Projection:
-    """Which windows and statistics to keep; None keeps all of them."""
+    """Which windows and statistics to keep (None keeps all of them), and how many significant
+    digits a statistic that is a float keeps (None: all; counts, the event and `ts` are never
+    rounded)."""
 
     windows: tuple[str, ...] | None
     stats: tuple[str, ...] | None
+    precision: int | None = None
     key: str = field(init=False, compare=False)
     """Equal for equal projections; a plain string, cheap to hash on the hot path."""
 
     def __post_init__(self) -> None:
-        key = f"{','.join(self.windows or '*')};{','.join(self.stats or '*')}"
+        key = f"{','.join(self.windows or '*')};{','.join(self.stats or '*')};{self.precision}"
         object.__setattr__(self, "key", key)
 
     @classmethod
@@ -35,19 +42,28 @@ class Projection:
         *,
         known_windows: Sequence[str],
         known_stats: Sequence[str] = STAT_KEYS,
+        precision: str | None = None,
     ) -> Projection | None:
-        """None when nothing is projected. Raises BadRequest naming an unknown window or stat."""
+        """None when nothing is projected. Raises BadRequest naming an unknown window or stat,
+        or a precision that is not a whole number of digits from 1 to 17."""
         chosen_windows = _choose("windows", windows, known_windows)
         chosen_stats = _choose("stats", stats, known_stats)
-        if chosen_windows is None and chosen_stats is None:
+        digits = _precision(precision)
+        if chosen_windows is None and chosen_stats is None and digits is None:
             return None
-        return cls(chosen_windows, chosen_stats)
+        return cls(chosen_windows, chosen_stats, digits)
 
     def windows_of(self, windows: dict[str, Any]) -> dict[str, Any]:
         keep = windows if self.windows is None else {w: windows[w] for w in self.windows}
-        if self.stats is None:
+        if self.stats is not None:
+            keep = {w: {s: stats[s] for s in self.stats} for w, stats in keep.items()}
+        if self.precision is None:
             return keep
-        return {w: {s: stats[s] for s in self.stats} for w, stats in keep.items()}
+        digits = self.precision
+        return {
+            w: {s: _round(v, digits) if type(v) is float else v for s, v in stats.items()}
+            for w, stats in keep.items()
+        }
 
     def data(self, update: Update) -> bytes:
         """The update's JSON with only the projected windows and statistics."""
@@ -57,6 +73,23 @@ class Projection:
         fields = orjson.loads(update.data)
         fields["windows"] = self.windows_of(fields["windows"])
         return orjson.dumps(fields)
+
+
+def _round(value: float, digits: int) -> float:
+    """`value` to `digits` significant digits, as the shortest float that prints so."""
+    return float(f"{value:.{digits}g}")
+
+
+def _precision(given: str | None) -> int | None:
+    if given is None:
+        return None
+    digits = int(given) if given.isascii() and given.isdigit() else 0
+    if not 1 <= digits <= MAX_PRECISION:
+        raise BadRequest(
+            f"?precision= takes a whole number of significant digits from 1 to {MAX_PRECISION};"
+            f" got {given!r}"
+        )
+    return None if digits == MAX_PRECISION else digits
 
 
 def _choose(name: str, given: str | None, known: Sequence[str]) -> tuple[str, ...] | None:

@@ -14,8 +14,10 @@ and only for plain TCP; elsewhere (gunicorn, TLS) streams yield their blocks as 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+from pushsvc.updates import Run
 
 ENVIRON_KEY = "pushsvc.stream_handler"
 """Where `server.StreamingHandler` puts itself in the WSGI environ."""
@@ -35,11 +37,12 @@ class _Handler(Protocol):
 class StreamSocket:
     """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked."""
 
-    __slots__ = ("_chunked", "_gevent_socket", "_raw")
+    __slots__ = ("_chunked", "_gevent_socket", "_raw", "_send")
 
     def __init__(self, gevent_socket: Any, *, chunked: bool) -> None:
         self._gevent_socket = gevent_socket
         self._raw: socket.socket = gevent_socket._sock  # the non-blocking OS socket
+        self._send = self._raw.send
         self._chunked = chunked
 
     @classmethod
@@ -74,6 +77,34 @@ class StreamSocket:
         if sent == total:
             return None
         return memoryview(b"".join(parts))[sent:]
+
+    def try_send_run(
+        self, run: Run, render: Callable[[Run], bytes] | None, key: str | None
+    ) -> memoryview | None:
+        """`try_send([render(run)])` (`run.block` when `render` is None), the common case of
+        the hub's writer made cheap: the chunk is framed once per run and rendering
+        (`Run.chunks`, by `key`), shared by every stream, and goes out in one `send`. A
+        `render` without a `key` is framed afresh."""
+        if self._chunked:
+            chunks = run.chunks
+            if chunks is None:
+                chunks = run.chunks = {}
+            cached = render is None or key is not None
+            data = chunks.get(key) if cached else None
+            if data is None:
+                block = run.block if render is None else render(run)
+                data = b"%x\r\n%b\r\n" % (len(block), block)
+                if cached:
+                    chunks[key] = data
+        else:
+            data = run.block if render is None else render(run)
+        try:
+            sent = self._send(data, _FLAGS)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return None
+        return memoryview(data)[sent:]
 
     def send(self, blocks: Sequence[bytes]) -> None:
         """Send `blocks` as one chunk, waiting (cooperatively) while the socket is full."""

@@ -28,9 +28,10 @@ class Histogram:
         self.counts = [0] * (len(self.bounds_us) + 1)
         self.sum_us = 0
 
-    def observe(self, us: int) -> None:
-        self.counts[bisect_left(self.bounds_us, us)] += 1
-        self.sum_us += us
+    def observe(self, us: int, count: int = 1) -> None:
+        """`count` observations of `us` each."""
+        self.counts[bisect_left(self.bounds_us, us)] += count
+        self.sum_us += us * count
 
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound in seconds, observations at or below it), `+Inf` last."""

@@ -208,6 +208,10 @@ class Run:
     projected: dict[str, bytes] | None = None
     received_us: int = 0
     """When this process's hub received it (monotonic µs): delivery latency counts from here."""
+    chunks: dict[str | None, bytes] | None = None
+    """The run framed once as an HTTP/1.1 chunk per rendering (None: `block`; else a
+    projection's key), shared by every stream the hub writes it to
+    (`pushsvc.stream_socket.StreamSocket.try_send_run`)."""
 
     @classmethod
     def of(cls, updates: list[Update]) -> Run:

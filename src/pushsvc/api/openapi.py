@@ -100,6 +100,14 @@ def _stream_params(settings: Settings) -> list[dict[str, Any]]:
             "description": "Comma-separated statistics to send, e.g. mean,p99.",
         },
         {
+            "name": "precision",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 17},
+            "description": "Significant digits of every statistic that is not a whole count, "
+            "e.g. 4 sends 12.35 for 12.3456789 (17, or none, sends every digit). The event "
+            "and ts are never rounded.",
+        },
+        {
             "name": "max_hz",
             "in": "query",
             "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},

@@ -88,6 +88,7 @@ def _stream(selectors: Sequence[str]) -> Response:
             request.args.get("stats"),
             known_windows=rt.settings.window_labels,
             known_stats=rt.settings.stats,
+            precision=request.args.get("precision"),
         ),
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
@@ -135,7 +136,9 @@ def _events(
         # per update what to send, so they keep the queued way.
         sink = StreamSocket.of(environ) if pacer is None else None
         if sink is not None:
-            client.render = partial(_block, projection=projection)
+            if projection is not None:
+                client.render = partial(_block, projection=projection)
+                client.render_key = projection.key
             client.sink = sink
         last_sent: UpdateId | None = None
         last_write = time.monotonic()
@@ -151,11 +154,13 @@ def _events(
             if pacer is not None and pacer.pending:
                 wait = min(wait, pacer.next_due() - time.monotonic())
             runs = client.take(max(wait, 0.0))
-            handback, blocks = client.take_direct()
-            oldest_us = client.ready_since_us if blocks else runs[0].received_us if runs else 0
+            handback, ready = client.take_direct()
+            if ready:  # runs the hub had meant to write: older than what take returned
+                runs = ready + runs
+            oldest_us = runs[0].received_us if runs else 0
             if pacer is None:
                 # The common case: each run is written as the block the hub joined once.
-                blocks += [_block(run, projection) for run in runs]
+                blocks = [_block(run, projection) for run in runs]
             else:
                 frames = []
                 taken = [u for run in runs for u in run.updates]
