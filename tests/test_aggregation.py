@@ -274,6 +274,16 @@ def _kept(deployment: Deployment, topic: str) -> tuple[bool, bool]:
     )
 
 
+def _active_with_a_quiet_topic(deployment: Deployment, topic: str) -> tuple[ShardRunner, int]:
+    """The lease holder, with `topic` seen once and then idle past the TTL; its clock."""
+    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    active.rebuild()
+    assert active._lease.renew()
+    deployment.append(topic, 1, ts=deployment.wall)
+    active.step()
+    return active, _go_quiet(deployment, active, topic)
+
+
 def _go_quiet(deployment: Deployment, active: ShardRunner, topic: str) -> int:
     """Let `topic` fall idle: ticks empty its windows, then the TTL passes. Its clock."""
     deployment.wall += 60 * S  # past the widest window: the tick empties every window
@@ -329,12 +339,7 @@ def test_an_idle_topic_is_forgotten_by_the_holder_and_the_standby_through_the_lo
 
 
 def test_an_event_logged_before_the_forget_cancels_it(deployment: Deployment) -> None:
-    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
-    active.rebuild()
-    assert active._lease.renew()
-    deployment.append("a", 1, ts=deployment.wall)
-    active.step()
-    clock = _go_quiet(deployment, active, "a")
+    active, clock = _active_with_a_quiet_topic(deployment, "a")
     proposal = active.aggregator.idle_topics(TTL, ticking=True)
     assert proposal == {"a": clock}
 
@@ -358,12 +363,7 @@ def test_an_event_logged_before_the_forget_cancels_it(deployment: Deployment) ->
 
 
 def test_a_forget_proposed_far_behind_the_log_waits(deployment: Deployment) -> None:
-    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
-    active.rebuild()
-    assert active._lease.renew()
-    deployment.append("a", 1, ts=deployment.wall)
-    active.step()
-    clock = _go_quiet(deployment, active, "a")
+    active, clock = _active_with_a_quiet_topic(deployment, "a")
     for n in range(FORGET_SCAN + 1):  # another topic's traffic the holder has not read yet
         deployment.append("b", n, ts=deployment.wall)
     assert active._log.forget(active._lease.token, active.position, {"a": clock}) == []
