@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from pushsvc import logs
 from pushsvc.api import dashboard, history, openapi, ops, producer, streams, topics
 from pushsvc.api.context import AnyText
+from pushsvc.api.orjson_provider import OrjsonProvider
 from pushsvc.config import Settings
 from pushsvc.errors import HttpError
 from pushsvc.runtime import Runtime
@@ -41,6 +42,7 @@ def create_app(
     if role is None:
         role = "serve" if settings.redis_url is None else "web"
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.url_map.converters["anytext"] = AnyText
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     runtime = Runtime.build(settings, web=True, aggregate=role == "serve")

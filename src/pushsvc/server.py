@@ -13,6 +13,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
+from pushsvc.request_headers import read_headers
 from pushsvc.runtime import Runtime
 from pushsvc.stream_socket import ENVIRON_KEY
 from pushsvc.tls import server_context
@@ -35,9 +36,7 @@ class _HeadersTooSlow(ValueError):
     error, answered and not treated as a crash)."""
 
 
-_REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-)
+_REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
 class HeadTimeoutHandler(WSGIHandler):
@@ -49,6 +48,9 @@ class HeadTimeoutHandler(WSGIHandler):
 
     header_timeout_s = 10.0  # set per server by `handler_for`
     _head_deadline: gevent.Timeout | None = None
+
+    def MessageClass(self, *args: object) -> OldMessage:  # pywsgi's hook, by its name
+        return read_headers(*args)  # type: ignore[arg-type]
 
     def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
         try:
@@ -86,6 +88,11 @@ class HeadTimeoutHandler(WSGIHandler):
             return ("408", _REQUEST_TIMEOUT)
         answer: tuple[str, bytes] = super()._handle_client_error(ex)  # type: ignore[misc]
         return answer
+
+    def log_request(self) -> None:
+        # pywsgi formats an access-log line (a datetime, the request line) for every request
+        # even when, as here (`log=None`), nothing writes it: ~3 % of a POST's CPU.
+        return
 
     def _end_head_deadline(self) -> None:
         if self._head_deadline is not None:
