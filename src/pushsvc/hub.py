@@ -320,21 +320,31 @@ class Hub:
         sends = 0
         latency = self.delivery_latency
         since, same = 0, 0  # consecutive clients mostly wait since the same run: one observe
+        # The common case made cheap: consecutive clients sent the same single run as a full,
+        # chunked stream share its chunk without a lookup.
+        shared_run: Run | None = None
+        shared_chunk = b""
         for client in clients:
             runs = client.ready
-            if not runs or not client.waiting or client.closed_reason is not None:
+            if not runs or not client.direct:
                 continue  # its own greenlet is up (or ending): it writes `ready` itself
             client.ready = []
             sink = client.sink
             assert sink is not None
             try:
-                if len(runs) == 1:
-                    rest = sink.try_send_run(runs[0], client.render, client.render_key)
-                else:
+                if len(runs) > 1:
                     render = client.render
                     rest = sink.try_send(
                         [r.block for r in runs] if render is None else [render(r) for r in runs]
                     )
+                elif runs[0] is shared_run and sink.chunked and client.render is None:
+                    rest = sink.try_send_bytes(shared_chunk)
+                else:
+                    run = runs[0]
+                    chunk = sink.frame(run, client.render, client.render_key)
+                    if sink.chunked and client.render is None:
+                        shared_run, shared_chunk = run, chunk
+                    rest = sink.try_send_bytes(chunk)
             except OSError:
                 client.close("gone")  # the peer went away; its stream ends
                 continue

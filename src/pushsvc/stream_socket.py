@@ -37,13 +37,13 @@ class _Handler(Protocol):
 class StreamSocket:
     """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked."""
 
-    __slots__ = ("_chunked", "_gevent_socket", "_raw", "_send")
+    __slots__ = ("_gevent_socket", "_raw", "_send", "chunked")
 
     def __init__(self, gevent_socket: Any, *, chunked: bool) -> None:
         self._gevent_socket = gevent_socket
         self._raw: socket.socket = gevent_socket._sock  # the non-blocking OS socket
         self._send = self._raw.send
-        self._chunked = chunked
+        self.chunked = chunked
 
     @classmethod
     def of(cls, environ: Mapping[str, object]) -> StreamSocket | None:
@@ -59,7 +59,7 @@ class StreamSocket:
     def _parts(self, blocks: Sequence[bytes]) -> list[bytes]:
         if len(blocks) > _MAX_PARTS:
             blocks = [b"".join(blocks)]
-        if not self._chunked:
+        if not self.chunked:
             return list(blocks)
         size = sum(len(b) for b in blocks)
         return [b"%x\r\n" % size, *blocks, _CRLF]
@@ -78,26 +78,28 @@ class StreamSocket:
             return None
         return memoryview(b"".join(parts))[sent:]
 
-    def try_send_run(
-        self, run: Run, render: Callable[[Run], bytes] | None, key: str | None
-    ) -> memoryview | None:
-        """`try_send([render(run)])` (`run.block` when `render` is None), the common case of
-        the hub's writer made cheap: the chunk is framed once per run and rendering
-        (`Run.chunks`, by `key`), shared by every stream, and goes out in one `send`. A
-        `render` without a `key` is framed afresh."""
-        if self._chunked:
-            chunks = run.chunks
-            if chunks is None:
-                chunks = run.chunks = {}
-            cached = render is None or key is not None
-            data = chunks.get(key) if cached else None
-            if data is None:
-                block = run.block if render is None else render(run)
-                data = b"%x\r\n%b\r\n" % (len(block), block)
-                if cached:
-                    chunks[key] = data
-        else:
-            data = run.block if render is None else render(run)
+    def frame(self, run: Run, render: Callable[[Run], bytes] | None, key: str | None) -> bytes:
+        """The bytes that carry `render(run)` (`run.block` when `render` is None) on this
+        response: as a chunk when it is chunked, framed once per run and rendering (`key`)
+        and shared by every stream (`Run.chunks`); a `render` without a `key` is framed
+        afresh."""
+        if not self.chunked:
+            return run.block if render is None else render(run)
+        chunks = run.chunks
+        if chunks is None:
+            chunks = run.chunks = {}
+        cached = render is None or key is not None
+        data = chunks.get(key) if cached else None
+        if data is None:
+            block = run.block if render is None else render(run)
+            data = b"%x\r\n%b\r\n" % (len(block), block)
+            if cached:
+                chunks[key] = data
+        return data
+
+    def try_send_bytes(self, data: bytes) -> memoryview | None:
+        """Send bytes already framed (`frame`) in one `send` that never blocks; the unsent
+        rest as `try_send` returns it."""
         try:
             sent = self._send(data, _FLAGS)
         except BlockingIOError:

@@ -211,7 +211,7 @@ class Run:
     chunks: dict[str | None, bytes] | None = None
     """The run framed once as an HTTP/1.1 chunk per rendering (None: `block`; else a
     projection's key), shared by every stream the hub writes it to
-    (`pushsvc.stream_socket.StreamSocket.try_send_run`)."""
+    (`pushsvc.stream_socket.StreamSocket.frame`)."""
 
     @classmethod
     def of(cls, updates: list[Update]) -> Run:

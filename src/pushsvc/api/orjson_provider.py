@@ -27,4 +27,4 @@ class OrjsonProvider(JSONProvider):
             default=_default,
             option=orjson.OPT_APPEND_NEWLINE,
         )
-        return self._app.response_class(body, mimetype="application/json")
+        return Response(body, mimetype="application/json")
