@@ -328,9 +328,9 @@ class Hub:
             runs = client.ready
             if not runs or not client.direct:
                 continue  # its own greenlet is up (or ending): it writes `ready` itself
-            client.ready = []
             sink = client.sink
             assert sink is not None
+            oldest = runs[0].received_us
             try:
                 if len(runs) > 1:
                     render = client.render
@@ -346,11 +346,14 @@ class Hub:
                         shared_run, shared_chunk = run, chunk
                     rest = sink.try_send_bytes(chunk)
             except OSError:
+                runs.clear()
                 client.close("gone")  # the peer went away; its stream ends
                 continue
+            # Emptied, not replaced: one list per client for its lifetime, not one per update
+            # (nothing runs between the send and here: `dispatch` cannot have appended).
+            runs.clear()
             sends += 1
             client.last_write_us = now
-            oldest = runs[0].received_us
             if oldest != since:
                 if same:
                     latency.observe(now - since, same)
