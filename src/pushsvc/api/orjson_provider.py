@@ -12,11 +12,12 @@ from flask.json.provider import JSONProvider, _default
 
 class OrjsonProvider(JSONProvider):
     """Compact, in the order the dict was built (not sorted), ending with a newline as Flask's
-    own answers do; what orjson cannot encode goes through Flask's fallback (dates as HTTP
-    dates, Decimal, `__html__`)."""
+    own answers do; keys that are not strings become strings as the stdlib makes them; dates
+    in ISO 8601 (orjson's own form); what orjson cannot encode goes through Flask's fallback
+    (Decimal, `__html__`)."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return orjson.dumps(obj, default=_default).decode()
+        return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return orjson.loads(s)
@@ -25,6 +26,6 @@ class OrjsonProvider(JSONProvider):
         body = orjson.dumps(
             self._prepare_response_obj(args, kwargs),
             default=_default,
-            option=orjson.OPT_APPEND_NEWLINE,
+            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
         )
         return Response(body, mimetype="application/json")
