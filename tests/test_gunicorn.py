@@ -60,6 +60,9 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
             # Streams only notice a gone client at their next write (heartbeat): don't wait.
             "--graceful-timeout",
             "2",
+            # gunicorn's access log quotes every request line: pushsvc's filter must reach it.
+            "--access-logfile",
+            str(tmp_path / "access.log"),
             "pushsvc.app:create_app()",
         ],
         env=env,
@@ -79,6 +82,9 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
             assert post(port, topic, {"value": value})[0] == 202
         for stream in streams:
             assert [u["event"]["value"] for _, u in stream.take(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"GET /healthz?token=abc.def HTTP/1.0\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.0 200")
     finally:
         for stream in streams:
             stream.close()
@@ -94,6 +100,8 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
         if line["logger"] == "pushsvc.app" and line["message"].startswith("pushsvc web settings")
     ]  # fmt: skip
     assert len(settings_lines) == 2, lines
+    access = (tmp_path / "access.log").read_text()
+    assert "GET /healthz?token=[redacted] HTTP/1.0" in access and "abc.def" not in access
 
 
 def test_a_hosts_own_log_handlers_get_the_credential_filter(make_app: MakeApp) -> None:

@@ -71,17 +71,20 @@ def ensure_configured(log_format: str = "text") -> None:
     """What `create_app` does when run by a host other than `pushsvc` (gunicorn): configure as
     the CLI does where nothing configured logging; where the host did (gunicorn
     `--log-config`, an application's own setup), keep its handlers and add the request id and
-    the credential filter to each, so no line a handler writes quotes a token."""
+    the credential filter to each; every other logger's handlers (gunicorn's access log) get
+    the credential filter too, so no line any handler writes quotes a token."""
     root = logging.getLogger()
     if not root.handlers:
         configure(log_format)
-        return
     for handler in root.handlers:
-        kinds = {type(f) for f in handler.filters}
-        if _RequestId not in kinds:
+        if not any(isinstance(f, _RequestId) for f in handler.filters):
             handler.addFilter(_RequestId())
-        if RedactCredentials not in kinds:
-            handler.addFilter(RedactCredentials())
+    # The host's own loggers too: gunicorn's access log (`gunicorn.access`, which does not
+    # propagate) writes every request line, `?token=` included.
+    for logger in [root, *logging.root.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", ()):
+            if not any(isinstance(f, RedactCredentials) for f in handler.filters):
+                handler.addFilter(RedactCredentials())
 
 
 def install(app: Flask) -> None:
