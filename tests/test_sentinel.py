@@ -108,6 +108,8 @@ def test_an_append_no_replica_confirms_in_time_is_a_503(
 ) -> None:
     replica = cluster.replicas[0]
     assert replica.pid is not None
+    stream = SSEClient(deployment.port, f"/topics/{topic}/stream")
+    stream.next_data("snapshot")
     os.kill(replica.pid, signal.SIGSTOP)  # alive but silent: WAIT 2 cannot be satisfied
     try:
         started = time.monotonic()
@@ -115,9 +117,13 @@ def test_an_append_no_replica_confirms_in_time_is_a_503(
         waited = time.monotonic() - started
     finally:
         os.kill(replica.pid, signal.SIGCONT)
+    # Its own code, unlike every other 503: the batch is in the primary's log.
     assert status == 503
-    assert body["error"]["code"] == "broker_unavailable"
+    assert body["error"]["code"] == "replicas_unconfirmed"
     assert "1 of 2 replicas" in body["error"]["message"]
     assert waited < 2.0  # the replica timeout (1 s), not a hang
     cluster.wait_until_settled()
     assert post(deployment.port, topic, {"value": 2.0})[0] == 202
+    # ... and is applied, as the code warns: a producer that retried would have posted it twice.
+    assert [u["event"]["value"] for _, u in stream.take(2)] == [1.0, 2.0]
+    stream.close()

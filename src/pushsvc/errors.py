@@ -109,6 +109,14 @@ class BrokerUnavailable(HttpError):
     code = "broker_unavailable"
 
 
+class ReplicasUnconfirmed(BrokerUnavailable):
+    """The events are in the primary's log, but fewer replicas than `--redis-min-replicas`
+    confirmed them in time: they may still be applied, and a retry may post them twice (the
+    one 503 that does not mean "nothing logged"; Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND)."""
+
+    code = "replicas_unconfirmed"
+
+
 class Unauthorized(HttpError):
     """No token where one is needed, or one that is not valid (expired, badly signed...)."""
 

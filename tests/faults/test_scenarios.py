@@ -200,7 +200,9 @@ def test_sentinel_failover_of_the_primary_with_min_replicas(prefix: str) -> None
             time.sleep(LOAD_S)
             acked_before = len(producer.acked)
             killed_at = time.monotonic()
+            producer.note_in_flight()
             old = cluster.kill_primary()
+            producer.note_in_flight()
             wait_for(lambda: cluster.primary_port() not in (None, old.port), 20, "a new primary")
             promoted = time.monotonic() - killed_at
             # Back in service when a POST is acknowledged again, on the new primary.

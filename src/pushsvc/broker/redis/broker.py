@@ -38,7 +38,7 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
-from pushsvc.errors import BrokerUnavailable, HttpError, TooManyTopics
+from pushsvc.errors import BrokerUnavailable, HttpError, ReplicasUnconfirmed, TooManyTopics
 from pushsvc.events import Event, check_lateness
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
@@ -130,7 +130,7 @@ class RedisBroker:
         if result[0] == 2:
             raise TooManyTopics.at(self.max_topics)
         if replicas is not None and replicas < self._min_replicas:
-            raise BrokerUnavailable(
+            raise ReplicasUnconfirmed(
                 f"the events reached {replicas} of {self._min_replicas} replicas in time; "
                 "they may still be applied (a retry can duplicate them)"
             )
