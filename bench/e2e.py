@@ -14,7 +14,7 @@ keep-alive connection, round-robin over the web processes), and reports one row:
 * CPU seconds of every process over the run (/proc/<pid>/stat), and of the rest of the
   machine, so that we know where the time goes.
 
-    /work/.venv/bin/python bench/e2e.py --events 100000 --batch 1000 --subscribers 100 \\
+    python bench/e2e.py --events 100000 --batch 1000 --subscribers 100 \\
         --web 1,2 --projection full --projection 'stats=count&windows=10s'
 
 `--smoke` runs M=5000, N=10 and exits 1 unless every count is exact; it never judges a

@@ -13,12 +13,12 @@ The client C: `count` (loadgen `--mode deliveries`: every message parsed, its va
 or `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
 document into objects with the stdlib parser).
 
-    /work/.venv/bin/python bench/fanout.py --servers pushsvc-memory,pushsvc-redis-1,\
+    python bench/fanout.py --servers pushsvc-memory,pushsvc-redis-1,\
 pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --json
-    # server CPU per delivery at 50 events/s and at max, both clients; --pushsvc-src runs
-    # another tree's pushsvc (a before/after in one session)
+    # server CPU per delivery at 50 events/s and at max, both clients, three rounds with the
+    # servers taking turns; --pushsvc-src runs another tree's pushsvc (a before/after)
     python bench/fanout.py --servers pushsvc-memory,flask-sse --subscribers 500,1000 \
-        --rate 50,max --client count,json --pushsvc-src /path/to/old/src
+        --rate 50,max --client count,json --rounds 3 [--pushsvc-src /path/to/other/src]
 
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
 once and in order; it never judges timings. Every scenario has deadlines, so every run
@@ -234,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
         help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip
     add("--settle", type=float, default=None,
         help="seconds idle before RSS is read (default 2, smoke 0.2)")  # fmt: skip
+    add("--rounds", type=int, default=1,
+        help="repeat every scenario K times, the servers taking turns within each "
+        "(compare within a round: a shared machine drifts); JSON rows have `round`")  # fmt: skip
     add("--connect-timeout", type=float, default=None)
     add("--drain-timeout", type=float, default=30.0)
     add("--idle-timeout", type=float, default=5.0)
@@ -259,20 +262,30 @@ def main(argv: list[str] | None = None) -> int:
     for rate in rates:
         if rate != "max" and not float(rate) > 0:
             raise SystemExit(f"bad rate {rate!r}")
+    if args.rounds < 1:
+        raise SystemExit(f"bad --rounds {args.rounds}: at least 1")
     raise_fd_limit()
     report = Report(COLUMNS, json=args.json, ident=3, notes=notes)
     report.header()
     failed = False
-    for server in servers:
-        for n in sizes:
-            for rate in rates:
-                for client in clients:
-                    row = scenario(server, n, rate, client, events, args)
-                    report.row(row)
-                    if row["status"] == "error" or (
-                        (args.smoke or args.check) and row["status"] == "ok" and not exact(row)
-                    ):
-                        failed = True
+    # One round is every server through every scenario; with --rounds the servers take turns
+    # scenario by scenario, so that each comparison is between runs minutes apart.
+    plan = (
+        [(server, n, rate) for server in servers for n in sizes for rate in rates]
+        if args.rounds == 1
+        else [(server, n, rate) for n in sizes for rate in rates for server in servers]
+    )
+    for round_ in range(1, args.rounds + 1):
+        for server, n, rate in plan:
+            for client in clients:
+                row = scenario(server, n, rate, client, events, args)
+                if args.rounds > 1:
+                    row["round"] = round_
+                report.row(row)
+                if row["status"] == "error" or (
+                    (args.smoke or args.check) and row["status"] == "ok" and not exact(row)
+                ):
+                    failed = True
     return 1 if failed else 0
 
 
