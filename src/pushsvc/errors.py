@@ -109,11 +109,13 @@ class BrokerUnavailable(HttpError):
     code = "broker_unavailable"
 
 
-class ReplicasUnconfirmed(BrokerUnavailable):
+class ReplicasUnconfirmed(HttpError):
     """The events are in the primary's log, but fewer replicas than `--redis-min-replicas`
-    confirmed them in time: they may still be applied, and a retry may post them twice (the
-    one 503 that does not mean "nothing logged"; Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND)."""
+    confirmed them in time: they will be applied unless that primary is lost, and a retry may
+    post them twice (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND). Not a `BrokerUnavailable`,
+    whose request had no effect."""
 
+    status = 503
     code = "replicas_unconfirmed"
 
 
