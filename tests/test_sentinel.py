@@ -5,16 +5,18 @@ have the events. The failover under load is a fault scenario (tests/faults)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
 from pushsvc.redis_url import SentinelUrl, parse_sentinel_url, redact_url
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post
+from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
 from pushsvc.testing.sentinel import SentinelCluster
 
 
@@ -70,7 +72,7 @@ def cluster() -> Iterator[SentinelCluster]:
 
 
 @pytest.fixture(scope="module")
-def deployment(cluster: SentinelCluster) -> Iterator[PushsvcProcess]:
+def processes(cluster: SentinelCluster) -> Iterator[tuple[PushsvcProcess, PushsvcProcess]]:
     """A web process and an aggregator that find the primary through the sentinels, and
     acknowledge an event only once both replicas have it."""
     env = {
@@ -81,9 +83,15 @@ def deployment(cluster: SentinelCluster) -> Iterator[PushsvcProcess]:
     }
     aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
     web = PushsvcProcess("web", env=env).start()
-    yield web
+    aggregator.wait_for_log("bridge: bridging")  # Redis producers too (test below)
+    yield web, aggregator
     web.stop()
     aggregator.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(processes: tuple[PushsvcProcess, PushsvcProcess]) -> PushsvcProcess:
+    return processes[0]
 
 
 @pytest.mark.redis
@@ -127,3 +135,47 @@ def test_an_append_no_replica_confirms_in_time_is_a_503(
     # ... and is applied, as the code warns: a producer that retried would have posted it twice.
     assert [u["event"]["value"] for _, u in stream.take(2)] == [1.0, 2.0]
     stream.close()
+
+
+def _bridge_counts(web: PushsvcProcess) -> dict[str, float]:
+    """`pushsvc_bridge_events_total` and each `pushsvc_bridge_rejected_total` reason."""
+    text = request(web.port, "GET", "/metrics")[2].decode()
+    counts = {"bridged": 0.0}
+    for name, reason, value in re.findall(
+        r'^pushsvc_bridge_(events|rejected)_total(?:\{reason="(\w+)"\})? (\S+)$', text, re.M
+    ):
+        counts["bridged" if name == "events" else reason] = float(value)
+    return counts
+
+
+@pytest.mark.redis
+def test_a_redis_producers_event_too_few_replicas_confirmed_is_bridged_not_refused(
+    processes: tuple[PushsvcProcess, PushsvcProcess], cluster: SentinelCluster, topic: str
+) -> None:
+    """A Redis producer gets no answer to retry on: the bridge counts such an event as
+    bridged (it is in the log and is applied), never as refused."""
+    deployment, aggregator = processes
+    before = _bridge_counts(deployment)
+    replica = cluster.replicas[0]
+    assert replica.pid is not None
+    stream = SSEClient(deployment.port, f"/topics/{topic}/stream")
+    stream.next_data("snapshot")
+    producer = redis.Redis(port=cluster.current_primary().port)
+    os.kill(replica.pid, signal.SIGSTOP)  # WAIT 2 cannot be satisfied
+    try:
+        assert producer.publish(f"sentinel-test:ingest:{topic}", b'{"value": 7}') == 1
+        [(_, update)] = stream.take(1)
+        # The replica stays silent until the bridge's WAIT has given up on it.
+        aggregator.wait_for_log(rf"{re.escape(repr(topic))} \(replicas_unconfirmed\)")
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+        producer.close()
+    stream.close()
+    assert update["event"]["value"] == 7.0
+    wait_until(lambda: _bridge_counts(deployment)["bridged"] == before["bridged"] + 1)
+    after = _bridge_counts(deployment)
+    assert after.get("replicas_unconfirmed", 0.0) == 0.0
+    assert {k: v for k, v in after.items() if k != "bridged"} == {
+        k: v for k, v in before.items() if k != "bridged"
+    }
+    cluster.wait_until_settled()

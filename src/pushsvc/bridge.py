@@ -27,7 +27,7 @@ from gevent.event import Event as Signal
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.errors import BrokerUnavailable, Fenced, HttpError
+from pushsvc.errors import BrokerUnavailable, Fenced, HttpError, ReplicasUnconfirmed
 from pushsvc.events import Limits
 from pushsvc.ingest import sniff_media_type, validated
 from pushsvc.lease import Lease
@@ -92,9 +92,14 @@ class Bridge:
                     limits=self._limits,
                     now_us=time.time_ns() // 1000,
                 )
-                self._broker.append_events(
-                    topic, events, lateness_us=self._lateness_us, fence=fence
-                )
+                try:
+                    self._broker.append_events(
+                        topic, events, lateness_us=self._lateness_us, fence=fence
+                    )
+                except ReplicasUnconfirmed as exc:
+                    # Logged all the same (only its replication is unconfirmed), and a Redis
+                    # producer has no answer to retry on: bridged, not refused.
+                    self._log_once(exc.code, topic, exc, outcome="bridged")
                 accepted += len(events)
             except HttpError as exc:  # broker_unavailable too: Redis went away under us
                 rejected[exc.code] = rejected.get(exc.code, 0) + 1
@@ -109,14 +114,16 @@ class Bridge:
         with contextlib.suppress(BrokerUnavailable):
             self._broker.count_bridged(accepted, rejected)
 
-    def _log_once(self, reason: str, topic: str, exc: HttpError) -> None:
+    def _log_once(
+        self, reason: str, topic: str, exc: HttpError, *, outcome: str = "rejected"
+    ) -> None:
         key = (reason, topic[:200])
         if key in self._logged:
             return
         if len(self._logged) >= _LOGGED_AT_MOST:
             self._logged.clear()
         self._logged.add(key)
-        log.warning("bridge: rejected a message on topic %r (%s): %s", topic[:200], reason, exc)
+        log.warning("bridge: %s a message on topic %r (%s): %s", outcome, topic[:200], reason, exc)
 
     def close(self) -> None:
         self._reader.close()
