@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MakeApp
-from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, post, wait_until
+from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, post, request, wait_until
 from pushsvc.testing.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -82,9 +82,7 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
             assert post(port, topic, {"value": value})[0] == 202
         for stream in streams:
             assert [u["event"]["value"] for _, u in stream.take(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
-        with socket.create_connection(("127.0.0.1", port)) as conn:
-            conn.sendall(b"GET /healthz?token=abc.def HTTP/1.0\r\n\r\n")
-            assert conn.recv(100).startswith(b"HTTP/1.0 200")
+        assert request(port, "GET", "/healthz?token=abc.def")[0] == 200
     finally:
         for stream in streams:
             stream.close()
@@ -101,7 +99,7 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
     ]  # fmt: skip
     assert len(settings_lines) == 2, lines
     access = (tmp_path / "access.log").read_text()
-    assert "GET /healthz?token=[redacted] HTTP/1.0" in access and "abc.def" not in access
+    assert "GET /healthz?token=[redacted] HTTP/1.1" in access and "abc.def" not in access
 
 
 def test_a_hosts_own_log_handlers_get_the_credential_filter(make_app: MakeApp) -> None:

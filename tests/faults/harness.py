@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from pushsvc.sse_parser import EventStreamParser
-from pushsvc.testing.live import PushsvcProcess
+from pushsvc.testing.live import PushsvcProcess, request
 from pushsvc.testing.redis_server import RedisServer
 from pushsvc.testing.sentinel import SentinelCluster
 
@@ -268,20 +268,11 @@ def _latest_once_applied(deployment: Deployment, topic: str) -> list[str]:
     """[the id of `topic`'s latest update] when no shard has unapplied entries, else []."""
     for port in deployment.ports():
         with contextlib.suppress(OSError, http.client.HTTPException, ValueError, KeyError):
-            ready = json.loads(_get(port, "/readyz"))
+            ready = json.loads(request(port, "GET", "/readyz")[2])
             if any(shard["lag_entries"] for shard in ready["shards"].values()):
                 return []
-            return [json.loads(_get(port, f"/topics/{topic}/stats"))["id"]]
+            return [json.loads(request(port, "GET", f"/topics/{topic}/stats")[2])["id"]]
     return []
-
-
-def _get(port: int, path: str) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read()
-    finally:
-        conn.close()
 
 
 def check_delivery(
