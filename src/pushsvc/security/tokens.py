@@ -13,6 +13,7 @@ Claims:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -203,12 +204,13 @@ def mint(
     issuer: str | None = None,
     now: float | None = None,
 ) -> str:
-    """A signed token granting these selectors for `ttl_s` seconds."""
+    """A signed token granting these selectors for `ttl_s` seconds (at least one), counted
+    from `now`: `exp` is rounded up to the whole second, so a token is never valid for less."""
     Scope.of(publish), Scope.of(subscribe)  # refuse selectors no server would accept
-    issued = int(time.time() if now is None else now)
+    now = time.time() if now is None else now
     claims: dict[str, Any] = {
-        "iat": issued,
-        "exp": issued + max(1, round(ttl_s)),
+        "iat": int(now),
+        "exp": math.ceil(now + max(1, round(ttl_s))),
         CLAIM: {"publish": list(publish), "subscribe": list(subscribe)},
     }
     for name, value in (("sub", subject), ("aud", audience), ("iss", issuer)):
