@@ -203,6 +203,11 @@ class MemoryBroker:
                     log.exception("events handler %r failed on topic %r", handler, topic)
         return Appended(len(batch))
 
+    def remembered_keys(self) -> int:
+        """Idempotency keys held now (expired ones go as appends come)."""
+        with self._events_lock:
+            return len(self._keys)
+
     def consume_events(self, handler: EventsHandler) -> Subscription:
         self._check_open()
         return self._events_handlers.add(handler)
