@@ -20,7 +20,7 @@ def ingest(
     lateness_us: int,
     now_us: int,
     idempotency_key: str | None = None,
-    idempotency_window_ms: int = 1,
+    idempotency_window_ms: int | None = None,
 ) -> Appended:
     """Validate `body` as events of `topic` and append them to the log, idempotently when an
     `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
@@ -28,6 +28,8 @@ def ingest(
     events = validated(topic, body, content_type, limits=limits, now_us=now_us)
     idempotency = None
     if idempotency_key is not None:
+        if idempotency_window_ms is None:
+            raise ValueError("an idempotency key needs its window")
         digest = request_digest(media_type(content_type), body)
         idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
     return broker.append_events(topic, events, lateness_us=lateness_us, idempotency=idempotency)
