@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from conftest import MakeApp
 from pushsvc.client import Backoff, Client
 from pushsvc.demo.publisher import Publisher
 from pushsvc.testing.live import (
@@ -234,6 +235,25 @@ def test_any_visible_ascii_key_up_to_128_characters_is_taken(client: FlaskClient
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert client.get("/topics/orders/stats").get_json()["windows"]["5m"]["count"] == 1
+
+
+def test_a_browser_on_a_cors_origin_may_send_a_key_and_read_the_replay(
+    make_app: MakeApp,
+) -> None:
+    client = make_app(cors_origins="https://a.test").test_client()
+    preflight = {
+        "Origin": "https://a.test",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,idempotency-key",
+    }
+    allowed = client.options("/topics/orders/events", headers=preflight)
+    assert "idempotency-key" in allowed.headers["Access-Control-Allow-Headers"].lower()
+    headers = {"Origin": "https://a.test", "Idempotency-Key": "browser"}
+    client.post("/topics/orders/events", json={"value": 1}, headers=headers)
+    again = client.post("/topics/orders/events", json={"value": 1}, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    exposed = again.headers["Access-Control-Expose-Headers"].lower()
+    assert "idempotent-replayed" in exposed
 
 
 # -- a retry after the answer was lost ---------------------------------------------------------
