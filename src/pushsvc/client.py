@@ -33,7 +33,6 @@ RETRYABLE = frozenset({429, 503})
 """A 503 means nothing was logged (or, `replicas_unconfirmed`, logged under the request's
 Idempotency-Key), a 429 that this client is over a limit: both safe to retry."""
 IDEMPOTENCY_KEY = "Idempotency-Key"
-REPLAYED = "Idempotent-Replayed"
 HISTORY_PAGE = 10_000  # the server's largest ?limit=
 
 
