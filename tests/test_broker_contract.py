@@ -22,15 +22,17 @@ import pytest
 import redis
 
 from pushsvc.broker import make_broker
-from pushsvc.broker.base import Broker, HistoryPage, TopicStats, UpdatesFeed
+from pushsvc.broker.base import Appended, Broker, HistoryPage, TopicStats, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import FIRST, EventLog
-from pushsvc.errors import BrokerUnavailable, LateEvent, TooManyTopics
+from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.events import Event
+from pushsvc.events.idempotency import Idempotency, request_digest
 from pushsvc.hub import Hub
 from pushsvc.subscription import subscribe
+from pushsvc.testing.live import wait_until
 from pushsvc.testing.redis_server import RedisServer
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId
@@ -144,6 +146,128 @@ def test_appended_batches_reach_the_aggregator_in_order(broker: Broker) -> None:
     for topic, events in batches:
         append(broker, topic, events)
     assert read() == batches
+
+
+# -- idempotent appends ----------------------------------------------------------------
+
+
+def keyed(key: str, body: bytes = b"[]", window_ms: int = 60_000) -> Idempotency:
+    return Idempotency(key, request_digest("application/json", body), window_ms)
+
+
+def test_a_repeated_idempotency_key_logs_nothing_and_answers_the_first(broker: Broker) -> None:
+    read = appended(broker)
+    events = [Event(1.0, 10, None), Event(2.0, 11, None)]
+    first = broker.append_events("a", events, lateness_us=5, idempotency=keyed("k1"))
+    assert first == Appended(2, replayed=False)
+    again = broker.append_events("a", events, lateness_us=5, idempotency=keyed("k1"))
+    assert again == Appended(2, replayed=True)
+    assert read() == [("a", events)]
+
+
+def test_a_repeat_is_answered_even_once_its_events_would_be_late(broker: Broker) -> None:
+    """The key is checked before lateness: the repeat of an accepted batch is not refused
+    because later events moved the topic clock past it."""
+    read = appended(broker)
+    early = [Event(1.0, 10, None)]
+    broker.append_events("a", early, lateness_us=5, idempotency=keyed("k"))
+    append(broker, "a", [Event(2.0, 10**9, None)])
+    again = broker.append_events("a", early, lateness_us=5, idempotency=keyed("k"))
+    assert again == Appended(1, replayed=True)
+    assert len(read()) == 2
+
+
+def test_an_idempotency_key_with_another_body_is_refused_and_changes_nothing(
+    broker: Broker,
+) -> None:
+    read = appended(broker)
+    broker.append_events("a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed("k"))
+    before = read()
+    with pytest.raises(IdempotencyKeyReused):
+        broker.append_events(
+            "a", [Event(9.0, 12, None)], lateness_us=5, idempotency=keyed("k", b"[9]")
+        )
+    assert read() == before
+    # Still remembered with the first body.
+    repeat = broker.append_events(
+        "a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed("k")
+    )
+    assert repeat == Appended(1, replayed=True)
+
+
+def test_an_idempotency_key_belongs_to_its_topic(broker: Broker) -> None:
+    read = appended(broker)
+    events = [Event(1.0, 10, None)]
+    broker.append_events("a", events, lateness_us=5, idempotency=keyed("k"))
+    other = broker.append_events("b", events, lateness_us=5, idempotency=keyed("k"))
+    assert other == Appended(1, replayed=False)
+    # Topic "a:b" with key "c" and topic "a" with key "b:c" are two keys.
+    broker.append_events("a:b", events, lateness_us=5, idempotency=keyed("c"))
+    assert (
+        broker.append_events("a", events, lateness_us=5, idempotency=keyed("b:c")).replayed is False
+    )
+    assert read() == [("a", events), ("b", events), ("a:b", events), ("a", events)]
+
+
+def test_a_refused_append_remembers_no_key(broker: Broker) -> None:
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 100, None)])
+    with pytest.raises(LateEvent):
+        broker.append_events("a", [Event(1.0, 1, None)], lateness_us=5, idempotency=keyed("k"))
+    # The key is free: another body with it is logged, not a 422.
+    fresh = [Event(2.0, 100, None)]
+    outcome = broker.append_events("a", fresh, lateness_us=5, idempotency=keyed("k", b"[2]"))
+    assert outcome == Appended(1, replayed=False)
+    assert read()[-1] == ("a", fresh)
+
+
+def test_racing_repeats_log_the_batch_once(new_broker: MakeBroker) -> None:
+    first = new_broker()
+    # Redis: two instances, as two web processes would be; one process shares one broker.
+    second = first if isinstance(first, MemoryBroker) else new_broker()
+    read = appended(first)
+    events = [Event(1.0, 10, None), Event(2.0, 11, None)]
+    outcomes: queue.Queue[Appended] = queue.Queue()
+    start = threading.Barrier(8)
+
+    def repeat(broker: Broker) -> None:
+        start.wait(WAIT)
+        outcomes.put(broker.append_events("a", events, lateness_us=5, idempotency=keyed("k")))
+
+    threads = [threading.Thread(target=repeat, args=((first, second)[i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    answers = [outcomes.get(timeout=WAIT) for _ in range(8)]
+    assert sorted(answers) == [Appended(2, False)] + [Appended(2, True)] * 7
+    assert read() == [("a", events)]
+
+
+def test_an_idempotency_key_is_forgotten_after_its_window(broker: Broker) -> None:
+    read = appended(broker)
+    events = [Event(1.0, 10, None)]
+    short = keyed("k", window_ms=50)
+    assert broker.append_events("a", events, lateness_us=5, idempotency=short).replayed is False
+    # Each poll is a repeat: replayed (nothing logged) until the key expires, then logged once.
+    wait_until(
+        lambda: not broker.append_events("a", events, lateness_us=5, idempotency=short).replayed
+    )
+    assert read() == [("a", events), ("a", events)]
+
+
+def test_the_memory_broker_drops_expired_keys() -> None:
+    """Keys do not pile up: an append drops those whose window passed."""
+    now = [0.0]
+    broker = MemoryBroker(clock=lambda: now[0])
+    for n in range(100):
+        broker.append_events(
+            "a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed(f"k{n}", window_ms=1000)
+        )
+    assert broker.remembered_keys() == 100
+    now[0] = 1.0
+    broker.append_events("a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed("last"))
+    assert broker.remembered_keys() == 1
 
 
 # -- updates and ids -----------------------------------------------------------

@@ -66,6 +66,8 @@ def test_duration_labels(us: int, label: str) -> None:
         ("shard", "2/2", "--shard"),
         ("max_topics", "0", "--max-topics / PUSHSVC_MAX_TOPICS"),
         ("topic_ttl", "1 hour", "--topic-ttl / PUSHSVC_TOPIC_TTL"),
+        ("idempotency_window", "0", "--idempotency-window / PUSHSVC_IDEMPOTENCY_WINDOW"),
+        ("idempotency_window", "10 min", "--idempotency-window"),
     ],
 )
 def test_bad_values_raise_naming_the_setting(setting: str, value: str, named: str) -> None:
@@ -117,3 +119,10 @@ def test_topic_limits_are_settings_and_a_ttl_of_0_never_forgets() -> None:
     settings = Settings.load({}, env)
     assert (settings.max_topics, settings.topic_ttl_us) == (500, 600_000_000)
     assert Settings.load({"topic_ttl": "0"}, env).topic_ttl_us == 0
+
+
+def test_the_idempotency_window_is_10_minutes_unless_set() -> None:
+    assert Settings.load({}, {}).idempotency_window_us == 600_000_000
+    env = {"PUSHSVC_IDEMPOTENCY_WINDOW": "1h"}
+    assert Settings.load({}, env).idempotency_window_us == 3_600_000_000
+    assert Settings.load({"idempotency_window": "1500ms"}, env).idempotency_window_us == 1_500_000

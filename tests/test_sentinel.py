@@ -4,6 +4,7 @@ have the events. The failover under load is a fault scenario (tests/faults)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -133,6 +134,34 @@ def test_an_append_no_replica_confirms_in_time_is_a_503(
     cluster.wait_until_settled()
     assert post(deployment.port, topic, {"value": 2.0})[0] == 202
     # ... and is applied, as the code warns: a producer that retried would have posted it twice.
+    assert [u["event"]["value"] for _, u in stream.take(2)] == [1.0, 2.0]
+    stream.close()
+
+
+@pytest.mark.redis
+def test_a_retry_of_a_replicas_unconfirmed_batch_with_its_key_is_logged_once(
+    deployment: PushsvcProcess, cluster: SentinelCluster, topic: str
+) -> None:
+    """The 503 says the batch is in the primary's log; its Idempotency-Key was remembered with
+    it, so the producer's retry is answered 202 (replayed) and the batch yields one update."""
+    replica = cluster.replicas[0]
+    assert replica.pid is not None
+    stream = SSEClient(deployment.port, f"/topics/{topic}/stream")
+    stream.next_data("snapshot")
+    key = {"Idempotency-Key": f"unconfirmed-{topic}"}
+    os.kill(replica.pid, signal.SIGSTOP)  # WAIT 2 cannot be satisfied
+    try:
+        status, body = post(deployment.port, topic, {"value": 1.0}, headers=key)
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert (status, body["error"]["code"]) == (503, "replicas_unconfirmed")
+    cluster.wait_until_settled()
+    status, headers, answer = request(
+        deployment.port, "POST", f"/topics/{topic}/events", {"value": 1.0}, headers=key
+    )
+    assert (status, json.loads(answer)) == (202, {"accepted": 1})
+    assert headers["idempotent-replayed"] == "true"
+    assert post(deployment.port, topic, {"value": 2.0})[0] == 202
     assert [u["event"]["value"] for _, u in stream.take(2)] == [1.0, 2.0]
     stream.close()
 

@@ -18,6 +18,7 @@ from pushsvc.api.context import AnyText
 from pushsvc.api.orjson_provider import OrjsonProvider
 from pushsvc.config import Settings
 from pushsvc.errors import HttpError
+from pushsvc.events.idempotency import REPLAYED_HEADER
 from pushsvc.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def create_app(
             app,
             origins=list(settings.cors_origins),
             supports_credentials=True,
-            expose_headers=["Content-Type"],
+            # A browser's script may read whether a publish was a replay.
+            expose_headers=["Content-Type", REPLAYED_HEADER],
         )
     return app
 

@@ -175,7 +175,7 @@ def publish(
     """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
     import orjson
 
-    from pushsvc.client import ClientError, Server
+    from pushsvc.client import Client, ClientError
     from pushsvc.replay import batches
 
     if values:
@@ -210,8 +210,10 @@ def publish(
             )
         return
     try:
-        server = Server(url, token)
-        accepted = sum(server.post_events(topic, chunk) for chunk in batches(events, batch))
+        # Each batch with its own Idempotency-Key, retried with it after a 503 or a lost
+        # connection: logged once however often it is sent.
+        client = Client(url, token=token)
+        accepted = sum(client.publish(topic, chunk) for chunk in batches(events, batch))
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted {accepted}")
@@ -293,7 +295,7 @@ def replay(
     rate: float,
 ) -> None:
     """Replay a CSV file as events on TOPIC, with a progress bar."""
-    from pushsvc.client import ClientError, Server
+    from pushsvc.client import Client, ClientError
     from pushsvc.replay import CsvError, read_events
     from pushsvc.replay import replay as run
 
@@ -302,7 +304,7 @@ def replay(
         events = read_events(
             path, value_column=value_column, ts_column=ts_column, tag_columns=columns
         )
-        sent = run(Server(url, token), topic, events, batch_size=batch, rate=rate)
+        sent = run(Client(url, token=token), topic, events, batch_size=batch, rate=rate)
     except (CsvError, ClientError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"replayed {sent} events to {topic}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RETRYABLE = frozenset({429, 503})
-"""A 503 means nothing was logged, a 429 that this client is over a limit: both safe to retry."""
+"""A 503 means nothing was logged (or, `replicas_unconfirmed`, logged under the request's
+Idempotency-Key), a 429 that this client is over a limit: both safe to retry."""
+IDEMPOTENCY_KEY = "Idempotency-Key"
 HISTORY_PAGE = 10_000  # the server's largest ?limit=
 
 
@@ -40,6 +43,16 @@ class ClientError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Unreachable(ClientError):
+    """No answer: the server could not be reached, or the connection was lost before its
+    answer arrived (the request may have been logged)."""
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one batch: a random UUID, as the IETF draft and Stripe suggest."""
+    return str(uuid.uuid4())
 
 
 @dataclass(frozen=True)
@@ -67,16 +80,28 @@ class Server:
     def _base_path(self) -> str:
         return urlsplit(self.url).path.rstrip("/")
 
-    def post_events(self, topic: str, events: list[dict[str, object]]) -> int:
-        """POST a batch; return how many were accepted. ClientError carries the server's error."""
-        body = self._request(
+    def post_events(
+        self, topic: str, events: list[dict[str, object]], *, idempotency_key: str | None = None
+    ) -> int:
+        """POST a batch; return how many were accepted. ClientError carries the server's
+        error, Unreachable a lost connection."""
+        return self.post_body(topic, orjson.dumps(events), idempotency_key=idempotency_key)
+
+    def post_body(self, topic: str, body: bytes, *, idempotency_key: str | None = None) -> int:
+        """POST a JSON body (an event or a batch), with `Idempotency-Key` when one is given;
+        how many events the server accepted (by this request, or by the earlier one it
+        replays)."""
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key is not None:
+            headers[IDEMPOTENCY_KEY] = idempotency_key
+        answer = self._request(
             "POST",
-            f"{self._base_path()}/topics/{topic}/events",
+            f"{self._base_path()}/topics/{quote(topic, safe='')}/events",
             202,
-            body=orjson.dumps(events),
-            headers=self._headers(**{"Content-Type": "application/json"}),
+            body=body,
+            headers=self._headers(**headers),
         )
-        return int(orjson.loads(body)["accepted"])
+        return int(orjson.loads(answer)["accepted"])
 
     def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> bytes:
         """GET a path under the server's URL; ClientError unless it answers 200."""
@@ -99,8 +124,9 @@ class Server:
             conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             answer = response.read()
-        except OSError as exc:
-            raise ClientError(f"cannot reach {self.url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            # RemoteDisconnected, a closed connection before the answer, is both.
+            raise Unreachable(f"cannot reach {self.url}: {exc!r}") from None
         finally:
             conn.close()
         if response.status != expected:
@@ -186,8 +212,10 @@ class Backoff:
 class Client:
     """pushsvc for Python programs. `token` goes as `Authorization: Bearer`.
 
-    * `publish` retries a 503 (nothing was logged) and a 429 (a limit), backing off, and
-      never anything else: a lost connection after sending could mean it was logged.
+    * `publish` sends every batch with a fresh `Idempotency-Key` and retries it with the same
+      key, backing off, after a 503, a 429 (a limit) or a lost connection: the server logs a
+      batch once however often it arrives within its idempotency window. Never anything
+      else (a 4xx would be refused again).
     * `history` returns a DataFrame of a topic's recent updates.
     * `subscribe` yields typed messages and reconnects with Last-Event-ID.
     """
@@ -209,12 +237,16 @@ class Client:
     ) -> int:
         """POST one event or a batch (accepted whole or rejected whole); the number accepted."""
         batch = [dict(events)] if isinstance(events, Mapping) else [dict(e) for e in events]
+        # One body and one key for every attempt: a repeat must be the same request.
+        body = orjson.dumps(batch)
+        key = new_idempotency_key()
         attempt = 0
         while True:
             try:
-                return self.server.post_events(topic, batch)
+                return self.server.post_body(topic, body, idempotency_key=key)
             except ClientError as exc:
-                if exc.status not in RETRYABLE or attempt >= self.backoff.retries:
+                retryable = isinstance(exc, Unreachable) or exc.status in RETRYABLE
+                if not retryable or attempt >= self.backoff.retries:
                     raise
                 self._sleep(self.backoff.delay(attempt, exc))
                 attempt += 1

@@ -254,6 +254,8 @@ class Settings:
     # Topic limits: a cap on live topics, and idle topics forgotten (0: never).
     max_topics: int = setting("100000", _positive_int)
     topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl")
+    # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
+    idempotency_window_us: int = setting("10m", _positive_duration, name="idempotency_window")
 
     @property
     def window_labels(self) -> tuple[str, ...]:

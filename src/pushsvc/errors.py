@@ -66,6 +66,12 @@ class InvalidTopic(BadRequest):
     code = "invalid_topic"
 
 
+class InvalidIdempotencyKey(BadRequest):
+    """An `Idempotency-Key` header that is empty, too long, not visible ASCII, or given twice."""
+
+    code = "invalid_idempotency_key"
+
+
 class TooManySelectors(BadRequest):
     """A stream named more selectors than `--max-selectors`."""
 
@@ -80,6 +86,14 @@ class PayloadTooLarge(HttpError):
 class UnsupportedMediaType(HttpError):
     status = 415
     code = "unsupported_media_type"
+
+
+class IdempotencyKeyReused(HttpError):
+    """The `Idempotency-Key` was used, within the window, for another body on this topic;
+    nothing was changed (the IETF draft's 422)."""
+
+    status = 422
+    code = "idempotency_key_reused"
 
 
 class NotFound(HttpError):

@@ -3,9 +3,10 @@ that both validate, limit and judge lateness exactly alike."""
 
 from __future__ import annotations
 
-from pushsvc.broker.base import Broker
+from pushsvc.broker.base import Appended, Broker
 from pushsvc.events import Event, Limits, parse_body
-from pushsvc.events.parse import JSON, NDJSON
+from pushsvc.events.idempotency import Idempotency, request_digest
+from pushsvc.events.parse import JSON, NDJSON, media_type
 from pushsvc.topics import validate_topic
 
 
@@ -18,12 +19,20 @@ def ingest(
     limits: Limits,
     lateness_us: int,
     now_us: int,
-) -> int:
-    """Validate `body` as events of `topic` and append them to the log; how many. Raises the
-    HttpError that says what is wrong, having changed nothing."""
+    idempotency_key: str | None = None,
+    idempotency_window_ms: int | None = None,
+) -> Appended:
+    """Validate `body` as events of `topic` and append them to the log, idempotently when an
+    `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
+    Raises the HttpError that says what is wrong, having changed nothing."""
     events = validated(topic, body, content_type, limits=limits, now_us=now_us)
-    broker.append_events(topic, events, lateness_us=lateness_us)
-    return len(events)
+    idempotency = None
+    if idempotency_key is not None:
+        if idempotency_window_ms is None:
+            raise ValueError("an idempotency key needs its window")
+        digest = request_digest(media_type(content_type), body)
+        idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
+    return broker.append_events(topic, events, lateness_us=lateness_us, idempotency=idempotency)
 
 
 def validated(

@@ -185,6 +185,12 @@ class Metrics:
         self.events_accepted = Counter(
             "pushsvc_events_accepted", "Events accepted by the producer API", registry=self.registry
         )
+        self.idempotent_replays = Counter(
+            "pushsvc_idempotent_replays",
+            "POSTs answered with an earlier request's answer (same Idempotency-Key): "
+            "nothing logged, nothing counted as accepted",
+            registry=self.registry,
+        )
         self.requests_rejected = Counter(
             "pushsvc_requests_rejected",
             "Requests answered with an error, by error code",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pushsvc.client import Server
+from pushsvc.client import Client
 
 
 class CsvError(ValueError):
@@ -71,7 +71,7 @@ def batches(events: list[dict[str, object]], size: int) -> Iterator[list[dict[st
 
 
 def replay(
-    server: Server,
+    client: Client,
     topic: str,
     events: list[dict[str, object]],
     *,
@@ -79,7 +79,9 @@ def replay(
     rate: float = 0.0,
     progress: bool = True,
 ) -> int:
-    """POST every event in order; `rate` > 0 paces to that many events per second."""
+    """POST every event in order; `rate` > 0 paces to that many events per second. Each batch
+    goes with its own Idempotency-Key, retried with it (`Client.publish`): a batch is logged
+    once however often a lost connection makes it be sent."""
     sent = 0
     started = time.monotonic()
     with tqdm(total=len(events), unit="ev", disable=not progress) as bar:
@@ -88,6 +90,6 @@ def replay(
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
-            sent += server.post_events(topic, batch)
+            sent += client.publish(topic, batch)
             bar.update(len(batch))
     return sent

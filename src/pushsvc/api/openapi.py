@@ -16,7 +16,8 @@ from pushsvc import __version__
 from pushsvc.api.context import runtime
 from pushsvc.api.history import EPOCH_SECONDS
 from pushsvc.api.openapi_schemas import READINESS, SCHEMAS
-from pushsvc.config import Settings
+from pushsvc.config import Settings, duration_label
+from pushsvc.events.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
 from pushsvc.topics import TOPIC_PATTERN
 
 bp = Blueprint("openapi", __name__)
@@ -41,6 +42,7 @@ _ERROR_MEANINGS = {
     404: "not found",
     413: "body or batch too large",
     415: "unsupported content type",
+    422: "the Idempotency-Key was used for another body on this topic within the window",
     429: "a per-client limit was reached (Retry-After where waiting helps)",
     503: "the broker is unavailable, or (streams) this process is at its stream limit "
     "(with Retry-After)",
@@ -270,9 +272,18 @@ def describe(settings: Settings) -> dict[str, Any]:
         },
         "description": "a topic name, a prefix pattern like sensors.*, or *",
     }
+    window = duration_label(settings.idempotency_window_us)
+    idempotency_key = {
+        "name": HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN}$"},
+        "description": f"a fresh value per batch, the same on every retry of it: a repeat "
+        f"on this topic within {window} logs nothing and answers what the first did",
+    }
     event_post: dict[str, Any] = {
         "summary": "Publish one event, a batch (array) or NDJSON",
-        "parameters": [_TOPIC],
+        "parameters": [_TOPIC, idempotency_key],
         **({"security": publishing} if publishing is not None else {}),
         "requestBody": {
             "required": True,
@@ -296,6 +307,13 @@ def describe(settings: Settings) -> dict[str, Any]:
         "responses": {
             "202": {
                 "description": "accepted",
+                "headers": {
+                    REPLAYED_HEADER: {
+                        "description": "`true` when this answer repeats that of an earlier "
+                        "request with the same Idempotency-Key (nothing was logged now)",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    }
+                },
                 "content": {
                     "application/json": {
                         "schema": {
@@ -306,7 +324,7 @@ def describe(settings: Settings) -> dict[str, Any]:
                     }
                 },
             },
-            **_errors(400, *_auth_errors(publishing), 413, 415, 429, 503),
+            **_errors(400, *_auth_errors(publishing), 413, 415, 422, 429, 503),
         },
     }
     return {

@@ -4,6 +4,10 @@
 runs right now (it waits; `/readyz` and `/metrics` show the lag). With auth on, the token must
 allow the topic; with a publish rate, the token's subject (else the client address) must have
 room in its bucket — both judged before the body is read.
+
+With an `Idempotency-Key`, a repeat of a request logged within `--idempotency-window` logs
+nothing and answers the same 202 with `Idempotent-Replayed: true` (`events/idempotency.py`;
+the broker checks and appends in one step).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from flask import Blueprint, request
 
 from pushsvc.api.context import runtime
 from pushsvc.errors import PayloadTooLarge
+from pushsvc.events.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
 from pushsvc.ingest import ingest
 from pushsvc.topics import validate_topic
 
@@ -21,10 +26,11 @@ bp = Blueprint("producer", __name__)
 
 
 @bp.post("/topics/<anytext:topic>/events")
-def post_events(topic: str) -> tuple[dict[str, int], int]:
+def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
     rt = runtime()
     validate_topic(topic)  # before the body: a bad name is the answer, whatever the size
     grant = rt.gate.publisher(request, topic)
+    idempotency_key = check_key(request.headers.getlist(HEADER))
     rate_key = None
     if rt.publish_rate is not None:
         subject = grant.subject if grant is not None else None
@@ -35,7 +41,7 @@ def post_events(topic: str) -> tuple[dict[str, int], int]:
         raise PayloadTooLarge(f"body is larger than {limits.max_body_bytes} bytes")
     # Read one byte past the limit so chunked bodies of unknown length are capped too.
     body = request.stream.read(limits.max_body_bytes + 1)
-    accepted = ingest(
+    appended = ingest(
         rt.broker,
         topic,
         body,
@@ -43,8 +49,14 @@ def post_events(topic: str) -> tuple[dict[str, int], int]:
         limits=limits,
         lateness_us=rt.settings.allowed_lateness_us,
         now_us=time.time_ns() // 1000,
+        idempotency_key=idempotency_key,
+        idempotency_window_ms=window_ms(rt.settings.idempotency_window_us),
     )
-    rt.metrics.events_accepted.inc(accepted)
+    if appended.replayed:
+        # The earlier request logged and counted these events, and charged their rate.
+        rt.metrics.idempotent_replays.inc()
+        return {"accepted": appended.accepted}, 202, {REPLAYED_HEADER: "true"}
+    rt.metrics.events_accepted.inc(appended.accepted)
     if rt.publish_rate is not None and rate_key is not None:
-        rt.publish_rate.charge(rate_key, accepted)
-    return {"accepted": accepted}, 202
+        rt.publish_rate.charge(rate_key, appended.accepted)
+    return {"accepted": appended.accepted}, 202, {}

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pushsvc.events import Event
+from pushsvc.events.idempotency import Idempotency
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId
 
@@ -24,6 +25,14 @@ UpdatesHandler = Callable[[list[Update]], None]
 
 ForgetHandler = Callable[[list[str]], None]
 """Called with the topics just forgotten (the memory broker; on Redis the log carries them)."""
+
+
+class Appended(NamedTuple):
+    """What `Broker.append_events` did: `accepted` events were logged by this call or, when
+    `replayed`, by an earlier one with the same idempotency key (this call logged nothing)."""
+
+    accepted: int
+    replayed: bool = False
 
 
 class Subscription:
@@ -114,9 +123,23 @@ class Broker(Protocol):
     from the history). All methods are greenlet-safe.
     """
 
-    def append_events(self, topic: str, events: Sequence[Event], *, lateness_us: int) -> None:
+    def append_events(
+        self,
+        topic: str,
+        events: Sequence[Event],
+        *,
+        lateness_us: int,
+        idempotency: Idempotency | None = None,
+    ) -> Appended:
         """Append a batch to the event log of the topic's shard; once this returns, the
         batch will yield one update per event (Redis: it is in the log).
+
+        With `idempotency`, a key remembered for this topic (logged by an earlier call within
+        its window) with the same digest appends nothing and answers that call's `Appended`,
+        `replayed`; with another digest it raises IdempotencyKeyReused and appends nothing.
+        Otherwise the batch is judged and appended as below, and the key remembered for the
+        window only if it was appended: the check, the append and the remembering are one
+        atomic step, so racing repeats log the batch once.
 
         The batch is judged against the topic clock (the largest event time, or idle tick
         clock, logged for the topic) by the one lateness rule (`pushsvc.events`): a late

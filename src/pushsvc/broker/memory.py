@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Generic, TypeVar
 
 from pushsvc.broker.base import (
+    Appended,
     BridgeStats,
     EventsHandler,
     ForgetHandler,
@@ -26,6 +28,7 @@ from pushsvc.broker.base import (
 )
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
 from pushsvc.events import Event, check_lateness
+from pushsvc.events.idempotency import Idempotency, key_reused
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
 
@@ -62,6 +65,42 @@ class _Handlers(Generic[H]):
             self.current = tuple(items)
 
 
+class _RememberedKeys:
+    """Idempotency keys by (topic, key): the digest of the request that logged a batch, its
+    answer, and when the key expires. Not locked: the broker's append lock guards it."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], tuple[bytes, Appended, float]] = {}
+        # Expiry order is insertion order while the window is the same for every key (it is
+        # a setting); a key whose window differs is found expired on lookup all the same.
+        self._order: deque[tuple[float, tuple[str, str]]] = deque()
+
+    def get(self, topic: str, idempotency: Idempotency, now: float) -> Appended | None:
+        """The earlier answer (replayed) for a repeat; IdempotencyKeyReused for another body."""
+        found = self._by_key.get((topic, idempotency.key))
+        if found is None or found[2] <= now:
+            return None
+        digest, answer, _ = found
+        if digest != idempotency.digest:
+            raise key_reused()
+        return answer._replace(replayed=True)
+
+    def remember(self, topic: str, idempotency: Idempotency, accepted: int, now: float) -> None:
+        expires = now + idempotency.window_ms / 1000
+        self._by_key[(topic, idempotency.key)] = (idempotency.digest, Appended(accepted), expires)
+        self._order.append((expires, (topic, idempotency.key)))
+
+    def expire(self, now: float) -> None:
+        while self._order and self._order[0][0] <= now:
+            _, name = self._order.popleft()
+            found = self._by_key.get(name)
+            if found is not None and found[2] <= now:
+                del self._by_key[name]
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
 class MemoryUpdatesFeed:
     """The hub's subscription: watching is free, every update is delivered anyway."""
 
@@ -95,9 +134,19 @@ class MemoryBroker:
 
     The topics it keeps are those with a clock: at most `max_topics` (a batch for another
     raises TooManyTopics); `forget_topics` forgets idle ones.
+
+    Idempotency keys are remembered under the append lock with the batch they logged, until
+    their window passes on `clock` (monotonic seconds); expired ones are dropped as appends
+    come, oldest first.
     """
 
-    def __init__(self, *, history: int = 10_000, max_topics: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        history: int = 10_000,
+        max_topics: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
         if max_topics < 1:
@@ -115,26 +164,49 @@ class MemoryBroker:
         self._history: deque[tuple[int, Update]] = deque(maxlen=history)
         self._latest: dict[str, Update] = {}
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
+        self._clock = clock
+        self._keys = _RememberedKeys()
         self._closed = False
 
-    def append_events(self, topic: str, events: Sequence[Event], *, lateness_us: int) -> None:
+    def append_events(
+        self,
+        topic: str,
+        events: Sequence[Event],
+        *,
+        lateness_us: int,
+        idempotency: Idempotency | None = None,
+    ) -> Appended:
         self._check_open()
         batch = list(events)
         if not batch:
-            return
+            return Appended(0)
         with self._events_lock:
+            if idempotency is not None:
+                now = self._clock()
+                self._keys.expire(now)
+                earlier = self._keys.get(topic, idempotency, now)
+                if earlier is not None:
+                    return earlier
             clock = self._clocks.get(topic)
             if clock is None and len(self._clocks) >= self._max_topics:
                 raise TooManyTopics.at(self._max_topics)
             check_lateness(clock, batch, lateness_us)
             newest = max(e.ts_us for e in batch)
             self._clocks[topic] = newest if clock is None else max(clock, newest)
+            if idempotency is not None:
+                self._keys.remember(topic, idempotency, len(batch), now)
             handlers = self._events_handlers.current
             for handler in handlers:
                 try:
                     handler(topic, batch)
                 except Exception:
                     log.exception("events handler %r failed on topic %r", handler, topic)
+        return Appended(len(batch))
+
+    def remembered_keys(self) -> int:
+        """Idempotency keys held now (expired ones go as appends come)."""
+        with self._events_lock:
+            return len(self._keys)
 
     def consume_events(self, handler: EventsHandler) -> Subscription:
         self._check_open()

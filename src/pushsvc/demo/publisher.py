@@ -1,5 +1,7 @@
 """Posting the demo's events: one POST per topic and batch, retried while the server is not
-ready (connection refused, 5xx, 429), honouring `Retry-After`, with a growing backoff.
+ready (connection refused or lost, 5xx, 429), honouring `Retry-After`, with a growing backoff.
+Every attempt of a batch carries the batch's own `Idempotency-Key`, so a batch whose answer
+was lost is logged once.
 
 Standard library only (urllib), blocking; not greenlet-aware and not shared between threads.
 """
@@ -11,6 +13,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -60,11 +63,12 @@ class Publisher:
         `give_up_at` (a `monotonic` time: the events would be too old by then), in which case
         nothing was posted. Raises Rejected for a 4xx other than 429."""
         data = json.dumps(body).encode()
+        key = str(uuid.uuid4())
         backoff = FIRST_BACKOFF_S
         waited = False
         while True:
             try:
-                self._post_once(topic, data)
+                self._post_once(topic, data, key)
             except NotReady as exc:
                 wait = backoff
                 if exc.retry_after_s is not None:
@@ -80,8 +84,8 @@ class Publisher:
                 log.warning("%s is up; posting", self.base_url)
             return True
 
-    def _post_once(self, topic: str, data: bytes) -> None:
-        headers = {"Content-Type": "application/json"}
+    def _post_once(self, topic: str, data: bytes, idempotency_key: str) -> None:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(

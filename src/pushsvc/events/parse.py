@@ -44,17 +44,18 @@ def parse_body(
     UnsupportedMediaType, PayloadTooLarge, MalformedJson, InvalidEvent or
     BadRequest (empty batch).
     """
-    media_type = _media_type(content_type)
+    kind = media_type(content_type)
     if len(body) > limits.max_body_bytes:
         raise PayloadTooLarge(
             f"the body has {len(body)} bytes; the limit is {limits.max_body_bytes}"
         )
-    if media_type == NDJSON:
+    if kind == NDJSON:
         return _parse_ndjson(body, now_us, limits)
     return _parse_json(body, now_us, limits)
 
 
-def _media_type(content_type: str | None) -> str:
+def media_type(content_type: str | None) -> str:
+    """The media type a body is parsed as (JSON or NDJSON), or UnsupportedMediaType."""
     expected = f"Content-Type must be {JSON} or {NDJSON}"
     if content_type is None:
         raise UnsupportedMediaType(expected)

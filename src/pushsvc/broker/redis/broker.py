@@ -23,9 +23,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from enum import IntEnum
 from typing import Any, cast
 
-from pushsvc.broker.base import BridgeStats, HistoryPage, ShardLag, TopicStats, UpdatesHandler
+from pushsvc.broker.base import (
+    Appended,
+    BridgeStats,
+    HistoryPage,
+    ShardLag,
+    TopicStats,
+    UpdatesHandler,
+)
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
@@ -40,10 +48,21 @@ from pushsvc.broker.redis.wire import (
 )
 from pushsvc.errors import BrokerUnavailable, HttpError, ReplicasUnconfirmed, TooManyTopics
 from pushsvc.events import Event, check_lateness
+from pushsvc.events.idempotency import Idempotency, key_reused
 from pushsvc.topics import TopicMatcher
 from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
 
 log = logging.getLogger(__name__)
+
+
+class _AppendReply(IntEnum):
+    """The first element of `append_events.lua`'s reply."""
+
+    LATE = 0
+    LOGGED = 1
+    TOO_MANY_TOPICS = 2
+    REPLAYED = 3
+    KEY_REUSED = 4
 
 
 class RedisBroker:
@@ -103,10 +122,15 @@ class RedisBroker:
         events: Sequence[Event],
         *,
         lateness_us: int,
+        idempotency: Idempotency | None = None,
         fence: tuple[str, str] | None = None,
-    ) -> None:
+    ) -> Appended:
         """See `Broker.append_events`. With `fence` (a lease key and a token), the script
-        refuses (Fenced) unless the token holds the lease."""
+        refuses (Fenced) unless the token holds the lease.
+
+        A replay is answered 202 whatever the replicas say: its batch was logged by the
+        first request (which may have been answered `replicas_unconfirmed`), and this one
+        wrote nothing for `WAIT` to confirm."""
         self._check_open()
         shard = (shard_of(topic, self.shards), self.shards)
         keys = [self.keys.log(shard), self.keys.clocks, self.keys.logged(shard)]
@@ -117,6 +141,13 @@ class RedisBroker:
         if fence is not None:
             keys.append(fence[0])
             args.append(fence[1])
+        else:
+            args.append("")
+        if idempotency is not None:
+            keys.append(self.keys.idempotency(topic, idempotency.key))
+            args += [idempotency.digest, len(events), idempotency.window_ms]
+        else:
+            args += ["", "", 0]
         with unavailable("append_events"):
             if self._min_replicas:
                 with self._client.pipeline(transaction=False) as pipe:
@@ -125,15 +156,22 @@ class RedisBroker:
                     result, replicas = pipe.execute()
             else:
                 result, replicas = self._append(keys=keys, args=args), None
-        if result[0] == 0:
+        reply = _AppendReply(result[0])
+        if reply is _AppendReply.LATE:
             _raise_late(result, events, lateness_us)
-        if result[0] == 2:
+        if reply is _AppendReply.TOO_MANY_TOPICS:
             raise TooManyTopics.at(self.max_topics)
+        if reply is _AppendReply.KEY_REUSED:
+            raise key_reused()
+        if reply is _AppendReply.REPLAYED:
+            return Appended(int(result[1]), replayed=True)
         if replicas is not None and replicas < self._min_replicas:
             raise ReplicasUnconfirmed(
                 f"the events reached {replicas} of {self._min_replicas} replicas in time; "
-                "they may still be applied (a retry can duplicate them)"
+                "they will be applied unless the primary is lost (a retry with the same "
+                "Idempotency-Key cannot duplicate them)"
             )
+        return Appended(len(events))
 
     # -- updates -------------------------------------------------------------
 

@@ -18,6 +18,9 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
     {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
     {prefix}trimmed           string  stream id of the newest update trimmed from the history
+    {prefix}idem:{topic}/{key} string the digest and answer of the POST that logged a batch
+                                      with this Idempotency-Key; expires after the window
+                                      (a topic has no `/`, so the first one ends it)
 
 For Redis Cluster every key must share a slot: use a prefix with a hash tag, `{pushsvc}:`.
 """
@@ -91,6 +94,9 @@ class Keys:
     def updates_pattern(self, topic_prefix: str) -> bytes:
         """The pattern of every topic starting with `topic_prefix` ('' for all)."""
         return f"{glob_escape(self.prefix)}updates:{glob_escape(topic_prefix)}*".encode()
+
+    def idempotency(self, topic: str, key: str) -> str:
+        return f"{self.prefix}idem:{topic}/{key}"
 
     def log(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}log:{shard[0]}/{shard[1]}"

@@ -1,0 +1,79 @@
+"""Idempotent publishing, the pure part: the `Idempotency-Key` rule and what repeats compare.
+
+A key is 1-128 visible ASCII characters (VCHAR, %x21-7E), taken as it is sent, like
+Stripe's. The IETF draft (httpapi-idempotency-key-header) writes it as a structured-field
+string, `"..."`: such a key is taken with its quotes, which is harmless, since a retry sends
+the same bytes.
+
+A repeat is compared by a digest of the request as sent: the media type its body is parsed as
+and the raw body. Not by the parsed events: an event without `ts` gets the time the server
+received it, which differs on every attempt of the same request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pushsvc.errors import IdempotencyKeyReused, InvalidIdempotencyKey
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""Sent as `Idempotent-Replayed: true` on an answer that repeats an earlier request's."""
+MAX_KEY_LENGTH = 128
+KEY_PATTERN = rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}"
+DIGEST_BYTES = 32
+
+_KEY = re.compile(KEY_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An append made idempotent: its key, the digest of the request that carried it
+    (`request_digest`), and how long the broker remembers the key (ms, at least 1)."""
+
+    key: str
+    digest: bytes
+    window_ms: int
+
+    def __post_init__(self) -> None:
+        if len(self.digest) != DIGEST_BYTES:
+            raise ValueError(f"a digest has {DIGEST_BYTES} bytes, not {len(self.digest)}")
+        if self.window_ms < 1:
+            raise ValueError(f"the window must be at least 1 ms, got {self.window_ms}")
+
+
+def check_key(values: Sequence[str]) -> str | None:
+    """The key a request's `Idempotency-Key` header lines give (None for no header), or
+    InvalidIdempotencyKey: an empty, too long or non-visible-ASCII value, or two lines."""
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidIdempotencyKey(f"give {HEADER} once, not {len(values)} times")
+    key = values[0]
+    if not _KEY.fullmatch(key):
+        raise InvalidIdempotencyKey(
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} visible ASCII characters "
+            f"(got {len(key)} characters)"
+        )
+    return key
+
+
+def request_digest(media_type: str, body: bytes) -> bytes:
+    """What a repeat of a request must match: sha256 of its media type and raw body."""
+    return hashlib.sha256(media_type.encode() + b"\n" + body).digest()
+
+
+def window_ms(window_us: int) -> int:
+    """A window in µs as the broker keeps it: whole milliseconds, rounded up, at least 1."""
+    return max(1, -(-window_us // 1000))
+
+
+def key_reused() -> IdempotencyKeyReused:
+    """The error for a key repeated with another body, whichever broker finds it."""
+    return IdempotencyKeyReused(
+        f"this {HEADER} was used for another body on this topic within the idempotency "
+        "window; send a new key with a new batch"
+    )
