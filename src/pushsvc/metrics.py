@@ -7,7 +7,14 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Info, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -189,6 +196,14 @@ class Metrics:
             "pushsvc_requests_rejected",
             "Requests answered with an error, by error code",
             ["code"],
+            registry=self.registry,
+        )
+        # Counted where they start and end (the server's handler), not found at scrape time:
+        # walking gc.get_objects() for greenlets would stall the loop for every stream.
+        self.greenlets = Gauge(
+            "pushsvc_greenlets",
+            "Greenlets serving HTTP connections, one per open connection (streams included); "
+            "the process's few others are not counted",
             registry=self.registry,
         )
         # CPU, memory and open files of this process; which process it is (`serve --workers`
