@@ -198,19 +198,22 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        # Counted where they start and end (the server's handler), not found at scrape time:
-        # walking gc.get_objects() for greenlets would stall the loop for every stream.
-        self.greenlets = Gauge(
-            "pushsvc_greenlets",
-            "Greenlets serving HTTP connections, one per open connection (streams included); "
-            "the process's few others are not counted",
-            registry=self.registry,
-        )
         # CPU, memory and open files of this process; which process it is (`serve --workers`
         # runs several behind one port).
         ProcessCollector(registry=self.registry)
         Info("pushsvc_process", "This process", registry=self.registry).info(
             {"pid": str(os.getpid())}
+        )
+
+    def greenlet_gauge(self) -> Gauge:
+        """The gauge pushsvc's own server keeps (under gunicorn there is none: its worker runs
+        the connections). Counted where each greenlet starts and ends, not found at scrape time:
+        walking gc.get_objects() would stall the loop for every stream."""
+        return Gauge(
+            "pushsvc_greenlets",
+            "Greenlets serving HTTP connections, one per open connection (streams included); "
+            "the process's few others are not counted",
+            registry=self.registry,
         )
 
     def watch_aggregator(self, aggregator: Aggregator) -> None:

@@ -155,7 +155,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     app = create_app(settings, role=role)
     runtime: Runtime = app.extensions["pushsvc"]
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
-    handler = handler_for(settings, tls=tls is not None, greenlets=runtime.metrics.greenlets)
+    handler = handler_for(settings, tls=tls is not None, greenlets=runtime.metrics.greenlet_gauge())
     if tls is None:
         server = WSGIServer(listener, app, log=None, error_log=log, handler_class=handler)
     else:
