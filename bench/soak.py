@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shlex
 import sys
@@ -58,7 +59,7 @@ from loadgen.process import run as run_loop
 from loadgen.publisher import Publisher
 from loadgen.sequences import TopicSequences
 from loadgen.subscriber import Progress, Subscriber, stream_request
-from pushsvc.testing.procfs import open_fds, rss_kb
+from pushsvc.testing.procfs import cpu_seconds, open_fds, rss_kb
 from pushsvc.topics import TopicMatcher
 from servers import PushsvcServe
 
@@ -66,6 +67,7 @@ HOST = "127.0.0.1"
 GROUPS = 10
 """Topic i is `soak{i % GROUPS}.{i:04d}`, so `soakN.*` selects a tenth of them."""
 ACTIVE_SHARE = 0.5
+PUBLISHERS = 4
 TOLERANCE = 0.10
 SLACK = {"fds": 10, "greenlets": 10, "subscribers": 10}
 """Counts may also move by this much: streams open and close at every instant."""
@@ -91,46 +93,52 @@ def selectors(j: int, topics: list[str]) -> list[str]:
 
 class Events:
     """Events at `rate`/s over `topics`, each topic active for half of every `cycle_s`; each
-    topic's values 0, 1, 2, ... in the order sent. `accepted`: topic → events answered 202."""
+    topic's values 0, 1, 2, ... in the order sent. `accepted`: topic → events answered 202.
+
+    PUBLISHERS connections post at once, each for its own share of the topics, so each
+    topic's events stay in order; one request at a time on one connection falls behind on a
+    busy shared machine."""
 
     def __init__(self, port: int, topics: list[str], rate: float, cycle_s: float) -> None:
-        self._publisher = Publisher(HOST, port, "", 202)
-        self._topics, self._rate, self._cycle = topics, rate, cycle_s
-        self._random = random.Random(1)
+        self._port, self._topics, self._rate, self._cycle = port, topics, rate, cycle_s
         self.accepted: dict[str, int] = {}
         self.errors: dict[str, int] = {}
 
-    def _topic(self, elapsed: float) -> str:
-        n = len(self._topics)
-        while True:  # about two draws: half the topics are active at any time
-            i = self._random.randrange(n)
-            if (i / n + elapsed / self._cycle) % 1 < ACTIVE_SHARE:
-                return self._topics[i]
-
     async def run(self, seconds: float) -> None:
+        lanes = min(PUBLISHERS, len(self._topics))
+        await asyncio.gather(*(self._lane(k, lanes, seconds) for k in range(lanes)))
+
+    async def _lane(self, lane: int, lanes: int, seconds: float) -> None:
+        publisher = Publisher(HOST, self._port, "", 202)
+        pick = random.Random(lane)
+        n, rate = len(self._topics), self._rate / lanes
         loop = asyncio.get_running_loop()
         start = loop.time()
         sent = 0
         try:
             while (elapsed := loop.time() - start) < seconds:
-                if sent >= elapsed * self._rate:
-                    await asyncio.sleep(min(0.01, (sent + 1) / self._rate - elapsed))
+                if sent >= elapsed * rate:
+                    await asyncio.sleep(min(0.01, (sent + 1) / rate - elapsed))
                     continue
                 sent += 1
-                await self._post(self._topic(elapsed))
+                while True:  # about two draws: half the topics are active at any time
+                    i = pick.randrange(lane, n, lanes)
+                    if (i / n + elapsed / self._cycle) % 1 < ACTIVE_SHARE:
+                        break
+                await self._post(publisher, self._topics[i])
         finally:
-            await self._publisher.disconnect()
+            await publisher.disconnect()
 
-    async def _post(self, topic: str) -> None:
+    async def _post(self, publisher: Publisher, topic: str) -> None:
         value = self.accepted.get(topic, 0)
         try:
             status = await asyncio.wait_for(
-                self._publisher.post(f"/topics/{topic}/events", b'{"value":%d}' % value), 10
+                publisher.post(f"/topics/{topic}/events", b'{"value":%d}' % value), 10
             )
         except (OSError, ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
             # Not counted as accepted: the topic's next event takes this value again.
             self._error(type(exc).__name__)
-            await self._publisher.disconnect()
+            await publisher.disconnect()
             return
         if status == 202:
             self.accepted[topic] = value + 1
@@ -196,6 +204,7 @@ def sample(deployment: PushsvcServe) -> dict[str, Any]:
                     "pushsvc_topics_live", "pushsvc_topics_forgotten_total")  # fmt: skip
     used = deployment.redis_used_memory()
     return {
+        "cpu_s": sum(cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None),
         "rss_kb": rss_kb(pids),
         "fds": open_fds(pids),
         "greenlets": found["pushsvc_greenlets"],
@@ -236,10 +245,16 @@ class Soak:
         server = await asyncio.to_thread(sample, self.deployment)
         open_streams = self.churn.open + sum(w.live for w in self.watchers)
         subscribers = _int(server["subscribers"])
+        elapsed = time.monotonic() - self.start
+        last = self.rows[-1] if self.rows else None
+        span = elapsed - last["elapsed_s"] if last else 0.0
         row = {
             "phase": phase,
-            "elapsed_s": round(time.monotonic() - self.start, 1),
+            "elapsed_s": round(elapsed, 1),
             **server,
+            # Server CPU over the last interval, % of one core; the machine's load beside it.
+            "cpu_pct": round(100 * (server["cpu_s"] - last["cpu_s"]) / span) if last else None,
+            "loadavg": round(os.getloadavg()[0], 1),
             "greenlets": _int(server["greenlets"]),
             "subscribers": subscribers,
             "client_open": open_streams,
@@ -248,6 +263,8 @@ class Soak:
             "churned": self.churn.counts.started,
             "received_min": min((w.reader.received for w in self.watchers), default=0),
         }
+        if last:
+            row["events_per_s"] = round((row["accepted"] - last["accepted"]) / span)
         self.rows.append(row)
         self.report.row(row)
         return row
@@ -397,7 +414,8 @@ COLUMNS = (
     ("redis MB", 8, lambda r: None if r["redis_used_memory"] is None
      else round(r["redis_used_memory"] / 2**20, 1)),
     ("live", 5, "topics_live"), ("forgot", 6, "forgotten"), ("accepted", 9, "accepted"),
-    ("churned", 8, "churned"), ("recv min", 9, "received_min"),
+    ("ev/s", 5, lambda r: r.get("events_per_s")), ("churned", 8, "churned"),
+    ("cpu %", 5, "cpu_pct"), ("load", 5, "loadavg"),
 )  # fmt: skip
 
 

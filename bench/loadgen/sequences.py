@@ -17,6 +17,7 @@ Counts, on top of `loadgen.tally.Verdict`'s (judged against the accepted counts)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,15 @@ class SequenceVerdict:
             "epochs": self.epochs,
             "ticks": self.ticks,
         }
+
+
+def _sequence_number(number: object) -> int:
+    """An event's value as a sequence number (the server echoes 12 as 12.0); -1 if none."""
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        return -1
+    if not math.isfinite(number) or number != int(number):
+        return -1
+    return int(number)
 
 
 class TopicSequences:
@@ -110,8 +120,7 @@ class TopicSequences:
         topic = update.get("topic")
         number = event.get("value") if isinstance(event, dict) else None
         self.received += 1
-        # The server echoes a value as a float (12 comes back as 12.0).
-        value = int(number) if type(number) in (int, float) and number == int(number) else -1
+        value = _sequence_number(number)
         if not isinstance(topic, str) or not self.wanted(topic) or not 0 <= value < _MAX_VALUE:
             self.unexpected += 1
             return 1
