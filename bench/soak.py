@@ -270,9 +270,13 @@ class Soak:
         return row
 
     async def _samples(self) -> None:
-        while True:
-            await asyncio.sleep(self.args.interval)
+        """A line every interval while the load runs; not in its last second, when the churn
+        is winding down (the end has its own line, after the drain)."""
+        interval, k = self.args.interval, 1
+        while k * interval <= self.args.seconds - 1:
+            await asyncio.sleep(max(0.0, self.start + k * interval - time.monotonic()))
             await self._row("sample")
+            k += 1
 
     async def run(self) -> dict[str, Any]:
         for watcher in self.watchers:
