@@ -24,12 +24,13 @@ Redis `used_memory` (INFO memory), events accepted, streams churned.
 The verdict, at the end: RSS, fds, greenlets and subscribers are flat after the warm-up
 (`--warmup`, default the first 20 % of the run, at least one interval): the median of every
 3 consecutive lines within 10 % of the first such median (counts also within ±10, a few
-streams come and go at any instant; a median, so one line caught in a burst is no trend); once the churn stops, the server's subscribers fall back to the
-long-lived ones within 5 s; and every long-lived subscriber got every accepted event of its
-topics exactly once, in order (missing, duplicates, out-of-order, gaps all 0), with no publish
-or churn errors. Exit 1 when it fails. `--smoke`: seconds, tiny rates, exit 1 unless the counts
-are exact (flatness is printed, not judged). The load is bounded: a rate, a duration, at most
-`--max-open` churn streams at once, every step with a timeout.
+streams come and go at any instant; a median, so one line caught in a burst is no trend);
+once the churn stops, the server's subscribers fall back to the long-lived ones within 5 s;
+and every long-lived subscriber got every accepted event of its topics exactly once, in order
+(missing, duplicates, out-of-order, gaps all 0), with no publish or churn errors. Exit 1 when
+it fails. `--smoke`: seconds, tiny rates, exit 1 unless the counts are exact (flatness is
+printed, not judged). The load is bounded: a rate, a duration, at most `--max-open` churn
+streams at once, every step with a timeout.
 
     python bench/soak.py --minutes 30 --json > soak.jsonl
     python bench/soak.py --minutes 3 --server-args='--heartbeat 1s'
