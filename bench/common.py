@@ -69,9 +69,18 @@ def percentiles(samples: Iterable[float], qs: Sequence[float]) -> list[float | N
 
 def metric(port: int, name: str) -> float | None:
     """An unlabelled sample of a pushsvc process's /metrics; None when it has none."""
+    return metrics(port, name)[name]
+
+
+def metrics(port: int, *names: str) -> dict[str, float | None]:
+    """Unlabelled samples of a pushsvc process's /metrics, from one scrape; None for one it
+    has not."""
     text = request(port, "GET", "/metrics")[2].decode()
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match[1]) if match else None
+    found = {}
+    for name in names:
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        found[name] = float(match[1]) if match else None
+    return found
 
 
 def _version(dist: str) -> str | None:

@@ -89,6 +89,12 @@ class Deployment:
         self._redis_client = redis.Redis.from_url(self.redis.url)
         return self.redis.url
 
+    def redis_used_memory(self) -> int | None:
+        """Redis's `used_memory` (INFO memory), bytes; None without a Redis."""
+        if self._redis_client is None:
+            return None
+        return int(self._redis_client.info("memory")["used_memory"])
+
     def redis_clients(self) -> int | None:
         """Connections the servers hold to Redis (INFO clients, minus this one)."""
         if self._redis_client is None:
@@ -99,20 +105,30 @@ class Deployment:
 class PushsvcServe(Deployment):
     """`pushsvc serve`: one process with the embedded broker (`pushsvc-memory`), or with
     `workers`, the one-command deployment (`pushsvc-workers-W`: W web workers on one port, an
-    aggregator and a private redis-server, all children of the supervisor)."""
+    aggregator and a private redis-server, all children of the supervisor), or with `redis`,
+    one process aggregating and serving on a redis-server of its own (`pushsvc-serve-redis`).
+    `extra_args` go to `pushsvc serve` after ours (so they win)."""
 
     kind = "pushsvc"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(
+        self, workers: int | None = None, *, redis: bool = False, extra_args: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.workers = workers or 1
         self.name = "pushsvc-memory" if workers is None else f"pushsvc-workers-{workers}"
         self.args = () if workers is None else ("--workers", str(workers))
+        self.on_redis = redis
+        if redis:
+            self.name = "pushsvc-serve-redis"
+        self.extra_args = tuple(extra_args)
 
     def start(self) -> None:
+        redis_args = ("--redis-url", self._start_redis()) if self.on_redis else ()
         self.proc = PushsvcProcess(
-            "serve", *self.args, "--tick", "0", "--port", "0", env=PUSHSVC_ENV
-        ).start()
+            "serve", *self.args, *redis_args, "--tick", "0", "--port", "0", *self.extra_args,
+            env=PUSHSVC_ENV,
+        ).start()  # fmt: skip
         # Ready when every worker listens: each logs its own "listening on".
         deadline = time.monotonic() + 30
         while sum("listening on" in line for line in self.proc.output) < self.workers:

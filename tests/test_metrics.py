@@ -56,6 +56,23 @@ def test_stream_connects_disconnects_and_delivery_latency(
     wait_until(lambda: moved("pushsvc_stream_disconnects_total", reason="gone") == 1)
 
 
+def test_greenlets_count_open_connections_and_fall_back_when_they_close(
+    server: PushsvcProcess, topic: str
+) -> None:
+    """A leak of connection greenlets (a stream never released) shows on /metrics."""
+    # The scrape's own connection is one of them, in every reading alike.
+    base = value(server.port, "pushsvc_greenlets")
+    assert base >= 1
+    streams = [SSEClient(server.port, f"/topics/{topic}/stream") for _ in range(3)]
+    for stream in streams:
+        stream.next_data("snapshot")
+    assert value(server.port, "pushsvc_greenlets") == base + 3
+    for stream in streams:
+        stream.close()
+    # The fixture's 1 s heartbeat finds a closed stream even where its close went unseen.
+    wait_until(lambda: value(server.port, "pushsvc_greenlets") == base)
+
+
 def test_a_stalled_reader_is_queued_then_conflated_then_evicted(topic: str) -> None:
     proc = PushsvcProcess(
         "serve", "--tick", "0", "--queue-size", "4", "--slow-client-timeout", "500ms"
@@ -96,6 +113,7 @@ def test_metrics_text_names_the_new_series_with_help(server: PushsvcProcess) -> 
         "pushsvc_conflated_runs_total",
         "pushsvc_queued_runs",
         "pushsvc_direct_writes_total",
+        "pushsvc_greenlets",
     ):
         assert re.search(rf"^# HELP {name} \S", text, re.M), name
 

@@ -48,7 +48,7 @@ class Publisher:
                 except (OSError, ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
                     key = type(exc).__name__
                     result.errors[key] = result.errors.get(key, 0) + 1
-                    await self._disconnect()
+                    await self.disconnect()
                     continue
                 if status == self._ok:
                     result.accepted += 1
@@ -56,18 +56,22 @@ class Publisher:
                 else:
                     result.errors[f"status {status}"] = result.errors.get(f"status {status}", 0) + 1
         finally:
-            await self._disconnect()
+            await self.disconnect()
         return result
 
     async def _post(self, value: int) -> int:
+        return await self.post(self._path, publish_body(value, time.time()))
+
+    async def post(self, path: str, body: bytes) -> int:
+        """POST a JSON `body` to `path` on the keep-alive connection; the response's status.
+        Raises OSError, ProtocolError or asyncio.IncompleteReadError (then `disconnect`)."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
-        body = publish_body(value, time.time())
         self._writer.write(
             b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s"
-            % (self._path.encode(), self._host.encode(), self._port, len(body), body)
+            % (path.encode(), self._host.encode(), self._port, len(body), body)
         )
         if self._quickack:
             # A server that writes its response head and body in two sends, with Nagle on,
@@ -88,10 +92,10 @@ class Publisher:
                 raise ProtocolError("a response with neither Content-Length nor chunks")
             await self._reader.readexactly(length)
         if head.headers.get("connection", "").lower() == "close" or head.version == "1.0":
-            await self._disconnect()
+            await self.disconnect()
         return head.status
 
-    async def _disconnect(self) -> None:
+    async def disconnect(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()

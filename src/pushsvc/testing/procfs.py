@@ -1,5 +1,5 @@
 """What /proc says about processes the tests and benchmarks started (Linux): children, CPU
-time, resident memory."""
+time, resident memory, open files."""
 
 from __future__ import annotations
 
@@ -59,4 +59,15 @@ def rss_kb(pids: list[int]) -> int:
         except OSError:
             continue
         total += int(match[1]) if match else 0
+    return total
+
+
+def open_fds(pids: list[int]) -> int:
+    """File descriptors open in `pids`, summed; a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
     return total
