@@ -202,6 +202,33 @@ def test_a_full_redis_refuses_posts_then_every_accepted_event_is_applied_once(
         process.stop()
 
 
+def test_the_bridge_waits_for_a_full_redis_and_then_appends_every_message(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    process = PushsvcProcess("serve", env=_env(own_redis, prefix, windows="1h")).start()
+    control = redis.Redis(port=own_redis.port)
+    try:
+        process.wait_for_log("bridge: bridging")
+        control.config_set("maxmemory", 1)  # full: every append is refused
+        for value in range(10):
+            # PUBLISH needs no memory: the messages reach the bridge, its appends are refused.
+            control.publish(f"{prefix}ingest:bridged", json.dumps({"value": float(value)}))
+        process.wait_for_log(r"bridge: Redis refuses appends \(broker_full")
+        control.config_set("maxmemory", 0)
+
+        def updates() -> list[dict[str, Any]]:
+            page = request(process.port, "GET", "/topics/bridged/history")[2]
+            result: list[dict[str, Any]] = json.loads(page)["updates"]
+            return result
+
+        wait_until(lambda: len(updates()) >= 10)
+        assert [u["event"]["value"] for u in updates()] == [float(v) for v in range(10)]
+        assert _metric(process.port, "pushsvc_bridge_events_total") == 10
+    finally:
+        control.close()
+        process.stop()
+
+
 # -- each refusal its own 503, on the POST path ----------------------------------------------
 
 
