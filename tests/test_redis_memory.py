@@ -24,6 +24,7 @@ from conftest import MakeApp
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.errors import BrokerLoading
 from pushsvc.events import Event
+from pushsvc.lease import Lease
 from pushsvc.testing.live import SRC, PushsvcProcess, request, wait_until
 from pushsvc.testing.redis_server import RedisServer
 
@@ -227,6 +228,27 @@ def test_the_bridge_waits_for_a_full_redis_and_then_appends_every_message(
     finally:
         control.close()
         process.stop()
+
+
+def test_a_full_redis_keeps_the_lease_with_its_holder_and_standbys_quiet(
+    own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = Lease(own_redis.url, f"{prefix}lease", ttl_us=60_000_000)
+    standby = Lease(own_redis.url, f"{prefix}lease", ttl_us=60_000_000)
+    control = redis.Redis(port=own_redis.port)
+    try:
+        assert holder.renew()
+        control.config_set("maxmemory", 1)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pushsvc"):
+            assert holder.renew()  # PEXPIRE needs no memory
+            assert not standby.renew()  # a held lease: nothing to write, nothing refused
+        assert not caplog.records
+    finally:
+        control.config_set("maxmemory", 0)
+        control.close()
+        for lease in (holder, standby):
+            lease.close()
 
 
 # -- each refusal its own 503, on the POST path ----------------------------------------------
