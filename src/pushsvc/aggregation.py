@@ -127,14 +127,14 @@ class ShardRunner:
                 stop.wait(_RETRY_S)
 
     def _refused(self, exc: BrokerRefused | None) -> None:
-        """Log once when Redis starts refusing this aggregator's writes (`exc`), once when
-        one is taken again (None)."""
+        """Log once when Redis starts refusing this aggregator (`exc`), once when a write is
+        taken again (None)."""
         code = None if exc is None else exc.code
         if code == self.refused:
             return
         if exc is not None:
             log.warning(
-                "shard %d/%d: Redis refuses writes (%s: %s); waiting, %d log entries unpublished",
+                "shard %d/%d: Redis refuses (%s: %s); waiting, %d log entries unpublished",
                 *self.shard,
                 exc.code,
                 exc.message,

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
+_REFUSING = ("NOREPLICAS", "MISCONF")
+
 refusals: Counter[str] = Counter()
 """Commands Redis refused in this process, by the error's code (`/metrics`)."""
 
@@ -57,15 +59,12 @@ def unavailable(action: str) -> Iterator[None]:
         text = str(exc)
         if text.startswith("FENCED"):
             raise Fenced(text) from None
-        if text.startswith("BUSY"):
+        if text.startswith("BUSY "):  # not BUSYKEY
             raise _refused(BrokerBusy("Redis is busy running a script")) from None
         if text.startswith(_REFUSING):
             # min-replicas-to-write not met, or persistence failing (stop-writes-on-bgsave-error).
             raise _refused(BrokerRefused(f"Redis refuses writes ({text.split()[0]})")) from None
         raise
-
-
-_REFUSING = ("NOREPLICAS", "MISCONF")
 
 
 def _refused(exc: BrokerRefused) -> BrokerRefused:
