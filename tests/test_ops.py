@@ -136,5 +136,7 @@ def test_openapi_error_and_event_stream_bodies_are_described(make_app: MakeApp) 
     assert readyz["application/json"]["schema"]["properties"]["status"]["enum"] == [
         "ready",
         "unavailable",
+        "redis_evicts",
+        "redis_full",
         "no_aggregator",
     ]

@@ -31,7 +31,7 @@ from pushsvc.aggregator import Aggregator, sweep_interval_s
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import shard_of
 from pushsvc.broker.redis.log import FIRST, Entry, EventLog, position
-from pushsvc.errors import BrokerUnavailable, Fenced
+from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced
 from pushsvc.lease import Lease
 from pushsvc.updates import UpdateDraft
 
@@ -76,6 +76,8 @@ class ShardRunner:
         self._held: dict[str, deque[tuple[str, int]]] = {}
         self._active = False
         self.updates_published = 0
+        self.refused: str | None = None
+        """The code of the refusal this aggregator waits on (e.g. broker_full), else None."""
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -96,6 +98,14 @@ class ShardRunner:
         next_sweep = time.monotonic() + sweep_s
         while not stop.is_set():
             try:
+                now = time.monotonic()
+                if now >= next_trim:
+                    # First: trimming frees memory, so it must not wait behind a publish
+                    # that a full Redis refuses (XTRIM is allowed at maxmemory).
+                    next_trim = now + self._trim_every_s
+                    oldest = self._prune_held()
+                    if self._active and oldest != FIRST:
+                        self._log.trim(oldest)
                 self.step()
                 now = time.monotonic()
                 if self._active and self._tick_s and now >= next_tick:
@@ -104,16 +114,35 @@ class ShardRunner:
                 if self._active and self._topic_ttl_us and now >= next_sweep:
                     next_sweep = now + sweep_s
                     self.forget_idle()
-                if now >= next_trim:
-                    next_trim = now + self._trim_every_s
-                    oldest = self._prune_held()
-                    if self._active and oldest != FIRST:
-                        self._log.trim(oldest)
+            except BrokerRefused as exc:
+                # Full (or read-only, busy, loading): nothing was written, the drafts stay
+                # pending and the lease is kept (renewing it needs no memory); the same
+                # batch is published once Redis takes it, so each event still yields one update.
+                self._refused(exc)
+                stop.wait(_RETRY_S)
             except BrokerUnavailable:
                 stop.wait(_RETRY_S)
             except Exception:
                 log.exception("shard %d/%d: aggregator step failed", *self.shard)
                 stop.wait(_RETRY_S)
+
+    def _refused(self, exc: BrokerRefused | None) -> None:
+        """Log once when Redis starts refusing this aggregator (`exc`), once when a write is
+        taken again (None)."""
+        code = None if exc is None else exc.code
+        if code == self.refused:
+            return
+        if exc is not None:
+            log.warning(
+                "shard %d/%d: Redis refuses (%s: %s); waiting, %d log entries unpublished",
+                *self.shard,
+                exc.code,
+                exc.message,
+                len(self._pending),
+            )
+        else:
+            log.warning("shard %d/%d: Redis takes writes again; continuing", *self.shard)
+        self.refused = code
 
     def rebuild(self) -> None:
         """Cold start: apply the log up to the applied position without publishing, then
@@ -204,6 +233,7 @@ class ShardRunner:
                 log.warning("shard %d/%d: the lease moved on; standing by", *self.shard)
                 self._lease.holding = self._active = False
                 return
+            self._refused(None)
             for _ in range(taken):
                 self._pending.popleft()
             self.published = last
@@ -214,6 +244,7 @@ class ShardRunner:
         if ticks:
             try:
                 self._log.append_ticks(self._lease.token, ticks)
+                self._refused(None)
             except Fenced:
                 self._lease.holding = self._active = False
 

@@ -11,6 +11,11 @@ Appends are fenced by the bridge's lease token (the append script checks it), so
 that was paused past its lease and wakes with messages queued appends none of them: its
 successor, which pub/sub gave the same messages, already did.
 
+A Redis that refuses an append (full at `maxmemory`, read-only, busy, loading: nothing was
+written) is waited for: the bridge retries the same batch with a backoff, logging once, and
+keeps its lease; messages published meanwhile queue in Redis's output buffer for this client
+(`client-output-buffer-limit pubsub`, past which Redis drops the connection and them).
+
 Pub/sub is at most once: a message published while no bridge is subscribed reaches nobody
 (`PUBLISH` answers 0, and `pushsvc publish --redis-url` says so). What the bridge appended is
 kept like any POST.
@@ -27,14 +32,22 @@ from gevent.event import Event as Signal
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.errors import BrokerUnavailable, Fenced, HttpError, ReplicasUnconfirmed
-from pushsvc.events import Limits
+from pushsvc.errors import (
+    BrokerRefused,
+    BrokerUnavailable,
+    Fenced,
+    HttpError,
+    ReplicasUnconfirmed,
+)
+from pushsvc.events import Event, Limits
 from pushsvc.ingest import sniff_media_type, validated
 from pushsvc.lease import Lease
 
 log = logging.getLogger(__name__)
 
 _LOGGED_AT_MOST = 10_000  # (reason, topic) pairs remembered for "log once"
+_MIN_BACKOFF_S = 0.1  # first wait after Redis refused an append
+_MAX_BACKOFF_S = 2.0
 
 
 class Bridge:
@@ -54,6 +67,7 @@ class Bridge:
         )
         self._subscribed = False
         self._logged: set[tuple[str, str]] = set()
+        self._closing = Signal()
 
     def run(self, stop: Signal) -> None:
         try:
@@ -93,9 +107,7 @@ class Bridge:
                     now_us=time.time_ns() // 1000,
                 )
                 try:
-                    self._broker.append_events(
-                        topic, events, lateness_us=self._lateness_us, fence=fence
-                    )
+                    self._append_waiting(topic, events, fence)
                 except ReplicasUnconfirmed as exc:
                     # Logged all the same (only its replication is unconfirmed), and a Redis
                     # producer has no answer to retry on: bridged, not refused.
@@ -114,6 +126,30 @@ class Bridge:
         with contextlib.suppress(BrokerUnavailable):
             self._broker.count_bridged(accepted, rejected)
 
+    def _append_waiting(self, topic: str, events: list[Event], fence: tuple[str, str]) -> None:
+        """Append; while Redis refuses (full, read-only, busy, loading: nothing was written),
+        wait and retry the same batch, logging once, instead of dropping it. The lease is kept
+        meanwhile (`run` renews it; that needs no memory). Gives up only when closed."""
+        backoff = _MIN_BACKOFF_S
+        waiting: str | None = None
+        while True:
+            try:
+                self._broker.append_events(
+                    topic, events, lateness_us=self._lateness_us, fence=fence
+                )
+            except BrokerRefused as exc:
+                if self._closing.is_set():
+                    raise
+                if waiting != exc.code:
+                    waiting = exc.code
+                    log.warning("bridge: Redis refuses appends (%s: %s); waiting", exc.code, exc)
+                self._closing.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
+            if waiting is not None:
+                log.warning("bridge: Redis takes appends again; continuing")
+            return
+
     def _log_once(
         self, reason: str, topic: str, exc: HttpError, *, outcome: str = "rejected"
     ) -> None:
@@ -126,6 +162,7 @@ class Bridge:
         log.warning("bridge: %s a message on topic %r (%s): %s", outcome, topic[:200], reason, exc)
 
     def close(self) -> None:
+        self._closing.set()
         self._reader.close()
         self.lease.release()
         self.lease.close()

@@ -9,17 +9,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import click
 
 from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.demo.command import demo
-from pushsvc.errors import ConfigError
+from pushsvc.errors import ConfigError, UnsafeRedis
 from pushsvc.lists import comma_list
 
 F = Callable[..., Any]
+T = TypeVar("T")
 
 
 def settings_options(command: F) -> F:
@@ -46,6 +47,15 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
     except ConfigError as exc:
         click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(2)
+
+
+def _refusing_unsafe_redis(run: Callable[[], T]) -> T:
+    """Run a command that uses Redis; an evicting one stops it with one line and exit 1."""
+    try:
+        return run()
+    except UnsafeRedis as exc:
+        click.echo(f"pushsvc: {exc}", err=True)
+        sys.exit(1)
 
 
 def _logging(settings: Settings) -> None:
@@ -80,7 +90,7 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
         from pushsvc.supervisor import Supervisor
 
         given = {f"PUSHSVC_{k.upper()}": v for k, v in flags.items() if v is not None}
-        sys.exit(Supervisor(settings, given).run())
+        sys.exit(_refusing_unsafe_redis(Supervisor(settings, given).run))
     _serve_http(settings, "serve", reuse_port)
 
 
@@ -101,7 +111,7 @@ def web(reuse_port: bool, **flags: str | None) -> None:
 def _serve_http(settings: Settings, role: Literal["serve", "web"], reuse_port: bool) -> None:
     from pushsvc.server import serve_http
 
-    serve_http(settings, role=role, reuse_port=reuse_port)
+    _refusing_unsafe_redis(lambda: serve_http(settings, role=role, reuse_port=reuse_port))
 
 
 @main.command()
@@ -114,7 +124,7 @@ def aggregate(**flags: str | None) -> None:
     _logging(settings)
     from pushsvc.server import aggregate as run
 
-    run(settings)
+    _refusing_unsafe_redis(lambda: run(settings))
 
 
 _URL = click.option(

@@ -217,6 +217,8 @@ class Settings:
     port: int = setting("8000", _port)
     redis_url: str | None = setting("", _redis_url, secret=True)
     redis_min_replicas: int = setting("0", _non_negative_int)
+    # How often a process looks at Redis's eviction policy and memory (redis_guard.py).
+    redis_check_us: int = setting("5s", _positive_duration, name="redis_check")
     prefix: str = setting("pushsvc:", _prefix)
     windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows")
     stats: tuple[str, ...] = setting("all", _stats)

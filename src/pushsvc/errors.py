@@ -1,5 +1,6 @@
 """One exception root. HttpError's leaves are what a request can meet: the API turns each into
-a JSON error with its status in one place. The others (ConfigError, Fenced) never reach HTTP."""
+a JSON error with its status in one place. The others (ConfigError, UnsafeRedis, Fenced) never
+reach HTTP."""
 
 from __future__ import annotations
 
@@ -116,11 +117,54 @@ class TooManyTopics(HttpError):
         )
 
 
+class UnsafeRedis(PushsvcError):
+    """Redis is set up to drop pushsvc's data (its `maxmemory-policy` evicts): a process
+    refuses to start on it. Never reaches HTTP (`/readyz` reports it while running)."""
+
+
 class BrokerUnavailable(HttpError):
-    """The broker cannot be reached; the request had no effect."""
+    """The broker cannot be reached, or refused the request; the request had no effect."""
 
     status = 503
     code = "broker_unavailable"
+
+
+class BrokerRefused(BrokerUnavailable):
+    """Redis answered but refuses writes for now; nothing was written (Redis checks before a
+    command, or a script's first write, runs). `retry_after_s`: when a retry may succeed."""
+
+    code = "broker_refused"
+    retry_after_s = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.retry_after_s)})
+
+
+class BrokerFull(BrokerRefused):
+    """Redis is at `maxmemory` (with `noeviction`, as pushsvc requires): it refuses anything
+    that would use more memory until memory is freed or `maxmemory` raised."""
+
+    code = "broker_full"
+    retry_after_s = 5
+
+
+class BrokerReadOnly(BrokerRefused):
+    """The Redis reached is a replica (a primary demoted by a failover, until clients move)."""
+
+    code = "broker_read_only"
+
+
+class BrokerBusy(BrokerRefused):
+    """Redis is running a script past its time limit (`BUSY`), until it ends or is killed."""
+
+    code = "broker_busy"
+
+
+class BrokerLoading(BrokerRefused):
+    """Redis is loading its dataset after a restart (`LOADING`)."""
+
+    code = "broker_loading"
+    retry_after_s = 5
 
 
 class ReplicasUnconfirmed(HttpError):

@@ -28,6 +28,7 @@ class Lease:
         self.key = key
         self.token = secrets.token_hex(8)
         self.holding = False
+        self._failing: type[redis.RedisError] | None = None
         self._ttl_ms = max(1, ttl_us // 1000)
         self._client = single_client(url, socket_timeout=2.0)
         self._acquire = self._client.register_script(source("lease_acquire"))
@@ -41,9 +42,14 @@ class Lease:
         """Renew our lease, or take a free one; never one another aggregator holds."""
         try:
             holding = bool(self._acquire(keys=[self.key], args=[self.token, self._ttl_ms]))
+            self._failing = None
         except redis.RedisError as exc:
             holding = False
-            log.warning("lease check failed: %s", exc)
+            # Once per kind of failure: a full Redis refuses to give a free lease out every
+            # ttl/3 until memory is freed.
+            if type(exc) is not self._failing:
+                log.warning("lease check failed: %s", exc)
+            self._failing = type(exc)
         if holding != self.holding:
             log.warning("%s the lease %s", "took" if holding else "lost", self.key)
         self.holding = holding

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pushsvc.aggregator import Aggregator
     from pushsvc.broker.base import Broker
     from pushsvc.hub import Hub
+    from pushsvc.redis_guard import RedisGuard
 
 
 class _StateCollector(Collector):
@@ -38,6 +39,7 @@ class _StateCollector(Collector):
         self._broker = broker
         self.aggregator: Aggregator | None = None
         self.shard: ShardRunner | None = None
+        self.redis_guard: RedisGuard | None = None
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
@@ -112,6 +114,7 @@ class _StateCollector(Collector):
                 value=self.shard.updates_published,
             )
         yield from self._lag()
+        yield from self._redis_memory()
         yield from self._bridge()
         yield from self._topic_counts()
 
@@ -129,6 +132,45 @@ class _StateCollector(Collector):
             "pushsvc_topics_forgotten",
             "Idle topics forgotten (--topic-ttl)",
             value=stats.forgotten,
+        )
+
+    def _redis_memory(self) -> Iterator[Metric]:
+        if self.redis_guard is None:
+            return
+        # Imported here: the embedded mode never imports redis-py.
+        from pushsvc.broker.redis.wire import refusals
+
+        refused = CounterMetricFamily(
+            "pushsvc_redis_refusals",
+            "Redis commands of this process refused, by code (broker_full: at maxmemory; "
+            "broker_read_only, broker_busy, broker_loading, broker_refused); nothing was written",
+            labels=["code"],
+        )
+        for code, count in sorted(refusals.items()):
+            refused.add_metric([code], count)
+        yield refused
+        memory = self.redis_guard.memory
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "pushsvc_redis_full",
+            "1 while Redis is at maxmemory (appends refused) as --redis-check last saw it",
+            value=int(memory.full),
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_redis_evicts",
+            "1 while Redis's maxmemory-policy is not noeviction (it may drop pushsvc's data)",
+            value=int(memory.evicts),
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_redis_used_memory_bytes",
+            "Redis's used_memory as --redis-check last saw it",
+            value=memory.used_bytes,
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_redis_maxmemory_bytes",
+            "Redis's maxmemory (0: no limit) as --redis-check last saw it",
+            value=memory.max_bytes,
         )
 
     def _bridge(self) -> Iterator[Metric]:
@@ -227,6 +269,9 @@ class Metrics:
 
     def watch_shard(self, runner: ShardRunner) -> None:
         self._state.shard = runner
+
+    def watch_redis(self, guard: RedisGuard) -> None:
+        self._state.redis_guard = guard
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

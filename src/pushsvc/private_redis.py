@@ -74,6 +74,8 @@ class PrivateRedis:
             "--unixsocketperm", "700",
             "--dir", str(directory),
             "--logfile", str(directory / "redis.log"),
+            # pushsvc's data is not a cache: full is refused, never evicted (docs/reliability.md).
+            "--maxmemory-policy", "noeviction",
             *persistence,
         ]  # fmt: skip
         self._proc = subprocess.Popen(

@@ -24,6 +24,7 @@ from pushsvc.events import Event, Limits
 from pushsvc.hub import Hub
 from pushsvc.lease import Lease
 from pushsvc.metrics import Metrics
+from pushsvc.redis_guard import RedisGuard, check_at_start
 from pushsvc.security.access import Gate
 from pushsvc.security.limits import RateLimiter, StreamSlots
 
@@ -50,6 +51,7 @@ class Runtime:
     aggregator: Aggregator | None = None
     shard_runner: ShardRunner | None = None
     bridge: Bridge | None = None
+    redis_guard: RedisGuard | None = None
     stop: Signal = field(default_factory=Signal)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet[..., object]] = field(default_factory=list)
@@ -64,6 +66,12 @@ class Runtime:
             min_replicas=settings.redis_min_replicas,
             max_topics=settings.max_topics,
         )
+        if isinstance(broker, RedisBroker):
+            try:
+                check_at_start(broker)  # UnsafeRedis: an evicting Redis would lose data
+            except BaseException:
+                broker.close()
+                raise
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
         limits = Limits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
         runtime = cls(
@@ -80,6 +88,12 @@ class Runtime:
                 None if settings.publish_rate is None else RateLimiter(settings.publish_rate)
             ),
         )
+        if isinstance(broker, RedisBroker):
+            guard = runtime.redis_guard = RedisGuard(
+                broker, interval_s=settings.redis_check_us / 1_000_000
+            )
+            runtime.metrics.watch_redis(guard)
+            runtime._spawn(guard.run, runtime.stop)
         if web:
             # Updates may have been missed (Redis connection lost): end the streams, which
             # resume from the history (EventSource reconnects by itself).

@@ -51,6 +51,18 @@ class _Child:
         return None if self.proc is None else self.proc.poll()
 
 
+def _check_redis(url: str) -> None:
+    """UnsafeRedis when the Redis at `url` evicts (redis_guard.check_at_start)."""
+    from pushsvc.broker.redis import RedisBroker
+    from pushsvc.redis_guard import check_at_start
+
+    broker = RedisBroker(url)
+    try:
+        check_at_start(broker)
+    finally:
+        broker.close()
+
+
 class Supervisor:
     def __init__(self, settings: Settings, given: Mapping[str, str]) -> None:
         """`given`: the settings as the user gave them (variables and flags, by variable name),
@@ -63,6 +75,9 @@ class Supervisor:
         self._reserved: socket.socket | None = None
 
     def run(self) -> int:
+        if self.settings.redis_url is not None:
+            # Before any child: each would refuse the Redis, and be restarted for ever.
+            _check_redis(self.settings.redis_url)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         try:

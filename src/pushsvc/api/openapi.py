@@ -54,6 +54,17 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     503: {"Retry-After": _RETRY_AFTER},
 }
 
+# A POST's 503s by `error.code` (pushsvc.errors: BrokerUnavailable and its leaves).
+_POST_UNAVAILABLE = (
+    "nothing was logged (but replicas_unconfirmed): retry, after Retry-After where given. "
+    "`error.code`: broker_unavailable (Redis unreachable); broker_full (Redis at maxmemory: "
+    "it refuses appends until memory is freed); broker_read_only (a demoted primary, during a "
+    "failover); broker_busy (Redis runs a script past its time limit); broker_loading (Redis "
+    "loads its dataset after a restart); broker_refused (Redis's min-replicas-to-write unmet, "
+    "or its persistence failing); replicas_unconfirmed (logged on the primary, fewer replicas "
+    "than --redis-min-replicas confirmed: a retry may post it twice)"
+)
+
 Security = list[dict[str, list[str]]]
 
 
@@ -325,6 +336,11 @@ def describe(settings: Settings) -> dict[str, Any]:
                 },
             },
             **_errors(400, *_auth_errors(publishing), 413, 415, 422, 429, 503),
+            "503": {
+                "description": _POST_UNAVAILABLE,
+                "headers": _ERROR_HEADERS[503],
+                "content": {"application/json": {"schema": _ERROR}},
+            },
         },
     }
     return {
@@ -354,8 +370,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             ),
             "/readyz": {
                 "get": {
-                    "summary": "Readiness (checks the broker and that every shard has an "
-                    "aggregator)",
+                    "summary": "Readiness (checks the broker, Redis's eviction policy and memory, "
+                    "and that every shard has an aggregator)",
                     "parameters": [],
                     "responses": {
                         "200": {
@@ -363,7 +379,8 @@ def describe(settings: Settings) -> dict[str, Any]:
                             "content": {"application/json": {"schema": READINESS}},
                         },
                         "503": {
-                            "description": "the broker is unavailable or a shard has no aggregator",
+                            "description": "the broker is unavailable, Redis evicts or is "
+                            "full, or a shard has no aggregator",
                             "content": {"application/json": {"schema": READINESS}},
                         },
                     },

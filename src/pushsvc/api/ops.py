@@ -17,7 +17,8 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
-    """Ready when the broker answers and every shard has an aggregator; the lag either way."""
+    """Ready when the broker answers, Redis neither evicts nor is full (as `--redis-check`
+    last saw it) and every shard has an aggregator; the lag either way."""
     try:
         lags = runtime().broker.lag()
     except BrokerUnavailable as exc:
@@ -30,6 +31,14 @@ def readyz() -> tuple[dict[str, object], int]:
         }
         for lag in lags
     }
+    guard = runtime().redis_guard
+    problem = guard.problem() if guard is not None else None
+    if problem is not None:
+        status, reason = problem
+        behind = sum(lag.entries for lag in lags)
+        if status == "redis_full":
+            reason += f"; aggregator {behind} entries behind"
+        return {"status": status, "reason": reason, "shards": shards}, 503
     if not all(lag.aggregator for lag in lags):
         return {"status": "no_aggregator", "shards": shards}, 503
     return {"status": "ready", "shards": shards}, 200

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import orjson
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pushsvc.errors import BrokerUnavailable, Fenced
+from pushsvc.errors import (
+    BrokerBusy,
+    BrokerFull,
+    BrokerLoading,
+    BrokerReadOnly,
+    BrokerRefused,
+    BrokerUnavailable,
+    Fenced,
+)
 from pushsvc.events import Event
 from pushsvc.updates import Update, UpdateId
 
@@ -20,21 +29,47 @@ log = logging.getLogger(__name__)
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
+_REFUSING = ("NOREPLICAS", "MISCONF")
+
+refusals: Counter[str] = Counter()
+"""Commands Redis refused in this process, by the error's code (`/metrics`)."""
+
 
 @contextlib.contextmanager
 def unavailable(action: str) -> Iterator[None]:
-    """The library edge: Redis transport errors become BrokerUnavailable (a 503), a fenced
-    script becomes Fenced."""
+    """The library edge: Redis transport errors become BrokerUnavailable (a 503), refusals
+    BrokerRefused's leaves (503s with their own code and Retry-After: nothing was written), a
+    fenced script Fenced. Refusals are not logged: they are answers, counted in /metrics, and
+    a full Redis would otherwise log one line per POST."""
     try:
         yield
+    except BusyLoadingError:  # a ConnectionError subclass in redis-py: before _UNREACHABLE
+        raise _refused(BrokerLoading("Redis is loading its dataset")) from None
     except _UNREACHABLE as exc:
         log.warning("redis unavailable during %s: %s", action, exc)
         # The message reaches HTTP clients: no host or port in it.
         raise BrokerUnavailable(f"Redis is unavailable ({type(exc).__name__})") from None
+    except OutOfMemoryError:
+        raise _refused(
+            BrokerFull("Redis is full (maxmemory reached); nothing was written: retry later")
+        ) from None
+    except ReadOnlyError:
+        raise _refused(BrokerReadOnly("Redis is a read-only replica (a failover?)")) from None
     except ResponseError as exc:
-        if str(exc).startswith("FENCED"):
-            raise Fenced(str(exc)) from None
+        text = str(exc)
+        if text.startswith("FENCED"):
+            raise Fenced(text) from None
+        if text.startswith("BUSY "):  # not BUSYKEY
+            raise _refused(BrokerBusy("Redis is busy running a script")) from None
+        if text.startswith(_REFUSING):
+            # min-replicas-to-write not met, or persistence failing (stop-writes-on-bgsave-error).
+            raise _refused(BrokerRefused(f"Redis refuses writes ({text.split()[0]})")) from None
         raise
+
+
+def _refused(exc: BrokerRefused) -> BrokerRefused:
+    refusals[exc.code] += 1
+    return exc
 
 
 def unpack(topic: str, packed: bytes) -> Update:
