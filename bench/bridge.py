@@ -23,7 +23,7 @@ import redis
 
 from common import CpuMeter, Report, parser
 from posting import batches, publish
-from pushsvc.lists import comma_list
+from pushsvc.core.lists import comma_list
 from servers import PushsvcRedis
 
 

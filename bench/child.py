@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import orjson
 
-from servers import REPO, Deployment
+from servers import REPO, ServerUnderTest
 
 
 class JsonLinesChild:
@@ -94,7 +94,7 @@ def loadgen(
 Steps = Callable[[Callable[..., JsonLinesChild]], dict[str, Any]]
 
 
-def run_scenario(row: dict[str, Any], deployment: Deployment, steps: Steps) -> dict[str, Any]:
+def run_scenario(row: dict[str, Any], deployment: ServerUnderTest, steps: Steps) -> dict[str, Any]:
     """Start `deployment`, run `steps(loadgen)` (it starts its load generators with the
     `loadgen` it is given) and return `row` completed with what the steps return; on a failure,
     `row` as an error with the load generators' stderr. Stops every child and the deployment."""

@@ -36,7 +36,7 @@ from child import JsonLinesChild, run_scenario
 from common import CpuMeter, Report, fmt, machine
 from common import parser as common_parser
 from posting import batches, publish
-from pushsvc.lists import comma_list
+from pushsvc.core.lists import comma_list
 from servers import REPO, TOPIC, PushsvcRedis
 
 DEFAULT_PROJECTIONS = ("full", "stats=count&windows=10s")

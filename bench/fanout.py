@@ -40,15 +40,15 @@ from child import JsonLinesChild, run_scenario
 from common import Report
 from common import parser as common_parser
 from loadgen.process import raise_fd_limit
-from pushsvc.lists import comma_list
-from pushsvc.testing.procfs import cpu_seconds, rss_kb
+from pushsvc.core.lists import comma_list
 from servers import (
-    Deployment,
+    ServerUnderTest,
     ensure_flask_sse_venv,
     flask_sse_versions,
     make_deployment,
     use_pushsvc_src,
 )
+from support.procfs import cpu_seconds, rss_kb
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
@@ -70,7 +70,7 @@ def _cpu_spent(before: dict[int, float], pids: list[int]) -> float:
 class RedisWatch:
     """The largest number of Redis connections seen while it runs (sampled every 100 ms)."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: ServerUnderTest) -> None:
         self._deployment = deployment
         self._stop = threading.Event()
         self.peak = deployment.redis_clients()
@@ -90,7 +90,7 @@ class RedisWatch:
         return self.peak
 
 
-def _wait_subscribed(deployment: Deployment, wanted: int, timeout: float) -> int | None:
+def _wait_subscribed(deployment: ServerUnderTest, wanted: int, timeout: float) -> int | None:
     """Poll what the server reports until `wanted` subscribers are in, or `timeout`."""
     deadline = time.monotonic() + timeout
     seen = deployment.subscribed()

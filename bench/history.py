@@ -21,8 +21,8 @@ import redis
 
 from common import Report, median, parser
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.updates import UpdateDraft
+from pushsvc.core.updates import UpdateDraft
+from support.redis_server import RedisServer
 
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 

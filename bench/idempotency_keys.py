@@ -21,10 +21,10 @@ import redis
 
 from common import Report, parser
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.events import Event
-from pushsvc.events.idempotency import Idempotency, request_digest
-from pushsvc.lists import comma_list
-from pushsvc.testing.redis_server import RedisServer
+from pushsvc.core.lists import comma_list
+from pushsvc.ingest import Event
+from pushsvc.ingest.idempotency import Idempotency, request_digest
+from support.redis_server import RedisServer
 
 TOPICS = [f"sensors.kitchen.{n:03d}" for n in range(100)]  # 19 characters
 PREFIX = "pushsvc:"

@@ -21,8 +21,8 @@ import threading
 
 from common import CpuMeter, Report, metric, parser
 from posting import batches, publish
-from pushsvc.testing.live import PushsvcProcess, SSEClient
 from servers import PushsvcRedis
+from support.live import PushsvcProcess, SSEClient
 
 
 def received(web: PushsvcProcess) -> float | None:

@@ -61,9 +61,9 @@ from loadgen.process import run as run_loop
 from loadgen.publisher import Publisher
 from loadgen.sequences import TopicSequences
 from loadgen.subscriber import Progress, Subscriber, stream_request
-from pushsvc.testing.procfs import cpu_seconds, open_fds, rss_kb
-from pushsvc.topics import TopicMatcher
+from pushsvc.core.topics import TopicMatcher
 from servers import PushsvcServe
+from support.procfs import cpu_seconds, open_fds, rss_kb
 
 HOST = "127.0.0.1"
 GROUPS = 10

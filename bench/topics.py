@@ -26,12 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 
 from common import metric, parser
-from pushsvc.aggregator import Aggregator
+from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.memory import MemoryBroker
-from pushsvc.events import Event, Limits
-from pushsvc.ingest import ingest
-from pushsvc.testing.live import PushsvcProcess, post, wait_until
-from pushsvc.testing.procfs import rss_kb
+from pushsvc.ingest import Event, Limits
+from pushsvc.ingest.accept import ingest
+from support.live import PushsvcProcess, post, wait_until
+from support.procfs import rss_kb
 
 _WINDOWS = "1s,2s,3s"  # three windows, like the default 10s,1m,5m, but empty 3 s after
 _TICK = "200ms"

@@ -12,10 +12,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from auth_tokens import CREDENTIALS
 from pushsvc.app import create_app
-from pushsvc.testing.live import PushsvcProcess
-from pushsvc.testing.redis_server import RedisServer
+from support.auth_tokens import CREDENTIALS
+from support.live import PushsvcProcess
+from support.redis_server import RedisServer
 
 
 class _Lines(logging.Handler):

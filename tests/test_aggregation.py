@@ -10,15 +10,15 @@ import orjson
 import pytest
 import redis
 
-from pushsvc.aggregation import ShardRunner
-from pushsvc.aggregator import Aggregator
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import FORGET_SCAN, EventLog
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import LateEvent
-from pushsvc.events import Event
-from pushsvc.lease import Lease
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.topics import TopicMatcher
+from pushsvc.ingest import Event
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -27,7 +27,7 @@ LATENESS = 5 * S
 SHARD = (0, 1)
 
 
-class Deployment:
+class ShardRunners:
     """One Redis prefix: a producer's broker, and shard runners made on demand."""
 
     def __init__(self, url: str, prefix: str) -> None:
@@ -75,8 +75,8 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(redis_server: RedisServer, prefix: str) -> Iterator[Deployment]:
-    made = Deployment(redis_server.url, prefix)
+def deployment(redis_server: RedisServer, prefix: str) -> Iterator[ShardRunners]:
+    made = ShardRunners(redis_server.url, prefix)
     yield made
     made.close()
 
@@ -95,7 +95,7 @@ def _events_of(history: list[dict[str, object]]) -> list[tuple[object, object]]:
     return [(u["topic"], u["event"]["value"]) for u in history]  # type: ignore[index]
 
 
-def test_the_lease_holder_publishes_each_logged_event_once(deployment: Deployment) -> None:
+def test_the_lease_holder_publishes_each_logged_event_once(deployment: ShardRunners) -> None:
     active = deployment.runner()
     active.rebuild()
     assert active._lease.renew()
@@ -109,7 +109,7 @@ def test_the_lease_holder_publishes_each_logged_event_once(deployment: Deploymen
 
 
 def test_a_standby_publishes_nothing_and_takes_over_exactly_where_the_holder_stopped(
-    deployment: Deployment,
+    deployment: ShardRunners,
 ) -> None:
     active, standby = deployment.runner(), deployment.runner()
     for runner in (active, standby):
@@ -136,7 +136,7 @@ def test_a_standby_publishes_nothing_and_takes_over_exactly_where_the_holder_sto
 
 
 def test_what_the_holder_published_before_dying_is_not_published_again(
-    deployment: Deployment,
+    deployment: ShardRunners,
 ) -> None:
     active, standby = deployment.runner(), deployment.runner()
     for runner in (active, standby):
@@ -151,7 +151,7 @@ def test_what_the_holder_published_before_dying_is_not_published_again(
     assert deployment.history() == _expected(batches)
 
 
-def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: Deployment) -> None:
+def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: ShardRunners) -> None:
     stale, successor = deployment.runner(), deployment.runner()
     for runner in (stale, successor):
         runner.rebuild()
@@ -169,7 +169,7 @@ def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: Deployment) -> N
     assert deployment.history() == _expected(batches)
 
 
-def test_a_cold_start_rebuilds_the_windows_from_the_log(deployment: Deployment) -> None:
+def test_a_cold_start_rebuilds_the_windows_from_the_log(deployment: ShardRunners) -> None:
     first = deployment.runner()
     first.rebuild()
     assert first._lease.renew()
@@ -189,7 +189,7 @@ def test_a_cold_start_rebuilds_the_windows_from_the_log(deployment: Deployment) 
     assert deployment.history() == _expected(batches)
 
 
-def test_a_cold_start_restores_clocks_moved_by_idle_ticks(deployment: Deployment) -> None:
+def test_a_cold_start_restores_clocks_moved_by_idle_ticks(deployment: ShardRunners) -> None:
     first = deployment.runner()
     first.rebuild()
     assert first._lease.renew()
@@ -217,7 +217,7 @@ def test_a_cold_start_restores_clocks_moved_by_idle_ticks(deployment: Deployment
     assert last["windows"]["1m"]["count"] == 2  # type: ignore[index]
 
 
-def test_trimming_keeps_what_a_rebuild_needs(deployment: Deployment) -> None:
+def test_trimming_keeps_what_a_rebuild_needs(deployment: ShardRunners) -> None:
     active = deployment.runner()
     active.rebuild()
     assert active._lease.renew()
@@ -239,7 +239,7 @@ def test_trimming_keeps_what_a_rebuild_needs(deployment: Deployment) -> None:
     assert deployment.history() == _expected(batches)
 
 
-def test_lag_counts_what_waits_for_an_aggregator(deployment: Deployment) -> None:
+def test_lag_counts_what_waits_for_an_aggregator(deployment: ShardRunners) -> None:
     deployment.append("a", 1, 2, ts=10 * S)
     deployment.append("b", 3, ts=10 * S)
     (lag,) = deployment.broker.lag()
@@ -259,13 +259,13 @@ def test_lag_counts_what_waits_for_an_aggregator(deployment: Deployment) -> None
 TTL = 3600 * S
 
 
-def _redis(deployment: Deployment) -> redis.Redis:
+def _redis(deployment: ShardRunners) -> redis.Redis:
     client = redis.Redis.from_url(deployment.url)
     deployment._closers.append(client)
     return client
 
 
-def _kept(deployment: Deployment, topic: str) -> tuple[bool, bool]:
+def _kept(deployment: ShardRunners, topic: str) -> tuple[bool, bool]:
     """Whether Redis holds the topic's clock, and its latest update."""
     client = _redis(deployment)
     return (
@@ -274,7 +274,7 @@ def _kept(deployment: Deployment, topic: str) -> tuple[bool, bool]:
     )
 
 
-def _active_with_a_quiet_topic(deployment: Deployment, topic: str) -> tuple[ShardRunner, int]:
+def _active_with_a_quiet_topic(deployment: ShardRunners, topic: str) -> tuple[ShardRunner, int]:
     """The lease holder, with `topic` seen once and then idle past the TTL; its clock."""
     active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
     active.rebuild()
@@ -284,7 +284,7 @@ def _active_with_a_quiet_topic(deployment: Deployment, topic: str) -> tuple[Shar
     return active, _go_quiet(deployment, active, topic)
 
 
-def _go_quiet(deployment: Deployment, active: ShardRunner, topic: str) -> int:
+def _go_quiet(deployment: ShardRunners, active: ShardRunner, topic: str) -> int:
     """Let `topic` fall idle: ticks empty its windows, then the TTL passes. Its clock."""
     deployment.wall += 60 * S  # past the widest window: the tick empties every window
     active._log_ticks()
@@ -298,7 +298,7 @@ def _go_quiet(deployment: Deployment, active: ShardRunner, topic: str) -> int:
 
 
 def test_an_idle_topic_is_forgotten_by_the_holder_and_the_standby_through_the_log(
-    deployment: Deployment,
+    deployment: ShardRunners,
 ) -> None:
     active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
     standby = deployment.runner(tick_us=S, topic_ttl_us=TTL)
@@ -338,7 +338,7 @@ def test_an_idle_topic_is_forgotten_by_the_holder_and_the_standby_through_the_lo
     assert _kept(deployment, "quiet") == (True, True)
 
 
-def test_an_event_logged_before_the_forget_cancels_it(deployment: Deployment) -> None:
+def test_an_event_logged_before_the_forget_cancels_it(deployment: ShardRunners) -> None:
     active, clock = _active_with_a_quiet_topic(deployment, "a")
     proposal = active.aggregator.idle_topics(TTL, ticking=True)
     assert proposal == {"a": clock}
@@ -362,7 +362,7 @@ def test_an_event_logged_before_the_forget_cancels_it(deployment: Deployment) ->
     assert active.forget_idle() == []  # the event reset its idle time
 
 
-def test_a_forget_proposed_far_behind_the_log_waits(deployment: Deployment) -> None:
+def test_a_forget_proposed_far_behind_the_log_waits(deployment: ShardRunners) -> None:
     active, clock = _active_with_a_quiet_topic(deployment, "a")
     for n in range(FORGET_SCAN + 1):  # another topic's traffic the holder has not read yet
         deployment.append("b", n, ts=deployment.wall)
@@ -374,7 +374,7 @@ def test_a_forget_proposed_far_behind_the_log_waits(deployment: Deployment) -> N
     assert active.forget_idle() == ["a"]
 
 
-def test_a_stale_holder_cannot_forget(deployment: Deployment) -> None:
+def test_a_stale_holder_cannot_forget(deployment: ShardRunners) -> None:
     stale, successor = deployment.runner(tick_us=S, topic_ttl_us=TTL), deployment.runner()
     for runner in (stale, successor):
         runner.rebuild()
@@ -390,7 +390,7 @@ def test_a_stale_holder_cannot_forget(deployment: Deployment) -> None:
 
 
 def test_a_cold_start_after_a_trim_and_a_forget_holds_what_an_uninterrupted_run_holds(
-    deployment: Deployment,
+    deployment: ShardRunners,
 ) -> None:
     first = deployment.runner(tick_us=S, topic_ttl_us=TTL)
     first.rebuild()

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pushsvc.aggregator import Aggregator
+from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis.keys import shard_of
-from pushsvc.events import Event
+from pushsvc.ingest import Event
 from pushsvc.stats import STAT_KEYS
 
 S = 1_000_000
@@ -74,7 +74,7 @@ def test_idle_tick_slides_windows_with_wall_time() -> None:
 
 
 def test_applying_the_same_entries_gives_the_same_drafts() -> None:
-    # What lets a standby or a restarted aggregator continue exactly (pushsvc.aggregation):
+    # What lets a standby or a restarted aggregator continue exactly (aggregate.shard_runner):
     # the wall clock only proposes ticks; applied ticks carry their clocks.
     first, second = Wall(), Wall()
     second.now += 7 * S

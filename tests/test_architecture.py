@@ -84,5 +84,5 @@ def test_the_checker_sees_a_cycle() -> None:
 
 def test_src_pushsvc_has_no_import_cycle() -> None:
     graph = _graph()
-    assert "pushsvc.hub" in graph and "pushsvc.updates" in graph["pushsvc.hub"]
+    assert "pushsvc.deliver.hub" in graph and "pushsvc.core.updates" in graph["pushsvc.deliver.hub"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])

@@ -12,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from auth_tokens import OTHER_SECRET, SECRET, claims_for, forged, hs256, remember, write_keypair
 from pushsvc.security.tokens import load_signing_key, mint
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.auth_tokens import (
+    OTHER_SECRET,
+    SECRET,
+    claims_for,
+    forged,
+    hs256,
+    remember,
+    write_keypair,
+)
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 PRIVATE = "orders"
 PUBLIC = "public.news"

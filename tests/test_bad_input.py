@@ -7,7 +7,7 @@ import json
 import pytest
 from flask.testing import FlaskClient
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post
+from support.live import PushsvcProcess, SSEClient, post
 
 BIG = b'{"value": 1, "tags": {"x": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
 

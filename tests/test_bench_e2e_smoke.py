@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pushsvc.testing.redis_server import BINARY_ENV, find_redis_server
+from support.redis_server import BINARY_ENV, find_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 The id counter of `--mode ids` must flag missing, duplicate and out-of-order updates, or the
 end-to-end benchmark's "every update delivered" means nothing. The event-stream parser is
-pushsvc.sse_parser, tested in test_sse.py."""
+pushsvc.client.sse_parser, tested in test_sse.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from loadgen.http1 import ProtocolError, parse_head
 from loadgen.idcount import IdCounter, judge_ids, judge_values
 from loadgen.sequences import TopicSequences
 from loadgen.tally import Tally, Verdict
-from pushsvc.topics import TopicMatcher
+from pushsvc.core.topics import TopicMatcher
 
 
 def test_response_head() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pushsvc.testing.redis_server import BINARY_ENV, find_redis_server
+from support.redis_server import BINARY_ENV, find_redis_server
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ import orjson
 import pytest
 import redis
 
-from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request, wait_until
-from pushsvc.testing.redis_server import RedisServer, free_port
+from support.live import SRC, PushsvcProcess, SSEClient, request, wait_until
+from support.redis_server import RedisServer, free_port
 from test_bad_input import CASES
 
 pytestmark = pytest.mark.redis

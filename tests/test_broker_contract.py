@@ -27,15 +27,15 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.deliver.hub import Hub
+from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
-from pushsvc.events import Event
-from pushsvc.events.idempotency import Idempotency, request_digest
-from pushsvc.hub import Hub
-from pushsvc.subscription import subscribe
-from pushsvc.testing.live import wait_until
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.topics import TopicMatcher
-from pushsvc.updates import Update, UpdateDraft, UpdateId
+from pushsvc.ingest import Event
+from pushsvc.ingest.idempotency import Idempotency, request_digest
+from support.live import wait_until
+from support.redis_server import RedisServer
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
@@ -620,7 +620,7 @@ def test_lateness_is_judged_against_the_topic_clock(
 def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
     append(broker, "a", [Event(1.0, 10 * 10**6, None)])
     if isinstance(broker, RedisBroker):
-        # The shard's active aggregator logs its ticks (pushsvc.aggregation).
+        # The shard's active aggregator logs its ticks (pushsvc.aggregate.shard_runner).
         client = redis.Redis.from_url(broker.url)
         client.set(broker.keys.lease((0, 1)), "token")
         client.close()
@@ -873,8 +873,8 @@ monkey.patch_all()
 import sys, gevent, gevent.queue
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.log import FIRST, EventLog
-from pushsvc.updates import UpdateDraft
-from pushsvc.events import Event
+from pushsvc.core.updates import UpdateDraft
+from pushsvc.ingest import Event
 
 broker = RedisBroker(sys.argv[1], prefix=sys.argv[2], history=10)
 got = gevent.queue.Queue()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pushsvc.__main__ import command_of
-from pushsvc.testing.live import SRC
+from support.live import SRC
 
 # Runs the real entry point with `argv`, with click's exit replaced by a report of whether the
 # socket module was patched by then; the command itself never starts.

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from pushsvc.client import Backoff, Client, ClientError
-from pushsvc.client_models import Snapshot, StreamUpdate
-from pushsvc.testing.live import PushsvcProcess, post
+from pushsvc.client.models import Snapshot, StreamUpdate
+from support.live import PushsvcProcess, post
 
 T0 = 1_763_700_000
 

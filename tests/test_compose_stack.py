@@ -20,7 +20,7 @@ import yaml
 from pushsvc.cli import main as pushsvc_cli
 from pushsvc.config import parse_duration_us
 from pushsvc.demo.scenario import topic_names
-from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, request
+from support.live import SRC, PushsvcProcess, SSEClient, request
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

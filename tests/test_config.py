@@ -9,7 +9,7 @@ import pytest
 
 from pushsvc.config import Settings, duration_label, parse_duration_us, redact_url
 from pushsvc.errors import ConfigError
-from pushsvc.testing.live import SRC
+from support.live import SRC
 
 
 def test_defaults_match_the_design() -> None:

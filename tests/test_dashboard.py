@@ -33,8 +33,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from auth_tokens import SECRET, hs256
-from pushsvc.testing.live import PushsvcProcess, post, request, wait_until
+from support.auth_tokens import SECRET, hs256
+from support.live import PushsvcProcess, post, request, wait_until
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from auth_tokens import SECRET, hs256
 from pushsvc.demo.clock import SimClock
 from pushsvc.demo.scenario import DISHES, STATIONS, Scenario, topic_names
-from pushsvc.testing.live import SRC, PushsvcProcess, request
+from support.auth_tokens import SECRET, hs256
+from support.live import SRC, PushsvcProcess, request
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DAY_SPEED = 1440.0  # a simulated day in 60 machine seconds

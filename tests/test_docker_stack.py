@@ -2,7 +2,7 @@
 container, reached through the published ports.
 
 The test machines reach no image registry, so the base images are local stand-ins made from
-Debian's packages (pushsvc.testing.docker; made once, then kept), handed to the build and to
+Debian's packages (support.docker; made once, then kept), handed to the build and to
 compose through the file's PUSHSVC_PYTHON_IMAGE / PUSHSVC_REDIS_IMAGE. The pushsvc image is
 built with no network, from wheels made on the host. The project has a name of its own, the
 image a tag of its own and the web ports are free ones; everything else is the compose file
@@ -26,7 +26,7 @@ import yaml
 
 from pushsvc.config import parse_duration_us
 from pushsvc.demo.scenario import topic_names
-from pushsvc.testing.docker import (
+from support.docker import (
     PYTHON_STAND_IN,
     REDIS_STAND_IN,
     ComposeProject,
@@ -38,8 +38,8 @@ from pushsvc.testing.docker import (
     ensure_stand_ins,
     run,
 )
-from pushsvc.testing.live import SSEClient, request, wait_until
-from pushsvc.testing.redis_server import free_port
+from support.live import SSEClient, request, wait_until
+from support.redis_server import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request
+from support.live import PushsvcProcess, SSEClient, post, request
 
 STATS = ["count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99"]
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
-from pushsvc.testing.redis_server import RedisServer
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -1,4 +1,4 @@
-"""Producer input validation, timestamps, lateness and the echo (pushsvc.events)."""
+"""Producer input validation, timestamps, lateness and the echo (pushsvc.ingest)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pushsvc.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from pushsvc.events import (
+from pushsvc.ingest import (
     MAX_TS_US,
     MIN_TS_US,
     Event,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MakeApp
-from pushsvc.testing.live import SRC, PushsvcProcess, SSEClient, post, request, wait_until
-from pushsvc.testing.redis_server import RedisServer
+from support.live import SRC, PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

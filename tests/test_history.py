@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from flask.testing import FlaskClient
 
-from auth_tokens import SECRET, hs256
 from conftest import MakeApp
 from pushsvc.client import Client
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post
+from support.auth_tokens import SECRET, hs256
+from support.live import PushsvcProcess, SSEClient, post
 
 WINDOWS = ("10s", "1m", "5m")
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
@@ -79,7 +79,7 @@ def test_json_csv_and_the_dataframe_agree_with_the_streamed_updates(
     assert frame.attrs == {"resume_id": updates[-1]["id"], "gap": False}
     assert frame["1m_var"].isna().tolist() == [True, False, False, False, True]
 
-    csv = Client(server.base).server.get(f"/topics/{topic}/history", [("format", "csv")])
+    csv = Client(server.base).endpoint.get(f"/topics/{topic}/history", [("format", "csv")])
     from_csv = pd.read_csv(io.BytesIO(csv), parse_dates=["time"])
     pd.testing.assert_frame_equal(from_csv, expected, check_dtype=False)
     assert from_csv.dtypes.to_dict() == expected.dtypes.to_dict() | {

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
-from pushsvc.hub import Client, Hub
-from pushsvc.topics import TopicMatcher
-from pushsvc.updates import Update, UpdateId
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateId
+from pushsvc.deliver.hub import Hub, Subscriber
 
 
 class FakeClock:
@@ -27,12 +27,12 @@ def _update(topic: str, n: int, epoch: str = "0badc0de") -> Update:
     return Update.numbered(topic, UpdateId(epoch, 0, n), n, b'{"n":%d}' % n)
 
 
-def _taken(client: Client) -> list[Update]:
+def _taken(client: Subscriber) -> list[Update]:
     """What the client's stream would write, update by update."""
     return [u for run in client.take(0) for u in run.updates]
 
 
-def _subscribe(hub: Hub, *selectors: str) -> Client:
+def _subscribe(hub: Hub, *selectors: str) -> Subscriber:
     return hub.subscribe(TopicMatcher(selectors))
 
 
@@ -230,12 +230,12 @@ def _close_sockets() -> Iterator[None]:
 
 def _direct_client(
     hub: Hub, *selectors: str, chunked: bool = False
-) -> tuple[Client, gevent.socket.socket]:
+) -> tuple[Subscriber, gevent.socket.socket]:
     """A client whose stream sleeps in `take` and whose socket the hub may write; returns the
     peer end, to read what the hub wrote (unframed unless `chunked`)."""
     from gevent import socket as gsocket
 
-    from pushsvc.stream_socket import StreamSocket
+    from pushsvc.deliver.stream_socket import StreamSocket
 
     ours, peer = gsocket.socketpair()
     _SOCKETS.extend((ours, peer))
@@ -244,7 +244,7 @@ def _direct_client(
     return client, peer
 
 
-def _asleep_in_take(client: Client) -> gevent.Greenlet:
+def _asleep_in_take(client: Subscriber) -> gevent.Greenlet:
     stream = gevent.spawn(client.take, 10)
     gevent.sleep(0)  # let it reach its wait
     assert client.waiting

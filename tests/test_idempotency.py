@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from conftest import MakeApp
 from pushsvc.client import Backoff, Client
 from pushsvc.demo.publisher import Publisher
-from pushsvc.testing.live import (
+from support.live import (
     PushsvcProcess,
     SSEClient,
     post,
@@ -30,7 +30,7 @@ from pushsvc.testing.live import (
     run_tool,
     wait_until,
 )
-from pushsvc.testing.redis_server import RedisServer
+from support.redis_server import RedisServer
 
 REPLAYED = "idempotent-replayed"
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from auth_tokens import SECRET, hs256
 from pushsvc.errors import RateLimited, ServerBusy, TooManyStreams
 from pushsvc.security.limits import RateLimiter, StreamSlots
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.auth_tokens import SECRET, hs256
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 # ------------------------------------------------------------------ units, on a driven clock
 

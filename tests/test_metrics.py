@@ -7,8 +7,8 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from auth_tokens import SECRET, hs256
-from pushsvc.testing.live import (
+from support.auth_tokens import SECRET, hs256
+from support.live import (
     PushsvcProcess,
     SSEClient,
     post,
@@ -16,7 +16,7 @@ from pushsvc.testing.live import (
     stalled_reader,
     wait_until,
 )
-from pushsvc.testing.redis_server import RedisServer
+from support.redis_server import RedisServer
 
 
 def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

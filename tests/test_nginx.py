@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
+from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 from pushsvc.config import parse_duration_us
-from pushsvc.sse_parser import EventStreamParser, SSEMessage
-from pushsvc.testing.live import PushsvcProcess, post, request, wait_until
+from support.live import PushsvcProcess, post, request, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "deploy" / "nginx.conf"

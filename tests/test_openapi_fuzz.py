@@ -29,11 +29,11 @@ from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from auth_tokens import remember
-from pushsvc.api.openapi import describe
 from pushsvc.config import Settings
+from pushsvc.http.api.openapi import describe
 from pushsvc.security.tokens import HMAC_ALGORITHM, mint
-from pushsvc.testing.live import PushsvcProcess
+from support.auth_tokens import remember
+from support.live import PushsvcProcess
 
 OPERATIONS = [
     (path, method.upper())

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from flask import Flask, Response
 
-from pushsvc.api.orjson_provider import OrjsonProvider
+from pushsvc.http.api.orjson_provider import OrjsonProvider
 
 
 @pytest.fixture

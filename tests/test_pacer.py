@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushsvc.pacer import Pacer
-from pushsvc.updates import Update, UpdateId
+from pushsvc.core.updates import Update, UpdateId
+from pushsvc.deliver.pacer import Pacer
 
 
 def _update(topic: str, n: int) -> Update:

@@ -9,8 +9,8 @@ import redis
 
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.testing.live import wait_until
-from pushsvc.testing.redis_server import RedisServer
+from support.live import wait_until
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -18,11 +18,11 @@ import pytest
 import redis
 
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable
-from pushsvc.events import Event
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.topics import TopicMatcher
-from pushsvc.updates import Update, UpdateDraft
+from pushsvc.ingest import Event
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.updates import Update, UpdateDraft
+from pushsvc.core.updates import Update, UpdateDraft
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

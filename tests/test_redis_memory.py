@@ -22,11 +22,11 @@ from flask.testing import FlaskClient
 
 from conftest import MakeApp
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.lease import Lease
 from pushsvc.errors import BrokerLoading
-from pushsvc.events import Event
-from pushsvc.lease import Lease
-from pushsvc.testing.live import SRC, PushsvcProcess, request, wait_until
-from pushsvc.testing.redis_server import RedisServer
+from pushsvc.ingest import Event
+from support.live import SRC, PushsvcProcess, request, wait_until
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

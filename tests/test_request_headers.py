@@ -10,7 +10,7 @@ from gevent.pywsgi import headers_factory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsvc.request_headers import MAX_HEADERS, read_headers
+from pushsvc.http.request_headers import MAX_HEADERS, read_headers
 
 BODY = b"body that must stay unread"
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auth_tokens import forged
+from pushsvc.core.topics import TOPIC_PATTERN, TopicMatcher
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import (
     CLOCK_SKEW_S,
@@ -34,7 +34,7 @@ from pushsvc.security.tokens import (
     load_key,
     mint,
 )
-from pushsvc.topics import TOPIC_PATTERN, TopicMatcher
+from support.auth_tokens import forged
 
 SECRET = b"k" * 32 + b"-properties-secret"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pushsvc.app import create_app
-from pushsvc.testing.live import SRC
+from support.live import SRC
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 _BLOCK = re.compile(r"<!-- run: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from auth_tokens import OTHER_SECRET, SECRET, hs256, remember, write_keypair
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
 from pushsvc.security.tokens import Verifier, load_key
-from pushsvc.testing.live import PushsvcProcess, SSEClient, run_tool, start_tool
+from support.auth_tokens import OTHER_SECRET, SECRET, hs256, remember, write_keypair
+from support.live import PushsvcProcess, SSEClient, run_tool, start_tool
 
 # ---------------------------------------------------------------------------- keys
 

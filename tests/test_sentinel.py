@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from pushsvc.broker.redis.url import SentinelUrl, parse_sentinel_url, redact_url
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
-from pushsvc.redis_url import SentinelUrl, parse_sentinel_url, redact_url
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
-from pushsvc.testing.sentinel import SentinelCluster
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.sentinel import SentinelCluster
 
 
 def test_the_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:

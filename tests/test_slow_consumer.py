@@ -6,7 +6,7 @@ import json
 import re
 import socket
 
-from pushsvc.testing.live import (
+from support.live import (
     PushsvcProcess,
     SSEClient,
     post,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsvc.sse import (
+from pushsvc.client.sse_parser import EventStreamParser, SSEMessage, parse
+from pushsvc.core.sse import (
     HEADERS,
     HEARTBEAT,
     coalesce,
@@ -18,7 +19,6 @@ from pushsvc.sse import (
     encode_update,
     retry_line,
 )
-from pushsvc.sse_parser import EventStreamParser, SSEMessage, parse
 
 # ---------------------------------------------------------------- encoder byte tables
 

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import MakeApp
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request
+from support.live import PushsvcProcess, SSEClient, post, request
 
 
 def test_projection_sends_only_the_asked_fields(server: PushsvcProcess, topic: str) -> None:

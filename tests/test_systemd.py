@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post
+from support.live import PushsvcProcess, SSEClient, post
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "pushsvc.service"

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from pushsvc.sse_parser import EventStreamParser, SSEMessage
-from pushsvc.testing.live import PushsvcProcess, run_tool, start_tool, wait_until
-from pushsvc.testing.redis_server import RedisServer
+from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
+from support.live import PushsvcProcess, run_tool, start_tool, wait_until
+from support.redis_server import RedisServer
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, request, run_tool, start_tool
+from support.live import PushsvcProcess, SSEClient, request, run_tool, start_tool
 
 
 def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:

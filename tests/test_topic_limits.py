@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from conftest import MakeApp
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
-from pushsvc.testing.redis_server import RedisServer
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_server import RedisServer
 
 # A topic's windows are empty 0.5 s after its last event, and it is forgotten 1 s after it.
 FAST = {

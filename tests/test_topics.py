@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.errors import InvalidTopic
-from pushsvc.topics import TopicMatcher, validate_topic
 
 VALID = [
     "a",

@@ -8,7 +8,15 @@ import itertools
 import orjson
 import pytest
 
-from pushsvc.updates import Run, Update, UpdateId, draft, new_epoch, newest_id, snapshot_message
+from pushsvc.core.updates import (
+    Run,
+    Update,
+    UpdateId,
+    draft,
+    new_epoch,
+    newest_id,
+    snapshot_message,
+)
 
 U64 = 2**64 - 1
 

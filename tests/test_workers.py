@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pushsvc.testing.live import PushsvcProcess, SSEClient, post, request, wait_until
-from pushsvc.testing.procfs import descendants
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.procfs import descendants
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from loadgen.http1 import ProtocolError
-from pushsvc.sse_parser import SSEMessage as Message
+from pushsvc.client.sse_parser import SSEMessage as Message
 
 READY = "ready"
 """Returned by a decoder for the message that shows the subscription is live."""

@@ -12,13 +12,13 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pushsvc import logs
-from pushsvc.api import dashboard, history, openapi, ops, producer, streams, topics
-from pushsvc.api.context import AnyText
-from pushsvc.api.orjson_provider import OrjsonProvider
 from pushsvc.config import Settings
 from pushsvc.errors import HttpError
-from pushsvc.events.idempotency import REPLAYED_HEADER
+from pushsvc.http.api import dashboard, history, openapi, ops, producer, streams, topics
+from pushsvc.http.api.context import AnyText
+from pushsvc.http.api.orjson_provider import OrjsonProvider
+from pushsvc.ingest.idempotency import REPLAYED_HEADER
+from pushsvc.ops import logs
 from pushsvc.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -17,16 +17,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from pushsvc.sse_parser import EventStreamParser
-from pushsvc.testing.live import PushsvcProcess, request
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.testing.sentinel import SentinelCluster
+from pushsvc.client.sse_parser import EventStreamParser
+from support.live import PushsvcProcess, request
+from support.redis_server import RedisServer
+from support.sentinel import SentinelCluster
 
 S = 1_000_000
 WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}
 
 
-class Deployment:
+class FaultStack:
     """Redis, web processes and aggregators on one prefix; the web ports change as processes
     are replaced (`ports` is what clients try, in order)."""
 
@@ -99,7 +99,7 @@ class Received:
 class Watcher(threading.Thread):
     """One EventSource-like client of `topic`."""
 
-    def __init__(self, deployment: Deployment, topic: str, index: int) -> None:
+    def __init__(self, deployment: FaultStack, topic: str, index: int) -> None:
         super().__init__(daemon=True, name=f"watcher-{index}")
         self.deployment = deployment
         self.topic = topic
@@ -154,7 +154,7 @@ class Producer(threading.Thread):
     """Posts event n with value n and ts `base + n * 20 ms`, one at a time, at `rate`/s, to
     the web processes in turn; `pause()` waits until no POST is in flight."""
 
-    def __init__(self, deployment: Deployment, topic: str, *, rate: float = 60.0) -> None:
+    def __init__(self, deployment: FaultStack, topic: str, *, rate: float = 60.0) -> None:
         super().__init__(daemon=True, name="producer")
         self.deployment = deployment
         self.topic = topic
@@ -264,7 +264,7 @@ def drain(watchers: list[Watcher], producer: Producer, timeout: float = 20) -> N
         wait_for(caught_up, timeout, "every watcher to have the latest update of the applied log")
 
 
-def _latest_once_applied(deployment: Deployment, topic: str) -> list[str]:
+def _latest_once_applied(deployment: FaultStack, topic: str) -> list[str]:
     """[the id of `topic`'s latest update] when no shard has unapplied entries, else []."""
     for port in deployment.ports():
         with contextlib.suppress(OSError, http.client.HTTPException, ValueError, KeyError):

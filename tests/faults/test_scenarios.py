@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from faults.harness import Deployment, Producer, Watcher, check_delivery, drain, wait_for
-from pushsvc.testing.live import SSEClient, post, request
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.testing.sentinel import SentinelCluster
+from faults.harness import FaultStack, Producer, Watcher, check_delivery, drain, wait_for
+from support.live import SSEClient, post, request
+from support.redis_server import RedisServer
+from support.sentinel import SentinelCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -29,15 +29,15 @@ LOAD_S = 3.0  # of steady load before and after each fault
 
 
 @pytest.fixture
-def deployment(prefix: str) -> Iterator[Deployment]:
+def deployment(prefix: str) -> Iterator[FaultStack]:
     server = RedisServer().start()
-    made = Deployment(server, prefix)
+    made = FaultStack(server, prefix)
     yield made
     made.stop()
     server.stop()
 
 
-def _under_load(deployment: Deployment) -> tuple[list[Watcher], Producer]:
+def _under_load(deployment: FaultStack) -> tuple[list[Watcher], Producer]:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     watchers = [Watcher(deployment, topic, i) for i in range(WATCHERS)]
     for watcher in watchers:
@@ -62,7 +62,7 @@ def _finish(
     print(f"\n{name}: {json.dumps(figures)}")
 
 
-def _split(deployment: Deployment) -> None:
+def _split(deployment: FaultStack) -> None:
     for _ in range(2):
         deployment.start_web()
     for _ in range(2):
@@ -70,7 +70,7 @@ def _split(deployment: Deployment) -> None:
     deployment.active_aggregator()
 
 
-def test_kill_9_of_the_active_aggregator(deployment: Deployment) -> None:
+def test_kill_9_of_the_active_aggregator(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)
     started = time.monotonic()
@@ -85,7 +85,7 @@ def test_kill_9_of_the_active_aggregator(deployment: Deployment) -> None:
     print(f"takeover after {takeover:.2f} s")
 
 
-def test_kill_9_of_every_aggregator_then_a_restart(deployment: Deployment) -> None:
+def test_kill_9_of_every_aggregator_then_a_restart(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)
     started = time.monotonic()
@@ -108,7 +108,7 @@ def test_kill_9_of_every_aggregator_then_a_restart(deployment: Deployment) -> No
     print(f"{backlog} events waited in the log; all caught up {caught_up:.2f} s after restart")
 
 
-def test_redis_down_5_s_and_back_empty(deployment: Deployment) -> None:
+def test_redis_down_5_s_and_back_empty(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)
     started = time.monotonic()
@@ -132,7 +132,7 @@ def test_redis_down_5_s_and_back_empty(deployment: Deployment) -> None:
     assert gaps >= WATCHERS  # every watcher was told its history was lost
 
 
-def test_rolling_restart_of_the_web_tier(deployment: Deployment) -> None:
+def test_rolling_restart_of_the_web_tier(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)
     started = time.monotonic()
@@ -144,7 +144,7 @@ def test_rolling_restart_of_the_web_tier(deployment: Deployment) -> None:
 
 
 def test_a_web_process_receives_only_the_topics_its_clients_watch(
-    deployment: Deployment,
+    deployment: FaultStack,
 ) -> None:
     busy, quiet = deployment.start_web(), deployment.start_web()
     deployment.start_aggregator()
@@ -192,7 +192,7 @@ def _received(port: int) -> float:
 def test_sentinel_failover_of_the_primary_with_min_replicas(prefix: str) -> None:
     # Two replicas: after the failover one is left to confirm each append (WAIT 1).
     with SentinelCluster(replicas=2) as cluster:
-        deployment = Deployment(cluster, prefix, env={"PUSHSVC_REDIS_MIN_REPLICAS": "1"})
+        deployment = FaultStack(cluster, prefix, env={"PUSHSVC_REDIS_MIN_REPLICAS": "1"})
         try:
             _split(deployment)
             watchers, producer = _under_load(deployment)
