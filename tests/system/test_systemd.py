@@ -16,7 +16,7 @@ import pytest
 
 from support.live import PushsvcProcess, SSEClient, post
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "pushsvc.service"
 INSTALLED = "/opt/pushsvc/bin/pushsvc"  # where the unit expects the console script
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,8 +20,9 @@ from pushsvc.cli import main as pushsvc_cli
 from pushsvc.config import parse_duration_us
 from pushsvc.demo.scenario import topic_names
 from support.live import SRC, PushsvcProcess, SSEClient, request
+from support.net import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PUSHSVC_SERVICES = ("web1", "web2", "aggregator", "aggregator-standby", "demo")
@@ -185,12 +185,6 @@ class DemoProcess:
 def widest_window(update: Mapping[str, Any]) -> dict[str, Any]:
     label = max(update["windows"], key=parse_duration_us)
     return dict(update["windows"][label])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------- the compose file itself

@@ -15,15 +15,10 @@ import pytest
 
 from conftest import MakeApp
 from support.live import SRC, PushsvcProcess, SSEClient, post, request, wait_until
+from support.net import free_port
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(port: int) -> bool:
@@ -46,7 +41,7 @@ def test_two_gunicorn_workers_serve_streams_and_posts(
         "PUSHSVC_LOG_FORMAT": "json",
     }
     aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
-    port = _free_port()
+    port = free_port()
     log_file = (tmp_path / "gunicorn.log").open("w")
     web = subprocess.Popen(
         [

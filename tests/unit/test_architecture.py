@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pushsvc"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pushsvc"
 
 
 def _module_name(path: Path) -> str:

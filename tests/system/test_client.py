@@ -3,7 +3,6 @@ publishing with retries, typed subscriptions that reconnect with Last-Event-ID."
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from pushsvc.client import Backoff, Client, ClientError
 from pushsvc.client.models import Snapshot, StreamUpdate
 from support.live import PushsvcProcess, post
+from support.net import free_port
 
 T0 = 1_763_700_000
 
@@ -63,12 +63,6 @@ def test_publish_never_retries_a_bad_request(server: PushsvcProcess, topic: str)
     with pytest.raises(ClientError) as refused:
         client.publish(topic, {"value": "twelve"})
     assert refused.value.status == 400 and waits == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_subscribe_yields_typed_updates_and_resumes_after_a_restart(topic: str) -> None:

@@ -16,7 +16,7 @@ from pushsvc.ingest import Event
 from pushsvc.stats import STAT_KEYS
 
 S = 1_000_000
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 class Wall:

@@ -69,7 +69,7 @@ def test_the_tools_variables_are_not_taken_for_typos() -> None:
 
 def test_the_compose_files_variables_are_not_taken_for_typos() -> None:
     # A shell that exports them for docker-compose must still start a server.
-    compose = (Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text()
+    compose = (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()
     names = set(re.findall(r"\$\{(PUSHSVC_[A-Z0-9_]+)", compose))
     assert names, "docker-compose.yml names no PUSHSVC_ variable"
     assert Settings.load({}, dict.fromkeys(names, "x")).jwt_key is None

@@ -22,6 +22,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable
 from pushsvc.ingest import Event
+from support.live import wait_until
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -57,15 +58,6 @@ everything = TopicMatcher(["*"])
 
 def only(*selectors: str) -> TopicMatcher:
     return TopicMatcher(selectors)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    # Reconnection happens inside the broker with no event to await: poll, with a deadline.
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.02)
 
 
 def reader_alive(prefix: str) -> bool:
@@ -115,8 +107,8 @@ def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
 
     producer.ping()  # the first call after the restart already works: no stale connection
     # Poll until the consumer's reader has subscribed again by itself.
-    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], "redis is back")
-    wait_until(lambda: _subscribers(own_redis, producer, "a") == 1, "resubscribed")
+    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], what="redis is back")
+    wait_until(lambda: _subscribers(own_redis, producer, "a") == 1, what="resubscribed")
     (after,) = producer.publish_updates([draft("a", 2)])
     assert updates.get(timeout=WAIT) == after
 
@@ -156,7 +148,7 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
             ] == [(True, "1")]
 
         # Nobody listens until the reader is back; it must come back by itself.
-        wait_until(resubscribed, "resubscribed on a new connection")
+        wait_until(resubscribed, what="resubscribed on a new connection")
     finally:
         admin.close()
 
@@ -177,7 +169,7 @@ def test_watch_while_redis_is_down_raises_then_works_once_it_is_back(
         feed.watch(["a"])
 
     own_redis.start()
-    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], "redis is back")
+    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], what="redis is back")
     feed.watch(["a"])
     (update,) = producer.publish_updates([draft("a", 1)])
     assert updates.get(timeout=WAIT) == update

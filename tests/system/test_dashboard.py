@@ -15,7 +15,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from playwright.sync_api import (
 
 from support.auth_tokens import SECRET, hs256
 from support.live import PushsvcProcess, post, request, wait_until
+from support.net import free_port
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
@@ -54,7 +54,7 @@ CHROMIUM_ARGS = [
 ]
 WINDOWS = ("10s", "1m", "5m")  # the server's default windows
 TIMEOUT_MS = 10_000
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 TOPIC_SCREENSHOT = SCREENSHOT.with_name("dashboard-topic.png")
 # What Chromium logs for a refused or dropped connection: expected where a test causes one.
 NETWORK_ERROR = re.compile(r"Failed to load resource|net::ERR_|EventSource")
@@ -466,12 +466,6 @@ def test_a_refused_stream_is_retried_by_the_page(server: PushsvcProcess, page: P
     topic = unique()
     assert post(server.port, topic, {"value": 2})[0] == 202
     expect(tile(page, topic).locator(".latest .value")).to_have_text("2")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_restart_losing_the_history_shows_reconnecting_then_gap(page: Page) -> None:

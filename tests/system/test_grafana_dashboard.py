@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.live import PushsvcProcess, SSEClient, post, request
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 # A metric name in PromQL: not a function (followed by "("), not a label or keyword.
 _SERIES = re.compile(r"\b((?:pushsvc|process)_[a-z_]+)\b(?!\s*\()")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,9 @@ import pytest
 
 from pushsvc.app import create_app
 from support.live import SRC
+from support.net import free_port
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 _BLOCK = re.compile(r"<!-- run: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
 _EXPECT = re.compile(r"\n<!-- expect: (?P<out>.*?) -->")
 
@@ -37,12 +37,6 @@ def expected(name: str) -> str:
         if block["name"] == name and after is not None:
             return after["out"]
     raise AssertionError(f"no expect: after {name}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def in_background(server_block: str, check: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from support.redis_server import BINARY_ENV, find_redis_server
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _smoke(server: str, *more: str) -> list[dict[str, object]]:

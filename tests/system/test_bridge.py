@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import orjson
 import pytest
 import redis
+from test_bad_input import CASES
 
 from support.live import SRC, PushsvcProcess, SSEClient, request, wait_until
-from support.redis_server import RedisServer, free_port
-from test_bad_input import CASES
+from support.net import free_port
+from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

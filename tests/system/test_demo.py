@@ -21,7 +21,7 @@ from pushsvc.demo.scenario import DISHES, STATIONS, Scenario, topic_names
 from support.auth_tokens import SECRET, hs256
 from support.live import SRC, PushsvcProcess, request
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 DAY_SPEED = 1440.0  # a simulated day in 60 machine seconds
 
 

@@ -892,7 +892,7 @@ def test_redis_broker_works_under_gevent_monkey_patching(
     redis_server: RedisServer, prefix: str
 ) -> None:
     # The app patches everything first; a subprocess is the only clean way to do that here.
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", GEVENT_SCRIPT, redis_server.url, prefix],
         env={**os.environ, "PYTHONPATH": src},

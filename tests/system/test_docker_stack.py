@@ -39,11 +39,11 @@ from support.docker import (
     run,
 )
 from support.live import SSEClient, request, wait_until
-from support.redis_server import free_port
+from support.net import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 # In the build context, ignored by git; .dockerignore lets it through.
 WHEELS = "docker-wheels"
