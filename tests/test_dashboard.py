@@ -537,7 +537,7 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
 
 # The share of a chart canvas's pixel columns where a line of one colour is drawn: a line
 # through every point covers most of the plot's width; an empty or undrawn chart covers none.
-# The colour is resolved through a 1 × 1 canvas, so any CSS colour works. getImageData gives
+# The colour is resolved through a one-pixel canvas, so any CSS colour works. getImageData gives
 # un-premultiplied colours: an antialiased edge keeps the line's RGB at a lower alpha.
 LINE_COVERAGE = """(canvas, variable) => {
   const css = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
@@ -573,9 +573,7 @@ def screenshot_paths(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / SCREENSHOT.name, tmp_path / TOPIC_SCREENSHOT.name
 
 
-def test_screenshots_of_the_overview_and_a_topic_for_the_readme(
-    page: Page, tmp_path: Path
-) -> None:
+def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_path: Path) -> None:
     """docs/dashboard.png and dashboard-topic.png, the README's pictures: the overview and a
     topic view at 1280 px, with topics that have a history. At the moment of each picture the
     page must show what the picture is for — every tile with its latest value, rate and a
