@@ -48,7 +48,9 @@ local                                meaning
 ``compact_at``                       ``_cat``: compact the buffer once the widest ``left`` is here
 ``max_times max_values max_last``    the max list (sentinel first) and its last index; same
                                      for ``min_*``
-``sorted{i} order_stats``            window ``i``'s ``SortedList``; ``[min, max, *quantiles]``
+``sorted{i}``                        window ``i``'s ``SortedList`` (when a quantile is selected)
+``order_stats``                      ``_ostats``: ``[min, max, *quantiles]`` of a sorted list,
+``lowest highest p50 p90 p99``       read into these (the selected quantiles only)
 ``n var stats{i} inv_unit2``         a window's count, variance, statistics dict; ``inv_unit**2``
 ===================================  ============================================================
 
@@ -430,11 +432,13 @@ class _Source:
         self.labels = labels
         self.stats = stats
         selected = set(stats)
-        self.m1 = bool(selected & MOMENTS_1)
-        self.m2 = bool(selected & MOMENTS_2)
-        self.qnames = [name for name in stats if name in QUANTILE_OF]
-        self.ord = bool(self.qnames)
-        self.ext = not self.ord and bool(selected & {"min", "max"})
+        # What the statistics need kept, as in TopicWindows: the scaled sums S1 and S2, a
+        # SortedList per window (quantiles), or the shared extrema lists (min/max without).
+        self.sums = bool(selected & MOMENTS_1)
+        self.squares = bool(selected & MOMENTS_2)
+        self.quantiles = [name for name in stats if name in QUANTILE_OF]
+        self.sorted_lists = bool(self.quantiles)
+        self.extrema = not self.sorted_lists and bool(selected & {"min", "max"})
         self.wide = max(range(len(widths)), key=widths.__getitem__)
         names = local_names(len(widths))
         rows = [names[:TOPIC_FIELDS]] + [
@@ -454,7 +458,7 @@ class _Source:
         return _fill(_LOAD, fields=self.fields)
 
     def bind_sorted(self, template: str) -> str:
-        if not self.ord:
+        if not self.sorted_lists:
             return ""
         per_window = "".join(_fill(template, i=i) for i in self.windows())
         return _BIND_ORDER_STATS + per_window
@@ -462,19 +466,19 @@ class _Source:
     def bind_lists(self) -> str:
         return _fill(
             _BIND_LISTS,
-            bind_extrema=_BIND_EXTREMA if self.ext else "",
+            bind_extrema=_BIND_EXTREMA if self.extrema else "",
             bind_sorted=self.bind_sorted(_BIND_SORTED),
         )
 
     def accept(self, fast: str) -> str:
-        return _fill(_ACCEPT_SCALED if self.m1 else _ACCEPT, fast=fast)
+        return _fill(_ACCEPT_SCALED if self.sums else _ACCEPT, fast=fast)
 
     def window_update(self, i: int) -> str:
-        add = (_ADD_SUM if self.m1 else "") + (_ADD_SUMSQ if self.m2 else "")
-        add += _ADD_SORTED if self.ord else ""
-        evict = _EVICT_READ if self.m1 or self.ord else ""
-        evict += (_EVICT_SUM if self.m1 else "") + (_EVICT_SUMSQ if self.m2 else "")
-        evict += _EVICT_SORTED if self.ord else ""
+        add = (_ADD_SUM if self.sums else "") + (_ADD_SUMSQ if self.squares else "")
+        add += _ADD_SORTED if self.sorted_lists else ""
+        evict = _EVICT_READ if self.sums or self.sorted_lists else ""
+        evict += (_EVICT_SUM if self.sums else "") + (_EVICT_SUMSQ if self.squares else "")
+        evict += _EVICT_SORTED if self.sorted_lists else ""
         return _fill(
             _WINDOW_UPDATE,
             i=i,
@@ -482,15 +486,15 @@ class _Source:
             width=f"{self.widths[i]:_}",
             add_event=_fill(add, i=i),
             evict_event=_fill(evict, i=i),
-            move_pointers=_fill(_MOVE_POINTERS, i=i) if self.ext else "",
+            move_pointers=_fill(_MOVE_POINTERS, i=i) if self.extrema else "",
         )
 
     def event(self) -> str:
         """One in-order event (t, v[, x_float]) applied to the buffer and every window."""
         return _fill(
             _EVENT,
-            scale=(_SCALE if self.m1 else "") + (_SQUARE if self.m2 else ""),
-            push_extrema=_PUSH_EXTREMA if self.ext else "",
+            scale=(_SCALE if self.sums else "") + (_SQUARE if self.squares else ""),
+            push_extrema=_PUSH_EXTREMA if self.extrema else "",
             windows="".join(self.window_update(i) for i in self.windows()),
         )
 
@@ -504,16 +508,16 @@ class _Source:
             "stddev": "sqrt(var)",
         }
         read_sorted = ""
-        if self.ord:
-            names = ["lowest", "highest", *self.qnames]
+        if self.sorted_lists:
+            names = ["lowest", "highest", *self.quantiles]
             read_sorted = _fill(_READ_SORTED, names=", ".join(names), i=i)
-            full |= {"min": "lowest", "max": "highest"} | {name: name for name in self.qnames}
-        elif self.ext:
+            full |= {"min": "lowest", "max": "highest"} | {name: name for name in self.quantiles}
+        elif self.extrema:
             full |= {"min": f"min_values[minptr{i}]", "max": f"max_values[maxptr{i}]"}
         single = full | {"var": "None", "stddev": "None"}
         empty = {name: "None" for name in self.stats} | {"count": "0", "sum": "0.0"}
         return _fill(
-            _WINDOW_SUMMARY_VAR if self.m2 else _WINDOW_SUMMARY,
+            _WINDOW_SUMMARY_VAR if self.squares else _WINDOW_SUMMARY,
             i=i,
             read_sorted=read_sorted,
             full=self.stats_dict(full),
@@ -567,8 +571,8 @@ class _Source:
         return _fill(
             _SUMMARY,
             fields=self.fields,
-            exact_path=_SUMMARY_EXACT_PATH if self.m1 else "",
-            bind_extrema_values=_SUMMARY_EXTREMA_VALUES if self.ext else "",
+            exact_path=_SUMMARY_EXACT_PATH if self.sums else "",
+            bind_extrema_values=_SUMMARY_EXTREMA_VALUES if self.extrema else "",
             bind_sorted=self.bind_sorted(_SUMMARY_BIND_SORTED),
             summaries=self.summaries(),
             summary_dict=self.summary_dict(),
