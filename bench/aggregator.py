@@ -1,4 +1,4 @@
-"""Aggregator benchmark (issue 3): events/s per core of the rolling-window engine, next to River's
+"""Aggregator benchmark: events/s per core of the rolling-window engine, next to River's
 ``TimeRolling`` and pandas rolling recomputed per event, and the per-event latency tail.
 
     python bench/aggregator.py                 # readable table, about two minutes

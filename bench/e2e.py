@@ -1,4 +1,4 @@
-"""The end-to-end benchmark (issue 3): batch POSTs into Redis mode with N subscribers.
+"""The end-to-end benchmark: batch POSTs into Redis mode with N subscribers.
 
 For each (W web processes, projection) it starts a redis-server of its own, one
 `pushsvc aggregate` and W `pushsvc web` (bench/servers.py), opens N subscribers on one

@@ -1,4 +1,4 @@
-"""The floor under server CPU per delivery (issue 12): what one non-blocking `send` of an update's
+"""The floor under server CPU per delivery: what one non-blocking `send` of an update's
 bytes costs the sending process on loopback, with nothing else around it.
 
 N TCP connections on 127.0.0.1, read by a child process (epoll, as the load generator does);

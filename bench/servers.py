@@ -327,5 +327,5 @@ def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
     if match[1] == "pushsvc-redis":
         return PushsvcRedis(workers)
     # Gunicorn's default of 1000 deadlocks publishing once streams hold every slot;
-    # the issue asks for 2000, and one worker may end up holding every subscriber.
+    # the benchmark asks for 2000, and one worker may end up holding every subscriber.
     return FlaskSSE(workers, worker_connections=max(2000, subscribers + 100))

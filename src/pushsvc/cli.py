@@ -185,8 +185,7 @@ def publish(
     """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
     import orjson
 
-    from pushsvc.client import Client, ClientError
-    from pushsvc.client.csv_replay import batches
+    from pushsvc.client import Client, ClientError, batches
 
     if values:
         common: dict[str, object] = {}
@@ -304,8 +303,14 @@ def replay(
     batch: int,
     rate: float,
 ) -> None:
-    """Replay a CSV file as events on TOPIC, with a progress bar."""
+    """Replay a CSV file as events on TOPIC, with a progress bar (needs the tools extra)."""
     from pushsvc.client import Client, ClientError
+    from pushsvc.extras import MissingExtra, require
+
+    try:
+        require("pushsvc replay", "pandas", "numpy", "tqdm")
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     from pushsvc.client.csv_replay import CsvError, read_events
     from pushsvc.client.csv_replay import replay as run
 

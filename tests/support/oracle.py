@@ -1,7 +1,7 @@
 """What a rolling window's statistics should be, computed without `pushsvc.stats`: the oracle
 of `tests/test_stats_oracle.py` and of `bench/aggregator.py`'s check.
 
-* pandas defines the window semantics (DESIGN.md): count, min, max and the quantiles of window
+* pandas defines the window semantics (docs/design.md): count, min, max and the quantiles of window
   ``w`` after an operation equal ``series.rolling(w)`` read at the newest row of the accepted
   events sorted by time (stable, so ties keep arrival order). `rolling` computes them for many
   states at once.
@@ -110,7 +110,7 @@ def mismatches(
     """What is wrong with one window's statistics `got` (those of `stats` it should hold):
     ORDER_STATS against pandas' `order` (a row of `rolling`), the moments against `exact`.
 
-    The moments' contract (DESIGN.md): 1e-9 relative plus a rounding allowance proportional to
+    The moments' contract (docs/design.md): 1e-9 relative plus a rounding allowance proportional to
     the window's magnitude, each a small multiple of the rounding error an accurate float
     algorithm is entitled to on this data:
       sum:    n * eps * max|x|          (one rounding per term at the largest magnitude)

@@ -1,4 +1,4 @@
-"""Authentication and authorization against a real server: DESIGN.md's rules, row by row,
+"""Authentication and authorization against a real server: docs/design.md's rules, row by row,
 for every endpoint that publishes or reads — and private topics that never leak through a
 pattern stream, its snapshot or its replay."""
 
@@ -80,7 +80,7 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-# (what is sent, the statuses DESIGN.md gives for POST, both streams, stats and /topics)
+# (what is sent, the statuses docs/design.md gives for POST, both streams, stats and /topics)
 DENIED = {"POST": 401, "stream": 401, "multi": 401, "stats": 401, "list": 401}
 MATRIX = {
     # No token: publishing needs one; reading a private topic too; /topics lists public.*.

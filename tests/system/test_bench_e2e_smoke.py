@@ -1,4 +1,4 @@
-"""The end-to-end benchmark counts correctly (issue 3) — never a timing threshold.
+"""The end-to-end benchmark counts correctly — never a timing threshold.
 
 `bench/e2e.py --smoke` runs against real servers and must report every update delivered
 exactly once, in order, to every subscriber. (The id counter it relies on is checked with

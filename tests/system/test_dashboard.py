@@ -5,14 +5,16 @@ shown as text, the filter; the topic view's charts gaining points whose drawn va
 updates' statistics, continuing after a reload with no gap and no repeated point; the
 connection indicator across a server restart and a refused stream; 1280 px and phone widths;
 auth by cookie. Every test fails on an uncaught error or a console error in the page. The
-overview's screenshot in the README (docs/dashboard.png) is taken here. Skipped only when
-Debian's `chromium` is not installed.
+README's screenshots (docs/dashboard.png, docs/dashboard-topic.png) are taken here, and
+written there only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's
+`chromium` is not installed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import uuid
@@ -527,15 +529,56 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
         second.stop()
 
 
-def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page) -> None:
+# The share of a chart canvas's pixel columns where a line of one colour is drawn: a line
+# through every point covers most of the plot's width; an empty or undrawn chart covers none.
+# The colour is resolved through a one-pixel canvas, so any CSS colour works. getImageData gives
+# un-premultiplied colours: an antialiased edge keeps the line's RGB at a lower alpha.
+LINE_COVERAGE = """(canvas, variable) => {
+  const css = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
+  const probe = document.createElement("canvas").getContext("2d");
+  probe.fillStyle = css;
+  probe.fillRect(0, 0, 1, 1);
+  const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+  const { width, height } = canvas;
+  const px = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+  let columns = 0;
+  for (let x = 0; x < width; x++) {
+    for (let y = 0; y < height; y++) {
+      const i = 4 * (y * width + x);
+      const near = Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b);
+      if (px[i + 3] > 64 && near < 48) { columns++; break; }
+    }
+  }
+  return columns / width;
+}"""
+DRAWN = 0.5  # a line across at least half the canvas (the rest: axes, margins)
+
+
+def line_coverage(canvas: Locator, color_variable: str) -> float:
+    coverage: float = canvas.evaluate(LINE_COVERAGE, color_variable)
+    return coverage
+
+
+def screenshot_paths(tmp_path: Path) -> tuple[Path, Path]:
+    """README's pictures are rewritten only when asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see
+    README's Development section); otherwise the run's own copies go to tmp_path."""
+    if os.environ.get("PUSHSVC_TEST_WRITE_SCREENSHOTS") == "1":
+        return SCREENSHOT, TOPIC_SCREENSHOT
+    return tmp_path / SCREENSHOT.name, tmp_path / TOPIC_SCREENSHOT.name
+
+
+def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_path: Path) -> None:
     """docs/dashboard.png and dashboard-topic.png, the README's pictures: the overview and a
-    topic view at 1280 px, with topics that have a history. Taken on every run, so they show
-    the page as it is."""
+    topic view at 1280 px, with topics that have a history. At the moment of each picture the
+    page must show what the picture is for — every tile with its latest value, rate and a
+    drawn line; every window's chart with its lines and count drawn and its numbers filled."""
+    overview_png, topic_png = screenshot_paths(tmp_path)
+    topics = ["checkout.latency_ms", "orders.value", "sensors.temp_c"]
     # No idle ticks: each chart has one point per event, so "all drawn" can be awaited.
     proc = PushsvcProcess("serve", "--tick", "0").start()
     try:
         now = datetime.now(UTC).timestamp()
-        for k, topic in enumerate(["checkout.latency_ms", "orders.value", "sensors.temp_c"]):
+        for k, topic in enumerate(topics):
             level, spread = [(120, 25), (48, 12), (21.5, 0.8)][k]
             events = [
                 {
@@ -550,17 +593,30 @@ def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page) -> N
         page.set_viewport_size({"width": 1280, "height": 520})
         open_dashboard(page, proc)
         expect(page.locator(".tile")).to_have_count(3)
-        for t in page.locator(".spark").all():
-            expect(t).to_have_attribute("data-points", "120")
-        page.screenshot(path=str(SCREENSHOT))
-        assert SCREENSHOT.stat().st_size > 10_000  # a picture, not an empty page
+        for topic in topics:
+            shown_tile = tile(page, topic)
+            expect(shown_tile).to_be_in_viewport()
+            expect(shown_tile.locator(".value")).to_have_text(re.compile(r"\d"))
+            expect(shown_tile.locator(".rate")).to_have_text(re.compile(r"\d"))
+            spark = shown_tile.locator(".spark")
+            expect(spark).to_have_attribute("data-points", "120")
+            assert line_coverage(spark.locator("canvas"), "--accent") > DRAWN, topic
+        page.screenshot(path=str(overview_png))
 
         page.set_viewport_size({"width": 1280, "height": 1000})
-        tile(page, "checkout.latency_ms").get_by_role("link").click()
+        tile(page, topics[0]).get_by_role("link").click()
+        expect(page.locator("#topic-value")).to_have_text(re.compile(r"\d"))
         for window in WINDOWS:
-            expect(figure(page, window)).to_have_attribute("data-points", "120")
-        page.screenshot(path=str(TOPIC_SCREENSHOT))
-        assert TOPIC_SCREENSHOT.stat().st_size > 10_000
+            fig = figure(page, window)
+            expect(fig).to_have_attribute("data-points", "120")
+            expect(current(page, window, "p99")).to_have_text(re.compile(r"\d"))
+            main = fig.locator(".chart-main canvas")
+            # p99 is drawn last, so no other line hides it; the mean is the widest line.
+            for line in ("--danger", "--accent"):
+                assert line_coverage(main, line) > DRAWN, (window, line)
+            assert line_coverage(fig.locator(".chart-count canvas"), "--muted") > DRAWN, window
+        expect(figure(page, WINDOWS[0])).to_be_in_viewport()
+        page.screenshot(path=str(topic_png))
     finally:
         proc.stop()
 

@@ -1,4 +1,4 @@
-"""Per-client limits: each reached and answered as DESIGN.md says (JSON, before any streaming,
+"""Per-client limits: each reached and answered as docs/design.md says (JSON, before any streaming,
 counted in /metrics by reason), while the server keeps serving everyone else."""
 
 from __future__ import annotations

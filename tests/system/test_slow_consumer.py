@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
+
+import pytest
 
 from support.live import (
     PushsvcProcess,
@@ -42,21 +45,39 @@ def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> No
             total += 5
         wait_until(lambda: _topic_subscribers(proc.port, topic) == 1)
         healthy.close()
-        assert _server_closed(stalled)
+        _assert_server_closed(stalled)
     finally:
         stalled.close()
         proc.stop()
 
 
-def _server_closed(sock: socket.socket) -> bool:
-    """Drain what the server had sent: the stream ends (EOF or reset) instead of hanging."""
-    sock.settimeout(10)
+def _assert_server_closed(sock: socket.socket, within: float = 10.0) -> None:
+    """Read what the server had sent until the stream ends: EOF or a reset within `within`
+    seconds. A connection the server keeps open fails the assertion."""
+    deadline = time.monotonic() + within
     try:
-        while sock.recv(1 << 16):
-            pass
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "the server never closed the connection"
+            sock.settimeout(left)
+            if not sock.recv(1 << 16):
+                return  # EOF
     except ConnectionResetError:
-        pass
-    return True
+        return
+    except TimeoutError:
+        raise AssertionError("the server never closed the connection") from None
+
+
+def test_the_closed_check_fails_on_a_connection_that_stays_open() -> None:
+    """The check above can fail: a peer that keeps the connection open (and has sent data)
+    is not taken for one that closed it; one that closes it is."""
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"data: still here\n\n")
+        with pytest.raises(AssertionError, match="never closed"):
+            _assert_server_closed(left, within=0.2)
+        right.close()
+        _assert_server_closed(left, within=0.2)
 
 
 def _topic_subscribers(port: int, topic: str) -> int:

@@ -55,7 +55,7 @@ def test_bad_options_are_400(client: FlaskClient, query: str) -> None:
 def test_precision_rounds_every_statistic_and_nothing_else(
     server: PushsvcProcess, topic: str
 ) -> None:
-    """Issue 12: ?precision=N sends statistics to N significant digits (snapshot, live updates
+    """?precision=N sends statistics to N significant digits (snapshot, live updates
     and replay alike); counts, the event and ts stay exact; a full stream is unchanged."""
     post(server.port, topic, [{"value": 1 / 3}, {"value": 2 / 3}])
     with (

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from support.live import PushsvcProcess, SSEClient, request, run_tool, start_tool
+from pushsvc.client.models import history_frame
+from pushsvc.extras import MissingExtra
+from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
 
 
 def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:
@@ -89,3 +93,51 @@ def test_replay_names_a_bad_row(server: PushsvcProcess, topic: str, tmp_path: Pa
     assert done.returncode != 0
     assert "row 4" in done.stderr
     assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404
+
+
+# pandas, numpy and tqdm are the tools extra: the server and the demo never import them.
+TOOLS_EXTRA = ("pandas", "numpy", "tqdm")
+WITHOUT_THE_EXTRA = f"import sys\nfor name in {TOOLS_EXTRA!r}:\n    sys.modules[name] = None\n"
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_server_and_the_demo_import_nothing_of_the_tools_extra() -> None:
+    done = _python(
+        "import sys\n"
+        "import pushsvc.cli, pushsvc.http.server, pushsvc.app, pushsvc.demo.runner\n"
+        f"print([name for name in {TOOLS_EXTRA!r} if name in sys.modules])"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_the_tools_extra_replay_says_what_to_install(tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text("value\n1\n")
+    done = _python(
+        WITHOUT_THE_EXTRA + "from pushsvc.cli import main\n"
+        "main(['replay', sys.argv[1], '--topic', 't'], prog_name='pushsvc')",
+        str(csv),
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "Error: pushsvc replay needs pandas, numpy and tqdm, which the tools extra installs: "
+        "pip install 'pushsvc[tools]' (from a checkout: pip install '.[tools]')"
+    ]
+
+
+def test_without_pandas_client_history_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(MissingExtra, match=r"Client.history\(\) needs pandas.*pushsvc\[tools\]"):
+        history_frame([], ["10s"], ["count"])

@@ -57,7 +57,7 @@ def test_percentiles_nearest_rank() -> None:
 
 
 def update(ms: int, seq: int, value: float | None = None, topic: str = "t") -> bytes:
-    """One update frame as pushsvc writes it (docs: DESIGN.md, Update)."""
+    """One update frame as pushsvc writes it (docs/design.md, "Update")."""
     update_id = f"0a1b2c3d:{ms}-{seq}"
     event = "null" if value is None else f'{{"value":{value!r},"ts":1.5,"tags":null}}'
     reason = "tick" if value is None else "event"

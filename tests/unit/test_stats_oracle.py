@@ -1,6 +1,6 @@
 """TopicWindows against oracles, after every operation of generated streams.
 
-* pandas defines the window semantics (DESIGN.md): count, min, max and the quantiles of
+* pandas defines the window semantics (docs/design.md): count, min, max and the quantiles of
   window ``w`` after each operation must equal ``series.rolling(w)`` read at the newest row of
   the accepted events sorted by time (stable, so ties keep arrival order).
 * An exact reference (rationals on the same doubles) checks sum, mean, var and stddev, on the
@@ -158,7 +158,7 @@ def run_against_oracles(
                 (tw.clock_us if last else None, len(tw) if last else None, summary, list(accepted))
             )
         k += len(batch)
-    # sorted() is stable: rows with equal ts keep their arrival order, as in DESIGN.md.
+    # sorted() is stable: rows with equal ts keep their arrival order, as in docs/design.md.
     states = [sorted(rows[: k + 1], key=lambda row: row[0]) for k in range(len(rows))]
     oracle = rolling(states, widths)
 

@@ -1,4 +1,4 @@
-"""TopicWindows on hand-built streams: the issue's regression streams, idle ticks, edges."""
+"""TopicWindows on hand-built streams: streams where running sums go wrong, idle ticks, edges."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def window_values(events: list[tuple[int, float]], clock: int, width: int) -> li
 
 
 def test_regression_spike_1e8_leaving_values_near_1() -> None:
-    # The issue: plain Welford with removals keeps the 1e8 spike's rounding residue in its
+    # Plain Welford with removals keeps the 1e8 spike's rounding residue in its
     # running sums; once the spike leaves a window of values near 1 the variance is garbage.
     tw = _windows([10 * S], ["10s"])
     events = []
@@ -62,7 +62,7 @@ def test_regression_spike_1e8_leaving_values_near_1() -> None:
 
 
 def test_regression_1_1e9_spike_and_small_ints_leave_values_near_1e9() -> None:
-    # The issue: small integers, then a 1.1e9 spike, then values near 1e9; once the spike
+    # Small integers, then a 1.1e9 spike, then values near 1e9; once the spike
     # and the small integers have left the 10 s window, pandas 3 reported a variance
     # orders of magnitude off. The tail is built so the exact answer is known: every 10 s
     # window of it holds 625 values, 624 of 1e9 and one of 1e9 + 2.25, so
@@ -95,7 +95,8 @@ def test_regression_1_1e9_spike_and_small_ints_leave_values_near_1e9() -> None:
     assert stats["stddev"] == math.sqrt(0.0081)
     assert stats["mean"] == float(Fraction(624 * 10**9 + 10**9 + Fraction(9, 4), 625))
 
-    # Check the issue's premise against the installed pandas rather than quoting a number.
+    # Check that pandas really goes wrong here, against the installed pandas rather than
+    # quoting a number.
     series = pd.Series(
         [v for _, v in events], index=pd.to_datetime([t for t, _ in events], unit="us")
     )

@@ -12,6 +12,7 @@ from pushsvc.client.client import (
     Endpoint,
     RetryAfter,
     Unreachable,
+    batches,
     new_idempotency_key,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "Endpoint",
     "RetryAfter",
     "Unreachable",
+    "batches",
     "new_idempotency_key",
 ]

@@ -1,5 +1,6 @@
 """The Python client: `Endpoint` (the HTTP transport the tools use, standard library only) and
-`Client` (publish with retries, history as a pandas DataFrame, typed subscriptions).
+`Client` (publish with retries, history as a pandas DataFrame — the tools extra —, typed
+subscriptions).
 
     from pushsvc.client import Client
     client = Client("http://127.0.0.1:8000", token=None)
@@ -324,6 +325,12 @@ class Client:
                 error = ClientError("the stream ended")
             self._sleep(self.backoff.delay(min(attempt, 8), error))
             attempt += 1
+
+
+def batches(events: list[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
+    """`events` in order, `size` at a time: one POST each (`pushsvc publish`, `pushsvc replay`)."""
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
 
 
 def _since(since: str | float | datetime) -> str:

@@ -1,16 +1,18 @@
-"""`pushsvc replay FILE.csv`: read events from a CSV with pandas and POST them in batches."""
+"""`pushsvc replay FILE.csv`: read events from a CSV with pandas and POST them in batches.
+
+Needs the tools extra (pandas, numpy, tqdm): import it after `extras.require`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pushsvc.client import Client
+from pushsvc.client import Client, batches
 
 
 class CsvError(ValueError):
@@ -63,11 +65,6 @@ def _epoch_seconds(column: pd.Series, path: Path) -> list[float]:
         raise CsvError(f"{path}: {column.name} has empty cells")
     micros = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
     return [int(us) / 1_000_000 for us in micros]
-
-
-def batches(events: list[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
-    for start in range(0, len(events), size):
-        yield events[start : start + size]
 
 
 def replay(

@@ -1,6 +1,7 @@
 """What the Python client returns: typed stream messages, and history as a pandas DataFrame.
 
-pandas is imported only by `history_frame` (the tools that never load history stay light).
+pandas is imported only by `history_frame`, and is an extra (`pushsvc[tools]`): the tools that
+never load history, and the server, do without it.
 The DataFrame's columns are `pushsvc.core.history_table`'s, the same as the CSV answer of
 `GET /topics/{t}/history`: `pd.read_csv(url, parse_dates=["time"])` gives an equal frame.
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pushsvc.core import history_table
+from pushsvc.extras import require
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +87,8 @@ def history_frame(
 ) -> pd.DataFrame:
     """One row per update (history order), columns as in `pushsvc.core.history_table`:
     `id`, `reason` (str), `time` (datetime64, UTC), `value` and every statistic (float64,
-    NaN for null), `{window}_count` (int64)."""
+    NaN for null), `{window}_count` (int64). Needs pandas (the tools extra)."""
+    require("Client.history()", "pandas")
     import pandas as pd
 
     header = history_table.columns(windows, stats)

@@ -94,7 +94,7 @@ def _check_retry(ms: int) -> int:
 
 # Small blocks are joined into one write (fewer syscalls and chunk headers); big ones go as they
 # are. Joining a backlog of big blocks copied every byte once more per client, and a write of
-# tens of megabytes runs far out of the CPU caches: measured in docs/performance.md.
+# tens of megabytes runs far out of the CPU caches: measured in docs/journal/publish-path.md.
 COALESCE_BYTES = 64 * 1024
 
 

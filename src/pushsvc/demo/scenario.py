@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from pushsvc.demo.clock import (
     ORDERS_PEAK,
@@ -116,7 +115,7 @@ class Scenario:
         self.rate = rate
         self.prefix = prefix
         self.incidents: list[Incident] = []  # appended as the streams reach them
-        self._seeds = np.random.SeedSequence(seed)
+        self._seeds = random.Random(seed)  # None: seeded from the system's entropy
 
     def events(self) -> Iterator[DemoEvent]:
         """Every event, in offset order, for ever."""
@@ -131,18 +130,18 @@ class Scenario:
 
     # ------------------------------------------------------------------ helpers
 
-    def _rng(self) -> np.random.Generator:
-        # One child seed per stream, in a fixed order: streams never share draws.
-        return np.random.default_rng(self._seeds.spawn(1)[0])
+    def _rng(self) -> random.Random:
+        # One generator per stream, seeded in a fixed order: streams never share draws.
+        return random.Random(self._seeds.getrandbits(128))
 
     def _arrivals(
-        self, rng: np.random.Generator, peak_rate: float, intensity: Intensity
+        self, rng: random.Random, peak_rate: float, intensity: Intensity
     ) -> Iterator[float]:
         """Offsets of a Poisson process of rate `peak_rate * intensity(offset)`."""
         offset = 0.0
         while True:
-            offset += float(rng.exponential(1.0 / peak_rate))
-            if float(rng.random()) < intensity(offset):
+            offset += rng.expovariate(peak_rate)
+            if rng.random() < intensity(offset):
                 yield offset
 
     def _hour(self, offset: float) -> float:
@@ -160,7 +159,7 @@ class Scenario:
         peak_rate = self.rate * LATENCY_SHARE / len(STATIONS)
         for offset in self._arrivals(rng, peak_rate, self._orders):
             hour = self._hour(offset)
-            value = median_s * kitchen_load(hour) * math.exp(LATENCY_SIGMA * rng.standard_normal())
+            value = median_s * kitchen_load(hour) * math.exp(LATENCY_SIGMA * rng.gauss(0.0, 1.0))
             yield DemoEvent(offset, topic, round(value, 1), {"station": station})
 
     def _orders(self, offset: float) -> float:
@@ -179,24 +178,24 @@ class Scenario:
             now_s = self.clock.seconds(offset)
             keep = math.exp(-(now_s - last_s) / QUALITY_REVERSION_S)
             spread = QUALITY_DRIFT * math.sqrt(1.0 - keep * keep)
-            quality = mean + (quality - mean) * keep + spread * rng.standard_normal()
+            quality = mean + (quality - mean) * keep + spread * rng.gauss(0.0, 1.0)
             last_s = now_s
             while offset >= end:
                 start, end, drop = next(batches)
             served = quality - drop if offset >= start else quality
-            stars = min(5, max(1, round(served + RATING_NOISE * rng.standard_normal())))
+            stars = min(5, max(1, round(served + RATING_NOISE * rng.gauss(0.0, 1.0))))
             yield DemoEvent(offset, topic, float(stars), {"dish": dish})
 
     def _bad_batches(
-        self, rng: np.random.Generator, dish: str, topic: str
+        self, rng: random.Random, dish: str, topic: str
     ) -> Iterator[tuple[float, float, float]]:
         """(start, end, drop) of each bad batch of `dish`, in machine offsets, recorded as
         incidents."""
         at_s = self.clock.seconds(0.0)
         while True:
-            at_s += float(rng.exponential(BAD_BATCH_EVERY_S))
-            length_s = 60.0 * float(rng.uniform(*BAD_BATCH_MINUTES))
-            drop = float(rng.uniform(*BAD_BATCH_DROP))
+            at_s += rng.expovariate(1.0 / BAD_BATCH_EVERY_S)
+            length_s = 60.0 * rng.uniform(*BAD_BATCH_MINUTES)
+            drop = rng.uniform(*BAD_BATCH_DROP)
             start, end = self.clock.offset(at_s), self.clock.offset(at_s + length_s)
             self.incidents.append(
                 Incident("bad batch", topic, start, end, f"{dish} ratings drop by {drop:.1f}")
@@ -217,7 +216,7 @@ class Scenario:
         offset = 0.0
         while True:
             offset += period
-            views = int(rng.poisson(PAGEVIEWS_PEAK * self._shop(offset) * period))
+            views = _poisson(rng, PAGEVIEWS_PEAK * self._shop(offset) * period)
             yield DemoEvent(offset, topic, round(views / period, 2))
 
     def _sessions(self) -> Iterator[DemoEvent]:
@@ -226,7 +225,7 @@ class Scenario:
         topic = self._topic("shop.session_seconds")
         for offset in self._arrivals(rng, self.rate * SESSION_SHARE, self._shop):
             evening = 1.0 + 0.4 * bump(self._hour(offset), 21.0, 2.0)
-            value = SESSION_MEDIAN_S * evening * math.exp(SESSION_SIGMA * rng.standard_normal())
+            value = SESSION_MEDIAN_S * evening * math.exp(SESSION_SIGMA * rng.gauss(0.0, 1.0))
             yield DemoEvent(offset, topic, float(round(value)))
 
     def _checkouts(self) -> Iterator[DemoEvent]:
@@ -246,18 +245,30 @@ class Scenario:
         for offset in self._arrivals(rng, self.rate * CHECKOUT_SHARE, intensity):
             on_sale = offset >= start  # `intensity` moved the sale window up to this offset
             median = FLASH_SALE_MEDIAN if on_sale else CHECKOUT_MEDIAN
-            value = median * math.exp(CHECKOUT_SIGMA * rng.standard_normal())
+            value = median * math.exp(CHECKOUT_SIGMA * rng.gauss(0.0, 1.0))
             campaign = "flash-sale" if on_sale else "none"
             yield DemoEvent(offset, topic, round(value, 2), {"campaign": campaign})
 
-    def _flash_sales(self, rng: np.random.Generator, topic: str) -> Iterator[tuple[float, float]]:
+    def _flash_sales(self, rng: random.Random, topic: str) -> Iterator[tuple[float, float]]:
         at_s = self.clock.seconds(0.0)
         while True:
-            at_s += float(rng.exponential(FLASH_SALE_EVERY_S))
-            length_s = 60.0 * float(rng.uniform(*FLASH_SALE_MINUTES))
+            at_s += rng.expovariate(1.0 / FLASH_SALE_EVERY_S)
+            length_s = 60.0 * rng.uniform(*FLASH_SALE_MINUTES)
             start, end = self.clock.offset(at_s), self.clock.offset(at_s + length_s)
             self.incidents.append(
                 Incident("flash sale", topic, start, end, "checkouts burst, smaller baskets")
             )
             yield start, end
             at_s += length_s
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson count: the arrivals of a unit-rate process within `mean` (exact, one draw per
+    arrival: PAGEVIEWS_PEAK per page-view period at most). The standard library has no Poisson
+    draw, and the demo needs nothing beyond it."""
+    count = 0
+    elapsed = rng.expovariate(1.0)
+    while elapsed < mean:
+        count += 1
+        elapsed += rng.expovariate(1.0)
+    return count

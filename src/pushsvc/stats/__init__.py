@@ -5,7 +5,8 @@ The module map:
 * ``layout.py``   — the statistics' names and the flat layout of a topic's scalar state;
 * ``windows.py``  — ``TopicWindows``: window semantics, the shared buffer, statistic
   selection, and the general (reference) path for everything;
-* ``fastpath.py`` — the per-configuration generated ``insert`` / ``insert_many`` / ``summary``;
+* ``fastpath.py`` — the per-configuration generated ``insert`` / ``insert_many`` / ``summary``
+  (what it generates for the default configuration: ``fastpath_default.py.txt``);
 * ``spec.py``     — ``WindowSpec``: one configuration, validated and compiled once; ``new()``;
 * ``moments.py``  — exact count/sum/mean/variance arithmetic and its error analysis;
 * ``order.py``    — quantiles; ``extrema.py`` — min/max without a sorted list.

@@ -4,25 +4,75 @@ Why generate code: per event, the engine does a few dozen integer and list opera
 window, and in CPython the interpreter's overhead around them (attribute loads, loop
 iterations over window objects, method calls) costs as much as the operations. So for each
 (widths, labels, stats) this module writes the three methods out with every window unrolled
-into local variables (``l0, a0, b0, ...``: left index, S1, S2, max and min pointers), only the
-work the selected statistics need, and the labels and keys as literals; then compiles them
-into a subclass of ``TopicWindows``. ``insert_many`` keeps the whole state in locals for a
-batch. The generated source is kept on the class (``_fast_source``) for reading and profiling.
+into local variables, only the work the selected statistics need, and the labels and keys as
+literals; then compiles them into a subclass of ``TopicWindows``. ``insert_many`` keeps the
+whole state in locals for a batch. The generated source is kept on the class
+(``_fast_source``) for reading and profiling.
+
+What it generates for the server's default configuration (windows ``10s,1m,5m``, every
+statistic) is committed as ``fastpath_default.py.txt`` beside this module, and
+``tests/test_fastpath_golden.py`` checks it is current; after a deliberate change regenerate
+it with ``PUSHSVC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_fastpath_golden.py`` and review
+the diff. The source is built from the templates below (``_INSERT``, ``_INSERT_MANY``,
+``_SUMMARY`` and their pieces), which read like the code they make.
+
+The shape of each method:
+
+* ``insert``: load the few fields the accept test needs; if the event passes it, bind the
+  buffers and unpack ``_st`` into locals, apply the event (buffer, extrema, then every window
+  in turn: add the event, evict what fell out, move the min/max pointers), store the locals
+  back into ``_st`` and return. Otherwise call the general ``_insert_slow``.
+* ``insert_many``: the same per item with the state in locals for the whole batch, then every
+  window's summary dict; a rejected item stores the locals, runs the general path and
+  reloads. ``finally`` stores the locals whatever happens.
+* ``summary``: unpack ``_st``, then per window its count and, when it is not empty, its
+  statistics from the sums, the extrema lists or the sorted list.
+
+The generated locals (``i`` is a window's index, in configuration order):
+
+===================================  ============================================================
+local                                meaning
+===================================  ============================================================
+``clock shift unit inv_unit limit``  topic fields of ``_st`` (``layout.py``): clock ``T``, the
+                                     integer scale's exponent, ``2.0**shift``, ``2.0**-shift``,
+                                     the fast path's magnitude limit (0.0: exact path only)
+``left{i} sum{i} sumsq{i}``          window fields: left index into the buffer, scaled integer
+                                     sums of ``x`` and ``x * x``
+``maxptr{i} minptr{i}``              window fields: index of the window's max / min entry in the
+                                     shared extrema lists (``extrema.py``)
+``t v``                              the event's time (µs) and value
+``x_float x x_sq``                   ``v * unit``; it as an exact ``int``; its square
+``old old_x``                        a value leaving a window; it scaled to an ``int``
+``bound``                            ``t - width``: a window holds the events after it
+``times values end``                 the buffer (``_ts``, ``_vals``) and its length
+``compact_at``                       ``_cat``: compact the buffer once the widest ``left`` is here
+``max_times max_values max_last``    the max list (sentinel first) and its last index; same
+                                     for ``min_*``
+``sorted{i}``                        window ``i``'s ``SortedList`` (when a quantile is selected)
+``order_stats``                      ``_ostats``: ``[min, max, *quantiles]`` of a sorted list,
+``lowest highest p50 p90 p99``       read into these (the selected quantiles only)
+``n var stats{i} inv_unit2``         a window's count, variance, statistics dict; ``inv_unit**2``
+===================================  ============================================================
+
+``append_*``, ``pop_*``, ``add_sorted{i}``, ``remove_sorted{i}`` are bound methods of those
+lists, looked up once per call.
 
 Only validated data reaches the source: window widths are ints, statistic names come from
 ``STAT_KEYS``, and labels enter as ``repr()`` literals, so nothing a user configures is ever
 executed.
 
 The generated code covers one case: an in-order event whose value is exact at the current
-integer scale and below ``_HUGE`` (in a topic not on the exact path). Anything else writes the
-locals back to ``_st`` and calls the general method (``windows.py``), which is the reference
-the fast path must match (the oracle tests run both).
+integer scale and below ``HUGE`` (``layout.py``), in a topic not on the exact path. Anything
+else writes the locals back to ``_st`` and calls the general method (``windows.py``), which is
+the reference the fast path must match (the oracle tests run both).
 """
 
 from __future__ import annotations
 
 import math
-from textwrap import indent
+import re
+from pathlib import Path
+from string import Template
 
 from pushsvc.stats.layout import (
     CLOCK,
@@ -31,17 +81,30 @@ from pushsvc.stats.layout import (
     MOMENTS_1,
     MOMENTS_2,
     QUANTILE_OF,
+    STAT_KEYS,
+    TOPIC_FIELDS,
+    WSTRIDE,
     local_names,
 )
 
-__all__ = ["specialise"]
+__all__ = ["DEFAULT_CONFIGURATION", "GOLDEN_PATH", "generate", "specialise"]
+
+#: The server's default (``config.py``: ``--windows 10s,1m,5m``, ``--stats all``): widths in
+#: µs, labels, statistics. Its generated source is the golden file.
+DEFAULT_CONFIGURATION: tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]] = (
+    (10_000_000, 60_000_000, 300_000_000),
+    ("10s", "1m", "5m"),
+    STAT_KEYS,
+)
+#: What ``generate(*DEFAULT_CONFIGURATION)`` returns, committed for review.
+GOLDEN_PATH = Path(__file__).with_name("fastpath_default.py.txt")
 
 
 def specialise(
     base: type, widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]
 ) -> type:
     """A subclass of ``base`` with ``insert``, ``insert_many`` and ``summary`` generated."""
-    source = _Source(widths, labels, stats).module()
+    source = generate(widths, labels, stats)
     namespace: dict[str, object] = {"_sqrt": math.sqrt}
     exec(compile(source, f"<pushsvc.stats.fastpath {labels} {stats}>", "exec"), namespace)
     attrs = {
@@ -57,7 +120,311 @@ def specialise(
     return type(f"TopicWindows_{'_'.join(labels)}", (base,), attrs)
 
 
+def generate(widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]) -> str:
+    """The source of ``insert``, ``insert_many`` and ``summary`` for one configuration."""
+    return _Source(widths, labels, stats).module()
+
+
+# -- filling templates -----------------------------------------------------------------------
+
+_BLOCK_LINE = re.compile(r"(?P<indent> *)\$(?P<name>\w+)")
+
+
+def _fill(template: str, **fields: object) -> str:
+    """``template`` with its ``$name`` placeholders filled from ``fields``.
+
+    A line that is only ``$name`` takes a block (source lines, each ending in a newline),
+    indented to that line's depth; an empty block removes the line. Any other ``$name`` or
+    ``${name}`` is replaced inline. Filled-in text is never read as a template again.
+    """
+    out: list[str] = []
+    for line in template.split("\n")[:-1]:
+        block = _BLOCK_LINE.fullmatch(line)
+        if block is None:
+            out.append(Template(line).substitute(fields) + "\n")
+            continue
+        text = fields[block["name"]]
+        assert isinstance(text, str) and (text == "" or text.endswith("\n")), block["name"]
+        out += [block["indent"] + code + "\n" for code in text.split("\n")[:-1]]
+    return "".join(out)
+
+
+# -- templates: the methods --------------------------------------------------------------------
+#
+# Placeholders: $fields lists every state local in layout order (``layout.local_names``), a
+# line for the topic's and one per window's; $accept is _ACCEPT_SCALED or _ACCEPT, holding the
+# method's fast case; $wide is the widest window's index.
+
+_INSERT = """\
+def insert(self, ts_us, value):
+    v = float(value)
+    st = self._st
+    t = ts_us
+    clock = st[$CLOCK]
+    limit = st[$LIMIT]
+    unit = st[$FUNIT]
+    $accept
+    self._insert_slow(ts_us, v)
+"""
+
+_INSERT_FAST = """\
+t = ts_us
+$bind_lists
+(
+    $fields
+) = st
+end = len(times)
+$event
+$store
+if left$wide >= self._cat:
+    self._compact()
+return
+"""
+
+_INSERT_MANY = """\
+def insert_many(self, items):
+    $bind_lists
+    $load
+    out = []
+    emit = out.append
+    try:
+        for t, value in items:
+            v = float(value)
+            $accept
+            $store
+            self._insert_slow(t, v)
+            $load
+            emit(self.summary())
+    finally:
+        $store
+    return out
+"""
+
+_INSERT_MANY_FAST = """\
+$event
+if left$wide >= compact_at:
+    $store
+    self._compact()
+    $load
+$summaries
+emit($summary_dict)
+continue
+"""
+
+_SUMMARY = """\
+def summary(self):
+    (
+        $fields
+    ) = self._st
+    $exact_path
+    $bind_extrema_values
+    $bind_sorted
+    sqrt = _sqrt
+    inv_unit2 = inv_unit * inv_unit
+    end = len(self._ts)
+    $summaries
+    return $summary_dict
+"""
+
+_SUMMARY_EXACT_PATH = """\
+if limit == 0.0:
+    return self._summary_exact()
+"""
+
+_SUMMARY_EXTREMA_VALUES = """\
+max_values = self._ext.mxv
+min_values = self._ext.mnv
+"""
+
+# -- templates: state in and out of locals, lists bound to locals ------------------------------
+
+_STORE = """\
+self._st = [
+    $fields
+]
+"""
+
+_LOAD = """\
+(
+    $fields
+) = self._st
+inv_unit2 = inv_unit * inv_unit
+end = len(times)
+compact_at = self._cat
+"""
+
+# The buffer, the extrema lists and the sorted lists are never rebound: bound once per call.
+_BIND_LISTS = """\
+times = self._ts
+values = self._vals
+append_time = times.append
+append_value = values.append
+sqrt = _sqrt
+$bind_extrema
+$bind_sorted
+"""
+
+_BIND_EXTREMA = """\
+extrema = self._ext
+max_times = extrema.mxt
+max_values = extrema.mxv
+min_times = extrema.mnt
+min_values = extrema.mnv
+append_max_time = max_times.append
+append_max_value = max_values.append
+pop_max_time = max_times.pop
+pop_max_value = max_values.pop
+append_min_time = min_times.append
+append_min_value = min_values.append
+pop_min_time = min_times.pop
+pop_min_value = min_values.pop
+"""
+
+_BIND_ORDER_STATS = """\
+order_stats = self._ostats
+"""
+
+_BIND_SORTED = """\
+sorted$i = self._sorted[$i]
+add_sorted$i = sorted$i.add
+remove_sorted$i = sorted$i.remove
+"""
+
+_SUMMARY_BIND_SORTED = """\
+sorted$i = self._sorted[$i]
+"""
+
+# -- templates: one event ----------------------------------------------------------------------
+
+# The fast case: in order, within the magnitude limit and, when sums are kept, exact at the
+# current integer scale (``x_float`` is then an integer).
+_ACCEPT_SCALED = """\
+if t >= clock and -limit < v < limit:
+    x_float = v * unit
+    if x_float.is_integer():
+        $fast
+"""
+
+_ACCEPT = """\
+if t >= clock and -limit < v < limit:
+    $fast
+"""
+
+_EVENT = """\
+clock = t
+append_time(t)
+append_value(v)
+end += 1
+$scale
+$push_extrema
+$windows
+"""
+
+_SCALE = """\
+x = int(x_float)
+"""
+
+_SQUARE = """\
+x_sq = x * x
+"""
+
+_PUSH_EXTREMA = """\
+# The sentinels (+inf / -inf at index 0) end these loops.
+while max_values[-1] <= v:
+    pop_max_value()
+    pop_max_time()
+append_max_time(t)
+append_max_value(v)
+max_last = len(max_values) - 1
+while min_values[-1] >= v:
+    pop_min_value()
+    pop_min_time()
+append_min_time(t)
+append_min_value(v)
+min_last = len(min_values) - 1
+"""
+
+_WINDOW_UPDATE = """\
+# Window $i, $label: the events with t - $width < ts <= t.
+bound = t - $width
+$add_event
+# The new event ends the buffer with ts > bound, so this loop needs no bounds check.
+while times[left$i] <= bound:
+    $evict_event
+    left$i += 1
+$move_pointers
+"""
+
+_ADD_SUM = "sum$i += x\n"
+_ADD_SUMSQ = "sumsq$i += x_sq\n"
+_ADD_SORTED = "add_sorted$i(v)\n"
+_EVICT_READ = "old = values[left$i]\n"
+_EVICT_SUM = "old_x = int(old * unit)\nsum$i -= old_x\n"
+_EVICT_SUMSQ = "sumsq$i -= old_x * old_x\n"
+_EVICT_SORTED = "remove_sorted$i(old)\n"
+
+# A pointer past the last entry means its entries were popped: the new one is then the
+# window's first; otherwise it only moves forward.
+_MOVE_POINTERS = """\
+if maxptr$i > max_last:
+    maxptr$i = max_last
+while max_times[maxptr$i] <= bound:
+    maxptr$i += 1
+if minptr$i > min_last:
+    minptr$i = min_last
+while min_times[minptr$i] <= bound:
+    minptr$i += 1
+"""
+
+# -- templates: one window's summary ------------------------------------------------------------
+#
+# Each moment is one correctly rounded operation on exact integers followed by an exact
+# power-of-two scaling: ``float(S1)``, ``S1 / n`` and ``(n*S2 - S1**2) / (n*(n-1))`` (int true
+# division rounds correctly) times ``2**-shift`` or ``2**-2shift``. The fast path's bounds
+# (shift <= 128, |value| < 2**380) keep every intermediate a normal double, so the scaling
+# cannot round or overflow. Dividing by the small ``n`` rather than by ``n << shift`` saves a
+# third of the division's cost.
+
+_WINDOW_SUMMARY_VAR = """\
+n = end - left$i
+if n > 1:
+    $read_sorted
+    var = (n * sumsq$i - sum$i * sum$i) / (n * n - n) * inv_unit2
+    stats$i = {
+        $full
+    }
+elif n:
+    $read_sorted
+    stats$i = {
+        $single
+    }
+else:
+    stats$i = {
+        $empty
+    }
+"""
+
+_WINDOW_SUMMARY = """\
+n = end - left$i
+if n:
+    $read_sorted
+    stats$i = {
+        $full
+    }
+else:
+    stats$i = {
+        $empty
+    }
+"""
+
+_READ_SORTED = """\
+$names = order_stats(sorted$i)
+"""
+
+
 class _Source:
+    """The templates filled for one configuration."""
+
     def __init__(
         self, widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]
     ) -> None:
@@ -65,210 +432,151 @@ class _Source:
         self.labels = labels
         self.stats = stats
         selected = set(stats)
-        self.m1 = bool(selected & MOMENTS_1)
-        self.m2 = bool(selected & MOMENTS_2)
-        self.qnames = [name for name in stats if name in QUANTILE_OF]
-        self.ord = bool(self.qnames)
-        self.ext = not self.ord and bool(selected & {"min", "max"})
+        # What the statistics need kept, as in TopicWindows: the scaled sums S1 and S2, a
+        # SortedList per window (quantiles), or the shared extrema lists (min/max without).
+        self.sums = bool(selected & MOMENTS_1)
+        self.squares = bool(selected & MOMENTS_2)
+        self.quantiles = [name for name in stats if name in QUANTILE_OF]
+        self.sorted_lists = bool(self.quantiles)
+        self.extrema = not self.sorted_lists and bool(selected & {"min", "max"})
         self.wide = max(range(len(widths)), key=widths.__getitem__)
-        self.fields = ", ".join(local_names(len(widths)))
+        names = local_names(len(widths))
+        rows = [names[:TOPIC_FIELDS]] + [
+            names[start : start + WSTRIDE] for start in range(TOPIC_FIELDS, len(names), WSTRIDE)
+        ]
+        self.fields = "".join(", ".join(row) + ",\n" for row in rows)
+
+    def windows(self) -> range:
+        return range(len(self.widths))
 
     # -- pieces ----------------------------------------------------------------------------
 
-    def flush(self) -> str:
-        return f"self._st = [{self.fields}]\n"
+    def store(self) -> str:
+        return _fill(_STORE, fields=self.fields)
 
-    def reload(self) -> str:
-        return f"{self.fields} = self._st\ninv2 = inv * inv\nend = len(ts)\ncat = self._cat\n"
+    def load(self) -> str:
+        return _fill(_LOAD, fields=self.fields)
 
-    def lists(self) -> str:
-        """Bind the buffer, the extrema lists and the sorted lists (never rebound) to locals."""
-        out = "ts = self._ts\nvals = self._vals\ntsapp = ts.append\nvapp = vals.append\n"
-        out += "sqrt = _sqrt\n"
-        if self.ext:
-            out += "ext = self._ext\nmxt = ext.mxt\nmxv = ext.mxv\nmnt = ext.mnt\nmnv = ext.mnv\n"
-            out += "mxtapp = mxt.append\nmxvapp = mxv.append\nmxtpop = mxt.pop\n"
-            out += "mxvpop = mxv.pop\nmntapp = mnt.append\nmnvapp = mnv.append\n"
-            out += "mntpop = mnt.pop\nmnvpop = mnv.pop\n"
-        if self.ord:
-            out += "ostats = self._ostats\n"
-            for i in range(len(self.widths)):
-                out += f"sl{i} = self._sorted[{i}]\nadd{i} = sl{i}.add\nrem{i} = sl{i}.remove\n"
-        return out
+    def bind_sorted(self, template: str) -> str:
+        if not self.sorted_lists:
+            return ""
+        per_window = "".join(_fill(template, i=i) for i in self.windows())
+        return _BIND_ORDER_STATS + per_window
 
-    def accept(self) -> str:
-        """The fast-path test for (t, v); sets x, the exact scaled integer, when sums are kept."""
-        if self.m1:
-            return "if t >= clk and -lim < v < lim:\n    xf = v * funit\n    if xf.is_integer():\n"
-        return "if t >= clk and -lim < v < lim:\n    if True:\n"
+    def bind_lists(self) -> str:
+        return _fill(
+            _BIND_LISTS,
+            bind_extrema=_BIND_EXTREMA if self.extrema else "",
+            bind_sorted=self.bind_sorted(_BIND_SORTED),
+        )
 
-    def body(self) -> str:
-        """One in-order event (t, v[, x]) applied to the buffer and every window."""
-        out = "clk = t\ntsapp(t)\nvapp(v)\nend += 1\n"
-        if self.m1:
-            out += "x = int(xf)\n"
-        if self.m2:
-            out += "x2 = x * x\n"
-        if self.ext:
-            # The sentinels (+inf / -inf at index 0) end these loops.
-            out += "while mxv[-1] <= v:\n    mxvpop()\n    mxtpop()\n"
-            out += "mxtapp(t)\nmxvapp(v)\nmlast = len(mxv) - 1\n"
-            out += "while mnv[-1] >= v:\n    mnvpop()\n    mntpop()\n"
-            out += "mntapp(t)\nmnvapp(v)\nnlast = len(mnv) - 1\n"
-        for i, width in enumerate(self.widths):
-            out += f"bound = t - {width}\n"
-            if self.m1:
-                out += f"a{i} += x\n"
-            if self.m2:
-                out += f"b{i} += x2\n"
-            if self.ord:
-                out += f"add{i}(v)\n"
-            # The new event ends the buffer with ts > bound, so this loop needs no bounds check.
-            out += f"while ts[l{i}] <= bound:\n"
-            if self.m1 or self.ord:
-                out += f"    u = vals[l{i}]\n"
-            if self.m1:
-                out += "    y = int(u * funit)\n"
-                out += f"    a{i} -= y\n"
-            if self.m2:
-                out += f"    b{i} -= y * y\n"
-            if self.ord:
-                out += f"    rem{i}(u)\n"
-            out += f"    l{i} += 1\n"
-            if self.ext:
-                # A pointer past the last entry means its entries were popped: the new one is
-                # then the window's first; otherwise it only moves forward.
-                out += f"if p{i} > mlast:\n    p{i} = mlast\n"
-                out += f"while mxt[p{i}] <= bound:\n    p{i} += 1\n"
-                out += f"if q{i} > nlast:\n    q{i} = nlast\n"
-                out += f"while mnt[q{i}] <= bound:\n    q{i} += 1\n"
-        return out
+    def accept(self, fast: str) -> str:
+        return _fill(_ACCEPT_SCALED if self.sums else _ACCEPT, fast=fast)
+
+    def window_update(self, i: int) -> str:
+        add = (_ADD_SUM if self.sums else "") + (_ADD_SUMSQ if self.squares else "")
+        add += _ADD_SORTED if self.sorted_lists else ""
+        evict = _EVICT_READ if self.sums or self.sorted_lists else ""
+        evict += (_EVICT_SUM if self.sums else "") + (_EVICT_SUMSQ if self.squares else "")
+        evict += _EVICT_SORTED if self.sorted_lists else ""
+        return _fill(
+            _WINDOW_UPDATE,
+            i=i,
+            label=repr(self.labels[i]),
+            width=f"{self.widths[i]:_}",
+            add_event=_fill(add, i=i),
+            evict_event=_fill(evict, i=i),
+            move_pointers=_fill(_MOVE_POINTERS, i=i) if self.extrema else "",
+        )
+
+    def event(self) -> str:
+        """One in-order event (t, v[, x_float]) applied to the buffer and every window."""
+        return _fill(
+            _EVENT,
+            scale=(_SCALE if self.sums else "") + (_SQUARE if self.squares else ""),
+            push_extrema=_PUSH_EXTREMA if self.extrema else "",
+            windows="".join(self.window_update(i) for i in self.windows()),
+        )
 
     def window_summary(self, i: int) -> str:
-        """Assign ``s{i}``, window i's statistics dict, from the locals.
-
-        Each moment is one correctly rounded operation on exact integers followed by an exact
-        power-of-two scaling: ``float(S1)``, ``S1 / n`` and ``(n*S2 - S1**2) / (n*(n-1))`` (int
-        true division rounds correctly) times ``2**-shift`` or ``2**-2shift``. The fast path's
-        bounds (shift <= 128, |value| < 2**380) keep every intermediate a normal double, so
-        the scaling cannot round or overflow. Dividing by the small ``n`` rather than by
-        ``n << shift`` saves a third of the division's cost.
-        """
-        stats = self.stats
+        """Assign ``stats{i}``, window i's statistics dict, from the locals."""
         full = {
             "count": "n",
-            "sum": f"float(a{i}) * inv",
-            "mean": f"a{i} / n * inv",
+            "sum": f"float(sum{i}) * inv_unit",
+            "mean": f"sum{i} / n * inv_unit",
             "var": "var",
             "stddev": "sqrt(var)",
         }
-        pre = ""
-        if self.ord:
-            names = ["olo", "ohi", *(f"o{name}" for name in self.qnames)]
-            pre += f"{', '.join(names)} = ostats(sl{i})\n"
-            full["min"] = "olo"
-            full["max"] = "ohi"
-            for name in self.qnames:
-                full[name] = f"o{name}"
-        elif self.ext:
-            full["min"] = f"mnv[q{i}]"
-            full["max"] = f"mxv[p{i}]"
+        read_sorted = ""
+        if self.sorted_lists:
+            names = ["lowest", "highest", *self.quantiles]
+            read_sorted = _fill(_READ_SORTED, names=", ".join(names), i=i)
+            full |= {"min": "lowest", "max": "highest"} | {name: name for name in self.quantiles}
+        elif self.extrema:
+            full |= {"min": f"min_values[minptr{i}]", "max": f"max_values[maxptr{i}]"}
+        single = full | {"var": "None", "stddev": "None"}
+        empty = {name: "None" for name in self.stats} | {"count": "0", "sum": "0.0"}
+        return _fill(
+            _WINDOW_SUMMARY_VAR if self.squares else _WINDOW_SUMMARY,
+            i=i,
+            read_sorted=read_sorted,
+            full=self.stats_dict(full),
+            single=self.stats_dict(single),
+            empty=self.stats_dict(empty),
+        )
 
-        def literal(values: dict[str, str]) -> str:
-            items = ", ".join(f"{name!r}: {values[name]}" for name in stats)
-            return "{" + items + "}"
+    def stats_dict(self, values: dict[str, str]) -> str:
+        """The items of a statistics dict display, one a line."""
+        return "".join(f"{name!r}: {values[name]},\n" for name in self.stats)
 
-        many = f"{pre}"
-        if self.m2:
-            many += f"var = (n * b{i} - a{i} * a{i}) / (n * n - n) * inv2\n"
-        many += f"s{i} = {literal(full)}\n"
-        one = pre + f"s{i} = {literal(full | {'var': 'None', 'stddev': 'None'})}\n"
-        empty = {name: "None" for name in stats} | {"count": "0", "sum": "0.0"}
-        out = f"n = end - l{i}\n"
-        if self.m2:
-            out += "if n > 1:\n" + indent(many, "    ")
-            out += "elif n:\n" + indent(one, "    ")
-        else:
-            out += "if n:\n" + indent(many, "    ")
-        out += f"else:\n    s{i} = {literal(empty)}\n"
-        return out
-
-    def summary_expr(self) -> str:
-        parts = ", ".join(f"{label!r}: s{i}" for i, label in enumerate(self.labels))
+    def summary_dict(self) -> str:
+        parts = ", ".join(f"{label!r}: stats{i}" for i, label in enumerate(self.labels))
         return "{" + parts + "}"
 
     def summaries(self) -> str:
-        return "".join(self.window_summary(i) for i in range(len(self.widths)))
+        return "".join(self.window_summary(i) for i in self.windows())
 
     # -- the three methods -----------------------------------------------------------------
 
     def insert(self) -> str:
-        fast = (
-            "t = ts_us\n"
-            + self.lists()
-            + f"{self.fields} = st\n"
-            + "end = len(ts)\n"
-            + self.body()
-            + self.flush()
-            + f"if l{self.wide} >= self._cat:\n    self._compact()\n"
-            + "return\n"
+        fast = _fill(
+            _INSERT_FAST,
+            bind_lists=self.bind_lists(),
+            fields=self.fields,
+            event=self.event(),
+            store=self.store(),
+            wide=self.wide,
         )
-        return (
-            "def insert(self, ts_us, value):\n"
-            "    v = float(value)\n"
-            "    st = self._st\n"
-            "    t = ts_us\n"
-            f"    clk = st[{CLOCK}]\n"
-            f"    lim = st[{LIMIT}]\n"
-            f"    funit = st[{FUNIT}]\n"
-            + indent(self.accept(), "    ")
-            + indent(fast, " " * 12)
-            + "    self._insert_slow(ts_us, v)\n"
-        )
+        return _fill(_INSERT, CLOCK=CLOCK, LIMIT=LIMIT, FUNIT=FUNIT, accept=self.accept(fast))
 
     def insert_many(self) -> str:
-        fast = (
-            self.body()
-            + f"if l{self.wide} >= cat:\n"
-            + indent(self.flush() + "self._compact()\n" + self.reload(), "    ")
-            + self.summaries()
-            + f"oapp({self.summary_expr()})\n"
-            + "continue\n"
+        fast = _fill(
+            _INSERT_MANY_FAST,
+            event=self.event(),
+            wide=self.wide,
+            store=self.store(),
+            load=self.load(),
+            summaries=self.summaries(),
+            summary_dict=self.summary_dict(),
         )
-        loop = (
-            "for t, value in items:\n"
-            "    v = float(value)\n"
-            + indent(self.accept(), "    ")
-            + indent(fast, " " * 12)
-            + indent(self.flush(), "    ")
-            + "    self._insert_slow(t, v)\n"
-            + indent(self.reload(), "    ")
-            + "    oapp(self.summary())\n"
-        )
-        return (
-            "def insert_many(self, items):\n"
-            + indent(self.lists() + self.reload(), "    ")
-            + "    out = []\n"
-            "    oapp = out.append\n"
-            "    try:\n"
-            + indent(loop, " " * 8)
-            + "    finally:\n"
-            + indent(self.flush(), " " * 8)
-            + "    return out\n"
+        return _fill(
+            _INSERT_MANY,
+            bind_lists=self.bind_lists(),
+            load=self.load(),
+            accept=self.accept(fast),
+            store=self.store(),
         )
 
     def summary(self) -> str:
-        lines = f"{self.fields} = self._st\n"
-        if self.m1:
-            lines += "if lim == 0.0:\n    return self._summary_exact()\n"
-        if self.ext:
-            lines += "mxv = self._ext.mxv\nmnv = self._ext.mnv\n"
-        if self.ord:
-            lines += "ostats = self._ostats\n"
-            lines += "".join(f"sl{i} = self._sorted[{i}]\n" for i in range(len(self.widths)))
-        lines += "sqrt = _sqrt\ninv2 = inv * inv\nend = len(self._ts)\n"
-        lines += self.summaries() + f"return {self.summary_expr()}\n"
-        return "def summary(self):\n" + indent(lines, "    ")
+        return _fill(
+            _SUMMARY,
+            fields=self.fields,
+            exact_path=_SUMMARY_EXACT_PATH if self.sums else "",
+            bind_extrema_values=_SUMMARY_EXTREMA_VALUES if self.extrema else "",
+            bind_sorted=self.bind_sorted(_SUMMARY_BIND_SORTED),
+            summaries=self.summaries(),
+            summary_dict=self.summary_dict(),
+        )
 
     def module(self) -> str:
-        return "\n\n".join((self.insert(), self.insert_many(), self.summary())) + "\n"
+        return "\n\n".join((self.insert(), self.insert_many(), self.summary()))

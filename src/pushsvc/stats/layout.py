@@ -41,8 +41,8 @@ TOPIC_FIELDS = 5
 LEFT, S1, S2, MAXP, MINP = range(5)
 WSTRIDE = 5
 
-_TOPIC_NAMES = ("clk", "sh", "funit", "inv", "lim")
-_WINDOW_NAMES = ("l", "a", "b", "p", "q")
+_TOPIC_NAMES = ("clock", "shift", "unit", "inv_unit", "limit")
+_WINDOW_NAMES = ("left", "sum", "sumsq", "maxptr", "minptr")
 
 
 def local_names(windows: int) -> list[str]:

@@ -1,6 +1,6 @@
 """All rolling windows of one topic over one shared, time-ordered event buffer.
 
-Semantics (DESIGN.md, "Statistics semantics"): the topic clock ``T`` is the largest event time
+Semantics (docs/design.md, "Statistics semantics"): the topic clock ``T`` is the largest event time
 accepted; window ``w`` holds the accepted events with ``ts`` in ``(T - w, T]``, like pandas'
 ``series.rolling(w)`` on a time index read at the newest row. Late events (``ts < T``) are
 inserted in time order and ``T`` does not move back; one at or before ``T - w`` is not in
