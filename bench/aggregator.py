@@ -1,11 +1,11 @@
 """Aggregator benchmark: events/s per core of the rolling-window engine, next to River's
 ``TimeRolling`` and pandas rolling recomputed per event, and the per-event latency tail.
 
-    python bench/aggregator.py                 # readable table, about two minutes
-    python bench/aggregator.py --json          # one JSON object
-    python bench/aggregator.py --smoke --json  # tiny streams, seconds (CI): runs and checks
+    python -m bench.aggregator                 # readable table, about two minutes
+    python -m bench.aggregator --json          # one JSON object
+    python -m bench.aggregator --smoke --json  # tiny streams, seconds (CI): runs and checks
 
-(From a checkout without ``pip install -e .``: ``PYTHONPATH=src python bench/aggregator.py``.)
+(From a checkout without ``pip install -e .``: ``PYTHONPATH=src python -m bench.aggregator``.)
 
 Method, and the figures: docs/performance.md, "Aggregator". Every run first checks every run
 mode's output, after every event of a small stream, against the test suite's oracle
@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from common import machine, percentiles, timed
+from bench.common import machine, percentiles, timed
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event, check_lateness

@@ -8,7 +8,7 @@ it (it leaves out the expiry's entry), and Redis's own CPU time (`INFO cpu`) per
 without and with a key. The method and the figures: docs/reliability.md, "Idempotent
 publishing".
 
-    python bench/idempotency_keys.py --keys 100000 --key-length 36,128
+    python -m bench.idempotency_keys --keys 100000 --key-length 36,128
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 
 import redis
 
-from common import Report, parser
+from bench.common import Report, parser
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.lists import comma_list
 from pushsvc.ingest import Event

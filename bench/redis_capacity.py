@@ -7,7 +7,7 @@ publishes the drafts fenced by the lease (`RedisBroker.publish_updates`), and K
 Redis's own CPU time (INFO cpu) per update; the method and the figures: docs/scaling.md, "What
 one Redis sustains". `BENCH_COMMANDSTATS=1` prints Redis's per-command times to stderr.
 
-    python bench/redis_capacity.py --batch 1,10,100 --subscribers 0,16
+    python -m bench.redis_capacity --batch 1,10,100 --subscribers 0,16
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 import redis
 
-from common import Report, parser
+from bench.common import Report, parser
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import Keys

@@ -7,8 +7,8 @@ after each step. First, the exact figure without HTTP: Python's allocations (`tr
 the same N topics through `ingest`, held and forgotten. Method and figures: docs/performance.md,
 "Junk topics and `--topic-ttl`".
 
-    python bench/topics.py                       # 20,000 topics, 3 waves, TTL 45 s and 0
-    python bench/topics.py --topics 5000 --waves 1 --ttl 20s --json
+    python -m bench.topics                       # 20,000 topics, 3 waves, TTL 45 s and 0
+    python -m bench.topics --topics 5000 --waves 1 --ttl 20s --json
 
 The TTL must outlast the posting of a wave (~30 s for 20,000 POSTs here) for the whole wave to
 be held at once.
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-from common import metric, parser
+from bench.common import metric, parser
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.ingest import Event, Limits

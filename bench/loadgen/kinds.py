@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from loadgen.http1 import ProtocolError
+from bench.loadgen.http1 import ProtocolError
 from pushsvc.client.sse_parser import SSEMessage as Message
 
 READY = "ready"

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from common import percentiles
-from loadgen.idcount import IdCounter, id_keys, judge_ids, judge_values
-from loadgen.kinds import READY, Kind, Loads, browser_loads
-from loadgen.subscriber import Reader
-from loadgen.tally import Tally, Verdict, totals
+from bench.common import percentiles
+from bench.loadgen.idcount import IdCounter, id_keys, judge_ids, judge_values
+from bench.loadgen.kinds import READY, Kind, Loads, browser_loads
+from bench.loadgen.subscriber import Reader
+from bench.loadgen.tally import Tally, Verdict, totals
 from pushsvc.client.sse_parser import EventStreamParser
 
 _SNAPSHOT = b"event: snapshot\n"

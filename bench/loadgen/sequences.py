@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from loadgen.tally import Verdict
+from bench.loadgen.tally import Verdict
 from pushsvc.client.sse_parser import EventStreamParser
 from pushsvc.core.updates import UpdateId
 

@@ -16,7 +16,6 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BENCH = REPO / "bench"
 
 HEADLINE = (
     "scalar_1w", "scalar_3w", "all_3w", "aggregator_all_3w", "river_time_rolling",
@@ -30,7 +29,7 @@ def smoke() -> dict:
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "aggregator.py"), "--smoke", "--json"],
+        [sys.executable, "-m", "bench.aggregator", "--smoke", "--json"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
@@ -77,9 +76,8 @@ def test_river_is_reported_or_said_missing(smoke: dict) -> None:
 
 
 @pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))
-    import aggregator
+def bench() -> ModuleType:
+    from bench import aggregator
 
     return aggregator
 

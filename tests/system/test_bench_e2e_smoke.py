@@ -31,7 +31,7 @@ def test_e2e_smoke_delivers_every_update_exactly_once() -> None:
     # Default settings: a client queue counts batches, not updates, so a fast reader of
     # 1000-event batches is never conflated (it was, when the queue counted updates).
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "e2e.py"), "--smoke", "--json"],
+        [sys.executable, "-m", "bench.e2e", "--smoke", "--json"],
         capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
     )  # fmt: skip
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -27,7 +27,7 @@ def _smoke(server: str, *more: str) -> list[dict[str, object]]:
             pytest.skip("no redis-server")
         env[BINARY_ENV] = binary  # the same one the rest of the suite uses
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "fanout.py"), "--smoke", "--servers", server,
+        [sys.executable, "-m", "bench.fanout", "--smoke", "--servers", server,
          "--json", *more],
         capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
     )  # fmt: skip

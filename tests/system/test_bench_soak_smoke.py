@@ -31,7 +31,7 @@ def _smoke(broker: str) -> tuple[list[dict[str, Any]], str]:
             pytest.skip("no redis-server")
         env[BINARY_ENV] = binary  # the same one the rest of the suite uses
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "soak.py"), "--smoke", "--json", "--broker",
+        [sys.executable, "-m", "bench.soak", "--smoke", "--json", "--broker",
          broker, "--seconds", "5", "--interval", "1"],
         capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
     )  # fmt: skip

@@ -1,6 +1,8 @@
-"""The module graph of src/pushsvc has no import cycle, function-level imports included.
+"""The module graph of src/pushsvc: no import cycle, and imports point down the layers,
+function-level and TYPE_CHECKING imports included.
 
-A cycle means two modules own parts of one concept (docs/architecture.md has the map).
+A cycle means two modules own parts of one concept; an import up the layers means a lower
+part knows a higher one (docs/architecture.md has the map).
 """
 
 from __future__ import annotations
@@ -75,6 +77,78 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (found := visit(node)):
             return found
     return None
+
+
+# Lowest first. A module may import its own layer and the layers below it, never one above.
+# A module belongs to the longest entry that names it or a package holding it; every module
+# must belong somewhere. The data flow: core ← ingest, stats ← aggregate ← broker ← deliver ←
+# http; what drives the broker (the shard runner, the one path in, the Redis bridge) sits
+# above it though its folder is lower, and what wires processes together sits on top.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("pushsvc.errors", "pushsvc.extras", "pushsvc.gevent_private")),
+    ("core", ("pushsvc.core",)),
+    ("ingest, stats", ("pushsvc.ingest", "pushsvc.stats")),
+    ("aggregate", ("pushsvc.aggregate",)),
+    ("broker", ("pushsvc.broker",)),
+    (
+        "drive the broker",
+        ("pushsvc.aggregate.shard_runner", "pushsvc.ingest.accept", "pushsvc.ingest.redis_bridge"),
+    ),
+    ("deliver", ("pushsvc.deliver",)),
+    ("settings", ("pushsvc.config", "pushsvc.security")),
+    ("ops", ("pushsvc.ops",)),
+    ("runtime", ("pushsvc.runtime",)),
+    ("http", ("pushsvc.http", "pushsvc.app")),
+    ("tools", ("pushsvc.client", "pushsvc.demo")),
+    ("entry", ("pushsvc.cli", "pushsvc.__main__")),
+)
+
+
+def _layer(module: str, layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> int | None:
+    if module == "pushsvc":
+        return 0  # the package's own __init__: the version, nothing else
+    best: tuple[int, int] | None = None  # (length of the entry, layer)
+    for index, (_, entries) in enumerate(layers):
+        for entry in entries:
+            if (module == entry or module.startswith(entry + ".")) and (
+                best is None or len(entry) > best[0]
+            ):
+                best = (len(entry), index)
+    return None if best is None else best[1]
+
+
+def _upward_imports(
+    graph: dict[str, set[str]], layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS
+) -> list[str]:
+    found = []
+    for module in sorted(graph):
+        low = _layer(module, layers)
+        for target in sorted(graph[module]):
+            high = _layer(target, layers)
+            if low is not None and high is not None and high > low:
+                found.append(
+                    f"{module} (layer {layers[low][0]!r}) imports {target} "
+                    f"(layer {layers[high][0]!r}, higher)"
+                )
+    return found
+
+
+def test_the_layer_checker_sees_an_import_up() -> None:
+    layers = (("low", ("p.a",)), ("high", ("p.b",)), ("higher", ("p.b.c",)))
+    assert _layer("p.b.c.d", layers) == 2 and _layer("p.b.x", layers) == 1
+    assert _upward_imports({"p.a": {"p.b.x"}, "p.b.c": {"p.a", "p.b.x"}}, layers) == [
+        "p.a (layer 'low') imports p.b.x (layer 'high', higher)"
+    ]
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(m for m in _graph() if _layer(m) is None)
+    assert not unplaced, f"place these in LAYERS (tests/unit/test_architecture.py): {unplaced}"
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = _upward_imports(_graph())
+    assert not upward, "imports up the layers (see LAYERS):\n" + "\n".join(upward)
 
 
 def test_the_checker_sees_a_cycle() -> None:

@@ -6,19 +6,14 @@ pushsvc.client.sse_parser, tested in test_sse.py."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from bench.common import percentiles
+from bench.loadgen.dechunk import Dechunker
+from bench.loadgen.http1 import ProtocolError, parse_head
+from bench.loadgen.idcount import IdCounter, judge_ids, judge_values
+from bench.loadgen.sequences import TopicSequences
+from bench.loadgen.tally import Tally, Verdict
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from common import percentiles
-from loadgen.dechunk import Dechunker
-from loadgen.http1 import ProtocolError, parse_head
-from loadgen.idcount import IdCounter, judge_ids, judge_values
-from loadgen.sequences import TopicSequences
-from loadgen.tally import Tally, Verdict
 from pushsvc.core.topics import TopicMatcher
 
 
