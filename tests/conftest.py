@@ -31,7 +31,7 @@ class _Lines(logging.Handler):
 def no_credential_in_any_log() -> Iterator[None]:
     """Tokens, secrets and `?token=` values never appear in a log line: every record logged in
     this process and every line a pushsvc process printed, over the whole session, is searched
-    for every credential the tests used (tests/auth_tokens.py)."""
+    for every credential the tests used (tests/support/auth_tokens.py)."""
     collected = _Lines()
     root = logging.getLogger()
     level = root.level

@@ -2,7 +2,7 @@
 written before entries named their topic's previous one still reads whole.
 
 (What a history page holds is the broker contract's, for both brokers:
-tests/test_broker_contract.py.)
+tests/integration/test_broker_contract.py.)
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What a rolling window's statistics should be, computed without `pushsvc.stats`: the oracle
-of `tests/test_stats_oracle.py` and of `bench/aggregator.py`'s check.
+of `tests/unit/test_stats_oracle.py` and of `bench/aggregator.py`'s check.
 
 * pandas defines the window semantics (docs/design.md): count, min, max and the quantiles of window
   ``w`` after an operation equal ``series.rolling(w)`` read at the newest row of the accepted

@@ -1,4 +1,4 @@
-"""docker-compose.yml read as Docker would (tests/test_docker_stack.py runs it for real), and
+"""docker-compose.yml read as Docker would (tests/system/test_docker_stack.py runs it for real), and
 the demo producer its `demo` service runs, against a local server."""
 
 from __future__ import annotations

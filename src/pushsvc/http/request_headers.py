@@ -6,7 +6,7 @@ CPU. A head whose every line is a plain `Name: value` (what clients send) become
 message that parser would build, from one regular-expression match per line; any other
 head — folded lines, stray CRs, lines that are not headers, an
 unterminated last line — goes to the email parser as before, so what pywsgi sees never
-differs (tests/test_request_headers.py checks both against each other).
+differs (tests/unit/test_request_headers.py checks both against each other).
 """
 
 from __future__ import annotations

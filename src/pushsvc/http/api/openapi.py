@@ -1,7 +1,7 @@
 """GET /openapi.json — the HTTP API described as OpenAPI 3.1, as this server runs it.
 
 The description is built from the settings, so that it says what the server really does
-(`tests/test_openapi_fuzz.py` holds it to that with schemathesis): security requirements only
+(`tests/system/test_openapi_fuzz.py` holds it to that with schemathesis): security requirements only
 with auth on, the query token only when enabled, anonymous reading only for configured
 selectors, and the windows, statistics and selector limit in force.
 """
