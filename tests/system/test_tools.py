@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pushsvc.client.models import history_frame
+from pushsvc.client.models import history_dataframe
 from pushsvc.extras import MissingExtra
 from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
 
@@ -140,4 +140,4 @@ def test_without_pandas_client_history_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(MissingExtra, match=r"Client.history\(\) needs pandas.*pushsvc\[tools\]"):
-        history_frame([], ["10s"], ["count"])
+        history_dataframe([], ["10s"], ["count"])

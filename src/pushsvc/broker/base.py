@@ -1,9 +1,9 @@
 """The broker contract: how raw events reach the aggregator and updates reach the hubs.
 
 Two implementations share this contract and one test suite
-(`tests/integration/test_broker_contract.py`): `memory` (one process only; the aggregator runs inside
-`append_events`) and `redis` (any number of processes on any number of hosts; the shard's
-aggregator reads the event log, `pushsvc.aggregate.shard_runner`).
+(`tests/integration/test_broker_contract.py`): `memory` (one process only; the aggregator runs
+inside `append_events`) and `redis` (any number of processes on any number of hosts; the
+shard's aggregator reads the event log, `pushsvc.aggregate.shard_runner`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 
-from pushsvc.client.models import Message, Snapshot, StreamUpdate, history_frame
+from pushsvc.client.models import Message, Snapshot, StreamUpdate, history_dataframe
 from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ class Client:
             pages.append(page)
             got += len(page["updates"])
         updates = [u for page in pages for u in page["updates"]]
-        frame = history_frame(updates, first["windows"], first["stats"])
+        frame = history_dataframe(updates, first["windows"], first["stats"])
         frame.attrs["resume_id"] = pages[-1]["resume_id"]
         frame.attrs["gap"] = first["gap"]
         return frame

@@ -1,6 +1,6 @@
 """What the Python client returns: typed stream messages, and history as a pandas DataFrame.
 
-pandas is imported only by `history_frame`, and is an extra (`pushsvc[tools]`): the tools that
+pandas is imported only by `history_dataframe`, and is an extra (`pushsvc[tools]`): the tools that
 never load history, and the server, do without it.
 The DataFrame's columns are `pushsvc.core.history_table`'s, the same as the CSV answer of
 `GET /topics/{t}/history`: `pd.read_csv(url, parse_dates=["time"])` gives an equal frame.
@@ -82,7 +82,7 @@ class Snapshot:
 Message = StreamUpdate | Snapshot
 
 
-def history_frame(
+def history_dataframe(
     updates: Sequence[Mapping[str, Any]], windows: Sequence[str], stats: Sequence[str]
 ) -> pd.DataFrame:
     """One row per update (history order), columns as in `pushsvc.core.history_table`:

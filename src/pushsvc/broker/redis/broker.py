@@ -39,7 +39,7 @@ from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
-from pushsvc.broker.redis.memory import RedisMemory, read_memory
+from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.wire import (
     encode_events,
@@ -308,7 +308,7 @@ class RedisBroker:
             self._client.ping()
 
     def memory(self) -> RedisMemory:
-        """Redis's eviction policy and memory use (`memory.py`)."""
+        """Redis's eviction policy and memory use (`memory_policy.py`)."""
         self._check_open()
         with unavailable("memory"):
             return read_memory(self._client)

@@ -18,7 +18,7 @@ import logging
 import gevent.event
 
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.memory import UNCHECKED, RedisMemory
+from pushsvc.broker.redis.memory_policy import UNCHECKED, RedisMemory
 from pushsvc.errors import BrokerUnavailable, UnsafeRedis
 
 log = logging.getLogger(__name__)
