@@ -102,7 +102,8 @@ class HeadTimeoutHandler(WSGIHandler):
 
 class StreamingHandler(HeadTimeoutHandler):
     """Also lends itself to the app through the environ so that a stream can write its own
-    socket once the head is out (`pushsvc.stream_socket`)."""
+    socket once the head is out (`pushsvc.stream_socket`; plain TCP only) and notice its
+    client leaving (`pushsvc.peer_watch`; TLS too)."""
 
     def get_environ(self) -> dict[str, object]:
         environ: dict[str, object] = super().get_environ()
@@ -110,10 +111,12 @@ class StreamingHandler(HeadTimeoutHandler):
         return environ
 
 
-def handler_for(settings: Settings, *, tls: bool) -> type[HeadTimeoutHandler]:
-    # TLS streams keep pywsgi's own writes (stream_socket writes plain sockets).
-    base = HeadTimeoutHandler if tls else StreamingHandler
-    return type(base.__name__, (base,), {"header_timeout_s": settings.header_timeout_us / 1e6})
+def handler_for(settings: Settings) -> type[HeadTimeoutHandler]:
+    return type(
+        StreamingHandler.__name__,
+        (StreamingHandler,),
+        {"header_timeout_s": settings.header_timeout_us / 1e6},
+    )
 
 
 def _on_termination(stop: Signal) -> None:
@@ -142,7 +145,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     app = create_app(settings, role=role)
     runtime: Runtime = app.extensions["pushsvc"]
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
-    handler = handler_for(settings, tls=tls is not None)
+    handler = handler_for(settings)
     if tls is None:
         server = WSGIServer(listener, app, log=None, error_log=log, handler_class=handler)
     else:
