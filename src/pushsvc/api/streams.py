@@ -190,6 +190,10 @@ def _events(
             last_write = time.monotonic()
             if oldest_us:
                 hub.delivery_latency.observe(int(last_write * 1_000_000) - oldest_us)
+        if client.closed_reason == "gone":
+            # Not the end of a response (its last chunk, on TLS a write that fails loudly)
+            # but the end of a connection whose peer left, as for a failed write.
+            raise ConnectionResetError(errno.ECONNRESET, "stream closed: the client went away")
     finally:
         if watch is not None:
             watch.stop()  # before the server closes the socket and its descriptor is reused
