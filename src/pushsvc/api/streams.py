@@ -4,6 +4,10 @@ The view reads and validates everything from the request (a bad request is a 4xx
 any streaming starts); the generator subscribes (`pushsvc.subscription`), sends the replay
 or snapshot, then runs one loop with named exits (docs/architecture.md):
 * `shutdown` — the server is stopping (Hub.close);
+* `reset`    — the broker connection was lost and updates may have been missed (Hub.reset):
+  the client reconnects and resumes from the history;
+* `error`    — the subscription could not be primed (the history could not be read): the
+  response breaks off, and EventSource retries;
 * `slow`     — the client took nothing for the slow-client timeout while its queue overflowed;
 * `expired`  — the token the stream was opened with has expired (EventSource reconnects with
   the cookie it has; an expired one gets a 401, and EventSource stops for good);
@@ -197,7 +201,9 @@ def _events(
     finally:
         if watch is not None:
             watch.stop()  # before the server closes the socket and its descriptor is reused
-        if client.closed_reason not in (None, "shutdown"):
+        # A client leaving is how most streams end (a reconnect storm ends thousands at
+        # once): counted, not logged, like a shutdown.
+        if client.closed_reason not in (None, "shutdown", "gone"):
             log.info("stream ended: %s", client.closed_reason)
         primed.close()
 
