@@ -74,7 +74,7 @@ class PeerWatch:
         try:
             waiting = self._sock.recv(1, _PEEK)
         except BlockingIOError:
-            return  # nothing after all (another reader took it)
+            return  # a spurious wake-up: nothing there after all
         except OSError:  # ECONNRESET, or ETIMEDOUT from keep-alive probes
             self._gone()
             return
