@@ -128,7 +128,7 @@ def scenario(
                     "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
         child = loadgen(
             CLIENT_MODES[client], streams, subscribers, events, timeouts,
-            "--wait-go", "--kind", deployment.kind, "--publish", deployment.publish_url(),
+            "--wait-go", "--hold", "--kind", deployment.kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
             *([] if args.no_quickack else ["--quickack"]),
         )  # fmt: skip
@@ -147,6 +147,9 @@ def scenario(
         server_cpu = _cpu_spent(cpu_before, server_pids)
         redis_cpu = _cpu_spent(redis_before, redis_pids)
         redis_peak = watch.stop()
+        # Only now may the subscribers leave: a server ends a stream as soon as its client
+        # goes, and N streams ending is not part of delivering to them.
+        child.tell(b"measured")
         result |= child.record(phase="result", timeout=60)
         per_connection = (rss_after - rss_before) / idle_connections if idle_connections else None
         delivered = result.get("distinct") or 0

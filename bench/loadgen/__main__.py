@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle-timeout", type=float, default=5.0)
     parser.add_argument("--wait-go", action="store_true", help="publish after a line on stdin")
     parser.add_argument(
+        "--hold", action="store_true",
+        help="after the drained record, keep the streams open until a line on stdin",
+    )  # fmt: skip
+    parser.add_argument(
         "--settle", type=float, default=0.0, help="seconds between connect and publish"
     )
     parser.add_argument(
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "references": min(args.references, args.subscribers),
     })  # fmt: skip
     run(
-        execute(config, emit, wait_go=args.wait_go, settle=args.settle),
+        execute(config, emit, wait_go=args.wait_go, settle=args.settle, hold=args.hold),
         uvloop_allowed=not args.no_uvloop,
     )
     return 0

@@ -238,9 +238,16 @@ class Run:
 
 
 async def execute(
-    config: RunConfig, emit: Callable[[dict[str, object]], None], *, wait_go: bool, settle: float
+    config: RunConfig,
+    emit: Callable[[dict[str, object]], None],
+    *,
+    wait_go: bool,
+    settle: float,
+    hold: bool = False,
 ) -> None:
-    """The run, its records emitted as they come: opened, drained, result."""
+    """The run, its records emitted as they come: opened, drained, result. `hold`: the streams
+    stay open after `drained` until a line on stdin (or EOF), so that the driver's measurement
+    of the server ends before the server sees its clients leave."""
     run = Run(config)
     stdin = StdinLines()
     try:
@@ -254,6 +261,8 @@ async def execute(
         await run.publish(stdin)
         at = await run.drain()
         emit(run.drained(at))
+        if hold:
+            await stdin.next(60)
     finally:
         run.close()
     emit(run.result(at))

@@ -12,7 +12,12 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `socket._sslobj` — present on a gevent SSL socket: a TLS stream keeps pywsgi's writes
   (`handed_over`). Pinned by tests/system/test_tls.py::test_https_post_reaches_an_sse_stream.
 * `WSGIHandler.socket`, `.headers_sent`, `.response_use_chunked` — undocumented handler
-  state read once the response head is out (`handed_over`). Pinned by the same two tests.
+  state read once the response head is out (`handed_over`, `connection_of`). Pinned by the
+  same two tests and by tests/system/test_stream_release.py.
+* `socket._sock` on a TLS socket too, and the loop's `io` / `timer` watchers with `ref` —
+  a stream noticing its client leave without a greenlet (`connection_of`, `os_socket`,
+  `loop_watcher`; `pushsvc.deliver.peer_watch`). Pinned by
+  tests/system/test_stream_release.py (plain TCP, TLS and gunicorn).
 * `WSGIHandler.MessageClass` — pywsgi's factory for a request's headers, given a public name
   here (`PywsgiHandler.read_head`), and `pywsgi.OldMessage`, the type it returns
   (`RequestHead`). Pinned by tests/unit/test_request_headers.py (ours against pywsgi's
@@ -29,10 +34,12 @@ pyproject.toml bounds gevent below its next major release for these.
 
 from __future__ import annotations
 
+import _socket
 import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import gevent
 from gevent.pywsgi import OldMessage, WSGIHandler
 
 RequestHead = OldMessage
@@ -49,9 +56,35 @@ class _Handler(Protocol):
 
 
 def os_socket(gevent_socket: Any) -> socket.socket:
-    """The non-blocking OS socket inside a gevent socket."""
-    raw: socket.socket = gevent_socket._sock
-    return raw
+    """The non-blocking OS socket inside a gevent socket, TLS or not (on TLS, MSG_PEEK on it
+    reads the kernel's buffer without going through, or disturbing, the TLS layer). An OS
+    socket is returned as it is. (`_socket`: monkey-patching makes `socket.socket` gevent's.)"""
+    raw = getattr(gevent_socket, "_sock", gevent_socket)
+    assert isinstance(raw, _socket.socket)
+    return raw  # type: ignore[return-value]
+
+
+def connection_of(environ: Mapping[str, object]) -> Any | None:
+    """The gevent socket a response goes out on: pywsgi's under `pushsvc serve`/`web` (TLS
+    included), or gunicorn's gevent worker's (`gunicorn.socket`); None where the WSGI server
+    does not say."""
+    handler = environ.get(ENVIRON_KEY)
+    sock = getattr(handler, "socket", None) if handler is not None else None
+    if sock is None:
+        sock = environ.get("gunicorn.socket")
+    if sock is None or not hasattr(sock, "fileno"):
+        return None
+    return sock
+
+
+def loop_watcher(kind: str, *args: Any) -> Any:
+    """An unreferenced watcher of the hub's loop (`loop.io(fd, events)`, `loop.timer(after,
+    repeat)`): it never keeps a process's loop running. Any: gevent's typing of watchers
+    leaves out `ref`."""
+    loop: Any = gevent.get_hub().loop
+    watcher: Any = getattr(loop, kind)(*args)
+    watcher.ref = False
+    return watcher
 
 
 def handed_over(environ: Mapping[str, object]) -> tuple[Any, bool] | None:

@@ -458,3 +458,41 @@ def test_heartbeats_pass_through_nginx_one_by_one(proxy: Proxy, topic: str) -> N
         gaps = [b - a for a, b in zip(stream.comment_times, stream.comment_times[1:], strict=False)]
         # Separately, about one heartbeat apart: not held back and released together.
         assert all(gap > HEARTBEAT_S / 2 for gap in gaps), gaps
+
+
+def test_a_stream_is_released_when_its_client_leaves_nginx(tmp_path: Path, topic: str) -> None:
+    """nginx closes its upstream connection when its client's closes, and pushsvc ends the
+    stream on that alone: a 60 s heartbeat and nothing published, so nothing is written."""
+    cert, key = _certificate(tmp_path)
+    server = PushsvcProcess(
+        "serve", "--tick", "0", "--heartbeat", "60s", env={"PUSHSVC_TRUSTED_PROXIES": "1"}
+    ).start()
+    https, http = free_port(), free_port()
+    site = render(
+        CONF.read_text(), https=https, http=http, upstream=server.port, cert=cert, key=key
+    )
+    nginx = Nginx(tmp_path / "prefix", site, https)
+    try:
+        nginx.start()
+        proxy = Proxy(nginx, server, cert, http, site)
+
+        def subscribers() -> int:
+            text = request(server.port, "GET", "/metrics")[2].decode()
+            match = re.search(r"^pushsvc_subscribers (\S+)$", text, re.MULTILINE)
+            assert match
+            return int(float(match[1]))
+
+        stays = Stream(proxy, f"/topics/{topic}/stream", source="127.0.0.17")
+        leaves = Stream(proxy, f"/topics/{topic}/stream", source="127.0.0.17")
+        try:
+            for stream in (stays, leaves):
+                stream.next_data("snapshot")
+            assert subscribers() == 2
+            leaves.close()
+            wait_until(lambda: subscribers() == 1, 5)
+        finally:
+            stays.close()
+            leaves.close()
+    finally:
+        nginx.stop()
+        server.stop()

@@ -184,6 +184,9 @@ def test_json_logs_carry_the_request_id() -> None:
         with SSEClient(server.port, "/topics/logs.a/stream", headers=headers) as stream:
             assert stream.response_headers["x-request-id"] == "req-42"
             stream.next_data("snapshot")
+            # Held open until the token expires: a client that leaves first ends its stream
+            # as `gone`, which is not logged.
+            stream.wait_closed(timeout=10)
         server.wait_for_log("stream ended: expired")
     finally:
         server.stop()

@@ -3,76 +3,29 @@ checked with clients that trust only the test's self-signed certificate."""
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import json
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 from support.live import PushsvcProcess, run_tool, start_tool, wait_until
 from support.redis_server import RedisServer
-
-
-@dataclass(frozen=True)
-class Pair:
-    cert: Path
-    key: Path
-
-
-def _self_signed(folder: Path, name: str) -> Pair:
-    """What `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes
-    -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1` makes."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pair = Pair(folder / f"{name}.crt", folder / f"{name}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pair
+from support.tls_pairs import Pair, self_signed
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
-    return _self_signed(tmp_path_factory.mktemp("tls"), "server")
+    return self_signed(tmp_path_factory.mktemp("tls"), "server")
 
 
 @pytest.fixture(scope="module")
 def other(tmp_path_factory: pytest.TempPathFactory) -> Pair:
-    return _self_signed(tmp_path_factory.mktemp("tls-other"), "other")
+    return self_signed(tmp_path_factory.mktemp("tls-other"), "other")
 
 
 def _serve(pair: Pair, *args: str, command: str = "serve", **env: str) -> PushsvcProcess:

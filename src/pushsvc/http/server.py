@@ -110,7 +110,8 @@ class HeadTimeoutHandler(PywsgiHandler):
 
 class StreamingHandler(HeadTimeoutHandler):
     """Also lends itself to the app through the environ so that a stream can write its own
-    socket once the head is out (`pushsvc.deliver.stream_socket`)."""
+    socket once the head is out (`pushsvc.deliver.stream_socket`; plain TCP only) and notice its
+    client leaving (`pushsvc.deliver.peer_watch`; TLS too)."""
 
     def get_environ(self) -> dict[str, object]:
         environ: dict[str, object] = super().get_environ()
@@ -118,13 +119,9 @@ class StreamingHandler(HeadTimeoutHandler):
         return environ
 
 
-def handler_for(
-    settings: Settings, *, tls: bool, greenlets: Gauge | None = None
-) -> type[HeadTimeoutHandler]:
-    # TLS streams keep pywsgi's own writes (stream_socket writes plain sockets).
-    base = HeadTimeoutHandler if tls else StreamingHandler
+def handler_for(settings: Settings, *, greenlets: Gauge | None = None) -> type[HeadTimeoutHandler]:
     fields = {"header_timeout_s": settings.header_timeout_us / 1e6, "greenlets": greenlets}
-    return type(base.__name__, (base,), fields)
+    return type(StreamingHandler.__name__, (StreamingHandler,), fields)
 
 
 def _on_termination(stop: gevent.event.Event) -> None:
@@ -153,7 +150,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     app = create_app(settings, role=role)
     runtime: Runtime = app.extensions["pushsvc"]
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
-    handler = handler_for(settings, tls=tls is not None, greenlets=runtime.metrics.greenlet_gauge())
+    handler = handler_for(settings, greenlets=runtime.metrics.greenlet_gauge())
     if tls is None:
         server = WSGIServer(listener, app, log=None, error_log=log, handler_class=handler)
     else:

@@ -4,10 +4,17 @@ The view reads and validates everything from the request (a bad request is a 4xx
 any streaming starts); the generator subscribes (`pushsvc.deliver.subscription`), sends the replay
 or snapshot, then runs one loop with named exits (docs/architecture.md):
 * `shutdown` — the server is stopping (Hub.close);
+* `reset`    — the broker connection was lost and updates may have been missed (Hub.reset):
+  the client reconnects and resumes from the history;
+* `error`    — the subscription could not be primed (the history could not be read): the
+  response breaks off, and EventSource retries;
 * `slow`     — the client took nothing for the slow-client timeout while its queue overflowed;
 * `expired`  — the token the stream was opened with has expired (EventSource reconnects with
   the cookie it has; an expired one gets a 401, and EventSource stops for good);
-* client gone — the WSGI server raises in the generator's `yield` or closes it (GeneratorExit);
+* `gone`     — the client closed or reset its connection: noticed without writing by its
+  socket turning readable (`pushsvc.deliver.peer_watch`), which closes the subscriber and
+  wakes the loop;
+  or a write fails (the WSGI server raises in the generator's `yield` or closes it);
 * otherwise: wait for updates, or send a heartbeat when `heartbeat` passes with no write.
 """
 
@@ -33,7 +40,7 @@ from pushsvc.core.sse import (
 )
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.core.updates import Run, Update, UpdateId
-from pushsvc.deliver import subscription
+from pushsvc.deliver import peer_watch, subscription
 from pushsvc.deliver.hub import Hub, StreamExit
 from pushsvc.deliver.pacer import Pacer
 from pushsvc.deliver.projection import Projection
@@ -128,7 +135,10 @@ def _events(
     yield retry_line(options.retry_ms)
     primed = subscription.subscribe(broker, hub, feed, options.matcher, options.last_event_id)
     client, projection = primed.client, options.projection
+    watch = None
     try:
+        # From here a client that leaves ends the stream within a moment, written to or not.
+        watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
         yield primed.head(projection)
         pacer = Pacer(options.min_interval_s) if options.min_interval_s else None
         # From here on this stream writes its socket itself where it can, and lets the hub
@@ -185,8 +195,16 @@ def _events(
             last_write = time.monotonic()
             if oldest_us:
                 hub.delivery_latency.observe(int(last_write * 1_000_000) - oldest_us)
+        if client.closed_reason == StreamExit.GONE:
+            # Not the end of a response (its last chunk, on TLS a write that fails loudly)
+            # but the end of a connection whose peer left, as for a failed write.
+            raise ConnectionResetError(errno.ECONNRESET, "stream closed: the client went away")
     finally:
-        if client.closed_reason not in (None, StreamExit.SHUTDOWN):
+        if watch is not None:
+            watch.stop()  # before the server closes the socket and its descriptor is reused
+        # A client leaving is how most streams end (a reconnect storm ends thousands at
+        # once): counted, not logged, like a shutdown.
+        if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
             log.info("stream ended: %s", client.closed_reason)
         primed.close()
 

@@ -1,0 +1,135 @@
+"""What open, idle streams cost a server, and how soon it lets go of streams whose clients left.
+
+For each server tree (`--pushsvc-src`, repeatable; this tree's by default), in turn, `--rounds`
+times: start `pushsvc serve --tick 0 --heartbeat 600s` (no heartbeat falls due: idle means
+nothing is written), open N streams of one topic on raw sockets, each read up to its snapshot,
+and wait until the server counts them all (`pushsvc_subscribers`). Then, after 2 s to settle:
+
+* idle CPU: the server's user + system CPU seconds (/proc/PID/stat) over `--idle` seconds in
+  which nothing is published, read or written, per stream and second; its RSS and RSS per
+  stream (over the RSS before the first connect);
+* release: close every stream, half with a FIN and half with a reset (SO_LINGER 0), and poll
+  `/metrics` every 20 ms until `pushsvc_subscribers` is 0: the seconds from the first close,
+  or `-` when streams are still held after `--release-timeout` (their count in `left`).
+
+    python -m bench.idle_streams --streams 10000 --idle 30 --rounds 3 \\
+        --pushsvc-src /path/to/before/src --pushsvc-src src
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Report, metric, parser
+from bench.common import machine as describe_machine
+from support.live import PushsvcProcess
+from support.procfs import cpu_seconds, rss_kb
+from support.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
+
+REPO = Path(__file__).resolve().parents[1]
+TOPIC = "idle"
+SETTLE_S = 2.0
+
+COLUMNS = [
+    ("src", 28, lambda row: row["src"][-28:]),
+    ("round", 5, "round"),
+    ("streams", 7, "streams"),
+    ("open s", 6, "open_s"),
+    ("idle s", 6, "idle_s"),
+    ("cpu s", 6, "cpu_s"),
+    ("cpu µs/stream/s", 15, "cpu_us_per_stream_s"),
+    ("rss MB", 6, "rss_mb"),
+    ("kB/stream", 9, "rss_kb_per_stream"),
+    ("release s", 9, "release_s"),
+    ("left", 5, "left"),
+]
+
+
+def _subscribers(port: int) -> int:
+    value = metric(port, "pushsvc_subscribers")
+    return int(value) if value is not None else -1
+
+
+def run(src: str, round_: int, args: Any) -> dict[str, object]:
+    row: dict[str, object] = {"src": src, "round": round_, "streams": args.streams}
+    env = {
+        "PYTHONPATH": str(Path(src).resolve()),
+        "PUSHSVC_MAX_STREAMS_PER_IP": str(args.streams + 100),
+        "PUSHSVC_MAX_STREAMS": str(args.streams + 100),
+        "PUSHSVC_LOG_FORMAT": "text",
+    }
+    proc = PushsvcProcess("serve", "--tick", "0", "--heartbeat", "600s", env=env).start()
+    streams = []
+    try:
+        rss_before = rss_kb([proc.pid])
+        started = time.monotonic()
+        streams = open_streams(proc.port, f"/topics/{TOPIC}/stream", args.streams, timeout=300)
+        row["open_s"] = round(time.monotonic() - started, 1)
+        deadline = time.monotonic() + 30
+        while _subscribers(proc.port) != args.streams:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server counts {_subscribers(proc.port)} streams")
+            time.sleep(0.1)
+        time.sleep(SETTLE_S)
+        cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(args.idle)
+        cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+        assert cpu0 is not None and cpu1 is not None
+        idle = wall1 - wall0
+        rss = rss_kb([proc.pid])
+        row.update(
+            idle_s=round(idle, 1),
+            cpu_s=round(cpu1 - cpu0, 3),
+            cpu_us_per_stream_s=round((cpu1 - cpu0) / idle / args.streams * 1e6, 3),
+            rss_mb=round(rss / 1024, 1),
+            rss_kb_per_stream=round((rss - rss_before) / args.streams, 2),
+        )
+        closed_at = time.monotonic()
+        for index, sock in enumerate(streams):
+            (close_cleanly if index % 2 else reset)(sock)
+        streams = []
+        row["close_s"] = round(time.monotonic() - closed_at, 3)
+        left = _subscribers(proc.port)
+        while left and time.monotonic() - closed_at < args.release_timeout:
+            time.sleep(0.02)
+            left = _subscribers(proc.port)
+        row["release_s"] = None if left else round(time.monotonic() - closed_at, 3)
+        row["left"] = left
+    finally:
+        for sock in streams:
+            sock.close()
+        proc.stop(30)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser(__doc__ or "")
+    cli.add_argument("--streams", "-n", type=int, default=10_000)
+    cli.add_argument("--idle", type=float, default=30.0, help="seconds of idleness measured")
+    cli.add_argument("--rounds", type=int, default=1)
+    cli.add_argument("--release-timeout", type=float, default=10.0)
+    cli.add_argument(
+        "--pushsvc-src", action="append", default=[],
+        help="a tree's src/ to run pushsvc from (repeat: they take turns within each round)",
+    )  # fmt: skip
+    args = cli.parse_args(argv)
+    srcs = args.pushsvc_src or [str(REPO / "src")]
+    # Ours and, inherited, the server's: a socket each per stream.
+    raise_fd_limit(args.streams + 1024)
+    report = Report(COLUMNS, json=args.json, ident=2)
+    report.say(f"# {describe_machine('gevent')}")
+    report.header()
+    for round_ in range(1, args.rounds + 1):
+        for src in srcs:
+            try:
+                report.row(run(src, round_, args))
+            except Exception as exc:  # a row that failed says why; the others still run
+                report.row({"src": src, "round": round_, "status": "failed", "reason": str(exc)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Many SSE streams on raw sockets, opened at once and left alone, then closed the two ways a
+client goes: a clean close (FIN) or a reset (RST). For the tests and benchmarks of what a
+server holds for streams nobody reads any more."""
+
+from __future__ import annotations
+
+import resource
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Iterable
+
+# A stream is subscribed once its first message (the snapshot or the replay) is in: the
+# server registers the subscriber before it sends that.
+_FIRST_MESSAGE = b"\ndata:"
+_IN_FLIGHT = 100
+
+
+class StreamRefused(Exception):
+    """The server answered a stream request with something else than a stream."""
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Lift the soft open-files limit to `needed` (child processes inherit it); raises
+    OSError when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise OSError(f"needs {needed} open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def open_stream(port: int, path: str, timeout: float = 10) -> socket.socket:
+    """One stream, read up to its first message; raises StreamRefused with the response."""
+    return open_streams(port, path, 1, timeout=timeout)[0]
+
+
+def open_streams(port: int, path: str, count: int, timeout: float = 60) -> list[socket.socket]:
+    """`count` streams of `path`, each read up to its first message (non-blocking sockets,
+    nothing more read from them). Raises StreamRefused, closing them all, when one is not
+    a stream; TimeoutError when they are not all open by `timeout`."""
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+    deadline = time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    received: dict[socket.socket, bytes] = {}
+    opened: list[socket.socket] = []
+    left = count
+    try:
+        while len(opened) < count:
+            while left and len(received) < _IN_FLIGHT:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                sock.sendall(request)
+                sock.setblocking(False)
+                selector.register(sock, selectors.EVENT_READ)
+                received[sock] = b""
+                left -= 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{len(opened)} of {count} streams open in {timeout} s")
+            for key, _ in selector.select(remaining):
+                sock = key.fileobj  # type: ignore[assignment]
+                data = sock.recv(65536)
+                text = received[sock] + data
+                head, _, body = text.partition(b"\r\n\r\n")
+                if not data or (body and not head.startswith(b"HTTP/1.1 200")):
+                    raise StreamRefused(text.decode(errors="replace"))
+                received[sock] = text
+                if _FIRST_MESSAGE in body:
+                    selector.unregister(sock)
+                    del received[sock]
+                    opened.append(sock)
+    except BaseException:
+        close_all(opened + list(received))
+        raise
+    finally:
+        selector.close()
+    return opened
+
+
+def close_cleanly(sock: socket.socket) -> None:
+    """Close as a browser does, with a FIN. Whatever the server sent is read first: Linux
+    resets a connection closed with unread bytes."""
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
+    except OSError:
+        pass  # already reset by the server: nothing to close cleanly
+    sock.close()
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset (RST), as a client aborting its connection or a middlebox does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def close_all(socks: Iterable[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
