@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
-from pushsvc.ingest import Event
 from pushsvc.ingest.idempotency import Idempotency
 
 EventsHandler = Callable[[str, list[Event]], None]
