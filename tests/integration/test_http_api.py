@@ -42,3 +42,15 @@ def test_late_events_are_rejected_beyond_the_allowed_lateness(client: FlaskClien
     assert error["code"] == "late_event" and error["index"] == 1
     # The rejected batch changed nothing.
     assert client.get("/topics/t/stats").get_json()["windows"]["10s"]["count"] == 2
+
+
+def test_the_dashboard_page_and_its_assets_are_served(client: FlaskClient) -> None:
+    # The files ship inside the package (src/pushsvc/static): a module that finds them by its
+    # own path breaks when it moves, and only the browser tests would notice.
+    for path in ("/", "/dashboard/dashboard.css", "/dashboard/js/main.js"):
+        answer = client.get(path)
+        try:
+            assert answer.status_code == 200, path
+            assert answer.get_data(), path
+        finally:
+            answer.close()

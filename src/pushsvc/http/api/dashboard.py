@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, send_from_directory
 
-STATIC = Path(__file__).resolve().parents[1] / "static"
+STATIC = Path(__file__).resolve().parents[2] / "static"
 
 bp = Blueprint("dashboard", __name__, static_folder=STATIC, static_url_path="/dashboard")
 
