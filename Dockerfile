@@ -6,7 +6,7 @@
 #   WHEELS        a directory of the build context holding wheels of pushsvc and of every
 #                 dependency; pip then installs from it alone, with no network. Unset, pip
 #                 builds pushsvc from src/ and takes its dependencies from PyPI.
-#                 tests/test_docker_stack.py builds with both set, and `--network none`.
+#                 tests/system/test_docker_stack.py builds with both set, and `--network none`.
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE}
 

@@ -1,15 +1,15 @@
 """Aggregator benchmark: events/s per core of the rolling-window engine, next to River's
 ``TimeRolling`` and pandas rolling recomputed per event, and the per-event latency tail.
 
-    python bench/aggregator.py                 # readable table, about two minutes
-    python bench/aggregator.py --json          # one JSON object
-    python bench/aggregator.py --smoke --json  # tiny streams, seconds (CI): runs and checks
+    python -m bench.aggregator                 # readable table, about two minutes
+    python -m bench.aggregator --json          # one JSON object
+    python -m bench.aggregator --smoke --json  # tiny streams, seconds (CI): runs and checks
 
-(From a checkout without ``pip install -e .``: ``PYTHONPATH=src python bench/aggregator.py``.)
+(From a checkout without ``pip install -e .``: ``PYTHONPATH=src python -m bench.aggregator``.)
 
 Method, and the figures: docs/performance.md, "Aggregator". Every run first checks every run
 mode's output, after every event of a small stream, against the test suite's oracle
-(``pushsvc.testing.oracle``); no threshold on timings is ever checked here.
+(``support.oracle``); no threshold on timings is ever checked here.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from common import machine, percentiles, timed
-from pushsvc.aggregator import Aggregator
-from pushsvc.events import Event, check_lateness
+from bench.common import machine, percentiles, timed
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.core.updates import UpdateDraft
+from pushsvc.ingest import Event, check_lateness
 from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
-from pushsvc.testing.oracle import Exact, mismatches, rolling
-from pushsvc.updates import UpdateDraft
+from support.oracle import Exact, mismatches, rolling
 
 try:
     import river
@@ -466,7 +466,7 @@ def check(stream: Stream, batch: int, expected: Expected | None = None) -> dict[
         "events": len(stream),
         "late_events": stream.late,
         "checked": list(outputs),
-        "oracle": "pushsvc.testing.oracle: pandas rolling (count, min, max, quantiles), "
+        "oracle": "support.oracle: pandas rolling (count, min, max, quantiles), "
         "exact rationals (sum, mean, var, stddev)",
         "failures": failures[:MAX_FAILURES],
         "failure_count": len(failures),

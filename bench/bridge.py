@@ -10,7 +10,7 @@ one `pushsvc web`). The same M events, in messages of B, go in twice on fresh to
 * HTTP: `POST /topics/{topic}/events` one after another on a keep-alive connection; done at the
   last 202 (a 202 means the batch is in the log).
 
-    python bench/bridge.py --events 100000 --batch 1,100
+    python -m bench.bridge --events 100000 --batch 1,100
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any
 
 import redis
 
-from common import CpuMeter, Report, parser
-from posting import batches, publish
-from pushsvc.lists import comma_list
-from servers import PushsvcRedis
+from bench.common import CpuMeter, Report, parser
+from bench.posting import batches, publish
+from bench.servers import PushsvcRedis
+from pushsvc.core.lists import comma_list
 
 
 def through_redis(url: str, prefix: str, messages: list[tuple[int, bytes]]) -> dict[str, Any]:

@@ -16,15 +16,16 @@ from typing import IO, Any
 
 import orjson
 
-from servers import REPO, Deployment
+from bench.servers import REPO, ServerUnderTest
 
 
 class JsonLinesChild:
-    """`python -m <module> ...` with bench/ on its path; records read off its stdout."""
+    """`python -m <module> ...` from the repository root; records read off its stdout."""
 
     def __init__(self, module: str, argv: list[str], *, name: str) -> None:
         self.name = name
-        env = {**os.environ, "PYTHONPATH": str(REPO / "bench")}
+        paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         # Lives as long as the child; close() closes it.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -81,20 +82,20 @@ def loadgen(
     mode: str, streams: Sequence[str], subscribers: int, events: int,
     timeouts: dict[str, float], *more: str,
 ) -> JsonLinesChild:  # fmt: skip
-    """`python -m loadgen --mode <mode>` on `streams`; `timeouts` by name (connect, publish,
+    """`python -m bench.loadgen --mode <mode>` on `streams`; `timeouts` by name (connect, publish,
     drain, idle); `more` arguments as they are."""
     argv = [
         "--mode", mode, *[arg for url in streams for arg in ("--stream", url)],
         "--subscribers", str(subscribers), "--events", str(events),
         *[arg for name, s in timeouts.items() for arg in (f"--{name}-timeout", str(s))], *more,
     ]  # fmt: skip
-    return JsonLinesChild("loadgen", argv, name=f"load generator ({mode})")
+    return JsonLinesChild("bench.loadgen", argv, name=f"load generator ({mode})")
 
 
 Steps = Callable[[Callable[..., JsonLinesChild]], dict[str, Any]]
 
 
-def run_scenario(row: dict[str, Any], deployment: Deployment, steps: Steps) -> dict[str, Any]:
+def run_scenario(row: dict[str, Any], deployment: ServerUnderTest, steps: Steps) -> dict[str, Any]:
     """Start `deployment`, run `steps(loadgen)` (it starts its load generators with the
     `loadgen` it is given) and return `row` completed with what the steps return; on a failure,
     `row` as an error with the load generators' stderr. Stops every child and the deployment."""

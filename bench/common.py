@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from pushsvc.testing.live import request
-from pushsvc.testing.procfs import cpu_seconds
+from support.live import request
+from support.procfs import cpu_seconds
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 

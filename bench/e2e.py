@@ -14,7 +14,7 @@ keep-alive connection, round-robin over the web processes), and reports one row:
 * CPU seconds of every process over the run (/proc/<pid>/stat), and of the rest of the
   machine, so that we know where the time goes.
 
-    python bench/e2e.py --events 100000 --batch 1000 --subscribers 100 \\
+    python -m bench.e2e --events 100000 --batch 1000 --subscribers 100 \\
         --web 1,2 --projection full --projection 'stats=count&windows=10s'
 
 `--smoke` runs M=5000, N=10 and exits 1 unless every count is exact; it never judges a
@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from child import JsonLinesChild, run_scenario
-from common import CpuMeter, Report, fmt, machine
-from common import parser as common_parser
-from posting import batches, publish
-from pushsvc.lists import comma_list
-from servers import REPO, TOPIC, PushsvcRedis
+from bench.child import JsonLinesChild, run_scenario
+from bench.common import CpuMeter, Report, fmt, machine
+from bench.common import parser as common_parser
+from bench.posting import batches, publish
+from bench.servers import REPO, TOPIC, PushsvcRedis
+from pushsvc.core.lists import comma_list
 
 DEFAULT_PROJECTIONS = ("full", "stats=count&windows=10s")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected", "id_sets_differ")

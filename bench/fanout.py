@@ -13,11 +13,11 @@ The client C: `count` (loadgen `--mode deliveries`: every message parsed, its va
 or `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
 document into objects with the stdlib parser).
 
-    python bench/fanout.py --servers pushsvc-memory,pushsvc-redis-1,\
+    python -m bench.fanout --servers pushsvc-memory,pushsvc-redis-1,\
 pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --json
     # server CPU per delivery at 50 events/s and at max, both clients, three rounds with the
     # servers taking turns; --pushsvc-src runs another tree's pushsvc (a before/after)
-    python bench/fanout.py --servers pushsvc-memory,flask-sse --subscribers 500,1000 \
+    python -m bench.fanout --servers pushsvc-memory,flask-sse --subscribers 500,1000 \
         --rate 50,max --client count,json --rounds 3 [--pushsvc-src /path/to/other/src]
 
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
@@ -36,19 +36,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from child import JsonLinesChild, run_scenario
-from common import Report
-from common import parser as common_parser
-from loadgen.process import raise_fd_limit
-from pushsvc.lists import comma_list
-from pushsvc.testing.procfs import cpu_seconds, rss_kb
-from servers import (
-    Deployment,
+from bench.child import JsonLinesChild, run_scenario
+from bench.common import Report
+from bench.common import parser as common_parser
+from bench.loadgen.process import raise_fd_limit
+from bench.servers import (
+    ServerUnderTest,
     ensure_flask_sse_venv,
     flask_sse_versions,
     make_deployment,
     use_pushsvc_src,
 )
+from pushsvc.core.lists import comma_list
+from support.procfs import cpu_seconds, rss_kb
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
@@ -70,7 +70,7 @@ def _cpu_spent(before: dict[int, float], pids: list[int]) -> float:
 class RedisWatch:
     """The largest number of Redis connections seen while it runs (sampled every 100 ms)."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: ServerUnderTest) -> None:
         self._deployment = deployment
         self._stop = threading.Event()
         self.peak = deployment.redis_clients()
@@ -90,7 +90,7 @@ class RedisWatch:
         return self.peak
 
 
-def _wait_subscribed(deployment: Deployment, wanted: int, timeout: float) -> int | None:
+def _wait_subscribed(deployment: ServerUnderTest, wanted: int, timeout: float) -> int | None:
     """Poll what the server reports until `wanted` subscribers are in, or `timeout`."""
     deadline = time.monotonic() + timeout
     seen = deployment.subscribed()

@@ -7,8 +7,8 @@ before them (its update is trimmed), and one never.
 Each read is timed `--repeats` times in this process against a redis-server of its own; the
 median is reported, with the stream entries and bytes Redis sent for one read (INFO).
 
-    python bench/history.py
-    python bench/history.py --history 10000 --others 50 --json
+    python -m bench.history
+    python -m bench.history --history 10000 --others 50 --json
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 import redis
 
-from common import Report, median, parser
+from bench.common import Report, median, parser
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.testing.redis_server import RedisServer
-from pushsvc.updates import UpdateDraft
+from pushsvc.core.updates import UpdateDraft
+from support.redis_server import RedisServer
 
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 

@@ -8,7 +8,7 @@ it (it leaves out the expiry's entry), and Redis's own CPU time (`INFO cpu`) per
 without and with a key. The method and the figures: docs/reliability.md, "Idempotent
 publishing".
 
-    python bench/idempotency_keys.py --keys 100000 --key-length 36,128
+    python -m bench.idempotency_keys --keys 100000 --key-length 36,128
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import uuid
 
 import redis
 
-from common import Report, parser
+from bench.common import Report, parser
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.events import Event
-from pushsvc.events.idempotency import Idempotency, request_digest
-from pushsvc.lists import comma_list
-from pushsvc.testing.redis_server import RedisServer
+from pushsvc.core.lists import comma_list
+from pushsvc.ingest import Event
+from pushsvc.ingest.idempotency import Idempotency, request_digest
+from support.redis_server import RedisServer
 
 TOPICS = [f"sensors.kitchen.{n:03d}" for n in range(100)]  # 19 characters
 PREFIX = "pushsvc:"

@@ -12,7 +12,7 @@ and wait until the server counts them all (`pushsvc_subscribers`). Then, after 2
   `/metrics` every 20 ms until `pushsvc_subscribers` is 0: the seconds from the first close,
   or `-` when streams are still held after `--release-timeout` (their count in `left`).
 
-    python bench/idle_streams.py --streams 10000 --idle 30 --rounds 3 \\
+    python -m bench.idle_streams --streams 10000 --idle 30 --rounds 3 \\
         --pushsvc-src /path/to/before/src --pushsvc-src src
 """
 
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import Report, metric, parser
-from common import machine as describe_machine
-from pushsvc.testing.live import PushsvcProcess
-from pushsvc.testing.procfs import cpu_seconds, rss_kb
-from pushsvc.testing.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
+from bench.common import Report, metric, parser
+from bench.common import machine as describe_machine
+from support.live import PushsvcProcess
+from support.procfs import cpu_seconds, rss_kb
+from support.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "idle"

@@ -1,13 +1,13 @@
 """How many updates per second one Redis sustains for pushsvc's publish path.
 
 P producer processes append batches of B events (`RedisBroker.append_events`), one aggregator
-loop (this process, like `pushsvc.aggregation.ShardRunner`) reads the log, applies it and
+loop (this process, like `pushsvc.aggregate.shard_runner.ShardRunner`) reads the log, applies it and
 publishes the drafts fenced by the lease (`RedisBroker.publish_updates`), and K
 `redis-cli psubscribe` processes stand for K web processes watching every topic. The figure is
 Redis's own CPU time (INFO cpu) per update; the method and the figures: docs/scaling.md, "What
 one Redis sustains". `BENCH_COMMANDSTATS=1` prints Redis's per-command times to stderr.
 
-    python bench/redis_capacity.py --batch 1,10,100 --subscribers 0,16
+    python -m bench.redis_capacity --batch 1,10,100 --subscribers 0,16
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import time
 
 import redis
 
-from common import Report, parser
-from pushsvc.aggregator import Aggregator
+from bench.common import Report, parser
+from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import FIRST, EventLog
-from pushsvc.events import Event
-from pushsvc.lease import Lease
-from pushsvc.lists import comma_list
-from pushsvc.testing.live import wait_until
-from pushsvc.testing.redis_server import RedisServer
+from pushsvc.core.lists import comma_list
+from pushsvc.ingest import Event
+from support.live import wait_until
+from support.redis_server import RedisServer
 
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
 LABELS = ("10s", "1m", "5m")

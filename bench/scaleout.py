@@ -11,7 +11,7 @@ With node subscriptions `quiet` should spend ≈0: it is not subscribed to the f
 Run from an older checkout (copy this file there) to compare with a build whose every web
 process subscribes to every update.
 
-    python bench/scaleout.py --events 50000 --batch 500
+    python -m bench.scaleout --events 50000 --batch 500
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from __future__ import annotations
 import sys
 import threading
 
-from common import CpuMeter, Report, metric, parser
-from posting import batches, publish
-from pushsvc.testing.live import PushsvcProcess, SSEClient
-from servers import PushsvcRedis
+from bench.common import CpuMeter, Report, metric, parser
+from bench.posting import batches, publish
+from bench.servers import PushsvcRedis
+from support.live import PushsvcProcess, SSEClient
 
 
 def received(web: PushsvcProcess) -> float | None:

@@ -7,7 +7,7 @@ user + system CPU per send. On loopback the sender's `send` also runs the receiv
 and wakes it, so this is what one delivery costs a server that sends each update to each client
 on its own, before any Python of its own.
 
-    python bench/send_floor.py --subscribers 500 --bytes 660 --rate 50
+    python -m bench.send_floor --subscribers 500 --bytes 660 --rate 50
 """
 
 from __future__ import annotations

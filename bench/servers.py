@@ -20,10 +20,11 @@ from pathlib import Path
 
 import redis
 
-from pushsvc.children import terminate
-from pushsvc.testing.live import PushsvcProcess
-from pushsvc.testing.procfs import children, descendants
-from pushsvc.testing.redis_server import RedisServer, free_port
+from pushsvc.ops.children import terminate
+from support.live import PushsvcProcess
+from support.net import free_port
+from support.procfs import children, descendants
+from support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = REPO / ".bench-venvs"
@@ -44,7 +45,7 @@ def use_pushsvc_src(src: str) -> None:
     PUSHSVC_ENV["PYTHONPATH"] = str(Path(src).resolve())
 
 
-class Deployment:
+class ServerUnderTest:
     """A server under test. `kind` is the loadgen kind; URLs are for TOPIC."""
 
     name: str
@@ -102,7 +103,7 @@ class Deployment:
         return int(self._redis_client.info("clients")["connected_clients"]) - 1
 
 
-class PushsvcServe(Deployment):
+class PushsvcServe(ServerUnderTest):
     """`pushsvc serve`: one process with the embedded broker (`pushsvc-memory`), or with
     `workers`, the one-command deployment (`pushsvc-workers-W`: W web workers on one port, an
     aggregator and a private redis-server, all children of the supervisor), or with `redis`,
@@ -147,7 +148,7 @@ class PushsvcServe(Deployment):
         return [self.proc.pid, *descendants(self.proc.pid)]
 
 
-class PushsvcRedis(Deployment):
+class PushsvcRedis(ServerUnderTest):
     """W `pushsvc web` processes on distinct ports plus one `pushsvc aggregate`, on Redis."""
 
     kind = "pushsvc"
@@ -242,7 +243,7 @@ def flask_sse_versions() -> dict[str, str]:
     return out
 
 
-class FlaskSSE(Deployment):
+class FlaskSSE(ServerUnderTest):
     """Flask-SSE 1.0 under `gunicorn -k gevent -w W`, on its own Redis."""
 
     kind = "flask-sse"
@@ -310,7 +311,7 @@ class FlaskSSE(Deployment):
         return int(self._redis_client.pubsub_numsub("sse")[0][1])
 
 
-def make_deployment(name: str, *, subscribers: int) -> Deployment:
+def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
     """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker) or
     `flask-sse-W`."""
     if name == "pushsvc-memory":

@@ -32,9 +32,9 @@ it fails. `--smoke`: seconds, tiny rates, exit 1 unless the counts are exact (fl
 printed, not judged). The load is bounded: a rate, a duration, at most `--max-open` churn
 streams at once, every step with a timeout.
 
-    python bench/soak.py --minutes 30 --json > soak.jsonl
-    python bench/soak.py --minutes 3 --server-args='--heartbeat 1s'
-    python bench/soak.py --smoke
+    python -m bench.soak --minutes 30 --json > soak.jsonl
+    python -m bench.soak --minutes 3 --server-args='--heartbeat 1s'
+    python -m bench.soak --smoke
 """
 
 from __future__ import annotations
@@ -52,18 +52,18 @@ from urllib.parse import urlencode
 
 import orjson
 
-from common import Report, machine, metrics
-from common import parser as common_parser
-from loadgen.churn import Churn
-from loadgen.http1 import ProtocolError
-from loadgen.process import raise_fd_limit
-from loadgen.process import run as run_loop
-from loadgen.publisher import Publisher
-from loadgen.sequences import TopicSequences
-from loadgen.subscriber import Progress, Subscriber, stream_request
-from pushsvc.testing.procfs import cpu_seconds, open_fds, rss_kb
-from pushsvc.topics import TopicMatcher
-from servers import PushsvcServe
+from bench.common import Report, machine, metrics
+from bench.common import parser as common_parser
+from bench.loadgen.churn import Churn
+from bench.loadgen.http1 import ProtocolError
+from bench.loadgen.process import raise_fd_limit
+from bench.loadgen.process import run as run_loop
+from bench.loadgen.publisher import Publisher
+from bench.loadgen.sequences import TopicSequences
+from bench.loadgen.subscriber import Progress, Subscriber, stream_request
+from bench.servers import PushsvcServe
+from pushsvc.core.topics import TopicMatcher
+from support.procfs import cpu_seconds, open_fds, rss_kb
 
 HOST = "127.0.0.1"
 GROUPS = 10

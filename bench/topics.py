@@ -7,8 +7,8 @@ after each step. First, the exact figure without HTTP: Python's allocations (`tr
 the same N topics through `ingest`, held and forgotten. Method and figures: docs/performance.md,
 "Junk topics and `--topic-ttl`".
 
-    python bench/topics.py                       # 20,000 topics, 3 waves, TTL 45 s and 0
-    python bench/topics.py --topics 5000 --waves 1 --ttl 20s --json
+    python -m bench.topics                       # 20,000 topics, 3 waves, TTL 45 s and 0
+    python -m bench.topics --topics 5000 --waves 1 --ttl 20s --json
 
 The TTL must outlast the posting of a wave (~30 s for 20,000 POSTs here) for the whole wave to
 be held at once.
@@ -25,13 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-from common import metric, parser
-from pushsvc.aggregator import Aggregator
+from bench.common import metric, parser
+from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.memory import MemoryBroker
-from pushsvc.events import Event, Limits
-from pushsvc.ingest import ingest
-from pushsvc.testing.live import PushsvcProcess, post, wait_until
-from pushsvc.testing.procfs import rss_kb
+from pushsvc.ingest import Event, Limits
+from pushsvc.ingest.accept import ingest
+from support.live import PushsvcProcess, post, wait_until
+from support.procfs import rss_kb
 
 _WINDOWS = "1s,2s,3s"  # three windows, like the default 10s,1m,5m, but empty 3 s after
 _TICK = "200ms"

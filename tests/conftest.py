@@ -12,10 +12,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from auth_tokens import CREDENTIALS
 from pushsvc.app import create_app
-from pushsvc.testing.live import PushsvcProcess
-from pushsvc.testing.redis_server import RedisServer
+from support.auth_tokens import CREDENTIALS
+from support.live import PushsvcProcess
+from support.redis_server import RedisServer
 
 
 class _Lines(logging.Handler):
@@ -31,7 +31,7 @@ class _Lines(logging.Handler):
 def no_credential_in_any_log() -> Iterator[None]:
     """Tokens, secrets and `?token=` values never appear in a log line: every record logged in
     this process and every line a pushsvc process printed, over the whole session, is searched
-    for every credential the tests used (tests/auth_tokens.py)."""
+    for every credential the tests used (tests/support/auth_tokens.py)."""
     collected = _Lines()
     root = logging.getLogger()
     level = root.level

@@ -2,6 +2,6 @@
 
 It runs in its own process on asyncio (uvloop when installed) with raw sockets and
 strict parsers for HTTP/1.x responses and the event stream, so that the server,
-not the generator, is what a run measures. `python -m loadgen --help` (with
+not the generator, is what a run measures. `python -m bench.loadgen --help` (with
 `bench/` on PYTHONPATH) for the command line; `bench/fanout.py` drives it.
 """

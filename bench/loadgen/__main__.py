@@ -1,4 +1,4 @@
-"""`python -m loadgen` (with bench/ on PYTHONPATH): one run, JSON lines on stdout.
+"""`python -m bench.loadgen` (with bench/ on PYTHONPATH): one run, JSON lines on stdout.
 
 Prints `{"phase": "opened", ...}` once every subscriber is live (or failed). With `--publish`
 it then publishes the events itself — after `--wait-go` reads a line on stdin, or `--settle`
@@ -14,9 +14,9 @@ import argparse
 import sys
 from dataclasses import fields
 
-from loadgen.kinds import KINDS
-from loadgen.process import emit, raise_fd_limit, run
-from loadgen.run import RunConfig, execute
+from bench.loadgen.kinds import KINDS
+from bench.loadgen.process import emit, raise_fd_limit, run
+from bench.loadgen.run import RunConfig, execute
 
 
 def _rate(text: str) -> float | None:

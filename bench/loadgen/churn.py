@@ -22,8 +22,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loadgen.modes import UpdateIds
-from loadgen.subscriber import Progress, Subscriber, stream_request
+from bench.loadgen.modes import UpdateIds
+from bench.loadgen.subscriber import Progress, Subscriber, stream_request
 
 WAYS = tuple((stay, reset) for stay in ("immediate", "snapshot", "linger") for reset in (0, 1))
 LINGER_S = 1.0

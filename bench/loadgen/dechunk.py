@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from loadgen.http1 import MAX_SIZE_LINE, ProtocolError
+from bench.loadgen.http1 import MAX_SIZE_LINE, ProtocolError
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _SIZE, _DATA, _CRLF, _TRAILER, _END = range(5)

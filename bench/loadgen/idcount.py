@@ -27,7 +27,7 @@ import re
 import numpy as np
 import numpy.typing as npt
 
-from loadgen.tally import Verdict
+from bench.loadgen.tally import Verdict
 
 UPDATE_ID = re.compile(rb"id: [0-9a-f]{1,16}:([0-9]{1,18}-[0-9]{1,18})\nevent: stats\n")
 """An update frame's head; the group is `<ms>-<seq>` (18 digits at most, so each fits an

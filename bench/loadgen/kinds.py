@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from loadgen.http1 import ProtocolError
-from pushsvc.sse_parser import SSEMessage as Message
+from bench.loadgen.http1 import ProtocolError
+from pushsvc.client.sse_parser import SSEMessage as Message
 
 READY = "ready"
 """Returned by a decoder for the message that shows the subscription is live."""

@@ -12,10 +12,10 @@ import contextlib
 import socket
 import time
 
-from loadgen.dechunk import Dechunker
-from loadgen.http1 import ProtocolError, parse_head
-from loadgen.kinds import publish_body
-from posting import Published
+from bench.loadgen.dechunk import Dechunker
+from bench.loadgen.http1 import ProtocolError, parse_head
+from bench.loadgen.kinds import publish_body
+from bench.posting import Published
 
 
 class Publisher:

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loadgen.kinds import Kind
-from loadgen.modes import DeliveriesMode, IdsMode
-from loadgen.process import http_address
-from loadgen.publisher import Publisher
-from loadgen.subscriber import Progress, Subscriber, stream_request
-from loadgen.tally import totals
-from posting import Published
+from bench.loadgen.kinds import Kind
+from bench.loadgen.modes import DeliveriesMode, IdsMode
+from bench.loadgen.process import http_address
+from bench.loadgen.publisher import Publisher
+from bench.loadgen.subscriber import Progress, Subscriber, stream_request
+from bench.loadgen.tally import totals
+from bench.posting import Published
 
 CONNECTING_AT_ONCE = 100
 """Connects in flight; below a listen backlog of 128 (gevent's default) so none is dropped."""

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from loadgen.tally import Verdict
-from pushsvc.sse_parser import EventStreamParser
-from pushsvc.updates import UpdateId
+from bench.loadgen.tally import Verdict
+from pushsvc.client.sse_parser import EventStreamParser
+from pushsvc.core.updates import UpdateId
 
 _MAX_VALUE = 100_000_000  # far beyond any soak; bounds the per-topic bitmaps
 

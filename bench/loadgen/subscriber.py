@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
-from loadgen.dechunk import Dechunker
-from loadgen.http1 import ProtocolError, ResponseHead, split_head
-from loadgen.tally import Verdict
+from bench.loadgen.dechunk import Dechunker
+from bench.loadgen.http1 import ProtocolError, ResponseHead, split_head
+from bench.loadgen.tally import Verdict
 
 
 def stream_request(host: str, port: int, path: str, *, http10: bool) -> bytes:

@@ -12,13 +12,13 @@ from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from pushsvc import logs
-from pushsvc.api import dashboard, history, openapi, ops, producer, streams, topics
-from pushsvc.api.context import AnyText
-from pushsvc.api.orjson_provider import OrjsonProvider
 from pushsvc.config import Settings
 from pushsvc.errors import HttpError
-from pushsvc.events.idempotency import REPLAYED_HEADER
+from pushsvc.http.api import dashboard, health, history, openapi, producer, streams, topics
+from pushsvc.http.api.context import AnyText
+from pushsvc.http.api.orjson_provider import OrjsonProvider
+from pushsvc.ingest.idempotency import REPLAYED_HEADER
+from pushsvc.ops import logs
 from pushsvc.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,15 @@ def create_app(
     app.extensions["pushsvc"] = runtime
     log.info("pushsvc %s settings: %s", role, settings.redacted())
 
-    blueprints = (dashboard.bp, producer.bp, streams.bp, topics.bp, history.bp, ops.bp, openapi.bp)
+    blueprints = (
+        dashboard.bp,
+        producer.bp,
+        streams.bp,
+        topics.bp,
+        history.bp,
+        health.bp,
+        openapi.bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     _register_error_handlers(app, runtime)

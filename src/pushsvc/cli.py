@@ -15,9 +15,9 @@ import click
 
 from pushsvc import __version__
 from pushsvc.config import Settings
+from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
 from pushsvc.errors import ConfigError, UnsafeRedis
-from pushsvc.lists import comma_list
 
 F = Callable[..., Any]
 T = TypeVar("T")
@@ -40,7 +40,7 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
     try:
         settings = Settings.load(flags)
         if serving_http:
-            from pushsvc.tls import server_context
+            from pushsvc.http.tls import server_context
 
             server_context(settings)
         return settings
@@ -59,7 +59,7 @@ def _refusing_unsafe_redis(run: Callable[[], T]) -> T:
 
 
 def _logging(settings: Settings) -> None:
-    from pushsvc.logs import configure
+    from pushsvc.ops.logs import configure
 
     configure(settings.log_format)
 
@@ -87,7 +87,7 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
     if settings.workers > 1 or settings.data_dir is not None:
         if settings.data_dir is not None and settings.redis_url is not None:
             raise click.UsageError("--data-dir is for the private Redis: not with --redis-url")
-        from pushsvc.supervisor import Supervisor
+        from pushsvc.ops.supervisor import Supervisor
 
         given = {f"PUSHSVC_{k.upper()}": v for k, v in flags.items() if v is not None}
         sys.exit(_refusing_unsafe_redis(Supervisor(settings, given).run))
@@ -109,7 +109,7 @@ def web(reuse_port: bool, **flags: str | None) -> None:
 
 
 def _serve_http(settings: Settings, role: Literal["serve", "web"], reuse_port: bool) -> None:
-    from pushsvc.server import serve_http
+    from pushsvc.http.server import serve_http
 
     _refusing_unsafe_redis(lambda: serve_http(settings, role=role, reuse_port=reuse_port))
 
@@ -122,7 +122,7 @@ def aggregate(**flags: str | None) -> None:
     if settings.redis_url is None:
         raise click.UsageError("aggregate needs --redis-url / PUSHSVC_REDIS_URL")
     _logging(settings)
-    from pushsvc.server import aggregate as run
+    from pushsvc.http.server import aggregate as run
 
     _refusing_unsafe_redis(lambda: run(settings))
 
@@ -199,8 +199,8 @@ def publish(
     if redis_url is not None:
         import redis
 
-        from pushsvc.redis_publisher import publish_to_redis
-        from pushsvc.redis_url import check_redis_url
+        from pushsvc.broker.redis.publisher import publish_to_redis
+        from pushsvc.broker.redis.url import check_redis_url
 
         try:
             check_redis_url(redis_url)
@@ -261,12 +261,12 @@ def subscribe(
     """
     import orjson
 
-    from pushsvc.client import ClientError, Server
+    from pushsvc.client import ClientError, Endpoint
 
     options = {k: v for k, v in (("windows", windows), ("stats", stats), ("max_hz", max_hz)) if v}
     seen = 0
     try:
-        for message in Server(url, token).stream(
+        for message in Endpoint(url, token).stream(
             list(selectors), last_event_id=last_event_id, options=options
         ):
             line = {"event": message.event, "id": message.id, "data": orjson.loads(message.data)}
@@ -311,8 +311,8 @@ def replay(
         require("pushsvc replay", "pandas", "numpy", "tqdm")
     except MissingExtra as exc:
         raise click.ClickException(str(exc)) from None
-    from pushsvc.replay import CsvError, read_events
-    from pushsvc.replay import replay as run
+    from pushsvc.client.csv_replay import CsvError, read_events
+    from pushsvc.client.csv_replay import replay as run
 
     columns = list(comma_list(tag_columns))
     try:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast
 
+from pushsvc.broker.redis.url import check_redis_url, redact_url
+from pushsvc.core.lists import choose, comma_list
 from pushsvc.errors import ConfigError, InvalidTopic
-from pushsvc.lists import choose, comma_list
-from pushsvc.redis_url import check_redis_url, redact_url
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import JwtKey, load_key
 

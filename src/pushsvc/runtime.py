@@ -9,22 +9,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
-from gevent.event import Event as Signal
+import gevent.event
 
-from pushsvc.aggregation import ShardRunner
-from pushsvc.aggregator import Aggregator, sweep_interval_s
-from pushsvc.bridge import Bridge
+from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
+from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker import make_broker
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.guard import RedisGuard, check_at_start
+from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import EventLog
 from pushsvc.config import Settings
-from pushsvc.events import Event, Limits
-from pushsvc.hub import Hub
-from pushsvc.lease import Lease
-from pushsvc.metrics import Metrics
-from pushsvc.redis_guard import RedisGuard, check_at_start
+from pushsvc.deliver.hub import Hub
+from pushsvc.ingest import Event, Limits
+from pushsvc.ingest.redis_bridge import Bridge
+from pushsvc.ops.metrics import Metrics
 from pushsvc.security.access import Gate
 from pushsvc.security.limits import RateLimiter, StreamSlots
 
@@ -52,7 +52,7 @@ class Runtime:
     shard_runner: ShardRunner | None = None
     bridge: Bridge | None = None
     redis_guard: RedisGuard | None = None
-    stop: Signal = field(default_factory=Signal)
+    stop: gevent.event.Event = field(default_factory=gevent.event.Event)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet[..., object]] = field(default_factory=list)
 

@@ -1,9 +1,9 @@
 """The broker contract: how raw events reach the aggregator and updates reach the hubs.
 
 Two implementations share this contract and one test suite
-(`tests/test_broker_contract.py`): `memory` (one process only; the aggregator runs inside
-`append_events`) and `redis` (any number of processes on any number of hosts; the shard's
-aggregator reads the event log, `pushsvc.aggregation`).
+(`tests/integration/test_broker_contract.py`): `memory` (one process only; the aggregator runs
+inside `append_events`) and `redis` (any number of processes on any number of hosts; the
+shard's aggregator reads the event log, `pushsvc.aggregate.shard_runner`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from pushsvc.events import Event
-from pushsvc.events.idempotency import Idempotency
-from pushsvc.topics import TopicMatcher
-from pushsvc.updates import Update, UpdateDraft, UpdateId
+from pushsvc.core.event import Event
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.ingest.idempotency import Idempotency
 
 EventsHandler = Callable[[str, list[Event]], None]
 """Called with (topic, events) for every appended batch, in order (the memory broker)."""
@@ -142,7 +142,7 @@ class Broker(Protocol):
         atomic step, so racing repeats log the batch once.
 
         The batch is judged against the topic clock (the largest event time, or idle tick
-        clock, logged for the topic) by the one lateness rule (`pushsvc.events`): a late
+        clock, logged for the topic) by the one lateness rule (`pushsvc.ingest`): a late
         event raises LateEvent and nothing is appended. Raises BrokerUnavailable when the
         broker cannot be reached (nothing was appended).
 

@@ -26,11 +26,11 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
-from pushsvc.events import Event, check_lateness
-from pushsvc.events.idempotency import Idempotency, key_reused
-from pushsvc.topics import TopicMatcher
-from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
+from pushsvc.ingest import Event, check_lateness
+from pushsvc.ingest.idempotency import Idempotency, key_reused
 
 log = logging.getLogger(__name__)
 

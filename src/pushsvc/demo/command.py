@@ -16,9 +16,9 @@ from types import FrameType
 
 import click
 
+from pushsvc.core.lists import comma_list
+from pushsvc.core.topics import validate_topic
 from pushsvc.errors import InvalidTopic
-from pushsvc.lists import comma_list
-from pushsvc.topics import validate_topic
 
 log = logging.getLogger("pushsvc.demo")
 

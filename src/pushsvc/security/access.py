@@ -14,10 +14,10 @@ from typing import Literal
 from werkzeug import Request
 
 from pushsvc.config import Settings
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import Forbidden, Unauthorized
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import Grant, TokenError, Verifier
-from pushsvc.topics import TopicMatcher
 
 COOKIE = "pushsvc_token"
 QUERY = "token"

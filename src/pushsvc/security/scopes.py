@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from pushsvc.topics import ALL, TopicMatcher
+from pushsvc.core.topics import ALL, TopicMatcher
 
 
 @dataclass(frozen=True, slots=True)

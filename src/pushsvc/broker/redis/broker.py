@@ -4,7 +4,7 @@ What lives where is in `keys.py`. A POST appends its batch to the event log of i
 shard with one script (`lua/append_events.lua`): the lateness rule is decided there,
 atomically against the topic clock, and the 202 is given only once the batch is in the
 log (and, with `min_replicas`, on that many replicas: `WAIT`). The shard's aggregator
-(`pushsvc.aggregation`) applies the log and publishes updates with one script per batch
+(`pushsvc.aggregate.shard_runner`) applies the log and publishes updates with one script per batch
 (`lua/publish_updates.lua`): numbering, history, latest, "applied up to" and PUBLISH
 happen atomically, so ids are in delivery order across publishers and every logged event
 yields exactly one update. The history is trimmed to exactly `history` entries
@@ -39,7 +39,7 @@ from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
-from pushsvc.broker.redis.memory import RedisMemory, read_memory
+from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.wire import (
     encode_events,
@@ -47,11 +47,11 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, HttpError, ReplicasUnconfirmed, TooManyTopics
-from pushsvc.events import Event, check_lateness
-from pushsvc.events.idempotency import Idempotency, key_reused
-from pushsvc.topics import TopicMatcher
-from pushsvc.updates import Update, UpdateDraft, UpdateId, new_epoch
+from pushsvc.ingest import Event, check_lateness
+from pushsvc.ingest.idempotency import Idempotency, key_reused
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ class RedisBroker:
             self._client.ping()
 
     def memory(self) -> RedisMemory:
-        """Redis's eviction policy and memory use (`memory.py`)."""
+        """Redis's eviction policy and memory use (`memory_policy.py`)."""
         self._check_open()
         with unavailable("memory"):
             return read_memory(self._client)
@@ -392,5 +392,5 @@ def _raise_late(result: list[object], events: Sequence[Event], lateness_us: int)
     except HttpError as late:
         late.index = cast(int, index)
         raise
-    # The script and pushsvc.events.lateness disagree: a bug, never a silent accept.
+    # The script and pushsvc.ingest.lateness disagree: a bug, never a silent accept.
     raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from pushsvc.redis_url import is_sentinel, parse_sentinel_url
+from pushsvc.broker.redis.url import is_sentinel, parse_sentinel_url
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.topics import ALL
+from pushsvc.core.topics import ALL
 
 
 class RedisUpdatesFeed:

@@ -22,7 +22,7 @@ from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.wire import stream_position
-from pushsvc.updates import Update, UpdateId
+from pushsvc.core.updates import Update, UpdateId
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192

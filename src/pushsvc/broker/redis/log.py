@@ -18,7 +18,7 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
-from pushsvc.events import Event
+from pushsvc.core.event import Event
 
 FIRST = "0-0"
 """The position before any entry."""

@@ -13,6 +13,8 @@ from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pushsvc.core.event import Event
+from pushsvc.core.updates import Update, UpdateId
 from pushsvc.errors import (
     BrokerBusy,
     BrokerFull,
@@ -22,8 +24,6 @@ from pushsvc.errors import (
     BrokerUnavailable,
     Fenced,
 )
-from pushsvc.events import Event
-from pushsvc.updates import Update, UpdateId
 
 log = logging.getLogger(__name__)
 

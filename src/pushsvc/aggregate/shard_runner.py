@@ -1,0 +1,288 @@
+"""Running a shard's aggregator on Redis: the event log in, updates out, exactly once.
+
+Every aggregator of a shard applies the shard's log in order to its own windows (a hot
+standby). Only the lease holder publishes: each batch of updates goes out with the position
+of the last log entry it covers, in one script (`RedisBroker.publish_updates`), so "applied
+up to" moves exactly with the updates. A standby keeps the drafts of entries it applied but
+has not seen published, and drops them as the holder's position passes them; when it takes
+the lease it publishes what is left. An aggregator that starts cold rebuilds its windows
+from the log up to the applied position, then moves each topic's clock to its latest
+update's. Since the windows are a function of the log (idle ticks are logged too, by the
+holder), every way through gives the same statistics.
+
+The holder also trims the log: an entry is kept while an event of it may still be in a
+window (ts > T - widest window), so a rebuild finds every event it needs.
+
+And it forgets idle topics (`--topic-ttl`) through the log: it proposes the topics idle for
+the TTL with empty windows, the forget script drops those nothing was logged for since
+(`EventLog.forget`) and logs a forget entry, and every aggregator drops their windows when
+it applies that entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import gevent.event
+
+from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.keys import shard_of
+from pushsvc.broker.redis.lease import Lease
+from pushsvc.broker.redis.log import FIRST, Entry, EventLog, position
+from pushsvc.core.updates import UpdateDraft
+from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced
+
+log = logging.getLogger(__name__)
+
+_READ_COUNT = 512  # log entries read at once
+_PUBLISH_DRAFTS = 5000  # drafts published in one script call at most
+_RETRY_S = 0.5  # after a failed call to Redis
+_FORGET_AT_ONCE = 1000  # topics proposed in one script call at most
+
+
+class ShardRunner:
+    """Applies one shard's log; publishes while `lease.holding`. One greenlet runs `run`."""
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        broker: RedisBroker,
+        event_log: EventLog,
+        lease: Lease,
+        *,
+        tick_us: int,
+        topic_ttl_us: int = 0,
+        block_ms: int = 100,
+        trim_every_s: float = 5.0,
+    ) -> None:
+        self.aggregator = aggregator
+        self._broker = broker
+        self._log = event_log
+        self._lease = lease
+        self._tick_s = tick_us / 1_000_000
+        self._topic_ttl_us = topic_ttl_us
+        self._block_ms = block_ms
+        self._trim_every_s = trim_every_s
+        self.position = FIRST
+        """The last log entry applied to this aggregator's windows."""
+        self.published = FIRST
+        """The last log entry known to be published (by this aggregator or another)."""
+        self._pending: deque[tuple[str, list[UpdateDraft]]] = deque()
+        # Per topic, the log entries (id, latest event time) that may still hold an event
+        # in a window; the oldest of them all bounds the trim.
+        self._held: dict[str, deque[tuple[str, int]]] = {}
+        self._active = False
+        self.updates_published = 0
+        self.refused: str | None = None
+        """The code of the refusal this aggregator waits on (e.g. broker_full), else None."""
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self._log.shard
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, stop: gevent.event.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.rebuild()
+                break
+            except BrokerUnavailable:
+                stop.wait(_RETRY_S)
+        next_tick = time.monotonic() + self._tick_s
+        next_trim = time.monotonic() + self._trim_every_s
+        sweep_s = sweep_interval_s(self._topic_ttl_us)
+        next_sweep = time.monotonic() + sweep_s
+        while not stop.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_trim:
+                    # First: trimming frees memory, so it must not wait behind a publish
+                    # that a full Redis refuses (XTRIM is allowed at maxmemory).
+                    next_trim = now + self._trim_every_s
+                    oldest = self._prune_held()
+                    if self._active and oldest != FIRST:
+                        self._log.trim(oldest)
+                self.step()
+                now = time.monotonic()
+                if self._active and self._tick_s and now >= next_tick:
+                    next_tick = now + self._tick_s
+                    self._log_ticks()
+                if self._active and self._topic_ttl_us and now >= next_sweep:
+                    next_sweep = now + sweep_s
+                    self.forget_idle()
+            except BrokerRefused as exc:
+                # Full (or read-only, busy, loading): nothing was written, the drafts stay
+                # pending and the lease is kept (renewing it needs no memory); the same
+                # batch is published once Redis takes it, so each event still yields one update.
+                self._refused(exc)
+                stop.wait(_RETRY_S)
+            except BrokerUnavailable:
+                stop.wait(_RETRY_S)
+            except Exception:
+                log.exception("shard %d/%d: aggregator step failed", *self.shard)
+                stop.wait(_RETRY_S)
+
+    def _refused(self, exc: BrokerRefused | None) -> None:
+        """Log once when Redis starts refusing this aggregator (`exc`), once when a write is
+        taken again (None)."""
+        code = None if exc is None else exc.code
+        if code == self.refused:
+            return
+        if exc is not None:
+            log.warning(
+                "shard %d/%d: Redis refuses (%s: %s); waiting, %d log entries unpublished",
+                *self.shard,
+                exc.code,
+                exc.message,
+                len(self._pending),
+            )
+        else:
+            log.warning("shard %d/%d: Redis takes writes again; continuing", *self.shard)
+        self.refused = code
+
+    def rebuild(self) -> None:
+        """Cold start: apply the log up to the applied position without publishing, then
+        move each topic's clock to where its latest update left it."""
+        state = self._log.state()
+        after = FIRST
+        count = 0
+        while state.applied != FIRST:
+            entries = self._log.upto(after, state.applied, count=_READ_COUNT * 8)
+            if not entries:
+                break
+            for entry in entries:
+                self._apply(entry)
+            count += len(entries)
+            after = entries[-1].id
+        index, shards = self.shard
+        for topic, clock in state.clocks.items():
+            if shard_of(topic, shards) == index:
+                self.aggregator.restore_clock(topic, clock)
+        self.position = self.published = state.applied
+        log.warning(
+            "shard %d/%d: rebuilt %d topics from %d log entries up to %s",
+            index,
+            shards,
+            len(self.aggregator.topics()),
+            count,
+            state.applied,
+        )
+
+    def step(self) -> None:
+        """Read and apply what the log has (waiting a little for it), then publish it if this
+        aggregator holds the lease, or catch up with the holder's position if not."""
+        for entry in self._log.read(self.position, count=_READ_COUNT, block_ms=self._block_ms):
+            drafts = self._apply(entry)
+            self.position = entry.id
+            if position(entry.id) > position(self.published):
+                self._pending.append((entry.id, drafts))
+        holding = self._lease.holding
+        if holding and not self._active:
+            # The lease is ours now, so the last holder can publish no more: what it did
+            # publish is final. Continue right after it.
+            self._catch_up()
+            log.warning("shard %d/%d: active from log entry %s", *self.shard, self.published)
+        self._active = holding
+        if holding:
+            self._flush()
+        else:
+            self._catch_up()
+
+    def _apply(self, entry: Entry) -> list[UpdateDraft]:
+        if entry.ticks is not None:
+            return self.aggregator.apply_ticks(entry.ticks)
+        if entry.forgotten is not None:
+            self.aggregator.forget(entry.forgotten)
+            for topic in entry.forgotten:
+                self._held.pop(topic, None)  # none of their entries is needed any more
+            return []
+        assert entry.topic is not None and entry.events is not None
+        held = self._held.get(entry.topic)
+        if held is None:
+            held = self._held[entry.topic] = deque()
+        held.append((entry.id, max(e.ts_us for e in entry.events)))
+        return self.aggregator.apply_events(entry.topic, entry.events)
+
+    def _catch_up(self) -> None:
+        applied = self._log.applied()
+        if position(applied) > position(self.published):
+            self.published = applied
+        while self._pending and position(self._pending[0][0]) <= position(self.published):
+            self._pending.popleft()
+
+    def _flush(self) -> None:
+        while self._pending:
+            drafts: list[UpdateDraft] = []
+            last = self._pending[0][0]
+            taken = 0
+            for entry_id, entry_drafts in self._pending:
+                if drafts and len(drafts) + len(entry_drafts) > _PUBLISH_DRAFTS:
+                    break
+                drafts.extend(entry_drafts)
+                last = entry_id
+                taken += 1
+            try:
+                self._broker.publish_updates(
+                    drafts, applied=(self.shard, last, taken), fence=self._lease.token
+                )
+            except Fenced:
+                log.warning("shard %d/%d: the lease moved on; standing by", *self.shard)
+                self._lease.holding = self._active = False
+                return
+            self._refused(None)
+            for _ in range(taken):
+                self._pending.popleft()
+            self.published = last
+            self.updates_published += len(drafts)
+
+    def _log_ticks(self) -> None:
+        ticks = self.aggregator.due_ticks()
+        if ticks:
+            try:
+                self._log.append_ticks(self._lease.token, ticks)
+                self._refused(None)
+            except Fenced:
+                self._lease.holding = self._active = False
+
+    def forget_idle(self) -> list[str]:
+        """Propose the topics idle for the TTL with empty windows; the log forgets those
+        nothing was logged for since this aggregator's position (`EventLog.forget`), and
+        this aggregator drops them when it applies the forget entry, like a standby. Only
+        once everything applied is published: the latest updates a forget removes are
+        final. The topics forgotten."""
+        if not self._active or self._pending:
+            return []
+        idle = list(
+            self.aggregator.idle_topics(self._topic_ttl_us, ticking=self._tick_s > 0).items()
+        )
+        forgotten: list[str] = []
+        for start in range(0, len(idle), _FORGET_AT_ONCE):
+            proposed = dict(idle[start : start + _FORGET_AT_ONCE])
+            try:
+                forgotten += self._log.forget(self._lease.token, self.position, proposed)
+            except Fenced:
+                self._lease.holding = self._active = False
+                break
+        if forgotten:
+            log.info("shard %d/%d: forgot %d idle topics", *self.shard, len(forgotten))
+        return forgotten
+
+    def _prune_held(self) -> str:
+        """Forget the entries no window can need any more; the oldest entry a rebuild still
+        needs (never one not yet published)."""
+        widest = self.aggregator.widest_us
+        oldest = self.published
+        for topic in list(self._held):
+            held = self._held[topic]
+            clock = self.aggregator.clock(topic)
+            while held and (clock is None or held[0][1] <= clock - widest):
+                held.popleft()
+            if not held:
+                del self._held[topic]
+            elif position(held[0][0]) < position(oldest):
+                oldest = held[0][0]
+        return oldest

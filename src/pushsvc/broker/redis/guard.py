@@ -1,0 +1,86 @@
+"""Redis must not evict, and may fill up: the check every process on Redis makes at start, and
+the watch that keeps `/readyz` and `/metrics` honest while it runs.
+
+At start a process refuses an evicting Redis (`UnsafeRedis`: the CLI prints its one line and
+exits 1): with any `maxmemory-policy` but `noeviction`, Redis would drop acknowledged events,
+history or leases silently. A Redis that will not say (CONFIG and INFO refused) gets a warning
+and the process starts; one that cannot be reached is checked by the watch once it answers.
+
+The watch looks again every `--redis-check` (default 5s): an evicting policy or a full Redis
+(at `maxmemory`: appends are refused with `503 broker_full`, the aggregator waits) makes the
+process not ready, with the reason; each change is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gevent.event
+
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.memory_policy import UNCHECKED, RedisMemory
+from pushsvc.errors import BrokerUnavailable, UnsafeRedis
+
+log = logging.getLogger(__name__)
+
+
+def check_at_start(broker: RedisBroker) -> None:
+    """Raise UnsafeRedis when Redis evicts; warn when it will not say or cannot be reached."""
+    try:
+        memory = broker.memory()
+    except BrokerUnavailable as exc:
+        log.warning(
+            "could not check Redis's maxmemory-policy at start (%s); checking while running",
+            exc.message,
+        )
+        return
+    problem = memory.eviction_problem()
+    if problem is not None:
+        raise UnsafeRedis(problem)
+    if memory.policy is None:
+        log.warning(UNCHECKED)
+
+
+class RedisGuard:
+    """The last look at Redis's memory; `run` looks again every `interval_s`."""
+
+    def __init__(self, broker: RedisBroker, *, interval_s: float) -> None:
+        self._broker = broker
+        self.interval_s = interval_s
+        self.memory: RedisMemory | None = None
+        """None until Redis answered once (or while it does not)."""
+        self._reported: str | None = None
+
+    def problem(self) -> tuple[str, str] | None:
+        """(status, reason) when this process is not ready because of Redis's memory."""
+        memory = self.memory
+        if memory is None:
+            return None
+        evicting = memory.eviction_problem()
+        if evicting is not None:
+            return "redis_evicts", evicting
+        full = memory.full_problem()
+        if full is not None:
+            return "redis_full", full
+        return None
+
+    def check(self) -> None:
+        try:
+            self.memory = self._broker.memory()
+        except BrokerUnavailable:
+            self.memory = None  # /readyz says so from its own broker call
+            return
+        problem = self.problem()
+        status = None if problem is None else problem[0]
+        if status == self._reported:
+            return
+        if problem is not None:
+            log.warning("%s; not ready until that changes", problem[1])
+        else:
+            log.warning("redis memory is fine again (%s cleared)", self._reported)
+        self._reported = status
+
+    def run(self, stop: gevent.event.Event) -> None:
+        while not stop.is_set():
+            self.check()
+            stop.wait(self.interval_s)

@@ -1,0 +1,73 @@
+"""The shard lease: one active aggregator per shard, any number of hot standbys.
+
+The holder of `{prefix}lease:{i}/{N}` renews it every ttl/3; when it dies, the key expires
+and a standby takes it within one ttl. Holding the lease is what lets an aggregator append
+ticks and publish updates, and the scripts that do so check the token themselves (fencing):
+an aggregator that lost the lease without noticing (a long pause) is refused, never heard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+
+import gevent.event
+import redis
+
+from pushsvc.broker.lua import source
+from pushsvc.broker.redis.connect import single_client
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    """A shard's lease as one aggregator sees it; `holding` is what it last learned."""
+
+    def __init__(self, url: str, key: str, *, ttl_us: int) -> None:
+        self.key = key
+        self.token = secrets.token_hex(8)
+        self.holding = False
+        self._failing: type[redis.RedisError] | None = None
+        self._ttl_ms = max(1, ttl_us // 1000)
+        self._client = single_client(url, socket_timeout=2.0)
+        self._acquire = self._client.register_script(source("lease_acquire"))
+        self._release = self._client.register_script(source("lease_release"))
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_ms / 1000
+
+    def renew(self) -> bool:
+        """Renew our lease, or take a free one; never one another aggregator holds."""
+        try:
+            holding = bool(self._acquire(keys=[self.key], args=[self.token, self._ttl_ms]))
+            self._failing = None
+        except redis.RedisError as exc:
+            holding = False
+            # Once per kind of failure: a full Redis refuses to give a free lease out every
+            # ttl/3 until memory is freed.
+            if type(exc) is not self._failing:
+                log.warning("lease check failed: %s", exc)
+            self._failing = type(exc)
+        if holding != self.holding:
+            log.warning("%s the lease %s", "took" if holding else "lost", self.key)
+        self.holding = holding
+        return holding
+
+    def keep(self, stop: gevent.event.Event) -> None:
+        """Renew every ttl/3 until `stop` is set; then give the lease up."""
+        try:
+            while not stop.is_set():
+                self.renew()
+                stop.wait(self._ttl_ms / 3000)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self.holding = False
+        with contextlib.suppress(redis.RedisError):  # it expires by itself anyway
+            self._release(keys=[self.key], args=[self.token])
+
+    def close(self) -> None:
+        self._client.close()

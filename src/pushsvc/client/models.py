@@ -1,0 +1,104 @@
+"""What the Python client returns: typed stream messages, and history as a pandas DataFrame.
+
+pandas is imported only by `history_dataframe`, and is an extra (`pushsvc[tools]`): the tools that
+never load history, and the server, do without it.
+The DataFrame's columns are `pushsvc.core.history_table`'s, the same as the CSV answer of
+`GET /topics/{t}/history`: `pd.read_csv(url, parse_dates=["time"])` gives an equal frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pushsvc.core import history_table
+from pushsvc.extras import require
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Stats = Mapping[str, float | int | None]
+"""One window's statistics: count, sum, mean, …; None where undefined (an empty window)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    value: float
+    ts: float
+    tags: Mapping[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUpdate:
+    """One `stats` message: the statistics of `topic` right after an event (or a tick)."""
+
+    id: str
+    topic: str
+    ts: float
+    """The topic clock (epoch seconds): the largest event time it has accepted."""
+    reason: str
+    event: Event | None
+    windows: Mapping[str, Stats]
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, UTC)
+
+    @classmethod
+    def parse(cls, data: str | bytes) -> StreamUpdate:
+        fields = orjson.loads(data)
+        raw = fields.get("event")
+        event = None if raw is None else Event(raw["value"], raw["ts"], raw.get("tags"))
+        return cls(
+            fields["id"],
+            fields["topic"],
+            fields["ts"],
+            fields.get("reason", "event"),
+            event,
+            fields["windows"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A stream's first message: every subscribed topic's current statistics. `gap`: the
+    stream could not resume from the id it was given (the history lost updates after it)."""
+
+    id: str | None
+    gap: bool
+    topics: Mapping[str, Mapping[str, Any]]
+    """topic -> {"id", "ts", "windows"}"""
+
+    @classmethod
+    def parse(cls, data: str | bytes, message_id: str | None) -> Snapshot:
+        fields = orjson.loads(data)
+        return cls(message_id or None, bool(fields.get("gap")), fields.get("topics", {}))
+
+
+Message = StreamUpdate | Snapshot
+
+
+def history_dataframe(
+    updates: Sequence[Mapping[str, Any]], windows: Sequence[str], stats: Sequence[str]
+) -> pd.DataFrame:
+    """One row per update (history order), columns as in `pushsvc.core.history_table`:
+    `id`, `reason` (str), `time` (datetime64, UTC), `value` and every statistic (float64,
+    NaN for null), `{window}_count` (int64). Needs pandas (the tools extra)."""
+    require("Client.history()", "pandas")
+    import pandas as pd
+
+    header = history_table.columns(windows, stats)
+    rows = [history_table.row(u, round(u["ts"] * 1_000_000), windows, stats) for u in updates]
+    frame = pd.DataFrame(rows, columns=header)
+    dtypes: dict[str, str] = {"id": "str", "reason": "str", "value": "float64"}
+    for window in windows:
+        for stat in stats:
+            column = history_table.stat_column(window, stat)
+            dtypes[column] = "int64" if stat == "count" else "float64"
+    frame = frame.astype(dtypes)
+    frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="us", utc=True)
+    return frame

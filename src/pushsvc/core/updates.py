@@ -1,0 +1,257 @@
+"""The update format's one owner: ids, drafts, updates, runs and snapshots.
+
+An update is what subscribers receive: one line of JSON,
+
+    {"id":"<id>","topic":"<topic>","ts":<clock s>,"reason":"event"|"tick",
+     "event":{…}|null,"windows":{…}}
+
+The aggregator builds a *draft* (everything but the id, see `draft`); the broker numbers
+it and the draft becomes an `Update` (`Update.of`), the only place the id is spliced into
+the JSON. Everything else — the brokers' wire and storage formats, the hub, the streams —
+carries these bytes as they are and never builds or edits update JSON.
+
+Update ids are `{epoch}:{ms}-{seq}`. The epoch is a short random hex token naming one
+history; it changes when the history is reset (a new memory broker, Redis restarted
+empty), so an id from a lost history is recognisably foreign instead of silently pointing
+somewhere else. `{ms}-{seq}` is a Redis stream id: two unsigned 64-bit integers, compared
+as a pair. Ids are parsed once, where they enter (from a broker, or a client's
+`Last-Event-ID`), into an `UpdateId` that is compared as a value.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pushsvc.core.event import US_PER_S
+from pushsvc.core.sse import encode_message, encode_update
+
+_U64 = 2**64 - 1
+_EPOCH = re.compile(r"[0-9a-f]{1,16}")
+
+
+@functools.lru_cache(maxsize=64)
+def _is_epoch(text: str) -> bool:
+    # Every update carries its epoch and a deployment has one or two at a time: check once.
+    return _EPOCH.fullmatch(text) is not None
+
+
+# Canonical decimal only (no sign, no leading zeros), so one id has one spelling.
+_ID = re.compile(r"([0-9a-f]{1,16}):(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+_MAX_ID_LEN = 16 + 1 + 20 + 1 + 20
+
+
+def new_epoch() -> str:
+    """A fresh epoch token: 8 hex digits."""
+    return secrets.token_hex(4)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateId:
+    """A parsed update id. Ids of one epoch are strictly increasing in emission order; ids of
+    different epochs are not comparable (see `is_after`). `str(id)` is the canonical form,
+    which holds no CR, LF, NUL or space, so it is safe as an SSE `id:` field."""
+
+    epoch: str
+    ms: int
+    seq: int
+    text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _is_epoch(self.epoch):
+            raise ValueError(f"epoch must be 1-16 lowercase hex digits, got {self.epoch!r}")
+        if not (0 <= self.ms <= _U64 and 0 <= self.seq <= _U64):
+            raise ValueError(
+                f"ms and seq must be unsigned 64-bit integers, got {self.ms}-{self.seq}"
+            )
+        object.__setattr__(self, "text", f"{self.epoch}:{self.ms}-{self.seq}")
+
+    @classmethod
+    def parse(cls, text: object) -> UpdateId | None:
+        """The id, or None when `text` is not an id we could have issued (clients send these)."""
+        if not isinstance(text, str) or len(text) > _MAX_ID_LEN:
+            return None
+        match = _ID.fullmatch(text)
+        if match is None:
+            return None
+        ms, seq = int(match.group(2)), int(match.group(3))
+        if ms > _U64 or seq > _U64:
+            return None
+        return cls(match.group(1), ms, seq)
+
+    @classmethod
+    def issued(cls, text: str) -> UpdateId:
+        """An id the publish script wrote (`epoch:ms-seq`), on the hot path of every update a
+        process receives: split, not matched. Raises ValueError when it is not one."""
+        epoch, _, position = text.partition(":")
+        ms, _, seq = position.partition("-")
+        update_id = cls(epoch, int(ms), int(seq))
+        if update_id.text != text:
+            raise ValueError(f"not an update id: {text[:64]!r}")
+        return update_id
+
+    @classmethod
+    def of_stream_id(cls, epoch: str, stream_id: bytes | str) -> UpdateId:
+        """From a Redis stream id `ms-seq`, which Redis wrote (trusted)."""
+        text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+        ms, _, seq = text.partition("-")
+        return cls(epoch, int(ms), int(seq))
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """`(ms, seq)`: the order of ids within one epoch."""
+        return self.ms, self.seq
+
+    def is_after(self, other: UpdateId) -> bool:
+        """Whether this update comes after `other`. An id of another epoch comes from a
+        history reset after `other` was issued, so it counts as newer."""
+        return self.epoch != other.epoch or (self.ms, self.seq) > (other.ms, other.seq)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateDraft:
+    """An update as the aggregator produced it, before the broker gave it an id.
+
+    `body` is one line of JSON, an object whose first member is `"topic"`.
+    """
+
+    topic: str
+    clock_us: int
+    body: bytes
+
+
+def draft(
+    topic: str,
+    clock_us: int,
+    reason: str,
+    event: Mapping[str, object] | None,
+    windows: Mapping[str, object],
+) -> UpdateDraft:
+    """The draft of one update: the topic's statistics after an event or a tick."""
+    body = orjson.dumps(
+        {
+            "topic": topic,
+            "ts": clock_us / US_PER_S,
+            "reason": reason,
+            "event": event,
+            "windows": windows,
+        }
+    )
+    return UpdateDraft(topic, clock_us, body)
+
+
+@dataclass(slots=True)
+class Update:
+    """An update with its id: what the history keeps and subscribers receive.
+
+    `data` is the JSON line. `frame` (its SSE message) and `fields` (its JSON parsed) are
+    made on first use and kept, so each is computed at most once per update per process,
+    whatever the number of subscribers.
+    """
+
+    topic: str
+    id: UpdateId
+    clock_us: int
+    data: bytes
+    _frame: bytes | None = field(default=None, repr=False, compare=False)
+    _fields: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, draft: UpdateDraft, update_id: UpdateId) -> Update:
+        return cls.numbered(draft.topic, update_id, draft.clock_us, draft.body)
+
+    @classmethod
+    def numbered(cls, topic: str, update_id: UpdateId, clock_us: int, body: bytes) -> Update:
+        """The update from a draft's parts: the id becomes the JSON object's first member."""
+        data = b'{"id":"' + update_id.text.encode() + b'",' + body[1:]
+        return cls(topic, update_id, clock_us, data)
+
+    @property
+    def frame(self) -> bytes:
+        """The SSE `stats` message of this update."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = encode_update(self.id.text, self.data)
+        return frame
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The update's JSON, parsed (for projections and snapshots); do not mutate."""
+        parsed = self._fields
+        if parsed is None:
+            parsed = self._fields = orjson.loads(self.data)
+        return parsed
+
+    @property
+    def windows(self) -> dict[str, Any]:
+        windows: dict[str, Any] = self.fields["windows"]
+        return windows
+
+
+@dataclass(slots=True)
+class Run:
+    """Consecutive updates of one topic, in id order (a batch POST), shared by every client
+    that gets them. `block` is their frames joined once; `projected` caches the same for each
+    projection (by its key), so clients asking for the same fields share one encoding too."""
+
+    updates: list[Update]
+    block: bytes
+    projected: dict[str, bytes] | None = None
+    received_us: int = 0
+    """When this process's hub received it (monotonic µs): delivery latency counts from here."""
+    chunks: dict[str | None, bytes] | None = None
+    """The run framed once as an HTTP/1.1 chunk per rendering (None: `block`; else a
+    projection's key), shared by every stream the hub writes it to
+    (`pushsvc.deliver.stream_socket.StreamSocket.chunk`)."""
+
+    @classmethod
+    def of(cls, updates: list[Update]) -> Run:
+        if len(updates) == 1:
+            return cls(updates, updates[0].frame)
+        return cls(updates, b"".join([u.frame for u in updates]))
+
+    @property
+    def topic(self) -> str:
+        return self.updates[0].topic
+
+    @property
+    def last_id(self) -> UpdateId:
+        return self.updates[-1].id
+
+
+WindowsFilter = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def newest_id(updates: Iterable[Update]) -> UpdateId | None:
+    """The id of the update emitted last, None for none."""
+    newest: UpdateId | None = None
+    for update in updates:
+        if newest is None or update.id.is_after(newest):
+            newest = update.id
+    return newest
+
+
+def snapshot_message(
+    latest: Mapping[str, Update], *, gap: bool, windows_of: WindowsFilter | None = None
+) -> bytes:
+    """The `snapshot` SSE message of these topics' latest updates.
+
+    Its `id:` is the newest update's it includes, so a client resuming from it loses
+    nothing; no `id:` when no topic has data yet.
+    """
+    topics: dict[str, object] = {}
+    for topic, update in sorted(latest.items()):
+        windows = update.windows if windows_of is None else windows_of(update.windows)
+        topics[topic] = {"id": update.id.text, "ts": update.fields["ts"], "windows": windows}
+    data = orjson.dumps({"gap": gap, "topics": topics})
+    newest = newest_id(latest.values())
+    return encode_message(data, event="snapshot", id=newest.text if newest else None)

@@ -1,0 +1,423 @@
+"""The hub: this process's subscribers, fed by its one broker subscription.
+
+Consecutive updates of one topic (a batch POST) form a `Run`: its frames are encoded once,
+joined into one block, and the same `Run` object goes to every matching client, so a client
+writes a whole batch with one socket write.
+
+Two ways to a client's socket:
+* **direct** — a client whose stream is idle (asleep in `take`, nothing queued, no floor) and
+  whose socket the hub may write (`Subscriber.sink`) is marked `direct`: `dispatch` appends the run
+  to `Subscriber.ready` (no rendering, no wake-up) and lists the client as dirty once. The hub's one
+  writer greenlet then sends each dirty client everything it holds with one non-blocking send
+  (a single run goes out as its chunk, framed once per rendering for everyone: `Run.chunks`).
+  The writer yields every few dozen clients, so while it works through many clients more
+  updates arrive and the later ones get several runs in one send: coalescing without a queue.
+  When a send would block, the rest is handed back to the client's own greenlet (`handback`),
+  which waits for the socket — the queued way below from then on.
+* **queued** — every other client (busy writing, paced, TLS, gunicorn): the run goes to its
+  bounded queue and its stream's greenlet is woken. Delivering never blocks: a client whose
+  queue already holds `queue_size` runs is switched to conflation (latest update per topic
+  wins); one that has taken nothing for `slow_timeout_us` while conflated is closed.
+
+Per delivery on the direct way the hub does an attribute test and a list append at dispatch,
+and one `send` per client per writer pass: the per-client work is kept out of everything else
+(counters, the clock and the latency histogram are updated once per dispatch or per slice of
+the writer).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import gevent
+import gevent.event
+
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver.histogram import Histogram
+from pushsvc.deliver.stream_socket import StreamSocket
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+"""Monotonic time in integer microseconds."""
+
+
+class StreamExit(StrEnum):
+    """Why a stream ended (`Subscriber.closed_reason`), the `reason` label of
+    `pushsvc_stream_disconnects_total`: the values are part of the metrics' contract."""
+
+    GONE = "gone"
+    """The client left, or a write to it failed."""
+    SLOW = "slow"
+    """Conflated and took nothing for `--slow-client-timeout`."""
+    EXPIRED = "expired"
+    """Its token's `exp` passed."""
+    RESET = "reset"
+    """The broker's updates feed was reset: the client resumes from the history."""
+    SHUTDOWN = "shutdown"
+    """The server is stopping."""
+    ERROR = "error"
+    """The stream's own code failed."""
+
+
+def monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One subscriber's bounded queue. Only the hub offers; only the client's stream takes.
+
+    `floor` is the newest update the stream's replay or snapshot already covered: `take`
+    drops queued updates up to it, so a stream subscribed before it read the history sends
+    nothing twice (see `pushsvc.deliver.subscription`).
+    """
+
+    matcher: TopicMatcher
+    capacity: int
+    clock: Clock = field(default=monotonic_us, repr=False)
+    floor: UpdateId | None = None
+    queue: deque[Run] = field(default_factory=deque)
+    conflated: dict[str, Update] = field(default_factory=dict)
+    wakeup: gevent.event.Event = field(default_factory=gevent.event.Event)
+    closed_reason: StreamExit | None = None
+    last_take_us: int = 0
+    sink: StreamSocket | None = field(default=None, repr=False)
+    """The stream's socket, when the hub may write it directly (see the module docstring)."""
+    render: Callable[[Run], bytes] | None = field(default=None, repr=False)
+    """The block the stream writes for a run when it is not the run's own `block` (a
+    projection); None: `run.block`."""
+    render_key: str | None = None
+    """Equal for equal `render`s (the projection's key): streams that render alike share
+    one framed chunk per run."""
+    waiting: bool = False
+    """The stream's greenlet is asleep in `take` with nothing to write."""
+    direct: bool = False
+    """Waiting, with a `sink` and no floor: the hub may write this client's next runs itself.
+    Set by `take` before it sleeps, cleared by every wake-up; while it is set the queue and
+    the conflated updates are empty (`offer` wakes)."""
+    ready: list[Run] = field(default_factory=list)
+    """Runs the hub's writer is to send directly; older than anything in `queue`."""
+    handback: memoryview | None = None
+    """The unsent rest of a direct send that would have blocked: the stream sends it first."""
+    last_write_us: int = 0
+    """When the hub last wrote this stream directly (heartbeats count from it too)."""
+    _writer: gevent.Greenlet[..., object] | None = field(default=None, repr=False)
+    """The greenlet that took last and has not come back to wait: it is writing."""
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_reason is not None
+
+    def offer(self, run: Run) -> None:
+        if len(self.queue) < self.capacity and not self.conflated:
+            self.queue.append(run)
+        else:
+            # Statistics are full state: the latest update of a topic supersedes older ones.
+            # Re-inserting keeps the dict in the order the latest updates arrived (id order).
+            self.conflated.pop(run.topic, None)
+            self.conflated[run.topic] = run.updates[-1]
+        self.wake()
+
+    def wake(self) -> None:
+        self.waiting = self.direct = False
+        self.wakeup.set()
+
+    def take(self, timeout_s: float) -> list[Run]:
+        """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time).
+        Before writing them, the stream writes `handback` and `ready` (`take_direct`).
+
+        The calling greenlet counts as this client's writer until it takes again.
+        """
+        self._writer = None
+        if (
+            not self.queue
+            and not self.conflated
+            and not self.ready
+            and self.handback is None
+            and self.closed_reason is None
+        ):
+            self.wakeup.clear()
+            self.waiting = True
+            self.direct = self.sink is not None and self.floor is None
+            self.wakeup.wait(timeout_s)
+            self.waiting = self.direct = False
+        runs = list(self.queue)
+        self.queue.clear()
+        if self.conflated:
+            runs.extend(Run.of([u]) for u in self.conflated.values())
+            self.conflated.clear()
+        if self.floor is not None and runs:
+            runs = self._drop_covered(runs)
+        self.last_take_us = self.clock()
+        self._writer = gevent.getcurrent()  # type: ignore[assignment]
+        return runs
+
+    def take_direct(self) -> tuple[memoryview | None, list[Run]]:
+        """What the hub had meant to write itself and the stream must now write, in order:
+        the rest of a send, then runs older than any `take` returns."""
+        handback, self.handback = self.handback, None
+        ready, self.ready = self.ready, []
+        return handback, ready
+
+    def _drop_covered(self, runs: list[Run]) -> list[Run]:
+        floor = self.floor
+        assert floor is not None
+        for index, run in enumerate(runs):
+            if run.updates[0].id.is_after(floor):
+                self.floor = None  # ids only grow from here: stop comparing
+                return runs[index:]
+            if run.last_id.is_after(floor):
+                self.floor = None
+                fresh = [u for u in run.updates if u.id.is_after(floor)]
+                return [Run.of(fresh), *runs[index + 1 :]]
+        return []
+
+    def close(self, reason: StreamExit) -> None:
+        """End this client's stream: wake its writer, or, when it is stuck writing to a peer
+        that stopped reading, raise ECONNRESET in it (only an exception gets it out; the
+        WSGI server closes the connection quietly on that)."""
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        self.wake()
+        writer = self._writer
+        if writer is not None and writer is not gevent.getcurrent() and not writer.dead:
+            error = ConnectionResetError(errno.ECONNRESET, f"stream closed: {reason}")
+            gevent.kill(writer, error)  # asynchronous: never blocks the hub
+
+
+class Hub:
+    """topic → local subscribers. `dispatch` is the broker's update handler.
+
+    Greenlet-safe under gevent's cooperative scheduling: nothing here yields.
+    """
+
+    def __init__(
+        self, *, queue_size: int, slow_timeout_us: int, clock: Clock = monotonic_us
+    ) -> None:
+        self._queue_size = queue_size
+        self._slow_timeout_us = slow_timeout_us
+        self._clock = clock
+        self._by_topic: dict[str, set[Subscriber]] = {}
+        self._patterned: set[Subscriber] = set()
+        # Clients with runs for the direct writer, in the order they got them (a client is
+        # listed when its `ready` goes from empty to not: at most once, but for one the
+        # stream emptied itself meanwhile, which the writer skips).
+        self._dirty: list[Subscriber] = []
+        self._dirty_signal = gevent.event.Event()
+        self._direct_writer: gevent.Greenlet[..., object] | None = None
+        self.delivered = 0
+        self.direct_sends = 0
+        self.handbacks = 0
+        self.conflated_runs = 0
+        self.connects = 0
+        # Every reason from the start, at 0: a series that appears only after its first event
+        # breaks rate() and alerts on it.
+        self.disconnects: dict[StreamExit, int] = dict.fromkeys(StreamExit, 0)
+        self.delivery_latency = Histogram()
+        """Receipt by this hub → written to a client's socket, once per write."""
+        self.slow_disconnects = 0
+        self.resets = 0
+        self.received = 0
+
+    def subscribe(self, matcher: TopicMatcher) -> Subscriber:
+        self.connects += 1
+        client = Subscriber(matcher, self._queue_size, self._clock, last_take_us=self._clock())
+        if matcher.exact:
+            for topic in matcher.names:
+                self._by_topic.setdefault(topic, set()).add(client)
+        else:
+            self._patterned.add(client)
+        return client
+
+    def unsubscribe(self, client: Subscriber) -> None:
+        """Forget a stream that ended; counted by why it ended (`closed_reason`, else `gone`:
+        the peer went away or the response failed)."""
+        reason = client.closed_reason or StreamExit.GONE
+        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+        if not client.matcher.exact:
+            self._patterned.discard(client)
+            return
+        for topic in client.matcher.names:
+            clients = self._by_topic.get(topic)
+            if clients is not None:
+                clients.discard(client)
+                if not clients:
+                    del self._by_topic[topic]
+
+    def dispatch(self, updates: list[Update]) -> None:
+        """The broker's update handler: updates in id order, possibly of several topics."""
+        start, count = 0, len(updates)
+        self.received += count
+        now = self._clock()
+        dirty = self._dirty
+        was_dirty = bool(dirty)
+        while start < count:
+            # A run of one topic (a batch POST) is matched and offered once per client.
+            topic = updates[start].topic
+            end = start + 1
+            while end < count and updates[end].topic == topic:
+                end += 1
+            targets = self._by_topic.get(topic)
+            patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
+            if targets or patterned:
+                run = Run.of(updates[start:end])
+                run.received_us = now
+                offered = 0
+                for group in (targets or (), patterned):
+                    for client in group:
+                        # The hot loop: per direct client, a test and an append.
+                        if client.direct:
+                            ready = client.ready
+                            if not ready:
+                                dirty.append(client)
+                            ready.append(run)
+                            offered += 1
+                        elif self._offer(client, run):
+                            offered += 1
+                self.delivered += offered * (end - start)
+            start = end
+        if dirty and not was_dirty:
+            self._wake_direct_writer()
+
+    def _offer(self, client: Subscriber, run: Run) -> bool:
+        """The queued way; False when the client is closed (or closed now, as slow)."""
+        if client.closed_reason is not None:
+            return False
+        if client.conflated and (
+            self._clock() - max(client.last_take_us, client.last_write_us) > self._slow_timeout_us
+        ):
+            self.slow_disconnects += 1
+            log.info("disconnecting a subscriber that took nothing for the slow-client timeout")
+            client.close(StreamExit.SLOW)
+            return False
+        if client.conflated or len(client.queue) >= client.capacity:
+            self.conflated_runs += 1
+        client.offer(run)
+        return True
+
+    # Clients the direct writer serves between two yields to the loop: small enough that a
+    # POST or a pub/sub read is not held up for long, large enough to amortise the switch.
+    DIRECT_SLICE = 64
+
+    def _wake_direct_writer(self) -> None:
+        if self._direct_writer is None or self._direct_writer.dead:
+            self._direct_writer = gevent.spawn(self._write_directly)
+        self._dirty_signal.set()
+
+    def _write_directly(self) -> None:
+        """The hub's writer: one non-blocking send per dirty client per pass (see the module
+        docstring). Runs for the hub's lifetime, asleep while nothing is dirty."""
+        slice_size = self.DIRECT_SLICE
+        while True:
+            self._dirty_signal.wait()
+            self._dirty_signal.clear()
+            while self._dirty:
+                # Clients dirtied while this pass yields go to a fresh list, served next pass.
+                batch, self._dirty = self._dirty, []
+                for first in range(0, len(batch), slice_size):
+                    if first:
+                        gevent.sleep(0)
+                    self._send_ready(batch[first : first + slice_size])
+
+    def _send_ready(self, clients: list[Subscriber]) -> None:
+        """Send each client what it holds in `ready`. Delivery latency counts to the start of
+        the slice (a slice of 64 sends takes well under a millisecond)."""
+        now = self._clock()
+        sends = 0
+        latency = self.delivery_latency
+        since, same = 0, 0  # consecutive clients mostly wait since the same run: one observe
+        # The common case made cheap: consecutive clients sent the same single run as a full,
+        # chunked stream share its chunk without a lookup.
+        shared_run: Run | None = None
+        shared_chunk = b""
+        for client in clients:
+            runs = client.ready
+            if not runs or not client.direct:
+                continue  # its own greenlet is up (or ending): it writes `ready` itself
+            sink = client.sink
+            assert sink is not None
+            oldest = runs[0].received_us
+            try:
+                if len(runs) > 1:
+                    render = client.render
+                    rest = sink.try_send(
+                        [r.block for r in runs] if render is None else [render(r) for r in runs]
+                    )
+                elif runs[0] is shared_run and sink.chunked and client.render is None:
+                    rest = sink.try_send_bytes(shared_chunk)
+                else:
+                    run = runs[0]
+                    chunk = sink.chunk(run, client.render, client.render_key)
+                    if sink.chunked and client.render is None:
+                        shared_run, shared_chunk = run, chunk
+                    rest = sink.try_send_bytes(chunk)
+            except OSError:
+                runs.clear()
+                client.close(StreamExit.GONE)  # the peer went away; its stream ends
+                continue
+            # Emptied, not replaced: one list per client for its lifetime, not one per update
+            # (nothing runs between the send and here: `dispatch` cannot have appended).
+            runs.clear()
+            sends += 1
+            client.last_write_us = now
+            if oldest != since:
+                if same:
+                    latency.observe(now - since, same)
+                since, same = oldest, 0
+            same += 1
+            if rest is not None:
+                # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
+                self.handbacks += 1
+                client.handback = rest
+                client.wake()
+        if same:
+            latency.observe(now - since, same)
+        self.direct_sends += sends
+
+    def subscriber_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """How many of this process's streams watch each of `topics`."""
+        counts = {}
+        for topic in topics:
+            exact = self._by_topic.get(topic)
+            counts[topic] = (len(exact) if exact else 0) + sum(
+                1 for c in self._patterned if c.matcher(topic)
+            )
+        return counts
+
+    @property
+    def queued_runs(self) -> int:
+        """Runs waiting in clients' queues (not yet written), over every client."""
+        clients = set(self._patterned).union(*self._by_topic.values())
+        return sum(len(c.queue) + len(c.conflated) for c in clients)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._patterned) + len({c for cs in self._by_topic.values() for c in cs})
+
+    def close(self, reason: StreamExit = StreamExit.SHUTDOWN) -> None:
+        """End every stream (server shutdown)."""
+        if self._direct_writer is not None:
+            self._direct_writer.kill(block=False)
+            self._direct_writer = None
+        for client in list(self._patterned):
+            client.close(reason)
+        for clients in list(self._by_topic.values()):
+            for client in list(clients):
+                client.close(reason)
+
+    def reset(self) -> None:
+        """Updates may have been missed (the broker connection was lost): end every stream,
+        so that each resumes from the history with its Last-Event-ID, exactly."""
+        if self.client_count:
+            log.warning("ending %d streams to resume after a broker reconnect", self.client_count)
+        self.resets += 1
+        self.close(StreamExit.RESET)

@@ -1,0 +1,53 @@
+"""`?max_hz=`: at most one update per topic per interval, always the latest (pure).
+
+Statistics are full state, so an update held back is simply replaced by the next one of
+its topic; nothing a subscriber needs is lost by skipping.
+"""
+
+from __future__ import annotations
+
+from pushsvc.core.updates import Update
+
+
+class Pacer:
+    """Decides which updates a paced stream writes now. Times are monotonic seconds,
+    passed in by the caller (the stream loop), so tests drive the clock."""
+
+    def __init__(self, interval_s: float) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"the interval must be positive, got {interval_s}")
+        self.interval_s = interval_s
+        self._last_sent: dict[str, float] = {}
+        self._pending: dict[str, Update] = {}
+
+    @property
+    def pending(self) -> bool:
+        """Whether an update is held back, waiting for its topic's interval to pass."""
+        return bool(self._pending)
+
+    def admit(self, updates: list[Update], now: float) -> list[Update]:
+        """The updates to write at `now`, in id order: each new update whose topic is due,
+        and each held-back one whose interval has passed."""
+        due: list[Update] = []
+        for update in updates:
+            topic = update.topic
+            if topic not in self._pending and self._is_due(topic, now):
+                due.append(update)
+                self._last_sent[topic] = now
+            else:
+                self._pending[topic] = update
+        for topic, update in list(self._pending.items()):
+            if self._is_due(topic, now):
+                due.append(update)
+                self._last_sent[topic] = now
+                del self._pending[topic]
+        due.sort(key=lambda u: u.id.position)
+        return due
+
+    def next_due(self) -> float:
+        """When the earliest held-back update may go; only meaningful while `pending`."""
+        return min(self._last_sent[t] for t in self._pending) + self.interval_s
+
+    def _is_due(self, topic: str, now: float) -> bool:
+        last = self._last_sent.get(topic)
+        return last is None or now - last >= self.interval_s

@@ -1,0 +1,110 @@
+"""A stream's connection, written by pushsvc itself once the response head is out.
+
+pywsgi writes every block a WSGI app yields through its chunked `_write`: it copies the block
+into a new buffer between the chunk header and trailer, then `sendall`s it, in the stream's own
+greenlet. For a stream that copy, the greenlet switch that precedes it and the framework calls
+are most of the cost of a delivery (docs/performance.md). Here a block goes out as one
+`sendmsg` of [chunk header, the shared block, CRLF]: no copy, and — from the hub's writer —
+no greenlet per client at all (`try_send` never blocks).
+
+Only pywsgi under `pushsvc serve`/`web` hands the socket over
+(`pushsvc.http.server.StreamingHandler`), and only for plain TCP; elsewhere (gunicorn, TLS)
+streams yield their blocks as before. The gevent internals this needs are in
+`pushsvc.gevent_private`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pushsvc.core.updates import Run
+from pushsvc.gevent_private import handed_over, os_socket
+
+_CRLF = b"\r\n"
+# sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
+_MAX_PARTS = 512
+_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class StreamSocket:
+    """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked."""
+
+    __slots__ = ("_gevent_socket", "_raw", "_send", "chunked")
+
+    def __init__(self, gevent_socket: Any, *, chunked: bool) -> None:
+        self._gevent_socket = gevent_socket
+        self._raw = os_socket(gevent_socket)
+        self._send = self._raw.send
+        self.chunked = chunked
+
+    @classmethod
+    def of(cls, environ: Mapping[str, object]) -> StreamSocket | None:
+        """The stream's socket, once pywsgi has sent the head; None where it cannot be had."""
+        found = handed_over(environ)
+        if found is None:
+            return None
+        sock, chunked = found
+        return cls(sock, chunked=chunked)
+
+    def _parts(self, blocks: Sequence[bytes]) -> list[bytes]:
+        if len(blocks) > _MAX_PARTS:
+            blocks = [b"".join(blocks)]
+        if not self.chunked:
+            return list(blocks)
+        size = sum(len(b) for b in blocks)
+        return [b"%x\r\n" % size, *blocks, _CRLF]
+
+    def try_send(self, blocks: Sequence[bytes]) -> memoryview | None:
+        """Send `blocks` as one chunk without ever blocking. Returns the unsent rest of the
+        framed chunk (to be sent with `send_rest` before anything else), or None when all
+        went out. Raises OSError when the peer is gone."""
+        parts = self._parts(blocks)
+        try:
+            sent = self._raw.sendmsg(parts, (), _FLAGS)
+        except BlockingIOError:
+            sent = 0
+        total = sum(len(p) for p in parts)
+        if sent == total:
+            return None
+        return memoryview(b"".join(parts))[sent:]
+
+    def chunk(self, run: Run, render: Callable[[Run], bytes] | None, key: str | None) -> bytes:
+        """The bytes that carry `render(run)` (`run.block` when `render` is None) on this
+        response: as a chunk when it is chunked, framed once per run and rendering (`key`)
+        and shared by every stream (`Run.chunks`); a `render` without a `key` is framed
+        afresh."""
+        if not self.chunked:
+            return run.block if render is None else render(run)
+        chunks = run.chunks
+        if chunks is None:
+            chunks = run.chunks = {}
+        cached = render is None or key is not None
+        data = chunks.get(key) if cached else None
+        if data is None:
+            block = run.block if render is None else render(run)
+            data = b"%x\r\n%b\r\n" % (len(block), block)
+            if cached:
+                chunks[key] = data
+        return data
+
+    def try_send_bytes(self, data: bytes) -> memoryview | None:
+        """Send a chunk already built (`chunk`) in one `send` that never blocks; the unsent
+        rest as `try_send` returns it."""
+        try:
+            sent = self._send(data, _FLAGS)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return None
+        return memoryview(data)[sent:]
+
+    def send(self, blocks: Sequence[bytes]) -> None:
+        """Send `blocks` as one chunk, waiting (cooperatively) while the socket is full."""
+        rest = self.try_send(blocks)
+        if rest is not None:
+            self.send_rest(rest)
+
+    def send_rest(self, rest: memoryview) -> None:
+        self._gevent_socket.sendall(rest)

@@ -1,0 +1,92 @@
+"""A new stream's subscription, primed with what it must send before live updates.
+
+Like Mercure's `AddSubscriber` then `Ready`: the client is registered with the hub FIRST,
+the process's broker feed watches its topics (confirmed), then the replay (for a
+`Last-Event-ID`) or the snapshot is read, and the client's floor is set to the newest
+update that covered. Whatever the hub queued in between is either after
+the floor (sent live) or dropped by `Subscriber.take` (already in the replay or snapshot):
+nothing is lost or sent twice.
+
+A `Last-Event-ID` the history cannot replay completely — malformed, from another epoch
+(the history was lost), never issued, or older than what is kept — gets a snapshot marked
+`"gap": true` instead: never a silent gap, never a partial replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.core.sse import encode_update
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateId, newest_id, snapshot_message
+from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
+from pushsvc.deliver.projection import Projection
+
+
+@dataclass(slots=True)
+class Primed:
+    """A subscribed client and what its stream sends first: `replay` (updates after the
+    client's Last-Event-ID) or, when that is None, a snapshot of `latest` (with `gap` set
+    when the client asked to resume and could not be)."""
+
+    client: Subscriber
+    replay: list[Update] | None
+    latest: dict[str, Update]
+    gap: bool
+    _close: Callable[[], None]
+
+    def close(self) -> None:
+        """End the subscription (the stream is over): local and in the broker."""
+        self._close()
+
+    def head(self, projection: Projection | None) -> bytes:
+        """The SSE bytes to send before live updates."""
+        if self.replay is not None:
+            if projection is None:
+                return b"".join([u.frame for u in self.replay])
+            return b"".join([encode_update(u.id.text, projection.data(u)) for u in self.replay])
+        windows_of = None if projection is None else projection.windows_of
+        return snapshot_message(self.latest, gap=self.gap, windows_of=windows_of)
+
+
+def subscribe(
+    broker: Broker,
+    hub: Hub,
+    feed: UpdatesFeed,
+    matcher: TopicMatcher,
+    last_event_id: str | None,
+) -> Primed:
+    """Subscribe `matcher` to the hub and prime it (see the module docstring).
+
+    Raises BrokerUnavailable (after unsubscribing) when the history cannot be read. Call it
+    once the response has started (from the stream's generator): a browser's EventSource
+    retries a stream that breaks, but gives up for good on an error status.
+    """
+    client = hub.subscribe(matcher)
+    selectors = matcher.selectors
+    watching = False
+
+    def close() -> None:
+        hub.unsubscribe(client)
+        if watching:
+            feed.unwatch(selectors)
+
+    try:
+        # The process receives the topics' updates from here on (the feed confirmed it);
+        # only then is the history read, so nothing falls between the two.
+        feed.watch(selectors)
+        watching = True
+        after = UpdateId.parse(last_event_id) if last_event_id else None
+        replay = broker.replay(after, matcher) if after is not None else None
+        if replay is not None:
+            client.floor = replay[-1].id if replay else after
+            return Primed(client, replay, {}, False, close)
+        latest = broker.latest(matcher)
+        client.floor = newest_id(latest.values())
+        return Primed(client, None, latest, last_event_id is not None, close)
+    except BaseException as exc:
+        client.close(StreamExit.ERROR if isinstance(exc, Exception) else StreamExit.GONE)
+        close()
+        raise

@@ -1,0 +1,120 @@
+"""Every private or undocumented gevent / pywsgi API pushsvc relies on, in one room.
+
+The hot path writes a stream's socket itself and bends pywsgi's request-head handling; both
+need gevent internals. Nothing else in pushsvc touches them: other modules call through the
+names below. Each touchpoint, and the test that fails when a gevent release changes it:
+
+* `socket._sock` — the non-blocking OS socket inside a gevent socket, which a stream sends
+  on directly (`os_socket`). Pinned by tests/unit/test_hub.py (the direct-write tests build a
+  `StreamSocket` on a gevent socket pair) and by
+  tests/system/test_metrics.py::test_stream_connects_disconnects_and_delivery_latency
+  (`pushsvc_direct_writes_total` moves under `pushsvc serve`).
+* `socket._sslobj` — present on a gevent SSL socket: a TLS stream keeps pywsgi's writes
+  (`handed_over`). Pinned by tests/system/test_tls.py::test_https_post_reaches_an_sse_stream.
+* `WSGIHandler.socket`, `.headers_sent`, `.response_use_chunked` — undocumented handler
+  state read once the response head is out (`handed_over`, `connection_of`). Pinned by the
+  same two tests and by tests/system/test_stream_release.py.
+* `socket._sock` on a TLS socket too, and the loop's `io` / `timer` watchers with `ref` —
+  a stream noticing its client leave without a greenlet (`connection_of`, `os_socket`,
+  `loop_watcher`; `pushsvc.deliver.peer_watch`). Pinned by
+  tests/system/test_stream_release.py (plain TCP, TLS and gunicorn).
+* `WSGIHandler.MessageClass` — pywsgi's factory for a request's headers, given a public name
+  here (`PywsgiHandler.read_head`), and `pywsgi.OldMessage`, the type it returns
+  (`RequestHead`). Pinned by tests/unit/test_request_headers.py (ours against pywsgi's
+  `headers_factory`) and tests/system/test_slow_headers.py.
+* `WSGIHandler._handle_client_error` — pywsgi's answer to an invalid request
+  (`PywsgiHandler.client_error`). Pinned by
+  tests/system/test_slow_headers.py::test_headers_that_never_end_get_a_408_at_the_deadline.
+* `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
+  `log_request` — public names but not a documented extension interface; overridden by
+  `pushsvc.http.server`'s handlers and pinned by tests/system/test_slow_headers.py.
+
+pyproject.toml bounds gevent below its next major release for these.
+"""
+
+from __future__ import annotations
+
+import _socket
+import socket
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import gevent
+from gevent.pywsgi import OldMessage, WSGIHandler
+
+RequestHead = OldMessage
+"""What `PywsgiHandler.read_head` returns: pywsgi's header message type."""
+
+ENVIRON_KEY = "pushsvc.stream_handler"
+"""Where `pushsvc.http.server.StreamingHandler` puts itself in the WSGI environ."""
+
+
+class _Handler(Protocol):
+    socket: Any
+    response_use_chunked: bool
+    headers_sent: bool
+
+
+def os_socket(gevent_socket: Any) -> socket.socket:
+    """The non-blocking OS socket inside a gevent socket, TLS or not (on TLS, MSG_PEEK on it
+    reads the kernel's buffer without going through, or disturbing, the TLS layer). An OS
+    socket is returned as it is. (`_socket`: monkey-patching makes `socket.socket` gevent's.)"""
+    raw = getattr(gevent_socket, "_sock", gevent_socket)
+    assert isinstance(raw, _socket.socket)
+    return raw  # type: ignore[return-value]
+
+
+def connection_of(environ: Mapping[str, object]) -> Any | None:
+    """The gevent socket a response goes out on: pywsgi's under `pushsvc serve`/`web` (TLS
+    included), or gunicorn's gevent worker's (`gunicorn.socket`); None where the WSGI server
+    does not say."""
+    handler = environ.get(ENVIRON_KEY)
+    sock = getattr(handler, "socket", None) if handler is not None else None
+    if sock is None:
+        sock = environ.get("gunicorn.socket")
+    if sock is None or not hasattr(sock, "fileno"):
+        return None
+    return sock
+
+
+def loop_watcher(kind: str, *args: Any) -> Any:
+    """An unreferenced watcher of the hub's loop (`loop.io(fd, events)`, `loop.timer(after,
+    repeat)`): it never keeps a process's loop running. Any: gevent's typing of watchers
+    leaves out `ref`."""
+    loop: Any = gevent.get_hub().loop
+    watcher: Any = getattr(loop, kind)(*args)
+    watcher.ref = False
+    return watcher
+
+
+def handed_over(environ: Mapping[str, object]) -> tuple[Any, bool] | None:
+    """A stream's gevent socket and whether its response is chunked, once pywsgi has sent
+    the head; None where the socket cannot be written directly (not our handler, head not
+    out yet, TLS: the SSL layer must do every write)."""
+    handler: _Handler | None = environ.get(ENVIRON_KEY)  # type: ignore[assignment]
+    if handler is None or not handler.headers_sent:
+        return None
+    sock = handler.socket
+    if getattr(sock, "_sslobj", None) is not None or not hasattr(sock, "_sock"):
+        return None
+    return sock, handler.response_use_chunked
+
+
+class PywsgiHandler(WSGIHandler):
+    """pywsgi's handler with its private hooks under public names: override `read_head` and
+    `client_error`, never `MessageClass` or `_handle_client_error`."""
+
+    def MessageClass(self, *args: object) -> RequestHead:  # pywsgi's hook, by its name
+        return self.read_head(*args)
+
+    def read_head(self, *args: object) -> RequestHead:
+        """The headers that follow the request line (pywsgi: `MessageClass(rfile, 0)`)."""
+        return OldMessage(*args)
+
+    def _handle_client_error(self, ex: Exception) -> tuple[str, bytes]:
+        return self.client_error(ex)
+
+    def client_error(self, ex: Exception) -> tuple[str, bytes]:
+        """The status and the bytes to answer an invalid request with."""
+        answer: tuple[str, bytes] = super()._handle_client_error(ex)  # type: ignore[misc]
+        return answer

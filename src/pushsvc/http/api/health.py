@@ -1,0 +1,49 @@
+"""Health, readiness and metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from pushsvc.errors import BrokerUnavailable
+from pushsvc.http.api.context import runtime
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict[str, object], int]:
+    """Ready when the broker answers, Redis neither evicts nor is full (as `--redis-check`
+    last saw it) and every shard has an aggregator; the lag either way."""
+    try:
+        lags = runtime().broker.lag()
+    except BrokerUnavailable as exc:
+        return {"status": "unavailable", "broker": exc.message}, 503
+    shards = {
+        f"{lag.shard[0]}/{lag.shard[1]}": {
+            "aggregator": lag.aggregator,
+            "lag_entries": lag.entries,
+            "lag_seconds": lag.oldest_age_s,
+        }
+        for lag in lags
+    }
+    guard = runtime().redis_guard
+    problem = guard.problem() if guard is not None else None
+    if problem is not None:
+        status, reason = problem
+        behind = sum(lag.entries for lag in lags)
+        if status == "redis_full":
+            reason += f"; aggregator {behind} entries behind"
+        return {"status": status, "reason": reason, "shards": shards}, 503
+    if not all(lag.aggregator for lag in lags):
+        return {"status": "no_aggregator", "shards": shards}, 503
+    return {"status": "ready", "shards": shards}, 200
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(runtime().metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,132 @@
+"""GET /topics/{topic}/history — one topic's recent updates from the bounded history, as JSON
+(the updates exactly as streamed) or CSV (`pushsvc.core.history_table`), for the dashboard's first
+drawing and for analysts' DataFrames. Read like a stream of that topic (401/403 alike).
+
+`?since=` is an update id (exclusive, like Last-Event-ID: page forward from there), or a time
+— epoch seconds or RFC 3339 — compared with the updates' `ts` (inclusive). Without it, the
+newest `limit`. Either way newest last, with `resume_id`: the Last-Event-ID a stream of any
+topics continues this answer from with no gap and no duplicate (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import orjson
+from flask import Blueprint, Response, request
+from werkzeug.datastructures import MultiDict
+
+from pushsvc.broker.base import HistoryPage
+from pushsvc.core import history_table
+from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.core.updates import UpdateId
+from pushsvc.errors import BadRequest
+from pushsvc.http.api.context import runtime
+from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
+
+bp = Blueprint("history", __name__)
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+FORMATS = {"json": "application/json", "csv": "text/csv"}
+# The page's facts travel in headers too, so a CSV answer carries them.
+RESUME_HEADER = "Pushsvc-Resume-Id"
+MORE_HEADER = "Pushsvc-More"
+GAP_HEADER = "Pushsvc-Gap"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    after: UpdateId | None
+    since_us: int | None
+    limit: int
+    format: str
+
+
+def parse_query(args: MultiDict[str, str], accept_csv: bool) -> HistoryQuery:
+    """The query string, judged whole before anything is read (400 naming the parameter)."""
+    after, since_us = None, None
+    since = args.get("since")
+    if since is not None:
+        after = UpdateId.parse(since)
+        if after is None:
+            since_us = _time_us(since)
+    limit = _limit(args.get("limit"))
+    fmt = args.get("format")
+    if fmt is None:
+        fmt = "csv" if accept_csv else "json"
+    elif fmt not in FORMATS:
+        raise BadRequest(f"?format= is json or csv, not {fmt[:40]!r}")
+    return HistoryQuery(after, since_us, limit, fmt)
+
+
+# Epoch seconds as `?since=` takes them, and as /openapi.json describes them: digits, no sign,
+# exponent or underscore (all of which float() would take).
+EPOCH_SECONDS = re.compile(r"[0-9]{1,11}(?:\.[0-9]+)?")
+
+
+def _time_us(text: str) -> int:
+    if not EPOCH_SECONDS.fullmatch(text):
+        try:
+            return parse_rfc3339(text)
+        except ValueError:
+            raise BadRequest(
+                "?since= takes an update id (like a Last-Event-ID), epoch seconds, or an "
+                f"RFC 3339 date-time like 2025-11-21T04:40:00Z; got {text[:60]!r}"
+            ) from None
+    us = seconds_to_us(float(text))
+    if not MIN_TS_US <= us <= MAX_TS_US:
+        raise BadRequest(f"?since= must be a time in years 1..9999; got {text[:60]!r}")
+    return us
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+        raise BadRequest(f"?limit= is a whole number from 1 to {MAX_LIMIT}; got {text[:20]!r}")
+    return int(text)
+
+
+@bp.get("/topics/<anytext:topic>/history")
+def topic_history(topic: str) -> Response:
+    validate_topic(topic)
+    rt = runtime()
+    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+    query = parse_query(request.args, accept_csv=best == "text/csv")
+    # Answered like a stream of that one topic: 401 or 403 where the stream would be.
+    rt.gate.reader(request, TopicMatcher([topic]))
+    page = rt.broker.history(topic, after=query.after, since_us=query.since_us, limit=query.limit)
+    windows, stats = rt.settings.window_labels, rt.settings.stats
+    if query.format == "csv":
+        header = history_table.columns(windows, stats)
+        rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
+        body: bytes = history_table.to_csv(rows, header).encode()
+    else:
+        body = _json(topic, page, windows, stats)
+    headers = {
+        "Cache-Control": "no-store",
+        MORE_HEADER: "true" if page.more else "false",
+        GAP_HEADER: "true" if page.gap else "false",
+        "Vary": "Accept",
+    }
+    if page.resume is not None:
+        headers[RESUME_HEADER] = page.resume.text
+    mimetype = FORMATS[query.format]
+    return Response(body, mimetype=mimetype, headers=headers)
+
+
+def _json(topic: str, page: HistoryPage, windows: tuple[str, ...], stats: tuple[str, ...]) -> bytes:
+    head = orjson.dumps(
+        {
+            "topic": topic,
+            "resume_id": page.resume.text if page.resume else None,
+            "more": page.more,
+            "gap": page.gap,
+            "windows": windows,
+            "stats": stats,
+        }
+    )
+    # The updates' JSON as streamed, spliced in without parsing or re-encoding.
+    return head[:-1] + b',"updates":[' + b",".join(u.data for u in page.updates) + b"]}"

@@ -1,0 +1,422 @@
+"""GET /openapi.json — the HTTP API described as OpenAPI 3.1, as this server runs it.
+
+The description is built from the settings, so that it says what the server really does
+(`tests/system/test_openapi_fuzz.py` holds it to that with schemathesis): security requirements only
+with auth on, the query token only when enabled, anonymous reading only for configured
+selectors, and the windows, statistics and selector limit in force.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from pushsvc import __version__
+from pushsvc.config import Settings, duration_label
+from pushsvc.core.topics import TOPIC_PATTERN
+from pushsvc.http.api.context import runtime
+from pushsvc.http.api.history import EPOCH_SECONDS
+from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
+from pushsvc.ingest.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
+
+bp = Blueprint("openapi", __name__)
+
+_TOPIC = {
+    "name": "topic",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
+}
+# A topic name, `prefix.*` (the prefix itself a topic name) or `*`.
+_SELECTOR_PATTERN = rf"^(?:\*|{TOPIC_PATTERN}(?:\.\*)?)$"
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_RETRY_AFTER = {
+    "description": "seconds to wait before trying again",
+    "schema": {"type": "integer", "minimum": 0},
+}
+_ERROR_MEANINGS = {
+    400: "bad request",
+    401: "a token is needed, or the one given is not valid",
+    403: "the token does not allow this topic, or a cookie POST came from a foreign origin",
+    404: "not found",
+    413: "body or batch too large",
+    415: "unsupported content type",
+    422: "the Idempotency-Key was used for another body on this topic within the window",
+    429: "a per-client limit was reached (Retry-After where waiting helps)",
+    503: "the broker is unavailable, or (streams) this process is at its stream limit "
+    "(with Retry-After)",
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    # RFC 6750 §3: every 401 carries a Bearer challenge.
+    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    429: {"Retry-After": _RETRY_AFTER},
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
+# A POST's 503s by `error.code` (pushsvc.errors: BrokerUnavailable and its leaves).
+_POST_UNAVAILABLE = (
+    "nothing was logged (but replicas_unconfirmed): retry, after Retry-After where given. "
+    "`error.code`: broker_unavailable (Redis unreachable); broker_full (Redis at maxmemory: "
+    "it refuses appends until memory is freed); broker_read_only (a demoted primary, during a "
+    "failover); broker_busy (Redis runs a script past its time limit); broker_loading (Redis "
+    "loads its dataset after a restart); broker_refused (Redis's min-replicas-to-write unmet, "
+    "or its persistence failing); replicas_unconfirmed (logged on the primary, fewer replicas "
+    "than --redis-min-replicas confirmed: a retry may post it twice)"
+)
+
+Security = list[dict[str, list[str]]]
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {
+        str(s): {
+            "description": _ERROR_MEANINGS[s],
+            **({"headers": _ERROR_HEADERS[s]} if s in _ERROR_HEADERS else {}),
+            "content": {"application/json": {"schema": _ERROR}},
+        }
+        for s in statuses
+    }
+
+
+def _choice_list(names: tuple[str, ...]) -> dict[str, Any]:
+    """A comma-separated list of some of `names`."""
+    one = "(?:" + "|".join(names) + ")"
+    return {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
+
+
+def _stream_params(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": {"type": "string"},
+            "description": "Resume after this update id (an unknown one: a gap snapshot).",
+        },
+        {
+            "name": "lastEventId",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "Resume after this id on a first connect (EventSource cannot set "
+            "headers).",
+        },
+        {
+            "name": "windows",
+            "in": "query",
+            "schema": _choice_list(settings.window_labels),
+            "description": "Comma-separated windows to send, e.g. 1m,5m.",
+        },
+        {
+            "name": "stats",
+            "in": "query",
+            "schema": _choice_list(settings.stats),
+            "description": "Comma-separated statistics to send, e.g. mean,p99.",
+        },
+        {
+            "name": "precision",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 17},
+            "description": "Significant digits of every statistic that is not a whole count, "
+            "e.g. 4 sends 12.35 for 12.3456789 (17, or none, sends every digit). The event "
+            "and ts are never rounded.",
+        },
+        {
+            "name": "max_hz",
+            "in": "query",
+            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+            "description": "At most this many updates per second per topic, always the latest.",
+        },
+    ]
+
+
+def _sse(
+    summary: str, parameters: list[dict[str, Any]], settings: Settings, security: Security | None
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters + _stream_params(settings),
+            **({"security": security} if security is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "snapshot (or replay), then one `stats` event per update; "
+                    "the schema is that of each event",
+                    "content": {
+                        "text/event-stream": {"schema": {"$ref": "#/components/schemas/SSE"}}
+                    },
+                },
+                **_errors(400, *_auth_errors(security), 429, 503),
+            },
+        }
+    }
+
+
+def _auth_errors(security: Security | None) -> tuple[int, ...]:
+    return () if security is None else (401, 403)
+
+
+def _json_get(
+    summary: str,
+    schema: dict[str, Any],
+    *,
+    parameters: list[Any] | None = None,
+    errors: tuple[int, ...] = (),
+    security: Security | None = None,
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters or [],
+            **({"security": security} if security is not None else {}),
+            "responses": {
+                "200": {"description": "ok", "content": {"application/json": {"schema": schema}}},
+                **_errors(*errors),
+            },
+        }
+    }
+
+
+def _security(settings: Settings) -> tuple[Security | None, Security | None, dict[str, Any]]:
+    """Publishing's and reading's security requirements (None: auth is off) and the schemes."""
+    if settings.jwt_key is None:
+        return None, None, {}
+    schemes: dict[str, Any] = {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "cookie": {"type": "apiKey", "in": "cookie", "name": "pushsvc_token"},
+    }
+    publishing: Security = [{"bearer": []}, {"cookie": []}]
+    reading: Security = [{"bearer": []}, {"cookie": []}]
+    if settings.token_query:
+        schemes["query"] = {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "subscribing only",
+        }
+        reading.append({"query": []})
+    if settings.anonymous:
+        reading.append({})  # the anonymous selectors need no token
+    return publishing, reading, schemes
+
+
+_UPDATE_ID_PATTERN = r"^[0-9a-f]{1,16}:(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})$"
+_HISTORY_HEADERS = {
+    "Pushsvc-Resume-Id": {
+        "description": "the resume_id (absent when the history is empty)",
+        "schema": {"type": "string"},
+    },
+    "Pushsvc-More": {"schema": {"type": "string", "enum": ["true", "false"]}},
+    "Pushsvc-Gap": {"schema": {"type": "string", "enum": ["true", "false"]}},
+}
+
+
+def _history(reading: Security | None) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "Recent updates of a topic from the bounded history (JSON or CSV)",
+            "description": (
+                "Newest last. Without `since`: the newest `limit` updates. With `since` an "
+                "update id: the first `limit` after it (exclusive, like Last-Event-ID). With "
+                "`since` a time: the first `limit` whose `ts` is at or after it. `resume_id` is "
+                "the Last-Event-ID from which a stream continues this answer with no gap and no "
+                "duplicate. CSV columns: id, time, reason, value, then {window}_{stat}."
+            ),
+            "parameters": [
+                _TOPIC,
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {
+                        "anyOf": [
+                            {"type": "string", "pattern": _UPDATE_ID_PATTERN},
+                            {"type": "string", "pattern": f"^{EPOCH_SECONDS.pattern}$"},
+                            {"type": "string", "format": "date-time"},
+                        ]
+                    },
+                    "description": "an update id, epoch seconds, or an RFC 3339 date-time",
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 10_000,
+                        "default": 1000,
+                    },
+                },
+                {
+                    "name": "format",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                    "description": "overrides the Accept header (application/json or text/csv)",
+                },
+            ],
+            **({"security": reading} if reading is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "the page",
+                    "headers": _HISTORY_HEADERS,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/History"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, *_auth_errors(reading), 503),
+            },
+        }
+    }
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document of a server running with `settings`."""
+    publishing, reading, schemes = _security(settings)
+    selector_query = {
+        "name": "topic",
+        "in": "query",
+        "required": True,
+        "schema": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": settings.max_selectors,
+            "items": {"type": "string", "pattern": _SELECTOR_PATTERN},
+        },
+        "description": "a topic name, a prefix pattern like sensors.*, or *",
+    }
+    window = duration_label(settings.idempotency_window_us)
+    idempotency_key = {
+        "name": HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN}$"},
+        "description": f"a fresh value per batch, the same on every retry of it: a repeat "
+        f"on this topic within {window} logs nothing and answers what the first did",
+    }
+    event_post: dict[str, Any] = {
+        "summary": "Publish one event, a batch (array) or NDJSON",
+        "parameters": [_TOPIC, idempotency_key],
+        **({"security": publishing} if publishing is not None else {}),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": settings.max_batch,
+                                "items": {"$ref": "#/components/schemas/Event"},
+                            },
+                        ]
+                    }
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        "responses": {
+            "202": {
+                "description": "accepted",
+                "headers": {
+                    REPLAYED_HEADER: {
+                        "description": "`true` when this answer repeats that of an earlier "
+                        "request with the same Idempotency-Key (nothing was logged now)",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    }
+                },
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["accepted"],
+                            "properties": {"accepted": {"type": "integer", "minimum": 1}},
+                        }
+                    }
+                },
+            },
+            **_errors(400, *_auth_errors(publishing), 413, 415, 422, 429, 503),
+            "503": {
+                "description": _POST_UNAVAILABLE,
+                "headers": _ERROR_HEADERS[503],
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pushsvc", "version": __version__},
+        "paths": {
+            "/topics/{topic}/events": {"post": event_post},
+            "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC], settings, reading),
+            "/stream": _sse("SSE stream of several topics", [selector_query], settings, reading),
+            "/topics/{topic}/stats": _json_get(
+                "Latest update of a topic",
+                {"$ref": "#/components/schemas/Update"},
+                parameters=[_TOPIC],
+                errors=(400, *_auth_errors(reading), 404),
+                security=reading,
+            ),
+            "/topics/{topic}/history": _history(reading),
+            "/topics": _json_get(
+                "Topics the caller may read: last update, subscribers",
+                {"$ref": "#/components/schemas/Topics"},
+                errors=(401,) if reading is not None else (),
+                security=reading,
+            ),
+            "/healthz": _json_get(
+                "Liveness",
+                {"type": "object", "required": ["status"], "properties": {"status": {}}},
+            ),
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (checks the broker, Redis's eviction policy and memory, "
+                    "and that every shard has an aggregator)",
+                    "parameters": [],
+                    "responses": {
+                        "200": {
+                            "description": "ready",
+                            "content": {"application/json": {"schema": READINESS}},
+                        },
+                        "503": {
+                            "description": "the broker is unavailable, Redis evicts or is "
+                            "full, or a shard has no aggregator",
+                            "content": {"application/json": {"schema": READINESS}},
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": _json_get("This document", {"type": "object"}),
+            "/": {
+                "get": {
+                    "summary": "Live dashboard (an HTML page; its assets are under /dashboard/)",
+                    "responses": {
+                        "200": {
+                            "description": "ok",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            **({"securitySchemes": schemes} if schemes else {}),
+            "schemas": SCHEMAS,
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return describe(runtime().settings)

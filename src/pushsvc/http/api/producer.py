@@ -1,0 +1,62 @@
+"""POST /topics/{topic}/events — validate, append to the event log (the broker judges lateness).
+
+202 means the batch is in the log: it will yield one update per event, even if no aggregator
+runs right now (it waits; `/readyz` and `/metrics` show the lag). With auth on, the token must
+allow the topic; with a publish rate, the token's subject (else the client address) must have
+room in its bucket — both judged before the body is read.
+
+With an `Idempotency-Key`, a repeat of a request logged within `--idempotency-window` logs
+nothing and answers the same 202 with `Idempotent-Replayed: true` (`events/idempotency.py`;
+the broker checks and appends in one step).
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, request
+
+from pushsvc.core.topics import validate_topic
+from pushsvc.errors import PayloadTooLarge
+from pushsvc.http.api.context import runtime
+from pushsvc.ingest.accept import ingest
+from pushsvc.ingest.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
+
+bp = Blueprint("producer", __name__)
+
+
+@bp.post("/topics/<anytext:topic>/events")
+def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
+    rt = runtime()
+    validate_topic(topic)  # before the body: a bad name is the answer, whatever the size
+    grant = rt.gate.publisher(request, topic)
+    idempotency_key = check_key(request.headers.getlist(HEADER))
+    rate_key = None
+    if rt.publish_rate is not None:
+        subject = grant.subject if grant is not None else None
+        rate_key = f"sub:{subject}" if subject else f"ip:{request.remote_addr}"
+        rt.publish_rate.admit(rate_key)
+    limits = rt.limits
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        raise PayloadTooLarge(f"body is larger than {limits.max_body_bytes} bytes")
+    # Read one byte past the limit so chunked bodies of unknown length are capped too.
+    body = request.stream.read(limits.max_body_bytes + 1)
+    appended = ingest(
+        rt.broker,
+        topic,
+        body,
+        request.content_type,
+        limits=limits,
+        lateness_us=rt.settings.allowed_lateness_us,
+        now_us=time.time_ns() // 1000,
+        idempotency_key=idempotency_key,
+        idempotency_window_ms=window_ms(rt.settings.idempotency_window_us),
+    )
+    if appended.replayed:
+        # The earlier request logged and counted these events, and charged their rate.
+        rt.metrics.idempotent_replays.inc()
+        return {"accepted": appended.accepted}, 202, {REPLAYED_HEADER: "true"}
+    rt.metrics.events_accepted.inc(appended.accepted)
+    if rt.publish_rate is not None and rate_key is not None:
+        rt.publish_rate.charge(rate_key, appended.accepted)
+    return {"accepted": appended.accepted}, 202, {}

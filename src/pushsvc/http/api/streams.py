@@ -1,0 +1,249 @@
+"""GET /topics/{topic}/stream and GET /stream?topic=… — the SSE endpoints.
+
+The view reads and validates everything from the request (a bad request is a 4xx before
+any streaming starts); the generator subscribes (`pushsvc.deliver.subscription`), sends the replay
+or snapshot, then runs one loop with named exits (docs/architecture.md):
+* `shutdown` — the server is stopping (Hub.close);
+* `reset`    — the broker connection was lost and updates may have been missed (Hub.reset):
+  the client reconnects and resumes from the history;
+* `error`    — the subscription could not be primed (the history could not be read): the
+  response breaks off, and EventSource retries;
+* `slow`     — the client took nothing for the slow-client timeout while its queue overflowed;
+* `expired`  — the token the stream was opened with has expired (EventSource reconnects with
+  the cookie it has; an expired one gets a 401, and EventSource stops for good);
+* `gone`     — the client closed or reset its connection: noticed without writing by its
+  socket turning readable (`pushsvc.deliver.peer_watch`), which closes the subscriber and
+  wakes the loop;
+  or a write fails (the WSGI server raises in the generator's `yield` or closes it);
+* otherwise: wait for updates, or send a heartbeat when `heartbeat` passes with no write.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from flask import Blueprint, Response, request
+
+from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.core.sse import (
+    HEADERS,
+    HEARTBEAT,
+    coalesce,
+    encode_message,
+    encode_update,
+    retry_line,
+)
+from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver import peer_watch, subscription
+from pushsvc.deliver.hub import Hub, StreamExit
+from pushsvc.deliver.pacer import Pacer
+from pushsvc.deliver.projection import Projection
+from pushsvc.deliver.stream_socket import StreamSocket
+from pushsvc.errors import BadRequest, TooManySelectors
+from pushsvc.http.api.context import runtime
+
+bp = Blueprint("streams", __name__)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """Everything a stream needs from its request, read in the view."""
+
+    matcher: TopicMatcher
+    last_event_id: str | None
+    projection: Projection | None
+    min_interval_s: float
+    heartbeat_s: float
+    retry_ms: int
+    expires_at: float | None
+    """Epoch seconds at which the stream's token expires (None: never)."""
+
+
+@bp.get("/topics/<anytext:topic>/stream")
+def topic_stream(topic: str) -> Response:
+    validate_topic(topic)
+    return _stream([topic])
+
+
+@bp.get("/stream")
+def multi_stream() -> Response:
+    selectors = request.args.getlist("topic")
+    if not selectors:
+        raise BadRequest("give at least one ?topic= (a name, or a prefix pattern like sensors.*)")
+    return _stream(selectors)
+
+
+def _stream(selectors: Sequence[str]) -> Response:
+    # Read everything from the request here: the generator runs after the view returns.
+    # Every refusal (bad request, auth, limits) is a JSON error before streaming starts.
+    rt = runtime()
+    if len(selectors) > rt.settings.max_selectors:
+        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    reader = rt.gate.reader(request, TopicMatcher(selectors))
+    options = StreamOptions(
+        matcher=reader.matcher,
+        last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
+        projection=Projection.parse(
+            request.args.get("windows"),
+            request.args.get("stats"),
+            known_windows=rt.settings.window_labels,
+            known_stats=rt.settings.stats,
+            precision=request.args.get("precision"),
+        ),
+        min_interval_s=_min_interval(request.args.get("max_hz")),
+        heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
+        retry_ms=rt.settings.retry_us // 1000,
+        expires_at=reader.expires_at,
+    )
+    assert rt.feed is not None, "a web runtime has an updates feed"
+    release = rt.stream_slots.acquire(request.remote_addr or "")
+    events = _events(rt.broker, rt.hub, rt.feed, options, request.environ)
+    response = Response(events, headers=HEADERS)
+    # Called when the server closes the response, whether or not the generator ever ran.
+    response.call_on_close(release)
+    return response
+
+
+def _min_interval(max_hz: str | None) -> float:
+    if max_hz is None:
+        return 0.0
+    try:
+        hz = float(max_hz)
+    except ValueError:
+        hz = 0.0
+    if not 0 < hz <= 1000:
+        raise BadRequest(
+            f"?max_hz= takes a number of updates per second in (0, 1000]; got {max_hz!r}"
+        )
+    return 1.0 / hz
+
+
+def _events(
+    broker: Broker,
+    hub: Hub,
+    feed: UpdatesFeed,
+    options: StreamOptions,
+    environ: Mapping[str, object],
+) -> Iterator[bytes]:
+    yield retry_line(options.retry_ms)
+    primed = subscription.subscribe(broker, hub, feed, options.matcher, options.last_event_id)
+    client, projection = primed.client, options.projection
+    watch = None
+    try:
+        # From here a client that leaves ends the stream within a moment, written to or not.
+        watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
+        yield primed.head(projection)
+        pacer = Pacer(options.min_interval_s) if options.min_interval_s else None
+        # From here on this stream writes its socket itself where it can, and lets the hub
+        # write it while the stream sleeps (pushsvc.deliver.hub, "direct"); paced streams decide
+        # per update what to send, so they keep the queued way.
+        sink = StreamSocket.of(environ) if pacer is None else None
+        if sink is not None:
+            if projection is not None:
+                client.render = partial(_block, projection=projection)
+                client.render_key = projection.key
+            client.sink = sink
+        last_sent: UpdateId | None = None
+        last_write = time.monotonic()
+        expired = _expiry(options.expires_at)
+        while client.closed_reason is None:
+            if expired():
+                client.close(StreamExit.EXPIRED)
+                break
+            last_write = max(last_write, client.last_write_us / 1_000_000)
+            wait = options.heartbeat_s - (time.monotonic() - last_write)
+            if options.expires_at is not None:
+                wait = min(wait, options.expires_at - time.time())
+            if pacer is not None and pacer.pending:
+                wait = min(wait, pacer.next_due() - time.monotonic())
+            runs = client.take(max(wait, 0.0))
+            handback, ready = client.take_direct()
+            if ready:  # runs the hub had meant to write: older than what take returned
+                runs = ready + runs
+            oldest_us = runs[0].received_us if runs else 0
+            if pacer is None:
+                # The common case: each run is written as the block the hub joined once.
+                blocks = [_block(run, projection) for run in runs]
+            else:
+                frames = []
+                taken = [u for run in runs for u in run.updates]
+                for update in pacer.admit(taken, time.monotonic()):
+                    # A paced update held back behind newer ones goes without `id:`, so the
+                    # client's Last-Event-ID never moves backwards.
+                    fresh = last_sent is None or update.id.is_after(last_sent)
+                    frames.append(_frame(update, projection, with_id=fresh))
+                    if fresh:
+                        last_sent = update.id
+                blocks = [b"".join(frames)] if frames else []
+            if not blocks and handback is None:
+                if client.closed:  # woken to end, with nothing left to write
+                    break
+                if time.monotonic() - last_write < options.heartbeat_s:
+                    continue
+                blocks = [HEARTBEAT]
+            if sink is None:
+                yield from coalesce(blocks)
+            else:
+                _send(sink, handback, blocks)
+            last_write = time.monotonic()
+            if oldest_us:
+                hub.delivery_latency.observe(int(last_write * 1_000_000) - oldest_us)
+        if client.closed_reason == StreamExit.GONE:
+            # Not the end of a response (its last chunk, on TLS a write that fails loudly)
+            # but the end of a connection whose peer left, as for a failed write.
+            raise ConnectionResetError(errno.ECONNRESET, "stream closed: the client went away")
+    finally:
+        if watch is not None:
+            watch.stop()  # before the server closes the socket and its descriptor is reused
+        # A client leaving is how most streams end (a reconnect storm ends thousands at
+        # once): counted, not logged, like a shutdown.
+        if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
+            log.info("stream ended: %s", client.closed_reason)
+        primed.close()
+
+
+def _send(sink: StreamSocket, handback: memoryview | None, blocks: list[bytes]) -> None:
+    try:
+        if handback is not None:
+            sink.send_rest(handback)
+        if blocks:
+            sink.send(blocks)
+    except OSError as exc:
+        # The peer is gone: end the response the way pywsgi ends one whose write failed.
+        raise ConnectionResetError(errno.ECONNRESET, f"stream closed: {exc}") from None
+
+
+def _expiry(expires_at: float | None) -> Callable[[], bool]:
+    if expires_at is None:
+        return lambda: False
+    return lambda: time.time() >= expires_at
+
+
+def _block(run: Run, projection: Projection | None) -> bytes:
+    if projection is None:
+        return run.block
+    cache = run.projected
+    if cache is None:
+        cache = run.projected = {}
+    block = cache.get(projection.key)
+    if block is None:
+        block = cache[projection.key] = b"".join(
+            [encode_update(u.id.text, projection.data(u)) for u in run.updates]
+        )
+    return block
+
+
+def _frame(update: Update, projection: Projection | None, *, with_id: bool) -> bytes:
+    if projection is None and with_id:
+        return update.frame
+    data = update.data if projection is None else projection.data(update)
+    if with_id:
+        return encode_update(update.id.text, data)
+    return encode_message(data, event="stats")

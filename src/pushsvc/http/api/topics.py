@@ -1,0 +1,43 @@
+"""Read API: latest snapshot of one topic, and the topic list — each only as far as the
+caller may read (docs/security.md)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from pushsvc.core.topics import ALL, TopicMatcher, validate_topic
+from pushsvc.errors import NotFound
+from pushsvc.http.api.context import runtime
+
+bp = Blueprint("topics", __name__)
+
+
+@bp.get("/topics/<anytext:topic>/stats")
+def topic_stats(topic: str) -> Response:
+    validate_topic(topic)
+    rt = runtime()
+    # Answered like a stream of that one topic: 401 or 403 where the stream would be.
+    rt.gate.reader(request, TopicMatcher([topic]))
+    latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
+    if latest is None:
+        raise NotFound(f"topic {topic!r} has no data yet")
+    return Response(latest.data, mimetype="application/json")
+
+
+@bp.get("/topics")
+def list_topics() -> dict[str, object]:
+    rt = runtime()
+    scope = rt.gate.readable(request)
+    everything = TopicMatcher([ALL])
+    latest = rt.broker.latest(everything if scope is None else scope.restrict(everything))
+    counts = rt.hub.subscriber_counts(latest)
+    topics = [
+        {
+            "topic": topic,
+            "last_id": update.id.text,
+            "last_ts": update.clock_us / 1_000_000,
+            "subscribers": counts[topic],
+        }
+        for topic, update in sorted(latest.items())
+    ]
+    return {"topics": topics}

@@ -1,0 +1,54 @@
+"""Taking events in: one path for `POST /topics/{topic}/events` and for the Redis bridge, so
+that both validate, limit and judge lateness exactly alike."""
+
+from __future__ import annotations
+
+from pushsvc.broker.base import Appended, Broker
+from pushsvc.core.topics import validate_topic
+from pushsvc.ingest import Event, Limits, parse_body
+from pushsvc.ingest.idempotency import Idempotency, request_digest
+from pushsvc.ingest.parse import JSON, NDJSON, media_type
+
+
+def ingest(
+    broker: Broker,
+    topic: str,
+    body: bytes,
+    content_type: str | None,
+    *,
+    limits: Limits,
+    lateness_us: int,
+    now_us: int,
+    idempotency_key: str | None = None,
+    idempotency_window_ms: int | None = None,
+) -> Appended:
+    """Validate `body` as events of `topic` and append them to the log, idempotently when an
+    `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
+    Raises the HttpError that says what is wrong, having changed nothing."""
+    events = validated(topic, body, content_type, limits=limits, now_us=now_us)
+    idempotency = None
+    if idempotency_key is not None:
+        if idempotency_window_ms is None:
+            raise ValueError("an idempotency key needs its window")
+        digest = request_digest(media_type(content_type), body)
+        idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
+    return broker.append_events(topic, events, lateness_us=lateness_us, idempotency=idempotency)
+
+
+def validated(
+    topic: str, body: bytes, content_type: str | None, *, limits: Limits, now_us: int
+) -> list[Event]:
+    """The events of `body` for `topic`, or the HttpError that says what is wrong (the
+    lateness rule is the broker's, at append)."""
+    validate_topic(topic)
+    return parse_body(body, content_type, now_us=now_us, limits=limits)
+
+
+def sniff_media_type(body: bytes) -> str:
+    """A Redis message has no Content-Type: it is NDJSON when it has two or more non-blank
+    lines and each starts with `{` (one event per line), JSON otherwise (one event, an array,
+    or either pretty-printed)."""
+    lines = [line.lstrip() for line in body.splitlines() if line.strip()]
+    if len(lines) > 1 and all(line.startswith(b"{") for line in lines):
+        return NDJSON
+    return JSON

@@ -1,0 +1,40 @@
+"""The lateness rule, in one place (pure).
+
+Each topic has a clock `T`: the largest event time accepted (or idle tick clock). An event
+with `ts < T - lateness` is late and refused; one within the lateness is accepted and
+inserted in place, and `T` does not move back. The brokers judge a batch by this rule when
+they append it; the Redis broker's append script (`broker/lua/append_events.lua`) applies
+the same comparison inside Redis, so that no two appends race, and re-raises through
+`check_lateness` so the error is this module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pushsvc.core.event import US_PER_S, Event
+from pushsvc.errors import LateEvent
+
+
+def is_late(clock_us: int | None, ts_us: int, lateness_us: int) -> bool:
+    """Whether an event at `ts_us` is too late for a topic whose clock is `clock_us`."""
+    return clock_us is not None and ts_us < clock_us - lateness_us
+
+
+def check_lateness(clock_us: int | None, events: Sequence[Event], lateness_us: int) -> None:
+    """Raise LateEvent naming the first event older than the topic clock allows.
+
+    The clock `T` is the largest event time accepted so far (None: no event
+    yet); each event of the batch may move it forward, so an event is judged
+    against every event before it. `ts == T - lateness_us` is still on time.
+    """
+    clock = clock_us
+    for index, event in enumerate(events):
+        if clock is not None and is_late(clock, event.ts_us, lateness_us):
+            raise LateEvent(
+                f"the event is {(clock - event.ts_us) / US_PER_S:g} s older than the topic's "
+                f"latest event; at most {lateness_us / US_PER_S:g} s is allowed",
+                index=index,
+            )
+        if clock is None or event.ts_us > clock:
+            clock = event.ts_us

@@ -1,0 +1,257 @@
+"""Producer bodies: JSON (one event or a batch) and NDJSON, validated whole (pure).
+
+`parse_body` turns a POST body into events or raises the first error, so a batch is
+accepted whole or rejected whole. Decisions the contract leaves open:
+
+* An error about one event names its position as `index`: the position in the array or
+  among the non-empty NDJSON lines, 0 for a body with one object.
+* A batch longer than `Limits.max_batch` is a 413, like an oversized body: both ask the
+  producer to send smaller requests.
+* Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import orjson
+
+from pushsvc.core.event import US_PER_S, Event
+from pushsvc.errors import (
+    BadRequest,
+    HttpError,
+    InvalidEvent,
+    MalformedJson,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from pushsvc.ingest.input_limits import DEFAULT_LIMITS, Limits
+from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+_KEYS = frozenset(("value", "ts", "tags"))
+
+
+def parse_body(
+    body: bytes, content_type: str | None, *, now_us: int, limits: Limits = DEFAULT_LIMITS
+) -> list[Event]:
+    """Validate a POST body and return its events, or raise the first error.
+
+    `now_us` is the receive time given to events without `ts`. Raises
+    UnsupportedMediaType, PayloadTooLarge, MalformedJson, InvalidEvent or
+    BadRequest (empty batch).
+    """
+    kind = media_type(content_type)
+    if len(body) > limits.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the body has {len(body)} bytes; the limit is {limits.max_body_bytes}"
+        )
+    if kind == NDJSON:
+        return _parse_ndjson(body, now_us, limits)
+    return _parse_json(body, now_us, limits)
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type a body is parsed as (JSON or NDJSON), or UnsupportedMediaType."""
+    expected = f"Content-Type must be {JSON} or {NDJSON}"
+    if content_type is None:
+        raise UnsupportedMediaType(expected)
+    media_type, _, params = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type not in (JSON, NDJSON):
+        raise UnsupportedMediaType(f"{expected}, not {media_type[:100]!r}")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        # JSON is UTF-8 (RFC 8259); other parameters carry nothing we use.
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if charset not in ("utf-8", "utf8"):
+                raise UnsupportedMediaType(f"only UTF-8 is accepted, not {charset[:40]!r}")
+    return media_type
+
+
+def _parse_json(body: bytes, now_us: int, limits: Limits) -> list[Event]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _diagnose(body, exc, now_us, limits, first_index=0, lineno=None) from None
+    return _events_of_document(doc, now_us, limits)
+
+
+def _events_of_document(doc: object, now_us: int, limits: Limits) -> list[Event]:
+    if isinstance(doc, dict):
+        return [_event(doc, 0, now_us, limits)]
+    if not isinstance(doc, list):
+        raise InvalidEvent("the body must be a JSON object (one event) or an array (a batch)")
+    if not doc:
+        raise BadRequest("the batch is empty")
+    if len(doc) > limits.max_batch:
+        raise PayloadTooLarge(f"the batch has {len(doc)} events; the limit is {limits.max_batch}")
+    return [_event(item, index, now_us, limits) for index, item in enumerate(doc)]
+
+
+def _parse_ndjson(body: bytes, now_us: int, limits: Limits) -> list[Event]:
+    events: list[Event] = []
+    for lineno, line in enumerate(body.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        index = len(events)
+        if index == limits.max_batch:
+            raise PayloadTooLarge(f"the batch has more than {limits.max_batch} events")
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _diagnose(line, exc, now_us, limits, first_index=index, lineno=lineno) from None
+        # Validated line by line so that the error raised is the first one.
+        events.append(_event(item, index, now_us, limits))
+    if not events:
+        raise BadRequest("the batch is empty")
+    return events
+
+
+def _diagnose(
+    text: bytes,
+    exc: orjson.JSONDecodeError,
+    now_us: int,
+    limits: Limits,
+    *,
+    first_index: int,
+    lineno: int | None,
+) -> HttpError:
+    """Explain a document orjson rejected.
+
+    orjson refuses NaN, Infinity and numbers beyond a double at parse time,
+    with messages that do not say why that matters. The standard library
+    parses those, so its result, validated, names the event and the field;
+    anything it finds acceptable is reported with orjson's message.
+    """
+    try:
+        doc = json.loads(text.decode("utf-8"), parse_int=_lenient_int, parse_float=_lenient_float)
+    except (ValueError, RecursionError):
+        doc = None
+    if doc is not None:
+        try:
+            if lineno is None:
+                _events_of_document(doc, now_us, limits)
+            else:
+                _event(doc, first_index, now_us, limits)
+        except HttpError as found:
+            return found
+    if lineno is None:
+        return MalformedJson(f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
+    return MalformedJson(
+        f"malformed JSON on line {lineno}: {exc.msg} at column {exc.colno}", index=first_index
+    )
+
+
+class _TooLarge:
+    """A number literal beyond the range of a double."""
+
+
+def _lenient_int(digits: str) -> int | _TooLarge:
+    # Only a number with hundreds of digits overflows a double; refuse the
+    # quadratic conversion of thousands (Python's int_max_str_digits).
+    return int(digits) if len(digits) <= 400 else _TooLarge()
+
+
+def _lenient_float(literal: str) -> float | _TooLarge:
+    number = float(literal)
+    return _TooLarge() if math.isinf(number) else number
+
+
+def _event(item: object, index: int, now_us: int, limits: Limits) -> Event:
+    if not isinstance(item, dict):
+        raise InvalidEvent(f"an event must be a JSON object, not {_describe(item)}", index=index)
+    if not _KEYS.issuperset(item):
+        unknown = sorted(item.keys() - _KEYS)[0]
+        raise InvalidEvent(
+            f"unknown field {unknown[:64]!r}; an event has value, ts and tags", index=index
+        )
+    if "value" not in item:
+        raise InvalidEvent("value is required", index=index)
+    value = _value(item["value"], index)
+    ts_us = _ts_us(item["ts"], index) if "ts" in item else now_us
+    tags = _tags(item["tags"], index, limits) if "tags" in item else None
+    return Event(value, ts_us, tags)
+
+
+def _value(value: object, index: int) -> float:
+    # bool is an int subclass, and JSON true is not a number.
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            raise InvalidEvent("value is too large for a double", index=index) from None
+    elif isinstance(value, _TooLarge):
+        raise InvalidEvent("value is too large for a double", index=index)
+    raise InvalidEvent(f"value must be a finite number, not {_describe(value)}", index=index)
+
+
+def _ts_us(ts: object, index: int) -> int:
+    if isinstance(ts, str):
+        try:
+            ts_us = parse_rfc3339(ts)
+        except ValueError as exc:
+            raise InvalidEvent(f"ts: {exc}", index=index) from None
+    elif isinstance(ts, float):
+        if not math.isfinite(ts):
+            raise InvalidEvent(f"ts must be a finite number, not {_describe(ts)}", index=index)
+        ts_us = seconds_to_us(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool):
+        ts_us = ts * US_PER_S
+    elif isinstance(ts, _TooLarge):
+        ts_us = MAX_TS_US + 1
+    else:
+        raise InvalidEvent(
+            f"ts must be epoch seconds or an RFC 3339 string, not {_describe(ts)}", index=index
+        )
+    if not MIN_TS_US <= ts_us <= MAX_TS_US:
+        raise InvalidEvent(
+            "ts must be between years 1 and 9999 (epoch seconds, not milliseconds)", index=index
+        )
+    return ts_us
+
+
+def _tags(tags: object, index: int, limits: Limits) -> dict[str, str] | None:
+    if not isinstance(tags, dict):
+        raise InvalidEvent(f"tags must be an object of strings, not {_describe(tags)}", index=index)
+    if not tags:
+        return None
+    if len(tags) > limits.max_tags:
+        raise InvalidEvent(f"at most {limits.max_tags} tags are allowed", index=index)
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise InvalidEvent(
+                f"tag {key[:64]!r} must be a string, not {_describe(value)}", index=index
+            )
+        if not 0 < len(key) <= limits.max_tag_key_len:
+            raise InvalidEvent(
+                f"tag names must have 1 to {limits.max_tag_key_len} characters", index=index
+            )
+        if len(value) > limits.max_tag_value_len:
+            raise InvalidEvent(
+                f"tag {key!r} is longer than {limits.max_tag_value_len} characters", index=index
+            )
+    return tags
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a number"

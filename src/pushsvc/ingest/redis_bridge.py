@@ -1,0 +1,168 @@
+"""Producers on Redis: `PUBLISH {prefix}ingest:{topic} <body>` becomes events in the log.
+
+One bridge at a time per deployment: every aggregator process runs one, and the one holding
+the lease `{prefix}lease:bridge` is subscribed to `{prefix}ingest:*`; the others stand by and
+subscribe when they take the lease over (within one lease time of the holder's death). Each
+message gets the POST's validation and limits (`ingest.validated`) and the broker's lateness
+rule at append, so a rejected message changes nothing; it is counted by reason in Redis
+(every web process's `/metrics` shows it) and logged once per reason and topic.
+
+Appends are fenced by the bridge's lease token (the append script checks it), so a bridge
+that was paused past its lease and wakes with messages queued appends none of them: its
+successor, which pub/sub gave the same messages, already did.
+
+A Redis that refuses an append (full at `maxmemory`, read-only, busy, loading: nothing was
+written) is waited for: the bridge retries the same batch with a backoff, logging once, and
+keeps its lease; messages published meanwhile queue in Redis's output buffer for this client
+(`client-output-buffer-limit pubsub`, past which Redis drops the connection and them).
+
+Pub/sub is at most once: a message published while no bridge is subscribed reaches nobody
+(`PUBLISH` answers 0, and `pushsvc publish --redis-url` says so). What the bridge appended is
+kept like any POST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import gevent.event
+
+from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.lease import Lease
+from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.errors import (
+    BrokerRefused,
+    BrokerUnavailable,
+    Fenced,
+    HttpError,
+    ReplicasUnconfirmed,
+)
+from pushsvc.ingest import Event, Limits
+from pushsvc.ingest.accept import sniff_media_type, validated
+
+log = logging.getLogger(__name__)
+
+_LOGGED_AT_MOST = 10_000  # (reason, topic) pairs remembered for "log once"
+_MIN_BACKOFF_S = 0.1  # first wait after Redis refused an append
+_MAX_BACKOFF_S = 2.0
+
+
+class Bridge:
+    """`run(stop)` until `stop` is set: hold or wait for the lease, bridge while holding."""
+
+    def __init__(self, broker: RedisBroker, *, limits: Limits, lateness_us: int, lease_us: int):
+        self._broker = broker
+        self._limits = limits
+        self._lateness_us = lateness_us
+        keys = broker.keys
+        self._channel_prefix = keys.ingest_channel
+        self.lease = Lease(broker.url, keys.bridge_lease, ttl_us=lease_us)
+        self._reader = PubSubReader(
+            single_client(broker.url, socket_timeout=None),
+            name=f"pushsvc-bridge-{keys.prefix}",
+            on_messages=self._on_messages,
+        )
+        self._subscribed = False
+        self._logged: set[tuple[str, str]] = set()
+        self._closing = gevent.event.Event()
+
+    def run(self, stop: gevent.event.Event) -> None:
+        try:
+            while not stop.is_set():
+                holding = self.lease.renew()
+                if holding and not self._subscribed:
+                    self._subscribe()
+                elif not holding and self._subscribed:
+                    self._reader.remove_prefix(self._channel_prefix)
+                    self._subscribed = False
+                    log.warning("bridge: standing by")
+                stop.wait(self.lease.ttl_s / 3)
+        finally:
+            self.close()
+
+    def _subscribe(self) -> None:
+        try:
+            self._reader.add_prefix(self._channel_prefix)
+        except BrokerUnavailable as exc:
+            log.warning("bridge: could not subscribe (%s); retrying", exc)
+            return
+        self._subscribed = True
+        log.warning("bridge: bridging %s* into the event log", self._channel_prefix.decode())
+
+    def _on_messages(self, messages: list[tuple[bytes, bytes]]) -> None:
+        accepted = 0
+        rejected: dict[str, int] = {}
+        fence = (self._broker.keys.bridge_lease, self.lease.token)
+        for channel, body in messages:
+            topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
+            try:
+                events = validated(
+                    topic,
+                    body,
+                    sniff_media_type(body),
+                    limits=self._limits,
+                    now_us=time.time_ns() // 1000,
+                )
+                try:
+                    self._append_waiting(topic, events, fence)
+                except ReplicasUnconfirmed as exc:
+                    # Logged all the same (only its replication is unconfirmed), and a Redis
+                    # producer has no answer to retry on: bridged, not refused.
+                    self._log_once(exc.code, topic, exc, outcome="bridged")
+                accepted += len(events)
+            except HttpError as exc:  # broker_unavailable too: Redis went away under us
+                rejected[exc.code] = rejected.get(exc.code, 0) + 1
+                self._log_once(exc.code, topic, exc)
+            except Fenced:
+                # Another bridge took over while this one was paused; it has these messages
+                # too (pub/sub gave them to both) and appends them.
+                log.warning("bridge: the lease moved on; standing by")
+                self.lease.holding = False
+                break
+        # The counts are for /metrics; the events themselves were handled above.
+        with contextlib.suppress(BrokerUnavailable):
+            self._broker.count_bridged(accepted, rejected)
+
+    def _append_waiting(self, topic: str, events: list[Event], fence: tuple[str, str]) -> None:
+        """Append; while Redis refuses (full, read-only, busy, loading: nothing was written),
+        wait and retry the same batch, logging once, instead of dropping it. The lease is kept
+        meanwhile (`run` renews it; that needs no memory). Gives up only when closed."""
+        backoff = _MIN_BACKOFF_S
+        waiting: str | None = None
+        while True:
+            try:
+                self._broker.append_events(
+                    topic, events, lateness_us=self._lateness_us, fence=fence
+                )
+            except BrokerRefused as exc:
+                if self._closing.is_set():
+                    raise
+                if waiting != exc.code:
+                    waiting = exc.code
+                    log.warning("bridge: Redis refuses appends (%s: %s); waiting", exc.code, exc)
+                self._closing.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
+            if waiting is not None:
+                log.warning("bridge: Redis takes appends again; continuing")
+            return
+
+    def _log_once(
+        self, reason: str, topic: str, exc: HttpError, *, outcome: str = "rejected"
+    ) -> None:
+        key = (reason, topic[:200])
+        if key in self._logged:
+            return
+        if len(self._logged) >= _LOGGED_AT_MOST:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warning("bridge: %s a message on topic %r (%s): %s", outcome, topic[:200], reason, exc)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._reader.close()
+        self.lease.release()
+        self.lease.close()

@@ -1,0 +1,277 @@
+"""Prometheus metrics. Hot-path counters are plain ints on the hub and aggregator,
+read at scrape time by a custom collector, so delivering an update costs no metric call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from pushsvc.errors import BrokerUnavailable
+
+if TYPE_CHECKING:
+    from pushsvc.aggregate.aggregator import Aggregator
+    from pushsvc.aggregate.shard_runner import ShardRunner
+    from pushsvc.broker.base import Broker
+    from pushsvc.broker.redis.guard import RedisGuard
+    from pushsvc.deliver.hub import Hub
+
+
+class _StateCollector(Collector):
+    def __init__(self, hub: Hub, broker: Broker) -> None:
+        self._hub = hub
+        self._broker = broker
+        self.aggregator: Aggregator | None = None
+        self.shard: ShardRunner | None = None
+        self.redis_guard: RedisGuard | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._hub
+        yield GaugeMetricFamily(
+            "pushsvc_subscribers", "SSE streams open in this process", value=hub.client_count
+        )
+        yield CounterMetricFamily(
+            "pushsvc_deliveries", "Updates queued to subscribers", value=hub.delivered
+        )
+        yield CounterMetricFamily(
+            "pushsvc_slow_disconnects",
+            "Subscribers disconnected for not keeping up",
+            value=hub.slow_disconnects,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_stream_connects", "SSE streams opened", value=hub.connects
+        )
+        disconnects = CounterMetricFamily(
+            "pushsvc_stream_disconnects",
+            "SSE streams ended, by reason (gone: the client left; slow, expired, shutdown, "
+            "reset: a lost broker connection; error)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(hub.disconnects.items()):
+            disconnects.add_metric([reason], count)
+        yield disconnects
+        yield CounterMetricFamily(
+            "pushsvc_conflated_runs",
+            "Runs of updates offered to a client in conflation (latest-wins) instead of queued",
+            value=hub.conflated_runs,
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_queued_runs", "Runs waiting in clients' queues", value=hub.queued_runs
+        )
+        latency = hub.delivery_latency
+        yield HistogramMetricFamily(
+            "pushsvc_delivery_seconds",
+            "From this process receiving an update to writing it to a client socket",
+            buckets=[(_le(bound), count) for bound, count in latency.cumulative()],
+            sum_value=latency.sum_us / 1_000_000,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_direct_writes",
+            "Socket writes the hub made itself for idle streams (each may carry several updates)",
+            value=hub.direct_sends,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_direct_handbacks",
+            "Direct writes that found a socket full and handed the rest to the stream",
+            value=hub.handbacks,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_updates_received",
+            "Updates this process received from the broker (for its own streams)",
+            value=hub.received,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_stream_resets",
+            "Times every stream was ended to resume after a lost broker connection",
+            value=hub.resets,
+        )
+        if self.aggregator is not None:
+            yield GaugeMetricFamily(
+                "pushsvc_topics",
+                "Topics this aggregator holds",
+                value=len(self.aggregator.topics()),
+            )
+        if self.shard is not None:
+            yield CounterMetricFamily(
+                "pushsvc_updates_published",
+                "Updates this aggregator published",
+                value=self.shard.updates_published,
+            )
+        yield from self._lag()
+        yield from self._redis_memory()
+        yield from self._bridge()
+        yield from self._topic_counts()
+
+    def _topic_counts(self) -> Iterator[Metric]:
+        try:
+            stats = self._broker.topic_stats()
+        except BrokerUnavailable:
+            return
+        yield GaugeMetricFamily(
+            "pushsvc_topics_live",
+            "Topics the deployment keeps, counted against --max-topics",
+            value=stats.live,
+        )
+        yield CounterMetricFamily(
+            "pushsvc_topics_forgotten",
+            "Idle topics forgotten (--topic-ttl)",
+            value=stats.forgotten,
+        )
+
+    def _redis_memory(self) -> Iterator[Metric]:
+        if self.redis_guard is None:
+            return
+        # Imported here: the embedded mode never imports redis-py.
+        from pushsvc.broker.redis.wire import refusals
+
+        refused = CounterMetricFamily(
+            "pushsvc_redis_refusals",
+            "Redis commands of this process refused, by code (broker_full: at maxmemory; "
+            "broker_read_only, broker_busy, broker_loading, broker_refused); nothing was written",
+            labels=["code"],
+        )
+        for code, count in sorted(refusals.items()):
+            refused.add_metric([code], count)
+        yield refused
+        memory = self.redis_guard.memory
+        if memory is None:
+            return
+        yield GaugeMetricFamily(
+            "pushsvc_redis_full",
+            "1 while Redis is at maxmemory (appends refused) as --redis-check last saw it",
+            value=int(memory.full),
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_redis_evicts",
+            "1 while Redis's maxmemory-policy is not noeviction (it may drop pushsvc's data)",
+            value=int(memory.evicts),
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_redis_used_memory_bytes",
+            "Redis's used_memory as --redis-check last saw it",
+            value=memory.used_bytes,
+        )
+        yield GaugeMetricFamily(
+            "pushsvc_redis_maxmemory_bytes",
+            "Redis's maxmemory (0: no limit) as --redis-check last saw it",
+            value=memory.max_bytes,
+        )
+
+    def _bridge(self) -> Iterator[Metric]:
+        try:
+            stats = self._broker.bridge_stats()
+        except BrokerUnavailable:
+            return
+        if stats is None:
+            return
+        yield GaugeMetricFamily(
+            "pushsvc_bridge_active",
+            "1 while a bridge holds its lease and takes producers' messages from Redis",
+            value=int(stats.active),
+        )
+        yield CounterMetricFamily(
+            "pushsvc_bridge_events",
+            "Events the Redis bridge appended to the event log",
+            value=stats.events,
+        )
+        rejected = CounterMetricFamily(
+            "pushsvc_bridge_rejected",
+            "Messages the Redis bridge refused, by reason (the POST error code)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+
+    def _lag(self) -> Iterator[Metric]:
+        try:
+            lags = self._broker.lag()
+        except BrokerUnavailable:
+            return
+        entries = GaugeMetricFamily(
+            "pushsvc_log_lag_entries", "Event log entries not yet applied", labels=["shard"]
+        )
+        age = GaugeMetricFamily(
+            "pushsvc_log_lag_seconds",
+            "Age of the oldest event log entry not yet applied (0: none)",
+            labels=["shard"],
+        )
+        for lag in lags:
+            shard = f"{lag.shard[0]}/{lag.shard[1]}"
+            entries.add_metric([shard], lag.entries)
+            age.add_metric([shard], lag.oldest_age_s or 0.0)
+        yield entries
+        yield age
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class Metrics:
+    """One registry per app, so several apps in one process (tests) do not collide."""
+
+    def __init__(self, hub: Hub, broker: Broker) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._state = _StateCollector(hub, broker)
+        self.registry.register(self._state)
+        self.events_accepted = Counter(
+            "pushsvc_events_accepted", "Events accepted by the producer API", registry=self.registry
+        )
+        self.idempotent_replays = Counter(
+            "pushsvc_idempotent_replays",
+            "POSTs answered with an earlier request's answer (same Idempotency-Key): "
+            "nothing logged, nothing counted as accepted",
+            registry=self.registry,
+        )
+        self.requests_rejected = Counter(
+            "pushsvc_requests_rejected",
+            "Requests answered with an error, by error code",
+            ["code"],
+            registry=self.registry,
+        )
+        # CPU, memory and open files of this process; which process it is (`serve --workers`
+        # runs several behind one port).
+        ProcessCollector(registry=self.registry)
+        Info("pushsvc_process", "This process", registry=self.registry).info(
+            {"pid": str(os.getpid())}
+        )
+
+    def greenlet_gauge(self) -> Gauge:
+        """The gauge pushsvc's own server keeps (under gunicorn there is none: its worker runs
+        the connections). Counted where each greenlet starts and ends, not found at scrape time:
+        walking gc.get_objects() would stall the loop for every stream."""
+        return Gauge(
+            "pushsvc_greenlets",
+            "Greenlets serving HTTP connections, one per open connection (streams included); "
+            "the process's few others are not counted",
+            registry=self.registry,
+        )
+
+    def watch_aggregator(self, aggregator: Aggregator) -> None:
+        self._state.aggregator = aggregator
+
+    def watch_shard(self, runner: ShardRunner) -> None:
+        self._state.shard = runner
+
+    def watch_redis(self, guard: RedisGuard) -> None:
+        self._state.redis_guard = guard
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

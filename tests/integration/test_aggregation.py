@@ -1,0 +1,434 @@
+"""Shard runners on a real Redis: exactly one update per logged event, through takeovers,
+cold starts, fencing and trimming. Each step is driven by hand (no timing involved); the
+lease is taken and lost for real, through Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.aggregate.shard_runner import ShardRunner
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.lease import Lease
+from pushsvc.broker.redis.log import FORGET_SCAN, EventLog
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.errors import LateEvent
+from pushsvc.ingest import Event
+from support.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+S = 1_000_000
+LATENESS = 5 * S
+SHARD = (0, 1)
+
+
+class ShardRunners:
+    """One Redis prefix: a producer's broker, and shard runners made on demand."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.broker = RedisBroker(url, prefix=prefix, history=100_000)
+        self.wall = 1_763_700_000 * S
+        self._closers: list[object] = [self.broker]
+
+    def runner(self, *, tick_us: int = 0, topic_ttl_us: int = 0) -> ShardRunner:
+        broker = RedisBroker(self.url, prefix=self.prefix, history=100_000)
+        event_log = EventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
+        lease = Lease(self.url, broker.keys.lease(SHARD), ttl_us=60 * S)
+        aggregator = Aggregator(
+            windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
+        )
+        self._closers += [broker, event_log, lease]
+        return ShardRunner(
+            aggregator,
+            broker,
+            event_log,
+            lease,
+            tick_us=tick_us,
+            topic_ttl_us=topic_ttl_us,
+            block_ms=1,
+        )
+
+    def append(self, topic: str, *values: float, ts: int) -> list[Event]:
+        events = [Event(v, ts, None) for v in values]
+        self.broker.append_events(topic, events, lateness_us=LATENESS)
+        return events
+
+    def history(self) -> list[dict[str, object]]:
+        """Every update published, oldest first."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            entries = client.xrange(f"{self.prefix}history")
+        finally:
+            client.close()
+        return [orjson.loads(fields[b"b"]) for _, fields in entries]
+
+    def close(self) -> None:
+        for item in self._closers:
+            item.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def deployment(redis_server: RedisServer, prefix: str) -> Iterator[ShardRunners]:
+    made = ShardRunners(redis_server.url, prefix)
+    yield made
+    made.close()
+
+
+def _expected(batches: list[tuple[str, list[Event]]]) -> list[dict[str, object]]:
+    """The bodies an uninterrupted aggregator publishes for these batches."""
+    reference = Aggregator(windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: 0)
+    return [
+        orjson.loads(d.body)
+        for topic, events in batches
+        for d in reference.apply_events(topic, events)
+    ]
+
+
+def _events_of(history: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(u["topic"], u["event"]["value"]) for u in history]  # type: ignore[index]
+
+
+def test_the_lease_holder_publishes_each_logged_event_once(deployment: ShardRunners) -> None:
+    active = deployment.runner()
+    active.rebuild()
+    assert active._lease.renew()
+    batches = [
+        ("a", deployment.append("a", 1, 2, ts=10 * S)),
+        ("b", deployment.append("b", 3, ts=11 * S)),
+    ]
+    active.step()
+    active.step()  # nothing new: nothing published twice
+    assert deployment.history() == _expected(batches)
+
+
+def test_a_standby_publishes_nothing_and_takes_over_exactly_where_the_holder_stopped(
+    deployment: ShardRunners,
+) -> None:
+    active, standby = deployment.runner(), deployment.runner()
+    for runner in (active, standby):
+        runner.rebuild()
+    assert active._lease.renew() and not standby._lease.renew()
+
+    batches = [("a", deployment.append("a", 1, ts=10 * S))]
+    active.step()
+    standby.step()
+    batches.append(("a", deployment.append("a", 2, ts=11 * S)))
+    batches.append(("b", deployment.append("b", 3, ts=12 * S)))
+    standby.step()  # applied, held back: the holder has not published them yet
+    assert len(deployment.history()) == 1
+
+    # The holder dies (kill -9: it never releases; its lease expires).
+    redis.Redis.from_url(deployment.url).delete(active._lease.key)
+    assert standby._lease.renew()
+    standby.step()
+    assert deployment.history() == _expected(batches)
+
+    batches.append(("a", deployment.append("a", 4, ts=13 * S)))
+    standby.step()
+    assert deployment.history() == _expected(batches)
+
+
+def test_what_the_holder_published_before_dying_is_not_published_again(
+    deployment: ShardRunners,
+) -> None:
+    active, standby = deployment.runner(), deployment.runner()
+    for runner in (active, standby):
+        runner.rebuild()
+    assert active._lease.renew()
+    batches = [("a", deployment.append("a", 1, 2, ts=10 * S))]
+    standby.step()  # the standby applied the batch before the holder published it
+    active.step()
+    redis.Redis.from_url(deployment.url).delete(active._lease.key)
+    assert standby._lease.renew()
+    standby.step()
+    assert deployment.history() == _expected(batches)
+
+
+def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: ShardRunners) -> None:
+    stale, successor = deployment.runner(), deployment.runner()
+    for runner in (stale, successor):
+        runner.rebuild()
+    assert stale._lease.renew()
+    batches = [("a", deployment.append("a", 1, ts=10 * S))]
+    stale.step()
+    # A long pause: the lease expired and another aggregator took it; the stale one has not
+    # renewed yet, so it still believes it holds it.
+    redis.Redis.from_url(deployment.url).delete(stale._lease.key)
+    assert successor._lease.renew()
+    batches.append(("a", deployment.append("a", 2, ts=11 * S)))
+    stale.step()  # refused by the publish script
+    assert stale._lease.holding is False
+    successor.step()
+    assert deployment.history() == _expected(batches)
+
+
+def test_a_cold_start_rebuilds_the_windows_from_the_log(deployment: ShardRunners) -> None:
+    first = deployment.runner()
+    first.rebuild()
+    assert first._lease.renew()
+    batches = [
+        ("a", deployment.append("a", 1, 2, ts=10 * S)),
+        ("b", deployment.append("b", 5, ts=11 * S)),
+        ("a", deployment.append("a", 3, ts=30 * S)),  # 10 s later: 1 and 2 left the 10s window
+    ]
+    first.step()
+    first._lease.release()  # every aggregator stopped
+
+    batches.append(("a", deployment.append("a", 4, ts=31 * S)))  # logged while none runs
+    restarted = deployment.runner()
+    restarted.rebuild()
+    assert restarted._lease.renew()
+    restarted.step()
+    assert deployment.history() == _expected(batches)
+
+
+def test_a_cold_start_restores_clocks_moved_by_idle_ticks(deployment: ShardRunners) -> None:
+    first = deployment.runner()
+    first.rebuild()
+    assert first._lease.renew()
+    deployment.append("a", 1, ts=deployment.wall)
+    first.step()
+    deployment.wall += 20 * S  # 20 s idle: the tick moves a's clock and empties its 10s window
+    first._log_ticks()
+    first.step()
+    ticked = deployment.history()[-1]
+    assert ticked["reason"] == "tick" and ticked["windows"]["10s"]["count"] == 0  # type: ignore[index]
+    first._lease.release()
+
+    restarted = deployment.runner()
+    restarted.rebuild()
+    assert restarted._lease.renew()
+    ticked_clock = deployment.wall  # the first event's time plus the 20 s idle
+    with pytest.raises(LateEvent):  # the logged tick moved T for lateness too
+        deployment.append("a", 9, ts=ticked_clock - LATENESS - 1)
+    deployment.append("a", 2, ts=ticked_clock - LATENESS)  # exactly at the limit
+    restarted.step()
+    last = deployment.history()[-1]
+    # The restored T is the ticked one: the event does not move it, and the windows end there.
+    assert last["ts"] == ticked_clock / S
+    assert last["windows"]["10s"]["count"] == 1  # type: ignore[index]
+    assert last["windows"]["1m"]["count"] == 2  # type: ignore[index]
+
+
+def test_trimming_keeps_what_a_rebuild_needs(deployment: ShardRunners) -> None:
+    active = deployment.runner()
+    active.rebuild()
+    assert active._lease.renew()
+    batches = [("a", deployment.append("a", float(n), ts=n * S)) for n in range(100)]
+    active.step()
+    oldest = active._prune_held()
+    active._log.trim(oldest)
+    client = redis.Redis.from_url(deployment.url)
+    kept = client.xlen(f"{deployment.prefix}log:0/1")
+    client.close()
+    # T = 99 s and the widest window is 1 m: events at 39 s and before are in no window.
+    assert kept == 60
+    batches.append(("a", deployment.append("a", 100.0, ts=100 * S)))
+    restarted = deployment.runner()
+    restarted.rebuild()
+    redis.Redis.from_url(deployment.url).delete(active._lease.key)
+    assert restarted._lease.renew()
+    restarted.step()
+    assert deployment.history() == _expected(batches)
+
+
+def test_lag_counts_what_waits_for_an_aggregator(deployment: ShardRunners) -> None:
+    deployment.append("a", 1, 2, ts=10 * S)
+    deployment.append("b", 3, ts=10 * S)
+    (lag,) = deployment.broker.lag()
+    assert (lag.entries, lag.aggregator) == (2, False)
+    assert lag.oldest_age_s is not None and lag.oldest_age_s < 60
+    runner = deployment.runner()
+    runner.rebuild()
+    assert runner._lease.renew()
+    runner.step()
+    (lag,) = deployment.broker.lag()
+    assert (lag.entries, lag.oldest_age_s, lag.aggregator) == (0, None, True)
+    assert deployment.broker.latest(TopicMatcher(["*"])).keys() == {"a", "b"}
+
+
+# -- idle topics forgotten through the log (--topic-ttl) --------------------------------
+
+TTL = 3600 * S
+
+
+def _redis(deployment: ShardRunners) -> redis.Redis:
+    client = redis.Redis.from_url(deployment.url)
+    deployment._closers.append(client)
+    return client
+
+
+def _kept(deployment: ShardRunners, topic: str) -> tuple[bool, bool]:
+    """Whether Redis holds the topic's clock, and its latest update."""
+    client = _redis(deployment)
+    return (
+        bool(client.hexists(f"{deployment.prefix}clocks", topic)),
+        bool(client.hexists(f"{deployment.prefix}latest", topic)),
+    )
+
+
+def _active_with_a_quiet_topic(deployment: ShardRunners, topic: str) -> tuple[ShardRunner, int]:
+    """The lease holder, with `topic` seen once and then idle past the TTL; its clock."""
+    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    active.rebuild()
+    assert active._lease.renew()
+    deployment.append(topic, 1, ts=deployment.wall)
+    active.step()
+    return active, _go_quiet(deployment, active, topic)
+
+
+def _go_quiet(deployment: ShardRunners, active: ShardRunner, topic: str) -> int:
+    """Let `topic` fall idle: ticks empty its windows, then the TTL passes. Its clock."""
+    deployment.wall += 60 * S  # past the widest window: the tick empties every window
+    active._log_ticks()
+    active.step()
+    emptied = deployment.history()[-1]
+    assert emptied["topic"] == topic and emptied["windows"]["1m"]["count"] == 0  # type: ignore[index]
+    deployment.wall += TTL
+    clock = active.aggregator.clock(topic)
+    assert clock is not None
+    return clock
+
+
+def test_an_idle_topic_is_forgotten_by_the_holder_and_the_standby_through_the_log(
+    deployment: ShardRunners,
+) -> None:
+    active = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    standby = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    for runner in (active, standby):
+        runner.rebuild()
+    assert active._lease.renew() and not standby._lease.renew()
+    deployment.append("quiet", 1, 2, ts=deployment.wall)
+    active.step()
+    _go_quiet(deployment, active, "quiet")
+    deployment.append("busy", 5, ts=deployment.wall)  # an event within the TTL: kept
+    active.step()
+    assert deployment.broker.topic_stats().live == 2
+
+    assert active.forget_idle() == ["quiet"]
+    assert _kept(deployment, "quiet") == (False, False)
+    assert _kept(deployment, "busy") == (True, True)
+    assert active.forget_idle() == []  # the proposal again: its clock is gone, nothing logged
+    for runner in (active, standby):
+        runner.step()  # the forget entry, applied like any other
+        assert runner.aggregator.topics() == ["busy"]
+    assert deployment.broker.latest(TopicMatcher(["*"])).keys() == {"busy"}
+    stats = deployment.broker.topic_stats()
+    assert (stats.live, stats.forgotten) == (1, 1)
+
+    # The holder dies; the standby takes over: the topic stays forgotten.
+    redis.Redis.from_url(deployment.url).delete(active._lease.key)
+    assert standby._lease.renew()
+    standby.step()
+    assert standby.aggregator.topics() == ["busy"]
+    assert _kept(deployment, "quiet") == (False, False)
+
+    # Its next event brings it back as a new topic: no clock to be late against, statistics
+    # of that event alone.
+    back = deployment.append("quiet", 9, ts=deployment.wall - 3 * TTL)
+    standby.step()
+    assert deployment.history()[-1] == _expected([("quiet", back)])[0]
+    assert _kept(deployment, "quiet") == (True, True)
+
+
+def test_an_event_logged_before_the_forget_cancels_it(deployment: ShardRunners) -> None:
+    active, clock = _active_with_a_quiet_topic(deployment, "a")
+    proposal = active.aggregator.idle_topics(TTL, ticking=True)
+    assert proposal == {"a": clock}
+
+    # A POST lands between the proposal and the forget script. Within the allowed lateness,
+    # it does not move the topic clock, so only the log shows it.
+    client = _redis(deployment)
+    clock_key = client.hget(f"{deployment.prefix}clocks", "a")
+    raced = deployment.append("a", 7, ts=clock - 1 * S)
+    assert client.hget(f"{deployment.prefix}clocks", "a") == clock_key
+    logged = client.xlen(f"{deployment.prefix}log:0/1")
+
+    assert active._log.forget(active._lease.token, active.position, proposal) == []
+    assert _kept(deployment, "a") == (True, True)
+    assert client.xlen(f"{deployment.prefix}log:0/1") == logged  # no forget entry
+    active.step()
+    last = deployment.history()[-1]
+    assert last["event"]["value"] == 7.0 and last["event"]["ts"] == raced[0].ts_us / S  # type: ignore[index]
+    assert last["windows"]["10s"]["count"] == 1  # type: ignore[index]
+    assert active.aggregator.topics() == ["a"]
+    assert active.forget_idle() == []  # the event reset its idle time
+
+
+def test_a_forget_proposed_far_behind_the_log_waits(deployment: ShardRunners) -> None:
+    active, clock = _active_with_a_quiet_topic(deployment, "a")
+    for n in range(FORGET_SCAN + 1):  # another topic's traffic the holder has not read yet
+        deployment.append("b", n, ts=deployment.wall)
+    assert active._log.forget(active._lease.token, active.position, {"a": clock}) == []
+    assert _kept(deployment, "a") == (True, True)
+    active.step()
+    active.step()
+    active.step()
+    assert active.forget_idle() == ["a"]
+
+
+def test_a_stale_holder_cannot_forget(deployment: ShardRunners) -> None:
+    stale, successor = deployment.runner(tick_us=S, topic_ttl_us=TTL), deployment.runner()
+    for runner in (stale, successor):
+        runner.rebuild()
+    assert stale._lease.renew()
+    deployment.append("a", 1, ts=deployment.wall)
+    stale.step()
+    _go_quiet(deployment, stale, "a")
+    redis.Redis.from_url(deployment.url).delete(stale._lease.key)
+    assert successor._lease.renew()
+    assert stale.forget_idle() == []
+    assert stale._lease.holding is False
+    assert _kept(deployment, "a") == (True, True)
+
+
+def test_a_cold_start_after_a_trim_and_a_forget_holds_what_an_uninterrupted_run_holds(
+    deployment: ShardRunners,
+) -> None:
+    first = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    first.rebuild()
+    assert first._lease.renew()
+    start = deployment.wall
+    deployment.append("gone", 1, ts=start)
+    first.step()
+    deployment.wall = start + 60 * S
+    first._log_ticks()  # "gone" falls empty
+    first.step()
+    deployment.wall = start + 61 * S
+    deployment.append("kept", 2, ts=deployment.wall)
+    first.step()
+    deployment.wall = start + 121 * S
+    first._log_ticks()  # "kept" falls empty too
+    first.step()
+    first._log.trim(first._prune_held())  # no window needs either topic's events
+    assert _redis(deployment).xlen(f"{deployment.prefix}log:0/1") == 1  # the last tick
+    deployment.wall = start + 30 * S + TTL  # "gone" idle for the TTL, "kept" not yet
+    assert first.forget_idle() == ["gone"]
+    first.step()
+    first._lease.release()
+
+    restarted = deployment.runner(tick_us=S, topic_ttl_us=TTL)
+    restarted.rebuild()
+    # The forgotten topic stays forgotten; the one whose events were trimmed is back, empty,
+    # at its clock, as ticks had left it (and is forgotten a TTL after the rebuild).
+    assert restarted.aggregator.topics() == ["kept"]
+    assert restarted.aggregator.clock("kept") == first.aggregator.clock("kept")
+    assert restarted.aggregator.idle_topics(TTL, ticking=True) == {}
+    deployment.wall += TTL
+    assert restarted.aggregator.idle_topics(TTL, ticking=True).keys() == {"kept"}
+
+    # A late event within the allowed lateness: the same update as the uninterrupted run.
+    kept_clock = first.aggregator.clock("kept")
+    assert kept_clock is not None
+    late = deployment.append("kept", 3, ts=kept_clock - S)
+    (expected,) = first.aggregator.apply_events("kept", late)
+    assert restarted._lease.renew()
+    restarted.step()
+    assert deployment.history()[-1] == orjson.loads(expected.body)

@@ -1,0 +1,904 @@
+"""The broker contract (pushsvc.broker.base.Broker): one suite, both implementations.
+
+Redis deliveries are asynchronous (a reader thread); every wait below is on a
+queue with a timeout, never a sleep. The memory broker delivers synchronously,
+so the same waits return at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from pushsvc.broker import make_broker
+from pushsvc.broker.base import Appended, Broker, HistoryPage, TopicStats, UpdatesFeed
+from pushsvc.broker.memory import MemoryBroker
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.keys import time_of_key
+from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.deliver.hub import Hub
+from pushsvc.deliver.subscription import subscribe
+from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
+from pushsvc.ingest import Event
+from pushsvc.ingest.idempotency import Idempotency, request_digest
+from support.live import wait_until
+from support.redis_server import RedisServer
+
+WAIT = 5.0  # seconds; generous, only reached when something is broken
+
+
+LATENESS_US = 5_000_000
+everything = TopicMatcher(["*"])
+
+
+def only(*selectors: str) -> TopicMatcher:
+    return TopicMatcher(selectors)
+
+
+def draft(topic: str, n: int, clock_us: int | None = None) -> UpdateDraft:
+    clock_us = 1_000_000 + n if clock_us is None else clock_us
+    windows = {"10s": {"mean": n / 3}}
+    body = orjson.dumps({"topic": topic, "n": n, "ts": clock_us / 1e6, "windows": windows})
+    return UpdateDraft(topic, clock_us, body)
+
+
+def append(broker: Broker, topic: str, events: list[Event]) -> None:
+    broker.append_events(topic, events, lateness_us=LATENESS_US)
+
+
+def appended(broker: Broker) -> Callable[[], list[tuple[str, list[Event]]]]:
+    """What the aggregator of the (one) shard gets: every appended batch, in order."""
+    if isinstance(broker, MemoryBroker):
+        got: list[tuple[str, list[Event]]] = []
+        broker.consume_events(lambda topic, events: got.append((topic, events)))
+        return lambda: list(got)
+    assert isinstance(broker, RedisBroker)
+    event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+
+    def read() -> list[tuple[str, list[Event]]]:
+        entries = event_log.read(FIRST, count=10_000)
+        return [(e.topic, e.events) for e in entries if e.topic and e.events is not None]
+
+    return read
+
+
+def listen(broker: Broker, inbox: Inbox, selectors: tuple[str, ...] = ("*",)) -> UpdatesFeed:
+    feed = broker.consume_updates(inbox.updates)
+    feed.watch(selectors)
+    return feed
+
+
+class Inbox:
+    """Handlers that record what they receive, and waits for it."""
+
+    def __init__(self) -> None:
+        self._events: queue.Queue[tuple[str, list[Event]]] = queue.Queue()
+        self._updates: queue.Queue[Update] = queue.Queue()
+
+    def events(self, topic: str, events: list[Event]) -> None:
+        self._events.put((topic, events))
+
+    def updates(self, updates: list[Update]) -> None:
+        for update in updates:
+            self._updates.put(update)
+
+    def take_events(self, n: int) -> list[tuple[str, list[Event]]]:
+        return [self._events.get(timeout=WAIT) for _ in range(n)]
+
+    def take_updates(self, n: int) -> list[Update]:
+        return [self._updates.get(timeout=WAIT) for _ in range(n)]
+
+    def empty(self) -> bool:
+        return self._events.empty() and self._updates.empty()
+
+
+MakeBroker = Callable[..., Broker]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
+    """Build brokers of one kind; within a test they share one history (one Redis prefix)."""
+    url = None
+    prefix = "pushsvc:"
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+        prefix = request.getfixturevalue("prefix")
+    made: list[Broker] = []
+
+    def make(history: int = 100, max_topics: int = 100_000) -> Broker:
+        broker = make_broker(url, prefix=prefix, history=history, max_topics=max_topics)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@pytest.fixture
+def broker(new_broker: MakeBroker) -> Broker:
+    return new_broker()
+
+
+# -- the event log ------------------------------------------------------------------
+
+
+def test_appended_batches_reach_the_aggregator_in_order(broker: Broker) -> None:
+    read = appended(broker)
+    batches = [
+        ("orders", [Event(12.5, 1_763_700_000_123_000, {"dish": "noodles"})]),
+        ("sensors.a", [Event(-1.0, 5, None), Event(0.0, 6, {}), Event(1e300, 7, {"k": "v"})]),
+        ("orders", [Event(2.0, 1_763_700_000_124_000, None)]),
+    ]
+    for topic, events in batches:
+        append(broker, topic, events)
+    assert read() == batches
+
+
+# -- idempotent appends ----------------------------------------------------------------
+
+
+def keyed(key: str, body: bytes = b"[]", window_ms: int = 60_000) -> Idempotency:
+    return Idempotency(key, request_digest("application/json", body), window_ms)
+
+
+def test_a_repeated_idempotency_key_logs_nothing_and_answers_the_first(broker: Broker) -> None:
+    read = appended(broker)
+    events = [Event(1.0, 10, None), Event(2.0, 11, None)]
+    first = broker.append_events("a", events, lateness_us=5, idempotency=keyed("k1"))
+    assert first == Appended(2, replayed=False)
+    again = broker.append_events("a", events, lateness_us=5, idempotency=keyed("k1"))
+    assert again == Appended(2, replayed=True)
+    assert read() == [("a", events)]
+
+
+def test_a_repeat_is_answered_even_once_its_events_would_be_late(broker: Broker) -> None:
+    """The key is checked before lateness: the repeat of an accepted batch is not refused
+    because later events moved the topic clock past it."""
+    read = appended(broker)
+    early = [Event(1.0, 10, None)]
+    broker.append_events("a", early, lateness_us=5, idempotency=keyed("k"))
+    append(broker, "a", [Event(2.0, 10**9, None)])
+    again = broker.append_events("a", early, lateness_us=5, idempotency=keyed("k"))
+    assert again == Appended(1, replayed=True)
+    assert len(read()) == 2
+
+
+def test_an_idempotency_key_with_another_body_is_refused_and_changes_nothing(
+    broker: Broker,
+) -> None:
+    read = appended(broker)
+    broker.append_events("a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed("k"))
+    before = read()
+    with pytest.raises(IdempotencyKeyReused):
+        broker.append_events(
+            "a", [Event(9.0, 12, None)], lateness_us=5, idempotency=keyed("k", b"[9]")
+        )
+    assert read() == before
+    # Still remembered with the first body.
+    repeat = broker.append_events(
+        "a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed("k")
+    )
+    assert repeat == Appended(1, replayed=True)
+
+
+def test_an_idempotency_key_belongs_to_its_topic(broker: Broker) -> None:
+    read = appended(broker)
+    events = [Event(1.0, 10, None)]
+    broker.append_events("a", events, lateness_us=5, idempotency=keyed("k"))
+    other = broker.append_events("b", events, lateness_us=5, idempotency=keyed("k"))
+    assert other == Appended(1, replayed=False)
+    # Topic "a:b" with key "c" and topic "a" with key "b:c" are two keys.
+    broker.append_events("a:b", events, lateness_us=5, idempotency=keyed("c"))
+    assert (
+        broker.append_events("a", events, lateness_us=5, idempotency=keyed("b:c")).replayed is False
+    )
+    assert read() == [("a", events), ("b", events), ("a:b", events), ("a", events)]
+
+
+def test_a_refused_append_remembers_no_key(broker: Broker) -> None:
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 100, None)])
+    with pytest.raises(LateEvent):
+        broker.append_events("a", [Event(1.0, 1, None)], lateness_us=5, idempotency=keyed("k"))
+    # The key is free: another body with it is logged, not a 422.
+    fresh = [Event(2.0, 100, None)]
+    outcome = broker.append_events("a", fresh, lateness_us=5, idempotency=keyed("k", b"[2]"))
+    assert outcome == Appended(1, replayed=False)
+    assert read()[-1] == ("a", fresh)
+
+
+def test_racing_repeats_log_the_batch_once(new_broker: MakeBroker) -> None:
+    first = new_broker()
+    # Redis: two instances, as two web processes would be; one process shares one broker.
+    second = first if isinstance(first, MemoryBroker) else new_broker()
+    read = appended(first)
+    events = [Event(1.0, 10, None), Event(2.0, 11, None)]
+    outcomes: queue.Queue[Appended] = queue.Queue()
+    start = threading.Barrier(8)
+
+    def repeat(broker: Broker) -> None:
+        start.wait(WAIT)
+        outcomes.put(broker.append_events("a", events, lateness_us=5, idempotency=keyed("k")))
+
+    threads = [threading.Thread(target=repeat, args=((first, second)[i % 2],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    answers = [outcomes.get(timeout=WAIT) for _ in range(8)]
+    assert sorted(answers) == [Appended(2, False)] + [Appended(2, True)] * 7
+    assert read() == [("a", events)]
+
+
+def test_an_idempotency_key_is_forgotten_after_its_window(broker: Broker) -> None:
+    read = appended(broker)
+    events = [Event(1.0, 10, None)]
+    short = keyed("k", window_ms=50)
+    assert broker.append_events("a", events, lateness_us=5, idempotency=short).replayed is False
+    # Each poll is a repeat: replayed (nothing logged) until the key expires, then logged once.
+    wait_until(
+        lambda: not broker.append_events("a", events, lateness_us=5, idempotency=short).replayed
+    )
+    assert read() == [("a", events), ("a", events)]
+
+
+def test_the_memory_broker_drops_expired_keys() -> None:
+    """Keys do not pile up: an append drops those whose window passed."""
+    now = [0.0]
+    broker = MemoryBroker(clock=lambda: now[0])
+    for n in range(100):
+        broker.append_events(
+            "a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed(f"k{n}", window_ms=1000)
+        )
+    assert broker.remembered_keys() == 100
+    now[0] = 1.0
+    broker.append_events("a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed("last"))
+    assert broker.remembered_keys() == 1
+
+
+# -- updates and ids -----------------------------------------------------------
+
+
+def test_update_ids_strictly_increase_across_topics_and_calls(broker: Broker) -> None:
+    published = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    published += broker.publish_updates([draft("b", 2)])
+    published += broker.publish_updates([draft("c", 1), draft("a", 2), draft("a", 3)])
+
+    ids = [u.id for u in published]
+    assert len({i.epoch for i in ids}) == 1  # one epoch
+    assert all(b.is_after(a) and b.position > a.position for a, b in itertools.pairwise(ids))
+    assert [u.topic for u in published] == ["a", "b", "b", "c", "a", "a"]
+
+
+@pytest.mark.parametrize("bad", ["\r", "\n", "\x00", " "])
+def test_update_ids_are_safe_as_an_sse_id_field(broker: Broker, bad: str) -> None:
+    (update,) = broker.publish_updates([draft("a", 1)])
+    assert bad not in str(update.id)
+    assert UpdateId.parse(str(update.id)) == update.id
+
+
+def test_update_data_is_the_body_with_the_id_as_first_member(broker: Broker) -> None:
+    drafts = [draft("a", 1), draft("b", 2)]
+    for d, update in zip(drafts, broker.publish_updates(drafts), strict=True):
+        assert update.topic == d.topic
+        assert update.clock_us == d.clock_us
+        assert update.data.startswith(b'{"id":' + orjson.dumps(str(update.id)) + b",")
+        assert orjson.loads(update.data) == {"id": str(update.id), **orjson.loads(d.body)}
+        assert b"\n" not in update.data
+
+
+def test_update_consumers_get_exactly_what_was_published_in_id_order(broker: Broker) -> None:
+    first, second = Inbox(), Inbox()
+    listen(broker, first)
+    listen(broker, second, ("a", "b"))
+    published = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    published += broker.publish_updates([draft("a", 2)])
+
+    assert first.take_updates(3) == published
+    assert second.take_updates(3) == published
+
+
+def test_publishing_no_drafts_changes_nothing(broker: Broker) -> None:
+    assert broker.publish_updates([]) == []
+    assert broker.latest(everything) == {}
+
+
+def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> None:
+    consumer = new_broker()
+    inbox = Inbox()
+    listen(consumer, inbox)
+    # Redis: a second instance too, as a second process would be. A memory broker
+    # serves one process, so there every thread shares the one instance.
+    second = consumer if isinstance(consumer, MemoryBroker) else new_broker()
+    publishers = [consumer, second]
+    calls, per_call = 30, 2
+
+    def publish(broker: Broker, topic: str) -> None:
+        for n in range(calls):
+            broker.publish_updates([draft(topic, n), draft(topic + "x", n)])
+
+    threads = [
+        threading.Thread(target=publish, args=(publishers[i % 2], f"t{i}")) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+    received = inbox.take_updates(4 * calls * per_call)
+
+    ids = [u.id for u in received]
+    assert all(b.position > a.position for a, b in itertools.pairwise(ids))
+    for i in range(4):  # and each publisher's own order survives the interleaving
+        ns = [orjson.loads(u.data)["n"] for u in received if u.topic == f"t{i}"]
+        assert ns == list(range(calls))
+
+
+def test_a_raising_updates_handler_does_not_stop_delivery(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: queue.Queue[list[Update]] = queue.Queue()
+
+    def broken_updates(updates: list[Update]) -> None:
+        calls.put(updates)
+        raise RuntimeError("updates handler bug")
+
+    inbox = Inbox()
+    broker.consume_updates(broken_updates).watch(["*"])
+    listen(broker, inbox)
+    with caplog.at_level(logging.ERROR, logger="pushsvc"):
+        published = []
+        for n in range(2):  # the second update proves the delivery path survived the first
+            published += broker.publish_updates([draft("up", n)])
+            assert inbox.take_updates(1) == published[-1:]
+        # A reader hands over what it has read at once: the two may come in one call.
+        handed: list[Update] = []
+        earlier_calls = 0
+        while len(handed) < len(published):
+            handed += calls.get(timeout=WAIT)
+            earlier_calls += 1
+        assert handed == published
+        # A handler's reader logs right after the handler raised, before it handles the
+        # next message: once a later call is in, every earlier one is logged.
+        later = broker.publish_updates([draft("up", 9)])
+        assert inbox.take_updates(1) == later and calls.get(timeout=WAIT) == later
+    logged = [r.exc_info[1] for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert [str(e) for e in logged][:earlier_calls] == ["updates handler bug"] * earlier_calls
+
+
+def test_a_raising_events_handler_does_not_stop_the_memory_broker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker()
+    got: list[str] = []
+
+    def broken(topic: str, events: list[Event]) -> None:
+        raise RuntimeError("events handler bug")
+
+    broker.consume_events(broken)
+    broker.consume_events(lambda topic, events: got.append(topic))
+    with caplog.at_level(logging.ERROR, logger="pushsvc"):
+        append(broker, "a", [Event(1.0, 1, None)])
+        append(broker, "b", [Event(1.0, 1, None)])
+    assert got == ["a", "b"]
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+
+
+# -- history and replay ----------------------------------------------------------
+
+
+def test_replay_after_an_id_is_exact_and_filters_topics(broker: Broker) -> None:
+    a1, b1, a2, b2, a3 = broker.publish_updates(
+        [draft("a", 1), draft("b", 1), draft("a", 2), draft("b", 2), draft("a", 3)]
+    )
+    assert broker.replay(a1.id, everything) == [b1, a2, b2, a3]
+    assert broker.replay(a1.id, only("a")) == [a2, a3]
+    assert broker.replay(b1.id, only("b")) == [b2]
+    assert broker.replay(a3.id, everything) == []
+    assert broker.replay(a1.id, only("zzz")) == []
+
+
+def test_replay_then_live_has_no_gap_and_no_duplicate(broker: Broker) -> None:
+    inbox = Inbox()
+    old = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    listen(broker, inbox, ("a",))
+    new = broker.publish_updates([draft("a", 3)])
+    replayed = broker.replay(old[0].id, everything)
+    live = inbox.take_updates(1)
+    assert replayed == [old[1], *new]
+    assert live == new
+
+
+@pytest.mark.parametrize("one_call", [False, True], ids=["call per update", "one call"])
+def test_history_keeps_the_newest_n_and_refuses_to_replay_past_them(
+    new_broker: MakeBroker, one_call: bool
+) -> None:
+    broker = new_broker(history=3)
+    drafts = [draft("a" if n % 2 else "b", n) for n in range(5)]
+    if one_call:
+        updates = broker.publish_updates(drafts)
+    else:
+        updates = [u for d in drafts for u in broker.publish_updates([d])]
+
+    assert broker.replay(updates[0].id, everything) is None  # updates[1] was trimmed
+    # updates[1] itself is gone, but nothing after it: a full replay is possible.
+    assert broker.replay(updates[1].id, everything) == updates[2:]
+    assert broker.replay(updates[3].id, everything) == updates[4:]
+    assert broker.replay(updates[4].id, everything) == []
+
+
+def test_replay_of_another_epoch_is_a_gap(broker: Broker) -> None:
+    first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    other = "0" if first.id.epoch != "0" else "1"
+    assert broker.replay(UpdateId(other, first.id.ms, first.id.seq), everything) is None
+
+
+def test_replay_on_an_empty_history_is_a_gap(broker: Broker) -> None:
+    assert broker.replay(UpdateId("ab12cd34", 0, 1), everything) is None
+
+
+def test_replay_of_an_id_never_issued_is_a_gap(broker: Broker) -> None:
+    (last,) = broker.publish_updates([draft("a", 1)])
+    epoch, ms, seq = last.id.epoch, last.id.ms, last.id.seq
+    assert broker.replay(UpdateId(epoch, ms, seq + 1), everything) is None
+    assert broker.replay(UpdateId(epoch, ms + 1, 0), everything) is None
+
+
+# -- one topic's history (GET /topics/{t}/history) ----------------------------------------
+
+
+def test_history_without_since_is_the_topics_newest_updates_oldest_first(broker: Broker) -> None:
+    a1, _b1, a2, a3, b2 = broker.publish_updates(
+        [draft("a", 1), draft("b", 1), draft("a", 2), draft("a", 3), draft("b", 2)]
+    )
+    assert broker.history("a", limit=10) == HistoryPage([a1, a2, a3], b2.id, more=False)
+    assert broker.history("a", limit=2) == HistoryPage([a2, a3], b2.id, more=True)
+    assert broker.history("b", limit=1) == HistoryPage([b2], b2.id, more=True)
+    assert broker.history("nothing", limit=5) == HistoryPage([], b2.id, more=False)
+    # `resume` is the newest id of the whole history (here another topic's): a stream resumed
+    # from it continues the page with no gap and no duplicate.
+    (a4,) = broker.publish_updates([draft("a", 4)])
+    assert broker.replay(b2.id, only("a")) == [a4]
+
+
+def test_history_on_an_empty_history_has_nothing_to_resume_from(broker: Broker) -> None:
+    assert broker.history("a", limit=5) == HistoryPage([], None, more=False)
+
+
+def test_history_after_an_id_pages_forward_and_resumes_where_the_page_ends(
+    broker: Broker,
+) -> None:
+    a1, b1, a2, _b2, a3, b3 = broker.publish_updates(
+        [draft(t, n) for n in (1, 2, 3) for t in ("a", "b")]
+    )
+    assert broker.history("a", after=a1.id, limit=10) == HistoryPage([a2, a3], b3.id, False)
+    # A full page resumes at its own last update: a stream from there brings what it left.
+    first = broker.history("a", after=b1.id, limit=1)
+    assert first == HistoryPage([a2], a2.id, more=True)
+    assert broker.replay(first.resume, only("a")) == [a3]  # type: ignore[arg-type]
+    assert broker.history("a", after=first.resume, limit=1) == HistoryPage([a3], b3.id, False)
+    assert broker.history("a", after=b3.id, limit=10) == HistoryPage([], b3.id, False)
+
+
+def test_history_since_a_time_is_inclusive_on_the_update_clock(broker: Broker) -> None:
+    a1, a2, _b1, a3 = broker.publish_updates(
+        [draft("a", 1, 10), draft("a", 2, 20), draft("b", 1, 25), draft("a", 3, 30)]
+    )
+    assert broker.history("a", since_us=20, limit=10) == HistoryPage([a2, a3], a3.id, False)
+    assert broker.history("a", since_us=21, limit=10) == HistoryPage([a3], a3.id, False)
+    assert broker.history("a", since_us=0, limit=2) == HistoryPage([a1, a2], a2.id, True)
+    assert broker.history("a", since_us=31, limit=10) == HistoryPage([], a3.id, False)
+
+
+def test_history_after_a_lost_id_says_gap_and_starts_at_the_oldest_kept(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(history=3)
+    updates = broker.publish_updates([draft("a", n) for n in range(5)])
+    page = broker.history("a", after=updates[0].id, limit=10)
+    assert page == HistoryPage(updates[2:], updates[4].id, more=False, gap=True)
+    # updates[1] is trimmed but nothing after it: the history continues from it exactly.
+    assert broker.history("a", after=updates[1].id, limit=10).gap is False
+    foreign = UpdateId("0" if updates[0].id.epoch != "0" else "1", 0, 1)
+    assert broker.history("a", after=foreign, limit=1) == HistoryPage(
+        updates[2:3], updates[2].id, more=True, gap=True
+    )
+
+
+def test_history_finds_a_rare_topic_among_many_others(new_broker: MakeBroker) -> None:
+    broker = new_broker(history=2000)
+    # Enough entries that the Redis read takes several chunks in either direction.
+    drafts = [draft("rare" if n % 97 == 0 else f"busy{n % 3}", n) for n in range(1500)]
+    updates = [u for i in range(0, 1500, 500) for u in broker.publish_updates(drafts[i : i + 500])]
+    rare = [u for u in updates if u.topic == "rare"]
+    head = updates[-1].id
+    assert broker.history("rare", limit=100) == HistoryPage(rare, head, more=False)
+    assert broker.history("rare", limit=3) == HistoryPage(rare[-3:], head, more=True)
+    assert broker.history("rare", after=updates[0].id, limit=100) == HistoryPage(
+        rare[1:], head, more=False
+    )
+    assert broker.history("rare", since_us=rare[5].clock_us, limit=100) == HistoryPage(
+        rare[5:], head, more=False
+    )
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda i: "",
+        lambda i: "garbage",
+        lambda i: i + "\n",
+        lambda i: " " + i,
+        lambda i: i.replace(":", ""),
+        lambda i: i.split(":")[1],  # the stream id alone, no epoch
+        lambda i: i + "-0",
+        lambda i: "A" + i[1:],  # ids are lowercase hex
+    ],
+    ids=["empty", "garbage", "newline", "space", "no colon", "no epoch", "extra part", "upper"],
+)
+def test_resuming_from_a_malformed_id_is_a_gap(
+    broker: Broker, mangle: Callable[[str], str]
+) -> None:
+    first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    bad = mangle(str(first.id))
+    assert bad != str(first.id)
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, bad)
+    assert primed.replay is None and primed.gap
+
+
+def test_latest_is_the_newest_update_of_each_topic(broker: Broker) -> None:
+    assert broker.latest(everything) == {}
+    a1, b1, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
+    assert broker.latest(everything) == {"a": a2, "b": b1}
+    assert broker.latest(only("b")) == {"b": b1}
+    assert broker.latest(only("b", "nothing-yet")) == {"b": b1}
+    (a3,) = broker.publish_updates([draft("a", 3)])
+    assert broker.latest(only("a")) == {"a": a3}
+    assert a1 not in broker.latest(everything).values()
+    (s1,) = broker.publish_updates([draft("s.x", 1)])
+    assert broker.latest(only("s.*")) == {"s.x": s1}
+    assert broker.latest(only("s.*", "b")) == {"s.x": s1, "b": b1}
+
+
+def test_latest_outlives_the_history(new_broker: MakeBroker) -> None:
+    broker = new_broker(history=1)
+    (a,) = broker.publish_updates([draft("a", 1)])
+    (b,) = broker.publish_updates([draft("b", 1)])
+    assert broker.latest(everything) == {"a": a, "b": b}
+
+
+# -- the topic clock and lateness -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("clock", "batch", "late_index"),
+    [
+        (None, [0, -5, 10], None),  # no clock yet: the batch's own first event sets it
+        (100, [100 - 5], None),  # exactly at the limit: on time
+        (100, [100 - 5 - 1], 0),  # a microsecond past it
+        (100, [200, 1], 1),  # the batch's earlier event moved the clock
+        (100, [150, 145, 200, 194], 3),
+        (-(10**17), [-(10**17) - 6], 0),  # far before 1970, beyond a double's exact integers
+        (2 * 10**17, [2 * 10**17 - 5, 2 * 10**17 - 6], 1),  # year ~8300
+    ],
+)
+def test_lateness_is_judged_against_the_topic_clock(
+    broker: Broker, clock: int | None, batch: list[int], late_index: int | None
+) -> None:
+    read = appended(broker)
+    lateness = 5
+    if clock is not None:
+        broker.append_events("a", [Event(0.0, clock, None)], lateness_us=lateness)
+    before = read()
+    events = [Event(float(i), ts, None) for i, ts in enumerate(batch)]
+    if late_index is None:
+        broker.append_events("a", events, lateness_us=lateness)
+        assert read() == [*before, ("a", events)]
+    else:
+        with pytest.raises(LateEvent) as late:
+            broker.append_events("a", events, lateness_us=lateness)
+        assert late.value.index == late_index
+        assert read() == before  # a late batch appends nothing
+    # Another topic has its own clock.
+    broker.append_events("b", [Event(1.0, -(10**15), None)], lateness_us=lateness)
+
+
+def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
+    append(broker, "a", [Event(1.0, 10 * 10**6, None)])
+    if isinstance(broker, RedisBroker):
+        # The shard's active aggregator logs its ticks (pushsvc.aggregate.shard_runner).
+        client = redis.Redis.from_url(broker.url)
+        client.set(broker.keys.lease((0, 1)), "token")
+        client.close()
+        event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+        event_log.append_ticks("token", {"a": 100 * 10**6})
+        event_log.close()
+    else:
+        # In one process the aggregator publishes tick updates directly.
+        broker.publish_updates([draft("a", 1, clock_us=100 * 10**6)])
+    with pytest.raises(LateEvent):
+        append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US - 1, None)])
+    append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US, None)])
+
+
+# -- the topics kept: --max-topics, and idle topics forgotten (--topic-ttl) -----------------
+
+
+def forget(broker: Broker, topic: str) -> list[str]:
+    """Forget `topic` as the deployment's aggregator does once it is idle (`pushsvc.runtime`
+    in one process; on Redis the shard's lease holder, which has applied the whole log)."""
+    if isinstance(broker, MemoryBroker):
+        return broker.forget_topics(lambda: [topic])
+    assert isinstance(broker, RedisBroker)
+    client = redis.Redis.from_url(broker.url)
+    client.set(broker.keys.lease((0, 1)), "token")
+    clock = client.hget(broker.keys.clocks, topic)
+    client.close()
+    event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    try:
+        entries = event_log.read(FIRST, count=10_000)
+        position = entries[-1].id if entries else FIRST
+        clocks = {} if clock is None else {topic: time_of_key(clock)}
+        return event_log.forget("token", position, clocks)
+    finally:
+        event_log.close()
+
+
+def test_an_event_for_one_topic_too_many_is_refused_and_changes_nothing(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(max_topics=2)
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 1, None)])
+    append(broker, "b", [Event(2.0, 1, None)])
+    before = read()
+    with pytest.raises(TooManyTopics) as refused:
+        append(broker, "c", [Event(3.0, 1, None), Event(4.0, 2, None)])
+    assert (refused.value.status, refused.value.code) == (429, "too_many_topics")
+    assert "--max-topics" in refused.value.message
+    assert read() == before  # nothing logged, so nothing will yield an update
+    assert broker.topic_stats().live == 2
+    # The topics kept still take events.
+    append(broker, "a", [Event(5.0, 2, None)])
+    append(broker, "b", [Event(6.0, 2, None)])
+    assert read() == [*before, ("a", [Event(5.0, 2, None)]), ("b", [Event(6.0, 2, None)])]
+
+
+def test_racing_producers_cannot_create_more_topics_than_the_limit(
+    new_broker: MakeBroker,
+) -> None:
+    first = new_broker(max_topics=5)
+    # Redis: two instances, as two web processes would be; one process shares one broker.
+    second = first if isinstance(first, MemoryBroker) else new_broker(max_topics=5)
+    outcomes: queue.Queue[bool] = queue.Queue()
+    start = threading.Barrier(4)
+
+    def produce(broker: Broker, name: str) -> None:
+        start.wait(WAIT)
+        for n in range(10):
+            try:
+                append(broker, f"{name}-{n}", [Event(1.0, 1, None)])
+                outcomes.put(True)
+            except TooManyTopics:
+                outcomes.put(False)
+
+    threads = [
+        threading.Thread(target=produce, args=((first, second)[i % 2], f"p{i}")) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 4)
+    accepted = [outcomes.get(timeout=WAIT) for _ in range(40)]
+    assert accepted.count(True) == 5
+    assert first.topic_stats().live == 5
+
+
+def test_a_forgotten_topic_makes_room_and_comes_back_as_a_new_topic(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(max_topics=2)
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 100 * 10**6, None)])
+    append(broker, "b", [Event(2.0, 100 * 10**6, None)])
+    (a1, _) = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    assert broker.topic_stats() == TopicStats(live=2, forgotten=0)
+
+    assert forget(broker, "a") == ["a"]
+    assert forget(broker, "a") == []  # once
+    assert broker.latest(everything).keys() == {"b"}
+    assert broker.replay(a1.id, everything) is not None  # the history is history
+    assert broker.topic_stats() == TopicStats(live=1, forgotten=1)
+    append(broker, "c", [Event(3.0, 1, None)])  # fits now
+    with pytest.raises(TooManyTopics):
+        append(broker, "a", [Event(4.0, 100 * 10**6, None)])  # a is new again: one too many
+
+    assert forget(broker, "c") == ["c"]
+    logged = len(read())
+    # Back as a new topic: no clock to be late against (its old one was 100 s).
+    early = [Event(5.0, 1, None)]
+    append(broker, "a", early)
+    assert read()[logged:] == [("a", early)]
+    assert broker.topic_stats() == TopicStats(live=2, forgotten=2)
+
+
+# -- subscriptions: replay or snapshot, and the floor ------------------------------------
+
+
+def test_a_subscription_resumes_with_an_exact_replay(broker: Broker) -> None:
+    a1, _, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), only("a"), str(a1.id))
+    assert primed.replay == [a2] and not primed.gap
+    assert primed.client.floor == a2.id
+    assert primed.head(None) == a2.frame
+
+
+def test_a_subscription_without_an_id_starts_from_a_snapshot(broker: Broker) -> None:
+    a1, b1 = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, None)
+    assert primed.replay is None and not primed.gap
+    assert primed.latest == {"a": a1, "b": b1}
+    assert primed.client.floor == b1.id
+    assert primed.head(None).startswith(b"id: " + str(b1.id).encode() + b"\nevent: snapshot\n")
+    assert hub.client_count == 1
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+def test_ping_answers(broker: Broker) -> None:
+    broker.ping()
+
+
+def test_a_closed_broker_refuses_work(broker: Broker) -> None:
+    broker.close()
+    broker.close()  # idempotent
+    with pytest.raises(BrokerUnavailable):
+        append(broker, "a", [Event(1.0, 1, None)])
+    with pytest.raises(BrokerUnavailable):
+        broker.publish_updates([draft("a", 1)])
+    with pytest.raises(BrokerUnavailable):
+        broker.ping()
+    with pytest.raises(BrokerUnavailable):
+        broker.consume_updates(Inbox().updates)
+
+
+def test_history_must_hold_at_least_one_update(new_broker: MakeBroker) -> None:
+    with pytest.raises(ValueError):
+        new_broker(history=0)
+
+
+# -- Redis only: several processes on one Redis -----------------------------------
+
+
+def test_make_broker_without_url_is_the_memory_broker() -> None:
+    broker = make_broker(None, prefix="ignored:", history=10)
+    try:
+        assert isinstance(broker, MemoryBroker)
+    finally:
+        broker.close()
+
+
+@pytest.mark.redis
+def test_make_broker_with_url_is_the_redis_broker(redis_server: RedisServer, prefix: str) -> None:
+    broker = make_broker(redis_server.url, prefix=prefix, history=10)
+    try:
+        assert isinstance(broker, RedisBroker)
+    finally:
+        broker.close()
+
+
+@pytest.mark.redis
+def test_instances_on_one_redis_share_the_log_updates_history_and_latest(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    web = RedisBroker(redis_server.url, prefix=prefix, history=10)
+    aggregator = RedisBroker(redis_server.url, prefix=prefix, history=10)
+    standby = RedisBroker(redis_server.url, prefix=prefix, history=10)
+    stranger = RedisBroker(redis_server.url, prefix=prefix + "other:", history=10)
+    try:
+        updates, strange = Inbox(), Inbox()
+        listen(web, updates)
+        listen(stranger, strange)
+        read, read_strange = appended(aggregator), appended(stranger)
+
+        append(web, "orders", [Event(1.0, 1, None)])
+        assert read() == [("orders", [Event(1.0, 1, None)])]
+
+        first = aggregator.publish_updates([draft("orders", 1)])
+        second = standby.publish_updates([draft("orders", 2)])
+        assert second[0].id.is_after(first[0].id)
+        assert first[0].id.epoch == second[0].id.epoch
+        assert updates.take_updates(2) == first + second
+        assert web.replay(first[0].id, everything) == second
+        assert web.latest(everything) == {"orders": second[0]}
+
+        assert stranger.latest(everything) == {}
+        assert stranger.replay(first[0].id, everything) is None
+        assert read_strange() == []
+        assert strange.empty()  # another prefix is another world
+    finally:
+        for broker in (web, aggregator, standby, stranger):
+            broker.close()
+
+
+@pytest.mark.redis
+def test_a_process_receives_only_the_topics_it_watches_each_once(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    broker = RedisBroker(redis_server.url, prefix=prefix, history=100)
+    try:
+        inbox = Inbox()
+        feed = broker.consume_updates(inbox.updates)
+        feed.watch(["a", "s.*"])
+        a, sx, _ = broker.publish_updates([draft("a", 1), draft("s.x", 1), draft("b", 1)])
+        (marker,) = broker.publish_updates([draft("s.m", 1)])
+        # b never came: the next update after a and s.x is the marker.
+        assert inbox.take_updates(3) == [a, sx, marker]
+
+        # Overlapping subscriptions (a, s.*, *): each update still arrives once.
+        feed.watch(["*"])
+        more = broker.publish_updates([draft("a", 2), draft("s.y", 2), draft("c", 2)])
+        (marker,) = broker.publish_updates([draft("s.m", 2)])
+        assert inbox.take_updates(4) == [*more, marker]
+
+        feed.unwatch(["*", "a"])
+        _, sz, _ = broker.publish_updates([draft("a", 3), draft("s.z", 3), draft("c", 3)])
+        (marker,) = broker.publish_updates([draft("s.m", 3)])
+        assert inbox.take_updates(2) == [sz, marker]
+        assert inbox.empty()
+    finally:
+        broker.close()
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import sys, gevent, gevent.queue
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.core.updates import UpdateDraft
+from pushsvc.ingest import Event
+
+broker = RedisBroker(sys.argv[1], prefix=sys.argv[2], history=10)
+got = gevent.queue.Queue()
+broker.consume_updates(lambda updates: got.put(updates)).watch(["t"])
+broker.append_events("t", [Event(1.0, 1, None)], lateness_us=0)
+published = broker.publish_updates([UpdateDraft("t", 1, b'{"topic":"t"}')])
+assert got.get(timeout=5) == published
+broker.close()
+print("ok")
+"""
+
+
+@pytest.mark.redis
+def test_redis_broker_works_under_gevent_monkey_patching(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # The app patches everything first; a subprocess is the only clean way to do that here.
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", GEVENT_SCRIPT, redis_server.url, prefix],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -1,0 +1,56 @@
+"""The request/response API in-process (Flask's test client): topics, statistics, health,
+readiness, metrics, lateness. Streams are tested on real sockets (test_e2e_memory.py)."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+
+def test_a_topic_has_statistics_once_it_has_an_event(client: FlaskClient) -> None:
+    assert client.get("/topics/orders/stats").status_code == 404
+    assert (
+        client.post("/topics/orders/events", json=[{"value": 2}, {"value": 4}]).status_code == 202
+    )
+    stats = client.get("/topics/orders/stats").get_json()
+    assert stats["topic"] == "orders"
+    assert stats["windows"]["1m"]["count"] == 2 and stats["windows"]["1m"]["mean"] == 3.0
+    listed = {t["topic"]: t for t in client.get("/topics").get_json()["topics"]}
+    assert listed["orders"]["last_id"] == stats["id"]
+    assert listed["orders"]["subscribers"] == 0
+
+
+def test_health_readiness_and_metrics(client: FlaskClient) -> None:
+    assert client.post("/topics/orders/events", json={"value": 1}).status_code == 202
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.get_json()["status"]) == (200, "ready")
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.mimetype == "text/plain"
+    assert b"pushsvc_events_accepted_total 1.0" in metrics.data
+
+
+def test_late_events_are_rejected_beyond_the_allowed_lateness(client: FlaskClient) -> None:
+    t = 1_763_700_000.0
+    assert client.post("/topics/t/events", json={"value": 1, "ts": t}).status_code == 202
+    inside = client.post("/topics/t/events", json={"value": 2, "ts": t - 4.9})  # within 5 s
+    assert inside.status_code == 202
+    late = client.post(
+        "/topics/t/events", json=[{"value": 3, "ts": t}, {"value": 4, "ts": t - 5.5}]
+    )
+    assert late.status_code == 400
+    error = late.get_json()["error"]
+    assert error["code"] == "late_event" and error["index"] == 1
+    # The rejected batch changed nothing.
+    assert client.get("/topics/t/stats").get_json()["windows"]["10s"]["count"] == 2
+
+
+def test_the_dashboard_page_and_its_assets_are_served(client: FlaskClient) -> None:
+    # The files ship inside the package (src/pushsvc/static): a module that finds them by its
+    # own path breaks when it moves, and only the browser tests would notice.
+    for path in ("/", "/dashboard/dashboard.css", "/dashboard/js/main.js"):
+        answer = client.get(path)
+        try:
+            assert answer.status_code == 200, path
+            assert answer.get_data(), path
+        finally:
+            answer.close()

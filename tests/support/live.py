@@ -1,0 +1,315 @@
+"""Real processes and real sockets for tests and benchmarks: pushsvc, HTTP, an SSE reader."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
+
+# The src/ directory this package was imported from, for child processes' PYTHONPATH.
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+_LISTENING = re.compile(r"listening on https?://([^:]+):(\d+)")
+
+
+class PushsvcProcess:
+    """`python -m pushsvc <command> ...` in a child process; port 0 unless given."""
+
+    started: ClassVar[list[PushsvcProcess]] = []
+    """Every process started in this interpreter, so a test session can read all their logs."""
+
+    def __init__(
+        self,
+        command: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        http: bool = True,
+        python_args: Sequence[str] = (),
+    ) -> None:
+        # python_args: e.g. ("-m", "cProfile", "-o", path) to profile the process.
+        self.argv = [sys.executable, *python_args, "-m", "pushsvc", command, *args]
+        if http and not any(a.startswith("--port") for a in args):
+            self.argv += ["--port", "0"]
+        # Only the settings the test names: a PUSHSVC_* variable of the caller's shell (or of
+        # CI) would change what is under test, and an unknown one stops the server.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
+        self.env = {**inherited, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.http = http
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 20) -> PushsvcProcess:
+        PushsvcProcess.started.append(self)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"{self.argv} did not start:\n{''.join(self.output)}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.argv} exited:\n{''.join(self.output)}")
+        return self
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.port = int(match[2])
+                self._ready.set()
+            elif not self.http and ("aggregator shard" in line):
+                self._ready.set()
+        self._ready.set()  # exited: wake start()
+
+    def wait_for_log(self, pattern: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in self.output):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no log line matching {pattern!r}:\n{''.join(self.output)}")
+
+    def holds_lease(self) -> bool:
+        """Whether this aggregator said last that it took a lease (and still runs)."""
+        for line in reversed(self.output):
+            if "took the lease" in line:
+                return self.proc is not None and self.proc.poll() is None
+            if "lost the lease" in line:
+                return False
+        return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "".join(self.output[-lines:])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        self._release()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._release()
+
+    def _release(self) -> None:
+        assert self.proc is not None
+        self._pumper.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | str | Any = None,
+    *,
+    content_type: str | None = "application/json",
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request on a fresh connection; JSON-encodes non-bytes bodies."""
+    if body is not None and not isinstance(body, bytes | str):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    all_headers = dict(headers or {})
+    if content_type is not None and body is not None:
+        all_headers.setdefault("Content-Type", content_type)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=all_headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def post(port: int, topic: str, events: Any, **kwargs: Any) -> tuple[int, Any]:
+    status, _, body = request(port, "POST", f"/topics/{topic}/events", events, **kwargs)
+    return status, json.loads(body) if body else None
+
+
+@dataclass
+class SSEClient:
+    """A real EventSource-like reader over HTTP/1.1 (chunked), parsed by a WHATWG parser."""
+
+    port: int
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 10
+    status: int = 0
+    response_headers: dict[str, str] = field(default_factory=dict)
+    raw: bytearray = field(default_factory=bytearray)
+
+    def __post_init__(self) -> None:
+        self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        self._conn.request("GET", self.path, headers=self.headers)
+        self._sock = self._conn.sock  # getresponse may hand the socket over to the response
+        self._resp = self._conn.getresponse()
+        self.status = self._resp.status
+        self.response_headers = {k.lower(): v for k, v in self._resp.getheaders()}
+        self._parser = EventStreamParser()
+        self._pending: list[SSEMessage] = []
+
+    def next(self, timeout: float | None = None) -> SSEMessage:
+        """The next dispatched message; raises TimeoutError when none arrives in time (the
+        stream is unusable after that: a timed-out response cannot be read again)."""
+        self._read_until(lambda: bool(self._pending), timeout, "SSE message")
+        return self._pending.pop(0)
+
+    def wait_comments(self, count: int, timeout: float | None = None) -> None:
+        """Read on until `count` comment lines (heartbeats) have arrived in all."""
+        self._read_until(lambda: len(self.comments) >= count, timeout, f"{count} comments")
+
+    def _read_until(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {what} on {self.path} in time")
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._resp.read1(65536)
+            except TimeoutError:
+                raise TimeoutError(f"no {what} on {self.path} in time") from None
+            if not chunk:
+                raise EOFError(f"stream {self.path} ended")
+            self.raw += chunk
+            self._pending.extend(self._parser.feed(chunk))
+
+    @property
+    def comments(self) -> list[str]:
+        """Comment lines received so far (heartbeats are empty comments)."""
+        return self._parser.comments
+
+    def next_data(self, event: str = "stats", timeout: float | None = None) -> tuple[str, Any]:
+        """(id, parsed data) of the next message of type `event`, skipping others."""
+        while True:
+            message = self.next(timeout)
+            if message.event == event:
+                return message.id, json.loads(message.data)
+
+    def take(
+        self, n: int, event: str = "stats", timeout: float | None = None
+    ) -> list[tuple[str, Any]]:
+        return [self.next_data(event, timeout) for _ in range(n)]
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Read on until the server ends the stream; TimeoutError if it does not in time."""
+        try:
+            while True:
+                self.next(timeout)
+        except EOFError:
+            return
+
+    def close(self) -> None:
+        self._resp.close()
+        self._conn.close()
+        self._sock.close()
+
+    def __enter__(self) -> SSEClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _tool_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    # Only what a tool needs, so that nothing of the caller's shell (PUSHSVC_URL, a proxy)
+    # changes what it does.
+    return {"PYTHONPATH": SRC, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
+
+
+def run_tool(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`pushsvc ARGS` (publish, token, replay...) run to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pushsvc", *args],
+        input=stdin,
+        env=_tool_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_tool(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """`pushsvc ARGS` (subscribe...) started, its standard output a pipe to read lines from
+    (close it when done); its errors go where the test's go, so a failing test shows them."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pushsvc", *args],
+        env=_tool_env(env),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stalled_reader(port: int, path: str) -> socket.socket:
+    """A client that asks for a stream and never reads it, with a tiny receive buffer, so
+    the server's writes to it soon block (a slow or frozen subscriber). Close it when done."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 10,
+    interval: float = 0.01,
+    *,
+    what: str = "the condition was met",
+) -> None:
+    """Poll `predicate` until it is true; for conditions that have no event to wait on (the
+    suite's one poller: tests and benchmarks use it)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(interval)

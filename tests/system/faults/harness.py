@@ -1,0 +1,328 @@
+"""A deployment under load for the fault scenarios: real processes, real sockets, real Redis.
+
+`Watchers` are streaming clients that behave like a browser's EventSource: when their
+stream ends they reconnect (to the next web process when theirs is gone) with the
+`Last-Event-ID` of the last update they saw. The `Producer` posts one event at a time with
+an explicit timestamp and remembers which were acknowledged. `check_delivery` then asserts
+the delivery promise of docs/design.md on what every watcher received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pushsvc.client.sse_parser import EventStreamParser
+from support.live import PushsvcProcess, request
+from support.redis_server import RedisServer
+from support.sentinel import SentinelCluster
+
+S = 1_000_000
+WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}
+
+
+class FaultStack:
+    """Redis, web processes and aggregators on one prefix; the web ports change as processes
+    are replaced (`ports` is what clients try, in order)."""
+
+    def __init__(
+        self,
+        redis_server: RedisServer | SentinelCluster,
+        prefix: str,
+        *,
+        lease: str = "1s",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.redis = redis_server
+        self.env = {
+            "PUSHSVC_REDIS_URL": redis_server.url,
+            "PUSHSVC_PREFIX": prefix,
+            "PUSHSVC_TICK": "0",
+            "PUSHSVC_LEASE": lease,
+            "PUSHSVC_HEARTBEAT": "1s",
+            "PUSHSVC_RETRY": "100ms",
+            **(env or {}),
+        }
+        self.webs: list[PushsvcProcess] = []
+        self.aggregators: list[PushsvcProcess] = []
+        self._lock = threading.Lock()
+
+    def start_web(self) -> PushsvcProcess:
+        web = PushsvcProcess("web", env=self.env).start()
+        with self._lock:
+            self.webs.append(web)
+        return web
+
+    def stop_web(self, web: PushsvcProcess) -> None:
+        with self._lock:
+            self.webs.remove(web)
+        web.stop()
+
+    def start_aggregator(self) -> PushsvcProcess:
+        aggregator = PushsvcProcess("aggregate", env=self.env, http=False).start()
+        self.aggregators.append(aggregator)
+        return aggregator
+
+    def active_aggregator(self, timeout: float = 10) -> PushsvcProcess:
+        """The aggregator that holds the lease now (the last to log taking it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holders = [a for a in self.aggregators if a.holds_lease()]
+            if len(holders) == 1:
+                return holders[0]
+            time.sleep(0.05)
+        raise AssertionError("no single aggregator holds the lease")
+
+    def ports(self) -> list[int]:
+        with self._lock:
+            return [w.port for w in self.webs]
+
+    def stop(self) -> None:
+        for process in [*self.webs, *self.aggregators]:
+            process.kill()
+
+
+@dataclass
+class Received:
+    """What one watcher saw: updates (id, event value, data) in order, and snapshots."""
+
+    updates: list[tuple[str, float, dict[str, object]]] = field(default_factory=list)
+    snapshots: list[dict[str, object]] = field(default_factory=list)
+    connects: int = 0
+
+
+class Watcher(threading.Thread):
+    """One EventSource-like client of `topic`."""
+
+    def __init__(self, deployment: FaultStack, topic: str, index: int) -> None:
+        super().__init__(daemon=True, name=f"watcher-{index}")
+        self.deployment = deployment
+        self.topic = topic
+        self.index = index
+        self.received = Received()
+        self.last_id: str | None = None
+        self.stopping = threading.Event()
+        self.subscribed = threading.Event()
+
+    def run(self) -> None:
+        attempt = self.index
+        while not self.stopping.is_set():
+            ports = self.deployment.ports()
+            if ports:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    self._stream(ports[attempt % len(ports)])
+            attempt += 1
+            self.stopping.wait(0.1)  # the `retry:` the servers send
+
+    def _stream(self, port: int) -> None:
+        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+        try:
+            conn.request("GET", f"/topics/{self.topic}/stream", headers=headers)
+            response = conn.getresponse()
+            if response.status != 200:
+                return  # an EventSource would give up; these keep trying
+            self.received.connects += 1
+            parser = EventStreamParser()
+            while not self.stopping.is_set():
+                chunk = response.read1(65536)
+                if not chunk:
+                    return
+                for message in parser.feed(chunk):
+                    data = json.loads(message.data)
+                    if message.event == "snapshot":
+                        self.received.snapshots.append(data)
+                        self.subscribed.set()
+                    elif message.event == "stats":
+                        value = data["event"]["value"]
+                        self.received.updates.append((message.id, value, data))
+                    if message.id:
+                        self.last_id = message.id
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class Producer(threading.Thread):
+    """Posts event n with value n and ts `base + n * 20 ms`, one at a time, at `rate`/s, to
+    the web processes in turn; `pause()` waits until no POST is in flight."""
+
+    def __init__(self, deployment: FaultStack, topic: str, *, rate: float = 60.0) -> None:
+        super().__init__(daemon=True, name="producer")
+        self.deployment = deployment
+        self.topic = topic
+        self.interval = 1.0 / rate
+        self.base_us = (time.time_ns() // 1000 // S) * S
+        self.acked: list[tuple[float, int]] = []  # (value, ts_us) answered 202
+        # Not acknowledged but possibly logged, so possibly applied: answered 503
+        # `replicas_unconfirmed`, or in flight when the primary died (`note_in_flight`).
+        self.maybe_applied: list[tuple[float, int]] = []
+        self.posting: tuple[float, int] | None = None  # the event whose POST is under way
+        self.statuses: dict[int, int] = {}
+        self.slowest_s = 0.0
+        self.stopping = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._idle = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            if not self._running.is_set():
+                self._idle.set()
+                self._running.wait(0.1)
+                continue
+            self._idle.clear()
+            ports = self.deployment.ports()
+            if not ports:
+                time.sleep(self.interval)
+                continue
+            ts_us = self.base_us + n * 20_000
+            self.posting = (float(n), ts_us)
+            status, code = self._post(ports[n % len(ports)], float(n), ts_us)
+            self.posting = None
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status == 202:
+                self.acked.append((float(n), ts_us))
+            elif code == "replicas_unconfirmed":
+                self.maybe_applied.append((float(n), ts_us))
+            n += 1
+            time.sleep(self.interval)
+
+    def _post(self, port: int, value: float, ts_us: int) -> tuple[int, str | None]:
+        """The status and, for an error, its code."""
+        body = json.dumps({"value": value, "ts": ts_us / S})
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        code = None
+        try:
+            conn.request(
+                "POST", f"/topics/{self.topic}/events", body, {"Content-Type": "application/json"}
+            )
+            response = conn.getresponse()
+            status, answer = response.status, response.read()
+            if status >= 400 and answer.startswith(b"{"):
+                code = json.loads(answer)["error"]["code"]
+        except (OSError, http.client.HTTPException):
+            status = 0  # the process was gone: nothing was acknowledged
+        finally:
+            conn.close()
+        self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+        return status, code
+
+    def note_in_flight(self) -> None:
+        """The POST under way (if any) may have been logged whatever it is answered: its
+        reply, not its append, may be what a dying primary loses."""
+        posting = self.posting
+        if posting is not None:
+            self.maybe_applied.append(posting)
+
+    def pause(self) -> None:
+        self._running.clear()
+        self._idle.wait(10)
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def drain(watchers: list[Watcher], producer: Producer, timeout: float = 20) -> None:
+    """Wait until every watcher has the update of the last acknowledged event; after a
+    POST that may have been logged without a 202 (`Producer.maybe_applied`) and once the
+    producer stopped, until every watcher has the topic's latest update once the whole log is
+    applied (that event may come later)."""
+    last = producer.acked[-1][0]
+
+    def done() -> bool:
+        return all(w.received.updates and w.received.updates[-1][1] >= last for w in watchers)
+
+    wait_for(done, timeout, "every watcher to receive the last acknowledged event")
+    if producer.maybe_applied and producer.stopping.is_set():
+
+        def caught_up() -> bool:
+            latest = _latest_once_applied(producer.deployment, producer.topic)
+            return bool(latest) and all(w.received.updates[-1][0] == latest[0] for w in watchers)
+
+        wait_for(caught_up, timeout, "every watcher to have the latest update of the applied log")
+
+
+def _latest_once_applied(deployment: FaultStack, topic: str) -> list[str]:
+    """[the id of `topic`'s latest update] when no shard has unapplied entries, else []."""
+    for port in deployment.ports():
+        with contextlib.suppress(OSError, http.client.HTTPException, ValueError, KeyError):
+            ready = json.loads(request(port, "GET", "/readyz")[2])
+            if any(shard["lag_entries"] for shard in ready["shards"].values()):
+                return []
+            return [json.loads(request(port, "GET", f"/topics/{topic}/stats")[2])["id"]]
+    return []
+
+
+def check_delivery(
+    watchers: list[Watcher], producer: Producer, *, gap_allowed: bool = False
+) -> dict[str, object]:
+    """The delivery promise, per watcher; returns figures for the report."""
+    assert producer.acked, "nothing was acknowledged"
+    assert set(producer.statuses) <= {202, 503, 0}, producer.statuses
+    assert producer.slowest_s < 2.0, f"a POST took {producer.slowest_s:.2f} s"
+    # Every acknowledged event, and those that may have been logged without a 202 (see
+    # `Producer.maybe_applied`) where a watcher shows they were.
+    seen = {v for w in watchers for _, v, _ in w.received.updates}
+    maybe = {(v, ts) for v, ts in producer.maybe_applied if v in seen}
+    applied = sorted(set(producer.acked) | maybe)
+    expected = [value for value, _ in applied]
+    for watcher in watchers:
+        updates = watcher.received.updates
+        ids = [i for i, _, _ in updates]
+        values = [v for _, v, _ in updates]
+        assert len(set(ids)) == len(ids), f"{watcher.name}: an update arrived twice"
+        assert values == sorted(values), f"{watcher.name}: updates out of order"
+        assert set(values) <= set(expected), f"{watcher.name}: an update of an unacknowledged event"
+        gaps = [s for s in watcher.received.snapshots if s["gap"]]
+        if gap_allowed and gaps:
+            # Redis lost its history: what came before the gap cannot be replayed. Every
+            # acknowledged event after the last update seen before the gap still arrives.
+            assert values[-1] == expected[-1]
+        else:
+            assert not gaps, f"{watcher.name}: unexpected gap"
+            first = expected.index(values[0]) if values else 0
+            assert values == expected[first:], f"{watcher.name}: missing updates"
+    final = watchers[0].received.updates[-1][2]
+    _check_windows(final, applied)
+    return {
+        "acknowledged": len(producer.acked),
+        "applied without a 202": len(applied) - len(producer.acked),
+        "statuses": dict(sorted(producer.statuses.items())),
+        "slowest_post_s": round(producer.slowest_s, 3),
+        "reconnects": sum(w.received.connects - 1 for w in watchers),
+    }
+
+
+def _check_windows(update: dict[str, object], applied: list[tuple[float, int]]) -> None:
+    """The last update's windows are the statistics of every applied event."""
+    clock = max(ts for _, ts in applied)
+    windows = update["windows"]
+    assert isinstance(windows, dict)
+    for label, seconds in WINDOWS_S.items():
+        inside = [v for v, ts in applied if clock - seconds * S < ts <= clock]
+        stats = windows[label]
+        assert stats["count"] == len(inside), (label, stats["count"], len(inside))
+        assert stats["min"] == min(inside) and stats["max"] == max(inside), label
+        assert math.isclose(stats["sum"], math.fsum(inside), rel_tol=1e-12), label

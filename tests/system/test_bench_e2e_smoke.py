@@ -1,0 +1,63 @@
+"""The end-to-end benchmark counts correctly — never a timing threshold.
+
+`bench/e2e.py --smoke` runs against real servers and must report every update delivered
+exactly once, in order, to every subscriber. (The id counter it relies on is checked with
+byte tables in test_bench_loadgen.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.redis_server import BINARY_ENV, find_redis_server
+
+REPO = Path(__file__).resolve().parents[2]
+
+# -- the benchmark itself ------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_e2e_smoke_delivers_every_update_exactly_once() -> None:
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("no redis-server")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), BINARY_ENV: binary}
+    # Default settings: a client queue counts batches, not updates, so a fast reader of
+    # 1000-event batches is never conflated (it was, when the queue counted updates).
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.e2e", "--smoke", "--json"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["projection"] for r in rows] == ["full", "stats=count&windows=10s"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert (row["events"], row["subscribers"], row["batch"]) == (5000, 10, 1000)
+        assert row["server_args"] == []
+        assert row["accepted"] == 5000 and row["publish_errors"] == {}
+        assert row["connected"] == row["complete"] == 10
+        assert (row["expected"], row["received"]) == (50_000, 50_000)
+        counts = [row[k] for k in ("missing", "duplicates", "out_of_order", "unexpected")]
+        assert counts == [0, 0, 0, 0]
+        assert row["id_sets_differ"] == 0
+        reference = row["reference"]
+        assert (reference["subscribers"], reference["received"], reference["distinct"]) == (
+            1, 5000, 5000,
+        )  # fmt: skip
+        assert reference["missing"] == reference["duplicates"] == reference["unexpected"] == 0
+        assert row["stream_errors"] == {} and row["connect_errors"] == {}
+        assert row["e2e_per_s"] is not None and row["accepted_per_s"] is not None
+        assert set(row["cpu_s"]) == {
+            "redis", "aggregator", "web-0", "subscribers", "publisher",
+        }  # fmt: skip
+        assert all(isinstance(s, float) and s >= 0 for s in row["cpu_s"].values())
+    full, projected = rows
+    # The projection is what a subscriber asked for: one window, one statistic.
+    assert projected["bytes_per_update"] < full["bytes_per_update"]

@@ -1,0 +1,66 @@
+"""The fan-out benchmark runs and counts correctly — never a timing threshold.
+
+`bench/fanout.py --smoke` starts real servers and the real load generator; each row
+must show every subscriber connected and every event delivered exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.redis_server import BINARY_ENV, find_redis_server
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _smoke(server: str, *more: str) -> list[dict[str, object]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if server.startswith("pushsvc-redis"):
+        binary = find_redis_server()
+        if binary is None:
+            pytest.skip("no redis-server")
+        env[BINARY_ENV] = binary  # the same one the rest of the suite uses
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", "--smoke", "--servers", server,
+         "--json", *more],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0, done.stderr[-3000:]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "server", ["pushsvc-memory", pytest.param("pushsvc-redis-1", marks=pytest.mark.redis)]
+)
+def test_fanout_smoke(server: str) -> None:
+    rows = _smoke(server)
+    assert [(r["server"], r["rate"]) for r in rows] == [(server, "100"), (server, "max")]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["connected"] == row["subscribers"] == 20
+        assert row["published"] == row["events"] == 20
+        assert row["expected"] == 20 * 20
+        assert row["received"] == 400
+        assert (row["missing"], row["duplicates"], row["out_of_order"], row["unexpected"]) == (
+            0, 0, 0, 0,
+        )  # fmt: skip
+        assert row["stream_errors"] == {} and row["publish_errors"] == {}
+        latency = row["latency_ms"]
+        assert isinstance(latency, dict) and latency["p50"] is not None
+        assert isinstance(row["server_cpu_s"], float)  # CPU per delivery is reported (no threshold)
+
+
+def test_fanout_smoke_json_parsing_client() -> None:
+    """The subscriber that JSON-parses every update, as a browser does, counts the same
+    deliveries: its CPU per delivery is what a browser-like client costs."""
+    rows = _smoke("pushsvc-memory", "--client", "json", "--rate", "max")
+    assert [(r["client"], r["status"], r["received"], r["missing"]) for r in rows] == [
+        ("json", "ok", 400, 0)
+    ]

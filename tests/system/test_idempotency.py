@@ -1,0 +1,397 @@
+"""Idempotent publishing over HTTP (`Idempotency-Key`), on both brokers, against real `pushsvc
+serve` processes: a repeat, racing repeats and a retry after a lost answer are logged once;
+another body with the key is a 422; a key belongs to its topic and is forgotten after the
+window. The client, `pushsvc publish`, `pushsvc replay` and the demo send a key and reuse it
+when they retry (through a proxy that loses the server's answer)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from conftest import MakeApp
+from pushsvc.client import Backoff, Client
+from pushsvc.demo.publisher import Publisher
+from support.live import (
+    PushsvcProcess,
+    SSEClient,
+    post,
+    request,
+    run_tool,
+    wait_until,
+)
+from support.redis_server import RedisServer
+
+REPLAYED = "idempotent-replayed"
+
+
+def _serve(
+    kind: str, redis_server: RedisServer | None, *args: str, window: str = "10m"
+) -> PushsvcProcess:
+    env = {"PUSHSVC_TICK": "0", "PUSHSVC_IDEMPOTENCY_WINDOW": window}
+    if kind == "redis":
+        assert redis_server is not None
+        env |= {
+            "PUSHSVC_REDIS_URL": redis_server.url,
+            "PUSHSVC_PREFIX": f"i{uuid.uuid4().hex[:8]}:",
+        }
+    return PushsvcProcess("serve", *args, env=env).start()
+
+
+BROKERS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def pushsvc(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
+    """`pushsvc serve` on the embedded broker or on Redis, shared by the module's tests."""
+    redis_server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    proc = _serve(request.param, redis_server)
+    yield proc
+    proc.stop()
+
+
+def publish(port: int, topic: str, events: Any, key: str | None) -> tuple[int, dict[str, str], Any]:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    status, answer_headers, body = request(
+        port, "POST", f"/topics/{topic}/events", events, headers=headers
+    )
+    return status, answer_headers, json.loads(body)
+
+
+def logged_values(port: int, topic: str) -> list[float]:
+    """The values of every update of `topic`, once a marker event posted now has one: the
+    log is applied in order, so everything posted before it is in by then."""
+    marker = 1e9 + uuid.uuid4().int % 1000
+    assert post(port, topic, {"value": marker})[0] == 202
+
+    def values() -> list[float]:
+        status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=10000")
+        return [u["event"]["value"] for u in json.loads(body)["updates"]] if status == 200 else []
+
+    wait_until(lambda: marker in values())
+    found = values()
+    assert found[-1] == marker
+    return found[:-1]
+
+
+def counter(port: int, name: str) -> float:
+    metrics = request(port, "GET", "/metrics")[2].decode()
+    match = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+def test_a_repeat_logs_nothing_and_answers_what_the_first_did(
+    pushsvc: PushsvcProcess, topic: str
+) -> None:
+    accepted_before = counter(pushsvc.port, "pushsvc_events_accepted_total")
+    replays_before = counter(pushsvc.port, "pushsvc_idempotent_replays_total")
+    with SSEClient(pushsvc.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        batch = [{"value": 1}, {"value": 2}, {"value": 3}]  # no ts: each attempt differs
+        status, headers, body = publish(pushsvc.port, topic, batch, "key-1")
+        assert (status, body) == (202, {"accepted": 3})
+        assert REPLAYED not in headers
+        for _ in range(2):
+            status, headers, body = publish(pushsvc.port, topic, batch, "key-1")
+            assert (status, body, headers[REPLAYED]) == (202, {"accepted": 3}, "true")
+        assert post(pushsvc.port, topic, {"value": 4})[0] == 202
+        updates = [data for _, data in stream.take(4)]
+    # One update per event: the marker follows the three, and the window counted each once.
+    assert [u["event"]["value"] for u in updates] == [1.0, 2.0, 3.0, 4.0]
+    assert updates[-1]["windows"]["5m"]["count"] == 4
+    assert counter(pushsvc.port, "pushsvc_events_accepted_total") == accepted_before + 4
+    assert counter(pushsvc.port, "pushsvc_idempotent_replays_total") == replays_before + 2
+
+
+def test_racing_repeats_log_the_batch_once(pushsvc: PushsvcProcess, topic: str) -> None:
+    batch = [{"value": 1}, {"value": 2}]
+    start = threading.Barrier(8)
+    answers: list[tuple[int, str | None]] = []
+
+    def repeat() -> None:
+        start.wait(10)
+        status, headers, _ = publish(pushsvc.port, topic, batch, "racing")
+        answers.append((status, headers.get(REPLAYED)))
+
+    threads = [threading.Thread(target=repeat) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert Counter(answers) == {(202, None): 1, (202, "true"): 7}
+    assert logged_values(pushsvc.port, topic) == [1.0, 2.0]
+
+
+def test_the_key_with_another_body_is_a_422_that_changes_nothing(
+    pushsvc: PushsvcProcess, topic: str
+) -> None:
+    assert publish(pushsvc.port, topic, {"value": 1}, "reused")[0] == 202
+    status, headers, body = publish(pushsvc.port, topic, [{"value": 2}], "reused")
+    assert status == 422 and REPLAYED not in headers
+    assert body["error"]["code"] == "idempotency_key_reused"
+    # The same bytes under another media type are another request too.
+    status, _, body = request(
+        pushsvc.port,
+        "POST",
+        f"/topics/{topic}/events",
+        json.dumps({"value": 1}),
+        content_type="application/x-ndjson",
+        headers={"Idempotency-Key": "reused"},
+    )
+    assert status == 422
+    assert logged_values(pushsvc.port, topic) == [1.0]
+
+
+def test_a_key_belongs_to_its_topic(pushsvc: PushsvcProcess, topic: str) -> None:
+    other = f"{topic}.other"
+    for name in (topic, other):
+        status, headers, body = publish(pushsvc.port, name, [{"value": 5}], "shared")
+        assert (status, body) == (202, {"accepted": 1}) and REPLAYED not in headers
+    assert logged_values(pushsvc.port, topic) == [5.0]
+    assert logged_values(pushsvc.port, other) == [5.0]
+
+
+def test_a_refused_request_leaves_no_key_behind(pushsvc: PushsvcProcess, topic: str) -> None:
+    assert post(pushsvc.port, topic, {"value": 1, "ts": 1_763_700_100})[0] == 202
+    late = [{"value": 2, "ts": 1_763_700_000}]
+    status, _, body = publish(pushsvc.port, topic, late, "after-late")
+    assert (status, body["error"]["code"]) == (400, "late_event")
+    # Nothing was remembered: the key is free for the corrected batch.
+    fixed = [{"value": 2, "ts": 1_763_700_100}]
+    status, headers, _ = publish(pushsvc.port, topic, fixed, "after-late")
+    assert status == 202 and REPLAYED not in headers
+    assert logged_values(pushsvc.port, topic) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+def test_a_key_is_forgotten_after_the_window(
+    kind: str, request: pytest.FixtureRequest, topic: str
+) -> None:
+    redis_server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    proc = _serve(kind, redis_server, window="1s")
+    try:
+        assert publish(proc.port, topic, [{"value": 7}], "short")[0] == 202
+
+        def logged_anew() -> bool:
+            # A repeat: replayed until the key expires, then logged (once: the poll stops).
+            status, headers, _ = publish(proc.port, topic, [{"value": 7}], "short")
+            assert status == 202
+            return REPLAYED not in headers
+
+        wait_until(logged_anew, interval=0.05)
+        assert logged_values(proc.port, topic) == [7.0, 7.0]
+    finally:
+        proc.stop()
+
+
+KEYS_REFUSED = [
+    pytest.param("", id="empty"),
+    pytest.param("k" * 129, id="too-long"),
+    pytest.param("a b", id="space"),
+    pytest.param("caf\u00e9", id="not-ascii"),
+    pytest.param("a\tb", id="tab"),
+]
+
+
+@pytest.mark.parametrize("key", KEYS_REFUSED)
+def test_a_bad_key_is_a_400_that_changes_nothing(client: FlaskClient, key: str) -> None:
+    answer = client.post(
+        "/topics/orders/events", json=[{"value": 1}], headers={"Idempotency-Key": key}
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "invalid_idempotency_key"
+    assert client.get("/topics/orders/stats").status_code == 404
+
+
+def test_two_keys_in_one_request_are_a_400(client: FlaskClient) -> None:
+    answer = client.post(
+        "/topics/orders/events",
+        json=[{"value": 1}],
+        headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "invalid_idempotency_key"
+    assert client.get("/topics/orders/stats").status_code == 404
+
+
+@pytest.mark.parametrize("key", ["k" * 128, '"quoted-as-the-draft-writes-it"', "!~{}"])
+def test_any_visible_ascii_key_up_to_128_characters_is_taken(client: FlaskClient, key: str) -> None:
+    headers = {"Idempotency-Key": key}
+    first = client.post("/topics/orders/events", json=[{"value": 1}], headers=headers)
+    again = client.post("/topics/orders/events", json=[{"value": 1}], headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert client.get("/topics/orders/stats").get_json()["windows"]["5m"]["count"] == 1
+
+
+def test_a_browser_on_a_cors_origin_may_send_a_key_and_read_the_replay(
+    make_app: MakeApp,
+) -> None:
+    client = make_app(cors_origins="https://a.test").test_client()
+    preflight = {
+        "Origin": "https://a.test",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,idempotency-key",
+    }
+    allowed = client.options("/topics/orders/events", headers=preflight)
+    assert "idempotency-key" in allowed.headers["Access-Control-Allow-Headers"].lower()
+    headers = {"Origin": "https://a.test", "Idempotency-Key": "browser"}
+    client.post("/topics/orders/events", json={"value": 1}, headers=headers)
+    again = client.post("/topics/orders/events", json={"value": 1}, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    exposed = again.headers["Access-Control-Expose-Headers"].lower()
+    assert "idempotent-replayed" in exposed
+
+
+# -- a retry after the answer was lost ---------------------------------------------------------
+
+
+def _read_message(sock: socket.socket) -> bytes:
+    """One HTTP message (head and a Content-Length body) from `sock`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("the connection closed mid-message")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    size = int(length[1]) if length else 0
+    while len(body) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("the connection closed mid-body")
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+class AnswerLosingProxy:
+    """A TCP proxy in front of a pushsvc server, one request per connection: it forwards the
+    request, waits for the server's whole answer and then, for the first `lose` requests,
+    closes the client's connection without sending it - the connection dropped after the
+    server logged the batch. Later requests get their answers."""
+
+    def __init__(self, upstream: int, *, lose: int = 1) -> None:
+        self.upstream = upstream
+        self.lose = lose
+        self.heads: list[bytes] = []
+        self.lost = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def keys(self) -> list[str]:
+        """The Idempotency-Key of every request forwarded, in order."""
+        found = (re.search(rb"(?im)^idempotency-key:\s*(\S+)\s*$", h) for h in self.heads)
+        return [m[1].decode() if m else "" for m in found]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
+            message = _read_message(client)
+            server.sendall(message)
+            answer = _read_message(server)
+            with self._lock:
+                self.heads.append(message.partition(b"\r\n\r\n")[0])
+                losing = self.lost < self.lose
+                self.lost += losing
+            if not losing:
+                client.sendall(answer)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def proxy(pushsvc: PushsvcProcess) -> Iterator[AnswerLosingProxy]:
+    proxy = AnswerLosingProxy(pushsvc.port)
+    yield proxy
+    proxy.close()
+
+
+def test_a_retry_after_a_lost_answer_is_replayed(
+    pushsvc: PushsvcProcess, proxy: AnswerLosingProxy, topic: str
+) -> None:
+    batch = [{"value": 1}, {"value": 2}, {"value": 3}]
+    with pytest.raises(ConnectionError):  # the answer never came: was it logged?
+        publish(proxy.port, topic, batch, "lost-answer")
+    assert proxy.lost == 1
+    status, headers, body = publish(pushsvc.port, topic, batch, "lost-answer")
+    assert (status, body, headers[REPLAYED]) == (202, {"accepted": 3}, "true")
+    assert logged_values(pushsvc.port, topic) == [1.0, 2.0, 3.0]
+
+
+def test_the_client_retries_a_lost_answer_with_the_same_key(
+    pushsvc: PushsvcProcess, proxy: AnswerLosingProxy, topic: str
+) -> None:
+    waits: list[float] = []
+    client = Client(proxy.base, backoff=Backoff(retries=3, cap=0.0), sleep=waits.append)
+    assert client.publish(topic, [{"value": 1}, {"value": 2}]) == 2
+    assert len(waits) == 1  # one retry
+    first, retry = proxy.keys()
+    assert first and first == retry
+    assert logged_values(pushsvc.port, topic) == [1.0, 2.0]
+    # The next batch is another request: a fresh key.
+    assert client.publish(topic, [{"value": 3}]) == 1
+    assert proxy.keys()[2] not in ("", first)
+
+
+def test_pushsvc_publish_retries_a_lost_answer_with_the_same_key(
+    pushsvc: PushsvcProcess, proxy: AnswerLosingProxy, topic: str
+) -> None:
+    done = run_tool("publish", f"--url={proxy.base}", topic, "1", "2", "3")
+    assert done.returncode == 0, done.stderr
+    assert "accepted 3" in done.stdout
+    first, retry = proxy.keys()
+    assert first and first == retry
+    assert logged_values(pushsvc.port, topic) == [1.0, 2.0, 3.0]
+
+
+def test_pushsvc_replay_retries_a_lost_answer_with_the_same_key(
+    pushsvc: PushsvcProcess, proxy: AnswerLosingProxy, topic: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text("value\n" + "".join(f"{v}\n" for v in range(5)))
+    done = run_tool("replay", f"--url={proxy.base}", str(csv), "--topic", topic, "--batch", "2")
+    assert done.returncode == 0, done.stderr
+    assert "replayed 5 events" in done.stdout
+    keys = proxy.keys()  # three batches, the first sent twice
+    assert len(keys) == 4 and keys[0] == keys[1] and len(set(keys)) == 3
+    assert logged_values(pushsvc.port, topic) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_the_demo_retries_a_lost_answer_with_the_same_key(
+    pushsvc: PushsvcProcess, proxy: AnswerLosingProxy, topic: str
+) -> None:
+    waits: list[float] = []
+    publisher = Publisher(proxy.base, sleep=waits.append)
+    assert publisher.post(topic, [{"value": 1}, {"value": 2}])
+    assert len(waits) == 1
+    first, retry = proxy.keys()
+    assert first and first == retry
+    assert logged_values(pushsvc.port, topic) == [1.0, 2.0]

@@ -1,0 +1,85 @@
+"""A client that stops reading never holds up the others, and is disconnected in the end."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+
+import pytest
+
+from support.live import (
+    PushsvcProcess,
+    SSEClient,
+    post,
+    request,
+    stalled_reader,
+    wait_until,
+)
+
+
+def _slow_disconnects(port: int) -> float:
+    body = request(port, "GET", "/metrics")[2].decode()
+    match = re.search(r"^pushsvc_slow_disconnects_total (\S+)$", body, re.M)
+    return float(match[1]) if match else 0.0
+
+
+def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> None:
+    proc = PushsvcProcess(
+        "serve", "--tick", "0", "--queue-size", "8", "--slow-client-timeout", "500ms"
+    ).start()
+    stalled = stalled_reader(proc.port, f"/topics/{topic}/stream")
+    try:
+        healthy = SSEClient(proc.port, f"/topics/{topic}/stream")
+        healthy.next_data("snapshot")
+
+        tags = {f"k{i}": "v" * 200 for i in range(16)}  # ~4 KB per update
+        total = 0
+        while _slow_disconnects(proc.port) == 0:
+            assert total < 20_000, "the stalled client was never disconnected"
+            # Batches smaller than the queue: a reader that keeps up sees every update.
+            assert post(proc.port, topic, [{"value": i, "tags": tags} for i in range(5)])[0] == 202
+            received = healthy.take(5)
+            assert [u["event"]["value"] for _, u in received] == [float(i) for i in range(5)]
+            total += 5
+        wait_until(lambda: _topic_subscribers(proc.port, topic) == 1)
+        healthy.close()
+        _assert_server_closed(stalled)
+    finally:
+        stalled.close()
+        proc.stop()
+
+
+def _assert_server_closed(sock: socket.socket, within: float = 10.0) -> None:
+    """Read what the server had sent until the stream ends: EOF or a reset within `within`
+    seconds. A connection the server keeps open fails the assertion."""
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "the server never closed the connection"
+            sock.settimeout(left)
+            if not sock.recv(1 << 16):
+                return  # EOF
+    except ConnectionResetError:
+        return
+    except TimeoutError:
+        raise AssertionError("the server never closed the connection") from None
+
+
+def test_the_closed_check_fails_on_a_connection_that_stays_open() -> None:
+    """The check above can fail: a peer that keeps the connection open (and has sent data)
+    is not taken for one that closed it; one that closes it is."""
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"data: still here\n\n")
+        with pytest.raises(AssertionError, match="never closed"):
+            _assert_server_closed(left, within=0.2)
+        right.close()
+        _assert_server_closed(left, within=0.2)
+
+
+def _topic_subscribers(port: int, topic: str) -> int:
+    listed = json.loads(request(port, "GET", "/topics")[2])["topics"]
+    return next((t["subscribers"] for t in listed if t["topic"] == topic), 0)

@@ -1,0 +1,143 @@
+"""The producer and subscriber tools against a real server: publish, subscribe, replay."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pushsvc.client.models import history_dataframe
+from pushsvc.extras import MissingExtra
+from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
+
+
+def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:
+    url = f"--url={server.base}"
+    with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        done = run_tool("publish", url, topic, "1.5", "2.5", "--tag", "site=a")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "accepted 2"
+        done = run_tool("publish", url, topic, stdin='{"value": 7}\n{"value": 8}\n')
+        assert done.stdout.strip() == "accepted 2"
+        got = [(u["event"]["value"], u["event"]["tags"]) for _, u in stream.take(4)]
+        assert got == [(1.5, {"site": "a"}), (2.5, {"site": "a"}), (7.0, {}), (8.0, {})]
+
+
+def test_publish_reports_the_servers_error(server: PushsvcProcess, topic: str) -> None:
+    done = run_tool("publish", f"--url={server.base}", topic, stdin='{"value": "x"}\n')
+    assert done.returncode != 0
+    assert "invalid_event" in done.stderr
+
+
+def test_subscribe_prints_updates_as_json_lines(server: PushsvcProcess, topic: str) -> None:
+    proc = start_tool(
+        "subscribe", f"--url={server.base}", topic, "--count", "2", "--stats", "count"
+    )
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())  # the snapshot: subscribed before we publish
+    assert first["event"] == "snapshot"
+    request(server.port, "POST", f"/topics/{topic}/events", [{"value": 1}, {"value": 2}])
+    lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    assert proc.wait(30) == 0
+    proc.stdout.close()
+    assert [line["data"]["windows"]["1m"] for line in lines] == [{"count": 1}, {"count": 2}]
+    assert all(line["event"] == "stats" and line["id"] == line["data"]["id"] for line in lines)
+
+
+def test_replay_csv(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:
+    csv = tmp_path / "orders.csv"
+    frame = pd.DataFrame(
+        {
+            "ts": pd.date_range("2026-11-21T10:00:00Z", periods=2500, freq="100ms"),
+            "amount": [float(i % 13) for i in range(2500)],
+            "dish": ["noodles", "rice"] * 1250,
+        }
+    )
+    frame.to_csv(csv, index=False)
+    done = run_tool(
+        "replay",
+        f"--url={server.base}",
+        str(csv),
+        "--topic",
+        topic,
+        "--value-column",
+        "amount",
+        "--tag-columns",
+        "dish",
+        "--batch",
+        "1000",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "replayed 2500 events" in done.stdout
+    latest = json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])
+    last = frame.iloc[-1]
+    assert latest["event"] == {
+        "value": last["amount"],
+        "ts": last["ts"].timestamp(),
+        "tags": {"dish": last["dish"]},
+    }
+    expected = frame.set_index("ts")["amount"].rolling("60s").agg(["count", "mean"]).iloc[-1]
+    assert latest["windows"]["1m"]["count"] == expected["count"]
+    assert latest["windows"]["1m"]["mean"] == pytest.approx(expected["mean"], rel=1e-12)
+
+
+def test_replay_names_a_bad_row(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("value\n1\n2\nlots\n")
+    done = run_tool("replay", f"--url={server.base}", str(csv), "--topic", topic)
+    assert done.returncode != 0
+    assert "row 4" in done.stderr
+    assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404
+
+
+# pandas, numpy and tqdm are the tools extra: the server and the demo never import them.
+TOOLS_EXTRA = ("pandas", "numpy", "tqdm")
+WITHOUT_THE_EXTRA = f"import sys\nfor name in {TOOLS_EXTRA!r}:\n    sys.modules[name] = None\n"
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={"PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_server_and_the_demo_import_nothing_of_the_tools_extra() -> None:
+    done = _python(
+        "import sys\n"
+        "import pushsvc.cli, pushsvc.http.server, pushsvc.app, pushsvc.demo.runner\n"
+        f"print([name for name in {TOOLS_EXTRA!r} if name in sys.modules])"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_the_tools_extra_replay_says_what_to_install(tmp_path: Path) -> None:
+    csv = tmp_path / "events.csv"
+    csv.write_text("value\n1\n")
+    done = _python(
+        WITHOUT_THE_EXTRA + "from pushsvc.cli import main\n"
+        "main(['replay', sys.argv[1], '--topic', 't'], prog_name='pushsvc')",
+        str(csv),
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "Error: pushsvc replay needs pandas, numpy and tqdm, which the tools extra installs: "
+        "pip install 'pushsvc[tools]' (from a checkout: pip install '.[tools]')"
+    ]
+
+
+def test_without_pandas_client_history_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(MissingExtra, match=r"Client.history\(\) needs pandas.*pushsvc\[tools\]"):
+        history_dataframe([], ["10s"], ["count"])

@@ -1,0 +1,109 @@
+"""`pushsvc serve --workers N` and `--data-dir`: several processes on one port and a private
+redis-server, supervised; state that survives a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.procfs import descendants
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def _listening_workers(server: PushsvcProcess) -> int:
+    return sum("web listening on" in line for line in server.output)
+
+
+def _serve(*args: str) -> PushsvcProcess:
+    return PushsvcProcess("serve", "--tick", "0", "--heartbeat", "1s", *args).start()
+
+
+def test_workers_serve_on_one_port_and_stop_cleanly(topic: str) -> None:
+    server = _serve("--workers", "2")
+    assert server.proc is not None
+    try:
+        # Two web workers, an aggregator and the private redis-server; and both workers
+        # listening, or the kernel has only one socket to hand connections to.
+        wait_until(lambda: len(descendants(server.proc.pid)) >= 4, timeout=20)
+        wait_until(lambda: _listening_workers(server) == 2, timeout=20)
+        pids = set()
+        streams = []
+        for _ in range(8):  # the kernel spreads connections over the workers
+            stream = SSEClient(server.port, f"/topics/{topic}/stream")
+            stream.next_data("snapshot")
+            streams.append(stream)
+        for value in range(5):
+            assert post(server.port, topic, {"value": float(value)}) == (202, {"accepted": 1})
+        for stream in streams:
+            received = stream.take(5)
+            assert [u["event"]["value"] for _, u in received] == [0.0, 1.0, 2.0, 3.0, 4.0]
+            assert received[-1][1]["windows"]["5m"]["count"] == 5
+        last_id = received[2][0]
+        for _ in range(20):
+            metrics = request(server.port, "GET", "/metrics")[2].decode()
+            pids.add(
+                next(
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith("pushsvc_process_info{")
+                )
+            )
+        assert len(pids) == 2, "connections reached one worker only"
+        resumed = SSEClient(server.port, f"/topics/{topic}/stream", {"Last-Event-ID": last_id})
+        assert [u["event"]["value"] for _, u in resumed.take(2)] == [3.0, 4.0]
+        for stream in [*streams, resumed]:
+            stream.close()
+        left = descendants(server.proc.pid)
+    finally:
+        assert server.stop() == 0
+    assert not {pid for pid in left if Path(f"/proc/{pid}").exists()}
+
+
+def test_a_worker_that_dies_is_started_again(topic: str) -> None:
+    server = _serve("--workers", "2")
+    assert server.proc is not None
+    try:
+        wait_until(lambda: len(descendants(server.proc.pid)) >= 4, timeout=20)
+        server.wait_for_log("took the lease")
+        victim = max(descendants(server.proc.pid))  # any one of them
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for_log("exited with -9; starting it again")
+        wait_until(lambda: len(descendants(server.proc.pid)) >= 4, timeout=20)
+        wait_until(lambda: post(server.port, topic, {"value": 1.0})[0] == 202, timeout=20)
+    finally:
+        assert server.stop() == 0
+
+
+def test_data_dir_keeps_windows_and_history_across_a_restart(tmp_path: Path, topic: str) -> None:
+    data = str(tmp_path / "data")
+    server = _serve("--data-dir", data)
+    try:
+        stream = SSEClient(server.port, f"/topics/{topic}/stream")
+        stream.next_data("snapshot")
+        assert post(server.port, topic, [{"value": 1.0}, {"value": 2.0}])[0] == 202
+        seen = stream.take(2)
+        stream.close()
+        assert post(server.port, topic, {"value": 3.0})[0] == 202  # missed by the client
+        wait_until(lambda: request(server.port, "GET", f"/topics/{topic}/stats")[0] == 200)
+    finally:
+        assert server.stop() == 0
+
+    restarted = _serve("--data-dir", data)
+    try:
+        assert post(restarted.port, topic, {"value": 4.0})[0] == 202
+        resumed = SSEClient(
+            restarted.port, f"/topics/{topic}/stream", {"Last-Event-ID": seen[-1][0]}
+        )
+        received = resumed.take(2)
+        # Exactly what it missed, across the restart, and the windows carried on.
+        assert [u["event"]["value"] for _, u in received] == [3.0, 4.0]
+        assert received[-1][1]["windows"]["5m"]["count"] == 4
+        assert received[-1][1]["windows"]["5m"]["sum"] == 10.0
+        resumed.close()
+    finally:
+        assert restarted.stop() == 0

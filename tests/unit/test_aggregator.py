@@ -1,0 +1,173 @@
+"""The aggregator alone: one draft per event, idle ticks, determinism (wall clock injected)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.broker.redis.keys import shard_of
+from pushsvc.ingest import Event
+from pushsvc.stats import STAT_KEYS
+
+S = 1_000_000
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = 1_763_700_000 * S
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _aggregator(wall: Wall) -> Aggregator:
+    return Aggregator(windows_us=[2 * S, 60 * S], labels=["2s", "1m"], wall_clock=wall)
+
+
+def test_one_update_per_event_with_the_event_echoed() -> None:
+    wall = Wall()
+    drafts = _aggregator(wall).apply_events(
+        "orders", [Event(1.0, wall.now), Event(3.0, wall.now + 1, {"k": "v"})]
+    )
+    bodies = [orjson.loads(d.body) for d in drafts]
+    assert [b["topic"] for b in bodies] == ["orders", "orders"]
+    assert drafts[0].body.startswith(b'{"topic":"orders",')
+    assert bodies[1]["event"] == {"value": 3.0, "ts": (wall.now + 1) / S, "tags": {"k": "v"}}
+    assert bodies[1]["reason"] == "event"
+    assert bodies[1]["windows"]["2s"]["mean"] == 2.0
+    assert [d.clock_us for d in drafts] == [wall.now, wall.now + 1]
+
+
+def test_every_event_yields_its_update_even_one_before_every_window() -> None:
+    # Lateness is judged when events are logged; what reaches the aggregator is applied.
+    wall = Wall()
+    drafts = _aggregator(wall).apply_events(
+        "t", [Event(1.0, wall.now), Event(2.0, wall.now - 90 * S), Event(3.0, wall.now - S)]
+    )
+    counts = [orjson.loads(d.body)["windows"]["1m"]["count"] for d in drafts]
+    assert counts == [1, 1, 2]  # the second is older than the widest window: in none
+    assert [d.clock_us for d in drafts] == [wall.now] * 3  # T does not move back
+
+
+def test_idle_tick_slides_windows_with_wall_time() -> None:
+    wall = Wall()
+    agg = _aggregator(wall)
+    start = wall.now
+    agg.apply_events("t", [Event(5.0, start - S)])  # event time one second behind the wall
+    wall.now += S // 2
+    assert agg.tick() == []  # 1.5 s after the event: still inside the 2 s window
+    wall.now += 3 * S // 2
+    (drafted,) = agg.tick()  # 2 s after it, exactly T - w: out of (T - w, T]
+    tick = orjson.loads(drafted.body)
+    assert tick["reason"] == "tick" and tick["event"] is None
+    assert tick["windows"]["2s"]["count"] == 0 and tick["windows"]["1m"]["count"] == 1
+    assert tick["ts"] == (start + S) / S  # event clock + wall time elapsed since the event
+    wall.now += S
+    assert agg.tick() == []  # nothing else changes until the minute passes
+
+
+def test_applying_the_same_entries_gives_the_same_drafts() -> None:
+    # What lets a standby or a restarted aggregator continue exactly (aggregate.shard_runner):
+    # the wall clock only proposes ticks; applied ticks carry their clocks.
+    first, second = Wall(), Wall()
+    second.now += 7 * S
+    entries: list[tuple[str, list[Event]] | dict[str, int]] = [
+        ("a", [Event(1.0, 10 * S), Event(2.0, 11 * S)]),
+        ("b", [Event(5.0, 10 * S)]),
+        {"a": 12_500_000, "b": 20 * S},
+        ("a", [Event(4.0, 12 * S), Event(8.0, 13 * S)]),
+    ]
+    outputs = []
+    for wall in (first, second):
+        agg = _aggregator(wall)
+        drafts = []
+        for entry in entries:
+            if isinstance(entry, dict):
+                drafts += agg.apply_ticks(entry)
+            else:
+                drafts += agg.apply_events(*entry)
+        outputs.append([(d.topic, d.clock_us, d.body) for d in drafts])
+    assert outputs[0] == outputs[1]
+    assert [t for t, _, _ in outputs[0]] == ["a", "a", "b", "a", "b", "a", "a"]
+
+
+def test_restore_clock_moves_the_windows_like_the_tick_that_moved_them() -> None:
+    wall = Wall()
+    ticked, restored = _aggregator(wall), _aggregator(wall)
+    for agg in (ticked, restored):
+        agg.apply_events("t", [Event(1.0, 10 * S), Event(2.0, 11 * S)])
+    ticked.apply_ticks({"t": 12_500_000})
+    restored.restore_clock("t", 12_500_000)
+    assert ticked.clock("t") == restored.clock("t") == 12_500_000
+    event = [Event(3.0, 10_600_000)]  # late, but within 2 s of 12.5 s: only in 1m
+    assert ticked.apply_events("t", event)[0].body == restored.apply_events("t", event)[0].body
+
+
+def test_sharding_is_the_same_in_every_process_and_covers_every_shard() -> None:
+    topics = [f"topic-{i}" for i in range(200)]
+    owners = [shard_of(t, 3) for t in topics]
+    assert set(owners) == {0, 1, 2}
+    assert all(shard_of(t, 1) == 0 for t in topics)
+    # Web processes choose the log and aggregators read it: they must agree whatever
+    # Python's per-process string hash seed is.
+    script = (
+        "from pushsvc.broker.redis.keys import shard_of;"
+        f"print([shard_of(f'topic-{{i}}', 3) for i in range({len(topics)})])"
+    )
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": SRC}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+        assert out.stdout.decode().strip() == str(owners), out.stderr
+
+
+def test_idle_topics_are_those_quiet_for_the_ttl_with_every_window_empty() -> None:
+    wall = Wall()
+    agg = _aggregator(wall)  # windows 2s and 1m
+    start = wall.now
+    agg.apply_events("quiet", [Event(1.0, start)])
+    wall.now += 30 * S
+    agg.apply_events("recent", [Event(1.0, wall.now)])
+    wall.now += 31 * S  # quiet: idle 61 s, past the widest window; recent: idle 31 s
+    ttl = 10 * S
+    # With ticks, a topic qualifies once they emptied its windows.
+    assert agg.idle_topics(ttl, ticking=True) == {}
+    # Without ticks nothing slides the windows: they are judged at the clock a tick would
+    # have moved the topic to.
+    assert agg.idle_topics(ttl, ticking=False) == {"quiet": start}
+    agg.tick()
+    assert agg.idle_topics(ttl, ticking=True) == {"quiet": start + 61 * S}
+    assert agg.idle_topics(100 * S, ticking=True) == {}  # not quiet for that long
+    agg.forget(["quiet"])
+    assert agg.topics() == ["recent"]
+    assert agg.due_ticks().keys() <= {"recent"}
+
+
+@pytest.mark.parametrize("stats", [STAT_KEYS, ("count", "sum", "min", "max")])
+def test_a_topic_restored_empty_behaves_like_one_ticks_emptied(stats: tuple[str, ...]) -> None:
+    # A rebuild restores a topic whose events all left the log (`restore_clock`): it must
+    # go on exactly like the aggregator that watched the ticks empty it.
+    wall = Wall()
+    ticked, restored = (
+        Aggregator(windows_us=[2 * S, 60 * S], labels=["2s", "1m"], stats=stats, wall_clock=wall)
+        for _ in range(2)
+    )
+    ticked.apply_events("t", [Event(1.0, 10 * S), Event(2.5, 11 * S)])
+    ticked.apply_ticks({"t": 80 * S})
+    restored.restore_clock("t", 80 * S)
+    assert ticked.clock("t") == restored.clock("t") == 80 * S
+    assert restored.topics() == ["t"] and restored.due_ticks() == {}
+    batches = [
+        [Event(3.0, 76 * S)],  # late, within 5 s: only in 1m
+        [Event(4.0, 79 * S), Event(-1.5, 81 * S)],
+        [Event(0.25, 10 * S)],  # before every window
+    ]
+    for batch in batches:
+        expected = [d.body for d in ticked.apply_events("t", batch)]
+        assert [d.body for d in restored.apply_events("t", batch)] == expected

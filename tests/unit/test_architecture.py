@@ -1,0 +1,162 @@
+"""The module graph of src/pushsvc: no import cycle, and imports point down the layers,
+function-level and TYPE_CHECKING imports included.
+
+A cycle means two modules own parts of one concept; an import up the layers means a lower
+part knows a higher one (docs/architecture.md has the map).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pushsvc"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The pushsvc modules `path` imports anywhere in it (not only at the top)."""
+    found: set[str] = set()
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path.parent)
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            # `from pushsvc.broker import redis` imports the submodule, not a name.
+            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name:
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {_module_name(p) for p in paths}
+    graph = {}
+    for path in paths:
+        name = _module_name(path)
+        # A package's __init__ is imported with each of its modules: an edge from a
+        # submodule up to its own package is not a cycle of concepts.
+        graph[name] = {m for m in _imports(path, modules) if not name.startswith(m + ".")}
+        graph[name].discard(name)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+# Lowest first. A module may import its own layer and the layers below it, never one above.
+# A module belongs to the longest entry that names it or a package holding it; every module
+# must belong somewhere. The data flow: core ← ingest, stats ← aggregate ← broker ← deliver ←
+# http; what drives the broker (the shard runner, the one path in, the Redis bridge) sits
+# above it though its folder is lower, and what wires processes together sits on top.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("pushsvc.errors", "pushsvc.extras", "pushsvc.gevent_private")),
+    ("core", ("pushsvc.core",)),
+    ("ingest, stats", ("pushsvc.ingest", "pushsvc.stats")),
+    ("aggregate", ("pushsvc.aggregate",)),
+    ("broker", ("pushsvc.broker",)),
+    (
+        "drive the broker",
+        ("pushsvc.aggregate.shard_runner", "pushsvc.ingest.accept", "pushsvc.ingest.redis_bridge"),
+    ),
+    ("deliver", ("pushsvc.deliver",)),
+    ("settings", ("pushsvc.config", "pushsvc.security")),
+    ("ops", ("pushsvc.ops",)),
+    ("runtime", ("pushsvc.runtime",)),
+    ("http", ("pushsvc.http", "pushsvc.app")),
+    ("tools", ("pushsvc.client", "pushsvc.demo")),
+    ("entry", ("pushsvc.cli", "pushsvc.__main__")),
+)
+
+
+def _layer(module: str, layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> int | None:
+    if module == "pushsvc":
+        return 0  # the package's own __init__: the version, nothing else
+    best: tuple[int, int] | None = None  # (length of the entry, layer)
+    for index, (_, entries) in enumerate(layers):
+        for entry in entries:
+            if (module == entry or module.startswith(entry + ".")) and (
+                best is None or len(entry) > best[0]
+            ):
+                best = (len(entry), index)
+    return None if best is None else best[1]
+
+
+def _upward_imports(
+    graph: dict[str, set[str]], layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS
+) -> list[str]:
+    found = []
+    for module in sorted(graph):
+        low = _layer(module, layers)
+        for target in sorted(graph[module]):
+            high = _layer(target, layers)
+            if low is not None and high is not None and high > low:
+                found.append(
+                    f"{module} (layer {layers[low][0]!r}) imports {target} "
+                    f"(layer {layers[high][0]!r}, higher)"
+                )
+    return found
+
+
+def test_the_layer_checker_sees_an_import_up() -> None:
+    layers = (("low", ("p.a",)), ("high", ("p.b",)), ("higher", ("p.b.c",)))
+    assert _layer("p.b.c.d", layers) == 2 and _layer("p.b.x", layers) == 1
+    assert _upward_imports({"p.a": {"p.b.x"}, "p.b.c": {"p.a", "p.b.x"}}, layers) == [
+        "p.a (layer 'low') imports p.b.x (layer 'high', higher)"
+    ]
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(m for m in _graph() if _layer(m) is None)
+    assert not unplaced, f"place these in LAYERS (tests/unit/test_architecture.py): {unplaced}"
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = _upward_imports(_graph())
+    assert not upward, "imports up the layers (see LAYERS):\n" + "\n".join(upward)
+
+
+def test_the_checker_sees_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_src_pushsvc_has_no_import_cycle() -> None:
+    graph = _graph()
+    assert "pushsvc.deliver.hub" in graph and "pushsvc.core.updates" in graph["pushsvc.deliver.hub"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])

@@ -1,0 +1,364 @@
+"""The hub alone: fan-out, bounded queues, conflation and slow-client eviction (clock injected)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+
+import gevent
+import pytest
+
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateId
+from pushsvc.deliver.hub import Hub, Subscriber
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (µs)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _update(topic: str, n: int, epoch: str = "0badc0de") -> Update:
+    return Update.numbered(topic, UpdateId(epoch, 0, n), n, b'{"n":%d}' % n)
+
+
+def _taken(client: Subscriber) -> list[Update]:
+    """What the client's stream would write, update by update."""
+    return [u for run in client.take(0) for u in run.updates]
+
+
+def _subscribe(hub: Hub, *selectors: str) -> Subscriber:
+    return hub.subscribe(TopicMatcher(selectors))
+
+
+def test_update_is_encoded_once_and_shared_by_all_clients() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    first, second, patterned = (
+        _subscribe(hub, "a"),
+        _subscribe(hub, "a"),
+        _subscribe(hub, "*"),
+    )
+    hub.dispatch([_update("a", 1)])
+    frames = [_taken(c)[0].frame for c in (first, second, patterned)]
+    assert frames[0] == b'id: 0badc0de:0-1\nevent: stats\ndata: {"id":"0badc0de:0-1","n":1}\n\n'
+    assert frames[0] is frames[1] is frames[2]
+
+
+def test_only_matching_topics_are_delivered() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    exact, pattern = _subscribe(hub, "a", "b"), _subscribe(hub, "sensors.*")
+    hub.dispatch([_update(t, n) for n, t in enumerate(["a", "c", "sensors.x", "b", "sensorsx"])])
+    assert [u.topic for u in _taken(exact)] == ["a", "b"]
+    assert [u.topic for u in _taken(pattern)] == ["sensors.x"]
+    assert hub.subscriber_counts(["a", "b", "c", "sensors.x"]) == {
+        "a": 1,
+        "b": 1,
+        "c": 0,
+        "sensors.x": 1,
+    }
+
+
+def test_full_queue_switches_to_latest_wins_per_topic_in_id_order() -> None:
+    hub = Hub(queue_size=2, slow_timeout_us=10_000_000)
+    slow, fast = _subscribe(hub, "a", "b"), _subscribe(hub, "a", "b")
+    updates = [_update(t, n) for n, t in enumerate(["a", "b", "a", "b", "a", "a"], start=1)]
+    for update in updates:
+        hub.dispatch([update])
+        _taken(fast)  # the fast client keeps up and gets everything
+    got = [str(u.id) for u in _taken(slow)]
+    # The first two fit the queue; then only each topic's latest survives, in id order.
+    assert got == ["0badc0de:0-1", "0badc0de:0-2", "0badc0de:0-4", "0badc0de:0-6"]
+    assert slow.closed_reason is None
+
+
+def test_client_that_takes_nothing_for_the_timeout_is_disconnected() -> None:
+    clock = FakeClock()
+    hub = Hub(queue_size=1, slow_timeout_us=5_000_000, clock=clock)
+    slow, healthy = _subscribe(hub, "a"), _subscribe(hub, "a")
+    for n in range(1, 4):
+        hub.dispatch([_update("a", n)])
+        _taken(healthy)
+    clock.now += 4_000_000
+    hub.dispatch([_update("a", 4)])
+    assert slow.closed_reason is None  # behind, but within the timeout
+    clock.now += 2_000_000
+    _taken(healthy)
+    hub.dispatch([_update("a", 5)])
+    assert slow.closed_reason == "slow"
+    assert hub.slow_disconnects == 1
+    assert healthy.closed_reason is None
+    assert [str(u.id) for u in _taken(healthy)] == ["0badc0de:0-5"]
+
+
+def test_unsubscribe_forgets_the_client() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, other = _subscribe(hub, "a"), _subscribe(hub, "a.*")
+    hub.unsubscribe(client)
+    hub.unsubscribe(other)
+    hub.dispatch([_update("a", 1), _update("a.b", 2)])
+    assert _taken(client) == [] and _taken(other) == []
+    assert hub.client_count == 0 and hub.subscriber_counts(["a", "a.b"]) == {"a": 0, "a.b": 0}
+
+
+def test_close_wakes_every_stream() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    clients = [_subscribe(hub, "a"), _subscribe(hub, "*")]
+    hub.close()
+    assert [c.closed_reason for c in clients] == ["shutdown", "shutdown"]
+    assert all(c.take(5) == [] for c in clients)  # returns at once, no wait
+
+
+def test_a_batch_is_one_queue_entry_however_long() -> None:
+    # Regression (e2e benchmark): a 5000-event batch conflated every subscriber when the
+    # queue was counted in updates.
+    hub = Hub(queue_size=3, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    hub.dispatch([_update("a", n) for n in range(1, 5001)])
+    runs = client.take(0)
+    assert len(runs) == 1
+    assert [u.id.seq for u in runs[0].updates] == list(range(1, 5001))
+    assert runs[0].block == b"".join(u.frame for u in runs[0].updates)
+
+
+def test_runs_beyond_the_queue_are_conflated_to_each_topics_latest() -> None:
+    hub = Hub(queue_size=2, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a", "b")
+    hub.dispatch([_update("a", 1), _update("a", 2)])
+    hub.dispatch([_update("b", 3)])
+    hub.dispatch([_update("a", 4), _update("a", 5), _update("b", 6), _update("a", 7)])
+    got = [u.id.seq for u in _taken(client)]
+    # Two runs fit; then only the latest of each topic: 4 and 5 are superseded by 7.
+    assert got == [1, 2, 3, 6, 7]
+
+
+def test_conflated_topics_come_out_in_the_order_of_their_latest_update() -> None:
+    hub = Hub(queue_size=1, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a", "b")
+    for n, topic in enumerate(["a", "a", "b", "a"], start=1):
+        hub.dispatch([_update(topic, n)])
+    # 1 is queued; then a=2, b=3, a=4 conflate: a's latest (4) now comes after b's (3).
+    assert [u.id.seq for u in _taken(client)] == [1, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("floor", "expected"),
+    [
+        (0, [1, 2, 3, 4, 5]),  # nothing covered
+        (2, [3, 4, 5]),  # the first run was covered whole
+        (3, [4, 5]),  # the floor falls inside a run: its covered part is dropped
+        (5, []),  # everything covered
+        (9, []),  # a floor past what was queued covers it all
+    ],
+)
+def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: list[int]) -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a", "b")
+    client.floor = UpdateId("0badc0de", 0, floor)
+    hub.dispatch([_update("a", 1), _update("a", 2)])
+    hub.dispatch([_update("b", 3), _update("b", 4)])
+    hub.dispatch([_update("a", 5)])
+    assert [u.id.seq for u in _taken(client)] == expected
+    hub.dispatch([_update("a", 10)])
+    assert [u.id.seq for u in _taken(client)] == [10]
+
+
+def test_the_floor_is_forgotten_once_passed() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    client.floor = UpdateId("0badc0de", 0, 1)
+    hub.dispatch([_update("a", 2)])
+    assert [u.id.seq for u in _taken(client)] == [2]
+    assert client.floor is None
+
+
+def test_an_update_of_a_new_epoch_is_never_dropped_by_an_old_floor() -> None:
+    # Redis restarted empty: its new history's ids are new whatever their numbers.
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    client.floor = UpdateId("0badc0de", 0, 50)
+    hub.dispatch([_update("a", 1, epoch="feed")])
+    assert [str(u.id) for u in _taken(client)] == ["feed:0-1"]
+
+
+def test_close_raises_in_a_writer_stuck_in_a_write() -> None:
+    # A stream's greenlet blocked writing to a peer that stopped reading only leaves that
+    # write through an exception; the WSGI server treats ECONNRESET as a vanished client.
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    writing = gevent.event.Event()
+
+    def stream() -> None:
+        client.take(0)
+        writing.set()
+        gevent.sleep(60)  # stands for a socket write that never completes
+
+    writer = gevent.spawn(stream)
+    writing.wait(5)
+    client.close("slow")
+    writer.join(5)
+    assert writer.dead
+    assert isinstance(writer.exception, ConnectionResetError)
+    assert writer.exception.errno == errno.ECONNRESET
+
+
+def test_close_only_wakes_a_writer_waiting_for_updates() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, "a")
+    waiter = gevent.spawn(lambda: client.take(60))
+    gevent.sleep(0)  # let it start waiting
+    client.close("shutdown")
+    assert waiter.get(timeout=5) == []
+
+
+# ------------------------------------------------------------------ the direct way
+
+
+_SOCKETS: list[gevent.socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _SOCKETS:
+        _SOCKETS.pop().close()
+
+
+def _direct_client(
+    hub: Hub, *selectors: str, chunked: bool = False
+) -> tuple[Subscriber, gevent.socket.socket]:
+    """A client whose stream sleeps in `take` and whose socket the hub may write; returns the
+    peer end, to read what the hub wrote (unframed unless `chunked`)."""
+    from gevent import socket as gsocket
+
+    from pushsvc.deliver.stream_socket import StreamSocket
+
+    ours, peer = gsocket.socketpair()
+    _SOCKETS.extend((ours, peer))
+    client = _subscribe(hub, *selectors)
+    client.sink = StreamSocket(ours, chunked=chunked)
+    return client, peer
+
+
+def _asleep_in_take(client: Subscriber) -> gevent.Greenlet:
+    stream = gevent.spawn(client.take, 10)
+    gevent.sleep(0)  # let it reach its wait
+    assert client.waiting
+    return stream
+
+
+def _read(peer: gevent.socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += peer.recv(size - len(data))
+    return data
+
+
+def test_an_idle_stream_is_written_by_the_hub_without_waking_it() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    updates = [_update("a", 1), _update("a", 2)]
+    hub.dispatch(updates)
+    expected = b"".join(u.frame for u in updates)
+    assert _read(peer, len(expected)) == expected
+    assert not stream.ready()  # the stream's greenlet never ran: nothing to take
+    assert hub.direct_sends == 1 and client.ready == [] and not client.queue
+    stream.kill()
+
+
+def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    updates = [_update("a", n) for n in range(5)]
+    for update in updates:  # five POSTs handled before the loop turns
+        hub.dispatch([update])
+    expected = b"".join(u.frame for u in updates)
+    assert _read(peer, len(expected)) == expected
+    assert hub.direct_sends == 1
+    stream.kill()
+
+
+def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_send() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    clients = [_direct_client(hub, "a", chunked=True) for _ in range(3)]
+    streams = [_asleep_in_take(client) for client, _ in clients]
+    update = _update("a", 1)
+    hub.dispatch([update])
+    chunk = b"%x\r\n" % len(update.frame) + update.frame + b"\r\n"
+    for _, peer in clients:
+        assert _read(peer, len(chunk)) == chunk
+    assert hub.direct_sends == 3 and hub.delivered == 3
+    assert hub.delivery_latency.counts[-1] + sum(hub.delivery_latency.counts[:-1]) == 3
+    for stream in streams:
+        assert not stream.ready()
+        stream.kill()
+
+
+def test_a_projected_stream_is_written_its_own_rendering_of_every_run() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    client.render = lambda run: b"<" + run.block + b">"
+    stream = _asleep_in_take(client)
+    first, second = _update("a", 1), _update("a", 2)
+    hub.dispatch([first])
+    hub.dispatch([second])  # before the writer runs: two runs in one send
+    expected = b"<" + first.frame + b"><" + second.frame + b">"
+    assert _read(peer, len(expected)) == expected
+    assert hub.direct_sends == 1
+    stream.kill()
+
+
+def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
+    hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    big = [Update.numbered("a", UpdateId("e", 0, n), n, b"x" * 60_000) for n in range(200)]
+    for update in big:  # ~12 MB: far more than a socket buffer holds
+        hub.dispatch([update])
+    gevent.sleep(0)  # the writer runs and finds the socket full
+    assert hub.handbacks == 1
+    stream.join(1)  # the stream was woken to finish the write itself
+    assert stream.dead
+    handback, ready = client.take_direct()
+    assert handback is not None
+    later = [_update("a", 1000)]
+    hub.dispatch(later)  # while the stream writes, new runs queue behind what it holds
+    assert [u.id.seq for u in _taken(client)] == [1000]
+    received = bytearray()
+    reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.frame) for u in big))))
+    assert client.sink is not None
+    client.sink.send_rest(handback)
+    client.sink.send([run.block for run in ready])
+    reader.join(10)
+    assert bytes(received) == b"".join(u.frame for u in big)
+
+
+def test_a_peer_gone_closes_the_client() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, peer = _direct_client(hub, "a")
+    stream = _asleep_in_take(client)
+    peer.close()
+    hub.dispatch([_update("a", 1)])
+    gevent.sleep(0)
+    hub.dispatch([_update("a", 2)])  # the first send may still succeed into the buffer
+    gevent.sleep(0)
+    assert client.closed_reason == "gone"
+    stream.join(1)
+    assert stream.ready()
+
+
+def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    client, _peer = _direct_client(hub, "a")
+    client.floor = UpdateId("0badc0de", 0, 5)
+    stream = _asleep_in_take(client)
+    hub.dispatch([_update("a", 3)])
+    stream.join(1)
+    assert hub.direct_sends == 0 and stream.dead  # queued, and the stream woken
+    stream.kill()
