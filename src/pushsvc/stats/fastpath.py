@@ -11,8 +11,8 @@ whole state in locals for a batch. The generated source is kept on the class
 
 What it generates for the server's default configuration (windows ``10s,1m,5m``, every
 statistic) is committed as ``fastpath_default.py.txt`` beside this module, and
-``tests/test_fastpath_golden.py`` checks it is current; after a deliberate change regenerate
-it with ``PUSHSVC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_fastpath_golden.py`` and review
+``tests/unit/test_fastpath_golden.py`` checks it is current; after a deliberate change regenerate
+it with ``PUSHSVC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_fastpath_golden.py`` and review
 the diff. The source is built from the templates below (``_INSERT``, ``_INSERT_MANY``,
 ``_SUMMARY`` and their pieces), which read like the code they make.
 
