@@ -12,11 +12,8 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,8 +21,8 @@ import pytest
 import redis
 
 from pushsvc.client.sse_parser import EventStreamParser
-from support.live import SRC, PushsvcProcess, post, request, wait_until
-from support.net import free_port
+from support.gunicorn import gunicorn
+from support.live import PushsvcProcess, post, request, wait_until
 from support.raw_streams import (
     StreamRefused,
     close_all,
@@ -265,42 +262,22 @@ def test_the_node_subscription_goes_with_the_last_local_stream_of_a_topic(
 def test_streams_under_gunicorn_are_released_too(
     redis_server: RedisServer, prefix: str, topic: str, tmp_path: Path
 ) -> None:
-    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
-    assert gunicorn is not None, "gunicorn is a test dependency"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")},
-        "PYTHONPATH": SRC,
+    settings = {
         "PUSHSVC_REDIS_URL": redis_server.url,
         "PUSHSVC_PREFIX": prefix,
         "PUSHSVC_HEARTBEAT": "60s",
     }
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("w")
-    web = subprocess.Popen(
-        [gunicorn, "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
-         "2", "pushsvc.app:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
     admin = redis.Redis.from_url(redis_server.url)
     channel = f"{prefix}updates:{topic}"
     streams: list[socket.socket] = []
     try:
-        wait_until(lambda: web.poll() is not None or _answers(port), 30)
-        assert web.poll() is None, (tmp_path / "gunicorn.log").read_text()
-        streams = open_streams(port, f"/topics/{topic}/stream", 4)
-        assert _numsub(admin, channel) == 1
-        for index, sock in enumerate(streams):
-            (close_cleanly if index % 2 else reset)(sock)
-        wait_until(lambda: _subscribers(port) == 0, RELEASE_WAIT_S)
-        wait_until(lambda: _numsub(admin, channel) == 0, RELEASE_WAIT_S)
+        with gunicorn(settings, tmp_path) as (port, _):
+            streams = open_streams(port, f"/topics/{topic}/stream", 4)
+            assert _numsub(admin, channel) == 1
+            for index, sock in enumerate(streams):
+                (close_cleanly if index % 2 else reset)(sock)
+            wait_until(lambda: _subscribers(port) == 0, RELEASE_WAIT_S)
+            wait_until(lambda: _numsub(admin, channel) == 0, RELEASE_WAIT_S)
     finally:
         close_all(streams)
         admin.close()
-        web.terminate()
-        web.wait(30)
-        log.close()
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
