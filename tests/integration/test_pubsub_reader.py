@@ -47,3 +47,52 @@ def test_a_burst_larger_than_a_batch_is_handed_over_whole(redis_server: RedisSer
         reader.close()
         client.close()
     assert [int(data) for data in received] == list(range(2001))
+
+
+def _reader_counting_resets(url: str) -> tuple[PubSubReader, list[int]]:
+    resets: list[int] = []
+    reader = PubSubReader(
+        single_client(url, socket_timeout=None),
+        name="resets",
+        on_messages=lambda messages: None,
+        on_reset=lambda: resets.append(1),
+        min_backoff=0.01,
+    )
+    return reader, resets
+
+
+def test_a_lost_connection_with_subscriptions_resets(redis_server: RedisServer) -> None:
+    # Messages published while it was down are lost to this process: its streams must resume.
+    reader, resets = _reader_counting_resets(redis_server.url)
+    admin = redis.Redis(port=redis_server.port)
+    try:
+        reader.add_channel(b"resets:a")
+        assert admin.client_kill_filter(_type="pubsub") == 1
+        wait_until(lambda: resets == [1], timeout=10)
+        # Subscribed again by itself: a publication reaches it.
+        wait_until(lambda: admin.pubsub_numsub("resets:a") == [(b"resets:a", 1)], timeout=10)
+    finally:
+        reader.close()
+        admin.close()
+
+
+def test_a_lost_idle_connection_resets_nothing_and_the_next_subscription_holds(
+    redis_server: RedisServer,
+) -> None:
+    # Redis restarted while nothing was subscribed: the first SUBSCRIBE afterwards finds the
+    # old connection dead. No message could be missed, so no stream may be ended for it; the
+    # subscription is confirmed on the new connection.
+    reader, resets = _reader_counting_resets(redis_server.url)
+    admin = redis.Redis(port=redis_server.port)
+    try:
+        reader.add_channel(b"resets:a")
+        reader.remove_channel(b"resets:a")
+        wait_until(lambda: admin.pubsub_numsub("resets:a") == [(b"resets:a", 0)], timeout=10)
+        # No longer of type pubsub once it has unsubscribed: it is the other connection.
+        assert admin.client_kill_filter(skipme=True) == 1
+        reader.add_channel(b"resets:b")
+        assert admin.pubsub_numsub("resets:b") == [(b"resets:b", 1)]
+        assert resets == []
+    finally:
+        reader.close()
+        admin.close()

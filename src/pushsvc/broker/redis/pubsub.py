@@ -8,9 +8,9 @@ prefixes) would arrive twice: the reader delivers each publication once, through
 confirmed prefix that covers it, else through its channel. Confirmations arrive in order on
 the one connection, so that choice is exact.
 
-On a lost connection the reader calls `on_reset` (what was published meanwhile is lost to
-this process: Redis pub/sub is at most once), reconnects with exponential backoff and
-subscribes to everything wanted again by itself.
+On a lost connection that had a confirmed subscription the reader calls `on_reset` (what was
+published meanwhile is lost to this process: Redis pub/sub is at most once); it reconnects
+with exponential backoff and subscribes to everything wanted again by itself.
 """
 
 from __future__ import annotations
@@ -201,8 +201,11 @@ class PubSubReader:
                 log.exception("redis pub/sub reader failed; reconnecting")
                 lost = True
             finally:
-                self._disconnect()
-            if connected and not self._closing.is_set():
+                was_listening = self._disconnect()
+            # A connection on which nothing was subscribed lost no message: ending streams
+            # for it would only hurt, e.g. the stream whose SUBSCRIBE found an idle connection
+            # dead (Redis restarted meanwhile); that stream is confirmed on the new one.
+            if connected and was_listening and not self._closing.is_set():
                 self._reset()
             if self._closing.wait(backoff):
                 break
@@ -224,15 +227,18 @@ class PubSubReader:
             if self._prefixes:
                 pubsub.psubscribe(*sorted(_pattern(p) for p in self._prefixes))
 
-    def _disconnect(self) -> None:
+    def _disconnect(self) -> bool:
+        """Drop the connection; whether Redis had confirmed any subscription on it."""
         with self._cond:
             pubsub, self._pubsub = self._pubsub, None
+            was_listening = bool(self._confirmed_channels or self._confirmed_patterns)
             self._confirmed_channels.clear()
             self._confirmed_patterns.clear()
             self._cond.notify_all()
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 pubsub.close()
+        return was_listening
 
     def _read(self) -> None:
         """Read until closing; raise on any sign of a dead connection."""
