@@ -165,6 +165,13 @@ def request(
         conn.close()
 
 
+def metric(port: int, name: str) -> float:
+    """One unlabelled sample of the server's /metrics (0 where it is absent)."""
+    text = request(port, "GET", "/metrics")[2].decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
 def post(port: int, topic: str, events: Any, **kwargs: Any) -> tuple[int, Any]:
     status, _, body = request(port, "POST", f"/topics/{topic}/events", events, **kwargs)
     return status, json.loads(body) if body else None

@@ -25,6 +25,7 @@ from pushsvc.demo.publisher import Publisher
 from support.live import (
     PushsvcProcess,
     SSEClient,
+    metric,
     post,
     request,
     run_tool,
@@ -84,20 +85,14 @@ def logged_values(port: int, topic: str) -> list[float]:
     return found[:-1]
 
 
-def counter(port: int, name: str) -> float:
-    metrics = request(port, "GET", "/metrics")[2].decode()
-    match = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
-    return float(match[1]) if match else 0.0
-
-
 # -- the server --------------------------------------------------------------------------------
 
 
 def test_a_repeat_logs_nothing_and_answers_what_the_first_did(
     pushsvc: PushsvcProcess, topic: str
 ) -> None:
-    accepted_before = counter(pushsvc.port, "pushsvc_events_accepted_total")
-    replays_before = counter(pushsvc.port, "pushsvc_idempotent_replays_total")
+    accepted_before = metric(pushsvc.port, "pushsvc_events_accepted_total")
+    replays_before = metric(pushsvc.port, "pushsvc_idempotent_replays_total")
     with SSEClient(pushsvc.port, f"/topics/{topic}/stream") as stream:
         stream.next_data("snapshot")
         batch = [{"value": 1}, {"value": 2}, {"value": 3}]  # no ts: each attempt differs
@@ -112,8 +107,8 @@ def test_a_repeat_logs_nothing_and_answers_what_the_first_did(
     # One update per event: the marker follows the three, and the window counted each once.
     assert [u["event"]["value"] for u in updates] == [1.0, 2.0, 3.0, 4.0]
     assert updates[-1]["windows"]["5m"]["count"] == 4
-    assert counter(pushsvc.port, "pushsvc_events_accepted_total") == accepted_before + 4
-    assert counter(pushsvc.port, "pushsvc_idempotent_replays_total") == replays_before + 2
+    assert metric(pushsvc.port, "pushsvc_events_accepted_total") == accepted_before + 4
+    assert metric(pushsvc.port, "pushsvc_idempotent_replays_total") == replays_before + 2
 
 
 def test_racing_repeats_log_the_batch_once(pushsvc: PushsvcProcess, topic: str) -> None:

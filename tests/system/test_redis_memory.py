@@ -25,7 +25,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.lease import Lease
 from pushsvc.errors import BrokerLoading
 from pushsvc.ingest import Event
-from support.live import SRC, PushsvcProcess, request, wait_until
+from support.live import SRC, PushsvcProcess, metric, request, wait_until
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -115,12 +115,6 @@ def test_readyz_follows_the_policy_while_running(own_redis: RedisServer, prefix:
         process.stop()
 
 
-def _metric(port: int, name: str) -> float:
-    text = request(port, "GET", "/metrics")[2].decode()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found[1]) if found else 0.0
-
-
 def test_a_full_redis_refuses_posts_then_every_accepted_event_is_applied_once(
     own_redis: RedisServer, prefix: str
 ) -> None:
@@ -167,8 +161,8 @@ def test_a_full_redis_refuses_posts_then_every_accepted_event_is_applied_once(
             r"redis is full \(used_memory \d+ of maxmemory \d+\); aggregator \d+ entries behind",
             body["reason"],
         )
-        assert _metric(process.port, 'pushsvc_redis_refusals_total{code="broker_full"}') >= 40
-        assert _metric(process.port, "pushsvc_redis_full") == 1
+        assert metric(process.port, 'pushsvc_redis_refusals_total{code="broker_full"}') >= 40
+        assert metric(process.port, "pushsvc_redis_full") == 1
 
         assert {a[0] for a in answers} == {202, 503}  # never a 500
         # The aggregator waits for memory (saying so), it does not fail.
@@ -224,7 +218,7 @@ def test_the_bridge_waits_for_a_full_redis_and_then_appends_every_message(
 
         wait_until(lambda: len(updates()) >= 10)
         assert [u["event"]["value"] for u in updates()] == [float(v) for v in range(10)]
-        assert _metric(process.port, "pushsvc_bridge_events_total") == 10
+        assert metric(process.port, "pushsvc_bridge_events_total") == 10
     finally:
         control.close()
         process.stop()
