@@ -17,7 +17,7 @@ from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
-from pushsvc.errors import ConfigError, UnsafeRedis
+from pushsvc.errors import ConfigError, RulesError, UnsafeRedis
 
 F = Callable[..., Any]
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
         return settings
     except ConfigError as exc:
         click.echo(f"pushsvc: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, RulesError) else 2)
 
 
 def _refusing_unsafe_redis(run: Callable[[], T]) -> T:
@@ -349,7 +349,7 @@ def token(
     issuer: str | None,
 ) -> None:
     """Print a token granting --publish and --subscribe selectors for --ttl."""
-    from pushsvc.config import parse_duration_us
+    from pushsvc.core.durations import parse_duration_us
     from pushsvc.errors import InvalidTopic
     from pushsvc.security.tokens import load_key, load_signing_key, mint
 
@@ -366,7 +366,7 @@ def token(
             key, algorithm = loaded.verify_key, loaded.algorithm
         else:
             raise ValueError("give --jwt-key (or PUSHSVC_JWT_KEY) or --private-key")
-        ttl_s = parse_duration_us(_days_as_hours(ttl)) / 1_000_000
+        ttl_s = parse_duration_us(ttl) / 1_000_000
         minted = mint(
             key,
             algorithm,
@@ -382,8 +382,3 @@ def token(
     except InvalidTopic as exc:
         raise click.UsageError(exc.message) from None
     click.echo(minted)
-
-
-def _days_as_hours(text: str) -> str:
-    text = text.strip()
-    return f"{float(text[:-1]) * 24:g}h" if text.endswith("d") and text[:-1] else text

@@ -7,35 +7,20 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar, cast
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pushsvc.broker.redis.url import check_redis_url, redact_url
+from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
 from pushsvc.errors import ConfigError, InvalidTopic
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import JwtKey, load_key
 
+if TYPE_CHECKING:
+    from pushsvc.stats.rules import Rules
+
 T = TypeVar("T")
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)?")
-_UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
-
-
-def parse_duration_us(text: str) -> int:
-    """`500ms`, `10s`, `1m`, `1h`, `0`; a bare number means seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 500ms, 10s, 1m, 1h)")
-    number, unit = match.groups()
-    return round(float(number) * _UNIT_US[unit or "s"])
-
-
-def duration_label(us: int) -> str:
-    """The shortest exact label: 10000000 → '10s', 60000000 → '1m', 1500000 → '1500ms'."""
-    for unit in ("h", "m", "s", "ms"):
-        if us % _UNIT_US[unit] == 0:
-            return f"{us // _UNIT_US[unit]}{unit}"
-    return f"{us}us"
 
 
 def _windows(text: str) -> tuple[int, ...]:
@@ -99,12 +84,12 @@ def _prefix(text: str) -> str:
 
 def _stats(text: str) -> tuple[str, ...]:
     # Imported here: the stats package is heavier than settings parsing needs to be.
-    from pushsvc.stats import STAT_KEYS
+    from pushsvc.stats import ALL_STATS, STAT_KEYS
 
     if text.strip() == "all":
-        return STAT_KEYS
+        return STAT_KEYS  # rate is asked for by name: "all" keeps the updates it always gave
     try:
-        return choose(text, STAT_KEYS)
+        return choose(text, ALL_STATS)
     except ValueError as exc:
         raise ValueError(f"{exc} (or all)") from None
 
@@ -222,6 +207,8 @@ class Settings:
     prefix: str = setting("pushsvc:", _prefix)
     windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows")
     stats: tuple[str, ...] = setting("all", _stats)
+    # Analytics rules (docs/design.md): per family of topics; the two above are the default.
+    rules_file: str | None = setting("", _readable_file, name="rules")
     tick_us: int = setting("1s", parse_duration_us, name="tick")
     allowed_lateness_us: int = setting("5s", parse_duration_us, name="allowed_lateness")
     history: int = setting("10000", _positive_int)
@@ -262,6 +249,17 @@ class Settings:
     @property
     def window_labels(self) -> tuple[str, ...]:
         return tuple(duration_label(w) for w in self.windows_us)
+
+    @cached_property
+    def rules(self) -> Rules:
+        """The analytics rules: the rules file's, then `--windows` and `--stats` for every
+        other topic. Read once; `load` reads it, so a bad file stops the process at start."""
+        from pushsvc.stats.rules import Rules, default_rule, load_rules
+
+        default = default_rule(self.windows_us, self.stats)
+        if self.rules_file is None:
+            return Rules((), default)
+        return load_rules(self.rules_file, default)
 
     @classmethod
     def specs(cls) -> tuple[Setting, ...]:
@@ -315,6 +313,7 @@ class Settings:
             raise ConfigError(
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
             )
+        settings.rules  # noqa: B018 (read now: a bad rules file stops the process at start)
         return settings
 
     def redacted(self) -> dict[str, object]:

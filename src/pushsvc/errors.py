@@ -13,6 +13,11 @@ class ConfigError(PushsvcError):
     """A setting is missing or malformed; raised at start-up."""
 
 
+class RulesError(ConfigError):
+    """The rules file cannot be read or is not valid; raised at start-up (exit 1: the
+    command line was right, the file it names is not)."""
+
+
 class Fenced(PushsvcError):
     """An aggregator acted on a shard whose lease another aggregator now holds."""
 

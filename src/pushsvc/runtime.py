@@ -100,10 +100,9 @@ class Runtime:
             runtime.feed = broker.consume_updates(hub.dispatch, on_reset=hub.reset)
         if aggregate:
             runtime.aggregator = Aggregator(
-                windows_us=settings.windows_us,
-                labels=settings.window_labels,
-                stats=settings.stats,
+                rules=settings.rules,
                 wall_clock=wall_clock_us,
+                topic_ttl_us=settings.topic_ttl_us,
             )
             runtime.metrics.watch_aggregator(runtime.aggregator)
             if isinstance(broker, MemoryBroker):

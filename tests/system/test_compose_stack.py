@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from pushsvc.cli import main as pushsvc_cli
-from pushsvc.config import parse_duration_us
+from pushsvc.core.durations import parse_duration_us
 from pushsvc.demo.scenario import topic_names
 from support.live import SRC, PushsvcProcess, SSEClient, request
 from support.net import free_port

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from pushsvc.config import Settings, duration_label, parse_duration_us, redact_url
+from pushsvc.config import Settings, redact_url
+from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.errors import ConfigError
 from support.live import SRC
 

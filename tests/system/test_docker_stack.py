@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pushsvc.config import parse_duration_us
+from pushsvc.core.durations import parse_duration_us
 from pushsvc.demo.scenario import topic_names
 from support.docker import (
     PYTHON_STAND_IN,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
-from pushsvc.config import parse_duration_us
+from pushsvc.core.durations import parse_duration_us
 from support.live import PushsvcProcess, post, request, wait_until
 from support.net import free_port
 

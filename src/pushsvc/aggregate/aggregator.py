@@ -17,12 +17,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pushsvc.core.updates import UpdateDraft, draft
+from pushsvc.core.durations import duration_label
+from pushsvc.core.updates import GroupPart, UpdateDraft, draft
 from pushsvc.ingest import Event, event_json
-from pushsvc.stats import STAT_KEYS, TopicWindows, WindowSpec
+from pushsvc.stats import STAT_KEYS, TopicWindows
+from pushsvc.stats.compiled import CompiledRule, RuleStats
+from pushsvc.stats.groups import Group, TopicGroups
+from pushsvc.stats.rules import Rule, Rules, default_rule
 
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
+
+LogPosition = tuple[int, int]
+"""Where an entry sits in the event log (a Redis stream id as two integers); (0, 0) where
+there is no log (the memory broker)."""
 
 
 def sweep_interval_s(topic_ttl_us: int) -> float:
@@ -33,41 +41,68 @@ def sweep_interval_s(topic_ttl_us: int) -> float:
 
 @dataclass(slots=True)
 class _Topic:
-    windows: TopicWindows
+    windows: TopicWindows | RuleStats
+    rule: Rule
+    groups: TopicGroups | None
     # Event clock and wall clock at the last event: idle ticks move the clock by the wall
     # time elapsed since then. Not part of the replicated state: only the active aggregator
     # proposes ticks, and the log records the clocks it proposed.
     event_clock_us: int = 0
     wall_at_event_us: int = 0
+    # Groups are looked at for forgetting once per slot of topic clock (a tenth of the TTL).
+    sweep_slot: int = 0
 
 
 class Aggregator:
-    """Rolling-window statistics per topic. Not greenlet-safe: one driver calls it."""
+    """Statistics per topic (and group) as the rules ask. Not greenlet-safe: one driver."""
 
     def __init__(
         self,
         *,
-        windows_us: Sequence[int],
-        labels: Sequence[str],
+        rules: Rules | None = None,
+        windows_us: Sequence[int] = (),
+        labels: Sequence[str] = (),
         stats: Sequence[str] = STAT_KEYS,
         wall_clock: WallClock,
+        topic_ttl_us: int = 0,
     ) -> None:
-        self._spec = WindowSpec(windows_us, labels, stats)
+        """`rules`, or (tests, benchmarks) one set of `windows_us` with their `labels` and
+        `stats` for every topic. `topic_ttl_us` (0: never) is how long a group may go without
+        an event before it is forgotten."""
+        if rules is None:
+            if tuple(labels) != tuple(duration_label(w) for w in sorted(windows_us)):
+                raise ValueError(f"labels {list(labels)} do not name windows {list(windows_us)}")
+            rules = Rules((), default_rule(windows_us, stats))
+        self.rules = rules
+        self._compiled: dict[int, CompiledRule] = {}
         self._wall_clock = wall_clock
+        self._topic_ttl_us = topic_ttl_us
         self._topics: dict[str, _Topic] = {}
+        self.group_overflow = 0
+        """Events this aggregator routed to an overflow group (`max_groups` reached)."""
 
-    @property
-    def widest_us(self) -> int:
-        return self._spec.widest_us
+    def widest_us(self, topic: str) -> int:
+        """How far back a rebuild must find `topic`'s events: its widest time window."""
+        return max((*self.rules.for_topic(topic).windows_us, 0))
 
     def _topic(self, topic: str) -> _Topic:
         state = self._topics.get(topic)
         if state is None:
-            state = self._topics[topic] = _Topic(self._spec.new())
+            rule = self.rules.for_topic(topic)
+            compiled = self._compiled.get(rule.number)
+            if compiled is None:
+                compiled = self._compiled[rule.number] = CompiledRule(rule)
+            groups = (
+                TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62) if rule.groups else None
+            )
+            state = self._topics[topic] = _Topic(compiled.new(), rule, groups)
         return state
 
-    def apply_events(self, topic: str, events: Sequence[Event]) -> list[UpdateDraft]:
-        """Apply a batch in order; one draft per event, with the statistics right after it."""
+    def apply_events(
+        self, topic: str, events: Sequence[Event], at: LogPosition = (0, 0)
+    ) -> list[UpdateDraft]:
+        """Apply a batch in order; one draft per event, with the statistics right after it.
+        `at`: the batch's place in the event log (what admits a group, see `groups.py`)."""
         if not events:
             return []
         state = self._topic(topic)
@@ -81,33 +116,83 @@ class Aggregator:
         summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
-        return [
-            draft(topic, at, "event", event_json(e), summary)
-            for e, at, summary in zip(events, clocks, summaries, strict=True)
-        ]
+        if state.groups is None:
+            return [
+                draft(topic, at_, "event", event_json(e), summary)
+                for e, at_, summary in zip(events, clocks, summaries, strict=True)
+            ]
+        groups = state.groups
+        drafts = []
+        for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+            group = groups.route(e.tags, (*at, index))
+            _insert(group, e, now)
+            part = GroupPart(group.id, group.key, group.stats.summary())
+            drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
+        self.group_overflow += groups.overflowed
+        groups.overflowed = 0
+        forgotten = self._sweep(state, clocks[-1])
+        if forgotten:
+            drafts[-1] = drafts[-1].forgetting([(g.id, g.key) for g in forgotten])
+        return drafts
 
     def due_ticks(self) -> dict[str, int]:
         """The clocks an idle tick would move topics to now: each topic's last event clock
-        plus the wall time since it arrived, where that is ahead of the topic's clock."""
+        plus the wall time since it arrived, where that is ahead of the topic's clock; and a
+        grouping topic's own clock where a group lags behind it (another group's events
+        moved it), so that every group is seen at the topic's moment."""
         now = self._wall_clock()
         due = {}
         for topic, state in self._topics.items():
             current = state.windows.clock_us
-            if current is None or not len(state.windows):
-                continue  # nothing held: nothing to slide
+            if current is None:
+                continue
             clock = state.event_clock_us + max(0, now - state.wall_at_event_us)
-            if clock > current:
+            if clock > current and len(state.windows):
                 due[topic] = clock
+            elif state.groups is not None and any(
+                g.stats.clock_us != current and len(g.stats) for g in state.groups
+            ):
+                due[topic] = max(clock, current)
         return due
 
     def apply_ticks(self, clocks: Mapping[str, int]) -> list[UpdateDraft]:
-        """Move each topic's clock forward; a draft (reason `tick`) where a window changed."""
+        """Move each topic's clock (and its groups') forward to the clock given; a draft
+        (reason `tick`) where a window changed, carrying the groups that changed."""
         drafts = []
         for topic, clock in clocks.items():
             state = self._topics.get(topic)
-            if state is not None and state.windows.advance(clock):
-                drafts.append(draft(topic, clock, "tick", None, state.windows.summary()))
+            if state is None:
+                continue
+            changed = state.windows.advance(clock)
+            if state.groups is None:
+                if changed:
+                    drafts.append(draft(topic, clock, "tick", None, state.windows.summary()))
+                continue
+            parts = [
+                GroupPart(g.id, g.key, g.stats.summary())
+                for g in state.groups
+                if g.stats.advance(clock)
+            ]
+            forgotten = self._sweep(state, clock)
+            if changed or parts or forgotten:
+                tick = draft(topic, clock, "tick", None, state.windows.summary(), groups=parts)
+                drafts.append(
+                    tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
+                )
         return drafts
+
+    def _sweep(self, state: _Topic, clock_us: int) -> list[Group]:
+        """Forget the topic's idle groups, looking once per slot of a tenth of the TTL of
+        topic clock (deterministic: every aggregator looks at the same entries)."""
+        if state.groups is None or not self._topic_ttl_us:
+            return []
+        slot = clock_us // max(1, self._topic_ttl_us // 10)
+        if slot == state.sweep_slot:
+            return []
+        state.sweep_slot = slot
+        idle = state.groups.idle(clock_us)
+        state.groups.forget(idle)
+        return idle
 
     def tick(self) -> list[UpdateDraft]:
         """Apply the ticks due now (one process: nothing to log first)."""
@@ -120,7 +205,7 @@ class Aggregator:
         left it."""
         state = self._topics.get(topic)
         if state is None:
-            state = self._topics[topic] = _Topic(self._spec.new())
+            state = self._topic(topic)
             state.windows.start_at(clock_us)
             state.wall_at_event_us = self._wall_clock()
         else:
@@ -132,13 +217,13 @@ class Aggregator:
         time, and every window empty. Without idle ticks (`ticking` False) nothing slides
         the windows, so: empty at the clock an idle tick would have moved the topic to."""
         now = self._wall_clock()
-        widest = self._spec.widest_us
         idle = {}
         for topic, state in self._topics.items():
             clock = state.windows.clock_us
             idle_us = now - state.wall_at_event_us
             if clock is None or idle_us < ttl_us:
                 continue
+            widest = max((*state.rule.windows_us, 0))
             if not len(state.windows) or (
                 not ticking and clock <= state.event_clock_us + idle_us - widest
             ):
@@ -156,3 +241,21 @@ class Aggregator:
 
     def topics(self) -> list[str]:
         return list(self._topics)
+
+    def group_count(self) -> int:
+        """Live groups over every topic."""
+        return sum(len(s.groups) for s in self._topics.values() if s.groups is not None)
+
+
+def _insert(group: Group, event: Event, clock_us: int) -> None:
+    """An event into its group, on the topic's clock: the group is seen at `clock_us` first,
+    so an event older than the topic clock is a late one for the group too."""
+    stats = group.stats
+    if event.ts_us < clock_us:
+        if stats.clock_us is None:
+            stats.start_at(clock_us)  # a new group's first event is late for it too
+        else:
+            stats.advance(clock_us)
+    stats.insert(event.ts_us, event.value)
+    if event.ts_us > group.newest_us:
+        group.newest_us = event.ts_us

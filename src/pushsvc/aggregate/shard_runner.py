@@ -205,7 +205,7 @@ class ShardRunner:
         if held is None:
             held = self._held[entry.topic] = deque()
         held.append((entry.id, max(e.ts_us for e in entry.events)))
-        return self.aggregator.apply_events(entry.topic, entry.events)
+        return self.aggregator.apply_events(entry.topic, entry.events, position(entry.id))
 
     def _catch_up(self) -> None:
         applied = self._log.applied()
@@ -274,11 +274,11 @@ class ShardRunner:
     def _prune_held(self) -> str:
         """Forget the entries no window can need any more; the oldest entry a rebuild still
         needs (never one not yet published)."""
-        widest = self.aggregator.widest_us
         oldest = self.published
         for topic in list(self._held):
             held = self._held[topic]
             clock = self.aggregator.clock(topic)
+            widest = self.aggregator.widest_us(topic)
             while held and (clock is None or held[0][1] <= clock - widest):
                 held.popleft()
             if not held:

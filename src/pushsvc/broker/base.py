@@ -196,6 +196,11 @@ class Broker(Protocol):
         holds names only, without reading the other topics)."""
         ...
 
+    def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
+        """The live groups of these grouping topics: each group's JSON (`{"key", "windows"}`)
+        as the newest update that carried it, for the topics that have any."""
+        ...
+
     def ping(self) -> None:
         """Raise BrokerUnavailable unless the broker answers."""
         ...

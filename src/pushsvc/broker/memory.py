@@ -163,6 +163,7 @@ class MemoryBroker:
         self._seq = 0
         self._history: deque[tuple[int, Update]] = deque(maxlen=history)
         self._latest: dict[str, Update] = {}
+        self._groups: dict[str, dict[str, bytes]] = {}  # topic -> group id -> group JSON
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
         self._clock = clock
         self._keys = _RememberedKeys()
@@ -231,6 +232,7 @@ class MemoryBroker:
                 for topic in topics:
                     del self._clocks[topic]
                     self._latest.pop(topic, None)
+                    self._groups.pop(topic, None)
                 self._forgotten += len(topics)
             for handler in self._forget_handlers.current:
                 try:
@@ -248,6 +250,8 @@ class MemoryBroker:
                 update = Update.of(draft, UpdateId(self.epoch, 0, self._seq))
                 self._history.append((self._seq, update))
                 self._latest[update.topic] = update
+                if draft.groups or draft.forgotten:
+                    self._keep_groups(draft)
                 clock = self._clocks.get(update.topic)
                 if clock is not None and update.clock_us > clock:
                     self._clocks[update.topic] = update.clock_us  # an idle tick moved T
@@ -315,6 +319,18 @@ class MemoryBroker:
         more = len(page) > limit
         page = page[:limit]
         return HistoryPage(page, page[-1].id if more else head, more, gap)
+
+    def _keep_groups(self, draft: UpdateDraft) -> None:
+        kept = self._groups.get(draft.topic)
+        if kept is None:
+            kept = self._groups[draft.topic] = {}
+        kept.update(draft.groups)
+        for gid in draft.forgotten:
+            kept.pop(gid, None)
+
+    def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
+        with self._updates_lock:
+            return {t: list(self._groups[t].values()) for t in topics if self._groups.get(t)}
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         with self._updates_lock:

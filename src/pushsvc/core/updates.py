@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,15 +118,46 @@ class UpdateId:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupPart:
+    """One group's statistics in an update (`"group"`, or an item of a tick's `"groups"`):
+    its key (tag → value, None for a tag the event lacks) and its windows. `id` names the
+    group (its key's values as a JSON list)."""
+
+    id: str
+    key: Mapping[str, str | None]
+    windows: Mapping[str, object]
+
+    def json(self) -> bytes:
+        return orjson.dumps({"key": self.key, "windows": self.windows})
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateDraft:
     """An update as the aggregator produced it, before the broker gave it an id.
 
-    `body` is one line of JSON, an object whose first member is `"topic"`.
+    `body` is one line of JSON, an object whose first member is `"topic"`. A grouping topic's
+    draft also lists, for the broker to keep as each group's latest, the groups it carries
+    (`groups`: id and the group's JSON, as in the body) and the groups it forgets
+    (`forgotten`: ids).
     """
 
     topic: str
     clock_us: int
     body: bytes
+    groups: tuple[tuple[str, bytes], ...] = ()
+    forgotten: tuple[str, ...] = ()
+
+    def forgetting(self, groups: Sequence[tuple[str, Mapping[str, str | None]]]) -> UpdateDraft:
+        """This draft, also telling that these groups (id, key) left the live set."""
+        keys = orjson.dumps([key for _, key in groups])
+        body = self.body[:-1] + b',"forgotten":' + keys + b"}"
+        return UpdateDraft(
+            self.topic,
+            self.clock_us,
+            body,
+            self.groups,
+            self.forgotten + tuple(gid for gid, _ in groups),
+        )
 
 
 def draft(
@@ -135,18 +166,29 @@ def draft(
     reason: str,
     event: Mapping[str, object] | None,
     windows: Mapping[str, object],
+    *,
+    group: GroupPart | None = None,
+    groups: Sequence[GroupPart] | None = None,
 ) -> UpdateDraft:
-    """The draft of one update: the topic's statistics after an event or a tick."""
-    body = orjson.dumps(
-        {
-            "topic": topic,
-            "ts": clock_us / US_PER_S,
-            "reason": reason,
-            "event": event,
-            "windows": windows,
-        }
-    )
-    return UpdateDraft(topic, clock_us, body)
+    """The draft of one update: the topic's statistics after an event or a tick, with the
+    event's group (`group`) or the groups a tick changed (`groups`) for a grouping topic."""
+    fields: dict[str, object] = {
+        "topic": topic,
+        "ts": clock_us / US_PER_S,
+        "reason": reason,
+        "event": event,
+        "windows": windows,
+    }
+    if group is None and groups is None:
+        return UpdateDraft(topic, clock_us, orjson.dumps(fields))
+    parts = [group] if group is not None else list(groups or ())
+    encoded = [part.json() for part in parts]
+    if group is not None:
+        fields["group"] = orjson.Fragment(encoded[0])
+    else:
+        fields["groups"] = [orjson.Fragment(part) for part in encoded]
+    kept = tuple((part.id, text) for part, text in zip(parts, encoded, strict=True))
+    return UpdateDraft(topic, clock_us, orjson.dumps(fields), kept)
 
 
 @dataclass(slots=True)
@@ -241,9 +283,14 @@ def newest_id(updates: Iterable[Update]) -> UpdateId | None:
 
 
 def snapshot_message(
-    latest: Mapping[str, Update], *, gap: bool, windows_of: WindowsFilter | None = None
+    latest: Mapping[str, Update],
+    *,
+    gap: bool,
+    windows_of: WindowsFilter | None = None,
+    groups: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> bytes:
-    """The `snapshot` SSE message of these topics' latest updates.
+    """The `snapshot` SSE message of these topics' latest updates, with the live groups of
+    the grouping topics (`groups`, as they should be sent).
 
     Its `id:` is the newest update's it includes, so a client resuming from it loses
     nothing; no `id:` when no topic has data yet.
@@ -251,7 +298,14 @@ def snapshot_message(
     topics: dict[str, object] = {}
     for topic, update in sorted(latest.items()):
         windows = update.windows if windows_of is None else windows_of(update.windows)
-        topics[topic] = {"id": update.id.text, "ts": update.fields["ts"], "windows": windows}
+        entry: dict[str, object] = {
+            "id": update.id.text,
+            "ts": update.fields["ts"],
+            "windows": windows,
+        }
+        if groups is not None and topic in groups:
+            entry["groups"] = groups[topic]
+        topics[topic] = entry
     data = orjson.dumps({"gap": gap, "topics": topics})
     newest = newest_id(latest.values())
     return encode_message(data, event="snapshot", id=newest.text if newest else None)

@@ -15,7 +15,9 @@ A `Last-Event-ID` the history cannot replay completely — malformed, from anoth
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import orjson
 
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.core.sse import encode_update
@@ -36,6 +38,8 @@ class Primed:
     latest: dict[str, Update]
     gap: bool
     _close: Callable[[], None]
+    groups: dict[str, list[bytes]] = field(default_factory=dict)
+    """The live groups of the grouping topics in `latest` (each group's JSON)."""
 
     def close(self) -> None:
         """End the subscription (the stream is over): local and in the broker."""
@@ -46,9 +50,20 @@ class Primed:
         if self.replay is not None:
             if projection is None:
                 return b"".join([u.frame for u in self.replay])
-            return b"".join([encode_update(u.id.text, projection.data(u)) for u in self.replay])
+            return b"".join(
+                [
+                    encode_update(u.id.text, data)
+                    for u in self.replay
+                    if (data := projection.data(u)) is not None
+                ]
+            )
         windows_of = None if projection is None else projection.windows_of
-        return snapshot_message(self.latest, gap=self.gap, windows_of=windows_of)
+        groups = {
+            topic: [orjson.loads(group) for group in kept] for topic, kept in self.groups.items()
+        }
+        if projection is not None:
+            groups = {topic: projection.groups_of(kept) for topic, kept in groups.items()}
+        return snapshot_message(self.latest, gap=self.gap, windows_of=windows_of, groups=groups)
 
 
 def subscribe(
@@ -57,8 +72,10 @@ def subscribe(
     feed: UpdatesFeed,
     matcher: TopicMatcher,
     last_event_id: str | None,
+    grouping: Callable[[str], bool] | None = None,
 ) -> Primed:
-    """Subscribe `matcher` to the hub and prime it (see the module docstring).
+    """Subscribe `matcher` to the hub and prime it (see the module docstring). `grouping`
+    tells the topics whose snapshot carries their live groups.
 
     Raises BrokerUnavailable (after unsubscribing) when the history cannot be read. Call it
     once the response has started (from the stream's generator): a browser's EventSource
@@ -85,7 +102,12 @@ def subscribe(
             return Primed(client, replay, {}, False, close)
         latest = broker.latest(matcher)
         client.floor = newest_id(latest.values())
-        return Primed(client, None, latest, last_event_id is not None, close)
+        groups = (
+            broker.latest_groups([topic for topic in latest if grouping(topic)])
+            if grouping is not None
+            else {}
+        )
+        return Primed(client, None, latest, last_event_id is not None, close, groups)
     except BaseException as exc:
         client.close(StreamExit.ERROR if isinstance(exc, Exception) else StreamExit.GONE)
         close()

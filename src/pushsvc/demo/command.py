@@ -69,7 +69,7 @@ def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    from pushsvc.config import parse_duration_us
+    from pushsvc.core.durations import parse_duration_us
 
     if value is None:
         return None

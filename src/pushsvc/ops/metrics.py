@@ -107,6 +107,16 @@ class _StateCollector(Collector):
                 "Topics this aggregator holds",
                 value=len(self.aggregator.topics()),
             )
+            yield GaugeMetricFamily(
+                "pushsvc_groups",
+                "Live groups of grouping topics this aggregator holds",
+                value=self.aggregator.group_count(),
+            )
+            yield CounterMetricFamily(
+                "pushsvc_group_overflow",
+                "Events routed to a topic's (other) group: its rule's max_groups was reached",
+                value=self.aggregator.group_overflow,
+            )
         if self.shard is not None:
             yield CounterMetricFamily(
                 "pushsvc_updates_published",

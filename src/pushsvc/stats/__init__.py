@@ -14,9 +14,9 @@ The module map:
 
 from __future__ import annotations
 
-from pushsvc.stats.layout import SCALAR_STATS, STAT_KEYS
+from pushsvc.stats.layout import ALL_STATS, SCALAR_STATS, STAT_KEYS
 from pushsvc.stats.order import QUANTILES
 from pushsvc.stats.spec import WindowSpec
 from pushsvc.stats.windows import TopicWindows
 
-__all__ = ["QUANTILES", "SCALAR_STATS", "STAT_KEYS", "TopicWindows", "WindowSpec"]
+__all__ = ["ALL_STATS", "QUANTILES", "SCALAR_STATS", "STAT_KEYS", "TopicWindows", "WindowSpec"]

@@ -300,6 +300,27 @@ class RedisBroker:
             if match(topic)
         }
 
+    def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
+        self._check_open()
+        if not topics:
+            return {}
+        with unavailable("latest_groups"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.get(self.keys.epoch)
+            for topic in topics:
+                pipe.hvals(self.keys.groups(topic))
+            epoch, *kept = pipe.execute()
+        if epoch is None:
+            return {}
+        # Groups written in an earlier epoch belong to a lost history: not live.
+        mark = epoch + b" "
+        found = {}
+        for topic, values in zip(topics, kept, strict=True):
+            groups = [v[len(mark) :] for v in values if v.startswith(mark)]
+            if groups:
+                found[topic] = groups
+        return found
+
     # -- operations ----------------------------------------------------------
 
     def ping(self) -> None:

@@ -78,6 +78,10 @@ class Keys:
     def latest(self) -> str:
         return f"{self.prefix}latest"
 
+    def groups(self, topic: str) -> str:
+        """A hash of a grouping topic's live groups: group id → `<epoch> <group JSON>`."""
+        return f"{self.prefix}groups:{topic}"
+
     @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"

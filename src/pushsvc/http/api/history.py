@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from flask import Blueprint, Response, request
@@ -21,6 +22,7 @@ from pushsvc.broker.base import HistoryPage
 from pushsvc.core import history_table
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.core.updates import UpdateId
+from pushsvc.deliver.projection import GroupFilter, Projection
 from pushsvc.errors import BadRequest
 from pushsvc.http.api.context import runtime
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
@@ -97,14 +99,24 @@ def topic_history(topic: str) -> Response:
     query = parse_query(request.args, accept_csv=best == "text/csv")
     # Answered like a stream of that one topic: 401 or 403 where the stream would be.
     rt.gate.reader(request, TopicMatcher([topic]))
+    rule = rt.settings.rules.for_topic(topic)
+    group = group_filter(request.args.getlist("group"), topic, rule.group_by)
     page = rt.broker.history(topic, after=query.after, since_us=query.since_us, limit=query.limit)
-    windows, stats = rt.settings.window_labels, rt.settings.stats
+    windows, stats = rule.labels, rule.stats
     if query.format == "csv":
         header = history_table.columns(windows, stats)
-        rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
+        if group is not None:
+            # One row per update and group of the filter: that group's windows.
+            rows = (
+                history_table.row({**u.fields, "windows": g["windows"]}, u.clock_us, windows, stats)
+                for u in page.updates
+                for g in _groups(u.fields, group)
+            )
+        else:
+            rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
         body: bytes = history_table.to_csv(rows, header).encode()
     else:
-        body = _json(topic, page, windows, stats)
+        body = _json(topic, page, windows, stats, group)
     headers = {
         "Cache-Control": "no-store",
         MORE_HEADER: "true" if page.more else "false",
@@ -117,7 +129,20 @@ def topic_history(topic: str) -> Response:
     return Response(body, mimetype=mimetype, headers=headers)
 
 
-def _json(topic: str, page: HistoryPage, windows: tuple[str, ...], stats: tuple[str, ...]) -> bytes:
+def _groups(fields: dict[str, Any], group: GroupFilter) -> list[dict[str, Any]]:
+    """The groups of an update that match `group`."""
+    if "group" in fields:
+        return [fields["group"]] if group.matches(fields["group"]["key"]) else []
+    return [g for g in fields.get("groups", ()) if group.matches(g["key"])]
+
+
+def _json(
+    topic: str,
+    page: HistoryPage,
+    windows: tuple[str, ...],
+    stats: tuple[str, ...],
+    group: GroupFilter | None,
+) -> bytes:
     head = orjson.dumps(
         {
             "topic": topic,
@@ -128,5 +153,22 @@ def _json(topic: str, page: HistoryPage, windows: tuple[str, ...], stats: tuple[
             "stats": stats,
         }
     )
-    # The updates' JSON as streamed, spliced in without parsing or re-encoding.
-    return head[:-1] + b',"updates":[' + b",".join(u.data for u in page.updates) + b"]}"
+    # The updates' JSON as streamed, spliced in without parsing or re-encoding; with a group
+    # filter, as a stream with that filter gets them.
+    if group is None:
+        updates = [u.data for u in page.updates]
+    else:
+        only = Projection(None, None, None, group)
+        updates = [data for u in page.updates if (data := only.data(u)) is not None]
+    return head[:-1] + b',"updates":[' + b",".join(updates) + b"]}"
+
+
+def group_filter(given: list[str], topic: str, group_by: tuple[str, ...]) -> GroupFilter | None:
+    """`?group=` for one topic: 400 when the topic does not group by a tag it names."""
+    group = GroupFilter.parse(given)
+    if group is not None:
+        unknown = [tag for tag in group.tags if tag not in group_by]
+        if unknown:
+            grouped = f"groups by {', '.join(group_by)}" if group_by else "does not group"
+            raise BadRequest(f"?group= names tag {unknown[0]!r}, but topic {topic!r} {grouped}")
+    return group

@@ -13,7 +13,8 @@ from typing import Any
 from flask import Blueprint
 
 from pushsvc import __version__
-from pushsvc.config import Settings, duration_label
+from pushsvc.config import Settings
+from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
@@ -85,6 +86,17 @@ def _choice_list(names: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
 
 
+GROUP_PARAM = {
+    "name": "group",
+    "in": "query",
+    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]{1,64}:"}},
+    "style": "form",
+    "explode": True,
+    "description": "tag:value, repeatable (all must match): only the updates of that group of "
+    "a grouping topic, each with only the matching groups",
+}
+
+
 def _stream_params(settings: Settings) -> list[dict[str, Any]]:
     return [
         {
@@ -103,15 +115,16 @@ def _stream_params(settings: Settings) -> list[dict[str, Any]]:
         {
             "name": "windows",
             "in": "query",
-            "schema": _choice_list(settings.window_labels),
+            "schema": _choice_list(settings.rules.labels),
             "description": "Comma-separated windows to send, e.g. 1m,5m.",
         },
         {
             "name": "stats",
             "in": "query",
-            "schema": _choice_list(settings.stats),
+            "schema": _choice_list(settings.rules.stats),
             "description": "Comma-separated statistics to send, e.g. mean,p99.",
         },
+        GROUP_PARAM,
         {
             "name": "precision",
             "in": "query",
@@ -223,6 +236,7 @@ def _history(reading: Security | None) -> dict[str, Any]:
             ),
             "parameters": [
                 _TOPIC,
+                GROUP_PARAM,
                 {
                     "name": "since",
                     "in": "query",
@@ -351,9 +365,9 @@ def describe(settings: Settings) -> dict[str, Any]:
             "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC], settings, reading),
             "/stream": _sse("SSE stream of several topics", [selector_query], settings, reading),
             "/topics/{topic}/stats": _json_get(
-                "Latest update of a topic",
+                "Latest update of a topic (a grouping topic's with its live groups)",
                 {"$ref": "#/components/schemas/Update"},
-                parameters=[_TOPIC],
+                parameters=[_TOPIC, GROUP_PARAM],
                 errors=(400, *_auth_errors(reading), 404),
                 security=reading,
             ),
@@ -363,6 +377,10 @@ def describe(settings: Settings) -> dict[str, Any]:
                 {"$ref": "#/components/schemas/Topics"},
                 errors=(401,) if reading is not None else (),
                 security=reading,
+            ),
+            "/rules": _json_get(
+                "The analytics rules: each family of topics' windows, statistics and groups",
+                {"$ref": "#/components/schemas/Rules"},
             ),
             "/healthz": _json_get(
                 "Liveness",

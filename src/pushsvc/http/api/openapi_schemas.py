@@ -15,6 +15,20 @@ _WINDOWS = {
     },
 }
 
+_GROUP = {
+    "type": "object",
+    "required": ["key", "windows"],
+    "properties": {
+        "key": {
+            "type": "object",
+            "description": "the group_by tags' values; null for a tag the event lacks, "
+            '"(other)" for every tag of the overflow group',
+            "additionalProperties": {"type": ["string", "null"]},
+        },
+        "windows": _WINDOWS,
+    },
+}
+
 READINESS = {
     "type": "object",
     "required": ["status"],
@@ -68,6 +82,58 @@ SCHEMAS: dict[str, Any] = {
             "reason": {"type": "string"},
             "event": {"type": ["object", "null"]},
             "windows": _WINDOWS,
+            "group": {**_GROUP, "description": "a grouping topic's event: its group"},
+            "groups": {
+                "type": "array",
+                "items": _GROUP,
+                "description": "a grouping topic's tick: the groups whose windows changed; "
+                "GET /topics/{topic}/stats: the live groups",
+            },
+            "forgotten": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "keys of groups idle for the topic TTL, no longer kept",
+            },
+        },
+    },
+    "Rules": {
+        "type": "object",
+        "required": ["digest", "rules", "default"],
+        "properties": {
+            "digest": {"type": "string", "description": "equal where statistics are equal"},
+            "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
+            "default": {"$ref": "#/components/schemas/Rule"},
+        },
+    },
+    "Rule": {
+        "type": "object",
+        "required": ["rule", "topics", "windows", "stats", "group_by"],
+        "properties": {
+            "rule": {"type": "integer", "description": "place in the file; 0: the default"},
+            "topics": {"type": "array", "items": {"type": "string"}},
+            "windows": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["label", "kind"],
+                    "properties": {
+                        "label": {"type": "string"},
+                        "kind": {"enum": ["time", "count"]},
+                        "seconds": {"type": "number"},
+                        "events": {"type": "integer"},
+                        "percentiles": {"enum": ["exact", "sketch"]},
+                        "relative_error": {"type": "number"},
+                        "edge_seconds": {
+                            "type": "number",
+                            "description": "a sketch window's edge is rounded to this",
+                        },
+                    },
+                },
+            },
+            "stats": {"type": "array", "items": {"type": "string"}},
+            "group_by": {"type": "array", "items": {"type": "string"}},
+            "max_groups": {"type": "integer"},
+            "series": {"type": "array", "items": {"type": "string"}},
         },
     },
     "Topics": {

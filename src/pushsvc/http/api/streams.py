@@ -47,6 +47,7 @@ from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_socket import StreamSocket
 from pushsvc.errors import BadRequest, TooManySelectors
 from pushsvc.http.api.context import runtime
+from pushsvc.http.api.history import group_filter
 
 bp = Blueprint("streams", __name__)
 log = logging.getLogger(__name__)
@@ -64,11 +65,17 @@ class StreamOptions:
     retry_ms: int
     expires_at: float | None
     """Epoch seconds at which the stream's token expires (None: never)."""
+    grouping: Callable[[str], bool]
+    """Whether a topic groups by tags (its snapshot carries its groups)."""
 
 
 @bp.get("/topics/<anytext:topic>/stream")
 def topic_stream(topic: str) -> Response:
     validate_topic(topic)
+    # One topic: a group filter must name tags it groups by (a pattern stream filters only).
+    group_filter(
+        request.args.getlist("group"), topic, runtime().settings.rules.for_topic(topic).group_by
+    )
     return _stream([topic])
 
 
@@ -93,14 +100,16 @@ def _stream(selectors: Sequence[str]) -> Response:
         projection=Projection.parse(
             request.args.get("windows"),
             request.args.get("stats"),
-            known_windows=rt.settings.window_labels,
-            known_stats=rt.settings.stats,
+            known_windows=rt.settings.rules.labels,
+            known_stats=rt.settings.rules.stats,
             precision=request.args.get("precision"),
+            group=request.args.getlist("group"),
         ),
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
         retry_ms=rt.settings.retry_us // 1000,
         expires_at=reader.expires_at,
+        grouping=lambda topic: rt.settings.rules.for_topic(topic).groups,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     release = rt.stream_slots.acquire(request.remote_addr or "")
@@ -133,7 +142,9 @@ def _events(
     environ: Mapping[str, object],
 ) -> Iterator[bytes]:
     yield retry_line(options.retry_ms)
-    primed = subscription.subscribe(broker, hub, feed, options.matcher, options.last_event_id)
+    primed = subscription.subscribe(
+        broker, hub, feed, options.matcher, options.last_event_id, grouping=options.grouping
+    )
     client, projection = primed.client, options.projection
     watch = None
     try:
@@ -235,7 +246,11 @@ def _block(run: Run, projection: Projection | None) -> bytes:
     block = cache.get(projection.key)
     if block is None:
         block = cache[projection.key] = b"".join(
-            [encode_update(u.id.text, projection.data(u)) for u in run.updates]
+            [
+                encode_update(u.id.text, data)
+                for u in run.updates
+                if (data := projection.data(u)) is not None
+            ]
         )
     return block
 
@@ -244,6 +259,8 @@ def _frame(update: Update, projection: Projection | None, *, with_id: bool) -> b
     if projection is None and with_id:
         return update.frame
     data = update.data if projection is None else projection.data(update)
+    if data is None:
+        return b""  # a group filter leaves nothing of it
     if with_id:
         return encode_update(update.id.text, data)
     return encode_message(data, event="stats")

@@ -3,11 +3,13 @@ caller may read (docs/security.md)."""
 
 from __future__ import annotations
 
+import orjson
 from flask import Blueprint, Response, request
 
 from pushsvc.core.topics import ALL, TopicMatcher, validate_topic
 from pushsvc.errors import NotFound
 from pushsvc.http.api.context import runtime
+from pushsvc.http.api.history import group_filter
 
 bp = Blueprint("topics", __name__)
 
@@ -18,10 +20,25 @@ def topic_stats(topic: str) -> Response:
     rt = runtime()
     # Answered like a stream of that one topic: 401 or 403 where the stream would be.
     rt.gate.reader(request, TopicMatcher([topic]))
+    rule = rt.settings.rules.for_topic(topic)
+    group = group_filter(request.args.getlist("group"), topic, rule.group_by)
     latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
     if latest is None:
         raise NotFound(f"topic {topic!r} has no data yet")
-    return Response(latest.data, mimetype="application/json")
+    if not rule.groups:
+        return Response(latest.data, mimetype="application/json")
+    # A grouping topic: its latest update, and its live groups (those of the filter).
+    kept = [orjson.loads(g) for g in rt.broker.latest_groups([topic]).get(topic, [])]
+    answer = dict(latest.fields)
+    answer.pop("group", None)
+    answer["groups"] = [g for g in kept if group is None or group.matches(g["key"])]
+    return Response(orjson.dumps(answer), mimetype="application/json")
+
+
+@bp.get("/rules")
+def rules() -> dict[str, object]:
+    """The effective analytics rules: what each topic keeps (windows, statistics, groups)."""
+    return runtime().settings.rules.describe()
 
 
 @bp.get("/topics")

@@ -1,0 +1,169 @@
+"""A rule compiled once: one topic's (or one group's) statistics as the rule asks for them.
+
+A rule's windows come in three kinds, each kept by its own structure:
+
+* exact time windows (up to `exact_percentiles_up_to`): `TopicWindows` with the generated
+  fast path (`WindowSpec`), every event held;
+* sketch time windows (wider): `LongWindows`, sub-buckets with exact moments and a sketch;
+* count windows (`last = [N]`): `CountWindows`, the last N events.
+
+`CompiledRule.new()` gives a plain `TopicWindows` when a rule needs nothing else (the default
+rule, and any rule of exact time windows without `rate`), so topics without rules keep
+today's per-event cost; otherwise a `RuleStats` that feeds every part and joins their
+summaries in the rule's label order (exact, sketch, count: `Rule.labels`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pushsvc.core.durations import duration_label
+from pushsvc.stats.rules import Rule
+from pushsvc.stats.spec import WindowSpec
+from pushsvc.stats.windows import TopicWindows
+
+__all__ = ["CompiledRule", "RuleStats", "WindowSet"]
+
+Summary = dict[str, dict[str, float | int | None]]
+
+
+class WindowSet(Protocol):
+    """What `RuleStats` needs of a sketch or count window set (the exact windows are a
+    `TopicWindows`, which keeps its own clock)."""
+
+    slides: bool
+    """Whether the clock moves its windows (time windows) or not (count windows)."""
+
+    def insert(self, ts_us: int, value: float, clock_us: int) -> None: ...
+    def advance(self, clock_us: int) -> bool: ...
+    def summary(self) -> Summary: ...
+    def is_empty(self) -> bool: ...
+    def to_state(self) -> bytes: ...
+
+
+class CompiledRule:
+    """A rule compiled: the exact windows' generated class, and how to build the rest."""
+
+    __slots__ = ("_drop_count", "_exact", "_plain", "_rates", "rule")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        stats = rule.stats
+        core = tuple(s for s in stats if s != "rate")
+        # Rate is count over width: the exact windows count even when count is not asked for.
+        self._drop_count = "rate" in stats and "count" not in stats
+        exact_core = ("count", *core) if self._drop_count else core
+        widths = rule.exact_windows_us
+        labels = tuple(duration_label(w) for w in widths)
+        self._exact = WindowSpec(widths, labels, exact_core) if widths else None
+        self._rates = (
+            tuple((label, w / 1_000_000) for label, w in zip(labels, widths, strict=True))
+            if "rate" in stats
+            else ()
+        )
+        self._plain = (
+            self._exact is not None
+            and not rule.sketch_windows_us
+            and not rule.last
+            and "rate" not in stats
+        )
+
+    def new(self) -> TopicWindows | RuleStats:
+        """A topic's statistics, empty."""
+        if self._plain:
+            assert self._exact is not None
+            return self._exact.new()
+        rule = self.rule
+        parts: list[WindowSet] = []
+        if rule.sketch_windows_us:
+            from pushsvc.stats.long_windows import LongWindows
+
+            parts.append(
+                LongWindows(
+                    rule.sketch_windows_us,
+                    tuple(duration_label(w) for w in rule.sketch_windows_us),
+                    rule.stats,
+                )
+            )
+        if rule.last:
+            from pushsvc.stats.count_windows import CountWindows
+
+            parts.append(CountWindows(rule.last, rule.stats))
+        exact = self._exact.new() if self._exact is not None else None
+        return RuleStats(exact, tuple(parts), self._rates, self._drop_count)
+
+
+class RuleStats:
+    """Exact, sketch and count windows of one topic or group, fed together.
+
+    Its clock is the largest event time inserted or advanced to, as `TopicWindows`'s.
+    """
+
+    __slots__ = ("_clock", "_drop_count", "_exact", "_parts", "_rates", "_sliding")
+
+    def __init__(
+        self,
+        exact: TopicWindows | None,
+        parts: tuple[WindowSet, ...],
+        rates: tuple[tuple[str, float], ...],
+        drop_count: bool,
+    ) -> None:
+        self._exact = exact
+        self._parts = parts
+        self._rates = rates
+        self._drop_count = drop_count
+        self._clock: int | None = None
+        self._sliding = tuple(p for p in parts if p.slides)
+
+    @property
+    def clock_us(self) -> int | None:
+        return self._clock
+
+    def __len__(self) -> int:
+        """Nonzero while a time window holds an event (what idle ticks can still slide)."""
+        held = len(self._exact) if self._exact is not None else 0
+        return held + sum(not part.is_empty() for part in self._sliding)
+
+    def start_at(self, clock_us: int) -> None:
+        """Before the first event: an empty topic at clock `clock_us` (see TopicWindows)."""
+        if self._exact is not None:
+            self._exact.start_at(clock_us)
+        self._clock = clock_us
+
+    def insert(self, ts_us: int, value: float) -> None:
+        clock = ts_us if self._clock is None or ts_us > self._clock else self._clock
+        if self._exact is not None:
+            self._exact.insert(ts_us, value)
+        for part in self._parts:
+            part.insert(ts_us, value, clock)
+        self._clock = clock
+
+    def insert_many(self, items: Sequence[tuple[int, float]]) -> list[Summary]:
+        """`insert` then `summary` for each item, in order."""
+        out = []
+        for ts_us, value in items:
+            self.insert(ts_us, value)
+            out.append(self.summary())
+        return out
+
+    def advance(self, clock_us: int) -> bool:
+        """Move the clock forward to `clock_us`; True iff some window lost events."""
+        if self._clock is None or clock_us <= self._clock:
+            return False
+        self._clock = clock_us
+        changed = self._exact.advance(clock_us) if self._exact is not None else False
+        for part in self._parts:
+            changed |= part.advance(clock_us)
+        return changed
+
+    def summary(self) -> Summary:
+        out: Summary = self._exact.summary() if self._exact is not None else {}
+        for label, seconds in self._rates:
+            window = out[label]
+            window["rate"] = window["count"] / seconds  # type: ignore[operator]
+            if self._drop_count:
+                del window["count"]
+        for part in self._parts:
+            out.update(part.summary())
+        return out

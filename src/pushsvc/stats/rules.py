@@ -1,0 +1,389 @@
+"""Analytics rules: which windows, statistics and groups each family of topics keeps.
+
+A rules file (TOML, `--rules` / `PUSHSVC_RULES`) holds `[[rule]]` tables. A topic takes the
+FIRST rule whose `topics` selectors match it; a topic no rule matches takes the server's
+`--windows` and `--stats` (the *default rule*). Every process of a deployment reads the
+same file; `Rules.digest` names what they read, so a process can tell that another one
+computes different statistics (`/readyz`).
+
+Validation happens here, once, at start: a bad file is one `RulesError` line naming the
+file, the rule and the field. Everything downstream takes a `Rule` as valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.errors import InvalidTopic, RulesError
+from pushsvc.stats.layout import ALL_STATS
+
+__all__ = [
+    "DEFAULT_EXACT_UP_TO_US",
+    "MAX_COUNT_WINDOW",
+    "MAX_GROUPS_CAP",
+    "Rule",
+    "Rules",
+    "SeriesTier",
+    "load_rules",
+    "parse_rules",
+]
+
+#: `exact_percentiles_up_to` when a rule does not say: wider windows use a sketch.
+DEFAULT_EXACT_UP_TO_US = 5 * 60_000_000
+#: `max_groups` when a rule does not say.
+DEFAULT_MAX_GROUPS = 100
+#: The most live groups a rule may ask for per topic: every group costs every window's
+#: memory and one entry in each tick and snapshot, so a typo (`max_groups = 1000000`) must
+#: not turn into an out-of-memory aggregator.
+MAX_GROUPS_CAP = 10_000
+#: The longest count window: its events are held exactly and checkpointed whole.
+MAX_COUNT_WINDOW = 100_000
+#: Sketch windows are cut into at most this many sub-buckets (the window's edge is rounded
+#: to one of them).
+SUB_BUCKETS = 60
+
+_RULE_FIELDS = (
+    "topics", "windows", "last", "stats", "group_by", "max_groups",
+    "exact_percentiles_up_to", "series",
+)  # fmt: skip
+_FILE_FIELDS = ("rule",)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesTier:
+    """One tier of long-range series: closed buckets of `resolution_us`, kept `retention_us`."""
+
+    resolution_us: int
+    retention_us: int
+
+    @property
+    def label(self) -> str:
+        return f"{duration_label(self.resolution_us)}:{duration_label(self.retention_us)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One family of topics' analytics, valid. `number` is its place in the file (1 for the
+    first rule), 0 for the default rule."""
+
+    number: int
+    selectors: tuple[str, ...]
+    windows_us: tuple[int, ...]
+    """Time windows, ascending."""
+    last: tuple[int, ...]
+    """Count windows (sizes), ascending."""
+    stats: tuple[str, ...]
+    """In `ALL_STATS` order."""
+    group_by: tuple[str, ...] = ()
+    max_groups: int = DEFAULT_MAX_GROUPS
+    exact_up_to_us: int = DEFAULT_EXACT_UP_TO_US
+    series: tuple[SeriesTier, ...] | None = None
+    """None: the server's tiers."""
+
+    @property
+    def exact_windows_us(self) -> tuple[int, ...]:
+        """Time windows whose percentiles are exact (every event held)."""
+        return tuple(w for w in self.windows_us if w <= self.exact_up_to_us)
+
+    @property
+    def sketch_windows_us(self) -> tuple[int, ...]:
+        """Time windows wider than `exact_up_to_us`: percentiles from a sketch, the edge
+        rounded to a sub-bucket."""
+        return tuple(w for w in self.windows_us if w > self.exact_up_to_us)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every window's label in update order: exact, sketch, then count windows."""
+        return (
+            *(duration_label(w) for w in self.exact_windows_us),
+            *(duration_label(w) for w in self.sketch_windows_us),
+            *(f"last{n}" for n in self.last),
+        )
+
+    @property
+    def groups(self) -> bool:
+        return bool(self.group_by)
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as `GET /rules` answers it (and as its digest covers)."""
+        windows: list[dict[str, Any]] = []
+        for width in self.windows_us:
+            window: dict[str, Any] = {
+                "label": duration_label(width),
+                "kind": "time",
+                "seconds": width / 1_000_000,
+            }
+            if width <= self.exact_up_to_us:
+                window["percentiles"] = "exact"
+            else:
+                window["percentiles"] = "sketch"
+                window["relative_error"] = 0.01
+                window["edge_seconds"] = (width // SUB_BUCKETS) / 1_000_000
+            windows.append(window)
+        windows += [{"label": f"last{n}", "kind": "count", "events": n} for n in self.last]
+        described: dict[str, Any] = {
+            "rule": self.number,
+            "topics": list(self.selectors),
+            "windows": windows,
+            "stats": list(self.stats),
+            "group_by": list(self.group_by),
+        }
+        if self.group_by:
+            described["max_groups"] = self.max_groups
+        if self.series is not None:
+            described["series"] = [tier.label for tier in self.series]
+        return described
+
+
+class Rules:
+    """The rules of a deployment, in file order, and the default rule; immutable."""
+
+    def __init__(self, rules: Sequence[Rule], default: Rule, *, source: str | None = None):
+        self.rules = tuple(rules)
+        self.default = default
+        self.source = source
+        self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
+        self._chosen: dict[str, Rule] = {}
+
+    def for_topic(self, topic: str) -> Rule:
+        """The first rule matching `topic`, else the default rule."""
+        rule = self._chosen.get(topic)
+        if rule is None:
+            rule = self.default
+            for matcher, candidate in zip(self._matchers, self.rules, strict=True):
+                if matcher(topic):
+                    rule = candidate
+                    break
+            if len(self._chosen) >= 65_536:
+                self._chosen.clear()  # bounded: topics come and go
+            self._chosen[topic] = rule
+        return rule
+
+    @cached_property
+    def labels(self) -> tuple[str, ...]:
+        """Every window label some topic may have (what a projection may name)."""
+        seen: dict[str, None] = {}
+        for rule in (self.default, *self.rules):
+            seen.update(dict.fromkeys(rule.labels))
+        return tuple(seen)
+
+    @cached_property
+    def stats(self) -> tuple[str, ...]:
+        """Every statistic some topic may have, in `ALL_STATS` order."""
+        chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
+        return tuple(s for s in ALL_STATS if s in chosen)
+
+    def describe(self) -> dict[str, Any]:
+        """`GET /rules`: the digest, the rules in file order, and the default rule."""
+        return {
+            "digest": self.digest,
+            "rules": [rule.describe() for rule in self.rules],
+            "default": self.default.describe(),
+        }
+
+    @cached_property
+    def digest(self) -> str:
+        """Equal for deployments that compute the same statistics for every topic."""
+        canonical = orjson.dumps(
+            {"rules": [r.describe() for r in self.rules], "default": self.default.describe()},
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def default_rule(windows_us: Sequence[int], stats: Sequence[str]) -> Rule:
+    """The server's settings as a rule: every window exact, as without a rules file."""
+    widths = tuple(sorted(windows_us))
+    return Rule(
+        0,
+        ("*",),
+        widths,
+        (),
+        tuple(s for s in ALL_STATS if s in set(stats)),
+        exact_up_to_us=max(widths),
+    )
+
+
+def load_rules(path: str, default: Rule) -> Rules:
+    """Read and check a rules file. RulesError (one line, naming the file) when it cannot
+    be read or is not valid."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise RulesError(f"rules file {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"rules file {path}: not valid TOML: {exc}") from None
+    return parse_rules(document, default, source=path)
+
+
+def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "rules") -> Rules:
+    """The rules of a parsed TOML document; RulesError names the rule and the field."""
+    unknown = [key for key in document if key not in _FILE_FIELDS]
+    if unknown:
+        raise RulesError(
+            f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]]"
+        )
+    tables = document.get("rule", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise RulesError(f"rules file {source}: write each rule as a [[rule]] table")
+    rules = []
+    for number, table in enumerate(tables, start=1):
+        try:
+            rules.append(_rule(number, table, default))
+        except _FieldError as exc:
+            selectors = table.get("topics")
+            named = (
+                f" ({', '.join(map(str, selectors))})"
+                if isinstance(selectors, list) and selectors
+                else ""
+            )
+            raise RulesError(
+                f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
+            ) from None
+    return Rules(rules, default, source=source)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
+    for key in table:
+        if key not in _RULE_FIELDS:
+            raise _FieldError(key, f"unknown field; a rule has {', '.join(_RULE_FIELDS)}")
+    selectors = _selectors(table.get("topics"))
+    last = _sizes(table.get("last", []))
+    windows = _durations("windows", table["windows"]) if "windows" in table else ()
+    if "windows" not in table and not last:
+        windows = default.windows_us
+    if not windows and not last:
+        raise _FieldError("windows", "a rule needs at least one window (windows or last)")
+    stats = _stats(table["stats"]) if "stats" in table else default.stats
+    group_by = _tags(table.get("group_by", []))
+    max_groups = table.get("max_groups", DEFAULT_MAX_GROUPS)
+    if not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1:
+        raise _FieldError("max_groups", f"{max_groups!r} is not a positive whole number")
+    if max_groups > MAX_GROUPS_CAP:
+        raise _FieldError("max_groups", f"{max_groups} is over the cap of {MAX_GROUPS_CAP}")
+    if "max_groups" in table and not group_by:
+        raise _FieldError("max_groups", "only means something with group_by")
+    exact_up_to = DEFAULT_EXACT_UP_TO_US
+    if "exact_percentiles_up_to" in table:
+        exact_up_to = _duration("exact_percentiles_up_to", table["exact_percentiles_up_to"])
+    for width in windows:
+        if width > exact_up_to and width // SUB_BUCKETS < 1_000:
+            raise _FieldError("windows", f"{duration_label(width)} is too short for a sketch")
+    series = _series(table["series"]) if "series" in table else None
+    return Rule(number, selectors, windows, last, stats, group_by, max_groups, exact_up_to, series)
+
+
+def _list(field: str, given: object) -> list[Any]:
+    if not isinstance(given, list):
+        raise _FieldError(field, f"expected a list, got {_describe(given)}")
+    return given
+
+
+def _selectors(given: object) -> tuple[str, ...]:
+    if given is None:
+        raise _FieldError("topics", "missing; name the topics the rule is for")
+    selectors = _list("topics", given)
+    if not selectors:
+        raise _FieldError("topics", "empty; name at least one topic or pattern")
+    if not all(isinstance(s, str) for s in selectors):
+        raise _FieldError("topics", "selectors are strings: a name, prefix.* or *")
+    try:
+        TopicMatcher(selectors)
+    except InvalidTopic as exc:
+        raise _FieldError("topics", exc.message) from None
+    return tuple(selectors)
+
+
+def _duration(field: str, given: object) -> int:
+    if not isinstance(given, str):
+        raise _FieldError(field, f'durations are strings like "10s", got {_describe(given)}')
+    try:
+        width = parse_duration_us(given)
+    except ValueError as exc:
+        raise _FieldError(field, str(exc)) from None
+    if width <= 0:
+        raise _FieldError(field, f"{given!r} must be longer than 0")
+    return width
+
+
+def _durations(field: str, given: object) -> tuple[int, ...]:
+    widths = [_duration(field, item) for item in _list(field, given)]
+    _distinct(field, [duration_label(w) for w in widths])
+    return tuple(sorted(widths))
+
+
+def _sizes(given: object) -> tuple[int, ...]:
+    sizes = _list("last", given)
+    for size in sizes:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise _FieldError("last", f"{size!r} is not a positive number of events")
+        if size > MAX_COUNT_WINDOW:
+            raise _FieldError("last", f"{size} is over the cap of {MAX_COUNT_WINDOW} events")
+    _distinct("last", sizes)
+    return tuple(sorted(sizes))
+
+
+def _stats(given: object) -> tuple[str, ...]:
+    if given == "all":
+        return ALL_STATS
+    names = _list("stats", given)
+    if not names:
+        raise _FieldError("stats", 'empty; name at least one statistic, or "all"')
+    for name in names:
+        if name not in ALL_STATS:
+            raise _FieldError("stats", f"unknown statistic {name!r}; known: {', '.join(ALL_STATS)}")
+    _distinct("stats", names)
+    return tuple(s for s in ALL_STATS if s in set(names))
+
+
+def _tags(given: object) -> tuple[str, ...]:
+    tags = _list("group_by", given)
+    for tag in tags:
+        if not isinstance(tag, str) or not 0 < len(tag) <= 64:
+            raise _FieldError("group_by", f"{tag!r} is not a tag name (1 to 64 characters)")
+    _distinct("group_by", tags)
+    return tuple(tags)
+
+
+def _series(given: object) -> tuple[SeriesTier, ...]:
+    tiers = []
+    for item in _list("series", given):
+        text = item if isinstance(item, str) else ""
+        resolution, colon, retention = text.partition(":")
+        if not colon:
+            raise _FieldError("series", f'{item!r} is not resolution:retention, e.g. "1m:24h"')
+        tier = SeriesTier(_duration("series", resolution), _duration("series", retention))
+        if tier.retention_us < tier.resolution_us:
+            raise _FieldError("series", f"{item!r} keeps less than one bucket")
+        tiers.append(tier)
+    _distinct("series", [tier.resolution_us for tier in tiers])
+    return tuple(sorted(tiers, key=lambda tier: tier.resolution_us))
+
+
+def _distinct(field: str, items: Sequence[object]) -> None:
+    seen: set[object] = set()
+    for item in items:
+        if item in seen:
+            raise _FieldError(field, f"{item!r} is given twice")
+        seen.add(item)
+
+
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"[:80]

@@ -1,0 +1,158 @@
+"""Group by against pandas: every group's windows, after every event, equal pandas' rolling
+over that group's events (`groupby(tags).rolling(w)`), read at the topic clock T.
+
+A group's time windows run on the topic's clock, so a group is read at T even when its own
+newest event is older: the oracle puts a NaN row at T into the group's rows, as it does for
+an idle tick (support/oracle.py)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.core.event import Event
+from pushsvc.stats.groups import OTHER
+from pushsvc.stats.rules import Rule, Rules, default_rule
+from support.oracle import Exact, mismatches, rolling
+
+S = 1_000_000
+WIDTHS = (2 * S, 10 * S)
+LABELS = ("2s", "10s")
+STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
+LATENESS = 5 * S
+
+
+def _rules(stats: Sequence[str], max_groups: int = 100) -> Rules:
+    rule = Rule(1, ("t",), WIDTHS, (), tuple(stats), ("k", "j"), max_groups)
+    return Rules([rule], default_rule(WIDTHS, STATS))
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> list[Event]:
+    """Events with ties, late events within the lateness, idle gaps, and tags that vary in
+    which of the two grouping tags they carry."""
+    events = []
+    clock = 1_700_000_000 * S
+    newest = clock
+    for _ in range(draw(st.integers(1, 60))):
+        step = draw(st.sampled_from([0, 0, 1, 250_000, 700_000, 3 * S, 12 * S]))
+        clock += step
+        ts = clock
+        if draw(st.booleans()) and step == 0:
+            ts = max(newest - LATENESS + 1, clock - draw(st.integers(0, 4 * S)))  # late
+        newest = max(newest, ts)
+        tags = draw(
+            st.sampled_from([None, {"k": "a"}, {"k": "b"}, {"k": "a", "j": "x"}, {"j": "x"}])
+        )
+        value = draw(st.sampled_from([1.0, 2.5, -3.0, 1e6, 0.1, 7.0]))
+        events.append(Event(value, ts, tags))
+    return events
+
+
+def _key(tags: dict[str, str] | None) -> tuple[str | None, str | None]:
+    tags = tags or {}
+    return tags.get("k"), tags.get("j")
+
+
+def _check(aggregator: Aggregator, events: list[Event], stats: Sequence[str], max_groups: int):
+    drafts = []
+    for event in events:  # one event per batch: each update checked at its own moment
+        drafts += aggregator.apply_events("t", [event])
+    import orjson
+
+    seen: dict[tuple[str | None, str | None], list[tuple[int, int, float]]] = {}
+    admitted: list[tuple[str | None, str | None]] = []
+    states, expected_keys, got = [], [], []
+    clock = None
+    for arrival, (event, update) in enumerate(zip(events, drafts, strict=True)):
+        clock = event.ts_us if clock is None else max(clock, event.ts_us)
+        key = _key(event.tags)
+        if key not in admitted and len(admitted) < max_groups:
+            admitted.append(key)
+        if key not in admitted:
+            key = (OTHER, OTHER)
+        seen.setdefault(key, []).append((event.ts_us, arrival, event.value))
+        rows = sorted(seen[key])  # by time, ties in arrival order
+        state = [(ts, v) for ts, _, v in rows]
+        if clock > rows[-1][0]:
+            state.append((clock, math.nan))  # the group read at the topic clock
+        states.append(state)
+        expected_keys.append(key)
+        got.append(orjson.loads(update.body))
+    order = rolling(states, WIDTHS)
+    for i, (state, key, body) in enumerate(zip(states, expected_keys, got, strict=True)):
+        group = body["group"]
+        assert (group["key"]["k"], group["key"]["j"]) == key
+        t = body["ts"] * S
+        for width, label in zip(WIDTHS, LABELS, strict=True):
+            window = [v for ts, v in state if ts > round(t) - width and not math.isnan(v)]
+            row = {name: column[i] for name, column in order[width].items()}
+            row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            problems = mismatches(group["windows"][label], row, Exact.of(window), stats)
+            assert not problems, (i, label, key, problems)
+            if "rate" in stats:
+                assert group["windows"][label]["rate"] == len(window) / (width / S)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_streams())
+def test_every_group_window_matches_pandas_after_every_event(events: list[Event]) -> None:
+    aggregator = Aggregator(rules=_rules(STATS), wall_clock=lambda: 0)
+    _check(aggregator, events, STATS, 100)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_streams())
+def test_groups_past_max_groups_share_the_overflow_group(events: list[Event]) -> None:
+    stats = (*STATS, "rate")
+    aggregator = Aggregator(rules=_rules(stats, max_groups=2), wall_clock=lambda: 0)
+    _check(aggregator, events, stats, 2)
+    keys = {_key(e.tags) for e in events}
+    overflowed = sum(1 for e in events if _key(e.tags) not in list(dict.fromkeys(map(_key_of, events)))[:2])
+    assert aggregator.group_overflow == overflowed
+    assert aggregator.group_count() == min(len(keys), 2) + (len(keys) > 2)
+
+
+def _key_of(event: Event) -> tuple[str | None, str | None]:
+    return _key(event.tags)
+
+
+def test_pandas_groupby_rolling_agrees_on_an_in_order_stream() -> None:
+    # The oracle above reads groups at the topic clock; for events in time order with each
+    # group's own rows, pandas' groupby().rolling() names the same numbers directly.
+    rng = np.random.default_rng(7)
+    ts = 1_700_000_000 * S + np.cumsum(rng.integers(0, 900_000, 400))
+    tags = rng.choice(["grill", "fry", "wok"], 400)
+    values = rng.lognormal(3, 1, 400).round(3)
+    aggregator = Aggregator(
+        rules=Rules(
+            [Rule(1, ("t",), WIDTHS, (), STATS, ("station",))], default_rule(WIDTHS, STATS)
+        ),
+        wall_clock=lambda: 0,
+    )
+    events = [Event(float(v), int(t), {"station": str(g)}) for t, g, v in zip(ts, tags, values)]
+    import orjson
+
+    bodies = [orjson.loads(d.body) for d in aggregator.apply_events("t", events)]
+    frame = pd.DataFrame({"station": tags, "value": values}, index=pd.to_datetime(ts, unit="us"))
+    for width, label in zip(WIDTHS, LABELS, strict=True):
+        rolled = frame.groupby("station")["value"].rolling(pd.Timedelta(width, unit="us"))
+        means = rolled.mean()
+        counts = rolled.count()
+        for i, body in enumerate(bodies):
+            t = pd.Timestamp(int(ts[i]), unit="us")
+            station = str(tags[i])
+            # The group's row at this event (ties: pandas keeps the last row of a timestamp).
+            if i + 1 < len(ts) and ts[i + 1] == ts[i] and tags[i + 1] == tags[i]:
+                continue
+            window = body["group"]["windows"][label]
+            assert window["count"] == counts[station][t].iloc[-1] if hasattr(counts[station][t], "iloc") else counts[station][t]
+            expected_mean = means[station][t]
+            expected_mean = expected_mean.iloc[-1] if hasattr(expected_mean, "iloc") else expected_mean
+            assert math.isclose(window["mean"], expected_mean, rel_tol=1e-9)

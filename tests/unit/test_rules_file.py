@@ -1,0 +1,140 @@
+"""The rules file: which rule a topic takes, what a valid file means, and the one line a bad
+file stops the process with."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pushsvc.config import Settings
+from pushsvc.errors import ConfigError
+from pushsvc.stats.rules import MAX_GROUPS_CAP, Rules, default_rule, load_rules, parse_rules
+
+S = 1_000_000
+DEFAULT = default_rule((10 * S, 60 * S, 300 * S), ("count", "mean"))
+
+RESTAURANT = """
+[[rule]]
+topics = ["restaurant.latency.*"]
+windows = ["1h", "10s", "1m"]
+last = [100]
+stats = ["count", "mean", "p99", "rate"]
+group_by = ["station"]
+max_groups = 20
+
+[[rule]]
+topics = ["restaurant.*", "kitchen"]
+windows = ["30s"]
+group_by = ["dish"]
+"""
+
+
+def _rules(text: str) -> Rules:
+    return parse_rules(tomllib.loads(text), DEFAULT, source="rules.toml")
+
+
+def test_a_topic_takes_the_first_rule_that_matches_it() -> None:
+    rules = _rules(RESTAURANT)
+    latency = rules.for_topic("restaurant.latency.grill")
+    assert latency.number == 1 and latency.group_by == ("station",)
+    # Windows ascending; exact up to 5m, wider from a sketch; then the count windows.
+    assert latency.labels == ("10s", "1m", "1h", "last100")
+    assert latency.sketch_windows_us == (3600 * S,)
+    assert latency.stats == ("count", "mean", "p99", "rate")
+    ratings = rules.for_topic("restaurant.ratings")
+    assert ratings.number == 2 and ratings.labels == ("30s",)
+    # A field the rule leaves out is the server's.
+    assert ratings.stats == DEFAULT.stats and ratings.max_groups == 100
+    assert rules.for_topic("kitchen").number == 2
+    assert rules.for_topic("orders") is DEFAULT
+
+
+def test_every_label_and_statistic_some_topic_has_is_known() -> None:
+    rules = _rules(RESTAURANT)
+    assert set(rules.labels) == {"10s", "1m", "5m", "1h", "last100", "30s"}
+    assert rules.stats == ("count", "mean", "p99", "rate")
+
+
+def test_the_digest_names_what_is_computed() -> None:
+    same = _rules(RESTAURANT)
+    assert same.digest == _rules(RESTAURANT).digest
+    assert same.digest != _rules(RESTAURANT.replace("max_groups = 20", "max_groups = 21")).digest
+    # The server's own windows are part of it: another --windows computes other statistics.
+    other_default = default_rule((10 * S,), ("count", "mean"))
+    assert same.digest != parse_rules(tomllib.loads(RESTAURANT), other_default).digest
+
+
+def test_get_rules_describes_windows_as_a_client_needs_them() -> None:
+    described = _rules(RESTAURANT).describe()
+    first = described["rules"][0]
+    assert first["topics"] == ["restaurant.latency.*"]
+    windows = {w["label"]: w for w in first["windows"]}
+    assert windows["10s"] == {"label": "10s", "kind": "time", "seconds": 10.0, "percentiles": "exact"}
+    assert windows["1h"]["percentiles"] == "sketch" and windows["1h"]["edge_seconds"] == 60.0
+    assert windows["last100"] == {"label": "last100", "kind": "count", "events": 100}
+    assert first["group_by"] == ["station"] and first["max_groups"] == 20
+    assert described["default"]["rule"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        (
+            '[[rule]]\ntopics = ["a"]\nwindow = ["1m"]',
+            "rule 1 (a): window: unknown field",
+        ),
+        ('[[rule]]\ntopics = ["a"]\nwindows = ["10x"]', "rule 1 (a): windows: '10x' is not a duration"),
+        ('[[rule]]\ntopics = ["a"]\nwindows = ["0s"]', "rule 1 (a): windows: '0s' must be longer than 0"),
+        ('[[rule]]\ntopics = ["a"]\nlast = [0]', "rule 1 (a): last: 0 is not a positive number of events"),
+        (
+            f'[[rule]]\ntopics = ["a"]\ngroup_by = ["x"]\nmax_groups = {MAX_GROUPS_CAP + 1}',
+            f"rule 1 (a): max_groups: {MAX_GROUPS_CAP + 1} is over the cap of {MAX_GROUPS_CAP}",
+        ),
+        ('[[rule]]\ntopics = []', "rule 1: topics: empty"),
+        ("[[rule]]\nwindows = [\"1m\"]", "rule 1: topics: missing"),
+        ('[[rule]]\ntopics = ["a*"]', "rule 1 (a*): topics: invalid topic"),
+        ('[[rule]]\ntopics = ["a"]\nwindows = ["1m", "60s"]', "rule 1 (a): windows: '1m' is given twice"),
+        ('[[rule]]\ntopics = ["a"]\nlast = [5, 5]', "rule 1 (a): last: 5 is given twice"),
+        ('[[rule]]\ntopics = ["a"]\nstats = ["median"]', "rule 1 (a): stats: unknown statistic 'median'"),
+        ('[[rule]]\ntopics = ["a"]\nmax_groups = 5', "rule 1 (a): max_groups: only means something with group_by"),
+        ('[[rule]]\ntopics = ["a"]\nseries = ["1m"]', "rule 1 (a): series: '1m' is not resolution:retention"),
+        ('[[rules]]\ntopics = ["a"]', "unknown table 'rules'"),
+        ('[[rule]]\ntopics = ["a"]\n\n[[rule]]\ntopics = ["b"]\nlast = [-1]', "rule 2 (b): last: -1"),
+    ],
+)
+def test_a_bad_rules_file_is_one_line_naming_the_rule_and_the_field(
+    tmp_path: Path, body: str, line: str
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as raised:
+        load_rules(str(path), DEFAULT)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"rules file {path}: ")
+    assert line in message
+
+
+def test_a_file_that_is_not_toml_or_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text("[[rule]\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_rules(str(path), DEFAULT)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_rules(str(tmp_path / "missing.toml"), DEFAULT)
+
+
+def test_settings_read_the_rules_file_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(RESTAURANT)
+    settings = Settings.load({"rules": str(path)}, environ={})
+    assert settings.rules.for_topic("kitchen").group_by == ("dish",)
+    path.write_text('[[rule]]\ntopics = ["a"]\nlast = [0]')
+    with pytest.raises(ConfigError, match="rule 1 \\(a\\): last"):
+        Settings.load({"rules": str(path)}, environ={})
+    # Without a file every topic takes the server's windows and statistics.
+    plain = Settings.load({"windows": "1m", "stats": "mean,rate"}, environ={})
+    assert plain.rules.for_topic("x").labels == ("1m",)
+    assert plain.rules.for_topic("x").stats == ("mean", "rate")
