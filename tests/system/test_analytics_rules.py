@@ -104,7 +104,7 @@ def test_groups_travel_in_updates_snapshots_and_stats(rules_server: PushsvcProce
     _, only = _get(port, f"/topics/{topic}/stats?group=station:grill")
     assert [g["key"] for g in only["groups"]] == [{"station": "grill"}]
     # The overflow is counted.
-    status, _, metrics = request(port, "GET", "/metrics")
+    _, _, metrics = request(port, "GET", "/metrics")
     assert b"pushsvc_group_overflow_total 2.0" in metrics
 
 

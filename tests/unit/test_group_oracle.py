@@ -11,7 +11,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,11 +62,16 @@ def _key(tags: dict[str, str] | None) -> tuple[str | None, str | None]:
     return tags.get("k"), tags.get("j")
 
 
-def _check(aggregator: Aggregator, events: list[Event], stats: Sequence[str], max_groups: int):
+def _nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _check(
+    aggregator: Aggregator, events: list[Event], stats: Sequence[str], max_groups: int
+) -> None:
     drafts = []
     for event in events:  # one event per batch: each update checked at its own moment
         drafts += aggregator.apply_events("t", [event])
-    import orjson
 
     seen: dict[tuple[str | None, str | None], list[tuple[int, int, float]]] = {}
     admitted: list[tuple[str | None, str | None]] = []
@@ -93,7 +100,7 @@ def _check(aggregator: Aggregator, events: list[Event], stats: Sequence[str], ma
         for width, label in zip(WIDTHS, LABELS, strict=True):
             window = [v for ts, v in state if ts > round(t) - width and not math.isnan(v)]
             row = {name: column[i] for name, column in order[width].items()}
-            row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            row = {k: None if _nan(v) else v for k, v in row.items()}
             problems = mismatches(group["windows"][label], row, Exact.of(window), stats)
             assert not problems, (i, label, key, problems)
             if "rate" in stats:
@@ -113,46 +120,43 @@ def test_groups_past_max_groups_share_the_overflow_group(events: list[Event]) ->
     stats = (*STATS, "rate")
     aggregator = Aggregator(rules=_rules(stats, max_groups=2), wall_clock=lambda: 0)
     _check(aggregator, events, stats, 2)
-    keys = {_key(e.tags) for e in events}
-    overflowed = sum(1 for e in events if _key(e.tags) not in list(dict.fromkeys(map(_key_of, events)))[:2])
+    first_two = list(dict.fromkeys(_key(e.tags) for e in events))[:2]
+    overflowed = sum(1 for e in events if _key(e.tags) not in first_two)
     assert aggregator.group_overflow == overflowed
-    assert aggregator.group_count() == min(len(keys), 2) + (len(keys) > 2)
-
-
-def _key_of(event: Event) -> tuple[str | None, str | None]:
-    return _key(event.tags)
+    assert aggregator.group_count() == len(first_two) + (overflowed > 0)
 
 
 def test_pandas_groupby_rolling_agrees_on_an_in_order_stream() -> None:
-    # The oracle above reads groups at the topic clock; for events in time order with each
-    # group's own rows, pandas' groupby().rolling() names the same numbers directly.
+    # The oracle above reads groups at the topic clock; for events in time order (distinct
+    # times) each group's own newest row is the event, so pandas' groupby().rolling() names
+    # the same numbers directly.
     rng = np.random.default_rng(7)
-    ts = 1_700_000_000 * S + np.cumsum(rng.integers(0, 900_000, 400))
+    ts = 1_700_000_000 * S + np.cumsum(rng.integers(1, 900_000, 400))
     tags = rng.choice(["grill", "fry", "wok"], 400)
     values = rng.lognormal(3, 1, 400).round(3)
-    aggregator = Aggregator(
-        rules=Rules(
-            [Rule(1, ("t",), WIDTHS, (), STATS, ("station",))], default_rule(WIDTHS, STATS)
-        ),
-        wall_clock=lambda: 0,
-    )
-    events = [Event(float(v), int(t), {"station": str(g)}) for t, g, v in zip(ts, tags, values)]
-    import orjson
-
+    rules = Rules([Rule(1, ("t",), WIDTHS, (), STATS, ("station",))], default_rule(WIDTHS, STATS))
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0)
+    events = [
+        Event(float(v), int(t), {"station": str(g)})
+        for t, g, v in zip(ts, tags, values, strict=True)
+    ]
     bodies = [orjson.loads(d.body) for d in aggregator.apply_events("t", events)]
-    frame = pd.DataFrame({"station": tags, "value": values}, index=pd.to_datetime(ts, unit="us"))
+    frame = pd.DataFrame(
+        {"station": tags, "value": values, "row": np.arange(400)},
+        index=pd.to_datetime(ts, unit="us"),
+    )
     for width, label in zip(WIDTHS, LABELS, strict=True):
-        rolled = frame.groupby("station")["value"].rolling(pd.Timedelta(width, unit="us"))
-        means = rolled.mean()
-        counts = rolled.count()
+        rolled = frame.groupby("station").rolling(pd.Timedelta(width, unit="us"))
+        expected = pd.DataFrame(
+            {
+                "row": rolled["row"].max().to_numpy(),
+                "count": rolled["value"].count().to_numpy(),
+                "mean": rolled["value"].mean().to_numpy(),
+                "p90": rolled["value"].quantile(0.9).to_numpy(),
+            }
+        ).set_index("row")
         for i, body in enumerate(bodies):
-            t = pd.Timestamp(int(ts[i]), unit="us")
-            station = str(tags[i])
-            # The group's row at this event (ties: pandas keeps the last row of a timestamp).
-            if i + 1 < len(ts) and ts[i + 1] == ts[i] and tags[i + 1] == tags[i]:
-                continue
             window = body["group"]["windows"][label]
-            assert window["count"] == counts[station][t].iloc[-1] if hasattr(counts[station][t], "iloc") else counts[station][t]
-            expected_mean = means[station][t]
-            expected_mean = expected_mean.iloc[-1] if hasattr(expected_mean, "iloc") else expected_mean
-            assert math.isclose(window["mean"], expected_mean, rel_tol=1e-9)
+            assert window["count"] == expected.loc[i, "count"]
+            assert math.isclose(window["mean"], expected.loc[i, "mean"], rel_tol=1e-12)
+            assert window["p90"] == pytest.approx(expected.loc[i, "p90"], rel=1e-12)

@@ -71,11 +71,20 @@ def test_get_rules_describes_windows_as_a_client_needs_them() -> None:
     first = described["rules"][0]
     assert first["topics"] == ["restaurant.latency.*"]
     windows = {w["label"]: w for w in first["windows"]}
-    assert windows["10s"] == {"label": "10s", "kind": "time", "seconds": 10.0, "percentiles": "exact"}
+    assert windows["10s"] == {
+        "label": "10s",
+        "kind": "time",
+        "seconds": 10.0,
+        "percentiles": "exact",
+    }
     assert windows["1h"]["percentiles"] == "sketch" and windows["1h"]["edge_seconds"] == 60.0
     assert windows["last100"] == {"label": "last100", "kind": "count", "events": 100}
     assert first["group_by"] == ["station"] and first["max_groups"] == 20
     assert described["default"]["rule"] == 0
+
+
+A = '[[rule]]\ntopics = ["a"]\n'
+"""The head of a rule for topic a: each case below adds a line to it."""
 
 
 @pytest.mark.parametrize(
@@ -85,23 +94,23 @@ def test_get_rules_describes_windows_as_a_client_needs_them() -> None:
             '[[rule]]\ntopics = ["a"]\nwindow = ["1m"]',
             "rule 1 (a): window: unknown field",
         ),
-        ('[[rule]]\ntopics = ["a"]\nwindows = ["10x"]', "rule 1 (a): windows: '10x' is not a duration"),
-        ('[[rule]]\ntopics = ["a"]\nwindows = ["0s"]', "rule 1 (a): windows: '0s' must be longer than 0"),
-        ('[[rule]]\ntopics = ["a"]\nlast = [0]', "rule 1 (a): last: 0 is not a positive number of events"),
+        (A + 'windows = ["10x"]', "rule 1 (a): windows: '10x' is not a duration"),
+        (A + 'windows = ["0s"]', "rule 1 (a): windows: '0s' must be longer than 0"),
+        (A + "last = [0]", "rule 1 (a): last: 0 is not a positive number of events"),
         (
             f'[[rule]]\ntopics = ["a"]\ngroup_by = ["x"]\nmax_groups = {MAX_GROUPS_CAP + 1}',
             f"rule 1 (a): max_groups: {MAX_GROUPS_CAP + 1} is over the cap of {MAX_GROUPS_CAP}",
         ),
-        ('[[rule]]\ntopics = []', "rule 1: topics: empty"),
-        ("[[rule]]\nwindows = [\"1m\"]", "rule 1: topics: missing"),
+        ("[[rule]]\ntopics = []", "rule 1: topics: empty"),
+        ('[[rule]]\nwindows = ["1m"]', "rule 1: topics: missing"),
         ('[[rule]]\ntopics = ["a*"]', "rule 1 (a*): topics: invalid topic"),
-        ('[[rule]]\ntopics = ["a"]\nwindows = ["1m", "60s"]', "rule 1 (a): windows: '1m' is given twice"),
-        ('[[rule]]\ntopics = ["a"]\nlast = [5, 5]', "rule 1 (a): last: 5 is given twice"),
-        ('[[rule]]\ntopics = ["a"]\nstats = ["median"]', "rule 1 (a): stats: unknown statistic 'median'"),
-        ('[[rule]]\ntopics = ["a"]\nmax_groups = 5', "rule 1 (a): max_groups: only means something with group_by"),
-        ('[[rule]]\ntopics = ["a"]\nseries = ["1m"]', "rule 1 (a): series: '1m' is not resolution:retention"),
+        (A + 'windows = ["1m", "60s"]', "rule 1 (a): windows: '1m' is given twice"),
+        (A + "last = [5, 5]", "rule 1 (a): last: 5 is given twice"),
+        (A + 'stats = ["median"]', "rule 1 (a): stats: unknown statistic 'median'"),
+        (A + "max_groups = 5", "rule 1 (a): max_groups: only means something with group_by"),
+        (A + 'series = ["1m"]', "rule 1 (a): series: '1m' is not resolution:retention"),
         ('[[rules]]\ntopics = ["a"]', "unknown table 'rules'"),
-        ('[[rule]]\ntopics = ["a"]\n\n[[rule]]\ntopics = ["b"]\nlast = [-1]', "rule 2 (b): last: -1"),
+        (A + '\n[[rule]]\ntopics = ["b"]\nlast = [-1]', "rule 2 (b): last: -1"),
     ],
 )
 def test_a_bad_rules_file_is_one_line_naming_the_rule_and_the_field(
