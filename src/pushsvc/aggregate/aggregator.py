@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pushsvc.aggregate.checkpoint import Checkpoint, GroupCheckpoint
 from pushsvc.core.durations import duration_label
 from pushsvc.core.updates import GroupPart, UpdateDraft, draft
 from pushsvc.ingest import Event, event_json
@@ -51,6 +52,11 @@ class _Topic:
     wall_at_event_us: int = 0
     # Groups are looked at for forgetting once per slot of topic clock (a tenth of the TTL).
     sweep_slot: int = 0
+    # Rebuilding from a checkpoint taken after this log position: entries up to it feed the
+    # exact windows only (see `pushsvc.aggregate.checkpoint`).
+    replay_until: LogPosition | None = None
+    # ...and the clock each group stood at then, which the replay brings it to at the end.
+    replay_clocks: dict[str, int] | None = None
 
 
 class Aggregator:
@@ -81,10 +87,6 @@ class Aggregator:
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
 
-    def widest_us(self, topic: str) -> int:
-        """How far back a rebuild must find `topic`'s events: its widest time window."""
-        return max((*self.rules.for_topic(topic).windows_us, 0))
-
     def _topic(self, topic: str) -> _Topic:
         state = self._topics.get(topic)
         if state is None:
@@ -106,6 +108,9 @@ class Aggregator:
         if not events:
             return []
         state = self._topic(topic)
+        if state.replay_until is not None and at <= state.replay_until:
+            self._replay_exact(state, events, at)
+            return []
         windows = state.windows
         clock = windows.clock_us
         clocks: list[int] = []
@@ -135,6 +140,97 @@ class Aggregator:
             drafts[-1] = drafts[-1].forgetting([(g.id, g.key) for g in forgotten])
         return drafts
 
+    def _replay_exact(self, state: _Topic, events: Sequence[Event], at: LogPosition) -> None:
+        windows = state.windows
+        for index, event in enumerate(events):
+            if isinstance(windows, RuleStats):
+                windows.insert_exact(event.ts_us, event.value)
+            else:
+                windows.insert(event.ts_us, event.value)
+            if state.groups is not None:
+                group = state.groups.route_as_then(event.tags, (*at, index))
+                clock = windows.clock_us
+                if group is not None and clock is not None:
+                    _insert(group, event, clock, exact_only=True)
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def durable(self, topic: str) -> bool:
+        """Whether `topic` keeps state the log cannot give back (checkpointed)."""
+        rule = self.rules.for_topic(topic)
+        return bool(rule.groups or rule.last or rule.sketch_windows_us)
+
+    def horizon_us(self, topic: str) -> int | None:
+        """The time at or before which no event of `topic` is in an exact window of the topic
+        or of its groups (a group lags its topic until a tick brings it along); what a
+        rebuild needs of the log besides the checkpoint. None for a topic not held."""
+        state = self._topics.get(topic)
+        if state is None or (clock := state.windows.clock_us) is None:
+            return None
+        if state.groups is not None:
+            for group in state.groups:
+                lagging = group.stats.clock_us
+                if lagging is not None and lagging < clock:
+                    clock = lagging
+        return clock - max((*state.rule.exact_windows_us, 0))
+
+    def checkpoint(self, topic: str, position: LogPosition) -> Checkpoint | None:
+        """`topic`'s durable state as it stands (after the entry at `position`)."""
+        state = self._topics.get(topic)
+        clock = None if state is None else state.windows.clock_us
+        if state is None or clock is None:
+            return None
+        windows = state.windows
+        groups: tuple[GroupCheckpoint, ...] = ()
+        if state.groups is not None:
+            groups = tuple(
+                GroupCheckpoint(
+                    g.id, dict(g.key), g.admitted, g.newest_us, g_clock, _durable(g.stats)
+                )
+                for g in state.groups
+                if (g_clock := g.stats.clock_us) is not None
+            )
+        return Checkpoint(topic, position, clock, state.sweep_slot, _durable(windows), groups)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Rebuilding: start `checkpoint.topic` from its checkpoint; the log's entries up to its
+        position then feed only the exact windows, until `end_replay`."""
+        topic = checkpoint.topic
+        self._topics.pop(topic, None)
+        state = self._topic(topic)
+        compiled = self._compiled[state.rule.number]
+        state.windows = compiled.restored(checkpoint.state)
+        if not isinstance(state.windows, RuleStats):
+            state.windows.start_at(checkpoint.clock_us)
+        state.sweep_slot = checkpoint.sweep_slot
+        state.event_clock_us = checkpoint.clock_us
+        state.wall_at_event_us = self._wall_clock()
+        state.replay_until = checkpoint.position
+        if state.groups is not None:
+            for saved in checkpoint.groups:
+                stats = compiled.restored(saved.state)
+                state.groups.restore(
+                    Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
+                )
+
+    def end_replay(self) -> None:
+        """The rebuild's replay is over: exact windows join their durable parts' clock."""
+        for state in self._topics.values():
+            if state.replay_until is None:
+                continue
+            state.replay_until = None
+            if isinstance(state.windows, RuleStats):
+                state.windows.catch_up()
+            clocks, state.replay_clocks = state.replay_clocks or {}, None
+            for group in state.groups or ():
+                if isinstance(group.stats, RuleStats):
+                    group.stats.catch_up()
+                elif (clock := clocks.get(group.id)) is not None:
+                    if group.stats.clock_us is None:
+                        group.stats.start_at(clock)
+                    else:
+                        group.stats.advance(clock)
+
     def due_ticks(self) -> dict[str, int]:
         """The clocks an idle tick would move topics to now: each topic's last event clock
         plus the wall time since it arrived, where that is ahead of the topic's clock; and a
@@ -155,15 +251,21 @@ class Aggregator:
                 due[topic] = max(clock, current)
         return due
 
-    def apply_ticks(self, clocks: Mapping[str, int]) -> list[UpdateDraft]:
+    def apply_ticks(
+        self, clocks: Mapping[str, int], at: LogPosition | None = None
+    ) -> list[UpdateDraft]:
         """Move each topic's clock (and its groups') forward to the clock given; a draft
-        (reason `tick`) where a window changed, carrying the groups that changed."""
+        (reason `tick`) where a window changed, carrying the groups that changed. `at`: the
+        tick entry's log position (a rebuild replaying a checkpointed topic's older entries
+        moves only its clock)."""
         drafts = []
         for topic, clock in clocks.items():
             state = self._topics.get(topic)
             if state is None:
                 continue
             changed = state.windows.advance(clock)
+            if state.replay_until is not None and at is not None and at <= state.replay_until:
+                continue
             if state.groups is None:
                 if changed:
                     drafts.append(draft(topic, clock, "tick", None, state.windows.summary()))
@@ -247,10 +349,19 @@ class Aggregator:
         return sum(len(s.groups) for s in self._topics.values() if s.groups is not None)
 
 
-def _insert(group: Group, event: Event, clock_us: int) -> None:
+def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = False) -> None:
     """An event into its group, on the topic's clock: the group is seen at `clock_us` first,
-    so an event older than the topic clock is a late one for the group too."""
+    so an event older than the topic clock is a late one for the group too. `exact_only`:
+    a rebuild's replay of entries a checkpoint covers."""
     stats = group.stats
+    if exact_only:
+        # Not advanced: the group's clock then is in the checkpoint, and `end_replay` brings
+        # its exact windows there (an event older than it is in the same windows either way).
+        if isinstance(stats, RuleStats):
+            stats.insert_exact(event.ts_us, event.value)
+        else:
+            stats.insert(event.ts_us, event.value)
+        return
     if event.ts_us < clock_us:
         if stats.clock_us is None:
             stats.start_at(clock_us)  # a new group's first event is late for it too
@@ -259,3 +370,7 @@ def _insert(group: Group, event: Event, clock_us: int) -> None:
     stats.insert(event.ts_us, event.value)
     if event.ts_us > group.newest_us:
         group.newest_us = event.ts_us
+
+
+def _durable(stats: TopicWindows | RuleStats) -> bytes:
+    return stats.durable_state() if isinstance(stats, RuleStats) else b""

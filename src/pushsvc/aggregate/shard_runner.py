@@ -277,9 +277,8 @@ class ShardRunner:
         oldest = self.published
         for topic in list(self._held):
             held = self._held[topic]
-            clock = self.aggregator.clock(topic)
-            widest = self.aggregator.widest_us(topic)
-            while held and (clock is None or held[0][1] <= clock - widest):
+            horizon = self.aggregator.horizon_us(topic)
+            while held and (horizon is None or held[0][1] <= horizon):
                 held.popleft()
             if not held:
                 del self._held[topic]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pushsvc.core.durations import duration_label
+from pushsvc.stats.layout import NO_CLOCK
 from pushsvc.stats.rules import Rule
 from pushsvc.stats.spec import WindowSpec
 from pushsvc.stats.windows import TopicWindows
@@ -71,27 +72,44 @@ class CompiledRule:
 
     def new(self) -> TopicWindows | RuleStats:
         """A topic's statistics, empty."""
+        return self._build(None)
+
+    def restored(self, state: bytes) -> TopicWindows | RuleStats:
+        """Statistics whose durable parts continue from `state` (`RuleStats.durable_state`)
+        and whose exact windows are empty, for a rebuild to fill from the log."""
+        return self._build(state or None)
+
+    def _build(self, state: bytes | None) -> TopicWindows | RuleStats:
         if self._plain:
             assert self._exact is not None
             return self._exact.new()
         rule = self.rule
+        saved = iter(_unpack(state)) if state is not None else None
+        clock = next(saved) if saved is not None else None
         parts: list[WindowSet] = []
         if rule.sketch_windows_us:
             from pushsvc.stats.long_windows import LongWindows
 
+            widths = rule.sketch_windows_us
+            labels = tuple(duration_label(w) for w in widths)
             parts.append(
-                LongWindows(
-                    rule.sketch_windows_us,
-                    tuple(duration_label(w) for w in rule.sketch_windows_us),
-                    rule.stats,
-                )
+                LongWindows(widths, labels, rule.stats)
+                if saved is None
+                else LongWindows.from_state(widths, labels, rule.stats, next(saved))
             )
         if rule.last:
             from pushsvc.stats.count_windows import CountWindows
 
-            parts.append(CountWindows(rule.last, rule.stats))
+            parts.append(
+                CountWindows(rule.last, rule.stats)
+                if saved is None
+                else CountWindows.from_state(rule.last, rule.stats, next(saved))
+            )
         exact = self._exact.new() if self._exact is not None else None
-        return RuleStats(exact, tuple(parts), self._rates, self._drop_count)
+        stats = RuleStats(exact, tuple(parts), self._rates, self._drop_count)
+        if clock is not None:
+            stats.restore_clock(int.from_bytes(clock, "big", signed=True))
+        return stats
 
 
 class RuleStats:
@@ -157,6 +175,33 @@ class RuleStats:
             changed |= part.advance(clock_us)
         return changed
 
+    def insert_exact(self, ts_us: int, value: float) -> None:
+        """Rebuilding from a checkpoint: an event the durable parts already hold goes into
+        the exact windows only."""
+        if self._exact is not None:
+            self._exact.insert(ts_us, value)
+
+    def durable_state(self) -> bytes:
+        """The clock and the durable parts' state (`CompiledRule.restored` takes it)."""
+        clock = (self._clock if self._clock is not None else NO_CLOCK).to_bytes(
+            8, "big", signed=True
+        )
+        return _pack([clock, *(part.to_state() for part in self._parts)])
+
+    def restore_clock(self, clock_us: int) -> None:
+        if clock_us != NO_CLOCK:
+            self._clock = clock_us
+
+    def catch_up(self) -> None:
+        """After a rebuild's replay: bring the exact windows to the clock the durable parts
+        stand at (the replay filled them with events only)."""
+        if self._exact is None or self._clock is None:
+            return
+        if self._exact.clock_us is None:
+            self._exact.start_at(self._clock)
+        else:
+            self._exact.advance(self._clock)
+
     def summary(self) -> Summary:
         out: Summary = self._exact.summary() if self._exact is not None else {}
         for label, seconds in self._rates:
@@ -167,3 +212,18 @@ class RuleStats:
         for part in self._parts:
             out.update(part.summary())
         return out
+
+
+def _pack(items: list[bytes]) -> bytes:
+    """Byte strings framed by their lengths (4 bytes each, big-endian)."""
+    return b"".join(len(item).to_bytes(4, "big") + item for item in items)
+
+
+def _unpack(data: bytes) -> list[bytes]:
+    items = []
+    at = 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        items.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return items

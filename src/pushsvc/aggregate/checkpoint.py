@@ -1,0 +1,104 @@
+"""A topic's durable state at a log position: what a rebuild cannot get back from the log.
+
+The log keeps an entry while an event of it may still be in an exact time window, which is
+all a topic without a rule needs. Three things outlive that horizon:
+
+* count windows (the last N events, whatever their age);
+* sketch windows (hours or days of sub-buckets: the log must not be that long);
+* the group registry (which combinations are live groups: first come, first served).
+
+So the active aggregator saves, every few seconds, a *checkpoint* of each topic that has
+any of them: those parts exactly as they stand after log entry `position`, with the topic
+clock and every live group's identity. A cold aggregator restores the checkpoint, then
+replays the log: entries up to `position` only into the exact windows (the checkpoint holds
+the rest), routing each event to the group it went to then (`TopicGroups.route_as_then`);
+entries after it in full. The log is trimmed no further than the oldest checkpoint still
+needs (`ShardRunner`).
+
+A checkpoint is valid whoever writes it: every aggregator applying the same entries holds
+the same state. It must only never go backwards, and never claim a position the updates
+have not reached (the publish of those entries would be lost): the shard runner writes one
+only once everything it applied is published, through a fenced script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from pushsvc.stats.groups import Position
+
+__all__ = ["Checkpoint", "GroupCheckpoint"]
+
+_HEAD = b"head"
+_TOPIC = b"topic"
+_GROUP = b"group:"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCheckpoint:
+    """One live group: its identity, where it was admitted, its newest event time, its clock
+    (a group lags its topic until a tick brings it along), and its durable parts (empty when
+    its rule keeps only exact time windows)."""
+
+    id: str
+    key: dict[str, str | None]
+    admitted: Position
+    newest_us: int
+    clock_us: int
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A topic's durable state right after the log entry at `position`."""
+
+    topic: str
+    position: tuple[int, int]
+    clock_us: int
+    sweep_slot: int
+    state: bytes
+    """The topic's own durable parts (count and sketch windows), empty if none."""
+    groups: tuple[GroupCheckpoint, ...]
+
+    def fields(self) -> dict[bytes, bytes]:
+        """As the fields of one Redis hash (written whole, in one step)."""
+        head = {
+            "topic": self.topic,
+            "position": list(self.position),
+            "clock": self.clock_us,
+            "slot": self.sweep_slot,
+            "groups": [
+                {
+                    "id": g.id,
+                    "key": g.key,
+                    "admitted": list(g.admitted),
+                    "newest": g.newest_us,
+                    "clock": g.clock_us,
+                }
+                for g in self.groups
+            ],
+        }
+        out = {_HEAD: orjson.dumps(head), _TOPIC: self.state}
+        for group in self.groups:
+            out[_GROUP + group.id.encode()] = group.state
+        return out
+
+    @classmethod
+    def of_fields(cls, fields: Mapping[bytes, bytes]) -> Checkpoint:
+        head = orjson.loads(fields[_HEAD])
+        groups = tuple(
+            GroupCheckpoint(
+                g["id"],
+                g["key"],
+                (g["admitted"][0], g["admitted"][1], g["admitted"][2]),
+                g["newest"],
+                g["clock"],
+                fields[_GROUP + g["id"].encode()],
+            )
+            for g in head["groups"]
+        )
+        position = (head["position"][0], head["position"][1])
+        return cls(head["topic"], position, head["clock"], head["slot"], fields[_TOPIC], groups)
