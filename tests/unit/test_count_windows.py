@@ -89,8 +89,9 @@ def streams(draw: st.DrawFn, max_events: int = 50) -> list[Event]:
             ts = clock - draw(st.integers(0, 5 * S))
         else:
             ts = min(e.ts_us for e in events) - draw(st.integers(0, S))
-        value = draw(st.sampled_from(events)).value if events and draw(st.booleans()) else None
-        events.append(Event(ts, draw(values) if value is None else value))
+        repeat: bool = draw(st.booleans())  # a value seen before: duplicates
+        value = draw(st.sampled_from(events)).value if events and repeat else draw(values)
+        events.append(Event(ts, value))
         clock = max(clock, ts)
     return events
 

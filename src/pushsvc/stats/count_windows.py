@@ -67,6 +67,7 @@ _MICROS = 1_000_000
 _COMPACT_MIN = 1024
 _STATE_VERSION = 1
 _HEADER = struct.Struct("<BI")  # format version, events held
+_EMPTY: dict[str, float | int | None] = {"count": 0, "sum": 0.0} | dict.fromkeys(ALL_STATS[2:])
 
 
 def _validate(
@@ -180,12 +181,13 @@ class CountWindows:
         # after end - N, and then, if it was full, loses the entry at end - N (still there:
         # the event went in after it).
         if self._m1:
-            k = _exponent(v)
+            num, den = v.as_integer_ratio()
+            k = den.bit_length() - 1  # v = num * 2**-k
             self._exps[k] = self._exps.get(k, 0) + 1
             if k > self._shift:
                 self._rescale(k)
             shift = self._shift
-            x = scaled(v, shift)
+            x = num << (shift - k)
             x2 = x * x
             s1, s2 = self._s1, self._s2
             for i, n in enumerate(self._sizes):
@@ -251,27 +253,37 @@ class CountWindows:
         ts = self._ts
         end = len(ts)
         held = end - self._head
-        newest = ts[-1] if held else 0
         unit = 1 << self._shift
         stats = self._stats
+        everything = stats == ALL_STATS
         out: dict[str, dict[str, float | int | None]] = {}
         for i, label in enumerate(self._labels):
             n = min(self._sizes[i], held)
-            full: dict[str, float | int | None] = dict.fromkeys(ALL_STATS)
-            full["count"] = n
-            full["sum"] = 0.0
-            if n:
-                if self._m1:
-                    moments_ = moments(n, self._s1[i], self._s2[i], unit)
-                    full["sum"], full["mean"], full["var"], full["stddev"] = moments_
-                if self._sorted:
-                    ordered = self._ostats(self._sorted[i])
-                    full["min"], full["max"] = ordered[:2]
-                    full.update(zip(self._qnames, ordered[2:], strict=True))
-                span = newest - ts[end - n]
-                if span:
-                    full["rate"] = (n - 1) * _MICROS / span
-            out[label] = {name: full[name] for name in stats}
+            if not n:
+                out[label] = {name: _EMPTY[name] for name in stats}
+                continue
+            total: float | None = None
+            mean = var = stddev = low = high = p50 = p90 = p99 = rate = None
+            if self._m1:
+                total, mean, var, stddev = moments(n, self._s1[i], self._s2[i], unit)
+            if self._sorted:
+                ordered = self._ostats(self._sorted[i])  # [min, max, *selected quantiles]
+                low, high = ordered[0], ordered[1]
+                if len(ordered) == 5:
+                    p50, p90, p99 = ordered[2:]
+                elif len(ordered) > 2:
+                    named = dict(zip(self._qnames, ordered[2:], strict=True))
+                    p50, p90, p99 = named.get("p50"), named.get("p90"), named.get("p99")
+            span = ts[-1] - ts[end - n]
+            if span:
+                rate = (n - 1) * _MICROS / span
+            # One dict display in ALL_STATS order, then the selection: cheaper than filling a
+            # dict key by key.
+            full: dict[str, float | int | None] = {
+                "count": n, "sum": total, "mean": mean, "min": low, "max": high, "var": var,
+                "stddev": stddev, "p50": p50, "p90": p90, "p99": p99, "rate": rate,
+            }  # fmt: skip
+            out[label] = full if everything else {name: full[name] for name in stats}
         return out
 
     # -- state -----------------------------------------------------------------------------
