@@ -49,7 +49,7 @@ from itertools import pairwise
 
 from sortedcontainers import SortedList
 
-from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, MOMENTS_2, QUANTILE_OF
+from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, QUANTILE_OF
 from pushsvc.stats.moments import moments, scaled
 from pushsvc.stats.order import order_stats_for
 
@@ -106,16 +106,15 @@ class CountWindows:
     """
 
     __slots__ = (
-        "_cap", "_compact_at", "_exps", "_head", "_labels", "_m1", "_m2", "_ostats", "_qnames",
-        "_s1", "_s2", "_shift", "_sizes", "_sorted", "_stats", "_ts", "_vals",
+        "_cap", "_compact_at", "_exps", "_head", "_labels", "_m1", "_ostats", "_qnames", "_s1",
+        "_s2", "_shift", "_sizes", "_sorted", "_stats", "_ts", "_vals",
     )  # fmt: skip
 
     def __init__(self, sizes: Sequence[int], stats: Sequence[str]) -> None:
         self._sizes, self._stats = _validate(sizes, stats)
         self._labels = tuple(f"last{n}" for n in self._sizes)
         selected = set(self._stats)
-        self._m1 = bool(selected & MOMENTS_1)
-        self._m2 = bool(selected & MOMENTS_2)
+        self._m1 = bool(selected & MOMENTS_1)  # S2 is kept with S1: a square costs little
         self._qnames = tuple(name for name in self._stats if name in QUANTILE_OF)
         qs = tuple(QUANTILE_OF[name] for name in self._qnames)
         ordered = bool(qs) or bool(selected & {"min", "max"})
