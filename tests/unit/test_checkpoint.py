@@ -20,6 +20,8 @@ S = 1_000_000
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 ALL = (*STATS, "rate")
 
+TOPICS = ("grouped", "counted", "last", "plain")
+
 Entry = tuple[tuple[int, int], str, list[Event] | None, dict[str, int] | None]
 """(position, topic, events, ticks): a log entry, events or a round of ticks."""
 
@@ -28,6 +30,8 @@ def _rules(*extra: Rule) -> Rules:
     return Rules(
         [
             Rule(1, ("grouped",), (2 * S, 10 * S), (), ALL, ("k",), 2),
+            Rule(2, ("counted",), (2 * S,), (3, 5), ALL, ("k",), 2),
+            Rule(3, ("last",), (), (4,), ("count", "mean", "p50", "rate")),
             *extra,
         ],
         default_rule((2 * S, 10 * S), STATS),
@@ -42,7 +46,7 @@ def _logs(draw: st.DrawFn) -> list[Entry]:
         position = (1000 + n, 0)
         if draw(st.integers(0, 5)) == 0:
             clock += draw(st.sampled_from([S, 4 * S, 15 * S]))
-            log.append((position, "", None, {"grouped": clock, "plain": clock}))
+            log.append((position, "", None, dict.fromkeys(TOPICS, clock)))
             continue
         events = []
         for _ in range(draw(st.integers(1, 3))):
@@ -50,7 +54,7 @@ def _logs(draw: st.DrawFn) -> list[Entry]:
             late = draw(st.sampled_from([0, 0, 0, 3 * S]))
             tags = draw(st.sampled_from([None, {"k": "a"}, {"k": "b"}, {"k": "c"}]))
             events.append(Event(draw(st.sampled_from([1.0, -2.5, 40.0])), clock - late, tags))
-        log.append((position, draw(st.sampled_from(["grouped", "plain"])), events, None))
+        log.append((position, draw(st.sampled_from(TOPICS)), events, None))
     return log
 
 
@@ -70,7 +74,7 @@ def _kept(
     """What a trimmed log still holds after entry `upto`: per topic, what its exact windows
     may still need and everything after its checkpoint; ticks all (they are cheap to keep)."""
     kept = []
-    for index, entry in enumerate(log[: upto + 1]):
+    for entry in log[: upto + 1]:
         position, topic, events, ticks = entry
         if ticks is not None:
             kept.append(entry)
@@ -80,9 +84,8 @@ def _kept(
         assert horizon is not None
         needed = max(e.ts_us for e in events) > horizon
         checkpoint = saved.get(topic)
-        if needed or (checkpoint is not None and position > checkpoint.position):
-            kept.append(entry)
-        elif checkpoint is None and aggregator.durable(topic):
+        after = position > checkpoint.position if checkpoint else aggregator.durable(topic)
+        if needed or after:
             kept.append(entry)
     return kept
 

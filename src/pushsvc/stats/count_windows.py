@@ -105,6 +105,9 @@ class CountWindows:
     microseconds (int64); values must be finite.
     """
 
+    slides = False
+    """The clock does not move a count window (`pushsvc.stats.compiled.WindowSet`)."""
+
     __slots__ = (
         "_cap", "_compact_at", "_exps", "_head", "_labels", "_m1", "_ostats", "_qnames", "_s1",
         "_s2", "_shift", "_sizes", "_sorted", "_stats", "_ts", "_vals",

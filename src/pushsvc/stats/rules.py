@@ -24,6 +24,7 @@ import orjson
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
+from pushsvc.stats.count_windows import MAX_SIZE as MAX_COUNT_WINDOW
 from pushsvc.stats.layout import ALL_STATS
 
 __all__ = [
@@ -45,8 +46,6 @@ DEFAULT_MAX_GROUPS = 100
 #: memory and one entry in each tick and snapshot, so a typo (`max_groups = 1000000`) must
 #: not turn into an out-of-memory aggregator.
 MAX_GROUPS_CAP = 10_000
-#: The longest count window: its events are held exactly and checkpointed whole.
-MAX_COUNT_WINDOW = 100_000
 #: Sketch windows are cut into at most this many sub-buckets (the window's edge is rounded
 #: to one of them).
 SUB_BUCKETS = 60
