@@ -41,6 +41,7 @@ _READ_COUNT = 512  # log entries read at once
 _PUBLISH_DRAFTS = 5000  # drafts published in one script call at most
 _RETRY_S = 0.5  # after a failed call to Redis
 _FORGET_AT_ONCE = 1000  # topics proposed in one script call at most
+_CHECKPOINTS_AT_ONCE = 100  # topics saved in one script call at most
 
 
 class ShardRunner:
@@ -74,6 +75,10 @@ class ShardRunner:
         # Per topic, the log entries (id, latest event time) that may still hold an event
         # in a window; the oldest of them all bounds the trim.
         self._held: dict[str, deque[tuple[str, int]]] = {}
+        # Topics with durable state (groups, count and sketch windows): the position of each
+        # one's saved checkpoint, and those changed since (`pushsvc.aggregate.checkpoint`).
+        self._saved: dict[str, tuple[int, int]] = {}
+        self._dirty: set[str] = set()
         self._active = False
         self.updates_published = 0
         self.refused: str | None = None
@@ -103,6 +108,8 @@ class ShardRunner:
                     # First: trimming frees memory, so it must not wait behind a publish
                     # that a full Redis refuses (XTRIM is allowed at maxmemory).
                     next_trim = now + self._trim_every_s
+                    if self._active and not self._pending:
+                        self.save_checkpoints()
                     oldest = self._prune_held()
                     if self._active and oldest != FIRST:
                         self._log.trim(oldest)
@@ -148,6 +155,11 @@ class ShardRunner:
         """Cold start: apply the log up to the applied position without publishing, then
         move each topic's clock to where its latest update left it."""
         state = self._log.state()
+        index, shards = self.shard
+        for checkpoint in self._log.checkpoints():
+            if shard_of(checkpoint.topic, shards) == index:
+                self.aggregator.restore(checkpoint)
+                self._saved[checkpoint.topic] = checkpoint.position
         after = FIRST
         count = 0
         while state.applied != FIRST:
@@ -158,7 +170,7 @@ class ShardRunner:
                 self._apply(entry)
             count += len(entries)
             after = entries[-1].id
-        index, shards = self.shard
+        self.aggregator.end_replay()
         for topic, clock in state.clocks.items():
             if shard_of(topic, shards) == index:
                 self.aggregator.restore_clock(topic, clock)
@@ -194,18 +206,49 @@ class ShardRunner:
 
     def _apply(self, entry: Entry) -> list[UpdateDraft]:
         if entry.ticks is not None:
-            return self.aggregator.apply_ticks(entry.ticks)
+            self._dirty.update(t for t in entry.ticks if self.aggregator.durable(t))
+            return self.aggregator.apply_ticks(entry.ticks, position(entry.id))
         if entry.forgotten is not None:
             self.aggregator.forget(entry.forgotten)
             for topic in entry.forgotten:
                 self._held.pop(topic, None)  # none of their entries is needed any more
+                self._saved.pop(topic, None)
+                self._dirty.discard(topic)
             return []
         assert entry.topic is not None and entry.events is not None
         held = self._held.get(entry.topic)
         if held is None:
             held = self._held[entry.topic] = deque()
         held.append((entry.id, max(e.ts_us for e in entry.events)))
+        if self.aggregator.durable(entry.topic):
+            self._dirty.add(entry.topic)
         return self.aggregator.apply_events(entry.topic, entry.events, position(entry.id))
+
+    def save_checkpoints(self) -> int:
+        """Save the checkpoint of every durable topic changed since its last one, at this
+        aggregator's position; only while everything applied is published (a checkpoint
+        must not run ahead of the updates), by the lease holder. How many were saved."""
+        if not self._active or self._pending or not self._dirty:
+            return 0
+        at = position(self.position)
+        topics = sorted(self._dirty)
+        saved = 0
+        for start in range(0, len(topics), _CHECKPOINTS_AT_ONCE):
+            batch = [
+                checkpoint
+                for topic in topics[start : start + _CHECKPOINTS_AT_ONCE]
+                if (checkpoint := self.aggregator.checkpoint(topic, at)) is not None
+            ]
+            try:
+                self._log.save_checkpoints(self._lease.token, batch)
+            except Fenced:
+                self._lease.holding = self._active = False
+                return saved
+            for checkpoint in batch:
+                self._saved[checkpoint.topic] = at
+                self._dirty.discard(checkpoint.topic)
+            saved += len(batch)
+        return saved
 
     def _catch_up(self) -> None:
         applied = self._log.applied()
@@ -278,7 +321,12 @@ class ShardRunner:
         for topic in list(self._held):
             held = self._held[topic]
             horizon = self.aggregator.horizon_us(topic)
+            durable = self.aggregator.durable(topic)
+            saved = self._saved.get(topic)
             while held and (horizon is None or held[0][1] <= horizon):
+                # A durable topic's entries after its checkpoint are its durable state too.
+                if durable and (saved is None or position(held[0][0]) > saved):
+                    break
                 held.popleft()
             if not held:
                 del self._held[topic]

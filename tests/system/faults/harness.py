@@ -15,6 +15,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pushsvc.client.sse_parser import EventStreamParser
@@ -154,8 +155,17 @@ class Producer(threading.Thread):
     """Posts event n with value n and ts `base + n * 20 ms`, one at a time, at `rate`/s, to
     the web processes in turn; `pause()` waits until no POST is in flight."""
 
-    def __init__(self, deployment: FaultStack, topic: str, *, rate: float = 60.0) -> None:
+    def __init__(
+        self,
+        deployment: FaultStack,
+        topic: str,
+        *,
+        rate: float = 60.0,
+        tags: Callable[[int], dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(daemon=True, name="producer")
+        self.tags = tags
+        """The tags of event n (none when None)."""
         self.deployment = deployment
         self.topic = topic
         self.interval = 1.0 / rate
@@ -186,7 +196,7 @@ class Producer(threading.Thread):
                 continue
             ts_us = self.base_us + n * 20_000
             self.posting = (float(n), ts_us)
-            status, code = self._post(ports[n % len(ports)], float(n), ts_us)
+            status, code = self._post(ports[n % len(ports)], n, ts_us)
             self.posting = None
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status == 202:
@@ -196,9 +206,12 @@ class Producer(threading.Thread):
             n += 1
             time.sleep(self.interval)
 
-    def _post(self, port: int, value: float, ts_us: int) -> tuple[int, str | None]:
+    def _post(self, port: int, n: int, ts_us: int) -> tuple[int, str | None]:
         """The status and, for an error, its code."""
-        body = json.dumps({"value": value, "ts": ts_us / S})
+        event: dict[str, object] = {"value": float(n), "ts": ts_us / S}
+        if self.tags is not None:
+            event["tags"] = self.tags(n)
+        body = json.dumps(event)
         started = time.monotonic()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         code = None

@@ -10,8 +10,12 @@
 -- lateness does not move the clock. So a POST racing the forget is either logged first (and
 -- the forget is cancelled) or after the forget entry (and it starts the topic afresh).
 --
--- KEYS: log, clocks, latest, logged, lease, forgotten (a counter)
+-- A forgotten topic's live groups and checkpoint go with it.
+--
+-- KEYS: log, clocks, latest, logged, lease, forgotten (a counter), checkpoints (the shard's
+--       set of checkpointed topics)
 -- ARGV: lease token, position (entry id; '0-0' for none), most entries after it to scan,
+--       groups key prefix, checkpoint key prefix,
 --       then topic, clock_key for each proposed topic
 -- Returns {entry id or false, {topics forgotten}}: false and nothing forgotten when no
 -- topic qualifies or more than that many entries wait after the position (try again once
@@ -39,11 +43,13 @@ for _, entry in ipairs(later) do
   end
 end
 local forgotten = {}
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local topic = ARGV[i]
   if not touched[topic] and redis.call('HGET', KEYS[2], topic) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[2], topic)
     redis.call('HDEL', KEYS[3], topic)
+    redis.call('DEL', ARGV[4] .. topic, ARGV[5] .. topic)
+    redis.call('SREM', KEYS[7], topic)
     forgotten[#forgotten + 1] = topic
   end
 end

@@ -6,7 +6,9 @@
 -- KEYS: epoch, history, latest, trimmed, applied, lease
 -- ARGV: epoch candidate, history length, updates channel prefix,
 --       lease token ('' publishes unfenced), applied entry id ('' leaves it), entries applied,
---       then topic, clock_us, body for each draft.
+--       groups key prefix, number of drafts N,
+--       then topic, clock_us, body for each of the N drafts,
+--       then topic, group id, group JSON ('' forgets the group) for each group they carry.
 -- Returns {epoch, stream ids in draft order}, or an error when the lease is not the caller's.
 --
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
@@ -53,7 +55,9 @@ local function flush()
   redis.call('HSET', KEYS[3], run_topic, run[#run])
   redis.call('PUBLISH', ARGV[3] .. run_topic, table.concat(run, '\n'))
 end
-for i = 7, #ARGV, 3 do
+local groups_prefix = ARGV[7]
+local drafts_end = 8 + 3 * tonumber(ARGV[8])
+for i = 9, drafts_end, 3 do
   local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local id = redis.call('XADD', KEYS[2], '*', 't', topic, 'c', clock, 'b', body,
     'p', previous_of(topic))
@@ -67,6 +71,16 @@ for i = 7, #ARGV, 3 do
   length = length + 1
 end
 if run_topic then flush() end
+-- Each grouping topic's live groups as of these updates (what a snapshot shows), marked with
+-- the epoch: a group written in a lost history is not live.
+for i = drafts_end + 1, #ARGV, 3 do
+  local groups = groups_prefix .. ARGV[i]
+  if ARGV[i + 2] == '' then
+    redis.call('HDEL', groups, ARGV[i + 1])
+  else
+    redis.call('HSET', groups, ARGV[i + 1], epoch .. ' ' .. ARGV[i + 2])
+  end
+end
 if length > maxlen then
   local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', length - maxlen)
   redis.call('SET', KEYS[4], gone[#gone][1])

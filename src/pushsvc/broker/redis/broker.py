@@ -206,9 +206,16 @@ class RedisBroker:
             fence or "",
             applied[1] if applied is not None else "",
             applied[2] if applied is not None else 0,
+            self.keys.groups(""),
+            len(drafts),
         ]
         for d in drafts:
             args += [d.topic, d.clock_us, d.body]
+        for d in drafts:
+            for gid, group in d.groups:
+                args += [d.topic, gid, group]
+            for gid in d.forgotten:
+                args += [d.topic, gid, ""]
         with unavailable("publish_updates"):
             raw_epoch, stream_ids = self._publish(keys=keys, args=args)
         epoch = raw_epoch.decode()

@@ -111,6 +111,14 @@ class Keys:
     def applied(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}applied:{shard[0]}/{shard[1]}"
 
+    def checkpoint(self, topic: str) -> str:
+        """A hash: the topic's durable state at a log position (`aggregate/checkpoint.py`)."""
+        return f"{self.prefix}checkpoint:{topic}"
+
+    def checkpoints(self, shard: tuple[int, int]) -> str:
+        """A set: the shard's topics that have a checkpoint (what a rebuild reads)."""
+        return f"{self.prefix}checkpoints:{shard[0]}/{shard[1]}"
+
     def lease(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}lease:{shard[0]}/{shard[1]}"
 

@@ -8,12 +8,13 @@ log order; "applied up to" is written by the publish script together with the up
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 
+from pushsvc.aggregate.checkpoint import Checkpoint
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
@@ -80,6 +81,7 @@ class EventLog:
         self._state = self._client.register_script(source("read_state"))
         self._ticks = self._client.register_script(source("append_ticks"))
         self._forget = self._client.register_script(source("forget_topics"))
+        self._save_checkpoints = self._client.register_script(source("save_checkpoints"))
 
     def state(self) -> LogState:
         with unavailable("read_state"):
@@ -138,13 +140,43 @@ class EventLog:
             self.keys.logged(shard),
             self.keys.lease(shard),
             self.keys.forgotten,
+            self.keys.checkpoints(shard),
         ]
-        args: list[str | int] = [fence, after, FORGET_SCAN]
+        args: list[str | int] = [
+            fence,
+            after,
+            FORGET_SCAN,
+            self.keys.groups(""),
+            self.keys.checkpoint(""),
+        ]
         for topic, clock in clocks.items():
             args += [topic, time_key(clock)]
         with unavailable("forget_topics"):
             _, forgotten = self._forget(keys=keys, args=args)
         return [cast(bytes, topic).decode() for topic in forgotten]
+
+    def save_checkpoints(self, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
+        """Replace these topics' checkpoints, each unless a newer one is saved; how many were
+        written. Fenced unless `fence` is the lease's token."""
+        args: list[str | int | bytes] = [fence, self.keys.checkpoint("")]
+        for checkpoint in checkpoints:
+            fields = checkpoint.fields()
+            args += [checkpoint.topic, *checkpoint.position, len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        keys = [self.keys.lease(self.shard), self.keys.checkpoints(self.shard)]
+        with unavailable("save_checkpoints"):
+            return cast(int, self._save_checkpoints(keys=keys, args=args))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint saved for the shard's topics."""
+        with unavailable("checkpoints"):
+            topics = cast(set[bytes], self._client.smembers(self.keys.checkpoints(self.shard)))
+            pipe = self._client.pipeline(transaction=True)
+            for topic in sorted(topics):
+                pipe.hgetall(self.keys.checkpoint(topic.decode()))
+            saved = pipe.execute()
+        return [Checkpoint.of_fields(fields) for fields in saved if fields]
 
     def trim(self, before: str) -> None:
         """Forget the entries before `before` (no aggregator needs them to rebuild)."""

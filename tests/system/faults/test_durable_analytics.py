@@ -1,0 +1,129 @@
+"""The delivery promise for the analytics that outlive the event log: groups (first come,
+first served up to max_groups), count windows and sketch windows. Under load, the active
+aggregator is killed with SIGKILL, and later every aggregator at once before two start
+cold; the log is trimmed meanwhile, so the cold ones must restore checkpoints.
+
+Afterwards every client got every update exactly once, and each update is byte for byte
+the one an uninterrupted run computes (an in-process Aggregator with the same rules, fed the
+acknowledged events in order): the same topic, group, count-window and sketch-window
+statistics."""
+
+from __future__ import annotations
+
+import time
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from faults.harness import FaultStack, Producer, Watcher, drain
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.core.event import Event
+from pushsvc.stats.rules import Rules, default_rule, parse_rules
+from support.redis_server import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+S = 1_000_000
+RULES = """
+[[rule]]
+topics = ["durable.*"]
+windows = ["2s"]
+last = [40]
+stats = "all"
+group_by = ["station"]
+max_groups = 3
+"""
+STATIONS = ("grill", "fry", "wok", "bar", "pass")
+WATCHERS = 6
+
+
+def _station(n: int) -> dict[str, str]:
+    # Five values for three groups: the last two (first seen later) share "(other)".
+    return {"station": STATIONS[(n * 7) % 11 % 5]}
+
+
+@pytest.fixture
+def deployment(prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    server = RedisServer().start()
+    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules)})
+    yield made
+    made.stop()
+    server.stop()
+
+
+def _reference(acked: list[tuple[float, int]]) -> list[dict[str, object]]:
+    """The updates an uninterrupted run gives, without ids."""
+    rules: Rules = parse_rules(
+        tomllib.loads(RULES), default_rule((10 * S, 60 * S, 300 * S), ("count",))
+    )
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, topic_ttl_us=3600 * S)
+    out = []
+    for value, ts_us in acked:
+        event = Event(value, ts_us, _station(int(value)))
+        out += [orjson.loads(d.body) for d in aggregator.apply_events(TOPIC, [event])]
+    return out
+
+
+TOPIC = f"durable.{uuid.uuid4().hex[:8]}"
+
+
+def test_groups_and_count_windows_survive_kill_9_and_a_cold_restart(
+    deployment: FaultStack,
+) -> None:
+    deployment.start_web()
+    for _ in range(2):
+        deployment.start_aggregator()
+    deployment.active_aggregator()
+    watchers = [Watcher(deployment, TOPIC, i) for i in range(WATCHERS)]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
+    producer = Producer(deployment, TOPIC, rate=80.0, tags=_station)
+    producer.start()
+    # Long enough for checkpoints (every 5 s) and a trim past the 2 s window.
+    time.sleep(7)
+    active = deployment.active_aggregator()
+    active.kill()
+    deployment.aggregators.remove(active)
+    deployment.active_aggregator(timeout=10)
+    time.sleep(6)
+    for aggregator in list(deployment.aggregators):
+        aggregator.kill()
+        deployment.aggregators.remove(aggregator)
+    time.sleep(1)  # events wait in the log meanwhile
+    for _ in range(2):
+        deployment.start_aggregator()
+    deployment.active_aggregator()
+    time.sleep(3)
+    producer.stop()
+    drain(watchers, producer)
+    for watcher in watchers:
+        watcher.stop()
+
+    assert set(producer.statuses) == {202}, producer.statuses
+    # The cold aggregators had to restore a checkpoint: the log no longer held the start.
+    client = redis.Redis.from_url(deployment.redis.url)
+    assert client.hexists(f"{deployment.env['PUSHSVC_PREFIX']}checkpoint:{TOPIC}", "head")
+    logged = sum(
+        client.xlen(key) for key in client.scan_iter(f"{deployment.env['PUSHSVC_PREFIX']}log:*")
+    )
+    assert logged < len(producer.acked) - 200, "the log was not trimmed past the checkpoint"
+    expected = _reference(producer.acked)
+    assert len(expected) == len(producer.acked) > 600
+    for watcher in watchers:
+        updates = watcher.received.updates
+        ids = [i for i, _, _ in updates]
+        assert len(set(ids)) == len(ids), f"{watcher.name}: an update arrived twice"
+        assert not any(s["gap"] for s in watcher.received.snapshots)
+        got = [{k: v for k, v in data.items() if k != "id"} for _, _, data in updates]
+        first = next(i for i, e in enumerate(expected) if e["event"] == got[0]["event"])
+        for offset, (update, want) in enumerate(zip(got, expected[first:], strict=True)):
+            assert update == want, (watcher.name, first + offset)
