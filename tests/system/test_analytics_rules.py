@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from support.live import PushsvcProcess, SSEClient, post, request
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_server import RedisServer
 
 RULES = """
 [[rule]]
@@ -177,3 +178,28 @@ def test_a_bad_rules_file_stops_the_server_with_one_line(
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and named in lines[0], done.stderr
+
+
+@pytest.mark.redis
+def test_readyz_reports_rules_that_differ_from_the_aggregators(tmp_path: Path, prefix: str) -> None:
+    first_rules, second_rules = tmp_path / "first.toml", tmp_path / "second.toml"
+    first_rules.write_text(RULES)
+    second_rules.write_text(RULES.replace("max_groups = 2", "max_groups = 3"))
+    server = RedisServer().start()
+    env = {"PUSHSVC_REDIS_URL": server.url, "PUSHSVC_PREFIX": prefix, "PUSHSVC_TICK": "0"}
+    first = PushsvcProcess("serve", "--rules", str(first_rules), env=env).start()
+    second = PushsvcProcess("serve", "--rules", str(second_rules), env=env).start()
+    try:
+        wait_until(lambda: _get(first.port, "/readyz")[0] == 200, what="the first ready")
+        status, ready = _get(second.port, "/readyz")
+        assert (status, ready["status"]) == (503, "rules_differ")
+        theirs = _get(first.port, "/rules")[1]["digest"]
+        ours = _get(second.port, "/rules")[1]["digest"]
+        assert theirs != ours
+        assert (
+            f"reads rules {ours}" in ready["reason"] and f"with rules {theirs}" in ready["reason"]
+        )
+    finally:
+        second.stop()
+        first.stop()
+        server.stop()

@@ -108,6 +108,8 @@ class ShardRunner:
                     # First: trimming frees memory, so it must not wait behind a publish
                     # that a full Redis refuses (XTRIM is allowed at maxmemory).
                     next_trim = now + self._trim_every_s
+                    if self._active:
+                        self._log.announce_rules(self.aggregator.rules.digest)
                     if self._active and not self._pending:
                         self.save_checkpoints()
                     oldest = self._prune_held()
@@ -197,6 +199,7 @@ class ShardRunner:
             # The lease is ours now, so the last holder can publish no more: what it did
             # publish is final. Continue right after it.
             self._catch_up()
+            self._log.announce_rules(self.aggregator.rules.digest)
             log.warning("shard %d/%d: active from log entry %s", *self.shard, self.published)
         self._active = holding
         if holding:

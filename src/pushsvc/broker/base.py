@@ -85,12 +85,14 @@ class HistoryPage:
 @dataclass(frozen=True, slots=True)
 class ShardLag:
     """A shard of the event log: entries logged but not yet applied, the age of the oldest
-    of them (None when none), and whether an aggregator holds the shard."""
+    of them (None when none), whether an aggregator holds the shard, and the digest of the
+    rules its active aggregator computes with (None where unknown or in-process)."""
 
     shard: tuple[int, int]
     entries: int
     oldest_age_s: float | None
     aggregator: bool
+    rules_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

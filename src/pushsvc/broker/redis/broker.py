@@ -382,11 +382,12 @@ class RedisBroker:
                 pipe.get(self.keys.logged(shard))
                 pipe.hmget(self.keys.applied(shard), ["id", "n"])
                 pipe.exists(self.keys.lease(shard))
+                pipe.get(self.keys.rules(shard))
             replies = pipe.execute()
         lags = []
         now_ms = time.time() * 1000
         for index, shard in enumerate(shards):
-            logged, (applied_id, applied_n), leased = replies[3 * index : 3 * index + 3]
+            logged, (applied_id, applied_n), leased, digest = replies[4 * index : 4 * index + 4]
             entries = max(0, int(logged or 0) - int(applied_n or 0))
             oldest_age_s = None
             if entries:
@@ -395,7 +396,8 @@ class RedisBroker:
                     first: Any = self._client.xrange(self.keys.log(shard), min=start, count=1)
                 if first:
                     oldest_age_s = max(0.0, (now_ms - stream_position(first[0][0])[0]) / 1000)
-            lags.append(ShardLag(shard, entries, oldest_age_s, bool(leased)))
+            rules = digest.decode() if digest is not None else None
+            lags.append(ShardLag(shard, entries, oldest_age_s, bool(leased), rules))
         return lags
 
     def close(self) -> None:

@@ -119,6 +119,10 @@ class Keys:
         """A set: the shard's topics that have a checkpoint (what a rebuild reads)."""
         return f"{self.prefix}checkpoints:{shard[0]}/{shard[1]}"
 
+    def rules(self, shard: tuple[int, int]) -> str:
+        """The digest of the rules the shard's active aggregator computes with."""
+        return f"{self.prefix}rules:{shard[0]}/{shard[1]}"
+
     def lease(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}lease:{shard[0]}/{shard[1]}"
 

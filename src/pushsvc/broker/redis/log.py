@@ -178,6 +178,11 @@ class EventLog:
             saved = pipe.execute()
         return [Checkpoint.of_fields(fields) for fields in saved if fields]
 
+    def announce_rules(self, digest: str) -> None:
+        """Record the digest of the rules this shard's (active) aggregator computes with."""
+        with unavailable("announce_rules"):
+            self._client.set(self.keys.rules(self.shard), digest)
+
     def trim(self, before: str) -> None:
         """Forget the entries before `before` (no aggregator needs them to rebuild)."""
         with unavailable("trim"):

@@ -18,7 +18,9 @@ def healthz() -> dict[str, str]:
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
     """Ready when the broker answers, Redis neither evicts nor is full (as `--redis-check`
-    last saw it) and every shard has an aggregator; the lag either way."""
+    last saw it), every shard has an aggregator, and each computes with the rules this
+    process reads (else its statistics are not the ones this process describes); the lag
+    either way."""
     try:
         lags = runtime().broker.lag()
     except BrokerUnavailable as exc:
@@ -28,6 +30,7 @@ def readyz() -> tuple[dict[str, object], int]:
             "aggregator": lag.aggregator,
             "lag_entries": lag.entries,
             "lag_seconds": lag.oldest_age_s,
+            "rules_digest": lag.rules_digest,
         }
         for lag in lags
     }
@@ -41,6 +44,15 @@ def readyz() -> tuple[dict[str, object], int]:
         return {"status": status, "reason": reason, "shards": shards}, 503
     if not all(lag.aggregator for lag in lags):
         return {"status": "no_aggregator", "shards": shards}, 503
+    own = runtime().settings.rules.digest
+    differ = [lag for lag in lags if lag.rules_digest not in (None, own)]
+    if differ:
+        lag = differ[0]
+        reason = (
+            f"this process reads rules {own}; the aggregator of shard "
+            f"{lag.shard[0]}/{lag.shard[1]} computes with rules {lag.rules_digest}"
+        )
+        return {"status": "rules_differ", "reason": reason, "shards": shards}, 503
     return {"status": "ready", "shards": shards}, 200
 
 

@@ -33,12 +33,22 @@ READINESS = {
     "type": "object",
     "required": ["status"],
     "properties": {
-        "status": {"enum": ["ready", "unavailable", "redis_evicts", "redis_full", "no_aggregator"]},
+        "status": {
+            "enum": [
+                "ready",
+                "unavailable",
+                "redis_evicts",
+                "redis_full",
+                "no_aggregator",
+                "rules_differ",
+            ]
+        },
         "broker": {"type": "string", "description": "why the broker is unavailable"},
         "reason": {
             "type": "string",
             "description": "redis_evicts: the maxmemory-policy and the fix; redis_full: memory "
-            "used of maxmemory, and how many log entries the aggregators are behind",
+            "used of maxmemory, and how many log entries the aggregators are behind; "
+            "rules_differ: this process's rules digest and the aggregator's",
         },
         "shards": {"type": "object"},
     },
