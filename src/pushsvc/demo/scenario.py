@@ -46,10 +46,12 @@ DISHES: dict[str, tuple[float, float]] = {
 }
 
 # Shares of the rate budget at each stream's busiest moment (they add up to 1).
-LATENCY_SHARE = 0.40
+# Shares of the budget; the restaurant's events are posted twice (their own topic and the
+# kitchen's or the reviews'), so they count double: 2 * 0.15 + 2 * 0.15 + 0.10 + 0.10 + 0.20 = 1.
+LATENCY_SHARE = 0.15
 RATING_SHARE = 0.15
 PAGEVIEWS_SHARE = 0.10
-SESSION_SHARE = 0.15
+SESSION_SHARE = 0.10
 CHECKOUT_SHARE = 0.20
 
 LATENCY_SIGMA = 0.35  # lognormal spread of a station's latency
@@ -71,6 +73,12 @@ FLASH_SALE_BOOST = 5.0  # checkouts per minute during a sale, relative to normal
 FLASH_SALE_MEDIAN = 35.0  # smaller baskets: discounted
 
 
+KITCHEN_TOPIC = "restaurant.kitchen"
+"""Every station's latencies again, in one topic tagged by station: what a rule groups."""
+REVIEWS_TOPIC = "restaurant.reviews"
+"""Every dish's ratings again, in one topic tagged by dish."""
+
+
 def topic_names(prefix: str = "") -> tuple[str, ...]:
     """Every topic the demo publishes: the one list that README's table must match."""
     return tuple(
@@ -78,6 +86,8 @@ def topic_names(prefix: str = "") -> tuple[str, ...]:
         for name in (
             *(f"restaurant.latency.{station}" for station in STATIONS),
             *(f"restaurant.rating.{dish}" for dish in DISHES),
+            KITCHEN_TOPIC,
+            REVIEWS_TOPIC,
             "shop.pageviews",
             "shop.session_seconds",
             "shop.checkout_value",
@@ -156,11 +166,13 @@ class Scenario:
         """Seconds from order to pass at one station: lognormal, slower in the rushes."""
         rng = self._rng()
         topic = self._topic(f"restaurant.latency.{station}")
+        kitchen = self._topic(KITCHEN_TOPIC)
         peak_rate = self.rate * LATENCY_SHARE / len(STATIONS)
         for offset in self._arrivals(rng, peak_rate, self._orders):
             hour = self._hour(offset)
             value = median_s * kitchen_load(hour) * math.exp(LATENCY_SIGMA * rng.gauss(0.0, 1.0))
             yield DemoEvent(offset, topic, round(value, 1), {"station": station})
+            yield DemoEvent(offset, kitchen, round(value, 1), {"station": station})
 
     def _orders(self, offset: float) -> float:
         return orders(self._hour(offset)) / ORDERS_PEAK
@@ -170,6 +182,7 @@ class Scenario:
         simulated time) and drops while a bad batch is served."""
         rng = self._rng()
         topic = self._topic(f"restaurant.rating.{dish}")
+        reviews = self._topic(REVIEWS_TOPIC)
         batches = self._bad_batches(rng, dish, topic)
         start, end, drop = next(batches)
         quality = mean
@@ -185,6 +198,7 @@ class Scenario:
             served = quality - drop if offset >= start else quality
             stars = min(5, max(1, round(served + RATING_NOISE * rng.gauss(0.0, 1.0))))
             yield DemoEvent(offset, topic, float(stars), {"dish": dish})
+            yield DemoEvent(offset, reviews, float(stars), {"dish": dish})
 
     def _bad_batches(
         self, rng: random.Random, dish: str, topic: str
