@@ -13,6 +13,7 @@ file, the rule and the field. Everything downstream takes a `Rule` as valid.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.stats.count_windows import MAX_SIZE as MAX_COUNT_WINDOW
 from pushsvc.stats.layout import ALL_STATS
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_EXACT_UP_TO_US",
@@ -222,7 +225,12 @@ def load_rules(path: str, default: Rule) -> Rules:
         raise RulesError(f"rules file {path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"rules file {path}: not valid TOML: {exc}") from None
-    return parse_rules(document, default, source=path)
+    rules = parse_rules(document, default, source=path)
+    for rule in rules.rules:
+        if rule.series is not None:
+            # Checked now so the file stays valid when series arrive; said, not silently kept.
+            log.warning("rules file %s: rule %d: series are not kept yet", path, rule.number)
+    return rules
 
 
 def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "rules") -> Rules:
