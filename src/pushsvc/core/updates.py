@@ -131,9 +131,11 @@ class GroupPart:
         return orjson.dumps({"key": self.key, "windows": self.windows})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpdateDraft:
-    """An update as the aggregator produced it, before the broker gave it an id.
+    """An update as the aggregator produced it, before the broker gave it an id; not to be
+    changed once made (not frozen: one is made per event, and a frozen dataclass's
+    `__init__` costs ~30 % more per draft, measured under callgrind).
 
     `body` is one line of JSON, an object whose first member is `"topic"`. A grouping topic's
     draft also lists, for the broker to keep as each group's latest, the groups it carries
