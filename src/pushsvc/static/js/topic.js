@@ -126,10 +126,15 @@ export class TopicView {
 
   renderCurrent(topic, windows) {
     const { current } = this.els;
-    const head = current.tHead.rows[0];
-    if ([...head.cells].slice(1).map((c) => c.textContent).join() !== windows.join()) {
+    // The statistics the topic's rule keeps (a rule may keep a few); all before any arrive.
+    const kept = STATS.filter((stat) => windows.some((w) => Object.hasOwn(topic.windows[w] || {}, stat)));
+    const rows = kept.length ? kept : STATS;
+    const layout = JSON.stringify([windows, rows]);
+    if (current.dataset.layout !== layout) {
+      current.dataset.layout = layout;
+      const head = current.tHead.rows[0];
       head.replaceChildren(th("col", "statistic"), ...windows.map((w) => th("col", w)));
-      current.tBodies[0].replaceChildren(...STATS.map((stat) => {
+      current.tBodies[0].replaceChildren(...rows.map((stat) => {
         const row = document.createElement("tr");
         row.append(th("row", stat), ...windows.map((w) => {
           const cell = document.createElement("td");
