@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,116 +23,54 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import (
-    Browser,
-    BrowserContext,
-    Locator,
-    Page,
-    Route,
-    expect,
-    sync_playwright,
-)
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from support.auth_tokens import SECRET, hs256
+from support.browser import (
+    CHROMIUM,
+    DOCS,
+    DRAWN,
+    NO_CHROMIUM,
+    allow_network_errors,
+    check_page,
+    chromium,
+    current,
+    drawn,
+    figure,
+    line_coverage,
+    new_page,
+    open_dashboard,
+    page_of,
+    shown,
+    status,
+)
 from support.live import PushsvcProcess, post, request, wait_until
 from support.net import free_port
 
-CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
-    pytest.skip(
-        "needs Debian's chromium (apt-get install -y chromium) for the browser tests",
-        allow_module_level=True,
-    )
+    pytest.skip(NO_CHROMIUM, allow_module_level=True)
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WINDOWS = ("10s", "1m", "5m")  # the server's default windows
-TIMEOUT_MS = 10_000
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
-TOPIC_SCREENSHOT = SCREENSHOT.with_name("dashboard-topic.png")
-# What Chromium logs for a refused or dropped connection: expected where a test causes one.
-NETWORK_ERROR = re.compile(r"Failed to load resource|net::ERR_|EventSource")
+SCREENSHOT = DOCS / "dashboard.png"
+TOPIC_SCREENSHOT = DOCS / "dashboard-topic.png"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-class PageErrors:
-    """Uncaught exceptions and console errors of a page; `allow_network` for tests that
-    refuse or drop connections on purpose (Chromium logs those as console errors)."""
-
-    def __init__(self, page: Page) -> None:
-        self.errors: list[str] = []
-        self.allow_network = False
-        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
-        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text}"))
-
-    def check(self) -> None:
-        errors = [e for e in self.errors if not (self.allow_network and NETWORK_ERROR.search(e))]
-        assert errors == [], f"errors in the page: {errors}"
-
-
-ERRORS: dict[int, PageErrors] = {}
-
-
-def new_page(context: BrowserContext) -> Page:
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    ERRORS[id(page)] = PageErrors(page)
-    return page
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    # A fixed locale and time zone: the page formats numbers and times for its reader.
-    context = browser.new_context(locale="en-US", timezone_id="UTC")
-    expect.set_options(timeout=TIMEOUT_MS)
-    page = new_page(context)
-    yield page
-    context.close()
-    ERRORS.pop(id(page)).check()
-
-
-def allow_network_errors(page: Page) -> None:
-    ERRORS[id(page)].allow_network = True
-
-
-def open_dashboard(page: Page, server: PushsvcProcess, path: str = "/") -> None:
-    page.goto(server.base + path)
-    expect(status(page)).to_have_attribute("data-state", "live")
-
-
-def status(page: Page) -> Locator:
-    return page.get_by_role("status")
+    with page_of(browser) as page:
+        yield page
 
 
 def tile(page: Page, topic: str) -> Locator:
     """The topic's tile, shown or not: a filtered-out tile must exist to prove it is hidden."""
     heading = page.get_by_role("heading", name=topic, exact=True, include_hidden=True)
     return page.locator("article.tile").filter(has=heading)
-
-
-def current(page: Page, window: str, name: str) -> Locator:
-    """A cell of the topic view's current numbers."""
-    return page.locator(f'#current td[data-window="{window}"][data-stat="{name}"]')
-
-
-def figure(page: Page, window: str) -> Locator:
-    return page.locator(f'figure[data-window="{window}"]')
 
 
 def unique(prefix: str = "t") -> str:
@@ -145,31 +82,6 @@ def history(server: PushsvcProcess, topic: str) -> list[dict[str, Any]]:
     assert status_code == 200
     updates: list[dict[str, Any]] = json.loads(body)["updates"]
     return updates
-
-
-def drawn(page: Page, window: str) -> list[dict[str, str]]:
-    """The points the window's chart draws, oldest first, from its data table (built from
-    the very columns handed to the chart): id and each statistic as shown."""
-    fig = figure(page, window)
-    details = fig.locator("details")
-    if details.get_attribute("open") is None:
-        fig.get_by_text("Data", exact=True).click()
-    rows = fig.locator("table.data tbody tr")
-    # The table is filled on the details' toggle event, which fires after the click returns.
-    expect(rows).to_have_count(int(fig.get_attribute("data-points") or 0))
-    points = rows.evaluate_all(
-        """rows => rows.map(r => Object.assign({id: r.dataset.id},
-            Object.fromEntries([...r.querySelectorAll('td')].map(
-                c => [c.dataset.stat, c.textContent]))))"""
-    )
-    return list(reversed(points))
-
-
-def shown(x: float | None) -> str:
-    """A statistic as the page shows it (four significant digits, a dash for null)."""
-    if x is None:
-        return "—"
-    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
 
 
 def expected_points(updates: list[dict[str, Any]], window: str) -> list[dict[str, str]]:
@@ -529,36 +441,6 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
         second.stop()
 
 
-# The share of a chart canvas's pixel columns where a line of one colour is drawn: a line
-# through every point covers most of the plot's width; an empty or undrawn chart covers none.
-# The colour is resolved through a one-pixel canvas, so any CSS colour works. getImageData gives
-# un-premultiplied colours: an antialiased edge keeps the line's RGB at a lower alpha.
-LINE_COVERAGE = """(canvas, variable) => {
-  const css = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
-  const probe = document.createElement("canvas").getContext("2d");
-  probe.fillStyle = css;
-  probe.fillRect(0, 0, 1, 1);
-  const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
-  const { width, height } = canvas;
-  const px = canvas.getContext("2d").getImageData(0, 0, width, height).data;
-  let columns = 0;
-  for (let x = 0; x < width; x++) {
-    for (let y = 0; y < height; y++) {
-      const i = 4 * (y * width + x);
-      const near = Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b);
-      if (px[i + 3] > 64 && near < 48) { columns++; break; }
-    }
-  }
-  return columns / width;
-}"""
-DRAWN = 0.5  # a line across at least half the canvas (the rest: axes, margins)
-
-
-def line_coverage(canvas: Locator, color_variable: str) -> float:
-    coverage: float = canvas.evaluate(LINE_COVERAGE, color_variable)
-    return coverage
-
-
 def screenshot_paths(tmp_path: Path) -> tuple[Path, Path]:
     """README's pictures are rewritten only when asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see
     README's Development section); otherwise the run's own copies go to tmp_path."""
@@ -672,7 +554,7 @@ def test_with_auth_the_cookie_shows_only_the_permitted_topics(
         assert page.evaluate("document.cookie") == ""
     finally:
         context.close()
-    ERRORS.pop(id(page)).check()
+    check_page(page)
 
 
 def test_with_auth_and_no_cookie_the_page_says_it_is_not_signed_in(

@@ -1,6 +1,8 @@
 // Charts drawn with uPlot (vendored under dashboard/vendor/, a global `uPlot`): a small
 // line per topic in the overview; per window, mean/p50/p90/p99 over time with the min–max
 // band shaded, and the count below. x is the update's `ts` (the topic clock, seconds).
+// A group's sparkline in the groups table is a plain SVG path (`sparkPath`): a table may
+// have hundreds of rows, and a canvas chart per row would cost far more than a path.
 
 import { formatNumber } from "./format.js";
 
@@ -98,4 +100,29 @@ export function countChart(target, width, syncKey) {
       value: (_u, v) => formatNumber(v),
     }],
   }, [[], []], target);
+}
+
+/** An SVG path (`d`) through `[ts, value]` pairs in a width × height box: x by time, y from
+ *  the smallest value (bottom) to the largest (top); broken where a value is null. A point
+ *  with no neighbour is a zero-length segment, which a round line cap draws as a dot. "" when
+ *  no value is a number. */
+export function sparkPath(pairs, width, height) {
+  const drawn = pairs.filter(([, v]) => typeof v === "number" && Number.isFinite(v));
+  if (drawn.length === 0) return "";
+  const values = drawn.map(([, v]) => v);
+  const [lo, hi] = [Math.min(...values), Math.max(...values)];
+  const [t0, t1] = [drawn[0][0], drawn[drawn.length - 1][0]];
+  const x = (t) => (t1 === t0 ? width / 2 : ((t - t0) / (t1 - t0)) * width);
+  const y = (v) => (hi === lo ? height / 2 : height - ((v - lo) / (hi - lo)) * height);
+  let path = "";
+  let pen = false;
+  for (const [t, v] of pairs) {
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      pen = false;
+      continue;
+    }
+    path += `${pen ? "L" : "M"}${x(t).toFixed(2)} ${y(v).toFixed(2)}${pen ? "" : "l0 0"}`;
+    pen = true;
+  }
+  return path;
 }

@@ -4,7 +4,10 @@
 // open (its snapshot arrived), so it reaches at least as far as the stream's start: points
 // are merged by update id (store.js), and history and live data meet with no gap and no
 // repeated point. Relative URLs, so the page also works when a proxy mounts pushsvc under a
-// path.
+// path. The analytics rules (GET rules: which topics group, their windows and statistics)
+// are asked for on every connection, so a restart with other rules shows.
+
+import { groupId, groupPart } from "./store.js";
 
 const STREAM_URL = "stream?topic=*";
 const RECONNECT_MIN_MS = 1000;
@@ -39,10 +42,36 @@ export async function loadHistory(store, name, limit) {
     // Nothing kept for it (trimmed): its current numbers at least.
     try {
       const latest = await getJson(`topics/${encodeURIComponent(name)}/stats`);
-      topic.snapshot(latest, false);
+      topic.snapshot(latest, false, false);
     } catch (_error) { /* gone meanwhile: the stream tells */ }
   }
   return page.resume_id;
+}
+
+// As many `?group=` as the server takes on one request.
+const MAX_GROUP_FILTERS = 16;
+
+/** The `?group=tag:value` filters that pick out a group's updates on the server: one per
+ *  tag with a value. A tag the group's events lack (null in its key) has no value to filter
+ *  by; nor can a tag with a colon in its name be written as a filter. The page picks the
+ *  group's part out of each update itself (`groupPart`) in any case, so those filters only
+ *  narrow what is sent. */
+export function groupQuery(key) {
+  return Object.entries(key)
+    .filter(([tag, value]) => value !== null && !tag.includes(":"))
+    .slice(0, MAX_GROUP_FILTERS)
+    .map(([tag, value]) => `&group=${encodeURIComponent(`${tag}:${value}`)}`)
+    .join("");
+}
+
+/** Load a group's part of its topic's newest `limit` updates into `series`. The history's
+ *  limit counts the topic's updates before the filter, so a group filtered on the server or
+ *  here gets the same points. */
+export async function loadGroupHistory(series, name, key, limit) {
+  const page = await getJson(historyUrl(name, limit) + groupQuery(key));
+  const id = groupId(key);
+  series.merge(page.updates.map((update) => groupPart(update, id)).filter((u) => u !== null));
+  series.loaded = Math.max(series.loaded, limit);
 }
 
 async function inParallel(items, work) {
@@ -90,6 +119,14 @@ export class Connection {
     this.connect();
   }
 
+  /** The analytics rules, into the store; kept as they were when they cannot be read. */
+  async loadRules() {
+    try {
+      this.store.rules = await getJson("rules");
+      this.on.changed();
+    } catch (_error) { /* views fall back on what the updates carry */ }
+  }
+
   /** The histories of `names` not loaded yet, the topic on screen first, at most
    *  OVERVIEW_HISTORIES of them: after the stream's first snapshot, and for the topics a
    *  filter shows. Only once the stream is open, so that they meet it. */
@@ -120,6 +157,7 @@ export class Connection {
     source.addEventListener("open", () => {
       this.delay = RECONNECT_MIN_MS;
       this.on.status("live", "live");
+      this.loadRules();
     });
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED) {

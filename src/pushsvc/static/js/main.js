@@ -1,14 +1,23 @@
-// pushsvc dashboard: the overview of every topic, and a topic view at #/topics/NAME.
-// One EventSource for all topics (browsers allow ~6 HTTP/1.1 connections per host).
+// pushsvc dashboard: the overview of every topic, a topic view at #/topics/NAME (with its
+// groups table for a grouping topic), and one group's view at #/topics/NAME?group=...
+// One EventSource for all topics (browsers allow ~6 HTTP/1.1 connections per host): a
+// group's updates are picked out of it here, as its history is out of the topic's.
 
-import { Connection, loadHistory } from "./connection.js";
+import { parseRoute } from "./address.js";
+import { Connection, loadGroupHistory, loadHistory } from "./connection.js";
 import { formatTime } from "./format.js";
+import { GroupsTable, groupLabel } from "./groups.js";
 import { Overview } from "./overview.js";
-import { MAX_POINTS, Store } from "./store.js";
+import { MAX_POINTS, Store, Topic, groupId, groupPart } from "./store.js";
 import { TopicView } from "./topic.js";
 
 const OVERVIEW_HISTORY = 120; // updates loaded per topic for the overview's small charts
 const TOPIC_HISTORY = MAX_POINTS; // for a topic view
+// For a group's view: the history's limit counts the topic's updates before the group
+// filter, so a group gets its share of this many. Where no tag can be filtered by on the
+// server (every tag missing from the group's events), the whole page comes to the browser:
+// then no more than a topic view's.
+const GROUP_HISTORY = 10000;
 
 const $ = (id) => document.getElementById(id);
 const store = new Store();
@@ -17,10 +26,18 @@ const overview = new Overview(store, {
   empty: $("empty"), template: $("tile-template"),
 }, (shownNames) => connection.loadHistories(shownNames));
 const topicView = new TopicView({
-  section: $("topic-view"), title: $("topic-title"), windowSelect: $("window-select"),
+  section: $("topic-view"), title: $("topic-title"), groupLine: $("group-line"),
+  groupName: $("group-name"), wholeTopic: $("whole-topic"), windowSelect: $("window-select"),
   pause: $("pause"), figures: $("figures"), current: $("current"), value: $("topic-value"),
   rate: $("topic-rate"), time: $("topic-time"), template: $("figure-template"),
+}, () => groupsTable.render(true));
+const groupsTable = new GroupsTable(store, {
+  section: $("groups"), count: $("groups-count"), windowSelect: $("groups-window"),
+  sparkSelect: $("groups-spark"), table: $("groups-table"),
 });
+// The group on screen: {name, id, key, series}; its series is fed from the stream and its
+// history, picked out of its topic's.
+let focus = null;
 
 let queued = false;
 function changed() {
@@ -30,7 +47,11 @@ function changed() {
   requestAnimationFrame(() => {
     queued = false;
     if (route() === null) overview.render();
-    else topicView.render();
+    else {
+      topicView.render();
+      // Pause holds the groups table too: rows that move under the pointer cannot be read.
+      if (!topicView.paused) groupsTable.render();
+    }
   });
 }
 
@@ -49,7 +70,15 @@ const connection = new Connection(store, {
   status: setStatus,
   changed,
   update(update) {
-    if (store.topic(update.topic).add(update)) changed();
+    let fresh = store.topic(update.topic).add(update);
+    // Whether or not the topic had it already (from its own history page): the group's
+    // history page may have been read before it.
+    if (focus !== null && focus.name === update.topic) {
+      const part = groupPart(update, focus.id);
+      if (part !== null && focus.series.add(part)) fresh = true;
+      if ((update.forgotten || []).some((key) => groupId(key) === focus.id)) focus.series.markStale();
+    }
+    if (fresh) changed();
   },
   snapshot(snapshot) {
     const current = snapshot.topics || {};
@@ -59,30 +88,67 @@ const connection = new Connection(store, {
       // hasOwn, not `in`: a topic may well be called "constructor".
       if (!Object.hasOwn(current, topic.name)) topic.markStale();
     }
+    if (focus !== null) {
+      const entry = Object.hasOwn(current, focus.name) ? current[focus.name] : {};
+      const part = (entry.groups || []).find((g) => groupId(g.key) === focus.id);
+      if (part) focus.series.snapshot({ id: entry.id, ts: entry.ts, windows: part.windows }, snapshot.gap);
+      else focus.series.markStale();
+    }
     changed();
+    // The stream is open: the group on screen can load a history page that meets it.
+    if (focus !== null && focus.series.loaded === 0) loadFocus(focus);
   },
-}, (name) => (route() === name ? TOPIC_HISTORY : OVERVIEW_HISTORY));
+}, (name) => (route() !== null && route().name === name ? TOPIC_HISTORY : OVERVIEW_HISTORY));
 
-/** The topic of the view the address names, or null for the overview. */
+/** The view the address names: {name, group} (group: a key, or null), or null for the
+ *  overview. */
 function route() {
-  const match = /^#\/topics\/(.+)$/.exec(location.hash);
-  if (!match) return null;
-  try { return decodeURIComponent(match[1]); } catch (_error) { return null; }
+  return parseRoute(location.hash);
+}
+
+async function loadFocus(shown) {
+  const filtered = Object.entries(shown.key).some(([tag, v]) => v !== null && !tag.includes(":"));
+  try {
+    await loadGroupHistory(shown.series, shown.name, shown.key, filtered ? GROUP_HISTORY : TOPIC_HISTORY);
+  } catch (_error) { /* the stream goes on */ }
+  changed();
 }
 
 async function navigate() {
-  const name = route();
-  $("overview").hidden = name !== null;
-  $("topic-view").hidden = name === null;
-  if (name === null) {
+  const at = route();
+  $("overview").hidden = at !== null;
+  $("topic-view").hidden = at === null;
+  if (at === null) {
+    focus = null;
     topicView.hide();
+    groupsTable.hide();
     document.title = "pushsvc — live topics";
     overview.render(true);
     return;
   }
-  document.title = `${name} — pushsvc`;
+  const { name, group } = at;
   const topic = store.topic(name);
-  topicView.show(topic);
+  if (group === null) {
+    focus = null;
+    document.title = `${name} — pushsvc`;
+    topicView.show(topic);
+    groupsTable.show(topic);
+  } else {
+    const id = groupId(group);
+    if (focus === null || focus.name !== name || focus.id !== id) {
+      focus = { name, id, key: group, series: new Topic(name) };
+      // Its latest numbers at once, when it is a live group; its points come with its history.
+      const live = topic.groups.get(id);
+      if (live !== undefined && live.series.points.length) {
+        const last = live.series.points[live.series.points.length - 1];
+        focus.series.snapshot({ id: last.id.text, ts: last.ts, windows: live.series.windows }, false);
+      }
+      if (connection.opened) loadFocus(focus);
+    }
+    document.title = `${name} · ${groupLabel(group)} — pushsvc`;
+    groupsTable.hide();
+    topicView.show(topic, focus);
+  }
   $("topic-title").focus();
   if (topic.loaded < TOPIC_HISTORY && connection.opened) {
     // Loaded for the overview only: the rest of its history. Points already here (from

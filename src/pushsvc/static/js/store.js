@@ -1,8 +1,11 @@
 // What the page knows per topic: its points (one per update, from the history and the
 // stream), merged by update id so that history and live data meet with no gap and no
-// duplicate, and its latest numbers.
+// duplicate, and its latest numbers. A grouping topic also has its live groups, each with
+// its recent updates: the group's part of the topic's updates (`groupPart`).
 
 export const MAX_POINTS = 2000;
+/** Updates kept per live group of a grouping topic, for its sparkline. */
+export const GROUP_POINTS = 60;
 
 /** `epoch:ms-seq` parsed; ids of one epoch compare by (ms, seq). Null when not an id. */
 export function parseId(text) {
@@ -17,9 +20,45 @@ export function isAfter(a, b) {
   return a.ms > b.ms || (a.ms === b.ms && a.seq > b.seq);
 }
 
+/** A group's identity: its key's tags and values in tag order (a missing tag is null). */
+export function groupId(key) {
+  return JSON.stringify(Object.entries(key).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** The groups an update carries: an event's group, or the groups a tick changed. */
+function groupParts(update) {
+  if (update.group) return [update.group];
+  return update.groups || [];
+}
+
+function partUpdate(update, part) {
+  // The event is the group's only in an event update (a tick has none).
+  return { id: update.id, ts: update.ts, windows: part.windows, event: update.group ? update.event : null };
+}
+
+/** The update as one group saw it (that group's windows; the event when it is the
+ *  group's), or null when the update does not carry that group. */
+export function groupPart(update, id) {
+  const part = groupParts(update).find((g) => groupId(g.key) === id);
+  return part === undefined ? null : partUpdate(update, part);
+}
+
+/** One live group of a grouping topic: its key and its recent updates, whose newest windows
+ *  are its current statistics. */
+export class Group {
+  constructor(key) {
+    this.key = key;
+    this.id = groupId(key);
+    this.series = new Topic(this.id, GROUP_POINTS);
+  }
+}
+
+/** A topic's updates and latest numbers — or, for a group's series, the group's part of its
+ *  topic's updates (`groupPart`). */
 export class Topic {
-  constructor(name) {
+  constructor(name, maxPoints = MAX_POINTS) {
     this.name = name;
+    this.maxPoints = maxPoints;
     this.points = []; // {id, ts, value, windows, gapBefore}, in id order
     this.ids = new Set();
     this.windows = {}; // latest statistics per window
@@ -29,6 +68,7 @@ export class Topic {
     this.stale = false; // not in the server's state any more (e.g. it restarted)
     this.gapNext = false; // updates were missed: the next point starts a new line
     this.loaded = 0; // the history limit already loaded
+    this.groups = new Map(); // group id -> Group: a grouping topic's live groups
     this.version = 0; // bumped on every change, so views redraw only what changed
   }
 
@@ -52,10 +92,26 @@ export class Topic {
     } else {
       this.insert(point);
     }
+    this.addGroups(update);
     this.stale = false;
     this.trim();
     this.version++;
     return true;
+  }
+
+  /** A live update's groups: a group not seen before is a new live group; a forgotten one
+   *  (idle for the topic TTL) is dropped. */
+  addGroups(update) {
+    for (const part of groupParts(update)) {
+      const id = groupId(part.key);
+      let group = this.groups.get(id);
+      if (group === undefined) {
+        group = new Group(part.key);
+        this.groups.set(id, group);
+      }
+      group.series.add(partUpdate(update, part));
+    }
+    for (const key of update.forgotten || []) this.groups.delete(groupId(key));
   }
 
   /** Merge a history page (oldest first); points already here are skipped. */
@@ -84,8 +140,26 @@ export class Topic {
         }
       }
     }
+    this.mergeGroups(fresh);
     this.trim();
     this.version++;
+  }
+
+  /** A history page's groups, into the live groups only: which groups are live is the
+   *  stream's to say (its snapshot, new groups, forgotten ones), and a page may hold groups
+   *  forgotten since. */
+  mergeGroups(updates) {
+    if (this.groups.size === 0) return;
+    const parts = new Map();
+    for (const update of updates) {
+      for (const part of groupParts(update)) {
+        const id = groupId(part.key);
+        if (!this.groups.has(id)) continue;
+        if (!parts.has(id)) parts.set(id, []);
+        parts.get(id).push(partUpdate(update, part));
+      }
+    }
+    for (const [id, list] of parts) this.groups.get(id).series.merge(list);
   }
 
   insert(point) {
@@ -98,18 +172,32 @@ export class Topic {
   }
 
   trim() {
-    const excess = this.points.length - MAX_POINTS;
+    const excess = this.points.length - this.maxPoints;
     if (excess <= 0) return;
     for (const gone of this.points.splice(0, excess)) this.ids.delete(gone.id.text);
   }
 
-  /** The latest statistics from a snapshot (no event in it). */
-  snapshot(entry, gap) {
+  /** The latest statistics from a snapshot (no event in it). A grouping topic's entry
+   *  lists its live groups: `complete` when they are all of them (a stream's snapshot), so
+   *  that any other group is gone. */
+  snapshot(entry, gap, complete = true) {
     const id = parseId(entry.id);
     const last = this.points[this.points.length - 1];
     if (id && (last === undefined || isAfter(id, last.id))) {
       this.windows = entry.windows || {};
       this.ts = entry.ts;
+    }
+    if (entry.groups) {
+      const live = new Set();
+      for (const part of entry.groups) {
+        const group = this.groups.get(groupId(part.key)) || new Group(part.key);
+        this.groups.set(group.id, group);
+        live.add(group.id);
+        group.series.snapshot({ id: entry.id, ts: entry.ts, windows: part.windows }, gap);
+      }
+      if (complete) {
+        for (const gone of [...this.groups.keys()].filter((g) => !live.has(g))) this.groups.delete(gone);
+      }
     }
     if (gap && this.points.length) this.gapNext = true;
     this.stale = false;
@@ -122,7 +210,10 @@ export class Topic {
 }
 
 export class Store {
-  constructor() { this.topics = new Map(); }
+  constructor() {
+    this.topics = new Map();
+    this.rules = null; // GET rules, once read
+  }
 
   topic(name) {
     let topic = this.topics.get(name);

@@ -1,10 +1,13 @@
 // The topic view (#/topics/NAME): per window, a chart of mean, p50, p90 and p99 over time
 // with the min–max band shaded and the count below, each with its data as a table (the
 // charts' text alternative); the current numbers beside; live, with pause/resume and a
-// window selector.
+// window selector. The same for one group of a grouping topic (#/topics/NAME?group=...):
+// the group's series (its part of the topic's updates), with a way back to the whole topic.
 
+import { topicHash } from "./address.js";
 import { LINES, countChart, windowChart, windowColumns } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
+import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
 import { isAfter } from "./store.js";
 
@@ -12,9 +15,11 @@ const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
 const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 
 export class TopicView {
-  constructor(els) {
-    this.els = els; // section, title, windowSelect, pause, figures, current, time, rate, template
-    this.topic = null;
+  constructor(els, onResume = () => {}) {
+    // section, title, groupLine, groupName, wholeTopic, windowSelect, pause, figures, current,
+    // value, time, rate, template
+    this.els = els;
+    this.topic = null; // what the charts draw: the topic's series, or one group's
     this.figures = new Map(); // window -> figure state
     this.paused = false;
     this.pausedAfter = null; // the newest point drawn when paused
@@ -25,7 +30,10 @@ export class TopicView {
       els.pause.textContent = this.paused ? "Resume" : "Pause";
       const last = this.topic && this.topic.points[this.topic.points.length - 1];
       this.pausedAfter = this.paused && last ? last.id : null;
-      if (!this.paused) this.render(true);
+      if (!this.paused) {
+        this.render(true);
+        onResume();
+      }
     });
     els.windowSelect.addEventListener("change", () => this.render(true));
     this.resize = new ResizeObserver(() => {
@@ -33,9 +41,11 @@ export class TopicView {
     });
   }
 
-  show(topic) {
-    if (this.topic !== topic) {
-      this.topic = topic;
+  /** The topic's charts, or with `group` ({key, series}) that group's. */
+  show(topic, group = null) {
+    const series = group === null ? topic : group.series;
+    if (this.topic !== series) {
+      this.topic = series;
       for (const figure of this.figures.values()) {
         figure.main.destroy();
         figure.count.destroy();
@@ -44,6 +54,10 @@ export class TopicView {
       this.els.figures.replaceChildren();
       this.drawn = -1;
       setText(this.els.title, topic.name);
+      this.els.groupLine.hidden = group === null;
+      this.els.wholeTopic.parentElement.hidden = group === null;
+      this.els.wholeTopic.href = topicHash(topic.name);
+      if (group !== null) setText(this.els.groupName, groupLabel(group.key));
     }
     this.render(true);
   }
@@ -126,10 +140,15 @@ export class TopicView {
 
   renderCurrent(topic, windows) {
     const { current } = this.els;
-    const head = current.tHead.rows[0];
-    if ([...head.cells].slice(1).map((c) => c.textContent).join() !== windows.join()) {
+    // The statistics the topic's rule keeps (a rule may keep a few); all before any arrive.
+    const kept = STATS.filter((stat) => windows.some((w) => Object.hasOwn(topic.windows[w] || {}, stat)));
+    const rows = kept.length ? kept : STATS;
+    const layout = JSON.stringify([windows, rows]);
+    if (current.dataset.layout !== layout) {
+      current.dataset.layout = layout;
+      const head = current.tHead.rows[0];
       head.replaceChildren(th("col", "statistic"), ...windows.map((w) => th("col", w)));
-      current.tBodies[0].replaceChildren(...STATS.map((stat) => {
+      current.tBodies[0].replaceChildren(...rows.map((stat) => {
         const row = document.createElement("tr");
         row.append(th("row", stat), ...windows.map((w) => {
           const cell = document.createElement("td");

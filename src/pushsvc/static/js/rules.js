@@ -1,0 +1,16 @@
+// Which analytics rule a topic takes, as the server chooses it (GET rules): the first rule
+// one of whose selectors matches it (a name, `prefix.*` or `*`), else the default rule.
+
+/** The topic's rule, or null while the rules are not known. */
+export function ruleFor(rules, topic) {
+  if (!rules) return null;
+  const rule = rules.rules.find((r) => r.topics.some((selector) => selects(selector, topic)));
+  return rule || rules.default;
+}
+
+function selects(selector, topic) {
+  if (selector === "*") return true;
+  // `sensors.*` matches the names that start with `sensors.`, not `sensors` itself.
+  if (selector.endsWith(".*")) return topic.startsWith(selector.slice(0, -1));
+  return selector === topic;
+}

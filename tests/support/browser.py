@@ -1,0 +1,178 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright): what
+the browser tests share — the browser, pages that fail their test on an uncaught error or a
+console error, and the ways to read what the page shows."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Error,
+    Locator,
+    Page,
+    expect,
+    sync_playwright,
+)
+
+from support.live import PushsvcProcess
+
+CHROMIUM = shutil.which("chromium")
+NO_CHROMIUM = "needs Debian's chromium (apt-get install -y chromium) for the browser tests"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# What Chromium logs for a refused or dropped connection: expected where a test causes one.
+NETWORK_ERROR = re.compile(r"Failed to load resource|net::ERR_|EventSource")
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+class PageErrors:
+    """Uncaught exceptions and console errors of a page; `allow_network` for tests that
+    refuse or drop connections on purpose (Chromium logs those as console errors)."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        self.allow_network = False
+        page.on("pageerror", self._uncaught)
+        page.on("console", self._console)
+
+    def _uncaught(self, error: Error) -> None:
+        self.errors.append(f"uncaught: {error}")
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+    def check(self) -> None:
+        errors = [e for e in self.errors if not (self.allow_network and NETWORK_ERROR.search(e))]
+        assert errors == [], f"errors in the page: {errors}"
+
+
+ERRORS: dict[int, PageErrors] = {}
+
+
+def new_page(context: BrowserContext) -> Page:
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    ERRORS[id(page)] = PageErrors(page)
+    return page
+
+
+def check_page(page: Page) -> None:
+    """Fail on what went wrong in the page (call once, when done with it)."""
+    ERRORS.pop(id(page)).check()
+
+
+@contextmanager
+def page_of(browser: Browser) -> Iterator[Page]:
+    """A page in a context of its own, checked for errors when the test is done with it."""
+    # A fixed locale and time zone: the page formats numbers and times for its reader.
+    context = browser.new_context(locale="en-US", timezone_id="UTC")
+    expect.set_options(timeout=TIMEOUT_MS)
+    page = new_page(context)
+    try:
+        yield page
+    finally:
+        context.close()
+    check_page(page)
+
+
+def allow_network_errors(page: Page) -> None:
+    ERRORS[id(page)].allow_network = True
+
+
+def open_dashboard(page: Page, server: PushsvcProcess, path: str = "/") -> None:
+    page.goto(server.base + path)
+    expect(status(page)).to_have_attribute("data-state", "live")
+
+
+def status(page: Page) -> Locator:
+    return page.get_by_role("status")
+
+
+def current(page: Page, window: str, name: str) -> Locator:
+    """A cell of the topic view's current numbers."""
+    return page.locator(f'#current td[data-window="{window}"][data-stat="{name}"]')
+
+
+def figure(page: Page, window: str) -> Locator:
+    return page.locator(f'figure[data-window="{window}"]')
+
+
+def drawn(page: Page, window: str) -> list[dict[str, str]]:
+    """The points the window's chart draws, oldest first, from its data table (built from
+    the very columns handed to the chart): id and each statistic as shown."""
+    fig = figure(page, window)
+    details = fig.locator("details")
+    if details.get_attribute("open") is None:
+        fig.get_by_text("Data", exact=True).click()
+    rows = fig.locator("table.data tbody tr")
+    # The table is filled on the details' toggle event, which fires after the click returns.
+    expect(rows).to_have_count(int(fig.get_attribute("data-points") or 0))
+    points = rows.evaluate_all(
+        """rows => rows.map(r => Object.assign({id: r.dataset.id},
+            Object.fromEntries([...r.querySelectorAll('td')].map(
+                c => [c.dataset.stat, c.textContent]))))"""
+    )
+    return list(reversed(points))
+
+
+def shown(x: float | None) -> str:
+    """A statistic as the page shows it (four significant digits, a dash for null)."""
+    if x is None:
+        return "—"
+    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+# The share of a chart canvas's pixel columns where a line of one colour is drawn: a line
+# through every point covers most of the plot's width; an empty or undrawn chart covers none.
+# The colour is resolved through a one-pixel canvas, so any CSS colour works. getImageData gives
+# un-premultiplied colours: an antialiased edge keeps the line's RGB at a lower alpha.
+LINE_COVERAGE = """(canvas, variable) => {
+  const css = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
+  const probe = document.createElement("canvas").getContext("2d");
+  probe.fillStyle = css;
+  probe.fillRect(0, 0, 1, 1);
+  const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
+  const { width, height } = canvas;
+  const px = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+  let columns = 0;
+  for (let x = 0; x < width; x++) {
+    for (let y = 0; y < height; y++) {
+      const i = 4 * (y * width + x);
+      const near = Math.abs(px[i] - r) + Math.abs(px[i + 1] - g) + Math.abs(px[i + 2] - b);
+      if (px[i + 3] > 64 && near < 48) { columns++; break; }
+    }
+  }
+  return columns / width;
+}"""
+DRAWN = 0.5  # a line across at least half the canvas (the rest: axes, margins)
+
+
+def line_coverage(canvas: Locator, color_variable: str) -> float:
+    coverage: float = canvas.evaluate(LINE_COVERAGE, color_variable)
+    return coverage
