@@ -11,17 +11,22 @@
 -- the forget is cancelled) or after the forget entry (and it starts the topic afresh).
 --
 -- KEYS: log, clocks, latest, logged, lease, forgotten (a counter)
--- ARGV: lease token, position (entry id; '0-0' for none), most entries after it to scan,
---       then topic, clock_key for each proposed topic
+-- ARGV: lease_token, position (entry id; '0-0' for none), scan_limit (most entries after it
+--       to scan), then topic, clock_key for each proposed topic
 -- Returns {entry id or false, {topics forgotten}}: false and nothing forgotten when no
--- topic qualifies or more than that many entries wait after the position (try again once
+-- topic qualifies or more than scan_limit entries wait after the position (try again once
 -- caught up); an error when the caller no longer holds the lease.
-if redis.call('GET', KEYS[5]) ~= ARGV[1] then
+local log_key, clocks_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
+local logged_key, lease_key, forgotten_key = KEYS[4], KEYS[5], KEYS[6]
+local lease_token, position = ARGV[1], ARGV[2]
+local scan_limit = tonumber(ARGV[3])
+local FIRST_PROPOSED = 4  -- ARGV's first topic; a clock_key follows each
+
+if redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another aggregator')
 end
-local limit = tonumber(ARGV[3])
-local later = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', limit + 1)
-if #later > limit then
+local later = redis.call('XRANGE', log_key, '(' .. position, '+', 'COUNT', scan_limit + 1)
+if #later > scan_limit then
   return {false, {}}
 end
 local touched = {}
@@ -39,18 +44,18 @@ for _, entry in ipairs(later) do
   end
 end
 local forgotten = {}
-for i = 4, #ARGV, 2 do
-  local topic = ARGV[i]
-  if not touched[topic] and redis.call('HGET', KEYS[2], topic) == ARGV[i + 1] then
-    redis.call('HDEL', KEYS[2], topic)
-    redis.call('HDEL', KEYS[3], topic)
+for i = FIRST_PROPOSED, #ARGV, 2 do
+  local topic, seen_clock = ARGV[i], ARGV[i + 1]
+  if not touched[topic] and redis.call('HGET', clocks_key, topic) == seen_clock then
+    redis.call('HDEL', clocks_key, topic)
+    redis.call('HDEL', latest_key, topic)
     forgotten[#forgotten + 1] = topic
   end
 end
 if #forgotten == 0 then
   return {false, {}}
 end
-local id = redis.call('XADD', KEYS[1], '*', 'k', 'f', 'v', cjson.encode(forgotten))
-redis.call('INCR', KEYS[4])
-redis.call('INCRBY', KEYS[6], #forgotten)
+local id = redis.call('XADD', log_key, '*', 'k', 'f', 'v', cjson.encode(forgotten))
+redis.call('INCR', logged_key)
+redis.call('INCRBY', forgotten_key, #forgotten)
 return {id, forgotten}
