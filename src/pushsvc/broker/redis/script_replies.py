@@ -43,7 +43,7 @@ class AppendReply(NamedTuple):
     def decode(cls, raw: Any) -> AppendReply:
         code = AppendCode(raw[0])
         if code is AppendCode.LOGGED:
-            return cls(code, entry_id=raw[1].decode())
+            return cls(code, raw[1].decode())
         if code is AppendCode.LATE:
             return cls(code, late_index=int(raw[1]), topic_clock_us=time_of_key(raw[2]))
         if code is AppendCode.TOO_MANY_TOPICS:
@@ -63,7 +63,7 @@ class PublishReply(NamedTuple):
     @classmethod
     def decode(cls, raw: Any) -> PublishReply:
         epoch, stream_ids = raw
-        return cls(epoch.decode(), list(stream_ids))
+        return cls(epoch.decode(), stream_ids)
 
 
 class StateReply(NamedTuple):
