@@ -23,6 +23,7 @@ import redis
 from bench.common import Report, parser
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.broker import Applied
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import FIRST, EventLog
@@ -111,7 +112,9 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
                 assert entry.topic is not None and entry.events is not None
                 drafts += aggregator.apply_events(entry.topic, entry.events)
             after, applied = entries[-1].id, applied + len(entries)
-            broker.publish_updates(drafts, applied=(shard, after, len(entries)), fence=lease.token)
+            broker.publish_updates(
+                drafts, applied=Applied(shard, after, len(entries)), fence=lease.token
+            )
             published += len(drafts)
             publishes += 1
         wall_s = time.perf_counter() - wall_before

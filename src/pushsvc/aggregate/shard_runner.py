@@ -29,6 +29,7 @@ import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.broker import Applied
 from pushsvc.broker.redis.keys import shard_of
 from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import FIRST, Entry, EventLog, position
@@ -273,7 +274,7 @@ class ShardRunner:
                 taken += 1
             try:
                 self._broker.publish_updates(
-                    drafts, applied=(self.shard, last, taken), fence=self._lease.token
+                    drafts, applied=Applied(self.shard, last, taken), fence=self._lease.token
                 )
             except Fenced:
                 log.warning("shard %d/%d: the lease moved on; standing by", *self.shard)

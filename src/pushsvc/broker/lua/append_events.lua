@@ -1,6 +1,6 @@
 -- Append one batch of a topic's events to its shard's event log, if none is late.
 --
--- The lateness rule is pushsvc/events/lateness.py's, decided here against the topic clock
+-- The lateness rule is pushsvc/ingest/lateness.py's, decided here against the topic clock
 -- so that no two appends can race: an event is late when ts + lateness < T, where T is the
 -- largest event time (or tick clock) logged for the topic; each event of the batch moves T
 -- for the ones after it. Times arrive as fixed-width decimal keys (see broker/redis/keys.py)
@@ -9,60 +9,76 @@
 -- The clocks hash is also the set of topics the deployment keeps: a batch for a topic it
 -- does not hold (new, or forgotten: forget_topics.lua) is refused when it holds max_topics.
 --
--- An idempotency key (ARGV[6] non-empty) is checked first: when its key exists, the batch was
+-- An idempotency key (digest non-empty) is checked first: when its key exists, the batch was
 -- logged within the window by a request with this key, and nothing is appended: the same
 -- digest answers that request's answer, another digest is refused. Otherwise the key is set,
 -- with its window as expiry, only when the batch is logged - together with it.
 --
 -- KEYS: log, clocks, logged, then the optional keys ARGV says are given, in this order:
---       lease (when ARGV[5] is a token), idempotency key (when ARGV[6] is a digest)
--- ARGV: topic, payload, times: for each event its ts key then its limit key (ts + lateness),
---       19 characters each, concatenated (one argument, not two per event: packing thousands
---       of arguments cost the web process more than the script costs Redis), max_topics,
---       lease token or '', digest or '', answer to remember, window ms
--- Returns {1, entry id} when logged, {0, index of the late event, T} when late, {2, topics
--- kept} when the topic would be one too many, {3, answer} when the idempotency key was seen
--- with this digest, {4} when it was seen with another; an error when a lease is given and the
--- token is not its holder's (the Redis bridge: a bridge that lost its lease during a pause
--- must not append what its successor already did).
-local token, digest = ARGV[5], ARGV[6]
-local optional = 4
-if token ~= '' then
-  if redis.call('GET', KEYS[optional]) ~= token then
-    return redis.error_reply('FENCED the lease is held by another bridge')
-  end
-  optional = optional + 1
+--       lease (when lease_token is not ''), idempotency key (when digest is not '')
+-- ARGV: topic, payload, times, max_topics, lease_token or '', digest or '', answer, window_ms
+--       times: for each event its ts key then its limit key (ts + lateness), 19 characters
+--       each, concatenated (one argument, not two per event: packing thousands of arguments
+--       cost the web process more than the script costs Redis); answer: what a repeat of
+--       this request is answered (the events logged), kept with the digest for window_ms
+-- Returns {LOGGED, entry id}, {LATE, index of the late event, T}, {TOO_MANY_TOPICS, topics
+-- kept} when the topic would be one too many, {REPLAYED, answer} when the idempotency key
+-- was seen with this digest, {KEY_REUSED} when it was seen with another; an error when a
+-- lease is given and the token is not its holder's (the Redis bridge: a bridge that lost its
+-- lease during a pause must not append what its successor already did).
+local log_key, clocks_key, logged_key = KEYS[1], KEYS[2], KEYS[3]
+local topic, payload, times = ARGV[1], ARGV[2], ARGV[3]
+local max_topics = tonumber(ARGV[4])
+local lease_token, digest = ARGV[5], ARGV[6]
+local answer, window_ms = ARGV[7], ARGV[8]
+-- Each optional key is given only with its argument, so its index depends on the others.
+local next_key = 4
+local lease_key = false
+if lease_token ~= '' then
+  lease_key = KEYS[next_key]
+  next_key = next_key + 1
 end
-local idempotency_key = digest ~= '' and KEYS[optional]
+local idempotency_key = digest ~= '' and KEYS[next_key]
+
+-- The reply's first element. pushsvc/broker/redis/script_replies.py's AppendCode mirrors
+-- these: change both together.
+local LATE, LOGGED, TOO_MANY_TOPICS, REPLAYED, KEY_REUSED = 0, 1, 2, 3, 4
+-- The length of a time key (keys.py's _TIME_DIGITS); an event takes two in `times`.
+local TIME_KEY_LENGTH = 19
+local EVENT_LENGTH = 2 * TIME_KEY_LENGTH
+
+if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
+  return redis.error_reply('FENCED the lease is held by another bridge')
+end
 if idempotency_key then
   local seen = redis.call('GET', idempotency_key)
   if seen then
     if string.sub(seen, 1, #digest) == digest then
-      return {3, string.sub(seen, #digest + 1)}
+      return {REPLAYED, string.sub(seen, #digest + 1)}
     end
-    return {4}
+    return {KEY_REUSED}
   end
 end
-local topic, times = ARGV[1], ARGV[3]
-local clock = redis.call('HGET', KEYS[2], topic)
+local clock = redis.call('HGET', clocks_key, topic)
 if not clock then
-  local kept = redis.call('HLEN', KEYS[2])
-  if kept >= tonumber(ARGV[4]) then
-    return {2, kept}
+  local kept = redis.call('HLEN', clocks_key)
+  if kept >= max_topics then
+    return {TOO_MANY_TOPICS, kept}
   end
 end
-for at = 1, #times, 38 do
-  local ts, limit = string.sub(times, at, at + 18), string.sub(times, at + 19, at + 37)
+for at = 1, #times, EVENT_LENGTH do
+  local ts = string.sub(times, at, at + TIME_KEY_LENGTH - 1)
+  local limit = string.sub(times, at + TIME_KEY_LENGTH, at + EVENT_LENGTH - 1)
   if not clock or ts > clock then
     clock = ts
   elseif limit < clock then
-    return {0, (at - 1) / 38, clock}
+    return {LATE, (at - 1) / EVENT_LENGTH, clock}
   end
 end
-redis.call('HSET', KEYS[2], topic, clock)
-local id = redis.call('XADD', KEYS[1], '*', 'k', 'e', 't', topic, 'v', ARGV[2])
-redis.call('INCR', KEYS[3])
+redis.call('HSET', clocks_key, topic, clock)
+local id = redis.call('XADD', log_key, '*', 'k', 'e', 't', topic, 'v', payload)
+redis.call('INCR', logged_key)
 if idempotency_key then
-  redis.call('SET', idempotency_key, digest .. ARGV[7], 'PX', ARGV[8])
+  redis.call('SET', idempotency_key, digest .. answer, 'PX', window_ms)
 end
-return {1, id}
+return {LOGGED, id}

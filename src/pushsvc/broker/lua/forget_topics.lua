@@ -14,18 +14,25 @@
 --
 -- KEYS: log, clocks, latest, logged, lease, forgotten (a counter), checkpoints (the shard's
 --       set of checkpointed topics)
--- ARGV: lease token, position (entry id; '0-0' for none), most entries after it to scan,
---       groups key prefix, checkpoint key prefix,
+-- ARGV: lease_token, position (entry id; '0-0' for none), scan_limit (most entries after it
+--       to scan), groups_prefix, checkpoint_prefix (of the per-topic keys),
 --       then topic, clock_key for each proposed topic
 -- Returns {entry id or false, {topics forgotten}}: false and nothing forgotten when no
--- topic qualifies or more than that many entries wait after the position (try again once
+-- topic qualifies or more than scan_limit entries wait after the position (try again once
 -- caught up); an error when the caller no longer holds the lease.
-if redis.call('GET', KEYS[5]) ~= ARGV[1] then
+local log_key, clocks_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
+local logged_key, lease_key, forgotten_key = KEYS[4], KEYS[5], KEYS[6]
+local checkpoints_key = KEYS[7]
+local lease_token, position = ARGV[1], ARGV[2]
+local scan_limit = tonumber(ARGV[3])
+local groups_prefix, checkpoint_prefix = ARGV[4], ARGV[5]
+local FIRST_PROPOSED = 6  -- ARGV's first topic; a clock_key follows each
+
+if redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another aggregator')
 end
-local limit = tonumber(ARGV[3])
-local later = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', limit + 1)
-if #later > limit then
+local later = redis.call('XRANGE', log_key, '(' .. position, '+', 'COUNT', scan_limit + 1)
+if #later > scan_limit then
   return {false, {}}
 end
 local touched = {}
@@ -43,20 +50,20 @@ for _, entry in ipairs(later) do
   end
 end
 local forgotten = {}
-for i = 6, #ARGV, 2 do
-  local topic = ARGV[i]
-  if not touched[topic] and redis.call('HGET', KEYS[2], topic) == ARGV[i + 1] then
-    redis.call('HDEL', KEYS[2], topic)
-    redis.call('HDEL', KEYS[3], topic)
-    redis.call('DEL', ARGV[4] .. topic, ARGV[5] .. topic)
-    redis.call('SREM', KEYS[7], topic)
+for i = FIRST_PROPOSED, #ARGV, 2 do
+  local topic, seen_clock = ARGV[i], ARGV[i + 1]
+  if not touched[topic] and redis.call('HGET', clocks_key, topic) == seen_clock then
+    redis.call('HDEL', clocks_key, topic)
+    redis.call('HDEL', latest_key, topic)
+    redis.call('DEL', groups_prefix .. topic, checkpoint_prefix .. topic)
+    redis.call('SREM', checkpoints_key, topic)
     forgotten[#forgotten + 1] = topic
   end
 end
 if #forgotten == 0 then
   return {false, {}}
 end
-local id = redis.call('XADD', KEYS[1], '*', 'k', 'f', 'v', cjson.encode(forgotten))
-redis.call('INCR', KEYS[4])
-redis.call('INCRBY', KEYS[6], #forgotten)
+local id = redis.call('XADD', log_key, '*', 'k', 'f', 'v', cjson.encode(forgotten))
+redis.call('INCR', logged_key)
+redis.call('INCRBY', forgotten_key, #forgotten)
 return {id, forgotten}

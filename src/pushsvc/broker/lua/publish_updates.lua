@@ -4,32 +4,43 @@
 -- to" moves exactly with the updates it produced (a standby continues where this stopped).
 --
 -- KEYS: epoch, history, latest, trimmed, applied, lease
--- ARGV: epoch candidate, history length, updates channel prefix,
---       lease token ('' publishes unfenced), applied entry id ('' leaves it), entries applied,
---       groups key prefix, number of drafts N,
---       then topic, clock_us, body for each of the N drafts,
+-- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
+--       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
+--       groups_prefix (of a topic's live groups hash), draft_count,
+--       then topic, clock_us, body for each of the draft_count drafts,
 --       then topic, group id, group JSON ('' forgets the group) for each group they carry.
 -- Returns {epoch, stream ids in draft order}, or an error when the lease is not the caller's.
 --
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
--- into the body (pushsvc/updates.py owns the update JSON; this script never edits it).
+-- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
 --
 -- Each history entry also names the stream id of its topic's previous update (`p`, '' for
 -- none kept), so one topic's history is read by following them (topic_history.lua) instead
 -- of scanning everyone's updates.
-if ARGV[4] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[4] then
+local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
+local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
+local epoch_candidate = ARGV[1]
+local history_len = tonumber(ARGV[2])
+local channel_prefix, lease_token = ARGV[3], ARGV[4]
+local applied_id, applied_entries = ARGV[5], ARGV[6]
+local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
+local FIRST_DRAFT = 9  -- ARGV's first draft's topic; its clock_us and body follow
+local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
+local FIRST_GROUP = LAST_DRAFT + 3  -- the first group's topic; its id and JSON follow
+
+if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another aggregator')
 end
-local epoch = redis.call('GET', KEYS[1])
-if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then
+local epoch = redis.call('GET', epoch_key)
+if not epoch or redis.call('EXISTS', history_key) == 0 then
   -- No epoch, or it outlived its history: whatever was there is lost, start a new one.
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[3], KEYS[4])
+  epoch = epoch_candidate
+  redis.call('SET', epoch_key, epoch)
+  redis.call('DEL', latest_key, trimmed_key)
 end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[5], 'id', ARGV[5])
-  redis.call('HINCRBY', KEYS[5], 'n', ARGV[6])
+if applied_id ~= '' then
+  redis.call('HSET', applied_key, 'id', applied_id)
+  redis.call('HINCRBY', applied_key, 'n', applied_entries)
 end
 -- The stream id of each topic's newest update in this epoch's history, '' for none.
 local previous = {}
@@ -37,7 +48,7 @@ local function previous_of(topic)
   local known = previous[topic]
   if known == nil then
     known = ''
-    local latest = redis.call('HGET', KEYS[3], topic)
+    local latest = redis.call('HGET', latest_key, topic)
     if latest then
       local of_epoch, id = string.match(latest, '^([^: ]+):([^ ]+) ')
       if of_epoch == epoch then known = id end
@@ -45,21 +56,18 @@ local function previous_of(topic)
   end
   return known
 end
-local maxlen = tonumber(ARGV[2])
-local length = redis.call('XLEN', KEYS[2])
+local length = redis.call('XLEN', history_key)
 local ids = {}
 -- Consecutive updates of one topic (a batch POST) travel as one message: one PUBLISH,
 -- one read and one hand-over per run in every web process, not one per update.
 local run, run_topic = {}, nil
 local function flush()
-  redis.call('HSET', KEYS[3], run_topic, run[#run])
-  redis.call('PUBLISH', ARGV[3] .. run_topic, table.concat(run, '\n'))
+  redis.call('HSET', latest_key, run_topic, run[#run])
+  redis.call('PUBLISH', channel_prefix .. run_topic, table.concat(run, '\n'))
 end
-local groups_prefix = ARGV[7]
-local drafts_end = 8 + 3 * tonumber(ARGV[8])
-for i = 9, drafts_end, 3 do
+for i = FIRST_DRAFT, LAST_DRAFT, 3 do
   local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local id = redis.call('XADD', KEYS[2], '*', 't', topic, 'c', clock, 'b', body,
+  local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
     'p', previous_of(topic))
   previous[topic] = id
   if run_topic ~= topic then
@@ -73,17 +81,17 @@ end
 if run_topic then flush() end
 -- Each grouping topic's live groups as of these updates (what a snapshot shows), marked with
 -- the epoch: a group written in a lost history is not live.
-for i = drafts_end + 1, #ARGV, 3 do
-  local groups = groups_prefix .. ARGV[i]
-  if ARGV[i + 2] == '' then
-    redis.call('HDEL', groups, ARGV[i + 1])
+for i = FIRST_GROUP, #ARGV, 3 do
+  local groups_key, group_id, group_json = groups_prefix .. ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if group_json == '' then
+    redis.call('HDEL', groups_key, group_id)
   else
-    redis.call('HSET', groups, ARGV[i + 1], epoch .. ' ' .. ARGV[i + 2])
+    redis.call('HSET', groups_key, group_id, epoch .. ' ' .. group_json)
   end
 end
-if length > maxlen then
-  local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', length - maxlen)
-  redis.call('SET', KEYS[4], gone[#gone][1])
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', maxlen)
+if length > history_len then
+  local gone = redis.call('XRANGE', history_key, '-', '+', 'COUNT', length - history_len)
+  redis.call('SET', trimmed_key, gone[#gone][1])
+  redis.call('XTRIM', history_key, 'MAXLEN', '=', history_len)
 end
 return {epoch, ids}

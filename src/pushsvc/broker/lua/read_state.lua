@@ -4,8 +4,10 @@
 --
 -- KEYS: applied, latest
 -- Returns {applied entry id or false, entries applied or false, flat latest hash}.
+local applied_key, latest_key = KEYS[1], KEYS[2]
+
 return {
-  redis.call('HGET', KEYS[1], 'id'),
-  redis.call('HGET', KEYS[1], 'n'),
-  redis.call('HGETALL', KEYS[2]),
+  redis.call('HGET', applied_key, 'id'),
+  redis.call('HGET', applied_key, 'n'),
+  redis.call('HGETALL', latest_key),
 }

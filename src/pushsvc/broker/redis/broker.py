@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from enum import IntEnum
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from pushsvc.broker.base import (
     Appended,
@@ -38,9 +37,10 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
-from pushsvc.broker.redis.keys import Keys, shard_of, time_key, time_of_key
+from pushsvc.broker.redis.keys import Keys, shard_of, time_key
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.wire import (
     encode_events,
     stream_position,
@@ -56,14 +56,13 @@ from pushsvc.ingest.idempotency import Idempotency, key_reused
 log = logging.getLogger(__name__)
 
 
-class _AppendReply(IntEnum):
-    """The first element of `append_events.lua`'s reply."""
+class Applied(NamedTuple):
+    """Where a batch of drafts comes from in a shard's event log: the shard, the last log
+    entry the drafts cover, and how many entries that was (`RedisBroker.publish_updates`)."""
 
-    LATE = 0
-    LOGGED = 1
-    TOO_MANY_TOPICS = 2
-    REPLAYED = 3
-    KEY_REUSED = 4
+    shard: tuple[int, int]
+    entry_id: str
+    entries: int
 
 
 class RedisBroker:
@@ -154,18 +153,19 @@ class RedisBroker:
                 with self._client.pipeline(transaction=False) as pipe:
                     self._append(keys=keys, args=args, client=pipe)
                     pipe.wait(self._min_replicas, self._replica_timeout_ms)
-                    result, replicas = pipe.execute()
+                    raw, replicas = pipe.execute()
             else:
-                result, replicas = self._append(keys=keys, args=args), None
-        reply = _AppendReply(result[0])
-        if reply is _AppendReply.LATE:
-            _raise_late(result, events, lateness_us)
-        if reply is _AppendReply.TOO_MANY_TOPICS:
+                raw, replicas = self._append(keys=keys, args=args), None
+        reply = AppendReply.decode(raw)
+        if reply.code is AppendCode.LATE:
+            _raise_late(reply, events, lateness_us)
+        if reply.code is AppendCode.TOO_MANY_TOPICS:
             raise TooManyTopics.at(self.max_topics)
-        if reply is _AppendReply.KEY_REUSED:
+        if reply.code is AppendCode.KEY_REUSED:
             raise key_reused()
-        if reply is _AppendReply.REPLAYED:
-            return Appended(int(result[1]), replayed=True)
+        if reply.code is AppendCode.REPLAYED:
+            assert reply.replayed_events is not None
+            return Appended(reply.replayed_events, replayed=True)
         if replicas is not None and replicas < self._min_replicas:
             raise ReplicasUnconfirmed(
                 f"the events reached {replicas} of {self._min_replicas} replicas in time; "
@@ -180,17 +180,17 @@ class RedisBroker:
         self,
         drafts: Sequence[UpdateDraft],
         *,
-        applied: tuple[tuple[int, int], str, int] | None = None,
+        applied: Applied | None = None,
         fence: str | None = None,
     ) -> list[Update]:
-        """See `Broker.publish_updates`. The aggregator of a shard also passes `applied`
-        (shard, the last log entry these drafts come from, how many entries that was) and
-        its lease token as `fence`: the script then refuses (Fenced) unless the lease is
-        still its own, and records the position atomically with the updates."""
+        """See `Broker.publish_updates`. The aggregator of a shard also passes `applied` (the
+        log entries these drafts come from) and its lease token as `fence`: the script then
+        refuses (Fenced) unless the lease is still its own, and records the position
+        atomically with the updates."""
         self._check_open()
         if not drafts and applied is None:
             return []
-        shard = applied[0] if applied is not None else (0, 1)
+        shard = applied.shard if applied is not None else (0, 1)
         keys = [
             self.keys.epoch,
             self.keys.history,
@@ -204,8 +204,8 @@ class RedisBroker:
             self._history,
             self.keys.updates_channel,
             fence or "",
-            applied[1] if applied is not None else "",
-            applied[2] if applied is not None else 0,
+            applied.entry_id if applied is not None else "",
+            applied.entries if applied is not None else 0,
             self.keys.groups(""),
             len(drafts),
         ]
@@ -217,11 +217,10 @@ class RedisBroker:
             for gid in d.forgotten:
                 args += [d.topic, gid, ""]
         with unavailable("publish_updates"):
-            raw_epoch, stream_ids = self._publish(keys=keys, args=args)
-        epoch = raw_epoch.decode()
+            reply = PublishReply.decode(self._publish(keys=keys, args=args))
         return [
-            Update.of(d, UpdateId.of_stream_id(epoch, i))
-            for d, i in zip(drafts, stream_ids, strict=True)
+            Update.of(d, UpdateId.of_stream_id(reply.epoch, i))
+            for d, i in zip(drafts, reply.stream_ids, strict=True)
         ]
 
     def consume_updates(
@@ -413,14 +412,14 @@ class RedisBroker:
             raise BrokerUnavailable("the broker is closed")
 
 
-def _raise_late(result: list[object], events: Sequence[Event], lateness_us: int) -> None:
+def _raise_late(reply: AppendReply, events: Sequence[Event], lateness_us: int) -> None:
     """The script found a late event: raise the one rule's own error for it."""
-    _, index, clock_key = result
-    clock = time_of_key(cast(bytes, clock_key))
+    index, clock = reply.late_index, reply.topic_clock_us
+    assert index is not None and clock is not None
     try:
-        check_lateness(clock, [events[cast(int, index)]], lateness_us)
+        check_lateness(clock, [events[index]], lateness_us)
     except HttpError as late:
-        late.index = cast(int, index)
+        late.index = index
         raise
     # The script and pushsvc.ingest.lateness disagree: a bug, never a silent accept.
     raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")

@@ -14,13 +14,14 @@ its `resume` id agree even while updates keep arriving.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.wire import stream_position
 from pushsvc.core.updates import Update, UpdateId
 
@@ -28,12 +29,6 @@ _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
 # Entries one call of the walk script returns at most: bounds how long it holds Redis.
 _WALK_CHUNK = 512
-
-
-class _Entry(NamedTuple):
-    stream_id: bytes
-    clock_us: int
-    body: bytes
 
 
 class HistoryReader:
@@ -52,7 +47,7 @@ class HistoryReader:
             return HistoryPage([], None, False)
         epoch, head, entries = walked
 
-        def update(entry: _Entry) -> Update:
+        def update(entry: HistoryEntry) -> Update:
             update_id = UpdateId.of_stream_id(epoch, entry.stream_id)
             return Update.numbered(topic, update_id, entry.clock_us, entry.body)
 
@@ -66,31 +61,35 @@ class HistoryReader:
 
     def _newest_first(
         self, topic: str, since_us: int | None, wanted: int | None
-    ) -> tuple[str, UpdateId, list[_Entry]] | None:
+    ) -> tuple[str, UpdateId, list[HistoryEntry]] | None:
         """The topic's entries from its newest back (to `since_us`, or `wanted` of them), the
         epoch and the head: None when there is no history."""
         keys = [self._keys.epoch, self._keys.latest, self._keys.history]
         oldest = "" if since_us is None else str(since_us)
-        entries: list[_Entry] = []
-        start, epoch, head = "", None, None
+        entries: list[HistoryEntry] = []
+        start = ""
+        epoch: str | None = None
+        head: bytes | None = None
         while wanted is None or len(entries) < wanted:
             most = _WALK_CHUNK if wanted is None else min(_WALK_CHUNK, wanted - len(entries))
-            reply: Any = self._walk(keys=keys, args=[topic, most, oldest, start])
-            replied_epoch, replied_head, how, resume_from, *flat = reply
-            if not replied_epoch or (epoch is not None and replied_epoch != epoch):
+            reply = WalkReply.decode(self._walk(keys=keys, args=[topic, most, oldest, start]))
+            if reply.epoch is None or (epoch is not None and reply.epoch != epoch):
                 break  # no history, or it was lost meanwhile: what was read stands
             if epoch is None:
-                epoch, head = replied_epoch, replied_head
-            entries += [_Entry(i, int(c), b) for i, c, b in zip(*[iter(flat)] * 3, strict=True)]
-            if how == b"more":
-                start = resume_from.decode()
+                epoch, head = reply.epoch, reply.head
+            entries += reply.entries
+            if reply.stop is WalkStop.END:
+                break
+            assert reply.resume_from is not None  # MORE and SCAN always say where
+            if reply.stop is WalkStop.MORE:
+                start = reply.resume_from
                 continue
-            if how == b"scan":  # entries written before the chain: scan on from there
-                entries += self._scan(topic, "(" + resume_from.decode(), since_us, wanted, entries)
+            # SCAN: entries written before the chain; scan on from there.
+            entries += self._scan(topic, "(" + reply.resume_from, since_us, wanted, entries)
             break
         if epoch is None or head is None:
             return None
-        return epoch.decode(), UpdateId.of_stream_id(epoch.decode(), head), entries
+        return epoch, UpdateId.of_stream_id(epoch, head), entries
 
     def _scan(
         self,
@@ -98,9 +97,9 @@ class HistoryReader:
         upper: str,
         since_us: int | None,
         wanted: int | None,
-        have: list[_Entry],
-    ) -> list[_Entry]:
-        found: list[_Entry] = []
+        have: list[HistoryEntry],
+    ) -> list[HistoryEntry]:
+        found: list[HistoryEntry] = []
         name = topic.encode()
         for stream_id, fields in _backwards(self._client, self._keys.history, upper):
             if fields[b"t"] != name:
@@ -108,7 +107,7 @@ class HistoryReader:
             clock = int(fields[b"c"])
             if since_us is not None and clock < since_us:
                 break  # a topic's clock never goes back
-            found.append(_Entry(stream_id, clock, fields[b"b"]))
+            found.append(HistoryEntry(stream_id, clock, fields[b"b"]))
             if wanted is not None and len(have) + len(found) >= wanted:
                 break
         return found

@@ -18,6 +18,7 @@ from pushsvc.aggregate.checkpoint import Checkpoint
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
+from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
 from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
 from pushsvc.core.event import Event
 
@@ -86,13 +87,9 @@ class EventLog:
     def state(self) -> LogState:
         with unavailable("read_state"):
             keys = [self.keys.applied(self.shard), self.keys.latest]
-            applied, count, flat = self._state(keys=keys)
-        pairs = cast(list[bytes], flat)
-        clocks = {
-            pairs[i].decode(): unpack(pairs[i].decode(), pairs[i + 1]).clock_us
-            for i in range(0, len(pairs), 2)
-        }
-        return LogState(applied.decode() if applied else FIRST, int(count or 0), clocks)
+            reply = StateReply.decode(self._state(keys=keys))
+        clocks = {topic: unpack(topic, packed).clock_us for topic, packed in reply.latest.items()}
+        return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks)
 
     def applied(self) -> str:
         """The last entry the active aggregator applied (FIRST for none)."""
@@ -152,8 +149,8 @@ class EventLog:
         for topic, clock in clocks.items():
             args += [topic, time_key(clock)]
         with unavailable("forget_topics"):
-            _, forgotten = self._forget(keys=keys, args=args)
-        return [cast(bytes, topic).decode() for topic in forgotten]
+            reply = ForgetReply.decode(self._forget(keys=keys, args=args))
+        return reply.forgotten
 
     def save_checkpoints(self, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
         """Replace these topics' checkpoints, each unless a newer one is saved; how many were
