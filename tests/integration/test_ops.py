@@ -139,4 +139,5 @@ def test_openapi_error_and_event_stream_bodies_are_described(make_app: MakeApp) 
         "redis_evicts",
         "redis_full",
         "no_aggregator",
+        "rules_differ",
     ]

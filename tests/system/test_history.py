@@ -219,4 +219,10 @@ def test_openapi_describes_it_truthfully(client: FlaskClient, make_app: MakeApp)
     guarded = secured.get("/openapi.json").json["paths"]["/topics/{topic}/history"]["get"]
     assert set(guarded["responses"]) == {"200", "400", "401", "403", "503"}
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
-    assert {p["name"] for p in operation["parameters"]} == {"topic", "group", "since", "limit", "format"}
+    assert {p["name"] for p in operation["parameters"]} == {
+        "topic",
+        "group",
+        "since",
+        "limit",
+        "format",
+    }
