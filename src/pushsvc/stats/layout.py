@@ -16,6 +16,7 @@ from pushsvc.stats.order import QUANTILES
 STAT_KEYS: tuple[str, ...] = (
     "count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99",
 )  # fmt: skip
+ALL_STATS: tuple[str, ...] = (*STAT_KEYS, "rate")
 #: Every statistic except the quantiles: O(1) per event, no sorted list kept.
 SCALAR_STATS: tuple[str, ...] = STAT_KEYS[:7]
 
