@@ -127,6 +127,39 @@ def test_merge_then_subtract_is_exact(a: list[float], b: list[float], indexed: b
         assert part_a.quantiles(QS) == filled(a, indexed=not indexed).quantiles(QS)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "add", "add", "part", "drop"]), st.floats(1e-3, 1e6)),
+        max_size=300,
+    ),
+    qs=st.lists(st.floats(0, 1), min_size=1, max_size=4),
+)
+def test_an_indexed_sketch_answers_as_a_scan_does(
+    ops: list[tuple[str, float]], qs: list[float]
+) -> None:
+    """The indexed sketch's rank cursors and Fenwick descents, through adds, merges and
+    subtractions, against an unindexed twin that scans its bins for every query."""
+    live = Sketch(A, indexed=True)
+    twin = Sketch(A)
+    parts: list[Sketch] = []
+    for kind, value in ops:
+        if kind == "add":
+            live.add(value)
+            twin.add(value)
+        elif kind == "part":
+            part = filled([value, value * 1.5, value * 1e3], indexed=False)
+            live.merge(part)
+            twin.merge(part)
+            parts.append(part)
+        elif parts:
+            part = parts.pop(0)
+            live.subtract(part)
+            twin.subtract(part)
+        if live.count:
+            assert live.quantiles(qs) == twin.quantiles(qs)
+
+
 def test_subtracting_what_is_not_there_changes_nothing() -> None:
     sketch = filled([1.0, 2.0, 3.0, 0.0, -4.0], indexed=True)
     before = sketch.to_bytes()
