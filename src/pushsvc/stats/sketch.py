@@ -38,7 +38,9 @@ an estimate closer (a window of one value, or of equal values, answers exactly).
 
 Rank queries. Each sign's store is a dense array of bin counts over the keys it has seen;
 an ``indexed`` sketch (a window's) also keeps a Fenwick (binary indexed) tree over it:
-adding is O(log B) and finding the bin of a rank O(log B), for B bins in the key range. An
+adding is O(log B) and finding the bin of a rank O(log B), for B bins in the key range; for
+positive values it also remembers where each quantile's rank was found, so that the next
+query after an ``add`` walks on from there (usually not at all) instead of descending. An
 unindexed sketch (a sub-bucket's, which is only added to, merged and serialised) answers
 ranks by a cumulative scan, O(B). The range grows (power of two sizes, the tree rebuilt in
 O(B)) when a value lands outside it and shrinks when subtracting leaves it mostly empty,
