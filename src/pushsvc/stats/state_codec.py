@@ -59,10 +59,6 @@ class Writer:
     def double(self, value: float) -> None:
         self._out += _DOUBLE.pack(value)
 
-    def raw(self, data: bytes) -> None:
-        self.uint(len(data))
-        self._out += data
-
     def counts(self, values: array[int]) -> None:
         """Non-negative integers, each in the narrowest width that holds the largest."""
         top = max(values, default=0)
@@ -126,9 +122,6 @@ class Reader:
     def double(self) -> float:
         value: float = _DOUBLE.unpack(self._take(8))[0]
         return value
-
-    def raw(self) -> bytes:
-        return bytes(self._take(self.uint()))
 
     def counts(self) -> array[int]:
         """The integers as a signed 64-bit ``array('q')`` (what the sketch stores keep)."""
