@@ -52,6 +52,7 @@ SUB_BUCKETS = 60
 _STATE_VERSION = 1
 _US_PER_S = 1_000_000
 _NO_MOMENTS = (0.0, None, None, None)
+_NONES = (None,) * 8  # mean .. p99 of an empty window
 # ``_window_stats`` fills one row in this order.
 assert ("count", "sum", "mean", "min", "max", "var", "stddev", *QUANTILE_OF, "rate") == ALL_STATS
 
@@ -152,7 +153,8 @@ class LongWindows:
     """
 
     __slots__ = (
-        "_accuracy", "_clock", "_labels", "_moments", "_pick", "_qs", "_stats", "_windows",
+        "_accuracy", "_clock", "_every", "_labels", "_moments", "_pick", "_qs", "_qslots",
+        "_stats", "_windows",
     )  # fmt: skip
 
     def __init__(
@@ -170,6 +172,8 @@ class LongWindows:
         self._moments = bool(MOMENTS_1.intersection(self._stats))
         # Each reported stat's place in ALL_STATS (the row _window_stats fills).
         self._pick = tuple((name, ALL_STATS.index(name)) for name in self._stats)
+        self._qslots = tuple(ALL_STATS.index(name) for name in self._stats if name in QUANTILE_OF)
+        self._every = self._stats == ALL_STATS
         self._windows = tuple(_Window(width, self._accuracy) for width in widths)
         self._clock = NO_CLOCK
 
@@ -305,19 +309,18 @@ class LongWindows:
         n = win.n
         rate = n * _US_PER_S / win.width
         if not n:
-            row: list[float | int | None] = [0, 0.0, None, None, None, None, None]
-            row += [None] * len(QUANTILE_OF)
+            row: list[float | int | None] = [0, 0.0, *_NONES, rate]
         else:
             total, mean, var, stddev = (
                 moments(n, win.s1, win.s2, 1 << win.shift) if self._moments else _NO_MOMENTS
             )
-            row = [n, total, mean, win.lo, win.hi, var, stddev]
+            row = [n, total, mean, win.lo, win.hi, var, stddev, None, None, None, rate]
             if self._qs:
-                got = iter(win.sketch.quantiles(self._qs, lower=win.lo, upper=win.hi))
-                row += [next(got) if name in self._stats else None for name in QUANTILE_OF]
-            else:
-                row += [None] * len(QUANTILE_OF)
-        row.append(rate)
+                got = win.sketch.quantiles(self._qs, lower=win.lo, upper=win.hi)
+                for slot, value in zip(self._qslots, got, strict=True):
+                    row[slot] = value
+        if self._every:
+            return dict(zip(ALL_STATS, row, strict=True))
         return {name: row[i] for name, i in self._pick}
 
     # -- state ------------------------------------------------------------------------------
