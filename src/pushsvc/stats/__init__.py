@@ -9,7 +9,10 @@ The module map:
   (what it generates for the default configuration: ``fastpath_default.py.txt``);
 * ``spec.py``     — ``WindowSpec``: one configuration, validated and compiled once; ``new()``;
 * ``moments.py``  — exact count/sum/mean/variance arithmetic and its error analysis;
-* ``order.py``    — quantiles; ``extrema.py`` — min/max without a sorted list.
+* ``order.py``    — quantiles; ``extrema.py`` — min/max without a sorted list;
+* ``long_windows.py`` — ``LongWindows``: windows too long to keep their events (exact moments
+  and min/max over sub-buckets, quantiles from ``sketch.py``'s relative-error ``Sketch``);
+  ``state_codec.py`` — the bytes of their state.
 """
 
 from __future__ import annotations
