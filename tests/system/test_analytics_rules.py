@@ -5,6 +5,7 @@ updates, snapshots, `/topics/{t}/stats` and history, and `?group=` on streams.""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,12 @@ windows = ["10s", "1m"]
 stats = ["count", "mean", "max", "rate"]
 group_by = ["station"]
 max_groups = 2
+
+[[rule]]
+topics = ["kitchen.long"]
+windows = ["1h", "10s"]
+last = [5]
+stats = "all"
 
 [[rule]]
 topics = ["kitchen.*"]
@@ -47,7 +54,11 @@ def _get(port: int, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
 def test_get_rules_answers_what_each_topic_keeps(rules_server: PushsvcProcess) -> None:
     status, rules = _get(rules_server.port, "/rules")
     assert status == 200
-    assert [r["topics"] for r in rules["rules"]] == [["kitchen.latency.*"], ["kitchen.*"]]
+    assert [r["topics"] for r in rules["rules"]] == [
+        ["kitchen.latency.*"],
+        ["kitchen.long"],
+        ["kitchen.*"],
+    ]
     assert rules["rules"][0]["group_by"] == ["station"]
     assert [w["label"] for w in rules["default"]["windows"]] == ["10s", "1m", "5m"]
     assert len(rules["digest"]) == 16
@@ -61,6 +72,24 @@ def test_each_topic_takes_its_rules_windows_and_statistics(rules_server: Pushsvc
     post(port, "elsewhere", {"value": 1})
     _, elsewhere = _get(port, "/topics/elsewhere/stats")
     assert set(elsewhere["windows"]) == {"10s", "1m", "5m"}  # no rule: the server's windows
+
+
+def test_count_and_sketch_windows_beside_exact_ones(rules_server: PushsvcProcess) -> None:
+    port = rules_server.port
+    t = 1_763_700_000.0
+    values = [1.5 * 1.1**i for i in range(40)]
+    post(port, "kitchen.long", [{"value": v, "ts": t + i / 10} for i, v in enumerate(values)])
+    _, stats = _get(port, "/topics/kitchen.long/stats")
+    windows = stats["windows"]
+    assert list(windows) == ["10s", "1h", "last5"]  # exact, sketch, then count windows
+    hour = windows["1h"]
+    assert hour["count"] == 40 and hour["max"] == values[-1] and hour["min"] == values[0]
+    assert hour["sum"] == pytest.approx(sum(values), rel=1e-12)
+    assert hour["rate"] == 40 / 3600
+    exact_median = statistics.median(values)
+    assert abs(hour["p50"] - exact_median) <= 0.01 * exact_median  # the sketch's bound
+    assert windows["last5"]["count"] == 5 and windows["last5"]["min"] == values[-5]
+    assert windows["last5"]["rate"] == pytest.approx(4 / 0.4)
 
 
 def test_groups_travel_in_updates_snapshots_and_stats(rules_server: PushsvcProcess) -> None:

@@ -20,7 +20,7 @@ S = 1_000_000
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 ALL = (*STATS, "rate")
 
-TOPICS = ("grouped", "counted", "last", "plain")
+TOPICS = ("grouped", "counted", "last", "long", "plain")
 
 Entry = tuple[tuple[int, int], str, list[Event] | None, dict[str, int] | None]
 """(position, topic, events, ticks): a log entry, events or a round of ticks."""
@@ -32,6 +32,8 @@ def _rules(*extra: Rule) -> Rules:
             Rule(1, ("grouped",), (2 * S, 10 * S), (), ALL, ("k",), 2),
             Rule(2, ("counted",), (2 * S,), (3, 5), ALL, ("k",), 2),
             Rule(3, ("last",), (), (4,), ("count", "mean", "p50", "rate")),
+            # A sketch window (120 s, in 2 s sub-buckets) beside an exact one, grouped.
+            Rule(4, ("long",), (2 * S, 120 * S), (3,), ALL, ("k",), 2, exact_up_to_us=10 * S),
             *extra,
         ],
         default_rule((2 * S, 10 * S), STATS),

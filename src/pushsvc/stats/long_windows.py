@@ -152,6 +152,9 @@ class LongWindows:
     the sketch's relative error bound (DDSketch's ``a``, default 1 %).
     """
 
+    slides = True
+    """The clock moves these windows (`pushsvc.stats.compiled.WindowSet`)."""
+
     __slots__ = (
         "_accuracy", "_clock", "_every", "_labels", "_moments", "_pick", "_qs", "_qslots",
         "_stats", "_windows",

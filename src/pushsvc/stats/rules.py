@@ -27,6 +27,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.stats.count_windows import MAX_SIZE as MAX_COUNT_WINDOW
 from pushsvc.stats.layout import ALL_STATS
+from pushsvc.stats.long_windows import SUB_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,6 @@ DEFAULT_MAX_GROUPS = 100
 #: memory and one entry in each tick and snapshot, so a typo (`max_groups = 1000000`) must
 #: not turn into an out-of-memory aggregator.
 MAX_GROUPS_CAP = 10_000
-#: Sketch windows are cut into at most this many sub-buckets (the window's edge is rounded
-#: to one of them).
-SUB_BUCKETS = 60
 
 _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
