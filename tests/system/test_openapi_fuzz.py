@@ -62,8 +62,15 @@ CONFIG = {
 }
 # A positive example may still be refused for a reason no schema can state: an event older
 # than its topic's clock minus the allowed lateness is a 400 (late_event), and earlier
-# examples move that clock. Every other check stays on for publishing.
-STATEFUL_REFUSALS = {("/topics/{topic}/events", "POST"): [positive_data_acceptance]}
+# examples move that clock; a `?group=` naming a tag the topic's rule does not group by is a
+# 400 on a one-topic resource (the rules, not the schema, say which tags). Every other check
+# stays on for these operations.
+STATEFUL_REFUSALS = {
+    ("/topics/{topic}/events", "POST"): [positive_data_acceptance],
+    ("/topics/{topic}/stream", "GET"): [positive_data_acceptance],
+    ("/topics/{topic}/stats", "GET"): [positive_data_acceptance],
+    ("/topics/{topic}/history", "GET"): [positive_data_acceptance],
+}
 
 
 def _serve(env: dict[str, str] | None = None) -> PushsvcProcess:

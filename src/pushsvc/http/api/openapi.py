@@ -16,6 +16,7 @@ from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TOPIC_PATTERN
+from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
@@ -89,7 +90,11 @@ def _choice_list(names: tuple[str, ...]) -> dict[str, Any]:
 GROUP_PARAM = {
     "name": "group",
     "in": "query",
-    "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^:]{1,64}:"}},
+    "schema": {
+        "type": "array",
+        "maxItems": MAX_GROUP_FILTERS,
+        "items": {"type": "string", "pattern": r"^[^:]{1,64}:[\s\S]{0,256}$"},
+    },
     "style": "form",
     "explode": True,
     "description": "tag:value, repeatable (all must match): only the updates of that group of "
