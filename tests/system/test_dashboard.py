@@ -33,14 +33,12 @@ from support.browser import (
     NO_CHROMIUM,
     allow_network_errors,
     check_page,
-    chromium,
     current,
     drawn,
     figure,
     line_coverage,
     new_page,
     open_dashboard,
-    page_of,
     shown,
     status,
 )
@@ -53,18 +51,6 @@ if CHROMIUM is None:
 WINDOWS = ("10s", "1m", "5m")  # the server's default windows
 SCREENSHOT = DOCS / "dashboard.png"
 TOPIC_SCREENSHOT = DOCS / "dashboard-topic.png"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with page_of(browser) as page:
-        yield page
 
 
 def tile(page: Page, topic: str) -> Locator:

@@ -19,18 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from support.browser import (
     CHROMIUM,
     DOCS,
     NO_CHROMIUM,
-    chromium,
     current,
     drawn,
     figure,
     open_dashboard,
-    page_of,
     shown,
 )
 from support.live import PushsvcProcess, post, request
@@ -71,18 +69,6 @@ def grouping(rules_file: Path) -> Iterator[PushsvcProcess]:
     proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules_file)).start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with page_of(browser) as page:
-        yield page
 
 
 def kitchen_topic() -> str:

@@ -49,7 +49,7 @@ from itertools import pairwise
 
 from sortedcontainers import SortedList
 
-from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, QUANTILE_OF
+from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, QUANTILE_OF, select_stats
 from pushsvc.stats.moments import moments, scaled
 from pushsvc.stats.order import order_stats_for
 
@@ -83,14 +83,7 @@ def _validate(
             raise ValueError(f"count window size {n} is above the limit of {MAX_SIZE} events")
     if len(set(sizes)) != len(sizes):
         raise ValueError(f"count window sizes must be distinct, got {list(sizes)}")
-    if isinstance(stats, str):
-        raise ValueError(f"stats must be a sequence of names, got the string {stats!r}")
-    for name in stats:
-        if name not in ALL_STATS:
-            raise ValueError(f"unknown statistic {name!r}; known: {', '.join(ALL_STATS)}")
-    if not stats:
-        raise ValueError("select at least one statistic")
-    return tuple(sizes), tuple(name for name in ALL_STATS if name in set(stats))
+    return tuple(sizes), select_stats(stats)
 
 
 def _exponent(value: float) -> int:

@@ -72,12 +72,18 @@ def validate(
     for width in widths_us:
         if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
             raise ValueError(f"window widths must be positive integers (µs), got {width!r}")
+    return tuple(widths_us), tuple(labels), select_stats(stats, STAT_KEYS)
+
+
+def select_stats(stats: Sequence[str], known: Sequence[str] = ALL_STATS) -> tuple[str, ...]:
+    """`stats` checked against `known` and put in its order (repeats dropped); ValueError
+    naming what is wrong. Every window kind reports its statistics in this one order."""
     if isinstance(stats, str):
         raise ValueError(f"stats must be a sequence of names, got the string {stats!r}")
     for name in stats:
-        if name not in STAT_KEYS:
-            raise ValueError(f"unknown statistic {name!r}; known: {', '.join(STAT_KEYS)}")
+        if name not in known:
+            raise ValueError(f"unknown statistic {name!r}; known: {', '.join(known)}")
     if not stats:
         raise ValueError("select at least one statistic")
-    selected = tuple(name for name in STAT_KEYS if name in set(stats))
-    return tuple(widths_us), tuple(labels), selected
+    chosen = set(stats)
+    return tuple(name for name in known if name in chosen)

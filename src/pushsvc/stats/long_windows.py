@@ -40,7 +40,7 @@ import math
 from bisect import insort
 from collections.abc import Sequence
 
-from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, NO_CLOCK, QUANTILE_OF
+from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, NO_CLOCK, QUANTILE_OF, select_stats
 from pushsvc.stats.moments import moments
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import Reader, Writer
@@ -427,10 +427,4 @@ def _validate(
                 f"long window widths must be integers of at least {SUB_BUCKETS} µs "
                 f"(one µs per sub-bucket), got {width!r}"
             )
-    for name in stats:
-        if name not in ALL_STATS:
-            raise ValueError(f"unknown statistic {name!r}; known: {', '.join(ALL_STATS)}")
-    if not stats:
-        raise ValueError("select at least one statistic")
-    selected = tuple(name for name in ALL_STATS if name in set(stats))
-    return tuple(widths_us), tuple(labels), selected
+    return tuple(widths_us), tuple(labels), select_stats(stats)
