@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from pushsvc.stats.layout import ALL_STATS
 from pushsvc.stats.long_windows import LongWindows
+from support.datasets import skewed
 from support.oracle import Exact, mismatches
 
 S = 1_000_000
@@ -244,15 +245,7 @@ def test_selected_stats_in_all_stats_order() -> None:
 
 
 def datasets(n: int) -> dict[str, list[float]]:
-    rng = np.random.default_rng(3)
-    bimodal = np.where(
-        rng.random(n) < 0.6, rng.lognormal(math.log(15), 0.3, n), rng.lognormal(7, 0.4, n)
-    )
-    return {
-        "lognormal": rng.lognormal(2, 1.5, n).tolist(),
-        "bimodal": bimodal.tolist(),
-        "pareto": (5 * (1 + rng.pareto(1.05, n))).tolist(),
-    }
+    return skewed(n, seed=3)
 
 
 @pytest.mark.parametrize("name", ["lognormal", "bimodal", "pareto"])

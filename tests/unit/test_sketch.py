@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushsvc.stats.sketch import Sketch
+from support.datasets import skewed
 
 A = 0.01
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)
@@ -24,15 +25,7 @@ TINY = sys.float_info.min * (1 + A) / (1 - A)  # magnitudes at or below count as
 
 
 def datasets(n: int) -> dict[str, list[float]]:
-    rng = np.random.default_rng(11)
-    bimodal = np.where(
-        rng.random(n) < 0.7, rng.lognormal(math.log(20), 0.3, n), rng.lognormal(6, 0.5, n)
-    )
-    return {
-        "lognormal": rng.lognormal(3, 1.2, n).tolist(),
-        "bimodal": bimodal.tolist(),
-        "pareto": (1 + rng.pareto(1.1, n)).tolist(),
-    }
+    return skewed(n, seed=11)
 
 
 def bound(values: Sequence[float], q: float) -> float:
