@@ -403,3 +403,16 @@ def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
     stream.join(1)
     assert hub.direct_sends == 0 and stream.dead  # queued, and the stream woken
     stream.kill()
+
+
+def test_the_disconnect_reasons_are_the_metric_labels_operators_know() -> None:
+    # `pushsvc_stream_disconnects_total{reason}`: dashboards and alerts name these values, so
+    # renaming one breaks them; everything else names the members.
+    assert [reason.value for reason in StreamExit] == [
+        "gone",
+        "slow",
+        "expired",
+        "reset",
+        "shutdown",
+        "error",
+    ]
