@@ -15,7 +15,7 @@ The cache, `Run.renderings` (None until first used), is read and written here on
 
 Its lifetime is the run's: a run lives while a client's queue or `ready` list, or a stream
 writing it, holds it — a few milliseconds for most — and nothing is evicted before. It holds
-at most two entries per distinct projection among the streams the run went to.
+at most one entry for the whole run and two per projection that its streams asked for.
 """
 
 from __future__ import annotations
