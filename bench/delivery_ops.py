@@ -118,9 +118,9 @@ def measure(
     previous_trace = sys.gettrace()
     if not cpu:
         sys.settrace(counter.trace)  # before the streams start, so that their frames count
-    peers = []
-    sockets = []
-    greenlets = []
+    peers: list[gevent.socket.socket] = []
+    sockets: list[gevent.socket.socket] = []
+    greenlets: list[gevent.Greenlet[..., None]] = []
     for _ in range(streams_n):
         ours, peer = gevent.socket.socketpair()
         peers.append(peer)
