@@ -744,7 +744,7 @@ def test_a_subscription_resumes_with_an_exact_replay(broker: Broker) -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), only("a"), str(a1.id))
     assert primed.replay == [a2] and not primed.gap
-    assert primed.client.floor == a2.id
+    assert primed.client.queue.floor == a2.id
     assert primed.head(None) == a2.frame
 
 
@@ -754,7 +754,7 @@ def test_a_subscription_without_an_id_starts_from_a_snapshot(broker: Broker) -> 
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, None)
     assert primed.replay is None and not primed.gap
     assert primed.latest == {"a": a1, "b": b1}
-    assert primed.client.floor == b1.id
+    assert primed.client.queue.floor == b1.id
     assert primed.head(None).startswith(b"id: " + str(b1.id).encode() + b"\nevent: snapshot\n")
     assert hub.client_count == 1
 

@@ -7,6 +7,7 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pushsvc.deliver.hub import StreamExit
 from support.auth_tokens import SECRET, hs256
 from support.live import (
     PushsvcProcess,
@@ -33,6 +34,10 @@ def value(port: int, name: str, **labels: str) -> float:
     return samples(port).get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def disconnects(port: int, reason: StreamExit) -> float:
+    return value(port, "pushsvc_stream_disconnects_total", reason=reason.value)
+
+
 def test_stream_connects_disconnects_and_delivery_latency(
     server: PushsvcProcess, topic: str
 ) -> None:
@@ -53,7 +58,7 @@ def test_stream_connects_disconnects_and_delivery_latency(
         assert moved("pushsvc_delivery_seconds_bucket", le="+Inf") >= 3
         assert moved("pushsvc_delivery_seconds_sum") > 0
         assert moved("pushsvc_direct_writes_total") >= 1
-    wait_until(lambda: moved("pushsvc_stream_disconnects_total", reason="gone") == 1)
+    wait_until(lambda: moved("pushsvc_stream_disconnects_total", reason=StreamExit.GONE) == 1)
 
 
 def test_greenlets_count_open_connections_and_fall_back_when_they_close(
@@ -91,7 +96,7 @@ def test_a_stalled_reader_is_queued_then_conflated_then_evicted(topic: str) -> N
         assert value(proc.port, "pushsvc_direct_handbacks_total") >= 1  # its socket filled
         assert seen_queued >= 1  # then its updates waited in its queue
         assert value(proc.port, "pushsvc_conflated_runs_total") >= 1  # then latest-wins
-        assert value(proc.port, "pushsvc_stream_disconnects_total", reason="slow") == 1
+        assert disconnects(proc.port, StreamExit.SLOW) == 1
     finally:
         stalled.close()
         proc.stop()
@@ -133,7 +138,7 @@ def test_a_lost_broker_connection_counts_a_reset_and_ends_streams_by_reason(
             redis.start()  # the same port, empty: the pub/sub connection was lost meanwhile
             stream.wait_closed()  # ended, so that EventSource resumes from the history
         assert value(proc.port, "pushsvc_stream_resets_total") >= 1
-        assert value(proc.port, "pushsvc_stream_disconnects_total", reason="reset") == 1
+        assert disconnects(proc.port, StreamExit.RESET) == 1
     finally:
         proc.stop()
         redis.stop()
@@ -148,8 +153,6 @@ def test_a_stream_whose_token_expires_is_counted_as_expired(topic: str) -> None:
         ) as stream:
             stream.next_data("snapshot")
             stream.wait_closed()
-        wait_until(
-            lambda: value(proc.port, "pushsvc_stream_disconnects_total", reason="expired") == 1
-        )
+        wait_until(lambda: disconnects(proc.port, StreamExit.EXPIRED) == 1)
     finally:
         proc.stop()

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from pushsvc.client.sse_parser import EventStreamParser
+from pushsvc.deliver.hub import StreamExit
 from support.gunicorn import gunicorn
 from support.live import PushsvcProcess, post, request, wait_until
 from support.raw_streams import (
@@ -52,7 +53,7 @@ def _subscribers(port: int) -> float:
 
 
 def _gone(port: int) -> float:
-    return _metric(port, "pushsvc_stream_disconnects_total", '{reason="gone"}')
+    return _metric(port, "pushsvc_stream_disconnects_total", f'{{reason="{StreamExit.GONE}"}}')
 
 
 def _topic_subscribers(port: int, topic: str) -> int:

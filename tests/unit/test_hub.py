@@ -8,9 +8,13 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
+from pushsvc.core.sse import encode_update
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateId
-from pushsvc.deliver.hub import Hub, Subscriber
+from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver.hub import DirectWay, Hub, StreamExit, Subscriber
+from pushsvc.deliver.projection import Projection
+from pushsvc.deliver.rendering import rendering_for
+from pushsvc.deliver.stream_socket import StreamSocket
 
 
 class FakeClock:
@@ -85,11 +89,11 @@ def test_client_that_takes_nothing_for_the_timeout_is_disconnected() -> None:
         _taken(healthy)
     clock.now += 4_000_000
     hub.dispatch([_update("a", 4)])
-    assert slow.closed_reason is None  # behind, but within the timeout
+    assert not slow.closed  # behind, but within the timeout
     clock.now += 2_000_000
     _taken(healthy)
     hub.dispatch([_update("a", 5)])
-    assert slow.closed_reason == "slow"
+    assert slow.closed_reason is StreamExit.SLOW
     assert hub.slow_disconnects == 1
     assert healthy.closed_reason is None
     assert [str(u.id) for u in _taken(healthy)] == ["0badc0de:0-5"]
@@ -109,7 +113,7 @@ def test_close_wakes_every_stream() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     clients = [_subscribe(hub, "a"), _subscribe(hub, "*")]
     hub.close()
-    assert [c.closed_reason for c in clients] == ["shutdown", "shutdown"]
+    assert [c.closed_reason for c in clients] == [StreamExit.SHUTDOWN, StreamExit.SHUTDOWN]
     assert all(c.take(5) == [] for c in clients)  # returns at once, no wait
 
 
@@ -158,7 +162,7 @@ def test_conflated_topics_come_out_in_the_order_of_their_latest_update() -> None
 def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: list[int]) -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a", "b")
-    client.floor = UpdateId("0badc0de", 0, floor)
+    client.queue.floor = UpdateId("0badc0de", 0, floor)
     hub.dispatch([_update("a", 1), _update("a", 2)])
     hub.dispatch([_update("b", 3), _update("b", 4)])
     hub.dispatch([_update("a", 5)])
@@ -170,17 +174,17 @@ def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: li
 def test_the_floor_is_forgotten_once_passed() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    client.floor = UpdateId("0badc0de", 0, 1)
+    client.queue.floor = UpdateId("0badc0de", 0, 1)
     hub.dispatch([_update("a", 2)])
     assert [u.id.seq for u in _taken(client)] == [2]
-    assert client.floor is None
+    assert client.queue.floor is None
 
 
 def test_an_update_of_a_new_epoch_is_never_dropped_by_an_old_floor() -> None:
     # Redis restarted empty: its new history's ids are new whatever their numbers.
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    client.floor = UpdateId("0badc0de", 0, 50)
+    client.queue.floor = UpdateId("0badc0de", 0, 50)
     hub.dispatch([_update("a", 1, epoch="feed")])
     assert [str(u.id) for u in _taken(client)] == ["feed:0-1"]
 
@@ -199,7 +203,7 @@ def test_close_raises_in_a_writer_stuck_in_a_write() -> None:
 
     writer = gevent.spawn(stream)
     writing.wait(5)
-    client.close("slow")
+    client.close(StreamExit.SLOW)
     writer.join(5)
     assert writer.dead
     assert isinstance(writer.exception, ConnectionResetError)
@@ -211,7 +215,7 @@ def test_close_only_wakes_a_writer_waiting_for_updates() -> None:
     client = _subscribe(hub, "a")
     waiter = gevent.spawn(lambda: client.take(60))
     gevent.sleep(0)  # let it start waiting
-    client.close("shutdown")
+    client.close(StreamExit.SHUTDOWN)
     assert waiter.get(timeout=5) == []
 
 
@@ -229,25 +233,24 @@ def _close_sockets() -> Iterator[None]:
 
 
 def _direct_client(
-    hub: Hub, *selectors: str, chunked: bool = False
-) -> tuple[Subscriber, gevent.socket.socket]:
-    """A client whose stream sleeps in `take` and whose socket the hub may write; returns the
-    peer end, to read what the hub wrote (unframed unless `chunked`)."""
+    hub: Hub, *selectors: str, chunked: bool = False, projection: Projection | None = None
+) -> tuple[Subscriber, DirectWay, gevent.socket.socket]:
+    """A client whose socket the hub may write, and its direct way; returns the peer end, to
+    read what the hub wrote (unframed unless `chunked`)."""
     from gevent import socket as gsocket
-
-    from pushsvc.deliver.stream_socket import StreamSocket
 
     ours, peer = gsocket.socketpair()
     _SOCKETS.extend((ours, peer))
     client = _subscribe(hub, *selectors)
-    client.sink = StreamSocket(ours, chunked=chunked)
-    return client, peer
+    rendering = rendering_for(projection, chunked=chunked)
+    direct_way = client.direct_way = DirectWay(StreamSocket(ours, chunked=chunked), rendering)
+    return client, direct_way, peer
 
 
-def _asleep_in_take(client: Subscriber) -> gevent.Greenlet:
+def _asleep_in_take(client: Subscriber) -> gevent.Greenlet[[float], list[Run]]:
     stream = gevent.spawn(client.take, 10)
     gevent.sleep(0)  # let it reach its wait
-    assert client.waiting
+    assert not stream.dead
     return stream
 
 
@@ -260,20 +263,21 @@ def _read(peer: gevent.socket.socket, size: int) -> bytes:
 
 def test_an_idle_stream_is_written_by_the_hub_without_waking_it() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
-    client, peer = _direct_client(hub, "a")
+    client, direct_way, peer = _direct_client(hub, "a")
     stream = _asleep_in_take(client)
+    assert client.direct is direct_way  # open while it sleeps
     updates = [_update("a", 1), _update("a", 2)]
     hub.dispatch(updates)
     expected = b"".join(u.frame for u in updates)
     assert _read(peer, len(expected)) == expected
     assert not stream.ready()  # the stream's greenlet never ran: nothing to take
-    assert hub.direct_sends == 1 and client.ready == [] and not client.queue
+    assert hub.direct_sends == 1 and direct_way.ready == [] and not client.queue
     stream.kill()
 
 
 def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
-    client, peer = _direct_client(hub, "a")
+    client, _, peer = _direct_client(hub, "a")
     stream = _asleep_in_take(client)
     updates = [_update("a", n) for n in range(5)]
     for update in updates:  # five POSTs handled before the loop turns
@@ -287,11 +291,11 @@ def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
 def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_send() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     clients = [_direct_client(hub, "a", chunked=True) for _ in range(3)]
-    streams = [_asleep_in_take(client) for client, _ in clients]
+    streams = [_asleep_in_take(client) for client, _, _ in clients]
     update = _update("a", 1)
     hub.dispatch([update])
     chunk = b"%x\r\n" % len(update.frame) + update.frame + b"\r\n"
-    for _, peer in clients:
+    for _, _, peer in clients:
         assert _read(peer, len(chunk)) == chunk
     assert hub.direct_sends == 3 and hub.delivered == 3
     assert hub.delivery_latency.counts[-1] + sum(hub.delivery_latency.counts[:-1]) == 3
@@ -300,23 +304,60 @@ def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_s
         stream.kill()
 
 
+def _with_windows(n: int) -> Update:
+    body = b'{"topic":"a","windows":{"1m":{"count":%d,"mean":%d.123456}}}' % (n, n)
+    return Update.numbered("a", UpdateId("0badc0de", 0, n), n, body)
+
+
+def _projected(update: Update, projection: Projection) -> bytes:
+    return encode_update(update.id.text, projection.data(update))
+
+
 def test_a_projected_stream_is_written_its_own_rendering_of_every_run() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
-    client, peer = _direct_client(hub, "a")
-    client.render = lambda run: b"<" + run.block + b">"
+    projection = Projection(None, ("mean",), precision=2)
+    client, _, peer = _direct_client(hub, "a", projection=projection)
     stream = _asleep_in_take(client)
-    first, second = _update("a", 1), _update("a", 2)
+    first, second = _with_windows(1), _with_windows(2)
     hub.dispatch([first])
     hub.dispatch([second])  # before the writer runs: two runs in one send
-    expected = b"<" + first.frame + b"><" + second.frame + b">"
+    expected = _projected(first, projection) + _projected(second, projection)
+    assert b'"windows":{"1m":{"mean":1.1}}' in expected
     assert _read(peer, len(expected)) == expected
     assert hub.direct_sends == 1
     stream.kill()
 
 
+def test_streams_that_render_alike_are_sent_the_same_bytes_and_others_their_own() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    projection = Projection(None, ("mean",), precision=2)
+    clients = [
+        _direct_client(hub, "a", chunked=True, projection=projection),
+        _direct_client(hub, "a", chunked=True),
+        _direct_client(hub, "a", chunked=True, projection=Projection(None, ("mean",), 2)),
+        _direct_client(hub, "a", chunked=False, projection=projection),
+    ]
+    streams = [_asleep_in_take(client) for client, _, _ in clients]
+    update = _with_windows(1)
+    hub.dispatch([update])
+    projected = _projected(update, projection)
+    chunk = b"%x\r\n%b\r\n"
+    expected = [
+        chunk % (len(projected), projected),
+        chunk % (len(update.frame), update.frame),
+        chunk % (len(projected), projected),
+        projected,
+    ]
+    written = [_read(peer, len(data)) for (_, _, peer), data in zip(clients, expected, strict=True)]
+    assert written == expected
+    assert hub.direct_sends == 4
+    for stream in streams:
+        stream.kill()
+
+
 def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
-    client, peer = _direct_client(hub, "a")
+    client, direct_way, peer = _direct_client(hub, "a")
     stream = _asleep_in_take(client)
     big = [Update.numbered("a", UpdateId("e", 0, n), n, b"x" * 60_000) for n in range(200)]
     for update in big:  # ~12 MB: far more than a socket buffer holds
@@ -325,40 +366,53 @@ def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     assert hub.handbacks == 1
     stream.join(1)  # the stream was woken to finish the write itself
     assert stream.dead
-    handback, ready = client.take_direct()
+    handback, ready = direct_way.leftovers()
     assert handback is not None
     later = [_update("a", 1000)]
     hub.dispatch(later)  # while the stream writes, new runs queue behind what it holds
     assert [u.id.seq for u in _taken(client)] == [1000]
     received = bytearray()
     reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.frame) for u in big))))
-    assert client.sink is not None
-    client.sink.send_rest(handback)
-    client.sink.send([run.block for run in ready])
+    direct_way.sink.send_rest(handback)
+    direct_way.sink.send([run.block for run in ready])
     reader.join(10)
     assert bytes(received) == b"".join(u.frame for u in big)
 
 
 def test_a_peer_gone_closes_the_client() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
-    client, peer = _direct_client(hub, "a")
+    client, _, peer = _direct_client(hub, "a")
     stream = _asleep_in_take(client)
     peer.close()
     hub.dispatch([_update("a", 1)])
     gevent.sleep(0)
     hub.dispatch([_update("a", 2)])  # the first send may still succeed into the buffer
     gevent.sleep(0)
-    assert client.closed_reason == "gone"
+    assert client.closed_reason is StreamExit.GONE
     stream.join(1)
     assert stream.ready()
 
 
 def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
-    client, _peer = _direct_client(hub, "a")
-    client.floor = UpdateId("0badc0de", 0, 5)
+    client, _, _peer = _direct_client(hub, "a")
+    client.queue.floor = UpdateId("0badc0de", 0, 5)
     stream = _asleep_in_take(client)
+    assert client.direct is None
     hub.dispatch([_update("a", 3)])
     stream.join(1)
     assert hub.direct_sends == 0 and stream.dead  # queued, and the stream woken
     stream.kill()
+
+
+def test_the_disconnect_reasons_are_the_metric_labels_operators_know() -> None:
+    # `pushsvc_stream_disconnects_total{reason}`: dashboards and alerts name these values, so
+    # renaming one breaks them; everything else names the members.
+    assert [reason.value for reason in StreamExit] == [
+        "gone",
+        "slow",
+        "expired",
+        "reset",
+        "shutdown",
+        "error",
+    ]

@@ -244,18 +244,16 @@ class Update:
 @dataclass(slots=True)
 class Run:
     """Consecutive updates of one topic, in id order (a batch POST), shared by every client
-    that gets them. `block` is their frames joined once; `projected` caches the same for each
-    projection (by its key), so clients asking for the same fields share one encoding too."""
+    that gets them. `block` is their frames joined once."""
 
     updates: list[Update]
     block: bytes
-    projected: dict[str, bytes] | None = None
     received_us: int = 0
     """When this process's hub received it (monotonic µs): delivery latency counts from here."""
-    chunks: dict[str | None, bytes] | None = None
-    """The run framed once as an HTTP/1.1 chunk per rendering (None: `block`; else a
-    projection's key), shared by every stream the hub writes it to
-    (`pushsvc.deliver.stream_socket.StreamSocket.chunk`)."""
+    renderings: dict[str, bytes] | None = None
+    """The run as other streams write it (projected, framed as a chunk), made once and
+    shared. Owned by `pushsvc.deliver.rendering`, which alone reads and writes it and
+    documents its keys and lifetime."""
 
     @classmethod
     def of(cls, updates: list[Update]) -> Run:

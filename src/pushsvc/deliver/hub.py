@@ -4,20 +4,22 @@ Consecutive updates of one topic (a batch POST) form a `Run`: its frames are enc
 joined into one block, and the same `Run` object goes to every matching client, so a client
 writes a whole batch with one socket write.
 
-Two ways to a client's socket:
-* **direct** — a client whose stream is idle (asleep in `take`, nothing queued, no floor) and
-  whose socket the hub may write (`Subscriber.sink`) is marked `direct`: `dispatch` appends the run
-  to `Subscriber.ready` (no rendering, no wake-up) and lists the client as dirty once. The hub's one
-  writer greenlet then sends each dirty client everything it holds with one non-blocking send
-  (a single run goes out as its chunk, framed once per rendering for everyone: `Run.chunks`).
-  The writer yields every few dozen clients, so while it works through many clients more
-  updates arrive and the later ones get several runs in one send: coalescing without a queue.
-  When a send would block, the rest is handed back to the client's own greenlet (`handback`),
-  which waits for the socket — the queued way below from then on.
-* **queued** — every other client (busy writing, paced, TLS, gunicorn): the run goes to its
-  bounded queue and its stream's greenlet is woken. Delivering never blocks: a client whose
-  queue already holds `queue_size` runs is switched to conflation (latest update per topic
-  wins); one that has taken nothing for `slow_timeout_us` while conflated is closed.
+Two ways to a client's socket, one part of its `Subscriber` each:
+* **direct** (`Subscriber.direct_way`, a `DirectWay`) — a client whose stream is idle (asleep
+  in `take`, nothing queued, no floor) and whose socket the hub may write has its direct way
+  open (`Subscriber.direct`): `dispatch` appends the run to its `ready` list (no rendering, no
+  wake-up) and lists the client as dirty once. The hub's one writer greenlet then sends each
+  dirty client everything it holds with one non-blocking send (a single run goes out as bytes
+  made once for every stream that renders alike: `pushsvc.deliver.rendering`). The writer
+  yields every few dozen clients, so while it works through many clients more updates arrive
+  and the later ones get several runs in one send: coalescing without a queue. When a send
+  would block, the rest is handed back to the client's own greenlet (`handback`), which waits
+  for the socket — the queued way below from then on.
+* **queued** (`Subscriber.queue`, a `ConflatingQueue`) — every other client (busy writing,
+  paced, TLS, gunicorn): the run goes to its bounded queue and its stream's greenlet is woken.
+  Delivering never blocks: a client whose queue already holds `queue_size` runs is switched to
+  conflation (latest update per topic wins); one that has taken nothing for `slow_timeout_us`
+  while conflated is closed.
 
 Per delivery on the direct way the hub does an attribute test and a list append at dispatch,
 and one `send` per client per writer pass: the per-client work is kept out of everything else
@@ -30,7 +32,6 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,8 +40,10 @@ import gevent
 import gevent.event
 
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.core.updates import Run, Update
+from pushsvc.deliver.conflating_queue import ConflatingQueue
 from pushsvc.deliver.histogram import Histogram
+from pushsvc.deliver.rendering import Rendering
 from pushsvc.deliver.stream_socket import StreamSocket
 
 log = logging.getLogger(__name__)
@@ -72,43 +75,57 @@ def monotonic_us() -> int:
 
 
 @dataclass(eq=False, slots=True)
-class Subscriber:
-    """One subscriber's bounded queue. Only the hub offers; only the client's stream takes.
+class DirectWay:
+    """What the hub needs to write a stream's socket itself (the direct way): the socket, how
+    the stream renders runs, and what the hub's writer holds for it or could not finish.
 
-    `floor` is the newest update the stream's replay or snapshot already covered: `take`
-    drops queued updates up to it, so a stream subscribed before it read the history sends
-    nothing twice (see `pushsvc.deliver.subscription`).
+    Only the hub and the stream it belongs to touch it, in turns: the hub while the stream
+    sleeps in `take` (`Subscriber.direct` is this object then), the stream once awake
+    (`leftovers`)."""
+
+    sink: StreamSocket
+    rendering: Rendering
+    """How the stream's runs become bytes (`pushsvc.deliver.rendering`)."""
+    ready: list[Run] = field(default_factory=list)
+    """Runs the hub's writer is to send; older than anything in the stream's queue."""
+    handback: memoryview | None = None
+    """The unsent rest of a send that would have blocked: the stream sends it first."""
+    last_write_us: int = 0
+    """When the hub last wrote the stream (heartbeats count from it too)."""
+
+    def leftovers(self) -> tuple[memoryview | None, list[Run]]:
+        """What the hub had meant to write and the stream must now write, in order: the rest
+        of a send, then runs older than any `Subscriber.take` returns."""
+        handback, self.handback = self.handback, None
+        ready, self.ready = self.ready, []
+        return handback, ready
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One stream, as the hub sees it. Only the hub gives it runs; only the stream takes them.
+
+    Two parts carry what is on its way to the client:
+    * `queue`, the queued way: a `ConflatingQueue` (bounded, latest-wins per topic once full,
+      and the floor of the stream's replay or snapshot);
+    * `direct_way`, when the hub may write the stream's socket: a `DirectWay`.
+
+    The rest is the stream's life: its topics, its wake-up, the greenlet writing it, and why
+    it ended.
     """
 
     matcher: TopicMatcher
-    capacity: int
+    queue: ConflatingQueue
     clock: Clock = field(default=monotonic_us, repr=False)
-    floor: UpdateId | None = None
-    queue: deque[Run] = field(default_factory=deque)
-    conflated: dict[str, Update] = field(default_factory=dict)
-    wakeup: gevent.event.Event = field(default_factory=gevent.event.Event)
+    direct_way: DirectWay | None = field(default=None, repr=False)
+    """Set by the stream once its head is out, where the hub may write its socket."""
+    direct: DirectWay | None = field(default=None, repr=False)
+    """`direct_way` while the hub may use it: the stream sleeps in `take` with nothing queued
+    and no floor. Set by `take` before it sleeps, None after every wake-up; `dispatch` tests
+    only this."""
+    wakeup: gevent.event.Event = field(default_factory=gevent.event.Event, repr=False)
     closed_reason: StreamExit | None = None
     last_take_us: int = 0
-    sink: StreamSocket | None = field(default=None, repr=False)
-    """The stream's socket, when the hub may write it directly (see the module docstring)."""
-    render: Callable[[Run], bytes] | None = field(default=None, repr=False)
-    """The block the stream writes for a run when it is not the run's own `block` (a
-    projection); None: `run.block`."""
-    render_key: str | None = None
-    """Equal for equal `render`s (the projection's key): streams that render alike share
-    one framed chunk per run."""
-    waiting: bool = False
-    """The stream's greenlet is asleep in `take` with nothing to write."""
-    direct: bool = False
-    """Waiting, with a `sink` and no floor: the hub may write this client's next runs itself.
-    Set by `take` before it sleeps, cleared by every wake-up; while it is set the queue and
-    the conflated updates are empty (`offer` wakes)."""
-    ready: list[Run] = field(default_factory=list)
-    """Runs the hub's writer is to send directly; older than anything in `queue`."""
-    handback: memoryview | None = None
-    """The unsent rest of a direct send that would have blocked: the stream sends it first."""
-    last_write_us: int = 0
-    """When the hub last wrote this stream directly (heartbeats count from it too)."""
     _writer: gevent.Greenlet[..., object] | None = field(default=None, repr=False)
     """The greenlet that took last and has not come back to wait: it is writing."""
 
@@ -116,69 +133,35 @@ class Subscriber:
     def closed(self) -> bool:
         return self.closed_reason is not None
 
-    def offer(self, run: Run) -> None:
-        if len(self.queue) < self.capacity and not self.conflated:
-            self.queue.append(run)
-        else:
-            # Statistics are full state: the latest update of a topic supersedes older ones.
-            # Re-inserting keeps the dict in the order the latest updates arrived (id order).
-            self.conflated.pop(run.topic, None)
-            self.conflated[run.topic] = run.updates[-1]
-        self.wake()
-
     def wake(self) -> None:
-        self.waiting = self.direct = False
+        self.direct = None
         self.wakeup.set()
 
     def take(self, timeout_s: float) -> list[Run]:
         """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time).
-        Before writing them, the stream writes `handback` and `ready` (`take_direct`).
+        Before writing them, the stream writes its direct way's `leftovers`.
 
         The calling greenlet counts as this client's writer until it takes again.
         """
         self._writer = None
+        queue = self.queue
+        direct_way = self.direct_way
         if (
-            not self.queue
-            and not self.conflated
-            and not self.ready
-            and self.handback is None
+            not queue.runs
+            and not queue.latest
             and self.closed_reason is None
+            and (direct_way is None or (not direct_way.ready and direct_way.handback is None))
         ):
-            self.wakeup.clear()
-            self.waiting = True
-            self.direct = self.sink is not None and self.floor is None
-            self.wakeup.wait(timeout_s)
-            self.waiting = self.direct = False
-        runs = list(self.queue)
-        self.queue.clear()
-        if self.conflated:
-            runs.extend(Run.of([u]) for u in self.conflated.values())
-            self.conflated.clear()
-        if self.floor is not None and runs:
-            runs = self._drop_covered(runs)
+            wakeup = self.wakeup
+            wakeup.clear()
+            if queue.floor is None:
+                self.direct = direct_way
+            wakeup.wait(timeout_s)
+            self.direct = None
+        runs = queue.drain()
         self.last_take_us = self.clock()
         self._writer = gevent.getcurrent()  # type: ignore[assignment]
         return runs
-
-    def take_direct(self) -> tuple[memoryview | None, list[Run]]:
-        """What the hub had meant to write itself and the stream must now write, in order:
-        the rest of a send, then runs older than any `take` returns."""
-        handback, self.handback = self.handback, None
-        ready, self.ready = self.ready, []
-        return handback, ready
-
-    def _drop_covered(self, runs: list[Run]) -> list[Run]:
-        floor = self.floor
-        assert floor is not None
-        for index, run in enumerate(runs):
-            if run.updates[0].id.is_after(floor):
-                self.floor = None  # ids only grow from here: stop comparing
-                return runs[index:]
-            if run.last_id.is_after(floor):
-                self.floor = None
-                fresh = [u for u in run.updates if u.id.is_after(floor)]
-                return [Run.of(fresh), *runs[index + 1 :]]
-        return []
 
     def close(self, reason: StreamExit) -> None:
         """End this client's stream: wake its writer, or, when it is stuck writing to a peer
@@ -192,6 +175,10 @@ class Subscriber:
         if writer is not None and writer is not gevent.getcurrent() and not writer.dead:
             error = ConnectionResetError(errno.ECONNRESET, f"stream closed: {reason}")
             gevent.kill(writer, error)  # asynchronous: never blocks the hub
+
+
+_NOTHING = memoryview(b"")
+"""What `_send_ready` notes for a stream its group filter left nothing of: not a write."""
 
 
 class Hub:
@@ -230,7 +217,8 @@ class Hub:
 
     def subscribe(self, matcher: TopicMatcher) -> Subscriber:
         self.connects += 1
-        client = Subscriber(matcher, self._queue_size, self._clock, last_take_us=self._clock())
+        queue = ConflatingQueue(self._queue_size)
+        client = Subscriber(matcher, queue, self._clock, last_take_us=self._clock())
         if matcher.exact:
             for topic in matcher.names:
                 self._by_topic.setdefault(topic, set()).add(client)
@@ -275,8 +263,9 @@ class Hub:
                 for group in (targets or (), patterned):
                     for client in group:
                         # The hot loop: per direct client, a test and an append.
-                        if client.direct:
-                            ready = client.ready
+                        direct = client.direct
+                        if direct is not None:
+                            ready = direct.ready
                             if not ready:
                                 dirty.append(client)
                             ready.append(run)
@@ -292,17 +281,21 @@ class Hub:
         """The queued way; False when the client is closed (or closed now, as slow)."""
         if client.closed_reason is not None:
             return False
-        if client.conflated and (
-            self._clock() - max(client.last_take_us, client.last_write_us) > self._slow_timeout_us
-        ):
+        queue = client.queue
+        if queue.latest and self._took_nothing_for_too_long(client):
             self.slow_disconnects += 1
             log.info("disconnecting a subscriber that took nothing for the slow-client timeout")
             client.close(StreamExit.SLOW)
             return False
-        if client.conflated or len(client.queue) >= client.capacity:
+        if queue.put(run):
             self.conflated_runs += 1
-        client.offer(run)
+        client.wake()
         return True
+
+    def _took_nothing_for_too_long(self, client: Subscriber) -> bool:
+        direct_way = client.direct_way
+        last_write_us = 0 if direct_way is None else direct_way.last_write_us
+        return self._clock() - max(client.last_take_us, last_write_us) > self._slow_timeout_us
 
     # Clients the direct writer serves between two yields to the loop: small enough that a
     # POST or a pub/sub read is not held up for long, large enough to amortise the switch.
@@ -329,37 +322,38 @@ class Hub:
                     self._send_ready(batch[first : first + slice_size])
 
     def _send_ready(self, clients: list[Subscriber]) -> None:
-        """Send each client what it holds in `ready`. Delivery latency counts to the start of
-        the slice (a slice of 64 sends takes well under a millisecond)."""
+        """Send each client whose direct way is still open what it holds in `ready`. Delivery
+        latency counts to the start of the slice (a slice of 64 sends takes well under a
+        millisecond)."""
         now = self._clock()
         sends = 0
         latency = self.delivery_latency
         since, same = 0, 0  # consecutive clients mostly wait since the same run: one observe
-        # The common case made cheap: consecutive clients sent the same single run as a full,
-        # chunked stream share its chunk without a lookup.
+        # The common case made cheap: consecutive clients sent the same single run, rendered
+        # alike, share its bytes without a lookup (equal renderings are one object).
         shared_run: Run | None = None
-        shared_chunk = b""
+        shared_rendering: Rendering | None = None
+        shared_data = b""
         for client in clients:
-            runs = client.ready
-            if not runs or not client.direct:
+            direct = client.direct
+            if direct is None:
                 continue  # its own greenlet is up (or ending): it writes `ready` itself
-            sink = client.sink
-            assert sink is not None
+            runs = direct.ready
+            if not runs:
+                continue
+            sink = direct.sink
+            rendering = direct.rendering
             oldest = runs[0].received_us
             try:
                 if len(runs) > 1:
-                    render = client.render
-                    rest = sink.try_send(
-                        [r.block for r in runs] if render is None else [render(r) for r in runs]
-                    )
-                elif runs[0] is shared_run and sink.chunked and client.render is None:
-                    rest = sink.try_send_bytes(shared_chunk)
+                    blocks = rendering.blocks(runs)
+                    rest = sink.try_send(blocks) if blocks else _NOTHING
                 else:
                     run = runs[0]
-                    chunk = sink.chunk(run, client.render, client.render_key)
-                    if sink.chunked and client.render is None:
-                        shared_run, shared_chunk = run, chunk
-                    rest = sink.try_send_bytes(chunk)
+                    if run is not shared_run or rendering is not shared_rendering:
+                        shared_data = rendering.wire(run)
+                        shared_run, shared_rendering = run, rendering
+                    rest = sink.try_send_bytes(shared_data) if shared_data else _NOTHING
             except OSError:
                 runs.clear()
                 client.close(StreamExit.GONE)  # the peer went away; its stream ends
@@ -367,8 +361,10 @@ class Hub:
             # Emptied, not replaced: one list per client for its lifetime, not one per update
             # (nothing runs between the send and here: `dispatch` cannot have appended).
             runs.clear()
+            if rest is _NOTHING:
+                continue  # a group filter left nothing: no write (heartbeats stay due)
             sends += 1
-            client.last_write_us = now
+            direct.last_write_us = now
             if oldest != since:
                 if same:
                     latency.observe(now - since, same)
@@ -377,7 +373,7 @@ class Hub:
             if rest is not None:
                 # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
                 self.handbacks += 1
-                client.handback = rest
+                direct.handback = rest
                 client.wake()
         if same:
             latency.observe(now - since, same)
@@ -397,7 +393,7 @@ class Hub:
     def queued_runs(self) -> int:
         """Runs waiting in clients' queues (not yet written), over every client."""
         clients = set(self._patterned).union(*self._by_topic.values())
-        return sum(len(c.queue) + len(c.conflated) for c in clients)
+        return sum(len(c.queue) for c in clients)
 
     @property
     def client_count(self) -> int:

@@ -16,16 +16,20 @@ streams yield their blocks as before. The gevent internals this needs are in
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pushsvc.core.updates import Run
 from pushsvc.gevent_private import handed_over, os_socket
 
 _CRLF = b"\r\n"
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
 _MAX_PARTS = 512
 _FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def frame_chunk(block: bytes) -> bytes:
+    """`block` as one HTTP/1.1 chunk, ready for `StreamSocket.try_send_bytes`."""
+    return b"%x\r\n%b\r\n" % (len(block), block)
 
 
 class StreamSocket:
@@ -70,28 +74,9 @@ class StreamSocket:
             return None
         return memoryview(b"".join(parts))[sent:]
 
-    def chunk(self, run: Run, render: Callable[[Run], bytes] | None, key: str | None) -> bytes:
-        """The bytes that carry `render(run)` (`run.block` when `render` is None) on this
-        response: as a chunk when it is chunked, framed once per run and rendering (`key`)
-        and shared by every stream (`Run.chunks`); a `render` without a `key` is framed
-        afresh."""
-        if not self.chunked:
-            return run.block if render is None else render(run)
-        chunks = run.chunks
-        if chunks is None:
-            chunks = run.chunks = {}
-        cached = render is None or key is not None
-        data = chunks.get(key) if cached else None
-        if data is None:
-            block = run.block if render is None else render(run)
-            data = b"%x\r\n%b\r\n" % (len(block), block)
-            if cached:
-                chunks[key] = data
-        return data
-
     def try_send_bytes(self, data: bytes) -> memoryview | None:
-        """Send a chunk already built (`chunk`) in one `send` that never blocks; the unsent
-        rest as `try_send` returns it."""
+        """Send bytes already framed for this response (`frame_chunk` when it is chunked) in
+        one `send` that never blocks; the unsent rest as `try_send` returns it."""
         try:
             sent = self._send(data, _FLAGS)
         except BlockingIOError:

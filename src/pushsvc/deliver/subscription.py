@@ -4,7 +4,7 @@ Like Mercure's `AddSubscriber` then `Ready`: the client is registered with the h
 the process's broker feed watches its topics (confirmed), then the replay (for a
 `Last-Event-ID`) or the snapshot is read, and the client's floor is set to the newest
 update that covered. Whatever the hub queued in between is either after
-the floor (sent live) or dropped by `Subscriber.take` (already in the replay or snapshot):
+the floor (sent live) or dropped when the stream takes it (already in the replay or snapshot):
 nothing is lost or sent twice.
 
 A `Last-Event-ID` the history cannot replay completely — malformed, from another epoch
@@ -98,10 +98,10 @@ def subscribe(
         after = UpdateId.parse(last_event_id) if last_event_id else None
         replay = broker.replay(after, matcher) if after is not None else None
         if replay is not None:
-            client.floor = replay[-1].id if replay else after
+            client.queue.floor = replay[-1].id if replay else after
             return Primed(client, replay, {}, False, close)
         latest = broker.latest(matcher)
-        client.floor = newest_id(latest.values())
+        client.queue.floor = newest_id(latest.values())
         groups = (
             broker.latest_groups([topic for topic in latest if grouping(topic)])
             if grouping is not None

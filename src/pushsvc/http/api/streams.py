@@ -2,7 +2,13 @@
 
 The view reads and validates everything from the request (a bad request is a 4xx before
 any streaming starts); the generator subscribes (`pushsvc.deliver.subscription`), sends the replay
-or snapshot, then runs one loop with named exits (docs/architecture.md):
+or snapshot, then runs the loop of its write mode:
+* `_write_own_socket` — pushsvc's own pywsgi on plain TCP: the stream writes its socket
+  itself, and the hub writes it while it sleeps (the direct way);
+* `_yield_to_server` — gunicorn, TLS, any other server: blocks are yielded to it;
+* `_yield_paced` — `?max_hz=`: the pacer picks the updates, yielded to the WSGI server.
+
+Each loop has the same named exits (docs/architecture.md):
 * `shutdown` — the server is stopping (Hub.close);
 * `reset`    — the broker connection was lost and updates may have been missed (Hub.reset):
   the client reconnects and resumes from the history;
@@ -39,11 +45,13 @@ from pushsvc.core.sse import (
     retry_line,
 )
 from pushsvc.core.topics import TopicMatcher, validate_topic
-from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import peer_watch, subscription
-from pushsvc.deliver.hub import Hub, StreamExit
+from pushsvc.deliver.histogram import Histogram
+from pushsvc.deliver.hub import DirectWay, Hub, StreamExit, Subscriber
 from pushsvc.deliver.pacer import Pacer
 from pushsvc.deliver.projection import Projection
+from pushsvc.deliver.rendering import rendering_for
 from pushsvc.deliver.stream_socket import StreamSocket
 from pushsvc.errors import BadRequest, TooManySelectors
 from pushsvc.http.api.context import runtime
@@ -145,67 +153,19 @@ def _events(
     primed = subscription.subscribe(
         broker, hub, feed, options.matcher, options.last_event_id, grouping=options.grouping
     )
-    client, projection = primed.client, options.projection
+    client = primed.client
     watch = None
     try:
         # From here a client that leaves ends the stream within a moment, written to or not.
         watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
-        yield primed.head(projection)
-        pacer = Pacer(options.min_interval_s) if options.min_interval_s else None
-        # From here on this stream writes its socket itself where it can, and lets the hub
-        # write it while the stream sleeps (pushsvc.deliver.hub, "direct"); paced streams decide
-        # per update what to send, so they keep the queued way.
-        sink = StreamSocket.of(environ) if pacer is None else None
-        if sink is not None:
-            if projection is not None:
-                client.render = partial(_block, projection=projection)
-                client.render_key = projection.key
-            client.sink = sink
-        last_sent: UpdateId | None = None
-        last_write = time.monotonic()
-        expired = _expiry(options.expires_at)
-        while client.closed_reason is None:
-            if expired():
-                client.close(StreamExit.EXPIRED)
-                break
-            last_write = max(last_write, client.last_write_us / 1_000_000)
-            wait = options.heartbeat_s - (time.monotonic() - last_write)
-            if options.expires_at is not None:
-                wait = min(wait, options.expires_at - time.time())
-            if pacer is not None and pacer.pending:
-                wait = min(wait, pacer.next_due() - time.monotonic())
-            runs = client.take(max(wait, 0.0))
-            handback, ready = client.take_direct()
-            if ready:  # runs the hub had meant to write: older than what take returned
-                runs = ready + runs
-            oldest_us = runs[0].received_us if runs else 0
-            if pacer is None:
-                # The common case: each run is written as the block the hub joined once.
-                blocks = [_block(run, projection) for run in runs]
-            else:
-                frames = []
-                taken = [u for run in runs for u in run.updates]
-                for update in pacer.admit(taken, time.monotonic()):
-                    # A paced update held back behind newer ones goes without `id:`, so the
-                    # client's Last-Event-ID never moves backwards.
-                    fresh = last_sent is None or update.id.is_after(last_sent)
-                    frames.append(_frame(update, projection, with_id=fresh))
-                    if fresh:
-                        last_sent = update.id
-                blocks = [b"".join(frames)] if frames else []
-            if not blocks and handback is None:
-                if client.closed:  # woken to end, with nothing left to write
-                    break
-                if time.monotonic() - last_write < options.heartbeat_s:
-                    continue
-                blocks = [HEARTBEAT]
-            if sink is None:
-                yield from coalesce(blocks)
-            else:
-                _send(sink, handback, blocks)
-            last_write = time.monotonic()
-            if oldest_us:
-                hub.delivery_latency.observe(int(last_write * 1_000_000) - oldest_us)
+        yield primed.head(options.projection)
+        latency = hub.delivery_latency
+        if options.min_interval_s:
+            yield from _yield_paced(client, options, latency)
+        elif (sink := StreamSocket.of(environ)) is not None:
+            _write_own_socket(client, sink, options, latency)
+        else:
+            yield from _yield_to_server(client, options, latency)
         if client.closed_reason == StreamExit.GONE:
             # Not the end of a response (its last chunk, on TLS a write that fails loudly)
             # but the end of a connection whose peer left, as for a failed write.
@@ -220,6 +180,130 @@ def _events(
         primed.close()
 
 
+def _write_own_socket(
+    client: Subscriber, sink: StreamSocket, options: StreamOptions, latency: Histogram
+) -> None:
+    """Under pushsvc's own pywsgi on plain TCP: the stream writes its socket itself, and lets
+    the hub write it while it sleeps (the direct way, `pushsvc.deliver.hub`).
+
+    Each wake-up writes, in order, what the hub handed back, then the runs the hub had meant
+    to write, then those queued meanwhile — the runs as one chunk of the blocks rendered once
+    for every stream alike. Nothing is yielded: it returns when the subscriber is closed or
+    the token expired, and raises ConnectionResetError when the peer is gone.
+    """
+    rendering = rendering_for(options.projection, chunked=sink.chunked)
+    direct_way = client.direct_way = DirectWay(sink, rendering)
+    last_write = time.monotonic()
+    while client.closed_reason is None:
+        # What the hub wrote counts: no heartbeat right behind one of its writes.
+        last_write = max(last_write, direct_way.last_write_us / 1_000_000)
+        wait = _wait_s(options, last_write)
+        if wait is None:
+            client.close(StreamExit.EXPIRED)
+            break
+        runs = client.take(max(wait, 0.0))
+        handback, ready = direct_way.leftovers()
+        if ready:  # runs the hub had meant to write: older than what take returned
+            runs = ready + runs
+        # Empty when a group filter left nothing of the runs: then as if none had come.
+        blocks = rendering.blocks(runs)
+        if blocks or handback is not None:
+            pass
+        elif client.closed:  # woken to end, with nothing left to write
+            break
+        elif time.monotonic() - last_write < options.heartbeat_s:
+            continue
+        else:
+            blocks = [HEARTBEAT]
+        _send(sink, handback, blocks)
+        last_write = time.monotonic()
+        if runs and (oldest_us := runs[0].received_us):
+            latency.observe(int(last_write * 1_000_000) - oldest_us)
+
+
+def _yield_to_server(
+    client: Subscriber, options: StreamOptions, latency: Histogram
+) -> Iterator[bytes]:
+    """Under gunicorn, on TLS, or wherever the socket cannot be had: every run comes through
+    the stream's queue and is yielded to the WSGI server as its block, consecutive small
+    ones joined (`coalesce`). Ends when the subscriber is closed or the token expired."""
+    rendering = rendering_for(options.projection, chunked=False)
+    last_write = time.monotonic()
+    while client.closed_reason is None:
+        wait = _wait_s(options, last_write)
+        if wait is None:
+            client.close(StreamExit.EXPIRED)
+            break
+        runs = client.take(max(wait, 0.0))
+        blocks = rendering.blocks(runs)
+        if blocks:
+            pass
+        elif client.closed:  # woken to end, with nothing left to write
+            break
+        elif time.monotonic() - last_write < options.heartbeat_s:
+            continue
+        else:
+            blocks = [HEARTBEAT]
+        yield from coalesce(blocks)
+        last_write = time.monotonic()
+        if runs and (oldest_us := runs[0].received_us):
+            latency.observe(int(last_write * 1_000_000) - oldest_us)
+
+
+def _yield_paced(client: Subscriber, options: StreamOptions, latency: Histogram) -> Iterator[bytes]:
+    """`?max_hz=`: at most one update per topic per interval, always its latest (`Pacer`),
+    decided update by update, so the stream keeps the queued way and yields to the WSGI
+    server. An update held back behind newer ones goes without `id:`, so the client's
+    Last-Event-ID never moves backwards. Ends when the subscriber is closed or the token
+    expired."""
+    pacer = Pacer(options.min_interval_s)
+    projection = options.projection
+    last_sent: UpdateId | None = None
+    last_write = time.monotonic()
+    while client.closed_reason is None:
+        wait = _wait_s(options, last_write)
+        if wait is None:
+            client.close(StreamExit.EXPIRED)
+            break
+        if pacer.pending:
+            wait = min(wait, pacer.next_due() - time.monotonic())
+        runs = client.take(max(wait, 0.0))
+        frames = []
+        taken = [u for run in runs for u in run.updates]
+        for update in pacer.admit(taken, time.monotonic()):
+            fresh = last_sent is None or update.id.is_after(last_sent)
+            frame = _frame(update, projection, with_id=fresh)
+            if frame:  # empty: a group filter left nothing of it
+                frames.append(frame)
+                if fresh:
+                    last_sent = update.id
+        if frames:
+            blocks = [b"".join(frames)]
+        elif client.closed:  # woken to end, with nothing left to write
+            break
+        elif time.monotonic() - last_write < options.heartbeat_s:
+            continue
+        else:
+            blocks = [HEARTBEAT]
+        yield from coalesce(blocks)
+        last_write = time.monotonic()
+        if runs and (oldest_us := runs[0].received_us):
+            latency.observe(int(last_write * 1_000_000) - oldest_us)
+
+
+def _wait_s(options: StreamOptions, last_write: float) -> float | None:
+    """How long the stream may sleep before a heartbeat is due or its token expires (may be
+    negative: due now); None once the token has expired."""
+    wait = options.heartbeat_s - (time.monotonic() - last_write)
+    expires_at = options.expires_at
+    if expires_at is not None:
+        left = expires_at - time.time()
+        if left <= 0:
+            return None
+        wait = min(wait, left)
+    return wait
+
+
 def _send(sink: StreamSocket, handback: memoryview | None, blocks: list[bytes]) -> None:
     try:
         if handback is not None:
@@ -229,30 +313,6 @@ def _send(sink: StreamSocket, handback: memoryview | None, blocks: list[bytes]) 
     except OSError as exc:
         # The peer is gone: end the response the way pywsgi ends one whose write failed.
         raise ConnectionResetError(errno.ECONNRESET, f"stream closed: {exc}") from None
-
-
-def _expiry(expires_at: float | None) -> Callable[[], bool]:
-    if expires_at is None:
-        return lambda: False
-    return lambda: time.time() >= expires_at
-
-
-def _block(run: Run, projection: Projection | None) -> bytes:
-    if projection is None:
-        return run.block
-    cache = run.projected
-    if cache is None:
-        cache = run.projected = {}
-    block = cache.get(projection.key)
-    if block is None:
-        block = cache[projection.key] = b"".join(
-            [
-                encode_update(u.id.text, data)
-                for u in run.updates
-                if (data := projection.data(u)) is not None
-            ]
-        )
-    return block
 
 
 def _frame(update: Update, projection: Projection | None, *, with_id: bool) -> bytes:

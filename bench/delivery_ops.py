@@ -1,0 +1,203 @@
+"""The Python work of one delivery, counted: attribute accesses (`LOAD_ATTR`, `LOAD_METHOD`,
+`STORE_ATTR`, `DELETE_ATTR`) that pushsvc's own code executes per delivery, through the real
+hub and the real stream generator (`pushsvc.http.api.streams._events`), in one process.
+
+N streams on socket pairs subscribe to one topic of a memory broker; M updates are published
+one by one, each handed to the hub and written before the next. Per write mode:
+
+* `direct` — streams whose socket the hub may write, asleep: the hub writes them (chunked);
+* `projected` — the same with `?stats=mean&precision=4`;
+* `queued` — streams whose socket cannot be had (gunicorn, TLS): queue, wake, take, yield;
+* `paced` — `?max_hz=1000`: queued, through the pacer.
+
+Counts are exact for a given tree, so two trees compare on a busy machine where CPU time does
+not; only frames of files under `pushsvc/` are counted (`all_per_delivery` counts every Python
+frame). `--cpu` runs without tracing and reports CPU time instead; under callgrind it gives
+instructions per delivery, as the difference of two runs with different M (`--drain-at-end`
+reads the sockets once, so that reading costs the same whatever M):
+
+    python -m bench.delivery_ops --modes direct,projected,queued,paced -n 500 -m 10
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python -m bench.delivery_ops --modes direct -n 200 -m 60 --cpu --drain-at-end
+
+Run another tree's pushsvc with PYTHONPATH=OTHER/src (this module uses only what both sides of
+a comparison have: the memory broker, the hub, `_events` and its options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dis
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from types import FrameType
+from typing import Any
+
+import gevent
+import gevent.socket
+
+from pushsvc.broker.memory import MemoryBroker
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import draft
+from pushsvc.deliver.hub import Hub
+from pushsvc.deliver.projection import Projection
+from pushsvc.gevent_private import ENVIRON_KEY, os_socket
+from pushsvc.http.api import streams
+
+MODES = ("direct", "projected", "queued", "paced")
+_ATTRIBUTE_OPS = frozenset(
+    dis.opmap[name]
+    for name in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR")
+    if name in dis.opmap
+)
+# Turns of the event loop after a publish: the hub's writer yields every 64 streams.
+_TURNS = 20
+
+
+class _Counter:
+    """A trace function counting attribute opcodes while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.pushsvc = 0
+        self.all = 0
+
+    def trace(self, frame: FrameType, event: str, arg: object) -> Callable[..., Any]:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        return self._opcode
+
+    def _opcode(self, frame: FrameType, event: str, arg: object) -> Callable[..., Any]:
+        if event == "opcode" and self.on:
+            code = frame.f_code
+            if code.co_code[frame.f_lasti] in _ATTRIBUTE_OPS:
+                self.all += 1
+                if "/pushsvc/" in code.co_filename:
+                    self.pushsvc += 1
+        return self._opcode
+
+
+class _Handler:
+    """What `pushsvc.http.server.StreamingHandler` lends a stream: its socket, head sent."""
+
+    headers_sent = True
+    response_use_chunked = True
+
+    def __init__(self, sock: object) -> None:
+        self.socket = sock
+
+
+def _write_all(blocks: Iterator[bytes], raw: socket.socket) -> None:
+    """What the WSGI server does with a stream's blocks, at C speed: not pushsvc's work."""
+    for block in blocks:
+        raw.sendall(block)
+
+
+def measure(
+    mode: str, streams_n: int, events: int, *, cpu: bool, drain_at_end: bool
+) -> dict[str, Any]:
+    counter = _Counter()
+    broker = MemoryBroker()
+    hub = Hub(queue_size=100, slow_timeout_us=60_000_000)
+    feed = broker.consume_updates(hub.dispatch)
+    given: dict[str, Any] = {
+        "matcher": TopicMatcher(["t"]),
+        "last_event_id": None,
+        "projection": Projection(None, ("mean",), 4) if mode == "projected" else None,
+        "min_interval_s": 0.001 if mode == "paced" else 0.0,
+        "heartbeat_s": 600.0,
+        "retry_ms": 1000,
+        "expires_at": None,
+    }
+    if "grouping" in streams.StreamOptions.__dataclass_fields__:  # trees with group by
+        given["grouping"] = lambda topic: False
+    options = streams.StreamOptions(**given)
+    previous_trace = sys.gettrace()
+    if not cpu:
+        sys.settrace(counter.trace)  # before the streams start, so that their frames count
+    peers: list[gevent.socket.socket] = []
+    sockets: list[gevent.socket.socket] = []
+    greenlets: list[gevent.Greenlet[..., None]] = []
+    for _ in range(streams_n):
+        ours, peer = gevent.socket.socketpair()
+        peers.append(peer)
+        sockets.extend((ours, peer))
+        environ: Mapping[str, object] = (
+            {ENVIRON_KEY: _Handler(ours)} if mode in ("direct", "projected") else {}
+        )
+        blocks = streams._events(broker, hub, feed, options, environ)
+        greenlets.append(gevent.spawn(_write_all, blocks, os_socket(ours)))
+    for _ in range(5):
+        gevent.sleep(0)
+    for peer in peers:
+        peer.setblocking(False)
+
+    def drain() -> int:
+        received = 0
+        for peer in peers:
+            while True:
+                try:
+                    data = os_socket(peer).recv(1 << 20)
+                except BlockingIOError:
+                    break
+                received += data.count(b"event: stats")
+        return received
+
+    drain()  # the snapshots
+    delivered = 0
+    cpu_s = 0.0
+    windows = {"1m": {"count": 1, "mean": 1.23456789}}
+    for n in range(events):
+        update = draft("t", n, "event", {"value": n}, windows)
+        if mode == "paced":
+            gevent.sleep(2 * options.min_interval_s)  # each update due as it comes: no holding
+        counter.on = True
+        started = time.process_time()
+        broker.publish_updates([update])
+        for _ in range(_TURNS):
+            gevent.sleep(0)
+        cpu_s += time.process_time() - started
+        counter.on = False
+        if not drain_at_end:
+            delivered += drain()
+    delivered += drain()
+    sys.settrace(previous_trace)
+    gevent.killall(greenlets)
+    for sock in sockets:
+        sock.close()
+    per = max(delivered, 1)
+    row: dict[str, Any] = {"mode": mode, "streams": streams_n, "events": events}
+    row["deliveries"] = delivered
+    if cpu:
+        row["cpu_us_per_delivery"] = round(cpu_s / per * 1e6, 3)
+    else:
+        row["attribute_ops_per_delivery"] = round(counter.pushsvc / per, 2)
+        row["all_per_delivery"] = round(counter.all / per, 2)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)}")
+    parser.add_argument("--streams", "-n", type=int, default=500)
+    parser.add_argument("--events", "-m", type=int, default=10)
+    parser.add_argument("--cpu", action="store_true", help="no tracing: CPU time per delivery")
+    parser.add_argument("--drain-at-end", action="store_true", help="read the sockets once")
+    args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(unknown)}")
+    exact = True
+    for mode in modes:
+        row = measure(mode, args.streams, args.events, cpu=args.cpu, drain_at_end=args.drain_at_end)
+        exact &= row["deliveries"] == args.streams * args.events
+        print(json.dumps(row), flush=True)
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""A stream's bounded queue of runs: latest-wins per topic once full, and a floor (pure).
+
+The queued way to a client (`pushsvc.deliver.hub`): the hub puts, the client's stream drains.
+Putting never blocks and never grows the queue past `capacity` runs: a run that does not fit
+is conflated — its topic's latest update replaces any pending one of that topic — until the
+stream drains the queue. An update is the full state of its topic, so skipping older ones
+loses nothing a subscriber needs.
+
+The floor is the newest update a stream's replay or snapshot already covered
+(`pushsvc.deliver.subscription`): draining drops queued updates up to it, so a stream
+subscribed before it read the history sends nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from pushsvc.core.updates import Run, Update, UpdateId
+
+
+@dataclass(eq=False, slots=True)
+class ConflatingQueue:
+    """Runs in id order, then each conflated topic's latest update. Not greenlet-aware:
+    whoever puts wakes the stream."""
+
+    capacity: int
+    """Runs kept as they came; beyond this the queue conflates."""
+    floor: UpdateId | None = None
+    """Updates up to this id are dropped when drained (None: nothing to drop)."""
+    runs: deque[Run] = field(default_factory=deque)
+    latest: dict[str, Update] = field(default_factory=dict)
+    """Conflated topics → their latest update, in the order those updates arrived (id
+    order). Not empty: the queue is conflating, and every run put goes here until drained."""
+
+    def put(self, run: Run) -> bool:
+        """Queue `run`; True when it was conflated instead (the queue is full, or already
+        conflating)."""
+        latest = self.latest
+        if not latest and len(self.runs) < self.capacity:
+            self.runs.append(run)
+            return False
+        # Re-inserting keeps the dict in the order the latest updates arrived (id order).
+        topic = run.updates[0].topic
+        latest.pop(topic, None)
+        latest[topic] = run.updates[-1]
+        return True
+
+    def drain(self) -> list[Run]:
+        """Everything queued, in id order (conflated topics as runs of one update), less
+        what the floor covers; the queue is empty afterwards."""
+        queued = self.runs
+        runs = list(queued)
+        queued.clear()
+        latest = self.latest
+        if latest:
+            runs.extend(Run.of([u]) for u in latest.values())
+            latest.clear()
+        if self.floor is not None and runs:
+            runs = self._drop_covered(runs)
+        return runs
+
+    def __len__(self) -> int:
+        """Entries waiting: runs, plus one per conflated topic."""
+        return len(self.runs) + len(self.latest)
+
+    def _drop_covered(self, runs: list[Run]) -> list[Run]:
+        floor = self.floor
+        assert floor is not None
+        for index, run in enumerate(runs):
+            if run.updates[0].id.is_after(floor):
+                self.floor = None  # ids only grow from here: stop comparing
+                return runs[index:]
+            if run.last_id.is_after(floor):
+                self.floor = None
+                fresh = [u for u in run.updates if u.id.is_after(floor)]
+                return [Run.of(fresh), *runs[index + 1 :]]
+        return []

@@ -1,0 +1,63 @@
+"""A stream's queue alone: bounded in runs, latest-wins per topic once full, and the floor."""
+
+from __future__ import annotations
+
+from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver.conflating_queue import ConflatingQueue
+
+
+def _run(topic: str, *numbers: int) -> Run:
+    return Run.of(
+        [Update.numbered(topic, UpdateId("e", 0, n), n, b'{"n":%d}' % n) for n in numbers]
+    )
+
+
+def _drained(queue: ConflatingQueue) -> list[tuple[str, list[int]]]:
+    return [(run.topic, [u.id.seq for u in run.updates]) for run in queue.drain()]
+
+
+def test_runs_are_kept_as_they_came_up_to_the_capacity() -> None:
+    queue = ConflatingQueue(capacity=2)
+    first, second = _run("a", 1, 2), _run("b", 3)
+    assert queue.put(first) is False and queue.put(second) is False
+    assert len(queue) == 2
+    drained = queue.drain()
+    assert drained[0] is first and drained[1] is second  # the shared runs, not copies
+    assert len(queue) == 0 and queue.drain() == []
+
+
+def test_once_full_each_topic_keeps_only_its_latest_update_in_arrival_order() -> None:
+    queue = ConflatingQueue(capacity=1)
+    assert queue.put(_run("a", 1)) is False
+    conflated = [queue.put(run) for run in (_run("a", 2, 3), _run("b", 4), _run("a", 5))]
+    assert conflated == [True, True, True]
+    assert len(queue) == 3  # one run, two conflated topics
+    # a's latest (5) arrived after b's (4): id order.
+    assert _drained(queue) == [("a", [1]), ("b", [4]), ("a", [5])]
+
+
+def test_a_conflating_queue_conflates_until_drained_even_with_room() -> None:
+    queue = ConflatingQueue(capacity=2)
+    queue.put(_run("a", 1))
+    queue.put(_run("a", 2))
+    assert queue.put(_run("b", 3)) is True  # full: b conflates
+    assert _drained(queue) == [("a", [1]), ("a", [2]), ("b", [3])]
+    assert queue.put(_run("b", 4)) is False  # drained: queued again
+    assert _drained(queue) == [("b", [4])]
+
+
+def test_the_floor_drops_what_it_covers_once_then_is_forgotten() -> None:
+    queue = ConflatingQueue(capacity=10, floor=UpdateId("e", 0, 3))
+    queue.put(_run("a", 1, 2))
+    queue.put(_run("a", 3, 4, 5))
+    assert _drained(queue) == [("a", [4, 5])]
+    assert queue.floor is None
+    queue.put(_run("a", 1))  # only an old floor would drop it; none is left
+    assert _drained(queue) == [("a", [1])]
+
+
+def test_a_floor_past_everything_queued_keeps_dropping() -> None:
+    queue = ConflatingQueue(capacity=10, floor=UpdateId("e", 0, 9))
+    queue.put(_run("a", 1, 2))
+    assert queue.drain() == []
+    assert queue.floor == UpdateId("e", 0, 9)

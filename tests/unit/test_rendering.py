@@ -1,0 +1,74 @@
+"""A run rendered for streams: made once per rendering, shared by every stream that asks alike."""
+
+from __future__ import annotations
+
+from pushsvc.core.sse import encode_update
+from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver.projection import Projection
+from pushsvc.deliver.rendering import rendering_for
+
+MEAN = Projection(None, ("mean",), precision=3)
+
+
+def _update(n: int) -> Update:
+    body = b'{"topic":"a","windows":{"1m":{"count":%d,"mean":%d.98765}}}' % (n, n)
+    return Update.numbered("a", UpdateId("e", 0, n), n, body)
+
+
+def _run(*numbers: int) -> Run:
+    return Run.of([_update(n) for n in numbers])
+
+
+def test_equal_renderings_are_one_object() -> None:
+    same = Projection(None, ("mean",), 3)
+    assert rendering_for(MEAN, chunked=True) is rendering_for(same, chunked=True)
+    assert rendering_for(MEAN, chunked=True) is not rendering_for(MEAN, chunked=False)
+    assert rendering_for(None, chunked=True) is not rendering_for(MEAN, chunked=True)
+
+
+def test_a_whole_run_is_its_own_block_and_needs_no_cache() -> None:
+    run = _run(1, 2)
+    whole = rendering_for(None, chunked=False)
+    assert whole.block(run) is run.block
+    assert whole.wire(run) is run.block
+    assert whole.blocks([run, run]) == [run.block, run.block]
+    assert run.renderings is None
+
+
+def test_a_projected_block_is_made_once_and_shared() -> None:
+    run = _run(1, 2)
+    projected = rendering_for(MEAN, chunked=False)
+    block = projected.block(run)
+    assert block == b"".join(
+        encode_update(
+            u.id.text,
+            b'{"id":"%b","topic":"a","windows":{"1m":{"mean":%d.99}}}'
+            % (u.id.text.encode(), u.id.seq),
+        )
+        for u in run.updates
+    )
+    # Another stream with an equal projection, chunked or not, gets the very same bytes.
+    assert rendering_for(Projection(None, ("mean",), 3), chunked=True).block(run) is block
+    assert projected.wire(run) is block
+
+
+def test_a_chunk_is_framed_once_per_rendering_and_kept_beside_the_block() -> None:
+    run = _run(7)
+    whole = rendering_for(None, chunked=True)
+    chunk = whole.wire(run)
+    assert chunk == b"%x\r\n%b\r\n" % (len(run.block), run.block)
+    assert whole.wire(run) is chunk
+    projected = rendering_for(MEAN, chunked=True)
+    projected_chunk = projected.wire(run)
+    block = projected.block(run)
+    assert projected_chunk == b"%x\r\n%b\r\n" % (len(block), block)
+    assert projected.wire(run) is projected_chunk
+    # The whole run's chunk, the projection's block and its chunk: nothing else.
+    assert run.renderings is not None and len(run.renderings) == 3
+
+
+def test_runs_do_not_share_their_renderings() -> None:
+    first, second = _run(1), _run(2)
+    projected = rendering_for(MEAN, chunked=True)
+    assert projected.wire(first) != projected.wire(second)
+    assert projected.block(second).count(b"2.99") == 1
