@@ -143,27 +143,31 @@ def test_a_group_filtered_stream_gets_only_its_group(rules_server: PushsvcProces
     topic = "kitchen.latency.b"
     with SSEClient(port, f"/topics/{topic}/stream?group=station:fry&stats=count") as stream:
         stream.next_data("snapshot")
-        post(
-            port,
-            topic,
-            [
-                {"value": 1, "tags": {"station": "grill"}},
-                {"value": 2, "tags": {"station": "fry"}},
-                {"value": 3, "tags": {"station": "grill"}},
-                {"value": 4, "tags": {"station": "fry"}},
-            ],
-        )
+        batch = [
+            {"value": 1, "tags": {"station": "grill"}},
+            {"value": 2, "tags": {"station": "fry"}},
+            {"value": 3, "tags": {"station": "grill"}},
+            {"value": 4, "tags": {"station": "fry"}},
+        ]
+        post(port, topic, batch)
         first = stream.next_data()[1]
         second = stream.next_data()[1]
+        # Runs with nothing for this filter (each POST is one run) write nothing, not an
+        # empty chunk that would end the response: the stream goes on.
+        post(port, topic, {"value": 5, "tags": {"station": "grill"}})
+        post(port, topic, {"value": 6, "tags": {"station": "grill"}})
+        post(port, topic, {"value": 7, "tags": {"station": "fry"}})
+        third = stream.next_data()[1]
     assert [first["event"]["value"], second["event"]["value"]] == [2, 4]
     assert second["group"] == {
         "key": {"station": "fry"},
         "windows": {"10s": {"count": 2}, "1m": {"count": 2}},
     }
     assert second["windows"]["10s"] == {"count": 4}  # the projection applies to both
+    assert third["event"]["value"] == 7 and third["group"]["windows"]["10s"]["count"] == 3
     # History filters alike.
     _, history = _get(port, f"/topics/{topic}/history?group=station:fry")
-    assert [u["event"]["value"] for u in history["updates"]] == [2, 4]
+    assert [u["event"]["value"] for u in history["updates"]] == [2, 4, 7]
 
 
 @pytest.mark.parametrize(
