@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from flask import Flask
@@ -16,6 +17,9 @@ from pushsvc.app import create_app
 from support.auth_tokens import CREDENTIALS
 from support.live import PushsvcProcess
 from support.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 
 class _Lines(logging.Handler):
@@ -109,3 +113,21 @@ def app(make_app: MakeApp) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """A headless Chromium, one per module (support/browser.py)."""
+    from support.browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page of it whose console errors fail the test."""
+    from support.browser import page_of
+
+    with page_of(browser) as opened:
+        yield opened
