@@ -1,0 +1,27 @@
+"""`bench/rules.py` runs every segment and reports what the docs quote; timings are never
+asserted (this only keeps the benchmark from rotting)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_segment_runs_and_reports() -> None:
+    paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.rules", "--scale", "0.02", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["segment"]: row for row in map(json.loads, proc.stdout.splitlines())}
+    assert set(rows) == {"plain", "grouped", "long", "river_grouped", "pandas_grouped"}
+    assert all(row["events_per_s"] > 0 for row in rows.values())
+    # The long window's checkpoint holds its sub-buckets, and a cold aggregator restores it.
+    assert rows["long"]["checkpoint_bytes"] > 0 and rows["long"]["restore_ms"] >= 0
