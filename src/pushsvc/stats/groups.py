@@ -61,7 +61,10 @@ class Group:
 class TopicGroups:
     """The live groups of one topic and the rule to route its events by."""
 
-    __slots__ = ("_by_id", "_compiled", "_idle_us", "_other", "max_groups", "overflowed", "tags")
+    __slots__ = (
+        "_by_id", "_by_values", "_compiled", "_idle_us", "_other", "max_groups", "overflowed",
+        "tags",
+    )  # fmt: skip
 
     def __init__(self, compiled: CompiledRule, *, idle_us: int) -> None:
         rule = compiled.rule
@@ -71,6 +74,7 @@ class TopicGroups:
         widest = max((*rule.windows_us, 0))
         self._idle_us = max(idle_us, widest)
         self._by_id: dict[str, Group] = {}
+        self._by_values: dict[tuple[str | None, ...], Group] = {}
         self._other: Group | None = None
         self.overflowed = 0
         """Events routed to the overflow group so far."""
@@ -92,12 +96,12 @@ class TopicGroups:
         """The group of an event with these tags, admitting it if there is room (`at`: the
         event's log position)."""
         values = tuple(None if tags is None else tags.get(tag) for tag in self.tags)
-        gid = group_id(values)
-        group = self._by_id.get(gid)
+        group = self._by_values.get(values)  # a tuple lookup: no id encoded per event
         if group is not None:
             return group
         if len(self._by_id) < self.max_groups:
-            group = self._by_id[gid] = self._new(gid, values, at)
+            group = self._new(group_id(values), values, at)
+            self._by_id[group.id] = self._by_values[values] = group
             return group
         self.overflowed += 1
         if self._other is None:
@@ -126,6 +130,7 @@ class TopicGroups:
             self._other = group
         else:
             self._by_id[group.id] = group
+            self._by_values[tuple(group.key[tag] for tag in self.tags)] = group
 
     def idle(self, clock_us: int) -> list[Group]:
         """The groups to forget at topic clock `clock_us`: newest event at or before
@@ -139,3 +144,4 @@ class TopicGroups:
                 self._other = None
             else:
                 self._by_id.pop(group.id, None)
+                self._by_values.pop(tuple(group.key[tag] for tag in self.tags), None)
