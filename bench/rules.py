@@ -101,7 +101,13 @@ def long(n: int) -> dict[str, object]:
 
 
 def river_grouped(n: int) -> dict[str, object]:
-    from river import stats, utils
+    try:
+        from river import stats, utils
+    except ImportError:
+        return {
+            "events_per_s": None,
+            "skipped": "River is not installed: pip install -e '.[bench]'",
+        }
 
     rolling: dict[str, list[utils.TimeRolling]] = {}
     events = _events(n, 3000, 100)

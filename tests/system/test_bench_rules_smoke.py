@@ -1,5 +1,5 @@
-"""`bench/rules.py` runs every segment and reports what the docs quote; timings are never
-asserted (this only keeps the benchmark from rotting)."""
+"""`bench/rules.py` runs its segments and reports what the docs quote (River's needs the bench
+extra); timings are never asserted (this only keeps the benchmark from rotting)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ def test_every_segment_runs_and_reports() -> None:
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.rules", "--scale", "0.02", "--json"],
+        # River is the bench extra's, not the test suite's: its segment is left out here.
+        [sys.executable, "-m", "bench.rules", "--scale", "0.02", "--json",
+         "--only", "plain,grouped,long,pandas_grouped"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {row["segment"]: row for row in map(json.loads, proc.stdout.splitlines())}
-    assert set(rows) == {"plain", "grouped", "long", "river_grouped", "pandas_grouped"}
+    assert set(rows) == {"plain", "grouped", "long", "pandas_grouped"}
     assert all(row["events_per_s"] > 0 for row in rows.values())
     # The long window's checkpoint holds its sub-buckets, and a cold aggregator restores it.
     assert rows["long"]["checkpoint_bytes"] > 0 and rows["long"]["restore_ms"] >= 0
