@@ -18,6 +18,7 @@ from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import JwtKey, load_key
 
 if TYPE_CHECKING:
+    from pushsvc.series.tiers import SeriesTier
     from pushsvc.stats.rules import Rules
 
 T = TypeVar("T")
@@ -32,6 +33,12 @@ def _windows(text: str) -> tuple[int, ...]:
     if len(set(widths)) != len(widths):
         raise ValueError("windows must be distinct")
     return tuple(sorted(widths))
+
+
+def _series(text: str) -> tuple[SeriesTier, ...]:
+    from pushsvc.series.tiers import parse_tiers
+
+    return parse_tiers(text)
 
 
 def _positive_int(text: str) -> int:
@@ -209,6 +216,8 @@ class Settings:
     stats: tuple[str, ...] = setting("all", _stats)
     # Analytics rules (docs/design.md): per family of topics; the two above are the default.
     rules_file: str | None = setting("", _readable_file, name="rules")
+    # Long-range series: resolution:retention tiers for the topics whose rule has none.
+    series: tuple[SeriesTier, ...] = setting("1s:15m,1m:24h", _series)
     tick_us: int = setting("1s", parse_duration_us, name="tick")
     allowed_lateness_us: int = setting("5s", parse_duration_us, name="allowed_lateness")
     history: int = setting("10000", _positive_int)
@@ -256,7 +265,7 @@ class Settings:
         other topic. Read once; `load` reads it, so a bad file stops the process at start."""
         from pushsvc.stats.rules import Rules, default_rule, load_rules
 
-        default = default_rule(self.windows_us, self.stats)
+        default = default_rule(self.windows_us, self.stats, self.series)
         if self.rules_file is None:
             return Rules((), default)
         return load_rules(self.rules_file, default)

@@ -81,14 +81,19 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 # A module belongs to the longest entry that names it or a package holding it; every module
-# must belong somewhere. The data flow: core ← ingest, stats ← aggregate ← broker ← deliver ←
-# http; what drives the broker (the shard runner, the one path in, the Redis bridge) sits
-# above it though its folder is lower, and what wires processes together sits on top.
+# must belong somewhere. The data flow: core ← ingest, stats ← aggregate, series ← broker ←
+# deliver ← http; what drives the broker (the shard runner, the one path in, the Redis bridge)
+# sits above it though its folder is lower, and what wires processes together sits on top.
+# A series tier and a point are plain specs like a window (a rule names its tiers), so they
+# sit with the statistics below the series that keep them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("pushsvc.errors", "pushsvc.extras", "pushsvc.gevent_private")),
     ("core", ("pushsvc.core",)),
-    ("ingest, stats", ("pushsvc.ingest", "pushsvc.stats")),
-    ("aggregate", ("pushsvc.aggregate",)),
+    (
+        "ingest, stats",
+        ("pushsvc.ingest", "pushsvc.stats", "pushsvc.series.tiers", "pushsvc.series.point"),
+    ),
+    ("aggregate, series", ("pushsvc.aggregate", "pushsvc.series")),
     ("broker", ("pushsvc.broker",)),
     (
         "drive the broker",

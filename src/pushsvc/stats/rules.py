@@ -25,6 +25,7 @@ import orjson
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
+from pushsvc.series.tiers import SeriesTier, check_tiers, parse_tier
 from pushsvc.stats.count_windows import MAX_SIZE as MAX_COUNT_WINDOW
 from pushsvc.stats.layout import ALL_STATS
 from pushsvc.stats.long_windows import SUB_BUCKETS
@@ -56,18 +57,6 @@ _RULE_FIELDS = (
     "exact_percentiles_up_to", "series",
 )  # fmt: skip
 _FILE_FIELDS = ("rule",)
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesTier:
-    """One tier of long-range series: closed buckets of `resolution_us`, kept `retention_us`."""
-
-    resolution_us: int
-    retention_us: int
-
-    @property
-    def label(self) -> str:
-        return f"{duration_label(self.resolution_us)}:{duration_label(self.retention_us)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +171,17 @@ class Rules:
         chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
         return tuple(s for s in ALL_STATS if s in chosen)
 
+    def series_of(self, rule: Rule) -> tuple[SeriesTier, ...]:
+        """The tiers `rule` keeps: its own, else the server's (the default rule's)."""
+        return rule.series if rule.series is not None else self.default.series or ()
+
+    @cached_property
+    def series_labels(self) -> tuple[str, ...]:
+        """Every tier's resolution some topic may have (what `?series=` may name), finest
+        first."""
+        tiers = {t for rule in (self.default, *self.rules) for t in self.series_of(rule)}
+        return tuple(duration_label(t.resolution_us) for t in sorted(tiers, key=_resolution))
+
     def describe(self) -> dict[str, Any]:
         """`GET /rules`: the digest, the rules in file order, and the default rule."""
         return {
@@ -200,8 +200,11 @@ class Rules:
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-def default_rule(windows_us: Sequence[int], stats: Sequence[str]) -> Rule:
-    """The server's settings as a rule: every window exact, as without a rules file."""
+def default_rule(
+    windows_us: Sequence[int], stats: Sequence[str], series: Sequence[SeriesTier] = ()
+) -> Rule:
+    """The server's settings as a rule: every window exact, as without a rules file; its
+    `series` are also the tiers of every rule that names none."""
     widths = tuple(sorted(windows_us))
     return Rule(
         0,
@@ -210,6 +213,7 @@ def default_rule(windows_us: Sequence[int], stats: Sequence[str]) -> Rule:
         (),
         tuple(s for s in ALL_STATS if s in set(stats)),
         exact_up_to_us=max(widths),
+        series=tuple(series),
     )
 
 
@@ -223,12 +227,7 @@ def load_rules(path: str, default: Rule) -> Rules:
         raise RulesError(f"rules file {path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"rules file {path}: not valid TOML: {exc}") from None
-    rules = parse_rules(document, default, source=path)
-    for rule in rules.rules:
-        if rule.series is not None:
-            # Checked now so the file stays valid when series arrive; said, not silently kept.
-            log.warning("rules file %s: rule %d: series are not kept yet", path, rule.number)
-    return rules
+    return parse_rules(document, default, source=path)
 
 
 def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "rules") -> Rules:
@@ -371,15 +370,14 @@ def _series(given: object) -> tuple[SeriesTier, ...]:
     tiers = []
     for item in _list("series", given):
         text = item if isinstance(item, str) else ""
-        resolution, colon, retention = text.partition(":")
-        if not colon:
-            raise _FieldError("series", f'{item!r} is not resolution:retention, e.g. "1m:24h"')
-        tier = SeriesTier(_duration("series", resolution), _duration("series", retention))
-        if tier.retention_us < tier.resolution_us:
-            raise _FieldError("series", f"{item!r} keeps less than one bucket")
-        tiers.append(tier)
-    _distinct("series", [tier.resolution_us for tier in tiers])
-    return tuple(sorted(tiers, key=lambda tier: tier.resolution_us))
+        try:
+            tiers.append(parse_tier(text))
+        except ValueError as exc:
+            raise _FieldError("series", str(exc)) from None
+    try:
+        return check_tiers(tiers)
+    except ValueError as exc:
+        raise _FieldError("series", str(exc)) from None
 
 
 def _distinct(field: str, items: Sequence[object]) -> None:
@@ -388,6 +386,10 @@ def _distinct(field: str, items: Sequence[object]) -> None:
         if item in seen:
             raise _FieldError(field, f"{item!r} is given twice")
         seen.add(item)
+
+
+def _resolution(tier: SeriesTier) -> int:
+    return tier.resolution_us
 
 
 def _describe(value: object) -> str:

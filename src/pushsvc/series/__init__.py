@@ -1,0 +1,1 @@
+"""Long-range series: closed buckets at fixed resolutions (tiers), kept hours and days."""
