@@ -14,7 +14,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pushsvc.config import Settings
 from pushsvc.errors import HttpError
-from pushsvc.http.api import dashboard, health, history, openapi, producer, streams, topics
+from pushsvc.http.api import (
+    dashboard,
+    health,
+    history,
+    openapi,
+    producer,
+    series,
+    streams,
+    topics,
+)
 from pushsvc.http.api.context import AnyText
 from pushsvc.http.api.orjson_provider import OrjsonProvider
 from pushsvc.ingest.idempotency import REPLAYED_HEADER
@@ -56,6 +65,7 @@ def create_app(
         streams.bp,
         topics.bp,
         history.bp,
+        series.bp,
         health.bp,
         openapi.bp,
     )

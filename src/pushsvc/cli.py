@@ -244,6 +244,7 @@ def _is_number(text: str) -> bool:
 @click.option("--windows", help="only these windows, e.g. 1m,5m")
 @click.option("--stats", help="only these statistics, e.g. mean,p99")
 @click.option("--max-hz", help="at most this many updates per second per topic")
+@click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
 @click.option("--count", type=int, help="stop after this many updates")
 def subscribe(
     url: str,
@@ -253,6 +254,7 @@ def subscribe(
     windows: str | None,
     stats: str | None,
     max_hz: str | None,
+    series: tuple[str, ...],
     count: int | None,
 ) -> None:
     """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
@@ -264,6 +266,8 @@ def subscribe(
     from pushsvc.client import ClientError, Endpoint
 
     options = {k: v for k, v in (("windows", windows), ("stats", stats), ("max_hz", max_hz)) if v}
+    if series:
+        options["series"] = ",".join(series)  # one ?series= of a comma list: the same
     seen = 0
     try:
         for message in Endpoint(url, token).stream(

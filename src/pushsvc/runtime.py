@@ -103,6 +103,7 @@ class Runtime:
                 rules=settings.rules,
                 wall_clock=wall_clock_us,
                 topic_ttl_us=settings.topic_ttl_us,
+                lateness_us=settings.allowed_lateness_us,
             )
             runtime.metrics.watch_aggregator(runtime.aggregator)
             if isinstance(broker, MemoryBroker):

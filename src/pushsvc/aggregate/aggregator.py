@@ -10,17 +10,26 @@ falls before every window still yields its update.
 Forgetting idle topics (`--topic-ttl`) follows the same pattern as ticks: the aggregator
 proposes (`idle_topics`), the broker decides against what it logged meanwhile, and every
 aggregator drops what was decided (`forget`).
+
+Series: a topic (and each of its groups) also keeps the open buckets of its rule's tiers
+(`pushsvc.series.buckets`). A bucket closed by an event's or a tick's clock becomes a point
+draft right after that event's or tick's update, so points are published in the same atomic
+step as the updates of the events that close them.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pushsvc.aggregate.checkpoint import Checkpoint, GroupCheckpoint
 from pushsvc.core.durations import duration_label
-from pushsvc.core.updates import GroupPart, UpdateDraft, draft
+from pushsvc.core.updates import GroupPart, SeriesWrite, UpdateDraft, draft, point_draft
 from pushsvc.ingest import Event, event_json
+from pushsvc.series.buckets import SeriesBuckets
+from pushsvc.series.point import Point
+from pushsvc.series.tiers import SeriesTier
 from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
@@ -57,6 +66,14 @@ class _Topic:
     replay_until: LogPosition | None = None
     # ...and the clock each group stood at then, which the replay brings it to at the end.
     replay_clocks: dict[str, int] | None = None
+    # Open series buckets of the topic and of each live group (by group id); None without
+    # tiers.
+    series: SeriesBuckets | None = None
+    group_series: dict[str, SeriesBuckets] | None = None
+    # When each group's next bucket closes, (clock, group id), smallest first: a group's
+    # buckets close on the topic clock, as the topic's do, without looking at every group
+    # on every event. Entries go stale as buckets close; a stale one is skipped.
+    series_due: list[tuple[int, str]] | None = None
 
 
 class Aggregator:
@@ -71,10 +88,12 @@ class Aggregator:
         stats: Sequence[str] = STAT_KEYS,
         wall_clock: WallClock,
         topic_ttl_us: int = 0,
+        lateness_us: int = 5_000_000,
     ) -> None:
         """`rules`, or (tests, benchmarks) one set of `windows_us` with their `labels` and
         `stats` for every topic. `topic_ttl_us` (0: never) is how long a group may go without
-        an event before it is forgotten."""
+        an event before it is forgotten. `lateness_us`: the allowed lateness, after which a
+        series bucket can take no more events and closes."""
         if rules is None:
             if tuple(labels) != tuple(duration_label(w) for w in sorted(windows_us)):
                 raise ValueError(f"labels {list(labels)} do not name windows {list(windows_us)}")
@@ -84,6 +103,8 @@ class Aggregator:
         self._wall_clock = wall_clock
         self._topic_ttl_us = topic_ttl_us
         self._topics: dict[str, _Topic] = {}
+        self._lateness_us = lateness_us
+        self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
 
@@ -98,7 +119,42 @@ class Aggregator:
                 TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62) if rule.groups else None
             )
             state = self._topics[topic] = _Topic(compiled.new(), rule, groups)
+            tiers = self._tiers_of(rule)
+            if tiers:
+                state.series = SeriesBuckets(tiers, self._lateness_us)
+                if groups is not None:
+                    state.group_series, state.series_due = {}, []
         return state
+
+    def _tiers_of(self, rule: Rule) -> tuple[SeriesTier, ...]:
+        tiers = self._tiers.get(rule.number)
+        if tiers is None:
+            tiers = self._tiers[rule.number] = self.rules.series_of(rule)
+        return tiers
+
+    def _group_series(self, state: _Topic, group: Group) -> SeriesBuckets | None:
+        kept = state.group_series
+        if kept is None:
+            return None
+        series = kept.get(group.id)
+        if series is None:
+            series = kept[group.id] = SeriesBuckets(self._tiers_of(state.rule), self._lateness_us)
+        return series
+
+    def _group_points(self, state: _Topic, topic: str, clock_us: int) -> list[UpdateDraft]:
+        """The points of every group bucket the topic clock `clock_us` closes."""
+        due, kept, groups = state.series_due, state.group_series, state.groups
+        assert due is not None and kept is not None and groups is not None
+        drafts: list[UpdateDraft] = []
+        while due and due[0][0] <= clock_us:
+            closes, gid = heapq.heappop(due)
+            series = kept.get(gid)
+            group = groups.get(gid)
+            if series is None or group is None or series.next_close_us != closes:
+                continue  # stale: closed by a tick, or the group is gone
+            drafts += self._points(state, topic, clock_us, series.close(clock_us), group)
+            _watch(due, gid, series)
+        return drafts
 
     def apply_events(
         self, topic: str, events: Sequence[Event], at: LogPosition = (0, 0)
@@ -121,24 +177,77 @@ class Aggregator:
         summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
+        series = state.series
         if state.groups is None:
-            return [
-                draft(topic, at_, "event", event_json(e), summary)
-                for e, at_, summary in zip(events, clocks, summaries, strict=True)
-            ]
+            if series is None:
+                return [
+                    draft(topic, at_, "event", event_json(e), summary)
+                    for e, at_, summary in zip(events, clocks, summaries, strict=True)
+                ]
+            drafts = []
+            for e, now, summary in zip(events, clocks, summaries, strict=True):
+                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                series.insert(e.ts_us, e.value)
+                if now >= series.next_close_us:
+                    drafts += self._points(state, topic, now, series.close(now))
+            return drafts
         groups = state.groups
         drafts = []
+        last_update = 0  # the place of the last update among the drafts (points follow it)
         for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
             group = groups.route(e.tags, (*at, index))
             _insert(group, e, now)
             part = GroupPart(group.id, group.key, group.stats.summary())
+            last_update = len(drafts)
             drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
+            if series is not None:
+                series.insert(e.ts_us, e.value)
+                if now >= series.next_close_us:
+                    drafts += self._points(state, topic, now, series.close(now))
+                in_group = self._group_series(state, group)
+                assert in_group is not None and state.series_due is not None
+                closes = in_group.next_close_us
+                in_group.insert(e.ts_us, e.value)
+                if in_group.next_close_us != closes:
+                    _watch(state.series_due, group.id, in_group)
+                if state.series_due and state.series_due[0][0] <= now:
+                    drafts += self._group_points(state, topic, now)
         self.group_overflow += groups.overflowed
         groups.overflowed = 0
         forgotten = self._sweep(state, clocks[-1])
         if forgotten:
-            drafts[-1] = drafts[-1].forgetting([(g.id, g.key) for g in forgotten])
+            last = drafts[last_update]
+            drafts[last_update] = last.forgetting([(g.id, g.key) for g in forgotten])
         return drafts
+
+    def _points(
+        self,
+        state: _Topic,
+        topic: str,
+        clock_us: int,
+        closed: Sequence[tuple[str, Point]],
+        group: Group | None = None,
+    ) -> list[UpdateDraft]:
+        """The drafts of the points just closed at `clock_us`, of the topic or of `group`."""
+        retention = {t.resolution_label: t.retention_us for t in self._tiers_of(state.rule)}
+        gid = "" if group is None else group.id
+        key = None if group is None else group.key
+        return [
+            point_draft(
+                topic,
+                clock_us,
+                SeriesWrite(
+                    resolution,
+                    gid,
+                    point.t_us,
+                    point.packed(),
+                    clock_us - retention[resolution] + 1,
+                ),
+                point.fields(),
+                key,
+            )
+            for resolution, point in closed
+        ]
 
     def _replay_exact(self, state: _Topic, events: Sequence[Event], at: LogPosition) -> None:
         windows = state.windows
@@ -147,18 +256,28 @@ class Aggregator:
                 windows.insert_exact(event.ts_us, event.value)
             else:
                 windows.insert(event.ts_us, event.value)
+            if state.series is not None:
+                state.series.replayed(event.ts_us, event.value)
             if state.groups is not None:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
                 if group is not None and clock is not None:
                     _insert(group, event, clock, exact_only=True)
+                    if (in_group := self._group_series(state, group)) is not None:
+                        closes = in_group.next_close_us
+                        in_group.replayed(event.ts_us, event.value)
+                        if in_group.next_close_us != closes and state.series_due is not None:
+                            _watch(state.series_due, group.id, in_group)
 
     # -- checkpoints -------------------------------------------------------------------
 
     def durable(self, topic: str) -> bool:
         """Whether `topic` keeps state the log cannot give back (checkpointed)."""
         rule = self.rules.for_topic(topic)
-        return bool(rule.groups or rule.last or rule.sketch_windows_us)
+        # Coarser series tiers are built from the finest one's closed buckets: their open
+        # buckets outlive the log.
+        tiers = len(self._tiers_of(rule))
+        return bool(rule.groups or rule.last or rule.sketch_windows_us or tiers > 1)
 
     def horizon_us(self, topic: str) -> int | None:
         """The time at or before which no event of `topic` is in an exact window of the topic
@@ -172,7 +291,13 @@ class Aggregator:
                 lagging = group.stats.clock_us
                 if lagging is not None and lagging < clock:
                     clock = lagging
-        return clock - max((*state.rule.exact_windows_us, 0))
+        horizon = clock - max((*state.rule.exact_windows_us, 0))
+        # ...nor in a series bucket still open (the finest tier's keep their events).
+        for series in (state.series, *(state.group_series or {}).values()):
+            oldest = None if series is None else series.oldest_open_us
+            if oldest is not None and oldest <= horizon:
+                horizon = oldest - 1
+        return horizon
 
     def checkpoint(self, topic: str, position: LogPosition) -> Checkpoint | None:
         """`topic`'s durable state as it stands (after the entry at `position`)."""
@@ -182,15 +307,30 @@ class Aggregator:
             return None
         windows = state.windows
         groups: tuple[GroupCheckpoint, ...] = ()
+        kept = state.group_series or {}
         if state.groups is not None:
             groups = tuple(
                 GroupCheckpoint(
-                    g.id, dict(g.key), g.admitted, g.newest_us, g_clock, _durable(g.stats)
+                    g.id,
+                    dict(g.key),
+                    g.admitted,
+                    g.newest_us,
+                    g_clock,
+                    _durable(g.stats),
+                    _series_state(kept.get(g.id)),
                 )
                 for g in state.groups
                 if (g_clock := g.stats.clock_us) is not None
             )
-        return Checkpoint(topic, position, clock, state.sweep_slot, _durable(windows), groups)
+        return Checkpoint(
+            topic,
+            position,
+            clock,
+            state.sweep_slot,
+            _durable(windows),
+            groups,
+            _series_state(state.series),
+        )
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Rebuilding: start `checkpoint.topic` from its checkpoint; the log's entries up to its
@@ -206,12 +346,20 @@ class Aggregator:
         state.event_clock_us = checkpoint.clock_us
         state.wall_at_event_us = self._wall_clock()
         state.replay_until = checkpoint.position
+        tiers = self._tiers_of(state.rule)
+        if tiers and checkpoint.series:
+            state.series = SeriesBuckets.restored(tiers, self._lateness_us, checkpoint.series)
         if state.groups is not None:
             for saved in checkpoint.groups:
                 stats = compiled.restored(saved.state)
                 state.groups.restore(
                     Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
                 )
+                if state.group_series is not None and saved.series:
+                    restored = SeriesBuckets.restored(tiers, self._lateness_us, saved.series)
+                    state.group_series[saved.id] = restored
+                    assert state.series_due is not None
+                    _watch(state.series_due, saved.id, restored)
 
     def end_replay(self) -> None:
         """The rebuild's replay is over: exact windows join their durable parts' clock."""
@@ -266,21 +414,30 @@ class Aggregator:
             changed = state.windows.advance(clock)
             if state.replay_until is not None and at is not None and at <= state.replay_until:
                 continue
+            series = state.series
             if state.groups is None:
                 if changed:
                     drafts.append(draft(topic, clock, "tick", None, state.windows.summary()))
+                if series is not None and clock >= series.next_close_us:
+                    drafts += self._points(state, topic, clock, series.close(clock))
                 continue
             parts = [
                 GroupPart(g.id, g.key, g.stats.summary())
                 for g in state.groups
                 if g.stats.advance(clock)
             ]
+            points = []
+            if series is not None:
+                if clock >= series.next_close_us:
+                    points += self._points(state, topic, clock, series.close(clock))
+                points += self._group_points(state, topic, clock)
             forgotten = self._sweep(state, clock)
             if changed or parts or forgotten:
                 tick = draft(topic, clock, "tick", None, state.windows.summary(), groups=parts)
                 drafts.append(
                     tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
                 )
+            drafts += points
         return drafts
 
     def _sweep(self, state: _Topic, clock_us: int) -> list[Group]:
@@ -294,6 +451,10 @@ class Aggregator:
         state.sweep_slot = slot
         idle = state.groups.idle(clock_us)
         state.groups.forget(idle)
+        if state.group_series is not None:
+            # Idle for the TTL (and the widest window): every bucket it had has closed.
+            for group in idle:
+                state.group_series.pop(group.id, None)
         return idle
 
     def tick(self) -> list[UpdateDraft]:
@@ -312,6 +473,8 @@ class Aggregator:
             state.wall_at_event_us = self._wall_clock()
         else:
             state.windows.advance(clock_us)
+        if state.series is not None and clock_us >= state.series.next_close_us:
+            state.series.close(clock_us)  # published before: the updates reached this clock
         state.event_clock_us = max(state.event_clock_us, clock_us)
 
     def idle_topics(self, ttl_us: int, *, ticking: bool) -> dict[str, int]:
@@ -370,6 +533,16 @@ def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = Fal
     stats.insert(event.ts_us, event.value)
     if event.ts_us > group.newest_us:
         group.newest_us = event.ts_us
+
+
+def _watch(due: list[tuple[int, str]], gid: str, series: SeriesBuckets) -> None:
+    """Be told when the group's next bucket closes."""
+    if len(series):
+        heapq.heappush(due, (series.next_close_us, gid))
+
+
+def _series_state(series: SeriesBuckets | None) -> bytes:
+    return b"" if series is None else series.durable_state()
 
 
 def _durable(stats: TopicWindows | RuleStats) -> bytes:

@@ -5,7 +5,9 @@ all a topic without a rule needs. Three things outlive that horizon:
 
 * count windows (the last N events, whatever their age);
 * sketch windows (hours or days of sub-buckets: the log must not be that long);
-* the group registry (which combinations are live groups: first come, first served).
+* the group registry (which combinations are live groups: first come, first served);
+* the open buckets of the coarser series tiers (an hour's or a day's bucket, built from the
+  finest tier's closed buckets; the finest tier's open buckets come back from the log).
 
 So the active aggregator saves, every few seconds, a *checkpoint* of each topic that has
 any of them: those parts exactly as they stand after log entry `position`, with the topic
@@ -35,6 +37,8 @@ __all__ = ["Checkpoint", "GroupCheckpoint"]
 _HEAD = b"head"
 _TOPIC = b"topic"
 _GROUP = b"group:"
+_SERIES = b"series"
+_GROUP_SERIES = b"series:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class GroupCheckpoint:
     newest_us: int
     clock_us: int
     state: bytes
+    series: bytes = b""
+    """Its open series buckets (`SeriesBuckets.durable_state`), empty without tiers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,8 @@ class Checkpoint:
     state: bytes
     """The topic's own durable parts (count and sketch windows), empty if none."""
     groups: tuple[GroupCheckpoint, ...]
+    series: bytes = b""
+    """The topic's open series buckets, empty without tiers."""
 
     def fields(self) -> dict[bytes, bytes]:
         """As the fields of one Redis hash (written whole, in one step)."""
@@ -81,9 +89,10 @@ class Checkpoint:
                 for g in self.groups
             ],
         }
-        out = {_HEAD: orjson.dumps(head), _TOPIC: self.state}
+        out = {_HEAD: orjson.dumps(head), _TOPIC: self.state, _SERIES: self.series}
         for group in self.groups:
             out[_GROUP + group.id.encode()] = group.state
+            out[_GROUP_SERIES + group.id.encode()] = group.series
         return out
 
     @classmethod
@@ -97,8 +106,17 @@ class Checkpoint:
                 g["newest"],
                 g["clock"],
                 fields[_GROUP + g["id"].encode()],
+                fields.get(_GROUP_SERIES + g["id"].encode(), b""),
             )
             for g in head["groups"]
         )
         position = (head["position"][0], head["position"][1])
-        return cls(head["topic"], position, head["clock"], head["slot"], fields[_TOPIC], groups)
+        return cls(
+            head["topic"],
+            position,
+            head["clock"],
+            head["slot"],
+            fields[_TOPIC],
+            groups,
+            fields.get(_SERIES, b""),
+        )

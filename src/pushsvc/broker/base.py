@@ -83,6 +83,15 @@ class HistoryPage:
 
 
 @dataclass(frozen=True, slots=True)
+class SeriesPage:
+    """Points of one series tier (`Broker.series`), oldest first: each bucket's start (µs)
+    and its stored form (`pushsvc.series.point`). `more`: points beyond `limit` matched."""
+
+    points: list[tuple[int, bytes]]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ShardLag:
     """A shard of the event log: entries logged but not yet applied, the age of the oldest
     of them (None when none), whether an aggregator holds the shard, and the digest of the
@@ -157,7 +166,10 @@ class Broker(Protocol):
     def publish_updates(self, drafts: Sequence[UpdateDraft]) -> list[Update]:
         """Give each draft an id, append it to the history, remember it as its topic's
         latest, and deliver it to every process watching its topic; atomically per call,
-        so ids are in delivery order even with several publishers."""
+        so ids are in delivery order even with several publishers. A point's draft
+        (`draft.series`) is also kept in its tier's series and is never a topic's latest;
+        one its series holds already (a bucket closed before) is left out of the history,
+        delivery and the result."""
         ...
 
     def consume_updates(
@@ -191,6 +203,23 @@ class Broker(Protocol):
         the newest `limit`. One topic's updates are interleaved with all others' in the
         history; the read costs at most one pass over it (`history` entries).
         """
+        ...
+
+    def series(
+        self,
+        topic: str,
+        *,
+        resolution: str,
+        group_id: str = "",
+        since_us: int,
+        until_us: int,
+        retention_us: int,
+        limit: int,
+    ) -> SeriesPage:
+        """Up to `limit` points of one tier (`resolution`) of `topic` (or of its group
+        `group_id`) whose bucket starts in `[since_us, until_us)`, oldest first, leaving out
+        those the tier no longer keeps (a start at or before the topic clock less
+        `retention_us`)."""
         ...
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:

@@ -21,6 +21,7 @@ from pushsvc.broker.base import (
     EventsHandler,
     ForgetHandler,
     HistoryPage,
+    SeriesPage,
     ShardLag,
     Subscription,
     TopicStats,
@@ -31,6 +32,7 @@ from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
 from pushsvc.ingest import Event, check_lateness
 from pushsvc.ingest.idempotency import Idempotency, key_reused
+from pushsvc.series.store import SeriesStore
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,10 @@ class MemoryBroker:
         self._history: deque[tuple[int, Update]] = deque(maxlen=history)
         self._latest: dict[str, Update] = {}
         self._groups: dict[str, dict[str, bytes]] = {}  # topic -> group id -> group JSON
+        # Series points by (topic, group id, resolution); they outlive a forgotten topic
+        # (its next event continues them), trimmed to each tier's retention as points come.
+        self._series = SeriesStore()
+        self._series_due: dict[tuple[str, str, str], float] = {}  # key -> when it expires
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
         self._clock = clock
         self._keys = _RememberedKeys()
@@ -226,6 +232,8 @@ class MemoryBroker:
         self._check_open()
         with self._events_lock:
             topics = [topic for topic in choose() if topic in self._clocks]
+            with self._updates_lock:
+                self._expire_series()  # as often as idle topics are looked for
             if not topics:
                 return []
             with self._updates_lock:
@@ -246,9 +254,14 @@ class MemoryBroker:
         with self._updates_lock:
             updates: list[Update] = []
             for draft in drafts:
+                if draft.series is not None and not self._keep_point(draft):
+                    continue
                 self._seq += 1
                 update = Update.of(draft, UpdateId(self.epoch, 0, self._seq))
                 self._history.append((self._seq, update))
+                if draft.series is not None:
+                    updates.append(update)
+                    continue
                 self._latest[update.topic] = update
                 if draft.groups or draft.forgotten:
                     self._keep_groups(draft)
@@ -319,6 +332,47 @@ class MemoryBroker:
         more = len(page) > limit
         page = page[:limit]
         return HistoryPage(page, page[-1].id if more else head, more, gap)
+
+    def _keep_point(self, draft: UpdateDraft) -> bool:
+        """Keep a point in its tier; False when the tier holds it already."""
+        write = draft.series
+        assert write is not None
+        key = (draft.topic, write.group_id, write.resolution)
+        if not self._series.append(key, write.t_us, write.packed):
+            return False
+        self._series.trim(key, write.keep_from_us - 1)
+        # As on Redis: kept its retention after its newest point, also once its topic is gone.
+        self._series_due[key] = self._clock() + (draft.clock_us - write.keep_from_us) / 1e6 + 60
+        return True
+
+    def _expire_series(self) -> None:
+        now = self._clock()
+        for key in [key for key, due in self._series_due.items() if due <= now]:
+            del self._series_due[key]
+            self._series.drop(key)
+
+    def series(
+        self,
+        topic: str,
+        *,
+        resolution: str,
+        group_id: str = "",
+        since_us: int,
+        until_us: int,
+        retention_us: int,
+        limit: int,
+    ) -> SeriesPage:
+        self._check_open()
+        with self._updates_lock:
+            clock = self._clocks.get(topic)
+            if clock is not None:
+                since_us = max(since_us, clock - retention_us + 1)
+            if until_us <= since_us:
+                return SeriesPage([], False)
+            points, more = self._series.read(
+                (topic, group_id, resolution), since_us, until_us, limit
+            )
+        return SeriesPage(points, more)
 
     def _keep_groups(self, draft: UpdateDraft) -> None:
         kept = self._groups.get(draft.topic)

@@ -24,7 +24,14 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 
-from pushsvc.client.models import Message, Snapshot, StreamUpdate, history_dataframe
+from pushsvc.client.models import (
+    Message,
+    Point,
+    Snapshot,
+    StreamUpdate,
+    history_dataframe,
+    series_dataframe,
+)
 from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 
 if TYPE_CHECKING:
@@ -293,6 +300,38 @@ class Client:
         frame.attrs["gap"] = first["gap"]
         return frame
 
+    def series(
+        self,
+        topic: str,
+        *,
+        since: str | float | datetime | None = None,
+        until: str | float | datetime | None = None,
+        resolution: str = "auto",
+        points: int | None = None,
+        group: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        """The topic's (or one group's) closed buckets as a DataFrame indexed by bucket start
+        (UTC), one column per statistic. `resolution`: a tier the topic keeps ("1s", "1m",
+        …) or "auto", which loads the range across tiers in one frame: the coarsest tier
+        giving about `points / 2` points, the recent part from finer ones
+        (`frame.attrs["segments"]` says which). `since`/`until`: epoch seconds, RFC 3339
+        strings or aware datetimes (`until` exclusive); without them, all the tier keeps.
+        `group`: every tag the topic groups by, e.g. {"station": "grill"}."""
+        query = [("resolution", resolution)]
+        if since is not None:
+            query.append(("since", _since(since)))
+        if until is not None:
+            query.append(("until", _since(until)))
+        if points is not None:
+            query.append(("points", str(points)))
+        query += [("group", f"{tag}:{value}") for tag, value in (group or {}).items()]
+        answer = orjson.loads(self.endpoint.get(f"/topics/{quote(topic, safe='')}/series", query))
+        frame = series_dataframe(answer["points"])
+        frame.attrs["resolution"] = answer["resolution"]
+        frame.attrs["segments"] = answer["segments"]
+        frame.attrs["more"] = answer["more"]
+        return frame
+
     def subscribe(
         self,
         selectors: Sequence[str],
@@ -317,6 +356,8 @@ class Client:
                         yield StreamUpdate.parse(message.data)
                     elif message.event == "snapshot":
                         yield Snapshot.parse(message.data, message.id)
+                    elif message.event == "point":
+                        yield Point.parse(message.data)
             except ClientError as exc:
                 if exc.status is not None and exc.status not in RETRYABLE:
                     raise

@@ -79,7 +79,49 @@ class Snapshot:
         return cls(message_id or None, bool(fields.get("gap")), fields.get("topics", {}))
 
 
-Message = StreamUpdate | Snapshot
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One `point` message (`?series=`): a closed bucket of one series tier of `topic` (or of
+    its group `group`), with its statistics (`t` is the bucket's start, epoch seconds)."""
+
+    id: str
+    topic: str
+    resolution: str
+    group: Mapping[str, str | None] | None
+    point: Mapping[str, float | int | None]
+
+    @property
+    def time(self) -> datetime:
+        t = self.point["t"]
+        assert t is not None
+        return datetime.fromtimestamp(t, UTC)
+
+    @classmethod
+    def parse(cls, data: str | bytes) -> Point:
+        fields = orjson.loads(data)
+        group = fields.get("group")
+        return cls(fields["id"], fields["topic"], fields["resolution"], group, fields["point"])
+
+
+Message = StreamUpdate | Snapshot | Point
+
+SERIES_COLUMNS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
+
+
+def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Points (`GET /topics/{t}/series`) as a DataFrame indexed by their bucket's start
+    (`time`, datetime64 UTC), one column per statistic (`count` int64, the others float64,
+    NaN for null). Needs pandas (the tools extra)."""
+    require("Client.series()", "pandas")
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [[p.get(c) for c in SERIES_COLUMNS] for p in points], columns=list(SERIES_COLUMNS)
+    )
+    frame = frame.astype({c: "int64" if c == "count" else "float64" for c in SERIES_COLUMNS})
+    times = [round(p["t"] * 1_000_000) for p in points]
+    frame.index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")
+    return frame
 
 
 def history_dataframe(

@@ -24,6 +24,7 @@ HEARTBEAT = b":\n\n"
 """A comment: keeps proxies from timing out an idle stream; EventSource ignores it."""
 
 UPDATE_EVENT = "stats"
+POINT_EVENT = "point"
 
 
 def _check_field(name: str, value: str) -> None:
@@ -63,8 +64,9 @@ def encode_message(
     return b"".join(parts)
 
 
-def encode_update(id: str, data: bytes) -> bytes:
-    """An `event: stats` update; `data` must be one line (pushsvc's compact JSON).
+def encode_update(id: str, data: bytes, event: str = UPDATE_EVENT) -> bytes:
+    """An `event: stats` update (or another of pushsvc's numbered messages: `event`, one of
+    ours); `data` must be one line (pushsvc's compact JSON).
 
     Called once per update, whatever the number of subscribers.
     """
@@ -72,7 +74,16 @@ def encode_update(id: str, data: bytes) -> bytes:
         raise ValueError(f"an SSE id must not contain CR, LF or NUL: {id[:64]!r}")
     if b"\n" in data or b"\r" in data:
         raise ValueError("update data must be one line")
-    return b"id: " + id.encode() + b"\nevent: stats\ndata: " + data + b"\n\n"
+    lines = _EVENT_LINES.get(event)
+    if lines is None:
+        _check_field("event", event)
+        lines = b"\nevent: " + event.encode() + b"\ndata: "
+    return b"id: " + id.encode() + lines + data + b"\n\n"
+
+
+_EVENT_LINES = {
+    name: b"\nevent: " + name.encode() + b"\ndata: " for name in (UPDATE_EVENT, POINT_EVENT)
+}
 
 
 def retry_line(ms: int) -> bytes:

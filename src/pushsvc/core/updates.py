@@ -10,6 +10,12 @@ it and the draft becomes an `Update` (`Update.of`), the only place the id is spl
 the JSON. Everything else — the brokers' wire and storage formats, the hub, the streams —
 carries these bytes as they are and never builds or edits update JSON.
 
+Other messages share the updates' id sequence, history and delivery: a closed series bucket
+(`point_draft`, SSE `event: point`, data `{"id","resolution","topic","group"?,"point"}`). A
+message's kind is its body's first member (`"topic"` for an update, `"resolution"` for a
+point), so every store and wire format carries messages as they carry updates, and only
+`Update.numbered` tells them apart.
+
 Update ids are `{epoch}:{ms}-{seq}`. The epoch is a short random hex token naming one
 history; it changes when the history is reset (a new memory broker, Redis restarted
 empty), so an id from a lost history is recognisably foreign instead of silently pointing
@@ -25,12 +31,12 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from pushsvc.core.event import US_PER_S
-from pushsvc.core.sse import encode_message, encode_update
+from pushsvc.core.sse import POINT_EVENT, UPDATE_EVENT, encode_message, encode_update
 
 _U64 = 2**64 - 1
 _EPOCH = re.compile(r"[0-9a-f]{1,16}")
@@ -148,6 +154,8 @@ class UpdateDraft:
     body: bytes
     groups: tuple[tuple[str, bytes], ...] = ()
     forgotten: tuple[str, ...] = ()
+    series: SeriesWrite | None = None
+    """A point's draft (`point_draft`): where the broker keeps the point besides the history."""
 
     def forgetting(self, groups: Sequence[tuple[str, Mapping[str, str | None]]]) -> UpdateDraft:
         """This draft, also telling that these groups (id, key) left the live set."""
@@ -160,6 +168,35 @@ class UpdateDraft:
             self.groups,
             self.forgotten + tuple(gid for gid, _ in groups),
         )
+
+
+class SeriesWrite(NamedTuple):
+    """Where a closed bucket is kept: the tier (`resolution`, its label) of the topic or of
+    one of its groups (`group_id`, '' for the topic's own), the bucket's start, the point's
+    stored form (`pushsvc.series.point`), and the oldest bucket start the tier still keeps
+    (retention, on the topic clock)."""
+
+    resolution: str
+    group_id: str
+    t_us: int
+    packed: bytes
+    keep_from_us: int
+
+
+def point_draft(
+    topic: str,
+    clock_us: int,
+    series: SeriesWrite,
+    point: Mapping[str, object],
+    group_key: Mapping[str, str | None] | None = None,
+) -> UpdateDraft:
+    """The message of a closed bucket (`point`, its JSON fields), published at `clock_us`
+    (the clock that closed it) right after the update that closed it."""
+    fields: dict[str, object] = {"resolution": series.resolution, "topic": topic}
+    if group_key is not None:
+        fields["group"] = group_key
+    fields["point"] = point
+    return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series)
 
 
 def draft(
@@ -206,6 +243,8 @@ class Update:
     id: UpdateId
     clock_us: int
     data: bytes
+    event: str = UPDATE_EVENT
+    """The SSE event name: `stats` for an update, `point` for a closed series bucket."""
     _frame: bytes | None = field(default=None, repr=False, compare=False)
     _fields: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
@@ -215,17 +254,24 @@ class Update:
 
     @classmethod
     def numbered(cls, topic: str, update_id: UpdateId, clock_us: int, body: bytes) -> Update:
-        """The update from a draft's parts: the id becomes the JSON object's first member."""
+        """The message from a draft's parts: the id becomes the JSON object's first member;
+        the body's first member tells an update from a point."""
         data = b'{"id":"' + update_id.text.encode() + b'",' + body[1:]
+        if body.startswith(b'{"resolution"'):
+            return cls(topic, update_id, clock_us, data, POINT_EVENT)
         return cls(topic, update_id, clock_us, data)
 
     @property
     def frame(self) -> bytes:
-        """The SSE `stats` message of this update."""
+        """The SSE message of this update (`event: stats`) or point (`event: point`)."""
         frame = self._frame
         if frame is None:
-            frame = self._frame = encode_update(self.id.text, self.data)
+            frame = self._frame = encode_update(self.id.text, self.data, self.event)
         return frame
+
+    @property
+    def is_point(self) -> bool:
+        return self.event is POINT_EVENT
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -257,9 +303,12 @@ class Run:
 
     @classmethod
     def of(cls, updates: list[Update]) -> Run:
+        """The run of these messages; its `block` leaves out points, which a stream gets only
+        when it asks for their tier (`?series=`, through a projection)."""
         if len(updates) == 1:
-            return cls(updates, updates[0].frame)
-        return cls(updates, b"".join([u.frame for u in updates]))
+            only = updates[0]
+            return cls(updates, b"" if only.event is POINT_EVENT else only.frame)
+        return cls(updates, b"".join([u.frame for u in updates if u.event is not POINT_EVENT]))
 
     @property
     def topic(self) -> str:

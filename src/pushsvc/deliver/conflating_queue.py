@@ -41,9 +41,17 @@ class ConflatingQueue:
             self.runs.append(run)
             return False
         # Re-inserting keeps the dict in the order the latest updates arrived (id order).
-        topic = run.updates[0].topic
+        # A conflating stream gets the latest statistics, never a point (points are each a
+        # bucket of their own: conflating them would lose all but one).
+        newest = run.updates[-1]
+        if newest.is_point:
+            updates = [u for u in run.updates if not u.is_point]
+            if not updates:
+                return True
+            newest = updates[-1]
+        topic = newest.topic
         latest.pop(topic, None)
-        latest[topic] = run.updates[-1]
+        latest[topic] = newest
         return True
 
     def drain(self) -> list[Run]:

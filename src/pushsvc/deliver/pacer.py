@@ -1,7 +1,8 @@
 """`?max_hz=`: at most one update per topic per interval, always the latest (pure).
 
 Statistics are full state, so an update held back is simply replaced by the next one of
-its topic; nothing a subscriber needs is lost by skipping.
+its topic; nothing a subscriber needs is lost by skipping. Points (closed series buckets)
+are not state but one bucket each: they pass unpaced.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Pacer:
         and each held-back one whose interval has passed."""
         due: list[Update] = []
         for update in updates:
+            if update.is_point:
+                due.append(update)  # a closed bucket replaces nothing: never held back
+                continue
             topic = update.topic
             if topic not in self._pending and self._is_due(topic, now):
                 due.append(update)

@@ -1,6 +1,10 @@
-"""`?windows=1m,5m&stats=mean,p99&precision=4&group=station:grill`: send subscribers only
-the fields and the groups they asked for, statistics rounded to the significant digits they
-asked for (pure).
+"""`?windows=1m,5m&stats=mean,p99&precision=4&group=station:grill&series=1m`: send
+subscribers only the fields, groups and series tiers they asked for, statistics rounded to the
+significant digits they asked for (pure).
+
+Points (closed series buckets) reach only the streams that name their tier (`?series=`); a
+group filter applies to them as to updates, the windows and statistics chosen do not (a point
+has its own fixed fields).
 
 A projection applies to a grouping topic's group windows as to its own. With a group
 filter, a stream gets only the updates that carry a matching group (an event of that group,
@@ -71,6 +75,8 @@ class Projection:
     stats: tuple[str, ...] | None
     precision: int | None = None
     group: GroupFilter | None = None
+    series: tuple[str, ...] = ()
+    """The tiers (resolution labels) whose points the stream gets."""
     key: str = field(init=False, compare=False)
     """Equal for equal projections; a plain string, cheap to hash on the hot path."""
 
@@ -78,6 +84,8 @@ class Projection:
         key = f"{','.join(self.windows or '*')};{','.join(self.stats or '*')};{self.precision}"
         if self.group is not None:
             key += ";" + self.group.key
+        if self.series:
+            key += ";series=" + ",".join(self.series)
         object.__setattr__(self, "key", key)
 
     @classmethod
@@ -90,17 +98,27 @@ class Projection:
         known_stats: Sequence[str] = STAT_KEYS,
         precision: str | None = None,
         group: Sequence[str] = (),
+        series: Sequence[str] = (),
+        known_series: Sequence[str] = (),
     ) -> Projection | None:
-        """None when nothing is projected. Raises BadRequest naming an unknown window or stat,
-        a precision that is not a whole number of digits from 1 to 17, or a group filter
-        that is not `tag:value`."""
+        """None when nothing is projected. Raises BadRequest naming an unknown window, stat
+        or series tier (`known_series`: the resolutions any topic keeps), a precision that is
+        not a whole number of digits from 1 to 17, or a group filter that is not
+        `tag:value`."""
         chosen_windows = _choose("windows", windows, known_windows)
         chosen_stats = _choose("stats", stats, known_stats)
         digits = _precision(precision)
         chosen_group = GroupFilter.parse(group)
-        if (chosen_windows, chosen_stats, digits, chosen_group) == (None, None, None, None):
+        chosen_series = _series(series, known_series)
+        if (chosen_windows, chosen_stats, digits, chosen_group, chosen_series) == (
+            None,
+            None,
+            None,
+            None,
+            (),
+        ):
             return None
-        return cls(chosen_windows, chosen_stats, digits, chosen_group)
+        return cls(chosen_windows, chosen_stats, digits, chosen_group, chosen_series)
 
     @property
     def reshapes(self) -> bool:
@@ -130,7 +148,15 @@ class Projection:
         # Parsed afresh, not through the update's cached `fields`: each update is projected once
         # per projection, so the cache bought nothing and kept a dict alive per update. Measured
         # (bench/e2e.py, projection row): web CPU 2.9-3.8 s with the cache, 2.1-2.5 s without.
+        if update.is_point and not self.series:
+            return None
         fields = orjson.loads(update.data)
+        if update.is_point:
+            if fields["resolution"] not in self.series:
+                return None
+            if self.group is not None and not self.group.matches(fields.get("group") or {}):
+                return None
+            return update.data
         if self.group is not None:
             group = fields.get("group")
             if group is not None:
@@ -156,6 +182,21 @@ class Projection:
         if not self.reshapes:
             return chosen
         return [{"key": g["key"], "windows": self.windows_of(g["windows"])} for g in chosen]
+
+
+def _series(given: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
+    chosen: list[str] = []
+    for item in given:
+        for resolution in item.split(","):
+            if resolution not in known:
+                kept = ", ".join(known) or "none"
+                raise BadRequest(
+                    f"?series= takes a resolution of the series kept ({kept});"
+                    f" got {resolution[:40]!r}"
+                )
+            if resolution not in chosen:
+                chosen.append(resolution)
+    return tuple(chosen)
 
 
 def _round(value: float, digits: int) -> float:

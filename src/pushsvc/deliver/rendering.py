@@ -6,6 +6,9 @@ projection (`?windows=&stats=&precision=`), and the hub, writing an idle stream'
 (`pushsvc.deliver.hub`, the direct way), sends one run as one HTTP/1.1 chunk when the response
 is chunked. Streams that ask alike get the same bytes object, made by the first of them.
 
+A run may hold points (closed series buckets): the whole block leaves them out, a projection
+keeps those of the tiers its stream asked for (`?series=`).
+
 The cache, `Run.renderings` (None until first used), is read and written here only. Its keys:
 
 * `"block " + projection.key` — the run's SSE block under that projection (a whole run's block
@@ -57,7 +60,7 @@ class Rendering:
         if block is None:
             block = cache[self._block_key] = b"".join(
                 [
-                    encode_update(u.id.text, data)
+                    encode_update(u.id.text, data, u.event)
                     for u in run.updates
                     if (data := projection.data(u)) is not None
                 ]
@@ -68,7 +71,7 @@ class Rendering:
         """`block` of each run, in order, leaving out empty ones (nothing to write: an empty
         HTTP/1.1 chunk would end the response)."""
         if self.projection is None:
-            return [run.block for run in runs]
+            return [run.block for run in runs if run.block]  # empty: a run of points only
         return [block for run in runs if (block := self.block(run))]
 
     def wire(self, run: Run) -> bytes:

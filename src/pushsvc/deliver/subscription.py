@@ -49,10 +49,10 @@ class Primed:
         """The SSE bytes to send before live updates."""
         if self.replay is not None:
             if projection is None:
-                return b"".join([u.frame for u in self.replay])
+                return b"".join([u.frame for u in self.replay if not u.is_point])
             return b"".join(
                 [
-                    encode_update(u.id.text, data)
+                    encode_update(u.id.text, data, u.event)
                     for u in self.replay
                     if (data := projection.data(u)) is not None
                 ]

@@ -94,16 +94,20 @@ class Received:
 
     updates: list[tuple[str, float, dict[str, object]]] = field(default_factory=list)
     snapshots: list[dict[str, object]] = field(default_factory=list)
+    points: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    """(id, data) of the `point` messages (a watcher with `?series=`)."""
     connects: int = 0
 
 
 class Watcher(threading.Thread):
     """One EventSource-like client of `topic`."""
 
-    def __init__(self, deployment: FaultStack, topic: str, index: int) -> None:
+    def __init__(self, deployment: FaultStack, topic: str, index: int, *, query: str = "") -> None:
         super().__init__(daemon=True, name=f"watcher-{index}")
         self.deployment = deployment
         self.topic = topic
+        self.query = query
+        """The stream's query string, e.g. `?series=1s`."""
         self.index = index
         self.received = Received()
         self.last_id: str | None = None
@@ -124,7 +128,7 @@ class Watcher(threading.Thread):
         headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
         try:
-            conn.request("GET", f"/topics/{self.topic}/stream", headers=headers)
+            conn.request("GET", f"/topics/{self.topic}/stream{self.query}", headers=headers)
             response = conn.getresponse()
             if response.status != 200:
                 return  # an EventSource would give up; these keep trying
@@ -142,6 +146,8 @@ class Watcher(threading.Thread):
                     elif message.event == "stats":
                         value = data["event"]["value"]
                         self.received.updates.append((message.id, value, data))
+                    elif message.event == "point":
+                        self.received.points.append((message.id, data))
                     if message.id:
                         self.last_id = message.id
         finally:

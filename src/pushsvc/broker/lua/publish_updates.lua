@@ -1,32 +1,48 @@
 -- Number a batch of update drafts, append them to the history, remember each topic's
--- latest update, record how far the shard's event log has been applied, and PUBLISH them:
--- one atomic step, so ids are in delivery order across every publisher, and "applied up
--- to" moves exactly with the updates it produced (a standby continues where this stopped).
+-- latest update, keep the series points among them, record how far the shard's event log
+-- has been applied, and PUBLISH them: one atomic step, so ids are in delivery order across
+-- every publisher, and "applied up to" moves exactly with the updates and points it
+-- produced (a standby continues where this stopped).
 --
--- KEYS: epoch, history, latest, trimmed, applied, lease
+-- KEYS: epoch, history, latest, trimmed, applied, lease, tails
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
---       groups_prefix (of a topic's live groups hash), draft_count,
+--       groups_prefix (of a topic's live groups hash), draft_count, point_count,
 --       then topic, clock_us, body for each of the draft_count drafts,
+--       then for each of the point_count drafts that are series points: its draft's place
+--       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
+--       point, min id (the oldest bucket start the tier keeps), key TTL in ms,
 --       then topic, group id, group JSON ('' forgets the group) for each group they carry.
--- Returns {epoch, stream ids in draft order}, or an error when the lease is not the caller's.
+-- Returns {epoch, stream ids in draft order ('' for a point its series holds already: it
+-- was published before and is not published again)}, or an error when the lease is not
+-- the caller's.
 --
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
 -- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
+-- A point is a message like an update, but never a topic's latest.
 --
--- Each history entry also names the stream id of its topic's previous update (`p`, '' for
+-- Each history entry also names the stream id of its topic's previous message (`p`, '' for
 -- none kept), so one topic's history is read by following them (topic_history.lua) instead
--- of scanning everyone's updates.
+-- of scanning everyone's updates. The chain starts at the topic's latest update, or at its
+-- `tails` entry (`<epoch>:<stream id>`) while points came after that update.
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
-local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
+local trimmed_key, applied_key, lease_key, tails_key = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local epoch_candidate = ARGV[1]
 local history_len = tonumber(ARGV[2])
 local channel_prefix, lease_token = ARGV[3], ARGV[4]
 local applied_id, applied_entries = ARGV[5], ARGV[6]
 local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
-local FIRST_DRAFT = 9  -- ARGV's first draft's topic; its clock_us and body follow
+local point_count = tonumber(ARGV[9])
+local FIRST_DRAFT = 10  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
-local FIRST_GROUP = LAST_DRAFT + 3  -- the first group's topic; its id and JSON follow
+local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
+local FIRST_GROUP = FIRST_POINT + 6 * point_count  -- the first group's topic; id, JSON follow
+
+-- Draft place -> the ARGV index of its series arguments.
+local point_at = {}
+for i = FIRST_POINT, FIRST_GROUP - 1, 6 do
+  point_at[tonumber(ARGV[i])] = i
+end
 
 if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another aggregator')
@@ -36,19 +52,26 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   -- No epoch, or it outlived its history: whatever was there is lost, start a new one.
   epoch = epoch_candidate
   redis.call('SET', epoch_key, epoch)
-  redis.call('DEL', latest_key, trimmed_key)
+  redis.call('DEL', latest_key, trimmed_key, tails_key)
 end
 if applied_id ~= '' then
   redis.call('HSET', applied_key, 'id', applied_id)
   redis.call('HINCRBY', applied_key, 'n', applied_entries)
 end
--- The stream id of each topic's newest update in this epoch's history, '' for none.
-local previous = {}
+-- The stream id of each topic's newest message in this epoch's history, '' for none; and
+-- the topics whose chain starts at a `tails` entry (a point after their latest update).
+local previous, tailed = {}, {}
 local function previous_of(topic)
   local known = previous[topic]
   if known == nil then
     known = ''
-    local latest = redis.call('HGET', latest_key, topic)
+    local tail = redis.call('HGET', tails_key, topic)
+    if tail then
+      tailed[topic] = true
+      local of_epoch, id = string.match(tail, '^([^:]+):(.+)$')
+      if of_epoch == epoch then known = id end
+    end
+    local latest = known == '' and redis.call('HGET', latest_key, topic)
     if latest then
       local of_epoch, id = string.match(latest, '^([^: ]+):([^ ]+) ')
       if of_epoch == epoch then known = id end
@@ -60,23 +83,58 @@ local length = redis.call('XLEN', history_key)
 local ids = {}
 -- Consecutive updates of one topic (a batch POST) travel as one message: one PUBLISH,
 -- one read and one hand-over per run in every web process, not one per update.
-local run, run_topic = {}, nil
+local run, run_topic, run_latest, run_tail = {}, nil, nil, nil
 local function flush()
-  redis.call('HSET', latest_key, run_topic, run[#run])
-  redis.call('PUBLISH', channel_prefix .. run_topic, table.concat(run, '\n'))
-end
-for i = FIRST_DRAFT, LAST_DRAFT, 3 do
-  local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
-    'p', previous_of(topic))
-  previous[topic] = id
-  if run_topic ~= topic then
-    if run_topic then flush() end
-    run, run_topic = {}, topic
+  if run_latest then redis.call('HSET', latest_key, run_topic, run_latest) end
+  if run_tail then
+    redis.call('HSET', tails_key, run_topic, epoch .. ':' .. run_tail)
+    tailed[run_topic] = true
+  elseif tailed[run_topic] then
+    redis.call('HDEL', tails_key, run_topic)
+    tailed[run_topic] = nil
   end
-  run[#run + 1] = epoch .. ':' .. id .. ' ' .. clock .. ' ' .. body
-  ids[#ids + 1] = id
-  length = length + 1
+  if #run > 0 then
+    redis.call('PUBLISH', channel_prefix .. run_topic, table.concat(run, '\n'))
+  end
+end
+-- Keep a point in its tier's stream; false when the stream has it already (a bucket is
+-- closed once: its start only grows), which XADD refuses as an id not above the top.
+local function keep_point(at)
+  local series_key, point_id, packed = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local added = redis.pcall('XADD', series_key, point_id, 'p', packed)
+  if type(added) == 'table' and added.err then
+    if string.find(added.err, 'equal or smaller', 1, true) then return false end
+    return error(added)  -- anything else (OOM...) fails the script as redis.call would
+  end
+  redis.call('XTRIM', series_key, 'MINID', ARGV[at + 4])
+  redis.call('PEXPIRE', series_key, ARGV[at + 5])
+  return true
+end
+local place = 0
+for i = FIRST_DRAFT, LAST_DRAFT, 3 do
+  place = place + 1
+  local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local point = point_at[place]
+  if point and not keep_point(point) then
+    ids[#ids + 1] = ''
+  else
+    local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
+      'p', previous_of(topic))
+    previous[topic] = id
+    if run_topic ~= topic then
+      if run_topic then flush() end
+      run, run_topic, run_latest, run_tail = {}, topic, nil, nil
+    end
+    local message = epoch .. ':' .. id .. ' ' .. clock .. ' ' .. body
+    run[#run + 1] = message
+    if point then
+      run_tail = id
+    else
+      run_latest, run_tail = message, nil
+    end
+    ids[#ids + 1] = id
+    length = length + 1
+  end
 end
 if run_topic then flush() end
 -- Each grouping topic's live groups as of these updates (what a snapshot shows), marked with

@@ -29,6 +29,7 @@ from pushsvc.broker.base import (
     Appended,
     BridgeStats,
     HistoryPage,
+    SeriesPage,
     ShardLag,
     TopicStats,
     UpdatesHandler,
@@ -37,7 +38,14 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
-from pushsvc.broker.redis.keys import Keys, shard_of, time_key
+from pushsvc.broker.redis.keys import (
+    Keys,
+    series_id,
+    series_time,
+    shard_of,
+    time_key,
+    time_of_key,
+)
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
@@ -54,6 +62,9 @@ from pushsvc.ingest import Event, check_lateness
 from pushsvc.ingest.idempotency import Idempotency, key_reused
 
 log = logging.getLogger(__name__)
+
+# A tier's stream outlives its retention by this much after its newest point.
+_SERIES_TTL_MARGIN_MS = 60_000
 
 
 class Applied(NamedTuple):
@@ -198,6 +209,7 @@ class RedisBroker:
             self.keys.trimmed,
             self.keys.applied(shard),
             self.keys.lease(shard),
+            self.keys.tails,
         ]
         args: list[str | int | bytes] = [
             new_epoch(),
@@ -208,9 +220,23 @@ class RedisBroker:
             applied.entries if applied is not None else 0,
             self.keys.groups(""),
             len(drafts),
+            0,
         ]
-        for d in drafts:
+        points: list[str | int | bytes] = []
+        for place, d in enumerate(drafts, 1):
             args += [d.topic, d.clock_us, d.body]
+            if (write := d.series) is not None:
+                points += [
+                    place,
+                    self.keys.series(write.resolution, d.topic, write.group_id),
+                    series_id(write.t_us),
+                    write.packed,
+                    series_id(write.keep_from_us),
+                    # Kept that long after its newest point, also once its topic is gone.
+                    (d.clock_us - write.keep_from_us) // 1000 + _SERIES_TTL_MARGIN_MS,
+                ]
+        args[8] = len(points) // 6
+        args += points
         for d in drafts:
             for gid, group in d.groups:
                 args += [d.topic, gid, group]
@@ -221,6 +247,7 @@ class RedisBroker:
         return [
             Update.of(d, UpdateId.of_stream_id(reply.epoch, i))
             for d, i in zip(drafts, reply.stream_ids, strict=True)
+            if i  # '': a point its series held already
         ]
 
     def consume_updates(
@@ -305,6 +332,31 @@ class RedisBroker:
             for topic, value in ((raw.decode(), value) for raw, value in packed.items())
             if match(topic)
         }
+
+    def series(
+        self,
+        topic: str,
+        *,
+        resolution: str,
+        group_id: str = "",
+        since_us: int,
+        until_us: int,
+        retention_us: int,
+        limit: int,
+    ) -> SeriesPage:
+        self._check_open()
+        if until_us <= since_us:
+            return SeriesPage([], False)
+        key = self.keys.series(resolution, topic, group_id)
+        with unavailable("series"), self._client.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.clocks, topic)
+            pipe.xrange(key, min=series_id(since_us), max="(" + series_id(until_us))
+            clock, entries = pipe.execute()
+        points = [(series_time(i), fields[b"p"]) for i, fields in entries]
+        if clock is not None:
+            kept_from = time_of_key(clock) - retention_us + 1
+            points = [p for p in points if p[0] >= kept_from]
+        return SeriesPage(points[:limit], len(points) > limit)
 
     def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
         self._check_open()

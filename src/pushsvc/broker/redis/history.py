@@ -64,7 +64,7 @@ class HistoryReader:
     ) -> tuple[str, UpdateId, list[HistoryEntry]] | None:
         """The topic's entries from its newest back (to `since_us`, or `wanted` of them), the
         epoch and the head: None when there is no history."""
-        keys = [self._keys.epoch, self._keys.latest, self._keys.history]
+        keys = [self._keys.epoch, self._keys.latest, self._keys.history, self._keys.tails]
         oldest = "" if since_us is None else str(since_us)
         entries: list[HistoryEntry] = []
         start = ""

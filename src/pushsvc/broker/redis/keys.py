@@ -16,9 +16,13 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}updates:{topic}   channel runs of updates, `<id> <clock_us> <body>` per line
     {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
+    {prefix}tails             hash    topic -> `<epoch>:<stream id>` of a point after that update
     {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
     {prefix}trimmed           string  stream id of the newest update trimmed from the history
     {prefix}idem:{topic}/{key} string the digest and answer of the POST that logged a batch
+    {prefix}series:{res}:{topic}[|{group id}]  stream  closed buckets of one series tier:
+                              id `<bucket start ms>-0`, p=packed point; trimmed to the tier's
+                              retention, expiring that long after its newest point
                                       with this Idempotency-Key; expires after the window
                                       (a topic has no `/`, so the first one ends it)
 
@@ -45,6 +49,21 @@ def time_key(us: int) -> str:
 
 def time_of_key(key: bytes | str) -> int:
     return int(key) - _TIME_OFFSET
+
+
+# A series point's stream id is its bucket's start in ms from 0001-01-01 (stream ids are
+# unsigned; event times go back to year 1).
+_SERIES_OFFSET_MS = 62_135_596_800_000
+
+
+def series_id(t_us: int) -> str:
+    """The stream id of the point whose bucket starts at `t_us` (a whole ms)."""
+    return f"{-(-t_us // 1000) + _SERIES_OFFSET_MS}-0"
+
+
+def series_time(stream_id: bytes) -> int:
+    """The bucket start (µs) of a point's stream id."""
+    return (int(stream_id.partition(b"-")[0]) - _SERIES_OFFSET_MS) * 1000
 
 
 def shard_of(topic: str, count: int) -> int:
@@ -83,6 +102,12 @@ class Keys:
         return f"{self.prefix}groups:{topic}"
 
     @property
+    def tails(self) -> str:
+        """A hash: topic -> `<epoch>:<stream id>` of a point published after the topic's latest
+        update (where its history chain starts), while there is one."""
+        return f"{self.prefix}tails"
+
+    @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"
 
@@ -110,6 +135,12 @@ class Keys:
 
     def applied(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}applied:{shard[0]}/{shard[1]}"
+
+    def series(self, resolution: str, topic: str, group_id: str = "") -> str:
+        """A stream: the points of one tier of a topic, or of one of its groups (a topic name
+        holds no `|`)."""
+        key = f"{self.prefix}series:{resolution}:{topic}"
+        return f"{key}|{group_id}" if group_id else key
 
     def checkpoint(self, topic: str) -> str:
         """A hash: the topic's durable state at a log position (`aggregate/checkpoint.py`)."""

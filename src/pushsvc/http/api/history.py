@@ -53,7 +53,7 @@ def parse_query(args: MultiDict[str, str], accept_csv: bool) -> HistoryQuery:
     if since is not None:
         after = UpdateId.parse(since)
         if after is None:
-            since_us = _time_us(since)
+            since_us = time_us(since, "since", ids=True)
     limit = _limit(args.get("limit"))
     fmt = args.get("format")
     if fmt is None:
@@ -68,18 +68,21 @@ def parse_query(args: MultiDict[str, str], accept_csv: bool) -> HistoryQuery:
 EPOCH_SECONDS = re.compile(r"[0-9]{1,11}(?:\.[0-9]+)?")
 
 
-def _time_us(text: str) -> int:
+def time_us(text: str, name: str, *, ids: bool = False) -> int:
+    """A time parameter: epoch seconds or RFC 3339 (400 naming `name` otherwise; `ids`: the
+    parameter also takes an update id, which the message says)."""
     if not EPOCH_SECONDS.fullmatch(text):
         try:
             return parse_rfc3339(text)
         except ValueError:
+            either = "an update id (like a Last-Event-ID), " if ids else ""
             raise BadRequest(
-                "?since= takes an update id (like a Last-Event-ID), epoch seconds, or an "
+                f"?{name}= takes {either}epoch seconds, or an "
                 f"RFC 3339 date-time like 2025-11-21T04:40:00Z; got {text[:60]!r}"
             ) from None
     us = seconds_to_us(float(text))
     if not MIN_TS_US <= us <= MAX_TS_US:
-        raise BadRequest(f"?since= must be a time in years 1..9999; got {text[:60]!r}")
+        raise BadRequest(f"?{name}= must be a time in years 1..9999; got {text[:60]!r}")
     return us
 
 
@@ -101,9 +104,18 @@ def topic_history(topic: str) -> Response:
     rt.gate.reader(request, TopicMatcher([topic]))
     rule = rt.settings.rules.for_topic(topic)
     group = group_filter(request.args.getlist("group"), topic, rule.group_by)
+    # `?series=1m`: the points of that tier among the updates, as a stream asking so gets them.
+    series = Projection.parse(
+        None,
+        None,
+        known_windows=(),
+        series=request.args.getlist("series"),
+        known_series=rt.settings.rules.series_labels,
+    )
     page = rt.broker.history(topic, after=query.after, since_us=query.since_us, limit=query.limit)
     windows, stats = rule.labels, rule.stats
     if query.format == "csv":
+        page = _updates_only(page)  # a point is no row of these columns: see /series
         header = history_table.columns(windows, stats)
         if group is not None:
             # One row per update and group of the filter: that group's windows.
@@ -116,7 +128,7 @@ def topic_history(topic: str) -> Response:
             rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
         body: bytes = history_table.to_csv(rows, header).encode()
     else:
-        body = _json(topic, page, windows, stats, group)
+        body = _json(topic, page, windows, stats, group, series.series if series else ())
     headers = {
         "Cache-Control": "no-store",
         MORE_HEADER: "true" if page.more else "false",
@@ -142,6 +154,7 @@ def _json(
     windows: tuple[str, ...],
     stats: tuple[str, ...],
     group: GroupFilter | None,
+    series: tuple[str, ...],
 ) -> bytes:
     head = orjson.dumps(
         {
@@ -155,12 +168,17 @@ def _json(
     )
     # The updates' JSON as streamed, spliced in without parsing or re-encoding; with a group
     # filter, as a stream with that filter gets them.
-    if group is None:
-        updates = [u.data for u in page.updates]
+    if group is None and not series:
+        updates = [u.data for u in page.updates if not u.is_point]
     else:
-        only = Projection(None, None, None, group)
+        only = Projection(None, None, None, group, series)
         updates = [data for u in page.updates if (data := only.data(u)) is not None]
     return head[:-1] + b',"updates":[' + b",".join(updates) + b"]}"
+
+
+def _updates_only(page: HistoryPage) -> HistoryPage:
+    updates = [u for u in page.updates if not u.is_point]
+    return HistoryPage(updates, page.resume, page.more, page.gap)
 
 
 def group_filter(given: list[str], topic: str, group_by: tuple[str, ...]) -> GroupFilter | None:

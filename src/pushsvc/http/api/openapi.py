@@ -102,6 +102,98 @@ GROUP_PARAM = {
 }
 
 
+def _series_param(settings: Settings) -> dict[str, Any]:
+    return {
+        "name": "series",
+        "in": "query",
+        "schema": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(settings.rules.series_labels)},
+        },
+        "style": "form",
+        "explode": True,
+        "description": "a series resolution, repeatable: also send each closed bucket of that "
+        "tier as an `event: point` message (ids in the update sequence)",
+    }
+
+
+def _time_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {
+            "anyOf": [
+                {"type": "string", "pattern": f"^{EPOCH_SECONDS.pattern}$"},
+                {"type": "string", "format": "date-time"},
+            ]
+        },
+        "description": description,
+    }
+
+
+def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
+    resolutions = ["auto", *settings.rules.series_labels]
+    return {
+        "get": {
+            "summary": "Closed buckets of a topic (or group) at a resolution, over any range kept",
+            "description": (
+                "Points in ascending `t` (bucket start). `resolution=auto&points=N`: the "
+                "coarsest tier still giving N/2 points over the range, the most recent part "
+                "from finer tiers (`segments`). CSV columns: resolution, time, then the point's "
+                "statistics."
+            ),
+            "parameters": [
+                _TOPIC,
+                {
+                    "name": "resolution",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": resolutions, "default": "auto"},
+                    "description": "a tier of the topic's rule, or auto",
+                },
+                {
+                    "name": "points",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 2, "maximum": 10_000, "default": 300},
+                    "description": "with resolution=auto: about how many points the chart wants",
+                },
+                _time_param("since", "bucket starts at or after (epoch s or RFC 3339)"),
+                _time_param("until", "bucket starts before (epoch s or RFC 3339)"),
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100_000},
+                },
+                {
+                    **GROUP_PARAM,
+                    "description": "tag:value for every tag the topic groups by: that group's "
+                    "series",
+                },
+                {
+                    "name": "format",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                    "description": "overrides the Accept header (application/json or text/csv)",
+                },
+            ],
+            **({"security": reading} if reading is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "the points",
+                    "headers": {
+                        "Pushsvc-More": {"schema": {"type": "string", "enum": ["true", "false"]}},
+                        "Pushsvc-Resolution": {"schema": {"type": "string"}},
+                    },
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Series"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, *_auth_errors(reading), 503),
+            },
+        }
+    }
+
+
 def _stream_params(settings: Settings) -> list[dict[str, Any]]:
     return [
         {
@@ -130,6 +222,7 @@ def _stream_params(settings: Settings) -> list[dict[str, Any]]:
             "description": "Comma-separated statistics to send, e.g. mean,p99.",
         },
         GROUP_PARAM,
+        _series_param(settings),
         {
             "name": "precision",
             "in": "query",
@@ -228,7 +321,7 @@ _HISTORY_HEADERS = {
 }
 
 
-def _history(reading: Security | None) -> dict[str, Any]:
+def _history(reading: Security | None, settings: Settings) -> dict[str, Any]:
     return {
         "get": {
             "summary": "Recent updates of a topic from the bounded history (JSON or CSV)",
@@ -242,6 +335,7 @@ def _history(reading: Security | None) -> dict[str, Any]:
             "parameters": [
                 _TOPIC,
                 GROUP_PARAM,
+                _series_param(settings),
                 {
                     "name": "since",
                     "in": "query",
@@ -376,7 +470,8 @@ def describe(settings: Settings) -> dict[str, Any]:
                 errors=(400, *_auth_errors(reading), 404),
                 security=reading,
             ),
-            "/topics/{topic}/history": _history(reading),
+            "/topics/{topic}/history": _history(reading, settings),
+            "/topics/{topic}/series": _series(settings, reading),
             "/topics": _json_get(
                 "Topics the caller may read: last update, subscribers",
                 {"$ref": "#/components/schemas/Topics"},

@@ -67,8 +67,76 @@ SCHEMAS: dict[str, Any] = {
             "stats": {"type": "array", "items": {"type": "string"}},
             "updates": {
                 "type": "array",
-                "items": {"$ref": "#/components/schemas/Update"},
-                "description": "the updates exactly as streamed",
+                "items": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/Update"},
+                        {"$ref": "#/components/schemas/PointMessage"},
+                    ]
+                },
+                "description": "the updates exactly as streamed (with ?series=, the points of "
+                "those tiers among them)",
+            },
+        },
+    },
+    "Point": {
+        "type": "object",
+        "required": [
+            "t",
+            "count",
+            "sum",
+            "mean",
+            "min",
+            "max",
+            "var",
+            "stddev",
+            "p50",
+            "p90",
+            "p99",
+        ],
+        "properties": {
+            "t": {"type": "number", "description": "the bucket's start, epoch seconds"},
+            "count": {"type": "integer"},
+            **{
+                stat: {"type": "number"}
+                for stat in ("sum", "mean", "min", "max", "p50", "p90", "p99")
+            },
+            "var": {"type": ["number", "null"], "description": "null for one event"},
+            "stddev": {"type": ["number", "null"], "description": "null for one event"},
+        },
+    },
+    "PointMessage": {
+        "type": "object",
+        "required": ["id", "resolution", "topic", "point"],
+        "description": "an `event: point` message: one closed bucket of a series tier",
+        "properties": {
+            "id": {"type": "string"},
+            "resolution": {"type": "string"},
+            "topic": {"type": "string"},
+            "group": {"type": "object", "description": "a group's point: the group's key"},
+            "point": {"$ref": "#/components/schemas/Point"},
+        },
+    },
+    "Series": {
+        "type": "object",
+        "required": ["topic", "resolution", "points", "more", "segments"],
+        "properties": {
+            "topic": {"type": "string"},
+            "resolution": {"type": "string"},
+            "group": {"type": "object"},
+            "points": {"type": "array", "items": {"$ref": "#/components/schemas/Point"}},
+            "more": {"type": "boolean", "description": "points beyond `limit` were left out"},
+            "segments": {
+                "type": "array",
+                "description": "which tier answered which part of the range",
+                "items": {
+                    "type": "object",
+                    "required": ["resolution", "since", "until"],
+                    "properties": {
+                        "resolution": {"type": "string"},
+                        "since": {"type": "number"},
+                        "until": {"type": "number"},
+                    },
+                },
             },
         },
     },

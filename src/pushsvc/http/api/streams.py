@@ -112,6 +112,8 @@ def _stream(selectors: Sequence[str]) -> Response:
             known_stats=rt.settings.rules.stats,
             precision=request.args.get("precision"),
             group=request.args.getlist("group"),
+            series=request.args.getlist("series"),
+            known_series=rt.settings.rules.series_labels,
         ),
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
@@ -316,11 +318,13 @@ def _send(sink: StreamSocket, handback: memoryview | None, blocks: list[bytes]) 
 
 
 def _frame(update: Update, projection: Projection | None, *, with_id: bool) -> bytes:
+    if projection is None and update.is_point:
+        return b""  # points go to the streams that ask for their tier
     if projection is None and with_id:
         return update.frame
     data = update.data if projection is None else projection.data(update)
     if data is None:
         return b""  # a group filter leaves nothing of it
     if with_id:
-        return encode_update(update.id.text, data)
-    return encode_message(data, event="stats")
+        return encode_update(update.id.text, data, update.event)
+    return encode_message(data, event=update.event)

@@ -1,0 +1,185 @@
+"""GET /topics/{topic}/series — a topic's (or one group's) closed buckets at one resolution, or
+at the resolution that suits a chart (`resolution=auto&points=N`), over any range the tiers
+keep: JSON `{"topic", "resolution", "points", "more", "segments"}` or CSV. Read like a stream of
+that topic (401/403 alike).
+
+`since` (inclusive) and `until` (exclusive) compare with the points' `t` (bucket start), as
+epoch seconds or RFC 3339; without them, everything the tier keeps. With `resolution=auto`
+the range is cut into segments (`pushsvc.series.plan`): the coarsest tier that still gives
+`points / 2` points, the most recent part, which that tier has not closed yet, from finer
+tiers. `segments` says which tier answered which part; `resolution` is the first segment's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from flask import Blueprint, Response, request
+from werkzeug.datastructures import MultiDict
+
+from pushsvc.core import history_table
+from pushsvc.core.durations import duration_label
+from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.errors import BadRequest
+from pushsvc.http.api.context import runtime
+from pushsvc.http.api.history import FORMATS, MORE_HEADER, group_filter, time_us
+from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.series.plan import plan_segments
+from pushsvc.series.point import Point
+from pushsvc.series.tiers import SeriesTier
+from pushsvc.stats.groups import group_id
+
+bp = Blueprint("series", __name__)
+
+DEFAULT_POINTS = 300
+MAX_POINTS = 10_000
+MAX_LIMIT = 100_000
+RESOLUTION_HEADER = "Pushsvc-Resolution"
+# A CSV row: the tier, the bucket start (RFC 3339), then these fields of the point.
+CSV_STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    resolution: str
+    """A tier's resolution label, or "auto"."""
+    points: int
+    since_us: int | None
+    until_us: int | None
+    limit: int
+    format: str
+
+
+def parse_query(args: MultiDict[str, str], accept_csv: bool) -> SeriesQuery:
+    """The query string, judged whole before anything is read (400 naming the parameter)."""
+    resolution = args.get("resolution", "auto")
+    points = _whole("points", args.get("points"), DEFAULT_POINTS, 2, MAX_POINTS)
+    limit = _whole("limit", args.get("limit"), MAX_LIMIT, 1, MAX_LIMIT)
+    since = args.get("since")
+    until = args.get("until")
+    since_us = time_us(since, "since") if since is not None else None
+    until_us = time_us(until, "until") if until is not None else None
+    if since_us is not None and until_us is not None and since_us >= until_us:
+        raise BadRequest(f"?since= ({since}) must be before ?until= ({until})")
+    fmt = args.get("format")
+    if fmt is None:
+        fmt = "csv" if accept_csv else "json"
+    elif fmt not in FORMATS:
+        raise BadRequest(f"?format= is json or csv, not {fmt[:40]!r}")
+    return SeriesQuery(resolution, points, since_us, until_us, limit, fmt)
+
+
+def _whole(name: str, text: str | None, default: int, low: int, high: int) -> int:
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise BadRequest(f"?{name}= is a whole number from {low} to {high}; got {text[:20]!r}")
+    return int(text)
+
+
+@bp.get("/topics/<anytext:topic>/series")
+def topic_series(topic: str) -> Response:
+    validate_topic(topic)
+    rt = runtime()
+    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+    query = parse_query(request.args, accept_csv=best == "text/csv")
+    # Answered like a stream of that one topic: 401 or 403 where the stream would be.
+    rt.gate.reader(request, TopicMatcher([topic]))
+    rules = rt.settings.rules
+    rule = rules.for_topic(topic)
+    tiers = rules.series_of(rule)
+    by_label = {duration_label(t.resolution_us): t for t in tiers}
+    if query.resolution != "auto" and query.resolution not in by_label:
+        kept = ", ".join(by_label) or "none"
+        raise BadRequest(
+            f"?resolution= is auto or a resolution topic {topic!r} keeps ({kept}); "
+            f"got {query.resolution[:40]!r}"
+        )
+    group = group_filter(request.args.getlist("group"), topic, rule.group_by)
+    gid = ""
+    if group is not None:
+        missing = [tag for tag in rule.group_by if tag not in group.tags]
+        if missing:
+            raise BadRequest(
+                f"?group= must name every tag topic {topic!r} groups by; {missing[0]!r} is missing"
+            )
+        values = dict(group.pairs)
+        gid = group_id([values[tag] for tag in rule.group_by])
+    since_us = query.since_us if query.since_us is not None else MIN_TS_US
+    until_us = query.until_us if query.until_us is not None else MAX_TS_US
+    if query.resolution == "auto":
+        latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
+        clock = latest.clock_us if latest is not None else None
+        if query.since_us is None or query.until_us is None:
+            since_us, until_us = _default_range(tiers, query, clock)
+        lateness = rt.settings.allowed_lateness_us
+        segments = plan_segments(tiers, since_us, until_us, clock, query.points, lateness)
+    else:
+        segments = [(by_label[query.resolution], since_us, until_us)]
+    rows: list[tuple[str, Point]] = []
+    more = False
+    for tier, start, end in segments:
+        label = duration_label(tier.resolution_us)
+        page = rt.broker.series(
+            topic,
+            resolution=label,
+            group_id=gid,
+            since_us=start,
+            until_us=end,
+            retention_us=tier.retention_us,
+            limit=query.limit - len(rows),
+        )
+        rows += [(label, Point.unpacked(t_us, packed)) for t_us, packed in page.points]
+        if page.more or len(rows) >= query.limit:
+            more = True
+            break
+    resolution = duration_label(segments[0][0].resolution_us) if segments else query.resolution
+    headers = {
+        "Cache-Control": "no-store",
+        MORE_HEADER: "true" if more else "false",
+        RESOLUTION_HEADER: resolution,
+        "Vary": "Accept",
+    }
+    if query.format == "csv":
+        table = (_csv_row(label, point) for label, point in rows)
+        header = ["resolution", "time", *CSV_STATS]
+        body = history_table.to_csv(table, header).encode()
+        return Response(body, mimetype=FORMATS["csv"], headers=headers)
+    answer = {
+        "topic": topic,
+        "resolution": resolution,
+        "points": [point.fields() for _, point in rows],
+        "more": more,
+        "segments": [
+            {
+                "resolution": duration_label(tier.resolution_us),
+                "since": start / 1_000_000,
+                "until": end / 1_000_000,
+            }
+            for tier, start, end in segments
+        ],
+    }
+    if group is not None:
+        answer["group"] = dict(group.pairs)
+    return Response(orjson.dumps(answer), mimetype=FORMATS["json"], headers=headers)
+
+
+def _default_range(
+    tiers: tuple[SeriesTier, ...], query: SeriesQuery, clock_us: int | None
+) -> tuple[int, int]:
+    """`resolution=auto` without a bound: up to the topic clock, back as far as the
+    coarsest tier keeps."""
+    if clock_us is None:
+        return MIN_TS_US, MAX_TS_US
+    until_us = query.until_us if query.until_us is not None else clock_us + 1
+    keeps = max((t.retention_us for t in tiers), default=0)
+    since_us = query.since_us if query.since_us is not None else until_us - keeps
+    if since_us >= until_us:
+        raise BadRequest("?since= must be before ?until= (the topic clock, when not given)")
+    return since_us, until_us
+
+
+def _csv_row(label: str, point: Point) -> list[object]:
+    fields = point.fields()
+    return [label, point.t_us, *(fields[stat] for stat in CSV_STATS)]
