@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 
 from faults.harness import FaultStack, Producer, Watcher, drain
 from pushsvc.aggregate.aggregator import Aggregator
@@ -63,7 +64,9 @@ def _by_tier(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.fixture
 def deployment(prefix: str) -> Iterator[FaultStack]:
     server = RedisServer().start()
-    made = FaultStack(server, prefix, env={"PUSHSVC_SERIES": TIERS})
+    # A 2 s window: the log is trimmed past the 10 s tier's open buckets, so a cold
+    # aggregator must take them from a checkpoint.
+    made = FaultStack(server, prefix, env={"PUSHSVC_SERIES": TIERS, "PUSHSVC_WINDOWS": "2s"})
     yield made
     made.stop()
     server.stop()
@@ -103,6 +106,11 @@ def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> Non
         watcher.stop()
 
     assert set(producer.statuses) == {202}, producer.statuses
+    client = redis.Redis.from_url(deployment.redis.url)
+    prefix = deployment.env["PUSHSVC_PREFIX"]
+    assert client.hexists(f"{prefix}checkpoint:{topic}", "series")
+    logged = sum(client.xlen(key) for key in client.scan_iter(f"{prefix}log:*"))
+    assert logged < len(producer.acked) - 200, "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked, topic)
     assert sum(m["resolution"] == "10s" for m in expected) >= 2
     assert _by_tier(_stored(deployment.ports()[0], topic)) == _by_tier(expected)
