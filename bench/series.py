@@ -1,0 +1,244 @@
+"""Series: what keeping tiers costs the aggregator, what they hold, and how fast they answer.
+
+    python -m bench.series                   # every segment
+    python -m bench.series --rounds 7        # more alternating rounds for the aggregator rows
+    python -m bench.series --only aggregator # one segment: aggregator, memory, api, redis
+
+Segments:
+
+* `aggregator`: events/s of process CPU through `Aggregator.apply_events` (every statistic
+  over 10s, 1m and 5m, batches of 100, one topic, timestamps 3 ms apart, the first half fed
+  untimed), without series and with the default tiers (`1s:15m,1m:24h`), in alternating
+  rounds; the median of each and their ratio (the goal: at most 10 % slower).
+* `memory`: bytes per topic when every tier is full, for the default tiers and for
+  `1s:1h,1m:7d,1h:90d`: the memory broker's store (`SeriesStore`), and Redis's `MEMORY USAGE`
+  of the tier streams (a real redis-server, points written by the publish script).
+* `redis`: Redis commands per closed point (`INFO commandstats`, publishing 1,000 points with
+  the updates that close them) and the script's calls.
+* `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
+  `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
+  broker and on Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import redis
+
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.event import Event
+from pushsvc.core.updates import SeriesWrite, draft, point_draft
+from pushsvc.series.buckets import SeriesBuckets
+from pushsvc.series.point import Point
+from pushsvc.series.store import SeriesStore
+from pushsvc.series.tiers import SeriesTier, parse_tiers
+from pushsvc.stats.rules import Rules, default_rule
+from support.live import PushsvcProcess, post
+from support.redis_server import RedisServer
+
+S = 1_000_000
+WINDOWS = (10 * S, 60 * S, 300 * S)
+ALL = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
+T0 = 1_700_000_000 * S
+BATCH = 100
+LONG = "1s:1h,1m:7d,1h:90d"
+
+
+def _aggregator(tiers: str) -> Aggregator:
+    rules = Rules((), default_rule(WINDOWS, ALL, parse_tiers(tiers)))
+    return Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=5 * S)
+
+
+def _events(n: int) -> list[Event]:
+    return [Event(((i * 7919) % 1000) / 10.0, T0 + i * 3000, None) for i in range(n)]
+
+
+def _rate(tiers: str, events: list[Event]) -> float:
+    aggregator = _aggregator(tiers)
+    half = len(events) // 2
+    for start in range(0, half, BATCH):
+        aggregator.apply_events("t", events[start : start + BATCH])
+    began = time.process_time()
+    for start in range(half, len(events), BATCH):
+        aggregator.apply_events("t", events[start : start + BATCH])
+    return (len(events) - half) / (time.process_time() - began)
+
+
+def aggregator_rows(rounds: int) -> None:
+    events = _events(40_000)
+    plain: list[float] = []
+    tiered: list[float] = []
+    for index in range(rounds):
+        order = [("none", plain), ("1s:15m,1m:24h", tiered)]
+        for tiers, rates in order if index % 2 == 0 else order[::-1]:
+            rates.append(_rate(tiers, events))
+    a, b = statistics.median(plain), statistics.median(tiered)
+    print(f"aggregator  without series  {a:9.0f} events/s  (rounds: {_list(plain)})")
+    print(f"aggregator  default tiers   {b:9.0f} events/s  (rounds: {_list(tiered)})")
+    print(f"aggregator  with/without    {b / a:9.3f}")
+
+
+def _list(rates: list[float]) -> str:
+    return ", ".join(f"{r:.0f}" for r in rates)
+
+
+def _full_points(tier: SeriesTier) -> list[tuple[int, bytes]]:
+    count = tier.retention_us // tier.resolution_us
+    packed = Point(0, 60, 123.4, 2.05, 0.1, 9.9, 1.5, 2.0, 8.0, 9.8).packed()
+    return [(T0 + i * tier.resolution_us, packed) for i in range(count)]
+
+
+def memory_rows(server: RedisServer) -> None:
+    client = redis.Redis.from_url(server.url)
+    for tiers_text in ("1s:15m,1m:24h", LONG):
+        tiers = parse_tiers(tiers_text)
+        store = SeriesStore()
+        points = 0
+        for tier in tiers:
+            for t_us, packed in _full_points(tier):
+                store.append(("t", "", tier.resolution_label), t_us, packed)
+                points += 1
+        # A bytearray's header per series besides the records.
+        held = store.bytes_used() + len(tiers) * bytearray().__sizeof__()
+        redis_bytes = _redis_bytes(server, client, tiers)
+        buckets = SeriesBuckets(tiers, 5 * S)
+        print(
+            f"memory  {tiers_text:<20} {points:7d} points  memory broker {held / 1024:8.1f} KiB"
+            f"  Redis {redis_bytes / 1024:8.1f} KiB  ({redis_bytes / points:.0f} B/point)"
+            f"  open-bucket state {len(buckets.durable_state())} B empty"
+        )
+
+
+def _redis_bytes(server: RedisServer, client: redis.Redis, tiers: tuple[SeriesTier, ...]) -> int:
+    broker = RedisBroker(server.url, prefix="mem:", history=10)
+    client.flushall()
+    try:
+        for tier in tiers:
+            drafts = []
+            for t_us, packed in _full_points(tier):
+                write = SeriesWrite(tier.resolution_label, "", t_us, packed, T0)
+                drafts.append(point_draft("t", t_us + tier.resolution_us, write, {"t": 0}))
+                if len(drafts) == 1000:
+                    broker.publish_updates(drafts)
+                    drafts = []
+            broker.publish_updates(drafts)
+        total = 0
+        for tier in tiers:
+            key = broker.keys.series(tier.resolution_label, "t")
+            total += int(client.memory_usage(key, samples=0) or 0)
+        return total
+    finally:
+        broker.close()
+
+
+def redis_rows(server: RedisServer) -> None:
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    broker = RedisBroker(server.url, prefix="ops:", history=10_000)
+    try:
+        client.config_resetstat()
+        points = 1000
+        for start in range(0, points, 100):
+            drafts = []
+            for i in range(start, start + 100):
+                t_us = T0 + i * S
+                drafts.append(draft("t", t_us + 6 * S, "event", {"value": 1.0}, {}))
+                write = SeriesWrite("1s", "", t_us, _full_points(parse_tiers("1s:15m")[0])[0][1], 0)
+                drafts.append(point_draft("t", t_us + 6 * S, write, {"t": t_us / S}))
+            broker.publish_updates(drafts)
+        stats = client.info("commandstats")
+        series = {
+            name: stats[f"cmdstat_{name}"]["calls"]
+            for name in ("xadd", "xtrim", "pexpire", "hset", "hget", "publish")
+            if f"cmdstat_{name}" in stats
+        }
+        print(f"redis  commands for {points} updates + {points} points (one point each): {series}")
+        print(
+            "redis  per point beyond its update: XADD to its tier, XTRIM to the retention, "
+            "PEXPIRE, and its own history XADD (the update's cost is unchanged)"
+        )
+    finally:
+        broker.close()
+
+
+def _answer_ms(port: int, path: str, rounds: int = 30) -> tuple[float, int]:
+    times = []
+    points = 0
+    for _ in range(rounds):
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        began = time.perf_counter()
+        conn.request("GET", path)
+        body = conn.getresponse().read()
+        times.append((time.perf_counter() - began) * 1000)
+        conn.close()
+        points = len(json.loads(body)["points"])
+    return statistics.median(times), points
+
+
+def api_rows(server: RedisServer) -> None:
+    minute = 60
+    day = 24 * 3600
+    now = time.time()
+    start = now - 7 * day
+    # One event a minute for 7 days (and one a second over the last 10 minutes).
+    minutes = (7 * day - 660) // minute
+    events = [{"value": float(i % 97), "ts": start + i * minute} for i in range(minutes)]
+    events += [{"value": float(i % 13), "ts": now - 600 + i} for i in range(600)]
+    for label, extra in (("embedded", []), ("redis", ["--redis-url", server.url])):
+        proc = PushsvcProcess(
+            "serve", "--tick", "0", "--series", LONG, "--max-batch", "10000", *extra
+        ).start()
+        try:
+            for at in range(0, len(events), 5000):
+                status, answer = post(proc.port, "t", events[at : at + 5000])
+                assert status == 202, answer
+            _wait_points(proc.port, "/topics/t/series?resolution=1m")
+            clock = events[-1]["ts"]
+            day_path = f"/topics/t/series?resolution=1m&since={clock - day}&until={clock}"
+            week_path = f"/topics/t/series?resolution=auto&points=300&since={clock - 7 * day}"
+            for name, path in (("24h at 1m", day_path), ("auto, 300, 7 days", week_path)):
+                ms, points = _answer_ms(proc.port, path)
+                print(f"api  {label:<8} {name:<18} {ms:7.2f} ms  ({points} points)")
+        finally:
+            proc.stop()
+
+
+def _wait_points(port: int, path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        _, points = _answer_ms(port, path, rounds=1)
+        if points == last and points > 0:
+            return
+        last = points
+        time.sleep(0.5)
+
+
+SEGMENTS: dict[str, Callable[[argparse.Namespace, RedisServer], None]] = {
+    "aggregator": lambda args, _: aggregator_rows(args.rounds),
+    "memory": lambda _, server: memory_rows(server),
+    "redis": lambda _, server: redis_rows(server),
+    "api": lambda _, server: api_rows(server),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=sorted(SEGMENTS))
+    args = parser.parse_args()
+    with RedisServer() as server:
+        for name, run in SEGMENTS.items():
+            if args.only in (None, name):
+                run(args, server)
+
+
+if __name__ == "__main__":
+    main()
