@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import subprocess
 import sys
 import uuid
@@ -256,3 +257,40 @@ def test_bad_options_are_a_usage_error(args: list[str], message: str) -> None:
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_backfill_posts_the_past_hours_then_goes_live(server: PushsvcProcess) -> None:
+    """`--backfill 6h` from 18:00: the six simulated hours before (the lunch rush, the quiet
+    afternoon) land stamped in the past, in the kitchen's minute series; a second backfill into
+    the same topics is refused with one clear line."""
+    prefix = f"b{uuid.uuid4().hex[:8]}."
+    flags = ["--start=18:00", "--speed=1", "--rate=3", "--duration=1s", "--seed=4"]
+    began = time.time()
+    done = _run(
+        "-m", "pushsvc", "demo", f"--url={server.base}", f"--prefix={prefix}", "--backfill=6h",
+        *flags,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    filled = re.search(r"backfilled (\d+) events", done.stderr)
+    assert filled and int(filled[1]) > 1000, done.stderr
+    kitchen = f"{prefix}restaurant.kitchen"
+    status, _, body = request(server.port, "GET", f"/topics/{kitchen}/series?resolution=1m")
+    assert status == 200
+    points = json.loads(body)["points"]
+    assert points[0]["t"] < began - 5.9 * 3600 and points[-1]["t"] > began - 120
+    counts = pd.Series(
+        [p["count"] for p in points], index=pd.to_datetime([p["t"] for p in points], unit="s")
+    )
+    # 12:00-13:30 simulated is the lunch rush; 15:00-16:30 the quiet afternoon.
+    lunch = counts[counts.index < pd.Timestamp(began - 4.5 * 3600, unit="s")]
+    afternoon = counts[
+        (counts.index >= pd.Timestamp(began - 3 * 3600, unit="s"))
+        & (counts.index < pd.Timestamp(began - 1.5 * 3600, unit="s"))
+    ]
+    assert lunch.sum() / 90 > 1.5 * afternoon.sum() / 90, (lunch.sum(), afternoon.sum())
+    again = _run(
+        "-m", "pushsvc", "demo", f"--url={server.base}", f"--prefix={prefix}", "--backfill=1h",
+        *flags,
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert "already has events newer than the backfill" in again.stderr

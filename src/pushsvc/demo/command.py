@@ -82,7 +82,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return seconds
 
 
-SCENARIO_ONLY = ("speed", "start", "prefix")
+SCENARIO_ONLY = ("speed", "start", "prefix", "backfill")
 
 
 @click.command("demo")
@@ -162,6 +162,15 @@ SCENARIO_ONLY = ("speed", "start", "prefix")
     "comma-separated topics, posted to in turn, one event per request, stamped by the "
     "server (a plain smoke-test producer) [env PUSHSVC_DEMO_TOPICS].",
 )
+@click.option(
+    "--backfill",
+    envvar="PUSHSVC_DEMO_BACKFILL",
+    callback=_duration,
+    help="First post this much simulated time before --start, e.g. 6h, as fast as the server "
+    "takes it (stamped in the past, so charts of hours show it at once), then go live. Into "
+    "topics without newer events: a fresh server, or another --prefix [env "
+    "PUSHSVC_DEMO_BACKFILL].",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -175,13 +184,14 @@ def demo(
     seed: int | None,
     prefix: str,
     topics: tuple[str, ...] | None,
+    backfill: float | None,
 ) -> None:
     """Post a live, realistic workload: a restaurant's order latencies per kitchen station
     (lunch and dinner rushes), ratings per dish (slow drift, the odd bad batch), and a web
     shop's page views, session lengths and checkout values (flash-sale bursts), on a simulated
     day that runs --speed times faster than the machine's clock."""
     from pushsvc.demo.publisher import Publisher, Rejected
-    from pushsvc.demo.runner import Limits, run_scenario, run_walk
+    from pushsvc.demo.runner import Limits, backfill_scenario, run_scenario, run_walk
 
     if topics is not None:
         given = [
@@ -203,7 +213,8 @@ def demo(
             log.warning("posting %g events/s to %s on %s", rate, url, ", ".join(topics))
             posted = run_walk(publisher, topics, rate, limits, seed)
         else:
-            from pushsvc.demo.clock import SimClock, format_time_of_day
+            from pushsvc.core.durations import duration_label as format_duration
+            from pushsvc.demo.clock import SECONDS_PER_DAY, SimClock, format_time_of_day
             from pushsvc.demo.scenario import Scenario, topic_names
 
             log.warning(
@@ -212,6 +223,18 @@ def demo(
                 rate, url, format_time_of_day(start), speed, len(topic_names()),
                 topic_names(prefix)[0],
             )  # fmt: skip
+            if backfill is not None:
+                past = Scenario(
+                    SimClock((start - backfill) % SECONDS_PER_DAY, speed), rate, seed, prefix
+                )
+                span_s = backfill / speed
+                log.warning(
+                    "backfilling %s simulated before %s",
+                    format_duration(round(backfill * 1e6)),
+                    format_time_of_day(start),
+                )
+                filled = backfill_scenario(publisher, past, span_s, time.time())
+                log.warning("backfilled %d events", filled)
             scenario = Scenario(SimClock(start, speed), rate, seed, prefix)
             posted = run_scenario(publisher, scenario, limits)
     except (Terminated, KeyboardInterrupt):

@@ -69,6 +69,45 @@ def run_scenario(publisher: Publisher, scenario: Scenario, limits: Limits) -> in
     return posted
 
 
+BACKFILL_BATCH = 5000  # events per POST while backfilling
+
+
+def backfill_scenario(
+    publisher: Publisher, scenario: Scenario, span_s: float, now_wall: float
+) -> int:
+    """Post the scenario's first `span_s` machine seconds, stamped as the `span_s` seconds
+    before `now_wall`, as fast as the server takes them (each topic's events in time order, in
+    batches); returns how many were posted. A topic that already has newer events refuses
+    them as late (a topic's clock only moves forward): Rejected, saying so."""
+    begin = now_wall - span_s
+    posted = 0
+    pending: list[DemoEvent] = []
+    for event in scenario.events():
+        if event.offset >= span_s:
+            break
+        pending.append(event)
+        if len(pending) == BACKFILL_BATCH:
+            posted += _post_backfill(publisher, pending, begin)
+            pending = []
+    return posted + _post_backfill(publisher, pending, begin)
+
+
+def _post_backfill(publisher: Publisher, events: list[DemoEvent], begin: float) -> int:
+    for topic, batch in _by_topic(events).items():
+        body = [{"value": e.value, "ts": round(begin + e.offset, 3), "tags": e.tags} for e in batch]
+        try:
+            publisher.post(topic, body)
+        except Rejected as exc:
+            if exc.code == "late_event":
+                raise Rejected(
+                    f"{topic} already has events newer than the backfill: backfill into topics "
+                    "without them (a fresh server, or another --prefix)",
+                    exc.code,
+                ) from None
+            raise
+    return len(events)
+
+
 def _by_topic(events: list[DemoEvent]) -> dict[str, list[DemoEvent]]:
     groups: dict[str, list[DemoEvent]] = {}
     for event in events:
