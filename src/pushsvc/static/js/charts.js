@@ -45,6 +45,29 @@ export function windowColumns(points, window) {
   return cols;
 }
 
+/** The same columns for series points ({t, resolution, count, mean, ...}): one row per
+ *  closed bucket, at its start; where two buckets or more in a row had no event, a null row
+ *  breaks the lines (an idle stretch), as a gap does for updates. */
+export function seriesColumns(points, widthOf) {
+  const cols = { ts: [], min: [], max: [], count: [], ids: [] };
+  for (const line of LINES) cols[line] = [];
+  let end = null;
+  let lastStart = null;
+  for (const point of points) {
+    if (end !== null && point.t > end + (end - lastStart)) {
+      cols.ts.push(end);
+      cols.ids.push(null);
+      for (const key of ["min", "max", "count", ...LINES]) cols[key].push(null);
+    }
+    cols.ts.push(point.t);
+    cols.ids.push(`${point.resolution}@${point.t}`);
+    for (const key of ["min", "max", "count", ...LINES]) cols[key].push(point[key] ?? null);
+    lastStart = point.t;
+    end = point.t + widthOf(point.resolution);
+  }
+  return cols;
+}
+
 export function sparkColumns(points) {
   const ts = [];
   const values = [];
@@ -90,16 +113,30 @@ export function windowChart(target, width, syncKey) {
 
 export function countChart(target, width, syncKey) {
   const colors = palette();
-  return new uPlot({
+  const [xAxis, yAxis] = axes(colors, 64);
+  const chart = new uPlot({
     width, height: 90, class: "count-chart",
     cursor: { sync: { key: syncKey } },
-    scales: { x: { time: true } },
-    axes: axes(colors, 64),
+    // Counts from 0, in whole steps: uPlot's own range around a flat count left one tick.
+    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, niceCeiling(max)] } },
+    axes: [xAxis, { ...yAxis, incrs: WHOLE_STEPS, space: 24 }],
     series: [{}, {
       label: "count", stroke: colors.count, width: 1.25, fill: colors.band,
       value: (_u, v) => formatNumber(v),
     }],
   }, [[], []], target);
+  target.uplot = chart; // its scales, for the tests and a curious developer's console
+  return chart;
+}
+
+const WHOLE_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6, 1e7];
+
+/** The smallest of 1, 2, 5 × 10^k at or above `max` (at least 1): the count axis's top. */
+export function niceCeiling(max) {
+  if (!(max > 1)) return 1;
+  const power = 10 ** Math.floor(Math.log10(max));
+  for (const step of [1, 2, 5, 10]) if (step * power >= max) return step * power;
+  return 10 * power;
 }
 
 /** An SVG path (`d`) through `[ts, value]` pairs in a width × height box: x by time, y from

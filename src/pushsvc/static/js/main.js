@@ -28,6 +28,7 @@ const overview = new Overview(store, {
 const topicView = new TopicView({
   section: $("topic-view"), title: $("topic-title"), groupLine: $("group-line"),
   groupName: $("group-name"), wholeTopic: $("whole-topic"), windowSelect: $("window-select"),
+  rangeSelect: $("range-select"),
   pause: $("pause"), figures: $("figures"), current: $("current"), value: $("topic-value"),
   rate: $("topic-rate"), time: $("topic-time"), template: $("figure-template"),
 }, () => groupsTable.render(true));

@@ -5,13 +5,15 @@
 // the group's series (its part of the topic's updates), with a way back to the whole topic.
 
 import { topicHash } from "./address.js";
-import { LINES, countChart, windowChart, windowColumns } from "./charts.js";
+import { LINES, countChart, seriesColumns, windowChart, windowColumns } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
+import { RANGES, SeriesRange, labelSeconds } from "./series.js";
 import { isAfter } from "./store.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
+const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
 const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 
 export class TopicView {
@@ -36,6 +38,18 @@ export class TopicView {
       }
     });
     els.windowSelect.addEventListener("change", () => this.render(true));
+    // Ranges longer than the live history are drawn from the topic's series.
+    this.range = "live";
+    this.name = null;
+    this.whole = null;
+    this.groupKey = null;
+    this.series = new SeriesRange(() => this.render(true));
+    els.rangeSelect.replaceChildren(...RANGES.map(([value, label]) => new Option(label, value)));
+    els.rangeSelect.addEventListener("change", () => {
+      this.range = els.rangeSelect.value;
+      this.loadRange();
+      this.render(true);
+    });
     this.resize = new ResizeObserver(() => {
       for (const figure of this.figures.values()) fit(figure);
     });
@@ -46,6 +60,10 @@ export class TopicView {
     const series = group === null ? topic : group.series;
     if (this.topic !== series) {
       this.topic = series;
+      this.name = topic.name;
+      this.whole = topic; // its clock ends a range, a group's too
+      this.groupKey = group === null ? null : group.key;
+      this.loadRange();
       for (const figure of this.figures.values()) {
         figure.main.destroy();
         figure.count.destroy();
@@ -62,7 +80,21 @@ export class TopicView {
     this.render(true);
   }
 
-  hide() { this.topic = null; }
+  hide() {
+    this.topic = null;
+    this.series.close();
+  }
+
+  /** Fetch the chosen range's points (nothing to fetch for the live range). */
+  loadRange() {
+    if (this.range === "live" || this.topic === null) {
+      this.series.close();
+      return;
+    }
+    const clock = this.whole.ts ?? Date.now() / 1000;
+    const wanted = Math.max(60, Math.round((this.els.figures.clientWidth || 900) / 3));
+    this.series.load(this.name, this.groupKey, Number(this.range), clock, wanted);
+  }
 
   render(force = false) {
     const topic = this.topic;
@@ -72,11 +104,19 @@ export class TopicView {
     const windows = Object.keys(topic.windows);
     this.syncSelect(windows);
     const chosen = this.els.windowSelect.value;
+    const ranged = this.range !== "live";
+    this.els.windowSelect.disabled = ranged;
     for (const window of windows) {
       let figure = this.figures.get(window);
       if (figure === undefined) figure = this.create(window);
-      figure.el.hidden = chosen !== "" && chosen !== window;
+      figure.el.hidden = ranged || (chosen !== "" && chosen !== window);
       if (!figure.el.hidden) this.draw(figure, topic);
+    }
+    let span = this.figures.get(RANGE_FIGURE);
+    if (ranged && span === undefined) span = this.create(RANGE_FIGURE);
+    if (span !== undefined) {
+      span.el.hidden = !ranged;
+      if (ranged) this.drawRange(span);
     }
     this.renderCurrent(topic, windows);
   }
@@ -106,6 +146,7 @@ export class TopicView {
     el.querySelector(".window-name").textContent = window;
     const figure = {
       el, window,
+      name: el.querySelector(".window-name"),
       points: el.querySelector(".points"),
       mainEl: el.querySelector(".chart-main"),
       countEl: el.querySelector(".chart-count"),
@@ -135,6 +176,22 @@ export class TopicView {
     const n = cols.ids.filter(Boolean).length;
     setText(figure.points, `${n} update${n === 1 ? "" : "s"}`);
     figure.el.dataset.points = String(n);
+    renderTable(figure);
+  }
+
+  /** The chosen range from the series: one bucket per point, at its start. */
+  drawRange(figure) {
+    const { points, error } = this.series;
+    const cols = seriesColumns(points, labelSeconds);
+    figure.columns = cols;
+    figure.main.setData([cols.ts, cols.min, cols.max, ...LINES.map((l) => cols[l])]);
+    figure.count.setData([cols.ts, cols.count]);
+    const label = RANGES.find(([value]) => value === this.range)[1];
+    const tiers = [...new Set(points.map((p) => p.resolution))].join(", ");
+    setText(figure.name, `last ${label}`);
+    setText(figure.points, error ?? `${points.length} bucket${points.length === 1 ? "" : "s"}` +
+      (tiers ? ` of ${tiers}` : ""));
+    figure.el.dataset.points = String(points.length);
     renderTable(figure);
   }
 

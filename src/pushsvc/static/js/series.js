@@ -1,0 +1,115 @@
+// Long ranges on the topic view: closed buckets from GET /topics/{t}/series
+// (resolution=auto: the coarsest tier giving the chart enough points, the recent part from
+// finer tiers), extended live by a stream that asks for those tiers' points (?series=).
+// A point is one bucket [t, t + resolution); a coarser point, when it closes, replaces the
+// finer points inside its bucket, so fetched and live points meet with no gap and none twice.
+
+export const RANGES = [
+  ["live", "live 5m"], ["3600", "1 h"], ["21600", "6 h"], ["86400", "24 h"], ["604800", "7 d"],
+];
+
+const UNITS = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** "1m" -> 60 (a resolution label's seconds). */
+export function labelSeconds(label) {
+  const match = /^(\d+)([smhd])$/.exec(label);
+  return match ? Number(match[1]) * UNITS[match[2]] : NaN;
+}
+
+/** Put `point` ({t, resolution, ...}) into `points` (ascending t): a coarser point replaces
+ *  the finer ones inside its bucket; a point already held (same t and resolution) or covered
+ *  by a coarser one is dropped. Returns whether `points` changed. */
+export function mergePoint(points, point) {
+  const width = labelSeconds(point.resolution);
+  for (const held of points) {
+    const heldWidth = labelSeconds(held.resolution);
+    if (heldWidth >= width && held.t <= point.t && point.t < held.t + heldWidth) return false;
+  }
+  let i = points.length;
+  while (i > 0 && points[i - 1].t >= point.t) i--;
+  let end = i;
+  while (end < points.length && points[end].t < point.t + width) end++;
+  points.splice(i, end - i, point);
+  return true;
+}
+
+export class SeriesRange {
+  /** `onChange()` runs after the points change (fetched, or a live point merged). */
+  constructor(onChange) {
+    this.onChange = onChange;
+    this.points = [];
+    this.source = null;
+    this.key = null;
+    this.error = null;
+  }
+
+  /** Show `rangeS` seconds up to `clockS` of `topic` (or of the group `group`: {tag: value}),
+   *  with about `wanted` points. */
+  async load(topic, group, rangeS, clockS, wanted) {
+    const key = JSON.stringify([topic, group, rangeS]);
+    if (key === this.key) return;
+    this.close();
+    this.key = key;
+    const filter = group
+      ? Object.entries(group).map(([k, v]) => `&group=${encodeURIComponent(`${k}:${v}`)}`).join("")
+      : "";
+    const path = `/topics/${encodeURIComponent(topic)}`;
+    const since = clockS - rangeS;
+    const query = `${path}/series?resolution=auto&points=${wanted}${filter}`;
+    try {
+      const answer = await fetchJson(`${query}&since=${since}`);
+      if (this.key !== key) return; // another range was chosen meanwhile
+      this.points = answer.points.map((p) => ({ ...p, resolution: resolutionOf(answer.segments, p.t) }));
+      const tiers = [...new Set(answer.segments.map((segment) => segment.resolution))];
+      this.follow(path, filter, group, tiers, async () => {
+        // Subscribed: what closed between the answer and now comes from the series again.
+        const last = this.points.length ? this.points[this.points.length - 1].t : since;
+        const again = await fetchJson(`${query}&since=${last}`);
+        if (this.key !== key) return;
+        for (const p of again.points) mergePoint(this.points, { ...p, resolution: resolutionOf(again.segments, p.t) });
+        this.onChange();
+      });
+    } catch (error) {
+      if (this.key !== key) return;
+      this.error = String(error);
+    }
+    this.onChange();
+  }
+
+  /** Merge every point of these tiers as it closes; `subscribed` runs once the stream's
+   *  snapshot says the server is sending them. */
+  follow(path, filter, group, tiers, subscribed) {
+    if (!tiers.length) return;
+    const series = tiers.map((tier) => `&series=${tier}`).join("");
+    this.source = new EventSource(`${path}/stream?stats=count${series}${filter}`);
+    let first = true;
+    this.source.addEventListener("snapshot", () => {
+      if (first) subscribed();
+      first = false;
+    });
+    this.source.addEventListener("point", (event) => {
+      const message = JSON.parse(event.data);
+      if (!group && message.group) return; // a group's point, on the topic's view
+      if (mergePoint(this.points, { ...message.point, resolution: message.resolution })) this.onChange();
+    });
+  }
+
+  close() {
+    if (this.source) this.source.close();
+    this.source = null;
+    this.key = null;
+    this.points = [];
+    this.error = null;
+  }
+}
+
+async function fetchJson(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function resolutionOf(segments, t) {
+  for (const segment of segments) if (segment.since <= t && t < segment.until) return segment.resolution;
+  return segments.length ? segments[segments.length - 1].resolution : "";
+}

@@ -1,0 +1,169 @@
+"""Long ranges on the dashboard, in a real headless Chromium against a real `pushsvc serve`: the
+topic view's 24 h range draws the closed buckets `GET /topics/{t}/series` answers (the chart's
+data table holds exactly the API's points), then extends live with the points that close
+after, without a gap or a repeated bucket; a group's range is that group's series; the count
+chart's axis has real ticks; the page fits 1280 px and 390 px; no console errors. Skipped only
+when Debian's `chromium` is not installed."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from support.browser import (
+    CHROMIUM,
+    DRAWN,
+    NO_CHROMIUM,
+    drawn,
+    figure,
+    line_coverage,
+    open_dashboard,
+    shown,
+)
+from support.live import PushsvcProcess, post, request, wait_until
+
+if CHROMIUM is None:
+    pytest.skip(NO_CHROMIUM, allow_module_level=True)
+
+RULES = """
+[[rule]]
+topics = ["kitchen.*"]
+windows = ["10s", "1m"]
+stats = ["count", "mean", "p90"]
+group_by = ["station"]
+"""
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
+    rules = tmp_path_factory.mktemp("rules") / "rules.toml"
+    rules.write_text(RULES)
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules)).start()
+    yield proc
+    proc.stop()
+
+
+def _day_of_events(now: float, stations: tuple[str, ...] = ("grill",)) -> list[dict[str, Any]]:
+    """An event every 45 s over the last day, ending two minutes ago (the minute buckets up to
+    then close with the last of them)."""
+    start = now - 24 * 3600
+    count = int((24 * 3600 - 120) / 45)
+    return [
+        {
+            "value": float(10 + (i * 37) % 50),
+            "ts": round(start + i * 45, 3),
+            "tags": {"station": stations[i % len(stations)]},
+        }
+        for i in range(count)
+    ]
+
+
+def _series(port: int, topic: str, query: str) -> list[dict[str, Any]]:
+    status, _, body = request(port, "GET", f"/topics/{topic}/series?{query}")
+    assert status == 200, body
+    points: list[dict[str, Any]] = json.loads(body)["points"]
+    return points
+
+
+def _choose_range(page: Page, label: str) -> None:
+    page.locator("#range-select").select_option(label=label)
+
+
+def _range_rows(page: Page) -> list[dict[str, str]]:
+    return drawn(page, "range")
+
+
+def test_the_24h_range_draws_the_series_then_extends_live(
+    ranged: PushsvcProcess, page: Page
+) -> None:
+    topic = f"kitchen.{uuid.uuid4().hex[:8]}"
+    now = time.time()
+    events = _day_of_events(now)
+    for start in range(0, len(events), 500):
+        assert post(ranged.port, topic, events[start : start + 500])[0] == 202
+    open_dashboard(page, ranged, f"/#/topics/{topic}")
+    expect(page.locator("#topic-title")).to_have_text(topic)
+    _choose_range(page, "24 h")
+    fig = figure(page, "range")
+    expect(fig).to_be_visible()
+    clock = events[-1]["ts"]
+    width = page.locator("#figures").evaluate("e => e.clientWidth")
+    wanted = max(60, round(width / 3))
+    api = _series(ranged.port, topic, f"resolution=auto&points={wanted}&since={clock - 86400}")
+    assert len(api) > 200
+    expect(fig).to_have_attribute("data-points", str(len(api)))
+    rows = _range_rows(page)
+    assert [r["id"].split("@")[1] for r in rows] == [_t(p["t"]) for p in api]
+    for row, point in zip(rows, api, strict=True):
+        assert row["mean"] == shown(point["mean"]) and row["count"] == shown(point["count"])
+    assert line_coverage(fig.locator(".chart-main canvas"), "--accent") > DRAWN
+    # The count axis runs from 0 to a round number above the largest count, in whole steps
+    # (uPlot's own range around a flat count drew a single "0").
+    low, high = fig.locator(".chart-count").evaluate(
+        "e => [e.uplot.scales.y.min, e.uplot.scales.y.max]"
+    )
+    assert low == 0 and high >= max(p["count"] for p in api) and high in (1, 2, 5, 10, 20, 50, 100)
+
+    # Live: an event now closes the last minute bucket (and its seconds): they arrive as points.
+    assert (
+        post(ranged.port, topic, {"value": 99.0, "ts": now + 5, "tags": {"station": "grill"}})[0]
+        == 202
+    )
+    minute = _series(ranged.port, topic, f"resolution=1m&since={clock - 120}")
+    assert minute and minute[-1]["t"] <= clock < minute[-1]["t"] + 60
+    expect(fig.locator(f'tr[data-id="1m@{_t(minute[-1]["t"])}"]')).to_have_count(1)
+    ids = [r["id"] for r in _range_rows(page)]
+    assert len(ids) == len(set(ids)), "a bucket drawn twice"
+    starts = [float(i.split("@")[1]) for i in ids]
+    assert starts == sorted(starts)
+    # The 1 s points of that minute, drawn before it closed, gave way to the minute's point.
+    assert not any(
+        i.startswith("1s@") and minute[-1]["t"] <= float(i.split("@")[1]) < minute[-1]["t"] + 60
+        for i in ids
+    )
+
+
+def test_a_groups_range_is_that_groups_series(ranged: PushsvcProcess, page: Page) -> None:
+    topic = f"kitchen.{uuid.uuid4().hex[:8]}"
+    events = _day_of_events(time.time(), ("grill", "fry"))
+    for start in range(0, len(events), 500):
+        assert post(ranged.port, topic, events[start : start + 500])[0] == 202
+    open_dashboard(page, ranged, f"/#/topics/{topic}?group=station:fry")
+    expect(page.locator("#group-name")).to_contain_text("fry")
+    _choose_range(page, "6 h")
+    fig = figure(page, "range")
+    clock = events[-1]["ts"]
+    width = page.locator("#figures").evaluate("e => e.clientWidth")
+    wanted = max(60, round(width / 3))
+    api = _series(
+        ranged.port,
+        topic,
+        f"resolution=auto&points={wanted}&since={clock - 21600}&group=station:fry",
+    )
+    expect(fig).to_have_attribute("data-points", str(len(api)))
+    assert [r["mean"] for r in _range_rows(page)] == [shown(p["mean"]) for p in api]
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_range_fits_the_screen(ranged: PushsvcProcess, page: Page, width: int) -> None:
+    topic = f"kitchen.{uuid.uuid4().hex[:8]}"
+    events = _day_of_events(time.time())[-400:]
+    assert post(ranged.port, topic, events)[0] == 202
+    page.set_viewport_size({"width": width, "height": 900})
+    open_dashboard(page, ranged, f"/#/topics/{topic}")
+    _choose_range(page, "1 h")
+    fig = figure(page, "range")
+    wait_until(lambda: int(fig.get_attribute("data-points") or 0) > 10, what="the hour drawn")
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"the page is {scroll} px wide in a {width} px window"
+
+
+def _t(seconds: float) -> str:
+    """A bucket start as the page writes it in a row id (JavaScript's number to string)."""
+    return str(int(seconds)) if float(seconds).is_integer() else repr(seconds)
