@@ -70,6 +70,7 @@ STATEFUL_REFUSALS = {
     ("/topics/{topic}/stream", "GET"): [positive_data_acceptance],
     ("/topics/{topic}/stats", "GET"): [positive_data_acceptance],
     ("/topics/{topic}/history", "GET"): [positive_data_acceptance],
+    ("/topics/{topic}/series", "GET"): [positive_data_acceptance],
 }
 
 

@@ -299,17 +299,24 @@ def test_points_stream_once_in_the_update_sequence_and_resume(
     )
 
 
-def test_history_carries_points_only_when_asked(series_server: PushsvcProcess) -> None:
+def test_the_history_holds_updates_and_a_resume_from_it_gets_the_points(
+    series_server: PushsvcProcess,
+) -> None:
     port = series_server.port
     topic = "series.history"
     _post_all(port, topic, [{"value": float(i), "ts": T0 + i} for i in range(9)])
-    status, _, body = request(port, "GET", f"/topics/{topic}/history")
+    status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=5")
     assert status == 200
-    assert all("point" not in u for u in json.loads(body)["updates"])
-    status, _, body = request(port, "GET", f"/topics/{topic}/history?series=1s")
-    kinds = ["point" if "point" in u else "stats" for u in json.loads(body)["updates"]]
+    page = json.loads(body)
+    # The newest five updates (points are not updates, and do not count against the limit).
+    assert [u["event"]["value"] for u in page["updates"]] == [4.0, 5.0, 6.0, 7.0, 8.0]
     # Buckets [T0 + k - 0.25, T0 + k + 0.75) close at clock T0 + k + 5.75: by events 6, 7, 8.
-    assert kinds == ["stats"] * 7 + ["point", "stats", "point", "stats", "point"]
+    after = page["updates"][0]["id"]
+    with SSEClient(
+        port, f"/topics/{topic}/stream?series=1s", headers={"Last-Event-ID": after}
+    ) as s:
+        kinds = [s.next().event for _ in range(4 + 3)]
+    assert kinds == ["stats", "stats", "point", "stats", "point", "stats", "point"]
 
 
 def test_idle_ticks_close_buckets(tmp_path: Path) -> None:

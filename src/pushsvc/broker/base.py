@@ -195,7 +195,8 @@ class Broker(Protocol):
         since_us: int | None = None,
         limit: int,
     ) -> HistoryPage:
-        """Up to `limit` updates of `topic` from the bounded history, oldest first.
+        """Up to `limit` updates of `topic` from the bounded history, oldest first (points
+        are not updates: `series` answers them).
 
         With `after`: the first `limit` updates after that id (exclusive, like Last-Event-ID).
         With `since_us`: the first `limit` whose clock (the update's `ts`) is at or after it;

@@ -316,7 +316,9 @@ class MemoryBroker:
             head = UpdateId(self.epoch, 0, self._seq) if self._history else None
             gap = False
             if after is None and since_us is None:
-                newest = (u for _, u in reversed(self._history) if u.topic == topic)
+                newest = (
+                    u for _, u in reversed(self._history) if u.topic == topic and not u.is_point
+                )
                 page = list(islice(newest, limit + 1))
                 return HistoryPage(page[:limit][::-1], head, len(page) > limit)
             start = 0
@@ -326,7 +328,9 @@ class MemoryBroker:
             matched = (
                 u
                 for _, u in islice(self._history, start, None)
-                if u.topic == topic and (since_us is None or u.clock_us >= since_us)
+                if u.topic == topic
+                and not u.is_point
+                and (since_us is None or u.clock_us >= since_us)
             )
             page = list(islice(matched, limit + 1))
         more = len(page) > limit

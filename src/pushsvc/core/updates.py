@@ -183,6 +183,10 @@ class SeriesWrite(NamedTuple):
     keep_from_us: int
 
 
+POINT_BODY = b'{"resolution"'
+"""How a point's body (and only a point's) starts."""
+
+
 def point_draft(
     topic: str,
     clock_us: int,
@@ -257,7 +261,7 @@ class Update:
         """The message from a draft's parts: the id becomes the JSON object's first member;
         the body's first member tells an update from a point."""
         data = b'{"id":"' + update_id.text.encode() + b'",' + body[1:]
-        if body.startswith(b'{"resolution"'):
+        if body.startswith(POINT_BODY):
             return cls(topic, update_id, clock_us, data, POINT_EVENT)
         return cls(topic, update_id, clock_us, data)
 

@@ -53,7 +53,9 @@ def deployment(prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
     server = RedisServer().start()
-    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules)})
+    # No series: their promise has its own test, and their open buckets keep the log longer
+    # than the 2 s window this test trims past.
+    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules), "PUSHSVC_SERIES": "none"})
     yield made
     made.stop()
     server.stop()

@@ -4,7 +4,7 @@
 -- every publisher, and "applied up to" moves exactly with the updates and points it
 -- produced (a standby continues where this stopped).
 --
--- KEYS: epoch, history, latest, trimmed, applied, lease, tails
+-- KEYS: epoch, history, latest, trimmed, applied, lease
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
@@ -21,12 +21,12 @@
 -- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
 -- A point is a message like an update, but never a topic's latest.
 --
--- Each history entry also names the stream id of its topic's previous message (`p`, '' for
+-- Each history entry also names the stream id of its topic's previous update (`p`, '' for
 -- none kept), so one topic's history is read by following them (topic_history.lua) instead
--- of scanning everyone's updates. The chain starts at the topic's latest update, or at its
--- `tails` entry (`<epoch>:<stream id>`) while points came after that update.
+-- of scanning everyone's updates. Points are left out of that chain (a topic's history is its
+-- updates; a stream's resume reads the whole history, points included).
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
-local trimmed_key, applied_key, lease_key, tails_key = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
 local epoch_candidate = ARGV[1]
 local history_len = tonumber(ARGV[2])
 local channel_prefix, lease_token = ARGV[3], ARGV[4]
@@ -52,30 +52,24 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   -- No epoch, or it outlived its history: whatever was there is lost, start a new one.
   epoch = epoch_candidate
   redis.call('SET', epoch_key, epoch)
-  redis.call('DEL', latest_key, trimmed_key, tails_key)
+  redis.call('DEL', latest_key, trimmed_key)
 end
 if applied_id ~= '' then
   redis.call('HSET', applied_key, 'id', applied_id)
   redis.call('HINCRBY', applied_key, 'n', applied_entries)
 end
--- The stream id of each topic's newest message in this epoch's history, '' for none; and
--- the topics whose chain starts at a `tails` entry (a point after their latest update).
-local previous, tailed = {}, {}
+-- The stream id of each topic's newest update in this epoch's history, '' for none.
+local previous = {}
 local function previous_of(topic)
   local known = previous[topic]
   if known == nil then
     known = ''
-    local tail = redis.call('HGET', tails_key, topic)
-    if tail then
-      tailed[topic] = true
-      local of_epoch, id = string.match(tail, '^([^:]+):(.+)$')
-      if of_epoch == epoch then known = id end
-    end
-    local latest = known == '' and redis.call('HGET', latest_key, topic)
+    local latest = redis.call('HGET', latest_key, topic)
     if latest then
       local of_epoch, id = string.match(latest, '^([^: ]+):([^ ]+) ')
       if of_epoch == epoch then known = id end
     end
+    previous[topic] = known
   end
   return known
 end
@@ -83,16 +77,9 @@ local length = redis.call('XLEN', history_key)
 local ids = {}
 -- Consecutive updates of one topic (a batch POST) travel as one message: one PUBLISH,
 -- one read and one hand-over per run in every web process, not one per update.
-local run, run_topic, run_latest, run_tail = {}, nil, nil, nil
+local run, run_topic, run_latest = {}, nil, nil
 local function flush()
   if run_latest then redis.call('HSET', latest_key, run_topic, run_latest) end
-  if run_tail then
-    redis.call('HSET', tails_key, run_topic, epoch .. ':' .. run_tail)
-    tailed[run_topic] = true
-  elseif tailed[run_topic] then
-    redis.call('HDEL', tails_key, run_topic)
-    tailed[run_topic] = nil
-  end
   if #run > 0 then
     redis.call('PUBLISH', channel_prefix .. run_topic, table.concat(run, '\n'))
   end
@@ -120,18 +107,14 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
   else
     local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
       'p', previous_of(topic))
-    previous[topic] = id
+    if not point then previous[topic] = id end
     if run_topic ~= topic then
       if run_topic then flush() end
-      run, run_topic, run_latest, run_tail = {}, topic, nil, nil
+      run, run_topic, run_latest = {}, topic, nil
     end
     local message = epoch .. ':' .. id .. ' ' .. clock .. ' ' .. body
     run[#run + 1] = message
-    if point then
-      run_tail = id
-    else
-      run_latest, run_tail = message, nil
-    end
+    if not point then run_latest = message end
     ids[#ids + 1] = id
     length = length + 1
   end

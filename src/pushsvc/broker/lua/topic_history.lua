@@ -2,7 +2,7 @@
 -- (the stream id of the topic's previous update, written by publish_updates.lua): a read
 -- costs the topic's own entries, never a scan of everyone's.
 --
--- KEYS: epoch, latest, history, tails
+-- KEYS: epoch, latest, history
 -- ARGV: topic, most (entries to return), oldest ('' for any, else the oldest clock_us
 --       wanted), start_id ('' for the topic's newest, else the stream id to start from)
 -- Returns {epoch, head, how, next, id, clock_us, body, id, clock_us, body, ...}, where head
@@ -10,7 +10,7 @@
 -- topic's first update kept, a trimmed one, or one older than wanted), MORE (the most
 -- entries were returned; go on from `next`) or SCAN (an entry written before `p` was,
 -- `next`: scan on from there). {false, false, END, false} when there is no history.
-local epoch_key, latest_key, history_key, tails_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local epoch_key, latest_key, history_key = KEYS[1], KEYS[2], KEYS[3]
 local topic, most, oldest = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local start_id = ARGV[4]
 
@@ -26,14 +26,7 @@ end
 local id = start_id
 if id == '' then
   id = nil
-  -- The topic's newest message: a point after its latest update (publish_updates.lua), or
-  -- that update.
-  local tail = redis.call('HGET', tails_key, topic)
-  if tail then
-    local of_epoch, tail_id = string.match(tail, '^([^:]+):(.+)$')
-    if of_epoch == epoch then id = tail_id end
-  end
-  local latest = not id and redis.call('HGET', latest_key, topic)
+  local latest = redis.call('HGET', latest_key, topic)
   if latest then
     local of_epoch, latest_id = string.match(latest, '^([^: ]+):([^ ]+) ')
     if of_epoch == epoch then id = latest_id end

@@ -209,7 +209,6 @@ class RedisBroker:
             self.keys.trimmed,
             self.keys.applied(shard),
             self.keys.lease(shard),
-            self.keys.tails,
         ]
         args: list[str | int | bytes] = [
             new_epoch(),

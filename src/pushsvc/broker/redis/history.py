@@ -1,5 +1,8 @@
 """Reading one topic's updates from the history stream (`Broker.history` on Redis).
 
+Points (closed series buckets) share the stream but are no part of a topic's history: the
+chain leaves them out and the scans skip them (`/series` answers them).
+
 The history is one stream for all topics (`{prefix}history`: t=topic, c=clock_us, b=body,
 p=the stream id of the topic's previous update), so a topic's updates are interleaved with
 everyone's. "The newest N" and "since a time" follow the topic's own chain from its latest
@@ -23,7 +26,7 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.wire import stream_position
-from pushsvc.core.updates import Update, UpdateId
+from pushsvc.core.updates import POINT_BODY, Update, UpdateId
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
@@ -64,7 +67,7 @@ class HistoryReader:
     ) -> tuple[str, UpdateId, list[HistoryEntry]] | None:
         """The topic's entries from its newest back (to `since_us`, or `wanted` of them), the
         epoch and the head: None when there is no history."""
-        keys = [self._keys.epoch, self._keys.latest, self._keys.history, self._keys.tails]
+        keys = [self._keys.epoch, self._keys.latest, self._keys.history]
         oldest = "" if since_us is None else str(since_us)
         entries: list[HistoryEntry] = []
         start = ""
@@ -102,7 +105,7 @@ class HistoryReader:
         found: list[HistoryEntry] = []
         name = topic.encode()
         for stream_id, fields in _backwards(self._client, self._keys.history, upper):
-            if fields[b"t"] != name:
+            if fields[b"t"] != name or _is_point(fields):
                 continue
             clock = int(fields[b"c"])
             if since_us is not None and clock < since_us:
@@ -132,7 +135,11 @@ class HistoryReader:
         page: list[Update] = []
         for stream_id, fields in _forwards(self._client, self._keys.history, start, head):
             clock = int(fields[b"c"])
-            if fields[b"t"] == name and (since_us is None or clock >= since_us):
+            if (
+                fields[b"t"] == name
+                and (since_us is None or clock >= since_us)
+                and not _is_point(fields)
+            ):
                 update_id = UpdateId.of_stream_id(epoch, stream_id)
                 page.append(Update.numbered(topic, update_id, clock, fields[b"b"]))
                 if len(page) > limit:
@@ -140,6 +147,11 @@ class HistoryReader:
         more = len(page) > limit
         updates = page[:limit]
         return HistoryPage(updates, updates[-1].id if more else head, more, not continues)
+
+
+def _is_point(fields: dict[bytes, bytes]) -> bool:
+    """A series point among the updates: the history answers updates only (points: /series)."""
+    return fields[b"b"].startswith(POINT_BODY)
 
 
 _Raw = tuple[bytes, dict[bytes, bytes]]

@@ -16,7 +16,6 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}updates:{topic}   channel runs of updates, `<id> <clock_us> <body>` per line
     {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
-    {prefix}tails             hash    topic -> `<epoch>:<stream id>` of a point after that update
     {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
     {prefix}trimmed           string  stream id of the newest update trimmed from the history
     {prefix}idem:{topic}/{key} string the digest and answer of the POST that logged a batch
@@ -100,12 +99,6 @@ class Keys:
     def groups(self, topic: str) -> str:
         """A hash of a grouping topic's live groups: group id → `<epoch> <group JSON>`."""
         return f"{self.prefix}groups:{topic}"
-
-    @property
-    def tails(self) -> str:
-        """A hash: topic -> `<epoch>:<stream id>` of a point published after the topic's latest
-        update (where its history chain starts), while there is one."""
-        return f"{self.prefix}tails"
 
     @property
     def epoch(self) -> str:

@@ -138,7 +138,6 @@ class EventLog:
             self.keys.lease(shard),
             self.keys.forgotten,
             self.keys.checkpoints(shard),
-            self.keys.tails,
         ]
         args: list[str | int] = [
             fence,

@@ -104,18 +104,9 @@ def topic_history(topic: str) -> Response:
     rt.gate.reader(request, TopicMatcher([topic]))
     rule = rt.settings.rules.for_topic(topic)
     group = group_filter(request.args.getlist("group"), topic, rule.group_by)
-    # `?series=1m`: the points of that tier among the updates, as a stream asking so gets them.
-    series = Projection.parse(
-        None,
-        None,
-        known_windows=(),
-        series=request.args.getlist("series"),
-        known_series=rt.settings.rules.series_labels,
-    )
     page = rt.broker.history(topic, after=query.after, since_us=query.since_us, limit=query.limit)
     windows, stats = rule.labels, rule.stats
     if query.format == "csv":
-        page = _updates_only(page)  # a point is no row of these columns: see /series
         header = history_table.columns(windows, stats)
         if group is not None:
             # One row per update and group of the filter: that group's windows.
@@ -128,7 +119,7 @@ def topic_history(topic: str) -> Response:
             rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
         body: bytes = history_table.to_csv(rows, header).encode()
     else:
-        body = _json(topic, page, windows, stats, group, series.series if series else ())
+        body = _json(topic, page, windows, stats, group)
     headers = {
         "Cache-Control": "no-store",
         MORE_HEADER: "true" if page.more else "false",
@@ -154,7 +145,6 @@ def _json(
     windows: tuple[str, ...],
     stats: tuple[str, ...],
     group: GroupFilter | None,
-    series: tuple[str, ...],
 ) -> bytes:
     head = orjson.dumps(
         {
@@ -168,17 +158,12 @@ def _json(
     )
     # The updates' JSON as streamed, spliced in without parsing or re-encoding; with a group
     # filter, as a stream with that filter gets them.
-    if group is None and not series:
-        updates = [u.data for u in page.updates if not u.is_point]
+    if group is None:
+        updates = [u.data for u in page.updates]
     else:
-        only = Projection(None, None, None, group, series)
+        only = Projection(None, None, None, group)
         updates = [data for u in page.updates if (data := only.data(u)) is not None]
     return head[:-1] + b',"updates":[' + b",".join(updates) + b"]}"
-
-
-def _updates_only(page: HistoryPage) -> HistoryPage:
-    updates = [u for u in page.updates if not u.is_point]
-    return HistoryPage(updates, page.resume, page.more, page.gap)
 
 
 def group_filter(given: list[str], topic: str, group_by: tuple[str, ...]) -> GroupFilter | None:

@@ -321,7 +321,7 @@ _HISTORY_HEADERS = {
 }
 
 
-def _history(reading: Security | None, settings: Settings) -> dict[str, Any]:
+def _history(reading: Security | None) -> dict[str, Any]:
     return {
         "get": {
             "summary": "Recent updates of a topic from the bounded history (JSON or CSV)",
@@ -335,7 +335,6 @@ def _history(reading: Security | None, settings: Settings) -> dict[str, Any]:
             "parameters": [
                 _TOPIC,
                 GROUP_PARAM,
-                _series_param(settings),
                 {
                     "name": "since",
                     "in": "query",
@@ -470,7 +469,7 @@ def describe(settings: Settings) -> dict[str, Any]:
                 errors=(400, *_auth_errors(reading), 404),
                 security=reading,
             ),
-            "/topics/{topic}/history": _history(reading, settings),
+            "/topics/{topic}/history": _history(reading),
             "/topics/{topic}/series": _series(settings, reading),
             "/topics": _json_get(
                 "Topics the caller may read: last update, subscribers",

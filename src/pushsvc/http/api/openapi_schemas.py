@@ -67,14 +67,8 @@ SCHEMAS: dict[str, Any] = {
             "stats": {"type": "array", "items": {"type": "string"}},
             "updates": {
                 "type": "array",
-                "items": {
-                    "anyOf": [
-                        {"$ref": "#/components/schemas/Update"},
-                        {"$ref": "#/components/schemas/PointMessage"},
-                    ]
-                },
-                "description": "the updates exactly as streamed (with ?series=, the points of "
-                "those tiers among them)",
+                "items": {"$ref": "#/components/schemas/Update"},
+                "description": "the updates exactly as streamed",
             },
         },
     },
