@@ -8,6 +8,7 @@ when Debian's `chromium` is not installed."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -167,3 +168,19 @@ def test_a_range_fits_the_screen(ranged: PushsvcProcess, page: Page, width: int)
 def _t(seconds: float) -> str:
     """A bucket start as the page writes it in a row id (JavaScript's number to string)."""
     return str(int(seconds)) if float(seconds).is_integer() else repr(seconds)
+
+
+def test_an_overview_sparkline_spans_the_last_hour(ranged: PushsvcProcess, page: Page) -> None:
+    """A day of events, one every 45 s: the tile's chart holds the last hour's closed buckets
+    (from /series, whatever the update history still holds) and then the newest values."""
+    topic = f"kitchen.{uuid.uuid4().hex[:8]}"
+    events = _day_of_events(time.time())
+    for start in range(0, len(events), 500):
+        assert post(ranged.port, topic, events[start : start + 500])[0] == 202
+    clock = events[-1]["ts"]
+    api = _series(ranged.port, topic, f"resolution=auto&points=60&since={clock - 3600}")
+    assert len(api) >= 30
+    open_dashboard(page, ranged)
+    spark = page.locator(f'article.tile[data-topic="{topic}"] .spark')
+    expect(spark).to_have_attribute("data-buckets", str(len(api)))
+    expect(spark).to_have_attribute("aria-label", re.compile(r"^last hour: "))

@@ -68,6 +68,24 @@ export function seriesColumns(points, widthOf) {
   return cols;
 }
 
+/** A tile's last hour: each closed bucket's mean at its start, then the values of the
+ *  updates since the newest bucket's end (the recent part no bucket holds yet), within an
+ *  hour of `clock`. */
+export function hourColumns(buckets, points, clock, widthOf) {
+  const ts = [];
+  const values = [];
+  const from = clock === null ? -Infinity : clock - 3600;
+  let end = -Infinity;
+  for (const bucket of buckets) {
+    if (bucket.t < from) continue;
+    ts.push(bucket.t);
+    values.push(bucket.mean);
+    end = bucket.t + widthOf(bucket.resolution);
+  }
+  const [recentTs, recentValues] = sparkColumns(points.filter((p) => p.ts >= Math.max(end, from)));
+  return [ts.concat(recentTs), values.concat(recentValues)];
+}
+
 export function sparkColumns(points) {
   const ts = [];
   const values = [];

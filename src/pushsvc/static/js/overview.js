@@ -1,15 +1,23 @@
 // The overview: one tile per topic (filtered by prefix), with its latest value, its rate
-// over the smallest window, and a small chart of its recent values. Producer text (topic
-// names, tags) reaches the page only through textContent and attributes.
+// over the smallest window, and a small chart of its last hour: the closed buckets of its
+// series (their means, refreshed every half minute) and then the values since the newest of
+// them. Producer text (topic names, tags) reaches the page only through textContent and
+// attributes.
 
-import { sparkChart, sparkColumns } from "./charts.js";
+import { hourColumns, sparkChart } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
+import { labelSeconds } from "./series.js";
+
+const HOUR_S = 3600;
+const REFRESH_MS = 30_000; // how often a shown tile's hour of buckets is fetched again
+const HOUR_POINTS = 60;
 
 export class Overview {
   constructor(store, els, onFilter = () => {}) {
     this.store = store;
     this.els = els; // section, grid, filter, shown, empty, template
     this.tiles = new Map(); // name -> {el, refs, version, chart}
+    this.hours = new Map(); // name -> {at (ms), buckets: [{t, mean, resolution}]}
     this.prefix = "";
     els.filter.addEventListener("input", () => {
       this.prefix = els.filter.value.trim();
@@ -74,17 +82,50 @@ export class Overview {
       refs.time.dateTime = isoTime(topic.ts);
     }
     renderTags(tile, topic.tags);
-    const [ts, values] = sparkColumns(topic.points);
+    const hour = this.hourOf(topic);
+    const [ts, values] = hourColumns(hour.buckets, topic.points, topic.ts, labelSeconds);
     if (tile.chart === null) {
       if (!refs.chart.clientWidth) return; // hidden: drawn when shown
       tile.chart = sparkChart(refs.chart, refs.chart.clientWidth);
     }
     tile.chart.setData([ts, values]);
     const finite = values.filter((v) => v !== null);
+    const what = hour.buckets.length
+      ? `last hour: ${hour.buckets.length} bucket means, then ${finite.length - hour.buckets.length} values`
+      : `last ${finite.length} values`;
     refs.chart.setAttribute("aria-label", finite.length === 0 ? "no values yet"
-      : `last ${finite.length} values, from ${formatNumber(Math.min(...finite))} to ` +
-        `${formatNumber(Math.max(...finite))}`);
+      : `${what}, from ${formatNumber(Math.min(...finite))} to ${formatNumber(Math.max(...finite))}`);
     refs.chart.dataset.points = String(finite.length);
+    refs.chart.dataset.buckets = String(hour.buckets.length);
+  }
+
+  /** The topic's last hour of closed buckets as last fetched; fetches them again (and draws
+   *  the tile once they arrive) when older than REFRESH_MS. */
+  hourOf(topic) {
+    let hour = this.hours.get(topic.name);
+    if (hour === undefined) {
+      hour = { at: 0, buckets: [], loading: false };
+      this.hours.set(topic.name, hour);
+    }
+    if (!hour.loading && Date.now() - hour.at > REFRESH_MS && topic.ts !== null) {
+      hour.loading = true;
+      const since = topic.ts - HOUR_S;
+      const url = `/topics/${encodeURIComponent(topic.name)}/series?resolution=auto` +
+        `&points=${HOUR_POINTS}&since=${since}`;
+      fetch(url)
+        .then((response) => (response.ok ? response.json() : null))
+        .then((answer) => {
+          hour.at = Date.now();
+          if (answer !== null) hour.buckets = bucketsOf(answer);
+        })
+        .catch(() => { hour.at = Date.now(); })
+        .finally(() => {
+          hour.loading = false;
+          const tile = this.tiles.get(topic.name);
+          if (tile && !tile.el.hidden) this.draw(tile, this.store.topics.get(topic.name) || topic);
+        });
+    }
+    return hour;
   }
 
   fit(tile) {
@@ -97,6 +138,14 @@ export class Overview {
       if (topic) this.draw(tile, topic);
     }
   }
+}
+
+function bucketsOf(answer) {
+  const resolutionAt = (t) => {
+    for (const segment of answer.segments) if (segment.since <= t && t < segment.until) return segment.resolution;
+    return answer.resolution;
+  };
+  return answer.points.map((p) => ({ t: p.t, mean: p.mean, resolution: resolutionAt(p.t) }));
 }
 
 /** Events per second over the smallest window: its count divided by its length. */
