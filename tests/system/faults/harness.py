@@ -345,3 +345,31 @@ def _check_windows(update: dict[str, object], applied: list[tuple[float, int]]) 
         assert stats["count"] == len(inside), (label, stats["count"], len(inside))
         assert stats["min"] == min(inside) and stats["max"] == max(inside), label
         assert math.isclose(stats["sum"], math.fsum(inside), rel_tol=1e-12), label
+
+
+def kill_9_then_cold_restart(
+    deployment: FaultStack, watchers: list[Watcher], producer: Producer
+) -> None:
+    """Under load, kill the active aggregator with SIGKILL (the standby takes over), later every
+    aggregator at once, then start two cold ones; then drain and stop the watchers. Long
+    enough between for checkpoints (every 5 s) and log trims, so a cold aggregator has to
+    restore what outlives the log from a checkpoint."""
+    producer.start()
+    time.sleep(7)
+    active = deployment.active_aggregator()
+    active.kill()
+    deployment.aggregators.remove(active)
+    deployment.active_aggregator(timeout=10)
+    time.sleep(6)
+    for aggregator in list(deployment.aggregators):
+        aggregator.kill()
+        deployment.aggregators.remove(aggregator)
+    time.sleep(1)  # events wait in the log meanwhile
+    for _ in range(2):
+        deployment.start_aggregator()
+    deployment.active_aggregator()
+    time.sleep(3)
+    producer.stop()
+    drain(watchers, producer)
+    for watcher in watchers:
+        watcher.stop()

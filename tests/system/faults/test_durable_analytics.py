@@ -11,7 +11,6 @@ statistics."""
 
 from __future__ import annotations
 
-import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import orjson
 import pytest
 import redis
 
-from faults.harness import FaultStack, Producer, Watcher, drain
+from faults.harness import FaultStack, Producer, Watcher, kill_9_then_cold_restart
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.stats.rules import Rules, default_rule, parse_rules
@@ -90,26 +89,7 @@ def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
     for watcher in watchers:
         assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
     producer = Producer(deployment, TOPIC, rate=80.0, tags=_station)
-    producer.start()
-    # Long enough for checkpoints (every 5 s) and a trim past the 2 s window.
-    time.sleep(7)
-    active = deployment.active_aggregator()
-    active.kill()
-    deployment.aggregators.remove(active)
-    deployment.active_aggregator(timeout=10)
-    time.sleep(6)
-    for aggregator in list(deployment.aggregators):
-        aggregator.kill()
-        deployment.aggregators.remove(aggregator)
-    time.sleep(1)  # events wait in the log meanwhile
-    for _ in range(2):
-        deployment.start_aggregator()
-    deployment.active_aggregator()
-    time.sleep(3)
-    producer.stop()
-    drain(watchers, producer)
-    for watcher in watchers:
-        watcher.stop()
+    kill_9_then_cold_restart(deployment, watchers, producer)
 
     assert set(producer.statuses) == {202}, producer.statuses
     # The cold aggregators had to restore a checkpoint: the log no longer held the start.

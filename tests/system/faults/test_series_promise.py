@@ -8,7 +8,6 @@ none missing, doubled or different. The same across a stop and start of
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import orjson
 import pytest
 import redis
 
-from faults.harness import FaultStack, Producer, Watcher, drain
+from faults.harness import FaultStack, Producer, Watcher, kill_9_then_cold_restart
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.series.tiers import parse_tiers
@@ -85,25 +84,7 @@ def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> Non
     for watcher in watchers:
         assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
     producer = Producer(deployment, topic, rate=80.0)
-    producer.start()
-    time.sleep(7)  # checkpoints are saved every 5 s
-    active = deployment.active_aggregator()
-    active.kill()
-    deployment.aggregators.remove(active)
-    deployment.active_aggregator(timeout=10)
-    time.sleep(6)
-    for aggregator in list(deployment.aggregators):
-        aggregator.kill()
-        deployment.aggregators.remove(aggregator)
-    time.sleep(1)  # events wait in the log meanwhile
-    for _ in range(2):
-        deployment.start_aggregator()
-    deployment.active_aggregator()
-    time.sleep(3)
-    producer.stop()
-    drain(watchers, producer)
-    for watcher in watchers:
-        watcher.stop()
+    kill_9_then_cold_restart(deployment, watchers, producer)
 
     assert set(producer.statuses) == {202}, producer.statuses
     client = redis.Redis.from_url(deployment.redis.url)
