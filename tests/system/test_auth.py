@@ -126,6 +126,9 @@ MATRIX = {
 def test_the_auth_matrix(secured: PushsvcProcess, case: str) -> None:
     headers, expected = MATRIX[case]
     assert _statuses(secured, PRIVATE, headers) == expected
+    # A topic's series, like its stats, is read like a stream of that one topic.
+    series = request(secured.port, "GET", f"/topics/{PRIVATE}/series", headers=headers)[0]
+    assert series == expected["stats"]
 
 
 def test_a_pattern_scope_covers_the_topics_under_it_only(secured: PushsvcProcess) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from pushsvc.client import Client
+from support.live import PushsvcProcess, SSEClient, post, request, start_tool, wait_until
 from support.redis_server import RedisServer
 
 S = 1_000_000
@@ -332,3 +333,38 @@ def test_idle_ticks_close_buckets(tmp_path: Path) -> None:
         assert point["point"]["count"] == 1 and point["point"]["sum"] == 3.0
     finally:
         proc.stop()
+
+
+def test_the_client_reads_series_as_a_frame_and_the_cli_prints_points(
+    series_server: PushsvcProcess,
+) -> None:
+    port = series_server.port
+    topic = "series.client"
+    events = [{"value": float(i % 11), "ts": T0 + i * 7} for i in range(3 * 600)]  # 3.5 hours
+    _post_all(port, topic, events)
+    client = Client(series_server.base)
+    minute = client.series(topic, resolution="1m", since=T0 + 3600, until=T0 + 7200)
+    api = _series(port, topic, f"resolution=1m&since={T0 + 3600}&until={T0 + 7200}")["points"]
+    assert list(minute.index) == list(pd.to_datetime([p["t"] for p in api], unit="s", utc=True))
+    assert minute.index.name == "time" and str(minute.index.tz) == "UTC"
+    assert list(minute["count"]) == [p["count"] for p in api]
+    assert list(minute["mean"]) == [p["mean"] for p in api]
+    # One frame over tiers: the minute tier, then the seconds of the part not closed in it.
+    whole = client.series(topic, since=T0, resolution="auto", points=100)
+    tiers = [s["resolution"] for s in whole.attrs["segments"]]
+    assert tiers[0] == "1m" and whole.index.is_monotonic_increasing
+    assert len(whole) > 150
+    # `pushsvc subscribe --series 1s` prints each point once it closes, in the update order.
+    proc = start_tool("subscribe", f"--url={series_server.base}", "series.cli", "--series", "1s",
+                      "--count", "9", "--stats", "count")  # fmt: skip
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["event"] == "snapshot"  # subscribed
+    for i in range(9):
+        assert post(port, "series.cli", {"value": float(i), "ts": T0 + i})[0] == 202
+    lines = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(30) == 0
+    proc.stdout.close()
+    # Buckets T0 - 0.25 and T0 + 0.75 close with events 6 and 7; it stops at the 9th update.
+    assert [line["event"] for line in lines] == ["stats"] * 7 + ["point", "stats", "point", "stats"]
+    points = [line["data"]["point"]["t"] for line in lines if line["event"] == "point"]
+    assert points == [T0 - 0.25, T0 + 0.75]
