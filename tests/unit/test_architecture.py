@@ -86,16 +86,22 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 # must belong somewhere. The data flow: core ← ingest, stats ← aggregate, series ← broker ←
 # deliver ← http; what drives the broker (the shard runner, the one path in, the Redis bridge)
 # sits above it though its folder is lower, and what wires processes together sits on top.
-# A series tier and a point are plain specs like a window (a rule names its tiers), so they
-# sit with the statistics below the series that keep them.
+# A series tier, a point and an alert rule are plain specs like a window (a rules file names
+# them), so they sit with the statistics below the series and alerts that keep them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("pushsvc.errors", "pushsvc.extras", "pushsvc.gevent_private")),
     ("core", ("pushsvc.core",)),
     (
         "ingest, stats",
-        ("pushsvc.ingest", "pushsvc.stats", "pushsvc.series.tiers", "pushsvc.series.point"),
+        (
+            "pushsvc.ingest",
+            "pushsvc.stats",
+            "pushsvc.series.tiers",
+            "pushsvc.series.point",
+            "pushsvc.alerts.rules",
+        ),
     ),
-    ("aggregate, series", ("pushsvc.aggregate", "pushsvc.series")),
+    ("aggregate, series, alerts", ("pushsvc.aggregate", "pushsvc.series", "pushsvc.alerts")),
     ("broker", ("pushsvc.broker",)),
     (
         "drive the broker",

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from pushsvc.alerts.rules import AlertRule, AlertsError, Scope, parse_alerts
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
@@ -56,7 +57,7 @@ _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
     "exact_percentiles_up_to", "series",
 )  # fmt: skip
-_FILE_FIELDS = ("rule",)
+_FILE_FIELDS = ("rule", "alert")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +137,19 @@ class Rule:
 class Rules:
     """The rules of a deployment, in file order, and the default rule; immutable."""
 
-    def __init__(self, rules: Sequence[Rule], default: Rule, *, source: str | None = None):
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        default: Rule,
+        *,
+        source: str | None = None,
+        alerts: Sequence[AlertRule] = (),
+    ):
         self.rules = tuple(rules)
         self.default = default
         self.source = source
+        self.alerts = tuple(alerts)
+        """The `[[alert]]` rules, in file order (`pushsvc.alerts.rules`)."""
         self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
         self._chosen: dict[str, Rule] = {}
 
@@ -184,19 +194,25 @@ class Rules:
 
     def describe(self) -> dict[str, Any]:
         """`GET /rules`: the digest, the rules in file order, and the default rule."""
-        return {
+        described = {
             "digest": self.digest,
             "rules": [rule.describe() for rule in self.rules],
             "default": self.default.describe(),
         }
+        if self.alerts:
+            described["alerts"] = [alert.describe() for alert in self.alerts]
+        return described
 
     @cached_property
     def digest(self) -> str:
         """Equal for deployments that compute the same statistics for every topic."""
-        canonical = orjson.dumps(
-            {"rules": [r.describe() for r in self.rules], "default": self.default.describe()},
-            option=orjson.OPT_SORT_KEYS,
-        )
+        described: dict[str, Any] = {
+            "rules": [r.describe() for r in self.rules],
+            "default": self.default.describe(),
+        }
+        if self.alerts:
+            described["alerts"] = [alert.describe() for alert in self.alerts]
+        canonical = orjson.dumps(described, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 
@@ -227,7 +243,11 @@ def load_rules(path: str, default: Rule) -> Rules:
         raise RulesError(f"rules file {path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"rules file {path}: not valid TOML: {exc}") from None
-    return parse_rules(document, default, source=path)
+    rules = parse_rules(document, default, source=path)
+    if rules.alerts:
+        # Checked now so the file stays valid when alerts are evaluated; said, not hidden.
+        log.warning("rules file %s: [[alert]] rules are checked but not evaluated yet", path)
+    return rules
 
 
 def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "rules") -> Rules:
@@ -235,7 +255,8 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
     unknown = [key for key in document if key not in _FILE_FIELDS]
     if unknown:
         raise RulesError(
-            f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]]"
+            f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]] "
+            "and [[alert]] tables"
         )
     tables = document.get("rule", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -254,7 +275,22 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             raise RulesError(
                 f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
             ) from None
-    return Rules(rules, default, source=source)
+    alerts: tuple[AlertRule, ...] = ()
+    if "alert" in document:
+        try:
+            alerts = parse_alerts(
+                document["alert"],
+                [_scope(rule) for rule in rules],
+                _scope(default),
+                known_stats=ALL_STATS,
+            )
+        except AlertsError as exc:
+            raise RulesError(f"rules file {source}: {exc}") from None
+    return Rules(rules, default, source=source, alerts=alerts)
+
+
+def _scope(rule: Rule) -> Scope:
+    return Scope(rule.number, rule.selectors, rule.labels, rule.stats)
 
 
 class _FieldError(Exception):

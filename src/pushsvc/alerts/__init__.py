@@ -1,0 +1,1 @@
+"""Alerts on live statistics: `[[alert]]` rules (`rules`) and each instance's state (`states`)."""

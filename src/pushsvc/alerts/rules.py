@@ -1,0 +1,272 @@
+"""`[[alert]]` rules of the rules file, checked once at start (pure).
+
+```toml
+[[alert]]
+name = "slow_grill"                    # [A-Za-z0-9_]+, unique
+topics = ["restaurant.latency.*"]
+when = "p99[1m] > 900"                 # stat[window] op number; op: > >= < <= == !=
+clear = "p99[1m] < 800"                # optional (hysteresis)
+for = "30s"                            # pending this long (topic clock) before firing
+keep_firing_for = "1m"                 # stays firing this long after it clears
+labels = { severity = "page" }
+annotations = { summary = "grill p99 over 900 s" }
+```
+
+A condition names a window and a statistic the topic keeps. Which rule a topic takes is known
+only per topic (the first matching `[[rule]]`, else the server's windows), so an alert is
+checked against every rule that can be some matching topic's: each rule whose selectors
+overlap the alert's, and the default rule unless rules before it cover every selector of the
+alert. Selectors overlap when one can match a topic the other matches (`*`; equal names; a
+name under a `prefix.*`; two prefixes one of which extends the other).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushsvc.core.durations import parse_duration_us
+
+__all__ = ["AlertRule", "AlertsError", "Condition", "parse_alerts", "parse_condition"]
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne,
+}  # fmt: skip
+_CONDITION = re.compile(
+    r"\s*([A-Za-z0-9_]+)\s*\[\s*([A-Za-z0-9_.]+)\s*\]\s*(>=|<=|==|!=|>|<)\s*"
+    r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
+)
+_NAME = re.compile(r"[A-Za-z0-9_]+")
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus's label names
+_FIELDS = ("name", "topics", "when", "clear", "for", "keep_firing_for", "labels", "annotations")
+
+
+class AlertsError(ValueError):
+    """One line: which alert and field is wrong, and how."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """`stat[window] op threshold`."""
+
+    stat: str
+    window: str
+    op: str
+    threshold: float
+    text: str = field(compare=False)
+
+    def value(self, windows: Mapping[str, Mapping[str, object]]) -> float | None:
+        """The statistic in these windows (`{window: {stat: value}}`), None where it is null
+        or absent (an empty window)."""
+        value = (windows.get(self.window) or {}).get(self.stat)
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+
+    def holds(self, value: float | None) -> bool:
+        """Whether the condition holds for this value; a null statistic never matches."""
+        return value is not None and _OPERATORS[self.op](value, self.threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """One alert, valid."""
+
+    name: str
+    selectors: tuple[str, ...]
+    when: Condition
+    clear: Condition | None
+    for_us: int
+    keep_firing_for_us: int
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+    def describe(self) -> dict[str, Any]:
+        """As `GET /rules` answers it (and the rules' digest covers)."""
+        described: dict[str, Any] = {
+            "name": self.name,
+            "topics": list(self.selectors),
+            "when": self.when.text,
+            "for_seconds": self.for_us / 1_000_000,
+            "keep_firing_for_seconds": self.keep_firing_for_us / 1_000_000,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+        }
+        if self.clear is not None:
+            described["clear"] = self.clear.text
+        return described
+
+
+def parse_condition(text: object) -> Condition:
+    """ValueError unless `text` is `stat[window] op number` (a finite number)."""
+    match = _CONDITION.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f'{str(text)[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900" '
+            "(op: > >= < <= == !=)"
+        )
+    threshold = float(match[4])
+    if not math.isfinite(threshold):
+        raise ValueError(f"{text!r}: the number must be finite")
+    return Condition(match[1], match[2], match[3], threshold, str(text).strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A rule as an alert is checked against it: its selectors, window labels, statistics,
+    and its place (0 for the default rule)."""
+
+    number: int
+    selectors: tuple[str, ...]
+    windows: tuple[str, ...]
+    stats: tuple[str, ...]
+
+
+def parse_alerts(
+    tables: object, rules: Sequence[Scope], default: Scope, *, known_stats: Sequence[str]
+) -> tuple[AlertRule, ...]:
+    """The `[[alert]]` tables of a rules file; AlertsError (one line) on the first problem."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise AlertsError("[[alert]] must be tables, one per alert")
+    alerts: list[AlertRule] = []
+    seen: set[str] = set()
+    for index, table in enumerate(tables, 1):
+        label = f"alert {index}"
+        name = table.get("name")
+        if isinstance(name, str) and _NAME.fullmatch(name):
+            label = f"alert {index} ({name})"
+        try:
+            alert = _alert(table, rules, default, known_stats)
+        except ValueError as exc:
+            raise AlertsError(f"{label}: {exc}") from None
+        if alert.name in seen:
+            raise AlertsError(f"{label}: name: {alert.name!r} is given twice")
+        seen.add(alert.name)
+        alerts.append(alert)
+    return tuple(alerts)
+
+
+def _alert(
+    table: Mapping[str, Any], rules: Sequence[Scope], default: Scope, known: Sequence[str]
+) -> AlertRule:
+    unknown = [key for key in table if key not in _FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; an alert has {', '.join(_FIELDS)}")
+    for required in ("name", "topics", "when"):
+        if required not in table:
+            raise ValueError(f"{required}: missing")
+    name = table["name"]
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name: {str(name)[:80]!r} is not letters, digits and _")
+    selectors = _selectors(table["topics"])
+    when = _field("when", lambda: parse_condition(table["when"]))
+    clear = _field("clear", lambda: parse_condition(table["clear"])) if "clear" in table else None
+    for_us = _field("for", lambda: _duration(table.get("for", "0s")))
+    keep_us = _field("keep_firing_for", lambda: _duration(table.get("keep_firing_for", "0s")))
+    labels = _field("labels", lambda: _strings(table.get("labels", {}), _LABEL))
+    annotations = _field("annotations", lambda: _strings(table.get("annotations", {}), _LABEL))
+    for field_name, condition in (("when", when), ("clear", clear)):
+        if condition is not None:
+            _check_window(field_name, condition, selectors, rules, default, known)
+    return AlertRule(name, selectors, when, clear, for_us, keep_us, labels, annotations)
+
+
+def _field(name: str, read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _selectors(given: object) -> tuple[str, ...]:
+    from pushsvc.core.topics import TopicMatcher
+
+    items = [given] if isinstance(given, str) else given
+    if not isinstance(items, list) or not items or not all(isinstance(s, str) for s in items):
+        raise ValueError("topics: give a list of topic names or prefix.* selectors")
+    try:
+        TopicMatcher(items)
+    except ValueError as exc:
+        raise ValueError(f"topics: {exc}") from None
+    return tuple(items)
+
+
+def _duration(given: object) -> int:
+    if not isinstance(given, str):
+        raise ValueError(f'{given!r} is not a duration like "30s"')
+    value = parse_duration_us(given)
+    if value < 0:
+        raise ValueError(f"{given!r} is negative")
+    return value
+
+
+def _strings(given: object, key: re.Pattern[str]) -> dict[str, str]:
+    if not isinstance(given, dict):
+        raise ValueError("give a table of names to strings")
+    for name, value in given.items():
+        if not key.fullmatch(name):
+            raise ValueError(f"{name!r} is not a label name ([A-Za-z_][A-Za-z0-9_]*)")
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: {value!r} is not a string")
+    return dict(given)
+
+
+def _check_window(
+    field_name: str,
+    condition: Condition,
+    selectors: tuple[str, ...],
+    rules: Sequence[Scope],
+    default: Scope,
+    known: Sequence[str],
+) -> None:
+    if condition.stat not in known:
+        raise ValueError(
+            f"{field_name}: unknown statistic {condition.stat!r}; one of {', '.join(known)}"
+        )
+    for scope in _scopes(selectors, rules, default):
+        where = "the server's windows" if scope.number == 0 else f"rule {scope.number}"
+        if condition.window not in scope.windows:
+            raise ValueError(
+                f"{field_name}: window {condition.window!r} is not kept by {where} "
+                f"({', '.join(scope.windows)}), which some of its topics take"
+            )
+        if condition.stat not in scope.stats:
+            raise ValueError(
+                f"{field_name}: statistic {condition.stat!r} is not kept by {where}, which "
+                "some of its topics take"
+            )
+
+
+def _scopes(selectors: tuple[str, ...], rules: Sequence[Scope], default: Scope) -> list[Scope]:
+    """The rules some topic the selectors match can take (see the module doc)."""
+    chosen = [r for r in rules if any(overlap(a, b) for a in selectors for b in r.selectors)]
+    covered = all(any(covers(b, a) for r in rules for b in r.selectors) for a in selectors)
+    return chosen if covered else [*chosen, default]
+
+
+def overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both selectors."""
+    if a == "*" or b == "*" or a == b:
+        return True
+    a_prefix, b_prefix = a.endswith(".*"), b.endswith(".*")
+    if a_prefix and b_prefix:
+        return a[:-1].startswith(b[:-1]) or b[:-1].startswith(a[:-1])
+    if a_prefix:
+        return b.startswith(a[:-1])
+    if b_prefix:
+        return a.startswith(b[:-1])
+    return False
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether every topic `inner` matches, `outer` matches too."""
+    if outer == "*" or outer == inner:
+        return True
+    if outer.endswith(".*"):
+        return inner != "*" and inner.startswith(outer[:-1])
+    return False

@@ -1,0 +1,188 @@
+"""Alert rules and instance states (pure): the `[[alert]]` tables of a rules file are checked at
+start with one line per problem; an instance moves inactive → pending → firing → resolved as
+Prometheus's alerting rules do, on the topic clock, with `for`, `keep_firing_for` and
+hysteresis; a null statistic never matches; groups are instances of their own; the state
+survives a restore exactly."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushsvc.alerts.rules import AlertRule, covers, overlap, parse_condition
+from pushsvc.alerts.states import TopicAlerts
+from pushsvc.errors import RulesError
+from pushsvc.stats.rules import default_rule, parse_rules
+
+S = 1_000_000
+RULES = """
+[[rule]]
+topics = ["kitchen.*"]
+windows = ["10s", "1m"]
+stats = ["count", "mean", "p99"]
+group_by = ["station"]
+"""
+
+
+def _alerts(alerts: str, rules: str = RULES) -> tuple[AlertRule, ...]:
+    default = default_rule((10 * S, 60 * S, 300 * S), ("count", "mean", "max"))
+    return parse_rules(tomllib.loads(rules + alerts), default).alerts
+
+
+def _alert(when: str = "mean[1m] > 10", **fields: str) -> AlertRule:
+    extra = "".join(f'{k} = "{v}"\n' for k, v in fields.items())
+    (alert,) = _alerts(
+        f'[[alert]]\nname = "a"\ntopics = ["kitchen.*"]\nwhen = "{when}"\n{extra}'
+        'labels = { severity = "page" }\nannotations = { summary = "too slow" }\n'
+    )
+    return alert
+
+
+def _run(alert: AlertRule, steps: list[tuple[float, float | None]]) -> list[tuple[str, float]]:
+    """(state, since in s) of every change, feeding (clock s, mean) evaluations."""
+    topic = TopicAlerts("kitchen.a", [alert])
+    out = []
+    for clock, mean in steps:
+        windows = {"1m": {"mean": mean, "count": 1}}
+        out += [(c.state, c.since_us / S) for c in topic.evaluate(round(clock * S), windows)]
+    return out
+
+
+def test_pending_then_firing_after_for_then_resolved() -> None:
+    alert = _alert(**{"for": "30s"})
+    steps = [(0, 5), (10, 11), (20, 12), (39.9, 13), (40, 14), (50, 15), (60, 2)]
+    assert _run(alert, steps) == [("pending", 10), ("firing", 40), ("resolved", 60)]
+
+
+def test_a_pending_instance_that_clears_goes_back_silently() -> None:
+    alert = _alert(**{"for": "30s"})
+    assert _run(alert, [(0, 11), (10, 5), (20, 12), (49, 12), (50, 12)]) == [
+        ("pending", 0),
+        ("pending", 20),  # a fresh pending period: the first one ended without a change
+        ("firing", 50),
+    ]
+
+
+def test_for_zero_fires_at_once() -> None:
+    assert _run(_alert(), [(0, 5), (1, 11), (2, 3)]) == [("firing", 1), ("resolved", 2)]
+
+
+def test_keep_firing_for_holds_through_a_short_clear_and_a_relapse_resets_it() -> None:
+    alert = _alert(keep_firing_for="1m")
+    steps = [(0, 11), (10, 5), (50, 12), (60, 5), (119, 5), (120, 5)]
+    # Cleared at 10, relapsed at 50 (still firing), cleared again at 60: resolved at 120.
+    assert _run(alert, steps) == [("firing", 0), ("resolved", 120)]
+
+
+def test_hysteresis_keeps_firing_between_the_two_thresholds() -> None:
+    alert = _alert(when="mean[1m] > 900", clear="mean[1m] < 800")
+    steps = [(0, 950), (1, 850), (2, 801), (3, 799), (4, 850), (5, 901)]
+    assert _run(alert, steps) == [("firing", 0), ("resolved", 3), ("firing", 5)]
+
+
+def test_a_null_statistic_never_matches_and_resolves() -> None:
+    alert = _alert(when="mean[1m] < 100")
+    assert _run(alert, [(0, None), (1, 50), (2, None)]) == [("firing", 1), ("resolved", 2)]
+
+
+def test_groups_and_the_overflow_group_are_instances_of_their_own() -> None:
+    topic = TopicAlerts("kitchen.a", [_alert()])
+    hot = {"1m": {"mean": 50.0}}
+    cold = {"1m": {"mean": 1.0}}
+    grill = topic.evaluate(0, hot, '["grill"]', {"station": "grill"})
+    other = topic.evaluate(0, hot, '["(other)"]', {"station": "(other)"})
+    fry = topic.evaluate(0, cold, '["fry"]', {"station": "fry"})
+    whole = topic.evaluate(0, hot)
+    assert [(c.group, c.state) for c in grill + other + fry + whole] == [
+        ({"station": "grill"}, "firing"),
+        ({"station": "(other)"}, "firing"),
+        (None, "firing"),
+    ]
+    assert {i.group_id for i in topic.active()} == {'["grill"]', '["(other)"]', ""}
+    # A forgotten group's firing instance resolves.
+    assert [c.state for c in topic.forget_group('["grill"]')] == ["resolved"]
+
+
+def test_a_change_carries_what_the_alerts_topic_shows() -> None:
+    (change,) = TopicAlerts("kitchen.a", [_alert()]).evaluate(
+        5 * S, {"1m": {"mean": 12.5}}, '["grill"]', {"station": "grill"}
+    )
+    assert change.body() == (
+        b'{"alert":"a","topic":"kitchen.a","group":{"station":"grill"},"state":"firing",'
+        b'"value":12.5,"since":5.0,"labels":{"severity":"page"},'
+        b'"annotations":{"summary":"too slow"}}'
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    means=st.lists(st.one_of(st.none(), st.floats(0, 20)), min_size=1, max_size=60),
+    cut=st.floats(0, 1),
+)
+def test_a_restored_state_continues_exactly(means: list[float | None], cut: float) -> None:
+    alert = _alert(clear="mean[1m] < 8", **{"for": "3s", "keep_firing_for": "2s"})
+    rules = [alert]
+    at = int(len(means) * cut)
+    steps = [(i * S, {"1m": {"mean": m}}) for i, m in enumerate(means)]
+    running = TopicAlerts("t", rules)
+    for clock, windows in steps[:at]:
+        running.evaluate(clock, windows)
+    restored = TopicAlerts.restored("t", rules, running.durable_state())
+    for clock, windows in steps[at:]:
+        assert restored.evaluate(clock, windows) == running.evaluate(clock, windows)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] >> 3"',
+            "when: 'mean[1m] >> 3' is not",
+        ),
+        ('name = "a"\ntopics = ["kitchen.*"]\nwhen = "avg[1m] > 3"', "unknown statistic 'avg'"),
+        (
+            'name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[5m] > 3"',
+            "window '5m' is not kept by rule 1",
+        ),
+        (
+            'name = "a"\ntopics = ["orders"]\nwhen = "p99[1m] > 3"',
+            "statistic 'p99' is not kept by the server's windows",
+        ),
+        ('name = "a"\ntopics = ["kitchen.*"]\nwhen = "max[1m] > 3"', "statistic 'max' is not kept"),
+        ('name = "a-b"\ntopics = ["x"]\nwhen = "mean[1m] > 3"', "name: 'a-b'"),
+        ('name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 3"\nfor = "soon"', "for: "),
+        (
+            'name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 3"\nlabels = { 1x = "y" }',
+            "labels: '1x'",
+        ),
+        (
+            'name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 3"\nsevere = true',
+            "unknown field 'severe'",
+        ),
+        ('name = "a"\ntopics = ["kitchen.*"]', "when: missing"),
+    ],
+)
+def test_a_bad_alert_is_one_line_naming_it(table: str, message: str) -> None:
+    with pytest.raises(RulesError, match=re.escape(message)) as raised:
+        _alerts("[[alert]]\n" + table + "\n")
+    assert "\n" not in str(raised.value) and "alert 1" in str(raised.value)
+
+
+def test_a_duplicate_name_is_refused() -> None:
+    one = '[[alert]]\nname = "a"\ntopics = ["kitchen.x"]\nwhen = "mean[1m] > 3"\n'
+    with pytest.raises(RulesError, match="alert 2 \\(a\\): name: 'a' is given twice"):
+        _alerts(one + one)
+
+
+def test_windows_are_checked_against_every_rule_a_matching_topic_can_take() -> None:
+    # kitchen.grill can only take rule 1 (its kitchen.* covers it): the server's windows,
+    # which have no p99, are not asked.
+    (alert,) = _alerts('[[alert]]\nname = "a"\ntopics = ["kitchen.grill"]\nwhen = "p99[10s] > 3"\n')
+    assert alert.when == parse_condition("p99[10s] > 3")
+    assert overlap("kitchen.*", "kitchen.grill") and overlap("a.b.*", "a.*")
+    assert not overlap("a.*", "b.*") and not overlap("x", "y")
+    assert covers("kitchen.*", "kitchen.a.*") and not covers("kitchen.*", "*")
