@@ -2,7 +2,8 @@
 holds continues exactly as one that never stopped: same drafts, byte for byte.
 
 This is the aggregator half of the Delivery promise for durable state (groups, count and
-sketch windows); tests/system/faults checks the whole on Redis."""
+sketch windows, series buckets, alert states); tests/system/faults checks the whole on
+Redis."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.checkpoint import Checkpoint
+from pushsvc.alerts.rules import AlertRule, Scope, parse_alerts
 from pushsvc.core.event import Event
+from pushsvc.series.tiers import parse_tiers
 from pushsvc.stats.rules import Rule, Rules, default_rule
 
 S = 1_000_000
@@ -36,8 +39,26 @@ def _rules(*extra: Rule) -> Rules:
             Rule(4, ("long",), (2 * S, 120 * S), (3,), ALL, ("k",), 2, exact_up_to_us=10 * S),
             *extra,
         ],
-        default_rule((2 * S, 10 * S), STATS),
+        default_rule((2 * S, 10 * S), STATS, parse_tiers("1s:1m,10s:10m")),
+        alerts=_alerts(),
     )
+
+
+def _alerts() -> tuple[AlertRule, ...]:
+    """Alerts over a grouping topic and a plain one: pending, firing and keep_firing_for,
+    with hysteresis, whose states must come back from a checkpoint too."""
+    table = [
+        {
+            "name": "high",
+            "topics": ["grouped", "plain"],
+            "when": "mean[2s] > 10",
+            "clear": "mean[2s] < 0",
+            "for": "3s",
+            "keep_firing_for": "4s",
+        }
+    ]
+    scope = Scope(0, ("*",), ("2s", "10s"), ALL)
+    return parse_alerts(table, [], scope, known_stats=ALL)
 
 
 @st.composite

@@ -23,9 +23,20 @@ import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from pushsvc.aggregate.checkpoint import Checkpoint, GroupCheckpoint
+from pushsvc.alerts.states import AlertChange, TopicAlerts
 from pushsvc.core.durations import duration_label
-from pushsvc.core.updates import GroupPart, SeriesWrite, UpdateDraft, draft, point_draft
+from pushsvc.core.topics import ALERTS
+from pushsvc.core.updates import (
+    GroupPart,
+    SeriesWrite,
+    UpdateDraft,
+    alert_draft,
+    draft,
+    point_draft,
+)
 from pushsvc.ingest import Event, event_json
 from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.series.point import Point
@@ -74,6 +85,8 @@ class _Topic:
     # buckets close on the topic clock, as the topic's do, without looking at every group
     # on every event. Entries go stale as buckets close; a stale one is skipped.
     series_due: list[tuple[int, str]] | None = None
+    # The alert instances of the topic and its groups; None when no alert matches the topic.
+    alerts: TopicAlerts | None = None
 
 
 class Aggregator:
@@ -119,6 +132,9 @@ class Aggregator:
                 TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62) if rule.groups else None
             )
             state = self._topics[topic] = _Topic(compiled.new(), rule, groups)
+            matching = self.rules.alerts_for(topic)
+            if matching:
+                state.alerts = TopicAlerts(topic, matching)
             tiers = self._tiers_of(rule)
             if tiers:
                 state.series = SeriesBuckets(tiers, self._lateness_us)
@@ -178,8 +194,9 @@ class Aggregator:
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         series = state.series
+        alerts = state.alerts
         if state.groups is None:
-            if series is None:
+            if series is None and alerts is None:
                 return [
                     draft(topic, at_, "event", event_json(e), summary)
                     for e, at_, summary in zip(events, clocks, summaries, strict=True)
@@ -187,9 +204,12 @@ class Aggregator:
             drafts = []
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 drafts.append(draft(topic, now, "event", event_json(e), summary))
-                series.insert(e.ts_us, e.value)
-                if now >= series.next_close_us:
-                    drafts += self._points(state, topic, now, series.close(now))
+                if series is not None:
+                    series.insert(e.ts_us, e.value)
+                    if now >= series.next_close_us:
+                        drafts += self._points(state, topic, now, series.close(now))
+                if alerts is not None:
+                    drafts += _alert_drafts(now, alerts.evaluate(now, summary))
             return drafts
         groups = state.groups
         drafts = []
@@ -212,12 +232,19 @@ class Aggregator:
                     _watch(state.series_due, group.id, in_group)
                 if state.series_due and state.series_due[0][0] <= now:
                     drafts += self._group_points(state, topic, now)
+            if alerts is not None:
+                changes = alerts.evaluate(now, summary)
+                changes += alerts.evaluate(now, part.windows, group.id, group.key)
+                drafts += _alert_drafts(now, changes)
         self.group_overflow += groups.overflowed
         groups.overflowed = 0
         forgotten = self._sweep(state, clocks[-1])
         if forgotten:
             last = drafts[last_update]
             drafts[last_update] = last.forgetting([(g.id, g.key) for g in forgotten])
+            if alerts is not None:
+                for group in forgotten:
+                    drafts += _alert_drafts(clocks[-1], alerts.forget_group(group.id))
         return drafts
 
     def _points(
@@ -277,7 +304,8 @@ class Aggregator:
         # Coarser series tiers are built from the finest one's closed buckets: their open
         # buckets outlive the log.
         tiers = len(self._tiers_of(rule))
-        return bool(rule.groups or rule.last or rule.sketch_windows_us or tiers > 1)
+        alerts = bool(self.rules.alerts_for(topic))
+        return bool(rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts)
 
     def horizon_us(self, topic: str) -> int | None:
         """The time at or before which no event of `topic` is in an exact window of the topic
@@ -330,6 +358,7 @@ class Aggregator:
             _durable(windows),
             groups,
             _series_state(state.series),
+            b"" if state.alerts is None else state.alerts.durable_state(),
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -346,6 +375,8 @@ class Aggregator:
         state.event_clock_us = checkpoint.clock_us
         state.wall_at_event_us = self._wall_clock()
         state.replay_until = checkpoint.position
+        if state.alerts is not None and checkpoint.alerts:
+            state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
             state.series = SeriesBuckets.restored(tiers, self._lateness_us, checkpoint.series)
@@ -415,9 +446,13 @@ class Aggregator:
             if state.replay_until is not None and at is not None and at <= state.replay_until:
                 continue
             series = state.series
+            alerts = state.alerts
             if state.groups is None:
                 if changed:
-                    drafts.append(draft(topic, clock, "tick", None, state.windows.summary()))
+                    summary = state.windows.summary()
+                    drafts.append(draft(topic, clock, "tick", None, summary))
+                    if alerts is not None:
+                        drafts += _alert_drafts(clock, alerts.evaluate(clock, summary))
                 if series is not None and clock >= series.next_close_us:
                     drafts += self._points(state, topic, clock, series.close(clock))
                 continue
@@ -426,6 +461,11 @@ class Aggregator:
                 for g in state.groups
                 if g.stats.advance(clock)
             ]
+            if alerts is not None:
+                changes = alerts.evaluate(clock, state.windows.summary()) if changed else []
+                for part in parts:
+                    changes += alerts.evaluate(clock, part.windows, part.id, part.key)
+                # Appended after the tick's update below, with the points.
             points = []
             if series is not None:
                 if clock >= series.next_close_us:
@@ -438,6 +478,10 @@ class Aggregator:
                     tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
                 )
             drafts += points
+            if alerts is not None:
+                for group in forgotten:
+                    changes += alerts.forget_group(group.id)
+                drafts += _alert_drafts(clock, changes)
         return drafts
 
     def _sweep(self, state: _Topic, clock_us: int) -> list[Group]:
@@ -533,6 +577,20 @@ def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = Fal
     stats.insert(event.ts_us, event.value)
     if event.ts_us > group.newest_us:
         group.newest_us = event.ts_us
+
+
+def _alert_drafts(clock_us: int, changes: list[AlertChange]) -> list[UpdateDraft]:
+    """The `_alerts` messages of these changes, published at `clock_us`."""
+    return [
+        alert_draft(
+            ALERTS,
+            clock_us,
+            change.body(),
+            f"{change.alert}\x1f{change.topic}\x1f{orjson.dumps(change.group).decode()}",
+            change.state != "resolved",
+        )
+        for change in changes
+    ]
 
 
 def _watch(due: list[tuple[int, str]], gid: str, series: SeriesBuckets) -> None:

@@ -38,6 +38,7 @@ _HEAD = b"head"
 _TOPIC = b"topic"
 _GROUP = b"group:"
 _SERIES = b"series"
+_ALERTS = b"alerts"
 _GROUP_SERIES = b"series:"
 
 
@@ -70,6 +71,8 @@ class Checkpoint:
     groups: tuple[GroupCheckpoint, ...]
     series: bytes = b""
     """The topic's open series buckets, empty without tiers."""
+    alerts: bytes = b""
+    """Its alert instances' states (`TopicAlerts.durable_state`), empty without alerts."""
 
     def fields(self) -> dict[bytes, bytes]:
         """As the fields of one Redis hash (written whole, in one step)."""
@@ -89,7 +92,12 @@ class Checkpoint:
                 for g in self.groups
             ],
         }
-        out = {_HEAD: orjson.dumps(head), _TOPIC: self.state, _SERIES: self.series}
+        out = {
+            _HEAD: orjson.dumps(head),
+            _TOPIC: self.state,
+            _SERIES: self.series,
+            _ALERTS: self.alerts,
+        }
         for group in self.groups:
             out[_GROUP + group.id.encode()] = group.state
             out[_GROUP_SERIES + group.id.encode()] = group.series
@@ -119,4 +127,5 @@ class Checkpoint:
             fields[_TOPIC],
             groups,
             fields.get(_SERIES, b""),
+            fields.get(_ALERTS, b""),
         )

@@ -223,6 +223,11 @@ class Broker(Protocol):
         `retention_us`)."""
         ...
 
+    def active_alerts(self) -> list[bytes]:
+        """The alert instances pending or firing now: each one's latest change (its JSON as
+        published on `_alerts`, without the id)."""
+        ...
+
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         """The newest update of every topic that `match`es (by name when the matcher
         holds names only, without reading the other topics)."""

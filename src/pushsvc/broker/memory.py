@@ -170,6 +170,7 @@ class MemoryBroker:
         # (its next event continues them), trimmed to each tier's retention as points come.
         self._series = SeriesStore()
         self._series_due: dict[tuple[str, str, str], float] = {}  # key -> when it expires
+        self._alerts: dict[str, bytes] = {}  # instance key -> its latest change (active ones)
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
         self._clock = clock
         self._keys = _RememberedKeys()
@@ -262,6 +263,10 @@ class MemoryBroker:
                 if draft.series is not None:
                     updates.append(update)
                     continue
+                if draft.instance is not None:
+                    self._keep_instance(*draft.instance)
+                    updates.append(update)
+                    continue
                 self._latest[update.topic] = update
                 if draft.groups or draft.forgotten:
                     self._keep_groups(draft)
@@ -336,6 +341,16 @@ class MemoryBroker:
         more = len(page) > limit
         page = page[:limit]
         return HistoryPage(page, page[-1].id if more else head, more, gap)
+
+    def _keep_instance(self, key: str, body: bytes) -> None:
+        if body:
+            self._alerts[key] = body
+        else:
+            self._alerts.pop(key, None)
+
+    def active_alerts(self) -> list[bytes]:
+        with self._updates_lock:
+            return list(self._alerts.values())
 
     def _keep_point(self, draft: UpdateDraft) -> bool:
         """Keep a point in its tier; False when the tier holds it already."""

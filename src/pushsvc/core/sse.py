@@ -25,6 +25,7 @@ HEARTBEAT = b":\n\n"
 
 UPDATE_EVENT = "stats"
 POINT_EVENT = "point"
+ALERT_EVENT = "alert"
 
 
 def _check_field(name: str, value: str) -> None:
@@ -82,7 +83,8 @@ def encode_update(id: str, data: bytes, event: str = UPDATE_EVENT) -> bytes:
 
 
 _EVENT_LINES = {
-    name: b"\nevent: " + name.encode() + b"\ndata: " for name in (UPDATE_EVENT, POINT_EVENT)
+    name: b"\nevent: " + name.encode() + b"\ndata: "
+    for name in (UPDATE_EVENT, POINT_EVENT, ALERT_EVENT)
 }
 
 

@@ -22,6 +22,10 @@ _TOPIC = re.compile(TOPIC_PATTERN)
 ALL = "*"
 _PREFIX_SUFFIX = ".*"
 
+ALERTS = "_alerts"
+"""The reserved topic of alert state changes: readable (streamed, replayed, resumed), never
+posted to (its name is no valid topic name for producers)."""
+
 
 def validate_topic(name: str) -> str:
     """Return `name` if it is a valid topic name, else raise InvalidTopic."""
@@ -31,6 +35,11 @@ def validate_topic(name: str) -> str:
             "'._:-', starting with a letter or a digit"
         )
     return name
+
+
+def validate_readable(name: str) -> str:
+    """`validate_topic`, also taking the reserved topics one may read (`ALERTS`)."""
+    return name if name == ALERTS else validate_topic(name)
 
 
 def _shorten(name: object) -> str:
@@ -69,7 +78,7 @@ class TopicMatcher:
                     ) from None
                 prefixes.add(selector[:-1])
             else:
-                names.add(validate_topic(selector))
+                names.add(validate_readable(selector))
         self.selectors: tuple[str, ...] = tuple(selectors)
         self._all = match_all
         self._names = frozenset(names)

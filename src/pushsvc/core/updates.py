@@ -11,10 +11,11 @@ the JSON. Everything else — the brokers' wire and storage formats, the hub, th
 carries these bytes as they are and never builds or edits update JSON.
 
 Other messages share the updates' id sequence, history and delivery: a closed series bucket
-(`point_draft`, SSE `event: point`, data `{"id","resolution","topic","group"?,"point"}`). A
+(`point_draft`, SSE `event: point`, data `{"id","resolution","topic","group"?,"point"}`), and
+an alert's state change on the reserved topic `_alerts` (`alert_draft`, `event: alert`). A
 message's kind is its body's first member (`"topic"` for an update, `"resolution"` for a
-point), so every store and wire format carries messages as they carry updates, and only
-`Update.numbered` tells them apart.
+point, `"alert"` for an alert), so every store and wire format carries messages as they carry
+updates, and only `Update.numbered` tells them apart.
 
 Update ids are `{epoch}:{ms}-{seq}`. The epoch is a short random hex token naming one
 history; it changes when the history is reset (a new memory broker, Redis restarted
@@ -36,7 +37,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pushsvc.core.event import US_PER_S
-from pushsvc.core.sse import POINT_EVENT, UPDATE_EVENT, encode_message, encode_update
+from pushsvc.core.sse import ALERT_EVENT, POINT_EVENT, UPDATE_EVENT, encode_message, encode_update
 
 _U64 = 2**64 - 1
 _EPOCH = re.compile(r"[0-9a-f]{1,16}")
@@ -156,6 +157,9 @@ class UpdateDraft:
     forgotten: tuple[str, ...] = ()
     series: SeriesWrite | None = None
     """A point's draft (`point_draft`): where the broker keeps the point besides the history."""
+    instance: tuple[str, bytes] | None = None
+    """An alert's draft (`alert_draft`): the instance's key and its JSON while it is pending or
+    firing (b"" once resolved), for the broker's list of active instances."""
 
     def forgetting(self, groups: Sequence[tuple[str, Mapping[str, str | None]]]) -> UpdateDraft:
         """This draft, also telling that these groups (id, key) left the live set."""
@@ -185,6 +189,17 @@ class SeriesWrite(NamedTuple):
 
 POINT_BODY = b'{"resolution"'
 """How a point's body (and only a point's) starts."""
+ALERT_BODY = b'{"alert"'
+"""How an alert's body (and only an alert's) starts."""
+
+
+def alert_draft(topic: str, clock_us: int, body: bytes, key: str, active: bool) -> UpdateDraft:
+    """An alert instance's state change (`body`: `{"alert", ...}`), published on `topic` (the
+    reserved `_alerts`) at the clock of the evaluation that changed it. `key` names the
+    instance; `active`: pending or firing after this change (the broker lists it)."""
+    if not body.startswith(ALERT_BODY):
+        raise ValueError('an alert\'s body starts with its "alert" member')
+    return UpdateDraft(topic, clock_us, body, instance=(key, body if active else b""))
 
 
 def point_draft(
@@ -263,6 +278,8 @@ class Update:
         data = b'{"id":"' + update_id.text.encode() + b'",' + body[1:]
         if body.startswith(POINT_BODY):
             return cls(topic, update_id, clock_us, data, POINT_EVENT)
+        if body.startswith(ALERT_BODY):
+            return cls(topic, update_id, clock_us, data, ALERT_EVENT)
         return cls(topic, update_id, clock_us, data)
 
     @property
@@ -276,6 +293,11 @@ class Update:
     @property
     def is_point(self) -> bool:
         return self.event is POINT_EVENT
+
+    @property
+    def is_update(self) -> bool:
+        """A topic's statistics (not a point nor an alert): what a topic's latest is."""
+        return self.event is UPDATE_EVENT
 
     @property
     def fields(self) -> dict[str, Any]:

@@ -41,11 +41,11 @@ class ConflatingQueue:
             self.runs.append(run)
             return False
         # Re-inserting keeps the dict in the order the latest updates arrived (id order).
-        # A conflating stream gets the latest statistics, never a point (points are each a
-        # bucket of their own: conflating them would lose all but one).
+        # A conflating stream gets the latest statistics, never a point or an alert (each is
+        # one bucket or one change of its own: conflating them would lose all but one).
         newest = run.updates[-1]
-        if newest.is_point:
-            updates = [u for u in run.updates if not u.is_point]
+        if not newest.is_update:
+            updates = [u for u in run.updates if u.is_update]
             if not updates:
                 return True
             newest = updates[-1]

@@ -31,8 +31,8 @@ class Pacer:
         and each held-back one whose interval has passed."""
         due: list[Update] = []
         for update in updates:
-            if update.is_point:
-                due.append(update)  # a closed bucket replaces nothing: never held back
+            if not update.is_update:
+                due.append(update)  # a closed bucket or an alert replaces nothing
                 continue
             topic = update.topic
             if topic not in self._pending and self._is_due(topic, now):

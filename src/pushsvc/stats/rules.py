@@ -13,7 +13,6 @@ file, the rule and the field. Everything downstream takes a `Rule` as valid.
 from __future__ import annotations
 
 import hashlib
-import logging
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ from pushsvc.series.tiers import SeriesTier, check_tiers, parse_tier
 from pushsvc.stats.count_windows import MAX_SIZE as MAX_COUNT_WINDOW
 from pushsvc.stats.layout import ALL_STATS
 from pushsvc.stats.long_windows import SUB_BUCKETS
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_EXACT_UP_TO_US",
@@ -181,6 +178,14 @@ class Rules:
         chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
         return tuple(s for s in ALL_STATS if s in chosen)
 
+    def alerts_for(self, topic: str) -> tuple[AlertRule, ...]:
+        """The alerts whose selectors match `topic`, in file order."""
+        return tuple(a for a, m in zip(self.alerts, self._alert_matchers, strict=True) if m(topic))
+
+    @cached_property
+    def _alert_matchers(self) -> tuple[TopicMatcher, ...]:
+        return tuple(TopicMatcher(alert.selectors) for alert in self.alerts)
+
     def series_of(self, rule: Rule) -> tuple[SeriesTier, ...]:
         """The tiers `rule` keeps: its own, else the server's (the default rule's)."""
         return rule.series if rule.series is not None else self.default.series or ()
@@ -243,11 +248,7 @@ def load_rules(path: str, default: Rule) -> Rules:
         raise RulesError(f"rules file {path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"rules file {path}: not valid TOML: {exc}") from None
-    rules = parse_rules(document, default, source=path)
-    if rules.alerts:
-        # Checked now so the file stays valid when alerts are evaluated; said, not hidden.
-        log.warning("rules file %s: [[alert]] rules are checked but not evaluated yet", path)
-    return rules
+    return parse_rules(document, default, source=path)
 
 
 def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "rules") -> Rules:

@@ -4,14 +4,17 @@
 -- every publisher, and "applied up to" moves exactly with the updates and points it
 -- produced (a standby continues where this stopped).
 --
--- KEYS: epoch, history, latest, trimmed, applied, lease
+-- KEYS: epoch, history, latest, trimmed, applied, lease, alerts (active alert instances)
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
+--       instance_count,
 --       then topic, clock_us, body for each of the draft_count drafts,
 --       then for each of the point_count drafts that are series points: its draft's place
 --       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
 --       point, min id (the oldest bucket start the tier keeps), key TTL in ms,
+--       then for each of the instance_count drafts that are alert changes: its draft's place,
+--       the instance's key, its JSON while active ('' once resolved: it leaves `alerts`),
 --       then topic, group id, group JSON ('' forgets the group) for each group they carry.
 -- Returns {epoch, stream ids in draft order ('' for a point its series holds already: it
 -- was published before and is not published again)}, or an error when the lease is not
@@ -19,7 +22,7 @@
 --
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
 -- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
--- A point is a message like an update, but never a topic's latest.
+-- A point or an alert is a message like an update, but never a topic's latest.
 --
 -- Each history entry also names the stream id of its topic's previous update (`p`, '' for
 -- none kept), so one topic's history is read by following them (topic_history.lua) instead
@@ -32,16 +35,22 @@ local history_len = tonumber(ARGV[2])
 local channel_prefix, lease_token = ARGV[3], ARGV[4]
 local applied_id, applied_entries = ARGV[5], ARGV[6]
 local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
-local point_count = tonumber(ARGV[9])
-local FIRST_DRAFT = 10  -- ARGV's first draft's topic; its clock_us and body follow
+local point_count, instance_count = tonumber(ARGV[9]), tonumber(ARGV[10])
+local FIRST_DRAFT = 11  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
-local FIRST_GROUP = FIRST_POINT + 6 * point_count  -- the first group's topic; id, JSON follow
+local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
+local FIRST_GROUP = FIRST_INSTANCE + 3 * instance_count  -- the first group's topic; id, JSON
+local alerts_key = KEYS[7]
 
 -- Draft place -> the ARGV index of its series arguments.
 local point_at = {}
-for i = FIRST_POINT, FIRST_GROUP - 1, 6 do
+for i = FIRST_POINT, FIRST_INSTANCE - 1, 6 do
   point_at[tonumber(ARGV[i])] = i
+end
+local alert_at = {}
+for i = FIRST_INSTANCE, FIRST_GROUP - 1, 3 do
+  alert_at[tonumber(ARGV[i])] = i
 end
 
 if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
@@ -107,6 +116,14 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
   else
     local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
       'p', previous_of(topic))
+    local alert = alert_at[place]
+    if alert then
+      if ARGV[alert + 2] == '' then
+        redis.call('HDEL', alerts_key, ARGV[alert + 1])
+      else
+        redis.call('HSET', alerts_key, ARGV[alert + 1], ARGV[alert + 2])
+      end
+    end
     if not point then previous[topic] = id end
     if run_topic ~= topic then
       if run_topic then flush() end
@@ -114,7 +131,7 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
     end
     local message = epoch .. ':' .. id .. ' ' .. clock .. ' ' .. body
     run[#run + 1] = message
-    if not point then run_latest = message end
+    if not point and not alert then run_latest = message end
     ids[#ids + 1] = id
     length = length + 1
   end

@@ -209,6 +209,7 @@ class RedisBroker:
             self.keys.trimmed,
             self.keys.applied(shard),
             self.keys.lease(shard),
+            self.keys.alerts,
         ]
         args: list[str | int | bytes] = [
             new_epoch(),
@@ -220,8 +221,10 @@ class RedisBroker:
             self.keys.groups(""),
             len(drafts),
             0,
+            0,
         ]
         points: list[str | int | bytes] = []
+        instances: list[str | int | bytes] = []
         for place, d in enumerate(drafts, 1):
             args += [d.topic, d.clock_us, d.body]
             if (write := d.series) is not None:
@@ -234,8 +237,12 @@ class RedisBroker:
                     # Kept that long after its newest point, also once its topic is gone.
                     (d.clock_us - write.keep_from_us) // 1000 + _SERIES_TTL_MARGIN_MS,
                 ]
+            if d.instance is not None:
+                instances += [place, d.instance[0], d.instance[1]]
         args[8] = len(points) // 6
+        args[9] = len(instances) // 3
         args += points
+        args += instances
         for d in drafts:
             for gid, group in d.groups:
                 args += [d.topic, gid, group]
@@ -356,6 +363,11 @@ class RedisBroker:
             kept_from = time_of_key(clock) - retention_us + 1
             points = [p for p in points if p[0] >= kept_from]
         return SeriesPage(points[:limit], len(points) > limit)
+
+    def active_alerts(self) -> list[bytes]:
+        self._check_open()
+        with unavailable("active_alerts"):
+            return cast(list[bytes], self._client.hvals(self.keys.alerts))
 
     def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
         self._check_open()

@@ -16,6 +16,7 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}updates:{topic}   channel runs of updates, `<id> <clock_us> <body>` per line
     {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
+    {prefix}alerts            hash    alert instance -> its latest change, while active
     {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
     {prefix}trimmed           string  stream id of the newest update trimmed from the history
     {prefix}idem:{topic}/{key} string the digest and answer of the POST that logged a batch
@@ -128,6 +129,11 @@ class Keys:
 
     def applied(self, shard: tuple[int, int]) -> str:
         return f"{self.prefix}applied:{shard[0]}/{shard[1]}"
+
+    @property
+    def alerts(self) -> str:
+        """A hash: alert instance key -> its latest change while pending or firing."""
+        return f"{self.prefix}alerts"
 
     def series(self, resolution: str, topic: str, group_id: str = "") -> str:
         """A stream: the points of one tier of a topic, or of one of its groups (a topic name

@@ -477,6 +477,12 @@ def describe(settings: Settings) -> dict[str, Any]:
                 errors=(401,) if reading is not None else (),
                 security=reading,
             ),
+            "/alerts": _json_get(
+                "Alert instances pending or firing now (of the topics the caller may read)",
+                {"$ref": "#/components/schemas/Alerts"},
+                errors=(401,) if reading is not None else (),
+                security=reading,
+            ),
             "/rules": _json_get(
                 "The analytics rules: each family of topics' windows, statistics and groups",
                 {"$ref": "#/components/schemas/Rules"},

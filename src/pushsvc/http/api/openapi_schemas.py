@@ -72,6 +72,29 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Alerts": {
+        "type": "object",
+        "required": ["alerts"],
+        "properties": {
+            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/AlertChange"}}
+        },
+    },
+    "AlertChange": {
+        "type": "object",
+        "required": ["alert", "topic", "group", "state", "value", "since", "labels", "annotations"],
+        "description": "an alert instance's state change (`_alerts`, `event: alert`, with an id)",
+        "properties": {
+            "id": {"type": "string"},
+            "alert": {"type": "string"},
+            "topic": {"type": "string"},
+            "group": {"type": ["object", "null"]},
+            "state": {"type": "string", "enum": ["pending", "firing", "resolved"]},
+            "value": {"type": ["number", "null"]},
+            "since": {"type": "number", "description": "topic-clock time of the change, epoch s"},
+            "labels": {"type": "object"},
+            "annotations": {"type": "object"},
+        },
+    },
     "Point": {
         "type": "object",
         "required": [

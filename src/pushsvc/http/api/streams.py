@@ -44,7 +44,7 @@ from pushsvc.core.sse import (
     encode_update,
     retry_line,
 )
-from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.core.topics import TopicMatcher, validate_readable
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import peer_watch, subscription
 from pushsvc.deliver.histogram import Histogram
@@ -79,7 +79,7 @@ class StreamOptions:
 
 @bp.get("/topics/<anytext:topic>/stream")
 def topic_stream(topic: str) -> Response:
-    validate_topic(topic)
+    validate_readable(topic)
     # One topic: a group filter must name tags it groups by (a pattern stream filters only).
     group_filter(
         request.args.getlist("group"), topic, runtime().settings.rules.for_topic(topic).group_by

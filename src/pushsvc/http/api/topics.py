@@ -58,3 +58,16 @@ def list_topics() -> dict[str, object]:
         for topic, update in sorted(latest.items())
     ]
     return {"topics": topics}
+
+
+@bp.get("/alerts")
+def active_alerts() -> dict[str, object]:
+    """The alert instances pending or firing now, each as its latest change on `_alerts` (with
+    its value and since when), of the topics the caller may read."""
+    rt = runtime()
+    scope = rt.gate.readable(request)
+    readable = None if scope is None else scope.restrict(TopicMatcher([ALL]))
+    found = [orjson.loads(body) for body in rt.broker.active_alerts()]
+    shown = [a for a in found if readable is None or readable(a["topic"])]
+    shown.sort(key=lambda a: (a["alert"], a["topic"], orjson.dumps(a["group"])))
+    return {"alerts": shown}

@@ -1,0 +1,109 @@
+"""Alerts end to end, on the embedded broker and on Redis: values that trip, hold and clear an
+alert show up on the reserved topic `_alerts` as pending, firing and resolved, once each, in
+order, with their values; `GET /alerts` agrees at each step; a resume with Last-Event-ID replays
+exactly the changes missed; producers cannot post to `_alerts`; a group is an instance of its
+own."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from support.live import PushsvcProcess, SSEClient, post, request
+from support.redis_server import RedisServer
+
+RULES = """
+[[rule]]
+topics = ["oven.*"]
+windows = ["10s"]
+stats = ["count", "mean", "max"]
+group_by = ["tray"]
+
+[[alert]]
+name = "hot_oven"
+topics = ["oven.*"]
+when = "max[10s] > 250"
+clear = "max[10s] < 200"
+for = "3s"
+labels = { severity = "page" }
+annotations = { summary = "an oven runs hot" }
+"""
+T0 = 1_763_700_000.0
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def alerting(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PushsvcProcess]:
+    rules = tmp_path_factory.mktemp("alerts") / "rules.toml"
+    rules.write_text(RULES)
+    args = ["serve", "--tick", "0", "--rules", str(rules)]
+    redis_server = None
+    if request.param == "redis":
+        redis_server = RedisServer().start()
+        args += ["--redis-url", redis_server.url, "--prefix", "alerts:"]
+    proc = PushsvcProcess(*args).start()
+    yield proc
+    proc.stop()
+    if redis_server is not None:
+        redis_server.stop()
+
+
+def _active(port: int) -> list[tuple[str, str, Any, str]]:
+    status, _, body = request(port, "GET", "/alerts")
+    assert status == 200
+    return [(a["alert"], a["topic"], a["group"], a["state"]) for a in json.loads(body)["alerts"]]
+
+
+def _post(port: int, topic: str, at: float, value: float, tray: str = "a") -> None:
+    assert post(port, topic, {"value": value, "ts": T0 + at, "tags": {"tray": tray}})[0] == 202
+
+
+def test_an_alert_goes_pending_firing_and_resolved_once_each(alerting: PushsvcProcess) -> None:
+    port = alerting.port
+    topic = f"oven.{alerting.port}"
+    with SSEClient(port, "/topics/_alerts/stream") as stream:
+        stream.next_data("snapshot")
+        _post(port, topic, 0, 180)
+        _post(port, topic, 1, 260)  # trips: pending (for 3 s)
+        first_id, pending = stream.next_data("alert")
+        assert _active(port) == [
+            ("hot_oven", topic, None, "pending"),
+            ("hot_oven", topic, {"tray": "a"}, "pending"),
+        ]
+        _post(port, topic, 2, 230)  # between the thresholds: still pending
+        _post(port, topic, 4, 240)  # 3 s after it tripped: firing
+        changes = [stream.next_data("alert")[1] for _ in range(3)]
+        assert _active(port) == [
+            ("hot_oven", topic, None, "firing"),
+            ("hot_oven", topic, {"tray": "a"}, "firing"),
+        ]
+        _post(port, topic, 15, 190)  # the 260 left the 10 s window: max 190 < 200, resolved
+        changes += [stream.next_data("alert")[1] for _ in range(2)]
+    assert _active(port) == []
+    every = [pending, *changes]
+    assert [(c["group"], c["state"], c["since"]) for c in every] == [
+        (None, "pending", T0 + 1),
+        ({"tray": "a"}, "pending", T0 + 1),
+        (None, "firing", T0 + 4),
+        ({"tray": "a"}, "firing", T0 + 4),
+        (None, "resolved", T0 + 15),
+        ({"tray": "a"}, "resolved", T0 + 15),
+    ]
+    assert [c["value"] for c in every] == [260, 260, 260, 260, 190, 190]
+    assert every[0]["labels"] == {"severity": "page"}
+    assert every[0]["annotations"] == {"summary": "an oven runs hot"}
+    # A resume replays exactly the changes after the id it gives.
+    with SSEClient(port, "/topics/_alerts/stream", headers={"Last-Event-ID": first_id}) as again:
+        replayed = [again.next_data("alert")[1] for _ in range(5)]
+    assert [(c["group"], c["state"]) for c in replayed] == [
+        (c["group"], c["state"]) for c in every[1:]
+    ]
+
+
+def test_producers_cannot_post_to_the_alerts_topic(alerting: PushsvcProcess) -> None:
+    status, body = post(alerting.port, "_alerts", {"value": 1})
+    assert status == 400 and "invalid topic" in body["error"]["message"]
