@@ -96,6 +96,8 @@ class Received:
     snapshots: list[dict[str, object]] = field(default_factory=list)
     points: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     """(id, data) of the `point` messages (a watcher with `?series=`)."""
+    alerts: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    """(id, data) of the `alert` messages (a watcher of `_alerts`)."""
     connects: int = 0
 
 
@@ -106,8 +108,9 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True, name=f"watcher-{index}")
         self.deployment = deployment
         self.topic = topic
-        self.query = query
-        """The stream's query string, e.g. `?series=1s`."""
+        self.path = f"/topics/{topic}/stream{query}"
+        """What it streams: the topic's stream with `query` (e.g. `?series=1s`), or any path
+        set after construction (a stream of several topics)."""
         self.index = index
         self.received = Received()
         self.last_id: str | None = None
@@ -128,7 +131,7 @@ class Watcher(threading.Thread):
         headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
         try:
-            conn.request("GET", f"/topics/{self.topic}/stream{self.query}", headers=headers)
+            conn.request("GET", self.path, headers=headers)
             response = conn.getresponse()
             if response.status != 200:
                 return  # an EventSource would give up; these keep trying
@@ -148,6 +151,8 @@ class Watcher(threading.Thread):
                         self.received.updates.append((message.id, value, data))
                     elif message.event == "point":
                         self.received.points.append((message.id, data))
+                    elif message.event == "alert":
+                        self.received.alerts.append((message.id, data))
                     if message.id:
                         self.last_id = message.id
         finally:
