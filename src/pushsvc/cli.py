@@ -289,6 +289,44 @@ def subscribe(
 @main.command()
 @_URL
 @_TOKEN
+@click.option("--once", is_flag=True, help="print the active instances and exit")
+def alerts(url: str, token: str | None, once: bool) -> None:
+    """Print the alert instances pending or firing now, then follow every change, one JSON
+    line each: {"event": "active" | "alert", "id", "data"}.
+
+    The stream of `_alerts` is opened first, so no change falls between the two; it
+    reconnects like a browser's EventSource, resuming with the last id it saw.
+    """
+    import orjson
+
+    from pushsvc.client import ClientError, Endpoint
+
+    endpoint = Endpoint(url, token)
+
+    def emit(event: str, message_id: str | None, data: object) -> None:
+        line = {"event": event, "id": message_id, "data": data}
+        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+        sys.stdout.flush()
+
+    try:
+        for message in endpoint.stream(["_alerts"]):
+            if message.event == "snapshot":
+                # Subscribed: what is active now, then every change from here on.
+                for active in orjson.loads(endpoint.get("/alerts"))["alerts"]:
+                    emit("active", None, active)
+                if once:
+                    return
+            elif message.event == "alert":
+                emit("alert", message.id, orjson.loads(message.data))
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@_URL
+@_TOKEN
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--topic", required=True, help="topic to publish to")
 @click.option("--value-column", default="value", show_default=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support.live import PushsvcProcess, SSEClient, post, request
+from support.live import PushsvcProcess, SSEClient, post, request, start_tool
 from support.redis_server import RedisServer
 
 RULES = """
@@ -107,3 +107,30 @@ def test_an_alert_goes_pending_firing_and_resolved_once_each(alerting: PushsvcPr
 def test_producers_cannot_post_to_the_alerts_topic(alerting: PushsvcProcess) -> None:
     status, body = post(alerting.port, "_alerts", {"value": 1})
     assert status == 400 and "invalid topic" in body["error"]["message"]
+
+
+def test_pushsvc_alerts_prints_the_active_then_follows(alerting: PushsvcProcess) -> None:
+    port = alerting.port
+    topic = f"oven.cli{alerting.port}"
+    _post(port, topic, 0, 300, tray="b")  # pending, for the topic and its tray
+    proc = start_tool("alerts", f"--url={alerting.base}")
+    assert proc.stdout is not None
+    try:
+        first = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [
+            (line["event"], line["data"]["state"], line["data"]["group"]) for line in first
+        ] == [
+            ("active", "pending", None),
+            ("active", "pending", {"tray": "b"}),
+        ]
+        _post(port, topic, 5, 310, tray="b")  # firing
+        changes = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [(c["event"], c["data"]["state"]) for c in changes] == [
+            ("alert", "firing"),
+            ("alert", "firing"),
+        ]
+        assert all(c["id"] for c in changes)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
