@@ -123,6 +123,14 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _alertmanagers(text: str) -> tuple[str, ...]:
+    urls = comma_list(text)
+    for url in urls:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise ValueError(f"{url!r} is not an http(s) URL of an Alertmanager")
+    return urls
+
+
 def _log_format(text: str) -> str:
     if text not in ("text", "json"):
         raise ValueError(f"{text!r}: choose text or json")
@@ -252,6 +260,10 @@ class Settings:
     # Topic limits: a cap on live topics, and idle topics forgotten (0: never).
     max_topics: int = setting("100000", _positive_int)
     topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl")
+    # Alerts (docs/design.md): Alertmanagers to post firing and resolved instances to
+    # (comma-separated: an HA pair), and how often what fires is posted again.
+    alertmanager_url: tuple[str, ...] = setting("", _alertmanagers, secret=True)
+    alertmanager_resend_us: int = setting("1m", _positive_duration, name="alertmanager_resend")
     # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
     idempotency_window_us: int = setting("10m", _positive_duration, name="idempotency_window")
 

@@ -18,6 +18,7 @@ from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
+from pushsvc.broker.redis.keys import shard_of
 from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import EventLog
 from pushsvc.config import Settings
@@ -108,6 +109,7 @@ class Runtime:
             runtime.metrics.watch_aggregator(runtime.aggregator)
             if isinstance(broker, MemoryBroker):
                 runtime._run_in_process(broker, runtime.aggregator)
+                runtime._send_alerts(broker)
             else:
                 assert isinstance(broker, RedisBroker)
                 runtime._run_shard(broker, runtime.aggregator)
@@ -174,6 +176,37 @@ class Runtime:
             lease_us=self.settings.lease_us,
         )
         self._spawn(self.bridge.run, self.stop)
+        index, count = shard
+        self._send_alerts(
+            broker,
+            holding=lambda: lease.holding,
+            mine=lambda topic: shard_of(topic, count) == index,
+        )
+
+    def _send_alerts(
+        self,
+        broker: Broker,
+        *,
+        holding: Callable[[], bool] = lambda: True,
+        mine: Callable[[str], bool] = lambda topic: True,
+    ) -> None:
+        """Post this aggregator's firing and resolved alert instances to the Alertmanagers
+        (`--alertmanager-url`), in a greenlet of their own."""
+        urls = self.settings.alertmanager_url
+        if not urls or not self.settings.rules.alerts:
+            return
+        from pushsvc.alerts.alertmanager import AlertmanagerSender
+
+        posts = self.metrics.alertmanager_posts
+        sender = AlertmanagerSender(
+            urls,
+            broker.active_alerts,
+            holding=holding,
+            mine=mine,
+            resend_s=self.settings.alertmanager_resend_us / 1_000_000,
+            on_post=lambda outcome: posts.labels(outcome).inc(),
+        )
+        self._spawn(sender.run, self.stop)
 
     def _spawn(self, run: Callable[..., object], *args: object) -> None:
         self._greenlets.append(gevent.spawn(run, *args))

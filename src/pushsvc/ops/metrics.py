@@ -256,6 +256,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.alertmanager_posts = Counter(
+            "pushsvc_alertmanager_posts",
+            "POSTs of alerts to an Alertmanager, by outcome (ok, error: unreachable or refused)",
+            ["outcome"],
+            registry=self.registry,
+        )
         # CPU, memory and open files of this process; which process it is (`serve --workers`
         # runs several behind one port).
         ProcessCollector(registry=self.registry)
