@@ -352,6 +352,25 @@ def _check_windows(update: dict[str, object], applied: list[tuple[float, int]]) 
         assert math.isclose(stats["sum"], math.fsum(inside), rel_tol=1e-12), label
 
 
+def watched_deployment(
+    deployment: FaultStack, topic: str, count: int, *, path: str | None = None, query: str = ""
+) -> list[Watcher]:
+    """A web process, two aggregators (one active), and `count` watchers of `topic` (its stream
+    with `query`, or `path`), each subscribed (its snapshot in) when this returns."""
+    deployment.start_web()
+    for _ in range(2):
+        deployment.start_aggregator()
+    deployment.active_aggregator()
+    watchers = [Watcher(deployment, topic, i, query=query) for i in range(count)]
+    for watcher in watchers:
+        if path is not None:
+            watcher.path = path
+        watcher.start()
+    for watcher in watchers:
+        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
+    return watchers
+
+
 def kill_9_then_cold_restart(
     deployment: FaultStack, watchers: list[Watcher], producer: Producer
 ) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from faults.harness import FaultStack, Producer, Watcher, kill_9_then_cold_restart
+from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.stats.rules import Rules, default_rule, parse_rules
@@ -64,16 +64,8 @@ def deployment(prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
 
 def test_alert_changes_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> None:
     topic = f"alerting.{uuid.uuid4().hex[:8]}"
-    deployment.start_web()
-    for _ in range(2):
-        deployment.start_aggregator()
-    deployment.active_aggregator()
-    watchers = [Watcher(deployment, topic, i) for i in range(3)]
-    for watcher in watchers:
-        watcher.path = f"/stream?topic={topic}&topic=_alerts"  # the updates and the changes
-        watcher.start()
-    for watcher in watchers:
-        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
+    # The updates and the changes, on one stream.
+    watchers = watched_deployment(deployment, topic, 3, path=f"/stream?topic={topic}&topic=_alerts")
     producer = Producer(deployment, topic, rate=80.0)
     kill_9_then_cold_restart(deployment, watchers, producer)
 

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import redis
 
-from faults.harness import FaultStack, Producer, Watcher, kill_9_then_cold_restart
+from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.stats.rules import Rules, default_rule, parse_rules
@@ -79,15 +79,7 @@ TOPIC = f"durable.{uuid.uuid4().hex[:8]}"
 def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
     deployment: FaultStack,
 ) -> None:
-    deployment.start_web()
-    for _ in range(2):
-        deployment.start_aggregator()
-    deployment.active_aggregator()
-    watchers = [Watcher(deployment, TOPIC, i) for i in range(WATCHERS)]
-    for watcher in watchers:
-        watcher.start()
-    for watcher in watchers:
-        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
+    watchers = watched_deployment(deployment, TOPIC, WATCHERS)
     producer = Producer(deployment, TOPIC, rate=80.0, tags=_station)
     kill_9_then_cold_restart(deployment, watchers, producer)
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import redis
 
-from faults.harness import FaultStack, Producer, Watcher, kill_9_then_cold_restart
+from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.series.tiers import parse_tiers
@@ -73,16 +73,7 @@ def deployment(prefix: str) -> Iterator[FaultStack]:
 
 def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> None:
     topic = f"series.{uuid.uuid4().hex[:8]}"
-    deployment.start_web()
-    for _ in range(2):
-        deployment.start_aggregator()
-    deployment.active_aggregator()
-    query = "?series=1s&series=10s"
-    watchers = [Watcher(deployment, topic, i, query=query) for i in range(WATCHERS)]
-    for watcher in watchers:
-        watcher.start()
-    for watcher in watchers:
-        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
+    watchers = watched_deployment(deployment, topic, WATCHERS, query="?series=1s&series=10s")
     producer = Producer(deployment, topic, rate=80.0)
     kill_9_then_cold_restart(deployment, watchers, producer)
 
