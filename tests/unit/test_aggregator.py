@@ -11,9 +11,12 @@ import orjson
 import pytest
 
 from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.alerts.rules import AlertRule as Alert
+from pushsvc.alerts.rules import parse_condition
 from pushsvc.broker.redis.keys import shard_of
 from pushsvc.ingest import Event
 from pushsvc.stats import STAT_KEYS
+from pushsvc.stats.rules import Rules, default_rule
 
 S = 1_000_000
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -147,6 +150,22 @@ def test_idle_topics_are_those_quiet_for_the_ttl_with_every_window_empty() -> No
     agg.forget(["quiet"])
     assert agg.topics() == ["recent"]
     assert agg.due_ticks().keys() <= {"recent"}
+
+
+def test_a_topic_an_alert_fires_about_is_not_forgotten() -> None:
+    """Forgetting a topic drops its state: not while an alert about it is active (here one
+    that fires precisely because the topic went quiet), so no firing instance vanishes
+    without its resolved change."""
+    quiet = Alert("quiet", ("silent",), parse_condition("count[1m] < 1"), None, 0, 0, {}, {})
+    wall = Wall()
+    rules = Rules((), default_rule((2 * S, 60 * S), ("count",)), alerts=(quiet,))
+    agg = Aggregator(rules=rules, wall_clock=wall)
+    agg.apply_events("silent", [Event(1.0, wall.now)])
+    agg.apply_events("other", [Event(1.0, wall.now)])
+    wall.now += 61 * S
+    fired = agg.tick()
+    assert [orjson.loads(d.body)["state"] for d in fired if d.instance is not None] == ["firing"]
+    assert agg.idle_topics(10 * S, ticking=True) == {"other": wall.now}
 
 
 @pytest.mark.parametrize("stats", [STAT_KEYS, ("count", "sum", "min", "max")])

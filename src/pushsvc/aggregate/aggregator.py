@@ -523,7 +523,7 @@ class Aggregator:
 
     def idle_topics(self, ttl_us: int, *, ticking: bool) -> dict[str, int]:
         """The topics to forget now, with their clocks: no event applied for `ttl_us` of wall
-        time, and every window empty. Without idle ticks (`ticking` False) nothing slides
+        time, every window empty, and no alert instance of it pending or firing. Without idle ticks (`ticking` False) nothing slides
         the windows, so: empty at the clock an idle tick would have moved the topic to."""
         now = self._wall_clock()
         idle = {}
@@ -532,6 +532,8 @@ class Aggregator:
             idle_us = now - state.wall_at_event_us
             if clock is None or idle_us < ttl_us:
                 continue
+            if state.alerts is not None and any(True for _ in state.alerts.active()):
+                continue  # an alert about it is pending or firing: forgetting would drop it
             widest = max((*state.rule.windows_us, 0))
             if not len(state.windows) or (
                 not ticking and clock <= state.event_clock_us + idle_us - widest
