@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from support.auth_tokens import SECRET, hs256
 from support.live import PushsvcProcess, SSEClient, post, request, start_tool
 from support.redis_server import RedisServer
 
@@ -134,3 +135,58 @@ def test_pushsvc_alerts_prints_the_active_then_follows(alerting: PushsvcProcess)
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
+    rules = tmp_path_factory.mktemp("secured") / "rules.toml"
+    rules.write_text(RULES)
+    proc = PushsvcProcess(
+        "serve", "--tick", "0", "--rules", str(rules), env={"PUSHSVC_JWT_KEY": SECRET}
+    ).start()
+    yield proc
+    proc.stop()
+
+
+def _bearer(**scopes: list[str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {hs256(**scopes)}"}
+
+
+def test_a_token_sees_only_the_instances_of_topics_it_may_read(secured: PushsvcProcess) -> None:
+    port = secured.port
+    admin = _bearer(publish=["*"])
+    mine = _bearer(subscribe=["oven.mine"])
+    with (
+        SSEClient(port, "/topics/_alerts/stream", headers=mine) as narrow,
+        SSEClient(port, "/stream?topic=*", headers=mine) as pattern,
+        SSEClient(port, "/topics/_alerts/stream", headers=_bearer(subscribe=["*"])) as wide,
+    ):
+        for stream in (narrow, pattern, wide):
+            stream.next_data("snapshot")
+        for topic in ("oven.theirs", "oven.mine"):
+            event = {"value": 300.0, "ts": T0, "tags": {"tray": "a"}}
+            assert post(port, topic, event, headers=admin)[0] == 202
+        seen_wide = [wide.next_data("alert")[1]["topic"] for _ in range(4)]
+        narrow_first_id, first = narrow.next_data("alert")
+        seen_narrow = [first["topic"], narrow.next_data("alert")[1]["topic"]]
+        seen_pattern = [pattern.next_data("alert")[1]["topic"] for _ in range(2)]
+    assert seen_wide == ["oven.theirs"] * 2 + ["oven.mine"] * 2
+    assert seen_narrow == seen_pattern == ["oven.mine"] * 2
+    # A replay under the narrow scope leaves the others' out too; so does what follows it.
+    headers = {**mine, "Last-Event-ID": narrow_first_id}
+    with SSEClient(port, "/topics/_alerts/stream", headers=headers) as resumed:
+        for topic in ("oven.theirs", "oven.mine"):
+            event = {"value": 300.0, "ts": T0 + 4, "tags": {"tray": "a"}}  # `for` passed
+            assert post(port, topic, event, headers=admin)[0] == 202
+        replayed = [resumed.next_data("alert")[1] for _ in range(3)]
+    assert [(c["topic"], c["group"], c["state"]) for c in replayed] == [
+        ("oven.mine", {"tray": "a"}, "pending"),
+        ("oven.mine", None, "firing"),
+        ("oven.mine", {"tray": "a"}, "firing"),
+    ]
+    # GET /alerts answers the same way.
+    status, _, body = request(port, "GET", "/alerts", headers=mine)
+    assert status == 200
+    assert {a["topic"] for a in json.loads(body)["alerts"]} == {"oven.mine"}
+    status, _, _ = request(port, "GET", "/topics/_alerts/stream", headers=_bearer(publish=["*"]))
+    assert status == 403  # a token that may read nothing

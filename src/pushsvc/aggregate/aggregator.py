@@ -523,8 +523,9 @@ class Aggregator:
 
     def idle_topics(self, ttl_us: int, *, ticking: bool) -> dict[str, int]:
         """The topics to forget now, with their clocks: no event applied for `ttl_us` of wall
-        time, every window empty, and no alert instance of it pending or firing. Without idle ticks (`ticking` False) nothing slides
-        the windows, so: empty at the clock an idle tick would have moved the topic to."""
+        time, every window empty, and no alert instance of it pending or firing. Without idle
+        ticks (`ticking` False) nothing slides the windows, so: empty at the clock an idle
+        tick would have moved the topic to."""
         now = self._wall_clock()
         idle = {}
         for topic, state in self._topics.items():

@@ -12,8 +12,8 @@ a tick that changed it), each with only the matching groups."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -77,6 +77,10 @@ class Projection:
     group: GroupFilter | None = None
     series: tuple[str, ...] = ()
     """The tiers (resolution labels) whose points the stream gets."""
+    alert_topics: Callable[[str], bool] | None = field(default=None, compare=False)
+    """On `_alerts`: the instances' topics the stream may see (None: all; its scope's)."""
+    scope_key: str = ""
+    """Names the scope `alert_topics` comes from (equal scopes filter alike)."""
     key: str = field(init=False, compare=False)
     """Equal for equal projections; a plain string, cheap to hash on the hot path."""
 
@@ -86,6 +90,8 @@ class Projection:
             key += ";" + self.group.key
         if self.series:
             key += ";series=" + ",".join(self.series)
+        if self.alert_topics is not None:
+            key += ";scope=" + self.scope_key
         object.__setattr__(self, "key", key)
 
     @classmethod
@@ -120,6 +126,10 @@ class Projection:
             return None
         return cls(chosen_windows, chosen_stats, digits, chosen_group, chosen_series)
 
+    def scoped(self, alert_topics: Callable[[str], bool] | None, scope_key: str) -> Projection:
+        """This projection, also keeping only the alerts of the topics `alert_topics` allows."""
+        return replace(self, alert_topics=alert_topics, scope_key=scope_key)
+
     @property
     def reshapes(self) -> bool:
         """Whether windows or statistics are cut or rounded (not only groups filtered)."""
@@ -151,7 +161,11 @@ class Projection:
         if update.is_point and not self.series:
             return None
         if not update.is_update and not update.is_point:
-            return update.data  # an alert: no windows to cut, no group to filter
+            # An alert: no windows to cut; shown when the scope allows its instance's topic.
+            allowed = self.alert_topics
+            if allowed is not None and not allowed(orjson.loads(update.data)["topic"]):
+                return None
+            return update.data
         fields = orjson.loads(update.data)
         if update.is_point:
             if fields["resolution"] not in self.series:

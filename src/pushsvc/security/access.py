@@ -8,6 +8,7 @@ when a good cookie is also sent. Without `PUSHSVC_JWT_KEY` everything is allowed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +33,10 @@ class Reader:
 
     matcher: TopicMatcher
     expires_at: float | None
+    alert_topics: Callable[[str], bool] | None = None
+    """The topics whose alert instances it may see on `_alerts` (None: every one)."""
+    scope_key: str = ""
+    """Names that scope (for a rendering shared by readers of one scope)."""
 
 
 class Gate:
@@ -89,7 +94,12 @@ class Gate:
             if grant is None:
                 raise Unauthorized("subscribing needs a token")
             raise Forbidden("the token allows reading no topic")
-        return Reader(scope.restrict(wanted), None if grant is None else grant.expires_at)
+        return Reader(
+            scope.restrict(wanted),
+            None if grant is None else grant.expires_at,
+            scope.alert_topics,
+            ",".join(scope.selectors),
+        )
 
     def readable(self, request: Request) -> Scope | None:
         """The topics this request may read (None: all, auth being off); for listings."""

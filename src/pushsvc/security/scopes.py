@@ -5,14 +5,18 @@ with its own selectors; `Scope.restrict` decides what it may receive:
 * an explicit topic name outside the scope is refused (the caller learns it asked too much);
 * a pattern is narrowed to the scope: a `*` stream with scope `public.*` carries only
   `public.*` topics, live, in its snapshot and in its replay.
+
+The reserved topic `_alerts` is readable with any scope that allows some topic: each of its
+messages is about a topic, and a stream gets only those about the topics its scope allows
+(`alert_topics`, applied message by message where the stream renders them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pushsvc.core.topics import ALL, TopicMatcher
+from pushsvc.core.topics import ALERTS, ALL, TopicMatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,25 @@ class Scope:
         return self.matcher is not None and self.matcher(topic)
 
     def refused(self, wanted: TopicMatcher) -> list[str]:
-        """The explicit topic names of `wanted` this scope does not allow."""
-        return sorted(name for name in wanted.names if not self.allows(name))
+        """The explicit topic names of `wanted` this scope does not allow (`_alerts` is
+        allowed to any scope that allows a topic: its messages are filtered instead)."""
+        return sorted(
+            name
+            for name in wanted.names
+            if not self.allows(name) and (name != ALERTS or self.matcher is None)
+        )
 
     def restrict(self, wanted: TopicMatcher) -> TopicMatcher:
-        """`wanted`, narrowed to the topics this scope allows (call after `refused` is empty:
-        explicit names need no narrowing then)."""
+        """`wanted`, narrowed to the topics this scope allows, `_alerts` included (call after
+        `refused` is empty: explicit names need no narrowing then)."""
         if wanted.exact or self.everything:
             return wanted
-        return wanted.within(self.matcher)
+        return wanted.within(self._with_alerts)
+
+    def _with_alerts(self, topic: str) -> bool:
+        return topic == ALERTS or self.allows(topic)
+
+    @property
+    def alert_topics(self) -> Callable[[str], bool] | None:
+        """Which instances' topics a reader of `_alerts` may see (None: all of them)."""
+        return None if self.everything else self.allows

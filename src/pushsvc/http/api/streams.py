@@ -44,7 +44,7 @@ from pushsvc.core.sse import (
     encode_update,
     retry_line,
 )
-from pushsvc.core.topics import TopicMatcher, validate_readable
+from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import peer_watch, subscription
 from pushsvc.deliver.histogram import Histogram
@@ -102,19 +102,24 @@ def _stream(selectors: Sequence[str]) -> Response:
     if len(selectors) > rt.settings.max_selectors:
         raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
     reader = rt.gate.reader(request, TopicMatcher(selectors))
+    projection = Projection.parse(
+        request.args.get("windows"),
+        request.args.get("stats"),
+        known_windows=rt.settings.rules.labels,
+        known_stats=rt.settings.rules.stats,
+        precision=request.args.get("precision"),
+        group=request.args.getlist("group"),
+        series=request.args.getlist("series"),
+        known_series=rt.settings.rules.series_labels,
+    )
+    if reader.alert_topics is not None and reader.matcher(ALERTS):
+        # `_alerts` under a narrow scope: only the instances of topics it may read.
+        base = projection or Projection(None, None)
+        projection = base.scoped(reader.alert_topics, reader.scope_key)
     options = StreamOptions(
         matcher=reader.matcher,
         last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
-        projection=Projection.parse(
-            request.args.get("windows"),
-            request.args.get("stats"),
-            known_windows=rt.settings.rules.labels,
-            known_stats=rt.settings.rules.stats,
-            precision=request.args.get("precision"),
-            group=request.args.getlist("group"),
-            series=request.args.getlist("series"),
-            known_series=rt.settings.rules.series_labels,
-        ),
+        projection=projection,
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
         retry_ms=rt.settings.retry_us // 1000,
