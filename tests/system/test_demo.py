@@ -14,15 +14,22 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pandas as pd
 import pytest
 
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.core.event import Event
 from pushsvc.demo.clock import SimClock
 from pushsvc.demo.scenario import DISHES, STATIONS, Scenario, topic_names
+from pushsvc.stats.rules import default_rule, load_rules
 from support.auth_tokens import SECRET, hs256
 from support.live import SRC, PushsvcProcess, request
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+EXAMPLE_RULES = Path(__file__).resolve().parents[2] / "examples" / "demo-rules.toml"
+S = 1_000_000
+T0_S = 1_763_700_000
 DAY_SPEED = 1440.0  # a simulated day in 60 machine seconds
 
 
@@ -294,3 +301,36 @@ def test_backfill_posts_the_past_hours_then_goes_live(server: PushsvcProcess) ->
     )  # fmt: skip
     assert again.returncode == 1
     assert "already has events newer than the backfill" in again.stderr
+
+
+def test_the_demo_rules_alerts_trip_on_the_lunch_rush_and_a_bad_batch() -> None:
+    """examples/demo-rules.toml's alerts, fed three simulated hours from 11:30 at the demo's
+    own pace (--speed 1) through an aggregator: the kitchen's fires in the lunch rush, and the
+    ratings' fires for the dish of a bad batch while it is served."""
+    rules = load_rules(str(EXAMPLE_RULES), default_rule((10 * S, 60 * S, 300 * S), ("count",)))
+    scenario = Scenario(SimClock(11.5 * 3600, 1.0), 20.0, seed=1)
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0)
+    changes = []
+    for e in scenario.events():
+        if e.offset >= 3 * 3600:
+            break
+        if e.topic not in ("restaurant.kitchen", "restaurant.reviews"):
+            continue
+        event = Event(e.value, round((T0_S + e.offset) * S), e.tags)
+        for d in aggregator.apply_events(e.topic, [event]):
+            if d.instance is not None:
+                change = orjson.loads(d.body)
+                changes.append((change, scenario.clock.hour(change["since"] - T0_S)))
+    kitchen = [h for c, h in changes if c["alert"] == "kitchen_slow" and c["group"] is None
+               and c["state"] == "firing"]  # fmt: skip
+    assert kitchen and 12 <= kitchen[0] <= 13.5, kitchen  # lunch
+    (batch,) = [i for i in scenario.incidents if i.kind == "bad batch" and
+                12 <= scenario.clock.hour(i.start) <= 14]  # fmt: skip
+    dish = batch.topic.rsplit(".", 1)[1]
+    sinking = [
+        h for c, h in changes
+        if c["alert"] == "dish_ratings_sink" and c["group"] == {"dish": dish}
+        and c["state"] == "firing"
+    ]  # fmt: skip
+    start, end = scenario.clock.hour(batch.start), scenario.clock.hour(batch.end)
+    assert sinking and start <= sinking[0] <= end + 0.1, (sinking, start, end)

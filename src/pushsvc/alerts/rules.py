@@ -14,9 +14,9 @@ annotations = { summary = "grill p99 over 900 s" }
 
 A condition names a window and a statistic the topic keeps. Which rule a topic takes is known
 only per topic (the first matching `[[rule]]`, else the server's windows), so an alert is
-checked against every rule that can be some matching topic's: each rule whose selectors
-overlap the alert's, and the default rule unless rules before it cover every selector of the
-alert. Selectors overlap when one can match a topic the other matches (`*`; equal names; a
+checked against every rule that can be some matching topic's: for each of the alert's
+selectors, the rules in file order whose selectors overlap it, up to the first rule that covers
+it (its topics never reach a later rule), and the default rule when no rule covers it. Selectors overlap when one can match a topic the other matches (`*`; equal names; a
 name under a `prefix.*`; two prefixes one of which extends the other).
 """
 
@@ -243,10 +243,19 @@ def _check_window(
 
 
 def _scopes(selectors: tuple[str, ...], rules: Sequence[Scope], default: Scope) -> list[Scope]:
-    """The rules some topic the selectors match can take (see the module doc)."""
-    chosen = [r for r in rules if any(overlap(a, b) for a in selectors for b in r.selectors)]
-    covered = all(any(covers(b, a) for r in rules for b in r.selectors) for a in selectors)
-    return chosen if covered else [*chosen, default]
+    """The rules some topic the selectors match can take (see the module doc): per selector,
+    the rules in file order that overlap it, up to the first that covers it (no topic of it
+    goes further); the default rule when none does."""
+    chosen: dict[int, Scope] = {}
+    for selector in selectors:
+        for rule in rules:
+            if any(overlap(selector, theirs) for theirs in rule.selectors):
+                chosen[rule.number] = rule
+            if any(covers(theirs, selector) for theirs in rule.selectors):
+                break
+        else:
+            chosen[default.number] = default
+    return list(chosen.values())
 
 
 def overlap(a: str, b: str) -> bool:
