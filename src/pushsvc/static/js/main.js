@@ -4,6 +4,7 @@
 // group's updates are picked out of it here, as its history is out of the topic's.
 
 import { parseRoute } from "./address.js";
+import { AlertsBar } from "./alerts.js";
 import { Connection, loadGroupHistory, loadHistory } from "./connection.js";
 import { formatTime } from "./format.js";
 import { GroupsTable, groupLabel } from "./groups.js";
@@ -162,3 +163,4 @@ async function navigate() {
 window.addEventListener("hashchange", navigate);
 navigate();
 connection.start();
+new AlertsBar({ section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count") }).start();

@@ -110,7 +110,7 @@ export class Overview {
     if (!hour.loading && Date.now() - hour.at > REFRESH_MS && topic.ts !== null) {
       hour.loading = true;
       const since = topic.ts - HOUR_S;
-      const url = `/topics/${encodeURIComponent(topic.name)}/series?resolution=auto` +
+      const url = `topics/${encodeURIComponent(topic.name)}/series?resolution=auto` +
         `&points=${HOUR_POINTS}&since=${since}`;
       fetch(url)
         .then((response) => (response.ok ? response.json() : null))

@@ -53,7 +53,7 @@ export class SeriesRange {
     const filter = group
       ? Object.entries(group).map(([k, v]) => `&group=${encodeURIComponent(`${k}:${v}`)}`).join("")
       : "";
-    const path = `/topics/${encodeURIComponent(topic)}`;
+    const path = `topics/${encodeURIComponent(topic)}`;
     const since = clockS - rangeS;
     const query = `${path}/series?resolution=auto&points=${wanted}${filter}`;
     try {
