@@ -16,8 +16,9 @@ A condition names a window and a statistic the topic keeps. Which rule a topic t
 only per topic (the first matching `[[rule]]`, else the server's windows), so an alert is
 checked against every rule that can be some matching topic's: for each of the alert's
 selectors, the rules in file order whose selectors overlap it, up to the first rule that covers
-it (its topics never reach a later rule), and the default rule when no rule covers it. Selectors overlap when one can match a topic the other matches (`*`; equal names; a
-name under a `prefix.*`; two prefixes one of which extends the other).
+it (its topics never reach a later rule), and the default rule when no rule covers it.
+Selectors overlap when one can match a topic the other matches (`*`; equal names; a name
+under a `prefix.*`; two prefixes one of which extends the other).
 """
 
 from __future__ import annotations
