@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from bench.loadgen.http1 import ProtocolError
-from pushsvc.client.sse_parser import SSEMessage as Message
+from support.sse_parser import SSEMessage as Message
 
 READY = "ready"
 """Returned by a decoder for the message that shows the subscription is live."""

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import orjson
 
 from bench.loadgen.tally import Verdict
-from pushsvc.client.sse_parser import EventStreamParser
 from pushsvc.core.updates import UpdateId
+from support.sse_parser import EventStreamParser
 
 _MAX_VALUE = 100_000_000  # far beyond any soak; bounds the per-topic bitmaps
 

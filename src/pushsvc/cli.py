@@ -243,7 +243,7 @@ def _is_number(text: str) -> bool:
 @click.option("--last-event-id", help="resume after this update id")
 @click.option("--windows", help="only these windows, e.g. 1m,5m")
 @click.option("--stats", help="only these statistics, e.g. mean,p99")
-@click.option("--max-hz", help="at most this many updates per second per topic")
+@click.option("--max-hz", type=float, help="at most this many updates per second per topic")
 @click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
 @click.option("--count", type=int, help="stop after this many updates")
 def subscribe(
@@ -253,7 +253,7 @@ def subscribe(
     last_event_id: str | None,
     windows: str | None,
     stats: str | None,
-    max_hz: str | None,
+    max_hz: float | None,
     series: tuple[str, ...],
     count: int | None,
 ) -> None:
@@ -263,23 +263,27 @@ def subscribe(
     """
     import orjson
 
-    from pushsvc.client import ClientError, Endpoint
+    from pushsvc.client import Client, ClientError, StreamOptions
 
-    options = {k: v for k, v in (("windows", windows), ("stats", stats), ("max_hz", max_hz)) if v}
-    if series:
-        options["series"] = ",".join(series)  # one ?series= of a comma list: the same
+    options = StreamOptions(
+        windows=comma_list(windows) if windows else None,
+        stats=comma_list(stats) if stats else None,
+        series=[s for item in series for s in comma_list(item)] or None,
+        max_hz=max_hz,
+    )
     seen = 0
     try:
-        for message in Endpoint(url, token).stream(
-            list(selectors), last_event_id=last_event_id, options=options
-        ):
-            line = {"event": message.event, "id": message.id, "data": orjson.loads(message.data)}
-            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
-            sys.stdout.flush()
-            if message.event == "stats":
-                seen += 1
-                if count is not None and seen >= count:
-                    return
+        with Client(url, token=token) as client:
+            for message in client.messages(
+                list(selectors), last_event_id=last_event_id, options=options
+            ):
+                line = {"event": message.event, "id": message.id, "data": message.json()}
+                sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+                sys.stdout.flush()
+                if message.event == "stats":
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -299,9 +303,7 @@ def alerts(url: str, token: str | None, once: bool) -> None:
     """
     import orjson
 
-    from pushsvc.client import ClientError, Endpoint
-
-    endpoint = Endpoint(url, token)
+    from pushsvc.client import Client, ClientError
 
     def emit(event: str, message_id: str | None, data: object) -> None:
         line = {"event": event, "id": message_id, "data": data}
@@ -309,15 +311,16 @@ def alerts(url: str, token: str | None, once: bool) -> None:
         sys.stdout.flush()
 
     try:
-        for message in endpoint.stream(["_alerts"]):
-            if message.event == "snapshot":
-                # Subscribed: what is active now, then every change from here on.
-                for active in orjson.loads(endpoint.get("/alerts"))["alerts"]:
-                    emit("active", None, active)
-                if once:
-                    return
-            elif message.event == "alert":
-                emit("alert", message.id, orjson.loads(message.data))
+        with Client(url, token=token) as client:
+            for message in client.messages("_alerts"):
+                if message.event == "snapshot":
+                    # Subscribed: what is active now, then every change from here on.
+                    for active in client.alerts():
+                        emit("active", None, active)
+                    if once:
+                        return
+                elif message.event == "alert":
+                    emit("alert", message.id, message.json())
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

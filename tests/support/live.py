@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
+from support.sse_parser import EventStreamParser, SSEMessage
 
 # The src/ directory this package was imported from, for child processes' PYTHONPATH.
 SRC = str(Path(__file__).resolve().parents[2] / "src")

@@ -19,7 +19,7 @@ from conftest import MakeApp
 from pushsvc.client import Client
 from pushsvc.core.updates import UpdateId
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, SSEClient, post
+from support.live import PushsvcProcess, SSEClient, post, request
 
 WINDOWS = ("10s", "1m", "5m")
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
@@ -62,9 +62,9 @@ def test_json_csv_and_the_dataframe_agree_with_the_streamed_updates(
     events = [{"value": v, "ts": T0 + i} for i, v in enumerate(values[:-1])]
     events.append({"value": values[-1], "ts": T0 + 200, "tags": {"k": "v"}})
     updates = streamed(server, topic, events)
-    client = Client(server.base)
-
-    page = client.history_page(topic)
+    with Client(server.base) as client:
+        page = client.history_page(topic)
+        frame = client.history(topic)
     assert page["updates"] == updates  # exactly what the stream carried
     # The history's newest id: the last update, or a series point published after it.
     resume = UpdateId.parse(page["resume_id"])
@@ -77,12 +77,11 @@ def test_json_csv_and_the_dataframe_agree_with_the_streamed_updates(
     )
 
     expected = oracle(updates)
-    frame = client.history(topic)
     pd.testing.assert_frame_equal(frame, expected)
     assert frame.attrs == {"resume_id": page["resume_id"], "gap": False}
     assert frame["1m_var"].isna().tolist() == [True, False, False, False, True]
 
-    csv = Client(server.base).endpoint.get(f"/topics/{topic}/history", [("format", "csv")])
+    _, _, csv = request(server.port, "GET", f"/topics/{topic}/history?format=csv")
     from_csv = pd.read_csv(io.BytesIO(csv), parse_dates=["time"])
     pd.testing.assert_frame_equal(from_csv, expected, check_dtype=False)
     assert from_csv.dtypes.to_dict() == expected.dtypes.to_dict() | {

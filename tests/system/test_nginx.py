@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 from pushsvc.core.durations import parse_duration_us
 from support.live import PushsvcProcess, post, request, wait_until
 from support.net import free_port
+from support.sse_parser import EventStreamParser, SSEMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nginx.conf"

@@ -342,15 +342,15 @@ def test_the_client_reads_series_as_a_frame_and_the_cli_prints_points(
     topic = "series.client"
     events = [{"value": float(i % 11), "ts": T0 + i * 7} for i in range(3 * 600)]  # 3.5 hours
     _post_all(port, topic, events)
-    client = Client(series_server.base)
-    minute = client.series(topic, resolution="1m", since=T0 + 3600, until=T0 + 7200)
+    with Client(series_server.base) as client:
+        minute = client.series(topic, resolution="1m", since=T0 + 3600, until=T0 + 7200)
+        # One frame over tiers: the minute tier, then the seconds of the part not closed in it.
+        whole = client.series(topic, since=T0, resolution="auto", points=100)
     api = _series(port, topic, f"resolution=1m&since={T0 + 3600}&until={T0 + 7200}")["points"]
     assert list(minute.index) == list(pd.to_datetime([p["t"] for p in api], unit="s", utc=True))
     assert minute.index.name == "time" and str(minute.index.tz) == "UTC"
     assert list(minute["count"]) == [p["count"] for p in api]
     assert list(minute["mean"]) == [p["mean"] for p in api]
-    # One frame over tiers: the minute tier, then the seconds of the part not closed in it.
-    whole = client.series(topic, since=T0, resolution="auto", points=100)
     tiers = [s["resolution"] for s in whole.attrs["segments"]]
     assert tiers[0] == "1m" and whole.index.is_monotonic_increasing
     assert len(whole) > 150

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from pushsvc.client.sse_parser import EventStreamParser
 from pushsvc.deliver.hub import StreamExit
 from support.gunicorn import gunicorn
 from support.live import PushsvcProcess, post, request, wait_until
@@ -34,6 +33,7 @@ from support.raw_streams import (
     reset,
 )
 from support.redis_server import RedisServer
+from support.sse_parser import EventStreamParser
 from support.tls_pairs import Pair, self_signed
 
 STREAMS = 1000

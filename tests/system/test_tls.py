@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pushsvc.client.sse_parser import EventStreamParser, SSEMessage
 from support.live import PushsvcProcess, run_tool, start_tool, wait_until
 from support.redis_server import RedisServer
+from support.sse_parser import EventStreamParser, SSEMessage
 from support.tls_pairs import Pair, self_signed
 
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsvc.client.sse_parser import EventStreamParser, SSEMessage, parse
 from pushsvc.core.sse import (
     HEADERS,
     HEARTBEAT,
@@ -19,6 +18,7 @@ from pushsvc.core.sse import (
     encode_update,
     retry_line,
 )
+from support.sse_parser import EventStreamParser, SSEMessage, parse
 
 # ---------------------------------------------------------------- encoder byte tables
 

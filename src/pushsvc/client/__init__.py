@@ -1,30 +1,39 @@
-"""The Python client: `Client` (publish with retries, history as a DataFrame, typed
-subscribe), `Endpoint` (the plain HTTP transport the tools use), what they return
-(`models`), the SSE reader (`sse_parser`) and the CSV replay tool (`csv_replay`)."""
+"""The Python clients, on httpx: `Client` for blocking programs and `AsyncClient` for asyncio,
+with one API — publish with idempotent retries, history and series as pandas DataFrames,
+typed subscriptions that resume, and `frames()`, a live DataFrame.
 
-from pushsvc.client.client import (
-    HISTORY_PAGE,
-    IDEMPOTENCY_KEY,
-    RETRYABLE,
-    Backoff,
-    Client,
-    ClientError,
-    Endpoint,
-    RetryAfter,
-    Unreachable,
-    batches,
-    new_idempotency_key,
-)
+    from pushsvc.client import Client
+    with Client("http://127.0.0.1:8000") as client:
+        client.publish("orders", [{"value": 12.5}])
+
+The modules: `sync_client` and `async_client` (the two clients), `calls` (what each operation
+asks, free of I/O), `stream` (a subscription between connections), `retry` (backoff and
+tenacity's loops), `errors`, `models` (typed messages, DataFrames), `live_frames`, `session`
+and `csv_replay` (`pushsvc replay`).
+"""
+
+from pushsvc.client.async_client import AsyncClient
+from pushsvc.client.calls import IDEMPOTENCY_KEY, batches, new_idempotency_key
+from pushsvc.client.errors import ApiError, ClientError, Unreachable
+from pushsvc.client.models import AlertChange, Message, Point, Snapshot, StreamUpdate
+from pushsvc.client.retry import Backoff
+from pushsvc.client.stream import RawMessage, StreamOptions
+from pushsvc.client.sync_client import Client
 
 __all__ = [
-    "HISTORY_PAGE",
     "IDEMPOTENCY_KEY",
-    "RETRYABLE",
+    "AlertChange",
+    "ApiError",
+    "AsyncClient",
     "Backoff",
     "Client",
     "ClientError",
-    "Endpoint",
-    "RetryAfter",
+    "Message",
+    "Point",
+    "RawMessage",
+    "Snapshot",
+    "StreamOptions",
+    "StreamUpdate",
     "Unreachable",
     "batches",
     "new_idempotency_key",

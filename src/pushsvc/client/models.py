@@ -8,7 +8,7 @@ The DataFrame's columns are `pushsvc.core.history_table`'s, the same as the CSV 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -103,7 +103,55 @@ class Point:
         return cls(fields["id"], fields["topic"], fields["resolution"], group, fields["point"])
 
 
-Message = StreamUpdate | Snapshot | Point
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """One `alert` message of the reserved topic `_alerts`: an alert instance (`alert`,
+    `topic`, `group`) changed `state` (`pending`, `firing`, `resolved`) at `since` (the topic
+    clock, epoch seconds), `value` being the statistic that caused it."""
+
+    id: str
+    alert: str
+    topic: str
+    group: Mapping[str, str | None] | None
+    state: str
+    value: float | None
+    since: float
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, data: str | bytes) -> AlertChange:
+        fields = orjson.loads(data)
+        return cls(
+            fields["id"],
+            fields["alert"],
+            fields["topic"],
+            fields.get("group"),
+            fields["state"],
+            fields.get("value"),
+            fields["since"],
+            fields.get("labels") or {},
+            fields.get("annotations") or {},
+        )
+
+
+Message = StreamUpdate | Snapshot | Point | AlertChange
+
+_PARSERS: dict[str, Callable[[str | bytes], Message]] = {
+    "stats": StreamUpdate.parse,
+    "point": Point.parse,
+    "alert": AlertChange.parse,
+}
+
+
+def typed_message(event: str, message_id: str | None, data: str | bytes) -> Message | None:
+    """The typed message for a stream message's event name; None for an event this client
+    does not know (a newer server's), which a subscriber skips."""
+    if event == "snapshot":
+        return Snapshot.parse(data, message_id)
+    parse = _PARSERS.get(event)
+    return None if parse is None else parse(data)
+
 
 SERIES_COLUMNS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 

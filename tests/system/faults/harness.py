@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pushsvc.client.sse_parser import EventStreamParser
 from support.live import PushsvcProcess, request
 from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
+from support.sse_parser import EventStreamParser
 
 S = 1_000_000
 WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}

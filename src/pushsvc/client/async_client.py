@@ -1,0 +1,254 @@
+"""`AsyncClient`: `Client`'s methods for asyncio programs (FastAPI services, aiohttp workers,
+notebooks), on httpx's AsyncClient. Both run the same plans (calls.py) and stream cursor
+(stream.py); see `Client` for what each method does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from pushsvc.client import calls
+from pushsvc.client.calls import Call, Events, Plan, Time
+from pushsvc.client.errors import ApiError, ClientError, Unreachable
+from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
+from pushsvc.client.models import Message, typed_message
+from pushsvc.client.retry import Backoff, async_retrying
+from pushsvc.client.session import Session
+from pushsvc.client.stream import STREAM_PATH, RawMessage, StreamCursor, StreamOptions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """pushsvc for asyncio programs: `Client`'s methods, awaited; streams are async iterators.
+
+    async with AsyncClient("http://127.0.0.1:8000") as client:
+        await client.publish("orders", {"value": 12.5})
+        async for message in client.subscribe("orders"):
+            ...
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        backoff: Backoff | None = None,
+        timeout: float = 30.0,
+        stream_timeout: float = 60.0,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.session = Session(url, token, timeout=timeout, stream_timeout=stream_timeout)
+        self.backoff = backoff or Backoff()
+        self._own_http = http is None
+        self._http = (
+            http
+            if http is not None
+            # Every subscription holds a connection: no pool limit below what a program
+            # subscribes to (httpx's default is 100 connections).
+            else httpx.AsyncClient(
+                timeout=self.session.timeout, limits=httpx.Limits(max_connections=None)
+            )
+        )
+        self._sleep = sleep
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # Requests ------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, events: Events) -> int:
+        return await self._run(calls.publish(topic, events))
+
+    async def history(
+        self, topic: str, *, since: Time | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        return await self._run(calls.history(topic, since=since, limit=limit))
+
+    async def history_page(
+        self, topic: str, *, since: Time | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        return await self._run(calls.history_page(topic, since=since, limit=limit))
+
+    async def series(
+        self,
+        topic: str,
+        *,
+        since: Time | None = None,
+        until: Time | None = None,
+        resolution: str = "auto",
+        points: int | None = None,
+        group: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        return await self._run(
+            calls.series(
+                topic,
+                since=since,
+                until=until,
+                resolution=resolution,
+                points=points,
+                group=group,
+            )
+        )
+
+    async def stats(self, topic: str, *, group: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return await self._run(
+            calls.get_json(calls.topic_path(topic, "stats"), calls.group_params(group))
+        )
+
+    async def topics(self) -> list[dict[str, Any]]:
+        answer = await self._run(calls.get_json("topics"))
+        topics: list[dict[str, Any]] = answer["topics"]
+        return topics
+
+    async def rules(self) -> dict[str, Any]:
+        return await self._run(calls.get_json("rules"))
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        answer = await self._run(calls.get_json("alerts"))
+        alerts: list[dict[str, Any]] = answer["alerts"]
+        return alerts
+
+    async def _run(self, plan: Plan[T]) -> T:
+        send = async_retrying(self.backoff, self._sleep)
+        try:
+            call = next(plan)
+            while True:
+                call = plan.send(await send(self._send, call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _send(self, call: Call) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                call.method,
+                self.session.url(call.path),
+                params=tuple(call.params),
+                headers=self.session.headers(call.headers),
+                content=call.content,
+            )
+        except httpx.TransportError as exc:
+            raise Unreachable(self.session.base, exc) from None
+        if response.status_code != call.expect:
+            raise ApiError.of(response)
+        return response
+
+    # Streams -------------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None = None,
+        windows: Sequence[str] | None = None,
+        stats: Sequence[str] | None = None,
+        group: Mapping[str, str] | None = None,
+        series: Sequence[str] | None = None,
+        max_hz: float | None = None,
+        precision: int | None = None,
+    ) -> AsyncIterator[Message]:
+        options = StreamOptions(windows, stats, group, series, max_hz, precision)
+        async for raw in self.messages(topics, last_event_id=last_event_id, options=options):
+            message = typed_message(raw.event, raw.id, raw.data)
+            if message is not None:
+                yield message
+
+    async def messages(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None = None,
+        options: StreamOptions | None = None,
+    ) -> AsyncIterator[RawMessage]:
+        cursor = StreamCursor(
+            topics, last_event_id=last_event_id, options=options or StreamOptions(),
+            backoff=self.backoff,
+        )  # fmt: skip
+        while True:
+            error: ClientError | None = None
+            try:
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    self.session.url(STREAM_PATH),
+                    params=tuple(cursor.params),
+                    headers=self.session.headers(cursor.headers()),
+                    timeout=self.session.stream_timeout,
+                ) as source:
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                        raise ApiError.of(source.response)
+                    async for sse in source.aiter_sse():
+                        message = cursor.receive(sse)
+                        if message is not None:
+                            yield message
+            except httpx.TransportError as exc:
+                error = Unreachable(self.session.base, exc)
+            except SSEError as exc:  # a 200 that is no event stream: a proxy's page
+                error = Unreachable(self.session.base, httpx.RemoteProtocolError(str(exc)))
+            except ApiError as exc:
+                error = exc
+            await self._sleep(cursor.delay_after(error))
+
+    async def frames(
+        self,
+        topic: str,
+        *,
+        every: str | float = "1s",
+        since: Time | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> AsyncIterator[pd.DataFrame]:
+        interval = interval_seconds(every)
+        updates, first, last = await self._run(calls.history_updates(topic, since=since))
+        live = LiveFrame(topic, updates, first, last["resume_id"], max_rows=max_rows)
+        yield live.frame
+        inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for message in self.messages(topic, last_event_id=last["resume_id"]):
+                inbox.put_nowait(message)
+
+        reader = asyncio.create_task(pump())
+        loop = asyncio.get_running_loop()
+        try:
+            due = loop.time() + interval
+            while True:
+                getting = asyncio.ensure_future(inbox.get())
+                await asyncio.wait({getting, reader}, timeout=max(0.0, due - loop.time()))
+                if getting.done():
+                    live.add(getting.result())
+                    continue
+                getting.cancel()
+                if reader.done():
+                    reader.result()  # raises what ended the subscription
+                due = loop.time() + interval
+                frame = live.flush()
+                if frame is not None:
+                    yield frame
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

@@ -1,0 +1,167 @@
+"""What each client operation asks the server, free of I/O, so that `Client` and `AsyncClient`
+share one implementation and differ only in how they send a request.
+
+An operation is a *plan*: a generator that yields the `Call`s it needs, one at a time, is sent
+each answer (an `httpx.Response`, read, with the status the call expects) and returns the
+operation's result. History pages follow each other this way, each asked for with the
+previous page's `resume_id`. A client drives a plan with its own transport and retry loop:
+
+    call = next(plan)
+    while True:
+        call = plan.send(send(call))      # until StopIteration carries the result
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from pushsvc.client.models import history_dataframe, series_dataframe
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+T = TypeVar("T")
+Plan = Generator["Call", httpx.Response, T]
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+HISTORY_PAGE = 10_000  # the server's largest ?limit=
+
+Time = str | float | datetime
+"""A point in time as the API takes it: epoch seconds, an RFC 3339 string or an aware
+datetime (`since` of a history may also be an update id)."""
+Events = Mapping[str, object] | Sequence[Mapping[str, object]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: relative to the client's base URL; answered `expect` or an error."""
+
+    method: str
+    path: str
+    params: Sequence[tuple[str, str]] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    expect: int = 200
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one batch: a random UUID, as the IETF draft and Stripe suggest."""
+    return str(uuid.uuid4())
+
+
+def topic_path(topic: str, leaf: str) -> str:
+    return f"topics/{quote(topic, safe='')}/{leaf}"
+
+
+def publish(topic: str, events: Events) -> Plan[int]:
+    """POST one event or a batch (accepted whole or rejected whole); how many were accepted.
+    One body and one key for every attempt: a repeat is the same request, logged once."""
+    batch = [dict(events)] if isinstance(events, Mapping) else [dict(e) for e in events]
+    answer = yield Call(
+        "POST",
+        topic_path(topic, "events"),
+        headers={"Content-Type": "application/json", IDEMPOTENCY_KEY: new_idempotency_key()},
+        content=orjson.dumps(batch),
+        expect=202,
+    )
+    return int(orjson.loads(answer.content)["accepted"])
+
+
+def get_json(path: str, params: Sequence[tuple[str, str]] = ()) -> Plan[dict[str, Any]]:
+    answer = yield Call("GET", path, params, headers={"Accept": "application/json"})
+    body: dict[str, Any] = orjson.loads(answer.content)
+    return body
+
+
+def history_page(
+    topic: str, *, since: Time | None = None, limit: int | None = None
+) -> Plan[dict[str, Any]]:
+    """One answer of `GET /topics/{topic}/history`, parsed."""
+    params = []
+    if since is not None:
+        params.append(("since", time_param(since)))
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    return (yield from get_json(topic_path(topic, "history"), params))
+
+
+def history_updates(
+    topic: str, *, since: Time | None = None, limit: int | None = None
+) -> Plan[tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]]:
+    """The updates a history asks for, paging on with `resume_id` while `more` (only with
+    `since`: without it the history answers the newest `limit`), and the first and last
+    pages (their `windows`, `stats`, `gap` and `resume_id`)."""
+    first = yield from history_page(topic, since=since, limit=limit)
+    last = first
+    updates: list[dict[str, Any]] = list(first["updates"])
+    wanted = limit if limit is not None else float("inf")
+    while since is not None and last["more"] and len(updates) < wanted:
+        size = HISTORY_PAGE if limit is None else min(HISTORY_PAGE, limit - len(updates))
+        last = yield from history_page(topic, since=last["resume_id"], limit=size)
+        updates.extend(last["updates"])
+    return updates, first, last
+
+
+def history(
+    topic: str, *, since: Time | None = None, limit: int | None = None
+) -> Plan[pd.DataFrame]:
+    """The topic's updates as a DataFrame (`Client.history`)."""
+    updates, first, last = yield from history_updates(topic, since=since, limit=limit)
+    frame = history_dataframe(updates, first["windows"], first["stats"])
+    frame.attrs["resume_id"] = last["resume_id"]
+    frame.attrs["gap"] = first["gap"]
+    return frame
+
+
+def series(
+    topic: str,
+    *,
+    since: Time | None = None,
+    until: Time | None = None,
+    resolution: str = "auto",
+    points: int | None = None,
+    group: Mapping[str, str] | None = None,
+) -> Plan[pd.DataFrame]:
+    """The topic's (or a group's) closed buckets as a DataFrame (`Client.series`)."""
+    params = [("resolution", resolution)]
+    if since is not None:
+        params.append(("since", time_param(since)))
+    if until is not None:
+        params.append(("until", time_param(until)))
+    if points is not None:
+        params.append(("points", str(points)))
+    params += group_params(group)
+    answer = yield from get_json(topic_path(topic, "series"), params)
+    frame = series_dataframe(answer["points"])
+    for key in ("resolution", "segments", "more"):
+        frame.attrs[key] = answer[key]
+    return frame
+
+
+def group_params(group: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    return [("group", f"{tag}:{value}") for tag, value in (group or {}).items()]
+
+
+def time_param(when: Time) -> str:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValueError("give times as aware datetimes (a naive one has no time zone)")
+        return repr(when.timestamp())
+    if isinstance(when, bool):
+        raise TypeError("a time is epoch seconds, an RFC 3339 string or an aware datetime")
+    return when if isinstance(when, str) else repr(float(when))
+
+
+def batches(events: Sequence[dict[str, object]], size: int) -> Iterator[list[dict[str, object]]]:
+    """`events` in order, `size` at a time: one POST each (`pushsvc publish`, `pushsvc
+    replay`)."""
+    for start in range(0, len(events), size):
+        yield list(events[start : start + size])

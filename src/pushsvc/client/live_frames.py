@@ -1,0 +1,79 @@
+"""`frames()`: a topic's history, then its live updates, as one DataFrame that grows — what a
+notebook redraws a plot from. This part is free of I/O: the clients feed it the history's
+updates and the stream's messages and ask it, every so often, for the frame so far."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pushsvc.client.models import history_dataframe
+from pushsvc.client.stream import RawMessage
+from pushsvc.core.durations import parse_duration_us
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_MAX_ROWS = 100_000
+
+
+def interval_seconds(every: str | float) -> float:
+    """`every` as seconds: a number, or a duration such as "500ms", "1s", "1m"."""
+    seconds = parse_duration_us(every) / 1_000_000 if isinstance(every, str) else float(every)
+    if not seconds > 0:
+        raise ValueError(f"every must be a positive duration, not {every!r}")
+    return seconds
+
+
+class LiveFrame:
+    """The rows of one topic's updates, oldest first, at most `max_rows` (the oldest go);
+    columns as `Client.history()`'s. `frame.attrs["resume_id"]` is the newest update's id and
+    `frame.attrs["gap"]` says that updates were lost on the way (the history, or a stream
+    that could not resume)."""
+
+    def __init__(
+        self,
+        topic: str,
+        updates: Sequence[Mapping[str, Any]],
+        first_page: Mapping[str, Any],
+        resume_id: str,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> None:
+        self.topic = topic
+        self._windows = first_page["windows"]
+        self._stats = first_page["stats"]
+        self._max_rows = max_rows
+        self._pending: list[Mapping[str, Any]] = []
+        self._gap = bool(first_page["gap"])
+        self.frame = self._rows(updates[-max_rows:])
+        self.frame.attrs["resume_id"] = resume_id
+
+    def add(self, message: RawMessage) -> None:
+        """A stream message: this topic's updates are kept for the next `flush`."""
+        if message.event == "stats":
+            update = message.json()
+            if update["topic"] == self.topic:
+                self._pending.append(update)
+        elif message.event == "snapshot" and message.json().get("gap"):
+            self._gap = True
+
+    def flush(self) -> pd.DataFrame | None:
+        """The frame with the updates received since the last flush; None when none came."""
+        if not self._pending:
+            return None
+        import pandas as pd
+
+        fresh = self._rows(self._pending)
+        self._pending = []
+        joined = fresh if self.frame.empty else pd.concat([self.frame, fresh], ignore_index=True)
+        self.frame = joined.iloc[-self._max_rows :].reset_index(drop=True)
+        self.frame.attrs.update(fresh.attrs)
+        return self.frame
+
+    def _rows(self, updates: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        frame = history_dataframe(updates, self._windows, self._stats)
+        frame.attrs["gap"] = self._gap
+        if updates:
+            frame.attrs["resume_id"] = updates[-1]["id"]
+        return frame

@@ -1,0 +1,91 @@
+"""When the clients send a request again: the backoff (exponential, full jitter, at least the
+server's Retry-After) and the retry loops of tenacity built on it, one for each client.
+
+What is retried: a lost or refused connection (`Unreachable`) and the answers that say
+nothing was done and to come back (429, 503). Never another error: a 4xx would be refused
+again. A POST is safe to send again because every batch carries its own Idempotency-Key
+(`calls.publish`): the server logs it once however often it arrives."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import tenacity
+
+from pushsvc.client.errors import ApiError, Unreachable
+
+log = logging.getLogger("pushsvc.client")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """`retries` more attempts after the first; attempt n (from 0) waits a random time up to
+    `base * 2**n` seconds, at most `cap` — and never less than the server's Retry-After. A
+    request whose answer asks for a longer wait than `cap` is not retried: its error is raised
+    at once (sending it earlier would be refused again)."""
+
+    retries: int = 5
+    base: float = 0.2
+    cap: float = 10.0
+
+    def delay(self, attempt: int, error: BaseException | None) -> float:
+        wait = random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))
+        if isinstance(error, ApiError) and error.retry_after is not None:
+            # The server knows when it will take the request (a publish rate's refill):
+            # earlier is refused again.
+            wait = max(wait, error.retry_after)
+        return wait
+
+    def allows(self, error: BaseException) -> bool:
+        """Whether a request that failed with `error` is sent again."""
+        if isinstance(error, ApiError):
+            return error.retryable and (error.retry_after or 0) <= self.cap
+        return isinstance(error, Unreachable)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another try could succeed (for a stream, which waits as long as it is asked)."""
+    return isinstance(error, Unreachable) or (isinstance(error, ApiError) and error.retryable)
+
+
+def _wait(backoff: Backoff) -> Callable[[tenacity.RetryCallState], float]:
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return backoff.delay(state.attempt_number - 1, error)
+
+    return wait
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    log.info("retrying in %.2f s after: %s", wait, error)
+
+
+def retrying(backoff: Backoff, sleep: Callable[[float], None]) -> tenacity.Retrying:
+    """The blocking client's loop: `retrying(...)(send, call)`."""
+    return tenacity.Retrying(
+        sleep=sleep,
+        stop=tenacity.stop_after_attempt(backoff.retries + 1),
+        wait=_wait(backoff),
+        retry=tenacity.retry_if_exception(backoff.allows),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def async_retrying(
+    backoff: Backoff, sleep: Callable[[float], Awaitable[None]]
+) -> tenacity.AsyncRetrying:
+    """The asyncio client's loop: `await async_retrying(...)(send, call)`."""
+    return tenacity.AsyncRetrying(
+        sleep=sleep,
+        stop=tenacity.stop_after_attempt(backoff.retries + 1),
+        wait=_wait(backoff),
+        retry=tenacity.retry_if_exception(backoff.allows),
+        before_sleep=_log_retry,
+        reraise=True,
+    )

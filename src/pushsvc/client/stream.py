@@ -1,0 +1,110 @@
+"""A subscription's state between connections, free of I/O: what to ask for (`/stream` with the
+topics and options, `Last-Event-ID` once an id was seen), which messages to hand on, and how
+long to wait before the next connection — what a browser's EventSource does, for both clients.
+
+The events themselves are read by `httpx-sse`; this module only judges them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from httpx_sse import ServerSentEvent
+
+from pushsvc.client.calls import group_params
+from pushsvc.client.errors import ApiError, ClientError
+from pushsvc.client.retry import Backoff, is_retryable
+
+STREAM_PATH = "stream"
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One message of a stream as the server sent it: its event name (`snapshot`, `stats`,
+    `point`, `alert`), its id (None where it had none) and its data (one line of JSON)."""
+
+    event: str
+    id: str | None
+    data: str
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """What `/stream` takes beside the topics (see docs/design.md, "Stream options")."""
+
+    windows: Sequence[str] | None = None
+    stats: Sequence[str] | None = None
+    group: Mapping[str, str] | None = None
+    series: Sequence[str] | None = None
+    max_hz: float | None = None
+    precision: int | None = None
+
+    def params(self) -> list[tuple[str, str]]:
+        params: list[tuple[str, str]] = []
+        if self.windows:
+            params.append(("windows", ",".join(self.windows)))
+        if self.stats:
+            params.append(("stats", ",".join(self.stats)))
+        if self.series:
+            params.append(("series", ",".join(self.series)))
+        if self.max_hz is not None:
+            params.append(("max_hz", repr(self.max_hz)))
+        if self.precision is not None:
+            params.append(("precision", str(self.precision)))
+        return params + group_params(self.group)
+
+
+class StreamCursor:
+    """Where a subscription stands: the last id seen, the server's `retry:` and how many
+    connections in a row have failed."""
+
+    def __init__(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None,
+        options: StreamOptions,
+        backoff: Backoff,
+    ) -> None:
+        selectors = [topics] if isinstance(topics, str) else list(topics)
+        if not selectors:
+            raise ValueError("subscribe to at least one topic or pattern")
+        self.params = [("topic", s) for s in selectors] + options.params()
+        self.last_event_id = last_event_id or None
+        self.retry_s: float | None = None
+        self._backoff = backoff
+        self._failures = 0
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+
+    def receive(self, sse: ServerSentEvent) -> RawMessage | None:
+        """The message to hand on, or None (a `retry:` alone, a heartbeat)."""
+        if sse.retry is not None:
+            self.retry_s = sse.retry / 1000
+        if not sse.data:
+            # What the standard dispatches nothing for: httpx-sse yields an empty event after
+            # a comment (the heartbeat) once an id has been seen.
+            return None
+        self._failures = 0
+        if sse.id:
+            self.last_event_id = sse.id
+        return RawMessage(sse.event, sse.id or None, sse.data)
+
+    def delay_after(self, error: ClientError | None) -> float:
+        """How long to wait before connecting again after the stream ended (`error` None) or
+        failed; raises `error` when another try would be refused again."""
+        if error is not None and not is_retryable(error):
+            raise error
+        attempt, self._failures = self._failures, self._failures + 1
+        delay = self._backoff.delay(attempt, error)
+        if self.retry_s is not None and not isinstance(error, ApiError):
+            # As EventSource does: the server's reconnection time after a lost connection.
+            delay = max(delay, self.retry_s)
+        return delay

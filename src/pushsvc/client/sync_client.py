@@ -1,0 +1,318 @@
+"""`Client`: pushsvc for blocking Python programs, on httpx. `AsyncClient` (async_client.py) has
+the same methods for asyncio; both run the same plans (calls.py) and stream cursor
+(stream.py)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from pushsvc.client import calls
+from pushsvc.client.calls import Call, Events, Plan, Time
+from pushsvc.client.errors import ApiError, ClientError, Unreachable
+from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
+from pushsvc.client.models import Message, typed_message
+from pushsvc.client.retry import Backoff, retrying
+from pushsvc.client.session import Session
+from pushsvc.client.stream import STREAM_PATH, RawMessage, StreamCursor, StreamOptions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+T = TypeVar("T")
+
+
+class Client:
+    """pushsvc for Python programs (one per server; safe to share between threads).
+
+        with Client("http://127.0.0.1:8000", token=None) as client:
+            client.publish("orders", [{"value": 12.5}])
+            frame = client.history("orders", since="2025-11-21T04:40:00Z")  # pandas
+            for message in client.subscribe("orders", last_event_id=frame.attrs["resume_id"]):
+                ...  # Snapshot, StreamUpdate, Point or AlertChange
+
+    * `publish` sends each batch with a fresh `Idempotency-Key` and retries it with the same
+      key, backing off, after a lost connection, a 503 or a 429 (after its Retry-After): the
+      server logs it once however often it arrives. Other errors raise `ApiError` at once.
+    * Reads (`history`, `series`, `stats`, `topics`, `rules`, `alerts`) retry the same way.
+    * `subscribe` yields typed messages forever, reconnecting like a browser's EventSource:
+      with the last id it saw (`Last-Event-ID`), after the server's `retry:`.
+    * `frames` yields a growing DataFrame of a topic's updates, every `every`.
+
+    `http` is an httpx.Client of your own (proxies, TLS, HTTP/2, event hooks); by default one
+    is made with `timeout` and httpx's reading of the environment (`HTTPS_PROXY`,
+    `SSL_CERT_FILE`, …), and closed by `close()`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        backoff: Backoff | None = None,
+        timeout: float = 30.0,
+        stream_timeout: float = 60.0,
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = Session(url, token, timeout=timeout, stream_timeout=stream_timeout)
+        self.backoff = backoff or Backoff()
+        self._own_http = http is None
+        self._http = http if http is not None else httpx.Client(timeout=self.session.timeout)
+        self._sleep = sleep
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Requests ------------------------------------------------------------------------------
+
+    def publish(self, topic: str, events: Events) -> int:
+        """POST one event or a batch (accepted whole or rejected whole); the number accepted."""
+        return self._run(calls.publish(topic, events))
+
+    def history(
+        self, topic: str, *, since: Time | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        """The topic's updates as a DataFrame, one row per update, oldest first (columns in
+        `pushsvc.core.history_table`; needs the tools extra).
+
+        Without `since`: the newest `limit` (the server's default: 1000). With `since` — an
+        update id (exclusive), or a time (inclusive, on the updates' `ts`) — every update from
+        there that the history holds, page by page, or the first `limit`. `frame.attrs` holds
+        `resume_id` (the Last-Event-ID that continues this frame live with no gap and no
+        duplicate) and `gap` (updates after `since` were lost)."""
+        return self._run(calls.history(topic, since=since, limit=limit))
+
+    def history_page(
+        self, topic: str, *, since: Time | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One answer of `GET /topics/{topic}/history`, parsed."""
+        return self._run(calls.history_page(topic, since=since, limit=limit))
+
+    def series(
+        self,
+        topic: str,
+        *,
+        since: Time | None = None,
+        until: Time | None = None,
+        resolution: str = "auto",
+        points: int | None = None,
+        group: Mapping[str, str] | None = None,
+    ) -> pd.DataFrame:
+        """The topic's (or one group's) closed buckets as a DataFrame indexed by bucket start
+        (UTC), one column per statistic (needs the tools extra). `resolution`: a tier the topic
+        keeps ("1s", "1m", …) or "auto", which loads the range across tiers in one frame: the
+        coarsest tier giving about `points / 2` points, the recent part from finer ones
+        (`frame.attrs["segments"]` says which). `until` is exclusive; without `since` and
+        `until`, all the tier keeps. `group`: every tag the topic groups by."""
+        return self._run(
+            calls.series(
+                topic,
+                since=since,
+                until=until,
+                resolution=resolution,
+                points=points,
+                group=group,
+            )
+        )
+
+    def stats(self, topic: str, *, group: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The topic's (or a group's) latest snapshot: `{"topic", "id", "ts", "windows", …}`."""
+        path = calls.topic_path(topic, "stats")
+        return self._run(calls.get_json(path, calls.group_params(group)))
+
+    def topics(self) -> list[dict[str, Any]]:
+        """The topics this client may read, with their last update time and subscribers."""
+        answer = self._run(calls.get_json("topics"))
+        topics: list[dict[str, Any]] = answer["topics"]
+        return topics
+
+    def rules(self) -> dict[str, Any]:
+        """The server's effective analytics and alert rules, with their digest."""
+        return self._run(calls.get_json("rules"))
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alert instances pending or firing now (of the topics this client may read)."""
+        answer = self._run(calls.get_json("alerts"))
+        alerts: list[dict[str, Any]] = answer["alerts"]
+        return alerts
+
+    def _run(self, plan: Plan[T]) -> T:
+        send = retrying(self.backoff, self._sleep)
+        try:
+            call = next(plan)
+            while True:
+                call = plan.send(send(self._send, call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    def _send(self, call: Call) -> httpx.Response:
+        try:
+            response = self._http.request(
+                call.method,
+                self.session.url(call.path),
+                params=tuple(call.params),
+                headers=self.session.headers(call.headers),
+                content=call.content,
+            )
+        except httpx.TransportError as exc:
+            raise Unreachable(self.session.base, exc) from None
+        if response.status_code != call.expect:
+            raise ApiError.of(response)
+        return response
+
+    # Streams -------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None = None,
+        windows: Sequence[str] | None = None,
+        stats: Sequence[str] | None = None,
+        group: Mapping[str, str] | None = None,
+        series: Sequence[str] | None = None,
+        max_hz: float | None = None,
+        precision: int | None = None,
+    ) -> Iterator[Message]:
+        """Snapshots, updates, points (`series=["1m"]`) and alert changes (of `_alerts`) of
+        these topics (names, `prefix.*`, `*`), forever: a lost connection or a 503/429 is
+        retried, resuming after the last id seen (a `Snapshot` with `gap` says when the server
+        could not replay what was missed). Other refusals raise ApiError."""
+        options = StreamOptions(windows, stats, group, series, max_hz, precision)
+        for raw in self.messages(topics, last_event_id=last_event_id, options=options):
+            message = typed_message(raw.event, raw.id, raw.data)
+            if message is not None:
+                yield message
+
+    def messages(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None = None,
+        options: StreamOptions | None = None,
+    ) -> Iterator[RawMessage]:
+        """The stream's messages as the server sends them (event name, id, JSON data), with
+        `subscribe`'s reconnection: for tools that pass them on."""
+        cursor = StreamCursor(
+            topics, last_event_id=last_event_id, options=options or StreamOptions(),
+            backoff=self.backoff,
+        )  # fmt: skip
+        for message in self._stream(cursor):
+            if message is not None:
+                yield message
+
+    def _stream(self, cursor: StreamCursor) -> Generator[RawMessage | None, None, None]:
+        """Every message, and None for each heartbeat (so that a reader can stop between)."""
+        while True:
+            error: ClientError | None = None
+            try:
+                with connect_sse(
+                    self._http,
+                    "GET",
+                    self.session.url(STREAM_PATH),
+                    params=tuple(cursor.params),
+                    headers=self.session.headers(cursor.headers()),
+                    timeout=self.session.stream_timeout,
+                ) as source:
+                    if source.response.status_code != 200:
+                        source.response.read()
+                        raise ApiError.of(source.response)
+                    for sse in source.iter_sse():
+                        yield cursor.receive(sse)
+            except httpx.TransportError as exc:
+                error = Unreachable(self.session.base, exc)
+            except SSEError as exc:  # a 200 that is no event stream: a proxy's page
+                error = Unreachable(self.session.base, httpx.RemoteProtocolError(str(exc)))
+            except ApiError as exc:
+                error = exc
+            self._sleep(cursor.delay_after(error))
+
+    def frames(
+        self,
+        topic: str,
+        *,
+        every: str | float = "1s",
+        since: Time | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> Iterator[pd.DataFrame]:
+        """A growing DataFrame of the topic's updates (`history()`'s columns): first its
+        history (from `since`, else the newest the server keeps), then, every `every` that
+        brought updates, the frame with them appended — no gap and no duplicate between the
+        two. At most `max_rows` rows (the oldest go). Needs the tools extra.
+
+            for frame in client.frames("orders", every="1s"):
+                frame.plot(x="time", y="1m_mean")   # in a notebook: redraw
+        """
+        interval = interval_seconds(every)
+        updates, first, last = self._run(calls.history_updates(topic, since=since))
+        live = LiveFrame(topic, updates, first, last["resume_id"], max_rows=max_rows)
+        yield live.frame
+        inbox: queue.SimpleQueue[RawMessage | BaseException] = queue.SimpleQueue()
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._pump,
+            args=(topic, last["resume_id"], inbox, stop),
+            name=f"pushsvc-frames-{topic}",
+            daemon=True,
+        )
+        reader.start()
+        try:
+            due = time.monotonic() + interval
+            while True:
+                try:
+                    item = inbox.get(timeout=max(0.0, due - time.monotonic()))
+                except queue.Empty:
+                    due = time.monotonic() + interval
+                    frame = live.flush()
+                    if frame is not None:
+                        yield frame
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                live.add(item)
+        finally:
+            # The reader stops at its next message or heartbeat.
+            stop.set()
+
+    def _pump(
+        self,
+        topic: str,
+        resume_id: str,
+        inbox: queue.SimpleQueue[RawMessage | BaseException],
+        stop: threading.Event,
+    ) -> None:
+        cursor = StreamCursor(
+            topic, last_event_id=resume_id, options=StreamOptions(), backoff=self.backoff
+        )
+        stream = self._stream(cursor)
+        try:
+            for message in stream:
+                if stop.is_set():
+                    return
+                if message is not None:
+                    inbox.put(message)
+        except BaseException as exc:  # handed to the reader of the frames, which raises it
+            inbox.put(exc)
+        finally:
+            stream.close()

@@ -1,0 +1,387 @@
+"""Both Python clients, `Client` and `AsyncClient`, against real `pushsvc serve` processes on the
+embedded broker and on Redis: publish, history, series (pandas' `resample` is the oracle),
+stats, topics, rules; typed subscriptions that resume with no gap and no duplicate, across a
+restart with `--data-dir` too; a retry after a dropped connection logged once; 429's
+Retry-After honoured; errors that carry the server's status and code; `frames()`; 100
+concurrent async subscriptions on one real asyncio loop.
+
+Each test runs once per client: the async one through `Blocking`, which drives it on a real
+asyncio loop of its own (an `asyncio.Runner`), one awaited step at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pandas as pd
+import pytest
+
+from pushsvc.client import (
+    ApiError,
+    AsyncClient,
+    Backoff,
+    Client,
+    Message,
+    Snapshot,
+    StreamUpdate,
+    Unreachable,
+)
+from support.live import PushsvcProcess, post, request
+from support.net import free_port
+from support.proxies import AnswerLosingProxy
+from support.redis_server import RedisServer
+
+T0 = 1_763_700_000.0
+T = TypeVar("T")
+
+
+class Sleeps:
+    """The waits a client asked for, in order; each waited for real (a server's limit must
+    really pass before the retry)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def blocking(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        time.sleep(seconds)
+
+    async def awaiting(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+
+class Blocking:
+    """An AsyncClient with Client's blocking methods: every call is awaited on a real asyncio
+    loop of this object's own; a subscription is stepped one `__anext__` at a time on it."""
+
+    def __init__(self, url: str, *, backoff: Backoff | None, sleeps: Sleeps) -> None:
+        self._runner = asyncio.Runner()
+        self._client = self._runner.run(self._make(url, backoff, sleeps))
+
+    @staticmethod
+    async def _make(url: str, backoff: Backoff | None, sleeps: Sleeps) -> AsyncClient:
+        return AsyncClient(url, backoff=backoff, sleep=sleeps.awaiting)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            if isinstance(result, AsyncIterator):
+                return self._iterate(result)
+            return self._runner.run(result)
+
+        return call
+
+    def _iterate(self, messages: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._runner.run(anext(messages))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._runner.run(messages.aclose())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._runner.run(self._client.aclose())
+        self._runner.close()
+
+
+class MakeClient(Protocol):
+    def __call__(self, url: str, *, backoff: Backoff | None = None) -> Any: ...
+
+
+@pytest.fixture(params=["Client", "AsyncClient"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[MakeClient]:
+    """Makes clients of one kind (closed after the test); their waits are in `sleeps`."""
+    made: list[Any] = []
+    sleeps = Sleeps()
+    request.node.sleeps = sleeps
+
+    def make(url: str, *, backoff: Backoff | None = None) -> Any:
+        if request.param == "Client":
+            client: Any = Client(url, backoff=backoff, sleep=sleeps.blocking)
+        else:
+            client = Blocking(url, backoff=backoff, sleeps=sleeps)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def waits(request: pytest.FixtureRequest) -> list[float]:
+    sleeps: Sleeps = request.node.sleeps
+    return sleeps.waits
+
+
+@pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def pushsvc(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
+    args = ["serve", "--tick", "0", "--heartbeat", "1s"]
+    redis_server = None
+    if request.param == "redis":
+        redis_server = RedisServer().start()
+        args += ["--redis-url", redis_server.url, "--prefix", f"c{uuid.uuid4().hex[:8]}:"]
+    proc = PushsvcProcess(*args).start()
+    yield proc
+    proc.stop()
+    if redis_server is not None:
+        redis_server.stop()
+
+
+def _events(count: int, start: float = T0, step: float = 0.4) -> list[dict[str, Any]]:
+    return [
+        {"value": float((i * 7) % 11), "ts": start + i * step, "tags": {"k": "v"}}
+        for i in range(count)
+    ]
+
+
+def test_publish_then_read_history_series_stats_topics_and_rules(
+    pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(pushsvc.base)
+    events = _events(20)
+    assert client.publish(topic, events[:12]) == 12
+    assert client.publish(topic, events[12]) == 1  # one event, not in a list
+    assert client.publish(topic, events[13:]) == 7
+
+    history = client.history(topic)
+    assert history["value"].tolist() == [e["value"] for e in events]
+    assert history["id"].is_unique and history.attrs["gap"] is False
+    assert history.attrs["resume_id"] == history["id"].iloc[-1]
+
+    # Buckets of 1 s close once the topic clock passes their end plus the 5 s lateness.
+    assert client.publish(topic, {"value": 0.0, "ts": T0 + 20}) == 1
+    series = client.series(topic, resolution="1s", until=T0 + 8)
+    frame = pd.DataFrame(
+        {"value": [e["value"] for e in events]},
+        index=pd.to_datetime([round(e["ts"] * 1e6) for e in events], unit="us", utc=True),
+    )
+    expected = frame["value"].resample("1s").agg(["count", "sum", "mean", "min", "max"])
+    expected = expected[
+        (expected["count"] > 0) & (expected.index < pd.Timestamp(T0 + 8, unit="s", tz="UTC"))
+    ]
+    got = series[["count", "sum", "mean", "min", "max"]]
+    pd.testing.assert_frame_equal(
+        got, expected, check_names=False, check_freq=False, check_dtype=False
+    )
+
+    stats = client.stats(topic)
+    assert stats["topic"] == topic and stats["windows"]["10s"]["count"] == 1
+    assert topic in [t["topic"] for t in client.topics()]
+    assert "digest" in client.rules()
+    assert client.alerts() == []
+
+
+def test_subscribe_yields_typed_messages_and_resumes_from_an_id(
+    pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(pushsvc.base)
+    messages = client.subscribe(topic)
+    snapshot = next(messages)
+    assert isinstance(snapshot, Snapshot) and not snapshot.gap
+    assert post(pushsvc.port, topic, {"value": 2.5, "ts": T0, "tags": {"k": "v"}})[0] == 202
+    update = next(messages)
+    assert isinstance(update, StreamUpdate)
+    assert (update.topic, update.ts, update.reason) == (topic, T0, "event")
+    assert update.event is not None and (update.event.value, update.event.tags) == (2.5, {"k": "v"})
+    assert update.windows["10s"]["count"] == 1 and update.windows["10s"]["var"] is None
+    messages.close()
+
+    # Missed while away: exactly those, replayed first (no snapshot: nothing was lost).
+    for value in (3.0, 4.0):
+        assert post(pushsvc.port, topic, {"value": value})[0] == 202
+    resumed = client.subscribe([topic], last_event_id=update.id, windows=["10s"], stats=["count"])
+    missed = [next(resumed), next(resumed)]
+    assert all(isinstance(m, StreamUpdate) for m in missed)
+    assert [m.event.value for m in missed if isinstance(m, StreamUpdate) and m.event] == [3.0, 4.0]
+    # The two came now, long after T0: the 10 s window holds them alone; only what was asked.
+    assert [m.windows for m in missed if isinstance(m, StreamUpdate)] == [
+        {"10s": {"count": 1}},
+        {"10s": {"count": 2}},
+    ]
+    resumed.close()
+
+
+def test_a_subscription_resumes_across_a_restart_with_data_dir_with_no_gap_and_no_duplicate(
+    make_client: MakeClient, topic: str, tmp_path: Path
+) -> None:
+    args = ("serve", "--port", str(free_port()), "--tick", "0", "--data-dir", str(tmp_path))
+    first = PushsvcProcess(*args).start()
+    client = make_client(first.base, backoff=Backoff(base=0.05, cap=0.2))
+    messages = client.subscribe(topic)
+    received: list[Message] = [next(messages)]
+    second: PushsvcProcess | None = None
+    try:
+        for i in range(3):
+            assert post(first.port, topic, {"value": float(i), "ts": T0 + i})[0] == 202
+        received += [next(messages) for _ in range(3)]
+        first.stop()
+        second = PushsvcProcess(*args).start()
+        for i in range(3, 6):
+            assert post(second.port, topic, {"value": float(i), "ts": T0 + i})[0] == 202
+        while sum(isinstance(m, StreamUpdate) for m in received) < 6:
+            received.append(next(messages))
+        snapshots = [m for m in received if isinstance(m, Snapshot)]
+        assert snapshots and not any(s.gap for s in snapshots)
+        updates = [m for m in received if isinstance(m, StreamUpdate)]
+        assert [u.event.value for u in updates if u.event] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        _, _, body = request(second.port, "GET", f"/topics/{topic}/history")
+        assert [u.id for u in updates] == [u["id"] for u in json.loads(body)["updates"]]
+    finally:
+        messages.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_retry_after_a_dropped_connection_is_logged_once(
+    request: pytest.FixtureRequest, pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    proxy = AnswerLosingProxy(pushsvc.port)
+    try:
+        client = make_client(proxy.base, backoff=Backoff(retries=3, cap=0.0))
+        assert client.publish(topic, [{"value": 1}, {"value": 2}]) == 2
+        assert proxy.lost == 1 and len(waits(request)) == 1
+        first, retry = proxy.keys()
+        assert first and first == retry
+        assert client.publish(topic, {"value": 3}) == 1
+        assert proxy.keys()[2] not in ("", first)  # the next batch: a fresh key
+    finally:
+        proxy.close()
+    direct = make_client(pushsvc.base)
+    assert direct.history(topic)["value"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_publish_waits_the_retry_after_of_a_429(
+    request: pytest.FixtureRequest, make_client: MakeClient, topic: str
+) -> None:
+    # Two events per second, a burst of two: a batch of three leaves the bucket in debt, so
+    # the next POST is refused with Retry-After: 1 (until it refills).
+    proc = PushsvcProcess("serve", "--tick", "0", "--publish-rate", "2").start()
+    try:
+        client = make_client(proc.base, backoff=Backoff(retries=3, base=0.01))
+        assert client.publish(topic, [{"value": 1}, {"value": 2}, {"value": 3}]) == 3
+        assert waits(request) == []
+        assert client.publish(topic, {"value": 4}) == 1
+        assert waits(request) == [1]  # what the server said, not the 0.01 s backoff
+        assert client.history(topic)["value"].tolist() == [1, 2, 3, 4]
+    finally:
+        proc.stop()
+
+
+def test_publish_raises_at_once_when_the_server_asks_for_a_longer_wait_than_its_cap(
+    request: pytest.FixtureRequest, make_client: MakeClient, topic: str
+) -> None:
+    # One event in 1000 s: the second is refused with a Retry-After far over the cap.
+    proc = PushsvcProcess("serve", "--tick", "0", "--publish-rate", "0.001").start()
+    try:
+        client = make_client(proc.base, backoff=Backoff(retries=5, cap=10))
+        client.publish(topic, {"value": 1})
+        with pytest.raises(ApiError) as refused:
+            client.publish(topic, {"value": 2})
+        assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+        assert refused.value.retry_after is not None and refused.value.retry_after > 10
+        assert waits(request) == []
+    finally:
+        proc.stop()
+
+
+def test_errors_carry_the_status_and_the_servers_code_and_are_not_retried(
+    request: pytest.FixtureRequest, pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(pushsvc.base)
+    with pytest.raises(ApiError) as refused:
+        client.publish(topic, [{"value": 1}, {"value": "twelve"}])
+    error = refused.value
+    assert (error.status, error.code, error.index) == (400, "invalid_event", 1)
+    assert "value" in error.message
+    with pytest.raises(ApiError) as bad_topic:
+        client.history("no spaces allowed")
+    assert (bad_topic.value.status, bad_topic.value.code) == (400, "invalid_topic")
+    with pytest.raises(ApiError) as bad_tier:
+        client.series(topic, resolution="7s")
+    assert bad_tier.value.status == 400 and bad_tier.value.code is not None
+    assert waits(request) == []
+    assert client.history(topic).empty  # the bad batch changed nothing
+
+
+def test_an_unreachable_server_is_retried_then_raised(
+    request: pytest.FixtureRequest, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(f"http://127.0.0.1:{free_port()}", backoff=Backoff(retries=2, cap=0.0))
+    with pytest.raises(Unreachable) as lost:
+        client.publish(topic, {"value": 1})
+    assert lost.value.status is None and "cannot reach" in str(lost.value)
+    assert len(waits(request)) == 2
+
+
+def test_a_refused_subscription_raises_at_once(
+    request: pytest.FixtureRequest, make_client: MakeClient
+) -> None:
+    proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_JWT_KEY": "k" * 32}).start()
+    try:
+        client = make_client(proc.base)
+        with pytest.raises(ApiError) as refused:
+            next(client.subscribe("private"))
+        assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+        assert waits(request) == []
+    finally:
+        proc.stop()
+
+
+def test_frames_grow_from_the_history_with_every_live_update(
+    pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(pushsvc.base)
+    assert client.publish(topic, _events(3)) == 3
+    frames = client.frames(topic, every="100ms")
+    first = next(frames)
+    assert first["value"].tolist() == [0.0, 7.0, 3.0]
+    assert client.publish(topic, _events(2, start=T0 + 5)) == 2
+    grown = next(frames)
+    while len(grown) < 5:  # the two may arrive in two intervals
+        grown = next(frames)
+    frames.close()
+    pd.testing.assert_frame_equal(grown, client.history(topic), check_like=False)
+    assert grown.attrs["resume_id"] == grown["id"].iloc[-1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_hundred_concurrent_async_subscriptions_each_see_their_updates(
+    pushsvc: PushsvcProcess,
+) -> None:
+    topics = [f"c-{uuid.uuid4().hex[:8]}-{i}" for i in range(100)]
+    opened = 0
+    all_open = asyncio.Event()
+
+    async def watch(client: AsyncClient, topic: str) -> list[float]:
+        nonlocal opened
+        values: list[float] = []
+        async for message in client.subscribe(topic):
+            if isinstance(message, Snapshot):
+                opened += 1
+                if opened == len(topics):
+                    all_open.set()
+            elif isinstance(message, StreamUpdate) and message.event is not None:
+                values.append(message.event.value)
+                if len(values) == 2:
+                    return values
+        raise AssertionError("the subscription ended")
+
+    async with AsyncClient(pushsvc.base) as client:
+        watchers = [asyncio.create_task(watch(client, t)) for t in topics]
+        await asyncio.wait_for(all_open.wait(), 60)
+        for i, topic in enumerate(topics):
+            assert await client.publish(topic, [{"value": i}, {"value": -i}]) == 2
+        results = await asyncio.wait_for(asyncio.gather(*watchers), 60)
+    assert results == [[float(i), float(-i)] for i in range(len(topics))]
