@@ -1,9 +1,9 @@
-// The alert changes the page knows, and their one owner: the alerts bar reads it. One
-// EventSource of `_alerts`; once it is open (its snapshot), the recent changes (GET
-// topics/_alerts/history) and the instances active now (GET alerts: an instance firing since
-// before the history reaches still shows); then every live change. Changes are merged by id,
-// so one read both ways counts once. Only on servers with alert rules. With auth on, the
-// server answers only the instances of topics the page's token may read.
+// The alert changes the page knows, and their one owner: the alerts bar and the topic view's
+// bands both read it. One EventSource of `_alerts`; once it is open (its snapshot), the recent
+// changes (GET topics/_alerts/history) and the instances active now (GET alerts: an instance
+// firing since before the history reaches still shows); then every live change. Changes are
+// merged by id, so one read both ways counts once. Only on servers with alert rules. With auth
+// on, the server answers only the instances of topics the page's token may read.
 
 import { groupId, isAfter, parseId } from "./store.js";
 
@@ -83,6 +83,32 @@ export class AlertLog {
     return [...this.instances().values()]
       .map((sequence) => sequence[sequence.length - 1])
       .filter((change) => change.state === "firing");
+  }
+
+  /** When instances of `topic` fired, oldest first: {alert, topic, group, from, to} (topic
+   *  clock seconds; `to` null while it fires). With `group` (a key) only that group's
+   *  instance; without, the topic's own and its groups'. A resolved change whose firing one
+   *  is older than the log reaches marks nothing: its start is unknown. */
+  periods(topic, group = null) {
+    const wanted = group === null ? null : groupId(group);
+    const periods = [];
+    for (const sequence of this.instances().values()) {
+      const { alert, group: key } = sequence[0];
+      if (sequence[0].topic !== topic) continue;
+      if (wanted !== null && (key === null || groupId(key) !== wanted)) continue;
+      let open = null;
+      for (const change of sequence) {
+        if (change.state === "firing" && open === null) {
+          open = { alert, topic, group: key, from: change.since, to: null };
+        } else if (change.state === "resolved" && open !== null) {
+          open.to = change.since;
+          periods.push(open);
+          open = null;
+        }
+      }
+      if (open !== null) periods.push(open);
+    }
+    return periods.sort((a, b) => a.from - b.from || a.alert.localeCompare(b.alert));
   }
 
   /** Instance key -> its changes, oldest first: those with ids in id order, then the active
