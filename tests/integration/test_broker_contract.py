@@ -27,8 +27,8 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import FIRST, EventLog
-from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.core.topics import ALERTS, TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId, alert_draft
 from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
@@ -533,6 +533,26 @@ def test_history_finds_a_rare_topic_among_many_others(new_broker: MakeBroker) ->
     assert broker.history("rare", since_us=rare[5].clock_us, limit=100) == HistoryPage(
         rare[5:], head, more=False
     )
+
+
+def alert(n: int, clock_us: int) -> UpdateDraft:
+    body = orjson.dumps({"alert": "hot", "topic": "a", "state": "firing", "n": n})
+    return alert_draft(ALERTS, clock_us, body, f"hot\x1fa\x1f{n}", active=True)
+
+
+def test_history_of_alerts_is_their_newest_changes_across_publishes(broker: Broker) -> None:
+    # An alert change is never its topic's latest, so the chain of `_alerts` in the history
+    # starts elsewhere than a topic's; it must still reach back across separate publishes.
+    first = broker.publish_updates([draft("a", 1), alert(1, 30), alert(2, 10)])
+    second = broker.publish_updates([draft("b", 1), alert(3, 20)])
+    (third,) = broker.publish_updates([alert(4, 5)])
+    changes = [first[1], first[2], second[1], third]
+    assert broker.history(ALERTS, limit=10) == HistoryPage(changes, third.id, more=False)
+    assert broker.history(ALERTS, limit=2) == HistoryPage(changes[2:], third.id, more=True)
+    assert broker.history(ALERTS, after=first[1].id, limit=10) == HistoryPage(
+        changes[1:], third.id, more=False
+    )
+    assert broker.latest(everything).keys() == {"a", "b"}
 
 
 @pytest.mark.parametrize(

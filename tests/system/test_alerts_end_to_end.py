@@ -1,8 +1,8 @@
 """Alerts end to end, on the embedded broker and on Redis: values that trip, hold and clear an
 alert show up on the reserved topic `_alerts` as pending, firing and resolved, once each, in
 order, with their values; `GET /alerts` agrees at each step; a resume with Last-Event-ID replays
-exactly the changes missed; producers cannot post to `_alerts`; a group is an instance of its
-own."""
+exactly the changes missed, and `GET /topics/_alerts/history` answers them too; producers
+cannot post to `_alerts`; a group is an instance of its own."""
 
 from __future__ import annotations
 
@@ -103,6 +103,29 @@ def test_an_alert_goes_pending_firing_and_resolved_once_each(alerting: PushsvcPr
     assert [(c["group"], c["state"]) for c in replayed] == [
         (c["group"], c["state"]) for c in every[1:]
     ]
+    # The history answers them as streamed (other tests' topics share `_alerts`).
+    assert [c for c in _alerts_history(port)["updates"] if c["topic"] == topic] == every
+
+
+def _alerts_history(port: int, query: str = "", headers: dict[str, str] | None = None) -> Any:
+    status, _, body = request(port, "GET", f"/topics/_alerts/history{query}", headers=headers)
+    assert status == 200, body
+    return json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("?format=csv", "JSON only"),
+        (f"?since={T0:.0f}", "takes an update id"),
+        ("?group=tray:a", "no groups"),
+    ],
+)
+def test_the_alerts_history_refuses_what_it_cannot_answer(
+    alerting: PushsvcProcess, query: str, says: str
+) -> None:
+    status, _, body = request(alerting.port, "GET", f"/topics/_alerts/history{query}")
+    assert status == 400 and says in json.loads(body)["error"]["message"]
 
 
 def test_producers_cannot_post_to_the_alerts_topic(alerting: PushsvcProcess) -> None:
@@ -184,7 +207,10 @@ def test_a_token_sees_only_the_instances_of_topics_it_may_read(secured: PushsvcP
         ("oven.mine", None, "firing"),
         ("oven.mine", {"tray": "a"}, "firing"),
     ]
-    # GET /alerts answers the same way.
+    # GET /alerts and the history of `_alerts` answer the same way.
+    assert {c["topic"] for c in _alerts_history(port, headers=mine)["updates"]} == {"oven.mine"}
+    everyone = _alerts_history(port, headers=_bearer(subscribe=["*"]))
+    assert {c["topic"] for c in everyone["updates"]} == {"oven.mine", "oven.theirs"}
     status, _, body = request(port, "GET", "/alerts", headers=mine)
     assert status == 200
     assert {a["topic"] for a in json.loads(body)["alerts"]} == {"oven.mine"}

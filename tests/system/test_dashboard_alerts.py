@@ -1,18 +1,23 @@
-"""The dashboard's alerts bar, in a real headless Chromium against a real `pushsvc serve
---rules` with an alert: an instance that fires appears in the bar with a link to its topic (or
-group), and goes once it resolves; a server without alert rules shows no bar; no console
-errors. Skipped only when Debian's `chromium` is not installed."""
+"""The dashboard's alerts, in a real headless Chromium against a real `pushsvc serve --rules`
+with an alert: an instance that fires appears in the bar with a link to its topic (or group),
+and goes once it resolves; the topic view's charts shade where an instance fired, from its
+firing change's `since` to its resolved change's (as `GET topics/_alerts/history` tells them),
+open-ended while it fires, and list those periods; a group's view only its group's; a server
+without alert rules shows no bar; no console errors. Skipped only when Debian's `chromium` is
+not installed."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
-from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard
-from support.live import PushsvcProcess, post
+from support.browser import CHROMIUM, NO_CHROMIUM, figure, open_dashboard
+from support.live import PushsvcProcess, post, request
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)
@@ -68,6 +73,137 @@ def test_a_firing_instance_shows_in_the_bar_until_it_resolves(
     )
     expect(items).to_have_count(0)
     expect(bar).to_be_hidden()
+
+
+def _post(server: PushsvcProcess, topic: str, at: float, value: float, room: str = "b1") -> None:
+    event = {"value": value, "ts": T0 + at, "tags": {"room": room}}
+    assert post(server.port, topic, event)[0] == 202
+
+
+def _changes(server: PushsvcProcess, topic: str) -> list[dict[str, Any]]:
+    """The topic's alert changes, as the server's history of `_alerts` has them."""
+    status, _, body = request(server.port, "GET", "/topics/_alerts/history?limit=1000")
+    assert status == 200
+    return [c for c in json.loads(body)["updates"] if c["topic"] == topic]
+
+
+def _since(changes: list[dict[str, Any]], state: str, group: Any = None) -> str:
+    """The `since` of the instance's change to `state`, written as the page writes a number."""
+    (since,) = [c["since"] for c in changes if c["state"] == state and c["group"] == group]
+    return str(int(since)) if float(since).is_integer() else repr(since)
+
+
+# The share of the plot's pixels painted in the alert band's colour (over nothing: the canvas
+# is transparent there), in the canvas column at topic-clock time `t`, or in the column beside
+# it that has the most (a vertical grid line may run through one). The lines and the other
+# grid lines cross a column: a band shows as most of it, and no band as none.
+BAND_SHARE = """(chart, t) => {
+  const css = getComputedStyle(document.documentElement).getPropertyValue("--alert-band").trim();
+  const probe = document.createElement("canvas").getContext("2d");
+  probe.fillStyle = css;
+  probe.fillRect(0, 0, 1, 1);
+  const band = probe.getImageData(0, 0, 1, 1).data;
+  const u = chart.uplot;
+  const x = Math.round(u.valToPos(t, "x", true));
+  const top = Math.round(u.bbox.top);
+  const height = Math.round(u.bbox.height);
+  let most = 0;
+  for (let dx = -2; dx <= 2; dx++) {
+    const px = u.ctx.getImageData(x + dx, top, 1, height).data;
+    let painted = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      const near = [0, 1, 2, 3].reduce((sum, c) => sum + Math.abs(px[i + c] - band[c]), 0);
+      if (near < 24) painted++;
+    }
+    most = Math.max(most, painted / height);
+  }
+  return most;
+}"""
+
+
+def band_share(chart: Locator, at: float) -> float:
+    share: float = chart.evaluate(BAND_SHARE, T0 + at)
+    return share
+
+
+def test_the_charts_shade_where_an_instance_fired(alerting: PushsvcProcess, page: Page) -> None:
+    topic = f"boiler.{uuid.uuid4().hex[:8]}"
+    _post(alerting, topic, 0, 20.0)
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/_alerts/stream" in r.url else None)
+    open_dashboard(page, alerting, f"/#/topics/{topic}")
+    periods = page.locator("#alert-periods li")
+    expect(page.locator("#alert-periods")).to_be_hidden()
+    _post(alerting, topic, 1, 95.0)  # fires: the topic's instance and its room's
+    _post(alerting, topic, 5, 95.0)
+    expect(periods).to_have_count(2)
+    fired = _since(_changes(alerting, topic), "firing")
+    for period in periods.all():  # open: to the charts' right edge
+        expect(period).to_have_attribute("data-alert", "boiler_hot")
+        expect(period).to_have_attribute("data-from", fired)
+        expect(period).to_have_attribute("data-to", "")
+    expect(periods.first).to_have_text("boiler_hot firing since 04:40:01")
+    expect(figure(page, "10s")).to_have_attribute("data-points", "3")
+    main = figure(page, "10s").locator(".chart-main")
+    count = figure(page, "10s").locator(".chart-count")
+    assert band_share(main, 3) > 0.5
+    assert band_share(main, 0.5) == 0
+    # The 95s leave the 10 s window: both resolve.
+    _post(alerting, topic, 20, 20.0)
+    _post(alerting, topic, 30, 20.0)
+    expect(page.locator('#alert-periods li[data-to=""]')).to_have_count(0)
+    changes = _changes(alerting, topic)
+    resolved = _since(changes, "resolved")
+    assert _since(changes, "resolved", {"room": "b1"}) == resolved
+    for period in periods.all():
+        expect(period).to_have_attribute("data-from", fired)
+        expect(period).to_have_attribute("data-to", resolved)
+    expect(periods.first).to_have_text("boiler_hot firing 04:40:01\N{EN DASH}04:40:20")
+    expect(periods.nth(1).get_by_role("link")).to_have_attribute(
+        "href", f"#/topics/{topic}?group=room:b1"
+    )
+    expect(figure(page, "10s")).to_have_attribute("data-points", "5")
+    for chart in (main, count):
+        assert band_share(chart, 10) > 0
+        assert band_share(chart, 0.5) == band_share(chart, 25) == 0
+    assert band_share(main, 10) > 0.5
+    # A range drawn from the series is shaded too.
+    page.locator("#range-select").select_option("3600")
+    ranged = figure(page, "range").locator(".chart-main")
+    expect(figure(page, "range")).to_be_visible()
+    expect(figure(page, "range")).not_to_have_attribute("data-points", "0")
+    assert band_share(ranged, 10) > 0.5
+    assert band_share(ranged, 25) == 0
+    assert len(streams) == 1  # the bar and the bands read one EventSource of `_alerts`
+
+
+def test_a_groups_view_shades_only_its_groups_instance(
+    alerting: PushsvcProcess, page: Page
+) -> None:
+    topic = f"boiler.{uuid.uuid4().hex[:8]}"
+    for at, value, room in [(0, 20, "b1"), (0, 20, "b2"), (1, 95, "b1"), (2, 20, "b2")]:
+        _post(alerting, topic, at, value, room)  # at 1: the topic's instance and b1's fire
+    for at in (4, 6):
+        _post(alerting, topic, at, 95.0, room="b2")  # b2's fires later
+    open_dashboard(page, alerting, f"/#/topics/{topic}")
+    periods = page.locator("#alert-periods li")
+    expect(periods).to_have_count(3)
+    expect(figure(page, "10s")).to_have_attribute("data-points", "6")
+    assert band_share(figure(page, "10s").locator(".chart-main"), 3) > 0.5
+    changes = _changes(alerting, topic)
+    page.goto(f"{alerting.base}/#/topics/{topic}?group=room:b1")
+    expect(page.locator("#group-name")).to_have_text("room: b1")
+    expect(periods).to_have_count(1)
+    expect(periods).to_have_attribute("data-from", _since(changes, "firing", {"room": "b1"}))
+    page.goto(f"{alerting.base}/#/topics/{topic}?group=room:b2")
+    expect(page.locator("#group-name")).to_have_text("room: b2")
+    expect(periods).to_have_count(1)
+    expect(periods).to_have_attribute("data-from", _since(changes, "firing", {"room": "b2"}))
+    expect(periods).to_have_attribute("data-to", "")
+    expect(figure(page, "10s")).to_have_attribute("data-points", "4")
+    main = figure(page, "10s").locator(".chart-main")
+    assert band_share(main, 5) > 0.5
+    assert band_share(main, 3) == 0  # where the topic's and b1's instances fired
 
 
 def test_a_server_without_alert_rules_shows_no_bar(page: Page) -> None:

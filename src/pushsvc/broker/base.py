@@ -203,6 +203,9 @@ class Broker(Protocol):
         a topic's clock never goes back, so these are the tail of its history. With neither:
         the newest `limit`. One topic's updates are interleaved with all others' in the
         history; the read costs at most one pass over it (`history` entries).
+
+        `_alerts` (its changes, at their topics' clocks) is read by id only: its clock goes
+        back wherever the changes of two topics interleave.
         """
         ...
 

@@ -4,7 +4,8 @@
 -- every publisher, and "applied up to" moves exactly with the updates and points it
 -- produced (a standby continues where this stopped).
 --
--- KEYS: epoch, history, latest, trimmed, applied, lease, alerts (active alert instances)
+-- KEYS: epoch, history, latest, trimmed, applied, lease, alerts (active alert instances),
+--       alerts_head (the newest alert change's `<epoch>:<stream id>`)
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
@@ -27,7 +28,8 @@
 -- Each history entry also names the stream id of its topic's previous update (`p`, '' for
 -- none kept), so one topic's history is read by following them (topic_history.lua) instead
 -- of scanning everyone's updates. Points are left out of that chain (a topic's history is its
--- updates; a stream's resume reads the whole history, points included).
+-- updates; a stream's resume reads the whole history, points included). Alert changes, never
+-- a topic's latest, chain from `alerts_head` instead.
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
 local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
 local epoch_candidate = ARGV[1]
@@ -41,7 +43,7 @@ local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
 local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
 local FIRST_GROUP = FIRST_INSTANCE + 3 * instance_count  -- the first group's topic; id, JSON
-local alerts_key = KEYS[7]
+local alerts_key, alerts_head_key = KEYS[7], KEYS[8]
 
 -- Draft place -> the ARGV index of its series arguments.
 local point_at = {}
@@ -61,7 +63,7 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   -- No epoch, or it outlived its history: whatever was there is lost, start a new one.
   epoch = epoch_candidate
   redis.call('SET', epoch_key, epoch)
-  redis.call('DEL', latest_key, trimmed_key)
+  redis.call('DEL', latest_key, trimmed_key, alerts_head_key)
 end
 if applied_id ~= '' then
   redis.call('HSET', applied_key, 'id', applied_id)
@@ -69,13 +71,18 @@ if applied_id ~= '' then
 end
 -- The stream id of each topic's newest update in this epoch's history, '' for none.
 local previous = {}
-local function previous_of(topic)
+local function previous_of(topic, alert)
   local known = previous[topic]
   if known == nil then
     known = ''
-    local latest = redis.call('HGET', latest_key, topic)
+    local latest
+    if alert then
+      latest = redis.call('GET', alerts_head_key)
+    else
+      latest = redis.call('HGET', latest_key, topic)
+    end
     if latest then
-      local of_epoch, id = string.match(latest, '^([^: ]+):([^ ]+) ')
+      local of_epoch, id = string.match(latest, '^([^: ]+):([^ ]+)')
       if of_epoch == epoch then known = id end
     end
     previous[topic] = known
@@ -114,10 +121,11 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
   if point and not keep_point(point) then
     ids[#ids + 1] = ''
   else
-    local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
-      'p', previous_of(topic))
     local alert = alert_at[place]
+    local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
+      'p', previous_of(topic, alert))
     if alert then
+      redis.call('SET', alerts_head_key, epoch .. ':' .. id)
       if ARGV[alert + 2] == '' then
         redis.call('HDEL', alerts_key, ARGV[alert + 1])
       else

@@ -210,6 +210,7 @@ class RedisBroker:
             self.keys.applied(shard),
             self.keys.lease(shard),
             self.keys.alerts,
+            self.keys.alerts_head,
         ]
         args: list[str | int | bytes] = [
             new_epoch(),

@@ -7,7 +7,8 @@ The history is one stream for all topics (`{prefix}history`: t=topic, c=clock_us
 p=the stream id of the topic's previous update), so a topic's updates are interleaved with
 everyone's. "The newest N" and "since a time" follow the topic's own chain from its latest
 update backwards (`lua/topic_history.lua`, a bounded number of entries per call): they cost
-the topic's entries, however rare the topic is among the others. "After an id" (a resume)
+the topic's entries, however rare the topic is among the others. `_alerts`, whose changes
+are never a topic's latest, chains from `alerts_head` instead. "After an id" (a resume)
 reads forwards from that id in chunks, filtering by topic, and stops when the page is full.
 Entries written before `p` existed are scanned backwards the same way, so a history kept
 across an upgrade reads whole. Every read is bounded by the head read first, so the page and
@@ -26,6 +27,7 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.wire import stream_position
+from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import POINT_BODY, Update, UpdateId
 
 _FIRST_CHUNK = 256
@@ -67,7 +69,8 @@ class HistoryReader:
     ) -> tuple[str, UpdateId, list[HistoryEntry]] | None:
         """The topic's entries from its newest back (to `since_us`, or `wanted` of them), the
         epoch and the head: None when there is no history."""
-        keys = [self._keys.epoch, self._keys.latest, self._keys.history]
+        keys = [self._keys.epoch, self._keys.latest, self._keys.history, self._keys.alerts_head]
+        alerts = "1" if topic == ALERTS else ""
         oldest = "" if since_us is None else str(since_us)
         entries: list[HistoryEntry] = []
         start = ""
@@ -75,7 +78,8 @@ class HistoryReader:
         head: bytes | None = None
         while wanted is None or len(entries) < wanted:
             most = _WALK_CHUNK if wanted is None else min(_WALK_CHUNK, wanted - len(entries))
-            reply = WalkReply.decode(self._walk(keys=keys, args=[topic, most, oldest, start]))
+            args: list[str | int] = [topic, most, oldest, start, alerts]
+            reply = WalkReply.decode(self._walk(keys=keys, args=args))
             if reply.epoch is None or (epoch is not None and reply.epoch != epoch):
                 break  # no history, or it was lost meanwhile: what was read stands
             if epoch is None:

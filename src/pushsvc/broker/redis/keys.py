@@ -17,6 +17,8 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
     {prefix}alerts            hash    alert instance -> its latest change, while active
+    {prefix}alerts_head       string  `<epoch>:<stream id>` of the newest alert change in the
+                                      history, where the chain of `_alerts` starts
     {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
     {prefix}trimmed           string  stream id of the newest update trimmed from the history
     {prefix}idem:{topic}/{key} string the digest and answer of the POST that logged a batch
@@ -134,6 +136,10 @@ class Keys:
     def alerts(self) -> str:
         """A hash: alert instance key -> its latest change while pending or firing."""
         return f"{self.prefix}alerts"
+
+    @property
+    def alerts_head(self) -> str:
+        return f"{self.prefix}alerts_head"
 
     def series(self, resolution: str, topic: str, group_id: str = "") -> str:
         """A stream: the points of one tier of a topic, or of one of its groups (a topic name

@@ -6,6 +6,11 @@ drawing and for analysts' DataFrames. Read like a stream of that topic (401/403 
 — epoch seconds or RFC 3339 — compared with the updates' `ts` (inclusive). Without it, the
 newest `limit`. Either way newest last, with `resume_id`: the Last-Event-ID a stream of any
 topics continues this answer from with no gap and no duplicate (docs/architecture.md).
+
+The reserved `_alerts` answers its alert changes as streamed: JSON only, `?since=` an id only
+(the changes carry their own topics' clocks, which interleave), and under a narrow token only
+the changes of topics it may read; `limit` counts them before that filter, as it counts a
+topic's updates before a group filter.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from werkzeug.datastructures import MultiDict
 
 from pushsvc.broker.base import HistoryPage
 from pushsvc.core import history_table
-from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.core.updates import UpdateId
 from pushsvc.deliver.projection import GroupFilter, Projection
 from pushsvc.errors import BadRequest
@@ -96,7 +101,9 @@ def _limit(text: str | None) -> int:
 
 @bp.get("/topics/<anytext:topic>/history")
 def topic_history(topic: str) -> Response:
-    validate_topic(topic)
+    validate_readable(topic)
+    if topic == ALERTS:
+        return _alerts_history()
     rt = runtime()
     best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
     query = parse_query(request.args, accept_csv=best == "text/csv")
@@ -119,7 +126,32 @@ def topic_history(topic: str) -> Response:
             rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
         body: bytes = history_table.to_csv(rows, header).encode()
     else:
-        body = _json(topic, page, windows, stats, group)
+        only = None if group is None else Projection(None, None, None, group)
+        body = _json(topic, page, windows, stats, only)
+    return _answer(page, body, query.format)
+
+
+def _alerts_history() -> Response:
+    rt = runtime()
+    query = parse_query(request.args, accept_csv=False)
+    if request.args.getlist("group"):
+        raise BadRequest(f"{ALERTS} has no groups to filter by: each change names its own")
+    if query.format == "csv":
+        raise BadRequest(f"{ALERTS} answers JSON only: its changes have no windows to tabulate")
+    if query.since_us is not None:
+        raise BadRequest(
+            f"on {ALERTS}, ?since= takes an update id: its changes carry their own topics' "
+            "clocks, which interleave"
+        )
+    reader = rt.gate.reader(request, TopicMatcher([ALERTS]))
+    page = rt.broker.history(ALERTS, after=query.after, limit=query.limit)
+    scoped = None
+    if reader.alert_topics is not None:
+        scoped = Projection(None, None).scoped(reader.alert_topics, reader.scope_key)
+    return _answer(page, _json(ALERTS, page, (), (), scoped), "json")
+
+
+def _answer(page: HistoryPage, body: bytes, fmt: str) -> Response:
     headers = {
         "Cache-Control": "no-store",
         MORE_HEADER: "true" if page.more else "false",
@@ -128,8 +160,7 @@ def topic_history(topic: str) -> Response:
     }
     if page.resume is not None:
         headers[RESUME_HEADER] = page.resume.text
-    mimetype = FORMATS[query.format]
-    return Response(body, mimetype=mimetype, headers=headers)
+    return Response(body, mimetype=FORMATS[fmt], headers=headers)
 
 
 def _groups(fields: dict[str, Any], group: GroupFilter) -> list[dict[str, Any]]:
@@ -144,7 +175,7 @@ def _json(
     page: HistoryPage,
     windows: tuple[str, ...],
     stats: tuple[str, ...],
-    group: GroupFilter | None,
+    only: Projection | None,
 ) -> bytes:
     head = orjson.dumps(
         {
@@ -157,11 +188,10 @@ def _json(
         }
     )
     # The updates' JSON as streamed, spliced in without parsing or re-encoding; with a group
-    # filter, as a stream with that filter gets them.
-    if group is None:
+    # filter (or a narrow scope on `_alerts`), as a stream with that filter gets them.
+    if only is None:
         updates = [u.data for u in page.updates]
     else:
-        only = Projection(None, None, None, group)
         updates = [data for u in page.updates if (data := only.data(u)) is not None]
     return head[:-1] + b',"updates":[' + b",".join(updates) + b"]}"
 

@@ -1,6 +1,8 @@
 // Charts drawn with uPlot (vendored under dashboard/vendor/, a global `uPlot`): a small
 // line per topic in the overview; per window, mean/p50/p90/p99 over time with the min–max
-// band shaded, and the count below. x is the update's `ts` (the topic clock, seconds).
+// band shaded, and the count below. x is the update's `ts` (the topic clock, seconds). A
+// window's charts also shade the x-ranges their `shaded()` gives (where an alert fired),
+// behind the grid and the lines.
 // A group's sparkline in the groups table is a plain SVG path (`sparkPath`): a table may
 // have hundreds of rows, and a canvas chart per row would cost far more than a path.
 
@@ -13,6 +15,7 @@ function palette() {
   const v = (name) => css.getPropertyValue(name).trim();
   return {
     text: v("--muted"), grid: v("--line"), accent: v("--accent"), band: v("--band"),
+    alertBand: v("--alert-band"),
     mean: v("--accent"), p50: v("--ok"), p90: v("--warn"), p99: v("--danger"), count: v("--muted"),
   };
 }
@@ -109,11 +112,30 @@ export function sparkChart(target, width) {
   }, [[], []], target);
 }
 
-export function windowChart(target, width, syncKey) {
+/** A hook filling each range `ranges()` gives ({from, to}: x values; `to` null for "to the
+ *  right edge") over the plot area. On drawClear, so the grid and the series come over it. */
+function shadeRanges(ranges, fill) {
+  return (u) => {
+    const { left, top, width, height } = u.bbox;
+    const right = left + width;
+    u.ctx.save();
+    u.ctx.fillStyle = fill;
+    for (const { from, to } of ranges()) {
+      const x0 = Math.max(left, u.valToPos(from, "x", true));
+      const x1 = to === null ? right : Math.min(right, u.valToPos(to, "x", true));
+      // At least a device pixel wide: a range that began and ended at one time still shows.
+      if (x1 >= x0) u.ctx.fillRect(x0, top, Math.max(x1 - x0, 1), height);
+    }
+    u.ctx.restore();
+  };
+}
+
+export function windowChart(target, width, syncKey, shaded) {
   const colors = palette();
-  return new uPlot({
+  const chart = new uPlot({
     width, height: 220, class: "window-chart",
     cursor: { sync: { key: syncKey } },
+    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand)] },
     scales: { x: { time: true } },
     axes: axes(colors, 64),
     series: [
@@ -127,14 +149,17 @@ export function windowChart(target, width, syncKey) {
     ],
     bands: [{ series: [2, 1], fill: colors.band }],
   }, [[], [], [], [], [], [], []], target);
+  target.uplot = chart; // its scales, for the tests and a curious developer's console
+  return chart;
 }
 
-export function countChart(target, width, syncKey) {
+export function countChart(target, width, syncKey, shaded) {
   const colors = palette();
   const [xAxis, yAxis] = axes(colors, 64);
   const chart = new uPlot({
     width, height: 90, class: "count-chart",
     cursor: { sync: { key: syncKey } },
+    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand)] },
     // Counts from 0, in whole steps: uPlot's own range around a flat count left one tick.
     scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, niceCeiling(max)] } },
     axes: [xAxis, { ...yAxis, incrs: WHOLE_STEPS, space: 24 }],

@@ -1,9 +1,12 @@
 // pushsvc dashboard: the overview of every topic, a topic view at #/topics/NAME (with its
 // groups table for a grouping topic), and one group's view at #/topics/NAME?group=...
 // One EventSource for all topics (browsers allow ~6 HTTP/1.1 connections per host): a
-// group's updates are picked out of it here, as its history is out of the topic's.
+// group's updates are picked out of it here, as its history is out of the topic's. One more
+// for `_alerts`, on servers with alert rules: its AlertLog feeds the alerts bar and the topic
+// view's bands alike.
 
 import { parseRoute } from "./address.js";
+import { AlertLog } from "./alert-log.js";
 import { AlertsBar } from "./alerts.js";
 import { Connection, loadGroupHistory, loadHistory } from "./connection.js";
 import { formatTime } from "./format.js";
@@ -22,6 +25,7 @@ const GROUP_HISTORY = 10000;
 
 const $ = (id) => document.getElementById(id);
 const store = new Store();
+const alertLog = new AlertLog();
 const overview = new Overview(store, {
   section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
   empty: $("empty"), template: $("tile-template"),
@@ -32,7 +36,8 @@ const topicView = new TopicView({
   rangeSelect: $("range-select"),
   pause: $("pause"), figures: $("figures"), current: $("current"), value: $("topic-value"),
   rate: $("topic-rate"), time: $("topic-time"), template: $("figure-template"),
-}, () => groupsTable.render(true));
+  alertPeriods: $("alert-periods"), alertPeriodsList: $("alert-periods-list"),
+}, alertLog, () => groupsTable.render(true));
 const groupsTable = new GroupsTable(store, {
   section: $("groups"), count: $("groups-count"), windowSelect: $("groups-window"),
   sparkSelect: $("groups-spark"), table: $("groups-table"),
@@ -163,4 +168,11 @@ async function navigate() {
 window.addEventListener("hashchange", navigate);
 navigate();
 connection.start();
-new AlertsBar({ section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count") }).start();
+const alertsBar = new AlertsBar({
+  section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count"),
+}, alertLog);
+alertLog.onChange(() => {
+  alertsBar.render();
+  topicView.showAlerts();
+});
+alertLog.start();

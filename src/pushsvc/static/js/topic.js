@@ -3,8 +3,12 @@
 // charts' text alternative); the current numbers beside; live, with pause/resume and a
 // window selector. The same for one group of a grouping topic (#/topics/NAME?group=...):
 // the group's series (its part of the topic's updates), with a way back to the whole topic.
+// Every chart shades where an alert instance fired, listed above the charts: on a group's
+// view that group's instances; on the topic's, its own and all its groups' (an alert of a
+// group is one about the topic's events too, and the list names the group).
 
 import { topicHash } from "./address.js";
+import { renderPeriods, shadedRanges } from "./alert-periods.js";
 import { LINES, countChart, seriesColumns, windowChart, windowColumns } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
@@ -17,10 +21,12 @@ const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
 const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 
 export class TopicView {
-  constructor(els, onResume = () => {}) {
+  constructor(els, alertLog, onResume = () => {}) {
     // section, title, groupLine, groupName, wholeTopic, windowSelect, pause, figures, current,
-    // value, time, rate, template
+    // value, time, rate, template, alertPeriods, alertPeriodsList
     this.els = els;
+    this.alertLog = alertLog;
+    this.bands = []; // the x-ranges every chart shades: where an alert instance fired
     this.topic = null; // what the charts draw: the topic's series, or one group's
     this.figures = new Map(); // window -> figure state
     this.paused = false;
@@ -76,8 +82,21 @@ export class TopicView {
       this.els.wholeTopic.parentElement.hidden = group === null;
       this.els.wholeTopic.href = topicHash(topic.name);
       if (group !== null) setText(this.els.groupName, groupLabel(group.key));
+      this.showAlerts();
     }
     this.render(true);
+  }
+
+  /** Mark where the instances of what is shown fired: the list, and the charts' bands. */
+  showAlerts() {
+    if (this.topic === null) return;
+    const periods = this.alertLog.periods(this.name, this.groupKey);
+    this.bands = shadedRanges(periods);
+    renderPeriods(this.els.alertPeriods, this.els.alertPeriodsList, periods);
+    for (const figure of this.figures.values()) {
+      figure.main.redraw(false);
+      figure.count.redraw(false);
+    }
   }
 
   hide() {
@@ -160,8 +179,9 @@ export class TopicView {
     this.els.figures.append(el);
     const width = figure.mainEl.clientWidth || 300;
     const key = `pushsvc-${window}`;
-    figure.main = windowChart(figure.mainEl, width, key);
-    figure.count = countChart(figure.countEl, width, key);
+    const shaded = () => this.bands;
+    figure.main = windowChart(figure.mainEl, width, key, shaded);
+    figure.count = countChart(figure.countEl, width, key, shaded);
     figure.details.addEventListener("toggle", () => renderTable(figure));
     this.figures.set(window, figure);
     this.resize.observe(figure.mainEl);
