@@ -4,13 +4,13 @@
 // window selector. The same for one group of a grouping topic (#/topics/NAME?group=...):
 // the group's series (its part of the topic's updates), with a way back to the whole topic.
 
+import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
 import { LINES, countChart, seriesColumns, windowChart, windowColumns } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
 import { RANGES, SeriesRange, labelSeconds } from "./series.js";
-import { isAfter } from "./store.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
 const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
