@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
 from collections.abc import Mapping
 from typing import Literal
 
@@ -51,6 +52,10 @@ def create_app(
     logs.ensure_configured(settings.log_format)
     if role is None:
         role = "serve" if settings.redis_url is None else "web"
+    # Scripts, ES modules among them (/static/pushsvc.js), as RFC 9239 names their type.
+    # Python 3.11's own table says application/javascript where the system has no
+    # mime.types to say otherwise.
+    mimetypes.add_type("text/javascript", ".js")
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
     app.url_map.converters["anytext"] = AnyText

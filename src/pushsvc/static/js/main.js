@@ -5,14 +5,15 @@
 // for `_alerts`, on servers with alert rules: its AlertLog feeds the alerts bar and the topic
 // view's bands alike.
 
+import { groupId, groupPart } from "../pushsvc.js";
 import { parseRoute } from "./address.js";
 import { AlertLog } from "./alert-log.js";
 import { AlertsBar } from "./alerts.js";
-import { Connection, loadGroupHistory, loadHistory } from "./connection.js";
+import { Connection, loadGroupHistory, loadHistory, serverFilter } from "./connection.js";
 import { formatTime } from "./format.js";
 import { GroupsTable, groupLabel } from "./groups.js";
 import { Overview } from "./overview.js";
-import { MAX_POINTS, Store, Topic, groupId, groupPart } from "./store.js";
+import { MAX_POINTS, Store, Topic } from "./store.js";
 import { TopicView } from "./topic.js";
 
 const OVERVIEW_HISTORY = 120; // updates loaded per topic for the overview's small charts
@@ -114,7 +115,7 @@ function route() {
 }
 
 async function loadFocus(shown) {
-  const filtered = Object.entries(shown.key).some(([tag, v]) => v !== null && !tag.includes(":"));
+  const filtered = Object.keys(serverFilter(shown.key)).length > 0;
   try {
     await loadGroupHistory(shown.series, shown.name, shown.key, filtered ? GROUP_HISTORY : TOPIC_HISTORY);
   } catch (_error) { /* the stream goes on */ }

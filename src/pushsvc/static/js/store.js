@@ -3,45 +3,11 @@
 // duplicate, and its latest numbers. A grouping topic also has its live groups, each with
 // its recent updates: the group's part of the topic's updates (`groupPart`).
 
+import { groupId, groupUpdates, isAfter, parseId } from "../pushsvc.js";
+
 export const MAX_POINTS = 2000;
 /** Updates kept per live group of a grouping topic, for its sparkline. */
 export const GROUP_POINTS = 60;
-
-/** `epoch:ms-seq` parsed; ids of one epoch compare by (ms, seq). Null when not an id. */
-export function parseId(text) {
-  const match = /^([0-9a-f]{1,16}):(\d{1,20})-(\d{1,20})$/.exec(text || "");
-  return match ? { text, epoch: match[1], ms: BigInt(match[2]), seq: BigInt(match[3]) } : null;
-}
-
-/** Whether `a` comes after `b`. As on the server, an id of another epoch (a history reset
- *  after `b` was issued) counts as newer. */
-export function isAfter(a, b) {
-  if (a.epoch !== b.epoch) return true;
-  return a.ms > b.ms || (a.ms === b.ms && a.seq > b.seq);
-}
-
-/** A group's identity: its key's tags and values in tag order (a missing tag is null). */
-export function groupId(key) {
-  return JSON.stringify(Object.entries(key).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-}
-
-/** The groups an update carries: an event's group, or the groups a tick changed. */
-function groupParts(update) {
-  if (update.group) return [update.group];
-  return update.groups || [];
-}
-
-function partUpdate(update, part) {
-  // The event is the group's only in an event update (a tick has none).
-  return { id: update.id, ts: update.ts, windows: part.windows, event: update.group ? update.event : null };
-}
-
-/** The update as one group saw it (that group's windows; the event when it is the
- *  group's), or null when the update does not carry that group. */
-export function groupPart(update, id) {
-  const part = groupParts(update).find((g) => groupId(g.key) === id);
-  return part === undefined ? null : partUpdate(update, part);
-}
 
 /** One live group of a grouping topic: its key and its recent updates, whose newest windows
  *  are its current statistics. */
@@ -102,14 +68,13 @@ export class Topic {
   /** A live update's groups: a group not seen before is a new live group; a forgotten one
    *  (idle for the topic TTL) is dropped. */
   addGroups(update) {
-    for (const part of groupParts(update)) {
-      const id = groupId(part.key);
+    for (const { key, id, update: part } of groupUpdates(update)) {
       let group = this.groups.get(id);
       if (group === undefined) {
-        group = new Group(part.key);
+        group = new Group(key);
         this.groups.set(id, group);
       }
-      group.series.add(partUpdate(update, part));
+      group.series.add(part);
     }
     for (const key of update.forgotten || []) this.groups.delete(groupId(key));
   }
@@ -152,11 +117,10 @@ export class Topic {
     if (this.groups.size === 0) return;
     const parts = new Map();
     for (const update of updates) {
-      for (const part of groupParts(update)) {
-        const id = groupId(part.key);
+      for (const { id, update: part } of groupUpdates(update)) {
         if (!this.groups.has(id)) continue;
         if (!parts.has(id)) parts.set(id, []);
-        parts.get(id).push(partUpdate(update, part));
+        parts.get(id).push(part);
       }
     }
     for (const [id, list] of parts) this.groups.get(id).series.merge(list);

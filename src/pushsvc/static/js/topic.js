@@ -7,6 +7,7 @@
 // view that group's instances; on the topic's, its own and all its groups' (an alert of a
 // group is one about the topic's events too, and the list names the group).
 
+import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
 import { renderPeriods, shadedRanges } from "./alert-periods.js";
 import { LINES, countChart, seriesColumns, windowChart, windowColumns } from "./charts.js";
@@ -14,7 +15,6 @@ import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
 import { RANGES, SeriesRange, labelSeconds } from "./series.js";
-import { isAfter } from "./store.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
 const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
