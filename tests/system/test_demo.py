@@ -241,7 +241,8 @@ def test_the_demo_waits_out_429s_and_loses_nothing_it_counts(guarded: PushsvcPro
         env=_env(PUSHSVC_TOKEN=token),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert re.search(r"not ready \(HTTP 429: .*\); retrying in \d", done.stderr), done.stderr
+    retried = re.search(r"not ready \(HTTP 429 rate_limited: .*\); retrying in \d", done.stderr)
+    assert retried, done.stderr
     assert _posted(done.stderr) == 120
     assert sum(_window_counts(guarded.port, topic_names(prefix), token).values()) == 120
 

@@ -276,15 +276,15 @@ def test_the_client_retries_a_lost_answer_with_the_same_key(
     pushsvc: PushsvcProcess, proxy: AnswerLosingProxy, topic: str
 ) -> None:
     waits: list[float] = []
-    client = Client(proxy.base, backoff=Backoff(retries=3, cap=0.0), sleep=waits.append)
-    assert client.publish(topic, [{"value": 1}, {"value": 2}]) == 2
-    assert len(waits) == 1  # one retry
-    first, retry = proxy.keys()
-    assert first and first == retry
-    assert logged_values(pushsvc.port, topic) == [1.0, 2.0]
-    # The next batch is another request: a fresh key.
-    assert client.publish(topic, [{"value": 3}]) == 1
-    assert proxy.keys()[2] not in ("", first)
+    with Client(proxy.base, backoff=Backoff(retries=3, cap=0.0), sleep=waits.append) as client:
+        assert client.publish(topic, [{"value": 1}, {"value": 2}]) == 2
+        assert len(waits) == 1  # one retry
+        first, retry = proxy.keys()
+        assert first and first == retry
+        assert logged_values(pushsvc.port, topic) == [1.0, 2.0]
+        # The next batch is another request: a fresh key.
+        assert client.publish(topic, [{"value": 3}]) == 1
+        assert proxy.keys()[2] not in ("", first)
 
 
 def test_pushsvc_publish_retries_a_lost_answer_with_the_same_key(
@@ -316,7 +316,10 @@ def test_the_demo_retries_a_lost_answer_with_the_same_key(
 ) -> None:
     waits: list[float] = []
     publisher = Publisher(proxy.base, sleep=waits.append)
-    assert publisher.post(topic, [{"value": 1}, {"value": 2}])
+    try:
+        assert publisher.post(topic, [{"value": 1}, {"value": 2}])
+    finally:
+        publisher.close()
     assert len(waits) == 1
     first, retry = proxy.keys()
     assert first and first == retry

@@ -79,8 +79,8 @@ class AsyncClient:
 
     # Requests ------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, events: Events) -> int:
-        return await self._run(calls.publish(topic, events))
+    async def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
+        return await self._run(calls.publish(topic, events), backoff)
 
     async def history(
         self, topic: str, *, since: Time | None = None, limit: int | None = None
@@ -131,8 +131,8 @@ class AsyncClient:
         alerts: list[dict[str, Any]] = answer["alerts"]
         return alerts
 
-    async def _run(self, plan: Plan[T]) -> T:
-        send = async_retrying(self.backoff, self._sleep)
+    async def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
+        send = async_retrying(backoff or self.backoff, self._sleep)
         try:
             call = next(plan)
             while True:

@@ -22,14 +22,19 @@ log = logging.getLogger("pushsvc.client")
 
 @dataclass(frozen=True)
 class Backoff:
-    """`retries` more attempts after the first; attempt n (from 0) waits a random time up to
-    `base * 2**n` seconds, at most `cap` — and never less than the server's Retry-After. A
-    request whose answer asks for a longer wait than `cap` is not retried: its error is raised
-    at once (sending it earlier would be refused again)."""
+    """`retries` more attempts after the first (None: no limit); attempt n (from 0) waits a
+    random time up to `base * 2**n` seconds, at most `cap` — and never less than the server's
+    Retry-After. A request whose answer asks for a longer wait than `max_retry_after` is not
+    retried: its error is raised at once (sending it earlier would be refused again, and a
+    program rarely wants to sleep that long unawares). With `give_up_after`,
+    no attempt starts later than that many seconds after the first: the last error is raised
+    instead (for what is worthless late, like events stamped now)."""
 
-    retries: int = 5
+    retries: int | None = 5
     base: float = 0.2
     cap: float = 10.0
+    max_retry_after: float = 60.0
+    give_up_after: float | None = None
 
     def delay(self, attempt: int, error: BaseException | None) -> float:
         wait = random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))
@@ -42,13 +47,22 @@ class Backoff:
     def allows(self, error: BaseException) -> bool:
         """Whether a request that failed with `error` is sent again."""
         if isinstance(error, ApiError):
-            return error.retryable and (error.retry_after or 0) <= self.cap
+            return error.retryable and (error.retry_after or 0) <= self.max_retry_after
         return isinstance(error, Unreachable)
 
 
 def is_retryable(error: BaseException) -> bool:
     """Whether another try could succeed (for a stream, which waits as long as it is asked)."""
     return isinstance(error, Unreachable) or (isinstance(error, ApiError) and error.retryable)
+
+
+def _stop(backoff: Backoff) -> tenacity.stop.stop_base:
+    stop: tenacity.stop.stop_base = tenacity.stop_never
+    if backoff.retries is not None:
+        stop = tenacity.stop_after_attempt(backoff.retries + 1)
+    if backoff.give_up_after is not None:
+        stop = stop | tenacity.stop_before_delay(backoff.give_up_after)
+    return stop
 
 
 def _wait(backoff: Backoff) -> Callable[[tenacity.RetryCallState], float]:
@@ -62,14 +76,14 @@ def _wait(backoff: Backoff) -> Callable[[tenacity.RetryCallState], float]:
 def _log_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     wait = state.next_action.sleep if state.next_action is not None else 0.0
-    log.info("retrying in %.2f s after: %s", wait, error)
+    log.warning("not ready (%s); retrying in %.1f s", error, wait)
 
 
 def retrying(backoff: Backoff, sleep: Callable[[float], None]) -> tenacity.Retrying:
     """The blocking client's loop: `retrying(...)(send, call)`."""
     return tenacity.Retrying(
         sleep=sleep,
-        stop=tenacity.stop_after_attempt(backoff.retries + 1),
+        stop=_stop(backoff),
         wait=_wait(backoff),
         retry=tenacity.retry_if_exception(backoff.allows),
         before_sleep=_log_retry,
@@ -83,7 +97,7 @@ def async_retrying(
     """The asyncio client's loop: `await async_retrying(...)(send, call)`."""
     return tenacity.AsyncRetrying(
         sleep=sleep,
-        stop=tenacity.stop_after_attempt(backoff.retries + 1),
+        stop=_stop(backoff),
         wait=_wait(backoff),
         retry=tenacity.retry_if_exception(backoff.allows),
         before_sleep=_log_retry,

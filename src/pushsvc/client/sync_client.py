@@ -85,9 +85,10 @@ class Client:
 
     # Requests ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, events: Events) -> int:
-        """POST one event or a batch (accepted whole or rejected whole); the number accepted."""
-        return self._run(calls.publish(topic, events))
+    def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
+        """POST one event or a batch (accepted whole or rejected whole); the number accepted.
+        `backoff`: this call's retries, instead of the client's."""
+        return self._run(calls.publish(topic, events), backoff)
 
     def history(
         self, topic: str, *, since: Time | None = None, limit: int | None = None
@@ -156,8 +157,8 @@ class Client:
         alerts: list[dict[str, Any]] = answer["alerts"]
         return alerts
 
-    def _run(self, plan: Plan[T]) -> T:
-        send = retrying(self.backoff, self._sleep)
+    def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
+        send = retrying(backoff or self.backoff, self._sleep)
         try:
             call = next(plan)
             while True:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from pushsvc.client.calls import Events
 from pushsvc.demo.clock import format_time_of_day
 from pushsvc.demo.publisher import Publisher, Rejected
 from pushsvc.demo.scenario import DemoEvent, Incident, Scenario
@@ -115,7 +116,7 @@ def _by_topic(events: list[DemoEvent]) -> dict[str, list[DemoEvent]]:
     return groups
 
 
-def _post(publisher: Publisher, topic: str, body: object, give_up_at: float) -> bool:
+def _post(publisher: Publisher, topic: str, body: Events, give_up_at: float) -> bool:
     try:
         return publisher.post(topic, body, give_up_at=give_up_at)
     except Rejected as exc:

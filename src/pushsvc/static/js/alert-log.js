@@ -5,7 +5,7 @@
 // merged by id, so one read both ways counts once. Only on servers with alert rules. With auth
 // on, the server answers only the instances of topics the page's token may read.
 
-import { groupId, isAfter, parseId } from "./store.js";
+import { groupId, isAfter, parseId } from "../pushsvc.js";
 
 const KEPT_CHANGES = 2000; // the newest changes kept (and asked of the history)
 // Within one instance, at one topic-clock time: the order its states follow.
