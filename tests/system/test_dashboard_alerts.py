@@ -130,7 +130,7 @@ def test_the_charts_shade_where_an_instance_fired(alerting: PushsvcProcess, page
     topic = f"boiler.{uuid.uuid4().hex[:8]}"
     _post(alerting, topic, 0, 20.0)
     streams: list[str] = []
-    page.on("request", lambda r: streams.append(r.url) if "/_alerts/stream" in r.url else None)
+    page.on("request", lambda r: streams.append(r.url) if "stream?topic=_alerts" in r.url else None)
     open_dashboard(page, alerting, f"/#/topics/{topic}")
     periods = page.locator("#alert-periods li")
     expect(page.locator("#alert-periods")).to_be_hidden()

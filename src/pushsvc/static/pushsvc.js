@@ -108,6 +108,22 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  */
 
 /**
+ * A change of an alert instance (`event: alert`), on the reserved topic `_alerts`: the
+ * instance (`alert`, `topic`, `group`) became `state` at `since` (its topic's clock), `value`
+ * being the statistic that caused it. A token reads the changes of the topics it may read.
+ * @typedef {Object} AlertChange
+ * @property {string} id In the same sequence as updates.
+ * @property {string} alert
+ * @property {string} topic
+ * @property {GroupKey|null} group
+ * @property {"pending"|"firing"|"resolved"} state
+ * @property {number|null} value
+ * @property {number} since Epoch seconds.
+ * @property {Object<string, string>} labels
+ * @property {Object<string, string>} annotations
+ */
+
+/**
  * Updates were lost: `snapshot` is the stream's `"gap": true` snapshot when it could not
  * resume; `topic` the topic whose history could not continue from `history.since`.
  * @typedef {Object} Gap
@@ -145,6 +161,8 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  *   every topic the token may read).
  * @property {(update: Update) => void} [onUpdate]
  * @property {(point: Point) => void} [onPoint]
+ * @property {(change: AlertChange) => void} [onAlert] The changes of alert instances, when
+ *   `topics` has `_alerts`.
  * @property {(snapshot: Snapshot) => void} [onSnapshot] Each snapshot the stream sends: when it
  *   opens, and when it reconnects with a gap.
  * @property {(gap: Gap) => void} [onGap]
@@ -457,6 +475,10 @@ export class Subscription {
     source.addEventListener("snapshot", (message) => this.#snapshot(message));
     source.addEventListener("stats", (message) => this.#receive(message, "update"));
     source.addEventListener("point", (message) => this.#receive(message, "point"));
+    source.addEventListener("alert", (message) => {
+      this.#remember(message);
+      this.#options.onAlert?.(JSON.parse(message.data));
+    });
   }
 
   /** Reconnect by ourselves from the last id, backing off; meanwhile ask why it failed.

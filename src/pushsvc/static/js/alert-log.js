@@ -1,11 +1,12 @@
 // The alert changes the page knows, and their one owner: the alerts bar and the topic view's
-// bands both read it. One EventSource of `_alerts`; once it is open (its snapshot), the recent
-// changes (GET topics/_alerts/history) and the instances active now (GET alerts: an instance
-// firing since before the history reaches still shows); then every live change. Changes are
-// merged by id, so one read both ways counts once. Only on servers with alert rules. With auth
-// on, the server answers only the instances of topics the page's token may read.
+// bands both read it. One subscription of `_alerts` (pushsvc.js: it reconnects and resumes);
+// once it is open (its snapshot), the recent changes (GET topics/_alerts/history) and the
+// instances active now (GET alerts: an instance firing since before the history reaches still
+// shows); then every live change. Changes are merged by id, so one read both ways counts once.
+// Only on servers with alert rules. With auth on, the server answers only the instances of
+// topics the page's token may read.
 
-import { groupId, isAfter, parseId } from "../pushsvc.js";
+import { fetchJson, groupId, isAfter, parseId, subscribe } from "../pushsvc.js";
 
 const KEPT_CHANGES = 2000; // the newest changes kept (and asked of the history)
 // Within one instance, at one topic-clock time: the order its states follow.
@@ -31,27 +32,29 @@ export class AlertLog {
 
   async start() {
     try {
-      const rules = await getJson("rules");
+      const rules = await fetchJson("rules");
       if (!rules.alerts || rules.alerts.length === 0) return;
     } catch (_error) {
       return;
     }
-    const source = new EventSource("topics/_alerts/stream");
     let opened = false;
-    source.addEventListener("snapshot", (event) => {
-      // A resume the history could not replay (`gap`) missed changes: read them again.
-      if (opened && !JSON.parse(event.data).gap) return;
-      opened = true;
-      this.load();
-    });
-    source.addEventListener("alert", (event) => {
-      if (this.add(JSON.parse(event.data))) this.changed();
+    this.subscription = subscribe({
+      topics: "_alerts",
+      onSnapshot: (snapshot) => {
+        // A resume the history could not replay (`gap`) missed changes: read them again.
+        if (opened && !snapshot.gap) return;
+        opened = true;
+        this.load();
+      },
+      onAlert: (change) => {
+        if (this.add(change)) this.changed();
+      },
     });
   }
 
   async load() {
     const [history, active] = await Promise.allSettled([
-      getJson(`topics/_alerts/history?limit=${KEPT_CHANGES}`), getJson("alerts"),
+      fetchJson(`topics/_alerts/history?limit=${KEPT_CHANGES}`), fetchJson("alerts"),
     ]);
     if (history.status === "fulfilled") for (const change of history.value.updates) this.add(change);
     if (active.status === "fulfilled") {
@@ -134,8 +137,3 @@ function isNewer(a, b) {
   return a.since > b.since || (a.since === b.since && STATE_ORDER[a.state] > STATE_ORDER[b.state]);
 }
 
-async function getJson(url) {
-  const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
-  if (!response.ok) throw new Error(`HTTP ${response.status} for ${url}`);
-  return response.json();
-}

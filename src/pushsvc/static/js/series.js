@@ -4,6 +4,8 @@
 // A point is one bucket [t, t + resolution); a coarser point, when it closes, replaces the
 // finer points inside its bucket, so fetched and live points meet with no gap and none twice.
 
+import { fetchJson, subscribe } from "../pushsvc.js";
+
 export const RANGES = [
   ["live", "live 5m"], ["3600", "1 h"], ["21600", "6 h"], ["86400", "24 h"], ["604800", "7 d"],
 ];
@@ -61,7 +63,7 @@ export class SeriesRange {
       if (this.key !== key) return; // another range was chosen meanwhile
       this.points = answer.points.map((p) => ({ ...p, resolution: resolutionOf(answer.segments, p.t) }));
       const tiers = [...new Set(answer.segments.map((segment) => segment.resolution))];
-      this.follow(path, filter, group, tiers, async () => {
+      this.follow(topic, group, tiers, async () => {
         // Subscribed: what closed between the answer and now comes from the series again.
         const last = this.points.length ? this.points[this.points.length - 1].t : since;
         const again = await fetchJson(`${query}&since=${last}`);
@@ -78,19 +80,19 @@ export class SeriesRange {
 
   /** Merge every point of these tiers as it closes; `subscribed` runs once the stream's
    *  snapshot says the server is sending them. */
-  follow(path, filter, group, tiers, subscribed) {
+  follow(topic, group, tiers, subscribed) {
     if (!tiers.length) return;
-    const series = tiers.map((tier) => `&series=${tier}`).join("");
-    this.source = new EventSource(`${path}/stream?stats=count${series}${filter}`);
     let first = true;
-    this.source.addEventListener("snapshot", () => {
-      if (first) subscribed();
-      first = false;
-    });
-    this.source.addEventListener("point", (event) => {
-      const message = JSON.parse(event.data);
-      if (!group && message.group) return; // a group's point, on the topic's view
-      if (mergePoint(this.points, { ...message.point, resolution: message.resolution })) this.onChange();
+    this.source = subscribe({
+      topics: topic, stats: ["count"], series: tiers, group: group || undefined,
+      onSnapshot: () => {
+        if (first) subscribed();
+        first = false;
+      },
+      onPoint: (message) => {
+        if (!group && message.group) return; // a group's point, on the topic's view
+        if (mergePoint(this.points, { ...message.point, resolution: message.resolution })) this.onChange();
+      },
     });
   }
 
@@ -101,12 +103,6 @@ export class SeriesRange {
     this.points = [];
     this.error = null;
   }
-}
-
-async function fetchJson(url) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  return response.json();
 }
 
 function resolutionOf(segments, t) {
