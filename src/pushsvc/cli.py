@@ -221,8 +221,8 @@ def publish(
     try:
         # Each batch with its own Idempotency-Key, retried with it after a 503 or a lost
         # connection: logged once however often it is sent.
-        client = Client(url, token=token)
-        accepted = sum(client.publish(topic, chunk) for chunk in batches(events, batch))
+        with Client(url, token=token) as client:
+            accepted = sum(client.publish(topic, chunk) for chunk in batches(events, batch))
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted {accepted}")
@@ -364,7 +364,8 @@ def replay(
         events = read_events(
             path, value_column=value_column, ts_column=ts_column, tag_columns=columns
         )
-        sent = run(Client(url, token=token), topic, events, batch_size=batch, rate=rate)
+        with Client(url, token=token) as client:
+            sent = run(client, topic, events, batch_size=batch, rate=rate)
     except (CsvError, ClientError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"replayed {sent} events to {topic}")

@@ -31,7 +31,7 @@ from pushsvc.client import (
     StreamUpdate,
     Unreachable,
 )
-from support.live import PushsvcProcess, post, request
+from support.live import PushsvcProcess, post, request, wait_until
 from support.net import free_port
 from support.proxies import AnswerLosingProxy
 from support.redis_server import RedisServer
@@ -153,6 +153,8 @@ def test_publish_then_read_history_series_stats_topics_and_rules(
     assert client.publish(topic, events[12]) == 1  # one event, not in a list
     assert client.publish(topic, events[13:]) == 7
 
+    # On Redis a 202 means logged: the aggregator's updates follow.
+    wait_until(lambda: len(client.history(topic)) == len(events), what="every update")
     history = client.history(topic)
     assert history["value"].tolist() == [e["value"] for e in events]
     assert history["id"].is_unique and history.attrs["gap"] is False
@@ -160,6 +162,7 @@ def test_publish_then_read_history_series_stats_topics_and_rules(
 
     # Buckets of 1 s close once the topic clock passes their end plus the 5 s lateness.
     assert client.publish(topic, {"value": 0.0, "ts": T0 + 20}) == 1
+    wait_until(lambda: len(client.history(topic)) == len(events) + 1, what="the last update")
     series = client.series(topic, resolution="1s", until=T0 + 8)
     frame = pd.DataFrame(
         {"value": [e["value"] for e in events]},
@@ -258,6 +261,7 @@ def test_a_retry_after_a_dropped_connection_is_logged_once(
     finally:
         proxy.close()
     direct = make_client(pushsvc.base)
+    wait_until(lambda: len(direct.history(topic)) == 3, what="three updates")
     assert direct.history(topic)["value"].tolist() == [1.0, 2.0, 3.0]
 
 
@@ -343,6 +347,7 @@ def test_frames_grow_from_the_history_with_every_live_update(
 ) -> None:
     client = make_client(pushsvc.base)
     assert client.publish(topic, _events(3)) == 3
+    wait_until(lambda: len(client.history(topic)) == 3, what="three updates")
     frames = client.frames(topic, every="100ms")
     first = next(frames)
     assert first["value"].tolist() == [0.0, 7.0, 3.0]

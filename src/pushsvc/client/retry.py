@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import tenacity
 
@@ -79,27 +80,23 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     log.warning("not ready (%s); retrying in %.1f s", error, wait)
 
 
+def _policy(backoff: Backoff) -> dict[str, Any]:
+    return {
+        "stop": _stop(backoff),
+        "wait": _wait(backoff),
+        "retry": tenacity.retry_if_exception(backoff.allows),
+        "before_sleep": _log_retry,
+        "reraise": True,
+    }
+
+
 def retrying(backoff: Backoff, sleep: Callable[[float], None]) -> tenacity.Retrying:
     """The blocking client's loop: `retrying(...)(send, call)`."""
-    return tenacity.Retrying(
-        sleep=sleep,
-        stop=_stop(backoff),
-        wait=_wait(backoff),
-        retry=tenacity.retry_if_exception(backoff.allows),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
+    return tenacity.Retrying(sleep=sleep, **_policy(backoff))
 
 
 def async_retrying(
     backoff: Backoff, sleep: Callable[[float], Awaitable[None]]
 ) -> tenacity.AsyncRetrying:
     """The asyncio client's loop: `await async_retrying(...)(send, call)`."""
-    return tenacity.AsyncRetrying(
-        sleep=sleep,
-        stop=_stop(backoff),
-        wait=_wait(backoff),
-        retry=tenacity.retry_if_exception(backoff.allows),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
+    return tenacity.AsyncRetrying(sleep=sleep, **_policy(backoff))
