@@ -31,6 +31,7 @@ from pushsvc.client import (
     StreamUpdate,
     Unreachable,
 )
+from support.auth_tokens import SECRET, hs256
 from support.live import PushsvcProcess, post, request, wait_until
 from support.net import free_port
 from support.proxies import AnswerLosingProxy
@@ -60,13 +61,17 @@ class Blocking:
     """An AsyncClient with Client's blocking methods: every call is awaited on a real asyncio
     loop of this object's own; a subscription is stepped one `__anext__` at a time on it."""
 
-    def __init__(self, url: str, *, backoff: Backoff | None, sleeps: Sleeps) -> None:
+    def __init__(
+        self, url: str, *, token: str | None, backoff: Backoff | None, sleeps: Sleeps
+    ) -> None:
         self._runner = asyncio.Runner()
-        self._client = self._runner.run(self._make(url, backoff, sleeps))
+        self._client = self._runner.run(self._make(url, token, backoff, sleeps))
 
     @staticmethod
-    async def _make(url: str, backoff: Backoff | None, sleeps: Sleeps) -> AsyncClient:
-        return AsyncClient(url, backoff=backoff, sleep=sleeps.awaiting)
+    async def _make(
+        url: str, token: str | None, backoff: Backoff | None, sleeps: Sleeps
+    ) -> AsyncClient:
+        return AsyncClient(url, token=token, backoff=backoff, sleep=sleeps.awaiting)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._client, name)
@@ -95,7 +100,9 @@ class Blocking:
 
 
 class MakeClient(Protocol):
-    def __call__(self, url: str, *, backoff: Backoff | None = None) -> Any: ...
+    def __call__(
+        self, url: str, *, backoff: Backoff | None = None, token: str | None = None
+    ) -> Any: ...
 
 
 @pytest.fixture(params=["Client", "AsyncClient"])
@@ -105,11 +112,11 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[MakeClient]:
     sleeps = Sleeps()
     request.node.sleeps = sleeps
 
-    def make(url: str, *, backoff: Backoff | None = None) -> Any:
+    def make(url: str, *, backoff: Backoff | None = None, token: str | None = None) -> Any:
         if request.param == "Client":
-            client: Any = Client(url, backoff=backoff, sleep=sleeps.blocking)
+            client: Any = Client(url, token=token, backoff=backoff, sleep=sleeps.blocking)
         else:
-            client = Blocking(url, backoff=backoff, sleeps=sleeps)
+            client = Blocking(url, token=token, backoff=backoff, sleeps=sleeps)
         made.append(client)
         return client
 
@@ -328,14 +335,25 @@ def test_an_unreachable_server_is_retried_then_raised(
     assert len(waits(request)) == 2
 
 
-def test_a_refused_subscription_raises_at_once(
+def test_a_token_opens_its_scope_and_a_refusal_raises_at_once(
     request: pytest.FixtureRequest, make_client: MakeClient
 ) -> None:
-    proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_JWT_KEY": "k" * 32}).start()
+    proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_JWT_KEY": SECRET}).start()
     try:
-        client = make_client(proc.base)
+        token = hs256(publish=["private"], subscribe=["private"])
+        holder = make_client(proc.base, token=token)
+        messages = holder.subscribe("private")
+        assert isinstance(next(messages), Snapshot)
+        assert holder.publish("private", {"value": 1.5}) == 1
+        update = next(messages)
+        assert isinstance(update, StreamUpdate) and update.topic == "private"
+        messages.close()
+        with pytest.raises(ApiError) as forbidden:
+            holder.publish("other", {"value": 1})
+        assert (forbidden.value.status, forbidden.value.code) == (403, "forbidden")
+        anonymous = make_client(proc.base)
         with pytest.raises(ApiError) as refused:
-            next(client.subscribe("private"))
+            next(anonymous.subscribe("private"))
         assert (refused.value.status, refused.value.code) == (401, "unauthorized")
         assert waits(request) == []
     finally:
