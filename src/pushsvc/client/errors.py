@@ -5,6 +5,8 @@ edge, as httpx maps httpcore's."""
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 import orjson
 
@@ -75,12 +77,22 @@ class ApiError(ClientError):
 class Unreachable(ClientError):
     """No answer: the server could not be reached, or the connection was lost or timed out
     before its answer arrived (a POST may have been logged: a retry with the same
-    Idempotency-Key is logged once)."""
-
-    retryable = True
+    Idempotency-Key is logged once). Not `retryable` when the server's TLS certificate did not
+    verify: it will not on the next try either."""
 
     def __init__(self, url: str, cause: httpx.TransportError) -> None:
         super().__init__(f"cannot reach {url}: {type(cause).__name__}: {cause}")
+        self.retryable = not _caused_by(cause, ssl.SSLCertVerificationError)
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    # httpx raises its own error from httpcore's, raised in turn from the ssl module's.
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _seconds(value: str | None) -> float | None:

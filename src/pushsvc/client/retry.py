@@ -49,12 +49,12 @@ class Backoff:
         """Whether a request that failed with `error` is sent again."""
         if isinstance(error, ApiError):
             return error.retryable and (error.retry_after or 0) <= self.max_retry_after
-        return isinstance(error, Unreachable)
+        return isinstance(error, Unreachable) and error.retryable
 
 
 def is_retryable(error: BaseException) -> bool:
     """Whether another try could succeed (for a stream, which waits as long as it is asked)."""
-    return isinstance(error, Unreachable) or (isinstance(error, ApiError) and error.retryable)
+    return isinstance(error, (Unreachable, ApiError)) and error.retryable
 
 
 def _stop(backoff: Backoff) -> tenacity.stop.stop_base:
@@ -77,7 +77,8 @@ def _wait(backoff: Backoff) -> Callable[[tenacity.RetryCallState], float]:
 def _log_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     wait = state.next_action.sleep if state.next_action is not None else 0.0
-    log.warning("not ready (%s); retrying in %.1f s", error, wait)
+    # INFO: a library's retries are no warning until they run out (the demo shows them).
+    log.info("not ready (%s); retrying in %.1f s", error, wait)
 
 
 def _policy(backoff: Backoff) -> dict[str, Any]:
