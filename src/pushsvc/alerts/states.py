@@ -20,13 +20,15 @@ Prometheus, where a series that vanishes resolves its alert.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pushsvc.alerts.rules import AlertRule
+from pushsvc.alerts.first_look import Holding, first_look
+from pushsvc.alerts.rules import AlertRule, Condition
 
 __all__ = ["AlertChange", "Instance", "TopicAlerts"]
 
@@ -78,29 +80,37 @@ class Instance:
     value: float | None = None
 
     def evaluate(self, topic: str, clock_us: int, windows: Mapping[str, Any]) -> AlertChange | None:
+        # Run for every pending or firing instance on every event: one value read per
+        # condition, and the commonest outcome (still firing, or still pending) first.
         rule = self.rule
-        value = rule.when.value(windows)
-        if self.state == FIRING and rule.clear is not None:
-            clear_value = rule.clear.value(windows)
-            holds = clear_value is not None and not rule.clear.holds(clear_value)
-            value = clear_value if clear_value is not None else value
+        state = self.state
+        clear = rule.clear
+        if state == FIRING and clear is not None:
+            value = clear.value(windows)
+            holds = value is not None and not clear.compare(value, clear.threshold)
+            if value is None:
+                value = rule.when.value(windows)
         else:
-            holds = rule.when.holds(value)
+            when = rule.when
+            value = when.value(windows)
+            holds = value is not None and when.compare(value, when.threshold)
         self.value = value
         if holds:
             self.clear_since_us = None
-            if not self.state:
+            if state == FIRING:
+                return None
+            if not state:
                 self.active_since_us = clock_us
                 self.state = FIRING if rule.for_us == 0 else PENDING
                 return self._change(topic, self.state, clock_us)
-            if self.state == PENDING and clock_us - self.active_since_us >= rule.for_us:
+            if clock_us - self.active_since_us >= rule.for_us:  # pending long enough
                 self.state = FIRING
                 return self._change(topic, FIRING, clock_us)
             return None
-        if self.state == PENDING:
+        if state == PENDING:
             self.state = ""  # a pending alert that clears is dropped without notice
             return None
-        if self.state == FIRING:
+        if state == FIRING:
             if self.clear_since_us is None:
                 self.clear_since_us = clock_us
             if clock_us - self.clear_since_us >= rule.keep_firing_for_us:
@@ -120,23 +130,21 @@ class TopicAlerts:
     """The alert instances of one topic and of its groups. Evaluating a topic that no alert
     matches costs nothing: the aggregator keeps no `TopicAlerts` for it.
 
-    Every event is evaluated for its topic and its group against every alert, and nearly
-    always nothing is pending or firing there and no `when` holds: that case is one loop over
-    precomputed `(window, stat, operator, threshold)` with no instance, no method call on the
-    condition and no key built (`bench/alerts.py` measures it)."""
+    Every event is evaluated for its topic and for its group against every alert, and nearly
+    always nothing is pending or firing there and no `when` holds: that case is one generated
+    function (`first_look`) that finds nothing, with no instance made and no key built."""
 
-    __slots__ = ("_checks", "_live", "rules", "topic")
+    __slots__ = ("_holding", "_live", "_place", "rules", "topic")
 
     def __init__(self, topic: str, rules: Sequence[AlertRule]) -> None:
         self.topic = topic
         self.rules = tuple(rules)
-        self._checks = tuple(
-            (rule, rule.when.window, rule.when.stat, rule.when.compare, rule.when.threshold)
-            for rule in self.rules
-        )
-        # The pending and firing instances by group id, then by alert name; a group with none
-        # has no entry (inactive instances are not kept).
-        self._live: dict[str, dict[str, Instance]] = {}
+        self._holding = _first_look(tuple(rule.when for rule in self.rules))
+        places = {rule.name: index for index, rule in enumerate(self.rules)}
+        self._place: Callable[[AlertChange], int] = lambda change: places[change.alert]
+        # The pending and firing instances by group id, then by the alert's place in `rules`;
+        # a group with none has no entry (inactive instances are not kept).
+        self._live: dict[str, dict[int, Instance]] = {}
 
     def evaluate(
         self,
@@ -147,32 +155,35 @@ class TopicAlerts:
     ) -> list[AlertChange]:
         """The changes of this evaluation (the topic's windows, or a group's with its id and
         key), in rule order."""
-        changes = []
+        holding = self._holding(windows)
         live = self._live.get(group_id)
-        for rule, window, stat, test, threshold in self._checks:
-            instance = None if live is None else live.get(rule.name)
-            if instance is None:
-                # A first look, which the instance's own evaluation then confirms: an absent
-                # window or statistic, or a null, never matches; inactive stays inactive.
-                try:
-                    value = windows[window][stat]
-                    if value is None or not test(value, threshold):
-                        continue
-                except (KeyError, TypeError):
-                    continue
-                instance = Instance(rule, group_id, group)
-                if live is None:
-                    live = self._live[group_id] = {}
-                live[rule.name] = instance
-            change = instance.evaluate(self.topic, clock_us, windows)
-            if change is not None:
-                changes.append(change)
-            if not instance.state:
-                assert live is not None
-                del live[rule.name]
-                if not live:
-                    del self._live[group_id]
-                    live = None
+        changes: list[AlertChange] = []
+        ended: list[int] = []
+        if live is None:
+            if not holding:
+                return changes  # inactive stays inactive: no instance is kept for it
+            live = self._live[group_id] = {}
+        else:
+            for index, instance in live.items():
+                change = instance.evaluate(self.topic, clock_us, windows)
+                if change is not None:
+                    changes.append(change)
+                if not instance.state:
+                    ended.append(index)
+        for index in holding:
+            if index not in live:  # not evaluated above: inactive until now
+                instance = Instance(self.rules[index], group_id, group)
+                change = instance.evaluate(self.topic, clock_us, windows)
+                if change is not None:
+                    changes.append(change)
+                if instance.state:
+                    live[index] = instance
+        for index in ended:
+            del live[index]
+        if not live:
+            del self._live[group_id]
+        if len(changes) > 1:
+            changes.sort(key=self._place)  # rule order, whichever were live before
         return changes
 
     def active(self) -> Iterator[Instance]:
@@ -209,10 +220,17 @@ class TopicAlerts:
         """From `durable_state`; instances of alerts no longer in `rules` are dropped."""
         alerts = cls(topic, rules)
         by_name = {rule.name: rule for rule in rules}
+        places = {rule.name: index for index, rule in enumerate(rules)}
         for name, group_id, group, state, since, clear_since, value in orjson.loads(data):
             rule = by_name.get(name)
             if rule is not None:
-                alerts._live.setdefault(group_id, {})[name] = Instance(
+                alerts._live.setdefault(group_id, {})[places[name]] = Instance(
                     rule, group_id, group, state, since, clear_since, value
                 )
         return alerts
+
+
+@functools.lru_cache(maxsize=256)
+def _first_look(whens: tuple[Condition, ...]) -> Holding:
+    # One generated function per set of conditions, shared by the topics they match.
+    return first_look(whens)
