@@ -3,6 +3,7 @@
     python -m bench.alerts               # 7 alternating rounds, full size
     python -m bench.alerts --rounds 9
     python -m bench.alerts --quick       # the smoke test's size: seconds, not for quoting
+    python -m bench.alerts --instructions --events 2000   # callgrind: what no load can blur
 
 Events/s of process CPU through `Aggregator.apply_events`, the same events fed to an
 aggregator built from a rules file without its `[[alert]]` tables and to one built from the
@@ -19,6 +20,11 @@ firing, resolved; `for`, `clear`, `keep_firing_for`), and five never match: ever
 evaluation is in the cost, and the changes are published as the server publishes them
 (`_alerts` drafts). Each event is evaluated for its topic and for its group: 10 alerts x
 (1 + 8) instances per topic.
+
+`--instructions` counts instead (valgrind's callgrind): the whole stream fed without and with
+the alerts, each in a process of its own, less a process that builds everything and feeds
+nothing; instructions per event and their ratio. Seconds on a busy shared machine drift;
+these do not (they miss cache effects, which the seconds keep).
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -278,13 +287,63 @@ def report(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def feed_untimed(side: str, per_topic: int) -> None:
+    """What `--instructions` counts: the whole stream fed (`none`: everything but the feed)."""
+    events = streams(per_topic)
+    aggregator = Aggregator(
+        rules=rules(side == "with"), wall_clock=lambda: 0, topic_ttl_us=3600 * S
+    )
+    if side != "none":
+        _apply(aggregator, events, 0, per_topic)
+
+
+def instructions(per_topic: int) -> dict[str, object]:
+    """Instructions per event without and with the alerts, counted by callgrind."""
+    counts = {}
+    for side in ("none", "without", "with"):
+        done = subprocess.run(
+            [
+                "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                sys.executable, "-m", "bench.alerts", "--feed", side, "--events", str(per_topic),
+            ],
+            env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count from callgrind:\n{done.stderr[-2000:]}")
+        counts[side] = int(found.group(1))
+    events = TOPICS * per_topic
+    without = (counts["without"] - counts["none"]) / events
+    with_ = (counts["with"] - counts["none"]) / events
+    return {
+        "events": events,
+        "without_per_event": round(without),
+        "with_per_event": round(with_),
+        "alerts_per_event": round(with_ - without),
+        "ratio": round(without / with_, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--events", type=int, default=40_000, help="per topic (half of them timed)")
     parser.add_argument("--quick", action="store_true", help="one round of 4,000 per topic")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind instead"
+    )
+    parser.add_argument("--feed", choices=("none", "without", "with"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.feed:
+        feed_untimed(args.feed, args.events)
+        return
+    if args.instructions:
+        counted = instructions(args.events)
+        print(
+            json.dumps(counted) if args.json else "  ".join(f"{k}={v}" for k, v in counted.items())
+        )
+        return
     rounds, per_topic = (1, 4_000) if args.quick else (args.rounds, args.events)
     result = measure(rounds, per_topic)
     print(json.dumps(result) if args.json else report(result))
