@@ -10,25 +10,29 @@ is the interpreter's own (specialised for floats). `bench/alerts.py` measures th
 What is generated for `mean[10s] > 300`, `max[10s] > 2000` and `count[1m] < 1`:
 
     def holding(windows):
-        found = ()
-        w = windows['10s']
-        v = w['mean']
-        if v is not None and v > 300.0:
-            found += (0,)
-        v = w['max']
-        if v is not None and v > 2000.0:
-            found += (1,)
-        w = windows['1m']
-        v = w['count']
-        if v is not None and v < 1.0:
-            found += (2,)
+        try:
+            found = ()
+            w = windows['10s']
+            v = w['mean']
+            if v is not None and v > 300.0:
+                found += (0,)
+            v = w['max']
+            if v is not None and v > 2000.0:
+                found += (1,)
+            w = windows['1m']
+            v = w['count']
+            if v is not None and v < 1.0:
+                found += (2,)
+        except (KeyError, TypeError):
+            return slowly(windows)
         return found
 
 Only validated text reaches the source: window and statistic names match `[A-Za-z0-9_.]+`
 and `[A-Za-z0-9_]+` and are written with `repr`, thresholds are finite floats (`repr` reads
-back exactly), operators one of six. Windows without a statistic the alert names, or values
-that are not numbers, take the general path (`Condition.value`, `Condition.holds`), which the
-generated one agrees with everywhere else: a null never holds.
+back exactly), operators one of six. Windows without a statistic an alert names take the
+general path (`slowly`: `Condition.value`, `Condition.holds`), and so does a value that cannot
+be ordered. The engine's values are numbers or null, where the two agree (a null never holds);
+anything else the first look lets through, the instance's own evaluation refuses.
 """
 
 from __future__ import annotations
