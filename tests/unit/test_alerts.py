@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pushsvc.alerts.first_look import first_look
 from pushsvc.alerts.rules import AlertRule, covers, overlap, parse_condition
 from pushsvc.alerts.states import TopicAlerts
 from pushsvc.errors import RulesError
@@ -134,6 +135,50 @@ def test_a_restored_state_continues_exactly(means: list[float | None], cut: floa
     restored = TopicAlerts.restored("t", rules, running.durable_state())
     for clock, windows in steps[at:]:
         assert restored.evaluate(clock, windows) == running.evaluate(clock, windows)
+
+
+def test_changes_come_in_rule_order_whichever_instance_was_live_first() -> None:
+    hot, cold = _alerts(
+        '[[alert]]\nname = "hot"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 10"\n'
+        '[[alert]]\nname = "cold"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] < 5"\n'
+    )
+    topic = TopicAlerts("kitchen.a", [hot, cold])
+    assert [(c.alert, c.state) for c in topic.evaluate(0, {"1m": {"mean": 1.0}})] == [
+        ("cold", "firing")
+    ]
+    assert [(c.alert, c.state) for c in topic.evaluate(S, {"1m": {"mean": 20.0}})] == [
+        ("hot", "firing"),
+        ("cold", "resolved"),
+    ]
+
+
+_OPS = (">", ">=", "<", "<=", "==", "!=")
+_VALUES = st.one_of(st.none(), st.integers(-3, 3), st.sampled_from([-1.5, 0.0, 0.5, 2.0, 1e300]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    conditions=st.lists(
+        st.tuples(
+            st.sampled_from(["count", "mean", "p99"]),
+            st.sampled_from(["10s", "1m"]),
+            st.sampled_from(_OPS),
+            st.sampled_from([-1.0, 0.0, 0.5, 2.0]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    windows=st.dictionaries(
+        st.sampled_from(["10s", "1m"]),
+        st.one_of(st.none(), st.dictionaries(st.sampled_from(["count", "mean", "p99"]), _VALUES)),
+    ),
+)
+def test_the_first_look_finds_exactly_the_conditions_that_hold(
+    conditions: list[tuple[str, str, str, float]], windows: dict
+) -> None:
+    parsed = [parse_condition(f"{stat}[{window}] {op} {t!r}") for stat, window, op, t in conditions]
+    expected = {i for i, c in enumerate(parsed) if c.holds(c.value(windows))}
+    assert set(first_look(parsed)(windows)) == expected
 
 
 @pytest.mark.parametrize(

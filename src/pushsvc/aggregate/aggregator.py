@@ -208,8 +208,8 @@ class Aggregator:
                     series.insert(e.ts_us, e.value)
                     if now >= series.next_close_us:
                         drafts += self._points(state, topic, now, series.close(now))
-                if alerts is not None:
-                    drafts += _alert_drafts(now, alerts.evaluate(now, summary))
+                if alerts is not None and (changes := alerts.evaluate(now, summary)):
+                    drafts += _alert_drafts(now, changes)
             return drafts
         groups = state.groups
         drafts = []
@@ -235,7 +235,8 @@ class Aggregator:
             if alerts is not None:
                 changes = alerts.evaluate(now, summary)
                 changes += alerts.evaluate(now, part.windows, group.id, group.key)
-                drafts += _alert_drafts(now, changes)
+                if changes:  # seldom: most evaluations change nothing
+                    drafts += _alert_drafts(now, changes)
         self.group_overflow += groups.overflowed
         groups.overflowed = 0
         forgotten = self._sweep(state, clocks[-1])

@@ -60,18 +60,29 @@ class Condition:
     op: str
     threshold: float
     text: str = field(compare=False)
+    compare: Callable[[float, float], bool] = field(init=False, compare=False, repr=False)
+    """The operator as a function of (value, threshold)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compare", _OPERATORS[self.op])
 
     def value(self, windows: Mapping[str, Mapping[str, object]]) -> float | None:
         """The statistic in these windows (`{window: {stat: value}}`), None where it is null
         or absent (an empty window)."""
-        value = (windows.get(self.window) or {}).get(self.stat)
+        # Run for every pending or firing instance on every event: the engine's float first.
+        try:
+            value = windows[self.window][self.stat]
+        except (KeyError, TypeError):
+            return None
+        if type(value) is float:
+            return value
         return (
             float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
         )
 
     def holds(self, value: float | None) -> bool:
         """Whether the condition holds for this value; a null statistic never matches."""
-        return value is not None and _OPERATORS[self.op](value, self.threshold)
+        return value is not None and self.compare(value, self.threshold)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,13 +20,15 @@ Prometheus, where a series that vanishes resolves its alert.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from pushsvc.alerts.rules import AlertRule
+from pushsvc.alerts.first_look import Holding, first_look
+from pushsvc.alerts.rules import AlertRule, Condition
 
 __all__ = ["AlertChange", "Instance", "TopicAlerts"]
 
@@ -78,29 +80,42 @@ class Instance:
     value: float | None = None
 
     def evaluate(self, topic: str, clock_us: int, windows: Mapping[str, Any]) -> AlertChange | None:
+        # Run for every pending or firing instance on every event: one value read per
+        # condition, and the commonest outcome (still firing, or still pending) first.
         rule = self.rule
-        value = rule.when.value(windows)
-        if self.state == FIRING and rule.clear is not None:
-            clear_value = rule.clear.value(windows)
-            holds = clear_value is not None and not rule.clear.holds(clear_value)
-            value = clear_value if clear_value is not None else value
+        state = self.state
+        clear = rule.clear
+        if state == FIRING and clear is not None:
+            value = clear.value(windows)
+            holds = value is not None and not clear.compare(value, clear.threshold)
+            if value is None:
+                value = rule.when.value(windows)
         else:
-            holds = rule.when.holds(value)
+            when = rule.when
+            try:  # `when.value`, inlined for the engine's floats
+                value = windows[when.window][when.stat]
+            except (KeyError, TypeError):
+                value = None
+            if value is not None and type(value) is not float:
+                value = when.value(windows)
+            holds = value is not None and when.compare(value, when.threshold)
         self.value = value
         if holds:
             self.clear_since_us = None
-            if not self.state:
+            if state == FIRING:
+                return None
+            if not state:
                 self.active_since_us = clock_us
                 self.state = FIRING if rule.for_us == 0 else PENDING
                 return self._change(topic, self.state, clock_us)
-            if self.state == PENDING and clock_us - self.active_since_us >= rule.for_us:
+            if clock_us - self.active_since_us >= rule.for_us:  # pending long enough
                 self.state = FIRING
                 return self._change(topic, FIRING, clock_us)
             return None
-        if self.state == PENDING:
+        if state == PENDING:
             self.state = ""  # a pending alert that clears is dropped without notice
             return None
-        if self.state == FIRING:
+        if state == FIRING:
             if self.clear_since_us is None:
                 self.clear_since_us = clock_us
             if clock_us - self.clear_since_us >= rule.keep_firing_for_us:
@@ -118,14 +133,23 @@ class Instance:
 
 class TopicAlerts:
     """The alert instances of one topic and of its groups. Evaluating a topic that no alert
-    matches costs nothing: the aggregator keeps no `TopicAlerts` for it."""
+    matches costs nothing: the aggregator keeps no `TopicAlerts` for it.
 
-    __slots__ = ("_instances", "rules", "topic")
+    Every event is evaluated for its topic and for its group against every alert, and nearly
+    always nothing is pending or firing there and no `when` holds: that case is one generated
+    function (`first_look`) that finds nothing, with no instance made and no key built."""
+
+    __slots__ = ("_holding", "_live", "_place", "rules", "topic")
 
     def __init__(self, topic: str, rules: Sequence[AlertRule]) -> None:
         self.topic = topic
         self.rules = tuple(rules)
-        self._instances: dict[tuple[str, str], Instance] = {}
+        self._holding = _first_look(tuple(rule.when for rule in self.rules))
+        places = {rule.name: index for index, rule in enumerate(self.rules)}
+        self._place: Callable[[AlertChange], int] = lambda change: places[change.alert]
+        # The pending and firing instances by group id, then by the alert's place in `rules`;
+        # a group with none has no entry (inactive instances are not kept).
+        self._live: dict[str, dict[int, Instance]] = {}
 
     def evaluate(
         self,
@@ -136,32 +160,46 @@ class TopicAlerts:
     ) -> list[AlertChange]:
         """The changes of this evaluation (the topic's windows, or a group's with its id and
         key), in rule order."""
-        changes = []
-        for rule in self.rules:
-            key = (rule.name, group_id)
-            instance = self._instances.get(key)
-            if instance is None:
-                if not rule.when.holds(rule.when.value(windows)):
-                    continue  # inactive stays inactive: keep no instance for it
-                instance = self._instances[key] = Instance(rule, group_id, group)
-            change = instance.evaluate(self.topic, clock_us, windows)
-            if change is not None:
-                changes.append(change)
-            if not instance.state:
-                del self._instances[key]
+        holding = self._holding(windows)
+        live = self._live.get(group_id)
+        changes: list[AlertChange] = []
+        ended: list[int] = []
+        if live is None:
+            if not holding:
+                return changes  # inactive stays inactive: no instance is kept for it
+            live = self._live[group_id] = {}
+        else:
+            for index, instance in live.items():
+                change = instance.evaluate(self.topic, clock_us, windows)
+                if change is not None:
+                    changes.append(change)
+                if not instance.state:
+                    ended.append(index)
+        for index in holding:
+            if index not in live:  # not evaluated above: inactive until now
+                instance = Instance(self.rules[index], group_id, group)
+                change = instance.evaluate(self.topic, clock_us, windows)
+                if change is not None:
+                    changes.append(change)
+                if instance.state:
+                    live[index] = instance
+        for index in ended:
+            del live[index]
+        if not live:
+            del self._live[group_id]
+        if len(changes) > 1:
+            changes.sort(key=self._place)  # rule order, whichever were live before
         return changes
 
     def active(self) -> Iterator[Instance]:
         """The pending and firing instances."""
-        return iter(list(self._instances.values()))
+        return iter([i for live in self._live.values() for i in live.values()])
 
     def forget_group(self, group_id: str) -> list[AlertChange]:
         """The group is gone (forgotten after the topic TTL): its firing instances resolve
         at its last clock, pending ones go silently."""
-        gone = [key for key in self._instances if key[1] == group_id]
         changes = []
-        for key in gone:
-            instance = self._instances.pop(key)
+        for instance in self._live.pop(group_id, {}).values():
             if instance.state == FIRING:
                 changes.append(instance._change(self.topic, RESOLVED, instance.active_since_us))
         return changes
@@ -178,7 +216,7 @@ class TopicAlerts:
                     i.clear_since_us,
                     i.value,
                 ]
-                for i in self._instances.values()
+                for i in self.active()
             ]
         )
 
@@ -187,10 +225,17 @@ class TopicAlerts:
         """From `durable_state`; instances of alerts no longer in `rules` are dropped."""
         alerts = cls(topic, rules)
         by_name = {rule.name: rule for rule in rules}
+        places = {rule.name: index for index, rule in enumerate(rules)}
         for name, group_id, group, state, since, clear_since, value in orjson.loads(data):
             rule = by_name.get(name)
             if rule is not None:
-                alerts._instances[(name, group_id)] = Instance(
+                alerts._live.setdefault(group_id, {})[places[name]] = Instance(
                     rule, group_id, group, state, since, clear_since, value
                 )
         return alerts
+
+
+@functools.lru_cache(maxsize=256)
+def _first_look(whens: tuple[Condition, ...]) -> Holding:
+    # One generated function per set of conditions, shared by the topics they match.
+    return first_look(whens)
