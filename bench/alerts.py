@@ -4,6 +4,7 @@
     python -m bench.alerts --rounds 9
     python -m bench.alerts --quick       # the smoke test's size: seconds, not for quoting
     python -m bench.alerts --instructions --events 2000   # callgrind: what no load can blur
+    python -m bench.alerts --calm        # nothing trips: every alert armed, the usual case
 
 Events/s of process CPU through `Aggregator.apply_events`, the same events fed to an
 aggregator built from a rules file without its `[[alert]]` tables and to one built from the
@@ -159,11 +160,13 @@ def rules(with_alerts: bool) -> Rules:
         os.unlink(handle.name)
 
 
-def value(topic_index: int, i: int) -> float:
-    """Event `i` of a topic: 100-150, its slow station +400, or a spike."""
+def value(topic_index: int, i: int, calm: bool = False) -> float:
+    """Event `i` of a topic: 100-150, its slow station +400, or a spike (`calm`: neither)."""
+    base = 100.0 + (i * 7919 % 1000) / 20
+    if calm:
+        return base
     if i % SPIKE_EVERY == topic_index:
         return 5000.0
-    base = 100.0 + (i * 7919 % 1000) / 20
     t_us = i * STEP_US
     slow_station = (t_us // SLOW_EVERY_US + topic_index) % STATIONS
     if i % STATIONS == slow_station and t_us % SLOW_EVERY_US < SLOW_FOR_US:
@@ -171,11 +174,12 @@ def value(topic_index: int, i: int) -> float:
     return base
 
 
-def streams(per_topic: int) -> dict[str, list[Event]]:
+def streams(per_topic: int, calm: bool = False) -> dict[str, list[Event]]:
     stations = [{"station": f"s{k}"} for k in range(STATIONS)]
     return {
         f"plant.line{t + 1}": [
-            Event(value(t, i), T0 + i * STEP_US, stations[i % STATIONS]) for i in range(per_topic)
+            Event(value(t, i, calm), T0 + i * STEP_US, stations[i % STATIONS])
+            for i in range(per_topic)
         ]
         for t in range(TOPICS)
     }
@@ -218,8 +222,8 @@ def _apply(
                 alert_drafts += alerts
 
 
-def measure(rounds: int, per_topic: int) -> dict[str, object]:
-    events = streams(per_topic)
+def measure(rounds: int, per_topic: int, calm: bool = False) -> dict[str, object]:
+    events = streams(per_topic, calm)
     plain, alerting = rules(False), rules(True)
     without: list[float] = []
     with_: list[float] = []
@@ -287,9 +291,9 @@ def report(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def feed_untimed(side: str, per_topic: int) -> None:
+def feed_untimed(side: str, per_topic: int, calm: bool) -> None:
     """What `--instructions` counts: the whole stream fed (`none`: everything but the feed)."""
-    events = streams(per_topic)
+    events = streams(per_topic, calm)
     aggregator = Aggregator(
         rules=rules(side == "with"), wall_clock=lambda: 0, topic_ttl_us=3600 * S
     )
@@ -297,7 +301,7 @@ def feed_untimed(side: str, per_topic: int) -> None:
         _apply(aggregator, events, 0, per_topic)
 
 
-def instructions(per_topic: int) -> dict[str, object]:
+def instructions(per_topic: int, calm: bool = False) -> dict[str, object]:
     """Instructions per event without and with the alerts, counted by callgrind."""
     counts = {}
     for side in ("none", "without", "with"):
@@ -305,6 +309,7 @@ def instructions(per_topic: int) -> dict[str, object]:
             [
                 "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                 sys.executable, "-m", "bench.alerts", "--feed", side, "--events", str(per_topic),
+                *(["--calm"] if calm else []),
             ],
             env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True,
         )  # fmt: skip
@@ -333,19 +338,24 @@ def main() -> None:
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under callgrind instead"
     )
+    parser.add_argument(
+        "--calm",
+        action="store_true",
+        help="no slow station and no spike: every alert armed, none trips (a system running well)",
+    )
     parser.add_argument("--feed", choices=("none", "without", "with"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.feed:
-        feed_untimed(args.feed, args.events)
+        feed_untimed(args.feed, args.events, args.calm)
         return
     if args.instructions:
-        counted = instructions(args.events)
+        counted = instructions(args.events, args.calm)
         print(
             json.dumps(counted) if args.json else "  ".join(f"{k}={v}" for k, v in counted.items())
         )
         return
     rounds, per_topic = (1, 4_000) if args.quick else (args.rounds, args.events)
-    result = measure(rounds, per_topic)
+    result = measure(rounds, per_topic, args.calm)
     print(json.dumps(result) if args.json else report(result))
 
 
