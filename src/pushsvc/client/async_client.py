@@ -236,14 +236,18 @@ class AsyncClient:
         try:
             due = loop.time() + interval
             while True:
-                getting = asyncio.ensure_future(inbox.get())
-                await asyncio.wait({getting, reader}, timeout=max(0.0, due - loop.time()))
-                if getting.done():
-                    live.add(getting.result())
-                    continue
-                getting.cancel()
-                if reader.done():
-                    reader.result()  # raises what ended the subscription
+                while not inbox.empty():  # a burst: no waiting, no task per message
+                    live.add(inbox.get_nowait())
+                left = due - loop.time()
+                if left > 0:  # until the frame is due, or sooner a message
+                    getting = asyncio.ensure_future(inbox.get())
+                    await asyncio.wait({getting, reader}, timeout=left)
+                    if getting.done():
+                        live.add(getting.result())
+                        continue
+                    getting.cancel()
+                    if reader.done():
+                        reader.result()  # raises what ended the subscription
                 due = loop.time() + interval
                 frame = live.flush()
                 if frame is not None:

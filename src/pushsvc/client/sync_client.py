@@ -281,17 +281,21 @@ class Client:
         try:
             due = time.monotonic() + interval
             while True:
-                try:
-                    item = inbox.get(timeout=max(0.0, due - time.monotonic()))
-                except queue.Empty:
-                    due = time.monotonic() + interval
-                    frame = live.flush()
-                    if frame is not None:
-                        yield frame
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                live.add(item)
+                left = due - time.monotonic()
+                if left > 0:  # until the frame is due, or sooner a message
+                    try:
+                        item = inbox.get(timeout=left)
+                    except queue.Empty:
+                        pass
+                    else:
+                        if isinstance(item, BaseException):
+                            raise item
+                        live.add(item)
+                        continue
+                due = time.monotonic() + interval
+                frame = live.flush()
+                if frame is not None:
+                    yield frame
         finally:
             # The reader stops at its next message or heartbeat.
             stop.set()
