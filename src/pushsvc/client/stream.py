@@ -88,13 +88,13 @@ class StreamCursor:
         """The message to hand on, or None (a `retry:` alone, a heartbeat)."""
         if sse.retry is not None:
             self.retry_s = sse.retry / 1000
+        if sse.id:  # the standard takes the id before it looks at the data
+            self.last_event_id = sse.id
         if not sse.data:
             # What the standard dispatches nothing for: httpx-sse yields an empty event after
             # a comment (the heartbeat) once an id has been seen.
             return None
         self._failures = 0
-        if sse.id:
-            self.last_event_id = sse.id
         return RawMessage(sse.event, sse.id or None, sse.data)
 
     def delay_after(self, error: ClientError | None) -> float:

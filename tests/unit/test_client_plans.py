@@ -1,0 +1,125 @@
+"""The clients' I/O-free parts: how a subscription judges httpx-sse's events and how long it
+waits before it reconnects, which failures are sent again, and the arguments refused before
+anything is sent."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import datetime
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent
+
+from pushsvc.client import ApiError, Backoff, StreamOptions, Unreachable
+from pushsvc.client.calls import time_param
+from pushsvc.client.live_frames import interval_seconds
+from pushsvc.client.stream import StreamCursor
+
+NO_JITTER = Backoff(base=0.0, cap=0.0)
+
+
+def _cursor(last_event_id: str | None = None, backoff: Backoff = NO_JITTER) -> StreamCursor:
+    return StreamCursor(
+        ["a", "b.*"], last_event_id=last_event_id, options=StreamOptions(), backoff=backoff
+    )
+
+
+def _lost() -> Unreachable:
+    return Unreachable("http://x/", httpx.ConnectError("refused"))
+
+
+def test_the_cursor_asks_for_the_topics_and_resumes_after_the_last_id() -> None:
+    cursor = _cursor()
+    assert cursor.params == [("topic", "a"), ("topic", "b.*")]
+    assert cursor.headers() == {}
+    message = cursor.receive(ServerSentEvent("stats", '{"x": 1}', "e:1-1"))
+    assert message is not None and (message.event, message.id, message.json()) == (
+        "stats",
+        "e:1-1",
+        {"x": 1},
+    )
+    assert cursor.headers() == {"Last-Event-ID": "e:1-1"}
+    assert _cursor("e:0-9").headers() == {"Last-Event-ID": "e:0-9"}
+
+
+def test_a_heartbeat_or_a_retry_alone_hands_on_nothing_but_the_retry_is_kept() -> None:
+    cursor = _cursor()
+    # httpx-sse yields an empty event after a comment once an id was seen, and one for a
+    # `retry:` alone: the standard dispatches neither.
+    assert cursor.receive(ServerSentEvent("message", "", "e:1-1")) is None
+    assert cursor.receive(ServerSentEvent("message", "", None, retry=1500)) is None
+    assert cursor.retry_s == 1.5
+    assert cursor.headers() == {"Last-Event-ID": "e:1-1"}  # taken, as the standard does
+
+
+def test_a_lost_connection_waits_the_servers_retry_and_a_refusal_waits_retry_after() -> None:
+    cursor = _cursor()
+    assert cursor.delay_after(_lost()) == 0.0  # no retry: yet, no jitter here
+    cursor.receive(ServerSentEvent("message", "", None, retry=3000))
+    assert cursor.delay_after(_lost()) == 3.0
+    assert cursor.delay_after(None) == 3.0  # the stream ended: the same
+    busy = ApiError(503, "broker_unavailable", "down", retry_after=7)
+    assert cursor.delay_after(busy) == 7.0
+
+
+def test_the_backoff_grows_with_failures_in_a_row_and_resets_on_a_message() -> None:
+    cursor = _cursor(backoff=Backoff(base=1.0, cap=100.0))
+    waits = [cursor.delay_after(_lost()) for _ in range(6)]
+    assert all(0 <= w <= 2**n for n, w in enumerate(waits))
+    cursor.receive(ServerSentEvent("stats", "{}", "e:1-2"))
+    assert cursor.delay_after(_lost()) <= 1.0
+
+
+def _bad_certificate() -> Unreachable:
+    # What httpx raises for a certificate that does not verify: from the ssl module's error.
+    cause = httpx.ConnectError("certificate verify failed")
+    cause.__cause__ = ssl.SSLCertVerificationError("self-signed certificate")
+    return Unreachable("https://x/", cause)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ApiError(401, "unauthorized", "no token"),
+        ApiError(403, "forbidden", "not yours"),
+        ApiError(400, "too_many_selectors", "too many"),
+        _bad_certificate(),
+    ],
+    ids=["401", "403", "400", "bad certificate"],
+)
+def test_a_refusal_that_would_come_again_is_raised(refusal: ApiError | Unreachable) -> None:
+    with pytest.raises(type(refusal)):
+        _cursor().delay_after(refusal)
+    assert not Backoff().allows(refusal)
+
+
+def test_a_request_is_sent_again_only_when_that_can_succeed_in_time() -> None:
+    backoff = Backoff(max_retry_after=60)
+    assert backoff.allows(_lost())
+    assert backoff.allows(ApiError(503, "broker_full", "full", retry_after=5))
+    assert backoff.allows(ApiError(429, "rate_limited", "slow down", retry_after=60))
+    assert not backoff.allows(ApiError(429, "rate_limited", "slow down", retry_after=61))
+    assert not backoff.allows(ApiError(400, "invalid_event", "no"))
+    assert not backoff.allows(ApiError(500, "internal", "bug"))
+    assert backoff.delay(0, ApiError(429, "rate_limited", "x", retry_after=2)) >= 2
+
+
+@pytest.mark.parametrize("every", ["0s", 0, -1, "soon"])
+def test_frames_refuse_an_interval_that_is_no_positive_duration(every: str | float) -> None:
+    with pytest.raises(ValueError):
+        interval_seconds(every)
+
+
+def test_times_must_say_their_zone() -> None:
+    assert time_param(1.5) == "1.5"
+    assert time_param("2025-11-21T04:40:00Z") == "2025-11-21T04:40:00Z"
+    with pytest.raises(ValueError, match="aware"):
+        time_param(datetime(2025, 11, 21, 4, 40))
+    with pytest.raises(TypeError):
+        time_param(True)
+
+
+def test_a_subscription_names_at_least_one_topic() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        StreamCursor([], last_event_id=None, options=StreamOptions(), backoff=NO_JITTER)
