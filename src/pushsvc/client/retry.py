@@ -47,9 +47,8 @@ class Backoff:
 
     def allows(self, error: BaseException) -> bool:
         """Whether a request that failed with `error` is sent again."""
-        if isinstance(error, ApiError):
-            return error.retryable and (error.retry_after or 0) <= self.max_retry_after
-        return isinstance(error, Unreachable) and error.retryable
+        too_long = isinstance(error, ApiError) and (error.retry_after or 0) > self.max_retry_after
+        return is_retryable(error) and not too_long
 
 
 def is_retryable(error: BaseException) -> bool:

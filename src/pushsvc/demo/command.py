@@ -243,3 +243,5 @@ def demo(
         raise click.ClickException(str(exc)) from None
     else:
         log.warning("posted %d events", posted)
+    finally:
+        publisher.close()
