@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 
 from pushsvc.client import (
+    AlertChange,
     ApiError,
     AsyncClient,
     Backoff,
@@ -376,6 +378,69 @@ def test_frames_grow_from_the_history_with_every_live_update(
     frames.close()
     pd.testing.assert_frame_equal(grown, client.history(topic), check_like=False)
     assert grown.attrs["resume_id"] == grown["id"].iloc[-1]
+
+
+def test_frames_keep_coming_while_updates_never_pause(
+    pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    # Batches of 200 updates back to back, frames every 100 ms: a frame falls due while the
+    # messages never stop coming, so it must not wait for a quiet moment.
+    client = make_client(pushsvc.base)
+    assert client.publish(topic, {"value": 0.0}) == 1
+    wait_until(lambda: len(client.history(topic)) == 1, what="the first update")
+    frames = client.frames(topic, every="100ms")
+    next(frames)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            assert post(pushsvc.port, topic, [{"value": 1.0}] * 200)[0] == 202
+
+    producer = threading.Thread(target=trickle, daemon=True)
+    producer.start()
+    try:
+        sizes = [len(next(frames)) for _ in range(4)]
+        assert not stop.is_set()  # four frames came while the producer was still posting
+    finally:
+        stop.set()
+        producer.join()
+        frames.close()
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4  # each grew
+
+
+def test_subscribe_yields_alert_changes_of_the_alerts_topic(
+    make_client: MakeClient, topic: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[alert]]\nname = "hot"\ntopics = ["*"]\nwhen = "max[10s] > 90"\n'
+        'labels = { severity = "page" }\n'
+    )
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules)).start()
+    try:
+        client = make_client(proc.base)
+        changes = client.subscribe("_alerts")
+        assert isinstance(next(changes), Snapshot)
+        assert (
+            client.publish(topic, [{"value": 20.0, "ts": T0}, {"value": 95.0, "ts": T0 + 1}]) == 2
+        )
+        fired = next(changes)
+        assert isinstance(fired, AlertChange)
+        assert (fired.alert, fired.topic, fired.group, fired.state) == (
+            "hot",
+            topic,
+            None,
+            "firing",
+        )
+        assert (fired.value, fired.since, fired.labels) == (95.0, T0 + 1, {"severity": "page"})
+        assert client.publish(topic, {"value": 20.0, "ts": T0 + 20}) == 1
+        resolved = next(changes)
+        assert isinstance(resolved, AlertChange) and resolved.state == "resolved"
+        assert resolved.since == T0 + 20
+        changes.close()
+        assert client.alerts() == []
+    finally:
+        proc.stop()
 
 
 @pytest.mark.anyio
