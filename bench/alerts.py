@@ -49,7 +49,7 @@ from bench.common import machine
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.core.updates import UpdateDraft
-from pushsvc.stats.rules import Rules, default_rule, load_rules
+from pushsvc.rules.analytics import Rules, default_rule, load_rules
 
 S = 1_000_000
 T0 = 1_700_000_000 * S

@@ -1,6 +1,6 @@
 """The Python work of one delivery, counted: attribute accesses (`LOAD_ATTR`, `LOAD_METHOD`,
 `STORE_ATTR`, `DELETE_ATTR`) that pushsvc's own code executes per delivery, through the real
-hub and the real stream generator (`pushsvc.http.api.streams._events`), in one process.
+hub and the real stream generator (`pushsvc.deliver.stream_loop.events`), in one process.
 
 N streams on socket pairs subscribe to one topic of a memory broker; M updates are published
 one by one, each handed to the hub and written before the next. Per write mode:
@@ -21,13 +21,15 @@ reads the sockets once, so that reading costs the same whatever M):
         python -m bench.delivery_ops --modes direct -n 200 -m 60 --cpu --drain-at-end
 
 Run another tree's pushsvc with PYTHONPATH=OTHER/src (this module uses only what both sides of
-a comparison have: the memory broker, the hub, `_events` and its options).
+a comparison have: the memory broker, the hub, the stream generator and its request; trees
+before `pushsvc.deliver.stream_loop` had them in `pushsvc.http.api.streams`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dis
+import importlib
 import json
 import socket
 import sys
@@ -45,7 +47,13 @@ from pushsvc.core.updates import draft
 from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.projection import Projection
 from pushsvc.gevent_private import ENVIRON_KEY, os_socket
-from pushsvc.http.api import streams
+
+try:
+    streams = importlib.import_module("pushsvc.deliver.stream_loop")
+    _events = streams.events
+except ImportError:  # trees before the one stream loop: the view's module held it
+    streams = importlib.import_module("pushsvc.http.api.streams")
+    _events = streams._events
 
 MODES = ("direct", "projected", "queued", "paced")
 _ATTRIBUTE_OPS = frozenset(
@@ -81,7 +89,7 @@ class _Counter:
 
 
 class _Handler:
-    """What `pushsvc.http.server.StreamingHandler` lends a stream: its socket, head sent."""
+    """What `pushsvc.server.StreamingHandler` lends a stream: its socket, head sent."""
 
     headers_sent = True
     response_use_chunked = True
@@ -112,9 +120,11 @@ def measure(
         "retry_ms": 1000,
         "expires_at": None,
     }
-    if "grouping" in streams.StreamOptions.__dataclass_fields__:  # trees with group by
+    # Named StreamOptions in trees before the rename.
+    request_type = getattr(streams, "StreamRequest", None) or streams.StreamOptions
+    if "grouping" in request_type.__dataclass_fields__:  # trees with group by
         given["grouping"] = lambda topic: False
-    options = streams.StreamOptions(**given)
+    options = request_type(**given)
     previous_trace = sys.gettrace()
     if not cpu:
         sys.settrace(counter.trace)  # before the streams start, so that their frames count
@@ -128,7 +138,7 @@ def measure(
         environ: Mapping[str, object] = (
             {ENVIRON_KEY: _Handler(ours)} if mode in ("direct", "projected") else {}
         )
-        blocks = streams._events(broker, hub, feed, options, environ)
+        blocks = _events(broker, hub, feed, options, environ)
         greenlets.append(gevent.spawn(_write_all, blocks, os_socket(ours)))
     for _ in range(5):
         gevent.sleep(0)

@@ -21,9 +21,9 @@ import redis
 
 from bench.common import Report, parser
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.lists import comma_list
 from pushsvc.ingest import Event
-from pushsvc.ingest.idempotency import Idempotency, request_digest
 from support.redis_server import RedisServer
 
 TOPICS = [f"sensors.kitchen.{n:03d}" for n in range(100)]  # 19 characters

@@ -111,10 +111,9 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
             for entry in entries:
                 assert entry.topic is not None and entry.events is not None
                 drafts += aggregator.apply_events(entry.topic, entry.events)
+            covered = Applied(shard, entries[-1].id, len(entries), after=after)
             after, applied = entries[-1].id, applied + len(entries)
-            broker.publish_updates(
-                drafts, applied=Applied(shard, after, len(entries)), fence=lease.token
-            )
+            broker.publish_updates(drafts, applied=covered, fence=lease.token)
             published += len(drafts)
             publishes += 1
         wall_s = time.perf_counter() - wall_before

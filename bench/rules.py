@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
-from pushsvc.stats.rules import Rule, Rules, default_rule
+from pushsvc.rules.analytics import Rule, Rules, default_rule
 
 S = 1_000_000
 ALL = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99", "rate")

@@ -35,11 +35,11 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.event import Event
 from pushsvc.core.updates import SeriesWrite, draft, point_draft
+from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.rules.point import Point
+from pushsvc.rules.tiers import SeriesTier, parse_tiers
 from pushsvc.series.buckets import SeriesBuckets
-from pushsvc.series.point import Point
 from pushsvc.series.store import SeriesStore
-from pushsvc.series.tiers import SeriesTier, parse_tiers
-from pushsvc.stats.rules import Rules, default_rule
 from support.live import PushsvcProcess, post
 from support.redis_server import RedisServer
 

@@ -28,7 +28,12 @@ import orjson
 from bench.common import metric, parser
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.memory import MemoryBroker
-from pushsvc.ingest import Event, Limits
+from pushsvc.ingest import Event
+
+try:
+    from pushsvc.ingest import InputLimits
+except ImportError:  # trees before the rename
+    from pushsvc.ingest import Limits as InputLimits  # type: ignore[attr-defined,no-redef]
 from pushsvc.ingest.accept import ingest
 from support.live import PushsvcProcess, post, wait_until
 from support.procfs import rss_kb
@@ -63,7 +68,7 @@ def in_process(topics: int) -> dict[str, object]:
 
     broker.consume_events(handle)
     broker.consume_forgets(aggregator.forget)
-    limits = Limits(max_body_bytes=1 << 20, max_batch=10_000)
+    limits = InputLimits(max_body_bytes=1 << 20, max_batch=10_000)
     body = b'{"value": 1.5, "tags": {"k": "v"}}'
     names = [f"junk-{uuid.uuid4().hex[:12]}" for _ in range(topics)]
     gc.collect()

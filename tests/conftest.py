@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings
 
 from pushsvc.app import create_app
 from support.auth_tokens import CREDENTIALS
@@ -20,6 +21,11 @@ from support.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+# Tests never time anything: a property test that meets a loaded machine (the suite runs on
+# every core, beside browsers and servers) must not fail on Hypothesis's 200 ms deadline.
+settings.register_profile("pushsvc", deadline=None)
+settings.load_profile("pushsvc")
 
 
 class _Lines(logging.Handler):

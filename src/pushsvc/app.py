@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pushsvc.config import Settings
-from pushsvc.errors import HttpError
+from pushsvc.core.idempotency import REPLAYED_HEADER
+from pushsvc.errors import RequestError
 from pushsvc.http.api import (
     dashboard,
     health,
@@ -26,8 +27,8 @@ from pushsvc.http.api import (
     topics,
 )
 from pushsvc.http.api.context import AnyText
+from pushsvc.http.api.error_replies import headers_of, status_of
 from pushsvc.http.api.orjson_provider import OrjsonProvider
-from pushsvc.ingest.idempotency import REPLAYED_HEADER
 from pushsvc.ops import logs
 from pushsvc.runtime import Runtime
 
@@ -106,9 +107,9 @@ def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
             orjson.dumps(body), status=status, mimetype="application/json", headers=headers
         )
 
-    @app.errorhandler(HttpError)
-    def pushsvc_error(exc: HttpError) -> Response:
-        return reply(exc.status, exc.to_json(), exc.code, exc.headers)
+    @app.errorhandler(RequestError)
+    def pushsvc_error(exc: RequestError) -> Response:
+        return reply(status_of(exc), exc.to_json(), exc.code, headers_of(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -6,6 +6,7 @@ Run it through `pushsvc.__main__:main`, which patches gevent first for the comma
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
-from pushsvc.errors import ConfigError, RulesError, UnsafeRedis
+from pushsvc.errors import CannotListen, ConfigError, RulesError, UnsafeRedis
 
 F = Callable[..., Any]
 T = TypeVar("T")
@@ -49,11 +50,12 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
         sys.exit(1 if isinstance(exc, RulesError) else 2)
 
 
-def _refusing_unsafe_redis(run: Callable[[], T]) -> T:
-    """Run a command that uses Redis; an evicting one stops it with one line and exit 1."""
+def _starting(run: Callable[[], T]) -> T:
+    """Run a serving command; what stops it at start (an evicting Redis, a port it cannot
+    listen on) is one line and exit 1."""
     try:
         return run()
-    except UnsafeRedis as exc:
+    except (UnsafeRedis, CannotListen) as exc:
         click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(1)
 
@@ -90,7 +92,7 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
         from pushsvc.ops.supervisor import Supervisor
 
         given = {f"PUSHSVC_{k.upper()}": v for k, v in flags.items() if v is not None}
-        sys.exit(_refusing_unsafe_redis(Supervisor(settings, given).run))
+        sys.exit(_starting(Supervisor(settings, given).run))
     _serve_http(settings, "serve", reuse_port)
 
 
@@ -109,9 +111,9 @@ def web(reuse_port: bool, **flags: str | None) -> None:
 
 
 def _serve_http(settings: Settings, role: Literal["serve", "web"], reuse_port: bool) -> None:
-    from pushsvc.http.server import serve_http
+    from pushsvc.server import serve_http
 
-    _refusing_unsafe_redis(lambda: serve_http(settings, role=role, reuse_port=reuse_port))
+    _starting(lambda: serve_http(settings, role=role, reuse_port=reuse_port))
 
 
 @main.command()
@@ -122,9 +124,9 @@ def aggregate(**flags: str | None) -> None:
     if settings.redis_url is None:
         raise click.UsageError("aggregate needs --redis-url / PUSHSVC_REDIS_URL")
     _logging(settings)
-    from pushsvc.http.server import aggregate as run
+    from pushsvc.server import aggregate as run
 
-    _refusing_unsafe_redis(lambda: run(settings))
+    _starting(lambda: run(settings))
 
 
 _URL = click.option(
@@ -153,11 +155,23 @@ def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
+def _finite(
+    ctx: click.Context, param: click.Parameter, values: tuple[float, ...]
+) -> tuple[float, ...]:
+    """NaN and infinities have no JSON form (they would be sent as null): refused here."""
+    for value in values:
+        if not math.isfinite(value):
+            raise click.BadParameter(
+                f"{value!r} is not a finite number; pushsvc takes finite numbers only"
+            )
+    return values
+
+
 @main.command()
 @_URL
 @_TOKEN
 @click.argument("topic")
-@click.argument("values", nargs=-1, type=float)
+@click.argument("values", nargs=-1, type=float, callback=_finite)
 @click.option("--ts", help="event time: epoch seconds or RFC 3339 (default: when received)")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE, repeatable")
 @click.option("--batch", default=1000, show_default=True, help="events per request (stdin)")
@@ -186,6 +200,7 @@ def publish(
     import orjson
 
     from pushsvc.client import Client, ClientError, batches
+    from pushsvc.client.calls import check_finite
 
     if values:
         common: dict[str, object] = {}
@@ -195,7 +210,14 @@ def publish(
             common["tags"] = _tags(tags)
         events = [{"value": v, **common} for v in values]
     else:
-        events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
+        try:
+            events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(f"standard input is not NDJSON: {exc}") from None
+    try:
+        check_finite(events)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     if redis_url is not None:
         import redis
 

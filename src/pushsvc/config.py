@@ -18,8 +18,8 @@ from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import JwtKey, load_key
 
 if TYPE_CHECKING:
-    from pushsvc.series.tiers import SeriesTier
-    from pushsvc.stats.rules import Rules
+    from pushsvc.rules.analytics import Rules
+    from pushsvc.rules.tiers import SeriesTier
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ def _windows(text: str) -> tuple[int, ...]:
 
 
 def _series(text: str) -> tuple[SeriesTier, ...]:
-    from pushsvc.series.tiers import parse_tiers
+    from pushsvc.rules.tiers import parse_tiers
 
     return parse_tiers(text)
 
@@ -275,7 +275,7 @@ class Settings:
     def rules(self) -> Rules:
         """The analytics rules: the rules file's, then `--windows` and `--stats` for every
         other topic. Read once; `load` reads it, so a bad file stops the process at start."""
-        from pushsvc.stats.rules import Rules, default_rule, load_rules
+        from pushsvc.rules.analytics import Rules, default_rule, load_rules
 
         default = default_rule(self.windows_us, self.stats, self.series)
         if self.rules_file is None:

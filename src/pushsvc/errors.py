@@ -1,8 +1,12 @@
-"""One exception root. HttpError's leaves are what a request can meet: the API turns each into
-a JSON error with its status in one place. The others (ConfigError, UnsafeRedis, Fenced) never
-reach HTTP."""
+"""One exception root. RequestError's leaves are what a request can meet, each with a stable
+`code` for clients: the API maps each to its HTTP status and headers in one place
+(`pushsvc.http.api.error_replies`), so the parts that raise them know nothing of HTTP. The
+others (ConfigError, UnsafeRedis, CannotListen, Fenced, PublishedAlready) never reach a
+request."""
 
 from __future__ import annotations
+
+import errno
 
 
 class PushsvcError(Exception):
@@ -22,23 +26,27 @@ class Fenced(PushsvcError):
     """An aggregator acted on a shard whose lease another aggregator now holds."""
 
 
-class HttpError(PushsvcError):
-    """An error a request can meet: a status and a stable `code` for clients."""
+class PublishedAlready(PushsvcError):
+    """A batch of updates continues from a log position the shard's log was published past:
+    some of it was published already (an attempt whose answer was lost, or another holder)."""
 
-    status = 500
+
+class RequestError(PushsvcError):
+    """An error a request can meet: a stable `code` for clients, a message, the event's place
+    in a batch (`index`) where it applies, and `retry_after_s` where a retry may succeed
+    later."""
+
     code = "internal"
+    retry_after_s: int | None = None
 
     def __init__(
-        self,
-        message: str,
-        *,
-        index: int | None = None,
-        headers: dict[str, str] | None = None,
+        self, message: str, *, index: int | None = None, retry_after_s: int | None = None
     ) -> None:
         super().__init__(message)
         self.message = message
         self.index = index
-        self.headers = headers or {}
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     def to_json(self) -> dict[str, object]:
         body: dict[str, object] = {"code": self.code, "message": self.message}
@@ -47,10 +55,9 @@ class HttpError(PushsvcError):
         return {"error": body}
 
 
-class BadRequest(HttpError):
+class BadRequest(RequestError):
     """The request is malformed; nothing was changed."""
 
-    status = 400
     code = "bad_request"
 
 
@@ -84,34 +91,29 @@ class TooManySelectors(BadRequest):
     code = "too_many_selectors"
 
 
-class PayloadTooLarge(HttpError):
-    status = 413
+class PayloadTooLarge(RequestError):
     code = "payload_too_large"
 
 
-class UnsupportedMediaType(HttpError):
-    status = 415
+class UnsupportedMediaType(RequestError):
     code = "unsupported_media_type"
 
 
-class IdempotencyKeyReused(HttpError):
+class IdempotencyKeyReused(RequestError):
     """The `Idempotency-Key` was used, within the window, for another body on this topic;
     nothing was changed (the IETF draft's 422)."""
 
-    status = 422
     code = "idempotency_key_reused"
 
 
-class NotFound(HttpError):
-    status = 404
+class NotFound(RequestError):
     code = "not_found"
 
 
-class TooManyTopics(HttpError):
+class TooManyTopics(RequestError):
     """The event would create a topic beyond `--max-topics`; nothing was changed. Not a rate:
     no Retry-After (room comes back only as idle topics are forgotten)."""
 
-    status = 429
     code = "too_many_topics"
 
     @classmethod
@@ -122,15 +124,28 @@ class TooManyTopics(HttpError):
         )
 
 
+class CannotListen(PushsvcError):
+    """The server's address cannot be bound (in use, not this host's, a privileged port): the
+    process stops with one line at start. Never reaches HTTP."""
+
+    @classmethod
+    def on(cls, host: str, port: int, error: OSError) -> CannotListen:
+        reason = (error.strerror or str(error)).lower()
+        if error.errno == errno.EADDRINUSE:
+            hint = "another server listens there; choose another port with --port or PUSHSVC_PORT"
+        else:
+            hint = "check --host and --port (PUSHSVC_HOST, PUSHSVC_PORT)"
+        return cls(f"cannot listen on {host}:{port}: {reason}; {hint}")
+
+
 class UnsafeRedis(PushsvcError):
     """Redis is set up to drop pushsvc's data (its `maxmemory-policy` evicts): a process
     refuses to start on it. Never reaches HTTP (`/readyz` reports it while running)."""
 
 
-class BrokerUnavailable(HttpError):
+class BrokerUnavailable(RequestError):
     """The broker cannot be reached, or refused the request; the request had no effect."""
 
-    status = 503
     code = "broker_unavailable"
 
 
@@ -140,9 +155,6 @@ class BrokerRefused(BrokerUnavailable):
 
     code = "broker_refused"
     retry_after_s = 1
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"Retry-After": str(self.retry_after_s)})
 
 
 class BrokerFull(BrokerRefused):
@@ -172,46 +184,36 @@ class BrokerLoading(BrokerRefused):
     retry_after_s = 5
 
 
-class ReplicasUnconfirmed(HttpError):
+class ReplicasUnconfirmed(RequestError):
     """The events are in the primary's log, but fewer replicas than `--redis-min-replicas`
     confirmed them in time: they will be applied unless that primary is lost, and a retry may
     post them twice (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND). Not a `BrokerUnavailable`,
     whose request had no effect."""
 
-    status = 503
     code = "replicas_unconfirmed"
 
 
-class Unauthorized(HttpError):
+class Unauthorized(RequestError):
     """No token where one is needed, or one that is not valid (expired, badly signed...)."""
 
-    status = 401
     code = "unauthorized"
 
     def __init__(self, message: str, *, invalid_token: bool = False) -> None:
-        # RFC 6750 §3: a challenge always; `error=` only when a token was given.
-        challenge = 'Bearer realm="pushsvc"'
-        if invalid_token:
-            challenge += ', error="invalid_token"'
-        super().__init__(message, headers={"WWW-Authenticate": challenge})
+        super().__init__(message)
+        self.invalid_token = invalid_token
+        """Whether a token was given and is not valid (not merely missing)."""
 
 
-class Forbidden(HttpError):
+class Forbidden(RequestError):
     """A valid token whose scope does not cover the request (or a refused Origin)."""
 
-    status = 403
     code = "forbidden"
 
 
-class TooManyRequests(HttpError):
+class TooManyRequests(RequestError):
     """A per-client limit was reached; `retry_after_s` (when given) says when to try again."""
 
-    status = 429
     code = "too_many_requests"
-
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
-        headers = {} if retry_after_s is None else {"Retry-After": str(retry_after_s)}
-        super().__init__(message, headers=headers)
 
 
 class RateLimited(TooManyRequests):
@@ -222,11 +224,7 @@ class TooManyStreams(TooManyRequests):
     code = "too_many_streams"
 
 
-class ServerBusy(HttpError):
+class ServerBusy(RequestError):
     """This process is at its stream limit; another process (or later) may take the client."""
 
-    status = 503
     code = "server_busy"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})

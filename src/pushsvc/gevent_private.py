@@ -27,7 +27,7 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
   tests/system/test_slow_headers.py::test_headers_that_never_end_get_a_408_at_the_deadline.
 * `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
   `log_request` — public names but not a documented extension interface; overridden by
-  `pushsvc.http.server`'s handlers and pinned by tests/system/test_slow_headers.py.
+  `pushsvc.server`'s handlers and pinned by tests/system/test_slow_headers.py.
 
 pyproject.toml bounds gevent below its next major release for these.
 """
@@ -46,7 +46,7 @@ RequestHead = OldMessage
 """What `PywsgiHandler.read_head` returns: pywsgi's header message type."""
 
 ENVIRON_KEY = "pushsvc.stream_handler"
-"""Where `pushsvc.http.server.StreamingHandler` puts itself in the WSGI environ."""
+"""Where `pushsvc.server.StreamingHandler` puts itself in the WSGI environ."""
 
 
 class _Handler(Protocol):

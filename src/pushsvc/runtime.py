@@ -23,11 +23,13 @@ from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import EventLog
 from pushsvc.config import Settings
 from pushsvc.deliver.hub import Hub
-from pushsvc.ingest import Event, Limits
+from pushsvc.ingest import Event, InputLimits
 from pushsvc.ingest.redis_bridge import Bridge
 from pushsvc.ops.metrics import Metrics
 from pushsvc.security.access import Gate
 from pushsvc.security.limits import RateLimiter, StreamSlots
+from pushsvc.security.scopes import Scope
+from pushsvc.security.tokens import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class Runtime:
     broker: Broker
     hub: Hub
     metrics: Metrics
-    limits: Limits
+    limits: InputLimits
     gate: Gate
     stream_slots: StreamSlots
     publish_rate: RateLimiter | None = None
@@ -74,14 +76,14 @@ class Runtime:
                 broker.close()
                 raise
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
-        limits = Limits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
+        limits = InputLimits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
         runtime = cls(
             settings,
             broker,
             hub,
             Metrics(hub, broker),
             limits,
-            gate=Gate(settings),
+            gate=_gate(settings),
             stream_slots=StreamSlots(
                 per_ip=settings.max_streams_per_ip, total=settings.max_streams
             ),
@@ -225,3 +227,23 @@ class Runtime:
             close()
         self._closers.clear()
         self.broker.close()
+
+
+def _gate(settings: Settings) -> Gate:
+    key = settings.jwt_key
+    verifier = (
+        None
+        if key is None
+        else Verifier(
+            key,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            previous=settings.jwt_previous_key,
+        )
+    )
+    return Gate(
+        verifier,
+        anonymous=Scope.of(settings.anonymous),
+        token_query=settings.token_query,
+        trusted_origins=settings.cors_origins,
+    )

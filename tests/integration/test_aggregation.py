@@ -4,6 +4,7 @@ lease is taken and lost for real, through Redis."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import orjson
@@ -12,12 +13,14 @@ import redis
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
+from pushsvc.broker.lua import source
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import FORGET_SCAN, EventLog
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.errors import LateEvent
+from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
 from pushsvc.ingest import Event
+from support.proxies import RedisAnswerLosingProxy
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -37,8 +40,11 @@ class ShardRunners:
         self.wall = 1_763_700_000 * S
         self._closers: list[object] = [self.broker]
 
-    def runner(self, *, tick_us: int = 0, topic_ttl_us: int = 0) -> ShardRunner:
-        broker = RedisBroker(self.url, prefix=self.prefix, history=100_000)
+    def runner(
+        self, *, tick_us: int = 0, topic_ttl_us: int = 0, broker_url: str | None = None
+    ) -> ShardRunner:
+        """A runner; its publishes go to `broker_url` (a proxy) when given."""
+        broker = RedisBroker(broker_url or self.url, prefix=self.prefix, history=100_000)
         event_log = EventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
         lease = Lease(self.url, broker.keys.lease(SHARD), ttl_us=60 * S)
         aggregator = Aggregator(
@@ -167,6 +173,76 @@ def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: ShardRunners) ->
     assert stale._lease.holding is False
     successor.step()
     assert deployment.history() == _expected(batches)
+
+
+def test_a_holder_that_lost_the_lease_and_took_it_back_goes_on_from_its_successor(
+    deployment: ShardRunners,
+) -> None:
+    stale, successor = deployment.runner(), deployment.runner()
+    for runner in (stale, successor):
+        runner.rebuild()
+    assert stale._lease.renew()
+    batches = [("a", deployment.append("a", 1, ts=10 * S))]
+    stale.step()
+    batches.append(("a", deployment.append("a", 2, ts=11 * S)))
+    # A long pause before the holder could publish event 2: its lease lapsed, a successor
+    # took it, published event 2 and died, and its lease lapsed too.
+    client = redis.Redis.from_url(deployment.url)
+    client.delete(stale._lease.key)
+    assert successor._lease.renew()
+    successor.step()
+    client.delete(successor._lease.key)
+    # Awake, the holder finds the lease free and takes it again, never having seen it held
+    # by another: a new tenure, under a new token.
+    token = stale._lease.token
+    assert stale._lease.renew()
+    stale.step()
+    assert deployment.history() == _expected(batches)  # event 2 once, not twice
+    assert stale._lease.token != token
+
+
+def test_a_lease_that_lapsed_unused_is_resumed_and_one_held_meanwhile_is_a_new_tenure(
+    deployment: ShardRunners,
+) -> None:
+    holder, other = deployment.runner(), deployment.runner()
+    client = redis.Redis.from_url(deployment.url)
+    assert holder._lease.renew()
+    first = holder._lease.token
+    client.delete(holder._lease.key)  # lapsed during a pause; nobody took it
+    assert holder._lease.renew() and holder._lease.token == first
+    client.delete(holder._lease.key)
+    assert other._lease.renew()  # taken meanwhile, then lapsed (its holder died)
+    client.delete(other._lease.key)
+    assert holder._lease.renew() and holder._lease.token != first
+    # A write prepared under the first tenure's token is refused.
+    drafts = Aggregator(windows_us=[10 * S], labels=["10s"], wall_clock=lambda: 0).apply_events(
+        "a", [Event(1, 10 * S, None)]
+    )
+    with pytest.raises(Fenced):
+        deployment.broker.publish_updates(drafts, fence=first)
+    assert deployment.history() == []
+
+
+def test_a_publish_whose_answer_was_lost_is_not_published_again(
+    deployment: ShardRunners, redis_server: RedisServer
+) -> None:
+    proxy = RedisAnswerLosingProxy(redis_server.port)
+    try:
+        holder = deployment.runner(broker_url=proxy.url)
+        holder.rebuild()
+        assert holder._lease.renew()
+        script = source("publish_updates")
+        redis.Redis.from_url(deployment.url).script_load(script)  # no NOSCRIPT round trip
+        batches = [("a", deployment.append("a", 1, 2, ts=10 * S))]
+        proxy.lose_answer_to(hashlib.sha1(script.encode()).hexdigest().encode())
+        with pytest.raises(BrokerUnavailable):
+            holder.step()  # published; the connection dropped before the answer came
+        assert proxy.lost == 1
+        batches.append(("a", deployment.append("a", 3, ts=11 * S)))
+        holder.step()  # tries again: what was published is not published twice
+        assert deployment.history() == _expected(batches)
+    finally:
+        proxy.close()
 
 
 def test_a_cold_start_rebuilds_the_windows_from_the_log(deployment: ShardRunners) -> None:

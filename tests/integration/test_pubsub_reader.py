@@ -61,10 +61,10 @@ def _reader_counting_resets(url: str) -> tuple[PubSubReader, list[int]]:
     return reader, resets
 
 
-def test_a_lost_connection_with_subscriptions_resets(redis_server: RedisServer) -> None:
+def test_a_lost_connection_with_subscriptions_resets(own_redis: RedisServer) -> None:
     # Messages published while it was down are lost to this process: its streams must resume.
-    reader, resets = _reader_counting_resets(redis_server.url)
-    admin = redis.Redis(port=redis_server.port)
+    reader, resets = _reader_counting_resets(own_redis.url)
+    admin = redis.Redis(port=own_redis.port)
     try:
         reader.add_channel(b"resets:a")
         assert admin.client_kill_filter(_type="pubsub") == 1
@@ -77,13 +77,14 @@ def test_a_lost_connection_with_subscriptions_resets(redis_server: RedisServer) 
 
 
 def test_a_lost_idle_connection_resets_nothing_and_the_next_subscription_holds(
-    redis_server: RedisServer,
+    own_redis: RedisServer,
 ) -> None:
+    # A Redis of its own, so that the only other connection is the reader's.
     # Redis restarted while nothing was subscribed: the first SUBSCRIBE afterwards finds the
     # old connection dead. No message could be missed, so no stream may be ended for it; the
     # subscription is confirmed on the new connection.
-    reader, resets = _reader_counting_resets(redis_server.url)
-    admin = redis.Redis(port=redis_server.port)
+    reader, resets = _reader_counting_resets(own_redis.url)
+    admin = redis.Redis(port=own_redis.port)
     try:
         reader.add_channel(b"resets:a")
         reader.remove_channel(b"resets:a")

@@ -21,6 +21,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable
+from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import Event
 from support.live import wait_until
 from support.redis_server import RedisServer
@@ -83,7 +84,7 @@ def test_every_call_raises_broker_unavailable_while_redis_is_down(
     for name, call in calls.items():
         with pytest.raises(BrokerUnavailable) as raised:
             call()
-        assert raised.value.status == 503, name
+        assert status_of(raised.value) == 503, name
         assert str(own_redis.port) not in raised.value.message  # no addresses in a 503 body
 
 

@@ -125,14 +125,16 @@ def figure(page: Page, window: str) -> Locator:
 
 def drawn(page: Page, window: str) -> list[dict[str, str]]:
     """The points the window's chart draws, oldest first, from its data table (built from
-    the very columns handed to the chart): id and each statistic as shown."""
+    the very columns handed to the chart): id and each statistic as shown. A range's buckets
+    not closed yet are rows too (`data-so-far` of them, ids `so-far@…`)."""
     fig = figure(page, window)
     details = fig.locator("details")
     if details.get_attribute("open") is None:
         fig.get_by_text("Data", exact=True).click()
     rows = fig.locator("table.data tbody tr")
     # The table is filled on the details' toggle event, which fires after the click returns.
-    expect(rows).to_have_count(int(fig.get_attribute("data-points") or 0))
+    count = int(fig.get_attribute("data-points") or 0) + int(fig.get_attribute("data-so-far") or 0)
+    expect(rows).to_have_count(count)
     points = rows.evaluate_all(
         """rows => rows.map(r => Object.assign({id: r.dataset.id},
             Object.fromEntries([...r.querySelectorAll('td')].map(

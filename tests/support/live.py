@@ -91,9 +91,12 @@ class PushsvcProcess:
             time.sleep(0.02)
         raise AssertionError(f"no log line matching {pattern!r}:\n{''.join(self.output)}")
 
-    def holds_lease(self) -> bool:
-        """Whether this aggregator said last that it took a lease (and still runs)."""
+    def holds_lease(self, key: str | None = None) -> bool:
+        """Whether this aggregator said last that it took a lease (`key`, else any) and still
+        runs. Every aggregator process takes two: its shard's and the bridge's."""
         for line in reversed(self.output):
+            if key is not None and not line.rstrip().endswith(f" the lease {key}"):
+                continue
             if "took the lease" in line:
                 return self.proc is not None and self.proc.poll() is None
             if "lost the lease" in line:

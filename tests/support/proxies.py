@@ -3,6 +3,7 @@ to a client (the idempotency and client tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -71,6 +72,74 @@ class AnswerLosingProxy:
                 self.lost += losing
             if not losing:
                 client.sendall(answer)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class RedisAnswerLosingProxy:
+    """A TCP proxy in front of a redis-server: bytes pass both ways as they come, until
+    `lose_answer_to(marker)`; then the first command sent with `marker` in it (a script's
+    sha1) reaches Redis, which runs it, and its connection is closed instead of getting the
+    answer - a connection lost while the answer was on its way."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.lost = 0
+        self._marker: bytes | None = None
+        self._doomed: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def lose_answer_to(self, marker: bytes) -> None:
+        with self._lock:
+            self._marker = marker
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket) -> None:
+        try:
+            while chunk := client.recv(65536):
+                with self._lock:
+                    if self._marker is not None and self._marker in chunk:
+                        self._marker = None
+                        self._doomed.add(client)
+                server.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            server.close()
+
+    def _answers(self, server: socket.socket, client: socket.socket) -> None:
+        try:
+            while chunk := server.recv(65536):
+                with self._lock:
+                    doomed = client in self._doomed
+                    self.lost += doomed
+                if doomed:
+                    return  # the command ran; its answer goes nowhere
+                client.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (client, server):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the other thread's recv
+                sock.close()
 
     def close(self) -> None:
         self._listener.close()

@@ -1,12 +1,14 @@
 """Alert instances reach a real Prometheus Alertmanager (Debian's `prometheus-alertmanager`):
 an instance that fires is posted with its labels (alertname, topic, the group's tags, the
 rule's labels) and annotations, and once resolved is posted with `endsAt` now, so Alertmanager
-no longer lists it active. An unreachable Alertmanager never holds updates back and shows in
-/metrics. Skipped only when the binary is not installed."""
+no longer lists it active; one that goes pending and clears before it fires is never posted.
+An unreachable Alertmanager never holds updates back and shows in /metrics. Skipped only when
+the binary is not installed."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -30,12 +32,24 @@ windows = ["10s"]
 stats = ["count", "max"]
 group_by = ["basket"]
 
+[[rule]]
+topics = ["vat.*"]
+windows = ["10s"]
+stats = ["count", "max"]
+
 [[alert]]
 name = "oil_too_hot"
 topics = ["fryer.*"]
 when = "max[10s] > 190"
 labels = { severity = "page" }
 annotations = { summary = "the oil is over 190" }
+
+[[alert]]
+name = "oil_warming"
+topics = ["vat.*"]
+when = "max[10s] > 170"
+for = "20s"
+labels = { severity = "ticket" }
 """
 T0 = 1_763_700_000.0
 
@@ -75,10 +89,29 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _active(url: str) -> list[dict[str, Any]]:
+def _active(url: str, alertname: str = "oil_too_hot") -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{url}/api/v2/alerts?active=true", timeout=5) as response:
         alerts: list[dict[str, Any]] = json.loads(response.read())
-    return [a for a in alerts if a["labels"].get("alertname") == "oil_too_hot"]
+    return [a for a in alerts if a["labels"].get("alertname") == alertname]
+
+
+def _listed(url: str, alertname: str) -> list[str]:
+    """The topics of the alerts Alertmanager lists under `alertname`, whatever their state
+    (active, silenced, inhibited or not yet processed)."""
+    query = "active=true&silenced=true&inhibited=true&unprocessed=true"
+    with urllib.request.urlopen(f"{url}/api/v2/alerts?{query}", timeout=5) as response:
+        alerts: list[dict[str, Any]] = json.loads(response.read())
+    return sorted(a["labels"]["topic"] for a in alerts if a["labels"]["alertname"] == alertname)
+
+
+def _received(url: str) -> dict[str, float]:
+    """Alertmanager's count of the alerts posted to it, firing and resolved (its /metrics)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.findall(
+        r'^alertmanager_alerts_received_total\{status="(\w+)",version="v2"\} (\S+)$', text, re.M
+    )
+    return {status: float(value) for status, value in found}
 
 
 @pytest.fixture
@@ -146,3 +179,54 @@ def test_an_unreachable_alertmanager_holds_nothing_back(rules_file: Path) -> Non
         assert post(server.port, topic, {"value": 1.0, "ts": T0 + 6})[0] == 202
     finally:
         server.stop()
+
+
+def test_a_pending_instance_that_clears_is_never_posted(
+    alertmanager: str, rules_file: Path
+) -> None:
+    # `oil_warming` fires after 20 s over 170: on vat.left it goes pending and clears (the
+    # 180 leaves the window at 11 s); on vat.right it fires at 20 s, later resolves.
+    server = PushsvcProcess(
+        "serve", "--tick", "0", "--rules", str(rules_file),
+        env={"PUSHSVC_ALERTMANAGER_URL": alertmanager},
+    ).start()  # fmt: skip
+    try:
+        before = _received(alertmanager)
+
+        def at(topic: str, seconds: float, value: float) -> None:
+            assert post(server.port, topic, {"value": value, "ts": T0 + seconds})[0] == 202
+
+        at("vat.left", 0, 180.0)
+        at("vat.right", 0, 180.0)
+        assert [a["state"] for a in _pushsvc_active(server.port)] == ["pending", "pending"]
+        at("vat.right", 20, 180.0)  # firing
+        # The sender read the active list with both in it, and posted what fires.
+        wait_until(
+            lambda: _listed(alertmanager, "oil_warming") == ["vat.right"],
+            timeout=20,
+            what="the firing instance posted",
+        )
+        at("vat.left", 11, 100.0)  # inactive: gone from GET /alerts, never posted
+        assert [(a["topic"], a["state"]) for a in _pushsvc_active(server.port)] == [
+            ("vat.right", "firing")
+        ]
+        at("vat.right", 31, 100.0)  # resolved: posted with endsAt now
+        wait_until(
+            lambda: _active(alertmanager, "oil_warming") == [],
+            timeout=20,
+            what="the resolved instance posted",
+        )
+        assert _listed(alertmanager, "oil_warming") == []
+        after = _received(alertmanager)
+        # vat.right's firing and resolved posts; nothing ever of vat.left's instance.
+        assert after["firing"] - before.get("firing", 0) == 1
+        assert after["resolved"] - before.get("resolved", 0) == 1
+    finally:
+        server.stop()
+
+
+def _pushsvc_active(port: int) -> list[dict[str, Any]]:
+    status, _, body = request(port, "GET", "/alerts")
+    assert status == 200
+    alerts: list[dict[str, Any]] = json.loads(body)["alerts"]
+    return [a for a in alerts if a["alert"] == "oil_warming"]

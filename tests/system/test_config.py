@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -127,3 +128,23 @@ def test_the_idempotency_window_is_10_minutes_unless_set() -> None:
     env = {"PUSHSVC_IDEMPOTENCY_WINDOW": "1h"}
     assert Settings.load({}, env).idempotency_window_us == 3_600_000_000
     assert Settings.load({"idempotency_window": "1500ms"}, env).idempotency_window_us == 1_500_000
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_stops_the_server_with_one_line(workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "pushsvc", "serve", "--port", str(port), "--workers", workers],
+            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"pushsvc: cannot listen on 127.0.0.1:{port}: address already in use; another server "
+        "listens there; choose another port with --port or PUSHSVC_PORT"
+    ]

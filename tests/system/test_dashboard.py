@@ -5,8 +5,8 @@ shown as text, the filter; the topic view's charts gaining points whose drawn va
 updates' statistics, continuing after a reload with no gap and no repeated point; the
 connection indicator across a server restart and a refused stream; 1280 px and phone widths;
 auth by cookie. Every test fails on an uncaught error or a console error in the page. The
-README's screenshots (docs/dashboard.png, docs/dashboard-topic.png) are taken here, and
-written there only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's
+pictures of README.md and docs/dashboard.md (docs/dashboard.png, docs/dashboard-topic.png) are
+taken here, and written there only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's
 `chromium` is not installed.
 """
 
@@ -428,36 +428,41 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
 
 
 def screenshot_paths(tmp_path: Path) -> tuple[Path, Path]:
-    """README's pictures are rewritten only when asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see
-    README's Development section); otherwise the run's own copies go to tmp_path."""
+    """The docs' pictures are rewritten only when asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see
+    docs/dashboard.md, "The screenshots"); otherwise the run's own copies go to tmp_path."""
     if os.environ.get("PUSHSVC_TEST_WRITE_SCREENSHOTS") == "1":
         return SCREENSHOT, TOPIC_SCREENSHOT
     return tmp_path / SCREENSHOT.name, tmp_path / TOPIC_SCREENSHOT.name
 
 
 def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_path: Path) -> None:
-    """docs/dashboard.png and dashboard-topic.png, the README's pictures: the overview and a
-    topic view at 1280 px, with topics that have a history. At the moment of each picture the
-    page must show what the picture is for — every tile with its latest value, rate and a
-    drawn line; every window's chart with its lines and count drawn and its numbers filled."""
+    """docs/dashboard.png and dashboard-topic.png, the docs' pictures: the overview and a
+    topic view at 1280 px, with topics that have an hour's history. At the moment of each
+    picture the page must show what the picture is for — every tile with its latest value, rate
+    and a line drawn across its hour; every window's chart with its lines and count drawn
+    across its five minutes and its numbers filled."""
     overview_png, topic_png = screenshot_paths(tmp_path)
     topics = ["checkout.latency_ms", "orders.value", "sensors.temp_c"]
     # No idle ticks: each chart has one point per event, so "all drawn" can be awaited.
     proc = PushsvcProcess("serve", "--tick", "0").start()
     try:
         now = datetime.now(UTC).timestamp()
+        # An event every 2.2 s for the last hour: the tiles' hour, and the topic's live 5m
+        # (2.2 s: no event falls on the live range's edge, 300 s before the last).
+        events = {}
         for k, topic in enumerate(topics):
             level, spread = [(120, 25), (48, 12), (21.5, 0.8)][k]
-            events = [
+            events[topic] = [
                 {
                     "value": round(
-                        level + spread * math.sin(i / (5 + k)) + (i % 7) * spread / 10, 3
+                        level + spread * math.sin(i / (60 + 10 * k)) + (i % 7) * spread / 10, 3
                     ),
-                    "ts": now - 120 + i,
+                    "ts": now - 3600 + 2.2 * i,
                 }
-                for i in range(120)
+                for i in range(1636)
             ]
-            assert post(proc.port, topic, events)[0] == 202
+            for start in range(0, 1636, 600):
+                assert post(proc.port, topic, events[topic][start : start + 600])[0] == 202
         page.set_viewport_size({"width": 1280, "height": 520})
         open_dashboard(page, proc)
         expect(page.locator(".tile")).to_have_count(3)
@@ -467,8 +472,7 @@ def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_
             expect(shown_tile.locator(".value")).to_have_text(re.compile(r"\d"))
             expect(shown_tile.locator(".rate")).to_have_text(re.compile(r"\d"))
             spark = shown_tile.locator(".spark")
-            # The last two minutes: closed buckets of the series (how many of a minute's and
-            # of a second's depends on where the minute turns), then the newest values.
+            # The last hour: the closed minutes of the series, then the newest so far.
             expect(spark).to_have_attribute("data-buckets", re.compile(r"^[1-9]\d*$"))
             assert line_coverage(spark.locator("canvas"), "--accent") > DRAWN, topic
         page.screenshot(path=str(overview_png))
@@ -476,9 +480,11 @@ def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_
         page.set_viewport_size({"width": 1280, "height": 1000})
         tile(page, topics[0]).get_by_role("link").click()
         expect(page.locator("#topic-value")).to_have_text(re.compile(r"\d"))
+        clock = events[topics[0]][-1]["ts"]
+        live = sum(1 for e in events[topics[0]] if e["ts"] >= clock - 300)
         for window in WINDOWS:
             fig = figure(page, window)
-            expect(fig).to_have_attribute("data-points", "120")
+            expect(fig).to_have_attribute("data-points", str(live))
             expect(current(page, window, "p99")).to_have_text(re.compile(r"\d"))
             main = fig.locator(".chart-main canvas")
             # p99 is drawn last, so no other line hides it; the mean is the widest line.

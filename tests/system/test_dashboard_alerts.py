@@ -9,6 +9,7 @@ not installed."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -75,6 +76,26 @@ def test_a_firing_instance_shows_in_the_bar_until_it_resolves(
     expect(bar).to_be_hidden()
 
 
+def test_the_bar_shows_the_watched_statistic_as_it_stands_now(
+    alerting: PushsvcProcess, page: Page
+) -> None:
+    """A firing instance's line in the bar gives its rule's statistic (max[10s]) now, for the
+    topic and for its group, following the stream; the value it fired with is in its title."""
+    topic = f"boiler.{uuid.uuid4().hex[:8]}"
+    _post(alerting, topic, 0, 20.0)
+    open_dashboard(page, alerting)
+    _post(alerting, topic, 1, 95.0)  # fires, at 95
+    items = page.locator("#alerts-bar li")
+    own = items.filter(has=page.get_by_role("link", name=topic, exact=True))
+    group = items.filter(has=page.get_by_role("link", name=f"{topic} · room: b1", exact=True))
+    for item in (own, group):
+        expect(item).to_contain_text("95")
+    _post(alerting, topic, 2, 99.0)  # still firing; its max is 99 now
+    for item in (own, group):
+        expect(item).to_have_text(re.compile(r" max\[10s\] 99$"))
+        expect(item).to_have_attribute("title", "a boiler runs over 90; 95 when it fired")
+
+
 def _post(server: PushsvcProcess, topic: str, at: float, value: float, room: str = "b1") -> None:
     event = {"value": value, "ts": T0 + at, "tags": {"room": room}}
     assert post(server.port, topic, event)[0] == 202
@@ -127,7 +148,10 @@ def band_share(chart: Locator, at: float) -> float:
 
 
 def test_the_charts_shade_where_an_instance_fired(alerting: PushsvcProcess, page: Page) -> None:
+    """The live charts span five minutes (a second is a few pixels): the probes stand well
+    clear of the band's edges."""
     topic = f"boiler.{uuid.uuid4().hex[:8]}"
+    _post(alerting, topic, -120, 20.0)
     _post(alerting, topic, 0, 20.0)
     streams: list[str] = []
     page.on("request", lambda r: streams.append(r.url) if "stream?topic=_alerts" in r.url else None)
@@ -143,11 +167,11 @@ def test_the_charts_shade_where_an_instance_fired(alerting: PushsvcProcess, page
         expect(period).to_have_attribute("data-from", fired)
         expect(period).to_have_attribute("data-to", "")
     expect(periods.first).to_have_text("boiler_hot firing since 04:40:01")
-    expect(figure(page, "10s")).to_have_attribute("data-points", "3")
+    expect(figure(page, "10s")).to_have_attribute("data-points", "4")
     main = figure(page, "10s").locator(".chart-main")
     count = figure(page, "10s").locator(".chart-count")
     assert band_share(main, 3) > 0.5
-    assert band_share(main, 0.5) == 0
+    assert band_share(main, -60) == 0
     # The 95s leave the 10 s window: both resolve.
     _post(alerting, topic, 20, 20.0)
     _post(alerting, topic, 30, 20.0)
@@ -162,18 +186,20 @@ def test_the_charts_shade_where_an_instance_fired(alerting: PushsvcProcess, page
     expect(periods.nth(1).get_by_role("link")).to_have_attribute(
         "href", f"#/topics/{topic}?group=room:b1"
     )
-    expect(figure(page, "10s")).to_have_attribute("data-points", "5")
+    expect(figure(page, "10s")).to_have_attribute("data-points", "6")
     for chart in (main, count):
         assert band_share(chart, 10) > 0
-        assert band_share(chart, 0.5) == band_share(chart, 25) == 0
+        assert band_share(chart, -60) == band_share(chart, 40) == 0
     assert band_share(main, 10) > 0.5
-    # A range drawn from the series is shaded too.
+    # A range drawn from the series is shaded too (an hour to a clock that moved on).
+    _post(alerting, topic, 900, 20.0)
+    expect(figure(page, "10s")).to_have_attribute("data-points", "1")
     page.locator("#range-select").select_option("3600")
     ranged = figure(page, "range").locator(".chart-main")
     expect(figure(page, "range")).to_be_visible()
     expect(figure(page, "range")).not_to_have_attribute("data-points", "0")
     assert band_share(ranged, 10) > 0.5
-    assert band_share(ranged, 25) == 0
+    assert band_share(ranged, 400) == 0
     assert len(streams) == 1  # the bar and the bands read one EventSource of `_alerts`
 
 

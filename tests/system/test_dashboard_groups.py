@@ -1,8 +1,8 @@
 """A grouping topic on the dashboard, in a real headless Chromium against a real `pushsvc
 serve --rules`: the topic view's table of live groups (their numbers as GET /topics/{t}/stats
 gives them, sorted by any column, rows appearing for new groups, following ticks and going
-with forgotten groups), and a group's own charts and numbers, with a way back. The README's
-picture docs/dashboard-groups.png is taken here, written there only with
+with forgotten groups), and a group's own charts and numbers, with a way back. The picture
+docs/dashboard-groups.png (docs/dashboard.md) is taken here, written there only with
 PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed.
 """
 
@@ -313,7 +313,7 @@ def test_screenshot_of_a_grouping_topic_for_the_readme(
         posted = [
             {
                 "value": round(level * (1 + 0.25 * math.sin(i / (3 + k)) + 0.04 * (i % 5)), 1),
-                "ts": now - 60 + i * 0.5 + k * 0.02,
+                "ts": now - 295 + i * 2.45 + k * 0.02,  # five minutes: the live range
                 "tags": {"station": station},
             }
             for i in range(120)

@@ -216,10 +216,10 @@ def test_with_auth_it_answers_like_a_stream_of_the_topic(make_app: MakeApp) -> N
 
 def test_openapi_describes_it_truthfully(client: FlaskClient, make_app: MakeApp) -> None:
     operation = client.get("/openapi.json").json["paths"]["/topics/{topic}/history"]["get"]
-    assert set(operation["responses"]) == {"200", "400", "503"}  # auth off: no 401/403
+    assert set(operation["responses"]) == {"200", "400", "414", "503"}  # auth off: no 401/403
     secured = make_app(jwt_key="k" * 40).test_client()
     guarded = secured.get("/openapi.json").json["paths"]["/topics/{topic}/history"]["get"]
-    assert set(guarded["responses"]) == {"200", "400", "401", "403", "503"}
+    assert set(guarded["responses"]) == {"200", "400", "401", "403", "414", "503"}
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert {p["name"] for p in operation["parameters"]} == {
         "topic",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from pushsvc.errors import RateLimited, ServerBusy, TooManyStreams
+from pushsvc.http.api.error_replies import headers_of
 from pushsvc.security.limits import RateLimiter, StreamSlots
 from support.auth_tokens import SECRET, hs256
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
@@ -33,7 +34,7 @@ def test_a_bucket_admits_a_burst_of_one_second_then_the_rate() -> None:
         limiter.charge("a", 1)
     with pytest.raises(RateLimited) as refused:
         limiter.admit("a")
-    assert refused.value.headers["Retry-After"] == "1"
+    assert headers_of(refused.value)["Retry-After"] == "1"
     limiter.admit("b")  # every key has its own bucket
     clock.now += 0.1  # one event's worth
     limiter.admit("a")
@@ -46,7 +47,7 @@ def test_a_batch_bigger_than_the_burst_passes_once_then_waits_its_cost() -> None
     limiter.charge("a", 45)  # 35 in debt: 3.5 s until the bucket holds anything again
     with pytest.raises(RateLimited) as refused:
         limiter.admit("a")
-    assert refused.value.headers["Retry-After"] == "4"
+    assert headers_of(refused.value)["Retry-After"] == "4"
     clock.now += 3.4
     with pytest.raises(RateLimited):
         limiter.admit("a")
@@ -74,7 +75,7 @@ def test_stream_slots_per_address_and_in_all() -> None:
     b1 = slots.acquire("b")
     with pytest.raises(ServerBusy) as busy:
         slots.acquire("c")
-    assert busy.value.headers["Retry-After"]
+    assert headers_of(busy.value)["Retry-After"]
     a1()
     a1()  # releasing twice frees one slot, not two
     slots.acquire("c")

@@ -182,6 +182,13 @@ def test_groups_keep_series_of_their_own(series_server: PushsvcProcess) -> None:
             want = _expected(values, pandas_rule, clock_s, keep_s=48 * 3600)
             assert len(want) > 0
             _check_points(answer["points"], values, want, pandas_rule)
+    # The client takes a group as the HTTP API does ("tag:value") or as a mapping.
+    with Client(series_server.base) as client:
+        as_text = client.series(topic, resolution="1h", group="station:grill")
+        as_mapping = client.series(topic, resolution="1h", group={"station": "grill"})
+    pd.testing.assert_frame_equal(as_text, as_mapping)
+    api = _series(port, topic, "resolution=1h&group=station:grill")["points"]
+    assert list(as_text["count"]) == [p["count"] for p in api] and len(api) > 0
     # The topic's own series holds both stations' events.
     whole = _series(port, topic, "resolution=1h")
     want = _expected(frame["value"], "1h", clock_s, keep_s=48 * 3600)

@@ -5,7 +5,7 @@ time (or an idle keep-alive connection), never a stream that is under way.
 
 gevent's pywsgi reads each connection's request in a greenlet of its own, so a connection
 that never finishes its headers parks one greenlet and one file descriptor, not the server;
-pywsgi itself has no header timeout, so pushsvc's handler adds one (`pushsvc.http.server`).
+pywsgi itself has no header timeout, so pushsvc's handler adds one (`pushsvc.server`).
 """
 
 from __future__ import annotations

@@ -34,6 +34,17 @@ def test_publish_reports_the_servers_error(server: PushsvcProcess, topic: str) -
     assert "invalid_event" in done.stderr
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_publish_refuses_a_value_json_cannot_carry_and_names_it(
+    server: PushsvcProcess, topic: str, value: str
+) -> None:
+    done = run_tool("publish", f"--url={server.base}", topic, "1", value)
+    assert done.returncode == 2
+    assert f"{value} is not a finite number" in done.stderr
+    assert "null" not in done.stderr and "Traceback" not in done.stderr
+    assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404  # nothing sent
+
+
 def test_subscribe_prints_updates_as_json_lines(server: PushsvcProcess, topic: str) -> None:
     proc = start_tool(
         "subscribe", f"--url={server.base}", topic, "--count", "2", "--stats", "count"
@@ -113,7 +124,7 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_server_and_the_demo_import_nothing_of_the_tools_extra() -> None:
     done = _python(
         "import sys\n"
-        "import pushsvc.cli, pushsvc.http.server, pushsvc.app, pushsvc.demo.runner\n"
+        "import pushsvc.cli, pushsvc.server, pushsvc.app, pushsvc.demo.runner\n"
         f"print([name for name in {TOOLS_EXTRA!r} if name in sys.modules])"
     )
     assert done.returncode == 0, done.stderr

@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from pushsvc.aggregate.aggregator import Aggregator
-from pushsvc.alerts.rules import AlertRule as Alert
-from pushsvc.alerts.rules import parse_condition
 from pushsvc.broker.redis.keys import shard_of
 from pushsvc.ingest import Event
+from pushsvc.rules.alerts import AlertRule as Alert
+from pushsvc.rules.alerts import parse_condition
+from pushsvc.rules.analytics import Rules, default_rule
 from pushsvc.stats import STAT_KEYS
-from pushsvc.stats.rules import Rules, default_rule
 
 S = 1_000_000
 SRC = str(Path(__file__).resolve().parents[2] / "src")

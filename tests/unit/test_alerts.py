@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushsvc.alerts.first_look import first_look
-from pushsvc.alerts.rules import AlertRule, covers, overlap, parse_condition
 from pushsvc.alerts.states import TopicAlerts
 from pushsvc.errors import RulesError
-from pushsvc.stats.rules import default_rule, parse_rules
+from pushsvc.rules.alerts import AlertRule, covers, overlap, parse_condition
+from pushsvc.rules.analytics import default_rule, parse_rules
 
 S = 1_000_000
 RULES = """
@@ -59,13 +59,22 @@ def test_pending_then_firing_after_for_then_resolved() -> None:
     assert _run(alert, steps) == [("pending", 10), ("firing", 40), ("resolved", 60)]
 
 
-def test_a_pending_instance_that_clears_goes_back_silently() -> None:
+def test_a_pending_instance_that_clears_goes_back_to_inactive() -> None:
     alert = _alert(**{"for": "30s"})
     assert _run(alert, [(0, 11), (10, 5), (20, 12), (49, 12), (50, 12)]) == [
         ("pending", 0),
-        ("pending", 20),  # a fresh pending period: the first one ended without a change
+        ("inactive", 10),  # at the first evaluation where `when` does not hold
+        ("pending", 20),  # a fresh pending period: `for` counts from here
         ("firing", 50),
     ]
+
+
+def test_a_pending_instance_that_clears_is_no_longer_live() -> None:
+    topic = TopicAlerts("kitchen.a", [_alert(**{"for": "30s"})])
+    topic.evaluate(0, {"1m": {"mean": 11.0}})
+    assert topic.live() and [i.state for i in topic.active()] == ["pending"]
+    topic.evaluate(10 * S, {"1m": {"mean": 5.0}})
+    assert not topic.live() and list(topic.active()) == []
 
 
 def test_for_zero_fires_at_once() -> None:
@@ -104,8 +113,17 @@ def test_groups_and_the_overflow_group_are_instances_of_their_own() -> None:
         (None, "firing"),
     ]
     assert {i.group_id for i in topic.active()} == {'["grill"]', '["(other)"]', ""}
-    # A forgotten group's firing instance resolves.
-    assert [c.state for c in topic.forget_group('["grill"]')] == ["resolved"]
+    # A forgotten group's firing instance resolves, at the clock it is forgotten.
+    gone = topic.forget_group('["grill"]', 7 * S)
+    assert [(c.state, c.since_us) for c in gone] == [("resolved", 7 * S)]
+
+
+def test_a_forgotten_groups_pending_instance_turns_inactive() -> None:
+    topic = TopicAlerts("kitchen.a", [_alert(**{"for": "30s"})])
+    topic.evaluate(0, {"1m": {"mean": 50.0}}, '["grill"]', {"station": "grill"})
+    gone = topic.forget_group('["grill"]', 9 * S)
+    assert [(c.state, c.since_us) for c in gone] == [("inactive", 9 * S)]
+    assert list(topic.active()) == []
 
 
 def test_a_change_carries_what_the_alerts_topic_shows() -> None:

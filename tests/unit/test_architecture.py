@@ -81,40 +81,27 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-# Lowest first. A module may import its own layer and the layers below it, never one above.
-# A module belongs to the longest entry that names it or a package holding it; every module
-# must belong somewhere. The data flow: core ← ingest, stats ← aggregate, series ← broker ←
-# deliver ← http; what drives the broker (the shard runner, the one path in, the Redis bridge)
-# sits above it though its folder is lower, and what wires processes together sits on top.
-# A series tier, a point and an alert rule are plain specs like a window (a rules file names
-# them), so they sit with the statistics below the series and alerts that keep them.
-LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("pushsvc.errors", "pushsvc.extras", "pushsvc.gevent_private")),
-    ("core", ("pushsvc.core",)),
-    (
-        "ingest, stats",
-        (
-            "pushsvc.ingest",
-            "pushsvc.stats",
-            "pushsvc.series.tiers",
-            "pushsvc.series.point",
-            "pushsvc.alerts.rules",
-        ),
-    ),
-    ("aggregate, series, alerts", ("pushsvc.aggregate", "pushsvc.series", "pushsvc.alerts")),
-    ("broker", ("pushsvc.broker",)),
-    (
-        "drive the broker",
-        ("pushsvc.aggregate.shard_runner", "pushsvc.ingest.accept", "pushsvc.ingest.redis_bridge"),
-    ),
-    ("deliver", ("pushsvc.deliver",)),
-    ("settings", ("pushsvc.config", "pushsvc.security")),
-    ("ops", ("pushsvc.ops",)),
-    ("runtime", ("pushsvc.runtime",)),
-    ("http", ("pushsvc.http", "pushsvc.app")),
-    ("tools", ("pushsvc.client", "pushsvc.demo")),
-    ("entry", ("pushsvc.cli", "pushsvc.__main__")),
-)
+# Lowest first: one folder (or top-level module) per layer, in the order of the data flow. A
+# module may import its own folder and the folders below it, never one above, whatever the
+# level of the import; no module is placed apart from its folder. So no two folders import
+# each other (docs/architecture.md draws the same order).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (name, (f"pushsvc.{name}",))
+    for name in (
+        "errors", "extras", "gevent_private",  # leaves
+        "core",  # what every part shares: topics, events, updates, positions, the lateness rule
+        "rules",  # what a rules file declares
+        "stats", "series", "alerts",  # what a topic keeps
+        "broker",  # the event log, updates and history, behind one protocol
+        "ingest",  # events in, through the broker
+        "aggregate",  # the aggregator, and the driver that feeds it a partition's log
+        "deliver",  # the hub and the stream loop
+        "security", "config", "ops", "runtime",  # what a process is made of
+        "http", "app", "server",  # the API, the app factory, the WSGI server
+        "client", "demo",  # the tools
+        "cli", "__main__",  # the command
+    )
+)  # fmt: skip
 
 
 def _layer(module: str, layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> int | None:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 
-from pushsvc.client import ApiError, Backoff, StreamOptions, Unreachable
-from pushsvc.client.calls import time_param
+from pushsvc.client import ApiError, Backoff, StreamOptions, Unreachable, calls
+from pushsvc.client.calls import group_params, time_param
 from pushsvc.client.live_frames import interval_seconds
 from pushsvc.client.stream import StreamCursor
 
@@ -123,3 +123,33 @@ def test_times_must_say_their_zone() -> None:
 def test_a_subscription_names_at_least_one_topic() -> None:
     with pytest.raises(ValueError, match="at least one"):
         StreamCursor([], last_event_id=None, options=StreamOptions(), backoff=NO_JITTER)
+
+
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        ({"value": float("nan")}, "event 1: value is nan"),
+        ({"value": float("inf")}, "event 1: value is inf"),
+        ({"value": 1.0, "ts": float("-inf")}, "event 1: ts is -inf"),
+    ],
+)
+def test_a_value_json_cannot_carry_is_refused_before_anything_is_sent(
+    event: dict[str, float], named: str
+) -> None:
+    """JSON has no NaN: sent, it would arrive as null and be refused as "not a number"."""
+    plan = calls.publish("orders", [{"value": 1.0}, event])
+    with pytest.raises(ValueError, match=named):
+        next(plan)
+
+
+@pytest.mark.parametrize(
+    "group",
+    [{"station": "grill"}, "station:grill", ["station:grill"]],
+)
+def test_a_group_is_a_mapping_or_the_apis_tag_value_form(group: object) -> None:
+    assert group_params(group) == [("group", "station:grill")]  # type: ignore[arg-type]
+
+
+def test_a_group_without_a_colon_is_refused() -> None:
+    with pytest.raises(ValueError, match="tag:value"):
+        group_params("grill")

@@ -15,18 +15,19 @@ from hypothesis import strategies as st
 from pushsvc.broker.redis.wire import decode_events, encode_events
 from pushsvc.errors import (
     BadRequest,
-    HttpError,
     InvalidEvent,
     LateEvent,
     MalformedJson,
     PayloadTooLarge,
+    RequestError,
     UnsupportedMediaType,
 )
+from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import (
     MAX_TS_US,
     MIN_TS_US,
     Event,
-    Limits,
+    InputLimits,
     check_lateness,
     event_json,
     parse_body,
@@ -48,11 +49,11 @@ def _us(moment: datetime) -> int:
 def parse(body: bytes | str, content_type: str | None = JSON, **limits: int) -> list[Event]:
     if isinstance(body, str):
         body = body.encode()
-    return parse_body(body, content_type, now_us=NOW, limits=Limits(**limits))
+    return parse_body(body, content_type, now_us=NOW, limits=InputLimits(**limits))
 
 
-def rejected(body: bytes | str, content_type: str | None = JSON, **limits: int) -> HttpError:
-    with pytest.raises(HttpError) as info:
+def rejected(body: bytes | str, content_type: str | None = JSON, **limits: int) -> RequestError:
+    with pytest.raises(RequestError) as info:
         parse(body, content_type, **limits)
     return info.value
 
@@ -98,7 +99,7 @@ def test_ndjson_content_types(content_type: str) -> None:
 def test_other_content_types_are_415(content_type: str | None) -> None:
     error = rejected('{"value": 1}', content_type)
     assert isinstance(error, UnsupportedMediaType)
-    assert error.status == 415
+    assert status_of(error) == 415
 
 
 def test_body_size_limit() -> None:
@@ -106,7 +107,7 @@ def test_body_size_limit() -> None:
     assert parse(body, max_body_bytes=len(body)) == [Event(1.0, NOW)]
     error = rejected(body, max_body_bytes=len(body) - 1)
     assert isinstance(error, PayloadTooLarge)
-    assert error.status == 413
+    assert status_of(error) == 413
 
 
 @pytest.mark.parametrize("content_type", [JSON, NDJSON])
@@ -122,7 +123,7 @@ def test_batch_length_limit(content_type: str) -> None:
 @pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_body_bytes": 0}, {"max_tags": -1}])
 def test_limits_are_validated(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
-        Limits(**bad)
+        InputLimits(**bad)
 
 
 # ---------------------------------------------------------------- bodies
@@ -173,7 +174,7 @@ def test_numbers_at_the_edges_are_accepted(literal: str, value: float) -> None:
 def test_empty_batch_is_400(body: str, content_type: str) -> None:
     error = rejected(body, content_type)
     assert type(error) is BadRequest
-    assert error.status == 400
+    assert status_of(error) == 400
 
 
 @pytest.mark.parametrize(
@@ -194,7 +195,7 @@ def test_empty_batch_is_400(body: str, content_type: str) -> None:
 def test_malformed_json(body: bytes) -> None:
     error = rejected(body)
     assert isinstance(error, MalformedJson)
-    assert error.status == 400
+    assert status_of(error) == 400
     assert error.to_json()["error"]["code"] == "malformed_json"
     assert error.index is None
 
@@ -214,7 +215,7 @@ def test_malformed_ndjson_line_names_line_and_index() -> None:
 def test_events_must_be_objects(body: str, content_type: str) -> None:
     error = rejected(body, content_type)
     assert isinstance(error, InvalidEvent)
-    assert error.status == 400
+    assert status_of(error) == 400
 
 
 # ---------------------------------------------------------------- per-event validation
@@ -486,7 +487,7 @@ def test_check_lateness(
     with pytest.raises(LateEvent) as info:
         check_lateness(clock, events, lateness)
     assert info.value.index == late
-    assert info.value.status == 400
+    assert status_of(info.value) == 400
 
 
 # ---------------------------------------------------------------- broker encoding and echo

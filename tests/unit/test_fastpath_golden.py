@@ -2,7 +2,8 @@
 
 ``pushsvc/stats/fastpath_default.py.txt`` is what ``fastpath.py`` generates for the default
 windows and statistics; a change to the generator shows up here as a diff to review. After a
-deliberate change: ``PUSHSVC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_fastpath_golden.py``.
+deliberate change:
+``PUSHSVC_UPDATE_GOLDEN=1 .venv-test/bin/pytest tests/unit/test_fastpath_golden.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pushsvc.config import Settings
 from pushsvc.stats import STAT_KEYS, WindowSpec
 from pushsvc.stats.fastpath import DEFAULT_CONFIGURATION, GOLDEN_PATH, generate
 
-REGENERATE = "PUSHSVC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_fastpath_golden.py"
+REGENERATE = "PUSHSVC_UPDATE_GOLDEN=1 .venv-test/bin/pytest tests/unit/test_fastpath_golden.py"
 
 
 def test_default_configuration_is_the_servers() -> None:

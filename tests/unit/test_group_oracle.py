@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
+from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.stats.groups import OTHER
-from pushsvc.stats.rules import Rule, Rules, default_rule
 from support.oracle import Exact, mismatches, rolling
 
 S = 1_000_000

@@ -48,7 +48,7 @@ def test_update_is_encoded_once_and_shared_by_all_clients() -> None:
         _subscribe(hub, "*"),
     )
     hub.dispatch([_update("a", 1)])
-    frames = [_taken(c)[0].frame for c in (first, second, patterned)]
+    frames = [_taken(c)[0].sse for c in (first, second, patterned)]
     assert frames[0] == b'id: 0badc0de:0-1\nevent: stats\ndata: {"id":"0badc0de:0-1","n":1}\n\n'
     assert frames[0] is frames[1] is frames[2]
 
@@ -126,7 +126,7 @@ def test_a_batch_is_one_queue_entry_however_long() -> None:
     runs = client.take(0)
     assert len(runs) == 1
     assert [u.id.seq for u in runs[0].updates] == list(range(1, 5001))
-    assert runs[0].block == b"".join(u.frame for u in runs[0].updates)
+    assert runs[0].block == b"".join(u.sse for u in runs[0].updates)
 
 
 def test_runs_beyond_the_queue_are_conflated_to_each_topics_latest() -> None:
@@ -268,7 +268,7 @@ def test_an_idle_stream_is_written_by_the_hub_without_waking_it() -> None:
     assert client.direct is direct_way  # open while it sleeps
     updates = [_update("a", 1), _update("a", 2)]
     hub.dispatch(updates)
-    expected = b"".join(u.frame for u in updates)
+    expected = b"".join(u.sse for u in updates)
     assert _read(peer, len(expected)) == expected
     assert not stream.ready()  # the stream's greenlet never ran: nothing to take
     assert hub.direct_sends == 1 and direct_way.ready == [] and not client.queue
@@ -282,7 +282,7 @@ def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
     updates = [_update("a", n) for n in range(5)]
     for update in updates:  # five POSTs handled before the loop turns
         hub.dispatch([update])
-    expected = b"".join(u.frame for u in updates)
+    expected = b"".join(u.sse for u in updates)
     assert _read(peer, len(expected)) == expected
     assert hub.direct_sends == 1
     stream.kill()
@@ -294,7 +294,7 @@ def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_s
     streams = [_asleep_in_take(client) for client, _, _ in clients]
     update = _update("a", 1)
     hub.dispatch([update])
-    chunk = b"%x\r\n" % len(update.frame) + update.frame + b"\r\n"
+    chunk = b"%x\r\n" % len(update.sse) + update.sse + b"\r\n"
     for _, _, peer in clients:
         assert _read(peer, len(chunk)) == chunk
     assert hub.direct_sends == 3 and hub.delivered == 3
@@ -344,7 +344,7 @@ def test_streams_that_render_alike_are_sent_the_same_bytes_and_others_their_own(
     chunk = b"%x\r\n%b\r\n"
     expected = [
         chunk % (len(projected), projected),
-        chunk % (len(update.frame), update.frame),
+        chunk % (len(update.sse), update.sse),
         chunk % (len(projected), projected),
         projected,
     ]
@@ -372,11 +372,11 @@ def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     hub.dispatch(later)  # while the stream writes, new runs queue behind what it holds
     assert [u.id.seq for u in _taken(client)] == [1000]
     received = bytearray()
-    reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.frame) for u in big))))
+    reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.sse) for u in big))))
     direct_way.sink.send_rest(handback)
     direct_way.sink.send([run.block for run in ready])
     reader.join(10)
-    assert bytes(received) == b"".join(u.frame for u in big)
+    assert bytes(received) == b"".join(u.sse for u in big)
 
 
 def test_a_peer_gone_closes_the_client() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pushsvc.core.sse import encode_update
-from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for
 
@@ -72,3 +72,57 @@ def test_runs_do_not_share_their_renderings() -> None:
     projected = rendering_for(MEAN, chunked=True)
     assert projected.wire(first) != projected.wire(second)
     assert projected.block(second).count(b"2.99") == 1
+
+
+# ---------------------------------------------- one owner: project, then encode; points left out
+
+
+def _point(n: int, resolution: str = "1s") -> Update:
+    body = b'{"resolution":"%b","ts":%d,"count":1}' % (resolution.encode(), n)
+    return Update.numbered("a", UpdateId("e", 0, n), n, body)
+
+
+def test_a_stream_without_a_projection_gets_every_message_but_points() -> None:
+    whole = rendering_for(None, chunked=False)
+    update, point = _update(1), _point(2)
+    assert point.is_point
+    assert whole.message(update) is update.sse
+    assert whole.message(point) == b""
+    assert whole.replay([update, point, _update(3)]) == update.sse + _update(3).sse
+
+
+def test_a_live_run_leaves_out_what_a_replay_leaves_out() -> None:
+    # `Run.of` joins a run's whole block at dispatch; it must agree with the rendering's rule.
+    updates = [_update(1), _point(2), _update(3), _point(4)]
+    whole = rendering_for(None, chunked=False)
+    assert Run.of(updates).block == whole.replay(updates)
+    assert Run.of([_point(5)]).block == whole.replay([_point(5)]) == b""
+    projected = rendering_for(MEAN, chunked=False)
+    assert projected.block(Run.of(updates)) == projected.replay(updates)
+
+
+def test_a_projected_stream_gets_the_points_of_the_tiers_it_names() -> None:
+    point, other = _point(2, "1s"), _point(3, "1m")
+    series = rendering_for(Projection(None, None, series=("1s",)), chunked=False)
+    assert series.message(point) == encode_update(point.id.text, point.data, "point")
+    assert series.message(other) == b""
+    assert rendering_for(MEAN, chunked=False).message(point) == b""
+
+
+def test_a_message_held_back_goes_without_its_id() -> None:
+    update = _update(4)
+    whole = rendering_for(None, chunked=False)
+    assert whole.message(update, with_id=False) == b"event: stats\ndata: " + update.data + b"\n\n"
+    projected = rendering_for(MEAN, chunked=False)
+    with_id = projected.message(update)
+    assert with_id.startswith(b"id: " + update.id.text.encode() + b"\n")
+    assert projected.message(update, with_id=False) == with_id.partition(b"\n")[2]
+
+
+def test_a_snapshot_is_projected_as_the_stream_asks() -> None:
+    body = b'{"topic":"a","ts":7.0,"windows":{"1m":{"count":7,"mean":7.98765}}}'
+    latest = {"a": Update.numbered("a", UpdateId("e", 0, 7), 7, body)}
+    whole = rendering_for(None, chunked=False).snapshot(latest, {}, gap=True)
+    assert whole == snapshot_message(latest, gap=True, groups={})
+    projected = rendering_for(MEAN, chunked=False).snapshot(latest, {}, gap=False)
+    assert b'"windows":{"1m":{"mean":7.99}}' in projected and b'"count"' not in projected

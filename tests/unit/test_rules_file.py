@@ -10,7 +10,7 @@ import pytest
 
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
-from pushsvc.stats.rules import MAX_GROUPS_CAP, Rules, default_rule, load_rules, parse_rules
+from pushsvc.rules.analytics import MAX_GROUPS_CAP, Rules, default_rule, load_rules, parse_rules
 
 S = 1_000_000
 DEFAULT = default_rule((10 * S, 60 * S, 300 * S), ("count", "mean"))

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pushsvc.rules.point import Point
+from pushsvc.rules.tiers import SeriesTier, parse_tiers
 from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.series.plan import plan_segments
-from pushsvc.series.point import Point
 from pushsvc.series.store import SeriesStore
-from pushsvc.series.tiers import SeriesTier, parse_tiers
 
 S = 1_000_000
 LATENESS = 5 * S

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.errors import InvalidTopic
+from pushsvc.http.api.error_replies import status_of
 
 VALID = [
     "a",
@@ -54,7 +55,7 @@ def test_valid_topic_names(name: str) -> None:
 def test_invalid_topic_names(name: str) -> None:
     with pytest.raises(InvalidTopic) as info:
         validate_topic(name)
-    assert info.value.status == 400
+    assert status_of(info.value) == 400
     assert info.value.to_json()["error"]["code"] == "invalid_topic"
 
 

@@ -129,7 +129,7 @@ def test_a_numbered_draft_is_the_body_with_the_id_as_first_member() -> None:
         "windows": {"1s": {}},
     }
     assert update.fields == fields and update.windows == {"1s": {}}
-    assert update.frame == b"id: ab:0-3\nevent: stats\ndata: " + update.data + b"\n\n"
+    assert update.sse == b"id: ab:0-3\nevent: stats\ndata: " + update.data + b"\n\n"
 
 
 def _update(topic: str, seq: int, windows: dict[str, object] | None = None) -> Update:
@@ -140,9 +140,9 @@ def _update(topic: str, seq: int, windows: dict[str, object] | None = None) -> U
 def test_a_run_joins_its_frames_once() -> None:
     updates = [_update("a", 1), _update("a", 2)]
     run = Run.of(updates)
-    assert run.block == updates[0].frame + updates[1].frame
+    assert run.block == updates[0].sse + updates[1].sse
     assert run.topic == "a" and run.last_id == UpdateId("ab", 0, 2)
-    assert Run.of(updates[:1]).block is updates[0].frame
+    assert Run.of(updates[:1]).block is updates[0].sse
 
 
 def test_a_snapshot_carries_each_topics_windows_and_the_newest_id() -> None:

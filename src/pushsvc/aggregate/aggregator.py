@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from pushsvc.aggregate.checkpoint import Checkpoint, GroupCheckpoint
 from pushsvc.alerts.states import AlertChange, TopicAlerts
+from pushsvc.core.checkpoint import Checkpoint, GroupCheckpoint
 from pushsvc.core.durations import duration_label
+from pushsvc.core.positions import LogPosition
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import (
     GroupPart,
@@ -38,18 +39,17 @@ from pushsvc.core.updates import (
     point_draft,
 )
 from pushsvc.ingest import Event, event_json
+from pushsvc.rules.analytics import Rule, Rules, default_rule
+from pushsvc.rules.point import Point
+from pushsvc.rules.tiers import SeriesTier
 from pushsvc.series.buckets import SeriesBuckets
-from pushsvc.series.point import Point
-from pushsvc.series.tiers import SeriesTier
 from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
-from pushsvc.stats.rules import Rule, Rules, default_rule
 
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
 
-LogPosition = tuple[int, int]
 """Where an entry sits in the event log (a Redis stream id as two integers); (0, 0) where
 there is no log (the memory broker)."""
 
@@ -73,7 +73,7 @@ class _Topic:
     # Groups are looked at for forgetting once per slot of topic clock (a tenth of the TTL).
     sweep_slot: int = 0
     # Rebuilding from a checkpoint taken after this log position: entries up to it feed the
-    # exact windows only (see `pushsvc.aggregate.checkpoint`).
+    # exact windows only (see `pushsvc.core.checkpoint`).
     replay_until: LogPosition | None = None
     # ...and the clock each group stood at then, which the replay brings it to at the end.
     replay_clocks: dict[str, int] | None = None
@@ -245,7 +245,7 @@ class Aggregator:
             drafts[last_update] = last.forgetting([(g.id, g.key) for g in forgotten])
             if alerts is not None:
                 for group in forgotten:
-                    drafts += _alert_drafts(clocks[-1], alerts.forget_group(group.id))
+                    drafts += _alert_drafts(clocks[-1], alerts.forget_group(group.id, clocks[-1]))
         return drafts
 
     def _points(
@@ -413,9 +413,11 @@ class Aggregator:
 
     def due_ticks(self) -> dict[str, int]:
         """The clocks an idle tick would move topics to now: each topic's last event clock
-        plus the wall time since it arrived, where that is ahead of the topic's clock; and a
-        grouping topic's own clock where a group lags behind it (another group's events
-        moved it), so that every group is seen at the topic's moment."""
+        plus the wall time since it arrived, where that is ahead of the topic's clock and a
+        window holds an event or an alert instance of the topic is pending or firing (its
+        `for` and `keep_firing_for` run on that clock, empty windows or not); and a grouping
+        topic's own clock where a group lags behind it (another group's events moved it), so
+        that every group is seen at the topic's moment."""
         now = self._wall_clock()
         due = {}
         for topic, state in self._topics.items():
@@ -423,7 +425,10 @@ class Aggregator:
             if current is None:
                 continue
             clock = state.event_clock_us + max(0, now - state.wall_at_event_us)
-            if clock > current and len(state.windows):
+            alerts = state.alerts
+            if clock > current and (
+                len(state.windows) or (alerts is not None and alerts.any_live())
+            ):
                 due[topic] = clock
             elif state.groups is not None and any(
                 g.stats.clock_us != current and len(g.stats) for g in state.groups
@@ -443,15 +448,21 @@ class Aggregator:
             state = self._topics.get(topic)
             if state is None:
                 continue
-            changed = state.windows.advance(clock)
             if state.replay_until is not None and at is not None and at <= state.replay_until:
+                # A checkpointed entry: it moves the exact windows' clock as it moved the
+                # topic's then; one past the checkpoint's clock found no topic to move then
+                # (it came before the topic's first event), so it moves nothing now.
+                if clock <= state.event_clock_us:
+                    state.windows.advance(clock)
                 continue
+            changed = state.windows.advance(clock)
             series = state.series
             alerts = state.alerts
             if state.groups is None:
-                if changed:
+                if changed or (alerts is not None and alerts.live()):
                     summary = state.windows.summary()
-                    drafts.append(draft(topic, clock, "tick", None, summary))
+                    if changed:
+                        drafts.append(draft(topic, clock, "tick", None, summary))
                     if alerts is not None:
                         drafts += _alert_drafts(clock, alerts.evaluate(clock, summary))
                 if series is not None and clock >= series.next_close_us:
@@ -463,9 +474,19 @@ class Aggregator:
                 if g.stats.advance(clock)
             ]
             if alerts is not None:
-                changes = alerts.evaluate(clock, state.windows.summary()) if changed else []
+                # Evaluated where a window changed, and where an instance is live: the clock
+                # alone moves a pending instance to firing, or a cleared one to resolved.
+                changes = []
+                if changed or alerts.live():
+                    changes += alerts.evaluate(clock, state.windows.summary())
+                evaluated = {part.id for part in parts}
                 for part in parts:
                     changes += alerts.evaluate(clock, part.windows, part.id, part.key)
+                for group in state.groups:
+                    if group.id not in evaluated and alerts.live(group.id):
+                        changes += alerts.evaluate(
+                            clock, group.stats.summary(), group.id, group.key
+                        )
                 # Appended after the tick's update below, with the points.
             points = []
             if series is not None:
@@ -481,7 +502,7 @@ class Aggregator:
             drafts += points
             if alerts is not None:
                 for group in forgotten:
-                    changes += alerts.forget_group(group.id)
+                    changes += alerts.forget_group(group.id, clock)
                 drafts += _alert_drafts(clock, changes)
         return drafts
 
@@ -534,7 +555,7 @@ class Aggregator:
             idle_us = now - state.wall_at_event_us
             if clock is None or idle_us < ttl_us:
                 continue
-            if state.alerts is not None and any(True for _ in state.alerts.active()):
+            if state.alerts is not None and state.alerts.any_live():
                 continue  # an alert about it is pending or firing: forgetting would drop it
             widest = max((*state.rule.windows_us, 0))
             if not len(state.windows) or (
@@ -591,7 +612,7 @@ def _alert_drafts(clock_us: int, changes: list[AlertChange]) -> list[UpdateDraft
             clock_us,
             change.body(),
             f"{change.alert}\x1f{change.topic}\x1f{orjson.dumps(change.group).decode()}",
-            change.state != "resolved",
+            change.state in ("pending", "firing"),
         )
         for change in changes
     ]

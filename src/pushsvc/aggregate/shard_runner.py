@@ -5,10 +5,15 @@ standby). Only the lease holder publishes: each batch of updates goes out with t
 of the last log entry it covers, in one script (`RedisBroker.publish_updates`), so "applied
 up to" moves exactly with the updates. A standby keeps the drafts of entries it applied but
 has not seen published, and drops them as the holder's position passes them; when it takes
-the lease it publishes what is left. An aggregator that starts cold rebuilds its windows
-from the log up to the applied position, then moves each topic's clock to its latest
-update's. Since the windows are a function of the log (idle ticks are logged too, by the
-holder), every way through gives the same statistics.
+the lease it publishes what is left. Every tenure of the lease starts that way, also one that
+follows a tenure of its own: a holder paused past its lease may take it again after a
+successor published and died, and must go on from the successor's position, not its own
+(`Lease.token` tells it; its writes carry the token of the tenure it caught up in).
+
+An aggregator that starts cold rebuilds its windows from the log up to the applied position,
+then moves each topic's clock to its latest update's. Since the windows are a function of
+the log (idle ticks are logged too, by the holder), every way through gives the same
+statistics.
 
 The holder also trims the log: an entry is kept while an event of it may still be in a
 window (ts > T - widest window), so a rebuild finds every event it needs.
@@ -34,7 +39,7 @@ from pushsvc.broker.redis.keys import shard_of
 from pushsvc.broker.redis.lease import Lease
 from pushsvc.broker.redis.log import FIRST, Entry, EventLog, position
 from pushsvc.core.updates import UpdateDraft
-from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced
+from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, PublishedAlready
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +82,12 @@ class ShardRunner:
         # in a window; the oldest of them all bounds the trim.
         self._held: dict[str, deque[tuple[str, int]]] = {}
         # Topics with durable state (groups, count and sketch windows): the position of each
-        # one's saved checkpoint, and those changed since (`pushsvc.aggregate.checkpoint`).
+        # one's saved checkpoint, and those changed since (`pushsvc.core.checkpoint`).
         self._saved: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
-        self._active = False
+        self._tenure: str | None = None
+        """The lease token under which this aggregator caught up and publishes; None while
+        it stands by."""
         self.updates_published = 0
         self.refused: str | None = None
         """The code of the refusal this aggregator waits on (e.g. broker_full), else None."""
@@ -88,6 +95,10 @@ class ShardRunner:
     @property
     def shard(self) -> tuple[int, int]:
         return self._log.shard
+
+    @property
+    def _active(self) -> bool:
+        return self._tenure is not None
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -196,13 +207,17 @@ class ShardRunner:
             if position(entry.id) > position(self.published):
                 self._pending.append((entry.id, drafts))
         holding = self._lease.holding
-        if holding and not self._active:
-            # The lease is ours now, so the last holder can publish no more: what it did
-            # publish is final. Continue right after it.
+        if holding and self._tenure != self._lease.token:
+            # A tenure of ours begins (a takeover, or the lease taken again after it lapsed
+            # unnoticed), so the last holder can publish no more: what it did publish is
+            # final. Continue right after it.
+            tenure = self._lease.token
             self._catch_up()
+            self._tenure = tenure
             self._log.announce_rules(self.aggregator.rules.digest)
             log.warning("shard %d/%d: active from log entry %s", *self.shard, self.published)
-        self._active = holding
+        elif not holding:
+            self._tenure = None
         if holding:
             self._flush()
         else:
@@ -232,7 +247,7 @@ class ShardRunner:
         """Save the checkpoint of every durable topic changed since its last one, at this
         aggregator's position; only while everything applied is published (a checkpoint
         must not run ahead of the updates), by the lease holder. How many were saved."""
-        if not self._active or self._pending or not self._dirty:
+        if self._tenure is None or self._pending or not self._dirty:
             return 0
         at = position(self.position)
         topics = sorted(self._dirty)
@@ -244,9 +259,9 @@ class ShardRunner:
                 if (checkpoint := self.aggregator.checkpoint(topic, at)) is not None
             ]
             try:
-                self._log.save_checkpoints(self._lease.token, batch)
+                self._log.save_checkpoints(self._tenure, batch)
             except Fenced:
-                self._lease.holding = self._active = False
+                self._fenced()
                 return saved
             for checkpoint in batch:
                 self._saved[checkpoint.topic] = at
@@ -261,7 +276,14 @@ class ShardRunner:
         while self._pending and position(self._pending[0][0]) <= position(self.published):
             self._pending.popleft()
 
+    def _fenced(self) -> None:
+        """A write was refused: the tenure it was made in is over. Stand by until the lease
+        says otherwise (a new tenure catches up first)."""
+        self._lease.holding = False
+        self._tenure = None
+
     def _flush(self) -> None:
+        assert self._tenure is not None
         while self._pending:
             drafts: list[UpdateDraft] = []
             last = self._pending[0][0]
@@ -272,14 +294,19 @@ class ShardRunner:
                 drafts.extend(entry_drafts)
                 last = entry_id
                 taken += 1
+            applied = Applied(self.shard, last, taken, after=self.published)
             try:
-                self._broker.publish_updates(
-                    drafts, applied=Applied(self.shard, last, taken), fence=self._lease.token
-                )
+                self._broker.publish_updates(drafts, applied=applied, fence=self._tenure)
             except Fenced:
                 log.warning("shard %d/%d: the lease moved on; standing by", *self.shard)
-                self._lease.holding = self._active = False
+                self._fenced()
                 return
+            except PublishedAlready:
+                # An earlier attempt of ours went through though its answer never came (a
+                # dropped connection, a timeout): what is published is final, go on after it.
+                log.warning("shard %d/%d: published already; continuing after it", *self.shard)
+                self._catch_up()
+                continue
             self._refused(None)
             for _ in range(taken):
                 self._pending.popleft()
@@ -288,12 +315,12 @@ class ShardRunner:
 
     def _log_ticks(self) -> None:
         ticks = self.aggregator.due_ticks()
-        if ticks:
+        if ticks and self._tenure is not None:
             try:
-                self._log.append_ticks(self._lease.token, ticks)
+                self._log.append_ticks(self._tenure, ticks)
                 self._refused(None)
             except Fenced:
-                self._lease.holding = self._active = False
+                self._fenced()
 
     def forget_idle(self) -> list[str]:
         """Propose the topics idle for the TTL with empty windows; the log forgets those
@@ -301,7 +328,7 @@ class ShardRunner:
         this aggregator drops them when it applies the forget entry, like a standby. Only
         once everything applied is published: the latest updates a forget removes are
         final. The topics forgotten."""
-        if not self._active or self._pending:
+        if self._tenure is None or self._pending:
             return []
         idle = list(
             self.aggregator.idle_topics(self._topic_ttl_us, ticking=self._tick_s > 0).items()
@@ -310,9 +337,9 @@ class ShardRunner:
         for start in range(0, len(idle), _FORGET_AT_ONCE):
             proposed = dict(idle[start : start + _FORGET_AT_ONCE])
             try:
-                forgotten += self._log.forget(self._lease.token, self.position, proposed)
+                forgotten += self._log.forget(self._tenure, self.position, proposed)
             except Fenced:
-                self._lease.holding = self._active = False
+                self._fenced()
                 break
         if forgotten:
             log.info("shard %d/%d: forgot %d idle topics", *self.shard, len(forgotten))

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pushsvc.alerts.rules import Condition
+from pushsvc.rules.alerts import Condition
 
 __all__ = ["Holding", "first_look"]
 

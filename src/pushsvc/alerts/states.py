@@ -7,12 +7,14 @@ Every evaluation takes the windows the aggregator just computed for the topic or
 * inactive: when `when` holds, pending (reported) with `since` = this clock — or firing at
   once when `for` is 0;
 * pending: firing (reported) at the first evaluation whose clock is at least `for` after it
-  became pending; when `when` no longer holds, inactive again, NOT reported (Prometheus drops
-  a pending alert silently too);
+  became pending; at the first evaluation where `when` no longer holds, inactive again
+  (reported as `inactive`, so that `_alerts` and `GET /alerts` stop listing it; it was never
+  notified, so no notification ends: Prometheus drops a pending alert without notice too);
 * firing: it stays while `when` holds — or, with `clear`, until `clear` holds (hysteresis: a
   value between the two keeps it firing). Once it stops holding, `keep_firing_for` keeps it
   firing that much longer on the topic clock; a relapse meanwhile resets that. Then resolved
-  (reported), and inactive.
+  (reported), and inactive — pending again at its next evaluation (a tick included, windows
+  changed or not) where `when` holds then, as `clear` on another statistic allows.
 
 A null statistic (an empty window) never matches `when`, and counts as cleared: as in
 Prometheus, where a series that vanishes resolves its alert.
@@ -28,11 +30,11 @@ from typing import Any
 import orjson
 
 from pushsvc.alerts.first_look import Holding, first_look
-from pushsvc.alerts.rules import AlertRule, Condition
+from pushsvc.rules.alerts import AlertRule, Condition
 
 __all__ = ["AlertChange", "Instance", "TopicAlerts"]
 
-PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+PENDING, FIRING, RESOLVED, INACTIVE = "pending", "firing", "resolved", "inactive"
 GroupKey = Mapping[str, str | None]
 
 
@@ -113,8 +115,8 @@ class Instance:
                 return self._change(topic, FIRING, clock_us)
             return None
         if state == PENDING:
-            self.state = ""  # a pending alert that clears is dropped without notice
-            return None
+            self.state = ""
+            return self._change(topic, INACTIVE, clock_us)
         if state == FIRING:
             if self.clear_since_us is None:
                 self.clear_since_us = clock_us
@@ -148,7 +150,9 @@ class TopicAlerts:
         places = {rule.name: index for index, rule in enumerate(self.rules)}
         self._place: Callable[[AlertChange], int] = lambda change: places[change.alert]
         # The pending and firing instances by group id, then by the alert's place in `rules`;
-        # a group with none has no entry (inactive instances are not kept).
+        # a group with none has no entry. Inactive instances are not kept, but for one that
+        # resolved (by `clear`) while its `when` still held: it turns pending at its next
+        # evaluation, which a tick must not skip.
         self._live: dict[str, dict[int, Instance]] = {}
 
     def evaluate(
@@ -173,7 +177,7 @@ class TopicAlerts:
                 change = instance.evaluate(self.topic, clock_us, windows)
                 if change is not None:
                     changes.append(change)
-                if not instance.state:
+                if not instance.state and index not in holding:
                     ended.append(index)
         for index in holding:
             if index not in live:  # not evaluated above: inactive until now
@@ -191,18 +195,31 @@ class TopicAlerts:
             changes.sort(key=self._place)  # rule order, whichever were live before
         return changes
 
+    def live(self, group_id: str = "") -> bool:
+        """Whether an instance of the topic (or of the group) is pending or firing, or has
+        just resolved while its `when` holds: its clock alone can move it on (`for`,
+        `keep_firing_for`, pending again), so a tick evaluates it even when no window
+        changed."""
+        return group_id in self._live
+
+    def any_live(self) -> bool:
+        """Whether `live` holds for the topic or any of its groups."""
+        return bool(self._live)
+
     def active(self) -> Iterator[Instance]:
         """The pending and firing instances."""
-        return iter([i for live in self._live.values() for i in live.values()])
+        return iter([i for live in self._live.values() for i in live.values() if i.state])
 
-    def forget_group(self, group_id: str) -> list[AlertChange]:
-        """The group is gone (forgotten after the topic TTL): its firing instances resolve
-        at its last clock, pending ones go silently."""
-        changes = []
-        for instance in self._live.pop(group_id, {}).values():
-            if instance.state == FIRING:
-                changes.append(instance._change(self.topic, RESOLVED, instance.active_since_us))
-        return changes
+    def forget_group(self, group_id: str, clock_us: int) -> list[AlertChange]:
+        """The group is gone (forgotten after the topic TTL, at `clock_us`): its firing
+        instances resolve and its pending ones turn inactive."""
+        return [
+            instance._change(
+                self.topic, RESOLVED if instance.state == FIRING else INACTIVE, clock_us
+            )
+            for instance in self._live.pop(group_id, {}).values()
+            if instance.state
+        ]
 
     def durable_state(self) -> bytes:
         return orjson.dumps(
@@ -216,7 +233,8 @@ class TopicAlerts:
                     i.clear_since_us,
                     i.value,
                 ]
-                for i in self.active()
+                for live in self._live.values()
+                for i in live.values()
             ]
         )
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
-from pushsvc.ingest.idempotency import Idempotency
 
 EventsHandler = Callable[[str, list[Event]], None]
 """Called with (topic, events) for every appended batch, in order (the memory broker)."""
@@ -85,7 +85,7 @@ class HistoryPage:
 @dataclass(frozen=True, slots=True)
 class SeriesPage:
     """Points of one series tier (`Broker.series`), oldest first: each bucket's start (µs)
-    and its stored form (`pushsvc.series.point`). `more`: points beyond `limit` matched."""
+    and its stored form (`pushsvc.rules.point`). `more`: points beyond `limit` matched."""
 
     points: list[tuple[int, bytes]]
     more: bool

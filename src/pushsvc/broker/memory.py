@@ -27,11 +27,12 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency, key_reused
+from pushsvc.core.lateness import check_lateness
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
-from pushsvc.ingest import Event, check_lateness
-from pushsvc.ingest.idempotency import Idempotency, key_reused
 from pushsvc.series.store import SeriesStore
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -14,7 +14,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, Events, Plan, Time
+from pushsvc.client.calls import Call, Events, GroupChoice, Plan, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
@@ -100,7 +100,7 @@ class AsyncClient:
         until: Time | None = None,
         resolution: str = "auto",
         points: int | None = None,
-        group: Mapping[str, str] | None = None,
+        group: GroupChoice | None = None,
     ) -> pd.DataFrame:
         return await self._run(
             calls.series(
@@ -113,7 +113,7 @@ class AsyncClient:
             )
         )
 
-    async def stats(self, topic: str, *, group: Mapping[str, str] | None = None) -> dict[str, Any]:
+    async def stats(self, topic: str, *, group: GroupChoice | None = None) -> dict[str, Any]:
         return await self._run(
             calls.get_json(calls.topic_path(topic, "stats"), calls.group_params(group))
         )
@@ -165,7 +165,7 @@ class AsyncClient:
         last_event_id: str | None = None,
         windows: Sequence[str] | None = None,
         stats: Sequence[str] | None = None,
-        group: Mapping[str, str] | None = None,
+        group: GroupChoice | None = None,
         series: Sequence[str] | None = None,
         max_hz: float | None = None,
         precision: int | None = None,

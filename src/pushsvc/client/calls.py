@@ -13,6 +13,7 @@ previous page's `resume_id`. A client drives a plan with its own transport and r
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,8 +64,10 @@ def topic_path(topic: str, leaf: str) -> str:
 
 def publish(topic: str, events: Events) -> Plan[int]:
     """POST one event or a batch (accepted whole or rejected whole); how many were accepted.
-    One body and one key for every attempt: a repeat is the same request, logged once."""
+    One body and one key for every attempt: a repeat is the same request, logged once.
+    ValueError, before anything is sent, for a NaN or infinite value or time."""
     batch = [dict(events)] if isinstance(events, Mapping) else [dict(e) for e in events]
+    check_finite(batch)
     answer = yield Call(
         "POST",
         topic_path(topic, "events"),
@@ -128,7 +131,7 @@ def series(
     until: Time | None = None,
     resolution: str = "auto",
     points: int | None = None,
-    group: Mapping[str, str] | None = None,
+    group: GroupChoice | None = None,
 ) -> Plan[pd.DataFrame]:
     """The topic's (or a group's) closed buckets as a DataFrame (`Client.series`)."""
     params = [("resolution", resolution)]
@@ -146,8 +149,34 @@ def series(
     return frame
 
 
-def group_params(group: Mapping[str, str] | None) -> list[tuple[str, str]]:
-    return [("group", f"{tag}:{value}") for tag, value in (group or {}).items()]
+def check_finite(events: Sequence[Mapping[str, object]]) -> None:
+    """ValueError naming the first event whose `value` or `ts` is NaN or infinite: JSON has no
+    such numbers, so it would reach the server as `null` and be refused as "not a number"."""
+    for index, event in enumerate(events):
+        for name in ("value", "ts"):
+            number = event.get(name)
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(
+                    f"event {index}: {name} is {number!r}; pushsvc takes finite numbers only"
+                )
+
+
+GroupChoice = Mapping[str, str] | str | Sequence[str]
+"""One group: `{"station": "grill"}`, or as the HTTP API takes it, `"station:grill"` (or a
+list of such pairs, all of which must match)."""
+
+
+def group_params(group: GroupChoice | None) -> list[tuple[str, str]]:
+    """`?group=tag:value` parameters; ValueError for a pair without a colon."""
+    if group is None:
+        return []
+    if isinstance(group, Mapping):
+        return [("group", f"{tag}:{value}") for tag, value in group.items()]
+    pairs = [group] if isinstance(group, str) else list(group)
+    for pair in pairs:
+        if not isinstance(pair, str) or ":" not in pair:
+            raise ValueError(f"a group is {{tag: value}} or 'tag:value'; got {pair!r}")
+    return [("group", pair) for pair in pairs]
 
 
 def time_param(when: Time) -> str:

@@ -106,8 +106,9 @@ class Point:
 @dataclass(frozen=True, slots=True)
 class AlertChange:
     """One `alert` message of the reserved topic `_alerts`: an alert instance (`alert`,
-    `topic`, `group`) changed `state` (`pending`, `firing`, `resolved`) at `since` (the topic
-    clock, epoch seconds), `value` being the statistic that caused it."""
+    `topic`, `group`) changed `state` (`pending`, `firing`, `resolved`, or `inactive` for a
+    pending instance that cleared before it fired) at `since` (the topic clock, epoch
+    seconds), `value` being the statistic that caused it."""
 
     id: str
     alert: str

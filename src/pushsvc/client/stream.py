@@ -7,14 +7,14 @@ The events themselves are read by `httpx-sse`; this module only judges them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from httpx_sse import ServerSentEvent
 
-from pushsvc.client.calls import group_params
+from pushsvc.client.calls import GroupChoice, group_params
 from pushsvc.client.errors import ApiError, ClientError
 from pushsvc.client.retry import Backoff, is_retryable
 
@@ -40,7 +40,7 @@ class StreamOptions:
 
     windows: Sequence[str] | None = None
     stats: Sequence[str] | None = None
-    group: Mapping[str, str] | None = None
+    group: GroupChoice | None = None
     series: Sequence[str] | None = None
     max_hz: float | None = None
     precision: int | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,7 +15,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, Events, Plan, Time
+from pushsvc.client.calls import Call, Events, GroupChoice, Plan, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
@@ -117,14 +117,15 @@ class Client:
         until: Time | None = None,
         resolution: str = "auto",
         points: int | None = None,
-        group: Mapping[str, str] | None = None,
+        group: GroupChoice | None = None,
     ) -> pd.DataFrame:
         """The topic's (or one group's) closed buckets as a DataFrame indexed by bucket start
         (UTC), one column per statistic (needs the tools extra). `resolution`: a tier the topic
         keeps ("1s", "1m", …) or "auto", which loads the range across tiers in one frame: the
         coarsest tier giving about `points / 2` points, the recent part from finer ones
         (`frame.attrs["segments"]` says which). `until` is exclusive; without `since` and
-        `until`, all the tier keeps. `group`: every tag the topic groups by."""
+        `until`, all the tier keeps. `group`: every tag the topic groups by, as `{"station":
+        "grill"}` or as the HTTP API takes it, `"station:grill"`."""
         return self._run(
             calls.series(
                 topic,
@@ -136,7 +137,7 @@ class Client:
             )
         )
 
-    def stats(self, topic: str, *, group: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def stats(self, topic: str, *, group: GroupChoice | None = None) -> dict[str, Any]:
         """The topic's (or a group's) latest snapshot: `{"topic", "id", "ts", "windows", …}`."""
         path = calls.topic_path(topic, "stats")
         return self._run(calls.get_json(path, calls.group_params(group)))
@@ -191,7 +192,7 @@ class Client:
         last_event_id: str | None = None,
         windows: Sequence[str] | None = None,
         stats: Sequence[str] | None = None,
-        group: Mapping[str, str] | None = None,
+        group: GroupChoice | None = None,
         series: Sequence[str] | None = None,
         max_hz: float | None = None,
         precision: int | None = None,

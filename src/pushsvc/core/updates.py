@@ -177,7 +177,7 @@ class UpdateDraft:
 class SeriesWrite(NamedTuple):
     """Where a closed bucket is kept: the tier (`resolution`, its label) of the topic or of
     one of its groups (`group_id`, '' for the topic's own), the bucket's start, the point's
-    stored form (`pushsvc.series.point`), and the oldest bucket start the tier still keeps
+    stored form (`pushsvc.rules.point`), and the oldest bucket start the tier still keeps
     (retention, on the topic clock)."""
 
     resolution: str
@@ -253,7 +253,7 @@ def draft(
 class Update:
     """An update with its id: what the history keeps and subscribers receive.
 
-    `data` is the JSON line. `frame` (its SSE message) and `fields` (its JSON parsed) are
+    `data` is the JSON line. `sse` (its SSE message) and `fields` (its JSON parsed) are
     made on first use and kept, so each is computed at most once per update per process,
     whatever the number of subscribers.
     """
@@ -264,7 +264,7 @@ class Update:
     data: bytes
     event: str = UPDATE_EVENT
     """The SSE event name: `stats` for an update, `point` for a closed series bucket."""
-    _frame: bytes | None = field(default=None, repr=False, compare=False)
+    _sse: bytes | None = field(default=None, repr=False, compare=False)
     _fields: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -283,12 +283,12 @@ class Update:
         return cls(topic, update_id, clock_us, data)
 
     @property
-    def frame(self) -> bytes:
+    def sse(self) -> bytes:
         """The SSE message of this update (`event: stats`) or point (`event: point`)."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = encode_update(self.id.text, self.data, self.event)
-        return frame
+        message = self._sse
+        if message is None:
+            message = self._sse = encode_update(self.id.text, self.data, self.event)
+        return message
 
     @property
     def is_point(self) -> bool:
@@ -333,8 +333,8 @@ class Run:
         when it asks for their tier (`?series=`, through a projection)."""
         if len(updates) == 1:
             only = updates[0]
-            return cls(updates, b"" if only.event is POINT_EVENT else only.frame)
-        return cls(updates, b"".join([u.frame for u in updates if u.event is not POINT_EVENT]))
+            return cls(updates, b"" if only.event is POINT_EVENT else only.sse)
+        return cls(updates, b"".join([u.sse for u in updates if u.event is not POINT_EVENT]))
 
     @property
     def topic(self) -> str:

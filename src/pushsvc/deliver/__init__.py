@@ -1,2 +1,3 @@
-"""Updates out to this process's streams: the hub, a stream primed with its replay, pacing,
-projection, and the socket the hub writes."""
+"""Updates out to this process's streams: the hub, a stream primed with its replay, the one
+stream loop and its write strategies, rendering (projection, pacing), and the socket the hub
+writes."""

@@ -19,12 +19,15 @@ class Pacer:
             raise ValueError(f"the interval must be positive, got {interval_s}")
         self.interval_s = interval_s
         self._last_sent: dict[str, float] = {}
-        self._pending: dict[str, Update] = {}
+        self.held: dict[str, Update] = {}
+        """Topic → its update held back, waiting for the topic's interval to pass. The same
+        dict for the pacer's lifetime, changed by the pacer only: a stream loop may keep it
+        and test it (not empty: `next_due` is meaningful) without a call."""
 
     @property
     def pending(self) -> bool:
         """Whether an update is held back, waiting for its topic's interval to pass."""
-        return bool(self._pending)
+        return bool(self.held)
 
     def admit(self, updates: list[Update], now: float) -> list[Update]:
         """The updates to write at `now`, in id order: each new update whose topic is due,
@@ -35,22 +38,22 @@ class Pacer:
                 due.append(update)  # a closed bucket or an alert replaces nothing
                 continue
             topic = update.topic
-            if topic not in self._pending and self._is_due(topic, now):
+            if topic not in self.held and self._is_due(topic, now):
                 due.append(update)
                 self._last_sent[topic] = now
             else:
-                self._pending[topic] = update
-        for topic, update in list(self._pending.items()):
+                self.held[topic] = update
+        for topic, update in list(self.held.items()):
             if self._is_due(topic, now):
                 due.append(update)
                 self._last_sent[topic] = now
-                del self._pending[topic]
+                del self.held[topic]
         due.sort(key=lambda u: u.id.position)
         return due
 
     def next_due(self) -> float:
         """When the earliest held-back update may go; only meaningful while `pending`."""
-        return min(self._last_sent[t] for t in self._pending) + self.interval_s
+        return min(self._last_sent[t] for t in self.held) + self.interval_s
 
     def _is_due(self, topic: str, now: float) -> bool:
         last = self._last_sent.get(topic)

@@ -135,15 +135,29 @@ class Projection:
         """Whether windows or statistics are cut or rounded (not only groups filtered)."""
         return self.windows is not None or self.stats is not None or self.precision is not None
 
+    def not_kept(self, windows: Sequence[str], stats: Sequence[str]) -> list[str]:
+        """The windows and statistics named here that a topic keeping `windows` and `stats`
+        (its rule's) does not have, in the order named."""
+        return [w for w in self.windows or () if w not in windows] + [
+            s for s in self.stats or () if s not in stats
+        ]
+
     def windows_of(self, windows: dict[str, Any]) -> dict[str, Any]:
-        # A topic keeps the windows of its own rule: a projection names those of any rule.
+        # A topic keeps the windows and statistics of its own rule, and a projection may name
+        # those of any rule (a pattern stream spans rules): what the topic lacks is left out,
+        # and so is a window left with none of the statistics named.
         keep = (
             windows
             if self.windows is None
             else {w: windows[w] for w in self.windows if w in windows}
         )
         if self.stats is not None:
-            keep = {w: {s: stats[s] for s in self.stats} for w, stats in keep.items()}
+            chosen = self.stats
+            keep = {
+                w: kept
+                for w, stats in keep.items()
+                if (kept := {s: stats[s] for s in chosen if s in stats})
+            }
         if self.precision is None:
             return keep
         digits = self.precision

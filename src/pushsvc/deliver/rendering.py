@@ -1,13 +1,17 @@
-"""What a stream writes for a run, made once per process and shared by every stream that
-writes alike: the one owner of a run's rendering cache (`Run.renderings`).
+"""What a stream writes: the one owner of "project an update, then encode it", of what a
+stream without a projection leaves out, and of a run's rendering cache (`Run.renderings`).
 
-A stream renders a run whole (the run's own `block`, joined once by `Run.of`) or through its
-projection (`?windows=&stats=&precision=`), and the hub, writing an idle stream's socket itself
-(`pushsvc.deliver.hub`, the direct way), sends one run as one HTTP/1.1 chunk when the response
-is chunked. Streams that ask alike get the same bytes object, made by the first of them.
+A stream renders updates whole or through its projection (`?windows=&stats=&precision=&group=
+&series=`, `pushsvc.deliver.projection`, which decides what a projection keeps of an update).
+Every path a stream writes goes through a `Rendering`: a live run (`block`, `blocks`, and `wire`
+for the hub, writing an idle stream's socket itself, `pushsvc.deliver.hub`), a paced update
+(`message`, with or without its `id:`), a replay (`replay`) and a snapshot (`snapshot`).
 
-A run may hold points (closed series buckets): the whole block leaves them out, a projection
-keeps those of the tiers its stream asked for (`?series=`).
+A stream without a projection gets every message but points (closed series buckets): a stream
+gets points only when it asks for their tier (`?series=`, through a projection). `message`
+applies that rule, and `replay` is built on it; a live run's whole block is `Run.block`, which
+`Run.of` joins once per run at dispatch by the same rule, for every stream alike (it sits in
+`pushsvc.core.updates`, below this package; a test holds the two to the same bytes).
 
 The cache, `Run.renderings` (None until first used), is read and written here only. Its keys:
 
@@ -19,17 +23,20 @@ The cache, `Run.renderings` (None until first used), is read and written here on
 Its lifetime is the run's: a run lives while a client's queue or `ready` list, or a stream
 writing it, holds it — a few milliseconds for most — and nothing is evicted before. It holds
 at most one entry for the whole run and two per projection that its streams asked for.
+Streams that ask alike get the same bytes object, made by the first of them.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from pushsvc.core.sse import encode_update
-from pushsvc.core.updates import Run
+import orjson
+
+from pushsvc.core.sse import encode_message, encode_update
+from pushsvc.core.updates import Run, Update, snapshot_message
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.stream_socket import frame_chunk
+from pushsvc.deliver.stream_socket import http_chunk
 
 
 class Rendering:
@@ -58,13 +65,8 @@ class Rendering:
             cache = run.renderings = {}
         block = cache.get(self._block_key)
         if block is None:
-            block = cache[self._block_key] = b"".join(
-                [
-                    encode_update(u.id.text, data, u.event)
-                    for u in run.updates
-                    if (data := projection.data(u)) is not None
-                ]
-            )
+            message = self.message
+            block = cache[self._block_key] = b"".join([message(u) for u in run.updates])
         return block
 
     def blocks(self, runs: Sequence[Run]) -> list[bytes]:
@@ -73,6 +75,48 @@ class Rendering:
         if self.projection is None:
             return [run.block for run in runs if run.block]  # empty: a run of points only
         return [block for run in runs if (block := self.block(run))]
+
+    def message(self, update: Update, with_id: bool = True) -> bytes:
+        """One update as this stream writes it; empty when the stream leaves it out (a point
+        on a stream without its tier, or an update a group filter leaves nothing of).
+        `with_id=False` leaves out its `id:` (a paced stream's update held back behind newer
+        ones: the client's Last-Event-ID must never move backwards)."""
+        projection = self.projection
+        if projection is None:
+            if update.is_point:
+                return b""  # points go to the streams that ask for their tier
+            if with_id:
+                return update.sse  # encoded once, for every stream
+            data = update.data
+        else:
+            projected = projection.data(update)
+            if projected is None:
+                return b""
+            data = projected
+        if with_id:
+            return encode_update(update.id.text, data, update.event)
+        return encode_message(data, event=update.event)
+
+    def replay(self, updates: Sequence[Update]) -> bytes:
+        """The updates after a client's Last-Event-ID, as this stream writes them."""
+        message = self.message
+        return b"".join([message(u) for u in updates])
+
+    def snapshot(
+        self, latest: Mapping[str, Update], groups: Mapping[str, list[bytes]], *, gap: bool
+    ) -> bytes:
+        """The `snapshot` message of these topics' latest updates and their live groups (each
+        group's JSON), projected as this stream asks."""
+        projection = self.projection
+        decoded = {topic: [orjson.loads(group) for group in kept] for topic, kept in groups.items()}
+        if projection is None:
+            return snapshot_message(latest, gap=gap, groups=decoded)
+        return snapshot_message(
+            latest,
+            gap=gap,
+            windows_of=projection.windows_of,
+            groups={topic: projection.groups_of(kept) for topic, kept in decoded.items()},
+        )
 
     def wire(self, run: Run) -> bytes:
         """What one send of `run` puts on this stream's connection: its block, framed as an
@@ -85,7 +129,7 @@ class Rendering:
         data = cache.get(self._chunk_key)
         if data is None:
             block = self.block(run)
-            data = cache[self._chunk_key] = frame_chunk(block) if block else b""
+            data = cache[self._chunk_key] = http_chunk(block) if block else b""
         return data
 
 

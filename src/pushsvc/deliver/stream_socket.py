@@ -8,7 +8,7 @@ are most of the cost of a delivery (docs/performance.md). Here a block goes out 
 no greenlet per client at all (`try_send` never blocks).
 
 Only pywsgi under `pushsvc serve`/`web` hands the socket over
-(`pushsvc.http.server.StreamingHandler`), and only for plain TCP; elsewhere (gunicorn, TLS)
+(`pushsvc.server.StreamingHandler`), and only for plain TCP; elsewhere (gunicorn, TLS)
 streams yield their blocks as before. The gevent internals this needs are in
 `pushsvc.gevent_private`.
 """
@@ -27,7 +27,7 @@ _MAX_PARTS = 512
 _FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
 
-def frame_chunk(block: bytes) -> bytes:
+def http_chunk(block: bytes) -> bytes:
     """`block` as one HTTP/1.1 chunk, ready for `StreamSocket.try_send_bytes`."""
     return b"%x\r\n%b\r\n" % (len(block), block)
 
@@ -75,7 +75,7 @@ class StreamSocket:
         return memoryview(b"".join(parts))[sent:]
 
     def try_send_bytes(self, data: bytes) -> memoryview | None:
-        """Send bytes already framed for this response (`frame_chunk` when it is chunked) in
+        """Send bytes already framed for this response (`http_chunk` when it is chunked) in
         one `send` that never blocks; the unsent rest as `try_send` returns it."""
         try:
             sent = self._send(data, _FLAGS)

@@ -17,14 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
-
 from pushsvc.broker.base import Broker, UpdatesFeed
-from pushsvc.core.sse import encode_update
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateId, newest_id, snapshot_message
+from pushsvc.core.updates import Update, UpdateId, newest_id
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
 from pushsvc.deliver.projection import Projection
+from pushsvc.deliver.rendering import rendering_for
 
 
 @dataclass(slots=True)
@@ -46,24 +44,12 @@ class Primed:
         self._close()
 
     def head(self, projection: Projection | None) -> bytes:
-        """The SSE bytes to send before live updates."""
+        """The SSE bytes to send before live updates, rendered for the stream's projection
+        (`pushsvc.deliver.rendering`)."""
+        rendering = rendering_for(projection, chunked=False)
         if self.replay is not None:
-            if projection is None:
-                return b"".join([u.frame for u in self.replay if not u.is_point])
-            return b"".join(
-                [
-                    encode_update(u.id.text, data, u.event)
-                    for u in self.replay
-                    if (data := projection.data(u)) is not None
-                ]
-            )
-        windows_of = None if projection is None else projection.windows_of
-        groups = {
-            topic: [orjson.loads(group) for group in kept] for topic, kept in self.groups.items()
-        }
-        if projection is not None:
-            groups = {topic: projection.groups_of(kept) for topic, kept in groups.items()}
-        return snapshot_message(self.latest, gap=self.gap, windows_of=windows_of, groups=groups)
+            return rendering.replay(self.replay)
+        return rendering.snapshot(self.latest, self.groups, gap=self.gap)
 
 
 def subscribe(

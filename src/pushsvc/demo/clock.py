@@ -1,12 +1,19 @@
 """The demo's simulated day: a time of day that runs `speed` times faster than the machine's
 clock, and the daily shapes (rush hours, shop traffic) the models read from it.
 
-Pure: an offset is seconds of machine time since the demo started; nothing here reads a clock.
+Event time is simulated time: an event's `ts` is the moment of the simulated day it happened
+at, in the local time zone (the process's, `TZ`), so a dashboard in that zone shows the lunch
+rush at 12:45 whatever the speed. The simulated day begins at a moment its clock showed:
+now, or the latest `--start` time of day at or before now (`day_anchor`).
+
+Pure: an offset is seconds of machine time since the demo started; nothing here reads a clock
+(`day_anchor` reads the time zone's rules).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,13 +36,39 @@ def format_time_of_day(seconds: float) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def day_anchor(now_s: float, start_s: float | None) -> tuple[float, float]:
+    """(time of day, epoch seconds) at which the simulated day begins: now (`start_s` None),
+    or the latest moment at or before `now_s` at which the local clock showed `start_s`
+    seconds since midnight (today's, else yesterday's)."""
+    now = time.localtime(now_s)
+    if start_s is None:
+        return now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec + now_s % 1, now_s
+    hours, rest = divmod(int(start_s), 3600)
+    minutes, seconds = divmod(rest, 60)
+    for days_back in (0, 1):
+        # mktime normalises day 0 to the month before, and works out daylight saving time.
+        wall = (now.tm_year, now.tm_mon, now.tm_mday - days_back, hours, minutes, seconds)
+        moment = time.mktime((*wall, 0, 0, -1)) + start_s % 1
+        if moment <= now_s:
+            return start_s, moment
+    return start_s, moment - SECONDS_PER_DAY  # a time of day skipped by a DST change
+
+
 @dataclass(frozen=True)
 class SimClock:
     """Simulated seconds since the midnight before `start_s` (seconds since midnight): at offset
-    0 the simulated day shows `start_s`, and it runs `speed` times the machine's clock."""
+    0 the simulated day shows `start_s`, and it runs `speed` times the machine's clock.
+    `epoch_s` is that moment's event time (epoch seconds; 0 for the models alone): an event at
+    `offset` is stamped `timestamp(offset)`. Across a change of daylight saving time the local
+    clock jumps and the simulated day does not: its hours are then one off the clock's."""
 
     start_s: float
     speed: float
+    epoch_s: float = 0.0
+
+    def timestamp(self, offset: float) -> float:
+        """The event time (epoch seconds) of the simulated moment at `offset`."""
+        return self.epoch_s + offset * self.speed
 
     def seconds(self, offset: float) -> float:
         """Simulated seconds (growing past one day: day 2 starts at 86400) at `offset`."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import time
 from types import FrameType
 
@@ -56,12 +55,11 @@ def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
+def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     from pushsvc.demo.clock import parse_time_of_day
 
     if value is None:
-        now = time.localtime()
-        return float(now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+        return None  # now
     try:
         return parse_time_of_day(value)
     except ValueError as exc:
@@ -102,18 +100,20 @@ SCENARIO_ONLY = ("speed", "start", "prefix", "backfill")
 @click.option(
     "--speed",
     envvar="PUSHSVC_DEMO_SPEED",
-    type=click.FloatRange(min=0, min_open=True, max=86_400),
+    type=click.FloatRange(min=1, max=86_400),
     default=1.0,
     show_default=True,
-    help="Simulated seconds per second: 60 runs an hour a minute, 1440 a day a minute "
+    help="Simulated seconds per second, 1 or more: 60 runs an hour a minute, 1440 a day a "
+    "minute. Events carry their simulated time, so above 1 it runs ahead of the clock "
     "[env PUSHSVC_DEMO_SPEED].",
 )
 @click.option(
     "--start",
     envvar="PUSHSVC_DEMO_START",
     callback=_start,
-    help="Simulated time of day to begin at, HH:MM, e.g. 11:45 to begin before lunch "
-    "(default: the local time now) [env PUSHSVC_DEMO_START].",
+    help="Simulated time of day to begin at, HH:MM, e.g. 11:45 to begin before lunch: the "
+    "latest time the local clock (TZ) showed it, today or yesterday (default: now) "
+    "[env PUSHSVC_DEMO_START].",
 )
 @click.option(
     "--rate",
@@ -129,22 +129,22 @@ SCENARIO_ONLY = ("speed", "start", "prefix", "backfill")
     envvar="PUSHSVC_DEMO_COUNT",
     type=click.IntRange(min=1),
     default=None,
-    help="Stop after this many events [env PUSHSVC_DEMO_COUNT].",
+    help="Stop after this many events, once live (after a backfill) [env PUSHSVC_DEMO_COUNT].",
 )
 @click.option(
     "--duration",
     envvar="PUSHSVC_DEMO_DURATION",
     callback=_duration,
-    help="Stop after this long, e.g. 30s, 10m (default: run until SIGTERM or Ctrl-C) "
-    "[env PUSHSVC_DEMO_DURATION].",
+    help="Stop after this long live (after a backfill), e.g. 30s, 10m (default: run until "
+    "SIGTERM or Ctrl-C) [env PUSHSVC_DEMO_DURATION].",
 )
 @click.option(
     "--seed",
     envvar="PUSHSVC_DEMO_SEED",
     type=int,
     default=None,
-    help="Random seed: the same seed, --start, --speed and --rate post the same events "
-    "[env PUSHSVC_DEMO_SEED].",
+    help="Random seed: the same seed, --start, --speed, --rate and --backfill post the same "
+    "events [env PUSHSVC_DEMO_SEED].",
 )
 @click.option(
     "--prefix",
@@ -166,10 +166,10 @@ SCENARIO_ONLY = ("speed", "start", "prefix", "backfill")
     "--backfill",
     envvar="PUSHSVC_DEMO_BACKFILL",
     callback=_duration,
-    help="First post this much simulated time before --start, e.g. 6h, as fast as the server "
-    "takes it (stamped in the past, so charts of hours show it at once), then go live. Into "
-    "topics without newer events: a fresh server, or another --prefix [env "
-    "PUSHSVC_DEMO_BACKFILL].",
+    help="First post this much simulated time before --start, e.g. 6h: six hours of event "
+    "time, at --speed and --rate as if the demo had run then, posted as fast as the server "
+    "takes it (so charts of hours show it at once), then go live. Into topics without newer "
+    "events: a fresh server, or another --prefix [env PUSHSVC_DEMO_BACKFILL].",
 )
 @click.pass_context
 def demo(
@@ -177,7 +177,7 @@ def demo(
     url: str,
     token: str | None,
     speed: float,
-    start: float,
+    start: float | None,
     rate: float,
     count: int | None,
     duration: float | None,
@@ -189,9 +189,11 @@ def demo(
     """Post a live, realistic workload: a restaurant's order latencies per kitchen station
     (lunch and dinner rushes), ratings per dish (slow drift, the odd bad batch), and a web
     shop's page views, session lengths and checkout values (flash-sale bursts), on a simulated
-    day that runs --speed times faster than the machine's clock."""
+    day that runs --speed times faster than the machine's clock. Each event carries its
+    simulated time on the local clock (TZ): a dashboard in that time zone shows the lunch rush
+    at 12:45."""
     from pushsvc.demo.publisher import Publisher, Rejected
-    from pushsvc.demo.runner import Limits, backfill_scenario, run_scenario, run_walk
+    from pushsvc.demo.runner import RunLimits, run_scenario, run_walk
 
     if topics is not None:
         given = [
@@ -200,43 +202,44 @@ def demo(
         ]  # fmt: skip
         if given:
             raise click.UsageError(f"--{given[0]} is for the scenario: not with --topics")
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from pushsvc.ops.logs import configure
+
+    configure("text")  # as the server logs: credentials redacted, no line per POST
     signal.signal(signal.SIGTERM, _terminate)
     publisher = Publisher(url, token)
-    limits = Limits(count, duration)
+    limits = RunLimits(count, duration)
     try:
         if topics is not None:
             log.warning("posting %g events/s to %s on %s", rate, url, ", ".join(topics))
             posted = run_walk(publisher, topics, rate, limits, seed)
         else:
             from pushsvc.core.durations import duration_label as format_duration
-            from pushsvc.demo.clock import SECONDS_PER_DAY, SimClock, format_time_of_day
+            from pushsvc.demo.clock import SimClock, day_anchor
             from pushsvc.demo.scenario import Scenario, topic_names
 
+            start_s, epoch_s = day_anchor(time.time(), start)
+            newest = publisher.newest(topic_names(prefix))
+            if newest is not None and newest >= epoch_s and backfill is None:
+                # Run before (a restart): a topic's clock never goes back, so earlier events
+                # would be refused as late. The day goes on from where it stands.
+                start_s, epoch_s = day_anchor(newest, None)
+                log.warning(
+                    "the demo's topics already have events up to %s: the day goes on from there",
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)),
+                )
+            began = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(epoch_s))
             log.warning(
                 "posting up to %g events/s to %s: the restaurant and the shop from %s, "
                 "%gx real time, on %d topics (%s…)",
-                rate, url, format_time_of_day(start), speed, len(topic_names()),
-                topic_names(prefix)[0],
+                rate, url, began, speed, len(topic_names()), topic_names(prefix)[0],
             )  # fmt: skip
-            if backfill is not None:
-                past = Scenario(
-                    SimClock((start - backfill) % SECONDS_PER_DAY, speed), rate, seed, prefix
-                )
-                span_s = backfill / speed
-                log.warning(
-                    "backfilling %s simulated before %s",
-                    format_duration(round(backfill * 1e6)),
-                    format_time_of_day(start),
-                )
-                filled = backfill_scenario(publisher, past, span_s, time.time())
-                log.warning("backfilled %d events", filled)
-            scenario = Scenario(SimClock(start, speed), rate, seed, prefix)
-            posted = run_scenario(publisher, scenario, limits)
+            behind = backfill or 0.0
+            if behind:
+                span = format_duration(round(behind * 1e6))
+                log.warning("backfilling the %s of simulated time before that", span)
+            clock = SimClock(start_s - behind, speed, epoch_s - behind)
+            scenario = Scenario(clock, rate, seed, prefix)
+            posted = run_scenario(publisher, scenario, limits, behind_s=behind / speed)
     except (Terminated, KeyboardInterrupt):
         log.warning("stopped by signal")
     except Rejected as exc:

@@ -46,8 +46,13 @@ class Publisher:
         self._sleep = sleep
         self._monotonic = monotonic
         self._waited = False
+        # Every POST brings its own backoff; anything else is asked once (`newest`).
         self._client = Client(
-            self.base_url, token=token, timeout=REQUEST_TIMEOUT_S, sleep=self._wait
+            self.base_url,
+            token=token,
+            timeout=REQUEST_TIMEOUT_S,
+            sleep=self._wait,
+            backoff=Backoff(retries=0),
         )
 
     def post(
@@ -76,6 +81,18 @@ class Publisher:
             self._waited = False
             log.warning("%s is up; posting", self.base_url)
         return True
+
+    def newest(self, topics: Sequence[str]) -> float | None:
+        """The newest event time (the topic clock) the server has of any of `topics`; None when
+        it has none of them, or cannot tell us now (not up yet, or our token may not read
+        them). Asked once, without retrying."""
+        try:
+            listed = self._client.topics()
+        except ClientError:
+            return None
+        wanted = set(topics)
+        clocks = [float(t["last_ts"]) for t in listed if t["topic"] in wanted]
+        return max(clocks, default=None)
 
     def close(self) -> None:
         self._client.close()

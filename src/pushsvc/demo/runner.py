@@ -22,7 +22,7 @@ STALE_S = 4.0
 
 
 @dataclass(frozen=True)
-class Limits:
+class RunLimits:
     count: int | None = None  # events to post
     duration_s: float | None = None  # machine seconds to run
 
@@ -32,30 +32,37 @@ class Limits:
         )
 
 
-def run_scenario(publisher: Publisher, scenario: Scenario, limits: Limits) -> int:
-    """Post the scenario's events as they fall due; returns how many the server accepted.
+def run_scenario(
+    publisher: Publisher, scenario: Scenario, limits: RunLimits, behind_s: float = 0.0
+) -> int:
+    """Post the scenario's events as they fall due; returns how many the server accepted once
+    live (what a catch-up posted is logged, not counted).
 
-    Events carry their time (`ts`) on the machine's clock. Events that could not be posted
-    within STALE_S of their time (the server was down) are dropped and counted in a log line.
+    Events carry their simulated time (`ts`, the scenario clock's `timestamp`). The scenario
+    began `behind_s` machine seconds ago (a backfill: the simulated span before the start,
+    at the same speed): what is due already is posted first, as fast as the server takes it
+    (`_catch_up`), and the limits count from when it is done. Then live: events that could not
+    be posted within STALE_S of their time (the server was down) are dropped and counted in
+    a log line.
     """
-    t0_wall, t0 = time.time(), time.monotonic()
+    t0 = time.monotonic() - behind_s  # the machine time of offset 0
     events = scenario.events()
     upcoming = next(events)
+    if behind_s > 0:
+        upcoming, filled = _catch_up(publisher, scenario, events, upcoming, t0)
+        log.warning("backfilled %d events", filled)
+    live_from = time.monotonic() - t0  # the offset at which the limits start counting
     posted = dropped = 0
     announced: set[Incident] = set()
     hour = -1
-    while not limits.done(posted, elapsed := time.monotonic() - t0):
+    while not limits.done(posted, (elapsed := time.monotonic() - t0) - live_from):
         due: list[DemoEvent] = []
         while upcoming.offset <= elapsed and not limits.done(posted + len(due), 0.0):
             due.append(upcoming)
             upcoming = next(events)
         for topic, batch in _by_topic(due).items():
-            body = [
-                {"value": e.value, "ts": round(t0_wall + e.offset, 3), "tags": e.tags}
-                for e in batch
-            ]
             give_up_at = t0 + batch[0].offset + STALE_S
-            if _post(publisher, topic, body, give_up_at):
+            if _post(publisher, topic, _body(scenario, batch), give_up_at):
                 posted += len(batch)
             else:
                 dropped += len(batch)
@@ -63,50 +70,53 @@ def run_scenario(publisher: Publisher, scenario: Scenario, limits: Limits) -> in
         hour = _announce(scenario, elapsed, hour, announced)
         wake = max(upcoming.offset, elapsed + BATCH_S)
         if limits.duration_s is not None:
-            wake = min(wake, limits.duration_s)
+            wake = min(wake, live_from + limits.duration_s)
         time.sleep(max(0.0, wake - (time.monotonic() - t0)))
     if dropped:
         log.warning("dropped %d events in all while the server was unavailable", dropped)
     return posted
 
 
-BACKFILL_BATCH = 5000  # events per POST while backfilling
+CATCH_UP_BATCH = 5000  # events per round while catching up: one POST per topic each
 
 
-def backfill_scenario(
-    publisher: Publisher, scenario: Scenario, span_s: float, now_wall: float
-) -> int:
-    """Post the scenario's first `span_s` machine seconds, stamped as the `span_s` seconds
-    before `now_wall`, as fast as the server takes them (each topic's events in time order, in
-    batches); returns how many were posted. A topic that already has newer events refuses
-    them as late (a topic's clock only moves forward): Rejected, saying so."""
-    begin = now_wall - span_s
-    posted = 0
-    pending: list[DemoEvent] = []
-    for event in scenario.events():
-        if event.offset >= span_s:
-            break
-        pending.append(event)
-        if len(pending) == BACKFILL_BATCH:
-            posted += _post_backfill(publisher, pending, begin)
-            pending = []
-    return posted + _post_backfill(publisher, pending, begin)
+def _catch_up(
+    publisher: Publisher,
+    scenario: Scenario,
+    events: Iterator[DemoEvent],
+    upcoming: DemoEvent,
+    t0: float,
+) -> tuple[DemoEvent, int]:
+    """Post every event due by now (offset 0 at machine time `t0`), in rounds of at most
+    CATCH_UP_BATCH, each topic's in time order, until none is due; returns the next event
+    and how many were posted. A topic that already has newer events refuses them as late (a
+    topic's clock only moves forward): Rejected, saying so."""
+    filled = 0
+    while upcoming.offset <= (now := time.monotonic() - t0):
+        due: list[DemoEvent] = []
+        while upcoming.offset <= now and len(due) < CATCH_UP_BATCH:
+            due.append(upcoming)
+            upcoming = next(events)
+        for topic, batch in _by_topic(due).items():
+            try:
+                publisher.post(topic, _body(scenario, batch))
+            except Rejected as exc:
+                if exc.code == "late_event":
+                    raise Rejected(
+                        f"{topic} already has events newer than the backfill: backfill into "
+                        "topics without them (a fresh server, or another --prefix)",
+                        exc.code,
+                    ) from None
+                raise
+        filled += len(due)
+    return upcoming, filled
 
 
-def _post_backfill(publisher: Publisher, events: list[DemoEvent], begin: float) -> int:
-    for topic, batch in _by_topic(events).items():
-        body = [{"value": e.value, "ts": round(begin + e.offset, 3), "tags": e.tags} for e in batch]
-        try:
-            publisher.post(topic, body)
-        except Rejected as exc:
-            if exc.code == "late_event":
-                raise Rejected(
-                    f"{topic} already has events newer than the backfill: backfill into topics "
-                    "without them (a fresh server, or another --prefix)",
-                    exc.code,
-                ) from None
-            raise
-    return len(events)
+def _body(scenario: Scenario, batch: list[DemoEvent]) -> Events:
+    clock = scenario.clock
+    return [
+        {"value": e.value, "ts": round(clock.timestamp(e.offset), 3), "tags": e.tags} for e in batch
+    ]
 
 
 def _by_topic(events: list[DemoEvent]) -> dict[str, list[DemoEvent]]:
@@ -156,7 +166,7 @@ def random_walks(topics: Sequence[str], rng: random.Random) -> Iterator[tuple[st
 
 
 def run_walk(
-    publisher: Publisher, topics: Sequence[str], rate: float, limits: Limits, seed: int | None
+    publisher: Publisher, topics: Sequence[str], rate: float, limits: RunLimits, seed: int | None
 ) -> int:
     """A random walk per topic, one event per POST, round-robin at `rate` per second, stamped
     by the server on arrival; retried until the server takes it. Returns how many were posted.

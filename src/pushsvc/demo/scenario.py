@@ -80,7 +80,7 @@ REVIEWS_TOPIC = "restaurant.reviews"
 
 
 def topic_names(prefix: str = "") -> tuple[str, ...]:
-    """Every topic the demo publishes: the one list that README's table must match."""
+    """Every topic the demo publishes: the one list that docs/demo.md's table must match."""
     return tuple(
         prefix + name
         for name in (

@@ -1,11 +1,13 @@
-"""The producer side, pure: `model.py` (the event and its echo), `parse.py` (request bodies),
-`timestamps.py` (epoch seconds and RFC 3339 to µs), `limits.py`, `lateness.py` (the rule)."""
+"""Events in: `parse` (request bodies, JSON or NDJSON), `timestamps` (epoch seconds and RFC 3339
+to µs), `input_limits` (body, batch and tag limits), `lateness` (the one rule), `idempotency`
+(the Idempotency-Key), and the one path in, `accept` (for a POST and for the Redis bridge,
+`redis_bridge`). The event itself and its echo are `pushsvc.core.event`."""
 
 from __future__ import annotations
 
 from pushsvc.core.event import US_PER_S, Event, event_json
-from pushsvc.ingest.input_limits import DEFAULT_LIMITS, Limits
-from pushsvc.ingest.lateness import check_lateness, is_late
+from pushsvc.core.lateness import check_lateness, is_late
+from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
 from pushsvc.ingest.parse import JSON, NDJSON, parse_body
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
 
@@ -17,7 +19,7 @@ __all__ = [
     "NDJSON",
     "US_PER_S",
     "Event",
-    "Limits",
+    "InputLimits",
     "check_lateness",
     "event_json",
     "is_late",

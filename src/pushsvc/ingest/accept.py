@@ -4,9 +4,9 @@ that both validate, limit and judge lateness exactly alike."""
 from __future__ import annotations
 
 from pushsvc.broker.base import Appended, Broker
+from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import validate_topic
-from pushsvc.ingest import Event, Limits, parse_body
-from pushsvc.ingest.idempotency import Idempotency, request_digest
+from pushsvc.ingest import Event, InputLimits, parse_body
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
 
@@ -16,7 +16,7 @@ def ingest(
     body: bytes,
     content_type: str | None,
     *,
-    limits: Limits,
+    limits: InputLimits,
     lateness_us: int,
     now_us: int,
     idempotency_key: str | None = None,
@@ -24,7 +24,7 @@ def ingest(
 ) -> Appended:
     """Validate `body` as events of `topic` and append them to the log, idempotently when an
     `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
-    Raises the HttpError that says what is wrong, having changed nothing."""
+    Raises the RequestError that says what is wrong, having changed nothing."""
     events = validated(topic, body, content_type, limits=limits, now_us=now_us)
     idempotency = None
     if idempotency_key is not None:
@@ -36,9 +36,9 @@ def ingest(
 
 
 def validated(
-    topic: str, body: bytes, content_type: str | None, *, limits: Limits, now_us: int
+    topic: str, body: bytes, content_type: str | None, *, limits: InputLimits, now_us: int
 ) -> list[Event]:
-    """The events of `body` for `topic`, or the HttpError that says what is wrong (the
+    """The events of `body` for `topic`, or the RequestError that says what is wrong (the
     lateness rule is the broker's, at append)."""
     validate_topic(topic)
     return parse_body(body, content_type, now_us=now_us, limits=limits)

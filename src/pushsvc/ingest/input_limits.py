@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class InputLimits:
     """Per-request limits on producer input."""
 
     max_body_bytes: int = 1 << 20
@@ -22,7 +22,7 @@ class Limits:
             raise ValueError("tag limits must not be negative")
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = InputLimits()
 
 
-DEFAULT_LIMITS = Limits()
+DEFAULT_LIMITS = InputLimits()

@@ -5,7 +5,7 @@ accepted whole or rejected whole. Decisions the contract leaves open:
 
 * An error about one event names its position as `index`: the position in the array or
   among the non-empty NDJSON lines, 0 for a body with one object.
-* A batch longer than `Limits.max_batch` is a 413, like an oversized body: both ask the
+* A batch longer than `InputLimits.max_batch` is a 413, like an oversized body: both ask the
   producer to send smaller requests.
 * Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
 """
@@ -20,13 +20,13 @@ import orjson
 from pushsvc.core.event import US_PER_S, Event
 from pushsvc.errors import (
     BadRequest,
-    HttpError,
     InvalidEvent,
     MalformedJson,
     PayloadTooLarge,
+    RequestError,
     UnsupportedMediaType,
 )
-from pushsvc.ingest.input_limits import DEFAULT_LIMITS, Limits
+from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
 
 JSON = "application/json"
@@ -36,7 +36,7 @@ _KEYS = frozenset(("value", "ts", "tags"))
 
 
 def parse_body(
-    body: bytes, content_type: str | None, *, now_us: int, limits: Limits = DEFAULT_LIMITS
+    body: bytes, content_type: str | None, *, now_us: int, limits: InputLimits = DEFAULT_LIMITS
 ) -> list[Event]:
     """Validate a POST body and return its events, or raise the first error.
 
@@ -73,7 +73,7 @@ def media_type(content_type: str | None) -> str:
     return media_type
 
 
-def _parse_json(body: bytes, now_us: int, limits: Limits) -> list[Event]:
+def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -81,7 +81,7 @@ def _parse_json(body: bytes, now_us: int, limits: Limits) -> list[Event]:
     return _events_of_document(doc, now_us, limits)
 
 
-def _events_of_document(doc: object, now_us: int, limits: Limits) -> list[Event]:
+def _events_of_document(doc: object, now_us: int, limits: InputLimits) -> list[Event]:
     if isinstance(doc, dict):
         return [_event(doc, 0, now_us, limits)]
     if not isinstance(doc, list):
@@ -93,7 +93,7 @@ def _events_of_document(doc: object, now_us: int, limits: Limits) -> list[Event]
     return [_event(item, index, now_us, limits) for index, item in enumerate(doc)]
 
 
-def _parse_ndjson(body: bytes, now_us: int, limits: Limits) -> list[Event]:
+def _parse_ndjson(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
     events: list[Event] = []
     for lineno, line in enumerate(body.split(b"\n"), 1):
         if not line.strip():
@@ -116,11 +116,11 @@ def _diagnose(
     text: bytes,
     exc: orjson.JSONDecodeError,
     now_us: int,
-    limits: Limits,
+    limits: InputLimits,
     *,
     first_index: int,
     lineno: int | None,
-) -> HttpError:
+) -> RequestError:
     """Explain a document orjson rejected.
 
     orjson refuses NaN, Infinity and numbers beyond a double at parse time,
@@ -138,7 +138,7 @@ def _diagnose(
                 _events_of_document(doc, now_us, limits)
             else:
                 _event(doc, first_index, now_us, limits)
-        except HttpError as found:
+        except RequestError as found:
             return found
     if lineno is None:
         return MalformedJson(f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
@@ -162,7 +162,7 @@ def _lenient_float(literal: str) -> float | _TooLarge:
     return _TooLarge() if math.isinf(number) else number
 
 
-def _event(item: object, index: int, now_us: int, limits: Limits) -> Event:
+def _event(item: object, index: int, now_us: int, limits: InputLimits) -> Event:
     if not isinstance(item, dict):
         raise InvalidEvent(f"an event must be a JSON object, not {_describe(item)}", index=index)
     if not _KEYS.issuperset(item):
@@ -218,7 +218,7 @@ def _ts_us(ts: object, index: int) -> int:
     return ts_us
 
 
-def _tags(tags: object, index: int, limits: Limits) -> dict[str, str] | None:
+def _tags(tags: object, index: int, limits: InputLimits) -> dict[str, str] | None:
     if not isinstance(tags, dict):
         raise InvalidEvent(f"tags must be an object of strings, not {_describe(tags)}", index=index)
     if not tags:

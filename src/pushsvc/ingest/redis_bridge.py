@@ -3,13 +3,18 @@
 One bridge at a time per deployment: every aggregator process runs one, and the one holding
 the lease `{prefix}lease:bridge` is subscribed to `{prefix}ingest:*`; the others stand by and
 subscribe when they take the lease over (within one lease time of the holder's death). Each
+tenure of the lease subscribes on a connection of its own, closed when the tenure ends. Each
 message gets the POST's validation and limits (`ingest.validated`) and the broker's lateness
 rule at append, so a rejected message changes nothing; it is counted by reason in Redis
 (every web process's `/metrics` shows it) and logged once per reason and topic.
 
-Appends are fenced by the bridge's lease token (the append script checks it), so a bridge
-that was paused past its lease and wakes with messages queued appends none of them: its
-successor, which pub/sub gave the same messages, already did.
+Appends are fenced by the token of the tenure their subscription belongs to (the append
+script checks it), so a bridge that was paused past its lease and wakes with messages queued
+appends none of them: its successor, which pub/sub gave the same messages, already did. That
+holds when the successor died meanwhile too and the woken bridge takes the lease again: after
+another process's tenure, that is a new tenure, under a new token, on a new connection, never
+the old one's queue. A lapse nobody took the lease in is no new tenure: the bridge goes on with
+its subscription and appends what it queued, which no other bridge can have appended.
 
 A Redis that refuses an append (full at `maxmemory`, read-only, busy, loading: nothing was
 written) is waited for: the bridge retries the same batch with a backoff, logging once, and
@@ -24,6 +29,7 @@ kept like any POST.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 
@@ -37,10 +43,10 @@ from pushsvc.errors import (
     BrokerRefused,
     BrokerUnavailable,
     Fenced,
-    HttpError,
     ReplicasUnconfirmed,
+    RequestError,
 )
-from pushsvc.ingest import Event, Limits
+from pushsvc.ingest import Event, InputLimits
 from pushsvc.ingest.accept import sniff_media_type, validated
 
 log = logging.getLogger(__name__)
@@ -53,19 +59,18 @@ _MAX_BACKOFF_S = 2.0
 class Bridge:
     """`run(stop)` until `stop` is set: hold or wait for the lease, bridge while holding."""
 
-    def __init__(self, broker: RedisBroker, *, limits: Limits, lateness_us: int, lease_us: int):
+    def __init__(
+        self, broker: RedisBroker, *, limits: InputLimits, lateness_us: int, lease_us: int
+    ):
         self._broker = broker
         self._limits = limits
         self._lateness_us = lateness_us
         keys = broker.keys
         self._channel_prefix = keys.ingest_channel
         self.lease = Lease(broker.url, keys.bridge_lease, ttl_us=lease_us)
-        self._reader = PubSubReader(
-            single_client(broker.url, socket_timeout=None),
-            name=f"pushsvc-bridge-{keys.prefix}",
-            on_messages=self._on_messages,
-        )
-        self._subscribed = False
+        self._reader: PubSubReader | None = None
+        self._tenure: str | None = None
+        """The lease token `_reader` bridges under; None while standing by."""
         self._logged: set[tuple[str, str]] = set()
         self._closing = gevent.event.Event()
 
@@ -73,29 +78,44 @@ class Bridge:
         try:
             while not stop.is_set():
                 holding = self.lease.renew()
-                if holding and not self._subscribed:
-                    self._subscribe()
-                elif not holding and self._subscribed:
-                    self._reader.remove_prefix(self._channel_prefix)
-                    self._subscribed = False
+                if holding and self._tenure != self.lease.token:
+                    # A new tenure: what an earlier one's connection holds, a successor may
+                    # have appended meanwhile. Subscribe afresh.
+                    self._stand_by()
+                    self._subscribe(self.lease.token)
+                elif not holding and self._tenure is not None:
+                    self._stand_by()
                     log.warning("bridge: standing by")
                 stop.wait(self.lease.ttl_s / 3)
         finally:
             self.close()
 
-    def _subscribe(self) -> None:
+    def _subscribe(self, tenure: str) -> None:
+        keys = self._broker.keys
+        reader = PubSubReader(
+            single_client(self._broker.url, socket_timeout=None),
+            name=f"pushsvc-bridge-{keys.prefix}",
+            on_messages=functools.partial(self._on_messages, tenure),
+        )
         try:
-            self._reader.add_prefix(self._channel_prefix)
+            reader.add_prefix(self._channel_prefix)
         except BrokerUnavailable as exc:
+            reader.close()
             log.warning("bridge: could not subscribe (%s); retrying", exc)
             return
-        self._subscribed = True
+        self._reader, self._tenure = reader, tenure
         log.warning("bridge: bridging %s* into the event log", self._channel_prefix.decode())
 
-    def _on_messages(self, messages: list[tuple[bytes, bytes]]) -> None:
+    def _stand_by(self) -> None:
+        """Close this tenure's subscription, and what it had received with it."""
+        reader, self._reader, self._tenure = self._reader, None, None
+        if reader is not None:
+            reader.close()
+
+    def _on_messages(self, tenure: str, messages: list[tuple[bytes, bytes]]) -> None:
         accepted = 0
         rejected: dict[str, int] = {}
-        fence = (self._broker.keys.bridge_lease, self.lease.token)
+        fence = (self._broker.keys.bridge_lease, tenure)
         for channel, body in messages:
             topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
             try:
@@ -113,7 +133,7 @@ class Bridge:
                     # producer has no answer to retry on: bridged, not refused.
                     self._log_once(exc.code, topic, exc, outcome="bridged")
                 accepted += len(events)
-            except HttpError as exc:  # broker_unavailable too: Redis went away under us
+            except RequestError as exc:  # broker_unavailable too: Redis went away under us
                 rejected[exc.code] = rejected.get(exc.code, 0) + 1
                 self._log_once(exc.code, topic, exc)
             except Fenced:
@@ -151,7 +171,7 @@ class Bridge:
             return
 
     def _log_once(
-        self, reason: str, topic: str, exc: HttpError, *, outcome: str = "rejected"
+        self, reason: str, topic: str, exc: RequestError, *, outcome: str = "rejected"
     ) -> None:
         key = (reason, topic[:200])
         if key in self._logged:
@@ -163,6 +183,6 @@ class Bridge:
 
     def close(self) -> None:
         self._closing.set()
-        self._reader.close()
+        self._stand_by()
         self.lease.release()
         self.lease.close()

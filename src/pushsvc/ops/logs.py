@@ -1,6 +1,8 @@
 """Log lines: plain text for people or one JSON object per line for collectors
 (`--log-format json`), each with the request id of the request it was logged in, and never a
-credential (`pushsvc.security.redact`).
+credential (`pushsvc.security.redact`). The HTTP client libraries' own loggers (httpx logs
+every request it sends at INFO) are held at WARNING: a producer such as `pushsvc demo` would
+otherwise write a line per POST.
 
 The request id is the client's `X-Request-ID` when it sends a sane one (a proxy in front often
 does), else a new one; it is echoed in the response, so a client can quote it. Each request
@@ -15,16 +17,21 @@ import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
-from flask import Flask, Response, request
 
 from pushsvc.security.redact import RedactCredentials
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 FORMATS = ("text", "json")
 HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _TEXT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+QUIET_LOGGERS = ("httpx", "httpcore")
+"""Libraries whose INFO lines are one per request: logged from WARNING up only."""
 
 request_id: ContextVar[str | None] = ContextVar("pushsvc_request_id", default=None)
 
@@ -57,7 +64,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(log_format: str = "text") -> None:
-    """Log INFO and above to standard error, in `log_format`, credentials redacted."""
+    """Log INFO and above to standard error, in `log_format`, credentials redacted; the
+    QUIET_LOGGERS from WARNING up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
     handler.addFilter(_RequestId())
@@ -65,6 +73,8 @@ def configure(log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def ensure_configured(log_format: str = "text") -> None:
@@ -89,6 +99,9 @@ def ensure_configured(log_format: str = "text") -> None:
 
 def install(app: Flask) -> None:
     """Give every request an id (the client's sane `X-Request-ID`, else a new one)."""
+    # Here, not at the top: `pushsvc demo` configures its logging with this module and
+    # has no use for Flask.
+    from flask import request
 
     @app.before_request
     def _assign() -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushsvc.config import Settings
+from pushsvc.errors import CannotListen
 from pushsvc.ops.children import die_with_parent
 from pushsvc.ops.private_redis import PrivateRedis
 
@@ -80,6 +81,7 @@ class Supervisor:
             _check_redis(self.settings.redis_url)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
+        port = self._reserve_port()  # first: a port in use stops us with one line
         try:
             url = self.settings.redis_url
             if url is None:
@@ -87,7 +89,6 @@ class Supervisor:
                 self.redis = PrivateRedis(Path(data_dir) if data_dir else None).start()
                 url = self.redis.url
                 log.warning("private redis-server %s (%s)", self.redis.binary, self.redis.socket)
-            port = self._reserve_port()
             self.children = self._plan(url, port)
             for child in self.children:
                 child.start()
@@ -112,7 +113,11 @@ class Supervisor:
         every worker, and every restarted worker, binds too."""
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((self.settings.host, self.settings.port))
+        try:
+            sock.bind((self.settings.host, self.settings.port))
+        except OSError as exc:
+            sock.close()
+            raise CannotListen.on(self.settings.host, self.settings.port, exc) from None
         self._reserved = sock
         return int(sock.getsockname()[1])
 

@@ -8,13 +8,12 @@ when a good cookie is also sent. Without `PUSHSVC_JWT_KEY` everything is allowed
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from werkzeug import Request
 
-from pushsvc.config import Settings
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import Forbidden, Unauthorized
 from pushsvc.security.scopes import Scope
@@ -27,7 +26,7 @@ Source = Literal["header", "cookie", "query"]
 
 
 @dataclass(frozen=True, slots=True)
-class Reader:
+class ReadAccess:
     """What a subscribing request may receive: `matcher` narrowed to its scope, until
     `expires_at` (epoch seconds; None: never, as without auth or anonymously)."""
 
@@ -40,23 +39,22 @@ class Reader:
 
 
 class Gate:
-    """The access policy of one app, built once from its settings."""
+    """The access policy of one app, built once from its settings (`Runtime.build`):
+    `verifier` None turns auth off; `anonymous` is what a request without a token may read;
+    `token_query` allows `?token=` to subscribe; `trusted_origins` may post with the cookie."""
 
-    def __init__(self, settings: Settings) -> None:
-        key = settings.jwt_key
-        self.verifier = (
-            None
-            if key is None
-            else Verifier(
-                key,
-                audience=settings.jwt_audience,
-                issuer=settings.jwt_issuer,
-                previous=settings.jwt_previous_key,
-            )
-        )
-        self.anonymous = Scope.of(settings.anonymous)
-        self.token_query = settings.token_query
-        self._trusted_origins = frozenset(settings.cors_origins)
+    def __init__(
+        self,
+        verifier: Verifier | None,
+        *,
+        anonymous: Scope,
+        token_query: bool,
+        trusted_origins: Iterable[str],
+    ) -> None:
+        self.verifier = verifier
+        self.anonymous = anonymous
+        self.token_query = token_query
+        self._trusted_origins = frozenset(trusted_origins)
 
     @property
     def enabled(self) -> bool:
@@ -78,11 +76,11 @@ class Gate:
             raise Forbidden(f"the token does not allow publishing to {topic!r}")
         return grant
 
-    def reader(self, request: Request, wanted: TopicMatcher) -> Reader:
+    def reader(self, request: Request, wanted: TopicMatcher) -> ReadAccess:
         """What a stream (or a read) of `wanted` may receive; Unauthorized when it needs a
         token it lacks, Forbidden when its token does not cover an explicit topic name."""
         if self.verifier is None:
-            return Reader(wanted, None)
+            return ReadAccess(wanted, None)
         scope, grant = self._reading_scope(request)
         refused = scope.refused(wanted)
         if refused:
@@ -94,7 +92,7 @@ class Gate:
             if grant is None:
                 raise Unauthorized("subscribing needs a token")
             raise Forbidden("the token allows reading no topic")
-        return Reader(
+        return ReadAccess(
             scope.restrict(wanted),
             None if grant is None else grant.expires_at,
             scope.alert_topics,

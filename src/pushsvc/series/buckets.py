@@ -10,11 +10,11 @@ exact, mean and var exact to rounding, and its percentiles within the sketch's 1
 error (`pushsvc.stats.sketch`).
 
 A bucket `[t, t + resolution)` closes when the clock reaches `t + resolution + lateness`: no
-accepted event can land in it after that (`pushsvc.ingest.lateness`). A coarser bucket
+accepted event can land in it after that (`pushsvc.core.lateness`). A coarser bucket
 closes at the same clock as its last finer bucket, right after it. Buckets without events
 make no point.
 
-Rebuilding (`pushsvc.aggregate.checkpoint`): `durable_state` holds the coarser tiers' open
+Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
 buckets and the clock of the last close, not the finest tier's values, which the event log
 gives back: `replayed` puts an event of the log back into the finest tier unless its bucket
 had closed (and was merged) by then.
@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pushsvc.series.point import Point
-from pushsvc.series.tiers import SeriesTier
+from pushsvc.rules.point import Point
+from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats.sketch import Sketch
-from pushsvc.stats.state_codec import Reader, Writer
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["ACCURACY", "SeriesBuckets"]
 
@@ -84,14 +84,14 @@ class _Aggregate:
         var = max(self.m2, 0.0) / (n - 1) if n > 1 else None
         return Point(t_us, n, self.total, self.total / n, self.low, self.high, var, p50, p90, p99)
 
-    def write(self, out: Writer) -> None:
+    def write(self, out: StateWriter) -> None:
         out.uint(self.count)
         for value in (self.total, self.mean, self.m2, self.low, self.high):
             out.double(value)
         self.sketch.write_bins(out)
 
     @classmethod
-    def read(cls, source: Reader) -> _Aggregate:
+    def read(cls, source: StateReader) -> _Aggregate:
         count = source.uint()
         total, mean, m2, low, high = (source.double() for _ in range(5))
         sketch = Sketch(ACCURACY)
@@ -137,7 +137,7 @@ def _finest(t_us: int, values: list[float], summarise: bool) -> tuple[Point, _Ag
 
 class SeriesBuckets:
     """Open buckets of `tiers` (finest first, each resolution a multiple of the previous,
-    `pushsvc.series.tiers`) under the allowed lateness `lateness_us`. Not greenlet-safe."""
+    `pushsvc.rules.tiers`) under the allowed lateness `lateness_us`. Not greenlet-safe."""
 
     __slots__ = (
         "_closed_clock", "_coarse", "_labels", "_lateness", "_newest_start", "_newest_values",
@@ -234,7 +234,7 @@ class SeriesBuckets:
         return len(self._open) + sum(len(buckets) for buckets in self._coarse)
 
     def durable_state(self) -> bytes:
-        out = Writer()
+        out = StateWriter()
         out.uint(_VERSION)
         out.sint(self._closed_clock)
         for buckets in self._coarse:
@@ -249,7 +249,7 @@ class SeriesBuckets:
         """From `durable_state`, of the same tiers; the finest tier's buckets then come back
         through `replayed`."""
         series = cls(tiers, lateness_us)
-        source = Reader(data)
+        source = StateReader(data)
         version = source.uint()
         if version != _VERSION:
             raise ValueError(f"series state of version {version}, expected {_VERSION}")

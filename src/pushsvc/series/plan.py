@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pushsvc.series.tiers import SeriesTier
+from pushsvc.rules.tiers import SeriesTier
 
 __all__ = ["Segment", "plan_segments"]
 

@@ -1,7 +1,7 @@
 """`SeriesStore`: the memory broker's points, compact (pure).
 
 One `bytearray` per series (a tier of a topic or of a group): fixed-size records of the
-bucket's start (int64) and the point's stored form (`pushsvc.series.point`), in ascending
+bucket's start (int64) and the point's stored form (`pushsvc.rules.point`), in ascending
 start. 80 bytes a point and no object per point; a read bisects on the starts; trimming to
 the retention deletes from the front, which a bytearray does without moving the rest.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Hashable
 
-from pushsvc.series.point import PACKED_SIZE
+from pushsvc.rules.point import PACKED_SIZE
 
 __all__ = ["RECORD_SIZE", "SeriesStore"]
 

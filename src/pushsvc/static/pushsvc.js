@@ -116,7 +116,8 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {string} alert
  * @property {string} topic
  * @property {GroupKey|null} group
- * @property {"pending"|"firing"|"resolved"} state
+ * @property {"pending"|"firing"|"resolved"|"inactive"} state `inactive`: a pending instance
+ *   whose condition stopped holding before it fired (it was never notified).
  * @property {number|null} value
  * @property {number} since Epoch seconds.
  * @property {Object<string, string>} labels
@@ -666,7 +667,9 @@ export class Subscription {
 
 /**
  * What the server's `?windows=&stats=` does to a stream's updates, for the history's (which
- * come whole): a function from an update to the update with only those windows and stats.
+ * come whole): a function from an update to the update with only those windows and stats
+ * (those the topic keeps; a window left with none of the stats is left out, as the server
+ * leaves it out of a pattern stream).
  * @param {string[]} windows @param {string[]} stats
  * @returns {(update: Update) => Update}
  */
@@ -680,7 +683,11 @@ function projection(windows, stats) {
   const cut = (all) => {
     const kept = windows.length ? only(all, windows) : all;
     if (!stats.length) return kept;
-    return Object.fromEntries(Object.entries(kept).map(([w, values]) => [w, only(values, stats)]));
+    return Object.fromEntries(
+      Object.entries(kept)
+        .map(([w, values]) => [w, only(values, stats)])
+        .filter(([, values]) => Object.keys(values).length > 0),
+    );
   };
   return (update) => {
     const projected = { ...update, windows: cut(update.windows) };

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pushsvc.core.durations import duration_label
+from pushsvc.rules.analytics import Rule
 from pushsvc.stats.layout import NO_CLOCK
-from pushsvc.stats.rules import Rule
 from pushsvc.stats.spec import WindowSpec
 from pushsvc.stats.windows import TopicWindows
 

@@ -49,6 +49,7 @@ from itertools import pairwise
 
 from sortedcontainers import SortedList
 
+from pushsvc.rules.names import MAX_COUNT_WINDOW
 from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, QUANTILE_OF, select_stats
 from pushsvc.stats.moments import moments, scaled
 from pushsvc.stats.order import order_stats_for
@@ -61,7 +62,7 @@ __all__ = ["MAX_SIZE", "CountWindows"]
 #: one topic or group (a rule with 100 groups: ~0.6 GB), ~1.6 MB of serialised state to write
 #: on each snapshot, and a late event's memmove of up to 0.8 MB per column. Past that, a time
 #: window or a long window is the right tool.
-MAX_SIZE = 100_000
+MAX_SIZE = MAX_COUNT_WINDOW
 
 _MICROS = 1_000_000
 _COMPACT_MIN = 1024

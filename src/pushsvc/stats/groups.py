@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from pushsvc.core.positions import EventPosition
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.windows import TopicWindows
 
@@ -32,9 +33,8 @@ __all__ = ["OTHER", "Group", "TopicGroups", "group_id"]
 OTHER = "(other)"
 """Every tag of the overflow group has this value."""
 
-Position = tuple[int, int, int]
-"""Where a group was admitted: the log entry's position (two integers) and the index of the
-event in the entry."""
+Position = EventPosition
+"""Where a group was admitted: the event's position in the log."""
 
 
 def group_id(values: Sequence[str | None]) -> str:
@@ -113,12 +113,16 @@ class TopicGroups:
         holds: the group the event at `at` went to then, if it is still live. A live group
         admitted at or before `at` took it; any other event went to the overflow group, or to
         a group forgotten since, whose events are out of every time window by now (module
-        doc) — so the overflow group takes it if live, and None means it is in no window."""
+        doc) — so the overflow group takes it if it was live then, and None means it is in no
+        window. An event from before the overflow group was admitted never went to it: given
+        to it, a rebuilt series bucket of the overflow group would hold an event of a group
+        forgotten since, and close as a point the running aggregator never made."""
         values = tuple(None if tags is None else tags.get(tag) for tag in self.tags)
         group = self._by_id.get(group_id(values))
         if group is not None and group.admitted <= at:
             return group
-        return self._other
+        other = self._other
+        return other if other is not None and other.admitted <= at else None
 
     def _new(self, gid: str, values: Sequence[str | None] | None, at: Position) -> Group:
         key = dict(zip(self.tags, values or (OTHER,) * len(self.tags), strict=True))

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pushsvc.stats.order import QUANTILES
+# The names a rule may ask for, which the layout lays out (re-exported for the engine).
+from pushsvc.rules.names import ALL_STATS as ALL_STATS
+from pushsvc.rules.names import QUANTILES
+from pushsvc.rules.names import STAT_KEYS as STAT_KEYS
 
-#: Statistic names of every window's summary, in output order.
-STAT_KEYS: tuple[str, ...] = (
-    "count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99",
-)  # fmt: skip
-#: ...and `rate` (events per second), which analytics rules and `--stats` may ask for by name.
-ALL_STATS: tuple[str, ...] = (*STAT_KEYS, "rate")
 #: Every statistic except the quantiles: O(1) per event, no sorted list kept.
 SCALAR_STATS: tuple[str, ...] = STAT_KEYS[:7]
 

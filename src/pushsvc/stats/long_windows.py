@@ -40,15 +40,15 @@ import math
 from bisect import insort
 from collections.abc import Sequence
 
+from pushsvc.rules.names import SUB_BUCKETS
 from pushsvc.stats.layout import ALL_STATS, MOMENTS_1, NO_CLOCK, QUANTILE_OF, select_stats
 from pushsvc.stats.moments import moments
 from pushsvc.stats.sketch import Sketch
-from pushsvc.stats.state_codec import Reader, Writer
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["SUB_BUCKETS", "LongWindows"]
 
-#: A window is cut into sub-buckets of ``width // SUB_BUCKETS`` µs.
-SUB_BUCKETS = 60
+# A window is cut into sub-buckets of ``width // SUB_BUCKETS`` µs (its edge is rounded to one).
 _STATE_VERSION = 1
 _US_PER_S = 1_000_000
 _NO_MOMENTS = (0.0, None, None, None)
@@ -330,7 +330,7 @@ class LongWindows:
 
     def to_state(self) -> bytes:
         """The clock and every sub-bucket (count, exact sums, min, max, sketch bins)."""
-        out = Writer()
+        out = StateWriter()
         out.uint(_STATE_VERSION)
         out.double(self._accuracy)
         out.uint(len(self._windows))
@@ -370,7 +370,7 @@ class LongWindows:
         exactly as the original. ValueError if the state is malformed or was written for
         other widths or another accuracy."""
         self = cls(widths_us, labels, stats, accuracy=accuracy)
-        source = Reader(state)
+        source = StateReader(state)
         version = source.uint()
         if version != _STATE_VERSION:
             raise ValueError(f"long-window state of version {version}, expected {_STATE_VERSION}")

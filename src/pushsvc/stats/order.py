@@ -21,10 +21,11 @@ from collections.abc import Callable
 
 from sortedcontainers import SortedList
 
+from pushsvc.rules.names import QUANTILES
+
 __all__ = ["QUANTILES", "order_stats", "order_stats_for"]
 
 #: (stat name, q) reported for every window, in output order.
-QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 _QS = tuple(q for _, q in QUANTILES)
 

@@ -62,7 +62,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 
-from pushsvc.stats.state_codec import Reader, Writer
+from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["Sketch"]
 
@@ -206,7 +206,7 @@ class _Store:
 
         return locate
 
-    def write(self, out: Writer) -> None:
+    def write(self, out: StateWriter) -> None:
         held = self.used()
         if held is None:
             out.sint(0)
@@ -216,7 +216,7 @@ class _Store:
         out.sint(self.off + first)
         out.counts(self.bins[first : last + 1])
 
-    def read(self, source: Reader) -> None:
+    def read(self, source: StateReader) -> None:
         first = source.sint()
         counts = source.counts()
         total = sum(counts)
@@ -452,13 +452,13 @@ class Sketch:
 
     # -- bytes ------------------------------------------------------------------------------
 
-    def write_bins(self, out: Writer) -> None:
+    def write_bins(self, out: StateWriter) -> None:
         """The counts alone (a caller that knows the accuracy embeds sketches this way)."""
         out.uint(self._zero)
         self._neg.write(out)
         self._pos.write(out)
 
-    def read_bins(self, source: Reader) -> None:
+    def read_bins(self, source: StateReader) -> None:
         """Load counts written by ``write_bins`` into this EMPTY sketch."""
         if self.count:
             raise ValueError("read_bins needs an empty sketch")
@@ -467,7 +467,7 @@ class Sketch:
         self._pos.read(source)
 
     def to_bytes(self) -> bytes:
-        out = Writer()
+        out = StateWriter()
         out.uint(_VERSION)
         out.double(self._accuracy)
         self.write_bins(out)
@@ -475,7 +475,7 @@ class Sketch:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, indexed: bool = False) -> Sketch:
-        source = Reader(data)
+        source = StateReader(data)
         version = source.uint()
         if version != _VERSION:
             raise ValueError(f"sketch bytes of version {version}, expected {_VERSION}")

@@ -19,7 +19,7 @@ import struct
 import sys
 from array import array
 
-__all__ = ["Reader", "Writer"]
+__all__ = ["StateReader", "StateWriter"]
 
 _DOUBLE = struct.Struct("<d")
 # Unsigned typecodes from narrow to wide, with the largest value each holds.
@@ -28,7 +28,7 @@ _WIDE = "Q"
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
-class Writer:
+class StateWriter:
     """Appends fields to one ``bytearray``; ``bytes()`` is the result."""
 
     __slots__ = ("_out",)
@@ -80,8 +80,8 @@ def _sized(typecode: str) -> str:
     raise RuntimeError(f"no array typecode of {want} bytes here")  # pragma: no cover
 
 
-class Reader:
-    """Reads back what a ``Writer`` wrote, in the same order; ``done()`` checks the end."""
+class StateReader:
+    """Reads back what a ``StateWriter`` wrote, in the same order; ``done()`` checks the end."""
 
     __slots__ = ("_data", "_pos")
 

@@ -15,7 +15,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from support.live import PushsvcProcess, request
@@ -64,6 +64,16 @@ class FaultStack:
             self.webs.remove(web)
         web.stop()
 
+    def kill_web(self, web: PushsvcProcess) -> None:
+        """SIGKILL: its streams and requests break off, nothing is said to anyone."""
+        web.kill()
+        with self._lock:
+            self.webs.remove(web)
+
+    def kill_aggregator(self, aggregator: PushsvcProcess) -> None:
+        aggregator.kill()  # SIGKILL: no lease release, no goodbye
+        self.aggregators.remove(aggregator)
+
     def start_aggregator(self) -> PushsvcProcess:
         aggregator = PushsvcProcess("aggregate", env=self.env, http=False).start()
         self.aggregators.append(aggregator)
@@ -99,13 +109,26 @@ class Received:
     alerts: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     """(id, data) of the `alert` messages (a watcher of `_alerts`)."""
     connects: int = 0
+    ends: list[tuple[int, int]] = field(default_factory=list)
+    """(port, updates received by then) each time a stream of it ended."""
 
 
 class Watcher(threading.Thread):
-    """One EventSource-like client of `topic`."""
+    """One EventSource-like client of `topic`. With `drops`, it also closes its stream itself
+    once it has received that many updates (each count once), and resumes on the next web
+    process with its `Last-Event-ID`, as a browser tab that lost its network would."""
 
-    def __init__(self, deployment: FaultStack, topic: str, index: int, *, query: str = "") -> None:
+    def __init__(
+        self,
+        deployment: FaultStack,
+        topic: str,
+        index: int,
+        *,
+        query: str = "",
+        drops: Sequence[int] = (),
+    ) -> None:
         super().__init__(daemon=True, name=f"watcher-{index}")
+        self.drops = frozenset(drops)
         self.deployment = deployment
         self.topic = topic
         self.path = f"/topics/{topic}/stream{query}"
@@ -116,6 +139,9 @@ class Watcher(threading.Thread):
         self.last_id: str | None = None
         self.stopping = threading.Event()
         self.subscribed = threading.Event()
+        self.on_update: Callable[[int], None] = lambda count: None
+        """Called in this watcher's thread with the count of updates after each one (a
+        test times a fault on it)."""
 
     def run(self) -> None:
         attempt = self.index
@@ -149,6 +175,10 @@ class Watcher(threading.Thread):
                     elif message.event == "stats":
                         value = data["event"]["value"]
                         self.received.updates.append((message.id, value, data))
+                        self.on_update(len(self.received.updates))
+                        if len(self.received.updates) in self.drops:
+                            self.last_id = message.id
+                            return  # dropped: resume elsewhere with this id
                     elif message.event == "point":
                         self.received.points.append((message.id, data))
                     elif message.event == "alert":
@@ -156,6 +186,8 @@ class Watcher(threading.Thread):
                     if message.id:
                         self.last_id = message.id
         finally:
+            if self.received.connects and self.subscribed.is_set():
+                self.received.ends.append((port, len(self.received.updates)))
             conn.close()
 
     def stop(self) -> None:
@@ -183,9 +215,10 @@ class Producer(threading.Thread):
         self.base_us = (time.time_ns() // 1000 // S) * S
         self.acked: list[tuple[float, int]] = []  # (value, ts_us) answered 202
         # Not acknowledged but possibly logged, so possibly applied: answered 503
-        # `replicas_unconfirmed`, or in flight when the primary died (`note_in_flight`).
+        # `replicas_unconfirmed`, or unanswered while the primary died (`note_unanswered`).
         self.maybe_applied: list[tuple[float, int]] = []
-        self.posting: tuple[float, int] | None = None  # the event whose POST is under way
+        # (value, ts_us, started, ended) of every other POST not answered 202.
+        self.unanswered: list[tuple[float, int, float, float]] = []
         self.statuses: dict[int, int] = {}
         self.slowest_s = 0.0
         self.stopping = threading.Event()
@@ -206,14 +239,15 @@ class Producer(threading.Thread):
                 time.sleep(self.interval)
                 continue
             ts_us = self.base_us + n * 20_000
-            self.posting = (float(n), ts_us)
+            started = time.monotonic()
             status, code = self._post(ports[n % len(ports)], n, ts_us)
-            self.posting = None
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status == 202:
                 self.acked.append((float(n), ts_us))
             elif code == "replicas_unconfirmed":
                 self.maybe_applied.append((float(n), ts_us))
+            else:
+                self.unanswered.append((float(n), ts_us, started, time.monotonic()))
             n += 1
             time.sleep(self.interval)
 
@@ -241,12 +275,15 @@ class Producer(threading.Thread):
         self.slowest_s = max(self.slowest_s, time.monotonic() - started)
         return status, code
 
-    def note_in_flight(self) -> None:
-        """The POST under way (if any) may have been logged whatever it is answered: its
-        reply, not its append, may be what a dying primary loses."""
-        posting = self.posting
-        if posting is not None:
-            self.maybe_applied.append(posting)
+    def note_unanswered(self, since: float, until: float) -> None:
+        """The POSTs under way at some point between `since` and `until` (time.monotonic)
+        and not answered 202 may have been logged all the same: their replies, not their
+        appends, may be what a dying primary lost. Call it once they are answered."""
+        self.maybe_applied += [
+            (value, ts_us)
+            for value, ts_us, started, ended in self.unanswered
+            if started <= until and ended >= since
+        ]
 
     def pause(self) -> None:
         self._running.clear()

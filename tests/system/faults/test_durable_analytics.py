@@ -23,7 +23,7 @@ import redis
 from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
-from pushsvc.stats.rules import Rules, default_rule, parse_rules
+from pushsvc.rules.analytics import Rules, default_rule, parse_rules
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -20,8 +20,8 @@ import redis
 from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
-from pushsvc.series.tiers import parse_tiers
-from pushsvc.stats.rules import Rules, default_rule
+from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.rules.tiers import parse_tiers
 from support.live import PushsvcProcess, post, request
 from support.redis_server import RedisServer
 

@@ -9,7 +9,8 @@
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
---       instance_count,
+--       instance_count, applied_after (the entry the caller last saw published: the batch
+--       continues from it),
 --       then topic, clock_us, body for each of the draft_count drafts,
 --       then for each of the point_count drafts that are series points: its draft's place
 --       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
@@ -19,7 +20,11 @@
 --       then topic, group id, group JSON ('' forgets the group) for each group they carry.
 -- Returns {epoch, stream ids in draft order ('' for a point its series holds already: it
 -- was published before and is not published again)}, or an error when the lease is not
--- the caller's.
+-- the caller's (FENCED), or when the log is recorded as applied past `applied_after`
+-- (PUBLISHED): some of the batch was published already, by this caller's own attempt whose
+-- answer it never got (a dropped connection, a timeout) or by another holder, and nothing
+-- is published twice. A recorded position behind `applied_after` (a failover lost the last
+-- publishes) lets the batch through, as before.
 --
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
 -- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
@@ -38,7 +43,8 @@ local channel_prefix, lease_token = ARGV[3], ARGV[4]
 local applied_id, applied_entries = ARGV[5], ARGV[6]
 local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
 local point_count, instance_count = tonumber(ARGV[9]), tonumber(ARGV[10])
-local FIRST_DRAFT = 11  -- ARGV's first draft's topic; its clock_us and body follow
+local applied_after = ARGV[11]
+local FIRST_DRAFT = 12  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
 local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
@@ -57,6 +63,21 @@ end
 
 if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another aggregator')
+end
+-- Whether log entry id `a` comes after `b`: `<ms>-<seq>`, compared as a pair of integers
+-- (both fit a double exactly).
+local function past(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if tonumber(a_ms) ~= tonumber(b_ms) then return tonumber(a_ms) > tonumber(b_ms) end
+  return tonumber(a_seq) > tonumber(b_seq)
+end
+if applied_id ~= '' then
+  local recorded = redis.call('HGET', applied_key, 'id')
+  if recorded and past(recorded, applied_after) then
+    return redis.error_reply('PUBLISHED the log is applied up to ' .. recorded .. ', past '
+      .. applied_after .. ' where this batch continues from')
+  end
 end
 local epoch = redis.call('GET', epoch_key)
 if not epoch or redis.call('EXISTS', history_key) == 0 then

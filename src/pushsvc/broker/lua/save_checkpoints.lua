@@ -1,4 +1,4 @@
--- The active aggregator saves its topics' checkpoints (aggregate/checkpoint.py): each topic's
+-- The active aggregator saves its topics' checkpoints (core/checkpoint.py): each topic's
 -- hash is replaced whole, so a rebuild reads one consistent state, and never by an older one
 -- (a former holder that has not noticed it lost the lease is refused by the fence anyway).
 --

@@ -55,11 +55,12 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency, key_reused
+from pushsvc.core.lateness import check_lateness
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
-from pushsvc.errors import BrokerUnavailable, HttpError, ReplicasUnconfirmed, TooManyTopics
-from pushsvc.ingest import Event, check_lateness
-from pushsvc.ingest.idempotency import Idempotency, key_reused
+from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed, RequestError, TooManyTopics
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,13 @@ _SERIES_TTL_MARGIN_MS = 60_000
 
 class Applied(NamedTuple):
     """Where a batch of drafts comes from in a shard's event log: the shard, the last log
-    entry the drafts cover, and how many entries that was (`RedisBroker.publish_updates`)."""
+    entry the drafts cover, how many entries that was, and the entry before them, the last
+    the caller saw published (`RedisBroker.publish_updates`)."""
 
     shard: tuple[int, int]
     entry_id: str
     entries: int
+    after: str
 
 
 class RedisBroker:
@@ -196,8 +199,9 @@ class RedisBroker:
     ) -> list[Update]:
         """See `Broker.publish_updates`. The aggregator of a shard also passes `applied` (the
         log entries these drafts come from) and its lease token as `fence`: the script then
-        refuses (Fenced) unless the lease is still its own, and records the position
-        atomically with the updates."""
+        refuses (Fenced) unless the lease is still its own, refuses (PublishedAlready) when
+        the shard's log is recorded as published past `applied.after`, and records the
+        position atomically with the updates."""
         self._check_open()
         if not drafts and applied is None:
             return []
@@ -223,6 +227,7 @@ class RedisBroker:
             len(drafts),
             0,
             0,
+            applied.after if applied is not None else "",
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
@@ -482,8 +487,8 @@ def _raise_late(reply: AppendReply, events: Sequence[Event], lateness_us: int) -
     assert index is not None and clock is not None
     try:
         check_lateness(clock, [events[index]], lateness_us)
-    except HttpError as late:
+    except RequestError as late:
         late.index = index
         raise
-    # The script and pushsvc.ingest.lateness disagree: a bug, never a silent accept.
+    # The script and pushsvc.core.lateness disagree: a bug, never a silent accept.
     raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")

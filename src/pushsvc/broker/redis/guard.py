@@ -8,7 +8,9 @@ and the process starts; one that cannot be reached is checked by the watch once 
 
 The watch looks again every `--redis-check` (default 5s): an evicting policy or a full Redis
 (at `maxmemory`: appends are refused with `503 broker_full`, the aggregator waits) makes the
-process not ready, with the reason; each change is logged once.
+process not ready, with the reason; each change is logged once. `/readyz` takes a look of its
+own on every request (`check`), so it answers what Redis does now, not what it did up to
+`--redis-check` ago: a Redis that fills and frees within that time would otherwise be missed.
 """
 
 from __future__ import annotations
@@ -82,5 +84,8 @@ class RedisGuard:
 
     def run(self, stop: gevent.event.Event) -> None:
         while not stop.is_set():
-            self.check()
+            try:
+                self.check()
+            except Exception:  # a failed look must not end the watch: readiness goes stale
+                log.exception("could not read Redis's memory; looking again")
             stop.wait(self.interval_s)

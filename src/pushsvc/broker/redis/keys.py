@@ -10,6 +10,10 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}applied:{i}/{N}   hash    id (the last entry applied) and n (entries applied),
                                       written atomically with the updates they produced
     {prefix}lease:{i}/{N}     string  the token of the shard's active aggregator
+    {prefix}lease:{i}/{N}:taken  string  the token it was last taken under (kept when the
+                                      lease expires: a holder that finds the lease free
+                                      again knows whether another held it meanwhile);
+                                      `lease:bridge` has one too
     {prefix}clocks            hash    topic -> T, the largest event time or tick clock logged;
                                       its fields are the topics kept (`--max-topics`)
     {prefix}forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
@@ -148,7 +152,7 @@ class Keys:
         return f"{key}|{group_id}" if group_id else key
 
     def checkpoint(self, topic: str) -> str:
-        """A hash: the topic's durable state at a log position (`aggregate/checkpoint.py`)."""
+        """A hash: the topic's durable state at a log position (`core/checkpoint.py`)."""
         return f"{self.prefix}checkpoint:{topic}"
 
     def checkpoints(self, shard: tuple[int, int]) -> str:

@@ -4,6 +4,14 @@ The holder of `{prefix}lease:{i}/{N}` renews it every ttl/3; when it dies, the k
 and a standby takes it within one ttl. Holding the lease is what lets an aggregator append
 ticks and publish updates, and the scripts that do so check the token themselves (fencing):
 an aggregator that lost the lease without noticing (a long pause) is refused, never heard.
+
+Each tenure has a token of its own, drawn when the lease is taken after another process's
+tenure; `{key}:taken` keeps the token it was last taken under. A holder paused past its lease
+may find it free again when it wakes. If nobody took it meanwhile, nothing was written under
+another token, and it resumes its tenure. If a successor took it, wrote and died, taking it
+again is a new tenure under a new token, and the holder learns so (`token` changed): it
+catches up with what the successor wrote instead of going on from what it had, and a write
+it prepared under the old token is refused.
 """
 
 from __future__ import annotations
@@ -17,15 +25,18 @@ import redis
 
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.script_replies import LeaseCode
 
 log = logging.getLogger(__name__)
 
 
 class Lease:
-    """A shard's lease as one aggregator sees it; `holding` is what it last learned."""
+    """A shard's lease as one aggregator sees it; `holding` is what it last learned, `token`
+    names its current (or last) tenure and changes when it takes the lease after another."""
 
     def __init__(self, url: str, key: str, *, ttl_us: int) -> None:
         self.key = key
+        self._taken_key = f"{key}:taken"
         self.token = secrets.token_hex(8)
         self.holding = False
         self._failing: type[redis.RedisError] | None = None
@@ -39,17 +50,27 @@ class Lease:
         return self._ttl_ms / 1000
 
     def renew(self) -> bool:
-        """Renew our lease, or take a free one; never one another aggregator holds."""
+        """Renew our lease, or take a free one (after another's tenure: a new one, a new
+        `token`); never one another aggregator holds."""
+        fresh = secrets.token_hex(8)
+        keys = [self.key, self._taken_key]
         try:
-            holding = bool(self._acquire(keys=[self.key], args=[self.token, self._ttl_ms]))
+            code = LeaseCode(self._acquire(keys=keys, args=[self.token, fresh, self._ttl_ms]))
             self._failing = None
         except redis.RedisError as exc:
-            holding = False
+            code = LeaseCode.HELD
             # Once per kind of failure: a full Redis refuses to give a free lease out every
             # ttl/3 until memory is freed.
             if type(exc) is not self._failing:
                 log.warning("lease check failed: %s", exc)
             self._failing = type(exc)
+        holding = code is not LeaseCode.HELD
+        if code is LeaseCode.TAKEN:
+            self.token = fresh
+            if self.holding:
+                log.warning("the lease %s lapsed and was held by another meanwhile", self.key)
+        elif code is LeaseCode.RESUMED and self.holding:
+            log.warning("the lease %s lapsed (a pause?); nobody took it meanwhile", self.key)
         if holding != self.holding:
             log.warning("%s the lease %s", "took" if holding else "lost", self.key)
         self.holding = holding

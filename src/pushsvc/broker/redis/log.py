@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import orjson
 
-from pushsvc.aggregate.checkpoint import Checkpoint
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
 from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
+from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
 
 FIRST = "0-0"

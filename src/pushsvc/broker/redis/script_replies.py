@@ -3,7 +3,7 @@
 Each multi-part reply becomes a NamedTuple with named fields, and each set of codes an enum
 that mirrors the script's named locals (change both together): nothing past this module
 reads a script reply by index. Single-value replies (`append_ticks`' entry id, the lease
-scripts' 0/1) are decoded where they are read.
+scripts' codes) are decoded where they are read.
 """
 
 from __future__ import annotations
@@ -12,6 +12,19 @@ from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
 
 from pushsvc.broker.redis.keys import time_of_key
+
+
+class LeaseCode(IntEnum):
+    """`lease_acquire.lua`'s reply (its HELD, RENEWED, TAKEN, RESUMED locals)."""
+
+    HELD = 0
+    """Another process holds the lease."""
+    RENEWED = 1
+    """Ours, and our tenure goes on under the same token."""
+    TAKEN = 2
+    """It was free and is ours now, under a fresh token: a new tenure, after another's."""
+    RESUMED = 3
+    """It had lapsed, and nobody took it since we did: ours again, our tenure goes on."""
 
 
 class AppendCode(IntEnum):

@@ -23,6 +23,7 @@ from pushsvc.errors import (
     BrokerRefused,
     BrokerUnavailable,
     Fenced,
+    PublishedAlready,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def unavailable(action: str) -> Iterator[None]:
         text = str(exc)
         if text.startswith("FENCED"):
             raise Fenced(text) from None
+        if text.startswith("PUBLISHED"):
+            raise PublishedAlready(text) from None
         if text.startswith("BUSY "):  # not BUSYKEY
             raise _refused(BrokerBusy("Redis is busy running a script")) from None
         if text.startswith(_REFUSING):

@@ -17,8 +17,8 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
-    """Ready when the broker answers, Redis neither evicts nor is full (as `--redis-check`
-    last saw it), every shard has an aggregator, and each computes with the rules this
+    """Ready when the broker answers, Redis neither evicts nor is full (looked at for this
+    request), every shard has an aggregator, and each computes with the rules this
     process reads (else its statistics are not the ones this process describes); the lag
     either way."""
     try:
@@ -35,7 +35,10 @@ def readyz() -> tuple[dict[str, object], int]:
         for lag in lags
     }
     guard = runtime().redis_guard
-    problem = guard.problem() if guard is not None else None
+    problem = None
+    if guard is not None:
+        guard.check()  # now, not as the last periodic look saw it
+        problem = guard.problem()
     if problem is not None:
         status, reason = problem
         behind = sum(lag.entries for lag in lags)

@@ -15,12 +15,12 @@ from flask import Blueprint
 from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.durations import duration_label
+from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
-from pushsvc.ingest.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
 
 bp = Blueprint("openapi", __name__)
 
@@ -456,7 +456,7 @@ def describe(settings: Settings) -> dict[str, Any]:
             },
         },
     }
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "pushsvc", "version": __version__},
         "paths": {
@@ -539,6 +539,19 @@ def describe(settings: Settings) -> dict[str, Any]:
             "schemas": SCHEMAS,
         },
     }
+    # The WSGI server answers a request line over its limit itself, whatever the route (a
+    # long query of repeated parameters reaches it before any validation of ours).
+    paths: dict[str, dict[str, dict[str, Any]]] = document["paths"]
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"]["414"] = _URI_TOO_LONG
+    return document
+
+
+_URI_TOO_LONG = {
+    "description": "the request line is longer than the WSGI server takes (8 KiB for pushsvc's "
+    "own server): answered by that server, with no body"
+}
 
 
 @bp.get("/openapi.json")

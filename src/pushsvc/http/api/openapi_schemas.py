@@ -88,7 +88,7 @@ SCHEMAS: dict[str, Any] = {
             "alert": {"type": "string"},
             "topic": {"type": "string"},
             "group": {"type": ["object", "null"]},
-            "state": {"type": "string", "enum": ["pending", "firing", "resolved"]},
+            "state": {"type": "string", "enum": ["pending", "firing", "resolved", "inactive"]},
             "value": {"type": ["number", "null"]},
             "since": {"type": "number", "description": "topic-clock time of the change, epoch s"},
             "labels": {"type": "object"},

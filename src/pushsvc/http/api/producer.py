@@ -6,7 +6,7 @@ allow the topic; with a publish rate, the token's subject (else the client addre
 room in its bucket — both judged before the body is read.
 
 With an `Idempotency-Key`, a repeat of a request logged within `--idempotency-window` logs
-nothing and answers the same 202 with `Idempotent-Replayed: true` (`events/idempotency.py`;
+nothing and answers the same 202 with `Idempotent-Replayed: true` (`core/idempotency.py`;
 the broker checks and appends in one step).
 """
 
@@ -16,11 +16,11 @@ import time
 
 from flask import Blueprint, request
 
+from pushsvc.core.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
 from pushsvc.core.topics import validate_topic
 from pushsvc.errors import PayloadTooLarge
 from pushsvc.http.api.context import runtime
 from pushsvc.ingest.accept import ingest
-from pushsvc.ingest.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
 
 bp = Blueprint("producer", __name__)
 

@@ -25,9 +25,9 @@ from pushsvc.errors import BadRequest
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import FORMATS, MORE_HEADER, group_filter, time_us
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.rules.point import Point
+from pushsvc.rules.tiers import SeriesTier
 from pushsvc.series.plan import plan_segments
-from pushsvc.series.point import Point
-from pushsvc.series.tiers import SeriesTier
 from pushsvc.stats.groups import group_id
 
 bp = Blueprint("series", __name__)

@@ -9,8 +9,10 @@
 import { fetchJson, groupId, isAfter, parseId, subscribe } from "../pushsvc.js";
 
 const KEPT_CHANGES = 2000; // the newest changes kept (and asked of the history)
-// Within one instance, at one topic-clock time: the order its states follow.
-const STATE_ORDER = { pending: 0, firing: 1, resolved: 2 };
+// Within one instance, at one topic-clock time: the order its states follow (a pending
+// instance that cleared may turn pending again at the same clock, never the other way round
+// in what GET alerts answers: it lists only pending and firing instances).
+const STATE_ORDER = { inactive: -1, pending: 0, firing: 1, resolved: 2 };
 
 /** An instance's identity: its alert, topic and group. */
 export function instanceKey(change) {
@@ -22,6 +24,7 @@ export class AlertLog {
     this.changes = []; // {id (parsed), change}, in id order
     this.ids = new Set();
     this.active = new Map(); // instance key -> its change as GET alerts answered (no id)
+    this.rules = new Map(); // alert name -> its rule as GET rules answered ({when, ...})
     this.listeners = [];
   }
 
@@ -34,6 +37,7 @@ export class AlertLog {
     try {
       const rules = await fetchJson("rules");
       if (!rules.alerts || rules.alerts.length === 0) return;
+      this.rules = new Map(rules.alerts.map((rule) => [rule.name, rule]));
     } catch (_error) {
       return;
     }

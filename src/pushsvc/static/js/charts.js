@@ -1,8 +1,11 @@
 // Charts drawn with uPlot (vendored under dashboard/vendor/, a global `uPlot`): a small
 // line per topic in the overview; per window, mean/p50/p90/p99 over time with the min–max
-// band shaded, and the count below. x is the update's `ts` (the topic clock, seconds). A
+// band shaded, and the count below. x is the update's `ts` (the topic clock, seconds), over
+// the x-range the view's `xRange()` gives (a range of the topic clock, ending at it). A
 // window's charts also shade the x-ranges their `shaded()` gives (where an alert fired),
-// behind the grid and the lines.
+// behind the grid and the lines. Series buckets are drawn at one resolution to the right
+// edge: what the server has not closed yet is gathered into buckets of that resolution and
+// drawn apart, dashed, as what it is so far (`seriesColumns`).
 // A group's sparkline in the groups table is a plain SVG path (`sparkPath`): a table may
 // have hundreds of rows, and a canvas chart per row would cost far more than a path.
 
@@ -20,10 +23,39 @@ function palette() {
   };
 }
 
+// Time labels: one line each, in the reader's 24-hour clock as the page's other times, of one
+// width for a given step, and at least TIME_SPACE px apart, so that no label runs into the
+// next (uPlot's own put the date under the first one, wider than the room to the next).
+const H23 = { hourCycle: "h23" };
+const SECONDS = new Intl.DateTimeFormat(undefined, { ...H23, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const MINUTES = new Intl.DateTimeFormat(undefined, { ...H23, hour: "2-digit", minute: "2-digit" });
+const DAYS = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
+const TIME_SPACE = 80;
+// The steps time ticks may take (seconds): round ones on the clock and the calendar.
+const TIME_STEPS = [
+  1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200,
+  86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 365 * 86400,
+];
+
+/** Labels of the time ticks `splits` (epoch seconds) `step` seconds apart: hh:mm:ss below a
+ *  minute, hh:mm below a day (the date at midnight), else the date. */
+export function timeLabels(splits, step) {
+  return splits.map((split) => {
+    const date = new Date(split * 1000);
+    if (step >= 86400) return DAYS.format(date);
+    const midnight = date.getHours() === 0 && date.getMinutes() === 0 && date.getSeconds() === 0;
+    if (midnight && step >= 60) return DAYS.format(date);
+    return (step < 60 ? SECONDS : MINUTES).format(date);
+  });
+}
+
 function axes(colors, valueWidth) {
   const grid = { stroke: colors.grid, width: 1 };
   return [
-    { stroke: colors.text, grid, ticks: grid },
+    {
+      stroke: colors.text, grid, ticks: grid, space: TIME_SPACE, size: 28, incrs: TIME_STEPS,
+      values: (_u, splits, _axis, _space, step) => timeLabels(splits, step),
+    },
     {
       stroke: colors.text, grid, ticks: grid, size: valueWidth,
       values: (_u, ticks) => ticks.map((t) => formatNumber(t)),
@@ -31,62 +63,125 @@ function axes(colors, valueWidth) {
   ];
 }
 
+/** An x scale over `xRange()` ([min, max], or null: the data's). */
+function timeScale(xRange) {
+  return {
+    time: true,
+    range: (_u, min, max) => {
+      const chosen = xRange();
+      if (chosen !== null) return chosen;
+      if (min === null || max === null) return [0, 1];
+      return min === max ? [min - 1, max + 1] : [min, max];
+    },
+  };
+}
+
+const STATS = ["min", "max", "count", ...LINES];
+
+function emptyColumns() {
+  const cols = { ts: [], ids: [], soFar: [], meanSoFar: [], countSoFar: [] };
+  for (const key of STATS) cols[key] = [];
+  return cols;
+}
+
+function pushRow(cols, ts, id, stats, soFar = null) {
+  cols.ts.push(ts);
+  cols.ids.push(id);
+  for (const key of STATS) cols[key].push(stats ? stats[key] ?? null : null);
+  cols.soFar.push(soFar !== null);
+  cols.meanSoFar.push(soFar ? soFar.mean : null);
+  cols.countSoFar.push(soFar ? soFar.count : null);
+}
+
 /** The columns uPlot draws for one window: [ts, min, max, mean, p50, p90, p99] and
  *  [ts, count]; a null row before a point that follows a gap breaks the lines there. */
 export function windowColumns(points, window) {
-  const cols = { ts: [], min: [], max: [], count: [], ids: [] };
-  for (const line of LINES) cols[line] = [];
-  const push = (ts, stats, id) => {
-    cols.ts.push(ts);
-    cols.ids.push(id);
-    for (const key of ["min", "max", "count", ...LINES]) cols[key].push(stats ? stats[key] ?? null : null);
-  };
+  const cols = emptyColumns();
   for (const point of points) {
-    if (point.gapBefore) push(point.ts, null, null);
-    push(point.ts, point.windows[window] || {}, point.id.text);
+    if (point.gapBefore) pushRow(cols, point.ts, null, null);
+    pushRow(cols, point.ts, point.id.text, point.windows[window] || {});
   }
   return cols;
 }
 
-/** The same columns for series points ({t, resolution, count, mean, ...}): one row per
- *  closed bucket, at its start; where two buckets or more in a row had no event, a null row
- *  breaks the lines (an idle stretch), as a gap does for updates. */
-export function seriesColumns(points, widthOf) {
-  const cols = { ts: [], min: [], max: [], count: [], ids: [] };
-  for (const line of LINES) cols[line] = [];
-  let end = null;
-  let lastStart = null;
+/** Series points ({t, resolution, count, sum, mean, ...}: closed buckets) as columns at one
+ *  resolution, `width` seconds (the coarsest tier asked for; by default the coarsest here):
+ *  each bucket of that width at its start. Finer points — the finer tiers' closed buckets
+ *  that stand in for the recent part the coarse tier has not closed, or single values
+ *  ({t, count: 1, sum: value}) — are gathered into the bucket of `width` they fall in, and
+ *  that bucket is drawn apart (`soFar`, `meanSoFar`, `countSoFar`), for what it is so far: its
+ *  count and mean (sum over count); its extremes, spread and percentiles are unknown until it
+ *  closes. A second's bucket among minutes, its count a sixtieth of theirs, or a raw value
+ *  among means, made every chart spike at its right edge. The so-far line starts at the
+ *  newest closed bucket, so the two meet. Where two buckets or more in a row had no event, a
+ *  null row breaks the lines (an idle stretch), as a gap does for updates. */
+export function seriesColumns(points, widthOf, width = null) {
+  const widest = width ?? Math.max(0, ...points.map((p) => widthOf(p.resolution) || 0));
+  const closed = [];
+  const gathered = new Map();
   for (const point of points) {
-    if (end !== null && point.t > end + (end - lastStart)) {
-      cols.ts.push(end);
-      cols.ids.push(null);
-      for (const key of ["min", "max", "count", ...LINES]) cols[key].push(null);
+    if (widthOf(point.resolution) >= widest) {
+      closed.push(point);
+      continue;
     }
-    cols.ts.push(point.t);
-    cols.ids.push(`${point.resolution}@${point.t}`);
-    for (const key of ["min", "max", "count", ...LINES]) cols[key].push(point[key] ?? null);
-    lastStart = point.t;
-    end = point.t + widthOf(point.resolution);
+    const t = point.t - (point.t % widest);
+    const bucket = gathered.get(t) || { t, count: 0, sum: 0 };
+    bucket.count += point.count;
+    bucket.sum += point.sum;
+    gathered.set(t, bucket);
   }
+  const held = new Set(closed.map((p) => p.t));
+  const soFar = [...gathered.values()].filter((b) => !held.has(b.t) && b.count > 0);
+  const rows = [...closed, ...soFar.map((b) => ({ ...b, soFar: { count: b.count, mean: b.sum / b.count } }))]
+    .sort((a, b) => a.t - b.t);
+  const cols = emptyColumns();
+  let end = null;
+  let joined = false;
+  rows.forEach((row, i) => {
+    if (end !== null && row.t > end + widest) pushRow(cols, end, null, null);
+    if (row.soFar) {
+      pushRow(cols, row.t, `so-far@${row.t}`, null, row.soFar);
+    } else {
+      const next = rows[i + 1];
+      // The newest closed bucket before what is so far: where the dashed line starts.
+      const join = next !== undefined && next.soFar && !joined;
+      pushRow(cols, row.t, `${row.resolution}@${row.t}`, row, join ? row : null);
+      cols.soFar[cols.soFar.length - 1] = false;
+      if (join) joined = true;
+    }
+    end = row.t + widest;
+  });
   return cols;
 }
 
-/** A tile's last hour: each closed bucket's mean at its start, then the values of the
- *  updates since the newest bucket's end (the recent part no bucket holds yet), within an
- *  hour of `clock`. */
+/** A tile's last hour, within an hour of `clock`, at one resolution: the coarsest of
+ *  `buckets` (the series' answer: {t, resolution, count, sum, mean}). The closed buckets'
+ *  means at their starts, then — apart, as their means so far — the buckets the server has
+ *  not closed, gathered from the finer buckets and from the values of the updates since the
+ *  newest bucket (`seriesColumns`): [ts, means, means so far]. Without buckets (no series, or
+ *  none closed yet), the values themselves, and nothing so far. */
 export function hourColumns(buckets, points, clock, widthOf) {
-  const ts = [];
-  const values = [];
   const from = clock === null ? -Infinity : clock - 3600;
-  let end = -Infinity;
-  for (const bucket of buckets) {
-    if (bucket.t < from) continue;
-    ts.push(bucket.t);
-    values.push(bucket.mean);
-    end = bucket.t + widthOf(bucket.resolution);
+  if (buckets.length === 0) {
+    const [ts, values] = sparkColumns(points.filter((p) => p.ts >= from));
+    return [ts, values, values.map(() => null)];
   }
-  const [recentTs, recentValues] = sparkColumns(points.filter((p) => p.ts >= Math.max(end, from)));
-  return [ts.concat(recentTs), values.concat(recentValues)];
+  let end = -Infinity;
+  for (const bucket of buckets) end = Math.max(end, bucket.t + widthOf(bucket.resolution));
+  const values = points
+    .filter((p) => p.value !== null && (p.eventTs ?? p.ts) >= end)
+    .map((p) => ({ t: p.eventTs ?? p.ts, resolution: null, count: 1, sum: p.value }));
+  const cols = seriesColumns([...buckets, ...values], widthOf);
+  const ts = [];
+  const means = [];
+  const soFar = [];
+  cols.ts.forEach((t, i) => {
+    if (t < from) return;
+    ts.push(t);
+    means.push(cols.mean[i]);
+    soFar.push(cols.meanSoFar[i]);
+  });
+  return [ts, means, soFar];
 }
 
 export function sparkColumns(points) {
@@ -101,15 +196,22 @@ export function sparkColumns(points) {
   return [ts, values];
 }
 
-export function sparkChart(target, width) {
+/** A tile's chart: its values, then (dashed) its means so far; over `xRange()`. */
+export function sparkChart(target, width, xRange = () => null) {
   const colors = palette();
-  return new uPlot({
+  const chart = new uPlot({
     width, height: 48, class: "spark-chart",
     legend: { show: false }, cursor: { show: false }, select: { show: false },
-    scales: { x: { time: true } },
+    scales: { x: timeScale(xRange) },
     axes: [{ show: false }, { show: false }],
-    series: [{}, { stroke: colors.accent, width: 1.5, points: { show: false } }],
-  }, [[], []], target);
+    series: [
+      {},
+      { label: "mean", stroke: colors.accent, width: 1.5, points: { show: false } },
+      { label: "mean so far", stroke: colors.accent, width: 1.5, dash: [3, 3], points: { show: false } },
+    ],
+  }, [[], [], []], target);
+  target.uplot = chart; // its data and scales, for the tests and a curious developer's console
+  return chart;
 }
 
 /** A hook filling each range `ranges()` gives ({from, to}: x values; `to` null for "to the
@@ -130,13 +232,26 @@ function shadeRanges(ranges, fill) {
   };
 }
 
-export function windowChart(target, width, syncKey, shaded) {
+/** The data a window chart draws from columns (`windowColumns`, `seriesColumns`); with
+ *  `soFar`, for a chart of series buckets, the mean so far too. */
+export function windowData(cols, soFar = false) {
+  const data = [cols.ts, cols.min, cols.max, ...LINES.map((l) => cols[l])];
+  return soFar ? [...data, cols.meanSoFar] : data;
+}
+
+export function countData(cols, soFar = false) {
+  return soFar ? [cols.ts, cols.count, cols.countSoFar] : [cols.ts, cols.count];
+}
+
+/** Per window (or range), mean, p50, p90 and p99 with the min–max band; with `soFar` (a chart
+ *  of series buckets), dashed, the mean of the buckets not closed yet. */
+export function windowChart(target, width, syncKey, shaded, xRange = () => null, soFar = false) {
   const colors = palette();
   const chart = new uPlot({
     width, height: 220, class: "window-chart",
     cursor: { sync: { key: syncKey } },
     hooks: { drawClear: [shadeRanges(shaded, colors.alertBand)] },
-    scales: { x: { time: true } },
+    scales: { x: timeScale(xRange) },
     axes: axes(colors, 64),
     series: [
       {},
@@ -146,33 +261,46 @@ export function windowChart(target, width, syncKey, shaded) {
         label: line, stroke: colors[line], width: line === "mean" ? 2 : 1.25,
         value: (_u, v) => formatNumber(v),
       })),
+      ...(soFar ? [{
+        label: "mean so far", stroke: colors.mean, width: 2, dash: [4, 4],
+        value: (_u, v) => formatNumber(v),
+      }] : []),
     ],
     bands: [{ series: [2, 1], fill: colors.band }],
-  }, [[], [], [], [], [], [], []], target);
+  }, windowData(emptyColumns(), soFar), target);
   target.uplot = chart; // its scales, for the tests and a curious developer's console
   return chart;
 }
 
-export function countChart(target, width, syncKey, shaded) {
+export function countChart(target, width, syncKey, shaded, xRange = () => null, soFar = false) {
   const colors = palette();
   const [xAxis, yAxis] = axes(colors, 64);
   const chart = new uPlot({
-    width, height: 90, class: "count-chart",
+    width, height: 100, class: "count-chart",
     cursor: { sync: { key: syncKey } },
     hooks: { drawClear: [shadeRanges(shaded, colors.alertBand)] },
-    // Counts from 0, in whole steps: uPlot's own range around a flat count left one tick.
-    scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, niceCeiling(max)] } },
-    axes: [xAxis, { ...yAxis, incrs: WHOLE_STEPS, space: 24 }],
+    // Counts from 0 to a round number, ticked at 0, the top and its half when whole: uPlot's
+    // own ticks, on a plot this low, left a single "0".
+    scales: { x: timeScale(xRange), y: { range: (_u, _min, max) => [0, niceCeiling(max)] } },
+    axes: [xAxis, { ...yAxis, splits: (_u, _axis, _min, max) => countTicks(max) }],
     series: [{}, {
       label: "count", stroke: colors.count, width: 1.25, fill: colors.band,
       value: (_u, v) => formatNumber(v),
-    }],
-  }, [[], []], target);
+    }, ...(soFar ? [{
+      label: "count so far", stroke: colors.count, width: 1.25, dash: [4, 4],
+      value: (_u, v) => formatNumber(v),
+    }] : [])],
+  }, countData(emptyColumns(), soFar), target);
   target.uplot = chart; // its scales, for the tests and a curious developer's console
   return chart;
 }
 
-const WHOLE_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6, 1e7];
+/** The count axis's ticks up to `top` (a `niceCeiling`): 0, the top, and its half when that
+ *  is a whole number. */
+export function countTicks(top) {
+  const half = top / 2;
+  return top > 1 && Number.isInteger(half) ? [0, half, top] : [0, top];
+}
 
 /** The smallest of 1, 2, 5 × 10^k at or above `max` (at least 1): the count axis's top. */
 export function niceCeiling(max) {

@@ -27,6 +27,11 @@ const GROUP_HISTORY = 10000;
 const $ = (id) => document.getElementById(id);
 const store = new Store();
 const alertLog = new AlertLog();
+// The alerts bar shows each firing instance's statistic as it stands: drawn again as the
+// store changes (it leaves its list be while what it shows does not).
+const alertsBar = new AlertsBar({
+  section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count"),
+}, alertLog, store);
 const overview = new Overview(store, {
   section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
   empty: $("empty"), template: $("tile-template"),
@@ -54,6 +59,7 @@ function changed() {
   // One render per frame however many updates arrive, and none while the tab is hidden.
   requestAnimationFrame(() => {
     queued = false;
+    alertsBar.render();
     if (route() === null) overview.render();
     else {
       topicView.render();
@@ -169,9 +175,6 @@ async function navigate() {
 window.addEventListener("hashchange", navigate);
 navigate();
 connection.start();
-const alertsBar = new AlertsBar({
-  section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count"),
-}, alertLog);
 alertLog.onChange(() => {
   alertsBar.render();
   topicView.showAlerts();

@@ -1,8 +1,9 @@
 // The overview: one tile per topic (filtered by prefix), with its latest value, its rate
-// over the smallest window, and a small chart of its last hour: the closed buckets of its
-// series (their means, refreshed every half minute) and then the values since the newest of
-// them. Producer text (topic names, tags) reaches the page only through textContent and
-// attributes.
+// over the smallest window, and a small chart of its last hour at one resolution: the closed
+// buckets of its series (their means, refreshed every half minute), then, dashed, the buckets
+// not closed yet as far as they go (the finer buckets and the values since, gathered into
+// them: charts.js `hourColumns`). Producer text (topic names, tags) reaches the page only
+// through textContent and attributes.
 
 import { hourColumns, sparkChart } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
@@ -83,15 +84,18 @@ export class Overview {
     }
     renderTags(tile, topic.tags);
     const hour = this.hourOf(topic);
-    const [ts, values] = hourColumns(hour.buckets, topic.points, topic.ts, labelSeconds);
+    const [ts, values, soFar] = hourColumns(hour.buckets, topic.points, topic.ts, labelSeconds);
     if (tile.chart === null) {
       if (!refs.chart.clientWidth) return; // hidden: drawn when shown
-      tile.chart = sparkChart(refs.chart, refs.chart.clientWidth);
+      const name = topic.name;
+      tile.chart = sparkChart(refs.chart, refs.chart.clientWidth, () => this.hourRange(name));
     }
-    tile.chart.setData([ts, values]);
-    const finite = values.filter((v) => v !== null);
+    tile.chart.setData([ts, values, soFar]);
+    const means = values.filter((v) => v !== null);
+    const partial = soFar.filter((v, i) => v !== null && values[i] === null);
+    const finite = [...means, ...partial];
     const what = hour.buckets.length
-      ? `last hour: ${hour.buckets.length} bucket means, then ${finite.length - hour.buckets.length} values`
+      ? `last hour: ${means.length} bucket means, then ${partial.length} so far`
       : `last ${finite.length} values`;
     refs.chart.setAttribute("aria-label", finite.length === 0 ? "no values yet"
       : `${what}, from ${formatNumber(Math.min(...finite))} to ${formatNumber(Math.max(...finite))}`);
@@ -128,6 +132,14 @@ export class Overview {
     return hour;
   }
 
+  /** A tile's x-range: the hour to its topic's clock, once it has buckets; else its values'. */
+  hourRange(name) {
+    const topic = this.store.topics.get(name);
+    const hour = this.hours.get(name);
+    if (!topic || topic.ts === null || !hour || hour.buckets.length === 0) return null;
+    return [topic.ts - HOUR_S, topic.ts];
+  }
+
   fit(tile) {
     const width = tile.refs.chart.clientWidth;
     if (tile.chart && width && width !== tile.chart.width) {
@@ -145,7 +157,9 @@ function bucketsOf(answer) {
     for (const segment of answer.segments) if (segment.since <= t && t < segment.until) return segment.resolution;
     return answer.resolution;
   };
-  return answer.points.map((p) => ({ t: p.t, mean: p.mean, resolution: resolutionAt(p.t) }));
+  return answer.points.map((p) => ({
+    t: p.t, mean: p.mean, count: p.count, sum: p.sum, resolution: resolutionAt(p.t),
+  }));
 }
 
 /** Events per second over the smallest window: its count divided by its length. */

@@ -6,8 +6,12 @@
 
 import { fetchJson, subscribe } from "../pushsvc.js";
 
+/** The live range: the last this many seconds of the topic clock, from its updates. */
+export const LIVE_S = 300;
+
 export const RANGES = [
-  ["live", "live 5m"], ["3600", "1 h"], ["21600", "6 h"], ["86400", "24 h"], ["604800", "7 d"],
+  ["live", `live ${LIVE_S / 60}m`], ["3600", "1 h"], ["21600", "6 h"], ["86400", "24 h"],
+  ["604800", "7 d"],
 ];
 
 const UNITS = { s: 1, m: 60, h: 3600, d: 86400 };
@@ -40,6 +44,7 @@ export class SeriesRange {
   constructor(onChange) {
     this.onChange = onChange;
     this.points = [];
+    this.resolution = null; // the coarsest tier asked for: the one the chart is drawn at
     this.source = null;
     this.key = null;
     this.error = null;
@@ -63,6 +68,7 @@ export class SeriesRange {
       if (this.key !== key) return; // another range was chosen meanwhile
       this.points = answer.points.map((p) => ({ ...p, resolution: resolutionOf(answer.segments, p.t) }));
       const tiers = [...new Set(answer.segments.map((segment) => segment.resolution))];
+      this.resolution = tiers.reduce((a, b) => (a === null || labelSeconds(b) > labelSeconds(a) ? b : a), null);
       this.follow(topic, group, tiers, async () => {
         // Subscribed: what closed between the answer and now comes from the series again.
         const last = this.points.length ? this.points[this.points.length - 1].t : since;
@@ -101,6 +107,7 @@ export class SeriesRange {
     this.source = null;
     this.key = null;
     this.points = [];
+    this.resolution = null;
     this.error = null;
   }
 }

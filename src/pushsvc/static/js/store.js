@@ -25,7 +25,7 @@ export class Topic {
   constructor(name, maxPoints = MAX_POINTS) {
     this.name = name;
     this.maxPoints = maxPoints;
-    this.points = []; // {id, ts, value, windows, gapBefore}, in id order
+    this.points = []; // {id, ts, value, eventTs, windows, gapBefore}, in id order
     this.ids = new Set();
     this.windows = {}; // latest statistics per window
     this.ts = null; // latest topic clock
@@ -45,7 +45,8 @@ export class Topic {
     if (id === null) return false;
     const point = {
       id, ts: update.ts, windows: update.windows || {},
-      value: update.event ? update.event.value : null, gapBefore: this.gapNext,
+      value: update.event ? update.event.value : null,
+      eventTs: update.event ? update.event.ts ?? null : null, gapBefore: this.gapNext,
     };
     this.gapNext = false;
     const last = this.points[this.points.length - 1];
@@ -87,7 +88,8 @@ export class Topic {
     for (const update of fresh) {
       const point = {
         id: parseId(update.id), ts: update.ts, windows: update.windows || {},
-        value: update.event ? update.event.value : null, gapBefore: false,
+        value: update.event ? update.event.value : null,
+        eventTs: update.event ? update.event.ts ?? null : null, gapBefore: false,
       };
       this.insert(point);
     }

@@ -10,11 +10,13 @@
 import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
 import { renderPeriods, shadedRanges } from "./alert-periods.js";
-import { LINES, countChart, seriesColumns, windowChart, windowColumns } from "./charts.js";
+import {
+  countChart, countData, seriesColumns, windowChart, windowColumns, windowData,
+} from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
-import { RANGES, SeriesRange, labelSeconds } from "./series.js";
+import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
 const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
@@ -180,19 +182,32 @@ export class TopicView {
     const width = figure.mainEl.clientWidth || 300;
     const key = `pushsvc-${window}`;
     const shaded = () => this.bands;
-    figure.main = windowChart(figure.mainEl, width, key, shaded);
-    figure.count = countChart(figure.countEl, width, key, shaded);
+    const span = () => this.xRange(window);
+    const ranged = window === RANGE_FIGURE; // series buckets: some may be so far
+    figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged);
+    figure.count = countChart(figure.countEl, width, key, shaded, span, ranged);
     figure.details.addEventListener("toggle", () => renderTable(figure));
     this.figures.set(window, figure);
     this.resize.observe(figure.mainEl);
     return figure;
   }
 
+  /** What a figure's charts span: the last LIVE_S seconds of the topic clock for a window's
+   *  (live), the chosen range's for the range's; both end at the clock (the whole topic's, on
+   *  a group's view too). Null before the topic has one. */
+  xRange(window) {
+    const clock = this.whole === null ? null : this.whole.ts ?? this.topic?.ts ?? null;
+    if (clock === null) return null;
+    const span = window === RANGE_FIGURE ? Number(this.range) : LIVE_S;
+    return Number.isFinite(span) ? [clock - span, clock] : null;
+  }
+
   draw(figure, topic) {
-    const cols = windowColumns(topic.points, figure.window);
+    const [from] = this.xRange(figure.window) ?? [-Infinity];
+    const cols = windowColumns(topic.points.filter((p) => p.ts >= from), figure.window);
     figure.columns = cols;
-    figure.main.setData([cols.ts, cols.min, cols.max, ...LINES.map((l) => cols[l])]);
-    figure.count.setData([cols.ts, cols.count]);
+    figure.main.setData(windowData(cols));
+    figure.count.setData(countData(cols));
     const n = cols.ids.filter(Boolean).length;
     setText(figure.points, `${n} update${n === 1 ? "" : "s"}`);
     figure.el.dataset.points = String(n);
@@ -200,18 +215,22 @@ export class TopicView {
   }
 
   /** The chosen range from the series: one bucket per point, at its start. */
+  /** The chosen range from the series: one bucket per point, at its start, at the coarsest
+   *  resolution asked for; what it has not closed yet, so far (`seriesColumns`). */
   drawRange(figure) {
-    const { points, error } = this.series;
-    const cols = seriesColumns(points, labelSeconds);
+    const { points, error, resolution } = this.series;
+    const cols = seriesColumns(points, labelSeconds, resolution ? labelSeconds(resolution) : null);
     figure.columns = cols;
-    figure.main.setData([cols.ts, cols.min, cols.max, ...LINES.map((l) => cols[l])]);
-    figure.count.setData([cols.ts, cols.count]);
+    figure.main.setData(windowData(cols, true));
+    figure.count.setData(countData(cols, true));
     const label = RANGES.find(([value]) => value === this.range)[1];
-    const tiers = [...new Set(points.map((p) => p.resolution))].join(", ");
+    const closed = cols.ids.filter((id, i) => id !== null && !cols.soFar[i]).length;
+    const soFar = cols.soFar.filter(Boolean).length;
     setText(figure.name, `last ${label}`);
-    setText(figure.points, error ?? `${points.length} bucket${points.length === 1 ? "" : "s"}` +
-      (tiers ? ` of ${tiers}` : ""));
-    figure.el.dataset.points = String(points.length);
+    setText(figure.points, error ?? `${closed} bucket${closed === 1 ? "" : "s"}` +
+      (resolution ? ` of ${resolution}` : "") + (soFar ? `, ${soFar} more so far` : ""));
+    figure.el.dataset.points = String(closed);
+    figure.el.dataset.soFar = String(soFar);
     renderTable(figure);
   }
 
@@ -261,26 +280,33 @@ function fit(figure) {
   const width = figure.mainEl.clientWidth;
   if (width && width !== figure.main.width) {
     figure.main.setSize({ width, height: 220 });
-    figure.count.setSize({ width, height: 90 });
+    figure.count.setSize({ width, height: 100 });
   }
 }
 
-/** The drawn columns as rows, newest first; only while the table is open. */
+/** The drawn columns as rows, newest first; only while the table is open. A bucket not
+ *  closed yet says so, with what is known of it so far (its mean and count). */
 function renderTable(figure) {
   if (!figure.details.open || figure.columns === null) return;
   const cols = figure.columns;
   const rows = [];
   for (let i = cols.ts.length - 1; i >= 0; i--) {
     if (cols.ids[i] === null) continue;
+    const soFar = cols.soFar[i];
     const row = document.createElement("tr");
     row.dataset.id = cols.ids[i];
+    if (soFar) row.classList.add("so-far");
     const time = document.createElement("th");
     time.scope = "row";
-    time.textContent = formatTime(cols.ts[i]);
+    time.textContent = formatTime(cols.ts[i]) + (soFar ? " (so far)" : "");
+    const value = (key) => {
+      if (!soFar) return cols[key][i];
+      return key === "mean" ? cols.meanSoFar[i] : key === "count" ? cols.countSoFar[i] : null;
+    };
     row.append(time, ...TABLE_COLUMNS.map((key) => {
       const cell = document.createElement("td");
       cell.dataset.stat = key;
-      cell.textContent = formatNumber(cols[key][i]);
+      cell.textContent = formatNumber(value(key));
       return cell;
     }));
     rows.push(row);

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from pushsvc.stats.groups import Position
+from pushsvc.core.positions import EventPosition as Position
 
 __all__ = ["Checkpoint", "GroupCheckpoint"]
 

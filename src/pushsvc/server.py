@@ -13,6 +13,7 @@ from gevent.pywsgi import WSGIServer
 
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
+from pushsvc.errors import CannotListen
 from pushsvc.gevent_private import ENVIRON_KEY, PywsgiHandler, RequestHead
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
@@ -139,7 +140,11 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     # Accepted sockets inherit this: without it Nagle's algorithm holds back small SSE
     # frames and the second write of every response by ~40 ms (delayed ACK).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListen.on(host, port, exc) from None
     sock.listen(LISTEN_BACKLOG)
     return sock
 
@@ -147,9 +152,14 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds."""
     tls = server_context(settings)  # first: a bad pair must stop us before anything starts
-    app = create_app(settings, role=role)
-    runtime: Runtime = app.extensions["pushsvc"]
+    # Bound before anything starts: a port in use stops the process with one line.
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
+    try:
+        app = create_app(settings, role=role)
+    except BaseException:
+        listener.close()
+        raise
+    runtime: Runtime = app.extensions["pushsvc"]
     handler = handler_for(settings, greenlets=runtime.metrics.greenlet_gauge())
     if tls is None:
         server = WSGIServer(listener, app, log=None, error_log=log, handler_class=handler)

@@ -129,7 +129,7 @@ def parse_condition(text: object) -> Condition:
 
 
 @dataclass(frozen=True, slots=True)
-class Scope:
+class RuleOutline:
     """A rule as an alert is checked against it: its selectors, window labels, statistics,
     and its place (0 for the default rule)."""
 
@@ -140,7 +140,11 @@ class Scope:
 
 
 def parse_alerts(
-    tables: object, rules: Sequence[Scope], default: Scope, *, known_stats: Sequence[str]
+    tables: object,
+    rules: Sequence[RuleOutline],
+    default: RuleOutline,
+    *,
+    known_stats: Sequence[str],
 ) -> tuple[AlertRule, ...]:
     """The `[[alert]]` tables of a rules file; AlertsError (one line) on the first problem."""
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -164,7 +168,10 @@ def parse_alerts(
 
 
 def _alert(
-    table: Mapping[str, Any], rules: Sequence[Scope], default: Scope, known: Sequence[str]
+    table: Mapping[str, Any],
+    rules: Sequence[RuleOutline],
+    default: RuleOutline,
+    known: Sequence[str],
 ) -> AlertRule:
     unknown = [key for key in table if key not in _FIELDS]
     if unknown:
@@ -232,8 +239,8 @@ def _check_window(
     field_name: str,
     condition: Condition,
     selectors: tuple[str, ...],
-    rules: Sequence[Scope],
-    default: Scope,
+    rules: Sequence[RuleOutline],
+    default: RuleOutline,
     known: Sequence[str],
 ) -> None:
     if condition.stat not in known:
@@ -254,11 +261,13 @@ def _check_window(
             )
 
 
-def _scopes(selectors: tuple[str, ...], rules: Sequence[Scope], default: Scope) -> list[Scope]:
+def _scopes(
+    selectors: tuple[str, ...], rules: Sequence[RuleOutline], default: RuleOutline
+) -> list[RuleOutline]:
     """The rules some topic the selectors match can take (see the module doc): per selector,
     the rules in file order that overlap it, up to the first that covers it (no topic of it
     goes further); the default rule when none does."""
-    chosen: dict[int, Scope] = {}
+    chosen: dict[int, RuleOutline] = {}
     for selector in selectors:
         for rule in rules:
             if any(overlap(selector, theirs) for theirs in rule.selectors):

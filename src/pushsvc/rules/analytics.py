@@ -21,14 +21,12 @@ from typing import Any
 
 import orjson
 
-from pushsvc.alerts.rules import AlertRule, AlertsError, Scope, parse_alerts
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
-from pushsvc.series.tiers import SeriesTier, check_tiers, parse_tier
-from pushsvc.stats.count_windows import MAX_SIZE as MAX_COUNT_WINDOW
-from pushsvc.stats.layout import ALL_STATS
-from pushsvc.stats.long_windows import SUB_BUCKETS
+from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
+from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
+from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
 __all__ = [
     "DEFAULT_EXACT_UP_TO_US",
@@ -146,7 +144,7 @@ class Rules:
         self.default = default
         self.source = source
         self.alerts = tuple(alerts)
-        """The `[[alert]]` rules, in file order (`pushsvc.alerts.rules`)."""
+        """The `[[alert]]` rules, in file order (`pushsvc.rules.alerts`)."""
         self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
         self._chosen: dict[str, Rule] = {}
 
@@ -281,8 +279,8 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
         try:
             alerts = parse_alerts(
                 document["alert"],
-                [_scope(rule) for rule in rules],
-                _scope(default),
+                [_outline(rule) for rule in rules],
+                _outline(default),
                 known_stats=ALL_STATS,
             )
         except AlertsError as exc:
@@ -290,8 +288,8 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
     return Rules(rules, default, source=source, alerts=alerts)
 
 
-def _scope(rule: Rule) -> Scope:
-    return Scope(rule.number, rule.selectors, rule.labels, rule.stats)
+def _outline(rule: Rule) -> RuleOutline:
+    return RuleOutline(rule.number, rule.selectors, rule.labels, rule.stats)
 
 
 class _FieldError(Exception):

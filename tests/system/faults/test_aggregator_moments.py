@@ -1,0 +1,179 @@
+"""kill -9 of the lease-holding aggregator at chosen moments, with lease 1 s and 2 s.
+
+Each case runs two web processes, three aggregators (the holder and two standbys), the six
+streams of `moments.subscribers` and a producer posting 60 events a second over three
+topics with an Idempotency-Key; it kills at its moment, keeps posting until a successor
+publishes again, and checks the delivery promise per stream (`moments.check_exactly_once`):
+
+* `read-not-published` — the holder, frozen once it has published everything (so it waits in
+  its blocking read), has that read answered by a 20-event batch and is killed before it can
+  publish it;
+* `between-publishes` — the holder is killed between the two publishes of one read: three
+  batches of 1,700 events (more drafts than one publish takes) go out in two, and the kill
+  comes with the first bytes of the first (checked from the applied position; on a busy
+  machine it may come after both, and the case tries again, three rounds at most);
+* `standby-at-expiry-{offset}` — the holder is killed, then a standby at the moment the dead
+  holder's lease expires (read from Redis), plus the offset: the other standby takes over;
+* `successor-after-takeover-{offset}` — the holder is killed, then the standby that took its
+  lease over, that long after it took it: the last standby takes over from where it stopped.
+
+A holder whose view of what it published goes stale is in test_stale_holder.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from faults.moments import (
+    Case,
+    KeyedProducer,
+    KillOnFirstMessage,
+    check_exactly_once,
+    freeze,
+    paused,
+    report,
+    settle,
+    sleep_until,
+    subscribers,
+    thaw,
+)
+from support.live import PushsvcProcess, wait_until
+from support.redis_server import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+LEASES = ("1s", "2s")
+BIG_BATCH = 1700  # three of them: more drafts than one publish takes (5,000)
+
+Moment = Callable[[Case, KeyedProducer, PushsvcProcess], dict[str, object]]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as made:
+        yield made
+
+
+def _takeover_timeout(case: Case) -> float:
+    return 3 * case.lease_s + 5
+
+
+def read_not_published(case: Case, producer: KeyedProducer, holder: PushsvcProcess) -> dict:
+    with paused(producer):
+        case.wait_published()
+        freeze(holder)
+        producer.deliver(producer.next_batch(20))
+        logged = case.last_logged()
+        case.stack.kill_aggregator(holder)
+    killed = time.monotonic()
+    assert case.applied() != logged, "the batch was published before the kill"
+    case.holder(besides=[holder], timeout=_takeover_timeout(case))
+    return {"takeover_s": round(time.monotonic() - killed, 2)}
+
+
+def between_publishes(case: Case, producer: KeyedProducer, holder: PushsvcProcess) -> dict:
+    """Up to three rounds: on a busy machine the kill may come after both publishes (a fault
+    all the same, checked like the others), and the next round tries again with the next
+    holder, a fresh standby started in place of the dead one."""
+    for round_ in range(1, 4):
+        hit, killed = _kill_between_publishes(case, producer, holder)
+        successor = case.holder(besides=[holder], timeout=_takeover_timeout(case))
+        figures = {"takeover_s": round(time.monotonic() - killed, 2), "rounds": round_}
+        if hit:
+            return figures
+        holder = successor
+        case.stack.start_aggregator()
+    raise AssertionError("three rounds, and never killed between the two publishes")
+
+
+def _kill_between_publishes(
+    case: Case, producer: KeyedProducer, holder: PushsvcProcess
+) -> tuple[bool, float]:
+    """Whether the holder was killed between the two publishes of one read, and when."""
+    a, b, c = case.topics
+    standbys = [s for s in case.stack.aggregators if s is not holder]
+    with paused(producer):
+        case.wait_published()
+        killer = KillOnFirstMessage(case.port, f"{case.prefix}updates:{a}", holder.pid)
+        # Frozen right after renewing its lease, so that the lease outlives the posting.
+        renewed = case.redis.pttl(case.shard_lease)
+        wait_until(
+            lambda: case.redis.pttl(case.shard_lease) > renewed,  # type: ignore[operator]
+            interval=0.002,
+            what="the holder renews its lease",
+        )
+        freeze(holder)
+        # Its blocked read is answered by this one, so the three big ones come in one read.
+        producer.deliver(producer.next_batch(1, c))
+        entries = []
+        for topic in (a, b, c):
+            producer.deliver(producer.next_batch(BIG_BATCH, topic))
+            entries.append(case.last_logged())
+        taken = any(s.holds_lease(case.shard_lease) for s in standbys)  # frozen too long
+        thaw(holder)
+        assert killer.fired(30), "nothing was published"
+        case.stack.kill_aggregator(holder)
+    return not taken and case.applied() == entries[1], time.monotonic()
+
+
+def standby_at_expiry(offset: float) -> Moment:
+    def moment(case: Case, producer: KeyedProducer, holder: PushsvcProcess) -> dict:
+        standbys = [a for a in case.stack.aggregators if a is not holder]
+        case.stack.kill_aggregator(holder)
+        expiry = case.expires_at(case.shard_lease)
+        sleep_until(expiry + offset)
+        taken = [s for s in standbys if s.holds_lease(case.shard_lease)]
+        victim = taken[0] if taken else standbys[0]
+        case.stack.kill_aggregator(victim)
+        killed = time.monotonic()
+        case.holder(besides=[holder, victim], timeout=_takeover_timeout(case))
+        return {
+            "standby_had_taken_over": bool(taken),
+            "takeover_s": round(time.monotonic() - killed, 2),
+        }
+
+    return moment
+
+
+def successor_after_takeover(offset: float) -> Moment:
+    def moment(case: Case, producer: KeyedProducer, holder: PushsvcProcess) -> dict:
+        case.stack.kill_aggregator(holder)
+        successor = case.holder(besides=[holder], timeout=_takeover_timeout(case))
+        sleep_until(time.monotonic() + offset)
+        case.stack.kill_aggregator(successor)
+        killed = time.monotonic()
+        case.holder(besides=[holder, successor], timeout=_takeover_timeout(case))
+        return {"takeover_s": round(time.monotonic() - killed, 2)}
+
+    return moment
+
+
+MOMENTS: dict[str, Moment] = {
+    "read-not-published": read_not_published,
+    "between-publishes": between_publishes,
+    "standby-at-expiry-0.2s-before": standby_at_expiry(-0.2),
+    "standby-at-expiry": standby_at_expiry(0.0),
+    "successor-at-takeover": successor_after_takeover(0.0),
+    "successor-0.3s-after-takeover": successor_after_takeover(0.3),
+}
+
+
+@pytest.mark.parametrize("lease", LEASES)
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_kill_9_of_the_holder_at_a_moment(server: RedisServer, moment: str, lease: str) -> None:
+    with Case(server, lease=lease) as case:
+        holder = case.start()
+        watchers = subscribers(case)
+        producer = KeyedProducer(case)
+        producer.start()
+        wait_until(lambda: all(len(w.received.updates) >= 5 for w in watchers), timeout=10)
+        figures = MOMENTS[moment](case, producer, holder)
+        # Load through the successor too: 30 more events posted, then all of them received.
+        after = producer.acked_values() + 30
+        wait_until(lambda: producer.acked_values() >= after, timeout=10)
+        settle(watchers, producer)
+        figures |= producer.figures() | check_exactly_once(watchers, producer.acked, case.topics)
+    report(f"aggregator {moment}, lease {lease}", figures)
