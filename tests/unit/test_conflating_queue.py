@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pushsvc.core.updates import Run, Update, UpdateId
 from pushsvc.deliver.conflating_queue import ConflatingQueue
+from pushsvc.deliver.rendering import run_of
 
 
 def _run(topic: str, *numbers: int) -> Run:
-    return Run.of(
+    return run_of(
         [Update.numbered(topic, UpdateId("e", 0, n), n, b'{"n":%d}' % n) for n in numbers]
     )
 

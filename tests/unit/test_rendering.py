@@ -5,7 +5,7 @@ from __future__ import annotations
 from pushsvc.core.sse import encode_update
 from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.rendering import rendering_for
+from pushsvc.deliver.rendering import rendering_for, run_of
 
 MEAN = Projection(None, ("mean",), precision=3)
 
@@ -16,7 +16,7 @@ def _update(n: int) -> Update:
 
 
 def _run(*numbers: int) -> Run:
-    return Run.of([_update(n) for n in numbers])
+    return run_of([_update(n) for n in numbers])
 
 
 def test_equal_renderings_are_one_object() -> None:
@@ -92,13 +92,13 @@ def test_a_stream_without_a_projection_gets_every_message_but_points() -> None:
 
 
 def test_a_live_run_leaves_out_what_a_replay_leaves_out() -> None:
-    # `Run.of` joins a run's whole block at dispatch; it must agree with the rendering's rule.
+    # `run_of` joins a run's whole block at dispatch; it must agree with the rendering's rule.
     updates = [_update(1), _point(2), _update(3), _point(4)]
     whole = rendering_for(None, chunked=False)
-    assert Run.of(updates).block == whole.replay(updates)
-    assert Run.of([_point(5)]).block == whole.replay([_point(5)]) == b""
+    assert run_of(updates).block == whole.replay(updates)
+    assert run_of([_point(5)]).block == whole.replay([_point(5)]) == b""
     projected = rendering_for(MEAN, chunked=False)
-    assert projected.block(Run.of(updates)) == projected.replay(updates)
+    assert projected.block(run_of(updates)) == projected.replay(updates)
 
 
 def test_a_projected_stream_gets_the_points_of_the_tiers_it_names() -> None:
@@ -126,3 +126,11 @@ def test_a_snapshot_is_projected_as_the_stream_asks() -> None:
     assert whole == snapshot_message(latest, gap=True, groups={})
     projected = rendering_for(MEAN, chunked=False).snapshot(latest, {}, gap=False)
     assert b'"windows":{"1m":{"mean":7.99}}' in projected and b'"count"' not in projected
+
+
+def test_a_run_joins_its_frames_once() -> None:
+    updates = [_update(1), _update(2)]
+    run = run_of(updates)
+    assert run.block == updates[0].sse + updates[1].sse
+    assert run.last_id == updates[1].id
+    assert run_of(updates[:1]).block is updates[0].sse

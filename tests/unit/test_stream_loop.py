@@ -13,6 +13,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
 from pushsvc.deliver.histogram import Histogram
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
+from pushsvc.deliver.rendering import run_of
 from pushsvc.deliver.stream_loop import loop
 from pushsvc.deliver.stream_socket import StreamSocket
 from pushsvc.deliver.stream_writes import OwnSocket, Paced, YieldToServer
@@ -61,7 +62,7 @@ def _client() -> Subscriber:
 
 
 def _run(n: int, received_us: int = 0) -> Run:
-    run = Run.of([Update.numbered("a", UpdateId("e", 0, n), n, b'{"n":%d}' % n)])
+    run = run_of([Update.numbered("a", UpdateId("e", 0, n), n, b'{"n":%d}' % n)])
     run.received_us = received_us
     return run
 
@@ -315,13 +316,13 @@ def test_paced_sends_an_update_held_behind_a_newer_one_without_its_id() -> None:
     clocks, taker = Clocks(), _Taker()
     paced = Paced(taker, None, 1.0, monotonic=clocks.monotonic)  # type: ignore[arg-type]
     a1, a2, b3 = _numbered("a", 1), _numbered("a", 2), _numbered("b", 3)
-    assert paced.render([Run.of([a1])]) == [a1.sse]
+    assert paced.render([run_of([a1])]) == [a1.sse]
     clocks.now += 0.25
-    assert paced.render([Run.of([a2])]) == []  # held back: its topic went 0.25 s ago
+    assert paced.render([run_of([a2])]) == []  # held back: its topic went 0.25 s ago
     # The held-back update falls due before the heartbeat: the wait ends then.
     assert paced.take(15.0) == [] and taker.waits == [0.75]
     clocks.now += 0.25
-    assert paced.render([Run.of([b3])]) == [b3.sse]
+    assert paced.render([run_of([b3])]) == [b3.sse]
     clocks.now += 0.5
     # a2 goes now, after b3 went: without `id:`, so Last-Event-ID never moves backwards.
     assert paced.render([]) == [b"event: stats\ndata: " + a2.data + b"\n\n"]

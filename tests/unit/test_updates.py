@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from pushsvc.core.updates import (
-    Run,
     Update,
     UpdateId,
     draft,
@@ -135,14 +134,6 @@ def test_a_numbered_draft_is_the_body_with_the_id_as_first_member() -> None:
 def _update(topic: str, seq: int, windows: dict[str, object] | None = None) -> Update:
     d = draft(topic, seq * 1_000_000, "event", None, windows or {"1s": {"count": seq}})
     return Update.of(d, UpdateId("ab", 0, seq))
-
-
-def test_a_run_joins_its_frames_once() -> None:
-    updates = [_update("a", 1), _update("a", 2)]
-    run = Run.of(updates)
-    assert run.block == updates[0].sse + updates[1].sse
-    assert run.topic == "a" and run.last_id == UpdateId("ab", 0, 2)
-    assert Run.of(updates[:1]).block is updates[0].sse
 
 
 def test_a_snapshot_carries_each_topics_windows_and_the_newest_id() -> None:

@@ -316,7 +316,8 @@ class Update:
 @dataclass(slots=True)
 class Run:
     """Consecutive updates of one topic, in id order (a batch POST), shared by every client
-    that gets them. `block` is their frames joined once."""
+    that gets them. `block` is their frames joined once, as a stream without a projection
+    writes them; `pushsvc.deliver.rendering.run_of` makes runs by that rule."""
 
     updates: list[Update]
     block: bytes
@@ -326,15 +327,6 @@ class Run:
     """The run as other streams write it (projected, framed as a chunk), made once and
     shared. Owned by `pushsvc.deliver.rendering`, which alone reads and writes it and
     documents its keys and lifetime."""
-
-    @classmethod
-    def of(cls, updates: list[Update]) -> Run:
-        """The run of these messages; its `block` leaves out points, which a stream gets only
-        when it asks for their tier (`?series=`, through a projection)."""
-        if len(updates) == 1:
-            only = updates[0]
-            return cls(updates, b"" if only.event is POINT_EVENT else only.sse)
-        return cls(updates, b"".join([u.sse for u in updates if u.event is not POINT_EVENT]))
 
     @property
     def topic(self) -> str:

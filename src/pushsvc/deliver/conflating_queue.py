@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver.rendering import run_of
 
 
 @dataclass(eq=False, slots=True)
@@ -62,7 +63,7 @@ class ConflatingQueue:
         queued.clear()
         latest = self.latest
         if latest:
-            runs.extend(Run.of([u]) for u in latest.values())
+            runs.extend(run_of([u]) for u in latest.values())
             latest.clear()
         if self.floor is not None and runs:
             runs = self._drop_covered(runs)
@@ -82,5 +83,5 @@ class ConflatingQueue:
             if run.last_id.is_after(floor):
                 self.floor = None
                 fresh = [u for u in run.updates if u.id.is_after(floor)]
-                return [Run.of(fresh), *runs[index + 1 :]]
+                return [run_of(fresh), *runs[index + 1 :]]
         return []

@@ -43,7 +43,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update
 from pushsvc.deliver.conflating_queue import ConflatingQueue
 from pushsvc.deliver.histogram import Histogram
-from pushsvc.deliver.rendering import Rendering
+from pushsvc.deliver.rendering import Rendering, run_of
 from pushsvc.deliver.stream_socket import StreamSocket
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ class Hub:
             targets = self._by_topic.get(topic)
             patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
             if targets or patterned:
-                run = Run.of(updates[start:end])
+                run = run_of(updates[start:end])
                 run.received_us = now
                 offered = 0
                 for group in (targets or (), patterned):

@@ -10,8 +10,7 @@ for the hub, writing an idle stream's socket itself, `pushsvc.deliver.hub`), a p
 A stream without a projection gets every message but points (closed series buckets): a stream
 gets points only when it asks for their tier (`?series=`, through a projection). `message`
 applies that rule, and `replay` is built on it; a live run's whole block is `Run.block`, which
-`Run.of` joins once per run at dispatch by the same rule, for every stream alike (it sits in
-`pushsvc.core.updates`, below this package; a test holds the two to the same bytes).
+`run_of` joins once per run at dispatch by the same rule, for every stream alike.
 
 The cache, `Run.renderings` (None until first used), is read and written here only. Its keys:
 
@@ -33,10 +32,19 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from pushsvc.core.sse import encode_message, encode_update
+from pushsvc.core.sse import POINT_EVENT, encode_message, encode_update
 from pushsvc.core.updates import Run, Update, snapshot_message
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_socket import http_chunk
+
+
+def run_of(updates: list[Update]) -> Run:
+    """The run of these updates (one topic's, in id order), its `block` joined once as a stream
+    without a projection writes it: every message but points."""
+    if len(updates) == 1:
+        only = updates[0]
+        return Run(updates, b"" if only.event is POINT_EVENT else only.sse)
+    return Run(updates, b"".join([u.sse for u in updates if u.event is not POINT_EVENT]))
 
 
 class Rendering:
