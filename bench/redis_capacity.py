@@ -22,11 +22,12 @@ import redis
 
 from bench.common import Report, parser
 from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.broker.base import Applied
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.broker import Applied
 from pushsvc.broker.redis.keys import Keys
-from pushsvc.broker.redis.lease import Lease
-from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.lists import comma_list
 from pushsvc.ingest import Event
 from support.live import wait_until
@@ -79,8 +80,8 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
         broker = RedisBroker(server.url, prefix=prefix, history=10_000)
         keys = Keys(prefix)
         shard = (0, 1)
-        event_log = EventLog(server.url, keys, shard, socket_timeout=5.0)
-        lease = Lease(server.url, keys.lease(shard), ttl_us=600_000_000)
+        event_log = RedisEventLog(server.url, keys, shard, socket_timeout=5.0)
+        lease = RedisLease(server.url, keys.lease(shard), ttl_us=600_000_000)
         assert lease.renew(), "no one else holds the lease"
         aggregator = Aggregator(
             windows_us=WINDOWS_US, labels=LABELS, wall_clock=lambda: time.time_ns() // 1000

@@ -1,29 +1,33 @@
-"""What one process runs: the broker, its hub and, where it aggregates, the aggregator."""
+"""What one process runs: the broker, its hub and, where it aggregates, the aggregator.
+
+The broker and the way its aggregator is driven are chosen together, once, from the settings
+(`_backend`): the embedded broker drives its aggregator in process
+(`pushsvc.aggregate.in_process`), Redis through each shard's shared log
+(`pushsvc.aggregate.shard_runner`), with the Redis bridge and the memory guard beside it.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import gevent
 import gevent.event
 
-from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.aggregate.in_process import InProcessDriver
 from pushsvc.aggregate.shard_runner import ShardRunner
-from pushsvc.broker import make_broker
-from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.broker.base import ServingBroker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
 from pushsvc.broker.redis.keys import shard_of
-from pushsvc.broker.redis.lease import Lease
-from pushsvc.broker.redis.log import EventLog
 from pushsvc.config import Settings
 from pushsvc.deliver.hub import Hub
-from pushsvc.ingest import Event, InputLimits
+from pushsvc.ingest import InputLimits
 from pushsvc.ingest.redis_bridge import Bridge
 from pushsvc.ops.metrics import Metrics
 from pushsvc.security.access import Gate
@@ -43,7 +47,7 @@ class Runtime:
     """Everything stateful behind one app; lives in `app.extensions["pushsvc"]`."""
 
     settings: Settings
-    broker: Broker
+    broker: ServingBroker
     hub: Hub
     metrics: Metrics
     limits: InputLimits
@@ -52,8 +56,6 @@ class Runtime:
     publish_rate: RateLimiter | None = None
     feed: UpdatesFeed | None = None
     aggregator: Aggregator | None = None
-    shard_runner: ShardRunner | None = None
-    bridge: Bridge | None = None
     redis_guard: RedisGuard | None = None
     stop: gevent.event.Event = field(default_factory=gevent.event.Event)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -61,20 +63,8 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, web: bool, aggregate: bool) -> Runtime:
-        broker = make_broker(
-            settings.redis_url,
-            prefix=settings.prefix,
-            history=settings.history,
-            shards=settings.shard[1],
-            min_replicas=settings.redis_min_replicas,
-            max_topics=settings.max_topics,
-        )
-        if isinstance(broker, RedisBroker):
-            try:
-                check_at_start(broker)  # UnsafeRedis: an evicting Redis would lose data
-            except BaseException:
-                broker.close()
-                raise
+        backend = _backend(settings)
+        broker = backend.broker
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
         limits = InputLimits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
         runtime = cls(
@@ -91,12 +81,7 @@ class Runtime:
                 None if settings.publish_rate is None else RateLimiter(settings.publish_rate)
             ),
         )
-        if isinstance(broker, RedisBroker):
-            guard = runtime.redis_guard = RedisGuard(
-                broker, interval_s=settings.redis_check_us / 1_000_000
-            )
-            runtime.metrics.watch_redis(guard)
-            runtime._spawn(guard.run, runtime.stop)
+        backend.watch(runtime)
         if web:
             # Updates may have been missed (Redis connection lost): end the streams, which
             # resume from the history (EventSource reconnects by itself).
@@ -109,91 +94,18 @@ class Runtime:
                 lateness_us=settings.allowed_lateness_us,
             )
             runtime.metrics.watch_aggregator(runtime.aggregator)
-            if isinstance(broker, MemoryBroker):
-                runtime._run_in_process(broker, runtime.aggregator)
-                runtime._send_alerts(broker)
-            else:
-                assert isinstance(broker, RedisBroker)
-                runtime._run_shard(broker, runtime.aggregator)
+            backend.drive(runtime, runtime.aggregator)
         return runtime
 
-    def _run_in_process(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
-        def handle(topic: str, events: list[Event]) -> None:
-            broker.publish_updates(aggregator.apply_events(topic, events))
-
-        self._closers.append(broker.consume_events(handle).close)
-        self._closers.append(broker.consume_forgets(aggregator.forget).close)
-        if self.settings.tick_us or self.settings.topic_ttl_us:
-            self._spawn(self._idle_loop, broker, aggregator)
-
-    def _idle_loop(self, broker: MemoryBroker, aggregator: Aggregator) -> None:
-        """Idle ticks every `--tick`, and idle topics forgotten (`--topic-ttl`), in one process:
-        nothing to log first."""
-        tick_s = self.settings.tick_us / 1_000_000
-        ttl_us = self.settings.topic_ttl_us
-        sweep_s = sweep_interval_s(ttl_us)
-
-        def idle() -> dict[str, int]:
-            return aggregator.idle_topics(ttl_us, ticking=tick_s > 0)
-
-        now = time.monotonic()
-        next_tick = now + tick_s if tick_s else math.inf
-        next_sweep = now + sweep_s if ttl_us else math.inf
-        while not self.stop.wait(max(0.0, min(next_tick, next_sweep) - time.monotonic())):
-            now = time.monotonic()
-            try:
-                if now >= next_tick:
-                    next_tick = now + tick_s
-                    broker.publish_updates(aggregator.tick())
-                if now >= next_sweep:
-                    next_sweep = now + sweep_s
-                    broker.forget_topics(idle)
-            except Exception:  # a failing round must not end the rounds for good
-                log.exception("idle tick or topic sweep failed")
-
-    def _run_shard(self, broker: RedisBroker, aggregator: Aggregator) -> None:
-        assert self.settings.redis_url is not None
-        shard = self.settings.shard
-        event_log = EventLog(self.settings.redis_url, broker.keys, shard, socket_timeout=5.0)
-        lease = Lease(
-            self.settings.redis_url, broker.keys.lease(shard), ttl_us=self.settings.lease_us
-        )
-        self.shard_runner = ShardRunner(
-            aggregator,
-            broker,
-            event_log,
-            lease,
-            tick_us=self.settings.tick_us,
-            topic_ttl_us=self.settings.topic_ttl_us,
-        )
-        self.metrics.watch_shard(self.shard_runner)
-        self._closers += [event_log.close, lease.close]
-        self._spawn(lease.keep, self.stop)
-        self._spawn(self.shard_runner.run, self.stop)
-        # Producers on Redis: every aggregator process stands by to bridge, one bridges.
-        self.bridge = Bridge(
-            broker,
-            limits=self.limits,
-            lateness_us=self.settings.allowed_lateness_us,
-            lease_us=self.settings.lease_us,
-        )
-        self._spawn(self.bridge.run, self.stop)
-        index, count = shard
-        self._send_alerts(
-            broker,
-            holding=lambda: lease.holding,
-            mine=lambda topic: shard_of(topic, count) == index,
-        )
-
-    def _send_alerts(
+    def send_alerts(
         self,
-        broker: Broker,
         *,
         holding: Callable[[], bool] = lambda: True,
         mine: Callable[[str], bool] = lambda topic: True,
     ) -> None:
         """Post this aggregator's firing and resolved alert instances to the Alertmanagers
-        (`--alertmanager-url`), in a greenlet of their own."""
+        (`--alertmanager-url`), in a greenlet of their own: while `holding()`, those of the
+        topics that are `mine`."""
         urls = self.settings.alertmanager_url
         if not urls or not self.settings.rules.alerts:
             return
@@ -202,16 +114,21 @@ class Runtime:
         posts = self.metrics.alertmanager_posts
         sender = AlertmanagerSender(
             urls,
-            broker.active_alerts,
+            self.broker.active_alerts,
             holding=holding,
             mine=mine,
             resend_s=self.settings.alertmanager_resend_us / 1_000_000,
             on_post=lambda outcome: posts.labels(outcome).inc(),
         )
-        self._spawn(sender.run, self.stop)
+        self.spawn(sender.run, self.stop)
 
-    def _spawn(self, run: Callable[..., object], *args: object) -> None:
+    def spawn(self, run: Callable[..., object], *args: object) -> None:
+        """Run this in a greenlet that `close` stops."""
         self._greenlets.append(gevent.spawn(run, *args))
+
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Call this when the runtime closes, after its greenlets stopped."""
+        self._closers.append(close)
 
     def close(self) -> None:
         """Stop streams, background work and the broker; idempotent."""
@@ -227,6 +144,108 @@ class Runtime:
             close()
         self._closers.clear()
         self.broker.close()
+
+
+class _Backend(Protocol):
+    """A broker and the way its aggregator is driven, chosen together (`_backend`)."""
+
+    @property
+    def broker(self) -> ServingBroker: ...
+
+    def watch(self, runtime: Runtime) -> None:
+        """Start whatever watches the broker itself (every process)."""
+        ...
+
+    def drive(self, runtime: Runtime, aggregator: Aggregator) -> None:
+        """Feed `aggregator` and publish what it makes (an aggregating process)."""
+        ...
+
+
+def _backend(settings: Settings) -> _Backend:
+    """The Redis broker when a URL is given, else the embedded one-process broker; the one
+    place that chooses."""
+    if settings.redis_url is None:
+        return _InProcess(MemoryBroker(history=settings.history, max_topics=settings.max_topics))
+    broker = RedisBroker(
+        settings.redis_url,
+        prefix=settings.prefix,
+        history=settings.history,
+        shards=settings.shard[1],
+        min_replicas=settings.redis_min_replicas,
+        max_topics=settings.max_topics,
+    )
+    try:
+        check_at_start(broker)  # UnsafeRedis: an evicting Redis would lose data
+    except BaseException:
+        broker.close()
+        raise
+    return _OnRedis(broker)
+
+
+@dataclass(frozen=True)
+class _InProcess:
+    """The embedded broker: one process, its aggregator applying each batch as it comes."""
+
+    broker: MemoryBroker
+
+    def watch(self, runtime: Runtime) -> None:
+        pass  # nothing outside this process to watch
+
+    def drive(self, runtime: Runtime, aggregator: Aggregator) -> None:
+        settings = runtime.settings
+        driver = InProcessDriver(
+            self.broker,
+            aggregator,
+            tick_us=settings.tick_us,
+            topic_ttl_us=settings.topic_ttl_us,
+        )
+        driver.start()
+        runtime.on_close(driver.close)
+        runtime.spawn(driver.run, runtime.stop)
+        runtime.send_alerts()
+
+
+@dataclass(frozen=True)
+class _OnRedis:
+    """Redis: this process's shard of the log (`--shard`), its lease, and the bridge."""
+
+    broker: RedisBroker
+
+    def watch(self, runtime: Runtime) -> None:
+        guard = runtime.redis_guard = RedisGuard(
+            self.broker, interval_s=runtime.settings.redis_check_us / 1_000_000
+        )
+        runtime.metrics.watch_redis(guard)
+        runtime.spawn(guard.run, runtime.stop)
+
+    def drive(self, runtime: Runtime, aggregator: Aggregator) -> None:
+        settings = runtime.settings
+        shard = settings.shard
+        runner = ShardRunner.open(
+            self.broker,
+            aggregator,
+            shard,
+            lease_us=settings.lease_us,
+            tick_us=settings.tick_us,
+            topic_ttl_us=settings.topic_ttl_us,
+        )
+        runtime.metrics.watch_shard(runner)
+        runtime.on_close(runner.close)
+        runtime.spawn(runner.keep_lease, runtime.stop)
+        runtime.spawn(runner.run, runtime.stop)
+        # Producers on Redis: every aggregator process stands by to bridge, one bridges.
+        bridge = Bridge(
+            self.broker,
+            limits=runtime.limits,
+            lateness_us=settings.allowed_lateness_us,
+            lease_us=settings.lease_us,
+        )
+        runtime.spawn(bridge.run, runtime.stop)
+        index, count = shard
+        runtime.send_alerts(
+            holding=lambda: runner.holding,
+            mine=lambda topic: shard_of(topic, count) == index,
+        )
 
 
 def _gate(settings: Settings) -> Gate:

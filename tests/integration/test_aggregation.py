@@ -15,8 +15,8 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.lease import Lease
-from pushsvc.broker.redis.log import FORGET_SCAN, EventLog
+from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.log import FORGET_SCAN, RedisEventLog
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
 from pushsvc.ingest import Event
@@ -45,8 +45,8 @@ class ShardRunners:
     ) -> ShardRunner:
         """A runner; its publishes go to `broker_url` (a proxy) when given."""
         broker = RedisBroker(broker_url or self.url, prefix=self.prefix, history=100_000)
-        event_log = EventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
-        lease = Lease(self.url, broker.keys.lease(SHARD), ttl_us=60 * S)
+        event_log = RedisEventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
+        lease = RedisLease(self.url, broker.keys.lease(SHARD), ttl_us=60 * S)
         aggregator = Aggregator(
             windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
         )

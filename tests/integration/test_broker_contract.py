@@ -21,12 +21,13 @@ import orjson
 import pytest
 import redis
 
-from pushsvc.broker import make_broker
-from pushsvc.broker.base import Appended, Broker, HistoryPage, TopicStats, UpdatesFeed
+from pushsvc.broker.base import Appended, HistoryPage, TopicStats, UpdatesFeed
+from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import time_of_key
-from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, alert_draft
@@ -66,7 +67,7 @@ def appended(broker: Broker) -> Callable[[], list[tuple[str, list[Event]]]]:
         broker.consume_events(lambda topic, events: got.append((topic, events)))
         return lambda: list(got)
     assert isinstance(broker, RedisBroker)
-    event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
 
     def read() -> list[tuple[str, list[Event]]]:
         entries = event_log.read(FIRST, count=10_000)
@@ -119,7 +120,11 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
     made: list[Broker] = []
 
     def make(history: int = 100, max_topics: int = 100_000) -> Broker:
-        broker = make_broker(url, prefix=prefix, history=history, max_topics=max_topics)
+        broker: Broker = (
+            MemoryBroker(history=history, max_topics=max_topics)
+            if url is None
+            else RedisBroker(url, prefix=prefix, history=history, max_topics=max_topics)
+        )
         made.append(broker)
         return broker
 
@@ -644,7 +649,7 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
         client = redis.Redis.from_url(broker.url)
         client.set(broker.keys.lease((0, 1)), "token")
         client.close()
-        event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+        event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
         event_log.append_ticks("token", {"a": 100 * 10**6})
         event_log.close()
     else:
@@ -668,7 +673,7 @@ def forget(broker: Broker, topic: str) -> list[str]:
     client.set(broker.keys.lease((0, 1)), "token")
     clock = client.hget(broker.keys.clocks, topic)
     client.close()
-    event_log = EventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
     try:
         entries = event_log.read(FIRST, count=10_000)
         position = entries[-1].id if entries else FIRST
@@ -807,23 +812,6 @@ def test_history_must_hold_at_least_one_update(new_broker: MakeBroker) -> None:
 # -- Redis only: several processes on one Redis -----------------------------------
 
 
-def test_make_broker_without_url_is_the_memory_broker() -> None:
-    broker = make_broker(None, prefix="ignored:", history=10)
-    try:
-        assert isinstance(broker, MemoryBroker)
-    finally:
-        broker.close()
-
-
-@pytest.mark.redis
-def test_make_broker_with_url_is_the_redis_broker(redis_server: RedisServer, prefix: str) -> None:
-    broker = make_broker(redis_server.url, prefix=prefix, history=10)
-    try:
-        assert isinstance(broker, RedisBroker)
-    finally:
-        broker.close()
-
-
 @pytest.mark.redis
 def test_instances_on_one_redis_share_the_log_updates_history_and_latest(
     redis_server: RedisServer, prefix: str
@@ -892,7 +880,8 @@ from gevent import monkey
 monkey.patch_all()
 import sys, gevent, gevent.queue
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.log import FIRST, EventLog
+from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event
 

@@ -33,8 +33,8 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.lease import Lease
-from pushsvc.broker.redis.log import EventLog
+from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.core.event import Event
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import UpdateDraft, UpdateId
@@ -308,8 +308,8 @@ class OnRedis:
         self.wall_us = 0
         self.broker = RedisBroker(url, prefix=prefix)
         self.aggregator = _aggregator(alerts, lambda: self.wall_us)
-        self._log = EventLog(url, self.broker.keys, (0, 1), socket_timeout=5.0)
-        self._lease = Lease(url, self.broker.keys.lease((0, 1)), ttl_us=600 * S)
+        self._log = RedisEventLog(url, self.broker.keys, (0, 1), socket_timeout=5.0)
+        self._lease = RedisLease(url, self.broker.keys.lease((0, 1)), ttl_us=600 * S)
         self.runner = ShardRunner(
             self.aggregator, self.broker, self._log, self._lease, tick_us=S, block_ms=1
         )

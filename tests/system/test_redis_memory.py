@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from conftest import MakeApp
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.lease import Lease
+from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.errors import BrokerLoading
 from pushsvc.http.api.error_replies import headers_of, status_of
 from pushsvc.ingest import Event
@@ -271,8 +271,8 @@ def test_the_bridge_waits_for_a_full_redis_and_then_appends_every_message(
 def test_a_full_redis_keeps_the_lease_with_its_holder_and_standbys_quiet(
     own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    holder = Lease(own_redis.url, f"{prefix}lease", ttl_us=60_000_000)
-    standby = Lease(own_redis.url, f"{prefix}lease", ttl_us=60_000_000)
+    holder = RedisLease(own_redis.url, f"{prefix}lease", ttl_us=60_000_000)
+    standby = RedisLease(own_redis.url, f"{prefix}lease", ttl_us=60_000_000)
     control = redis.Redis(port=own_redis.port)
     try:
         assert holder.renew()

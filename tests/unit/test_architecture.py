@@ -167,11 +167,27 @@ def test_the_command_line_and_the_embedded_mode_never_import_redis_py() -> None:
     settings read the Redis URL module, whose package must not import the broker eagerly."""
     code = (
         "import sys, pushsvc.cli, pushsvc.config, pushsvc.broker.redis.url\n"
-        "from pushsvc.broker import make_broker\n"
-        "make_broker(None, prefix='p:', history=10)\n"
+        "from pushsvc.broker.memory import MemoryBroker\n"
+        "MemoryBroker(history=10)\n"
         "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
     )
     found = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert found.strip() == "[]"
+
+
+def test_the_data_flow_above_the_broker_reaches_it_through_its_contract() -> None:
+    """The aggregator and its drivers, ingest, the stream loop and the API reach a broker
+    through its contract (`pushsvc.broker.base`, `pushsvc.broker.shared_log`) only; the
+    runtime chooses the implementation (the Redis bridge reads Redis itself)."""
+    contract = {"pushsvc.broker.base", "pushsvc.broker.shared_log"}
+    flow = ("pushsvc.aggregate", "pushsvc.ingest", "pushsvc.deliver", "pushsvc.http")
+    found = [
+        f"{module} imports {target}"
+        for module, targets in sorted(_graph().items())
+        if module.startswith(flow) and module != "pushsvc.ingest.redis_bridge"
+        for target in sorted(targets)
+        if target.startswith("pushsvc.broker.") and target not in contract
+    ]
+    assert not found, "\n".join(found)

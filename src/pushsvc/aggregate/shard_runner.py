@@ -1,8 +1,9 @@
-"""Running a shard's aggregator on Redis: the event log in, updates out, exactly once.
+"""Running a shard's aggregator on a shared log (Redis): the event log in, updates out,
+exactly once. It reads the log through `pushsvc.broker.shared_log`'s contract only.
 
 Every aggregator of a shard applies the shard's log in order to its own windows (a hot
 standby). Only the lease holder publishes: each batch of updates goes out with the position
-of the last log entry it covers, in one script (`RedisBroker.publish_updates`), so "applied
+of the last log entry it covers, in one atomic step (`Broker.publish_updates`), so "applied
 up to" moves exactly with the updates. A standby keeps the drafts of entries it applied but
 has not seen published, and drops them as the holder's position passes them; when it takes
 the lease it publishes what is left. Every tenure of the lease starts that way, also one that
@@ -33,11 +34,8 @@ from collections import deque
 import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
-from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.broker import Applied
-from pushsvc.broker.redis.keys import shard_of
-from pushsvc.broker.redis.lease import Lease
-from pushsvc.broker.redis.log import FIRST, Entry, EventLog, position
+from pushsvc.broker.base import Applied, Broker
+from pushsvc.broker.shared_log import FIRST, Entry, EventLog, Lease, LogBroker, position
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, PublishedAlready
 
@@ -56,7 +54,7 @@ class ShardRunner:
     def __init__(
         self,
         aggregator: Aggregator,
-        broker: RedisBroker,
+        broker: Broker,
         event_log: EventLog,
         lease: Lease,
         *,
@@ -92,9 +90,44 @@ class ShardRunner:
         self.refused: str | None = None
         """The code of the refusal this aggregator waits on (e.g. broker_full), else None."""
 
+    @classmethod
+    def open(
+        cls,
+        broker: LogBroker,
+        aggregator: Aggregator,
+        shard: tuple[int, int],
+        *,
+        lease_us: int,
+        tick_us: int,
+        topic_ttl_us: int = 0,
+    ) -> ShardRunner:
+        """The runner of `shard` on `broker`'s shared log, with connections of its own to the
+        log and the lease (`close` closes them)."""
+        return cls(
+            aggregator,
+            broker,
+            broker.event_log(shard),
+            broker.lease(shard, ttl_us=lease_us),
+            tick_us=tick_us,
+            topic_ttl_us=topic_ttl_us,
+        )
+
     @property
     def shard(self) -> tuple[int, int]:
         return self._log.shard
+
+    @property
+    def holding(self) -> bool:
+        """Whether this aggregator holds the shard's lease, as it last learned."""
+        return self._lease.holding
+
+    def keep_lease(self, stop: gevent.event.Event) -> None:
+        """Take and renew the shard's lease until `stop` is set (a greenlet of its own)."""
+        self._lease.keep(stop)
+
+    def close(self) -> None:
+        self._log.close()
+        self._lease.close()
 
     @property
     def _active(self) -> bool:
@@ -171,9 +204,8 @@ class ShardRunner:
         state = self._log.state()
         index, shards = self.shard
         for checkpoint in self._log.checkpoints():
-            if shard_of(checkpoint.topic, shards) == index:
-                self.aggregator.restore(checkpoint)
-                self._saved[checkpoint.topic] = checkpoint.position
+            self.aggregator.restore(checkpoint)
+            self._saved[checkpoint.topic] = checkpoint.position
         after = FIRST
         count = 0
         while state.applied != FIRST:
@@ -186,8 +218,7 @@ class ShardRunner:
             after = entries[-1].id
         self.aggregator.end_replay()
         for topic, clock in state.clocks.items():
-            if shard_of(topic, shards) == index:
-                self.aggregator.restore_clock(topic, clock)
+            self.aggregator.restore_clock(topic, clock)
         self.position = self.published = state.applied
         log.warning(
             "shard %d/%d: rebuilt %d topics from %d log entries up to %s",

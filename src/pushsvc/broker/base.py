@@ -1,14 +1,22 @@
 """The broker contract: how raw events reach the aggregator and updates reach the hubs.
 
+`Broker` is the core every broker has; what a broker may also keep is a small protocol of its
+own: `HistoryKeeper` (the bounded history, read by topic), `SeriesKeeper` (series points),
+`AlertKeeper` (the active alert instances), `LagReporter` (the log's backlog and topics) and
+`BridgeReporter` (producers on Redis). `ServingBroker` is all of them: what a process serving
+the whole API holds. How the aggregator is fed is one of two more: `InProcessBroker` (the
+aggregator runs inside the broker's process) or `LogBroker` (a log many processes share,
+`pushsvc.broker.shared_log`).
+
 Two implementations share this contract and one test suite
-(`tests/integration/test_broker_contract.py`): `memory` (one process only; the aggregator runs
-inside `append_events`) and `redis` (any number of processes on any number of hosts; the
-shard's aggregator reads the event log, `pushsvc.aggregate.shard_runner`).
+(`tests/integration/test_broker_contract.py`): `memory` (one process only; its aggregator is
+driven in process, `pushsvc.aggregate.in_process`) and `redis` (any number of processes on any
+number of hosts; each shard's aggregators read its event log, `pushsvc.aggregate.shard_runner`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -123,6 +131,17 @@ class TopicStats:
     forgotten: int
 
 
+class Applied(NamedTuple):
+    """Where a batch of drafts comes from in a shard's event log: the shard, the last log
+    entry the drafts cover, how many entries that was, and the entry before them, the last
+    the caller saw published (`Broker.publish_updates`)."""
+
+    shard: tuple[int, int]
+    entry_id: str
+    entries: int
+    after: str
+
+
 class Broker(Protocol):
     """Carries raw events to aggregators and updates to every process's hub.
 
@@ -163,13 +182,26 @@ class Broker(Protocol):
         """
         ...
 
-    def publish_updates(self, drafts: Sequence[UpdateDraft]) -> list[Update]:
+    def publish_updates(
+        self,
+        drafts: Sequence[UpdateDraft],
+        *,
+        applied: Applied | None = None,
+        fence: str | None = None,
+    ) -> list[Update]:
         """Give each draft an id, append it to the history, remember it as its topic's
         latest, and deliver it to every process watching its topic; atomically per call,
         so ids are in delivery order even with several publishers. A point's draft
         (`draft.series`) is also kept in its tier's series and is never a topic's latest;
         one its series holds already (a bucket closed before) is left out of the history,
-        delivery and the result."""
+        delivery and the result.
+
+        An aggregator reading a shared log (`pushsvc.broker.shared_log`) passes where its
+        drafts come from (`applied`) and its lease token (`fence`): the broker records the
+        applied position in the same atomic step as the updates, and publishes nothing,
+        raising Fenced, when the lease is no longer under that token, or PublishedAlready
+        when the log is recorded as published past `applied.after`. A broker without a
+        shared log (the memory broker: one process, one aggregator) has neither to check."""
         ...
 
     def consume_updates(
@@ -186,6 +218,26 @@ class Broker(Protocol):
         another epoch, was never issued, or is older than what the history keeps.
         """
         ...
+
+    def latest(self, match: TopicMatcher) -> dict[str, Update]:
+        """The newest update of every topic that `match`es (by name when the matcher
+        holds names only, without reading the other topics)."""
+        ...
+
+    def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
+        """The live groups of these grouping topics: each group's JSON (`{"key", "windows"}`)
+        as the newest update that carried it, for the topics that have any."""
+        ...
+
+    def ping(self) -> None:
+        """Raise BrokerUnavailable unless the broker answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class HistoryKeeper(Protocol):
+    """A broker that reads its bounded history by topic (`GET /topics/<t>/history`)."""
 
     def history(
         self,
@@ -209,6 +261,10 @@ class Broker(Protocol):
         """
         ...
 
+
+class SeriesKeeper(Protocol):
+    """A broker that keeps series points (`GET /topics/<t>/series`)."""
+
     def series(
         self,
         topic: str,
@@ -226,35 +282,57 @@ class Broker(Protocol):
         `retention_us`)."""
         ...
 
+
+class AlertKeeper(Protocol):
+    """A broker that keeps the active alert instances (`GET /alerts`, Alertmanager)."""
+
     def active_alerts(self) -> list[bytes]:
         """The alert instances pending or firing now: each one's latest change (its JSON as
         published on `_alerts`, without the id)."""
         ...
 
-    def latest(self, match: TopicMatcher) -> dict[str, Update]:
-        """The newest update of every topic that `match`es (by name when the matcher
-        holds names only, without reading the other topics)."""
-        ...
 
-    def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
-        """The live groups of these grouping topics: each group's JSON (`{"key", "windows"}`)
-        as the newest update that carried it, for the topics that have any."""
-        ...
-
-    def ping(self) -> None:
-        """Raise BrokerUnavailable unless the broker answers."""
-        ...
+class LagReporter(Protocol):
+    """A broker that reports its event log's backlog and the topics it keeps."""
 
     def lag(self) -> list[ShardLag]:
         """Every shard's backlog (BrokerUnavailable if the broker cannot be reached)."""
-        ...
-
-    def bridge_stats(self) -> BridgeStats | None:
-        """The Redis bridge's counts; None where there is no bridge (the embedded broker)."""
         ...
 
     def topic_stats(self) -> TopicStats:
         """Topics kept and forgotten (BrokerUnavailable if the broker cannot be reached)."""
         ...
 
-    def close(self) -> None: ...
+
+class BridgeReporter(Protocol):
+    """A broker that reports the Redis bridge (producers publishing into Redis)."""
+
+    def bridge_stats(self) -> BridgeStats | None:
+        """The Redis bridge's counts; None where there is no bridge (the embedded broker)."""
+        ...
+
+
+class InProcessBroker(Broker, Protocol):
+    """A broker whose one aggregator runs in this process: it hands each appended batch to
+    the aggregator as it is appended, in order (`consume_events`), and forgets idle topics
+    in one step with the aggregator (`forget_topics`, `consume_forgets`)."""
+
+    def consume_events(self, handler: EventsHandler) -> Subscription:
+        """`handler` gets every batch appended from now on, in append order."""
+        ...
+
+    def consume_forgets(self, handler: ForgetHandler) -> Subscription:
+        """`handler` gets the topics `forget_topics` forgot (the aggregator drops them)."""
+        ...
+
+    def forget_topics(self, choose: Callable[[], Iterable[str]]) -> list[str]:
+        """Forget the topics `choose()` names, choosing and forgetting in one step; the
+        topics forgotten."""
+        ...
+
+
+class ServingBroker(
+    Broker, HistoryKeeper, SeriesKeeper, AlertKeeper, LagReporter, BridgeReporter, Protocol
+):
+    """A broker with every ability: what a process serving the whole API holds. Both of
+    pushsvc's brokers are one."""

@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 
 from pushsvc.broker.base import (
     Appended,
+    Applied,
     BridgeStats,
     EventsHandler,
     ForgetHandler,
@@ -251,7 +252,15 @@ class MemoryBroker:
                     log.exception("forget handler %r failed", handler)
         return topics
 
-    def publish_updates(self, drafts: Sequence[UpdateDraft]) -> list[Update]:
+    def publish_updates(
+        self,
+        drafts: Sequence[UpdateDraft],
+        *,
+        applied: Applied | None = None,
+        fence: str | None = None,
+    ) -> list[Update]:
+        """See `Broker.publish_updates`; `applied` and `fence` are for a shared log, which
+        this one-process broker has not: its one aggregator publishes as it applies."""
         self._check_open()
         with self._updates_lock:
             updates: list[Update] = []

@@ -37,7 +37,7 @@ import gevent.event
 
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import single_client
-from pushsvc.broker.redis.lease import Lease
+from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.errors import (
     BrokerRefused,
@@ -67,7 +67,7 @@ class Bridge:
         self._lateness_us = lateness_us
         keys = broker.keys
         self._channel_prefix = keys.ingest_channel
-        self.lease = Lease(broker.url, keys.bridge_lease, ttl_us=lease_us)
+        self.lease = RedisLease(broker.url, keys.bridge_lease, ttl_us=lease_us)
         self._reader: PubSubReader | None = None
         self._tenure: str | None = None
         """The lease token `_reader` bridges under; None while standing by."""

@@ -28,13 +28,13 @@ from pushsvc.errors import BrokerUnavailable
 if TYPE_CHECKING:
     from pushsvc.aggregate.aggregator import Aggregator
     from pushsvc.aggregate.shard_runner import ShardRunner
-    from pushsvc.broker.base import Broker
+    from pushsvc.broker.base import ServingBroker
     from pushsvc.broker.redis.guard import RedisGuard
     from pushsvc.deliver.hub import Hub
 
 
 class _StateCollector(Collector):
-    def __init__(self, hub: Hub, broker: Broker) -> None:
+    def __init__(self, hub: Hub, broker: ServingBroker) -> None:
         self._hub = hub
         self._broker = broker
         self.aggregator: Aggregator | None = None
@@ -237,7 +237,7 @@ def _le(bound: float) -> str:
 class Metrics:
     """One registry per app, so several apps in one process (tests) do not collide."""
 
-    def __init__(self, hub: Hub, broker: Broker) -> None:
+    def __init__(self, hub: Hub, broker: ServingBroker) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._state = _StateCollector(hub, broker)
         self.registry.register(self._state)

@@ -23,10 +23,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from pushsvc.broker.base import (
     Appended,
+    Applied,
     BridgeStats,
     HistoryPage,
     SeriesPage,
@@ -46,6 +47,8 @@ from pushsvc.broker.redis.keys import (
     time_key,
     time_of_key,
 )
+from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
@@ -66,17 +69,6 @@ log = logging.getLogger(__name__)
 
 # A tier's stream outlives its retention by this much after its newest point.
 _SERIES_TTL_MARGIN_MS = 60_000
-
-
-class Applied(NamedTuple):
-    """Where a batch of drafts comes from in a shard's event log: the shard, the last log
-    entry the drafts cover, how many entries that was, and the entry before them, the last
-    the caller saw published (`RedisBroker.publish_updates`)."""
-
-    shard: tuple[int, int]
-    entry_id: str
-    entries: int
-    after: str
 
 
 class RedisBroker:
@@ -127,6 +119,17 @@ class RedisBroker:
         self._socket_timeout = socket_timeout
         self._feeds: list[RedisUpdatesFeed] = []
         self._closed = False
+
+    # -- the shared log, for the aggregators ----------------------------------
+
+    def event_log(self, shard: tuple[int, int]) -> RedisEventLog:
+        """See `LogBroker.event_log`: a connection of its own, so that its blocking reads never
+        hold up the lease or the publishing."""
+        return RedisEventLog(self.url, self.keys, shard, socket_timeout=self._socket_timeout)
+
+    def lease(self, shard: tuple[int, int], *, ttl_us: int) -> RedisLease:
+        """See `LogBroker.lease`."""
+        return RedisLease(self.url, self.keys.lease(shard), ttl_us=ttl_us)
 
     # -- producer side -----------------------------------------------------
 
@@ -197,11 +200,10 @@ class RedisBroker:
         applied: Applied | None = None,
         fence: str | None = None,
     ) -> list[Update]:
-        """See `Broker.publish_updates`. The aggregator of a shard also passes `applied` (the
-        log entries these drafts come from) and its lease token as `fence`: the script then
-        refuses (Fenced) unless the lease is still its own, refuses (PublishedAlready) when
-        the shard's log is recorded as published past `applied.after`, and records the
-        position atomically with the updates."""
+        """See `Broker.publish_updates`: with `fence`, the script refuses (Fenced) unless the
+        shard's lease is still under that token, refuses (PublishedAlready) when the shard's
+        log is recorded as published past `applied.after`, and records `applied` atomically
+        with the updates."""
         self._check_open()
         if not drafts and applied is None:
             return []

@@ -30,9 +30,10 @@ from pushsvc.broker.redis.script_replies import LeaseCode
 log = logging.getLogger(__name__)
 
 
-class Lease:
-    """A shard's lease as one aggregator sees it; `holding` is what it last learned, `token`
-    names its current (or last) tenure and changes when it takes the lease after another."""
+class RedisLease:
+    """A lease on Redis (a shard's, `pushsvc.broker.shared_log.Lease`, or the bridge's) as one
+    process sees it; `holding` is what it last learned, `token` names its current (or last)
+    tenure and changes when it takes the lease after another."""
 
     def __init__(self, url: str, key: str, *, ttl_us: int) -> None:
         self.key = key

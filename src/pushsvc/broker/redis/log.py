@@ -9,50 +9,20 @@ log order; "applied up to" is written by the publish script together with the up
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
-from pushsvc.broker.redis.keys import Keys, time_key
+from pushsvc.broker.redis.keys import Keys, shard_of, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
 from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
+from pushsvc.broker.shared_log import FIRST, Entry, LogState
 from pushsvc.core.checkpoint import Checkpoint
-from pushsvc.core.event import Event
-
-FIRST = "0-0"
-"""The position before any entry."""
 
 FORGET_SCAN = 1000
 """`forget` checks at most this many entries the caller has not applied yet."""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), or `forgotten`."""
-
-    id: str
-    topic: str | None = None
-    events: list[Event] | None = None
-    ticks: dict[str, int] | None = None
-    forgotten: list[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LogState:
-    """Where a starting aggregator begins: the last entry applied (FIRST for none), how many
-    entries that was, and each topic's window clock at that point."""
-
-    applied: str
-    applied_count: int
-    clocks: dict[str, int]
-
-
-def position(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq)
 
 
 def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
@@ -66,8 +36,9 @@ def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
     return Entry(entry_id, fields[b"t"].decode(), decode_events(fields[b"v"]))
 
 
-class EventLog:
-    """One shard's log, for that shard's aggregators. Not greenlet-safe: one runner uses it.
+class RedisEventLog:
+    """One shard's log on Redis, for that shard's aggregators (`shared_log.EventLog`). Not
+    greenlet-safe: one runner uses it.
 
     Reads that block (`read` with `block_ms`) use a connection of their own, so the lease and
     the publishing never wait behind them.
@@ -88,7 +59,12 @@ class EventLog:
         with unavailable("read_state"):
             keys = [self.keys.applied(self.shard), self.keys.latest]
             reply = StateReply.decode(self._state(keys=keys))
-        clocks = {topic: unpack(topic, packed).clock_us for topic, packed in reply.latest.items()}
+        index, count = self.shard
+        clocks = {
+            topic: unpack(topic, packed).clock_us
+            for topic, packed in reply.latest.items()
+            if shard_of(topic, count) == index
+        }
         return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks)
 
     def applied(self) -> str:
@@ -173,7 +149,9 @@ class EventLog:
             for topic in sorted(topics):
                 pipe.hgetall(self.keys.checkpoint(topic.decode()))
             saved = pipe.execute()
-        return [Checkpoint.of_fields(fields) for fields in saved if fields]
+        index, count = self.shard
+        checkpoints = [Checkpoint.of_fields(fields) for fields in saved if fields]
+        return [c for c in checkpoints if shard_of(c.topic, count) == index]
 
     def announce_rules(self, digest: str) -> None:
         """Record the digest of the rules this shard's (active) aggregator computes with."""

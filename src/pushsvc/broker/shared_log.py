@@ -1,0 +1,147 @@
+"""The contract between a shared event log and the aggregators that read it.
+
+A broker whose events go through a log that many processes read (Redis) hands each shard's
+aggregators an `EventLog` and a `Lease` (`LogBroker`). Every aggregator of a shard applies
+the log in order (hot standbys); the lease holder alone publishes, and each publish carries
+where in the log its drafts come from (`pushsvc.broker.base.Applied`) and the holder's lease
+token as its fence (`Broker.publish_updates`). `pushsvc.aggregate.shard_runner` drives this
+contract; the embedded broker has no shared log and is driven in process
+(`pushsvc.aggregate.in_process`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import gevent.event
+
+from pushsvc.broker.base import Broker
+from pushsvc.core.checkpoint import Checkpoint
+from pushsvc.core.event import Event
+
+__all__ = [
+    "FIRST",
+    "Entry",
+    "EventLog",
+    "Lease",
+    "LogBroker",
+    "LogState",
+    "position",
+]
+
+FIRST = "0-0"
+"""The position before any entry."""
+
+
+def position(entry_id: str) -> tuple[int, int]:
+    """An entry id (`ms-seq`, as Redis streams number them) as a comparable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), or `forgotten`."""
+
+    id: str
+    topic: str | None = None
+    events: list[Event] | None = None
+    ticks: dict[str, int] | None = None
+    forgotten: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """Where a starting aggregator begins: the last entry applied (FIRST for none), how many
+    entries that was, and the window clock of each of the shard's topics at that point."""
+
+    applied: str
+    applied_count: int
+    clocks: dict[str, int]
+
+
+class EventLog(Protocol):
+    """One shard's log, as that shard's aggregators read and extend it. Writes other than
+    the producers' appends take the lease token as `fence` and raise Fenced unless it is the
+    lease's current one; every call raises BrokerUnavailable when the log cannot be reached."""
+
+    @property
+    def shard(self) -> tuple[int, int]: ...
+
+    def state(self) -> LogState:
+        """The applied position and the clocks of the shard's topics there."""
+        ...
+
+    def applied(self) -> str:
+        """The last entry the active aggregator published (FIRST for none)."""
+        ...
+
+    def read(self, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
+        """Entries after `after`, oldest first; with `block_ms`, wait that long for one."""
+        ...
+
+    def upto(self, after: str, last: str, *, count: int) -> list[Entry]:
+        """Entries after `after` up to `last` included (rebuilding), at most `count`."""
+        ...
+
+    def append_ticks(self, fence: str, ticks: Mapping[str, int]) -> str:
+        """Log a round of idle ticks (topic -> clock µs); the entry's id."""
+        ...
+
+    def forget(self, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
+        """Forget those idle topics of `clocks` (topic -> the clock the caller saw) for which
+        nothing was logged after entry `after`; one entry in the log drops their windows.
+        The topics forgotten."""
+        ...
+
+    def save_checkpoints(self, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
+        """Replace these topics' checkpoints, each unless a newer one is saved; how many."""
+        ...
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint saved for the shard's topics."""
+        ...
+
+    def announce_rules(self, digest: str) -> None:
+        """Record the digest of the rules the shard's active aggregator computes with."""
+        ...
+
+    def trim(self, before: str) -> None:
+        """Forget the entries before `before` (no aggregator needs them to rebuild)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Lease(Protocol):
+    """A shard's lease as one aggregator sees it: `holding` is what it last learned (it sets
+    it False itself when a fenced write tells it the lease moved on), and `token` names its
+    current or last tenure, changing when it takes the lease after another process."""
+
+    holding: bool
+
+    @property
+    def token(self) -> str: ...
+
+    def keep(self, stop: gevent.event.Event) -> None:
+        """Take and renew the lease until `stop` is set (one greenlet), then release it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LogBroker(Broker, Protocol):
+    """A broker whose event log is shared by the aggregators of every process."""
+
+    @property
+    def shards(self) -> int: ...
+
+    def event_log(self, shard: tuple[int, int]) -> EventLog:
+        """A connection of its own to the shard's log, for one aggregator."""
+        ...
+
+    def lease(self, shard: tuple[int, int], *, ttl_us: int) -> Lease:
+        """This process's hold on the shard's lease."""
+        ...
