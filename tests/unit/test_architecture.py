@@ -191,3 +191,18 @@ def test_the_data_flow_above_the_broker_reaches_it_through_its_contract() -> Non
         if target.startswith("pushsvc.broker.") and target not in contract
     ]
     assert not found, "\n".join(found)
+
+
+def test_no_public_class_name_is_defined_twice_outside_the_clients_mirrors() -> None:
+    """`pushsvc.client` mirrors the wire types (`Event`, `Point`, `AlertChange`) for users
+    who install the client alone; everywhere else a class name means one thing."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module.startswith("pushsvc.client"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(module)
+    twice = {name: modules for name, modules in where.items() if len(modules) > 1}
+    assert not twice, twice
