@@ -49,6 +49,8 @@ from support.redis_server import RedisServer
 
 S = 1_000_000
 STEP_US = 20_000
+LEASES = ("1s", "2s")
+"""The lease periods every moment runs at: the takeover falls at other times of the work."""
 """Event n has value n and time `base + n * STEP_US`, whatever its topic."""
 
 
@@ -66,6 +68,8 @@ class Case:
         self.prefix = f"{self.name}:"
         self.stack = FaultStack(server, self.prefix, lease=lease, env=env)
         self.lease_s = float(lease.removesuffix("s"))
+        self.takeover_timeout = 3 * self.lease_s + 5
+        """How long a standby may take to hold a lease that lapsed, with room for a busy CI."""
         self.redis = redis.Redis.from_url(server.url)
         self.topics = tuple(f"{self.name}.{x}" for x in "abc")
         self.shard_lease = f"{self.prefix}lease:0/1"

@@ -23,11 +23,12 @@ A holder whose view of what it published goes stale is in test_stale_holder.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from faults.moments import (
+    LEASES,
     Case,
     KeyedProducer,
     KillOnFirstMessage,
@@ -45,20 +46,9 @@ from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-LEASES = ("1s", "2s")
 BIG_BATCH = 1700  # three of them: more drafts than one publish takes (5,000)
 
 Moment = Callable[[Case, KeyedProducer, PushsvcProcess], dict[str, object]]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as made:
-        yield made
-
-
-def _takeover_timeout(case: Case) -> float:
-    return 3 * case.lease_s + 5
 
 
 def read_not_published(case: Case, producer: KeyedProducer, holder: PushsvcProcess) -> dict:
@@ -70,7 +60,7 @@ def read_not_published(case: Case, producer: KeyedProducer, holder: PushsvcProce
         case.stack.kill_aggregator(holder)
     killed = time.monotonic()
     assert case.applied() != logged, "the batch was published before the kill"
-    case.holder(besides=[holder], timeout=_takeover_timeout(case))
+    case.holder(besides=[holder], timeout=case.takeover_timeout)
     return {"takeover_s": round(time.monotonic() - killed, 2)}
 
 
@@ -80,7 +70,7 @@ def between_publishes(case: Case, producer: KeyedProducer, holder: PushsvcProces
     holder, a fresh standby started in place of the dead one."""
     for round_ in range(1, 4):
         hit, killed = _kill_between_publishes(case, producer, holder)
-        successor = case.holder(besides=[holder], timeout=_takeover_timeout(case))
+        successor = case.holder(besides=[holder], timeout=case.takeover_timeout)
         figures = {"takeover_s": round(time.monotonic() - killed, 2), "rounds": round_}
         if hit:
             return figures
@@ -129,7 +119,7 @@ def standby_at_expiry(offset: float) -> Moment:
         victim = taken[0] if taken else standbys[0]
         case.stack.kill_aggregator(victim)
         killed = time.monotonic()
-        case.holder(besides=[holder, victim], timeout=_takeover_timeout(case))
+        case.holder(besides=[holder, victim], timeout=case.takeover_timeout)
         return {
             "standby_had_taken_over": bool(taken),
             "takeover_s": round(time.monotonic() - killed, 2),
@@ -141,11 +131,11 @@ def standby_at_expiry(offset: float) -> Moment:
 def successor_after_takeover(offset: float) -> Moment:
     def moment(case: Case, producer: KeyedProducer, holder: PushsvcProcess) -> dict:
         case.stack.kill_aggregator(holder)
-        successor = case.holder(besides=[holder], timeout=_takeover_timeout(case))
+        successor = case.holder(besides=[holder], timeout=case.takeover_timeout)
         sleep_until(time.monotonic() + offset)
         case.stack.kill_aggregator(successor)
         killed = time.monotonic()
-        case.holder(besides=[holder, successor], timeout=_takeover_timeout(case))
+        case.holder(besides=[holder, successor], timeout=case.takeover_timeout)
         return {"takeover_s": round(time.monotonic() - killed, 2)}
 
     return moment

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from faults.harness import Watcher
 from faults.moments import (
+    LEASES,
     Batch,
     Case,
     IngestProducer,
@@ -50,7 +51,6 @@ from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-LEASES = ("1s", "2s")
 
 Window = tuple[float, float, float]
 """The last event the log held when the fault struck, when it struck, and when the last
@@ -58,12 +58,6 @@ takeover was seen (time.monotonic)."""
 
 Moment = Callable[[Case, IngestProducer, PushsvcProcess], Window]
 """Brings the fault about."""
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as made:
-        yield made
 
 
 def _bridging(process: PushsvcProcess) -> int:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from faults.moments import (
+    LEASES,
     Case,
     KeyedProducer,
     check_exactly_once,
@@ -40,18 +40,6 @@ from support.proxies import RedisAnswerLosingProxy
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-LEASES = ("1s", "2s")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as made:
-        yield made
-
-
-def _takeover_timeout(case: Case) -> float:
-    return 3 * case.lease_s + 5
 
 
 WAKE_OFFSETS = {"at-expiry": 0.0, "0.2s-after-expiry": 0.2}
@@ -71,7 +59,7 @@ def test_a_holder_paused_past_a_takeover_goes_on_from_its_successor(
         freeze(holder)
         frozen = time.monotonic()
         left_at = case.applied()
-        successor = case.holder(besides=[holder], timeout=_takeover_timeout(case))
+        successor = case.holder(besides=[holder], timeout=case.takeover_timeout)
         # Killed as soon as it has published something: the frozen one's view is stale now.
         wait_until(lambda: case.applied() != left_at, interval=0.002, what="a publish")
         case.stack.kill_aggregator(successor)
@@ -80,7 +68,7 @@ def test_a_holder_paused_past_a_takeover_goes_on_from_its_successor(
         figures: dict[str, object] = {"frozen_s": round(time.monotonic() - frozen, 2)}
         wait_until(
             lambda: case.redis.exists(case.shard_lease),
-            timeout=_takeover_timeout(case),
+            timeout=case.takeover_timeout,
             what="the woken holder takes the lease again",
         )
         after = producer.acked_values() + 30

@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -54,12 +54,6 @@ RUN = 600
 
 Moment = Callable[[Case, KeyedProducer, list[Watcher], PushsvcProcess], dict[str, object]]
 """Kills the web process at its moment (the aggregator holder is the last argument)."""
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as made:
-        yield made
 
 
 def _send_unread(port: int, batch: Batch) -> socket.socket:
