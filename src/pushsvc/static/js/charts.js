@@ -158,7 +158,9 @@ export function seriesColumns(points, widthOf, width = null) {
  *  `buckets` (the series' answer: {t, resolution, count, sum, mean}). The closed buckets'
  *  means at their starts, then — apart, as their means so far — the buckets the server has
  *  not closed, gathered from the finer buckets and from the values of the updates since the
- *  newest bucket (`seriesColumns`): [ts, means, means so far]. Without buckets (no series, or
+ *  newest bucket (`seriesColumns`): [ts, means, means so far]. A bucket some of whose values
+ *  since may be missing from `points` (`unheldUntil`) has no mean so far: the mean of part
+ *  of its events would be drawn as if it were all of them. Without buckets (no series, or
  *  none closed yet), the values themselves, and nothing so far. */
 export function hourColumns(buckets, points, clock, widthOf) {
   const from = clock === null ? -Infinity : clock - 3600;
@@ -168,10 +170,19 @@ export function hourColumns(buckets, points, clock, widthOf) {
   }
   let end = -Infinity;
   for (const bucket of buckets) end = Math.max(end, bucket.t + widthOf(bucket.resolution));
+  const width = Math.max(0, ...buckets.map((b) => widthOf(b.resolution) || 0));
+  const unheld = unheldUntil(points, end);
+  // Whether the bucket of `width` that `t` falls in can be gathered whole: it ends by `end`
+  // (all of it in the finer buckets), or it starts after any value `points` may lack.
+  const whole = (t) => {
+    const start = t - (t % width);
+    return start + width <= end || start > unheld;
+  };
+  const finer = buckets.filter((b) => widthOf(b.resolution) >= width || whole(b.t));
   const values = points
-    .filter((p) => p.value !== null && (p.eventTs ?? p.ts) >= end)
+    .filter((p) => p.value !== null && (p.eventTs ?? p.ts) >= end && whole(p.eventTs ?? p.ts))
     .map((p) => ({ t: p.eventTs ?? p.ts, resolution: null, count: 1, sum: p.value }));
-  const cols = seriesColumns([...buckets, ...values], widthOf);
+  const cols = seriesColumns([...finer, ...values], widthOf, width);
   const ts = [];
   const means = [];
   const soFar = [];
@@ -182,6 +193,22 @@ export function hourColumns(buckets, points, clock, widthOf) {
     soFar.push(cols.meanSoFar[i]);
   });
   return [ts, means, soFar];
+}
+
+/** The newest event time up to which events at or after `end` may be missing from `points`
+ *  (a topic's updates, in order; -Infinity: none may be). The series' buckets hold the
+ *  events before `end`; those since come only from the updates, and until the topic's
+ *  history arrives (or where it does not reach back, or after a gap) the page lacks some.
+ *  An update whose topic clock is before `end` came before every event at or after `end`
+ *  (the clock is the newest event time taken so far): from it on, with no gap between, the
+ *  points hold them all. Otherwise what came before the oldest point held, or
+ *  before a gap, may be missing: events no newer than the clock of the update after them. */
+function unheldUntil(points, end) {
+  for (let i = points.length - 1; i >= 0; i--) {
+    if (points[i].ts < end) return -Infinity;
+    if (points[i].gapBefore) return points[i].ts;
+  }
+  return points.length ? points[0].ts : Infinity;
 }
 
 export function sparkColumns(points) {

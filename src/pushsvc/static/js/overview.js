@@ -2,8 +2,9 @@
 // over the smallest window, and a small chart of its last hour at one resolution: the closed
 // buckets of its series (their means, refreshed every half minute), then, dashed, the buckets
 // not closed yet as far as they go (the finer buckets and the values since, gathered into
-// them: charts.js `hourColumns`). Producer text (topic names, tags) reaches the page only
-// through textContent and attributes.
+// them: charts.js `hourColumns`; each once the page holds all its values, which may come with
+// the topic's history after the buckets). Producer text (topic names, tags) reaches the page
+// only through textContent and attributes.
 
 import { hourColumns, sparkChart } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
@@ -101,6 +102,8 @@ export class Overview {
       : `${what}, from ${formatNumber(Math.min(...finite))} to ${formatNumber(Math.max(...finite))}`);
     refs.chart.dataset.points = String(finite.length);
     refs.chart.dataset.buckets = String(hour.buckets.length);
+    // The buckets drawn so far: none until the page holds every event they gather.
+    refs.chart.dataset.soFar = String(partial.length);
   }
 
   /** The topic's last hour of closed buckets as last fetched; fetches them again (and draws
