@@ -17,6 +17,7 @@ from hypothesis import settings
 from pushsvc.app import create_app
 from support.auth_tokens import CREDENTIALS
 from support.live import PushsvcProcess
+from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 
 if TYPE_CHECKING:
@@ -62,6 +63,16 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of our own: 3 primaries with one replica each (support/redis_cluster.py).
+    Started only for a session that asks for it; tests that do are marked `cluster` and kept
+    in few modules, since `--dist loadfile` starts one per worker that runs one. Shared: a
+    test that kills or stops nodes starts a cluster of its own."""
+    with RedisClusterServers() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -88,6 +88,11 @@ class RedisServer:
         self.stop()
 
     @property
+    def log(self) -> Path | None:
+        """Its log file while it runs (the directory goes when it stops)."""
+        return None if self._dir is None else self._dir / "redis.log"
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 

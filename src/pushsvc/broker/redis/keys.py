@@ -38,8 +38,9 @@ For Redis Cluster every key must share a slot: use a prefix with a hash tag, `{p
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
+
+from pushsvc.core.partitions import partition_of
 
 # Event times are -2**62 < t < 2**62 µs (years 1..9999 are ±2.6e17); shifted by 2**62 and
 # written with 19 digits, string order is integer order, which Lua (doubles) cannot give
@@ -73,8 +74,9 @@ def series_time(stream_id: bytes) -> int:
 
 
 def shard_of(topic: str, count: int) -> int:
-    """The shard (0..count-1) that owns `topic`; crc32 is stable across processes and hosts."""
-    return 0 if count == 1 else zlib.crc32(topic.encode()) % count
+    """The shard (0..count-1) that owns `topic`: a topic's shard is its partition, by the one
+    hash `pushsvc.core.partitions` owns."""
+    return partition_of(topic, count)
 
 
 def glob_escape(text: str) -> str:

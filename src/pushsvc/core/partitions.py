@@ -1,0 +1,34 @@
+"""Partitions: which of `count` partitions owns a topic.
+
+A partition is the unit of ordering, ownership and placement (docs/scaling.md, Redis Cluster).
+Topics map to partitions by crc32 of the name, modulo the count: the same hash `--shard i/N`
+has always used, so a deployment that moves from shards to partitions keeps its topics where
+they were. crc32 (not Python's `hash`) because every process on every host must agree.
+
+Pure arithmetic: where a partition's keys live in a Redis Cluster is the broker's business
+(`pushsvc.broker.redis.slots`).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+DEFAULT_PARTITIONS = 16
+# Enough to spread over a large cluster, few enough that a stream's resume cursor (one
+# position per partition) and the work of walking every partition stay small.
+MAX_PARTITIONS = 1024
+
+
+def check_partitions(count: int) -> int:
+    """`count` if it is a valid partition count, else ValueError with a one-line message."""
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise ValueError(f"the partition count must be between 1 and {MAX_PARTITIONS}, not {count}")
+    return count
+
+
+def partition_of(topic: str, count: int) -> int:
+    """The partition (0..count-1) that owns `topic`.
+
+    `count` is not checked here (this runs for every event): check it once where it is read,
+    with `check_partitions`."""
+    return zlib.crc32(topic.encode()) % count

