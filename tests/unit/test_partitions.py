@@ -96,7 +96,7 @@ def test_redis_cli_s_primaries_get_partition_counts_that_differ_by_at_most_one(
 ) -> None:
     """Every count from `primaries` to 1024, on the slot ranges `redis-cli --cluster create`
     gives (modelled; the model is checked against a real cluster in
-    tests/integration/test_cluster_partitions.py, and so is this property for a few counts)."""
+    tests/integration/test_redis_cluster.py, and so is this property for a few counts)."""
     lasts = [last for _, last in redis_cli_slot_ranges(primaries)]
     for count in range(primaries, MAX_PARTITIONS + 1):
         per_primary = [0] * primaries

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from redis.exceptions import ResponseError
+
 from pushsvc.broker.base import (
     Appended,
     Applied,
@@ -410,6 +412,17 @@ class RedisBroker:
         self._check_open()
         with unavailable("memory"):
             return read_memory(self._client)
+
+    def is_cluster_node(self) -> bool:
+        """Whether the Redis this broker reaches runs in cluster mode (`INFO cluster`); False
+        where it will not say."""
+        self._check_open()
+        with unavailable("info cluster"):
+            try:
+                info: dict[str, Any] = self._client.info("cluster")
+            except ResponseError:  # INFO refused (renamed or not permitted)
+                return False
+        return bool(info.get("cluster_enabled"))
 
     def count_bridged(self, events: int, rejected: dict[str, int]) -> None:
         """Add to the bridge's counts (see `bridge_stats`)."""

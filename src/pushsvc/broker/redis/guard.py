@@ -21,14 +21,23 @@ import gevent.event
 
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.memory_policy import UNCHECKED, RedisMemory
+from pushsvc.broker.redis.url import redact_url
 from pushsvc.errors import BrokerUnavailable, UnsafeRedis
 
 log = logging.getLogger(__name__)
 
 
 def check_at_start(broker: RedisBroker) -> None:
-    """Raise UnsafeRedis when Redis evicts; warn when it will not say or cannot be reached."""
+    """Raise UnsafeRedis when Redis evicts or is a Cluster node; warn when it will not say or
+    cannot be reached."""
     try:
+        if broker.is_cluster_node():
+            # Its scripts touch keys of several slots, which a cluster refuses (CROSSSLOT) on
+            # every write: refused here in one line rather than as a 503 on every POST.
+            raise UnsafeRedis(
+                f"{redact_url(broker.url)} is a Redis Cluster node; pushsvc runs on one Redis "
+                "primary, with Sentinel for failover, not on Redis Cluster (docs/scaling.md)"
+            )
         memory = broker.memory()
     except BrokerUnavailable as exc:
         log.warning(

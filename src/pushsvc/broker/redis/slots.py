@@ -11,7 +11,7 @@ The rule, fixed for the life of the data (changing it moves every key):
 Why the centre of the slice, not any slot in it: `redis-cli --cluster create` gives each primary
 a run of consecutive slots of nearly equal length, so a primary owns the partitions whose
 centres fall in its run, and those counts differ by at most one (checked on a real 3-primary
-cluster by tests/integration/test_cluster_partitions.py). A slot picked anywhere in its slice
+cluster by tests/integration/test_redis_cluster.py). A slot picked anywhere in its slice
 can fall on either side of a primary's boundary, and then one primary can hold two partitions
 more than another (20 partitions over 3 primaries, for one).
 

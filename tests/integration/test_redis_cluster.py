@@ -1,12 +1,17 @@
-"""Partition placement on a real Redis Cluster (3 primaries, one replica each, made by
-`redis-cli --cluster create`): the server computes each tag's slot and says who owns it.
+"""pushsvc on a real Redis Cluster (3 primaries, one replica each, made by `redis-cli --cluster
+create`): partition placement (the server computes each tag's slot and says who owns it), and
+a process pointed at a cluster node refused at start in one line.
 
 All of the suite's cluster tests that share the `redis_cluster` fixture live in this module,
 so that `--dist loadfile` gives them one worker, which starts one cluster."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +60,29 @@ def test_partitions_spread_over_the_primaries_within_one(
     )
     assert len(per_primary) == 3
     assert max(per_primary.values()) - min(per_primary.values()) <= 1, per_primary
+
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+@pytest.mark.parametrize("command", [("serve",), ("web",), ("aggregate",)])
+def test_a_process_on_a_cluster_node_stops_at_start_with_one_line(
+    redis_cluster: RedisClusterServers, command: tuple[str, ...]
+) -> None:
+    # Its scripts write keys of several slots; a cluster would refuse every one (CROSSSLOT).
+    node = redis_cluster.primaries()[0]
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
+    env = {**inherited, "PYTHONPATH": SRC, "PUSHSVC_REDIS_URL": node.url, "PUSHSVC_TICK": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pushsvc", *command, "--port", "0"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"pushsvc: {node.url} is a Redis Cluster node; pushsvc runs on one Redis primary, with "
+        "Sentinel for failover, not on Redis Cluster (docs/scaling.md)"
+    ]
