@@ -218,27 +218,27 @@ class Hub:
     def subscribe(self, matcher: TopicMatcher) -> Subscriber:
         self.connects += 1
         queue = ConflatingQueue(self._queue_size)
-        client = Subscriber(matcher, queue, self._clock, last_take_us=self._clock())
+        subscriber = Subscriber(matcher, queue, self._clock, last_take_us=self._clock())
         if matcher.exact:
             for topic in matcher.names:
-                self._by_topic.setdefault(topic, set()).add(client)
+                self._by_topic.setdefault(topic, set()).add(subscriber)
         else:
-            self._patterned.add(client)
-        return client
+            self._patterned.add(subscriber)
+        return subscriber
 
-    def unsubscribe(self, client: Subscriber) -> None:
+    def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget a stream that ended; counted by why it ended (`closed_reason`, else `gone`:
         the peer went away or the response failed)."""
-        reason = client.closed_reason or StreamExit.GONE
+        reason = subscriber.closed_reason or StreamExit.GONE
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
-        if not client.matcher.exact:
-            self._patterned.discard(client)
+        if not subscriber.matcher.exact:
+            self._patterned.discard(subscriber)
             return
-        for topic in client.matcher.names:
-            clients = self._by_topic.get(topic)
-            if clients is not None:
-                clients.discard(client)
-                if not clients:
+        for topic in subscriber.matcher.names:
+            subscribers = self._by_topic.get(topic)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
                     del self._by_topic[topic]
 
     def dispatch(self, updates: list[Update]) -> None:
@@ -261,41 +261,41 @@ class Hub:
                 run.received_us = now
                 offered = 0
                 for group in (targets or (), patterned):
-                    for client in group:
+                    for subscriber in group:
                         # The hot loop: per direct client, a test and an append.
-                        direct = client.direct
+                        direct = subscriber.direct
                         if direct is not None:
                             ready = direct.ready
                             if not ready:
-                                dirty.append(client)
+                                dirty.append(subscriber)
                             ready.append(run)
                             offered += 1
-                        elif self._offer(client, run):
+                        elif self._offer(subscriber, run):
                             offered += 1
                 self.delivered += offered * (end - start)
             start = end
         if dirty and not was_dirty:
             self._wake_direct_writer()
 
-    def _offer(self, client: Subscriber, run: Run) -> bool:
+    def _offer(self, subscriber: Subscriber, run: Run) -> bool:
         """The queued way; False when the client is closed (or closed now, as slow)."""
-        if client.closed_reason is not None:
+        if subscriber.closed_reason is not None:
             return False
-        queue = client.queue
-        if queue.latest and self._took_nothing_for_too_long(client):
+        queue = subscriber.queue
+        if queue.latest and self._took_nothing_for_too_long(subscriber):
             self.slow_disconnects += 1
             log.info("disconnecting a subscriber that took nothing for the slow-client timeout")
-            client.close(StreamExit.SLOW)
+            subscriber.close(StreamExit.SLOW)
             return False
         if queue.put(run):
             self.conflated_runs += 1
-        client.wake()
+        subscriber.wake()
         return True
 
-    def _took_nothing_for_too_long(self, client: Subscriber) -> bool:
-        direct_way = client.direct_way
+    def _took_nothing_for_too_long(self, subscriber: Subscriber) -> bool:
+        direct_way = subscriber.direct_way
         last_write_us = 0 if direct_way is None else direct_way.last_write_us
-        return self._clock() - max(client.last_take_us, last_write_us) > self._slow_timeout_us
+        return self._clock() - max(subscriber.last_take_us, last_write_us) > self._slow_timeout_us
 
     # Clients the direct writer serves between two yields to the loop: small enough that a
     # POST or a pub/sub read is not held up for long, large enough to amortise the switch.
@@ -321,7 +321,7 @@ class Hub:
                         gevent.sleep(0)
                     self._send_ready(batch[first : first + slice_size])
 
-    def _send_ready(self, clients: list[Subscriber]) -> None:
+    def _send_ready(self, subscribers: list[Subscriber]) -> None:
         """Send each client whose direct way is still open what it holds in `ready`. Delivery
         latency counts to the start of the slice (a slice of 64 sends takes well under a
         millisecond)."""
@@ -334,8 +334,8 @@ class Hub:
         shared_run: Run | None = None
         shared_rendering: Rendering | None = None
         shared_data = b""
-        for client in clients:
-            direct = client.direct
+        for subscriber in subscribers:
+            direct = subscriber.direct
             if direct is None:
                 continue  # its own greenlet is up (or ending): it writes `ready` itself
             runs = direct.ready
@@ -356,7 +356,7 @@ class Hub:
                     rest = sink.try_send_bytes(shared_data) if shared_data else _NOTHING
             except OSError:
                 runs.clear()
-                client.close(StreamExit.GONE)  # the peer went away; its stream ends
+                subscriber.close(StreamExit.GONE)  # the peer went away; its stream ends
                 continue
             # Emptied, not replaced: one list per client for its lifetime, not one per update
             # (nothing runs between the send and here: `dispatch` cannot have appended).
@@ -374,7 +374,7 @@ class Hub:
                 # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
                 self.handbacks += 1
                 direct.handback = rest
-                client.wake()
+                subscriber.wake()
         if same:
             latency.observe(now - since, same)
         self.direct_sends += sends
@@ -392,8 +392,8 @@ class Hub:
     @property
     def queued_runs(self) -> int:
         """Runs waiting in clients' queues (not yet written), over every client."""
-        clients = set(self._patterned).union(*self._by_topic.values())
-        return sum(len(c.queue) for c in clients)
+        subscribers = set(self._patterned).union(*self._by_topic.values())
+        return sum(len(c.queue) for c in subscribers)
 
     @property
     def client_count(self) -> int:
@@ -404,11 +404,11 @@ class Hub:
         if self._direct_writer is not None:
             self._direct_writer.kill(block=False)
             self._direct_writer = None
-        for client in list(self._patterned):
-            client.close(reason)
-        for clients in list(self._by_topic.values()):
-            for client in list(clients):
-                client.close(reason)
+        for subscriber in list(self._patterned):
+            subscriber.close(reason)
+        for subscribers in list(self._by_topic.values()):
+            for subscriber in list(subscribers):
+                subscriber.close(reason)
 
     def reset(self) -> None:
         """Updates may have been missed (the broker connection was lost): end every stream,
