@@ -61,6 +61,13 @@ class ShardRunners:
             block_ms=1,
         )
 
+    def rebuilt_pair(self) -> tuple[ShardRunner, ShardRunner]:
+        """Two runners started cold on the log as it is, neither holding the lease yet."""
+        first, second = self.runner(), self.runner()
+        first.rebuild()
+        second.rebuild()
+        return first, second
+
     def append(self, topic: str, *values: float, ts: int) -> list[Event]:
         events = [Event(v, ts, None) for v in values]
         self.broker.append_events(topic, events, lateness_us=LATENESS)
@@ -117,9 +124,7 @@ def test_the_lease_holder_publishes_each_logged_event_once(deployment: ShardRunn
 def test_a_standby_publishes_nothing_and_takes_over_exactly_where_the_holder_stopped(
     deployment: ShardRunners,
 ) -> None:
-    active, standby = deployment.runner(), deployment.runner()
-    for runner in (active, standby):
-        runner.rebuild()
+    active, standby = deployment.rebuilt_pair()
     assert active._lease.renew() and not standby._lease.renew()
 
     batches = [("a", deployment.append("a", 1, ts=10 * S))]
@@ -144,9 +149,7 @@ def test_a_standby_publishes_nothing_and_takes_over_exactly_where_the_holder_sto
 def test_what_the_holder_published_before_dying_is_not_published_again(
     deployment: ShardRunners,
 ) -> None:
-    active, standby = deployment.runner(), deployment.runner()
-    for runner in (active, standby):
-        runner.rebuild()
+    active, standby = deployment.rebuilt_pair()
     assert active._lease.renew()
     batches = [("a", deployment.append("a", 1, 2, ts=10 * S))]
     standby.step()  # the standby applied the batch before the holder published it
@@ -158,9 +161,7 @@ def test_what_the_holder_published_before_dying_is_not_published_again(
 
 
 def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: ShardRunners) -> None:
-    stale, successor = deployment.runner(), deployment.runner()
-    for runner in (stale, successor):
-        runner.rebuild()
+    stale, successor = deployment.rebuilt_pair()
     assert stale._lease.renew()
     batches = [("a", deployment.append("a", 1, ts=10 * S))]
     stale.step()
@@ -178,9 +179,7 @@ def test_a_holder_that_lost_the_lease_is_fenced_off(deployment: ShardRunners) ->
 def test_a_holder_that_lost_the_lease_and_took_it_back_goes_on_from_its_successor(
     deployment: ShardRunners,
 ) -> None:
-    stale, successor = deployment.runner(), deployment.runner()
-    for runner in (stale, successor):
-        runner.rebuild()
+    stale, successor = deployment.rebuilt_pair()
     assert stale._lease.renew()
     batches = [("a", deployment.append("a", 1, ts=10 * S))]
     stale.step()
