@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import run_bench
 
 HEADLINE = (
     "scalar_1w", "scalar_3w", "all_3w", "aggregator_all_3w", "river_time_rolling",
@@ -26,14 +22,8 @@ HEADLINE = (
 
 @pytest.fixture(scope="module")
 def smoke() -> dict:
-    paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    # The timeout only guards against a hang: the smoke takes ~11 s of CPU, and on two cores
-    # shared with the rest of the suite it took over 30 s of wall time.
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.aggregator", "--smoke", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    # The smoke takes ~11 s of CPU; on two cores shared with the rest of the suite, over 30 s.
+    proc = run_bench("aggregator", "--smoke", "--json", timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     return json.loads(proc.stdout)
 

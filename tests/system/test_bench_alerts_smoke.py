@@ -5,21 +5,13 @@ asserted: this only keeps the benchmark from rotting."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import run_bench
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    paths = [str(REPO / "src"), str(REPO / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    return subprocess.run(
-        [sys.executable, "-m", "bench.alerts", "--quick", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_bench("alerts", "--quick", *args, timeout=120)
 
 
 def test_quick_run_reports_both_rates_the_ratio_and_alert_changes() -> None:

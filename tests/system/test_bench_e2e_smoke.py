@@ -7,34 +7,19 @@ byte tables in test_bench_loadgen.py.)
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from support.redis_server import BINARY_ENV, find_redis_server
-
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import json_rows, run_bench
 
 # -- the benchmark itself ------------------------------------------------------------------
 
 
 @pytest.mark.redis
 def test_e2e_smoke_delivers_every_update_exactly_once() -> None:
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("no redis-server")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), BINARY_ENV: binary}
     # Default settings: a client queue counts batches, not updates, so a fast reader of
     # 1000-event batches is never conflated (it was, when the queue counted updates).
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.e2e", "--smoke", "--json"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
-    )  # fmt: skip
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    done = run_bench("e2e", "--smoke", "--json", timeout=60, redis=True)
+    rows = json_rows(done)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["projection"] for r in rows] == ["full", "stats=count&windows=10s"]
     for row in rows:

@@ -6,32 +6,17 @@ must show every subscriber connected and every event delivered exactly once, in 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from support.redis_server import BINARY_ENV, find_redis_server
-
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import json_rows, run_bench
 
 
 def _smoke(server: str, *more: str) -> list[dict[str, object]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    if server.startswith("pushsvc-redis"):
-        binary = find_redis_server()
-        if binary is None:
-            pytest.skip("no redis-server")
-        env[BINARY_ENV] = binary  # the same one the rest of the suite uses
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.fanout", "--smoke", "--servers", server,
-         "--json", *more],
-        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
-    )  # fmt: skip
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    redis = server.startswith("pushsvc-redis")
+    done = run_bench(
+        "fanout", "--smoke", "--servers", server, "--json", *more, timeout=120, redis=redis
+    )
+    rows = json_rows(done)
     assert done.returncode == 0, done.stderr[-3000:]
     return rows
 

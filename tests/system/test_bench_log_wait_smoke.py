@@ -8,15 +8,10 @@ not used.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import json_rows, run_bench
+
 STRATEGIES = {"block", "poll-10ms", "poll-50ms", "wake"}
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
@@ -24,16 +19,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
 @pytest.fixture(scope="module")
 def smoke() -> list[dict]:
-    paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    # The timeout only guards against a hang: the smoke takes ~12 s alone, longer on two cores
-    # shared with the rest of the suite.
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.log_wait", "--smoke", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    # About 12 s alone, longer on two cores shared with the rest of the suite.
+    proc = run_bench("log_wait", "--smoke", "--json", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    return json_rows(proc)
 
 
 def test_the_header_says_where_it_ran(smoke: list[dict]) -> None:

@@ -4,23 +4,14 @@ extra); timings are never asserted (this only keeps the benchmark from rotting).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import run_bench
 
 
 def test_every_segment_runs_and_reports() -> None:
-    paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    proc = subprocess.run(
-        # River is the bench extra's, not the test suite's: its segment is left out here.
-        [sys.executable, "-m", "bench.rules", "--scale", "0.02", "--json",
-         "--only", "plain,grouped,long,pandas_grouped"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    # River is the bench extra's, not the test suite's: its segment is left out here.
+    only = "plain,grouped,long,pandas_grouped"
+    proc = run_bench("rules", "--scale", "0.02", "--json", "--only", only, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {row["segment"]: row for row in map(json.loads, proc.stdout.splitlines())}
     assert set(rows) == {"plain", "grouped", "long", "pandas_grouped"}

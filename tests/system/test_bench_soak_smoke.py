@@ -9,36 +9,18 @@ long-lived subscriber must have received every accepted event of its topics exac
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.redis_server import BINARY_ENV, find_redis_server
-
-REPO = Path(__file__).resolve().parents[2]
+from support.bench_run import json_rows, run_bench
 
 
 def _smoke(broker: str) -> tuple[list[dict[str, Any]], str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    if broker == "redis":
-        binary = find_redis_server()
-        if binary is None:
-            pytest.skip("no redis-server")
-        env[BINARY_ENV] = binary  # the same one the rest of the suite uses
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--smoke", "--json", "--broker",
-         broker, "--seconds", "5", "--interval", "1"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
-    )  # fmt: skip
+    args = ("--smoke", "--json", "--broker", broker, "--seconds", "5", "--interval", "1")
+    done = run_bench("soak", *args, timeout=120, redis=broker == "redis")
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")], (
-        done.stderr
-    )
+    return json_rows(done), done.stderr
 
 
 @pytest.mark.parametrize("broker", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
