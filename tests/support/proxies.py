@@ -28,21 +28,43 @@ def _read_message(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-class AnswerLosingProxy:
+class _Listener:
+    """A proxy's listening socket on a free port, each accepted connection handed to
+    `_serve` in a thread of its own, until `close`."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self._serve(client)
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class AnswerLosingProxy(_Listener):
     """A TCP proxy in front of a pushsvc server, one request per connection: it forwards the
     request, waits for the server's whole answer and then, for the first `lose` requests,
     closes the client's connection without sending it - the connection dropped after the
     server logged the batch. Later requests get their answers."""
 
     def __init__(self, upstream: int, *, lose: int = 1) -> None:
-        self.upstream = upstream
         self.lose = lose
         self.heads: list[bytes] = []
         self.lost = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
     @property
     def base(self) -> str:
@@ -53,13 +75,8 @@ class AnswerLosingProxy:
         found = (re.search(rb"(?im)^idempotency-key:\s*(\S+)\s*$", h) for h in self.heads)
         return [m[1].decode() if m else "" for m in found]
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+    def _serve(self, client: socket.socket) -> None:
+        threading.Thread(target=self._forward, args=(client,), daemon=True).start()
 
     def _forward(self, client: socket.socket) -> None:
         with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
@@ -73,25 +90,18 @@ class AnswerLosingProxy:
             if not losing:
                 client.sendall(answer)
 
-    def close(self) -> None:
-        self._listener.close()
 
-
-class RedisAnswerLosingProxy:
+class RedisAnswerLosingProxy(_Listener):
     """A TCP proxy in front of a redis-server: bytes pass both ways as they come, until
     `lose_answer_to(marker)`; then the first command sent with `marker` in it (a script's
     sha1) reaches Redis, which runs it, and its connection is closed instead of getting the
     answer - a connection lost while the answer was on its way."""
 
     def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
         self.lost = 0
         self._marker: bytes | None = None
         self._doomed: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
     @property
     def url(self) -> str:
@@ -101,15 +111,10 @@ class RedisAnswerLosingProxy:
         with self._lock:
             self._marker = marker
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
+    def _serve(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.upstream))
+        threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+        threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
 
     def _requests(self, client: socket.socket, server: socket.socket) -> None:
         try:
@@ -140,6 +145,3 @@ class RedisAnswerLosingProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # wakes the other thread's recv
                 sock.close()
-
-    def close(self) -> None:
-        self._listener.close()
