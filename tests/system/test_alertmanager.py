@@ -114,6 +114,12 @@ def _received(url: str) -> dict[str, float]:
     return {status: float(value) for status, value in found}
 
 
+def _serve(rules_file: Path, alertmanager_url: str) -> PushsvcProcess:
+    """`pushsvc serve` with these rules, posting to this Alertmanager, no idle ticks."""
+    env = {"PUSHSVC_ALERTMANAGER_URL": alertmanager_url}
+    return PushsvcProcess("serve", "--tick", "0", "--rules", str(rules_file), env=env).start()
+
+
 @pytest.fixture
 def rules_file(tmp_path: Path) -> Path:
     path = tmp_path / "rules.toml"
@@ -124,10 +130,7 @@ def rules_file(tmp_path: Path) -> Path:
 def test_firing_and_resolved_instances_reach_alertmanager(
     alertmanager: str, rules_file: Path
 ) -> None:
-    server = PushsvcProcess(
-        "serve", "--tick", "0", "--rules", str(rules_file),
-        env={"PUSHSVC_ALERTMANAGER_URL": alertmanager},
-    ).start()  # fmt: skip
+    server = _serve(rules_file, alertmanager)
     try:
         topic = "fryer.left"
         event = {"value": 200.0, "ts": T0, "tags": {"basket": "fries"}}
@@ -158,10 +161,7 @@ def test_firing_and_resolved_instances_reach_alertmanager(
 
 def test_an_unreachable_alertmanager_holds_nothing_back(rules_file: Path) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
-    server = PushsvcProcess(
-        "serve", "--tick", "0", "--rules", str(rules_file),
-        env={"PUSHSVC_ALERTMANAGER_URL": nowhere},
-    ).start()  # fmt: skip
+    server = _serve(rules_file, nowhere)
     try:
         topic = "fryer.right"
         for i in range(5):
@@ -186,10 +186,7 @@ def test_a_pending_instance_that_clears_is_never_posted(
 ) -> None:
     # `oil_warming` fires after 20 s over 170: on vat.left it goes pending and clears (the
     # 180 leaves the window at 11 s); on vat.right it fires at 20 s, later resolves.
-    server = PushsvcProcess(
-        "serve", "--tick", "0", "--rules", str(rules_file),
-        env={"PUSHSVC_ALERTMANAGER_URL": alertmanager},
-    ).start()  # fmt: skip
+    server = _serve(rules_file, alertmanager)
     try:
         before = _received(alertmanager)
 
