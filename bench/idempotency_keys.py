@@ -59,7 +59,7 @@ def fill(count: int, key_length: int | None) -> tuple[int, list[int], float]:
                 digest = request_digest("application/json", f'{{"value":{n}}}'.encode())
                 idempotency = Idempotency(key, digest, WINDOW_MS)
                 if len(keys) < 1000:
-                    keys.append(broker.keys.idempotency(topic, key))
+                    keys.append(broker.keys.of(topic).idempotency(topic, key))
             broker.append_events(topic, events, lateness_us=10**12, idempotency=idempotency)
         cpu = redis_cpu_s(admin) - cpu
         used = int(admin.info("memory")["used_memory"])

@@ -62,7 +62,7 @@ def start_subscribers(
 
 def produce(url: str, prefix: str, batch: int, entries: int, seed: int) -> None:
     """One producer process: `entries` appends of `batch` events each, as fast as accepted."""
-    broker = RedisBroker(url, prefix=prefix, history=10_000)
+    broker = RedisBroker(url, prefix=prefix, history=10_000, partitions=1)
     now_us = time.time_ns() // 1000
     for n in range(entries):
         topic = f"topic-{(seed + n) % TOPICS}"
@@ -76,12 +76,12 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
     prefix = "bench:"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs = start_subscribers(server, subscribers, f"{prefix}updates:*")
-        broker = RedisBroker(server.url, prefix=prefix, history=10_000)
-        keys = Keys(prefix)
+        procs = start_subscribers(server, subscribers, Keys(prefix, 1).updates_pattern("").decode())
+        broker = RedisBroker(server.url, prefix=prefix, history=10_000, partitions=1)
+        keys = broker.keys
         shard = (0, 1)
         event_log = RedisEventLog(server.url, keys, shard, socket_timeout=5.0)
-        lease = RedisLease(server.url, keys.lease(shard), ttl_us=600_000_000)
+        lease = RedisLease(server.url, keys.shard(shard).lease, ttl_us=600_000_000)
         assert lease.renew(), "no one else holds the lease"
         aggregator = Aggregator(
             windows_us=WINDOWS_US, labels=LABELS, wall_clock=lambda: time.time_ns() // 1000
@@ -121,9 +121,9 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
         cpu_s = redis_cpu_s(admin) - cpu_before
         for worker in workers:
             worker.join()
-        log_bytes = int(admin.memory_usage(keys.log(shard), samples=0) or 0)
-        history_bytes = int(admin.memory_usage(keys.history, samples=0) or 0)
-        history_len = int(admin.xlen(keys.history))
+        log_bytes = int(admin.memory_usage(keys.shard(shard).log, samples=0) or 0)
+        history_bytes = int(admin.memory_usage(keys.shard(shard).history, samples=0) or 0)
+        history_len = int(admin.xlen(keys.shard(shard).history))
         if os.environ.get("BENCH_COMMANDSTATS"):
             for name, stat in sorted(admin.info("commandstats").items()):
                 print(f"#   {name}: {stat}", file=sys.stderr)

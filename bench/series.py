@@ -131,7 +131,7 @@ def _redis_bytes(server: RedisServer, client: redis.Redis, tiers: tuple[SeriesTi
             broker.publish_updates(drafts)
         total = 0
         for tier in tiers:
-            key = broker.keys.series(tier.resolution_label, "t")
+            key = broker.keys.of("t").series(tier.resolution_label, "t")
             total += int(client.memory_usage(key, samples=0) or 0)
         return total
     finally:

@@ -143,6 +143,11 @@ class UnsafeRedis(PushsvcError):
     refuses to start on it. Never reaches HTTP (`/readyz` reports it while running)."""
 
 
+class LayoutMismatch(UnsafeRedis):
+    """Redis holds pushsvc data laid out for another partition count, or in the layout before
+    partitions: a process refuses to start on it (one line naming both and the fix)."""
+
+
 class BrokerUnavailable(RequestError):
     """The broker cannot be reached, or refused the request; the request had no effect."""
 

@@ -170,7 +170,7 @@ def _backend(settings: Settings) -> _Backend:
         settings.redis_url,
         prefix=settings.prefix,
         history=settings.history,
-        shards=settings.shard[1],
+        partitions=settings.shard[1],
         min_replicas=settings.redis_min_replicas,
         max_topics=settings.max_topics,
     )

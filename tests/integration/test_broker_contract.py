@@ -27,7 +27,7 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import RedisEventLog
-from pushsvc.broker.shared_log import FIRST
+from pushsvc.broker.shared_log import FIRST, position
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, alert_draft
@@ -67,10 +67,19 @@ def appended(broker: Broker) -> Callable[[], list[tuple[str, list[Event]]]]:
         broker.consume_events(lambda topic, events: got.append((topic, events)))
         return lambda: list(got)
     assert isinstance(broker, RedisBroker)
-    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    count = broker.partitions
+    logs = [
+        RedisEventLog(broker.url, broker.keys, (i, count), socket_timeout=WAIT)
+        for i in range(count)
+    ]
 
     def read() -> list[tuple[str, list[Event]]]:
-        entries = event_log.read(FIRST, count=10_000)
+        # Each partition's log is in order; one Redis numbers entries by its one clock, so
+        # sorting by entry id restores the order of the appends across partitions.
+        entries = sorted(
+            (e for event_log in logs for e in event_log.read(FIRST, count=10_000)),
+            key=lambda e: position(e.id),
+        )
         return [(e.topic, e.events) for e in entries if e.topic and e.events is not None]
 
     return read
@@ -881,7 +890,7 @@ monkey.patch_all()
 import sys, gevent, gevent.queue
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.log import RedisEventLog
-from pushsvc.broker.shared_log import FIRST
+from pushsvc.broker.shared_log import FIRST, position
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event
 

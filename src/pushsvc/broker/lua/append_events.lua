@@ -6,8 +6,10 @@
 -- for the ones after it. Times arrive as fixed-width decimal keys (see broker/redis/keys.py)
 -- so that comparing strings compares the 64-bit integers exactly (Lua numbers are doubles).
 --
--- The clocks hash is also the set of topics the deployment keeps: a batch for a topic it
--- does not hold (new, or forgotten: forget_topics.lua) is refused when it holds max_topics.
+-- The clocks hash is also the set of topics the partition keeps. A batch for a topic it does
+-- not hold (new, or forgotten: forget_topics.lua) is logged only when the caller says a new
+-- topic is admitted (it counts the topics of every partition, which no one-slot script can):
+-- otherwise the script answers NEW_TOPIC and logs nothing.
 --
 -- An idempotency key (digest non-empty) is checked first: when its key exists, the batch was
 -- logged within the window by a request with this key, and nothing is appended: the same
@@ -16,19 +18,20 @@
 --
 -- KEYS: log, clocks, logged, then the optional keys ARGV says are given, in this order:
 --       lease (when lease_token is not ''), idempotency key (when digest is not '')
--- ARGV: topic, payload, times, max_topics, lease_token or '', digest or '', answer, window_ms
+-- ARGV: topic, payload, times, admit_new ('1' when a new topic may be logged), lease_token or
+--       '', digest or '', answer, window_ms
 --       times: for each event its ts key then its limit key (ts + lateness), 19 characters
 --       each, concatenated (one argument, not two per event: packing thousands of arguments
 --       cost the web process more than the script costs Redis); answer: what a repeat of
 --       this request is answered (the events logged), kept with the digest for window_ms
--- Returns {LOGGED, entry id}, {LATE, index of the late event, T}, {TOO_MANY_TOPICS, topics
--- kept} when the topic would be one too many, {REPLAYED, answer} when the idempotency key
+-- Returns {LOGGED, entry id}, {LATE, index of the late event, T}, {NEW_TOPIC} when the topic
+-- is new and admit_new is not '1', {REPLAYED, answer} when the idempotency key
 -- was seen with this digest, {KEY_REUSED} when it was seen with another; an error when a
 -- lease is given and the token is not its holder's (the Redis bridge: a bridge that lost its
 -- lease during a pause must not append what its successor already did).
 local log_key, clocks_key, logged_key = KEYS[1], KEYS[2], KEYS[3]
 local topic, payload, times = ARGV[1], ARGV[2], ARGV[3]
-local max_topics = tonumber(ARGV[4])
+local admit_new = ARGV[4] == '1'
 local lease_token, digest = ARGV[5], ARGV[6]
 local answer, window_ms = ARGV[7], ARGV[8]
 -- Each optional key is given only with its argument, so its index depends on the others.
@@ -42,7 +45,7 @@ local idempotency_key = digest ~= '' and KEYS[next_key]
 
 -- The reply's first element. pushsvc/broker/redis/script_replies.py's AppendCode mirrors
 -- these: change both together.
-local LATE, LOGGED, TOO_MANY_TOPICS, REPLAYED, KEY_REUSED = 0, 1, 2, 3, 4
+local LATE, LOGGED, NEW_TOPIC, REPLAYED, KEY_REUSED = 0, 1, 2, 3, 4
 -- The length of a time key (keys.py's _TIME_DIGITS); an event takes two in `times`.
 local TIME_KEY_LENGTH = 19
 local EVENT_LENGTH = 2 * TIME_KEY_LENGTH
@@ -60,11 +63,8 @@ if idempotency_key then
   end
 end
 local clock = redis.call('HGET', clocks_key, topic)
-if not clock then
-  local kept = redis.call('HLEN', clocks_key)
-  if kept >= max_topics then
-    return {TOO_MANY_TOPICS, kept}
-  end
+if not clock and not admit_new then
+  return {NEW_TOPIC}
 end
 for at = 1, #times, EVENT_LENGTH do
   local ts = string.sub(times, at, at + TIME_KEY_LENGTH - 1)

@@ -1,5 +1,5 @@
 -- Number a batch of update drafts, append them to the history, remember each topic's
--- latest update, keep the series points among them, record how far the shard's event log
+-- latest update, keep the series points among them, record how far the partition's event log
 -- has been applied, and PUBLISH them: one atomic step, so ids are in delivery order across
 -- every publisher, and "applied up to" moves exactly with the updates and points it
 -- produced (a standby continues where this stopped).
@@ -10,7 +10,8 @@
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
 --       instance_count, applied_after (the entry the caller last saw published: the batch
---       continues from it),
+--       continues from it), publish_command (PUBLISH, or SPUBLISH on a Redis Cluster: the
+--       message then goes to the node of the partition's slot only),
 --       then topic, clock_us, body for each of the draft_count drafts,
 --       then for each of the point_count drafts that are series points: its draft's place
 --       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
@@ -43,8 +44,8 @@ local channel_prefix, lease_token = ARGV[3], ARGV[4]
 local applied_id, applied_entries = ARGV[5], ARGV[6]
 local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
 local point_count, instance_count = tonumber(ARGV[9]), tonumber(ARGV[10])
-local applied_after = ARGV[11]
-local FIRST_DRAFT = 12  -- ARGV's first draft's topic; its clock_us and body follow
+local applied_after, publish_command = ARGV[11], ARGV[12]
+local FIRST_DRAFT = 13  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
 local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
@@ -118,7 +119,7 @@ local run, run_topic, run_latest = {}, nil, nil
 local function flush()
   if run_latest then redis.call('HSET', latest_key, run_topic, run_latest) end
   if #run > 0 then
-    redis.call('PUBLISH', channel_prefix .. run_topic, table.concat(run, '\n'))
+    redis.call(publish_command, channel_prefix .. run_topic, table.concat(run, '\n'))
   end
 end
 -- Keep a point in its tier's stream; false when the stream has it already (a bucket is

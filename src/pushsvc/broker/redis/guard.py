@@ -39,6 +39,7 @@ def check_at_start(broker: RedisBroker) -> None:
                 "primary, with Sentinel for failover, not on Redis Cluster (docs/scaling.md)"
             )
         memory = broker.memory()
+        broker.check_layout()  # LayoutMismatch: data of another partition count
     except BrokerUnavailable as exc:
         log.warning(
             "could not check Redis's maxmemory-policy at start (%s); checking while running",

@@ -3,15 +3,21 @@
 Points (closed series buckets) share the stream but are no part of a topic's history: the
 chain leaves them out and the scans skip them (`/series` answers them).
 
-The history is one stream for all topics (`{prefix}history`: t=topic, c=clock_us, b=body,
-p=the stream id of the topic's previous update), so a topic's updates are interleaved with
-everyone's. "The newest N" and "since a time" follow the topic's own chain from its latest
-update backwards (`lua/topic_history.lua`, a bounded number of entries per call): they cost
-the topic's entries, however rare the topic is among the others. `_alerts`, whose changes
-are never a topic's latest, chains from `alerts_head` instead. "After an id" (a resume)
-reads forwards from that id in chunks, filtering by topic, and stops when the page is full.
+Each partition's history is one stream for its topics (`P:history`: t=topic, c=clock_us,
+b=body, p=the stream id of the topic's previous update), so a topic's updates are interleaved
+with its partition's others. "The newest N" and "since a time" follow the topic's own chain
+from its latest update backwards (`lua/topic_history.lua`, a bounded number of entries per
+call): they cost the topic's entries, however rare the topic is among the others.
+`_alerts`, whose changes are never a topic's latest, chains from `alerts_head` instead.
+"After an id" (a resume) reads forwards from that id in chunks, filtering by topic, and stops
+when the page is full.
 Entries written before `p` existed are scanned backwards the same way, so a history kept
-across an upgrade reads whole. Every read is bounded by the head read first, so the page and
+across an upgrade reads whole.
+
+`_alerts` has a chain in every partition (an alert change travels with the topic it watches):
+its pages merge the partitions' chains by time (`clock_us`, then the stream id's ms), and a
+read after an id continues in that id's partition exactly and in the others from its time.
+Every read is bounded by the head read first, so the page and
 its `resume` id agree even while updates keep arriving.
 """
 
@@ -24,7 +30,7 @@ from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.lua import source
-from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.keys import Keys, PartitionKeys, partition_of_epoch
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.wire import stream_position
 from pushsvc.core.topics import ALERTS
@@ -45,31 +51,59 @@ class HistoryReader:
     def read(
         self, topic: str, *, after: UpdateId | None, since_us: int | None, limit: int
     ) -> HistoryPage:
+        if topic == ALERTS:
+            return self._alerts(after, since_us, limit)
+        part = self._keys.of(topic)
         if after is not None:
-            return self._after(topic, after, since_us, limit)
-        walked = self._newest_first(topic, since_us, None if since_us is not None else limit + 1)
+            return self._after(part, topic, after, since_us, limit)
+        wanted = None if since_us is not None else limit + 1
+        walked = self._newest_first(part, topic, since_us, wanted)
         if walked is None:
             return HistoryPage([], None, False)
-        epoch, head, entries = walked
-
-        def update(entry: HistoryEntry) -> Update:
-            update_id = UpdateId.of_stream_id(epoch, entry.stream_id)
-            return Update.numbered(topic, update_id, entry.clock_us, entry.body)
-
+        head, updates = walked
         if since_us is None:
-            page = entries[: limit + 1]
-            return HistoryPage([update(e) for e in page[:limit][::-1]], head, len(page) > limit)
-        oldest_first = entries[::-1]
+            page = updates[: limit + 1]
+            return HistoryPage(page[:limit][::-1], head, len(page) > limit)
+        oldest_first = updates[::-1]
         more = len(oldest_first) > limit
-        updates = [update(e) for e in oldest_first[:limit]]
-        return HistoryPage(updates, updates[-1].id if more else head, more, False)
+        taken = oldest_first[:limit]
+        return HistoryPage(taken, taken[-1].id if more else head, more, False)
+
+    def _alerts(self, after: UpdateId | None, since_us: int | None, limit: int) -> HistoryPage:
+        """`_alerts`: the chains of every partition merged by time (see the module)."""
+        if after is not None:
+            pages = [
+                self._after(part, ALERTS, after, since_us, limit, by_time=True)
+                for part in self._keys
+            ]
+            merged = sorted((u for p in pages for u in p.updates), key=_by_time)
+            heads = [p.resume for p in pages if p.resume is not None and not p.more]
+            more = any(p.more for p in pages) or len(merged) > limit
+            taken = merged[:limit]
+            gap = pages[partition_of_epoch(after.epoch) % len(pages)].gap
+            head = max(heads, key=_id_time) if heads else None
+            return HistoryPage(taken, taken[-1].id if more and taken else head, more, gap)
+        wanted = None if since_us is not None else limit + 1
+        walks = [self._newest_first(part, ALERTS, since_us, wanted) for part in self._keys]
+        found = [w for w in walks if w is not None]
+        if not found:
+            return HistoryPage([], None, False)
+        head = max((h for h, _ in found), key=_id_time)
+        newest_first = sorted((u for _, us in found for u in us), key=_by_time, reverse=True)
+        if since_us is None:
+            page = newest_first[: limit + 1]
+            return HistoryPage(page[:limit][::-1], head, len(page) > limit)
+        oldest_first = newest_first[::-1]
+        more = len(oldest_first) > limit
+        taken = oldest_first[:limit]
+        return HistoryPage(taken, taken[-1].id if more else head, more, False)
 
     def _newest_first(
-        self, topic: str, since_us: int | None, wanted: int | None
-    ) -> tuple[str, UpdateId, list[HistoryEntry]] | None:
-        """The topic's entries from its newest back (to `since_us`, or `wanted` of them), the
-        epoch and the head: None when there is no history."""
-        keys = [self._keys.epoch, self._keys.latest, self._keys.history, self._keys.alerts_head]
+        self, part: PartitionKeys, topic: str, since_us: int | None, wanted: int | None
+    ) -> tuple[UpdateId, list[Update]] | None:
+        """The topic's updates in partition `part` from its newest back (to `since_us`, or
+        `wanted` of them) and the head: None when there is no history."""
+        keys = [part.epoch, part.latest, part.history, part.alerts_head]
         alerts = "1" if topic == ALERTS else ""
         oldest = "" if since_us is None else str(since_us)
         entries: list[HistoryEntry] = []
@@ -92,14 +126,21 @@ class HistoryReader:
                 start = reply.resume_from
                 continue
             # SCAN: entries written before the chain; scan on from there.
-            entries += self._scan(topic, "(" + reply.resume_from, since_us, wanted, entries)
+            upper = "(" + reply.resume_from
+            entries += self._scan(part, topic, upper, since_us, wanted, entries)
             break
         if epoch is None or head is None:
             return None
-        return epoch, UpdateId.of_stream_id(epoch, head), entries
+        of_epoch = epoch
+        updates = [
+            Update.numbered(topic, UpdateId.of_stream_id(of_epoch, e.stream_id), e.clock_us, e.body)
+            for e in entries
+        ]
+        return UpdateId.of_stream_id(epoch, head), updates
 
     def _scan(
         self,
+        part: PartitionKeys,
         topic: str,
         upper: str,
         since_us: int | None,
@@ -108,7 +149,7 @@ class HistoryReader:
     ) -> list[HistoryEntry]:
         found: list[HistoryEntry] = []
         name = topic.encode()
-        for stream_id, fields in _backwards(self._client, self._keys.history, upper):
+        for stream_id, fields in _backwards(self._client, part.history, upper):
             if fields[b"t"] != name or _is_point(fields):
                 continue
             clock = int(fields[b"c"])
@@ -119,11 +160,22 @@ class HistoryReader:
                 break
         return found
 
-    def _after(self, topic: str, after: UpdateId, since_us: int | None, limit: int) -> HistoryPage:
+    def _after(
+        self,
+        part: PartitionKeys,
+        topic: str,
+        after: UpdateId,
+        since_us: int | None,
+        limit: int,
+        *,
+        by_time: bool = False,
+    ) -> HistoryPage:
+        """The topic's updates of partition `part` after `after`. With `by_time`, `after` may
+        be of another partition: then those after its time (stream ids are times in ms)."""
         with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys.epoch)
-            pipe.get(self._keys.trimmed)
-            pipe.xrevrange(self._keys.history, count=1)
+            pipe.get(part.epoch)
+            pipe.get(part.trimmed)
+            pipe.xrevrange(part.history, count=1)
             raw_epoch, trimmed, newest = pipe.execute()
         if raw_epoch is None or not newest:
             return HistoryPage([], None, False, gap=True)
@@ -134,10 +186,15 @@ class HistoryReader:
             and after.position <= head.position
             and (trimmed is None or after.position >= stream_position(trimmed))
         )
-        start = f"({after.ms}-{after.seq}" if continues else "-"
+        if continues:
+            start = f"({after.ms}-{after.seq}"
+        elif by_time and after.epoch != epoch:
+            start, continues = f"({after.ms}-{_MAX_SEQ}", True
+        else:
+            start = "-"
         name = topic.encode()
         page: list[Update] = []
-        for stream_id, fields in _forwards(self._client, self._keys.history, start, head):
+        for stream_id, fields in _forwards(self._client, part.history, start, head):
             clock = int(fields[b"c"])
             if (
                 fields[b"t"] == name
@@ -151,6 +208,18 @@ class HistoryReader:
         more = len(page) > limit
         updates = page[:limit]
         return HistoryPage(updates, updates[-1].id if more else head, more, not continues)
+
+
+_MAX_SEQ = 2**64 - 1
+
+
+def _id_time(update_id: UpdateId) -> tuple[int, int]:
+    return update_id.position
+
+
+def _by_time(update: Update) -> tuple[int, int, int]:
+    """The order of updates of different partitions: clock, then the time Redis wrote them."""
+    return update.clock_us, update.id.ms, update.id.seq
 
 
 def _is_point(fields: dict[bytes, bytes]) -> bool:

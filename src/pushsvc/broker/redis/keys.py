@@ -1,46 +1,61 @@
 """Where the Redis broker keeps things, and how it writes times so Lua compares them exactly.
 
-Every key and channel is under the configured prefix (default `pushsvc:`); a shard is
-`i/N` (`--shard`), and every process of a deployment must agree on N:
+Topics map to `partitions` partitions (`pushsvc.core.partitions`). Every key of partition `i`
+starts with `{prefix}{{tag}}:`, where `tag` is the partition's hash tag
+(`pushsvc.broker.redis.slots`): every key of one partition hashes to one Redis Cluster slot,
+so every script touches one slot, and the same layout serves one Redis, Sentinel and Cluster.
+Under `{prefix}{{tag}}:` (written `P:` below):
 
-    {prefix}log:{i}/{N}       stream  the shard's event log: k=e (t=topic, v=events),
-                                      k=t (v=ticks) or k=f (v=topics forgotten); what a
-                                      POST appends before its 202
-    {prefix}logged:{i}/{N}    counter entries ever appended to that log
-    {prefix}applied:{i}/{N}   hash    id (the last entry applied) and n (entries applied),
-                                      written atomically with the updates they produced
-    {prefix}lease:{i}/{N}     string  the token of the shard's active aggregator
-    {prefix}lease:{i}/{N}:taken  string  the token it was last taken under (kept when the
-                                      lease expires: a holder that finds the lease free
-                                      again knows whether another held it meanwhile);
-                                      `lease:bridge` has one too
-    {prefix}clocks            hash    topic -> T, the largest event time or tick clock logged;
-                                      its fields are the topics kept (`--max-topics`)
-    {prefix}forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
-    {prefix}updates:{topic}   channel runs of updates, `<id> <clock_us> <body>` per line
-    {prefix}history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
-    {prefix}latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
-    {prefix}alerts            hash    alert instance -> its latest change, while active
-    {prefix}alerts_head       string  `<epoch>:<stream id>` of the newest alert change in the
-                                      history, where the chain of `_alerts` starts
-    {prefix}epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`)
-    {prefix}trimmed           string  stream id of the newest update trimmed from the history
-    {prefix}idem:{topic}/{key} string the digest and answer of the POST that logged a batch
-    {prefix}series:{res}:{topic}[|{group id}]  stream  closed buckets of one series tier:
-                              id `<bucket start ms>-0`, p=packed point; trimmed to the tier's
-                              retention, expiring that long after its newest point
-                                      with this Idempotency-Key; expires after the window
-                                      (a topic has no `/`, so the first one ends it)
+    P:log               stream  the partition's event log: k=e (t=topic, v=events), k=t
+                                (v=ticks) or k=f (v=topics forgotten); what a POST appends
+                                before its 202
+    P:logged            counter entries ever appended to that log
+    P:applied           hash    id (the last entry applied) and n (entries applied), written
+                                atomically with the updates they produced
+    P:lease             string  the token of the partition's active aggregator
+    P:lease:taken       string  the token it was last taken under (kept when the lease
+                                expires: a holder that finds the lease free again knows
+                                whether another held it meanwhile)
+    P:clocks            hash    topic -> T, the largest event time or tick clock logged; its
+                                fields are the partition's topics kept (`--max-topics`)
+    P:forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
+    P:u:{topic}         channel runs of updates, `<id> <clock_us> <body>` per line
+    P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
+    P:latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
+    P:groups:{topic}    hash    a grouping topic's live groups: group id -> `<epoch> <JSON>`
+    P:alerts            hash    alert instance -> its latest change, while active (the
+                                instances of the partition's topics)
+    P:alerts_head       string  `<epoch>:<stream id>` of the partition's newest alert change
+    P:epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`; the
+                                epoch names its partition, `pushsvc.core.updates`)
+    P:trimmed           string  stream id of the newest update trimmed from the history
+    P:idem:{topic}/{key} string the digest and answer of the POST that logged a batch with
+                                this Idempotency-Key; expires after the window
+    P:series:{res}:{topic}[|{group id}]  stream  closed buckets of one series tier: id
+                                `<bucket start ms>-0`, p=packed point; trimmed to the tier's
+                                retention, expiring that long after its newest point
+    P:checkpoint:{topic} hash   the topic's durable state at a log position
+    P:checkpoints       set     the partition's topics that have a checkpoint
+    P:rules             string  the digest of the rules its active aggregator computes with
 
-For Redis Cluster every key must share a slot: use a prefix with a hash tag, `{pushsvc}:`.
+Outside the partitions, each key alone in its slot:
+
+    {prefix}partitions  string  the partition count the data is laid out for (fixed for the
+                                life of the data: a process with another count stops)
+    {prefix}ingest:{topic} channel  producers on Redis (PUBLISH, not sharded)
+    {prefix}lease:bridge[:taken]    the Redis bridge's lease
+    {prefix}bridged     hash    the bridge's counts
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from pushsvc.core.partitions import partition_of
+from pushsvc.broker.redis.slots import partition_tags
+from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
+from pushsvc.core.updates import new_epoch
 
 # Event times are -2**62 < t < 2**62 µs (years 1..9999 are ±2.6e17); shifted by 2**62 and
 # written with 19 digits, string order is integer order, which Lua (doubles) cannot give
@@ -74,99 +89,181 @@ def series_time(stream_id: bytes) -> int:
 
 
 def shard_of(topic: str, count: int) -> int:
-    """The shard (0..count-1) that owns `topic`: a topic's shard is its partition, by the one
-    hash `pushsvc.core.partitions` owns."""
+    """The partition (0..count-1) that owns `topic` (`pushsvc.core.partitions`)."""
     return partition_of(topic, count)
+
+
+def topic_of_channel(channel: bytes) -> str:
+    """The topic of an updates channel (`PartitionKeys.updates_channel` + topic); ValueError
+    for another channel. A prefix holds no brace, so the first `}:u:` ends the tag."""
+    _, found, topic = channel.partition(b"}:u:")
+    if not found:
+        raise ValueError(f"not an updates channel: {channel[:64]!r}")
+    return topic.decode()
+
+
+def new_partition_epoch(index: int) -> str:
+    """A fresh epoch for partition `index`'s history: the epoch names its partition, in hex
+    before its random part (none for partition 0, so one partition's ids are as before)."""
+    epoch = new_epoch()
+    return f"{index:x}{epoch}" if index else epoch
+
+
+def partition_of_epoch(epoch: str) -> int:
+    """The partition an epoch of `new_partition_epoch` names."""
+    head = epoch[: -len(new_epoch())]
+    return int(head, 16) if head else 0
 
 
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """The names under one prefix."""
+#: Keys of the layout before partitions (one history, one clock hash for every topic): a
+#: Redis holding any of them holds data this version cannot read.
+UNPARTITIONED = ("history", "clocks", "epoch", "latest")
 
-    prefix: str
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """The names of one partition: every one carries the partition's hash tag."""
+
+    index: int
+    base: str
+    """`{prefix}{{tag}}:`, what every name of the partition starts with."""
+
+    @property
+    def log(self) -> str:
+        return f"{self.base}log"
+
+    @property
+    def logged(self) -> str:
+        return f"{self.base}logged"
+
+    @property
+    def applied(self) -> str:
+        return f"{self.base}applied"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.base}lease"
 
     @property
     def clocks(self) -> str:
-        return f"{self.prefix}clocks"
+        return f"{self.base}clocks"
 
     @property
     def forgotten(self) -> str:
-        return f"{self.prefix}forgotten"
+        return f"{self.base}forgotten"
 
     @property
     def history(self) -> str:
-        return f"{self.prefix}history"
+        return f"{self.base}history"
 
     @property
     def latest(self) -> str:
-        return f"{self.prefix}latest"
-
-    def groups(self, topic: str) -> str:
-        """A hash of a grouping topic's live groups: group id → `<epoch> <group JSON>`."""
-        return f"{self.prefix}groups:{topic}"
+        return f"{self.base}latest"
 
     @property
     def epoch(self) -> str:
-        return f"{self.prefix}epoch"
+        return f"{self.base}epoch"
 
     @property
     def trimmed(self) -> str:
-        return f"{self.prefix}trimmed"
-
-    @property
-    def updates_channel(self) -> bytes:
-        """The channel prefix: a topic's updates go to this plus the topic name."""
-        return f"{self.prefix}updates:".encode()
-
-    def updates_pattern(self, topic_prefix: str) -> bytes:
-        """The pattern of every topic starting with `topic_prefix` ('' for all)."""
-        return f"{glob_escape(self.prefix)}updates:{glob_escape(topic_prefix)}*".encode()
-
-    def idempotency(self, topic: str, key: str) -> str:
-        return f"{self.prefix}idem:{topic}/{key}"
-
-    def log(self, shard: tuple[int, int]) -> str:
-        return f"{self.prefix}log:{shard[0]}/{shard[1]}"
-
-    def logged(self, shard: tuple[int, int]) -> str:
-        return f"{self.prefix}logged:{shard[0]}/{shard[1]}"
-
-    def applied(self, shard: tuple[int, int]) -> str:
-        return f"{self.prefix}applied:{shard[0]}/{shard[1]}"
+        return f"{self.base}trimmed"
 
     @property
     def alerts(self) -> str:
         """A hash: alert instance key -> its latest change while pending or firing."""
-        return f"{self.prefix}alerts"
+        return f"{self.base}alerts"
 
     @property
     def alerts_head(self) -> str:
-        return f"{self.prefix}alerts_head"
+        return f"{self.base}alerts_head"
+
+    @property
+    def checkpoints(self) -> str:
+        """A set: the partition's topics that have a checkpoint (what a rebuild reads)."""
+        return f"{self.base}checkpoints"
+
+    @property
+    def rules(self) -> str:
+        """The digest of the rules the partition's active aggregator computes with."""
+        return f"{self.base}rules"
+
+    @property
+    def updates_channel(self) -> bytes:
+        """The channel prefix: a topic's updates go to this plus the topic name."""
+        return f"{self.base}u:".encode()
+
+    def groups(self, topic: str) -> str:
+        """A hash of a grouping topic's live groups: group id → `<epoch> <group JSON>`."""
+        return f"{self.base}groups:{topic}"
+
+    def idempotency(self, topic: str, key: str) -> str:
+        # A topic has no `/`, so the first one ends it.
+        return f"{self.base}idem:{topic}/{key}"
 
     def series(self, resolution: str, topic: str, group_id: str = "") -> str:
         """A stream: the points of one tier of a topic, or of one of its groups (a topic name
         holds no `|`)."""
-        key = f"{self.prefix}series:{resolution}:{topic}"
+        key = f"{self.base}series:{resolution}:{topic}"
         return f"{key}|{group_id}" if group_id else key
 
     def checkpoint(self, topic: str) -> str:
         """A hash: the topic's durable state at a log position (`core/checkpoint.py`)."""
-        return f"{self.prefix}checkpoint:{topic}"
+        return f"{self.base}checkpoint:{topic}"
 
-    def checkpoints(self, shard: tuple[int, int]) -> str:
-        """A set: the shard's topics that have a checkpoint (what a rebuild reads)."""
-        return f"{self.prefix}checkpoints:{shard[0]}/{shard[1]}"
 
-    def rules(self, shard: tuple[int, int]) -> str:
-        """The digest of the rules the shard's active aggregator computes with."""
-        return f"{self.prefix}rules:{shard[0]}/{shard[1]}"
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The names under one prefix, for `partitions` partitions."""
 
-    def lease(self, shard: tuple[int, int]) -> str:
-        return f"{self.prefix}lease:{shard[0]}/{shard[1]}"
+    prefix: str
+    partitions: int = DEFAULT_PARTITIONS
+    _each: tuple[PartitionKeys, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if "{" in self.prefix or "}" in self.prefix:
+            # Redis Cluster hashes the first {…} of a key: a tag in the prefix would put every
+            # partition in the prefix's one slot.
+            raise ValueError(
+                f"the key prefix {self.prefix!r} holds a brace; pushsvc puts each partition's "
+                "hash tag in its keys itself: use a prefix without {}"
+            )
+        tags = partition_tags(self.partitions)
+        each = tuple(PartitionKeys(i, f"{self.prefix}{{{tag}}}:") for i, tag in enumerate(tags))
+        object.__setattr__(self, "_each", each)
+
+    def partition(self, index: int) -> PartitionKeys:
+        return self._each[index]
+
+    def of(self, topic: str) -> PartitionKeys:
+        """The keys of `topic`'s partition."""
+        return self._each[partition_of(topic, self.partitions)]
+
+    def __iter__(self) -> Iterator[PartitionKeys]:
+        return iter(self._each)
+
+    def shard(self, shard: tuple[int, int]) -> PartitionKeys:
+        """The keys of partition `shard[0]`; `shard[1]` must be this layout's count."""
+        if shard[1] != self.partitions:
+            raise ValueError(f"shard {shard} of a layout of {self.partitions} partitions")
+        return self._each[shard[0]]
+
+    def updates_pattern(self, topic_prefix: str) -> bytes:
+        """The pattern of every topic starting with `topic_prefix` ('' for all), in every
+        partition."""
+        return f"{glob_escape(self.prefix)}{{*}}:u:{glob_escape(topic_prefix)}*".encode()
+
+    @property
+    def layout(self) -> str:
+        """The partition count the data is laid out for."""
+        return f"{self.prefix}partitions"
+
+    def unpartitioned(self) -> list[str]:
+        """Keys that only the layout before partitions wrote."""
+        return [f"{self.prefix}{name}" for name in UNPARTITIONED]
 
     @property
     def ingest_channel(self) -> bytes:

@@ -15,7 +15,7 @@ import orjson
 
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
-from pushsvc.broker.redis.keys import Keys, shard_of, time_key
+from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
 from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
 from pushsvc.broker.shared_log import FIRST, Entry, LogState
@@ -47,7 +47,8 @@ class RedisEventLog:
     def __init__(self, url: str, keys: Keys, shard: tuple[int, int], *, socket_timeout: float):
         self.keys = keys
         self.shard = shard
-        self._log = keys.log(shard)
+        self._part = part = keys.shard(shard)
+        self._log = part.log
         # A blocked XREAD must outlive the socket timeout it is given.
         self._client = single_client(url, socket_timeout=socket_timeout)
         self._state = self._client.register_script(source("read_state"))
@@ -57,20 +58,15 @@ class RedisEventLog:
 
     def state(self) -> LogState:
         with unavailable("read_state"):
-            keys = [self.keys.applied(self.shard), self.keys.latest]
+            keys = [self._part.applied, self._part.latest]
             reply = StateReply.decode(self._state(keys=keys))
-        index, count = self.shard
-        clocks = {
-            topic: unpack(topic, packed).clock_us
-            for topic, packed in reply.latest.items()
-            if shard_of(topic, count) == index
-        }
+        clocks = {topic: unpack(topic, packed).clock_us for topic, packed in reply.latest.items()}
         return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks)
 
     def applied(self) -> str:
         """The last entry the active aggregator applied (FIRST for none)."""
         with unavailable("applied"):
-            value = self._client.hget(self.keys.applied(self.shard), "id")
+            value = self._client.hget(self._part.applied, "id")
         return cast(bytes, value).decode() if value else FIRST
 
     def read(self, after: str, *, count: int, block_ms: int | None = None) -> list[Entry]:
@@ -90,8 +86,8 @@ class RedisEventLog:
 
     def append_ticks(self, fence: str, ticks: Mapping[str, int]) -> str:
         """Log a round of idle ticks; Fenced unless `fence` is the lease's token."""
-        shard = self.shard
-        keys = [self._log, self.keys.clocks, self.keys.logged(shard), self.keys.lease(shard)]
+        part = self._part
+        keys = [self._log, part.clocks, part.logged, part.lease]
         args: list[str | bytes] = [fence, orjson.dumps(dict(ticks))]
         for topic, clock in ticks.items():
             args += [topic, time_key(clock)]
@@ -105,23 +101,17 @@ class RedisEventLog:
         the topic clocks and `latest`, and one entry in the log (applied like any other)
         drops their windows; the topics forgotten. Nothing when more than `FORGET_SCAN`
         entries follow `after`. Fenced unless `fence` is the lease's token."""
-        shard = self.shard
+        part = self._part
         keys = [
             self._log,
-            self.keys.clocks,
-            self.keys.latest,
-            self.keys.logged(shard),
-            self.keys.lease(shard),
-            self.keys.forgotten,
-            self.keys.checkpoints(shard),
+            part.clocks,
+            part.latest,
+            part.logged,
+            part.lease,
+            part.forgotten,
+            part.checkpoints,
         ]
-        args: list[str | int] = [
-            fence,
-            after,
-            FORGET_SCAN,
-            self.keys.groups(""),
-            self.keys.checkpoint(""),
-        ]
+        args: list[str | int] = [fence, after, FORGET_SCAN, part.groups(""), part.checkpoint("")]
         for topic, clock in clocks.items():
             args += [topic, time_key(clock)]
         with unavailable("forget_topics"):
@@ -131,32 +121,30 @@ class RedisEventLog:
     def save_checkpoints(self, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
         """Replace these topics' checkpoints, each unless a newer one is saved; how many were
         written. Fenced unless `fence` is the lease's token."""
-        args: list[str | int | bytes] = [fence, self.keys.checkpoint("")]
+        args: list[str | int | bytes] = [fence, self._part.checkpoint("")]
         for checkpoint in checkpoints:
             fields = checkpoint.fields()
             args += [checkpoint.topic, *checkpoint.position, len(fields)]
             for name, value in fields.items():
                 args += [name, value]
-        keys = [self.keys.lease(self.shard), self.keys.checkpoints(self.shard)]
+        keys = [self._part.lease, self._part.checkpoints]
         with unavailable("save_checkpoints"):
             return cast(int, self._save_checkpoints(keys=keys, args=args))
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint saved for the shard's topics."""
         with unavailable("checkpoints"):
-            topics = cast(set[bytes], self._client.smembers(self.keys.checkpoints(self.shard)))
+            topics = cast(set[bytes], self._client.smembers(self._part.checkpoints))
             pipe = self._client.pipeline(transaction=True)
             for topic in sorted(topics):
-                pipe.hgetall(self.keys.checkpoint(topic.decode()))
+                pipe.hgetall(self._part.checkpoint(topic.decode()))
             saved = pipe.execute()
-        index, count = self.shard
-        checkpoints = [Checkpoint.of_fields(fields) for fields in saved if fields]
-        return [c for c in checkpoints if shard_of(c.topic, count) == index]
+        return [Checkpoint.of_fields(fields) for fields in saved if fields]
 
     def announce_rules(self, digest: str) -> None:
         """Record the digest of the rules this shard's (active) aggregator computes with."""
         with unavailable("announce_rules"):
-            self._client.set(self.keys.rules(self.shard), digest)
+            self._client.set(self._part.rules, digest)
 
     def trim(self, before: str) -> None:
         """Forget the entries before `before` (no aggregator needs them to rebuild)."""

@@ -32,7 +32,7 @@ class AppendCode(IntEnum):
 
     LATE = 0
     LOGGED = 1
-    TOO_MANY_TOPICS = 2
+    NEW_TOPIC = 2
     REPLAYED = 3
     KEY_REUSED = 4
 
@@ -47,8 +47,6 @@ class AppendReply(NamedTuple):
     """LATE: the batch's first late event."""
     topic_clock_us: int | None = None
     """LATE: the topic clock T it was late against."""
-    topics_kept: int | None = None
-    """TOO_MANY_TOPICS: the topics the deployment keeps."""
     replayed_events: int | None = None
     """REPLAYED: the events the request that first used the key logged."""
 
@@ -59,8 +57,6 @@ class AppendReply(NamedTuple):
             return cls(code, raw[1].decode())
         if code is AppendCode.LATE:
             return cls(code, late_index=int(raw[1]), topic_clock_us=time_of_key(raw[2]))
-        if code is AppendCode.TOO_MANY_TOPICS:
-            return cls(code, topics_kept=int(raw[1]))
         if code is AppendCode.REPLAYED:
             return cls(code, replayed_events=int(raw[1]))
         return cls(code)
