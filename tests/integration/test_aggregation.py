@@ -36,7 +36,7 @@ class ShardRunners:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self.broker = RedisBroker(url, prefix=prefix, history=100_000)
+        self.broker = RedisBroker(url, prefix=prefix, history=100_000, partitions=SHARD[1])
         self.wall = 1_763_700_000 * S
         self._closers: list[object] = [self.broker]
 
@@ -44,9 +44,11 @@ class ShardRunners:
         self, *, tick_us: int = 0, topic_ttl_us: int = 0, broker_url: str | None = None
     ) -> ShardRunner:
         """A runner; its publishes go to `broker_url` (a proxy) when given."""
-        broker = RedisBroker(broker_url or self.url, prefix=self.prefix, history=100_000)
+        broker = RedisBroker(
+            broker_url or self.url, prefix=self.prefix, history=100_000, partitions=SHARD[1]
+        )
         event_log = RedisEventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
-        lease = RedisLease(self.url, broker.keys.lease(SHARD), ttl_us=60 * S)
+        lease = RedisLease(self.url, broker.keys.shard(SHARD).lease, ttl_us=60 * S)
         aggregator = Aggregator(
             windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
         )
@@ -77,7 +79,7 @@ class ShardRunners:
         """Every update published, oldest first."""
         client = redis.Redis.from_url(self.url)
         try:
-            entries = client.xrange(f"{self.prefix}history")
+            entries = client.xrange(self.broker.keys.shard(SHARD).history)
         finally:
             client.close()
         return [orjson.loads(fields[b"b"]) for _, fields in entries]
@@ -301,7 +303,7 @@ def test_trimming_keeps_what_a_rebuild_needs(deployment: ShardRunners) -> None:
     oldest = active._prune_held()
     active._log.trim(oldest)
     client = redis.Redis.from_url(deployment.url)
-    kept = client.xlen(f"{deployment.prefix}log:0/1")
+    kept = client.xlen(deployment.broker.keys.shard(SHARD).log)
     client.close()
     # T = 99 s and the widest window is 1 m: events at 39 s and before are in no window.
     assert kept == 60
@@ -344,8 +346,8 @@ def _kept(deployment: ShardRunners, topic: str) -> tuple[bool, bool]:
     """Whether Redis holds the topic's clock, and its latest update."""
     client = _redis(deployment)
     return (
-        bool(client.hexists(f"{deployment.prefix}clocks", topic)),
-        bool(client.hexists(f"{deployment.prefix}latest", topic)),
+        bool(client.hexists(deployment.broker.keys.shard(SHARD).clocks, topic)),
+        bool(client.hexists(deployment.broker.keys.shard(SHARD).latest, topic)),
     )
 
 
@@ -421,14 +423,14 @@ def test_an_event_logged_before_the_forget_cancels_it(deployment: ShardRunners) 
     # A POST lands between the proposal and the forget script. Within the allowed lateness,
     # it does not move the topic clock, so only the log shows it.
     client = _redis(deployment)
-    clock_key = client.hget(f"{deployment.prefix}clocks", "a")
+    clock_key = client.hget(deployment.broker.keys.shard(SHARD).clocks, "a")
     raced = deployment.append("a", 7, ts=clock - 1 * S)
-    assert client.hget(f"{deployment.prefix}clocks", "a") == clock_key
-    logged = client.xlen(f"{deployment.prefix}log:0/1")
+    assert client.hget(deployment.broker.keys.shard(SHARD).clocks, "a") == clock_key
+    logged = client.xlen(deployment.broker.keys.shard(SHARD).log)
 
     assert active._log.forget(active._lease.token, active.position, proposal) == []
     assert _kept(deployment, "a") == (True, True)
-    assert client.xlen(f"{deployment.prefix}log:0/1") == logged  # no forget entry
+    assert client.xlen(deployment.broker.keys.shard(SHARD).log) == logged  # no forget entry
     active.step()
     last = deployment.history()[-1]
     assert last["event"]["value"] == 7.0 and last["event"]["ts"] == raced[0].ts_us / S  # type: ignore[index]
@@ -483,7 +485,7 @@ def test_a_cold_start_after_a_trim_and_a_forget_holds_what_an_uninterrupted_run_
     first._log_ticks()  # "kept" falls empty too
     first.step()
     first._log.trim(first._prune_held())  # no window needs either topic's events
-    assert _redis(deployment).xlen(f"{deployment.prefix}log:0/1") == 1  # the last tick
+    assert _redis(deployment).xlen(deployment.broker.keys.shard(SHARD).log) == 1  # the last tick
     deployment.wall = start + 30 * S + TTL  # "gone" idle for the TTL, "kept" not yet
     assert first.forget_idle() == ["gone"]
     first.step()
