@@ -132,7 +132,11 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         broker: Broker = (
             MemoryBroker(history=history, max_topics=max_topics)
             if url is None
-            else RedisBroker(url, prefix=prefix, history=history, max_topics=max_topics)
+            # One partition: the contract of one history (its ids in one order); what
+            # partitions change is tests/integration/test_redis_partitions.py's.
+            else RedisBroker(
+                url, prefix=prefix, history=history, max_topics=max_topics, partitions=1
+            )
         )
         made.append(broker)
         return broker
@@ -656,7 +660,7 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
     if isinstance(broker, RedisBroker):
         # The shard's active aggregator logs its ticks (pushsvc.aggregate.shard_runner).
         client = redis.Redis.from_url(broker.url)
-        client.set(broker.keys.lease((0, 1)), "token")
+        client.set(broker.keys.shard((0, 1)).lease, "token")
         client.close()
         event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
         event_log.append_ticks("token", {"a": 100 * 10**6})
@@ -679,8 +683,8 @@ def forget(broker: Broker, topic: str) -> list[str]:
         return broker.forget_topics(lambda: [topic])
     assert isinstance(broker, RedisBroker)
     client = redis.Redis.from_url(broker.url)
-    client.set(broker.keys.lease((0, 1)), "token")
-    clock = client.hget(broker.keys.clocks, topic)
+    client.set(broker.keys.shard((0, 1)).lease, "token")
+    clock = client.hget(broker.keys.shard((0, 1)).clocks, topic)
     client.close()
     event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
     try:

@@ -122,7 +122,7 @@ def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
 def _subscribers(server: RedisServer, broker: RedisBroker, topic: str) -> int:
     admin = redis.Redis.from_url(server.url)
     try:
-        channel = broker.keys.updates_channel + topic.encode()
+        channel = broker.keys.of(topic).updates_channel + topic.encode()
         return int(dict(admin.pubsub_numsub(channel))[channel])
     finally:
         admin.close()

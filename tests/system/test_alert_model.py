@@ -306,10 +306,10 @@ class OnRedis:
     def __init__(self, alerts: Sequence[AlertSpec], url: str) -> None:
         prefix = f"m{uuid.uuid4().hex[:10]}:"
         self.wall_us = 0
-        self.broker = RedisBroker(url, prefix=prefix)
+        self.broker = RedisBroker(url, prefix=prefix, partitions=1)
         self.aggregator = _aggregator(alerts, lambda: self.wall_us)
         self._log = RedisEventLog(url, self.broker.keys, (0, 1), socket_timeout=5.0)
-        self._lease = RedisLease(url, self.broker.keys.lease((0, 1)), ttl_us=600 * S)
+        self._lease = RedisLease(url, self.broker.keys.shard((0, 1)).lease, ttl_us=600 * S)
         self.runner = ShardRunner(
             self.aggregator, self.broker, self._log, self._lease, tick_us=S, block_ms=1
         )

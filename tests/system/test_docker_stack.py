@@ -40,6 +40,7 @@ from support.docker import (
 )
 from support.live import SSEClient, request, wait_until
 from support.net import free_port
+from support.redis_keys import server_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -126,7 +127,7 @@ class Stack:
 
     @property
     def lease_key(self) -> str:
-        return f"{self.prefix}lease:0/1"  # the compose file runs one shard
+        return server_keys(self.prefix).partition(0).lease  # the compose file runs one shard
 
     def redis(self, *command: str) -> str:
         """A redis-cli command in the Redis container (its port is not published)."""

@@ -32,6 +32,7 @@ from support.raw_streams import (
     raise_fd_limit,
     reset,
 )
+from support.redis_keys import updates_channel
 from support.redis_server import RedisServer
 from support.sse_parser import EventStreamParser
 from support.tls_pairs import Pair, self_signed
@@ -240,7 +241,10 @@ def test_the_node_subscription_goes_with_the_last_local_stream_of_a_topic(
         "serve", *QUIET, "--redis-url", redis_server.url, "--prefix", prefix
     ).start()
     admin = redis.Redis.from_url(redis_server.url)
-    channel, other_channel = f"{prefix}updates:{topic}", f"{prefix}updates:{topic}-other"
+    channel, other_channel = (
+        updates_channel(prefix, topic),
+        updates_channel(prefix, f"{topic}-other"),
+    )
     streams = open_streams(proc.port, f"/topics/{topic}/stream", 3)
     other = open_stream(proc.port, f"/topics/{topic}-other/stream")
     try:
@@ -269,7 +273,7 @@ def test_streams_under_gunicorn_are_released_too(
         "PUSHSVC_HEARTBEAT": "60s",
     }
     admin = redis.Redis.from_url(redis_server.url)
-    channel = f"{prefix}updates:{topic}"
+    channel = updates_channel(prefix, topic)
     streams: list[socket.socket] = []
     try:
         with gunicorn(settings, tmp_path) as (port, _):

@@ -17,6 +17,7 @@ import redis
 
 from conftest import MakeApp
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_keys import partition_keys
 from support.redis_server import RedisServer
 
 # A topic's windows are empty 0.5 s after its last event, and it is forgotten 1 s after it.
@@ -136,8 +137,8 @@ def test_an_idle_topic_is_forgotten_in_redis_and_stays_forgotten_after_a_takeove
         with SSEClient(web.port, f"/topics/{topic}/stream") as stream:
             stream.next_data("snapshot")
             _until_forgotten(web.port, stream, topic)
-            assert not client.hexists(f"{prefix}clocks", topic)
-            assert not client.hexists(f"{prefix}latest", topic)
+            assert not client.hexists(partition_keys(prefix, topic).clocks, topic)
+            assert not client.hexists(partition_keys(prefix, topic).latest, topic)
             active.wait_for_log("forgot 1 idle topics")
             metrics = _metrics(web.port)
             assert _metric(metrics, "pushsvc_topics_forgotten_total") == 1
@@ -145,10 +146,10 @@ def test_an_idle_topic_is_forgotten_in_redis_and_stays_forgotten_after_a_takeove
 
             active.kill()  # the standby applied the forget entry too: nothing comes back
             standby.wait_for_log("active from log entry", timeout=10)
-            assert not client.hexists(f"{prefix}latest", topic)
+            assert not client.hexists(partition_keys(prefix, topic).latest, topic)
             assert request(web.port, "GET", f"/topics/{topic}/stats")[0] == 404
             _comes_back(web.port, stream, topic)
-            assert client.hexists(f"{prefix}clocks", topic)
+            assert client.hexists(partition_keys(prefix, topic).clocks, topic)
     finally:
         for proc in procs:
             proc.stop()
@@ -170,8 +171,10 @@ def test_the_bridge_refuses_one_topic_too_many_like_a_post(
         assert client.publish(f"{prefix}ingest:new", b'{"value": 2}') == 1
         reason = 'pushsvc_bridge_rejected_total{reason="too_many_topics"}'
         wait_until(lambda: _metric(_metrics(web.port), reason) == 1)
-        assert client.hkeys(f"{prefix}clocks") == [b"kept"]
-        assert client.xlen(f"{prefix}log:0/1") == 1  # neither refusal logged anything
+        assert client.hkeys(partition_keys(prefix, "kept").clocks) == [b"kept"]
+        assert (
+            client.xlen(partition_keys(prefix, "kept").log) == 1
+        )  # neither refusal logged anything
         metrics = _metrics(web.port)
         assert _metric(metrics, 'pushsvc_requests_rejected_total{code="too_many_topics"}') == 1
         assert _metric(metrics, "pushsvc_topics_live") == 1

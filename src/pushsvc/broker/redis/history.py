@@ -15,7 +15,7 @@ Entries written before `p` existed are scanned backwards the same way, so a hist
 across an upgrade reads whole.
 
 `_alerts` has a chain in every partition (an alert change travels with the topic it watches):
-its pages merge the partitions' chains by time (`clock_us`, then the stream id's ms), and a
+its pages merge the partitions' chains by the time Redis wrote each change, and a
 read after an id continues in that id's partition exactly and in the others from its time.
 Every read is bounded by the head read first, so the page and
 its `resume` id agree even while updates keep arriving.
@@ -217,9 +217,10 @@ def _id_time(update_id: UpdateId) -> tuple[int, int]:
     return update_id.position
 
 
-def _by_time(update: Update) -> tuple[int, int, int]:
-    """The order of updates of different partitions: clock, then the time Redis wrote them."""
-    return update.clock_us, update.id.ms, update.id.seq
+def _by_time(update: Update) -> tuple[int, int]:
+    """The order of updates of different partitions: the time Redis wrote them (a stream id
+    is `<ms>-<seq>`), which within one partition is the history's own order."""
+    return update.id.ms, update.id.seq
 
 
 def _is_point(fields: dict[bytes, bytes]) -> bool:

@@ -45,6 +45,7 @@ Outside the partitions, each key alone in its slot:
     {prefix}ingest:{topic} channel  producers on Redis (PUBLISH, not sharded)
     {prefix}lease:bridge[:taken]    the Redis bridge's lease
     {prefix}bridged     hash    the bridge's counts
+    {prefix}admitting   string  held while a new topic is counted and admitted
 """
 
 from __future__ import annotations
@@ -264,6 +265,11 @@ class Keys:
     def unpartitioned(self) -> list[str]:
         """Keys that only the layout before partitions wrote."""
         return [f"{self.prefix}{name}" for name in UNPARTITIONED]
+
+    @property
+    def admitting(self) -> str:
+        """The lock under which a new topic is counted and admitted (`--max-topics`)."""
+        return f"{self.prefix}admitting"
 
     @property
     def ingest_channel(self) -> bytes:
