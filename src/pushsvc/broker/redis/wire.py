@@ -9,7 +9,15 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import orjson
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,6 +37,9 @@ from pushsvc.errors import (
 log = logging.getLogger(__name__)
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+# A Redis Cluster slot without a reachable primary (a failover under way, a node down with
+# `cluster-require-full-coverage no`): its partitions answer 503 until the cluster heals.
+_NO_PRIMARY = (ClusterDownError, MasterDownError, RedisClusterException)
 
 _REFUSING = ("NOREPLICAS", "MISCONF")
 
@@ -50,6 +61,11 @@ def unavailable(action: str) -> Iterator[None]:
         log.warning("redis unavailable during %s: %s", action, exc)
         # The message reaches HTTP clients: no host or port in it.
         raise BrokerUnavailable(f"Redis is unavailable ({type(exc).__name__})") from None
+    except _NO_PRIMARY as exc:
+        log.warning("redis cluster has no primary for a slot during %s: %s", action, exc)
+        raise BrokerUnavailable(
+            f"the Redis Cluster has no primary for this partition now ({type(exc).__name__})"
+        ) from None
     except OutOfMemoryError:
         raise _refused(
             BrokerFull("Redis is full (maxmemory reached); nothing was written: retry later")

@@ -1,0 +1,230 @@
+"""The partitioned key layout on a real Redis: every key of a topic carries its partition's
+hash tag (so one Redis, Sentinel and Cluster share one layout, and every script touches one
+slot), each partition keeps a history of its own, and what spans partitions (a pattern's
+latest updates, `_alerts`, the topic count, the lag) reads them all.
+
+The broker contract (tests/integration/test_broker_contract.py) holds for any partition count;
+these are what partitions add."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+from redis.crc import key_slot
+
+from pushsvc.broker.base import Applied
+from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.guard import check_at_start
+from pushsvc.broker.redis.keys import Keys, partition_of_epoch
+from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.partitions import partition_of
+from pushsvc.core.topics import ALERTS, TopicMatcher
+from pushsvc.core.updates import SeriesWrite, UpdateDraft, alert_draft, point_draft
+from pushsvc.errors import LayoutMismatch, TooManyTopics
+from support.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+P = 16
+LATENESS_US = 5_000_000
+everything = TopicMatcher(["*"])
+
+
+def draft(topic: str, n: int, *, groups: bool = False) -> UpdateDraft:
+    clock_us = 1_000_000 + n
+    body = orjson.dumps({"topic": topic, "n": n, "ts": clock_us / 1e6, "windows": {}})
+    return UpdateDraft(topic, clock_us, body, groups=(("g1", b'{"k":"v"}'),) if groups else ())
+
+
+def point(topic: str, n: int) -> UpdateDraft:
+    write = SeriesWrite("1s", "", 1_000_000, b"packed", 0)
+    return point_draft(topic, 1_000_000 + n, write, {"count": 1})
+
+
+def alert(topic: str, n: int) -> UpdateDraft:
+    body = orjson.dumps({"alert": "hot", "topic": topic, "state": "firing", "n": n})
+    return alert_draft(ALERTS, 1_000_000 + n, body, f"hot\x1f{topic}\x1f{n}", active=True)
+
+
+@pytest.fixture
+def broker(redis_server: RedisServer, prefix: str) -> Iterator[RedisBroker]:
+    made = RedisBroker(redis_server.url, prefix=prefix, history=100, partitions=P)
+    yield made
+    made.close()
+
+
+def topics_in_every_partition() -> dict[int, str]:
+    """One topic name per partition."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < P:
+        found.setdefault(partition_of(f"t{n}", P), f"t{n}")
+        n += 1
+    return found
+
+
+def test_every_key_a_workload_writes_carries_its_topics_partition_tag(
+    broker: RedisBroker, redis_server: RedisServer, prefix: str
+) -> None:
+    topics = topics_in_every_partition()
+    for index, topic in topics.items():
+        key = Idempotency(f"k{index}", "d" * 32, 60_000)
+        broker.append_events(topic, [Event(1.0, 1, None)], lateness_us=LATENESS_US, idempotency=key)
+        applied_shard = (index, P)
+        event_log = broker.event_log(applied_shard)
+        entries = event_log.read("0-0", count=10)
+        event_log.close()
+        broker.publish_updates(
+            [draft(topic, 1, groups=True), point(topic, 1), alert(topic, 1)],
+            applied=Applied(applied_shard, entries[-1].id, len(entries), after="0-0"),
+        )
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        written = [k.decode() for k in client.scan_iter(f"{prefix}*")]
+    finally:
+        client.close()
+    keys = Keys(prefix, P)
+    outside = sorted(k for k in written if "{" not in k)
+    assert outside == [keys.layout] or outside == []
+    by_slot: dict[int, set[str]] = defaultdict(set)
+    for key in written:
+        if "{" in key:
+            by_slot[key_slot(key.encode())].add(key)
+    # Every partition's keys hash to its one slot, the centre of its slice.
+    assert sorted(by_slot) == sorted(partition_slot(i, P) for i in range(P))
+    for index, topic in topics.items():
+        mine = by_slot[partition_slot(index, P)]
+        part = keys.partition(index)
+        assert {part.log, part.logged, part.clocks, part.history, part.latest, part.epoch} <= mine
+        assert {part.applied, part.alerts, part.alerts_head, part.groups(topic)} <= mine
+        assert part.series("1s", topic) in mine
+        assert part.idempotency(topic, f"k{index}") in mine
+        assert re.fullmatch(re.escape(prefix) + r"\{[0-9]+\}:.*", next(iter(mine)))
+
+
+def test_each_partition_numbers_its_own_history_and_its_epoch_names_it(
+    broker: RedisBroker,
+) -> None:
+    topics = topics_in_every_partition()
+    published = broker.publish_updates([draft(t, n) for n in (1, 2) for t in topics.values()])
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for update in published:
+        index = partition_of(update.topic, P)
+        assert partition_of_epoch(update.id.epoch) == index
+        by_partition[index].append(orjson.loads(update.data)["n"])
+    assert all(ns == [1, 2] for ns in by_partition.values()) and len(by_partition) == P
+    for update in published:
+        if orjson.loads(update.data)["n"] == 1:
+            # A resume replays its own partition exactly.
+            (after,) = [u for u in published if u.topic == update.topic and u is not update]
+            assert broker.replay(update.id, everything) == [after]
+
+
+def test_latest_and_active_alerts_read_every_partition(broker: RedisBroker) -> None:
+    topics = list(topics_in_every_partition().values())
+    published = broker.publish_updates([draft(t, 1) for t in topics])
+    assert broker.latest(everything) == {u.topic: u for u in published}
+    some = topics[::5]
+    assert broker.latest(TopicMatcher(some)) == {u.topic: u for u in published if u.topic in some}
+    for topic in topics[:4]:
+        broker.publish_updates([alert(topic, 1)])
+    assert sorted(orjson.loads(b)["topic"] for b in broker.active_alerts()) == sorted(topics[:4])
+
+
+def test_the_history_of_alerts_merges_every_partition_in_publish_order(
+    broker: RedisBroker,
+) -> None:
+    topics = list(topics_in_every_partition().values())
+    changes = [u for n, t in enumerate(topics[:6]) for u in broker.publish_updates([alert(t, n)])]
+    page = broker.history(ALERTS, limit=100)
+    assert page.updates == changes and not page.more
+    newest = broker.history(ALERTS, limit=2)
+    assert newest.updates == changes[-2:] and newest.more
+
+
+def test_the_topic_limit_counts_every_partition_and_holds_under_racing_producers(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    brokers = [
+        RedisBroker(redis_server.url, prefix=prefix, partitions=P, max_topics=7) for _ in range(2)
+    ]
+    outcomes: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def produce(broker: RedisBroker, name: str) -> None:
+        start.wait(5)
+        for n in range(10):
+            try:
+                broker.append_events(f"{name}-{n}", [Event(1.0, 1, None)], lateness_us=0)
+                ok = True
+            except TooManyTopics:
+                ok = False
+            with lock:
+                outcomes.append(ok)
+
+    threads = [threading.Thread(target=produce, args=(brokers[i % 2], f"p{i}")) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    try:
+        assert Counter(outcomes) == {True: 7, False: 33}
+        assert brokers[0].topic_stats().live == 7
+        assert len({partition_of(f"p{i}-{n}", P) for i in range(4) for n in range(10)}) > 1
+    finally:
+        for broker in brokers:
+            broker.close()
+
+
+def test_lag_has_one_row_per_partition(broker: RedisBroker) -> None:
+    topic = topics_in_every_partition()[3]
+    broker.append_events(topic, [Event(1.0, 1, None)], lateness_us=0)
+    lags = broker.lag()
+    assert [lag.shard for lag in lags] == [(i, P) for i in range(P)]
+    assert [lag.entries for lag in lags] == [1 if i == 3 else 0 for i in range(P)]
+
+
+def test_a_process_with_another_partition_count_stops_with_one_line_naming_both(
+    broker: RedisBroker, redis_server: RedisServer, prefix: str
+) -> None:
+    check_at_start(broker)  # records 16
+    other = RedisBroker(redis_server.url, prefix=prefix, partitions=4)
+    try:
+        with pytest.raises(LayoutMismatch) as refused:
+            check_at_start(other)
+    finally:
+        other.close()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "16 partitions" in message and "with 4" in message
+    assert "PUSHSVC_PARTITIONS=16" in message
+
+
+def test_a_redis_with_data_in_the_layout_before_partitions_stops_the_process(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.xadd(f"{prefix}history", {"t": "a", "c": "1", "b": "{}"})
+    client.close()
+    broker = RedisBroker(redis_server.url, prefix=prefix, partitions=P)
+    try:
+        with pytest.raises(LayoutMismatch) as refused:
+            check_at_start(broker)
+    finally:
+        broker.close()
+    assert "layout before partitions" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_prefix_with_a_brace_is_refused(redis_server: RedisServer) -> None:
+    with pytest.raises(ValueError, match="brace"):
+        RedisBroker(redis_server.url, prefix="{pushsvc}:")
