@@ -181,7 +181,8 @@ def test_a_slot_move_resubscribes_on_the_new_primary_and_resets(
     moved, untouched = _channels(per_primary=1)[:2]
     slot = channel_slot(moved)
     source = redis_cluster.owner_of(slot)
-    target = next(p for p in redis_cluster.primaries() if p is not source)
+    target = redis_cluster.owner_of(channel_slot(untouched))  # another primary
+    assert target is not source
     received = Received()
     reader = _reader(redis_cluster, received, "spub-move")
     try:
@@ -200,6 +201,9 @@ def test_a_slot_move_resubscribes_on_the_new_primary_and_resets(
         wait_until(lambda: received.of(moved) == [b"before", b"after"])
         wait_until(lambda: received.of(untouched) == [b"still"])
         assert received.resets == 1
+        # Nothing wanted is left on the old owner: its connection goes.
+        wait_until(lambda: _connections(redis_cluster, "spub-move")[source.port] == 0)
+        assert sum(_connections(redis_cluster, "spub-move").values()) == 1
     finally:
         reader.close()
         redis_cluster.move_slot(slot, source)
