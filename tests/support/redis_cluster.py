@@ -10,7 +10,9 @@ schedule, which no fixed sleep would match on a loaded machine.
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -74,7 +76,9 @@ class RedisClusterServers:
     """`start()`, `primaries()`, `owner_of(slot)`, `kill(node)`, `stop()`; `url` for pushsvc.
 
     `nodes` keeps every node it started, stopped or not; a node killed or stopped stays out
-    (a restarted `RedisServer` would come back empty, with a new cluster identity)."""
+    (a restarted `RedisServer` would come back empty, with a new cluster identity). A node
+    frozen (`freeze`: SIGSTOP) is out of `live` until thawed: its sockets stay open, it
+    answers nothing, and its replica takes over as from a crashed one."""
 
     def __init__(
         self, *, primaries: int = 3, replicas_per_primary: int = 1, node_timeout_ms: int = 1000
@@ -109,6 +113,7 @@ class RedisClusterServers:
             RedisServer(binary, cluster_node_port(), args=cluster_args)
             for _ in range(primaries * (1 + replicas_per_primary))
         ]
+        self.frozen: set[int] = set()  # ports of the nodes stopped with SIGSTOP
 
     @property
     def url(self) -> str:
@@ -117,7 +122,7 @@ class RedisClusterServers:
 
     @property
     def live(self) -> list[RedisServer]:
-        return [n for n in self.nodes if n.pid is not None]
+        return [n for n in self.nodes if n.pid is not None and n.port not in self.frozen]
 
     def start(self, timeout: float = 60.0) -> RedisClusterServers:
         try:
@@ -133,6 +138,8 @@ class RedisClusterServers:
     def stop(self) -> None:
         """Every node, whatever state start() or a test left it in."""
         for node in self.nodes:
+            if node.port in self.frozen:
+                self.thaw(node)  # a stopped process would not hear SIGTERM
             node.stop()
 
     def __enter__(self) -> RedisClusterServers:
@@ -144,6 +151,41 @@ class RedisClusterServers:
     def kill(self, node: RedisServer) -> None:
         """SIGKILL one node: a crash, as a fault test needs (then `wait_until_settled`)."""
         node.kill()
+
+    def freeze(self, node: RedisServer) -> None:
+        """SIGSTOP one node: a hung process (or a host cut off) whose TCP connections stay
+        open and silent; the cluster fails it over like a crashed one."""
+        assert node.pid is not None
+        os.kill(node.pid, signal.SIGSTOP)
+        self.frozen.add(node.port)
+
+    def thaw(self, node: RedisServer) -> None:
+        assert node.pid is not None
+        os.kill(node.pid, signal.SIGCONT)
+        self.frozen.discard(node.port)
+
+    def move_slot(self, slot: int, target: RedisServer) -> None:
+        """Hand an empty `slot` to the primary `target`, the way `redis-cli --cluster reshard`
+        does (IMPORTING on the target, MIGRATING on the owner, then NODE on both and on every
+        other primary), and wait until every node agrees. A slot that holds keys is refused:
+        moving keys (MIGRATE) is not needed by any test yet."""
+        source = self.owner_of(slot)
+        if source is target:
+            return
+        target_id = self._ask(target, lambda c: c.cluster("MYID"))
+        source_id = self._ask(source, lambda c: c.cluster("MYID"))
+        keys = self._ask(source, lambda c: c.cluster("COUNTKEYSINSLOT", slot))
+        if keys:
+            raise RuntimeError(f"slot {slot} holds {keys} keys: move_slot moves empty slots only")
+        self._ask(target, lambda c: c.cluster("SETSLOT", slot, "IMPORTING", source_id))
+        self._ask(source, lambda c: c.cluster("SETSLOT", slot, "MIGRATING", target_id))
+        for node in [target, source, *(p for p in self.primaries() if p not in (target, source))]:
+            self._ask(node, lambda c: c.cluster("SETSLOT", slot, "NODE", target_id))
+        deadline = time.monotonic() + 30
+        while self.owner_of(slot) is not target or self._unsettled():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slot {slot} did not move:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def stop_node(self, node: RedisServer) -> None:
         """SIGTERM one node: a clean shutdown."""
