@@ -19,12 +19,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 
 from pushsvc.broker.base import Appended, HistoryPage, TopicStats, UpdatesFeed
 from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.shared_log import FIRST, position
@@ -118,13 +118,22 @@ class Inbox:
 MakeBroker = Callable[..., Broker]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    ]
+)
 def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
     """Build brokers of one kind; within a test they share one history (one Redis prefix)."""
     url = None
     prefix = "pushsvc:"
     if request.param == "redis":
         url = request.getfixturevalue("redis_server").url
+        prefix = request.getfixturevalue("prefix")
+    elif request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
         prefix = request.getfixturevalue("prefix")
     made: list[Broker] = []
 
@@ -659,7 +668,7 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
     append(broker, "a", [Event(1.0, 10 * 10**6, None)])
     if isinstance(broker, RedisBroker):
         # The shard's active aggregator logs its ticks (pushsvc.aggregate.shard_runner).
-        client = redis.Redis.from_url(broker.url)
+        client = single_client(broker.url, socket_timeout=WAIT)
         client.set(broker.keys.shard((0, 1)).lease, "token")
         client.close()
         event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
@@ -682,7 +691,7 @@ def forget(broker: Broker, topic: str) -> list[str]:
     if isinstance(broker, MemoryBroker):
         return broker.forget_topics(lambda: [topic])
     assert isinstance(broker, RedisBroker)
-    client = redis.Redis.from_url(broker.url)
+    client = single_client(broker.url, socket_timeout=WAIT)
     client.set(broker.keys.shard((0, 1)).lease, "token")
     clock = client.hget(broker.keys.shard((0, 1)).clocks, topic)
     client.close()

@@ -17,6 +17,7 @@ import pytest
 
 from pushsvc.broker.redis.slots import partition_slot, partition_tags
 from support.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
+from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
@@ -65,15 +66,10 @@ def test_partitions_spread_over_the_primaries_within_one(
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-@pytest.mark.parametrize("command", [("serve",), ("web",), ("aggregate",)])
-def test_a_process_on_a_cluster_node_stops_at_start_with_one_line(
-    redis_cluster: RedisClusterServers, command: tuple[str, ...]
-) -> None:
-    # Its scripts write keys of several slots; a cluster would refuse every one (CROSSSLOT).
-    node = redis_cluster.primaries()[0]
+def _start(command: tuple[str, ...], url: str) -> subprocess.CompletedProcess[str]:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
-    env = {**inherited, "PYTHONPATH": SRC, "PUSHSVC_REDIS_URL": node.url, "PUSHSVC_TICK": "0"}
-    done = subprocess.run(
+    env = {**inherited, "PYTHONPATH": SRC, "PUSHSVC_REDIS_URL": url, "PUSHSVC_TICK": "0"}
+    return subprocess.run(
         [sys.executable, "-m", "pushsvc", *command, "--port", "0"],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -81,8 +77,28 @@ def test_a_process_on_a_cluster_node_stops_at_start_with_one_line(
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("command", [("serve",), ("web",), ("aggregate",)])
+def test_a_process_given_one_cluster_node_as_a_redis_stops_at_start_with_one_line(
+    redis_cluster: RedisClusterServers, command: tuple[str, ...]
+) -> None:
+    # Its keys span every slot: one node would refuse most of them (MOVED) on every write.
+    node = redis_cluster.primaries()[0]
+    done = _start(command, node.url)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
-        f"pushsvc: {node.url} is a Redis Cluster node; pushsvc runs on one Redis primary, with "
-        "Sentinel for failover, not on Redis Cluster (docs/scaling.md)"
+        f"pushsvc: {node.url} is a Redis Cluster node: name the cluster's nodes with a "
+        "redis+cluster://host:port[,host:port…] URL (docs/scaling.md)"
     ]
+
+
+@pytest.mark.parametrize("command", [("serve",), ("web",), ("aggregate",)])
+def test_a_cluster_url_that_reaches_one_redis_stops_at_start_with_one_line(
+    redis_server: RedisServer, command: tuple[str, ...]
+) -> None:
+    url = f"redis+cluster://127.0.0.1:{redis_server.port}"
+    done = _start(command, url)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"pushsvc: {url}: it is not a Redis Cluster: use a redis:// URL")

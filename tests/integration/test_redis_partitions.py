@@ -8,6 +8,7 @@ these are what partitions add."""
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 from collections import Counter, defaultdict
@@ -15,11 +16,11 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import redis
 from redis.crc import key_slot
 
 from pushsvc.broker.base import Applied
 from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.guard import check_at_start
 from pushsvc.broker.redis.keys import Keys, partition_of_epoch
 from pushsvc.broker.redis.slots import partition_slot
@@ -27,7 +28,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.topics import ALERTS, TopicMatcher
-from pushsvc.core.updates import SeriesWrite, UpdateDraft, alert_draft, point_draft
+from pushsvc.core.updates import SeriesWrite, Update, UpdateDraft, alert_draft, point_draft
 from pushsvc.errors import LayoutMismatch, TooManyTopics
 from support.redis_server import RedisServer
 
@@ -54,9 +55,19 @@ def alert(topic: str, n: int) -> UpdateDraft:
     return alert_draft(ALERTS, 1_000_000 + n, body, f"hot\x1f{topic}\x1f{n}", active=True)
 
 
+@pytest.fixture(
+    params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)],
+)
+def url(request: pytest.FixtureRequest) -> str:
+    """One Redis, or a Redis Cluster of three primaries: one layout for both."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_server").url)
+
+
 @pytest.fixture
-def broker(redis_server: RedisServer, prefix: str) -> Iterator[RedisBroker]:
-    made = RedisBroker(redis_server.url, prefix=prefix, history=100, partitions=P)
+def broker(url: str, prefix: str) -> Iterator[RedisBroker]:
+    made = RedisBroker(url, prefix=prefix, history=100, partitions=P)
     yield made
     made.close()
 
@@ -72,7 +83,7 @@ def topics_in_every_partition() -> dict[int, str]:
 
 
 def test_every_key_a_workload_writes_carries_its_topics_partition_tag(
-    broker: RedisBroker, redis_server: RedisServer, prefix: str
+    broker: RedisBroker, url: str, prefix: str
 ) -> None:
     topics = topics_in_every_partition()
     for index, topic in topics.items():
@@ -86,7 +97,7 @@ def test_every_key_a_workload_writes_carries_its_topics_partition_tag(
             [draft(topic, 1, groups=True), point(topic, 1), alert(topic, 1)],
             applied=Applied(applied_shard, entries[-1].id, len(entries), after="0-0"),
         )
-    client = redis.Redis.from_url(redis_server.url)
+    client = single_client(url, socket_timeout=5)
     try:
         written = [k.decode() for k in client.scan_iter(f"{prefix}*")]
     finally:
@@ -151,11 +162,9 @@ def test_the_history_of_alerts_merges_every_partition_in_publish_order(
 
 
 def test_the_topic_limit_counts_every_partition_and_holds_under_racing_producers(
-    redis_server: RedisServer, prefix: str
+    url: str, prefix: str
 ) -> None:
-    brokers = [
-        RedisBroker(redis_server.url, prefix=prefix, partitions=P, max_topics=7) for _ in range(2)
-    ]
+    brokers = [RedisBroker(url, prefix=prefix, partitions=P, max_topics=7) for _ in range(2)]
     outcomes: list[bool] = []
     lock = threading.Lock()
     start = threading.Barrier(4)
@@ -194,10 +203,10 @@ def test_lag_has_one_row_per_partition(broker: RedisBroker) -> None:
 
 
 def test_a_process_with_another_partition_count_stops_with_one_line_naming_both(
-    broker: RedisBroker, redis_server: RedisServer, prefix: str
+    broker: RedisBroker, url: str, prefix: str
 ) -> None:
     check_at_start(broker)  # records 16
-    other = RedisBroker(redis_server.url, prefix=prefix, partitions=4)
+    other = RedisBroker(url, prefix=prefix, partitions=4)
     try:
         with pytest.raises(LayoutMismatch) as refused:
             check_at_start(other)
@@ -210,12 +219,12 @@ def test_a_process_with_another_partition_count_stops_with_one_line_naming_both(
 
 
 def test_a_redis_with_data_in_the_layout_before_partitions_stops_the_process(
-    redis_server: RedisServer, prefix: str
+    url: str, prefix: str
 ) -> None:
-    client = redis.Redis.from_url(redis_server.url)
+    client = single_client(url, socket_timeout=5)
     client.xadd(f"{prefix}history", {"t": "a", "c": "1", "b": "{}"})
     client.close()
-    broker = RedisBroker(redis_server.url, prefix=prefix, partitions=P)
+    broker = RedisBroker(url, prefix=prefix, partitions=P)
     try:
         with pytest.raises(LayoutMismatch) as refused:
             check_at_start(broker)
@@ -227,4 +236,59 @@ def test_a_redis_with_data_in_the_layout_before_partitions_stops_the_process(
 
 def test_a_prefix_with_a_brace_is_refused(redis_server: RedisServer) -> None:
     with pytest.raises(ValueError, match="brace"):
-        RedisBroker(redis_server.url, prefix="{pushsvc}:")
+        RedisBroker(url, prefix="{pushsvc}:")
+
+
+def _stats(url: str, command: str) -> int:
+    """How many times the primaries ran `command` since their stats were reset."""
+    client = single_client(url, socket_timeout=5)
+    try:
+        found = 0
+        nodes = client.get_primaries() if url.startswith("redis+cluster") else [None]  # type: ignore[attr-defined]
+        for node in nodes:
+            target = {"target_nodes": node} if node is not None else {}
+            stats = client.info("commandstats", **target)
+            found += int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+        return found
+    finally:
+        client.close()
+
+
+def _reset_stats(url: str) -> None:
+    client = single_client(url, socket_timeout=5)
+    try:
+        if url.startswith("redis+cluster"):
+            client.config_resetstat(target_nodes="primaries")  # type: ignore[call-arg]
+        else:
+            client.config_resetstat()
+    finally:
+        client.close()
+
+
+def test_updates_reach_topic_and_pattern_watchers_once_each_from_every_partition(
+    broker: RedisBroker, url: str
+) -> None:
+    topics = topics_in_every_partition()
+    single = topics[5]
+    inbox: queue.Queue[Update] = queue.Queue()
+    feed = broker.consume_updates(lambda updates: [inbox.put(u) for u in updates])
+    # Both: the topic's own channel and, for the pattern, every partition's; each update
+    # must still arrive once.
+    feed.watch([single, "*"])
+    _reset_stats(url)
+    published = broker.publish_updates([draft(t, n) for n in (1, 2) for t in topics.values()])
+    received = [inbox.get(timeout=5) for _ in published]
+    assert sorted(u.id.text for u in received) == sorted(u.id.text for u in published)
+    for topic in topics.values():
+        mine = [u for u in received if u.topic == topic]
+        assert [orjson.loads(u.data)["n"] for u in mine] == [1, 2]
+    with pytest.raises(queue.Empty):
+        inbox.get(timeout=0.3)  # nothing twice
+    feed.unwatch(["*"])
+    (late,) = broker.publish_updates([draft(single, 3)])
+    assert inbox.get(timeout=5) == late  # the topic's own channel again
+    if url.startswith("redis+cluster"):
+        # Updates went only to the node of their slot: never broadcast over the cluster bus.
+        assert _stats(url, "publish") == 0
+        assert _stats(url, "spublish") > 0
+    feed.close()

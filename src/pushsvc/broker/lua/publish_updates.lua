@@ -11,7 +11,9 @@
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
 --       instance_count, applied_after (the entry the caller last saw published: the batch
 --       continues from it), publish_command (PUBLISH, or SPUBLISH on a Redis Cluster: the
---       message then goes to the node of the partition's slot only),
+--       message then goes to the node of the partition's slot only), partition_channel ('',
+--       or on a Redis Cluster the channel that also carries every run, after its topic and
+--       a newline: patterns cannot be subscribed to there),
 --       then topic, clock_us, body for each of the draft_count drafts,
 --       then for each of the point_count drafts that are series points: its draft's place
 --       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
@@ -45,7 +47,8 @@ local applied_id, applied_entries = ARGV[5], ARGV[6]
 local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
 local point_count, instance_count = tonumber(ARGV[9]), tonumber(ARGV[10])
 local applied_after, publish_command = ARGV[11], ARGV[12]
-local FIRST_DRAFT = 13  -- ARGV's first draft's topic; its clock_us and body follow
+local partition_channel = ARGV[13]
+local FIRST_DRAFT = 14  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
 local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
@@ -119,7 +122,11 @@ local run, run_topic, run_latest = {}, nil, nil
 local function flush()
   if run_latest then redis.call('HSET', latest_key, run_topic, run_latest) end
   if #run > 0 then
-    redis.call(publish_command, channel_prefix .. run_topic, table.concat(run, '\n'))
+    local message = table.concat(run, '\n')
+    redis.call(publish_command, channel_prefix .. run_topic, message)
+    if partition_channel ~= '' then
+      redis.call(publish_command, partition_channel, run_topic .. '\n' .. message)
+    end
   end
 end
 -- Keep a point in its tier's stream; false when the stream has it already (a bucket is

@@ -47,6 +47,7 @@ from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import (
     Keys,
+    covering_channel,
     new_partition_epoch,
     partition_of_epoch,
     series_id,
@@ -60,10 +61,12 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
-from pushsvc.broker.redis.url import is_cluster
+from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
+from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls, parse_cluster_url
 from pushsvc.broker.redis.url import redact_url as redact
 from pushsvc.broker.redis.wire import (
     encode_events,
+    stream_entries,
     stream_position,
     unavailable,
     unpack,
@@ -360,6 +363,7 @@ class RedisBroker:
             0,
             applied.after if applied is not None else "",
             self._publish_command,
+            part.all_updates_channel if self.on_cluster else "",
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
@@ -402,22 +406,44 @@ class RedisBroker:
             updates: list[Update] = []
             for name, data in messages:
                 try:
-                    topic = topic_of_channel(name)
+                    if name.endswith(b"}:all"):  # a partition's every update: topic first
+                        raw_topic, _, data = data.partition(b"\n")
+                        topic = raw_topic.decode()
+                    else:
+                        topic = topic_of_channel(name)
                     updates.extend(unpack(topic, packed) for packed in data.split(b"\n"))
                 except ValueError:
                     log.warning("ignoring a malformed update message on %r", name)
             if updates:
                 handler(updates)
 
-        reader = PubSubReader(
-            # No socket timeout: the reader polls with its own, and finds dead connections
-            # with a PING after `ping_interval` of silence (see pubsub._next_message).
-            single_client(self.url, socket_timeout=None),
-            name=f"pushsvc-redis-reader-{self.keys.prefix}",
-            on_messages=on_messages,
-            on_reset=on_reset,
-            **self._reader_options,
-        )
+        name = f"pushsvc-redis-reader-{self.keys.prefix}"
+        reader: PubSubReader | ShardedPubSubReader
+        if self.on_cluster:
+            options = self._reader_options
+            reader = ShardedPubSubReader(
+                parse_cluster_url(self.url).seeds,
+                name=name,
+                on_messages=on_messages,
+                on_reset=on_reset,
+                subscribe_timeout=options["subscribe_timeout"],
+                probe_interval=options["ping_interval"],
+                min_backoff=options["min_backoff"],
+                max_backoff=options["max_backoff"],
+                connection_class=redis.SSLConnection if is_tls(self.url) else redis.Connection,
+                connection_options=cluster_credentials(self.url),
+                covered_by=covering_channel,
+            )
+        else:
+            reader = PubSubReader(
+                # No socket timeout: the reader polls with its own, and finds dead connections
+                # with a PING after `ping_interval` of silence (see pubsub._next_message).
+                single_client(self.url, socket_timeout=None),
+                name=name,
+                on_messages=on_messages,
+                on_reset=on_reset,
+                **self._reader_options,
+            )
         feed = RedisUpdatesFeed(reader, self.keys)
         self._feeds.append(feed)
         return feed
@@ -443,7 +469,8 @@ class RedisBroker:
             pipe.get(part.trimmed)
             pipe.xrevrange(part.history, count=1)
             pipe.xrange(part.history, min=start)
-            current, trimmed, newest, entries = pipe.execute()
+            current, trimmed, raw_newest, raw_entries = pipe.execute()
+        newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
         if after is not None:
             if current is None or current.decode() != after.epoch or not newest:
                 return None  # another history (Redis restarted empty, or a stranger's id)
@@ -522,7 +549,8 @@ class RedisBroker:
         with unavailable("series"), self._client.pipeline(transaction=True) as pipe:
             pipe.hget(part.clocks, topic)
             pipe.xrange(key, min=series_id(since_us), max="(" + series_id(until_us))
-            clock, entries = pipe.execute()
+            clock, raw = pipe.execute()
+        entries = stream_entries(raw)
         points = [(series_time(i), fields[b"p"]) for i, fields in entries]
         if clock is not None:
             kept_from = time_of_key(clock) - retention_us + 1

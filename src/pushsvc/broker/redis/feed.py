@@ -6,15 +6,17 @@ from collections.abc import Sequence
 
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.core.topics import ALERTS, ALL
 
 
 class RedisUpdatesFeed:
     """This process's subscription to updates: a topic's channel while a local stream watches
-    it, a prefix pattern per partition for `prefix.*` streams (see `PubSubReader`), and the
-    `_alerts` channel of every partition for the stream of alert changes."""
+    it, a prefix pattern per partition for `prefix.*` streams (see `PubSubReader`) or on a
+    Redis Cluster the channel of every update of each partition (`ShardedPubSubReader`), and
+    the `_alerts` channel of every partition for the stream of alert changes."""
 
-    def __init__(self, reader: PubSubReader, keys: Keys) -> None:
+    def __init__(self, reader: PubSubReader | ShardedPubSubReader, keys: Keys) -> None:
         self._reader = reader
         self._keys = keys
 
@@ -33,11 +35,18 @@ class RedisUpdatesFeed:
             self._change(selector, add=False)
 
     def _change(self, selector: str, *, add: bool) -> None:
-        if selector == ALL or selector.endswith(".*"):
+        reader = self._reader
+        if (selector == ALL or selector.endswith(".*")) and isinstance(reader, PubSubReader):
             # A prefix may take topics of every partition: one pattern per partition.
-            change = self._reader.add_prefix if add else self._reader.remove_prefix
+            change = reader.add_prefix if add else reader.remove_prefix
             for part in self._keys:
                 change(part.updates_channel + selector[:-1].encode())  # `x.*` -> `…:u:x.`
+        elif selector == ALL or selector.endswith(".*"):
+            # Sharded pub/sub has no patterns: the channel of every update of each partition
+            # (the hub hands each stream the topics it matches).
+            for part in self._keys:
+                channel = part.all_updates_channel
+                (reader.add_channel if add else reader.remove_channel)(channel)
         elif selector == ALERTS:
             # Alert changes travel in the partition of the topic they watch: every partition.
             for part in self._keys:

@@ -32,7 +32,7 @@ from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys, PartitionKeys, partition_of_epoch
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
-from pushsvc.broker.redis.wire import stream_position
+from pushsvc.broker.redis.wire import stream_entries, stream_position
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import POINT_BODY, Update, UpdateId
 
@@ -176,7 +176,8 @@ class HistoryReader:
             pipe.get(part.epoch)
             pipe.get(part.trimmed)
             pipe.xrevrange(part.history, count=1)
-            raw_epoch, trimmed, newest = pipe.execute()
+            raw_epoch, trimmed, raw_newest = pipe.execute()
+        newest = stream_entries(raw_newest)
         if raw_epoch is None or not newest:
             return HistoryPage([], None, False, gap=True)
         epoch = raw_epoch.decode()

@@ -20,6 +20,7 @@ Under `{prefix}{{tag}}:` (written `P:` below):
                                 fields are the partition's topics kept (`--max-topics`)
     P:forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
     P:u:{topic}         channel runs of updates, `<id> <clock_us> <body>` per line
+    P:all               channel on a Redis Cluster: every run, after its topic and a newline
     P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     P:latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
     P:groups:{topic}    hash    a grouping topic's live groups: group id -> `<epoch> <JSON>`
@@ -116,6 +117,13 @@ def partition_of_epoch(epoch: str) -> int:
     return int(head, 16) if head else 0
 
 
+def covering_channel(channel: bytes) -> bytes | None:
+    """The partition's channel of every update (`PartitionKeys.all_updates_channel`) that also
+    carries `channel`'s messages, for a topic's updates channel; else None."""
+    head, found, _ = channel.partition(b"}:u:")
+    return head + b"}:all" if found else None
+
+
 def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -196,6 +204,12 @@ class PartitionKeys:
     def updates_channel(self) -> bytes:
         """The channel prefix: a topic's updates go to this plus the topic name."""
         return f"{self.base}u:".encode()
+
+    @property
+    def all_updates_channel(self) -> bytes:
+        """On a Redis Cluster, where there are no pattern subscriptions: every update of the
+        partition, each run prefixed with its topic and a newline (`prefix.*` streams)."""
+        return f"{self.base}all".encode()
 
     def groups(self, topic: str) -> str:
         """A hash of a grouping topic's live groups: group id → `<epoch> <group JSON>`."""

@@ -17,7 +17,7 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
-from pushsvc.broker.redis.wire import decode_events, unavailable, unpack
+from pushsvc.broker.redis.wire import decode_events, hash_fields, unavailable, unpack
 from pushsvc.broker.shared_log import FIRST, Entry, LogState
 from pushsvc.core.checkpoint import Checkpoint
 
@@ -139,7 +139,7 @@ class RedisEventLog:
             for topic in sorted(topics):
                 pipe.hgetall(self._part.checkpoint(topic.decode()))
             saved = pipe.execute()
-        return [Checkpoint.of_fields(fields) for fields in saved if fields]
+        return [Checkpoint.of_fields(hash_fields(fields)) for fields in saved if fields]
 
     def announce_rules(self, digest: str) -> None:
         """Record the digest of the rules this shard's (active) aggregator computes with."""

@@ -99,7 +99,9 @@ class ShardedPubSubReader:
     `seeds`: (host, port) of some cluster nodes (any role) to read the topology from at first;
     every node they name is asked later too. `connection_options`: more `redis.Connection`
     arguments for every node (username, password, socket options); `connection_class`:
-    `redis.SSLConnection` for TLS.
+    `redis.SSLConnection` for TLS. `covered_by(channel)`: the wider channel (in the same slot)
+    that also carries every message of `channel`, if any: while the wider one is confirmed,
+    `channel`'s own copies are dropped, so each message is delivered once.
     """
 
     def __init__(
@@ -116,8 +118,10 @@ class ShardedPubSubReader:
         max_backoff: float = 5.0,
         connection_class: type[redis.Connection] = redis.Connection,
         connection_options: Mapping[str, Any] | None = None,
+        covered_by: Callable[[bytes], bytes | None] = lambda channel: None,
     ) -> None:
         self._name = name
+        self._covered_by = covered_by
         self._on_messages = on_messages
         self._on_reset = on_reset
         self._subscribe_timeout = subscribe_timeout
@@ -528,6 +532,12 @@ class _NodeLink:
                 return
             with reader._cond:
                 wanted = reader._placed.get(channel) == self.address
+                # A channel whose every message also arrives on a wider one (a topic's, on
+                # its partition's) is delivered through the wider one while that is confirmed
+                # here: one slot, one connection, so confirmations and messages are in order.
+                cover = reader._covered_by(channel) if wanted else None
+                if cover is not None and reader._confirmed.get(cover) == self.address:
+                    wanted = False
             if wanted:
                 batch.append((channel, data))
         elif kind == b"ssubscribe":

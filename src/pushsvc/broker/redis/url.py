@@ -62,6 +62,17 @@ def check_redis_url(url: str) -> str:
     return url
 
 
+def is_tls(url: str) -> bool:
+    return urlsplit(url).scheme in ("rediss", "rediss+cluster")
+
+
+def cluster_credentials(url: str) -> dict[str, str]:
+    """The username and password of a cluster URL, as connection options."""
+    parsed = parse_cluster_url(url)
+    found = {"username": parsed.username, "password": parsed.password}
+    return {name: value for name, value in found.items() if value is not None}
+
+
 def parse_cluster_url(url: str) -> ClusterUrl:
     parts = urlsplit(url)
     if parts.scheme not in CLUSTER_SCHEMES:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import orjson
 from redis.exceptions import (
@@ -89,6 +90,26 @@ def unavailable(action: str) -> Iterator[None]:
 def _refused(exc: BrokerRefused) -> BrokerRefused:
     refusals[exc.code] += 1
     return exc
+
+
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def stream_entries(raw: Any) -> list[StreamEntry]:
+    """XRANGE's entries as redis-py parses them. A transaction on a Redis Cluster pipeline
+    hands back the raw reply (fields as a flat list), which this parses the same way."""
+    return [(entry_id, _fields(fields)) for entry_id, fields in raw or ()]
+
+
+def hash_fields(raw: Any) -> dict[bytes, bytes]:
+    """HGETALL's fields, from a parsed reply or a raw flat list (see `stream_entries`)."""
+    return _fields(raw or {})
+
+
+def _fields(raw: Any) -> dict[bytes, bytes]:
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
 
 
 def unpack(topic: str, packed: bytes) -> Update:
