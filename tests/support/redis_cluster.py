@@ -164,21 +164,37 @@ class RedisClusterServers:
         os.kill(node.pid, signal.SIGCONT)
         self.frozen.discard(node.port)
 
-    def move_slot(self, slot: int, target: RedisServer) -> None:
-        """Hand an empty `slot` to the primary `target`, the way `redis-cli --cluster reshard`
-        does (IMPORTING on the target, MIGRATING on the owner, then NODE on both and on every
-        other primary), and wait until every node agrees. A slot that holds keys is refused:
-        moving keys (MIGRATE) is not needed by any test yet."""
+    def move_slot(
+        self,
+        slot: int,
+        target: RedisServer,
+        *,
+        keys_at_once: int = 10,
+        between: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Hand `slot` to the primary `target` the way `redis-cli --cluster reshard` does:
+        IMPORTING on the target, MIGRATING on the owner, its keys moved with MIGRATE
+        `keys_at_once` at a time (`between` runs after each step: a test's load meets a slot
+        half moved), then NODE on both and on every other primary; and wait until every node
+        agrees."""
         source = self.owner_of(slot)
         if source is target:
             return
         target_id = self._ask(target, lambda c: c.cluster("MYID"))
         source_id = self._ask(source, lambda c: c.cluster("MYID"))
-        keys = self._ask(source, lambda c: c.cluster("COUNTKEYSINSLOT", slot))
-        if keys:
-            raise RuntimeError(f"slot {slot} holds {keys} keys: move_slot moves empty slots only")
         self._ask(target, lambda c: c.cluster("SETSLOT", slot, "IMPORTING", source_id))
         self._ask(source, lambda c: c.cluster("SETSLOT", slot, "MIGRATING", target_id))
+        while True:
+            keys = self._ask(source, lambda c: c.cluster("GETKEYSINSLOT", slot, keys_at_once))
+            if not keys:
+                break
+            self._ask(
+                source,
+                lambda c, moving=keys: c.execute_command(
+                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *moving
+                ),
+            )
+            between()
         for node in [target, source, *(p for p in self.primaries() if p not in (target, source))]:
             self._ask(node, lambda c: c.cluster("SETSLOT", slot, "NODE", target_id))
         deadline = time.monotonic() + 30

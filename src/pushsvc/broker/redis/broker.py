@@ -41,12 +41,12 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
-from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import (
     Keys,
+    PartitionKeys,
     covering_channel,
     new_partition_epoch,
     partition_of_epoch,
@@ -61,6 +61,7 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
+from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls, parse_cluster_url
 from pushsvc.broker.redis.url import redact_url as redact
@@ -124,15 +125,17 @@ class RedisBroker:
         self.url = url
         self.keys = Keys(prefix, partitions)
         self.partitions = partitions
+        # Each partition's (topics kept, forgotten) as last read (`topic_stats`).
+        self._topic_counts = [(0, 0)] * partitions
         self._history = history
         self._min_replicas = min_replicas
         self._replica_timeout_ms = replica_timeout_ms
         self._client = pooled_client(
             url, max_connections=max_connections, socket_timeout=socket_timeout
         )
-        self._append = self._client.register_script(source("append_events"))
-        self._publish = self._client.register_script(source("publish_updates"))
-        self._release_admitting = self._client.register_script(source("lease_release"))
+        self._append = Script(self._client, "append_events")
+        self._publish = Script(self._client, "publish_updates")
+        self._release_admitting = Script(self._client, "lease_release")
         self._history_reader = HistoryReader(self._client, self.keys)
         self.on_cluster = is_cluster(url)
         # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
@@ -601,6 +604,18 @@ class RedisBroker:
             found = [read_memory(client) for client in self._primaries()]
         return max(found, key=lambda m: (m.evicts, m.full, m.used_bytes / (m.max_bytes or 1)))
 
+    def _by_primary(self) -> dict[redis.Redis, list[PartitionKeys]]:
+        """The partitions each primary holds now, by a client of that primary (one Redis:
+        every partition, on its one client)."""
+        if not self.on_cluster:
+            return {self._client: list(self.keys)}
+        cluster = cast(RedisCluster, self._client)
+        found: dict[redis.Redis, list[PartitionKeys]] = {}
+        for part in self.keys:
+            node = cluster.get_node_from_key(part.log)  # type: ignore[no-untyped-call]
+            found.setdefault(cluster.get_redis_connection(node), []).append(part)
+        return found
+
     def _primaries(self) -> list[redis.Redis]:
         """A client of each primary (one Redis: its one client)."""
         if not self.on_cluster:
@@ -645,14 +660,29 @@ class RedisBroker:
         return BridgeStats(bool(active), int(counts.get(b"events", 0)), rejected)
 
     def topic_stats(self) -> TopicStats:
-        with unavailable("topic_stats"), self._client.pipeline(transaction=False) as pipe:
-            for part in self.keys:
-                pipe.hlen(part.clocks)
-                pipe.get(part.forgotten)
-            replies = pipe.execute()
-        live = sum(int(n) for n in replies[0::2])
-        forgotten = sum(int(n or 0) for n in replies[1::2])
-        return TopicStats(live, forgotten)
+        """The topics kept and forgotten, summed over the partitions. A partition that cannot
+        be read now (its primary is failing over) counts as last read: new topics elsewhere
+        stay admitted through a partial outage, the limit off by that partition's change."""
+        answered = 0
+        for client, parts in self._by_primary().items():
+            try:
+                with unavailable("topic_stats"), client.pipeline(transaction=False) as pipe:
+                    for part in parts:
+                        pipe.hlen(part.clocks)
+                        pipe.get(part.forgotten)
+                    replies = pipe.execute()
+            except BrokerUnavailable:
+                continue
+            answered += 1
+            for place, part in enumerate(parts):
+                live, forgotten = replies[2 * place : 2 * place + 2]
+                self._topic_counts[part.index] = (int(live), int(forgotten or 0))
+        if not answered:
+            raise BrokerUnavailable("Redis is unavailable (no partition answered)")
+        return TopicStats(
+            sum(live for live, _ in self._topic_counts),
+            sum(forgotten for _, forgotten in self._topic_counts),
+        )
 
     def lag(self) -> list[ShardLag]:
         """Per partition: entries logged but not applied, the age of the oldest, and whether

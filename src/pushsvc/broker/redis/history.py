@@ -29,9 +29,9 @@ from typing import Any
 from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
-from pushsvc.broker.lua import source
 from pushsvc.broker.redis.keys import Keys, PartitionKeys, partition_of_epoch
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
+from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import stream_entries, stream_position
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import POINT_BODY, Update, UpdateId
@@ -46,7 +46,7 @@ class HistoryReader:
     def __init__(self, client: Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
-        self._walk = client.register_script(source("topic_history"))
+        self._walk = Script(client, "topic_history")
 
     def read(
         self, topic: str, *, after: UpdateId | None, since_us: int | None, limit: int

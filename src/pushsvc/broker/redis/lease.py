@@ -23,9 +23,9 @@ import secrets
 import gevent.event
 import redis
 
-from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.script_replies import LeaseCode
+from pushsvc.broker.redis.scripts import Script
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class RedisLease:
         self._failing: type[redis.RedisError] | None = None
         self._ttl_ms = max(1, ttl_us // 1000)
         self._client = single_client(url, socket_timeout=2.0)
-        self._acquire = self._client.register_script(source("lease_acquire"))
-        self._release = self._client.register_script(source("lease_release"))
+        self._acquire = Script(self._client, "lease_acquire")
+        self._release = Script(self._client, "lease_release")
 
     @property
     def ttl_s(self) -> float:

@@ -13,10 +13,10 @@ from typing import Any, cast
 
 import orjson
 
-from pushsvc.broker.lua import source
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
+from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import decode_events, hash_fields, unavailable, unpack
 from pushsvc.broker.shared_log import FIRST, Entry, LogState
 from pushsvc.core.checkpoint import Checkpoint
@@ -51,10 +51,10 @@ class RedisEventLog:
         self._log = part.log
         # A blocked XREAD must outlive the socket timeout it is given.
         self._client = single_client(url, socket_timeout=socket_timeout)
-        self._state = self._client.register_script(source("read_state"))
-        self._ticks = self._client.register_script(source("append_ticks"))
-        self._forget = self._client.register_script(source("forget_topics"))
-        self._save_checkpoints = self._client.register_script(source("save_checkpoints"))
+        self._state = Script(self._client, "read_state")
+        self._ticks = Script(self._client, "append_ticks")
+        self._forget = Script(self._client, "forget_topics")
+        self._save_checkpoints = Script(self._client, "save_checkpoints")
 
     def state(self) -> LogState:
         with unavailable("read_state"):

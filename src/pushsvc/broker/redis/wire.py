@@ -11,13 +11,17 @@ from typing import Any
 
 import orjson
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
     ClusterDownError,
+    ClusterError,
     MasterDownError,
+    MovedError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -39,8 +43,18 @@ log = logging.getLogger(__name__)
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # A Redis Cluster slot without a reachable primary (a failover under way, a node down with
-# `cluster-require-full-coverage no`): its partitions answer 503 until the cluster heals.
-_NO_PRIMARY = (ClusterDownError, MasterDownError, RedisClusterException)
+# `cluster-require-full-coverage no`), or one still moving after the client followed its
+# redirects (a slot migration's TRYAGAIN outlasting them): nothing ran, its partitions answer
+# 503 until the cluster settles.
+_NO_PRIMARY = (
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    RedisClusterException,
+    TryAgainError,
+    MovedError,
+    AskError,
+)
 
 _REFUSING = ("NOREPLICAS", "MISCONF")
 

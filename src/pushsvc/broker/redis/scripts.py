@@ -1,0 +1,47 @@
+"""Running the broker's Lua scripts (`pushsvc.broker.lua`) by their SHA.
+
+redis-py's `Script` answers NOSCRIPT with `SCRIPT LOAD`, which a Redis Cluster client sends to
+every node: one node down (a failover under way) and every script of every partition fails
+until the cluster forgets the node. Here a node that does not know a script yet (a fresh one,
+a promoted replica) is sent the script itself (`EVAL`), on the one connection the command was
+routed to, and caches it from then on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+from pushsvc.broker.lua import source
+
+Arg = str | int | bytes
+
+
+class Script:
+    """One script of `pushsvc.broker.lua` for one client."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self._client = client
+        self._text = source(name)
+        self._sha = hashlib.sha1(self._text.encode()).hexdigest()
+        # In a pipeline (`client=`, one Redis or one node of a cluster) redis-py's own loads
+        # the script on the pipeline's connection before it runs.
+        self._pipelined = client.register_script(self._text)
+
+    def __call__(
+        self,
+        *,
+        keys: Sequence[str] = (),
+        args: Sequence[Arg] = (),
+        client: redis.Redis | redis.client.Pipeline | None = None,
+    ) -> Any:
+        if client is not None:
+            return self._pipelined(keys=keys, args=args, client=client)
+        try:
+            return self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return self._client.eval(self._text, len(keys), *keys, *args)

@@ -1,0 +1,181 @@
+"""The Redis broker through a Redis Cluster's faults, on clusters of the tests' own (each kills
+or moves something): a primary that stops answering, a replica lost under `min_replicas`, and
+a partition's slot moved to another primary while producers append.
+
+What a POST relies on: an append either answers (and then its batch is in the log once) or
+raises BrokerUnavailable (a 503: nothing was logged, or, for `replicas_unconfirmed`, what was
+logged is kept), never anything else; the partitions of the other primaries keep serving."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.broker.shared_log import FIRST
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.partitions import partition_of
+from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed
+from support.live import wait_until
+from support.redis_cluster import RedisClusterServers
+
+pytestmark = [pytest.mark.cluster, pytest.mark.redis]
+
+P = 16
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisClusterServers]:
+    with RedisClusterServers() as made:
+        yield made
+
+
+def topic_of(partition: int) -> str:
+    n = 0
+    while partition_of(f"t{n}", P) != partition:
+        n += 1
+    return f"t{n}"
+
+
+def logged(broker: RedisBroker, partition: int) -> list[tuple[str, float]]:
+    event_log = broker.event_log((partition, P))
+    try:
+        return [
+            (e.topic, ev.value)
+            for e in event_log.read(FIRST, count=100_000)
+            if e.topic is not None and e.events is not None
+            for ev in e.events
+        ]
+    finally:
+        event_log.close()
+
+
+def test_a_partition_without_a_primary_answers_503_while_the_others_serve(
+    cluster: RedisClusterServers, prefix: str
+) -> None:
+    broker = RedisBroker(cluster.url, prefix=prefix, partitions=P, socket_timeout=1.0)
+    try:
+        frozen = cluster.owner_of(partition_slot(0, P))
+        down = [p for p in range(P) if cluster.owner_of(partition_slot(p, P)) is frozen]
+        cluster.freeze(frozen)
+        # The others first: the frozen primary's replica takes over within seconds.
+        for partition in sorted(range(P), key=lambda p: p in down):
+            append = lambda p=partition: broker.append_events(  # noqa: E731
+                topic_of(p), [Event(1.0, 1, None)], lateness_us=0
+            )
+            if partition == down[0]:
+                with pytest.raises(BrokerUnavailable):
+                    append()
+            elif partition not in down:
+                assert append().accepted == 1
+        # Its replica is promoted; the partitions are served again, by it.
+        wait_until(lambda: cluster.owner_of(partition_slot(0, P)) is not frozen, timeout=30)
+
+        def all_served() -> bool:
+            try:
+                for partition in down:
+                    broker.append_events(topic_of(partition), [Event(2.0, 2, None)], lateness_us=0)
+            except BrokerUnavailable:
+                return False
+            return True
+
+        wait_until(all_served, timeout=30, what="the promoted replica takes appends")
+    finally:
+        broker.close()
+        cluster.thaw(frozen)
+
+
+def test_min_replicas_waits_on_the_partitions_own_primary(
+    cluster: RedisClusterServers, prefix: str
+) -> None:
+    broker = RedisBroker(
+        cluster.url, prefix=prefix, partitions=P, min_replicas=1, replica_timeout_ms=300
+    )
+    try:
+        for partition in range(P):  # every primary has its replica
+            assert broker.append_events(topic_of(partition), [Event(1.0, 1, None)], lateness_us=0)
+        primary = cluster.owner_of(partition_slot(0, P))
+        (replica,) = cluster.replicas_of(primary)
+        cluster.kill(replica)
+        alone = {p for p in range(P) if cluster.owner_of(partition_slot(p, P)) is primary}
+        for partition in range(P):
+            append = lambda p=partition: broker.append_events(  # noqa: E731
+                topic_of(p), [Event(2.0, 2, None)], lateness_us=0
+            )
+            if partition in alone:
+                with pytest.raises(ReplicasUnconfirmed):
+                    append()
+            else:
+                assert append().accepted == 1
+        # Unconfirmed is not lost: the primary logged it (a retry with a key would not repeat).
+        assert logged(broker, 0) == [(topic_of(0), 1.0), (topic_of(0), 2.0)]
+    finally:
+        broker.close()
+
+
+def test_a_slot_moved_under_load_keeps_every_answered_append_once(
+    cluster: RedisClusterServers, prefix: str
+) -> None:
+    broker = RedisBroker(cluster.url, prefix=prefix, partitions=P, socket_timeout=2.0)
+    moving = 5
+    topics = [topic_of(moving), topic_of(moving + 1)]
+    answered: dict[str, list[float]] = {t: [] for t in topics}
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce(topic: str) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            key = Idempotency(f"{topic}-{n}", f"{n:032d}", 60_000)
+            # A 503 is retried with the same key until it answers: the key makes it once.
+            while not stop.is_set():
+                try:
+                    broker.append_events(
+                        topic, [Event(float(n), n, None)], lateness_us=10**12, idempotency=key
+                    )
+                    answered[topic].append(float(n))
+                    break
+                except BrokerUnavailable:
+                    time.sleep(0.01)
+                except BaseException as exc:  # anything else fails the test
+                    failures.append(exc)
+                    return
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in topics]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(
+            lambda: failures or all(len(v) >= 20 for v in answered.values()),
+            timeout=20,
+            what="the producers are under way",
+        )
+        slot = partition_slot(moving, P)
+        source = cluster.owner_of(slot)
+        target = next(p for p in cluster.primaries() if p is not source)
+        cluster.move_slot(slot, target, keys_at_once=1, between=lambda: time.sleep(0.05))
+        before = len(answered[topics[0]])
+        wait_until(
+            lambda: failures or len(answered[topics[0]]) >= before + 20,
+            timeout=20,
+            what="appends to the moved partition go on",
+        )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(20)
+    try:
+        assert failures == []
+        assert cluster.owner_of(partition_slot(moving, P)) is target
+        for topic in topics:
+            partition = partition_of(topic, P)
+            values = [v for t, v in logged(broker, partition) if t == topic]
+            assert values == answered[topic]  # every answered append once, in order
+    finally:
+        broker.close()
