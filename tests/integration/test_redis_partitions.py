@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 
@@ -24,12 +25,15 @@ from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.guard import check_at_start
 from pushsvc.broker.redis.keys import Keys, partition_of_epoch
 from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.broker.redis.url import parse_cluster_url
+from pushsvc.broker.redis.wake_waiter import WakeWaiter
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import SeriesWrite, Update, UpdateDraft, alert_draft, point_draft
 from pushsvc.errors import LayoutMismatch, TooManyTopics
+from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -292,3 +296,37 @@ def test_updates_reach_topic_and_pattern_watchers_once_each_from_every_partition
         assert _stats(url, "publish") == 0
         assert _stats(url, "spublish") > 0
     feed.close()
+
+
+@pytest.mark.cluster
+def test_one_waiter_is_woken_for_each_partition_of_a_cluster_and_misses_none(
+    redis_cluster: RedisClusterServers, prefix: str
+) -> None:
+    broker = RedisBroker(redis_cluster.url, prefix=prefix, partitions=P)
+    waiter = WakeWaiter(
+        broker._client,
+        broker.keys,
+        parse_cluster_url(redis_cluster.url).seeds,
+        name="test-waiter",
+        safety_poll_s=60,  # far beyond the test: every entry must come by a wake
+    )
+    topics = topics_in_every_partition()
+    after = {(index, P): "0-0" for index in topics}
+    seen: dict[int, list[float]] = defaultdict(list)
+    try:
+        assert waiter.wait(after, count=100, block_ms=50) == {}  # nothing yet (safety read)
+        for round_ in range(3):
+            for topic in topics.values():
+                broker.append_events(topic, [Event(float(round_), round_, None)], lateness_us=10**9)
+            deadline = time.monotonic() + 10
+            while sum(len(v) for v in seen.values()) < P * (round_ + 1):
+                assert time.monotonic() < deadline, dict(seen)
+                for shard, entries in waiter.wait(after, count=100, block_ms=500).items():
+                    after[shard] = entries[-1].id
+                    seen[shard[0]] += [e.value for entry in entries for e in entry.events or ()]
+        assert seen == {index: [0.0, 1.0, 2.0] for index in topics}
+        # The connections are the primaries', not the partitions': 3 for 16 partitions.
+        assert len(waiter._reader.connected_nodes()) == 3
+    finally:
+        waiter.close()
+        broker.close()

@@ -19,7 +19,9 @@
 -- KEYS: log, clocks, logged, then the optional keys ARGV says are given, in this order:
 --       lease (when lease_token is not ''), idempotency key (when digest is not '')
 -- ARGV: topic, payload, times, admit_new ('1' when a new topic may be logged), lease_token or
---       '', digest or '', answer, window_ms
+--       '', digest or '', answer, window_ms, wake_channel ('', or on a Redis Cluster the
+--       partition's channel to SPUBLISH an empty message on once the batch is logged: it
+--       wakes the partition's aggregator, which cannot block on many logs there)
 --       times: for each event its ts key then its limit key (ts + lateness), 19 characters
 --       each, concatenated (one argument, not two per event: packing thousands of arguments
 --       cost the web process more than the script costs Redis); answer: what a repeat of
@@ -33,7 +35,7 @@ local log_key, clocks_key, logged_key = KEYS[1], KEYS[2], KEYS[3]
 local topic, payload, times = ARGV[1], ARGV[2], ARGV[3]
 local admit_new = ARGV[4] == '1'
 local lease_token, digest = ARGV[5], ARGV[6]
-local answer, window_ms = ARGV[7], ARGV[8]
+local answer, window_ms, wake_channel = ARGV[7], ARGV[8], ARGV[9]
 -- Each optional key is given only with its argument, so its index depends on the others.
 local next_key = 4
 local lease_key = false
@@ -80,5 +82,8 @@ local id = redis.call('XADD', log_key, '*', 'k', 'e', 't', topic, 'v', payload)
 redis.call('INCR', logged_key)
 if idempotency_key then
   redis.call('SET', idempotency_key, digest .. answer, 'PX', window_ms)
+end
+if wake_channel ~= '' then
+  redis.call('SPUBLISH', wake_channel, '')
 end
 return {LOGGED, id}

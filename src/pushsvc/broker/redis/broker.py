@@ -227,6 +227,7 @@ class RedisBroker:
             args += [idempotency.digest, len(events), idempotency.window_ms]
         else:
             args += ["", "", 0]
+        args.append(part.wake_channel if self.on_cluster else "")
         reply, replicas = self._run_append(keys, args)
         if reply.code is AppendCode.NEW_TOPIC:
             # The topic is new to its partition. It is admitted while the deployment keeps

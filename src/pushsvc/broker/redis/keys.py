@@ -21,6 +21,7 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
     P:u:{topic}         channel runs of updates, `<id> <clock_us> <body>` per line
     P:all               channel on a Redis Cluster: every run, after its topic and a newline
+    P:wake              channel on a Redis Cluster: an empty message after each append
     P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     P:latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
     P:groups:{topic}    hash    a grouping topic's live groups: group id -> `<epoch> <JSON>`
@@ -204,6 +205,12 @@ class PartitionKeys:
     def updates_channel(self) -> bytes:
         """The channel prefix: a topic's updates go to this plus the topic name."""
         return f"{self.base}u:".encode()
+
+    @property
+    def wake_channel(self) -> bytes:
+        """On a Redis Cluster: an empty message after each append, to wake the partition's
+        aggregator (`wake_waiter.py`)."""
+        return f"{self.base}wake".encode()
 
     @property
     def all_updates_channel(self) -> bytes:
