@@ -296,7 +296,7 @@ class RedisClusterServers:
                     # slower to settle (Redis resolves the collision itself), never wrong.
                     if "already non-zero" not in str(error):
                         raise
-                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+                client.cluster("ADDSLOTSRANGE", first, last)
                 if node is not self.nodes[0]:
                     client.cluster("MEET", "127.0.0.1", self.nodes[0].port)
             finally:
