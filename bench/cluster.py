@@ -22,7 +22,8 @@ aggregators' blocked reads timing out), then the producers start.
 
 From each primary's INFO, between the start and the end of the load: CPU (used_cpu_user +
 used_cpu_sys), `commandstats` (calls and µs per command; a script's own commands count inside
-it too), and DBSIZE at the end. Per run: Redis CPU per update in total and on each primary
+it too; the µs are wall time in the command, more than CPU time on a loaded machine), and
+DBSIZE at the end. Per run: Redis CPU per update in total and on each primary
 (of the updates of the partitions it owns), updates per Redis core-second summed over the
 primaries (updates / total Redis CPU seconds), and the spread of keys and of CPU over the
 primaries (each primary's share against the mean, as ±%; the table shows the largest). Per
@@ -220,12 +221,14 @@ def deviations(values: list[float]) -> list[float]:
     return [round((v / mean - 1) * 100, 1) if mean else 0.0 for v in values]
 
 
-def wait_for(done: Callable[[], bool], what: str, timeout: float,
-             loops: list[Partition]) -> None:  # fmt: skip
+def wait_for(done: Callable[[], bool], what: str, timeout: float, loops: list[Partition],
+             workers: list[Any]) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while not done():
         if failed := [loop.error for loop in loops if loop.error]:
             raise RuntimeError(f"an aggregator loop failed: {failed[0]}")
+        if any(worker.exitcode not in (None, 0) for worker in workers):
+            raise RuntimeError("a producer failed")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: not done in {timeout:.0f} s")
         time.sleep(0.01)
@@ -273,7 +276,9 @@ def run(label: str, args: Any, round_: int) -> dict[str, Any]:
         for loop in loops:
             loop.start()
         warm_entries = len(topics)
-        wait_for(lambda: sum(lp.applied for lp in loops) >= warm_entries, "warm-up", 60, loops)
+        wait_for(
+            lambda: sum(lp.applied for lp in loops) >= warm_entries, "warm-up", 60, loops, workers
+        )
         for flag in ready:
             if not flag.wait(60):
                 raise RuntimeError("a producer did not connect in 60 s")
@@ -290,9 +295,13 @@ def run(label: str, args: Any, round_: int) -> dict[str, Any]:
         if args.phased:
             for worker in workers:
                 worker.join(timeout=600)
+            if any(worker.exitcode != 0 for worker in workers):
+                raise RuntimeError("a producer failed")
             appended = [sample(port) for port in target.ports]
             gate.set()
-        wait_for(lambda: all(lp.applied >= lp.expected for lp in loops), "the load", 600, loops)
+        wait_for(
+            lambda: all(lp.applied >= lp.expected for lp in loops), "the load", 600, loops, workers
+        )
         wall_s = time.perf_counter() - wall_before
         after = [sample(port) for port in target.ports]
         for worker in workers:
@@ -459,7 +468,7 @@ COLUMNS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = parser(__doc__.split("\n\n")[0], smoke="1 and 2 primaries, 800 updates, one round")
+    cli = parser(__doc__.split("\n\n")[0], smoke="1 and 2 primaries, 640 updates, one round")
     cli.add_argument("--primaries", type=comma_list, default="1,2,3",
                      help="primaries per cluster, comma-separated; `plain`: one redis-server "
                      "without cluster mode")  # fmt: skip
