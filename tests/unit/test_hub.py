@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import encode_update
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
@@ -162,7 +163,7 @@ def test_conflated_topics_come_out_in_the_order_of_their_latest_update() -> None
 def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: list[int]) -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a", "b")
-    client.queue.floor = UpdateId("0badc0de", 0, floor)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, floor)])
     hub.dispatch([_update("a", 1), _update("a", 2)])
     hub.dispatch([_update("b", 3), _update("b", 4)])
     hub.dispatch([_update("a", 5)])
@@ -174,7 +175,7 @@ def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: li
 def test_the_floor_is_forgotten_once_passed() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    client.queue.floor = UpdateId("0badc0de", 0, 1)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 1)])
     hub.dispatch([_update("a", 2)])
     assert [u.id.seq for u in _taken(client)] == [2]
     assert client.queue.floor is None
@@ -184,7 +185,7 @@ def test_an_update_of_a_new_epoch_is_never_dropped_by_an_old_floor() -> None:
     # Redis restarted empty: its new history's ids are new whatever their numbers.
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    client.queue.floor = UpdateId("0badc0de", 0, 50)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 50)])
     hub.dispatch([_update("a", 1, epoch="feed")])
     assert [str(u.id) for u in _taken(client)] == ["feed:0-1"]
 
@@ -396,7 +397,7 @@ def test_a_peer_gone_closes_the_client() -> None:
 def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     client, _, _peer = _direct_client(hub, "a")
-    client.queue.floor = UpdateId("0badc0de", 0, 5)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 5)])
     stream = _asleep_in_take(client)
     assert client.direct is None
     hub.dispatch([_update("a", 3)])

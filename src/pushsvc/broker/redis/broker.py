@@ -32,6 +32,7 @@ from pushsvc.broker.base import (
     Applied,
     BridgeStats,
     HistoryPage,
+    Replayed,
     SeriesPage,
     ShardLag,
     TopicStats,
@@ -60,6 +61,7 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
@@ -298,28 +300,49 @@ class RedisBroker:
 
     # -- history -----------------------------------------------------------
 
-    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
+    @property
+    def partitions(self) -> int:
+        """The shard count, for now: every update is still in one global history whose epoch
+        is partition 0's."""
+        return self.shards
+
+    def partition_of(self, topic: str) -> int:
+        return shard_of(topic, self.shards)
+
+    def replay(self, after: Cursor, match: TopicMatcher) -> Replayed:
+        """See `Broker.replay`. One global history (partition 0's epoch) holds every
+        partition's updates for now, so it covers the cursor for all partitions or for none
+        (every partition lost); a cursor naming another partition's id is foreign."""
         self._check_open()
         keys = self.keys
+        position = after.get(0)
+        lost = frozenset(range(self.shards)).union(after)
+        if any(partition != 0 for partition in after):
+            return Replayed([], lost)
+        start = "-" if position is None else f"({position.ms}-{position.seq}"
         with unavailable("replay"), self._client.pipeline(transaction=True) as pipe:
             pipe.get(keys.epoch)
             pipe.get(keys.trimmed)
             pipe.xrevrange(keys.history, count=1)
-            pipe.xrange(keys.history, min=f"({after.ms}-{after.seq}")
+            pipe.xrange(keys.history, min=start)
             current, trimmed, newest, entries = pipe.execute()
-        if current is None or current.decode() != after.epoch or not newest:
-            return None  # another history (Redis restarted empty, or a stranger's id)
-        if after.position > stream_position(newest[0][0]):
-            return None  # never issued
-        if trimmed is not None and after.position < stream_position(trimmed):
-            return None  # an update after `after` was trimmed
+        if current is None:
+            return Replayed([]) if position is None else Replayed([], lost)  # nothing kept
+        epoch = current.decode()
+        if position is not None:
+            if epoch != position.epoch or not newest:
+                return Replayed([], lost)  # another history (Redis restarted empty, a stranger)
+            if position.position > stream_position(newest[0][0]):
+                return Replayed([], lost)  # never issued
+            if trimmed is not None and position.position < stream_position(trimmed):
+                return Replayed([], lost)  # an update after the cursor was trimmed
         replayed = []
         for stream_id, fields in entries:
             topic = fields[b"t"].decode()
             if match(topic):
-                update_id = UpdateId.of_stream_id(after.epoch, stream_id)
+                update_id = UpdateId.of_stream_id(epoch, stream_id)
                 replayed.append(Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"]))
-        return replayed
+        return Replayed(replayed)
 
     def history(
         self,
