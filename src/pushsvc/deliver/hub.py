@@ -346,14 +346,15 @@ class Hub:
             rendering = direct.rendering
             oldest = runs[0].received_us
             try:
-                if len(runs) > 1 or rendering.per_stream:
-                    # Several runs, or a stream's own `id:` lines before shared messages:
+                run = runs[0]
+                fresh = run is not shared_run or rendering is not shared_rendering
+                if len(runs) > 1 or (fresh and rendering.per_stream):
+                    # Several runs, or a stream's own `id:` lines before the shared messages:
                     # the parts go out as one chunk, unjoined.
                     blocks = rendering.blocks(runs)
                     rest = sink.try_send(blocks) if blocks else _NOTHING
                 else:
-                    run = runs[0]
-                    if run is not shared_run or rendering is not shared_rendering:
+                    if fresh:
                         shared_data = rendering.wire(run)
                         shared_run, shared_rendering = run, rendering
                     rest = sink.try_send_bytes(shared_data) if shared_data else _NOTHING

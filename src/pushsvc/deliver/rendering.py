@@ -45,7 +45,7 @@ import orjson
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import POINT_EVENT, encode_message, encode_update, id_line
-from pushsvc.core.updates import Run, Update, snapshot_message
+from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_socket import http_chunk
 
@@ -190,32 +190,54 @@ def rendering_for(projection: Projection | None, *, chunked: bool) -> Rendering:
 
 class CursorRendering(Rendering):
     """One stream's rendering when it reads several partitions: each message's `id:` is the
-    stream's cursor, advanced by that update (`cursor`, where the stream is); the rest of the
-    message is the shared `unnumbered` bytes of its rendering alike. Made per stream by
-    `rendering_for_stream`; the stream's writes (its own and the hub's, in turns) go through
-    it, in the order they are written."""
+    stream's cursor, advanced by that update; the rest of the message is the shared
+    `unnumbered` bytes of its rendering alike. Made per stream by `rendering_for_stream`; the
+    stream's writes (its own and the hub's, in turns) go through it, in the order they are
+    written, so `cursor` is where its client is once they are out.
 
-    __slots__ = ("cursor",)
+    The cursor is kept as its parts' text in partition order, each replaced in place as the
+    stream advances: a run (one topic's, so one partition's) costs the join of the parts before
+    and after its own, once, and one concatenation per update."""
+
+    __slots__ = ("_at", "_ids", "_texts")
 
     per_stream = True
 
     def __init__(self, projection: Projection | None, *, chunked: bool, cursor: Cursor) -> None:
         super().__init__(projection, chunked=chunked)
-        self.cursor = cursor
+        self._ids: list[UpdateId] = list(cursor.ids)
+        self._texts: list[str] = [i.text for i in self._ids]
+        self._at: dict[int, int] = {i.partition: n for n, i in enumerate(self._ids)}
+
+    @property
+    def cursor(self) -> Cursor:
+        """Where the stream is: the cursor of what it has written."""
+        return Cursor(self._ids)
+
+    def _place(self, partition: int) -> int:
+        """The index of `partition`'s part, made (empty) when the cursor had none."""
+        at = self._at.get(partition)
+        if at is None:
+            partitions = sorted([*self._at, partition])
+            at = partitions.index(partition)
+            self._ids.insert(at, UpdateId("0", 0, 0))  # replaced before it is read
+            self._texts.insert(at, "")
+            self._at = {p: n for n, p in enumerate(partitions)}
+        return at
+
+    def _around(self, at: int) -> tuple[str, str]:
+        """The cursor's text before and after the part at `at`, with their commas."""
+        texts = self._texts
+        head = ",".join(texts[:at]) + "," if at else ""
+        tail = "," + ",".join(texts[at + 1 :]) if at + 1 < len(texts) else ""
+        return head, tail
 
     def _parts(self, run: Run, parts: list[bytes]) -> None:
         """Append the run's `id:` lines and shared messages to `parts`; advance the cursor."""
         messages = self.unnumbered(run)
         updates = run.updates
-        partition = updates[0].id.partition  # a run is one topic's: one partition's
-        before, after = [], []
-        for update_id in self.cursor.ids:
-            if update_id.partition < partition:
-                before.append(update_id.text)
-            elif update_id.partition > partition:
-                after.append(update_id.text)
-        head = ",".join(before) + "," if before else ""
-        tail = "," + ",".join(after) if after else ""
+        at = self._place(updates[0].id.partition)  # a run is one topic's: one partition's
+        head, tail = self._around(at)
         last = None
         for update, message in zip(updates, messages, strict=True):
             if message:
@@ -223,7 +245,8 @@ class CursorRendering(Rendering):
                 parts.append(id_line(head + last.text + tail))
                 parts.append(message)
         if last is not None:
-            self.cursor = self.cursor.advanced(last)
+            self._ids[at] = last
+            self._texts[at] = last.text
 
     def block(self, run: Run) -> bytes:
         parts: list[bytes] = []
@@ -245,8 +268,12 @@ class CursorRendering(Rendering):
             message = super().message(update, False)
         if not message or not with_id:
             return message
-        self.cursor = self.cursor.advanced(update.id)
-        return id_line(self.cursor.text) + message
+        update_id = update.id
+        at = self._place(update_id.partition)
+        head, tail = self._around(at)
+        self._ids[at] = update_id
+        self._texts[at] = update_id.text
+        return id_line(head + update_id.text + tail) + message
 
     def wire(self, run: Run) -> bytes:
         block = self.block(run)

@@ -30,7 +30,7 @@ from typing import Final, Protocol
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import coalesce
-from pushsvc.core.updates import Run
+from pushsvc.core.updates import Run, UpdateId
 from pushsvc.deliver.hub import DirectWay, Subscriber
 from pushsvc.deliver.pacer import Pacer
 from pushsvc.deliver.projection import Projection
@@ -152,7 +152,7 @@ class Paced:
         self._held = self._pacer.held
         self._message = rendering_for_stream(projection, chunked=False, cursor=cursor).message
         self._monotonic = monotonic
-        self._sent = Cursor()
+        self._sent: dict[int, UpdateId] = {}
         """The newest update sent with its id, per partition."""
 
     def take(self, wait_s: float) -> list[Run]:
@@ -167,11 +167,12 @@ class Paced:
         # One run, the common case, is admitted as it is (`admit` only reads the list).
         taken = runs[0].updates if len(runs) == 1 else [u for run in runs for u in run.updates]
         for update in self._admit(taken, self._monotonic()):
-            fresh = sent.admits(update.id)
+            update_id = update.id
+            last = sent.get(update_id.partition)
+            fresh = last is None or update_id.is_after(last)
             data = message(update, fresh)  # with its id when fresh
             if data:  # empty: a group filter left nothing of it
                 messages.append(data)
                 if fresh:
-                    sent = sent.advanced(update.id)
-        self._sent = sent
+                    sent[update_id.partition] = update_id
         return [b"".join(messages)] if messages else []
