@@ -128,23 +128,25 @@ def subscribe(
         cursor_ids = reads_several_partitions(broker, matcher)
         after = Cursor.parse(last_event_id) if last_event_id else None
         if after is None:
-            snapshot = _snapshot(broker, matcher, grouping, Cursor(), None)
-            snapshot.gap = last_event_id is not None
+            gap = last_event_id is not None
+            snapshot = _snapshot(broker, matcher, grouping, Cursor(), None, gap=gap)
             client.queue.floor = snapshot.cursor or None
             cursor = snapshot.cursor
             return Primed(client, snapshot, [], cursor, cursor, cursor_ids, close)
         replayed = broker.replay(after, matcher)
-        gap: Snapshot | None = None
-        cursor = after
+        lost: Snapshot | None = None
+        replay_from = after
         if replayed.lost:
-            cursor = after.without(replayed.lost)
-            gap = _snapshot(broker, matcher, grouping, cursor, replayed.lost)
-            cursor = gap.cursor
-        replay_from = cursor
-        for update in replayed.updates:
-            cursor = cursor.advanced(update.id)
+            kept = after.without(replayed.lost)
+            lost = _snapshot(broker, matcher, grouping, kept, replayed.lost, gap=True)
+            replay_from = lost.cursor
+        # Each partition's updates are in order in the replay: its last is its newest.
+        newest = {u.id.partition: u.id for u in replayed.updates}
+        cursor = Cursor(
+            [*(i for i in replay_from.ids if i.partition not in newest), *newest.values()]
+        )
         client.queue.floor = cursor or None
-        return Primed(client, gap, replayed.updates, replay_from, cursor, cursor_ids, close)
+        return Primed(client, lost, replayed.updates, replay_from, cursor, cursor_ids, close)
     except BaseException as exc:
         client.close(StreamExit.ERROR if isinstance(exc, Exception) else StreamExit.GONE)
         close()
@@ -167,8 +169,10 @@ def _snapshot(
     grouping: Callable[[str], bool] | None,
     cursor: Cursor,
     partitions: frozenset[int] | None,
+    *,
+    gap: bool,
 ) -> Snapshot:
-    """A gap snapshot of the matching topics of `partitions` (None: of every partition), its
+    """A snapshot of the matching topics of `partitions` (None: of every partition), its
     cursor `cursor` advanced to its updates (`cursor` knows nothing of those partitions)."""
     latest = broker.latest(matcher)
     if partitions is not None:
@@ -180,4 +184,4 @@ def _snapshot(
         if grouping is not None
         else {}
     )
-    return Snapshot(latest, True, cursor, groups)
+    return Snapshot(latest, gap, cursor, groups)
