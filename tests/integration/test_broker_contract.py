@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pushsvc.broker.base import Appended, HistoryPage, TopicStats, UpdatesFeed
+from pushsvc.broker.base import Appended, HistoryPage, Replayed, TopicStats, UpdatesFeed
 from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
@@ -28,6 +28,7 @@ from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.shared_log import FIRST, position
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, alert_draft
@@ -47,6 +48,17 @@ everything = TopicMatcher(["*"])
 
 def only(*selectors: str) -> TopicMatcher:
     return TopicMatcher(selectors)
+
+
+def at(update_id: UpdateId) -> Cursor:
+    """The cursor of a stream whose last update is `update_id` (a one-partition cursor)."""
+    return Cursor([update_id])
+
+
+def lost_all(broker: Broker) -> frozenset[int]:
+    """Every partition: one history (the memory broker's, and Redis's for now) covers a
+    cursor for all partitions or for none."""
+    return frozenset(range(broker.partitions))
 
 
 def draft(topic: str, n: int, clock_us: int | None = None) -> UpdateDraft:
@@ -431,11 +443,11 @@ def test_replay_after_an_id_is_exact_and_filters_topics(broker: Broker) -> None:
     a1, b1, a2, b2, a3 = broker.publish_updates(
         [draft("a", 1), draft("b", 1), draft("a", 2), draft("b", 2), draft("a", 3)]
     )
-    assert broker.replay(a1.id, everything) == [b1, a2, b2, a3]
-    assert broker.replay(a1.id, only("a")) == [a2, a3]
-    assert broker.replay(b1.id, only("b")) == [b2]
-    assert broker.replay(a3.id, everything) == []
-    assert broker.replay(a1.id, only("zzz")) == []
+    assert broker.replay(at(a1.id), everything) == Replayed([b1, a2, b2, a3])
+    assert broker.replay(at(a1.id), only("a")) == Replayed([a2, a3])
+    assert broker.replay(at(b1.id), only("b")) == Replayed([b2])
+    assert broker.replay(at(a3.id), everything) == Replayed([])
+    assert broker.replay(at(a1.id), only("zzz")) == Replayed([])
 
 
 def test_replay_then_live_has_no_gap_and_no_duplicate(broker: Broker) -> None:
@@ -443,9 +455,9 @@ def test_replay_then_live_has_no_gap_and_no_duplicate(broker: Broker) -> None:
     old = broker.publish_updates([draft("a", 1), draft("a", 2)])
     listen(broker, inbox, ("a",))
     new = broker.publish_updates([draft("a", 3)])
-    replayed = broker.replay(old[0].id, everything)
+    replayed = broker.replay(at(old[0].id), everything)
     live = inbox.take_updates(1)
-    assert replayed == [old[1], *new]
+    assert replayed == Replayed([old[1], *new])
     assert live == new
 
 
@@ -460,28 +472,72 @@ def test_history_keeps_the_newest_n_and_refuses_to_replay_past_them(
     else:
         updates = [u for d in drafts for u in broker.publish_updates([d])]
 
-    assert broker.replay(updates[0].id, everything) is None  # updates[1] was trimmed
+    # updates[1] was trimmed
+    assert broker.replay(at(updates[0].id), everything) == Replayed([], lost_all(broker))
     # updates[1] itself is gone, but nothing after it: a full replay is possible.
-    assert broker.replay(updates[1].id, everything) == updates[2:]
-    assert broker.replay(updates[3].id, everything) == updates[4:]
-    assert broker.replay(updates[4].id, everything) == []
+    assert broker.replay(at(updates[1].id), everything) == Replayed(updates[2:])
+    assert broker.replay(at(updates[3].id), everything) == Replayed(updates[4:])
+    assert broker.replay(at(updates[4].id), everything) == Replayed([])
 
 
 def test_replay_of_another_epoch_is_a_gap(broker: Broker) -> None:
     first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
     other = "0" if first.id.epoch != "0" else "1"
-    assert broker.replay(UpdateId(other, first.id.ms, first.id.seq), everything) is None
+    foreign = at(UpdateId(other, first.id.ms, first.id.seq))
+    assert broker.replay(foreign, everything) == Replayed([], lost_all(broker))
 
 
 def test_replay_on_an_empty_history_is_a_gap(broker: Broker) -> None:
-    assert broker.replay(UpdateId("ab12cd34", 0, 1), everything) is None
+    assert broker.replay(at(UpdateId("ab12cd34", 0, 1)), everything).lost == lost_all(broker)
 
 
 def test_replay_of_an_id_never_issued_is_a_gap(broker: Broker) -> None:
     (last,) = broker.publish_updates([draft("a", 1)])
     epoch, ms, seq = last.id.epoch, last.id.ms, last.id.seq
-    assert broker.replay(UpdateId(epoch, ms, seq + 1), everything) is None
-    assert broker.replay(UpdateId(epoch, ms + 1, 0), everything) is None
+    assert broker.replay(at(UpdateId(epoch, ms, seq + 1)), everything).lost == lost_all(broker)
+    assert broker.replay(at(UpdateId(epoch, ms + 1, 0)), everything).lost == lost_all(broker)
+
+
+def test_a_partition_absent_from_the_cursor_replays_all_its_history_keeps(
+    new_broker: MakeBroker,
+) -> None:
+    broker = new_broker(history=3)
+    assert broker.replay(Cursor(), everything) == Replayed([])  # nothing kept yet
+    updates = broker.publish_updates([draft("a" if n % 2 else "b", n) for n in range(5)])
+    # Every topic here is in a partition the empty cursor has nothing of: no gap, and all
+    # that is kept, in publish order.
+    assert broker.replay(Cursor(), everything) == Replayed(updates[2:])
+    assert broker.replay(Cursor(), only("a")) == Replayed(
+        [u for u in updates[2:] if u.topic == "a"]
+    )
+
+
+def test_a_cursor_naming_a_partition_the_broker_never_issued_is_lost(broker: Broker) -> None:
+    (a1, a2) = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    # A partition past the broker's: its epoch names it (partition 1023, hex 3ff).
+    stranger = UpdateId("3ff" + "ab12cd34", 0, 1)
+    assert stranger.partition == 1023 >= broker.partitions
+    replayed = broker.replay(Cursor([a1.id, stranger]), everything)
+    assert 1023 in replayed.lost
+    # What is not lost replays exactly (a broker with one history loses it all).
+    assert replayed.updates == ([] if broker.partition_of("a") in replayed.lost else [a2])
+
+
+def test_every_topic_has_one_partition_among_the_brokers(broker: Broker) -> None:
+    assert 1 <= broker.partitions <= 1024
+    topics = [f"t{n}" for n in range(50)]
+    partitions = [broker.partition_of(topic) for topic in topics]
+    assert all(0 <= p < broker.partitions for p in partitions)
+    assert partitions == [broker.partition_of(topic) for topic in topics]  # stable
+
+
+def test_a_replayed_update_names_the_partition_of_its_history(broker: Broker) -> None:
+    # Every partition's updates carry its epoch: the cursor keys them by the id's partition.
+    first = broker.publish_updates([draft("a", 1)])
+    updates = broker.publish_updates([draft(t, 2) for t in ("a", "b", "c")])
+    replayed = broker.replay(at(first[0].id), everything)
+    assert replayed == Replayed(updates)
+    assert {u.id.partition for u in replayed.updates} <= set(range(broker.partitions))
 
 
 # -- one topic's history (GET /topics/{t}/history) ----------------------------------------
@@ -498,7 +554,7 @@ def test_history_without_since_is_the_topics_newest_updates_oldest_first(broker:
     # `resume` is the newest id of the whole history (here another topic's): a stream resumed
     # from it continues the page with no gap and no duplicate.
     (a4,) = broker.publish_updates([draft("a", 4)])
-    assert broker.replay(b2.id, only("a")) == [a4]
+    assert broker.replay(at(b2.id), only("a")) == Replayed([a4])
 
 
 def test_history_on_an_empty_history_has_nothing_to_resume_from(broker: Broker) -> None:
@@ -515,7 +571,7 @@ def test_history_after_an_id_pages_forward_and_resumes_where_the_page_ends(
     # A full page resumes at its own last update: a stream from there brings what it left.
     first = broker.history("a", after=b1.id, limit=1)
     assert first == HistoryPage([a2], a2.id, more=True)
-    assert broker.replay(first.resume, only("a")) == [a3]  # type: ignore[arg-type]
+    assert broker.replay(at(first.resume), only("a")) == Replayed([a3])  # type: ignore[arg-type]
     assert broker.history("a", after=first.resume, limit=1) == HistoryPage([a3], b3.id, False)
     assert broker.history("a", after=b3.id, limit=10) == HistoryPage([], b3.id, False)
 
@@ -604,7 +660,8 @@ def test_resuming_from_a_malformed_id_is_a_gap(
     assert bad != str(first.id)
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, bad)
-    assert primed.replay is None and primed.gap
+    assert primed.replay == [] and primed.gap
+    assert primed.snapshot is not None and primed.snapshot.latest.keys() == {"a"}
 
 
 def test_latest_is_the_newest_update_of_each_topic(broker: Broker) -> None:
@@ -768,7 +825,7 @@ def test_a_forgotten_topic_makes_room_and_comes_back_as_a_new_topic(
     assert forget(broker, "a") == ["a"]
     assert forget(broker, "a") == []  # once
     assert broker.latest(everything).keys() == {"b"}
-    assert broker.replay(a1.id, everything) is not None  # the history is history
+    assert not broker.replay(at(a1.id), everything).lost  # the history is history
     assert broker.topic_stats() == TopicStats(live=1, forgotten=1)
     append(broker, "c", [Event(3.0, 1, None)])  # fits now
     with pytest.raises(TooManyTopics):
@@ -790,8 +847,8 @@ def test_a_subscription_resumes_with_an_exact_replay(broker: Broker) -> None:
     a1, _, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), only("a"), str(a1.id))
-    assert primed.replay == [a2] and not primed.gap
-    assert primed.client.queue.floor == a2.id
+    assert primed.replay == [a2] and not primed.gap and primed.snapshot is None
+    assert primed.client.queue.floor == at(a2.id)
     assert primed.head(None) == a2.sse
 
 
@@ -799,9 +856,9 @@ def test_a_subscription_without_an_id_starts_from_a_snapshot(broker: Broker) -> 
     a1, b1 = broker.publish_updates([draft("a", 1), draft("b", 1)])
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, None)
-    assert primed.replay is None and not primed.gap
-    assert primed.latest == {"a": a1, "b": b1}
-    assert primed.client.queue.floor == b1.id
+    assert primed.replay == [] and not primed.gap
+    assert primed.snapshot is not None and primed.snapshot.latest == {"a": a1, "b": b1}
+    assert primed.client.queue.floor == at(b1.id)
     assert primed.head(None).startswith(b"id: " + str(b1.id).encode() + b"\nevent: snapshot\n")
     assert hub.client_count == 1
 
@@ -856,11 +913,14 @@ def test_instances_on_one_redis_share_the_log_updates_history_and_latest(
         assert second[0].id.is_after(first[0].id)
         assert first[0].id.epoch == second[0].id.epoch
         assert updates.take_updates(2) == first + second
-        assert web.replay(first[0].id, everything) == second
+        assert web.replay(at(first[0].id), everything) == Replayed(second)
         assert web.latest(everything) == {"orders": second[0]}
 
         assert stranger.latest(everything) == {}
-        assert stranger.replay(first[0].id, everything) is None
+        # Its one partition with a position is lost; the others have nothing to replay.
+        assert stranger.replay(at(first[0].id), everything) == Replayed(
+            [], frozenset({first[0].id.partition})
+        )
         assert read_strange() == []
         assert strange.empty()  # another prefix is another world
     finally:

@@ -17,9 +17,11 @@ import orjson
 import pytest
 import redis
 
+from pushsvc.broker.base import Replayed
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 from pushsvc.errors import BrokerUnavailable
 from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import Event
@@ -44,6 +46,10 @@ def brokers(own_redis: RedisServer, prefix: str) -> Iterator[Callable[..., Redis
     yield make
     for broker in made:
         broker.close()
+
+
+def at(update_id: UpdateId) -> Cursor:
+    return Cursor([update_id])
 
 
 def draft(topic: str, n: int) -> UpdateDraft:
@@ -75,7 +81,7 @@ def test_every_call_raises_broker_unavailable_while_redis_is_down(
     calls: dict[str, Callable[[], object]] = {
         "append_events": lambda: broker.append_events("a", [Event(1.0, 1, None)], lateness_us=0),
         "publish_updates": lambda: broker.publish_updates([draft("a", 2)]),
-        "replay": lambda: broker.replay(update.id, everything),
+        "replay": lambda: broker.replay(Cursor([update.id]), everything),
         "latest": lambda: broker.latest(everything),
         "ping": broker.ping,
         "lag": broker.lag,
@@ -114,8 +120,10 @@ def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
     assert updates.get(timeout=WAIT) == after
 
     assert epoch(after) != epoch(before)
-    assert consumer.replay(before.id, everything) is None  # that history is gone
-    assert consumer.replay(after.id, everything) == []
+    # that history is gone
+    lost = frozenset({before.id.partition})
+    assert consumer.replay(at(before.id), only("a")) == Replayed([], lost)
+    assert consumer.replay(at(after.id), only("a")) == Replayed([])
     assert consumer.latest(only("a")) == {"a": after}
 
 
@@ -156,7 +164,7 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
     (after,) = producer.publish_updates([draft("a", 2)])
     assert updates.get(timeout=WAIT) == after
     assert epoch(after) == epoch(before)  # Redis kept its data: same history
-    assert consumer.replay(before.id, everything) == [after]
+    assert consumer.replay(at(before.id), everything) == Replayed([after])
 
 
 def test_watch_while_redis_is_down_raises_then_works_once_it_is_back(

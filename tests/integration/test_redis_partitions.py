@@ -19,19 +19,27 @@ import orjson
 import pytest
 from redis.crc import key_slot
 
-from pushsvc.broker.base import Applied
+from pushsvc.broker.base import Applied, Replayed
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.guard import check_at_start
-from pushsvc.broker.redis.keys import Keys, partition_of_epoch
+from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.broker.redis.url import parse_cluster_url
 from pushsvc.broker.redis.wake_waiter import WakeWaiter
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.topics import ALERTS, TopicMatcher
-from pushsvc.core.updates import SeriesWrite, Update, UpdateDraft, alert_draft, point_draft
+from pushsvc.core.updates import (
+    SeriesWrite,
+    Update,
+    UpdateDraft,
+    alert_draft,
+    epoch_partition,
+    point_draft,
+)
 from pushsvc.errors import LayoutMismatch, TooManyTopics
 from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
@@ -133,14 +141,16 @@ def test_each_partition_numbers_its_own_history_and_its_epoch_names_it(
     by_partition: dict[int, list[int]] = defaultdict(list)
     for update in published:
         index = partition_of(update.topic, P)
-        assert partition_of_epoch(update.id.epoch) == index
+        assert epoch_partition(update.id.epoch) == index
         by_partition[index].append(orjson.loads(update.data)["n"])
     assert all(ns == [1, 2] for ns in by_partition.values()) and len(by_partition) == P
     for update in published:
         if orjson.loads(update.data)["n"] == 1:
             # A resume replays its own partition exactly.
             (after,) = [u for u in published if u.topic == update.topic and u is not update]
-            assert broker.replay(update.id, everything) == [after]
+            assert broker.replay(Cursor([update.id]), TopicMatcher([update.topic])) == Replayed(
+                [after]
+            )
 
 
 def test_latest_and_active_alerts_read_every_partition(broker: RedisBroker) -> None:

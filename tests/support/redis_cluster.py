@@ -12,6 +12,7 @@ schedule, which no fixed sleep would match on a loaded machine.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -190,15 +191,13 @@ class RedisClusterServers:
         self._ask(target, lambda c: c.cluster("SETSLOT", slot, "IMPORTING", source_id))
         self._ask(source, lambda c: c.cluster("SETSLOT", slot, "MIGRATING", target_id))
         while True:
-            keys = self._ask(source, lambda c: c.cluster("GETKEYSINSLOT", slot, keys_at_once))
+            keys: list[bytes] = self._ask(
+                source, lambda c: c.cluster("GETKEYSINSLOT", slot, keys_at_once)
+            )
             if not keys:
                 break
-            self._ask(
-                source,
-                lambda c, moving=keys: c.execute_command(
-                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *moving
-                ),
-            )
+            migrate = ("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            self._ask(source, functools.partial(_command, migrate))
             between()
         for node in [target, source, *(p for p in self.primaries() if p not in (target, source))]:
             self._ask(node, lambda c: c.cluster("SETSLOT", slot, "NODE", target_id))
@@ -363,6 +362,10 @@ class RedisClusterServers:
             return ask(client)
         finally:
             client.close()
+
+
+def _command(argv: tuple[Any, ...], client: redis.Redis) -> Any:
+    return client.execute_command(*argv)  # type: ignore[no-untyped-call]
 
 
 def _slot_map(client: redis.Redis) -> list[tuple[int, int, int, tuple[int, ...]]]:

@@ -200,3 +200,41 @@ def test_sigterm_ends_open_streams_and_exits_cleanly(topic: str) -> None:
     with pytest.raises(EOFError):
         stream.next(timeout=5)
     stream.close()
+
+
+def test_a_stream_over_several_topics_resumes_from_its_id_exactly(
+    server: PushsvcProcess, topic: str
+) -> None:
+    # The stream's id is its cursor (on the embedded broker, one partition: the newest id it
+    # has). Dropped at two different points, it resumes with no snapshot, no gap and no
+    # duplicate, across the topics and whatever order they were posted in.
+    topics = [f"{topic}.a", f"other-{topic}", f"{topic}.b"]
+    path = f"/stream?topic={topic}.*&topic=other-{topic}"
+    posted = [(topics[n % 3 if n % 5 else 1], float(n)) for n in range(12)]
+
+    def post_all(items: list[tuple[str, float]]) -> None:
+        for name, value in items:
+            assert post(server.port, name, {"value": value})[0] == 202
+
+    stream = SSEClient(server.port, path)
+    stream.next_data("snapshot")
+    post_all(posted[:6])
+    seen = stream.take(2)
+    stream.close()
+    post_all(posted[6:9])
+    received = [(u["topic"], u["event"]["value"]) for _, u in seen]
+    for cut in (4, 7):  # a second drop, later, after the first resume
+        resumed = SSEClient(server.port, path, {"Last-Event-ID": seen[-1][0]})
+        first = resumed.next()
+        assert first.event == "stats"  # a replay, not a (gap) snapshot
+        more = [(first.id, json.loads(first.data)), *resumed.take(cut - len(received) - 1)]
+        received += [(u["topic"], u["event"]["value"]) for _, u in more]
+        seen = more
+        resumed.close()
+        if cut == 4:
+            post_all(posted[9:])
+    tail = SSEClient(server.port, path, {"Last-Event-ID": seen[-1][0]})
+    rest = tail.take(len(posted) - len(received))
+    received += [(u["topic"], u["event"]["value"]) for _, u in rest]
+    assert received == posted
+    tail.close()

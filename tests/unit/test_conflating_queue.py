@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.updates import Run, Update, UpdateId
 from pushsvc.deliver.conflating_queue import ConflatingQueue
 from pushsvc.deliver.rendering import run_of
@@ -48,7 +49,7 @@ def test_a_conflating_queue_conflates_until_drained_even_with_room() -> None:
 
 
 def test_the_floor_drops_what_it_covers_once_then_is_forgotten() -> None:
-    queue = ConflatingQueue(capacity=10, floor=UpdateId("e", 0, 3))
+    queue = ConflatingQueue(capacity=10, floor=Cursor([UpdateId("e", 0, 3)]))
     queue.put(_run("a", 1, 2))
     queue.put(_run("a", 3, 4, 5))
     assert _drained(queue) == [("a", [4, 5])]
@@ -58,7 +59,29 @@ def test_the_floor_drops_what_it_covers_once_then_is_forgotten() -> None:
 
 
 def test_a_floor_past_everything_queued_keeps_dropping() -> None:
-    queue = ConflatingQueue(capacity=10, floor=UpdateId("e", 0, 9))
+    queue = ConflatingQueue(capacity=10, floor=Cursor([UpdateId("e", 0, 9)]))
     queue.put(_run("a", 1, 2))
     assert queue.drain() == []
-    assert queue.floor == UpdateId("e", 0, 9)
+    assert queue.floor == Cursor([UpdateId("e", 0, 9)])
+
+
+def test_the_floor_is_per_partition_and_forgets_each_partition_once_passed() -> None:
+    # Partition 1's ids are numbered on their own: its 2 is not behind partition 0's 5.
+    def run(topic: str, epoch: str, *numbers: int) -> Run:
+        return run_of(
+            [Update.numbered(topic, UpdateId(epoch, 0, n), n, b'{"n":%d}' % n) for n in numbers]
+        )
+
+    floor = Cursor([UpdateId("e0000000", 0, 5), UpdateId("1e0000000", 0, 2)])
+    queue = ConflatingQueue(capacity=10, floor=floor)
+    queue.put(run("a", "e0000000", 4, 5, 6))
+    queue.put(run("b", "1e0000000", 1, 2))
+    queue.put(run("c", "2e0000000", 1))  # a partition the floor has nothing of
+    assert [[u.id.text for u in r.updates] for r in queue.drain()] == [
+        ["e0000000:0-6"],
+        ["2e0000000:0-1"],
+    ]
+    assert queue.floor == Cursor([UpdateId("1e0000000", 0, 2)])  # partition 0 passed
+    queue.put(run("b", "1e0000000", 3))
+    assert [r.last_id.text for r in queue.drain()] == ["1e0000000:0-3"]
+    assert queue.floor is None

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import errno
+import itertools
 from collections.abc import Iterator
 
 import gevent
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import encode_update
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
 from pushsvc.deliver.hub import DirectWay, Hub, StreamExit, Subscriber
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.rendering import rendering_for
+from pushsvc.deliver.rendering import (
+    CursorRendering,
+    rendering_for_stream,
+    run_of,
+)
 from pushsvc.deliver.stream_socket import StreamSocket
 
 
@@ -162,7 +170,7 @@ def test_conflated_topics_come_out_in_the_order_of_their_latest_update() -> None
 def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: list[int]) -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a", "b")
-    client.queue.floor = UpdateId("0badc0de", 0, floor)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, floor)])
     hub.dispatch([_update("a", 1), _update("a", 2)])
     hub.dispatch([_update("b", 3), _update("b", 4)])
     hub.dispatch([_update("a", 5)])
@@ -174,7 +182,7 @@ def test_take_drops_what_the_replay_or_snapshot_covered(floor: int, expected: li
 def test_the_floor_is_forgotten_once_passed() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    client.queue.floor = UpdateId("0badc0de", 0, 1)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 1)])
     hub.dispatch([_update("a", 2)])
     assert [u.id.seq for u in _taken(client)] == [2]
     assert client.queue.floor is None
@@ -184,7 +192,7 @@ def test_an_update_of_a_new_epoch_is_never_dropped_by_an_old_floor() -> None:
     # Redis restarted empty: its new history's ids are new whatever their numbers.
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    client.queue.floor = UpdateId("0badc0de", 0, 50)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 50)])
     hub.dispatch([_update("a", 1, epoch="feed")])
     assert [str(u.id) for u in _taken(client)] == ["feed:0-1"]
 
@@ -233,16 +241,21 @@ def _close_sockets() -> Iterator[None]:
 
 
 def _direct_client(
-    hub: Hub, *selectors: str, chunked: bool = False, projection: Projection | None = None
+    hub: Hub,
+    *selectors: str,
+    chunked: bool = False,
+    projection: Projection | None = None,
+    cursor: Cursor | None = None,
 ) -> tuple[Subscriber, DirectWay, gevent.socket.socket]:
     """A client whose socket the hub may write, and its direct way; returns the peer end, to
-    read what the hub wrote (unframed unless `chunked`)."""
+    read what the hub wrote (unframed unless `chunked`). With `cursor`, a stream over several
+    partitions, at that cursor."""
     from gevent import socket as gsocket
 
     ours, peer = gsocket.socketpair()
     _SOCKETS.extend((ours, peer))
     client = _subscribe(hub, *selectors)
-    rendering = rendering_for(projection, chunked=chunked)
+    rendering = rendering_for_stream(projection, chunked=chunked, cursor=cursor)
     direct_way = client.direct_way = DirectWay(StreamSocket(ours, chunked=chunked), rendering)
     return client, direct_way, peer
 
@@ -396,7 +409,7 @@ def test_a_peer_gone_closes_the_client() -> None:
 def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     client, _, _peer = _direct_client(hub, "a")
-    client.queue.floor = UpdateId("0badc0de", 0, 5)
+    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 5)])
     stream = _asleep_in_take(client)
     assert client.direct is None
     hub.dispatch([_update("a", 3)])
@@ -416,3 +429,115 @@ def test_the_disconnect_reasons_are_the_metric_labels_operators_know() -> None:
         "shutdown",
         "error",
     ]
+
+
+@st.composite
+def _partitioned_arrivals(
+    draw: st.DrawFn,
+) -> tuple[dict[int, UpdateId], list[list[Update]], list[bool]]:
+    """A floor (partition → its id), the updates of several partitions as the hub gets them
+    (each partition's in its own order, interleaved, in dispatches), and after which dispatch
+    the stream takes. A partition's history may be reset midway (a new epoch)."""
+    count = draw(st.integers(1, 4))
+    histories: dict[int, list[UpdateId]] = {}
+    floor: dict[int, UpdateId] = {}
+    for p in range(count):
+        prefix = format(p, "x") if p else ""
+        first, second = prefix + "aaaaaaaa", prefix + "bbbbbbbb"
+        n = draw(st.integers(0, 6))
+        ids = [UpdateId(first, 0, seq) for seq in range(1, n + 1)]
+        if draw(st.booleans()):
+            ids += [UpdateId(second, 0, seq) for seq in range(1, draw(st.integers(1, 4)) + 1)]
+        histories[p] = ids
+        if draw(st.booleans()):
+            floor[p] = UpdateId(first, 0, draw(st.integers(0, n + 1)))
+    topics = {p: [f"t{p}.{k}" for k in range(draw(st.integers(1, 2)))] for p in histories}
+    arrivals: list[Update] = []
+    next_of = dict.fromkeys(histories, 0)
+    while waiting := [p for p in histories if next_of[p] < len(histories[p])]:
+        p = draw(st.sampled_from(waiting))
+        update_id = histories[p][next_of[p]]
+        next_of[p] += 1
+        topic = draw(st.sampled_from(topics[p]))
+        arrivals.append(Update.numbered(topic, update_id, 0, b'{"n":%d}' % update_id.seq))
+    cuts = sorted(draw(st.sets(st.integers(1, max(len(arrivals) - 1, 1)), max_size=5)))
+    batches = [arrivals[a:b] for a, b in itertools.pairwise([0, *cuts, len(arrivals)])]
+    takes = [draw(st.booleans()) for _ in batches]
+    return floor, [b for b in batches if b], takes
+
+
+def _floor_admits(floor: dict[int, UpdateId], update_id: UpdateId) -> bool:
+    """The model: a stream lacks an update when its floor has nothing of the update's
+    partition, or the update is of another epoch there, or comes after the floor's id."""
+    mine = floor.get(update_id.partition)
+    if mine is None or mine.epoch != update_id.epoch:
+        return True
+    return update_id.seq > mine.seq
+
+
+@given(_partitioned_arrivals(), st.sampled_from([("*",), ("t0.*", "t1.*", "t2.*", "t3.*")]))
+def test_the_floor_drops_per_partition_exactly_what_the_stream_has(
+    arrivals: tuple[dict[int, UpdateId], list[list[Update]], list[bool]],
+    selectors: tuple[str, ...],
+) -> None:
+    floor, batches, takes = arrivals
+    hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
+    client = _subscribe(hub, *selectors)
+    client.queue.floor = Cursor(floor.values()) or None
+    written: list[Update] = []
+    for batch, take in zip(batches, takes, strict=False):
+        hub.dispatch(batch)
+        if take:
+            written += _taken(client)
+    written += _taken(client)
+    expected = [u for batch in batches for u in batch if _floor_admits(floor, u.id)]
+    assert [u.id.text for u in written] == [u.id.text for u in expected]  # none lost, none twice
+    if any(batches):
+        assert client.queue.floor is None or set(client.queue.floor) <= set(floor)
+
+
+def test_streams_over_several_partitions_get_their_own_ids_and_the_shared_messages() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    b7 = UpdateId("1bbbbbbbb", 0, 7)
+    plain, _, plain_peer = _direct_client(hub, "*", chunked=True)
+    first, first_way, first_peer = _direct_client(hub, "*", chunked=True, cursor=Cursor([b7]))
+    second, _, second_peer = _direct_client(hub, "*", chunked=False, cursor=Cursor())
+    streams = [_asleep_in_take(c) for c in (plain, first, second)]
+    a1, a2 = _update("a", 1, epoch="aaaaaaaa"), _update("a", 2, epoch="aaaaaaaa")
+    (b8,) = [_update("b", 8, epoch="1bbbbbbbb")]
+    hub.dispatch([a1, a2])
+    hub.dispatch([b8])
+
+    def messages(*pairs: tuple[str, Update]) -> bytes:
+        return b"".join(b"id: %b\n%b" % (i.encode(), u.unnumbered) for i, u in pairs)
+
+    for_first = messages((f"{a1.id},{b7}", a1), (f"{a2.id},{b7}", a2), (f"{a2.id},{b8.id}", b8))
+    for_second = messages((a1.id.text, a1), (a2.id.text, a2), (f"{a2.id},{b8.id}", b8))
+    plain_bytes = a1.sse + a2.sse + b8.sse
+    chunk = b"%x\r\n%b\r\n"
+    expected_first = chunk % (len(for_first), for_first)
+    expected_plain = chunk % (len(plain_bytes), plain_bytes)
+    assert _read(first_peer, len(expected_first)) == expected_first
+    assert _read(second_peer, len(for_second)) == for_second
+    assert _read(plain_peer, len(expected_plain)) == expected_plain
+    rendering = first_way.rendering
+    assert isinstance(rendering, CursorRendering)
+    assert rendering.cursor == Cursor([a2.id, b8.id])  # where its client is
+    for stream in streams:
+        stream.kill()
+
+
+def test_a_cursor_streams_parts_are_the_shared_message_objects() -> None:
+    # Encode once, write many: only the `id:` lines are a stream's own.
+    update = _update("a", 1, epoch="aaaaaaaa")
+    run = run_of([update])
+    ones = [rendering_for_stream(None, chunked=False, cursor=Cursor()) for _ in range(3)]
+    parts = [r.blocks([run]) for r in ones]
+    assert all(p[1] is update.unnumbered for p in parts)
+    projection = Projection(None, ("mean",), precision=2)
+    windowed = run_of([_with_windows(1)])
+    projected = [
+        rendering_for_stream(projection, chunked=False, cursor=Cursor()).blocks([windowed])
+        for _ in range(2)
+    ]
+    assert projected[0][1] is projected[1][1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import encode_update
 from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
@@ -122,9 +123,10 @@ def test_a_message_held_back_goes_without_its_id() -> None:
 def test_a_snapshot_is_projected_as_the_stream_asks() -> None:
     body = b'{"topic":"a","ts":7.0,"windows":{"1m":{"count":7,"mean":7.98765}}}'
     latest = {"a": Update.numbered("a", UpdateId("e", 0, 7), 7, body)}
-    whole = rendering_for(None, chunked=False).snapshot(latest, {}, gap=True)
-    assert whole == snapshot_message(latest, gap=True, groups={})
-    projected = rendering_for(MEAN, chunked=False).snapshot(latest, {}, gap=False)
+    cursor = Cursor([UpdateId("e", 0, 7)])
+    whole = rendering_for(None, chunked=False).snapshot(latest, {}, gap=True, cursor=cursor)
+    assert whole == snapshot_message(latest, gap=True, id="e:0-7", groups={})
+    projected = rendering_for(MEAN, chunked=False).snapshot(latest, {}, gap=False, cursor=cursor)
     assert b'"windows":{"1m":{"mean":7.99}}' in projected and b'"count"' not in projected
 
 

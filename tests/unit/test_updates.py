@@ -13,7 +13,6 @@ from pushsvc.core.updates import (
     UpdateId,
     draft,
     new_epoch,
-    newest_id,
     snapshot_message,
 )
 
@@ -114,6 +113,38 @@ def test_new_epoch_is_a_short_hex_token_usable_in_ids() -> None:
         assert UpdateId.parse(str(UpdateId(epoch, 1, 2))) == UpdateId(epoch, 1, 2)
 
 
+@pytest.mark.parametrize(
+    ("epoch", "partition"),
+    [
+        ("0", 0),  # short epochs (tests, old data) are partition 0's
+        ("ab12cd34", 0),  # today's 8-hex epochs are partition 0's
+        ("1ab12cd34", 1),
+        ("fab12cd34", 15),
+        ("3ffab12cd34", 1023),
+        ("ffffffffffffffff", 0xFFFFFFFF),  # an id, but of no partition we have (cursor refuses)
+    ],
+)
+def test_an_ids_partition_is_its_epochs_hex_digits_before_the_last_eight(
+    epoch: str, partition: int
+) -> None:
+    assert UpdateId(epoch, 1, 2).partition == partition
+
+
+@pytest.mark.parametrize("partition", [0, 1, 9, 10, 255, 256, 1023])
+def test_a_partitions_epoch_names_it_in_hex_without_leading_zeros(partition: int) -> None:
+    epoch = new_epoch(partition)
+    prefix = "" if partition == 0 else format(partition, "x")
+    assert epoch.startswith(prefix) and len(epoch) == len(prefix) + 8
+    assert UpdateId(epoch, 0, 0).partition == partition
+    assert UpdateId.parse(f"{epoch}:1-2") == UpdateId(epoch, 1, 2)
+
+
+@pytest.mark.parametrize("partition", [-1, 1024])
+def test_there_is_no_epoch_of_a_partition_out_of_range(partition: int) -> None:
+    with pytest.raises(ValueError, match="partition"):
+        new_epoch(partition)
+
+
 def test_a_numbered_draft_is_the_body_with_the_id_as_first_member() -> None:
     d = draft("orders", 1_500_000, "event", {"value": 2.0, "ts": 1.5, "tags": {}}, {"1s": {}})
     update = Update.of(d, UpdateId("ab", 0, 3))
@@ -129,6 +160,7 @@ def test_a_numbered_draft_is_the_body_with_the_id_as_first_member() -> None:
     }
     assert update.fields == fields and update.windows == {"1s": {}}
     assert update.sse == b"id: ab:0-3\nevent: stats\ndata: " + update.data + b"\n\n"
+    assert update.unnumbered == b"event: stats\ndata: " + update.data + b"\n\n"
 
 
 def _update(topic: str, seq: int, windows: dict[str, object] | None = None) -> Update:
@@ -136,9 +168,9 @@ def _update(topic: str, seq: int, windows: dict[str, object] | None = None) -> U
     return Update.of(d, UpdateId("ab", 0, seq))
 
 
-def test_a_snapshot_carries_each_topics_windows_and_the_newest_id() -> None:
+def test_a_snapshot_carries_each_topics_windows_and_the_id_it_is_given() -> None:
     latest = {"b": _update("b", 5), "a": _update("a", 7)}
-    message = snapshot_message(latest, gap=True)
+    message = snapshot_message(latest, gap=True, id="ab:0-7")
     head, _, data = message.partition(b"data: ")
     assert head == b"id: ab:0-7\nevent: snapshot\n"
     assert orjson.loads(data) == {
@@ -148,11 +180,9 @@ def test_a_snapshot_carries_each_topics_windows_and_the_newest_id() -> None:
             "b": {"id": "ab:0-5", "ts": 5.0, "windows": {"1s": {"count": 5}}},
         },
     }
-    assert newest_id(latest.values()) == UpdateId("ab", 0, 7)
 
 
 def test_an_empty_snapshot_has_no_id() -> None:
-    assert (
-        snapshot_message({}, gap=False) == b'event: snapshot\ndata: {"gap":false,"topics":{}}\n\n'
-    )
-    assert newest_id([]) is None
+    expected = b'event: snapshot\ndata: {"gap":false,"topics":{}}\n\n'
+    assert snapshot_message({}, gap=False, id=None) == expected
+    assert snapshot_message({}, gap=False, id="") == expected

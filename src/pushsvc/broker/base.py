@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
@@ -41,6 +42,21 @@ class Appended(NamedTuple):
 
     accepted: int
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What `Broker.replay` read after a stream's cursor.
+
+    `updates`: every update after the cursor of every matching topic in the partitions that
+    are not `lost`, in publish order within a partition and, across partitions, in the order
+    they were published as well as the broker can tell (merged by stream-id time).
+    `lost`: the partitions whose history cannot cover the cursor (trimmed past its id, another
+    epoch, an id never issued, a partition the broker does not have): none of their updates are
+    in `updates`, and the stream sends a `"gap": true` snapshot of their topics instead."""
+
+    updates: list[Update]
+    lost: frozenset[int] = frozenset()
 
 
 class Subscription:
@@ -147,7 +163,7 @@ class Broker(Protocol):
 
     Guarantees: events of one topic reach the aggregator in publish order;
     updates get ids that strictly increase in the order they are emitted,
-    across all topics; every update is appended to a bounded history (the
+    across all topics of a partition; every update is appended to a bounded history (the
     newest `history` updates) before any subscriber sees it; delivery to
     subscribers is at most once (a subscriber that was disconnected resumes
     from the history). All methods are greenlet-safe.
@@ -211,12 +227,22 @@ class Broker(Protocol):
         `on_reset` runs when updates may have been missed (the connection was lost)."""
         ...
 
-    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
-        """Updates after `after` for topics that `match`, oldest first.
+    @property
+    def partitions(self) -> int:
+        """How many partitions the topics map to (`partition_of`); each has a history and an
+        epoch of its own, so an update id names its partition (`UpdateId.partition`)."""
+        ...
 
-        None when the history cannot replay everything after that id: it is from
-        another epoch, was never issued, or is older than what the history keeps.
-        """
+    def partition_of(self, topic: str) -> int:
+        """The partition (0..partitions-1) whose history holds `topic`'s updates."""
+        ...
+
+    def replay(self, after: Cursor, match: TopicMatcher) -> Replayed:
+        """Every update after `after` of every topic that `match`es, per partition (see
+        `Replayed`). A partition absent from `after` replays all its history keeps of the
+        matching topics; a partition whose history cannot continue from `after`'s id there
+        (another epoch, never issued, older than what the history keeps) is `lost`, as is one
+        that `after` names but the broker does not have."""
         ...
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:

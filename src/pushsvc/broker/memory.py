@@ -22,12 +22,14 @@ from pushsvc.broker.base import (
     EventsHandler,
     ForgetHandler,
     HistoryPage,
+    Replayed,
     SeriesPage,
     ShardLag,
     Subscription,
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
@@ -121,6 +123,10 @@ class MemoryUpdatesFeed:
         self._subscription.close()
 
 
+_ALL = frozenset({0})
+"""Every partition the memory broker has."""
+
+
 class MemoryBroker:
     """In-process broker for `pushsvc serve` without Redis. One process only.
 
@@ -131,10 +137,10 @@ class MemoryBroker:
     aggregator in publish order. `publish_updates` holds one lock while it
     numbers, records and delivers a batch, so delivery order is id order even
     with several publishing greenlets. Ids are `{epoch}:0-{n}`: a random epoch
-    per broker instance and a counter. A handler that raises is logged and the
-    others still get the batch. Handlers must not block, and an updates handler
-    must not publish events (the aggregator publishes updates from inside an
-    events delivery; the other way round the two locks could deadlock).
+    per broker instance and a counter; one partition (0) holds every topic. A handler
+    that raises is logged and the others still get the batch. Handlers must not block,
+    and an updates handler must not publish events (the aggregator publishes updates
+    from inside an events delivery; the other way round the two locks could deadlock).
 
     The topics it keeps are those with a clock: at most `max_topics` (a batch for another
     raises TooManyTopics); `forget_topics` forgets idle ones.
@@ -300,12 +306,25 @@ class MemoryBroker:
         self._check_open()
         return MemoryUpdatesFeed(self._updates_handlers.add(handler))
 
-    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
+    partitions = 1
+    """One partition, one history: every topic is partition 0's."""
+
+    def partition_of(self, topic: str) -> int:
+        return 0
+
+    def replay(self, after: Cursor, match: TopicMatcher) -> Replayed:
+        """See `Broker.replay`. A cursor that names a partition other than 0 comes from
+        another deployment: partition 0 is lost."""
         with self._updates_lock:
-            start = self._start_after(after)
-            if start is None:
-                return None
-            return [u for _, u in islice(self._history, start, None) if match(u.topic)]
+            position = after.get(0)
+            if position is None:
+                start: int | None = 0
+            else:
+                start = self._start_after(position)
+            if start is None or any(partition != 0 for partition in after):
+                return Replayed([], lost=_ALL.union(after))
+            updates = [u for _, u in islice(self._history, start, None) if match(u.topic)]
+            return Replayed(updates)
 
     def _start_after(self, after: UpdateId) -> int | None:
         """The position in the history right after `after`; None when the history cannot

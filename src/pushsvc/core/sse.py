@@ -82,6 +82,13 @@ def encode_update(id: str, data: bytes, event: str = UPDATE_EVENT) -> bytes:
     return b"id: " + id.encode() + lines + data + b"\n\n"
 
 
+def id_line(id: str) -> bytes:
+    """An `id:` line alone, to put before a message encoded without one (`encode_message`
+    with no `id`): how a stream writes an id of its own before bytes shared by every stream.
+    `id` is pushsvc's (an update id or a cursor's text, which hold no CR, LF or NUL)."""
+    return b"id: " + id.encode() + b"\n"
+
+
 _EVENT_LINES = {
     name: b"\nevent: " + name.encode() + b"\ndata: "
     for name in (UPDATE_EVENT, POINT_EVENT, ALERT_EVENT)

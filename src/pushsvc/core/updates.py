@@ -20,8 +20,12 @@ updates, and only `Update.numbered` tells them apart.
 Update ids are `{epoch}:{ms}-{seq}`. The epoch is a short random hex token naming one
 history; it changes when the history is reset (a new memory broker, Redis restarted
 empty), so an id from a lost history is recognisably foreign instead of silently pointing
-somewhere else. `{ms}-{seq}` is a Redis stream id: two unsigned 64-bit integers, compared
-as a pair. Ids are parsed once, where they enter (from a broker, or a client's
+somewhere else. Each partition of the topics (`pushsvc.core.partitions`) has a history of its
+own, and its epochs name it: `{partition in hex, no leading zeros, none for 0}{8 random hex}`,
+so partition 0's epochs are plain 8-hex tokens and `UpdateId.partition` reads the partition
+back from any id. A stream's position over several partitions is a
+`pushsvc.core.cursor.Cursor`. `{ms}-{seq}` is a Redis stream id: two unsigned 64-bit
+integers, compared as a pair. Ids are parsed once, where they enter (from a broker, or a client's
 `Last-Event-ID`), into an `UpdateId` that is compared as a value.
 """
 
@@ -30,13 +34,14 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 
 from pushsvc.core.event import US_PER_S
+from pushsvc.core.partitions import MAX_PARTITIONS
 from pushsvc.core.sse import ALERT_EVENT, POINT_EVENT, UPDATE_EVENT, encode_message, encode_update
 
 _U64 = 2**64 - 1
@@ -54,21 +59,37 @@ _ID = re.compile(r"([0-9a-f]{1,16}):(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
 _MAX_ID_LEN = 16 + 1 + 20 + 1 + 20
 
 
-def new_epoch() -> str:
-    """A fresh epoch token: 8 hex digits."""
-    return secrets.token_hex(4)
+_EPOCH_TOKEN_LEN = 8
+"""The random part of an epoch: its last 8 hex digits; what comes before names the partition."""
+
+
+def new_epoch(partition: int = 0) -> str:
+    """A fresh epoch token of `partition`'s history: the partition in lowercase hex (none for
+    partition 0, no leading zeros), then 8 random hex digits."""
+    if not 0 <= partition < MAX_PARTITIONS:
+        raise ValueError(f"a partition is between 0 and {MAX_PARTITIONS - 1}, not {partition}")
+    token = secrets.token_hex(_EPOCH_TOKEN_LEN // 2)
+    return f"{partition:x}{token}" if partition else token
+
+
+def epoch_partition(epoch: str) -> int:
+    """The partition an epoch names: its hex digits before the last 8 (0 when there are none).
+    Not checked against the partition count: see `pushsvc.core.cursor`."""
+    return int(epoch[:-_EPOCH_TOKEN_LEN], 16) if len(epoch) > _EPOCH_TOKEN_LEN else 0
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateId:
     """A parsed update id. Ids of one epoch are strictly increasing in emission order; ids of
     different epochs are not comparable (see `is_after`). `str(id)` is the canonical form,
-    which holds no CR, LF, NUL or space, so it is safe as an SSE `id:` field."""
+    which holds no CR, LF, NUL, space or comma, so it is safe as an SSE `id:` field and as a
+    part of a cursor's. `partition`: the partition whose history issued it (its epoch's)."""
 
     epoch: str
     ms: int
     seq: int
     text: str = field(init=False, repr=False, compare=False)
+    partition: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _is_epoch(self.epoch):
@@ -78,6 +99,7 @@ class UpdateId:
                 f"ms and seq must be unsigned 64-bit integers, got {self.ms}-{self.seq}"
             )
         object.__setattr__(self, "text", f"{self.epoch}:{self.ms}-{self.seq}")
+        object.__setattr__(self, "partition", epoch_partition(self.epoch))
 
     @classmethod
     def parse(cls, text: object) -> UpdateId | None:
@@ -253,9 +275,9 @@ def draft(
 class Update:
     """An update with its id: what the history keeps and subscribers receive.
 
-    `data` is the JSON line. `sse` (its SSE message) and `fields` (its JSON parsed) are
-    made on first use and kept, so each is computed at most once per update per process,
-    whatever the number of subscribers.
+    `data` is the JSON line. `sse` (its SSE message), `unnumbered` (that message without its
+    `id:`) and `fields` (its JSON parsed) are made on first use and kept, so each is computed
+    at most once per update per process, whatever the number of subscribers.
     """
 
     topic: str
@@ -265,6 +287,7 @@ class Update:
     event: str = UPDATE_EVENT
     """The SSE event name: `stats` for an update, `point` for a closed series bucket."""
     _sse: bytes | None = field(default=None, repr=False, compare=False)
+    _unnumbered: bytes | None = field(default=None, repr=False, compare=False)
     _fields: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -288,6 +311,16 @@ class Update:
         message = self._sse
         if message is None:
             message = self._sse = encode_update(self.id.text, self.data, self.event)
+        return message
+
+    @property
+    def unnumbered(self) -> bytes:
+        """The SSE message without its `id:` line, made on first use and kept: what a stream
+        that writes an id of its own (a cursor) puts after its `id:` line, shared by every
+        such stream."""
+        message = self._unnumbered
+        if message is None:
+            message = self._unnumbered = encode_message(self.data, event=self.event)
         return message
 
     @property
@@ -327,6 +360,10 @@ class Run:
     """The run as other streams write it (projected, framed as a chunk), made once and
     shared. Owned by `pushsvc.deliver.rendering`, which alone reads and writes it and
     documents its keys and lifetime."""
+    unnumbered: dict[str, list[bytes]] | None = None
+    """Each update's message without its `id:` as streams that write ids of their own (a
+    cursor) render it, by projection; owned by `pushsvc.deliver.rendering` like
+    `renderings`."""
 
     @property
     def topic(self) -> str:
@@ -340,27 +377,20 @@ class Run:
 WindowsFilter = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def newest_id(updates: Iterable[Update]) -> UpdateId | None:
-    """The id of the update emitted last, None for none."""
-    newest: UpdateId | None = None
-    for update in updates:
-        if newest is None or update.id.is_after(newest):
-            newest = update.id
-    return newest
-
-
 def snapshot_message(
     latest: Mapping[str, Update],
     *,
     gap: bool,
+    id: str | None,
     windows_of: WindowsFilter | None = None,
     groups: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> bytes:
     """The `snapshot` SSE message of these topics' latest updates, with the live groups of
     the grouping topics (`groups`, as they should be sent).
 
-    Its `id:` is the newest update's it includes, so a client resuming from it loses
-    nothing; no `id:` when no topic has data yet.
+    Its `id:` is `id`: the stream's cursor once it has these updates
+    (`pushsvc.core.cursor.Cursor.newest` of their ids, for a stream that had nothing), so a
+    client resuming from it loses nothing; None (no `id:`) when it has nothing yet.
     """
     topics: dict[str, object] = {}
     for topic, update in sorted(latest.items()):
@@ -374,5 +404,4 @@ def snapshot_message(
             entry["groups"] = groups[topic]
         topics[topic] = entry
     data = orjson.dumps({"gap": gap, "topics": topics})
-    newest = newest_id(latest.values())
-    return encode_message(data, event="snapshot", id=newest.text if newest else None)
+    return encode_message(data, event="snapshot", id=id or None)

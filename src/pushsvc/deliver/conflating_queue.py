@@ -6,9 +6,11 @@ is conflated — its topic's latest update replaces any pending one of that topi
 stream drains the queue. An update is the full state of its topic, so skipping older ones
 loses nothing a subscriber needs.
 
-The floor is the newest update a stream's replay or snapshot already covered
-(`pushsvc.deliver.subscription`): draining drops queued updates up to it, so a stream
-subscribed before it read the history sends nothing twice.
+The floor is the stream's cursor once its replay or snapshot is out
+(`pushsvc.deliver.subscription`): draining drops the queued updates it does not admit (each
+partition's up to the cursor's id there), so a stream subscribed before it read the history
+sends nothing twice. A partition is forgotten by the floor once an update after it came (a
+partition's updates reach the hub in order), and the floor itself once it is empty.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.updates import Run, Update
 from pushsvc.deliver.rendering import run_of
 
 
@@ -27,8 +30,8 @@ class ConflatingQueue:
 
     capacity: int
     """Runs kept as they came; beyond this the queue conflates."""
-    floor: UpdateId | None = None
-    """Updates up to this id are dropped when drained (None: nothing to drop)."""
+    floor: Cursor | None = None
+    """Updates this cursor does not admit are dropped when drained (None: nothing to drop)."""
     runs: deque[Run] = field(default_factory=deque)
     latest: dict[str, Update] = field(default_factory=dict)
     """Conflated topics → their latest update, in the order those updates arrived (id
@@ -76,12 +79,19 @@ class ConflatingQueue:
     def _drop_covered(self, runs: list[Run]) -> list[Run]:
         floor = self.floor
         assert floor is not None
+        kept: list[Run] = []
         for index, run in enumerate(runs):
-            if run.updates[0].id.is_after(floor):
-                self.floor = None  # ids only grow from here: stop comparing
-                return runs[index:]
-            if run.last_id.is_after(floor):
-                self.floor = None
-                fresh = [u for u in run.updates if u.id.is_after(floor)]
-                return [run_of(fresh), *runs[index + 1 :]]
-        return []
+            partition = run.updates[0].id.partition  # a run is one topic's: one partition's
+            if partition not in floor:
+                kept.append(run)
+            elif floor.admits(run.updates[0].id):
+                kept.append(run)
+                floor = floor.without((partition,))  # its ids only grow from here
+            elif floor.admits(run.last_id):
+                kept.append(run_of([u for u in run.updates if floor.admits(u.id)]))
+                floor = floor.without((partition,))
+            if not floor:
+                kept.extend(runs[index + 1 :])
+                break
+        self.floor = floor or None
+        return kept

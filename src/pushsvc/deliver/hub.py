@@ -10,7 +10,8 @@ Two ways to a client's socket, one part of its `Subscriber` each:
   open (`Subscriber.direct`): `dispatch` appends the run to its `ready` list (no rendering, no
   wake-up) and lists the client as dirty once. The hub's one writer greenlet then sends each
   dirty client everything it holds with one non-blocking send (a single run goes out as bytes
-  made once for every stream that renders alike: `pushsvc.deliver.rendering`). The writer
+  made once for every stream that renders alike: `pushsvc.deliver.rendering`; a stream over
+  several partitions gets its own `id:` lines, its cursor, before the shared messages). The writer
   yields every few dozen clients, so while it works through many clients more updates arrive
   and the later ones get several runs in one send: coalescing without a queue. When a send
   would block, the rest is handed back to the client's own greenlet (`handback`), which waits
@@ -107,7 +108,7 @@ class Subscriber:
 
     Two parts carry what is on its way to the client:
     * `queue`, the queued way: a `ConflatingQueue` (bounded, latest-wins per topic once full,
-      and the floor of the stream's replay or snapshot);
+      and the floor: the stream's cursor after its replay or snapshot);
     * `direct_way`, when the hub may write the stream's socket: a `DirectWay`.
 
     The rest is the stream's life: its topics, its wake-up, the greenlet writing it, and why
@@ -345,12 +346,15 @@ class Hub:
             rendering = direct.rendering
             oldest = runs[0].received_us
             try:
-                if len(runs) > 1:
+                run = runs[0]
+                fresh = run is not shared_run or rendering is not shared_rendering
+                if len(runs) > 1 or (fresh and rendering.per_stream):
+                    # Several runs, or a stream's own `id:` lines before the shared messages:
+                    # the parts go out as one chunk, unjoined.
                     blocks = rendering.blocks(runs)
                     rest = sink.try_send(blocks) if blocks else _NOTHING
                 else:
-                    run = runs[0]
-                    if run is not shared_run or rendering is not shared_rendering:
+                    if fresh:
                         shared_data = rendering.wire(run)
                         shared_run, shared_rendering = run, rendering
                     rest = sink.try_send_bytes(shared_data) if shared_data else _NOTHING

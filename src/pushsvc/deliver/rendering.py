@@ -19,6 +19,17 @@ The cache, `Run.renderings` (None until first used), is read and written here on
 * `"chunk " + projection.key`, and `"chunk *"` for a whole run — that block framed as one
   HTTP/1.1 chunk, for the hub's direct sends of a single run.
 
+A second cache, `Run.unnumbered` (None until first used), holds under `projection.key` (`"*"`
+for a whole run) each update's message without its `id:` (b"" for one the stream leaves out):
+what a stream that writes its cursor as `id:` sends after its own `id:` line.
+
+Ids. A stream whose topics all live in one partition writes each update's own id as `id:`:
+its bytes are the ones above, shared. A stream over several partitions writes its cursor
+(`pushsvc.core.cursor`) as `id:`, advanced by each update it writes: its `CursorRendering`
+is its own (`rendering_for_stream`), and only its `id:` lines are; each message after them
+is the shared `unnumbered` bytes, sent after them without a copy where pushsvc writes the
+socket (`StreamSocket.try_send` takes the parts as they are).
+
 Its lifetime is the run's: a run lives while a client's queue or `ready` list, or a stream
 writing it, holds it — a few milliseconds for most — and nothing is evicted before. It holds
 at most one entry for the whole run and two per projection that its streams asked for.
@@ -32,8 +43,9 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from pushsvc.core.sse import POINT_EVENT, encode_message, encode_update
-from pushsvc.core.updates import Run, Update, snapshot_message
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.sse import POINT_EVENT, encode_message, encode_update, id_line
+from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_socket import http_chunk
 
@@ -53,12 +65,17 @@ class Rendering:
     `rendering_for`: equal renderings are one object, so the hub's writer sees by identity that
     the next stream takes the bytes it just sent."""
 
-    __slots__ = ("_block_key", "_chunk_key", "chunked", "projection")
+    __slots__ = ("_block_key", "_chunk_key", "_key", "chunked", "projection")
+
+    per_stream = False
+    """Whether this rendering is one stream's own (a `CursorRendering`): its bytes are for
+    that stream only, so the hub never shares them with the next stream."""
 
     def __init__(self, projection: Projection | None, *, chunked: bool) -> None:
         self.projection = projection
         self.chunked = chunked
         key = "*" if projection is None else projection.key
+        self._key = key
         self._block_key = f"block {key}"
         self._chunk_key = f"chunk {key}"
 
@@ -105,23 +122,46 @@ class Rendering:
             return encode_update(update.id.text, data, update.event)
         return encode_message(data, event=update.event)
 
+    def unnumbered(self, run: Run) -> list[bytes]:
+        """Each update of the run as this stream writes it but without its `id:` (b"" for
+        one it leaves out), made once per projection and shared (`Run.unnumbered`)."""
+        cache = run.unnumbered
+        if cache is None:
+            cache = run.unnumbered = {}
+        messages = cache.get(self._key)
+        if messages is None:
+            if self.projection is None:
+                messages = [b"" if u.is_point else u.unnumbered for u in run.updates]
+            else:
+                message = self.message
+                messages = [message(u, False) for u in run.updates]
+            cache[self._key] = messages
+        return messages
+
     def replay(self, updates: Sequence[Update]) -> bytes:
         """The updates after a client's Last-Event-ID, as this stream writes them."""
         message = self.message
         return b"".join([message(u) for u in updates])
 
     def snapshot(
-        self, latest: Mapping[str, Update], groups: Mapping[str, list[bytes]], *, gap: bool
+        self,
+        latest: Mapping[str, Update],
+        groups: Mapping[str, list[bytes]],
+        *,
+        gap: bool,
+        cursor: Cursor,
     ) -> bytes:
         """The `snapshot` message of these topics' latest updates and their live groups (each
-        group's JSON), projected as this stream asks."""
+        group's JSON), projected as this stream asks; its `id:` is `cursor`, the stream's
+        once it has them (none when empty)."""
         projection = self.projection
         decoded = {topic: [orjson.loads(group) for group in kept] for topic, kept in groups.items()}
         if projection is None:
-            return snapshot_message(latest, gap=gap, groups=decoded)
+            return snapshot_message(latest, gap=gap, id=cursor.text, groups=decoded)
         return snapshot_message(
             latest,
             gap=gap,
+            id=cursor.text,
             windows_of=projection.windows_of,
             groups={topic: projection.groups_of(kept) for topic, kept in decoded.items()},
         )
@@ -146,3 +186,105 @@ def rendering_for(projection: Projection | None, *, chunked: bool) -> Rendering:
     """The one `Rendering` for this projection and framing (kept for the few projections in
     use; past that a fresh, equal one, which still shares the cached bytes)."""
     return Rendering(projection, chunked=chunked)
+
+
+class CursorRendering(Rendering):
+    """One stream's rendering when it reads several partitions: each message's `id:` is the
+    stream's cursor, advanced by that update; the rest of the message is the shared
+    `unnumbered` bytes of its rendering alike. Made per stream by `rendering_for_stream`; the
+    stream's writes (its own and the hub's, in turns) go through it, in the order they are
+    written, so `cursor` is where its client is once they are out.
+
+    The cursor is kept as its parts' text in partition order, each replaced in place as the
+    stream advances: a run (one topic's, so one partition's) costs the join of the parts before
+    and after its own, once, and one concatenation per update."""
+
+    __slots__ = ("_at", "_ids", "_texts")
+
+    per_stream = True
+
+    def __init__(self, projection: Projection | None, *, chunked: bool, cursor: Cursor) -> None:
+        super().__init__(projection, chunked=chunked)
+        self._ids: list[UpdateId] = list(cursor.ids)
+        self._texts: list[str] = [i.text for i in self._ids]
+        self._at: dict[int, int] = {i.partition: n for n, i in enumerate(self._ids)}
+
+    @property
+    def cursor(self) -> Cursor:
+        """Where the stream is: the cursor of what it has written."""
+        return Cursor(self._ids)
+
+    def _place(self, partition: int) -> int:
+        """The index of `partition`'s part, made (empty) when the cursor had none."""
+        at = self._at.get(partition)
+        if at is None:
+            partitions = sorted([*self._at, partition])
+            at = partitions.index(partition)
+            self._ids.insert(at, UpdateId("0", 0, 0))  # replaced before it is read
+            self._texts.insert(at, "")
+            self._at = {p: n for n, p in enumerate(partitions)}
+        return at
+
+    def _around(self, at: int) -> tuple[str, str]:
+        """The cursor's text before and after the part at `at`, with their commas."""
+        texts = self._texts
+        head = ",".join(texts[:at]) + "," if at else ""
+        tail = "," + ",".join(texts[at + 1 :]) if at + 1 < len(texts) else ""
+        return head, tail
+
+    def _parts(self, run: Run, parts: list[bytes]) -> None:
+        """Append the run's `id:` lines and shared messages to `parts`; advance the cursor."""
+        messages = self.unnumbered(run)
+        updates = run.updates
+        at = self._place(updates[0].id.partition)  # a run is one topic's: one partition's
+        head, tail = self._around(at)
+        last = None
+        for update, message in zip(updates, messages, strict=True):
+            if message:
+                last = update.id
+                parts.append(id_line(head + last.text + tail))
+                parts.append(message)
+        if last is not None:
+            self._ids[at] = last
+            self._texts[at] = last.text
+
+    def block(self, run: Run) -> bytes:
+        parts: list[bytes] = []
+        self._parts(run, parts)
+        return b"".join(parts)
+
+    def blocks(self, runs: Sequence[Run]) -> list[bytes]:
+        """The runs' `id:` lines and shared messages, in order, as separate parts (written
+        without joining where pushsvc writes the socket)."""
+        parts: list[bytes] = []
+        for run in runs:
+            self._parts(run, parts)
+        return parts
+
+    def message(self, update: Update, with_id: bool = True) -> bytes:
+        if self.projection is None:
+            message = b"" if update.is_point else update.unnumbered
+        else:
+            message = super().message(update, False)
+        if not message or not with_id:
+            return message
+        update_id = update.id
+        at = self._place(update_id.partition)
+        head, tail = self._around(at)
+        self._ids[at] = update_id
+        self._texts[at] = update_id.text
+        return id_line(head + update_id.text + tail) + message
+
+    def wire(self, run: Run) -> bytes:
+        block = self.block(run)
+        return http_chunk(block) if self.chunked and block else block
+
+
+def rendering_for_stream(
+    projection: Projection | None, *, chunked: bool, cursor: Cursor | None
+) -> Rendering:
+    """The rendering of one stream: shared (`rendering_for`) when it writes each update's own
+    id (`cursor` None), else its own `CursorRendering` starting at `cursor`."""
+    if cursor is None:
+        return rendering_for(projection, chunked=chunked)
+    return CursorRendering(projection, chunked=chunked, cursor=cursor)

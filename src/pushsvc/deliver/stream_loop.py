@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import HEARTBEAT, retry_line
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.deliver import peer_watch, subscription
@@ -92,7 +93,7 @@ def events(
         # Once the head is out: only then does pywsgi lend its socket (`StreamSocket.of`).
         yield from loop(
             client,
-            _strategy(client, request, environ),
+            _strategy(client, request, environ, primed.live_cursor),
             heartbeat_s=request.heartbeat_s,
             expires_at=request.expires_at,
             latency=hub.delivery_latency,
@@ -112,16 +113,20 @@ def events(
 
 
 def _strategy(
-    client: Subscriber, request: StreamRequest, environ: Mapping[str, object]
+    client: Subscriber,
+    request: StreamRequest,
+    environ: Mapping[str, object],
+    cursor: Cursor | None,
 ) -> WriteStrategy:
     """How this stream is written: paced when it asks, else by itself and the hub where the
-    server lends its socket (pushsvc's pywsgi on plain TCP), else yielded to the server."""
+    server lends its socket (pushsvc's pywsgi on plain TCP), else yielded to the server.
+    `cursor`: where a stream that writes its cursor as `id:` is (None: own ids)."""
     if request.min_interval_s:
-        return Paced(client, request.projection, request.min_interval_s)
+        return Paced(client, request.projection, request.min_interval_s, cursor=cursor)
     sink = StreamSocket.of(environ)
     if sink is not None:
-        return OwnSocket(client, sink, request.projection)
-    return YieldToServer(client, request.projection)
+        return OwnSocket(client, sink, request.projection, cursor=cursor)
+    return YieldToServer(client, request.projection, cursor=cursor)
 
 
 def loop(

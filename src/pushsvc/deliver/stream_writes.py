@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import coalesce
 from pushsvc.core.updates import Run, UpdateId
 from pushsvc.deliver.hub import DirectWay, Subscriber
 from pushsvc.deliver.pacer import Pacer
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.rendering import rendering_for
+from pushsvc.deliver.rendering import rendering_for_stream
 from pushsvc.deliver.stream_socket import StreamSocket
 
 
@@ -56,10 +57,12 @@ class YieldToServer:
 
     write = staticmethod(coalesce)
 
-    def __init__(self, client: Subscriber, projection: Projection | None) -> None:
+    def __init__(
+        self, client: Subscriber, projection: Projection | None, *, cursor: Cursor | None = None
+    ) -> None:
         self.take: Callable[[float], list[Run]] = client.take
-        self.render: Callable[[list[Run]], Sequence[bytes]] = rendering_for(
-            projection, chunked=False
+        self.render: Callable[[list[Run]], Sequence[bytes]] = rendering_for_stream(
+            projection, chunked=False, cursor=cursor
         ).blocks
 
 
@@ -82,11 +85,16 @@ class OwnSocket:
     __slots__ = ("_direct_way", "_handback", "_rendering", "_sink", "_take")
 
     def __init__(
-        self, client: Subscriber, sink: StreamSocket, projection: Projection | None
+        self,
+        client: Subscriber,
+        sink: StreamSocket,
+        projection: Projection | None,
+        *,
+        cursor: Cursor | None = None,
     ) -> None:
         self._sink = sink
         self._take = client.take
-        self._rendering = rendering_for(projection, chunked=sink.chunked)
+        self._rendering = rendering_for_stream(projection, chunked=sink.chunked, cursor=cursor)
         self._direct_way = client.direct_way = DirectWay(sink, self._rendering)
         self._handback: memoryview | None = None
 
@@ -121,10 +129,11 @@ class OwnSocket:
 class Paced:
     """`?max_hz=`: at most one update per topic per interval, always its latest (`Pacer`),
     decided update by update, so the stream keeps the queued way and yields to the WSGI
-    server. An update held back behind newer ones goes without `id:`, so the client's
-    Last-Event-ID never moves backwards. `monotonic` is the loop's clock."""
+    server. An update held back behind newer ones of its partition goes without `id:`, so
+    the client's Last-Event-ID never moves backwards. `monotonic` is the loop's clock;
+    `cursor`: where a stream that writes its cursor as `id:` is (None: own ids)."""
 
-    __slots__ = ("_admit", "_held", "_last_sent", "_message", "_monotonic", "_pacer", "_take")
+    __slots__ = ("_admit", "_held", "_message", "_monotonic", "_pacer", "_sent", "_take")
 
     write = staticmethod(coalesce)
 
@@ -134,14 +143,17 @@ class Paced:
         projection: Projection | None,
         interval_s: float,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        cursor: Cursor | None = None,
     ) -> None:
         self._take = client.take
         self._pacer = Pacer(interval_s)
         self._admit = self._pacer.admit
         self._held = self._pacer.held
-        self._message = rendering_for(projection, chunked=False).message
+        self._message = rendering_for_stream(projection, chunked=False, cursor=cursor).message
         self._monotonic = monotonic
-        self._last_sent: UpdateId | None = None
+        self._sent: dict[int, UpdateId] = {}
+        """The newest update sent with its id, per partition."""
 
     def take(self, wait_s: float) -> list[Run]:
         if self._held:  # a held-back update falls due before the heartbeat, maybe
@@ -150,16 +162,17 @@ class Paced:
 
     def render(self, runs: list[Run]) -> Sequence[bytes]:
         message = self._message
-        last_sent = self._last_sent
+        sent = self._sent
         messages = []
         # One run, the common case, is admitted as it is (`admit` only reads the list).
         taken = runs[0].updates if len(runs) == 1 else [u for run in runs for u in run.updates]
         for update in self._admit(taken, self._monotonic()):
-            fresh = last_sent is None or update.id.is_after(last_sent)
+            update_id = update.id
+            last = sent.get(update_id.partition)
+            fresh = last is None or update_id.is_after(last)
             data = message(update, fresh)  # with its id when fresh
             if data:  # empty: a group filter left nothing of it
                 messages.append(data)
                 if fresh:
-                    last_sent = update.id
-        self._last_sent = last_sent
+                    sent[update_id.partition] = update_id
         return [b"".join(messages)] if messages else []

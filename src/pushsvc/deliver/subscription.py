@@ -2,14 +2,23 @@
 
 Like Mercure's `AddSubscriber` then `Ready`: the client is registered with the hub FIRST,
 the process's broker feed watches its topics (confirmed), then the replay (for a
-`Last-Event-ID`) or the snapshot is read, and the client's floor is set to the newest
-update that covered. Whatever the hub queued in between is either after
-the floor (sent live) or dropped when the stream takes it (already in the replay or snapshot):
-nothing is lost or sent twice.
+`Last-Event-ID`) or the snapshot is read, and the client's floor is set to its cursor once
+that is sent (`pushsvc.core.cursor`: the last update it has of each partition). Whatever the
+hub queued in between is either admitted by the cursor (sent live) or dropped when the stream
+takes it (already in the replay or snapshot): nothing is lost or sent twice.
 
-A `Last-Event-ID` the history cannot replay completely — malformed, from another epoch
-(the history was lost), never issued, or older than what is kept — gets a snapshot marked
-`"gap": true` instead: never a silent gap, never a partial replay.
+A `Last-Event-ID` is a cursor. Where a partition's history cannot replay everything after
+the cursor's id there — another epoch (the history was lost), never issued, or older than
+what is kept — the stream gets a snapshot marked `"gap": true` of that partition's matching
+topics only, first, then the exact replay of the other partitions: never a silent gap, never
+a partial replay of one partition. The snapshot's `id:` is the cursor with the lost
+partitions at the snapshot's newest updates and the others where the client was, so a client
+that resumes from it gets the rest of the replay. A malformed or foreign `Last-Event-ID`
+(not a cursor we could have issued) is a gap snapshot of everything.
+
+A stream whose topics all live in one partition (one topic, or one partition in all) writes
+each update's own id as `id:`; a stream over several writes its cursor
+(`Primed.cursor_ids`, `pushsvc.deliver.rendering.CursorRendering`).
 """
 
 from __future__ import annotations
@@ -18,38 +27,73 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateId, newest_id
+from pushsvc.core.updates import Update
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.rendering import rendering_for
+from pushsvc.deliver.rendering import rendering_for_stream
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A `snapshot` message to send: these topics' latest updates (`latest`) and the live
+    groups of the grouping ones (each group's JSON), `gap` when the client asked to resume and
+    could not be, and `cursor`, its `id:` (the stream's cursor once it is sent)."""
+
+    latest: dict[str, Update]
+    gap: bool
+    cursor: Cursor
+    groups: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Primed:
-    """A subscribed client and what its stream sends first: `replay` (updates after the
-    client's Last-Event-ID) or, when that is None, a snapshot of `latest` (with `gap` set
-    when the client asked to resume and could not be)."""
+    """A subscribed client and what its stream sends first: `snapshot` (if any), then
+    `replay` (updates after the client's Last-Event-ID, of the partitions that could be
+    replayed). `cursor` is where the stream is once both are sent; `cursor_ids`: the stream
+    reads several partitions and writes its cursor as `id:`."""
 
     client: Subscriber
-    replay: list[Update] | None
-    latest: dict[str, Update]
-    gap: bool
+    snapshot: Snapshot | None
+    replay: list[Update]
+    replay_from: Cursor
+    """Where the stream is when its replay starts (after the snapshot, if any)."""
+    cursor: Cursor
+    cursor_ids: bool
     _close: Callable[[], None]
-    groups: dict[str, list[bytes]] = field(default_factory=dict)
-    """The live groups of the grouping topics in `latest` (each group's JSON)."""
+
+    @property
+    def gap(self) -> bool:
+        return self.snapshot is not None and self.snapshot.gap
 
     def close(self) -> None:
         """End the subscription (the stream is over): local and in the broker."""
         self._close()
 
+    @property
+    def live_cursor(self) -> Cursor | None:
+        """What a stream that writes its cursor as `id:` starts its live updates from (None
+        for a stream that writes each update's own id)."""
+        return self.cursor if self.cursor_ids else None
+
     def head(self, projection: Projection | None) -> bytes:
         """The SSE bytes to send before live updates, rendered for the stream's projection
-        (`pushsvc.deliver.rendering`)."""
-        rendering = rendering_for(projection, chunked=False)
-        if self.replay is not None:
-            return rendering.replay(self.replay)
-        return rendering.snapshot(self.latest, self.groups, gap=self.gap)
+        (`pushsvc.deliver.rendering`): the snapshot, then the replay."""
+        snapshot = self.snapshot
+        rendering = rendering_for_stream(
+            projection, chunked=False, cursor=self.replay_from if self.cursor_ids else None
+        )
+        parts = []
+        if snapshot is not None:
+            parts.append(
+                rendering.snapshot(
+                    snapshot.latest, snapshot.groups, gap=snapshot.gap, cursor=snapshot.cursor
+                )
+            )
+        if self.replay:
+            parts.append(rendering.replay(self.replay))
+        return b"".join(parts)
 
 
 def subscribe(
@@ -81,20 +125,63 @@ def subscribe(
         # only then is the history read, so nothing falls between the two.
         feed.watch(selectors)
         watching = True
-        after = UpdateId.parse(last_event_id) if last_event_id else None
-        replay = broker.replay(after, matcher) if after is not None else None
-        if replay is not None:
-            client.queue.floor = replay[-1].id if replay else after
-            return Primed(client, replay, {}, False, close)
-        latest = broker.latest(matcher)
-        client.queue.floor = newest_id(latest.values())
-        groups = (
-            broker.latest_groups([topic for topic in latest if grouping(topic)])
-            if grouping is not None
-            else {}
+        cursor_ids = reads_several_partitions(broker, matcher)
+        after = Cursor.parse(last_event_id) if last_event_id else None
+        if after is None:
+            gap = last_event_id is not None
+            snapshot = _snapshot(broker, matcher, grouping, Cursor(), None, gap=gap)
+            client.queue.floor = snapshot.cursor or None
+            cursor = snapshot.cursor
+            return Primed(client, snapshot, [], cursor, cursor, cursor_ids, close)
+        replayed = broker.replay(after, matcher)
+        lost: Snapshot | None = None
+        replay_from = after
+        if replayed.lost:
+            kept = after.without(replayed.lost)
+            lost = _snapshot(broker, matcher, grouping, kept, replayed.lost, gap=True)
+            replay_from = lost.cursor
+        # Each partition's updates are in order in the replay: its last is its newest.
+        newest = {u.id.partition: u.id for u in replayed.updates}
+        cursor = Cursor(
+            [*(i for i in replay_from.ids if i.partition not in newest), *newest.values()]
         )
-        return Primed(client, None, latest, last_event_id is not None, close, groups)
+        client.queue.floor = cursor or None
+        return Primed(client, lost, replayed.updates, replay_from, cursor, cursor_ids, close)
     except BaseException as exc:
         client.close(StreamExit.ERROR if isinstance(exc, Exception) else StreamExit.GONE)
         close()
         raise
+
+
+def reads_several_partitions(broker: Broker, matcher: TopicMatcher) -> bool:
+    """Whether a stream of `matcher` may get updates of more than one partition (then it
+    writes its cursor as `id:`, not each update's own)."""
+    if broker.partitions == 1:
+        return False
+    if not matcher.exact:
+        return True
+    return len({broker.partition_of(topic) for topic in matcher.names}) > 1
+
+
+def _snapshot(
+    broker: Broker,
+    matcher: TopicMatcher,
+    grouping: Callable[[str], bool] | None,
+    cursor: Cursor,
+    partitions: frozenset[int] | None,
+    *,
+    gap: bool,
+) -> Snapshot:
+    """A snapshot of the matching topics of `partitions` (None: of every partition), its
+    cursor `cursor` advanced to its updates (`cursor` knows nothing of those partitions)."""
+    latest = broker.latest(matcher)
+    if partitions is not None:
+        latest = {t: u for t, u in latest.items() if broker.partition_of(t) in partitions}
+    for update_id in Cursor.newest(u.id for u in latest.values()).ids:
+        cursor = cursor.advanced(update_id)
+    groups = (
+        broker.latest_groups([topic for topic in latest if grouping(topic)])
+        if grouping is not None
+        else {}
+    )
+    return Snapshot(latest, gap, cursor, groups)

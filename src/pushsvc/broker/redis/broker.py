@@ -36,6 +36,7 @@ from pushsvc.broker.base import (
     Applied,
     BridgeStats,
     HistoryPage,
+    Replayed,
     SeriesPage,
     ShardLag,
     TopicStats,
@@ -48,8 +49,6 @@ from pushsvc.broker.redis.keys import (
     Keys,
     PartitionKeys,
     covering_channel,
-    new_partition_epoch,
-    partition_of_epoch,
     series_id,
     series_time,
     time_key,
@@ -72,12 +71,13 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, check_partitions, partition_of
-from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId
+from pushsvc.core.topics import ALERTS, TopicMatcher
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import (
     BrokerUnavailable,
     LayoutMismatch,
@@ -355,7 +355,7 @@ class RedisBroker:
             part.alerts_head,
         ]
         args: list[str | int | bytes] = [
-            new_partition_epoch(index),
+            new_epoch(index),
             self._history,
             part.updates_channel,
             fence or "",
@@ -454,12 +454,28 @@ class RedisBroker:
 
     # -- history -----------------------------------------------------------
 
-    def replay(self, after: UpdateId, match: TopicMatcher) -> list[Update] | None:
+    def replay(self, after: Cursor, match: TopicMatcher) -> Replayed:
+        """See `Broker.replay`: each partition `match` can take a topic of, from its own
+        history, merged across partitions by the time Redis wrote each update (a stream id is
+        `<ms>-<seq>`, which within a partition is its own order)."""
         self._check_open()
-        index = partition_of_epoch(after.epoch)
-        if index >= self.partitions:
-            return None  # not an id of this layout
-        return self._replay_partition(index, after, match)
+        lost = {index for index in after if index >= self.partitions}
+        updates: list[Update] = []
+        for index in self._partitions_of(match):
+            replayed = self._replay_partition(index, after.get(index), match)
+            if replayed is None:
+                lost.add(index)
+            else:
+                updates += replayed
+        if len({u.id.partition for u in updates}) > 1:
+            updates.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition keeps its order
+        return Replayed(updates, frozenset(lost))
+
+    def _partitions_of(self, match: TopicMatcher) -> list[int]:
+        """The partitions that may hold a topic `match` takes."""
+        if match.exact and ALERTS not in match.names:
+            return sorted({self.partition_of(name) for name in match.names})
+        return list(range(self.partitions))
 
     def _replay_partition(
         self, index: int, after: UpdateId | None, match: TopicMatcher

@@ -29,12 +29,12 @@ from typing import Any
 from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
-from pushsvc.broker.redis.keys import Keys, PartitionKeys, partition_of_epoch
+from pushsvc.broker.redis.keys import Keys, PartitionKeys
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import stream_entries, stream_position
 from pushsvc.core.topics import ALERTS
-from pushsvc.core.updates import POINT_BODY, Update, UpdateId
+from pushsvc.core.updates import POINT_BODY, Update, UpdateId, epoch_partition
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
@@ -80,7 +80,7 @@ class HistoryReader:
             heads = [p.resume for p in pages if p.resume is not None and not p.more]
             more = any(p.more for p in pages) or len(merged) > limit
             taken = merged[:limit]
-            gap = pages[partition_of_epoch(after.epoch) % len(pages)].gap
+            gap = pages[epoch_partition(after.epoch) % len(pages)].gap
             head = max(heads, key=_id_time) if heads else None
             return HistoryPage(taken, taken[-1].id if more and taken else head, more, gap)
         wanted = None if since_us is not None else limit + 1

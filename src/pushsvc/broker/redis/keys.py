@@ -58,7 +58,6 @@ from dataclasses import dataclass, field
 
 from pushsvc.broker.redis.slots import partition_tags
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
-from pushsvc.core.updates import new_epoch
 
 # Event times are -2**62 < t < 2**62 µs (years 1..9999 are ±2.6e17); shifted by 2**62 and
 # written with 19 digits, string order is integer order, which Lua (doubles) cannot give
@@ -103,19 +102,6 @@ def topic_of_channel(channel: bytes) -> str:
     if not found:
         raise ValueError(f"not an updates channel: {channel[:64]!r}")
     return topic.decode()
-
-
-def new_partition_epoch(index: int) -> str:
-    """A fresh epoch for partition `index`'s history: the epoch names its partition, in hex
-    before its random part (none for partition 0, so one partition's ids are as before)."""
-    epoch = new_epoch()
-    return f"{index:x}{epoch}" if index else epoch
-
-
-def partition_of_epoch(epoch: str) -> int:
-    """The partition an epoch of `new_partition_epoch` names."""
-    head = epoch[: -len(new_epoch())]
-    return int(head, 16) if head else 0
 
 
 def covering_channel(channel: bytes) -> bytes | None:

@@ -200,7 +200,8 @@ def _stream_params(settings: Settings) -> list[dict[str, Any]]:
             "name": "Last-Event-ID",
             "in": "header",
             "schema": {"type": "string"},
-            "description": "Resume after this update id (an unknown one: a gap snapshot).",
+            "description": "Resume after this stream id, the last `id:` the stream wrote (an "
+            "opaque cursor; one that cannot be resumed: a gap snapshot).",
         },
         {
             "name": "lastEventId",
