@@ -126,7 +126,7 @@ class Stack:
 
     @property
     def lease_key(self) -> str:
-        return f"{self.prefix}lease:0/1"  # the compose file runs one shard
+        return f"{self.prefix}lease:0/16"  # the compose file keeps the default 16 partitions
 
     def redis(self, *command: str) -> str:
         """A redis-cli command in the Redis container (its port is not published)."""

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from conftest import MakeApp
+from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
 
@@ -171,7 +172,10 @@ def test_the_bridge_refuses_one_topic_too_many_like_a_post(
         reason = 'pushsvc_bridge_rejected_total{reason="too_many_topics"}'
         wait_until(lambda: _metric(_metrics(web.port), reason) == 1)
         assert client.hkeys(f"{prefix}clocks") == [b"kept"]
-        assert client.xlen(f"{prefix}log:0/1") == 1  # neither refusal logged anything
+        # Neither refusal logged anything.
+        assert client.xlen(f"{prefix}log:{partition_of('kept', DEFAULT_PARTITIONS)}/16") == 1
+        logged = [client.xlen(f"{prefix}log:{i}/16") for i in range(DEFAULT_PARTITIONS)]
+        assert sum(logged) == 1
         metrics = _metrics(web.port)
         assert _metric(metrics, 'pushsvc_requests_rejected_total{code="too_many_topics"}') == 1
         assert _metric(metrics, "pushsvc_topics_live") == 1

@@ -50,7 +50,9 @@ from pushsvc.broker.redis.keys import (
     time_of_key,
 )
 from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
@@ -125,13 +127,21 @@ class RedisBroker:
     # -- the shared log, for the aggregators ----------------------------------
 
     def event_log(self, shard: tuple[int, int]) -> RedisEventLog:
-        """See `LogBroker.event_log`: a connection of its own, so that its blocking reads never
-        hold up the lease or the publishing."""
-        return RedisEventLog(self.url, self.keys, shard, socket_timeout=self._socket_timeout)
+        """See `LogBroker.event_log`: on this broker's pool, shared by every partition of the
+        process (nothing blocks on it: `log_waiter` waits for new entries)."""
+        return RedisEventLog(self._client, self.keys, shard, socket_timeout=self._socket_timeout)
 
     def lease(self, shard: tuple[int, int], *, ttl_us: int) -> RedisLease:
         """See `LogBroker.lease`."""
         return RedisLease(self.url, self.keys.lease(shard), ttl_us=ttl_us)
+
+    def log_waiter(self) -> StreamsWaiter:
+        """See `LogBroker.log_waiter`: one connection, one XREAD over every log waited on."""
+        return StreamsWaiter(self.url, self.keys, socket_timeout=self._socket_timeout)
+
+    def lease_group(self, *, ttl_us: int) -> RedisLeaseGroup:
+        """See `LogBroker.lease_group`: one connection for the membership and every lease."""
+        return RedisLeaseGroup(self.url, self.keys, self.shards, ttl_us=ttl_us)
 
     # -- producer side -----------------------------------------------------
 
