@@ -189,8 +189,7 @@ def aggregate(settings: Settings) -> None:
     stop = gevent.event.Event()
     _on_termination(stop)
     log.warning(
-        "pushsvc aggregator %s sharing %d partitions on %s",
-        runtime.partitions.member,
+        "pushsvc aggregator sharing %d partitions on %s",
         settings.partitions,
         settings.redacted()["redis_url"],
     )

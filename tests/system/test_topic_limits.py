@@ -126,7 +126,8 @@ def test_an_idle_topic_is_forgotten_in_redis_and_stays_forgotten_after_a_takeove
     redis_env: dict[str, str], keys: tuple[redis.Redis, str], topic: str
 ) -> None:
     client, prefix = keys
-    env = redis_env | FAST
+    # One partition: the first aggregator holds it, the second (joined later) stands by.
+    env = redis_env | FAST | {"PUSHSVC_PARTITIONS": "1"}
     active = PushsvcProcess("aggregate", env=env, http=False).start()
     procs = [active]
     try:

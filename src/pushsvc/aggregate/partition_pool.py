@@ -3,10 +3,12 @@
 Every aggregator process is a member of the deployment's `LeaseGroup` (a membership that
 expires unless renewed, like a lease). Every ttl/3 it renews its membership and the leases
 it holds in one round trip, and sees the live members and the free partitions. Its share
-is `quota`: the partitions spread over the members by their sorted ids, P // N each and one
-more for the first P % N, so the shares differ by at most one and add up to P.
+is `quota`: the partitions spread over the members by their sorted ids (the order in which
+they joined), P // N each and one more for the first P % N, so the shares differ by at most
+one and add up to P.
 
-* Under its share, it takes free partitions (each process tries them in an order of its
+* Under its share, it takes free partitions (unless the members just changed unexpectedly:
+  `Roster.settled`) (each process tries them in an order of its
   own, so that processes starting together rarely race for the same one) and rebuilds each
   cold from the log and the checkpoints up to its applied position (`ShardRunner.rebuild`),
   then applies and publishes it.
@@ -23,10 +25,9 @@ skipped, whatever the timing (`shard_runner.py`).
 
 One process, many partitions, few connections: the leases and the membership share one
 connection (the lease group's), the runners' other calls share the broker's pool, and one
-`LogWaiter` waits for new entries of every held partition at once. The runners run in one
-greenlet (the `loop`), which hands each the entries the waiter read for it; the rounds run in
-another, so that a slow publish never delays a renewal; rebuilds run beside them, two at a
-time.
+`LogWaiter` waits for new entries of every held partition at once. One greenlet runs the
+rounds and the runners (`step`), handing each runner the entries the waiter read for it, and
+waits no longer than the next round; rebuilds run beside it, two at a time.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
@@ -54,8 +55,9 @@ Shard = tuple[int, int]
 
 _READ_COUNT = 512  # log entries read per partition at once
 _MAX_BLOCK_S = 0.25
-"""The longest wait for new entries: a partition taken or handed over joins or leaves the
-wait after at most this long."""
+"""The longest wait for new entries: a partition whose rebuild ended joins the wait after
+at most this long."""
+_REBUILDING_BLOCK_S = 0.02
 _RETRY_S = 0.5
 _REBUILDS_AT_ONCE = 2
 
@@ -84,15 +86,13 @@ class _Held:
     ready: bool = False
     """Rebuilt: the loop runs it."""
     dropped: bool = False
-    """Given up (handed over, or lost) before its rebuild ended: the rebuild discards it."""
-    draining: bool = False
-    handed: gevent.event.Event = field(default_factory=gevent.event.Event)
+    """Given up (handed over, or lost): a rebuild under way discards it."""
     paused_until: float = 0.0
 
 
 class PartitionPool:
     """This process's share of the partitions: takes, runs and hands over runners as the
-    members come and go. `run` in a greenlet of its own until `stop` is set."""
+    members come and go. `run` in a greenlet of its own until `stop` is set (or `step` it)."""
 
     def __init__(
         self,
@@ -103,23 +103,32 @@ class PartitionPool:
         tick_us: int,
         topic_ttl_us: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[Callable[[], None]], object] | None = None,
+        max_block_s: float = _MAX_BLOCK_S,
     ) -> None:
         self._broker = broker
         self._new_aggregator = new_aggregator
         self.partitions = broker.shards
         self._lease_us = lease_us
+        self._round_s = lease_us / 3_000_000
         self._tick_us = tick_us
         self._topic_ttl_us = topic_ttl_us
         self._clock = clock
+        self._max_block_s = max_block_s
         self._group = broker.lease_group(ttl_us=lease_us)
         self._waiter = broker.log_waiter()
         self._held: dict[Shard, _Held] = {}
-        self._rebuilds = gevent.pool.Pool(_REBUILDS_AT_ONCE)
+        if spawn is None:
+            rebuilds = gevent.pool.Pool(_REBUILDS_AT_ONCE)
+            spawn = rebuilds.spawn
+        self._spawn = spawn
         self._changed = gevent.event.Event()
+        self._next_round = clock()
         self.members = 0
         """Live aggregator processes, as the last round saw them."""
         self._published_before = 0
         self._overflow_before = 0
+        self._closed = False
 
     @property
     def member(self) -> str:
@@ -130,7 +139,7 @@ class PartitionPool:
     @property
     def owned(self) -> list[Shard]:
         """The partitions this process holds the lease of (rebuilding or running)."""
-        return sorted(s for s, h in self._held.items() if h.lease.holding and not h.draining)
+        return sorted(s for s, h in self._held.items() if h.lease.holding)
 
     @property
     def holding(self) -> bool:
@@ -159,24 +168,55 @@ class PartitionPool:
     def group_overflow(self) -> int:
         return self._overflow_before + sum(r.aggregator.group_overflow for r in self.runners)
 
-    # -- the rounds ------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------
 
     def run(self, stop: gevent.event.Event) -> None:
-        """The rounds, every ttl/3, with the loop in a greenlet beside them; once `stop` is
-        set, hand every partition over and leave."""
-        loop = gevent.spawn(self._loop, stop)
-        interval = self._lease_us / 3_000_000
+        """Step until `stop` is set; then hand every partition over and leave."""
         try:
             while not stop.is_set():
-                started = self._clock()
-                # Unreachable: the leases lapse by themselves if it goes on.
-                with contextlib.suppress(BrokerUnavailable):
-                    self._round()
-                stop.wait(max(0.0, interval - (self._clock() - started)))
+                pause = self.step()
+                if pause:
+                    stop.wait(pause)
         finally:
-            loop.join(_MAX_BLOCK_S * 4 + 1)
-            loop.kill()
-            self._leave()
+            self.leave()
+
+    def step(self) -> float:
+        """One pass: a round when one is due (every ttl/3), then a wait for new entries of
+        the partitions running (at most until the next round or chore), and a turn of each.
+        How long to pause before the next pass: 0, or a while when Redis cannot be reached."""
+        now = self._clock()
+        if now >= self._next_round:
+            self._next_round = now + self._round_s
+            # Unreachable: the leases lapse by themselves if it goes on.
+            with contextlib.suppress(BrokerUnavailable):
+                self._round()
+        now = self._clock()
+        running = [h for h in self._held.values() if h.ready]
+        waiting = {h.runner.shard: h for h in running if h.paused_until <= now}
+        due = min((h.runner.next_chore() for h in running), default=self._next_round)
+        longest = self._max_block_s
+        if len(running) < len(self._held):
+            longest = min(longest, _REBUILDING_BLOCK_S)  # they join the wait once rebuilt
+        block_s = min(longest, max(0.0, min(due, self._next_round) - now))
+        self._changed.clear()
+        found: dict[Shard, list[Entry]] = {}
+        if waiting:
+            after = {shard: h.runner.position for shard, h in waiting.items()}
+            try:
+                found = self._waiter.wait(
+                    after, count=_READ_COUNT, block_ms=max(1, int(block_s * 1000))
+                )
+            except BrokerUnavailable:
+                return _RETRY_S
+        elif block_s:
+            self._changed.wait(block_s)  # a rebuild that ends wakes it
+        for shard, held in waiting.items():
+            if held.dropped:
+                continue
+            pause = held.runner.turn(found.get(shard, []))
+            if pause:
+                held.paused_until = self._clock() + pause
+        return 0.0
 
     def _round(self) -> None:
         roster = self._group.round()
@@ -185,14 +225,14 @@ class PartitionPool:
             if not held.lease.holding:
                 self._forget(shard, "lost")
         share = quota(roster.members, self.member, self.partitions)
-        mine = [s for s, h in self._held.items() if not h.draining]
-        if len(mine) < share:
-            free = sorted(roster.free - set(self._held), key=lambda s: preference(self.member, s))
+        mine = list(self._held)
+        if len(mine) < share and roster.settled:
+            free = sorted(roster.free - set(mine), key=lambda s: preference(self.member, s))
             for shard, lease in self._group.take(free[: share - len(mine)]).items():
                 self._start(shard, lease)
         elif len(mine) > share:
-            # The newest first: they have the least built up.
-            self._hand_over(mine[share:])
+            for shard in mine[share:]:  # the newest: they have the least built up
+                self._hand_over(shard)
 
     def _start(self, shard: Shard, lease: Lease) -> None:
         runner = ShardRunner(
@@ -205,9 +245,11 @@ class PartitionPool:
             clock=self._clock,
         )
         held = self._held[shard] = _Held(lease, runner)
-        self._rebuilds.spawn(self._rebuild, held)
+        self._spawn(lambda: self._rebuild(held))
 
     def _rebuild(self, held: _Held) -> None:
+        """Cold: from the checkpoints and the log up to the applied position (a greenlet of
+        its own, a few at a time: the others go on meanwhile)."""
         while not held.dropped:
             try:
                 held.runner.rebuild()
@@ -218,19 +260,13 @@ class PartitionPool:
             held.ready = True
             self._changed.set()
 
-    def _hand_over(self, shards: Sequence[Shard]) -> None:
-        """Ask the loop to publish what these partitions applied, wait for it (a while at
-        most), then give their leases up."""
-        handing = [self._held[s] for s in shards]
-        for held in handing:
-            held.draining = True
-        self._changed.set()
-        deadline = self._clock() + self._lease_us / 6_000_000 + _MAX_BLOCK_S
-        for held in handing:
-            if held.ready:
-                held.handed.wait(max(0.0, deadline - self._clock()))
-        for shard in shards:
-            self._forget(shard, "handed over")
+    def _hand_over(self, shard: Shard) -> None:
+        """Publish what the partition applied (it reads no more), then give its lease up: the
+        next holder starts from exactly there, without waiting for the lease to expire."""
+        held = self._held[shard]
+        if held.ready:
+            held.runner.hand_over()
+        self._forget(shard, "handed over")
 
     def _forget(self, shard: Shard, why: str) -> None:
         held = self._held.pop(shard)
@@ -243,52 +279,24 @@ class PartitionPool:
         held.runner.close()
         log.warning("partition %d/%d %s", *shard, why)
 
-    def _leave(self) -> None:
-        """Stopping: publish what every partition applied, give every lease up, leave."""
-        for held in self._held.values():
-            held.dropped = True
-            if held.ready:
-                held.runner.hand_over()
+    def leave(self) -> None:
+        """Stopping: publish what every partition applied, give every lease up, leave the
+        members; the others take the partitions over at once."""
+        if self._closed:
+            return
+        self._closed = True
         for shard in list(self._held):
-            self._forget(shard, "handed over (stopping)")
+            self._hand_over(shard)
         with contextlib.suppress(BrokerUnavailable):  # the membership lapses by itself
             self._group.leave()
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections, leaving nothing behind gracefully (what a process that dies
+        does: its membership and leases lapse)."""
+        self._closed = True
+        for held in self._held.values():
+            held.dropped = True
+            held.runner.close()
         self._group.close()
         self._waiter.close()
-
-    # -- the loop ----------------------------------------------------------------------------
-
-    def _loop(self, stop: gevent.event.Event) -> None:
-        """Every ready runner in turn, each with the entries the waiter read for it."""
-        while not stop.is_set():
-            for held in list(self._held.values()):
-                if held.draining and held.ready and not held.handed.is_set():
-                    held.runner.hand_over()
-                    held.handed.set()
-            now = self._clock()
-            running = [
-                h for h in self._held.values() if h.ready and not h.draining and not h.dropped
-            ]
-            waiting = {h.runner.shard: h for h in running if h.paused_until <= now}
-            due = min((h.runner.next_chore() for h in running), default=now + _MAX_BLOCK_S)
-            block_s = min(_MAX_BLOCK_S, max(0.0, due - now))
-            self._changed.clear()
-            if waiting:
-                after = {shard: h.runner.position for shard, h in waiting.items()}
-                try:
-                    found = self._waiter.wait(
-                        after, count=_READ_COUNT, block_ms=max(1, int(block_s * 1000))
-                    )
-                except BrokerUnavailable:
-                    stop.wait(_RETRY_S)
-                    continue
-            else:
-                self._changed.wait(block_s)
-                found = {}
-            for shard, held in waiting.items():
-                if held.dropped or held.draining:
-                    continue
-                entries: list[Entry] = found.get(shard, [])
-                pause = held.runner.turn(entries)
-                if pause:
-                    held.paused_until = self._clock() + pause

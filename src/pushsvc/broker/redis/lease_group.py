@@ -7,6 +7,16 @@ the host's: a round reads `TIME` and the next one estimates it from the monotoni
 between, so hosts whose clocks disagree still agree on who is live. A process that dies
 drops out of the set within one ttl, as its leases lapse.
 
+A member id starts with when the process joined (Redis's clock, ms, fixed digits), so the ids
+sort in the order the processes joined: the shares give the partitions left over to the
+oldest members, and a process that joins takes from the others without moving partitions
+between them. A round is `settled` when it sees the members the last one saw (or is the
+process's first): a process takes nothing from an unsettled round, so that after Redis lost
+the membership (restarted empty) nobody takes the partitions of a process that has not
+re-joined yet: it still holds their windows, which the log can no longer rebuild, and takes
+its leases again at its next round. The price: a partition whose holder died moves one round
+later (within a lease and two rounds).
+
 Each round is one pipeline on one connection: the membership (add ours, drop the expired,
 read the rest), every lease held renewed (`lease_acquire.lua`, the same script a single
 lease runs), and whether each partition's lease exists (who holds what is free to take).
@@ -35,8 +45,8 @@ log = logging.getLogger(__name__)
 Shard = tuple[int, int]
 
 
-def member_id() -> str:
-    """This process among the aggregators: host, pid and a few random digits (a pid is reused)."""
+def process_id() -> str:
+    """This process: host, pid and a few random digits (a pid is reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
@@ -50,10 +60,13 @@ class RedisLeaseGroup:
         partitions: int,
         *,
         ttl_us: int,
-        member: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.member = member or member_id()
+        self._process = process_id()
+        self.member = ""
+        """This process's id among the members, from its first round on."""
+        self._seen: tuple[str, ...] = ()
+        """The members the last round saw."""
         self._keys = keys
         self._shards = [(index, partitions) for index in range(partitions)]
         self._ttl_us = ttl_us
@@ -74,6 +87,9 @@ class RedisLeaseGroup:
         key = self._keys.aggregators
         with unavailable("lease round"):
             now_ms = self._server_ms()
+            if not self.member:
+                self.member = f"{now_ms:013d}:{self._process}"
+                log.warning("joining the aggregators as %s", self.member)
             pipe = self._client.pipeline(transaction=False)
             pipe.time()
             pipe.zadd(key, {self.member: now_ms + self._ttl_ms})
@@ -83,18 +99,23 @@ class RedisLeaseGroup:
             for shard in self._shards:
                 pipe.exists(self._keys.lease(shard))
             replies: list[Any] = pipe.execute(raise_on_error=False)
-        for reply in replies[:4]:
+        # The leases are renewed whatever else failed (a full Redis refuses ZADD, never the
+        # PEXPIRE of a lease held); without the time or the members the round has no roster.
+        renewed = replies[4 : 4 + len(renewals)]
+        for (lease, fresh), reply in zip(renewals, renewed, strict=True):
+            lease.renewed(reply, fresh)
+        for reply in (replies[0], replies[3], replies[1]):
             if isinstance(reply, redis.RedisError):
                 with unavailable("lease round"):
                     raise reply
         self._server = (_ms(replies[0]), self._clock())
-        members = tuple(sorted(m.decode() for m in replies[3]))
-        renewed = replies[4 : 4 + len(renewals)]
-        for (lease, fresh), reply in zip(renewals, renewed, strict=True):
-            lease.renewed(reply, fresh)
+        first = not self._seen
+        members = tuple(sorted(member.decode() for member in replies[3]))
+        settled = first or members == self._seen
+        self._seen = members
         exists = replies[4 + len(renewals) :]
         free = frozenset(s for s, there in zip(self._shards, exists, strict=True) if not there)
-        return Roster(members, free)
+        return Roster(members, free, settled=settled)
 
     def take(self, shards: Sequence[Shard]) -> dict[Shard, Lease]:
         if not shards:
