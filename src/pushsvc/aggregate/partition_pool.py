@@ -187,9 +187,12 @@ class PartitionPool:
         now = self._clock()
         if now >= self._next_round:
             self._next_round = now + self._round_s
-            # Unreachable: the leases lapse by themselves if it goes on.
-            with contextlib.suppress(BrokerUnavailable):
+            try:
                 self._round()
+            except BrokerUnavailable:
+                pass  # the leases lapse by themselves if it goes on
+            except Exception:
+                log.exception("partitions: the lease round failed")
         now = self._clock()
         running = [h for h in self._held.values() if h.ready]
         waiting = {h.runner.shard: h for h in running if h.paused_until <= now}
@@ -207,6 +210,9 @@ class PartitionPool:
                     after, count=_READ_COUNT, block_ms=max(1, int(block_s * 1000))
                 )
             except BrokerUnavailable:
+                return _RETRY_S
+            except Exception:
+                log.exception("partitions: waiting for log entries failed")
                 return _RETRY_S
         elif block_s:
             self._changed.wait(block_s)  # a rebuild that ends wakes it
@@ -235,7 +241,11 @@ class PartitionPool:
                 self._hand_over(shard)
 
     def _start(self, shard: Shard, lease: Lease) -> None:
-        runner = ShardRunner(
+        held = self._held[shard] = _Held(lease, self._runner(shard, lease))
+        self._spawn(lambda: self._rebuild(held))
+
+    def _runner(self, shard: Shard, lease: Lease) -> ShardRunner:
+        return ShardRunner(
             self._new_aggregator(),
             self._broker,
             self._broker.event_log(shard),
@@ -244,8 +254,6 @@ class PartitionPool:
             topic_ttl_us=self._topic_ttl_us,
             clock=self._clock,
         )
-        held = self._held[shard] = _Held(lease, runner)
-        self._spawn(lambda: self._rebuild(held))
 
     def _rebuild(self, held: _Held) -> None:
         """Cold: from the checkpoints and the log up to the applied position (a greenlet of
@@ -255,7 +263,14 @@ class PartitionPool:
                 held.runner.rebuild()
                 break
             except BrokerUnavailable:
-                gevent.sleep(_RETRY_S)
+                pause = _RETRY_S
+            except Exception:
+                log.exception("partition %d/%d: the rebuild failed", *held.runner.shard)
+                pause = _RETRY_S * 10
+            # Half rebuilt: start again with fresh windows, or some entries would count twice.
+            held.runner.close()
+            held.runner = self._runner(held.runner.shard, held.lease)
+            gevent.sleep(pause)
         if not held.dropped:
             held.ready = True
             self._changed.set()
