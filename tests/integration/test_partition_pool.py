@@ -301,3 +301,29 @@ def test_a_topic_belongs_to_the_pool_holding_its_partition(deployment: Deploymen
         shard = (partition_of(topic, 6), 6)
         assert first.owns(topic) == (shard in first.owned)
         assert first.owns(topic) != second.owns(topic)
+
+
+def test_after_redis_lost_everything_each_pool_takes_its_own_partitions_back(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """Redis restarted empty: the membership and the leases are gone with the log. Each pool
+    still holds its partitions' windows, which the log can no longer rebuild, so each takes
+    its own leases back, and nobody takes another's (a round takes only when it sees the
+    members the round before saw)."""
+    deployment = Deployment(own_redis.url, prefix, partitions=6)
+    try:
+        first, second = deployment.start(), deployment.start()
+        deployment.post(30)
+        _settle(deployment)
+        owned = [first.owned, second.owned]
+        topics = [sorted(first.topics()), sorted(second.topics())]
+        control = redis.Redis(port=own_redis.port)
+        control.flushall()
+        control.close()
+        deployment.logged.clear()  # what was logged is gone; what comes next is checked
+        deployment.step(3 * LEASE_US / S)
+        assert [first.owned, second.owned] == owned
+        assert [sorted(first.topics()), sorted(second.topics())] == topics
+        assert deployment.balanced()
+    finally:
+        deployment.close()
