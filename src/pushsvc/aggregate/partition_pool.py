@@ -7,9 +7,10 @@ is `quota`: the partitions spread over the members by their sorted ids (the orde
 they joined), P // N each and one more for the first P % N, so the shares differ by at most
 one and add up to P.
 
-* Under its share, it takes free partitions (unless the members just changed unexpectedly:
-  `Roster.settled`) (each process tries them in an order of its
-  own, so that processes starting together rarely race for the same one) and rebuilds each
+* Under its share, it takes free partitions, each process trying them in an order of its
+  own so that processes starting together rarely race for the same one, and only from a
+  round that saw the members the round before saw (`Roster.settled`: after Redis restarted
+  empty, the process holding a partition's windows takes it back first). It rebuilds each
   cold from the log and the checkpoints up to its applied position (`ShardRunner.rebuild`),
   then applies and publishes it.
 * Over its share (another process joined), it hands partitions over gracefully: it stops
@@ -17,7 +18,8 @@ one and add up to P.
   lease up, so the taker (which finds it free within ttl/3) starts from exactly the applied
   position instead of waiting for the lease to expire.
 * A process that dies stops renewing: its membership and its leases lapse within one ttl,
-  the others' shares grow and they take its partitions.
+  the others' shares grow and they take its partitions (within two rounds more).
+* A process that stops hands every partition over and leaves the members (`leave`).
 
 A partition changes hands at its applied position, fenced by its lease token: the publish
 script refuses a holder whose token is no longer the lease's, so nothing is applied twice or
