@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from pushsvc import __version__
-from pushsvc.config import Settings
+from pushsvc.config import RETIRED, Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
 from pushsvc.errors import CannotListen, ConfigError, RulesError, UnsafeRedis
@@ -25,7 +25,10 @@ T = TypeVar("T")
 
 
 def settings_options(command: F) -> F:
-    """One `--x` flag per setting; a flag wins over `PUSHSVC_X`."""
+    """One `--x` flag per setting; a flag wins over `PUSHSVC_X`. A retired setting's flag is
+    kept, hidden, to say in one line what replaces it."""
+    for name in RETIRED:
+        command = click.option(f"--{name}", name, default=None, hidden=True)(command)
     for spec in reversed(Settings.specs()):
         default = spec.default or "unset"
         command = click.option(

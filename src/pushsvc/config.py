@@ -73,14 +73,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _shard(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)/(\d+)", text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a shard (use i/N, e.g. 0/2)")
-    index, count = int(match[1]), int(match[2])
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"{text!r}: need 0 <= i < N")
-    return index, count
+def _partitions(text: str) -> int:
+    from pushsvc.core.partitions import check_partitions
+
+    return check_partitions(int(text))
 
 
 def _prefix(text: str) -> str:
@@ -236,7 +232,8 @@ class Settings:
     queue_size: int = setting("1000", _positive_int)
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
     header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout")
-    shard: tuple[int, int] = setting("0/1", _shard)
+    # Every process of a deployment must give the same count (docs/scaling.md).
+    partitions: int = setting("16", _partitions)
     lease_us: int = setting("5s", _positive_duration, name="lease")
     cors_origins: tuple[str, ...] = setting("", _origins)
     workers: int = setting("1", _positive_int)
@@ -309,6 +306,9 @@ class Settings:
         environ = os.environ if environ is None else environ
         overrides = dict(overrides or {})
         specs = cls.specs()
+        for name in RETIRED:
+            if overrides.pop(name, None) is not None:
+                raise ConfigError(RETIRED[name])
         unknown = set(overrides) - {spec.name for spec in specs}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
@@ -347,6 +347,16 @@ class Settings:
         return out
 
 
+RETIRED = {
+    "shard": (
+        "--shard / PUSHSVC_SHARD is gone: aggregators share the partitions by leases now; "
+        "give every process the same --partitions / PUSHSVC_PARTITIONS (default 16) and run "
+        "as many `pushsvc aggregate` as you like"
+    ),
+}
+"""Settings that no longer exist, and the one line that says what replaces each."""
+
+
 # Read by the tools, the demo, the test suite and docker-compose.yml, not by a server: a
 # shell that exports them for one must still start the other.
 TOOL_VARIABLES = frozenset(
@@ -367,6 +377,9 @@ def _check_variables(environ: Mapping[str, str], specs: tuple[Setting, ...]) -> 
     """A misspelt variable must not silently leave a setting at its default (PUSHSVC_JWT_KYE
     would leave authentication off): refuse to start, naming the closest known one."""
     known = {spec.variable for spec in specs} | TOOL_VARIABLES
+    for name, message in RETIRED.items():
+        if f"PUSHSVC_{name.upper()}" in environ:
+            raise ConfigError(message)
     for name in sorted(environ):
         if name.startswith("PUSHSVC_") and name not in known and not name.startswith(TOOL_PREFIXES):
             close = difflib.get_close_matches(name, sorted(known), n=1)

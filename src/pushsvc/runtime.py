@@ -2,8 +2,9 @@
 
 The broker and the way its aggregator is driven are chosen together, once, from the settings
 (`_backend`): the embedded broker drives its aggregator in process
-(`pushsvc.aggregate.in_process`), Redis through each shard's shared log
-(`pushsvc.aggregate.shard_runner`), with the Redis bridge and the memory guard beside it.
+(`pushsvc.aggregate.in_process`), Redis through the shared logs of the partitions this process
+takes its share of (`pushsvc.aggregate.partition_pool`), with the Redis bridge and the memory
+guard beside it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.in_process import InProcessDriver
-from pushsvc.aggregate.shard_runner import ShardRunner
+from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.broker.base import ServingBroker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
-from pushsvc.broker.redis.keys import shard_of
 from pushsvc.config import Settings
 from pushsvc.deliver.hub import Hub
 from pushsvc.ingest import InputLimits
@@ -56,6 +56,10 @@ class Runtime:
     publish_rate: RateLimiter | None = None
     feed: UpdatesFeed | None = None
     aggregator: Aggregator | None = None
+    """The aggregator of an embedded broker's process (on Redis, `partitions` has one per
+    partition it holds)."""
+    partitions: PartitionPool | None = None
+    """On Redis, in an aggregating process: its share of the partitions."""
     redis_guard: RedisGuard | None = None
     stop: gevent.event.Event = field(default_factory=gevent.event.Event)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -87,14 +91,16 @@ class Runtime:
             # resume from the history (EventSource reconnects by itself).
             runtime.feed = broker.consume_updates(hub.dispatch, on_reset=hub.reset)
         if aggregate:
-            runtime.aggregator = Aggregator(
-                rules=settings.rules,
-                wall_clock=wall_clock_us,
-                topic_ttl_us=settings.topic_ttl_us,
-                lateness_us=settings.allowed_lateness_us,
-            )
-            runtime.metrics.watch_aggregator(runtime.aggregator)
-            backend.drive(runtime, runtime.aggregator)
+
+            def new_aggregator() -> Aggregator:
+                return Aggregator(
+                    rules=settings.rules,
+                    wall_clock=wall_clock_us,
+                    topic_ttl_us=settings.topic_ttl_us,
+                    lateness_us=settings.allowed_lateness_us,
+                )
+
+            backend.drive(runtime, new_aggregator)
         return runtime
 
     def send_alerts(
@@ -156,8 +162,9 @@ class _Backend(Protocol):
         """Start whatever watches the broker itself (every process)."""
         ...
 
-    def drive(self, runtime: Runtime, aggregator: Aggregator) -> None:
-        """Feed `aggregator` and publish what it makes (an aggregating process)."""
+    def drive(self, runtime: Runtime, new_aggregator: Callable[[], Aggregator]) -> None:
+        """Feed aggregators made by `new_aggregator` and publish what they make (an
+        aggregating process)."""
         ...
 
 
@@ -170,7 +177,7 @@ def _backend(settings: Settings) -> _Backend:
         settings.redis_url,
         prefix=settings.prefix,
         history=settings.history,
-        partitions=settings.shard[1],
+        partitions=settings.partitions,
         min_replicas=settings.redis_min_replicas,
         max_topics=settings.max_topics,
     )
@@ -191,8 +198,10 @@ class _InProcess:
     def watch(self, runtime: Runtime) -> None:
         pass  # nothing outside this process to watch
 
-    def drive(self, runtime: Runtime, aggregator: Aggregator) -> None:
+    def drive(self, runtime: Runtime, new_aggregator: Callable[[], Aggregator]) -> None:
         settings = runtime.settings
+        aggregator = runtime.aggregator = new_aggregator()
+        runtime.metrics.watch_aggregator(aggregator)
         driver = InProcessDriver(
             self.broker,
             aggregator,
@@ -207,7 +216,8 @@ class _InProcess:
 
 @dataclass(frozen=True)
 class _OnRedis:
-    """Redis: this process's shard of the log (`--shard`), its lease, and the bridge."""
+    """Redis: this process's share of the partitions (by leases, with the other aggregator
+    processes), and the bridge."""
 
     broker: RedisBroker
 
@@ -218,21 +228,18 @@ class _OnRedis:
         runtime.metrics.watch_redis(guard)
         runtime.spawn(guard.run, runtime.stop)
 
-    def drive(self, runtime: Runtime, aggregator: Aggregator) -> None:
+    def drive(self, runtime: Runtime, new_aggregator: Callable[[], Aggregator]) -> None:
         settings = runtime.settings
-        shard = settings.shard
-        runner = ShardRunner.open(
+        pool = runtime.partitions = PartitionPool(
             self.broker,
-            aggregator,
-            shard,
+            new_aggregator,
             lease_us=settings.lease_us,
             tick_us=settings.tick_us,
             topic_ttl_us=settings.topic_ttl_us,
         )
-        runtime.metrics.watch_shard(runner)
-        runtime.on_close(runner.close)
-        runtime.spawn(runner.keep_lease, runtime.stop)
-        runtime.spawn(runner.run, runtime.stop)
+        runtime.metrics.watch_aggregator(pool)
+        runtime.metrics.watch_partitions(pool)
+        runtime.spawn(pool.run, runtime.stop)
         # Producers on Redis: every aggregator process stands by to bridge, one bridges.
         bridge = Bridge(
             self.broker,
@@ -241,11 +248,8 @@ class _OnRedis:
             lease_us=settings.lease_us,
         )
         runtime.spawn(bridge.run, runtime.stop)
-        index, count = shard
-        runtime.send_alerts(
-            holding=lambda: runner.holding,
-            mine=lambda topic: shard_of(topic, count) == index,
-        )
+        # Alerts of the partitions held now: they follow the partitions as they move.
+        runtime.send_alerts(holding=lambda: pool.holding, mine=pool.owns)
 
 
 def _gate(settings: Settings) -> Gate:

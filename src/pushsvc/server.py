@@ -185,12 +185,12 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
 def aggregate(settings: Settings) -> None:
     """Run an aggregator process on Redis until SIGTERM/SIGINT."""
     runtime = Runtime.build(settings, web=False, aggregate=True)
-    assert runtime.aggregator is not None
+    assert runtime.partitions is not None
     stop = gevent.event.Event()
     _on_termination(stop)
     log.warning(
-        "pushsvc aggregator shard %d/%d on %s",
-        *settings.shard,
+        "pushsvc aggregator sharing %d partitions on %s",
+        settings.partitions,
         settings.redacted()["redis_url"],
     )
     stop.wait()

@@ -79,7 +79,7 @@ class PushsvcProcess:
             if match:
                 self.port = int(match[2])
                 self._ready.set()
-            elif not self.http and ("aggregator shard" in line):
+            elif not self.http and ("pushsvc aggregator" in line):
                 self._ready.set()
         self._ready.set()  # exited: wake start()
 
@@ -93,13 +93,14 @@ class PushsvcProcess:
 
     def holds_lease(self, key: str | None = None) -> bool:
         """Whether this aggregator said last that it took a lease (`key`, else any) and still
-        runs. Every aggregator process takes two: its shard's and the bridge's."""
+        runs. Every aggregator process takes its share of the partitions' leases, and the
+        bridge's; one it hands over to another it says it gave up."""
         for line in reversed(self.output):
             if key is not None and not line.rstrip().endswith(f" the lease {key}"):
                 continue
             if "took the lease" in line:
                 return self.proc is not None and self.proc.poll() is None
-            if "lost the lease" in line:
+            if "lost the lease" in line or "gave up the lease" in line:
                 return False
         return False
 

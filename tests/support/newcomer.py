@@ -9,8 +9,9 @@ What a person does, and what this does for it:
   to later commands and blocks, as in one shell;
 * leaves a server running (`pushsvc serve|web|aggregate`, with or without `&`) until a later
   block starts another, and first waits for it to answer (`GET /healthz`; an aggregator: its
-  "aggregator shard" log line), as a person waits for its log line; stops the ones still
-  running when a later block starts a server (Ctrl-C, or `kill %1` for a `&` job);
+  "pushsvc aggregator sharing N partitions" log line), as a person waits for its log line;
+  stops the ones still running when a later block starts a server (Ctrl-C, or `kill %1` for a
+  `&` job);
 * watches a stream (`curl -N`, `pushsvc subscribe`, `pushsvc alerts`, `pushsvc demo`, a Python
   block looping over `client.subscribe(...)`) until it printed a message, then stops it; one
   started with `&` is looked at when its block's last command has run;
@@ -60,7 +61,7 @@ ERROR_BODY = re.compile(r'"error"\s*:\s*\{')
 _SSE_MESSAGE = re.compile(r"^data:[^\n]*\n(?:[^\n]+\n)*\n", re.MULTILINE)
 _CLIENT_MESSAGE = re.compile(r"^(?:Snapshot|StreamUpdate|Point|AlertChange)\(", re.MULTILINE)
 _PYTHON_LOOP = re.compile(r"^\s*(?:async\s+)?for\s+\w+\s+in\s+.*\.subscribe\(", re.MULTILINE)
-_AGGREGATOR_READY = re.compile(r"aggregator shard \d+/\d+")
+_AGGREGATOR_READY = re.compile(r"pushsvc aggregator sharing \d+ partitions")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_OWN = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
 # A port of the examples' left in a block after substitution: it would reach the machine's own

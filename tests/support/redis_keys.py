@@ -5,9 +5,10 @@ test names what the process names for the partition count it runs with."""
 from __future__ import annotations
 
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
+from pushsvc.core.partitions import DEFAULT_PARTITIONS
 
 #: The partition count a process runs with when a test does not set one.
-SERVER_PARTITIONS = 1
+SERVER_PARTITIONS = DEFAULT_PARTITIONS
 
 
 def server_keys(prefix: str, partitions: int = SERVER_PARTITIONS) -> Keys:

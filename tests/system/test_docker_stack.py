@@ -127,7 +127,7 @@ class Stack:
 
     @property
     def lease_key(self) -> str:
-        return server_keys(self.prefix).partition(0).lease  # the compose file runs one shard
+        return server_keys(self.prefix).partition(0).lease  # the compose file keeps 16 partitions
 
     def redis(self, *command: str) -> str:
         """A redis-cli command in the Redis container (its port is not published)."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
 
@@ -68,10 +69,13 @@ def test_events_wait_in_the_log_while_no_aggregator_runs(
         status, _, body = request(web.port, "GET", "/readyz")
         ready = json.loads(body)
         assert status == 503 and ready["status"] == "no_aggregator"
-        assert ready["shards"]["0/1"]["lag_entries"] == 3
-        assert ready["shards"]["0/1"]["lag_seconds"] >= 0
+        # The topic's partition, of the default 16: its log holds the three.
+        partition = f"{partition_of(topic, DEFAULT_PARTITIONS)}/{DEFAULT_PARTITIONS}"
+        assert len(ready["shards"]) == DEFAULT_PARTITIONS
+        assert ready["shards"][partition]["lag_entries"] == 3
+        assert ready["shards"][partition]["lag_seconds"] >= 0
         metrics = request(web.port, "GET", "/metrics")[2].decode()
-        assert 'pushsvc_log_lag_entries{shard="0/1"} 3.0' in metrics
+        assert f'pushsvc_log_lag_entries{{shard="{partition}"}} 3.0' in metrics
 
         aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
         received = stream.take(3)  # the waiting events, applied once an aggregator runs

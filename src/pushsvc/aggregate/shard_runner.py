@@ -30,12 +30,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
 from pushsvc.broker.base import Applied, Broker
-from pushsvc.broker.shared_log import FIRST, Entry, EventLog, Lease, LogBroker, position
+from pushsvc.broker.shared_log import FIRST, Entry, EventLog, Lease, position
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, PublishedAlready
 
@@ -62,6 +63,7 @@ class ShardRunner:
         topic_ttl_us: int = 0,
         block_ms: int = 100,
         trim_every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.aggregator = aggregator
         self._broker = broker
@@ -89,28 +91,15 @@ class ShardRunner:
         self.updates_published = 0
         self.refused: str | None = None
         """The code of the refusal this aggregator waits on (e.g. broker_full), else None."""
+        self._clock = clock
+        self._sweep_s = sweep_interval_s(topic_ttl_us)
+        self._start_timers()
 
-    @classmethod
-    def open(
-        cls,
-        broker: LogBroker,
-        aggregator: Aggregator,
-        shard: tuple[int, int],
-        *,
-        lease_us: int,
-        tick_us: int,
-        topic_ttl_us: int = 0,
-    ) -> ShardRunner:
-        """The runner of `shard` on `broker`'s shared log, with connections of its own to the
-        log and the lease (`close` closes them)."""
-        return cls(
-            aggregator,
-            broker,
-            broker.event_log(shard),
-            broker.lease(shard, ttl_us=lease_us),
-            tick_us=tick_us,
-            topic_ttl_us=topic_ttl_us,
-        )
+    def _start_timers(self) -> None:
+        now = self._clock()
+        self._next_tick = now + self._tick_s
+        self._next_trim = now + self._trim_every_s
+        self._next_sweep = now + self._sweep_s
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -136,49 +125,85 @@ class ShardRunner:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, stop: gevent.event.Event) -> None:
+        """Rebuild, then apply and publish until `stop` is set, reading the log itself (a
+        runner on its own; a process holding many partitions drives their runners with
+        `turn` instead: `pushsvc.aggregate.partition_pool`)."""
         while not stop.is_set():
             try:
                 self.rebuild()
                 break
             except BrokerUnavailable:
                 stop.wait(_RETRY_S)
-        next_tick = time.monotonic() + self._tick_s
-        next_trim = time.monotonic() + self._trim_every_s
-        sweep_s = sweep_interval_s(self._topic_ttl_us)
-        next_sweep = time.monotonic() + sweep_s
         while not stop.is_set():
-            try:
-                now = time.monotonic()
-                if now >= next_trim:
-                    # First: trimming frees memory, so it must not wait behind a publish
-                    # that a full Redis refuses (XTRIM is allowed at maxmemory).
-                    next_trim = now + self._trim_every_s
-                    if self._active:
-                        self._log.announce_rules(self.aggregator.rules.digest)
-                    if self._active and not self._pending:
-                        self.save_checkpoints()
-                    oldest = self._prune_held()
-                    if self._active and oldest != FIRST:
-                        self._log.trim(oldest)
-                self.step()
-                now = time.monotonic()
-                if self._active and self._tick_s and now >= next_tick:
-                    next_tick = now + self._tick_s
-                    self._log_ticks()
-                if self._active and self._topic_ttl_us and now >= next_sweep:
-                    next_sweep = now + sweep_s
-                    self.forget_idle()
-            except BrokerRefused as exc:
-                # Full (or read-only, busy, loading): nothing was written, the drafts stay
-                # pending and the lease is kept (renewing it needs no memory); the same
-                # batch is published once Redis takes it, so each event still yields one update.
-                self._refused(exc)
-                stop.wait(_RETRY_S)
-            except BrokerUnavailable:
-                stop.wait(_RETRY_S)
-            except Exception:
-                log.exception("shard %d/%d: aggregator step failed", *self.shard)
-                stop.wait(_RETRY_S)
+            pause = self.turn()
+            if pause:
+                stop.wait(pause)
+
+    def turn(self, entries: list[Entry] | None = None) -> float:
+        """One pass: trim when due, read and apply what the log has (or `entries`, read for
+        this runner by a `LogWaiter`), publish it or catch up, then log ticks and forget idle
+        topics when due. How long to pause before the next pass: 0, or a while after a
+        failure."""
+        try:
+            now = self._clock()
+            if now >= self._next_trim:
+                # First: trimming frees memory, so it must not wait behind a publish
+                # that a full Redis refuses (XTRIM is allowed at maxmemory).
+                self._next_trim = now + self._trim_every_s
+                if self._active:
+                    self._log.announce_rules(self.aggregator.rules.digest)
+                if self._active and not self._pending:
+                    self.save_checkpoints()
+                oldest = self._prune_held()
+                if self._active and oldest != FIRST:
+                    self._log.trim(oldest)
+            self.step(entries)
+            now = self._clock()
+            if self._active and self._tick_s and now >= self._next_tick:
+                self._next_tick = now + self._tick_s
+                self._log_ticks()
+            if self._active and self._topic_ttl_us and now >= self._next_sweep:
+                self._next_sweep = now + self._sweep_s
+                self.forget_idle()
+        except BrokerRefused as exc:
+            # Full (or read-only, busy, loading): nothing was written, the drafts stay
+            # pending and the lease is kept (renewing it needs no memory); the same
+            # batch is published once Redis takes it, so each event still yields one update.
+            self._refused(exc)
+            return _RETRY_S
+        except BrokerUnavailable:
+            return _RETRY_S
+        except Exception:
+            log.exception("shard %d/%d: aggregator step failed", *self.shard)
+            return _RETRY_S
+        return 0.0
+
+    def next_chore(self) -> float:
+        """When (on the runner's clock) `turn` has something to do even if no entry comes."""
+        due = self._next_trim
+        if self._active and self._tick_s:
+            due = min(due, self._next_tick)
+        if self._active and self._topic_ttl_us:
+            due = min(due, self._next_sweep)
+        return due
+
+    def hand_over(self) -> bool:
+        """Before this process gives the lease up (its share shrank, or it stops): publish
+        what it applied and save the checkpoints, so that the next holder starts from exactly
+        here and replays little. It reads no more entries. Whether everything applied is
+        published (if not, the next holder publishes the rest: nothing is lost either way)."""
+        try:
+            if self._lease.holding:
+                self.step([])
+                self.save_checkpoints()
+        except (BrokerRefused, BrokerUnavailable) as exc:
+            log.warning(
+                "shard %d/%d: handing over with %d log entries unpublished (%s)",
+                *self.shard,
+                len(self._pending),
+                exc,
+            )
+        return not self._pending
 
     def _refused(self, exc: BrokerRefused | None) -> None:
         """Log once when Redis starts refusing this aggregator (`exc`), once when a write is
@@ -220,6 +245,7 @@ class ShardRunner:
         for topic, clock in state.clocks.items():
             self.aggregator.restore_clock(topic, clock)
         self.position = self.published = state.applied
+        self._start_timers()
         log.warning(
             "shard %d/%d: rebuilt %d topics from %d log entries up to %s",
             index,
@@ -229,10 +255,15 @@ class ShardRunner:
             state.applied,
         )
 
-    def step(self) -> None:
-        """Read and apply what the log has (waiting a little for it), then publish it if this
-        aggregator holds the lease, or catch up with the holder's position if not."""
-        for entry in self._log.read(self.position, count=_READ_COUNT, block_ms=self._block_ms):
+    def step(self, entries: list[Entry] | None = None) -> None:
+        """Read and apply what the log has (waiting a little for it), or `entries` when given,
+        then publish it if this aggregator holds the lease, or catch up with the holder's
+        position if not."""
+        if entries is None:
+            entries = self._log.read(self.position, count=_READ_COUNT, block_ms=self._block_ms)
+        for entry in entries:
+            if position(entry.id) <= position(self.position):
+                continue  # read for an older position (a waiter's answer, late)
             drafts = self._apply(entry)
             self.position = entry.id
             if position(entry.id) > position(self.published):

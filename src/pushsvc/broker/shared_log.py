@@ -7,6 +7,12 @@ where in the log its drafts come from (`pushsvc.broker.base.Applied`) and the ho
 token as its fence (`Broker.publish_updates`). `pushsvc.aggregate.shard_runner` drives this
 contract; the embedded broker has no shared log and is driven in process
 (`pushsvc.aggregate.in_process`).
+
+The partitions are shared out among the aggregator processes (`pushsvc.aggregate.partition_pool`):
+each process is a member of a `LeaseGroup`, which keeps its membership and every lease it
+holds on one connection, and waits for new entries of all the partitions it holds at once
+(`LogWaiter`), so that one process reading many partitions holds a few connections, not a
+few per partition.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ __all__ = [
     "Entry",
     "EventLog",
     "Lease",
+    "LeaseGroup",
     "LogBroker",
     "LogState",
+    "LogWaiter",
+    "Roster",
     "position",
 ]
 
@@ -132,6 +141,67 @@ class Lease(Protocol):
     def close(self) -> None: ...
 
 
+class LogWaiter(Protocol):
+    """Waits for new entries in the logs of many partitions at once, for one process, on a
+    bounded number of connections (not one per partition). One greenlet uses it."""
+
+    def wait(
+        self, after: Mapping[tuple[int, int], str], *, count: int, block_ms: int
+    ) -> dict[tuple[int, int], list[Entry]]:
+        """The entries after `after[shard]` of each shard that has some (at most `count` per
+        shard, oldest first), waiting up to `block_ms` for one if none has any yet. Raises
+        BrokerUnavailable."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """What one round of a `LeaseGroup` saw: the live aggregator processes (their member ids,
+    sorted, this one's included), the partitions whose lease nobody holds, and whether the
+    members are settled (the same as the last round saw, or this is the first round): nothing
+    is taken from an unsettled round, so that a process that lost its membership (Redis
+    restarted empty) takes its own partitions back before anyone else may."""
+
+    members: tuple[str, ...]
+    free: frozenset[tuple[int, int]]
+    settled: bool = True
+
+
+class LeaseGroup(Protocol):
+    """One aggregator process among the others: its membership (it expires unless renewed,
+    like a lease) and its leases on partitions, kept together on one connection. Not
+    greenlet-safe: one greenlet runs the rounds, takes and releases."""
+
+    @property
+    def member(self) -> str:
+        """This process's id among the members."""
+        ...
+
+    def round(self) -> Roster:
+        """Renew the membership and every lease taken and not released (each lease's
+        `holding` says whether it still is ours), and look at which leases are free: one round
+        trip. Every ttl/3. Raises BrokerUnavailable (the leases then lapse by themselves)."""
+        ...
+
+    def take(self, shards: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Lease]:
+        """Try to take these partitions' leases (free ones, as a round saw them); the leases
+        that are now ours, which later rounds renew."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give `lease` up now (its taker need not wait for it to expire); rounds stop renewing
+        it."""
+        ...
+
+    def leave(self) -> None:
+        """Give every lease up and leave the members (a process that stops)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class LogBroker(Broker, Protocol):
     """A broker whose event log is shared by the aggregators of every process."""
 
@@ -139,9 +209,17 @@ class LogBroker(Broker, Protocol):
     def shards(self) -> int: ...
 
     def event_log(self, shard: tuple[int, int]) -> EventLog:
-        """A connection of its own to the shard's log, for one aggregator."""
+        """The shard's log, for one aggregator."""
         ...
 
     def lease(self, shard: tuple[int, int], *, ttl_us: int) -> Lease:
         """This process's hold on the shard's lease."""
+        ...
+
+    def log_waiter(self) -> LogWaiter:
+        """A waiter for new entries across the partitions one process holds."""
+        ...
+
+    def lease_group(self, *, ttl_us: int) -> LeaseGroup:
+        """This process's membership among the aggregators and its partition leases."""
         ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,19 +26,29 @@ from prometheus_client.registry import Collector
 from pushsvc.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
-    from pushsvc.aggregate.aggregator import Aggregator
-    from pushsvc.aggregate.shard_runner import ShardRunner
+    from pushsvc.aggregate.partition_pool import PartitionPool
     from pushsvc.broker.base import ServingBroker
     from pushsvc.broker.redis.guard import RedisGuard
     from pushsvc.deliver.hub import Hub
+
+
+class AggregatorStats(Protocol):
+    """What the metrics read of an aggregator (or of every one a process holds)."""
+
+    def topics(self) -> list[str]: ...
+
+    def group_count(self) -> int: ...
+
+    @property
+    def group_overflow(self) -> int: ...
 
 
 class _StateCollector(Collector):
     def __init__(self, hub: Hub, broker: ServingBroker) -> None:
         self._hub = hub
         self._broker = broker
-        self.aggregator: Aggregator | None = None
-        self.shard: ShardRunner | None = None
+        self.aggregator: AggregatorStats | None = None
+        self.partitions: PartitionPool | None = None
         self.redis_guard: RedisGuard | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -117,11 +127,21 @@ class _StateCollector(Collector):
                 "Events routed to a topic's (other) group: its rule's max_groups was reached",
                 value=self.aggregator.group_overflow,
             )
-        if self.shard is not None:
+        if self.partitions is not None:
             yield CounterMetricFamily(
                 "pushsvc_updates_published",
                 "Updates this aggregator published",
-                value=self.shard.updates_published,
+                value=self.partitions.updates_published,
+            )
+            yield GaugeMetricFamily(
+                "pushsvc_partitions_owned",
+                "Partitions whose lease this aggregator process holds (its share of --partitions)",
+                value=len(self.partitions.owned),
+            )
+            yield GaugeMetricFamily(
+                "pushsvc_aggregators_live",
+                "Aggregator processes sharing the partitions, as this one last saw them",
+                value=self.partitions.members,
             )
         yield from self._lag()
         yield from self._redis_memory()
@@ -280,11 +300,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_aggregator(self, aggregator: Aggregator) -> None:
+    def watch_aggregator(self, aggregator: AggregatorStats) -> None:
         self._state.aggregator = aggregator
 
-    def watch_shard(self, runner: ShardRunner) -> None:
-        self._state.shard = runner
+    def watch_partitions(self, pool: PartitionPool) -> None:
+        self._state.partitions = pool
 
     def watch_redis(self, guard: RedisGuard) -> None:
         self._state.redis_guard = guard

@@ -47,6 +47,9 @@ class FaultStack:
             "PUSHSVC_LEASE": lease,
             "PUSHSVC_HEARTBEAT": "1s",
             "PUSHSVC_RETRY": "100ms",
+            # One partition: the moments aim at one lease, one log and one applied position
+            # (test_elastic_moments.py runs several partitions over several aggregators).
+            "PUSHSVC_PARTITIONS": "1",
             **(env or {}),
         }
         self.webs: list[PushsvcProcess] = []

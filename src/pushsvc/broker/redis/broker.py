@@ -56,7 +56,9 @@ from pushsvc.broker.redis.keys import (
     topic_of_channel,
 )
 from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
@@ -64,6 +66,7 @@ from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls, parse_cluster_url
 from pushsvc.broker.redis.url import redact_url as redact
+from pushsvc.broker.redis.wake_waiter import WakeWaiter
 from pushsvc.broker.redis.wire import (
     encode_events,
     stream_entries,
@@ -71,6 +74,7 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
+from pushsvc.broker.shared_log import LogWaiter
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
@@ -185,13 +189,36 @@ class RedisBroker:
     # -- the shared log, for the aggregators ----------------------------------
 
     def event_log(self, shard: tuple[int, int]) -> RedisEventLog:
-        """See `LogBroker.event_log`: a connection of its own, so that its blocking reads never
-        hold up the lease or the publishing."""
-        return RedisEventLog(self.url, self.keys, shard, socket_timeout=self._socket_timeout)
+        """See `LogBroker.event_log`: on this broker's pool, shared by every partition of the
+        process (nothing blocks on it: `log_waiter` waits for new entries)."""
+        return RedisEventLog(self._client, self.keys, shard, socket_timeout=self._socket_timeout)
 
     def lease(self, shard: tuple[int, int], *, ttl_us: int) -> RedisLease:
         """See `LogBroker.lease`."""
         return RedisLease(self.url, self.keys.shard(shard).lease, ttl_us=ttl_us)
+
+    def log_waiter(self) -> LogWaiter:
+        """See `LogBroker.log_waiter`: one connection, one XREAD over every log waited on; on
+        a Redis Cluster, where one XREAD cannot name logs of several slots, woken per
+        partition (`wake_waiter.py`)."""
+        if self.on_cluster:
+            return WakeWaiter(
+                self._client,
+                self.keys,
+                parse_cluster_url(self.url).seeds,
+                name=f"pushsvc-log-waiter-{self.keys.prefix}",
+                reader_options={
+                    "connection_class": redis.SSLConnection
+                    if is_tls(self.url)
+                    else redis.Connection,
+                    "connection_options": cluster_credentials(self.url),
+                },
+            )
+        return StreamsWaiter(self.url, self.keys, socket_timeout=self._socket_timeout)
+
+    def lease_group(self, *, ttl_us: int) -> RedisLeaseGroup:
+        """See `LogBroker.lease_group`: one connection for the membership and every lease."""
+        return RedisLeaseGroup(self.url, self.keys, self.shards, ttl_us=ttl_us)
 
     # -- producer side -----------------------------------------------------
 

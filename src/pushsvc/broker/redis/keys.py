@@ -291,3 +291,9 @@ class Keys:
     def bridged(self) -> str:
         """A hash: `events` appended by the bridge, `rejected:{reason}` messages refused."""
         return f"{self.prefix}bridged"
+
+    @property
+    def aggregators(self) -> str:
+        """A sorted set: the live `pushsvc aggregate` processes (their member ids), each scored
+        by when it expires (ms, Redis's clock) unless it renews; they share the partitions."""
+        return f"{self.prefix}aggregators"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from typing import cast
 
 import gevent.event
 import redis
@@ -33,16 +34,21 @@ log = logging.getLogger(__name__)
 class RedisLease:
     """A lease on Redis (a shard's, `pushsvc.broker.shared_log.Lease`, or the bridge's) as one
     process sees it; `holding` is what it last learned, `token` names its current (or last)
-    tenure and changes when it takes the lease after another."""
+    tenure and changes when it takes the lease after another.
 
-    def __init__(self, url: str, key: str, *, ttl_us: int) -> None:
+    Given a URL it has a connection of its own; given a client, it shares that one (the
+    partition leases of one process, renewed together: `lease_group.py`), and `close` leaves
+    it open."""
+
+    def __init__(self, url: str | redis.Redis, key: str, *, ttl_us: int) -> None:
         self.key = key
         self._taken_key = f"{key}:taken"
         self.token = secrets.token_hex(8)
         self.holding = False
         self._failing: type[redis.RedisError] | None = None
         self._ttl_ms = max(1, ttl_us // 1000)
-        self._client = single_client(url, socket_timeout=2.0)
+        self._owned = isinstance(url, str)
+        self._client = single_client(url, socket_timeout=2.0) if isinstance(url, str) else url
         self._acquire = Script(self._client, "lease_acquire")
         self._release = Script(self._client, "lease_release")
 
@@ -54,11 +60,31 @@ class RedisLease:
         """Renew our lease, or take a free one (after another's tenure: a new one, a new
         `token`); never one another aggregator holds."""
         fresh = secrets.token_hex(8)
-        keys = [self.key, self._taken_key]
         try:
-            code = LeaseCode(self._acquire(keys=keys, args=[self.token, fresh, self._ttl_ms]))
-            self._failing = None
+            reply = self._acquire(keys=self._keys, args=[self.token, fresh, self._ttl_ms])
         except redis.RedisError as exc:
+            return self.renewed(exc, fresh)
+        return self.renewed(reply, fresh)
+
+    @property
+    def _keys(self) -> list[str]:
+        return [self.key, self._taken_key]
+
+    def renew_in(self, pipe: redis.client.Pipeline) -> str:
+        """Queue the renewal on `pipe` (leases renewed together, one round trip); the token a
+        new tenure would take, for `renewed` with the pipeline's reply."""
+        fresh = secrets.token_hex(8)
+        self._acquire(keys=self._keys, args=[self.token, fresh, self._ttl_ms], client=pipe)
+        return fresh
+
+    def renewed(self, reply: object, fresh: str) -> bool:
+        """Learn from the acquire script's reply (or the error instead of it) whether we hold
+        the lease; `fresh`: the token a new tenure takes."""
+        if not isinstance(reply, redis.RedisError):
+            code = LeaseCode(cast(int, reply))
+            self._failing = None
+        else:
+            exc = reply
             code = LeaseCode.HELD
             # Once per kind of failure: a full Redis refuses to give a free lease out every
             # ttl/3 until memory is freed.
@@ -92,4 +118,5 @@ class RedisLease:
             self._release(keys=[self.key], args=[self.token])
 
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._client.close()

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
+import redis
 
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
@@ -40,17 +41,30 @@ class RedisEventLog:
     """One shard's log on Redis, for that shard's aggregators (`shared_log.EventLog`). Not
     greenlet-safe: one runner uses it.
 
-    Reads that block (`read` with `block_ms`) use a connection of their own, so the lease and
-    the publishing never wait behind them.
+    Given a URL it has a connection of its own, so that reads that block (`read` with
+    `block_ms`) never hold up the lease or the publishing. Given a client (the broker's pool,
+    shared by every partition a process holds), `close` leaves it open, and nothing should
+    block on it: a process waits for new entries of all its partitions at once
+    (`log_wait.py`).
     """
 
-    def __init__(self, url: str, keys: Keys, shard: tuple[int, int], *, socket_timeout: float):
+    def __init__(
+        self,
+        url: str | redis.Redis,
+        keys: Keys,
+        shard: tuple[int, int],
+        *,
+        socket_timeout: float,
+    ):
         self.keys = keys
         self.shard = shard
         self._part = part = keys.shard(shard)
         self._log = part.log
+        self._owned = isinstance(url, str)
         # A blocked XREAD must outlive the socket timeout it is given.
-        self._client = single_client(url, socket_timeout=socket_timeout)
+        self._client = (
+            single_client(url, socket_timeout=socket_timeout) if isinstance(url, str) else url
+        )
         self._state = Script(self._client, "read_state")
         self._ticks = Script(self._client, "append_ticks")
         self._forget = Script(self._client, "forget_topics")
@@ -152,4 +166,5 @@ class RedisEventLog:
             self._client.xtrim(self._log, minid=before, approximate=False)
 
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._client.close()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from pushsvc.broker.lua import source
@@ -37,8 +38,13 @@ class Script:
         *,
         keys: Sequence[str] = (),
         args: Sequence[Arg] = (),
-        client: redis.Redis | redis.client.Pipeline | None = None,
+        client: redis.Redis | redis.client.Pipeline | ClusterPipeline | None = None,
     ) -> Any:
+        if isinstance(client, ClusterPipeline):
+            # A cluster pipeline cannot load a script first: the script goes whole (EVAL).
+            return client.execute_command(  # type: ignore[no-untyped-call]
+                "EVAL", self._text, len(keys), *keys, *args
+            )
         if client is not None:
             return self._pipelined(keys=keys, args=args, client=client)
         try:

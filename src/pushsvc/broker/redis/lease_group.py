@@ -1,0 +1,159 @@
+"""One aggregator process among the others: its membership and its partition leases, kept on
+one connection (`pushsvc.broker.shared_log.LeaseGroup`).
+
+Membership is the sorted set `{prefix}aggregators`: each process's id scored by when it
+expires (ms), unless it renews it every ttl/3 like a lease. Scores are on Redis's clock, not
+the host's: a round reads `TIME` and the next one estimates it from the monotonic clock in
+between, so hosts whose clocks disagree still agree on who is live. A process that dies
+drops out of the set within one ttl, as its leases lapse.
+
+A member id starts with when the process joined (Redis's clock, ms, fixed digits), so the ids
+sort in the order the processes joined: the shares give the partitions left over to the
+oldest members, and a process that joins takes from the others without moving partitions
+between them. A round is `settled` when it sees the members the last one saw (or is the
+process's first): a process takes nothing from an unsettled round, so that after Redis lost
+the membership (restarted empty) nobody takes the partitions of a process that has not
+re-joined yet: it still holds their windows, which the log can no longer rebuild, and takes
+its leases again at its next round. The price: a partition whose holder died moves one round
+later (within a lease and two rounds).
+
+Each round is one pipeline on one connection: the membership (add ours, drop the expired,
+read the rest), every lease held renewed (`lease_acquire.lua`, the same script a single
+lease runs), and whether each partition's lease exists (who holds what is free to take).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.wire import unavailable
+from pushsvc.broker.shared_log import Lease, Roster
+
+log = logging.getLogger(__name__)
+
+Shard = tuple[int, int]
+
+
+def process_id() -> str:
+    """This process: host, pid and a few random digits (a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class RedisLeaseGroup:
+    """`shared_log.LeaseGroup` on Redis. Not greenlet-safe: one greenlet uses it."""
+
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        partitions: int,
+        *,
+        ttl_us: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._process = process_id()
+        self.member = ""
+        """This process's id among the members, from its first round on."""
+        self._seen: tuple[str, ...] = ()
+        """The members the last round saw."""
+        self._keys = keys
+        self._shards = [(index, partitions) for index in range(partitions)]
+        self._ttl_us = ttl_us
+        self._ttl_ms = max(1, ttl_us // 1000)
+        self._clock = clock
+        self._client = single_client(url, socket_timeout=2.0)
+        self._held: dict[Shard, RedisLease] = {}
+        self._server: tuple[float, float] | None = None
+        """Redis's clock (ms) as last read, and our monotonic clock then."""
+
+    def _server_ms(self) -> int:
+        if self._server is None:
+            self._server = (_ms(self._client.time()), self._clock())
+        server_ms, at = self._server
+        return int(server_ms + (self._clock() - at) * 1000)
+
+    def round(self) -> Roster:
+        key = self._keys.aggregators
+        with unavailable("lease round"):
+            now_ms = self._server_ms()
+            if not self.member:
+                self.member = f"{now_ms:013d}:{self._process}"
+                log.warning("joining the aggregators as %s", self.member)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.time()
+            pipe.zadd(key, {self.member: now_ms + self._ttl_ms})
+            pipe.zremrangebyscore(key, "-inf", now_ms)
+            pipe.zrange(key, 0, -1)
+            renewals = [(lease, lease.renew_in(pipe)) for lease in self._held.values()]
+            for shard in self._shards:
+                pipe.exists(self._keys.shard(shard).lease)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        # The leases are renewed whatever else failed (a full Redis refuses ZADD, never the
+        # PEXPIRE of a lease held); without the time or the members the round has no roster.
+        renewed = replies[4 : 4 + len(renewals)]
+        for (lease, fresh), reply in zip(renewals, renewed, strict=True):
+            lease.renewed(reply, fresh)
+        for reply in (replies[0], replies[3], replies[1]):
+            if isinstance(reply, redis.RedisError):
+                with unavailable("lease round"):
+                    raise reply
+        self._server = (_ms(replies[0]), self._clock())
+        first = not self._seen
+        members = tuple(sorted(member.decode() for member in replies[3]))
+        settled = first or members == self._seen
+        self._seen = members
+        exists = replies[4 + len(renewals) :]
+        free = frozenset(s for s, there in zip(self._shards, exists, strict=True) if not there)
+        return Roster(members, free, settled=settled)
+
+    def take(self, shards: Sequence[Shard]) -> dict[Shard, Lease]:
+        if not shards:
+            return {}
+        leases = [
+            RedisLease(self._client, self._keys.shard(shard).lease, ttl_us=self._ttl_us)
+            for shard in shards
+        ]
+        with unavailable("take leases"):
+            pipe = self._client.pipeline(transaction=False)
+            fresh = [lease.renew_in(pipe) for lease in leases]
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        taken: dict[Shard, Lease] = {}
+        for shard, lease, token, reply in zip(shards, leases, fresh, replies, strict=True):
+            if lease.renewed(reply, token):
+                self._held[shard] = taken[shard] = lease
+        return taken
+
+    def release(self, lease: object) -> None:
+        assert isinstance(lease, RedisLease)
+        for shard, held in list(self._held.items()):
+            if held is lease:
+                del self._held[shard]
+        if lease.holding:
+            log.warning("gave up the lease %s", lease.key)
+        lease.release()
+
+    def leave(self) -> None:
+        for lease in list(self._held.values()):
+            self.release(lease)
+        with unavailable("leave"):
+            self._client.zrem(self._keys.aggregators, self.member)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _ms(reply: Any) -> float:
+    """Redis's TIME reply (seconds, microseconds) in ms."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) / 1000
