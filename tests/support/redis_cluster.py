@@ -115,6 +115,7 @@ class RedisClusterServers:
             # by default, so a fresh cluster would take that long to look whole.
             "--repl-ping-replica-period", "1",
         )  # fmt: skip
+        self._binary, self._cluster_args = binary, cluster_args
         self.nodes = [
             RedisServer(binary, cluster_node_port(), args=cluster_args)
             for _ in range(primaries * (1 + replicas_per_primary))
@@ -206,6 +207,25 @@ class RedisClusterServers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"slot {slot} did not move:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def add_replica(self, primary: RedisServer) -> RedisServer:
+        """Start a new node and make it a replica of `primary` (what an operator does after a
+        failover left a primary without one), and wait until the cluster is settled."""
+        node = RedisServer(self._binary, cluster_node_port(), args=self._cluster_args).start()
+        self.nodes.append(node)
+        primary_id = self._ask(primary, lambda c: c.cluster("MYID"))
+        self._ask(node, lambda c: c.cluster("MEET", "127.0.0.1", primary.port))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._ask(node, lambda c: c.cluster("REPLICATE", primary_id))
+                break
+            except redis.exceptions.ResponseError:  # the primary is not known to it yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.wait_until_settled()
+        return node
 
     def stop_node(self, node: RedisServer) -> None:
         """SIGTERM one node: a clean shutdown."""

@@ -193,8 +193,9 @@ class Broker(Protocol):
         broker cannot be reached (nothing was appended).
 
         A batch for a topic the broker does not keep (new, or forgotten) raises
-        TooManyTopics and appends nothing when `max_topics` topics are kept already; the
-        check and the append are one atomic step, so racing producers cannot overshoot.
+        TooManyTopics and appends nothing when `max_topics` topics are kept already; a new
+        topic's check and append happen under one lock (on Redis the count spans every
+        partition), so racing producers cannot overshoot.
         """
         ...
 

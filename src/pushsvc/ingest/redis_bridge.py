@@ -1,20 +1,21 @@
 """Producers on Redis: `PUBLISH {prefix}ingest:{topic} <body>` becomes events in the log.
 
 One bridge at a time per deployment: every aggregator process runs one, and the one holding
-the lease `{prefix}lease:bridge` is subscribed to `{prefix}ingest:*`; the others stand by and
+the lease `{prefix}{bridge}:lease` is subscribed to `{prefix}ingest:*`; the others stand by and
 subscribe when they take the lease over (within one lease time of the holder's death). Each
 tenure of the lease subscribes on a connection of its own, closed when the tenure ends. Each
 message gets the POST's validation and limits (`ingest.validated`) and the broker's lateness
 rule at append, so a rejected message changes nothing; it is counted by reason in Redis
 (every web process's `/metrics` shows it) and logged once per reason and topic.
 
-Appends are fenced by the token of the tenure their subscription belongs to (the append
-script checks it), so a bridge that was paused past its lease and wakes with messages queued
-appends none of them: its successor, which pub/sub gave the same messages, already did. That
-holds when the successor died meanwhile too and the woken bridge takes the lease again: after
-another process's tenure, that is a new tenure, under a new token, on a new connection, never
-the old one's queue. A lapse nobody took the lease in is no new tenure: the bridge goes on with
-its subscription and appends what it queued, which no other bridge can have appended.
+Appends are fenced by the token of the tenure their subscription belongs to (a new tenure
+writes it into every partition before it subscribes, and the append script checks it there), so
+a bridge that was paused past its lease and wakes with messages queued appends none of them:
+its successor, which pub/sub gave the same messages, already did. That holds when the successor
+died meanwhile too and the woken bridge takes the lease again: after another process's tenure,
+that is a new tenure, under a new token, on a new connection, never the old one's queue. A
+lapse nobody took the lease in is no new tenure: the bridge goes on with its subscription and
+appends what it queued, which no other bridge can have appended.
 
 A Redis that refuses an append (full at `maxmemory`, read-only, busy, loading: nothing was
 written) is waited for: the bridge retries the same batch with a backoff, logging once, and
@@ -36,7 +37,7 @@ import time
 import gevent.event
 
 from pushsvc.broker.redis.broker import RedisBroker
-from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.connect import pubsub_client
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.errors import (
@@ -50,6 +51,9 @@ from pushsvc.ingest import Event, InputLimits
 from pushsvc.ingest.accept import sniff_media_type, validated
 
 log = logging.getLogger(__name__)
+
+BRIDGE = "bridge"
+"""The name of the bridge's lease, whose holder's token fences its appends."""
 
 _LOGGED_AT_MOST = 10_000  # (reason, topic) pairs remembered for "log once"
 _MIN_BACKOFF_S = 0.1  # first wait after Redis refused an append
@@ -92,8 +96,14 @@ class Bridge:
 
     def _subscribe(self, tenure: str) -> None:
         keys = self._broker.keys
+        try:
+            # Before any message of this tenure: appends of an earlier tenure are refused.
+            self._broker.claim_fence(BRIDGE, tenure)
+        except BrokerUnavailable as exc:
+            log.warning("bridge: could not take over the fence (%s); retrying", exc)
+            return
         reader = PubSubReader(
-            single_client(self._broker.url, socket_timeout=None),
+            pubsub_client(self._broker.url),
             name=f"pushsvc-bridge-{keys.prefix}",
             on_messages=functools.partial(self._on_messages, tenure),
         )
@@ -115,7 +125,7 @@ class Bridge:
     def _on_messages(self, tenure: str, messages: list[tuple[bytes, bytes]]) -> None:
         accepted = 0
         rejected: dict[str, int] = {}
-        fence = (self._broker.keys.bridge_lease, tenure)
+        fence = (BRIDGE, tenure)
         for channel, body in messages:
             topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
             try:

@@ -74,7 +74,7 @@ class Case:
         self.redis = redis.Redis.from_url(server.url)
         self.topics = tuple(f"{self.name}.{x}" for x in "abc")
         self.shard_lease = server_keys(self.prefix).partition(0).lease
-        self.bridge_lease = f"{self.prefix}lease:bridge"
+        self.bridge_lease = server_keys(self.prefix).bridge_lease
         self.port = server.port
         self._threads: list[Watcher | KeyedProducer | IngestProducer] = []
 

@@ -231,8 +231,9 @@ class RedisBroker:
         idempotency: Idempotency | None = None,
         fence: tuple[str, str] | None = None,
     ) -> Appended:
-        """See `Broker.append_events`. With `fence` (a lease key and a token), the script
-        refuses (Fenced) unless the token holds the lease.
+        """See `Broker.append_events`. With `fence` (a lease's name and a token), the script
+        refuses (Fenced) unless the token is the one `claim_fence` last wrote for that name in
+        the topic's partition.
 
         A replay is answered 202 whatever the replicas say: its batch was logged by the
         first request (which may have been answered `replicas_unconfirmed`), and this one
@@ -245,7 +246,7 @@ class RedisBroker:
         )
         args: list[str | int | bytes] = [topic, encode_events(events), times, ""]
         if fence is not None:
-            keys.append(fence[0])
+            keys.append(part.fence(fence[0]))
             args.append(fence[1])
         else:
             args.append("")
@@ -297,6 +298,17 @@ class RedisBroker:
         finally:
             with contextlib.suppress(BrokerUnavailable), unavailable("admit a new topic"):
                 self._release_admitting(keys=[self.keys.admitting], args=[token])
+
+    def claim_fence(self, name: str, token: str) -> None:
+        """Make `token` the fence of lease `name` in every partition (a new holder, before it
+        appends anything): from then on appends fenced by an earlier holder's token are
+        refused. A lease spans every partition, and a script touches one slot, so each
+        partition keeps a copy of the holder's token."""
+        self._check_open()
+        with unavailable("claim_fence"), self._client.pipeline(transaction=False) as pipe:
+            for part in self.keys:
+                pipe.set(part.fence(name), token)
+            pipe.execute()
 
     def _run_append(
         self, keys: list[str], args: list[str | int | bytes]

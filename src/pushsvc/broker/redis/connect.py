@@ -119,6 +119,33 @@ def pooled_client(url: str, *, max_connections: int, socket_timeout: float) -> r
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
 
 
+def pubsub_client(url: str) -> redis.Redis:
+    """A client for plain (not sharded) pub/sub, as `single_client` with no socket timeout. On
+    a Redis Cluster, a client of the first seed node that answers: a PUBLISH reaches every
+    node there, so one node is enough to hear the producers' ingest channels."""
+    if not is_cluster(url):
+        return single_client(url, socket_timeout=None)
+    parsed = parse_cluster_url(url)
+    error: Exception = UnsafeRedis(f"{redact_url(url)}: no seed node answered")
+    for host, port in parsed.seeds:
+        client = redis.Redis(
+            host=host,
+            port=port,
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            retry=Retry(NoBackoff(), 0, supported_errors=()),
+            **_timeouts(url, None),
+        )
+        try:
+            client.ping()
+            return client
+        except redis.RedisError as failed:
+            client.close()
+            error = failed
+    raise error
+
+
 def single_client(url: str, *, socket_timeout: float | None) -> redis.Redis:
     """One caller at a time (a pub/sub reader, a log reader blocked in XREAD, a lease), with no
     error handling of its own: redis-py would otherwise reconnect and resubscribe behind the

@@ -39,13 +39,15 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:checkpoint:{topic} hash   the topic's durable state at a log position
     P:checkpoints       set     the partition's topics that have a checkpoint
     P:rules             string  the digest of the rules its active aggregator computes with
+    P:fence:{name}      string  the token of lease `name`'s holder (the bridge), whose appends
+                                the append script fences
 
 Outside the partitions, each key alone in its slot:
 
     {prefix}partitions  string  the partition count the data is laid out for (fixed for the
                                 life of the data: a process with another count stops)
     {prefix}ingest:{topic} channel  producers on Redis (PUBLISH, not sharded)
-    {prefix}lease:bridge[:taken]    the Redis bridge's lease
+    {prefix}{bridge}:lease[:taken]  the Redis bridge's lease
     {prefix}bridged     hash    the bridge's counts
     {prefix}admitting   string  held while a new topic is counted and admitted
 """
@@ -218,6 +220,11 @@ class PartitionKeys:
         key = f"{self.base}series:{resolution}:{topic}"
         return f"{key}|{group_id}" if group_id else key
 
+    def fence(self, name: str) -> str:
+        """The token of the holder of lease `name` (the Redis bridge's), copied into every
+        partition when it takes the lease, so that its appends are fenced within one slot."""
+        return f"{self.base}fence:{name}"
+
     def checkpoint(self, topic: str) -> str:
         """A hash: the topic's durable state at a log position (`core/checkpoint.py`)."""
         return f"{self.base}checkpoint:{topic}"
@@ -285,7 +292,8 @@ class Keys:
 
     @property
     def bridge_lease(self) -> str:
-        return f"{self.prefix}lease:bridge"
+        # Its own tag: the lease script also touches `…:taken`, which must share its slot.
+        return f"{self.prefix}{{bridge}}:lease"
 
     @property
     def bridged(self) -> str:

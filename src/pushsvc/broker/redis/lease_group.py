@@ -30,9 +30,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
@@ -77,9 +78,27 @@ class RedisLeaseGroup:
         self._server: tuple[float, float] | None = None
         """Redis's clock (ms) as last read, and our monotonic clock then."""
 
+    @property
+    def _on_cluster(self) -> bool:
+        return isinstance(self._client, RedisCluster)
+
+    def _time_of_members_node(self) -> Any:
+        """TIME of the node that keeps the members key (or its error)."""
+        if not self._on_cluster:
+            return self._client.time()
+        cluster = cast(RedisCluster, self._client)
+        node = cluster.get_node_from_key(self._keys.aggregators)  # type: ignore[no-untyped-call]
+        try:
+            return cluster.get_redis_connection(node).time()
+        except redis.RedisError as exc:
+            return exc
+
     def _server_ms(self) -> int:
         if self._server is None:
-            self._server = (_ms(self._client.time()), self._clock())
+            now = self._time_of_members_node()
+            if isinstance(now, redis.RedisError):
+                raise now
+            self._server = (_ms(now), self._clock())
         server_ms, at = self._server
         return int(server_ms + (self._clock() - at) * 1000)
 
@@ -91,7 +110,8 @@ class RedisLeaseGroup:
                 self.member = f"{now_ms:013d}:{self._process}"
                 log.warning("joining the aggregators as %s", self.member)
             pipe = self._client.pipeline(transaction=False)
-            pipe.time()
+            if not self._on_cluster:
+                pipe.time()
             pipe.zadd(key, {self.member: now_ms + self._ttl_ms})
             pipe.zremrangebyscore(key, "-inf", now_ms)
             pipe.zrange(key, 0, -1)
@@ -99,6 +119,10 @@ class RedisLeaseGroup:
             for shard in self._shards:
                 pipe.exists(self._keys.shard(shard).lease)
             replies: list[Any] = pipe.execute(raise_on_error=False)
+            if self._on_cluster:
+                # A cluster pipeline takes no TIME: the clock of the node that keeps the
+                # members, so that every process scores them on one clock.
+                replies.insert(0, self._time_of_members_node())
         # The leases are renewed whatever else failed (a full Redis refuses ZADD, never the
         # PEXPIRE of a lease held); without the time or the members the round has no roster.
         renewed = replies[4 : 4 + len(renewals)]
