@@ -29,7 +29,15 @@ from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.base import (
     Appended,
@@ -339,8 +347,19 @@ class RedisBroker:
                     raw, replicas = pipe.execute()
                 return raw, int(replicas)
             except (MovedError, AskError, TryAgainError):
-                cast(RedisCluster, self._client).nodes_manager.initialize()
+                self._learn_topology()
+            except (RedisConnectionError, RedisTimeoutError):
+                # The node went away (a failover?): the next append asks the new owner.
+                self._learn_topology()
+                raise
         raise BrokerUnavailable("the partition's slot kept moving; retry")
+
+    def _learn_topology(self) -> None:
+        """Read the cluster's slots again, after a node failed or a slot moved under a call
+        made on one node's own connection (RedisCluster does so itself for its own calls)."""
+        if self.on_cluster:
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
+                cast(RedisCluster, self._client).nodes_manager.initialize()
 
     # -- updates -------------------------------------------------------------
 
@@ -656,8 +675,12 @@ class RedisBroker:
         """Redis's eviction policy and memory use (`memory_policy.py`); on a cluster, of the
         primary in the worst state (evicting, else full, else the fullest)."""
         self._check_open()
-        with unavailable("memory"):
-            found = [read_memory(client) for client in self._primaries()]
+        try:
+            with unavailable("memory"):
+                found = [read_memory(client) for client in self._primaries()]
+        except BrokerUnavailable:
+            self._learn_topology()
+            raise
         return max(found, key=lambda m: (m.evicts, m.full, m.used_bytes / (m.max_bytes or 1)))
 
     def _by_primary(self) -> dict[redis.Redis, list[PartitionKeys]]:
@@ -728,6 +751,7 @@ class RedisBroker:
                         pipe.get(part.forgotten)
                     replies = pipe.execute()
             except BrokerUnavailable:
+                self._learn_topology()
                 continue
             answered += 1
             for place, part in enumerate(parts):

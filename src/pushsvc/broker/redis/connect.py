@@ -16,12 +16,15 @@ client has re-read the cluster's topology for the next command.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -73,12 +76,35 @@ def _primary(url: str, pool_class: type[SentinelConnectionPool], **options: Any)
     return primary
 
 
+class _RefreshingPipeline(ClusterPipeline):
+    """A cluster pipeline that re-reads the topology when a node cannot be reached, as
+    `RedisCluster` does for a single command: otherwise every later pipeline goes to the node
+    that died, long after its replica took its slots over."""
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return cast(list[Any], super().execute(raise_on_error))
+        except (RedisConnectionError, RedisTimeoutError):
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
+                self.nodes_manager.initialize()
+            raise
+
+
+class _Cluster(RedisCluster):
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe: ClusterPipeline = super().pipeline(  # type: ignore[no-untyped-call]
+            transaction, shard_hint
+        )
+        pipe.__class__ = _RefreshingPipeline  # the same object, refreshing on failure
+        return pipe
+
+
 def _cluster(url: str, *, max_connections: int, **options: Any) -> redis.Redis:
     """A `RedisCluster` (typed as the `redis.Redis` whose commands it shares: the broker
     calls only commands both have, and every script's keys are in one slot)."""
     parsed = parse_cluster_url(url)
     try:
-        cluster = RedisCluster(
+        cluster = _Cluster(
             startup_nodes=[
                 ClusterNode(host, port)  # type: ignore[no-untyped-call]
                 for host, port in parsed.seeds
