@@ -83,7 +83,7 @@ class _RefreshingPipeline(ClusterPipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         try:
-            return cast(list[Any], super().execute(raise_on_error))
+            return super().execute(raise_on_error)  # type: ignore[no-any-return]
         except (RedisConnectionError, RedisTimeoutError):
             with contextlib.suppress(redis.RedisError, RedisClusterException):
                 self.nodes_manager.initialize()
