@@ -13,6 +13,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from pushsvc.broker.redis.keys import Keys
 from support.live import SRC, PushsvcProcess, request, wait_until
 from support.redis_server import RedisServer
 
@@ -46,7 +47,7 @@ def _readyz(port: int) -> tuple[int, dict[str, Any]]:
 
 
 def _leased(client: redis.Redis, prefix: str, partitions: int) -> int:
-    keys = [f"{prefix}lease:{i}/{partitions}" for i in range(partitions)]
+    keys = [part.lease for part in Keys(prefix, partitions)]
     return int(client.exists(*keys))
 
 

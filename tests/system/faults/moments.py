@@ -73,8 +73,10 @@ class Case:
         """How long a standby may take to hold a lease that lapsed, with room for a busy CI."""
         self.redis = redis.Redis.from_url(server.url)
         self.topics = tuple(f"{self.name}.{x}" for x in "abc")
-        self.shard_lease = server_keys(self.prefix).partition(0).lease
-        self.bridge_lease = server_keys(self.prefix).bridge_lease
+        self.keys = server_keys(self.prefix, int(self.stack.env["PUSHSVC_PARTITIONS"]))
+        """The names the case's processes use, for the partition count they run with."""
+        self.shard_lease = self.keys.partition(0).lease
+        self.bridge_lease = self.keys.bridge_lease
         self.port = server.port
         self._threads: list[Watcher | KeyedProducer | IngestProducer] = []
 
@@ -123,11 +125,11 @@ class Case:
         return found[0]
 
     def applied(self) -> str:
-        value = self.redis.hget(server_keys(self.prefix).partition(0).applied, "id")
+        value = self.redis.hget(self.keys.partition(0).applied, "id")
         return value.decode() if isinstance(value, bytes) else "0-0"
 
     def last_logged(self) -> str:
-        entries: Any = self.redis.xrevrange(server_keys(self.prefix).partition(0).log, count=1)
+        entries: Any = self.redis.xrevrange(self.keys.partition(0).log, count=1)
         return entries[0][0].decode() if entries else "0-0"
 
     def wait_published(self, timeout: float = 10) -> None:
@@ -420,7 +422,7 @@ class IngestProducer(threading.Thread):
 def logged_batches(case: Case) -> list[Batch]:
     """The batches the shard's event log holds, in log order (none is trimmed in a case: the
     widest window is 5 minutes)."""
-    entries: Any = case.redis.xrange(server_keys(case.prefix).partition(0).log)
+    entries: Any = case.redis.xrange(case.keys.partition(0).log)
     batches = []
     for entry_id, fields in entries:
         if fields.get(b"k") == b"e":

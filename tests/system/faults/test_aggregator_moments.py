@@ -42,7 +42,6 @@ from faults.moments import (
     thaw,
 )
 from support.live import PushsvcProcess, wait_until
-from support.redis_keys import updates_channel
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -88,7 +87,9 @@ def _kill_between_publishes(
     standbys = [s for s in case.stack.aggregators if s is not holder]
     with paused(producer):
         case.wait_published()
-        killer = KillOnFirstMessage(case.port, updates_channel(case.prefix, a), holder.pid)
+        killer = KillOnFirstMessage(
+            case.port, (case.keys.of(a).updates_channel + a.encode()).decode(), holder.pid
+        )
         # Frozen right after renewing its lease, so that the lease outlives the posting.
         renewed = case.redis.pttl(case.shard_lease)
         wait_until(

@@ -38,7 +38,6 @@ from faults.moments import (
     settle,
     subscribers,
 )
-from pushsvc.core.partitions import partition_of
 from support.live import PushsvcProcess, wait_until
 from support.redis_server import RedisServer
 
@@ -49,7 +48,7 @@ BIG_BATCH = 1700
 
 
 def _leases(case: Case) -> list[str]:
-    return [f"{case.prefix}lease:{i}/{PARTITIONS}" for i in range(PARTITIONS)]
+    return [case.keys.partition(i).lease for i in range(PARTITIONS)]
 
 
 def _held(case: Case, aggregator: PushsvcProcess) -> list[str]:
@@ -119,7 +118,7 @@ def first_killed_at_handover(offset: float) -> Moment:
 def newcomer_killed_at_takeover(offset: float) -> Moment:
     def moment(case: Case, producer: KeyedProducer, first: PushsvcProcess) -> dict:
         newcomer = case.stack.start_aggregator()
-        seen = _said(newcomer, f"took the lease {case.prefix}lease:", case.takeover_timeout)
+        seen = _said(newcomer, f"took the lease {case.prefix}{{", case.takeover_timeout)
         time.sleep(max(0.0, seen + offset - time.monotonic()))
         case.stack.kill_aggregator(newcomer)
         killed = time.monotonic()
@@ -142,10 +141,12 @@ def killed_mid_batch(case: Case, producer: KeyedProducer, first: PushsvcProcess)
     a = case.topics[0]
     case.stack.start_aggregator()
     _shared(case, case.takeover_timeout)
-    key = f"{case.prefix}lease:{partition_of(a, PARTITIONS)}/{PARTITIONS}"
+    key = case.keys.of(a).lease
     holder = case.holder(key=key)
     with paused(producer):
-        killer = KillOnFirstMessage(case.port, f"{case.prefix}updates:{a}", holder.pid)
+        killer = KillOnFirstMessage(
+            case.port, (case.keys.of(a).updates_channel + a.encode()).decode(), holder.pid
+        )
         producer.deliver(producer.next_batch(BIG_BATCH, a))
         assert killer.fired(30), "nothing was published"
         case.stack.kill_aggregator(holder)

@@ -83,7 +83,7 @@ class _RefreshingPipeline(ClusterPipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         try:
-            return super().execute(raise_on_error)  # type: ignore[no-any-return]
+            return super().execute(raise_on_error)
         except (RedisConnectionError, RedisTimeoutError):
             with contextlib.suppress(redis.RedisError, RedisClusterException):
                 self.nodes_manager.initialize()
