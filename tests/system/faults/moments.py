@@ -80,6 +80,10 @@ class Case:
         self.port = server.port
         self._threads: list[Watcher | KeyedProducer | IngestProducer] = []
 
+    def updates_channel(self, topic: str) -> str:
+        """The channel `topic`'s updates are published on."""
+        return (self.keys.of(topic).updates_channel + topic.encode()).decode()
+
     def own(self, thread: Watcher | KeyedProducer | IngestProducer) -> None:
         """Stop `thread` when the case closes, also when the case failed before it did: a
         producer left running would post into the next case's time."""

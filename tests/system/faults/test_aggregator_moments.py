@@ -87,9 +87,7 @@ def _kill_between_publishes(
     standbys = [s for s in case.stack.aggregators if s is not holder]
     with paused(producer):
         case.wait_published()
-        killer = KillOnFirstMessage(
-            case.port, (case.keys.of(a).updates_channel + a.encode()).decode(), holder.pid
-        )
+        killer = KillOnFirstMessage(case.port, case.updates_channel(a), holder.pid)
         # Frozen right after renewing its lease, so that the lease outlives the posting.
         renewed = case.redis.pttl(case.shard_lease)
         wait_until(

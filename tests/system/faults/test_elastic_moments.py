@@ -144,9 +144,7 @@ def killed_mid_batch(case: Case, producer: KeyedProducer, first: PushsvcProcess)
     key = case.keys.of(a).lease
     holder = case.holder(key=key)
     with paused(producer):
-        killer = KillOnFirstMessage(
-            case.port, (case.keys.of(a).updates_channel + a.encode()).decode(), holder.pid
-        )
+        killer = KillOnFirstMessage(case.port, case.updates_channel(a), holder.pid)
         producer.deliver(producer.next_batch(BIG_BATCH, a))
         assert killer.fired(30), "nothing was published"
         case.stack.kill_aggregator(holder)
