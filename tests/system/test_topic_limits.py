@@ -138,8 +138,8 @@ def test_an_idle_topic_is_forgotten_in_redis_and_stays_forgotten_after_a_takeove
         with SSEClient(web.port, f"/topics/{topic}/stream") as stream:
             stream.next_data("snapshot")
             _until_forgotten(web.port, stream, topic)
-            assert not client.hexists(partition_keys(prefix, topic).clocks, topic)
-            assert not client.hexists(partition_keys(prefix, topic).latest, topic)
+            assert not client.hexists(partition_keys(prefix, topic, 1).clocks, topic)
+            assert not client.hexists(partition_keys(prefix, topic, 1).latest, topic)
             active.wait_for_log("forgot 1 idle topics")
             metrics = _metrics(web.port)
             assert _metric(metrics, "pushsvc_topics_forgotten_total") == 1
@@ -147,10 +147,10 @@ def test_an_idle_topic_is_forgotten_in_redis_and_stays_forgotten_after_a_takeove
 
             active.kill()  # the standby applied the forget entry too: nothing comes back
             standby.wait_for_log("active from log entry", timeout=10)
-            assert not client.hexists(partition_keys(prefix, topic).latest, topic)
+            assert not client.hexists(partition_keys(prefix, topic, 1).latest, topic)
             assert request(web.port, "GET", f"/topics/{topic}/stats")[0] == 404
             _comes_back(web.port, stream, topic)
-            assert client.hexists(partition_keys(prefix, topic).clocks, topic)
+            assert client.hexists(partition_keys(prefix, topic, 1).clocks, topic)
     finally:
         for proc in procs:
             proc.stop()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pushsvc.broker.redis.keys import Keys
 from support.live import PushsvcProcess, request
 from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
@@ -55,6 +56,11 @@ class FaultStack:
         self.webs: list[PushsvcProcess] = []
         self.aggregators: list[PushsvcProcess] = []
         self._lock = threading.Lock()
+
+    @property
+    def keys(self) -> Keys:
+        """The Redis names its processes use, for the partition count they run with."""
+        return Keys(self.env["PUSHSVC_PREFIX"], int(self.env["PUSHSVC_PARTITIONS"]))
 
     def start_web(self) -> PushsvcProcess:
         web = PushsvcProcess("web", env=self.env).start()

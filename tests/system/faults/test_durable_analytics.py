@@ -24,7 +24,6 @@ from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watch
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule, parse_rules
-from support.redis_keys import partition_keys
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -87,9 +86,7 @@ def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
     assert set(producer.statuses) == {202}, producer.statuses
     # The cold aggregators had to restore a checkpoint: the log no longer held the start.
     client = redis.Redis.from_url(deployment.redis.url)
-    assert client.hexists(
-        partition_keys(deployment.env["PUSHSVC_PREFIX"], TOPIC).checkpoint(TOPIC), "head"
-    )
+    assert client.hexists(deployment.keys.of(TOPIC).checkpoint(TOPIC), "head")
     logged = sum(
         client.xlen(key) for key in client.scan_iter(f"{deployment.env['PUSHSVC_PREFIX']}{{*}}:log")
     )

@@ -19,7 +19,6 @@ import redis
 
 from faults.harness import FaultStack, Producer, Watcher, check_delivery, drain, wait_for
 from support.live import SSEClient, post, request
-from support.redis_keys import updates_channel
 from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
 
@@ -61,6 +60,11 @@ def _finish(
     figures = check_delivery(watchers, producer, **kw)
     figures["seconds"] = round(time.monotonic() - started, 1)
     print(f"\n{name}: {json.dumps(figures)}")
+
+
+def channel(deployment: FaultStack, topic: str) -> str:
+    """The channel `topic`'s updates are published on."""
+    return (deployment.keys.of(topic).updates_channel + topic.encode()).decode()
 
 
 def _split(deployment: FaultStack) -> None:
@@ -162,12 +166,12 @@ def test_a_web_process_receives_only_the_topics_its_clients_watch(
         channels = {
             name: int(count)
             for name, count in admin.pubsub_numsub(
-                updates_channel(prefix, flooded), updates_channel(prefix, calm)
+                channel(deployment, flooded), channel(deployment, calm)
             )
         }
         assert channels == {
-            updates_channel(prefix, flooded).encode(): 1,  # the busy process only
-            updates_channel(prefix, calm).encode(): 1,  # the quiet process only
+            channel(deployment, flooded).encode(): 1,  # the busy process only
+            channel(deployment, calm).encode(): 1,  # the quiet process only
         }
         before = _received(quiet.port)
         for start in range(0, 2000, 500):
@@ -178,7 +182,7 @@ def test_a_web_process_receives_only_the_topics_its_clients_watch(
         assert calm_stream.next_data()[1]["event"]["value"] == 1.0
         # The quiet process received the one update its client watches, none of the flood.
         assert _received(quiet.port) - before == 1
-    wait_for(lambda: admin.pubsub_numsub(updates_channel(prefix, flooded))[0][1] == 0, 10, "unsub")
+    wait_for(lambda: admin.pubsub_numsub(channel(deployment, flooded))[0][1] == 0, 10, "unsub")
     admin.close()
 
 

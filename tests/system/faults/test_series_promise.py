@@ -23,7 +23,6 @@ from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule
 from pushsvc.rules.tiers import parse_tiers
 from support.live import PushsvcProcess, post, request, wait_until
-from support.redis_keys import partition_keys
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -92,7 +91,7 @@ def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> Non
     assert set(producer.statuses) == {202}, producer.statuses
     client = redis.Redis.from_url(deployment.redis.url)
     prefix = deployment.env["PUSHSVC_PREFIX"]
-    assert client.hexists(partition_keys(prefix, topic).checkpoint(topic), "series")
+    assert client.hexists(deployment.keys.of(topic).checkpoint(topic), "series")
     logged = sum(client.xlen(key) for key in client.scan_iter(f"{prefix}{{*}}:log"))
     # Trimmed (how far depends on how busy the machine was: the trim runs every 5 s).
     assert logged < len(producer.acked), "the log was not trimmed past the checkpoint"

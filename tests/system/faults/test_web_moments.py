@@ -45,7 +45,6 @@ from faults.moments import (
     wait_received,
 )
 from support.live import PushsvcProcess, wait_until
-from support.redis_keys import partition_keys
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -65,11 +64,7 @@ def _send_unread(port: int, batch: Batch) -> socket.socket:
 
 
 def _key_logged(case: Case, batch: Batch) -> bool:
-    return bool(
-        case.redis.exists(
-            partition_keys(case.prefix, batch.topic).idempotency(batch.topic, batch.key)
-        )
-    )
+    return bool(case.redis.exists(case.keys.of(batch.topic).idempotency(batch.topic, batch.key)))
 
 
 def under_load(
