@@ -155,7 +155,6 @@ def test_a_web_process_receives_only_the_topics_its_clients_watch(
     deployment.start_aggregator()
     deployment.active_aggregator()
     flooded, calm = f"flood-{uuid.uuid4().hex[:6]}", f"calm-{uuid.uuid4().hex[:6]}"
-    prefix = deployment.env["PUSHSVC_PREFIX"]
     admin = redis.Redis.from_url(deployment.redis.url)
     with (
         SSEClient(busy.port, f"/topics/{flooded}/stream") as flood_stream,
