@@ -18,6 +18,7 @@ import gevent
 import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.aggregate.derive import Deriver
 from pushsvc.aggregate.in_process import InProcessDriver
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.base import ServingBroker, UpdatesFeed
@@ -25,6 +26,7 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
 from pushsvc.broker.redis.keys import shard_of
+from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.config import Settings
 from pushsvc.deliver.hub import Hub
 from pushsvc.ingest import InputLimits
@@ -66,7 +68,11 @@ class Runtime:
         backend = _backend(settings)
         broker = backend.broker
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
-        limits = InputLimits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
+        limits = InputLimits(
+            max_body_bytes=settings.max_body_bytes,
+            max_batch=settings.max_batch,
+            derived_topics=settings.rules.derived_topics,
+        )
         runtime = cls(
             settings,
             broker,
@@ -203,6 +209,9 @@ class _InProcess:
         runtime.on_close(driver.close)
         runtime.spawn(driver.run, runtime.stop)
         runtime.send_alerts()
+        if settings.rules.derives:
+            deriver = Deriver(self.broker, settings.rules, lateness_us=settings.allowed_lateness_us)
+            runtime.spawn(deriver.run, runtime.stop)
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,17 @@ class _OnRedis:
             lease_us=settings.lease_us,
         )
         runtime.spawn(bridge.run, runtime.stop)
+        if settings.rules.derives:
+            # Derived metrics likewise: every aggregator process stands by, one computes.
+            lease = RedisLease(
+                self.broker.url, self.broker.keys.derive_lease, ttl_us=settings.lease_us
+            )
+            deriver = Deriver(
+                self.broker, settings.rules, lateness_us=settings.allowed_lateness_us, lease=lease
+            )
+            runtime.spawn(lease.keep, runtime.stop)
+            runtime.spawn(deriver.run, runtime.stop)
+            runtime.on_close(lease.close)
         index, count = shard
         runtime.send_alerts(
             holding=lambda: runner.holding,

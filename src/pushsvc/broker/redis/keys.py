@@ -13,7 +13,7 @@ Every key and channel is under the configured prefix (default `pushsvc:`); a sha
     {prefix}lease:{i}/{N}:taken  string  the token it was last taken under (kept when the
                                       lease expires: a holder that finds the lease free
                                       again knows whether another held it meanwhile);
-                                      `lease:bridge` has one too
+                                      `lease:bridge` and `lease:derive` have one too
     {prefix}clocks            hash    topic -> T, the largest event time or tick clock logged;
                                       its fields are the topics kept (`--max-topics`)
     {prefix}forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
@@ -176,6 +176,11 @@ class Keys:
     @property
     def bridge_lease(self) -> str:
         return f"{self.prefix}lease:bridge"
+
+    @property
+    def derive_lease(self) -> str:
+        """The lease of the one process that computes derived metrics (`[[derive]]`)."""
+        return f"{self.prefix}lease:derive"
 
     @property
     def bridged(self) -> str:
