@@ -130,6 +130,7 @@ def test_a_valid_derive_rule_is_described_and_its_topic_refused_to_producers() -
         + _derive("shop.rate", "1m", "rate[1h](shop.conversion) * 60")
     )
     first, second = rules.derives
+    assert second.sources == ("shop.conversion",)
     assert first.sources == ("shop.paid", "shop.checkout")
     assert first.every_us == 10 * S and first.terms == (PAID, CHECKOUT)
     assert dict(first.tiers)["shop.paid"].label == "10s:1h"
