@@ -211,8 +211,7 @@ def test_a_valid_derive_rule_is_described_and_its_topic_refused_to_producers() -
         ),
         (
             _derive("shop.x", "10s", "count[1m](plain)"),
-            "derive 1 (shop.x): every: 10s is not a series tier of source plain (its tiers: "
-            "none)",
+            "derive 1 (shop.x): every: 10s is not a series tier of source plain (its tiers: none)",
         ),
         (
             _derive("shop.x", "10s", "count[40m](shop.a)"),
