@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from faults.harness import FaultStack, Producer, wait_for
+from pushsvc.broker.redis.keys import shard_of
 from support.derive_oracle import Formula, Term, assert_close, derived_events, divide, expected
 from support.live import PushsvcProcess, post
 from support.redis_server import RedisServer
@@ -159,3 +160,65 @@ def test_derived_events_survive_a_stop_and_start_with_a_data_dir(tmp_path: Path)
         assert_close(derived_events(second.port, out), whole)
     finally:
         second.stop()
+
+
+def _named_in_shard(shard: int, count: int, stem: str) -> str:
+    """A topic name under `stem` that lives in partition `shard` of `count`."""
+    return next(name for i in range(10_000) if shard_of(name := f"{stem}.{i}", count) == shard)
+
+
+def test_a_successor_redoes_boundaries_logged_but_not_yet_applied_once(
+    prefix: str, tmp_path: Path
+) -> None:
+    """The derived topic lives in another partition than its sources, whose aggregator is
+    down while the deriver appends: the derived topic's published latest falls behind what
+    is logged. Then the deriver is killed; its successor starts from that stale latest and
+    redoes boundaries already logged, each of which the broker takes once."""
+    stem = f"cross.{uuid.uuid4().hex[:6]}"
+    a, b = _named_in_shard(0, 2, f"{stem}.a"), _named_in_shard(0, 2, f"{stem}.b")
+    out = _named_in_shard(1, 2, f"{stem}.out")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(_rules(a, b, out))
+    server = RedisServer().start()
+    stack = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules), "PUSHSVC_SHARD": "0/2"})
+    try:
+
+        def start_second_shard() -> PushsvcProcess:
+            env = {**stack.env, "PUSHSVC_SHARD": "1/2"}
+            aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
+            stack.aggregators.append(aggregator)
+            return aggregator
+
+        stack.start_web()
+        stack.start_aggregator()
+        deriver = _deriver(stack)
+        stack.start_aggregator()  # shard 0's standby, and the deriver's
+        other = start_second_shard()
+        producers = [Producer(stack, a, rate=80.0), Producer(stack, b, rate=50.0)]
+        for producer in producers:
+            producer.start()
+        # The first boundaries are due once the sources' clocks pass them by the lateness.
+        wait_for(lambda: derived_events(stack.ports()[0], out), 20, "a derived event")
+        stack.kill_aggregator(other)  # the derived topic's partition stops applying
+        time.sleep(4)  # the deriver logs boundaries nobody publishes
+        stack.kill_aggregator(deriver)
+        _deriver(stack)  # the standby derives again, from the stale derived topic
+        time.sleep(2)
+        start_second_shard()
+        time.sleep(3)
+        for producer in producers:
+            producer.stop()
+        sources = {a: producers[0].acked, b: producers[1].acked}
+        port = stack.ports()[0]
+        closing = max(ts for events in sources.values() for _, ts in events) + LATENESS + S
+        for topic, events in sources.items():
+            assert post(port, topic, {"value": 1.0, "ts": closing / S})[0] == 202
+            events.append((1.0, closing))
+        want = expected(sources, S, _formula(a, b), lateness_us=LATENESS)
+        assert len(want) > 10
+        wait_for(lambda: len(derived_events(port, out)) >= len(want), 30, "every boundary derived")
+        time.sleep(1)  # a duplicate would come now
+        assert_close(derived_events(port, out), want)
+    finally:
+        stack.stop()
+        server.stop()
