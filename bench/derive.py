@@ -133,10 +133,8 @@ def _derived(port: int, topic: str) -> int:
     status, _, body = request(port, "GET", f"/topics/{topic}/series?resolution=1s&limit=10000")
     points = json.loads(body)["points"]
     starts = [round(p["t"] * S) for p in points]
-    if (
-        any(p["count"] != 1 for p in points)
-        or starts != list(range(starts[0], newest, S))[: len(starts)]
-    ):
+    consecutive = not starts or starts == list(range(starts[0], starts[0] + len(starts) * S, S))
+    if any(p["count"] != 1 for p in points) or not consecutive:
         return -1  # a boundary twice, or one missing
     first = round(points[0]["t"] * S) if points else newest
     return (newest - first) // S + 1
