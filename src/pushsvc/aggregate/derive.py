@@ -127,6 +127,14 @@ class Deriver:
                     self.step()
                 except BrokerUnavailable as exc:
                     self._warn("", "unavailable", f"deriver: the broker is unavailable ({exc})")
+                except Exception as exc:
+                    # Next round starts again from what the derived topics show; a deriver
+                    # that died here would stop every derived metric silently. Logged with
+                    # its traceback once per kind: it may fail every round.
+                    if ("", type(exc).__name__) not in self._warned:
+                        self._warned.add(("", type(exc).__name__))
+                        log.exception("deriver: a round failed; starting again")
+                    self._next.clear()
             stop.wait(self._poll_s)
 
     def step(self) -> int:
