@@ -93,7 +93,8 @@ class PushsvcProcess:
 
     def holds_lease(self, key: str | None = None) -> bool:
         """Whether this aggregator said last that it took a lease (`key`, else any) and still
-        runs. Every aggregator process takes two: its shard's and the bridge's."""
+        runs. Every aggregator process takes two: its shard's and the bridge's (three with
+        `[[derive]]` rules: `lease:derive` too; name the key then)."""
         for line in reversed(self.output):
             if key is not None and not line.rstrip().endswith(f" the lease {key}"):
                 continue
