@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from support.derive_oracle import Term, assert_close, derived_events, divide, expected
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
@@ -202,3 +204,36 @@ def test_a_derived_topic_streams_windows_series_and_alerts(tmp_path: Path) -> No
         assert fired()[0]["alert"] == "low_conversion"
     finally:
         proc.stop()
+
+
+@pytest.mark.redis
+def test_a_redis_producer_cannot_post_to_a_derived_topic_either(
+    tmp_path: Path, prefix: str
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    redis_server = RedisServer().start()
+    env = {"PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix}
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules), env=env).start()
+    try:
+        wait_until(lambda: any("bridge: bridging" in line for line in proc.output), timeout=10)
+        client = redis.Redis(port=redis_server.port)
+        assert client.publish(f"{prefix}ingest:shop.conversion", b'{"value": 1}') == 1
+        assert client.publish(f"{prefix}ingest:shop.paid", b'{"value": 1}') == 1
+        client.close()
+
+        def rejected() -> float:
+            text = request(proc.port, "GET", "/metrics")[2].decode()
+            found = re.search(
+                r'^pushsvc_bridge_rejected_total\{reason="derived_topic"\} (\S+)$', text, re.M
+            )
+            return float(found[1]) if found else 0.0
+
+        wait_until(lambda: rejected() == 1, timeout=10, what="the message was refused")
+        wait_until(
+            lambda: request(proc.port, "GET", "/topics/shop.paid/stats")[0] == 200, timeout=10
+        )
+        assert request(proc.port, "GET", "/topics/shop.conversion/stats")[0] == 404
+    finally:
+        proc.stop()
+        redis_server.stop()
