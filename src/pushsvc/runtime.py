@@ -211,6 +211,7 @@ class _InProcess:
         runtime.send_alerts()
         if settings.rules.derives:
             deriver = Deriver(self.broker, settings.rules, lateness_us=settings.allowed_lateness_us)
+            runtime.metrics.watch_deriver(deriver)
             runtime.spawn(deriver.run, runtime.stop)
 
 
@@ -258,6 +259,7 @@ class _OnRedis:
             deriver = Deriver(
                 self.broker, settings.rules, lateness_us=settings.allowed_lateness_us, lease=lease
             )
+            runtime.metrics.watch_deriver(deriver)
             runtime.spawn(lease.keep, runtime.stop)
             runtime.spawn(deriver.run, runtime.stop)
             runtime.on_close(lease.close)

@@ -128,6 +128,15 @@ def test_derived_values_equal_the_pandas_oracle(server: PushsvcProcess) -> None:
     assert_close(derived_events(server.port, "shop.mix"), mix)
     # Nothing more comes, and nothing twice.
     assert_close(derived_events(server.port, "shop.conversion"), conversion)
+    text = request(server.port, "GET", "/metrics")[2].decode()
+    counted = dict(
+        re.findall(r'^pushsvc_derived_boundaries_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
+    )
+    assert counted == {
+        "appended": f"{len(conversion) + len(mix)}.0",
+        "replayed": "0.0",
+        "late": "0.0",
+    }
 
     # A producer cannot post to a derived topic: 400 with a JSON error, nothing changed.
     before = request(server.port, "GET", "/topics/shop.conversion/stats")[2]

@@ -27,6 +27,7 @@ from pushsvc.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
     from pushsvc.aggregate.aggregator import Aggregator
+    from pushsvc.aggregate.derive import Deriver
     from pushsvc.aggregate.shard_runner import ShardRunner
     from pushsvc.broker.base import ServingBroker
     from pushsvc.broker.redis.guard import RedisGuard
@@ -39,6 +40,7 @@ class _StateCollector(Collector):
         self._broker = broker
         self.aggregator: Aggregator | None = None
         self.shard: ShardRunner | None = None
+        self.deriver: Deriver | None = None
         self.redis_guard: RedisGuard | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -123,6 +125,18 @@ class _StateCollector(Collector):
                 "Updates this aggregator published",
                 value=self.shard.updates_published,
             )
+        if self.deriver is not None:
+            derived = CounterMetricFamily(
+                "pushsvc_derived_boundaries",
+                "Boundaries of [[derive]] rules this process's deriver handled, by outcome "
+                "(appended; replayed: logged already; late: refused, the derived topic's clock "
+                "had moved past it)",
+                labels=["outcome"],
+            )
+            derived.add_metric(["appended"], self.deriver.appended)
+            derived.add_metric(["replayed"], self.deriver.replayed)
+            derived.add_metric(["late"], self.deriver.late)
+            yield derived
         yield from self._lag()
         yield from self._redis_memory()
         yield from self._bridge()
@@ -282,6 +296,9 @@ class Metrics:
 
     def watch_aggregator(self, aggregator: Aggregator) -> None:
         self._state.aggregator = aggregator
+
+    def watch_deriver(self, deriver: Deriver) -> None:
+        self._state.deriver = deriver
 
     def watch_shard(self, runner: ShardRunner) -> None:
         self._state.shard = runner
