@@ -1,12 +1,11 @@
 """Analytics rules: which windows, statistics and groups each family of topics keeps.
 
 A rules file (TOML, `--rules` / `PUSHSVC_RULES`) holds `[[rule]]` tables, and the
-`[[alert]]` (`pushsvc.rules.alerts`) and `[[derive]]` (`pushsvc.rules.derive`) tables read with
-them. A topic takes the
-FIRST rule whose `topics` selectors match it; a topic no rule matches takes the server's
-`--windows` and `--stats` (the *default rule*). Every process of a deployment reads the
-same file; `Rules.digest` names what they read, so a process can tell that another one
-computes different statistics (`/readyz`).
+`[[alert]]` (`pushsvc.rules.alerts`) and `[[derive]]` (`pushsvc.rules.derive`) tables read
+with them. A topic takes the FIRST rule whose `topics` selectors match it; a topic no rule
+matches takes the server's `--windows` and `--stats` (the *default rule*). Every process of
+a deployment reads the same file; `Rules.digest` names what they read, so a process can tell
+that another one computes different statistics (`/readyz`).
 
 Validation happens here, once, at start: a bad file is one `RulesError` line naming the
 file, the rule and the field. Everything downstream takes a `Rule` as valid.
