@@ -79,6 +79,13 @@ class InvalidTopic(BadRequest):
     code = "invalid_topic"
 
 
+class DerivedTopic(BadRequest):
+    """A POST (or a Redis producer's message) to a derived metric's topic: only the deriver
+    appends to it; nothing was changed."""
+
+    code = "derived_topic"
+
+
 class InvalidIdempotencyKey(BadRequest):
     """An `Idempotency-Key` header that is empty, too long, not visible ASCII, or given twice."""
 

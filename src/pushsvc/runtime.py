@@ -19,12 +19,14 @@ import gevent
 import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.aggregate.derive import Deriver
 from pushsvc.aggregate.in_process import InProcessDriver
 from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.broker.base import ServingBroker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
+from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.config import Settings
 from pushsvc.deliver.hub import Hub
 from pushsvc.ingest import InputLimits
@@ -70,7 +72,11 @@ class Runtime:
         backend = _backend(settings)
         broker = backend.broker
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
-        limits = InputLimits(max_body_bytes=settings.max_body_bytes, max_batch=settings.max_batch)
+        limits = InputLimits(
+            max_body_bytes=settings.max_body_bytes,
+            max_batch=settings.max_batch,
+            derived_topics=settings.rules.derived_topics,
+        )
         runtime = cls(
             settings,
             broker,
@@ -212,6 +218,10 @@ class _InProcess:
         runtime.on_close(driver.close)
         runtime.spawn(driver.run, runtime.stop)
         runtime.send_alerts()
+        if settings.rules.derives:
+            deriver = Deriver(self.broker, settings.rules, lateness_us=settings.allowed_lateness_us)
+            runtime.metrics.watch_deriver(deriver)
+            runtime.spawn(deriver.run, runtime.stop)
 
 
 @dataclass(frozen=True)
@@ -248,6 +258,18 @@ class _OnRedis:
             lease_us=settings.lease_us,
         )
         runtime.spawn(bridge.run, runtime.stop)
+        if settings.rules.derives:
+            # Derived metrics likewise: every aggregator process stands by, one computes.
+            lease = RedisLease(
+                self.broker.url, self.broker.keys.derive_lease, ttl_us=settings.lease_us
+            )
+            deriver = Deriver(
+                self.broker, settings.rules, lateness_us=settings.allowed_lateness_us, lease=lease
+            )
+            runtime.metrics.watch_deriver(deriver)
+            runtime.spawn(lease.keep, runtime.stop)
+            runtime.spawn(deriver.run, runtime.stop)
+            runtime.on_close(lease.close)
         # Alerts of the partitions held now: they follow the partitions as they move.
         runtime.send_alerts(holding=lambda: pool.holding, mine=pool.owns)
 

@@ -93,8 +93,9 @@ class PushsvcProcess:
 
     def holds_lease(self, key: str | None = None) -> bool:
         """Whether this aggregator said last that it took a lease (`key`, else any) and still
-        runs. Every aggregator process takes its share of the partitions' leases, and the
-        bridge's; one it hands over to another it says it gave up."""
+        runs. Every aggregator process takes its share of the partitions' leases, the
+        bridge's, and with `[[derive]]` rules the deriver's; one it hands over to another it
+        says it gave up."""
         for line in reversed(self.output):
             if key is not None and not line.rstrip().endswith(f" the lease {key}"):
                 continue

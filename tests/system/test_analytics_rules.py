@@ -194,6 +194,14 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
             '[[rule]]\ntopics = ["a"]\nwindows = ["1m", "1m"]',
             "rule 1 (a): windows: '1m' is given twice",
         ),
+        (
+            '[[derive]]\ntopic = "b"\nevery = "1s"\nvalue = "count[5s](a) / count[5s](b)"',
+            "derive 1 (b): value: b is a source of itself (b <- b)",
+        ),
+        (
+            '[[derive]]\ntopic = "b"\nevery = "10s"\nvalue = "count[1m](a)"',
+            "derive 1 (b): every: 10s is not a series tier of source a",
+        ),
     ],
 )
 def test_a_bad_rules_file_stops_the_server_with_one_line(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import validate_topic
+from pushsvc.errors import DerivedTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
@@ -41,6 +42,11 @@ def validated(
     """The events of `body` for `topic`, or the RequestError that says what is wrong (the
     lateness rule is the broker's, at append)."""
     validate_topic(topic)
+    if topic in limits.derived_topics:
+        raise DerivedTopic(
+            f"{topic} is a derived metric ([[derive]] in the rules file): pushsvc produces "
+            "its events itself, producers cannot post to it"
+        )
     return parse_body(body, content_type, now_us=now_us, limits=limits)
 
 

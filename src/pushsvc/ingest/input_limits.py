@@ -1,4 +1,5 @@
-"""Per-request limits on producer input (configurable: `--max-body`, `--max-batch`)."""
+"""Per-request limits on producer input (configurable: `--max-body`, `--max-batch`), and the
+topics producers may not post to (derived metrics, which pushsvc itself produces)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ class InputLimits:
     max_tags: int = 16
     max_tag_key_len: int = 64
     max_tag_value_len: int = 256
+    derived_topics: frozenset[str] = frozenset()
+    """The topics of `[[derive]]` rules: only the deriver appends to them."""
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1 or self.max_batch < 1:

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from pushsvc.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
+    from pushsvc.aggregate.derive import Deriver
     from pushsvc.aggregate.partition_pool import PartitionPool
     from pushsvc.broker.base import ServingBroker
     from pushsvc.broker.redis.guard import RedisGuard
@@ -49,6 +50,7 @@ class _StateCollector(Collector):
         self._broker = broker
         self.aggregator: AggregatorStats | None = None
         self.partitions: PartitionPool | None = None
+        self.deriver: Deriver | None = None
         self.redis_guard: RedisGuard | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -143,6 +145,18 @@ class _StateCollector(Collector):
                 "Aggregator processes sharing the partitions, as this one last saw them",
                 value=self.partitions.members,
             )
+        if self.deriver is not None:
+            derived = CounterMetricFamily(
+                "pushsvc_derived_boundaries",
+                "Boundaries of [[derive]] rules this process's deriver handled, by outcome "
+                "(appended; replayed: logged already; late: refused, the derived topic's clock "
+                "had moved past it)",
+                labels=["outcome"],
+            )
+            derived.add_metric(["appended"], self.deriver.appended)
+            derived.add_metric(["replayed"], self.deriver.replayed)
+            derived.add_metric(["late"], self.deriver.late)
+            yield derived
         yield from self._lag()
         yield from self._redis_memory()
         yield from self._bridge()
@@ -305,6 +319,9 @@ class Metrics:
 
     def watch_partitions(self, pool: PartitionPool) -> None:
         self._state.partitions = pool
+
+    def watch_deriver(self, deriver: Deriver) -> None:
+        self._state.deriver = deriver
 
     def watch_redis(self, guard: RedisGuard) -> None:
         self._state.redis_guard = guard

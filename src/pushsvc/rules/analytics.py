@@ -1,10 +1,11 @@
 """Analytics rules: which windows, statistics and groups each family of topics keeps.
 
-A rules file (TOML, `--rules` / `PUSHSVC_RULES`) holds `[[rule]]` tables. A topic takes the
-FIRST rule whose `topics` selectors match it; a topic no rule matches takes the server's
-`--windows` and `--stats` (the *default rule*). Every process of a deployment reads the
-same file; `Rules.digest` names what they read, so a process can tell that another one
-computes different statistics (`/readyz`).
+A rules file (TOML, `--rules` / `PUSHSVC_RULES`) holds `[[rule]]` tables, and the
+`[[alert]]` (`pushsvc.rules.alerts`) and `[[derive]]` (`pushsvc.rules.derive`) tables read
+with them. A topic takes the FIRST rule whose `topics` selectors match it; a topic no rule
+matches takes the server's `--windows` and `--stats` (the *default rule*). Every process of
+a deployment reads the same file; `Rules.digest` names what they read, so a process can tell
+that another one computes different statistics (`/readyz`).
 
 Validation happens here, once, at start: a bad file is one `RulesError` line naming the
 file, the rule and the field. Everything downstream takes a `Rule` as valid.
@@ -25,6 +26,7 @@ from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
+from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
@@ -52,7 +54,7 @@ _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
     "exact_percentiles_up_to", "series",
 )  # fmt: skip
-_FILE_FIELDS = ("rule", "alert")
+_FILE_FIELDS = ("rule", "alert", "derive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +141,17 @@ class Rules:
         *,
         source: str | None = None,
         alerts: Sequence[AlertRule] = (),
+        derives: Sequence[DeriveRule] = (),
     ):
         self.rules = tuple(rules)
         self.default = default
         self.source = source
         self.alerts = tuple(alerts)
         """The `[[alert]]` rules, in file order (`pushsvc.rules.alerts`)."""
+        self.derives = tuple(derives)
+        """The `[[derive]]` rules, in file order (`pushsvc.rules.derive`)."""
+        self.derived_topics = frozenset(rule.topic for rule in self.derives)
+        """Topics pushsvc itself produces: producers may not post to them."""
         self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
         self._chosen: dict[str, Rule] = {}
 
@@ -204,6 +211,8 @@ class Rules:
         }
         if self.alerts:
             described["alerts"] = [alert.describe() for alert in self.alerts]
+        if self.derives:
+            described["derive"] = [rule.describe() for rule in self.derives]
         return described
 
     @cached_property
@@ -215,6 +224,8 @@ class Rules:
         }
         if self.alerts:
             described["alerts"] = [alert.describe() for alert in self.alerts]
+        if self.derives:
+            described["derive"] = [rule.describe() for rule in self.derives]
         canonical = orjson.dumps(described, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
@@ -254,8 +265,8 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
     unknown = [key for key in document if key not in _FILE_FIELDS]
     if unknown:
         raise RulesError(
-            f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]] "
-            "and [[alert]] tables"
+            f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]], "
+            "[[alert]] and [[derive]] tables"
         )
     tables = document.get("rule", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -285,7 +296,16 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             )
         except AlertsError as exc:
             raise RulesError(f"rules file {source}: {exc}") from None
-    return Rules(rules, default, source=source, alerts=alerts)
+    derives: tuple[DeriveRule, ...] = ()
+    if "derive" in document:
+        chosen = Rules(rules, default)
+        try:
+            derives = parse_derives(
+                document["derive"], lambda topic: chosen.series_of(chosen.for_topic(topic))
+            )
+        except ValueError as exc:
+            raise RulesError(f"rules file {source}: {exc}") from None
+    return Rules(rules, default, source=source, alerts=alerts, derives=derives)
 
 
 def _outline(rule: Rule) -> RuleOutline:

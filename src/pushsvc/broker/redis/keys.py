@@ -48,6 +48,7 @@ Outside the partitions, each key alone in its slot:
                                 life of the data: a process with another count stops)
     {prefix}ingest:{topic} channel  producers on Redis (PUBLISH, not sharded)
     {prefix}{bridge}:lease[:taken]  the Redis bridge's lease
+    {prefix}{derive}:lease[:taken]  the lease of the process that computes `[[derive]]` rules
     {prefix}bridged     hash    the bridge's counts
     {prefix}admitting   string  held while a new topic is counted and admitted
 """
@@ -294,6 +295,12 @@ class Keys:
     def bridge_lease(self) -> str:
         # Its own tag: the lease script also touches `…:taken`, which must share its slot.
         return f"{self.prefix}{{bridge}}:lease"
+
+    @property
+    def derive_lease(self) -> str:
+        """The lease of the one process that computes derived metrics (`[[derive]]`), under a
+        tag of its own like the bridge's."""
+        return f"{self.prefix}{{derive}}:lease"
 
     @property
     def bridged(self) -> str:

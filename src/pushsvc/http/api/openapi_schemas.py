@@ -198,6 +198,21 @@ SCHEMAS: dict[str, Any] = {
             "digest": {"type": "string", "description": "equal where statistics are equal"},
             "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
             "default": {"$ref": "#/components/schemas/Rule"},
+            "derive": {
+                "type": "array",
+                "description": "the derived metrics (`[[derive]]`), when the file has any",
+                "items": {
+                    "type": "object",
+                    "required": ["derive", "topic", "every", "value", "sources"],
+                    "properties": {
+                        "derive": {"type": "integer", "description": "place in the file"},
+                        "topic": {"type": "string"},
+                        "every": {"type": "string", "description": "a series resolution"},
+                        "value": {"type": "string", "description": "the expression, as written"},
+                        "sources": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
         },
     },
     "Rule": {

@@ -1,0 +1,105 @@
+"""The deriver on the embedded broker, driven round by round (no timing): a boundary waits for
+every source's clock, and a deriver that starts after another continues after the newest
+derived event, also when the derived topic's latest update is an idle tick."""
+
+from __future__ import annotations
+
+import tomllib
+
+import orjson
+
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.aggregate.derive import Deriver
+from pushsvc.aggregate.in_process import InProcessDriver
+from pushsvc.broker.memory import MemoryBroker
+from pushsvc.core.event import Event
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.rules.analytics import default_rule, parse_rules
+from support.derive_oracle import Term, assert_close, divide, expected
+
+S = 1_000_000
+T0 = 1_763_700_000 * S
+LATENESS = 5 * S
+RULES = parse_rules(
+    tomllib.loads(
+        """
+[[rule]]
+topics = ["s.*"]
+windows = ["10s"]
+series = ["1s:15m"]
+
+[[derive]]
+topic = "s.ratio"
+every = "1s"
+value = "sum[2s](s.a) / count[2s](s.b)"
+"""
+    ),
+    default_rule((10 * S,), ("count", "mean")),
+)
+
+
+class Embedded:
+    """The embedded broker and its aggregator, on a wall clock the test moves."""
+
+    def __init__(self) -> None:
+        self.wall = T0
+        self.broker = MemoryBroker(history=10_000)
+        self.aggregator = Aggregator(
+            rules=RULES, wall_clock=lambda: self.wall, lateness_us=LATENESS
+        )
+        InProcessDriver(self.broker, self.aggregator, tick_us=0, topic_ttl_us=0).start()
+        self.sent: dict[str, list[tuple[float, int]]] = {"s.a": [], "s.b": []}
+
+    def post(self, topic: str, value: float, ts: int) -> None:
+        self.broker.append_events(topic, [Event(value, ts)], lateness_us=LATENESS)
+        self.sent[topic].append((value, ts))
+
+    def derived(self) -> list[tuple[int, float]]:
+        page = self.broker.history("s.ratio", limit=10_000)
+        events = [orjson.loads(u.data)["event"] for u in page.updates]
+        return [(round(e["ts"] * S), e["value"]) for e in events if e is not None]
+
+    def deriver(self) -> Deriver:
+        return Deriver(self.broker, RULES, lateness_us=LATENESS)
+
+
+def _ratio(term: Term) -> float | None:
+    return divide(term("sum", 2 * S, "s.a"), term("count", 2 * S, "s.b"))
+
+
+def test_a_boundary_waits_until_every_source_closed_its_buckets() -> None:
+    embedded = Embedded()
+    deriver = embedded.deriver()
+    for i in range(10):
+        embedded.post("s.a", float(i), T0 + i * S)
+    assert deriver.step() == 0  # s.b has no clock: its buckets may still come
+    for i in range(4):
+        embedded.post("s.b", 1.0, T0 + i * S)
+    assert deriver.step() == 0  # s.b's clock is 3 s: nothing closed past the lateness
+    for i in range(4, 10):
+        embedded.post("s.b", 2.0, T0 + i * S)
+    # Clocks at 9 s: boundaries 1 s..4 s are closed in both (t + 5 s <= 9 s).
+    assert deriver.step() == 4
+    assert_close(embedded.derived(), expected(embedded.sent, S, _ratio, lateness_us=LATENESS))
+    assert deriver.step() == 0  # nothing new: nothing twice
+
+
+def test_a_new_deriver_continues_after_the_newest_derived_event_behind_a_tick() -> None:
+    embedded = Embedded()
+    for i in range(14):
+        embedded.post("s.a", float(i), T0 + i * S)
+        embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
+    assert embedded.deriver().step() == 8  # 1 s .. 8 s
+    # Three seconds of wall time later an idle tick moves the derived topic's clock on (its
+    # 1 s event leaves the 10 s window): its latest update now carries no event.
+    embedded.wall += 3 * S
+    embedded.broker.publish_updates(embedded.aggregator.tick())
+    latest = embedded.broker.latest(TopicMatcher(["s.ratio"]))
+    assert orjson.loads(latest["s.ratio"].data)["reason"] == "tick"
+    for i in range(14, 20):
+        embedded.post("s.a", float(i), T0 + i * S)
+        embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
+    successor = embedded.deriver()
+    assert successor.step() == 6  # 9 s .. 14 s, none again
+    assert successor.replayed == 0 and successor.late == 0
+    assert_close(embedded.derived(), expected(embedded.sent, S, _ratio, lateness_us=LATENESS))
