@@ -190,7 +190,10 @@ class Aggregator:
             if clock is None or event.ts_us > clock:
                 clock = event.ts_us
             clocks.append(clock)
-        summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
+        if isinstance(windows, RuleStats) and windows.tagged:
+            summaries = windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
+        else:
+            summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         series = state.series
@@ -281,7 +284,7 @@ class Aggregator:
         windows = state.windows
         for index, event in enumerate(events):
             if isinstance(windows, RuleStats):
-                windows.insert_exact(event.ts_us, event.value)
+                windows.insert_exact(event.ts_us, event.value, event.tags)
             else:
                 windows.insert(event.ts_us, event.value)
             if state.series is not None:
@@ -590,7 +593,7 @@ def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = Fal
         # Not advanced: the group's clock then is in the checkpoint, and `end_replay` brings
         # its exact windows there (an event older than it is in the same windows either way).
         if isinstance(stats, RuleStats):
-            stats.insert_exact(event.ts_us, event.value)
+            stats.insert_exact(event.ts_us, event.value, event.tags)
         else:
             stats.insert(event.ts_us, event.value)
         return
@@ -599,7 +602,10 @@ def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = Fal
             stats.start_at(clock_us)  # a new group's first event is late for it too
         else:
             stats.advance(clock_us)
-    stats.insert(event.ts_us, event.value)
+    if isinstance(stats, RuleStats):
+        stats.insert(event.ts_us, event.value, event.tags)
+    else:
+        stats.insert(event.ts_us, event.value)
     if event.ts_us > group.newest_us:
         group.newest_us = event.ts_us
 

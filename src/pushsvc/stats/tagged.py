@@ -286,6 +286,8 @@ class TimeTags:
         cls, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec, state: bytes
     ) -> TimeTags:
         self = cls(widths_us, labels, spec, long=True)
+        if not state:
+            return self  # written before the rule asked for tag statistics
         source = StateReader(state)
         if source.uint() != _VERSION:
             raise ValueError("tag statistics' state of another version")
@@ -420,6 +422,8 @@ class CountTags:
     def from_state(cls, sizes: Sequence[int], spec: TagSpec, state: bytes) -> CountTags:
         """Count windows that continue exactly where the ones that gave ``state`` stood."""
         self = cls(sizes, spec)
+        if not state:
+            return self  # written before the rule asked for tag statistics
         source = StateReader(state)
         if source.uint() != _VERSION:
             raise ValueError("count windows' tag state of another version")
