@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.client import Client, Snapshot, StreamUpdate, TopValue
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.live import PushsvcProcess, SSEClient, post, request
@@ -216,3 +217,25 @@ def test_a_data_dir_restart_answers_as_an_uninterrupted_run(tmp_path: Path) -> N
     assert len(got) == len(expected)
     for i, (update, want) in enumerate(zip(got, expected, strict=True)):
         assert update == want, i
+
+
+def test_the_python_client_types_them(shop: PushsvcProcess) -> None:
+    topic = "shop.client"
+    batch = [
+        {"value": 1, "ts": T0 / S + i, "tags": {"user": f"u{i % 3}", "product": f"p{i % 2}"}}
+        for i in range(5)
+    ]
+    with Client(shop.base) as client:
+        messages = client.subscribe(topic)
+        assert isinstance(next(messages), Snapshot)
+        assert post(shop.port, topic, batch)[0] == 202
+        updates = [next(messages) for _ in batch]
+        messages.close()
+        last = updates[-1]
+        assert isinstance(last, StreamUpdate)
+        assert last.distinct("10s", "user") == 3 and last.distinct("10s", "nobody") is None
+        assert last.top("2m", "product") == [TopValue("p0", 3), TopValue("p1", 2)]
+        # History: the updates as streamed, and a table with the distinct counts.
+        frame = client.history(topic)
+        assert list(frame["10s_distinct_user"]) == [1, 2, 3, 3, 3]
+        assert "10s_top_product" not in frame.columns

@@ -112,9 +112,10 @@ def topic_history(topic: str) -> Response:
     rule = rt.settings.rules.for_topic(topic)
     group = group_filter(request.args.getlist("group"), topic, rule.group_by)
     page = rt.broker.history(topic, after=query.after, since_us=query.since_us, limit=query.limit)
-    windows, stats = rule.labels, rule.reported
+    # The table's statistics (CSV columns, and the client's DataFrame from the JSON): top
+    # values are lists, not cells; the JSON updates carry them as streamed.
+    windows, stats = rule.labels, rule.scalars
     if query.format == "csv":
-        stats = rule.scalars  # top values are lists: not a cell of a table
         header = history_table.columns(windows, stats)
         if group is not None:
             # One row per update and group of the filter: that group's windows.
