@@ -22,7 +22,7 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.client import Client, Snapshot, StreamUpdate, TopValue
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import default_rule, parse_rules
-from support.live import PushsvcProcess, SSEClient, post, request
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
 from support.tag_oracle import Kind, distinct, frame, held, top, top_problems
 
@@ -239,3 +239,30 @@ def test_the_python_client_types_them(shop: PushsvcProcess) -> None:
         frame = client.history(topic)
         assert list(frame["10s_distinct_user"]) == [1, 2, 3, 3, 3]
         assert "10s_top_product" not in frame.columns
+
+
+def test_series_points_carry_the_distinct_count_of_their_bucket(shop: PushsvcProcess) -> None:
+    """The server's tiers (1 s for 15 min, 1 m for a day): each closed bucket's point counts
+    its different users, as pandas' `resample(...).nunique()` does, on both brokers."""
+    events = _events(3000, seed=5, users=300, products=10, rate=20.0)  # 150 s of events
+    topic = "shop.series"
+    for start in range(0, len(events), 1000):
+        assert post(shop.port, topic, events[start : start + 1000])[0] == 202
+    closing = {"value": 1.0, "ts": events[-1]["ts"] + 600, "tags": {"user": "late"}}
+    assert post(shop.port, topic, closing)[0] == 202
+
+    def applied() -> bool:  # on Redis a 202 means logged: the aggregator applies it soon
+        status, _, body = request(shop.port, "GET", f"/topics/{topic}/stats")
+        return status == 200 and json.loads(body)["ts"] == closing["ts"]
+
+    wait_until(applied, what="the closing event applied")
+    data = pd.DataFrame(
+        {"user": [e["tags"].get("user") for e in events]},
+        index=pd.to_datetime([round(e["ts"] * S) for e in events], unit="us", utc=True),
+    )
+    for resolution, rule in (("1s", "1s"), ("1m", "1min")):
+        want = data["user"].resample(rule).nunique()[data["user"].resample(rule).size() > 0]
+        _, _, body = request(shop.port, "GET", f"/topics/{topic}/series?resolution={resolution}")
+        points = [p for p in json.loads(body)["points"] if p["t"] < events[-1]["ts"] + 1]
+        assert [round(p["t"] * S) for p in points] == list(want.index.as_unit("us").asi8)
+        assert [p["distinct_user"] for p in points] == list(want)

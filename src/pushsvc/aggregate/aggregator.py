@@ -137,7 +137,7 @@ class Aggregator:
                 state.alerts = TopicAlerts(topic, matching)
             tiers = self._tiers_of(rule)
             if tiers:
-                state.series = SeriesBuckets(tiers, self._lateness_us)
+                state.series = SeriesBuckets(tiers, self._lateness_us, rule.distinct)
                 if groups is not None:
                     state.group_series, state.series_due = {}, []
         return state
@@ -154,7 +154,9 @@ class Aggregator:
             return None
         series = kept.get(group.id)
         if series is None:
-            series = kept[group.id] = SeriesBuckets(self._tiers_of(state.rule), self._lateness_us)
+            series = kept[group.id] = SeriesBuckets(
+                self._tiers_of(state.rule), self._lateness_us, state.rule.distinct
+            )
         return series
 
     def _group_points(self, state: _Topic, topic: str, clock_us: int) -> list[UpdateDraft]:
@@ -208,7 +210,7 @@ class Aggregator:
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 drafts.append(draft(topic, now, "event", event_json(e), summary))
                 if series is not None:
-                    series.insert(e.ts_us, e.value)
+                    series.insert(e.ts_us, e.value, e.tags)
                     if now >= series.next_close_us:
                         drafts += self._points(state, topic, now, series.close(now))
                 if alerts is not None and (changes := alerts.evaluate(now, summary)):
@@ -224,13 +226,13 @@ class Aggregator:
             last_update = len(drafts)
             drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
             if series is not None:
-                series.insert(e.ts_us, e.value)
+                series.insert(e.ts_us, e.value, e.tags)
                 if now >= series.next_close_us:
                     drafts += self._points(state, topic, now, series.close(now))
                 in_group = self._group_series(state, group)
                 assert in_group is not None and state.series_due is not None
                 closes = in_group.next_close_us
-                in_group.insert(e.ts_us, e.value)
+                in_group.insert(e.ts_us, e.value, e.tags)
                 if in_group.next_close_us != closes:
                     _watch(state.series_due, group.id, in_group)
                 if state.series_due and state.series_due[0][0] <= now:
@@ -288,7 +290,7 @@ class Aggregator:
             else:
                 windows.insert(event.ts_us, event.value)
             if state.series is not None:
-                state.series.replayed(event.ts_us, event.value)
+                state.series.replayed(event.ts_us, event.value, event.tags)
             if state.groups is not None:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
@@ -296,7 +298,7 @@ class Aggregator:
                     _insert(group, event, clock, exact_only=True)
                     if (in_group := self._group_series(state, group)) is not None:
                         closes = in_group.next_close_us
-                        in_group.replayed(event.ts_us, event.value)
+                        in_group.replayed(event.ts_us, event.value, event.tags)
                         if in_group.next_close_us != closes and state.series_due is not None:
                             _watch(state.series_due, group.id, in_group)
 
@@ -383,7 +385,9 @@ class Aggregator:
             state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
-            state.series = SeriesBuckets.restored(tiers, self._lateness_us, checkpoint.series)
+            state.series = SeriesBuckets.restored(
+                tiers, self._lateness_us, checkpoint.series, state.rule.distinct
+            )
         if state.groups is not None:
             for saved in checkpoint.groups:
                 stats = compiled.restored(saved.state)
@@ -391,7 +395,9 @@ class Aggregator:
                     Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
                 )
                 if state.group_series is not None and saved.series:
-                    restored = SeriesBuckets.restored(tiers, self._lateness_us, saved.series)
+                    restored = SeriesBuckets.restored(
+                        tiers, self._lateness_us, saved.series, state.rule.distinct
+                    )
                     state.group_series[saved.id] = restored
                     assert state.series_due is not None
                     _watch(state.series_due, saved.id, restored)

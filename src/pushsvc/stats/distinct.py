@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections.abc import Iterator
 from hashlib import blake2b
 
@@ -56,6 +57,7 @@ from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
     "EXACT_UP_TO",
+    "DistinctSet",
     "HyperLogLog",
     "M",
     "P",
@@ -431,3 +433,78 @@ def _optional(out: StateWriter, value: int | None) -> None:
 
 def _read_optional(source: StateReader) -> int | None:
     return source.sint() if source.uint() else None
+
+
+class DistinctSet:
+    """A mergeable distinct count of a closed set of values (a series bucket): exact up to
+    ``exact_up_to`` values, then a dense ``HyperLogLog`` (merging two gives the count of the
+    union)."""
+
+    __slots__ = ("_cap", "_hll", "_values")
+
+    def __init__(self, exact_up_to: int = EXACT_UP_TO) -> None:
+        self._cap = exact_up_to
+        self._values: set[str] | None = set()
+        self._hll: HyperLogLog | None = None
+
+    def add(self, value: str) -> None:
+        values = self._values
+        if values is not None:
+            values.add(value)
+            if len(values) > self._cap:
+                self._to_sketch()
+        else:
+            assert self._hll is not None
+            self._hll.add(value)
+
+    def _to_sketch(self) -> None:
+        hll = self._hll = HyperLogLog()
+        for known in self._values or ():
+            hll.add(known)
+        self._values = None
+
+    def merge(self, other: DistinctSet) -> None:
+        if other._values is not None:
+            for value in other._values:
+                self.add(value)
+            return
+        assert other._hll is not None
+        if self._values is not None:
+            self._to_sketch()
+        assert self._hll is not None
+        self._hll.merge(other._hll)
+
+    def count(self) -> int:
+        if self._values is not None:
+            return len(self._values)
+        assert self._hll is not None
+        return round(self._hll.estimate())
+
+    def write(self, out: StateWriter) -> None:
+        if self._values is not None:
+            out.uint(0)
+            out.uint(len(self._values))
+            for value in sorted(self._values):
+                out.text(value)
+        else:
+            assert self._hll is not None
+            out.uint(1)
+            out.counts(array("q", self._hll.registers))
+
+    @classmethod
+    def read(cls, source: StateReader) -> DistinctSet:
+        self = cls()
+        if not source.uint():
+            assert self._values is not None
+            for _ in range(source.uint()):
+                self._values.add(source.text())
+            return self
+        registers = source.counts()
+        if len(registers) != M or any(not 0 <= r <= Q + 1 for r in registers):
+            raise ValueError("distinct state: registers of another size or out of range")
+        self._values = None
+        hll = self._hll = HyperLogLog()
+        for register, rho in enumerate(registers):
+            if rho:
+                hll._registers.set(register, rho)
+        return self
