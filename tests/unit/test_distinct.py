@@ -127,9 +127,13 @@ def test_exact_again_once_the_window_has_turned_over() -> None:
     assert not counter.exact
     assert counter.count() == round(_hll([f"v{i}" for i in range(50)]).estimate())
     for i in range(5):
-        counter.add(f"w{i}", 200)
-    counter.expire(150)  # only the w values are left, but the counter restarted at key 100
-    assert counter.exact and counter.count() == 5
+        counter.add(f"w{i}", 200)  # the window still holds 55 values here
+    counter.expire(150)
+    assert not counter.exact  # five values left, but they came while it held 55
+    for i in range(3):
+        counter.add(f"x{i}", 300)
+    counter.expire(250)  # everything from before the last time it held over 10 is gone
+    assert counter.exact and counter.count() == 3
 
 
 @settings(max_examples=60)

@@ -12,7 +12,9 @@ computed. The 1,001st value turns the window into a HyperLogLog, built from that
 then restarts (again capped at 1,000) with the values newer than the moment it restarted, and
 once the edge has passed that moment it holds the whole window again: the HyperLogLog is
 dropped and the answer is exact again. So a window that once held more than 1,000 values is
-exact again at most one window width after it last did.
+exact again at most one window width after it last did. (While more than 2,000 registers
+are in use, so at least as many values are held, the dict is not kept at all: it restarts
+with every entry, costing nothing.)
 
 The HyperLogLog (Flajolet et al. 2007; the 64-bit hash and the exact-then-dense layout of
 HLL++, Heule et al. 2013). ``P = 14``: ``M = 16384`` registers, a relative standard error of
@@ -72,6 +74,9 @@ M = 1 << P
 Q = 64 - P
 """Bits left for ``rho``: register values run from 0 (empty) to ``Q + 1``."""
 EXACT_UP_TO = 1000
+# With more registers in use than this many times the cap, a window holds at least as many
+# values (each register in use has an entry in it): its dict is not kept.
+_TRACK_BELOW = 2
 _ALPHA_INF = 1 / (2 * math.log(2))
 _LOW = (1 << Q) - 1
 _VERSION = 1
@@ -183,18 +188,23 @@ class HyperLogLog:
 
 class SlidingHyperLogLog:
     """A HyperLogLog over the entries ``(key, value)`` with a key above the last edge given
-    to ``expire`` (see the module doc: lists of possible future maxima)."""
+    to ``expire`` (see the module doc: lists of possible future maxima).
 
-    __slots__ = ("_due", "_heap", "_lists", "_registers")
+    Flat, because every event of a window with many values comes through here: registers
+    index plain lists, an entry is one int (``key << 6 | rho``) and a heap entry one int
+    (``key << P | register``), so no tuple or dict is made per event."""
+
+    __slots__ = ("_due", "_heap", "_lists", "_registers", "_used")
 
     def __init__(self) -> None:
         self._registers = _Registers()
         # register -> its entries, each ``key << 6 | rho`` (rho < 64), keys ascending.
-        self._lists: dict[int, list[int]] = {}
-        # (key, register): when a register's head may leave. One live entry per register with
-        # entries (its key in _due); others are stale and skipped.
-        self._heap: list[tuple[int, int]] = []
-        self._due: dict[int, int] = {}
+        self._lists: list[list[int] | None] = [None] * M
+        self._used = 0  # registers with entries
+        # ``key << P | register``: when a register's head may leave. One live entry per
+        # register with entries (its key in _due); others are stale and skipped.
+        self._heap: list[int] = []
+        self._due: list[int | None] = [None] * M
 
     @property
     def registers(self) -> bytes:
@@ -202,20 +212,27 @@ class SlidingHyperLogLog:
 
     def entries(self) -> int:
         """Entries held over every register (what memory grows with)."""
-        return sum(map(len, self._lists.values()))
+        return sum(len(entries) for entries in self._lists if entries)
+
+    @property
+    def used(self) -> int:
+        """Registers with an entry: the window holds at least this many values."""
+        return self._used
 
     def estimate(self) -> float:
         return self._registers.estimate()
 
     def add(self, h: int, key: int) -> None:
         """The entry of a value whose hash is ``h``, at ``key`` (above the edge)."""
-        register, rho = place(h)
+        register = h >> Q
+        rho = Q + 1 - (h & _LOW).bit_length()
         entry = key << 6 | rho
-        entries = self._lists.get(register)
+        entries = self._lists[register]
         if entries is None:
             self._lists[register] = [entry]
+            self._used += 1
             self._due[register] = key
-            heapq.heappush(self._heap, (key, register))
+            heapq.heappush(self._heap, key << P | register)
             self._registers.set(register, rho)
             return
         i = len(entries)
@@ -229,38 +246,47 @@ class SlidingHyperLogLog:
         entries[j:i] = [entry]
         if j == 0:
             self._registers.set(register, rho)
-            if key < self._due[register]:  # a late entry became the head: due sooner
+            due = self._due[register]
+            if due is not None and key < due:  # a late entry became the head: due sooner
                 self._due[register] = key
-                heapq.heappush(self._heap, (key, register))
+                heapq.heappush(self._heap, key << P | register)
 
     def expire(self, edge: int) -> bool:
         """Drop every entry with a key at or below ``edge``; True iff a register changed."""
         heap = self._heap
+        if not heap or heap[0] >> P > edge:
+            return False
+        due = self._due
+        lists = self._lists
         changed = False
-        while heap and heap[0][0] <= edge:
-            key, register = heapq.heappop(heap)
-            if self._due.get(register) != key:
+        while heap and heap[0] >> P <= edge:
+            packed = heapq.heappop(heap)
+            key, register = packed >> P, packed & (M - 1)
+            if due[register] != key:
                 continue  # stale
-            entries = self._lists[register]
+            entries = lists[register]
+            assert entries is not None
             cut = 0
             while cut < len(entries) and entries[cut] >> 6 <= edge:
                 cut += 1
             del entries[:cut]
             if entries:
                 head = entries[0] >> 6
-                self._due[register] = head
-                heapq.heappush(heap, (head, register))
+                due[register] = head
+                heapq.heappush(heap, head << P | register)
                 rho = entries[0] & 63
             else:
-                del self._lists[register], self._due[register]
+                lists[register] = due[register] = None
+                self._used -= 1
                 rho = 0
             changed |= self._registers.set(register, rho)
         return changed
 
     def write(self, out: StateWriter) -> None:
-        out.uint(len(self._lists))
-        for register in sorted(self._lists):
-            entries = self._lists[register]
+        out.uint(self._used)
+        for register, entries in enumerate(self._lists):
+            if not entries:
+                continue
             out.uint(register)
             out.uint(len(entries))
             for entry in entries:
@@ -272,7 +298,7 @@ class SlidingHyperLogLog:
         self = cls()
         for _ in range(source.uint()):
             register = source.uint()
-            if register >= M or register in self._lists:
+            if register >= M or self._lists[register] is not None:
                 raise ValueError("distinct state: a register out of range or twice")
             entries: list[int] = []
             for _ in range(source.uint()):
@@ -286,8 +312,9 @@ class SlidingHyperLogLog:
             if not entries:
                 raise ValueError("distinct state: an empty register list")
             self._lists[register] = entries
+            self._used += 1
             self._due[register] = entries[0] >> 6
-            self._heap.append((entries[0] >> 6, register))
+            self._heap.append((entries[0] >> 6) << P | register)
             self._registers.set(register, entries[0] & 63)
         heapq.heapify(self._heap)
         return self
@@ -327,8 +354,17 @@ class SlidingDistinct:
     def add(self, value: str, key: int) -> None:
         if self._newest is None or key > self._newest:
             self._newest = key
-        if self._hll is not None:
-            self._hll.add(hash64(value), key)
+        hll = self._hll
+        if hll is not None:
+            hll.add(hash64(value), key)
+            if hll.used > _TRACK_BELOW * self._cap:
+                # More registers in use than twice the cap: at least that many values, so the
+                # dict would only overflow again. It restarts here instead, at no cost.
+                self._since = self._newest
+                if self._latest:
+                    self._latest.clear()
+                    self._order.clear()
+                return
         since = self._since
         if since is not None and key <= since:
             return
@@ -368,13 +404,16 @@ class SlidingDistinct:
         order = self._order
         latest = self._latest
         changed = False
+        hll = self._hll
+        if hll is None and (not order or order[0][0] > edge):
+            return False
         while order and order[0][0] <= edge:
             key, value = heapq.heappop(order)
             if latest.get(value) == key:
                 del latest[value]
                 changed = True
-        if self._hll is not None:
-            changed |= self._hll.expire(edge)
+        if hll is not None:
+            changed |= hll.expire(edge)
             if self._since is not None and self._since <= edge:
                 # Every entry the dict missed has left: it holds the whole window again.
                 self._since = None

@@ -74,14 +74,20 @@ class _Distinct:
     """One window's distinct count of one tag. Keys are ``(ts - 1) // step``: the event time
     itself, shifted by one, for an exact window (step 1), the sub-bucket for a long one."""
 
-    __slots__ = ("counter", "name", "step", "tag", "width")
+    __slots__ = ("_edge", "counter", "name", "step", "tag", "width")
 
     def __init__(self, name: str, tag: str, width: int, step: int) -> None:
         self.name, self.tag, self.width, self.step = name, tag, width, step
         self.counter = SlidingDistinct()
+        self._edge: int | None = None  # the last edge expired to (a long window's moves
+        # once a sub-bucket)
 
     def slide(self, clock: int) -> bool:
-        return self.counter.expire((clock - self.width) // self.step - 1)
+        edge = (clock - self.width) // self.step - 1
+        if edge == self._edge:
+            return False
+        self._edge = edge
+        return self.counter.expire(edge)
 
     def add(self, ts: int, value: str, clock: int) -> None:
         key = (ts - 1) // self.step
@@ -99,13 +105,25 @@ class _Distinct:
 
     def read(self, source: StateReader) -> None:
         self.counter = SlidingDistinct.read(source)
+        self._edge = None
 
 
 class _TopExact:
     """One exact time window's top values of one tag, from its tagged events (held in time
     order, ties in arrival order)."""
 
-    __slots__ = ("_cached", "_head", "_ranked", "_ts", "_vals", "k", "name", "tag", "width")
+    __slots__ = (
+        "_cached",
+        "_head",
+        "_ranked",
+        "_seen",
+        "_ts",
+        "_vals",
+        "k",
+        "name",
+        "tag",
+        "width",
+    )
 
     def __init__(self, name: str, tag: str, width: int, k: int) -> None:
         self.name, self.tag, self.width, self.k = name, tag, width, k
@@ -113,7 +131,10 @@ class _TopExact:
         self._vals: list[str] = []
         self._head = 0
         self._ranked = RankedCounts()
-        self._cached: list[TopEntry] | None = []
+        # The list last rendered, and the ranking's version it was rendered at: most events
+        # change no listed value, and then the same list serves.
+        self._cached: list[TopEntry] = []
+        self._seen = -1
 
     def slide(self, clock: int) -> bool:
         edge = clock - self.width
@@ -128,7 +149,6 @@ class _TopExact:
             del ts[:head], vals[:head]
             head = 0
         self._head = head
-        self._cached = None
         return True
 
     def add(self, ts: int, value: str, clock: int) -> None:
@@ -143,13 +163,13 @@ class _TopExact:
             held.insert(p, ts)
             self._vals.insert(p, value)
         self._ranked.add(value)
-        self._cached = None
 
     def value(self) -> TagValue:
-        cached = self._cached
-        if cached is None:
-            cached = self._cached = _entries(self._ranked.top(self.k), None)
-        return cached
+        ranked = self._ranked
+        if ranked.version != self._seen:
+            self._cached = _entries(ranked.top(self.k), None)
+            self._seen = ranked.version
+        return self._cached
 
     def is_empty(self) -> bool:
         return self._head == len(self._ts)
@@ -158,33 +178,36 @@ class _TopExact:
 class _TopBucketed:
     """One long window's top values of one tag (``top.BucketedTop``)."""
 
-    __slots__ = ("_cached", "k", "name", "step", "summary", "tag", "width")
+    __slots__ = ("_cached", "_first", "_seen", "k", "name", "step", "summary", "tag", "width")
 
     def __init__(self, name: str, tag: str, width: int, k: int) -> None:
         self.name, self.tag, self.width, self.k = name, tag, width, k
         self.step = width // SUB_BUCKETS
         self.summary = BucketedTop(counters_for(k))
-        self._cached: list[TopEntry] | None = []
+        self._cached: list[TopEntry] = []
+        self._seen: tuple[int, int, int] | None = None
+        self._first: int | None = None  # the oldest sub-bucket in the window, last slid to
 
     def slide(self, clock: int) -> bool:
-        changed = self.summary.evict((clock - self.width) // self.step)
-        if changed:
-            self._cached = None
-        return changed
+        first = (clock - self.width) // self.step
+        if first == self._first:
+            return False
+        self._first = first
+        return self.summary.evict(first)
 
     def add(self, ts: int, value: str, clock: int) -> None:
         b = (ts - 1) // self.step
         if b >= (clock - self.width) // self.step:
             self.summary.add(b, value)
-            self._cached = None
 
     def value(self) -> TagValue:
-        cached = self._cached
-        if cached is None:
-            summary = self.summary
+        summary = self.summary
+        version = summary.version
+        if version != self._seen:
             error = None if summary.exact else summary.error
-            cached = self._cached = _entries(summary.top(self.k), error)
-        return cached
+            self._cached = _entries(summary.top(self.k), error)
+            self._seen = version
+        return self._cached
 
     def is_empty(self) -> bool:
         return not self.summary.n
@@ -194,7 +217,7 @@ class _TopBucketed:
 
     def read(self, source: StateReader) -> None:
         self.summary = BucketedTop.read(source, counters_for(self.k))
-        self._cached = None
+        self._seen = self._first = None
 
 
 _Column = _Distinct | _TopExact | _TopBucketed

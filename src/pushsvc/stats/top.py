@@ -3,8 +3,8 @@
 ``top_<tag>`` (docs/design.md) lists at most k values of a tag with their counts in a window,
 by count descending then value ascending.
 
-* ``RankedCounts``: value -> count, kept ranked (a ``SortedList`` of ``(-count, value)``), so
-  an event costs O(log D) for D values and the top k are the first k: no sort per update.
+* ``RankedCounts``: value -> count, kept in buckets by count with the top k cached, so an
+  event costs O(1) dict work and reading the top k after it seldom more than a copy.
   Windows that hold their events anyway (exact time windows, count windows) count exactly
   with it, at any number of values.
 * ``SpaceSaving`` (Metwally, Agrawal & El Abbadi 2005): m counters. A monitored value's
@@ -18,19 +18,17 @@ by count descending then value ascending.
   Each term lies between the true count in the sub-bucket and that plus its floor, so
   ``c <= ĉ <= c + sum(floors) <= c + N / m`` over the N events of the window, and a value
   monitored nowhere has ``c <= sum(floors)``: a value with ``c > N / m`` is monitored
-  somewhere, so ranking every monitored value misses none. The window keeps the sum of each
-  value's counters ranked (``RankedCounts``), so an event costs O(log) and a sub-bucket
-  leaving O(m log); reading the top k adds the floors to the best candidates only, and
-  stops as soon as no further candidate can reach the k-th estimate.
+  somewhere, so ranking every monitored value misses none. The window keeps the estimates
+  ranked (``RankedCounts``, less the sum of the floors, which every estimate shares), so an
+  event costs O(log m) amortised, a sub-bucket leaving O(m log m), and the top k are read
+  off the ranking.
 
 Not thread- or greenlet-safe; nothing here yields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from sortedcontainers import SortedList
+import heapq
 
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
@@ -49,116 +47,207 @@ def counters_for(k: int) -> int:
 
 
 class RankedCounts:
-    """Counts of values, ranked by count descending then value ascending."""
+    """Counts of values, ranked by count descending then value ascending.
 
-    __slots__ = ("_ranks", "counts")
+    Kept as buckets of values by count, so a change is O(1) dict work, and the top k is
+    cached: a count going up changes it only when the value is in it or passes its last
+    entry (a short re-sort); a count of a listed value going down invalidates it, and the next
+    read rebuilds it from the largest counts down (sorting the distinct counts, not the
+    values). Windows read the top k after every event; most events change no listed value."""
+
+    __slots__ = ("_by", "_k", "_listed", "_top", "counts", "version")
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
-        self._ranks: SortedList = SortedList()
+        self._by: dict[int, set[str]] = {}  # count -> the values with it
+        self._k = 0
+        self._top: list[tuple[str, int]] | None = None  # the top _k, or None: rebuild
+        self._listed: set[str] = set()
+        self.version = 0
+        """Changes whenever the top k may have: what a reader caches its rendering by."""
 
     def __len__(self) -> int:
         return len(self.counts)
 
     def add(self, value: str, n: int = 1) -> None:
         """Count ``value`` ``n`` more times (``n`` may be negative; a count never goes below 0)."""
+        if not n:
+            return
         counts = self.counts
+        by = self._by
         old = counts.get(value, 0)
         new = old + n
-        if old:
-            self._ranks.remove((-old, value))
-        if new > 0:
-            counts[value] = new
-            self._ranks.add((-new, value))
-        elif old:
-            del counts[value]
         if new < 0:
             raise ValueError(f"count of {value!r} below zero")
+        if old:
+            bucket = by[old]
+            bucket.discard(value)
+            if not bucket:
+                del by[old]
+        if new:
+            counts[value] = new
+            got = by.get(new)
+            if got is None:
+                by[new] = {value}
+            else:
+                got.add(value)
+        else:
+            del counts[value]
+        top = self._top
+        if top is None:
+            return
+        if value in self._listed:
+            self.version += 1
+            if n < 0:
+                self._top = None  # an unlisted value may pass it now
+                return
+            for i, (listed, _) in enumerate(top):
+                if listed == value:
+                    top[i] = (value, new)
+                    break
+            top.sort(key=_rank)
+        elif n > 0 and (len(top) < self._k or _rank((value, new)) < _rank(top[-1])):
+            self.version += 1
+            top.append((value, new))
+            top.sort(key=_rank)
+            self._listed.add(value)
+            if len(top) > self._k:
+                self._listed.discard(top.pop()[0])
 
     def top(self, k: int) -> Ranked:
-        return [(value, -negated) for negated, value in self._ranks.islice(0, k)]
+        if self._top is None or k != self._k:
+            self._rebuild(k)
+        assert self._top is not None
+        return list(self._top)
 
-    def ranked(self) -> Iterator[tuple[str, int]]:
-        for negated, value in self._ranks:
-            yield value, -negated
+    def _rebuild(self, k: int) -> None:
+        top: list[tuple[str, int]] = []
+        by = self._by
+        for count in sorted(by, reverse=True):
+            bucket = by[count]
+            wanted = k - len(top)
+            chosen = sorted(bucket) if len(bucket) <= wanted else heapq.nsmallest(wanted, bucket)
+            top += [(value, count) for value in chosen]
+            if len(top) >= k:
+                break
+        self._k = k
+        self._top = top
+        self._listed = {value for value, _ in top}
+        self.version += 1
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 class SpaceSaving:
-    """Metwally et al.'s Space-Saving with ``capacity`` counters (module doc)."""
+    """Metwally et al.'s Space-Saving with ``capacity`` counters (module doc), kept as
+    buckets of values by counter (the "stream summary"): O(1) dict work per value. Among the
+    values with the smallest counter, the one that reached it first is replaced; the state
+    keeps that order."""
 
-    __slots__ = ("_mins", "capacity", "counts", "n", "replaced")
+    __slots__ = ("_by", "_min", "capacity", "counts", "floor", "n", "replaced")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("Space-Saving needs at least one counter")
         self.capacity = capacity
         self.counts: dict[str, int] = {}
-        self._mins: SortedList = SortedList()  # (count, value)
+        self._by: dict[int, dict[str, None]] = {}  # counter -> its values, in arrival order
+        self._min = 0
         self.n = 0
         self.replaced = False
+        self.floor = 0
+        """A bound on the count of any value not monitored, and on every counter's excess:
+        the smallest counter once a value was replaced, 0 before."""
 
-    @property
-    def floor(self) -> int:
-        """A bound on the count of any value not monitored (and on every counter's excess)."""
-        return self._mins[0][0] if self.replaced else 0
+    def _put(self, value: str, count: int) -> None:
+        self.counts[value] = count
+        bucket = self._by.get(count)
+        if bucket is None:
+            self._by[count] = {value: None}
+        else:
+            bucket[value] = None
 
     def add(self, value: str) -> tuple[int, str | None, int]:
         """Count one ``value``: ``(how much its counter rose, the value it replaced or None,
         that value's counter)``."""
         self.n += 1
         counts = self.counts
+        by = self._by
         old = counts.get(value)
         if old is not None:
-            self._mins.remove((old, value))
-            counts[value] = old + 1
-            self._mins.add((old + 1, value))
+            bucket = by[old]
+            del bucket[value]
+            self._put(value, old + 1)
+            if not bucket:
+                del by[old]
+                if old == self._min:
+                    self._min = old + 1
+                    if self.replaced:
+                        self.floor = self._min
             return 1, None, 0
         if len(counts) < self.capacity:
-            counts[value] = 1
-            self._mins.add((1, value))
+            self._put(value, 1)
+            self._min = 1
             return 1, None, 0
-        low, gone = self._mins.pop(0)
-        del counts[gone]
-        counts[value] = low + 1
-        self._mins.add((low + 1, value))
+        low = self._min
+        bucket = by[low]
+        gone = next(iter(bucket))
+        del bucket[gone], counts[gone]
+        self._put(value, low + 1)
+        if not bucket:
+            del by[low]
+            self._min = low + 1
         self.replaced = True
+        self.floor = self._min
         return low + 1, gone, low
 
     def write(self, out: StateWriter) -> None:
         out.uint(self.n)
         out.uint(self.replaced)
         out.uint(len(self.counts))
-        for value, count in sorted(self.counts.items()):
-            out.text(value)
-            out.uint(count)
+        for count in sorted(self._by):
+            for value in self._by[count]:
+                out.text(value)
+                out.uint(count)
 
     @classmethod
     def read(cls, source: StateReader, capacity: int) -> SpaceSaving:
         self = cls(capacity)
         self.n = source.uint()
         self.replaced = bool(source.uint())
+        previous = 0
         for _ in range(source.uint()):
             value = source.text()
             count = source.uint()
-            if count < 1 or value in self.counts:
-                raise ValueError("top state: a counter of 0 or a value twice")
-            self.counts[value] = count
-            self._mins.add((count, value))
+            if count < max(1, previous) or value in self.counts:
+                raise ValueError("top state: counters out of order, of 0, or a value twice")
+            previous = count
+            self._put(value, count)
         if len(self.counts) > capacity:
             raise ValueError("top state: more counters than the rule gives")
+        self._min = min(self._by, default=0)
+        self.floor = self._min if self.replaced else 0
         return self
 
 
 class BucketedTop:
     """One long window's top values over Space-Saving sub-buckets (module doc). Sub-bucket
-    indexes are the caller's (``LongWindows``'s); ``evict`` drops those before one."""
+    indexes are the caller's (``LongWindows``'s); ``evict`` drops those before one.
+
+    Kept ranked: each value's estimate minus the window's sum of floors, i.e. the sum over the
+    sub-buckets monitoring it of its counter's excess over that sub-bucket's floor. An event
+    changes one value's excess (and the one it replaced, whose excess is 0); a sub-bucket's
+    floor rising by d lowers every excess there by d, O(m log m), which happens at most
+    n / m times in a sub-bucket of n events: O(log m) an event, amortised."""
 
     __slots__ = ("_capacity", "_floors", "_ranked", "_subs", "n")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._subs: dict[int, SpaceSaving] = {}
-        self._ranked = RankedCounts()  # value -> sum of its counters over the sub-buckets
+        self._ranked = RankedCounts()  # value -> sum of its counters' excess over the floors
         self._floors = 0
         self.n = 0
 
@@ -171,16 +260,31 @@ class BucketedTop:
         """``N / m``: the bound on every estimate's excess."""
         return self.n / self._capacity
 
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """Changes whenever the top k or their estimates or the error may have."""
+        return self._ranked.version, self._floors, self.n if self._floors else 0
+
     def add(self, bucket: int, value: str) -> None:
         sub = self._subs.get(bucket)
         if sub is None:
             sub = self._subs[bucket] = SpaceSaving(self._capacity)
+        ranked = self._ranked
+        counts = sub.counts
         before = sub.floor
-        rise, gone, gone_count = sub.add(value)
-        self._ranked.add(value, rise)
-        if gone is not None:
-            self._ranked.add(gone, -gone_count)
-        self._floors += sub.floor - before
+        old = counts.get(value)
+        if old is not None and old > before:
+            ranked.add(value, before - old)
+        _, gone, gone_count = sub.add(value)
+        if gone is not None and gone_count > before:
+            ranked.add(gone, before - gone_count)
+        after = sub.floor
+        if after != before:
+            for other in counts:
+                if other != value:
+                    ranked.add(other, before - after)
+            self._floors += after - before
+        ranked.add(value, counts[value] - after)
         self.n += 1
 
     def evict(self, first: int) -> bool:
@@ -188,28 +292,17 @@ class BucketedTop:
         gone = [b for b in self._subs if b < first]
         for b in gone:
             sub = self._subs.pop(b)
+            floor = sub.floor
             for value, count in sub.counts.items():
-                self._ranked.add(value, -count)
-            self._floors -= sub.floor
+                if count > floor:
+                    self._ranked.add(value, floor - count)
+            self._floors -= floor
             self.n -= sub.n
         return bool(gone)
 
     def top(self, k: int) -> Ranked:
-        if not self._floors:
-            return self._ranked.top(k)
         floors = self._floors
-        subs = self._subs.values()
-        best: list[tuple[int, str]] = []  # (-estimate, value), sorted, at most k
-        for value, monitored in self._ranked.ranked():
-            if len(best) == k and monitored + floors < -best[-1][0]:
-                break  # no later value (fewer counts) can reach the k-th estimate
-            estimate = monitored + floors - sum(s.floor for s in subs if value in s.counts)
-            item = (-estimate, value)
-            if len(best) < k or item < best[-1]:
-                best.append(item)
-                best.sort()
-                del best[k:]
-        return [(value, -negated) for negated, value in best]
+        return [(value, floors + excess) for value, excess in self._ranked.top(k)]
 
     def write(self, out: StateWriter) -> None:
         out.uint(len(self._subs))
@@ -225,7 +318,7 @@ class BucketedTop:
             sub = SpaceSaving.read(source, capacity)
             self._subs[b] = sub
             for value, count in sub.counts.items():
-                self._ranked.add(value, count)
+                self._ranked.add(value, count - sub.floor)
             self._floors += sub.floor
             self.n += sub.n
         return self
