@@ -194,6 +194,10 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
             '[[rule]]\ntopics = ["a"]\nwindows = ["1m", "1m"]',
             "rule 1 (a): windows: '1m' is given twice",
         ),
+        (
+            '[[rule]]\ntopics = ["a"]\ntop = [{ tag = "dish", k = 101 }]',
+            "rule 1 (a): top: k for 'dish' is 101; k is a whole number from 1 to 100",
+        ),
     ],
 )
 def test_a_bad_rules_file_stops_the_server_with_one_line(
