@@ -52,7 +52,6 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from collections.abc import Iterator
 from hashlib import blake2b
 
 from pushsvc.stats.state_codec import StateReader, StateWriter
@@ -349,7 +348,7 @@ class SlidingDistinct:
         return round(self._hll.estimate())
 
     def is_empty(self) -> bool:
-        return not self._latest and (self._hll is None or not self._hll.entries())
+        return not self._latest and (self._hll is None or not self._hll.used)
 
     def add(self, value: str, key: int) -> None:
         if self._newest is None or key > self._newest:
@@ -420,10 +419,6 @@ class SlidingDistinct:
                 self._hll = None
                 changed = True
         return changed
-
-    def values(self) -> Iterator[str]:
-        """The values the exact dict holds."""
-        return iter(self._latest)
 
     def write(self, out: StateWriter) -> None:
         out.uint(_VERSION)
