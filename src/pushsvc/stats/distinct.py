@@ -44,6 +44,13 @@ register loses its head next, so sliding costs only the registers that change.
 The state after sliding is the one an HyperLogLog of the remaining entries has (property
 tests: ``tests/unit/test_distinct.py``).
 
+Why not a library: ``datasketch``'s ``HyperLogLog``/``HyperLogLogPlusPlus`` and Apache
+DataSketches' ``hll_sketch`` only ever add (no entry leaves a register, so no sliding window)
+and compute an estimate from all the registers on each call (O(16,384) per update here, where
+every event's update carries the count); their registers could not be serialised into the
+checkpoint format the other statistics share (``state_codec.py``) without copying them out
+either.
+
 Not thread- or greenlet-safe; nothing here yields.
 """
 
