@@ -12,6 +12,11 @@ topic, timestamps 3 ms apart unless said; the first half of each stream is fed u
 * `long`: a `1h` sketch window, `last = [100]` and `rate`, every statistic, at 10,000 events/s
   (timestamps 100 µs apart); with its checkpoint's size (what Redis holds and a cold
   aggregator reads), the topic's Python memory (tracemalloc), and the time to restore it.
+* `tags`: the design's example rule (`1m` and a `1h` sketch window, every statistic) with
+  `distinct` on one tag and `top` k=10 on another, each taking 100,000 different values an
+  hour (events 10 ms apart, the first hour fed untimed), against the same rule without them:
+  `events_per_s` with, `without_events_per_s`, their `ratio` (the goal: at least 0.5), and
+  the tagged topic's checkpoint size.
 * `river_grouped`: River 0.26's `TimeRolling(Mean)` per window and per group (100 groups, 3
   windows), `update` then `get` per event: one statistic where pushsvc computes ten.
 * `pandas_grouped`: `groupby(tag).rolling(w)` recomputed over the events so far, per event,
@@ -100,6 +105,41 @@ def long(n: int) -> dict[str, object]:
     }
 
 
+def _tag_events(n: int) -> list[Event]:
+    """Events 10 ms apart; users cycle through 100,000 values an hour in a scattered order,
+    products through 100,000 with a few far more frequent than the rest."""
+    golden = 0.618033988749895
+    return [
+        Event(
+            ((i * 7919) % 1000) / 10.0,
+            T0 + i * 10_000,
+            {
+                "user": f"u{(i * 7919) % 100_000}",
+                "product": f"p{int(100_000 * ((i * golden) % 1.0) ** 3)}",
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def tags(n: int) -> dict[str, object]:
+    windows = (60 * S, 3600 * S)
+    events = _tag_events(n)
+    base = _timed(_aggregator(Rule(1, ("t",), windows, (), ALL)), events)
+    rule = Rule(1, ("t",), windows, (), ALL, distinct=("user",), top=(("product", 10),))
+    aggregator = _aggregator(rule)
+    with_tags = _timed(aggregator, events)
+    checkpoint = aggregator.checkpoint("t", (1, 0))
+    assert checkpoint is not None
+    return {
+        "events_per_s": round(with_tags),
+        "without_events_per_s": round(base),
+        "ratio": round(with_tags / base, 3),
+        "simulated_s": n * 10_000 / S,
+        "checkpoint_bytes": sum(len(value) for value in checkpoint.fields().values()),
+    }
+
+
 def river_grouped(n: int) -> dict[str, object]:
     try:
         from river import stats, utils
@@ -146,6 +186,7 @@ SEGMENTS: dict[str, tuple[Callable[[int], dict[str, object]], int]] = {
     "plain": (plain, 40_000),
     "grouped": (grouped, 40_000),
     "long": (long, 600_000),
+    "tags": (tags, 720_000),
     "river_grouped": (river_grouped, 20_000),
     "pandas_grouped": (pandas_grouped, 200),
 }

@@ -202,6 +202,10 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
             '[[derive]]\ntopic = "b"\nevery = "10s"\nvalue = "count[1m](a)"',
             "derive 1 (b): every: 10s is not a series tier of source a",
         ),
+        (
+            '[[rule]]\ntopics = ["a"]\ntop = [{ tag = "dish", k = 101 }]',
+            "rule 1 (a): top: k for 'dish' is 101; k is a whole number from 1 to 100",
+        ),
     ],
 )
 def test_a_bad_rules_file_stops_the_server_with_one_line(

@@ -156,6 +156,32 @@ def test_the_id_and_group_helpers(server: PushsvcProcess, page: Page) -> None:
     }
 
 
+def test_the_distinct_and_top_helpers(server: PushsvcProcess, page: Page) -> None:
+    open_origin(page, server)
+    found = page.evaluate(
+        """async () => {
+          const { distinctOf, topOf } = await import("/static/pushsvc.js");
+          const windows = {
+            "1h": { count: 3, distinct_user: 2, top_dish: [{ value: "ramen", count: 2 }] },
+          };
+          return {
+            distinct: distinctOf(windows, "1h", "user"),
+            notCounted: distinctOf(windows, "1h", "dish"),
+            noWindow: distinctOf(windows, "1m", "user"),
+            top: topOf(windows, "1h", "dish"),
+            noTop: topOf(windows, "1h", "user"),
+          };
+        }"""
+    )
+    assert found == {
+        "distinct": 2,
+        "notCounted": None,
+        "noWindow": None,
+        "top": [{"value": "ramen", "count": 2}],
+        "noTop": [],
+    }
+
+
 # ------------------------------------------------------------------ the example page
 
 

@@ -235,6 +235,35 @@ def test_a_bad_alert_is_one_line_naming_it(table: str, message: str) -> None:
     assert "\n" not in str(raised.value) and "alert 1" in str(raised.value)
 
 
+_TAGGED = '[[rule]]\ntopics = ["shop.*"]\nwindows = ["1h"]\ndistinct = ["user"]\n'
+_TAGGED += 'top = [{ tag = "product", k = 3 }]\n'
+
+
+def test_a_distinct_count_can_be_alerted_on() -> None:
+    (alert,) = _alerts(
+        '[[alert]]\nname = "crowd"\ntopics = ["shop.*"]\nwhen = "distinct_user[1h] > 5000"\n',
+        _TAGGED,
+    )
+    assert alert.when.holds(alert.when.value({"1h": {"distinct_user": 5001}}))
+    assert not alert.when.holds(alert.when.value({"1h": {"distinct_user": 5000}}))
+
+
+@pytest.mark.parametrize(
+    ("topics", "when", "message"),
+    [
+        ("shop.*", "top_product[1h] > 3", "when: top_product is a list of values, not a number"),
+        ("shop.*", "distinct_product[1h] > 3", "when: unknown statistic 'distinct_product'"),
+        ("other", "distinct_user[1m] > 3", "'distinct_user' is not kept by the server's windows"),
+    ],
+)
+def test_top_values_and_distinct_counts_not_kept_are_refused(
+    topics: str, when: str, message: str
+) -> None:
+    with pytest.raises(RulesError, match=re.escape(message)) as raised:
+        _alerts(f'[[alert]]\nname = "a"\ntopics = ["{topics}"]\nwhen = "{when}"\n', _TAGGED)
+    assert "\n" not in str(raised.value)
+
+
 def test_a_duplicate_name_is_refused() -> None:
     one = '[[alert]]\nname = "a"\ntopics = ["kitchen.x"]\nwhen = "mean[1m] > 3"\n'
     with pytest.raises(RulesError, match="alert 2 \\(a\\): name: 'a' is given twice"):

@@ -8,6 +8,7 @@ Redis."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,8 @@ STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p
 ALL = (*STATS, "rate")
 
 TOPICS = ("grouped", "counted", "last", "long", "plain")
+#: Distinct counts and top values in every window kind, whose state must come back too.
+TAG_STATS: dict[str, Any] = {"distinct": ("u",), "top": (("p", 2),)}
 
 Entry = tuple[tuple[int, int], str, list[Event] | None, dict[str, int] | None]
 """(position, topic, events, ticks): a log entry, events or a round of ticks."""
@@ -33,11 +36,21 @@ Entry = tuple[tuple[int, int], str, list[Event] | None, dict[str, int] | None]
 def _rules(*extra: Rule) -> Rules:
     return Rules(
         [
-            Rule(1, ("grouped",), (2 * S, 10 * S), (), ALL, ("k",), 2),
-            Rule(2, ("counted",), (2 * S,), (3, 5), ALL, ("k",), 2),
-            Rule(3, ("last",), (), (4,), ("count", "mean", "p50", "rate")),
+            Rule(1, ("grouped",), (2 * S, 10 * S), (), ALL, ("k",), 2, **TAG_STATS),
+            Rule(2, ("counted",), (2 * S,), (3, 5), ALL, ("k",), 2, **TAG_STATS),
+            Rule(3, ("last",), (), (4,), ("count", "mean", "p50", "rate"), **TAG_STATS),
             # A sketch window (120 s, in 2 s sub-buckets) beside an exact one, grouped.
-            Rule(4, ("long",), (2 * S, 120 * S), (3,), ALL, ("k",), 2, exact_up_to_us=10 * S),
+            Rule(
+                4,
+                ("long",),
+                (2 * S, 120 * S),
+                (3,),
+                ALL,
+                ("k",),
+                2,
+                exact_up_to_us=10 * S,
+                **TAG_STATS,
+            ),
             *extra,
         ],
         default_rule((2 * S, 10 * S), STATS, parse_tiers("1s:1m,10s:10m")),
@@ -77,6 +90,12 @@ def _logs(draw: st.DrawFn) -> list[Entry]:
             clock += draw(st.sampled_from([0, 300_000, 2 * S, 11 * S]))
             late = draw(st.sampled_from([0, 0, 0, 3 * S]))
             tags = draw(st.sampled_from([None, {"k": "a"}, {"k": "b"}, {"k": "c"}]))
+            if draw(st.booleans()):
+                tags = {
+                    **(tags or {}),
+                    "u": draw(st.sampled_from("wxyz")),
+                    "p": draw(st.sampled_from("pqr")),
+                }
             events.append(Event(draw(st.sampled_from([1.0, -2.5, 40.0])), clock - late, tags))
         log.append((position, draw(st.sampled_from(TOPICS)), events, None))
     return log

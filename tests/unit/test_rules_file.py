@@ -111,6 +111,25 @@ A = '[[rule]]\ntopics = ["a"]\n'
         (A + 'series = ["1m"]', "rule 1 (a): series: '1m' is not resolution:retention"),
         ('[[rules]]\ntopics = ["a"]', "unknown table 'rules'"),
         (A + '\n[[rule]]\ntopics = ["b"]\nlast = [-1]', "rule 2 (b): last: -1"),
+        (A + 'distinct = ["user id"]', "rule 1 (a): distinct: 'user id' is not a tag this"),
+        (A + 'distinct = [""]', "rule 1 (a): distinct: '' is not a tag this"),
+        (A + "distinct = [7]", "rule 1 (a): distinct: 7 is not a tag this"),
+        (A + 'distinct = "user"', "rule 1 (a): distinct: expected a list, got str 'user'"),
+        (A + 'distinct = ["user", "user"]', "rule 1 (a): distinct: 'user' is given twice"),
+        (A + 'top = [{ tag = "p", k = 0 }]', "rule 1 (a): top: k for 'p' is 0; k is a whole"),
+        (A + 'top = [{ tag = "p", k = 101 }]', "rule 1 (a): top: k for 'p' is 101"),
+        (A + 'top = [{ tag = "p", k = 2.5 }]', "rule 1 (a): top: k for 'p' is 2.5"),
+        (A + 'top = [{ tag = "p", k = true }]', "rule 1 (a): top: k for 'p' is True"),
+        (A + 'top = [{ tag = "p" }]', "rule 1 (a): top: each entry needs a tag and a k"),
+        (A + "top = [{ k = 3 }]", "rule 1 (a): top: each entry needs a tag and a k"),
+        (A + 'top = [{ tag = "p", k = 3, n = 1 }]', "rule 1 (a): top: unknown key 'n'"),
+        (A + 'top = [{ tag = "p.q", k = 3 }]', "rule 1 (a): top: 'p.q' is not a tag this"),
+        (A + 'top = ["p"]', "rule 1 (a): top: write each entry as { tag"),
+        (A + 'top = { tag = "p", k = 3 }', "rule 1 (a): top: expected a list, got dict"),
+        (
+            A + 'top = [{ tag = "p", k = 3 }, { tag = "p", k = 5 }]',
+            "rule 1 (a): top: 'p' is given twice",
+        ),
     ],
 )
 def test_a_bad_rules_file_is_one_line_naming_the_rule_and_the_field(
@@ -124,6 +143,22 @@ def test_a_bad_rules_file_is_one_line_naming_the_rule_and_the_field(
     assert "\n" not in message
     assert message.startswith(f"rules file {path}: ")
     assert line in message
+
+
+def test_distinct_and_top_are_statistics_of_every_window_and_described() -> None:
+    rules = _rules(
+        A + 'windows = ["1m"]\nlast = [10]\ndistinct = ["user"]\n'
+        'top = [{ tag = "product", k = 10 }, { tag = "shop", k = 60 }]\n'
+    )
+    (rule,) = rules.rules
+    assert rule.distinct == ("user",) and rule.top == (("product", 10), ("shop", 60))
+    assert rule.reported == (*DEFAULT.stats, "distinct_user", "top_product", "top_shop")
+    assert rules.stats[-3:] == ("distinct_user", "top_product", "top_shop")
+    described = rule.describe()
+    assert [d["stat"] for d in described["distinct"]] == ["distinct_user"]
+    assert [(t["k"], t["exact_up_to"]) for t in described["top"]] == [(10, 1000), (60, 1200)]
+    # A file without them keeps the digest it had (processes of two versions agree).
+    assert "distinct" not in _rules(A).rules[0].describe()
 
 
 def test_a_file_that_is_not_toml_or_cannot_be_read_is_one_line(tmp_path: Path) -> None:

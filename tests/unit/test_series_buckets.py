@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pandas as pd
 import pytest
@@ -223,3 +224,90 @@ def test_auto_takes_the_coarsest_tier_giving_half_the_points_and_fills_the_recen
     assert [t.resolution_label for t, _, _ in short] == ["1s"]
     assert plan_segments(tiers, 0, 10, None, 300, LATENESS) == [(tiers[0], 0, 10)]
     assert plan_segments((), 0, 10, clock, 300, LATENESS) == []
+
+
+def _tagged_events(
+    n: int, users: int, seed: int, steps: tuple[int, ...] = (0, 1, 7_000, 40_000, 3 * S)
+) -> list[tuple[int, float, dict[str, str] | None]]:
+    rng = random.Random(seed)
+    clock = T0
+    out: list[tuple[int, float, dict[str, str] | None]] = []
+    for _ in range(n):
+        clock += rng.choice(steps)
+        ts = clock - rng.choice([0, 0, 0, 2 * S])  # some late, within the lateness
+        tags = None if rng.random() < 0.05 else {"user": f"u{rng.randrange(users)}"}
+        out.append((ts, 1.0, tags))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("n", "users", "steps"), [(3000, 40, (0, 1, 7_000, 40_000, 3 * S)), (60_000, 100_000, (3000,))]
+)
+def test_distinct_counts_per_bucket_are_pandas_nunique(
+    n: int, users: int, steps: tuple[int, ...]
+) -> None:
+    """Each point of each tier counts the different users of its bucket: exactly when there
+    are at most 1,000 (the finest tier, and coarser ones merged from it), within 4 % beyond
+    (60,000 events over 3 minutes: a HyperLogLog per 10 s bucket, merged into each minute)."""
+    tiers = parse_tiers("10s:1h,1m:1d")
+    series = SeriesBuckets(tiers, LATENESS, ("user",))
+    events = _tagged_events(n, users, seed=n, steps=steps)
+    closed: list[tuple[str, Point]] = []
+    clock = None
+    for ts, value, tags in events:
+        clock = ts if clock is None else max(clock, ts)
+        series.insert(ts, value, tags)
+        if clock >= series.next_close_us:
+            closed += series.close(clock)
+    assert clock is not None
+    closed += series.close(clock + 3600 * S)
+    frame = pd.DataFrame(
+        {"user": [(t or {}).get("user") for _, _, t in events]},
+        index=pd.to_datetime([ts for ts, _, _ in events], unit="us", utc=True),
+    )
+    sketched = 0
+    for label, resolution in (("10s", "10s"), ("1m", "1min")):
+        want = frame["user"].resample(resolution).nunique()
+        counts = frame["user"].resample(resolution).size()
+        want = want[counts > 0]
+        points = [p for lab, p in closed if lab == label]
+        assert [p.t_us for p in points] == list(want.index.as_unit("us").asi8)
+        for point, expected in zip(points, want, strict=True):
+            ((tag, got),) = point.distinct
+            assert tag == "user"
+            if expected <= 1000:
+                assert got == expected, (label, point.t_us)
+            else:
+                assert abs(got - expected) <= 0.04 * expected, (label, got, expected)
+                sketched += 1
+            assert point.fields()["distinct_user"] == got
+            # The stored form carries it.
+            assert Point.unpacked(point.t_us, point.packed(), ("user",)) == point
+    assert sketched or users < 1000
+
+
+def test_distinct_series_state_round_trips() -> None:
+    tiers = parse_tiers("10s:1h,1m:1d")
+    events = _tagged_events(4000, 3000, seed=5)
+    whole = SeriesBuckets(tiers, LATENESS, ("user",))
+    points: list[tuple[str, Point]] = []
+    restored_points: list[tuple[str, Point]] = []
+    clock = None
+    half = len(events) // 2
+    copy: SeriesBuckets | None = None
+    for i, (ts, value, tags) in enumerate(events):
+        clock = ts if clock is None else max(clock, ts)
+        whole.insert(ts, value, tags)
+        if copy is not None:
+            copy.insert(ts, value, tags)
+        if clock >= whole.next_close_us:
+            got = whole.close(clock)
+            points += got
+            if copy is not None:
+                restored_points += copy.close(clock)
+        if i == half:
+            copy = SeriesBuckets.restored(tiers, LATENESS, whole.durable_state(), ("user",))
+            for ts2, value2, tags2 in events[: half + 1]:
+                copy.replayed(ts2, value2, tags2)
+            mark = len(points)
+    assert restored_points and restored_points == points[mark:]

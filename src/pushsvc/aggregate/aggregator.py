@@ -137,7 +137,7 @@ class Aggregator:
                 state.alerts = TopicAlerts(topic, matching)
             tiers = self._tiers_of(rule)
             if tiers:
-                state.series = SeriesBuckets(tiers, self._lateness_us)
+                state.series = SeriesBuckets(tiers, self._lateness_us, rule.distinct)
                 if groups is not None:
                     state.group_series, state.series_due = {}, []
         return state
@@ -154,7 +154,9 @@ class Aggregator:
             return None
         series = kept.get(group.id)
         if series is None:
-            series = kept[group.id] = SeriesBuckets(self._tiers_of(state.rule), self._lateness_us)
+            series = kept[group.id] = SeriesBuckets(
+                self._tiers_of(state.rule), self._lateness_us, state.rule.distinct
+            )
         return series
 
     def _group_points(self, state: _Topic, topic: str, clock_us: int) -> list[UpdateDraft]:
@@ -190,7 +192,10 @@ class Aggregator:
             if clock is None or event.ts_us > clock:
                 clock = event.ts_us
             clocks.append(clock)
-        summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
+        if isinstance(windows, RuleStats) and windows.tagged:
+            summaries = windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
+        else:
+            summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         series = state.series
@@ -205,7 +210,7 @@ class Aggregator:
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 drafts.append(draft(topic, now, "event", event_json(e), summary))
                 if series is not None:
-                    series.insert(e.ts_us, e.value)
+                    series.insert(e.ts_us, e.value, e.tags)
                     if now >= series.next_close_us:
                         drafts += self._points(state, topic, now, series.close(now))
                 if alerts is not None and (changes := alerts.evaluate(now, summary)):
@@ -221,13 +226,13 @@ class Aggregator:
             last_update = len(drafts)
             drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
             if series is not None:
-                series.insert(e.ts_us, e.value)
+                series.insert(e.ts_us, e.value, e.tags)
                 if now >= series.next_close_us:
                     drafts += self._points(state, topic, now, series.close(now))
                 in_group = self._group_series(state, group)
                 assert in_group is not None and state.series_due is not None
                 closes = in_group.next_close_us
-                in_group.insert(e.ts_us, e.value)
+                in_group.insert(e.ts_us, e.value, e.tags)
                 if in_group.next_close_us != closes:
                     _watch(state.series_due, group.id, in_group)
                 if state.series_due and state.series_due[0][0] <= now:
@@ -281,11 +286,11 @@ class Aggregator:
         windows = state.windows
         for index, event in enumerate(events):
             if isinstance(windows, RuleStats):
-                windows.insert_exact(event.ts_us, event.value)
+                windows.insert_exact(event.ts_us, event.value, event.tags)
             else:
                 windows.insert(event.ts_us, event.value)
             if state.series is not None:
-                state.series.replayed(event.ts_us, event.value)
+                state.series.replayed(event.ts_us, event.value, event.tags)
             if state.groups is not None:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
@@ -293,7 +298,7 @@ class Aggregator:
                     _insert(group, event, clock, exact_only=True)
                     if (in_group := self._group_series(state, group)) is not None:
                         closes = in_group.next_close_us
-                        in_group.replayed(event.ts_us, event.value)
+                        in_group.replayed(event.ts_us, event.value, event.tags)
                         if in_group.next_close_us != closes and state.series_due is not None:
                             _watch(state.series_due, group.id, in_group)
 
@@ -380,7 +385,9 @@ class Aggregator:
             state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
-            state.series = SeriesBuckets.restored(tiers, self._lateness_us, checkpoint.series)
+            state.series = SeriesBuckets.restored(
+                tiers, self._lateness_us, checkpoint.series, state.rule.distinct
+            )
         if state.groups is not None:
             for saved in checkpoint.groups:
                 stats = compiled.restored(saved.state)
@@ -388,7 +395,9 @@ class Aggregator:
                     Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
                 )
                 if state.group_series is not None and saved.series:
-                    restored = SeriesBuckets.restored(tiers, self._lateness_us, saved.series)
+                    restored = SeriesBuckets.restored(
+                        tiers, self._lateness_us, saved.series, state.rule.distinct
+                    )
                     state.group_series[saved.id] = restored
                     assert state.series_due is not None
                     _watch(state.series_due, saved.id, restored)
@@ -590,7 +599,7 @@ def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = Fal
         # Not advanced: the group's clock then is in the checkpoint, and `end_replay` brings
         # its exact windows there (an event older than it is in the same windows either way).
         if isinstance(stats, RuleStats):
-            stats.insert_exact(event.ts_us, event.value)
+            stats.insert_exact(event.ts_us, event.value, event.tags)
         else:
             stats.insert(event.ts_us, event.value)
         return
@@ -599,7 +608,10 @@ def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = Fal
             stats.start_at(clock_us)  # a new group's first event is late for it too
         else:
             stats.advance(clock_us)
-    stats.insert(event.ts_us, event.value)
+    if isinstance(stats, RuleStats):
+        stats.insert(event.ts_us, event.value, event.tags)
+    else:
+        stats.insert(event.ts_us, event.value)
     if event.ts_us > group.newest_us:
         group.newest_us = event.ts_us
 

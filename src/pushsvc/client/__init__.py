@@ -15,7 +15,16 @@ and `csv_replay` (`pushsvc replay`).
 from pushsvc.client.async_client import AsyncClient
 from pushsvc.client.calls import IDEMPOTENCY_KEY, batches, new_idempotency_key
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
-from pushsvc.client.models import AlertChange, Message, Point, Snapshot, StreamUpdate
+from pushsvc.client.models import (
+    AlertChange,
+    Message,
+    Point,
+    Snapshot,
+    StreamUpdate,
+    TopValue,
+    distinct_of,
+    top_of,
+)
 from pushsvc.client.retry import Backoff
 from pushsvc.client.stream import RawMessage, StreamOptions
 from pushsvc.client.sync_client import Client
@@ -34,7 +43,10 @@ __all__ = [
     "Snapshot",
     "StreamOptions",
     "StreamUpdate",
+    "TopValue",
     "Unreachable",
     "batches",
+    "distinct_of",
     "new_idempotency_key",
+    "top_of",
 ]

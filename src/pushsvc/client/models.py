@@ -21,8 +21,37 @@ from pushsvc.extras import require
 if TYPE_CHECKING:
     import pandas as pd
 
-Stats = Mapping[str, float | int | None]
-"""One window's statistics: count, sum, mean, …; None where undefined (an empty window)."""
+Stats = Mapping[str, Any]
+"""One window's statistics: count, sum, mean, … (numbers; None where undefined, as in an
+empty window), `distinct_<tag>` (an int) and `top_<tag>` (a list of objects, `TopValue`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopValue:
+    """One entry of a `top_<tag>` list: a value and how many events of the window carry it.
+    `error` is None when the count is exact; else the count is at most `error` above the
+    true one (Space-Saving, docs/design.md)."""
+
+    value: str
+    count: int
+    error: float | None = None
+
+    @classmethod
+    def parse_list(cls, entries: object) -> list[TopValue]:
+        if not isinstance(entries, list):
+            return []
+        return [cls(e["value"], e["count"], e.get("error")) for e in entries]
+
+
+def distinct_of(windows: Mapping[str, Stats], window: str, tag: str) -> int | None:
+    """`distinct_<tag>` of one window; None where the topic does not count it."""
+    value = (windows.get(window) or {}).get(f"distinct_{tag}")
+    return value if isinstance(value, int) else None
+
+
+def top_of(windows: Mapping[str, Stats], window: str, tag: str) -> list[TopValue]:
+    """`top_<tag>` of one window, most frequent first; empty where the topic keeps none."""
+    return TopValue.parse_list((windows.get(window) or {}).get(f"top_{tag}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +76,14 @@ class StreamUpdate:
     @property
     def time(self) -> datetime:
         return datetime.fromtimestamp(self.ts, UTC)
+
+    def distinct(self, window: str, tag: str) -> int | None:
+        """How many different values of `tag` the window holds (None: not counted)."""
+        return distinct_of(self.windows, window, tag)
+
+    def top(self, window: str, tag: str) -> list[TopValue]:
+        """The window's most frequent values of `tag` (empty: none kept)."""
+        return top_of(self.windows, window, tag)
 
     @classmethod
     def parse(cls, data: str | bytes) -> StreamUpdate:

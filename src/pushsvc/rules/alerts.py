@@ -243,6 +243,11 @@ def _check_window(
     default: RuleOutline,
     known: Sequence[str],
 ) -> None:
+    if condition.stat.startswith("top_"):
+        raise ValueError(
+            f"{field_name}: {condition.stat} is a list of values, not a number: top values "
+            "cannot be alerted on"
+        )
     if condition.stat not in known:
         raise ValueError(
             f"{field_name}: unknown statistic {condition.stat!r}; one of {', '.join(known)}"

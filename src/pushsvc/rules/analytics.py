@@ -14,6 +14,7 @@ file, the rule and the field. Everything downstream takes a `Rule` as valid.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,8 +53,16 @@ MAX_GROUPS_CAP = 10_000
 
 _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
-    "exact_percentiles_up_to", "series",
+    "exact_percentiles_up_to", "series", "distinct", "top",
 )  # fmt: skip
+_TOP_FIELDS = ("tag", "k")
+#: A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
+#: `?stats=` lists can spell.
+_STAT_TAG = re.compile(r"[A-Za-z0-9_]{1,64}")
+#: The largest k of a `top` entry.
+MAX_TOP_K = 100
+#: Exact top values while a window holds at most this many different values (and 20 k).
+EXACT_TOP_UP_TO = 1000
 _FILE_FIELDS = ("rule", "alert", "derive")
 
 
@@ -75,6 +84,20 @@ class Rule:
     exact_up_to_us: int = DEFAULT_EXACT_UP_TO_US
     series: tuple[SeriesTier, ...] | None = None
     """None: the server's tiers."""
+    distinct: tuple[str, ...] = ()
+    """Tags whose different values every window counts (`distinct_<tag>`)."""
+    top: tuple[tuple[str, int], ...] = ()
+    """(tag, k): every window lists the tag's k most frequent values (`top_<tag>`)."""
+
+    @property
+    def scalars(self) -> tuple[str, ...]:
+        """The statistics whose values are numbers: `stats`, then the distinct counts."""
+        return (*self.stats, *(f"distinct_{tag}" for tag in self.distinct))
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """Every statistic a window of the rule reports, in that order."""
+        return (*self.scalars, *(f"top_{tag}" for tag, _ in self.top))
 
     @property
     def exact_windows_us(self) -> tuple[int, ...]:
@@ -128,6 +151,21 @@ class Rule:
             described["max_groups"] = self.max_groups
         if self.series is not None:
             described["series"] = [tier.label for tier in self.series]
+        if self.distinct:
+            described["distinct"] = [
+                {"tag": tag, "stat": f"distinct_{tag}", "exact_up_to": 1000, "relative_error": 0.01}
+                for tag in self.distinct
+            ]
+        if self.top:
+            described["top"] = [
+                {
+                    "tag": tag,
+                    "k": k,
+                    "stat": f"top_{tag}",
+                    "exact_up_to": max(EXACT_TOP_UP_TO, 20 * k),
+                }
+                for tag, k in self.top
+            ]
         return described
 
 
@@ -179,9 +217,15 @@ class Rules:
 
     @cached_property
     def stats(self) -> tuple[str, ...]:
-        """Every statistic some topic may have, in `ALL_STATS` order."""
+        """Every statistic some topic may have: `ALL_STATS` order, then the tag statistics in
+        file order."""
         chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
-        return tuple(s for s in ALL_STATS if s in chosen)
+        tagged = {
+            name: None
+            for rule in (self.default, *self.rules)
+            for name in rule.reported[len(rule.stats) :]
+        }
+        return (*(s for s in ALL_STATS if s in chosen), *tagged)
 
     def alerts_for(self, topic: str) -> tuple[AlertRule, ...]:
         """The alerts whose selectors match `topic`, in file order."""
@@ -292,7 +336,10 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
                 document["alert"],
                 [_outline(rule) for rule in rules],
                 _outline(default),
-                known_stats=ALL_STATS,
+                known_stats=(
+                    *ALL_STATS,
+                    *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
+                ),
             )
         except AlertsError as exc:
             raise RulesError(f"rules file {source}: {exc}") from None
@@ -309,7 +356,7 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
 
 
 def _outline(rule: Rule) -> RuleOutline:
-    return RuleOutline(rule.number, rule.selectors, rule.labels, rule.stats)
+    return RuleOutline(rule.number, rule.selectors, rule.labels, rule.scalars)
 
 
 class _FieldError(Exception):
@@ -346,7 +393,21 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
         if width > exact_up_to and width // SUB_BUCKETS < 1_000:
             raise _FieldError("windows", f"{duration_label(width)} is too short for a sketch")
     series = _series(table["series"]) if "series" in table else None
-    return Rule(number, selectors, windows, last, stats, group_by, max_groups, exact_up_to, series)
+    distinct = _stat_tags(table.get("distinct", []))
+    top = _tops(table.get("top", []))
+    return Rule(
+        number,
+        selectors,
+        windows,
+        last,
+        stats,
+        group_by,
+        max_groups,
+        exact_up_to,
+        series,
+        distinct,
+        top,
+    )
 
 
 def _list(field: str, given: object) -> list[Any]:
@@ -419,6 +480,45 @@ def _tags(given: object) -> tuple[str, ...]:
             raise _FieldError("group_by", f"{tag!r} is not a tag name (1 to 64 characters)")
     _distinct("group_by", tags)
     return tuple(tags)
+
+
+def _stat_tag(field: str, tag: object) -> str:
+    if not isinstance(tag, str) or not _STAT_TAG.fullmatch(tag):
+        raise _FieldError(
+            field,
+            f"{tag!r} is not a tag this statistic can be named after (1 to 64 letters, "
+            "digits or _)",
+        )
+    return tag
+
+
+def _stat_tags(given: object) -> tuple[str, ...]:
+    tags = [_stat_tag("distinct", tag) for tag in _list("distinct", given)]
+    _distinct("distinct", tags)
+    return tuple(tags)
+
+
+def _tops(given: object) -> tuple[tuple[str, int], ...]:
+    tops = []
+    for entry in _list("top", given):
+        if not isinstance(entry, dict):
+            raise _FieldError(
+                "top", f'write each entry as {{ tag = "...", k = 10 }}, got {_describe(entry)}'
+            )
+        for key in entry:
+            if key not in _TOP_FIELDS:
+                raise _FieldError("top", f"unknown key {key!r} in an entry; an entry has tag and k")
+        if "tag" not in entry or "k" not in entry:
+            raise _FieldError("top", "each entry needs a tag and a k")
+        tag = _stat_tag("top", entry["tag"])
+        k = entry["k"]
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
+            raise _FieldError(
+                "top", f"k for {tag!r} is {k!r}; k is a whole number from 1 to {MAX_TOP_K}"
+            )
+        tops.append((tag, k))
+    _distinct("top", [tag for tag, _ in tops])
+    return tuple(tops)
 
 
 def _series(given: object) -> tuple[SeriesTier, ...]:

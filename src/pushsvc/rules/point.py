@@ -3,8 +3,10 @@ JSON every answer and message gives (pure).
 
 Stored form (`packed`, 72 bytes): count as a little-endian int64, then sum, mean, min, max,
 var (NaN for none), p50, p90, p99 as doubles; the bucket's start is the storage key, not
-part of it. `fields` derives stddev (the square root of var) from it, so a point read back
-from storage is byte for byte the one streamed when its bucket closed.
+part of it. A rule with `distinct` tags appends one int64 per tag, in the rule's order: the
+bucket's distinct count (`unpacked` is told the tags; a point stored before the rule named
+a tag has no count for it). `fields` derives stddev (the square root of var) from it, so a
+point read back from storage is byte for byte the one streamed when its bucket closed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ __all__ = ["PACKED_SIZE", "Point"]
 
 _PACKED = struct.Struct("<q8d")
 PACKED_SIZE = _PACKED.size
+"""The stored form's size without distinct counts."""
+_COUNT = struct.Struct("<q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +39,35 @@ class Point:
     p50: float
     p90: float
     p99: float
+    distinct: tuple[tuple[str, int], ...] = ()
+    """(tag, distinct count of its values in the bucket), in the rule's order."""
 
     def packed(self) -> bytes:
         var = math.nan if self.var is None else self.var
-        return _PACKED.pack(
+        head = _PACKED.pack(
             self.count, self.sum, self.mean, self.min, self.max, var, self.p50, self.p90, self.p99
         )
+        return head + b"".join(_COUNT.pack(n) for _, n in self.distinct)
 
     @classmethod
-    def unpacked(cls, t_us: int, data: bytes) -> Point:
-        count, total, mean, low, high, var, p50, p90, p99 = _PACKED.unpack(data)
+    def unpacked(cls, t_us: int, data: bytes, distinct: tuple[str, ...] = ()) -> Point:
+        count, total, mean, low, high, var, p50, p90, p99 = _PACKED.unpack_from(data)
+        counts = tuple(
+            (tag, _COUNT.unpack_from(data, at)[0])
+            for tag, at in zip(distinct, range(PACKED_SIZE, len(data), _COUNT.size), strict=False)
+        )
         return cls(
-            t_us, count, total, mean, low, high, None if math.isnan(var) else var, p50, p90, p99
+            t_us,
+            count,
+            total,
+            mean,
+            low,
+            high,
+            None if math.isnan(var) else var,
+            p50,
+            p90,
+            p99,
+            counts,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -64,4 +85,5 @@ class Point:
             "p50": self.p50,
             "p90": self.p90,
             "p99": self.p99,
+            **{f"distinct_{tag}": n for tag, n in self.distinct},
         }

@@ -18,9 +18,20 @@ const PARALLEL_HISTORIES = 4;
 const SERVER_ROOT = new URL("../", import.meta.url).href;
 
 /**
+ * One entry of a `top_<tag>` list: a value and how many events of the window carry it. With
+ * `error`, the list comes from a Space-Saving summary and the count is at most `error` above
+ * the true one; without, it is exact.
+ * @typedef {Object} TopValue
+ * @property {string} value
+ * @property {number} count
+ * @property {number} [error]
+ */
+
+/**
  * Statistics of one window, by name (`count`, `sum`, `mean`, `min`, `max`, `var`, `stddev`,
- * `p50`, `p90`, `p99`, `rate`): null for an empty window or an undefined statistic.
- * @typedef {Object<string, (number|null)>} WindowStats
+ * `p50`, `p90`, `p99`, `rate`): null for an empty window or an undefined statistic; a rule's
+ * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first).
+ * @typedef {Object<string, (number|null|TopValue[])>} WindowStats
  */
 
 /**
@@ -278,6 +289,28 @@ export function groupUpdates(update) {
 export function groupPart(update, id) {
   const part = groupUpdates(update).find((g) => g.id === id);
   return part === undefined ? null : part.update;
+}
+
+/**
+ * How many different values of `tag` the window holds; null where the topic does not count
+ * them.
+ * @param {Windows} windows @param {string} window @param {string} tag
+ * @returns {number|null}
+ */
+export function distinctOf(windows, window, tag) {
+  const value = (windows[window] || {})[`distinct_${tag}`];
+  return typeof value === "number" ? value : null;
+}
+
+/**
+ * The window's most frequent values of `tag`, most frequent first (then by value); empty
+ * where the topic keeps none.
+ * @param {Windows} windows @param {string} window @param {string} tag
+ * @returns {TopValue[]}
+ */
+export function topOf(windows, window, tag) {
+  const value = (windows[window] || {})[`top_${tag}`];
+  return Array.isArray(value) ? value : [];
 }
 
 // ------------------------------------------------------------------------ requests

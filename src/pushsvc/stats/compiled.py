@@ -7,6 +7,10 @@ A rule's windows come in three kinds, each kept by its own structure:
 * sketch time windows (wider): `LongWindows`, sub-buckets with exact moments and a sketch;
 * count windows (`last = [N]`): `CountWindows`, the last N events.
 
+A rule's tag statistics (`distinct`, `top`) are kept beside them by `pushsvc.stats.tagged`:
+the exact windows' (not durable: the log gives them back, like the exact windows), the long
+windows' and the count windows' (durable, after the other parts in the state).
+
 `CompiledRule.new()` gives a plain `TopicWindows` when a rule needs nothing else (the default
 rule, and any rule of exact time windows without `rate`), so topics without rules keep
 today's per-event cost; otherwise a `RuleStats` that feeds every part and joins their
@@ -16,17 +20,18 @@ summaries in the rule's label order (exact, sketch, count: `Rule.labels`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from pushsvc.core.durations import duration_label
 from pushsvc.rules.analytics import Rule
 from pushsvc.stats.layout import NO_CLOCK
 from pushsvc.stats.spec import WindowSpec
+from pushsvc.stats.tagged import CountTags, Tags, TagSpec, TimeTags
 from pushsvc.stats.windows import TopicWindows
 
 __all__ = ["CompiledRule", "RuleStats", "WindowSet"]
 
-Summary = dict[str, dict[str, float | int | None]]
+Summary = dict[str, dict[str, Any]]
 
 
 class WindowSet(Protocol):
@@ -46,7 +51,7 @@ class WindowSet(Protocol):
 class CompiledRule:
     """A rule compiled: the exact windows' generated class, and how to build the rest."""
 
-    __slots__ = ("_drop_count", "_exact", "_plain", "_rates", "rule")
+    __slots__ = ("_drop_count", "_exact", "_plain", "_rates", "_tags", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -63,11 +68,13 @@ class CompiledRule:
             if "rate" in stats
             else ()
         )
+        self._tags = TagSpec(rule.distinct, rule.top)
         self._plain = (
             self._exact is not None
             and not rule.sketch_windows_us
             and not rule.last
             and "rate" not in stats
+            and not self._tags
         )
 
     def new(self) -> TopicWindows | RuleStats:
@@ -105,8 +112,29 @@ class CompiledRule:
                 if saved is None
                 else CountWindows.from_state(rule.last, rule.stats, next(saved))
             )
+        tags = self._tags
+        tag_parts: list[TimeTags | CountTags] = []
+        if tags and rule.sketch_windows_us:
+            widths = rule.sketch_windows_us
+            labels = tuple(duration_label(w) for w in widths)
+            tag_parts.append(
+                TimeTags(widths, labels, tags, long=True)
+                if saved is None
+                else TimeTags.from_state(widths, labels, tags, next(saved, b""))
+            )
+        if tags and rule.last:
+            tag_parts.append(
+                CountTags(rule.last, tags)
+                if saved is None
+                else CountTags.from_state(rule.last, tags, next(saved, b""))
+            )
         exact = self._exact.new() if self._exact is not None else None
-        stats = RuleStats(exact, tuple(parts), self._rates, self._drop_count)
+        exact_tags = None
+        if tags and self._exact is not None:
+            exact_tags = TimeTags(self._exact.widths_us, self._exact.labels, tags, long=False)
+        stats = RuleStats(
+            exact, tuple(parts), self._rates, self._drop_count, exact_tags, tuple(tag_parts)
+        )
         if clock is not None:
             stats.restore_clock(int.from_bytes(clock, "big", signed=True))
         return stats
@@ -118,7 +146,10 @@ class RuleStats:
     Its clock is the largest event time inserted or advanced to, as `TopicWindows`'s.
     """
 
-    __slots__ = ("_clock", "_drop_count", "_exact", "_parts", "_rates", "_sliding")
+    __slots__ = (
+        "_clock", "_drop_count", "_exact", "_exact_tags", "_parts", "_rates", "_sliding",
+        "_tag_parts", "tagged",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -126,13 +157,21 @@ class RuleStats:
         parts: tuple[WindowSet, ...],
         rates: tuple[tuple[str, float], ...],
         drop_count: bool,
+        exact_tags: TimeTags | None = None,
+        tag_parts: tuple[TimeTags | CountTags, ...] = (),
     ) -> None:
         self._exact = exact
         self._parts = parts
         self._rates = rates
         self._drop_count = drop_count
         self._clock: int | None = None
-        self._sliding = tuple(p for p in parts if p.slides)
+        self._sliding: tuple[WindowSet | TimeTags | CountTags, ...] = tuple(
+            p for p in (*parts, *tag_parts) if p.slides
+        )
+        self._exact_tags = exact_tags
+        self._tag_parts = tag_parts
+        self.tagged = exact_tags is not None or bool(tag_parts)
+        """Whether it keeps tag statistics (the tags of each event are wanted)."""
 
     @property
     def clock_us(self) -> int | None:
@@ -147,15 +186,30 @@ class RuleStats:
         """Before the first event: an empty topic at clock `clock_us` (see TopicWindows)."""
         if self._exact is not None:
             self._exact.start_at(clock_us)
+        if self._exact_tags is not None:
+            self._exact_tags.start_at(clock_us)
         self._clock = clock_us
 
-    def insert(self, ts_us: int, value: float) -> None:
+    def insert(self, ts_us: int, value: float, tags: Tags = None) -> None:
         clock = ts_us if self._clock is None or ts_us > self._clock else self._clock
         if self._exact is not None:
             self._exact.insert(ts_us, value)
         for part in self._parts:
             part.insert(ts_us, value, clock)
+        if self.tagged:
+            if self._exact_tags is not None:
+                self._exact_tags.insert(ts_us, tags, clock)
+            for tag_part in self._tag_parts:
+                tag_part.insert(ts_us, tags, clock)
         self._clock = clock
+
+    def insert_tagged(self, items: Sequence[tuple[int, float, Tags]]) -> list[Summary]:
+        """`insert` then `summary` for each `(ts_us, value, tags)`, in order."""
+        out = []
+        for ts_us, value, tags in items:
+            self.insert(ts_us, value, tags)
+            out.append(self.summary())
+        return out
 
     def insert_many(self, items: Sequence[tuple[int, float]]) -> list[Summary]:
         """`insert` then `summary` for each item, in order."""
@@ -173,20 +227,34 @@ class RuleStats:
         changed = self._exact.advance(clock_us) if self._exact is not None else False
         for part in self._parts:
             changed |= part.advance(clock_us)
+        if self._exact_tags is not None:
+            changed |= self._exact_tags.advance(clock_us)
+        for tag_part in self._tag_parts:
+            changed |= tag_part.advance(clock_us)
         return changed
 
-    def insert_exact(self, ts_us: int, value: float) -> None:
+    def insert_exact(self, ts_us: int, value: float, tags: Tags = None) -> None:
         """Rebuilding from a checkpoint: an event the durable parts already hold goes into
         the exact windows only."""
         if self._exact is not None:
             self._exact.insert(ts_us, value)
+            exact_tags = self._exact_tags
+            if exact_tags is not None:
+                clock = exact_tags.clock_us
+                exact_tags.insert(ts_us, tags, ts_us if clock is None or ts_us > clock else clock)
 
     def durable_state(self) -> bytes:
         """The clock and the durable parts' state (`CompiledRule.restored` takes it)."""
         clock = (self._clock if self._clock is not None else NO_CLOCK).to_bytes(
             8, "big", signed=True
         )
-        return _pack([clock, *(part.to_state() for part in self._parts)])
+        return _pack(
+            [
+                clock,
+                *(part.to_state() for part in self._parts),
+                *(part.to_state() for part in self._tag_parts),
+            ]
+        )
 
     def restore_clock(self, clock_us: int) -> None:
         if clock_us != NO_CLOCK:
@@ -201,16 +269,28 @@ class RuleStats:
             self._exact.start_at(self._clock)
         else:
             self._exact.advance(self._clock)
+        if self._exact_tags is not None:
+            if self._exact_tags.clock_us is None:
+                self._exact_tags.start_at(self._clock)
+            else:
+                self._exact_tags.advance(self._clock)
 
     def summary(self) -> Summary:
         out: Summary = self._exact.summary() if self._exact is not None else {}
         for label, seconds in self._rates:
             window = out[label]
-            window["rate"] = window["count"] / seconds  # type: ignore[operator]
+            window["rate"] = window["count"] / seconds
             if self._drop_count:
                 del window["count"]
         for part in self._parts:
             out.update(part.summary())
+        if self.tagged:
+            if self._exact_tags is not None:
+                for label, values in self._exact_tags.summary().items():
+                    out[label].update(values)
+            for tag_part in self._tag_parts:
+                for label, values in tag_part.summary().items():
+                    out[label].update(values)
         return out
 
 

@@ -6,6 +6,7 @@ back on another process, another Python and another byte order, so nothing here 
 
 * ``uint``/``sint``: LEB128 varints (``sint`` zigzag-encoded), of any size;
 * ``big``: a signed integer of any size, its byte length as a varint then the bytes;
+* ``text``: a string's UTF-8 bytes after their length (a varint);
 * ``double``: the 8 bytes of an IEEE double, little-endian (bit-exact, ``-0.0`` included);
 * ``counts``: an array of non-negative integers in the narrowest of 1, 2, 4 or 8 bytes each,
   copied in and out at C speed (``array.tobytes``).
@@ -58,6 +59,11 @@ class StateWriter:
 
     def double(self, value: float) -> None:
         self._out += _DOUBLE.pack(value)
+
+    def text(self, value: str) -> None:
+        data = value.encode()
+        self.uint(len(data))
+        self._out += data
 
     def counts(self, values: array[int]) -> None:
         """Non-negative integers, each in the narrowest width that holds the largest."""
@@ -122,6 +128,12 @@ class StateReader:
     def double(self) -> float:
         value: float = _DOUBLE.unpack(self._take(8))[0]
         return value
+
+    def text(self) -> str:
+        try:
+            return bytes(self._take(self.uint())).decode()
+        except UnicodeDecodeError:
+            raise ValueError("state holds text that is not UTF-8") from None
 
     def counts(self) -> array[int]:
         """The integers as a signed 64-bit ``array('q')`` (what the sketch stores keep)."""

@@ -1,6 +1,6 @@
 """The delivery promise for the analytics that outlive the event log: groups (first come,
 first served up to max_groups), count windows and sketch windows (`1h`, wider than the
-exact percentiles' 5 m). Under load, the active
+exact percentiles' 5 m), and the distinct counts and top values of each. Under load, the active
 aggregator is killed with SIGKILL, and later every aggregator at once before two start
 cold; the log is trimmed meanwhile, so the cold ones must restore checkpoints.
 
@@ -37,14 +37,21 @@ last = [40]
 stats = "all"
 group_by = ["station"]
 max_groups = 3
+distinct = ["user"]
+top = [{ tag = "dish", k = 3 }]
 """
 STATIONS = ("grill", "fry", "wok", "bar", "pass")
 WATCHERS = 6
 
 
 def _station(n: int) -> dict[str, str]:
-    # Five values for three groups: the last two (first seen later) share "(other)".
-    return {"station": STATIONS[(n * 7) % 11 % 5]}
+    # Five values for three groups: the last two (first seen later) share "(other)". Users
+    # and dishes repeat on cycles of their own, so counts and rankings change as they slide.
+    return {
+        "station": STATIONS[(n * 7) % 11 % 5],
+        "user": f"u{n * 13 % 97}",
+        "dish": f"d{n * n % 7}",
+    }
 
 
 @pytest.fixture

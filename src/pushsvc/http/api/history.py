@@ -112,7 +112,9 @@ def topic_history(topic: str) -> Response:
     rule = rt.settings.rules.for_topic(topic)
     group = group_filter(request.args.getlist("group"), topic, rule.group_by)
     page = rt.broker.history(topic, after=query.after, since_us=query.since_us, limit=query.limit)
-    windows, stats = rule.labels, rule.stats
+    # The table's statistics (CSV columns, and the client's DataFrame from the JSON): top
+    # values are lists, not cells; the JSON updates carry them as streamed.
+    windows, stats = rule.labels, rule.scalars
     if query.format == "csv":
         header = history_table.columns(windows, stats)
         if group is not None:

@@ -130,7 +130,9 @@ def topic_series(topic: str) -> Response:
             retention_us=tier.retention_us,
             limit=query.limit - len(rows),
         )
-        rows += [(label, Point.unpacked(t_us, packed)) for t_us, packed in page.points]
+        rows += [
+            (label, Point.unpacked(t_us, packed, rule.distinct)) for t_us, packed in page.points
+        ]
         if page.more or len(rows) >= query.limit:
             more = True
             break

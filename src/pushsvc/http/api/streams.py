@@ -96,11 +96,11 @@ def _refuse_what_named_topics_lack(
         if topic == ALERTS:
             continue  # alert changes carry no windows
         rule = rules.for_topic(topic)
-        missing = projection.not_kept(rule.labels, rule.stats)
+        missing = projection.not_kept(rule.labels, rule.reported)
         if missing:
             raise BadRequest(
                 f"{topic} does not keep {', '.join(missing)}: its windows are "
-                f"{', '.join(rule.labels)} and its statistics {', '.join(rule.stats)}"
+                f"{', '.join(rule.labels)} and its statistics {', '.join(rule.reported)}"
             )
 
 

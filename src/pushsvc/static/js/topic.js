@@ -17,6 +17,7 @@ import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
 import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
+import { TagPanel } from "./tags.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
 const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
@@ -25,8 +26,9 @@ const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 export class TopicView {
   constructor(els, alertLog, onResume = () => {}) {
     // section, title, groupLine, groupName, wholeTopic, windowSelect, pause, figures, current,
-    // value, time, rate, template, alertPeriods, alertPeriodsList
+    // value, time, rate, template, alertPeriods, alertPeriodsList, tags
     this.els = els;
+    this.tags = new TagPanel(els.tags);
     this.alertLog = alertLog;
     this.bands = []; // the x-ranges every chart shades: where an alert instance fired
     this.topic = null; // what the charts draw: the topic's series, or one group's
@@ -140,6 +142,7 @@ export class TopicView {
       if (ranged) this.drawRange(span);
     }
     this.renderCurrent(topic, windows);
+    this.tags.render(topic, chosen);
   }
 
   /** Paused charts hold still; the button says how many updates they will catch up on. */

@@ -1,0 +1,467 @@
+"""A rule's statistics of tag values: ``distinct_<tag>`` and ``top_<tag>`` in every window.
+
+What they are is in docs/design.md ("Distinct counts and top values"); how each is kept:
+
+* ``TimeTags`` for time windows. An exact window (``step`` 1: the edge is exact) counts
+  distinct values with a ``SlidingDistinct`` keyed by event time (``distinct.py``) and top
+  values exactly, holding the tagged events of the window as the window's own statistics do
+  (``top.RankedCounts``). A long window (``step`` = its sub-bucket width) keys the distinct
+  count by sub-bucket, so its edge is the long window's (rounded out to a sub-bucket), and
+  keeps its top values in Space-Saving sub-buckets (``top.BucketedTop``); nothing there grows
+  with the rate.
+* ``CountTags`` for count windows: the last N events are held anyway (``CountWindows``), so
+  both statistics are exact over them, at most N values per window.
+
+Events lacking the tag are not counted (a count window still counts them among its N
+events). Each window reports ``distinct_<tag>`` (an integer) and ``top_<tag>`` (a list of
+``{"value", "count"}``, plus ``"error"`` when the list comes from Space-Saving) after its
+other statistics, distinct tags then top tags in the rule's order.
+
+Not thread- or greenlet-safe: one owner calls it; nothing yields.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pushsvc.rules.names import SUB_BUCKETS
+from pushsvc.stats.distinct import SlidingDistinct
+from pushsvc.stats.layout import NO_CLOCK
+from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.stats.top import BucketedTop, Ranked, RankedCounts, counters_for
+
+__all__ = ["CountTags", "TagSpec", "TimeTags"]
+
+Tags = Mapping[str, str] | None
+TopEntry = dict[str, str | int | float]
+TagValue = int | list[TopEntry]
+TagSummary = dict[str, dict[str, TagValue]]
+
+_VERSION = 1
+_COMPACT_MIN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TagSpec:
+    """The tag statistics a rule asks for: tags to count distinct values of, and (tag, k)
+    pairs to list the top k values of."""
+
+    distinct: tuple[str, ...] = ()
+    top: tuple[tuple[str, int], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.distinct or self.top)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The statistics' names, in the order windows report them."""
+        return (
+            *(f"distinct_{tag}" for tag in self.distinct),
+            *(f"top_{tag}" for tag, _ in self.top),
+        )
+
+
+def _entries(ranked: Ranked, error: float | None) -> list[TopEntry]:
+    if error is None:
+        return [{"value": value, "count": count} for value, count in ranked]
+    return [{"value": value, "count": count, "error": error} for value, count in ranked]
+
+
+class _Distinct:
+    """One window's distinct count of one tag. Keys are ``(ts - 1) // step``: the event time
+    itself, shifted by one, for an exact window (step 1), the sub-bucket for a long one."""
+
+    __slots__ = ("_edge", "counter", "name", "step", "tag", "width")
+
+    def __init__(self, name: str, tag: str, width: int, step: int) -> None:
+        self.name, self.tag, self.width, self.step = name, tag, width, step
+        self.counter = SlidingDistinct()
+        self._edge: int | None = None  # the last edge expired to (a long window's moves
+        # once a sub-bucket)
+
+    def slide(self, clock: int) -> bool:
+        edge = (clock - self.width) // self.step - 1
+        if edge == self._edge:
+            return False
+        self._edge = edge
+        return self.counter.expire(edge)
+
+    def add(self, ts: int, value: str, clock: int) -> None:
+        key = (ts - 1) // self.step
+        if key >= (clock - self.width) // self.step:
+            self.counter.add(value, key)
+
+    def value(self) -> TagValue:
+        return self.counter.count()
+
+    def is_empty(self) -> bool:
+        return self.counter.is_empty()
+
+    def write(self, out: StateWriter) -> None:
+        self.counter.write(out)
+
+    def read(self, source: StateReader) -> None:
+        self.counter = SlidingDistinct.read(source)
+        self._edge = None
+
+
+class _TopExact:
+    """One exact time window's top values of one tag, from its tagged events (held in time
+    order, ties in arrival order)."""
+
+    __slots__ = (
+        "_cached",
+        "_head",
+        "_ranked",
+        "_seen",
+        "_ts",
+        "_vals",
+        "k",
+        "name",
+        "tag",
+        "width",
+    )
+
+    def __init__(self, name: str, tag: str, width: int, k: int) -> None:
+        self.name, self.tag, self.width, self.k = name, tag, width, k
+        self._ts: list[int] = []
+        self._vals: list[str] = []
+        self._head = 0
+        self._ranked = RankedCounts()
+        # The list last rendered, and the ranking's version it was rendered at: most events
+        # change no listed value, and then the same list serves.
+        self._cached: list[TopEntry] = []
+        self._seen = -1
+
+    def slide(self, clock: int) -> bool:
+        edge = clock - self.width
+        ts, vals, head = self._ts, self._vals, self._head
+        start = head
+        while head < len(ts) and ts[head] <= edge:
+            self._ranked.add(vals[head], -1)
+            head += 1
+        if head == start:
+            return False
+        if head >= _COMPACT_MIN and head >= len(ts) >> 1:
+            del ts[:head], vals[:head]
+            head = 0
+        self._head = head
+        return True
+
+    def add(self, ts: int, value: str, clock: int) -> None:
+        if ts <= clock - self.width:
+            return
+        held = self._ts
+        if not held or ts >= held[-1]:
+            held.append(ts)
+            self._vals.append(value)
+        else:
+            p = bisect_right(held, ts, self._head)
+            held.insert(p, ts)
+            self._vals.insert(p, value)
+        self._ranked.add(value)
+
+    def value(self) -> TagValue:
+        ranked = self._ranked
+        if ranked.version != self._seen:
+            self._cached = _entries(ranked.top(self.k), None)
+            self._seen = ranked.version
+        return self._cached
+
+    def is_empty(self) -> bool:
+        return self._head == len(self._ts)
+
+
+class _TopBucketed:
+    """One long window's top values of one tag (``top.BucketedTop``)."""
+
+    __slots__ = ("_cached", "_first", "_seen", "k", "name", "step", "summary", "tag", "width")
+
+    def __init__(self, name: str, tag: str, width: int, k: int) -> None:
+        self.name, self.tag, self.width, self.k = name, tag, width, k
+        self.step = width // SUB_BUCKETS
+        self.summary = BucketedTop(counters_for(k))
+        self._cached: list[TopEntry] = []
+        self._seen: tuple[int, int, int] | None = None
+        self._first: int | None = None  # the oldest sub-bucket in the window, last slid to
+
+    def slide(self, clock: int) -> bool:
+        first = (clock - self.width) // self.step
+        if first == self._first:
+            return False
+        self._first = first
+        return self.summary.evict(first)
+
+    def add(self, ts: int, value: str, clock: int) -> None:
+        b = (ts - 1) // self.step
+        if b >= (clock - self.width) // self.step:
+            self.summary.add(b, value)
+
+    def value(self) -> TagValue:
+        summary = self.summary
+        version = summary.version
+        if version != self._seen:
+            error = None if summary.exact else summary.error
+            self._cached = _entries(summary.top(self.k), error)
+            self._seen = version
+        return self._cached
+
+    def is_empty(self) -> bool:
+        return not self.summary.n
+
+    def write(self, out: StateWriter) -> None:
+        self.summary.write(out)
+
+    def read(self, source: StateReader) -> None:
+        self.summary = BucketedTop.read(source, counters_for(self.k))
+        self._seen = self._first = None
+
+
+_Column = _Distinct | _TopExact | _TopBucketed
+
+
+class TimeTags:
+    """The tag statistics of a rule's exact time windows (``long=False``: not durable, the
+    event log gives them back) or of its long windows (``long=True``: durable, ``to_state``)."""
+
+    slides = True
+
+    __slots__ = ("_clock", "_columns", "_labels", "_long", "_widths")
+
+    def __init__(
+        self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec, *, long: bool
+    ) -> None:
+        self._widths = tuple(widths_us)
+        self._labels = tuple(labels)
+        self._long = long
+        self._clock = NO_CLOCK
+        columns: list[list[_Column]] = []
+        for width in self._widths:
+            step = width // SUB_BUCKETS if long else 1
+            row: list[_Column] = [_Distinct(f"distinct_{t}", t, width, step) for t in spec.distinct]
+            for tag, k in spec.top:
+                name = f"top_{tag}"
+                row.append(
+                    _TopBucketed(name, tag, width, k) if long else _TopExact(name, tag, width, k)
+                )
+            columns.append(row)
+        self._columns = tuple(tuple(row) for row in columns)
+
+    @property
+    def clock_us(self) -> int | None:
+        return None if self._clock == NO_CLOCK else self._clock
+
+    def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
+        """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
+        if clock_us > self._clock:
+            self._slide(clock_us)
+        if not tags:
+            return
+        for row in self._columns:
+            for column in row:
+                value = tags.get(column.tag)
+                if value is not None:
+                    column.add(ts_us, value, clock_us)
+
+    def start_at(self, clock_us: int) -> None:
+        if self._clock == NO_CLOCK:
+            self._clock = clock_us
+
+    def advance(self, clock_us: int) -> bool:
+        if self._clock == NO_CLOCK or clock_us <= self._clock:
+            return False
+        return self._slide(clock_us)
+
+    def _slide(self, clock_us: int) -> bool:
+        self._clock = clock_us
+        changed = False
+        for row in self._columns:
+            for column in row:
+                changed |= column.slide(clock_us)
+        return changed
+
+    def is_empty(self) -> bool:
+        return all(column.is_empty() for row in self._columns for column in row)
+
+    def summary(self) -> TagSummary:
+        return {
+            label: {column.name: column.value() for column in row}
+            for label, row in zip(self._labels, self._columns, strict=True)
+        }
+
+    def to_state(self) -> bytes:
+        if not self._long:
+            raise ValueError("exact windows' tag statistics come back from the event log")
+        out = StateWriter()
+        out.uint(_VERSION)
+        out.sint(self._clock)
+        for row in self._columns:
+            for column in row:
+                assert not isinstance(column, _TopExact)
+                column.write(out)
+        return bytes(out)
+
+    @classmethod
+    def from_state(
+        cls, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec, state: bytes
+    ) -> TimeTags:
+        self = cls(widths_us, labels, spec, long=True)
+        if not state:
+            return self  # written before the rule asked for tag statistics
+        source = StateReader(state)
+        if source.uint() != _VERSION:
+            raise ValueError("tag statistics' state of another version")
+        self._clock = source.sint()
+        for row in self._columns:
+            for column in row:
+                assert not isinstance(column, _TopExact)
+                column.read(source)
+        source.done()
+        return self
+
+
+class CountTags:
+    """The tag statistics of a rule's count windows ``last{N}``: exact, over a buffer of the
+    last ``max(N)`` events' tag values in time order (ties in arrival order), late events in
+    place, as ``CountWindows`` holds their values."""
+
+    slides = False
+
+    __slots__ = (
+        "_cap", "_distinct", "_head", "_labels", "_rows", "_sizes", "_spec", "_tags", "_tops",
+        "_ts",
+    )  # fmt: skip
+
+    def __init__(self, sizes: Sequence[int], spec: TagSpec) -> None:
+        self._sizes = tuple(sizes)
+        self._labels = tuple(f"last{n}" for n in self._sizes)
+        self._spec = spec
+        self._tags = tuple(dict.fromkeys((*spec.distinct, *(t for t, _ in spec.top))))
+        self._cap = max(self._sizes)
+        self._ts = array("q")
+        self._rows: list[tuple[str | None, ...] | None] = []
+        self._head = 0
+        where = {tag: i for i, tag in enumerate(self._tags)}
+        # Per window: for each distinct tag (its place in a row, value -> count), and for each
+        # top tag (its place, its ranked counts).
+        self._distinct = tuple(
+            tuple((where[tag], dict[str, int]()) for tag in spec.distinct) for _ in self._sizes
+        )
+        self._tops = tuple(
+            tuple((where[tag], k, RankedCounts()) for tag, k in spec.top) for _ in self._sizes
+        )
+
+    def is_empty(self) -> bool:
+        return len(self._ts) == self._head
+
+    def advance(self, clock_us: int) -> bool:
+        return False
+
+    def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
+        row = None
+        if tags:
+            values = tuple(tags.get(tag) for tag in self._tags)
+            if any(v is not None for v in values):
+                row = values
+        self._insert(ts_us, row)
+
+    def _insert(self, ts_us: int, row: tuple[str | None, ...] | None) -> None:
+        ts = self._ts
+        rows = self._rows
+        head = self._head
+        end = len(ts)
+        held = end - head
+        if held and ts_us < ts[-1]:
+            p = bisect_right(ts, ts_us, head)
+            if p == head and held == self._cap:
+                return  # older than every event of the largest window
+            ts.insert(p, ts_us)
+            rows.insert(p, row)
+        else:
+            p = end
+            ts.append(ts_us)
+            rows.append(row)
+        # As in CountWindows: window N held [end - N, end); it takes the event iff p lies
+        # after end - N, and then, if it was full, loses the entry at end - N.
+        for i, n in enumerate(self._sizes):
+            if p > end - n:
+                if held >= n:
+                    self._count(i, rows[end - n], -1)
+                self._count(i, row, 1)
+        if held == self._cap:
+            head += 1
+            if head >= _COMPACT_MIN and head >= len(ts) >> 1:
+                del ts[:head], rows[:head]
+                head = 0
+            self._head = head
+
+    def _count(self, i: int, row: tuple[str | None, ...] | None, sign: int) -> None:
+        if row is None:
+            return
+        for place, counts in self._distinct[i]:
+            value = row[place]
+            if value is not None:
+                n = counts.get(value, 0) + sign
+                if n:
+                    counts[value] = n
+                else:
+                    del counts[value]
+        for place, _, ranked in self._tops[i]:
+            value = row[place]
+            if value is not None:
+                ranked.add(value, sign)
+
+    def summary(self) -> TagSummary:
+        out: TagSummary = {}
+        for label, distinct, tops in zip(self._labels, self._distinct, self._tops, strict=True):
+            window: dict[str, TagValue] = {}
+            for tag, (_, counts) in zip(self._spec.distinct, distinct, strict=True):
+                window[f"distinct_{tag}"] = len(counts)
+            for (top_tag, _), (_, k, ranked) in zip(self._spec.top, tops, strict=True):
+                window[f"top_{top_tag}"] = _entries(ranked.top(k), None)
+            out[label] = window
+        return out
+
+    def to_state(self) -> bytes:
+        out = StateWriter()
+        out.uint(_VERSION)
+        out.uint(len(self._tags))
+        out.uint(len(self._ts) - self._head)
+        for at in range(self._head, len(self._ts)):
+            out.sint(self._ts[at])
+            row = self._rows[at]
+            for value in row or (None,) * len(self._tags):
+                if value is None:
+                    out.uint(0)
+                else:
+                    out.uint(1)
+                    out.text(value)
+        return bytes(out)
+
+    @classmethod
+    def from_state(cls, sizes: Sequence[int], spec: TagSpec, state: bytes) -> CountTags:
+        """Count windows that continue exactly where the ones that gave ``state`` stood."""
+        self = cls(sizes, spec)
+        if not state:
+            return self  # written before the rule asked for tag statistics
+        source = StateReader(state)
+        if source.uint() != _VERSION:
+            raise ValueError("count windows' tag state of another version")
+        if source.uint() != len(self._tags):
+            raise ValueError("count windows' tag state was written for other tags")
+        count = source.uint()
+        if count > self._cap:
+            raise ValueError("count windows' tag state holds more events than the windows")
+        previous = None
+        for _ in range(count):
+            ts_us = source.sint()
+            if previous is not None and ts_us < previous:
+                raise ValueError("count windows' tag state: timestamps out of order")
+            previous = ts_us
+            values = tuple(source.text() if source.uint() else None for _ in self._tags)
+            self._insert(ts_us, values if any(v is not None for v in values) else None)
+        source.done()
+        return self

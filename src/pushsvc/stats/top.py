@@ -1,0 +1,324 @@
+"""Top values: exact counts ranked, and the Space-Saving summary (pure).
+
+``top_<tag>`` (docs/design.md) lists at most k values of a tag with their counts in a window,
+by count descending then value ascending.
+
+* ``RankedCounts``: value -> count, kept in buckets by count with the top k cached, so an
+  event costs O(1) dict work and reading the top k after it seldom more than a copy.
+  Windows that hold their events anyway (exact time windows, count windows) count exactly
+  with it, at any number of values.
+* ``SpaceSaving`` (Metwally, Agrawal & El Abbadi 2005): m counters. A monitored value's
+  counter goes up by one; an unmonitored value takes the smallest counter's place with that
+  count plus one. Every counter ``ĉ`` then satisfies ``c <= ĉ <= c + floor`` where ``floor``
+  (the smallest counter, 0 while nothing was ever replaced) is at most ``n / m``, and a value
+  not monitored has ``c <= floor``. While it has seen at most m values it is exact.
+* ``BucketedTop``: a long window's top values from the Space-Saving summaries of its
+  sub-buckets (each with m counters). A value's estimate is the sum over the window's
+  sub-buckets of its counter there, or that sub-bucket's ``floor`` where it is not monitored.
+  Each term lies between the true count in the sub-bucket and that plus its floor, so
+  ``c <= ĉ <= c + sum(floors) <= c + N / m`` over the N events of the window, and a value
+  monitored nowhere has ``c <= sum(floors)``: a value with ``c > N / m`` is monitored
+  somewhere, so ranking every monitored value misses none. The window keeps the estimates
+  ranked (``RankedCounts``, less the sum of the floors, which every estimate shares), so an
+  event costs O(log m) amortised, a sub-bucket leaving O(m log m), and the top k are read
+  off the ranking.
+
+Not thread- or greenlet-safe; nothing here yields.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from pushsvc.stats.state_codec import StateReader, StateWriter
+
+__all__ = ["MAX_K", "BucketedTop", "RankedCounts", "SpaceSaving", "counters_for"]
+
+MAX_K = 100
+"""The largest k a rule may ask for."""
+
+Ranked = list[tuple[str, int]]
+
+
+def counters_for(k: int) -> int:
+    """Space-Saving counters (and the number of different values a window counts exactly) for
+    a top k: ``max(1000, 20 k)``."""
+    return max(1000, 20 * k)
+
+
+class RankedCounts:
+    """Counts of values, ranked by count descending then value ascending.
+
+    Kept as buckets of values by count, so a change is O(1) dict work, and the top k is
+    cached: a count going up changes it only when the value is in it or passes its last
+    entry (a short re-sort); a count of a listed value going down invalidates it, and the next
+    read rebuilds it from the largest counts down (sorting the distinct counts, not the
+    values). Windows read the top k after every event; most events change no listed value."""
+
+    __slots__ = ("_by", "_k", "_listed", "_top", "counts", "version")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._by: dict[int, set[str]] = {}  # count -> the values with it
+        self._k = 0
+        self._top: list[tuple[str, int]] | None = None  # the top _k, or None: rebuild
+        self._listed: set[str] = set()
+        self.version = 0
+        """Changes whenever the top k may have: what a reader caches its rendering by."""
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def add(self, value: str, n: int = 1) -> None:
+        """Count ``value`` ``n`` more times (``n`` may be negative; a count never goes below 0)."""
+        if not n:
+            return
+        counts = self.counts
+        by = self._by
+        old = counts.get(value, 0)
+        new = old + n
+        if new < 0:
+            raise ValueError(f"count of {value!r} below zero")
+        if old:
+            bucket = by[old]
+            bucket.discard(value)
+            if not bucket:
+                del by[old]
+        if new:
+            counts[value] = new
+            got = by.get(new)
+            if got is None:
+                by[new] = {value}
+            else:
+                got.add(value)
+        else:
+            del counts[value]
+        top = self._top
+        if top is None:
+            return
+        if value in self._listed:
+            self.version += 1
+            if n < 0:
+                self._top = None  # an unlisted value may pass it now
+                return
+            for i, (listed, _) in enumerate(top):
+                if listed == value:
+                    top[i] = (value, new)
+                    break
+            top.sort(key=_rank)
+        elif n > 0 and (len(top) < self._k or _rank((value, new)) < _rank(top[-1])):
+            self.version += 1
+            top.append((value, new))
+            top.sort(key=_rank)
+            self._listed.add(value)
+            if len(top) > self._k:
+                self._listed.discard(top.pop()[0])
+
+    def top(self, k: int) -> Ranked:
+        if self._top is None or k != self._k:
+            self._rebuild(k)
+        assert self._top is not None
+        return list(self._top)
+
+    def _rebuild(self, k: int) -> None:
+        top: list[tuple[str, int]] = []
+        by = self._by
+        for count in sorted(by, reverse=True):
+            bucket = by[count]
+            wanted = k - len(top)
+            chosen = sorted(bucket) if len(bucket) <= wanted else heapq.nsmallest(wanted, bucket)
+            top += [(value, count) for value in chosen]
+            if len(top) >= k:
+                break
+        self._k = k
+        self._top = top
+        self._listed = {value for value, _ in top}
+        self.version += 1
+
+
+def _rank(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+class SpaceSaving:
+    """Metwally et al.'s Space-Saving with ``capacity`` counters (module doc), kept as
+    buckets of values by counter (the "stream summary"): O(1) dict work per value. Among the
+    values with the smallest counter, the one that reached it first is replaced; the state
+    keeps that order."""
+
+    __slots__ = ("_by", "_min", "capacity", "counts", "floor", "n", "replaced")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("Space-Saving needs at least one counter")
+        self.capacity = capacity
+        self.counts: dict[str, int] = {}
+        self._by: dict[int, dict[str, None]] = {}  # counter -> its values, in arrival order
+        self._min = 0
+        self.n = 0
+        self.replaced = False
+        self.floor = 0
+        """A bound on the count of any value not monitored, and on every counter's excess:
+        the smallest counter once a value was replaced, 0 before."""
+
+    def _put(self, value: str, count: int) -> None:
+        self.counts[value] = count
+        bucket = self._by.get(count)
+        if bucket is None:
+            self._by[count] = {value: None}
+        else:
+            bucket[value] = None
+
+    def add(self, value: str) -> tuple[int, str | None, int]:
+        """Count one ``value``: ``(how much its counter rose, the value it replaced or None,
+        that value's counter)``."""
+        self.n += 1
+        counts = self.counts
+        by = self._by
+        old = counts.get(value)
+        if old is not None:
+            bucket = by[old]
+            del bucket[value]
+            self._put(value, old + 1)
+            if not bucket:
+                del by[old]
+                if old == self._min:
+                    self._min = old + 1
+                    if self.replaced:
+                        self.floor = self._min
+            return 1, None, 0
+        if len(counts) < self.capacity:
+            self._put(value, 1)
+            self._min = 1
+            return 1, None, 0
+        low = self._min
+        bucket = by[low]
+        gone = next(iter(bucket))
+        del bucket[gone], counts[gone]
+        self._put(value, low + 1)
+        if not bucket:
+            del by[low]
+            self._min = low + 1
+        self.replaced = True
+        self.floor = self._min
+        return low + 1, gone, low
+
+    def write(self, out: StateWriter) -> None:
+        out.uint(self.n)
+        out.uint(self.replaced)
+        out.uint(len(self.counts))
+        for count in sorted(self._by):
+            for value in self._by[count]:
+                out.text(value)
+                out.uint(count)
+
+    @classmethod
+    def read(cls, source: StateReader, capacity: int) -> SpaceSaving:
+        self = cls(capacity)
+        self.n = source.uint()
+        self.replaced = bool(source.uint())
+        previous = 0
+        for _ in range(source.uint()):
+            value = source.text()
+            count = source.uint()
+            if count < max(1, previous) or value in self.counts:
+                raise ValueError("top state: counters out of order, of 0, or a value twice")
+            previous = count
+            self._put(value, count)
+        if len(self.counts) > capacity:
+            raise ValueError("top state: more counters than the rule gives")
+        self._min = min(self._by, default=0)
+        self.floor = self._min if self.replaced else 0
+        return self
+
+
+class BucketedTop:
+    """One long window's top values over Space-Saving sub-buckets (module doc). Sub-bucket
+    indexes are the caller's (``LongWindows``'s); ``evict`` drops those before one.
+
+    Kept ranked: each value's estimate minus the window's sum of floors, i.e. the sum over the
+    sub-buckets monitoring it of its counter's excess over that sub-bucket's floor. An event
+    changes one value's excess (and the one it replaced, whose excess is 0); a sub-bucket's
+    floor rising by d lowers every excess there by d, O(m log m), which happens at most
+    n / m times in a sub-bucket of n events: O(log m) an event, amortised."""
+
+    __slots__ = ("_capacity", "_floors", "_ranked", "_subs", "n")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._subs: dict[int, SpaceSaving] = {}
+        self._ranked = RankedCounts()  # value -> sum of its counters' excess over the floors
+        self._floors = 0
+        self.n = 0
+
+    @property
+    def exact(self) -> bool:
+        return not self._floors
+
+    @property
+    def error(self) -> float:
+        """``N / m``: the bound on every estimate's excess."""
+        return self.n / self._capacity
+
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """Changes whenever the top k or their estimates or the error may have."""
+        return self._ranked.version, self._floors, self.n if self._floors else 0
+
+    def add(self, bucket: int, value: str) -> None:
+        sub = self._subs.get(bucket)
+        if sub is None:
+            sub = self._subs[bucket] = SpaceSaving(self._capacity)
+        ranked = self._ranked
+        counts = sub.counts
+        before = sub.floor
+        old = counts.get(value)
+        if old is not None and old > before:
+            ranked.add(value, before - old)
+        _, gone, gone_count = sub.add(value)
+        if gone is not None and gone_count > before:
+            ranked.add(gone, before - gone_count)
+        after = sub.floor
+        if after != before:
+            for other in counts:
+                if other != value:
+                    ranked.add(other, before - after)
+            self._floors += after - before
+        ranked.add(value, counts[value] - after)
+        self.n += 1
+
+    def evict(self, first: int) -> bool:
+        """Drop the sub-buckets before ``first``; True iff one held an event."""
+        gone = [b for b in self._subs if b < first]
+        for b in gone:
+            sub = self._subs.pop(b)
+            floor = sub.floor
+            for value, count in sub.counts.items():
+                if count > floor:
+                    self._ranked.add(value, floor - count)
+            self._floors -= floor
+            self.n -= sub.n
+        return bool(gone)
+
+    def top(self, k: int) -> Ranked:
+        floors = self._floors
+        return [(value, floors + excess) for value, excess in self._ranked.top(k)]
+
+    def write(self, out: StateWriter) -> None:
+        out.uint(len(self._subs))
+        for b in sorted(self._subs):
+            out.sint(b)
+            self._subs[b].write(out)
+
+    @classmethod
+    def read(cls, source: StateReader, capacity: int) -> BucketedTop:
+        self = cls(capacity)
+        for _ in range(source.uint()):
+            b = source.sint()
+            sub = SpaceSaving.read(source, capacity)
+            self._subs[b] = sub
+            for value, count in sub.counts.items():
+                self._ranked.add(value, count - sub.floor)
+            self._floors += sub.floor
+            self.n += sub.n
+        return self
