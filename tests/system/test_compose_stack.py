@@ -52,7 +52,13 @@ def with_defaults(value: Any) -> Any:
 
 
 def services() -> dict[str, dict[str, Any]]:
-    return dict(compose()["services"])
+    """The services `docker compose up` starts: those under a profile (`cluster`, run by
+    tests/system/test_docker_cluster.py) only start when it is named."""
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if not service.get("profiles")
+    }
 
 
 def dockerfile_exec_form(instruction: str) -> list[str]:
