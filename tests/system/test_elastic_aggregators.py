@@ -159,7 +159,10 @@ def test_an_aggregator_holds_a_few_connections_however_many_partitions(
             producer.publish(f"{prefix}ingest:t{n}", json.dumps({"value": n}))
         producer.close()
         wait_until(
-            lambda: int(control.hlen(f"{prefix}latest")) > partitions,
+            lambda: (
+                sum(int(control.hlen(part.latest)) for part in Keys(prefix, partitions))
+                > partitions
+            ),
             timeout=15,
             what="updates published",
         )
