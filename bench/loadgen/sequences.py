@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import orjson
 
 from bench.loadgen.tally import Verdict
-from pushsvc.core.updates import UpdateId
+from pushsvc.core.cursor import Cursor
 from support.sse_parser import EventStreamParser
 
 _MAX_VALUE = 100_000_000  # far beyond any soak; bounds the per-topic bitmaps
@@ -76,7 +76,7 @@ class TopicSequences:
         self._parser = EventStreamParser()
         self._seen: dict[str, bytearray] = {}
         self._high: dict[str, int] = {}
-        self.last_id: UpdateId | None = None
+        self.last_id: Cursor | None = None
         self.ready = False
         self.complete = False  # a soak has no fixed end: `caught_up` says when it is drained
         self.received = self.distinct = self.duplicates = self.out_of_order = 0
@@ -101,16 +101,28 @@ class TopicSequences:
         return found
 
     def _check_id(self, text: str) -> None:
-        update_id = UpdateId.parse(text)
-        if update_id is None:
+        # A stream over several partitions writes its cursor (a position per partition); one
+        # update moves one of them on, and none may go back.
+        cursor = Cursor.parse(text)
+        if cursor is None:
             self.unexpected += 1
             return
         last = self.last_id
-        if last is not None and last.epoch != update_id.epoch:
-            self.epochs += 1
-        elif last is not None and (update_id.ms, update_id.seq) <= (last.ms, last.seq):
+        moved = False
+        for partition, update_id in cursor.items():
+            before = last.get(partition) if last is not None else None
+            if before is None:
+                moved = True
+            elif before.epoch != update_id.epoch:
+                self.epochs += 1
+                moved = True
+            elif (update_id.ms, update_id.seq) < (before.ms, before.seq):
+                self.id_regressions += 1
+            elif (update_id.ms, update_id.seq) > (before.ms, before.seq):
+                moved = True
+        if last is not None and not moved:
             self.id_regressions += 1
-        self.last_id = update_id
+        self.last_id = cursor
 
     def _record(self, update: dict[str, object]) -> int:
         event = update.get("event")

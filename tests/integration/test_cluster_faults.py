@@ -60,6 +60,8 @@ def test_a_partition_without_a_primary_answers_503_while_the_others_serve(
 ) -> None:
     broker = RedisBroker(cluster.url, prefix=prefix, partitions=P, socket_timeout=1.0)
     try:
+        for partition in range(P):  # known topics: a new one also takes the admission lock
+            broker.append_events(topic_of(partition), [Event(0.0, 0, None)], lateness_us=0)
         frozen = cluster.owner_of(partition_slot(0, P))
         down = [p for p in range(P) if cluster.owner_of(partition_slot(p, P)) is frozen]
         cluster.freeze(frozen)

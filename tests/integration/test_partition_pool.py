@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.partition_pool import PartitionPool, quota
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.shared_log import position
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import partition_of
 from support.redis_server import RedisServer
@@ -58,7 +60,9 @@ class Deployment:
         self.topics = [f"t{i}" for i in range(3 * self.partitions)]
 
     def _broker(self) -> RedisBroker:
-        broker = RedisBroker(self.url, prefix=self.prefix, history=100_000, shards=self.partitions)
+        broker = RedisBroker(
+            self.url, prefix=self.prefix, history=100_000, partitions=self.partitions
+        )
         self.brokers.append(broker)
         return broker
 
@@ -135,7 +139,15 @@ class Deployment:
     def history(self) -> list[dict[str, object]]:
         client = redis.Redis.from_url(self.url)
         try:
-            entries = client.xrange(f"{self.prefix}history")
+            # Every partition's history; one Redis numbers them all by its one clock.
+            entries = sorted(
+                (
+                    entry
+                    for part in Keys(self.prefix, self.partitions)
+                    for entry in client.xrange(part.history)
+                ),
+                key=lambda entry: position(entry[0].decode()),
+            )
         finally:
             client.close()
         return [orjson.loads(fields[b"b"]) for _, fields in entries]

@@ -15,6 +15,7 @@ import json
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -304,6 +305,20 @@ class Producer(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(10)
+
+
+def under_load(deployment: FaultStack, count: int) -> tuple[str, list[Watcher], Producer]:
+    """A fresh topic, `count` watchers of it (each subscribed when this returns) and a producer
+    posting to it, started."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    watchers = [Watcher(deployment, topic, i) for i in range(count)]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
+    producer = Producer(deployment, topic)
+    producer.start()
+    return topic, watchers, producer
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from faults.harness import FaultStack, Producer, Watcher, check_delivery, drain, wait_for
+from faults.harness import (
+    FaultStack,
+    Producer,
+    Watcher,
+    check_delivery,
+    drain,
+    under_load,
+    wait_for,
+)
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.partitions import partition_of
 from support.live import request
@@ -58,16 +65,13 @@ def _ready(deployment: FaultStack) -> bool:
     return all(request(port, "GET", "/readyz")[0] == 200 for port in deployment.ports())
 
 
-def _under_load(deployment: FaultStack) -> tuple[str, list[Watcher], Producer]:
-    topic = f"t-{uuid.uuid4().hex[:8]}"
-    watchers = [Watcher(deployment, topic, i) for i in range(WATCHERS)]
-    for watcher in watchers:
-        watcher.start()
-    for watcher in watchers:
-        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
-    producer = Producer(deployment, topic)
-    producer.start()
-    return topic, watchers, producer
+def _loaded(deployment: FaultStack) -> tuple[int, list[Watcher], Producer, float]:
+    """Watchers and a producer of a fresh topic, after LOAD_S of steady load: the slot of the
+    topic's partition, them, and when the load began."""
+    topic, watchers, producer = under_load(deployment, WATCHERS)
+    started = time.monotonic()
+    time.sleep(LOAD_S)
+    return partition_slot(partition_of(topic, P), P), watchers, producer, started
 
 
 def _finish(name: str, watchers: list[Watcher], producer: Producer, started: float) -> None:
@@ -84,10 +88,7 @@ def _finish(name: str, watchers: list[Watcher], producer: Producer, started: flo
 def test_kill_9_of_the_primary_of_the_watched_partition(
     cluster: RedisClusterServers, deployment: FaultStack
 ) -> None:
-    topic, watchers, producer = _under_load(deployment)
-    started = time.monotonic()
-    time.sleep(LOAD_S)
-    slot = partition_slot(partition_of(topic, P), P)
+    slot, watchers, producer, started = _loaded(deployment)
     old = cluster.owner_of(slot)
     acked_before = len(producer.acked)
     killed_at = time.monotonic()
@@ -107,10 +108,7 @@ def test_kill_9_of_the_primary_of_the_watched_partition(
 def test_the_watched_partition_moved_to_another_primary_under_load(
     cluster: RedisClusterServers, deployment: FaultStack
 ) -> None:
-    topic, watchers, producer = _under_load(deployment)
-    started = time.monotonic()
-    time.sleep(LOAD_S)
-    slot = partition_slot(partition_of(topic, P), P)
+    slot, watchers, producer, started = _loaded(deployment)
     source = cluster.owner_of(slot)
     target = next(p for p in cluster.primaries() if p is not source)
     moved_at = time.monotonic()

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from faults.harness import FaultStack, Producer, Watcher, check_delivery, drain, wait_for
+from faults.harness import (
+    FaultStack,
+    Producer,
+    Watcher,
+    check_delivery,
+    drain,
+    under_load,
+    wait_for,
+)
 from support.live import SSEClient, post, request
 from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
@@ -38,14 +46,7 @@ def deployment(prefix: str) -> Iterator[FaultStack]:
 
 
 def _under_load(deployment: FaultStack) -> tuple[list[Watcher], Producer]:
-    topic = f"t-{uuid.uuid4().hex[:8]}"
-    watchers = [Watcher(deployment, topic, i) for i in range(WATCHERS)]
-    for watcher in watchers:
-        watcher.start()
-    for watcher in watchers:
-        assert watcher.subscribed.wait(10), "a watcher never got its snapshot"
-    producer = Producer(deployment, topic)
-    producer.start()
+    _, watchers, producer = under_load(deployment, WATCHERS)
     return watchers, producer
 
 

@@ -296,11 +296,21 @@ class RedisBroker:
         leaves it for `_ADMIT_LOCK_MS` at most."""
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self._socket_timeout
-        with unavailable("admit a new topic"):
-            while not self._client.set(self.keys.admitting, token, nx=True, px=_ADMIT_LOCK_MS):
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable("timed out waiting to admit a new topic")
-                time.sleep(0.001)
+        try:
+            with unavailable("admit a new topic"):
+                while not self._client.set(self.keys.admitting, token, nx=True, px=_ADMIT_LOCK_MS):
+                    if time.monotonic() > deadline:
+                        raise BrokerUnavailable("timed out waiting to admit a new topic")
+                    time.sleep(0.001)
+        except BrokerUnavailable as exc:
+            if not self.on_cluster:
+                raise
+            # The lock's primary is failing over: admit unlocked rather than refuse every
+            # new topic of every partition meanwhile (the limit may then be passed by as
+            # many new topics as race for the last places).
+            log.warning("admitting a new topic without its lock: %s", exc.message)
+            yield
+            return
         try:
             yield
         finally:
