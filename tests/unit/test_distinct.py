@@ -179,3 +179,23 @@ def test_a_sliding_sketchs_memory_is_bounded_by_registers_not_events() -> None:
             sliding.expire(key - 100_000)
     # Each register's list holds at most one entry per rho (1..51); on average far fewer.
     assert sliding.entries() <= 16_384 * 20
+
+
+def test_two_values_of_one_time_in_one_register_survive_a_state_round_trip() -> None:
+    """Events of one time (one key) whose hashes share a register: both entries stand (the
+    one with the larger value first), and the state must read back. It did not: its reader
+    wanted keys strictly ascending, so a `--data-dir` restart failed to restore the window."""
+    register = 7 << 50  # the register is the hash's top 14 bits
+    larger, smaller = register | 1, register | (1 << 40)  # rho: 50, then 10
+    sketch = SlidingHyperLogLog()
+    sketch.add(larger, 5)
+    sketch.add(smaller, 5)
+    sketch.add(register | (1 << 45), 6)  # rho 5, later: three entries in the register
+    assert sketch.entries() == 3
+    out = StateWriter()
+    sketch.write(out)
+    source = StateReader(bytes(out))
+    copy = SlidingHyperLogLog.read(source)
+    source.done()
+    assert copy.registers == sketch.registers and copy.entries() == 3
+    assert copy.expire(5) == sketch.expire(5) and copy.registers == sketch.registers

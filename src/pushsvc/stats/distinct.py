@@ -312,7 +312,8 @@ class SlidingHyperLogLog:
                 rho = source.uint()
                 if not 0 < rho <= Q + 1:
                     raise ValueError("distinct state: a register value out of range")
-                if entries and (key <= entries[-1] >> 6 or rho >= entries[-1] & 63):
+                # Keys ascending (two events of one time may both stand), values descending.
+                if entries and (key < entries[-1] >> 6 or rho >= entries[-1] & 63):
                     raise ValueError("distinct state: a register's list is out of order")
                 entries.append(key << 6 | rho)
             if not entries:
