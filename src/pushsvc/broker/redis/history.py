@@ -61,13 +61,7 @@ class HistoryReader:
         if walked is None:
             return HistoryPage([], None, False)
         head, updates = walked
-        if since_us is None:
-            page = updates[: limit + 1]
-            return HistoryPage(page[:limit][::-1], head, len(page) > limit)
-        oldest_first = updates[::-1]
-        more = len(oldest_first) > limit
-        taken = oldest_first[:limit]
-        return HistoryPage(taken, taken[-1].id if more else head, more, False)
+        return _newest_page(updates, head, since_us, limit)
 
     def _alerts(self, after: UpdateId | None, since_us: int | None, limit: int) -> HistoryPage:
         """`_alerts`: the chains of every partition merged by time (see the module)."""
@@ -90,13 +84,7 @@ class HistoryReader:
             return HistoryPage([], None, False)
         head = max((h for h, _ in found), key=_id_time)
         newest_first = sorted((u for _, us in found for u in us), key=_by_time, reverse=True)
-        if since_us is None:
-            page = newest_first[: limit + 1]
-            return HistoryPage(page[:limit][::-1], head, len(page) > limit)
-        oldest_first = newest_first[::-1]
-        more = len(oldest_first) > limit
-        taken = oldest_first[:limit]
-        return HistoryPage(taken, taken[-1].id if more else head, more, False)
+        return _newest_page(newest_first, head, since_us, limit)
 
     def _newest_first(
         self, part: PartitionKeys, topic: str, since_us: int | None, wanted: int | None
@@ -212,6 +200,20 @@ class HistoryReader:
 
 
 _MAX_SEQ = 2**64 - 1
+
+
+def _newest_page(
+    newest_first: list[Update], head: UpdateId, since_us: int | None, limit: int
+) -> HistoryPage:
+    """A page read without `after`, from the updates newest first: the newest `limit` (and
+    whether there are more), or those since `since_us`, oldest first, up to `limit`."""
+    if since_us is None:
+        page = newest_first[: limit + 1]
+        return HistoryPage(page[:limit][::-1], head, len(page) > limit)
+    oldest_first = newest_first[::-1]
+    more = len(oldest_first) > limit
+    taken = oldest_first[:limit]
+    return HistoryPage(taken, taken[-1].id if more else head, more, False)
 
 
 def _id_time(update_id: UpdateId) -> tuple[int, int]:
