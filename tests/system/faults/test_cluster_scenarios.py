@@ -1,7 +1,8 @@
 """The fault suite on a real Redis Cluster (3 primaries, a replica each, of the test's own):
 two web processes and two elastic aggregators sharing 16 partitions, streaming clients of one
-topic that reconnect like EventSource, a producer posting under `MIN_REPLICAS=1`. Each fault
-hits the primary that holds the watched topic's partition, and each test asserts the delivery
+topic that reconnect like EventSource, a producer posting under `MIN_REPLICAS=1`. The Redis
+faults hit the primary that holds the watched topic's partition; the others kill an
+aggregator (and add one) and a web process. Each test asserts the delivery
 promise per watcher (`check_delivery`: every acknowledged event's update exactly once and in
 order, the last update's windows the statistics of every applied event, no status but
 202/503, no POST slower than 2 s).
@@ -118,3 +119,23 @@ def test_the_watched_partition_moved_to_another_primary_under_load(
     assert cluster.owner_of(slot) is target
     _finish("cluster: the partition's slot moved under load", watchers, producer, started)
     print(f"the slot moved in {moving_s:.2f} s")
+
+
+def test_kill_9_of_an_aggregator_then_one_added(deployment: FaultStack) -> None:
+    _, watchers, producer, started = _loaded(deployment)
+    survivor = deployment.aggregators[1]
+    deployment.kill_aggregator(deployment.aggregators[0])  # its partitions move to the other
+    killed_at = time.monotonic()
+    leases = [part.lease for part in deployment.keys]
+    wait_for(lambda: all(survivor.holds_lease(k) for k in leases), 30, "the survivor owns all")
+    moved = time.monotonic() - killed_at
+    deployment.start_aggregator()  # the newcomer takes its share from the survivor
+    _finish("cluster: kill -9 of an aggregator, then one added", watchers, producer, started)
+    print(f"the survivor owned every partition {moved:.2f} s after the kill")
+
+
+def test_kill_9_of_a_web_process(deployment: FaultStack) -> None:
+    _, watchers, producer, started = _loaded(deployment)
+    deployment.kill_web(deployment.webs[0])  # its streams resume on the other, by cursor
+    deployment.start_web()
+    _finish("cluster: kill -9 of a web process", watchers, producer, started)
