@@ -79,6 +79,11 @@ class AnswerLosingProxy(_Listener):
         threading.Thread(target=self._forward, args=(client,), daemon=True).start()
 
     def _forward(self, client: socket.socket) -> None:
+        # A client may open a connection and close it unused (a pool closing): nothing to do.
+        with contextlib.suppress(EOFError, OSError):
+            self._pass_one(client)
+
+    def _pass_one(self, client: socket.socket) -> None:
         with client, socket.create_connection(("127.0.0.1", self.upstream)) as server:
             message = _read_message(client)
             server.sendall(message)

@@ -130,7 +130,7 @@ def test_an_append_no_replica_confirms_in_time_is_a_503(
     assert status == 503
     assert body["error"]["code"] == "replicas_unconfirmed"
     assert "1 of 2 replicas" in body["error"]["message"]
-    assert waited < 2.0  # the replica timeout (1 s), not a hang
+    assert waited < 5.0  # the replica timeout (1 s) and a busy machine, not a hang
     cluster.wait_until_settled()
     assert post(deployment.port, topic, {"value": 2.0})[0] == 202
     # ... and is applied, as the code warns: a producer that retried would have posted it twice.

@@ -254,7 +254,9 @@ class Producer(threading.Thread):
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status == 202:
                 self.acked.append((float(n), ts_us))
-            elif code == "replicas_unconfirmed":
+            elif code == "replicas_unconfirmed" or status == 0:
+                # Logged but unconfirmed, or no answer at all (the web process went away
+                # after it may have logged the batch): either may still be applied.
                 self.maybe_applied.append((float(n), ts_us))
             else:
                 self.unanswered.append((float(n), ts_us, started, time.monotonic()))
