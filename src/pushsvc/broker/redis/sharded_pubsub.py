@@ -18,7 +18,7 @@ history. `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN` answers to an `SSUBSCRIBE`
 topology too (no message was missed: the channel had not been confirmed there).
 
 **Idle probe.** A connection can stay open and silent: a primary that was replaced while it hung
-(Centrifugo's issue 1189: subscribers got nothing, forever), a half-open TCP connection. A PING
+(seen in Centrifugo: its subscribers got nothing, forever), a half-open TCP connection. A PING
 would not tell: a demoted primary still answers. So after `probe_interval` seconds with nothing
 received on a connection, its reader re-reads the topology (which moves channels whose slot has
 another primary now), then subscribes to a probe channel in the slot of one of its channels and
