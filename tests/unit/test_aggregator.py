@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from pushsvc.aggregate.aggregator import Aggregator
-from pushsvc.broker.redis.keys import shard_of
+from pushsvc.core.partitions import partition_of
 from pushsvc.ingest import Event
 from pushsvc.rules.alerts import AlertRule as Alert
 from pushsvc.rules.alerts import parse_condition
@@ -115,14 +115,14 @@ def test_restore_clock_moves_the_windows_like_the_tick_that_moved_them() -> None
 
 def test_sharding_is_the_same_in_every_process_and_covers_every_shard() -> None:
     topics = [f"topic-{i}" for i in range(200)]
-    owners = [shard_of(t, 3) for t in topics]
+    owners = [partition_of(t, 3) for t in topics]
     assert set(owners) == {0, 1, 2}
-    assert all(shard_of(t, 1) == 0 for t in topics)
+    assert all(partition_of(t, 1) == 0 for t in topics)
     # Web processes choose the log and aggregators read it: they must agree whatever
     # Python's per-process string hash seed is.
     script = (
-        "from pushsvc.broker.redis.keys import shard_of;"
-        f"print([shard_of(f'topic-{{i}}', 3) for i in range({len(topics)})])"
+        "from pushsvc.core.partitions import partition_of;"
+        f"print([partition_of(f'topic-{{i}}', 3) for i in range({len(topics)})])"
     )
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": SRC}

@@ -12,7 +12,6 @@ from bisect import bisect_left
 import pytest
 from redis.crc import key_slot
 
-from pushsvc.broker.redis.keys import shard_of
 from pushsvc.broker.redis.slots import partition_slot, partition_tags
 from pushsvc.core.partitions import (
     DEFAULT_PARTITIONS,
@@ -39,8 +38,6 @@ def _slice(index: int, count: int) -> range:
 def test_a_topic_s_partition_is_crc32_of_its_name_modulo_the_count(name: str, count: int) -> None:
     expected = zlib.crc32(name.encode("utf-8")) % count
     assert partition_of(name, count) == expected
-    # The shards of today are the partitions of tomorrow: one hash for both.
-    assert shard_of(name, count) == expected
 
 
 def test_partitions_of_known_names_never_change() -> None:

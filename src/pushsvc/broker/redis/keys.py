@@ -93,11 +93,6 @@ def series_time(stream_id: bytes) -> int:
     return (int(stream_id.partition(b"-")[0]) - _SERIES_OFFSET_MS) * 1000
 
 
-def shard_of(topic: str, count: int) -> int:
-    """The partition (0..count-1) that owns `topic` (`pushsvc.core.partitions`)."""
-    return partition_of(topic, count)
-
-
 def topic_of_channel(channel: bytes) -> str:
     """The topic of an updates channel (`PartitionKeys.updates_channel` + topic); ValueError
     for another channel. A prefix holds no brace, so the first `}:u:` ends the tag."""
