@@ -110,7 +110,7 @@ class PartitionPool:
     ) -> None:
         self._broker = broker
         self._new_aggregator = new_aggregator
-        self.partitions = broker.shards
+        self.partitions = broker.partitions
         self._lease_us = lease_us
         self._round_s = lease_us / 3_000_000
         self._tick_us = tick_us

@@ -205,9 +205,6 @@ class LeaseGroup(Protocol):
 class LogBroker(Broker, Protocol):
     """A broker whose event log is shared by the aggregators of every process."""
 
-    @property
-    def shards(self) -> int: ...
-
     def event_log(self, shard: tuple[int, int]) -> EventLog:
         """The shard's log, for one aggregator."""
         ...

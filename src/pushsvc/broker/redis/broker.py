@@ -163,11 +163,6 @@ class RedisBroker:
         self._feeds: list[RedisUpdatesFeed] = []
         self._closed = False
 
-    @property
-    def shards(self) -> int:
-        """See `LogBroker.shards`: one shard per partition."""
-        return self.partitions
-
     def partition_of(self, topic: str) -> int:
         return partition_of(topic, self.partitions)
 
@@ -226,7 +221,7 @@ class RedisBroker:
 
     def lease_group(self, *, ttl_us: int) -> RedisLeaseGroup:
         """See `LogBroker.lease_group`: one connection for the membership and every lease."""
-        return RedisLeaseGroup(self.url, self.keys, self.shards, ttl_us=ttl_us)
+        return RedisLeaseGroup(self.url, self.keys, self.partitions, ttl_us=ttl_us)
 
     # -- producer side -----------------------------------------------------
 
