@@ -218,10 +218,12 @@ class PartitionPool:
                 return _RETRY_S
         elif block_s:
             self._changed.wait(block_s)  # a rebuild that ends wakes it
+        now = self._clock()
         for shard, held in waiting.items():
-            if held.dropped:
+            entries = found.get(shard, [])
+            if held.dropped or (not entries and held.runner.idle(now)):
                 continue
-            pause = held.runner.turn(found.get(shard, []))
+            pause = held.runner.turn(entries)
             if pause:
                 held.paused_until = self._clock() + pause
         return 0.0

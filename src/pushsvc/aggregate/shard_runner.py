@@ -187,6 +187,14 @@ class ShardRunner:
             due = min(due, self._next_sweep)
         return due
 
+    def idle(self, now: float) -> bool:
+        """Whether a `turn` with no entries would do nothing: nothing waits to be published,
+        the lease's tenure is the one it publishes under (or it stands by, as it did), and no
+        chore is due. The pool skips such runners: one entry must not cost every partition
+        held a pass."""
+        tenure = self._lease.token if self._lease.holding else None
+        return not self._pending and self._tenure == tenure and now < self.next_chore()
+
     def hand_over(self) -> bool:
         """Before this process gives the lease up (its share shrank, or it stops): publish
         what it applied and save the checkpoints, so that the next holder starts from exactly
