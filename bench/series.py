@@ -12,7 +12,9 @@ Segments:
   rounds; the median of each and their ratio (the goal: at most 10 % slower).
 * `memory`: bytes per topic when every tier is full, for the default tiers and for
   `1s:1h,1m:7d,1h:90d`: the memory broker's store (`SeriesStore`), and Redis's `MEMORY USAGE`
-  of the tier streams (a real redis-server, points written by the publish script).
+  of the tier streams (a real redis-server, points written by the publish script); and the
+  default tiers' points of a rule with a distinct tag and a top tag (k = 10, values of 8 to
+  11 characters, every list full).
 * `redis`: Redis commands per closed point (`INFO commandstats`, publishing 1,000 points with
   the updates that close them) and the script's calls.
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
@@ -23,6 +25,7 @@ Segments:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import statistics
@@ -36,7 +39,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.event import Event
 from pushsvc.core.updates import SeriesWrite, draft, point_draft
 from pushsvc.rules.analytics import Rules, default_rule
-from pushsvc.rules.point import Point
+from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier, parse_tiers
 from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.series.store import SeriesStore
@@ -89,40 +92,54 @@ def _list(rates: list[float]) -> str:
     return ", ".join(f"{r:.0f}" for r in rates)
 
 
-def _full_points(tier: SeriesTier) -> list[tuple[int, bytes]]:
+def _full_points(tier: SeriesTier, tagged: bool = False) -> list[tuple[int, bytes]]:
+    """A full tier's points; `tagged`: with `distinct_user` and a full `top_product` (k = 10)."""
     count = tier.retention_us // tier.resolution_us
-    packed = Point(0, 60, 123.4, 2.05, 0.1, 9.9, 1.5, 2.0, 8.0, 9.8).packed()
-    return [(T0 + i * tier.resolution_us, packed) for i in range(count)]
+    plain = Point(0, 60, 123.4, 2.05, 0.1, 9.9, 1.5, 2.0, 8.0, 9.8)
+    out = []
+    for i in range(count):
+        packed = plain.packed()
+        if tagged:
+            entries = tuple((f"product-{(i + j) % 997}", 40 - 3 * j) for j in range(10))
+            top = (TopList("product", entries),)
+            packed = dataclasses.replace(plain, distinct=(("user", 42),), top=top).packed()
+        out.append((T0 + i * tier.resolution_us, packed))
+    return out
 
 
 def memory_rows(server: RedisServer) -> None:
     client = redis.Redis.from_url(server.url)
-    for tiers_text in ("1s:15m,1m:24h", LONG):
+    for tiers_text, tagged in (("1s:15m,1m:24h", False), (LONG, False), ("1s:15m,1m:24h", True)):
         tiers = parse_tiers(tiers_text)
         store = SeriesStore()
         points = 0
         for tier in tiers:
-            for t_us, packed in _full_points(tier):
+            for t_us, packed in _full_points(tier, tagged):
                 store.append(("t", "", tier.resolution_label), t_us, packed)
                 points += 1
-        # A bytearray's header per series besides the records.
+        # A bytearray's header per series besides the records (a variable-size series has
+        # two arrays besides).
         held = store.bytes_used() + len(tiers) * bytearray().__sizeof__()
-        redis_bytes = _redis_bytes(server, client, tiers)
+        redis_bytes = _redis_bytes(server, client, tiers, tagged)
         buckets = SeriesBuckets(tiers, 5 * S)
+        label = tiers_text + (" top" if tagged else "")
         print(
-            f"memory  {tiers_text:<20} {points:7d} points  memory broker {held / 1024:8.1f} KiB"
-            f"  Redis {redis_bytes / 1024:8.1f} KiB  ({redis_bytes / points:.0f} B/point)"
+            f"memory  {label:<20} {points:7d} points  memory broker {held / 1024:8.1f} KiB"
+            f" ({held / points:.0f} B/point)  Redis {redis_bytes / 1024:8.1f} KiB"
+            f"  ({redis_bytes / points:.0f} B/point)"
             f"  open-bucket state {len(buckets.durable_state())} B empty"
         )
 
 
-def _redis_bytes(server: RedisServer, client: redis.Redis, tiers: tuple[SeriesTier, ...]) -> int:
+def _redis_bytes(
+    server: RedisServer, client: redis.Redis, tiers: tuple[SeriesTier, ...], tagged: bool
+) -> int:
     broker = RedisBroker(server.url, prefix="mem:", history=10)
     client.flushall()
     try:
         for tier in tiers:
             drafts = []
-            for t_us, packed in _full_points(tier):
+            for t_us, packed in _full_points(tier, tagged):
                 write = SeriesWrite(tier.resolution_label, "", t_us, packed, T0)
                 drafts.append(point_draft("t", t_us + tier.resolution_us, write, {"t": 0}))
                 if len(drafts) == 1000:

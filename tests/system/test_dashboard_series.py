@@ -1,9 +1,10 @@
 """Long ranges on the dashboard, in a real headless Chromium against a real `pushsvc serve`: the
 topic view's 24 h range draws the closed buckets `GET /topics/{t}/series` answers (the chart's
 data table holds exactly the API's points), then extends live with the points that close
-after, without a gap or a repeated bucket; a group's range is that group's series; the count
-chart's axis has real ticks; the page fits 1280 px and 390 px; no console errors. Skipped only
-when Debian's `chromium` is not installed."""
+after, without a gap or a repeated bucket (points carrying distinct counts and top lists, which
+the chart leaves aside); a group's range is that group's series; the count chart's axis has
+real ticks; the page fits 1280 px and 390 px; no console errors. Skipped only when Debian's
+`chromium` is not installed."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ topics = ["kitchen.*"]
 windows = ["10s", "1m"]
 stats = ["count", "mean", "p90"]
 group_by = ["station"]
+distinct = ["dish"]
+top = [{ tag = "dish", k = 3 }]
 """
 
 
@@ -59,7 +62,7 @@ def _day_of_events(now: float, stations: tuple[str, ...] = ("grill",)) -> list[d
         {
             "value": float(10 + (i * 37) % 50),
             "ts": round(start + i * 45, 3),
-            "tags": {"station": stations[i % len(stations)]},
+            "tags": {"station": stations[i % len(stations)], "dish": f"d{i * i % 7}"},
         }
         for i in range(count)
     ]
@@ -110,7 +113,7 @@ def test_the_24h_range_draws_the_series_then_extends_live(
     width = page.locator("#figures").evaluate("e => e.clientWidth")
     wanted = max(60, round(width / 3))
     api = _coarsest(ranged.port, topic, f"resolution=auto&points={wanted}&since={clock - 86400}")
-    assert len(api) > 200
+    assert len(api) > 200 and all(p["top_dish"] and p["distinct_dish"] for p in api)
     expect(fig).to_have_attribute("data-points", str(len(api)))
     rows = [r for r in _range_rows(page) if not r["id"].startswith("so-far@")]
     assert [r["id"].split("@")[1] for r in rows] == [_t(p["t"]) for p in api]

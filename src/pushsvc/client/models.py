@@ -125,13 +125,24 @@ class Point:
     topic: str
     resolution: str
     group: Mapping[str, str | None] | None
-    point: Mapping[str, float | int | None]
+    point: Mapping[str, Any]
+    """`t`, count, sum, …, p99 (numbers; var and stddev None for one event), and the rule's
+    `distinct_<tag>` (an int) and `top_<tag>` (a list of objects, `TopValue`)."""
 
     @property
     def time(self) -> datetime:
         t = self.point["t"]
         assert t is not None
         return datetime.fromtimestamp(t, UTC)
+
+    def distinct(self, tag: str) -> int | None:
+        """How many different values of `tag` the bucket's events carry (None: not counted)."""
+        value = self.point.get(f"distinct_{tag}")
+        return value if isinstance(value, int) else None
+
+    def top(self, tag: str) -> list[TopValue]:
+        """The bucket's most frequent values of `tag` (empty: none kept)."""
+        return TopValue.parse_list(self.point.get(f"top_{tag}"))
 
     @classmethod
     def parse(cls, data: str | bytes) -> Point:
@@ -192,19 +203,27 @@ def typed_message(event: str, message_id: str | None, data: str | bytes) -> Mess
 
 
 SERIES_COLUMNS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
+_TAGGED = ("distinct_", "top_")
 
 
 def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Points (`GET /topics/{t}/series`) as a DataFrame indexed by their bucket's start
     (`time`, datetime64 UTC), one column per statistic (`count` int64, the others float64,
-    NaN for null). Needs pandas (the tools extra)."""
+    NaN for null), then one per `distinct_<tag>` (float64, NaN where a point lacks it) and
+    `top_<tag>` (lists of `TopValue`) the points carry. Needs pandas (the tools extra)."""
     require("Client.series()", "pandas")
     import pandas as pd
 
-    frame = pd.DataFrame(
-        [[p.get(c) for c in SERIES_COLUMNS] for p in points], columns=list(SERIES_COLUMNS)
+    tagged = list(dict.fromkeys(k for p in points for k in p if k.startswith(_TAGGED)))
+    columns = [*SERIES_COLUMNS, *tagged]
+    rows = [
+        [TopValue.parse_list(p.get(c)) if c.startswith("top_") else p.get(c) for c in columns]
+        for p in points
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame.astype(
+        {c: "int64" if c == "count" else "float64" for c in columns if not c.startswith("top_")}
     )
-    frame = frame.astype({c: "int64" if c == "count" else "float64" for c in SERIES_COLUMNS})
     times = [round(p["t"] * 1_000_000) for p in points]
     frame.index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")
     return frame

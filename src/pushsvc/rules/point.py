@@ -5,8 +5,17 @@ Stored form (`packed`, 72 bytes): count as a little-endian int64, then sum, mean
 var (NaN for none), p50, p90, p99 as doubles; the bucket's start is the storage key, not
 part of it. A rule with `distinct` tags appends one int64 per tag, in the rule's order: the
 bucket's distinct count (`unpacked` is told the tags; a point stored before the rule named
-a tag has no count for it). `fields` derives stddev (the square root of var) from it, so a
-point read back from storage is byte for byte the one streamed when its bucket closed.
+a tag has no count for it). A rule with `top` tags then appends its top lists, and a point
+without them is exactly as above:
+
+    top section   UTF-8 JSON, compact: [[tag, [[value, count], ...], error or null], ...]
+    trailer       the section's length (uint32, little-endian), then 4 bytes 0xFF
+
+A point without top lists is 72 bytes, or ends with a distinct count, a non-negative int64
+whose high half is never four 0xFF bytes: the trailer tells the two apart without knowing the
+rule, and a list is read by its tag (`unpacked` is told the rule's top tags; one the point
+lacks, it lacks). `fields` derives stddev (the square root of var) from it, so a point read
+back from storage is byte for byte the one streamed when its bucket closed.
 """
 
 from __future__ import annotations
@@ -14,14 +23,34 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["PACKED_SIZE", "Point"]
+import orjson
+
+__all__ = ["PACKED_SIZE", "Point", "TopList"]
 
 _PACKED = struct.Struct("<q8d")
 PACKED_SIZE = _PACKED.size
-"""The stored form's size without distinct counts."""
+"""The stored form's size without distinct counts or top lists."""
 _COUNT = struct.Struct("<q")
+_TRAILER = struct.Struct("<I4s")
+_MARK = b"\xff\xff\xff\xff"
+
+
+class TopList(NamedTuple):
+    """A bucket's `top_<tag>`: at most k (value, count) by count descending then value
+    ascending, and `error` (N/m) when the counts come from Space-Saving (None: exact)."""
+
+    tag: str
+    entries: tuple[tuple[str, int], ...]
+    error: float | None = None
+
+    def fields(self) -> list[dict[str, Any]]:
+        """As windows give it: `{"value", "count"}`, plus `"error"` when not exact."""
+        error = self.error
+        if error is None:
+            return [{"value": value, "count": count} for value, count in self.entries]
+        return [{"value": value, "count": count, "error": error} for value, count in self.entries]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +70,38 @@ class Point:
     p99: float
     distinct: tuple[tuple[str, int], ...] = ()
     """(tag, distinct count of its values in the bucket), in the rule's order."""
+    top: tuple[TopList, ...] = ()
+    """The bucket's top values of each top tag, in the rule's order."""
 
     def packed(self) -> bytes:
         var = math.nan if self.var is None else self.var
         head = _PACKED.pack(
             self.count, self.sum, self.mean, self.min, self.max, var, self.p50, self.p90, self.p99
         )
-        return head + b"".join(_COUNT.pack(n) for _, n in self.distinct)
+        head += b"".join(_COUNT.pack(n) for _, n in self.distinct)
+        if not self.top:
+            return head
+        section = orjson.dumps([[t.tag, t.entries, t.error] for t in self.top])
+        return head + section + _TRAILER.pack(len(section), _MARK)
 
     @classmethod
-    def unpacked(cls, t_us: int, data: bytes, distinct: tuple[str, ...] = ()) -> Point:
+    def unpacked(
+        cls, t_us: int, data: bytes, distinct: tuple[str, ...] = (), top: tuple[str, ...] = ()
+    ) -> Point:
+        """The point stored as `data`, with the counts of the rule's `distinct` tags and the
+        lists of its `top` tags that it holds (module doc)."""
         count, total, mean, low, high, var, p50, p90, p99 = _PACKED.unpack_from(data)
+        end = len(data)
+        lists: tuple[TopList, ...] = ()
+        if end >= PACKED_SIZE + _TRAILER.size:
+            length, mark = _TRAILER.unpack_from(data, end - _TRAILER.size)
+            if mark == _MARK:
+                end -= _TRAILER.size + length
+                if top:
+                    lists = _top_lists(data[end : end + length], top)
         counts = tuple(
             (tag, _COUNT.unpack_from(data, at)[0])
-            for tag, at in zip(distinct, range(PACKED_SIZE, len(data), _COUNT.size), strict=False)
+            for tag, at in zip(distinct, range(PACKED_SIZE, end, _COUNT.size), strict=False)
         )
         return cls(
             t_us,
@@ -68,6 +115,7 @@ class Point:
             p90,
             p99,
             counts,
+            lists,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -86,4 +134,14 @@ class Point:
             "p90": self.p90,
             "p99": self.p99,
             **{f"distinct_{tag}": n for tag, n in self.distinct},
+            **{f"top_{listed.tag}": listed.fields() for listed in self.top},
         }
+
+
+def _top_lists(section: bytes, tags: tuple[str, ...]) -> tuple[TopList, ...]:
+    """The lists of `tags` (in that order) that a stored top section holds."""
+    held = {
+        tag: TopList(tag, tuple((value, count) for value, count in entries), error)
+        for tag, entries, error in orjson.loads(section)
+    }
+    return tuple(held[tag] for tag in tags if tag in held)

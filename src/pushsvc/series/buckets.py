@@ -14,14 +14,21 @@ accepted event can land in it after that (`pushsvc.core.lateness`). A coarser bu
 closes at the same clock as its last finer bucket, right after it. Buckets without events
 make no point.
 
-A rule's `distinct` tags are counted per bucket too: each finest bucket keeps a
-`DistinctSet` per tag (exact up to 1,000 values, then a HyperLogLog, `pushsvc.stats.distinct`),
-which coarser buckets merge (the union's count), and the point carries the counts.
+A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
+`DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog,
+`pushsvc.stats.distinct`) and a `SpaceSaving` summary of m = max(1000, 20 k) counters per top
+tag (exact up to m values), which coarser buckets merge (the union's count; `MergedTop`,
+`pushsvc.stats.top`, whose every count stays within `[c, c + N/m]` over N tagged events, and
+which monitors every value with `c > N/m`), and the point carries the counts and each top tag's
+k most frequent values.
 
 Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
 buckets and the clock of the last close, not the finest tier's values, which the event log
 gives back: `replayed` puts an event of the log back into the finest tier unless its bucket
-had closed (and was merged) by then.
+had closed (and was merged) by then. Its version says what each bucket holds: 1 the
+statistics, 2 also the distinct sets, 3 also the top summaries (after the distinct sets, if
+the rule has both); a state of an older version restores into buckets with more tags, which
+then count those from the restore on.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from pushsvc.rules.point import Point
+from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats.distinct import DistinctSet
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
 
 __all__ = ["ACCURACY", "SeriesBuckets"]
 
@@ -43,14 +51,55 @@ _QS = (0.5, 0.9, 0.99)
 _VERSION = 1
 _VERSION_DISTINCT = 2
 """The state of buckets with distinct counts (version 1 has none)."""
+_VERSION_TOP = 3
+"""The state of buckets with top values (and the distinct counts the rule keeps, if any)."""
 _NEVER = 2**63
 Tags = Mapping[str, str] | None
+TopTags = tuple[tuple[str, int], ...]
+"""A rule's top tags: (tag, k)."""
+Distinct = tuple[tuple[str, DistinctSet], ...]
+Top = tuple[tuple[str, int, MergedTop], ...]
+
+
+class _TagCounts:
+    """A finest open bucket's counts of tag values: a `DistinctSet` per distinct tag and a
+    `SpaceSaving` summary of `counters_for(k)` counters per top tag."""
+
+    __slots__ = ("distinct", "top")
+
+    def __init__(self, distinct: tuple[str, ...], top: TopTags) -> None:
+        self.distinct = tuple((tag, DistinctSet()) for tag in distinct)
+        self.top = tuple((tag, k, SpaceSaving(counters_for(k))) for tag, k in top)
+
+    def add(self, tags: Mapping[str, str]) -> None:
+        for tag, values in self.distinct:
+            value = tags.get(tag)
+            if value is not None:
+                values.add(value)
+        for tag, _, summary in self.top:
+            value = tags.get(tag)
+            if value is not None:
+                summary.add(value)
+
+    def merged_top(self) -> Top:
+        return tuple((tag, k, MergedTop.of(summary)) for tag, k, summary in self.top)
+
+
+def _empty_top(top: TopTags) -> Top:
+    return tuple((tag, k, MergedTop(counters_for(k))) for tag, k in top)
+
+
+def _listed(top: Top) -> tuple[TopList, ...]:
+    return tuple(
+        TopList(tag, tuple(summary.top(k)), None if summary.exact else summary.error)
+        for tag, k, summary in top
+    )
 
 
 class _Aggregate:
     """A closed or coarser bucket's summary, mergeable."""
 
-    __slots__ = ("count", "distinct", "high", "low", "m2", "mean", "sketch", "total")
+    __slots__ = ("count", "distinct", "high", "low", "m2", "mean", "sketch", "top", "total")
 
     def __init__(
         self,
@@ -61,7 +110,8 @@ class _Aggregate:
         low: float,
         high: float,
         sketch: Sketch,
-        distinct: tuple[tuple[str, DistinctSet], ...] = (),
+        distinct: Distinct = (),
+        top: Top = (),
     ) -> None:
         self.count = count
         self.total = total
@@ -71,6 +121,7 @@ class _Aggregate:
         self.high = high
         self.sketch = sketch
         self.distinct = distinct
+        self.top = top
 
     def merge(self, other: _Aggregate) -> None:
         n, m = self.count, other.count
@@ -85,14 +136,17 @@ class _Aggregate:
         self.sketch.merge(other.sketch)
         for (_, mine), (_, theirs) in zip(self.distinct, other.distinct, strict=True):
             mine.merge(theirs)
+        for (_, _, summary), (_, _, other_summary) in zip(self.top, other.top, strict=True):
+            summary.merge(other_summary)
 
     def point(self, t_us: int) -> Point:
         n = self.count
         p50, p90, p99 = self.sketch.quantiles(_QS, lower=self.low, upper=self.high)
         var = max(self.m2, 0.0) / (n - 1) if n > 1 else None
         counts = tuple((tag, values.count()) for tag, values in self.distinct)
+        mean, lists = self.total / n, _listed(self.top)
         return Point(
-            t_us, n, self.total, self.total / n, self.low, self.high, var, p50, p90, p99, counts
+            t_us, n, self.total, mean, self.low, self.high, var, p50, p90, p99, counts, lists
         )
 
     def write(self, out: StateWriter) -> None:
@@ -102,25 +156,25 @@ class _Aggregate:
         self.sketch.write_bins(out)
         for _, values in self.distinct:
             values.write(out)
+        for _, _, summary in self.top:
+            summary.write(out)
 
     @classmethod
-    def read(cls, source: StateReader, tags: tuple[str, ...]) -> _Aggregate:
+    def read(cls, source: StateReader, tags: tuple[str, ...], top: TopTags) -> _Aggregate:
         count = source.uint()
         total, mean, m2, low, high = (source.double() for _ in range(5))
         sketch = Sketch(ACCURACY)
         sketch.read_bins(source)
         distinct = tuple((tag, DistinctSet.read(source)) for tag in tags)
-        return cls(count, total, mean, m2, low, high, sketch, distinct)
+        summaries = tuple((tag, k, MergedTop.read(source, counters_for(k))) for tag, k in top)
+        return cls(count, total, mean, m2, low, high, sketch, distinct, summaries)
 
 
 def _finest(
-    t_us: int,
-    values: list[float],
-    summarise: bool,
-    distinct: tuple[tuple[str, DistinctSet], ...] = (),
+    t_us: int, values: list[float], summarise: bool, tags: _TagCounts | None = None
 ) -> tuple[Point, _Aggregate | None]:
-    """The exact point of a finest-tier bucket (and its distinct counts), and (`summarise`)
-    its mergeable summary."""
+    """The exact point of a finest-tier bucket (and its distinct counts and top values), and
+    (`summarise`) its mergeable summary."""
     values.sort()
     n = len(values)
     total = math.fsum(values)
@@ -140,9 +194,12 @@ def _finest(
         quantiles.append(
             values[lo] if lo == pos else values[lo] + (values[lo + 1] - values[lo]) * (pos - lo)
         )
+    distinct = tags.distinct if tags is not None else ()
+    top = tags.merged_top() if tags is not None else ()
     counts = tuple((tag, tag_values.count()) for tag, tag_values in distinct)
     p50, p90, p99 = quantiles
-    point = Point(t_us, n, total, mean, values[0], values[-1], var, p50, p90, p99, counts)
+    low, high = values[0], values[-1]
+    point = Point(t_us, n, total, mean, low, high, var, p50, p90, p99, counts, _listed(top))
     if not summarise:
         return point, None
     sketch = Sketch(ACCURACY)
@@ -154,7 +211,7 @@ def _finest(
             sketch.add(run_value, run)
             run_value, run = value, 1
     sketch.add(run_value, run)
-    return point, _Aggregate(n, total, mean, m2, values[0], values[-1], sketch, distinct)
+    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top)
 
 
 class SeriesBuckets:
@@ -163,11 +220,16 @@ class SeriesBuckets:
 
     __slots__ = (
         "_closed_clock", "_coarse", "_distinct", "_labels", "_lateness", "_newest_start",
-        "_newest_values", "_open", "_open_distinct", "_resolutions", "next_close_us",
+        "_newest_values", "_open", "_open_tags", "_resolutions", "_tagged", "_top",
+        "next_close_us",
     )  # fmt: skip
 
     def __init__(
-        self, tiers: Sequence[SeriesTier], lateness_us: int, distinct: Sequence[str] = ()
+        self,
+        tiers: Sequence[SeriesTier],
+        lateness_us: int,
+        distinct: Sequence[str] = (),
+        top: Sequence[tuple[str, int]] = (),
     ) -> None:
         if not tiers:
             raise ValueError("series buckets need at least one tier")
@@ -176,8 +238,10 @@ class SeriesBuckets:
         self._lateness = lateness_us
         self._open: dict[int, list[float]] = {}  # finest tier: start -> values
         self._distinct = tuple(distinct)
-        # finest tier: start -> a distinct count per tag (with `distinct` tags only)
-        self._open_distinct: dict[int, tuple[tuple[str, DistinctSet], ...]] = {}
+        self._top = tuple(top)
+        self._tagged = bool(self._distinct or self._top)
+        # finest tier: start -> its counts of tag values (with `distinct` or `top` tags only)
+        self._open_tags: dict[int, _TagCounts] = {}
         self._coarse: list[dict[int, _Aggregate]] = [{} for _ in tiers[1:]]
         self._newest_start = -_NEVER
         self._newest_values: list[float] = []
@@ -189,7 +253,7 @@ class SeriesBuckets:
         """An accepted event (never one of a closed bucket: the lateness rule sees to it)."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
-        if self._distinct:
+        if self._tagged:
             self._count(start, tags)
         if start == self._newest_start:
             self._newest_values.append(value)
@@ -205,16 +269,11 @@ class SeriesBuckets:
         values.append(value)
 
     def _count(self, start: int, tags: Tags) -> None:
-        counts = self._open_distinct.get(start)
+        counts = self._open_tags.get(start)
         if counts is None:
-            counts = self._open_distinct[start] = tuple(
-                (tag, DistinctSet()) for tag in self._distinct
-            )
+            counts = self._open_tags[start] = _TagCounts(self._distinct, self._top)
         if tags:
-            for tag, values in counts:
-                value = tags.get(tag)
-                if value is not None:
-                    values.add(value)
+            counts.add(tags)
 
     def replayed(self, ts_us: int, value: float, tags: Tags = None) -> None:
         """Rebuilding: an event of the log at or before the checkpoint this state was restored
@@ -234,7 +293,7 @@ class SeriesBuckets:
         summarise = bool(self._coarse)
         label = self._labels[0]
         for start in sorted(s for s in self._open if s + resolution + lateness <= clock_us):
-            counts = self._open_distinct.pop(start, ())
+            counts = self._open_tags.pop(start, None)
             point, summary = _finest(start, self._open.pop(start), summarise, counts)
             out.append((label, point))
             if summary is not None:
@@ -277,7 +336,10 @@ class SeriesBuckets:
 
     def durable_state(self) -> bytes:
         out = StateWriter()
-        out.uint(_VERSION_DISTINCT if self._distinct else _VERSION)
+        if self._top:
+            out.uint(_VERSION_TOP)
+        else:
+            out.uint(_VERSION_DISTINCT if self._distinct else _VERSION)
         out.sint(self._closed_clock)
         for buckets in self._coarse:
             out.uint(len(buckets))
@@ -293,26 +355,32 @@ class SeriesBuckets:
         lateness_us: int,
         data: bytes,
         distinct: Sequence[str] = (),
+        top: Sequence[tuple[str, int]] = (),
     ) -> SeriesBuckets:
-        """From `durable_state`, of the same tiers and distinct tags; the finest tier's buckets
-        then come back through `replayed`."""
-        series = cls(tiers, lateness_us, distinct)
+        """From `durable_state`, of the same tiers, distinct tags and top tags; the finest
+        tier's buckets then come back through `replayed`."""
+        series = cls(tiers, lateness_us, distinct, top)
         source = StateReader(data)
         version = source.uint()
-        if version not in (_VERSION, _VERSION_DISTINCT) or (
-            version == _VERSION_DISTINCT and not series._distinct
+        if (
+            version not in (_VERSION, _VERSION_DISTINCT, _VERSION_TOP)
+            or (version == _VERSION_DISTINCT and not series._distinct)
+            or (version == _VERSION_TOP and not series._top)
         ):
             raise ValueError(f"series state of version {version}, not of these buckets")
-        # A state from before the rule counted distinct values: its open coarser buckets
-        # count only the events from now on.
-        saved = series._distinct if version == _VERSION_DISTINCT else ()
+        # A state from before the rule counted distinct (or top) values: its open coarser
+        # buckets count only the events from now on.
+        saved = series._distinct if version in (_VERSION_DISTINCT, _VERSION_TOP) else ()
+        saved_top = series._top if version == _VERSION_TOP else ()
         series._closed_clock = source.sint()
         for buckets in series._coarse:
             for _ in range(source.uint()):
                 start = source.sint()
-                bucket = _Aggregate.read(source, saved)
+                bucket = _Aggregate.read(source, saved, saved_top)
                 if not saved and series._distinct:
                     bucket.distinct = tuple((tag, DistinctSet()) for tag in series._distinct)
+                if not saved_top and series._top:
+                    bucket.top = _empty_top(series._top)
                 buckets[start] = bucket
         source.done()
         series.next_close_us = series._next_close()

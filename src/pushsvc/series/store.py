@@ -1,15 +1,22 @@
 """`SeriesStore`: the memory broker's points, compact (pure).
 
-One `bytearray` per series (a tier of a topic or of a group): fixed-size records of the
-bucket's start (int64) and the point's stored form (`pushsvc.rules.point`), in ascending
-start. 80 bytes a point (8 more per distinct count its rule keeps: a series' record size is
-its first point's) and no object per point; a read bisects on the starts; trimming to
-the retention deletes from the front, which a bytearray does without moving the rest.
+One series (a tier of a topic or of a group) holds its points in ascending start, and no
+object per point; a read bisects on the starts; trimming to the retention deletes from the
+front, which a bytearray does without moving the rest. Two layouts:
+
+* **Fixed-size records** while every point of the series has the same size (no top lists):
+  one `bytearray` of the bucket's start (int64) then the point's stored form
+  (`pushsvc.rules.point`). 80 bytes a point, 8 more per distinct count its rule keeps.
+* **Variable-size records** from the first point of another size (top lists vary with their
+  values): the points' stored forms end to end in one `bytearray`, and two int64 arrays of
+  each point's start and where it ends. 16 bytes a point besides its stored form.
 """
 
 from __future__ import annotations
 
 import struct
+from array import array
+from bisect import bisect_right
 from collections.abc import Hashable
 
 from pushsvc.rules.point import PACKED_SIZE
@@ -18,66 +25,154 @@ __all__ = ["RECORD_SIZE", "SeriesStore"]
 
 _START = struct.Struct("<q")
 RECORD_SIZE = _START.size + PACKED_SIZE
-"""A record's size without distinct counts."""
+"""A fixed-size record's size without distinct counts."""
+
+Page = tuple[list[tuple[int, bytes]], bool]
+
+
+class _Fixed:
+    """Records of one size: a start, then a stored point."""
+
+    __slots__ = ("records", "size")
+
+    def __init__(self, size: int) -> None:
+        self.records = bytearray()
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.records) // self.size
+
+    def newest(self) -> int:
+        return int(_START.unpack_from(self.records, len(self.records) - self.size)[0])
+
+    def append(self, t_us: int, packed: bytes) -> None:
+        self.records += _START.pack(t_us)
+        self.records += packed
+
+    def first_after(self, t_us: int) -> int:
+        """The index of the first point starting after `t_us`."""
+        records, size = self.records, self.size
+        lo, hi = 0, len(records) // size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _START.unpack_from(records, mid * size)[0] <= t_us:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def cut(self, count: int) -> None:
+        """Drop the oldest `count` points."""
+        del self.records[: count * self.size]
+
+    def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        records, size = self.records, self.size
+        view = memoryview(records)
+        return [
+            (_START.unpack_from(records, at)[0], bytes(view[at + _START.size : at + size]))
+            for at in range(first * size, last * size, size)
+        ]
+
+    def nbytes(self) -> int:
+        return len(self.records)
+
+
+class _Varying:
+    """Points of any size end to end, with arrays of their starts and ends. `base` is what
+    trimming took off the front, so the ends stay as they were written."""
+
+    __slots__ = ("base", "data", "ends", "starts")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.starts = array("q")
+        self.ends = array("q")
+        self.base = 0
+
+    @classmethod
+    def of(cls, fixed: _Fixed) -> _Varying:
+        self = cls()
+        for t_us, packed in fixed.points(0, len(fixed)):
+            self.append(t_us, packed)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def newest(self) -> int:
+        return self.starts[-1]
+
+    def append(self, t_us: int, packed: bytes) -> None:
+        self.data += packed
+        self.starts.append(t_us)
+        self.ends.append(self.base + len(self.data))
+
+    def first_after(self, t_us: int) -> int:
+        return bisect_right(self.starts, t_us)
+
+    def cut(self, count: int) -> None:
+        if not count:
+            return
+        end = self.ends[count - 1]
+        del self.data[: end - self.base]
+        del self.starts[:count], self.ends[:count]
+        self.base = end
+
+    def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        view, base, ends = memoryview(self.data), self.base, self.ends
+        begin = ends[first - 1] - base if first else 0
+        out = []
+        for index in range(first, last):
+            end = ends[index] - base
+            out.append((self.starts[index], bytes(view[begin:end])))
+            begin = end
+        return out
+
+    def nbytes(self) -> int:
+        return len(self.data) + (len(self.starts) + len(self.ends)) * self.starts.itemsize
 
 
 class SeriesStore:
     """Points by series key (any hashable the broker chooses). Not greenlet-safe."""
 
     def __init__(self) -> None:
-        self._series: dict[Hashable, bytearray] = {}
-        self._sizes: dict[Hashable, int] = {}
+        self._series: dict[Hashable, _Fixed | _Varying] = {}
 
     def append(self, key: Hashable, t_us: int, packed: bytes) -> bool:
         """Keep a point after the newest of its series; False (nothing kept) when it is not
         after it: a bucket closes once, so that point is held already."""
-        records = self._series.get(key)
-        size = _START.size + len(packed)
-        if records is None:
-            records = self._series[key] = bytearray()
-            self._sizes[key] = size
-        elif _START.unpack_from(records, len(records) - self._sizes[key])[0] >= t_us:
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Fixed(_START.size + len(packed))
+        elif series.newest() >= t_us:
             return False
-        elif size != self._sizes[key]:
-            raise ValueError("a point of another size than its series' (rules changed)")
-        records += _START.pack(t_us)
-        records += packed
+        elif isinstance(series, _Fixed) and series.size != _START.size + len(packed):
+            series = self._series[key] = _Varying.of(series)
+        series.append(t_us, packed)
         return True
 
     def trim(self, key: Hashable, before_us: int) -> None:
         """Drop the points of `key` starting at or before `before_us`."""
-        records = self._series.get(key)
-        if records is None:
+        series = self._series.get(key)
+        if series is None:
             return
-        size = self._sizes[key]
-        cut = _first_after(records, before_us, size)
-        if cut:
-            del records[: cut * size]
-        if not records:
-            del self._series[key], self._sizes[key]
+        series.cut(series.first_after(before_us))
+        if not len(series):
+            del self._series[key]
 
-    def read(
-        self, key: Hashable, since_us: int, until_us: int, limit: int
-    ) -> tuple[list[tuple[int, bytes]], bool]:
+    def read(self, key: Hashable, since_us: int, until_us: int, limit: int) -> Page:
         """Up to `limit` points starting in `[since_us, until_us)`, ascending, and whether
         more matched."""
-        records = self._series.get(key)
-        if records is None:
+        series = self._series.get(key)
+        if series is None:
             return [], False
-        size = self._sizes[key]
-        first = _first_after(records, since_us - 1, size)
-        end = _first_after(records, until_us - 1, size)
+        first = series.first_after(since_us - 1)
+        end = series.first_after(until_us - 1)
         last = min(end, first + limit)
-        view = memoryview(records)
-        points = [
-            (_START.unpack_from(records, at)[0], bytes(view[at + _START.size : at + size]))
-            for at in range(first * size, last * size, size)
-        ]
-        return points, end > last
+        return series.points(first, last), end > last
 
     def drop(self, key: Hashable) -> None:
         self._series.pop(key, None)
-        self._sizes.pop(key, None)
 
     def __len__(self) -> int:
         """Series held."""
@@ -85,16 +180,4 @@ class SeriesStore:
 
     def bytes_used(self) -> int:
         """The records' bytes (what grows with points)."""
-        return sum(len(records) for records in self._series.values())
-
-
-def _first_after(records: bytearray, t_us: int, size: int) -> int:
-    """The index of the first record (of `size` bytes) starting after `t_us`."""
-    lo, hi = 0, len(records) // size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _START.unpack_from(records, mid * size)[0] <= t_us:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+        return sum(series.nbytes() for series in self._series.values())

@@ -93,7 +93,9 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  */
 
 /**
- * One closed bucket `[t, t + resolution)` of a topic's (or group's) series.
+ * One closed bucket `[t, t + resolution)` of a topic's (or group's) series. A rule's tags add
+ * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first), as in
+ * windows.
  * @typedef {Object} Bucket
  * @property {number} t Bucket start, epoch seconds.
  * @property {number} count

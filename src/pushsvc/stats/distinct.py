@@ -531,7 +531,7 @@ class DistinctSet:
         else:
             assert self._hll is not None
             out.uint(1)
-            out.counts(array("q", self._hll.registers))
+            out.counts(array("B", self._hll.registers))  # one register a byte
 
     @classmethod
     def read(cls, source: StateReader) -> DistinctSet:

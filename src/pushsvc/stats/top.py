@@ -22,6 +22,8 @@ by count descending then value ascending.
   ranked (``RankedCounts``, less the sum of the floors, which every estimate shares), so an
   event costs O(log m) amortised, a sub-bucket leaving O(m log m), and the top k are read
   off the ranking.
+* ``MergedTop``: Space-Saving summaries merged (a series bucket's top values over its finer
+  buckets), by Agarwal et al.'s merge ("Mergeable summaries", 2012), below.
 
 Not thread- or greenlet-safe; nothing here yields.
 """
@@ -32,7 +34,7 @@ import heapq
 
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
-__all__ = ["MAX_K", "BucketedTop", "RankedCounts", "SpaceSaving", "counters_for"]
+__all__ = ["MAX_K", "BucketedTop", "MergedTop", "RankedCounts", "SpaceSaving", "counters_for"]
 
 MAX_K = 100
 """The largest k a rule may ask for."""
@@ -321,4 +323,94 @@ class BucketedTop:
                 self._ranked.add(value, count - sub.floor)
             self._floors += sub.floor
             self.n += sub.n
+        return self
+
+
+class MergedTop:
+    """A Space-Saving summary of ``capacity`` (m) counters that merges with others, for events
+    no one summary saw (a series' coarser bucket over its finer buckets); never counts events
+    itself. ``of`` takes a ``SpaceSaving``'s counters and floor.
+
+    The invariant of every such summary: each counter ``ĉ`` has ``c <= ĉ <= c + floor``, a
+    value not monitored has ``c <= floor``, and ``sum(ĉ - floor) + m * floor <= n`` (a
+    ``SpaceSaving`` has equality: its counters sum to n and, once it replaced, are m). Merging
+    (Agarwal, Cormode, Huang, Phillips, Wei & Yi, "Mergeable summaries", 2012, their
+    Misra-Gries merge in Space-Saving's terms): a value's estimate is the sum of its counters,
+    the other summary's floor standing in where it is not monitored, and the floor the sum of
+    the floors, which keeps the invariant; beyond m values, the (m+1)-th largest estimate
+    becomes the floor and only the values above it stay monitored (their estimates unchanged).
+    Raising the floor by d adds m * d to the invariant's left side and takes at least d off
+    each of the m + 1 largest estimates' ``ĉ - floor`` (a kept one loses d, a dropped one all
+    of it), so it holds, and with it ``floor <= n / m``: every counter within
+    ``[c, c + n / m]`` and every value with ``c > n / m`` monitored, over any number of merges
+    in any order. While no input replaced a value and the values merged number at most m, it
+    is exact (floor 0)."""
+
+    __slots__ = ("capacity", "counts", "floor", "n")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("Space-Saving needs at least one counter")
+        self.capacity = capacity
+        self.counts: dict[str, int] = {}
+        self.floor = 0
+        self.n = 0
+
+    @classmethod
+    def of(cls, summary: SpaceSaving) -> MergedTop:
+        self = cls(summary.capacity)
+        self.counts = dict(summary.counts)
+        self.floor = summary.floor
+        self.n = summary.n
+        return self
+
+    @property
+    def exact(self) -> bool:
+        return not self.floor
+
+    @property
+    def error(self) -> float:
+        """``n / m``: the bound on every counter's excess."""
+        return self.n / self.capacity
+
+    def merge(self, other: MergedTop) -> None:
+        """Fold ``other`` (of the same capacity) in."""
+        mine, theirs = self.counts, other.counts
+        floor, their_floor = self.floor, other.floor
+        merged = {value: count + theirs.get(value, their_floor) for value, count in mine.items()}
+        for value, count in theirs.items():
+            if value not in mine:
+                merged[value] = floor + count
+        floor += their_floor
+        if len(merged) > self.capacity:
+            floor = heapq.nlargest(self.capacity + 1, merged.values())[-1]
+            merged = {value: count for value, count in merged.items() if count > floor}
+        self.counts = merged
+        self.floor = floor
+        self.n += other.n
+
+    def top(self, k: int) -> Ranked:
+        return heapq.nsmallest(k, self.counts.items(), key=_rank)
+
+    def write(self, out: StateWriter) -> None:
+        out.uint(self.n)
+        out.uint(self.floor)
+        out.uint(len(self.counts))
+        for value in sorted(self.counts):
+            out.text(value)
+            out.uint(self.counts[value])
+
+    @classmethod
+    def read(cls, source: StateReader, capacity: int) -> MergedTop:
+        self = cls(capacity)
+        self.n = source.uint()
+        self.floor = source.uint()
+        for _ in range(source.uint()):
+            value = source.text()
+            count = source.uint()
+            if count < max(1, self.floor) or value in self.counts:
+                raise ValueError("top state: a counter below the floor, of 0, or a value twice")
+            self.counts[value] = count
+        if len(self.counts) > capacity:
+            raise ValueError("top state: more counters than the rule gives")
         return self

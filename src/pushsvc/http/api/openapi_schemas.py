@@ -120,6 +120,26 @@ SCHEMAS: dict[str, Any] = {
             "var": {"type": ["number", "null"], "description": "null for one event"},
             "stddev": {"type": ["number", "null"], "description": "null for one event"},
         },
+        "patternProperties": {
+            "^distinct_": {
+                "type": "integer",
+                "description": "a rule's distinct tag: its different values in the bucket",
+            },
+            "^top_": {
+                "type": "array",
+                "description": "a rule's top tag: its k most frequent values in the bucket, by "
+                "count descending then value ascending; `error` (N/m) where Space-Saving counted",
+                "items": {
+                    "type": "object",
+                    "required": ["value", "count"],
+                    "properties": {
+                        "value": {"type": "string"},
+                        "count": {"type": "integer"},
+                        "error": {"type": "number"},
+                    },
+                },
+            },
+        },
     },
     "PointMessage": {
         "type": "object",

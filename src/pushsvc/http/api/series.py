@@ -36,7 +36,8 @@ DEFAULT_POINTS = 300
 MAX_POINTS = 10_000
 MAX_LIMIT = 100_000
 RESOLUTION_HEADER = "Pushsvc-Resolution"
-# A CSV row: the tier, the bucket start (RFC 3339), then these fields of the point.
+# A CSV row: the tier, the bucket start (RFC 3339), then these fields of the point, then the
+# rule's distinct counts and top lists (each list JSON-encoded in one cell).
 CSV_STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 
 
@@ -117,6 +118,7 @@ def topic_series(topic: str) -> Response:
         segments = plan_segments(tiers, since_us, until_us, clock, query.points, lateness)
     else:
         segments = [(by_label[query.resolution], since_us, until_us)]
+    top_tags = tuple(tag for tag, _ in rule.top)
     rows: list[tuple[str, Point]] = []
     more = False
     for tier, start, end in segments:
@@ -131,7 +133,8 @@ def topic_series(topic: str) -> Response:
             limit=query.limit - len(rows),
         )
         rows += [
-            (label, Point.unpacked(t_us, packed, rule.distinct)) for t_us, packed in page.points
+            (label, Point.unpacked(t_us, packed, rule.distinct, top_tags))
+            for t_us, packed in page.points
         ]
         if page.more or len(rows) >= query.limit:
             more = True
@@ -144,8 +147,9 @@ def topic_series(topic: str) -> Response:
         "Vary": "Accept",
     }
     if query.format == "csv":
-        table = (_csv_row(label, point) for label, point in rows)
-        header = ["resolution", "time", *CSV_STATS]
+        tagged = (*(f"distinct_{tag}" for tag in rule.distinct), *(f"top_{t}" for t in top_tags))
+        table = (_csv_row(label, point, tagged) for label, point in rows)
+        header = ["resolution", "time", *CSV_STATS, *tagged]
         body = history_table.to_csv(table, header).encode()
         return Response(body, mimetype=FORMATS["csv"], headers=headers)
     answer = {
@@ -182,6 +186,12 @@ def _default_range(
     return since_us, until_us
 
 
-def _csv_row(label: str, point: Point) -> list[object]:
+def _csv_row(label: str, point: Point, tagged: tuple[str, ...]) -> list[object]:
+    """A point's cells; a distinct count or top list the point lacks (stored before the rule
+    named its tag) is an empty cell."""
     fields = point.fields()
-    return [label, point.t_us, *(fields[stat] for stat in CSV_STATS)]
+    cells = [label, point.t_us, *(fields[stat] for stat in CSV_STATS)]
+    for name in tagged:
+        value = fields.get(name)
+        cells.append(orjson.dumps(value).decode() if isinstance(value, list) else value)
+    return cells
