@@ -93,7 +93,8 @@ def test_a_new_deriver_continues_after_the_newest_derived_event_behind_a_tick() 
     # Three seconds of wall time later an idle tick moves the derived topic's clock on (its
     # 1 s event leaves the 10 s window): its latest update now carries no event.
     embedded.wall += 3 * S
-    embedded.broker.publish_updates(embedded.aggregator.tick())
+    through = embedded.broker.derived_through(["s.ratio"])
+    embedded.broker.publish_updates(embedded.aggregator.tick(through))
     latest = embedded.broker.latest(TopicMatcher(["s.ratio"]))
     assert orjson.loads(latest["s.ratio"].data)["reason"] == "tick"
     for i in range(14, 20):
@@ -102,4 +103,53 @@ def test_a_new_deriver_continues_after_the_newest_derived_event_behind_a_tick() 
     successor = embedded.deriver()
     assert successor.step() == 6  # 9 s .. 14 s, none again
     assert successor.replayed == 0 and successor.late == 0
+    assert_close(embedded.derived(), expected(embedded.sent, S, _ratio, lateness_us=LATENESS))
+
+
+def test_ticks_wait_for_the_deriver_so_an_outage_loses_no_boundary() -> None:
+    """No deriver runs for 20 s of wall and event time while the sources go on and idle ticks
+    run every second: the derived topic's clock stays where a successor can still append
+    the boundaries it missed, and the successor logs every one of them, none late."""
+    embedded = Embedded()
+    for i in range(8):
+        embedded.post("s.a", float(i), T0 + i * S)
+        embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
+    first = embedded.deriver()
+    assert first.step() == 2  # 1 s and 2 s; the deriver then stops
+    derived = ["s.ratio"]
+    for i in range(8, 28):
+        embedded.wall += S
+        embedded.post("s.a", float(i), T0 + i * S)
+        embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
+        through = embedded.broker.derived_through(derived)
+        embedded.broker.publish_updates(embedded.aggregator.tick(through))
+    clock = embedded.broker.latest(TopicMatcher(derived))["s.ratio"].clock_us
+    # Ticks went as far as the next boundary (3 s) and its lateness allow, no further.
+    assert clock <= T0 + 3 * S + LATENESS
+    successor = embedded.deriver()
+    assert successor.step() == 20  # 3 s .. 22 s
+    assert successor.late == 0 and successor.replayed == 0
+    assert_close(embedded.derived(), expected(embedded.sent, S, _ratio, lateness_us=LATENESS))
+
+
+def test_ticks_follow_the_deriver_past_boundaries_with_no_value() -> None:
+    """Boundaries whose value is undefined append nothing; idle ticks still move the derived
+    topic's clock as far as the deriver went, so its windows do not stand still."""
+    embedded = Embedded()
+    deriver = embedded.deriver()
+    derived = ["s.ratio"]
+    for i in range(40):
+        embedded.wall = T0 + i * S
+        embedded.post("s.a", float(i), T0 + i * S)
+        if i % 5 == 0:  # count[2s](s.b) is 0, the ratio undefined, at three boundaries of five
+            embedded.post("s.b", 1.0, T0 + i * S)
+        deriver.step()
+        through = embedded.broker.derived_through(derived)
+        embedded.broker.publish_updates(embedded.aggregator.tick(through))
+    assert deriver.late == 0
+    logged = [ts for ts, _ in embedded.derived()]
+    through = embedded.broker.derived_through(derived)["s.ratio"]
+    assert through > logged[-1]  # boundaries with no value after the last one
+    clock = embedded.broker.latest(TopicMatcher(derived))["s.ratio"].clock_us
+    assert clock >= through  # ticks went on past the last value, with the deriver
     assert_close(embedded.derived(), expected(embedded.sent, S, _ratio, lateness_us=LATENESS))

@@ -118,6 +118,7 @@ class Aggregator:
         self._topics: dict[str, _Topic] = {}
         self._lateness_us = lateness_us
         self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
+        self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
 
@@ -137,7 +138,7 @@ class Aggregator:
                 state.alerts = TopicAlerts(topic, matching)
             tiers = self._tiers_of(rule)
             if tiers:
-                state.series = SeriesBuckets(tiers, self._lateness_us, rule.distinct)
+                state.series = SeriesBuckets(tiers, self._lateness_us, rule.distinct, rule.top)
                 if groups is not None:
                     state.group_series, state.series_due = {}, []
         return state
@@ -154,8 +155,9 @@ class Aggregator:
             return None
         series = kept.get(group.id)
         if series is None:
+            rule = state.rule
             series = kept[group.id] = SeriesBuckets(
-                self._tiers_of(state.rule), self._lateness_us, state.rule.distinct
+                self._tiers_of(rule), self._lateness_us, rule.distinct, rule.top
             )
         return series
 
@@ -386,7 +388,7 @@ class Aggregator:
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
             state.series = SeriesBuckets.restored(
-                tiers, self._lateness_us, checkpoint.series, state.rule.distinct
+                tiers, self._lateness_us, checkpoint.series, state.rule.distinct, state.rule.top
             )
         if state.groups is not None:
             for saved in checkpoint.groups:
@@ -396,7 +398,7 @@ class Aggregator:
                 )
                 if state.group_series is not None and saved.series:
                     restored = SeriesBuckets.restored(
-                        tiers, self._lateness_us, saved.series, state.rule.distinct
+                        tiers, self._lateness_us, saved.series, state.rule.distinct, state.rule.top
                     )
                     state.group_series[saved.id] = restored
                     assert state.series_due is not None
@@ -420,13 +422,18 @@ class Aggregator:
                     else:
                         group.stats.advance(clock)
 
-    def due_ticks(self) -> dict[str, int]:
+    def due_ticks(self, derived_through: Mapping[str, int] | None = None) -> dict[str, int]:
         """The clocks an idle tick would move topics to now: each topic's last event clock
         plus the wall time since it arrived, where that is ahead of the topic's clock and a
         window holds an event or an alert instance of the topic is pending or firing (its
         `for` and `keep_firing_for` run on that clock, empty windows or not); and a grouping
         topic's own clock where a group lags behind it (another group's events moved it), so
-        that every group is seen at the topic's moment."""
+        that every group is seen at the topic's moment.
+
+        A derived topic (`[[derive]]`) moves no further than its next boundary can still be
+        appended, after the boundary its deriver evaluated through (`derived_through`, from
+        `Broker.derived_through`; not there: not at all), so that a deriver away for a while
+        finds every boundary it missed still open, not refused as late."""
         now = self._wall_clock()
         due = {}
         for topic, state in self._topics.items():
@@ -434,6 +441,12 @@ class Aggregator:
             if current is None:
                 continue
             clock = state.event_clock_us + max(0, now - state.wall_at_event_us)
+            every = self._derived_every.get(topic)
+            if every is not None:
+                through = (derived_through or {}).get(topic)
+                if through is None:
+                    continue
+                clock = min(clock, through + every + self._lateness_us)
             alerts = state.alerts
             if clock > current and (
                 len(state.windows) or (alerts is not None and alerts.any_live())
@@ -444,6 +457,10 @@ class Aggregator:
             ):
                 due[topic] = max(clock, current)
         return due
+
+    def derived_topics(self) -> list[str]:
+        """The derived topics this aggregator keeps (whose ticks `due_ticks` bounds)."""
+        return [topic for topic in self._derived_every if topic in self._topics]
 
     def apply_ticks(
         self, clocks: Mapping[str, int], at: LogPosition | None = None
@@ -532,9 +549,9 @@ class Aggregator:
                 state.group_series.pop(group.id, None)
         return idle
 
-    def tick(self) -> list[UpdateDraft]:
+    def tick(self, derived_through: Mapping[str, int] | None = None) -> list[UpdateDraft]:
         """Apply the ticks due now (one process: nothing to log first)."""
-        return self.apply_ticks(self.due_ticks())
+        return self.apply_ticks(self.due_ticks(derived_through))
 
     def restore_clock(self, topic: str, clock_us: int) -> None:
         """Rebuilding: after the logged events, move the topic's clock to where it stood

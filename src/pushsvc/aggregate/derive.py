@@ -18,19 +18,21 @@ Exactly once, through failovers and restarts, rests on the broker's append alone
   are computed from closed buckets only, which never change, so both compute the same value.
 * A boundary older than the derived topic's clock less the allowed lateness is refused as
   late: someone appended a later boundary, so this one too (derivers go in order).
-* A deriver that starts (a new lease tenure, a restart) starts after the newest boundary the
-  derived topic's published updates show (its latest update's event, else the newest event
-  in its history, else its clock less its widest window and a margin: ticks move that clock
-  no further than that past its last event). Boundaries logged but not yet published are
-  redone, and the idempotency key makes each a no-op.
+* A deriver that starts (a new lease tenure, a restart) starts after the boundary recorded as
+  evaluated through (`Broker.note_derived_through`, after each round); with none recorded,
+  after the newest boundary the derived topic's published updates show (its latest update's
+  event, else the newest event in its history, else its clock less its widest window and a
+  margin: ticks move that clock no further than that past its last event). Boundaries
+  logged but not yet published are redone, and the idempotency key makes each a no-op.
+* Idle ticks move a derived topic's clock no further than the boundary after the recorded
+  one plus the allowed lateness (`Aggregator.due_ticks`): a deriver away for a while finds
+  the boundaries it missed still open, not refused as late.
 
 One deriver computes at a time on Redis: every aggregating process runs one, and the one
 holding its lease (`lease`) appends; on the memory broker the one process runs it. The lease
 saves work; it is not what keeps the promise (any number of derivers would still log each
-boundary once). The limits: a derived event is an event of its topic, so a deriver away for
-longer than `every` plus the allowed lateness while ticks move the derived topic's clock
-finds the boundaries it missed refused as late (counted, logged); and a key is remembered for
-`KEY_WINDOW_US`, past which a boundary logged but never applied could be logged again.
+boundary once). The limit: a key is remembered for `KEY_WINDOW_US`, past which a boundary
+logged but never applied could be logged again.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class Deriver:
         }
         self._next: dict[str, int] = {}
         """Per derived topic, the next boundary to evaluate (this tenure)."""
+        self._noted: dict[str, int] = {}
+        """Per derived topic, the boundary last noted as evaluated through."""
         self._tenure: str | None = None
         self._warned: set[tuple[str, str]] = set()
         self.appended = 0
@@ -165,16 +169,29 @@ class Deriver:
             if first is None:
                 return
             self._next[rule.topic] = first
-        while first <= due and self.holding:
-            last = min(due, first + (_BATCH - 1) * every)
-            points = self._points(rule, first, last)
-            for t in range(first, last + every, every):
-                values = {term: _term(term, points[term.topic], t, every) for term in rule.terms}
-                value = evaluate(rule.expression, values)
-                if value is not None and not self._append(rule, t, value):
-                    return  # retried next round, from t
-                self._next[rule.topic] = t + every
-            first = last + every
+        try:
+            while first <= due and self.holding:
+                last = min(due, first + (_BATCH - 1) * every)
+                points = self._points(rule, first, last)
+                for t in range(first, last + every, every):
+                    values = {
+                        term: _term(term, points[term.topic], t, every) for term in rule.terms
+                    }
+                    value = evaluate(rule.expression, values)
+                    if value is not None and not self._append(rule, t, value):
+                        return  # retried next round, from t
+                    self._next[rule.topic] = t + every
+                first = last + every
+        finally:
+            self._note_through(rule)
+
+    def _note_through(self, rule: DeriveRule) -> None:
+        """Tell the broker how far this deriver went, so that idle ticks move the derived
+        topic's clock that far and no further (`Aggregator.due_ticks`)."""
+        through = self._next[rule.topic] - rule.every_us
+        if self._noted.get(rule.topic) != through:
+            self._broker.note_derived_through(rule.topic, through)
+            self._noted[rule.topic] = through
 
     def _start(self, rule: DeriveRule, due: int) -> int | None:
         """The first boundary this tenure evaluates: the one after the newest the derived
@@ -182,6 +199,9 @@ class Deriver:
         keeps (None: none before `due`, where every source's buckets are closed: an earlier
         one could still close in a source whose clock is behind)."""
         every = rule.every_us
+        through = self._broker.derived_through([rule.topic]).get(rule.topic)
+        if through is not None:
+            return through + every
         latest = self._broker.latest(TopicMatcher([rule.topic])).get(rule.topic)
         if latest is not None:
             last = _event_ts(latest)

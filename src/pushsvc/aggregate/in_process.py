@@ -60,7 +60,9 @@ class InProcessDriver:
             try:
                 if now >= next_tick:
                     next_tick = now + tick_s
-                    self._broker.publish_updates(self.aggregator.tick())
+                    derived = self.aggregator.derived_topics()
+                    through = self._broker.derived_through(derived) if derived else None
+                    self._broker.publish_updates(self.aggregator.tick(through))
                 if now >= next_sweep:
                     next_sweep = now + sweep_s
                     self._broker.forget_topics(idle)

@@ -384,7 +384,9 @@ class ShardRunner:
             self.updates_published += len(drafts)
 
     def _log_ticks(self) -> None:
-        ticks = self.aggregator.due_ticks()
+        derived = self.aggregator.derived_topics()
+        through = self._broker.derived_through(derived) if derived else None
+        ticks = self.aggregator.due_ticks(through)
         if ticks and self._tenure is not None:
             try:
                 self._log.append_ticks(self._tenure, ticks)

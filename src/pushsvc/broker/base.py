@@ -243,7 +243,10 @@ class Broker(Protocol):
         `Replayed`). A partition absent from `after` replays all its history keeps of the
         matching topics; a partition whose history cannot continue from `after`'s id there
         (another epoch, never issued, older than what the history keeps) is `lost`, as is one
-        that `after` names but the broker does not have."""
+        that `after` names but the broker does not have. A stream has nothing of a partition
+        while no topic of it that it reads has an update: it wants every update of them, so
+        an absent partition that no longer keeps the first update of a matching topic that
+        has one (a new topic, trimmed while the stream was away) is `lost` too."""
         ...
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
@@ -254,6 +257,19 @@ class Broker(Protocol):
     def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
         """The live groups of these grouping topics: each group's JSON (`{"key", "windows"}`)
         as the newest update that carried it, for the topics that have any."""
+        ...
+
+    def derived_through(self, topics: Sequence[str]) -> dict[str, int]:
+        """Of these derived topics (`[[derive]]`), the newest boundary (µs) each one's deriver
+        has evaluated, whether it appended a value or found none; a topic never evaluated
+        is left out. Idle ticks move a derived topic's clock no further than the next
+        boundary can still be appended (`Aggregator.due_ticks`)."""
+        ...
+
+    def note_derived_through(self, topic: str, boundary_us: int) -> None:
+        """Record that derived `topic`'s deriver has evaluated every boundary up to
+        `boundary_us`; an older boundary than the one recorded changes nothing (a paused
+        deriver writing late must not hold the ticks back)."""
         ...
 
     def ping(self) -> None:

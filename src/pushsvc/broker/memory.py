@@ -173,6 +173,7 @@ class MemoryBroker:
         self._seq = 0
         self._history: deque[tuple[int, Update]] = deque(maxlen=history)
         self._latest: dict[str, Update] = {}
+        self._first: dict[str, int] = {}  # topic -> the seq of its first update in `_latest`
         self._groups: dict[str, dict[str, bytes]] = {}  # topic -> group id -> group JSON
         # Series points by (topic, group id, resolution); they outlive a forgotten topic
         # (its next event continues them), trimmed to each tier's retention as points come.
@@ -180,6 +181,7 @@ class MemoryBroker:
         self._series_due: dict[tuple[str, str, str], float] = {}  # key -> when it expires
         self._alerts: dict[str, bytes] = {}  # instance key -> its latest change (active ones)
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
+        self._derived: dict[str, int] = {}  # derived topic -> the boundary evaluated through
         self._clock = clock
         self._keys = _RememberedKeys()
         self._closed = False
@@ -249,6 +251,7 @@ class MemoryBroker:
                 for topic in topics:
                     del self._clocks[topic]
                     self._latest.pop(topic, None)
+                    self._first.pop(topic, None)
                     self._groups.pop(topic, None)
                 self._forgotten += len(topics)
             for handler in self._forget_handlers.current:
@@ -283,6 +286,7 @@ class MemoryBroker:
                     self._keep_instance(*draft.instance)
                     updates.append(update)
                     continue
+                self._first.setdefault(update.topic, self._seq)
                 self._latest[update.topic] = update
                 if draft.groups or draft.forgotten:
                     self._keep_groups(draft)
@@ -318,7 +322,10 @@ class MemoryBroker:
         with self._updates_lock:
             position = after.get(0)
             if position is None:
-                start: int | None = 0
+                # A stream with nothing of the partition wants each matching topic's first update.
+                oldest = self._history[0][0] if self._history else self._seq + 1
+                trimmed = any(s < oldest and match(t) for t, s in self._first.items())
+                start: int | None = None if trimmed else 0
             else:
                 start = self._start_after(position)
             if start is None or any(partition != 0 for partition in after):
@@ -433,6 +440,15 @@ class MemoryBroker:
     def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:
         with self._updates_lock:
             return {t: list(self._groups[t].values()) for t in topics if self._groups.get(t)}
+
+    def derived_through(self, topics: Sequence[str]) -> dict[str, int]:
+        with self._updates_lock:
+            return {t: self._derived[t] for t in topics if t in self._derived}
+
+    def note_derived_through(self, topic: str, boundary_us: int) -> None:
+        with self._updates_lock:
+            if boundary_us > self._derived.get(topic, boundary_us - 1):
+                self._derived[topic] = boundary_us
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         with self._updates_lock:

@@ -3,7 +3,8 @@ computing them (the holder of `lease:derive`) is killed with SIGKILL at varied m
 later every aggregator at once before two start cold. Afterwards the derived topic holds
 exactly the events an uninterrupted run appends (the pandas oracle of
 `support.derive_oracle` over the acknowledged events): no boundary missing, none twice, every
-value equal. The same across a stop and start of `pushsvc serve --data-dir`."""
+value equal; on a redis-server (at two moments of the first kill) and on a Redis Cluster (at the
+first: backends.py). The same across a stop and start of `pushsvc serve --data-dir`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from faults.backends import Store, on_both
 from faults.harness import FaultStack, Producer, wait_for
 from pushsvc.core.partitions import partition_of
 from support.derive_oracle import Formula, Term, assert_close, derived_events, divide, expected
@@ -52,16 +54,14 @@ def _formula(a: str, b: str) -> Formula:
 
 
 @pytest.fixture
-def deployment(prefix: str, tmp_path: Path) -> Iterator[tuple[FaultStack, str]]:
+def deployment(own_store: Store, prefix: str, tmp_path: Path) -> Iterator[tuple[FaultStack, str]]:
     """A deployment whose rules derive `{name}.out` from `{name}.a` and `{name}.b`; the name."""
-    server = RedisServer().start()
     name = f"derive.{uuid.uuid4().hex[:8]}"
     rules = tmp_path / "rules.toml"
     rules.write_text(_rules(f"{name}.a", f"{name}.b", f"{name}.out"))
-    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules)})
+    made = FaultStack(own_store, prefix, env={"PUSHSVC_RULES": str(rules)})
     yield made, name
     made.stop()
-    server.stop()
 
 
 def _deriver(deployment: FaultStack) -> PushsvcProcess:
@@ -76,7 +76,9 @@ def _deriver(deployment: FaultStack) -> PushsvcProcess:
     return holders[0]
 
 
-@pytest.mark.parametrize("kill_after_s", [2.0, 4.5])
+@pytest.mark.parametrize(
+    ("kill_after_s", "backend"), on_both([2.0, 4.5], cluster=[2.0]), indirect=["backend"]
+)
 def test_derived_events_survive_kill_9_and_a_cold_restart(
     deployment: tuple[FaultStack, str], kill_after_s: float
 ) -> None:
@@ -169,6 +171,23 @@ def _named_in_partition(partition: int, count: int, stem: str) -> str:
     )
 
 
+def _deriver_and_another(stack: FaultStack) -> tuple[PushsvcProcess, PushsvcProcess]:
+    """A web process, an aggregator that derives, then a second one holding one of the two
+    partitions: the deriver, and the other."""
+    stack.start_web()
+    first = stack.start_aggregator()
+    deriver = _deriver(stack)
+    assert deriver is first
+    other = stack.start_aggregator()
+    keys = stack.keys
+    wait_for(
+        lambda: any(other.holds_lease(keys.partition(p).lease) for p in (0, 1)),
+        20,
+        "the second aggregator takes a partition",
+    )
+    return deriver, other
+
+
 def test_a_successor_redoes_boundaries_logged_but_not_yet_applied_once(
     prefix: str, tmp_path: Path
 ) -> None:
@@ -194,17 +213,8 @@ def test_a_successor_redoes_boundaries_logged_but_not_yet_applied_once(
     server = RedisServer().start()
     stack = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules), "PUSHSVC_PARTITIONS": "2"})
     try:
-        stack.start_web()
-        first = stack.start_aggregator()
-        deriver = _deriver(stack)
-        assert deriver is first
-        other = stack.start_aggregator()
+        deriver, other = _deriver_and_another(stack)
         keys = stack.keys
-        wait_for(
-            lambda: any(other.holds_lease(keys.partition(p).lease) for p in (0, 1)),
-            20,
-            "the second aggregator takes a partition",
-        )
         theirs = next(p for p in (0, 1) if other.holds_lease(keys.partition(p).lease))
         mine = 1 - theirs
         a, b = sources[mine]
@@ -231,6 +241,65 @@ def test_a_successor_redoes_boundaries_logged_but_not_yet_applied_once(
             events.append((1.0, closing))
         want = expected(acked, S, _formula(a, b), lateness_us=LATENESS)
         assert len(want) >= 5  # fewer under load
+        wait_for(lambda: len(derived_events(port, out)) >= len(want), 30, "every boundary derived")
+        time.sleep(1)  # a duplicate would come now
+        assert_close(derived_events(port, out), want)
+    finally:
+        stack.stop()
+        server.stop()
+
+
+def test_no_boundary_is_lost_while_the_deriver_is_away_and_ticks_run(
+    prefix: str, tmp_path: Path
+) -> None:
+    """Idle ticks on (every 200 ms), an allowed lateness of 1 s and a 3 s lease: the deriver's
+    process is killed, and for the lease's 3 s nobody derives while the other aggregator
+    goes on ticking the derived topic, which lives in its partition. The ticks wait for the
+    deriver (`Aggregator.due_ticks`), so its successor appends every boundary it missed,
+    none refused as late."""
+    lateness = S
+    stem = f"away.{uuid.uuid4().hex[:6]}"
+    a, b = _named_in_partition(0, 2, f"{stem}.a"), _named_in_partition(0, 2, f"{stem}.b")
+    out = _named_in_partition(1, 2, f"{stem}.out")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(_rules(a, b, out))
+    server = RedisServer().start()
+    env = {
+        "PUSHSVC_RULES": str(rules),
+        "PUSHSVC_PARTITIONS": "2",
+        "PUSHSVC_TICK": "200ms",
+        "PUSHSVC_ALLOWED_LATENESS": "1s",
+    }
+    stack = FaultStack(server, prefix, lease="3s", env=env)
+    try:
+        # The newcomer takes its fair share, one partition: the derived topic's, or the
+        # sources'. Either way the derived topic's partition has a holder that lives on.
+        deriver, other = _deriver_and_another(stack)
+        keys = stack.keys
+        producers = [Producer(stack, a, rate=80.0), Producer(stack, b, rate=50.0)]
+        for producer in producers:
+            producer.start()
+        port = stack.ports()[0]
+        wait_for(lambda: derived_events(port, out), 20, "a derived event")
+        stack.kill_aggregator(deriver)
+        _deriver(stack)  # the other one, after the 3 s lease
+        wait_for(
+            lambda: all(other.holds_lease(keys.partition(p).lease) for p in (0, 1)),
+            20,
+            "the survivor holds both partitions",
+        )
+        time.sleep(2)
+        for producer in producers:
+            producer.stop()
+        acked = {a: producers[0].acked, b: producers[1].acked}
+        for producer in producers:
+            assert set(producer.statuses) == {202}, producer.statuses
+        closing = max(ts for events in acked.values() for _, ts in events) + lateness + S
+        for topic, events in acked.items():
+            assert post(port, topic, {"value": 1.0, "ts": closing / S})[0] == 202
+            events.append((1.0, closing))
+        want = expected(acked, S, _formula(a, b), lateness_us=lateness)
+        assert len(want) >= 5
         wait_for(lambda: len(derived_events(port, out)) >= len(want), 30, "every boundary derived")
         time.sleep(1)  # a duplicate would come now
         assert_close(derived_events(port, out), want)

@@ -148,6 +148,7 @@ class RedisBroker:
         self._append = Script(self._client, "append_events")
         self._publish = Script(self._client, "publish_updates")
         self._release_admitting = Script(self._client, "lease_release")
+        self._note_derived = Script(self._client, "note_derived")
         self._history_reader = HistoryReader(self._client, self.keys)
         self.on_cluster = is_cluster(url)
         # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
@@ -544,7 +545,8 @@ class RedisBroker:
         self, index: int, after: UpdateId | None, match: TopicMatcher
     ) -> list[Update] | None:
         """The updates of partition `index` after `after` (everything kept for None) of the
-        topics `match` takes; None when its history cannot cover `after`."""
+        topics `match` takes; None when its history cannot cover `after` (for None: when a
+        matching topic's first update is trimmed, see `Broker.replay`)."""
         part = self.keys.partition(index)
         start = "-" if after is None else f"({after.ms}-{after.seq}"
         with unavailable("replay"), self._client.pipeline(transaction=True) as pipe:
@@ -552,7 +554,9 @@ class RedisBroker:
             pipe.get(part.trimmed)
             pipe.xrevrange(part.history, count=1)
             pipe.xrange(part.history, min=start)
-            current, trimmed, raw_newest, raw_entries = pipe.execute()
+            if after is None:
+                pipe.hkeys(part.latest)
+            current, trimmed, raw_newest, raw_entries, *topics = pipe.execute()
         newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
         if after is not None:
             if current is None or current.decode() != after.epoch or not newest:
@@ -563,6 +567,11 @@ class RedisBroker:
                 return None  # an update after `after` was trimmed
         if current is None:
             return []
+        if after is None and trimmed is not None:
+            # An entry that names no previous update (`p`) is its topic's first of the epoch.
+            first_kept = {fields[b"t"] for _, fields in entries if not fields.get(b"p")}
+            if any(t not in first_kept and match(t.decode()) for t in topics[0]):
+                return None  # a matching topic's first update was trimmed
         epoch = current.decode()
         replayed = []
         for stream_id, fields in entries:
@@ -639,6 +648,22 @@ class RedisBroker:
             kept_from = time_of_key(clock) - retention_us + 1
             points = [p for p in points if p[0] >= kept_from]
         return SeriesPage(points[:limit], len(points) > limit)
+
+    def derived_through(self, topics: Sequence[str]) -> dict[str, int]:
+        self._check_open()
+        if not topics:
+            return {}
+        with unavailable("derived_through"), self._client.pipeline(transaction=False) as pipe:
+            for topic in topics:
+                pipe.hget(self.keys.of(topic).derived, topic)
+            replies = pipe.execute()
+        return {t: time_of_key(v) for t, v in zip(topics, replies, strict=True) if v is not None}
+
+    def note_derived_through(self, topic: str, boundary_us: int) -> None:
+        self._check_open()
+        with unavailable("note_derived_through"):
+            key = self.keys.of(topic).derived
+            self._note_derived(keys=[key], args=[topic, time_key(boundary_us)])
 
     def active_alerts(self) -> list[bytes]:
         self._check_open()

@@ -39,6 +39,9 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:checkpoint:{topic} hash   the topic's durable state at a log position
     P:checkpoints       set     the partition's topics that have a checkpoint
     P:rules             string  the digest of the rules its active aggregator computes with
+    P:derived           hash    derived topic -> T, the newest boundary its deriver evaluated
+                                (idle ticks move the topic's clock no further than that
+                                lets the next boundary in)
     P:fence:{name}      string  the token of lease `name`'s holder (the bridge), whose appends
                                 the append script fences
 
@@ -184,6 +187,11 @@ class PartitionKeys:
     def rules(self) -> str:
         """The digest of the rules the partition's active aggregator computes with."""
         return f"{self.base}rules"
+
+    @property
+    def derived(self) -> str:
+        """A hash: derived topic -> the newest boundary its deriver evaluated (`time_key`)."""
+        return f"{self.base}derived"
 
     @property
     def updates_channel(self) -> bytes:
