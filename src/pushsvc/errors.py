@@ -156,9 +156,11 @@ class LayoutMismatch(UnsafeRedis):
 
 
 class BrokerUnavailable(RequestError):
-    """The broker cannot be reached, or refused the request; the request had no effect."""
+    """The broker cannot be reached, or refused the request; the request had no effect. A
+    retry may succeed within a second (a failover, a connection re-made): `Retry-After: 1`."""
 
     code = "broker_unavailable"
+    retry_after_s = 1
 
 
 class BrokerRefused(BrokerUnavailable):

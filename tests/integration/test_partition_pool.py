@@ -339,3 +339,34 @@ def test_after_redis_lost_everything_each_pool_takes_its_own_partitions_back(
         assert deployment.balanced()
     finally:
         deployment.close()
+
+
+def test_after_redis_lost_everything_a_pool_slow_to_rejoin_keeps_its_partitions(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """Redis restarted empty, and one pool's rounds go on alone for most of a lease before the
+    other's first (an aggregator whose reads failed while Redis was away waits 0.5 s between
+    tries, another with nothing to read rounds every ttl/3): they see the same lone member
+    twice, and must take nothing yet. A pool that finds it has to join again waits a lease,
+    the time every live member has to renew its membership, before it takes a partition."""
+    deployment = Deployment(own_redis.url, prefix, partitions=6)
+    try:
+        first, second = deployment.start(), deployment.start()
+        deployment.post(30)
+        _settle(deployment)
+        owned = [first.owned, second.owned]
+        topics = [sorted(first.topics()), sorted(second.topics())]
+        control = redis.Redis(port=own_redis.port)
+        control.flushall()
+        control.close()
+        deployment.logged.clear()
+        alone_until = time.monotonic() + 0.8 * LEASE_US / S  # rounds every ttl/3: three
+        while time.monotonic() < alone_until:
+            second.step()
+        assert second.owned == owned[1], "it took partitions before the others re-joined"
+        deployment.step(3 * LEASE_US / S)
+        assert [first.owned, second.owned] == owned
+        assert [sorted(first.topics()), sorted(second.topics())] == topics
+        assert deployment.balanced()
+    finally:
+        deployment.close()

@@ -29,7 +29,7 @@ def test_every_request_error_has_a_status_of_its_own(kind: type[errors.RequestEr
     [
         (errors.LateEvent("old", index=2), 400, {}),
         (errors.BrokerFull("full"), 503, {"Retry-After": "5"}),
-        (errors.BrokerUnavailable("down"), 503, {}),
+        (errors.BrokerUnavailable("down"), 503, {"Retry-After": "1"}),
         (errors.TooManyTopics.at(10), 429, {}),
         (errors.RateLimited("slow down", retry_after_s=3), 429, {"Retry-After": "3"}),
         (errors.Unauthorized("no token"), 401, {"WWW-Authenticate": 'Bearer realm="pushsvc"'}),

@@ -160,9 +160,10 @@ class LogWaiter(Protocol):
 class Roster:
     """What one round of a `LeaseGroup` saw: the live aggregator processes (their member ids,
     sorted, this one's included), the partitions whose lease nobody holds, and whether the
-    members are settled (the same as the last round saw, or this is the first round): nothing
-    is taken from an unsettled round, so that a process that lost its membership (Redis
-    restarted empty) takes its own partitions back before anyone else may."""
+    members are settled (the same as the last round saw, or this is the first round; and not
+    within one ttl of having to join again): nothing is taken from an unsettled round, so
+    that a process that lost its membership (Redis restarted empty) takes its own partitions
+    back before anyone else may."""
 
     members: tuple[str, ...]
     free: frozenset[tuple[int, int]]

@@ -11,15 +11,22 @@ A member id starts with when the process joined (Redis's clock, ms, fixed digits
 sort in the order the processes joined: the shares give the partitions left over to the
 oldest members, and a process that joins takes from the others without moving partitions
 between them. A round is `settled` when it sees the members the last one saw (or is the
-process's first): a process takes nothing from an unsettled round, so that after Redis lost
-the membership (restarted empty) nobody takes the partitions of a process that has not
-re-joined yet: it still holds their windows, which the log can no longer rebuild, and takes
-its leases again at its next round. The price: a partition whose holder died moves one round
-later (within a lease and two rounds).
+process's first), and not within one ttl of a round that had to add this process to the
+members again: a process takes nothing from an unsettled round, so that after Redis lost the
+membership (restarted empty) nobody takes the partitions of a process that has not re-joined
+yet: it still holds their windows, which the log can no longer rebuild, and takes its leases
+again at its next round. One round seeing the last one's members is not enough there: a
+holder whose reads failed while Redis was away tries again every 0.5 s, and a process with
+nothing to read rounds every ttl/3, so it can see itself alone twice before the holder is
+back; within one ttl every live member has renewed. The price: a partition whose holder died
+moves one round later (within a lease and two rounds), and one whose holder is gone when
+Redis comes back empty a lease later.
 
-Each round is one pipeline on one connection: the membership (add ours, drop the expired,
-read the rest), every lease held renewed (`lease_acquire.lua`, the same script a single
-lease runs), and whether each partition's lease exists (who holds what is free to take).
+Each round is one round trip: the membership (add ours, drop the expired, read the rest),
+every lease held renewed (`lease_acquire.lua`, the same script a single lease runs), and
+whether each partition's lease exists (who holds what is free to take). On one Redis it is
+one pipeline; on a cluster one per node, sent together, so that a node that died fails the
+renewals of its own partitions only (`node_batches.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from redis.cluster import RedisCluster
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.node_batches import Queued, by_node
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.broker.shared_log import Lease, Roster
 
@@ -68,6 +76,10 @@ class RedisLeaseGroup:
         """This process's id among the members, from its first round on."""
         self._seen: tuple[str, ...] = ()
         """The members the last round saw."""
+        self._rejoined_ms = 0
+        """Until when (Redis's clock, ms) rounds are unsettled: one ttl after a round had to
+        add this process to the members again (Redis lost them, or it was away past its
+        ttl), the time every live member has to renew its own."""
         self._keys = keys
         self._shards = [(index, partitions) for index in range(partitions)]
         self._ttl_us = ttl_us
@@ -109,16 +121,25 @@ class RedisLeaseGroup:
             if not self.member:
                 self.member = f"{now_ms:013d}:{self._process}"
                 log.warning("joining the aggregators as %s", self.member)
-            pipe = self._client.pipeline(transaction=False)
+            calls: list[Queued] = []
             if not self._on_cluster:
-                pipe.time()
-            pipe.zadd(key, {self.member: now_ms + self._ttl_ms})
-            pipe.zremrangebyscore(key, "-inf", now_ms)
-            pipe.zrange(key, 0, -1)
-            renewals = [(lease, lease.renew_in(pipe)) for lease in self._held.values()]
+                calls.append((key, lambda pipe: pipe.time()))
+            calls += [
+                (key, lambda pipe: pipe.zadd(key, {self.member: now_ms + self._ttl_ms})),
+                (key, lambda pipe: pipe.zremrangebyscore(key, "-inf", now_ms)),
+                (key, lambda pipe: pipe.zrange(key, 0, -1)),
+            ]
+            renewals: list[tuple[RedisLease, list[str]]] = []
+            for lease in self._held.values():
+                fresh: list[str] = []
+                renewals.append((lease, fresh))
+                calls.append((lease.key, _renewal(lease, fresh)))
             for shard in self._shards:
-                pipe.exists(self._keys.shard(shard).lease)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
+                lease_key = self._keys.shard(shard).lease
+                calls.append((lease_key, _exists(lease_key)))
+            # One pipeline per node on a cluster: a dead node fails its own partitions'
+            # renewals only, not every lease this process holds (`node_batches.py`).
+            replies = by_node(self._client, calls)
             if self._on_cluster:
                 # A cluster pipeline takes no TIME: the clock of the node that keeps the
                 # members, so that every process scores them on one clock.
@@ -126,16 +147,18 @@ class RedisLeaseGroup:
         # The leases are renewed whatever else failed (a full Redis refuses ZADD, never the
         # PEXPIRE of a lease held); without the time or the members the round has no roster.
         renewed = replies[4 : 4 + len(renewals)]
-        for (lease, fresh), reply in zip(renewals, renewed, strict=True):
-            lease.renewed(reply, fresh)
+        for (lease, token), reply in zip(renewals, renewed, strict=True):
+            lease.renewed(reply, token[0])
         for reply in (replies[0], replies[3], replies[1]):
             if isinstance(reply, redis.RedisError):
                 with unavailable("lease round"):
                     raise reply
         self._server = (_ms(replies[0]), self._clock())
         first = not self._seen
+        if not first and replies[1] == 1:  # ZADD added this member: it had been dropped
+            self._rejoined_ms = now_ms + self._ttl_ms
         members = tuple(sorted(member.decode() for member in replies[3]))
-        settled = first or members == self._seen
+        settled = first or (members == self._seen and now_ms >= self._rejoined_ms)
         self._seen = members
         exists = replies[4 + len(renewals) :]
         free = frozenset(s for s, there in zip(self._shards, exists, strict=True) if not there)
@@ -148,10 +171,14 @@ class RedisLeaseGroup:
             RedisLease(self._client, self._keys.shard(shard).lease, ttl_us=self._ttl_us)
             for shard in shards
         ]
+        tokens: list[list[str]] = [[] for _ in leases]
         with unavailable("take leases"):
-            pipe = self._client.pipeline(transaction=False)
-            fresh = [lease.renew_in(pipe) for lease in leases]
-            replies: list[Any] = pipe.execute(raise_on_error=False)
+            calls = [
+                (lease.key, _renewal(lease, token))
+                for lease, token in zip(leases, tokens, strict=True)
+            ]
+            replies = by_node(self._client, calls)
+        fresh = [token[0] for token in tokens]
         taken: dict[Shard, Lease] = {}
         for shard, lease, token, reply in zip(shards, leases, fresh, replies, strict=True):
             if lease.renewed(reply, token):
@@ -175,6 +202,15 @@ class RedisLeaseGroup:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _renewal(lease: RedisLease, token: list[str]) -> Callable[[Any], object]:
+    """Queue `lease`'s renewal; the token a new tenure would take goes into `token`."""
+    return lambda pipe: token.append(lease.renew_in(pipe))
+
+
+def _exists(key: str) -> Callable[[Any], object]:
+    return lambda pipe: pipe.exists(key)
 
 
 def _ms(reply: Any) -> float:

@@ -18,6 +18,7 @@ from redis.cluster import ClusterPipeline
 from redis.exceptions import NoScriptError
 
 from pushsvc.broker.lua import source
+from pushsvc.broker.redis.node_batches import routed
 
 Arg = str | int | bytes
 
@@ -41,9 +42,10 @@ class Script:
         client: redis.Redis | redis.client.Pipeline | ClusterPipeline | None = None,
     ) -> Any:
         if isinstance(client, ClusterPipeline):
-            # A cluster pipeline cannot load a script first: the script goes whole (EVAL).
+            # A cluster pipeline cannot load a script first: the script goes whole (EVAL),
+            # to the node of its keys' slot (`routed`).
             return client.execute_command(  # type: ignore[no-untyped-call]
-                "EVAL", self._text, len(keys), *keys, *args
+                "EVAL", self._text, len(keys), *keys, *args, **routed(client, keys[0])
             )
         if client is not None:
             return self._pipelined(keys=keys, args=args, client=client)

@@ -23,6 +23,7 @@ import redis
 from pushsvc.broker.redis.cluster_topology import Address
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.log import _entry
+from pushsvc.broker.redis.node_batches import Queued, by_node, routed
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.wire import stream_entries, unavailable
 from pushsvc.broker.shared_log import Entry
@@ -116,12 +117,18 @@ class WakeWaiter:
 
     def _read(self, after: Mapping[Shard, str], count: int) -> dict[Shard, list[Entry]]:
         shards = list(after)
-        with unavailable("read"), self._client.pipeline(transaction=False) as pipe:
-            for shard in shards:
-                pipe.xread({self._keys.partition(shard[0]).log: after[shard]}, count=count)
-            replies: list[Any] = pipe.execute()
+        calls = [_xread(self._keys.partition(s[0]).log, after[s], count) for s in shards]
+        with unavailable("read"):
+            # One pipeline per node: a dead node holds back its own partitions only.
+            replies = by_node(self._client, calls)
+        failed = [reply for reply in replies if isinstance(reply, redis.RedisError)]
+        if len(failed) == len(replies):
+            with unavailable("read"):
+                raise failed[0]
         found: dict[Shard, list[Entry]] = {}
         for shard, reply in zip(shards, replies, strict=True):
+            if isinstance(reply, redis.RedisError):
+                continue  # read again at the next safety read, when its node may be back
             entries = [
                 _entry(raw_id, fields)
                 for _, items in reply or ()
@@ -137,3 +144,9 @@ class WakeWaiter:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _xread(log: str, after: str, count: int) -> Queued:
+    return log, lambda pipe: pipe.execute_command(
+        "XREAD", "COUNT", count, "STREAMS", log, after, **routed(pipe, log)
+    )
