@@ -1,5 +1,6 @@
-"""A TCP proxy that loses answers: what a connection dropped after the server acted looks like
-to a client (the idempotency and client tests)."""
+"""TCP proxies for faults a client meets on its way to a server: answers lost after the server
+acted (the idempotency and client tests), and the connections of a browser cut, refused or
+sent to a restarted process (the browser tests on a Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import contextlib
 import re
 import socket
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 def _read_message(sock: socket.socket) -> bytes:
@@ -147,6 +150,109 @@ class RedisAnswerLosingProxy(_Listener):
             pass
         finally:
             for sock in (client, server):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the other thread's recv
+                sock.close()
+
+
+class ProxiedRequest(NamedTuple):
+    """The head of one request a `StreamProxy` forwarded: its target and its Last-Event-ID."""
+
+    path: str
+    last_event_id: str | None
+
+
+class StreamProxy(_Listener):
+    """A TCP proxy in front of a pushsvc web process, for a browser whose streams a test cuts:
+    bytes pass both ways as they come, to the port `upstream` (a test points it at a process
+    started anew). A connection whose upstream refuses is closed unanswered, as is every new
+    one while `hold()` lasts (a network that is down; `release()` ends it); `drop()` closes
+    every open connection at once (a network cut: both ends see it). `requests` keeps the head
+    of every request forwarded, in order, its Last-Event-ID with it."""
+
+    def __init__(self, upstream: int) -> None:
+        self.requests: list[ProxiedRequest] = []
+        self._held = False
+        self._open: set[socket.socket] = set()
+        super().__init__(upstream)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def streams(self, path: str) -> list[ProxiedRequest]:
+        """The requests forwarded for `path` (with its query), in order."""
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    def hold(self) -> None:
+        with self._lock:
+            self._held = True
+        self.drop()
+
+    def release(self) -> None:
+        with self._lock:
+            self._held = False
+
+    def drop(self) -> None:
+        with self._lock:
+            doomed = list(self._open)
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes both of the pair's threads
+
+    def close(self) -> None:
+        super().close()
+        self.hold()
+
+    def _serve(self, client: socket.socket) -> None:
+        with self._lock:
+            held, upstream = self._held, self.upstream
+        try:
+            if held:
+                raise ConnectionRefusedError("held")
+            server = socket.create_connection(("127.0.0.1", upstream))
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._open.update((client, server))
+        threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+        threading.Thread(target=self._pass, args=(server, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket) -> None:
+        """Client to server, noting each request's head (GETs: heads only, no bodies)."""
+        pending = b""
+
+        def note(chunk: bytes) -> None:
+            nonlocal pending
+            pending += chunk
+            while b"\r\n\r\n" in pending:
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                target = head.split(b"\r\n", 1)[0].split(b" ")
+                found = re.search(rb"(?im)^last-event-id:[ \t]*([^\r\n]*?)[ \t]*\r?$", head)
+                path = target[1].decode() if len(target) > 1 else ""
+                with self._lock:
+                    self.requests.append(ProxiedRequest(path, found[1].decode() if found else None))
+
+        self._pass(client, server, note)
+
+    def _pass(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        note: Callable[[bytes], None] = lambda chunk: None,
+    ) -> None:
+        try:
+            while chunk := source.recv(65536):
+                note(chunk)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._open.difference_update((source, sink))
+            for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # wakes the other thread's recv
                 sock.close()
