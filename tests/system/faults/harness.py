@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from pushsvc.broker.redis.keys import Keys
 from support.live import PushsvcProcess, request
+from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
 from support.sse_parser import EventStreamParser
@@ -30,12 +31,13 @@ WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}
 
 
 class FaultStack:
-    """Redis, web processes and aggregators on one prefix; the web ports change as processes
-    are replaced (`ports` is what clients try, in order)."""
+    """Redis (one server, Sentinel or a Cluster), web processes and aggregators on one
+    prefix; the web ports change as processes are replaced (`ports` is what clients try, in
+    order)."""
 
     def __init__(
         self,
-        redis_server: RedisServer | SentinelCluster,
+        redis_server: RedisServer | SentinelCluster | RedisClusterServers,
         prefix: str,
         *,
         lease: str = "1s",

@@ -1,7 +1,8 @@
 """Faults at chosen moments: what the moment scenarios share (docs/reliability.md, "The fault
 suite").
 
-A `Case` is one deployment on the module's Redis under a fresh key prefix: web processes and
+A `Case` is one deployment on the test's Redis (one redis-server or a Redis Cluster:
+backends.py) under a fresh key prefix: web processes and
 aggregators (the first one started holds the shard's lease, the others stand by), a
 `KeyedProducer`, and `subscribers` of three kinds on two web processes — one topic, two
 topics, a prefix pattern — some of which drop their stream mid-run and resume on the other
@@ -37,6 +38,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import redis
 
+from faults import backends
+from faults.backends import Store
 from faults.harness import FaultStack, Watcher
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis.wire import decode_events
@@ -46,7 +49,6 @@ from pushsvc.core.topics import TopicMatcher
 from support.live import PushsvcProcess, wait_until
 from support.oracle import Exact, mismatches, rolling
 from support.redis_keys import server_keys
-from support.redis_server import RedisServer
 
 S = 1_000_000
 STEP_US = 20_000
@@ -59,25 +61,26 @@ LEASES = ("1s", "2s")
 
 
 class Case:
-    """One case's deployment on a shared redis-server: its own prefix, so its log, applied
-    position, leases and history are its own; its topics are `{name}.a`, `.b` and `.c`."""
+    """One case's deployment on a shared redis-server or Redis Cluster: its own prefix, so its
+    log, applied position, leases and history are its own; its topics are `{name}.a`, `.b` and
+    `.c`."""
 
     def __init__(
-        self, server: RedisServer, *, lease: str = "1s", env: dict[str, str] | None = None
+        self, store: Store, *, lease: str = "1s", env: dict[str, str] | None = None
     ) -> None:
         self.name = f"m{uuid.uuid4().hex[:8]}"
         self.prefix = f"{self.name}:"
-        self.stack = FaultStack(server, self.prefix, lease=lease, env=env)
+        self.store = store
+        self.stack = FaultStack(store, self.prefix, lease=lease, env=env)
         self.lease_s = float(lease.removesuffix("s"))
         self.takeover_timeout = 3 * self.lease_s + 5
         """How long a standby may take to hold a lease that lapsed, with room for a busy CI."""
-        self.redis = redis.Redis.from_url(server.url)
+        self.redis = backends.client(store)
         self.topics = tuple(f"{self.name}.{x}" for x in "abc")
         self.keys = server_keys(self.prefix, int(self.stack.env["PUSHSVC_PARTITIONS"]))
         """The names the case's processes use, for the partition count they run with."""
         self.shard_lease = self.keys.partition(0).lease
         self.bridge_lease = self.keys.bridge_lease
-        self.port = server.port
         self._threads: list[Watcher | KeyedProducer | IngestProducer] = []
 
     def updates_channel(self, topic: str) -> str:
@@ -180,10 +183,13 @@ def sleep_until(moment: float) -> None:
 
 _KILLER = """
 import os, signal, socket, sys
-port, channel, pid = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3])
+port, pid = int(sys.argv[1]), int(sys.argv[4])
+command, channel = sys.argv[2].encode(), sys.argv[3].encode()
+def bulk(text):
+    return b"$%d\\r\\n%s\\r\\n" % (len(text), text)
 sock = socket.create_connection(("127.0.0.1", port))
-sock.sendall(b"*2\\r\\n$9\\r\\nSUBSCRIBE\\r\\n$%d\\r\\n%s\\r\\n" % (len(channel), channel))
-confirmed = b"*3\\r\\n$9\\r\\nsubscribe\\r\\n$%d\\r\\n%s\\r\\n:1\\r\\n" % (len(channel), channel)
+sock.sendall(b"*2\\r\\n" + bulk(command) + bulk(channel))
+confirmed = b"*3\\r\\n" + bulk(command.lower()) + bulk(channel) + b":1\\r\\n"
 got = b""
 while len(got) < len(confirmed):
     chunk = sock.recv(len(confirmed) - len(got))
@@ -199,14 +205,16 @@ sys.exit(1)
 
 
 class KillOnFirstMessage:
-    """kill -9 of `pid` the moment the first bytes of a message on `channel` arrive: a raw
-    socket subscribed to it, nothing parsed on the way (an update run of a big batch is
-    megabytes; a client library would wait for all of it), in a process of its own (a thread
-    of the test would wait for the GIL behind the streams, which receive the same updates at
-    that very moment)."""
+    """kill -9 of `pid` the moment the first bytes of an update of `topic` arrive: a raw
+    socket subscribed to its channel (on a cluster, `SSUBSCRIBE`d on the primary of its slot),
+    nothing parsed on the way (an update run of a big batch is megabytes; a client library
+    would wait for all of it), in a process of its own (a thread of the test would wait for the
+    GIL behind the streams, which receive the same updates at that very moment)."""
 
-    def __init__(self, port: int, channel: str, pid: int) -> None:
-        argv = [sys.executable, "-c", _KILLER, str(port), channel, str(pid)]
+    def __init__(self, case: Case, topic: str, pid: int) -> None:
+        channel = case.updates_channel(topic)
+        port, command = backends.updates_subscription(case.store, channel.encode())
+        argv = [sys.executable, "-c", _KILLER, str(port), command, channel, str(pid)]
         self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().strip()
@@ -387,13 +395,14 @@ class KeyedProducer(threading.Thread):
 class IngestProducer(threading.Thread):
     """A producer on Redis: PUBLISHes one event at a time (`rate` a second) to
     `{prefix}ingest:{topic}`, numbered as `Numbering` does, and remembers of each how many
-    bridges were subscribed to hear it (PUBLISH's answer) and when (`heard`). Pub/sub is at
-    most once: what the bridge appended is in the log (`logged_batches`)."""
+    bridges were subscribed to hear it (PUBLISH's answer, on the bridge's node of a cluster:
+    `backends.ingest_port`) and when (`heard`). Pub/sub is at most once: what the bridge
+    appended is in the log (`logged_batches`)."""
 
     def __init__(self, case: Case, *, rate: float = 60.0) -> None:
         super().__init__(daemon=True, name="ingest-producer")
         case.own(self)
-        self.client = redis.Redis(port=case.port)
+        self.client = redis.Redis(port=backends.ingest_port(case.store))
         self.channel = f"{case.prefix}ingest:"
         self.numbering = Numbering(case.topics)
         self.interval = 1.0 / rate

@@ -1,4 +1,5 @@
-"""kill -9 of the lease-holding aggregator at chosen moments, with lease 1 s and 2 s.
+"""kill -9 of the lease-holding aggregator at chosen moments, with lease 1 s and 2 s on one
+redis-server, and those of `CLUSTER_MOMENTS` once (lease 1 s) on a Redis Cluster (backends.py).
 
 Each case runs two web processes, three aggregators (the holder and two standbys), the six
 streams of `moments.subscribers` and a producer posting 60 events a second over three
@@ -27,6 +28,7 @@ from collections.abc import Callable
 
 import pytest
 
+from faults.backends import Store, on_both
 from faults.moments import (
     LEASES,
     Case,
@@ -42,7 +44,6 @@ from faults.moments import (
     thaw,
 )
 from support.live import PushsvcProcess, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -87,7 +88,7 @@ def _kill_between_publishes(
     standbys = [s for s in case.stack.aggregators if s is not holder]
     with paused(producer):
         case.wait_published()
-        killer = KillOnFirstMessage(case.port, case.updates_channel(a), holder.pid)
+        killer = KillOnFirstMessage(case, a, holder.pid)
         # Frozen right after renewing its lease, so that the lease outlives the posting.
         renewed = case.redis.pttl(case.shard_lease)
         wait_until(
@@ -150,11 +151,22 @@ MOMENTS: dict[str, Moment] = {
     "successor-0.3s-after-takeover": successor_after_takeover(0.3),
 }
 
+CLUSTER_MOMENTS = ("read-not-published", "between-publishes", "successor-at-takeover")
+"""The moments that also run on the cluster: a read woken by the partition's wake channel and
+never published, a kill between two publishes on sharded channels, a successor's successor
+going on from the applied position. The others move when a lease lapses: one key, alike on
+both (`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
-@pytest.mark.parametrize("lease", LEASES)
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_kill_9_of_the_holder_at_a_moment(server: RedisServer, moment: str, lease: str) -> None:
-    with Case(server, lease=lease) as case:
+
+@pytest.mark.parametrize(
+    ("moment", "lease", "backend"),
+    on_both(MOMENTS, LEASES, cluster=CLUSTER_MOMENTS),
+    indirect=["backend"],
+)
+def test_kill_9_of_the_holder_at_a_moment(
+    store: Store, backend: str, moment: str, lease: str
+) -> None:
+    with Case(store, lease=lease) as case:
         holder = case.start()
         watchers = subscribers(case)
         producer = KeyedProducer(case)
@@ -166,4 +178,4 @@ def test_kill_9_of_the_holder_at_a_moment(server: RedisServer, moment: str, leas
         wait_until(lambda: producer.acked_values() >= after, timeout=10)
         settle(watchers, producer)
         figures |= producer.figures() | check_exactly_once(watchers, producer.acked, case.topics)
-    report(f"aggregator {moment}, lease {lease}", figures)
+    report(f"aggregator {moment}, lease {lease}, {backend}", figures)

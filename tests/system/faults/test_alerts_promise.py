@@ -2,7 +2,7 @@
 with SIGKILL while an alert is pending and later every aggregator while it fires, and two start
 cold (the log trimmed meanwhile: the instances' states come back from checkpoints). The
 `_alerts` stream shows each change exactly once, at the same topic-clock times and with the
-same values as an uninterrupted run."""
+same values as an uninterrupted run; on a redis-server and on a Redis Cluster (backends.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from faults.backends import BOTH, Store
 from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule, parse_rules
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -52,16 +52,16 @@ def _reference(acked: list[tuple[float, int]], topic: str) -> list[dict[str, obj
 
 
 @pytest.fixture
-def deployment(prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
+def deployment(own_store: Store, prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
-    server = RedisServer().start()
-    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules), "PUSHSVC_SERIES": "none"})
+    env = {"PUSHSVC_RULES": str(rules), "PUSHSVC_SERIES": "none"}
+    made = FaultStack(own_store, prefix, env=env)
     yield made
     made.stop()
-    server.stop()
 
 
+@pytest.mark.parametrize("backend", BOTH, indirect=True)
 def test_alert_changes_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> None:
     topic = f"alerting.{uuid.uuid4().hex[:8]}"
     # The updates and the changes, on one stream.

@@ -1,4 +1,7 @@
-"""kill -9 of the Redis bridge's lease holder at chosen moments, with lease 1 s and 2 s.
+"""kill -9 of the Redis bridge's lease holder at chosen moments, with lease 1 s and 2 s on one
+redis-server, and those of `CLUSTER_MOMENTS` once (lease 1 s) on a Redis Cluster (backends.py),
+where the producer publishes on the node the bridge subscribes on (a cluster's PUBLISH reaches
+every node but counts the subscribers of its own). The pauses run on one redis-server.
 
 Producers on Redis PUBLISH into `{prefix}ingest:{topic}`; one aggregator process at a time
 holds the bridge's lease and appends what it hears to the event log (docs/design.md: the
@@ -31,6 +34,7 @@ from collections.abc import Callable
 
 import pytest
 
+from faults.backends import Store, on_both
 from faults.harness import Watcher
 from faults.moments import (
     LEASES,
@@ -200,17 +204,28 @@ def _finish(
     report(name, figures)
 
 
-@pytest.mark.parametrize("lease", LEASES)
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_kill_9_of_the_bridge_at_a_moment(server: RedisServer, moment: str, lease: str) -> None:
-    with Case(server, lease=lease) as case:
+CLUSTER_MOMENTS = ("mid-burst", "successor-at-takeover")
+"""The moments that also run on the cluster: a kill amid appends, and two tenures in a row,
+each claiming its fence in every partition. The others move when the lease lapses: one key,
+alike on both (`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
+
+
+@pytest.mark.parametrize(
+    ("moment", "lease", "backend"),
+    on_both(MOMENTS, LEASES, cluster=CLUSTER_MOMENTS),
+    indirect=["backend"],
+)
+def test_kill_9_of_the_bridge_at_a_moment(
+    store: Store, backend: str, moment: str, lease: str
+) -> None:
+    with Case(store, lease=lease) as case:
         holder = case.start()
         watchers = subscribers(case)
         producer = IngestProducer(case)
         producer.start()
         wait_until(lambda: all(len(w.received.updates) >= 5 for w in watchers), timeout=10)
         window = MOMENTS[moment](case, producer, holder)
-        _finish(f"bridge {moment}, lease {lease}", case, watchers, producer, window)
+        _finish(f"bridge {moment}, lease {lease}, {backend}", case, watchers, producer, window)
 
 
 @pytest.mark.parametrize("lease", LEASES)

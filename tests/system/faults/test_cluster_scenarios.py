@@ -47,7 +47,7 @@ def cluster() -> Iterator[RedisClusterServers]:
 @pytest.fixture
 def deployment(cluster: RedisClusterServers, prefix: str) -> Iterator[FaultStack]:
     made = FaultStack(
-        cluster,  # type: ignore[arg-type]
+        cluster,
         prefix,
         env={"PUSHSVC_PARTITIONS": str(P), "PUSHSVC_REDIS_MIN_REPLICAS": "1"},
     )

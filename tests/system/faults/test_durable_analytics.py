@@ -7,7 +7,7 @@ cold; the log is trimmed meanwhile, so the cold ones must restore checkpoints.
 Afterwards every client got every update exactly once, and each update is byte for byte
 the one an uninterrupted run computes (an in-process Aggregator with the same rules, fed the
 acknowledged events in order): the same topic, group, count-window and sketch-window
-statistics."""
+statistics. On a redis-server and on a Redis Cluster (backends.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 
+from faults import backends
+from faults.backends import BOTH, Store
 from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule, parse_rules
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -55,16 +55,15 @@ def _station(n: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def deployment(prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
+def deployment(own_store: Store, prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
-    server = RedisServer().start()
     # No series: their promise has its own test, and their open buckets keep the log longer
     # than the 2 s window this test trims past.
-    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(rules), "PUSHSVC_SERIES": "none"})
+    env = {"PUSHSVC_RULES": str(rules), "PUSHSVC_SERIES": "none"}
+    made = FaultStack(own_store, prefix, env=env)
     yield made
     made.stop()
-    server.stop()
 
 
 def _reference(acked: list[tuple[float, int]]) -> list[dict[str, object]]:
@@ -83,6 +82,7 @@ def _reference(acked: list[tuple[float, int]]) -> list[dict[str, object]]:
 TOPIC = f"durable.{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.parametrize("backend", BOTH, indirect=True)
 def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
     deployment: FaultStack,
 ) -> None:
@@ -92,11 +92,10 @@ def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
 
     assert set(producer.statuses) == {202}, producer.statuses
     # The cold aggregators had to restore a checkpoint: the log no longer held the start.
-    client = redis.Redis.from_url(deployment.redis.url)
+    client = backends.client(deployment.redis)
     assert client.hexists(deployment.keys.of(TOPIC).checkpoint(TOPIC), "head")
-    logged = sum(
-        client.xlen(key) for key in client.scan_iter(f"{deployment.env['PUSHSVC_PREFIX']}{{*}}:log")
-    )
+    logged = sum(client.xlen(part.log) for part in deployment.keys)
+    client.close()
     assert logged < len(producer.acked) - 200, "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked)
     assert len(expected) == len(producer.acked) > 600

@@ -17,8 +17,9 @@ from one aggregator that holds every partition; then:
 
 Every case then keeps posting through the survivor and checks the delivery promise per
 stream (`moments.check_exactly_once`: one update per acknowledged event, in order, equal to
-an uninterrupted run's, windows equal to pandas'). Each runs twice: the faults fall at other
-points of the work each time.
+an uninterrupted run's, windows equal to pandas'). Each runs twice on one redis-server (the
+faults fall at other points of the work each time), and those of `CLUSTER_MOMENTS` once on a
+Redis Cluster, whose three primaries the four partitions spread over (backends.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable
 
 import pytest
 
+from faults.backends import Store, on_both
 from faults.moments import (
     Case,
     KeyedProducer,
@@ -39,7 +41,6 @@ from faults.moments import (
     subscribers,
 )
 from support.live import PushsvcProcess, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -144,7 +145,7 @@ def killed_mid_batch(case: Case, producer: KeyedProducer, first: PushsvcProcess)
     key = case.keys.of(a).lease
     holder = case.holder(key=key)
     with paused(producer):
-        killer = KillOnFirstMessage(case.port, case.updates_channel(a), holder.pid)
+        killer = KillOnFirstMessage(case, a, holder.pid)
         producer.deliver(producer.next_batch(BIG_BATCH, a))
         assert killer.fired(30), "nothing was published"
         case.stack.kill_aggregator(holder)
@@ -163,12 +164,27 @@ MOMENTS: dict[str, Moment] = {
     "killed-mid-batch": killed_mid_batch,
 }
 
+CLUSTER_MOMENTS = (
+    "added",
+    "added-first-killed-at-handover",
+    "added-newcomer-killed-at-takeover",
+    "killed-mid-batch",
+)
+"""The moments that also run on the cluster, one of each kind: a handover, a kill mid-handover,
+a kill mid-takeover, a kill mid-publish. The others are the same kinds at another offset
+(`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
-@pytest.mark.parametrize("run", [1, 2])
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_partitions_move_between_aggregators(server: RedisServer, moment: str, run: int) -> None:
+
+@pytest.mark.parametrize(
+    ("moment", "run", "backend"),
+    on_both(MOMENTS, [1, 2], cluster=CLUSTER_MOMENTS),
+    indirect=["backend"],
+)
+def test_partitions_move_between_aggregators(
+    store: Store, backend: str, moment: str, run: int
+) -> None:
     env = {"PUSHSVC_PARTITIONS": str(PARTITIONS)}
-    with Case(server, lease="1s", env=env) as case:
+    with Case(store, lease="1s", env=env) as case:
         first = _start(case)
         watchers = subscribers(case)
         producer = KeyedProducer(case)
@@ -180,4 +196,4 @@ def test_partitions_move_between_aggregators(server: RedisServer, moment: str, r
         wait_until(lambda: producer.acked_values() >= after, timeout=10)
         settle(watchers, producer)
         figures |= producer.figures() | check_exactly_once(watchers, producer.acked, case.topics)
-    report(f"elastic {moment}, run {run}", figures)
+    report(f"elastic {moment}, run {run}, {backend}", figures)

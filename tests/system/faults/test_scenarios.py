@@ -4,6 +4,17 @@ asserting the delivery promise (docs/design.md): every acknowledged event's upda
 every client exactly once and in order, the last update's windows are the statistics of all
 acknowledged events, no status but 202/503, no POST slower than 2 s.
 
+Each runs on a redis-server of its own. The aggregator kills and the rolling restart run on a
+Redis Cluster too only with `PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` (backends.py): by default
+the cluster's share of the suite kills aggregators and web processes in
+test_aggregator_moments.py, test_web_moments.py and test_cluster_scenarios.py, and every
+aggregator before a cold restart in the series, alerts and durable-analytics promises.
+Redis's own faults stay on one server and on Sentinel (a redis-server restarted empty, a
+Sentinel failover: test_cluster_scenarios.py has the cluster's, a primary killed and a slot
+moved), and so does the check of which channels a web process subscribes to
+(test_sharded_pubsub.py and test_partitioned_streams.py count a cluster's node
+subscriptions).
+
 Figures for docs/reliability.md: run with `-s` to see each scenario's line.
 """
 
@@ -17,6 +28,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from faults.backends import Store, both
 from faults.harness import (
     FaultStack,
     Producer,
@@ -26,8 +38,8 @@ from faults.harness import (
     under_load,
     wait_for,
 )
+from pushsvc.broker.redis.url import is_cluster
 from support.live import SSEClient, post, request
-from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -37,12 +49,10 @@ LOAD_S = 3.0  # of steady load before and after each fault
 
 
 @pytest.fixture
-def deployment(prefix: str) -> Iterator[FaultStack]:
-    server = RedisServer().start()
-    made = FaultStack(server, prefix)
+def deployment(own_store: Store, prefix: str) -> Iterator[FaultStack]:
+    made = FaultStack(own_store, prefix)
     yield made
     made.stop()
-    server.stop()
 
 
 def _under_load(deployment: FaultStack) -> tuple[list[Watcher], Producer]:
@@ -60,6 +70,8 @@ def _finish(
         watcher.stop()
     figures = check_delivery(watchers, producer, **kw)
     figures["seconds"] = round(time.monotonic() - started, 1)
+    if is_cluster(producer.deployment.env["PUSHSVC_REDIS_URL"]):
+        name = f"cluster: {name}"
     print(f"\n{name}: {json.dumps(figures)}")
 
 
@@ -76,6 +88,7 @@ def _split(deployment: FaultStack) -> None:
     deployment.active_aggregator()
 
 
+@pytest.mark.parametrize("backend", both(cluster=False), indirect=True)
 def test_kill_9_of_the_active_aggregator(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)
@@ -91,6 +104,7 @@ def test_kill_9_of_the_active_aggregator(deployment: FaultStack) -> None:
     print(f"takeover after {takeover:.2f} s")
 
 
+@pytest.mark.parametrize("backend", both(cluster=False), indirect=True)
 def test_kill_9_of_every_aggregator_then_a_restart(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)
@@ -138,6 +152,7 @@ def test_redis_down_5_s_and_back_empty(deployment: FaultStack) -> None:
     assert gaps >= WATCHERS  # every watcher was told its history was lost
 
 
+@pytest.mark.parametrize("backend", both(cluster=False), indirect=True)
 def test_rolling_restart_of_the_web_tier(deployment: FaultStack) -> None:
     _split(deployment)
     watchers, producer = _under_load(deployment)

@@ -2,8 +2,8 @@
 killed with SIGKILL, and later every aggregator at once before two start cold (the log is
 trimmed meanwhile: the coarse tier's open buckets come back from checkpoints). Afterwards the
 stored series and what every `?series=` stream received equal an uninterrupted run's points:
-none missing, doubled or different. The same across a stop and start of
-`pushsvc serve --data-dir`."""
+none missing, doubled or different, on a redis-server and on a Redis Cluster (backends.py). The
+same across a stop and start of `pushsvc serve --data-dir`."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 
+from faults import backends
+from faults.backends import BOTH, Store
 from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule
 from pushsvc.rules.tiers import parse_tiers
 from support.live import PushsvcProcess, post, request, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -72,16 +72,15 @@ def _by_tier(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def deployment(prefix: str) -> Iterator[FaultStack]:
-    server = RedisServer().start()
+def deployment(own_store: Store, prefix: str) -> Iterator[FaultStack]:
     # A 2 s window: the log is trimmed past the 10 s tier's open buckets, so a cold
     # aggregator must take them from a checkpoint.
-    made = FaultStack(server, prefix, env={"PUSHSVC_SERIES": TIERS, "PUSHSVC_WINDOWS": "2s"})
+    made = FaultStack(own_store, prefix, env={"PUSHSVC_SERIES": TIERS, "PUSHSVC_WINDOWS": "2s"})
     yield made
     made.stop()
-    server.stop()
 
 
+@pytest.mark.parametrize("backend", BOTH, indirect=True)
 def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> None:
     topic = f"series.{uuid.uuid4().hex[:8]}"
     watchers = watched_deployment(deployment, topic, WATCHERS, query="?series=1s&series=10s")
@@ -89,10 +88,10 @@ def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> Non
     kill_9_then_cold_restart(deployment, watchers, producer)
 
     assert set(producer.statuses) == {202}, producer.statuses
-    client = redis.Redis.from_url(deployment.redis.url)
-    prefix = deployment.env["PUSHSVC_PREFIX"]
+    client = backends.client(deployment.redis)
     assert client.hexists(deployment.keys.of(topic).checkpoint(topic), "series")
-    logged = sum(client.xlen(key) for key in client.scan_iter(f"{prefix}{{*}}:log"))
+    logged = sum(client.xlen(part.log) for part in deployment.keys)
+    client.close()
     # Trimmed (how far depends on how busy the machine was: the trim runs every 5 s).
     assert logged < len(producer.acked), "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked, topic)

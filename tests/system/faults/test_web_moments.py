@@ -6,7 +6,8 @@ two aggregators, and a producer posting 60 events a second, each POST with an
 Idempotency-Key, retried with that key on the other web process when it gets no answer. A web
 process is killed at the case's moment and a new one started; afterwards every stream holds
 every acknowledged event once, in order, equal to an uninterrupted run, and no event was
-acknowledged twice (`moments.check_exactly_once`). Moments:
+acknowledged twice (`moments.check_exactly_once`). Each moment runs on one redis-server, and
+those of `CLUSTER_MOMENTS` on a Redis Cluster too (backends.py). Moments:
 
 * `under-load` — while the producer posts (a POST in flight to it is retried on the other);
 * `mid-run` — while a 600-event batch's run is being delivered: killed from the thread of one
@@ -30,6 +31,7 @@ from collections.abc import Callable
 
 import pytest
 
+from faults.backends import Store, on_both
 from faults.harness import Watcher
 from faults.moments import (
     Batch,
@@ -45,7 +47,6 @@ from faults.moments import (
     wait_received,
 )
 from support.live import PushsvcProcess, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -141,10 +142,18 @@ MOMENTS: dict[str, Moment] = {
     "answer-lost-holder-killed": answer_lost(kill_holder=True),
 }
 
+CLUSTER_MOMENTS = ("under-load", "mid-run", "answer-lost-holder-killed")
+"""The moments that also run on the cluster: streams resuming by cursor on the other web
+process (under load, and in the middle of a run on sharded pub/sub), and a replayed key while
+the aggregator fails over. The others try an Idempotency-Key alone, one key alike on both
+(`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_kill_9_of_a_web_process_at_a_moment(server: RedisServer, moment: str) -> None:
-    with Case(server, lease="1s") as case:
+
+@pytest.mark.parametrize(
+    ("moment", "backend"), on_both(MOMENTS, cluster=CLUSTER_MOMENTS), indirect=["backend"]
+)
+def test_kill_9_of_a_web_process_at_a_moment(store: Store, backend: str, moment: str) -> None:
+    with Case(store, lease="1s") as case:
         holder = case.start(standbys=1)
         watchers = subscribers(case)
         producer = KeyedProducer(case)
@@ -160,4 +169,4 @@ def test_kill_9_of_a_web_process_at_a_moment(server: RedisServer, moment: str) -
         wait_until(lambda: producer.acked_values() >= after, timeout=10)
         settle(watchers, producer)
         figures |= producer.figures() | check_exactly_once(watchers, producer.acked, case.topics)
-    report(f"web {moment}", figures)
+    report(f"web {moment}, {backend}", figures)
