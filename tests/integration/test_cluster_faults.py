@@ -95,8 +95,11 @@ def test_a_partition_without_a_primary_answers_503_while_the_others_serve(
 def test_min_replicas_waits_on_the_partitions_own_primary(
     cluster: RedisClusterServers, prefix: str
 ) -> None:
+    # Generous: on a loaded machine a live replica's acknowledgement has been seen to take
+    # longer than 300 ms. Only one partition of the lone primary is asked below, so the wait
+    # for a replica that never answers is paid once.
     broker = RedisBroker(
-        cluster.url, prefix=prefix, partitions=P, min_replicas=1, replica_timeout_ms=300
+        cluster.url, prefix=prefix, partitions=P, min_replicas=1, replica_timeout_ms=3000
     )
     try:
         for partition in range(P):  # every primary has its replica
@@ -105,7 +108,8 @@ def test_min_replicas_waits_on_the_partitions_own_primary(
         (replica,) = cluster.replicas_of(primary)
         cluster.kill(replica)
         alone = {p for p in range(P) if cluster.owner_of(partition_slot(p, P)) is primary}
-        for partition in range(P):
+        asked = [p for p in range(P) if p not in alone] + [0]
+        for partition in asked:
             append = lambda p=partition: broker.append_events(  # noqa: E731
                 topic_of(p), [Event(2.0, 2, None)], lateness_us=0
             )
