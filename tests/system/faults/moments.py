@@ -167,6 +167,23 @@ class Case:
         self.close()
 
 
+def wait_renewed(client: redis.Redis, key: str, what: str) -> None:
+    """Until `key`'s remaining time jumps up between two reads: its holder renewed it.
+
+    Each read is compared with the one before it, not with the first: a first read taken just
+    as the lease was renewed is the largest remaining time there is, which no later renewal
+    exceeds (a bridge moment timed out on exactly that once)."""
+    last = int(client.pttl(key))  # type: ignore[arg-type]
+
+    def jumped() -> bool:
+        nonlocal last
+        now = int(client.pttl(key))  # type: ignore[arg-type]
+        up, last = now > last, now
+        return up
+
+    wait_until(jumped, interval=0.002, what=what)
+
+
 def freeze(process: PushsvcProcess) -> None:
     """SIGSTOP: a long pause (a VM stall, a swapped-out process); its sockets stay open."""
     os.kill(process.pid, signal.SIGSTOP)

@@ -42,6 +42,7 @@ from faults.moments import (
     sleep_until,
     subscribers,
     thaw,
+    wait_renewed,
 )
 from support.live import PushsvcProcess, wait_until
 
@@ -90,12 +91,7 @@ def _kill_between_publishes(
         case.wait_published()
         killer = KillOnFirstMessage(case, a, holder.pid)
         # Frozen right after renewing its lease, so that the lease outlives the posting.
-        renewed = case.redis.pttl(case.shard_lease)
-        wait_until(
-            lambda: case.redis.pttl(case.shard_lease) > renewed,  # type: ignore[operator]
-            interval=0.002,
-            what="the holder renews its lease",
-        )
+        wait_renewed(case.redis, case.shard_lease, "the holder renews its lease")
         freeze(holder)
         # Its blocked read is answered by this one, so the three big ones come in one read.
         producer.deliver(producer.next_batch(1, c))

@@ -49,6 +49,7 @@ from faults.moments import (
     subscribers,
     thaw,
     wait_received,
+    wait_renewed,
 )
 from support.live import PushsvcProcess, wait_until
 from support.redis_server import RedisServer
@@ -96,13 +97,8 @@ def _killed(case: Case, holder: PushsvcProcess) -> Window:
 
 
 def _renewed(case: Case) -> None:
-    """Until the holder renews the bridge's lease (its remaining time jumps up)."""
-    before = int(case.redis.pttl(case.bridge_lease))  # type: ignore[arg-type]
-    wait_until(
-        lambda: int(case.redis.pttl(case.bridge_lease)) > before,  # type: ignore[arg-type]
-        interval=0.002,
-        what="a renewal",
-    )
+    """Until the holder renews the bridge's lease."""
+    wait_renewed(case.redis, case.bridge_lease, "a renewal")
 
 
 def just_renewed(case: Case, producer: IngestProducer, holder: PushsvcProcess) -> Window:
