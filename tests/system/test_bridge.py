@@ -119,13 +119,20 @@ def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
     client.close()
     # Nothing the bad messages carried reached the log: the next update is the good one's.
     assert update["event"]["value"] == 42.0 and update["windows"]["1m"]["count"] == 1
-    metrics = _metrics(web)
-    rejected = {
-        reason: float(count)
-        for reason, count in re.findall(r'^pushsvc_bridge_rejected_total\{reason="(\w+)"\} (\S+)$',
-                                        metrics, re.M)
-    }  # fmt: skip
-    assert sum(rejected.values()) == len(rows) + 50 + 1
+    # The bridge counts a batch's refusals after appending what it accepted, so the good
+    # update can stream before the last counts are written: wait for them, then compare.
+    expected = len(rows) + 50 + 1
+    metrics, rejected = "", {}
+
+    def counted() -> bool:
+        nonlocal metrics, rejected
+        metrics = _metrics(web)
+        pattern = r'^pushsvc_bridge_rejected_total\{reason="(\w+)"\} (\S+)$'
+        rejected = {reason: float(n) for reason, n in re.findall(pattern, metrics, re.M)}
+        return sum(rejected.values()) >= expected
+
+    wait_until(counted, what=f"{expected} refusals are counted")
+    assert sum(rejected.values()) == expected
     # Many invalid events on this topic (the battery's and the 50): one log line.
     logged = [line for line in bridge.output if f"{topic!r} (invalid_event)" in line]
     assert len(logged) == 1, logged
