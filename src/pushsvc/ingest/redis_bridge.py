@@ -37,7 +37,7 @@ import time
 import gevent.event
 
 from pushsvc.broker.redis.broker import RedisBroker
-from pushsvc.broker.redis.connect import pubsub_client
+from pushsvc.broker.redis.connect import pubsub_clients
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.errors import (
@@ -103,8 +103,9 @@ class Bridge:
             log.warning("bridge: could not take over the fence (%s); retrying", exc)
             return
         reader = PubSubReader(
-            pubsub_client(self._broker.url),
-            name=f"pushsvc-bridge-{keys.prefix}",
+            # On a cluster, a live node at each (re)connection: not one node for good.
+            pubsub_clients(self._broker.url, name=keys.bridge_connection),
+            name=keys.bridge_connection,
             on_messages=functools.partial(self._on_messages, tenure),
         )
         try:
