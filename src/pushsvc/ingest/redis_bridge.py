@@ -24,7 +24,9 @@ keeps its lease; messages published meanwhile queue in Redis's output buffer for
 
 Pub/sub is at most once: a message published while no bridge is subscribed reaches nobody
 (`PUBLISH` answers 0, and `pushsvc publish --redis-url` says so). What the bridge appended is
-kept like any POST.
+kept like any POST. On a Redis Cluster, where a PUBLISH reaches every node, the subscription
+is on one node, picked again at each reconnection (`connect.pubsub_clients`): a node killed
+moves the bridge to a live one, within its tenure, instead of stopping it.
 """
 
 from __future__ import annotations
