@@ -81,7 +81,7 @@ def _topology(url: str) -> TopologyReader:
     return TopologyReader(parsed.seeds, connect)
 
 
-def _ordered(seeds: tuple[Address, ...], known: tuple[Address, ...]) -> list[Address]:
+def ordered_nodes(seeds: tuple[Address, ...], known: tuple[Address, ...]) -> list[Address]:
     """The seeds the topology names, in the URL's order (a healthy cluster's first seed is
     chosen, as before), then the other nodes it names, then the seeds it does not name: the
     topology may be unreadable, or name the nodes by other addresses than the URL does."""
@@ -94,14 +94,14 @@ def _ordered(seeds: tuple[Address, ...], known: tuple[Address, ...]) -> list[Add
 
 
 def cluster_nodes(url: str, topology: TopologyReader | None = None) -> list[Address]:
-    """Every node worth trying now, best first (see `_ordered`); the seeds alone when no node
-    answers `CLUSTER SLOTS`."""
+    """Every node worth trying now, best first (see `ordered_nodes`); the seeds alone when no
+    node answers `CLUSTER SLOTS`."""
     reader = topology or _topology(url)
     try:
         known = reader.read().nodes
     except (RedisError, OSError):
         known = ()
-    return _ordered(parse_cluster_url(url).seeds, known)
+    return ordered_nodes(parse_cluster_url(url).seeds, known)
 
 
 class BroadcastNodes:
