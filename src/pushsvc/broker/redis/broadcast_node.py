@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from pushsvc.broker.redis.cluster_topology import Address, TopologyReader
@@ -141,6 +141,8 @@ class BroadcastNodes:
             probe = node_client(self._url, address, socket_timeout=PROBE_TIMEOUT_S)
             try:
                 state = probe.cluster("INFO").get("cluster_state")
+            except ResponseError:
+                state = None  # it answers, but may not say (an ACL without CLUSTER INFO)
             except (RedisError, OSError) as failed:
                 error = failed
                 continue
