@@ -12,13 +12,17 @@ would make a new tenure subscribe afresh, which hides a reader stuck on a dead n
 
 Then `pushsvc publish --redis-url` (`publish_to_redis`) finds the bridge on its new node (its
 connection's name in `CLIENT LIST`) and counts it: a cluster's `PUBLISH` counts only the
-subscribers of the node that received it.
+subscribers of the node that received it. With no bridge it says so; with a user whose ACL
+refuses `CLIENT LIST` it says that it cannot know.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +34,7 @@ from pushsvc.broker.redis.publisher import publish_to_redis
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.partitions import partition_of
-from support.live import PushsvcProcess, wait_until
+from support.live import SRC, PushsvcProcess, wait_until
 from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 
@@ -178,3 +182,45 @@ def test_the_bridge_listens_again_on_a_live_node_after_its_node_is_killed(
         producer.close()
         broker.close()
         aggregator.stop()
+
+
+def test_pushsvc_publish_on_a_cluster_says_when_it_cannot_know_or_no_bridge_listens(
+    redis_cluster: RedisClusterServers, topic: str
+) -> None:
+    # No bridge at all: every node's CLIENT LIST says so. A user without CLIENT (LIST) cannot
+    # see the bridge's node, and its PUBLISH answer would count another node's subscribers.
+    user, password = f"producer-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    nodes = redis_cluster.live
+    for node in nodes:
+        client = redis_cluster.client(node)
+        try:
+            client.acl_setuser(
+                user, enabled=True, passwords=[f"+{password}"], commands=["+@all", "-client"],
+                keys=["*"], channels=["*"],
+            )  # fmt: skip
+        finally:
+            client.close()
+    seeds = ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+
+    def publish(url: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "pushsvc", "publish", "--redis-url", url]
+        return subprocess.run(
+            [*argv, "--prefix", "nobody-listens:", topic, "1"],
+            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    try:
+        unheard = publish(redis_cluster.url)
+        assert unheard.returncode == 1, unheard.stderr
+        assert "no bridge was subscribed for 1 of them" in unheard.stderr
+        unknown = publish(f"redis+cluster://{user}:{password}@{seeds}")
+        assert (unknown.returncode, unknown.stdout.strip()) == (0, "published 1 to Redis")
+        assert "whether a bridge heard them is not known" in unknown.stderr
+    finally:
+        for node in nodes:
+            client = redis_cluster.client(node)
+            try:
+                client.acl_deluser(user)
+            finally:
+                client.close()
