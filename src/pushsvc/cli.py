@@ -236,7 +236,15 @@ def publish(
         except redis.RedisError as exc:
             raise click.ClickException(f"Redis: {exc}") from None
         click.echo(f"published {sent} to Redis")
-        if unheard:
+        if unheard is None:
+            # A Redis Cluster counts only the subscribers of the node it published on, and a
+            # node that refused CLIENT LIST may hold the bridge: its answer proves nothing.
+            click.echo(
+                "whether a bridge heard them is not known: a node of this Redis Cluster "
+                "refused CLIENT LIST, by which the bridge's node is found",
+                err=True,
+            )
+        elif unheard:
             # Redis pub/sub keeps nothing for absent subscribers.
             raise click.ClickException(
                 f"no bridge was subscribed for {unheard} of them: those events were lost "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 import redis
@@ -97,3 +98,37 @@ def test_a_lost_idle_connection_resets_nothing_and_the_next_subscription_holds(
     finally:
         reader.close()
         admin.close()
+
+
+def test_a_client_factory_is_asked_again_at_each_reconnection(
+    own_redis: RedisServer, redis_server: RedisServer
+) -> None:
+    # A Redis Cluster's bridge gets a factory (a live node each time): after a lost
+    # connection the reader subscribes through the factory's next client, wherever that goes.
+    servers = [own_redis, redis_server]
+    made: list[redis.Redis] = []
+
+    def next_client() -> redis.Redis:
+        made.append(single_client(servers[min(len(made), 1)].url, socket_timeout=None))
+        return made[-1]
+
+    resets: list[int] = []
+    reader = PubSubReader(
+        next_client,
+        name="factory",
+        on_messages=lambda messages: None,
+        on_reset=lambda: resets.append(1),
+        min_backoff=0.01,
+    )
+    channel = f"factory:{uuid.uuid4().hex}".encode()
+    first, second = (redis.Redis(port=s.port) for s in servers)
+    try:
+        reader.add_channel(channel)
+        assert first.pubsub_numsub(channel) == [(channel, 1)]
+        assert first.client_kill_filter(_type="pubsub") == 1
+        wait_until(lambda: second.pubsub_numsub(channel) == [(channel, 1)], timeout=10)
+        assert resets == [1] and len(made) == 2
+    finally:
+        reader.close()
+        first.close()
+        second.close()

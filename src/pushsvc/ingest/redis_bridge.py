@@ -24,7 +24,9 @@ keeps its lease; messages published meanwhile queue in Redis's output buffer for
 
 Pub/sub is at most once: a message published while no bridge is subscribed reaches nobody
 (`PUBLISH` answers 0, and `pushsvc publish --redis-url` says so). What the bridge appended is
-kept like any POST.
+kept like any POST. On a Redis Cluster, where a PUBLISH reaches every node, the subscription
+is on one node, picked again at each reconnection (`connect.pubsub_clients`): a node killed
+moves the bridge to a live one, within its tenure, instead of stopping it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import time
 import gevent.event
 
 from pushsvc.broker.redis.broker import RedisBroker
-from pushsvc.broker.redis.connect import pubsub_client
+from pushsvc.broker.redis.connect import pubsub_clients
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.errors import (
@@ -103,8 +105,9 @@ class Bridge:
             log.warning("bridge: could not take over the fence (%s); retrying", exc)
             return
         reader = PubSubReader(
-            pubsub_client(self._broker.url),
-            name=f"pushsvc-bridge-{keys.prefix}",
+            # On a cluster, a live node at each (re)connection: not one node for good.
+            pubsub_clients(self._broker.url, name=keys.bridge_connection),
+            name=keys.bridge_connection,
             on_messages=functools.partial(self._on_messages, tenure),
         )
         try:

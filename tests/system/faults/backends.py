@@ -102,8 +102,8 @@ def updates_subscription(store: Store, channel: bytes) -> tuple[int, str]:
 
 def ingest_port(store: Store) -> int:
     """The node to PUBLISH producers' events on so that its answer counts the bridge: on a
-    cluster, the first seed of the URL, which the bridge subscribes on while it answers
-    (`pushsvc.broker.redis.connect.pubsub_client`)."""
+    cluster, the first seed of the URL, which the bridge subscribes on while it answers and
+    no node has died (`pushsvc.broker.redis.broadcast_node`; these cases kill none)."""
     if isinstance(store, RedisClusterServers):
         return store.nodes[0].port
     return store.port

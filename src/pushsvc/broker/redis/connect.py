@@ -11,7 +11,9 @@ With a `redis+cluster://` URL every client is a `RedisCluster`: it routes each c
 script, by its keys' one slot) to the primary that owns the slot, and follows MOVED, ASK and
 TRYAGAIN itself (the command did not run, so going again cannot apply it twice). A lost
 connection or a slot with no primary is raised at once like on one Redis (a 503), after the
-client has re-read the cluster's topology for the next command.
+client has re-read the cluster's topology for the next command. Plain pub/sub (the bridge's
+ingest channels) is the exception: one node hears every PUBLISH there, chosen again at each
+connection (`pubsub_clients`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from pushsvc.broker.redis.broadcast_node import BroadcastNodes
+from pushsvc.broker.redis.pubsub import Clients
 from pushsvc.broker.redis.url import (
     is_cluster,
     is_sentinel,
@@ -145,31 +149,15 @@ def pooled_client(url: str, *, max_connections: int, socket_timeout: float) -> r
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
 
 
-def pubsub_client(url: str) -> redis.Redis:
-    """A client for plain (not sharded) pub/sub, as `single_client` with no socket timeout. On
-    a Redis Cluster, a client of the first seed node that answers: a PUBLISH reaches every
-    node there, so one node is enough to hear the producers' ingest channels."""
+def pubsub_clients(url: str, *, name: str) -> Clients:
+    """What a `PubSubReader` for plain (not sharded) pub/sub connects through. On one Redis or
+    Sentinel, `single_client` with no socket timeout (Sentinel's pool finds the primary at each
+    connection). On a Redis Cluster, a factory that picks a live node at each connection, its
+    connection named `name` (`broadcast_node.BroadcastNodes`): a PUBLISH reaches every node
+    there, so any one of them hears the producers' ingest channels, but a fixed one may die."""
     if not is_cluster(url):
         return single_client(url, socket_timeout=None)
-    parsed = parse_cluster_url(url)
-    error: Exception = UnsafeRedis(f"{redact_url(url)}: no seed node answered")
-    for host, port in parsed.seeds:
-        client = redis.Redis(
-            host=host,
-            port=port,
-            username=parsed.username,
-            password=parsed.password,
-            ssl=parsed.tls,
-            retry=Retry(NoBackoff(), 0, supported_errors=()),
-            **_timeouts(url, None),
-        )
-        try:
-            client.ping()
-            return client
-        except redis.RedisError as failed:
-            client.close()
-            error = failed
-    raise error
+    return BroadcastNodes(url, client_name=name)
 
 
 def single_client(url: str, *, socket_timeout: float | None) -> redis.Redis:

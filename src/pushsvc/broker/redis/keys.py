@@ -300,6 +300,12 @@ class Keys:
         return f"{self.prefix}{{bridge}}:lease"
 
     @property
+    def bridge_connection(self) -> str:
+        """The name (CLIENT SETNAME) of the bridge's pub/sub connection on a Redis Cluster,
+        where `pushsvc publish --redis-url` looks for it to PUBLISH on its node."""
+        return f"pushsvc-bridge-{self.prefix}"
+
+    @property
     def derive_lease(self) -> str:
         """The lease of the one process that computes derived metrics (`[[derive]]`), under a
         tag of its own like the bridge's."""

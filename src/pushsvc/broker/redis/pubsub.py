@@ -10,7 +10,11 @@ the one connection, so that choice is exact.
 
 On a lost connection that had a confirmed subscription the reader calls `on_reset` (what was
 published meanwhile is lost to this process: Redis pub/sub is at most once); it reconnects
-with exponential backoff and subscribes to everything wanted again by itself.
+with exponential backoff and subscribes to everything wanted again by itself. Given a client,
+it reconnects through that client (one Redis; Sentinel, whose pool asks the sentinels for the
+primary at each connection); given a factory, it asks the factory for a new client at each
+connection, and closes each when its connection is dropped (a Redis Cluster, where the node to
+listen on is chosen again each time: `broadcast_node.BroadcastNodes`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ _MAX_BATCH = 256  # messages handed over together when they arrive in a burst
 Messages = Callable[[list[tuple[bytes, bytes]]], None]
 """Called in the reader thread with (channel, data) pairs in arrival order."""
 
+Clients = redis.Redis | Callable[[], redis.Redis]
+"""The client every connection goes through, or a factory of a new client per connection."""
+
 
 def _pattern(prefix: bytes) -> bytes:
     return glob_escape(prefix.decode()).encode() + b"*"
@@ -67,7 +74,7 @@ class PubSubReader:
 
     def __init__(
         self,
-        client: redis.Redis,
+        clients: Clients,
         *,
         name: str,
         on_messages: Messages,
@@ -77,7 +84,13 @@ class PubSubReader:
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
     ) -> None:
-        self._client = client
+        if isinstance(clients, redis.Redis):
+            fixed = clients
+            self._new_client: Callable[[], redis.Redis] = lambda: fixed
+            self._client: redis.Redis | None = fixed
+        else:
+            self._new_client, self._client = clients, None
+        self._one_client = self._client is not None
         self._name = name
         self._on_messages = on_messages
         self._on_reset = on_reset
@@ -176,7 +189,10 @@ class PubSubReader:
         self._closing.set()
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout=_POLL_S * 10)
-        self._client.close()
+        with self._cond:
+            client = self._client
+        if client is not None:
+            client.close()
 
     # -- the reader --------------------------------------------------------------------
 
@@ -218,8 +234,10 @@ class PubSubReader:
             log.exception("pub/sub reset handler failed")
 
     def _connect(self) -> None:
-        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        client = self._new_client()
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         with self._cond:
+            self._client = client
             self._pubsub = pubsub
             self._reconnect = False
             if self._channels:
@@ -231,6 +249,10 @@ class PubSubReader:
         """Drop the connection; whether Redis had confirmed any subscription on it."""
         with self._cond:
             pubsub, self._pubsub = self._pubsub, None
+            # A factory's client served this connection only: the next one may be elsewhere.
+            client = None if self._one_client else self._client
+            if client is not None:
+                self._client = None
             was_listening = bool(self._confirmed_channels or self._confirmed_patterns)
             self._confirmed_channels.clear()
             self._confirmed_patterns.clear()
@@ -238,6 +260,9 @@ class PubSubReader:
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 pubsub.close()
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                client.close()
         return was_listening
 
     def _read(self) -> None:
