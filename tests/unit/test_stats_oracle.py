@@ -112,12 +112,14 @@ def run_against_oracles(
     labels: tuple[str, ...],
     stats: tuple[str, ...] = STAT_KEYS,
     batches: list[int] | None = None,
+    fused: bool = False,
 ):
     """Apply ``ops`` and check the state after each one against the oracles.
 
-    ``batches``: None drives ``insert`` + ``summary`` per event; else runs of consecutive
-    inserts go through ``insert_many`` in batches of these sizes (cycled), whose returned
-    summaries are checked (clock and size only where a batch ends).
+    ``batches``: None drives ``insert`` + ``summary`` per event (``insert_and_summary`` if
+    ``fused``); else runs of consecutive inserts go through ``insert_many`` in batches of
+    these sizes (cycled), whose returned summaries are checked (clock and size only where a
+    batch ends).
     """
     tw = WindowSpec(widths, labels, stats).new()
     accepted: list[tuple[int, float]] = []  # in arrival order
@@ -143,7 +145,9 @@ def run_against_oracles(
                 if not isinstance(ops[k + len(batch)], Insert):
                     break
                 batch.append(ops[k + len(batch)])
-        if sizes is None:
+        if sizes is None and fused:
+            results = [tw.insert_and_summary(op.ts_us, op.value)]
+        elif sizes is None:
             tw.insert(op.ts_us, op.value)
             results = [tw.summary()]
         else:
@@ -215,15 +219,16 @@ def test_every_statistic_matches_oracles_after_every_operation(
     batches = data.draw(
         st.one_of(st.none(), st.lists(st.integers(1, 8), min_size=1, max_size=4)), label="batches"
     )
+    fused = batches is None and data.draw(st.booleans(), label="fused")
     if aggressive:
         with (
             mock.patch.object(windows_module, "_COMPACT_MIN", 1),
             mock.patch.object(windows_module, "MAX_FAST_SHIFT", 8),
             mock.patch.object(windows_module, "HUGE", 2.0**20),
         ):
-            run_against_oracles(ops, widths, labels, stats, batches)
+            run_against_oracles(ops, widths, labels, stats, batches, fused)
     else:
-        run_against_oracles(ops, widths, labels, stats, batches)
+        run_against_oracles(ops, widths, labels, stats, batches, fused)
 
 
 @settings(max_examples=100, deadline=None)
@@ -255,6 +260,27 @@ def test_insert_many_returns_what_insert_and_summary_return(data: st.DataObject)
         assert many.insert_many([(op.ts_us, op.value) for op in batch]) == expected
         assert (many.clock_us, len(many)) == (one.clock_us, len(one))
         k += len(batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_insert_and_summary_returns_what_insert_then_summary_return(
+    data: st.DataObject,
+) -> None:
+    widths, labels = data.draw(st.sampled_from([STANDARD, TINY]))
+    stats = data.draw(st.sampled_from([STAT_KEYS, SCALAR_STATS, ("count", "min"), ("p90",)]))
+    ops = data.draw(streams(widths))
+    spec = WindowSpec(widths, labels, stats)
+    # Compacting on nearly every event: the fused path's compaction branch runs too.
+    with mock.patch.object(windows_module, "_COMPACT_MIN", data.draw(st.sampled_from([1, 64]))):
+        one, fused = spec.new(), spec.new()
+        for op in ops:
+            if isinstance(op, Tick):
+                assert one.advance(op.clock_us) == fused.advance(op.clock_us)
+                continue
+            one.insert(op.ts_us, op.value)
+            assert fused.insert_and_summary(op.ts_us, op.value) == one.summary()
+            assert (fused.clock_us, len(fused)) == (one.clock_us, len(one))
 
 
 def test_stacked_oracle_layout_matches_one_rolling_call_per_state() -> None:

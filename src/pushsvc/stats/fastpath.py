@@ -1,9 +1,10 @@
-"""Per-configuration fast paths for ``TopicWindows``: ``insert``, ``insert_many``, ``summary``.
+"""Per-configuration fast paths for ``TopicWindows``: ``insert``, ``insert_many``, ``summary``
+and ``insert_and_summary``.
 
 Why generate code: per event, the engine does a few dozen integer and list operations per
 window, and in CPython the interpreter's overhead around them (attribute loads, loop
 iterations over window objects, method calls) costs as much as the operations. So for each
-(widths, labels, stats) this module writes the three methods out with every window unrolled
+(widths, labels, stats) this module writes the methods out with every window unrolled
 into local variables, only the work the selected statistics need, and the labels and keys as
 literals; then compiles them into a subclass of ``TopicWindows``. ``insert_many`` keeps the
 whole state in locals for a batch. The generated source is kept on the class
@@ -27,6 +28,11 @@ The shape of each method:
   reloads. ``finally`` stores the locals whatever happens.
 * ``summary``: unpack ``_st``, then per window its count and, when it is not empty, its
   statistics from the sums, the extrema lists or the sorted list.
+* ``insert_and_summary``: ``insert``'s fast case, then the summary from the same locals: one
+  load and one store of ``_st`` where ``insert`` then ``summary`` take two loads. A group's
+  event takes this path (each event goes to a different group's windows, so there is no
+  batch to keep in locals as ``insert_many`` does). After a compaction, or off the fast case,
+  it is ``insert`` then ``summary``.
 
 The generated locals (``i`` is a window's index, in configuration order):
 
@@ -103,7 +109,8 @@ GOLDEN_PATH = Path(__file__).with_name("fastpath_default.py.txt")
 def specialise(
     base: type, widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]
 ) -> type:
-    """A subclass of ``base`` with ``insert``, ``insert_many`` and ``summary`` generated."""
+    """A subclass of ``base`` with ``insert``, ``insert_many``, ``summary`` and
+    ``insert_and_summary`` generated."""
     source = generate(widths, labels, stats)
     namespace: dict[str, object] = {"_sqrt": math.sqrt}
     exec(compile(source, f"<pushsvc.stats.fastpath {labels} {stats}>", "exec"), namespace)
@@ -114,14 +121,16 @@ def specialise(
         "insert": namespace["insert"],
         "insert_many": namespace["insert_many"],
         "summary": namespace["summary"],
+        "insert_and_summary": namespace["insert_and_summary"],
     }
-    for name in ("insert", "insert_many", "summary"):
+    for name in ("insert", "insert_many", "summary", "insert_and_summary"):
         attrs[name].__doc__ = getattr(base, name).__doc__
     return type(f"TopicWindows_{'_'.join(labels)}", (base,), attrs)
 
 
 def generate(widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]) -> str:
-    """The source of ``insert``, ``insert_many`` and ``summary`` for one configuration."""
+    """The source of ``insert``, ``insert_many``, ``summary`` and ``insert_and_summary`` for
+    one configuration."""
     return _Source(widths, labels, stats).module()
 
 
@@ -224,6 +233,36 @@ def summary(self):
     end = len(self._ts)
     $summaries
     return $summary_dict
+"""
+
+# ``summary``'s exact-path test is not needed here: the fast case implies ``limit > 0.0``.
+_INSERT_AND_SUMMARY = """\
+def insert_and_summary(self, ts_us, value):
+    v = float(value)
+    st = self._st
+    t = ts_us
+    clock = st[$CLOCK]
+    limit = st[$LIMIT]
+    unit = st[$FUNIT]
+    $accept
+    self._insert_slow(ts_us, v)
+    return self.summary()
+"""
+
+_INSERT_AND_SUMMARY_FAST = """\
+$bind_lists
+(
+    $fields
+) = st
+end = len(times)
+$event
+$store
+if left$wide >= self._cat:
+    self._compact()
+    return self.summary()
+inv_unit2 = inv_unit * inv_unit
+$summaries
+return $summary_dict
 """
 
 _SUMMARY_EXACT_PATH = """\
@@ -536,7 +575,7 @@ class _Source:
     def summaries(self) -> str:
         return "".join(self.window_summary(i) for i in self.windows())
 
-    # -- the three methods -----------------------------------------------------------------
+    # -- the methods -----------------------------------------------------------------
 
     def insert(self) -> str:
         fast = _fill(
@@ -578,5 +617,21 @@ class _Source:
             summary_dict=self.summary_dict(),
         )
 
+    def insert_and_summary(self) -> str:
+        fast = _fill(
+            _INSERT_AND_SUMMARY_FAST,
+            bind_lists=self.bind_lists(),
+            fields=self.fields,
+            event=self.event(),
+            store=self.store(),
+            wide=self.wide,
+            summaries=self.summaries(),
+            summary_dict=self.summary_dict(),
+        )
+        return _fill(
+            _INSERT_AND_SUMMARY, CLOCK=CLOCK, LIMIT=LIMIT, FUNIT=FUNIT, accept=self.accept(fast)
+        )
+
     def module(self) -> str:
-        return "\n\n".join((self.insert(), self.insert_many(), self.summary()))
+        methods = (self.insert(), self.insert_many(), self.summary(), self.insert_and_summary())
+        return "\n\n".join(methods)

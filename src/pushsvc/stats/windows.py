@@ -158,7 +158,7 @@ class TopicWindows:
             raise ValueError("start_at is for a topic that has no clock yet")
         self._st[CLOCK] = clock_us
 
-    # The generated subclass overrides these three with unrolled versions of the same thing.
+    # The generated subclass overrides these four with unrolled versions of the same thing.
 
     def insert(self, ts_us: int, value: float) -> None:
         """Accept one event: ``T = max(T, ts_us)``, insert it in time order, slide every window.
@@ -182,6 +182,14 @@ class TopicWindows:
             self._insert_slow(ts_us, value)
             out.append(self._summary_exact())
         return out
+
+    def insert_and_summary(
+        self, ts_us: int, value: float
+    ) -> dict[str, dict[str, float | int | None]]:
+        """``insert`` then ``summary`` (a group's event: the generated version loads and
+        stores the state once)."""
+        self._insert_slow(ts_us, value)
+        return self._summary_exact()
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         """``{label: {stat: value}}`` for every window, the selected stats in STAT_KEYS order.
