@@ -259,15 +259,17 @@ def draft(
         "event": event,
         "windows": windows,
     }
-    if group is None and groups is None:
-        return UpdateDraft(topic, clock_us, orjson.dumps(fields))
-    parts = [group] if group is not None else list(groups or ())
-    encoded = [part.json() for part in parts]
     if group is not None:
-        fields["group"] = orjson.Fragment(encoded[0])
-    else:
-        fields["groups"] = [orjson.Fragment(part) for part in encoded]
-    kept = tuple((part.id, text) for part, text in zip(parts, encoded, strict=True))
+        # Every event of a grouping topic: its group's JSON once, kept for the broker and
+        # spliced into the body as it is.
+        encoded = group.json()
+        fields["group"] = orjson.Fragment(encoded)
+        return UpdateDraft(topic, clock_us, orjson.dumps(fields), ((group.id, encoded),))
+    if groups is None:
+        return UpdateDraft(topic, clock_us, orjson.dumps(fields))
+    texts = [part.json() for part in groups]
+    fields["groups"] = [orjson.Fragment(text) for text in texts]
+    kept = tuple((part.id, text) for part, text in zip(groups, texts, strict=True))
     return UpdateDraft(topic, clock_us, orjson.dumps(fields), kept)
 
 
