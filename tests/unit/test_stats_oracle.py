@@ -328,3 +328,30 @@ def test_the_generated_fast_paths_equal_the_reference(data: st.DataObject) -> No
             reference.insert(op.ts_us, op.value)
         assert fast.summary() == reference.summary()
         assert fast.clock_us == reference.clock_us and len(fast) == len(reference)
+
+
+def test_the_fast_paths_equal_the_reference_as_sorted_lists_split_and_merge() -> None:
+    # Windows of up to 3,000 values, then a gap and a trickle: each SortedList grows past one
+    # sublist (the generated code's inline insert and removal give way to SortedList's
+    # methods), splits, and merges back to one sublist as the windows drain.
+    widths, labels = (1 * S, 3 * S), ("1s", "3s")
+    spec = WindowSpec(widths, labels, STAT_KEYS)
+    fused, one, many, reference = spec.new(), spec.new(), spec.new(), spec.reference()
+    rng = np.random.default_rng(11)
+    t0 = 1_700_000_000 * S
+    times = [t0 + i * 1_000 for i in range(5_000)]  # 1,000 events a second
+    times += [times[-1] + 2 * S + i * 40_000 for i in range(200)]  # then 25 a second
+    values = [float(v) for v in rng.integers(-500, 500, len(times)) / 4]
+    batch: list[tuple[int, float]] = []
+    for ts, value in zip(times, values, strict=True):
+        reference.insert(ts, value)
+        expected = reference.summary()
+        one.insert(ts, value)
+        assert one.summary() == expected
+        assert fused.insert_and_summary(ts, value) == expected
+        batch.append((ts, value))
+        if len(batch) == 37:
+            assert many.insert_many(batch)[-1] == expected
+            batch = []
+    assert len(fused) == len(reference) == len(one)
+    assert all(len(s._lists) == 1 for s in fused._sorted)  # merged back into one sublist

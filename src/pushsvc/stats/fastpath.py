@@ -61,7 +61,10 @@ local                                meaning
 ===================================  ============================================================
 
 ``append_*``, ``pop_*``, ``add_sorted{i}``, ``remove_sorted{i}`` are bound methods of those
-lists, looked up once per call.
+lists, looked up once per call. ``lists{i}`` and ``maxes{i}`` are ``sorted{i}``'s sublists and
+their maxima (``SortedList`` internals): a list of one sublist (``sub``, under 1000 values)
+takes an insert and a removal inline with ``insort`` and ``bisect_left``, SortedList's own
+steps, without its two method calls each (``_ADD_SORTED``).
 
 Only validated data reaches the source: window widths are ints, statistic names come from
 ``STAT_KEYS``, and labels enter as ``repr()`` literals, so nothing a user configures is ever
@@ -75,10 +78,13 @@ the reference the fast path must match (the oracle tests run both).
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from pathlib import Path
 from string import Template
+
+from sortedcontainers import SortedList
 
 from pushsvc.stats.layout import (
     CLOCK,
@@ -112,7 +118,11 @@ def specialise(
     """A subclass of ``base`` with ``insert``, ``insert_many``, ``summary`` and
     ``insert_and_summary`` generated."""
     source = generate(widths, labels, stats)
-    namespace: dict[str, object] = {"_sqrt": math.sqrt}
+    namespace: dict[str, object] = {
+        "_sqrt": math.sqrt,
+        "_insort": bisect.insort,
+        "_bisect_left": bisect.bisect_left,
+    }
     exec(compile(source, f"<pushsvc.stats.fastpath {labels} {stats}>", "exec"), namespace)
     attrs = {
         "__slots__": (),
@@ -329,6 +339,16 @@ add_sorted$i = sorted$i.add
 remove_sorted$i = sorted$i.remove
 """
 
+_BIND_SORTED_INTERNALS = """\
+lists$i = sorted$i._lists
+maxes$i = sorted$i._maxes
+"""
+
+_BIND_SORTED_HELPERS = """\
+insort = _insort
+bisect_left = _bisect_left
+"""
+
 _SUMMARY_BIND_SORTED = """\
 sorted$i = self._sorted[$i]
 """
@@ -396,11 +416,56 @@ $move_pointers
 
 _ADD_SUM = "sum$i += x\n"
 _ADD_SUMSQ = "sumsq$i += x_sq\n"
-_ADD_SORTED = "add_sorted$i(v)\n"
+# A sorted list of one sublist (a small window: a group's) is changed as SortedList's own
+# add and remove change it, inline: two calls fewer per event and window. A list of one
+# sublist has no positional index to keep (SortedList builds one only over several, and
+# clears it when they merge back into one); below 1000 values an insert cannot split it,
+# and a removal that would empty it takes SortedList's own path.
+_ADD_SORTED_INLINE = """\
+if len(lists$i) == 1 and len(sub := lists$i[0]) < 1000:
+    insort(sub, v)
+    maxes$i[0] = sub[-1]
+    sorted$i._len += 1
+else:
+    add_sorted$i(v)
+"""
 _EVICT_READ = "old = values[left$i]\n"
 _EVICT_SUM = "old_x = int(old * unit)\nsum$i -= old_x\n"
 _EVICT_SUMSQ = "sumsq$i -= old_x * old_x\n"
-_EVICT_SORTED = "remove_sorted$i(old)\n"
+_EVICT_SORTED_INLINE = """\
+if len(lists$i) == 1 and len(sub := lists$i[0]) > 1:
+    del sub[bisect_left(sub, old)]
+    maxes$i[0] = sub[-1]
+    sorted$i._len -= 1
+else:
+    remove_sorted$i(old)
+"""
+
+
+def _inline_sorted_works() -> bool:
+    """Whether SortedList's internals are as the inline steps above assume (stable since
+    sortedcontainers 2.0; probed once, as ``order.py`` does, and the methods are called if
+    they ever change)."""
+    try:
+        probe = SortedList([3.0, 1.0, 2.0])
+        lists, maxes = probe._lists, probe._maxes
+        sub = lists[0]
+        bisect.insort(sub, 2.5)
+        maxes[0] = sub[-1]
+        probe._len += 1
+        del sub[bisect.bisect_left(sub, 1.0)]
+        maxes[0] = sub[-1]
+        probe._len -= 1
+        probe.add(0.5)
+        probe.remove(3.0)
+        return len(lists) == 1 and not probe._index and list(probe) == [0.5, 2.0, 2.5]
+    except (AttributeError, TypeError, IndexError, ValueError):
+        return False
+
+
+_INLINE_SORTED = _inline_sorted_works()
+_ADD_SORTED = _ADD_SORTED_INLINE if _INLINE_SORTED else "add_sorted$i(v)\n"
+_EVICT_SORTED = _EVICT_SORTED_INLINE if _INLINE_SORTED else "remove_sorted$i(old)\n"
 
 # A pointer past the last entry means its entries were popped: the new one is then the
 # window's first; otherwise it only moves forward.
@@ -503,10 +568,13 @@ class _Source:
         return _BIND_ORDER_STATS + per_window
 
     def bind_lists(self) -> str:
+        template = _BIND_SORTED + (_BIND_SORTED_INTERNALS if _INLINE_SORTED else "")
+        sorted_lists = self.bind_sorted(template)
+        helpers = _BIND_SORTED_HELPERS if sorted_lists and _INLINE_SORTED else ""
         return _fill(
             _BIND_LISTS,
             bind_extrema=_BIND_EXTREMA if self.extrema else "",
-            bind_sorted=self.bind_sorted(_BIND_SORTED),
+            bind_sorted=sorted_lists + helpers,
         )
 
     def accept(self, fast: str) -> str:
