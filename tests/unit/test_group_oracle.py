@@ -30,8 +30,10 @@ STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p
 LATENESS = 5 * S
 
 
-def _rules(stats: Sequence[str], max_groups: int = 100) -> Rules:
-    rule = Rule(1, ("t",), WIDTHS, (), tuple(stats), ("k", "j"), max_groups)
+def _rules(
+    stats: Sequence[str], max_groups: int = 100, group_by: tuple[str, ...] = ("k", "j")
+) -> Rules:
+    rule = Rule(1, ("t",), WIDTHS, (), tuple(stats), group_by, max_groups)
     return Rules([rule], default_rule(WIDTHS, STATS))
 
 
@@ -57,9 +59,11 @@ def _streams(draw: st.DrawFn) -> list[Event]:
     return events
 
 
-def _key(tags: dict[str, str] | None) -> tuple[str | None, str | None]:
+def _key(
+    tags: dict[str, str] | None, group_by: tuple[str, ...] = ("k", "j")
+) -> tuple[str | None, ...]:
     tags = tags or {}
-    return tags.get("k"), tags.get("j")
+    return tuple(tags.get(tag) for tag in group_by)
 
 
 def _nan(value: object) -> bool:
@@ -67,23 +71,27 @@ def _nan(value: object) -> bool:
 
 
 def _check(
-    aggregator: Aggregator, events: list[Event], stats: Sequence[str], max_groups: int
+    aggregator: Aggregator,
+    events: list[Event],
+    stats: Sequence[str],
+    max_groups: int,
+    group_by: tuple[str, ...] = ("k", "j"),
 ) -> None:
     drafts = []
     for event in events:  # one event per batch: each update checked at its own moment
         drafts += aggregator.apply_events("t", [event])
 
-    seen: dict[tuple[str | None, str | None], list[tuple[int, int, float]]] = {}
-    admitted: list[tuple[str | None, str | None]] = []
+    seen: dict[tuple[str | None, ...], list[tuple[int, int, float]]] = {}
+    admitted: list[tuple[str | None, ...]] = []
     states, expected_keys, got = [], [], []
     clock = None
     for arrival, (event, update) in enumerate(zip(events, drafts, strict=True)):
         clock = event.ts_us if clock is None else max(clock, event.ts_us)
-        key = _key(event.tags)
+        key = _key(event.tags, group_by)
         if key not in admitted and len(admitted) < max_groups:
             admitted.append(key)
         if key not in admitted:
-            key = (OTHER, OTHER)
+            key = (OTHER,) * len(group_by)
         seen.setdefault(key, []).append((event.ts_us, arrival, event.value))
         rows = sorted(seen[key])  # by time, ties in arrival order
         state = [(ts, v) for ts, _, v in rows]
@@ -95,7 +103,7 @@ def _check(
     order = rolling(states, WIDTHS)
     for i, (state, key, body) in enumerate(zip(states, expected_keys, got, strict=True)):
         group = body["group"]
-        assert (group["key"]["k"], group["key"]["j"]) == key
+        assert tuple(group["key"][tag] for tag in group_by) == key
         t = body["ts"] * S
         for width, label in zip(WIDTHS, LABELS, strict=True):
             window = [v for ts, v in state if ts > round(t) - width and not math.isnan(v)]
@@ -124,6 +132,16 @@ def test_groups_past_max_groups_share_the_overflow_group(events: list[Event]) ->
     overflowed = sum(1 for e in events if _key(e.tags) not in first_two)
     assert aggregator.group_overflow == overflowed
     assert aggregator.group_count() == len(first_two) + (overflowed > 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_streams())
+def test_one_group_by_tag_with_rate_matches_pandas(events: list[Event]) -> None:
+    # One tag is routed by its value alone, and exact windows with `rate` take the fused
+    # insert-and-summary path: both checked here, with an overflow group.
+    stats = (*STATS, "rate")
+    rules = _rules(stats, max_groups=1, group_by=("k",))
+    _check(Aggregator(rules=rules, wall_clock=lambda: 0), events, stats, 1, ("k",))
 
 
 def test_pandas_groupby_rolling_agrees_on_an_in_order_stream() -> None:

@@ -112,12 +112,14 @@ def run_against_oracles(
     labels: tuple[str, ...],
     stats: tuple[str, ...] = STAT_KEYS,
     batches: list[int] | None = None,
+    fused: bool = False,
 ):
     """Apply ``ops`` and check the state after each one against the oracles.
 
-    ``batches``: None drives ``insert`` + ``summary`` per event; else runs of consecutive
-    inserts go through ``insert_many`` in batches of these sizes (cycled), whose returned
-    summaries are checked (clock and size only where a batch ends).
+    ``batches``: None drives ``insert`` + ``summary`` per event (``insert_and_summary`` if
+    ``fused``); else runs of consecutive inserts go through ``insert_many`` in batches of
+    these sizes (cycled), whose returned summaries are checked (clock and size only where a
+    batch ends).
     """
     tw = WindowSpec(widths, labels, stats).new()
     accepted: list[tuple[int, float]] = []  # in arrival order
@@ -143,7 +145,9 @@ def run_against_oracles(
                 if not isinstance(ops[k + len(batch)], Insert):
                     break
                 batch.append(ops[k + len(batch)])
-        if sizes is None:
+        if sizes is None and fused:
+            results = [tw.insert_and_summary(op.ts_us, op.value)]
+        elif sizes is None:
             tw.insert(op.ts_us, op.value)
             results = [tw.summary()]
         else:
@@ -215,15 +219,16 @@ def test_every_statistic_matches_oracles_after_every_operation(
     batches = data.draw(
         st.one_of(st.none(), st.lists(st.integers(1, 8), min_size=1, max_size=4)), label="batches"
     )
+    fused = batches is None and data.draw(st.booleans(), label="fused")
     if aggressive:
         with (
             mock.patch.object(windows_module, "_COMPACT_MIN", 1),
             mock.patch.object(windows_module, "MAX_FAST_SHIFT", 8),
             mock.patch.object(windows_module, "HUGE", 2.0**20),
         ):
-            run_against_oracles(ops, widths, labels, stats, batches)
+            run_against_oracles(ops, widths, labels, stats, batches, fused)
     else:
-        run_against_oracles(ops, widths, labels, stats, batches)
+        run_against_oracles(ops, widths, labels, stats, batches, fused)
 
 
 @settings(max_examples=100, deadline=None)
@@ -255,6 +260,27 @@ def test_insert_many_returns_what_insert_and_summary_return(data: st.DataObject)
         assert many.insert_many([(op.ts_us, op.value) for op in batch]) == expected
         assert (many.clock_us, len(many)) == (one.clock_us, len(one))
         k += len(batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_insert_and_summary_returns_what_insert_then_summary_return(
+    data: st.DataObject,
+) -> None:
+    widths, labels = data.draw(st.sampled_from([STANDARD, TINY]))
+    stats = data.draw(st.sampled_from([STAT_KEYS, SCALAR_STATS, ("count", "min"), ("p90",)]))
+    ops = data.draw(streams(widths))
+    spec = WindowSpec(widths, labels, stats)
+    # Compacting on nearly every event: the fused path's compaction branch runs too.
+    with mock.patch.object(windows_module, "_COMPACT_MIN", data.draw(st.sampled_from([1, 64]))):
+        one, fused = spec.new(), spec.new()
+        for op in ops:
+            if isinstance(op, Tick):
+                assert one.advance(op.clock_us) == fused.advance(op.clock_us)
+                continue
+            one.insert(op.ts_us, op.value)
+            assert fused.insert_and_summary(op.ts_us, op.value) == one.summary()
+            assert (fused.clock_us, len(fused)) == (one.clock_us, len(one))
 
 
 def test_stacked_oracle_layout_matches_one_rolling_call_per_state() -> None:
@@ -302,3 +328,30 @@ def test_the_generated_fast_paths_equal_the_reference(data: st.DataObject) -> No
             reference.insert(op.ts_us, op.value)
         assert fast.summary() == reference.summary()
         assert fast.clock_us == reference.clock_us and len(fast) == len(reference)
+
+
+def test_the_fast_paths_equal_the_reference_as_sorted_lists_split_and_merge() -> None:
+    # Windows of up to 3,000 values, then a gap and a trickle: each SortedList grows past one
+    # sublist (the generated code's inline insert and removal give way to SortedList's
+    # methods), splits, and merges back to one sublist as the windows drain.
+    widths, labels = (1 * S, 3 * S), ("1s", "3s")
+    spec = WindowSpec(widths, labels, STAT_KEYS)
+    fused, one, many, reference = spec.new(), spec.new(), spec.new(), spec.reference()
+    rng = np.random.default_rng(11)
+    t0 = 1_700_000_000 * S
+    times = [t0 + i * 1_000 for i in range(5_000)]  # 1,000 events a second
+    times += [times[-1] + 2 * S + i * 40_000 for i in range(200)]  # then 25 a second
+    values = [float(v) for v in rng.integers(-500, 500, len(times)) / 4]
+    batch: list[tuple[int, float]] = []
+    for ts, value in zip(times, values, strict=True):
+        reference.insert(ts, value)
+        expected = reference.summary()
+        one.insert(ts, value)
+        assert one.summary() == expected
+        assert fused.insert_and_summary(ts, value) == expected
+        batch.append((ts, value))
+        if len(batch) == 37:
+            assert many.insert_many(batch)[-1] == expected
+            batch = []
+    assert len(fused) == len(reference) == len(one)
+    assert all(len(s._lists) == 1 for s in fused._sorted)  # merged back into one sublist

@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -223,8 +224,7 @@ class Aggregator:
         last_update = 0  # the place of the last update among the drafts (points follow it)
         for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
             group = groups.route(e.tags, (*at, index))
-            _insert(group, e, now)
-            part = GroupPart(group.id, group.key, group.stats.summary())
+            part = GroupPart(group.id, group.key, _insert_and_summary(group, e, now))
             last_update = len(drafts)
             drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
             if series is not None:
@@ -297,7 +297,7 @@ class Aggregator:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
                 if group is not None and clock is not None:
-                    _insert(group, event, clock, exact_only=True)
+                    _replay_into(group, event)
                     if (in_group := self._group_series(state, group)) is not None:
                         closes = in_group.next_close_us
                         in_group.replayed(event.ts_us, event.value, event.tags)
@@ -607,30 +607,36 @@ class Aggregator:
         return sum(len(s.groups) for s in self._topics.values() if s.groups is not None)
 
 
-def _insert(group: Group, event: Event, clock_us: int, *, exact_only: bool = False) -> None:
-    """An event into its group, on the topic's clock: the group is seen at `clock_us` first,
-    so an event older than the topic clock is a late one for the group too. `exact_only`:
-    a rebuild's replay of entries a checkpoint covers."""
+def _insert_and_summary(group: Group, event: Event, clock_us: int) -> dict[str, dict[str, Any]]:
+    """An event into its group, on the topic's clock, and the group's statistics after it:
+    the group is seen at `clock_us` first, so an event older than the topic clock is a late
+    one for the group too. One call, so that the generated code loads the group's state once
+    for both (`insert_and_summary`)."""
     stats = group.stats
-    if exact_only:
-        # Not advanced: the group's clock then is in the checkpoint, and `end_replay` brings
-        # its exact windows there (an event older than it is in the same windows either way).
-        if isinstance(stats, RuleStats):
-            stats.insert_exact(event.ts_us, event.value, event.tags)
-        else:
-            stats.insert(event.ts_us, event.value)
-        return
-    if event.ts_us < clock_us:
+    ts_us = event.ts_us
+    if ts_us < clock_us:
         if stats.clock_us is None:
             stats.start_at(clock_us)  # a new group's first event is late for it too
         else:
             stats.advance(clock_us)
     if isinstance(stats, RuleStats):
-        stats.insert(event.ts_us, event.value, event.tags)
+        summary = stats.insert_and_summary(ts_us, event.value, event.tags)
+    else:
+        summary = stats.insert_and_summary(ts_us, event.value)
+    if ts_us > group.newest_us:
+        group.newest_us = ts_us
+    return summary
+
+
+def _replay_into(group: Group, event: Event) -> None:
+    """A rebuild's replay of an entry a checkpoint covers, into its group's exact windows.
+    Not advanced: the group's clock then is in the checkpoint, and `end_replay` brings its
+    exact windows there (an event older than it is in the same windows either way)."""
+    stats = group.stats
+    if isinstance(stats, RuleStats):
+        stats.insert_exact(event.ts_us, event.value, event.tags)
     else:
         stats.insert(event.ts_us, event.value)
-    if event.ts_us > group.newest_us:
-        group.newest_us = event.ts_us
 
 
 def _alert_drafts(clock_us: int, changes: list[AlertChange]) -> list[UpdateDraft]:

@@ -147,8 +147,8 @@ class RuleStats:
     """
 
     __slots__ = (
-        "_clock", "_drop_count", "_exact", "_exact_tags", "_parts", "_rates", "_sliding",
-        "_tag_parts", "tagged",
+        "_clock", "_drop_count", "_exact", "_exact_only", "_exact_tags", "_parts", "_rates",
+        "_sliding", "_tag_parts", "tagged",
     )  # fmt: skip
 
     def __init__(
@@ -172,6 +172,9 @@ class RuleStats:
         self._tag_parts = tag_parts
         self.tagged = exact_tags is not None or bool(tag_parts)
         """Whether it keeps tag statistics (the tags of each event are wanted)."""
+        # Exact windows and nothing else to feed (rates come from their counts): an event
+        # can take the exact windows' fused `insert_and_summary`.
+        self._exact_only = exact is not None and not parts and not self.tagged
 
     @property
     def clock_us(self) -> int | None:
@@ -202,6 +205,18 @@ class RuleStats:
             for tag_part in self._tag_parts:
                 tag_part.insert(ts_us, tags, clock)
         self._clock = clock
+
+    def insert_and_summary(self, ts_us: int, value: float, tags: Tags = None) -> Summary:
+        """`insert` then `summary` (a group's event)."""
+        exact = self._exact
+        if exact is None or not self._exact_only:
+            self.insert(ts_us, value, tags)
+            return self.summary()
+        clock = ts_us if self._clock is None or ts_us > self._clock else self._clock
+        out = exact.insert_and_summary(ts_us, value)
+        self._clock = clock  # after: a value `insert` refuses leaves the clock as it was
+        self._add_rates(out)
+        return out
 
     def insert_tagged(self, items: Sequence[tuple[int, float, Tags]]) -> list[Summary]:
         """`insert` then `summary` for each `(ts_us, value, tags)`, in order."""
@@ -277,11 +292,7 @@ class RuleStats:
 
     def summary(self) -> Summary:
         out: Summary = self._exact.summary() if self._exact is not None else {}
-        for label, seconds in self._rates:
-            window = out[label]
-            window["rate"] = window["count"] / seconds
-            if self._drop_count:
-                del window["count"]
+        self._add_rates(out)
         for part in self._parts:
             out.update(part.summary())
         if self.tagged:
@@ -292,6 +303,14 @@ class RuleStats:
                 for label, values in tag_part.summary().items():
                     out[label].update(values)
         return out
+
+    def _add_rates(self, out: Summary) -> None:
+        """The exact windows' rates into their summaries (`out`), from their counts."""
+        for label, seconds in self._rates:
+            window = out[label]
+            window["rate"] = window["count"] / seconds
+            if self._drop_count:
+                del window["count"]
 
 
 def _pack(items: list[bytes]) -> bytes:

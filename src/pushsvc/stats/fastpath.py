@@ -1,9 +1,10 @@
-"""Per-configuration fast paths for ``TopicWindows``: ``insert``, ``insert_many``, ``summary``.
+"""Per-configuration fast paths for ``TopicWindows``: ``insert``, ``insert_many``, ``summary``
+and ``insert_and_summary``.
 
 Why generate code: per event, the engine does a few dozen integer and list operations per
 window, and in CPython the interpreter's overhead around them (attribute loads, loop
 iterations over window objects, method calls) costs as much as the operations. So for each
-(widths, labels, stats) this module writes the three methods out with every window unrolled
+(widths, labels, stats) this module writes the methods out with every window unrolled
 into local variables, only the work the selected statistics need, and the labels and keys as
 literals; then compiles them into a subclass of ``TopicWindows``. ``insert_many`` keeps the
 whole state in locals for a batch. The generated source is kept on the class
@@ -27,6 +28,11 @@ The shape of each method:
   reloads. ``finally`` stores the locals whatever happens.
 * ``summary``: unpack ``_st``, then per window its count and, when it is not empty, its
   statistics from the sums, the extrema lists or the sorted list.
+* ``insert_and_summary``: ``insert``'s fast case, then the summary from the same locals: one
+  load and one store of ``_st`` where ``insert`` then ``summary`` take two loads. A group's
+  event takes this path (each event goes to a different group's windows, so there is no
+  batch to keep in locals as ``insert_many`` does). After a compaction, or off the fast case,
+  it is ``insert`` then ``summary``.
 
 The generated locals (``i`` is a window's index, in configuration order):
 
@@ -55,7 +61,10 @@ local                                meaning
 ===================================  ============================================================
 
 ``append_*``, ``pop_*``, ``add_sorted{i}``, ``remove_sorted{i}`` are bound methods of those
-lists, looked up once per call.
+lists, looked up once per call. ``lists{i}`` and ``maxes{i}`` are ``sorted{i}``'s sublists and
+their maxima (``SortedList`` internals): a list of one sublist (``sub``, under 1000 values)
+takes an insert and a removal inline with ``insort`` and ``bisect_left``, SortedList's own
+steps, without its two method calls each (``_ADD_SORTED``).
 
 Only validated data reaches the source: window widths are ints, statistic names come from
 ``STAT_KEYS``, and labels enter as ``repr()`` literals, so nothing a user configures is ever
@@ -69,10 +78,13 @@ the reference the fast path must match (the oracle tests run both).
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from pathlib import Path
 from string import Template
+
+from sortedcontainers import SortedList
 
 from pushsvc.stats.layout import (
     CLOCK,
@@ -103,9 +115,14 @@ GOLDEN_PATH = Path(__file__).with_name("fastpath_default.py.txt")
 def specialise(
     base: type, widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]
 ) -> type:
-    """A subclass of ``base`` with ``insert``, ``insert_many`` and ``summary`` generated."""
+    """A subclass of ``base`` with ``insert``, ``insert_many``, ``summary`` and
+    ``insert_and_summary`` generated."""
     source = generate(widths, labels, stats)
-    namespace: dict[str, object] = {"_sqrt": math.sqrt}
+    namespace: dict[str, object] = {
+        "_sqrt": math.sqrt,
+        "_insort": bisect.insort,
+        "_bisect_left": bisect.bisect_left,
+    }
     exec(compile(source, f"<pushsvc.stats.fastpath {labels} {stats}>", "exec"), namespace)
     attrs = {
         "__slots__": (),
@@ -114,14 +131,16 @@ def specialise(
         "insert": namespace["insert"],
         "insert_many": namespace["insert_many"],
         "summary": namespace["summary"],
+        "insert_and_summary": namespace["insert_and_summary"],
     }
-    for name in ("insert", "insert_many", "summary"):
+    for name in ("insert", "insert_many", "summary", "insert_and_summary"):
         attrs[name].__doc__ = getattr(base, name).__doc__
     return type(f"TopicWindows_{'_'.join(labels)}", (base,), attrs)
 
 
 def generate(widths: tuple[int, ...], labels: tuple[str, ...], stats: tuple[str, ...]) -> str:
-    """The source of ``insert``, ``insert_many`` and ``summary`` for one configuration."""
+    """The source of ``insert``, ``insert_many``, ``summary`` and ``insert_and_summary`` for
+    one configuration."""
     return _Source(widths, labels, stats).module()
 
 
@@ -226,6 +245,36 @@ def summary(self):
     return $summary_dict
 """
 
+# ``summary``'s exact-path test is not needed here: the fast case implies ``limit > 0.0``.
+_INSERT_AND_SUMMARY = """\
+def insert_and_summary(self, ts_us, value):
+    v = float(value)
+    st = self._st
+    t = ts_us
+    clock = st[$CLOCK]
+    limit = st[$LIMIT]
+    unit = st[$FUNIT]
+    $accept
+    self._insert_slow(ts_us, v)
+    return self.summary()
+"""
+
+_INSERT_AND_SUMMARY_FAST = """\
+$bind_lists
+(
+    $fields
+) = st
+end = len(times)
+$event
+$store
+if left$wide >= self._cat:
+    self._compact()
+    return self.summary()
+inv_unit2 = inv_unit * inv_unit
+$summaries
+return $summary_dict
+"""
+
 _SUMMARY_EXACT_PATH = """\
 if limit == 0.0:
     return self._summary_exact()
@@ -288,6 +337,16 @@ _BIND_SORTED = """\
 sorted$i = self._sorted[$i]
 add_sorted$i = sorted$i.add
 remove_sorted$i = sorted$i.remove
+"""
+
+_BIND_SORTED_INTERNALS = """\
+lists$i = sorted$i._lists
+maxes$i = sorted$i._maxes
+"""
+
+_BIND_SORTED_HELPERS = """\
+insort = _insort
+bisect_left = _bisect_left
 """
 
 _SUMMARY_BIND_SORTED = """\
@@ -357,11 +416,56 @@ $move_pointers
 
 _ADD_SUM = "sum$i += x\n"
 _ADD_SUMSQ = "sumsq$i += x_sq\n"
-_ADD_SORTED = "add_sorted$i(v)\n"
+# A sorted list of one sublist (a small window: a group's) is changed as SortedList's own
+# add and remove change it, inline: two calls fewer per event and window. A list of one
+# sublist has no positional index to keep (SortedList builds one only over several, and
+# clears it when they merge back into one); below 1000 values an insert cannot split it,
+# and a removal that would empty it takes SortedList's own path.
+_ADD_SORTED_INLINE = """\
+if len(lists$i) == 1 and len(sub := lists$i[0]) < 1000:
+    insort(sub, v)
+    maxes$i[0] = sub[-1]
+    sorted$i._len += 1
+else:
+    add_sorted$i(v)
+"""
 _EVICT_READ = "old = values[left$i]\n"
 _EVICT_SUM = "old_x = int(old * unit)\nsum$i -= old_x\n"
 _EVICT_SUMSQ = "sumsq$i -= old_x * old_x\n"
-_EVICT_SORTED = "remove_sorted$i(old)\n"
+_EVICT_SORTED_INLINE = """\
+if len(lists$i) == 1 and len(sub := lists$i[0]) > 1:
+    del sub[bisect_left(sub, old)]
+    maxes$i[0] = sub[-1]
+    sorted$i._len -= 1
+else:
+    remove_sorted$i(old)
+"""
+
+
+def _inline_sorted_works() -> bool:
+    """Whether SortedList's internals are as the inline steps above assume (stable since
+    sortedcontainers 2.0; probed once, as ``order.py`` does, and the methods are called if
+    they ever change)."""
+    try:
+        probe = SortedList([3.0, 1.0, 2.0])
+        lists, maxes = probe._lists, probe._maxes
+        sub = lists[0]
+        bisect.insort(sub, 2.5)
+        maxes[0] = sub[-1]
+        probe._len += 1
+        del sub[bisect.bisect_left(sub, 1.0)]
+        maxes[0] = sub[-1]
+        probe._len -= 1
+        probe.add(0.5)
+        probe.remove(3.0)
+        return len(lists) == 1 and not probe._index and list(probe) == [0.5, 2.0, 2.5]
+    except (AttributeError, TypeError, IndexError, ValueError):
+        return False
+
+
+_INLINE_SORTED = _inline_sorted_works()
+_ADD_SORTED = _ADD_SORTED_INLINE if _INLINE_SORTED else "add_sorted$i(v)\n"
+_EVICT_SORTED = _EVICT_SORTED_INLINE if _INLINE_SORTED else "remove_sorted$i(old)\n"
 
 # A pointer past the last entry means its entries were popped: the new one is then the
 # window's first; otherwise it only moves forward.
@@ -464,10 +568,13 @@ class _Source:
         return _BIND_ORDER_STATS + per_window
 
     def bind_lists(self) -> str:
+        template = _BIND_SORTED + (_BIND_SORTED_INTERNALS if _INLINE_SORTED else "")
+        sorted_lists = self.bind_sorted(template)
+        helpers = _BIND_SORTED_HELPERS if sorted_lists and _INLINE_SORTED else ""
         return _fill(
             _BIND_LISTS,
             bind_extrema=_BIND_EXTREMA if self.extrema else "",
-            bind_sorted=self.bind_sorted(_BIND_SORTED),
+            bind_sorted=sorted_lists + helpers,
         )
 
     def accept(self, fast: str) -> str:
@@ -536,7 +643,7 @@ class _Source:
     def summaries(self) -> str:
         return "".join(self.window_summary(i) for i in self.windows())
 
-    # -- the three methods -----------------------------------------------------------------
+    # -- the methods -----------------------------------------------------------------
 
     def insert(self) -> str:
         fast = _fill(
@@ -578,5 +685,21 @@ class _Source:
             summary_dict=self.summary_dict(),
         )
 
+    def insert_and_summary(self) -> str:
+        fast = _fill(
+            _INSERT_AND_SUMMARY_FAST,
+            bind_lists=self.bind_lists(),
+            fields=self.fields,
+            event=self.event(),
+            store=self.store(),
+            wide=self.wide,
+            summaries=self.summaries(),
+            summary_dict=self.summary_dict(),
+        )
+        return _fill(
+            _INSERT_AND_SUMMARY, CLOCK=CLOCK, LIMIT=LIMIT, FUNIT=FUNIT, accept=self.accept(fast)
+        )
+
     def module(self) -> str:
-        return "\n\n".join((self.insert(), self.insert_many(), self.summary()))
+        methods = (self.insert(), self.insert_many(), self.summary(), self.insert_and_summary())
+        return "\n\n".join(methods)

@@ -62,14 +62,17 @@ class TopicGroups:
     """The live groups of one topic and the rule to route its events by."""
 
     __slots__ = (
-        "_by_id", "_by_values", "_compiled", "_idle_us", "_other", "max_groups", "overflowed",
-        "tags",
+        "_by_id", "_by_values", "_compiled", "_idle_us", "_one", "_other", "max_groups",
+        "overflowed", "tags",
     )  # fmt: skip
 
     def __init__(self, compiled: CompiledRule, *, idle_us: int) -> None:
         rule = compiled.rule
         self._compiled = compiled
         self.tags = rule.group_by
+        # The one `group_by` tag, if one (the common case): its key is read without a
+        # generator per event.
+        self._one = self.tags[0] if len(self.tags) == 1 else None
         self.max_groups = rule.max_groups
         widest = max((*rule.windows_us, 0))
         self._idle_us = max(idle_us, widest)
@@ -95,7 +98,11 @@ class TopicGroups:
     def route(self, tags: Mapping[str, str] | None, at: Position) -> Group:
         """The group of an event with these tags, admitting it if there is room (`at`: the
         event's log position)."""
-        values = tuple(None if tags is None else tags.get(tag) for tag in self.tags)
+        one = self._one
+        if one is not None:
+            values: tuple[str | None, ...] = (None if tags is None else tags.get(one),)
+        else:
+            values = tuple(None if tags is None else tags.get(tag) for tag in self.tags)
         group = self._by_values.get(values)  # a tuple lookup: no id encoded per event
         if group is not None:
             return group

@@ -12,7 +12,8 @@ most of the cost of a window with quantiles. The public API costs one tree walk 
 ``values[i]`` (or per ``values[i:i + 2]``); ``SortedList``'s own ``_pos``/``_lists`` give
 ``x[lo]`` and its neighbour from a single walk, about a third faster over three windows. Those
 names are private (stable since sortedcontainers 2.0), so they are probed once at import and
-the public API is used if they ever change.
+the public API is used if they ever change. A list of one sublist (a small window, e.g. a
+group's) is indexed directly.
 """
 
 from __future__ import annotations
@@ -50,10 +51,20 @@ def order_stats_public(values: SortedList, qs: tuple[float, ...] = _QS) -> list[
 def order_stats_internal(values: SortedList, qs: tuple[float, ...] = _QS) -> list[float]:
     """Same as ``order_stats_public``, one tree walk per quantile via SortedList internals."""
     lists = values._lists
-    pos_of = values._pos
     n1 = values._len - 1
-    out = [lists[0][0], lists[-1][-1]]
+    first = lists[0]
+    out = [first[0], lists[-1][-1]]
     append = out.append
+    if len(lists) == 1:
+        # One sublist (under 2000 values: a group's windows, short ones): every position is
+        # an index into it, so no tree walk, not even `_pos`'s call (9 a grouped event).
+        for q in qs:
+            pos = q * n1
+            lo = int(pos)
+            low = first[lo]
+            append(low if lo == pos else low + (first[lo + 1] - low) * (pos - lo))
+        return out
+    pos_of = values._pos
     for q in qs:
         pos = q * n1
         lo = int(pos)
@@ -71,7 +82,7 @@ def order_stats_internal(values: SortedList, qs: tuple[float, ...] = _QS) -> lis
 
 def _internals_work() -> bool:
     # Several sublists, and p50 of 2000 values straddles the first two (1000 each).
-    probes = [SortedList(map(float, range(k))) for k in (1, 2, 2000, 5000)]
+    probes = [SortedList(map(float, range(k))) for k in (1, 2, 7, 2000, 5000)]
     try:
         return all(order_stats_internal(p) == order_stats_public(p) for p in probes)
     except (AttributeError, TypeError, ValueError, IndexError):

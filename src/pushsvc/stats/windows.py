@@ -13,13 +13,13 @@ a ``SortedList`` of its values (quantiles, ``order.py``), or pointers into the t
 monotonic min/max lists (``extrema.py``, used when no quantile is selected). Windows only
 move their left index forward, so eviction is O(1) amortised per event per window.
 
-Speed. The per-event paths (``insert``, ``insert_many``, ``summary``) are generated per
-configuration by ``fastpath.py`` with every window unrolled into local variables; they cover
-the common case, an in-order event of ordinary magnitude. Everything else (late events, the
-first value that needs a finer integer scale, values beyond ``HUGE``, idle ticks, buffer
-maintenance) runs through the plain methods of this class, which the fast paths call after
-writing their locals back. The scalar state lives in one flat list (``_st``, layout below) so
-that moving it in and out of locals is one unpack and one list display.
+Speed. The per-event paths (``insert``, ``insert_many``, ``summary``, ``insert_and_summary``)
+are generated per configuration by ``fastpath.py`` with every window unrolled into local
+variables; they cover the common case, an in-order event of ordinary magnitude. Everything
+else (late events, the first value that needs a finer integer scale, values beyond ``HUGE``,
+idle ticks, buffer maintenance) runs through the plain methods of this class, which the fast
+paths call after writing their locals back. The scalar state lives in one flat list (``_st``,
+layout below) so that moving it in and out of locals is one unpack and one list display.
 
 Bounded pauses. The dead head of the buffer is deleted in slices of at most
 ``max(_COMPACT_MIN, held / 16)`` entries (freeing objects costs ~25 ns each, so one slice of
@@ -158,7 +158,7 @@ class TopicWindows:
             raise ValueError("start_at is for a topic that has no clock yet")
         self._st[CLOCK] = clock_us
 
-    # The generated subclass overrides these three with unrolled versions of the same thing.
+    # The generated subclass overrides these four with unrolled versions of the same thing.
 
     def insert(self, ts_us: int, value: float) -> None:
         """Accept one event: ``T = max(T, ts_us)``, insert it in time order, slide every window.
@@ -182,6 +182,14 @@ class TopicWindows:
             self._insert_slow(ts_us, value)
             out.append(self._summary_exact())
         return out
+
+    def insert_and_summary(
+        self, ts_us: int, value: float
+    ) -> dict[str, dict[str, float | int | None]]:
+        """``insert`` then ``summary`` (a group's event: the generated version loads and
+        stores the state once)."""
+        self._insert_slow(ts_us, value)
+        return self._summary_exact()
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         """``{label: {stat: value}}`` for every window, the selected stats in STAT_KEYS order.
