@@ -203,7 +203,9 @@ class ExactTags:
     def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
         """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
         if clock_us > self._clock:
-            self._slide(clock_us)
+            self._clock = clock_us
+            for window in self._windows:
+                window.slide(clock_us)
         if not tags:
             return
         row = tuple(map(tags.get, self._tags))
@@ -366,7 +368,10 @@ class TimeTags:
     def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
         """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
         if clock_us > self._clock:
-            self._slide(clock_us)
+            self._clock = clock_us
+            for row in self._columns:
+                for column in row:
+                    column.slide(clock_us)
         if not tags:
             return
         for row in self._columns:
