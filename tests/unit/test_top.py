@@ -39,6 +39,27 @@ def test_ranked_counts_rank_like_value_counts(ops: list[tuple[int, bool]], k: in
         assert ranked.top(k) == _oracle(list(held.elements()), k)
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 12), st.integers(-3, 3), st.booleans()), max_size=200),
+    st.integers(1, 5),
+)
+def test_ranked_counts_stay_ranked_through_steps_of_any_size(
+    ops: list[tuple[int, int, bool]], k: int
+) -> None:
+    """Counts moving by more than one (a long window's floors) and reads now and then: the
+    cached list moves entries up and down, or is rebuilt, and always equals the oracle's."""
+    ranked = RankedCounts()
+    held: Counter[str] = Counter()
+    for v, n, read in ops:
+        value = f"v{v}"
+        n = max(n, -held[value])
+        ranked.add(value, n)
+        held[value] += n
+        if read:
+            assert ranked.top(k) == _oracle(list(held.elements()), k)
+    assert ranked.top(k) == _oracle(list(held.elements()), k)
+
+
 @given(st.lists(st.integers(0, 30), max_size=400), st.integers(1, 8))
 def test_space_saving_bounds(stream: list[int], capacity: int) -> None:
     summary = SpaceSaving(capacity)

@@ -26,7 +26,7 @@ from pushsvc.core.durations import duration_label
 from pushsvc.rules.analytics import Rule
 from pushsvc.stats.layout import NO_CLOCK
 from pushsvc.stats.spec import WindowSpec
-from pushsvc.stats.tagged import CountTags, Tags, TagSpec, TimeTags
+from pushsvc.stats.tagged import CountTags, ExactTags, Tags, TagSpec, TimeTags
 from pushsvc.stats.windows import TopicWindows
 
 __all__ = ["CompiledRule", "RuleStats", "WindowSet"]
@@ -118,7 +118,7 @@ class CompiledRule:
             widths = rule.sketch_windows_us
             labels = tuple(duration_label(w) for w in widths)
             tag_parts.append(
-                TimeTags(widths, labels, tags, long=True)
+                TimeTags(widths, labels, tags)
                 if saved is None
                 else TimeTags.from_state(widths, labels, tags, next(saved, b""))
             )
@@ -131,7 +131,7 @@ class CompiledRule:
         exact = self._exact.new() if self._exact is not None else None
         exact_tags = None
         if tags and self._exact is not None:
-            exact_tags = TimeTags(self._exact.widths_us, self._exact.labels, tags, long=False)
+            exact_tags = ExactTags(self._exact.widths_us, self._exact.labels, tags)
         stats = RuleStats(
             exact, tuple(parts), self._rates, self._drop_count, exact_tags, tuple(tag_parts)
         )
@@ -157,7 +157,7 @@ class RuleStats:
         parts: tuple[WindowSet, ...],
         rates: tuple[tuple[str, float], ...],
         drop_count: bool,
-        exact_tags: TimeTags | None = None,
+        exact_tags: ExactTags | None = None,
         tag_parts: tuple[TimeTags | CountTags, ...] = (),
     ) -> None:
         self._exact = exact
@@ -165,7 +165,7 @@ class RuleStats:
         self._rates = rates
         self._drop_count = drop_count
         self._clock: int | None = None
-        self._sliding: tuple[WindowSet | TimeTags | CountTags, ...] = tuple(
+        self._sliding: tuple[WindowSet | ExactTags | TimeTags | CountTags, ...] = tuple(
             p for p in (*parts, *tag_parts) if p.slides
         )
         self._exact_tags = exact_tags
@@ -297,11 +297,9 @@ class RuleStats:
             out.update(part.summary())
         if self.tagged:
             if self._exact_tags is not None:
-                for label, values in self._exact_tags.summary().items():
-                    out[label].update(values)
+                self._exact_tags.fill(out)
             for tag_part in self._tag_parts:
-                for label, values in tag_part.summary().items():
-                    out[label].update(values)
+                tag_part.fill(out)
         return out
 
     def _add_rates(self, out: Summary) -> None:

@@ -1,10 +1,12 @@
 """Distinct counts: exact up to 1,000 values, then a sliding HyperLogLog (pure).
 
 A window's distinct count (`distinct_<tag>`, docs/design.md) is the number of different
-values among the events a window holds. ``SlidingDistinct`` answers it for one window whose
-content is "every entry with a key above an edge" -- the key is an event's time for a time
-window, its sub-bucket's index for a long window (so the long window's HyperLogLog is the
-union of its sub-buckets' HyperLogLogs, kept as one; ``HyperLogLog.merge`` is that union).
+values among the events a window holds. Windows that hold their events anyway (exact time
+windows, count windows) count them exactly at any number of values (``tagged.py``: a count
+per value held). ``SlidingDistinct`` answers it for a long window, whose content is "every
+entry with a key above an edge" -- the key is the entry's sub-bucket index (so the long
+window's HyperLogLog is the union of its sub-buckets' HyperLogLogs, kept as one;
+``HyperLogLog.merge`` is that union).
 
 Exact first. While the window holds at most ``EXACT_UP_TO`` values, a dict maps each value
 to its newest key (a heap of keys says which leaves next): the answer is exact, and no hash is
@@ -363,7 +365,8 @@ class SlidingDistinct:
             self._newest = key
         hll = self._hll
         if hll is not None:
-            hll.add(hash64(value), key)
+            # hash64, inlined: every event of a window with many values comes through here.
+            hll.add(int.from_bytes(blake2b(value.encode(), digest_size=8).digest(), "little"), key)
             if hll.used > _TRACK_BELOW * self._cap:
                 # More registers in use than twice the cap: at least that many values, so the
                 # dict would only overflow again. It restarts here instead, at no cost.

@@ -2,20 +2,24 @@
 
 What they are is in docs/design.md ("Distinct counts and top values"); how each is kept:
 
-* ``TimeTags`` for time windows. An exact window (``step`` 1: the edge is exact) counts
-  distinct values with a ``SlidingDistinct`` keyed by event time (``distinct.py``) and top
-  values exactly, holding the tagged events of the window as the window's own statistics do
-  (``top.RankedCounts``). A long window (``step`` = its sub-bucket width) keys the distinct
-  count by sub-bucket, so its edge is the long window's (rounded out to a sub-bucket), and
-  keeps its top values in Space-Saving sub-buckets (``top.BucketedTop``); nothing there grows
-  with the rate.
+* ``ExactTags`` for exact time windows (up to ``exact_percentiles_up_to``): they hold their
+  events anyway, so each holds its tagged events' values (time order, ties in arrival order,
+  as the window's own statistics do) and counts both statistics exactly over them, at any
+  number of values: a distinct count is a dict value -> count in the window (+1 in, -1 out,
+  the count is its length), top values a ``top.RankedCounts``. Memory: one entry per
+  different value held, bounded by the events the window holds.
+* ``TimeTags`` for long windows: the distinct count is a ``SlidingDistinct``
+  (``distinct.py``: exact up to 1,000 values, then a sliding HyperLogLog) keyed by
+  sub-bucket, so its edge is the long window's (rounded out to a sub-bucket); top values are
+  kept in Space-Saving sub-buckets (``top.BucketedTop``); nothing there grows with the rate.
 * ``CountTags`` for count windows: the last N events are held anyway (``CountWindows``), so
   both statistics are exact over them, at most N values per window.
 
 Events lacking the tag are not counted (a count window still counts them among its N
 events). Each window reports ``distinct_<tag>`` (an integer) and ``top_<tag>`` (a list of
 ``{"value", "count"}``, plus ``"error"`` when the list comes from Space-Saving) after its
-other statistics, distinct tags then top tags in the rule's order.
+other statistics, distinct tags then top tags in the rule's order: ``fill`` writes them into
+the windows' dicts of the update being built (no dict of its own per event).
 
 Not thread- or greenlet-safe: one owner calls it; nothing yields.
 """
@@ -33,12 +37,13 @@ from pushsvc.stats.layout import NO_CLOCK
 from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.top import BucketedTop, Ranked, RankedCounts, counters_for
 
-__all__ = ["CountTags", "TagSpec", "TimeTags"]
+__all__ = ["CountTags", "ExactTags", "TagSpec", "TimeTags"]
 
 Tags = Mapping[str, str] | None
 TopEntry = dict[str, str | int | float]
 TagValue = int | list[TopEntry]
-TagSummary = dict[str, dict[str, TagValue]]
+Windows = dict[str, dict[str, object]]
+"""An update's windows by label, each its statistics by name (what ``fill`` writes into)."""
 
 _VERSION = 1
 _COMPACT_MIN = 1024
@@ -70,9 +75,172 @@ def _entries(ranked: Ranked, error: float | None) -> list[TopEntry]:
     return [{"value": value, "count": count, "error": error} for value, count in ranked]
 
 
+class _RankedTop:
+    """One exact window's top values of one tag, and the list last rendered: most events
+    change no listed value, and then the same list serves (updates only read it)."""
+
+    __slots__ = ("_cached", "_seen", "k", "name", "place", "ranked")
+
+    def __init__(self, name: str, place: int, k: int) -> None:
+        self.name, self.place, self.k = name, place, k
+        self.ranked = RankedCounts()
+        self._cached: list[TopEntry] = []
+        self._seen = -1
+
+    def value(self) -> list[TopEntry]:
+        ranked = self.ranked
+        if ranked.version != self._seen:
+            self._cached = _entries(ranked.top(self.k), None)
+            self._seen = ranked.version
+        return self._cached
+
+
+class _ExactWindow:
+    """One exact time window's tag statistics over its tagged events: each event's values
+    of the rule's tags (a row, ``None`` where it lacks one), held in time order with ties in
+    arrival order; per distinct tag a dict value -> count in the window, per top tag its
+    ranked counts."""
+
+    __slots__ = ("_distinct", "_head", "_rows", "_tops", "_ts", "label", "width")
+
+    def __init__(
+        self,
+        label: str,
+        width: int,
+        distinct: Sequence[tuple[str, int]],
+        top: Sequence[tuple[str, int, int]],
+    ) -> None:
+        self.label, self.width = label, width
+        self._ts: list[int] = []
+        self._rows: list[tuple[str | None, ...]] = []
+        self._head = 0
+        self._distinct = tuple((name, place, dict[str, int]()) for name, place in distinct)
+        self._tops = tuple(_RankedTop(name, place, k) for name, place, k in top)
+
+    def slide(self, clock: int) -> bool:
+        edge = clock - self.width
+        ts, head = self._ts, self._head
+        end = len(ts)
+        if head == end or ts[head] > edge:
+            return False
+        rows = self._rows
+        while head < end and ts[head] <= edge:
+            row = rows[head]
+            head += 1
+            for _, place, counts in self._distinct:
+                value = row[place]
+                if value is not None:
+                    left = counts[value] - 1
+                    if left:
+                        counts[value] = left
+                    else:
+                        del counts[value]
+            for top in self._tops:
+                value = row[top.place]
+                if value is not None:
+                    top.ranked.add(value, -1)
+        if head >= _COMPACT_MIN and head >= end >> 1:
+            del ts[:head], rows[:head]
+            head = 0
+        self._head = head
+        return True
+
+    def add(self, ts: int, row: tuple[str | None, ...], clock: int) -> None:
+        if ts <= clock - self.width:
+            return
+        held = self._ts
+        if not held or ts >= held[-1]:
+            held.append(ts)
+            self._rows.append(row)
+        else:
+            p = bisect_right(held, ts, self._head)
+            held.insert(p, ts)
+            self._rows.insert(p, row)
+        for _, place, counts in self._distinct:
+            value = row[place]
+            if value is not None:
+                counts[value] = counts.get(value, 0) + 1
+        for top in self._tops:
+            value = row[top.place]
+            if value is not None:
+                top.ranked.add(value)
+
+    def fill(self, window: dict[str, object]) -> None:
+        for name, _, counts in self._distinct:
+            window[name] = len(counts)
+        for top in self._tops:
+            window[top.name] = top.value()
+
+    def is_empty(self) -> bool:
+        return self._head == len(self._ts)
+
+
+class ExactTags:
+    """The tag statistics of a rule's exact time windows: exact (module doc); not durable,
+    the event log gives them back as it gives the windows' other statistics."""
+
+    slides = True
+
+    __slots__ = ("_clock", "_tags", "_windows")
+
+    def __init__(self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec) -> None:
+        self._clock = NO_CLOCK
+        # A row holds each event's value of every tag the rule names, once (a tag may be
+        # both counted and listed).
+        self._tags = tuple(dict.fromkeys((*spec.distinct, *(t for t, _ in spec.top))))
+        where = {tag: i for i, tag in enumerate(self._tags)}
+        distinct = [(f"distinct_{tag}", where[tag]) for tag in spec.distinct]
+        top = [(f"top_{tag}", where[tag], k) for tag, k in spec.top]
+        self._windows = tuple(
+            _ExactWindow(label, width, distinct, top)
+            for width, label in zip(widths_us, labels, strict=True)
+        )
+
+    @property
+    def clock_us(self) -> int | None:
+        return None if self._clock == NO_CLOCK else self._clock
+
+    def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
+        """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
+        if clock_us > self._clock:
+            self._clock = clock_us
+            for window in self._windows:
+                window.slide(clock_us)
+        if not tags:
+            return
+        row = tuple(map(tags.get, self._tags))
+        if row.count(None) == len(row):
+            return
+        for window in self._windows:
+            window.add(ts_us, row, clock_us)
+
+    def start_at(self, clock_us: int) -> None:
+        if self._clock == NO_CLOCK:
+            self._clock = clock_us
+
+    def advance(self, clock_us: int) -> bool:
+        if self._clock == NO_CLOCK or clock_us <= self._clock:
+            return False
+        return self._slide(clock_us)
+
+    def _slide(self, clock_us: int) -> bool:
+        self._clock = clock_us
+        changed = False
+        for window in self._windows:
+            changed |= window.slide(clock_us)
+        return changed
+
+    def is_empty(self) -> bool:
+        return all(window.is_empty() for window in self._windows)
+
+    def fill(self, windows: Windows) -> None:
+        """Write each window's tag statistics into its dict in ``windows``."""
+        for window in self._windows:
+            window.fill(windows[window.label])
+
+
 class _Distinct:
-    """One window's distinct count of one tag. Keys are ``(ts - 1) // step``: the event time
-    itself, shifted by one, for an exact window (step 1), the sub-bucket for a long one."""
+    """One long window's distinct count of one tag, keyed by sub-bucket: ``(ts - 1) // step``."""
 
     __slots__ = ("_edge", "counter", "name", "step", "tag", "width")
 
@@ -108,84 +276,25 @@ class _Distinct:
         self._edge = None
 
 
-class _TopExact:
-    """One exact time window's top values of one tag, from its tagged events (held in time
-    order, ties in arrival order)."""
-
-    __slots__ = (
-        "_cached",
-        "_head",
-        "_ranked",
-        "_seen",
-        "_ts",
-        "_vals",
-        "k",
-        "name",
-        "tag",
-        "width",
-    )
-
-    def __init__(self, name: str, tag: str, width: int, k: int) -> None:
-        self.name, self.tag, self.width, self.k = name, tag, width, k
-        self._ts: list[int] = []
-        self._vals: list[str] = []
-        self._head = 0
-        self._ranked = RankedCounts()
-        # The list last rendered, and the ranking's version it was rendered at: most events
-        # change no listed value, and then the same list serves.
-        self._cached: list[TopEntry] = []
-        self._seen = -1
-
-    def slide(self, clock: int) -> bool:
-        edge = clock - self.width
-        ts, vals, head = self._ts, self._vals, self._head
-        start = head
-        while head < len(ts) and ts[head] <= edge:
-            self._ranked.add(vals[head], -1)
-            head += 1
-        if head == start:
-            return False
-        if head >= _COMPACT_MIN and head >= len(ts) >> 1:
-            del ts[:head], vals[:head]
-            head = 0
-        self._head = head
-        return True
-
-    def add(self, ts: int, value: str, clock: int) -> None:
-        if ts <= clock - self.width:
-            return
-        held = self._ts
-        if not held or ts >= held[-1]:
-            held.append(ts)
-            self._vals.append(value)
-        else:
-            p = bisect_right(held, ts, self._head)
-            held.insert(p, ts)
-            self._vals.insert(p, value)
-        self._ranked.add(value)
-
-    def value(self) -> TagValue:
-        ranked = self._ranked
-        if ranked.version != self._seen:
-            self._cached = _entries(ranked.top(self.k), None)
-            self._seen = ranked.version
-        return self._cached
-
-    def is_empty(self) -> bool:
-        return self._head == len(self._ts)
-
-
 class _TopBucketed:
     """One long window's top values of one tag (``top.BucketedTop``)."""
 
-    __slots__ = ("_cached", "_first", "_seen", "k", "name", "step", "summary", "tag", "width")
+    __slots__ = (
+        "_cached", "_error", "_first", "_pairs", "_seen", "k", "name", "step", "summary", "tag",
+        "width",
+    )  # fmt: skip
 
     def __init__(self, name: str, tag: str, width: int, k: int) -> None:
         self.name, self.tag, self.width, self.k = name, tag, width, k
         self.step = width // SUB_BUCKETS
         self.summary = BucketedTop(counters_for(k))
+        # The list last rendered, the ranking it was read at and the error it carries: once
+        # approximate, the error (N / m) moves with every event while the listed values and
+        # counts seldom do, so only the entries are made again.
         self._cached: list[TopEntry] = []
-        self._seen: tuple[int, int, int] | None = None
+        self._pairs: Ranked = []
+        self._seen: tuple[int, int] | None = None
+        self._error: float | None = None
         self._first: int | None = None  # the oldest sub-bucket in the window, last slid to
 
     def slide(self, clock: int) -> bool:
@@ -202,11 +311,20 @@ class _TopBucketed:
 
     def value(self) -> TagValue:
         summary = self.summary
-        version = summary.version
-        if version != self._seen:
-            error = None if summary.exact else summary.error
-            self._cached = _entries(summary.top(self.k), error)
-            self._seen = version
+        ranking = summary.ranking
+        if ranking != self._seen:
+            self._seen = ranking
+            self._pairs = summary.top(self.k)
+            self._error = None
+            if summary.exact:  # exactness changes only with the floors: with the ranking
+                self._cached = _entries(self._pairs, None)
+                return self._cached
+        elif summary.exact:
+            return self._cached
+        error = summary.error
+        if error != self._error:
+            self._error = error
+            self._cached = _entries(self._pairs, error)
         return self._cached
 
     def is_empty(self) -> bool:
@@ -220,33 +338,26 @@ class _TopBucketed:
         self._seen = self._first = None
 
 
-_Column = _Distinct | _TopExact | _TopBucketed
+_Column = _Distinct | _TopBucketed
 
 
 class TimeTags:
-    """The tag statistics of a rule's exact time windows (``long=False``: not durable, the
-    event log gives them back) or of its long windows (``long=True``: durable, ``to_state``)."""
+    """The tag statistics of a rule's long windows: durable (``to_state``), nothing growing
+    with the rate (module doc)."""
 
     slides = True
 
-    __slots__ = ("_clock", "_columns", "_labels", "_long", "_widths")
+    __slots__ = ("_clock", "_columns", "_labels", "_widths")
 
-    def __init__(
-        self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec, *, long: bool
-    ) -> None:
+    def __init__(self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec) -> None:
         self._widths = tuple(widths_us)
         self._labels = tuple(labels)
-        self._long = long
         self._clock = NO_CLOCK
         columns: list[list[_Column]] = []
         for width in self._widths:
-            step = width // SUB_BUCKETS if long else 1
+            step = width // SUB_BUCKETS
             row: list[_Column] = [_Distinct(f"distinct_{t}", t, width, step) for t in spec.distinct]
-            for tag, k in spec.top:
-                name = f"top_{tag}"
-                row.append(
-                    _TopBucketed(name, tag, width, k) if long else _TopExact(name, tag, width, k)
-                )
+            row += [_TopBucketed(f"top_{tag}", tag, width, k) for tag, k in spec.top]
             columns.append(row)
         self._columns = tuple(tuple(row) for row in columns)
 
@@ -257,7 +368,10 @@ class TimeTags:
     def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
         """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
         if clock_us > self._clock:
-            self._slide(clock_us)
+            self._clock = clock_us
+            for row in self._columns:
+                for column in row:
+                    column.slide(clock_us)
         if not tags:
             return
         for row in self._columns:
@@ -286,21 +400,19 @@ class TimeTags:
     def is_empty(self) -> bool:
         return all(column.is_empty() for row in self._columns for column in row)
 
-    def summary(self) -> TagSummary:
-        return {
-            label: {column.name: column.value() for column in row}
-            for label, row in zip(self._labels, self._columns, strict=True)
-        }
+    def fill(self, windows: Windows) -> None:
+        """Write each window's tag statistics into its dict in ``windows``."""
+        for label, row in zip(self._labels, self._columns, strict=True):
+            window = windows[label]
+            for column in row:
+                window[column.name] = column.value()
 
     def to_state(self) -> bytes:
-        if not self._long:
-            raise ValueError("exact windows' tag statistics come back from the event log")
         out = StateWriter()
         out.uint(_VERSION)
         out.sint(self._clock)
         for row in self._columns:
             for column in row:
-                assert not isinstance(column, _TopExact)
                 column.write(out)
         return bytes(out)
 
@@ -308,7 +420,7 @@ class TimeTags:
     def from_state(
         cls, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec, state: bytes
     ) -> TimeTags:
-        self = cls(widths_us, labels, spec, long=True)
+        self = cls(widths_us, labels, spec)
         if not state:
             return self  # written before the rule asked for tag statistics
         source = StateReader(state)
@@ -317,7 +429,6 @@ class TimeTags:
         self._clock = source.sint()
         for row in self._columns:
             for column in row:
-                assert not isinstance(column, _TopExact)
                 column.read(source)
         source.done()
         return self
@@ -414,16 +525,14 @@ class CountTags:
             if value is not None:
                 ranked.add(value, sign)
 
-    def summary(self) -> TagSummary:
-        out: TagSummary = {}
+    def fill(self, windows: Windows) -> None:
+        """Write each window's tag statistics into its dict in ``windows``."""
         for label, distinct, tops in zip(self._labels, self._distinct, self._tops, strict=True):
-            window: dict[str, TagValue] = {}
+            window = windows[label]
             for tag, (_, counts) in zip(self._spec.distinct, distinct, strict=True):
                 window[f"distinct_{tag}"] = len(counts)
             for (top_tag, _), (_, k, ranked) in zip(self._spec.top, tops, strict=True):
                 window[f"top_{top_tag}"] = _entries(ranked.top(k), None)
-            out[label] = window
-        return out
 
     def to_state(self) -> bytes:
         out = StateWriter()

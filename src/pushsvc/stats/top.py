@@ -41,6 +41,12 @@ MAX_K = 100
 
 Ranked = list[tuple[str, int]]
 
+# How far ``RankedCounts`` looks for an unlisted value passing a listed one whose count went
+# down before it gives up and rebuilds the list: a few counts, a few values each (a listed
+# count seldom drops below many others: it leads them).
+_LOOK_COUNTS = 4
+_LOOK_VALUES = 16
+
 
 def counters_for(k: int) -> int:
     """Space-Saving counters (and the number of different values a window counts exactly) for
@@ -53,9 +59,12 @@ class RankedCounts:
 
     Kept as buckets of values by count, so a change is O(1) dict work, and the top k is
     cached: a count going up changes it only when the value is in it or passes its last
-    entry (a short re-sort); a count of a listed value going down invalidates it, and the next
-    read rebuilds it from the largest counts down (sorting the distinct counts, not the
-    values). Windows read the top k after every event; most events change no listed value."""
+    entry (the entry moves up past the ones it now beats); a listed value's count going down
+    moves it down the list unless an unlisted value may now beat it (one in a bucket between
+    its new count and the last listed one: a few small buckets are looked through, else the
+    next read rebuilds the list from the largest counts down, sorting the distinct counts,
+    not the values). Windows read the top k after every event; most events change no listed
+    value."""
 
     __slots__ = ("_by", "_k", "_listed", "_top", "counts", "version")
 
@@ -100,21 +109,70 @@ class RankedCounts:
             return
         if value in self._listed:
             self.version += 1
-            if n < 0:
-                self._top = None  # an unlisted value may pass it now
+            i = 0
+            while top[i][0] != value:
+                i += 1
+            if n > 0:
+                # Up past the entries it now beats.
+                while i and (
+                    new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])
+                ):
+                    top[i] = top[i - 1]
+                    i -= 1
+                top[i] = (value, new)
                 return
-            for i, (listed, _) in enumerate(top):
-                if listed == value:
-                    top[i] = (value, new)
-                    break
-            top.sort(key=_rank)
-        elif n > 0 and (len(top) < self._k or _rank((value, new)) < _rank(top[-1])):
-            self.version += 1
-            top.append((value, new))
-            top.sort(key=_rank)
+            if new and (len(top) < self._k or not self._may_pass(value, new, top[-1][1])):
+                # Down past the entries that now beat it; no unlisted one does.
+                last = len(top) - 1
+                while i < last and (
+                    top[i + 1][1] > new or (top[i + 1][1] == new and top[i + 1][0] < value)
+                ):
+                    top[i] = top[i + 1]
+                    i += 1
+                top[i] = (value, new)
+                return
+            if not new and len(top) < self._k:
+                del top[i]  # every value is listed: none comes in for it
+                self._listed.discard(value)
+                return
+            self._top = None  # an unlisted value may pass it now: rebuild on read
+            return
+        if n > 0:
+            if len(top) < self._k:
+                i = len(top)
+                top.append((value, new))
+            else:
+                last_value, last_count = top[-1]
+                if new < last_count or (new == last_count and value > last_value):
+                    return
+                self._listed.discard(last_value)
+                i = len(top) - 1
+            while i and (new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])):
+                top[i] = top[i - 1]
+                i -= 1
+            top[i] = (value, new)
             self._listed.add(value)
-            if len(top) > self._k:
-                self._listed.discard(top.pop()[0])
+            self.version += 1
+
+    def _may_pass(self, value: str, new: int, last: int) -> bool:
+        """Whether a value not listed may rank before ``(value, new)``: one with a count
+        above ``new`` (so at most ``last``, the last listed count, as every unlisted value
+        ranks after the last entry) or with ``new`` and a smaller value. True when unsure
+        (many counts or values to look through: the list is rebuilt then)."""
+        if last - new > _LOOK_COUNTS:
+            return True
+        listed = self._listed
+        by = self._by
+        for count in range(new, last + 1):
+            bucket = by.get(count)
+            if not bucket:
+                continue
+            if len(bucket) > _LOOK_VALUES:
+                return True
+            for other in bucket:
+                if other not in listed and (count > new or other < value):
+                    return True
+        return False
 
     def top(self, k: int) -> Ranked:
         if self._top is None or k != self._k:
@@ -263,9 +321,9 @@ class BucketedTop:
         return self.n / self._capacity
 
     @property
-    def version(self) -> tuple[int, int, int]:
-        """Changes whenever the top k or their estimates or the error may have."""
-        return self._ranked.version, self._floors, self.n if self._floors else 0
+    def ranking(self) -> tuple[int, int]:
+        """Changes whenever the top k or their estimates may have (not the error: ``n``)."""
+        return self._ranked.version, self._floors
 
     def add(self, bucket: int, value: str) -> None:
         sub = self._subs.get(bucket)
@@ -275,8 +333,9 @@ class BucketedTop:
         counts = sub.counts
         before = sub.floor
         old = counts.get(value)
-        if old is not None and old > before:
-            ranked.add(value, before - old)
+        # The value's excess here before; its ranking changes once, by the difference (a
+        # fall then a rise would drop it from a cached top list for nothing).
+        was = old - before if old is not None and old > before else 0
         _, gone, gone_count = sub.add(value)
         if gone is not None and gone_count > before:
             ranked.add(gone, before - gone_count)
@@ -286,7 +345,7 @@ class BucketedTop:
                 if other != value:
                     ranked.add(other, before - after)
             self._floors += after - before
-        ranked.add(value, counts[value] - after)
+        ranked.add(value, counts[value] - after - was)
         self.n += 1
 
     def evict(self, first: int) -> bool:
