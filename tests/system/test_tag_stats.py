@@ -160,10 +160,25 @@ def test_many_values_keep_the_sketches_promises(shop: PushsvcProcess) -> None:
 def test_get_rules_describes_distinct_and_top(shop: PushsvcProcess) -> None:
     _, _, body = request(shop.port, "GET", "/rules")
     (rule,) = json.loads(body)["rules"]
+    # 10s and last50 hold their events (counted exactly at any count); 2m is a long window.
     assert rule["distinct"] == [
-        {"tag": "user", "stat": "distinct_user", "exact_up_to": 1000, "relative_error": 0.01}
+        {
+            "tag": "user",
+            "stat": "distinct_user",
+            "exact_in": ["10s", "last50"],
+            "exact_up_to": 1000,
+            "relative_error": 0.01,
+        }
     ]
-    assert rule["top"] == [{"tag": "product", "k": 3, "stat": "top_product", "exact_up_to": 1000}]
+    assert rule["top"] == [
+        {
+            "tag": "product",
+            "k": 3,
+            "stat": "top_product",
+            "exact_in": ["10s", "last50"],
+            "exact_up_to": 1000,
+        }
+    ]
 
 
 def test_a_distinct_count_fires_an_alert(shop: PushsvcProcess) -> None:

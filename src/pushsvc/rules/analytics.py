@@ -151,9 +151,18 @@ class Rule:
             described["max_groups"] = self.max_groups
         if self.series is not None:
             described["series"] = [tier.label for tier in self.series]
+        # Windows that hold their events count every value exactly, however many there are;
+        # `exact_up_to` is the promise of the others (long windows) and of series buckets.
+        exact_in = [w["label"] for w in windows if w.get("percentiles") != "sketch"]
         if self.distinct:
             described["distinct"] = [
-                {"tag": tag, "stat": f"distinct_{tag}", "exact_up_to": 1000, "relative_error": 0.01}
+                {
+                    "tag": tag,
+                    "stat": f"distinct_{tag}",
+                    "exact_in": exact_in,
+                    "exact_up_to": 1000,
+                    "relative_error": 0.01,
+                }
                 for tag in self.distinct
             ]
         if self.top:
@@ -162,6 +171,7 @@ class Rule:
                     "tag": tag,
                     "k": k,
                     "stat": f"top_{tag}",
+                    "exact_in": exact_in,
                     "exact_up_to": max(EXACT_TOP_UP_TO, 20 * k),
                 }
                 for tag, k in self.top
