@@ -175,13 +175,33 @@ class _ExactWindow:
         return self._head == len(self._ts)
 
 
-class ExactTags:
+class _SlidingClock:
+    """The clock protocol of the time-window tag statistics: `start_at` a late first event's
+    clock, `advance` on an idle tick (True iff a window lost values); `_slide` is theirs."""
+
+    __slots__ = ("_clock",)
+    _clock: int
+
+    def start_at(self, clock_us: int) -> None:
+        if self._clock == NO_CLOCK:
+            self._clock = clock_us
+
+    def advance(self, clock_us: int) -> bool:
+        if self._clock == NO_CLOCK or clock_us <= self._clock:
+            return False
+        return self._slide(clock_us)
+
+    def _slide(self, clock_us: int) -> bool:
+        raise NotImplementedError
+
+
+class ExactTags(_SlidingClock):
     """The tag statistics of a rule's exact time windows: exact (module doc); not durable,
     the event log gives them back as it gives the windows' other statistics."""
 
     slides = True
 
-    __slots__ = ("_clock", "_tags", "_windows")
+    __slots__ = ("_tags", "_windows")
 
     def __init__(self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec) -> None:
         self._clock = NO_CLOCK
@@ -213,15 +233,6 @@ class ExactTags:
             return
         for window in self._windows:
             window.add(ts_us, row, clock_us)
-
-    def start_at(self, clock_us: int) -> None:
-        if self._clock == NO_CLOCK:
-            self._clock = clock_us
-
-    def advance(self, clock_us: int) -> bool:
-        if self._clock == NO_CLOCK or clock_us <= self._clock:
-            return False
-        return self._slide(clock_us)
 
     def _slide(self, clock_us: int) -> bool:
         self._clock = clock_us
@@ -341,13 +352,13 @@ class _TopBucketed:
 _Column = _Distinct | _TopBucketed
 
 
-class TimeTags:
+class TimeTags(_SlidingClock):
     """The tag statistics of a rule's long windows: durable (``to_state``), nothing growing
     with the rate (module doc)."""
 
     slides = True
 
-    __slots__ = ("_clock", "_columns", "_labels", "_widths")
+    __slots__ = ("_columns", "_labels", "_widths")
 
     def __init__(self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec) -> None:
         self._widths = tuple(widths_us)
@@ -379,15 +390,6 @@ class TimeTags:
                 value = tags.get(column.tag)
                 if value is not None:
                     column.add(ts_us, value, clock_us)
-
-    def start_at(self, clock_us: int) -> None:
-        if self._clock == NO_CLOCK:
-            self._clock = clock_us
-
-    def advance(self, clock_us: int) -> bool:
-        if self._clock == NO_CLOCK or clock_us <= self._clock:
-            return False
-        return self._slide(clock_us)
 
     def _slide(self, clock_us: int) -> bool:
         self._clock = clock_us
