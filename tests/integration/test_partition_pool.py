@@ -315,6 +315,23 @@ def test_a_topic_belongs_to_the_pool_holding_its_partition(deployment: Deploymen
         assert first.owns(topic) != second.owns(topic)
 
 
+def _two_pools_then_redis_empty(
+    deployment: Deployment, redis_server: RedisServer
+) -> tuple[PartitionPool, PartitionPool, list[list[tuple[int, int]]], list[list[str]]]:
+    """Two pools settled over posted topics, then Redis emptied (FLUSHALL, as a restart that
+    kept nothing): the pools, and what each owned and applied before."""
+    first, second = deployment.start(), deployment.start()
+    deployment.post(30)
+    _settle(deployment)
+    owned = [first.owned, second.owned]
+    topics = [sorted(first.topics()), sorted(second.topics())]
+    control = redis.Redis(port=redis_server.port)
+    control.flushall()
+    control.close()
+    deployment.logged.clear()  # what was logged is gone; what comes next is checked
+    return first, second, owned, topics
+
+
 def test_after_redis_lost_everything_each_pool_takes_its_own_partitions_back(
     own_redis: RedisServer, prefix: str
 ) -> None:
@@ -324,15 +341,7 @@ def test_after_redis_lost_everything_each_pool_takes_its_own_partitions_back(
     members the round before saw)."""
     deployment = Deployment(own_redis.url, prefix, partitions=6)
     try:
-        first, second = deployment.start(), deployment.start()
-        deployment.post(30)
-        _settle(deployment)
-        owned = [first.owned, second.owned]
-        topics = [sorted(first.topics()), sorted(second.topics())]
-        control = redis.Redis(port=own_redis.port)
-        control.flushall()
-        control.close()
-        deployment.logged.clear()  # what was logged is gone; what comes next is checked
+        first, second, owned, topics = _two_pools_then_redis_empty(deployment, own_redis)
         deployment.step(3 * LEASE_US / S)
         assert [first.owned, second.owned] == owned
         assert [sorted(first.topics()), sorted(second.topics())] == topics
@@ -351,15 +360,7 @@ def test_after_redis_lost_everything_a_pool_slow_to_rejoin_keeps_its_partitions(
     the time every live member has to renew its membership, before it takes a partition."""
     deployment = Deployment(own_redis.url, prefix, partitions=6)
     try:
-        first, second = deployment.start(), deployment.start()
-        deployment.post(30)
-        _settle(deployment)
-        owned = [first.owned, second.owned]
-        topics = [sorted(first.topics()), sorted(second.topics())]
-        control = redis.Redis(port=own_redis.port)
-        control.flushall()
-        control.close()
-        deployment.logged.clear()
+        first, second, owned, topics = _two_pools_then_redis_empty(deployment, own_redis)
         alone_until = time.monotonic() + 0.8 * LEASE_US / S  # rounds every ttl/3: three
         while time.monotonic() < alone_until:
             second.step()

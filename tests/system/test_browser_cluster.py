@@ -402,13 +402,12 @@ def assert_counts_of_an_uninterrupted_run(pages: Pages, accepted: dict[str, list
         assert last["count"] == 1 + len(values), (topic, last)
 
 
-# ------------------------------------------------------------------ tests
-
-
-def test_event_source_resumes_exactly_across_partitions_after_the_proxy_cuts_it(
-    deployment: Deployment, open_page: Callable[[], Page]
-) -> None:
-    family = f"cut{uuid.uuid4().hex[:6]}"
+def flowing(
+    deployment: Deployment, name: str, open_page: Callable[[], Page]
+) -> tuple[list[str], Pages, Producer]:
+    """Four topics of a new family over the primaries, one event each, pages streaming
+    `family.*`, and a producer running whose first event of each topic the pages have shown."""
+    family = f"{name}{uuid.uuid4().hex[:6]}"
     topics, _ = topics_over_primaries(deployment, family, count=4)
     for topic in topics:
         deployment.post(topic, {"value": 0})
@@ -416,9 +415,23 @@ def test_event_source_resumes_exactly_across_partitions_after_the_proxy_cuts_it(
     producer = Producer(deployment, topics, start=1)
     producer.start()
     try:
-        # A cut while events flow: the browser comes back at once, racing the producer.
         wait_until(lambda: all(producer.accepted[t] for t in topics), what="one event each")
         pages.wait_values({t: producer.accepted[t][0] for t in topics})
+    except BaseException:
+        producer.stop()
+        raise
+    return topics, pages, producer
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_event_source_resumes_exactly_across_partitions_after_the_proxy_cuts_it(
+    deployment: Deployment, open_page: Callable[[], Page]
+) -> None:
+    topics, pages, producer = flowing(deployment, "cut", open_page)
+    try:
+        # A cut while events flow: the browser comes back at once, racing the producer.
         for proxy in pages.proxies:
             proxy.drop()
         pages.wait_cut()
@@ -444,16 +457,8 @@ def test_event_source_resumes_exactly_across_partitions_after_the_proxy_cuts_it(
 def test_event_source_resumes_exactly_across_partitions_after_kill_9_of_its_web_process(
     deployment: Deployment, open_page: Callable[[], Page]
 ) -> None:
-    family = f"kill{uuid.uuid4().hex[:6]}"
-    topics, _ = topics_over_primaries(deployment, family, count=4)
-    for topic in topics:
-        deployment.post(topic, {"value": 0})
-    pages = open_pages(deployment, f"{family}.*", open_page)
-    producer = Producer(deployment, topics, start=1)
-    producer.start()
+    topics, pages, producer = flowing(deployment, "kill", open_page)
     try:
-        wait_until(lambda: all(producer.accepted[t] for t in topics), what="one event each")
-        pages.wait_values({t: producer.accepted[t][0] for t in topics})
         deployment.web.kill()
         pages.wait_cut()
         for topic in topics:  # while no web process serves the pages

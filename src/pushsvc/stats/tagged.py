@@ -182,6 +182,10 @@ class _SlidingClock:
     __slots__ = ("_clock",)
     _clock: int
 
+    @property
+    def clock_us(self) -> int | None:
+        return None if self._clock == NO_CLOCK else self._clock
+
     def start_at(self, clock_us: int) -> None:
         if self._clock == NO_CLOCK:
             self._clock = clock_us
@@ -215,10 +219,6 @@ class ExactTags(_SlidingClock):
             _ExactWindow(label, width, distinct, top)
             for width, label in zip(widths_us, labels, strict=True)
         )
-
-    @property
-    def clock_us(self) -> int | None:
-        return None if self._clock == NO_CLOCK else self._clock
 
     def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
         """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
@@ -371,10 +371,6 @@ class TimeTags(_SlidingClock):
             row += [_TopBucketed(f"top_{tag}", tag, width, k) for tag, k in spec.top]
             columns.append(row)
         self._columns = tuple(tuple(row) for row in columns)
-
-    @property
-    def clock_us(self) -> int | None:
-        return None if self._clock == NO_CLOCK else self._clock
 
     def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
         """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
