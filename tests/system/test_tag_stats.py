@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.client import Client, Snapshot, StreamUpdate, TopValue
 from pushsvc.core.event import Event
+from pushsvc.http.api.openapi_schemas import SCHEMAS
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
@@ -160,6 +162,7 @@ def test_many_values_keep_the_sketches_promises(shop: PushsvcProcess) -> None:
 def test_get_rules_describes_distinct_and_top(shop: PushsvcProcess) -> None:
     _, _, body = request(shop.port, "GET", "/rules")
     (rule,) = json.loads(body)["rules"]
+    jsonschema.validate(rule, SCHEMAS["Rule"])  # what /openapi.json promises of it
     # 10s and last50 hold their events (counted exactly at any count); 2m is a long window.
     assert rule["distinct"] == [
         {

@@ -264,6 +264,41 @@ SCHEMAS: dict[str, Any] = {
             "group_by": {"type": "array", "items": {"type": "string"}},
             "max_groups": {"type": "integer"},
             "series": {"type": "array", "items": {"type": "string"}},
+            "distinct": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["tag", "stat", "exact_in", "exact_up_to", "relative_error"],
+                    "properties": {
+                        "tag": {"type": "string"},
+                        "stat": {"type": "string"},
+                        "exact_in": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "windows that count exactly at any number of values",
+                        },
+                        "exact_up_to": {
+                            "type": "integer",
+                            "description": "different values counted exactly elsewhere",
+                        },
+                        "relative_error": {"type": "number"},
+                    },
+                },
+            },
+            "top": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["tag", "k", "stat", "exact_in", "exact_up_to"],
+                    "properties": {
+                        "tag": {"type": "string"},
+                        "k": {"type": "integer"},
+                        "stat": {"type": "string"},
+                        "exact_in": {"type": "array", "items": {"type": "string"}},
+                        "exact_up_to": {"type": "integer"},
+                    },
+                },
+            },
         },
     },
     "Topics": {
