@@ -34,14 +34,17 @@ cached until a register changes.
 
 Sliding (Chabchoub & Hebrail 2010, "Sliding HyperLogLog"). For a sliding window a register
 must be able to fall back when its maximum leaves, so each register keeps its *list of
-possible future maxima* (LPFM): the entries ``(key, rho)`` of the window, keys ascending, such
-that no later entry has a ``rho`` as large -- ``rho`` strictly decreasing along the list. Its
-head is the register's value. An entry joins by dropping the entries before it with a
-``rho`` at most its own; one dominated by a later entry is not kept; the edge passing a head
-drops it. A list holds at most 51 entries (one per ``rho``), about ``ln(n / M)`` on average,
-so a window's sketch is bounded whatever the rate and the cardinality: at most 16,384 x 51
-entries. A heap of the registers' head keys (one live entry per register) says which
-register loses its head next, so sliding costs only the registers that change.
+possible future maxima* (LPFM): the entries ``(key, rho)`` of the window such that no later
+entry has a ``rho`` as large; its head is the register's value. Here the keys are sub-bucket
+indexes and the live ones span a fixed, small number of values (``span``: 62 for a long
+window, ``tagged.py`` says why), so a register's LPFM is contained in the per-key maxima of
+its live keys, and those are kept flat: a ring of ``span`` slots (key ``k`` in slot
+``k % span``), one ``bytearray`` of ``M * span`` bytes, byte ``register * span + slot`` the
+largest ``rho`` of that slot's key in that register (0: none). An entry is one comparison and
+at most one byte written; the edge passing a key zeroes its column (``M`` bytes, at C speed),
+and only the registers whose value that column held are recomputed, each the largest byte
+of its row. Memory is ``M * span`` bytes per window (about 1 MB at span 62), fixed from the
+moment a window holds more than 1,000 values, whatever the rate and the cardinality.
 
 The state after sliding is the one an HyperLogLog of the remaining entries has (property
 tests: ``tests/unit/test_distinct.py``).
@@ -83,7 +86,7 @@ Q = 64 - P
 """Bits left for ``rho``: register values run from 0 (empty) to ``Q + 1``."""
 EXACT_UP_TO = 1000
 # With more registers in use than this many times the cap, a window holds at least as many
-# values (each register in use has an entry in it): its dict is not kept.
+# values (each register in use holds the rho of a live value): its dict is not kept.
 _TRACK_BELOW = 2
 _ALPHA_INF = 1 / (2 * math.log(2))
 _LOW = (1 << Q) - 1
