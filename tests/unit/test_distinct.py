@@ -254,10 +254,11 @@ class _Lists:
     def add(self, value: str, key: int) -> None:
         register, rho = place(hash64(value))
         entries = self.lists[register]
-        if any(k >= key and r >= rho for k, r in entries):
+        if any(k > key and r >= rho for k, r in entries):
             return  # a later entry as large: never the maximum
         kept = [(k, r) for k, r in entries if not (k <= key and r <= rho)]
-        self.lists[register] = sorted([*kept, (key, rho)])
+        # Keys ascending, rho descending (an entry of one key with a larger rho stays first).
+        self.lists[register] = sorted([*kept, (key, rho)], key=lambda e: (e[0], -e[1]))
         self.newest = key if self.newest is None else max(self.newest, key)
         self.since = self.newest
 
