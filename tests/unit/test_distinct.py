@@ -21,6 +21,7 @@ from pushsvc.stats.distinct import (
     place,
 )
 from pushsvc.stats.state_codec import StateReader, StateWriter
+from pushsvc.stats.tagged import TagSpec, TimeTags
 
 
 def _hll(values: list[str]) -> HyperLogLog:
@@ -354,3 +355,18 @@ def test_the_ring_agrees_with_the_largest_rho_per_register_of_the_remaining_entr
         registers = sliding.registers
         assert list(registers[:8]) == expected and registers[8:] == bytes(M - 8)
         assert sliding.used == sum(1 for rho in expected if rho)
+
+
+def test_a_long_window_whose_width_is_no_multiple_of_the_sub_buckets_spans_62_keys() -> None:
+    """Width 605 µs: sub-buckets of 10 µs, so at clock 1001 the edge is sub-bucket 38 and
+    events from 391 µs (sub-bucket 39) to 1001 µs (sub-bucket 100) count: 62 live keys, one
+    more than the 61 a width that is a multiple of 60 gives. The ring must hold them."""
+    tags = TimeTags((605,), ("w",), TagSpec(("user",), ()))
+    tags.insert(1001, {"user": "first"}, 1001)
+    for ts in range(391, 1001):
+        for j in range(3):
+            tags.insert(ts, {"user": f"u{ts}-{j}"}, 1001)
+    windows: dict[str, dict[str, object]] = {"w": {}}
+    tags.fill(windows)
+    count = windows["w"]["distinct_user"]
+    assert isinstance(count, int) and abs(count - 1_831) <= 0.04 * 1_831
