@@ -65,6 +65,11 @@ class StateWriter:
         self.uint(len(data))
         self._out += data
 
+    def blob(self, data: bytes) -> None:
+        """Bytes as they are, after their length."""
+        self.uint(len(data))
+        self._out += data
+
     def counts(self, values: array[int]) -> None:
         """Non-negative integers, each in the narrowest width that holds the largest."""
         top = max(values, default=0)
@@ -134,6 +139,9 @@ class StateReader:
             return bytes(self._take(self.uint())).decode()
         except UnicodeDecodeError:
             raise ValueError("state holds text that is not UTF-8") from None
+
+    def blob(self) -> bytes:
+        return bytes(self._take(self.uint()))
 
     def counts(self) -> array[int]:
         """The integers as a signed 64-bit ``array('q')`` (what the sketch stores keep)."""

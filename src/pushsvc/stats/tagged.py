@@ -250,6 +250,18 @@ class ExactTags(_SlidingClock):
             window.fill(windows[window.label])
 
 
+# How many different sub-bucket keys a long window's distinct count holds at once (the span
+# of its sketch's ring). ``_Distinct`` takes the key ``(ts - 1) // step`` of an event with
+# ``ts <= clock`` only if it is at least ``(clock - width) // step``, and expires to
+# ``edge = (clock - width) // step - 1`` whenever the clock moves up, before the event is
+# added; so live keys run from ``edge + 1`` to ``(clock - 1) // step``. With
+# ``width = SUB_BUCKETS * step + r`` (``0 <= r < step``), and as ``x // s - y // s <=
+# (x - y) // s + 1``: ``(clock - 1) // step - (clock - width) // step <= (width - 1) // step
+# + 1``, which is ``SUB_BUCKETS + 1`` when ``r > 0`` (``SUB_BUCKETS`` when ``r == 0``). So
+# a key is at most ``edge + SUB_BUCKETS + 2``: at most ``SUB_BUCKETS + 2`` live keys (62).
+_DISTINCT_SPAN = SUB_BUCKETS + 2
+
+
 class _Distinct:
     """One long window's distinct count of one tag, keyed by sub-bucket: ``(ts - 1) // step``."""
 
@@ -257,7 +269,7 @@ class _Distinct:
 
     def __init__(self, name: str, tag: str, width: int, step: int) -> None:
         self.name, self.tag, self.width, self.step = name, tag, width, step
-        self.counter = SlidingDistinct()
+        self.counter = SlidingDistinct(_DISTINCT_SPAN)
         self._edge: int | None = None  # the last edge expired to (a long window's moves
         # once a sub-bucket)
 
@@ -283,7 +295,7 @@ class _Distinct:
         self.counter.write(out)
 
     def read(self, source: StateReader) -> None:
-        self.counter = SlidingDistinct.read(source)
+        self.counter = SlidingDistinct.read(source, _DISTINCT_SPAN)
         self._edge = None
 
 
