@@ -39,6 +39,47 @@ def test_ranked_counts_rank_like_value_counts(ops: list[tuple[int, bool]], k: in
         assert ranked.top(k) == _oracle(list(held.elements()), k)
 
 
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(-4, 4)), max_size=400),
+    st.integers(1, 4),
+    st.sampled_from([0, 8]),
+)
+def test_a_reader_caching_by_version_sees_the_ranking_of_many_values(
+    ops: list[tuple[int, int]], k: int, reserve: int
+) -> None:
+    """More values than the list keeps (k plus its reserve): listed values fall out of the
+    list and unlisted ones come in, the list is made again when too few are left, and a
+    reader that renders again only when ``version`` moves (as windows do) always holds the
+    oracle's top k. A reserve of 0 (k entries kept beyond k) lets a wrong entry at the list's
+    end reach the top k within a few steps."""
+    ranked = RankedCounts(reserve)
+    held: Counter[str] = Counter()
+    seen, cached = -1, ranked.top(k)
+    for v, n in ops:
+        value = f"v{v:02d}"
+        n = max(n, -held[value])
+        ranked.add(value, n)
+        held[value] += n
+        if ranked.version != seen:
+            cached, seen = ranked.top(k), ranked.version
+        assert cached == _oracle(list(held.elements()), k)
+
+
+def test_a_listed_value_that_an_unlisted_one_may_pass_leaves_the_list() -> None:
+    """k = 1 and no reserve beyond k: two entries kept. b falls below c, which is not listed:
+    b must leave the list, or once a is gone the list would name b, not c, first."""
+    ranked = RankedCounts(reserve=0)
+    for value, n in (("a", 5), ("b", 4), ("c", 3)):
+        ranked.add(value, n)
+    assert ranked.top(1) == [("a", 5)]
+    ranked.add("b", -3)
+    assert ranked.top(1) == [("a", 5)]
+    ranked.add("a", -5)
+    assert ranked.top(1) == [("c", 3)]
+    assert ranked.top(3) == [("c", 3), ("b", 1)]
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 12), st.integers(-3, 3), st.booleans()), max_size=200),
     st.integers(1, 5),

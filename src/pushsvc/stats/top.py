@@ -3,8 +3,9 @@
 ``top_<tag>`` (docs/design.md) lists at most k values of a tag with their counts in a window,
 by count descending then value ascending.
 
-* ``RankedCounts``: value -> count, kept in buckets by count with the top k cached, so an
-  event costs O(1) dict work and reading the top k after it seldom more than a copy.
+* ``RankedCounts``: value -> count and a histogram of the counts, with a prefix of the
+  ranking cached (the top k and a reserve), so an event costs O(1) dict work and reading the
+  top k after it seldom more than a copy.
   Windows that hold their events anyway (exact time windows, count windows) count exactly
   with it, at any number of values.
 * ``SpaceSaving`` (Metwally, Agrawal & El Abbadi 2005): m counters. A monitored value's
@@ -41,11 +42,10 @@ MAX_K = 100
 
 Ranked = list[tuple[str, int]]
 
-# How far ``RankedCounts`` looks for an unlisted value passing a listed one whose count went
-# down before it gives up and rebuilds the list: a few counts, a few values each (a listed
-# count seldom drops below many others: it leads them).
-_LOOK_COUNTS = 4
-_LOOK_VALUES = 16
+# Entries ``RankedCounts`` keeps ranked beyond the k it is read for: a listed value whose count
+# falls to the end of the list, where an unlisted value may now pass it, leaves the list
+# instead of forcing a rebuild; a rebuild is due only once fewer than k are left.
+_RESERVE_MIN = 8
 
 
 def counters_for(k: int) -> int:
@@ -57,23 +57,37 @@ def counters_for(k: int) -> int:
 class RankedCounts:
     """Counts of values, ranked by count descending then value ascending.
 
-    Kept as buckets of values by count, so a change is O(1) dict work, and the top k is
-    cached: a count going up changes it only when the value is in it or passes its last
-    entry (the entry moves up past the ones it now beats); a listed value's count going down
-    moves it down the list unless an unlisted value may now beat it (one in a bucket between
-    its new count and the last listed one: a few small buckets are looked through, else the
-    next read rebuilds the list from the largest counts down, sorting the distinct counts,
-    not the values). Windows read the top k after every event; most events change no listed
-    value."""
+    Each value's count, a histogram (count -> how many values have it) and a cached list of
+    the ranking's first entries: the k a reader asks for and as many again (at least
+    ``_RESERVE_MIN``), so the list is always a prefix of the ranking. A change is O(1) dict
+    work on a dict of the values and one of the counts; no set of values per count is kept
+    (windows of many values spent most of their time moving values between such sets, and
+    the sets crowded the caches). The list changes only near the value that moved:
 
-    __slots__ = ("_by", "_k", "_listed", "_top", "counts", "version")
+    * a count going up moves its entry up past the entries it now beats, or an unlisted value
+      into the list when it passes the last entry (the list's last entry then drops out when
+      the list is full);
+    * a listed count going down moves its entry down; if it ends up last and an unlisted value
+      may now rank before it (the histogram holds a value, not listed, with a count between
+      its new and its old count), it leaves the list, which stays a prefix, one shorter;
+    * only when fewer than k entries are left while values are not listed is the list made
+      again, from the histogram's largest counts: one pass over the counts.
 
-    def __init__(self) -> None:
+    Windows read the top k after every event; most events change no listed value."""
+
+    __slots__ = (
+        "_all", "_hist", "_k", "_keep", "_listed", "_reserve", "_top", "counts", "version",
+    )  # fmt: skip
+
+    def __init__(self, reserve: int = _RESERVE_MIN) -> None:
+        self._reserve = reserve  # at least this many entries kept beyond k (and at least k)
         self.counts: dict[str, int] = {}
-        self._by: dict[int, set[str]] = {}  # count -> the values with it
+        self._hist: dict[int, int] = {}  # count -> how many values have it
         self._k = 0
-        self._top: list[tuple[str, int]] | None = None  # the top _k, or None: rebuild
+        self._keep = 0  # the list's length when full: k plus the reserve
+        self._top: list[tuple[str, int]] | None = None  # a prefix of the ranking, or None
         self._listed: set[str] = set()
+        self._all = False  # the list holds every value
         self.version = 0
         """Changes whenever the top k may have: what a reader caches its rendering by."""
 
@@ -85,114 +99,128 @@ class RankedCounts:
         if not n:
             return
         counts = self.counts
-        by = self._by
         old = counts.get(value, 0)
         new = old + n
         if new < 0:
             raise ValueError(f"count of {value!r} below zero")
+        hist = self._hist
         if old:
-            bucket = by[old]
-            bucket.discard(value)
-            if not bucket:
-                del by[old]
+            left = hist[old] - 1
+            if left:
+                hist[old] = left
+            else:
+                del hist[old]
         if new:
             counts[value] = new
-            got = by.get(new)
-            if got is None:
-                by[new] = {value}
-            else:
-                got.add(value)
+            hist[new] = hist.get(new, 0) + 1
         else:
             del counts[value]
         top = self._top
         if top is None:
             return
         if value in self._listed:
-            self.version += 1
-            i = 0
-            while top[i][0] != value:
-                i += 1
-            if n > 0:
-                # Up past the entries it now beats.
-                while i and (
-                    new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])
-                ):
-                    top[i] = top[i - 1]
-                    i -= 1
-                top[i] = (value, new)
-                return
-            if new and (len(top) < self._k or not self._may_pass(value, new, top[-1][1])):
-                # Down past the entries that now beat it; no unlisted one does.
-                last = len(top) - 1
-                while i < last and (
-                    top[i + 1][1] > new or (top[i + 1][1] == new and top[i + 1][0] < value)
-                ):
-                    top[i] = top[i + 1]
-                    i += 1
-                top[i] = (value, new)
-                return
-            if not new and len(top) < self._k:
-                del top[i]  # every value is listed: none comes in for it
-                self._listed.discard(value)
-                return
-            self._top = None  # an unlisted value may pass it now: rebuild on read
-            return
-        if n > 0:
-            if len(top) < self._k:
-                i = len(top)
-                top.append((value, new))
-            else:
-                last_value, last_count = top[-1]
-                if new < last_count or (new == last_count and value > last_value):
-                    return
-                self._listed.discard(last_value)
-                i = len(top) - 1
+            self._move(top, value, old, new)
+        elif n > 0:
+            self._enter(top, value, new)
+        # An unlisted count going down still ranks after every listed entry.
+
+    def _move(self, top: list[tuple[str, int]], value: str, old: int, new: int) -> None:
+        """A listed value's count went from ``old`` to ``new``."""
+        i = 0
+        while top[i][0] != value:
+            i += 1
+        was = i
+        if new > old:
             while i and (new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])):
                 top[i] = top[i - 1]
                 i -= 1
             top[i] = (value, new)
-            self._listed.add(value)
+        else:
+            last = len(top) - 1
+            while i < last and (
+                top[i + 1][1] > new or (top[i + 1][1] == new and top[i + 1][0] < value)
+            ):
+                top[i] = top[i + 1]
+                i += 1
+            top[i] = (value, new)
+            if i == last and (not new or (not self._all and self._may_pass(top, new, old))):
+                del top[i]
+                self._listed.discard(value)
+                if len(top) < self._k and not self._all:
+                    self._top = None  # rebuilt on the next read
+        if min(was, i) < self._k:
             self.version += 1
 
-    def _may_pass(self, value: str, new: int, last: int) -> bool:
-        """Whether a value not listed may rank before ``(value, new)``: one with a count
-        above ``new`` (so at most ``last``, the last listed count, as every unlisted value
-        ranks after the last entry) or with ``new`` and a smaller value. True when unsure
-        (many counts or values to look through: the list is rebuilt then)."""
-        if last - new > _LOOK_COUNTS:
-            return True
-        listed = self._listed
-        by = self._by
-        for count in range(new, last + 1):
-            bucket = by.get(count)
-            if not bucket:
-                continue
-            if len(bucket) > _LOOK_VALUES:
-                return True
-            for other in bucket:
-                if other not in listed and (count > new or other < value):
-                    return True
-        return False
+    def _enter(self, top: list[tuple[str, int]], value: str, new: int) -> None:
+        """An unlisted value's count went up to ``new``: it joins the list if it passes the
+        last entry (or if the list holds every value and has room)."""
+        if len(top) < self._keep and self._all:
+            top.append((value, new))
+        else:
+            if top:
+                last_value, last_count = top[-1]
+                if new < last_count or (new == last_count and value > last_value):
+                    self._all = False
+                    return
+            else:
+                self._all = False
+                return
+            if len(top) >= self._keep:
+                self._listed.discard(top.pop()[0])
+                self._all = False
+            top.append((value, new))
+        i = len(top) - 1
+        while i and (new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])):
+            top[i] = top[i - 1]
+            i -= 1
+        top[i] = (value, new)
+        self._listed.add(value)
+        if i < self._k:
+            self.version += 1
+
+    def _may_pass(self, top: list[tuple[str, int]], new: int, old: int) -> bool:
+        """Whether a value not listed may rank before the list's last entry, which just fell
+        from ``old`` to ``new``: unlisted values ranked after it at ``old``, so one with a count
+        in ``[new, old]`` may (at ``new``, by value: unsure, so yes)."""
+        hist = self._hist
+        if old - new <= len(top):
+            held = [(c, hist[c]) for c in range(new, old + 1) if c in hist]
+        else:
+            held = [(c, h) for c, h in hist.items() if new <= c <= old]
+        if not held:
+            return False
+        listed: dict[int, int] = {}
+        for _, count in top:
+            if new <= count <= old:
+                listed[count] = listed.get(count, 0) + 1
+        return any(h > listed.get(c, 0) for c, h in held)
 
     def top(self, k: int) -> Ranked:
         if self._top is None or k != self._k:
             self._rebuild(k)
         assert self._top is not None
-        return list(self._top)
+        return self._top[:k]
 
     def _rebuild(self, k: int) -> None:
-        top: list[tuple[str, int]] = []
-        by = self._by
-        for count in sorted(by, reverse=True):
-            bucket = by[count]
-            wanted = k - len(top)
-            chosen = sorted(bucket) if len(bucket) <= wanted else heapq.nsmallest(wanted, bucket)
-            top += [(value, count) for value in chosen]
-            if len(top) >= k:
-                break
+        keep = k + max(k, self._reserve)
+        counts = self.counts
+        if len(counts) <= keep:
+            chosen = sorted(counts.items(), key=_rank)
+            self._all = True
+        else:
+            # The smallest count that the first `keep` values reach, from the histogram.
+            held = 0
+            for floor in sorted(self._hist, reverse=True):
+                held += self._hist[floor]
+                if held >= keep:
+                    break
+            candidates = [(value, c) for value, c in counts.items() if c >= floor]
+            chosen = heapq.nsmallest(keep, candidates, key=_rank)
+            self._all = False
         self._k = k
-        self._top = top
-        self._listed = {value for value, _ in top}
+        self._keep = keep
+        self._top = chosen
+        self._listed = {value for value, _ in chosen}
         self.version += 1
 
 
