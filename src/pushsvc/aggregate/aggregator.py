@@ -20,7 +20,7 @@ step as the updates of the events that close them.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,7 +195,9 @@ class Aggregator:
             if clock is None or event.ts_us > clock:
                 clock = event.ts_us
             clocks.append(clock)
+        summaries: Iterable[Mapping[str, object]]
         if isinstance(windows, RuleStats) and windows.tagged:
+            # One summary at a time, each made as its draft is: see `insert_tagged`.
             summaries = windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
         else:
             summaries = windows.insert_many([(e.ts_us, e.value) for e in events])

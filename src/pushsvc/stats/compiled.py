@@ -19,7 +19,7 @@ summaries in the rule's label order (exact, sketch, count: `Rule.labels`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from pushsvc.core.durations import duration_label
@@ -218,13 +218,13 @@ class RuleStats:
         self._add_rates(out)
         return out
 
-    def insert_tagged(self, items: Sequence[tuple[int, float, Tags]]) -> list[Summary]:
-        """`insert` then `summary` for each `(ts_us, value, tags)`, in order."""
-        out = []
+    def insert_tagged(self, items: Iterable[tuple[int, float, Tags]]) -> Iterator[Summary]:
+        """`insert` then `summary` for each `(ts_us, value, tags)`, in order, one at a time:
+        a summary with top lists holds a dozen containers, and a batch's worth of them held
+        at once would start the cyclic garbage collector every batch."""
         for ts_us, value, tags in items:
             self.insert(ts_us, value, tags)
-            out.append(self.summary())
-        return out
+            yield self.summary()
 
     def insert_many(self, items: Sequence[tuple[int, float]]) -> list[Summary]:
         """`insert` then `summary` for each item, in order."""
