@@ -398,3 +398,22 @@ def test_a_full_ring_written_and_read_back_answers_as_the_original_through_expir
             each.add(late, edge + 1 + edge % 3)
         assert copy.registers == sketch.registers
         assert copy.estimate() == sketch.estimate()
+
+
+def test_a_long_windows_distinct_count_takes_no_event_from_behind_its_edge() -> None:
+    """An event whose clock is behind the one the window slid to (a caller out of step) is
+    older than the window: it is not counted, and it cannot reach the ring's slot of a live
+    sub-bucket (which would refuse it)."""
+    second = 1_000_000
+    tags = TimeTags((60 * second,), ("1m",), TagSpec(("user",), ()))
+    start = 1_700_000_000 * second
+    for i in range(3_000):  # 50 an s over 60 s: a sketch past 1,000 values, every slot live
+        ts = start + i * 20_000
+        tags.insert(ts, {"user": f"u{i}"}, ts)
+    windows: dict[str, dict[str, object]] = {"1m": {}}
+    tags.fill(windows)
+    before = windows["1m"]["distinct_user"]
+    old = start - 30 * second  # 90 s before the clock: behind the edge
+    tags.insert(old, {"user": "late"}, old)
+    tags.fill(windows)
+    assert windows["1m"]["distinct_user"] == before
