@@ -69,11 +69,10 @@ class TagSpec:
         )
 
 
-def _entries(ranked: Ranked, error: float | None, floors: int = 0) -> list[TopEntry]:
-    """A top list's JSON entries from its pairs (value, count - ``floors``)."""
+def _entries(ranked: Ranked, error: float | None) -> list[TopEntry]:
     if error is None:
-        return [{"value": value, "count": floors + count} for value, count in ranked]
-    return [{"value": value, "count": floors + count, "error": error} for value, count in ranked]
+        return [{"value": value, "count": count} for value, count in ranked]
+    return [{"value": value, "count": count, "error": error} for value, count in ranked]
 
 
 class _RankedTop:
@@ -98,31 +97,25 @@ class _RankedTop:
 
 class _ExactWindow:
     """One exact time window's tag statistics over its tagged events: each event's values
-    of the rule's tags (one list per tag, ``None`` where an event lacks it: no tuple per
-    event for the collector to count), held in time order with ties in arrival order; per
-    distinct tag a dict value -> count in the window, per top tag its ranked counts."""
+    of the rule's tags (a row, ``None`` where it lacks one), held in time order with ties in
+    arrival order; per distinct tag a dict value -> count in the window, per top tag its
+    ranked counts."""
 
-    __slots__ = ("_columns", "_distinct", "_head", "_tops", "_ts", "label", "width")
+    __slots__ = ("_distinct", "_head", "_rows", "_tops", "_ts", "label", "width")
 
     def __init__(
         self,
         label: str,
         width: int,
-        tags: int,
         distinct: Sequence[tuple[str, int]],
         top: Sequence[tuple[str, int, int]],
     ) -> None:
         self.label, self.width = label, width
         self._ts: list[int] = []
-        self._columns = tuple(list[str | None]() for _ in range(tags))
+        self._rows: list[tuple[str | None, ...]] = []
         self._head = 0
-        # Per distinct tag: its name, its place in a row, its column, value -> count.
-        self._distinct = tuple(
-            (name, place, self._columns[place], dict[str, int]()) for name, place in distinct
-        )
-        self._tops = tuple(
-            (self._columns[place], _RankedTop(name, place, k)) for name, place, k in top
-        )
+        self._distinct = tuple((name, place, dict[str, int]()) for name, place in distinct)
+        self._tops = tuple(_RankedTop(name, place, k) for name, place, k in top)
 
     def slide(self, clock: int) -> bool:
         edge = clock - self.width
@@ -130,56 +123,52 @@ class _ExactWindow:
         end = len(ts)
         if head == end or ts[head] > edge:
             return False
-        start = head
+        rows = self._rows
         while head < end and ts[head] <= edge:
+            row = rows[head]
             head += 1
-        for _, _, column, counts in self._distinct:
-            for value in column[start:head]:
+            for _, place, counts in self._distinct:
+                value = row[place]
                 if value is not None:
                     left = counts[value] - 1
                     if left:
                         counts[value] = left
                     else:
                         del counts[value]
-        for column, top in self._tops:
-            ranked = top.ranked
-            for value in column[start:head]:
+            for top in self._tops:
+                value = row[top.place]
                 if value is not None:
-                    ranked.add(value, -1)
+                    top.ranked.add(value, -1)
         if head >= _COMPACT_MIN and head >= end >> 1:
-            del ts[:head]
-            for column in self._columns:
-                del column[:head]
+            del ts[:head], rows[:head]
             head = 0
         self._head = head
         return True
 
-    def add(self, ts: int, row: Sequence[str | None], clock: int) -> None:
+    def add(self, ts: int, row: tuple[str | None, ...], clock: int) -> None:
         if ts <= clock - self.width:
             return
         held = self._ts
         if not held or ts >= held[-1]:
             held.append(ts)
-            for column, value in zip(self._columns, row, strict=True):
-                column.append(value)
+            self._rows.append(row)
         else:
             p = bisect_right(held, ts, self._head)
             held.insert(p, ts)
-            for column, value in zip(self._columns, row, strict=True):
-                column.insert(p, value)
-        for _, place, _, counts in self._distinct:
+            self._rows.insert(p, row)
+        for _, place, counts in self._distinct:
             value = row[place]
             if value is not None:
                 counts[value] = counts.get(value, 0) + 1
-        for _, top in self._tops:
+        for top in self._tops:
             value = row[top.place]
             if value is not None:
                 top.ranked.add(value)
 
     def fill(self, window: dict[str, object]) -> None:
-        for name, _, _, counts in self._distinct:
+        for name, _, counts in self._distinct:
             window[name] = len(counts)
-        for _, top in self._tops:
+        for top in self._tops:
             window[top.name] = top.value()
 
     def is_empty(self) -> bool:
@@ -227,7 +216,7 @@ class ExactTags(_SlidingClock):
         distinct = [(f"distinct_{tag}", where[tag]) for tag in spec.distinct]
         top = [(f"top_{tag}", where[tag], k) for tag, k in spec.top]
         self._windows = tuple(
-            _ExactWindow(label, width, len(self._tags), distinct, top)
+            _ExactWindow(label, width, distinct, top)
             for width, label in zip(widths_us, labels, strict=True)
         )
 
@@ -317,8 +306,8 @@ class _TopBucketed:
     """One long window's top values of one tag (``top.BucketedTop``)."""
 
     __slots__ = (
-        "_cached", "_error", "_first", "_floors", "_pairs", "_seen", "k", "name", "step",
-        "summary", "tag", "width",
+        "_cached", "_error", "_first", "_pairs", "_seen", "k", "name", "step", "summary", "tag",
+        "width",
     )  # fmt: skip
 
     def __init__(self, name: str, tag: str, width: int, k: int) -> None:
@@ -329,8 +318,7 @@ class _TopBucketed:
         # approximate, the error (N / m) moves with every event while the listed values and
         # counts seldom do, so only the entries are made again.
         self._cached: list[TopEntry] = []
-        self._pairs: Ranked = []  # the ranking's pairs: (value, estimate - _floors)
-        self._floors = 0
+        self._pairs: Ranked = []
         self._seen: tuple[int, int] | None = None
         self._error: float | None = None
         self._first: int | None = None  # the oldest sub-bucket in the window, last slid to
@@ -352,17 +340,17 @@ class _TopBucketed:
         ranking = summary.ranking
         if ranking != self._seen:
             self._seen = ranking
-            self._floors, self._pairs = summary.top_excess(self.k)
+            self._pairs = summary.top(self.k)
             self._error = None
             if summary.exact:  # exactness changes only with the floors: with the ranking
-                self._cached = _entries(self._pairs, None, self._floors)
+                self._cached = _entries(self._pairs, None)
                 return self._cached
         elif summary.exact:
             return self._cached
         error = summary.error
         if error != self._error:
             self._error = error
-            self._cached = _entries(self._pairs, error, self._floors)
+            self._cached = _entries(self._pairs, error)
         return self._cached
 
     def is_empty(self) -> bool:

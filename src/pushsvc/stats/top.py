@@ -393,11 +393,6 @@ class BucketedTop:
         floors = self._floors
         return [(value, floors + excess) for value, excess in self._ranked.top(k)]
 
-    def top_excess(self, k: int) -> tuple[int, Ranked]:
-        """``top(k)`` as the sum of the floors and each value's excess over it (the
-        ranking's own pairs: no new ones to make, and none for the collector to track)."""
-        return self._floors, self._ranked.top(k)
-
     def write(self, out: StateWriter) -> None:
         out.uint(len(self._subs))
         for b in sorted(self._subs):
