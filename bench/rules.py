@@ -17,6 +17,8 @@ topic, timestamps 3 ms apart unless said; the first half of each stream is fed u
   hour (events 10 ms apart, the first hour fed untimed), against the same rule without them:
   `events_per_s` with, `without_events_per_s`, their `ratio` (the goal: at least 0.5), and
   the tagged topic's checkpoint size.
+* `tag_parts`: the same stream and rule with `distinct` alone, `top` alone, and neither, in
+  events/s (what each part costs, where `tags` gives both against neither).
 * `river_grouped`: River 0.26's `TimeRolling(Mean)` per window and per group (100 groups, 3
   windows), `update` then `get` per event: one statistic where pushsvc computes ten.
 * `pandas_grouped`: `groupby(tag).rolling(w)` recomputed over the events so far, per event,
@@ -140,6 +142,22 @@ def tags(n: int) -> dict[str, object]:
     }
 
 
+def tag_parts(n: int) -> dict[str, object]:
+    windows = (60 * S, 3600 * S)
+    events = _tag_events(n)
+    parts = {
+        "without_events_per_s": {},
+        "distinct_events_per_s": {"distinct": ("user",)},
+        "top_events_per_s": {"top": (("product", 10),)},
+    }
+    row: dict[str, object] = {}
+    for name, fields in parts.items():
+        rule = Rule(1, ("t",), windows, (), ALL, **fields)
+        row[name] = round(_timed(_aggregator(rule), events))
+    row["events_per_s"] = row["without_events_per_s"]
+    return row
+
+
 def river_grouped(n: int) -> dict[str, object]:
     try:
         from river import stats, utils
@@ -187,6 +205,7 @@ SEGMENTS: dict[str, tuple[Callable[[int], dict[str, object]], int]] = {
     "grouped": (grouped, 40_000),
     "long": (long, 600_000),
     "tags": (tags, 720_000),
+    "tag_parts": (tag_parts, 720_000),
     "river_grouped": (river_grouped, 20_000),
     "pandas_grouped": (pandas_grouped, 200),
 }
