@@ -102,3 +102,14 @@ def test_a_cluster_url_that_reaches_one_redis_stops_at_start_with_one_line(
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"pushsvc: {url}: it is not a Redis Cluster: use a redis:// URL")
+
+
+def test_a_node_whose_port_another_server_took_is_not_taken_for_started() -> None:
+    """Another process's server on the port answers PING while this one aborts on "Address
+    already in use": start() must say so (the cluster then takes other ports), not return as
+    if its own server answered. Seen in CI: a cluster test talked to a node that was gone."""
+    with RedisServer() as other:
+        taken = RedisServer(port=other.port)
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            taken.start()
+        assert taken.pid is None

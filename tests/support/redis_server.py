@@ -7,6 +7,7 @@ everything".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -105,7 +106,30 @@ class RedisServer:
     def _wait_until_ready(self, timeout: float) -> None:
         assert self._proc is not None and self._dir is not None
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
-        if not private_redis.answers_ping(self._proc, client, timeout):
+        if not private_redis.answers_ping(self._proc, client, timeout) or not self._answered():
             tail = private_redis.log_tail(self._dir / "redis.log")
             self.stop()
             raise RuntimeError(f"redis-server did not answer PING:\n{tail}")
+
+    def _answered(self) -> bool:
+        """Whether the server that answered on the port is this one. Another process may
+        take the port between its choosing and this one's bind (another worker's server, seen
+        in CI): that one answers PING while this one aborts on "Address already in use"; then
+        this waits for the abort, so the log says why and the caller can take other ports."""
+        assert self._proc is not None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        try:
+            answered = client.info("server").get("process_id")
+        except redis.exceptions.ConnectionError:
+            answered = None
+        except redis.exceptions.ResponseError:  # INFO renamed away: alive a moment on, then
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(0.2)
+            return self._proc.poll() is None
+        finally:
+            client.close()
+        if answered == self._proc.pid:
+            return True
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(5)
+        return False
