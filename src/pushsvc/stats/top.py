@@ -59,7 +59,7 @@ class RankedCounts:
 
     Each value's count, a histogram (count -> how many values have it) and a cached list of
     the ranking's first entries: the k a reader asks for and as many again (at least
-    ``_RESERVE_MIN``), so the list is always a prefix of the ranking. A change is O(1) dict
+    ``reserve``), so the list is always a prefix of the ranking. A change is O(1) dict
     work on a dict of the values and one of the counts; no set of values per count is kept
     (windows of many values spent most of their time moving values between such sets, and
     the sets crowded the caches). The list changes only near the value that moved:
@@ -131,10 +131,7 @@ class RankedCounts:
             i += 1
         was = i
         if new > old:
-            while i and (new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])):
-                top[i] = top[i - 1]
-                i -= 1
-            top[i] = (value, new)
+            i = _rise(top, i, value, new)
         else:
             last = len(top) - 1
             while i < last and (
@@ -154,28 +151,16 @@ class RankedCounts:
     def _enter(self, top: list[tuple[str, int]], value: str, new: int) -> None:
         """An unlisted value's count went up to ``new``: it joins the list if it passes the
         last entry (or if the list holds every value and has room)."""
-        if len(top) < self._keep and self._all:
-            top.append((value, new))
-        else:
-            if top:
-                last_value, last_count = top[-1]
-                if new < last_count or (new == last_count and value > last_value):
-                    self._all = False
-                    return
-            else:
-                self._all = False
+        if not (self._all and len(top) < self._keep):
+            if not top or new < top[-1][1] or (new == top[-1][1] and value > top[-1][0]):
+                self._all = False  # it ranks after the last entry: no longer listed
                 return
             if len(top) >= self._keep:
                 self._listed.discard(top.pop()[0])
                 self._all = False
-            top.append((value, new))
-        i = len(top) - 1
-        while i and (new > top[i - 1][1] or (new == top[i - 1][1] and value < top[i - 1][0])):
-            top[i] = top[i - 1]
-            i -= 1
-        top[i] = (value, new)
+        top.append((value, new))
         self._listed.add(value)
-        if i < self._k:
+        if _rise(top, len(top) - 1, value, new) < self._k:
             self.version += 1
 
     def _may_pass(self, top: list[tuple[str, int]], new: int, old: int) -> bool:
@@ -222,6 +207,16 @@ class RankedCounts:
         self._top = chosen
         self._listed = {value for value, _ in chosen}
         self.version += 1
+
+
+def _rise(top: list[tuple[str, int]], i: int, value: str, count: int) -> int:
+    """Put ``(value, count)`` at ``top[i]`` or before it, past the entries it now beats (by
+    count descending, then value ascending); where it ends up."""
+    while i and (count > top[i - 1][1] or (count == top[i - 1][1] and value < top[i - 1][0])):
+        top[i] = top[i - 1]
+        i -= 1
+    top[i] = (value, count)
+    return i
 
 
 def _rank(item: tuple[str, int]) -> tuple[int, str]:
