@@ -226,11 +226,6 @@ class SlidingHyperLogLog:
         self._slot_key: list[int | None] = [None] * span  # the key each slot holds now
 
     @property
-    def span(self) -> int:
-        """How many different live keys the ring holds."""
-        return self._span
-
-    @property
     def registers(self) -> bytes:
         return bytes(self._registers.values)
 
