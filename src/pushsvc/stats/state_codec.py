@@ -61,9 +61,7 @@ class StateWriter:
         self._out += _DOUBLE.pack(value)
 
     def text(self, value: str) -> None:
-        data = value.encode()
-        self.uint(len(data))
-        self._out += data
+        self.blob(value.encode())
 
     def blob(self, data: bytes) -> None:
         """Bytes as they are, after their length."""
@@ -136,7 +134,7 @@ class StateReader:
 
     def text(self) -> str:
         try:
-            return bytes(self._take(self.uint())).decode()
+            return self.blob().decode()
         except UnicodeDecodeError:
             raise ValueError("state holds text that is not UTF-8") from None
 
