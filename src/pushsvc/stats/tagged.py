@@ -282,10 +282,13 @@ class _Distinct:
 
     def add(self, ts: int, value: str, clock: int) -> None:
         key = (ts - 1) // self.step
-        # Above the edge of this clock and of the last one slid to (the same, as ``TimeTags``
-        # slides before it adds): a key at or below an edge may share its ring slot with a
-        # live key.
-        if key >= (clock - self.width) // self.step and (self._edge is None or key > self._edge):
+        # Above the edge last slid to (``TimeTags`` slides before it adds; that of this clock
+        # before the first slide after a restore), never the edge of a clock behind it: a key
+        # at or below the edge may share its ring slot with a live key.
+        edge = self._edge
+        if edge is None:
+            edge = (clock - self.width) // self.step - 1
+        if key > edge:
             self.counter.add(value, key)
 
     def value(self) -> TagValue:
