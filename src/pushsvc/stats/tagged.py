@@ -21,6 +21,12 @@ events). Each window reports ``distinct_<tag>`` (an integer) and ``top_<tag>`` (
 other statistics, distinct tags then top tags in the rule's order: ``fill`` writes them into
 the windows' dicts of the update being built (no dict of its own per event).
 
+A top list goes into the update already encoded (an ``orjson.Fragment``, spliced into the
+body as it is): every update carries every window's list, which most events leave as it was,
+so it is encoded when it changes, not once per event; a Space-Saving list, whose ``error``
+(N/m) moves with every event, is its entries' encoded prefixes joined around the new error.
+Updates are the only readers of a window's top list (alerts cannot name one).
+
 Not thread- or greenlet-safe: one owner calls it; nothing yields.
 """
 
@@ -31,6 +37,8 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from pushsvc.rules.names import SUB_BUCKETS
 from pushsvc.stats.distinct import SlidingDistinct
 from pushsvc.stats.layout import NO_CLOCK
@@ -40,8 +48,7 @@ from pushsvc.stats.top import BucketedTop, Ranked, RankedCounts, counters_for
 __all__ = ["CountTags", "ExactTags", "TagSpec", "TimeTags"]
 
 Tags = Mapping[str, str] | None
-TopEntry = dict[str, str | int | float]
-TagValue = int | list[TopEntry]
+TagValue = int | orjson.Fragment
 Windows = dict[str, dict[str, object]]
 """An update's windows by label, each its statistics by name (what ``fill`` writes into)."""
 
@@ -69,28 +76,47 @@ class TagSpec:
         )
 
 
-def _entries(ranked: Ranked, error: float | None) -> list[TopEntry]:
-    if error is None:
-        return [{"value": value, "count": count} for value, count in ranked]
-    return [{"value": value, "count": count, "error": error} for value, count in ranked]
+def _exact_list(ranked: Ranked) -> orjson.Fragment:
+    """An exact top list, encoded: ``[{"value": ..., "count": ...}, ...]``."""
+    return orjson.Fragment(
+        orjson.dumps([{"value": value, "count": count} for value, count in ranked])
+    )
+
+
+def _entry_heads(ranked: Ranked) -> list[bytes]:
+    """Each entry of an approximate top list encoded up to its error's value:
+    ``{"value":...,"count":...,"error":``."""
+    return [
+        b'{"value":' + orjson.dumps(value) + b',"count":%d,"error":' % count
+        for value, count in ranked
+    ]
+
+
+def _approximate_list(heads: list[bytes], error: float) -> orjson.Fragment:
+    """An approximate top list, encoded: its entries' heads (``_entry_heads``), each
+    completed with ``error``."""
+    if not heads:
+        return orjson.Fragment(b"[]")
+    tail = orjson.dumps(error) + b"}"
+    return orjson.Fragment(b"[" + (tail + b",").join(heads) + tail + b"]")
 
 
 class _RankedTop:
-    """One exact window's top values of one tag, and the list last rendered: most events
-    change no listed value, and then the same list serves (updates only read it)."""
+    """One exact window's top values of one tag, and the list last encoded: most events
+    change no listed value, and then the same encoding serves."""
 
     __slots__ = ("_cached", "_seen", "k", "name", "place", "ranked")
 
     def __init__(self, name: str, place: int, k: int) -> None:
         self.name, self.place, self.k = name, place, k
         self.ranked = RankedCounts()
-        self._cached: list[TopEntry] = []
+        self._cached = _exact_list([])
         self._seen = -1
 
-    def value(self) -> list[TopEntry]:
+    def value(self) -> orjson.Fragment:
         ranked = self.ranked
         if ranked.version != self._seen:
-            self._cached = _entries(ranked.top(self.k), None)
+            self._cached = _exact_list(ranked.top(self.k))
             self._seen = ranked.version
         return self._cached
 
@@ -309,7 +335,7 @@ class _TopBucketed:
     """One long window's top values of one tag (``top.BucketedTop``)."""
 
     __slots__ = (
-        "_cached", "_error", "_first", "_pairs", "_seen", "k", "name", "step", "summary", "tag",
+        "_cached", "_error", "_first", "_heads", "_seen", "k", "name", "step", "summary", "tag",
         "width",
     )  # fmt: skip
 
@@ -317,11 +343,11 @@ class _TopBucketed:
         self.name, self.tag, self.width, self.k = name, tag, width, k
         self.step = width // SUB_BUCKETS
         self.summary = BucketedTop(counters_for(k))
-        # The list last rendered, the ranking it was read at and the error it carries: once
-        # approximate, the error (N / m) moves with every event while the listed values and
-        # counts seldom do, so only the entries are made again.
-        self._cached: list[TopEntry] = []
-        self._pairs: Ranked = []
+        # The list last encoded, the ranking it was read at, the error it carries and, once
+        # approximate, its entries' heads: the error (N / m) then moves with every event while
+        # the listed values and counts seldom do, so only the error is encoded again.
+        self._cached = _exact_list([])
+        self._heads: list[bytes] = []
         self._seen: tuple[int, int] | None = None
         self._error: float | None = None
         self._first: int | None = None  # the oldest sub-bucket in the window, last slid to
@@ -343,17 +369,17 @@ class _TopBucketed:
         ranking = summary.ranking
         if ranking != self._seen:
             self._seen = ranking
-            self._pairs = summary.top(self.k)
             self._error = None
             if summary.exact:  # exactness changes only with the floors: with the ranking
-                self._cached = _entries(self._pairs, None)
+                self._cached = _exact_list(summary.top(self.k))
                 return self._cached
+            self._heads = _entry_heads(summary.top(self.k))
         elif summary.exact:
             return self._cached
         error = summary.error
         if error != self._error:
             self._error = error
-            self._cached = _entries(self._pairs, error)
+            self._cached = _approximate_list(self._heads, error)
         return self._cached
 
     def is_empty(self) -> bool:
@@ -458,27 +484,27 @@ class CountTags:
     slides = False
 
     __slots__ = (
-        "_cap", "_distinct", "_head", "_labels", "_rows", "_sizes", "_spec", "_tags", "_tops",
-        "_ts",
+        "_cap", "_distinct", "_head", "_labels", "_rows", "_sizes", "_tags", "_tops", "_ts",
     )  # fmt: skip
 
     def __init__(self, sizes: Sequence[int], spec: TagSpec) -> None:
         self._sizes = tuple(sizes)
         self._labels = tuple(f"last{n}" for n in self._sizes)
-        self._spec = spec
         self._tags = tuple(dict.fromkeys((*spec.distinct, *(t for t, _ in spec.top))))
         self._cap = max(self._sizes)
         self._ts = array("q")
         self._rows: list[tuple[str | None, ...] | None] = []
         self._head = 0
         where = {tag: i for i, tag in enumerate(self._tags)}
-        # Per window: for each distinct tag (its place in a row, value -> count), and for each
-        # top tag (its place, its ranked counts).
+        # Per window: for each distinct tag (its name, its place in a row, value -> count),
+        # and for each top tag its ranked counts.
         self._distinct = tuple(
-            tuple((where[tag], dict[str, int]()) for tag in spec.distinct) for _ in self._sizes
+            tuple((f"distinct_{tag}", where[tag], dict[str, int]()) for tag in spec.distinct)
+            for _ in self._sizes
         )
         self._tops = tuple(
-            tuple((where[tag], k, RankedCounts()) for tag, k in spec.top) for _ in self._sizes
+            tuple(_RankedTop(f"top_{tag}", where[tag], k) for tag, k in spec.top)
+            for _ in self._sizes
         )
 
     def is_empty(self) -> bool:
@@ -528,7 +554,7 @@ class CountTags:
     def _count(self, i: int, row: tuple[str | None, ...] | None, sign: int) -> None:
         if row is None:
             return
-        for place, counts in self._distinct[i]:
+        for _, place, counts in self._distinct[i]:
             value = row[place]
             if value is not None:
                 n = counts.get(value, 0) + sign
@@ -536,19 +562,19 @@ class CountTags:
                     counts[value] = n
                 else:
                     del counts[value]
-        for place, _, ranked in self._tops[i]:
-            value = row[place]
+        for top in self._tops[i]:
+            value = row[top.place]
             if value is not None:
-                ranked.add(value, sign)
+                top.ranked.add(value, sign)
 
     def fill(self, windows: Windows) -> None:
         """Write each window's tag statistics into its dict in ``windows``."""
         for label, distinct, tops in zip(self._labels, self._distinct, self._tops, strict=True):
             window = windows[label]
-            for tag, (_, counts) in zip(self._spec.distinct, distinct, strict=True):
-                window[f"distinct_{tag}"] = len(counts)
-            for (top_tag, _), (_, k, ranked) in zip(self._spec.top, tops, strict=True):
-                window[f"top_{top_tag}"] = _entries(ranked.top(k), None)
+            for name, _, counts in distinct:
+                window[name] = len(counts)
+            for top in tops:
+                window[top.name] = top.value()
 
     def to_state(self) -> bytes:
         out = StateWriter()
