@@ -13,9 +13,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from support.tag_oracle import Kind, frame, held, top, top_problems
-
 from pushsvc.stats.tagged import CountTags, ExactTags, TagSpec, TimeTags
+from support.tag_oracle import Kind, frame, held, top, top_problems
 
 S = 1_000_000
 START = 1_700_000_000 * S
