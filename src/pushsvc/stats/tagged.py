@@ -361,7 +361,10 @@ class _TopBucketed:
 
     def add(self, ts: int, value: str, clock: int) -> None:
         b = (ts - 1) // self.step
-        if b >= (clock - self.width) // self.step:
+        first = self._first  # as ``_Distinct.add`` takes its edge
+        if first is None:
+            first = (clock - self.width) // self.step
+        if b >= first:
             self.summary.add(b, value)
 
     def value(self) -> TagValue:
@@ -402,12 +405,15 @@ class TimeTags(_SlidingClock):
 
     slides = True
 
-    __slots__ = ("_columns", "_labels", "_widths")
+    __slots__ = ("_columns", "_due", "_labels", "_widths")
 
     def __init__(self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec) -> None:
         self._widths = tuple(widths_us)
         self._labels = tuple(labels)
         self._clock = NO_CLOCK
+        # The first clock at which a window's edge moves to the next sub-bucket (a column's
+        # ``slide`` changes nothing before): NO_CLOCK until the first slide.
+        self._due = NO_CLOCK
         columns: list[list[_Column]] = []
         for width in self._widths:
             step = width // SUB_BUCKETS
@@ -418,11 +424,10 @@ class TimeTags(_SlidingClock):
 
     def insert(self, ts_us: int, tags: Tags, clock_us: int) -> None:
         """One event (its tags, None for none); ``clock_us`` is the topic clock after it."""
-        if clock_us > self._clock:
+        if clock_us >= self._due:
+            self._slide(clock_us)
+        elif clock_us > self._clock:
             self._clock = clock_us
-            for row in self._columns:
-                for column in row:
-                    column.slide(clock_us)
         if not tags:
             return
         for row in self._columns:
@@ -437,6 +442,10 @@ class TimeTags(_SlidingClock):
         for row in self._columns:
             for column in row:
                 changed |= column.slide(clock_us)
+        self._due = min(
+            ((clock_us - width) // step + 1) * step + width
+            for width, step in ((width, width // SUB_BUCKETS) for width in self._widths)
+        )
         return changed
 
     def is_empty(self) -> bool:
