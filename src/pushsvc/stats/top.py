@@ -121,6 +121,11 @@ class RankedCounts:
         if value in self._listed:
             self._move(top, value, old, new)
         elif n > 0:
+            # Most values rank after the list's last entry: that test first, without a call.
+            if top and not self._all:
+                last, at = top[-1]
+                if new < at or (new == at and value > last):
+                    return
             self._enter(top, value, new)
         # An unlisted count going down still ranks after every listed entry.
 
