@@ -121,11 +121,13 @@ class RankedCounts:
         if value in self._listed:
             self._move(top, value, old, new)
         elif n > 0:
-            # Most values rank after the list's last entry: that test first, without a call.
-            if top and not self._all:
-                last, at = top[-1]
-                if new < at or (new == at and value > last):
-                    return
+            # Whether it joins the list, here rather than in ``_enter``: most values rank
+            # after the last entry, and they leave without a call.
+            if not (self._all and len(top) < self._keep) and (
+                not top or new < top[-1][1] or (new == top[-1][1] and value > top[-1][0])
+            ):
+                self._all = False  # it ranks after the last entry: no longer listed
+                return
             self._enter(top, value, new)
         # An unlisted count going down still ranks after every listed entry.
 
@@ -154,15 +156,11 @@ class RankedCounts:
             self.version += 1
 
     def _enter(self, top: list[tuple[str, int]], value: str, new: int) -> None:
-        """An unlisted value's count went up to ``new``: it joins the list if it passes the
-        last entry (or if the list holds every value and has room)."""
-        if not (self._all and len(top) < self._keep):
-            if not top or new < top[-1][1] or (new == top[-1][1] and value > top[-1][0]):
-                self._all = False  # it ranks after the last entry: no longer listed
-                return
-            if len(top) >= self._keep:
-                self._listed.discard(top.pop()[0])
-                self._all = False
+        """An unlisted value's count went up to ``new`` and it joins the list: it passed the
+        last entry, or the list holds every value and has room."""
+        if len(top) >= self._keep:
+            self._listed.discard(top.pop()[0])
+            self._all = False
         top.append((value, new))
         self._listed.add(value)
         if _rise(top, len(top) - 1, value, new) < self._k:
