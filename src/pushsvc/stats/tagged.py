@@ -296,8 +296,8 @@ class _Distinct:
     def __init__(self, name: str, tag: str, width: int, step: int) -> None:
         self.name, self.tag, self.width, self.step = name, tag, width, step
         self.counter = SlidingDistinct(_DISTINCT_SPAN)
-        self._edge: int | None = None  # the last edge expired to (a long window's moves
-        # once a sub-bucket)
+        self._edge = NO_CLOCK  # the last edge expired to (a long window's moves once a
+        # sub-bucket; ``TimeTags`` slides before it adds)
 
     def slide(self, clock: int) -> bool:
         edge = (clock - self.width) // self.step - 1
@@ -306,15 +306,11 @@ class _Distinct:
         self._edge = edge
         return self.counter.expire(edge)
 
-    def add(self, ts: int, value: str, clock: int) -> None:
+    def add(self, ts: int, value: str) -> None:
         key = (ts - 1) // self.step
-        # Above the edge last slid to (``TimeTags`` slides before it adds; that of this clock
-        # before the first slide after a restore), never the edge of a clock behind it: a key
-        # at or below the edge may share its ring slot with a live key.
-        edge = self._edge
-        if edge is None:
-            edge = (clock - self.width) // self.step - 1
-        if key > edge:
+        # Above the edge last slid to, never the edge of a clock behind it: a key at or below
+        # the edge may share its ring slot with a live key.
+        if key > self._edge:
             self.counter.add(value, key)
 
     def value(self) -> TagValue:
@@ -328,7 +324,7 @@ class _Distinct:
 
     def read(self, source: StateReader) -> None:
         self.counter = SlidingDistinct.read(source, _DISTINCT_SPAN)
-        self._edge = None
+        self._edge = NO_CLOCK
 
 
 class _TopBucketed:
@@ -350,7 +346,8 @@ class _TopBucketed:
         self._heads: list[bytes] = []
         self._seen: tuple[int, int] | None = None
         self._error: float | None = None
-        self._first: int | None = None  # the oldest sub-bucket in the window, last slid to
+        self._first = NO_CLOCK  # the oldest sub-bucket in the window, last slid to (before
+        # every add: ``TimeTags`` slides first)
 
     def slide(self, clock: int) -> bool:
         first = (clock - self.width) // self.step
@@ -359,12 +356,9 @@ class _TopBucketed:
         self._first = first
         return self.summary.evict(first)
 
-    def add(self, ts: int, value: str, clock: int) -> None:
+    def add(self, ts: int, value: str) -> None:
         b = (ts - 1) // self.step
-        first = self._first  # as ``_Distinct.add`` takes its edge
-        if first is None:
-            first = (clock - self.width) // self.step
-        if b >= first:
+        if b >= self._first:
             self.summary.add(b, value)
 
     def value(self) -> TagValue:
@@ -393,7 +387,8 @@ class _TopBucketed:
 
     def read(self, source: StateReader) -> None:
         self.summary = BucketedTop.read(source, counters_for(self.k))
-        self._seen = self._first = None
+        self._seen = None
+        self._first = NO_CLOCK
 
 
 _Column = _Distinct | _TopBucketed
@@ -405,18 +400,19 @@ class TimeTags(_SlidingClock):
 
     slides = True
 
-    __slots__ = ("_columns", "_due", "_labels", "_widths")
+    __slots__ = ("_columns", "_due", "_labels", "_steps", "_widths")
 
     def __init__(self, widths_us: Sequence[int], labels: Sequence[str], spec: TagSpec) -> None:
         self._widths = tuple(widths_us)
+        self._steps = tuple(width // SUB_BUCKETS for width in self._widths)
         self._labels = tuple(labels)
         self._clock = NO_CLOCK
         # The first clock at which a window's edge moves to the next sub-bucket (a column's
-        # ``slide`` changes nothing before): NO_CLOCK until the first slide.
+        # ``slide`` changes nothing before): NO_CLOCK until the first slide, which comes
+        # before the first add, after a restore too.
         self._due = NO_CLOCK
         columns: list[list[_Column]] = []
-        for width in self._widths:
-            step = width // SUB_BUCKETS
+        for width, step in zip(self._widths, self._steps, strict=True):
             row: list[_Column] = [_Distinct(f"distinct_{t}", t, width, step) for t in spec.distinct]
             row += [_TopBucketed(f"top_{tag}", tag, width, k) for tag, k in spec.top]
             columns.append(row)
@@ -434,7 +430,7 @@ class TimeTags(_SlidingClock):
             for column in row:
                 value = tags.get(column.tag)
                 if value is not None:
-                    column.add(ts_us, value, clock_us)
+                    column.add(ts_us, value)
 
     def _slide(self, clock_us: int) -> bool:
         self._clock = clock_us
@@ -444,7 +440,7 @@ class TimeTags(_SlidingClock):
                 changed |= column.slide(clock_us)
         self._due = min(
             ((clock_us - width) // step + 1) * step + width
-            for width, step in ((width, width // SUB_BUCKETS) for width in self._widths)
+            for width, step in zip(self._widths, self._steps, strict=True)
         )
         return changed
 
