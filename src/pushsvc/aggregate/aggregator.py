@@ -51,9 +51,6 @@ from pushsvc.stats.groups import Group, TopicGroups
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
 
-"""Where an entry sits in the event log (a Redis stream id as two integers); (0, 0) where
-there is no log (the memory broker)."""
-
 
 def sweep_interval_s(topic_ttl_us: int) -> float:
     """How often idle topics are looked for: a tenth of the TTL, at least once a minute, so a
