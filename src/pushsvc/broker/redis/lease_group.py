@@ -167,7 +167,9 @@ class RedisLeaseGroup:
         if not shards:
             return {}
         leases = [
-            RedisLease(self._client, self._keys.shard(shard).lease, ttl_us=self._ttl_us)
+            RedisLease(
+                self._client, self._keys.shard(shard).lease, ttl_us=self._ttl_us, clock=self._clock
+            )
             for shard in shards
         ]
         tokens: list[list[str]] = [[] for _ in leases]
