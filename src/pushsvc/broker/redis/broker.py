@@ -30,14 +30,8 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import (
-    AskError,
-    MovedError,
-    RedisClusterException,
     ResponseError,
-    TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.base import (
     Appended,
@@ -69,6 +63,7 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
@@ -100,8 +95,6 @@ from pushsvc.errors import (
 
 log = logging.getLogger(__name__)
 
-# Redirects followed for one append with WAIT (a slot moving twice while we send is rare).
-_REDIRECTS = 3
 # A new topic's admission holds its lock this long at most (a holder that died).
 _ADMIT_LOCK_MS = 2000
 # A tier's stream outlives its retention by this much after its newest point.
@@ -338,34 +331,18 @@ class RedisBroker:
 
     def _append_and_wait(self, keys: list[str], args: list[str | int | bytes]) -> tuple[Any, int]:
         """The append, then WAIT on the connection that wrote it: on a cluster, a pipeline of
-        the two on the primary of the partition's slot (a redirect means the append did not
-        run there: the topology is read again and the pair sent to the new owner)."""
-        for _ in range(_REDIRECTS):
-            client = self._client
-            if self.on_cluster:
-                cluster = cast(RedisCluster, self._client)
-                node = cluster.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
-                client = cluster.get_redis_connection(node)
-            try:
-                with client.pipeline(transaction=False) as pipe:
-                    self._append(keys=keys, args=args, client=pipe)
-                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
-                    raw, replicas = pipe.execute()
-                return raw, int(replicas)
-            except (MovedError, AskError, TryAgainError):
-                self._learn_topology()
-            except (RedisConnectionError, RedisTimeoutError):
-                # The node went away (a failover?): the next append asks the new owner.
-                self._learn_topology()
-                raise
-        raise BrokerUnavailable("the partition's slot kept moving; retry")
+        the two on the primary of the partition's slot, its redirects followed as redis-py
+        follows them (`redirects.py`)."""
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            self._append(keys=keys, args=args, client=pipe)
+            pipe.wait(self._min_replicas, self._replica_timeout_ms)
+
+        raw, replicas = on_slot_owner(self._client, keys[0], queue)
+        return raw, int(replicas)
 
     def _learn_topology(self) -> None:
-        """Read the cluster's slots again, after a node failed or a slot moved under a call
-        made on one node's own connection (RedisCluster does so itself for its own calls)."""
-        if self.on_cluster:
-            with contextlib.suppress(redis.RedisError, RedisClusterException):
-                cast(RedisCluster, self._client).nodes_manager.initialize()
+        learn_topology(self._client)
 
     # -- updates -------------------------------------------------------------
 
