@@ -486,8 +486,11 @@ def describe(settings: Settings) -> dict[str, Any]:
                 security=reading,
             ),
             "/rules": _json_get(
-                "The analytics rules: each family of topics' windows, statistics and groups",
+                "The analytics rules: each family of topics' windows, statistics and groups "
+                "(with auth on, those of the topics the caller may read)",
                 {"$ref": "#/components/schemas/Rules"},
+                errors=(401,) if reading is not None else (),
+                security=reading,
             ),
             "/healthz": _json_get(
                 "Liveness",
