@@ -498,8 +498,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             ),
             "/readyz": {
                 "get": {
-                    "summary": "Readiness (checks the broker, Redis's eviction policy and memory, "
-                    "and that every shard has an aggregator)",
+                    "summary": "Readiness (checks the broker, Redis's eviction policy, memory "
+                    "and replicas, and that every shard has an aggregator)",
                     "parameters": [],
                     "responses": {
                         "200": {
@@ -508,7 +508,9 @@ def describe(settings: Settings) -> dict[str, Any]:
                         },
                         "503": {
                             "description": "the broker is unavailable, Redis evicts or is "
-                            "full, or a shard has no aggregator",
+                            "full, writes cannot reach --redis-min-replicas replicas, a shard "
+                            "has no aggregator, or the rules differ (`reason` says which, and "
+                            "what to do)",
                             "content": {"application/json": {"schema": READINESS}},
                         },
                     },
