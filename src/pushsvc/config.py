@@ -101,7 +101,15 @@ def _data_dir(text: str) -> str | None:
     if not text:
         return None
     path = os.path.abspath(os.path.expanduser(text))
-    os.makedirs(path, exist_ok=True)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{text!r} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:  # under a file, under /proc or /sys, a read-only parent
+        raise ValueError(
+            f"cannot create the directory {text!r}: {exc.strerror}; give a directory pushsvc "
+            "may create and write in"
+        ) from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"{text!r} is not a writable directory")
     return path
