@@ -194,3 +194,35 @@ def test_a_data_dir_that_cannot_be_made_stops_the_server_with_one_line(case: str
     assert lines[0].startswith("pushsvc: invalid --data-dir / PUSHSVC_DATA_DIR: ")
     assert repr(given) in lines[0] and says in lines[0], lines[0]
     assert not os.path.exists(given) or case == "a file"  # nothing made on the way
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PUSHSVC_ANONYMOUS": "public.*"}, "--anonymous (PUSHSVC_ANONYMOUS) only apply"),
+        ({"PUSHSVC_TOKEN_QUERY": "true"}, "--token-query (PUSHSVC_TOKEN_QUERY) only apply"),
+        (
+            {"PUSHSVC_ANONYMOUS": "public.*", "PUSHSVC_TOKEN_QUERY": "1"},
+            "--anonymous (PUSHSVC_ANONYMOUS) and --token-query (PUSHSVC_TOKEN_QUERY) only apply",
+        ),
+    ],
+)
+def test_auth_only_settings_with_auth_off_stop_the_server_with_one_line(
+    env: dict[str, str], named: str
+) -> None:
+    """With auth off every topic is anyone's: an operator who names public topics (or allows
+    tokens in URLs) believes the others closed, so the server refuses to start open."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pushsvc", "serve", "--port", "0"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"pushsvc: {named} with auth on: without --jwt-key"), lines[0]
+    # With the key, or with the settings at their defaults, the same settings load.
+    Settings.load({"jwt_key": "k" * 32}, env)
+    Settings.load({"anonymous": "", "token_query": "false"}, {})
