@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,7 +93,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]
         body = request(proc.port, "GET", "/alerts", headers=admin)[2]
         return {a["alert"] for a in json.loads(body)["alerts"] if a["state"] == "firing"}
 
-    wait_until(lambda: firing() == {"payroll_high", "news_high"}, what="both alerts fire")
+    wait_until(
+        lambda: firing() == {"payroll_high", "news_high"}, timeout=30, what="both alerts fire"
+    )
     yield proc
     proc.stop()
 
@@ -213,7 +214,7 @@ def test_rules_show_a_pattern_rule_to_a_reader_of_a_topic_it_covers(
     assert "derive" not in shown
 
 
-def test_rules_need_a_token_where_nothing_is_readable_without_one(tmp_path: Path) -> None:
+def test_rules_need_a_token_where_nothing_is_readable_without_one() -> None:
     """With no anonymous topics, /rules answers like /topics: 401 without a token."""
     proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_JWT_KEY": SECRET}).start()
     try:
