@@ -101,7 +101,15 @@ def _data_dir(text: str) -> str | None:
     if not text:
         return None
     path = os.path.abspath(os.path.expanduser(text))
-    os.makedirs(path, exist_ok=True)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{text!r} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:  # under a file, under /proc or /sys, a read-only parent
+        raise ValueError(
+            f"cannot create the directory {text!r}: {exc.strerror}; give a directory pushsvc "
+            "may create and write in"
+        ) from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"{text!r} is not a writable directory")
     return path
@@ -330,6 +338,8 @@ class Settings:
                 "--jwt-previous-key (PUSHSVC_JWT_PREVIOUS_KEY) is for rotating keys: "
                 "it needs --jwt-key (PUSHSVC_JWT_KEY), the new one"
             )
+        if settings.jwt_key is None:
+            _refuse_auth_only(settings)
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError(
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
@@ -345,6 +355,24 @@ class Settings:
             # Secrets that are not URLs are typed values whose repr hides them (JwtKey).
             out[spec.name] = redact_url(value) if spec.secret and isinstance(value, str) else value
         return out
+
+
+def _refuse_auth_only(settings: Settings) -> None:
+    """Settings that only narrow or widen access with auth on: given with auth off, the
+    operator believes some topics private, or tokens in URLs needed, while anyone may read
+    everything. Refused rather than warned about: a warning scrolls by; a server that starts
+    open when its operator meant it closed does not."""
+    given = []
+    if settings.anonymous:
+        given.append("--anonymous (PUSHSVC_ANONYMOUS)")
+    if settings.token_query:
+        given.append("--token-query (PUSHSVC_TOKEN_QUERY)")
+    if given:
+        raise ConfigError(
+            f"{' and '.join(given)} only apply with auth on: without --jwt-key "
+            "(PUSHSVC_JWT_KEY) anyone may read and publish every topic; set the key "
+            "(docs/security.md), or drop the setting"
+        )
 
 
 RETIRED = {

@@ -138,6 +138,7 @@ def test_openapi_error_and_event_stream_bodies_are_described(make_app: MakeApp) 
         "unavailable",
         "redis_evicts",
         "redis_full",
+        "replicas_unconfirmed",
         "no_aggregator",
         "rules_differ",
     ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +153,76 @@ def test_a_port_in_use_stops_the_server_with_one_line(workers: str) -> None:
         f"pushsvc: cannot listen on 127.0.0.1:{port}: address already in use; another server "
         "listens there; choose another port with --port or PUSHSVC_PORT"
     ]
+
+
+def _data_dir_cases(root: Path) -> dict[str, tuple[str, str]]:
+    """(the --data-dir given, what its one line says) by case; `root` is world-readable."""
+    (root / "a-file").write_text("not a directory")
+    read_only = root / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    return {
+        "a file": (str(root / "a-file"), "is a file, not a directory"),
+        "under a file": (str(root / "a-file" / "data"), "Not a directory"),
+        "under /proc": ("/proc/pushsvc-data", "No such file or directory"),
+        "a read-only parent": (str(read_only / "data"), "Permission denied"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "under /proc", "a read-only parent"])
+def test_a_data_dir_that_cannot_be_made_stops_the_server_with_one_line(case: str) -> None:
+    with tempfile.TemporaryDirectory() as made:
+        root = Path(made)
+        root.chmod(0o755)
+        given, says = _data_dir_cases(root)[case]
+        command = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--data-dir", given]
+        if os.geteuid() == 0 and case == "a read-only parent":
+            # root writes anywhere: run it without its capabilities, as a service would be.
+            if shutil.which("setpriv") is None:
+                pytest.skip("as root, needs setpriv (util-linux) to drop capabilities")
+            command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", *command]
+        result = subprocess.run(
+            command,
+            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pushsvc: invalid --data-dir / PUSHSVC_DATA_DIR: ")
+    assert repr(given) in lines[0] and says in lines[0], lines[0]
+    assert not os.path.exists(given) or case == "a file"  # nothing made on the way
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PUSHSVC_ANONYMOUS": "public.*"}, "--anonymous (PUSHSVC_ANONYMOUS) only apply"),
+        ({"PUSHSVC_TOKEN_QUERY": "true"}, "--token-query (PUSHSVC_TOKEN_QUERY) only apply"),
+        (
+            {"PUSHSVC_ANONYMOUS": "public.*", "PUSHSVC_TOKEN_QUERY": "1"},
+            "--anonymous (PUSHSVC_ANONYMOUS) and --token-query (PUSHSVC_TOKEN_QUERY) only apply",
+        ),
+    ],
+)
+def test_auth_only_settings_with_auth_off_stop_the_server_with_one_line(
+    env: dict[str, str], named: str
+) -> None:
+    """With auth off every topic is anyone's: an operator who names public topics (or allows
+    tokens in URLs) believes the others closed, so the server refuses to start open."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pushsvc", "serve", "--port", "0"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"pushsvc: {named} with auth on: without --jwt-key"), lines[0]
+    # With the key, or with the settings at their defaults, the same settings load.
+    Settings.load({"jwt_key": "k" * 32}, env)
+    Settings.load({"anonymous": "", "token_query": "false"}, {})

@@ -104,6 +104,21 @@ def test_union_allows_what_any_of_its_scopes_allows(
         assert union.allows(topic) == any(selected(s, topic) for s in scopes), topic
 
 
+
+@given(scope=st.one_of(st.just([]), selector_lists), selector=selectors, probe=probes)
+def test_a_scope_reaches_a_selector_when_they_share_a_topic(
+    scope: list[str], selector: str, probe: list[str]
+) -> None:
+    """What `GET /rules` shows a rule or an alert by: some topic its selector selects is
+    readable. The witnesses (each selector's topic, prefix and children) hold such a topic
+    whenever one exists."""
+    shared = any(
+        selects(selector, topic) and selected(scope, topic)
+        for topic in _interesting(probe, scope, [selector])
+    )
+    assert Scope.of(scope).reaches(selector) == shared
+
+
 # Tokens.
 
 

@@ -64,6 +64,7 @@ from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
+from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
@@ -689,6 +690,24 @@ class RedisBroker:
             self._learn_topology()
             raise
         return max(found, key=lambda m: (m.evicts, m.full, m.used_bytes / (m.max_bytes or 1)))
+
+    @property
+    def min_replicas(self) -> int:
+        """The replicas each append must reach (`WAIT`) before it is acknowledged."""
+        return self._min_replicas
+
+    def replicas_online(self) -> int | None:
+        """The fewest replicas online at any primary holding pushsvc's keys (`replication.py`);
+        None when a primary will not say."""
+        self._check_open()
+        try:
+            with unavailable("info replication"):
+                found = [read_replicas_online(client) for client in self._primaries()]
+        except BrokerUnavailable:
+            self._learn_topology()
+            raise
+        known = [count for count in found if count is not None]
+        return min(known) if known else None
 
     def _by_primary(self) -> dict[redis.Redis, list[PartitionKeys]]:
         """The partitions each primary holds now, by a client of that primary (one Redis:

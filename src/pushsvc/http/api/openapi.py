@@ -486,8 +486,11 @@ def describe(settings: Settings) -> dict[str, Any]:
                 security=reading,
             ),
             "/rules": _json_get(
-                "The analytics rules: each family of topics' windows, statistics and groups",
+                "The analytics rules: each family of topics' windows, statistics and groups "
+                "(with auth on, those of the topics the caller may read)",
                 {"$ref": "#/components/schemas/Rules"},
+                errors=(401,) if reading is not None else (),
+                security=reading,
             ),
             "/healthz": _json_get(
                 "Liveness",
@@ -495,8 +498,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             ),
             "/readyz": {
                 "get": {
-                    "summary": "Readiness (checks the broker, Redis's eviction policy and memory, "
-                    "and that every shard has an aggregator)",
+                    "summary": "Readiness (checks the broker, Redis's eviction policy, memory "
+                    "and replicas, and that every shard has an aggregator)",
                     "parameters": [],
                     "responses": {
                         "200": {
@@ -505,7 +508,9 @@ def describe(settings: Settings) -> dict[str, Any]:
                         },
                         "503": {
                             "description": "the broker is unavailable, Redis evicts or is "
-                            "full, or a shard has no aggregator",
+                            "full, writes cannot reach --redis-min-replicas replicas, a shard "
+                            "has no aggregator, or the rules differ (`reason` says which, and "
+                            "what to do)",
                             "content": {"application/json": {"schema": READINESS}},
                         },
                     },
