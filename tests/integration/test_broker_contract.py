@@ -1028,6 +1028,18 @@ def test_a_topics_history_starts_after_its_deletion_and_a_read_across_it_is_a_ga
     assert broker.history("b", limit=10).updates == [old[1]]
 
 
+def test_a_topic_forgotten_after_its_deletion_still_reads_from_after_it(broker: Broker) -> None:
+    append(broker, "a", [Event(1.0, 100 * 10**6, None)])
+    (a1,) = broker.publish_updates([draft("a", 1)])
+    broker.publish_updates([deletion_draft("a", 1)])
+    (a2,) = broker.publish_updates([draft("a", 2)])
+    assert forget(broker, "a") == ["a"]
+    (a3,) = broker.publish_updates([draft("a", 3)])
+    assert broker.history("a", after=a1.id, limit=10) == HistoryPage(
+        [a2, a3], a3.id, more=False, gap=True
+    )
+
+
 def test_a_resume_across_a_deletion_replays_it_in_its_place(broker: Broker) -> None:
     old = broker.publish_updates([draft("a", 1), draft("a", 2)])
     (deletion,) = broker.publish_updates([deletion_draft("a", 2)])

@@ -177,6 +177,9 @@ class MemoryBroker:
         self._latest: dict[str, Update] = {}
         self._first: dict[str, int] = {}  # topic -> the seq of its first update in `_latest`
         self._groups: dict[str, dict[str, bytes]] = {}  # topic -> group id -> group JSON
+        # Topic -> the seq of its newest deletion, while the history holds it: the topic's
+        # history reads start after it.
+        self._deletions: dict[str, int] = {}
         # Series points by (topic, group id, resolution); they outlive a forgotten topic
         # (its next event continues them), trimmed to each tier's retention as points come.
         self._series = SeriesStore()
@@ -291,6 +294,7 @@ class MemoryBroker:
         self._latest.pop(topic, None)
         self._groups.pop(topic, None)
         self._first[topic] = seq
+        self._deletions[topic] = seq
         for key in [key for key in self._series_due if key[0] == topic]:
             del self._series_due[key]
             self._series.drop(key)
@@ -425,12 +429,14 @@ class MemoryBroker:
     def _deleted_at(self, topic: str, start: int) -> int | None:
         """The position right after `topic`'s newest deletion at or after position `start` of
         the history; None when it has none there."""
-        first = self._first.get(topic)
-        oldest = self._history[0][0] if self._history else self._seq + 1
-        if first is None or first - oldest < start:
+        seq = self._deletions.get(topic)
+        if seq is None:
             return None
-        update = self._history[first - oldest][1]
-        return first - oldest + 1 if update.is_deletion else None
+        oldest = self._history[0][0] if self._history else self._seq + 1
+        if seq < oldest:
+            del self._deletions[topic]  # trimmed: the history holds nothing from before it
+            return None
+        return seq - oldest + 1 if seq - oldest >= start else None
 
     def _keep_instance(self, key: str, body: bytes) -> None:
         if body:
