@@ -993,6 +993,10 @@ def test_a_published_deletion_drops_the_topics_groups_and_series_and_keeps_the_o
     assert series_of(broker, "a") == series_of(broker, "a", "x") == []
     assert series_of(broker, "b") == [10**6]
 
+    # Deleted twice in one batch (a new event between): each deletion drops what came before.
+    broker.publish_updates([deletion_draft("a", 3), draft("a", 4), deletion_draft("a", 4)])
+    assert broker.latest(everything).keys() == {"b"}
+
     # The topic starts afresh, its buckets where they fall (even before the old ones).
     (a1, *_) = broker.publish_updates([grouped("a", 1, "x"), point("a", 0)])
     assert broker.latest(everything).keys() == {"a", "b"}

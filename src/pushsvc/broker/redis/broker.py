@@ -440,10 +440,12 @@ class RedisBroker:
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
-        deletions: dict[str, int] = {}  # topic -> the place of its last deletion
+        deletions: list[int] = []
+        deleted: dict[str, int] = {}  # topic -> the place of its last deletion
         for place, d in enumerate(drafts, 1):
             if d.deletes:
-                deletions[d.topic] = place
+                deletions.append(place)
+                deleted[d.topic] = place
             args += [d.topic, d.clock_us, d.body]
             if (write := d.series) is not None:
                 points += [
@@ -462,9 +464,9 @@ class RedisBroker:
         args[15] = len(deletions)
         args += points
         args += instances
-        args += list(deletions.values())
+        args += deletions
         for place, d in enumerate(drafts, 1):
-            if place < deletions.get(d.topic, 0):
+            if place < deleted.get(d.topic, 0):
                 continue  # groups of the deleted topic: the deletion drops them
             for gid, group in d.groups:
                 args += [d.topic, gid, group]
