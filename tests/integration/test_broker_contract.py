@@ -750,7 +750,7 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
         client.set(broker.keys.shard((0, 1)).lease, "token")
         client.close()
         event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
-        event_log.append_ticks("token", {"a": 100 * 10**6})
+        event_log.append_ticks("token", {"a": 100 * 10**6}, event_log.read(FIRST, count=10)[-1].id)
         event_log.close()
     else:
         # In one process the aggregator publishes tick updates directly.

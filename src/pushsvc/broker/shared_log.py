@@ -97,7 +97,7 @@ class EventLog(Protocol):
         """Entries after `after` up to `last` included (rebuilding), at most `count`."""
         ...
 
-    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str = FIRST) -> str | None:
+    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str) -> str | None:
         """Log a round of idle ticks (topic -> clock µs) proposed by an aggregator that applied
         the log up to entry `after`; the entry's id. None, and nothing logged, when one of the
         topics was deleted after `after`: the proposer had not seen it, and a tick must not

@@ -101,7 +101,7 @@ class RedisEventLog:
             raw: Any = self._client.xrange(self._log, min=start, max=last, count=count)
         return [_entry(raw_id, fields) for raw_id, fields in raw]
 
-    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str = FIRST) -> str | None:
+    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str) -> str | None:
         """Log a round of idle ticks proposed from the log applied up to `after`; None when a
         ticked topic was deleted after it (nothing logged). Fenced unless `fence` is the
         lease's token."""
