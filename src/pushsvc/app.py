@@ -18,6 +18,7 @@ from pushsvc.core.idempotency import REPLAYED_HEADER
 from pushsvc.errors import RequestError
 from pushsvc.http.api import (
     dashboard,
+    deletion,
     health,
     history,
     openapi,
@@ -70,6 +71,7 @@ def create_app(
         producer.bp,
         streams.bp,
         topics.bp,
+        deletion.bp,
         history.bp,
         series.bp,
         health.bp,

@@ -326,6 +326,26 @@ def subscribe(
 @main.command()
 @_URL
 @_TOKEN
+@click.argument("topic")
+def delete(url: str, token: str | None, topic: str) -> None:
+    """Delete TOPIC: its windows, history, series, groups, alerts and clock, so that its next
+    event starts it afresh (with auth on, the token needs the publish scope on it). Exits 1
+    when the server keeps no such topic."""
+    from pushsvc.client import Client, ClientError
+
+    try:
+        with Client(url, token=token) as client:
+            deleted = client.delete_topic(topic)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not deleted:
+        raise click.ClickException(f"no topic {topic!r} (never posted to, or deleted already)")
+    click.echo(f"deleted {topic}")
+
+
+@main.command()
+@_URL
+@_TOKEN
 @click.option("--once", is_flag=True, help="print the active instances and exit")
 def alerts(url: str, token: str | None, once: bool) -> None:
     """Print the alert instances pending or firing now, then follow every change, one JSON

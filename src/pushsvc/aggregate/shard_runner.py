@@ -23,6 +23,10 @@ And it forgets idle topics (`--topic-ttl`) through the log: it proposes the topi
 the TTL with empty windows, the forget script drops those nothing was logged for since
 (`EventLog.forget`) and logs a forget entry, and every aggregator drops their windows when
 it applies that entry.
+
+A deleted topic (`DELETE /topics/{t}`, logged by the web process: `Broker.delete_topic`) is
+dropped by every aggregator when it applies the delete entry, and the deletion is published
+like the updates of any entry (exactly once, with "applied up to").
 """
 
 from __future__ import annotations
@@ -304,6 +308,16 @@ class ShardRunner:
                 self._saved.pop(topic, None)
                 self._dirty.discard(topic)
             return []
+        if entry.deleted is not None:
+            topic = entry.deleted
+            self._held.pop(topic, None)  # the deleted topic's entries: none is needed now
+            drafts = self.aggregator.delete(topic, position(entry.id))
+            if self.aggregator.clock(topic) is None:
+                # Gone. (Still held: a rebuild restarted it from its checkpoint, which was
+                # taken after the deletion and stays its saved one.)
+                self._saved.pop(topic, None)
+                self._dirty.discard(topic)
+            return drafts
         assert entry.topic is not None and entry.events is not None
         held = self._held.get(entry.topic)
         if held is None:
@@ -389,7 +403,7 @@ class ShardRunner:
         ticks = self.aggregator.due_ticks(through)
         if ticks and self._tenure is not None:
             try:
-                self._log.append_ticks(self._tenure, ticks)
+                self._log.append_ticks(self._tenure, ticks, self.position)
                 self._refused(None)
             except Fenced:
                 self._fenced()

@@ -53,13 +53,15 @@ def position(entry_id: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), or `forgotten`."""
+    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), `forgotten` (idle
+    topics), or `deleted` (a topic, `Broker.delete_topic`)."""
 
     id: str
     topic: str | None = None
     events: list[Event] | None = None
     ticks: dict[str, int] | None = None
     forgotten: list[str] | None = None
+    deleted: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +98,11 @@ class EventLog(Protocol):
         """Entries after `after` up to `last` included (rebuilding), at most `count`."""
         ...
 
-    def append_ticks(self, fence: str, ticks: Mapping[str, int]) -> str:
-        """Log a round of idle ticks (topic -> clock µs); the entry's id."""
+    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str) -> str | None:
+        """Log a round of idle ticks (topic -> clock µs) proposed by an aggregator that applied
+        the log up to entry `after`; the entry's id. None, and nothing logged, when one of the
+        topics was deleted after `after`: the proposer had not seen it, and a tick must not
+        bring the deleted topic's clock back (the next round proposes afresh)."""
         ...
 
     def forget(self, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:

@@ -82,6 +82,15 @@ class AsyncClient:
     async def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
         return await self._run(calls.publish(topic, events), backoff)
 
+    async def delete_topic(self, topic: str) -> bool:
+        try:
+            await self._run(calls.delete_topic(topic))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def history(
         self, topic: str, *, since: Time | None = None, limit: int | None = None
     ) -> pd.DataFrame:

@@ -78,6 +78,12 @@ def publish(topic: str, events: Events) -> Plan[int]:
     return int(orjson.loads(answer.content)["accepted"])
 
 
+def delete_topic(topic: str) -> Plan[None]:
+    """DELETE the topic (its windows, history, series, groups, alerts and clock); a topic the
+    server does not keep answers 404 (`ApiError`, code `not_found`)."""
+    yield Call("DELETE", f"topics/{quote(topic, safe='')}")
+
+
 def get_json(path: str, params: Sequence[tuple[str, str]] = ()) -> Plan[dict[str, Any]]:
     answer = yield Call("GET", path, params, headers={"Accept": "application/json"})
     body: dict[str, Any] = orjson.loads(answer.content)

@@ -90,6 +90,19 @@ class Client:
         `backoff`: this call's retries, instead of the client's."""
         return self._run(calls.publish(topic, events), backoff)
 
+    def delete_topic(self, topic: str) -> bool:
+        """Delete the topic: its windows, history, series, groups, alerts and clock, so that
+        its next event starts it afresh (needs the publish scope on it). False when the server
+        keeps no such topic — also when an attempt whose answer was lost deleted it and the
+        retry found it gone: either way it is gone."""
+        try:
+            self._run(calls.delete_topic(topic))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def history(
         self, topic: str, *, since: Time | None = None, limit: int | None = None
     ) -> pd.DataFrame:

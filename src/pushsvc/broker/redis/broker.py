@@ -143,6 +143,7 @@ class RedisBroker:
         self._publish = Script(self._client, "publish_updates")
         self._release_admitting = Script(self._client, "lease_release")
         self._note_derived = Script(self._client, "note_derived")
+        self._delete = Script(self._client, "delete_topic")
         self._history_reader = HistoryReader(self._client, self.keys)
         self.on_cluster = is_cluster(url)
         # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
@@ -395,6 +396,7 @@ class RedisBroker:
             part.lease,
             part.alerts,
             part.alerts_head,
+            part.checkpoints,
         ]
         args: list[str | int | bytes] = [
             new_epoch(index),
@@ -410,10 +412,18 @@ class RedisBroker:
             applied.after if applied is not None else "",
             self._publish_command,
             part.all_updates_channel if self.on_cluster else "",
+            part.series_keys(""),
+            part.checkpoint(""),
+            0,
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
+        deletions: list[int] = []
+        deleted: dict[str, int] = {}  # topic -> the place of its last deletion
         for place, d in enumerate(drafts, 1):
+            if d.deletes:
+                deletions.append(place)
+                deleted[d.topic] = place
             args += [d.topic, d.clock_us, d.body]
             if (write := d.series) is not None:
                 points += [
@@ -429,9 +439,13 @@ class RedisBroker:
                 instances += [place, d.instance[0], d.instance[1]]
         args[8] = len(points) // 6
         args[9] = len(instances) // 3
+        args[15] = len(deletions)
         args += points
         args += instances
-        for d in drafts:
+        args += deletions
+        for place, d in enumerate(drafts, 1):
+            if place < deleted.get(d.topic, 0):
+                continue  # groups of the deleted topic: the deletion drops them
             for gid, group in d.groups:
                 args += [d.topic, gid, group]
             for gid in d.forgotten:
@@ -442,6 +456,17 @@ class RedisBroker:
             Update.of(d, UpdateId.of_stream_id(reply.epoch, i)) if i else None
             for d, i in zip(drafts, reply.stream_ids, strict=True)
         ]
+
+    def delete_topic(self, topic: str) -> bool:
+        """See `Broker.delete_topic`: one script in the topic's partition checks the topic,
+        drops its clock and latest update and logs the delete entry (`delete_topic.lua`)."""
+        self._check_open()
+        part = self.keys.of(topic)
+        keys = [part.log, part.clocks, part.latest, part.logged, part.deleted]
+        args = [topic, part.wake_channel if self.on_cluster else ""]
+        with unavailable("delete_topic"):
+            entry_id = self._delete(keys=keys, args=args)
+        return bool(entry_id)
 
     def consume_updates(
         self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None

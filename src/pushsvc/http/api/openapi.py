@@ -382,6 +382,35 @@ def _history(reading: Security | None) -> dict[str, Any]:
     }
 
 
+def _topic_delete(publishing: Security | None) -> dict[str, Any]:
+    return {
+        "delete": {
+            "summary": "Delete a topic: its windows, history, series, groups, alerts and clock "
+            "(its next event starts it afresh; its streams get a gap snapshot)",
+            "parameters": [_TOPIC],
+            **({"security": publishing} if publishing is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "deleted",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["topic", "deleted"],
+                                "properties": {
+                                    "topic": {"type": "string"},
+                                    "deleted": {"type": "boolean", "enum": [True]},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(400, *_auth_errors(publishing), 404, 503),
+            },
+        }
+    }
+
+
 def describe(settings: Settings) -> dict[str, Any]:
     """The OpenAPI document of a server running with `settings`."""
     publishing, reading, schemes = _security(settings)
@@ -462,6 +491,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "info": {"title": "pushsvc", "version": __version__},
         "paths": {
             "/topics/{topic}/events": {"post": event_post},
+            "/topics/{topic}": _topic_delete(publishing),
             "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC], settings, reading),
             "/stream": _sse("SSE stream of several topics", [selector_query], settings, reading),
             "/topics/{topic}/stats": _json_get(
