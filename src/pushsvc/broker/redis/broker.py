@@ -326,18 +326,20 @@ class RedisBroker:
         (WAIT on the connection that wrote, so on the partition's primary)."""
         with unavailable("append_events"):
             if self._min_replicas:
-                raw, replicas = self._append_and_wait(keys, args)
+                raw, replicas = self._run_and_wait(self._append, keys, args)
             else:
                 raw, replicas = self._append(keys=keys, args=args), None
         return AppendReply.decode(raw), replicas
 
-    def _append_and_wait(self, keys: list[str], args: list[str | int | bytes]) -> tuple[Any, int]:
-        """The append, then WAIT on the connection that wrote it: on a cluster, a pipeline of
+    def _run_and_wait(
+        self, script: Script, keys: list[str], args: list[str | int | bytes]
+    ) -> tuple[Any, int]:
+        """The script, then WAIT on the connection that wrote it: on a cluster, a pipeline of
         the two on the primary of the partition's slot, its redirects followed as redis-py
         follows them (`redirects.py`)."""
 
         def queue(pipe: redis.client.Pipeline) -> None:
-            self._append(keys=keys, args=args, client=pipe)
+            script(keys=keys, args=args, client=pipe)
             pipe.wait(self._min_replicas, self._replica_timeout_ms)
 
         raw, replicas = on_slot_owner(self._client, keys[0], queue)
@@ -464,8 +466,18 @@ class RedisBroker:
         part = self.keys.of(topic)
         keys = [part.log, part.clocks, part.latest, part.logged, part.deleted]
         args = [topic, part.wake_channel if self.on_cluster else ""]
+        replicas: int | None = None
         with unavailable("delete_topic"):
-            entry_id = self._delete(keys=keys, args=args)
+            if self._min_replicas:
+                entry_id, replicas = self._run_and_wait(self._delete, keys, list(args))
+            else:
+                entry_id = self._delete(keys=keys, args=args)
+        if entry_id and replicas is not None and replicas < self._min_replicas:
+            raise ReplicasUnconfirmed(
+                f"the deletion reached {replicas} of {self._min_replicas} replicas in time; it "
+                "will be applied unless the primary is lost (a retry of a deletion that was "
+                "applied answers 404)"
+            )
         return bool(entry_id)
 
     def consume_updates(
