@@ -51,6 +51,9 @@ def create_app(
     """
     settings = test_config if isinstance(test_config, Settings) else Settings.load(test_config)
     logs.ensure_configured(settings.log_format)
+    # Not started by `pushsvc` (gunicorn's app factory): the host binds the socket, so
+    # --host and --port mean nothing here and are left out of the settings line.
+    hosted = role is None
     if role is None:
         role = "serve" if settings.redis_url is None else "web"
     # Scripts, ES modules among them (/static/pushsvc.js), as RFC 9239 names their type.
@@ -63,7 +66,10 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     runtime = Runtime.build(settings, web=True, aggregate=role == "serve")
     app.extensions["pushsvc"] = runtime
-    log.info("pushsvc %s settings: %s", role, settings.redacted())
+    shown = settings.redacted()
+    if hosted:
+        del shown["host"], shown["port"]
+    log.info("pushsvc %s settings: %s", role, shown)
 
     blueprints = (
         dashboard.bp,

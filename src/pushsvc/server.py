@@ -172,7 +172,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     server.start()
     # The bound port, for port 0 (tests and scripts read this line).
     scheme = "http" if tls is None else "https"
-    log.warning(
+    log.info(
         "pushsvc %s listening on %s://%s:%d", role, scheme, settings.host, server.server_port
     )
     stop.wait()
@@ -188,7 +188,7 @@ def aggregate(settings: Settings) -> None:
     assert runtime.partitions is not None
     stop = gevent.event.Event()
     _on_termination(stop)
-    log.warning(
+    log.info(
         "pushsvc aggregator sharing %d partitions on %s",
         settings.partitions,
         settings.redacted()["redis_url"],
