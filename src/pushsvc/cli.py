@@ -10,7 +10,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 
@@ -445,7 +445,11 @@ def token(
             key, algorithm = loaded.verify_key, loaded.algorithm
         else:
             raise ValueError("give --jwt-key (or PUSHSVC_JWT_KEY) or --private-key")
-        ttl_s = parse_duration_us(ttl) / 1_000_000
+        ttl_us = parse_duration_us(ttl)
+        if ttl_us < 1_000_000 or ttl_us % 1_000_000:
+            # `exp` is whole seconds; under one a token may expire before it is used.
+            raise ValueError(f"--ttl takes whole seconds, at least 1s (30m, 1h, 7d); got {ttl!r}")
+        ttl_s = ttl_us // 1_000_000
         minted = mint(
             key,
             algorithm,
@@ -457,7 +461,19 @@ def token(
             issuer=issuer,
         )
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        _refuse_token(str(exc))
     except InvalidTopic as exc:
-        raise click.UsageError(exc.message) from None
+        _refuse_token(exc.message)
+    if not publish_ and not subscribe_:
+        # Not refused: a token that only names its subject has uses (--anonymous grants
+        # the rest); but a forgotten --subscribe would otherwise show only as a 403 later.
+        click.echo(
+            "pushsvc token: warning: no --publish and no --subscribe: this token grants no topic",
+            err=True,
+        )
     click.echo(minted)
+
+
+def _refuse_token(message: str) -> NoReturn:
+    click.echo(f"pushsvc token: {message}", err=True)
+    sys.exit(2)

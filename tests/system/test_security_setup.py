@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 
 from pushsvc.config import Settings
@@ -164,6 +165,35 @@ def test_pushsvc_token_with_a_private_key_and_its_errors(tmp_path: Path) -> None
     assert done.returncode == 2
     done = run_tool("token", "--publish", "bad*", env={"PUSHSVC_JWT_KEY": SECRET})
     assert done.returncode == 2 and "bad*" in done.stderr
+
+
+@pytest.mark.parametrize("ttl", ["1h", "7d", "1s", "90"])
+def test_pushsvc_token_lasts_exactly_its_ttl(ttl: str) -> None:
+    claims = jwt.decode(
+        _mint("--subscribe", "a", "--ttl", ttl, env={"PUSHSVC_JWT_KEY": SECRET}),
+        options={"verify_signature": False},
+    )
+    seconds = {"1h": 3600, "7d": 7 * 86400, "1s": 1, "90": 90}[ttl]
+    assert claims["exp"] - claims["iat"] == seconds
+
+
+@pytest.mark.parametrize("ttl", ["0", "500ms", "1500ms"])
+def test_pushsvc_token_refuses_a_ttl_under_a_second_or_not_whole_in_one_line(ttl: str) -> None:
+    done = run_tool("token", "--subscribe", "a", "--ttl", ttl, env={"PUSHSVC_JWT_KEY": SECRET})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"pushsvc token: --ttl takes whole seconds, at least 1s (30m, 1h, 7d); got {ttl!r}\n"
+    )
+
+
+def test_pushsvc_token_warns_when_it_grants_no_topic() -> None:
+    done = run_tool("token", "--sub", "ci", env={"PUSHSVC_JWT_KEY": SECRET})
+    assert done.returncode == 0 and done.stdout.count(".") == 2
+    assert done.stderr == (
+        "pushsvc token: warning: no --publish and no --subscribe: this token grants no topic\n"
+    )
+    quiet = run_tool("token", "--subscribe", "a", env={"PUSHSVC_JWT_KEY": SECRET})
+    assert quiet.stderr == ""
 
 
 @pytest.mark.parametrize("origins", ["*", "https://a.test/*", "a.test", "https://a.test/path"])
