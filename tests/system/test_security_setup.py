@@ -11,9 +11,10 @@ from pathlib import Path
 import jwt
 import pytest
 
+from conftest import MakeApp
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
-from pushsvc.security.tokens import Verifier, load_key
+from pushsvc.security.tokens import NOT_A_JWT, Verifier, load_key
 from support.auth_tokens import OTHER_SECRET, SECRET, hs256, remember, write_keypair
 from support.live import PushsvcProcess, SSEClient, run_tool, start_tool
 
@@ -165,6 +166,13 @@ def test_pushsvc_token_with_a_private_key_and_its_errors(tmp_path: Path) -> None
     assert done.returncode == 2
     done = run_tool("token", "--publish", "bad*", env={"PUSHSVC_JWT_KEY": SECRET})
     assert done.returncode == 2 and "bad*" in done.stderr
+
+
+def test_a_garbage_token_is_a_401_saying_it_is_not_a_jwt(make_app: MakeApp) -> None:
+    client = make_app(jwt_key=SECRET).test_client()
+    answer = client.get("/topics/orders/stats", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert answer.status_code == 401
+    assert answer.json["error"]["message"] == f"invalid token: {NOT_A_JWT}"
 
 
 @pytest.mark.parametrize("ttl", ["1h", "7d", "1s", "90"])

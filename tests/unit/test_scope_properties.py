@@ -28,6 +28,7 @@ from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import (
     CLOCK_SKEW_S,
     HMAC_ALGORITHM,
+    NOT_A_JWT,
     JwtKey,
     TokenError,
     Verifier,
@@ -155,6 +156,19 @@ def test_hs256_tokens_round_trip_their_grant(
     assert grant.subscribe.selectors == tuple(subscribe)
     assert grant.subject == subject
     assert int(now) + ttl <= grant.expires_at <= now + ttl + 1
+
+
+_BASE64URL = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=40
+)
+
+
+@given(token=st.text(max_size=80) | st.lists(_BASE64URL, min_size=3, max_size=3).map(".".join))
+def test_a_token_that_is_no_jwt_is_refused_saying_so(token: str) -> None:
+    """Whatever the garbage, one plain reason, never PyJWT's (a codec's, a padding's)."""
+    with pytest.raises(TokenError) as refused:
+        Verifier(load_key(SECRET.decode())).verify(token)
+    assert str(refused.value) == f"invalid token: {NOT_A_JWT}"
 
 
 @given(now=st.floats(1e9, 2e9), ttl=st.integers(1, 10**6))

@@ -35,6 +35,7 @@ HMAC_ALGORITHM = "HS256"
 CLOCK_SKEW_S = 30
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
 MIN_SECRET_BYTES = 32
+NOT_A_JWT = "the token is not a JWT (header.payload.signature, each base64url-encoded JSON)"
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
@@ -140,6 +141,9 @@ class Verifier:
                 refused = exc  # not signed with this key: the next one may have signed it
             except jwt.ExpiredSignatureError:
                 raise TokenError("the token has expired") from None
+            except jwt.DecodeError:
+                # PyJWT's own words (a codec's, a padding's) say nothing to whoever sent it.
+                raise TokenError(f"invalid token: {NOT_A_JWT}") from None
             except jwt.PyJWTError as exc:
                 raise TokenError(f"invalid token: {exc}") from None
         else:
