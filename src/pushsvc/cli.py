@@ -6,6 +6,7 @@ Run it through `pushsvc.__main__:main`, which patches gevent first for the comma
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Callable
@@ -148,6 +149,25 @@ _TOKEN = click.option(
 )
 
 
+_MAX_RETRIES = click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    metavar="INTEGER",
+    help="give up (exit 1) after this many failed connections in a row [default: retry for ever]",
+)
+
+
+def _client_warnings(command: str) -> None:
+    """The client library's warnings on standard error, one line each: a server it cannot
+    reach is retried, and must not look like a topic where nothing happens."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"pushsvc {command}: %(message)s"))
+    client_log = logging.getLogger("pushsvc.client")
+    client_log.addHandler(handler)
+    client_log.setLevel(logging.WARNING)
+    client_log.propagate = False
+
+
 def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
     tags = {}
     for pair in pairs:
@@ -279,6 +299,7 @@ def _is_number(text: str) -> bool:
 @click.option("--max-hz", type=float, help="at most this many updates per second per topic")
 @click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
 @click.option("--count", type=int, help="stop after this many updates")
+@_MAX_RETRIES
 def subscribe(
     url: str,
     token: str | None,
@@ -289,14 +310,18 @@ def subscribe(
     max_hz: float | None,
     series: tuple[str, ...],
     count: int | None,
+    max_retries: int | None,
 ) -> None:
     """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
 
-    Reconnects like a browser's EventSource, resuming with the last id it saw.
+    Reconnects like a browser's EventSource, resuming with the last id it saw; each failed
+    connection is one line on standard error.
     """
     import orjson
 
     from pushsvc.client import Client, ClientError, StreamOptions
+
+    _client_warnings("subscribe")
 
     options = StreamOptions(
         windows=comma_list(windows) if windows else None,
@@ -308,7 +333,10 @@ def subscribe(
     try:
         with Client(url, token=token) as client:
             for message in client.messages(
-                list(selectors), last_event_id=last_event_id, options=options
+                list(selectors),
+                last_event_id=last_event_id,
+                options=options,
+                max_retries=max_retries,
             ):
                 line = {"event": message.event, "id": message.id, "data": message.json()}
                 sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
@@ -327,7 +355,8 @@ def subscribe(
 @_URL
 @_TOKEN
 @click.option("--once", is_flag=True, help="print the active instances and exit")
-def alerts(url: str, token: str | None, once: bool) -> None:
+@_MAX_RETRIES
+def alerts(url: str, token: str | None, once: bool, max_retries: int | None) -> None:
     """Print the alert instances pending or firing now, then follow every change, one JSON
     line each: {"event": "active" | "alert", "id", "data"}.
 
@@ -338,6 +367,8 @@ def alerts(url: str, token: str | None, once: bool) -> None:
 
     from pushsvc.client import Client, ClientError
 
+    _client_warnings("alerts")
+
     def emit(event: str, message_id: str | None, data: object) -> None:
         line = {"event": event, "id": message_id, "data": data}
         sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
@@ -345,7 +376,7 @@ def alerts(url: str, token: str | None, once: bool) -> None:
 
     try:
         with Client(url, token=token) as client:
-            for message in client.messages("_alerts"):
+            for message in client.messages("_alerts", max_retries=max_retries):
                 if message.event == "snapshot":
                     # Subscribed: what is active now, then every change from here on.
                     for active in client.alerts():

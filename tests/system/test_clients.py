@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -335,6 +337,21 @@ def test_an_unreachable_server_is_retried_then_raised(
         client.publish(topic, {"value": 1})
     assert lost.value.status is None and "cannot reach" in str(lost.value)
     assert len(waits(request)) == 2
+
+
+def test_a_subscription_to_an_unreachable_server_warns_each_retry_and_gives_up_at_max_retries(
+    request: pytest.FixtureRequest, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = make_client(url, backoff=Backoff(cap=0.0))
+    with caplog.at_level(logging.WARNING, logger="pushsvc.client"), pytest.raises(Unreachable):
+        next(iter(client.subscribe("orders", max_retries=3)))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3 == len(waits(request))
+    assert all(
+        re.fullmatch(rf"cannot reach {url}/: ConnectError: .*; retrying in 0\.0 s", line)
+        for line in warned
+    ), warned
 
 
 def test_a_token_opens_its_scope_and_a_refusal_raises_at_once(

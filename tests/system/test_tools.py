@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import queue
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +16,7 @@ import pytest
 from pushsvc.client.models import history_dataframe
 from pushsvc.extras import MissingExtra
 from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
+from support.net import free_port
 
 
 def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:
@@ -58,6 +62,45 @@ def test_subscribe_prints_updates_as_json_lines(server: PushsvcProcess, topic: s
     proc.stdout.close()
     assert [line["data"]["windows"]["1m"] for line in lines] == [{"count": 1}, {"count": 2}]
     assert all(line["event"] == "stats" and line["id"] == line["data"]["id"] for line in lines)
+
+
+_CANNOT_REACH = re.compile(
+    r"pushsvc subscribe: cannot reach http://127\.0\.0\.1:\d+/: ConnectError: .*; "
+    r"retrying in \d+\.\d s"
+)
+
+
+def test_subscribe_to_a_closed_port_says_so_within_seconds() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pushsvc", "subscribe", f"--url=http://127.0.0.1:{free_port()}",
+         "orders"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    stderr = proc.stderr
+    assert stderr is not None
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    threading.Thread(target=lambda: lines.put(stderr.readline()), daemon=True).start()
+    try:
+        # The interpreter's start is most of it; retries wait 0.2 s, 0.4 s, ... at first.
+        first = lines.get(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+        stderr.close()
+    assert _CANNOT_REACH.fullmatch(first.rstrip("\n")), first
+
+
+def test_subscribe_with_max_retries_gives_up_with_exit_1() -> None:
+    done = run_tool(
+        "subscribe", f"--url=http://127.0.0.1:{free_port()}", "orders", "--max-retries", "2"
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    *retried, last = done.stderr.splitlines()
+    assert len(retried) == 2 and all(_CANNOT_REACH.fullmatch(line) for line in retried), retried
+    assert last.startswith("Error: cannot reach http://127.0.0.1:")
 
 
 def test_replay_csv(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:

@@ -169,9 +169,12 @@ class AsyncClient:
         series: Sequence[str] | None = None,
         max_hz: float | None = None,
         precision: int | None = None,
+        max_retries: int | None = None,
     ) -> AsyncIterator[Message]:
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        async for raw in self.messages(topics, last_event_id=last_event_id, options=options):
+        async for raw in self.messages(
+            topics, last_event_id=last_event_id, options=options, max_retries=max_retries
+        ):
             message = typed_message(raw.event, raw.id, raw.data)
             if message is not None:
                 yield message
@@ -182,10 +185,11 @@ class AsyncClient:
         *,
         last_event_id: str | None = None,
         options: StreamOptions | None = None,
+        max_retries: int | None = None,
     ) -> AsyncIterator[RawMessage]:
         cursor = StreamCursor(
             topics, last_event_id=last_event_id, options=options or StreamOptions(),
-            backoff=self.backoff,
+            backoff=self.backoff, max_retries=max_retries,
         )  # fmt: skip
         while True:
             error: ClientError | None = None

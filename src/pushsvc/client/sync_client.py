@@ -196,13 +196,19 @@ class Client:
         series: Sequence[str] | None = None,
         max_hz: float | None = None,
         precision: int | None = None,
+        max_retries: int | None = None,
     ) -> Iterator[Message]:
         """Snapshots, updates, points (`series=["1m"]`) and alert changes (of `_alerts`) of
         these topics (names, `prefix.*`, `*`), forever: a lost connection or a 503/429 is
         retried, resuming after the last id seen (a `Snapshot` with `gap` says when the server
-        could not replay what was missed). Other refusals raise ApiError."""
+        could not replay what was missed), each failure logged as a warning on the
+        `pushsvc.client` logger ("cannot reach …; retrying in N s"). With `max_retries`, that
+        many failed connections in a row are retried, then the last error is raised (None:
+        for ever, as a browser's EventSource does). Other refusals raise ApiError."""
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        for raw in self.messages(topics, last_event_id=last_event_id, options=options):
+        for raw in self.messages(
+            topics, last_event_id=last_event_id, options=options, max_retries=max_retries
+        ):
             message = typed_message(raw.event, raw.id, raw.data)
             if message is not None:
                 yield message
@@ -213,12 +219,13 @@ class Client:
         *,
         last_event_id: str | None = None,
         options: StreamOptions | None = None,
+        max_retries: int | None = None,
     ) -> Iterator[RawMessage]:
         """The stream's messages as the server sends them (event name, id, JSON data), with
-        `subscribe`'s reconnection: for tools that pass them on."""
+        `subscribe`'s reconnection and `max_retries`: for tools that pass them on."""
         cursor = StreamCursor(
             topics, last_event_id=last_event_id, options=options or StreamOptions(),
-            backoff=self.backoff,
+            backoff=self.backoff, max_retries=max_retries,
         )  # fmt: skip
         for message in self._stream(cursor):
             if message is not None:
