@@ -9,13 +9,12 @@ from typing import Literal
 
 import orjson
 from flask import Flask, Response
-from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pushsvc.config import Settings
-from pushsvc.core.idempotency import REPLAYED_HEADER
 from pushsvc.errors import RequestError
+from pushsvc.http import cors
 from pushsvc.http.api import (
     dashboard,
     health,
@@ -92,15 +91,7 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
-    if settings.cors_origins:
-        # Browsers on these origins may publish and subscribe (with cookies, for tokens).
-        CORS(
-            app,
-            origins=list(settings.cors_origins),
-            supports_credentials=True,
-            # A browser's script may read whether a publish was a replay.
-            expose_headers=["Content-Type", REPLAYED_HEADER],
-        )
+    cors.install(app, settings)
     return app
 
 
