@@ -14,7 +14,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, Events, GroupChoice, Plan, Time
+from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
@@ -79,7 +79,9 @@ class AsyncClient:
 
     # Requests ------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
+    async def publish(
+        self, topic: str, events: Publishable, *, backoff: Backoff | None = None
+    ) -> int:
         return await self._run(calls.publish(topic, events), backoff)
 
     async def history(

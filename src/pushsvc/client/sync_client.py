@@ -15,7 +15,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, Events, GroupChoice, Plan, Time
+from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
@@ -85,9 +85,11 @@ class Client:
 
     # Requests ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
+    def publish(self, topic: str, events: Publishable, *, backoff: Backoff | None = None) -> int:
         """POST one event or a batch (accepted whole or rejected whole); the number accepted.
-        `backoff`: this call's retries, instead of the client's."""
+        An event is a mapping (`{"value": 12.5, "ts": …, "tags": {…}}`) or a bare number, its
+        value; anything else is a TypeError. `backoff`: this call's retries, instead of the
+        client's."""
         return self._run(calls.publish(topic, events), backoff)
 
     def history(
