@@ -6,17 +6,18 @@ Run it through `pushsvc.__main__:main`, which patches gevent first for the comma
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 
 from pushsvc import __version__
-from pushsvc.config import RETIRED, Settings
+from pushsvc.config import RETIRED, Setting, Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
 from pushsvc.errors import CannotListen, ConfigError, RulesError, UnsafeRedis
@@ -27,15 +28,71 @@ T = TypeVar("T")
 
 def settings_options(command: F) -> F:
     """One `--x` flag per setting; a flag wins over `PUSHSVC_X`. A retired setting's flag is
-    kept, hidden, to say in one line what replaces it."""
+    kept, hidden, to say in one line what replaces it. Values stay text: Settings parses
+    them, so a bad one is the same one line from a flag as from a variable; the metavar says
+    what each takes. A true-or-false setting is a flag (`--token-query`, `--no-token-query`)."""
     for name in RETIRED:
         command = click.option(f"--{name}", name, default=None, hidden=True)(command)
     for spec in reversed(Settings.specs()):
         default = spec.default or "unset"
-        command = click.option(
-            spec.flag, spec.name, default=None, help=f"[env {spec.variable}; default {default}]"
-        )(command)
+        help_text = f"[env {spec.variable}; default {default}]"
+        if _returns(spec, "bool"):
+            flags = f"{spec.flag}/--no-{spec.flag[2:]}"
+            option = click.option(
+                flags, spec.name, default=None, callback=_flag_text, help=help_text
+            )
+        else:
+            option = click.option(
+                spec.flag, spec.name, default=None, metavar=_metavar(spec), help=help_text
+            )
+        command = option(command)
     return command
+
+
+# What a setting takes, where its name or its parser's type do not say it.
+_METAVARS = {
+    "host": "HOST",
+    "port": "PORT",
+    "redis_url": "URL",
+    "alertmanager_url": "URL[,URL]",
+    "prefix": "PREFIX",
+    "windows": "DURATION[,...]",
+    "stats": "STAT[,...]",
+    "rules": "PATH",
+    "series": "RES:KEEP[,...]",
+    "data_dir": "PATH",
+    "certfile": "PATH",
+    "keyfile": "PATH",
+    "jwt_key": "SECRET|@PATH",
+    "jwt_previous_key": "SECRET|@PATH",
+    "cors_origins": "ORIGIN[,...]",
+    "anonymous": "SELECTOR[,...]",
+    "publish_rate": "EVENTS/S",
+    "log_format": "[text|json]",
+}
+
+
+def _metavar(spec: Setting) -> str:
+    if spec.name in _METAVARS:
+        return _METAVARS[spec.name]
+    if spec.field.endswith("_us"):
+        return "DURATION"
+    if spec.field.endswith("_bytes"):
+        return "BYTES"
+    if _returns(spec, "int"):
+        return "INTEGER"
+    return "TEXT"
+
+
+def _returns(spec: Setting, kind: str) -> bool:
+    # The parsers' annotations are strings (`from __future__ import annotations`).
+    returns = getattr(spec.parse, "__annotations__", {}).get("return")
+    return returns in (kind, getattr(builtins, kind))
+
+
+def _flag_text(ctx: click.Context, param: click.Parameter, value: bool | None) -> str | None:
+    """The flag as Settings reads it (and as `serve --workers` hands it to its children)."""
+    return None if value is None else str(value).lower()
 
 
 def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settings:
@@ -220,7 +277,6 @@ def publish(
     prefix: str,
 ) -> None:
     """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
-    import orjson
 
     from pushsvc.client import Client, ClientError, batches
     from pushsvc.client.calls import check_finite
@@ -233,10 +289,7 @@ def publish(
             common["tags"] = _tags(tags)
         events = [{"value": v, **common} for v in values]
     else:
-        try:
-            events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
-        except orjson.JSONDecodeError as exc:
-            raise click.ClickException(f"standard input is not NDJSON: {exc}") from None
+        events = _ndjson(sys.stdin.buffer)
     try:
         check_finite(events)
     except ValueError as exc:
@@ -279,6 +332,26 @@ def publish(
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"accepted {accepted}")
+
+
+def _ndjson(lines: Iterable[bytes]) -> list[Any]:
+    """One event per line, blank lines skipped; a line that is no JSON is named by its number
+    in the input (orjson's own "line 1" counts within the one line it was given)."""
+    import orjson
+
+    events = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            events.append(orjson.loads(text))
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(
+                f"standard input line {number} is not JSON ({exc.msg} at column "
+                f"{exc.colno}): {text.decode(errors='replace')[:80]!r}"
+            ) from None
+    return events
 
 
 def _is_number(text: str) -> bool:

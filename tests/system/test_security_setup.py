@@ -155,6 +155,17 @@ def test_pushsvc_subscribe_with_a_token(secured: PushsvcProcess) -> None:
     assert unauthorized.returncode != 0 and "401" in unauthorized.stderr
 
 
+def test_pushsvc_replay_without_a_token_is_one_line_saying_401(
+    secured: PushsvcProcess, tmp_path: Path
+) -> None:
+    csv = tmp_path / "values.csv"
+    csv.write_text("value\n1\n2\n")
+    done = run_tool("replay", f"--url={secured.base}", str(csv), "--topic", "tok.r")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()  # no progress bar drawn before it, nor after
+    assert line.startswith("Error: HTTP 401 ")
+
+
 def test_pushsvc_token_with_a_private_key_and_its_errors(tmp_path: Path) -> None:
     private, public = write_keypair(tmp_path, "ec")
     token = _mint("--private-key", str(private), "--publish", "*")

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pushsvc.client.models import history_dataframe
+from pushsvc.config import Settings
 from pushsvc.extras import MissingExtra
 from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
 from support.net import free_port
@@ -36,6 +37,49 @@ def test_publish_reports_the_servers_error(server: PushsvcProcess, topic: str) -
     done = run_tool("publish", f"--url={server.base}", topic, stdin='{"value": "x"}\n')
     assert done.returncode != 0
     assert "invalid_event" in done.stderr
+
+
+def test_publish_names_the_line_of_standard_input_that_is_not_json(
+    server: PushsvcProcess, topic: str
+) -> None:
+    stdin = '{"value": 1}\n\n{"value": 2}\n{"value" 3}\n{"value": 4}\n'
+    done = run_tool("publish", f"--url={server.base}", topic, stdin=stdin)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "Error: standard input line 4 is not JSON (unexpected character, expected ':' after "
+        "key at column 10): '{\"value\" 3}'\n"
+    )
+    assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404  # nothing sent
+
+
+def test_serve_help_says_what_each_setting_takes() -> None:
+    from click.testing import CliRunner
+
+    from pushsvc.cli import main
+
+    shown = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    metavars = dict(re.findall(r"^  (--[a-z-]+) (\S+)", shown, re.MULTILINE))
+    assert metavars["--port"] == "PORT" and metavars["--redis-url"] == "URL"
+    assert metavars["--tick"] == metavars["--lease"] == "DURATION"
+    assert metavars["--max-body"] == "BYTES" and metavars["--history"] == "INTEGER"
+    assert metavars["--rules"] == metavars["--data-dir"] == "PATH"
+    assert metavars["--windows"] == "DURATION[,...]" and metavars["--log-format"] == "[text|json]"
+    flag = r"^  --token-query / --no-token-query\s+\[env PUSHSVC_TOKEN_QUERY"
+    assert re.search(flag, shown, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [(["--token-query"], "true"), (["--no-token-query"], "false"), ([], None)],
+)
+def test_token_query_is_a_flag_as_documented(args: list[str], given: str | None) -> None:
+    from pushsvc.cli import serve
+
+    flags = serve.make_context("serve", [*args, "--tick", "0"]).params
+    assert flags.pop("reuse_port") is False  # serve --workers' own, not a setting
+    assert flags["token_query"] == given and flags["tick"] == "0"
+    if given is not None:
+        assert Settings.load(flags, {}).token_query is (given == "true")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
