@@ -220,7 +220,7 @@ def _client_warnings(command: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"pushsvc {command}: %(message)s"))
     client_log = logging.getLogger("pushsvc.client")
-    client_log.addHandler(handler)
+    client_log.handlers[:] = [handler]  # once, however often a command runs in one process
     client_log.setLevel(logging.WARNING)
     client_log.propagate = False
 
@@ -277,7 +277,6 @@ def publish(
     prefix: str,
 ) -> None:
     """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
-
     from pushsvc.client import Client, ClientError, batches
     from pushsvc.client.calls import check_finite
 
