@@ -41,17 +41,26 @@ def _series(text: str) -> tuple[SeriesTier, ...]:
     return parse_tiers(text)
 
 
+def _int(text: str, takes: str) -> int:
+    """A whole number, or a ValueError saying what the setting takes (int()'s own message
+    names its base, not the setting)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} {takes}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text, "must be a positive integer")
     if value <= 0:
         raise ValueError(f"{text!r} must be a positive integer")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text, "is not a TCP port (0 to 65535)")
     if not 0 <= value <= 65535:
-        raise ValueError(f"{text!r} is not a TCP port")
+        raise ValueError(f"{text!r} is not a TCP port (0 to 65535)")
     return value
 
 
@@ -67,7 +76,7 @@ def _redis_url(text: str) -> str | None:
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text, "must be a whole number, 0 or more")
     if value < 0:
         raise ValueError(f"{text!r} must be 0 or more")
     return value
@@ -76,7 +85,7 @@ def _non_negative_int(text: str) -> int:
 def _partitions(text: str) -> int:
     from pushsvc.core.partitions import check_partitions
 
-    return check_partitions(int(text))
+    return check_partitions(_int(text, "is not a whole number of partitions"))
 
 
 def _prefix(text: str) -> str:
@@ -157,7 +166,10 @@ def _flag(text: str) -> bool:
 def _rate(text: str) -> float | None:
     if text.strip() in ("", "unlimited"):
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # float()'s own message names no setting: the one below does
     if not 0 < value < float("inf"):
         raise ValueError(f"{text!r} must be a positive number of events per second")
     return value
@@ -348,12 +360,16 @@ class Settings:
         return settings
 
     def redacted(self) -> dict[str, object]:
-        """Settings by name for logs, secrets hidden."""
+        """Settings by name for logs, as they are given (durations as `10s`, tiers as
+        `1s:15m`), secrets hidden."""
         out: dict[str, object] = {}
         for spec in self.specs():
             value = getattr(self, spec.field)
             # Secrets that are not URLs are typed values whose repr hides them (JwtKey).
             out[spec.name] = redact_url(value) if spec.secret and isinstance(value, str) else value
+            if spec.field.endswith("_us"):
+                out[spec.name] = _as_given(value)
+        out["series"] = ",".join(tier.label for tier in self.series)
         return out
 
 
@@ -373,6 +389,15 @@ def _refuse_auth_only(settings: Settings) -> None:
             "(PUSHSVC_JWT_KEY) anyone may read and publish every topic; set the key "
             "(docs/security.md), or drop the setting"
         )
+
+
+def _as_given(us: object) -> object:
+    """A duration setting (or a list of them) in microseconds, labelled as people write it."""
+    if isinstance(us, int):
+        return duration_label(us) if us else "0"  # 0 (a topic TTL of never) has no unit
+    if isinstance(us, tuple):
+        return ",".join(duration_label(part) for part in us)
+    return us
 
 
 RETIRED = {

@@ -172,9 +172,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     server.start()
     # The bound port, for port 0 (tests and scripts read this line).
     scheme = "http" if tls is None else "https"
-    log.warning(
-        "pushsvc %s listening on %s://%s:%d", role, scheme, settings.host, server.server_port
-    )
+    log.info("pushsvc %s listening on %s://%s:%d", role, scheme, settings.host, server.server_port)
     stop.wait()
     log.warning("pushsvc %s stopping", role)
     runtime.hub.close()  # streams end first, so the server's stop does not wait for them
@@ -188,7 +186,7 @@ def aggregate(settings: Settings) -> None:
     assert runtime.partitions is not None
     stop = gevent.event.Event()
     _on_termination(stop)
-    log.warning(
+    log.info(
         "pushsvc aggregator sharing %d partitions on %s",
         settings.partitions,
         settings.redacted()["redis_url"],

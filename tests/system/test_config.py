@@ -82,6 +82,47 @@ def test_bad_values_raise_naming_the_setting(setting: str, value: str, named: st
         Settings.load({setting: value}, {})
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "takes"),
+    [
+        ("port", "abc", "is not a TCP port (0 to 65535)"),
+        ("history", "many", "must be a positive integer"),
+        ("trusted_proxies", "one", "must be a whole number, 0 or more"),
+        ("partitions", "lots", "is not a whole number of partitions"),
+        ("publish_rate", "fast", "must be a positive number of events per second"),
+    ],
+)
+def test_a_number_setting_given_words_says_what_it_takes(
+    setting: str, value: str, takes: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.load({setting: value}, {})
+    assert str(raised.value).endswith(f"{value!r} {takes}")
+    assert "literal" not in str(raised.value) and "convert" not in str(raised.value)
+
+
+def test_the_cli_names_a_port_that_is_no_number_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pushsvc", "serve"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "PUSHSVC_PORT": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "pushsvc: invalid --port / PUSHSVC_PORT: 'abc' is not a TCP port (0 to 65535)\n"
+    )
+
+
+def test_the_settings_line_shows_durations_and_tiers_as_they_are_written() -> None:
+    shown = Settings.load({"topic_ttl": "0", "tick": "500ms"}, {}).redacted()
+    assert shown["windows"] == "10s,1m,5m"
+    assert shown["series"] == "1s:15m,1m:24h"
+    assert (shown["tick"], shown["heartbeat"], shown["topic_ttl"]) == ("500ms", "15s", "0")
+    assert shown["idempotency_window"] == "10m"
+
+
 def test_passwords_are_redacted() -> None:
     url = "redis://user:s3cret@cache:6379/0"
     assert redact_url(url) == "redis://user:***@cache:6379/0"

@@ -81,3 +81,15 @@ def test_a_hosts_own_log_handlers_get_the_credential_filter(make_app: MakeApp) -
     finally:
         root.handlers[:] = saved
     assert written[-1] == "bad request line GET /stream?token=[redacted]"
+
+
+def test_the_settings_line_of_an_app_a_host_serves_leaves_out_the_port_it_never_binds(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under gunicorn the host binds (`-b`): `--port`, whatever it says, is not where the
+    app answers, so the settings line must not claim it."""
+    with caplog.at_level(logging.INFO, logger="pushsvc.app"):
+        make_app(port=8000)
+    (line,) = [r.getMessage() for r in caplog.records if "settings:" in r.getMessage()]
+    assert "'port'" not in line and "'host'" not in line
+    assert "'tick': '0'" in line and "'windows': '10s,1m,5m'" in line

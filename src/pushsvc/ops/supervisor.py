@@ -88,7 +88,7 @@ class Supervisor:
                 data_dir = self.settings.data_dir
                 self.redis = PrivateRedis(Path(data_dir) if data_dir else None).start()
                 url = self.redis.url
-                log.warning("private redis-server %s (%s)", self.redis.binary, self.redis.socket)
+                log.info("private redis-server %s (%s)", self.redis.binary, self.redis.socket)
             self.children = self._plan(url, port)
             for child in self.children:
                 child.start()

@@ -122,8 +122,11 @@ class RedisLease:
                 log.warning("the lease %s lapsed and was held by another meanwhile", self.key)
         elif code is LeaseCode.RESUMED and self.holding:
             log.warning("the lease %s lapsed (a pause?); nobody took it meanwhile", self.key)
-        if holding != self.holding:
-            log.warning("%s the lease %s", "took" if holding else "lost", self.key)
+        if holding and not self.holding:
+            # Every aggregator takes a share of the partitions' leases at start: routine.
+            log.info("took the lease %s", self.key)
+        elif self.holding and not holding:
+            log.warning("lost the lease %s", self.key)
         self.holding = holding
         return holding
 

@@ -119,7 +119,7 @@ class RedisLeaseGroup:
             now_ms = self._server_ms()
             if not self.member:
                 self.member = f"{now_ms:013d}:{self._process}"
-                log.warning("joining the aggregators as %s", self.member)
+                log.info("joining the aggregators as %s", self.member)
             calls: list[Queued] = []
             if not self._on_cluster:
                 calls.append((key, lambda pipe: pipe.time()))

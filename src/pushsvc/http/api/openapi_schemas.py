@@ -65,7 +65,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "topic": {"type": "string"},
             "resume_id": {"type": ["string", "null"]},
-            "more": {"type": "boolean"},
+            "more": {
+                "type": "boolean",
+                "description": "updates beyond `limit` were left out: with `since`, newer ones "
+                "(page on with `since=<resume_id>`); without, older ones (read them from "
+                "`since=0`)",
+            },
             "gap": {"type": "boolean"},
             "windows": {"type": "array", "items": {"type": "string"}},
             "stats": {"type": "array", "items": {"type": "string"}},
