@@ -181,3 +181,21 @@ def test_an_unusable_prometheus_multiproc_dir_stops_serve_with_one_line(tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "PROMETHEUS_MULTIPROC_DIR" in lines[0] and missing in lines[0]
+
+
+def test_a_scrape_while_another_process_creates_its_metrics_file_still_answers(
+    tmp_path: Path, topic: str
+) -> None:
+    """A process creates its file empty, then sizes it: a scrape in between skips it."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    server = PushsvcProcess(
+        "serve", "--tick", "0", env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    ).start()
+    try:
+        assert post(server.port, topic, [{"value": 1.0}, {"value": 2.0}])[0] == 202
+        (shared / "counter_4194305.db").touch()  # above any pid: no process writes it
+        assert Scrapes(server.port).take()[ACCEPTED] == 2
+    finally:
+        assert server.stop() == 0
+    assert not list(shared.glob(f"gauge_*_{server.pid}.db"))  # it took its gauges with it

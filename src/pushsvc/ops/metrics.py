@@ -22,11 +22,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from pushsvc.errors import BrokerUnavailable
-from pushsvc.ops.multiprocess_metrics import FileMirror, shared_dir
+from pushsvc.ops.multiprocess_metrics import FileMirror, SharedFiles, shared_dir
 
 if TYPE_CHECKING:
     from pushsvc.aggregate.derive import Deriver
@@ -337,7 +336,7 @@ class Metrics:
             self.registry.register(self._process)
         else:
             self.mirror = FileMirror(shared, [self._process, process], _GAUGE_MODES)
-            MultiProcessCollector(self.registry, shared)  # type: ignore[no-untyped-call]
+            self.registry.register(SharedFiles(shared))
         self.registry.register(self._deployment)
         # Which process answered (`serve --workers` runs several behind one port).
         Info("pushsvc_process", "This process", registry=self.registry).info(

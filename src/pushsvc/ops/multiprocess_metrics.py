@@ -16,6 +16,7 @@ SIGKILL loses at most the last second of those counts, never one already scraped
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable, Mapping
 from typing import Protocol
@@ -23,7 +24,7 @@ from typing import Protocol
 import gevent.event
 from prometheus_client import values
 from prometheus_client.core import Metric
-from prometheus_client.multiprocess import mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from pushsvc.errors import ConfigError
@@ -47,6 +48,26 @@ def shared_dir() -> str | None:
         # Chosen when prometheus_client was imported: set later, the Counters would not share.
         raise ConfigError(f"{DIR_VARIABLE} was set after the process started: set it before")
     return path
+
+
+class SharedFiles(Collector):
+    """Every process's series in `path`, summed: `MultiProcessCollector`, but a file another
+    process is creating this instant (it opens it empty, then sizes it) is skipped instead of
+    failing the scrape with a 500. Once sized, a file never shrinks."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for name in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.stat(name).st_size > 0:
+                    files.append(name)
+            except FileNotFoundError:
+                pass  # a dead process's gauges, removed meanwhile
+        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
 
 
 class _Value(Protocol):
