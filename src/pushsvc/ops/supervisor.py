@@ -139,6 +139,7 @@ class Supervisor:
             "PUSHSVC_PORT": str(port),
             "PUSHSVC_WORKERS": "1",
             "PUSHSVC_DATA_DIR": "",
+            "PUSHSVC_METRICS_PORT": "",  # the web workers' /metrics answers for the aggregator
         }
         if self._metrics_dir is not None:
             env[DIR_VARIABLE] = self._metrics_dir
