@@ -120,6 +120,16 @@ def test_workers_answer_metrics_as_one_through_killed_workers_and_aggregator(top
             )
 
         wait_until(lambda: aggregated(scrapes.take()), timeout=10, interval=0.1)
+        # Both workers' delivery latencies in one histogram, cumulative as Prometheus reads it.
+        now = scrapes.take()
+        buckets = sorted(
+            (float(dict(labels)["le"]), count)
+            for (name, labels), count in now.items()
+            if name == "pushsvc_delivery_seconds_bucket"
+        )
+        assert [count for _, count in buckets] == sorted(count for _, count in buckets)
+        assert buckets[-1] == (float("inf"), now[key("pushsvc_delivery_seconds_count")])
+        assert buckets[-1][1] > 0
 
         # A web worker killed: what it counted stays counted, nothing goes backwards.
         victim = _post_and_ask_who(server.port, topic, 3)

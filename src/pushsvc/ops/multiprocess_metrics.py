@@ -66,7 +66,9 @@ class SharedFiles(Collector):
                     files.append(name)
             except FileNotFoundError:
                 pass  # a dead process's gauges, removed meanwhile
-        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        merged: Iterable[Metric] = MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
+            files, accumulate=True
+        )
         return merged
 
 
@@ -124,11 +126,13 @@ class FileMirror:
     def _histogram(self, family: Metric) -> None:
         # The files hold each bucket's own count (the collector sums them over processes,
         # then makes them cumulative), and the sum; the count is the +Inf bucket.
-        below = 0.0
+        below: dict[tuple[tuple[str, str], ...], float] = {}  # by the labels but `le`
         for s in family.samples:
             if s.name.endswith("_bucket"):
-                self._set("histogram", family.name, s.name, s.labels, s.value - below, family)
-                below = s.value
+                series = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+                own = s.value - below.get(series, 0.0)
+                self._set("histogram", family.name, s.name, s.labels, own, family)
+                below[series] = s.value
             elif s.name.endswith("_sum"):
                 self._set("histogram", family.name, s.name, s.labels, s.value, family)
 
