@@ -64,6 +64,10 @@ def _port(text: str) -> int:
     return value
 
 
+def _optional_port(text: str) -> int | None:
+    return _port(text) if text else None
+
+
 def _positive_duration(text: str) -> int:
     value = parse_duration_us(text)
     if value <= 0:
@@ -258,6 +262,7 @@ class Settings:
     cors_origins: tuple[str, ...] = setting("", _origins)
     workers: int = setting("1", _positive_int)
     data_dir: str | None = setting("", _data_dir)
+    metrics_port: int | None = setting("", _optional_port)  # `aggregate` only: its /metrics
     # Security (docs/security.md): off until a key is given.
     jwt_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009 (frozen)
     # While keys are rotated: tokens signed with the key being replaced still verify.

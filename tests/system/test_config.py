@@ -66,6 +66,7 @@ def test_duration_labels(us: int, label: str) -> None:
         ("windows", "0s", "--windows"),
         ("port", "http", "--port / PUSHSVC_PORT"),
         ("port", "70000", "--port"),
+        ("metrics_port", "70000", "--metrics-port / PUSHSVC_METRICS_PORT"),
         ("history", "0", "--history"),
         ("heartbeat", "0", "--heartbeat"),
         ("redis_url", "http://x", "--redis-url"),
