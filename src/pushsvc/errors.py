@@ -75,6 +75,12 @@ class LateEvent(BadRequest):
     code = "late_event"
 
 
+class FutureEvent(BadRequest):
+    """An event further ahead of the server's clock than `--max-future`: accepted, it would
+    make the topic's later events late (its clock never goes back); nothing was changed."""
+
+    code = "future_event"
+
 
 class InvalidTopic(BadRequest):
     code = "invalid_topic"
