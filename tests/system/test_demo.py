@@ -305,6 +305,19 @@ def guarded() -> Iterator[PushsvcProcess]:
     proc.stop()
 
 
+def test_a_demo_stopped_by_future_event_says_what_the_server_needs() -> None:
+    plain = PushsvcProcess("serve", "--tick", "0").start()  # --max-future at its 5m
+    try:
+        # From now at 1440x: five simulated minutes ahead within a quarter of a second.
+        done = _run("-m", "pushsvc", "demo", f"--url={plain.base}", "--speed=1440",
+                    "--rate=200", "--duration=20s", "--seed=4")  # fmt: skip
+    finally:
+        plain.stop()
+    assert done.returncode == 1, done.stderr
+    assert "future_event" in done.stderr and "--max-future 3650d" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_without_a_token_the_demo_stops_with_the_servers_answer(
     guarded: PushsvcProcess,
 ) -> None:
