@@ -2,9 +2,10 @@
 framing.
 
 * `Content-Length` over the limit: refused before a byte is read.
-* Chunked: read until its end or one byte past the limit. One read of a chunked input may
-  return less than asked (a chunk's worth), so a single `read(limit + 1)` would take a prefix
-  of the body for all of it; the rest, unread, pywsgi discards after the answer.
+* Chunked: the server's input read until its end or one byte past the limit. Not through
+  `request.stream`: capped at the limit (`MAX_CONTENT_LENGTH`), it never returns more, so one
+  `read(limit + 1)` took the part that fit for the whole body; and a read may return less than
+  asked, so one read is never enough. The rest, unread, pywsgi discards after the answer.
 * Neither (HTTP/1.0 style, the body ends where the client closes its side): pywsgi reads
   such a body as empty, so it is read here, from the connection, up to its end. Only on a
   connection that closes after the request (HTTP/1.0 without keep-alive, or
