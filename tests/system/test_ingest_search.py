@@ -26,6 +26,7 @@ from itertools import count
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,9 @@ class Deployment:
     port: int
     values: Iterator[int] = field(default_factory=lambda: count(1))
     """A value no other event of the module carries."""
+    redis: RedisServer | None = None
+    prefix: str = ""
+    """On Redis: where producers may PUBLISH to the bridge (`{prefix}ingest:{topic}`)."""
 
 
 @pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -60,7 +64,8 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     aggregator = PushsvcProcess("aggregate", *LIMITS, env=env, http=False).start()
     web = PushsvcProcess("web", *LIMITS, env=env).start()
     try:
-        yield Deployment(web.port)
+        aggregator.wait_for_log("bridge: bridging")
+        yield Deployment(web.port, redis=redis_server, prefix=env["PUSHSVC_PREFIX"])
     finally:
         web.stop()
         aggregator.stop()
@@ -279,6 +284,24 @@ def test_a_body_without_framing_on_a_connection_kept_open_is_a_411(
     assert (answer.status, answer.body["error"]["code"]) == (411, "length_required")
     assert answer.headers["connection"] == "close"
     assert history_values(deployment.port, topic) == []
+
+
+def test_the_redis_bridge_applies_the_same_size_and_time_rules(deployment: Deployment) -> None:
+    if deployment.redis is None:
+        pytest.skip("the bridge runs on Redis")
+    topic = f"r-{uuid.uuid4().hex[:10]}"
+    client = redis.Redis(port=deployment.redis.port)
+    channel = f"{deployment.prefix}ingest:{topic}"
+    line = b'{"value": 1, "tags": {"p": "' + b"x" * 200 + b'"}}\n'
+    fits = line * 3 + b" " * (MAX_BODY - 3 * len(line))  # three events, MAX_BODY bytes
+    assert len(fits) == MAX_BODY
+    try:
+        for body in (fits + b" ", b'{"value": 2, "ts": 99999999999}', fits, b'{"value": 3}'):
+            assert client.publish(channel, body) == 1  # one bridge received it
+    finally:
+        client.close()
+    # Over the limit by a byte, and far ahead: refused; exactly the limit: accepted whole.
+    settle(deployment.port, topic, [1.0, 1.0, 1.0, 3.0])
 
 
 # ---------------------------------------------------------------- event times
