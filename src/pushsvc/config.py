@@ -248,6 +248,9 @@ class Settings:
     series: tuple[SeriesTier, ...] = setting("1s:15m,1m:24h", _series)
     tick_us: int = setting("1s", parse_duration_us, name="tick")
     allowed_lateness_us: int = setting("5s", parse_duration_us, name="allowed_lateness")
+    # An event further ahead of the server's clock is refused: it would make every event after
+    # it late until the clock catches up (one wrong clock must never lock a topic).
+    max_future_us: int = setting("5m", _positive_duration, name="max_future")
     history: int = setting("10000", _positive_int)
     heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat")
     retry_us: int = setting("3s", _positive_duration, name="retry")

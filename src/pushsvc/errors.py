@@ -75,6 +75,13 @@ class LateEvent(BadRequest):
     code = "late_event"
 
 
+class FutureEvent(BadRequest):
+    """An event further ahead of the server's clock than `--max-future`: accepted, it would
+    make the topic's later events late (its clock never goes back); nothing was changed."""
+
+    code = "future_event"
+
+
 class InvalidTopic(BadRequest):
     code = "invalid_topic"
 
@@ -100,6 +107,13 @@ class TooManySelectors(BadRequest):
 
 class PayloadTooLarge(RequestError):
     code = "payload_too_large"
+
+
+class LengthRequired(RequestError):
+    """A body sent with neither `Content-Length` nor chunked framing on a connection that stays
+    open: HTTP/1.1 reads no body there, so its size cannot be known; nothing was changed."""
+
+    code = "length_required"
 
 
 class UnsupportedMediaType(RequestError):

@@ -25,6 +25,10 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `WSGIHandler._handle_client_error` — pywsgi's answer to an invalid request
   (`PywsgiHandler.client_error`). Pinned by
   tests/system/test_slow_headers.py::test_headers_that_never_end_get_a_408_at_the_deadline.
+* `pywsgi.Input.rfile`, `.content_length`, `.chunked_input` — the raw reader of a request
+  that has neither `Content-Length` nor chunked framing, whose body pywsgi reads as empty
+  (`unframed_input`; a POST's body is then read up to the connection's end). Pinned by
+  tests/system/test_ingest_search.py::test_a_close_delimited_body_over_the_limit_is_a_json_413.
 * `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
   `log_request` — public names but not a documented extension interface; overridden by
   `pushsvc.server`'s handlers and pinned by tests/system/test_slow_headers.py.
@@ -40,7 +44,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import gevent
-from gevent.pywsgi import OldMessage, WSGIHandler
+from gevent.pywsgi import Input, OldMessage, WSGIHandler
 
 RequestHead = OldMessage
 """What `PywsgiHandler.read_head` returns: pywsgi's header message type."""
@@ -98,6 +102,17 @@ def handed_over(environ: Mapping[str, object]) -> tuple[Any, bool] | None:
     if getattr(sock, "_sslobj", None) is not None or not hasattr(sock, "_sock"):
         return None
     return sock, handler.response_use_chunked
+
+
+def unframed_input(environ: Mapping[str, object]) -> Any | None:
+    """pywsgi's raw reader of the request, when the request has neither `Content-Length` nor
+    chunked framing (pywsgi then reads its body as empty, whatever follows the head); None
+    for any other request, or under another WSGI server."""
+    wsgi_input = environ.get("wsgi.input")
+    if not isinstance(wsgi_input, Input):
+        return None
+    unframed = wsgi_input.content_length is None and not wsgi_input.chunked_input
+    return wsgi_input.rfile if unframed else None
 
 
 class PywsgiHandler(WSGIHandler):

@@ -75,6 +75,7 @@ class Runtime:
         limits = InputLimits(
             max_body_bytes=settings.max_body_bytes,
             max_batch=settings.max_batch,
+            max_future_us=settings.max_future_us,
             derived_topics=settings.rules.derived_topics,
         )
         runtime = cls(

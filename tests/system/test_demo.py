@@ -44,6 +44,9 @@ from support.live import SRC, PushsvcProcess, request
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_PAGE = ROOT / "docs" / "demo.md"
 EXAMPLE_RULES = ROOT / "examples" / "demo-rules.toml"
+# Above --speed 1 the demo's day runs ahead of the clock, and a server refuses events more than
+# --max-future ahead: the demo's servers give it years, as docs/demo.md says to.
+AHEAD = ("--max-future", "3650d")
 S = 1_000_000
 MIDNIGHT_S = 1_763_683_200  # 2025-11-21T00:00:00Z
 DAY_SPEED = 1440.0  # a simulated day in 60 machine seconds
@@ -222,6 +225,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {"PYTHONPATH": SRC, "PATH": os.environ["PATH"], "TZ": "UTC", **extra}
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[PushsvcProcess]:
+    """conftest's `server`, with room for the demo's day ahead of the clock."""
+    proc = PushsvcProcess("serve", "--tick", "0", "--heartbeat", "1s", *AHEAD).start()
+    yield proc
+    proc.stop()
+
+
 def _run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *argv], env=env or _env(), capture_output=True, text=True, timeout=60
@@ -289,9 +300,22 @@ def test_the_demo_logs_what_it_does_not_each_request(server: PushsvcProcess) -> 
 def guarded() -> Iterator[PushsvcProcess]:
     """A server with auth on and a publish rate the demo goes over."""
     env = {"PUSHSVC_JWT_KEY": SECRET, "PUSHSVC_PUBLISH_RATE": "40"}
-    proc = PushsvcProcess("serve", "--tick", "0", env=env).start()
+    proc = PushsvcProcess("serve", "--tick", "0", *AHEAD, env=env).start()
     yield proc
     proc.stop()
+
+
+def test_a_demo_stopped_by_future_event_says_what_the_server_needs() -> None:
+    plain = PushsvcProcess("serve", "--tick", "0").start()  # --max-future at its 5m
+    try:
+        # From now at 1440x: five simulated minutes ahead within a quarter of a second.
+        done = _run("-m", "pushsvc", "demo", f"--url={plain.base}", "--speed=1440",
+                    "--rate=200", "--duration=20s", "--seed=4")  # fmt: skip
+    finally:
+        plain.stop()
+    assert done.returncode == 1, done.stderr
+    assert "future_event" in done.stderr and "--max-future 3650d" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_without_a_token_the_demo_stops_with_the_servers_answer(
@@ -419,7 +443,7 @@ LOCAL = "Asia/Kolkata"  # UTC+05:30: hours of UTC are not hours of this clock
 def with_demo_rules() -> Iterator[PushsvcProcess]:
     """A server with examples/demo-rules.toml, ticking as `pushsvc serve` does by default, for
     one run of the demo: its rules name the demo's topics, so no --prefix."""
-    proc = PushsvcProcess("serve", "--rules", str(EXAMPLE_RULES)).start()
+    proc = PushsvcProcess("serve", "--rules", str(EXAMPLE_RULES), *AHEAD).start()
     yield proc
     proc.stop()
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nginx.conf"
 CURL = shutil.which("curl")
 HEARTBEAT_DEFAULT_S = 15.0
+MAX_BODY_DEFAULT = 1 << 20  # PUSHSVC_MAX_BODY's default, which the test server keeps
 HEARTBEAT_S = 0.5  # the test server's: short, to watch heartbeats pass through
 MAX_STREAMS_PER_IP = 2
 
@@ -189,6 +190,13 @@ def _location(conf: str, opening: str) -> str:
     return conf[start : conf.index("\n    }", start)]
 
 
+def _size(text: str) -> int:
+    """An nginx size (`2m`, `512k`, `1048576`) in bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = text[-1].lower()
+    return int(text[:-1]) * units[unit] if unit in units else int(text)
+
+
 def _directive(block: str, name: str) -> str:
     match = re.search(rf"^\s*{name}\s+([^;]+);", block, re.MULTILINE)
     assert match, f"no {name} in {block!r}"
@@ -207,7 +215,37 @@ def test_streams_are_unbuffered_and_outlive_the_heartbeat_in_the_config() -> Non
     assert _directive(server, "proxy_set_header X-Forwarded-For") == "$proxy_add_x_forwarded_for"
 
 
+def test_nginx_lets_a_body_over_max_body_through_to_pushsvc_in_the_config() -> None:
+    # At pushsvc's own limit nginx would answer first, with an HTML 413.
+    assert _size(_directive(CONF.read_text(), "client_max_body_size")) > MAX_BODY_DEFAULT
+
+
 # ---------------------------------------------------------------- through a real nginx
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_just_over_max_body_gets_pushsvcs_json_413_through_nginx(
+    proxy: Proxy, topic: str, framing: str
+) -> None:
+    line = b'{"value": 1}\n'
+    body = line * (MAX_BODY_DEFAULT // len(line) + 1)
+    assert MAX_BODY_DEFAULT < len(body) < MAX_BODY_DEFAULT + len(line) + 1
+    conn = proxy.connection()
+    headers = {"Content-Type": "application/x-ndjson"}
+    if framing == "chunked":
+        chunks = (body[at : at + 65536] for at in range(0, len(body), 65536))
+        conn.request("POST", f"/topics/{topic}/events", chunks, headers, encode_chunked=True)
+    else:
+        conn.request("POST", f"/topics/{topic}/events", body, headers)
+    response = conn.getresponse()
+    answer = response.read()
+    conn.close()
+    assert response.status == 413
+    assert response.getheader("Content-Type") == "application/json", answer[:200]
+    error = json.loads(answer)["error"]
+    assert error["code"] == "payload_too_large"
+    assert str(MAX_BODY_DEFAULT) in error["message"]
+    assert request(proxy.server.port, "GET", f"/topics/{topic}/stats")[0] == 404  # nothing taken
 
 
 def test_plain_http_redirects_to_https(proxy: Proxy) -> None:

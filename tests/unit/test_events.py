@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pushsvc.broker.redis.wire import decode_events, encode_events
 from pushsvc.errors import (
     BadRequest,
+    FutureEvent,
     InvalidEvent,
     LateEvent,
     MalformedJson,
@@ -308,7 +309,8 @@ def test_the_first_error_wins_and_nothing_is_returned() -> None:
     ],
 )
 def test_numeric_ts(literal: str, ts_us: int) -> None:
-    (event,) = parse('{"value": 1, "ts": ' + literal + "}")
+    # The conversion over the whole range: no limit on how far ahead of NOW.
+    (event,) = parse('{"value": 1, "ts": ' + literal + "}", max_future_us=MAX_TS_US)
     assert event.ts_us == ts_us
 
 
@@ -352,7 +354,7 @@ RFC3339 = [
 
 @pytest.mark.parametrize(("text", "moment"), RFC3339)
 def test_rfc3339_ts(text: str, moment: datetime) -> None:
-    (event,) = parse(json.dumps({"value": 1, "ts": text}))
+    (event,) = parse(json.dumps({"value": 1, "ts": text}), max_future_us=MAX_TS_US)
     assert event.ts_us == _us(moment)
 
 
@@ -490,6 +492,63 @@ def test_check_lateness(
     assert status_of(info.value) == 400
 
 
+# ---------------------------------------------------------------- how far ahead
+
+
+FIVE_MIN_US = 300_000_000
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        str((NOW + FIVE_MIN_US) / 1e6),
+        '"' + (EPOCH + timedelta(microseconds=NOW + FIVE_MIN_US)).isoformat() + '"',
+        '"'
+        + (EPOCH + timedelta(microseconds=NOW + FIVE_MIN_US))
+        .astimezone(timezone(timedelta(hours=-9, minutes=-30)))
+        .isoformat()
+        + '"',
+    ],
+)
+def test_an_event_as_far_ahead_as_max_future_is_accepted(ts: str) -> None:
+    body = '[{"value": 1}, {"value": 2, "ts": ' + ts + "}]"
+    assert parse(body, max_future_us=FIVE_MIN_US)[1].ts_us == NOW + FIVE_MIN_US
+
+
+@pytest.mark.parametrize(
+    ("ts", "ahead"),
+    [
+        (str((NOW + FIVE_MIN_US + 1) / 1e6), "300"),
+        ("99999999999", "9.82363e+10"),
+        ('"9999-12-31T23:59:59Z"', "2.51639e+11"),
+        (
+            '"'
+            + (EPOCH + timedelta(microseconds=NOW + 2 * FIVE_MIN_US))
+            .astimezone(timezone(timedelta(hours=5, minutes=30)))
+            .isoformat()
+            + '"',
+            "600",
+        ),
+    ],
+)
+@pytest.mark.parametrize("content_type", [JSON, NDJSON])
+def test_an_event_further_ahead_than_max_future_refuses_its_batch_naming_the_limit(
+    ts: str, ahead: str, content_type: str
+) -> None:
+    events = ['{"value": 1}', '{"value": 2, "ts": ' + ts + "}", '{"value": 3}']
+    body = "[" + ", ".join(events) + "]" if content_type == JSON else "\n".join(events)
+    error = rejected(body, content_type, max_future_us=FIVE_MIN_US)
+    assert isinstance(error, FutureEvent)
+    assert (error.code, error.index, status_of(error)) == ("future_event", 1, 400)
+    assert f"ts is {ahead}" in error.message
+    assert "at most 5m is allowed (--max-future)" in error.message
+
+
+def test_max_future_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_future_us"):
+        InputLimits(max_future_us=0)
+
+
 # ---------------------------------------------------------------- broker encoding and echo
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -535,5 +594,5 @@ def test_event_json(event: Event, expected: dict[str, object]) -> None:
     )
 )
 def test_echoed_event_posts_back_as_the_same_event(event: Event) -> None:
-    (again,) = parse(orjson.dumps(event_json(event)))
+    (again,) = parse(orjson.dumps(event_json(event)), max_future_us=MAX_TS_US)
     assert again == event

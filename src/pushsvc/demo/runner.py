@@ -132,6 +132,12 @@ def _post(publisher: Publisher, topic: str, body: Events, give_up_at: float) -> 
     except Rejected as exc:
         if exc.code == "late_event":  # the server's clock ran ahead of ours: skip, go on
             return False
+        if exc.code == "future_event":
+            raise Rejected(
+                f"{exc}: above --speed 1 the demo's day runs ahead of the clock; start the "
+                "server with room for it, e.g. --max-future 3650d (docs/demo.md)",
+                exc.code,
+            ) from None
         raise
 
 

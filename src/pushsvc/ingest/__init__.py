@@ -1,8 +1,9 @@
 """Events in: `parse` (request bodies, JSON or NDJSON), `timestamps` (epoch seconds and RFC 3339
-to µs), `input_limits` (body, batch and tag limits), and the one path in, `accept` (for a POST
-and for the Redis bridge, `redis_bridge`). What the broker and the aggregator share with it
-lives in `pushsvc.core`: the event itself and its echo (`core.event`), the lateness rule
-(`core.lateness`) and the Idempotency-Key (`core.idempotency`)."""
+to µs), `input_limits` (body, batch, tag and how-far-ahead limits), and the one path in,
+`accept` (for a POST and for the Redis bridge, `redis_bridge`). What the broker and the
+aggregator share with it lives in `pushsvc.core`: the event itself and its echo
+(`core.event`), the lateness rule (`core.lateness`) and the Idempotency-Key
+(`core.idempotency`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Per-request limits on producer input (configurable: `--max-body`, `--max-batch`), and the
-topics producers may not post to (derived metrics, which pushsvc itself produces)."""
+"""Per-request limits on producer input (configurable: `--max-body`, `--max-batch`,
+`--max-future`), and the topics producers may not post to (derived metrics, which pushsvc
+itself produces)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ class InputLimits:
 
     max_body_bytes: int = 1 << 20
     max_batch: int = 10_000
+    max_future_us: int = 300_000_000
+    """How far ahead of the server's clock an event's `ts` may be (`future_event` past it)."""
     max_tags: int = 16
     max_tag_key_len: int = 64
     max_tag_value_len: int = 256
@@ -21,6 +24,8 @@ class InputLimits:
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1 or self.max_batch < 1:
             raise ValueError("max_body_bytes and max_batch must be at least 1")
+        if self.max_future_us <= 0:
+            raise ValueError("max_future_us must be longer than 0")
         if min(self.max_tags, self.max_tag_key_len, self.max_tag_value_len) < 0:
             raise ValueError("tag limits must not be negative")
 

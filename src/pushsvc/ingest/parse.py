@@ -8,6 +8,8 @@ accepted whole or rejected whole. Decisions the contract leaves open:
 * A batch longer than `InputLimits.max_batch` is a 413, like an oversized body: both ask the
   producer to send smaller requests.
 * Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
+* A `ts` more than `InputLimits.max_future_us` ahead of `now_us` is a `future_event`: the
+  topic's clock never goes back, so one such event would make every later event late.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import math
 
 import orjson
 
+from pushsvc.core.durations import duration_label
 from pushsvc.core.event import US_PER_S, Event
 from pushsvc.errors import (
     BadRequest,
+    FutureEvent,
     InvalidEvent,
     MalformedJson,
     PayloadTooLarge,
@@ -41,7 +45,7 @@ def parse_body(
     """Validate a POST body and return its events, or raise the first error.
 
     `now_us` is the receive time given to events without `ts`. Raises
-    UnsupportedMediaType, PayloadTooLarge, MalformedJson, InvalidEvent or
+    UnsupportedMediaType, PayloadTooLarge, MalformedJson, InvalidEvent, FutureEvent or
     BadRequest (empty batch).
     """
     kind = media_type(content_type)
@@ -174,6 +178,12 @@ def _event(item: object, index: int, now_us: int, limits: InputLimits) -> Event:
         raise InvalidEvent("value is required", index=index)
     value = _value(item["value"], index)
     ts_us = _ts_us(item["ts"], index) if "ts" in item else now_us
+    if ts_us > now_us + limits.max_future_us:
+        raise FutureEvent(
+            f"ts is {(ts_us - now_us) / US_PER_S:g} s ahead of the server's clock; at most "
+            f"{duration_label(limits.max_future_us)} is allowed (--max-future)",
+            index=index,
+        )
     tags = _tags(item["tags"], index, limits) if "tags" in item else None
     return Event(value, ts_us, tags)
 

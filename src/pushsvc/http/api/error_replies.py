@@ -11,6 +11,7 @@ from pushsvc.errors import (
     BrokerUnavailable,
     Forbidden,
     IdempotencyKeyReused,
+    LengthRequired,
     NotFound,
     PayloadTooLarge,
     ReplicasUnconfirmed,
@@ -29,6 +30,7 @@ STATUSES: tuple[tuple[type[RequestError], int], ...] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (LengthRequired, 411),
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (IdempotencyKeyReused, 422),
@@ -64,4 +66,7 @@ def headers_of(error: RequestError) -> dict[str, str]:
         if error.invalid_token:
             challenge += ', error="invalid_token"'
         headers["WWW-Authenticate"] = challenge
+    if isinstance(error, LengthRequired):
+        # The body that was not read must not be taken for the connection's next request.
+        headers["Connection"] = "close"
     return headers

@@ -42,6 +42,8 @@ _ERROR_MEANINGS = {
     401: "a token is needed, or the one given is not valid",
     403: "the token does not allow this topic, or a cookie POST came from a foreign origin",
     404: "not found",
+    411: "a body with neither Content-Length nor chunked framing on a connection kept open "
+    "(the connection is closed)",
     413: "body or batch too large",
     415: "unsupported content type",
     422: "the Idempotency-Key was used for another body on this topic within the window",
@@ -65,6 +67,18 @@ _POST_UNAVAILABLE = (
     "loads its dataset after a restart); broker_refused (Redis's min-replicas-to-write unmet, "
     "or its persistence failing); replicas_unconfirmed (logged on the primary, fewer replicas "
     "than --redis-min-replicas confirmed: a retry may post it twice)"
+)
+
+# A POST's 400s and 413s by `error.code`: what the producer must change.
+_POST_BAD_REQUEST = (
+    "nothing was logged; `index` names the event at fault in a batch. `error.code`: "
+    "malformed_json, invalid_event, invalid_topic, derived_topic, late_event (older than the "
+    "topic's clock allows, --allowed-lateness), future_event (ts more than --max-future ahead "
+    "of the server's clock), invalid_idempotency_key, bad_request (an empty batch)"
+)
+_POST_TOO_LARGE = (
+    "payload_too_large: the body is over --max-body, whatever its framing (Content-Length, "
+    "chunked, or up to the connection's end), or the batch over --max-batch; nothing was logged"
 )
 
 Security = list[dict[str, list[str]]]
@@ -478,7 +492,15 @@ def describe(settings: Settings) -> dict[str, Any]:
                     }
                 },
             },
-            **_errors(400, *_auth_errors(publishing), 413, 415, 422, 429, 503),
+            **_errors(400, *_auth_errors(publishing), 411, 413, 415, 422, 429, 503),
+            "400": {
+                "description": _POST_BAD_REQUEST,
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "413": {
+                "description": _POST_TOO_LARGE,
+                "content": {"application/json": {"schema": _ERROR}},
+            },
             "503": {
                 "description": _POST_UNAVAILABLE,
                 "headers": _ERROR_HEADERS[503],

@@ -3,7 +3,8 @@
 202 means the batch is in the log: it will yield one update per event, even if no aggregator
 runs right now (it waits; `/readyz` and `/metrics` show the lag). With auth on, the token must
 allow the topic; with a publish rate, the token's subject (else the client address) must have
-room in its bucket — both judged before the body is read.
+room in its bucket — both judged before the body is read. The body is read whole, or refused
+whole past `--max-body` whatever its framing (`request_body.py`).
 
 With an `Idempotency-Key`, a repeat of a request logged within `--idempotency-window` logs
 nothing and answers the same 202 with `Idempotent-Replayed: true` (`core/idempotency.py`;
@@ -18,8 +19,8 @@ from flask import Blueprint, request
 
 from pushsvc.core.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
 from pushsvc.core.topics import validate_topic
-from pushsvc.errors import PayloadTooLarge
 from pushsvc.http.api.context import runtime
+from pushsvc.http.api.request_body import read_body
 from pushsvc.ingest.accept import ingest
 
 bp = Blueprint("producer", __name__)
@@ -37,10 +38,7 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
         rate_key = f"sub:{subject}" if subject else f"ip:{request.remote_addr}"
         rt.publish_rate.admit(rate_key)
     limits = rt.limits
-    if request.content_length is not None and request.content_length > limits.max_body_bytes:
-        raise PayloadTooLarge(f"body is larger than {limits.max_body_bytes} bytes")
-    # Read one byte past the limit so chunked bodies of unknown length are capped too.
-    body = request.stream.read(limits.max_body_bytes + 1)
+    body = read_body(request.environ, limits.max_body_bytes)
     appended = ingest(
         rt.broker,
         topic,
