@@ -137,9 +137,10 @@ def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
         "get": {
             "summary": "Closed buckets of a topic (or group) at a resolution, over any range kept",
             "description": (
-                "Points in ascending `t` (bucket start). `resolution=auto&points=N`: the "
-                "coarsest tier still giving N/2 points over the range, the most recent part "
-                "from finer tiers (`segments`). CSV columns: resolution, time, then the point's "
+                "Points in ascending `t` (bucket start). `resolution=auto&points=N`: among "
+                "the tiers keeping the whole range, the coarsest still giving N/2 points over "
+                "it, the most recent part from finer tiers (`segments`). CSV columns: "
+                "resolution, time, then the point's "
                 "statistics."
             ),
             "parameters": [
