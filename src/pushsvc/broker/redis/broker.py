@@ -40,6 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
     Appended,
     Applied,
     BridgeStats,
@@ -119,6 +120,7 @@ class RedisBroker:
         history: int = 10_000,
         partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
+        alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         min_replicas: int = 0,
         replica_timeout_ms: int = 1000,
         socket_timeout: float = 5.0,
@@ -140,6 +142,9 @@ class RedisBroker:
         # Each partition's (topics kept, forgotten) as last read (`topic_stats`).
         self._topic_counts = [(0, 0)] * partitions
         self._history = history
+        if alert_retention_us < 1000:
+            raise ValueError(f"alert_retention_us must be at least 1 ms, got {alert_retention_us}")
+        self._alert_retention_us = alert_retention_us
         self._min_replicas = min_replicas
         self._replica_timeout_ms = replica_timeout_ms
         self._client = pooled_client(
@@ -417,6 +422,8 @@ class RedisBroker:
             part.lease,
             part.alerts,
             part.alerts_head,
+            part.alert_changes,
+            part.alert_changes_trimmed,
         ]
         args: list[str | int | bytes] = [
             new_epoch(index),
@@ -432,6 +439,7 @@ class RedisBroker:
             applied.after if applied is not None else "",
             self._publish_command,
             part.all_updates_channel if self.on_cluster else "",
+            self._alert_retention_us // 1000,
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
