@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 import subprocess
@@ -533,6 +534,39 @@ def test_the_demo_rules_alerts_trip_on_the_lunch_rush_and_bad_batches(
         if not any(d == dish and start <= h <= end + lag for d, start, end in batches)
     ]  # fmt: skip
     assert len(unfounded) <= (hours // 24 if speed > 1 else 0), unfounded
+
+
+def test_at_the_readmes_rate_every_station_fires_in_the_rushes_and_clears_between() -> None:
+    """The README's demo (--speed 60 --rate 200 from 11:30): each station's `kitchen_slow`
+    instance fires in the lunch rush and resolves in the afternoon lull, within about an
+    hour (its window) of the rush's end, then fires again for dinner. The grill, slowest, has
+    an idle p90 near 750 s: a `clear` at 750 held it firing from 11:42 until 16:35."""
+    rules = load_rules(str(EXAMPLE_RULES), default_rule((10 * S, 60 * S, 300 * S), ("count",)))
+    clock = SimClock(11.5 * 3600, 60.0, epoch_s=MIDNIGHT_S + 11.5 * 3600)
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0)
+    periods: dict[str, list[list[float]]] = collections.defaultdict(list)
+    for e in Scenario(clock, 200.0, seed=7).events():
+        if e.offset >= 12 * 3600 / 60:
+            break
+        if e.topic != "restaurant.kitchen":
+            continue
+        event = Event(e.value, round(clock.timestamp(e.offset) * S), e.tags)
+        for d in aggregator.apply_events(e.topic, [event]):
+            change = orjson.loads(d.body) if d.instance is not None else None
+            if change is None or change["alert"] != "kitchen_slow" or change["group"] is None:
+                continue
+            hour = (change["since"] - MIDNIGHT_S) / 3600
+            if change["state"] == "firing":
+                periods[change["group"]["station"]].append([hour, math.inf])
+            elif change["state"] == "resolved":
+                periods[change["group"]["station"]][-1][1] = hour
+    assert "grill" in periods, periods
+    lunch_end, dinner_start = 13.75 + 1.75, 17.5  # the rush (12:45 ± 1 h) and the window's hour
+    for station, spans in periods.items():
+        for start, end in spans:
+            at_lunch = 11.5 <= start <= 13.75 and end <= lunch_end
+            at_dinner = dinner_start <= start <= 20.5
+            assert at_lunch or at_dinner, (station, spans)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
