@@ -333,7 +333,8 @@ def _history(reading: Security | None) -> dict[str, Any]:
                 "`since` a time: the first `limit` whose `ts` is at or after it. `resume_id` is "
                 "the Last-Event-ID from which a stream continues this answer with no gap and no "
                 "duplicate. CSV columns: id, time, reason, value, then {window}_{stat}. The "
-                "reserved topic `_alerts` answers its alert changes (JSON; `since` an id)."
+                "reserved topic `_alerts` answers its alert changes (JSON; `since` an id), "
+                "kept for --alert-retention whatever the history keeps."
             ),
             "parameters": [
                 _TOPIC,
