@@ -17,8 +17,8 @@ import {
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
-import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
 import { isDerived } from "./rules.js";
+import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
 import { TagPanel } from "./tags.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
