@@ -9,15 +9,15 @@ from typing import Literal
 
 import orjson
 from flask import Flask, Response
-from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pushsvc.config import Settings
-from pushsvc.core.idempotency import REPLAYED_HEADER
 from pushsvc.errors import RequestError
+from pushsvc.http import cors
 from pushsvc.http.api import (
     dashboard,
+    deletion,
     health,
     history,
     openapi,
@@ -51,6 +51,9 @@ def create_app(
     """
     settings = test_config if isinstance(test_config, Settings) else Settings.load(test_config)
     logs.ensure_configured(settings.log_format)
+    # Not started by `pushsvc` (gunicorn's app factory): the host binds the socket, so
+    # --host and --port mean nothing here and are left out of the settings line.
+    hosted = role is None
     if role is None:
         role = "serve" if settings.redis_url is None else "web"
     # Scripts, ES modules among them (/static/pushsvc.js), as RFC 9239 names their type.
@@ -63,13 +66,17 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     runtime = Runtime.build(settings, web=True, aggregate=role == "serve")
     app.extensions["pushsvc"] = runtime
-    log.info("pushsvc %s settings: %s", role, settings.redacted())
+    shown = settings.redacted()
+    if hosted:
+        del shown["host"], shown["port"]
+    log.info("pushsvc %s settings: %s", role, shown)
 
     blueprints = (
         dashboard.bp,
         producer.bp,
         streams.bp,
         topics.bp,
+        deletion.bp,
         history.bp,
         series.bp,
         health.bp,
@@ -86,15 +93,7 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
-    if settings.cors_origins:
-        # Browsers on these origins may publish and subscribe (with cookies, for tokens).
-        CORS(
-            app,
-            origins=list(settings.cors_origins),
-            supports_credentials=True,
-            # A browser's script may read whether a publish was a replay.
-            expose_headers=["Content-Type", REPLAYED_HEADER],
-        )
+    cors.install(app, settings)
     return app
 
 

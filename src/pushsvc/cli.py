@@ -6,16 +6,18 @@ Run it through `pushsvc.__main__:main`, which patches gevent first for the comma
 
 from __future__ import annotations
 
+import builtins
+import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 
 from pushsvc import __version__
-from pushsvc.config import RETIRED, Settings
+from pushsvc.config import RETIRED, Setting, Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
 from pushsvc.errors import CannotListen, ConfigError, RulesError, UnsafeRedis
@@ -26,15 +28,71 @@ T = TypeVar("T")
 
 def settings_options(command: F) -> F:
     """One `--x` flag per setting; a flag wins over `PUSHSVC_X`. A retired setting's flag is
-    kept, hidden, to say in one line what replaces it."""
+    kept, hidden, to say in one line what replaces it. Values stay text: Settings parses
+    them, so a bad one is the same one line from a flag as from a variable; the metavar says
+    what each takes. A true-or-false setting is a flag (`--token-query`, `--no-token-query`)."""
     for name in RETIRED:
         command = click.option(f"--{name}", name, default=None, hidden=True)(command)
     for spec in reversed(Settings.specs()):
         default = spec.default or "unset"
-        command = click.option(
-            spec.flag, spec.name, default=None, help=f"[env {spec.variable}; default {default}]"
-        )(command)
+        help_text = f"[env {spec.variable}; default {default}]"
+        if _returns(spec, "bool"):
+            flags = f"{spec.flag}/--no-{spec.flag[2:]}"
+            option = click.option(
+                flags, spec.name, default=None, callback=_flag_text, help=help_text
+            )
+        else:
+            option = click.option(
+                spec.flag, spec.name, default=None, metavar=_metavar(spec), help=help_text
+            )
+        command = option(command)
     return command
+
+
+# What a setting takes, where its name or its parser's type do not say it.
+_METAVARS = {
+    "host": "HOST",
+    "port": "PORT",
+    "redis_url": "URL",
+    "alertmanager_url": "URL[,URL]",
+    "prefix": "PREFIX",
+    "windows": "DURATION[,...]",
+    "stats": "STAT[,...]",
+    "rules": "PATH",
+    "series": "RES:KEEP[,...]",
+    "data_dir": "PATH",
+    "certfile": "PATH",
+    "keyfile": "PATH",
+    "jwt_key": "SECRET|@PATH",
+    "jwt_previous_key": "SECRET|@PATH",
+    "cors_origins": "ORIGIN[,...]",
+    "anonymous": "SELECTOR[,...]",
+    "publish_rate": "EVENTS/S",
+    "log_format": "[text|json]",
+}
+
+
+def _metavar(spec: Setting) -> str:
+    if spec.name in _METAVARS:
+        return _METAVARS[spec.name]
+    if spec.field.endswith("_us"):
+        return "DURATION"
+    if spec.field.endswith("_bytes"):
+        return "BYTES"
+    if _returns(spec, "int"):
+        return "INTEGER"
+    return "TEXT"
+
+
+def _returns(spec: Setting, kind: str) -> bool:
+    # The parsers' annotations are strings (`from __future__ import annotations`).
+    returns = getattr(spec.parse, "__annotations__", {}).get("return")
+    return returns in (kind, getattr(builtins, kind))
+
+
+def _flag_text(ctx: click.Context, param: click.Parameter, value: bool | None) -> str | None:
+    """The flag as Settings reads it (and as `serve --workers` hands it to its children)."""
+    return None if value is None else str(value).lower()
 
 
 def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settings:
@@ -55,10 +113,10 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
 
 def _starting(run: Callable[[], T]) -> T:
     """Run a serving command; what stops it at start (an evicting Redis, a port it cannot
-    listen on) is one line and exit 1."""
+    listen on, a bad PROMETHEUS_MULTIPROC_DIR) is one line and exit 1."""
     try:
         return run()
-    except (UnsafeRedis, CannotListen) as exc:
+    except (UnsafeRedis, CannotListen, ConfigError) as exc:
         click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(1)
 
@@ -148,6 +206,25 @@ _TOKEN = click.option(
 )
 
 
+_MAX_RETRIES = click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    metavar="INTEGER",
+    help="give up (exit 1) after this many failed connections in a row [default: retry for ever]",
+)
+
+
+def _client_warnings(command: str) -> None:
+    """The client library's warnings on standard error, one line each: a server it cannot
+    reach is retried, and must not look like a topic where nothing happens."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"pushsvc {command}: %(message)s"))
+    client_log = logging.getLogger("pushsvc.client")
+    client_log.handlers[:] = [handler]  # once, however often a command runs in one process
+    client_log.setLevel(logging.WARNING)
+    client_log.propagate = False
+
+
 def _tags(pairs: tuple[str, ...]) -> dict[str, str]:
     tags = {}
     for pair in pairs:
@@ -200,8 +277,6 @@ def publish(
     prefix: str,
 ) -> None:
     """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
-    import orjson
-
     from pushsvc.client import Client, ClientError, batches
     from pushsvc.client.calls import check_finite
 
@@ -213,10 +288,7 @@ def publish(
             common["tags"] = _tags(tags)
         events = [{"value": v, **common} for v in values]
     else:
-        try:
-            events = [orjson.loads(line) for line in sys.stdin.buffer if line.strip()]
-        except orjson.JSONDecodeError as exc:
-            raise click.ClickException(f"standard input is not NDJSON: {exc}") from None
+        events = _ndjson(sys.stdin.buffer)
     try:
         check_finite(events)
     except ValueError as exc:
@@ -261,6 +333,26 @@ def publish(
     click.echo(f"accepted {accepted}")
 
 
+def _ndjson(lines: Iterable[bytes]) -> list[Any]:
+    """One event per line, blank lines skipped; a line that is no JSON is named by its number
+    in the input (orjson's own "line 1" counts within the one line it was given)."""
+    import orjson
+
+    events = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            events.append(orjson.loads(text))
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(
+                f"standard input line {number} is not JSON ({exc.msg} at column "
+                f"{exc.colno}): {text.decode(errors='replace')[:80]!r}"
+            ) from None
+    return events
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -279,6 +371,7 @@ def _is_number(text: str) -> bool:
 @click.option("--max-hz", type=float, help="at most this many updates per second per topic")
 @click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
 @click.option("--count", type=int, help="stop after this many updates")
+@_MAX_RETRIES
 def subscribe(
     url: str,
     token: str | None,
@@ -289,14 +382,18 @@ def subscribe(
     max_hz: float | None,
     series: tuple[str, ...],
     count: int | None,
+    max_retries: int | None,
 ) -> None:
     """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
 
-    Reconnects like a browser's EventSource, resuming with the last id it saw.
+    Reconnects like a browser's EventSource, resuming with the last id it saw; each failed
+    connection is one line on standard error.
     """
     import orjson
 
     from pushsvc.client import Client, ClientError, StreamOptions
+
+    _client_warnings("subscribe")
 
     options = StreamOptions(
         windows=comma_list(windows) if windows else None,
@@ -308,7 +405,10 @@ def subscribe(
     try:
         with Client(url, token=token) as client:
             for message in client.messages(
-                list(selectors), last_event_id=last_event_id, options=options
+                list(selectors),
+                last_event_id=last_event_id,
+                options=options,
+                max_retries=max_retries,
             ):
                 line = {"event": message.event, "id": message.id, "data": message.json()}
                 sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
@@ -326,8 +426,29 @@ def subscribe(
 @main.command()
 @_URL
 @_TOKEN
+@click.argument("topic")
+def delete(url: str, token: str | None, topic: str) -> None:
+    """Delete TOPIC: its windows, history, series, groups, alerts and clock, so that its next
+    event starts it afresh (with auth on, the token needs the publish scope on it). Exits 1
+    when the server keeps no such topic."""
+    from pushsvc.client import Client, ClientError
+
+    try:
+        with Client(url, token=token) as client:
+            deleted = client.delete_topic(topic)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not deleted:
+        raise click.ClickException(f"no topic {topic!r} (never posted to, or deleted already)")
+    click.echo(f"deleted {topic}")
+
+
+@main.command()
+@_URL
+@_TOKEN
 @click.option("--once", is_flag=True, help="print the active instances and exit")
-def alerts(url: str, token: str | None, once: bool) -> None:
+@_MAX_RETRIES
+def alerts(url: str, token: str | None, once: bool, max_retries: int | None) -> None:
     """Print the alert instances pending or firing now, then follow every change, one JSON
     line each: {"event": "active" | "alert", "id", "data"}.
 
@@ -338,6 +459,8 @@ def alerts(url: str, token: str | None, once: bool) -> None:
 
     from pushsvc.client import Client, ClientError
 
+    _client_warnings("alerts")
+
     def emit(event: str, message_id: str | None, data: object) -> None:
         line = {"event": event, "id": message_id, "data": data}
         sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
@@ -345,7 +468,7 @@ def alerts(url: str, token: str | None, once: bool) -> None:
 
     try:
         with Client(url, token=token) as client:
-            for message in client.messages("_alerts"):
+            for message in client.messages("_alerts", max_retries=max_retries):
                 if message.event == "snapshot":
                     # Subscribed: what is active now, then every change from here on.
                     for active in client.alerts():
@@ -445,7 +568,11 @@ def token(
             key, algorithm = loaded.verify_key, loaded.algorithm
         else:
             raise ValueError("give --jwt-key (or PUSHSVC_JWT_KEY) or --private-key")
-        ttl_s = parse_duration_us(ttl) / 1_000_000
+        ttl_us = parse_duration_us(ttl)
+        if ttl_us < 1_000_000 or ttl_us % 1_000_000:
+            # `exp` is whole seconds; under one a token may expire before it is used.
+            raise ValueError(f"--ttl takes whole seconds, at least 1s (30m, 1h, 7d); got {ttl!r}")
+        ttl_s = ttl_us // 1_000_000
         minted = mint(
             key,
             algorithm,
@@ -457,7 +584,19 @@ def token(
             issuer=issuer,
         )
     except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        _refuse_token(str(exc))
     except InvalidTopic as exc:
-        raise click.UsageError(exc.message) from None
+        _refuse_token(exc.message)
+    if not publish_ and not subscribe_:
+        # Not refused: a token that only names its subject has uses (--anonymous grants
+        # the rest); but a forgotten --subscribe would otherwise show only as a 403 later.
+        click.echo(
+            "pushsvc token: warning: no --publish and no --subscribe: this token grants no topic",
+            err=True,
+        )
     click.echo(minted)
+
+
+def _refuse_token(message: str) -> NoReturn:
+    click.echo(f"pushsvc token: {message}", err=True)
+    sys.exit(2)

@@ -42,18 +42,31 @@ def _series(text: str) -> tuple[SeriesTier, ...]:
     return parse_tiers(text)
 
 
+def _int(text: str, takes: str) -> int:
+    """A whole number, or a ValueError saying what the setting takes (int()'s own message
+    names its base, not the setting)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} {takes}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text, "must be a positive integer")
     if value <= 0:
         raise ValueError(f"{text!r} must be a positive integer")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text, "is not a TCP port (0 to 65535)")
     if not 0 <= value <= 65535:
-        raise ValueError(f"{text!r} is not a TCP port")
+        raise ValueError(f"{text!r} is not a TCP port (0 to 65535)")
     return value
+
+
+def _optional_port(text: str) -> int | None:
+    return _port(text) if text else None
 
 
 def _positive_duration(text: str) -> int:
@@ -72,7 +85,7 @@ def _redis_url(text: str) -> str | None:
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text, "must be a whole number, 0 or more")
     if value < 0:
         raise ValueError(f"{text!r} must be 0 or more")
     return value
@@ -81,7 +94,7 @@ def _non_negative_int(text: str) -> int:
 def _partitions(text: str) -> int:
     from pushsvc.core.partitions import check_partitions
 
-    return check_partitions(int(text))
+    return check_partitions(_int(text, "is not a whole number of partitions"))
 
 
 def _prefix(text: str) -> str:
@@ -106,7 +119,15 @@ def _data_dir(text: str) -> str | None:
     if not text:
         return None
     path = os.path.abspath(os.path.expanduser(text))
-    os.makedirs(path, exist_ok=True)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{text!r} is a file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:  # under a file, under /proc or /sys, a read-only parent
+        raise ValueError(
+            f"cannot create the directory {text!r}: {exc.strerror}; give a directory pushsvc "
+            "may create and write in"
+        ) from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"{text!r} is not a writable directory")
     return path
@@ -154,7 +175,10 @@ def _flag(text: str) -> bool:
 def _rate(text: str) -> float | None:
     if text.strip() in ("", "unlimited"):
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")  # float()'s own message names no setting: the one below does
     if not 0 < value < float("inf"):
         raise ValueError(f"{text!r} must be a positive number of events per second")
     return value
@@ -243,6 +267,7 @@ class Settings:
     cors_origins: tuple[str, ...] = setting("", _origins)
     workers: int = setting("1", _positive_int)
     data_dir: str | None = setting("", _data_dir)
+    metrics_port: int | None = setting("", _optional_port)  # `aggregate` only: its /metrics
     # Security (docs/security.md): off until a key is given.
     jwt_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009 (frozen)
     # While keys are rotated: tokens signed with the key being replaced still verify.
@@ -350,6 +375,8 @@ class Settings:
                 "--jwt-previous-key (PUSHSVC_JWT_PREVIOUS_KEY) is for rotating keys: "
                 "it needs --jwt-key (PUSHSVC_JWT_KEY), the new one"
             )
+        if settings.jwt_key is None:
+            _refuse_auth_only(settings)
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError(
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
@@ -358,13 +385,44 @@ class Settings:
         return settings
 
     def redacted(self) -> dict[str, object]:
-        """Settings by name for logs, secrets hidden."""
+        """Settings by name for logs, as they are given (durations as `10s`, tiers as
+        `1s:15m`), secrets hidden."""
         out: dict[str, object] = {}
         for spec in self.specs():
             value = getattr(self, spec.field)
             # Secrets that are not URLs are typed values whose repr hides them (JwtKey).
             out[spec.name] = redact_url(value) if spec.secret and isinstance(value, str) else value
+            if spec.field.endswith("_us"):
+                out[spec.name] = _as_given(value)
+        out["series"] = ",".join(tier.label for tier in self.series)
         return out
+
+
+def _refuse_auth_only(settings: Settings) -> None:
+    """Settings that only narrow or widen access with auth on: given with auth off, the
+    operator believes some topics private, or tokens in URLs needed, while anyone may read
+    everything. Refused rather than warned about: a warning scrolls by; a server that starts
+    open when its operator meant it closed does not."""
+    given = []
+    if settings.anonymous:
+        given.append("--anonymous (PUSHSVC_ANONYMOUS)")
+    if settings.token_query:
+        given.append("--token-query (PUSHSVC_TOKEN_QUERY)")
+    if given:
+        raise ConfigError(
+            f"{' and '.join(given)} only apply with auth on: without --jwt-key "
+            "(PUSHSVC_JWT_KEY) anyone may read and publish every topic; set the key "
+            "(docs/security.md), or drop the setting"
+        )
+
+
+def _as_given(us: object) -> object:
+    """A duration setting (or a list of them) in microseconds, labelled as people write it."""
+    if isinstance(us, int):
+        return duration_label(us) if us else "0"  # 0 (a topic TTL of never) has no unit
+    if isinstance(us, tuple):
+        return ",".join(duration_label(part) for part in us)
+    return us
 
 
 RETIRED = {

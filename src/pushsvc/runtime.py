@@ -92,6 +92,10 @@ class Runtime:
             ),
         )
         backend.watch(runtime)
+        mirror = runtime.metrics.mirror
+        if mirror is not None:  # several processes answer /metrics as one
+            runtime.spawn(mirror.run, runtime.stop)
+            runtime.on_close(mirror.close)
         if web:
             # Updates may have been missed (Redis connection lost): end the streams, which
             # resume from the history (EventSource reconnects by itself).

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 import gevent
 import gevent.event
 from gevent.pywsgi import WSGIServer
+from prometheus_client import make_wsgi_app
 
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
@@ -172,9 +173,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     server.start()
     # The bound port, for port 0 (tests and scripts read this line).
     scheme = "http" if tls is None else "https"
-    log.warning(
-        "pushsvc %s listening on %s://%s:%d", role, scheme, settings.host, server.server_port
-    )
+    log.info("pushsvc %s listening on %s://%s:%d", role, scheme, settings.host, server.server_port)
     stop.wait()
     log.warning("pushsvc %s stopping", role)
     runtime.hub.close()  # streams end first, so the server's stop does not wait for them
@@ -183,15 +182,35 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
 
 
 def aggregate(settings: Settings) -> None:
-    """Run an aggregator process on Redis until SIGTERM/SIGINT."""
-    runtime = Runtime.build(settings, web=False, aggregate=True)
+    """Run an aggregator process on Redis until SIGTERM/SIGINT; with --metrics-port, answer
+    Prometheus there (the process has no other HTTP)."""
+    port = settings.metrics_port
+    # Bound first: a port in use stops the process with one line, before it takes partitions.
+    listener = None if port is None else listen(settings.host, port)
+    try:
+        runtime = Runtime.build(settings, web=False, aggregate=True)
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
     assert runtime.partitions is not None
+    metrics = None
+    if listener is not None:
+        metrics = WSGIServer(listener, make_wsgi_app(runtime.metrics.registry), log=None)
+        metrics.start()
+        log.warning(
+            "pushsvc aggregator metrics on http://%s:%d/metrics",
+            settings.host,
+            metrics.server_port,
+        )
     stop = gevent.event.Event()
     _on_termination(stop)
-    log.warning(
+    log.info(
         "pushsvc aggregator sharing %d partitions on %s",
         settings.partitions,
         settings.redacted()["redis_url"],
     )
     stop.wait()
+    if metrics is not None:
+        metrics.stop(timeout=1)
     runtime.close()

@@ -38,7 +38,15 @@ from pushsvc.broker.shared_log import FIRST, position
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import ALERTS, TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId, alert_draft
+from pushsvc.core.updates import (
+    SeriesWrite,
+    Update,
+    UpdateDraft,
+    UpdateId,
+    alert_draft,
+    deletion_draft,
+    point_draft,
+)
 from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
@@ -784,7 +792,7 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
         client.set(broker.keys.shard((0, 1)).lease, "token")
         client.close()
         event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
-        event_log.append_ticks("token", {"a": 100 * 10**6})
+        event_log.append_ticks("token", {"a": 100 * 10**6}, event_log.read(FIRST, count=10)[-1].id)
         event_log.close()
     else:
         # In one process the aggregator publishes tick updates directly.
@@ -792,6 +800,32 @@ def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
     with pytest.raises(LateEvent):
         append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US - 1, None)])
     append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US, None)])
+
+
+@pytest.mark.redis
+def test_idle_ticks_proposed_before_a_deletion_are_not_logged(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    # The aggregator proposes ticks from the log as it applied it; one that had not applied a
+    # deletion yet must not bring the deleted topic's clock back.
+    broker = RedisBroker(redis_server.url, prefix=prefix, partitions=1)
+    client = single_client(broker.url, socket_timeout=WAIT)
+    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    try:
+        client.set(broker.keys.shard((0, 1)).lease, "token")
+        append(broker, "a", [Event(1.0, 10**18, None)])
+        seen = event_log.read(FIRST, count=10)[-1].id
+        assert broker.delete_topic("a")
+        assert event_log.append_ticks("token", {"a": 10**18 + 1}, seen) is None
+        append(broker, "a", [Event(2.0, 10**6, None)])  # afresh, as if no tick came
+        after_deletion = event_log.read(FIRST, count=10)[-1].id
+        assert event_log.append_ticks("token", {"a": 20 * 10**6}, after_deletion) is not None
+        with pytest.raises(LateEvent):
+            append(broker, "a", [Event(3.0, 10**6, None)])
+    finally:
+        event_log.close()
+        client.close()
+        broker.close()
 
 
 # -- the topics kept: --max-topics, and idle topics forgotten (--topic-ttl) -----------------
@@ -893,6 +927,175 @@ def test_a_forgotten_topic_makes_room_and_comes_back_as_a_new_topic(
     append(broker, "a", early)
     assert read()[logged:] == [("a", early)]
     assert broker.topic_stats() == TopicStats(live=2, forgotten=2)
+
+
+# -- DELETE /topics/{topic} ------------------------------------------------------------
+
+
+def logged(broker: Broker) -> Callable[[], list[tuple[str, object]]]:
+    """What the aggregator of the (one) shard gets, deletions included: ("events", topic) and
+    ("deleted", topic), in order."""
+    if isinstance(broker, MemoryBroker):
+        got: list[tuple[str, object]] = []
+        broker.consume_events(lambda topic, events: got.append(("events", topic)))
+        broker.consume_deletes(lambda topic: got.append(("deleted", topic)))
+        return lambda: list(got)
+    assert isinstance(broker, RedisBroker)
+    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+
+    def read() -> list[tuple[str, object]]:
+        entries = event_log.read(FIRST, count=10_000)
+        return [
+            ("events", e.topic) if e.deleted is None else ("deleted", e.deleted) for e in entries
+        ]
+
+    return read
+
+
+def test_a_deleted_topics_clock_is_gone_so_an_event_far_behind_it_starts_it_afresh(
+    broker: Broker,
+) -> None:
+    far_future = 10**18  # a wrong clock: every event of now would be late against it
+    append(broker, "a", [Event(1.0, far_future, None)])
+    with pytest.raises(LateEvent):
+        append(broker, "a", [Event(2.0, 10**6, None)])
+    assert broker.topic_stats().live == 1
+
+    assert broker.delete_topic("a") is True
+    assert broker.topic_stats().live == 0
+    assert broker.delete_topic("a") is False  # once: a retry finds nothing to delete
+    append(broker, "a", [Event(2.0, 10**6, None)])  # a new topic: nothing to be late against
+    assert broker.topic_stats().live == 1
+
+
+def test_deleting_a_topic_the_broker_does_not_keep_changes_nothing(broker: Broker) -> None:
+    read = logged(broker)
+    append(broker, "a", [Event(1.0, 1, None)])
+    before = read()
+    assert broker.delete_topic("never-posted") is False
+    assert read() == before
+    assert broker.topic_stats().live == 1
+
+
+def test_a_deletion_reaches_the_aggregator_in_order_with_the_batches(broker: Broker) -> None:
+    read = logged(broker)
+    append(broker, "a", [Event(1.0, 1, None)])
+    append(broker, "b", [Event(1.0, 1, None)])
+    assert broker.delete_topic("a")
+    append(broker, "a", [Event(2.0, 1, None)])
+    assert read() == [("events", "a"), ("events", "b"), ("deleted", "a"), ("events", "a")]
+
+
+def test_a_deletion_drops_the_topics_latest_update_at_once(broker: Broker) -> None:
+    append(broker, "a", [Event(1.0, 1, None)])
+    append(broker, "b", [Event(1.0, 1, None)])
+    broker.publish_updates([draft("a", 1), draft("b", 1)])
+    assert broker.delete_topic("a")
+    assert broker.latest(everything).keys() == {"b"}
+
+
+def point(topic: str, t_s: int, group_id: str = "") -> UpdateDraft:
+    write = SeriesWrite("1s", group_id, t_s * 10**6, b"packed %d" % t_s, 0)
+    return point_draft(topic, (t_s + 1) * 10**6, write, {"count": 1})
+
+
+def grouped(topic: str, n: int, gid: str) -> UpdateDraft:
+    group = orjson.dumps({"key": {"k": gid}, "windows": {}})
+    plain = draft(topic, n)
+    return UpdateDraft(plain.topic, plain.clock_us, plain.body, ((gid, group),))
+
+
+def series_of(broker: Broker, topic: str, group_id: str = "") -> list[int]:
+    page = broker.series(
+        topic,
+        resolution="1s",
+        group_id=group_id,
+        since_us=0,
+        until_us=10**12,
+        retention_us=10**12,
+        limit=100,
+    )
+    return [t for t, _ in page.points]
+
+
+def test_a_published_deletion_drops_the_topics_groups_and_series_and_keeps_the_others(
+    broker: Broker,
+) -> None:
+    broker.publish_updates(
+        [grouped("a", 1, "x"), point("a", 1), point("a", 1, "x"), grouped("b", 1, "y")]
+    )
+    broker.publish_updates([point("b", 1)])
+    assert broker.latest_groups(["a", "b"]).keys() == {"a", "b"}
+    assert series_of(broker, "a") == series_of(broker, "a", "x") == [10**6]
+
+    # In one batch with the deleted topic's last updates: they go with it.
+    broker.publish_updates([grouped("a", 2, "z"), point("a", 2), deletion_draft("a", 3)])
+    assert broker.latest(everything).keys() == {"b"}
+    assert broker.latest_groups(["a", "b"]).keys() == {"b"}
+    assert series_of(broker, "a") == series_of(broker, "a", "x") == []
+    assert series_of(broker, "b") == [10**6]
+
+    # Deleted twice in one batch (a new event between): each deletion drops what came before.
+    broker.publish_updates([deletion_draft("a", 3), draft("a", 4), deletion_draft("a", 4)])
+    assert broker.latest(everything).keys() == {"b"}
+
+    # The topic starts afresh, its buckets where they fall (even before the old ones).
+    (a1, *_) = broker.publish_updates([grouped("a", 1, "x"), point("a", 0)])
+    assert broker.latest(everything).keys() == {"a", "b"}
+    assert broker.latest(only("a")) == {"a": a1}
+    assert series_of(broker, "a") == [0]
+
+
+def test_a_topics_history_starts_after_its_deletion_and_a_read_across_it_is_a_gap(
+    broker: Broker,
+) -> None:
+    old = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
+    (deletion,) = broker.publish_updates([deletion_draft("a", old[-1].clock_us)])
+    assert deletion.is_deletion and deletion.event == "snapshot"
+    assert orjson.loads(deletion.data) == {
+        "id": deletion.id.text,
+        "gap": True,
+        "topics": {},
+        "deleted": ["a"],
+    }
+    assert broker.history("a", limit=10) == HistoryPage([], deletion.id, more=False)
+    assert broker.history("a", after=old[0].id, limit=10) == HistoryPage(
+        [], deletion.id, more=False, gap=True
+    )
+    new = broker.publish_updates([draft("a", 1, clock_us=5), draft("a", 2, clock_us=6)])
+    assert broker.history("a", limit=10) == HistoryPage(new, new[-1].id, more=False)
+    assert broker.history("a", after=old[0].id, limit=10) == HistoryPage(
+        new, new[-1].id, more=False, gap=True
+    )
+    assert broker.history("a", after=new[0].id, limit=10) == HistoryPage(
+        new[1:], new[-1].id, more=False
+    )
+    assert broker.history("a", since_us=0, limit=10).updates == new
+    assert broker.history("b", limit=10).updates == [old[1]]
+
+
+def test_a_topic_forgotten_after_its_deletion_still_reads_from_after_it(broker: Broker) -> None:
+    append(broker, "a", [Event(1.0, 100 * 10**6, None)])
+    (a1,) = broker.publish_updates([draft("a", 1)])
+    broker.publish_updates([deletion_draft("a", 1)])
+    (a2,) = broker.publish_updates([draft("a", 2)])
+    assert forget(broker, "a") == ["a"]
+    (a3,) = broker.publish_updates([draft("a", 3)])
+    assert broker.history("a", after=a1.id, limit=10) == HistoryPage(
+        [a2, a3], a3.id, more=False, gap=True
+    )
+
+
+def test_a_resume_across_a_deletion_replays_it_in_its_place(broker: Broker) -> None:
+    old = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    (deletion,) = broker.publish_updates([deletion_draft("a", 2)])
+    (new,) = broker.publish_updates([draft("a", 1, clock_us=5)])
+    # Everything after the cursor, in order: the deleted topic's last update was current when
+    # it was published; the deletion (a "gap": true snapshot) then says it is gone.
+    assert broker.replay(at(old[0].id), only("a")) == Replayed([old[1], deletion, new])
+    hub = Hub(queue_size=10, slow_timeout_us=10**7)
+    primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), only("a"), None)
+    assert primed.snapshot is not None and primed.snapshot.latest == {"a": new}
 
 
 # -- subscriptions: replay or snapshot, and the floor ------------------------------------

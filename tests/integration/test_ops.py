@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
@@ -24,7 +25,7 @@ def test_openapi_is_valid_and_documents_every_route(client: FlaskClient) -> None
         for rule in client.application.url_map.iter_rules()
         if rule.endpoint.rpartition(".")[2] != "static"
         for method in rule.methods or ()
-        if method in {"GET", "POST"}
+        if method in {"GET", "POST", "DELETE"}
     }
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert routes == documented
@@ -50,6 +51,33 @@ def test_cors_allows_only_listed_origins(make_app: MakeApp) -> None:
     assert listed.headers["Access-Control-Allow-Origin"] == "https://a.test"
     other = client.get("/healthz", headers={"Origin": "https://b.test"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+@pytest.mark.parametrize("origins", ["", "https://a.test"])
+def test_static_files_may_be_imported_from_any_origin_without_credentials(
+    make_app: MakeApp, origins: str
+) -> None:
+    client = make_app(cors_origins=origins).test_client()
+    module = client.get("/static/pushsvc.js", headers={"Origin": "https://elsewhere.test"})
+    module.close()  # the file it streams
+    assert module.status_code == 200
+    assert module.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in module.headers
+
+
+def test_the_cors_preflight_lists_the_apis_methods_and_exposes_retry_after_and_request_id(
+    make_app: MakeApp,
+) -> None:
+    client = make_app(cors_origins="https://a.test").test_client()
+    preflight = client.options(
+        "/topics/x/events",
+        headers={"Origin": "https://a.test", "Access-Control-Request-Method": "POST"},
+    )
+    methods = set(preflight.headers["Access-Control-Allow-Methods"].split(", "))
+    assert methods == {"GET", "HEAD", "POST", "DELETE", "OPTIONS"}
+    answer = client.get("/topics/x/history", headers={"Origin": "https://a.test"})
+    exposed = set(answer.headers["Access-Control-Expose-Headers"].split(", "))
+    assert {"Retry-After", "X-Request-ID", "Idempotent-Replayed"} <= exposed
 
 
 # Regression tests for what schemathesis found the served description got wrong.
@@ -138,6 +166,7 @@ def test_openapi_error_and_event_stream_bodies_are_described(make_app: MakeApp) 
         "unavailable",
         "redis_evicts",
         "redis_full",
+        "replicas_unconfirmed",
         "no_aggregator",
         "rules_differ",
     ]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.broker.redis.slots import partition_slot, partition_tags
 from support.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
 from support.redis_server import RedisServer
@@ -113,3 +115,44 @@ def test_a_node_whose_port_another_server_took_is_not_taken_for_started() -> Non
         with pytest.raises(RuntimeError, match="Address already in use"):
             taken.start()
         assert taken.pid is None
+
+
+def test_partition_leases_survive_a_node_whose_renewals_failed_for_less_than_a_lease(
+    redis_cluster: RedisClusterServers, prefix: str
+) -> None:
+    """One node stalls past the client's timeout (the leases on it are not renewed this
+    round; the others' and the membership's are): every lease is still held, under the same
+    tokens, and the next round renews them all. Before, the stalled node's partitions counted
+    as lost, were given up, and their windows rebuilt cold."""
+    partitions = 16
+    keys = Keys(prefix, partitions)
+    group = RedisLeaseGroup(redis_cluster.url, keys, partitions, ttl_us=20 * 1_000_000)
+    try:
+        group.round()
+        taken = group.take(sorted(group.round().free))
+        assert len(taken) == partitions
+        tokens = {shard: lease.token for shard, lease in taken.items()}
+        members_owner = redis_cluster.owner_of(redis_cluster.key_slot(keys.aggregators))
+        lease_owners = {
+            shard: redis_cluster.owner_of(redis_cluster.key_slot(keys.shard(shard).lease))
+            for shard in taken
+        }
+        stalled = next(node for node in lease_owners.values() if node is not members_owner)
+        on_stalled = {shard for shard, node in lease_owners.items() if node is stalled}
+        # Longer than the group's socket timeout (2 s) and redis-py's own retries of the
+        # stalled pipeline, far shorter than the lease.
+        pauser = redis_cluster.client(stalled)
+        pauser.execute_command("CLIENT", "PAUSE", 8000, "ALL")
+        group.round()  # the stalled node's renewals fail; the round itself goes through
+        assert all(lease.holding for lease in taken.values()), sorted(
+            shard for shard, lease in taken.items() if not lease.holding
+        )
+        assert pauser.ping()  # answered once the pause is over
+        pauser.close()
+        group.round()
+        assert all(lease.holding for lease in taken.values())
+        assert {shard: lease.token for shard, lease in taken.items()} == tokens
+        assert on_stalled, "no partition lease lived on the stalled node"
+    finally:
+        group.leave()
+        group.close()

@@ -22,7 +22,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
-from pushsvc.errors import BrokerUnavailable
+from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed
 from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import Event
 from support.live import wait_until
@@ -291,3 +291,22 @@ def test_a_message_that_arrives_in_pieces_is_read_whole_without_a_reset(
         consumer.close()
         producer.close()
         proxy.close()
+
+
+def test_a_deletion_under_min_replicas_waits_for_them_like_an_append(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """A deletion is a state change in the log like an append: with `min_replicas` it is
+    confirmed by WAIT, and without the replicas it answers 503 replicas_unconfirmed (the
+    deletion is logged on the primary and applied; a retry answers 404)."""
+    broker = RedisBroker(own_redis.url, prefix=prefix, min_replicas=1, replica_timeout_ms=50)
+    try:
+        with pytest.raises(ReplicasUnconfirmed):
+            broker.append_events("doomed", [Event(1.0, 1, None)], lateness_us=0)
+        with pytest.raises(ReplicasUnconfirmed) as refused:
+            broker.delete_topic("doomed")
+        assert status_of(refused.value) == 503
+        assert "deletion" in refused.value.message
+        assert broker.delete_topic("doomed") is False  # it was logged: nothing left to delete
+    finally:
+        broker.close()

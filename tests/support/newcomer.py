@@ -246,7 +246,7 @@ class Newcomer:
         self._redis_port = redis_port
         self.http_port = free_port()
         self.ports: dict[int, int] = {EXAMPLE_HTTP_PORT: self.http_port}
-        self.env = _newcomer_env()
+        self.env = newcomer_env()
         self.env["PUSHSVC_PORT"] = str(self.http_port)
         self.env["PUSHSVC_URL"] = f"http://127.0.0.1:{self.http_port}"
         self.servers: list[Running] = []
@@ -493,7 +493,7 @@ class Newcomer:
         self.env = {name: value for name, value in env.items() if name not in _SHELL_OWN}
 
 
-def _newcomer_env() -> dict[str, str]:
+def newcomer_env() -> dict[str, str]:
     """This machine's environment as a person's shell has it: no PUSHSVC_* setting, no virtual
     environment active, and no directory on PATH that holds the test suite's own pushsvc."""
     ours = {str(Path(sys.executable).parent), str(Path(sys.prefix) / "bin")}

@@ -227,3 +227,23 @@ def _pushsvc_active(port: int) -> list[dict[str, Any]]:
     assert status == 200
     alerts: list[dict[str, Any]] = json.loads(body)["alerts"]
     return [a for a in alerts if a["alert"] == "oil_warming"]
+
+
+def test_the_firing_instances_of_a_deleted_topic_reach_alertmanager_resolved(
+    alertmanager: str, rules_file: Path
+) -> None:
+    server = _serve(rules_file, alertmanager)
+    topic = "fryer.deleted"
+
+    def firing() -> list[dict[str, Any]]:
+        return [a for a in _active(alertmanager) if a["labels"]["topic"] == topic]
+
+    try:
+        event = {"value": 200.0, "ts": T0, "tags": {"basket": "fries"}}
+        assert post(server.port, topic, event)[0] == 202
+        wait_until(lambda: len(firing()) == 2, timeout=20, what="the topic's and group's posted")
+        assert request(server.port, "DELETE", f"/topics/{topic}")[0] == 200
+        wait_until(lambda: firing() == [], timeout=20, what="both posted resolved")
+        assert json.loads(request(server.port, "GET", "/alerts")[2]) == {"alerts": []}
+    finally:
+        server.stop()

@@ -220,9 +220,24 @@ def test_the_query_token_is_for_subscribing_only(secured: PushsvcProcess) -> Non
     }
 
 
-def test_the_query_token_is_ignored_unless_enabled(no_query: PushsvcProcess) -> None:
+def test_a_query_token_is_refused_as_disabled_unless_enabled(no_query: PushsvcProcess) -> None:
     token = hs256(publish=[PRIVATE], subscribe=[PRIVATE])
-    assert _statuses(no_query, PRIVATE, {}, query=f"?token={token}") == DENIED
+    query = f"?token={token}"
+    assert _statuses(no_query, PRIVATE, {}, query=query) == DENIED
+    # Each 401 says why: not "needs a token", as if none had been sent, but what to change.
+    for path in (f"/topics/{PRIVATE}/stream", f"/topics/{PRIVATE}/stats", "/topics", "/alerts"):
+        status, headers, body = request(no_query.port, "GET", path + query)
+        message = json.loads(body)["error"]["message"]
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer"), path
+        assert "query tokens are disabled" in message, (path, message)
+        assert "PUSHSVC_TOKEN_QUERY=true" in message and "Authorization: Bearer" in message
+    status, _, body = request(no_query.port, "GET", f"/stream?topic={PRIVATE}&token={token}")
+    assert status == 401 and "query tokens are disabled" in json.loads(body)["error"]["message"]
+    # Publishing never takes one: the answer says where the token goes instead.
+    status, _, body = request(
+        no_query.port, "POST", f"/topics/{PRIVATE}/events{query}", {"value": 1}
+    )
+    assert status == 401 and "never takes ?token=" in json.loads(body)["error"]["message"]
 
 
 def test_audience_and_issuer_are_checked_when_configured() -> None:

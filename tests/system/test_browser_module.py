@@ -499,3 +499,83 @@ def test_an_event_source_resumes_with_a_cursor_of_several_partitions(
     snapshot_id, snapshot = resumed.next_data("snapshot")
     assert snapshot["gap"] is True and snapshot_id == history_ids(server, topic)[-1]
     resumed.close()
+
+
+# ------------------------------------------------------------------ another origin's page
+
+
+class _AppOrigin(http.server.BaseHTTPRequestHandler):
+    """An application's own origin (another port): its page imports the module from pushsvc
+    exactly as docs/browser.md shows, and records what it hands over in `window.seen`."""
+
+    page = b""
+
+    def do_GET(self) -> None:
+        pages = {"/": self.page, "/blank": b"<!doctype html><title>blank</title>"}
+        if self.path not in pages:
+            self.send_response(204)  # the favicon
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(pages[self.path])))
+        self.end_headers()
+        self.wfile.write(pages[self.path])
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+APP_PAGE = """<!doctype html><title>an application</title>
+<script type="module">
+import { subscribe } from "%(pushsvc)s/static/pushsvc.js";
+
+window.seen = { values: [], states: [] };
+subscribe({
+  topics: ["%(topic)s"],
+  history: { limit: 100 },
+  onUpdate: (update) => window.seen.values.push(update.event?.value),
+  onStatus: (state) => window.seen.states.push(state),
+});
+</script>"""
+
+
+def test_a_page_of_another_origin_imports_the_module_and_receives_updates(
+    browser: Browser, page: Page
+) -> None:
+    """The module is public code: any origin may import it. Its streams and history, asked
+    for with credentials, answer only the origins of PUSHSVC_CORS_ORIGINS."""
+    origins = [
+        http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _AppOrigin) for _ in "ab"
+    ]
+    listed, unlisted = (f"http://127.0.0.1:{o.server_address[1]}" for o in origins)
+    pushsvc = PushsvcProcess("serve", "--tick", "0", "--cors-origins", listed).start()
+    topic = f"mod.{unique()}"
+    _AppOrigin.page = (APP_PAGE % {"pushsvc": pushsvc.base, "topic": topic}).encode()
+    for origin in origins:
+        threading.Thread(target=origin.serve_forever, daemon=True).start()
+    try:
+        assert post(pushsvc.port, topic, {"value": 1})[0] == 202
+        page.goto(listed + "/")
+        page.wait_for_function("() => window.seen?.states.includes('live')")
+        page.wait_for_function("() => window.seen.values.length === 1")  # its history
+        assert post(pushsvc.port, topic, {"value": 2})[0] == 202
+        page.wait_for_function("() => window.seen.values.length === 2")
+        assert page.evaluate("() => window.seen.values") == [1, 2]
+        # An origin the server does not list still imports the module.
+        other = new_page(browser.new_context())
+        try:
+            other.goto(unlisted + "/blank")
+            exported = other.evaluate(
+                "async (url) => typeof (await import(url)).subscribe",
+                f"{pushsvc.base}/static/pushsvc.js",
+            )
+            assert exported == "function"
+        finally:
+            other.context.close()
+        check_page(other)
+    finally:
+        for origin in origins:
+            origin.shutdown()
+            origin.server_close()
+        pushsvc.stop()

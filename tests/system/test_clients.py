@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -132,6 +134,17 @@ def waits(request: pytest.FixtureRequest) -> list[float]:
     return sleeps.waits
 
 
+def rows(client: Any, topic: str) -> int:
+    """How many updates the topic's history holds so far: none while the topic is unknown
+    (on Redis its first update follows the 202), which `history` answers with a 404."""
+    try:
+        return len(client.history(topic))
+    except ApiError as unknown:
+        if unknown.status != 404:
+            raise
+        return 0
+
+
 @pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def pushsvc(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
     args = ["serve", "--tick", "0", "--heartbeat", "1s"]
@@ -163,7 +176,7 @@ def test_publish_then_read_history_series_stats_topics_and_rules(
     assert client.publish(topic, events[13:]) == 7
 
     # On Redis a 202 means logged: the aggregator's updates follow.
-    wait_until(lambda: len(client.history(topic)) == len(events), what="every update")
+    wait_until(lambda: rows(client, topic) == len(events), what="every update")
     history = client.history(topic)
     assert history["value"].tolist() == [e["value"] for e in events]
     assert history["id"].is_unique and history.attrs["gap"] is False
@@ -171,7 +184,7 @@ def test_publish_then_read_history_series_stats_topics_and_rules(
 
     # Buckets of 1 s close once the topic clock passes their end plus the 5 s lateness.
     assert client.publish(topic, {"value": 0.0, "ts": T0 + 20}) == 1
-    wait_until(lambda: len(client.history(topic)) == len(events) + 1, what="the last update")
+    wait_until(lambda: rows(client, topic) == len(events) + 1, what="the last update")
     series = client.series(topic, resolution="1s", until=T0 + 8)
     frame = pd.DataFrame(
         {"value": [e["value"] for e in events]},
@@ -270,7 +283,7 @@ def test_a_retry_after_a_dropped_connection_is_logged_once(
     finally:
         proxy.close()
     direct = make_client(pushsvc.base)
-    wait_until(lambda: len(direct.history(topic)) == 3, what="three updates")
+    wait_until(lambda: rows(direct, topic) == 3, what="three updates")
     assert direct.history(topic)["value"].tolist() == [1.0, 2.0, 3.0]
 
 
@@ -324,7 +337,37 @@ def test_errors_carry_the_status_and_the_servers_code_and_are_not_retried(
         client.series(topic, resolution="7s")
     assert bad_tier.value.status == 400 and bad_tier.value.code is not None
     assert waits(request) == []
-    assert client.history(topic).empty  # the bad batch changed nothing
+    with pytest.raises(ApiError) as unknown:  # the bad batch changed nothing
+        client.history(topic)
+    assert (unknown.value.status, unknown.value.code) == (404, "not_found")
+    assert waits(request) == []
+
+
+def test_history_and_stats_agree_that_an_unknown_topic_is_not_found(
+    pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(pushsvc.base)
+    for read in (client.stats, client.history):
+        with pytest.raises(ApiError) as unknown:
+            read(topic)
+        assert (unknown.value.status, unknown.value.code) == (404, "not_found")
+    # A topic that has updates, none of them from `since` on: an empty frame, as before.
+    assert client.publish(topic, {"value": 1.0, "ts": T0}) == 1
+    wait_until(lambda: rows(client, topic) == 1, what="its update")
+    assert client.history(topic, since=T0 + 60).empty
+
+
+def test_publish_takes_a_bare_number_and_names_what_it_takes_otherwise(
+    pushsvc: PushsvcProcess, make_client: MakeClient, topic: str
+) -> None:
+    client = make_client(pushsvc.base)
+    assert client.publish(topic, 12.5) == 1
+    assert client.publish(topic, [1, {"value": 2}]) == 2
+    for wrong in ("12.5", None, True, [None]):
+        with pytest.raises(TypeError, match=r"an event is a number or a mapping like \{'value'"):
+            client.publish(topic, wrong)
+    wait_until(lambda: rows(client, topic) == 3, what="three updates")
+    assert client.history(topic)["value"].tolist() == [12.5, 1.0, 2.0]
 
 
 def test_an_unreachable_server_is_retried_then_raised(
@@ -335,6 +378,21 @@ def test_an_unreachable_server_is_retried_then_raised(
         client.publish(topic, {"value": 1})
     assert lost.value.status is None and "cannot reach" in str(lost.value)
     assert len(waits(request)) == 2
+
+
+def test_a_subscription_to_an_unreachable_server_warns_each_retry_and_gives_up_at_max_retries(
+    request: pytest.FixtureRequest, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = make_client(url, backoff=Backoff(cap=0.0))
+    with caplog.at_level(logging.WARNING, logger="pushsvc.client"), pytest.raises(Unreachable):
+        next(iter(client.subscribe("orders", max_retries=3)))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3 == len(waits(request))
+    assert all(
+        re.fullmatch(rf"cannot reach {url}/: ConnectError: .*; retrying in 0\.0 s", line)
+        for line in warned
+    ), warned
 
 
 def test_a_token_opens_its_scope_and_a_refusal_raises_at_once(
@@ -367,7 +425,7 @@ def test_frames_grow_from_the_history_with_every_live_update(
 ) -> None:
     client = make_client(pushsvc.base)
     assert client.publish(topic, _events(3)) == 3
-    wait_until(lambda: len(client.history(topic)) == 3, what="three updates")
+    wait_until(lambda: rows(client, topic) == 3, what="three updates")
     frames = client.frames(topic, every="100ms")
     first = next(frames)
     assert first["value"].tolist() == [0.0, 7.0, 3.0]
@@ -387,7 +445,7 @@ def test_frames_keep_coming_while_updates_never_pause(
     # messages never stop coming, so it must not wait for a quiet moment.
     client = make_client(pushsvc.base)
     assert client.publish(topic, {"value": 0.0}) == 1
-    wait_until(lambda: len(client.history(topic)) == 1, what="the first update")
+    wait_until(lambda: rows(client, topic) == 1, what="the first update")
     frames = client.frames(topic, every="100ms")
     next(frames)
     stop = threading.Event()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +66,7 @@ def test_duration_labels(us: int, label: str) -> None:
         ("windows", "0s", "--windows"),
         ("port", "http", "--port / PUSHSVC_PORT"),
         ("port", "70000", "--port"),
+        ("metrics_port", "70000", "--metrics-port / PUSHSVC_METRICS_PORT"),
         ("history", "0", "--history"),
         ("heartbeat", "0", "--heartbeat"),
         ("redis_url", "http://x", "--redis-url"),
@@ -78,6 +83,47 @@ def test_duration_labels(us: int, label: str) -> None:
 def test_bad_values_raise_naming_the_setting(setting: str, value: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.load({setting: value}, {})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "takes"),
+    [
+        ("port", "abc", "is not a TCP port (0 to 65535)"),
+        ("history", "many", "must be a positive integer"),
+        ("trusted_proxies", "one", "must be a whole number, 0 or more"),
+        ("partitions", "lots", "is not a whole number of partitions"),
+        ("publish_rate", "fast", "must be a positive number of events per second"),
+    ],
+)
+def test_a_number_setting_given_words_says_what_it_takes(
+    setting: str, value: str, takes: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.load({setting: value}, {})
+    assert str(raised.value).endswith(f"{value!r} {takes}")
+    assert "literal" not in str(raised.value) and "convert" not in str(raised.value)
+
+
+def test_the_cli_names_a_port_that_is_no_number_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pushsvc", "serve"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "PUSHSVC_PORT": "abc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "pushsvc: invalid --port / PUSHSVC_PORT: 'abc' is not a TCP port (0 to 65535)\n"
+    )
+
+
+def test_the_settings_line_shows_durations_and_tiers_as_they_are_written() -> None:
+    shown = Settings.load({"topic_ttl": "0", "tick": "500ms"}, {}).redacted()
+    assert shown["windows"] == "10s,1m,5m"
+    assert shown["series"] == "1s:15m,1m:24h"
+    assert (shown["tick"], shown["heartbeat"], shown["topic_ttl"]) == ("500ms", "15s", "0")
+    assert shown["idempotency_window"] == "10m"
 
 
 def test_passwords_are_redacted() -> None:
@@ -160,3 +206,76 @@ def test_alert_changes_are_kept_as_long_as_the_longest_series_unless_told() -> N
     assert Settings.load({"series": "none"}, {}).alert_keep_us == day
     told = Settings.load({"series": "1m:2d"}, {"PUSHSVC_ALERT_RETENTION": "6h"})
     assert told.alert_keep_us == 6 * hour
+
+
+def _data_dir_cases(root: Path) -> dict[str, tuple[str, str]]:
+    """(the --data-dir given, what its one line says) by case; `root` is world-readable."""
+    (root / "a-file").write_text("not a directory")
+    read_only = root / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    return {
+        "a file": (str(root / "a-file"), "is a file, not a directory"),
+        "under a file": (str(root / "a-file" / "data"), "Not a directory"),
+        "under /proc": ("/proc/pushsvc-data", "No such file or directory"),
+        "a read-only parent": (str(read_only / "data"), "Permission denied"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "under /proc", "a read-only parent"])
+def test_a_data_dir_that_cannot_be_made_stops_the_server_with_one_line(case: str) -> None:
+    with tempfile.TemporaryDirectory() as made:
+        root = Path(made)
+        root.chmod(0o755)
+        given, says = _data_dir_cases(root)[case]
+        command = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--data-dir", given]
+        if os.geteuid() == 0 and case == "a read-only parent":
+            # root writes anywhere: run it without its capabilities, as a service would be.
+            if shutil.which("setpriv") is None:
+                pytest.skip("as root, needs setpriv (util-linux) to drop capabilities")
+            command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", *command]
+        result = subprocess.run(
+            command,
+            env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pushsvc: invalid --data-dir / PUSHSVC_DATA_DIR: ")
+    assert repr(given) in lines[0] and says in lines[0], lines[0]
+    assert not os.path.exists(given) or case == "a file"  # nothing made on the way
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PUSHSVC_ANONYMOUS": "public.*"}, "--anonymous (PUSHSVC_ANONYMOUS) only apply"),
+        ({"PUSHSVC_TOKEN_QUERY": "true"}, "--token-query (PUSHSVC_TOKEN_QUERY) only apply"),
+        (
+            {"PUSHSVC_ANONYMOUS": "public.*", "PUSHSVC_TOKEN_QUERY": "1"},
+            "--anonymous (PUSHSVC_ANONYMOUS) and --token-query (PUSHSVC_TOKEN_QUERY) only apply",
+        ),
+    ],
+)
+def test_auth_only_settings_with_auth_off_stop_the_server_with_one_line(
+    env: dict[str, str], named: str
+) -> None:
+    """With auth off every topic is anyone's: an operator who names public topics (or allows
+    tokens in URLs) believes the others closed, so the server refuses to start open."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pushsvc", "serve", "--port", "0"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"pushsvc: {named} with auth on: without --jwt-key"), lines[0]
+    # With the key, or with the settings at their defaults, the same settings load.
+    Settings.load({"jwt_key": "k" * 32}, env)
+    Settings.load({"anonymous": "", "token_query": "false"}, {})

@@ -12,7 +12,10 @@ run at once without sharing `docker-wheels/`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -229,3 +232,28 @@ def test_pushsvc_runs_on_three_primaries_with_a_replica_each(cluster: ClusterSta
     assert all(holders.values()), f"a primary holds no partition: {holders}"
     held = [b for bs in holders.values() for b in bs]
     assert sorted(held) == sorted(bases), "each partition's keys on one primary"
+
+
+def test_the_offline_images_command_makes_what_compose_is_given(
+    docker_daemon: DockerDaemon,  # noqa: F811
+) -> None:
+    """deploy/offline-images.sh, the standalone command docs/deploy.md gives where no image
+    registry is reachable: the base images (made by the fixture already, so this run finds
+    them) and the variables that point compose at them."""
+    done = subprocess.run(
+        [str(COMPOSE.parent / "deploy" / "offline-images.sh"), "--no-build"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"export PUSHSVC_PYTHON_IMAGE={PYTHON_STAND_IN.name}",
+        f"export PUSHSVC_REDIS_IMAGE={REDIS_STAND_IN.name}",
+        "export PUSHSVC_IMAGE=pushsvc:latest",
+    ]
+    assert f"{REDIS_STAND_IN.name}: already made" in done.stderr
+    for image in (PYTHON_STAND_IN.name, REDIS_STAND_IN.name):
+        run(["docker", "image", "inspect", image])

@@ -69,6 +69,9 @@ def test_events_wait_in_the_log_while_no_aggregator_runs(
         status, _, body = request(web.port, "GET", "/readyz")
         ready = json.loads(body)
         assert status == 503 and ready["status"] == "no_aggregator"
+        # Why, and what to do: every partition is orphaned, the three events wait.
+        assert ready["reason"].startswith("no aggregator holds partition(s) 0/16, 1/16,")
+        assert "(3 waiting)" in ready["reason"] and "start `pushsvc aggregate`" in ready["reason"]
         # The topic's partition, of the default 16: its log holds the three.
         partition = f"{partition_of(topic, DEFAULT_PARTITIONS)}/{DEFAULT_PARTITIONS}"
         assert len(ready["shards"]) == DEFAULT_PARTITIONS

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from conftest import MakeApp
 from support.gunicorn import gunicorn
-from support.live import PushsvcProcess, SSEClient, post, request
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
+from support.scrapes import Scrapes, key
 
 pytestmark = pytest.mark.redis
 
@@ -81,3 +83,61 @@ def test_a_hosts_own_log_handlers_get_the_credential_filter(make_app: MakeApp) -
     finally:
         root.handlers[:] = saved
     assert written[-1] == "bad request line GET /stream?token=[redacted]"
+
+
+def test_the_settings_line_of_an_app_a_host_serves_leaves_out_the_port_it_never_binds(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under gunicorn the host binds (`-b`): `--port`, whatever it says, is not where the
+    app answers, so the settings line must not claim it."""
+    with caplog.at_level(logging.INFO, logger="pushsvc.app"):
+        make_app(port=8000)
+    (line,) = [r.getMessage() for r in caplog.records if "settings:" in r.getMessage()]
+    assert "'port'" not in line and "'host'" not in line
+    assert "'tick': '0'" in line and "'windows': '10s,1m,5m'" in line
+
+
+def test_gunicorn_workers_answer_metrics_as_one_with_the_aggregator_beside_them(
+    redis_server: RedisServer, prefix: str, topic: str, tmp_path: Path
+) -> None:
+    """As docs/deploy.md says: one PROMETHEUS_MULTIPROC_DIR for the workers and the aggregator
+    on that machine, and pushsvc's gunicorn config to drop a dead worker's gauges."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    settings = {
+        "PUSHSVC_REDIS_URL": redis_server.url,
+        "PUSHSVC_PREFIX": prefix,
+        "PUSHSVC_TICK": "0",
+        "PUSHSVC_PARTITIONS": "4",
+        "PROMETHEUS_MULTIPROC_DIR": str(shared),
+    }
+    aggregator = PushsvcProcess("aggregate", env={**os.environ, **settings}, http=False).start()
+    config = ("-c", "python:pushsvc.ops.gunicorn_config")
+    try:
+        aggregator.wait_for_log("took the lease")
+        with gunicorn(settings, tmp_path, *config, workers=2) as (port, _):
+            scrapes = Scrapes(port)
+            posted = 0
+            while scrapes.taken < 8 or len(scrapes.answered_by) < 2:
+                assert scrapes.taken < 80, "every scrape reached one worker"
+                assert post(port, topic, [{"value": 1.0}] * (scrapes.taken % 3 + 1))[0] == 202
+                posted += scrapes.taken % 3 + 1
+                assert scrapes.take()[key("pushsvc_events_accepted_total")] == posted
+            wait_until(
+                lambda: (
+                    scrapes.value("pushsvc_partitions_owned") == 4
+                    and scrapes.value("pushsvc_topics") == 1
+                ),
+                interval=0.1,
+            )
+            # gunicorn starts another worker for one killed; the master drops its gauges.
+            victim = sorted(scrapes.answered_by)[0]
+            assert (shared / f"gauge_livesum_{victim}.db").exists()
+            os.kill(int(victim), signal.SIGKILL)
+            wait_until(lambda: not (shared / f"gauge_livesum_{victim}.db").exists(), timeout=20)
+            for _ in range(8):
+                assert scrapes.take()[key("pushsvc_events_accepted_total")] == posted
+    finally:
+        aggregator.stop()
+    # The aggregator, stopping, took its gauges with it.
+    assert not list(shared.glob(f"gauge_*_{aggregator.pid}.db"))

@@ -228,3 +228,28 @@ def test_openapi_describes_it_truthfully(client: FlaskClient, make_app: MakeApp)
         "limit",
         "format",
     }
+
+
+def test_more_on_the_newest_page_is_read_from_the_oldest_as_documented(
+    client: FlaskClient, topic: str
+) -> None:
+    """Without `since`, `more` says older updates were left out; its resume_id continues live
+    (nothing older), and `since=0` then `since=<resume_id>` reads them all, oldest first."""
+    events = [{"value": n, "ts": T0 + n} for n in range(5)]
+    assert client.post(f"/topics/{topic}/events", json=events).status_code == 202
+    newest = client.get(f"/topics/{topic}/history", query_string={"limit": 2}).json
+    assert newest["more"] and [u["event"]["value"] for u in newest["updates"]] == [3, 4]
+    after = client.get(f"/topics/{topic}/history", query_string={"since": newest["resume_id"]})
+    assert after.json["updates"] == []  # what the stream would continue with: nothing yet
+    seen: list[float] = []
+    since: str | int = 0
+    while True:
+        page = client.get(
+            f"/topics/{topic}/history", query_string={"since": since, "limit": 2}
+        ).json
+        seen += [u["event"]["value"] for u in page["updates"]]
+        if not page["more"]:
+            break
+        since = page["resume_id"]
+    assert seen == [0, 1, 2, 3, 4]
+    assert page["resume_id"] == newest["resume_id"]

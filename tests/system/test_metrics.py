@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -156,3 +157,28 @@ def test_a_stream_whose_token_expires_is_counted_as_expired(topic: str) -> None:
         wait_until(lambda: disconnects(proc.port, StreamExit.EXPIRED) == 1)
     finally:
         proc.stop()
+
+
+@pytest.mark.redis
+def test_an_aggregate_process_answers_metrics_on_its_metrics_port(prefix: str, topic: str) -> None:
+    """`pushsvc aggregate` has no other HTTP: its partitions, topics and updates published
+    are scraped there."""
+    redis = RedisServer().start()
+    env = {**os.environ, "PUSHSVC_REDIS_URL": redis.url, "PUSHSVC_PREFIX": prefix}
+    aggregator = PushsvcProcess(
+        "aggregate", "--partitions", "4", "--metrics-port", "0", "--tick", "0", env=env, http=False
+    ).start()
+    web = PushsvcProcess("web", "--partitions", "4", env=env).start()
+    try:
+        aggregator.wait_for_log("pushsvc aggregator metrics on")
+        line = next(x for x in aggregator.output if "pushsvc aggregator metrics on" in x)
+        port = int(re.search(r":(\d+)/metrics", line)[1])  # type: ignore[index]
+        assert post(web.port, topic, [{"value": 1.0}, {"value": 2.0}])[0] == 202
+        wait_until(lambda: value(port, "pushsvc_updates_published_total") == 2)
+        assert value(port, "pushsvc_partitions_owned") == 4
+        assert value(port, "pushsvc_aggregators_live") == 1
+        assert value(port, "pushsvc_topics") == 1
+    finally:
+        web.stop()
+        aggregator.stop()
+        redis.stop()

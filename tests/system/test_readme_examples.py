@@ -10,6 +10,10 @@ says how commands, servers and streams are taken): the ports they name (8000, 80
 become free ones, and the Redis at localhost:6379 a redis-server of the test's own. A block that
 cannot run here says so, and why, in a marker right before it (tests/support/readme_examples.py).
 Each test is named by the file and line of its block (`test_example[docs/api.md:30]`).
+
+The same fresh install then takes the operator's path (`test_the_operator_path`,
+tests/support/operator_path.py): docs/security.md and docs/deploy.md with openssl, nginx,
+TLS and gunicorn.
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ from pathlib import Path
 import pytest
 
 from support.live import request
+from support.net import free_port
 from support.newcomer import Newcomer
-from support.readme_examples import Block, ReadmeError, read_blocks
+from support.nginx import NGINX, Nginx, render
+from support.operator_path import LATER_STEPS, OperatorShell
+from support.readme_examples import Block, ReadmeError, read_blocks, substitute_ports
 from support.redis_server import RedisServer
+from support.security_docs import blocks as security_blocks
+from support.security_docs import expected
 
 ROOT = Path(__file__).resolve().parents[2]
 # In the order a newcomer reads them: the front page's tour, then the reference. State carries
@@ -169,3 +178,69 @@ def test_example(newcomer: Newcomer, block: Block) -> None:
     took = time.monotonic() - started
     every = f"(every command's output so far: {newcomer.transcript})"
     assert not problems, f"{block.name} ({took:.1f} s) {every}:\n" + "\n\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    NGINX is None or None in (shutil.which("curl"), shutil.which("openssl")),
+    reason="the operator's path needs nginx, curl and openssl (apt install nginx curl openssl)",
+)
+def test_the_operator_path(newcomer: Newcomer, tmp_path: Path) -> None:
+    """docs/security.md and docs/deploy.md as an operator follows them, in the tour's fresh
+    install (tests/support/operator_path.py): a JWT secret made by openssl, a certificate
+    made by openssl, pushsvc behind deploy/nginx.conf over TLS, then TLS served directly,
+    then the web tier under gunicorn on Redis — each time the docs' token minted and a
+    publish accepted with it and refused without. Neither the key nor a token is logged."""
+    shell = OperatorShell(newcomer.home / ".venv" / "bin", tmp_path)
+    doc = security_blocks()
+    minted = expected("mint").split()
+    *turn_on, serve = doc["server"].strip().splitlines()
+    redis = RedisServer().start()
+    nginx: Nginx | None = None
+    try:
+        # security.md, "Turning it on"; deploy.md, "Behind nginx": PUSHSVC_TRUSTED_PROXIES=1.
+        shell.run("\n".join([*turn_on, "export PUSHSVC_TRUSTED_PROXIES=1"]))
+        shell.run(doc["certificate"])
+        web = shell.start(serve, port=free_port())
+        https = free_port()
+        site = render(
+            (newcomer.home / "deploy" / "nginx.conf").read_text(),
+            https=https, http=free_port(), upstream=web.port,
+            cert=tmp_path / "cert.pem", key=tmp_path / "key.pem",
+        )  # fmt: skip
+        nginx = Nginx(tmp_path / "nginx", site, https).start()
+        assert shell.run(_mint(doc, f"https://localhost:{https}")).split() == minted
+        nginx.stop()
+        shell.stop(web)
+
+        # security.md, "TLS": served directly, auth still on.
+        port = free_port()
+        shell.start(doc["server-tls"].strip(), port=port, https=True)
+        assert shell.run(_mint(doc, f"https://localhost:{port}")).split() == minted
+
+        # deploy.md, "Gunicorn with gevent workers": its install, then its command.
+        deploy = read_blocks(newcomer.home / "docs" / "deploy.md")
+        [block] = [b for b in deploy if "gunicorn -k" in b.text]
+        install, command = block.text.strip().split("\n", 1)
+        shell.run(install, cwd=newcomer.home)
+        port = free_port()
+        shell.start(substitute_ports(command, {6379: redis.port, 8001: port}), port=port)
+        assert shell.run(_mint(doc, f"localhost:{port}")).split() == minted
+
+        for step in LATER_STEPS:
+            step(shell)
+        secrets = [shell.exported("PUSHSVC_JWT_KEY"), shell.exported("TOKEN")]
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        problems = shell.close()
+        redis.stop()
+    assert not problems, "\n\n".join(problems)
+    logs = [server.output() for server in shell.servers]
+    logs.append((tmp_path / "nginx" / "access.log").read_text())
+    assert all(secret and secret not in log for secret in secrets for log in logs)
+
+
+def _mint(doc: dict[str, str], address: str) -> str:
+    """security.md's `mint` block, its server at `address` instead of localhost:8000."""
+    return doc["mint"].replace("localhost:8000", address)

@@ -4,7 +4,6 @@ in one shell, servers in the background on a free port, output as `<!-- expect: 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,28 +14,12 @@ import pytest
 from pushsvc.app import create_app
 from support.live import SRC
 from support.net import free_port
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
-_BLOCK = re.compile(r"<!-- run: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
-_EXPECT = re.compile(r"\n<!-- expect: (?P<out>.*?) -->")
+from support.security_docs import blocks, expected
 
 pytestmark = pytest.mark.skipif(
     shutil.which("curl") is None or shutil.which("openssl") is None,
     reason="needs curl and openssl (apt-get install -y curl openssl)",
 )
-
-
-def blocks() -> dict[str, str]:
-    return {m["name"]: m["code"] for m in _BLOCK.finditer(DOC.read_text())}
-
-
-def expected(name: str) -> str:
-    text = DOC.read_text()
-    for block in _BLOCK.finditer(text):
-        after = _EXPECT.match(text, block.end())
-        if block["name"] == name and after is not None:
-            return after["out"]
-    raise AssertionError(f"no expect: after {name}")
 
 
 def in_background(server_block: str, check: str) -> str:

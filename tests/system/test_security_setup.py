@@ -8,11 +8,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 
+from conftest import MakeApp
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
-from pushsvc.security.tokens import Verifier, load_key
+from pushsvc.security.tokens import NOT_A_JWT, Verifier, load_key
 from support.auth_tokens import OTHER_SECRET, SECRET, hs256, remember, write_keypair
 from support.live import PushsvcProcess, SSEClient, run_tool, start_tool
 
@@ -153,6 +155,17 @@ def test_pushsvc_subscribe_with_a_token(secured: PushsvcProcess) -> None:
     assert unauthorized.returncode != 0 and "401" in unauthorized.stderr
 
 
+def test_pushsvc_replay_without_a_token_is_one_line_saying_401(
+    secured: PushsvcProcess, tmp_path: Path
+) -> None:
+    csv = tmp_path / "values.csv"
+    csv.write_text("value\n1\n2\n")
+    done = run_tool("replay", f"--url={secured.base}", str(csv), "--topic", "tok.r")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()  # no progress bar drawn before it, nor after
+    assert line.startswith("Error: HTTP 401 ")
+
+
 def test_pushsvc_token_with_a_private_key_and_its_errors(tmp_path: Path) -> None:
     private, public = write_keypair(tmp_path, "ec")
     token = _mint("--private-key", str(private), "--publish", "*")
@@ -164,6 +177,42 @@ def test_pushsvc_token_with_a_private_key_and_its_errors(tmp_path: Path) -> None
     assert done.returncode == 2
     done = run_tool("token", "--publish", "bad*", env={"PUSHSVC_JWT_KEY": SECRET})
     assert done.returncode == 2 and "bad*" in done.stderr
+
+
+def test_a_garbage_token_is_a_401_saying_it_is_not_a_jwt(make_app: MakeApp) -> None:
+    client = make_app(jwt_key=SECRET).test_client()
+    answer = client.get("/topics/orders/stats", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert answer.status_code == 401
+    assert answer.json["error"]["message"] == f"invalid token: {NOT_A_JWT}"
+
+
+@pytest.mark.parametrize("ttl", ["1h", "7d", "1s", "90"])
+def test_pushsvc_token_lasts_exactly_its_ttl(ttl: str) -> None:
+    claims = jwt.decode(
+        _mint("--subscribe", "a", "--ttl", ttl, env={"PUSHSVC_JWT_KEY": SECRET}),
+        options={"verify_signature": False},
+    )
+    seconds = {"1h": 3600, "7d": 7 * 86400, "1s": 1, "90": 90}[ttl]
+    assert claims["exp"] - claims["iat"] == seconds
+
+
+@pytest.mark.parametrize("ttl", ["0", "500ms", "1500ms"])
+def test_pushsvc_token_refuses_a_ttl_under_a_second_or_not_whole_in_one_line(ttl: str) -> None:
+    done = run_tool("token", "--subscribe", "a", "--ttl", ttl, env={"PUSHSVC_JWT_KEY": SECRET})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"pushsvc token: --ttl takes whole seconds, at least 1s (30m, 1h, 7d); got {ttl!r}\n"
+    )
+
+
+def test_pushsvc_token_warns_when_it_grants_no_topic() -> None:
+    done = run_tool("token", "--sub", "ci", env={"PUSHSVC_JWT_KEY": SECRET})
+    assert done.returncode == 0 and done.stdout.count(".") == 2
+    assert done.stderr == (
+        "pushsvc token: warning: no --publish and no --subscribe: this token grants no topic\n"
+    )
+    quiet = run_tool("token", "--subscribe", "a", env={"PUSHSVC_JWT_KEY": SECRET})
+    assert quiet.stderr == ""
 
 
 @pytest.mark.parametrize("origins", ["*", "https://a.test/*", "a.test", "https://a.test/path"])

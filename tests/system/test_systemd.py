@@ -89,3 +89,12 @@ def test_the_units_command_and_environment_serve(tmp_path: Path) -> None:
         assert any((tmp_path / "state").iterdir())  # the state is kept there
     finally:
         assert server.stop(timeout=30) == 0  # SIGTERM, as systemd stops it
+
+
+def test_the_unit_and_the_docs_install_the_same_way() -> None:
+    """The unit's comment and docs/deploy.md name one install command (they had drifted:
+    a package index name in one, this checkout in the other)."""
+    unit = re.search(r"^#\s+(python3 -m venv /opt/pushsvc .*)$", UNIT.read_text(), re.MULTILINE)
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert unit is not None
+    assert re.search(rf"^{re.escape(unit[1])}$", docs, re.MULTILINE), unit[1]

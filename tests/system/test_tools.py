@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import queue
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from pushsvc.client.models import history_dataframe
+from pushsvc.config import Settings
 from pushsvc.extras import MissingExtra
 from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
+from support.net import free_port
 
 
 def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:
@@ -32,6 +37,50 @@ def test_publish_reports_the_servers_error(server: PushsvcProcess, topic: str) -
     done = run_tool("publish", f"--url={server.base}", topic, stdin='{"value": "x"}\n')
     assert done.returncode != 0
     assert "invalid_event" in done.stderr
+
+
+def test_publish_names_the_line_of_standard_input_that_is_not_json(
+    server: PushsvcProcess, topic: str
+) -> None:
+    stdin = '{"value": 1}\n\n{"value": 2}\n{"value" 3}\n{"value": 4}\n'
+    done = run_tool("publish", f"--url={server.base}", topic, stdin=stdin)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "Error: standard input line 4 is not JSON (unexpected character, expected ':' after "
+        "key at column 10): '{\"value\" 3}'\n"
+    )
+    assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404  # nothing sent
+
+
+def test_serve_help_says_what_each_setting_takes() -> None:
+    from click.testing import CliRunner
+
+    from pushsvc.cli import main
+
+    shown = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    metavars = dict(re.findall(r"^  (--[a-z-]+) (\S+)", shown, re.MULTILINE))
+    assert metavars["--port"] == "PORT" and metavars["--redis-url"] == "URL"
+    assert metavars["--tick"] == metavars["--lease"] == "DURATION"
+    assert metavars["--max-body"] == "BYTES" and metavars["--history"] == "INTEGER"
+    assert metavars["--rules"] == metavars["--data-dir"] == "PATH"
+    assert metavars["--windows"] == "DURATION[,...]" and metavars["--log-format"] == "[text|json]"
+    flag = r"^  --token-query / --no-token-query\s+\[env PUSHSVC_TOKEN_QUERY"
+    assert re.search(flag, shown, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("args", "given"),
+    [(["--token-query"], "true"), (["--no-token-query"], "false"), ([], None)],
+)
+def test_token_query_is_a_flag_as_documented(args: list[str], given: str | None) -> None:
+    from pushsvc.cli import serve
+
+    flags = serve.make_context("serve", [*args, "--tick", "0"]).params
+    assert flags.pop("reuse_port") is False  # serve --workers' own, not a setting
+    assert flags["token_query"] == given and flags["tick"] == "0"
+    if given is not None:  # query tokens are an auth setting: they need a key
+        with_auth = {"PUSHSVC_JWT_KEY": "k" * 32}
+        assert Settings.load(flags, with_auth).token_query is (given == "true")
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
@@ -58,6 +107,45 @@ def test_subscribe_prints_updates_as_json_lines(server: PushsvcProcess, topic: s
     proc.stdout.close()
     assert [line["data"]["windows"]["1m"] for line in lines] == [{"count": 1}, {"count": 2}]
     assert all(line["event"] == "stats" and line["id"] == line["data"]["id"] for line in lines)
+
+
+_CANNOT_REACH = re.compile(
+    r"pushsvc subscribe: cannot reach http://127\.0\.0\.1:\d+/: ConnectError: .*; "
+    r"retrying in \d+\.\d s"
+)
+
+
+def test_subscribe_to_a_closed_port_says_so_within_seconds() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pushsvc", "subscribe", f"--url=http://127.0.0.1:{free_port()}",
+         "orders"],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    stderr = proc.stderr
+    assert stderr is not None
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    threading.Thread(target=lambda: lines.put(stderr.readline()), daemon=True).start()
+    try:
+        # The interpreter's start is most of it; retries wait 0.2 s, 0.4 s, ... at first.
+        first = lines.get(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+        stderr.close()
+    assert _CANNOT_REACH.fullmatch(first.rstrip("\n")), first
+
+
+def test_subscribe_with_max_retries_gives_up_with_exit_1() -> None:
+    done = run_tool(
+        "subscribe", f"--url=http://127.0.0.1:{free_port()}", "orders", "--max-retries", "2"
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    *retried, last = done.stderr.splitlines()
+    assert len(retried) == 2 and all(_CANNOT_REACH.fullmatch(line) for line in retried), retried
+    assert last.startswith("Error: cannot reach http://127.0.0.1:")
 
 
 def test_replay_csv(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:

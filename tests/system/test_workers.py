@@ -4,6 +4,7 @@ redis-server, supervised; state that survives a restart."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -107,3 +108,28 @@ def test_data_dir_keeps_windows_and_history_across_a_restart(tmp_path: Path, top
         resumed.close()
     finally:
         assert restarted.stop() == 0
+
+
+def test_a_normal_start_logs_its_routine_at_info_and_says_partition() -> None:
+    """Taking the leases, rebuilding and going active on each of 16 partitions is routine:
+    INFO, so that WARNING stays for what someone should look at (at most the supervisor's
+    one summary line)."""
+    server = _serve("--workers", "2")
+    try:
+        wait_until(lambda: _listening_workers(server) == 2, timeout=20)
+        wait_until(
+            lambda: sum("active from log entry" in line for line in server.output) == 16,
+            timeout=30,
+            what="the aggregator went active on all 16 partitions",
+        )
+        started = list(server.output)
+    finally:
+        server.stop()
+    warnings = [line for line in started if " WARNING " in line]
+    assert len(warnings) <= 1, "".join(warnings)
+    assert sum(" INFO pushsvc.server: pushsvc web listening on " in line for line in started) == 2
+    took = " INFO pushsvc.broker.redis.lease: took the lease "
+    assert sum(took in line for line in started) >= 16
+    assert not any(re.search(r"\bshard \d+/\d+", line) for line in started), "".join(started)
+    rebuilt = re.compile(r": partition \d+/16: rebuilt ")
+    assert sum(rebuilt.search(line) is not None for line in started) == 16

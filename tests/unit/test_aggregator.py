@@ -190,3 +190,47 @@ def test_a_topic_restored_empty_behaves_like_one_ticks_emptied(stats: tuple[str,
     for batch in batches:
         expected = [d.body for d in ticked.apply_events("t", batch)]
         assert [d.body for d in restored.apply_events("t", batch)] == expected
+
+
+def test_deleting_a_topic_resolves_its_firing_instances_and_ends_its_pending_ones() -> None:
+    """A deleted topic's live instances never vanish silently: a firing one resolves (so
+    Alertmanager hears it end) and a pending one turns inactive, at the topic's clock, after
+    the deletion itself."""
+    wall = Wall()
+    hot = Alert("hot", ("t",), parse_condition("max[1m] > 10"), None, 0, 0, {}, {})
+    slow = Alert("slow", ("t",), parse_condition("count[1m] > 1"), None, 60 * S, 0, {}, {})
+    rules = Rules((), default_rule((2 * S, 60 * S), ("count", "max")), alerts=(hot, slow))
+    agg = Aggregator(rules=rules, wall_clock=wall)
+    drafts = agg.apply_events("t", [Event(50.0, wall.now), Event(1.0, wall.now + S)])
+    started = [orjson.loads(d.body)["state"] for d in drafts if d.instance is not None]
+    assert started == ["firing", "pending"]
+
+    deletion, *changes = agg.delete("t")
+    assert orjson.loads(deletion.body) == {"gap": True, "topics": {}, "deleted": ["t"]}
+    assert deletion.topic == "t" and deletion.clock_us == wall.now + S
+    ended = [orjson.loads(d.body) for d in changes]
+    assert [(c["alert"], c["state"], c["since"]) for c in ended] == [
+        ("hot", "resolved", (wall.now + S) / S),
+        ("slow", "inactive", (wall.now + S) / S),
+    ]
+    assert [d.instance for d in changes] == [(d.instance[0], b"") for d in changes if d.instance]
+    assert agg.topics() == []
+
+
+def test_a_deleted_topic_starts_afresh_at_its_next_event_whatever_its_clock_was() -> None:
+    wall = Wall()
+    agg = _aggregator(wall)
+    agg.apply_events("t", [Event(1.0, wall.now + 10**12)])  # a wrong clock, far ahead
+    assert agg.clock("t") == wall.now + 10**12
+    (deletion,) = agg.delete("t")
+    assert deletion.deletes
+    (fresh,) = agg.apply_events("t", [Event(2.0, wall.now)])
+    windows = orjson.loads(fresh.body)["windows"]
+    assert windows["1m"]["count"] == 1 and windows["1m"]["sum"] == 2.0
+    assert agg.clock("t") == wall.now
+
+
+def test_deleting_a_topic_the_aggregator_does_not_hold_still_drafts_the_deletion() -> None:
+    # The broker may keep some of it (a latest update, series) whatever the aggregator holds.
+    (deletion,) = _aggregator(Wall()).delete("never-seen")
+    assert deletion.deletes and deletion.topic == "never-seen"

@@ -30,7 +30,8 @@ TOPICS = ("grouped", "counted", "last", "long", "plain")
 TAG_STATS: dict[str, Any] = {"distinct": ("u",), "top": (("p", 2),)}
 
 Entry = tuple[tuple[int, int], str, list[Event] | None, dict[str, int] | None]
-"""(position, topic, events, ticks): a log entry, events or a round of ticks."""
+"""(position, topic, events, ticks): a log entry, events, a round of ticks, or the topic's
+deletion (neither events nor ticks)."""
 
 
 def _rules(*extra: Rule) -> Rules:
@@ -81,6 +82,9 @@ def _logs(draw: st.DrawFn) -> list[Entry]:
     clock = 1_700_000_000 * S
     for n in range(draw(st.integers(5, 50))):
         position = (1000 + n, 0)
+        if draw(st.integers(0, 9)) == 0:
+            log.append((position, draw(st.sampled_from(TOPICS)), None, None))
+            continue
         if draw(st.integers(0, 5)) == 0:
             clock += draw(st.sampled_from([S, 4 * S, 15 * S]))
             log.append((position, "", None, dict.fromkeys(TOPICS, clock)))
@@ -105,8 +109,9 @@ def _apply(aggregator: Aggregator, entry: Entry) -> list[bytes]:
     position, topic, events, ticks = entry
     if ticks is not None:
         drafts = aggregator.apply_ticks(ticks, position)
+    elif events is None:
+        drafts = aggregator.delete(topic, position)
     else:
-        assert events is not None
         drafts = aggregator.apply_events(topic, events, position)
     return [d.body for d in drafts]
 
@@ -118,13 +123,14 @@ def _kept(
     may still need and everything after its checkpoint; ticks all (they are cheap to keep)."""
     kept = []
     for entry in log[: upto + 1]:
-        position, topic, events, ticks = entry
-        if ticks is not None:
+        position, topic, events, _ = entry
+        horizon = None if events is None else aggregator.horizon_us(topic)
+        if horizon is None:
+            # Ticks and deletions all (they are cheap to keep), and the entries of a topic
+            # deleted since: a deletion the log keeps comes after them, and drops them.
             kept.append(entry)
             continue
         assert events is not None
-        horizon = aggregator.horizon_us(topic)
-        assert horizon is not None
         needed = max(e.ts_us for e in events) > horizon
         checkpoint = saved.get(topic)
         after = position > checkpoint.position if checkpoint else aggregator.durable(topic)

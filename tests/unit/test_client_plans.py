@@ -4,6 +4,7 @@ anything is sent."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from datetime import datetime
 
@@ -13,8 +14,8 @@ from httpx_sse import ServerSentEvent
 
 from pushsvc.client import ApiError, Backoff, StreamOptions, Unreachable, calls
 from pushsvc.client.calls import group_params, time_param
-from pushsvc.client.live_frames import interval_seconds
-from pushsvc.client.stream import StreamCursor
+from pushsvc.client.live_frames import LiveFrame, interval_seconds
+from pushsvc.client.stream import RawMessage, StreamCursor
 
 NO_JITTER = Backoff(base=0.0, cap=0.0)
 
@@ -153,3 +154,22 @@ def test_a_group_is_a_mapping_or_the_apis_tag_value_form(group: object) -> None:
 def test_a_group_without_a_colon_is_refused() -> None:
     with pytest.raises(ValueError, match="tag:value"):
         group_params("grill")
+
+
+def test_a_live_frame_empties_when_its_topic_is_deleted() -> None:
+    pytest.importorskip("pandas")
+    windows = {"1m": {"count": 1, "sum": 5.0}}
+    old = {"id": "e:0-1", "topic": "t", "ts": 1.0, "reason": "event", "event": None}
+    first_page = {"windows": ["1m"], "stats": ["count", "sum"], "gap": False}
+    live = LiveFrame("t", [{**old, "windows": windows}], first_page, "e:0-1")
+    assert len(live.frame) == 1
+    deletion = '{"id":"e:0-2","gap":true,"topics":{},"deleted":["t"]}'
+    live.add(RawMessage("snapshot", "e:0-2", deletion))
+    emptied = live.flush()
+    assert emptied is not None and emptied.empty
+    assert (emptied.attrs["gap"], emptied.attrs["resume_id"]) == (True, "e:0-2")
+    new = {**old, "id": "e:0-3", "ts": 0.5, "windows": {"1m": {"count": 1, "sum": 7.0}}}
+    live.add(RawMessage("stats", "e:0-3", json.dumps(new)))
+    frame = live.flush()
+    assert frame is not None and list(frame["1m_sum"]) == [7.0]
+    assert live.flush() is None

@@ -85,3 +85,35 @@ def test_the_floor_is_per_partition_and_forgets_each_partition_once_passed() -> 
     queue.put(run("b", "1e0000000", 3))
     assert [r.last_id.text for r in queue.drain()] == ["1e0000000:0-3"]
     assert queue.floor is None
+
+
+def _deletion(topic: str, n: int) -> Run:
+    body = b'{"gap":true,"topics":{},"deleted":["%s"]}' % topic.encode()
+    return run_of([Update.numbered(topic, UpdateId("e", 0, n), n, body)])
+
+
+def test_a_conflating_stream_still_gets_a_deletion_and_the_updates_after_it() -> None:
+    # A slow stream gets the latest statistics, but never misses that a topic was deleted:
+    # the deletion replaces the deleted topic's latest update and is not replaced by the new
+    # topic's.
+    queue = ConflatingQueue(capacity=1)
+    queue.put(_run("b", 1))
+    for run in (_run("a", 2), _deletion("a", 3), _run("b", 4), _run("a", 5), _run("a", 6)):
+        assert queue.put(run) is True
+    drained = queue.drain()
+    assert [(r.topic, [u.id.seq for u in r.updates]) for r in drained] == [
+        ("b", [1]),
+        ("a", [3]),
+        ("b", [4]),
+        ("a", [6]),
+    ]
+    assert drained[1].updates[0].is_deletion
+
+
+def test_a_deletion_inside_a_conflated_run_is_kept_before_the_runs_newest_update() -> None:
+    queue = ConflatingQueue(capacity=0)
+    deleted_then_new = run_of(
+        _run("a", 1).updates + _deletion("a", 2).updates + _run("a", 3).updates
+    )
+    assert queue.put(deleted_then_new) is True
+    assert [[u.id.seq for u in r.updates] for r in queue.drain()] == [[2], [3]]

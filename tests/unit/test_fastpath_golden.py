@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import traceback
 
 import pytest
 
@@ -53,3 +54,15 @@ def test_default_spec_runs_the_golden_source() -> None:
     widths, labels, stats = DEFAULT_CONFIGURATION
     fast = type(WindowSpec(widths, labels, stats).new())
     assert fast._fast_source == GOLDEN_PATH.read_text(encoding="utf-8")
+
+
+def test_a_traceback_through_the_generated_source_shows_its_lines() -> None:
+    """Tracebacks, pdb and profilers read source lines through linecache: the generated
+    methods' lines are there, not blank."""
+    windows = WindowSpec(*DEFAULT_CONFIGURATION).new()
+    with pytest.raises(ValueError) as raised:
+        windows.insert(0, "not a number")  # type: ignore[arg-type]
+    generated = raised.traceback[-1]
+    assert str(generated.path).startswith("<pushsvc.stats.fastpath")
+    assert "float(value)" in str(generated.statement)
+    assert "float(value)" in traceback.format_exception(raised.value)[-2]

@@ -10,6 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 NAMED = re.compile(r"`(pushsvc(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 PATH = re.compile(r"`((?:[a-z_]+/)+[a-z_]+\.(?:py|lua|js))`")
+# The same names written bare, as comments (Python's and Lua's) write them, `pushsvc/` or not.
+BARE_PATH = re.compile(r"(?<![\w/.`-])((?:[a-z_]+/)+[a-z_]+\.(?:py|lua))\b")
 NOT_PYTHON = {
     "pushsvc.js",  # the browser client, a file
     "pushsvc.publish",  # scopes, not modules
@@ -49,14 +51,27 @@ def test_every_named_source_file_exists() -> None:
     (the journal keeps the names a change had when it was measured, and is left out)."""
     package = ROOT / "src" / "pushsvc"
     pages = [p for p in (ROOT / "docs").rglob("*.md") if "journal" not in p.parts]
-    files = [*package.rglob("*.py"), *pages, ROOT / "README.md"]
+    files = [*package.rglob("*.py"), *package.rglob("*.lua"), *pages, ROOT / "README.md"]
+    wheres = (package, ROOT, ROOT / "src", package / "static", package / "broker")
     stale = sorted(
         f"{path.relative_to(ROOT)}: {name}"
         for path in files
         for name in set(PATH.findall(path.read_text()))
-        if not any(
-            (where / name).exists()
-            for where in (package, ROOT, ROOT / "src", package / "static", package / "broker")
-        )
+        if not any((where / name).exists() for where in wheres)
+    )
+    assert not stale, "\n".join(stale)
+
+
+def test_every_source_file_a_comment_names_exists() -> None:
+    """Comments and docstrings in Python and Lua name files bare (`pushsvc/core/lateness.py's
+    rule`): those names go stale as quietly as quoted ones."""
+    package = ROOT / "src" / "pushsvc"
+    files = [*package.rglob("*.py"), *package.rglob("*.lua")]
+    wheres = (package, ROOT, ROOT / "src", package / "broker")
+    stale = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in files
+        for name in set(BARE_PATH.findall(path.read_text()))
+        if not any((where / name.removeprefix("pushsvc/")).exists() for where in wheres)
     )
     assert not stale, "\n".join(stale)

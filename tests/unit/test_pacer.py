@@ -63,3 +63,16 @@ def test_due_updates_of_several_topics_go_in_id_order() -> None:
 def test_the_interval_must_be_positive(interval: float) -> None:
     with pytest.raises(ValueError):
         Pacer(interval)
+
+
+def test_a_deletion_goes_at_once_and_drops_the_update_held_back_of_its_topic() -> None:
+    # The held update belongs to the deleted topic: sent after the deletion, it would bring the
+    # deleted statistics back.
+    pacer = Pacer(0.5)
+    pacer.admit([_update("a", 1)], now=10.0)
+    assert pacer.admit([_update("a", 2)], now=10.1) == []
+    deletion = Update.numbered("a", UpdateId("ab", 0, 3), 3, b'{"gap":true,"topics":{}}')
+    assert pacer.admit([deletion], now=10.2) == [deletion]
+    assert not pacer.pending
+    assert _seqs(pacer.admit([_update("a", 4)], now=10.3)) == []  # the interval still holds
+    assert _seqs(pacer.admit([], now=10.5)) == [4]

@@ -136,3 +136,13 @@ def test_a_run_joins_its_frames_once() -> None:
     assert run.block == updates[0].sse + updates[1].sse
     assert run.last_id == updates[1].id
     assert run_of(updates[:1]).block is updates[0].sse
+
+
+def test_every_stream_gets_a_deletion_whole_whatever_it_projects_or_filters() -> None:
+    body = b'{"gap":true,"topics":{},"deleted":["t"]}'
+    deletion = Update.numbered("t", UpdateId("ab", 0, 9), 9, body)
+    expected = encode_update("ab:0-9", b'{"id":"ab:0-9",' + body[1:], "snapshot")
+    assert deletion.sse == expected
+    projected = Projection.parse("1m", "mean", known_windows=["1m"], group=["station:grill"])
+    for projection in (None, projected):
+        assert rendering_for(projection, chunked=False).message(deletion) == expected

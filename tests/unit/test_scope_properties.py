@@ -28,6 +28,7 @@ from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import (
     CLOCK_SKEW_S,
     HMAC_ALGORITHM,
+    NOT_A_JWT,
     JwtKey,
     TokenError,
     Verifier,
@@ -104,6 +105,21 @@ def test_union_allows_what_any_of_its_scopes_allows(
         assert union.allows(topic) == any(selected(s, topic) for s in scopes), topic
 
 
+
+@given(scope=st.one_of(st.just([]), selector_lists), selector=selectors, probe=probes)
+def test_a_scope_reaches_a_selector_when_they_share_a_topic(
+    scope: list[str], selector: str, probe: list[str]
+) -> None:
+    """What `GET /rules` shows a rule or an alert by: some topic its selector selects is
+    readable. The witnesses (each selector's topic, prefix and children) hold such a topic
+    whenever one exists."""
+    shared = any(
+        selects(selector, topic) and selected(scope, topic)
+        for topic in _interesting(probe, scope, [selector])
+    )
+    assert Scope.of(scope).reaches(selector) == shared
+
+
 # Tokens.
 
 
@@ -141,7 +157,8 @@ subjects = st.one_of(st.none(), st.text(min_size=1, max_size=20))
 scope_lists = st.lists(selectors, max_size=4)
 
 
-@given(publish=scope_lists, subscribe=scope_lists, subject=subjects, ttl=st.integers(1, 10**6))
+# From 5 s: minted at x.999, a 1 s token expires at x+1, perhaps before it is verified here.
+@given(publish=scope_lists, subscribe=scope_lists, subject=subjects, ttl=st.integers(5, 10**6))
 def test_hs256_tokens_round_trip_their_grant(
     publish: list[str], subscribe: list[str], subject: str | None, ttl: int
 ) -> None:
@@ -156,14 +173,35 @@ def test_hs256_tokens_round_trip_their_grant(
     assert int(now) + ttl <= grant.expires_at <= now + ttl + 1
 
 
+_BASE64URL = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=40
+)
+
+
+@given(token=st.text(max_size=80) | st.lists(_BASE64URL, min_size=3, max_size=3).map(".".join))
+def test_a_token_that_is_no_jwt_is_refused_saying_so(token: str) -> None:
+    """Whatever the garbage, one plain reason, never PyJWT's (a codec's, a padding's)."""
+    with pytest.raises(TokenError) as refused:
+        Verifier(load_key(SECRET.decode())).verify(token)
+    assert str(refused.value) == f"invalid token: {NOT_A_JWT}"
+
+
 @given(now=st.floats(1e9, 2e9), ttl=st.integers(1, 10**6))
-def test_a_token_is_valid_for_at_least_its_ttl(now: float, ttl: int) -> None:
-    """`exp` in whole seconds, rounded up: a 1 s token minted at x.999 does not expire 1 ms
-    later (it did, and failed this module's round trip under load)."""
+def test_a_token_lasts_exactly_its_ttl_from_the_second_it_was_minted_in(
+    now: float, ttl: int
+) -> None:
+    """`exp - iat` is the TTL asked for (not a second more), and `iat` is never in the
+    future, which a verifier without leeway refuses."""
     token = mint(SECRET, HMAC_ALGORITHM, ttl_s=ttl, now=now)
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert now + ttl <= claims["exp"] < now + ttl + 1
-    assert claims["iat"] <= now
+    assert claims["exp"] - claims["iat"] == ttl
+    assert now - 1 < claims["iat"] <= now
+
+
+@pytest.mark.parametrize("ttl", [0, 0.5, 1.5, -1, float("inf"), float("nan")])
+def test_a_token_ttl_under_a_second_or_not_whole_is_refused(ttl: float) -> None:
+    with pytest.raises(ValueError, match="whole number of seconds, at least 1s"):
+        mint(SECRET, HMAC_ALGORITHM, ttl_s=ttl)
 
 
 @settings(max_examples=30)  # RSA signing is slow

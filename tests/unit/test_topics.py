@@ -138,6 +138,22 @@ def test_invalid_selectors(selector: str) -> None:
         TopicMatcher(["ok", selector])
 
 
+@pytest.mark.parametrize(
+    ("selector", "example"),
+    [("p*", "p.*"), ("sensors*", "sensors.*"), ("sensors.**", "sensors.*"), ("a*b", "sensors.*")],
+)
+def test_a_glob_like_selector_is_refused_showing_how_patterns_are_written(
+    selector: str, example: str
+) -> None:
+    with pytest.raises(InvalidTopic) as refused:
+        TopicMatcher([selector])
+    assert refused.value.message == (
+        f"invalid topic pattern {selector!r}: a pattern is a topic name followed by '.*' "
+        f"(like {example!r}: every topic whose name starts with {example[:-1]!r}), "
+        "or '*' alone for every topic"
+    )
+
+
 def test_no_selector_is_invalid() -> None:
     with pytest.raises(InvalidTopic):
         TopicMatcher([])

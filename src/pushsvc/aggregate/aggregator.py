@@ -36,6 +36,7 @@ from pushsvc.core.updates import (
     SeriesWrite,
     UpdateDraft,
     alert_draft,
+    deletion_draft,
     draft,
     point_draft,
 )
@@ -50,9 +51,6 @@ from pushsvc.stats.groups import Group, TopicGroups
 
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
-
-"""Where an entry sits in the event log (a Redis stream id as two integers); (0, 0) where
-there is no log (the memory broker)."""
 
 
 def sweep_interval_s(topic_ttl_us: int) -> float:
@@ -78,6 +76,9 @@ class _Topic:
     replay_until: LogPosition | None = None
     # ...and the clock each group stood at then, which the replay brings it to at the end.
     replay_clocks: dict[str, int] | None = None
+    # The checkpoint restored (while replaying): a deletion the checkpoint follows starts the
+    # topic from it again (`delete`).
+    restored_from: Checkpoint | None = None
     # Open series buckets of the topic and of each live group (by group id); None without
     # tiers.
     series: SeriesBuckets | None = None
@@ -385,6 +386,7 @@ class Aggregator:
         state.event_clock_us = checkpoint.clock_us
         state.wall_at_event_us = self._wall_clock()
         state.replay_until = checkpoint.position
+        state.restored_from = checkpoint
         if state.alerts is not None and checkpoint.alerts:
             state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
         tiers = self._tiers_of(state.rule)
@@ -412,6 +414,7 @@ class Aggregator:
             if state.replay_until is None:
                 continue
             state.replay_until = None
+            state.restored_from = None
             if isinstance(state.windows, RuleStats):
                 state.windows.catch_up()
             clocks, state.replay_clocks = state.replay_clocks or {}, None
@@ -596,6 +599,33 @@ class Aggregator:
         """Drop these topics' windows: the next event of one starts it afresh."""
         for topic in topics:
             self._topics.pop(topic, None)
+
+    def delete(self, topic: str, at: LogPosition = (0, 0)) -> list[UpdateDraft]:
+        """`DELETE /topics/{topic}`, at log position `at`: forget the topic's windows, groups,
+        open series buckets and alert instances. The drafts: the deletion (which tells the
+        broker to drop its latest update, groups, series and checkpoint, and its streams to
+        send a `"gap": true` snapshot), then an `_alerts` change for each instance that was
+        live: firing ones resolve, pending ones turn inactive, at the topic's clock. A topic
+        this aggregator does not hold still yields its deletion (the broker may keep some of
+        it). The topic's next event starts it afresh.
+
+        Rebuilding: a checkpoint taken after `at` was taken after the deletion, so the log's
+        entries before `at` were the deleted topic's: the topic starts from that checkpoint
+        again, with nothing of them in its exact windows, and nothing is drafted."""
+        state = self._topics.pop(topic, None)
+        if state is None:
+            return [deletion_draft(topic, 0)]
+        restored = state.restored_from
+        if restored is not None and state.replay_until is not None and at <= state.replay_until:
+            self.restore(restored)
+            return []
+        clock = state.windows.clock_us
+        if clock is None:
+            clock = state.event_clock_us
+        drafts = [deletion_draft(topic, clock)]
+        if state.alerts is not None:
+            drafts += _alert_drafts(clock, state.alerts.forget_all(clock))
+        return drafts
 
     def clock(self, topic: str) -> int | None:
         state = self._topics.get(topic)

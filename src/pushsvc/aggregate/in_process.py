@@ -1,6 +1,7 @@
 """Driving the aggregator inside the embedded broker's process (`pushsvc serve` without
 Redis): each appended batch is applied and published as it is appended, idle ticks run every
-`--tick` and idle topics are forgotten (`--topic-ttl`). There is no log to write first: the
+`--tick`, idle topics are forgotten (`--topic-ttl`) and deleted topics dropped in order with
+the batches (`DELETE /topics/{topic}`). There is no log to write first: the
 process is the whole deployment, and a restart starts from nothing (docs/reliability.md)."""
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ class InProcessDriver:
         def apply(topic: str, events: list[Event]) -> None:
             broker.publish_updates(aggregator.apply_events(topic, events))
 
+        def delete(topic: str) -> None:
+            broker.publish_updates(aggregator.delete(topic))
+
         self._subscriptions = [
             broker.consume_events(apply),
             broker.consume_forgets(aggregator.forget),
+            broker.consume_deletes(delete),
         ]
 
     def run(self, stop: gevent.event.Event) -> None:

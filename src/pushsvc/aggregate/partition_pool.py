@@ -48,12 +48,10 @@ import gevent.pool
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.shared_log import Entry, Lease, LogBroker
-from pushsvc.core.partitions import partition_of
+from pushsvc.core.partitions import Partition, partition_of
 from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
-
-Shard = tuple[int, int]
 
 _READ_COUNT = 512  # log entries read per partition at once
 _MAX_BLOCK_S = 0.25
@@ -73,7 +71,7 @@ def quota(members: Sequence[str], member: str, partitions: int) -> int:
     return partitions // count + (1 if rank < partitions % count else 0)
 
 
-def preference(member: str, shard: Shard) -> int:
+def preference(member: str, shard: Partition) -> int:
     """The order in which `member` tries free partitions: its own, so that processes taking
     at the same moment mostly try different ones."""
     return zlib.crc32(f"{member}/{shard[0]}".encode())
@@ -119,7 +117,7 @@ class PartitionPool:
         self._max_block_s = max_block_s
         self._group = broker.lease_group(ttl_us=lease_us)
         self._waiter = broker.log_waiter()
-        self._held: dict[Shard, _Held] = {}
+        self._held: dict[Partition, _Held] = {}
         if spawn is None:
             rebuilds = gevent.pool.Pool(_REBUILDS_AT_ONCE)
             spawn = rebuilds.spawn
@@ -139,7 +137,7 @@ class PartitionPool:
     # -- what the metrics, the alerts and the tests read ---------------------------------
 
     @property
-    def owned(self) -> list[Shard]:
+    def owned(self) -> list[Partition]:
         """The partitions this process holds the lease of (rebuilding or running)."""
         return sorted(s for s, h in self._held.items() if h.lease.holding)
 
@@ -204,7 +202,7 @@ class PartitionPool:
             longest = min(longest, _REBUILDING_BLOCK_S)  # they join the wait once rebuilt
         block_s = min(longest, max(0.0, min(due, self._next_round) - now))
         self._changed.clear()
-        found: dict[Shard, list[Entry]] = {}
+        found: dict[Partition, list[Entry]] = {}
         if waiting:
             after = {shard: h.runner.position for shard, h in waiting.items()}
             try:
@@ -244,11 +242,11 @@ class PartitionPool:
             for shard in mine[share:]:  # the newest: they have the least built up
                 self._hand_over(shard)
 
-    def _start(self, shard: Shard, lease: Lease) -> None:
+    def _start(self, shard: Partition, lease: Lease) -> None:
         held = self._held[shard] = _Held(lease, self._runner(shard, lease))
         self._spawn(lambda: self._rebuild(held))
 
-    def _runner(self, shard: Shard, lease: Lease) -> ShardRunner:
+    def _runner(self, shard: Partition, lease: Lease) -> ShardRunner:
         return ShardRunner(
             self._new_aggregator(),
             self._broker,
@@ -279,7 +277,7 @@ class PartitionPool:
             held.ready = True
             self._changed.set()
 
-    def _hand_over(self, shard: Shard) -> None:
+    def _hand_over(self, shard: Partition) -> None:
         """Publish what the partition applied (it reads no more), then give its lease up: the
         next holder starts from exactly there, without waiting for the lease to expire."""
         held = self._held[shard]
@@ -287,7 +285,7 @@ class PartitionPool:
             held.runner.hand_over()
         self._forget(shard, "handed over")
 
-    def _forget(self, shard: Shard, why: str) -> None:
+    def _forget(self, shard: Partition, why: str) -> None:
         held = self._held.pop(shard)
         held.dropped = True
         if held.ready:

@@ -23,6 +23,10 @@ And it forgets idle topics (`--topic-ttl`) through the log: it proposes the topi
 the TTL with empty windows, the forget script drops those nothing was logged for since
 (`EventLog.forget`) and logs a forget entry, and every aggregator drops their windows when
 it applies that entry.
+
+A deleted topic (`DELETE /topics/{t}`, logged by the web process: `Broker.delete_topic`) is
+dropped by every aggregator when it applies the delete entry, and the deletion is published
+like the updates of any entry (exactly once, with "applied up to").
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ class ShardRunner:
         except BrokerUnavailable:
             return _RETRY_S
         except Exception:
-            log.exception("shard %d/%d: aggregator step failed", *self.shard)
+            log.exception("partition %d/%d: aggregator step failed", *self.shard)
             return _RETRY_S
         return 0.0
 
@@ -206,7 +210,7 @@ class ShardRunner:
                 self.save_checkpoints()
         except (BrokerRefused, BrokerUnavailable) as exc:
             log.warning(
-                "shard %d/%d: handing over with %d log entries unpublished (%s)",
+                "partition %d/%d: handing over with %d log entries unpublished (%s)",
                 *self.shard,
                 len(self._pending),
                 exc,
@@ -221,14 +225,14 @@ class ShardRunner:
             return
         if exc is not None:
             log.warning(
-                "shard %d/%d: Redis refuses (%s: %s); waiting, %d log entries unpublished",
+                "partition %d/%d: Redis refuses (%s: %s); waiting, %d log entries unpublished",
                 *self.shard,
                 exc.code,
                 exc.message,
                 len(self._pending),
             )
         else:
-            log.warning("shard %d/%d: Redis takes writes again; continuing", *self.shard)
+            log.warning("partition %d/%d: Redis takes writes again; continuing", *self.shard)
         self.refused = code
 
     def rebuild(self) -> None:
@@ -254,8 +258,8 @@ class ShardRunner:
             self.aggregator.restore_clock(topic, clock)
         self.position = self.published = state.applied
         self._start_timers()
-        log.warning(
-            "shard %d/%d: rebuilt %d topics from %d log entries up to %s",
+        log.info(
+            "partition %d/%d: rebuilt %d topics from %d log entries up to %s",
             index,
             shards,
             len(self.aggregator.topics()),
@@ -285,7 +289,7 @@ class ShardRunner:
             self._catch_up()
             self._tenure = tenure
             self._log.announce_rules(self.aggregator.rules.digest)
-            log.warning("shard %d/%d: active from log entry %s", *self.shard, self.published)
+            log.info("partition %d/%d: active from log entry %s", *self.shard, self.published)
         elif not holding:
             self._tenure = None
         if holding:
@@ -304,6 +308,16 @@ class ShardRunner:
                 self._saved.pop(topic, None)
                 self._dirty.discard(topic)
             return []
+        if entry.deleted is not None:
+            topic = entry.deleted
+            self._held.pop(topic, None)  # the deleted topic's entries: none is needed now
+            drafts = self.aggregator.delete(topic, position(entry.id))
+            if self.aggregator.clock(topic) is None:
+                # Gone. (Still held: a rebuild restarted it from its checkpoint, which was
+                # taken after the deletion and stays its saved one.)
+                self._saved.pop(topic, None)
+                self._dirty.discard(topic)
+            return drafts
         assert entry.topic is not None and entry.events is not None
         held = self._held.get(entry.topic)
         if held is None:
@@ -368,13 +382,13 @@ class ShardRunner:
             try:
                 self._broker.publish_updates(drafts, applied=applied, fence=self._tenure)
             except Fenced:
-                log.warning("shard %d/%d: the lease moved on; standing by", *self.shard)
+                log.warning("partition %d/%d: the lease moved on; standing by", *self.shard)
                 self._fenced()
                 return
             except PublishedAlready:
                 # An earlier attempt of ours went through though its answer never came (a
                 # dropped connection, a timeout): what is published is final, go on after it.
-                log.warning("shard %d/%d: published already; continuing after it", *self.shard)
+                log.warning("partition %d/%d: published already; continuing after it", *self.shard)
                 self._catch_up()
                 continue
             self._refused(None)
@@ -389,7 +403,7 @@ class ShardRunner:
         ticks = self.aggregator.due_ticks(through)
         if ticks and self._tenure is not None:
             try:
-                self._log.append_ticks(self._tenure, ticks)
+                self._log.append_ticks(self._tenure, ticks, self.position)
                 self._refused(None)
             except Fenced:
                 self._fenced()
@@ -414,7 +428,7 @@ class ShardRunner:
                 self._fenced()
                 break
         if forgotten:
-            log.info("shard %d/%d: forgot %d idle topics", *self.shard, len(forgotten))
+            log.info("partition %d/%d: forgot %d idle topics", *self.shard, len(forgotten))
         return forgotten
 
     def _prune_held(self) -> str:

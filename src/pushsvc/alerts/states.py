@@ -221,6 +221,15 @@ class TopicAlerts:
             if instance.state
         ]
 
+    def forget_all(self, clock_us: int) -> list[AlertChange]:
+        """The topic is gone (deleted, at `clock_us`): every firing instance of it and of its
+        groups resolves and every pending one turns inactive, the topic's first, then each
+        group's in the order they became live."""
+        changes: list[AlertChange] = []
+        for group_id in list(self._live):
+            changes += self.forget_group(group_id, clock_us)
+        return changes
+
     def durable_state(self) -> bytes:
         return orjson.dumps(
             [

@@ -38,6 +38,8 @@ ForgetHandler = Callable[[list[str]], None]
 DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
 """How long a broker keeps alert changes when not told (the default series' longest
 retention; `Settings.alert_retention_us` gives the server's)."""
+DeleteHandler = Callable[[str], None]
+"""Called with a topic just deleted (the memory broker; on Redis the log carries it)."""
 
 
 class Appended(NamedTuple):
@@ -203,6 +205,23 @@ class Broker(Protocol):
         """
         ...
 
+    def delete_topic(self, topic: str) -> bool:
+        """Forget `topic` (`DELETE /topics/{topic}`); False when the broker keeps no such
+        topic (never posted to, forgotten, or deleted already), and nothing changes.
+
+        In one step with the check, the topic's clock is dropped (its next event is judged
+        as a new topic's, whatever the clock was: one event with a wrong clock cannot lock a
+        topic for good), and so is its latest update; and the deletion is handed to the
+        aggregator in order with the events (Redis: a delete entry in the log, so every
+        aggregator of the partition, a standby or a rebuild applies it exactly once, at
+        that place). An event appended before this call belongs to the deleted topic, one
+        after it to the new one. The aggregator drops the topic's windows, groups and alert
+        instances (an `_alerts` change for each live one) and publishes the deletion
+        (`pushsvc.core.updates.deletion_draft`), with which the broker drops the topic's
+        groups, series and checkpoint, and its history reads start after it. Raises
+        BrokerUnavailable when the broker cannot be reached (nothing was deleted)."""
+        ...
+
     def publish_updates(
         self,
         drafts: Sequence[UpdateDraft],
@@ -364,8 +383,9 @@ class BridgeReporter(Protocol):
 
 class InProcessBroker(Broker, Protocol):
     """A broker whose one aggregator runs in this process: it hands each appended batch to
-    the aggregator as it is appended, in order (`consume_events`), and forgets idle topics
-    in one step with the aggregator (`forget_topics`, `consume_forgets`)."""
+    the aggregator as it is appended, in order (`consume_events`), forgets idle topics
+    in one step with the aggregator (`forget_topics`, `consume_forgets`), and hands it each
+    deletion in order with the batches (`delete_topic`, `consume_deletes`)."""
 
     def consume_events(self, handler: EventsHandler) -> Subscription:
         """`handler` gets every batch appended from now on, in append order."""
@@ -378,6 +398,11 @@ class InProcessBroker(Broker, Protocol):
     def forget_topics(self, choose: Callable[[], Iterable[str]]) -> list[str]:
         """Forget the topics `choose()` names, choosing and forgetting in one step; the
         topics forgotten."""
+        ...
+
+    def consume_deletes(self, handler: DeleteHandler) -> Subscription:
+        """`handler` gets each topic `delete_topic` deleted, in order with the batches (the
+        aggregator drops it and publishes its deletion)."""
         ...
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from itertools import islice
+from itertools import islice, takewhile
 from typing import Generic, TypeVar
 
 from pushsvc.broker.base import (
@@ -20,6 +20,7 @@ from pushsvc.broker.base import (
     Appended,
     Applied,
     BridgeStats,
+    DeleteHandler,
     EventsHandler,
     ForgetHandler,
     HistoryPage,
@@ -167,6 +168,7 @@ class MemoryBroker:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
         self._max_topics = max_topics
         self._forget_handlers: _Handlers[ForgetHandler] = _Handlers()
+        self._delete_handlers: _Handlers[DeleteHandler] = _Handlers()
         self._forgotten = 0
         self.epoch = new_epoch()
         self._events_handlers: _Handlers[EventsHandler] = _Handlers()
@@ -179,6 +181,9 @@ class MemoryBroker:
         self._latest: dict[str, Update] = {}
         self._first: dict[str, int] = {}  # topic -> the seq of its first update in `_latest`
         self._groups: dict[str, dict[str, bytes]] = {}  # topic -> group id -> group JSON
+        # Topic -> the seq of its newest deletion, while the history holds it: the topic's
+        # history reads start after it.
+        self._deletions: dict[str, int] = {}
         # Series points by (topic, group id, resolution); they outlive a forgotten topic
         # (its next event continues them), trimmed to each tier's retention as points come.
         self._series = SeriesStore()
@@ -270,6 +275,39 @@ class MemoryBroker:
                     log.exception("forget handler %r failed", handler)
         return topics
 
+    def consume_deletes(self, handler: DeleteHandler) -> Subscription:
+        """`handler` gets each topic `delete_topic` deleted (the aggregator publishes it)."""
+        self._check_open()
+        return self._delete_handlers.add(handler)
+
+    def delete_topic(self, topic: str) -> bool:
+        """See `Broker.delete_topic`: under the append lock, so no batch falls between the
+        check, the clock dropped and the aggregator's deletion (delete handlers run here)."""
+        self._check_open()
+        with self._events_lock:
+            if self._clocks.pop(topic, None) is None:
+                return False
+            with self._updates_lock:
+                self._latest.pop(topic, None)
+            for handler in self._delete_handlers.current:
+                try:
+                    handler(topic)
+                except Exception:
+                    log.exception("delete handler %r failed on topic %r", handler, topic)
+        return True
+
+    def _drop(self, topic: str, seq: int) -> None:
+        """A deletion of `topic` is published (as update `seq`): drop what the broker keeps of
+        the topic. Its history stays (trimmed as usual) but reads by topic start after the
+        deletion; a stream with nothing of the partition wants it as the topic's first."""
+        self._latest.pop(topic, None)
+        self._groups.pop(topic, None)
+        self._first[topic] = seq
+        self._deletions[topic] = seq
+        for key in [key for key in self._series_due if key[0] == topic]:
+            del self._series_due[key]
+            self._series.drop(key)
+
     def publish_updates(
         self,
         drafts: Sequence[UpdateDraft],
@@ -295,6 +333,10 @@ class MemoryBroker:
                     self._keep_instance(*draft.instance)
                     self._alert_changes.append((self._clock(), update))
                     self._expire_alert_changes()
+                    updates.append(update)
+                    continue
+                if update.is_deletion:
+                    self._drop(update.topic, self._seq)
                     updates.append(update)
                     continue
                 self._first.setdefault(update.topic, self._seq)
@@ -370,8 +412,9 @@ class MemoryBroker:
             head = UpdateId(self.epoch, 0, self._seq) if self._history else None
             gap = False
             if after is None and since_us is None:
-                newest = (
-                    u for _, u in reversed(self._history) if u.topic == topic and not u.is_point
+                newest = takewhile(
+                    lambda u: not u.is_deletion,
+                    (u for _, u in reversed(self._history) if u.topic == topic and not u.is_point),
                 )
                 page = list(islice(newest, limit + 1))
                 return HistoryPage(page[:limit][::-1], head, len(page) > limit)
@@ -379,6 +422,11 @@ class MemoryBroker:
             if after is not None:
                 found = self._start_after(after)
                 gap, start = found is None, found or 0
+            # The topic's history starts after its newest deletion: from `after` before it, the
+            # updates after it only, and a gap.
+            deleted = self._deleted_at(topic, start)
+            if deleted is not None:
+                gap, start = gap or after is not None, deleted
             matched = (
                 u
                 for _, u in islice(self._history, start, None)
@@ -424,6 +472,18 @@ class MemoryBroker:
         oldest = self._clock() - self._alert_retention_s
         while self._alert_changes and self._alert_changes[0][0] < oldest:
             self._alert_changes_dropped = self._alert_changes.popleft()[1].id.seq
+
+    def _deleted_at(self, topic: str, start: int) -> int | None:
+        """The position right after `topic`'s newest deletion at or after position `start` of
+        the history; None when it has none there."""
+        seq = self._deletions.get(topic)
+        if seq is None:
+            return None
+        oldest = self._history[0][0] if self._history else self._seq + 1
+        if seq < oldest:
+            del self._deletions[topic]  # trimmed: the history holds nothing from before it
+            return None
+        return seq - oldest + 1 if seq - oldest >= start else None
 
     def _keep_instance(self, key: str, body: bytes) -> None:
         if body:

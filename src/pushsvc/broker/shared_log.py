@@ -26,6 +26,7 @@ import gevent.event
 from pushsvc.broker.base import Broker
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
+from pushsvc.core.partitions import Partition
 
 __all__ = [
     "FIRST",
@@ -52,13 +53,15 @@ def position(entry_id: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), or `forgotten`."""
+    """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), `forgotten` (idle
+    topics), or `deleted` (a topic, `Broker.delete_topic`)."""
 
     id: str
     topic: str | None = None
     events: list[Event] | None = None
     ticks: dict[str, int] | None = None
     forgotten: list[str] | None = None
+    deleted: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class EventLog(Protocol):
     lease's current one; every call raises BrokerUnavailable when the log cannot be reached."""
 
     @property
-    def shard(self) -> tuple[int, int]: ...
+    def shard(self) -> Partition: ...
 
     def state(self) -> LogState:
         """The applied position and the clocks of the shard's topics there."""
@@ -95,8 +98,11 @@ class EventLog(Protocol):
         """Entries after `after` up to `last` included (rebuilding), at most `count`."""
         ...
 
-    def append_ticks(self, fence: str, ticks: Mapping[str, int]) -> str:
-        """Log a round of idle ticks (topic -> clock µs); the entry's id."""
+    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str) -> str | None:
+        """Log a round of idle ticks (topic -> clock µs) proposed by an aggregator that applied
+        the log up to entry `after`; the entry's id. None, and nothing logged, when one of the
+        topics was deleted after `after`: the proposer had not seen it, and a tick must not
+        bring the deleted topic's clock back (the next round proposes afresh)."""
         ...
 
     def forget(self, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
@@ -146,8 +152,8 @@ class LogWaiter(Protocol):
     bounded number of connections (not one per partition). One greenlet uses it."""
 
     def wait(
-        self, after: Mapping[tuple[int, int], str], *, count: int, block_ms: int
-    ) -> dict[tuple[int, int], list[Entry]]:
+        self, after: Mapping[Partition, str], *, count: int, block_ms: int
+    ) -> dict[Partition, list[Entry]]:
         """The entries after `after[shard]` of each shard that has some (at most `count` per
         shard, oldest first), waiting up to `block_ms` for one if none has any yet. Raises
         BrokerUnavailable."""
@@ -166,7 +172,7 @@ class Roster:
     back before anyone else may."""
 
     members: tuple[str, ...]
-    free: frozenset[tuple[int, int]]
+    free: frozenset[Partition]
     settled: bool = True
 
 
@@ -186,7 +192,7 @@ class LeaseGroup(Protocol):
         trip. Every ttl/3. Raises BrokerUnavailable (the leases then lapse by themselves)."""
         ...
 
-    def take(self, shards: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Lease]:
+    def take(self, shards: Sequence[Partition]) -> dict[Partition, Lease]:
         """Try to take these partitions' leases (free ones, as a round saw them); the leases
         that are now ours, which later rounds renew."""
         ...
@@ -206,11 +212,11 @@ class LeaseGroup(Protocol):
 class LogBroker(Broker, Protocol):
     """A broker whose event log is shared by the aggregators of every process."""
 
-    def event_log(self, shard: tuple[int, int]) -> EventLog:
+    def event_log(self, shard: Partition) -> EventLog:
         """The shard's log, for one aggregator."""
         ...
 
-    def lease(self, shard: tuple[int, int], *, ttl_us: int) -> Lease:
+    def lease(self, shard: Partition, *, ttl_us: int) -> Lease:
         """This process's hold on the shard's lease."""
         ...
 

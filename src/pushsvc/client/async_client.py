@@ -14,7 +14,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, Events, GroupChoice, Plan, Time
+from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
@@ -79,8 +79,19 @@ class AsyncClient:
 
     # Requests ------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
+    async def publish(
+        self, topic: str, events: Publishable, *, backoff: Backoff | None = None
+    ) -> int:
         return await self._run(calls.publish(topic, events), backoff)
+
+    async def delete_topic(self, topic: str) -> bool:
+        try:
+            await self._run(calls.delete_topic(topic))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def history(
         self, topic: str, *, since: Time | None = None, limit: int | None = None
@@ -169,9 +180,12 @@ class AsyncClient:
         series: Sequence[str] | None = None,
         max_hz: float | None = None,
         precision: int | None = None,
+        max_retries: int | None = None,
     ) -> AsyncIterator[Message]:
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        async for raw in self.messages(topics, last_event_id=last_event_id, options=options):
+        async for raw in self.messages(
+            topics, last_event_id=last_event_id, options=options, max_retries=max_retries
+        ):
             message = typed_message(raw.event, raw.id, raw.data)
             if message is not None:
                 yield message
@@ -182,10 +196,11 @@ class AsyncClient:
         *,
         last_event_id: str | None = None,
         options: StreamOptions | None = None,
+        max_retries: int | None = None,
     ) -> AsyncIterator[RawMessage]:
         cursor = StreamCursor(
             topics, last_event_id=last_event_id, options=options or StreamOptions(),
-            backoff=self.backoff,
+            backoff=self.backoff, max_retries=max_retries,
         )  # fmt: skip
         while True:
             error: ClientError | None = None

@@ -39,6 +39,13 @@ Time = str | float | datetime
 """A point in time as the API takes it: epoch seconds, an RFC 3339 string or an aware
 datetime (`since` of a history may also be an update id)."""
 Events = Mapping[str, object] | Sequence[Mapping[str, object]]
+Publishable = Events | float | Sequence[Mapping[str, object] | float]
+"""What `publish` takes: one event (`{"value": 12.5, "ts": …, "tags": {…}}`, or a bare number,
+its value) or a list of them."""
+EVENTS_ACCEPTED = (
+    "an event is a number or a mapping like {'value': 12.5, 'ts': …, 'tags': {…}}; "
+    "publish takes one event or a list of them"
+)
 
 
 @dataclass(frozen=True)
@@ -62,11 +69,12 @@ def topic_path(topic: str, leaf: str) -> str:
     return f"topics/{quote(topic, safe='')}/{leaf}"
 
 
-def publish(topic: str, events: Events) -> Plan[int]:
+def publish(topic: str, events: Publishable) -> Plan[int]:
     """POST one event or a batch (accepted whole or rejected whole); how many were accepted.
     One body and one key for every attempt: a repeat is the same request, logged once.
-    ValueError, before anything is sent, for a NaN or infinite value or time."""
-    batch = [dict(events)] if isinstance(events, Mapping) else [dict(e) for e in events]
+    ValueError, before anything is sent, for a NaN or infinite value or time; TypeError for
+    what is no event."""
+    batch = event_batch(events)
     check_finite(batch)
     answer = yield Call(
         "POST",
@@ -76,6 +84,36 @@ def publish(topic: str, events: Events) -> Plan[int]:
         expect=202,
     )
     return int(orjson.loads(answer.content)["accepted"])
+
+
+def delete_topic(topic: str) -> Plan[None]:
+    """DELETE the topic (its windows, history, series, groups, alerts and clock); a topic the
+    server does not keep answers 404 (`ApiError`, code `not_found`)."""
+    yield Call("DELETE", f"topics/{quote(topic, safe='')}")
+
+
+def event_batch(events: Publishable) -> list[dict[str, object]]:
+    """The events as the JSON array to POST: a number is an event with that value."""
+    if _is_event(events):
+        return [_event(events, None)]
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise TypeError(f"{EVENTS_ACCEPTED}, not a {type(events).__name__}")
+    return [_event(event, index) for index, event in enumerate(events)]
+
+
+def _is_event(item: object) -> bool:
+    return isinstance(item, Mapping) or (
+        isinstance(item, (int, float)) and not isinstance(item, bool)
+    )
+
+
+def _event(item: object, index: int | None) -> dict[str, object]:
+    if isinstance(item, Mapping):
+        return dict(item)
+    if _is_event(item):
+        return {"value": item}
+    where = "" if index is None else f"event {index}: "
+    raise TypeError(f"{where}{EVENTS_ACCEPTED}, not a {type(item).__name__}")
 
 
 def get_json(path: str, params: Sequence[tuple[str, str]] = ()) -> Plan[dict[str, Any]]:
@@ -116,8 +154,12 @@ def history_updates(
 def history(
     topic: str, *, since: Time | None = None, limit: int | None = None
 ) -> Plan[pd.DataFrame]:
-    """The topic's updates as a DataFrame (`Client.history`)."""
+    """The topic's updates as a DataFrame (`Client.history`). None at all: the topic's stats
+    say whether it exists — an unknown topic (never published to, or forgotten) raises their
+    404, as `stats` does, rather than passing for a quiet one."""
     updates, first, last = yield from history_updates(topic, since=since, limit=limit)
+    if not updates and not topic.startswith("_"):  # `_alerts` has no stats
+        yield from get_json(topic_path(topic, "stats"))
     frame = history_dataframe(updates, first["windows"], first["stats"])
     frame.attrs["resume_id"] = last["resume_id"]
     frame.attrs["gap"] = first["gap"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,12 +82,20 @@ def replay(
     once however often a lost connection makes it be sent."""
     sent = 0
     started = time.monotonic()
-    with tqdm(total=len(events), unit="ev", disable=not progress) as bar:
+    # The bar is drawn once the first batch is taken: a refusal (a 401, a bad event in the
+    # first batch) is then the one line printed, not a bar at 0% drawn again as it closes.
+    bar: tqdm[Any] | None = None
+    try:
         for batch in batches(events, batch_size):
             if rate > 0:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
             sent += client.publish(topic, batch)
+            if bar is None:
+                bar = tqdm(total=len(events), unit="ev", disable=not progress)
             bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
     return sent

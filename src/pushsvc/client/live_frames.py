@@ -46,6 +46,8 @@ class LiveFrame:
         self._max_rows = max_rows
         self._pending: list[Mapping[str, Any]] = []
         self._gap = bool(first_page["gap"])
+        self._cleared: str | None = None
+        """The id of the topic's deletion, received since the last flush."""
         self.frame = self._rows(updates[-max_rows:])
         self.frame.attrs["resume_id"] = resume_id
 
@@ -55,13 +57,26 @@ class LiveFrame:
             update = message.json()
             if update["topic"] == self.topic:
                 self._pending.append(update)
-        elif message.event == "snapshot" and message.json().get("gap"):
-            self._gap = True
+        elif message.event == "snapshot":
+            snapshot = message.json()
+            if snapshot.get("gap"):
+                self._gap = True
+            if self.topic in snapshot.get("deleted", ()):
+                # The topic was deleted: what the frame holds of it is gone.
+                self._pending = []
+                self._cleared = message.id
 
     def flush(self) -> pd.DataFrame | None:
-        """The frame with the updates received since the last flush; None when none came."""
-        if not self._pending:
+        """The frame with the updates received since the last flush (emptied first when the
+        topic was deleted meanwhile); None when nothing changed."""
+        if self._cleared is not None:
+            self.frame = self.frame.iloc[0:0]
+            self.frame.attrs.update(gap=self._gap, resume_id=self._cleared)
+            self._cleared = None
+        elif not self._pending:
             return None
+        if not self._pending:
+            return self.frame
         import pandas as pd
 
         fresh = self._rows(self._pending)

@@ -103,17 +103,22 @@ class StreamUpdate:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A stream's first message: every subscribed topic's current statistics. `gap`: the
-    stream could not resume from the id it was given (the history lost updates after it)."""
+    stream could not resume from the id it was given (the history lost updates after it).
+    Later in a stream, a snapshot with `deleted` says those topics were deleted (`DELETE
+    /topics/{t}`): everything received of them before is gone, and their next update starts
+    them afresh."""
 
     id: str | None
     gap: bool
     topics: Mapping[str, Mapping[str, Any]]
     """topic -> {"id", "ts", "windows"}"""
+    deleted: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, data: str | bytes, message_id: str | None) -> Snapshot:
         fields = orjson.loads(data)
-        return cls(message_id or None, bool(fields.get("gap")), fields.get("topics", {}))
+        deleted = tuple(fields.get("deleted", ()))
+        return cls(message_id or None, bool(fields.get("gap")), fields.get("topics", {}), deleted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ The events themselves are read by `httpx-sse`; this module only judges them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from pushsvc.client.errors import ApiError, ClientError
 from pushsvc.client.retry import Backoff, is_retryable
 
 STREAM_PATH = "stream"
+
+log = logging.getLogger("pushsvc.client")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,8 @@ class StreamOptions:
 
 class StreamCursor:
     """Where a subscription stands: the last id seen, the server's `retry:` and how many
-    connections in a row have failed."""
+    connections in a row have failed. `max_retries`: how many failed connections in a row
+    are retried before the last one's error is raised (None: for ever, as a browser does)."""
 
     def __init__(
         self,
@@ -71,7 +75,10 @@ class StreamCursor:
         last_event_id: str | None,
         options: StreamOptions,
         backoff: Backoff,
+        max_retries: int | None = None,
     ) -> None:
+        if max_retries is not None and max_retries < 0:
+            raise ValueError(f"max_retries is 0 or more (None: for ever), not {max_retries}")
         selectors = [topics] if isinstance(topics, str) else list(topics)
         if not selectors:
             raise ValueError("subscribe to at least one topic or pattern")
@@ -79,6 +86,7 @@ class StreamCursor:
         self.last_event_id = last_event_id or None
         self.retry_s: float | None = None
         self._backoff = backoff
+        self._max_retries = max_retries
         self._failures = 0
 
     def headers(self) -> dict[str, str]:
@@ -97,14 +105,21 @@ class StreamCursor:
         self._failures = 0
         return RawMessage(sse.event, sse.id or None, sse.data)
 
+    def _out_of_retries(self) -> bool:
+        return self._max_retries is not None and self._failures >= self._max_retries
+
     def delay_after(self, error: ClientError | None) -> float:
         """How long to wait before connecting again after the stream ended (`error` None) or
-        failed; raises `error` when another try would be refused again."""
-        if error is not None and not is_retryable(error):
+        failed; raises `error` when another try would be refused again, or when `max_retries`
+        failed in a row. Each failure is a warning: a wrong port must not look like a quiet
+        topic."""
+        if error is not None and (not is_retryable(error) or self._out_of_retries()):
             raise error
         attempt, self._failures = self._failures, self._failures + 1
         delay = self._backoff.delay(attempt, error)
         if self.retry_s is not None and not isinstance(error, ApiError):
             # As EventSource does: the server's reconnection time after a lost connection.
             delay = max(delay, self.retry_s)
+        if error is not None:
+            log.warning("%s; retrying in %.1f s", error, delay)
         return delay

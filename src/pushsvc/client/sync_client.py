@@ -15,7 +15,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, Events, GroupChoice, Plan, Time
+from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
@@ -85,10 +85,25 @@ class Client:
 
     # Requests ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, events: Events, *, backoff: Backoff | None = None) -> int:
+    def publish(self, topic: str, events: Publishable, *, backoff: Backoff | None = None) -> int:
         """POST one event or a batch (accepted whole or rejected whole); the number accepted.
-        `backoff`: this call's retries, instead of the client's."""
+        An event is a mapping (`{"value": 12.5, "ts": …, "tags": {…}}`) or a bare number, its
+        value; anything else is a TypeError. `backoff`: this call's retries, instead of the
+        client's."""
         return self._run(calls.publish(topic, events), backoff)
+
+    def delete_topic(self, topic: str) -> bool:
+        """Delete the topic: its windows, history, series, groups, alerts and clock, so that
+        its next event starts it afresh (needs the publish scope on it). False when the server
+        keeps no such topic — also when an attempt whose answer was lost deleted it and the
+        retry found it gone: either way it is gone."""
+        try:
+            self._run(calls.delete_topic(topic))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def history(
         self, topic: str, *, since: Time | None = None, limit: int | None = None
@@ -196,13 +211,19 @@ class Client:
         series: Sequence[str] | None = None,
         max_hz: float | None = None,
         precision: int | None = None,
+        max_retries: int | None = None,
     ) -> Iterator[Message]:
         """Snapshots, updates, points (`series=["1m"]`) and alert changes (of `_alerts`) of
         these topics (names, `prefix.*`, `*`), forever: a lost connection or a 503/429 is
         retried, resuming after the last id seen (a `Snapshot` with `gap` says when the server
-        could not replay what was missed). Other refusals raise ApiError."""
+        could not replay what was missed), each failure logged as a warning on the
+        `pushsvc.client` logger ("cannot reach …; retrying in N s"). With `max_retries`, that
+        many failed connections in a row are retried, then the last error is raised (None:
+        for ever, as a browser's EventSource does). Other refusals raise ApiError."""
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        for raw in self.messages(topics, last_event_id=last_event_id, options=options):
+        for raw in self.messages(
+            topics, last_event_id=last_event_id, options=options, max_retries=max_retries
+        ):
             message = typed_message(raw.event, raw.id, raw.data)
             if message is not None:
                 yield message
@@ -213,12 +234,13 @@ class Client:
         *,
         last_event_id: str | None = None,
         options: StreamOptions | None = None,
+        max_retries: int | None = None,
     ) -> Iterator[RawMessage]:
         """The stream's messages as the server sends them (event name, id, JSON data), with
-        `subscribe`'s reconnection: for tools that pass them on."""
+        `subscribe`'s reconnection and `max_retries`: for tools that pass them on."""
         cursor = StreamCursor(
             topics, last_event_id=last_event_id, options=options or StreamOptions(),
-            backoff=self.backoff,
+            backoff=self.backoff, max_retries=max_retries,
         )  # fmt: skip
         for message in self._stream(cursor):
             if message is not None:

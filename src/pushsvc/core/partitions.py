@@ -18,6 +18,10 @@ DEFAULT_PARTITIONS = 16
 # position per partition) and the work of walking every partition stay small.
 MAX_PARTITIONS = 1024
 
+Partition = tuple[int, int]
+"""A partition as the processes name it: its index and the partition count, `(9, 16)` (the
+count travels with it so that a process started with another count cannot mistake it)."""
+
 
 def check_partitions(count: int) -> int:
     """`count` if it is a valid partition count, else ValueError with a one-line message."""

@@ -26,6 +26,7 @@ HEARTBEAT = b":\n\n"
 UPDATE_EVENT = "stats"
 POINT_EVENT = "point"
 ALERT_EVENT = "alert"
+SNAPSHOT_EVENT = "snapshot"
 
 
 def _check_field(name: str, value: str) -> None:
@@ -91,7 +92,7 @@ def id_line(id: str) -> bytes:
 
 _EVENT_LINES = {
     name: b"\nevent: " + name.encode() + b"\ndata: "
-    for name in (UPDATE_EVENT, POINT_EVENT, ALERT_EVENT)
+    for name in (UPDATE_EVENT, POINT_EVENT, ALERT_EVENT, SNAPSHOT_EVENT)
 }
 
 

@@ -42,6 +42,18 @@ def validate_readable(name: str) -> str:
     return name if name == ALERTS else validate_topic(name)
 
 
+def _pattern_hint(selector: str) -> str:
+    """Why a selector with a `*` is no pattern, and how one is written: `p*` is a guess at a
+    glob, which patterns are not (they match at a dot)."""
+    stem = selector.rstrip("*").rstrip(".")
+    example = f"{stem}.*" if _TOPIC.fullmatch(stem) else "sensors.*"
+    return (
+        f"invalid topic pattern {_shorten(selector)}: a pattern is a topic name followed by "
+        f"'.*' (like {example!r}: every topic whose name starts with {example[:-1]!r}), "
+        "or '*' alone for every topic"
+    )
+
+
 def _shorten(name: object) -> str:
     return repr(name[:64] + "…" if isinstance(name, str) and len(name) > 64 else name)
 
@@ -72,11 +84,10 @@ class TopicMatcher:
                 try:
                     validate_topic(selector[: -len(_PREFIX_SUFFIX)])
                 except InvalidTopic:
-                    raise InvalidTopic(
-                        f"invalid topic pattern {_shorten(selector)}: use a topic name "
-                        "followed by '.*', or '*' alone"
-                    ) from None
+                    raise InvalidTopic(_pattern_hint(selector)) from None
                 prefixes.add(selector[:-1])
+            elif isinstance(selector, str) and "*" in selector:
+                raise InvalidTopic(_pattern_hint(selector))
             else:
                 names.add(validate_readable(selector))
         self.selectors: tuple[str, ...] = tuple(selectors)

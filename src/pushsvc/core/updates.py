@@ -12,10 +12,13 @@ carries these bytes as they are and never builds or edits update JSON.
 
 Other messages share the updates' id sequence, history and delivery: a closed series bucket
 (`point_draft`, SSE `event: point`, data `{"id","resolution","topic","group"?,"point"}`), and
-an alert's state change on the reserved topic `_alerts` (`alert_draft`, `event: alert`). A
-message's kind is its body's first member (`"topic"` for an update, `"resolution"` for a
-point, `"alert"` for an alert), so every store and wire format carries messages as they carry
-updates, and only `Update.numbered` tells them apart.
+an alert's state change on the reserved topic `_alerts` (`alert_draft`, `event: alert`), and
+a topic's deletion (`deletion_draft`, `event: snapshot`, data `{"id","gap":true,"topics":{},
+"deleted":[topic]}`: the `"gap": true` snapshot its streams get where `DELETE /topics/{t}`
+forgot it). A message's kind is its body's first member (`"topic"` for an update,
+`"resolution"` for a point, `"alert"` for an alert, `"gap"` for a deletion), so every store
+and wire format carries messages as they carry updates, and only `Update.numbered` tells them
+apart.
 
 Update ids are `{epoch}:{ms}-{seq}`. The epoch is a short random hex token naming one
 history; it changes when the history is reset (a new memory broker, Redis restarted
@@ -42,7 +45,14 @@ import orjson
 
 from pushsvc.core.event import US_PER_S
 from pushsvc.core.partitions import MAX_PARTITIONS
-from pushsvc.core.sse import ALERT_EVENT, POINT_EVENT, UPDATE_EVENT, encode_message, encode_update
+from pushsvc.core.sse import (
+    ALERT_EVENT,
+    POINT_EVENT,
+    SNAPSHOT_EVENT,
+    UPDATE_EVENT,
+    encode_message,
+    encode_update,
+)
 
 _U64 = 2**64 - 1
 _EPOCH = re.compile(r"[0-9a-f]{1,16}")
@@ -185,6 +195,11 @@ class UpdateDraft:
     """An alert's draft (`alert_draft`): the instance's key and its JSON while it is pending or
     firing (b"" once resolved), for the broker's list of active instances."""
 
+    @property
+    def deletes(self) -> bool:
+        """Whether this is a topic's deletion (`deletion_draft`)."""
+        return self.body.startswith(DELETION_BODY)
+
     def forgetting(self, groups: Sequence[tuple[str, Mapping[str, str | None]]]) -> UpdateDraft:
         """This draft, also telling that these groups (id, key) left the live set."""
         keys = orjson.dumps([key for _, key in groups])
@@ -215,6 +230,18 @@ POINT_BODY = b'{"resolution"'
 """How a point's body (and only a point's) starts."""
 ALERT_BODY = b'{"alert"'
 """How an alert's body (and only an alert's) starts."""
+DELETION_BODY = b'{"gap"'
+"""How a deletion's body (and only a deletion's) starts."""
+
+
+def deletion_draft(topic: str, clock_us: int) -> UpdateDraft:
+    """The message that `topic` was deleted (`DELETE /topics/{topic}`), published at
+    `clock_us` (the deleted topic's clock): a `"gap": true` snapshot in which the topic is
+    absent and named under `"deleted"`. Everything of the topic published before it is gone:
+    the broker drops the topic's latest update, groups and series with it, and its history
+    reads start after it; the topic's next update starts it afresh."""
+    body = orjson.dumps({"gap": True, "topics": {}, "deleted": [topic]})
+    return UpdateDraft(topic, clock_us, body)
 
 
 def alert_draft(topic: str, clock_us: int, body: bytes, key: str, active: bool) -> UpdateDraft:
@@ -317,6 +344,8 @@ class Update:
             return cls(topic, update_id, clock_us, data, POINT_EVENT)
         if body.startswith(ALERT_BODY):
             return cls(topic, update_id, clock_us, data, ALERT_EVENT)
+        if body.startswith(DELETION_BODY):
+            return cls(topic, update_id, clock_us, data, SNAPSHOT_EVENT)
         return cls(topic, update_id, clock_us, data)
 
     @property
@@ -340,6 +369,11 @@ class Update:
     @property
     def is_point(self) -> bool:
         return self.event is POINT_EVENT
+
+    @property
+    def is_deletion(self) -> bool:
+        """The topic's deletion (`deletion_draft`): its streams' `"gap": true` snapshot."""
+        return self.event is SNAPSHOT_EVENT
 
     @property
     def is_update(self) -> bool:
@@ -418,4 +452,4 @@ def snapshot_message(
             entry["groups"] = groups[topic]
         topics[topic] = entry
     data = orjson.dumps({"gap": gap, "topics": topics})
-    return encode_message(data, event="snapshot", id=id or None)
+    return encode_message(data, event=SNAPSHOT_EVENT, id=id or None)

@@ -22,6 +22,10 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.updates import Run, Update
 from pushsvc.deliver.rendering import run_of
 
+_DELETED = "\0deleted "
+"""Where a conflating queue keeps a topic's deletion, beside the topic's own latest update (a
+topic name holds no NUL)."""
+
 
 @dataclass(eq=False, slots=True)
 class ConflatingQueue:
@@ -35,7 +39,8 @@ class ConflatingQueue:
     runs: deque[Run] = field(default_factory=deque)
     latest: dict[str, Update] = field(default_factory=dict)
     """Conflated topics → their latest update, in the order those updates arrived (id
-    order). Not empty: the queue is conflating, and every run put goes here until drained."""
+    order), and a deleted topic's deletion (under `_DELETED` + topic). Not empty: the queue
+    is conflating, and every run put goes here until drained."""
 
     def put(self, run: Run) -> bool:
         """Queue `run`; True when it was conflated instead (the queue is full, or already
@@ -49,11 +54,21 @@ class ConflatingQueue:
         # one bucket or one change of its own: conflating them would lose all but one).
         newest = run.updates[-1]
         if not newest.is_update:
-            updates = [u for u in run.updates if u.is_update]
+            updates = [u for u in run.updates if u.is_update or u.is_deletion]
             if not updates:
                 return True
             newest = updates[-1]
         topic = newest.topic
+        if newest.is_deletion:
+            # The topic's deletion replaces its latest update, and stays (in its place in id
+            # order) when the topic's next update comes: the stream must see the gap.
+            latest.pop(topic, None)
+            topic = _DELETED + topic
+        elif any(u.is_deletion for u in run.updates):
+            deletion = [u for u in run.updates if u.is_deletion][-1]
+            latest.pop(topic, None)
+            latest.pop(_DELETED + topic, None)
+            latest[_DELETED + topic] = deletion
         latest.pop(topic, None)
         latest[topic] = newest
         return True

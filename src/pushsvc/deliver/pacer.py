@@ -2,7 +2,8 @@
 
 Statistics are full state, so an update held back is simply replaced by the next one of
 its topic; nothing a subscriber needs is lost by skipping. Points (closed series buckets)
-are not state but one bucket each: they pass unpaced.
+are not state but one bucket each: they pass unpaced, and so do alerts and a topic's deletion
+(which drops the topic's update held back: it belongs to the deleted topic).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ class Pacer:
         due: list[Update] = []
         for update in updates:
             if not update.is_update:
-                due.append(update)  # a closed bucket or an alert replaces nothing
+                due.append(update)  # a closed bucket, an alert or a deletion replaces nothing
+                if update.is_deletion:
+                    # ...but a deletion ends what was held of its topic: never sent after it.
+                    self.held.pop(update.topic, None)
                 continue
             topic = update.topic
             if topic not in self.held and self._is_due(topic, now):

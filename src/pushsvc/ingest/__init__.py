@@ -1,7 +1,8 @@
 """Events in: `parse` (request bodies, JSON or NDJSON), `timestamps` (epoch seconds and RFC 3339
-to µs), `input_limits` (body, batch and tag limits), `lateness` (the one rule), `idempotency`
-(the Idempotency-Key), and the one path in, `accept` (for a POST and for the Redis bridge,
-`redis_bridge`). The event itself and its echo are `pushsvc.core.event`."""
+to µs), `input_limits` (body, batch and tag limits), and the one path in, `accept` (for a POST
+and for the Redis bridge, `redis_bridge`). What the broker and the aggregator share with it
+lives in `pushsvc.core`: the event itself and its echo (`core.event`), the lateness rule
+(`core.lateness`) and the Idempotency-Key (`core.idempotency`)."""
 
 from __future__ import annotations
 

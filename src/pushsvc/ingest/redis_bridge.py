@@ -117,7 +117,7 @@ class Bridge:
             log.warning("bridge: could not subscribe (%s); retrying", exc)
             return
         self._reader, self._tenure = reader, tenure
-        log.warning("bridge: bridging %s* into the event log", self._channel_prefix.decode())
+        log.info("bridge: bridging %s* into the event log", self._channel_prefix.decode())
 
     def _stand_by(self) -> None:
         """Close this tenure's subscription, and what it had received with it."""

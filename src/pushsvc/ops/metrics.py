@@ -1,5 +1,6 @@
 """Prometheus metrics. Hot-path counters are plain ints on the hub and aggregator,
-read at scrape time by a custom collector, so delivering an update costs no metric call."""
+read at scrape time by a custom collector, so delivering an update costs no metric call.
+Several processes on one machine answer as one (`multiprocess_metrics`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from pushsvc.errors import BrokerUnavailable
+from pushsvc.ops.multiprocess_metrics import FileMirror, SharedFiles, shared_dir
 
 if TYPE_CHECKING:
     from pushsvc.aggregate.derive import Deriver
@@ -44,14 +46,15 @@ class AggregatorStats(Protocol):
     def group_overflow(self) -> int: ...
 
 
-class _StateCollector(Collector):
-    def __init__(self, hub: Hub, broker: ServingBroker) -> None:
+class _ProcessState(Collector):
+    """What this process counts itself: its streams, its aggregators, its deriver."""
+
+    def __init__(self, hub: Hub) -> None:
         self._hub = hub
-        self._broker = broker
         self.aggregator: AggregatorStats | None = None
         self.partitions: PartitionPool | None = None
         self.deriver: Deriver | None = None
-        self.redis_guard: RedisGuard | None = None
+        self.redis = False
 
     def collect(self) -> Iterator[Metric]:
         hub = self._hub
@@ -157,6 +160,31 @@ class _StateCollector(Collector):
             derived.add_metric(["replayed"], self.deriver.replayed)
             derived.add_metric(["late"], self.deriver.late)
             yield derived
+        if self.redis:
+            # Imported here: the embedded mode never imports redis-py.
+            from pushsvc.broker.redis.wire import refusals
+
+            refused = CounterMetricFamily(
+                "pushsvc_redis_refusals",
+                "Redis commands of this process refused, by code (broker_full: at maxmemory; "
+                "broker_read_only, broker_busy, broker_loading, broker_refused); nothing was "
+                "written",
+                labels=["code"],
+            )
+            for code, count in sorted(refusals.items()):
+                refused.add_metric([code], count)
+            yield refused
+
+
+class _DeploymentState(Collector):
+    """What every process reads alike from the broker at scrape time (the lag, the topics,
+    the bridge, Redis's memory): answered by the process scraped, never summed."""
+
+    def __init__(self, broker: ServingBroker) -> None:
+        self._broker = broker
+        self.redis_guard: RedisGuard | None = None
+
+    def collect(self) -> Iterator[Metric]:
         yield from self._lag()
         yield from self._redis_memory()
         yield from self._bridge()
@@ -181,18 +209,6 @@ class _StateCollector(Collector):
     def _redis_memory(self) -> Iterator[Metric]:
         if self.redis_guard is None:
             return
-        # Imported here: the embedded mode never imports redis-py.
-        from pushsvc.broker.redis.wire import refusals
-
-        refused = CounterMetricFamily(
-            "pushsvc_redis_refusals",
-            "Redis commands of this process refused, by code (broker_full: at maxmemory; "
-            "broker_read_only, broker_busy, broker_loading, broker_refused); nothing was written",
-            labels=["code"],
-        )
-        for code, count in sorted(refusals.items()):
-            refused.add_metric([code], count)
-        yield refused
         memory = self.redis_guard.memory
         if memory is None:
             return
@@ -268,37 +284,61 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
 
 
+# How each gauge this process mirrors is combined over the live processes (the rest are
+# summed): the members an aggregator sees, and the limits and start of the processes.
+_GAUGE_MODES = {
+    "pushsvc_aggregators_live": "livemax",
+    "process_start_time_seconds": "livemin",
+    "process_max_fds": "livemin",
+}
+
+
 class Metrics:
-    """One registry per app, so several apps in one process (tests) do not collide."""
+    """One registry per app, so several apps in one process (tests) do not collide.
+
+    With `PROMETHEUS_MULTIPROC_DIR` set (`serve --workers N` sets it for its children), a
+    scrape answers for every process sharing that directory (`multiprocess_metrics`)."""
 
     def __init__(self, hub: Hub, broker: ServingBroker) -> None:
+        shared = shared_dir()
         self.registry = CollectorRegistry(auto_describe=True)
-        self._state = _StateCollector(hub, broker)
-        self.registry.register(self._state)
+        self._process = _ProcessState(hub)
+        self._deployment = _DeploymentState(broker)
+        # The Counters and Gauges below write their own files when shared: not registered,
+        # the files are (else each would be counted twice).
+        own = self.registry if shared is None else None
+        self._own = own
         self.events_accepted = Counter(
-            "pushsvc_events_accepted", "Events accepted by the producer API", registry=self.registry
+            "pushsvc_events_accepted", "Events accepted by the producer API", registry=own
         )
         self.idempotent_replays = Counter(
             "pushsvc_idempotent_replays",
             "POSTs answered with an earlier request's answer (same Idempotency-Key): "
             "nothing logged, nothing counted as accepted",
-            registry=self.registry,
+            registry=own,
         )
         self.requests_rejected = Counter(
             "pushsvc_requests_rejected",
             "Requests answered with an error, by error code",
             ["code"],
-            registry=self.registry,
+            registry=own,
         )
         self.alertmanager_posts = Counter(
             "pushsvc_alertmanager_posts",
             "POSTs of alerts to an Alertmanager, by outcome (ok, error: unreachable or refused)",
             ["outcome"],
-            registry=self.registry,
+            registry=own,
         )
-        # CPU, memory and open files of this process; which process it is (`serve --workers`
-        # runs several behind one port).
-        ProcessCollector(registry=self.registry)
+        # CPU, memory and open files of this process (shared: summed over the processes).
+        process = ProcessCollector(registry=own)
+        self.mirror: FileMirror | None = None
+        if shared is None:
+            self.registry.register(self._process)
+        else:
+            self.mirror = FileMirror(shared, [self._process, process], _GAUGE_MODES)
+            self.registry.register(SharedFiles(shared))
+        self.registry.register(self._deployment)
+        # Which process answered (`serve --workers` runs several behind one port).
         Info("pushsvc_process", "This process", registry=self.registry).info(
             {"pid": str(os.getpid())}
         )
@@ -311,20 +351,24 @@ class Metrics:
             "pushsvc_greenlets",
             "Greenlets serving HTTP connections, one per open connection (streams included); "
             "the process's few others are not counted",
-            registry=self.registry,
+            registry=self._own,
+            multiprocess_mode="livesum",
         )
 
     def watch_aggregator(self, aggregator: AggregatorStats) -> None:
-        self._state.aggregator = aggregator
+        self._process.aggregator = aggregator
 
     def watch_partitions(self, pool: PartitionPool) -> None:
-        self._state.partitions = pool
+        self._process.partitions = pool
 
     def watch_deriver(self, deriver: Deriver) -> None:
-        self._state.deriver = deriver
+        self._process.deriver = deriver
 
     def watch_redis(self, guard: RedisGuard) -> None:
-        self._state.redis_guard = guard
+        self._process.redis = True
+        self._deployment.redis_guard = guard
 
     def render(self) -> bytes:
+        if self.mirror is not None:
+            self.mirror.flush()  # this process's own counts as of now
         return generate_latest(self.registry)

@@ -7,16 +7,22 @@ it with SO_REUSEPORT, so the kernel spreads connections over them) and one
 child that dies, and on SIGTERM or SIGINT stops the children, then Redis (which syncs its
 append-only file in the data directory), and exits. Children get SIGTERM if the supervisor
 itself is killed (`children.py`).
+
+The children share their metrics in a private directory (`multiprocess_metrics`), so that
+whichever web worker answers `/metrics` answers for all of them, the aggregator included; the
+supervisor removes a dead child's gauges there before starting it again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +31,7 @@ from pathlib import Path
 from pushsvc.config import Settings
 from pushsvc.errors import CannotListen
 from pushsvc.ops.children import die_with_parent
+from pushsvc.ops.multiprocess_metrics import DIR_VARIABLE
 from pushsvc.ops.private_redis import PrivateRedis
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,7 @@ class Supervisor:
         self.children: list[_Child] = []
         self._stopping = False
         self._reserved: socket.socket | None = None
+        self._metrics_dir: str | None = None
 
     def run(self) -> int:
         if self.settings.redis_url is not None:
@@ -88,7 +96,9 @@ class Supervisor:
                 data_dir = self.settings.data_dir
                 self.redis = PrivateRedis(Path(data_dir) if data_dir else None).start()
                 url = self.redis.url
-                log.warning("private redis-server %s (%s)", self.redis.binary, self.redis.socket)
+                log.info("private redis-server %s (%s)", self.redis.binary, self.redis.socket)
+            # Fresh each start: another run's files would add its counts to this one's.
+            self._metrics_dir = tempfile.mkdtemp(prefix="pushsvc-metrics-")
             self.children = self._plan(url, port)
             for child in self.children:
                 child.start()
@@ -129,7 +139,10 @@ class Supervisor:
             "PUSHSVC_PORT": str(port),
             "PUSHSVC_WORKERS": "1",
             "PUSHSVC_DATA_DIR": "",
+            "PUSHSVC_METRICS_PORT": "",  # the web workers' /metrics answers for the aggregator
         }
+        if self._metrics_dir is not None:
+            env[DIR_VARIABLE] = self._metrics_dir
         command = [sys.executable, "-m", "pushsvc"]
         if self.settings.workers == 1:
             return [_Child("serve", [*command, "serve", "--reuse-port"], env)]
@@ -149,10 +162,19 @@ class Supervisor:
                 continue
             quick = time.monotonic() - child.started < _QUICK_DEATH_S
             log.error("pushsvc %s exited with %s; starting it again", child.role, code)
+            self._forget_gauges(child)
             if quick:
                 time.sleep(1.0)  # do not spin on a child that cannot start
             child.restarts += 1
             child.start()
+
+    def _forget_gauges(self, child: _Child) -> None:
+        """A dead child's gauges (its streams, its partitions) leave the sum; its counters stay
+        in it, so that they never go backwards."""
+        if self._metrics_dir is not None and child.proc is not None:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(child.proc.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
 
     def _shutdown(self) -> None:
         running = [c for c in self.children if c.proc is not None and c.exited is None]
@@ -171,4 +193,6 @@ class Supervisor:
             self.redis.close()
         if self._reserved is not None:
             self._reserved.close()
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
         log.warning("pushsvc serve stopped")

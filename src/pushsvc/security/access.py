@@ -24,6 +24,12 @@ QUERY = "token"
 
 Source = Literal["header", "cookie", "query"]
 
+QUERY_DISABLED = (
+    "?token= was sent, but query tokens are disabled on this server: send the token in "
+    "Authorization: Bearer … or the pushsvc_token cookie, or enable ?token= for subscribing "
+    "with PUSHSVC_TOKEN_QUERY=true (--token-query true)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ReadAccess:
@@ -67,6 +73,11 @@ class Gate:
             return None
         found = _token(request, query=False)
         if found is None:
+            if request.args.get(QUERY):
+                raise Unauthorized(
+                    "publishing never takes ?token= (URLs end up in logs): send the token in "
+                    "Authorization: Bearer …"
+                )
             raise Unauthorized("publishing needs a token (Authorization: Bearer …)")
         token, source = found
         grant = self._verify(token)
@@ -111,6 +122,10 @@ class Gate:
     def _reading_scope(self, request: Request) -> tuple[Scope, Grant | None]:
         found = _token(request, query=self.token_query)
         if found is None:
+            if request.args.get(QUERY):
+                # Judged as sent, not as if none had been: "needs a token" would send its
+                # sender looking for a bad token rather than at the setting.
+                raise Unauthorized(QUERY_DISABLED)
             return self.anonymous, None
         grant = self._verify(found[0])
         return Scope.union((grant.subscribe, self.anonymous)), grant

@@ -35,6 +35,7 @@ HMAC_ALGORITHM = "HS256"
 CLOCK_SKEW_S = 30
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256 bits).
 MIN_SECRET_BYTES = 32
+NOT_A_JWT = "the token is not a JWT (header.payload.signature, each base64url-encoded JSON)"
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
@@ -140,6 +141,9 @@ class Verifier:
                 refused = exc  # not signed with this key: the next one may have signed it
             except jwt.ExpiredSignatureError:
                 raise TokenError("the token has expired") from None
+            except jwt.DecodeError:
+                # PyJWT's own words (a codec's, a padding's) say nothing to whoever sent it.
+                raise TokenError(f"invalid token: {NOT_A_JWT}") from None
             except jwt.PyJWTError as exc:
                 raise TokenError(f"invalid token: {exc}") from None
         else:
@@ -204,16 +208,25 @@ def mint(
     issuer: str | None = None,
     now: float | None = None,
 ) -> str:
-    """A signed token granting these selectors for `ttl_s` seconds (at least one), counted
-    from `now`: `exp` is rounded up to the whole second, so a token is never valid for less."""
+    """A signed token granting these selectors for exactly `ttl_s` seconds (whole, at least
+    one): `exp` is `iat + ttl_s`, `iat` the second it is minted in (`now`, rounded down: a
+    verifier without leeway refuses an `iat` in the future). ValueError for another TTL."""
+    check_ttl(ttl_s)
     Scope.of(publish), Scope.of(subscribe)  # refuse selectors no server would accept
-    now = time.time() if now is None else now
+    issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
-        "iat": int(now),
-        "exp": math.ceil(now + max(1, round(ttl_s))),
+        "iat": issued,
+        "exp": issued + int(ttl_s),
         CLAIM: {"publish": list(publish), "subscribe": list(subscribe)},
     }
     for name, value in (("sub", subject), ("aud", audience), ("iss", issuer)):
         if value is not None:
             claims[name] = value
     return jwt.encode(claims, signing_key, algorithm=algorithm)
+
+
+def check_ttl(ttl_s: float) -> None:
+    """A token's lifetime: `exp` and `iat` are whole seconds, so is the TTL; under a second
+    it could expire before it is used (and 0 would be no token at all)."""
+    if not (math.isfinite(ttl_s) and ttl_s >= 1 and ttl_s == int(ttl_s)):
+        raise ValueError(f"a token's TTL is a whole number of seconds, at least 1s; got {ttl_s:g}s")

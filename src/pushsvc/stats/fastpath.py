@@ -79,6 +79,7 @@ the reference the fast path must match (the oracle tests run both).
 from __future__ import annotations
 
 import bisect
+import linecache
 import math
 import re
 from pathlib import Path
@@ -123,7 +124,12 @@ def specialise(
         "_insort": bisect.insort,
         "_bisect_left": bisect.bisect_left,
     }
-    exec(compile(source, f"<pushsvc.stats.fastpath {labels} {stats}>", "exec"), namespace)
+    filename = f"<pushsvc.stats.fastpath {labels} {stats}>"
+    # Registered with linecache (as dataclasses and attrs do for their generated methods), so
+    # that tracebacks, pdb and profilers show the generated lines rather than nothing. The
+    # entry has no mtime, so linecache.checkcache never drops it.
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), namespace)
     attrs = {
         "__slots__": (),
         "__doc__": base.__doc__,

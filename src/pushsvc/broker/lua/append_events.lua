@@ -1,6 +1,6 @@
 -- Append one batch of a topic's events to its shard's event log, if none is late.
 --
--- The lateness rule is pushsvc/ingest/lateness.py's, decided here against the topic clock
+-- The lateness rule is pushsvc/core/lateness.py's, decided here against the topic clock
 -- so that no two appends can race: an event is late when ts + lateness < T, where T is the
 -- largest event time (or tick clock) logged for the topic; each event of the batch moves T
 -- for the ones after it. Times arrive as fixed-width decimal keys (see broker/redis/keys.py)

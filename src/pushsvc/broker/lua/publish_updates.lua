@@ -5,9 +5,10 @@
 -- produced (a standby continues where this stopped).
 --
 -- KEYS: epoch, history, latest, trimmed, applied, lease, alerts (active alert instances),
---       alerts_head (the newest alert change's `<epoch>:<stream id>`), alert_changes (the
---       alert changes again, under the same ids, kept for their own retention),
---       alert_changes_trimmed (the newest id trimmed from it)
+--       alerts_head (the newest alert change's `<epoch>:<stream id>`), checkpoints (the
+--       partition's set of checkpointed topics), alert_changes (the alert changes again,
+--       under the same ids, kept for their own retention), alert_changes_trimmed (the
+--       newest id trimmed from it)
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
@@ -15,15 +16,19 @@
 --       continues from it), publish_command (PUBLISH, or SPUBLISH on a Redis Cluster: the
 --       message then goes to the node of the partition's slot only), partition_channel ('',
 --       or on a Redis Cluster the channel that also carries every run, after its topic and
---       a newline: patterns cannot be subscribed to there), alert_retention_ms (how long
---       an alert change is kept in alert_changes, whatever history_len keeps),
+--       a newline: patterns cannot be subscribed to there), series_keys_prefix and
+--       checkpoint_prefix (of a topic's set of series keys and of its checkpoint),
+--       deletion_count, alert_retention_ms (how long an alert change is kept in
+--       alert_changes, whatever history_len keeps),
 --       then topic, clock_us, body for each of the draft_count drafts,
 --       then for each of the point_count drafts that are series points: its draft's place
 --       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
 --       point, min id (the oldest bucket start the tier keeps), key TTL in ms,
 --       then for each of the instance_count drafts that are alert changes: its draft's place,
 --       the instance's key, its JSON while active ('' once resolved: it leaves `alerts`),
---       then topic, group id, group JSON ('' forgets the group) for each group they carry.
+--       then for each of the deletion_count drafts that are a topic's deletion: its place,
+--       then topic, group id, group JSON ('' forgets the group) for each group they carry
+--       (none of a draft that a deletion of its topic follows in the batch).
 -- Returns {epoch, stream ids in draft order ('' for a point its series holds already: it
 -- was published before and is not published again)}, or an error when the lease is not
 -- the caller's (FENCED), or when the log is recorded as applied past `applied_after`
@@ -35,6 +40,12 @@
 -- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
 -- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
 -- A point or an alert is a message like an update, but never a topic's latest.
+--
+-- A deletion (DELETE /topics/{t}) is a message like an update too (its streams' `"gap": true`
+-- snapshot), never a topic's latest: at its place among the drafts, the topic's latest
+-- update, groups, checkpoint and series (every key its set of series keys names) are
+-- dropped, and it starts no chain: the topic's next update is its first again, so a read of
+-- the topic's history ends before the deletion.
 --
 -- Each history entry also names the stream id of its topic's previous update (`p`, '' for
 -- none kept), so one topic's history is read by following them (topic_history.lua) instead
@@ -51,14 +62,17 @@ local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
 local point_count, instance_count = tonumber(ARGV[9]), tonumber(ARGV[10])
 local applied_after, publish_command = ARGV[11], ARGV[12]
 local partition_channel = ARGV[13]
-local alert_retention_ms = tonumber(ARGV[14])
-local FIRST_DRAFT = 15  -- ARGV's first draft's topic; its clock_us and body follow
+local series_keys_prefix, checkpoint_prefix = ARGV[14], ARGV[15]
+local deletion_count = tonumber(ARGV[16])
+local alert_retention_ms = tonumber(ARGV[17])
+local FIRST_DRAFT = 18  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
 local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
-local FIRST_GROUP = FIRST_INSTANCE + 3 * instance_count  -- the first group's topic; id, JSON
-local alerts_key, alerts_head_key = KEYS[7], KEYS[8]
-local alert_changes_key, alert_changes_trimmed_key = KEYS[9], KEYS[10]
+local FIRST_DELETION = FIRST_INSTANCE + 3 * instance_count  -- a deletion's draft place
+local FIRST_GROUP = FIRST_DELETION + deletion_count  -- the first group's topic; id, JSON
+local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
+local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
 
 -- Draft place -> the ARGV index of its series arguments.
 local point_at = {}
@@ -66,8 +80,12 @@ for i = FIRST_POINT, FIRST_INSTANCE - 1, 6 do
   point_at[tonumber(ARGV[i])] = i
 end
 local alert_at = {}
-for i = FIRST_INSTANCE, FIRST_GROUP - 1, 3 do
+for i = FIRST_INSTANCE, FIRST_DELETION - 1, 3 do
   alert_at[tonumber(ARGV[i])] = i
+end
+local deletion_at = {}
+for i = FIRST_DELETION, FIRST_GROUP - 1 do
+  deletion_at[tonumber(ARGV[i])] = true
 end
 
 if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
@@ -153,7 +171,9 @@ local function keep_alert_change(id, clock, body)
 end
 -- Keep a point in its tier's stream; false when the stream has it already (a bucket is
 -- closed once: its start only grows), which XADD refuses as an id not above the top.
-local function keep_point(at)
+-- The topic's set of series keys (what its deletion drops) names the point's, and expires
+-- with the longest-kept of them.
+local function keep_point(at, topic)
   local series_key, point_id, packed = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local added = redis.pcall('XADD', series_key, point_id, 'p', packed)
   if type(added) == 'table' and added.err then
@@ -161,18 +181,41 @@ local function keep_point(at)
     return error(added)  -- anything else (OOM...) fails the script as redis.call would
   end
   redis.call('XTRIM', series_key, 'MINID', ARGV[at + 4])
-  redis.call('PEXPIRE', series_key, ARGV[at + 5])
+  local ttl = tonumber(ARGV[at + 5])
+  redis.call('PEXPIRE', series_key, ttl)
+  local index_key = series_keys_prefix .. topic
+  redis.call('SADD', index_key, series_key)
+  if redis.call('PTTL', index_key) < ttl then
+    redis.call('PEXPIRE', index_key, ttl)
+  end
   return true
+end
+-- Everything the broker keeps of a deleted topic but its history.
+local function drop_topic(topic)
+  redis.call('HDEL', latest_key, topic)
+  redis.call('DEL', groups_prefix .. topic, checkpoint_prefix .. topic)
+  redis.call('SREM', checkpoints_key, topic)
+  local index_key = series_keys_prefix .. topic
+  for _, series_key in ipairs(redis.call('SMEMBERS', index_key)) do
+    redis.call('DEL', series_key)
+  end
+  redis.call('DEL', index_key)
 end
 local place = 0
 for i = FIRST_DRAFT, LAST_DRAFT, 3 do
   place = place + 1
   local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local point = point_at[place]
-  if point and not keep_point(point) then
+  if point and not keep_point(point, topic) then
     ids[#ids + 1] = ''
   else
     local alert = alert_at[place]
+    local deletion = deletion_at[place]
+    if deletion then
+      drop_topic(topic)
+      previous[topic] = ''
+      if run_topic == topic then run_latest = nil end
+    end
     local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
       'p', previous_of(topic, alert))
     if alert then
@@ -184,14 +227,14 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
         redis.call('HSET', alerts_key, ARGV[alert + 1], ARGV[alert + 2])
       end
     end
-    if not point then previous[topic] = id end
+    if not point and not deletion then previous[topic] = id end
     if run_topic ~= topic then
       if run_topic then flush() end
       run, run_topic, run_latest = {}, topic, nil
     end
     local message = epoch .. ':' .. id .. ' ' .. clock .. ' ' .. body
     run[#run + 1] = message
-    if not point and not alert then run_latest = message end
+    if not point and not alert and not deletion then run_latest = message end
     ids[#ids + 1] = id
     length = length + 1
   end

@@ -30,14 +30,8 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import (
-    AskError,
-    MovedError,
-    RedisClusterException,
     ResponseError,
-    TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
@@ -70,6 +64,8 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
+from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
@@ -101,8 +97,6 @@ from pushsvc.errors import (
 
 log = logging.getLogger(__name__)
 
-# Redirects followed for one append with WAIT (a slot moving twice while we send is rare).
-_REDIRECTS = 3
 # A new topic's admission holds its lock this long at most (a holder that died).
 _ADMIT_LOCK_MS = 2000
 # A tier's stream outlives its retention by this much after its newest point.
@@ -154,6 +148,7 @@ class RedisBroker:
         self._publish = Script(self._client, "publish_updates")
         self._release_admitting = Script(self._client, "lease_release")
         self._note_derived = Script(self._client, "note_derived")
+        self._delete = Script(self._client, "delete_topic")
         self._history_reader = HistoryReader(self._client, self.keys)
         self.on_cluster = is_cluster(url)
         # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
@@ -336,41 +331,27 @@ class RedisBroker:
         (WAIT on the connection that wrote, so on the partition's primary)."""
         with unavailable("append_events"):
             if self._min_replicas:
-                raw, replicas = self._append_and_wait(keys, args)
+                raw, replicas = self._run_and_wait(self._append, keys, args)
             else:
                 raw, replicas = self._append(keys=keys, args=args), None
         return AppendReply.decode(raw), replicas
 
-    def _append_and_wait(self, keys: list[str], args: list[str | int | bytes]) -> tuple[Any, int]:
-        """The append, then WAIT on the connection that wrote it: on a cluster, a pipeline of
-        the two on the primary of the partition's slot (a redirect means the append did not
-        run there: the topology is read again and the pair sent to the new owner)."""
-        for _ in range(_REDIRECTS):
-            client = self._client
-            if self.on_cluster:
-                cluster = cast(RedisCluster, self._client)
-                node = cluster.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
-                client = cluster.get_redis_connection(node)
-            try:
-                with client.pipeline(transaction=False) as pipe:
-                    self._append(keys=keys, args=args, client=pipe)
-                    pipe.wait(self._min_replicas, self._replica_timeout_ms)
-                    raw, replicas = pipe.execute()
-                return raw, int(replicas)
-            except (MovedError, AskError, TryAgainError):
-                self._learn_topology()
-            except (RedisConnectionError, RedisTimeoutError):
-                # The node went away (a failover?): the next append asks the new owner.
-                self._learn_topology()
-                raise
-        raise BrokerUnavailable("the partition's slot kept moving; retry")
+    def _run_and_wait(
+        self, script: Script, keys: list[str], args: list[str | int | bytes]
+    ) -> tuple[Any, int]:
+        """The script, then WAIT on the connection that wrote it: on a cluster, a pipeline of
+        the two on the primary of the partition's slot, its redirects followed as redis-py
+        follows them (`redirects.py`)."""
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            script(keys=keys, args=args, client=pipe)
+            pipe.wait(self._min_replicas, self._replica_timeout_ms)
+
+        raw, replicas = on_slot_owner(self._client, keys[0], queue)
+        return raw, int(replicas)
 
     def _learn_topology(self) -> None:
-        """Read the cluster's slots again, after a node failed or a slot moved under a call
-        made on one node's own connection (RedisCluster does so itself for its own calls)."""
-        if self.on_cluster:
-            with contextlib.suppress(redis.RedisError, RedisClusterException):
-                cast(RedisCluster, self._client).nodes_manager.initialize()
+        learn_topology(self._client)
 
     # -- updates -------------------------------------------------------------
 
@@ -422,6 +403,7 @@ class RedisBroker:
             part.lease,
             part.alerts,
             part.alerts_head,
+            part.checkpoints,
             part.alert_changes,
             part.alert_changes_trimmed,
         ]
@@ -439,11 +421,19 @@ class RedisBroker:
             applied.after if applied is not None else "",
             self._publish_command,
             part.all_updates_channel if self.on_cluster else "",
+            part.series_keys(""),
+            part.checkpoint(""),
+            0,
             self._alert_retention_us // 1000,
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []
+        deletions: list[int] = []
+        deleted: dict[str, int] = {}  # topic -> the place of its last deletion
         for place, d in enumerate(drafts, 1):
+            if d.deletes:
+                deletions.append(place)
+                deleted[d.topic] = place
             args += [d.topic, d.clock_us, d.body]
             if (write := d.series) is not None:
                 points += [
@@ -459,9 +449,13 @@ class RedisBroker:
                 instances += [place, d.instance[0], d.instance[1]]
         args[8] = len(points) // 6
         args[9] = len(instances) // 3
+        args[15] = len(deletions)
         args += points
         args += instances
-        for d in drafts:
+        args += deletions
+        for place, d in enumerate(drafts, 1):
+            if place < deleted.get(d.topic, 0):
+                continue  # groups of the deleted topic: the deletion drops them
             for gid, group in d.groups:
                 args += [d.topic, gid, group]
             for gid in d.forgotten:
@@ -472,6 +466,27 @@ class RedisBroker:
             Update.of(d, UpdateId.of_stream_id(reply.epoch, i)) if i else None
             for d, i in zip(drafts, reply.stream_ids, strict=True)
         ]
+
+    def delete_topic(self, topic: str) -> bool:
+        """See `Broker.delete_topic`: one script in the topic's partition checks the topic,
+        drops its clock and latest update and logs the delete entry (`delete_topic.lua`)."""
+        self._check_open()
+        part = self.keys.of(topic)
+        keys = [part.log, part.clocks, part.latest, part.logged, part.deleted]
+        args = [topic, part.wake_channel if self.on_cluster else ""]
+        replicas: int | None = None
+        with unavailable("delete_topic"):
+            if self._min_replicas:
+                entry_id, replicas = self._run_and_wait(self._delete, keys, list(args))
+            else:
+                entry_id = self._delete(keys=keys, args=args)
+        if entry_id and replicas is not None and replicas < self._min_replicas:
+            raise ReplicasUnconfirmed(
+                f"the deletion reached {replicas} of {self._min_replicas} replicas in time; it "
+                "will be applied unless the primary is lost (a retry of a deletion that was "
+                "applied answers 404)"
+            )
+        return bool(entry_id)
 
     def consume_updates(
         self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None
@@ -720,6 +735,24 @@ class RedisBroker:
             self._learn_topology()
             raise
         return max(found, key=lambda m: (m.evicts, m.full, m.used_bytes / (m.max_bytes or 1)))
+
+    @property
+    def min_replicas(self) -> int:
+        """The replicas each append must reach (`WAIT`) before it is acknowledged."""
+        return self._min_replicas
+
+    def replicas_online(self) -> int | None:
+        """The fewest replicas online at any primary holding pushsvc's keys (`replication.py`);
+        None when a primary will not say."""
+        self._check_open()
+        try:
+            with unavailable("info replication"):
+                found = [read_replicas_online(client) for client in self._primaries()]
+        except BrokerUnavailable:
+            self._learn_topology()
+            raise
+        known = [count for count in found if count is not None]
+        return min(known) if known else None
 
     def _by_primary(self) -> dict[redis.Redis, list[PartitionKeys]]:
         """The partitions each primary holds now, by a client of that primary (one Redis:

@@ -6,11 +6,14 @@ exits 1): with any `maxmemory-policy` but `noeviction`, Redis would drop acknowl
 history or leases silently. A Redis that will not say (CONFIG and INFO refused) gets a warning
 and the process starts; one that cannot be reached is checked by the watch once it answers.
 
-The watch looks again every `--redis-check` (default 5s): an evicting policy or a full Redis
-(at `maxmemory`: appends are refused with `503 broker_full`, the aggregator waits) makes the
-process not ready, with the reason; each change is logged once. `/readyz` takes a look of its
-own on every request (`check`), so it answers what Redis does now, not what it did up to
-`--redis-check` ago: a Redis that fills and frees within that time would otherwise be missed.
+The watch looks again every `--redis-check` (default 5s): an evicting policy, a full Redis
+(at `maxmemory`: appends are refused with `503 broker_full`, the aggregator waits) or, with
+`--redis-min-replicas N`, a primary with fewer than N replicas online (every append answered
+`503 replicas_unconfirmed`: after a failover, until a replica rejoins the promoted primary)
+makes the process not ready, with the reason and the fix; each change is logged once.
+`/readyz` takes a look of its own on every request (`check`), so it answers what Redis does
+now, not what it did up to `--redis-check` ago: a Redis that fills and frees within that time
+would otherwise be missed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import gevent.event
 
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.memory_policy import UNCHECKED, RedisMemory
+from pushsvc.broker.redis.replication import replicas_problem
 from pushsvc.broker.redis.url import redact_url
 from pushsvc.errors import BrokerUnavailable, UnsafeRedis
 
@@ -61,10 +65,13 @@ class RedisGuard:
         self.interval_s = interval_s
         self.memory: RedisMemory | None = None
         """None until Redis answered once (or while it does not)."""
+        self.replicas_online: int | None = None
+        """With --redis-min-replicas: the fewest replicas online at a primary (None: unknown)."""
         self._reported: str | None = None
 
     def problem(self) -> tuple[str, str] | None:
-        """(status, reason) when this process is not ready because of Redis's memory."""
+        """(status, reason) when this process is not ready because of Redis: its memory, or
+        too few replicas to confirm writes."""
         memory = self.memory
         if memory is None:
             return None
@@ -74,13 +81,20 @@ class RedisGuard:
         full = memory.full_problem()
         if full is not None:
             return "redis_full", full
+        if self.replicas_online is not None:
+            unconfirmed = replicas_problem(self.replicas_online, self._broker.min_replicas)
+            if unconfirmed is not None:
+                return "replicas_unconfirmed", unconfirmed
         return None
 
     def check(self) -> None:
         try:
             self.memory = self._broker.memory()
+            if self._broker.min_replicas:
+                self.replicas_online = self._broker.replicas_online()
         except BrokerUnavailable:
             self.memory = None  # /readyz says so from its own broker call
+            self.replicas_online = None
             return
         problem = self.problem()
         status = None if problem is None else problem[0]
@@ -89,7 +103,7 @@ class RedisGuard:
         if problem is not None:
             log.warning("%s; not ready until that changes", problem[1])
         else:
-            log.warning("redis memory is fine again (%s cleared)", self._reported)
+            log.warning("redis is fine again (%s cleared)", self._reported)
         self._reported = status
 
     def run(self, stop: gevent.event.Event) -> None:

@@ -15,6 +15,9 @@ when the page is full.
 Entries written before `p` existed are scanned backwards the same way, so a history kept
 across an upgrade reads whole.
 
+A topic's deletion (`DELETE /topics/{t}`) stays in the stream but starts no chain: a topic's
+history ends before it. A read after an id before it starts after it, as a gap.
+
 Every read is bounded by the head read first, so the page and its `resume` id agree even
 while updates keep arriving.
 """
@@ -33,7 +36,7 @@ from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkSto
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import stream_entries, stream_position
 from pushsvc.core.topics import ALERTS
-from pushsvc.core.updates import POINT_BODY, Update, UpdateId
+from pushsvc.core.updates import DELETION_BODY, POINT_BODY, Update, UpdateId
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
@@ -118,6 +121,8 @@ class HistoryReader:
         for stream_id, fields in _backwards(self._client, part.history, upper):
             if fields[b"t"] != name or _is_point(fields):
                 continue
+            if _is_deletion(fields):
+                break  # the topic's history starts after it
             clock = int(fields[b"c"])
             if since_us is not None and clock < since_us:
                 break  # a topic's clock never goes back
@@ -163,6 +168,9 @@ class HistoryReader:
         page: list[Update] = []
         for stream_id, fields in _forwards(self._client, part.history, start, head):
             clock = int(fields[b"c"])
+            if fields[b"t"] == name and _is_deletion(fields):
+                page, continues = [], False  # what came before is gone: a gap
+                continue
             if (
                 fields[b"t"] == name
                 and (since_us is None or clock >= since_us)
@@ -202,6 +210,11 @@ def _by_time(update: Update) -> tuple[int, int]:
     """The order of updates of different partitions: the time Redis wrote them (a stream id
     is `<ms>-<seq>`), which within one partition is the history's own order."""
     return update.id.ms, update.id.seq
+
+
+def _is_deletion(fields: dict[bytes, bytes]) -> bool:
+    """A topic's deletion: its history starts after it."""
+    return fields[b"b"].startswith(DELETION_BODY)
 
 
 def _is_point(fields: dict[bytes, bytes]) -> bool:

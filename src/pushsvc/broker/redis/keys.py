@@ -7,8 +7,8 @@ so every script touches one slot, and the same layout serves one Redis, Sentinel
 Under `{prefix}{{tag}}:` (written `P:` below):
 
     P:log               stream  the partition's event log: k=e (t=topic, v=events), k=t
-                                (v=ticks) or k=f (v=topics forgotten); what a POST appends
-                                before its 202
+                                (v=ticks), k=f (v=topics forgotten) or k=d (t=topic
+                                deleted); what a POST appends before its 202
     P:logged            counter entries ever appended to that log
     P:applied           hash    id (the last entry applied) and n (entries applied), written
                                 atomically with the updates they produced
@@ -19,6 +19,9 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:clocks            hash    topic -> T, the largest event time or tick clock logged; its
                                 fields are the partition's topics kept (`--max-topics`)
     P:forgotten         counter idle topics forgotten (`--topic-ttl`), for /metrics
+    P:deleted           hash    topic -> the log entry of its newest deletion (`DELETE
+                                /topics/{t}`): a round of idle ticks proposed before it is
+                                not logged (it would bring the deleted clock back)
     P:u:{topic}         channel runs of updates, `<id> <clock_us> <body>` per line
     P:all               channel on a Redis Cluster: every run, after its topic and a newline
     P:wake              channel on a Redis Cluster: an empty message after each append
@@ -40,6 +43,8 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:series:{res}:{topic}[|{group id}]  stream  closed buckets of one series tier: id
                                 `<bucket start ms>-0`, p=packed point; trimmed to the tier's
                                 retention, expiring that long after its newest point
+    P:serieskeys:{topic} set    the topic's series keys (of every tier, its groups' too), what
+                                a deletion drops; expiring with the longest-kept of them
     P:checkpoint:{topic} hash   the topic's durable state at a log position
     P:checkpoints       set     the partition's topics that have a checkpoint
     P:rules             string  the digest of the rules its active aggregator computes with
@@ -158,6 +163,11 @@ class PartitionKeys:
         return f"{self.base}forgotten"
 
     @property
+    def deleted(self) -> str:
+        """A hash: topic -> the log entry of its newest deletion."""
+        return f"{self.base}deleted"
+
+    @property
     def history(self) -> str:
         return f"{self.base}history"
 
@@ -236,6 +246,10 @@ class PartitionKeys:
         holds no `|`)."""
         key = f"{self.base}series:{resolution}:{topic}"
         return f"{key}|{group_id}" if group_id else key
+
+    def series_keys(self, topic: str) -> str:
+        """A set: the names of every series stream of `topic` and its groups (`series`)."""
+        return f"{self.base}serieskeys:{topic}"
 
     def fence(self, name: str) -> str:
         """The token of the holder of lease `name` (the Redis bridge's), copied into every

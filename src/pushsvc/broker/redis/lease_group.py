@@ -48,10 +48,9 @@ from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.node_batches import Queued, by_node
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.broker.shared_log import Lease, Roster
+from pushsvc.core.partitions import Partition
 
 log = logging.getLogger(__name__)
-
-Shard = tuple[int, int]
 
 
 def process_id() -> str:
@@ -86,7 +85,7 @@ class RedisLeaseGroup:
         self._ttl_ms = max(1, ttl_us // 1000)
         self._clock = clock
         self._client = single_client(url, socket_timeout=2.0)
-        self._held: dict[Shard, RedisLease] = {}
+        self._held: dict[Partition, RedisLease] = {}
         self._server: tuple[float, float] | None = None
         """Redis's clock (ms) as last read, and our monotonic clock then."""
 
@@ -120,7 +119,7 @@ class RedisLeaseGroup:
             now_ms = self._server_ms()
             if not self.member:
                 self.member = f"{now_ms:013d}:{self._process}"
-                log.warning("joining the aggregators as %s", self.member)
+                log.info("joining the aggregators as %s", self.member)
             calls: list[Queued] = []
             if not self._on_cluster:
                 calls.append((key, lambda pipe: pipe.time()))
@@ -164,11 +163,13 @@ class RedisLeaseGroup:
         free = frozenset(s for s, there in zip(self._shards, exists, strict=True) if not there)
         return Roster(members, free, settled=settled)
 
-    def take(self, shards: Sequence[Shard]) -> dict[Shard, Lease]:
+    def take(self, shards: Sequence[Partition]) -> dict[Partition, Lease]:
         if not shards:
             return {}
         leases = [
-            RedisLease(self._client, self._keys.shard(shard).lease, ttl_us=self._ttl_us)
+            RedisLease(
+                self._client, self._keys.shard(shard).lease, ttl_us=self._ttl_us, clock=self._clock
+            )
             for shard in shards
         ]
         tokens: list[list[str]] = [[] for _ in leases]
@@ -179,7 +180,7 @@ class RedisLeaseGroup:
             ]
             replies = by_node(self._client, calls)
         fresh = [token[0] for token in tokens]
-        taken: dict[Shard, Lease] = {}
+        taken: dict[Partition, Lease] = {}
         for shard, lease, token, reply in zip(shards, leases, fresh, replies, strict=True):
             if lease.renewed(reply, token):
                 self._held[shard] = taken[shard] = lease

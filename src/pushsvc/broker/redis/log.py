@@ -1,7 +1,8 @@
 """A shard's event log as its aggregators read it: entries, the applied position, ticks, trim.
 
-An entry is one POST's batch of one topic (`k=e`), one round of idle ticks (`k=t`), or idle
-topics forgotten (`k=f`); only the lease holder appends the last two. Entries are applied in
+An entry is one POST's batch of one topic (`k=e`), one round of idle ticks (`k=t`), idle
+topics forgotten (`k=f`), or a topic deleted (`k=d`, `DELETE /topics/{t}`); only the lease
+holder appends ticks and forget entries. Entries are applied in
 log order; "applied up to" is written by the publish script together with the updates (see
 `RedisBroker.publish_updates`).
 """
@@ -34,6 +35,8 @@ def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
         return Entry(entry_id, ticks=ticks)
     if kind == b"f":
         return Entry(entry_id, forgotten=[str(t) for t in orjson.loads(fields[b"v"])])
+    if kind == b"d":
+        return Entry(entry_id, deleted=fields[b"t"].decode())
     return Entry(entry_id, fields[b"t"].decode(), decode_events(fields[b"v"]))
 
 
@@ -98,16 +101,18 @@ class RedisEventLog:
             raw: Any = self._client.xrange(self._log, min=start, max=last, count=count)
         return [_entry(raw_id, fields) for raw_id, fields in raw]
 
-    def append_ticks(self, fence: str, ticks: Mapping[str, int]) -> str:
-        """Log a round of idle ticks; Fenced unless `fence` is the lease's token."""
+    def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str) -> str | None:
+        """Log a round of idle ticks proposed from the log applied up to `after`; None when a
+        ticked topic was deleted after it (nothing logged). Fenced unless `fence` is the
+        lease's token."""
         part = self._part
-        keys = [self._log, part.clocks, part.logged, part.lease]
-        args: list[str | bytes] = [fence, orjson.dumps(dict(ticks))]
+        keys = [self._log, part.clocks, part.logged, part.lease, part.deleted]
+        args: list[str | bytes] = [fence, orjson.dumps(dict(ticks)), after]
         for topic, clock in ticks.items():
             args += [topic, time_key(clock)]
         with unavailable("append_ticks"):
             entry_id = self._ticks(keys=keys, args=args)
-        return cast(bytes, entry_id).decode()
+        return cast(bytes, entry_id).decode() if entry_id else None
 
     def forget(self, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
         """Forget idle topics: those of `clocks` (topic -> the clock the caller saw) for which

@@ -24,8 +24,7 @@ from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.log import _entry
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.broker.shared_log import Entry
-
-Shard = tuple[int, int]
+from pushsvc.core.partitions import Partition
 
 
 class StreamsWaiter:
@@ -39,8 +38,8 @@ class StreamsWaiter:
         self._client = single_client(url, socket_timeout=socket_timeout)
 
     def wait(
-        self, after: Mapping[Shard, str], *, count: int, block_ms: int
-    ) -> dict[Shard, list[Entry]]:
+        self, after: Mapping[Partition, str], *, count: int, block_ms: int
+    ) -> dict[Partition, list[Entry]]:
         if not after:
             return {}
         block_ms = max(1, min(block_ms, int(self._socket_timeout * 1000) // 2))
@@ -48,7 +47,7 @@ class StreamsWaiter:
         streams: dict[Any, Any] = {key: after[shard] for key, shard in by_key.items()}
         with unavailable("read"):
             reply: Any = self._client.xread(streams, count=count, block=block_ms)
-        found: dict[Shard, list[Entry]] = {}
+        found: dict[Partition, list[Entry]] = {}
         for raw_key, entries in reply or ():
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             found[by_key[key]] = [_entry(raw_id, fields) for raw_id, fields in entries]

@@ -28,10 +28,12 @@ Queued = tuple[str, Callable[[Any], object]]
 
 def routed(pipe: object, key: str) -> dict[str, Any]:
     """The options that send a command on `key` straight to the node of its slot, on a
-    cluster pipeline (none elsewhere). redis-py otherwise asks the cluster's default node
-    which keys a script or an XREAD names (`COMMAND GETKEYS`) before routing it: a round trip
-    more, and when that node is the one that died (re-reading the topology makes the first
-    primary listed the default again, dead or not) every such pipeline fails."""
+    cluster pipeline (none elsewhere). redis-py routes EVAL and EVALSHA by the keys they
+    name, but asks the cluster's default node which keys a command with movable keys names
+    (`COMMAND GETKEYS`, for XREAD among them) before routing it: a round trip more, and when
+    that node is the one that died (re-reading the topology makes the first primary listed
+    the default again, dead or not) every such pipeline fails. Naming the node serves every
+    command alike."""
     if isinstance(pipe, RedisCluster):  # a ClusterPipeline is one
         return {"target_nodes": pipe.get_node_from_key(key)}  # type: ignore[no-untyped-call]
     return {}

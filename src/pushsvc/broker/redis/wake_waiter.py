@@ -27,8 +27,7 @@ from pushsvc.broker.redis.node_batches import Queued, by_node, routed
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.wire import stream_entries, unavailable
 from pushsvc.broker.shared_log import Entry
-
-Shard = tuple[int, int]
+from pushsvc.core.partitions import Partition
 
 
 class WakeWaiter:
@@ -53,7 +52,7 @@ class WakeWaiter:
         self._wake = threading.Event()
         self._watched: set[int] = set()
         self._next_poll = 0.0
-        self._more: set[Shard] = set()  # reads that came back full: there may be more
+        self._more: set[Partition] = set()  # reads that came back full: there may be more
         self._partition_of = {part.wake_channel: part.index for part in keys}
         self._reader = ShardedPubSubReader(
             seeds,
@@ -77,8 +76,8 @@ class WakeWaiter:
         self._wake.set()
 
     def wait(
-        self, after: Mapping[Shard, str], *, count: int, block_ms: int
-    ) -> dict[Shard, list[Entry]]:
+        self, after: Mapping[Partition, str], *, count: int, block_ms: int
+    ) -> dict[Partition, list[Entry]]:
         if not after:
             return {}
         fresh = self._watch({index for index, _ in after})
@@ -91,7 +90,7 @@ class WakeWaiter:
         due = self._due(after, ())
         return self._read({shard: after[shard] for shard in due}, count) if due else {}
 
-    def _due(self, after: Mapping[Shard, str], fresh: Collection[int]) -> list[Shard]:
+    def _due(self, after: Mapping[Partition, str], fresh: Collection[int]) -> list[Partition]:
         """The held logs to read now: those woken, new to this waiter, read full last time,
         or every one when the safety read is due (or wakes may have been missed)."""
         self._wake.clear()  # before taking the wakes: one that comes later sets it again
@@ -115,7 +114,7 @@ class WakeWaiter:
             self._watched.discard(index)
         return added
 
-    def _read(self, after: Mapping[Shard, str], count: int) -> dict[Shard, list[Entry]]:
+    def _read(self, after: Mapping[Partition, str], count: int) -> dict[Partition, list[Entry]]:
         shards = list(after)
         calls = [_xread(self._keys.partition(s[0]).log, after[s], count) for s in shards]
         with unavailable("read"):
@@ -125,7 +124,7 @@ class WakeWaiter:
         if len(failed) == len(replies):
             with unavailable("read"):
                 raise failed[0]
-        found: dict[Shard, list[Entry]] = {}
+        found: dict[Partition, list[Entry]] = {}
         for shard, reply in zip(shards, replies, strict=True):
             if isinstance(reply, redis.RedisError):
                 continue  # read again at the next safety read, when its node may be back

@@ -17,14 +17,19 @@ def healthz() -> dict[str, str]:
 
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, object], int]:
-    """Ready when the broker answers, Redis neither evicts nor is full (looked at for this
-    request), every shard has an aggregator, and each computes with the rules this
-    process reads (else its statistics are not the ones this process describes); the lag
-    either way."""
+    """Ready when the broker answers, Redis neither evicts nor is full and has the replicas
+    `--redis-min-replicas` asks for (looked at for this request), every shard has an
+    aggregator, and each computes with the rules this process reads (else its statistics are
+    not the ones this process describes); the lag either way. Every status but `ready` comes
+    with a `reason`: what is wrong and what to do."""
     try:
         lags = runtime().broker.lag()
     except BrokerUnavailable as exc:
-        return {"status": "unavailable", "broker": exc.message}, 503
+        reason = (
+            f"{exc.message}: POSTs answer 503 and streams wait; check that Redis runs and that "
+            "this process reaches it at PUSHSVC_REDIS_URL"
+        )
+        return {"status": "unavailable", "broker": exc.message, "reason": reason}, 503
     shards = {
         f"{lag.shard[0]}/{lag.shard[1]}": {
             "aggregator": lag.aggregator,
@@ -45,15 +50,25 @@ def readyz() -> tuple[dict[str, object], int]:
         if status == "redis_full":
             reason += f"; aggregator {behind} entries behind"
         return {"status": status, "reason": reason, "shards": shards}, 503
-    if not all(lag.aggregator for lag in lags):
-        return {"status": "no_aggregator", "shards": shards}, 503
+    orphans = [f"{lag.shard[0]}/{lag.shard[1]}" for lag in lags if not lag.aggregator]
+    if orphans:
+        behind = sum(lag.entries for lag in lags if not lag.aggregator)
+        listed = ", ".join(orphans[:8]) + (", …" if len(orphans) > 8 else "")
+        reason = (
+            f"no aggregator holds partition(s) {listed}: their events are logged ({behind} "
+            "waiting) but no update is made; start `pushsvc aggregate` with the same "
+            "PUSHSVC_REDIS_URL, PUSHSVC_PREFIX and PUSHSVC_PARTITIONS (a running one takes "
+            "them over within --lease)"
+        )
+        return {"status": "no_aggregator", "reason": reason, "shards": shards}, 503
     own = runtime().settings.rules.digest
     differ = [lag for lag in lags if lag.rules_digest not in (None, own)]
     if differ:
         lag = differ[0]
         reason = (
             f"this process reads rules {own}; the aggregator of shard "
-            f"{lag.shard[0]}/{lag.shard[1]} computes with rules {lag.rules_digest}"
+            f"{lag.shard[0]}/{lag.shard[1]} computes with rules {lag.rules_digest}; give "
+            "every process the same rules file (PUSHSVC_RULES) and restart the ones that differ"
         )
         return {"status": "rules_differ", "reason": reason, "shards": shards}, 503
     return {"status": "ready", "shards": shards}, 200

@@ -6,6 +6,9 @@ drawing and for analysts' DataFrames. Read like a stream of that topic (401/403 
 — epoch seconds or RFC 3339 — compared with the updates' `ts` (inclusive). Without it, the
 newest `limit`. Either way newest last, with `resume_id`: the Last-Event-ID a stream of any
 topics continues this answer from with no gap and no duplicate (docs/architecture.md).
+`more` says updates were left out beyond `limit`: newer ones after a `since` (page on from
+`resume_id`), older ones before the newest (read them forward from `since=0`: `resume_id` is
+the newest and continues live, not backwards).
 
 The reserved `_alerts` answers its alert changes as streamed: JSON only, `?since=` an id only
 (the changes carry their own topics' clocks, which interleave), and under a narrow token only

@@ -384,6 +384,35 @@ def _history(reading: Security | None) -> dict[str, Any]:
     }
 
 
+def _topic_delete(publishing: Security | None) -> dict[str, Any]:
+    return {
+        "delete": {
+            "summary": "Delete a topic: its windows, history, series, groups, alerts and clock "
+            "(its next event starts it afresh; its streams get a gap snapshot)",
+            "parameters": [_TOPIC],
+            **({"security": publishing} if publishing is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "deleted",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["topic", "deleted"],
+                                "properties": {
+                                    "topic": {"type": "string"},
+                                    "deleted": {"type": "boolean", "enum": [True]},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(400, *_auth_errors(publishing), 404, 503),
+            },
+        }
+    }
+
+
 def describe(settings: Settings) -> dict[str, Any]:
     """The OpenAPI document of a server running with `settings`."""
     publishing, reading, schemes = _security(settings)
@@ -464,6 +493,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "info": {"title": "pushsvc", "version": __version__},
         "paths": {
             "/topics/{topic}/events": {"post": event_post},
+            "/topics/{topic}": _topic_delete(publishing),
             "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC], settings, reading),
             "/stream": _sse("SSE stream of several topics", [selector_query], settings, reading),
             "/topics/{topic}/stats": _json_get(
@@ -488,8 +518,11 @@ def describe(settings: Settings) -> dict[str, Any]:
                 security=reading,
             ),
             "/rules": _json_get(
-                "The analytics rules: each family of topics' windows, statistics and groups",
+                "The analytics rules: each family of topics' windows, statistics and groups "
+                "(with auth on, those of the topics the caller may read)",
                 {"$ref": "#/components/schemas/Rules"},
+                errors=(401,) if reading is not None else (),
+                security=reading,
             ),
             "/healthz": _json_get(
                 "Liveness",
@@ -497,8 +530,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             ),
             "/readyz": {
                 "get": {
-                    "summary": "Readiness (checks the broker, Redis's eviction policy and memory, "
-                    "and that every shard has an aggregator)",
+                    "summary": "Readiness (checks the broker, Redis's eviction policy, memory "
+                    "and replicas, and that every shard has an aggregator)",
                     "parameters": [],
                     "responses": {
                         "200": {
@@ -507,7 +540,9 @@ def describe(settings: Settings) -> dict[str, Any]:
                         },
                         "503": {
                             "description": "the broker is unavailable, Redis evicts or is "
-                            "full, or a shard has no aggregator",
+                            "full, writes cannot reach --redis-min-replicas replicas, a shard "
+                            "has no aggregator, or the rules differ (`reason` says which, and "
+                            "what to do)",
                             "content": {"application/json": {"schema": READINESS}},
                         },
                     },

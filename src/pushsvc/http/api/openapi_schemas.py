@@ -39,6 +39,7 @@ READINESS = {
                 "unavailable",
                 "redis_evicts",
                 "redis_full",
+                "replicas_unconfirmed",
                 "no_aggregator",
                 "rules_differ",
             ]
@@ -46,8 +47,11 @@ READINESS = {
         "broker": {"type": "string", "description": "why the broker is unavailable"},
         "reason": {
             "type": "string",
-            "description": "redis_evicts: the maxmemory-policy and the fix; redis_full: memory "
-            "used of maxmemory, and how many log entries the aggregators are behind; "
+            "description": "with every status but ready: what is wrong and what to do. "
+            "unavailable: the broker's error; redis_evicts: the maxmemory-policy and the fix; "
+            "redis_full: memory used of maxmemory, and how many log entries the aggregators "
+            "are behind; replicas_unconfirmed: the replicas online and "
+            "PUSHSVC_REDIS_MIN_REPLICAS; no_aggregator: the partitions no aggregator holds; "
             "rules_differ: this process's rules digest and the aggregator's",
         },
         "shards": {"type": "object"},
@@ -61,7 +65,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "topic": {"type": "string"},
             "resume_id": {"type": ["string", "null"]},
-            "more": {"type": "boolean"},
+            "more": {
+                "type": "boolean",
+                "description": "updates beyond `limit` were left out: with `since`, newer ones "
+                "(page on with `since=<resume_id>`); without, older ones (read them from "
+                "`since=0`)",
+            },
             "gap": {"type": "boolean"},
             "windows": {"type": "array", "items": {"type": "string"}},
             "stats": {"type": "array", "items": {"type": "string"}},

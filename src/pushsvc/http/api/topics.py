@@ -10,6 +10,7 @@ from pushsvc.core.topics import ALL, TopicMatcher, validate_topic
 from pushsvc.errors import NotFound
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
+from pushsvc.security.visible_rules import visible_rules
 
 bp = Blueprint("topics", __name__)
 
@@ -37,8 +38,10 @@ def topic_stats(topic: str) -> Response:
 
 @bp.get("/rules")
 def rules() -> dict[str, object]:
-    """The effective analytics rules: what each topic keeps (windows, statistics, groups)."""
-    return runtime().settings.rules.describe()
+    """The effective analytics rules: what each topic keeps (windows, statistics, groups),
+    those of the topics the caller may read (`pushsvc.security.visible_rules`)."""
+    rt = runtime()
+    return visible_rules(rt.settings.rules, rt.gate.readable(request))
 
 
 @bp.get("/topics")

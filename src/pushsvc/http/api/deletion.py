@@ -1,0 +1,48 @@
+"""DELETE /topics/{topic} — forget a topic: its windows, history, series, groups, alert
+instances and clock (`Broker.delete_topic`), so that its next event starts it afresh.
+
+Why it exists: one event with a wrong clock (or any mistake) could otherwise lock a topic for
+good. The deletion is a state change through the event log like any other, applied once by
+every aggregator in order with the events; the topic's streams get a `"gap": true` snapshot.
+
+With auth on, it takes the publish scope on the topic (as a POST to it). Each deletion is one
+INFO line in the log naming the topic, the token's subject and the client address (an audit
+trail). A topic the deployment does not keep is a 404, so a retried DELETE is harmless. A
+derived topic (`[[derive]]`) is refused (400 derived_topic): its deriver writes it from its
+sources, and would go on from where it stood.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, request
+
+from pushsvc.core.topics import validate_topic
+from pushsvc.errors import DerivedTopic, NotFound
+from pushsvc.http.api.context import runtime
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("deletion", __name__)
+
+
+@bp.delete("/topics/<anytext:topic>")
+def delete_topic(topic: str) -> dict[str, object]:
+    rt = runtime()
+    validate_topic(topic)
+    grant = rt.gate.publisher(request, topic)
+    if topic in rt.settings.rules.derived_topics:
+        raise DerivedTopic(
+            f"{topic} is a derived metric ([[derive]] in the rules file): pushsvc writes it "
+            "from its sources, it cannot be deleted (delete a source instead)"
+        )
+    if not rt.broker.delete_topic(topic):
+        raise NotFound(f"topic {topic!r} does not exist (never posted to, or deleted)")
+    log.info(
+        "topic %r deleted by %s from %s",
+        topic,
+        "subject " + repr(grant.subject) if grant is not None and grant.subject else "anonymous",
+        request.remote_addr,
+    )
+    return {"topic": topic, "deleted": True}

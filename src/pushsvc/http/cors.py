@@ -1,0 +1,48 @@
+"""Cross-origin access (CORS): who may load what from another origin.
+
+* `/static/*` (the browser module, the example, the dashboard's assets) is public code: any
+  page may `import` it, so it answers `Access-Control-Allow-Origin: *` — never with
+  credentials, which a wildcard cannot carry.
+* The API (streams, history, publishing) answers only the origins of `PUSHSVC_CORS_ORIGINS`,
+  each named, with credentials (the token cookie): the browser module always asks another
+  origin with `withCredentials` / `credentials: "include"`, signed in or not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from pushsvc.config import Settings
+from pushsvc.core.idempotency import REPLAYED_HEADER
+from pushsvc.ops.logs import HEADER as REQUEST_ID_HEADER
+
+STATIC = r"/static/.*"
+API_METHODS = ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
+"""The methods the API has (DELETE: a topic), and no other: a preflight lists these."""
+EXPOSED_HEADERS = ("Content-Type", REPLAYED_HEADER, "Retry-After", REQUEST_ID_HEADER)
+"""What a page's script may read of an answer: whether a publish was a replay, how long a 429
+or 503 asks it to wait, and the request id to quote in a report."""
+
+
+def install(app: Flask, settings: Settings) -> None:
+    resources: dict[str | re.Pattern[str], dict[str, Any]] = {
+        STATIC: {
+            "origins": "*",
+            "send_wildcard": True,
+            "supports_credentials": False,
+            "methods": ("GET", "HEAD", "OPTIONS"),
+        }
+    }
+    if settings.cors_origins:
+        # flask-cors tries the longer path first: /static/ keeps its wildcard.
+        resources[r"/.*"] = {
+            "origins": list(settings.cors_origins),
+            "supports_credentials": True,
+            "methods": API_METHODS,
+            "expose_headers": EXPOSED_HEADERS,
+        }
+    CORS(app, resources=resources)
