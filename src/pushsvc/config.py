@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US
 from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
@@ -73,6 +74,10 @@ def _positive_duration(text: str) -> int:
     if value <= 0:
         raise ValueError(f"{text!r} must be longer than 0")
     return value
+
+
+def _optional_positive_duration(text: str) -> int | None:
+    return _positive_duration(text) if text.strip() else None
 
 
 def _redis_url(text: str) -> str | None:
@@ -289,12 +294,27 @@ class Settings:
     # (comma-separated: an HA pair), and how often what fires is posted again.
     alertmanager_url: tuple[str, ...] = setting("", _alertmanagers, secret=True)
     alertmanager_resend_us: int = setting("1m", _positive_duration, name="alertmanager_resend")
+    # How long alert changes are kept (`_alerts`' history), whatever --history keeps; unset:
+    # the longest series retention (`alert_keep_us`).
+    alert_retention_us: int | None = setting(
+        "", _optional_positive_duration, name="alert_retention"
+    )
     # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
     idempotency_window_us: int = setting("10m", _positive_duration, name="idempotency_window")
 
     @property
     def window_labels(self) -> tuple[str, ...]:
         return tuple(duration_label(w) for w in self.windows_us)
+
+    @cached_property
+    def alert_keep_us(self) -> int:
+        """How long alert changes are kept: `--alert-retention`, else the longest retention
+        of any topic's series tiers (a chart's longest range), else a day."""
+        if self.alert_retention_us is not None:
+            return self.alert_retention_us
+        rules = self.rules
+        kept = [t.retention_us for r in (rules.default, *rules.rules) for t in rules.series_of(r)]
+        return max(kept, default=DEFAULT_ALERT_RETENTION_US)
 
     @cached_property
     def rules(self) -> Rules:

@@ -183,7 +183,13 @@ def _backend(settings: Settings) -> _Backend:
     """The Redis broker when a URL is given, else the embedded one-process broker; the one
     place that chooses."""
     if settings.redis_url is None:
-        return _InProcess(MemoryBroker(history=settings.history, max_topics=settings.max_topics))
+        return _InProcess(
+            MemoryBroker(
+                history=settings.history,
+                max_topics=settings.max_topics,
+                alert_retention_us=settings.alert_keep_us,
+            )
+        )
     broker = RedisBroker(
         settings.redis_url,
         prefix=settings.prefix,
@@ -191,6 +197,7 @@ def _backend(settings: Settings) -> _Backend:
         partitions=settings.partitions,
         min_replicas=settings.redis_min_replicas,
         max_topics=settings.max_topics,
+        alert_retention_us=settings.alert_keep_us,
     )
     try:
         check_at_start(broker)  # UnsafeRedis: an evicting Redis would lose data

@@ -20,7 +20,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pushsvc.broker.base import Appended, HistoryPage, Replayed, TopicStats, UpdatesFeed
+from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
+    Appended,
+    HistoryPage,
+    Replayed,
+    TopicStats,
+    UpdatesFeed,
+)
 from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
@@ -157,14 +164,25 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         prefix = request.getfixturevalue("prefix")
     made: list[Broker] = []
 
-    def make(history: int = 100, max_topics: int = 100_000) -> Broker:
+    def make(
+        history: int = 100,
+        max_topics: int = 100_000,
+        alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
+    ) -> Broker:
         broker: Broker = (
-            MemoryBroker(history=history, max_topics=max_topics)
+            MemoryBroker(
+                history=history, max_topics=max_topics, alert_retention_us=alert_retention_us
+            )
             if url is None
             # One partition: the contract of one history (its ids in one order); what
             # partitions change is tests/integration/test_redis_partitions.py's.
             else RedisBroker(
-                url, prefix=prefix, history=history, max_topics=max_topics, partitions=1
+                url,
+                prefix=prefix,
+                history=history,
+                max_topics=max_topics,
+                partitions=1,
+                alert_retention_us=alert_retention_us,
             )
         )
         made.append(broker)
@@ -657,6 +675,30 @@ def test_history_of_alerts_is_their_newest_changes_across_publishes(broker: Brok
         changes[1:], third.id, more=False
     )
     assert broker.latest(everything).keys() == {"a", "b"}
+
+
+def test_alert_changes_outlive_the_history_for_their_own_retention(
+    new_broker: MakeBroker,
+) -> None:
+    """The history keeps 2 updates; the alert changes stay for their retention (0.3 s here),
+    then go as changes come, and a read after one that went is a gap."""
+    broker = new_broker(history=2, alert_retention_us=300_000)
+    first = broker.publish_updates([alert(1, 10), alert(2, 20)])
+    for n in range(10):
+        broker.publish_updates([draft("a", n)])
+    assert broker.history(ALERTS, limit=10).updates == first
+    assert broker.history(ALERTS, after=first[0].id, limit=10).updates == first[1:]
+    assert not broker.history(ALERTS, after=first[0].id, limit=10).gap
+    newer: list[Update] = []
+
+    def first_gone() -> bool:
+        newer.extend(broker.publish_updates([alert(3 + len(newer), 30)]))
+        return first[0] not in broker.history(ALERTS, limit=1000).updates
+
+    wait_until(first_gone, timeout=WAIT, what="the oldest alert change to go")
+    kept = broker.history(ALERTS, limit=1000).updates
+    assert kept == newer[-len(kept) :] and newer[-1] in kept
+    assert broker.history(ALERTS, after=first[0].id, limit=1000).gap
 
 
 @pytest.mark.parametrize(

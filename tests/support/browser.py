@@ -178,3 +178,37 @@ DRAWN = 0.5  # a line across at least half the canvas (the rest: axes, margins)
 def line_coverage(canvas: Locator, color_variable: str) -> float:
     coverage: float = canvas.evaluate(LINE_COVERAGE, color_variable)
     return coverage
+
+
+# The share of the plot's pixels painted in the alert band's colour (over nothing: the canvas
+# is transparent there), in the canvas column at topic-clock time `t`, or in the column beside
+# it that has the most (a vertical grid line may run through one). The lines and the other
+# grid lines cross a column: a band shows as most of it, and no band as none.
+BAND_SHARE = """(chart, t) => {
+  const css = getComputedStyle(document.documentElement).getPropertyValue("--alert-band").trim();
+  const probe = document.createElement("canvas").getContext("2d");
+  probe.fillStyle = css;
+  probe.fillRect(0, 0, 1, 1);
+  const band = probe.getImageData(0, 0, 1, 1).data;
+  const u = chart.uplot;
+  const x = Math.round(u.valToPos(t, "x", true));
+  const top = Math.round(u.bbox.top);
+  const height = Math.round(u.bbox.height);
+  let most = 0;
+  for (let dx = -2; dx <= 2; dx++) {
+    const px = u.ctx.getImageData(x + dx, top, 1, height).data;
+    let painted = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      const near = [0, 1, 2, 3].reduce((sum, c) => sum + Math.abs(px[i + c] - band[c]), 0);
+      if (near < 24) painted++;
+    }
+    most = Math.max(most, painted / height);
+  }
+  return most;
+}"""
+
+
+def alert_band_share(chart: Locator, t: float) -> float:
+    """How much of a chart's plot, at topic-clock time `t`, is shaded as an alert period."""
+    share: float = chart.evaluate(BAND_SHARE, t)
+    return share

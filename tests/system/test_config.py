@@ -76,6 +76,8 @@ def test_duration_labels(us: int, label: str) -> None:
         ("topic_ttl", "1 hour", "--topic-ttl / PUSHSVC_TOPIC_TTL"),
         ("idempotency_window", "0", "--idempotency-window / PUSHSVC_IDEMPOTENCY_WINDOW"),
         ("idempotency_window", "10 min", "--idempotency-window"),
+        ("alert_retention", "0", "--alert-retention / PUSHSVC_ALERT_RETENTION"),
+        ("alert_retention", "a day", "--alert-retention"),
     ],
 )
 def test_bad_values_raise_naming_the_setting(setting: str, value: str, named: str) -> None:
@@ -195,6 +197,15 @@ def test_a_port_in_use_stops_the_server_with_one_line(workers: str) -> None:
         f"pushsvc: cannot listen on 127.0.0.1:{port}: address already in use; another server "
         "listens there; choose another port with --port or PUSHSVC_PORT"
     ]
+
+
+def test_alert_changes_are_kept_as_long_as_the_longest_series_unless_told() -> None:
+    hour, day = 3600 * 1_000_000, 86_400 * 1_000_000
+    assert Settings.load({}, {}).alert_keep_us == day  # 1s:15m,1m:24h
+    assert Settings.load({"series": "1m:2d"}, {}).alert_keep_us == 2 * day
+    assert Settings.load({"series": "none"}, {}).alert_keep_us == day
+    told = Settings.load({"series": "1m:2d"}, {"PUSHSVC_ALERT_RETENTION": "6h"})
+    assert told.alert_keep_us == 6 * hour
 
 
 def _data_dir_cases(root: Path) -> dict[str, tuple[str, str]]:

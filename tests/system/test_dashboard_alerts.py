@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from support.browser import CHROMIUM, NO_CHROMIUM, figure, open_dashboard
+from support.browser import CHROMIUM, NO_CHROMIUM, alert_band_share, figure, open_dashboard
 from support.live import PushsvcProcess, post, request
 
 if CHROMIUM is None:
@@ -114,37 +114,8 @@ def _since(changes: list[dict[str, Any]], state: str, group: Any = None) -> str:
     return str(int(since)) if float(since).is_integer() else repr(since)
 
 
-# The share of the plot's pixels painted in the alert band's colour (over nothing: the canvas
-# is transparent there), in the canvas column at topic-clock time `t`, or in the column beside
-# it that has the most (a vertical grid line may run through one). The lines and the other
-# grid lines cross a column: a band shows as most of it, and no band as none.
-BAND_SHARE = """(chart, t) => {
-  const css = getComputedStyle(document.documentElement).getPropertyValue("--alert-band").trim();
-  const probe = document.createElement("canvas").getContext("2d");
-  probe.fillStyle = css;
-  probe.fillRect(0, 0, 1, 1);
-  const band = probe.getImageData(0, 0, 1, 1).data;
-  const u = chart.uplot;
-  const x = Math.round(u.valToPos(t, "x", true));
-  const top = Math.round(u.bbox.top);
-  const height = Math.round(u.bbox.height);
-  let most = 0;
-  for (let dx = -2; dx <= 2; dx++) {
-    const px = u.ctx.getImageData(x + dx, top, 1, height).data;
-    let painted = 0;
-    for (let i = 0; i < px.length; i += 4) {
-      const near = [0, 1, 2, 3].reduce((sum, c) => sum + Math.abs(px[i + c] - band[c]), 0);
-      if (near < 24) painted++;
-    }
-    most = Math.max(most, painted / height);
-  }
-  return most;
-}"""
-
-
 def band_share(chart: Locator, at: float) -> float:
-    share: float = chart.evaluate(BAND_SHARE, T0 + at)
-    return share
+    return alert_band_share(chart, T0 + at)
 
 
 def test_the_charts_shade_where_an_instance_fired(alerting: PushsvcProcess, page: Page) -> None:

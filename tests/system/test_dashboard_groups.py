@@ -110,10 +110,17 @@ def shown_row(windows: dict[str, Any], window: str) -> list[str]:
 
 
 def group_points(updates: list[dict[str, Any]], window: str) -> list[dict[str, str]]:
-    """What a group's chart draws: each update's group windows (a statistic the rule does
-    not keep shows as a dash)."""
+    """What a group's chart draws: each update's group windows, the statistics the rule
+    keeps (its table has no column for another)."""
     return [
-        {"id": u["id"], **{k: shown(u["group"]["windows"][window].get(k)) for k in CHART_STATS}}
+        {
+            "id": u["id"],
+            **{
+                k: shown(u["group"]["windows"][window][k])
+                for k in CHART_STATS
+                if k in u["group"]["windows"][window]
+            },
+        }
         for u in updates
     ]
 

@@ -26,6 +26,12 @@ topics = ["shop.*"]
 windows = ["10s", "1h"]
 distinct = ["user"]
 top = [{ tag = "product", k = 3 }]
+
+# A topic pushsvc derives under that rule: its events carry no tags.
+[[derive]]
+topic = "shop.conversion"
+every = "1s"
+value = "count[10s](shop.paid) / count[10s](shop.checkout)"
 """
 BASE = 1763700000
 
@@ -101,3 +107,20 @@ def test_a_topic_without_tag_statistics_shows_none(shop: PushsvcProcess, page: P
     assert post(shop.port, topic, {"value": 1, "ts": BASE})[0] == 202
     expect(page.locator("#topic-value")).to_have_text("1")
     expect(page.locator("#tag-stats")).to_be_hidden()
+
+
+def test_a_derived_topic_under_a_tag_rule_shows_no_tag_panel(
+    shop: PushsvcProcess, page: Page
+) -> None:
+    """`shop.conversion` takes the `shop.*` rule, with its distinct users and top products;
+    its values, derived by pushsvc, carry no tags: no panel of a count stuck at 0 and an
+    empty list."""
+    for source in ("shop.checkout", "shop.paid"):
+        pairs = [("ann", "tea"), ("bob", "cake")] * 15
+        assert post(shop.port, source, _events(pairs, BASE + 100))[0] == 202
+    open_dashboard(page, shop, "/#/topics/shop.conversion")
+    expect(page.locator("#topic-value")).not_to_have_text("—")
+    windows = _stats(shop, "shop.conversion")
+    assert windows["1h"]["distinct_user"] == 0 and windows["1h"]["top_product"] == []
+    expect(page.locator("#tag-stats")).to_be_hidden()
+    expect(page.locator("#tag-stats .tag-window")).to_have_count(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ import click
 import orjson
 import pandas as pd
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
@@ -33,6 +34,7 @@ from support.auth_tokens import SECRET, hs256
 from support.browser import (
     CHROMIUM,
     NO_CHROMIUM,
+    alert_band_share,
     check_page,
     drawn,
     figure,
@@ -559,6 +561,39 @@ def test_the_demo_rules_alerts_trip_on_the_lunch_rush_and_bad_batches(
     assert len(unfounded) <= (hours // 24 if speed > 1 else 0), unfounded
 
 
+def test_at_the_readmes_rate_every_station_fires_in_the_rushes_and_clears_between() -> None:
+    """The README's demo (--speed 60 --rate 200 from 11:30): each station's `kitchen_slow`
+    instance fires in the lunch rush and resolves in the afternoon lull, within about an
+    hour (its window) of the rush's end, then fires again for dinner. The grill, slowest, has
+    an idle p90 near 750 s: a `clear` at 750 held it firing from 11:42 until 16:35."""
+    rules = load_rules(str(EXAMPLE_RULES), default_rule((10 * S, 60 * S, 300 * S), ("count",)))
+    clock = SimClock(11.5 * 3600, 60.0, epoch_s=MIDNIGHT_S + 11.5 * 3600)
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0)
+    periods: dict[str, list[list[float]]] = collections.defaultdict(list)
+    for e in Scenario(clock, 200.0, seed=7).events():
+        if e.offset >= 12 * 3600 / 60:
+            break
+        if e.topic != "restaurant.kitchen":
+            continue
+        event = Event(e.value, round(clock.timestamp(e.offset) * S), e.tags)
+        for d in aggregator.apply_events(e.topic, [event]):
+            change = orjson.loads(d.body) if d.instance is not None else None
+            if change is None or change["alert"] != "kitchen_slow" or change["group"] is None:
+                continue
+            hour = (change["since"] - MIDNIGHT_S) / 3600
+            if change["state"] == "firing":
+                periods[change["group"]["station"]].append([hour, math.inf])
+            elif change["state"] == "resolved":
+                periods[change["group"]["station"]][-1][1] = hour
+    assert "grill" in periods, periods
+    lunch_end, dinner_start = 13.75 + 1.75, 17.5  # the rush (12:45 ± 1 h) and the window's hour
+    for station, spans in periods.items():
+        for start, end in spans:
+            at_lunch = 11.5 <= start <= 13.75 and end <= lunch_end
+            at_dinner = dinner_start <= start <= 20.5
+            assert at_lunch or at_dinner, (station, spans)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_a_browser_in_the_demos_time_zone_sees_the_rush_at_noon(
     with_demo_rules: PushsvcProcess, lunch: subprocess.CompletedProcess[str], browser: Browser
@@ -586,3 +621,85 @@ def test_a_browser_in_the_demos_time_zone_sees_the_rush_at_noon(
         check_page(page)
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def busy_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
+    """The README's demo, faster: six hours of backfill before 11:00, then two live hours (at
+    720x, 240 events/s: the README's events per simulated second), into a server whose
+    history (2,000 updates) turns over many times meanwhile, as a busy server's does."""
+    proc = PushsvcProcess("serve", "--rules", str(EXAMPLE_RULES), "--history", "2000").start()
+    done = _run(
+        "-m", "pushsvc", "demo", f"--url={proc.base}", "--speed=720", "--rate=240",
+        "--start=11:00", "--backfill=6h", "--duration=10s", "--seed=3",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    yield proc
+    proc.stop()
+
+
+def _periods(port: int, topic: str) -> list[tuple[float, float | None]]:
+    """The firing periods of `topic`'s instances (its own and its groups'), as `_alerts`'
+    history has them: (firing since, resolved since, or None while it fires)."""
+    status, _, body = request(port, "GET", "/topics/_alerts/history?limit=10000")
+    assert status == 200, body
+    firing: dict[str, float] = {}
+    periods: list[tuple[float, float | None]] = []
+    for change in json.loads(body)["updates"]:
+        if change["topic"] != topic:
+            continue
+        key = json.dumps([change["alert"], change["group"]], sort_keys=True)
+        if change["state"] == "firing":
+            firing[key] = change["since"]
+        elif change["state"] == "resolved" and key in firing:
+            periods.append((firing.pop(key), change["since"]))
+    return periods + [(since, None) for since in firing.values()]
+
+
+def _clock(port: int, topic: str) -> float:
+    clock: float = json.loads(request(port, "GET", f"/topics/{topic}/stats")[2])["ts"]
+    return clock
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+@pytest.mark.parametrize(("range_s", "label"), [(3600, "1 h"), (21600, "6 h")])
+def test_the_demos_ranges_cover_their_span_and_shade_past_alerts(
+    busy_day: PushsvcProcess, page: Page, range_s: int, label: str
+) -> None:
+    """In the demo's 1 h and 6 h ranges the kitchen's and the reviews' drawn buckets reach
+    back to the start of the range (minutes, not the last quarter hour of seconds) and
+    spread over all of it, and their charts shade, and list, every period an instance of
+    theirs fired in it — the past ones too, after the history turned over many times."""
+    port = busy_day.port
+    resolved_in_range = 0
+    for topic in ("restaurant.kitchen", "restaurant.reviews"):
+        page.goto(f"{busy_day.base}/#/topics/{topic}")
+        expect(page.get_by_role("status")).to_have_attribute("data-state", "live")
+        page.locator("#range-select").select_option(label=label)
+        ranged = figure(page, "range")
+        expect(ranged).not_to_have_attribute("data-points", "0")
+        expect(ranged.locator(".points")).to_contain_text("of 1m")
+        chart = ranged.locator(".chart-main")
+        clock = _clock(port, topic)
+        since = clock - range_s
+        times: list[float | None] = chart.evaluate("el => el.uplot.data[0]")
+        drawn_times = [t for t in times if t is not None]
+        assert drawn_times[0] - since < 5 * 60, (topic, drawn_times[0], since)
+        tenths = {int(10 * (t - since) / range_s) for t in drawn_times if t >= since}
+        assert tenths >= set(range(10)), (topic, sorted(tenths))
+        for start, end in _periods(port, topic):
+            if end is not None and end <= since:
+                continue
+            resolved_in_range += end is not None
+            to = "" if end is None else _number(end)
+            period = f'#alert-periods li[data-from="{_number(start)}"][data-to="{to}"]'
+            expect(page.locator(period)).not_to_have_count(0)
+            middle = (max(start, since) + min(end or clock, clock)) / 2
+            assert alert_band_share(chart, middle) > 0.5, (topic, start, end)
+    if range_s > 3 * 3600:
+        assert resolved_in_range >= 2  # the morning's periods: long before the history's
+
+
+def _number(x: float) -> str:
+    """A number as the page writes it into an attribute (JavaScript's String(x))."""
+    return str(int(x)) if float(x).is_integer() else repr(x)

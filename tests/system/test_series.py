@@ -236,6 +236,27 @@ def test_auto_resolution_answers_contiguous_segments(series_server: PushsvcProce
     assert since <= times[0]
 
 
+def test_auto_resolution_covers_a_range_longer_than_the_finest_tier_keeps(
+    series_server: PushsvcProcess,
+) -> None:
+    """The dashboard's "1 h" at 270 points on the default tiers (1s:15m, 1m:24h): the minute
+    tier keeps the whole hour, so the answer reaches back to its start, not the last 15
+    minutes the second tier keeps; what the minutes have not closed comes in seconds."""
+    port = series_server.port
+    topic = "series.auto_hour"
+    events = [{"value": float(i % 7), "ts": T0 + 5 * i} for i in range(2 * 720)]  # 2 h, 1 / 5 s
+    _post_all(port, topic, events)
+    clock = events[-1]["ts"]
+    since = clock - 3600
+    answer = _series(port, topic, f"resolution=auto&points=270&since={since}")
+    assert [s["resolution"] for s in answer["segments"]] == ["1m", "1s"]
+    times = [p["t"] for p in answer["points"]]
+    assert since <= times[0] < since + 60  # the range's first minute is drawn
+    assert times[-1] >= clock - LATENESS_S - 2 * 5  # and its recent part, in seconds
+    minutes = [t for t in times if t < answer["segments"][1]["since"]]
+    assert len(minutes) >= 58 and all(b - a == 60 for a, b in itertools.pairwise(minutes))
+
+
 @pytest.mark.parametrize(
     ("query", "names"),
     [

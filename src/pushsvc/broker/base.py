@@ -35,6 +35,9 @@ UpdatesHandler = Callable[[list[Update]], None]
 ForgetHandler = Callable[[list[str]], None]
 """Called with the topics just forgotten (the memory broker; on Redis the log carries them)."""
 
+DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
+"""How long a broker keeps alert changes when not told (the default series' longest
+retention; `Settings.alert_retention_us` gives the server's)."""
 DeleteHandler = Callable[[str], None]
 """Called with a topic just deleted (the memory broker; on Redis the log carries it)."""
 
@@ -320,7 +323,10 @@ class HistoryKeeper(Protocol):
         history; the read costs at most one pass over it (`history` entries).
 
         `_alerts` (its changes, at their topics' clocks) is read by id only: its clock goes
-        back wherever the changes of two topics interleave.
+        back wherever the changes of two topics interleave. Its changes are not the bounded
+        history's: they are kept for the broker's alert retention after they were published,
+        however many updates other topics publish meanwhile, so a chart shades every period
+        in its range.
         """
         ...
 

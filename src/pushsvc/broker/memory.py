@@ -16,6 +16,7 @@ from itertools import islice, takewhile
 from typing import Generic, TypeVar
 
 from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
     Appended,
     Applied,
     BridgeStats,
@@ -34,7 +35,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
-from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
 from pushsvc.series.store import SeriesStore
@@ -156,10 +157,13 @@ class MemoryBroker:
         *,
         history: int = 10_000,
         max_topics: int = 100_000,
+        alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if alert_retention_us < 1:
+            raise ValueError(f"alert_retention_us must be positive, got {alert_retention_us}")
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
         self._max_topics = max_topics
@@ -185,6 +189,11 @@ class MemoryBroker:
         self._series = SeriesStore()
         self._series_due: dict[tuple[str, str, str], float] = {}  # key -> when it expires
         self._alerts: dict[str, bytes] = {}  # instance key -> its latest change (active ones)
+        # Alert changes apart from the history every topic shares, each with when it was
+        # published (on `clock`), kept `alert_retention_us`; the seq of the newest dropped.
+        self._alert_changes: deque[tuple[float, Update]] = deque()
+        self._alert_retention_s = alert_retention_us / 1e6
+        self._alert_changes_dropped = 0
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
         self._derived: dict[str, int] = {}  # derived topic -> the boundary evaluated through
         self._clock = clock
@@ -322,6 +331,8 @@ class MemoryBroker:
                     continue
                 if draft.instance is not None:
                     self._keep_instance(*draft.instance)
+                    self._alert_changes.append((self._clock(), update))
+                    self._expire_alert_changes()
                     updates.append(update)
                     continue
                 if update.is_deletion:
@@ -395,6 +406,8 @@ class MemoryBroker:
         since_us: int | None = None,
         limit: int,
     ) -> HistoryPage:
+        if topic == ALERTS:
+            return self._alerts_history(after, since_us, limit)
         with self._updates_lock:
             head = UpdateId(self.epoch, 0, self._seq) if self._history else None
             gap = False
@@ -425,6 +438,40 @@ class MemoryBroker:
         more = len(page) > limit
         page = page[:limit]
         return HistoryPage(page, page[-1].id if more else head, more, gap)
+
+    def _alerts_history(
+        self, after: UpdateId | None, since_us: int | None, limit: int
+    ) -> HistoryPage:
+        """`_alerts`' page from the alert changes kept (not the shared history)."""
+        with self._updates_lock:
+            self._expire_alert_changes()
+            head = UpdateId(self.epoch, 0, self._seq) if self._seq else None
+            changes = [u for _, u in self._alert_changes]
+            gap = False
+            if after is not None:
+                # Another history, an id never issued, or changes after it dropped: a gap.
+                gap = (
+                    after.epoch != self.epoch
+                    or after.ms != 0
+                    or after.seq > self._seq
+                    or after.seq < self._alert_changes_dropped
+                )
+                if not gap:
+                    changes = [u for u in changes if u.id.seq > after.seq]
+            if since_us is not None:
+                changes = [u for u in changes if u.clock_us >= since_us]
+        if after is None and since_us is None:
+            page = changes[-(limit + 1) :]
+            more = len(page) > limit
+            return HistoryPage(page[-limit:], head, more)
+        more = len(changes) > limit
+        page = changes[:limit]
+        return HistoryPage(page, page[-1].id if more else head, more, gap)
+
+    def _expire_alert_changes(self) -> None:
+        oldest = self._clock() - self._alert_retention_s
+        while self._alert_changes and self._alert_changes[0][0] < oldest:
+            self._alert_changes_dropped = self._alert_changes.popleft()[1].id.seq
 
     def _deleted_at(self, topic: str, start: int) -> int | None:
         """The position right after `topic`'s newest deletion at or after position `start` of

@@ -1,10 +1,13 @@
 """`resolution=auto&points=N`: which tiers answer which part of a range (pure).
 
-Netdata's rule: the coarsest tier that still gives at least N/2 points over the range (within
-what it keeps), so a chart gets between N/2 and about N points whatever the range. A tier's
-newest bucket is not closed until the clock passes its end plus the lateness, so the chosen
-tier leaves the most recent part of the range empty; the next finer tiers fill it, each up to
-its own first open bucket, the finest to the end of the range.
+Netdata's rule. Among the tiers that still keep the start of the range, the coarsest that
+gives at least N/2 points over it, else the finest of them: a chart gets between N/2 and
+about N points where a tier allows, and never a tier that has already dropped the older part
+of the range while another keeps it all (an hour at 270 points is sixty minutes, not the
+last fifteen of the seconds). When no tier reaches back to the start, the one that reaches
+furthest. A tier's newest bucket is not closed until the clock passes its end plus the
+lateness, so the chosen tier leaves the most recent part of the range empty; the next finer
+tiers fill it, each up to its own first open bucket, the finest to the end of the range.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 
 from pushsvc.rules.tiers import SeriesTier
 
-__all__ = ["Segment", "plan_segments"]
+__all__ = ["Segment", "plan_segments", "reaches_back"]
 
 Segment = tuple[SeriesTier, int, int]
 """A tier and the part `[since_us, until_us)` of the range it answers."""
@@ -35,14 +38,7 @@ def plan_segments(
     finest_first = sorted(tiers, key=lambda t: t.resolution_us)
     if clock_us is None:
         return [(finest_first[0], since_us, until_us)]
-    chosen = 0
-    for index in range(len(finest_first) - 1, -1, -1):
-        tier = finest_first[index]
-        start = max(since_us, clock_us - tier.retention_us + 1)
-        end = min(until_us, _first_open(tier, clock_us, lateness_us))
-        if end > start and (end - start) // tier.resolution_us >= points / 2:
-            chosen = index
-            break
+    chosen = _choose(finest_first, since_us, until_us, clock_us, points, lateness_us)
     segments: list[Segment] = []
     start = since_us
     for index in range(chosen, -1, -1):
@@ -52,6 +48,38 @@ def plan_segments(
             segments.append((tier, start, end))
             start = end
     return segments
+
+
+def reaches_back(tier: SeriesTier, since_us: int, clock_us: int) -> bool:
+    """Whether the tier still keeps the range from `since_us` on: it keeps the buckets that
+    start after `clock_us - retention`, and may lack part of the first one only (a range that
+    starts exactly a retention before the clock, as a chart's "24 h" on a `1m:24h` tier
+    does, or a moment earlier, since the page's clock lags the server's)."""
+    return clock_us - tier.retention_us < since_us + tier.resolution_us
+
+
+def _choose(
+    finest_first: list[SeriesTier],
+    since_us: int,
+    until_us: int,
+    clock_us: int,
+    points: int,
+    lateness_us: int,
+) -> int:
+    """The index (in `finest_first`) of the tier that answers the start of the range."""
+    keeping = [i for i, tier in enumerate(finest_first) if reaches_back(tier, since_us, clock_us)]
+    if not keeping:
+        # None keeps the start: the one that keeps the most of the range (the finer on a tie).
+        return max(
+            range(len(finest_first)),
+            key=lambda i: (finest_first[i].retention_us, -finest_first[i].resolution_us),
+        )
+    for index in reversed(keeping):
+        tier = finest_first[index]
+        end = min(until_us, _first_open(tier, clock_us, lateness_us))
+        if end > since_us and (end - since_us) // tier.resolution_us >= points / 2:
+            return index
+    return keeping[0]
 
 
 def _first_open(tier: SeriesTier, clock_us: int, lateness_us: int) -> int:

@@ -6,7 +6,9 @@
 --
 -- KEYS: epoch, history, latest, trimmed, applied, lease, alerts (active alert instances),
 --       alerts_head (the newest alert change's `<epoch>:<stream id>`), checkpoints (the
---       partition's set of checkpointed topics)
+--       partition's set of checkpointed topics), alert_changes (the alert changes again,
+--       under the same ids, kept for their own retention), alert_changes_trimmed (the
+--       newest id trimmed from it)
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
@@ -16,7 +18,8 @@
 --       or on a Redis Cluster the channel that also carries every run, after its topic and
 --       a newline: patterns cannot be subscribed to there), series_keys_prefix and
 --       checkpoint_prefix (of a topic's set of series keys and of its checkpoint),
---       deletion_count,
+--       deletion_count, alert_retention_ms (how long an alert change is kept in
+--       alert_changes, whatever history_len keeps),
 --       then topic, clock_us, body for each of the draft_count drafts,
 --       then for each of the point_count drafts that are series points: its draft's place
 --       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
@@ -61,13 +64,15 @@ local applied_after, publish_command = ARGV[11], ARGV[12]
 local partition_channel = ARGV[13]
 local series_keys_prefix, checkpoint_prefix = ARGV[14], ARGV[15]
 local deletion_count = tonumber(ARGV[16])
-local FIRST_DRAFT = 17  -- ARGV's first draft's topic; its clock_us and body follow
+local alert_retention_ms = tonumber(ARGV[17])
+local FIRST_DRAFT = 18  -- ARGV's first draft's topic; its clock_us and body follow
 local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
 local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
 local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
 local FIRST_DELETION = FIRST_INSTANCE + 3 * instance_count  -- a deletion's draft place
 local FIRST_GROUP = FIRST_DELETION + deletion_count  -- the first group's topic; id, JSON
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
+local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
 
 -- Draft place -> the ARGV index of its series arguments.
 local point_at = {}
@@ -106,7 +111,8 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   -- No epoch, or it outlived its history: whatever was there is lost, start a new one.
   epoch = epoch_candidate
   redis.call('SET', epoch_key, epoch)
-  redis.call('DEL', latest_key, trimmed_key, alerts_head_key)
+  redis.call('DEL', latest_key, trimmed_key, alerts_head_key, alert_changes_key,
+    alert_changes_trimmed_key)
 end
 if applied_id ~= '' then
   redis.call('HSET', applied_key, 'id', applied_id)
@@ -145,6 +151,22 @@ local function flush()
     if partition_channel ~= '' then
       redis.call(publish_command, partition_channel, run_topic .. '\n' .. message)
     end
+  end
+end
+-- Keep an alert change for its retention, apart from the history that every topic's
+-- updates share (a busy server turns that over in seconds): a chart of the last hours shades
+-- every period in them. Trimmed by stream id (the time Redis wrote the change) as changes
+-- come, remembering the newest id trimmed, so that a read after an older id knows it missed
+-- some (no expiry: a quiet partition keeps its last changes, a few entries).
+local function keep_alert_change(id, clock, body)
+  redis.call('XADD', alert_changes_key, id, 'c', clock, 'b', body)
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  local oldest_kept = string.format('%.0f', math.max(0, ms - alert_retention_ms))
+  local gone = redis.call('XREVRANGE', alert_changes_key, '(' .. oldest_kept .. '-0', '-',
+    'COUNT', 1)
+  if #gone > 0 then
+    redis.call('SET', alert_changes_trimmed_key, gone[1][1])
+    redis.call('XTRIM', alert_changes_key, 'MINID', oldest_kept .. '-0')
   end
 end
 -- Keep a point in its tier's stream; false when the stream has it already (a bucket is
@@ -198,6 +220,7 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
       'p', previous_of(topic, alert))
     if alert then
       redis.call('SET', alerts_head_key, epoch .. ':' .. id)
+      keep_alert_change(id, clock, body)
       if ARGV[alert + 2] == '' then
         redis.call('HDEL', alerts_key, ARGV[alert + 1])
       else

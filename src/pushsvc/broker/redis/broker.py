@@ -34,6 +34,7 @@ from redis.exceptions import (
 )
 
 from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
     Appended,
     Applied,
     BridgeStats,
@@ -113,6 +114,7 @@ class RedisBroker:
         history: int = 10_000,
         partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
+        alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         min_replicas: int = 0,
         replica_timeout_ms: int = 1000,
         socket_timeout: float = 5.0,
@@ -134,6 +136,9 @@ class RedisBroker:
         # Each partition's (topics kept, forgotten) as last read (`topic_stats`).
         self._topic_counts = [(0, 0)] * partitions
         self._history = history
+        if alert_retention_us < 1000:
+            raise ValueError(f"alert_retention_us must be at least 1 ms, got {alert_retention_us}")
+        self._alert_retention_us = alert_retention_us
         self._min_replicas = min_replicas
         self._replica_timeout_ms = replica_timeout_ms
         self._client = pooled_client(
@@ -399,6 +404,8 @@ class RedisBroker:
             part.alerts,
             part.alerts_head,
             part.checkpoints,
+            part.alert_changes,
+            part.alert_changes_trimmed,
         ]
         args: list[str | int | bytes] = [
             new_epoch(index),
@@ -417,6 +424,7 @@ class RedisBroker:
             part.series_keys(""),
             part.checkpoint(""),
             0,
+            self._alert_retention_us // 1000,
         ]
         points: list[str | int | bytes] = []
         instances: list[str | int | bytes] = []

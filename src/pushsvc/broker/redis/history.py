@@ -8,7 +8,8 @@ b=body, p=the stream id of the topic's previous update), so a topic's updates ar
 with its partition's others. "The newest N" and "since a time" follow the topic's own chain
 from its latest update backwards (`lua/topic_history.lua`, a bounded number of entries per
 call): they cost the topic's entries, however rare the topic is among the others.
-`_alerts`, whose changes are never a topic's latest, chains from `alerts_head` instead.
+`_alerts` is read from each partition's alert changes, kept apart for their own retention
+(`alert_changes.py`).
 "After an id" (a resume) reads forwards from that id in chunks, filtering by topic, and stops
 when the page is full.
 Entries written before `p` existed are scanned backwards the same way, so a history kept
@@ -17,11 +18,8 @@ across an upgrade reads whole.
 A topic's deletion (`DELETE /topics/{t}`) stays in the stream but starts no chain: a topic's
 history ends before it. A read after an id before it starts after it, as a gap.
 
-`_alerts` has a chain in every partition (an alert change travels with the topic it watches):
-its pages merge the partitions' chains by the time Redis wrote each change, and a
-read after an id continues in that id's partition exactly and in the others from its time.
-Every read is bounded by the head read first, so the page and
-its `resume` id agree even while updates keep arriving.
+Every read is bounded by the head read first, so the page and its `resume` id agree even
+while updates keep arriving.
 """
 
 from __future__ import annotations
@@ -32,12 +30,13 @@ from typing import Any
 from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
+from pushsvc.broker.redis.alert_changes import read_alert_changes
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import stream_entries, stream_position
 from pushsvc.core.topics import ALERTS
-from pushsvc.core.updates import DELETION_BODY, POINT_BODY, Update, UpdateId, epoch_partition
+from pushsvc.core.updates import DELETION_BODY, POINT_BODY, Update, UpdateId
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
@@ -55,7 +54,9 @@ class HistoryReader:
         self, topic: str, *, after: UpdateId | None, since_us: int | None, limit: int
     ) -> HistoryPage:
         if topic == ALERTS:
-            return self._alerts(after, since_us, limit)
+            return read_alert_changes(
+                self._client, self._keys, after=after, since_us=since_us, limit=limit
+            )
         part = self._keys.of(topic)
         if after is not None:
             return self._after(part, topic, after, since_us, limit)
@@ -65,29 +66,6 @@ class HistoryReader:
             return HistoryPage([], None, False)
         head, updates = walked
         return _newest_page(updates, head, since_us, limit)
-
-    def _alerts(self, after: UpdateId | None, since_us: int | None, limit: int) -> HistoryPage:
-        """`_alerts`: the chains of every partition merged by time (see the module)."""
-        if after is not None:
-            pages = [
-                self._after(part, ALERTS, after, since_us, limit, by_time=True)
-                for part in self._keys
-            ]
-            merged = sorted((u for p in pages for u in p.updates), key=_by_time)
-            heads = [p.resume for p in pages if p.resume is not None and not p.more]
-            more = any(p.more for p in pages) or len(merged) > limit
-            taken = merged[:limit]
-            gap = pages[epoch_partition(after.epoch) % len(pages)].gap
-            head = max(heads, key=_id_time) if heads else None
-            return HistoryPage(taken, taken[-1].id if more and taken else head, more, gap)
-        wanted = None if since_us is not None else limit + 1
-        walks = [self._newest_first(part, ALERTS, since_us, wanted) for part in self._keys]
-        found = [w for w in walks if w is not None]
-        if not found:
-            return HistoryPage([], None, False)
-        head = max((h for h, _ in found), key=_id_time)
-        newest_first = sorted((u for _, us in found for u in us), key=_by_time, reverse=True)
-        return _newest_page(newest_first, head, since_us, limit)
 
     def _newest_first(
         self, part: PartitionKeys, topic: str, since_us: int | None, wanted: int | None

@@ -31,6 +31,10 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:alerts            hash    alert instance -> its latest change, while active (the
                                 instances of the partition's topics)
     P:alerts_head       string  `<epoch>:<stream id>` of the partition's newest alert change
+    P:alert_changes     stream  the partition's alert changes (c=clock_us, b=body) under their
+                                ids in `history`, kept `--alert-retention` (by stream id, i.e.
+                                Redis's clock) whatever `history` keeps, trimmed as they come
+    P:alert_changes:trimmed  string  stream id of the newest alert change trimmed from it
     P:epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`; the
                                 epoch names its partition, `pushsvc.core.updates`)
     P:trimmed           string  stream id of the newest update trimmed from the history
@@ -187,6 +191,15 @@ class PartitionKeys:
     @property
     def alerts_head(self) -> str:
         return f"{self.base}alerts_head"
+
+    @property
+    def alert_changes(self) -> str:
+        """A stream: the partition's alert changes, kept for their own retention."""
+        return f"{self.base}alert_changes"
+
+    @property
+    def alert_changes_trimmed(self) -> str:
+        return f"{self.base}alert_changes:trimmed"
 
     @property
     def checkpoints(self) -> str:

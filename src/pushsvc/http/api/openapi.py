@@ -151,9 +151,10 @@ def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
         "get": {
             "summary": "Closed buckets of a topic (or group) at a resolution, over any range kept",
             "description": (
-                "Points in ascending `t` (bucket start). `resolution=auto&points=N`: the "
-                "coarsest tier still giving N/2 points over the range, the most recent part "
-                "from finer tiers (`segments`). CSV columns: resolution, time, then the point's "
+                "Points in ascending `t` (bucket start). `resolution=auto&points=N`: among "
+                "the tiers keeping the whole range, the coarsest still giving N/2 points over "
+                "it, the most recent part from finer tiers (`segments`). CSV columns: "
+                "resolution, time, then the point's "
                 "statistics."
             ),
             "parameters": [
@@ -346,7 +347,8 @@ def _history(reading: Security | None) -> dict[str, Any]:
                 "`since` a time: the first `limit` whose `ts` is at or after it. `resume_id` is "
                 "the Last-Event-ID from which a stream continues this answer with no gap and no "
                 "duplicate. CSV columns: id, time, reason, value, then {window}_{stat}. The "
-                "reserved topic `_alerts` answers its alert changes (JSON; `since` an id)."
+                "reserved topic `_alerts` answers its alert changes (JSON; `since` an id), "
+                "kept for --alert-retention whatever the history keeps."
             ),
             "parameters": [
                 _TOPIC,

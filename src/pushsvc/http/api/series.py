@@ -5,9 +5,10 @@ that topic (401/403 alike).
 
 `since` (inclusive) and `until` (exclusive) compare with the points' `t` (bucket start), as
 epoch seconds or RFC 3339; without them, everything the tier keeps. With `resolution=auto`
-the range is cut into segments (`pushsvc.series.plan`): the coarsest tier that still gives
-`points / 2` points, the most recent part, which that tier has not closed yet, from finer
-tiers. `segments` says which tier answered which part; `resolution` is the first segment's.
+the range is cut into segments (`pushsvc.series.plan`): among the tiers that keep the whole
+range, the coarsest that still gives `points / 2` points, the most recent part, which that
+tier has not closed yet, from finer tiers. `segments` says which tier answered which part;
+`resolution` is the first segment's.
 """
 
 from __future__ import annotations

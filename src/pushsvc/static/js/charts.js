@@ -13,12 +13,35 @@ import { formatNumber } from "./format.js";
 
 export const LINES = ["mean", "p50", "p90", "p99"];
 
+/** What a window's charts draw of the statistics `kept` (a window's names; null: every one,
+ *  as series points have): `extremes`, the kept of min and max (shaded between them as a
+ *  band when both are), the lines among LINES, and the count. A chart, its legend, caption
+ *  and table name nothing the rule does not keep: a line of "—" said the topic had a p99 it
+ *  never computes. */
+export function chartLayout(kept = null) {
+  const has = (stat) => kept === null || kept.includes(stat);
+  const extremes = ["min", "max"].filter(has);
+  return { extremes, lines: LINES.filter(has), band: extremes.length === 2, count: has("count") };
+}
+
+/** The caption of a chart of `layout`: "mean, p50, p90, p99; min–max shaded; count below". */
+export function layoutCaption(layout) {
+  const parts = [];
+  if (layout.lines.length) parts.push(layout.lines.join(", "));
+  if (layout.band) parts.push("min–max shaded");
+  else if (layout.extremes.length) parts.push(layout.extremes[0]);
+  if (layout.count) parts.push("count below");
+  return parts.join("; ");
+}
+
+const FULL = chartLayout();
+
 function palette() {
   const css = getComputedStyle(document.documentElement);
   const v = (name) => css.getPropertyValue(name).trim();
   return {
     text: v("--muted"), grid: v("--line"), accent: v("--accent"), band: v("--band"),
-    alertBand: v("--alert-band"),
+    bandEdge: v("--band-edge"), alertBand: v("--alert-band"), alertEdge: v("--danger"),
     mean: v("--accent"), p50: v("--ok"), p90: v("--warn"), p99: v("--danger"), count: v("--muted"),
   };
 }
@@ -242,18 +265,26 @@ export function sparkChart(target, width, xRange = () => null) {
 }
 
 /** A hook filling each range `ranges()` gives ({from, to}: x values; `to` null for "to the
- *  right edge") over the plot area. On drawClear, so the grid and the series come over it. */
-function shadeRanges(ranges, fill) {
+ *  right edge") over the plot area, faintly, with a solid strip along its top in `edge`. On
+ *  drawClear, so the grid and the series come over it. The fill is light and the strip says
+ *  where an alert fired: a fill strong enough to say it alone drowned the min–max band. */
+function shadeRanges(ranges, fill, edge) {
   return (u) => {
     const { left, top, width, height } = u.bbox;
     const right = left + width;
+    const strip = Math.max(2, Math.round(3 * (window.devicePixelRatio || 1)));
     u.ctx.save();
-    u.ctx.fillStyle = fill;
     for (const { from, to } of ranges()) {
       const x0 = Math.max(left, u.valToPos(from, "x", true));
       const x1 = to === null ? right : Math.min(right, u.valToPos(to, "x", true));
       // At least a device pixel wide: a range that began and ended at one time still shows.
-      if (x1 >= x0) u.ctx.fillRect(x0, top, Math.max(x1 - x0, 1), height);
+      if (x1 < x0) continue;
+      u.ctx.fillStyle = fill;
+      u.ctx.fillRect(x0, top, Math.max(x1 - x0, 1), height);
+      // On whole pixels: a strip's antialiased edge would be a faint column of the fill's hue.
+      const [s0, s1] = [Math.round(x0), Math.round(x1)];
+      u.ctx.fillStyle = edge;
+      u.ctx.fillRect(s0, top, Math.max(s1 - s0, 1), strip);
     }
     u.ctx.restore();
   };
@@ -261,8 +292,8 @@ function shadeRanges(ranges, fill) {
 
 /** The data a window chart draws from columns (`windowColumns`, `seriesColumns`); with
  *  `soFar`, for a chart of series buckets, the mean so far too. */
-export function windowData(cols, soFar = false) {
-  const data = [cols.ts, cols.min, cols.max, ...LINES.map((l) => cols[l])];
+export function windowData(cols, soFar = false, layout = FULL) {
+  const data = [cols.ts, ...layout.extremes.map((e) => cols[e]), ...layout.lines.map((l) => cols[l])];
   return soFar ? [...data, cols.meanSoFar] : data;
 }
 
@@ -270,21 +301,27 @@ export function countData(cols, soFar = false) {
   return soFar ? [cols.ts, cols.count, cols.countSoFar] : [cols.ts, cols.count];
 }
 
-/** Per window (or range), mean, p50, p90 and p99 with the min–max band; with `soFar` (a chart
- *  of series buckets), dashed, the mean of the buckets not closed yet. */
-export function windowChart(target, width, syncKey, shaded, xRange = () => null, soFar = false) {
+/** Per window (or range), mean, p50, p90 and p99 with the min–max band (those of them
+ *  `layout` has); with `soFar` (a chart of series buckets), dashed, the mean of the buckets
+ *  not closed yet. */
+export function windowChart(
+  target, width, syncKey, shaded, xRange = () => null, soFar = false, layout = FULL,
+) {
   const colors = palette();
+  // The band's edges, drawn: in the band's own faint colour they vanished under alert shading.
+  const band = layout.extremes.map((label) => ({
+    label, stroke: colors.bandEdge, width: 1, value: (_u, v) => formatNumber(v),
+  }));
   const chart = new uPlot({
     width, height: 220, class: "window-chart",
     cursor: { sync: { key: syncKey } },
-    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand)] },
+    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand, colors.alertEdge)] },
     scales: { x: timeScale(xRange) },
     axes: axes(colors, 64),
     series: [
       {},
-      { label: "min", stroke: colors.band, width: 1, value: (_u, v) => formatNumber(v) },
-      { label: "max", stroke: colors.band, width: 1, value: (_u, v) => formatNumber(v) },
-      ...LINES.map((line) => ({
+      ...band,
+      ...layout.lines.map((line) => ({
         label: line, stroke: colors[line], width: line === "mean" ? 2 : 1.25,
         value: (_u, v) => formatNumber(v),
       })),
@@ -293,8 +330,8 @@ export function windowChart(target, width, syncKey, shaded, xRange = () => null,
         value: (_u, v) => formatNumber(v),
       }] : []),
     ],
-    bands: [{ series: [2, 1], fill: colors.band }],
-  }, windowData(emptyColumns(), soFar), target);
+    bands: layout.band ? [{ series: [2, 1], fill: colors.band }] : [],
+  }, windowData(emptyColumns(), soFar, layout), target);
   target.uplot = chart; // its scales, for the tests and a curious developer's console
   return chart;
 }
@@ -305,7 +342,7 @@ export function countChart(target, width, syncKey, shaded, xRange = () => null, 
   const chart = new uPlot({
     width, height: 100, class: "count-chart",
     cursor: { sync: { key: syncKey } },
-    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand)] },
+    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand, colors.alertEdge)] },
     // Counts from 0 to a round number, ticked at 0, the top and its half when whole: uPlot's
     // own ticks, on a plot this low, left a single "0".
     scales: { x: timeScale(xRange), y: { range: (_u, _min, max) => [0, niceCeiling(max)] } },

@@ -44,7 +44,7 @@ const topicView = new TopicView({
   rate: $("topic-rate"), time: $("topic-time"), template: $("figure-template"),
   alertPeriods: $("alert-periods"), alertPeriodsList: $("alert-periods-list"),
   tags: $("tag-stats"),
-}, alertLog, () => groupsTable.render(true));
+}, alertLog, () => groupsTable.render(true), () => store.rules);
 const groupsTable = new GroupsTable(store, {
   section: $("groups"), count: $("groups-count"), windowSelect: $("groups-window"),
   sparkSelect: $("groups-spark"), table: $("groups-table"),

@@ -8,6 +8,13 @@ export function ruleFor(rules, topic) {
   return rule || rules.default;
 }
 
+/** Whether pushsvc derives `topic` itself (a `[[derive]]` rule's): its events carry no tags,
+ *  so a rule's distinct counts and top values (of the `prefix.*` rule it falls under) stay
+ *  at nothing there. False while the rules are not known. */
+export function isDerived(rules, topic) {
+  return Boolean(rules && (rules.derive || []).some((rule) => rule.topic === topic));
+}
+
 function selects(selector, topic) {
   if (selector === "*") return true;
   // `sensors.*` matches the names that start with `sensors.`, not `sensors` itself.

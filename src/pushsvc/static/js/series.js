@@ -1,6 +1,6 @@
 // Long ranges on the topic view: closed buckets from GET /topics/{t}/series
-// (resolution=auto: the coarsest tier giving the chart enough points, the recent part from
-// finer tiers), extended live by a stream that asks for those tiers' points (?series=).
+// (resolution=auto: among the tiers keeping the whole range, the coarsest giving the chart
+// enough points, the recent part from finer tiers), extended live by a stream that asks for those tiers' points (?series=).
 // A point is one bucket [t, t + resolution); a coarser point, when it closes, replaces the
 // finer points inside its bucket, so fetched and live points meet with no gap and none twice.
 

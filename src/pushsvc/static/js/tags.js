@@ -40,9 +40,10 @@ export class TagPanel {
     this.layout = "";
   }
 
-  /** Draw the latest windows of `topic` (its points give the sparklines). */
-  render(topic, chosen = "") {
-    const shown = tagStats(topic.windows).filter(([w]) => chosen === "" || chosen === w);
+  /** Draw the latest windows of `topic` (its points give the sparklines); nothing for a
+   *  topic whose events carry no tags (`untagged`: pushsvc derives it). */
+  render(topic, chosen = "", untagged = false) {
+    const shown = untagged ? [] : tagStats(topic.windows).filter(([w]) => chosen === "" || chosen === w);
     const layout = JSON.stringify(shown);
     if (layout !== this.layout) {
       this.layout = layout;

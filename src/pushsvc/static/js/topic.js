@@ -11,11 +11,13 @@ import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
 import { renderPeriods, shadedRanges } from "./alert-periods.js";
 import {
-  countChart, countData, seriesColumns, windowChart, windowColumns, windowData,
+  chartLayout, countChart, countData, layoutCaption, seriesColumns, windowChart, windowColumns,
+  windowData,
 } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
+import { isDerived } from "./rules.js";
 import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
 import { TagPanel } from "./tags.js";
 
@@ -24,11 +26,12 @@ const RANGE_FIGURE = "range"; // the figure of a range drawn from the series
 const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 
 export class TopicView {
-  constructor(els, alertLog, onResume = () => {}) {
+  constructor(els, alertLog, onResume = () => {}, rules = () => null) {
     // section, title, groupLine, groupName, wholeTopic, windowSelect, pause, figures, current,
     // value, time, rate, template, alertPeriods, alertPeriodsList, tags
     this.els = els;
     this.tags = new TagPanel(els.tags);
+    this.rules = rules; // GET rules as the page has read it (null before)
     this.alertLog = alertLog;
     this.bands = []; // the x-ranges every chart shades: where an alert instance fired
     this.topic = null; // what the charts draw: the topic's series, or one group's
@@ -142,7 +145,8 @@ export class TopicView {
       if (ranged) this.drawRange(span);
     }
     this.renderCurrent(topic, windows);
-    this.tags.render(topic, chosen);
+    // A derived topic's events carry no tags: no panel of counts that stay at nothing.
+    this.tags.render(topic, chosen, isDerived(this.rules(), this.name));
   }
 
   /** Paused charts hold still; the button says how many updates they will catch up on. */
@@ -168,8 +172,15 @@ export class TopicView {
     const el = this.els.template.content.firstElementChild.cloneNode(true);
     el.dataset.window = window;
     el.querySelector(".window-name").textContent = window;
+    const ranged = window === RANGE_FIGURE; // series buckets: some may be so far
+    // A window draws the statistics its rule keeps; a range, every one a point has.
+    const kept = ranged ? null : Object.keys(this.topic.windows[window] || {});
+    const layout = chartLayout(kept !== null && kept.length ? kept : null);
     const figure = {
-      el, window,
+      el, window, layout,
+      tableColumns: TABLE_COLUMNS.filter(
+        (key) => [...layout.lines, ...layout.extremes].includes(key) || (layout.count && key === "count"),
+      ),
       name: el.querySelector(".window-name"),
       points: el.querySelector(".points"),
       mainEl: el.querySelector(".chart-main"),
@@ -178,16 +189,20 @@ export class TopicView {
       tbody: el.querySelector("tbody"),
       columns: null,
     };
-    figure.mainEl.setAttribute("aria-label", `${window} window: mean, p50, p90 and p99 over time, ` +
-      "min to max shaded");
+    const caption = layoutCaption(layout);
+    el.querySelector(".legend-note").textContent = caption;
+    figure.mainEl.setAttribute("aria-label", `${window} window over time: ${caption}`);
+    figure.mainEl.hidden = !layout.lines.length && !layout.extremes.length;
     figure.countEl.setAttribute("aria-label", `${window} window: count over time`);
+    figure.countEl.hidden = !layout.count;
+    const head = el.querySelector("table.data thead tr");
+    head.replaceChildren(th("col", "time"), ...figure.tableColumns.map((key) => th("col", key)));
     this.els.figures.append(el);
     const width = figure.mainEl.clientWidth || 300;
     const key = `pushsvc-${window}`;
     const shaded = () => this.bands;
     const span = () => this.xRange(window);
-    const ranged = window === RANGE_FIGURE; // series buckets: some may be so far
-    figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged);
+    figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged, layout);
     figure.count = countChart(figure.countEl, width, key, shaded, span, ranged);
     figure.details.addEventListener("toggle", () => renderTable(figure));
     this.figures.set(window, figure);
@@ -209,7 +224,7 @@ export class TopicView {
     const [from] = this.xRange(figure.window) ?? [-Infinity];
     const cols = windowColumns(topic.points.filter((p) => p.ts >= from), figure.window);
     figure.columns = cols;
-    figure.main.setData(windowData(cols));
+    figure.main.setData(windowData(cols, false, figure.layout));
     figure.count.setData(countData(cols));
     const n = cols.ids.filter(Boolean).length;
     setText(figure.points, `${n} update${n === 1 ? "" : "s"}`);
@@ -217,14 +232,13 @@ export class TopicView {
     renderTable(figure);
   }
 
-  /** The chosen range from the series: one bucket per point, at its start. */
   /** The chosen range from the series: one bucket per point, at its start, at the coarsest
    *  resolution asked for; what it has not closed yet, so far (`seriesColumns`). */
   drawRange(figure) {
     const { points, error, resolution } = this.series;
     const cols = seriesColumns(points, labelSeconds, resolution ? labelSeconds(resolution) : null);
     figure.columns = cols;
-    figure.main.setData(windowData(cols, true));
+    figure.main.setData(windowData(cols, true, figure.layout));
     figure.count.setData(countData(cols, true));
     const label = RANGES.find(([value]) => value === this.range)[1];
     const closed = cols.ids.filter((id, i) => id !== null && !cols.soFar[i]).length;
@@ -306,7 +320,7 @@ function renderTable(figure) {
       if (!soFar) return cols[key][i];
       return key === "mean" ? cols.meanSoFar[i] : key === "count" ? cols.countSoFar[i] : null;
     };
-    row.append(time, ...TABLE_COLUMNS.map((key) => {
+    row.append(time, ...figure.tableColumns.map((key) => {
       const cell = document.createElement("td");
       cell.dataset.stat = key;
       cell.textContent = formatNumber(value(key));

@@ -1,0 +1,127 @@
+"""Reading `_alerts`' history on Redis: each partition's alert changes, kept apart from the
+history every topic shares (`P:alert_changes`, written by `lua/publish_updates.lua` under the
+same stream ids as in `P:history`, trimmed to `--alert-retention`), so that past periods stay
+readable however busy the other topics are.
+
+An alert change travels with the topic it watches, so every partition has its own; a page
+merges them by the time Redis wrote each change (a stream id is `<ms>-<seq>`), and a read after
+an id continues in that id's partition exactly and in the others from its time. Each
+partition's read is bounded by its history's head, read first, so a page and its `resume` id
+agree even while changes keep arriving. A read after an id older than the newest trimmed
+change of that id's partition is a gap: some changes after it are gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+
+from pushsvc.broker.base import HistoryPage
+from pushsvc.broker.redis.keys import Keys, PartitionKeys
+from pushsvc.broker.redis.wire import stream_entries, stream_position
+from pushsvc.core.topics import ALERTS
+from pushsvc.core.updates import Update, UpdateId, epoch_partition
+
+_MAX_SEQ = 2**64 - 1
+
+
+def read_alert_changes(
+    client: Redis, keys: Keys, *, after: UpdateId | None, since_us: int | None, limit: int
+) -> HistoryPage:
+    """`Broker.history(ALERTS, ...)` on Redis."""
+    if after is not None:
+        return _after(client, keys, after, since_us, limit)
+    heads: list[UpdateId] = []
+    newest_first: list[Update] = []
+    for part in keys:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.get(part.epoch)
+            pipe.xrevrange(part.history, count=1)
+            # With a time, every change kept (it filters by their clocks); else the newest.
+            pipe.xrevrange(part.alert_changes, count=None if since_us is not None else limit + 1)
+            raw_epoch, raw_head, raw_changes = pipe.execute()
+        newest = stream_entries(raw_head)
+        if raw_epoch is None or not newest:
+            continue
+        epoch = raw_epoch.decode()
+        heads.append(UpdateId.of_stream_id(epoch, newest[0][0]))
+        newest_first += _changes(epoch, raw_changes, since_us)
+    if not heads:
+        return HistoryPage([], None, False)
+    head = max(heads, key=_id_time)
+    newest_first.sort(key=_by_time, reverse=True)
+    if since_us is None:
+        page = newest_first[: limit + 1]
+        return HistoryPage(page[:limit][::-1], head, len(page) > limit)
+    oldest_first = newest_first[::-1]
+    more = len(oldest_first) > limit
+    taken = oldest_first[:limit]
+    return HistoryPage(taken, taken[-1].id if more else head, more, False)
+
+
+def _after(
+    client: Redis, keys: Keys, after: UpdateId, since_us: int | None, limit: int
+) -> HistoryPage:
+    pages = [_partition_after(client, part, after, since_us, limit) for part in keys]
+    merged = sorted((u for p in pages for u in p.updates), key=_by_time)
+    heads = [p.resume for p in pages if p.resume is not None and not p.more]
+    more = any(p.more for p in pages) or len(merged) > limit
+    taken = merged[:limit]
+    gap = pages[epoch_partition(after.epoch) % len(pages)].gap
+    head = max(heads, key=_id_time) if heads else None
+    return HistoryPage(taken, taken[-1].id if more and taken else head, more, gap)
+
+
+def _partition_after(
+    client: Redis, part: PartitionKeys, after: UpdateId, since_us: int | None, limit: int
+) -> HistoryPage:
+    """The changes of partition `part` after `after`; `after` may be of another partition:
+    then those after its time."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.get(part.epoch)
+        pipe.get(part.alert_changes_trimmed)
+        pipe.xrevrange(part.history, count=1)
+        raw_epoch, trimmed, raw_head = pipe.execute()
+    newest = stream_entries(raw_head)
+    if raw_epoch is None or not newest:
+        return HistoryPage([], None, False, gap=True)
+    epoch = raw_epoch.decode()
+    head = UpdateId.of_stream_id(epoch, newest[0][0])
+    continues = (
+        after.epoch == epoch
+        and after.position <= head.position
+        and (trimmed is None or after.position >= stream_position(trimmed))
+    )
+    if continues:
+        start = f"({after.ms}-{after.seq}"
+    elif epoch_partition(after.epoch) != epoch_partition(epoch):
+        start, continues = f"({after.ms}-{_MAX_SEQ}", True
+    else:
+        start = "-"
+    most = None if since_us is not None else limit + 1
+    raw: Any = client.xrange(part.alert_changes, min=start, max=f"{head.ms}-{head.seq}", count=most)
+    page = _changes(epoch, raw, since_us)[: limit + 1]
+    more = len(page) > limit
+    updates = page[:limit]
+    return HistoryPage(updates, updates[-1].id if more else head, more, not continues)
+
+
+def _changes(epoch: str, raw: Any, since_us: int | None) -> list[Update]:
+    """Stream entries (c=clock_us, b=body) as `_alerts` updates, in the entries' order."""
+    found = []
+    for stream_id, fields in stream_entries(raw):
+        clock = int(fields[b"c"])
+        if since_us is not None and clock < since_us:
+            continue
+        update_id = UpdateId.of_stream_id(epoch, stream_id)
+        found.append(Update.numbered(ALERTS, update_id, clock, fields[b"b"]))
+    return found
+
+
+def _id_time(update_id: UpdateId) -> tuple[int, int]:
+    return update_id.position
+
+
+def _by_time(update: Update) -> tuple[int, int]:
+    return update.id.ms, update.id.seq
