@@ -55,10 +55,10 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
 
 def _starting(run: Callable[[], T]) -> T:
     """Run a serving command; what stops it at start (an evicting Redis, a port it cannot
-    listen on) is one line and exit 1."""
+    listen on, an open-file limit with no room for streams) is one line and exit 1."""
     try:
         return run()
-    except (UnsafeRedis, CannotListen) as exc:
+    except (UnsafeRedis, CannotListen, ConfigError) as exc:
         click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(1)
 

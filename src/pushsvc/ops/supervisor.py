@@ -25,6 +25,7 @@ from pathlib import Path
 from pushsvc.config import Settings
 from pushsvc.errors import CannotListen
 from pushsvc.ops.children import die_with_parent
+from pushsvc.ops.open_files import sized_for_open_files
 from pushsvc.ops.private_redis import PrivateRedis
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ class Supervisor:
             _check_redis(self.settings.redis_url)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
+        # Here, once: the children inherit the raised limit, and the cap is handed to them
+        # (`_plan`), so no worker says again that it was lowered.
+        self.settings = sized_for_open_files(self.settings)
         port = self._reserve_port()  # first: a port in use stops us with one line
         try:
             url = self.settings.redis_url
@@ -129,6 +133,7 @@ class Supervisor:
             "PUSHSVC_PORT": str(port),
             "PUSHSVC_WORKERS": "1",
             "PUSHSVC_DATA_DIR": "",
+            "PUSHSVC_MAX_STREAMS": str(self.settings.max_streams),
         }
         command = [sys.executable, "-m", "pushsvc"]
         if self.settings.workers == 1:
