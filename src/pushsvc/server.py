@@ -18,7 +18,7 @@ from pushsvc.errors import CannotListen
 from pushsvc.gevent_private import ENVIRON_KEY, PywsgiHandler, PywsgiServer, RequestHead
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
-from pushsvc.ops.open_files import sized_for_open_files
+from pushsvc.ops.open_files import OpenFiles
 from pushsvc.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -228,7 +228,8 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds."""
     tls = server_context(settings)  # first: a bad pair must stop us before anything starts
-    settings = sized_for_open_files(settings)
+    open_files = OpenFiles.at_start(settings)
+    settings = open_files.settings
     # Bound before anything starts: a port in use stops the process with one line.
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
     try:
@@ -236,6 +237,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     except BaseException:
         listener.close()
         raise
+    open_files.say_if_lowered()
     runtime: Runtime = app.extensions["pushsvc"]
     handler = handler_for(settings, greenlets=runtime.metrics.greenlet_gauge())
     if tls is None:

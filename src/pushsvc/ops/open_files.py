@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import resource
+from dataclasses import dataclass
 
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
@@ -55,26 +56,40 @@ def stream_cap(limit: int, max_streams: int) -> int:
     return max(0, min(max_streams, limit - headroom(limit)))
 
 
-def sized_for_open_files(settings: Settings) -> Settings:
-    """`settings` with `max_streams` lowered to what this process's open-file limit holds
-    beside its headroom, the soft limit raised to the hard one first. A lowered cap is said
-    in one warning line; a limit with no room for streams stops the process (ConfigError)."""
-    limit = raise_soft_limit()
-    cap = stream_cap(limit, settings.max_streams)
-    if cap == settings.max_streams:
-        return settings
-    if cap == 0:
-        raise ConfigError(
-            f"the open-file limit is {limit}: no room for streams beside the {headroom(limit)} "
-            "descriptors kept for producers, Redis and health checks; raise it "
-            "(ulimit -n, systemd LimitNOFILE=)"
+@dataclass(frozen=True)
+class OpenFiles:
+    """A serving process's open-file limit, raised, and the settings sized for it."""
+
+    limit: int
+    given: Settings
+    settings: Settings
+    """`given` with `max_streams` lowered where the limit does not hold it beside the
+    headroom."""
+
+    @classmethod
+    def at_start(cls, given: Settings) -> OpenFiles:
+        """Raise the soft limit to the hard one and size the stream cap for it. Raises
+        ConfigError (one line) when the limit leaves no room for streams."""
+        limit = raise_soft_limit()
+        cap = stream_cap(limit, given.max_streams)
+        if cap == 0:
+            raise ConfigError(
+                f"the open-file limit is {limit}: no room for streams beside the "
+                f"{headroom(limit)} descriptors kept for producers, Redis and health checks; "
+                "raise it (ulimit -n, systemd LimitNOFILE=)"
+            )
+        return cls(limit, given, dataclasses.replace(given, max_streams=cap))
+
+    def say_if_lowered(self) -> None:
+        """One warning line if `--max-streams` was lowered; called once the process is sure
+        to start, so that what stops it (a Redis refused, a port in use) is its only line."""
+        if self.settings.max_streams == self.given.max_streams:
+            return
+        log.warning(
+            "--max-streams %d lowered to %d: the open-file limit is %d and %d descriptors are "
+            "kept for producers, Redis, health checks and replays",
+            self.given.max_streams,
+            self.settings.max_streams,
+            self.limit,
+            headroom(self.limit),
         )
-    log.warning(
-        "--max-streams %d lowered to %d: the open-file limit is %d and %d descriptors are kept "
-        "for producers, Redis, health checks and replays",
-        settings.max_streams,
-        cap,
-        limit,
-        headroom(limit),
-    )
-    return dataclasses.replace(settings, max_streams=cap)

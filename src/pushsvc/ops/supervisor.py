@@ -25,7 +25,7 @@ from pathlib import Path
 from pushsvc.config import Settings
 from pushsvc.errors import CannotListen
 from pushsvc.ops.children import die_with_parent
-from pushsvc.ops.open_files import sized_for_open_files
+from pushsvc.ops.open_files import OpenFiles
 from pushsvc.ops.private_redis import PrivateRedis
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,10 @@ class Supervisor:
             signal.signal(signum, self._stop)
         # Here, once: the children inherit the raised limit, and the cap is handed to them
         # (`_plan`), so no worker says again that it was lowered.
-        self.settings = sized_for_open_files(self.settings)
+        open_files = OpenFiles.at_start(self.settings)
+        self.settings = open_files.settings
         port = self._reserve_port()  # first: a port in use stops us with one line
+        open_files.say_if_lowered()
         try:
             url = self.settings.redis_url
             if url is None:
