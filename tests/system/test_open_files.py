@@ -101,10 +101,11 @@ _STREAM_OPEN = b"\ndata:"  # the snapshot's first line: the stream is subscribed
 
 
 def _try_stream(port: int, path: str) -> tuple[socket.socket | None, bytes]:
-    """A stream request on a raw socket, read until the stream's first message (the socket
-    is returned, open) or until the server closes a refusal (None and the response)."""
+    """A stream request on a raw keep-alive socket, read until the stream's first message
+    (the socket is returned, open) or until the server closes it after a refusal (None and
+    the response: the server gives the descriptor back at once)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     received = b""
     try:
         while True:
@@ -144,6 +145,7 @@ def test_streams_past_the_cap_get_503_while_producers_and_health_checks_answer(
             head, _, body = refusal.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503"), refusal
             assert re.search(rb"\r\nRetry-After: \d+\r\n", head), refusal
+            assert b"\r\nConnection: close\r\n" in head, refusal
             assert json.loads(body)["error"]["code"] == "server_busy"
         # Every stream is still open, and producers and health checks are answered at once.
         started = time.monotonic()
