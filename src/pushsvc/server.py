@@ -6,7 +6,6 @@ import errno
 import logging
 import signal
 import socket
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
@@ -152,18 +151,18 @@ class Server(PywsgiServer):
     """
 
     handler_class: type[HeadTimeoutHandler]
-    _paused_at: float | None = None
+    _out_of_descriptors = False  # since the last accept that succeeded
     _pause_s = _ACCEPT_PAUSE_MIN_S
 
     def accepted(self) -> None:
-        self._paused_at = None  # an episode out of descriptors is over: the next gets its line
+        self._out_of_descriptors = False  # the episode is over: the next one gets its line
 
     def accept_failed(self, exc: OSError) -> bool:
         if exc.errno not in _OUT_OF_DESCRIPTORS:
             return False
         self.stop_accepting()
-        if self._paused_at is None:
-            self._paused_at = time.monotonic()
+        if not self._out_of_descriptors:
+            self._out_of_descriptors = True
             self._pause_s = _ACCEPT_PAUSE_MIN_S
             log.warning(
                 "cannot accept connections: %s; they wait in the listen queue, accepting is "
