@@ -113,7 +113,8 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
 
 def _starting(run: Callable[[], T]) -> T:
     """Run a serving command; what stops it at start (an evicting Redis, a port it cannot
-    listen on, a bad PROMETHEUS_MULTIPROC_DIR) is one line and exit 1."""
+    listen on, a bad PROMETHEUS_MULTIPROC_DIR, an open-file limit with no room for streams) is
+    one line and exit 1."""
     try:
         return run()
     except (UnsafeRedis, CannotListen, ConfigError) as exc:

@@ -32,6 +32,15 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
   `log_request` — public names but not a documented extension interface; overridden by
   `pushsvc.server`'s handlers and pinned by tests/system/test_slow_headers.py.
+* `StreamServer.do_read` (one accept; gevent's `_do_read` loop reports what it raises
+  through the hub, a traceback each time) and `stop_accepting` / `start_accepting` — the
+  accept loop paused while the process is out of descriptors (`PywsgiServer.accept_failed`,
+  `accepted`).
+  Pinned by tests/system/test_open_files.py::test_out_of_descriptors_pauses_accepting_with_one_line.
+* `StreamServer.wrap_socket_and_handle`, `wrap_socket`, `ssl_args` — a TLS connection before
+  its handshake (`PywsgiServer.handle_tls`, `tls_handshake`): gevent handshakes with no
+  deadline and lets a failed handshake's traceback reach the hub. Pinned by
+  tests/system/test_tls.py (the handshake tests).
 
 pyproject.toml bounds gevent below its next major release for these.
 """
@@ -40,11 +49,11 @@ from __future__ import annotations
 
 import _socket
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import gevent
-from gevent.pywsgi import Input, OldMessage, WSGIHandler
+from gevent.pywsgi import Input, OldMessage, WSGIHandler, WSGIServer
 
 RequestHead = OldMessage
 """What `PywsgiHandler.read_head` returns: pywsgi's header message type."""
@@ -133,3 +142,46 @@ class PywsgiHandler(WSGIHandler):
         """The status and the bytes to answer an invalid request with."""
         answer: tuple[str, bytes] = super()._handle_client_error(ex)  # type: ignore[misc]
         return answer
+
+
+class PywsgiServer(WSGIServer):
+    """pywsgi's server with its undocumented hooks under public names: override
+    `accept_failed` and `handle_tls`, never `do_read` or `wrap_socket_and_handle`."""
+
+    def do_read(self) -> tuple[Any, Any] | None:  # type: ignore[override]  # gevent's hook
+        try:
+            accepted: tuple[Any, Any] | None = super().do_read()
+        except OSError as exc:
+            if self.accept_failed(exc):
+                return None  # nothing accepted: gevent's loop waits for the next readiness
+            raise
+        if accepted is not None:
+            self.accepted()
+        return accepted
+
+    def accepted(self) -> None:
+        """An accept succeeded."""
+
+    def accept_failed(self, exc: OSError) -> bool:
+        """An accept failed with `exc`: True when handled here (then accepting must have been
+        paused with `stop_accepting`, or the loop would spin on the listening socket); False
+        for gevent's handling (a traceback, then a retry with backoff)."""
+        return False
+
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> None:  # gevent's hook
+        self.handle_tls(client_socket, address)
+
+    def handle_tls(self, client_socket: Any, address: Any) -> None:
+        """A TLS connection, accepted and not yet handshaken; the caller closes
+        `client_socket` afterwards. (gevent: `tls_handshake`, then `handle`.)"""
+        tls_socket = self.tls_handshake(client_socket)
+        try:
+            self.handle(tls_socket, address)
+        finally:
+            tls_socket.close()
+
+    def tls_handshake(self, client_socket: Any) -> Any:
+        """The TLS socket over `client_socket`, its handshake done (blocks this greenlet)."""
+        # gevent's stubs type `wrap_socket` as ssl.wrap_socket; it is the context's method.
+        wrap: Callable[..., Any] = self.wrap_socket  # type: ignore[misc]
+        return wrap(client_socket, **(self.ssl_args or {}))

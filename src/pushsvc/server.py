@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
 import gevent.event
@@ -15,9 +16,10 @@ from prometheus_client import make_wsgi_app
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
 from pushsvc.errors import CannotListen
-from pushsvc.gevent_private import ENVIRON_KEY, PywsgiHandler, RequestHead
+from pushsvc.gevent_private import ENVIRON_KEY, PywsgiHandler, PywsgiServer, RequestHead
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
+from pushsvc.ops.open_files import OpenFiles
 from pushsvc.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -69,9 +71,14 @@ class HeadTimeoutHandler(PywsgiHandler):
         finally:
             self._end_head_deadline()  # the paths that never reach read_request
 
+    def continue_head_deadline(self, deadline: gevent.Timeout) -> None:
+        """Give the first request's head what is left of `deadline` (started at accept: a TLS
+        handshake counts against the header timeout) instead of a deadline of its own."""
+        self._head_deadline = deadline
+
     def read_requestline(self) -> str:
-        self._end_head_deadline()
-        self._head_deadline = gevent.Timeout.start_new(self.header_timeout_s, _HeadTimeout)
+        if self._head_deadline is None:  # else the handshake's, still running
+            self._head_deadline = gevent.Timeout.start_new(self.header_timeout_s, _HeadTimeout)
         try:
             line: str = super().read_requestline()
         except _HeadTimeout:
@@ -126,6 +133,75 @@ def handler_for(settings: Settings, *, greenlets: Gauge | None = None) -> type[H
     return type(StreamingHandler.__name__, (StreamingHandler,), fields)
 
 
+# What accept fails with when this process (or the system) is out of descriptors or socket
+# memory: it passes as connections close, so accepting pauses instead of failing in a loop.
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_PAUSE_MIN_S = 0.01
+_ACCEPT_PAUSE_MAX_S = 1.0
+
+
+class Server(PywsgiServer):
+    """pywsgi's server, with two changes to how it takes connections:
+
+    * Out of descriptors, accepting pauses (10 ms, doubling up to 1 s, until an accept
+      succeeds) with one warning line per episode; pending connections wait in the listen
+      queue. gevent would log a traceback at every retry.
+    * A TLS handshake must end within the header timeout, and what is left of that timeout
+      is the first request head's (`HeadTimeoutHandler.continue_head_deadline`); a failed or
+      timed-out handshake is one INFO line. gevent waits for a handshake for ever and lets
+      a failed one's traceback reach the hub (multi-line text, whatever `--log-format`).
+    """
+
+    handler_class: type[HeadTimeoutHandler]
+    _out_of_descriptors = False  # since the last accept that succeeded
+    _pause_s = _ACCEPT_PAUSE_MIN_S
+
+    def accepted(self) -> None:
+        self._out_of_descriptors = False  # the episode is over: the next one gets its line
+
+    def accept_failed(self, exc: OSError) -> bool:
+        if exc.errno not in _OUT_OF_DESCRIPTORS:
+            return False
+        self.stop_accepting()
+        if not self._out_of_descriptors:
+            self._out_of_descriptors = True
+            self._pause_s = _ACCEPT_PAUSE_MIN_S
+            log.warning(
+                "cannot accept connections: %s; they wait in the listen queue, accepting is "
+                "retried as descriptors free up (lower --max-streams or raise the open-file "
+                "limit)",
+                (exc.strerror or str(exc)).lower(),
+            )
+        else:
+            self._pause_s = min(_ACCEPT_PAUSE_MAX_S, self._pause_s * 2)
+        gevent.spawn_later(self._pause_s, self._resume_accepting)
+        return True
+
+    def _resume_accepting(self) -> None:
+        if self.started:  # not stopped meanwhile
+            self.start_accepting()
+
+    def handle_tls(self, client_socket: Any, address: Any) -> None:
+        timeout_s = self.handler_class.header_timeout_s
+        deadline = gevent.Timeout.start_new(timeout_s, _HeadTimeout)
+        try:
+            tls_socket = self.tls_handshake(client_socket)
+        except _HeadTimeout:
+            log.info("closed %s: no TLS handshake within %g s", address, timeout_s)
+            return
+        except OSError as exc:  # ssl.SSLError included: a plain-HTTP client, an old TLS
+            deadline.close()
+            log.info("TLS handshake with %s failed: %s", address, " ".join(str(exc).split()))
+            return
+        try:
+            handler = self.handler_class(tls_socket, address, self)
+            handler.continue_head_deadline(deadline)
+            handler.handle()
+        finally:
+            deadline.close()
+            tls_socket.close()
+
+
 def _on_termination(stop: gevent.event.Event) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
@@ -153,6 +229,8 @@ def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds."""
     tls = server_context(settings)  # first: a bad pair must stop us before anything starts
+    open_files = OpenFiles.at_start(settings)
+    settings = open_files.settings
     # Bound before anything starts: a port in use stops the process with one line.
     listener = listen(settings.host, settings.port, reuse_port=reuse_port)
     try:
@@ -160,12 +238,13 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     except BaseException:
         listener.close()
         raise
+    open_files.say_if_lowered()
     runtime: Runtime = app.extensions["pushsvc"]
     handler = handler_for(settings, greenlets=runtime.metrics.greenlet_gauge())
     if tls is None:
-        server = WSGIServer(listener, app, log=None, error_log=log, handler_class=handler)
+        server = Server(listener, app, log=None, error_log=log, handler_class=handler)
     else:
-        server = WSGIServer(
+        server = Server(
             listener, app, log=None, error_log=log, handler_class=handler, ssl_context=tls
         )
     stop = gevent.event.Event()

@@ -37,8 +37,11 @@ class PushsvcProcess:
         env: Mapping[str, str] | None = None,
         http: bool = True,
         python_args: Sequence[str] = (),
+        preexec_fn: Callable[[], object] | None = None,
     ) -> None:
         # python_args: e.g. ("-m", "cProfile", "-o", path) to profile the process.
+        # preexec_fn: run in the child before it starts, e.g. to set its resource limits.
+        self.preexec_fn = preexec_fn
         self.argv = [sys.executable, *python_args, "-m", "pushsvc", command, *args]
         if http and not any(a.startswith("--port") for a in args):
             self.argv += ["--port", "0"]
@@ -61,6 +64,7 @@ class PushsvcProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=self.preexec_fn,
         )
         self._pumper = threading.Thread(target=self._pump, daemon=True)
         self._pumper.start()
@@ -152,6 +156,7 @@ def request(
     *,
     content_type: str | None = "application/json",
     headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP request on a fresh connection; JSON-encodes non-bytes bodies."""
     if body is not None and not isinstance(body, bytes | str):
@@ -161,7 +166,7 @@ def request(
     all_headers = dict(headers or {})
     if content_type is not None and body is not None:
         all_headers.setdefault("Content-Type", content_type)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=all_headers)
         resp = conn.getresponse()
@@ -278,6 +283,7 @@ def run_tool(
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     timeout: float = 60,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`pushsvc ARGS` (publish, token, replay...) run to its end, its output captured."""
     return subprocess.run(
@@ -287,6 +293,7 @@ def run_tool(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

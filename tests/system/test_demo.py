@@ -628,7 +628,9 @@ def busy_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProces
     """The README's demo, faster: six hours of backfill before 11:00, then two live hours (at
     720x, 240 events/s: the README's events per simulated second), into a server whose
     history (2,000 updates) turns over many times meanwhile, as a busy server's does."""
-    proc = PushsvcProcess("serve", "--rules", str(EXAMPLE_RULES), "--history", "2000").start()
+    proc = PushsvcProcess(
+        "serve", "--rules", str(EXAMPLE_RULES), "--history", "2000", *AHEAD
+    ).start()
     done = _run(
         "-m", "pushsvc", "demo", f"--url={proc.base}", "--speed=720", "--rate=240",
         "--start=11:00", "--backfill=6h", "--duration=10s", "--seed=3",

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +223,106 @@ def test_a_bad_certificate_pair_is_refused_at_start_up(
     assert len(lines) == 1 and lines[0].startswith("pushsvc: "), done.stderr
     assert "Traceback" not in done.stderr
     assert "keyfile" in lines[0]
+
+
+# ------------------------------------------------------------------ handshakes
+
+
+@pytest.fixture(scope="module")
+def strict_tls(pair: Pair) -> Iterator[PushsvcProcess]:
+    """One process with a short header timeout and JSON logs."""
+    server = _serve(pair, "--header-timeout", "1s", "--log-format", "json")
+    yield server
+    assert server.stop() == 0
+
+
+def _new_lines(server: PushsvcProcess, pair: Pair, since: int) -> list[str]:
+    """The log lines written since line `since`, once a request after them is answered (a
+    line about a handshake before it is written by then)."""
+    assert _https(server.port, _trusting(pair), "GET", "/healthz")[0] == 200
+    return server.output[since:]
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_connection_that_sends_no_client_hello_is_closed_at_the_header_timeout(
+    strict_tls: PushsvcProcess, pair: Pair
+) -> None:
+    since = len(strict_tls.output)
+    with socket.create_connection(("127.0.0.1", strict_tls.port), timeout=10) as sock:
+        started = time.monotonic()
+        assert _closed_by_server(sock)  # or TimeoutError after 10 s
+        assert 0.9 < time.monotonic() - started < 5
+    [line] = _new_lines(strict_tls, pair, since)
+    record = json.loads(line)
+    assert record["level"] == "info" and "no TLS handshake within 1 s" in record["message"]
+
+
+def test_a_client_hello_begun_but_never_finished_is_closed_at_the_header_timeout(
+    strict_tls: PushsvcProcess,
+) -> None:
+    with socket.create_connection(("127.0.0.1", strict_tls.port), timeout=10) as sock:
+        sock.sendall(b"\x16\x03\x01\x02\x00")  # a handshake record's header, then nothing
+        started = time.monotonic()
+        assert _closed_by_server(sock)
+        assert time.monotonic() - started < 5
+
+
+def test_the_handshake_counts_against_the_header_timeout(
+    strict_tls: PushsvcProcess, pair: Pair
+) -> None:
+    with socket.create_connection(("127.0.0.1", strict_tls.port), timeout=10) as raw:
+        accepted = time.monotonic()
+        time.sleep(0.6)  # the client is slow to begin its handshake (part of the scenario)
+        with _trusting(pair).wrap_socket(raw, server_hostname="localhost") as sock:
+            assert _closed_by_server(sock)  # no request head: closed 1 s after accept
+            assert time.monotonic() - accepted < 1.5  # not 1 s after the handshake
+
+
+def _old_tls_client() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS 1.1 otherwise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is the point
+        context.minimum_version = ssl.TLSVersion.TLSv1_1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    return context
+
+
+def _plain_http(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _closed_by_server(sock)
+
+
+def _tls_1_1(port: int) -> None:
+    context = _old_tls_client()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        pytest.raises(ssl.SSLError),
+    ):
+        context.wrap_socket(sock)
+
+
+@pytest.mark.parametrize(
+    ("client", "reason"),
+    [(_plain_http, "http request"), (_tls_1_1, "unsupported protocol")],
+    ids=["plain HTTP", "TLS 1.1"],
+)
+def test_a_failed_handshake_is_one_json_log_line(
+    strict_tls: PushsvcProcess, pair: Pair, client: Callable[[int], None], reason: str
+) -> None:
+    since = len(strict_tls.output)
+    client(strict_tls.port)
+    [line] = _new_lines(strict_tls, pair, since)
+    record = json.loads(line)
+    assert record["level"] == "info" and "exc" not in record
+    assert record["message"].startswith("TLS handshake with ('127.0.0.1', ")
+    assert reason in record["message"].lower()

@@ -38,7 +38,11 @@ def test_every_request_error_has_a_status_of_its_own(kind: type[errors.RequestEr
             401,
             {"WWW-Authenticate": 'Bearer realm="pushsvc", error="invalid_token"'},
         ),
-        (errors.ServerBusy("full", retry_after_s=1), 503, {"Retry-After": "1"}),
+        (
+            errors.ServerBusy("full", retry_after_s=1),
+            503,
+            {"Retry-After": "1", "Connection": "close"},
+        ),
     ],
 )
 def test_status_and_headers(

@@ -32,6 +32,7 @@ from pushsvc.config import Settings
 from pushsvc.errors import CannotListen
 from pushsvc.ops.children import die_with_parent
 from pushsvc.ops.multiprocess_metrics import DIR_VARIABLE
+from pushsvc.ops.open_files import OpenFiles
 from pushsvc.ops.private_redis import PrivateRedis
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,12 @@ class Supervisor:
             _check_redis(self.settings.redis_url)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
+        # Here, once: the children inherit the raised limit, and the cap is handed to them
+        # (`_plan`), so no worker says again that it was lowered.
+        open_files = OpenFiles.at_start(self.settings)
+        self.settings = open_files.settings
         port = self._reserve_port()  # first: a port in use stops us with one line
+        open_files.say_if_lowered()
         try:
             url = self.settings.redis_url
             if url is None:
@@ -140,6 +146,7 @@ class Supervisor:
             "PUSHSVC_WORKERS": "1",
             "PUSHSVC_DATA_DIR": "",
             "PUSHSVC_METRICS_PORT": "",  # the web workers' /metrics answers for the aggregator
+            "PUSHSVC_MAX_STREAMS": str(self.settings.max_streams),
         }
         if self._metrics_dir is not None:
             env[DIR_VARIABLE] = self._metrics_dir

@@ -56,11 +56,16 @@ def status_of(error: RequestError) -> int:
 
 
 def headers_of(error: RequestError) -> dict[str, str]:
-    """`Retry-After` where a retry may succeed later; a 401's challenge (RFC 6750 §3: always a
+    """`Retry-After` where a retry may succeed later; `Connection: close` on a 503
+    `server_busy`; a 401's challenge (RFC 6750 §3: always a
     challenge, `error=` only when a token was given)."""
     headers = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
+    if isinstance(error, ServerBusy):
+        # At its stream cap the process hands the descriptor back to the headroom producers
+        # use now, not after an idle keep-alive (pywsgi honours this; gunicorn drops it).
+        headers["Connection"] = "close"
     if isinstance(error, Unauthorized):
         challenge = 'Bearer realm="pushsvc"'
         if error.invalid_token:
