@@ -113,3 +113,56 @@ def test_an_empty_series_range_is_refused_as_empty_range(client: FlaskClient, qu
     answer = client.get(f"/topics/orders/series?resolution=auto&{query}")
     assert answer.status_code == 400, query
     assert answer.get_json()["error"]["code"] == "empty_range"
+
+
+def _documented(document: dict[str, Any], path: str, method: str, status: int) -> dict[str, Any]:
+    responses: dict[str, Any] = document["paths"][path][method.lower()]["responses"]
+    assert str(status) in responses, f"{method} {path} answered an undocumented {status}"
+    response: dict[str, Any] = responses[str(status)]
+    return response
+
+
+def _assert_conforms(client: FlaskClient, path: str, method: str, answer: Any) -> None:
+    """The answer's status, headers and JSON body are what the document says for them."""
+    document = client.get("/openapi.json").json
+    response = _documented(document, path, method, answer.status_code)
+    for name, header in response.get("headers", {}).items():
+        value = answer.headers.get(name)
+        if header.get("required"):
+            assert value is not None, f"{answer.status_code} without {name}"
+        if value is not None and header["schema"].get("type") == "integer":
+            jsonschema.validate(int(value), header["schema"])
+    assert answer.mimetype in response["content"], answer.mimetype
+    # The schema inside its document, so that its `$ref`s resolve.
+    schema = {**response["content"][answer.mimetype]["schema"], **document}
+    jsonschema.validate(answer.get_json(), schema)
+
+
+def test_refusals_have_the_documented_shape(make_app: MakeApp) -> None:
+    # 404, 413, 415, 429 (a stream past the per-client limit), each as /openapi.json says.
+    client = make_app(max_body="64", max_streams_per_ip="1").test_client()
+    events = "/topics/{topic}/events"
+    checks = [
+        ("/topics/{topic}/stats", "GET", client.get("/topics/nothing.yet/stats"), 404),
+        (events, "POST", client.post("/topics/t/events", json=[{"value": 1}] * 20), 413),
+        (events, "POST", client.post("/topics/t/events", data="v=1"), 415),
+    ]
+    first = client.get("/topics/t/stream")
+    try:
+        second = client.get("/topics/t/stream")
+        checks.append(("/topics/{topic}/stream", "GET", second, 429))
+    finally:
+        first.close()
+    for path, method, answer, status in checks:
+        assert answer.status_code == status, (path, answer.data)
+        _assert_conforms(client, path, method, answer)
+
+
+def test_an_unreachable_broker_is_the_documented_503(make_app: MakeApp) -> None:
+    # Port 1: nothing listens there, so every Redis call fails at once.
+    client = make_app(redis_url="redis://127.0.0.1:1/0").test_client()
+    answer = client.post("/topics/t/events", json={"value": 1})
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "broker_unavailable"
+    assert answer.headers.get("Retry-After") is not None
+    _assert_conforms(client, "/topics/{topic}/events", "POST", answer)
