@@ -114,4 +114,8 @@ def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
     def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
         status = exc.code or 500
-        return reply(status, {"error": {"code": code, "message": exc.description}}, code)
+        # The exception's own headers but its HTML Content-Type: a 405's `Allow`, which RFC
+        # 9110 requires, and whatever else werkzeug adds to a status it raises.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        body: dict[str, object] = {"error": {"code": code, "message": exc.description}}
+        return reply(status, body, code, headers)

@@ -86,6 +86,28 @@ class InvalidTopic(BadRequest):
     code = "invalid_topic"
 
 
+class NotKept(BadRequest):
+    """A stream names a topic whose rule does not keep a window or statistic its projection
+    names, though another rule does."""
+
+    code = "not_kept"
+
+
+class EmptyRange(BadRequest):
+    """A time range whose start is not before its end: `since` against `until`, or against the
+    topic's clock where `until` is not given (a relation no schema of one parameter states)."""
+
+    code = "empty_range"
+
+
+class UngroupedTag(BadRequest):
+    """A one-topic `?group=` names a tag the topic's rule does not group by: a request whose
+    form is valid, refused for what the rules say of this topic (a code of its own, so a client
+    can tell it from a malformed filter)."""
+
+    code = "ungrouped_tag"
+
+
 class DerivedTopic(BadRequest):
     """A POST (or a Redis producer's message) to a derived metric's topic: only the deriver
     appends to it; nothing was changed."""

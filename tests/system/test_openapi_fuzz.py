@@ -1,158 +1,212 @@
-"""Schemathesis against the service's own `/openapi.json`, on real `pushsvc serve` processes.
+"""Schemathesis against the service's own `/openapi.json`, on real pushsvc processes: `serve`
+on the embedded broker, and `web` + `aggregate` on a real Redis; with auth off and on.
 
-Every operation is fuzzed with schema-valid and schema-invalid requests and every response
-goes through all of schemathesis' checks: no 5xx, the status code, content type and headers
-are documented, bodies (and each SSE event) match their schemas, invalid input is refused,
-valid input accepted, documented auth enforced. Twice: with auth off, and with auth on
-(an HS256 secret, anonymous `public.*`), sending a valid token on some requests.
-
-Streams never end: schemathesis reads an event stream until `max-stream-events` events or
-the request timeout, then closes it, so SSE operations are checked like the others.
-
-The lazy `schemathesis.pytest.from_fixture` integration breaks on pytest 9
-(`Function._nodeid`), so each operation is a pytest parameter and its strategy is run by
-Hypothesis inside the test.
+`schemathesis run` (`support.schemathesis_run`) tests every operation the document lists,
+whatever it lists, in its coverage phase (each parameter's boundaries, a missing required one,
+methods the document does not declare) and its fuzzing phase (schema-valid and schema-invalid
+requests), and puts every answer through all of its checks: no 5xx, the status code, content
+type, headers and body (each SSE stream's first event) as documented, invalid input refused,
+valid input accepted (but for the refusals that depend on state: `support.schemathesis_hooks`),
+documented auth enforced, a 405 with its `Allow`. Generation is deterministic, so a run is
+repeatable; the failure message says how to repeat it.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import secrets
+import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.config import SchemathesisConfig
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from pushsvc.config import Settings
-from pushsvc.http.api.openapi import describe
 from pushsvc.security.tokens import HMAC_ALGORITHM, mint
+from support import schemathesis_run
 from support.auth_tokens import remember
-from support.live import PushsvcProcess
+from support.live import PushsvcProcess, request
+from support.redis_server import RedisServer
 
-OPERATIONS = [
-    (path, method.upper())
-    for path, item in describe(Settings.load(environ={}))["paths"].items()
-    for method in item
-]
+pytestmark = pytest.mark.slow
+
 SECRET = remember(secrets.token_urlsafe(48))  # the session's log check looks for it
-# Per operation and server; PUSHSVC_TEST_FUZZ_EXAMPLES=500 for a deeper run.
-MAX_EXAMPLES = int(os.environ.get("PUSHSVC_TEST_FUZZ_EXAMPLES", "50"))
+AUTH = {"PUSHSVC_JWT_KEY": SECRET, "PUSHSVC_ANONYMOUS": "public.*"}
+SERVE = ("serve", "--tick", "0", "--heartbeat", "1s")
 
-CONFIG = {
-    # An event stream is read until this many events (its snapshot, sent at once), or for at
-    # most the request timeout: a liveness bound, generous for two busy cores.
-    "request-timeout": 20,
-    "max-stream-events": 1,
-    "checks": {
-        # A batch over --max-batch (the schema's maxItems) is refused as too large, 413, and a
-        # request line over the server's limit (long invalid query values) as 414, both as
-        # documented; schemathesis' default list of rejections has neither.
-        "negative_data_rejection": {
-            "expected-statuses": [
-                *("400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429"),
-                *("5xx", "413", "414"),
-            ]
-        }
-    },
+
+def _bearer(publish: list[str], subscribe: list[str]) -> dict[str, str]:
+    token = remember(
+        mint(SECRET.encode(), HMAC_ALGORITHM, publish=publish, subscribe=subscribe, ttl_s=900)
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+# Who calls a server with auth on, at which topics their schema-valid requests aim, and which
+# operations must answer some of them with a 2xx (None: none need). The coverage phase's cases
+# (each parameter's boundaries) are the same for every caller: only the first runs it. An
+# anonymous caller may only read, so none of its POSTs succeeds and its topics have no stats
+# (404). The last two are mostly refused (401, 403): a few fuzzed cases check those answers.
+FUZZING_ONLY = (schemathesis_run.MAX_EXAMPLES, ("fuzzing",))
+FEW = (schemathesis_run.MAX_EXAMPLES // 3, ("fuzzing",))
+NO_EXCEPTIONS = frozenset[str]()
+CALLERS = {
+    "every topic": (_bearer(["*"], ["*"]), "", None, NO_EXCEPTIONS),
+    "no token, anonymous topics": (
+        {},
+        "public.",
+        FUZZING_ONLY,
+        frozenset({"POST /topics/{topic}/events", "GET /topics/{topic}/stats"}),
+    ),
+    "no token": ({}, "", FEW, None),
+    "a narrow token": (_bearer(["team.*"], ["team.*"]), "", FEW, None),
 }
-# A positive example may still be refused for a reason no schema can state: an event older
-# than its topic's clock minus the allowed lateness is a 400 (late_event), and earlier
-# examples move that clock; a `?group=` naming a tag the topic's rule does not group by is a
-# 400 on a one-topic resource (the rules, not the schema, say which tags). Every other check
-# stays on for these operations.
-STATEFUL_REFUSALS = {
-    ("/topics/{topic}/events", "POST"): [positive_data_acceptance],
-    ("/topics/{topic}/stream", "GET"): [positive_data_acceptance],
-    ("/topics/{topic}/stats", "GET"): [positive_data_acceptance],
-    ("/topics/{topic}/history", "GET"): [positive_data_acceptance],
-    ("/topics/{topic}/series", "GET"): [positive_data_acceptance],
-}
+# Rules that differ by topic: a grouping rule (so `?group=` has tags to name), and windows and
+# statistics that only some topics keep.
+RULES = """
+[[rule]]
+topics = ["kitchen.latency.*"]
+windows = ["10s", "1m"]
+stats = ["count", "mean", "max", "rate"]
+group_by = ["station"]
+max_groups = 2
+
+[[rule]]
+topics = ["kitchen.long"]
+windows = ["1h", "10s"]
+last = [5]
+stats = "all"
+"""
 
 
-def _serve(env: dict[str, str] | None = None) -> PushsvcProcess:
-    return PushsvcProcess("serve", "--tick", "0", "--heartbeat", "1s", env=env).start()
+def _operations(server: PushsvcProcess) -> set[str]:
+    status, _, body = request(server.port, "GET", "/openapi.json")
+    assert status == 200
+    paths = json.loads(body)["paths"]
+    return {f"{method.upper()} {path}" for path, item in paths.items() for method in item}
+
+
+def _fuzz(
+    server: PushsvcProcess,
+    report_dir: Path,
+    *,
+    headers: dict[str, str] | None = None,
+    topic_prefix: str = "",
+    few: tuple[int, tuple[str, ...]] | None = None,
+) -> schemathesis_run.FuzzRun:
+    """`few`: fewer examples, in these phases only."""
+    max_examples, phases = few or (schemathesis_run.MAX_EXAMPLES, schemathesis_run.PHASES)
+    found = schemathesis_run.run(
+        server.base,
+        report_dir,
+        headers=headers,
+        topic_prefix=topic_prefix,
+        max_examples=max_examples,
+        phases=phases,
+    )
+    assert found.returncode == 0, found.failure(server.base)
+    untested = _operations(server) - found.statuses.keys()
+    assert not untested, f"schemathesis sent nothing to {sorted(untested)}"
+    return found
+
+
+def _answered_each_with_success(
+    found: schemathesis_run.FuzzRun, but: frozenset[str] = NO_EXCEPTIONS
+) -> None:
+    """Every operation (`but` those) answered some request with a 2xx: not a run of refusals
+    only."""
+    refused_only = [
+        op
+        for op, statuses in found.statuses.items()
+        if op not in but and not any(200 <= status < 300 for status in statuses)
+    ]
+    assert not refused_only, f"no 2xx from {refused_only}: {found.statuses}"
 
 
 @pytest.fixture(scope="module")
-def open_server() -> Iterator[PushsvcProcess]:
-    proc = _serve()
+def embedded() -> Iterator[PushsvcProcess]:
+    proc = PushsvcProcess(*SERVE).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture(scope="module")
-def auth_server() -> Iterator[PushsvcProcess]:
-    proc = _serve({"PUSHSVC_JWT_KEY": SECRET, "PUSHSVC_ANONYMOUS": "public.*"})
+def embedded_with_rules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
+    path = tmp_path_factory.mktemp("rules") / "rules.toml"
+    path.write_text(RULES)
+    proc = PushsvcProcess(*SERVE, "--rules", str(path)).start()
     yield proc
     proc.stop()
 
 
-def _schema(server: PushsvcProcess) -> Any:
-    config = SchemathesisConfig.from_dict(CONFIG)
-    return schemathesis.openapi.from_url(f"{server.base}/openapi.json", config=config)
+@pytest.fixture(scope="module")
+def embedded_with_auth() -> Iterator[PushsvcProcess]:
+    proc = PushsvcProcess(*SERVE, env=AUTH).start()
+    yield proc
+    proc.stop()
 
 
-def _cases(operation: Any, **fixed: Any) -> st.SearchStrategy[Any]:
-    return st.one_of(
-        operation.as_strategy(GenerationMode.POSITIVE, **fixed),
-        operation.as_strategy(GenerationMode.NEGATIVE, **fixed),
-    )
+def _on_redis(redis_server: RedisServer, env: dict[str, str]) -> Iterator[PushsvcProcess]:
+    base = {
+        "PUSHSVC_REDIS_URL": redis_server.url,
+        "PUSHSVC_PREFIX": f"t{uuid.uuid4().hex[:10]}:",
+        "PUSHSVC_TICK": "0",
+        **env,
+    }
+    aggregator = PushsvcProcess("aggregate", env=base, http=False).start()
+    web = PushsvcProcess("web", env=base).start()
+    try:
+        aggregator.wait_for_log("took the lease")
+        yield web
+    finally:
+        web.stop()
+        aggregator.stop()
 
 
-def _public(path: str) -> dict[str, Any]:
-    """Strategy overrides aiming at the anonymous `public.*` topics."""
-    if "{topic}" in path:
-        return {"path_parameters": {"topic": "public.fuzz"}}
-    if path == "/stream":
-        return {"query": {"topic": ["public.*"]}}
-    return {}
+@pytest.fixture(scope="module")
+def on_redis(redis_server: RedisServer) -> Iterator[PushsvcProcess]:
+    yield from _on_redis(redis_server, {})
 
 
-def _fuzz(operation: Any, cases: st.SearchStrategy[Any], headers: st.SearchStrategy[Any]) -> None:
-    excluded = STATEFUL_REFUSALS.get((operation.path, operation.method.upper()), [])
-
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    @given(case=cases, extra=headers)
-    def run(case: Any, extra: dict[str, str] | None) -> None:
-        case.call_and_validate(headers=extra, excluded_checks=excluded)
-
-    run()
+@pytest.fixture(scope="module")
+def on_redis_with_auth(redis_server: RedisServer) -> Iterator[PushsvcProcess]:
+    yield from _on_redis(redis_server, AUTH)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("path", "method"), OPERATIONS)
-def test_open_server_conforms_to_its_openapi(
-    open_server: PushsvcProcess, path: str, method: str
+def test_embedded_server_conforms_to_its_openapi(embedded: PushsvcProcess, tmp_path: Path) -> None:
+    _answered_each_with_success(_fuzz(embedded, tmp_path))
+
+
+def test_embedded_server_with_rules_conforms_to_its_openapi(
+    embedded_with_rules: PushsvcProcess, tmp_path: Path
 ) -> None:
-    operation = _schema(open_server)[path][method]
-    _fuzz(operation, _cases(operation), st.none())
+    _answered_each_with_success(_fuzz(embedded_with_rules, tmp_path))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("path", "method"), OPERATIONS)
-def test_auth_server_conforms_to_its_openapi(
-    auth_server: PushsvcProcess, path: str, method: str
+@pytest.mark.parametrize("caller", CALLERS)
+def test_embedded_server_with_auth_conforms_to_its_openapi(
+    embedded_with_auth: PushsvcProcess, tmp_path: Path, caller: str
 ) -> None:
-    operation = _schema(auth_server)[path][method]
-    everything = remember(
-        mint(SECRET.encode(), HMAC_ALGORITHM, publish=["*"], subscribe=["*"], ttl_s=600)
+    headers, topic_prefix, few, but = CALLERS[caller]
+    found = _fuzz(
+        embedded_with_auth,
+        tmp_path,
+        headers=headers,
+        topic_prefix=topic_prefix,
+        few=few,
     )
-    narrow = remember(
-        mint(SECRET.encode(), HMAC_ALGORITHM, publish=["team.*"], subscribe=["team.*"], ttl_s=600)
-    )
-    tokens = st.sampled_from([None, everything, narrow]).map(
-        lambda token: None if token is None else {"Authorization": f"Bearer {token}"}
-    )
-    cases = st.one_of(_cases(operation), _cases(operation, **_public(path)))
-    _fuzz(operation, cases, tokens)
+    if but is not None:
+        _answered_each_with_success(found, but)
+
+
+@pytest.mark.redis
+def test_redis_deployment_conforms_to_its_openapi(on_redis: PushsvcProcess, tmp_path: Path) -> None:
+    _answered_each_with_success(_fuzz(on_redis, tmp_path))
+
+
+@pytest.mark.redis
+def test_redis_deployment_with_auth_conforms_to_its_openapi(
+    on_redis_with_auth: PushsvcProcess, tmp_path: Path
+) -> None:
+    headers = CALLERS["every topic"][0]
+    found = _fuzz(on_redis_with_auth, tmp_path, headers=headers, few=FUZZING_ONLY)
+    _answered_each_with_success(found)

@@ -31,7 +31,7 @@ from pushsvc.core import history_table
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.core.updates import UpdateId
 from pushsvc.deliver.projection import GroupFilter, Projection
-from pushsvc.errors import BadRequest
+from pushsvc.errors import BadRequest, UngroupedTag
 from pushsvc.http.api.context import runtime
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
 
@@ -208,5 +208,5 @@ def group_filter(given: list[str], topic: str, group_by: tuple[str, ...]) -> Gro
         unknown = [tag for tag in group.tags if tag not in group_by]
         if unknown:
             grouped = f"groups by {', '.join(group_by)}" if group_by else "does not group"
-            raise BadRequest(f"?group= names tag {unknown[0]!r}, but topic {topic!r} {grouped}")
+            raise UngroupedTag(f"?group= names tag {unknown[0]!r}, but topic {topic!r} {grouped}")
     return group

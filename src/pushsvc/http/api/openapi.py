@@ -8,6 +8,7 @@ selectors, and the windows, statistics and selector limit in force.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint
@@ -101,7 +102,7 @@ def _choice_list(names: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
 
 
-GROUP_PARAM = {
+GROUP_PARAM: dict[str, Any] = {
     "name": "group",
     "in": "query",
     "schema": {
@@ -114,6 +115,33 @@ GROUP_PARAM = {
     "description": "tag:value, repeatable (all must match): only the updates of that group of "
     "a grouping topic, each with only the matching groups",
 }
+
+
+# What an ECMA-262 pattern (JSON Schema's dialect) takes as syntax, escaped in a tag name.
+_ECMA_SPECIAL = re.compile(r"[\^$\\.*+?()[\]{}|/]")
+
+
+def _topic_group_param(settings: Settings, description: str) -> dict[str, Any]:
+    """`?group=` on one topic, which must group by each tag named: only the tags some rule
+    groups by (none: no filter is valid). Whether this topic's rule is one of them is the
+    rules' to say, not the schema's (a 400 `ungrouped_tag`)."""
+    rules = settings.rules
+    tags = dict.fromkeys(t for rule in (rules.default, *rules.rules) for t in rule.group_by)
+    if not tags:
+        return {
+            **GROUP_PARAM,
+            "schema": {"type": "array", "maxItems": 0},
+            "description": "tag:value; no rule groups by tags, so none is valid",
+        }
+    named = "|".join(_ECMA_SPECIAL.sub(r"\\\g<0>", tag) for tag in tags)
+    return {
+        **GROUP_PARAM,
+        "schema": {
+            **GROUP_PARAM["schema"],
+            "items": {"type": "string", "pattern": rf"^(?:{named}):[\s\S]{{0,256}}$"},
+        },
+        "description": description,
+    }
 
 
 def _series_param(settings: Settings) -> dict[str, Any]:
@@ -178,11 +206,9 @@ def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100_000},
                 },
-                {
-                    **GROUP_PARAM,
-                    "description": "tag:value for every tag the topic groups by: that group's "
-                    "series",
-                },
+                _topic_group_param(
+                    settings, "tag:value for every tag the topic groups by: that group's series"
+                ),
                 {
                     "name": "format",
                     "in": "query",
@@ -209,7 +235,7 @@ def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
     }
 
 
-def _stream_params(settings: Settings) -> list[dict[str, Any]]:
+def _stream_params(settings: Settings, group: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "name": "Last-Event-ID",
@@ -237,7 +263,7 @@ def _stream_params(settings: Settings) -> list[dict[str, Any]]:
             "schema": _choice_list(settings.rules.stats),
             "description": "Comma-separated statistics to send, e.g. mean,p99.",
         },
-        GROUP_PARAM,
+        group,
         _series_param(settings),
         {
             "name": "precision",
@@ -257,12 +283,16 @@ def _stream_params(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _sse(
-    summary: str, parameters: list[dict[str, Any]], settings: Settings, security: Security | None
+    summary: str,
+    parameters: list[dict[str, Any]],
+    settings: Settings,
+    security: Security | None,
+    group: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
-            "parameters": parameters + _stream_params(settings),
+            "parameters": parameters + _stream_params(settings, group),
             **({"security": security} if security is not None else {}),
             "responses": {
                 "200": {
@@ -337,7 +367,7 @@ _HISTORY_HEADERS = {
 }
 
 
-def _history(reading: Security | None) -> dict[str, Any]:
+def _history(settings: Settings, reading: Security | None) -> dict[str, Any]:
     return {
         "get": {
             "summary": "Recent updates of a topic from the bounded history (JSON or CSV)",
@@ -352,7 +382,7 @@ def _history(reading: Security | None) -> dict[str, Any]:
             ),
             "parameters": [
                 _TOPIC,
-                GROUP_PARAM,
+                _topic_group_param(settings, GROUP_PARAM["description"]),
                 {
                     "name": "since",
                     "in": "query",
@@ -430,6 +460,7 @@ def _topic_delete(publishing: Security | None) -> dict[str, Any]:
 def describe(settings: Settings) -> dict[str, Any]:
     """The OpenAPI document of a server running with `settings`."""
     publishing, reading, schemes = _security(settings)
+    one_topic_group = _topic_group_param(settings, GROUP_PARAM["description"])
     selector_query = {
         "name": "topic",
         "in": "query",
@@ -516,16 +547,21 @@ def describe(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/topics/{topic}/events": {"post": event_post},
             "/topics/{topic}": _topic_delete(publishing),
-            "/topics/{topic}/stream": _sse("SSE stream of one topic", [_TOPIC], settings, reading),
-            "/stream": _sse("SSE stream of several topics", [selector_query], settings, reading),
+            "/topics/{topic}/stream": _sse(
+                "SSE stream of one topic", [_TOPIC], settings, reading, one_topic_group
+            ),
+            # A pattern stream spans rules: its filter names any tag (and matches what has it).
+            "/stream": _sse(
+                "SSE stream of several topics", [selector_query], settings, reading, GROUP_PARAM
+            ),
             "/topics/{topic}/stats": _json_get(
                 "Latest update of a topic (a grouping topic's with its live groups)",
                 {"$ref": "#/components/schemas/Update"},
-                parameters=[_TOPIC, GROUP_PARAM],
+                parameters=[_TOPIC, one_topic_group],
                 errors=(400, *_auth_errors(reading), 404),
                 security=reading,
             ),
-            "/topics/{topic}/history": _history(reading),
+            "/topics/{topic}/history": _history(settings, reading),
             "/topics/{topic}/series": _series(settings, reading),
             "/topics": _json_get(
                 "Topics the caller may read: last update, subscribers",

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushsvc.core.event import US_PER_S
+from pushsvc.ingest.input_limits import DEFAULT_LIMITS
+from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _WINDOWS = {
     "type": "object",
@@ -192,8 +196,26 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "value": {"type": "number", "description": "finite"},
-            "ts": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
-            "tags": {"type": "object", "additionalProperties": {"type": "string"}},
+            "ts": {
+                "oneOf": [
+                    {
+                        "type": "number",
+                        "description": "epoch seconds, years 1 to 9999",
+                        "minimum": MIN_TS_US // US_PER_S,
+                        "exclusiveMaximum": (MAX_TS_US + 1) // US_PER_S,
+                    },
+                    {"type": "string", "format": "date-time"},
+                ]
+            },
+            "tags": {
+                "type": "object",
+                "maxProperties": DEFAULT_LIMITS.max_tags,
+                "propertyNames": {"minLength": 1, "maxLength": DEFAULT_LIMITS.max_tag_key_len},
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": DEFAULT_LIMITS.max_tag_value_len,
+                },
+            },
         },
     },
     "Update": {

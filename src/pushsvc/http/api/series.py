@@ -22,7 +22,7 @@ from werkzeug.datastructures import MultiDict
 from pushsvc.core import history_table
 from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TopicMatcher, validate_topic
-from pushsvc.errors import BadRequest
+from pushsvc.errors import BadRequest, EmptyRange
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import FORMATS, MORE_HEADER, group_filter, time_us
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
@@ -63,7 +63,7 @@ def parse_query(args: MultiDict[str, str], accept_csv: bool) -> SeriesQuery:
     since_us = time_us(since, "since") if since is not None else None
     until_us = time_us(until, "until") if until is not None else None
     if since_us is not None and until_us is not None and since_us >= until_us:
-        raise BadRequest(f"?since= ({since}) must be before ?until= ({until})")
+        raise EmptyRange(f"?since= ({since}) must be before ?until= ({until})")
     fmt = args.get("format")
     if fmt is None:
         fmt = "csv" if accept_csv else "json"
@@ -183,7 +183,7 @@ def _default_range(
     keeps = max((t.retention_us for t in tiers), default=0)
     since_us = query.since_us if query.since_us is not None else until_us - keeps
     if since_us >= until_us:
-        raise BadRequest("?since= must be before ?until= (the topic clock, when not given)")
+        raise EmptyRange("?since= must be before ?until= (the topic clock, when not given)")
     return since_us, until_us
 
 

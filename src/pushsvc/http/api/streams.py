@@ -17,7 +17,7 @@ from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.deliver import stream_loop
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_loop import StreamRequest
-from pushsvc.errors import BadRequest, TooManySelectors
+from pushsvc.errors import BadRequest, NotKept, TooManySelectors
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.rules.analytics import Rules
@@ -98,7 +98,7 @@ def _refuse_what_named_topics_lack(
         rule = rules.for_topic(topic)
         missing = projection.not_kept(rule.labels, rule.reported)
         if missing:
-            raise BadRequest(
+            raise NotKept(
                 f"{topic} does not keep {', '.join(missing)}: its windows are "
                 f"{', '.join(rule.labels)} and its statistics {', '.join(rule.reported)}"
             )
