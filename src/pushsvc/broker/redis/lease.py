@@ -143,7 +143,9 @@ class RedisLease:
                 log.warning("lease check failed: %s", exc)
         self._failing = type(exc)
         if self.holding and not holding:
-            log.warning("lost the lease %s: no renewal confirmed before it expired", self.key)
+            # Worded as every other change of hands ends, with the key (tests and operators
+            # match " the lease <key>" at the end of the line).
+            log.warning("no renewal confirmed before it expired: lost the lease %s", self.key)
         self.holding = holding
         return holding
 
