@@ -81,15 +81,18 @@ class TopologyReader:
         self._known: tuple[Address, ...] = self._seeds
         self._turn = 0
 
-    def read(self) -> SlotOwners:
-        """The slot owners as the first node that answers sees them; RedisError (or OSError)
-        from the last node tried when none answers."""
+    def read(self, *, first: Address | None = None) -> SlotOwners:
+        """The slot owners as the first node that answers sees them, `first` asked first if
+        given; RedisError (or OSError) from the last node tried when none answers."""
         with self._lock:
             candidates = self._known
             start = self._turn % len(candidates)
             self._turn += 1
+        order = candidates[start:] + candidates[:start]
+        if first is not None:
+            order = (first, *(a for a in order if a != first))
         error: Exception = RedisError("no node to ask")
-        for address in candidates[start:] + candidates[:start]:
+        for address in order:
             try:
                 owners = self._ask(address)
             except (RedisError, OSError) as failed:

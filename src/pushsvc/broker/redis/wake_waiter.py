@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from pushsvc.broker.redis.cluster_topology import Address
+from pushsvc.broker.redis.cluster_view import ClusterView
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.log import _entry
 from pushsvc.broker.redis.node_batches import Queued, by_node, routed
@@ -37,7 +38,7 @@ class WakeWaiter:
         self,
         client: redis.Redis,
         keys: Keys,
-        seeds: Iterable[Address],
+        seeds: ClusterView | Iterable[Address],
         *,
         name: str,
         safety_poll_s: float = 1.0,
