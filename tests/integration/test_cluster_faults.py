@@ -8,17 +8,22 @@ logged is kept), never anything else; the partitions of the other primaries keep
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import orjson
 import pytest
+import redis
+from redis.cluster import RedisCluster
 
 from pushsvc.broker.redis.broker import RedisBroker
-from pushsvc.broker.redis.connect import pubsub_clients
+from pushsvc.broker.redis.connect import pooled_client, pubsub_clients, single_client
 from pushsvc.broker.redis.pubsub import PubSubReader
-from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.broker.redis.redirects import learn_topology
+from pushsvc.broker.redis.slots import partition_slot, partition_tags
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
@@ -329,3 +334,70 @@ def _named_clients(cluster: RedisClusterServers, node: RedisServer, name: str) -
 def _draft(topic: str, n: int) -> UpdateDraft:
     body = orjson.dumps({"topic": topic, "n": n})
     return UpdateDraft(topic, 1_000_000 + n, body)
+
+
+def test_one_topology_read_moves_every_cluster_client_of_the_process(
+    cluster: RedisClusterServers,
+) -> None:
+    """A process holds several cluster clients (the command pool, the lease group's, one per
+    lease): when one of them learns that a slot moved, every one of them routes to the new
+    owner, from that one `CLUSTER SLOTS`, without a `MOVED` or a read of its own."""
+    clients = [
+        pooled_client(cluster.url, max_connections=4, socket_timeout=2.0),
+        *(single_client(cluster.url, socket_timeout=2.0) for _ in range(4)),
+    ]
+    try:
+        moving = 5
+        key = f"{{{partition_tags(P)[moving]}}}:k"
+        slot = partition_slot(moving, P)
+        source = cluster.owner_of(slot)
+        target = next(p for p in cluster.primaries() if p is not source)
+        for client in clients:  # every client has the slot's owner in its map
+            client.get(key)
+        cluster.move_slot(slot, target)
+        _reset_stats(cluster)
+        learn_topology(clients[0])  # as after a MOVED or a lost connection
+        assert [_owner_port(client, key) for client in clients] == [target.port] * len(clients)
+        assert _topology_reads(cluster) == 1
+        # A burst (every client meets the failover at once): the reads asked for while one
+        # is under way share the next one.
+        _reset_stats(cluster)
+        start = threading.Barrier(len(clients))
+        burst = [
+            threading.Thread(target=lambda c=client: (start.wait(10), learn_topology(c)))
+            for client in clients
+        ]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(10)
+        assert 1 <= _topology_reads(cluster) < len(clients)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _owner_port(client: redis.Redis, key: str) -> int:
+    node = cast(RedisCluster, client).get_node_from_key(key)
+    return int(node.port)
+
+
+def _reset_stats(cluster: RedisClusterServers) -> None:
+    for node in cluster.live:
+        with contextlib.closing(cluster.client(node)) as direct:
+            direct.config_resetstat()
+
+
+def _topology_reads(cluster: RedisClusterServers) -> int:
+    """`CLUSTER SLOTS` calls on every live node since their stats were reset (Redis 7 counts
+    it apart; 6.2 counts every CLUSTER subcommand together)."""
+    reads = 0
+    for node in cluster.live:
+        with contextlib.closing(cluster.client(node)) as direct:
+            stats = direct.info("commandstats")
+        reads += sum(
+            int(entry["calls"])
+            for name, entry in stats.items()
+            if name in ("cmdstat_cluster|slots", "cmdstat_cluster")
+        )
+    return reads
