@@ -40,7 +40,17 @@ class _ViewNodesManager(NodesManager):
         self.apply(topology)
 
     def move_slot(self, e: AskError | MovedError) -> None:
-        super().move_slot(e)  # the retry goes right at once
+        """A `MOVED` (redis-py >= 7): the slot patched at once, so the retry goes right, and
+        the view refreshed for everyone else."""
+        super().move_slot(e)
+        self._learn_moved(e)
+
+    def update_moved_exception(self, exception: MovedError) -> None:
+        """A `MOVED` (redis-py < 7, which patches the slot at its next lookup)."""
+        getattr(super(), "update_moved_exception")(exception)  # noqa: B009 (not in >= 7)
+        self._learn_moved(exception)
+
+    def _learn_moved(self, e: AskError | MovedError) -> None:
         with contextlib.suppress(RedisError, OSError):
             self._view.refresh(first=(e.host, e.port))
 
