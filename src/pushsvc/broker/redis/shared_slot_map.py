@@ -62,15 +62,17 @@ class _ViewNodesManager(NodesManager):
         owners = topology.owners
         nodes: dict[str, ClusterNode] = {}
         get = cast(Callable[..., ClusterNode], self._get_or_create_cluster_node)
-        for _, _, (host, port) in owners.ranges:
-            get(host, port, PRIMARY, nodes)
-        for host, port in owners.nodes:
-            get(host, port, REPLICA, nodes)
+        roles = [(address, PRIMARY) for _, _, address in owners.ranges]
+        for (host, port), role in [*roles, *((a, REPLICA) for a in owners.nodes)]:
+            if f"{host}:{port}" not in nodes:
+                # Added to `nodes` by redis-py >= 7 itself, returned only by earlier ones.
+                node = get(host, port, role, nodes)
+                nodes[node.name] = node
         slots: dict[int, list[ClusterNode]] = {}
         for first, last, (host, port) in owners.ranges:
-            node = [nodes[f"{host}:{port}"]]
+            owner = [nodes[f"{host}:{port}"]]
             for slot in range(first, last + 1):
-                slots[slot] = node
+                slots[slot] = owner
         self.create_redis_connections(list(nodes.values()))  # type: ignore[no-untyped-call]
         with self._lock:
             if topology.generation <= self._generation:
