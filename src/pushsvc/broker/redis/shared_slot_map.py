@@ -40,15 +40,16 @@ class _ViewNodesManager(NodesManager):
         self.apply(topology)
 
     def move_slot(self, e: AskError | MovedError) -> None:
-        """A `MOVED` (redis-py >= 7): the slot patched at once, so the retry goes right, and
-        the view refreshed for everyone else."""
-        super().move_slot(e)
+        """A `MOVED` (redis-py >= 7): the view refreshed for everyone, then the slot patched
+        as the redirect says, so that the retry goes where the owner itself said even when
+        the read was answered by a node gossip has not reached yet."""
         self._learn_moved(e)
+        super().move_slot(e)
 
     def update_moved_exception(self, exception: MovedError) -> None:
-        """A `MOVED` (redis-py < 7, which patches the slot at its next lookup)."""
-        getattr(super(), "update_moved_exception")(exception)  # noqa: B009 (not in >= 7)
+        """A `MOVED` (redis-py < 7, which patches the slot at its next lookup, after this)."""
         self._learn_moved(exception)
+        getattr(super(), "update_moved_exception")(exception)  # noqa: B009 (not in >= 7)
 
     def _learn_moved(self, e: AskError | MovedError) -> None:
         with contextlib.suppress(RedisError, OSError):
