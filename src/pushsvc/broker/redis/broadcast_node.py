@@ -11,8 +11,8 @@ while its replica, promoted, serves its slots, and the bridge would hear nothing
 takes the nodes from the process's one view of the cluster (`cluster_view.py`), refreshed at
 each reconnection (a lost connection may be a failover), and follows that view: when a refresh,
 whoever asked for it, no longer names the node it listens on (a node failed over is left out
-of `CLUSTER SLOTS`), it closes that connection, so that the reader moves at once rather than
-after the PINGs that find a hung node dead.
+of `CLUSTER SLOTS`), it tells the reader to reconnect (`pubsub.MovingClients`), so that the
+reader moves at once rather than after the PINGs that find a hung node dead.
 `node_client` and `cluster_nodes` are what `pushsvc publish --redis-url` uses to find the node
 the bridge listens on (`publisher.py`).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -106,10 +107,14 @@ class BroadcastNodes:
         self._url = url
         self._client_name = client_name
         self._view = view or _view(url)
-        self._lock = threading.Lock()  # the two fields below
+        self._lock = threading.Lock()  # _current
         self._current: Address | None = None
-        self._client: redis.Redis | None = None  # the last one handed out
+        self._moved: Callable[[], None] = lambda: None
         self._listening = self._view.listen(self._follow)
+
+    def on_moved(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the node of the last client handed out leaves the topology."""
+        self._moved = callback
 
     def __call__(self) -> redis.Redis:
         candidates = cluster_nodes(self._url, self._view)
@@ -123,26 +128,17 @@ class BroadcastNodes:
             log.warning(
                 "redis pub/sub: moving to cluster node %s:%d (%s:%d failed)", *chosen, *current
             )
-        client = node_client(self._url, chosen, socket_timeout=None, client_name=self._client_name)
         with self._lock:
-            self._current, self._client = chosen, client
-        return client
+            self._current = chosen
+        return node_client(self._url, chosen, socket_timeout=None, client_name=self._client_name)
 
     def _follow(self, topology: Topology) -> None:
-        """Close the connection to a node the cluster no longer names: its reader reconnects
-        (through `__call__`) at once. A topology read without any node says nothing."""
+        """Have the reader leave a node the cluster no longer names (a topology read without
+        any node says nothing); it reconnects through `__call__`."""
         with self._lock:
-            current, client = self._current, self._client
-            if current is None or client is None or not topology.owners.nodes:
-                return
-            if current in topology.owners.nodes:
-                return
-            self._client = None
-        log.warning(
-            "redis pub/sub: cluster node %s:%d is no longer in the cluster's topology; moving",
-            *current,
-        )
-        client.close()  # its pub/sub connection too: the reader's next read fails
+            current = self._current
+        if current is not None and topology.owners.nodes and current not in topology.owners.nodes:
+            self._moved()
 
     def _choose(self, candidates: list[Address]) -> Address:
         fallback: Address | None = None
