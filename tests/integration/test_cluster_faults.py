@@ -8,21 +8,31 @@ logged is kept), never anything else; the partitions of the other primaries keep
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import cast
 
+import orjson
 import pytest
+import redis
+from redis.cluster import RedisCluster
 
 from pushsvc.broker.redis.broker import RedisBroker
-from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.broker.redis.connect import pooled_client, pubsub_clients, single_client
+from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.broker.redis.redirects import learn_topology
+from pushsvc.broker.redis.slots import partition_slot, partition_tags
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.partitions import partition_of
+from pushsvc.core.updates import UpdateDraft
 from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed
 from support.live import wait_until
 from support.redis_cluster import RedisClusterServers
+from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
@@ -200,3 +210,194 @@ def test_a_slot_moved_under_load_keeps_every_answered_append_once_and_refuses_no
             assert values == answered[topic]  # every answered append once, in order
     finally:
         broker.close()
+
+
+def test_after_a_failover_every_consumer_follows_the_new_owner_at_once(
+    cluster: RedisClusterServers, prefix: str
+) -> None:
+    """One view of the slot owners per process: once anything in the process learns that a
+    hung primary's replica took over (here the appends that time out on it), the commands, the
+    sharded updates feed, the log waiter's wakes and the bridge's node all move to the new
+    owner at once, not on a schedule of their own: the idle probes, PINGs and the log waiter's
+    safety read are set far beyond the test's length."""
+    never = 600.0  # no probe, PING, backoff or safety read within the test
+    frozen = cluster.owner_of(partition_slot(0, P))
+    # The hung primary first: the bridge's node is the first seed that answers, so it too.
+    seeds = [frozen, *(n for n in cluster.nodes if n is not frozen)]
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in seeds)
+    broker = RedisBroker(
+        url,
+        prefix=prefix,
+        partitions=P,
+        socket_timeout=1.0,
+        ping_interval=never,
+        max_backoff=never,
+        safety_poll_s=never,
+    )
+    topic = topic_of(0)
+    updates: list[bytes] = []
+    woken: list[tuple[str, float]] = []
+    bridged: list[bytes] = []
+    stop = threading.Event()
+    waiter = broker.log_waiter()
+
+    def wait_for_the_log() -> None:  # what an aggregator's loop does
+        after = {(0, P): FIRST}
+        while not stop.is_set():
+            try:
+                found = waiter.wait(after, count=1000, block_ms=100)
+            except BrokerUnavailable:
+                continue
+            for shard, entries in found.items():
+                after[shard] = entries[-1].id
+                woken.extend((e.topic or "", ev.value) for e in entries for ev in e.events or ())
+
+    bridge_name = f"{prefix}bridge-node"
+    bridge = PubSubReader(
+        pubsub_clients(url, name=bridge_name),
+        name=bridge_name,
+        on_messages=lambda batch: bridged.extend(data for _, data in batch),
+        ping_interval=never,
+    )
+    feed = broker.consume_updates(
+        lambda got: updates.extend(u.data for u in got if u.topic == topic)
+    )
+    aggregator = threading.Thread(target=wait_for_the_log)
+    try:
+        broker.append_events(topic, [Event(0.0, 0, None)], lateness_us=0)
+        feed.watch([topic])
+        bridge.add_prefix(b"ingest-probe:")
+        aggregator.start()
+        wait_until(lambda: (topic, 0.0) in woken, what="the waiter reads the log")
+        assert _named_clients(cluster, frozen, bridge_name) == 1
+
+        cluster.freeze(frozen)
+        # Appends time out on the hung primary (503) until its replica is promoted and a
+        # topology read after a timeout says so.
+        n = 0
+
+        def appended() -> bool:
+            nonlocal n
+            n += 1
+            try:
+                broker.append_events(topic, [Event(float(n), n, None)], lateness_us=10**12)
+            except BrokerUnavailable:
+                return False
+            return True
+
+        wait_until(appended, timeout=60, interval=0.05, what="the promoted replica takes appends")
+        learned = time.monotonic()
+        promoted = cluster.owner_of(partition_slot(0, P))
+        assert promoted is not frozen
+
+        def within(predicate: Callable[[], bool], what: str) -> None:
+            # Far less than `never`; generous for a loaded machine.
+            wait_until(predicate, timeout=max(0.1, learned + 15 - time.monotonic()), what=what)
+
+        within(lambda: (topic, float(n)) in woken, "the log waiter is woken by the new owner")
+
+        def feed_hears() -> bool:
+            broker.publish_updates([_draft(topic, len(updates))])
+            return bool(updates)
+
+        within(feed_hears, "the updates feed hears the new owner")
+
+        def bridge_hears() -> bool:
+            node = cluster.client(promoted)
+            try:
+                node.publish("ingest-probe:t", b"x")
+            finally:
+                node.close()
+            return bool(bridged)
+
+        within(bridge_hears, "the bridge's node moved off the hung one")
+        # One connection, on a live node (the hung one is out of `live`).
+        assert sum(_named_clients(cluster, node, bridge_name) for node in cluster.live) == 1
+    finally:
+        stop.set()
+        if aggregator.is_alive():
+            aggregator.join(10)
+        bridge.close()
+        waiter.close()
+        broker.close()
+        cluster.thaw(frozen)
+
+
+def _named_clients(cluster: RedisClusterServers, node: RedisServer, name: str) -> int:
+    client = cluster.client(node)
+    try:
+        return sum(1 for c in client.client_list() if c["name"] == name)
+    finally:
+        client.close()
+
+
+def _draft(topic: str, n: int) -> UpdateDraft:
+    body = orjson.dumps({"topic": topic, "n": n})
+    return UpdateDraft(topic, 1_000_000 + n, body)
+
+
+def test_one_topology_read_moves_every_cluster_client_of_the_process(
+    cluster: RedisClusterServers,
+) -> None:
+    """A process holds several cluster clients (the command pool, the lease group's, one per
+    lease): when one of them learns that a slot moved, every one of them routes to the new
+    owner, from that one `CLUSTER SLOTS`, without a `MOVED` or a read of its own."""
+    clients = [
+        pooled_client(cluster.url, max_connections=4, socket_timeout=2.0),
+        *(single_client(cluster.url, socket_timeout=2.0) for _ in range(4)),
+    ]
+    try:
+        moving = 5
+        key = f"{{{partition_tags(P)[moving]}}}:k"
+        slot = partition_slot(moving, P)
+        source = cluster.owner_of(slot)
+        target = next(p for p in cluster.primaries() if p is not source)
+        for client in clients:  # every client has the slot's owner in its map
+            client.get(key)
+        cluster.move_slot(slot, target)
+        _reset_stats(cluster)
+        learn_topology(clients[0])  # as after a MOVED or a lost connection
+        assert [_owner_port(client, key) for client in clients] == [target.port] * len(clients)
+        assert _topology_reads(cluster) == 1
+        # A burst (every client meets the failover at once): the reads asked for while one
+        # is under way share the next one.
+        _reset_stats(cluster)
+        start = threading.Barrier(len(clients))
+        burst = [
+            threading.Thread(target=lambda c=client: (start.wait(10), learn_topology(c)))
+            for client in clients
+        ]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(10)
+        assert 1 <= _topology_reads(cluster) < len(clients)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _owner_port(client: redis.Redis, key: str) -> int:
+    node = cast(RedisCluster, client).get_node_from_key(key)
+    return int(node.port)
+
+
+def _reset_stats(cluster: RedisClusterServers) -> None:
+    for node in cluster.live:
+        with contextlib.closing(cluster.client(node)) as direct:
+            direct.config_resetstat()
+
+
+def _topology_reads(cluster: RedisClusterServers) -> int:
+    """`CLUSTER SLOTS` calls on every live node since their stats were reset (Redis 7 counts
+    it apart; 6.2 counts every CLUSTER subcommand together)."""
+    reads = 0
+    for node in cluster.live:
+        with contextlib.closing(cluster.client(node)) as direct:
+            stats = direct.info("commandstats")
+        reads += sum(
+            int(entry["calls"])
+            for name, entry in stats.items()
+            if name in ("cmdstat_cluster|slots", "cmdstat_cluster")
+        )
+    return reads

@@ -7,7 +7,12 @@ from the topology as the cluster sees it now (`CLUSTER SLOTS`, asked of the URL'
 every node seen since), never once for good: a node killed would otherwise be dialled for ever
 while its replica, promoted, serves its slots, and the bridge would hear nothing any more.
 
-`BroadcastNodes` is the factory a `PubSubReader` asks for a client at each (re)connection.
+`BroadcastNodes` is the factory a `PubSubReader` asks for a client at each (re)connection. It
+takes the nodes from the process's one view of the cluster (`cluster_view.py`), refreshed at
+each reconnection (a lost connection may be a failover), and follows that view: when a refresh,
+whoever asked for it, no longer names the node it listens on (a node failed over is left out
+of `CLUSTER SLOTS`), it tells the reader to reconnect (`pubsub.MovingClients`), so that the
+reader moves at once rather than after the PINGs that find a hung node dead.
 `node_client` and `cluster_nodes` are what `pushsvc publish --redis-url` uses to find the node
 the bridge listens on (`publisher.py`).
 """
@@ -15,6 +20,8 @@ the bridge listens on (`publisher.py`).
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -23,13 +30,13 @@ from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from pushsvc.broker.redis.cluster_topology import Address, TopologyReader
+from pushsvc.broker.redis.cluster_view import PROBE_TIMEOUT_S, ClusterView, Topology
+from pushsvc.broker.redis.cluster_view import node_connector as _node_connector
 from pushsvc.broker.redis.url import cluster_credentials, parse_cluster_url, redact_url
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 2.0
-"""How long a node may take to accept a connection and answer one command before the next is
-tried: a dead host (not a refused port) would otherwise hold a reconnection up for minutes."""
+__all__ = ["PROBE_TIMEOUT_S", "BroadcastNodes", "cluster_nodes", "node_client", "ordered_nodes"]
 
 
 def _options(url: str) -> dict[str, Any]:
@@ -61,24 +68,8 @@ def node_client(
     )
 
 
-def _topology(url: str) -> TopologyReader:
-    parsed = parse_cluster_url(url)
-    connection_class: type[redis.Connection] = (
-        redis.SSLConnection if parsed.tls else redis.Connection
-    )
-
-    def connect(address: Address) -> redis.Connection:
-        host, port = address
-        return connection_class(
-            host=host,
-            port=port,
-            socket_timeout=PROBE_TIMEOUT_S,
-            socket_connect_timeout=PROBE_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0, supported_errors=()),
-            **cluster_credentials(url),
-        )
-
-    return TopologyReader(parsed.seeds, connect)
+def _view(url: str) -> ClusterView:
+    return ClusterView(TopologyReader(parse_cluster_url(url).seeds, _node_connector(url)))
 
 
 def ordered_nodes(seeds: tuple[Address, ...], known: tuple[Address, ...]) -> list[Address]:
@@ -93,12 +84,11 @@ def ordered_nodes(seeds: tuple[Address, ...], known: tuple[Address, ...]) -> lis
     ]
 
 
-def cluster_nodes(url: str, topology: TopologyReader | None = None) -> list[Address]:
-    """Every node worth trying now, best first (see `ordered_nodes`); the seeds alone when no
-    node answers `CLUSTER SLOTS`."""
-    reader = topology or _topology(url)
+def cluster_nodes(url: str, view: ClusterView | None = None) -> list[Address]:
+    """Every node worth trying now (`view` refreshed), best first (see `ordered_nodes`); the
+    seeds alone when no node answers `CLUSTER SLOTS`."""
     try:
-        known = reader.read().nodes
+        known = (view or _view(url)).refresh().owners.nodes
     except (RedisError, OSError):
         known = ()
     return ordered_nodes(parse_cluster_url(url).seeds, known)
@@ -113,26 +103,42 @@ class BroadcastNodes:
     it just failed. Raises RedisError when no node answers (the reader backs off and asks
     again)."""
 
-    def __init__(self, url: str, *, client_name: str) -> None:
+    def __init__(self, url: str, *, client_name: str, view: ClusterView | None = None) -> None:
         self._url = url
         self._client_name = client_name
-        self._topology = _topology(url)
+        self._view = view or _view(url)
+        self._lock = threading.Lock()  # _current
         self._current: Address | None = None
+        self._moved: Callable[[], None] = lambda: None
+        self._listening = self._view.listen(self._follow)
+
+    def on_moved(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the node of the last client handed out leaves the topology."""
+        self._moved = callback
 
     def __call__(self) -> redis.Redis:
-        candidates = cluster_nodes(self._url, self._topology)
-        if self._current in candidates:
-            candidates.remove(self._current)
-            candidates.append(self._current)
+        candidates = cluster_nodes(self._url, self._view)
+        with self._lock:
+            current = self._current
+        if current in candidates:
+            candidates.remove(current)
+            candidates.append(current)
         chosen = self._choose(candidates)
-        if self._current is not None and chosen != self._current:
+        if current is not None and chosen != current:
             log.warning(
-                "redis pub/sub: moving to cluster node %s:%d (%s:%d failed)",
-                *chosen,
-                *self._current,
+                "redis pub/sub: moving to cluster node %s:%d (%s:%d failed)", *chosen, *current
             )
-        self._current = chosen
+        with self._lock:
+            self._current = chosen
         return node_client(self._url, chosen, socket_timeout=None, client_name=self._client_name)
+
+    def _follow(self, topology: Topology) -> None:
+        """Have the reader leave a node the cluster no longer names (a topology read without
+        any node says nothing); it reconnects through `__call__`."""
+        with self._lock:
+            current = self._current
+        if current is not None and topology.owners.nodes and current not in topology.owners.nodes:
+            self._moved()
 
     def _choose(self, candidates: list[Address]) -> Address:
         fallback: Address | None = None

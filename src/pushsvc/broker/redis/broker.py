@@ -45,6 +45,7 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.broker.redis.cluster_view import shared_view
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
@@ -69,7 +70,7 @@ from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
-from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls, parse_cluster_url
+from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls
 from pushsvc.broker.redis.url import redact_url as redact
 from pushsvc.broker.redis.wake_waiter import WakeWaiter
 from pushsvc.broker.redis.wire import (
@@ -123,7 +124,10 @@ class RedisBroker:
         min_backoff: float = 0.1,
         max_backoff: float = 5.0,
         max_connections: int = 16,
+        safety_poll_s: float = 1.0,
     ) -> None:
+        """`safety_poll_s`: on a Redis Cluster, how often the log waiter reads every log it
+        waits on whether woken or not (wakes are pub/sub: at most once)."""
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
         check_partitions(partitions)
@@ -161,6 +165,7 @@ class RedisBroker:
             "max_backoff": max_backoff,
         }
         self._socket_timeout = socket_timeout
+        self._safety_poll_s = safety_poll_s
         self._feeds: list[RedisUpdatesFeed] = []
         self._closed = False
 
@@ -206,12 +211,18 @@ class RedisBroker:
         a Redis Cluster, where one XREAD cannot name logs of several slots, woken per
         partition (`wake_waiter.py`)."""
         if self.on_cluster:
+            options = self._reader_options
             return WakeWaiter(
                 self._client,
                 self.keys,
-                parse_cluster_url(self.url).seeds,
+                shared_view(self.url),  # the commands' own, so both follow a failover at once
                 name=f"pushsvc-log-waiter-{self.keys.prefix}",
+                safety_poll_s=self._safety_poll_s,
                 reader_options={
+                    "subscribe_timeout": options["subscribe_timeout"],
+                    "probe_interval": options["ping_interval"],
+                    "min_backoff": options["min_backoff"],
+                    "max_backoff": options["max_backoff"],
                     "connection_class": redis.SSLConnection
                     if is_tls(self.url)
                     else redis.Connection,
@@ -513,7 +524,7 @@ class RedisBroker:
         if self.on_cluster:
             options = self._reader_options
             reader = ShardedPubSubReader(
-                parse_cluster_url(self.url).seeds,
+                shared_view(self.url),  # the commands' own view of the slot owners
                 name=name,
                 on_messages=on_messages,
                 on_reset=on_reset,

@@ -3,8 +3,9 @@ rule a sharded channel's slot follows.
 
 A reader asks for the topology when it has reason to think it changed (a `sunsubscribe` pushed
 by a slot move, a `MOVED`, a lost connection, an idle probe), not on a timer. Each read asks
-the known nodes one after another, starting one further along each time, so that a node with
-a stale view (gossip reaches nodes one by one) does not answer every read.
+the nodes the last answer named one after another, starting one further along each time, so
+that a node with a stale view (gossip reaches nodes one by one) does not answer every read;
+then the seeds it did not name.
 """
 
 from __future__ import annotations
@@ -78,18 +79,24 @@ class TopologyReader:
             raise ValueError("a Redis Cluster needs at least one seed node")
         self._connect = connect
         self._lock = threading.Lock()
-        self._known: tuple[Address, ...] = self._seeds
+        self._named: tuple[Address, ...] = ()  # by the last answer
         self._turn = 0
 
-    def read(self) -> SlotOwners:
-        """The slot owners as the first node that answers sees them; RedisError (or OSError)
-        from the last node tried when none answers."""
+    def read(self, *, first: Address | None = None) -> SlotOwners:
+        """The slot owners as the first node that answers sees them, `first` asked first if
+        given; RedisError (or OSError) from the last node tried when none answers."""
         with self._lock:
-            candidates = self._known
+            candidates = self._named or self._seeds
             start = self._turn % len(candidates)
             self._turn += 1
+        order = candidates[start:] + candidates[:start]
+        # Then the seeds the last answer did not name: a node failed over is left out of
+        # `CLUSTER SLOTS`, and a hung one would hold every read up for its timeout.
+        order += tuple(s for s in self._seeds if s not in order)
+        if first is not None:
+            order = (first, *(a for a in order if a != first))
         error: Exception = RedisError("no node to ask")
-        for address in candidates[start:] + candidates[:start]:
+        for address in order:
             try:
                 owners = self._ask(address)
             except (RedisError, OSError) as failed:
@@ -97,7 +104,7 @@ class TopologyReader:
                 continue
             if owners.ranges:
                 with self._lock:
-                    self._known = tuple(dict.fromkeys((*owners.nodes, *self._seeds)))
+                    self._named = owners.nodes
                 return owners
         raise error
 

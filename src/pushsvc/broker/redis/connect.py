@@ -11,9 +11,10 @@ With a `redis+cluster://` URL every client is a `RedisCluster`: it routes each c
 script, by its keys' one slot) to the primary that owns the slot, and follows MOVED, ASK and
 TRYAGAIN itself (the command did not run, so going again cannot apply it twice). A lost
 connection or a slot with no primary is raised at once like on one Redis (a 503), after the
-client has re-read the cluster's topology for the next command. Plain pub/sub (the bridge's
-ingest channels) is the exception: one node hears every PUBLISH there, chosen again at each
-connection (`pubsub_clients`).
+client has re-read the cluster's topology for the next command: the process's one view of it
+(`cluster_view.py`), which every cluster client and sharded reader shares. Plain pub/sub (the
+bridge's ingest channels) is the exception: one node hears every PUBLISH there, chosen again
+at each connection (`pubsub_clients`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from pushsvc.broker.redis.broadcast_node import BroadcastNodes
+from pushsvc.broker.redis.cluster_view import shared_view
 from pushsvc.broker.redis.pubsub import Clients
+from pushsvc.broker.redis.shared_slot_map import follow_view
 from pushsvc.broker.redis.url import (
     is_cluster,
     is_sentinel,
@@ -129,6 +132,8 @@ def _cluster(url: str, *, max_connections: int, **options: Any) -> redis.Redis:
             else "no seed node answered as a cluster node"
         )
         raise UnsafeRedis(f"{redact_url(url)}: {hint} ({exc})") from None
+    # One slot map per process, shared with the sharded readers and the bridge's node.
+    follow_view(cluster, shared_view(url))
     return cast(redis.Redis, cluster)
 
 
@@ -157,7 +162,7 @@ def pubsub_clients(url: str, *, name: str) -> Clients:
     there, so any one of them hears the producers' ingest channels, but a fixed one may die."""
     if not is_cluster(url):
         return single_client(url, socket_timeout=None)
-    return BroadcastNodes(url, client_name=name)
+    return BroadcastNodes(url, client_name=name, view=shared_view(url))
 
 
 def single_client(url: str, *, socket_timeout: float | None) -> redis.Redis:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from redis.client import PubSub
@@ -47,6 +47,16 @@ Messages = Callable[[list[tuple[bytes, bytes]]], None]
 
 Clients = redis.Redis | Callable[[], redis.Redis]
 """The client every connection goes through, or a factory of a new client per connection."""
+
+
+@runtime_checkable
+class MovingClients(Protocol):
+    """A factory that can tell the reader its connection's node should be left now (on a
+    Redis Cluster, a node failed over: `broadcast_node.BroadcastNodes`)."""
+
+    def __call__(self) -> redis.Redis: ...
+
+    def on_moved(self, callback: Callable[[], None]) -> None: ...
 
 
 def _pattern(prefix: bytes) -> bytes:
@@ -105,10 +115,12 @@ class PubSubReader:
         self._confirmed_channels: set[bytes] = set()  # on the current connection
         self._confirmed_patterns: dict[bytes, bytes] = {}  # pattern -> its prefix
         self._pubsub: PubSub | None = None
-        self._reconnect = False  # a (un)subscribe command failed: start over
+        self._reconnect: str | None = None  # why to start over (a command failed to send)
         self._reader: threading.Thread | None = None
         self._closed = False
         self._closing = threading.Event()
+        if isinstance(clients, MovingClients):
+            clients.on_moved(self._move)
 
     # -- subscriptions ---------------------------------------------------------------
 
@@ -177,7 +189,14 @@ class PubSubReader:
         try:
             getattr(pubsub, command)(name)
         except _UNREACHABLE:
-            self._reconnect = True
+            self._reconnect = "a subscribe command failed"
+
+    def _move(self) -> None:
+        """Leave the connection's node at the next look up from the socket (within _POLL_S),
+        and connect through the factory again."""
+        with self._cond:
+            if self._pubsub is not None:
+                self._reconnect = "its node left the cluster's topology"
 
     def close(self) -> None:
         with self._cond:
@@ -239,7 +258,7 @@ class PubSubReader:
         with self._cond:
             self._client = client
             self._pubsub = pubsub
-            self._reconnect = False
+            self._reconnect = None
             if self._channels:
                 pubsub.subscribe(*sorted(self._channels))
             if self._prefixes:
@@ -271,8 +290,8 @@ class PubSubReader:
         pinged_at: float | None = None
         while not self._closing.is_set():
             with self._cond:
-                if self._reconnect:
-                    raise RedisConnectionError("a subscribe command failed")
+                if self._reconnect is not None:
+                    raise RedisConnectionError(self._reconnect)
                 pubsub = self._pubsub
             assert pubsub is not None
             message = _next_message(pubsub, _POLL_S)

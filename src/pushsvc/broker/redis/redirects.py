@@ -85,7 +85,8 @@ def on_slot_owner(
 
 def learn_topology(client: redis.Redis) -> None:
     """Read the cluster's slots again, after a node failed or a slot moved under a call made on
-    one node's own connection (RedisCluster does so itself for its own calls)."""
+    one node's own connection (RedisCluster does so itself for its own calls): a refresh of
+    the process's one view (`shared_slot_map.py`), which moves every consumer of it."""
     cluster = cast(object, client)
     if isinstance(cluster, RedisCluster):
         with contextlib.suppress(redis.RedisError, RedisClusterException):

@@ -11,11 +11,13 @@ closed, so the reader holds at most one per primary that serves a wanted channel
 Delivery is at most once, in publication order per channel. Messages published while a
 subscription was not in place are lost to this process, and the reader says so: whenever a
 confirmed subscription may have missed messages — a `sunsubscribe` pushed by a slot move or a
-failover, a lost connection, a failed idle probe — it re-reads the topology (`CLUSTER SLOTS`),
-subscribes on the slot's current primary, and once every such channel is confirmed again (or
-`subscribe_timeout` has passed) calls `on_reset`, after which its caller fills the gap from the
-history. `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN` answers to an `SSUBSCRIBE` re-read the
-topology too (no message was missed: the channel had not been confirmed there).
+failover, a lost connection, a failed idle probe — it re-reads the topology (`CLUSTER SLOTS`:
+a refresh of the process's one `ClusterView`, whose every refresh, by whichever consumer,
+moves the reader's channels too), subscribes on the slot's current primary, and once every
+such channel is confirmed again (or `subscribe_timeout` has passed) calls `on_reset`, after
+which its caller fills the gap from the history. `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN`
+answers to an `SSUBSCRIBE` re-read the topology too (no message was missed: the channel had
+not been confirmed there).
 
 **Idle probe.** A connection can stay open and silent: a primary that was replaced while it hung
 (seen in Centrifugo: its subscribers got nothing, forever), a half-open TCP connection. A PING
@@ -63,6 +65,7 @@ from pushsvc.broker.redis.cluster_topology import (
     channel_slot,
     probe_channel,
 )
+from pushsvc.broker.redis.cluster_view import ClusterView, Topology
 from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -96,8 +99,10 @@ class _Probe:
 class ShardedPubSubReader:
     """Sharded subscriptions of one process on a Redis Cluster; greenlet- and thread-safe.
 
-    `seeds`: (host, port) of some cluster nodes (any role) to read the topology from at first;
-    every node they name is asked later too. `connection_options`: more `redis.Connection`
+    `seeds`: the process's `ClusterView` to share (every refresh of it, whoever asked, moves
+    this reader's channels at once), or (host, port) of some cluster nodes (any role) to read
+    a view of the reader's own from at first; every node they name is asked later too.
+    `connection_options`: more `redis.Connection`
     arguments for every node (username, password, socket options); `connection_class`:
     `redis.SSLConnection` for TLS. `covered_by(channel)`: the wider channel (in the same slot)
     that also carries every message of `channel`, if any: while the wider one is confirmed,
@@ -106,7 +111,7 @@ class ShardedPubSubReader:
 
     def __init__(
         self,
-        seeds: Iterable[Address],
+        seeds: ClusterView | Iterable[Address],
         *,
         name: str,
         on_messages: Messages,
@@ -146,14 +151,22 @@ class ShardedPubSubReader:
             # (redis-py hands RESP3 pushes to a push handler instead).
             "protocol": 2,
         }
-        self._topology = TopologyReader(
-            seeds,
-            lambda a: self._connection(a, f"{name}:topology", socket_timeout=probe_timeout),
+        self._view = (
+            seeds
+            if isinstance(seeds, ClusterView)
+            else ClusterView(
+                TopologyReader(
+                    seeds,
+                    lambda a: self._connection(
+                        a, f"{name}:topology", socket_timeout=probe_timeout
+                    ),
+                )
+            )
         )
-        self._topology_lock = threading.Lock()  # one topology read (and re-placement) at a time
         # Changed under _cond only.
         self._cond = threading.Condition()
         self._owners: SlotOwners | None = None
+        self._generation = 0  # of the view's read that _owners comes from
         self._wanted: Counter[bytes] = Counter()  # channels, with reference counts
         self._placed: dict[bytes, Address] = {}  # wanted channel -> the node it is sent to
         self._confirmed: dict[bytes, Address] = {}  # -> the node that confirmed it
@@ -163,6 +176,7 @@ class ShardedPubSubReader:
         self._closed = False
         self._closing = threading.Event()
         self._callbacks = threading.Lock()  # one on_messages/on_reset call at a time
+        self._listening = self._view.listen(self._apply)
 
     # -- subscriptions ---------------------------------------------------------------
 
@@ -171,7 +185,10 @@ class ShardedPubSubReader:
         BrokerUnavailable. ValueError for a channel no probe channel can share a slot with."""
         probe_channel(channel)  # checks the name
         if self._owners is None:
-            self._refresh()
+            try:
+                self._apply(self._view.current())
+            except (RedisError, OSError) as exc:
+                raise BrokerUnavailable(f"no Redis Cluster node answered ({exc})") from None
         with self._cond:
             if self._closed:
                 raise BrokerUnavailable("the broker is closed")
@@ -202,6 +219,7 @@ class ShardedPubSubReader:
             self._closed = True
             links = list(self._links.values())
             self._cond.notify_all()
+        self._view.unlisten(self._listening)
         self._closing.set()
         for link in links:
             link.join(_POLL_S * 10)
@@ -231,17 +249,24 @@ class ShardedPubSubReader:
     # -- placement ---------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        """Re-read the topology and move every channel whose slot has another primary now;
-        BrokerUnavailable when no node answers."""
-        with self._topology_lock:
-            try:
-                owners = self._topology.read()
-            except (RedisError, OSError) as exc:
-                raise BrokerUnavailable(f"no Redis Cluster node answered ({exc})") from None
-            with self._cond:
-                self._owners = owners
-                for channel in sorted(self._wanted):
-                    self._place(channel)
+        """Refresh the view, which moves every channel whose slot has another primary now
+        (`_apply`, called by the view); BrokerUnavailable when no node answers."""
+        try:
+            topology = self._view.refresh()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"no Redis Cluster node answered ({exc})") from None
+        self._apply(topology)  # a no-op when the view's call came first
+
+    def _apply(self, topology: Topology) -> None:
+        """Move every channel whose slot has another primary in `topology`, unless a later
+        read was applied already (the view calls each listener in the greenlet that read)."""
+        with self._cond:
+            if self._closed or topology.generation <= self._generation:
+                return
+            self._generation = topology.generation
+            self._owners = topology.owners
+            for channel in sorted(self._wanted):
+                self._place(channel)
 
     def _refresh_quietly(self) -> None:
         try:

@@ -7,8 +7,10 @@ to that node only), a process subscribes to the wake channels of the partitions 
 sharded-pub/sub connection per primary, `ShardedPubSubReader`), and reads only the logs it was
 woken for, all in one pipelined round (one per node). Pub/sub is at most once, so a safety
 read of every held log runs every `safety_poll_s` too, and after the reader says it may have
-missed wakes. Measured against polling and a blocking read per partition:
-docs/journal/log-wait.md.
+missed wakes. The subscriptions follow the process's one view of the slot owners
+(`cluster_view.py`), the one the reads are routed by, so a failover learnt by either moves
+both at once: the safety read is a backstop, not what finds the new owner. Measured against
+polling and a blocking read per partition: docs/journal/log-wait.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import redis
 
 from pushsvc.broker.redis.cluster_topology import Address
+from pushsvc.broker.redis.cluster_view import ClusterView
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.log import _entry
 from pushsvc.broker.redis.node_batches import Queued, by_node, routed
@@ -37,7 +40,7 @@ class WakeWaiter:
         self,
         client: redis.Redis,
         keys: Keys,
-        seeds: Iterable[Address],
+        seeds: ClusterView | Iterable[Address],
         *,
         name: str,
         safety_poll_s: float = 1.0,
