@@ -96,8 +96,15 @@ _SERIES_OFFSET_MS = 62_135_596_800_000
 
 
 def series_id(t_us: int) -> str:
-    """The stream id of the point whose bucket starts at `t_us` (a whole ms)."""
-    return f"{-(-t_us // 1000) + _SERIES_OFFSET_MS}-0"
+    """The stream id of the point whose bucket starts at `t_us` (a whole ms); as a range's
+    bound, any time (one before year 1 bounds from the first point).
+
+    A stream id is above `0-0`, which XADD refuses: the bucket that starts at
+    0001-01-01T00:00:00Z (every tier's first: year 1 starts on a whole day) takes `0-1`, so
+    that an event in it closes into a point like any other, rather than failing the publish
+    script that carries it."""
+    ms = -(-t_us // 1000) + _SERIES_OFFSET_MS
+    return f"{ms}-0" if ms > 0 else "0-1"
 
 
 def series_time(stream_id: bytes) -> int:
