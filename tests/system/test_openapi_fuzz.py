@@ -44,8 +44,9 @@ def _bearer(publish: list[str], subscribe: list[str]) -> dict[str, str]:
 # Who calls a server with auth on, at which topics their schema-valid requests aim, and which
 # operations must answer some of them with a 2xx (None: none need). The coverage phase's cases
 # (each parameter's boundaries) are the same for every caller: only the first runs it. An
-# anonymous caller may only read, so none of its POSTs succeeds and its topics have no stats
-# (404). The last two are mostly refused (401, 403): a few fuzzed cases check those answers.
+# anonymous caller may only read, so none of its POSTs or DELETEs succeeds and its topics have
+# no stats (404). The last two are mostly refused (401, 403): a few fuzzed cases check
+# those answers.
 FUZZING_ONLY = (schemathesis_run.MAX_EXAMPLES, ("fuzzing",))
 FEW = (schemathesis_run.MAX_EXAMPLES // 3, ("fuzzing",))
 NO_EXCEPTIONS = frozenset[str]()
@@ -55,7 +56,9 @@ CALLERS = {
         {},
         "public.",
         FUZZING_ONLY,
-        frozenset({"POST /topics/{topic}/events", "GET /topics/{topic}/stats"}),
+        frozenset(
+            {"POST /topics/{topic}/events", "GET /topics/{topic}/stats", "DELETE /topics/{topic}"}
+        ),
     ),
     "no token": ({}, "", FEW, None),
     "a narrow token": (_bearer(["team.*"], ["team.*"]), "", FEW, None),

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("deletion", __name__)
 
 
-@bp.delete("/topics/<anytext:topic>")
+# One path segment, unlike the other topic routes' `anytext`: that would also match
+# `/topics/t/events` and the like, so that their 405s advertised DELETE in `Allow`. A name with
+# no slash still reaches `validate_topic` (a 400); one with a slash names no topic anyway.
+@bp.delete("/topics/<topic>")
 def delete_topic(topic: str) -> dict[str, object]:
     rt = runtime()
     validate_topic(topic)
