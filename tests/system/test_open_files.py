@@ -239,3 +239,17 @@ class _Request:
     def status(self, timeout: float) -> int | None:
         self._thread.join(timeout)
         return self._status
+
+
+def test_a_max_streams_asked_for_is_lowered_with_a_warning_the_default_with_an_info_line() -> None:
+    """The operator who asked for more streams than fit is warned; the default not fitting (a
+    hard limit of 20,000 is common) is said at INFO, so that a normal start warns of nothing."""
+    limits = _open_files(1000, 1000)
+    asked = PushsvcProcess("serve", "--max-streams", "5000", preexec_fn=limits).start()
+    default = PushsvcProcess("serve", preexec_fn=limits).start()
+    asked.stop()
+    default.stop()
+    (warned,) = [line for line in asked.output if "lowered to" in line]
+    assert "WARNING" in warned and "--max-streams 5000 lowered to 872" in warned
+    (said,) = [line for line in default.output if "lowered to" in line]
+    assert "INFO" in said and "--max-streams 20000 lowered to 872" in said

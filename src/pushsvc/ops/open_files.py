@@ -81,11 +81,17 @@ class OpenFiles:
         return cls(limit, given, dataclasses.replace(given, max_streams=cap))
 
     def say_if_lowered(self) -> None:
-        """One warning line if `--max-streams` was lowered; called once the process is sure
-        to start, so that what stops it (a Redis refused, a port in use) is its only line."""
+        """One line if `--max-streams` was lowered; called once the process is sure to start,
+        so that what stops it (a Redis refused, a port in use) is its only line. A warning
+        when the operator asked for more; INFO when it is the default that did not fit (a
+        hard limit of 20,000, common, would otherwise warn at every start)."""
         if self.settings.max_streams == self.given.max_streams:
             return
-        log.warning(
+        level = (
+            logging.INFO if self.given.max_streams == _default_max_streams() else logging.WARNING
+        )
+        log.log(
+            level,
             "--max-streams %d lowered to %d: the open-file limit is %d and %d descriptors are "
             "kept for producers, Redis, health checks and replays",
             self.given.max_streams,
@@ -93,3 +99,8 @@ class OpenFiles:
             self.limit,
             headroom(self.limit),
         )
+
+
+def _default_max_streams() -> int:
+    (default,) = [int(spec.default) for spec in Settings.specs() if spec.field == "max_streams"]
+    return default
