@@ -68,6 +68,9 @@ _METAVARS = {
     "cors_origins": "ORIGIN[,...]",
     "anonymous": "SELECTOR[,...]",
     "publish_rate": "EVENTS/S",
+    "metrics_port": "PORT",
+    "jwt_audience": "AUDIENCE",
+    "jwt_issuer": "ISSUER",
     "log_format": "[text|json]",
 }
 

@@ -68,6 +68,31 @@ def test_serve_help_says_what_each_setting_takes() -> None:
     assert re.search(flag, shown, re.MULTILINE)
 
 
+@pytest.mark.parametrize("command", ["serve", "web", "aggregate"])
+def test_no_setting_is_shown_as_bare_text_in_help(command: str) -> None:
+    from click.testing import CliRunner
+
+    from pushsvc.cli import main
+
+    shown = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
+    metavars = dict(re.findall(r"^  (--[a-z-]+) (\S+)", shown, re.MULTILINE))
+    assert [flag for flag, metavar in metavars.items() if metavar == "TEXT"] == []
+
+
+def test_the_disabled_query_token_advice_names_a_flag_serve_accepts() -> None:
+    import shlex
+
+    from pushsvc.cli import serve
+    from pushsvc.security.access import QUERY_DISABLED
+
+    # The 401 a ?token= gets tells the operator how to turn query tokens on; what it quotes
+    # must work when pasted onto the command line.
+    advised = re.search(r"\((--token-query[^)]*)\)", QUERY_DISABLED)
+    assert advised is not None, QUERY_DISABLED
+    flags = serve.make_context("serve", shlex.split(advised[1])).params
+    assert flags["token_query"] == "true"
+
+
 @pytest.mark.parametrize(
     ("args", "given"),
     [(["--token-query"], "true"), (["--no-token-query"], "false"), ([], None)],

@@ -27,7 +27,7 @@ Source = Literal["header", "cookie", "query"]
 QUERY_DISABLED = (
     "?token= was sent, but query tokens are disabled on this server: send the token in "
     "Authorization: Bearer … or the pushsvc_token cookie, or enable ?token= for subscribing "
-    "with PUSHSVC_TOKEN_QUERY=true (--token-query true)"
+    "with PUSHSVC_TOKEN_QUERY=true (--token-query)"
 )
 
 
