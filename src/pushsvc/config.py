@@ -413,7 +413,8 @@ def _refuse_auth_only(settings: Settings) -> None:
         given.append("--token-query (PUSHSVC_TOKEN_QUERY)")
     if given:
         raise ConfigError(
-            f"{' and '.join(given)} only apply with auth on: without --jwt-key "
+            f"{' and '.join(given)} only {'apply' if len(given) > 1 else 'applies'} with auth "
+            "on: without --jwt-key "
             "(PUSHSVC_JWT_KEY) anyone may read and publish every topic; set the key "
             "(docs/security.md), or drop the setting"
         )

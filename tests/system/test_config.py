@@ -252,8 +252,8 @@ def test_a_data_dir_that_cannot_be_made_stops_the_server_with_one_line(case: str
 @pytest.mark.parametrize(
     ("env", "named"),
     [
-        ({"PUSHSVC_ANONYMOUS": "public.*"}, "--anonymous (PUSHSVC_ANONYMOUS) only apply"),
-        ({"PUSHSVC_TOKEN_QUERY": "true"}, "--token-query (PUSHSVC_TOKEN_QUERY) only apply"),
+        ({"PUSHSVC_ANONYMOUS": "public.*"}, "--anonymous (PUSHSVC_ANONYMOUS) only applies"),
+        ({"PUSHSVC_TOKEN_QUERY": "true"}, "--token-query (PUSHSVC_TOKEN_QUERY) only applies"),
         (
             {"PUSHSVC_ANONYMOUS": "public.*", "PUSHSVC_TOKEN_QUERY": "1"},
             "--anonymous (PUSHSVC_ANONYMOUS) and --token-query (PUSHSVC_TOKEN_QUERY) only apply",

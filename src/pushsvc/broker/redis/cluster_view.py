@@ -166,4 +166,3 @@ def node_connector(url: str) -> Connect:
         )
 
     return connect
-

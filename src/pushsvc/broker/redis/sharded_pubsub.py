@@ -157,9 +157,7 @@ class ShardedPubSubReader:
             else ClusterView(
                 TopologyReader(
                     seeds,
-                    lambda a: self._connection(
-                        a, f"{name}:topology", socket_timeout=probe_timeout
-                    ),
+                    lambda a: self._connection(a, f"{name}:topology", socket_timeout=probe_timeout),
                 )
             )
         )
