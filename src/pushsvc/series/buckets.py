@@ -20,7 +20,7 @@ A rule's `distinct` and `top` tags are counted per bucket too: each finest bucke
 tag (exact up to m values), which coarser buckets merge (the union's count; `MergedTop`,
 `pushsvc.stats.top`, whose every count stays within `[c, c + N/m]` over N tagged events, and
 which monitors every value with `c > N/m`), and the point carries the counts and each top tag's
-k most frequent values.
+k most frequent values (with `"error"`, the merged floor, once a finer bucket replaced a value).
 
 Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
 buckets and the clock of the last close, not the finest tier's values, which the event log
