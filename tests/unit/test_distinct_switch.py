@@ -11,10 +11,12 @@ import random
 from itertools import pairwise
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushsvc.stats.distinct import EXACT_UP_TO, SPARSE_UP_TO, SlidingDistinct
+from pushsvc.stats.distinct import EXACT_UP_TO, SPARSE_UP_TO, DistinctSet, SlidingDistinct
+from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.tagged import CountTags, ExactTags, TagSpec, TimeTags
 
 S = 1_000_000
@@ -124,3 +126,63 @@ def test_a_counter_never_falls_while_nothing_leaves_whatever_its_caps(
         count = counter.count()
         assert count >= last
         last = count
+
+
+def _set(values: list[str]) -> DistinctSet:
+    counted = DistinctSet()
+    for value in values:
+        counted.add(value)
+    return counted
+
+
+@settings(max_examples=30)
+@given(
+    prefix=st.text(min_size=0, max_size=8),
+    values=st.integers(EXACT_UP_TO + 1, EXACT_UP_TO + 100),
+)
+def test_a_series_buckets_first_estimate_past_the_exact_range_is_within_half_a_percent(
+    prefix: str, values: int
+) -> None:
+    names = [f"{prefix}{i}" for i in range(values)]
+    want = pd.Series(names).nunique()
+    assert abs(_set(names).count() - want) <= 0.005 * want
+
+
+@settings(max_examples=25)
+@given(
+    sizes=st.lists(st.integers(0, 3_000), min_size=1, max_size=5),
+    overlap=st.integers(0, 2_000),
+    order=st.randoms(use_true_random=False),
+)
+def test_merged_sets_count_as_the_set_of_the_union(
+    sizes: list[int], overlap: int, order: random.Random
+) -> None:
+    """Buckets exact, sparse or dense (up to 15,000 values together), their values
+    overlapping, merged in any order as a coarser bucket merges its finer ones: the count of
+    one set of every value, read back from its state as written."""
+    parts = []
+    start = 0
+    for size in sizes:
+        parts.append([f"u{i}" for i in range(start, start + size)])
+        start += max(0, size - overlap)
+    order.shuffle(parts)
+    merged = DistinctSet()
+    for part in parts:
+        merged.merge(_set(part))
+    union = [value for part in parts for value in part]
+    assert merged.count() == _set(union).count()
+    out = StateWriter()
+    merged.write(out)
+    source = StateReader(bytes(out))
+    assert DistinctSet.read(source).count() == merged.count()
+    source.done()
+    want = pd.Series(union).nunique()
+    assert abs(merged.count() - want) <= 0.04 * max(want, 1)
+
+
+def test_a_sparse_set_in_a_state_from_before_the_sparse_form_is_refused() -> None:
+    out = StateWriter()
+    _set([f"u{i}" for i in range(EXACT_UP_TO + 1)]).write(out)
+    assert DistinctSet.read(StateReader(bytes(out))).count() == EXACT_UP_TO + 1
+    with pytest.raises(ValueError, match="another kind"):
+        DistinctSet.read(StateReader(bytes(out)), sparse=False)

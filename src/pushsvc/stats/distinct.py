@@ -733,16 +733,30 @@ def _read_optional(source: StateReader) -> int | None:
     return source.sint() if source.uint() else None
 
 
+def _dense(entries: set[int]) -> HyperLogLog:
+    """The dense sketch of a set of sparse entries."""
+    hll = HyperLogLog()
+    registers = hll._registers
+    shift = 6 + SPARSE_P - P
+    for entry in entries:
+        register, rho = entry >> shift, entry & 63
+        if rho > registers.values[register]:
+            registers.set(register, rho)
+    return hll
+
+
 class DistinctSet:
     """A mergeable distinct count of a closed set of values (a series bucket): exact up to
-    ``exact_up_to`` values, then a dense ``HyperLogLog`` (merging two gives the count of the
-    union)."""
+    ``exact_up_to`` values, then sparse (a set of ``sparse_entry``, linear counting) up to
+    ``SPARSE_UP_TO`` entries, then a dense ``HyperLogLog``; merging two gives the count of
+    the union. No one reads a bucket while it fills, so no floor is kept."""
 
-    __slots__ = ("_cap", "_hll", "_values")
+    __slots__ = ("_cap", "_entries", "_hll", "_values")
 
     def __init__(self, exact_up_to: int = EXACT_UP_TO) -> None:
         self._cap = exact_up_to
         self._values: set[str] | None = set()
+        self._entries: set[int] | None = None
         self._hll: HyperLogLog | None = None
 
     def add(self, value: str) -> None:
@@ -750,53 +764,94 @@ class DistinctSet:
         if values is not None:
             values.add(value)
             if len(values) > self._cap:
-                self._to_sketch()
+                self._to_sparse()
+        elif self._entries is not None:
+            self._entries.add(sparse_entry(hash64(value)))
+            if len(self._entries) > SPARSE_UP_TO:
+                self._to_dense()
         else:
             assert self._hll is not None
             self._hll.add(value)
 
-    def _to_sketch(self) -> None:
-        hll = self._hll = HyperLogLog()
-        for known in self._values or ():
-            hll.add(known)
+    def _to_sparse(self) -> None:
+        self._entries = {sparse_entry(hash64(value)) for value in self._values or ()}
         self._values = None
+        if len(self._entries) > SPARSE_UP_TO:
+            self._to_dense()
+
+    def _to_dense(self) -> None:
+        if self._values is not None:
+            self._to_sparse()
+        if self._entries is not None:
+            self._hll = _dense(self._entries)
+            self._entries = None
 
     def merge(self, other: DistinctSet) -> None:
         if other._values is not None:
             for value in other._values:
                 self.add(value)
             return
+        if other._entries is not None:
+            if self._values is not None:
+                self._to_sparse()
+            if self._entries is not None:
+                self._entries |= other._entries
+                if len(self._entries) > SPARSE_UP_TO:
+                    self._to_dense()
+                return
+            assert self._hll is not None
+            self._hll.merge(_dense(other._entries))
+            return
         assert other._hll is not None
-        if self._values is not None:
-            self._to_sketch()
+        self._to_dense()
         assert self._hll is not None
         self._hll.merge(other._hll)
 
     def count(self) -> int:
         if self._values is not None:
             return len(self._values)
+        if self._entries is not None:
+            return round(linear_count(len(self._entries)))
         assert self._hll is not None
         return round(self._hll.estimate())
 
     def write(self, out: StateWriter) -> None:
         if self._values is not None:
-            out.uint(0)
+            out.uint(_NO_SKETCH)
             out.uint(len(self._values))
             for value in sorted(self._values):
                 out.text(value)
+        elif self._entries is not None:
+            out.uint(_SPARSE)
+            out.uint(len(self._entries))
+            for entry in sorted(self._entries):
+                out.uint(entry)
         else:
             assert self._hll is not None
-            out.uint(1)
+            out.uint(_DENSE)
             out.counts(array("B", self._hll.registers))  # one register a byte
 
     @classmethod
-    def read(cls, source: StateReader) -> DistinctSet:
+    def read(cls, source: StateReader, sparse: bool = True) -> DistinctSet:
+        """What ``write`` wrote; ``sparse=False`` for a state from before the sparse form
+        (whose kind 2 is no set of this)."""
         self = cls()
-        if not source.uint():
+        kind = source.uint()
+        if kind == _NO_SKETCH:
             assert self._values is not None
             for _ in range(source.uint()):
                 self._values.add(source.text())
             return self
+        if kind == _SPARSE and sparse:
+            entries = {source.uint() for _ in range(source.uint())}
+            if len(entries) > SPARSE_UP_TO or any(
+                entry >> (6 + SPARSE_P) or not 0 < entry & 63 <= Q + 1 for entry in entries
+            ):
+                raise ValueError("distinct state: sparse entries out of range or too many")
+            self._values, self._entries = None, entries
+            return self
+        if kind != _DENSE:
+            raise ValueError("distinct state: a set of another kind")
         registers = source.counts()
         if len(registers) != M or any(not 0 <= r <= Q + 1 for r in registers):
             raise ValueError("distinct state: registers of another size or out of range")
