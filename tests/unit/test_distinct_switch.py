@@ -186,3 +186,25 @@ def test_a_sparse_set_in_a_state_from_before_the_sparse_form_is_refused() -> Non
     assert DistinctSet.read(StateReader(bytes(out))).count() == EXACT_UP_TO + 1
     with pytest.raises(ValueError, match="another kind"):
         DistinctSet.read(StateReader(bytes(out)), sparse=False)
+
+
+def test_a_counter_restored_from_a_version_2_state_goes_sparse_at_its_switch() -> None:
+    """A checkpoint written before the sparse sketch (version 2: the exact dict, no sketch)
+    counts on as a new counter would: its 1,001st value is within 0.5 %."""
+    out = StateWriter()
+    out.uint(2)
+    out.uint(EXACT_UP_TO)
+    out.uint(1)
+    out.sint(7)  # the newest key
+    out.uint(0)  # no restart: the dict holds the window
+    out.uint(EXACT_UP_TO)
+    for i in range(EXACT_UP_TO):
+        out.text(f"customer-{i}")
+        out.sint(7)
+    out.uint(0)  # no sketch
+    source = StateReader(bytes(out))
+    counter = SlidingDistinct.read(source, 10)
+    source.done()
+    assert counter.exact and counter.count() == EXACT_UP_TO
+    counter.add(f"customer-{EXACT_UP_TO}", 8)
+    assert counter.sparse and abs(counter.count() - 1001) <= 0.005 * 1001

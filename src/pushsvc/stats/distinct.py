@@ -680,8 +680,8 @@ class SlidingDistinct:
         if version not in (1, 2, _VERSION):
             raise ValueError("distinct state of another version")
         cap = source.uint()
-        # Versions 1 and 2 went from exact to dense at once.
-        sparse_cap = source.uint() if version == _VERSION else 0
+        # Versions 1 and 2 have no sparse sketch; from now on they pass through one too.
+        sparse_cap = source.uint() if version == _VERSION else SPARSE_UP_TO
         self = cls(span, cap, sparse_cap)
         self._newest = _read_optional(source)
         self._since = _read_optional(source)
