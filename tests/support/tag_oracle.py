@@ -74,25 +74,26 @@ def top(rows: pd.DataFrame, tag: str, k: int) -> list[dict[str, Any]]:
 
 def top_problems(got: list[dict[str, Any]], rows: pd.DataFrame, tag: str, k: int) -> list[str]:
     """What breaks the top-values promise: the exact list when no entry carries an error;
-    else every listed count within [c, c + error], the order, and every value whose true
-    count beats the k-th listed count (or the error, if fewer than k are listed) listed."""
+    else every listed count within its own error of the true one (`count - error <= c <=
+    count`), every error at most N/m, the order, and every value whose true count beats the
+    k-th listed count (or the error, if fewer than k are listed) listed."""
     if not any("error" in entry for entry in got):
         want = top(rows, tag, k)
         return [] if got == want else [f"top {tag}: got {got}, want {want}"]
     counts = rows[tag].value_counts()
     true = {str(v): int(c) for v, c in counts.items()}
-    error = got[0]["error"]
+    most = len(rows[rows[tag].notna()]) / max(1000, 20 * k)
     wrong = []
-    if error != len(rows[rows[tag].notna()]) / max(1000, 20 * k):
-        wrong.append(f"top {tag}: error {error} is not N/m")
     for entry in got:
         c = true.get(entry["value"], 0)
-        if not c <= entry["count"] <= c + error:
-            wrong.append(f"top {tag}: {entry} outside [{c}, {c + error}]")
+        if not entry["count"] - entry["error"] <= c <= entry["count"]:
+            wrong.append(f"top {tag}: {entry} but the true count is {c}")
+        if not 0 <= entry["error"] <= most:
+            wrong.append(f"top {tag}: {entry}'s error is not within [0, N/m = {most}]")
     if got != sorted(got, key=lambda e: (-e["count"], e["value"])):
         wrong.append(f"top {tag}: not in order")
     listed = {entry["value"] for entry in got}
-    bar = got[-1]["count"] if len(got) == k else error
+    bar = got[-1]["count"] if len(got) == k else max(entry["error"] for entry in got)
     missing = [v for v, c in true.items() if c > bar and v not in listed]
     if missing:
         wrong.append(f"top {tag}: {missing[:3]} beat {bar} and are not listed")

@@ -18,7 +18,9 @@ from pushsvc.stats.distinct import (
     SlidingDistinct,
     SlidingHyperLogLog,
     hash64,
+    linear_count,
     place,
+    sparse_entry,
 )
 from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.tagged import TagSpec, TimeTags
@@ -99,33 +101,41 @@ def test_sliding_state_after_expiry_is_the_sketch_of_the_remaining_entries(
 
 
 @settings(max_examples=150)
-@given(_steps, st.integers(1, 12))
-def test_the_counter_is_exact_up_to_its_cap_and_the_sketch_beyond(
-    steps: list[tuple[str, int, int]], cap: int
+@given(_steps, st.integers(1, 12), st.integers(0, 20))
+def test_the_counter_is_exact_up_to_its_cap_then_sparse_then_dense(
+    steps: list[tuple[str, int, int]], cap: int, sparse_cap: int
 ) -> None:
-    counter = SlidingDistinct(_SPAN, exact_up_to=cap)
+    counter = SlidingDistinct(_SPAN, exact_up_to=cap, sparse_up_to=sparse_cap)
     held: list[tuple[int, str]] = []
     edge = 0
+    floor = 0  # the count when an add last changed the representation, until one leaves
     for kind, a, b in steps:
+        before = counter.count(), counter.exact, counter.sparse
         if kind == "add":
             value, key = str(a % 30), edge + b
             counter.add(value, key)
             held.append((key, value))
+            if (counter.exact, counter.sparse) != before[1:]:
+                floor = before[0]
         else:
             edge += a
-            counter.expire(edge)
-        remaining = {value for key, value in held if key > edge}
+            if counter.expire(edge):
+                floor = 0
+        remaining = sorted({value for key, value in held if key > edge})
         if counter.exact:
             assert counter.count() == len(remaining)
+        elif counter.sparse:
+            entries = {sparse_entry(hash64(value)) for value in remaining}
+            assert counter.count() == max(floor, round(linear_count(len(entries))))
         else:
-            assert counter.count() == round(_hll(sorted(remaining)).estimate())
+            assert counter.count() == max(floor, round(_hll(remaining).estimate()))
         # Never more than `cap` different values at all: never left exact.
         if len({value for _, value in held}) <= cap:
             assert counter.exact
 
 
 def test_exact_again_once_the_window_has_turned_over() -> None:
-    counter = SlidingDistinct(_SPAN, exact_up_to=10)
+    counter = SlidingDistinct(_SPAN, exact_up_to=10, sparse_up_to=0)
     for i in range(50):
         counter.add(f"v{i}", 100)
     assert not counter.exact
@@ -141,11 +151,11 @@ def test_exact_again_once_the_window_has_turned_over() -> None:
 
 
 @settings(max_examples=60)
-@given(_steps, st.integers(1, 12))
+@given(_steps, st.integers(1, 12), st.integers(0, 20))
 def test_state_round_trip_continues_identically(
-    steps: list[tuple[str, int, int]], cap: int
+    steps: list[tuple[str, int, int]], cap: int, sparse_cap: int
 ) -> None:
-    one = SlidingDistinct(_SPAN, exact_up_to=cap)
+    one = SlidingDistinct(_SPAN, exact_up_to=cap, sparse_up_to=sparse_cap)
     edge = 0
     for i, (kind, a, b) in enumerate(steps):
         if i == len(steps) // 2:
@@ -267,7 +277,7 @@ class _Lists:
 def test_a_version_1_state_reads_into_the_same_registers_and_continues_identically() -> None:
     rng = random.Random(3)
     old = _Lists(cap=10)
-    fresh = SlidingDistinct(_SPAN, exact_up_to=10)
+    fresh = SlidingDistinct(_SPAN, exact_up_to=10, sparse_up_to=0)  # dense, as version 1
     values = [f"v{rng.randrange(5_000)}" for _ in range(3_000)]
     for i, value in enumerate(values):
         key = 100 + i // 100 - rng.randrange(3)  # keys 98..129, some late
@@ -279,8 +289,9 @@ def test_a_version_1_state_reads_into_the_same_registers_and_continues_identical
     restored = SlidingDistinct.read(source, _SPAN)
     source.done()
     assert not restored.exact and restored.count() == fresh.count()
-    assert restored._hll is not None and fresh._hll is not None
-    assert restored._hll.registers == fresh._hll.registers
+    assert isinstance(restored._sketch, SlidingHyperLogLog)
+    assert isinstance(fresh._sketch, SlidingHyperLogLog)
+    assert restored._sketch.registers == fresh._sketch.registers
     edge = 97
     for step in range(40):
         edge += 1

@@ -91,8 +91,9 @@ def test_merging_past_m_values_raises_the_floor_to_the_next_estimate() -> None:
     b = _bucket(["a"] * 2 + ["d"] * 4 + ["e"], 3)
     assert a.exact and b.exact
     a.merge(b)
-    # Estimates a 7, d 4, b 3, c 1, e 1: the 4th largest, 1, is the floor; c and e go.
-    assert (a.counts, a.floor, a.n, a.error) == ({"a": 7, "d": 4, "b": 3}, 1, 16, 16 / 3)
+    # Estimates a 7, d 4, b 3, c 1, e 1: the 4th largest, 1, is the floor; c and e go. The
+    # error each entry publishes is that floor, tighter than N/m (16 / 3).
+    assert (a.counts, a.floor, a.n, a.error) == ({"a": 7, "d": 4, "b": 3}, 1, 16, 1)
     assert a.top(1) == [("a", 7)]
 
 

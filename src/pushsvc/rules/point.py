@@ -39,7 +39,8 @@ _MARK = b"\xff\xff\xff\xff"
 
 class TopList(NamedTuple):
     """A bucket's `top_<tag>`: at most k (value, count) by count descending then value
-    ascending, and `error` (N/m) when the counts come from Space-Saving (None: exact)."""
+    ascending, and `error` (the merged summary's floor, at most N/m; stored before: N/m itself)
+    when the counts come from Space-Saving (None: exact)."""
 
     tag: str
     entries: tuple[tuple[str, int], ...]

@@ -15,20 +15,22 @@ closes at the same clock as its last finer bucket, right after it. Buckets witho
 make no point.
 
 A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
-`DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog,
-`pushsvc.stats.distinct`) and a `SpaceSaving` summary of m = max(1000, 20 k) counters per top
+`DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog, sparse then
+dense, `pushsvc.stats.distinct`) and a `SpaceSaving` summary of m = max(1000, 20 k) counters per top
 tag (exact up to m values), which coarser buckets merge (the union's count; `MergedTop`,
 `pushsvc.stats.top`, whose every count stays within `[c, c + N/m]` over N tagged events, and
 which monitors every value with `c > N/m`), and the point carries the counts and each top tag's
-k most frequent values.
+k most frequent values (with `"error"`, the merged floor, once a finer bucket replaced a value).
 
 Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
 buckets and the clock of the last close, not the finest tier's values, which the event log
 gives back: `replayed` puts an event of the log back into the finest tier unless its bucket
 had closed (and was merged) by then. Its version says what each bucket holds: 1 the
 statistics, 2 also the distinct sets, 3 also the top summaries (after the distinct sets, if
-the rule has both); a state of an older version restores into buckets with more tags, which
-then count those from the restore on.
+the rule has both), 4 and 5 as 2 and 3 with distinct sets that may be sparse (written with
+distinct tags: an older reader refuses them rather than misread a sparse set); a state of
+an older version restores into buckets with more tags, which then count those from the
+restore on.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ _VERSION_DISTINCT = 2
 """The state of buckets with distinct counts (version 1 has none)."""
 _VERSION_TOP = 3
 """The state of buckets with top values (and the distinct counts the rule keeps, if any)."""
+_VERSION_SPARSE_DISTINCT = 4
+_VERSION_SPARSE_TOP = 5
+"""As 2 and 3, with distinct sets that may be sparse (`DistinctSet`'s kind 2)."""
 _NEVER = 2**63
 Tags = Mapping[str, str] | None
 TopTags = tuple[tuple[str, int], ...]
@@ -160,12 +165,14 @@ class _Aggregate:
             summary.write(out)
 
     @classmethod
-    def read(cls, source: StateReader, tags: tuple[str, ...], top: TopTags) -> _Aggregate:
+    def read(
+        cls, source: StateReader, tags: tuple[str, ...], top: TopTags, sparse: bool
+    ) -> _Aggregate:
         count = source.uint()
         total, mean, m2, low, high = (source.double() for _ in range(5))
         sketch = Sketch(ACCURACY)
         sketch.read_bins(source)
-        distinct = tuple((tag, DistinctSet.read(source)) for tag in tags)
+        distinct = tuple((tag, DistinctSet.read(source, sparse)) for tag in tags)
         summaries = tuple((tag, k, MergedTop.read(source, counters_for(k))) for tag, k in top)
         return cls(count, total, mean, m2, low, high, sketch, distinct, summaries)
 
@@ -337,9 +344,9 @@ class SeriesBuckets:
     def durable_state(self) -> bytes:
         out = StateWriter()
         if self._top:
-            out.uint(_VERSION_TOP)
+            out.uint(_VERSION_SPARSE_TOP if self._distinct else _VERSION_TOP)
         else:
-            out.uint(_VERSION_DISTINCT if self._distinct else _VERSION)
+            out.uint(_VERSION_SPARSE_DISTINCT if self._distinct else _VERSION)
         out.sint(self._closed_clock)
         for buckets in self._coarse:
             out.uint(len(buckets))
@@ -362,21 +369,25 @@ class SeriesBuckets:
         series = cls(tiers, lateness_us, distinct, top)
         source = StateReader(data)
         version = source.uint()
+        with_distinct = (_VERSION_DISTINCT, _VERSION_SPARSE_DISTINCT)
+        with_top = (_VERSION_TOP, _VERSION_SPARSE_TOP)
         if (
-            version not in (_VERSION, _VERSION_DISTINCT, _VERSION_TOP)
-            or (version == _VERSION_DISTINCT and not series._distinct)
-            or (version == _VERSION_TOP and not series._top)
+            version not in (_VERSION, *with_distinct, *with_top)
+            or (version in with_distinct and not series._distinct)
+            or (version in with_top and not series._top)
+            or (version == _VERSION_SPARSE_TOP and not series._distinct)
         ):
             raise ValueError(f"series state of version {version}, not of these buckets")
         # A state from before the rule counted distinct (or top) values: its open coarser
         # buckets count only the events from now on.
-        saved = series._distinct if version in (_VERSION_DISTINCT, _VERSION_TOP) else ()
-        saved_top = series._top if version == _VERSION_TOP else ()
+        saved = series._distinct if version != _VERSION else ()
+        saved_top = series._top if version in with_top else ()
+        sparse = version in (_VERSION_SPARSE_DISTINCT, _VERSION_SPARSE_TOP)
         series._closed_clock = source.sint()
         for buckets in series._coarse:
             for _ in range(source.uint()):
                 start = source.sint()
-                bucket = _Aggregate.read(source, saved, saved_top)
+                bucket = _Aggregate.read(source, saved, saved_top, sparse)
                 if not saved and series._distinct:
                     bucket.distinct = tuple((tag, DistinctSet()) for tag in series._distinct)
                 if not saved_top and series._top:

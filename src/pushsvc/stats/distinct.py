@@ -1,4 +1,5 @@
-"""Distinct counts: exact up to 1,000 values, then a sliding HyperLogLog (pure).
+"""Distinct counts: exact up to 1,000 values, then a sliding HyperLogLog, sparse then dense
+(pure).
 
 A window's distinct count (`distinct_<tag>`, docs/design.md) is the number of different
 values among the events a window holds. Windows that hold their events anyway (exact time
@@ -10,13 +11,33 @@ window's HyperLogLog is the union of its sub-buckets' HyperLogLogs, kept as one;
 
 Exact first. While the window holds at most ``EXACT_UP_TO`` values, a dict maps each value
 to its newest key (a heap of keys says which leaves next): the answer is exact, and no hash is
-computed. The 1,001st value turns the window into a HyperLogLog, built from that dict; the dict
+computed. The 1,001st value turns the window into a sketch, built from that dict; the dict
 then restarts (again capped at 1,000) with the values newer than the moment it restarted, and
-once the edge has passed that moment it holds the whole window again: the HyperLogLog is
-dropped and the answer is exact again. So a window that once held more than 1,000 values is
-exact again at most one window width after it last did. (While more than 2,000 registers
-are in use, so at least as many values are held, the dict is not kept at all: it restarts
-with every entry, costing nothing.)
+once the edge has passed that moment it holds the whole window again: the sketch is dropped
+and the answer is exact again. So a window that once held more than 1,000 values is exact
+again at most one window width after it last did. (While the sketch holds more than 2,000
+entries or registers, so at least as many values are held, the dict is not kept at all: it
+restarts with every entry, costing nothing.)
+
+Sparse, then dense (HLL++'s two representations, Heule et al. 2013). The sketch starts
+sparse: each value's entry (``sparse_entry``: the top ``SPARSE_P`` = 25 bits of its hash and
+the ``rho`` the dense sketch would give it) with its newest key, sliding as the dict does,
+and the estimate is linear counting over ``2**25`` indexes: ``-2**25 ln(1 - d / 2**25)`` for
+``d`` entries, which at a few thousand values is off by well under one value (two of 1,000
+values share an index once in about 67 runs). Past ``SPARSE_UP_TO`` (4,096) entries, half
+the dense ring's bytes (below), it becomes the dense sliding HyperLogLog of the same
+entries, whose error there is about 0.6 % (and 0.81 % at large counts).
+
+No jump at the switch (docs/design.md). Adding an entry never lowers an estimate within one
+representation (the dict's length, linear counting of more entries, a register rising: each
+only grows), but a change of representation may: the first sparse estimate can be below the
+exact count when two values share an entry, and the dense one's 0.6 % error would often be.
+So a change made by ``add`` keeps the count it had as a floor, which the answer does not go
+below until something leaves the window (``expire`` dropping an entry clears it): as long as
+nothing leaves, the true count cannot fall either, so the floor only holds the answer at a
+count the window had reached. Past the exact range the first answer is the sparse estimate,
+within 0.5 % of the exact count (``tests/unit/test_distinct_switch.py``), and an alert on a
+threshold near 1,000 does not flap.
 
 The HyperLogLog (Flajolet et al. 2007; the 64-bit hash and the exact-then-dense layout of
 HLL++, Heule et al. 2013). ``P = 14``: ``M = 16384`` registers, a relative standard error of
@@ -44,17 +65,17 @@ largest ``rho`` of that slot's key in that register (0: none). An entry is one c
 at most one byte written; the edge passing a key zeroes its column (``M`` bytes, at C speed),
 and only the registers whose value that column held are recomputed, each the largest byte
 of its row. Memory is ``M * span`` bytes per window (about 1 MB at span 62), fixed from the
-moment a window holds more than 1,000 values, whatever the rate and the cardinality.
+moment a window holds more than 4,096 sparse entries, whatever the rate and the cardinality;
+before, the sparse sketch's at most 4,096 entries take at most about 0.5 MB (a dict entry and a
+heap entry each, about 130 bytes; tracemalloc).
 
 The state after sliding is the one an HyperLogLog of the remaining entries has (property
 tests: ``tests/unit/test_distinct.py``).
 
 Why not a library: ``datasketch``'s ``HyperLogLog``/``HyperLogLogPlusPlus`` and Apache
-DataSketches' ``hll_sketch`` only ever add (no entry leaves a register, so no sliding window)
-and compute an estimate from all the registers on each call (O(16,384) per update here, where
-every event's update carries the count); their registers could not be serialised into the
-checkpoint format the other statistics share (``state_codec.py``) without copying them out
-either.
+DataSketches' ``hll_sketch`` only ever add: no entry leaves a register, so none can answer a
+sliding window, which is what every long window asks. (DataSketches keeps a running
+estimate as it adds, so the cost of reading it is no reason; sliding is.)
 
 Not thread- or greenlet-safe; nothing here yields.
 """
@@ -66,11 +87,14 @@ import math
 import zlib
 from array import array
 from hashlib import blake2b
+from typing import Generic, TypeVar
 
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
     "EXACT_UP_TO",
+    "SPARSE_P",
+    "SPARSE_UP_TO",
     "DistinctSet",
     "HyperLogLog",
     "M",
@@ -78,7 +102,9 @@ __all__ = [
     "SlidingDistinct",
     "SlidingHyperLogLog",
     "hash64",
+    "linear_count",
     "place",
+    "sparse_entry",
 ]
 
 P = 14
@@ -91,8 +117,16 @@ EXACT_UP_TO = 1000
 _TRACK_BELOW = 2
 _ALPHA_INF = 1 / (2 * math.log(2))
 _LOW = (1 << Q) - 1
-_VERSION = 2
+_VERSION = 3
+# What follows a distinct state's dict: no sketch, the dense one, the sparse one.
+_NO_SKETCH, _DENSE, _SPARSE = 0, 1, 2
+SPARSE_P = 25
+"""The sparse sketch's precision: ``2**25`` indexes, as HLL++'s (its ``p'``)."""
+SPARSE_M = 1 << SPARSE_P
+SPARSE_UP_TO = 4096
+"""Entries the sparse sketch holds before it becomes the dense one."""
 _ZEROS = bytes(M)
+T = TypeVar("T", str, int)
 _IS_ZERO = bytes([1] + [0] * 255)  # a ``translate`` table: 1 where a byte is 0, else 0
 # Register bytes side by side as one integer: 0x80 and 0x01 in every byte, and all ones; what
 # compares M bytes with M bytes at once (``_dominant``).
@@ -260,6 +294,10 @@ class SlidingHyperLogLog:
             if rho > registers.values[register]:
                 registers.set(register, rho)
 
+    def put(self, register: int, rho: int, key: int) -> None:
+        """``add``, of a hash already placed (``place``)."""
+        self.add((register << Q) | ((1 << (Q + 1 - rho)) >> 1), key)
+
     def expire(self, edge: int) -> bool:
         """Drop every entry with a key at or below ``edge``; True iff a register changed."""
         slot_key = self._slot_key
@@ -402,151 +440,286 @@ def _dominant(column: int, newer: int) -> tuple[int, int]:
     return column & where, where
 
 
+class _Newest(Generic[T]):
+    """Items with the newest key each carries, and a heap of ``(key, item)`` (stale where the
+    item has a newer key) saying which leaves next: a set that slides exactly."""
+
+    __slots__ = ("latest", "order")
+
+    def __init__(self) -> None:
+        self.latest: dict[T, int] = {}
+        self.order: list[tuple[int, T]] = []
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def put(self, item: T, key: int) -> None:
+        """``item`` at ``key``: the caller checked it is new or newer than the one held."""
+        latest = self.latest
+        latest[item] = key
+        order = self.order
+        heapq.heappush(order, (key, item))
+        if len(order) > 2 * len(latest) + 64:
+            self.order = [(k, v) for v, k in latest.items()]
+            heapq.heapify(self.order)
+
+    def expire(self, edge: int) -> bool:
+        """Drop the items whose newest key is at or below ``edge``; True iff one left."""
+        order = self.order
+        if not order or order[0][0] > edge:
+            return False
+        latest = self.latest
+        changed = False
+        while order and order[0][0] <= edge:
+            key, item = heapq.heappop(order)
+            if latest.get(item) == key:
+                del latest[item]
+                changed = True
+        return changed
+
+    def clear(self) -> None:
+        if self.latest:
+            self.latest.clear()
+            self.order.clear()
+
+    def restore(self, items: dict[T, int]) -> None:
+        self.latest = items
+        self.order = [(k, v) for v, k in items.items()]
+        heapq.heapify(self.order)
+
+
+def sparse_entry(h: int) -> int:
+    """A hash's entry in the sparse sketch: its ``SPARSE_P``-bit index, then (6 bits) the
+    ``rho`` the dense sketch gives it. Values with one index share ``rho`` unless the index's
+    last ``SPARSE_P - P`` bits are all zero (1 in 2,048): those keep one entry per ``rho``,
+    so that the dense sketch built from the entries is the one of the values."""
+    return ((h >> (64 - SPARSE_P)) << 6) | (Q + 1 - (h & _LOW).bit_length())
+
+
+def linear_count(entries: int) -> float:
+    """Linear counting over ``SPARSE_M`` registers of which ``entries`` are in use: the
+    sparse sketch's estimate, never below ``entries`` and rising with it."""
+    return -SPARSE_M * math.log1p(-entries / SPARSE_M)
+
+
+class _SparseSliding:
+    """HLL++'s sparse representation, sliding: each entry (``sparse_entry``) with the newest
+    key it came at; the estimate is linear counting over its ``2**SPARSE_P`` indexes."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries = _Newest[int]()
+
+    @property
+    def used(self) -> int:
+        """Entries held: the window holds at least this many values."""
+        return len(self.entries)
+
+    def add(self, h: int, key: int) -> None:
+        # sparse_entry, inlined: every event of a window in this range comes through here.
+        entry = ((h >> (64 - SPARSE_P)) << 6) | (Q + 1 - (h & _LOW).bit_length())
+        old = self.entries.latest.get(entry)
+        if old is None or key > old:
+            self.entries.put(entry, key)
+
+    def expire(self, edge: int) -> bool:
+        return self.entries.expire(edge)
+
+    def estimate(self) -> float:
+        # Linear counting counts indexes: the rare entries that share one (an index with
+        # its last 11 bits zero, values of different rho) count as one each, an expected
+        # excess of about n**2 / 2**38 values (under 1e-4 at 4,096): far below one.
+        return linear_count(len(self.entries))
+
+    def dense(self, span: int) -> SlidingHyperLogLog:
+        """The dense sketch of the same entries."""
+        hll = SlidingHyperLogLog(span)
+        shift = 6 + SPARSE_P - P
+        for entry, key in self.entries.latest.items():
+            hll.put(entry >> shift, entry & 63, key)
+        return hll
+
+
 class SlidingDistinct:
     """The number of different values among the entries with a key above the edge: exact up
-    to ``exact_up_to`` values, a sliding HyperLogLog beyond (module doc).
+    to ``exact_up_to`` values, then a sparse sketch up to ``sparse_up_to`` entries, then a
+    dense sliding HyperLogLog (module doc).
 
     ``add`` takes an entry whose key is above the current edge, the live keys spanning at
     most ``span`` values (the sketch's ring); ``expire`` moves the edge forward (never
     back)."""
 
-    __slots__ = ("_cap", "_hll", "_latest", "_newest", "_order", "_since", "_span")
+    __slots__ = ("_cap", "_exact", "_floor", "_newest", "_since", "_sketch", "_span", "_sparse_cap")
 
-    def __init__(self, span: int, exact_up_to: int = EXACT_UP_TO) -> None:
+    def __init__(
+        self, span: int, exact_up_to: int = EXACT_UP_TO, sparse_up_to: int = SPARSE_UP_TO
+    ) -> None:
         self._span = span
         self._cap = exact_up_to
-        self._latest: dict[str, int] = {}  # value -> its newest key
-        self._order: list[tuple[int, str]] = []  # heap of (key, value); stale where newer
+        self._sparse_cap = sparse_up_to
+        self._exact = _Newest[str]()  # value -> its newest key
         # None: the dict holds every value of the window. Else it holds the values of the
-        # entries with a key above this, and the HyperLogLog answers.
+        # entries with a key above this, and the sketch answers.
         self._since: int | None = None
-        self._hll: SlidingHyperLogLog | None = None
+        self._sketch: _SparseSliding | SlidingHyperLogLog | None = None
         self._newest: int | None = None
+        # The count may not fall below this until something leaves the window: the answer
+        # when the representation last changed (module doc, "No jump at the switch").
+        self._floor = 0
 
     @property
     def exact(self) -> bool:
         return self._since is None
 
+    @property
+    def sparse(self) -> bool:
+        return isinstance(self._sketch, _SparseSliding)
+
     def count(self) -> int:
-        if self._hll is None:
-            return len(self._latest)
-        return round(self._hll.estimate())
+        sketch = self._sketch
+        n = len(self._exact) if sketch is None else round(sketch.estimate())
+        return n if n >= self._floor else self._floor
 
     def is_empty(self) -> bool:
-        return not self._latest and (self._hll is None or not self._hll.used)
+        return not self._exact and (self._sketch is None or not self._sketch.used)
 
     def add(self, value: str, key: int) -> None:
         if self._newest is None or key > self._newest:
             self._newest = key
-        hll = self._hll
-        if hll is not None:
+        sketch = self._sketch
+        if sketch is not None:
             # hash64, inlined: every event of a window with many values comes through here.
-            hll.add(int.from_bytes(blake2b(value.encode(), digest_size=8).digest(), "little"), key)
-            if hll.used > _TRACK_BELOW * self._cap:
-                # More registers in use than twice the cap: at least that many values, so the
-                # dict would only overflow again. It restarts here instead, at no cost.
+            sketch.add(
+                int.from_bytes(blake2b(value.encode(), digest_size=8).digest(), "little"), key
+            )
+            if isinstance(sketch, _SparseSliding) and sketch.used > self._sparse_cap:
+                self._floor = self.count()
+                sketch = self._sketch = sketch.dense(self._span)
+            if sketch.used > _TRACK_BELOW * self._cap:
+                # More entries (or registers) in use than twice the cap: at least that many
+                # values, so the dict would only overflow again. It restarts here instead, at
+                # no cost.
                 self._since = self._newest
-                if self._latest:
-                    self._latest.clear()
-                    self._order.clear()
+                self._exact.clear()
                 return
         since = self._since
         if since is not None and key <= since:
             return
-        latest = self._latest
-        old = latest.get(value)
+        exact = self._exact
+        old = exact.latest.get(value)
         if old is None:
-            if len(latest) >= self._cap:
+            if len(exact) >= self._cap:
                 self._overflow(value, key)
                 return
-            latest[value] = key
-        elif key > old:
-            latest[value] = key
-        else:
+        elif key <= old:
             return
-        order = self._order
-        heapq.heappush(order, (key, value))
-        if len(order) > 2 * len(latest) + 64:
-            self._order = [(k, v) for v, k in latest.items()]
-            heapq.heapify(self._order)
+        exact.put(value, key)
 
     def _overflow(self, value: str, key: int) -> None:
         """One value more than the dict may hold: count with the sketch from now on, and
         restart the dict at the newest key."""
-        if self._hll is None:
-            hll = self._hll = SlidingHyperLogLog(self._span)
-            for known, at in self._latest.items():
-                hll.add(hash64(known), at)
-            hll.add(hash64(value), key)
+        if self._sketch is None:
+            self._floor = self.count()
+            sparse = _SparseSliding()
+            for known, at in self._exact.latest.items():
+                sparse.add(hash64(known), at)
+            sparse.add(hash64(value), key)
+            self._sketch = sparse if sparse.used <= self._sparse_cap else sparse.dense(self._span)
         assert self._newest is not None
         self._since = self._newest
-        self._latest.clear()
-        self._order.clear()
+        self._exact.clear()
 
     def expire(self, edge: int) -> bool:
         """Drop the entries with a key at or below ``edge``; True iff the count may have
         changed."""
-        order = self._order
-        latest = self._latest
-        changed = False
-        hll = self._hll
-        if hll is None and (not order or order[0][0] > edge):
-            return False
-        while order and order[0][0] <= edge:
-            key, value = heapq.heappop(order)
-            if latest.get(value) == key:
-                del latest[value]
-                changed = True
-        if hll is not None:
-            changed |= hll.expire(edge)
+        changed = self._exact.expire(edge)
+        sketch = self._sketch
+        if sketch is not None:
+            changed |= sketch.expire(edge)
             if self._since is not None and self._since <= edge:
                 # Every entry the dict missed has left: it holds the whole window again.
                 self._since = None
-                self._hll = None
+                self._sketch = None
                 changed = True
+        if changed:
+            self._floor = 0
         return changed
 
     def write(self, out: StateWriter) -> None:
         out.uint(_VERSION)
         out.uint(self._cap)
+        out.uint(self._sparse_cap)
         _optional(out, self._newest)
         _optional(out, self._since)
-        items = sorted(self._latest.items(), key=lambda item: (item[1], item[0]))
+        out.uint(self._floor)
+        items = sorted(self._exact.latest.items(), key=lambda item: (item[1], item[0]))
         out.uint(len(items))
         for value, key in items:
             out.text(value)
             out.sint(key)
-        if self._hll is None:
-            out.uint(0)
+        sketch = self._sketch
+        if sketch is None:
+            out.uint(_NO_SKETCH)
+        elif isinstance(sketch, _SparseSliding):
+            out.uint(_SPARSE)
+            entries = sorted(sketch.entries.latest.items(), key=lambda item: (item[1], item[0]))
+            out.uint(len(entries))
+            for entry, key in entries:
+                out.uint(entry)
+                out.sint(key)
         else:
-            out.uint(1)
-            self._hll.write(out)
+            out.uint(_DENSE)
+            sketch.write(out)
 
     @classmethod
     def read(cls, source: StateReader, span: int) -> SlidingDistinct:
-        """A state ``write`` wrote, or one of version 1 (the sketch as lists of possible
-        future maxima), into a counter whose sketch holds ``span`` keys."""
+        """A state ``write`` wrote, or one of version 1 (the dense sketch as lists of possible
+        future maxima) or 2 (no sparse sketch, no floor), into a counter whose sketch holds
+        ``span`` keys."""
         version = source.uint()
-        if version not in (1, _VERSION):
+        if version not in (1, 2, _VERSION):
             raise ValueError("distinct state of another version")
-        self = cls(span, source.uint())
+        cap = source.uint()
+        # Versions 1 and 2 have no sparse sketch; from now on they pass through one too.
+        sparse_cap = source.uint() if version == _VERSION else SPARSE_UP_TO
+        self = cls(span, cap, sparse_cap)
         self._newest = _read_optional(source)
         self._since = _read_optional(source)
+        if version == _VERSION:
+            self._floor = source.uint()
+        items = {}
         for _ in range(source.uint()):
             value = source.text()
-            self._latest[value] = source.sint()
-        if len(self._latest) > self._cap:
+            items[value] = source.sint()
+        if len(items) > self._cap:
             raise ValueError("distinct state holds more values than its cap")
-        self._order = [(k, v) for v, k in self._latest.items()]
-        heapq.heapify(self._order)
-        if source.uint():
-            if version == 1:
-                self._hll = SlidingHyperLogLog.read_lists(source, span)
-            else:
-                self._hll = SlidingHyperLogLog.read(source, span)
-        if (self._hll is None) != (self._since is None):
+        self._exact.restore(items)
+        kind = source.uint()
+        if kind == _SPARSE and version == _VERSION:
+            self._sketch = _read_sparse(source, sparse_cap)
+        elif kind == _DENSE:
+            read = SlidingHyperLogLog.read_lists if version == 1 else SlidingHyperLogLog.read
+            self._sketch = read(source, span)
+        elif kind != _NO_SKETCH:
+            raise ValueError("distinct state: a sketch of another kind")
+        if (self._sketch is None) != (self._since is None):
             raise ValueError("distinct state: a sketch without a restart, or the reverse")
         return self
+
+
+def _read_sparse(source: StateReader, cap: int) -> _SparseSliding:
+    sparse = _SparseSliding()
+    items = {}
+    for _ in range(source.uint()):
+        entry = source.uint()
+        if entry >> (6 + SPARSE_P) or not 0 < entry & 63 <= Q + 1 or entry in items:
+            raise ValueError("distinct state: a sparse entry out of range or twice")
+        items[entry] = source.sint()
+    if len(items) > cap:
+        raise ValueError("distinct state: more sparse entries than its cap")
+    sparse.entries.restore(items)
+    return sparse
 
 
 def _optional(out: StateWriter, value: int | None) -> None:
@@ -561,16 +734,30 @@ def _read_optional(source: StateReader) -> int | None:
     return source.sint() if source.uint() else None
 
 
+def _dense(entries: set[int]) -> HyperLogLog:
+    """The dense sketch of a set of sparse entries."""
+    hll = HyperLogLog()
+    registers = hll._registers
+    shift = 6 + SPARSE_P - P
+    for entry in entries:
+        register, rho = entry >> shift, entry & 63
+        if rho > registers.values[register]:
+            registers.set(register, rho)
+    return hll
+
+
 class DistinctSet:
     """A mergeable distinct count of a closed set of values (a series bucket): exact up to
-    ``exact_up_to`` values, then a dense ``HyperLogLog`` (merging two gives the count of the
-    union)."""
+    ``exact_up_to`` values, then sparse (a set of ``sparse_entry``, linear counting) up to
+    ``SPARSE_UP_TO`` entries, then a dense ``HyperLogLog``; merging two gives the count of
+    the union. No one reads a bucket while it fills, so no floor is kept."""
 
-    __slots__ = ("_cap", "_hll", "_values")
+    __slots__ = ("_cap", "_entries", "_hll", "_values")
 
     def __init__(self, exact_up_to: int = EXACT_UP_TO) -> None:
         self._cap = exact_up_to
         self._values: set[str] | None = set()
+        self._entries: set[int] | None = None
         self._hll: HyperLogLog | None = None
 
     def add(self, value: str) -> None:
@@ -578,53 +765,94 @@ class DistinctSet:
         if values is not None:
             values.add(value)
             if len(values) > self._cap:
-                self._to_sketch()
+                self._to_sparse()
+        elif self._entries is not None:
+            self._entries.add(sparse_entry(hash64(value)))
+            if len(self._entries) > SPARSE_UP_TO:
+                self._to_dense()
         else:
             assert self._hll is not None
             self._hll.add(value)
 
-    def _to_sketch(self) -> None:
-        hll = self._hll = HyperLogLog()
-        for known in self._values or ():
-            hll.add(known)
+    def _to_sparse(self) -> None:
+        self._entries = {sparse_entry(hash64(value)) for value in self._values or ()}
         self._values = None
+        if len(self._entries) > SPARSE_UP_TO:
+            self._to_dense()
+
+    def _to_dense(self) -> None:
+        if self._values is not None:
+            self._to_sparse()
+        if self._entries is not None:
+            self._hll = _dense(self._entries)
+            self._entries = None
 
     def merge(self, other: DistinctSet) -> None:
         if other._values is not None:
             for value in other._values:
                 self.add(value)
             return
+        if other._entries is not None:
+            if self._values is not None:
+                self._to_sparse()
+            if self._entries is not None:
+                self._entries |= other._entries
+                if len(self._entries) > SPARSE_UP_TO:
+                    self._to_dense()
+                return
+            assert self._hll is not None
+            self._hll.merge(_dense(other._entries))
+            return
         assert other._hll is not None
-        if self._values is not None:
-            self._to_sketch()
+        self._to_dense()
         assert self._hll is not None
         self._hll.merge(other._hll)
 
     def count(self) -> int:
         if self._values is not None:
             return len(self._values)
+        if self._entries is not None:
+            return round(linear_count(len(self._entries)))
         assert self._hll is not None
         return round(self._hll.estimate())
 
     def write(self, out: StateWriter) -> None:
         if self._values is not None:
-            out.uint(0)
+            out.uint(_NO_SKETCH)
             out.uint(len(self._values))
             for value in sorted(self._values):
                 out.text(value)
+        elif self._entries is not None:
+            out.uint(_SPARSE)
+            out.uint(len(self._entries))
+            for entry in sorted(self._entries):
+                out.uint(entry)
         else:
             assert self._hll is not None
-            out.uint(1)
+            out.uint(_DENSE)
             out.counts(array("B", self._hll.registers))  # one register a byte
 
     @classmethod
-    def read(cls, source: StateReader) -> DistinctSet:
+    def read(cls, source: StateReader, sparse: bool = True) -> DistinctSet:
+        """What ``write`` wrote; ``sparse=False`` for a state from before the sparse form
+        (whose kind 2 is no set of this)."""
         self = cls()
-        if not source.uint():
+        kind = source.uint()
+        if kind == _NO_SKETCH:
             assert self._values is not None
             for _ in range(source.uint()):
                 self._values.add(source.text())
             return self
+        if kind == _SPARSE and sparse:
+            entries = {source.uint() for _ in range(source.uint())}
+            if len(entries) > SPARSE_UP_TO or any(
+                entry >> (6 + SPARSE_P) or not 0 < entry & 63 <= Q + 1 for entry in entries
+            ):
+                raise ValueError("distinct state: sparse entries out of range or too many")
+            self._values, self._entries = None, entries
+            return self
+        if kind != _DENSE:
+            raise ValueError("distinct state: a set of another kind")
         registers = source.counts()
         if len(registers) != M or any(not 0 <= r <= Q + 1 for r in registers):
             raise ValueError("distinct state: registers of another size or out of range")

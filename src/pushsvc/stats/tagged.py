@@ -9,7 +9,8 @@ What they are is in docs/design.md ("Distinct counts and top values"); how each 
   the count is its length), top values a ``top.RankedCounts``. Memory: one entry per
   different value held, bounded by the events the window holds.
 * ``TimeTags`` for long windows: the distinct count is a ``SlidingDistinct``
-  (``distinct.py``: exact up to 1,000 values, then a sliding HyperLogLog) keyed by
+  (``distinct.py``: exact up to 1,000 values, then a sliding HyperLogLog, sparse then
+  dense, that adding never lowers) keyed by
   sub-bucket, so its edge is the long window's (rounded out to a sub-bucket); top values are
   kept in Space-Saving sub-buckets (``top.BucketedTop``); nothing there grows with the rate.
 * ``CountTags`` for count windows: the last N events are held anyway (``CountWindows``), so
@@ -23,8 +24,9 @@ the windows' dicts of the update being built (no dict of its own per event).
 
 A top list goes into the update already encoded (an ``orjson.Fragment``, spliced into the
 body as it is): every update carries every window's list, which most events leave as it was,
-so it is encoded when it changes, not once per event; a Space-Saving list, whose ``error``
-(N/m) moves with every event, is its entries' encoded prefixes joined around the new error.
+so it is encoded when it changes, not once per event. A Space-Saving list's ``error`` (the
+sum of the window's sub-buckets' floors, ``top.BucketedTop.error``) changes only with the
+ranking, so the same holds for it.
 Updates are the only readers of a window's top list (alerts cannot name one).
 
 Not thread- or greenlet-safe: one owner calls it; nothing yields.
@@ -83,22 +85,11 @@ def _exact_list(ranked: Ranked) -> orjson.Fragment:
     )
 
 
-def _entry_heads(ranked: Ranked) -> list[bytes]:
-    """Each entry of an approximate top list encoded up to its error's value:
-    ``{"value":...,"count":...,"error":``."""
-    return [
-        b'{"value":' + orjson.dumps(value) + b',"count":%d,"error":' % count
-        for value, count in ranked
-    ]
-
-
-def _approximate_list(heads: list[bytes], error: float) -> orjson.Fragment:
-    """An approximate top list, encoded: its entries' heads (``_entry_heads``), each
-    completed with ``error``."""
-    if not heads:
-        return orjson.Fragment(b"[]")
-    tail = orjson.dumps(error) + b"}"
-    return orjson.Fragment(b"[" + (tail + b",").join(heads) + tail + b"]")
+def _approximate_list(ranked: Ranked, error: int) -> orjson.Fragment:
+    """An approximate top list, encoded: ``[{"value": ..., "count": ..., "error": ...}, ...]``."""
+    return orjson.Fragment(
+        orjson.dumps([{"value": value, "count": count, "error": error} for value, count in ranked])
+    )
 
 
 class _RankedTop:
@@ -330,22 +321,16 @@ class _Distinct:
 class _TopBucketed:
     """One long window's top values of one tag (``top.BucketedTop``)."""
 
-    __slots__ = (
-        "_cached", "_error", "_first", "_heads", "_seen", "k", "name", "step", "summary", "tag",
-        "width",
-    )  # fmt: skip
+    __slots__ = ("_cached", "_first", "_seen", "k", "name", "step", "summary", "tag", "width")
 
     def __init__(self, name: str, tag: str, width: int, k: int) -> None:
         self.name, self.tag, self.width, self.k = name, tag, width, k
         self.step = width // SUB_BUCKETS
         self.summary = BucketedTop(counters_for(k))
-        # The list last encoded, the ranking it was read at, the error it carries and, once
-        # approximate, its entries' heads: the error (N / m) then moves with every event while
-        # the listed values and counts seldom do, so only the error is encoded again.
+        # The list last encoded and the ranking it was read at: the error (the sum of the
+        # floors) is part of the ranking, so most events leave both as they were.
         self._cached = _exact_list([])
-        self._heads: list[bytes] = []
         self._seen: tuple[int, int] | None = None
-        self._error: float | None = None
         self._first = NO_CLOCK  # the oldest sub-bucket in the window, last slid to (before
         # every add: ``TimeTags`` slides first)
 
@@ -363,20 +348,14 @@ class _TopBucketed:
 
     def value(self) -> TagValue:
         summary = self.summary
-        ranking = summary.ranking
-        if ranking != self._seen:
-            self._seen = ranking
-            self._error = None
-            if summary.exact:  # exactness changes only with the floors: with the ranking
-                self._cached = _exact_list(summary.top(self.k))
-                return self._cached
-            self._heads = _entry_heads(summary.top(self.k))
-        elif summary.exact:
-            return self._cached
-        error = summary.error
-        if error != self._error:
-            self._error = error
-            self._cached = _approximate_list(self._heads, error)
+        if summary.ranking != self._seen:
+            listed = summary.top(self.k)
+            # After reading: a read may rebuild the ranking's cached prefix, a new version.
+            self._seen = summary.ranking
+            if summary.exact:  # exactness and the error change only with the floors
+                self._cached = _exact_list(listed)
+            else:
+                self._cached = _approximate_list(listed, summary.error)
         return self._cached
 
     def is_empty(self) -> bool:

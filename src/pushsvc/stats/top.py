@@ -19,7 +19,9 @@ by count descending then value ascending.
   Each term lies between the true count in the sub-bucket and that plus its floor, so
   ``c <= ĉ <= c + sum(floors) <= c + N / m`` over the N events of the window, and a value
   monitored nowhere has ``c <= sum(floors)``: a value with ``c > N / m`` is monitored
-  somewhere, so ranking every monitored value misses none. The window keeps the estimates
+  somewhere, so ranking every monitored value misses none. ``sum(floors)`` is what each
+  listed count publishes as its ``error``: the tightest bound these counters know, at most
+  ``N / m``, 0 while no sub-bucket in the window replaced a value. The window keeps the estimates
   ranked (``RankedCounts``, less the sum of the floors, which every estimate shares), so an
   event costs O(log m) amortised, a sub-bucket leaving O(m log m), and the top k are read
   off the ranking.
@@ -342,13 +344,15 @@ class BucketedTop:
         return not self._floors
 
     @property
-    def error(self) -> float:
-        """``N / m``: the bound on every estimate's excess."""
-        return self.n / self._capacity
+    def error(self) -> int:
+        """The sum of the window's sub-buckets' floors: how far any estimate may exceed the
+        true count, the tightest bound these counters give (a value's term in a sub-bucket
+        is off by up to that sub-bucket's floor, monitored or not), at most ``N / m``."""
+        return self._floors
 
     @property
     def ranking(self) -> tuple[int, int]:
-        """Changes whenever the top k or their estimates may have (not the error: ``n``)."""
+        """Changes whenever the top k, their estimates or the error may have."""
         return self._ranked.version, self._floors
 
     def add(self, bucket: int, value: str) -> None:
@@ -454,9 +458,10 @@ class MergedTop:
         return not self.floor
 
     @property
-    def error(self) -> float:
-        """``n / m``: the bound on every counter's excess."""
-        return self.n / self.capacity
+    def error(self) -> int:
+        """The floor: how far any counter may exceed the true count, the tightest bound the
+        summary keeps, at most ``n / m``."""
+        return self.floor
 
     def merge(self, other: MergedTop) -> None:
         """Fold ``other`` (of the same capacity) in."""
