@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from pushsvc.alerts.first_look import first_look
 from pushsvc.alerts.states import TopicAlerts
+from pushsvc.core.topics import overlap
 from pushsvc.errors import RulesError
-from pushsvc.rules.alerts import AlertRule, covers, overlap, parse_condition
+from pushsvc.rules.alerts import AlertRule, covers, parse_condition
 from pushsvc.rules.analytics import default_rule, parse_rules
 
 S = 1_000_000

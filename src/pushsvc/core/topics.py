@@ -58,6 +58,21 @@ def _shorten(name: object) -> str:
     return repr(name[:64] + "…" if isinstance(name, str) and len(name) > 64 else name)
 
 
+def overlap(a: str, b: str) -> bool:
+    """Whether two selectors select some topic in common. A pattern `p.*` selects the names
+    that start with `p.`, so two patterns meet when one's prefix starts with the other's."""
+    if ALL in (a, b) or a == b:
+        return True
+    a_prefix, b_prefix = a.endswith(".*"), b.endswith(".*")
+    if a_prefix and b_prefix:
+        return a[:-1].startswith(b[:-1]) or b[:-1].startswith(a[:-1])
+    if a_prefix:
+        return b.startswith(a[:-1])
+    if b_prefix:
+        return a.startswith(b[:-1])
+    return False
+
+
 class TopicMatcher:
     """A predicate over topic names built from selectors; immutable, greenlet-safe.
 

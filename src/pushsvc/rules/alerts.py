@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushsvc.core.durations import parse_duration_us
+from pushsvc.core.topics import overlap
 
 __all__ = ["AlertRule", "AlertsError", "Condition", "parse_alerts", "parse_condition"]
 
@@ -282,20 +283,6 @@ def _scopes(
         else:
             chosen[default.number] = default
     return list(chosen.values())
-
-
-def overlap(a: str, b: str) -> bool:
-    """Whether some topic matches both selectors."""
-    if a == "*" or b == "*" or a == b:
-        return True
-    a_prefix, b_prefix = a.endswith(".*"), b.endswith(".*")
-    if a_prefix and b_prefix:
-        return a[:-1].startswith(b[:-1]) or b[:-1].startswith(a[:-1])
-    if a_prefix:
-        return b.startswith(a[:-1])
-    if b_prefix:
-        return a.startswith(b[:-1])
-    return False
 
 
 def covers(outer: str, inner: str) -> bool:

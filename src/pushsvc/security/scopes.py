@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pushsvc.core.topics import ALERTS, ALL, TopicMatcher
+from pushsvc.core.topics import ALERTS, ALL, TopicMatcher, overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class Scope:
     def reaches(self, selector: str) -> bool:
         """Whether some topic `selector` (a name, `prefix.*` or `*`) selects is one this scope
         allows: what a rule or an alert declared for `selector` may be shown for."""
-        return any(_overlap(selector, own) for own in self.selectors)
+        return any(overlap(selector, own) for own in self.selectors)
 
     def refused(self, wanted: TopicMatcher) -> list[str]:
         """The explicit topic names of `wanted` this scope does not allow (`_alerts` is
@@ -78,18 +78,3 @@ class Scope:
     def alert_topics(self) -> Callable[[str], bool] | None:
         """Which instances' topics a reader of `_alerts` may see (None: all of them)."""
         return None if self.everything else self.allows
-
-
-def _overlap(a: str, b: str) -> bool:
-    """Whether two selectors select some topic in common. A pattern `p.*` selects the names
-    that start with `p.`, so two patterns meet when one's prefix starts with the other's."""
-    if ALL in (a, b):
-        return True
-    a_prefix, b_prefix = a.endswith(".*"), b.endswith(".*")
-    if a_prefix and b_prefix:
-        return a[:-1].startswith(b[:-1]) or b[:-1].startswith(a[:-1])
-    if a_prefix:
-        return b.startswith(a[:-1])
-    if b_prefix:
-        return a.startswith(b[:-1])
-    return a == b
