@@ -19,11 +19,10 @@ from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
-from pushsvc.broker.redis.wire import stream_entries, stream_position
+from pushsvc.broker.redis.resume import start_after
+from pushsvc.broker.redis.wire import stream_entries
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import Update, UpdateId, epoch_partition
-
-_MAX_SEQ = 2**64 - 1
 
 
 def read_alert_changes(
@@ -78,27 +77,16 @@ def _partition_after(
 ) -> HistoryPage:
     """The changes of partition `part` after `after`; `after` may be of another partition:
     then those after its time."""
-    with client.pipeline(transaction=True) as pipe:
-        pipe.get(part.epoch)
-        pipe.get(part.alert_changes_trimmed)
-        pipe.xrevrange(part.history, count=1)
-        raw_epoch, trimmed, raw_head = pipe.execute()
-    newest = stream_entries(raw_head)
-    if raw_epoch is None or not newest:
-        return HistoryPage([], None, False, gap=True)
-    epoch = raw_epoch.decode()
-    head = UpdateId.of_stream_id(epoch, newest[0][0])
-    continues = (
-        after.epoch == epoch
-        and after.position <= head.position
-        and (trimmed is None or after.position >= stream_position(trimmed))
+    found = start_after(
+        client,
+        part,
+        part.alert_changes_trimmed,
+        after,
+        by_time=lambda epoch: epoch_partition(after.epoch) != epoch_partition(epoch),
     )
-    if continues:
-        start = f"({after.ms}-{after.seq}"
-    elif epoch_partition(after.epoch) != epoch_partition(epoch):
-        start, continues = f"({after.ms}-{_MAX_SEQ}", True
-    else:
-        start = "-"
+    if found is None:
+        return HistoryPage([], None, False, gap=True)
+    epoch, head, start, continues = found
     most = None if since_us is not None else limit + 1
     raw: Any = client.xrange(part.alert_changes, min=start, max=f"{head.ms}-{head.seq}", count=most)
     page = _changes(epoch, raw, since_us)[: limit + 1]

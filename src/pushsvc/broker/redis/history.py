@@ -32,9 +32,9 @@ from redis import Redis
 from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.redis.alert_changes import read_alert_changes
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
+from pushsvc.broker.redis.resume import start_after
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.scripts import Script
-from pushsvc.broker.redis.wire import stream_entries, stream_position
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import DELETION_BODY, POINT_BODY, Update, UpdateId
 
@@ -143,27 +143,16 @@ class HistoryReader:
     ) -> HistoryPage:
         """The topic's updates of partition `part` after `after`. With `by_time`, `after` may
         be of another partition: then those after its time (stream ids are times in ms)."""
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(part.epoch)
-            pipe.get(part.trimmed)
-            pipe.xrevrange(part.history, count=1)
-            raw_epoch, trimmed, raw_newest = pipe.execute()
-        newest = stream_entries(raw_newest)
-        if raw_epoch is None or not newest:
-            return HistoryPage([], None, False, gap=True)
-        epoch = raw_epoch.decode()
-        head = UpdateId.of_stream_id(epoch, newest[0][0])
-        continues = (
-            after.epoch == epoch
-            and after.position <= head.position
-            and (trimmed is None or after.position >= stream_position(trimmed))
+        found = start_after(
+            self._client,
+            part,
+            part.trimmed,
+            after,
+            by_time=lambda epoch: by_time and after.epoch != epoch,
         )
-        if continues:
-            start = f"({after.ms}-{after.seq}"
-        elif by_time and after.epoch != epoch:
-            start, continues = f"({after.ms}-{_MAX_SEQ}", True
-        else:
-            start = "-"
+        if found is None:
+            return HistoryPage([], None, False, gap=True)
+        epoch, head, start, continues = found
         name = topic.encode()
         page: list[Update] = []
         for stream_id, fields in _forwards(self._client, part.history, start, head):
@@ -183,9 +172,6 @@ class HistoryReader:
         more = len(page) > limit
         updates = page[:limit]
         return HistoryPage(updates, updates[-1].id if more else head, more, not continues)
-
-
-_MAX_SEQ = 2**64 - 1
 
 
 def _newest_page(
