@@ -105,6 +105,7 @@ class PartitionPool:
         clock: Callable[[], float] = time.monotonic,
         spawn: Callable[[Callable[[], None]], object] | None = None,
         max_block_s: float = _MAX_BLOCK_S,
+        sleep: Callable[[float], None] = gevent.sleep,
     ) -> None:
         self._broker = broker
         self._new_aggregator = new_aggregator
@@ -115,6 +116,7 @@ class PartitionPool:
         self._topic_ttl_us = topic_ttl_us
         self._clock = clock
         self._max_block_s = max_block_s
+        self._sleep = sleep  # between a rebuild's attempts (a simulation's own)
         self._group = broker.lease_group(ttl_us=lease_us)
         self._waiter = broker.log_waiter()
         self._held: dict[Partition, _Held] = {}
@@ -272,7 +274,7 @@ class PartitionPool:
             # Half rebuilt: start again with fresh windows, or some entries would count twice.
             held.runner.close()
             held.runner = self._runner(held.runner.shard, held.lease)
-            gevent.sleep(pause)
+            self._sleep(pause)
         if not held.dropped:
             held.ready = True
             self._changed.set()
