@@ -49,6 +49,8 @@ class PartitionData:
     entries: list[Entry] = field(default_factory=list)
     ids: list[Position] = field(default_factory=list)
     """Each entry's position, for bisecting."""
+    journal: list[Entry] = field(default_factory=list)
+    """Every entry ever logged, in order (a trim leaves it): what a test's oracle reads."""
     last_entry: Position = (0, 0)
     """The stream's last id: it outlives a trim, as a Redis stream's does."""
     clocks: dict[str, int] = field(default_factory=dict)
@@ -188,6 +190,7 @@ class Store:
         made = entry(entry_id(part.last_entry))
         part.entries.append(made)
         part.ids.append(part.last_entry)
+        part.journal.append(made)
         part.logged += 1
         return made.id
 
