@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
+from greenlet import GreenletExit, greenlet
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.partition_pool import PartitionPool
@@ -69,19 +70,31 @@ TRANSIENT_OPERATIONS = (
 )
 
 
+DIES = -1.0
+"""A stall that never ends: the process is killed right before the call."""
+
+
 class Broken(AssertionError):
     """An invariant does not hold."""
 
 
 class Faults:
-    """One-shot store errors armed by the scheduler: the next call of an operation fails."""
+    """One-shot faults armed by the scheduler: the next call of an operation fails
+    (`armed`), or the process making it stalls right before it (`stalls`: for how long), the
+    others running meanwhile (a pause in the middle of a step: the call then goes out late,
+    as one prepared before a long GC pause does), or for ever (`DIES`: killed midway)."""
 
     def __init__(self, clock: ManualClock) -> None:
         self.armed: dict[str, Fate] = {}
+        self.stalls: dict[str, float] = {}
         self._clock = clock
         self.fired_at = float("-inf")
 
     def __call__(self, operation: str, shard: object) -> Fate:
+        if self.stalls and operation in self.stalls:
+            task = greenlet.getcurrent()
+            if task.parent is not None:  # a process's step, not the producer's append
+                task.parent.switch(self.stalls.pop(operation))
         if not self.armed:
             return Fate.OK
         fate = self.armed.pop(operation, Fate.OK)
@@ -274,6 +287,9 @@ class Process:
     pool: PartitionPool
     paused_until: float = 0.0
     rebuilds: int = 0
+    task: greenlet | None = None
+    """Its step under way, stalled in the middle (a greenlet, resumed when stepped)."""
+    owned_before: frozenset[tuple[int, int]] = frozenset()
 
 
 class World:
@@ -342,6 +358,8 @@ class World:
             spawn=rebuild,
             max_block_s=0.0,
             sleep=lambda _: None,
+            # Often, so that short runs trim and checkpoint many times.
+            trim_every_s=0.5,
         )
         process = Process(name, broker, pool)
         self.processes.append(process)
@@ -350,6 +368,8 @@ class World:
     def crash(self, process: Process) -> None:
         """Every object of the process dropped; its leases and membership lapse."""
         self.processes.remove(process)
+        if process.task is not None:
+            process.task.throw(GreenletExit)  # a step stalled midway never resumes
         process.pool.close()
         process.broker.close()
         self.trace.append(f"crash {process.name}")
@@ -361,11 +381,23 @@ class World:
         self.trace.append(f"stop {process.name}")
 
     def step_process(self, process: Process) -> None:
+        """One step of the process's pool, in a greenlet of its own, so that a stall in the
+        middle of it (`Faults.stalls`) comes back here and the step resumes later."""
         if process.paused_until > self.clock():
             return
-        before = set(process.pool.owned)
-        process.pool.step()
-        for shard in set(process.pool.owned) - before:
+        if process.task is None:
+            process.owned_before = frozenset(process.pool.owned)
+            process.task = greenlet(process.pool.step)
+        stalled = process.task.switch()
+        if not process.task.dead and stalled == DIES:
+            self.crash(process)  # killed in the middle of its step
+            return
+        if not process.task.dead:
+            process.paused_until = self.clock() + stalled
+            self.trace.append(f"{process.name} stalls until {process.paused_until:.2f}")
+            return
+        process.task = None
+        for shard in set(process.pool.owned) - process.owned_before:
             self.taken[shard[0]] = self.taken.get(shard[0], 0) + 1
 
     # -- the producer --------------------------------------------------------------------
@@ -478,7 +510,16 @@ class World:
         elif kind < 0.7 and len(self.processes) < 4:
             self.start()
         elif kind < 0.8 and self.processes:
-            self.stop(rng.choice(self.processes))
+            process = rng.choice(self.processes)
+            if process.task is None:
+                self.stop(process)
+            else:
+                self.crash(process)  # stalled midway: it cannot stop gracefully
+        elif kind < 0.9:
+            operation = rng.choice(TRANSIENT_OPERATIONS)
+            dies = rng.random() < 0.3
+            self.faults.stalls[operation] = DIES if dies else LEASE_S * rng.uniform(1.2, 3)
+            self.trace.append(f"arm {operation} {'death' if dies else 'stall'}")
         elif self.processes:
             process = rng.choice(self.processes)
             process.paused_until = self.clock() + LEASE_S * rng.uniform(1.2, 3)
@@ -492,6 +533,7 @@ class World:
         """The faults stop: every partition held again within two lease periods, then
         everything logged published."""
         self.faults.armed.clear()
+        self.faults.stalls.clear()
         if not self.processes:
             self.start()
         stopped = self.clock()
