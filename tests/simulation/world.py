@@ -385,6 +385,12 @@ class World:
         middle of it (`Faults.stalls`) comes back here and the step resumes later."""
         if process.paused_until > self.clock():
             return
+        if process.task is None and not self.faults.stalls:
+            # Nothing can stall it: no greenlet needed (a fifth of the run time).
+            before = frozenset(process.pool.owned)
+            process.pool.step()
+            self._count_taken(process, before)
+            return
         if process.task is None:
             process.owned_before = frozenset(process.pool.owned)
             process.task = greenlet(process.pool.step)
@@ -397,7 +403,10 @@ class World:
             self.trace.append(f"{process.name} stalls until {process.paused_until:.2f}")
             return
         process.task = None
-        for shard in set(process.pool.owned) - process.owned_before:
+        self._count_taken(process, process.owned_before)
+
+    def _count_taken(self, process: Process, before: frozenset[tuple[int, int]]) -> None:
+        for shard in set(process.pool.owned) - before:
             self.taken[shard[0]] = self.taken.get(shard[0], 0) + 1
 
     # -- the producer --------------------------------------------------------------------
