@@ -14,7 +14,8 @@ After every step the invariants hold (`Checker`): every logged event yields exac
 update, per topic in log order, with ids increasing per partition; each update's count and
 sum over every window equal a model's (`Model`); the publishes a partition accepts never go
 back to a tenure after a later one began; once the faults stop, every partition is held
-within two lease periods; and in a world where only single transient errors happen, no
+within two lease periods, and then the history replays what was delivered and each topic's
+latest is its last update; and in a world where only single transient errors happen, no
 partition is ever rebuilt cold after it was first taken. A run that breaks one raises
 `Broken`, with the seed and the last steps.
 """
@@ -33,8 +34,10 @@ from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.broker.base import Applied
 from pushsvc.broker.shared_log import Entry
 from pushsvc.broker.twin import Fate, ManualClock, MemoryLogBroker, Store
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, LateEvent
 from pushsvc.rules.analytics import Rule, Rules
@@ -52,6 +55,7 @@ forgotten, since a count window never empties)."""
 TIMED = Rule(0, ("*",), WINDOWS_US, (), ("count", "sum"), exact_up_to_us=max(WINDOWS_US))
 """The others: time windows only (rebuilt from the log, forgotten once idle and empty)."""
 RULES = Rules((COUNTED,), TIMED)
+EVERYTHING = TopicMatcher(["*"])
 TRANSIENT_OPERATIONS = (
     "append",
     "publish",
@@ -221,6 +225,8 @@ class Checker:
         self.last_id: dict[int, tuple[str, int, int]] = {}
         self.delivered: set[float] = set()
         self.failure: Broken | None = None
+        self.updates: list[Update] = []
+        """Every update delivered, in delivery order."""
         self.tenures: list[list[str]] = [[] for _ in range(store_parts)]
         """Per partition, the tokens its accepted publishes were made under, in turn."""
 
@@ -262,6 +268,7 @@ class Checker:
             if last is not None and (last[0] != mark[0] or last[1:] >= mark[1:]):
                 raise Broken(f"update id {update.id} after {last} in partition {partition}")
             self.last_id[partition] = mark
+            self.updates.append(update)
             body = orjson.loads(update.data)
             model = self.models[partition]
             if body["reason"] == "event":
@@ -593,7 +600,42 @@ class World:
         if logged != self.checker.delivered:
             missing = sorted(logged - self.checker.delivered)
             raise Broken(f"logged events without an update: {missing}")
+        self._check_reads()
         if self.transient_only:
             rebuilt = {i: n for i, n in self.taken.items() if n > 1}
             if rebuilt:
                 raise Broken(f"a transient error made partitions rebuild cold: {rebuilt}")
+
+    def _check_reads(self) -> None:
+        """What a web process reads for a stream that starts or resumes: the history replays
+        exactly what was delivered, and each topic's latest update is its last one delivered
+        (unless a forget entry dropped it)."""
+        replayed = self.web.replay(Cursor(), EVERYTHING)
+        delivered = self.checker.updates
+
+        # Across partitions a replay merges by time; within one, it is the delivery order.
+        def by_partition(updates: list[Update]) -> dict[int, list[str]]:
+            found: dict[int, list[str]] = {}
+            for update in updates:
+                found.setdefault(update.id.partition, []).append(update.id.text)
+            return found
+
+        if replayed.lost or by_partition(replayed.updates) != by_partition(delivered):
+            raise Broken(
+                f"the history replays {len(replayed.updates)} updates, lost "
+                f"{sorted(replayed.lost)}; {len(delivered)} were delivered"
+            )
+        last = {u.topic: u.id for u in delivered}
+        latest = {t: u.id for t, u in self.web.latest(EVERYTHING).items()}
+        forgotten = {
+            topic
+            for part in self.store.parts
+            for e in part.journal
+            if e.forgotten is not None
+            for topic in e.forgotten
+        }
+        for topic, update_id in last.items():
+            if latest.get(topic) not in (update_id, None) or (
+                topic not in latest and topic not in forgotten
+            ):
+                raise Broken(f"{topic}'s latest is {latest.get(topic)}, not {update_id}")
