@@ -306,6 +306,7 @@ class World:
         self.seed = seed
         rng = self.rng = random.Random(seed)
         self.clock = ManualClock()
+        self.began = self.clock()
         self.partitions = rng.randint(1, 4)
         # One world in four has only single transient errors: no crash, pause or member
         # change, so no partition may be rebuilt cold after it was first taken.
@@ -331,6 +332,10 @@ class World:
         """Per partition, how many times a process took it (each time: a cold rebuild)."""
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
             self.start()
+
+    def note(self, what: str) -> None:
+        """One line of the run's trace (the last ones are shown when it breaks)."""
+        self.trace.append(f"{self.clock() - self.began:7.2f} s  {what}")
 
     # -- the processes -------------------------------------------------------------------
 
@@ -370,7 +375,7 @@ class World:
         )
         process = Process(name, broker, pool)
         self.processes.append(process)
-        self.trace.append(f"start {name}")
+        self.note(f"start {name}")
 
     def crash(self, process: Process) -> None:
         """Every object of the process dropped; its leases and membership lapse."""
@@ -379,13 +384,13 @@ class World:
             process.task.throw(GreenletExit)  # a step stalled midway never resumes
         process.pool.close()
         process.broker.close()
-        self.trace.append(f"crash {process.name}")
+        self.note(f"crash {process.name}")
 
     def stop(self, process: Process) -> None:
         self.processes.remove(process)
         process.pool.leave()
         process.broker.close()
-        self.trace.append(f"stop {process.name}")
+        self.note(f"stop {process.name}")
 
     def step_process(self, process: Process) -> None:
         """One step of the process's pool, in a greenlet of its own, so that a stall in the
@@ -407,7 +412,7 @@ class World:
             return
         if not process.task.dead:
             process.paused_until = self.clock() + stalled
-            self.trace.append(f"{process.name} stalls until {process.paused_until:.2f}")
+            self.note(f"{process.name} stalls until {process.paused_until:.2f}")
             return
         process.task = None
         self._count_taken(process, process.owned_before)
@@ -432,15 +437,15 @@ class World:
             try:
                 self.web.append_events(topic, [event], lateness_us=LATENESS_US, idempotency=key)
             except LateEvent:
-                self.trace.append(f"append {topic} {value} late")
+                self.note(f"append {topic} {value} late")
                 return
             except BrokerUnavailable:
-                self.trace.append(f"append {topic} {value} failed")
+                self.note(f"append {topic} {value} failed")
                 if key is None:
                     return  # not acknowledged; it may be in the log all the same
                 continue  # a retry with its key cannot log it twice
             self.acknowledged.add(value)
-            self.trace.append(f"append {topic} {value}")
+            self.note(f"append {topic} {value}")
             return
 
     # -- the run -------------------------------------------------------------------------
@@ -479,7 +484,7 @@ class World:
             if self.clock() > deadline:
                 raise Broken(f"the processes never shared the partitions: {self._owners()}")
         self.taken = {index: 1 for index in range(self.partitions)}
-        self.trace.append("balanced")
+        self.note("balanced")
 
     def _balanced(self) -> bool:
         if not self._all_held():
@@ -513,14 +518,14 @@ class World:
                 operation = rng.choice(TRANSIENT_OPERATIONS)
                 fate = rng.choice((Fate.FAIL, Fate.LOST))
                 self.faults.armed[operation] = fate
-                self.trace.append(f"arm {operation} {fate.value}")
+                self.note(f"arm {operation} {fate.value}")
             return
         kind = rng.random()
         if kind < 0.4:
             operation = rng.choice(TRANSIENT_OPERATIONS)
             fate = rng.choice((Fate.FAIL, Fate.LOST))
             self.faults.armed[operation] = fate
-            self.trace.append(f"arm {operation} {fate.value}")
+            self.note(f"arm {operation} {fate.value}")
         elif kind < 0.55 and self.processes:
             self.crash(rng.choice(self.processes))
         elif kind < 0.7 and len(self.processes) < 4:
@@ -535,11 +540,11 @@ class World:
             operation = rng.choice(TRANSIENT_OPERATIONS)
             dies = rng.random() < 0.3
             self.faults.stalls[operation] = DIES if dies else LEASE_S * rng.uniform(1.2, 3)
-            self.trace.append(f"arm {operation} {'death' if dies else 'stall'}")
+            self.note(f"arm {operation} {'death' if dies else 'stall'}")
         elif self.processes:
             process = rng.choice(self.processes)
             process.paused_until = self.clock() + LEASE_S * rng.uniform(1.2, 3)
-            self.trace.append(f"pause {process.name} until {process.paused_until:.2f}")
+            self.note(f"pause {process.name} until {process.paused_until:.2f}")
 
     def _check_step(self) -> None:
         if self.checker.failure is not None:
@@ -554,7 +559,7 @@ class World:
             self.start()
         stopped = self.clock()
         woken = max(p.paused_until for p in self.processes)
-        self.trace.append("faults stop")
+        self.note("faults stop")
         while not self._all_published():
             for process in list(self.processes):
                 self.step_process(process)
