@@ -77,3 +77,14 @@ def test_replay_one_seed() -> None:
         run(seed, errors)
     finally:
         logging.getLogger("pushsvc").removeHandler(errors)
+
+
+def test_a_holder_whose_publish_failed_trims_nothing_its_successor_needs(
+    quiet_core: _Errors,
+) -> None:
+    """Seed 25283: a holder's publish fails, so entries it applied wait unpublished; its next
+    turn trims the log, and it dies before publishing them. Its successor applies them again
+    from the published position, where their windows still held events of the trimmed
+    entries: trimmed by a horizon taken from the dead holder's windows, ahead of what was
+    published, its 3 s window lacked two events."""
+    run(25283, quiet_core)
