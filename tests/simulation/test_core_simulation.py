@@ -1,7 +1,8 @@
 """The core under a deterministic simulation (world.py): many seeds, each a whole run of
 aggregator processes, a producer and a web process on the memory twin, with crashes, pauses,
 members coming and going and transient store errors, every invariant checked after every
-step. A failing seed names the one command that replays it."""
+step. A failing seed names the one command that replays it. `PUSHSVC_SIM_SEEDS=N` runs N
+seeds instead of 10,000 (more, to search further; fewer, while working on the core)."""
 
 from __future__ import annotations
 
