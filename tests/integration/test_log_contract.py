@@ -33,8 +33,10 @@ from support.live import wait_until
 
 S = 1_000_000
 PARTITIONS = 2
-TTL_US = 400_000
-"""Short, so that a lapse on Redis takes well under a second."""
+TTL_US = 30 * S
+"""Long enough to hold through a test on a loaded machine."""
+SHORT_TTL_US = 400_000
+"""Of a lease a test lets lapse: on Redis it takes well under a second."""
 LATENESS_US = 3600 * S
 BASE_US = 1_763_700_000 * S
 
@@ -62,15 +64,16 @@ class Deployment:
         self.made.append(made)
         return made
 
-    def group(self) -> LeaseGroup:
-        made = self.broker().lease_group(ttl_us=TTL_US)
+    def group(self, ttl_us: int = TTL_US) -> LeaseGroup:
+        made = self.broker().lease_group(ttl_us=ttl_us)
         self.groups.append(made)
         return made
 
     def lapse(self, shard: Partition) -> None:
-        """Until the shard's lease has expired (nobody renewing it)."""
+        """Until the shard's lease, taken with SHORT_TTL_US, has expired (nobody renewing
+        it)."""
         if self.kind == "twin":
-            self.clock.advance(TTL_US / S)
+            self.clock.advance(SHORT_TTL_US / S)
             return
         client = single_client(self.url, socket_timeout=5.0)
         key = Keys(self.prefix, PARTITIONS).shard(shard).lease
@@ -80,9 +83,10 @@ class Deployment:
             client.close()
 
     def until_gone(self, watcher: LeaseGroup, member: str) -> None:
-        """Until `watcher`'s rounds no longer see `member` (which stopped renewing)."""
+        """Until `watcher`'s rounds no longer see `member` (which joined with SHORT_TTL_US and
+        stopped renewing)."""
         if self.kind == "twin":
-            self.clock.advance(TTL_US / S)
+            self.clock.advance(SHORT_TTL_US / S)
         wait_until(lambda: member not in watcher.round().members, timeout=5, what="gone")
 
     def close(self) -> None:
@@ -128,9 +132,9 @@ def post(broker: LogBroker, topic: str, n: int) -> None:
     broker.append_events(topic, [Event(float(n), BASE_US + n * S, None)], lateness_us=LATENESS_US)
 
 
-def holder(deployment: Deployment) -> tuple[LeaseGroup, Lease]:
+def holder(deployment: Deployment, ttl_us: int = TTL_US) -> tuple[LeaseGroup, Lease]:
     """A process holding SHARD's lease, and the lease."""
-    group = deployment.group()
+    group = deployment.group(ttl_us)
     group.round()
     lease = group.take([SHARD])[SHARD]
     assert lease.holding
@@ -159,7 +163,7 @@ def test_a_lease_held_by_another_process_cannot_be_taken(deployment: Deployment)
 
 
 def test_a_lapsed_lease_nobody_took_resumes_its_tenure(deployment: Deployment) -> None:
-    group = deployment.group()
+    group = deployment.group(SHORT_TTL_US)
     group.round()
     lease = group.take([SHARD])[SHARD]
     token = lease.token
@@ -169,7 +173,7 @@ def test_a_lapsed_lease_nobody_took_resumes_its_tenure(deployment: Deployment) -
 
 
 def test_a_lease_taken_by_another_meanwhile_is_a_new_tenure(deployment: Deployment) -> None:
-    first = deployment.group()
+    first = deployment.group(SHORT_TTL_US)
     first.round()
     lease = first.take([SHARD])[SHARD]
     old = lease.token
@@ -198,7 +202,7 @@ def test_a_released_lease_is_free_at_once(deployment: Deployment) -> None:
 
 def test_a_former_holders_writes_are_refused_and_change_nothing(deployment: Deployment) -> None:
     topic = topic_of(SHARD)
-    first = deployment.group()
+    first = deployment.group(SHORT_TTL_US)
     first.round()
     old = first.take([SHARD])[SHARD].token
     deployment.lapse(SHARD)
@@ -387,7 +391,7 @@ def test_rounds_list_the_live_members_in_the_order_they_joined(deployment: Deplo
 def test_a_member_that_stops_renewing_drops_out_and_its_leases_come_free(
     deployment: Deployment,
 ) -> None:
-    gone, _ = holder(deployment)
+    gone, _ = holder(deployment, SHORT_TTL_US)
     watcher = deployment.group()
     assert gone.member in watcher.round().members
     deployment.until_gone(watcher, gone.member)
