@@ -3,7 +3,6 @@ is (never a patch of `time`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 Clock = Callable[[], float]
@@ -24,8 +23,3 @@ class ManualClock:
         if seconds < 0:
             raise ValueError(f"a clock does not go back ({seconds} s)")
         self.now += seconds
-
-
-def monotonic() -> float:
-    """The real clock, for a twin serving a process instead of a test."""
-    return time.monotonic()
