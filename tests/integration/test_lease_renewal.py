@@ -16,7 +16,10 @@ import pytest
 import redis
 
 from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease import CLOCK_MARGIN, RedisLease
+from pushsvc.broker.redis.lease_group import RedisLeaseGroup
+from pushsvc.errors import BrokerUnavailable
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -129,3 +132,28 @@ def test_a_failed_renewal_after_the_lease_was_lost_does_not_bring_it_back(
         probe.close()
     assert not mine.holding
     mine.close()
+
+
+def test_a_partition_lease_whose_rounds_fail_whole_is_lost_at_its_confirmed_expiry(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """The partition leases of a process are renewed together, in its lease group's round; a
+    round that fails whole (Redis gone) is a failed renewal of each: kept until its confirmed
+    expiry, then lost, as a lone lease is (not believed held for as long as Redis is away)."""
+    ttl_s = 10.0
+    clock = Clock()
+    group = RedisLeaseGroup(own_redis.url, Keys(prefix, 1), 1, ttl_us=int(ttl_s * S), clock=clock)
+    group.round()
+    lease = group.take([(0, 1)])[(0, 1)]
+    confirmed = clock.now + ttl_s * (1 - CLOCK_MARGIN)
+    own_redis.stop()  # every round fails from now on
+    clock.now += ttl_s / 3
+    with pytest.raises(BrokerUnavailable):
+        group.round()
+    assert lease.holding, "a refused connection gave a valid lease up"
+    clock.now = confirmed
+    with pytest.raises(BrokerUnavailable):
+        group.round()
+    assert not lease.holding, "a lease was believed held past the expiry a renewal confirmed"
+    own_redis.start()
+    group.close()

@@ -60,6 +60,8 @@ at most this long."""
 _REBUILDING_BLOCK_S = 0.02
 _RETRY_S = 0.5
 _REBUILDS_AT_ONCE = 2
+_TRIM_EVERY_S = 5.0
+"""How often a runner trims its log and saves its checkpoints (`ShardRunner`)."""
 
 
 def quota(members: Sequence[str], member: str, partitions: int) -> int:
@@ -105,6 +107,8 @@ class PartitionPool:
         clock: Callable[[], float] = time.monotonic,
         spawn: Callable[[Callable[[], None]], object] | None = None,
         max_block_s: float = _MAX_BLOCK_S,
+        sleep: Callable[[float], None] = gevent.sleep,
+        trim_every_s: float = _TRIM_EVERY_S,
     ) -> None:
         self._broker = broker
         self._new_aggregator = new_aggregator
@@ -115,6 +119,8 @@ class PartitionPool:
         self._topic_ttl_us = topic_ttl_us
         self._clock = clock
         self._max_block_s = max_block_s
+        self._sleep = sleep  # between a rebuild's attempts (a simulation's own)
+        self._trim_every_s = trim_every_s
         self._group = broker.lease_group(ttl_us=lease_us)
         self._waiter = broker.log_waiter()
         self._held: dict[Partition, _Held] = {}
@@ -254,6 +260,7 @@ class PartitionPool:
             lease,
             tick_us=self._tick_us,
             topic_ttl_us=self._topic_ttl_us,
+            trim_every_s=self._trim_every_s,
             clock=self._clock,
         )
 
@@ -272,7 +279,7 @@ class PartitionPool:
             # Half rebuilt: start again with fresh windows, or some entries would count twice.
             held.runner.close()
             held.runner = self._runner(held.runner.shard, held.lease)
-            gevent.sleep(pause)
+            self._sleep(pause)
         if not held.dropped:
             held.ready = True
             self._changed.set()

@@ -89,6 +89,8 @@ class ShardRunner:
         # one's saved checkpoint, and those changed since (`pushsvc.core.checkpoint`).
         self._saved: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()
+        self._trim_before = FIRST
+        """The trim bound as of the last turn that had published everything it applied."""
         self._tenure: str | None = None
         """The lease token under which this aggregator caught up and publishes; None while
         it stands by."""
@@ -158,7 +160,7 @@ class ShardRunner:
                     self._log.announce_rules(self.aggregator.rules.digest)
                 if self._active and not self._pending:
                     self.save_checkpoints()
-                oldest = self._prune_held()
+                oldest = self._trim_bound()
                 if self._active and oldest != FIRST:
                     self._log.trim(oldest)
             self.step(entries)
@@ -430,6 +432,17 @@ class ShardRunner:
         if forgotten:
             log.info("partition %d/%d: forgot %d idle topics", *self.shard, len(forgotten))
         return forgotten
+
+    def _trim_bound(self) -> str:
+        """Where the log may be trimmed: `_prune_held`'s bound while everything applied is
+        published, else the bound of the last time it was. Entries waiting to be published
+        have moved the windows on (a publish failed, or a full Redis refuses it); were this
+        aggregator to die now, its successor would apply them again from the published
+        position, with the events the windows held there, which the horizon of the windows
+        as they are now would already have trimmed."""
+        if not self._pending:
+            self._trim_before = self._prune_held()
+        return self._trim_before
 
     def _prune_held(self) -> str:
         """Forget the entries no window can need any more; the oldest entry a rebuild still

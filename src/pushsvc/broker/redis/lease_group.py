@@ -49,6 +49,7 @@ from pushsvc.broker.redis.node_batches import Queued, by_node
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.broker.shared_log import Lease, Roster
 from pushsvc.core.partitions import Partition
+from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class RedisLeaseGroup:
         self._clock = clock
         self._client = single_client(url, socket_timeout=2.0)
         self._held: dict[Partition, RedisLease] = {}
+        self._learned = False
+        """Whether the round under way learned of every renewal (its replies came back)."""
         self._server: tuple[float, float] | None = None
         """Redis's clock (ms) as last read, and our monotonic clock then."""
 
@@ -114,6 +117,19 @@ class RedisLeaseGroup:
         return int(server_ms + (self._clock() - at) * 1000)
 
     def round(self) -> Roster:
+        self._learned = False
+        try:
+            return self._round()
+        except BrokerUnavailable as exc:
+            if not self._learned:
+                # Nothing came back of any renewal (on one Redis a lost connection fails the
+                # whole pipeline): each is a renewal that failed, its lease kept until its
+                # confirmed expiry and lost then (`pushsvc.broker.tenure`), as a lone one is.
+                for lease in self._held.values():
+                    lease.renewed(exc, lease.token)
+            raise
+
+    def _round(self) -> Roster:
         key = self._keys.aggregators
         with unavailable("lease round"):
             now_ms = self._server_ms()
@@ -148,6 +164,7 @@ class RedisLeaseGroup:
         renewed = replies[4 : 4 + len(renewals)]
         for (lease, token), reply in zip(renewals, renewed, strict=True):
             lease.renewed(reply, token[0])
+        self._learned = True
         for reply in (replies[0], replies[3], replies[1]):
             if isinstance(reply, redis.RedisError):
                 with unavailable("lease round"):

@@ -1,0 +1,84 @@
+"""The memory twin's own behaviour beyond the shared contract (test_log_contract.py): the
+store errors it injects, and what the tenure rule makes of them, on its manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushsvc.broker.tenure import CLOCK_MARGIN
+from pushsvc.broker.twin import Fate, ManualClock, MemoryLogBroker, Store
+from pushsvc.core.event import Event
+from pushsvc.core.partitions import Partition
+from pushsvc.errors import BrokerUnavailable
+
+S = 1_000_000
+TTL_US = 600_000
+SHARD: Partition = (0, 1)
+
+
+class OneFault:
+    """The next call of `operation` meets `fate`."""
+
+    def __init__(self) -> None:
+        self.armed: dict[str, Fate] = {}
+
+    def __call__(self, operation: str, shard: object) -> Fate:
+        return self.armed.pop(operation, Fate.OK)
+
+
+@pytest.fixture
+def world() -> tuple[ManualClock, Store, OneFault]:
+    clock = ManualClock()
+    faults = OneFault()
+    return clock, Store(1, clock=clock, faults=faults), faults
+
+
+def test_a_failed_renewal_keeps_the_lease_until_its_confirmed_expiry(
+    world: tuple[ManualClock, Store, OneFault],
+) -> None:
+    clock, store, faults = world
+    group = MemoryLogBroker(store).lease_group(ttl_us=TTL_US)
+    group.round()
+    lease = group.take([SHARD])[SHARD]
+    confirmed = clock() + TTL_US / S * (1 - CLOCK_MARGIN)
+    clock.advance(0.2)
+    faults.armed["renew"] = Fate.FAIL
+    group.round()
+    assert lease.holding  # one failed renewal says nothing about the lease
+    clock.advance(confirmed - clock())
+    faults.armed["round"] = Fate.FAIL
+    with pytest.raises(BrokerUnavailable):
+        group.round()
+    assert not lease.holding  # no renewal confirmed before it expired
+
+
+def test_a_renewal_whose_reply_is_lost_still_renewed_the_lease(
+    world: tuple[ManualClock, Store, OneFault],
+) -> None:
+    clock, store, faults = world
+    group = MemoryLogBroker(store).lease_group(ttl_us=TTL_US)
+    group.round()
+    lease = group.take([SHARD])[SHARD]
+    token = lease.token
+    clock.advance(0.2)
+    faults.armed["renew"] = Fate.LOST
+    group.round()
+    clock.advance(0.5)  # past the expiry of the renewal before, not of the lost one
+    assert store.holder(0) == token
+    group.round()
+    assert lease.holding and lease.token == token
+
+
+def test_an_append_whose_reply_is_lost_is_in_the_log(
+    world: tuple[ManualClock, Store, OneFault],
+) -> None:
+    _, store, faults = world
+    broker = MemoryLogBroker(store)
+    faults.armed["append"] = Fate.LOST
+    with pytest.raises(BrokerUnavailable):
+        broker.append_events("t", [Event(1.0, 5 * S, None)], lateness_us=S)
+    faults.armed["append"] = Fate.FAIL
+    with pytest.raises(BrokerUnavailable):
+        broker.append_events("t", [Event(2.0, 6 * S, None)], lateness_us=S)
+    entries = broker.event_log(SHARD).read("0-0", count=10)
+    assert [e.events[0].value for e in entries if e.events] == [1.0]
