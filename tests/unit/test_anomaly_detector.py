@@ -21,7 +21,7 @@ params = st.builds(
     Params,
     learn=st.integers(min_value=2, max_value=60),
     short=st.integers(min_value=1, max_value=64),
-    rest=st.integers(min_value=0, max_value=20),
+    rest=st.integers(min_value=0, max_value=200),
     threshold=st.floats(min_value=0.05, max_value=1.0),
     direct=st.booleans(),
     damp=st.floats(min_value=0.0, max_value=1.0),
@@ -81,3 +81,18 @@ def test_nothing_is_flagged_while_learning() -> None:
     p = Params(learn=100)
     scores = _scores(p, [float(i % 3) for i in range(99)] + [1e6])
     assert max(scores) == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(values, min_size=1, max_size=300))
+def test_a_checkpoint_taken_just_after_a_flag_keeps_the_quiet_that_follows(
+    after: list[float],
+) -> None:
+    p = Params(learn=50, rest=100)
+    detector = Detector(p)
+    steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
+    for v in steady:
+        detector.score(v)
+    assert detector.score(500.0) >= p.threshold
+    restored = Detector.from_bytes(detector.to_bytes())
+    assert [restored.score(v) for v in after] == [detector.score(v) for v in after]
