@@ -1,0 +1,155 @@
+"""Score pushsvc's anomaly detector on the Numenta Anomaly Benchmark, offline.
+
+Runs ``pushsvc.series.anomaly`` over every NAB data file (no server: this is
+for choosing and tuning the detector; bench/nab.py goes through the HTTP
+API), writes NAB's results files and calls NAB's own scorer, imported from a
+checkout of numenta/NAB that this script is pointed at (never copied here):
+
+    git clone https://github.com/numenta/NAB /work/nab
+    .venv-test/bin/python bench/nab_offline.py --nab /work/nab [--candidate NAME ...]
+
+It prints, per candidate and NAB profile, the normalised score with NAB's
+threshold optimisation and at pushsvc's default threshold, on the tuning
+files (artificial*, realKnownCause, realAWSCloudwatch), on the held-out
+files, and on the whole corpus, plus the microseconds per point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pushsvc.series.anomaly import DEFAULT_THRESHOLD, Detector, Params
+
+TUNING = ("artificialNoAnomaly", "artificialWithAnomaly", "realKnownCause", "realAWSCloudwatch")
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+# The rows of docs/journal/anomaly-detector.md, each spelled out in full so that a change of
+# the defaults does not change what a row measures. NAB's file names allow no "_" here.
+_SILENT = {"damp": 0.0}
+CANDIDATES: dict[str, Params] = {
+    "pushsvc": Params(),  # the defaults: the row chosen
+    "likelihoodOnly": Params(direct=False, rest=0, damp=0.5),
+    "direct": Params(rest=0, damp=0.5),
+    "directRest60half": Params(rest=60, damp=0.5),
+    "directRest100": Params(rest=100, **_SILENT),
+    "directRest200": Params(rest=200, **_SILENT),
+    "directRest400": Params(rest=400, **_SILENT),
+    "short5": Params(short=5, rest=200, **_SILENT),
+    "noBreakout": Params(spatial_tolerance=1e9, rest=200, **_SILENT),
+    "learn144": Params(learn=144, rest=200, **_SILENT),
+    "learn576": Params(learn=576, rest=200, **_SILENT),
+}
+
+
+def run_detector(params: Params, values: list[float]) -> tuple[list[float], float]:
+    detector = Detector(params)
+    start = time.perf_counter()
+    scores = [detector.score(v) for v in values]
+    return scores, time.perf_counter() - start
+
+
+def write_results(nab: Path, out: Path, name: str, params: Params) -> tuple[int, float]:
+    windows = json.loads((nab / "labels" / "combined_windows.json").read_text())
+    points = 0
+    seconds = 0.0
+    for relative in sorted(windows):
+        rows = list(csv.DictReader((nab / "data" / relative).open()))
+        values = [float(r["value"]) for r in rows]
+        scores, spent = run_detector(params, values)
+        points += len(values)
+        seconds += spent
+        category, filename = relative.split("/")
+        target = out / name / category / f"{name}_{filename}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["timestamp", "value", "anomaly_score", "label"])
+            # NAB's scorer reads windows from its labels file, not this column.
+            for row, score in zip(rows, scores, strict=True):
+                writer.writerow([row["timestamp"], row["value"], f"{score:.6f}", 0])
+    return points, seconds
+
+
+def normalised(
+    per_file: dict[str, float], null: dict[str, float], windows: dict[str, Any], files: list[str]
+) -> float:
+    """NAB's normalisation (runner.normalize) restricted to ``files``."""
+    raw = sum(per_file[f] for f in files)
+    base = sum(null[f] for f in files)
+    perfect = sum(len(windows[f]) for f in files)
+    return 100 * (raw - base) / (perfect - base)
+
+
+def per_file_scores(path: Path) -> dict[str, float]:
+    with path.open() as f:
+        return {
+            r["File"]: float(r["Score"])
+            for r in csv.DictReader(f)
+            if r["File"] != "Totals" and r["File"]
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nab", type=Path, required=True, help="a numenta/NAB checkout")
+    parser.add_argument("--results", type=Path, help="results dir (default NAB/results-pushsvc)")
+    parser.add_argument("--candidate", action="append", choices=sorted(CANDIDATES))
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    args = parser.parse_args()
+    nab: Path = args.nab.resolve()
+    out: Path = (args.results or nab / "results-pushsvc").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    null_link = out / "null"
+    if not null_link.exists():
+        null_link.symlink_to(nab / "results" / "null")
+    sys.path.insert(0, str(nab))
+    from nab.runner import Runner  # type: ignore[import-not-found]
+
+    windows = json.loads((nab / "labels" / "combined_windows.json").read_text())
+    tuning = [f for f in windows if f.split("/")[0] in TUNING]
+    held_out = [f for f in windows if f not in tuning]
+    names = args.candidate or list(CANDIDATES)
+    thresholds_path = out / "thresholds.json"
+    if not thresholds_path.exists():
+        thresholds_path.write_text("{}")
+    runner = Runner(
+        dataDir=str(nab / "data"),
+        labelPath=str(nab / "labels" / "combined_windows.json"),
+        resultsDir=str(out),
+        profilesPath=str(nab / "config" / "profiles.json"),
+        thresholdPath=str(thresholds_path),
+        numCPUs=1,
+    )
+    runner.initialize()
+    report: dict[str, Any] = {}
+    for name in names:
+        params = replace(CANDIDATES[name], threshold=args.threshold)
+        points, seconds = write_results(nab, out, name, params)
+        optimised = runner.optimize([name])
+        fixed = {name: {p: {"threshold": args.threshold, "score": 0.0} for p in PROFILES}}
+        entry: dict[str, Any] = {"us_per_point": 1e6 * seconds / points, "params": repr(params)}
+        for label, thresholds in (("optimised", optimised), ("default", fixed)):
+            runner.score([name], thresholds)
+            for profile in PROFILES:
+                mine = per_file_scores(out / name / f"{name}_{profile}_scores.csv")
+                null = per_file_scores(out / "null" / f"null_{profile}_scores.csv")
+                entry[f"{label}/{profile}"] = {
+                    "threshold": thresholds[name][profile]["threshold"],
+                    "tuning": round(normalised(mine, null, windows, tuning), 1),
+                    "held_out": round(normalised(mine, null, windows, held_out), 1),
+                    "corpus": round(normalised(mine, null, windows, list(windows)), 1),
+                }
+        report[name] = entry
+        print(json.dumps({name: entry}, indent=1), flush=True)
+    (out / "pushsvc_report.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The anomaly detector's promises, on series Hypothesis generates: a score depends only
+on the points before it, a checkpoint restores the detector exactly, the state stays
+bounded, and every score lies in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushsvc.series.anomaly import Detector, Params
+
+# Values as metrics carry them: wide ranges, plateaus (repeated values), spikes.
+values = st.one_of(
+    st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
+    st.sampled_from([0.0, 1.0, 100.0]),
+)
+series = st.lists(values, min_size=1, max_size=400)
+params = st.builds(
+    Params,
+    learn=st.integers(min_value=2, max_value=60),
+    short=st.integers(min_value=1, max_value=64),
+    rest=st.integers(min_value=0, max_value=200),
+    threshold=st.floats(min_value=0.05, max_value=1.0),
+    direct=st.booleans(),
+    damp=st.floats(min_value=0.0, max_value=1.0),
+)
+
+
+def _scores(p: Params, points: list[float]) -> list[float]:
+    detector = Detector(p)
+    return [detector.score(v) for v in points]
+
+
+@settings(max_examples=150, deadline=None)
+@given(params, series, series)
+def test_a_score_depends_only_on_the_points_before_it(
+    p: Params, prefix: list[float], tail: list[float]
+) -> None:
+    # The same history, then a different future: the history's scores are unchanged.
+    alone = _scores(p, prefix)
+    followed = _scores(p, prefix + tail)
+    assert followed[: len(prefix)] == alone
+
+
+@settings(max_examples=150, deadline=None)
+@given(params, series, series)
+def test_a_restored_checkpoint_scores_the_rest_the_same(
+    p: Params, before: list[float], after: list[float]
+) -> None:
+    uninterrupted = Detector(p)
+    for v in before:
+        uninterrupted.score(v)
+    restored = Detector.from_bytes(uninterrupted.to_bytes())
+    assert restored == uninterrupted
+    assert [restored.score(v) for v in after] == [uninterrupted.score(v) for v in after]
+
+
+@settings(max_examples=100, deadline=None)
+@given(params, st.lists(values, min_size=1, max_size=2000))
+def test_the_state_stays_bounded_and_scores_lie_in_the_unit_interval(
+    p: Params, points: list[float]
+) -> None:
+    detector = Detector(p)
+    for v in points:
+        s = detector.score(v)
+        assert 0.0 <= s <= 1.0 and not math.isnan(s)
+        assert len(detector.to_bytes()) <= 16 * 1024
+    assert len(detector.ring) <= p.short
+
+
+def test_a_spike_after_a_steady_history_is_flagged_and_the_history_is_not() -> None:
+    p = Params(learn=50)
+    steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
+    scores = _scores(p, [*steady, 500.0])
+    assert max(scores[:-1]) < p.threshold <= scores[-1]
+
+
+def test_nothing_is_flagged_while_learning() -> None:
+    p = Params(learn=100)
+    scores = _scores(p, [float(i % 3) for i in range(99)] + [1e6])
+    assert max(scores) == 0.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(values, min_size=1, max_size=300))
+def test_a_checkpoint_taken_just_after_a_flag_keeps_the_quiet_that_follows(
+    after: list[float],
+) -> None:
+    p = Params(learn=50, rest=100)
+    detector = Detector(p)
+    steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
+    for v in steady:
+        detector.score(v)
+    assert detector.score(500.0) >= p.threshold
+    restored = Detector.from_bytes(detector.to_bytes())
+    assert [restored.score(v) for v in after] == [detector.score(v) for v in after]
