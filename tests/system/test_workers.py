@@ -128,8 +128,8 @@ def test_a_normal_start_logs_its_routine_at_info_and_says_partition() -> None:
     warnings = [line for line in started if " WARNING " in line]
     assert len(warnings) <= 1, "".join(warnings)
     assert sum(" INFO pushsvc.server: pushsvc web listening on " in line for line in started) == 2
-    took = " INFO pushsvc.broker.redis.lease: took the lease "
-    assert sum(took in line for line in started) >= 16
+    took = re.compile(r" INFO pushsvc\.broker\.[\w.]+: took the lease ")
+    assert sum(took.search(line) is not None for line in started) >= 16
     assert not any(re.search(r"\bshard \d+/\d+", line) for line in started), "".join(started)
     rebuilt = re.compile(r": partition \d+/16: rebuilt ")
     assert sum(rebuilt.search(line) is not None for line in started) == 16
