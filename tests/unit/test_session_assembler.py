@@ -4,6 +4,7 @@ adds, late adds, clock moves, eviction, checkpoint and restore, in any interleav
 from __future__ import annotations
 
 import pytest
+from bench.sessions import bytes_per_open
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -84,3 +85,25 @@ TestAssemblerAgainstModel = AssemblerAgainstModel.TestCase
 def test_a_too_short_max_duration_is_refused() -> None:
     with pytest.raises(ValueError, match="max_duration"):
         SessionSettings(gap_us=30 * S, lateness_us=5 * S, max_duration_us=10 * S)
+
+
+def test_past_max_open_the_longest_idle_key_gives_up_its_session_marked_evicted() -> None:
+    assembler = SessionAssembler(SessionSettings(gap_us=60 * S, lateness_us=0, max_open=2))
+    assert assembler.add("ann", 100 * S) == []
+    assert assembler.add("bob", 101 * S) == []
+    assert assembler.add("ann", 102 * S) == []  # ann is busy again: bob is the idle one now
+    [evicted] = assembler.add("cy", 103 * S) or []
+    assert (evicted.key, evicted.events, evicted.evicted) == ("bob", 1, True)
+    assert assembler.open_sessions == 2 and assembler.evicted_total == 1
+
+
+def test_a_checkpoint_that_is_not_one_is_refused() -> None:
+    settings = SessionSettings(gap_us=60 * S, lateness_us=0)
+    with pytest.raises(ValueError, match="session checkpoint"):
+        SessionAssembler.restore(settings, b'{"v": 9}')
+
+
+def test_an_open_session_costs_at_most_300_bytes() -> None:
+    # 200,000 keeps the suite quick; the per-session cost does not grow with the count
+    # (docs/performance.md has the figure at 1,000,000).
+    assert bytes_per_open(200_000, with_step=True) <= 300

@@ -99,10 +99,23 @@ class _Open:
         self.first = ts
         self.last = ts
         self.count = 0  # 0 marks a session merged away or ended: its slot entries are stale
-        # Its funnel step events, each packed as ts * _STEP_SPACE + step index (a tuple of
-        # ints is the smallest Python holder); None for the many sessions that have none.
-        self.steps: tuple[int, ...] | None = None
+        # Its funnel step events, each packed as ts * _STEP_SPACE + step index: one alone as
+        # the int itself, more as a tuple (the smallest Python holders); None for the many
+        # sessions that have none.
+        self.steps: int | tuple[int, ...] | None = None
         self.older: _Open | None = None  # the key's next older open session
+
+
+def _joined(steps: int | tuple[int, ...] | None, packed: int) -> int | tuple[int, ...]:
+    if steps is None:
+        return packed
+    return (steps, packed) if isinstance(steps, int) else (*steps, packed)
+
+
+def _unpacked(steps: int | tuple[int, ...] | None) -> tuple[int, ...]:
+    if steps is None:
+        return ()
+    return (steps,) if isinstance(steps, int) else steps
 
 
 class SessionAssembler:
@@ -150,8 +163,7 @@ class SessionAssembler:
                 self._file(target)
         target.count += 1
         if step is not None and s.funnel is not None:
-            packed = ts_us * _STEP_SPACE + step
-            target.steps = (packed,) if target.steps is None else (*target.steps, packed)
+            target.steps = _joined(target.steps, ts_us * _STEP_SPACE + step)
         self._keys.pop(key, None)
         self._link(key, chain)
         ended = self._expire()
@@ -206,8 +218,8 @@ class SessionAssembler:
         into.first = min(into.first, other.first)
         into.last = max(into.last, other.last)
         into.count += other.count
-        if other.steps:
-            into.steps = (into.steps or ()) + other.steps
+        for packed in _unpacked(other.steps):
+            into.steps = _joined(into.steps, packed)
         other.count = 0
         self._open -= 1
 
@@ -265,8 +277,8 @@ class SessionAssembler:
         self._open -= 1
         funnel = self.settings.funnel
         result = NOT_STARTED
-        if funnel is not None and o.steps:
-            events = (divmod(packed, _STEP_SPACE) for packed in o.steps)
+        if funnel is not None and o.steps is not None:
+            events = (divmod(packed, _STEP_SPACE) for packed in _unpacked(o.steps))
             result = window_funnel(funnel.steps, funnel.within_us, events)
         ended = EndedSession(o.key, o.first, o.last, o.count, result, evicted)
         o.count = 0
@@ -280,7 +292,8 @@ class SessionAssembler:
         sessions = []
         for key in self._keys:
             for o in self._chain(key):
-                sessions.append([key, o.first, o.last, o.count, o.steps])
+                steps = None if o.steps is None else list(_unpacked(o.steps))
+                sessions.append([key, o.first, o.last, o.count, steps])
         state = {
             "v": 1,
             "clock": self.clock,
@@ -303,7 +316,8 @@ class SessionAssembler:
             o = _Open(key, first)
             o.last = last
             o.count = count
-            o.steps = None if steps is None else tuple(int(p) for p in steps)
+            for packed in steps or ():
+                o.steps = _joined(o.steps, int(packed))
             chains.setdefault(key, []).append(o)
             assembler._open += 1
             assembler._file(o)
