@@ -32,7 +32,9 @@ def hs256(
     *,
     publish: list[str] | None = None,
     subscribe: list[str] | None = None,
-    ttl_s: float = 300,
+    # An hour: tokens minted at collection (parametrised cases) must outlive a suite that
+    # runs their module late.
+    ttl_s: float = 3600,
     secret: str = SECRET,
     subject: str | None = None,
     expired: bool = False,
