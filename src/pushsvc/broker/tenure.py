@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+import gevent.event
+
 from pushsvc.broker.redis.script_replies import LeaseCode
 
 log = logging.getLogger(__name__)
@@ -103,3 +105,20 @@ class Tenure:
         """Released: ours no more, and nothing confirmed."""
         self.holding = False
         self.confirmed_until = float("-inf")
+
+    def renew(self) -> bool:
+        """Renew the lease, or take a free one (the store's own round trip)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Give the lease up now (the store's own round trip)."""
+        raise NotImplementedError
+
+    def keep(self, stop: gevent.event.Event) -> None:
+        """Renew every ttl/3 until `stop` is set; then give the lease up."""
+        try:
+            while not stop.is_set():
+                self.renew()
+                stop.wait(self._ttl_ms / 3000)
+        finally:
+            self.release()

@@ -24,7 +24,6 @@ import secrets
 import time
 from collections.abc import Callable
 
-import gevent.event
 import redis
 
 from pushsvc.broker.redis.connect import single_client
@@ -82,15 +81,6 @@ class RedisLease(Tenure):
         fresh = self.asking()
         self._acquire(keys=self._keys, args=[self.token, fresh, self._ttl_ms], client=pipe)
         return fresh
-
-    def keep(self, stop: gevent.event.Event) -> None:
-        """Renew every ttl/3 until `stop` is set; then give the lease up."""
-        try:
-            while not stop.is_set():
-                self.renew()
-                stop.wait(self._ttl_ms / 3000)
-        finally:
-            self.release()
 
     def release(self) -> None:
         self.gave_up()

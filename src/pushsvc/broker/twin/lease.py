@@ -9,8 +9,6 @@ import functools
 import logging
 from collections.abc import Sequence
 
-import gevent.event
-
 from pushsvc.broker.shared_log import Lease, Roster
 from pushsvc.broker.tenure import Tenure
 from pushsvc.broker.twin.store import Store
@@ -44,14 +42,6 @@ class MemoryLease(Tenure):
         except BrokerUnavailable as exc:
             return self.renewed(exc, fresh)
         return self.renewed(reply, fresh)
-
-    def keep(self, stop: gevent.event.Event) -> None:
-        try:
-            while not stop.is_set():
-                self.renew()
-                stop.wait(self._ttl_ms / 3000)
-        finally:
-            self.release()
 
     def release(self) -> None:
         self.gave_up()
