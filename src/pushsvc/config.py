@@ -267,6 +267,9 @@ class Settings:
     # Every process of a deployment must give the same count (docs/scaling.md).
     partitions: int = setting("16", _partitions)
     lease_us: int = setting("5s", _positive_duration, name="lease")
+    # How often an aggregator saves its checkpoints and trims the log behind them: a cold
+    # start replays at most this much of the log past its checkpoint.
+    checkpoint_interval_us: int = setting("5s", _positive_duration, name="checkpoint_interval")
     cors_origins: tuple[str, ...] = setting("", _origins)
     workers: int = setting("1", _positive_int)
     data_dir: str | None = setting("", _data_dir)

@@ -258,6 +258,7 @@ class _OnRedis:
             lease_us=settings.lease_us,
             tick_us=settings.tick_us,
             topic_ttl_us=settings.topic_ttl_us,
+            checkpoint_interval_s=settings.checkpoint_interval_us / 1_000_000,
         )
         runtime.metrics.watch_aggregator(pool)
         runtime.metrics.watch_partitions(pool)

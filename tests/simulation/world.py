@@ -371,7 +371,7 @@ class World:
             max_block_s=0.0,
             sleep=lambda _: None,
             # Often, so that short runs trim and checkpoint many times.
-            trim_every_s=0.5,
+            checkpoint_interval_s=0.5,
         )
         process = Process(name, broker, pool)
         self.processes.append(process)

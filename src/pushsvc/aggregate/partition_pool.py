@@ -60,7 +60,7 @@ at most this long."""
 _REBUILDING_BLOCK_S = 0.02
 _RETRY_S = 0.5
 _REBUILDS_AT_ONCE = 2
-_TRIM_EVERY_S = 5.0
+_CHECKPOINT_INTERVAL_S = 5.0
 """How often a runner trims its log and saves its checkpoints (`ShardRunner`)."""
 
 
@@ -108,7 +108,7 @@ class PartitionPool:
         spawn: Callable[[Callable[[], None]], object] | None = None,
         max_block_s: float = _MAX_BLOCK_S,
         sleep: Callable[[float], None] = gevent.sleep,
-        trim_every_s: float = _TRIM_EVERY_S,
+        checkpoint_interval_s: float = _CHECKPOINT_INTERVAL_S,
     ) -> None:
         self._broker = broker
         self._new_aggregator = new_aggregator
@@ -120,7 +120,7 @@ class PartitionPool:
         self._clock = clock
         self._max_block_s = max_block_s
         self._sleep = sleep  # between a rebuild's attempts (a simulation's own)
-        self._trim_every_s = trim_every_s
+        self._checkpoint_interval_s = checkpoint_interval_s
         self._group = broker.lease_group(ttl_us=lease_us)
         self._waiter = broker.log_waiter()
         self._held: dict[Partition, _Held] = {}
@@ -260,7 +260,7 @@ class PartitionPool:
             lease,
             tick_us=self._tick_us,
             topic_ttl_us=self._topic_ttl_us,
-            trim_every_s=self._trim_every_s,
+            checkpoint_interval_s=self._checkpoint_interval_s,
             clock=self._clock,
         )
 

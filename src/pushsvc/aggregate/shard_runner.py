@@ -66,7 +66,7 @@ class ShardRunner:
         tick_us: int,
         topic_ttl_us: int = 0,
         block_ms: int = 100,
-        trim_every_s: float = 5.0,
+        checkpoint_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.aggregator = aggregator
@@ -76,7 +76,7 @@ class ShardRunner:
         self._tick_s = tick_us / 1_000_000
         self._topic_ttl_us = topic_ttl_us
         self._block_ms = block_ms
-        self._trim_every_s = trim_every_s
+        self._checkpoint_interval_s = checkpoint_interval_s
         self.position = FIRST
         """The last log entry applied to this aggregator's windows."""
         self.published = FIRST
@@ -104,7 +104,7 @@ class ShardRunner:
     def _start_timers(self) -> None:
         now = self._clock()
         self._next_tick = now + self._tick_s
-        self._next_trim = now + self._trim_every_s
+        self._next_checkpoint = now + self._checkpoint_interval_s
         self._next_sweep = now + self._sweep_s
 
     @property
@@ -152,10 +152,10 @@ class ShardRunner:
         failure."""
         try:
             now = self._clock()
-            if now >= self._next_trim:
+            if now >= self._next_checkpoint:
                 # First: trimming frees memory, so it must not wait behind a publish
                 # that a full Redis refuses (XTRIM is allowed at maxmemory).
-                self._next_trim = now + self._trim_every_s
+                self._next_checkpoint = now + self._checkpoint_interval_s
                 if self._active:
                     self._log.announce_rules(self.aggregator.rules.digest)
                 if self._active and not self._pending:
@@ -186,7 +186,7 @@ class ShardRunner:
 
     def next_chore(self) -> float:
         """When (on the runner's clock) `turn` has something to do even if no entry comes."""
-        due = self._next_trim
+        due = self._next_checkpoint
         if self._active and self._tick_s:
             due = min(due, self._next_tick)
         if self._active and self._topic_ttl_us:
