@@ -18,7 +18,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
+from faults.backends import client as store_client
 from pushsvc.broker.redis.keys import Keys
 from support.live import PushsvcProcess, request
 from support.redis_cluster import RedisClusterServers
@@ -54,6 +56,9 @@ class FaultStack:
             # One partition: the moments aim at one lease, one log and one applied position
             # (test_elastic_moments.py runs several partitions over several aggregators).
             "PUSHSVC_PARTITIONS": "1",
+            # Checkpoints (and the trims behind them) every second, so that the scenarios
+            # see several within a few seconds of load.
+            "PUSHSVC_CHECKPOINT_INTERVAL": "1s",
             **(env or {}),
         }
         self.webs: list[PushsvcProcess] = []
@@ -437,28 +442,84 @@ def watched_deployment(
 
 
 def kill_9_then_cold_restart(
-    deployment: FaultStack, watchers: list[Watcher], producer: Producer
+    deployment: FaultStack,
+    watchers: list[Watcher],
+    producer: Producer,
+    *,
+    kill_at: int = 60,
+    all_killed_at: int = 120,
+    end_at: int = 180,
+    checkpointed: bool = False,
+    trimmed: int = 1,
 ) -> None:
-    """Under load, kill the active aggregator with SIGKILL (the standby takes over), later every
-    aggregator at once, then start two cold ones; then drain and stop the watchers. Long
-    enough between for checkpoints (every 5 s) and log trims, so a cold aggregator has to
-    restore what outlives the log from a checkpoint."""
+    """Under load, kill the active aggregator with SIGKILL once `kill_at` events are
+    acknowledged (the standby takes over), every aggregator at once at `all_killed_at`, then
+    start two cold ones and go on to `end_at`; then drain and stop the watchers. Each phase
+    waits for acknowledged events, not for time. With `checkpointed` (the topic has durable
+    state), each holder has also saved a checkpoint before it is killed, and at least
+    `trimmed` acknowledged events are gone from the log by the time every aggregator is
+    killed, so that a cold aggregator has to restore what outlives the log from a checkpoint."""
     producer.start()
-    time.sleep(7)
+    _await_acked(producer, kill_at)
+    if checkpointed:
+        _await_checkpoint(deployment, producer.topic, since=None)
+    saved = _checkpoint_of(deployment, producer.topic)
     active = deployment.active_aggregator()
     active.kill()
     deployment.aggregators.remove(active)
     deployment.active_aggregator(timeout=10)
-    time.sleep(6)
+    _await_acked(producer, all_killed_at)
+    if checkpointed:
+        _await_checkpoint(deployment, producer.topic, since=saved)
+        _await_trimmed(deployment, producer, trimmed)
     for aggregator in list(deployment.aggregators):
         aggregator.kill()
         deployment.aggregators.remove(aggregator)
-    time.sleep(1)  # events wait in the log meanwhile
+    _await_acked(producer, len(producer.acked) + 20)  # they wait in the log: nobody applies
     for _ in range(2):
         deployment.start_aggregator()
     deployment.active_aggregator()
-    time.sleep(3)
+    _await_acked(producer, max(end_at, len(producer.acked) + 40))
     producer.stop()
     drain(watchers, producer)
     for watcher in watchers:
         watcher.stop()
+
+
+def _await_acked(producer: Producer, events: int) -> None:
+    """Until `events` POSTs in all were acknowledged."""
+    wait_for(lambda: len(producer.acked) >= events, 60, f"{events} acknowledged events")
+
+
+def _await_trimmed(deployment: FaultStack, producer: Producer, events: int) -> None:
+    """Until at least `events` acknowledged events are gone from the log (trimmed behind a
+    checkpoint: a cold start can no longer replay them)."""
+    store = deployment.redis
+    assert not isinstance(store, SentinelCluster), "read the log on a server or a cluster"
+    with contextlib.closing(store_client(store)) as client:
+
+        def trimmed() -> bool:
+            logged = sum(int(client.xlen(part.log)) for part in deployment.keys)
+            return len(producer.acked) - logged >= events
+
+        wait_for(trimmed, 30, f"{events} acknowledged events trimmed from the log")
+
+
+def _checkpoint_of(deployment: FaultStack, topic: str) -> dict[bytes, bytes]:
+    store = deployment.redis
+    assert not isinstance(store, SentinelCluster), "read checkpoints on a server or a cluster"
+    with contextlib.closing(store_client(store)) as client:
+        key = deployment.keys.of(topic).checkpoint(topic)
+        return cast(dict[bytes, bytes], client.hgetall(key))
+
+
+def _await_checkpoint(
+    deployment: FaultStack, topic: str, *, since: dict[bytes, bytes] | None
+) -> None:
+    """Until the topic's checkpoint exists and differs from `since` (a holder saved anew)."""
+
+    def saved() -> bool:
+        now = _checkpoint_of(deployment, topic)
+        return bool(now) and now != since
+
+    wait_for(saved, 30, f"a checkpoint of {topic}")

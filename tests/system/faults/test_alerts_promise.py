@@ -23,9 +23,9 @@ from pushsvc.rules.analytics import Rules, default_rule, parse_rules
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 S = 1_000_000
-# Event n has value n, posted 80 a second: max[2s] passes 400 about 5 s in, `for` holds it
-# pending 6 s of event time (300 events, about 3.75 s: the first kill, at 7 s, lands then),
-# then it fires for good (the values only grow) while every aggregator is killed at 13 s.
+# Event n has value n at n * 20 ms: max[2s] passes 100 at event 101, `for` holds it pending 2 s
+# of event time (100 events: the first kill, at event 150, lands then), then it fires for good
+# (the values only grow) before every aggregator is killed at event 260.
 RULES = """
 [[rule]]
 topics = ["alerting.*"]
@@ -35,8 +35,8 @@ stats = ["count", "max"]
 [[alert]]
 name = "climbing"
 topics = ["alerting.*"]
-when = "max[2s] > 400"
-for = "6s"
+when = "max[2s] > 100"
+for = "2s"
 labels = { severity = "test" }
 """
 
@@ -66,8 +66,8 @@ def test_alert_changes_survive_kill_9_and_a_cold_restart(deployment: FaultStack)
     topic = f"alerting.{uuid.uuid4().hex[:8]}"
     # The updates and the changes, on one stream.
     watchers = watched_deployment(deployment, topic, 3, path=f"/stream?topic={topic}&topic=_alerts")
-    producer = Producer(deployment, topic, rate=80.0)
-    kill_9_then_cold_restart(deployment, watchers, producer)
+    producer = Producer(deployment, topic, rate=160.0)
+    kill_9_then_cold_restart(deployment, watchers, producer, kill_at=150, all_killed_at=260)
 
     assert set(producer.statuses) == {202}, producer.statuses
     expected = _reference(producer.acked, topic)

@@ -87,8 +87,10 @@ def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
     deployment: FaultStack,
 ) -> None:
     watchers = watched_deployment(deployment, TOPIC, WATCHERS)
-    producer = Producer(deployment, TOPIC, rate=80.0, tags=_station)
-    kill_9_then_cold_restart(deployment, watchers, producer)
+    producer = Producer(deployment, TOPIC, rate=160.0, tags=_station)
+    kill_9_then_cold_restart(
+        deployment, watchers, producer, end_at=620, checkpointed=True, trimmed=200
+    )
 
     assert set(producer.statuses) == {202}, producer.statuses
     # The cold aggregators had to restore a checkpoint: the log no longer held the start.

@@ -84,15 +84,16 @@ def deployment(own_store: Store, prefix: str) -> Iterator[FaultStack]:
 def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> None:
     topic = f"series.{uuid.uuid4().hex[:8]}"
     watchers = watched_deployment(deployment, topic, WATCHERS, query="?series=1s&series=10s")
-    producer = Producer(deployment, topic, rate=80.0)
-    kill_9_then_cold_restart(deployment, watchers, producer)
+    producer = Producer(deployment, topic, rate=160.0)
+    # 800 events of 20 ms: 16 s of event time, so that a 10 s point closes (its bucket ends
+    # within 10 s of the first event, and closes 5 s of lateness later).
+    kill_9_then_cold_restart(deployment, watchers, producer, end_at=800, checkpointed=True)
 
     assert set(producer.statuses) == {202}, producer.statuses
     client = backends.client(deployment.redis)
     assert client.hexists(deployment.keys.of(topic).checkpoint(topic), "series")
     logged = sum(client.xlen(part.log) for part in deployment.keys)
     client.close()
-    # Trimmed (how far depends on how busy the machine was: the trim runs every 5 s).
     assert logged < len(producer.acked), "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked, topic)
     assert sum(m["resolution"] == "10s" for m in expected) >= 1  # fewer under load
