@@ -5,8 +5,10 @@ faults)."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -27,6 +29,51 @@ if TYPE_CHECKING:
 # every core, beside browsers and servers) must not fail on Hypothesis's 200 ms deadline.
 settings.register_profile("pushsvc", deadline=None)
 settings.load_profile("pushsvc")
+
+
+# What a test starts, told by its fixtures (the markers are described in pyproject.toml).
+_STARTS_BY_FIXTURE = {
+    "redis_server": ("redis",),
+    "own_redis": ("redis",),
+    "sentinel": ("redis",),
+    "redis_cluster": ("redis", "cluster"),
+    "browser": ("browser",),
+    "page": ("browser",),
+    "newcomer": ("install", "process"),
+    "server": ("process",),
+}
+_HEAVY = ("process", "redis", "cluster", "browser", "docker", "install")
+_SYSTEM = Path(__file__).parent / "system"
+# Tests here start nothing and share no costly module fixture: xdist spreads them one by one.
+_SPREAD = (Path(__file__).parent / "unit", Path(__file__).parent / "simulation")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with what it starts, and `fast` the tests that start nothing: tests
+    under tests/system start processes; fixtures say the rest; a test parametrized over
+    backends starts the Redis or Cluster its id names. A module's tests stay on one xdist
+    worker (`--dist loadgroup`), so that its servers start once, except the pure ones."""
+    for item in items:
+        if not any(folder in Path(item.path).parents for folder in _SPREAD):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        starts: set[str] = set()
+        if _SYSTEM in Path(item.path).parents:
+            starts.add("process")
+        for name in getattr(item, "fixturenames", ()):
+            starts.update(_STARTS_BY_FIXTURE.get(name, ()))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            words = set(re.split(r"[^a-z]+", callspec.id.lower()))
+            if words & {"redis", "sentinel"}:
+                starts.add("redis")
+            if "cluster" in words:
+                starts.update(("redis", "cluster"))
+        starts.update(m.name for m in item.iter_markers() if m.name in _HEAVY)
+        for name in sorted(starts):
+            item.add_marker(name)
+        if not starts and item.get_closest_marker("slow") is None:
+            item.add_marker("fast")
 
 
 class _Lines(logging.Handler):
@@ -69,8 +116,8 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_cluster() -> Iterator[RedisClusterServers]:
     """A Redis Cluster of our own: 3 primaries with one replica each (support/redis_cluster.py).
     Started only for a session that asks for it; tests that do are marked `cluster` and kept
-    in few modules, since `--dist loadfile` starts one per worker that runs one. Shared: a
-    test that kills or stops nodes starts a cluster of its own."""
+    in few modules, since a module runs on one worker and each worker that runs one starts
+    one. Shared: a test that kills or stops nodes starts a cluster of its own."""
     with RedisClusterServers() as cluster:
         yield cluster
 
