@@ -72,6 +72,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         starts.update(m.name for m in item.iter_markers() if m.name in _HEAVY)
         for name in sorted(starts):
             item.add_marker(name)
+        # Longer than pyproject's `timeout`: a base image made by debootstrap, a cold pip.
+        if starts & {"docker", "install"}:
+            item.add_marker(pytest.mark.timeout(1200 if "docker" in starts else 900))
         if not starts and item.get_closest_marker("slow") is None:
             item.add_marker("fast")
 

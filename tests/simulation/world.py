@@ -23,6 +23,7 @@ partition is ever rebuilt cold after it was first taken. A run that breaks one r
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -93,17 +94,23 @@ class Faults:
         self.stalls: dict[str, float] = {}
         self._clock = clock
         self.fired_at = float("-inf")
+        self.fired: Counter[str] = Counter()
+        """What happened, as `"{kind} before {operation}"` (kind: death, stall, or the
+        fate of a transient error): which moments a run reached."""
 
     def __call__(self, operation: str, shard: object) -> Fate:
         if self.stalls and operation in self.stalls:
             task = greenlet.getcurrent()
             if task.parent is not None:  # a process's step, not the producer's append
-                task.parent.switch(self.stalls.pop(operation))
+                stall = self.stalls.pop(operation)
+                self.fired[f"{'death' if stall == DIES else 'stall'} before {operation}"] += 1
+                task.parent.switch(stall)
         if not self.armed:
             return Fate.OK
         fate = self.armed.pop(operation, Fate.OK)
         if fate is not Fate.OK:
             self.fired_at = self._clock()
+            self.fired[f"{fate.value} {operation}"] += 1
         return fate
 
 
@@ -544,6 +551,7 @@ class World:
         elif self.processes:
             process = rng.choice(self.processes)
             process.paused_until = self.clock() + LEASE_S * rng.uniform(1.2, 3)
+            self.faults.fired["pause past the lease"] += 1
             self.note(f"pause {process.name} until {process.paused_until:.2f}")
 
     def _check_step(self) -> None:
