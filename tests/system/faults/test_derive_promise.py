@@ -77,32 +77,40 @@ def _deriver(deployment: FaultStack) -> PushsvcProcess:
 
 
 @pytest.mark.parametrize(
-    ("kill_after_s", "backend"), on_both([2.0, 4.5], cluster=[2.0]), indirect=["backend"]
+    ("kill_after", "backend"), on_both([160, 360], cluster=[160]), indirect=["backend"]
 )
 def test_derived_events_survive_kill_9_and_a_cold_restart(
-    deployment: tuple[FaultStack, str], kill_after_s: float
+    deployment: tuple[FaultStack, str], kill_after: int
 ) -> None:
+    """The deriver is killed once `kill_after` events of `a` are acknowledged (3.2 or 7.2 s
+    of its event time: before or after the first boundaries are derived), every aggregator
+    320 events later; each phase waits for acknowledged events, not for time."""
     stack, name = deployment
     a, b, out = f"{name}.a", f"{name}.b", f"{name}.out"
     stack.start_web()
     for _ in range(2):
         stack.start_aggregator()
     deriver = _deriver(stack)
-    producers = [Producer(stack, a, rate=80.0), Producer(stack, b, rate=50.0)]
+    # The sources' event times advance at 3.2 and 2 s a second (20 ms an event).
+    producers = [Producer(stack, a, rate=160.0), Producer(stack, b, rate=100.0)]
     for producer in producers:
         producer.start()
-    time.sleep(kill_after_s)
+    acked = producers[0].acked
+    wait_for(lambda: len(acked) >= kill_after, 30, f"{kill_after} events of {a}")
     stack.kill_aggregator(deriver)  # SIGKILL: the standby takes the lease over
     stack.start_aggregator()
     _deriver(stack)
-    time.sleep(4)
+    target = len(acked) + 320
+    wait_for(lambda: len(acked) >= target, 30, f"{target} events of {a}")
     for aggregator in list(stack.aggregators):
         stack.kill_aggregator(aggregator)
-    time.sleep(1)  # events wait in the log meanwhile; nobody derives
+    target = len(acked) + 80  # they wait in the log meanwhile; nobody derives
+    wait_for(lambda: len(acked) >= target, 30, f"{target} events of {a}")
     for _ in range(2):
         stack.start_aggregator()
     _deriver(stack)
-    time.sleep(3)
+    target = len(acked) + 240
+    wait_for(lambda: len(acked) >= target, 30, f"{target} events of {a}")
     for producer in producers:
         producer.stop()
 
