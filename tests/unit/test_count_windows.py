@@ -178,6 +178,7 @@ def test_every_event_matches_pandas_and_the_exact_moments(
     check_against_oracles(events, run(sizes, stats, events, compact_min), sizes, stats)
 
 
+@pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=streams(max_events=400), compact_min=COMPACTION)
 def test_long_streams_match_too(events: list[Event], compact_min: int) -> None:

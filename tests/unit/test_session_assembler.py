@@ -103,6 +103,7 @@ def test_a_checkpoint_that_is_not_one_is_refused() -> None:
         SessionAssembler.restore(settings, b'{"v": 9}')
 
 
+@pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
 def test_an_open_session_costs_at_most_300_bytes() -> None:
     # 200,000 keeps the suite quick; the per-session cost does not grow with the count
     # (docs/performance.md has the figure at 1,000,000).

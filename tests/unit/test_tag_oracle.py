@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import orjson
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +110,7 @@ def _run(group: bool, steps: list[tuple[str, int, dict[str, str] | None]]) -> No
                 _check_windows(part["windows"], mine, clock, f"step {n}, group {region}")
 
 
+@pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
 @settings(max_examples=40, deadline=None)
 @given(_steps())
 def test_every_window_of_the_topic_matches_pandas(
@@ -117,6 +119,7 @@ def test_every_window_of_the_topic_matches_pandas(
     _run(False, steps)
 
 
+@pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
 @settings(max_examples=40, deadline=None)
 @given(_steps())
 def test_every_window_of_every_group_matches_pandas(
@@ -125,6 +128,7 @@ def test_every_window_of_every_group_matches_pandas(
     _run(True, steps)
 
 
+@pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
 def test_many_values_keep_the_sketches_promises() -> None:
     """40,000 events at 1,000 a second: ~8,000 different users in a 10 s window (exact: it
     holds its events) and more in a 2 m long window (a HyperLogLog), and products drawn from

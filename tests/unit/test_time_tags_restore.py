@@ -7,6 +7,7 @@ before and after the restore (what a checkpoint and a cold aggregator do).
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ def _seen(tags: TimeTags) -> bytes:
     return orjson.dumps(windows)
 
 
+@pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
 @settings(max_examples=80, deadline=None)
 @given(steps=_steps(), at=st.integers(0, 60))
 def test_restored_at_any_step_continues_as_the_uninterrupted(steps: list[Step], at: int) -> None:
