@@ -1,4 +1,5 @@
-"""kill -9 of the Redis bridge's lease holder at chosen moments, with lease 1 s and 2 s on one
+"""kill -9 of the Redis bridge's lease holder at chosen moments, with a 1 s lease (and 2 s with
+`PUSHSVC_TEST_EVERY_LEASE=1`) on one
 redis-server, and those of `CLUSTER_MOMENTS` once (lease 1 s) on a Redis Cluster (backends.py),
 where the producer publishes on the node the bridge subscribes on (a cluster's PUBLISH reaches
 every node but counts the subscribers of its own). The pauses run on one redis-server.

@@ -1,6 +1,7 @@
 """The lease holder's view of what was published goes stale, and it must not publish twice.
 
-* A long pause (`test_a_holder_paused_past_a_takeover_...`), lease 1 s and 2 s: the holder is
+* A long pause (`test_a_holder_paused_past_a_takeover_...`), lease 1 s (2 s too with
+  `PUSHSVC_TEST_EVERY_LEASE=1`): the holder is
   frozen (SIGSTOP) past its lease, its standby takes over and is killed (kill -9) once it has
   published, and the frozen one is woken when that successor's lease expires, plus an offset
   (0 or 0.2 s). Alone, it takes the lease again: it must go on from what the successor
