@@ -1,5 +1,6 @@
 """kill -9 of the lease-holding aggregator at chosen moments, with a 1 s lease (and 2 s with
-`PUSHSVC_TEST_EVERY_LEASE=1`) on one redis-server, and those of `CLUSTER_MOMENTS` once (lease 1 s) on a Redis Cluster (backends.py).
+`PUSHSVC_TEST_EVERY_LEASE=1`) on one redis-server, and those of `CLUSTER_MOMENTS` once
+(lease 1 s) on a Redis Cluster (backends.py).
 
 Each case runs two web processes, three aggregators (the holder and two standbys), the six
 streams of `moments.subscribers` and a producer posting 60 events a second over three
