@@ -44,19 +44,13 @@ _STARTS_BY_FIXTURE = {
 }
 _HEAVY = ("process", "redis", "cluster", "browser", "docker", "install")
 _SYSTEM = Path(__file__).parent / "system"
-# Tests here start nothing and share no costly module fixture: xdist spreads them one by one.
-_SPREAD = (Path(__file__).parent / "unit", Path(__file__).parent / "simulation")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with what it starts, and `fast` the tests that start nothing: tests
     under tests/system start processes; fixtures say the rest; a test parametrized over
-    backends starts the Redis or Cluster its id names. A module's tests stay on one xdist
-    worker (`--dist loadgroup`), so that its servers start once, except the pure ones."""
+    backends starts the Redis or Cluster its id names."""
     for item in items:
-        if not any(folder in Path(item.path).parents for folder in _SPREAD):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
         starts: set[str] = set()
         if _SYSTEM in Path(item.path).parents:
             starts.add("process")

@@ -3,7 +3,7 @@ create`): partition placement (the server computes each tag's slot and says who 
 a process pointed at a cluster node refused at start in one line.
 
 All of the suite's cluster tests that share the `redis_cluster` fixture live in this module,
-so that xdist gives them one worker (a module is one group), which starts one cluster."""
+so that `--dist loadfile` gives them one worker, which starts one cluster."""
 
 from __future__ import annotations
 
