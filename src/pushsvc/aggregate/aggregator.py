@@ -45,6 +45,7 @@ from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.rules.point import Point
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.series.buckets import SeriesBuckets
+from pushsvc.series.scoring import BucketScorer
 from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
@@ -140,7 +141,7 @@ class Aggregator:
                 state.alerts = TopicAlerts(topic, matching)
             tiers = self._tiers_of(rule)
             if tiers:
-                state.series = SeriesBuckets(tiers, self._lateness_us, rule.distinct, rule.top)
+                state.series = self._new_series(rule)
                 if groups is not None:
                     state.group_series, state.series_due = {}, []
         return state
@@ -151,16 +152,29 @@ class Aggregator:
             tiers = self._tiers[rule.number] = self.rules.series_of(rule)
         return tiers
 
+    def _new_series(self, rule: Rule) -> SeriesBuckets:
+        """Empty open buckets of the rule's tiers, scoring its `anomaly` tier if it has one."""
+        series = SeriesBuckets(self._tiers_of(rule), self._lateness_us, rule.distinct, rule.top)
+        if rule.anomaly is not None:
+            series.scorer = BucketScorer(rule.anomaly)
+        return series
+
+    def _restored_series(self, rule: Rule, data: bytes, scores: bytes) -> SeriesBuckets:
+        """Open buckets from a checkpoint's `series` and `anomaly` parts."""
+        series = SeriesBuckets.restored(
+            self._tiers_of(rule), self._lateness_us, data, rule.distinct, rule.top
+        )
+        if rule.anomaly is not None:
+            series.scorer = BucketScorer.restored(rule.anomaly, scores)
+        return series
+
     def _group_series(self, state: _Topic, group: Group) -> SeriesBuckets | None:
         kept = state.group_series
         if kept is None:
             return None
         series = kept.get(group.id)
         if series is None:
-            rule = state.rule
-            series = kept[group.id] = SeriesBuckets(
-                self._tiers_of(rule), self._lateness_us, rule.distinct, rule.top
-            )
+            series = kept[group.id] = self._new_series(state.rule)
         return series
 
     def _group_points(self, state: _Topic, topic: str, clock_us: int) -> list[UpdateDraft]:
@@ -316,7 +330,11 @@ class Aggregator:
         # buckets outlive the log.
         tiers = len(self._tiers_of(rule))
         alerts = bool(self.rules.alerts_for(topic))
-        return bool(rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts)
+        # An anomaly detector's state is the whole past of its series, which no log keeps.
+        scored = rule.anomaly is not None and tiers > 0
+        return bool(
+            rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts or scored
+        )
 
     def horizon_us(self, topic: str) -> int | None:
         """The time at or before which no event of `topic` is in an exact window of the topic
@@ -357,6 +375,7 @@ class Aggregator:
                     g_clock,
                     _durable(g.stats),
                     _series_state(kept.get(g.id)),
+                    _scores_state(kept.get(g.id)),
                 )
                 for g in state.groups
                 if (g_clock := g.stats.clock_us) is not None
@@ -370,6 +389,7 @@ class Aggregator:
             groups,
             _series_state(state.series),
             b"" if state.alerts is None else state.alerts.durable_state(),
+            _scores_state(state.series),
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -391,9 +411,7 @@ class Aggregator:
             state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
-            state.series = SeriesBuckets.restored(
-                tiers, self._lateness_us, checkpoint.series, state.rule.distinct, state.rule.top
-            )
+            state.series = self._restored_series(state.rule, checkpoint.series, checkpoint.anomaly)
         if state.groups is not None:
             for saved in checkpoint.groups:
                 stats = compiled.restored(saved.state)
@@ -401,9 +419,7 @@ class Aggregator:
                     Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
                 )
                 if state.group_series is not None and saved.series:
-                    restored = SeriesBuckets.restored(
-                        tiers, self._lateness_us, saved.series, state.rule.distinct, state.rule.top
-                    )
+                    restored = self._restored_series(state.rule, saved.series, saved.anomaly)
                     state.group_series[saved.id] = restored
                     assert state.series_due is not None
                     _watch(state.series_due, saved.id, restored)
@@ -693,6 +709,11 @@ def _watch(due: list[tuple[int, str]], gid: str, series: SeriesBuckets) -> None:
 
 def _series_state(series: SeriesBuckets | None) -> bytes:
     return b"" if series is None else series.durable_state()
+
+
+def _scores_state(series: SeriesBuckets | None) -> bytes:
+    scorer = None if series is None else series.scorer
+    return b"" if scorer is None else scorer.to_bytes()
 
 
 def _durable(stats: TopicWindows | RuleStats) -> bytes:
