@@ -79,9 +79,7 @@ def test_each_closed_bucket_of_the_tier_gets_the_detectors_score_of_its_stat(sta
 
 
 def test_each_group_is_its_own_series() -> None:
-    aggregator = Aggregator(
-        rules=_rules(group_by=("k",)), wall_clock=lambda: 0, lateness_us=2 * S
-    )
+    aggregator = Aggregator(rules=_rules(group_by=("k",)), wall_clock=lambda: 0, lateness_us=2 * S)
     messages = _points(aggregator.apply_events("s.a", _events()))
     for group in ("a", "b"):
         scored = [
@@ -127,7 +125,7 @@ def test_a_cold_aggregator_restored_from_a_checkpoint_scores_as_one_that_never_s
         ]
         bodies = [([d.body for d in r], [d.body for d in c]) for r, c in later]
         assert all(r == c for r, c in bodies)
-        assert any(b"anomalous\":true" in body for r, _ in bodies for body in r) or split > 100
+        assert any(b'anomalous":true' in body for r, _ in bodies for body in r) or split > 100
 
 
 def test_a_single_tier_topic_that_scores_is_checkpointed() -> None:

@@ -132,6 +132,17 @@ SCHEMAS: dict[str, Any] = {
             },
             "var": {"type": ["number", "null"], "description": "null for one event"},
             "stddev": {"type": ["number", "null"], "description": "null for one event"},
+            "anomaly": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "a rule's `anomaly` tier only: the bucket's anomaly score, from "
+                "the series' points before it only (0 while the detector learns)",
+            },
+            "anomalous": {
+                "type": "boolean",
+                "description": "with `anomaly`: whether the score reached the rule's threshold",
+            },
         },
         "patternProperties": {
             "^distinct_": {
