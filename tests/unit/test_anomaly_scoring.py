@@ -12,7 +12,10 @@ import sys
 from typing import Any
 
 import orjson
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.checkpoint import Checkpoint
@@ -22,6 +25,7 @@ from pushsvc.rules.anomaly import AnomalyRule
 from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import parse_tiers
 from pushsvc.series.anomaly import Detector, Params
+from pushsvc.series.anomaly_rate import FlagWindow
 from pushsvc.series.scoring import BucketScorer
 
 S = 1_000_000
@@ -156,19 +160,21 @@ def test_a_scored_point_keeps_score_and_flag_in_its_stored_form() -> None:
 
 
 def test_a_scorer_of_another_stat_or_parameters_starts_afresh() -> None:
-    scorer = BucketScorer(SCORED)
+    scorer = BucketScorer(SCORED, 60 * S)
     for i in range(30):
-        scorer.score(Point(T0 + i * S, 1, i, i, i, i, None, i, i, i))
+        scorer.score(Point(T0 + i * S, 1, i, i, i, i, None, i, i, i), T0 + (i + 3) * S)
     saved = scorer.to_bytes()
-    assert BucketScorer.restored(SCORED, saved).detector == scorer.detector
+    back = BucketScorer.restored(SCORED, 60 * S, saved)
+    assert back.detector == scorer.detector
+    assert back.flags.entries() == scorer.flags.entries() and len(back.flags) == 30
     for changed in (
         AnomalyRule(S, "max", 20, 0.5),
         AnomalyRule(S, "mean", 30, 0.5),
         AnomalyRule(S, "mean", 20, 0.7),
         AnomalyRule(10 * S, "mean", 20, 0.5),
     ):
-        assert BucketScorer.restored(changed, saved).detector.n == 0
-    assert BucketScorer.restored(SCORED, b"").detector.n == 0
+        assert BucketScorer.restored(changed, 60 * S, saved).detector.n == 0
+    assert BucketScorer.restored(SCORED, 60 * S, b"").detector.n == 0
 
 
 def test_topics_without_anomaly_never_load_the_detector_nor_numpy() -> None:
@@ -182,10 +188,121 @@ def test_topics_without_anomaly_never_load_the_detector_nor_numpy() -> None:
         "a = Aggregator(rules=rules, wall_clock=lambda: 0)\n"
         "for i in range(100):\n"
         "    a.apply_events('t', [Event(1.0, 1_763_700_000_000_000 + i * 700_000, None)])\n"
-        "print(sorted(m for m in sys.modules if 'anomaly' in m or m.split('.')[0] == 'numpy'))"
+        "print(sorted(m for m in sys.modules if m == 'pushsvc.series.anomaly' or"
+        " m.split('.')[0] == 'numpy'))"
     )
     found = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    # The rules module `pushsvc.rules.anomaly` is the rule's field, not the detector.
-    assert found.strip() == "['pushsvc.rules.anomaly']"
+    assert found.strip() == "[]"
+
+
+def _rated_rules(group_by: tuple[str, ...] = ()) -> Rules:
+    rule = Rule(1, ("s.*",), (5 * S, 30 * S), (20,), ("count", "mean"), group_by, anomaly=SCORED)
+    return Rules([rule], default_rule((10 * S,), ("count", "mean"), TIERS))
+
+
+def _spiky(n: int) -> list[Event]:
+    """Two events a second, a spike every 37 s: flags enough to move the rates."""
+    out = []
+    for i in range(n):
+        for j in range(2):
+            value = 10 + math.sin(i / 9) + (25 if i % 37 == 36 else 0) + 0.1 * j
+            out.append(Event(value, T0 + i * S + j * 400_000, {"k": "ab"[i % 2]}))
+    return out
+
+
+def _check_rates(drafts: list[Any], windows_of: Any, points_of: Any, widths: dict[str, int]) -> int:
+    """Each update's `anomaly_rate` per time window against pandas over the points drafted
+    up to the next update (a bucket is counted from the update whose clock closed it on).
+    How many rates were defined."""
+    closed: list[tuple[int, bool]] = []
+    updates: list[tuple[int, dict[str, Any]]] = []
+    seen_by: list[int] = []  # per update: the points drafted before the next update
+    for d in drafts:
+        body = orjson.loads(d.body)
+        if d.series is not None:
+            point = points_of(body)
+            if point is not None:
+                closed.append((d.clock_us, point["anomalous"]))
+        elif (windows := windows_of(body)) is not None:
+            seen_by.append(len(closed))
+            updates.append((d.clock_us, windows))
+    seen_by = [*seen_by[1:], len(closed)]
+    defined = 0
+    for (clock, windows), seen in zip(updates, seen_by, strict=True):
+        flags = pd.Series(
+            [float(flag) for _, flag in closed[:seen]],
+            index=[c for c, _ in closed[:seen]],
+            dtype=float,
+        )
+        for label, width in widths.items():
+            inside = flags[(flags.index > clock - width) & (flags.index <= clock)]
+            expected = None if inside.empty else inside.mean()
+            assert windows[label]["anomaly_rate"] == pytest.approx(expected), (clock, label)
+            defined += expected is not None
+        assert "anomaly_rate" not in windows["last20"]
+    return defined
+
+
+def test_each_updates_anomaly_rate_is_the_share_of_anomalous_buckets_closed_in_the_window() -> None:
+    aggregator = Aggregator(rules=_rated_rules(), wall_clock=lambda: 0, lateness_us=2 * S)
+    drafts = aggregator.apply_events("s.a", _spiky(300))
+    widths = {"5s": 5 * S, "30s": 30 * S}
+
+    def points_of(body: dict[str, Any]) -> dict[str, Any] | None:
+        return body["point"] if body["resolution"] == "1s" else None
+
+    defined = _check_rates(drafts, lambda b: b.get("windows"), points_of, widths)
+    assert defined > 300
+    updates = [orjson.loads(d.body) for d in drafts if d.series is None]
+    assert any(u["windows"]["30s"]["anomaly_rate"] for u in updates[-100:])
+
+
+def test_each_groups_anomaly_rate_is_of_its_own_buckets() -> None:
+    aggregator = Aggregator(rules=_rated_rules(("k",)), wall_clock=lambda: 0, lateness_us=2 * S)
+    drafts = aggregator.apply_events("s.a", _spiky(300))
+    widths = {"5s": 5 * S, "30s": 30 * S}
+    for group in ("a", "b"):
+
+        def windows_of(body: dict[str, Any], g: str = group) -> dict[str, Any] | None:
+            mine = body.get("group")
+            return mine["windows"] if mine and mine["key"] == {"k": g} else None
+
+        def points_of(body: dict[str, Any], g: str = group) -> dict[str, Any] | None:
+            mine = body["resolution"] == "1s" and body.get("group") == {"k": g}
+            return body["point"] if mine else None
+
+        assert _check_rates(drafts, windows_of, points_of, widths) > 100
+
+
+def test_a_tick_that_closes_a_scored_bucket_updates_the_rate() -> None:
+    aggregator = Aggregator(rules=_rated_rules(), wall_clock=lambda: 0, lateness_us=2 * S)
+    aggregator.apply_events("s.a", _spiky(60))
+    drafts = aggregator.apply_ticks({"s.a": T0 + 70 * S})
+    kinds = [orjson.loads(d.body).get("reason", "point") for d in drafts]
+    assert kinds[0] == "tick" and set(kinds[1:]) == {"point"}
+    assert orjson.loads(drafts[0].body)["windows"]["30s"]["anomaly_rate"] is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.booleans()), max_size=80),
+    st.integers(1, 10),
+)
+def test_a_flag_window_counts_what_closed_in_the_window_after_any_trim(
+    steps: list[tuple[int, bool]], keep: int
+) -> None:
+    window = FlagWindow(keep)
+    kept: list[tuple[int, bool]] = []
+    clock = 0
+    for advance, flag in steps:
+        clock += advance
+        window.add(clock, flag)
+        kept.append((clock, flag))
+        for width in range(1, keep + 1):
+            inside = [f for c, f in kept if clock - width < c <= clock]
+            expected = sum(inside) / len(inside) if inside else None
+            assert window.rate(clock, width) == expected
+            assert window.rate(clock + width, width) is None
+    assert len(window) <= 2 * len([c for c, _ in kept if c > clock - keep]) + 1

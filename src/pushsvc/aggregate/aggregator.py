@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -50,6 +50,8 @@ from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
 
+Summary = TypeVar("Summary", bound=Mapping[str, Any])
+"""Window label -> statistics, as an update gives them."""
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
 
@@ -121,6 +123,8 @@ class Aggregator:
         self._topics: dict[str, _Topic] = {}
         self._lateness_us = lateness_us
         self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
+        # (label, width) of each rule's time windows: what `anomaly_rate` is given for.
+        self._rated_windows: dict[int, tuple[tuple[str, int], ...]] = {}
         self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
@@ -156,7 +160,7 @@ class Aggregator:
         """Empty open buckets of the rule's tiers, scoring its `anomaly` tier if it has one."""
         series = SeriesBuckets(self._tiers_of(rule), self._lateness_us, rule.distinct, rule.top)
         if rule.anomaly is not None:
-            series.scorer = BucketScorer(rule.anomaly)
+            series.scorer = BucketScorer(rule.anomaly, max(rule.windows_us, default=0))
         return series
 
     def _restored_series(self, rule: Rule, data: bytes, scores: bytes) -> SeriesBuckets:
@@ -165,7 +169,8 @@ class Aggregator:
             self._tiers_of(rule), self._lateness_us, data, rule.distinct, rule.top
         )
         if rule.anomaly is not None:
-            series.scorer = BucketScorer.restored(rule.anomaly, scores)
+            keep = max(rule.windows_us, default=0)
+            series.scorer = BucketScorer.restored(rule.anomaly, keep, scores)
         return series
 
     def _group_series(self, state: _Topic, group: Group) -> SeriesBuckets | None:
@@ -227,27 +232,34 @@ class Aggregator:
                     for e, at_, summary in zip(events, clocks, summaries, strict=True)
                 ]
             drafts = []
+            scorer = None if series is None else series.scorer
             for e, now, summary in zip(events, clocks, summaries, strict=True):
-                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                # The buckets this event's clock closes are scored before its update is
+                # drafted, so that its `anomaly_rate` counts them; the points follow it.
+                points: list[UpdateDraft] = []
                 if series is not None:
                     series.insert(e.ts_us, e.value, e.tags)
                     if now >= series.next_close_us:
-                        drafts += self._points(state, topic, now, series.close(now))
+                        points = self._points(state, topic, now, series.close(now))
+                if scorer is not None:
+                    summary = self._rated(state, summary, scorer, now)
+                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                drafts += points
                 if alerts is not None and (changes := alerts.evaluate(now, summary)):
                     drafts += _alert_drafts(now, changes)
             return drafts
         groups = state.groups
         drafts = []
         last_update = 0  # the place of the last update among the drafts (points follow it)
+        scored = series is not None and series.scorer is not None
         for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
             group = groups.route(e.tags, (*at, index))
-            part = GroupPart(group.id, group.key, _insert_and_summary(group, e, now))
-            last_update = len(drafts)
-            drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
+            windows_of_group = _insert_and_summary(group, e, now)
+            points = []
             if series is not None:
                 series.insert(e.ts_us, e.value, e.tags)
                 if now >= series.next_close_us:
-                    drafts += self._points(state, topic, now, series.close(now))
+                    points += self._points(state, topic, now, series.close(now))
                 in_group = self._group_series(state, group)
                 assert in_group is not None and state.series_due is not None
                 closes = in_group.next_close_us
@@ -255,7 +267,15 @@ class Aggregator:
                 if in_group.next_close_us != closes:
                     _watch(state.series_due, group.id, in_group)
                 if state.series_due and state.series_due[0][0] <= now:
-                    drafts += self._group_points(state, topic, now)
+                    points += self._group_points(state, topic, now)
+                if scored:  # after the closes, as for a topic without groups
+                    assert series.scorer is not None and in_group.scorer is not None
+                    summary = self._rated(state, summary, series.scorer, now)
+                    windows_of_group = self._rated(state, windows_of_group, in_group.scorer, now)
+            part = GroupPart(group.id, group.key, windows_of_group)
+            last_update = len(drafts)
+            drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
+            drafts += points
             if alerts is not None:
                 changes = alerts.evaluate(now, summary)
                 changes += alerts.evaluate(now, part.windows, group.id, group.key)
@@ -505,44 +525,51 @@ class Aggregator:
             changed = state.windows.advance(clock)
             series = state.series
             alerts = state.alerts
+            scorer = None if series is None else series.scorer
+            points = []
+            if series is not None and clock >= series.next_close_us:
+                points += self._points(state, topic, clock, series.close(clock))
             if state.groups is None:
+                # A scored bucket closed: the windows' `anomaly_rate` moved.
+                changed = changed or (scorer is not None and bool(points))
                 if changed or (alerts is not None and alerts.live()):
                     summary = state.windows.summary()
+                    if scorer is not None:
+                        summary = self._rated(state, summary, scorer, clock)
                     if changed:
                         drafts.append(draft(topic, clock, "tick", None, summary))
                     if alerts is not None:
                         drafts += _alert_drafts(clock, alerts.evaluate(clock, summary))
-                if series is not None and clock >= series.next_close_us:
-                    drafts += self._points(state, topic, clock, series.close(clock))
+                drafts += points
                 continue
+            if series is not None:
+                points += self._group_points(state, topic, clock)
             parts = [
-                GroupPart(g.id, g.key, g.stats.summary())
+                GroupPart(g.id, g.key, self._group_summary(state, g, clock))
                 for g in state.groups
                 if g.stats.advance(clock)
             ]
+            topic_summary = state.windows.summary()
+            if scorer is not None:
+                topic_summary = self._rated(state, topic_summary, scorer, clock)
             if alerts is not None:
                 # Evaluated where a window changed, and where an instance is live: the clock
                 # alone moves a pending instance to firing, or a cleared one to resolved.
                 changes = []
                 if changed or alerts.live():
-                    changes += alerts.evaluate(clock, state.windows.summary())
+                    changes += alerts.evaluate(clock, topic_summary)
                 evaluated = {part.id for part in parts}
                 for part in parts:
                     changes += alerts.evaluate(clock, part.windows, part.id, part.key)
                 for group in state.groups:
                     if group.id not in evaluated and alerts.live(group.id):
                         changes += alerts.evaluate(
-                            clock, group.stats.summary(), group.id, group.key
+                            clock, self._group_summary(state, group, clock), group.id, group.key
                         )
                 # Appended after the tick's update below, with the points.
-            points = []
-            if series is not None:
-                if clock >= series.next_close_us:
-                    points += self._points(state, topic, clock, series.close(clock))
-                points += self._group_points(state, topic, clock)
             forgotten = self._sweep(state, clock)
             if changed or parts or forgotten:
-                tick = draft(topic, clock, "tick", None, state.windows.summary(), groups=parts)
+                tick = draft(topic, clock, "tick", None, topic_summary, groups=parts)
                 drafts.append(
                     tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
                 )
@@ -552,6 +579,33 @@ class Aggregator:
                     changes += alerts.forget_group(group.id, clock)
                 drafts += _alert_drafts(clock, changes)
         return drafts
+
+    def _group_summary(self, state: _Topic, group: Group, clock_us: int) -> dict[str, Any]:
+        """A group's statistics as its updates give them (with `anomaly_rate` if scored)."""
+        summary = group.stats.summary()
+        series = None if state.group_series is None else state.group_series.get(group.id)
+        if series is not None and series.scorer is not None:
+            return self._rated(state, summary, series.scorer, clock_us)
+        return summary
+
+    def _rated(
+        self, state: _Topic, summary: Summary, scorer: BucketScorer, clock_us: int
+    ) -> Summary:
+        """`summary` with each time window's `anomaly_rate` (`pushsvc.series.anomaly_rate`):
+        new dicts, never the windows' own."""
+        out = dict(summary)
+        for label, width in self._time_windows(state.rule):
+            stats = out.get(label)
+            if stats is not None:
+                out[label] = {**stats, "anomaly_rate": scorer.flags.rate(clock_us, width)}
+        return cast(Summary, out)
+
+    def _time_windows(self, rule: Rule) -> tuple[tuple[str, int], ...]:
+        labels = self._rated_windows.get(rule.number)
+        if labels is None:
+            labels = tuple((duration_label(w), w) for w in rule.windows_us)
+            self._rated_windows[rule.number] = labels
+        return labels
 
     def _sweep(self, state: _Topic, clock_us: int) -> list[Group]:
         """Forget the topic's idle groups, looking once per slot of a tenth of the TTL of

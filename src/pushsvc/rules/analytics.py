@@ -94,8 +94,10 @@ class Rule:
 
     @property
     def scalars(self) -> tuple[str, ...]:
-        """The statistics whose values are numbers: `stats`, then the distinct counts."""
-        return (*self.stats, *(f"distinct_{tag}" for tag in self.distinct))
+        """The statistics whose values are numbers: `stats`, then the distinct counts, then
+        `anomaly_rate` (time windows only) when the rule scores anomalies."""
+        rated = ("anomaly_rate",) if self.anomaly is not None else ()
+        return (*self.stats, *(f"distinct_{tag}" for tag in self.distinct), *rated)
 
     @property
     def reported(self) -> tuple[str, ...]:

@@ -334,7 +334,7 @@ class SeriesBuckets:
         if scorer is not None:
             # In `out`'s order: a tier's points in ascending start, as the detector needs.
             scored = scorer.label
-            out = [(label, scorer.score(p) if label == scored else p) for label, p in out]
+            out = [(label, scorer.score(p, clock_us) if label == scored else p) for label, p in out]
         return out
 
     def _next_close(self) -> int:
