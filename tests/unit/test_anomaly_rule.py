@@ -121,3 +121,37 @@ def test_a_bad_anomaly_field_is_one_line_naming_the_rule(
     assert "\n" not in message
     assert message.startswith(f"rules file {path}: ")
     assert line in message
+
+
+ALERTED = A + 'windows = ["1m", "1h"]\nlast = [20]\nanomaly = { every = "1m" }\n'
+
+
+def test_anomaly_rate_is_a_statistic_of_a_scoring_rules_time_windows() -> None:
+    rules = _rules(
+        ALERTED + '[[alert]]\nname = "odd"\ntopics = ["a"]\nwhen = "anomaly_rate[1h] > 0.05"\n'
+    )
+    assert rules.rules[0].scalars[-1] == "anomaly_rate"
+    assert "anomaly_rate" in rules.stats
+    assert rules.alerts[0].describe()["when"] == "anomaly_rate[1h] > 0.05"
+    assert "anomaly_rate" not in _rules(A).stats
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        (
+            ALERTED + '[[alert]]\nname = "odd"\ntopics = ["a"]\nwhen = "anomaly_rate[last20] > 0"',
+            "alert 1 (odd): when: anomaly_rate is kept by time windows only, not by 'last20'",
+        ),
+        (
+            A + '[[alert]]\nname = "odd"\ntopics = ["a"]\nwhen = "anomaly_rate[10s] > 0"',
+            "alert 1 (odd): when: unknown statistic 'anomaly_rate'",
+        ),
+    ],
+)
+def test_a_bad_anomaly_rate_alert_is_one_line(tmp_path: Path, body: str, line: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as raised:
+        load_rules(str(path), DEFAULT)
+    assert "\n" not in str(raised.value) and line in str(raised.value)

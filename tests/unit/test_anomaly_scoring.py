@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
-from pushsvc.rules.analytics import Rule, Rules, default_rule
+from pushsvc.rules.analytics import Rule, Rules, default_rule, parse_rules
 from pushsvc.rules.anomaly import AnomalyRule
 from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import parse_tiers
@@ -306,3 +306,36 @@ def test_a_flag_window_counts_what_closed_in_the_window_after_any_trim(
             assert window.rate(clock, width) == expected
             assert window.rate(clock + width, width) is None
     assert len(window) <= 2 * len([c for c, _ in kept if c > clock - keep]) + 1
+
+
+def test_an_alert_on_anomaly_rate_fires_and_resolves_as_the_rate_crosses() -> None:
+    """`anomaly_rate[30s] > 0.02` with `for = "0s"`: an instance fires at the first update
+    whose rate is above (one `firing` message) and resolves at the first that is not (a null
+    rate, no scored bucket in the window, counts as cleared), as Prometheus's rule does."""
+    document = {
+        "rule": [
+            {
+                "topics": ["s.*"],
+                "windows": ["5s", "30s"],
+                "stats": ["count", "mean"],
+                "anomaly": {"every": "1s", "learn": "20s"},
+            }
+        ],
+        "alert": [{"name": "odd", "topics": ["s.*"], "when": "anomaly_rate[30s] > 0.02"}],
+    }
+    rules = parse_rules(document, default_rule((10 * S,), ("count",), TIERS))
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=2 * S)
+    drafts = aggregator.apply_events("s.a", _spiky(300))
+    expected, firing = [], False
+    for d in drafts:
+        body = orjson.loads(d.body)
+        if d.series is None and "windows" in body:
+            rate = body["windows"]["30s"]["anomaly_rate"]
+            holds = rate is not None and rate > 0.02
+            if holds != firing:
+                expected.append(("firing" if holds else "resolved", d.clock_us, rate))
+                firing = holds
+    changes = [orjson.loads(d.body) for d in drafts if d.topic == "_alerts"]
+    got = [(c["state"], round(c["since"] * S), c["value"]) for c in changes]
+    assert got == expected
+    assert len(got) >= 4
