@@ -16,6 +16,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
+from pushsvc.client import Client, Point, Snapshot, StreamUpdate
 from pushsvc.series.anomaly import Detector, Params
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
@@ -198,3 +199,51 @@ def test_the_openapi_document_describes_the_scored_points(server: PushsvcProcess
     wrong["points"][0]["anomaly"] = 2.0
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(series).validate(wrong)
+
+
+def test_windows_give_anomaly_rate_in_updates_stats_snapshots_and_the_client(
+    server: PushsvcProcess,
+) -> None:
+    """The rule's 10s window: `anomaly_rate` over the scored buckets that closed in it, in
+    the updates (and a `?stats=anomaly_rate` projection), `/stats`, a snapshot, and the
+    Python client's typed models and DataFrames."""
+    topic = "scored.rated"
+    events = _events(240)
+    base = f"http://127.0.0.1:{server.port}"
+    with Client(base) as client:
+        stream = client.subscribe(topic, stats=["anomaly_rate"], series=["1s"], max_retries=0)
+        assert isinstance(next(stream), Snapshot)
+        _post_all(server.port, topic, events)
+        updates: list[StreamUpdate] = []
+        points: list[Point] = []
+        while len(updates) < len(events):
+            message = next(stream)
+            if isinstance(message, StreamUpdate):
+                updates.append(message)
+            elif isinstance(message, Point):
+                points.append(message)
+        stream.close()
+        # Each update: the share of anomalous points among those closed in (ts - 10 s, ts],
+        # counting those its own event closed (streamed right after it).
+        flagged = [(p.time.timestamp(), p.anomalous) for p in points]
+        # A bucket [t, t + 1) closes at t + 6 (its end and the 5 s lateness): an event's time.
+        for update in updates[-60:]:
+            inside = [f for t, f in flagged if update.ts - 10 < t + 1 + 5 <= update.ts]
+            assert _rate_is(update.anomaly_rate("10s"), inside), update.ts
+            assert set(update.windows["10s"]) == {"anomaly_rate"}
+        assert any(p.anomalous for p in points) and all(p.anomaly is not None for p in points)
+        last = updates[-1].anomaly_rate("10s")
+        stats = client.stats(topic)
+        assert stats["windows"]["10s"]["anomaly_rate"] == last
+        frame = client.series(topic, resolution="1s")
+        assert str(frame["anomalous"].dtype) == "boolean"
+        assert list(frame["anomaly"]) == [p["anomaly"] for p in _series(server.port, topic, "1s")]
+        with SSEClient(server.port, f"/topics/{topic}/stream") as fresh:
+            _, snapshot = fresh.next_data("snapshot")
+        assert snapshot["topics"][topic]["windows"]["10s"]["anomaly_rate"] == last
+
+
+def _rate_is(rate: float | None, inside: list[bool | None]) -> bool:
+    if not inside:
+        return rate is None
+    return rate == pytest.approx(sum(bool(f) for f in inside) / len(inside))
