@@ -231,20 +231,15 @@ class Aggregator:
                     draft(topic, at_, "event", event_json(e), summary)
                     for e, at_, summary in zip(events, clocks, summaries, strict=True)
                 ]
+            if series is not None and series.scorer is not None:
+                return self._scored_drafts(state, topic, events, clocks, summaries)
             drafts = []
-            scorer = None if series is None else series.scorer
             for e, now, summary in zip(events, clocks, summaries, strict=True):
-                # The buckets this event's clock closes are scored before its update is
-                # drafted, so that its `anomaly_rate` counts them; the points follow it.
-                points: list[UpdateDraft] = []
+                drafts.append(draft(topic, now, "event", event_json(e), summary))
                 if series is not None:
                     series.insert(e.ts_us, e.value, e.tags)
                     if now >= series.next_close_us:
-                        points = self._points(state, topic, now, series.close(now))
-                if scorer is not None:
-                    summary = self._rated(state, summary, scorer, now)
-                drafts.append(draft(topic, now, "event", event_json(e), summary))
-                drafts += points
+                        drafts += self._points(state, topic, now, series.close(now))
                 if alerts is not None and (changes := alerts.evaluate(now, summary)):
                     drafts += _alert_drafts(now, changes)
             return drafts
@@ -290,6 +285,34 @@ class Aggregator:
             if alerts is not None:
                 for group in forgotten:
                     drafts += _alert_drafts(clocks[-1], alerts.forget_group(group.id, clocks[-1]))
+        return drafts
+
+    def _scored_drafts(
+        self,
+        state: _Topic,
+        topic: str,
+        events: Sequence[Event],
+        clocks: Sequence[int],
+        summaries: Iterable[Mapping[str, object]],
+    ) -> list[UpdateDraft]:
+        """`apply_events`' drafts for a topic without groups whose rule scores anomalies: the
+        buckets an event's clock closes are scored before its update is drafted, so that its
+        `anomaly_rate` counts them; the points follow the update, as for any topic. (A loop
+        of its own: the other topics' loop pays nothing for it.)"""
+        series, alerts = state.series, state.alerts
+        assert series is not None and series.scorer is not None
+        scorer = series.scorer
+        drafts: list[UpdateDraft] = []
+        for e, now, summary in zip(events, clocks, summaries, strict=True):
+            series.insert(e.ts_us, e.value, e.tags)
+            points = []
+            if now >= series.next_close_us:
+                points = self._points(state, topic, now, series.close(now))
+            rated = self._rated(state, summary, scorer, now)
+            drafts.append(draft(topic, now, "event", event_json(e), rated))
+            drafts += points
+            if alerts is not None and (changes := alerts.evaluate(now, rated)):
+                drafts += _alert_drafts(now, changes)
         return drafts
 
     def _points(
