@@ -2,8 +2,8 @@
 holds continues exactly as one that never stopped: same drafts, byte for byte.
 
 This is the aggregator half of the Delivery promise for durable state (groups, count and
-sketch windows, series buckets, anomaly detectors, alert states); tests/system/faults checks the whole on
-Redis."""
+sketch windows, series buckets, anomaly detectors, alert states); tests/system/faults checks
+the whole on Redis."""
 
 from __future__ import annotations
 
