@@ -27,6 +27,7 @@ from pushsvc.rules.tiers import parse_tiers
 from pushsvc.series.anomaly import Detector, Params
 from pushsvc.series.anomaly_rate import FlagWindow
 from pushsvc.series.scoring import BucketScorer
+from support.alert_model import AlertSpec, Change, Condition, TopicModel
 
 S = 1_000_000
 T0 = 1_763_700_000 * S
@@ -344,3 +345,71 @@ def test_an_alert_on_anomaly_rate_fires_and_resolves_as_the_rate_crosses() -> No
     got = [(c["state"], round(c["since"] * S), c["value"]) for c in changes]
     assert got == expected
     assert len(got) >= 4
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_anomaly_rate_alerts_change_as_the_alert_model_says(grouped: bool) -> None:
+    """`anomaly_rate[30s]` under `for`, `keep_firing_for` and `clear`, on a topic and on each
+    group, event by event and through ticks: every `_alerts` change the product publishes is
+    the one the alert model (Prometheus's rule, pushsvc's contract) makes from the same
+    events and the product's own scored points."""
+    specs = [
+        AlertSpec("rated", Condition.parse("anomaly_rate[30s] > 0.02"), for_us=3 * S),
+        AlertSpec(
+            "held",
+            Condition.parse("anomaly_rate[5s] > 0"),
+            clear=Condition.parse("anomaly_rate[30s] < 0.01"),
+            keep_firing_for_us=4 * S,
+        ),
+    ]
+    group_by = ("k",) if grouped else ()
+    document = {
+        "rule": [
+            {
+                "topics": ["s.*"],
+                "windows": ["5s", "30s"],
+                "stats": ["count", "mean"],
+                **({"group_by": list(group_by)} if grouped else {}),
+                "anomaly": {"every": "1s", "learn": "20s"},
+            }
+        ],
+        "alert": [
+            {
+                "name": spec.name,
+                "topics": ["s.*"],
+                "when": spec.when.text,
+                "for": f"{spec.for_us // S}s",
+                "keep_firing_for": f"{spec.keep_firing_for_us // S}s",
+                **({"clear": spec.clear.text} if spec.clear else {}),
+            }
+            for spec in specs
+        ],
+    }
+    rules = parse_rules(document, default_rule((10 * S,), ("count",), TIERS))
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=2 * S)
+    model = TopicModel("s.a", specs, {"5s": 5 * S, "30s": 30 * S}, group_by=group_by)
+    events = _spiky(400)
+    product: list[Change] = []
+    expected: list[Change] = []
+
+    def feed(drafts: list[Any]) -> None:
+        for d in drafts:
+            body = orjson.loads(d.body)
+            if d.series is not None and body["resolution"] == "1s":
+                key = tuple(body.get("group", {}).items())
+                model.closed(d.clock_us, body["point"]["anomalous"], key)
+            elif d.topic == "_alerts":
+                product.append(Change.of_message(body))
+
+    for index, event in enumerate(events):
+        feed(aggregator.apply_events("s.a", [event]))
+        expected += model.events([(event.ts_us, event.value, event.tags)])
+        if index % 97 == 96:  # now and then an idle tick, past every open bucket
+            clock = event.ts_us + 20 * S
+            feed(aggregator.apply_ticks({"s.a": clock}))
+            expected += model.tick(clock)
+    key = lambda c: (c.instance, c.since_us, c.state)  # noqa: E731
+    assert len(product) == len(expected) >= 6
+    for got, want in zip(sorted(product, key=key), sorted(expected, key=key), strict=True):
+        assert got.agrees(want), (got, want)
+    assert {c.state for c in product} >= {"pending", "firing", "resolved"}
