@@ -15,6 +15,12 @@ Series: a topic (and each of its groups) also keeps the open buckets of its rule
 (`pushsvc.series.buckets`). A bucket closed by an event's or a tick's clock becomes a point
 draft right after that event's or tick's update, so points are published in the same atomic
 step as the updates of the events that close them.
+
+Anomalies: a rule's `anomaly` gives the topic's (and each group's) series a `BucketScorer`
+(`pushsvc.series.scoring`), which scores each closing point of its `every` tier. For such a
+topic the buckets an event's or tick's clock closes are scored before its update is drafted,
+so that the update's `anomaly_rate` (each time window's) counts them; the points still follow
+the update. The scorers' state is part of the checkpoint, so a topic that scores is durable.
 """
 
 from __future__ import annotations
