@@ -247,3 +247,29 @@ def _rate_is(rate: float | None, inside: list[bool | None]) -> bool:
     if not inside:
         return rate is None
     return rate == pytest.approx(sum(bool(f) for f in inside) / len(inside))
+
+
+def test_get_anomalies_ranks_the_scored_series_on_either_broker(server: PushsvcProcess) -> None:
+    topic = "scored.grouped.ranked"
+    events = _events(260)
+    _post_all(server.port, topic, events)
+    for station in ("grill", "fry"):
+        wait_until(
+            lambda s=station: len(_series(server.port, topic, "1s", s)) >= 254,  # type: ignore[misc]
+            timeout=20,
+            what="group points",
+        )
+    status, _, body = request(server.port, "GET", "/anomalies?limit=1000")
+    assert status == 200, body
+    entries = [e for e in json.loads(body)["anomalies"] if e["topic"] == topic]
+    assert {json.dumps(e.get("group")) for e in entries} == {
+        "null",
+        json.dumps({"station": "grill"}),
+        json.dumps({"station": "fry"}),
+    }
+    for entry in entries:
+        station = (entry.get("group") or {}).get("station", "")
+        points = _series(server.port, topic, "1s", station)
+        flagged = sum(p["anomalous"] for p in points)
+        assert (entry["scored"], entry["anomalous"]) == (len(points), flagged)
+        assert entry["rate"] == flagged / len(points)
