@@ -312,6 +312,14 @@ def test_a_flag_window_counts_what_closed_in_the_window_after_any_trim(
             assert window.rate(clock, width) == expected
             assert window.rate(clock + width, width) is None
     assert len(window) <= 2 * len([c for c, _ in kept if c > clock - keep]) + 1
+    # A window restored from its entries rates as the one saved, from then on.
+    restored = FlagWindow(keep)
+    for at, flag in window.entries():
+        restored.add(at, flag)
+    assert restored.entries() == [(c, f) for c, f in kept if c > clock - keep]
+    for later in range(clock, clock + keep + 2):
+        for width in range(1, keep + 1):
+            assert restored.rate(later, width) == window.rate(later, width)
 
 
 def test_an_alert_on_anomaly_rate_fires_and_resolves_as_the_rate_crosses() -> None:

@@ -45,10 +45,14 @@ class FlagWindow:
         return flags / (end - start)
 
     def entries(self) -> list[tuple[int, bool]]:
-        """(clock, anomalous) of each bucket kept, in closing order: for a checkpoint."""
+        """(clock, anomalous) of each bucket a rate may still count, in closing order: for a
+        checkpoint (those at or before the newest clock less `keep_us` never count again: the
+        clock does not go back)."""
+        clocks, flagged = self._clocks, self._flagged
+        first = bisect_right(clocks, clocks[-1] - self.keep_us) if clocks else 0
+        before = flagged[first - 1] if first else 0
         out = []
-        before = 0
-        for clock, flags in zip(self._clocks, self._flagged, strict=True):
+        for clock, flags in zip(clocks[first:], flagged[first:], strict=True):
             out.append((clock, flags > before))
             before = flags
         return out
