@@ -578,15 +578,12 @@ class Aggregator:
                 for g in state.groups
                 if g.stats.advance(clock)
             ]
-            topic_summary = state.windows.summary()
-            if scorer is not None:
-                topic_summary = self._rated(state, topic_summary, scorer, clock)
             if alerts is not None:
                 # Evaluated where a window changed, and where an instance is live: the clock
                 # alone moves a pending instance to firing, or a cleared one to resolved.
                 changes = []
                 if changed or alerts.live():
-                    changes += alerts.evaluate(clock, topic_summary)
+                    changes += alerts.evaluate(clock, self._topic_summary(state, clock))
                 evaluated = {part.id for part in parts}
                 for part in parts:
                     changes += alerts.evaluate(clock, part.windows, part.id, part.key)
@@ -598,7 +595,8 @@ class Aggregator:
                 # Appended after the tick's update below, with the points.
             forgotten = self._sweep(state, clock)
             if changed or parts or forgotten:
-                tick = draft(topic, clock, "tick", None, topic_summary, groups=parts)
+                summary = self._topic_summary(state, clock)
+                tick = draft(topic, clock, "tick", None, summary, groups=parts)
                 drafts.append(
                     tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
                 )
@@ -609,10 +607,18 @@ class Aggregator:
                 drafts += _alert_drafts(clock, changes)
         return drafts
 
+    def _topic_summary(self, state: _Topic, clock_us: int) -> dict[str, Any]:
+        """The topic's statistics as its updates give them (with `anomaly_rate` if scored)."""
+        summary = state.windows.summary()
+        scorer = None if state.series is None else state.series.scorer
+        return summary if scorer is None else self._rated(state, summary, scorer, clock_us)
+
     def _group_summary(self, state: _Topic, group: Group, clock_us: int) -> dict[str, Any]:
         """A group's statistics as its updates give them (with `anomaly_rate` if scored)."""
         summary = group.stats.summary()
-        series = None if state.group_series is None else state.group_series.get(group.id)
+        if state.rule.anomaly is None or state.group_series is None:
+            return summary
+        series = state.group_series.get(group.id)
         if series is not None and series.scorer is not None:
             return self._rated(state, summary, series.scorer, clock_us)
         return summary
