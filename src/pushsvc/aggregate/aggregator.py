@@ -250,38 +250,35 @@ class Aggregator:
                     drafts += _alert_drafts(now, changes)
             return drafts
         groups = state.groups
-        drafts = []
-        last_update = 0  # the place of the last update among the drafts (points follow it)
-        scored = series is not None and series.scorer is not None
-        for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
-            group = groups.route(e.tags, (*at, index))
-            windows_of_group = _insert_and_summary(group, e, now)
-            points = []
-            if series is not None:
-                series.insert(e.ts_us, e.value, e.tags)
-                if now >= series.next_close_us:
-                    points += self._points(state, topic, now, series.close(now))
-                in_group = self._group_series(state, group)
-                assert in_group is not None and state.series_due is not None
-                closes = in_group.next_close_us
-                in_group.insert(e.ts_us, e.value, e.tags)
-                if in_group.next_close_us != closes:
-                    _watch(state.series_due, group.id, in_group)
-                if state.series_due and state.series_due[0][0] <= now:
-                    points += self._group_points(state, topic, now)
-                if scored:  # after the closes, as for a topic without groups
-                    assert series.scorer is not None and in_group.scorer is not None
-                    summary = self._rated(state, summary, series.scorer, now)
-                    windows_of_group = self._rated(state, windows_of_group, in_group.scorer, now)
-            part = GroupPart(group.id, group.key, windows_of_group)
-            last_update = len(drafts)
-            drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
-            drafts += points
-            if alerts is not None:
-                changes = alerts.evaluate(now, summary)
-                changes += alerts.evaluate(now, part.windows, group.id, group.key)
-                if changes:  # seldom: most evaluations change nothing
-                    drafts += _alert_drafts(now, changes)
+        if series is not None and series.scorer is not None:
+            drafts, last_update = self._scored_group_drafts(
+                state, topic, events, clocks, summaries, at
+            )
+        else:
+            drafts = []
+            last_update = 0  # the place of the last update among the drafts (points follow)
+            for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+                group = groups.route(e.tags, (*at, index))
+                part = GroupPart(group.id, group.key, _insert_and_summary(group, e, now))
+                last_update = len(drafts)
+                drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
+                if series is not None:
+                    series.insert(e.ts_us, e.value, e.tags)
+                    if now >= series.next_close_us:
+                        drafts += self._points(state, topic, now, series.close(now))
+                    in_group = self._group_series(state, group)
+                    assert in_group is not None and state.series_due is not None
+                    closes = in_group.next_close_us
+                    in_group.insert(e.ts_us, e.value, e.tags)
+                    if in_group.next_close_us != closes:
+                        _watch(state.series_due, group.id, in_group)
+                    if state.series_due and state.series_due[0][0] <= now:
+                        drafts += self._group_points(state, topic, now)
+                if alerts is not None:
+                    changes = alerts.evaluate(now, summary)
+                    changes += alerts.evaluate(now, part.windows, group.id, group.key)
+                    if changes:  # seldom: most evaluations change nothing
+                        drafts += _alert_drafts(now, changes)
         self.group_overflow += groups.overflowed
         groups.overflowed = 0
         forgotten = self._sweep(state, clocks[-1])
@@ -292,6 +289,63 @@ class Aggregator:
                 for group in forgotten:
                     drafts += _alert_drafts(clocks[-1], alerts.forget_group(group.id, clocks[-1]))
         return drafts
+
+    def _into_group_series(
+        self, state: _Topic, topic: str, group: Group, e: Event, now: int
+    ) -> list[UpdateDraft]:
+        """The event into its group's series; the points of every group bucket the topic
+        clock `now` closes. (`apply_events` has the same steps inline: a call per event
+        costs the topics that score nothing.)"""
+        in_group = self._group_series(state, group)
+        assert in_group is not None and state.series_due is not None
+        closes = in_group.next_close_us
+        in_group.insert(e.ts_us, e.value, e.tags)
+        if in_group.next_close_us != closes:
+            _watch(state.series_due, group.id, in_group)
+        if state.series_due and state.series_due[0][0] <= now:
+            return self._group_points(state, topic, now)
+        return []
+
+    def _scored_group_drafts(
+        self,
+        state: _Topic,
+        topic: str,
+        events: Sequence[Event],
+        clocks: Sequence[int],
+        summaries: Iterable[Mapping[str, object]],
+        at: LogPosition,
+    ) -> tuple[list[UpdateDraft], int]:
+        """`apply_events`' drafts for a grouping topic whose rule scores anomalies, and the
+        place of the last update among them: as `_scored_drafts`, the topic's and the event's
+        group's `anomaly_rate` count the buckets the event's clock closes."""
+        series, alerts, groups = state.series, state.alerts, state.groups
+        assert series is not None and series.scorer is not None and groups is not None
+        scorer = series.scorer
+        drafts: list[UpdateDraft] = []
+        last_update = 0
+        for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+            group = groups.route(e.tags, (*at, index))
+            windows_of_group = _insert_and_summary(group, e, now)
+            series.insert(e.ts_us, e.value, e.tags)
+            points = []
+            if now >= series.next_close_us:
+                points += self._points(state, topic, now, series.close(now))
+            points += self._into_group_series(state, topic, group, e, now)
+            in_group = self._group_series(state, group)
+            assert in_group is not None and in_group.scorer is not None
+            rated = self._rated(state, summary, scorer, now)
+            part = GroupPart(
+                group.id, group.key, self._rated(state, windows_of_group, in_group.scorer, now)
+            )
+            last_update = len(drafts)
+            drafts.append(draft(topic, now, "event", event_json(e), rated, group=part))
+            drafts += points
+            if alerts is not None:
+                changes = alerts.evaluate(now, rated)
+                changes += alerts.evaluate(now, part.windows, group.id, group.key)
+                if changes:
+                    drafts += _alert_drafts(now, changes)
+        return drafts, last_update
 
     def _scored_drafts(
         self,
