@@ -16,6 +16,7 @@ from pushsvc.config import Settings
 from pushsvc.errors import RequestError
 from pushsvc.http import cors
 from pushsvc.http.api import (
+    anomalies,
     dashboard,
     deletion,
     health,
@@ -79,6 +80,7 @@ def create_app(
         deletion.bp,
         history.bp,
         series.bp,
+        anomalies.bp,
         health.bp,
         openapi.bp,
     )

@@ -35,6 +35,12 @@ Window statistics are computed here from the events fed in: the set is the event
 `ts` in `(T - w, T]`; quantiles are pandas' (`Series.quantile`, linear, the project's
 statistics oracle), sum, mean and variance exact (`fractions`) then rounded once.
 
+`anomaly_rate` (a rule's `anomaly`, docs/series.md) is the share of anomalous buckets among
+the scored ones that closed in `(T - w, T]`: the model does not score buckets (that is the
+detector's); a test tells it each scored bucket as it closes (`closed`, with the clock that
+closed it and its flag, from the product's points), before the event or tick whose update
+counts it.
+
 Not modelled: `max_groups` (the overflow group) and count windows.
 """
 
@@ -207,6 +213,8 @@ class TopicModel:
         self.groups: dict[GroupKey, _Group] = {}
         self.instances: dict[tuple[str, GroupKey], _Instance] = {}
         self._sweep_slot = 0
+        self.scored: list[tuple[int, bool, GroupKey]] = []
+        """(clock that closed it, anomalous, group key) of each scored bucket (`closed`)."""
         self.seen: set[str] = set()
         """What happened that changed nothing on its own (for a test's statistics): an
         instance held firing by `clear` or by `keep_firing_for`, a group forgotten with a
@@ -242,6 +250,11 @@ class TopicModel:
             changes += self._evaluate(key)
         return changes + self._sweep()
 
+    def closed(self, clock_us: int, anomalous: bool, key: GroupKey = ()) -> None:
+        """A scored series bucket of the topic (or of the group `key`) closed at `clock_us`:
+        what `anomaly_rate` counts."""
+        self.scored.append((clock_us, anomalous, key))
+
     # What the product shows.
 
     def active(self) -> list[Change]:
@@ -254,6 +267,13 @@ class TopicModel:
         """The condition's statistic now, over the topic's events or a group's."""
         assert self.clock_us is not None
         width = self.windows_us[condition.window]
+        if condition.stat == "anomaly_rate":
+            flags = [
+                flag
+                for at, flag, k in self.scored
+                if self.clock_us - width < at <= self.clock_us and k == key
+            ]
+            return sum(flags) / len(flags) if flags else None
         inside = [
             v
             for ts, v, k in self.rows

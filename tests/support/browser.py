@@ -180,12 +180,13 @@ def line_coverage(canvas: Locator, color_variable: str) -> float:
     return coverage
 
 
-# The share of the plot's pixels painted in the alert band's colour (over nothing: the canvas
-# is transparent there), in the canvas column at topic-clock time `t`, or in the column beside
-# it that has the most (a vertical grid line may run through one). The lines and the other
-# grid lines cross a column: a band shows as most of it, and no band as none.
-BAND_SHARE = """(chart, t) => {
-  const css = getComputedStyle(document.documentElement).getPropertyValue("--alert-band").trim();
+# The share of the plot's pixels painted in a band's colour (the alert band's, or the anomaly
+# band's; over nothing: the canvas is transparent there), in the canvas column at topic-clock
+# time `t`, or in the column beside it that has the most (a vertical grid line may run through
+# one). The lines and the other grid lines cross a column: a band shows as most of it, and no
+# band as none.
+BAND_SHARE = """(chart, [t, variable]) => {
+  const css = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
   const probe = document.createElement("canvas").getContext("2d");
   probe.fillStyle = css;
   probe.fillRect(0, 0, 1, 1);
@@ -210,5 +211,11 @@ BAND_SHARE = """(chart, t) => {
 
 def alert_band_share(chart: Locator, t: float) -> float:
     """How much of a chart's plot, at topic-clock time `t`, is shaded as an alert period."""
-    share: float = chart.evaluate(BAND_SHARE, t)
+    share: float = chart.evaluate(BAND_SHARE, [t, "--alert-band"])
+    return share
+
+
+def anomaly_band_share(chart: Locator, t: float) -> float:
+    """How much of a chart's plot, at time `t`, is shaded as an anomalous bucket."""
+    share: float = chart.evaluate(BAND_SHARE, [t, "--anomaly-band"])
     return share

@@ -182,6 +182,19 @@ def test_the_distinct_and_top_helpers(server: PushsvcProcess, page: Page) -> Non
     }
 
 
+def test_the_anomaly_rate_helper(server: PushsvcProcess, page: Page) -> None:
+    open_origin(page, server)
+    found = page.evaluate(
+        """async () => {
+          const { anomalyRateOf } = await import("/static/pushsvc.js");
+          const windows = { "1h": { count: 3, anomaly_rate: 0.25 }, "1m": { anomaly_rate: null } };
+          return [anomalyRateOf(windows, "1h"), anomalyRateOf(windows, "1m"),
+                  anomalyRateOf(windows, "5m")];
+        }"""
+    )
+    assert found == [0.25, None, None]
+
+
 # ------------------------------------------------------------------ the example page
 
 

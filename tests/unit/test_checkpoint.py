@@ -2,8 +2,8 @@
 holds continues exactly as one that never stopped: same drafts, byte for byte.
 
 This is the aggregator half of the Delivery promise for durable state (groups, count and
-sketch windows, series buckets, alert states); tests/system/faults checks the whole on
-Redis."""
+sketch windows, series buckets, anomaly detectors, alert states); tests/system/faults checks
+the whole on Redis."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
 from pushsvc.rules.alerts import AlertRule, RuleOutline, parse_alerts
 from pushsvc.rules.analytics import Rule, Rules, default_rule
+from pushsvc.rules.anomaly import AnomalyRule
 from pushsvc.rules.tiers import parse_tiers
 
 S = 1_000_000
@@ -25,9 +26,11 @@ T0 = 1_700_000_000 * S
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 ALL = (*STATS, "rate")
 
-TOPICS = ("grouped", "counted", "last", "long", "plain")
+TOPICS = ("grouped", "counted", "last", "long", "plain", "scored", "solo")
 #: Distinct counts and top values in every window kind, whose state must come back too.
 TAG_STATS: dict[str, Any] = {"distinct": ("u",), "top": (("p", 2),)}
+SCORED = AnomalyRule(S, "mean", 10, 0.3)
+SOLO = AnomalyRule(S, "rate", 10, 0.3)
 
 Entry = tuple[tuple[int, int], str, list[Event] | None, dict[str, int] | None]
 """(position, topic, events, ticks): a log entry, events, a round of ticks, or the topic's
@@ -52,6 +55,10 @@ def _rules(*extra: Rule) -> Rules:
                 exact_up_to_us=10 * S,
                 **TAG_STATS,
             ),
+            # Anomaly scores of each group's 1 s buckets, and of a single tier's (whose
+            # detector only a checkpoint keeps: no coarser tier makes the topic durable).
+            Rule(5, ("scored",), (2 * S,), (), ALL, ("k",), 2, anomaly=SCORED),
+            Rule(6, ("solo",), (2 * S,), (), ALL, series=parse_tiers("1s:1m"), anomaly=SOLO),
             *extra,
         ],
         default_rule((2 * S, 10 * S), STATS, parse_tiers("1s:1m,10s:10m")),

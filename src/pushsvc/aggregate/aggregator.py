@@ -15,6 +15,12 @@ Series: a topic (and each of its groups) also keeps the open buckets of its rule
 (`pushsvc.series.buckets`). A bucket closed by an event's or a tick's clock becomes a point
 draft right after that event's or tick's update, so points are published in the same atomic
 step as the updates of the events that close them.
+
+Anomalies: a rule's `anomaly` gives the topic's (and each group's) series a `BucketScorer`
+(`pushsvc.series.scoring`), which scores each closing point of its `every` tier. For such a
+topic the buckets an event's or tick's clock closes are scored before its update is drafted,
+so that the update's `anomaly_rate` (each time window's) counts them; the points still follow
+the update. The scorers' state is part of the checkpoint, so a topic that scores is durable.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -45,10 +51,13 @@ from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.rules.point import Point
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.series.buckets import SeriesBuckets
+from pushsvc.series.scoring import BucketScorer
 from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
 
+Summary = TypeVar("Summary", bound=Mapping[str, Any])
+"""Window label -> statistics, as an update gives them."""
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
 
@@ -120,6 +129,8 @@ class Aggregator:
         self._topics: dict[str, _Topic] = {}
         self._lateness_us = lateness_us
         self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
+        # (label, width) of each rule's time windows: what `anomaly_rate` is given for.
+        self._rated_windows: dict[int, tuple[tuple[str, int], ...]] = {}
         self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
@@ -140,7 +151,7 @@ class Aggregator:
                 state.alerts = TopicAlerts(topic, matching)
             tiers = self._tiers_of(rule)
             if tiers:
-                state.series = SeriesBuckets(tiers, self._lateness_us, rule.distinct, rule.top)
+                state.series = self._new_series(rule)
                 if groups is not None:
                     state.group_series, state.series_due = {}, []
         return state
@@ -151,16 +162,30 @@ class Aggregator:
             tiers = self._tiers[rule.number] = self.rules.series_of(rule)
         return tiers
 
+    def _new_series(self, rule: Rule) -> SeriesBuckets:
+        """Empty open buckets of the rule's tiers, scoring its `anomaly` tier if it has one."""
+        series = SeriesBuckets(self._tiers_of(rule), self._lateness_us, rule.distinct, rule.top)
+        if rule.anomaly is not None:
+            series.scorer = BucketScorer(rule.anomaly, max(rule.windows_us, default=0))
+        return series
+
+    def _restored_series(self, rule: Rule, data: bytes, scores: bytes) -> SeriesBuckets:
+        """Open buckets from a checkpoint's `series` and `anomaly` parts."""
+        series = SeriesBuckets.restored(
+            self._tiers_of(rule), self._lateness_us, data, rule.distinct, rule.top
+        )
+        if rule.anomaly is not None:
+            keep = max(rule.windows_us, default=0)
+            series.scorer = BucketScorer.restored(rule.anomaly, keep, scores)
+        return series
+
     def _group_series(self, state: _Topic, group: Group) -> SeriesBuckets | None:
         kept = state.group_series
         if kept is None:
             return None
         series = kept.get(group.id)
         if series is None:
-            rule = state.rule
-            series = kept[group.id] = SeriesBuckets(
-                self._tiers_of(rule), self._lateness_us, rule.distinct, rule.top
-            )
+            series = kept[group.id] = self._new_series(state.rule)
         return series
 
     def _group_points(self, state: _Topic, topic: str, clock_us: int) -> list[UpdateDraft]:
@@ -212,6 +237,8 @@ class Aggregator:
                     draft(topic, at_, "event", event_json(e), summary)
                     for e, at_, summary in zip(events, clocks, summaries, strict=True)
                 ]
+            if series is not None and series.scorer is not None:
+                return self._scored_drafts(state, topic, events, clocks, summaries)
             drafts = []
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 drafts.append(draft(topic, now, "event", event_json(e), summary))
@@ -223,30 +250,35 @@ class Aggregator:
                     drafts += _alert_drafts(now, changes)
             return drafts
         groups = state.groups
-        drafts = []
-        last_update = 0  # the place of the last update among the drafts (points follow it)
-        for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
-            group = groups.route(e.tags, (*at, index))
-            part = GroupPart(group.id, group.key, _insert_and_summary(group, e, now))
-            last_update = len(drafts)
-            drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
-            if series is not None:
-                series.insert(e.ts_us, e.value, e.tags)
-                if now >= series.next_close_us:
-                    drafts += self._points(state, topic, now, series.close(now))
-                in_group = self._group_series(state, group)
-                assert in_group is not None and state.series_due is not None
-                closes = in_group.next_close_us
-                in_group.insert(e.ts_us, e.value, e.tags)
-                if in_group.next_close_us != closes:
-                    _watch(state.series_due, group.id, in_group)
-                if state.series_due and state.series_due[0][0] <= now:
-                    drafts += self._group_points(state, topic, now)
-            if alerts is not None:
-                changes = alerts.evaluate(now, summary)
-                changes += alerts.evaluate(now, part.windows, group.id, group.key)
-                if changes:  # seldom: most evaluations change nothing
-                    drafts += _alert_drafts(now, changes)
+        if series is not None and series.scorer is not None:
+            drafts, last_update = self._scored_group_drafts(
+                state, topic, events, clocks, summaries, at
+            )
+        else:
+            drafts = []
+            last_update = 0  # the place of the last update among the drafts (points follow)
+            for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+                group = groups.route(e.tags, (*at, index))
+                part = GroupPart(group.id, group.key, _insert_and_summary(group, e, now))
+                last_update = len(drafts)
+                drafts.append(draft(topic, now, "event", event_json(e), summary, group=part))
+                if series is not None:
+                    series.insert(e.ts_us, e.value, e.tags)
+                    if now >= series.next_close_us:
+                        drafts += self._points(state, topic, now, series.close(now))
+                    in_group = self._group_series(state, group)
+                    assert in_group is not None and state.series_due is not None
+                    closes = in_group.next_close_us
+                    in_group.insert(e.ts_us, e.value, e.tags)
+                    if in_group.next_close_us != closes:
+                        _watch(state.series_due, group.id, in_group)
+                    if state.series_due and state.series_due[0][0] <= now:
+                        drafts += self._group_points(state, topic, now)
+                if alerts is not None:
+                    changes = alerts.evaluate(now, summary)
+                    changes += alerts.evaluate(now, part.windows, group.id, group.key)
+                    if changes:  # seldom: most evaluations change nothing
+                        drafts += _alert_drafts(now, changes)
         self.group_overflow += groups.overflowed
         groups.overflowed = 0
         forgotten = self._sweep(state, clocks[-1])
@@ -256,6 +288,91 @@ class Aggregator:
             if alerts is not None:
                 for group in forgotten:
                     drafts += _alert_drafts(clocks[-1], alerts.forget_group(group.id, clocks[-1]))
+        return drafts
+
+    def _into_group_series(
+        self, state: _Topic, topic: str, group: Group, e: Event, now: int
+    ) -> list[UpdateDraft]:
+        """The event into its group's series; the points of every group bucket the topic
+        clock `now` closes. (`apply_events` has the same steps inline: a call per event
+        costs the topics that score nothing.)"""
+        in_group = self._group_series(state, group)
+        assert in_group is not None and state.series_due is not None
+        closes = in_group.next_close_us
+        in_group.insert(e.ts_us, e.value, e.tags)
+        if in_group.next_close_us != closes:
+            _watch(state.series_due, group.id, in_group)
+        if state.series_due and state.series_due[0][0] <= now:
+            return self._group_points(state, topic, now)
+        return []
+
+    def _scored_group_drafts(
+        self,
+        state: _Topic,
+        topic: str,
+        events: Sequence[Event],
+        clocks: Sequence[int],
+        summaries: Iterable[Mapping[str, object]],
+        at: LogPosition,
+    ) -> tuple[list[UpdateDraft], int]:
+        """`apply_events`' drafts for a grouping topic whose rule scores anomalies, and the
+        place of the last update among them: as `_scored_drafts`, the topic's and the event's
+        group's `anomaly_rate` count the buckets the event's clock closes."""
+        series, alerts, groups = state.series, state.alerts, state.groups
+        assert series is not None and series.scorer is not None and groups is not None
+        scorer = series.scorer
+        drafts: list[UpdateDraft] = []
+        last_update = 0
+        for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+            group = groups.route(e.tags, (*at, index))
+            windows_of_group = _insert_and_summary(group, e, now)
+            series.insert(e.ts_us, e.value, e.tags)
+            points = []
+            if now >= series.next_close_us:
+                points += self._points(state, topic, now, series.close(now))
+            points += self._into_group_series(state, topic, group, e, now)
+            in_group = self._group_series(state, group)
+            assert in_group is not None and in_group.scorer is not None
+            rated = self._rated(state, summary, scorer, now)
+            part = GroupPart(
+                group.id, group.key, self._rated(state, windows_of_group, in_group.scorer, now)
+            )
+            last_update = len(drafts)
+            drafts.append(draft(topic, now, "event", event_json(e), rated, group=part))
+            drafts += points
+            if alerts is not None:
+                changes = alerts.evaluate(now, rated)
+                changes += alerts.evaluate(now, part.windows, group.id, group.key)
+                if changes:
+                    drafts += _alert_drafts(now, changes)
+        return drafts, last_update
+
+    def _scored_drafts(
+        self,
+        state: _Topic,
+        topic: str,
+        events: Sequence[Event],
+        clocks: Sequence[int],
+        summaries: Iterable[Mapping[str, object]],
+    ) -> list[UpdateDraft]:
+        """`apply_events`' drafts for a topic without groups whose rule scores anomalies: the
+        buckets an event's clock closes are scored before its update is drafted, so that its
+        `anomaly_rate` counts them; the points follow the update, as for any topic. (A loop
+        of its own: the other topics' loop pays nothing for it.)"""
+        series, alerts = state.series, state.alerts
+        assert series is not None and series.scorer is not None
+        scorer = series.scorer
+        drafts: list[UpdateDraft] = []
+        for e, now, summary in zip(events, clocks, summaries, strict=True):
+            series.insert(e.ts_us, e.value, e.tags)
+            points = []
+            if now >= series.next_close_us:
+                points = self._points(state, topic, now, series.close(now))
+            rated = self._rated(state, summary, scorer, now)
+            drafts.append(draft(topic, now, "event", event_json(e), rated))
+            drafts += points
+            if alerts is not None and (changes := alerts.evaluate(now, rated)):
+                drafts += _alert_drafts(now, changes)
         return drafts
 
     def _points(
@@ -316,7 +433,11 @@ class Aggregator:
         # buckets outlive the log.
         tiers = len(self._tiers_of(rule))
         alerts = bool(self.rules.alerts_for(topic))
-        return bool(rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts)
+        # An anomaly detector's state is the whole past of its series, which no log keeps.
+        scored = rule.anomaly is not None and tiers > 0
+        return bool(
+            rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts or scored
+        )
 
     def horizon_us(self, topic: str) -> int | None:
         """The time at or before which no event of `topic` is in an exact window of the topic
@@ -357,6 +478,7 @@ class Aggregator:
                     g_clock,
                     _durable(g.stats),
                     _series_state(kept.get(g.id)),
+                    _scores_state(kept.get(g.id)),
                 )
                 for g in state.groups
                 if (g_clock := g.stats.clock_us) is not None
@@ -370,6 +492,7 @@ class Aggregator:
             groups,
             _series_state(state.series),
             b"" if state.alerts is None else state.alerts.durable_state(),
+            _scores_state(state.series),
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -391,9 +514,7 @@ class Aggregator:
             state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
-            state.series = SeriesBuckets.restored(
-                tiers, self._lateness_us, checkpoint.series, state.rule.distinct, state.rule.top
-            )
+            state.series = self._restored_series(state.rule, checkpoint.series, checkpoint.anomaly)
         if state.groups is not None:
             for saved in checkpoint.groups:
                 stats = compiled.restored(saved.state)
@@ -401,9 +522,7 @@ class Aggregator:
                     Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
                 )
                 if state.group_series is not None and saved.series:
-                    restored = SeriesBuckets.restored(
-                        tiers, self._lateness_us, saved.series, state.rule.distinct, state.rule.top
-                    )
+                    restored = self._restored_series(state.rule, saved.series, saved.anomaly)
                     state.group_series[saved.id] = restored
                     assert state.series_due is not None
                     _watch(state.series_due, saved.id, restored)
@@ -489,18 +608,27 @@ class Aggregator:
             changed = state.windows.advance(clock)
             series = state.series
             alerts = state.alerts
+            scorer = None if series is None else series.scorer
+            points = []
+            if series is not None and clock >= series.next_close_us:
+                points += self._points(state, topic, clock, series.close(clock))
             if state.groups is None:
+                # A scored bucket closed: the windows' `anomaly_rate` moved.
+                changed = changed or (scorer is not None and bool(points))
                 if changed or (alerts is not None and alerts.live()):
                     summary = state.windows.summary()
+                    if scorer is not None:
+                        summary = self._rated(state, summary, scorer, clock)
                     if changed:
                         drafts.append(draft(topic, clock, "tick", None, summary))
                     if alerts is not None:
                         drafts += _alert_drafts(clock, alerts.evaluate(clock, summary))
-                if series is not None and clock >= series.next_close_us:
-                    drafts += self._points(state, topic, clock, series.close(clock))
+                drafts += points
                 continue
+            if series is not None:
+                points += self._group_points(state, topic, clock)
             parts = [
-                GroupPart(g.id, g.key, g.stats.summary())
+                GroupPart(g.id, g.key, self._group_summary(state, g, clock))
                 for g in state.groups
                 if g.stats.advance(clock)
             ]
@@ -509,24 +637,20 @@ class Aggregator:
                 # alone moves a pending instance to firing, or a cleared one to resolved.
                 changes = []
                 if changed or alerts.live():
-                    changes += alerts.evaluate(clock, state.windows.summary())
+                    changes += alerts.evaluate(clock, self._topic_summary(state, clock))
                 evaluated = {part.id for part in parts}
                 for part in parts:
                     changes += alerts.evaluate(clock, part.windows, part.id, part.key)
                 for group in state.groups:
                     if group.id not in evaluated and alerts.live(group.id):
                         changes += alerts.evaluate(
-                            clock, group.stats.summary(), group.id, group.key
+                            clock, self._group_summary(state, group, clock), group.id, group.key
                         )
                 # Appended after the tick's update below, with the points.
-            points = []
-            if series is not None:
-                if clock >= series.next_close_us:
-                    points += self._points(state, topic, clock, series.close(clock))
-                points += self._group_points(state, topic, clock)
             forgotten = self._sweep(state, clock)
             if changed or parts or forgotten:
-                tick = draft(topic, clock, "tick", None, state.windows.summary(), groups=parts)
+                summary = self._topic_summary(state, clock)
+                tick = draft(topic, clock, "tick", None, summary, groups=parts)
                 drafts.append(
                     tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
                 )
@@ -536,6 +660,41 @@ class Aggregator:
                     changes += alerts.forget_group(group.id, clock)
                 drafts += _alert_drafts(clock, changes)
         return drafts
+
+    def _topic_summary(self, state: _Topic, clock_us: int) -> dict[str, Any]:
+        """The topic's statistics as its updates give them (with `anomaly_rate` if scored)."""
+        summary = state.windows.summary()
+        scorer = None if state.series is None else state.series.scorer
+        return summary if scorer is None else self._rated(state, summary, scorer, clock_us)
+
+    def _group_summary(self, state: _Topic, group: Group, clock_us: int) -> dict[str, Any]:
+        """A group's statistics as its updates give them (with `anomaly_rate` if scored)."""
+        summary = group.stats.summary()
+        if state.rule.anomaly is None or state.group_series is None:
+            return summary
+        series = state.group_series.get(group.id)
+        if series is not None and series.scorer is not None:
+            return self._rated(state, summary, series.scorer, clock_us)
+        return summary
+
+    def _rated(
+        self, state: _Topic, summary: Summary, scorer: BucketScorer, clock_us: int
+    ) -> Summary:
+        """`summary` with each time window's `anomaly_rate` (`pushsvc.series.anomaly_rate`):
+        new dicts, never the windows' own."""
+        out = dict(summary)
+        for label, width in self._time_windows(state.rule):
+            stats = out.get(label)
+            if stats is not None:
+                out[label] = {**stats, "anomaly_rate": scorer.flags.rate(clock_us, width)}
+        return cast(Summary, out)
+
+    def _time_windows(self, rule: Rule) -> tuple[tuple[str, int], ...]:
+        labels = self._rated_windows.get(rule.number)
+        if labels is None:
+            labels = tuple((duration_label(w), w) for w in rule.windows_us)
+            self._rated_windows[rule.number] = labels
+        return labels
 
     def _sweep(self, state: _Topic, clock_us: int) -> list[Group]:
         """Forget the topic's idle groups, looking once per slot of a tenth of the TTL of
@@ -693,6 +852,11 @@ def _watch(due: list[tuple[int, str]], gid: str, series: SeriesBuckets) -> None:
 
 def _series_state(series: SeriesBuckets | None) -> bytes:
     return b"" if series is None else series.durable_state()
+
+
+def _scores_state(series: SeriesBuckets | None) -> bytes:
+    scorer = None if series is None else series.scorer
+    return b"" if scorer is None else scorer.to_bytes()
 
 
 def _durable(stats: TopicWindows | RuleStats) -> bytes:

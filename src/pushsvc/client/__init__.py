@@ -22,6 +22,7 @@ from pushsvc.client.models import (
     Snapshot,
     StreamUpdate,
     TopValue,
+    anomaly_rate_of,
     distinct_of,
     top_of,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "StreamUpdate",
     "TopValue",
     "Unreachable",
+    "anomaly_rate_of",
     "batches",
     "distinct_of",
     "new_idempotency_key",

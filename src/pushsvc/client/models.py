@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 Stats = Mapping[str, Any]
 """One window's statistics: count, sum, mean, … (numbers; None where undefined, as in an
-empty window), `distinct_<tag>` (an int) and `top_<tag>` (a list of objects, `TopValue`)."""
+empty window), `distinct_<tag>` (an int), `top_<tag>` (a list of objects, `TopValue`) and,
+for a rule that scores anomalies, `anomaly_rate` (a float in [0, 1], None while no scored
+bucket closed in the window)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,13 @@ def distinct_of(windows: Mapping[str, Stats], window: str, tag: str) -> int | No
     """`distinct_<tag>` of one window; None where the topic does not count it."""
     value = (windows.get(window) or {}).get(f"distinct_{tag}")
     return value if isinstance(value, int) else None
+
+
+def anomaly_rate_of(windows: Mapping[str, Stats], window: str) -> float | None:
+    """`anomaly_rate` of one window: anomalous / scored among the series buckets that closed
+    in it; None where the topic scores none, or none closed in the window."""
+    value = (windows.get(window) or {}).get("anomaly_rate")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def top_of(windows: Mapping[str, Stats], window: str, tag: str) -> list[TopValue]:
@@ -84,6 +93,11 @@ class StreamUpdate:
     def top(self, window: str, tag: str) -> list[TopValue]:
         """The window's most frequent values of `tag` (empty: none kept)."""
         return top_of(self.windows, window, tag)
+
+    def anomaly_rate(self, window: str) -> float | None:
+        """The share of anomalous buckets among the scored ones that closed in the window
+        (None: the topic scores none, or none closed in it)."""
+        return anomaly_rate_of(self.windows, window)
 
     @classmethod
     def parse(cls, data: str | bytes) -> StreamUpdate:
@@ -132,7 +146,8 @@ class Point:
     group: Mapping[str, str | None] | None
     point: Mapping[str, Any]
     """`t`, count, sum, …, p99 (numbers; var and stddev None for one event), and the rule's
-    `distinct_<tag>` (an int) and `top_<tag>` (a list of objects, `TopValue`)."""
+    `distinct_<tag>` (an int) and `top_<tag>` (a list of objects, `TopValue`), and on a
+    rule's `anomaly` tier `anomaly` (a float in [0, 1]) and `anomalous` (a bool)."""
 
     @property
     def time(self) -> datetime:
@@ -148,6 +163,18 @@ class Point:
     def top(self, tag: str) -> list[TopValue]:
         """The bucket's most frequent values of `tag` (empty: none kept)."""
         return TopValue.parse_list(self.point.get(f"top_{tag}"))
+
+    @property
+    def anomaly(self) -> float | None:
+        """The bucket's anomaly score in [0, 1] (None: its tier is not scored)."""
+        value = self.point.get("anomaly")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def anomalous(self) -> bool | None:
+        """Whether the score reached the rule's threshold (None: not scored)."""
+        value = self.point.get("anomalous")
+        return value if isinstance(value, bool) else None
 
     @classmethod
     def parse(cls, data: str | bytes) -> Point:
@@ -215,19 +242,26 @@ def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Points (`GET /topics/{t}/series`) as a DataFrame indexed by their bucket's start
     (`time`, datetime64 UTC), one column per statistic (`count` int64, the others float64,
     NaN for null), then one per `distinct_<tag>` (float64, NaN where a point lacks it) and
-    `top_<tag>` (lists of `TopValue`) the points carry. Needs pandas (the tools extra)."""
+    `top_<tag>` (lists of `TopValue`) the points carry, then `anomaly` (float64) and
+    `anomalous` (pandas' nullable boolean; NA where a point is not scored) when any point is
+    scored. Needs pandas (the tools extra)."""
     require("Client.series()", "pandas")
     import pandas as pd
 
     tagged = list(dict.fromkeys(k for p in points for k in p if k.startswith(_TAGGED)))
-    columns = [*SERIES_COLUMNS, *tagged]
+    scored = ["anomaly", "anomalous"] if any("anomaly" in p for p in points) else []
+    columns = [*SERIES_COLUMNS, *tagged, *scored]
     rows = [
         [TopValue.parse_list(p.get(c)) if c.startswith("top_") else p.get(c) for c in columns]
         for p in points
     ]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.astype(
-        {c: "int64" if c == "count" else "float64" for c in columns if not c.startswith("top_")}
+        {
+            c: "int64" if c == "count" else "boolean" if c == "anomalous" else "float64"
+            for c in columns
+            if not c.startswith("top_")
+        }
     )
     times = [round(p["t"] * 1_000_000) for p in points]
     frame.index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")

@@ -7,7 +7,9 @@ all a topic without a rule needs. Three things outlive that horizon:
 * sketch windows (hours or days of sub-buckets: the log must not be that long);
 * the group registry (which combinations are live groups: first come, first served);
 * the open buckets of the coarser series tiers (an hour's or a day's bucket, built from the
-  finest tier's closed buckets; the finest tier's open buckets come back from the log).
+  finest tier's closed buckets; the finest tier's open buckets come back from the log);
+* the anomaly detector of each scored series (a rule's `anomaly`): it has learnt from every
+  point of the series so far.
 
 So the active aggregator saves, every few seconds, a *checkpoint* of each topic that has
 any of them: those parts exactly as they stand after log entry `position`, with the topic
@@ -40,6 +42,8 @@ _GROUP = b"group:"
 _SERIES = b"series"
 _ALERTS = b"alerts"
 _GROUP_SERIES = b"series:"
+_ANOMALY = b"anomaly"
+_GROUP_ANOMALY = b"anomaly:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,8 @@ class GroupCheckpoint:
     state: bytes
     series: bytes = b""
     """Its open series buckets (`SeriesBuckets.durable_state`), empty without tiers."""
+    anomaly: bytes = b""
+    """Its series' anomaly detector (`BucketScorer.to_bytes`), empty when nothing is scored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,9 @@ class Checkpoint:
     """The topic's open series buckets, empty without tiers."""
     alerts: bytes = b""
     """Its alert instances' states (`TopicAlerts.durable_state`), empty without alerts."""
+    anomaly: bytes = b""
+    """The topic's series' anomaly detector (`BucketScorer.to_bytes`), empty when its rule
+    scores nothing."""
 
     def fields(self) -> dict[bytes, bytes]:
         """As the fields of one Redis hash (written whole, in one step)."""
@@ -98,9 +107,13 @@ class Checkpoint:
             _SERIES: self.series,
             _ALERTS: self.alerts,
         }
+        if self.anomaly:
+            out[_ANOMALY] = self.anomaly
         for group in self.groups:
             out[_GROUP + group.id.encode()] = group.state
             out[_GROUP_SERIES + group.id.encode()] = group.series
+            if group.anomaly:
+                out[_GROUP_ANOMALY + group.id.encode()] = group.anomaly
         return out
 
     @classmethod
@@ -115,6 +128,7 @@ class Checkpoint:
                 g["clock"],
                 fields[_GROUP + g["id"].encode()],
                 fields.get(_GROUP_SERIES + g["id"].encode(), b""),
+                fields.get(_GROUP_ANOMALY + g["id"].encode(), b""),
             )
             for g in head["groups"]
         )
@@ -128,4 +142,5 @@ class Checkpoint:
             groups,
             fields.get(_SERIES, b""),
             fields.get(_ALERTS, b""),
+            fields.get(_ANOMALY, b""),
         )

@@ -265,6 +265,11 @@ def _check_window(
                 f"{field_name}: statistic {condition.stat!r} is not kept by {where}, which "
                 "some of its topics take"
             )
+        if condition.stat == "anomaly_rate" and condition.window.startswith("last"):
+            raise ValueError(
+                f"{field_name}: anomaly_rate is kept by time windows only, not by "
+                f"{condition.window!r} (it counts events, not closed buckets)"
+            )
 
 
 def _scopes(

@@ -27,6 +27,7 @@ from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
+from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
@@ -53,7 +54,7 @@ MAX_GROUPS_CAP = 10_000
 
 _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
-    "exact_percentiles_up_to", "series", "distinct", "top",
+    "exact_percentiles_up_to", "series", "distinct", "top", "anomaly",
 )  # fmt: skip
 _TOP_FIELDS = ("tag", "k")
 #: A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
@@ -88,11 +89,15 @@ class Rule:
     """Tags whose different values every window counts (`distinct_<tag>`)."""
     top: tuple[tuple[str, int], ...] = ()
     """(tag, k): every window lists the tag's k most frequent values (`top_<tag>`)."""
+    anomaly: AnomalyRule | None = None
+    """Which closed series buckets are scored for anomalies (`pushsvc.rules.anomaly`)."""
 
     @property
     def scalars(self) -> tuple[str, ...]:
-        """The statistics whose values are numbers: `stats`, then the distinct counts."""
-        return (*self.stats, *(f"distinct_{tag}" for tag in self.distinct))
+        """The statistics whose values are numbers: `stats`, then the distinct counts, then
+        `anomaly_rate` (time windows only) when the rule scores anomalies."""
+        rated = ("anomaly_rate",) if self.anomaly is not None else ()
+        return (*self.stats, *(f"distinct_{tag}" for tag in self.distinct), *rated)
 
     @property
     def reported(self) -> tuple[str, ...]:
@@ -176,6 +181,8 @@ class Rule:
                 }
                 for tag, k in self.top
             ]
+        if self.anomaly is not None:
+            described["anomaly"] = self.anomaly.describe()
         return described
 
 
@@ -405,6 +412,13 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
     series = _series(table["series"]) if "series" in table else None
     distinct = _stat_tags(table.get("distinct", []))
     top = _tops(table.get("top", []))
+    anomaly = None
+    if "anomaly" in table:
+        try:
+            tiers = series if series is not None else default.series or ()
+            anomaly = parse_anomaly(table["anomaly"], tiers)
+        except ValueError as exc:
+            raise _FieldError("anomaly", str(exc)) from None
     return Rule(
         number,
         selectors,
@@ -417,6 +431,7 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
         series,
         distinct,
         top,
+        anomaly,
     )
 
 

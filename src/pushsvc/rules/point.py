@@ -14,8 +14,14 @@ without them is exactly as above:
 A point without top lists is 72 bytes, or ends with a distinct count, a non-negative int64
 whose high half is never four 0xFF bytes: the trailer tells the two apart without knowing the
 rule, and a list is read by its tag (`unpacked` is told the rule's top tags; one the point
-lacks, it lacks). `fields` derives stddev (the square root of var) from it, so a point read
-back from storage is byte for byte the one streamed when its bucket closed.
+lacks, it lacks). A scored point (a rule's `anomaly`) ends, after all of that, with
+
+    anomaly       the score (double), the flag (one byte, 0 or 1), then 4 bytes 0xFE FF FF FF
+
+a mark neither the top trailer's (0xFF FF FF FF) nor a distinct count's high half (whose top
+bit is clear) can be, so it too is read without knowing the rule. `fields` derives stddev (the
+square root of var) from it, so a point read back from storage is byte for byte the one
+streamed when its bucket closed, score and flag included.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ PACKED_SIZE = _PACKED.size
 _COUNT = struct.Struct("<q")
 _TRAILER = struct.Struct("<I4s")
 _MARK = b"\xff\xff\xff\xff"
+_SCORE = struct.Struct("<dB4s")
+_SCORE_MARK = b"\xfe\xff\xff\xff"
 
 
 class TopList(NamedTuple):
@@ -73,6 +81,10 @@ class Point:
     """(tag, distinct count of its values in the bucket), in the rule's order."""
     top: tuple[TopList, ...] = ()
     """The bucket's top values of each top tag, in the rule's order."""
+    anomaly: float | None = None
+    """The bucket's anomaly score in [0, 1] (`pushsvc.series.scoring`); None: not scored."""
+    anomalous: bool = False
+    """Whether `anomaly` reached the rule's threshold when the bucket closed."""
 
     def packed(self) -> bytes:
         var = math.nan if self.var is None else self.var
@@ -80,10 +92,12 @@ class Point:
             self.count, self.sum, self.mean, self.min, self.max, var, self.p50, self.p90, self.p99
         )
         head += b"".join(_COUNT.pack(n) for _, n in self.distinct)
-        if not self.top:
-            return head
-        section = orjson.dumps([[t.tag, t.entries, t.error] for t in self.top])
-        return head + section + _TRAILER.pack(len(section), _MARK)
+        if self.top:
+            section = orjson.dumps([[t.tag, t.entries, t.error] for t in self.top])
+            head += section + _TRAILER.pack(len(section), _MARK)
+        if self.anomaly is not None:
+            head += _SCORE.pack(self.anomaly, self.anomalous, _SCORE_MARK)
+        return head
 
     @classmethod
     def unpacked(
@@ -93,6 +107,11 @@ class Point:
         lists of its `top` tags that it holds (module doc)."""
         count, total, mean, low, high, var, p50, p90, p99 = _PACKED.unpack_from(data)
         end = len(data)
+        anomaly, anomalous = None, False
+        if end >= PACKED_SIZE + _SCORE.size and data[end - 4 :] == _SCORE_MARK:
+            anomaly, flag, _ = _SCORE.unpack_from(data, end - _SCORE.size)
+            anomalous = bool(flag)
+            end -= _SCORE.size
         lists: tuple[TopList, ...] = ()
         if end >= PACKED_SIZE + _TRAILER.size:
             length, mark = _TRAILER.unpack_from(data, end - _TRAILER.size)
@@ -117,6 +136,8 @@ class Point:
             p99,
             counts,
             lists,
+            anomaly,
+            anomalous,
         )
 
     def fields(self) -> dict[str, Any]:
@@ -136,6 +157,11 @@ class Point:
             "p99": self.p99,
             **{f"distinct_{tag}": n for tag, n in self.distinct},
             **{f"top_{listed.tag}": listed.fields() for listed in self.top},
+            **(
+                {}
+                if self.anomaly is None
+                else {"anomaly": self.anomaly, "anomalous": self.anomalous}
+            ),
         }
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier
@@ -44,6 +45,9 @@ from pushsvc.stats.distinct import DistinctSet
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
+
+if TYPE_CHECKING:  # a series without `anomaly` never loads the detector
+    from pushsvc.series.scoring import BucketScorer
 
 __all__ = ["ACCURACY", "SeriesBuckets"]
 
@@ -228,7 +232,7 @@ class SeriesBuckets:
     __slots__ = (
         "_closed_clock", "_coarse", "_distinct", "_labels", "_lateness", "_newest_start",
         "_newest_values", "_open", "_open_tags", "_resolutions", "_tagged", "_top",
-        "next_close_us",
+        "next_close_us", "scorer",
     )  # fmt: skip
 
     def __init__(
@@ -255,6 +259,9 @@ class SeriesBuckets:
         self._closed_clock = -_NEVER
         self.next_close_us = _NEVER
         """The clock at which the next bucket closes: `close` before it finds nothing."""
+        self.scorer: BucketScorer | None = None
+        """Scores the points of one tier as they close (a rule's `anomaly`); its state is
+        checkpointed apart from `durable_state` (`BucketScorer.to_bytes`)."""
 
     def insert(self, ts_us: int, value: float, tags: Tags = None) -> None:
         """An accepted event (never one of a closed bucket: the lateness rule sees to it)."""
@@ -323,6 +330,11 @@ class SeriesBuckets:
                 closed.append((start, summary))
         self._closed_clock = clock_us
         self.next_close_us = self._next_close()
+        scorer = self.scorer
+        if scorer is not None:
+            # In `out`'s order: a tier's points in ascending start, as the detector needs.
+            scored = scorer.label
+            out = [(label, scorer.score(p, clock_us) if label == scored else p) for label, p in out]
         return out
 
     def _next_close(self) -> int:

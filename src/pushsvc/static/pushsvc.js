@@ -30,7 +30,9 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
 /**
  * Statistics of one window, by name (`count`, `sum`, `mean`, `min`, `max`, `var`, `stddev`,
  * `p50`, `p90`, `p99`, `rate`): null for an empty window or an undefined statistic; a rule's
- * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first).
+ * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first); and for
+ * a rule that scores anomalies, a time window's `anomaly_rate` (anomalous / scored among the
+ * series buckets that closed in the window, in [0, 1]; null while none closed in it).
  * @typedef {Object<string, (number|null|TopValue[])>} WindowStats
  */
 
@@ -95,7 +97,8 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
 /**
  * One closed bucket `[t, t + resolution)` of a topic's (or group's) series. A rule's tags add
  * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first), as in
- * windows.
+ * windows. On the tier a rule's `anomaly` scores, `anomaly` and `anomalous` (absent on other
+ * tiers).
  * @typedef {Object} Bucket
  * @property {number} t Bucket start, epoch seconds.
  * @property {number} count
@@ -108,6 +111,8 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {number} p50
  * @property {number} p90
  * @property {number} p99
+ * @property {number} [anomaly] The bucket's anomaly score in [0, 1], from the series' past only.
+ * @property {boolean} [anomalous] Whether `anomaly` reached the rule's threshold.
  */
 
 /**
@@ -301,6 +306,17 @@ export function groupPart(update, id) {
  */
 export function distinctOf(windows, window, tag) {
   const value = (windows[window] || {})[`distinct_${tag}`];
+  return typeof value === "number" ? value : null;
+}
+
+/**
+ * The share of anomalous buckets among the scored series buckets that closed in the window,
+ * in [0, 1]; null where the topic scores none, or none closed in the window.
+ * @param {Windows} windows @param {string} window
+ * @returns {number|null}
+ */
+export function anomalyRateOf(windows, window) {
+  const value = (windows[window] || {}).anomaly_rate;
   return typeof value === "number" ? value : null;
 }
 

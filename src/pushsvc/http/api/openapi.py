@@ -235,6 +235,40 @@ def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
     }
 
 
+def _anomalies(reading: Security | None) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "Topics and groups ranked by anomaly rate over a range",
+            "description": (
+                "Of the topics the caller may read whose rule scores anomalies: the topic's "
+                "series and each live group's, the points of the rule's `every` tier whose "
+                "bucket starts in [since, until), anomalous / scored, with the most anomalous "
+                "points."
+            ),
+            "parameters": [
+                _time_param("since", "bucket starts at or after (epoch s or RFC 3339)"),
+                _time_param("until", "bucket starts before (epoch s or RFC 3339)"),
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+                    "description": "the most entries to answer",
+                },
+            ],
+            **({"security": reading} if reading is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "the ranking",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Anomalies"}}
+                    },
+                },
+                **_errors(400, *_auth_errors(reading), 503),
+            },
+        }
+    }
+
+
 def _stream_params(settings: Settings, group: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -563,6 +597,7 @@ def describe(settings: Settings) -> dict[str, Any]:
             ),
             "/topics/{topic}/history": _history(settings, reading),
             "/topics/{topic}/series": _series(settings, reading),
+            "/anomalies": _anomalies(reading),
             "/topics": _json_get(
                 "Topics the caller may read: last update, subscribers",
                 {"$ref": "#/components/schemas/Topics"},

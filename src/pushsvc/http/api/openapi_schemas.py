@@ -132,6 +132,17 @@ SCHEMAS: dict[str, Any] = {
             },
             "var": {"type": ["number", "null"], "description": "null for one event"},
             "stddev": {"type": ["number", "null"], "description": "null for one event"},
+            "anomaly": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "a rule's `anomaly` tier only: the bucket's anomaly score, from "
+                "the series' points before it only (0 while the detector learns)",
+            },
+            "anomalous": {
+                "type": "boolean",
+                "description": "with `anomaly`: whether the score reached the rule's threshold",
+            },
         },
         "patternProperties": {
             "^distinct_": {
@@ -327,6 +338,56 @@ SCHEMAS: dict[str, Any] = {
                         "stat": {"type": "string"},
                         "exact_in": {"type": "array", "items": {"type": "string"}},
                         "exact_up_to": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
+    "Anomalies": {
+        "type": "object",
+        "required": ["since", "until", "anomalies", "more"],
+        "properties": {
+            "since": {"type": ["number", "null"], "description": "the range asked, epoch s"},
+            "until": {"type": ["number", "null"]},
+            "more": {"type": "boolean", "description": "entries beyond `limit` were left out"},
+            "anomalies": {
+                "type": "array",
+                "description": "one entry per scored series (a topic's own, or one live "
+                "group's) with a scored point in the range, by rate descending, then "
+                "anomalous points descending, then topic and group",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "topic",
+                        "resolution",
+                        "stat",
+                        "rate",
+                        "anomalous",
+                        "scored",
+                        "points",
+                    ],
+                    "properties": {
+                        "topic": {"type": "string"},
+                        "group": {
+                            "type": "object",
+                            "description": "a group's key; absent for the topic's own series",
+                        },
+                        "resolution": {"type": "string", "description": "the rule's `every`"},
+                        "stat": {"type": "string", "description": "the statistic scored"},
+                        "rate": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "anomalous / scored points in the range",
+                        },
+                        "anomalous": {"type": "integer", "minimum": 0},
+                        "scored": {"type": "integer", "minimum": 1},
+                        "points": {
+                            "type": "array",
+                            "maxItems": 3,
+                            "description": "its most anomalous points, score descending",
+                            "items": {"$ref": "#/components/schemas/Point"},
+                        },
                     },
                 },
             },

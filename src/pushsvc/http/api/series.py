@@ -148,7 +148,11 @@ def topic_series(topic: str) -> Response:
         "Vary": "Accept",
     }
     if query.format == "csv":
-        tagged = (*(f"distinct_{tag}" for tag in rule.distinct), *(f"top_{t}" for t in top_tags))
+        tagged = (
+            *(f"distinct_{tag}" for tag in rule.distinct),
+            *(f"top_{t}" for t in top_tags),
+            *(("anomaly", "anomalous") if rule.anomaly is not None else ()),
+        )
         table = (_csv_row(label, point, tagged) for label, point in rows)
         header = ["resolution", "time", *CSV_STATS, *tagged]
         body = history_table.to_csv(table, header).encode()
@@ -188,11 +192,13 @@ def _default_range(
 
 
 def _csv_row(label: str, point: Point, tagged: tuple[str, ...]) -> list[object]:
-    """A point's cells; a distinct count or top list the point lacks (stored before the rule
-    named its tag) is an empty cell."""
+    """A point's cells; a distinct count, top list or score the point lacks (stored before the
+    rule named its tag, or a tier the rule does not score) is an empty cell."""
     fields = point.fields()
     cells = [label, point.t_us, *(fields[stat] for stat in CSV_STATS)]
     for name in tagged:
         value = fields.get(name)
-        cells.append(orjson.dumps(value).decode() if isinstance(value, list) else value)
+        if isinstance(value, list | bool):
+            value = orjson.dumps(value).decode()
+        cells.append(value)
     return cells

@@ -42,6 +42,7 @@ function palette() {
   return {
     text: v("--muted"), grid: v("--line"), accent: v("--accent"), band: v("--band"),
     bandEdge: v("--band-edge"), alertBand: v("--alert-band"), alertEdge: v("--danger"),
+    anomalyBand: v("--anomaly-band"), anomalyEdge: v("--anomaly-edge"),
     mean: v("--accent"), p50: v("--ok"), p90: v("--warn"), p99: v("--danger"), count: v("--muted"),
   };
 }
@@ -303,9 +304,11 @@ export function countData(cols, soFar = false) {
 
 /** Per window (or range), mean, p50, p90 and p99 with the min–max band (those of them
  *  `layout` has); with `soFar` (a chart of series buckets), dashed, the mean of the buckets
- *  not closed yet. */
+ *  not closed yet. `anomalies()`: the x-ranges of anomalous series buckets, shaded in their
+ *  own colour (a range chart of a rule that scores anomalies). */
 export function windowChart(
   target, width, syncKey, shaded, xRange = () => null, soFar = false, layout = FULL,
+  anomalies = () => [],
 ) {
   const colors = palette();
   // The band's edges, drawn: in the band's own faint colour they vanished under alert shading.
@@ -315,7 +318,12 @@ export function windowChart(
   const chart = new uPlot({
     width, height: 220, class: "window-chart",
     cursor: { sync: { key: syncKey } },
-    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand, colors.alertEdge)] },
+    hooks: {
+      drawClear: [
+        shadeRanges(anomalies, colors.anomalyBand, colors.anomalyEdge),
+        shadeRanges(shaded, colors.alertBand, colors.alertEdge),
+      ],
+    },
     scales: { x: timeScale(xRange) },
     axes: axes(colors, 64),
     series: [
@@ -336,13 +344,20 @@ export function windowChart(
   return chart;
 }
 
-export function countChart(target, width, syncKey, shaded, xRange = () => null, soFar = false) {
+export function countChart(
+  target, width, syncKey, shaded, xRange = () => null, soFar = false, anomalies = () => [],
+) {
   const colors = palette();
   const [xAxis, yAxis] = axes(colors, 64);
   const chart = new uPlot({
     width, height: 100, class: "count-chart",
     cursor: { sync: { key: syncKey } },
-    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand, colors.alertEdge)] },
+    hooks: {
+      drawClear: [
+        shadeRanges(anomalies, colors.anomalyBand, colors.anomalyEdge),
+        shadeRanges(shaded, colors.alertBand, colors.alertEdge),
+      ],
+    },
     // Counts from 0 to a round number, ticked at 0, the top and its half when whole: uPlot's
     // own ticks, on a plot this low, left a single "0".
     scales: { x: timeScale(xRange), y: { range: (_u, _min, max) => [0, niceCeiling(max)] } },

@@ -9,6 +9,7 @@ import { groupId, groupPart } from "../pushsvc.js";
 import { parseRoute } from "./address.js";
 import { AlertLog } from "./alert-log.js";
 import { AlertsBar } from "./alerts.js";
+import { AnomalyRanking } from "./anomalies.js";
 import { Connection, loadGroupHistory, loadHistory, serverFilter } from "./connection.js";
 import { formatTime } from "./format.js";
 import { GroupsTable, groupLabel } from "./groups.js";
@@ -32,6 +33,8 @@ const alertLog = new AlertLog();
 const alertsBar = new AlertsBar({
   section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count"),
 }, alertLog, store);
+const anomalyRanking = new AnomalyRanking({ section: $("anomalies"), list: $("anomalies-list") });
+anomalyRanking.start();
 const overview = new Overview(store, {
   section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
   empty: $("empty"), template: $("tile-template"),

@@ -202,12 +202,21 @@ export class TopicView {
     const key = `pushsvc-${window}`;
     const shaded = () => this.bands;
     const span = () => this.xRange(window);
-    figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged, layout);
-    figure.count = countChart(figure.countEl, width, key, shaded, span, ranged);
+    const anomalies = ranged ? () => this.anomalyRanges() : () => [];
+    figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged, layout, anomalies);
+    figure.count = countChart(figure.countEl, width, key, shaded, span, ranged, anomalies);
     figure.details.addEventListener("toggle", () => renderTable(figure));
     this.figures.set(window, figure);
     this.resize.observe(figure.mainEl);
     return figure;
+  }
+
+  /** The buckets of the range's series that their rule's detector flagged anomalous (the
+   *  `anomaly` tier's points, docs/series.md), as x-ranges the range charts shade. */
+  anomalyRanges() {
+    return this.series.points
+      .filter((p) => p.anomalous === true)
+      .map((p) => ({ from: p.t, to: p.t + labelSeconds(p.resolution) }));
   }
 
   /** What a figure's charts span: the last LIVE_S seconds of the topic clock for a window's
@@ -248,6 +257,7 @@ export class TopicView {
       (resolution ? ` of ${resolution}` : "") + (soFar ? `, ${soFar} more so far` : ""));
     figure.el.dataset.points = String(closed);
     figure.el.dataset.soFar = String(soFar);
+    figure.el.dataset.anomalies = String(points.filter((p) => p.anomalous === true).length);
     renderTable(figure);
   }
 
