@@ -79,8 +79,13 @@ def test_scores_survive_kill_9_and_a_cold_restart(deployment: FaultStack, tmp_pa
     topic = f"scored.{uuid.uuid4().hex[:8]}"
     rules = tmp_path / "rules.toml"
     watchers = watched_deployment(deployment, topic, WATCHERS, query="?series=1s")
-    producer = Producer(deployment, topic, rate=80.0)
-    kill_9_then_cold_restart(deployment, watchers, producer)
+    producer = Producer(deployment, topic, rate=160.0)
+    # Events 20 ms apart: the first kill while the detector learns (8 s), every aggregator
+    # killed once it scores (16 s), 28 s of event time in all.
+    kill_9_then_cold_restart(
+        deployment, watchers, producer, kill_at=400, all_killed_at=800, end_at=1400,
+        checkpointed=True,
+    )  # fmt: skip
 
     assert set(producer.statuses) == {202}, producer.statuses
     client = backends.client(deployment.redis)
