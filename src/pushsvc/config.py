@@ -14,7 +14,7 @@ from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US
 from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
-from pushsvc.errors import ConfigError, InvalidTopic
+from pushsvc.errors import ConfigError, InvalidTopic, RulesError
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import JwtKey, load_key
 
@@ -385,6 +385,16 @@ class Settings:
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
             )
         settings.rules  # noqa: B018 (read now: a bad rules file stops the process at start)
+        for session in settings.rules.sessions:
+            # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
+            # back by an event arriving late within the lateness.
+            limit = session.max_duration_us
+            if limit is not None and limit < settings.allowed_lateness_us:
+                raise RulesError(
+                    f"rules file {settings.rules_file}: session {session.number} "
+                    f"({session.topic}): max_duration: shorter than the allowed lateness "
+                    f"(--allowed-lateness {duration_label(settings.allowed_lateness_us)})"
+                )
         return settings
 
     def redacted(self) -> dict[str, object]:

@@ -77,6 +77,7 @@ class Runtime:
             max_batch=settings.max_batch,
             max_future_us=settings.max_future_us,
             derived_topics=settings.rules.derived_topics,
+            session_topics=settings.rules.session_topics,
         )
         runtime = cls(
             settings,

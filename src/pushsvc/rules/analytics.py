@@ -29,6 +29,7 @@ from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
+from pushsvc.rules.sessions import SessionRule, parse_sessions
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
 __all__ = [
@@ -63,7 +64,7 @@ _STAT_TAG = re.compile(r"[A-Za-z0-9_]{1,64}")
 MAX_TOP_K = 100
 #: Exact top values while a window holds at most this many different values (and 20 k).
 EXACT_TOP_UP_TO = 1000
-_FILE_FIELDS = ("rule", "alert", "derive")
+_FILE_FIELDS = ("rule", "alert", "derive", "session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ class Rules:
         source: str | None = None,
         alerts: Sequence[AlertRule] = (),
         derives: Sequence[DeriveRule] = (),
+        sessions: Sequence[SessionRule] = (),
     ):
         self.rules = tuple(rules)
         self.default = default
@@ -200,6 +202,10 @@ class Rules:
         """The `[[derive]]` rules, in file order (`pushsvc.rules.derive`)."""
         self.derived_topics = frozenset(rule.topic for rule in self.derives)
         """Topics pushsvc itself produces: producers may not post to them."""
+        self.sessions = tuple(sessions)
+        """The `[[session]]` rules, in file order (`pushsvc.rules.sessions`)."""
+        self.session_topics = frozenset(rule.topic for rule in self.sessions)
+        """Session topics: pushsvc produces them too, producers may not post to them."""
         self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
         self._chosen: dict[str, Rule] = {}
 
@@ -267,6 +273,8 @@ class Rules:
             described["alerts"] = [alert.describe() for alert in self.alerts]
         if self.derives:
             described["derive"] = [rule.describe() for rule in self.derives]
+        if self.sessions:
+            described["session"] = [rule.describe() for rule in self.sessions]
         return described
 
     @cached_property
@@ -280,6 +288,8 @@ class Rules:
             described["alerts"] = [alert.describe() for alert in self.alerts]
         if self.derives:
             described["derive"] = [rule.describe() for rule in self.derives]
+        if self.sessions:
+            described["session"] = [rule.describe() for rule in self.sessions]
         canonical = orjson.dumps(described, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
@@ -320,7 +330,7 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
     if unknown:
         raise RulesError(
             f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]], "
-            "[[alert]] and [[derive]] tables"
+            "[[alert]], [[derive]] and [[session]] tables"
         )
     tables = document.get("rule", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -362,7 +372,15 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             )
         except ValueError as exc:
             raise RulesError(f"rules file {source}: {exc}") from None
-    return Rules(rules, default, source=source, alerts=alerts, derives=derives)
+    sessions: tuple[SessionRule, ...] = ()
+    if "session" in document:
+        try:
+            sessions = parse_sessions(
+                document["session"], produced=[rule.topic for rule in derives]
+            )
+        except ValueError as exc:
+            raise RulesError(f"rules file {source}: {exc}") from None
+    return Rules(rules, default, source=source, alerts=alerts, derives=derives, sessions=sessions)
 
 
 def _outline(rule: Rule) -> RuleOutline:
