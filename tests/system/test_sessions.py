@@ -1,0 +1,66 @@
+"""Sessions (`[[session]]`) end to end, on the embedded broker and on Redis: the session topic
+holds one event per ended session, equal to the pandas oracle (`support.session_events`) —
+late events that extend or join sessions, max_duration cuts, interleaved keys, events
+without the key, repeated and out-of-order steps, a funnel that times out — and producers
+cannot post to it."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.live import PushsvcProcess, post, request, wait_until
+from support.redis_server import RedisServer
+from support.session_events import duplicates, expected, rules, scenario, session_events
+
+A, B, VISITS = "shop.a", "shop.b", "shop.visits"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def server(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[PushsvcProcess]:
+    path = tmp_path / "rules.toml"
+    path.write_text(rules(A, B, VISITS))
+    env = {}
+    redis_server = None
+    if request.param == "redis":
+        redis_server = RedisServer().start()
+        env = {"PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix}
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path), env=env).start()
+    yield proc
+    proc.stop()
+    if redis_server is not None:
+        redis_server.stop()
+
+
+def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> None:
+    posted = scenario(A, B, seed=11)
+    for event in posted:
+        status, body = post(server.port, event.topic, event.body())
+        assert status == 202, body
+    want = expected(posted)
+    assert len(want) > 30
+    assert any(tags["user"] == "kiosk" for _, _, tags in want[1:])  # cut more than once
+    wait_until(
+        lambda: len(session_events(server.port, VISITS)) >= len(want),
+        timeout=20,
+        what="every session to end",
+    )
+    time.sleep(0.5)  # a duplicate would come now
+    got = session_events(server.port, VISITS)
+    assert not duplicates(got)
+    assert got == want
+
+    # A producer cannot post to the session topic: 400 with a JSON error, nothing changed.
+    status, body = post(server.port, VISITS, {"value": 1})
+    assert status == 400 and body["error"]["code"] == "session_topic", body
+    assert session_events(server.port, VISITS) == want
+
+    text = request(server.port, "GET", "/metrics")[2].decode()
+    found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)
+    assert found and float(found[1]) == len(want), text
+    assert re.search(r"^pushsvc_sessions_evicted_total 0\.0$", text, re.M), text
+    assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 1\.0$', text, re.M), text
