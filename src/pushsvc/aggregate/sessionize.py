@@ -2,13 +2,15 @@
 appends each ended session to the session topic as one event, exactly once.
 
 What it reads is what subscribers read: the published updates of the source topics
-(`Broker.replay` after a cursor), each carrying its event, in publish order per partition;
-across partitions, merged by the time the broker wrote each update (its id's `ms`, then its
-sequence, then the partition). On Redis an update younger than `settle_ms` is left for the
-next round, so that an update written to one partition never lands before one written
-earlier to another: every replay of the same stretch gives the same order. Every update
-moves the assembler's clock to its topic clock (so an idle tick ends sessions as time passes,
-with no event); an update whose event carries the rule's `key` tag is added to it first.
+(`Broker.replay` after a cursor), each carrying its event. On the memory broker, in publish
+order. On Redis, by slots of `settle_ms` of the time the broker wrote each update (its id's
+`ms`): a slot is read whole once it ended `settle_ms` ago (an update written to one partition
+in it is visible by then), its updates in event-time order (topic clock, then partition and
+id). A slot is the same set on every read, so every replay of the same stretch gives the same
+order; and partitions whose aggregators publish a little apart are still read in time order
+within a slot. Every update moves the assembler's clock to its topic clock (so an idle tick
+ends sessions as time passes, with no event); an update whose event carries the rule's `key`
+tag is added to it first.
 
 Exactly once, through kill -9 and restarts, rests on determinism and the broker's append:
 
@@ -221,10 +223,7 @@ class Sessionizer:
         replayed = self._broker.replay(reading.cursor, reading.matcher)
         if replayed.lost:
             self._lost(reading, replayed.lost)
-        updates = sorted(replayed.updates, key=lambda u: (u.id.ms, u.id.seq, u.id.partition))
-        if self._settle_ms:
-            settled_ms = int(self._clock() * 1000) - self._settle_ms
-            updates = [u for u in updates if u.id.ms <= settled_ms]
+        updates = self._settled(replayed.updates)
         rule = reading.rule
         ids = dict(reading.cursor)
         ended: list[EndedSession] = []
@@ -240,6 +239,23 @@ class Sessionizer:
         now = self._clock()
         if self._checkpoint_s is not None and now - reading.saved_at >= self._checkpoint_s:
             self._save(reading)
+
+    def _settled(self, updates: list[Update]) -> list[Update]:
+        """The updates to read now, in the order to read them. On the memory broker: all, in
+        publish order (one process: the order they were appended in). With `settle_ms`: those
+        of the slots of `settle_ms` of write time (their ids' `ms`) that ended `settle_ms`
+        ago, whole, each slot's in event-time order (topic clock, then partition and id): a
+        slot is the same set on every read, so every reader gives the assembler the same
+        order, and partitions published a little apart are still read in time order."""
+        width = self._settle_ms
+        if not width:
+            return updates
+        done = (int(self._clock() * 1000) - width) // width  # slots before this one ended
+        settled = [u for u in updates if u.id.ms // width < done]
+        settled.sort(
+            key=lambda u: (u.id.ms // width, u.clock_us, u.id.partition, u.id.ms, u.id.seq)
+        )
+        return settled
 
     def _feed(
         self, reading: _Rule, assembler: SessionAssembler, update: Update

@@ -55,8 +55,19 @@ def _sessionizer(stack: FaultStack) -> PushsvcProcess:
     return holders[0]
 
 
-def _post_all(port: int, events: list[Posted]) -> None:
+SPEED = 10
+"""Event time runs this much faster than wall time while `_paced` posts: the partitions'
+aggregators publish a few hundred ms apart, which must stay within the allowed lateness in
+event time (docs/design.md, Sessions: what is not promised)."""
+
+
+def _paced(port: int, events: list[Posted]) -> None:
+    """Post each event at its time, SPEED times faster than real time."""
+    start, first = time.monotonic(), min(e.ts for e in events)
     for event in events:
+        delay = start + (event.ts - first) / 1_000_000 / SPEED - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
         status, body = post(port, event.topic, event.body())
         assert status == 202, body
 
@@ -100,11 +111,6 @@ def _all_held(stack: FaultStack) -> None:
     )
 
 
-@pytest.mark.xfail(
-    reason="not yet: after kill -9 of the session holder the session topic differs from the "
-    "oracle (sessions split); not diagnosed, see CHANGES.md",
-    strict=False,
-)
 @pytest.mark.parametrize("seed", [3, 4])
 def test_sessions_survive_kill_9_and_a_cold_restart(
     deployment: tuple[FaultStack, str], seed: int
@@ -123,7 +129,7 @@ def test_sessions_survive_kill_9_and_a_cold_restart(
         stack.start_aggregator()
     _all_held(stack)
     holder = _sessionizer(stack)
-    _post_all(web.port, posted[:third])
+    _paced(web.port, posted[:third])
     _published(web.port, posted[:third])
     # Some sessions ended and appended, others open: then the holder dies.
     wait_for(lambda: len(session_events(web.port, visits)) >= 3, 20, "sessions to end")
@@ -131,7 +137,7 @@ def test_sessions_survive_kill_9_and_a_cold_restart(
     stack.kill_aggregator(holder)
     stack.start_aggregator()
     _all_held(stack)
-    _post_all(web.port, posted[third : 2 * third])
+    _paced(web.port, posted[third : 2 * third])
     _published(web.port, posted[: 2 * third])
     time.sleep(1.2 if seed % 2 else 0.3)
     for aggregator in list(stack.aggregators):
@@ -139,7 +145,7 @@ def test_sessions_survive_kill_9_and_a_cold_restart(
     for _ in range(2):
         stack.start_aggregator()
     _all_held(stack)
-    _post_all(web.port, posted[2 * third :])
+    _paced(web.port, posted[2 * third :])
     _settle(web.port, visits, len(want), 40)
     got = session_events(web.port, visits)
     assert not duplicates(got)
@@ -155,13 +161,13 @@ def test_sessions_survive_a_stop_and_start_with_a_data_dir(tmp_path: Path) -> No
     half = len(posted) // 2
     first = PushsvcProcess(*args).start()
     try:
-        _post_all(first.port, posted[:half])
+        _paced(first.port, posted[:half])
         wait_for(lambda: len(session_events(first.port, visits)) >= 3, 20, "sessions to end")
     finally:
         first.stop()
     second = PushsvcProcess(*args).start()
     try:
-        _post_all(second.port, posted[half:])
+        _paced(second.port, posted[half:])
         want = expected(posted)
         _settle(second.port, visits, len(want), 30)
         got = session_events(second.port, visits)
