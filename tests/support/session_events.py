@@ -122,7 +122,7 @@ def expected(posted: list[Posted]) -> list[tuple[int, float, dict[str, str]]]:
 
 
 def session_events(port: int, topic: str) -> list[tuple[int, float, dict[str, str]]]:
-    """(ts µs, value, tags without the funnel timings) of every event the session topic's
+    """(ts µs, value, tags without `open` and the funnel timings) of every event the session topic's
     history holds, by ts then user."""
     status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=10000")
     if status == 404:
@@ -133,7 +133,7 @@ def session_events(port: int, topic: str) -> list[tuple[int, float, dict[str, st
         if update.get("reason") != "event":
             continue
         event = update["event"]
-        tags = {k: v for k, v in event["tags"].items() if not k.startswith("s")}
+        tags = {k: v for k, v in event["tags"].items() if k != "open" and not k.startswith("s")}
         out.append((round(event["ts"] * S), event["value"], tags))
     return sorted(out, key=lambda row: (row[0], row[2]["user"]))
 
@@ -142,3 +142,47 @@ def duplicates(got: list[tuple[int, float, dict[str, str]]]) -> list[object]:
     """Sessions that appear more than once."""
     counted = Counter((ts, tags["user"]) for ts, _, tags in got)
     return [key for key, n in counted.items() if n > 1]
+
+
+def window_oracle(port: int, topic: str, width_us: int) -> tuple[int, dict[str, object]]:
+    """The session topic's clock and, by pandas over the events its history holds with ts in
+    `(clock - width, clock]`, the session statistics of that window."""
+    status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=10000")
+    assert status == 200, body
+    updates = json.loads(body)["updates"]
+    clock = max(round(u["ts"] * S) for u in updates)
+    events = [u["event"] for u in updates if u.get("reason") == "event"]
+    frame = pd.DataFrame(
+        {
+            "ts": [round(e["ts"] * S) for e in events],
+            "events": [int(e["tags"]["events"]) for e in events],
+            "reached": [e["tags"]["reached"] for e in events],
+            **{
+                f"s{i}": [float(e["tags"].get(f"s{i}", "nan")) for e in events]
+                for i in range(2, len(STEPS) + 1)
+            },
+        }
+    )
+    inside = frame[(frame["ts"] > clock - width_us) & (frame["ts"] <= clock)]
+    sessions = len(inside)
+    level = inside["reached"].map(lambda r: STEPS.index(r) + 1 if r in STEPS else 0)
+    funnel = []
+    for index, step in enumerate(STEPS):
+        count = int((level > index).sum())
+        first = int((level > 0).sum())
+        before = int((level > index - 1).sum()) if index else None
+        median = inside[f"s{index + 1}"].median() if index else (0.0 if count else None)
+        funnel.append(
+            {
+                "step": step,
+                "sessions": count,
+                "conversion": count / first if first else None,
+                "step_conversion": (count / before if before else None) if index else None,
+                "median_s": None if median is None or median != median else float(median),
+            }
+        )
+    return clock, {
+        "bounce_rate": float((inside["events"] == 1).mean()) if sessions else None,
+        "events_per_session": float(inside["events"].mean()) if sessions else None,
+        "funnel": funnel,
+    }

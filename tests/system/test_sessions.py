@@ -6,6 +6,7 @@ cannot post to it."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -15,9 +16,17 @@ import pytest
 
 from support.live import PushsvcProcess, post, request, wait_until
 from support.redis_server import RedisServer
-from support.session_events import duplicates, expected, rules, scenario, session_events
+from support.session_events import (
+    duplicates,
+    expected,
+    rules,
+    scenario,
+    session_events,
+    window_oracle,
+)
 
 A, B, VISITS = "shop.a", "shop.b", "shop.visits"
+S = 1_000_000
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -58,6 +67,20 @@ def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> N
     status, body = post(server.port, VISITS, {"value": 1})
     assert status == 400 and body["error"]["code"] == "session_topic", body
     assert session_events(server.port, VISITS) == want
+
+    # The session topic's own statistics: pandas over the same window of its events.
+    clock, oracle = window_oracle(server.port, VISITS, 60 * S)
+    status, _, body = request(server.port, "GET", f"/topics/{VISITS}/stats")
+    assert status == 200, body
+    stats = json.loads(body)
+    assert round(stats["ts"] * S) == clock
+    window = stats["windows"]["1m"]
+    assert oracle["bounce_rate"] is not None and 0 < oracle["bounce_rate"] < 1
+    assert window["bounce_rate"] == pytest.approx(oracle["bounce_rate"], rel=1e-12)
+    assert window["events_per_session"] == pytest.approx(oracle["events_per_session"], rel=1e-12)
+    assert window["active"] == 1  # the closer's session
+    assert window["funnel"] == oracle["funnel"]
+    assert [step["sessions"] for step in window["funnel"]][:2] != [0, 0]
 
     text = request(server.port, "GET", "/metrics")[2].decode()
     found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)

@@ -20,7 +20,7 @@ step as the updates of the events that close them.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
+from pushsvc.stats.session_stats import SessionWindows
 
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
@@ -89,6 +90,8 @@ class _Topic:
     series_due: list[tuple[int, str]] | None = None
     # The alert instances of the topic and its groups; None when no alert matches the topic.
     alerts: TopicAlerts | None = None
+    # A session topic's own statistics (`[[session]]`), over its exact time windows.
+    sessions: SessionWindows | None = None
 
 
 class Aggregator:
@@ -121,6 +124,9 @@ class Aggregator:
         self._lateness_us = lateness_us
         self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
         self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
+        self._session_steps = {
+            rule.topic: () if rule.funnel is None else rule.funnel.steps for rule in rules.sessions
+        }
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
 
@@ -135,6 +141,9 @@ class Aggregator:
                 TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62) if rule.groups else None
             )
             state = self._topics[topic] = _Topic(compiled.new(), rule, groups)
+            steps = self._session_steps.get(topic)
+            if steps is not None:
+                state.sessions = SessionWindows(rule.exact_windows_us, steps)
             matching = self.rules.alerts_for(topic)
             if matching:
                 state.alerts = TopicAlerts(topic, matching)
@@ -202,6 +211,8 @@ class Aggregator:
             summaries = windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
         else:
             summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
+        if state.sessions is not None:
+            summaries = _with_sessions(state.sessions, events, clocks, summaries)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         series = state.series
@@ -296,6 +307,8 @@ class Aggregator:
                 windows.insert(event.ts_us, event.value)
             if state.series is not None:
                 state.series.replayed(event.ts_us, event.value, event.tags)
+            if state.sessions is not None:
+                state.sessions.insert(event.ts_us, event.tags)
             if state.groups is not None:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
@@ -417,6 +430,8 @@ class Aggregator:
             state.restored_from = None
             if isinstance(state.windows, RuleStats):
                 state.windows.catch_up()
+            if state.sessions is not None and state.windows.clock_us is not None:
+                state.sessions.advance(state.windows.clock_us)
             clocks, state.replay_clocks = state.replay_clocks or {}, None
             for group in state.groups or ():
                 if isinstance(group.stats, RuleStats):
@@ -485,13 +500,17 @@ class Aggregator:
                 # (it came before the topic's first event), so it moves nothing now.
                 if clock <= state.event_clock_us:
                     state.windows.advance(clock)
+                    if state.sessions is not None:
+                        state.sessions.advance(clock)
                 continue
             changed = state.windows.advance(clock)
+            if state.sessions is not None:
+                state.sessions.advance(clock)
             series = state.series
             alerts = state.alerts
             if state.groups is None:
                 if changed or (alerts is not None and alerts.live()):
-                    summary = state.windows.summary()
+                    summary = _summary(state)
                     if changed:
                         drafts.append(draft(topic, clock, "tick", None, summary))
                     if alerts is not None:
@@ -509,7 +528,7 @@ class Aggregator:
                 # alone moves a pending instance to firing, or a cleared one to resolved.
                 changes = []
                 if changed or alerts.live():
-                    changes += alerts.evaluate(clock, state.windows.summary())
+                    changes += alerts.evaluate(clock, _summary(state))
                 evaluated = {part.id for part in parts}
                 for part in parts:
                     changes += alerts.evaluate(clock, part.windows, part.id, part.key)
@@ -526,7 +545,7 @@ class Aggregator:
                 points += self._group_points(state, topic, clock)
             forgotten = self._sweep(state, clock)
             if changed or parts or forgotten:
-                tick = draft(topic, clock, "tick", None, state.windows.summary(), groups=parts)
+                tick = draft(topic, clock, "tick", None, _summary(state), groups=parts)
                 drafts.append(
                     tick.forgetting([(g.id, g.key) for g in forgotten]) if forgotten else tick
                 )
@@ -570,6 +589,8 @@ class Aggregator:
             state.wall_at_event_us = self._wall_clock()
         else:
             state.windows.advance(clock_us)
+        if state.sessions is not None:
+            state.sessions.advance(clock_us)
         if state.series is not None and clock_us >= state.series.next_close_us:
             state.series.close(clock_us)  # published before: the updates reached this clock
         state.event_clock_us = max(state.event_clock_us, clock_us)
@@ -637,6 +658,35 @@ class Aggregator:
     def group_count(self) -> int:
         """Live groups over every topic."""
         return sum(len(s.groups) for s in self._topics.values() if s.groups is not None)
+
+
+def _summary(state: _Topic) -> Mapping[str, Any]:
+    """The topic's statistics now, with a session topic's own."""
+    summary = state.windows.summary()
+    if state.sessions is None:
+        return summary
+    return _merged(summary, state.sessions.summary())
+
+
+def _merged(summary: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        label: {**stats, **extra[label]} if label in extra else stats
+        for label, stats in summary.items()
+    }
+
+
+def _with_sessions(
+    sessions: SessionWindows,
+    events: Sequence[Event],
+    clocks: Sequence[int],
+    summaries: Iterable[Mapping[str, object]],
+) -> Iterator[Mapping[str, object]]:
+    """Each summary with the session statistics right after its event (lazily: summaries
+    are made one at a time, see `insert_tagged`)."""
+    for event, clock, summary in zip(events, clocks, summaries, strict=True):
+        sessions.insert(event.ts_us, event.tags)
+        sessions.advance(clock)
+        yield _merged(summary, sessions.summary())
 
 
 def _insert_and_summary(group: Group, event: Event, clock_us: int) -> dict[str, dict[str, Any]]:

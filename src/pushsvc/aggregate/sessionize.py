@@ -82,11 +82,12 @@ class SessionBroker(Broker, SessionKeeper, Protocol):
     """What the sessionizer needs of a broker: replay, appends and its state."""
 
 
-def session_event(rule: SessionRule, ended: EndedSession) -> Event:
+def session_event(rule: SessionRule, ended: EndedSession, open_now: int) -> Event:
     """The session topic's event for one ended session: its duration in seconds at its last
     event's time, tagged with its event count, the deepest funnel step it reached (`none`),
+    the sessions open right after it ended (`open`: what the session topic's `active` shows),
     `evicted` when `max_open` ended it early, and its key with `keep_key`."""
-    tags = {"events": str(ended.events)}
+    tags = {"events": str(ended.events), "open": str(open_now)}
     funnel = rule.funnel
     level = ended.funnel.level
     tags["reached"] = funnel.steps[level - 1] if funnel is not None and level else NO_STEP
@@ -111,7 +112,7 @@ class _Rule:
     cursor: Cursor = field(default_factory=Cursor)
     assembler: SessionAssembler | None = None
     saved_at: float = 0.0
-    pending: list[EndedSession] = field(default_factory=list)
+    pending: list[tuple[EndedSession, int]] = field(default_factory=list)
     """Ended sessions not yet appended (the broker was unavailable): appended first."""
 
 
@@ -226,12 +227,13 @@ class Sessionizer:
         updates = self._settled(replayed.updates)
         rule = reading.rule
         ids = dict(reading.cursor)
-        ended: list[EndedSession] = []
+        ended: list[tuple[EndedSession, int]] = []
         for update in updates:
             ids[update.id.partition] = update.id
             if update.topic == rule.topic or not update.is_update:
                 continue
-            ended += self._feed(reading, assembler, update)
+            found = self._feed(reading, assembler, update)
+            ended += [(e, assembler.open_sessions) for e in found]
         reading.cursor = Cursor(ids.values())
         reading.pending += ended
         if reading.pending and not self._append(reading):
@@ -328,8 +330,8 @@ class Sessionizer:
         """Log the pending sessions, in order; False when one must be tried again later."""
         rule = reading.rule
         while reading.pending:
-            ended = reading.pending[0]
-            event = session_event(rule, ended)
+            ended, open_now = reading.pending[0]
+            event = session_event(rule, ended, open_now)
             key_digest = hashlib.sha256(ended.key.encode()).hexdigest()[:32]
             body_digest = hashlib.sha256(
                 orjson.dumps([event.value, event.ts_us, event.tags])
