@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from support.live import PushsvcProcess, post, request, wait_until
@@ -81,6 +82,11 @@ def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> N
     assert window["active"] == 1  # the closer's session
     assert window["funnel"] == oracle["funnel"]
     assert [step["sessions"] for step in window["funnel"]][:2] != [0, 0]
+    # ...as /openapi.json describes them.
+    document = json.loads(request(server.port, "GET", "/openapi.json")[2])
+    operation = document["paths"]["/topics/{topic}/stats"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.validate(stats, {**schema, "components": document["components"]})
 
     text = request(server.port, "GET", "/metrics")[2].decode()
     found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)
