@@ -11,10 +11,12 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
+from pushsvc.client import Client, FunnelStep, sessions_of
 from support.live import PushsvcProcess, post, request, wait_until
 from support.redis_server import RedisServer
 from support.session_events import (
@@ -44,6 +46,13 @@ def server(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Itera
     proc.stop()
     if redis_server is not None:
         redis_server.stop()
+
+
+def client_stats(port: int, topic: str) -> dict[str, Any]:
+    windows: dict[str, Any] = json.loads(request(port, "GET", f"/topics/{topic}/stats")[2])[
+        "windows"
+    ]
+    return windows
 
 
 def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> None:
@@ -87,6 +96,13 @@ def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> N
     operation = document["paths"]["/topics/{topic}/stats"]["get"]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     jsonschema.validate(stats, {**schema, "components": document["components"]})
+    # ...and as the Python client types them.
+    with Client(f"http://127.0.0.1:{server.port}") as client:
+        typed = sessions_of(client.stats(VISITS)["windows"], "1m")
+    assert typed is not None and typed.active == 1
+    assert typed.bounce_rate == window["bounce_rate"]
+    assert typed.funnel == [FunnelStep(**step) for step in oracle["funnel"]]
+    assert sessions_of(client_stats(server.port, A), "1m") is None
 
     text = request(server.port, "GET", "/metrics")[2].decode()
     found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)

@@ -17,12 +17,15 @@ from pushsvc.client.calls import IDEMPOTENCY_KEY, batches, new_idempotency_key
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.models import (
     AlertChange,
+    FunnelStep,
     Message,
     Point,
+    SessionStats,
     Snapshot,
     StreamUpdate,
     TopValue,
     distinct_of,
+    sessions_of,
     top_of,
 )
 from pushsvc.client.retry import Backoff
@@ -37,9 +40,11 @@ __all__ = [
     "Backoff",
     "Client",
     "ClientError",
+    "FunnelStep",
     "Message",
     "Point",
     "RawMessage",
+    "SessionStats",
     "Snapshot",
     "StreamOptions",
     "StreamUpdate",
@@ -48,5 +53,6 @@ __all__ = [
     "batches",
     "distinct_of",
     "new_idempotency_key",
+    "sessions_of",
     "top_of",
 ]
