@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from pushsvc.client import Client, FunnelStep, sessions_of
-from support.live import PushsvcProcess, post, request, wait_until
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_server import RedisServer
 from support.session_events import (
     duplicates,
@@ -103,6 +103,13 @@ def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> N
     assert typed.bounce_rate == window["bounce_rate"]
     assert typed.funnel == [FunnelStep(**step) for step in oracle["funnel"]]
     assert sessions_of(client_stats(server.port, A), "1m") is None
+    # A stream may ask for them by name.
+    path = f"/topics/{VISITS}/stream?windows=1m&stats=bounce_rate,funnel"
+    with SSEClient(server.port, path) as stream:
+        _, snapshot = stream.next_data("snapshot")
+    assert snapshot["topics"][VISITS]["windows"] == {
+        "1m": {"bounce_rate": window["bounce_rate"], "funnel": window["funnel"]}
+    }
 
     text = request(server.port, "GET", "/metrics")[2].decode()
     found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)

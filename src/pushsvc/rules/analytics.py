@@ -29,7 +29,7 @@ from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
-from pushsvc.rules.sessions import SessionRule, parse_sessions
+from pushsvc.rules.sessions import SESSION_STATS, SessionRule, parse_sessions
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
 __all__ = [
@@ -234,14 +234,15 @@ class Rules:
     @cached_property
     def stats(self) -> tuple[str, ...]:
         """Every statistic some topic may have: `ALL_STATS` order, then the tag statistics in
-        file order."""
+        file order, then a session topic's own."""
         chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
         tagged = {
             name: None
             for rule in (self.default, *self.rules)
             for name in rule.reported[len(rule.stats) :]
         }
-        return (*(s for s in ALL_STATS if s in chosen), *tagged)
+        sessions = SESSION_STATS if self.sessions else ()
+        return (*(s for s in ALL_STATS if s in chosen), *tagged, *sessions)
 
     def alerts_for(self, topic: str) -> tuple[AlertRule, ...]:
         """The alerts whose selectors match `topic`, in file order."""
