@@ -78,22 +78,24 @@ step = st.one_of(
 def test_every_window_equals_pandas_after_every_step(steps: list[tuple[object, ...]]) -> None:
     windows = SessionWindows(WINDOWS, STEPS)
     rows: list[tuple[int, dict[str, str]]] = []
-    clock = 1_000 * S
+    clock: int | None = None  # the topic's: none before its first event
     opened = 0
     for item in steps:
         if item[0] == "event":
             _, offset, events, level, since = item
             assert isinstance(offset, int) and isinstance(events, int)
             assert isinstance(level, int) and isinstance(since, list)
-            ts = clock + offset
+            ts = (1_000 * S if clock is None else clock) + offset
             opened += 1
             tags = _tags(events, level, since, opened)
             windows.insert(ts, tags)
             rows.append((ts, tags))
-            clock = max(clock, ts)
+            clock = ts if clock is None else max(clock, ts)
         else:
             forward = item[1]
             assert isinstance(forward, int)
+            if clock is None:
+                continue  # a tick moves no topic before its first event
             clock += forward
             windows.advance(clock)
         summary = windows.summary()
