@@ -386,6 +386,16 @@ class Settings:
             )
         settings.rules  # noqa: B018 (read now: a bad rules file stops the process at start)
         for session in settings.rules.sessions:
+            rule = settings.rules.for_topic(session.topic)
+            if not rule.exact_windows_us:
+                # The session statistics are kept in exact windows only: the log gives them
+                # back after a restart (pushsvc.stats.session_stats).
+                raise RulesError(
+                    f"rules file {settings.rules_file}: session {session.number} "
+                    f"({session.topic}): the session topic's rule has no time window up to its "
+                    "exact_percentiles_up_to, where its session statistics are kept; raise "
+                    "exact_percentiles_up_to or add a shorter window"
+                )
             # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
             # back by an event arriving late within the lateness.
             limit = session.max_duration_us

@@ -205,6 +205,11 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
             "session 1 (v): funnel.steps: 'view' is given twice",
         ),
         (
+            '[[rule]]\ntopics = ["v"]\nwindows = ["1h"]\n'
+            '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "30m"',
+            "session 1 (v): the session topic's rule has no time window up to its exact_",
+        ),
+        (
             '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "1s"\n'
             'max_duration = "2s"',
             "session 1 (v): max_duration: shorter than the allowed lateness (--allowed-lateness",
