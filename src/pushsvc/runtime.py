@@ -243,12 +243,17 @@ class _InProcess:
             runtime.spawn(deriver.run, runtime.stop)
         if settings.rules.sessions:
             # The one process is the whole deployment: nothing to save for another.
+            # It takes every update as it is published: none is missed however far the
+            # bounded history moves between two of its rounds.
             sessionizer = Sessionizer(
                 self.broker,
                 settings.rules.sessions,
                 lateness_us=settings.allowed_lateness_us,
                 checkpoint_s=None,
+                pushed=True,
             )
+            feed = self.broker.consume_updates(sessionizer.take)
+            runtime.on_close(feed.close)
             runtime.metrics.watch_sessionizer(sessionizer)
             runtime.spawn(sessionizer.run, runtime.stop)
 

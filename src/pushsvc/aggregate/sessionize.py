@@ -131,10 +131,12 @@ class Sessionizer:
         settle_ms: int = 0,
         checkpoint_s: float | None = 1.0,
         clock: Callable[[], float] = time.time,
+        pushed: bool = False,
     ) -> None:
         """`settle_ms`: how old an update must be (by its id's time) to be read (Redis);
         `checkpoint_s`: how often each rule's state is saved (None: never, the memory
-        broker, whose process is the whole deployment)."""
+        broker, whose process is the whole deployment); `pushed`: the updates come by `take`
+        (the memory broker) instead of being read from the history."""
         self._broker = broker
         self._rules = [
             _Rule(rule, _settings(rule, lateness_us), TopicMatcher(rule.sources)) for rule in rules
@@ -144,6 +146,7 @@ class Sessionizer:
         self._settle_ms = settle_ms
         self._checkpoint_s = checkpoint_s
         self._clock = clock
+        self._pushed = pushed
         self._tenure: str | None = None
         self._warned: set[tuple[str, str]] = set()
         self.appended = 0
@@ -190,12 +193,24 @@ class Sessionizer:
             stop.wait(self._poll_s)
 
     def _restart(self) -> None:
+        if self._pushed:
+            return  # the open sessions are this process's only copy: nothing to reload
         for reading in self._rules:
             reading.assembler = None
 
+    def take(self, updates: list[Update]) -> None:
+        """Push mode (the memory broker, `consume_updates`): read these just-published
+        updates now, in the publisher's greenlet, so that none is missed however far the
+        bounded history moves before the next round; `step` then only appends. Nothing here
+        yields: it runs whole between two greenlet switches."""
+        for reading in self._rules:
+            if reading.assembler is None:
+                reading.assembler = SessionAssembler(reading.settings)
+            self._apply(reading, reading.assembler, updates)
+
     def step(self) -> int:
-        """One round: every rule reads what was published since its cursor; how many
-        sessions were logged."""
+        """One round: every rule reads what was published since its cursor (unless pushed:
+        `take`), and appends what ended; how many sessions were logged."""
         tenure = "" if self._lease is None else self._lease.token
         if tenure != self._tenure:
             # Another process may have appended and saved meanwhile: start from its state.
@@ -221,26 +236,31 @@ class Sessionizer:
         assert assembler is not None
         if reading.pending and not self._append(reading):
             return
+        if self._pushed:
+            return
         replayed = self._broker.replay(reading.cursor, reading.matcher)
         if replayed.lost:
             self._lost(reading, replayed.lost)
-        updates = self._settled(replayed.updates)
-        rule = reading.rule
-        ids = dict(reading.cursor)
-        ended: list[tuple[EndedSession, int]] = []
-        for update in updates:
-            ids[update.id.partition] = update.id
-            if update.topic == rule.topic or not update.is_update:
-                continue
-            found = self._feed(reading, assembler, update)
-            ended += [(e, assembler.open_sessions) for e in found]
-        reading.cursor = Cursor(ids.values())
-        reading.pending += ended
+        self._apply(reading, assembler, self._settled(replayed.updates))
         if reading.pending and not self._append(reading):
             return
         now = self._clock()
         if self._checkpoint_s is not None and now - reading.saved_at >= self._checkpoint_s:
             self._save(reading)
+
+    def _apply(self, reading: _Rule, assembler: SessionAssembler, updates: list[Update]) -> None:
+        """Feed `updates` (in order) to the rule's assembler; what ends goes to `pending`."""
+        rule = reading.rule
+        ids = dict(reading.cursor)
+        for update in updates:
+            ids[update.id.partition] = update.id
+            if update.topic == rule.topic or not update.is_update:
+                continue
+            if not reading.matcher(update.topic):
+                continue  # pushed updates are every topic's
+            found = self._feed(reading, assembler, update)
+            reading.pending += [(e, assembler.open_sessions) for e in found]
+        reading.cursor = Cursor(ids.values())
 
     def _settled(self, updates: list[Update]) -> list[Update]:
         """The updates to read now, in the order to read them. On the memory broker: all, in
