@@ -223,12 +223,6 @@ class Sessionizer:
             self._read(reading)
         return self.appended - before
 
-    def save(self) -> None:
-        """Save every rule's state now (a clean stop)."""
-        for reading in self._rules:
-            if reading.assembler is not None and not reading.pending:
-                self._save(reading)
-
     def _read(self, reading: _Rule) -> None:
         if reading.assembler is None:
             self._load(reading)
