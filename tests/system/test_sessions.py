@@ -30,6 +30,7 @@ from support.session_events import (
 
 A, B, VISITS = "shop.a", "shop.b", "shop.visits"
 S = 1_000_000
+BASE_S = 1_763_700_000
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -116,3 +117,25 @@ def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> N
     assert found and float(found[1]) == len(want), text
     assert re.search(r"^pushsvc_sessions_evicted_total 0\.0$", text, re.M), text
     assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 1\.0$', text, re.M), text
+
+
+def test_past_max_open_the_longest_idle_session_ends_early_marked_evicted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(rules(A, B, VISITS).replace("keep_key = true", "keep_key = true\nmax_open = 2"))
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path)).start()
+    try:
+        # ann, then bob, then cy: three open, one too many: ann's (idle longest) ends at once.
+        for at, user in [(0, "ann"), (1, "bob"), (2, "ann"), (3, "bob"), (4, "cy")]:
+            body = {"value": 1, "ts": (BASE_S + at), "tags": {"user": user}}
+            assert post(proc.port, A, body)[0] == 202
+        wait_until(lambda: len(session_events(proc.port, VISITS)) == 1, what="an eviction")
+        ((ts, duration, tags),) = session_events(proc.port, VISITS)
+        assert (ts, duration) == ((BASE_S + 2) * S, 2.0)
+        assert tags == {"events": "2", "reached": "none", "user": "ann", "evicted": "true"}
+        text = request(proc.port, "GET", "/metrics")[2].decode()
+        assert re.search(r"^pushsvc_sessions_evicted_total 1\.0$", text, re.M), text
+        assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 2\.0$', text, re.M)
+    finally:
+        proc.stop()
