@@ -5,9 +5,14 @@ refused to producers on the one path in."""
 from __future__ import annotations
 
 import tomllib
+from typing import Any
 
+import orjson
 import pytest
 
+from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.core.event import Event
+from pushsvc.core.topics import ALERTS
 from pushsvc.errors import RulesError, SessionTopic
 from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import InputLimits
@@ -165,3 +170,66 @@ def test_a_bad_session_rule_is_one_line_naming_the_rule_and_the_problem(
 def test_a_session_that_is_no_table_is_one_line() -> None:
     with pytest.raises(RulesError, match=r"write each session rule as a \[\[session\]\] table"):
         _rules('session = "shop.visits"\n')
+
+
+ALERTED = """
+[[rule]]
+topics = ["shop.visits"]
+windows = ["1m"]
+stats = ["count"]
+
+[[rule]]
+topics = ["shop.*"]
+windows = ["1m"]
+stats = ["count"]
+
+[[session]]
+topic = "shop.visits"
+from = ["shop.clicks"]
+key = "user"
+gap = "10s"
+"""
+
+
+def test_an_alert_may_name_a_session_topics_numbers_and_it_fires_on_them() -> None:
+    rules = _rules(
+        ALERTED
+        + '[[alert]]\nname = "bouncing"\ntopics = ["shop.visits"]\nwhen = "bounce_rate[1m] > 0.5"\n'
+    )
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0)
+    base = 1_763_700_000 * S
+
+    def visit(at: int, events: int) -> list[dict[str, Any]]:
+        event = Event(1.0, base + at * S, {"events": str(events), "reached": "none", "open": "0"})
+        drafts = aggregator.apply_events("shop.visits", [event])
+        return [orjson.loads(d.body) for d in drafts if d.topic == ALERTS]
+
+    assert visit(0, 3) == []  # no bounce: 0
+    assert visit(1, 1) == []  # one of two: 0.5, not over it
+    (change,) = visit(2, 1)  # two of three
+    assert (change["alert"], change["state"]) == ("bouncing", "firing")
+    assert change["value"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("alert", "line"),
+    [
+        (
+            'topics = ["shop.clicks"]\nwhen = "bounce_rate[1m] > 0.5"',
+            "statistic 'bounce_rate' is not kept by rule 2",
+        ),
+        ('topics = ["shop.visits"]\nwhen = "funnel[1m] > 0.5"', "unknown statistic 'funnel'"),
+    ],
+)
+def test_an_alert_on_session_numbers_of_another_topic_or_on_the_funnel_is_refused(
+    alert: str, line: str
+) -> None:
+    with pytest.raises(RulesError) as caught:
+        _rules(ALERTED + f'[[alert]]\nname = "a"\n{alert}\n')
+    assert line in str(caught.value), caught.value
+
+
+def test_without_session_rules_no_alert_may_name_session_numbers() -> None:
+    text = '[[rule]]\ntopics = ["a"]\nwindows = ["1m"]\n'
+    with pytest.raises(RulesError, match="unknown statistic 'bounce_rate'"):
+        _rules(text + '[[alert]]\nname = "a"\ntopics = ["a"]\nwhen = "bounce_rate[1m] > 0.5"\n')

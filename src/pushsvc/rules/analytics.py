@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -29,7 +29,7 @@ from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
-from pushsvc.rules.sessions import SESSION_STATS, SessionRule, parse_sessions
+from pushsvc.rules.sessions import SESSION_SCALARS, SESSION_STATS, SessionRule, parse_sessions
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
 __all__ = [
@@ -350,20 +350,6 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             raise RulesError(
                 f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
             ) from None
-    alerts: tuple[AlertRule, ...] = ()
-    if "alert" in document:
-        try:
-            alerts = parse_alerts(
-                document["alert"],
-                [_outline(rule) for rule in rules],
-                _outline(default),
-                known_stats=(
-                    *ALL_STATS,
-                    *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
-                ),
-            )
-        except AlertsError as exc:
-            raise RulesError(f"rules file {source}: {exc}") from None
     derives: tuple[DeriveRule, ...] = ()
     if "derive" in document:
         chosen = Rules(rules, default)
@@ -381,11 +367,35 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             )
         except ValueError as exc:
             raise RulesError(f"rules file {source}: {exc}") from None
+    alerts: tuple[AlertRule, ...] = ()
+    if "alert" in document:
+        # A session topic's own numbers may be alerted on (its funnel, a list, may not),
+        # under the rule the session topic takes.
+        chosen = Rules(rules, default)
+        taken = {chosen.for_topic(rule.topic).number for rule in sessions}
+        try:
+            alerts = parse_alerts(
+                document["alert"],
+                [_outline(rule, taken) for rule in rules],
+                _outline(default, taken),
+                known_stats=(
+                    *ALL_STATS,
+                    *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
+                    *(SESSION_SCALARS if sessions else ()),
+                ),
+            )
+        except AlertsError as exc:
+            raise RulesError(f"rules file {source}: {exc}") from None
     return Rules(rules, default, source=source, alerts=alerts, derives=derives, sessions=sessions)
 
 
-def _outline(rule: Rule) -> RuleOutline:
-    return RuleOutline(rule.number, rule.selectors, rule.labels, rule.scalars)
+def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
+    """What an alert may name of `rule`'s topics: with a session topic's numbers where the
+    rule is one a session topic takes (by number, `sessions_taken`)."""
+    scalars = rule.scalars
+    if rule.number in sessions_taken:
+        scalars = (*scalars, *SESSION_SCALARS)
+    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars)
 
 
 class _FieldError(Exception):

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_OPEN",
     "MAX_OPEN_CAP",
     "MAX_STEPS",
+    "SESSION_SCALARS",
     "SESSION_STATS",
     "FunnelSpec",
     "SessionRule",
@@ -42,6 +43,8 @@ __all__ = [
 SESSION_STATS = ("bounce_rate", "events_per_session", "active", "funnel")
 """The statistics a session topic has of its own in every exact time window
 (`pushsvc.stats.session_stats`): what `?stats=` may name when a rule declares sessions."""
+SESSION_SCALARS = ("bounce_rate", "events_per_session", "active")
+"""Those that are numbers: what an alert condition may name."""
 DEFAULT_MAX_OPEN = 1_000_000
 MAX_OPEN_CAP = 100_000_000
 """A larger `max_open` is refused: at ~250 bytes an open session, 25 GB of memory."""
