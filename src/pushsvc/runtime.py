@@ -44,6 +44,10 @@ _SETTLE_MS = 1000
 """How old (by Redis's clock in its stream ids) a source update must be before the sessionizer
 reads it: one written to another partition at the same moment is visible by then, so every
 read of the same stretch sees the same order (`pushsvc.aggregate.sessionize`)."""
+_SKEW_US = 30_000_000
+"""On Redis, how much later than the allowed lateness a source event may still join its
+session: a partition whose aggregator is taking over publishes its backlog after the others'
+newer events (a lease period or two). Sessions end that much later."""
 
 
 def wall_clock_us() -> int:
@@ -315,6 +319,7 @@ class _OnRedis:
                 lateness_us=settings.allowed_lateness_us,
                 lease=session_lease,
                 settle_ms=_SETTLE_MS,
+                skew_us=_SKEW_US,
             )
             runtime.metrics.watch_sessionizer(sessionizer)
             runtime.spawn(session_lease.keep, runtime.stop)

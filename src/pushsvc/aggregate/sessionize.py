@@ -132,14 +132,19 @@ class Sessionizer:
         checkpoint_s: float | None = 1.0,
         clock: Callable[[], float] = time.time,
         pushed: bool = False,
+        skew_us: int = 0,
     ) -> None:
         """`settle_ms`: how old an update must be (by its id's time) to be read (Redis);
         `checkpoint_s`: how often each rule's state is saved (None: never, the memory
         broker, whose process is the whole deployment); `pushed`: the updates come by `take`
-        (the memory broker) instead of being read from the history."""
+        (the memory broker) instead of being read from the history; `skew_us`: how much
+        later than the allowed lateness a source event may still reach the assembler (Redis:
+        a partition whose updates are published after the others', its aggregator taking
+        over), at the cost of sessions ending that much later (at most up to `max_duration`)."""
         self._broker = broker
         self._rules = [
-            _Rule(rule, _settings(rule, lateness_us), TopicMatcher(rule.sources)) for rule in rules
+            _Rule(rule, _settings(rule, lateness_us + skew_us), TopicMatcher(rule.sources))
+            for rule in rules
         ]
         self._lease = lease
         self._poll_s = poll_s
@@ -408,6 +413,10 @@ def _event_of(data: bytes) -> dict[str, Any] | None:
 
 def _settings(rule: SessionRule, lateness_us: int) -> SessionSettings:
     funnel = rule.funnel
+    if rule.max_duration_us is not None:
+        # The assembler's own bound; the rule's is checked against the allowed lateness alone
+        # at start (`Settings.load`).
+        lateness_us = min(lateness_us, rule.max_duration_us)
     return SessionSettings(
         gap_us=rule.gap_us,
         lateness_us=lateness_us,

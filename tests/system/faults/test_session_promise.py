@@ -115,10 +115,12 @@ def _all_held(stack: FaultStack) -> None:
 def test_sessions_survive_kill_9_and_a_cold_restart(
     deployment: tuple[FaultStack, str], seed: int
 ) -> None:
-    """The events are posted, and published, while every partition has its aggregator: posted
-    in a burst (150 s of event time in about a second), a partition whose aggregator is down
-    for a second would publish its backlog after the others' newer events, late for the
-    sessions (docs/rules.md, Sessions: what is not promised)."""
+    """The holder is killed while events keep coming: its partitions' events wait in the log
+    until the other aggregator takes them over and publishes them after the others' newer
+    ones, within the sessionizer's skew allowance on Redis (30 s of event time beyond the
+    lateness; at ten times real time, three seconds). Every aggregator is killed only once
+    what was posted is published: a cold restart publishes each partition's backlog in its
+    own time, further apart than that (docs/design.md, Sessions: what is not promised)."""
     stack, name = deployment
     visits = f"{name}.visits"
     posted = scenario(f"{name}.a", f"{name}.b", seed=seed)
@@ -130,13 +132,11 @@ def test_sessions_survive_kill_9_and_a_cold_restart(
     _all_held(stack)
     holder = _sessionizer(stack)
     _paced(web.port, posted[:third])
-    _published(web.port, posted[:third])
-    # Some sessions ended and appended, others open: then the holder dies.
+    # Some sessions ended and appended, others open: then the holder dies, mid-stream.
     wait_for(lambda: len(session_events(web.port, visits)) >= 3, 20, "sessions to end")
     time.sleep(1.2 if seed % 2 else 0.3)  # after a save, or likely before the next
     stack.kill_aggregator(holder)
     stack.start_aggregator()
-    _all_held(stack)
     _paced(web.port, posted[third : 2 * third])
     _published(web.port, posted[: 2 * third])
     time.sleep(1.2 if seed % 2 else 0.3)
