@@ -1,16 +1,17 @@
 """The sessionizer: feeds `[[session]]` rules' source events to their session assemblers and
 appends each ended session to the session topic as one event, exactly once.
 
-What it reads is what subscribers read: the published updates of the source topics
-(`Broker.replay` after a cursor), each carrying its event. On the memory broker, in publish
-order. On Redis, by slots of `settle_ms` of the time the broker wrote each update (its id's
-`ms`): a slot is read whole once it ended `settle_ms` ago (an update written to one partition
-in it is visible by then), its updates in event-time order (topic clock, then partition and
-id). A slot is the same set on every read, so every replay of the same stretch gives the same
-order; and partitions whose aggregators publish a little apart are still read in time order
-within a slot. Every update moves the assembler's clock to its topic clock (so an idle tick
-ends sessions as time passes, with no event); an update whose event carries the rule's `key`
-tag is added to it first.
+What it reads is what subscribers read: the published updates of the source topics, each
+carrying its event. On the memory broker it takes them as they are published (`take`, from
+`consume_updates`), in publish order: none is missed however fast the bounded history moves.
+On Redis it reads them after its cursor (`Broker.replay`), by slots of `settle_ms` of the time
+the broker wrote each update (its id's `ms`): a slot is read whole once it ended `settle_ms`
+ago (an update written to one partition in it is visible by then), its updates in event-time
+order (topic clock, then partition and id). A slot is the same set on every read, so every
+replay of the same stretch gives the same order; and partitions whose aggregators publish a
+little apart are still read in time order within a slot. Every update moves the assembler's
+clock to its topic clock (so an idle tick ends sessions as time passes, with no event); an
+update whose event carries the rule's `key` tag is added to it first.
 
 Exactly once, through kill -9 and restarts, rests on determinism and the broker's append:
 
@@ -30,8 +31,8 @@ Exactly once, through kill -9 and restarts, rests on determinism and the broker'
 Limits: a source update the history no longer holds when the sessionizer reads (it was away
 longer than `--history` covers) is lost to the sessions: the partition is read on from its
 newest update, logged once and counted (`gaps`). An event older than the assembler's clock
-less the allowed lateness (possible when one source topic lags another) is counted (`late`)
-and makes no session.
+less the allowed lateness and `skew_us` (a source partition published that much later than
+another, its aggregator down) is counted (`late`) and makes no session.
 
 One sessionizer appends at a time on Redis: every aggregating process runs one, and the one
 holding its lease appends; on the memory broker the one process runs it.
