@@ -14,7 +14,7 @@ from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US
 from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
-from pushsvc.errors import ConfigError, InvalidTopic
+from pushsvc.errors import ConfigError, InvalidTopic, RulesError
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import JwtKey, load_key
 
@@ -388,6 +388,26 @@ class Settings:
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
             )
         settings.rules  # noqa: B018 (read now: a bad rules file stops the process at start)
+        for session in settings.rules.sessions:
+            rule = settings.rules.for_topic(session.topic)
+            if not rule.exact_windows_us:
+                # The session statistics are kept in exact windows only: the log gives them
+                # back after a restart (pushsvc.stats.session_stats).
+                raise RulesError(
+                    f"rules file {settings.rules_file}: session {session.number} "
+                    f"({session.topic}): the session topic's rule has no time window up to its "
+                    "exact_percentiles_up_to, where its session statistics are kept; raise "
+                    "exact_percentiles_up_to or add a shorter window"
+                )
+            # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
+            # back by an event arriving late within the lateness.
+            limit = session.max_duration_us
+            if limit is not None and limit < settings.allowed_lateness_us:
+                raise RulesError(
+                    f"rules file {settings.rules_file}: session {session.number} "
+                    f"({session.topic}): max_duration: shorter than the allowed lateness "
+                    f"(--allowed-lateness {duration_label(settings.allowed_lateness_us)})"
+                )
         return settings
 
     def redacted(self) -> dict[str, object]:

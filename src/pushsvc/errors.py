@@ -115,6 +115,13 @@ class DerivedTopic(BadRequest):
     code = "derived_topic"
 
 
+class SessionTopic(BadRequest):
+    """A POST (or a Redis producer's message) to a session rule's topic: only the
+    sessionizer appends to it; nothing was changed."""
+
+    code = "session_topic"
+
+
 class InvalidIdempotencyKey(BadRequest):
     """An `Idempotency-Key` header that is empty, too long, not visible ASCII, or given twice."""
 

@@ -22,6 +22,7 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.derive import Deriver
 from pushsvc.aggregate.in_process import InProcessDriver
 from pushsvc.aggregate.partition_pool import PartitionPool
+from pushsvc.aggregate.sessionize import Sessionizer
 from pushsvc.broker.base import ServingBroker, UpdatesFeed
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
@@ -38,6 +39,15 @@ from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import Verifier
 
 log = logging.getLogger(__name__)
+
+_SETTLE_MS = 1000
+"""How old (by Redis's clock in its stream ids) a source update must be before the sessionizer
+reads it: one written to another partition at the same moment is visible by then, so every
+read of the same stretch sees the same order (`pushsvc.aggregate.sessionize`)."""
+_SKEW_US = 30_000_000
+"""On Redis, how much later than the allowed lateness a source event may still join its
+session: a partition whose aggregator is taking over publishes its backlog after the others'
+newer events (a lease period or two). Sessions end that much later."""
 
 
 def wall_clock_us() -> int:
@@ -77,6 +87,7 @@ class Runtime:
             max_batch=settings.max_batch,
             max_future_us=settings.max_future_us,
             derived_topics=settings.rules.derived_topics,
+            session_topics=settings.rules.session_topics,
         )
         runtime = cls(
             settings,
@@ -234,6 +245,21 @@ class _InProcess:
             deriver = Deriver(self.broker, settings.rules, lateness_us=settings.allowed_lateness_us)
             runtime.metrics.watch_deriver(deriver)
             runtime.spawn(deriver.run, runtime.stop)
+        if settings.rules.sessions:
+            # The one process is the whole deployment: nothing to save for another.
+            # It takes every update as it is published: none is missed however far the
+            # bounded history moves between two of its rounds.
+            sessionizer = Sessionizer(
+                self.broker,
+                settings.rules.sessions,
+                lateness_us=settings.allowed_lateness_us,
+                checkpoint_s=None,
+                pushed=True,
+            )
+            feed = self.broker.consume_updates(sessionizer.take)
+            runtime.on_close(feed.close)
+            runtime.metrics.watch_sessionizer(sessionizer)
+            runtime.spawn(sessionizer.run, runtime.stop)
 
 
 @dataclass(frozen=True)
@@ -283,6 +309,23 @@ class _OnRedis:
             runtime.spawn(lease.keep, runtime.stop)
             runtime.spawn(deriver.run, runtime.stop)
             runtime.on_close(lease.close)
+        if settings.rules.sessions:
+            # Sessions likewise: every aggregator process stands by, one assembles.
+            session_lease = RedisLease(
+                self.broker.url, self.broker.keys.session_lease, ttl_us=settings.lease_us
+            )
+            sessionizer = Sessionizer(
+                self.broker,
+                settings.rules.sessions,
+                lateness_us=settings.allowed_lateness_us,
+                lease=session_lease,
+                settle_ms=_SETTLE_MS,
+                skew_us=_SKEW_US,
+            )
+            runtime.metrics.watch_sessionizer(sessionizer)
+            runtime.spawn(session_lease.keep, runtime.stop)
+            runtime.spawn(sessionizer.run, runtime.stop)
+            runtime.on_close(session_lease.close)
         # Alerts of the partitions held now: they follow the partitions as they move.
         runtime.send_alerts(holding=lambda: pool.holding, mine=pool.owns)
 

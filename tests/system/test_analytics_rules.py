@@ -196,6 +196,25 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
             "rule 1 (a): windows: '1m' is given twice",
         ),
         (
+            '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "half an hour"',
+            "session 1 (v): gap: not a duration: ",
+        ),
+        (
+            '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "30m"\n'
+            'funnel = { tag = "step", steps = ["view", "paid", "view"], within = "1h" }',
+            "session 1 (v): funnel.steps: 'view' is given twice",
+        ),
+        (
+            '[[rule]]\ntopics = ["v"]\nwindows = ["1h"]\n'
+            '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "30m"',
+            "session 1 (v): the session topic's rule has no time window up to its exact_",
+        ),
+        (
+            '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "1s"\n'
+            'max_duration = "2s"',
+            "session 1 (v): max_duration: shorter than the allowed lateness (--allowed-lateness",
+        ),
+        (
             '[[derive]]\ntopic = "b"\nevery = "1s"\nvalue = "count[5s](a) / count[5s](b)"',
             "derive 1 (b): value: b is a source of itself (b <- b)",
         ),

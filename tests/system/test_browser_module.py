@@ -195,6 +195,36 @@ def test_the_anomaly_rate_helper(server: PushsvcProcess, page: Page) -> None:
     assert found == [0.25, None, None]
 
 
+def test_the_sessions_helper(server: PushsvcProcess, page: Page) -> None:
+    open_origin(page, server)
+    step = {"step": "view", "sessions": 4, "conversion": 1, "step_conversion": None, "median_s": 0}
+    found = page.evaluate(
+        """async (step) => {
+          const { sessionsOf } = await import("/static/pushsvc.js");
+          const windows = {
+            "1m": {
+              count: 5, bounce_rate: 0.4, events_per_session: 2.2, active: 7, funnel: [step],
+            },
+            "10s": { count: 0, bounce_rate: null, events_per_session: null, active: 7 },
+            "5m": { count: 3, mean: 1 },
+          };
+          return {
+            funnel: sessionsOf(windows, "1m"),
+            empty: sessionsOf(windows, "10s"),
+            notSessions: sessionsOf(windows, "5m"),
+            noWindow: sessionsOf(windows, "1h"),
+          };
+        }""",
+        step,
+    )
+    assert found == {
+        "funnel": {"bounce_rate": 0.4, "events_per_session": 2.2, "active": 7, "funnel": [step]},
+        "empty": {"bounce_rate": None, "events_per_session": None, "active": 7, "funnel": []},
+        "notSessions": None,
+        "noWindow": None,
+    }
+
+
 # ------------------------------------------------------------------ the example page
 
 

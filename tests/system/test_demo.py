@@ -510,6 +510,25 @@ def test_at_high_speed_the_rush_is_at_noon_local_time_and_both_alerts_trip(
     assert sinking and start < sinking[0]["since"] <= until.timestamp(), (sinking, until)
 
 
+def test_the_demo_rules_make_visits_of_the_shops_clicks(
+    with_demo_rules: PushsvcProcess, lunch: subprocess.CompletedProcess[str]
+) -> None:
+    """Three simulated hours of clicks: visits ended (30 minutes without a click) are in
+    shop.visits, with their bounce rate, events per visit, the visits open and a funnel whose
+    every step keeps fewer visits than the one before."""
+    status, _, body = request(with_demo_rules.port, "GET", "/topics/shop.visits/stats")
+    assert status == 200, body
+    window = json.loads(body)["windows"]["1h"]
+    assert window["count"] > 20, window
+    assert 0 < window["bounce_rate"] < 1 and window["events_per_session"] > 1
+    assert window["active"] > 0
+    reached = [step["sessions"] for step in window["funnel"]]
+    assert [step["step"] for step in window["funnel"]] == ["view", "cart", "checkout", "paid"]
+    assert reached[0] == window["count"]  # every visit starts with a view
+    assert reached[0] > reached[1] > reached[3] > 0, reached
+    assert window["funnel"][1]["median_s"] > 0
+
+
 @pytest.mark.parametrize(("speed", "hours", "seed"), [(1.0, 3, 1), (60.0, 24, 2)])
 def test_the_demo_rules_alerts_trip_on_the_lunch_rush_and_bad_batches(
     speed: float, hours: int, seed: int

@@ -77,3 +77,31 @@ def test_auth_off_and_a_scope_of_everything_show_every_rule() -> None:
     shown = visible_rules(rules, Scope.of(["public.*"]))
     assert [r["topics"] for r in shown["rules"]] == [["public.*"]]
     assert "alerts" not in shown and shown["digest"] == rules.digest
+
+
+def test_a_session_rule_is_shown_to_who_may_read_its_topic_and_all_its_sources() -> None:
+    rules = parse_rules(
+        {
+            "session": [
+                {"topic": "shop.visits", "from": ["shop.clicks.*"], "key": "u", "gap": "1m"},
+                {
+                    "topic": "shop.orders",
+                    "from": ["shop.cart", "vip.cart"],
+                    "key": "u",
+                    "gap": "1m",
+                },
+            ]
+        },
+        DEFAULT,
+    )
+
+    def shown(*selectors: str) -> list[str]:
+        described = visible_rules(rules, Scope.of(list(selectors)))
+        return [rule["topic"] for rule in described.get("session", [])]
+
+    assert shown("*") == ["shop.visits", "shop.orders"]
+    assert shown("shop.*") == ["shop.visits"]  # not vip.cart
+    assert shown("shop.*", "vip.*") == ["shop.visits", "shop.orders"]
+    assert shown("shop.visits", "shop.clicks.*") == ["shop.visits"]
+    assert shown("shop.visits", "shop.clicks.web") == []  # part of the pattern only
+    assert shown("shop.clicks.*") == []  # not its topic

@@ -26,7 +26,7 @@ the update. The scorers' state is part of the checkpoint, so a topic that scores
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -55,6 +55,7 @@ from pushsvc.series.scoring import BucketScorer
 from pushsvc.stats import STAT_KEYS, TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
+from pushsvc.stats.session_stats import SessionWindows
 
 Summary = TypeVar("Summary", bound=Mapping[str, Any])
 """Window label -> statistics, as an update gives them."""
@@ -98,6 +99,8 @@ class _Topic:
     series_due: list[tuple[int, str]] | None = None
     # The alert instances of the topic and its groups; None when no alert matches the topic.
     alerts: TopicAlerts | None = None
+    # A session topic's own statistics (`[[session]]`), over its exact time windows.
+    sessions: SessionWindows | None = None
 
 
 class Aggregator:
@@ -132,6 +135,9 @@ class Aggregator:
         # (label, width) of each rule's time windows: what `anomaly_rate` is given for.
         self._rated_windows: dict[int, tuple[tuple[str, int], ...]] = {}
         self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
+        self._session_steps = {
+            rule.topic: () if rule.funnel is None else rule.funnel.steps for rule in rules.sessions
+        }
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
 
@@ -146,6 +152,9 @@ class Aggregator:
                 TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62) if rule.groups else None
             )
             state = self._topics[topic] = _Topic(compiled.new(), rule, groups)
+            steps = self._session_steps.get(topic)
+            if steps is not None:
+                state.sessions = SessionWindows(rule.exact_windows_us, steps)
             matching = self.rules.alerts_for(topic)
             if matching:
                 state.alerts = TopicAlerts(topic, matching)
@@ -227,6 +236,8 @@ class Aggregator:
             summaries = windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
         else:
             summaries = windows.insert_many([(e.ts_us, e.value) for e in events])
+        if state.sessions is not None:
+            summaries = _with_sessions(state.sessions, events, clocks, summaries)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         series = state.series
@@ -413,6 +424,8 @@ class Aggregator:
                 windows.insert(event.ts_us, event.value)
             if state.series is not None:
                 state.series.replayed(event.ts_us, event.value, event.tags)
+            if state.sessions is not None:
+                state.sessions.insert(event.ts_us, event.tags)
             if state.groups is not None:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
@@ -536,6 +549,8 @@ class Aggregator:
             state.restored_from = None
             if isinstance(state.windows, RuleStats):
                 state.windows.catch_up()
+            if state.sessions is not None and state.windows.clock_us is not None:
+                state.sessions.advance(state.windows.clock_us)
             clocks, state.replay_clocks = state.replay_clocks or {}, None
             for group in state.groups or ():
                 if isinstance(group.stats, RuleStats):
@@ -604,8 +619,12 @@ class Aggregator:
                 # (it came before the topic's first event), so it moves nothing now.
                 if clock <= state.event_clock_us:
                     state.windows.advance(clock)
+                    if state.sessions is not None:
+                        state.sessions.advance(clock)
                 continue
             changed = state.windows.advance(clock)
+            if state.sessions is not None:
+                state.sessions.advance(clock)
             series = state.series
             alerts = state.alerts
             scorer = None if series is None else series.scorer
@@ -616,9 +635,7 @@ class Aggregator:
                 # A scored bucket closed: the windows' `anomaly_rate` moved.
                 changed = changed or (scorer is not None and bool(points))
                 if changed or (alerts is not None and alerts.live()):
-                    summary = state.windows.summary()
-                    if scorer is not None:
-                        summary = self._rated(state, summary, scorer, clock)
+                    summary = self._topic_summary(state, clock)
                     if changed:
                         drafts.append(draft(topic, clock, "tick", None, summary))
                     if alerts is not None:
@@ -662,8 +679,9 @@ class Aggregator:
         return drafts
 
     def _topic_summary(self, state: _Topic, clock_us: int) -> dict[str, Any]:
-        """The topic's statistics as its updates give them (with `anomaly_rate` if scored)."""
-        summary = state.windows.summary()
+        """The topic's statistics as its updates give them (with `anomaly_rate` if scored, and a
+        session topic's own)."""
+        summary = _summary(state)
         scorer = None if state.series is None else state.series.scorer
         return summary if scorer is None else self._rated(state, summary, scorer, clock_us)
 
@@ -729,6 +747,8 @@ class Aggregator:
             state.wall_at_event_us = self._wall_clock()
         else:
             state.windows.advance(clock_us)
+        if state.sessions is not None:
+            state.sessions.advance(clock_us)
         if state.series is not None and clock_us >= state.series.next_close_us:
             state.series.close(clock_us)  # published before: the updates reached this clock
         state.event_clock_us = max(state.event_clock_us, clock_us)
@@ -796,6 +816,35 @@ class Aggregator:
     def group_count(self) -> int:
         """Live groups over every topic."""
         return sum(len(s.groups) for s in self._topics.values() if s.groups is not None)
+
+
+def _summary(state: _Topic) -> Mapping[str, Any]:
+    """The topic's statistics now, with a session topic's own."""
+    summary = state.windows.summary()
+    if state.sessions is None:
+        return summary
+    return _merged(summary, state.sessions.summary())
+
+
+def _merged(summary: Mapping[str, Any], extra: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        label: {**stats, **extra[label]} if label in extra else stats
+        for label, stats in summary.items()
+    }
+
+
+def _with_sessions(
+    sessions: SessionWindows,
+    events: Sequence[Event],
+    clocks: Sequence[int],
+    summaries: Iterable[Mapping[str, object]],
+) -> Iterator[Mapping[str, object]]:
+    """Each summary with the session statistics right after its event (lazily: summaries
+    are made one at a time, see `insert_tagged`)."""
+    for event, clock, summary in zip(events, clocks, summaries, strict=True):
+        sessions.insert(event.ts_us, event.tags)
+        sessions.advance(clock)
+        yield _merged(summary, sessions.summary())
 
 
 def _insert_and_summary(group: Group, event: Event, clock_us: int) -> dict[str, dict[str, Any]]:

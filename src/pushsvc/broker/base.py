@@ -352,6 +352,18 @@ class SeriesKeeper(Protocol):
         ...
 
 
+class SessionKeeper(Protocol):
+    """A broker that keeps the sessionizers' state (`[[session]]` rules)."""
+
+    def session_state(self, topic: str) -> bytes | None:
+        """The state last saved for session topic `topic` (None: never saved)."""
+        ...
+
+    def save_session_state(self, topic: str, state: bytes) -> None:
+        """Keep `state` for session topic `topic`, replacing what was kept."""
+        ...
+
+
 class AlertKeeper(Protocol):
     """A broker that keeps the active alert instances (`GET /alerts`, Alertmanager)."""
 

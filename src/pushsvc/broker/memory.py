@@ -196,6 +196,7 @@ class MemoryBroker:
         self._alert_changes_dropped = 0
         self._clocks: dict[str, int] = {}  # topic -> T: largest event time or tick clock
         self._derived: dict[str, int] = {}  # derived topic -> the boundary evaluated through
+        self._sessions: dict[str, bytes] = {}  # session topic -> its sessionizer's state
         self._clock = clock
         self._keys = _RememberedKeys()
         self._closed = False
@@ -556,6 +557,14 @@ class MemoryBroker:
         with self._updates_lock:
             if boundary_us > self._derived.get(topic, boundary_us - 1):
                 self._derived[topic] = boundary_us
+
+    def session_state(self, topic: str) -> bytes | None:
+        with self._updates_lock:
+            return self._sessions.get(topic)
+
+    def save_session_state(self, topic: str, state: bytes) -> None:
+        with self._updates_lock:
+            self._sessions[topic] = state
 
     def latest(self, match: TopicMatcher) -> dict[str, Update]:
         with self._updates_lock:

@@ -17,13 +17,16 @@ from pushsvc.client.calls import IDEMPOTENCY_KEY, batches, new_idempotency_key
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.models import (
     AlertChange,
+    FunnelStep,
     Message,
     Point,
+    SessionStats,
     Snapshot,
     StreamUpdate,
     TopValue,
     anomaly_rate_of,
     distinct_of,
+    sessions_of,
     top_of,
 )
 from pushsvc.client.retry import Backoff
@@ -38,9 +41,11 @@ __all__ = [
     "Backoff",
     "Client",
     "ClientError",
+    "FunnelStep",
     "Message",
     "Point",
     "RawMessage",
+    "SessionStats",
     "Snapshot",
     "StreamOptions",
     "StreamUpdate",
@@ -50,5 +55,6 @@ __all__ = [
     "batches",
     "distinct_of",
     "new_idempotency_key",
+    "sessions_of",
     "top_of",
 ]

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 Stats = Mapping[str, Any]
 """One window's statistics: count, sum, mean, … (numbers; None where undefined, as in an
-empty window), `distinct_<tag>` (an int), `top_<tag>` (a list of objects, `TopValue`) and,
+empty window), `distinct_<tag>` (an int), `top_<tag>` (a list of objects, `TopValue`),
 for a rule that scores anomalies, `anomaly_rate` (a float in [0, 1], None while no scored
-bucket closed in the window)."""
+bucket closed in the window), and for a session topic, `bounce_rate`, `events_per_session`,
+`active` and `funnel` (`SessionStats`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,53 @@ def top_of(windows: Mapping[str, Stats], window: str, tag: str) -> list[TopValue
 
 
 @dataclass(frozen=True, slots=True)
+class FunnelStep:
+    """One step of a session topic's `funnel` (docs/rules.md, Sessions and funnels): the
+    sessions that reached it, as a share of the first step's and of the step before's (None
+    where undefined), and the median seconds from the first step to it."""
+
+    step: str
+    sessions: int
+    conversion: float | None
+    step_conversion: float | None
+    median_s: float | None
+
+    @classmethod
+    def parse_list(cls, entries: object) -> list[FunnelStep]:
+        if not isinstance(entries, list):
+            return []
+        return [
+            cls(e["step"], e["sessions"], e["conversion"], e["step_conversion"], e["median_s"])
+            for e in entries
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStats:
+    """A session topic's own statistics in one window (None where undefined)."""
+
+    bounce_rate: float | None
+    events_per_session: float | None
+    active: int | None
+    """Sessions open when the topic's newest session ended."""
+    funnel: list[FunnelStep]
+    """Empty for a session rule without a funnel."""
+
+
+def sessions_of(windows: Mapping[str, Stats], window: str) -> SessionStats | None:
+    """A session topic's own statistics of one window; None for any other topic."""
+    stats = windows.get(window) or {}
+    if "bounce_rate" not in stats:
+        return None
+    return SessionStats(
+        stats["bounce_rate"],
+        stats.get("events_per_session"),
+        stats.get("active"),
+        FunnelStep.parse_list(stats.get("funnel")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     value: float
     ts: float
@@ -98,6 +146,11 @@ class StreamUpdate:
         """The share of anomalous buckets among the scored ones that closed in the window
         (None: the topic scores none, or none closed in it)."""
         return anomaly_rate_of(self.windows, window)
+
+    def sessions(self, window: str) -> SessionStats | None:
+        """A session topic's bounce rate, events per session, active sessions and funnel in
+        the window (None: not a session topic)."""
+        return sessions_of(self.windows, window)
 
     @classmethod
     def parse(cls, data: str | bytes) -> StreamUpdate:

@@ -13,6 +13,7 @@ so that its busiest moment uses its share of the budget.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -47,12 +48,14 @@ DISHES: dict[str, tuple[float, float]] = {
 
 # Shares of the rate budget at each stream's busiest moment (they add up to 1).
 # Shares of the budget; the restaurant's events are posted twice (their own topic and the
-# kitchen's or the reviews'), so they count double: 2 * 0.15 + 2 * 0.15 + 0.10 + 0.10 + 0.20 = 1.
+# kitchen's or the reviews'), so they count double:
+# 2 * 0.15 + 2 * 0.15 + 0.10 + 0.05 + 0.15 + 0.10 = 1.
 LATENCY_SHARE = 0.15
 RATING_SHARE = 0.15
 PAGEVIEWS_SHARE = 0.10
-SESSION_SHARE = 0.10
-CHECKOUT_SHARE = 0.20
+SESSION_SHARE = 0.05
+CHECKOUT_SHARE = 0.15
+CLICKS_SHARE = 0.10
 
 LATENCY_SIGMA = 0.35  # lognormal spread of a station's latency
 QUALITY_REVERSION_S = 6 * 3600.0  # a dish's quality drifts back to its mean over ~6 h
@@ -71,8 +74,20 @@ FLASH_SALE_EVERY_S = 45 * 60.0  # mean simulated time between two flash sales
 FLASH_SALE_MINUTES = (3.0, 10.0)
 FLASH_SALE_BOOST = 5.0  # checkouts per minute during a sale, relative to normal
 FLASH_SALE_MEDIAN = 35.0  # smaller baskets: discounted
+# A visit to the shop (`shop.clicks`, tags user and step): a few product views, then fewer and
+# fewer visitors go on to the cart, the checkout and payment (a funnel), the clicks seconds to
+# minutes apart in simulated time, never 30 minutes (the demo rules' session gap).
+CLICKS_PER_VISIT = 4.0  # about, on average: what the share of the budget is divided by
+VIEW_MORE = 0.6  # after a view, the chance of another
+TO_CART, TO_CHECKOUT, TO_PAID = 0.45, 0.55, 0.8
+BACK_TO_VIEW = 0.15  # after the cart, the chance of one more view first (steps out of order)
+CLICK_GAP_MEDIAN_S = 45.0
+CLICK_GAP_MAX_S = 20 * 60.0
 
 
+CLICKS_TOPIC = "shop.clicks"
+"""Every click of every visit, tagged by user and funnel step: what the demo's session rule
+makes visits of (`shop.visits`, a topic pushsvc produces, not the demo)."""
 KITCHEN_TOPIC = "restaurant.kitchen"
 """Every station's latencies again, in one topic tagged by station: what a rule groups."""
 REVIEWS_TOPIC = "restaurant.reviews"
@@ -91,6 +106,7 @@ def topic_names(prefix: str = "") -> tuple[str, ...]:
             "shop.pageviews",
             "shop.session_seconds",
             "shop.checkout_value",
+            CLICKS_TOPIC,
         )
     )
 
@@ -135,6 +151,7 @@ class Scenario:
             self._pageviews(),
             self._sessions(),
             self._checkouts(),
+            self._clicks(),
         ]
         return heapq.merge(*streams, key=lambda event: event.offset)
 
@@ -263,6 +280,25 @@ class Scenario:
             campaign = "flash-sale" if on_sale else "none"
             yield DemoEvent(offset, topic, round(value, 2), {"campaign": campaign})
 
+    def _clicks(self) -> Iterator[DemoEvent]:
+        """Each visit's clicks (value 1, tags user and step), the visits interleaved."""
+        rng = self._rng()
+        topic = self._topic(CLICKS_TOPIC)
+        pending: list[tuple[float, int, DemoEvent]] = []  # later clicks of visits under way
+        order = itertools.count()  # ties in time: the click made first goes first
+        arrivals = self._arrivals(rng, self.rate * CLICKS_SHARE / CLICKS_PER_VISIT, self._shop)
+        for visit, offset in enumerate(arrivals, start=1):
+            while pending and pending[0][0] <= offset:
+                yield heapq.heappop(pending)[2]
+            user = f"visitor{visit}"
+            at_s = self.clock.seconds(offset)
+            for step in _visit_steps(rng):
+                at = self.clock.offset(at_s)
+                event = DemoEvent(at, topic, 1.0, {"user": user, "step": step})
+                heapq.heappush(pending, (at, next(order), event))
+                gap = CLICK_GAP_MEDIAN_S * math.exp(0.8 * rng.gauss(0.0, 1.0))
+                at_s += min(gap, CLICK_GAP_MAX_S)
+
     def _flash_sales(self, rng: random.Random, topic: str) -> Iterator[tuple[float, float]]:
         at_s = self.clock.seconds(0.0)
         while True:
@@ -274,6 +310,23 @@ class Scenario:
             )
             yield start, end
             at_s += length_s
+
+
+def _visit_steps(rng: random.Random) -> list[str]:
+    """One visit's clicks, by funnel step: views, then maybe the cart (and sometimes a view
+    more), the checkout, payment."""
+    steps = ["view"]
+    while rng.random() < VIEW_MORE:
+        steps.append("view")
+    if rng.random() < TO_CART:
+        steps.append("cart")
+        if rng.random() < BACK_TO_VIEW:
+            steps.append("view")
+        if rng.random() < TO_CHECKOUT:
+            steps.append("checkout")
+            if rng.random() < TO_PAID:
+                steps.append("paid")
+    return steps
 
 
 def _poisson(rng: random.Random, mean: float) -> int:

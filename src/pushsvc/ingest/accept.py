@@ -6,7 +6,7 @@ from __future__ import annotations
 from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import validate_topic
-from pushsvc.errors import DerivedTopic
+from pushsvc.errors import DerivedTopic, SessionTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
@@ -46,6 +46,11 @@ def validated(
         raise DerivedTopic(
             f"{topic} is a derived metric ([[derive]] in the rules file): pushsvc produces "
             "its events itself, producers cannot post to it"
+        )
+    if topic in limits.session_topics:
+        raise SessionTopic(
+            f"{topic} is a session topic ([[session]] in the rules file): pushsvc produces "
+            "its events itself, one per ended session; producers cannot post to it"
         )
     return parse_body(body, content_type, now_us=now_us, limits=limits)
 

@@ -1,6 +1,6 @@
 """Per-request limits on producer input (configurable: `--max-body`, `--max-batch`,
-`--max-future`), and the topics producers may not post to (derived metrics, which pushsvc
-itself produces)."""
+`--max-future`), and the topics producers may not post to (derived metrics and session
+topics, which pushsvc itself produces)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ class InputLimits:
     max_tag_value_len: int = 256
     derived_topics: frozenset[str] = frozenset()
     """The topics of `[[derive]]` rules: only the deriver appends to them."""
+    session_topics: frozenset[str] = frozenset()
+    """The topics of `[[session]]` rules: only the sessionizer appends to them."""
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1 or self.max_batch < 1:

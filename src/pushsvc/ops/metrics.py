@@ -30,6 +30,7 @@ from pushsvc.ops.multiprocess_metrics import FileMirror, SharedFiles, shared_dir
 if TYPE_CHECKING:
     from pushsvc.aggregate.derive import Deriver
     from pushsvc.aggregate.partition_pool import PartitionPool
+    from pushsvc.aggregate.sessionize import Sessionizer
     from pushsvc.broker.base import ServingBroker
     from pushsvc.broker.redis.guard import RedisGuard
     from pushsvc.deliver.hub import Hub
@@ -54,6 +55,7 @@ class _ProcessState(Collector):
         self.aggregator: AggregatorStats | None = None
         self.partitions: PartitionPool | None = None
         self.deriver: Deriver | None = None
+        self.sessionizer: Sessionizer | None = None
         self.redis = False
 
     def collect(self) -> Iterator[Metric]:
@@ -160,6 +162,8 @@ class _ProcessState(Collector):
             derived.add_metric(["replayed"], self.deriver.replayed)
             derived.add_metric(["late"], self.deriver.late)
             yield derived
+        if self.sessionizer is not None:
+            yield from _session_metrics(self.sessionizer)
         if self.redis:
             # Imported here: the embedded mode never imports redis-py.
             from pushsvc.broker.redis.wire import refusals
@@ -174,6 +178,43 @@ class _ProcessState(Collector):
             for code, count in sorted(refusals.items()):
                 refused.add_metric([code], count)
             yield refused
+
+
+def _session_metrics(sessionizer: Sessionizer) -> Iterator[Metric]:
+    """What this process's sessionizer counts (`[[session]]` rules)."""
+    ended = CounterMetricFamily(
+        "pushsvc_sessions_ended",
+        "Sessions this process's sessionizer handled, by outcome (appended to the session "
+        "topic; replayed: logged already, by a predecessor)",
+        labels=["outcome"],
+    )
+    ended.add_metric(["appended"], sessionizer.appended)
+    ended.add_metric(["replayed"], sessionizer.replayed)
+    yield ended
+    yield CounterMetricFamily(
+        "pushsvc_sessions_evicted",
+        "Sessions ended early because max_open sessions were open (marked evicted)",
+        value=sessionizer.evicted,
+    )
+    yield CounterMetricFamily(
+        "pushsvc_session_events_late",
+        "Source events older than their session rule's clock less the allowed lateness: "
+        "they make no session",
+        value=sessionizer.late,
+    )
+    yield CounterMetricFamily(
+        "pushsvc_session_gaps",
+        "Times source updates were trimmed from the history before the sessionizer read them",
+        value=sessionizer.gaps,
+    )
+    open_now = GaugeMetricFamily(
+        "pushsvc_sessions_open",
+        "Sessions open now, by session topic (in the process that assembles them)",
+        labels=["topic"],
+    )
+    for topic, count in sorted(sessionizer.open_sessions().items()):
+        open_now.add_metric([topic], count)
+    yield open_now
 
 
 class _DeploymentState(Collector):
@@ -363,6 +404,9 @@ class Metrics:
 
     def watch_deriver(self, deriver: Deriver) -> None:
         self._process.deriver = deriver
+
+    def watch_sessionizer(self, sessionizer: Sessionizer) -> None:
+        self._process.sessionizer = sessionizer
 
     def watch_redis(self, guard: RedisGuard) -> None:
         self._process.redis = True

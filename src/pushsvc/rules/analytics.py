@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -30,6 +30,7 @@ from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_aler
 from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
+from pushsvc.rules.sessions import SESSION_SCALARS, SESSION_STATS, SessionRule, parse_sessions
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
 __all__ = [
@@ -64,7 +65,7 @@ _STAT_TAG = re.compile(r"[A-Za-z0-9_]{1,64}")
 MAX_TOP_K = 100
 #: Exact top values while a window holds at most this many different values (and 20 k).
 EXACT_TOP_UP_TO = 1000
-_FILE_FIELDS = ("rule", "alert", "derive")
+_FILE_FIELDS = ("rule", "alert", "derive", "session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +198,7 @@ class Rules:
         source: str | None = None,
         alerts: Sequence[AlertRule] = (),
         derives: Sequence[DeriveRule] = (),
+        sessions: Sequence[SessionRule] = (),
     ):
         self.rules = tuple(rules)
         self.default = default
@@ -207,6 +209,10 @@ class Rules:
         """The `[[derive]]` rules, in file order (`pushsvc.rules.derive`)."""
         self.derived_topics = frozenset(rule.topic for rule in self.derives)
         """Topics pushsvc itself produces: producers may not post to them."""
+        self.sessions = tuple(sessions)
+        """The `[[session]]` rules, in file order (`pushsvc.rules.sessions`)."""
+        self.session_topics = frozenset(rule.topic for rule in self.sessions)
+        """Session topics: pushsvc produces them too, producers may not post to them."""
         self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
         self._chosen: dict[str, Rule] = {}
 
@@ -235,14 +241,15 @@ class Rules:
     @cached_property
     def stats(self) -> tuple[str, ...]:
         """Every statistic some topic may have: `ALL_STATS` order, then the tag statistics in
-        file order."""
+        file order, then a session topic's own."""
         chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
         tagged = {
             name: None
             for rule in (self.default, *self.rules)
             for name in rule.reported[len(rule.stats) :]
         }
-        return (*(s for s in ALL_STATS if s in chosen), *tagged)
+        sessions = SESSION_STATS if self.sessions else ()
+        return (*(s for s in ALL_STATS if s in chosen), *tagged, *sessions)
 
     def alerts_for(self, topic: str) -> tuple[AlertRule, ...]:
         """The alerts whose selectors match `topic`, in file order."""
@@ -274,6 +281,8 @@ class Rules:
             described["alerts"] = [alert.describe() for alert in self.alerts]
         if self.derives:
             described["derive"] = [rule.describe() for rule in self.derives]
+        if self.sessions:
+            described["session"] = [rule.describe() for rule in self.sessions]
         return described
 
     @cached_property
@@ -287,6 +296,8 @@ class Rules:
             described["alerts"] = [alert.describe() for alert in self.alerts]
         if self.derives:
             described["derive"] = [rule.describe() for rule in self.derives]
+        if self.sessions:
+            described["session"] = [rule.describe() for rule in self.sessions]
         canonical = orjson.dumps(described, option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
@@ -327,7 +338,7 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
     if unknown:
         raise RulesError(
             f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]], "
-            "[[alert]] and [[derive]] tables"
+            "[[alert]], [[derive]] and [[session]] tables"
         )
     tables = document.get("rule", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -346,20 +357,6 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             raise RulesError(
                 f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
             ) from None
-    alerts: tuple[AlertRule, ...] = ()
-    if "alert" in document:
-        try:
-            alerts = parse_alerts(
-                document["alert"],
-                [_outline(rule) for rule in rules],
-                _outline(default),
-                known_stats=(
-                    *ALL_STATS,
-                    *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
-                ),
-            )
-        except AlertsError as exc:
-            raise RulesError(f"rules file {source}: {exc}") from None
     derives: tuple[DeriveRule, ...] = ()
     if "derive" in document:
         chosen = Rules(rules, default)
@@ -369,11 +366,43 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             )
         except ValueError as exc:
             raise RulesError(f"rules file {source}: {exc}") from None
-    return Rules(rules, default, source=source, alerts=alerts, derives=derives)
+    sessions: tuple[SessionRule, ...] = ()
+    if "session" in document:
+        try:
+            sessions = parse_sessions(
+                document["session"], produced=[rule.topic for rule in derives]
+            )
+        except ValueError as exc:
+            raise RulesError(f"rules file {source}: {exc}") from None
+    alerts: tuple[AlertRule, ...] = ()
+    if "alert" in document:
+        # A session topic's own numbers may be alerted on (its funnel, a list, may not),
+        # under the rule the session topic takes.
+        chosen = Rules(rules, default)
+        taken = {chosen.for_topic(rule.topic).number for rule in sessions}
+        try:
+            alerts = parse_alerts(
+                document["alert"],
+                [_outline(rule, taken) for rule in rules],
+                _outline(default, taken),
+                known_stats=(
+                    *ALL_STATS,
+                    *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
+                    *(SESSION_SCALARS if sessions else ()),
+                ),
+            )
+        except AlertsError as exc:
+            raise RulesError(f"rules file {source}: {exc}") from None
+    return Rules(rules, default, source=source, alerts=alerts, derives=derives, sessions=sessions)
 
 
-def _outline(rule: Rule) -> RuleOutline:
-    return RuleOutline(rule.number, rule.selectors, rule.labels, rule.scalars)
+def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
+    """What an alert may name of `rule`'s topics: with a session topic's numbers where the
+    rule is one a session topic takes (by number, `sessions_taken`)."""
+    scalars = rule.scalars
+    if rule.number in sessions_taken:
+        scalars = (*scalars, *SESSION_SCALARS)
+    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars)
 
 
 class _FieldError(Exception):

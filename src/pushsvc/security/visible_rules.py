@@ -8,6 +8,8 @@ annotations, so with auth on a caller is shown only what concerns topics it may 
   for every topic it may read the first matching rule is still the one the server uses.
 * A `[[derive]]` is shown when the caller may read its topic and every source: its `value`
   names the sources.
+* A `[[session]]` likewise: when the caller may read its topic and every topic each of its
+  `from` selectors selects (a pattern within one of the caller's own).
 * The default rule and the digest are always shown: they name no topic.
 """
 
@@ -46,7 +48,25 @@ def visible_rules(rules: Rules, scope: Scope | None) -> dict[str, Any]:
     ]
     if derives:
         described["derive"] = derives
+    sessions = [
+        rule.describe()
+        for rule in rules.sessions
+        if scope.allows(rule.topic) and all(_covers(scope, source) for source in rule.sources)
+    ]
+    if sessions:
+        described["session"] = sessions
     return described
+
+
+def _covers(scope: Scope, selector: str) -> bool:
+    """Whether every topic `selector` (a name, `prefix.*` or `*`) selects is one `scope`
+    allows."""
+    if not selector.endswith("*"):
+        return scope.allows(selector)
+    stem = selector[:-1]  # "prefix." or "" for "*"
+    return any(
+        own == "*" or (own.endswith("*") and stem.startswith(own[:-1])) for own in scope.selectors
+    )
 
 
 def _reached(selectors: tuple[str, ...], scope: Scope) -> list[str]:

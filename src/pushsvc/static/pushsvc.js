@@ -28,12 +28,34 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  */
 
 /**
+ * One step of a session topic's `funnel`: the sessions that reached it, as a share of the
+ * first step's (`conversion`) and of the step before's (`step_conversion`, null for the
+ * first), and the median seconds from the first step to it (null: none reached it).
+ * @typedef {Object} FunnelStep
+ * @property {string} step
+ * @property {number} sessions
+ * @property {number|null} conversion
+ * @property {number|null} step_conversion
+ * @property {number|null} median_s
+ */
+
+/**
+ * A session topic's own statistics in one window (`[[session]]` rules).
+ * @typedef {Object} SessionStats
+ * @property {number|null} bounce_rate Sessions of one event / sessions.
+ * @property {number|null} events_per_session
+ * @property {number|null} active Sessions open when the topic's newest session ended.
+ * @property {FunnelStep[]} funnel Empty without a funnel.
+ */
+
+/**
  * Statistics of one window, by name (`count`, `sum`, `mean`, `min`, `max`, `var`, `stddev`,
  * `p50`, `p90`, `p99`, `rate`): null for an empty window or an undefined statistic; a rule's
- * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first); and for
+ * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first); for
  * a rule that scores anomalies, a time window's `anomaly_rate` (anomalous / scored among the
- * series buckets that closed in the window, in [0, 1]; null while none closed in it).
- * @typedef {Object<string, (number|null|TopValue[])>} WindowStats
+ * series buckets that closed in the window, in [0, 1]; null while none closed in it); and a
+ * session topic's `bounce_rate`, `events_per_session`, `active` and `funnel` (`FunnelStep[]`).
+ * @typedef {Object<string, (number|null|TopValue[]|FunnelStep[])>} WindowStats
  */
 
 /**
@@ -329,6 +351,23 @@ export function anomalyRateOf(windows, window) {
 export function topOf(windows, window, tag) {
   const value = (windows[window] || {})[`top_${tag}`];
   return Array.isArray(value) ? value : [];
+}
+
+/**
+ * A session topic's bounce rate, events per session, active sessions and funnel in the
+ * window; null for any other topic.
+ * @param {Windows} windows @param {string} window
+ * @returns {SessionStats|null}
+ */
+export function sessionsOf(windows, window) {
+  const stats = windows[window] || {};
+  if (!("bounce_rate" in stats)) return null;
+  return {
+    bounce_rate: stats.bounce_rate,
+    events_per_session: stats.events_per_session ?? null,
+    active: stats.active ?? null,
+    funnel: Array.isArray(stats.funnel) ? stats.funnel : [],
+  };
 }
 
 // ------------------------------------------------------------------------ requests

@@ -699,6 +699,17 @@ class RedisBroker:
             key = self.keys.of(topic).derived
             self._note_derived(keys=[key], args=[topic, time_key(boundary_us)])
 
+    def session_state(self, topic: str) -> bytes | None:
+        self._check_open()
+        with unavailable("session_state"):
+            state = self._client.hget(self.keys.of(topic).sessions, topic)
+        return state if state is None or isinstance(state, bytes) else state.encode()
+
+    def save_session_state(self, topic: str, state: bytes) -> None:
+        self._check_open()
+        with unavailable("save_session_state"):
+            self._client.hset(self.keys.of(topic).sessions, topic, state)
+
     def active_alerts(self) -> list[bytes]:
         self._check_open()
         with unavailable("active_alerts"), self._client.pipeline(transaction=False) as pipe:

@@ -51,6 +51,8 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:derived           hash    derived topic -> T, the newest boundary its deriver evaluated
                                 (idle ticks move the topic's clock no further than that
                                 lets the next boundary in)
+    P:sessions          hash    session topic -> its sessionizer's state: the cursor it read
+                                its sources to and the sessions open then (`[[session]]`)
     P:fence:{name}      string  the token of lease `name`'s holder (the bridge), whose appends
                                 the append script fences
 
@@ -61,6 +63,7 @@ Outside the partitions, each key alone in its slot:
     {prefix}ingest:{topic} channel  producers on Redis (PUBLISH, not sharded)
     {prefix}{bridge}:lease[:taken]  the Redis bridge's lease
     {prefix}{derive}:lease[:taken]  the lease of the process that computes `[[derive]]` rules
+    {prefix}{session}:lease[:taken]  the lease of the process that assembles `[[session]]` rules
     {prefix}bridged     hash    the bridge's counts
     {prefix}admitting   string  held while a new topic is counted and admitted
 """
@@ -224,6 +227,11 @@ class PartitionKeys:
         return f"{self.base}derived"
 
     @property
+    def sessions(self) -> str:
+        """A hash: session topic -> its sessionizer's state (`pushsvc.aggregate.sessionize`)."""
+        return f"{self.base}sessions"
+
+    @property
     def updates_channel(self) -> bytes:
         """The channel prefix: a topic's updates go to this plus the topic name."""
         return f"{self.base}u:".encode()
@@ -344,6 +352,12 @@ class Keys:
         """The lease of the one process that computes derived metrics (`[[derive]]`), under a
         tag of its own like the bridge's."""
         return f"{self.prefix}{{derive}}:lease"
+
+    @property
+    def session_lease(self) -> str:
+        """The lease of the one process that assembles sessions (`[[session]]`), under a tag
+        of its own like the deriver's."""
+        return f"{self.prefix}{{session}}:lease"
 
     @property
     def bridged(self) -> str:

@@ -73,9 +73,10 @@ _POST_UNAVAILABLE = (
 # A POST's 400s and 413s by `error.code`: what the producer must change.
 _POST_BAD_REQUEST = (
     "nothing was logged; `index` names the event at fault in a batch. `error.code`: "
-    "malformed_json, invalid_event, invalid_topic, derived_topic, late_event (older than the "
-    "topic's clock allows, --allowed-lateness), future_event (ts more than --max-future ahead "
-    "of the server's clock), invalid_idempotency_key, bad_request (an empty batch)"
+    "malformed_json, invalid_event, invalid_topic, derived_topic, session_topic, late_event "
+    "(older than the topic's clock allows, --allowed-lateness), future_event (ts more than "
+    "--max-future ahead of the server's clock), invalid_idempotency_key, bad_request (an "
+    "empty batch)"
 )
 _POST_TOO_LARGE = (
     "payload_too_large: the body is over --max-body, whatever its framing (Content-Length, "

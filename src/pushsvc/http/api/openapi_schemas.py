@@ -10,11 +10,63 @@ from pushsvc.ingest.input_limits import DEFAULT_LIMITS
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
+_TOP_ENTRY = {
+    "type": "object",
+    "required": ["value", "count"],
+    "properties": {
+        "value": {"type": "string"},
+        "count": {"type": "integer"},
+        "error": {"type": "number"},
+    },
+}
+_FUNNEL_STEP = {
+    "type": "object",
+    "required": ["step", "sessions", "conversion", "step_conversion", "median_s"],
+    "properties": {
+        "step": {"type": "string"},
+        "sessions": {"type": "integer", "description": "sessions that reached this step"},
+        "conversion": {**_NUMBER_OR_NULL, "description": "sessions / the first step's"},
+        "step_conversion": {
+            **_NUMBER_OR_NULL,
+            "description": "sessions / the step before's (null for the first step)",
+        },
+        "median_s": {
+            **_NUMBER_OR_NULL,
+            "description": "median seconds from the first step to this one",
+        },
+    },
+}
 _WINDOWS = {
     "type": "object",
     "description": "statistics by window label; null where undefined (an empty window)",
     "additionalProperties": {
         "type": "object",
+        "properties": {
+            "bounce_rate": {
+                **_NUMBER_OR_NULL,
+                "description": "a session topic's: sessions of one event / sessions",
+            },
+            "events_per_session": {
+                **_NUMBER_OR_NULL,
+                "description": "a session topic's: the mean of its sessions' event counts",
+            },
+            "active": {
+                "type": ["integer", "null"],
+                "description": "a session topic's: sessions open when its newest session ended",
+            },
+            "funnel": {
+                "type": "array",
+                "description": "a session topic's with a funnel: one entry per step",
+                "items": _FUNNEL_STEP,
+            },
+        },
+        "patternProperties": {
+            "^top_": {
+                "type": "array",
+                "description": "a rule's top tag: its k most frequent values in the window",
+                "items": _TOP_ENTRY,
+            },
+        },
         "additionalProperties": _NUMBER_OR_NULL,
     },
 }

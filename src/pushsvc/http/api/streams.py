@@ -21,6 +21,7 @@ from pushsvc.errors import BadRequest, NotKept, TooManySelectors
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.rules.analytics import Rules
+from pushsvc.rules.sessions import SESSION_STATS
 
 bp = Blueprint("streams", __name__)
 
@@ -96,11 +97,14 @@ def _refuse_what_named_topics_lack(
         if topic == ALERTS:
             continue  # alert changes carry no windows
         rule = rules.for_topic(topic)
-        missing = projection.not_kept(rule.labels, rule.reported)
+        reported = rule.reported
+        if topic in rules.session_topics:
+            reported = (*reported, *SESSION_STATS)
+        missing = projection.not_kept(rule.labels, reported)
         if missing:
             raise NotKept(
                 f"{topic} does not keep {', '.join(missing)}: its windows are "
-                f"{', '.join(rule.labels)} and its statistics {', '.join(rule.reported)}"
+                f"{', '.join(rule.labels)} and its statistics {', '.join(reported)}"
             )
 
 

@@ -46,7 +46,7 @@ const topicView = new TopicView({
   pause: $("pause"), figures: $("figures"), current: $("current"), value: $("topic-value"),
   rate: $("topic-rate"), time: $("topic-time"), template: $("figure-template"),
   alertPeriods: $("alert-periods"), alertPeriodsList: $("alert-periods-list"),
-  tags: $("tag-stats"),
+  tags: $("tag-stats"), sessions: $("session-stats"),
 }, alertLog, () => groupsTable.render(true), () => store.rules);
 const groupsTable = new GroupsTable(store, {
   section: $("groups"), count: $("groups-count"), windowSelect: $("groups-window"),

@@ -19,6 +19,7 @@ import { groupLabel } from "./groups.js";
 import { rateText, setText } from "./overview.js";
 import { isDerived } from "./rules.js";
 import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
+import { SessionPanel } from "./sessions.js";
 import { TagPanel } from "./tags.js";
 
 const STATS = ["count", "mean", "min", "max", "stddev", "p50", "p90", "p99"];
@@ -28,9 +29,10 @@ const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 export class TopicView {
   constructor(els, alertLog, onResume = () => {}, rules = () => null) {
     // section, title, groupLine, groupName, wholeTopic, windowSelect, pause, figures, current,
-    // value, time, rate, template, alertPeriods, alertPeriodsList, tags
+    // value, time, rate, template, alertPeriods, alertPeriodsList, tags, sessions
     this.els = els;
     this.tags = new TagPanel(els.tags);
+    this.sessions = new SessionPanel(els.sessions);
     this.rules = rules; // GET rules as the page has read it (null before)
     this.alertLog = alertLog;
     this.bands = []; // the x-ranges every chart shades: where an alert instance fired
@@ -147,6 +149,7 @@ export class TopicView {
     this.renderCurrent(topic, windows);
     // A derived topic's events carry no tags: no panel of counts that stay at nothing.
     this.tags.render(topic, chosen, isDerived(this.rules(), this.name));
+    this.sessions.render(topic, chosen);
   }
 
   /** Paused charts hold still; the button says how many updates they will catch up on. */

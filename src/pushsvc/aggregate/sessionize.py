@@ -1,0 +1,427 @@
+"""The sessionizer: feeds `[[session]]` rules' source events to their session assemblers and
+appends each ended session to the session topic as one event, exactly once.
+
+What it reads is what subscribers read: the published updates of the source topics, each
+carrying its event. On the memory broker it takes them as they are published (`take`, from
+`consume_updates`), in publish order: none is missed however fast the bounded history moves.
+On Redis it reads them after its cursor (`Broker.replay`), by slots of `settle_ms` of the time
+the broker wrote each update (its id's `ms`): a slot is read whole once it ended `settle_ms`
+ago (an update written to one partition in it is visible by then), its updates in event-time
+order (topic clock, then partition and id). A slot is the same set on every read, so every
+replay of the same stretch gives the same order; and partitions whose aggregators publish a
+little apart are still read in time order within a slot. Every update moves the assembler's
+clock to its topic clock (so an idle tick ends sessions as time passes, with no event); an
+update whose event carries the rule's `key` tag is added to it first.
+
+Exactly once, through kill -9 and restarts, rests on determinism and the broker's append:
+
+* The state of a rule (the cursor it read to and the assembler's open sessions) is saved in
+  one value (`SessionKeeper.save_session_state`) every `checkpoint_s`, after the ended
+  sessions of what it covers were appended. A sessionizer that starts (a new lease tenure, a
+  restart) restores that state and reads on from its cursor: the same updates in the same
+  order give the same sessions.
+* Each session is appended with an idempotency key of its own (`session:<key digest>:<first
+  event µs>`) and the digest of its event, so a session a predecessor appended after its last
+  save is logged once. The key is remembered for `KEY_WINDOW_US`: a sessionizer away longer
+  than that past its last save could log a session twice.
+* A session's event is never refused as late: it is appended with a lateness of `_ANY_AGE`
+  (sessions end in the sources' time, in deadline order, not in the order of their last
+  event). One older than every window of the session topic still yields its update.
+
+Limits: a source update the history no longer holds when the sessionizer reads (it was away
+longer than `--history` covers) is lost to the sessions: the partition is read on from its
+newest update, logged once and counted (`gaps`). An event older than the assembler's clock
+less the allowed lateness and `skew_us` (a source partition published that much later than
+another, its aggregator down) is counted (`late`) and makes no session.
+
+One sessionizer appends at a time on Redis: every aggregating process runs one, and the one
+holding its lease appends; on the memory broker the one process runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gevent.event
+import orjson
+
+from pushsvc.aggregate.derive import KEY_WINDOW_US
+from pushsvc.broker.base import Broker, SessionKeeper
+from pushsvc.broker.shared_log import Lease
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency, window_ms
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update
+from pushsvc.errors import (
+    BrokerUnavailable,
+    IdempotencyKeyReused,
+    LateEvent,
+    ReplicasUnconfirmed,
+    TooManyTopics,
+)
+from pushsvc.rules.sessions import SessionRule
+from pushsvc.stats.sessions import EndedSession, Funnel, SessionAssembler, SessionSettings
+
+__all__ = ["SessionBroker", "Sessionizer", "session_event"]
+
+log = logging.getLogger(__name__)
+
+_ANY_AGE = 10 * 365 * 86_400_000_000
+"""The lateness a session's event is appended with: any age."""
+_STATE_VERSION = 1
+NO_STEP = "none"
+"""`reached` of a session that reached no funnel step (or of a rule without a funnel)."""
+
+
+class SessionBroker(Broker, SessionKeeper, Protocol):
+    """What the sessionizer needs of a broker: replay, appends and its state."""
+
+
+def session_event(rule: SessionRule, ended: EndedSession, open_now: int) -> Event:
+    """The session topic's event for one ended session: its duration in seconds at its last
+    event's time, tagged with its event count, the deepest funnel step it reached (`none`),
+    the sessions open right after it ended (`open`: what the session topic's `active` shows),
+    `evicted` when `max_open` ended it early, and its key with `keep_key`."""
+    tags = {"events": str(ended.events), "open": str(open_now)}
+    funnel = rule.funnel
+    level = ended.funnel.level
+    tags["reached"] = funnel.steps[level - 1] if funnel is not None and level else NO_STEP
+    if funnel is not None:
+        # Seconds from the first step to each step reached: what a funnel's median_s reads.
+        for index, since in enumerate(ended.funnel.since_first_us[1:], start=2):
+            tags[f"s{index}"] = f"{since / 1_000_000:g}"
+    if ended.evicted:
+        tags["evicted"] = "true"
+    if rule.keep_key:
+        tags[rule.key] = ended.key
+    return Event(ended.duration_us / 1_000_000, ended.last_us, tags)
+
+
+@dataclass
+class _Rule:
+    """One session rule's reading: its sources, its cursor, its assembler."""
+
+    rule: SessionRule
+    settings: SessionSettings
+    matcher: TopicMatcher
+    cursor: Cursor = field(default_factory=Cursor)
+    assembler: SessionAssembler | None = None
+    saved_at: float = 0.0
+    pending: list[tuple[EndedSession, int]] = field(default_factory=list)
+    """Ended sessions not yet appended (the broker was unavailable): appended first."""
+
+
+class Sessionizer:
+    """Assembles the sessions of `rules`; `run(stop)` in one greenlet. With `lease`, only while
+    it is held (its `keep` runs in a greenlet of its own)."""
+
+    def __init__(
+        self,
+        broker: SessionBroker,
+        rules: Sequence[SessionRule],
+        *,
+        lateness_us: int,
+        lease: Lease | None = None,
+        poll_s: float = 0.2,
+        settle_ms: int = 0,
+        checkpoint_s: float | None = 1.0,
+        clock: Callable[[], float] = time.time,
+        pushed: bool = False,
+        skew_us: int = 0,
+    ) -> None:
+        """`settle_ms`: how old an update must be (by its id's time) to be read (Redis);
+        `checkpoint_s`: how often each rule's state is saved (None: never, the memory
+        broker, whose process is the whole deployment); `pushed`: the updates come by `take`
+        (the memory broker) instead of being read from the history; `skew_us`: how much
+        later than the allowed lateness a source event may still reach the assembler (Redis:
+        a partition whose updates are published after the others', its aggregator taking
+        over), at the cost of sessions ending that much later (at most up to `max_duration`)."""
+        self._broker = broker
+        self._rules = [
+            _Rule(rule, _settings(rule, lateness_us + skew_us), TopicMatcher(rule.sources))
+            for rule in rules
+        ]
+        self._lease = lease
+        self._poll_s = poll_s
+        self._settle_ms = settle_ms
+        self._checkpoint_s = checkpoint_s
+        self._clock = clock
+        self._pushed = pushed
+        self._tenure: str | None = None
+        self._warned: set[tuple[str, str]] = set()
+        self.appended = 0
+        """Sessions this sessionizer logged."""
+        self.replayed = 0
+        """Sessions it found logged already (by a predecessor, after its last save)."""
+        self.late = 0
+        """Source events too late for the assembler's clock: they make no session."""
+        self.gaps = 0
+        """Times a partition's updates were lost to it (trimmed from the history)."""
+
+    @property
+    def holding(self) -> bool:
+        return self._lease is None or self._lease.holding
+
+    @property
+    def evicted(self) -> int:
+        """Sessions ended early by `max_open` (over every rule's assembler now)."""
+        return sum(r.assembler.evicted_total for r in self._rules if r.assembler is not None)
+
+    def open_sessions(self) -> dict[str, int]:
+        """Open sessions now, by session topic (of the rules this process assembles)."""
+        return {
+            r.rule.topic: r.assembler.open_sessions
+            for r in self._rules
+            if r.assembler is not None and self.holding
+        }
+
+    def run(self, stop: gevent.event.Event) -> None:
+        while not stop.is_set():
+            if self.holding:
+                try:
+                    self.step()
+                except BrokerUnavailable as exc:
+                    self._warn("", "unavailable", f"sessionizer: the broker is unavailable ({exc})")
+                    self._restart()
+                except Exception:
+                    # Next round starts again from the saved state; a sessionizer that died
+                    # here would end every session rule silently.
+                    if ("", "failed") not in self._warned:
+                        self._warned.add(("", "failed"))
+                        log.exception("sessionizer: a round failed; starting again")
+                    self._restart()
+            stop.wait(self._poll_s)
+
+    def _restart(self) -> None:
+        if self._pushed:
+            return  # the open sessions are this process's only copy: nothing to reload
+        for reading in self._rules:
+            reading.assembler = None
+
+    def take(self, updates: list[Update]) -> None:
+        """Push mode (the memory broker, `consume_updates`): read these just-published
+        updates now, in the publisher's greenlet, so that none is missed however far the
+        bounded history moves before the next round; `step` then only appends. Nothing here
+        yields: it runs whole between two greenlet switches."""
+        for reading in self._rules:
+            if reading.assembler is None:
+                reading.assembler = SessionAssembler(reading.settings)
+            self._apply(reading, reading.assembler, updates)
+
+    def step(self) -> int:
+        """One round: every rule reads what was published since its cursor (unless pushed:
+        `take`), and appends what ended; how many sessions were logged."""
+        tenure = "" if self._lease is None else self._lease.token
+        if tenure != self._tenure:
+            # Another process may have appended and saved meanwhile: start from its state.
+            self._tenure = tenure
+            self._restart()
+        before = self.appended
+        for reading in self._rules:
+            if not self.holding:
+                break
+            self._read(reading)
+        return self.appended - before
+
+    def _read(self, reading: _Rule) -> None:
+        if reading.assembler is None:
+            self._load(reading)
+        assembler = reading.assembler
+        assert assembler is not None
+        if reading.pending and not self._append(reading):
+            return
+        if self._pushed:
+            return
+        replayed = self._broker.replay(reading.cursor, reading.matcher)
+        if replayed.lost:
+            self._lost(reading, replayed.lost)
+        self._apply(reading, assembler, self._settled(replayed.updates))
+        if reading.pending and not self._append(reading):
+            return
+        now = self._clock()
+        if self._checkpoint_s is not None and now - reading.saved_at >= self._checkpoint_s:
+            self._save(reading)
+
+    def _apply(self, reading: _Rule, assembler: SessionAssembler, updates: list[Update]) -> None:
+        """Feed `updates` (in order) to the rule's assembler; what ends goes to `pending`."""
+        rule = reading.rule
+        ids = dict(reading.cursor)
+        for update in updates:
+            ids[update.id.partition] = update.id
+            if update.topic == rule.topic or not update.is_update:
+                continue
+            if not reading.matcher(update.topic):
+                continue  # pushed updates are every topic's
+            found = self._feed(reading, assembler, update)
+            reading.pending += [(e, assembler.open_sessions) for e in found]
+        reading.cursor = Cursor(ids.values())
+
+    def _settled(self, updates: list[Update]) -> list[Update]:
+        """The updates to read now, in the order to read them. On the memory broker: all, in
+        publish order (one process: the order they were appended in). With `settle_ms`: those
+        of the slots of `settle_ms` of write time (their ids' `ms`) that ended `settle_ms`
+        ago, whole, each slot's in event-time order (topic clock, then partition and id): a
+        slot is the same set on every read, so every reader gives the assembler the same
+        order, and partitions published a little apart are still read in time order."""
+        width = self._settle_ms
+        if not width:
+            return updates
+        done = (int(self._clock() * 1000) - width) // width  # slots before this one ended
+        settled = [u for u in updates if u.id.ms // width < done]
+        settled.sort(
+            key=lambda u: (u.id.ms // width, u.clock_us, u.id.partition, u.id.ms, u.id.seq)
+        )
+        return settled
+
+    def _feed(
+        self, reading: _Rule, assembler: SessionAssembler, update: Update
+    ) -> list[EndedSession]:
+        rule = reading.rule
+        ended: list[EndedSession] = []
+        event = _event_of(update.data)
+        if event is not None:
+            tags = event.get("tags") or {}
+            key = tags.get(rule.key)
+            if key is not None:
+                step = None if rule.funnel is None else rule.funnel.index(tags.get(rule.funnel.tag))
+                added = assembler.add(key, round(event["ts"] * 1_000_000), step)
+                if added is None:
+                    self.late += 1
+                else:
+                    ended += added
+        ended += assembler.advance(update.clock_us)
+        return ended
+
+    def _lost(self, reading: _Rule, lost: frozenset[int]) -> None:
+        """Read on from the newest update of the partitions whose history cannot continue
+        from the cursor."""
+        self.gaps += 1
+        self._warn(
+            reading.rule.topic,
+            "gap",
+            f"sessionizer: {reading.rule.topic}: source updates were trimmed from the history "
+            "before they were read; their events make no session (reading on from the newest)",
+        )
+        newest = self._broker.latest(reading.matcher)
+        ids = {p: i for p, i in reading.cursor.items() if p not in lost}
+        for update in newest.values():
+            partition = update.id.partition
+            known = ids.get(partition)
+            if partition in lost and (
+                known is None or (known.ms, known.seq) < (update.id.ms, update.id.seq)
+            ):
+                ids[partition] = update.id
+        reading.cursor = Cursor(ids.values())
+
+    def _load(self, reading: _Rule) -> None:
+        saved = self._broker.session_state(reading.rule.topic)
+        reading.pending = []
+        reading.saved_at = self._clock()
+        if saved is None:
+            reading.cursor = Cursor()
+            reading.assembler = SessionAssembler(reading.settings)
+            return
+        state = orjson.loads(saved)
+        if state.get("v") != _STATE_VERSION:
+            raise ValueError(f"session state of {reading.rule.topic}: unknown version")
+        cursor = Cursor.parse(state["cursor"])
+        if cursor is None:
+            raise ValueError(f"session state of {reading.rule.topic}: a cursor never issued")
+        reading.cursor = cursor
+        reading.assembler = SessionAssembler.restore(reading.settings, state["assembler"].encode())
+
+    def _save(self, reading: _Rule) -> None:
+        assert reading.assembler is not None
+        state = {
+            "v": _STATE_VERSION,
+            "cursor": reading.cursor.text,
+            "assembler": reading.assembler.checkpoint().decode(),
+        }
+        self._broker.save_session_state(reading.rule.topic, orjson.dumps(state))
+        reading.saved_at = self._clock()
+
+    def _append(self, reading: _Rule) -> bool:
+        """Log the pending sessions, in order; False when one must be tried again later."""
+        rule = reading.rule
+        while reading.pending:
+            ended, open_now = reading.pending[0]
+            event = session_event(rule, ended, open_now)
+            key_digest = hashlib.sha256(ended.key.encode()).hexdigest()[:32]
+            body_digest = hashlib.sha256(
+                orjson.dumps([event.value, event.ts_us, event.tags])
+            ).digest()
+            key = Idempotency(
+                f"session:{key_digest}:{ended.first_us}", body_digest, window_ms(KEY_WINDOW_US)
+            )
+            try:
+                appended = self._broker.append_events(
+                    rule.topic, [event], lateness_us=_ANY_AGE, idempotency=key
+                )
+            except IdempotencyKeyReused:
+                self.replayed += 1
+                self._warn(
+                    rule.topic,
+                    "reused",
+                    f"sessionizer: {rule.topic}: a session of the same key and start was "
+                    "logged already with another end; kept the first",
+                )
+            except LateEvent:  # pragma: no cover - _ANY_AGE: never late
+                self.late += 1
+            except (BrokerUnavailable, TooManyTopics, ReplicasUnconfirmed) as exc:
+                # Retried with the same key: a no-op if it was logged after all.
+                self._warn(rule.topic, exc.code, f"sessionizer: {rule.topic}: {exc.message}")
+                return False
+            else:
+                if appended.replayed:
+                    self.replayed += 1
+                else:
+                    self.appended += 1
+            reading.pending.pop(0)
+        return True
+
+    def _warn(self, topic: str, kind: str, message: str) -> None:
+        """Log once per topic and kind: a sessionizer retries every round."""
+        if (topic, kind) not in self._warned:
+            if len(self._warned) > 1_000:
+                self._warned.clear()
+            self._warned.add((topic, kind))
+            log.warning("%s", message)
+
+
+_EVENT = b',"event":'
+_WINDOWS = b',"windows":'
+
+
+def _event_of(data: bytes) -> dict[str, Any] | None:
+    """The event an update carries (None for a tick), parsed alone: the update's windows are
+    most of its bytes and none of the sessionizer's business. The update's members are in
+    `pushsvc.core.updates.draft`'s order, and `,"windows":` cannot occur inside the event
+    (a quote in a tag is escaped)."""
+    start = data.find(_EVENT)
+    if start < 0:
+        return None
+    start += len(_EVENT)
+    end = data.find(_WINDOWS, start)
+    event = orjson.loads(data[start:end] if end >= 0 else data[start:])
+    return event if isinstance(event, dict) else None
+
+
+def _settings(rule: SessionRule, lateness_us: int) -> SessionSettings:
+    funnel = rule.funnel
+    if rule.max_duration_us is not None:
+        # The assembler's own bound; the rule's is checked against the allowed lateness alone
+        # at start (`Settings.load`).
+        lateness_us = min(lateness_us, rule.max_duration_us)
+    return SessionSettings(
+        gap_us=rule.gap_us,
+        lateness_us=lateness_us,
+        max_duration_us=rule.max_duration_us,
+        max_open=rule.max_open,
+        funnel=None if funnel is None else Funnel(len(funnel.steps), funnel.within_us),
+    )

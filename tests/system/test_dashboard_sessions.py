@@ -1,0 +1,101 @@
+"""The dashboard's session view, in a real headless Chromium against a real `pushsvc serve
+--rules` with a `[[session]]` rule: a session topic's view shows the sessions open now, the
+bounce rate, events per session and the funnel as bars as wide as each step's share of the
+first, following the live updates; another topic shows none of it. Skipped only when Debian's
+`chromium` is not installed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard
+from support.live import PushsvcProcess, post, request, wait_until
+
+if CHROMIUM is None:
+    pytest.skip(NO_CHROMIUM, allow_module_level=True)
+
+RULES = """
+[[rule]]
+topics = ["web.*"]
+windows = ["1h"]
+stats = ["count", "mean"]
+exact_percentiles_up_to = "1h"   # a session topic's own statistics are in exact windows
+
+[[session]]
+topic = "web.visits"
+from = ["web.clicks"]
+key = "user"
+gap = "10s"
+funnel = { tag = "step", steps = ["view", "cart", "<b>paid</b>"], within = "1m" }
+"""
+BASE = 1763700000
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
+    path = tmp_path_factory.mktemp("rules") / "rules.toml"
+    path.write_text(RULES)
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path)).start()
+    yield proc
+    proc.stop()
+
+
+def _click(user: str, step: str, at: float) -> dict[str, Any]:
+    return {"value": 1, "ts": BASE + at, "tags": {"user": user, "step": step}}
+
+
+def _visits(server: PushsvcProcess) -> dict[str, Any]:
+    status, _, body = request(server.port, "GET", "/topics/web.visits/stats")
+    assert status == 200, body
+    window: dict[str, Any] = json.loads(body)["windows"]["1h"]
+    return window
+
+
+def test_a_session_topic_shows_open_sessions_bounces_and_its_funnel_as_bars(
+    shop: PushsvcProcess, page: Page
+) -> None:
+    open_dashboard(page, shop, "/#/topics/web.visits")
+    clicks = [
+        _click("ann", "view", 0),
+        _click("ann", "cart", 2),
+        _click("ann", "<b>paid</b>", 3),
+        _click("bob", "view", 4),
+        _click("bob", "cart", 5),
+        _click("cy", "view", 6),
+        _click("dee", "view", 30),  # ends the three visits above (10 s + 5 s lateness), stays open
+    ]
+    assert post(shop.port, "web.clicks", clicks)[0] == 202
+    wait_until(lambda: request(shop.port, "GET", "/topics/web.visits/stats")[0] == 200)
+    wait_until(lambda: _visits(shop)["count"] == 3, what="three visits ended")
+    box = page.locator('#session-stats .session-window[data-window="1h"]')
+    expect(box.locator('[data-stat="active"]')).to_have_text("1")
+    expect(box.locator('[data-stat="bounce_rate"]')).to_have_text("33.33 %")
+    expect(box.locator('[data-stat="events_per_session"]')).to_have_text("2")
+    steps = box.locator(".funnel li")
+    expect(steps.locator(".funnel-step")).to_have_text(["view", "cart", "<b>paid</b>"])
+    expect(steps.locator(".funnel-sessions")).to_have_text(["3", "2", "1"])
+    expect(steps.locator(".funnel-conversion")).to_have_text(["100 %", "66.67 %", "33.33 %"])
+    expect(steps.locator(".funnel-median")).to_have_text(["", "1.5 s", "3 s"])
+    widths = steps.locator(".funnel-bar").evaluate_all("bars => bars.map(b => b.style.width)")
+    assert [round(float(w.rstrip("%"))) for w in widths] == [100, 67, 33]
+    expect(page.locator("#session-stats b")).to_have_count(0)  # a step's markup is text
+
+    # Dee's visit ends too, a bounce: the panel follows.
+    assert post(shop.port, "web.clicks", _click("eve", "view", 60))[0] == 202
+    wait_until(lambda: _visits(shop)["count"] == 4, what="dee's visit ended")
+    expect(box.locator('[data-stat="bounce_rate"]')).to_have_text("50 %")
+    expect(steps.locator(".funnel-sessions")).to_have_text(["4", "2", "1"])
+
+
+def test_a_topic_that_is_no_session_topic_shows_no_session_panel(
+    shop: PushsvcProcess, page: Page
+) -> None:
+    open_dashboard(page, shop, "/#/topics/web.clicks")
+    assert post(shop.port, "web.clicks", _click("zed", "view", 100))[0] == 202
+    expect(page.locator("#topic-value")).to_have_text("1")
+    expect(page.locator("#session-stats")).to_be_hidden()

@@ -1,0 +1,141 @@
+"""Sessions (`[[session]]`) end to end, on the embedded broker and on Redis: the session topic
+holds one event per ended session, equal to the pandas oracle (`support.session_events`) —
+late events that extend or join sessions, max_duration cuts, interleaved keys, events
+without the key, repeated and out-of-order steps, a funnel that times out — and producers
+cannot post to it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pushsvc.client import Client, FunnelStep, sessions_of
+from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_server import RedisServer
+from support.session_events import (
+    duplicates,
+    expected,
+    rules,
+    scenario,
+    session_events,
+    window_oracle,
+)
+
+A, B, VISITS = "shop.a", "shop.b", "shop.visits"
+S = 1_000_000
+BASE_S = 1_763_700_000
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def server(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[PushsvcProcess]:
+    path = tmp_path / "rules.toml"
+    path.write_text(rules(A, B, VISITS))
+    env = {}
+    redis_server = None
+    if request.param == "redis":
+        redis_server = RedisServer().start()
+        env = {"PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix}
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path), env=env).start()
+    yield proc
+    proc.stop()
+    if redis_server is not None:
+        redis_server.stop()
+
+
+def client_stats(port: int, topic: str) -> dict[str, Any]:
+    windows: dict[str, Any] = json.loads(request(port, "GET", f"/topics/{topic}/stats")[2])[
+        "windows"
+    ]
+    return windows
+
+
+def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> None:
+    posted = scenario(A, B, seed=11)
+    for event in posted:
+        status, body = post(server.port, event.topic, event.body())
+        assert status == 202, body
+    want = expected(posted)
+    assert len(want) > 30
+    assert any(tags["user"] == "kiosk" for _, _, tags in want[1:])  # cut more than once
+    wait_until(
+        lambda: len(session_events(server.port, VISITS)) >= len(want),
+        timeout=20,
+        what="every session to end",
+    )
+    time.sleep(0.5)  # a duplicate would come now
+    got = session_events(server.port, VISITS)
+    assert not duplicates(got)
+    assert got == want
+
+    # A producer cannot post to the session topic: 400 with a JSON error, nothing changed.
+    status, body = post(server.port, VISITS, {"value": 1})
+    assert status == 400 and body["error"]["code"] == "session_topic", body
+    assert session_events(server.port, VISITS) == want
+
+    # The session topic's own statistics: pandas over the same window of its events.
+    clock, oracle = window_oracle(server.port, VISITS, 60 * S)
+    status, _, body = request(server.port, "GET", f"/topics/{VISITS}/stats")
+    assert status == 200, body
+    stats = json.loads(body)
+    assert round(stats["ts"] * S) == clock
+    window = stats["windows"]["1m"]
+    assert oracle["bounce_rate"] is not None and 0 < oracle["bounce_rate"] < 1
+    assert window["bounce_rate"] == pytest.approx(oracle["bounce_rate"], rel=1e-12)
+    assert window["events_per_session"] == pytest.approx(oracle["events_per_session"], rel=1e-12)
+    assert window["active"] == 1  # the closer's session
+    assert window["funnel"] == oracle["funnel"]
+    assert [step["sessions"] for step in window["funnel"]][:2] != [0, 0]
+    # ...as /openapi.json describes them.
+    document = json.loads(request(server.port, "GET", "/openapi.json")[2])
+    operation = document["paths"]["/topics/{topic}/stats"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.validate(stats, {**schema, "components": document["components"]})
+    # ...and as the Python client types them.
+    with Client(f"http://127.0.0.1:{server.port}") as client:
+        typed = sessions_of(client.stats(VISITS)["windows"], "1m")
+    assert typed is not None and typed.active == 1
+    assert typed.bounce_rate == window["bounce_rate"]
+    assert typed.funnel == [FunnelStep(**step) for step in oracle["funnel"]]
+    assert sessions_of(client_stats(server.port, A), "1m") is None
+    # A stream may ask for them by name.
+    path = f"/topics/{VISITS}/stream?windows=1m&stats=bounce_rate,funnel"
+    with SSEClient(server.port, path) as stream:
+        _, snapshot = stream.next_data("snapshot")
+    assert snapshot["topics"][VISITS]["windows"] == {
+        "1m": {"bounce_rate": window["bounce_rate"], "funnel": window["funnel"]}
+    }
+
+    text = request(server.port, "GET", "/metrics")[2].decode()
+    found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)
+    assert found and float(found[1]) == len(want), text
+    assert re.search(r"^pushsvc_sessions_evicted_total 0\.0$", text, re.M), text
+    assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 1\.0$', text, re.M), text
+
+
+def test_past_max_open_the_longest_idle_session_ends_early_marked_evicted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(rules(A, B, VISITS).replace("keep_key = true", "keep_key = true\nmax_open = 2"))
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path)).start()
+    try:
+        # ann, then bob, then cy: three open, one too many: ann's (idle longest) ends at once.
+        for at, user in [(0, "ann"), (1, "bob"), (2, "ann"), (3, "bob"), (4, "cy")]:
+            body = {"value": 1, "ts": (BASE_S + at), "tags": {"user": user}}
+            assert post(proc.port, A, body)[0] == 202
+        wait_until(lambda: len(session_events(proc.port, VISITS)) == 1, what="an eviction")
+        ((ts, duration, tags),) = session_events(proc.port, VISITS)
+        assert (ts, duration) == ((BASE_S + 2) * S, 2.0)
+        assert tags == {"events": "2", "reached": "none", "user": "ann", "evicted": "true"}
+        text = request(proc.port, "GET", "/metrics")[2].decode()
+        assert re.search(r"^pushsvc_sessions_evicted_total 1\.0$", text, re.M), text
+        assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 2\.0$', text, re.M)
+    finally:
+        proc.stop()
