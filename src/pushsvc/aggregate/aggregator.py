@@ -678,7 +678,7 @@ class Aggregator:
                 drafts += _alert_drafts(clock, changes)
         return drafts
 
-    def _topic_summary(self, state: _Topic, clock_us: int) -> dict[str, Any]:
+    def _topic_summary(self, state: _Topic, clock_us: int) -> Mapping[str, Any]:
         """The topic's statistics as its updates give them (with `anomaly_rate` if scored, and a
         session topic's own)."""
         summary = _summary(state)
