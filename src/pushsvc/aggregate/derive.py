@@ -47,6 +47,7 @@ from typing import Protocol
 import gevent.event
 import orjson
 
+from pushsvc.aggregate.warn_once import WarnOnce
 from pushsvc.broker.base import Broker, HistoryKeeper, SeriesKeeper
 from pushsvc.broker.shared_log import Lease
 from pushsvc.core.event import Event
@@ -112,7 +113,7 @@ class Deriver:
         self._noted: dict[str, int] = {}
         """Per derived topic, the boundary last noted as evaluated through."""
         self._tenure: str | None = None
-        self._warned: set[tuple[str, str]] = set()
+        self._warnings = WarnOnce(log)
         self.appended = 0
         """Boundaries this deriver logged."""
         self.replayed = 0
@@ -130,14 +131,16 @@ class Deriver:
                 try:
                     self.step()
                 except BrokerUnavailable as exc:
-                    self._warn("", "unavailable", f"deriver: the broker is unavailable ({exc})")
+                    self._warnings.warn(
+                        "", "unavailable", f"deriver: the broker is unavailable ({exc})"
+                    )
                 except Exception as exc:
                     # Next round starts again from what the derived topics show; a deriver
                     # that died here would stop every derived metric silently. Logged with
                     # its traceback once per kind: it may fail every round.
-                    if ("", type(exc).__name__) not in self._warned:
-                        self._warned.add(("", type(exc).__name__))
-                        log.exception("deriver: a round failed; starting again")
+                    self._warnings.failed(
+                        type(exc).__name__, "deriver: a round failed; starting again"
+                    )
                     self._next.clear()
             stop.wait(self._poll_s)
 
@@ -258,7 +261,7 @@ class Deriver:
             )
         except LateEvent:
             self.late += 1
-            self._warn(
+            self._warnings.warn(
                 rule.topic,
                 "late",
                 f"deriver: {rule.topic} at {t / 1e6}: refused as late (a later value is logged, "
@@ -269,7 +272,7 @@ class Deriver:
             # Logged already with another value: a source's bucket left its tier between
             # two derivers' reads. The first one stays.
             self.replayed += 1
-            self._warn(
+            self._warnings.warn(
                 rule.topic,
                 "reused",
                 f"deriver: {rule.topic} at {t / 1e6}: logged already with another value; "
@@ -278,21 +281,15 @@ class Deriver:
             return True
         except (BrokerUnavailable, TooManyTopics, ReplicasUnconfirmed) as exc:
             # Retried with the same key: a no-op if it was logged after all.
-            self._warn(rule.topic, exc.code, f"deriver: {rule.topic}: {exc.message}; retrying")
+            self._warnings.warn(
+                rule.topic, exc.code, f"deriver: {rule.topic}: {exc.message}; retrying"
+            )
             return False
         if appended.replayed:
             self.replayed += 1
         else:
             self.appended += 1
         return True
-
-    def _warn(self, topic: str, kind: str, message: str) -> None:
-        """Log once per topic and kind: a deriver retries every round."""
-        if (topic, kind) not in self._warned:
-            if len(self._warned) > 1_000:
-                self._warned.clear()
-            self._warned.add((topic, kind))
-            log.warning("%s", message)
 
 
 def _term(term: Term, points: Mapping[int, Point], t: int, every: int) -> float | None:

@@ -51,6 +51,7 @@ import gevent.event
 import orjson
 
 from pushsvc.aggregate.derive import KEY_WINDOW_US
+from pushsvc.aggregate.warn_once import WarnOnce
 from pushsvc.broker.base import Broker, SessionKeeper
 from pushsvc.broker.shared_log import Lease
 from pushsvc.core.cursor import Cursor
@@ -154,7 +155,7 @@ class Sessionizer:
         self._clock = clock
         self._pushed = pushed
         self._tenure: str | None = None
-        self._warned: set[tuple[str, str]] = set()
+        self._warnings = WarnOnce(log)
         self.appended = 0
         """Sessions this sessionizer logged."""
         self.replayed = 0
@@ -187,14 +188,14 @@ class Sessionizer:
                 try:
                     self.step()
                 except BrokerUnavailable as exc:
-                    self._warn("", "unavailable", f"sessionizer: the broker is unavailable ({exc})")
+                    self._warnings.warn(
+                        "", "unavailable", f"sessionizer: the broker is unavailable ({exc})"
+                    )
                     self._restart()
                 except Exception:
                     # Next round starts again from the saved state; a sessionizer that died
                     # here would end every session rule silently.
-                    if ("", "failed") not in self._warned:
-                        self._warned.add(("", "failed"))
-                        log.exception("sessionizer: a round failed; starting again")
+                    self._warnings.failed("failed", "sessionizer: a round failed; starting again")
                     self._restart()
             stop.wait(self._poll_s)
 
@@ -302,7 +303,7 @@ class Sessionizer:
         """Read on from the newest update of the partitions whose history cannot continue
         from the cursor."""
         self.gaps += 1
-        self._warn(
+        self._warnings.warn(
             reading.rule.topic,
             "gap",
             f"sessionizer: {reading.rule.topic}: source updates were trimmed from the history "
@@ -365,7 +366,7 @@ class Sessionizer:
                 )
             except IdempotencyKeyReused:
                 self.replayed += 1
-                self._warn(
+                self._warnings.warn(
                     rule.topic,
                     "reused",
                     f"sessionizer: {rule.topic}: a session of the same key and start was "
@@ -375,7 +376,9 @@ class Sessionizer:
                 self.late += 1
             except (BrokerUnavailable, TooManyTopics, ReplicasUnconfirmed) as exc:
                 # Retried with the same key: a no-op if it was logged after all.
-                self._warn(rule.topic, exc.code, f"sessionizer: {rule.topic}: {exc.message}")
+                self._warnings.warn(
+                    rule.topic, exc.code, f"sessionizer: {rule.topic}: {exc.message}"
+                )
                 return False
             else:
                 if appended.replayed:
@@ -384,14 +387,6 @@ class Sessionizer:
                     self.appended += 1
             reading.pending.pop(0)
         return True
-
-    def _warn(self, topic: str, kind: str, message: str) -> None:
-        """Log once per topic and kind: a sessionizer retries every round."""
-        if (topic, kind) not in self._warned:
-            if len(self._warned) > 1_000:
-                self._warned.clear()
-            self._warned.add((topic, kind))
-            log.warning("%s", message)
 
 
 _EVENT = b',"event":'
