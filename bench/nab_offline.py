@@ -33,18 +33,51 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 # The rows of docs/journal/anomaly-detector.md, each spelled out in full so that a change of
 # the defaults does not change what a row measures. NAB's file names allow no "_" here.
 _SILENT = {"damp": 0.0}
+_SURPRISE = {"context_weight": 0.0}  # the first rows: before the context layer
+
+
+def _ctx(weight: float, levels: int, **changes: Any) -> Params:
+    """A context-layer row, spelled out: 200 silent points after a flag, orders 0..4."""
+    base = Params(
+        context_weight=weight,
+        levels=levels,
+        rest=200,
+        damp=0.0,
+        orders=4,
+        table_bits=14,
+        regrid_margin=0.25,
+    )
+    return replace(base, **changes)
+
+
 CANDIDATES: dict[str, Params] = {
     "pushsvc": Params(),  # the defaults: the row chosen
-    "likelihoodOnly": Params(direct=False, rest=0, damp=0.5),
-    "direct": Params(rest=0, damp=0.5),
-    "directRest60half": Params(rest=60, damp=0.5),
-    "directRest100": Params(rest=100, **_SILENT),
-    "directRest200": Params(rest=200, **_SILENT),
-    "directRest400": Params(rest=400, **_SILENT),
-    "short5": Params(short=5, rest=200, **_SILENT),
-    "noBreakout": Params(spatial_tolerance=1e9, rest=200, **_SILENT),
-    "learn144": Params(learn=144, rest=200, **_SILENT),
-    "learn576": Params(learn=576, rest=200, **_SILENT),
+    "likelihoodOnly": Params(direct=False, rest=0, damp=0.5, **_SURPRISE),
+    "direct": Params(rest=0, damp=0.5, **_SURPRISE),
+    "directRest60half": Params(rest=60, damp=0.5, **_SURPRISE),
+    "directRest100": Params(rest=100, **_SILENT, **_SURPRISE),
+    "directRest200": Params(rest=200, **_SILENT, **_SURPRISE),
+    "directRest400": Params(rest=400, **_SILENT, **_SURPRISE),
+    "short5": Params(short=5, rest=200, **_SILENT, **_SURPRISE),
+    "noBreakout": Params(spatial_tolerance=1e9, rest=200, **_SILENT, **_SURPRISE),
+    "learn144": Params(learn=144, rest=200, **_SILENT, **_SURPRISE),
+    "learn576": Params(learn=576, rest=200, **_SILENT, **_SURPRISE),
+    # The context layer blended in: context_weight (w), levels (L), orders (o).
+    "ctxW83L8": _ctx(0.83, 8),
+    "ctxW83L8o3": _ctx(0.83, 8, orders=3),
+    "ctxW80L6": _ctx(0.8, 6),
+    "ctxW70L8": _ctx(0.7, 8),
+    "ctxW70L8rest150": _ctx(0.7, 8, rest=150),
+    "ctxW70L4": _ctx(0.7, 4),
+    "ctxW70L5": _ctx(0.7, 5),
+    "ctxW70L6": _ctx(0.7, 6),  # = the defaults
+    "ctxW70L6o5": _ctx(0.7, 6, orders=5),
+    "ctxW70L6bits12": _ctx(0.7, 6, table_bits=12),
+    "ctxW70L6bits16": _ctx(0.7, 6, table_bits=16),
+    "ctxW70L12": _ctx(0.7, 12),
+    "ctxW60L6": _ctx(0.6, 6),
+    "ctxW60L8": _ctx(0.6, 8),
+    "ctxW60L8o6": _ctx(0.6, 8, orders=6),
 }
 
 
