@@ -70,7 +70,7 @@ CANDIDATES: dict[str, Params] = {
     "ctxW70L8rest150": _ctx(0.7, 8, rest=150),
     "ctxW70L4": _ctx(0.7, 4),
     "ctxW70L5": _ctx(0.7, 5),
-    "ctxW70L6": _ctx(0.7, 6),  # = the defaults
+    "ctxW70L6": _ctx(0.7, 6),
     "ctxW70L6o5": _ctx(0.7, 6, orders=5),
     "ctxW70L6bits12": _ctx(0.7, 6, table_bits=12),
     "ctxW70L6bits16": _ctx(0.7, 6, table_bits=16),
@@ -78,6 +78,20 @@ CANDIDATES: dict[str, Params] = {
     "ctxW60L6": _ctx(0.6, 6),
     "ctxW60L8": _ctx(0.6, 8),
     "ctxW60L8o6": _ctx(0.6, 8, orders=6),
+    "ctxW70L6rest250": _ctx(0.7, 6, rest=250),
+    "ctxW70L6learn432": _ctx(0.7, 6, learn=432),
+    # How far past the grid redraws it (g: regrid_margin in hundredths; above, 0.25).
+    "ctxW70L6g0": _ctx(0.7, 6, regrid_margin=0.0),
+    "ctxW70L6g5": _ctx(0.7, 6, regrid_margin=0.05),
+    "ctxW70L6g10": _ctx(0.7, 6, regrid_margin=0.1),
+    "ctxW70L6g15": _ctx(0.7, 6, regrid_margin=0.15),
+    "ctxW70L6g50": _ctx(0.7, 6, regrid_margin=0.5),
+    "ctxW70L7g10": _ctx(0.7, 7, regrid_margin=0.1),
+    "ctxW70L8g10": _ctx(0.7, 8, regrid_margin=0.1),
+    "ctxW70L6o3g10": _ctx(0.7, 6, orders=3, regrid_margin=0.1),
+    "ctxW60L6g10": _ctx(0.6, 6, regrid_margin=0.1),
+    "ctxW65L6g10": _ctx(0.65, 6, regrid_margin=0.1),  # = the defaults
+    "ctxW75L6g10": _ctx(0.75, 6, regrid_margin=0.1),
 }
 
 

@@ -90,11 +90,11 @@ class Params:
     var_floor: float = 3e-4  # the likelihood layer's least variance
     direct: bool = True  # also score one value's own tail probability
     damp: float = 0.0  # the factor on scores while resting: silent
-    context_weight: float = 0.7  # the novelty's share of the score (0: surprise only)
+    context_weight: float = 0.65  # the novelty's share of the score (0: surprise only)
     levels: int = 6  # bands of the context grid
     orders: int = 4  # longest context, in points
     table_bits: int = 14  # the sequence memory: 2**table_bits bits (2 KB)
-    regrid_margin: float = 0.25  # how far past the grid, as a share of it, redraws it
+    regrid_margin: float = 0.1  # how far past the grid, as a share of it, redraws it
 
     def __post_init__(self) -> None:
         if self.learn < 2:
