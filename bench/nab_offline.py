@@ -90,8 +90,12 @@ CANDIDATES: dict[str, Params] = {
     "ctxW70L8g10": _ctx(0.7, 8, regrid_margin=0.1),
     "ctxW70L6o3g10": _ctx(0.7, 6, orders=3, regrid_margin=0.1),
     "ctxW60L6g10": _ctx(0.6, 6, regrid_margin=0.1),
-    "ctxW65L6g10": _ctx(0.65, 6, regrid_margin=0.1),  # = the defaults
+    "ctxW65L6g10": _ctx(0.65, 6, regrid_margin=0.1),  # = the defaults (wake off)
     "ctxW75L6g10": _ctx(0.75, 6, regrid_margin=0.1),
+    # The defaults, with a score of at least `wake` reported during the rest (and re-arming it).
+    "wake90": replace(Params(), wake=0.9),
+    "wake95": replace(Params(), wake=0.95),
+    "wake100": replace(Params(), wake=1.0),
 }
 
 

@@ -30,6 +30,7 @@ params = st.builds(
     orders=st.integers(min_value=0, max_value=16),
     table_bits=st.integers(min_value=8, max_value=16),
     regrid_margin=st.floats(min_value=0.0, max_value=2.0),
+    wake=st.floats(min_value=0.0, max_value=2.0),
 )
 
 
@@ -89,7 +90,7 @@ def test_the_default_state_is_a_few_kilobytes() -> None:
     detector = Detector()
     for i in range(1000):
         detector.score(float(i % 37))
-    assert len(detector.to_bytes()) <= 2304
+    assert len(detector.to_bytes()) <= 2312
 
 
 def test_a_spike_after_a_steady_history_is_flagged_and_the_history_is_not() -> None:
@@ -139,3 +140,12 @@ def test_a_state_of_another_version_is_refused() -> None:
         assert "version" in str(e)
     else:
         raise AssertionError("a version-1 state was accepted")
+
+
+def test_a_full_score_wakes_a_resting_detector_when_asked_and_only_then() -> None:
+    steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
+    points = [*steady, 500.0, 10.0, 10.1, -5000.0]
+    asleep = _scores(Params(learn=50, rest=100), points)
+    awake = _scores(Params(learn=50, rest=100, wake=1.0), points)
+    assert asleep[-4] >= 0.5 and asleep[-1] == 0.0  # the second breakout falls in the rest
+    assert awake[-4] >= 0.5 and awake[-1] == 1.0

@@ -36,12 +36,13 @@ the surprise being the larger of layers 1 and 2.
 After a point is flagged, the next ``rest`` points are damped (silenced by
 default): NAB (and a person paged) credits only the first detection of an
 anomaly, and each repeated flag outside its window costs a false positive.
+A score of at least ``wake`` is reported even then (off by default).
 
 Everything is plain float arithmetic in a fixed order, so the same points give
 the same scores on every run (the hash is plain integer arithmetic, not
 Python's ``hash``); the state is a fixed set of floats, a ring of ``short``
 raw scores, the last ``orders`` bands and the bitset, packed to bytes for the
-aggregator's checkpoints (2,304 bytes with the defaults, at most 8,892).
+aggregator's checkpoints (2,312 bytes with the defaults, at most 8,900).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ _FORMAT_VERSION = 2
 # version, learn, short, rest, n, resting, direct, levels, orders, table_bits, gridded,
 # and the counts of bands and of ring floats that follow the floats
 _HEADER = struct.Struct("<BIIIII?BBB?BB")
-_FLOATS = struct.Struct("<18d")
+_FLOATS = struct.Struct("<19d")
 _MAX_SHORT = 64
 _MAX_LEVELS = 255  # a band is one byte in a checkpoint
 _MAX_ORDERS = 16
@@ -95,6 +96,7 @@ class Params:
     orders: int = 4  # longest context, in points
     table_bits: int = 14  # the sequence memory: 2**table_bits bits (2 KB)
     regrid_margin: float = 0.1  # how far past the grid, as a share of it, redraws it
+    wake: float = 2.0  # a score at least this high is reported while resting (above 1: never)
 
     def __post_init__(self) -> None:
         if self.learn < 2:
@@ -167,9 +169,11 @@ class Detector:
             if p.direct:
                 scored = max(scored, min(1.0, math.log(tail + 1e-10) / _LOG_FLOOR))
             scored = (1.0 - p.context_weight) * scored + p.context_weight * novelty
-            if self.resting > 0:
+            if self.resting > 0 and scored < p.wake:
                 self.resting -= 1
                 scored *= p.damp
+            elif self.resting > 0:
+                self.resting = p.rest  # reported: the rest starts again
             elif scored >= p.threshold and p.rest:
                 self.resting = p.rest
         self._learn(value, short_mean)
@@ -285,6 +289,7 @@ class Detector:
             p.damp,
             p.context_weight,
             p.regrid_margin,
+            p.wake,
             self.prev,
             self.mean_x,
             self.var_x,
@@ -329,6 +334,7 @@ class Detector:
             damp,
             context_weight,
             regrid_margin,
+            wake,
             prev,
             mean_x,
             var_x,
@@ -356,6 +362,7 @@ class Detector:
             orders=orders,
             table_bits=table_bits,
             regrid_margin=regrid_margin,
+            wake=wake,
         )
         offset = _HEADER.size + _FLOATS.size
         table_size = 1 << (table_bits - 3)
