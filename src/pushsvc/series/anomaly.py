@@ -64,7 +64,7 @@ _FLOATS = struct.Struct("<19d")
 _MAX_SHORT = 64
 _MAX_LEVELS = 255  # a band is one byte in a checkpoint
 _MAX_ORDERS = 16
-_TABLE_BITS = range(8, 17)  # 32 bytes to 8 KB of transitions
+_TABLE_BITS = range(8, 17)  # 32 bytes to 8 KB of sequences
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: spreads a band over all bits
 
