@@ -33,18 +33,69 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 # The rows of docs/journal/anomaly-detector.md, each spelled out in full so that a change of
 # the defaults does not change what a row measures. NAB's file names allow no "_" here.
 _SILENT = {"damp": 0.0}
+_SURPRISE = {"context_weight": 0.0}  # the first rows: before the context layer
+
+
+def _ctx(weight: float, levels: int, **changes: Any) -> Params:
+    """A context-layer row, spelled out: 200 silent points after a flag, orders 0..4."""
+    base = Params(
+        context_weight=weight,
+        levels=levels,
+        rest=200,
+        damp=0.0,
+        orders=4,
+        table_bits=14,
+        regrid_margin=0.25,
+    )
+    return replace(base, **changes)
+
+
 CANDIDATES: dict[str, Params] = {
     "pushsvc": Params(),  # the defaults: the row chosen
-    "likelihoodOnly": Params(direct=False, rest=0, damp=0.5),
-    "direct": Params(rest=0, damp=0.5),
-    "directRest60half": Params(rest=60, damp=0.5),
-    "directRest100": Params(rest=100, **_SILENT),
-    "directRest200": Params(rest=200, **_SILENT),
-    "directRest400": Params(rest=400, **_SILENT),
-    "short5": Params(short=5, rest=200, **_SILENT),
-    "noBreakout": Params(spatial_tolerance=1e9, rest=200, **_SILENT),
-    "learn144": Params(learn=144, rest=200, **_SILENT),
-    "learn576": Params(learn=576, rest=200, **_SILENT),
+    "likelihoodOnly": Params(direct=False, rest=0, damp=0.5, **_SURPRISE),
+    "direct": Params(rest=0, damp=0.5, **_SURPRISE),
+    "directRest60half": Params(rest=60, damp=0.5, **_SURPRISE),
+    "directRest100": Params(rest=100, **_SILENT, **_SURPRISE),
+    "directRest200": Params(rest=200, **_SILENT, **_SURPRISE),
+    "directRest400": Params(rest=400, **_SILENT, **_SURPRISE),
+    "short5": Params(short=5, rest=200, **_SILENT, **_SURPRISE),
+    "noBreakout": Params(spatial_tolerance=1e9, rest=200, **_SILENT, **_SURPRISE),
+    "learn144": Params(learn=144, rest=200, **_SILENT, **_SURPRISE),
+    "learn576": Params(learn=576, rest=200, **_SILENT, **_SURPRISE),
+    # The context layer blended in: context_weight (w), levels (L), orders (o).
+    "ctxW83L8": _ctx(0.83, 8),
+    "ctxW83L8o3": _ctx(0.83, 8, orders=3),
+    "ctxW80L6": _ctx(0.8, 6),
+    "ctxW70L8": _ctx(0.7, 8),
+    "ctxW70L8rest150": _ctx(0.7, 8, rest=150),
+    "ctxW70L4": _ctx(0.7, 4),
+    "ctxW70L5": _ctx(0.7, 5),
+    "ctxW70L6": _ctx(0.7, 6),
+    "ctxW70L6o5": _ctx(0.7, 6, orders=5),
+    "ctxW70L6bits12": _ctx(0.7, 6, table_bits=12),
+    "ctxW70L6bits16": _ctx(0.7, 6, table_bits=16),
+    "ctxW70L12": _ctx(0.7, 12),
+    "ctxW60L6": _ctx(0.6, 6),
+    "ctxW60L8": _ctx(0.6, 8),
+    "ctxW60L8o6": _ctx(0.6, 8, orders=6),
+    "ctxW70L6rest250": _ctx(0.7, 6, rest=250),
+    "ctxW70L6learn432": _ctx(0.7, 6, learn=432),
+    # How far past the grid redraws it (g: regrid_margin in hundredths; above, 0.25).
+    "ctxW70L6g0": _ctx(0.7, 6, regrid_margin=0.0),
+    "ctxW70L6g5": _ctx(0.7, 6, regrid_margin=0.05),
+    "ctxW70L6g10": _ctx(0.7, 6, regrid_margin=0.1),
+    "ctxW70L6g15": _ctx(0.7, 6, regrid_margin=0.15),
+    "ctxW70L6g50": _ctx(0.7, 6, regrid_margin=0.5),
+    "ctxW70L7g10": _ctx(0.7, 7, regrid_margin=0.1),
+    "ctxW70L8g10": _ctx(0.7, 8, regrid_margin=0.1),
+    "ctxW70L6o3g10": _ctx(0.7, 6, orders=3, regrid_margin=0.1),
+    "ctxW60L6g10": _ctx(0.6, 6, regrid_margin=0.1),
+    "ctxW65L6g10": _ctx(0.65, 6, regrid_margin=0.1),  # = the defaults (wake off)
+    "ctxW75L6g10": _ctx(0.75, 6, regrid_margin=0.1),
+    # The defaults, with a score of at least `wake` reported during the rest (and re-arming it).
+    "wake90": replace(Params(), wake=0.9),
+    "wake95": replace(Params(), wake=0.95),
+    "wake100": replace(Params(), wake=1.0),
 }
 
 

@@ -25,6 +25,12 @@ params = st.builds(
     threshold=st.floats(min_value=0.05, max_value=1.0),
     direct=st.booleans(),
     damp=st.floats(min_value=0.0, max_value=1.0),
+    context_weight=st.floats(min_value=0.0, max_value=1.0),
+    levels=st.integers(min_value=2, max_value=255),
+    orders=st.integers(min_value=0, max_value=16),
+    table_bits=st.integers(min_value=8, max_value=16),
+    regrid_margin=st.floats(min_value=0.0, max_value=2.0),
+    wake=st.floats(min_value=0.0, max_value=2.0),
 )
 
 
@@ -68,6 +74,23 @@ def test_the_state_stays_bounded_and_scores_lie_in_the_unit_interval(
         assert 0.0 <= s <= 1.0 and not math.isnan(s)
         assert len(detector.to_bytes()) <= 16 * 1024
     assert len(detector.ring) <= p.short
+    assert len(detector.bands) <= p.orders
+    assert len(detector.table) == 1 << (p.table_bits - 3)
+
+
+def test_the_largest_state_the_parameters_allow_fits_in_16_kb() -> None:
+    p = Params(learn=2, short=64, orders=16, table_bits=16, levels=255)
+    detector = Detector(p)
+    for i in range(5000):
+        detector.score(float(i * 7919 % 1000))
+    assert len(detector.to_bytes()) <= 16 * 1024
+
+
+def test_the_default_state_is_a_few_kilobytes() -> None:
+    detector = Detector()
+    for i in range(1000):
+        detector.score(float(i % 37))
+    assert len(detector.to_bytes()) <= 2312
 
 
 def test_a_spike_after_a_steady_history_is_flagged_and_the_history_is_not() -> None:
@@ -96,3 +119,33 @@ def test_a_checkpoint_taken_just_after_a_flag_keeps_the_quiet_that_follows(
     assert detector.score(500.0) >= p.threshold
     restored = Detector.from_bytes(detector.to_bytes())
     assert [restored.score(v) for v in after] == [detector.score(v) for v in after]
+
+
+def test_a_repeating_shape_is_learnt_and_a_new_transition_in_its_range_is_flagged() -> None:
+    # A square wave (two levels, a sharp jump each half period) has large first
+    # differences at every jump; only its context memory tells those are normal.
+    # A value in the middle of the range where the wave never goes is new.
+    p = Params(learn=100, rest=0)
+    wave = [0.0 if (i // 20) % 2 else 10.0 for i in range(1000)]
+    scores = _scores(p, [*wave, 5.0])
+    assert max(scores[400:-1]) < p.threshold <= scores[-1]
+
+
+def test_a_state_of_another_version_is_refused() -> None:
+    data = bytearray(Detector().to_bytes())
+    data[0] = 1
+    try:
+        Detector.from_bytes(bytes(data))
+    except ValueError as e:
+        assert "version" in str(e)
+    else:
+        raise AssertionError("a version-1 state was accepted")
+
+
+def test_a_full_score_wakes_a_resting_detector_when_asked_and_only_then() -> None:
+    steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
+    points = [*steady, 500.0, 10.0, 10.1, -5000.0]
+    asleep = _scores(Params(learn=50, rest=100), points)
+    awake = _scores(Params(learn=50, rest=100, wake=1.0), points)
+    assert asleep[-4] >= 0.5 and asleep[-1] == 0.0  # the second breakout falls in the rest
+    assert awake[-4] >= 0.5 and awake[-1] == 1.0

@@ -4,7 +4,8 @@ No I/O: the aggregator and the NAB benchmark (bench/nab_offline.py) call this
 same code, so the benchmark measures what users get.
 
 The detector, chosen by measurement on the Numenta Anomaly Benchmark
-(docs/journal/, docs/performance.md), has two layers, both O(1) per point:
+(docs/journal/, docs/performance.md), blends two scores, both O(1) per point:
+a value's surprise (layers 1 and 2) and its context novelty (layer 3).
 
 1. A raw surprise in [0, 1) for each value: how far the value and its first
    difference lie from their own slowly forgetting mean, in standard
@@ -15,14 +16,33 @@ The detector, chosen by measurement on the Numenta Anomaly Benchmark
    points compared with the long-run distribution of that mean. One noisy
    point in a noisy series is not rare; a run of surprise is. The tail
    probability is mapped to [0, 1] on a log scale, so 0.5 means one in 1e5.
+3. Context novelty (after the idea of Smirnov's CAD OSE, not its code): the
+   value is cut into one of ``levels`` bands of a grid over the range, and for
+   each order k in 0..``orders`` the detector asks whether the sequence of the
+   last k bands and this one was ever seen. The share of orders never seen is
+   the novelty: a daily cycle, however spiky, repeats its sequences; an
+   anomaly makes new ones. The range is learnt online (pushsvc never knows a
+   series' min and max in advance): the grid follows the range seen so far
+   for ``learn`` points and is then fixed so that bands keep their meaning; a
+   value beyond it by ``regrid_margin`` of its span redraws it over the new
+   range and forgets the sequences (they were in the old bands). The memory is
+   a bitset of ``2**table_bits`` hashed sequences, so it is bounded whatever
+   the series; a collision only makes a sequence look seen, erring toward
+   silence.
+
+The score is ``(1 - context_weight) * surprise + context_weight * novelty``,
+the surprise being the larger of layers 1 and 2.
 
 After a point is flagged, the next ``rest`` points are damped (silenced by
 default): NAB (and a person paged) credits only the first detection of an
 anomaly, and each repeated flag outside its window costs a false positive.
+A score of at least ``wake`` is reported even then (off by default).
 
 Everything is plain float arithmetic in a fixed order, so the same points give
-the same scores on every run; the state is a fixed set of floats plus a ring
-of ``short`` raw scores, packed to bytes for the aggregator's checkpoints.
+the same scores on every run (the hash is plain integer arithmetic, not
+Python's ``hash``); the state is a fixed set of floats, a ring of ``short``
+raw scores, the last ``orders`` bands and the bitset, packed to bytes for the
+aggregator's checkpoints (2,312 bytes with the defaults, at most 8,900).
 """
 
 from __future__ import annotations
@@ -36,10 +56,26 @@ from dataclasses import dataclass, field
 _LOG_FLOOR = math.log(1e-10)
 _SQRT2 = math.sqrt(2.0)
 _EPS = 1e-12
-_FORMAT_VERSION = 1
-_HEADER = struct.Struct("<BIIIII?")  # version, learn, short, rest, n, resting, direct
-_FLOATS = struct.Struct("<12d")
+_FORMAT_VERSION = 2
+# version, learn, short, rest, n, resting, direct, levels, orders, table_bits, gridded,
+# and the counts of bands and of ring floats that follow the floats
+_HEADER = struct.Struct("<BIIIII?BBB?BB")
+_FLOATS = struct.Struct("<19d")
 _MAX_SHORT = 64
+_MAX_LEVELS = 255  # a band is one byte in a checkpoint
+_MAX_ORDERS = 16
+_TABLE_BITS = range(8, 17)  # 32 bytes to 8 KB of sequences
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: spreads a band over all bits
+
+
+def _mix(x: int) -> int:
+    """SplitMix64's finaliser: every bit of ``x`` moves every bit of the result."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK64
+    return x ^ (x >> 31)
+
+
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -55,6 +91,12 @@ class Params:
     var_floor: float = 3e-4  # the likelihood layer's least variance
     direct: bool = True  # also score one value's own tail probability
     damp: float = 0.0  # the factor on scores while resting: silent
+    context_weight: float = 0.65  # the novelty's share of the score (0: surprise only)
+    levels: int = 6  # bands of the context grid
+    orders: int = 4  # longest context, in points
+    table_bits: int = 14  # the sequence memory: 2**table_bits bits (2 KB)
+    regrid_margin: float = 0.1  # how far past the grid, as a share of it, redraws it
+    wake: float = 2.0  # a score at least this high is reported while resting (above 1: never)
 
     def __post_init__(self) -> None:
         if self.learn < 2:
@@ -65,6 +107,16 @@ class Params:
             raise ValueError("rest must not be negative")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
+        if not 0.0 <= self.context_weight <= 1.0:
+            raise ValueError("context_weight must be in [0, 1]")
+        if not 2 <= self.levels <= _MAX_LEVELS:
+            raise ValueError(f"levels must be in 2..{_MAX_LEVELS}")
+        if not 0 <= self.orders <= _MAX_ORDERS:
+            raise ValueError(f"orders must be in 0..{_MAX_ORDERS}")
+        if self.table_bits not in _TABLE_BITS:
+            raise ValueError(f"table_bits must be in {_TABLE_BITS.start}..{_TABLE_BITS.stop - 1}")
+        if not self.regrid_margin >= 0.0:
+            raise ValueError("regrid_margin must not be negative")
 
 
 def _tail(z: float) -> float:
@@ -90,10 +142,20 @@ class Detector:
     var_r: float = 0.0
     ring_sum: float = 0.0
     ring: list[float] = field(default_factory=list)
+    gridded: bool = False  # the grid is fixed (after ``learn`` points)
+    grid_low: float = 0.0
+    grid_high: float = 0.0
+    bands: list[int] = field(default_factory=list)  # the last ``orders`` bands, oldest first
+    table: bytearray = field(default_factory=bytearray)
+
+    def __post_init__(self) -> None:
+        if not self.table:
+            self.table = bytearray(1 << (self.params.table_bits - 3))
 
     def score(self, value: float) -> float:
         """The anomaly score of ``value`` in [0, 1]; then learn from it."""
         p = self.params
+        novelty = self._novelty(value)
         raw, tail = self._raw(value)
         if len(self.ring) == p.short:
             self.ring_sum -= self.ring.pop(0)
@@ -106,13 +168,60 @@ class Detector:
             scored = min(1.0, math.log(_tail(z) + 1e-10) / _LOG_FLOOR)
             if p.direct:
                 scored = max(scored, min(1.0, math.log(tail + 1e-10) / _LOG_FLOOR))
-            if self.resting > 0:
+            scored = (1.0 - p.context_weight) * scored + p.context_weight * novelty
+            if self.resting > 0 and scored < p.wake:
                 self.resting -= 1
                 scored *= p.damp
+            elif self.resting > 0:
+                self.resting = p.rest  # reported: the rest starts again
             elif scored >= p.threshold and p.rest:
                 self.resting = p.rest
         self._learn(value, short_mean)
         return scored
+
+    def _novelty(self, value: float) -> float:
+        """The share of context orders 0..``orders`` that never saw ``value``'s band."""
+        p = self.params
+        if self.gridded:
+            span = self.grid_high - self.grid_low
+            margin = p.regrid_margin * span
+            if value < self.grid_low - margin or value > self.grid_high + margin:
+                # Redraw over the new range: old bands mean other values now.
+                self.grid_low = min(self.low, value)
+                self.grid_high = max(self.high, value)
+                self.table = bytearray(len(self.table))
+                self.bands.clear()
+            low, high = self.grid_low, self.grid_high
+        elif self.n:
+            low, high = self.low, self.high
+        else:
+            low = high = value
+        span = high - low
+        band = 0
+        if span > 0:
+            # Clamped as a float first: a tiny span could make the ratio infinite.
+            band = int(min(p.levels - 1.0, max(0.0, (value - low) * p.levels / span)))
+        table = self.table
+        mask = (1 << p.table_bits) - 1
+        novel = 0
+        key = band + 1
+        for k in range(p.orders + 1):
+            # The sequence of the last k bands and this one; an order longer
+            # than the history since the last redraw is new by definition.
+            if k:
+                if k > len(self.bands):
+                    novel += p.orders + 1 - k
+                    break
+                key = (key ^ (self.bands[-k] + 1)) * _GOLDEN & _MASK64
+            key = _mix(key)
+            slot = key & mask
+            if not table[slot >> 3] >> (slot & 7) & 1:
+                novel += 1
+                table[slot >> 3] |= 1 << (slot & 7)
+        self.bands.append(band)
+        if len(self.bands) > p.orders:
+            del self.bands[0]
+        return novel / (p.orders + 1)
 
     def _raw(self, value: float) -> tuple[float, float]:
         """The raw surprise and the two-sided tail probability it comes from."""
@@ -147,6 +256,9 @@ class Detector:
             self.var_x = (1 - w) * (self.var_x + w * dx * dx)
             self.low = min(self.low, value)
             self.high = max(self.high, value)
+            if self.n >= self.params.learn and not self.gridded:
+                self.gridded = True
+                self.grid_low, self.grid_high = self.low, self.high
             dr = short_mean - self.mean_r
             self.mean_r += w * dr
             self.var_r = (1 - w) * (self.var_r + w * dr * dr)
@@ -156,13 +268,28 @@ class Detector:
         """The state, for a checkpoint; ``from_bytes`` restores it exactly."""
         p = self.params
         head = _HEADER.pack(
-            _FORMAT_VERSION, p.learn, p.short, p.rest, self.n, self.resting, p.direct
+            _FORMAT_VERSION,
+            p.learn,
+            p.short,
+            p.rest,
+            self.n,
+            self.resting,
+            p.direct,
+            p.levels,
+            p.orders,
+            p.table_bits,
+            self.gridded,
+            len(self.bands),
+            len(self.ring),
         )
         floats = _FLOATS.pack(
             p.threshold,
             p.spatial_tolerance,
             p.var_floor,
             p.damp,
+            p.context_weight,
+            p.regrid_margin,
+            p.wake,
             self.prev,
             self.mean_x,
             self.var_x,
@@ -171,20 +298,43 @@ class Detector:
             self.low,
             self.high,
             self.mean_r,
+            self.var_r,
+            self.ring_sum,
+            self.grid_low,
+            self.grid_high,
         )
-        tail = struct.pack(f"<2d{len(self.ring)}d", self.var_r, self.ring_sum, *self.ring)
-        return head + floats + tail
+        ring = struct.pack(f"<{len(self.ring)}d", *self.ring)
+        return head + floats + ring + bytes(self.bands) + bytes(self.table)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Detector:
-        version, learn, short, rest, n, resting, direct = _HEADER.unpack_from(data, 0)
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"unknown anomaly state version {version}")
+        if not data or data[0] != _FORMAT_VERSION:
+            raise ValueError(f"unknown anomaly state version {data[0] if data else None}")
+        if len(data) < _HEADER.size + _FLOATS.size:
+            raise ValueError("truncated anomaly state")
+        (
+            _version,
+            learn,
+            short,
+            rest,
+            n,
+            resting,
+            direct,
+            levels,
+            orders,
+            table_bits,
+            gridded,
+            band_count,
+            ring_count,
+        ) = _HEADER.unpack_from(data, 0)
         (
             threshold,
             tolerance,
             var_floor,
             damp,
+            context_weight,
+            regrid_margin,
+            wake,
             prev,
             mean_x,
             var_x,
@@ -193,12 +343,11 @@ class Detector:
             low,
             high,
             mean_r,
+            var_r,
+            ring_sum,
+            grid_low,
+            grid_high,
         ) = _FLOATS.unpack_from(data, _HEADER.size)
-        offset = _HEADER.size + _FLOATS.size
-        count = (len(data) - offset) // 8 - 2
-        if count < 0 or count > short or offset + (count + 2) * 8 != len(data):
-            raise ValueError("truncated anomaly state")
-        var_r, ring_sum, *ring = struct.unpack_from(f"<2d{count}d", data, offset)
         params = Params(
             learn=learn,
             short=short,
@@ -208,7 +357,22 @@ class Detector:
             var_floor=var_floor,
             direct=direct,
             damp=damp,
+            context_weight=context_weight,
+            levels=levels,
+            orders=orders,
+            table_bits=table_bits,
+            regrid_margin=regrid_margin,
+            wake=wake,
         )
+        offset = _HEADER.size + _FLOATS.size
+        table_size = 1 << (table_bits - 3)
+        end = offset + 8 * ring_count + band_count + table_size
+        if ring_count > short or band_count > orders or end != len(data):
+            raise ValueError("truncated anomaly state")
+        ring = list(struct.unpack_from(f"<{ring_count}d", data, offset))
+        offset += 8 * ring_count
+        bands = list(data[offset : offset + band_count])
+        table = bytearray(data[offset + band_count : end])
         return cls(
             params,
             n,
@@ -223,5 +387,10 @@ class Detector:
             mean_r,
             var_r,
             ring_sum,
-            list(ring),
+            ring,
+            gridded,
+            grid_low,
+            grid_high,
+            bands,
+            table,
         )
