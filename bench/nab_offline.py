@@ -51,7 +51,8 @@ def _ctx(weight: float, levels: int, **changes: Any) -> Params:
 
 
 CANDIDATES: dict[str, Params] = {
-    "pushsvc": Params(),  # the defaults: the row chosen
+    "pushsvc": Params(),  # the defaults: surprise only (round 1's row)
+    "context": Params(context_weight=0.65),  # round 2's chosen blend: best on NAB, not default
     "likelihoodOnly": Params(direct=False, rest=0, damp=0.5, **_SURPRISE),
     "direct": Params(rest=0, damp=0.5, **_SURPRISE),
     "directRest60half": Params(rest=60, damp=0.5, **_SURPRISE),
