@@ -212,3 +212,15 @@ def test_a_state_of_format_2_restores_and_scores_as_it_did() -> None:
     rest = _V2_SERIES[60:]
     assert [restored.score(v) for v in rest] == [uninterrupted.score(v) for v in rest]
     assert max(_scores(restored.params, _V2_SERIES)[60:]) >= DEFAULT_THRESHOLD
+
+
+def test_a_smooth_wave_growing_past_the_grid_is_not_flagged() -> None:
+    """A wave whose amplitude grows a fifth each period after 1,000 points: each growth past
+    the grid redraws it and clears the sequence memory, so every band sequence is new again;
+    the novelty's share starts again from nothing (no flag), where a memory taken as mature
+    at once flags each redraw."""
+    values = [50 + 5 * (1 + max(0, i - 1000) / 785) * math.sin(i / 25) for i in range(3000)]
+    for learn in (20, 288):
+        assert max(_scores(Params(learn=learn), values)) < DEFAULT_THRESHOLD, learn
+        unripe = _scores(Params(learn=learn, mature=0), values)
+        assert max(unripe[1000:]) >= DEFAULT_THRESHOLD, learn
