@@ -93,8 +93,8 @@ def test_the_default_state_is_a_few_kilobytes() -> None:
     detector = Detector()
     for i in range(1000):
         detector.score(float(i % 37))
-    # 2,048 bytes of sequence table, 80 of ring, 152 of floats, 40 of header (with the
-    # maturing novelty's two counters since format 3).
+    # 2,048 bytes of sequence table, 152 of floats, 80 of ring, 36 of header (8 of them the
+    # maturing novelty's two counters, since format 3), 4 of bands.
     assert len(detector.to_bytes()) <= 2320
 
 

@@ -30,8 +30,13 @@ a value's surprise (layers 1 and 2) and its context novelty (layer 3).
    the series; a collision only makes a sequence look seen, erring toward
    silence.
 
-The score is ``(1 - context_weight) * surprise + context_weight * novelty``,
-the surprise being the larger of layers 1 and 2.
+The score is ``(1 - w) * surprise + w * novelty``, the surprise being the
+larger of layers 1 and 2. The novelty's share ``w`` grows from 0 to
+``context_weight`` over the ``mature`` points after the sequence memory
+(re)starts, when the grid is fixed or redrawn: a young memory finds every
+stretch of a cycle it has not been through yet new (the first descent of a
+slow wave, a wave grown past the grid), and such a stretch is not an
+anomaly. Meanwhile the surprise, which needs no memory of sequences, speaks.
 
 After a point is flagged, the next ``rest`` points are damped (silenced by
 default): NAB (and a person paged) credits only the first detection of an
@@ -40,9 +45,9 @@ A score of at least ``wake`` is reported even then (off by default).
 
 Everything is plain float arithmetic in a fixed order, so the same points give
 the same scores on every run (the hash is plain integer arithmetic, not
-Python's ``hash``); the state is a fixed set of floats, a ring of ``short``
+Python's ``hash``); the state is a fixed set of floats and counters, a ring of ``short``
 raw scores, the last ``orders`` bands and the bitset, packed to bytes for the
-aggregator's checkpoints (2,312 bytes with the defaults, at most 8,900).
+aggregator's checkpoints (2,320 bytes with the defaults, at most 8,908).
 """
 
 from __future__ import annotations
