@@ -118,6 +118,11 @@ CANDIDATES: dict[str, Params] = {
     "mature288o3": _mature(288, orders=3),
     "mature288rest170": _mature(288, rest=170),
     "mature288rest250": _mature(288, rest=250),
+    "mature288g5": _mature(288, regrid_margin=0.05),
+    "mature288g15": _mature(288, regrid_margin=0.15),
+    "mature288learn200": _mature(288, learn=200),
+    "mature288learn432": _mature(288, learn=432),
+    "mature288short5": _mature(288, short=5),
 }
 
 
