@@ -46,13 +46,20 @@ def _ctx(weight: float, levels: int, **changes: Any) -> Params:
         orders=4,
         table_bits=14,
         regrid_margin=0.25,
+        mature=0,
     )
     return replace(base, **changes)
 
 
+def _mature(points: int, **changes: Any) -> Params:
+    """A round-3 row, spelled out: round 2's chosen blend, its novelty maturing."""
+    return replace(_ctx(0.65, 6, regrid_margin=0.1, mature=points), **changes)
+
+
 CANDIDATES: dict[str, Params] = {
-    "pushsvc": Params(),  # the defaults: surprise only (round 1's row)
-    "context": Params(context_weight=0.65),  # round 2's chosen blend: best on NAB, not default
+    "pushsvc": Params(),  # the defaults (since round 3: the blend, its novelty maturing)
+    "surprise": Params(context_weight=0.0),  # round 1's row, the defaults until round 3
+    "context": Params(context_weight=0.65, mature=0),  # round 2's blend, novelty at once
     "likelihoodOnly": Params(direct=False, rest=0, damp=0.5, **_SURPRISE),
     "direct": Params(rest=0, damp=0.5, **_SURPRISE),
     "directRest60half": Params(rest=60, damp=0.5, **_SURPRISE),
@@ -93,10 +100,29 @@ CANDIDATES: dict[str, Params] = {
     "ctxW60L6g10": _ctx(0.6, 6, regrid_margin=0.1),
     "ctxW65L6g10": _ctx(0.65, 6, regrid_margin=0.1),  # = the defaults (wake off)
     "ctxW75L6g10": _ctx(0.75, 6, regrid_margin=0.1),
-    # The defaults, with a score of at least `wake` reported during the rest (and re-arming it).
-    "wake90": replace(Params(), wake=0.9),
-    "wake95": replace(Params(), wake=0.95),
-    "wake100": replace(Params(), wake=1.0),
+    # Round 2's blend, with a score of at least `wake` reported during the rest (re-arming it).
+    "wake90": Params(context_weight=0.65, mature=0, wake=0.9),
+    "wake95": Params(context_weight=0.65, mature=0, wake=0.95),
+    "wake100": Params(context_weight=0.65, mature=0, wake=1.0),
+    # Round 3: the novelty's share grows over `mature` points after the sequence memory
+    # (re)starts; the rest as round 2's blend (w 0.65, L 6, g 0.1) unless said.
+    **{f"mature{m}": _mature(m) for m in (144, 200, 288, 400, 576)},
+    "mature288wake": _mature(288, wake=1.0),
+    "mature144wake": _mature(144, wake=1.0),
+    "mature288w70": _mature(288, context_weight=0.7),
+    "mature288w60": _mature(288, context_weight=0.6),
+    "mature288g25": _mature(288, regrid_margin=0.25),
+    "mature288g50": _mature(288, regrid_margin=0.5),
+    "mature288L5": _mature(288, levels=5),
+    "mature288L7": _mature(288, levels=7),
+    "mature288o3": _mature(288, orders=3),
+    "mature288rest170": _mature(288, rest=170),
+    "mature288rest250": _mature(288, rest=250),
+    "mature288g5": _mature(288, regrid_margin=0.05),
+    "mature288g15": _mature(288, regrid_margin=0.15),
+    "mature288learn200": _mature(288, learn=200),
+    "mature288learn432": _mature(288, learn=432),
+    "mature288short5": _mature(288, short=5),
 }
 
 

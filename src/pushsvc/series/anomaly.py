@@ -30,8 +30,13 @@ a value's surprise (layers 1 and 2) and its context novelty (layer 3).
    the series; a collision only makes a sequence look seen, erring toward
    silence.
 
-The score is ``(1 - context_weight) * surprise + context_weight * novelty``,
-the surprise being the larger of layers 1 and 2.
+The score is ``(1 - w) * surprise + w * novelty``, the surprise being the
+larger of layers 1 and 2. The novelty's share ``w`` grows from 0 to
+``context_weight`` over the ``mature`` points after the sequence memory
+(re)starts, when the grid is fixed or redrawn: a young memory finds every
+stretch of a cycle it has not been through yet new (the first descent of a
+slow wave, a wave grown past the grid), and such a stretch is not an
+anomaly. Meanwhile the surprise, which needs no memory of sequences, speaks.
 
 After a point is flagged, the next ``rest`` points are damped (silenced by
 default): NAB (and a person paged) credits only the first detection of an
@@ -40,9 +45,9 @@ A score of at least ``wake`` is reported even then (off by default).
 
 Everything is plain float arithmetic in a fixed order, so the same points give
 the same scores on every run (the hash is plain integer arithmetic, not
-Python's ``hash``); the state is a fixed set of floats, a ring of ``short``
+Python's ``hash``); the state is a fixed set of floats and counters, a ring of ``short``
 raw scores, the last ``orders`` bands and the bitset, packed to bytes for the
-aggregator's checkpoints (2,312 bytes with the defaults, at most 8,900).
+aggregator's checkpoints (2,320 bytes with the defaults, at most 8,908).
 """
 
 from __future__ import annotations
@@ -56,10 +61,14 @@ from dataclasses import dataclass, field
 _LOG_FLOOR = math.log(1e-10)
 _SQRT2 = math.sqrt(2.0)
 _EPS = 1e-12
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 # version, learn, short, rest, n, resting, direct, levels, orders, table_bits, gridded,
-# and the counts of bands and of ring floats that follow the floats
-_HEADER = struct.Struct("<BIIIII?BBB?BB")
+# the counts of bands and of ring floats that follow the floats, then (from version 3)
+# mature and age
+_HEADER = struct.Struct("<BIIIII?BBB?BBII")
+# Version 2 had no maturing novelty: its states restore with ``mature`` 0, which scores
+# exactly as version 2 did.
+_HEADER_V2 = struct.Struct("<BIIIII?BBB?BB")
 _FLOATS = struct.Struct("<19d")
 _MAX_SHORT = 64
 _MAX_LEVELS = 255  # a band is one byte in a checkpoint
@@ -91,15 +100,20 @@ class Params:
     var_floor: float = 3e-4  # the likelihood layer's least variance
     direct: bool = True  # also score one value's own tail probability
     damp: float = 0.0  # the factor on scores while resting: silent
-    # The novelty's share of the score (0: surprise only, the default). 0.65 scores best on
-    # NAB, but on a slow wave it flags the wave's first new stretch after `learn` and its rest
-    # then hides a real spike (tests/unit/test_anomaly_detector.py): not yet the default.
-    context_weight: float = 0.0
+    # The novelty's share of the score once the sequence memory has matured (0: surprise
+    # only). 0.65 scores best on NAB's tuning files.
+    context_weight: float = 0.65
     levels: int = 6  # bands of the context grid
     orders: int = 4  # longest context, in points
     table_bits: int = 14  # the sequence memory: 2**table_bits bits (2 KB)
     regrid_margin: float = 0.1  # how far past the grid, as a share of it, redraws it
     wake: float = 2.0  # a score at least this high is reported while resting (above 1: never)
+    # Points after the sequence memory (re)starts (the grid fixed, or redrawn) over which the
+    # novelty's share grows linearly from 0 to ``context_weight`` (0: full share at once). A
+    # young memory finds every stretch of a cycle it has not been through yet new; a day of
+    # buckets covers a daily cycle, as ``learn`` does, so a first unseen stretch of a smooth
+    # wave is not flagged, and a memory redrawn at a breakout relearns under the surprise.
+    mature: int = 288
 
     def __post_init__(self) -> None:
         if self.learn < 2:
@@ -120,6 +134,8 @@ class Params:
             raise ValueError(f"table_bits must be in {_TABLE_BITS.start}..{_TABLE_BITS.stop - 1}")
         if not self.regrid_margin >= 0.0:
             raise ValueError("regrid_margin must not be negative")
+        if self.mature < 0:
+            raise ValueError("mature must not be negative")
 
 
 def _tail(z: float) -> float:
@@ -150,6 +166,7 @@ class Detector:
     grid_high: float = 0.0
     bands: list[int] = field(default_factory=list)  # the last ``orders`` bands, oldest first
     table: bytearray = field(default_factory=bytearray)
+    age: int = 0  # points since the sequence memory (re)started, at most ``mature``
 
     def __post_init__(self) -> None:
         if not self.table:
@@ -171,7 +188,10 @@ class Detector:
             scored = min(1.0, math.log(_tail(z) + 1e-10) / _LOG_FLOOR)
             if p.direct:
                 scored = max(scored, min(1.0, math.log(tail + 1e-10) / _LOG_FLOOR))
-            scored = (1.0 - p.context_weight) * scored + p.context_weight * novelty
+            weight = p.context_weight
+            if self.age < p.mature:
+                weight *= self.age / p.mature
+            scored = (1.0 - weight) * scored + weight * novelty
             if self.resting > 0 and scored < p.wake:
                 self.resting -= 1
                 scored *= p.damp
@@ -180,6 +200,8 @@ class Detector:
             elif scored >= p.threshold and p.rest:
                 self.resting = p.rest
         self._learn(value, short_mean)
+        if self.gridded and self.age < p.mature:
+            self.age += 1
         return scored
 
     def _novelty(self, value: float) -> float:
@@ -194,6 +216,7 @@ class Detector:
                 self.grid_high = max(self.high, value)
                 self.table = bytearray(len(self.table))
                 self.bands.clear()
+                self.age = 0
             low, high = self.grid_low, self.grid_high
         elif self.n:
             low, high = self.low, self.high
@@ -284,6 +307,8 @@ class Detector:
             self.gridded,
             len(self.bands),
             len(self.ring),
+            p.mature,
+            self.age,
         )
         floats = _FLOATS.pack(
             p.threshold,
@@ -311,10 +336,13 @@ class Detector:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Detector:
-        if not data or data[0] != _FORMAT_VERSION:
+        if not data or data[0] not in (2, _FORMAT_VERSION):
             raise ValueError(f"unknown anomaly state version {data[0] if data else None}")
-        if len(data) < _HEADER.size + _FLOATS.size:
+        header = _HEADER if data[0] == _FORMAT_VERSION else _HEADER_V2
+        if len(data) < header.size + _FLOATS.size:
             raise ValueError("truncated anomaly state")
+        fields = header.unpack_from(data, 0)
+        mature, age = fields[13:] if header is _HEADER else (0, 0)
         (
             _version,
             learn,
@@ -329,7 +357,7 @@ class Detector:
             gridded,
             band_count,
             ring_count,
-        ) = _HEADER.unpack_from(data, 0)
+        ) = fields[:13]
         (
             threshold,
             tolerance,
@@ -350,7 +378,7 @@ class Detector:
             ring_sum,
             grid_low,
             grid_high,
-        ) = _FLOATS.unpack_from(data, _HEADER.size)
+        ) = _FLOATS.unpack_from(data, header.size)
         params = Params(
             learn=learn,
             short=short,
@@ -366,11 +394,12 @@ class Detector:
             table_bits=table_bits,
             regrid_margin=regrid_margin,
             wake=wake,
+            mature=mature,
         )
-        offset = _HEADER.size + _FLOATS.size
+        offset = header.size + _FLOATS.size
         table_size = 1 << (table_bits - 3)
         end = offset + 8 * ring_count + band_count + table_size
-        if ring_count > short or band_count > orders or end != len(data):
+        if ring_count > short or band_count > orders or age > mature or end != len(data):
             raise ValueError("truncated anomaly state")
         ring = list(struct.unpack_from(f"<{ring_count}d", data, offset))
         offset += 8 * ring_count
@@ -396,4 +425,5 @@ class Detector:
             grid_high,
             bands,
             table,
+            age,
         )
