@@ -344,7 +344,7 @@ def _write_null(out: Path, file: NabFile) -> None:
 
 def _table(summary: dict[str, Any]) -> str:
     lines = [
-        "| profile | optimised: tuning | held-out | corpus | at threshold: tuning | held-out "
+        "| profile | optimised: tuning | held-out | corpus | at the default: tuning | held-out "
         "| corpus |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.nab.resolve(), corpus, out, params.threshold, python
             )
     ok = summary["mismatch_buckets"] == 0 and summary["mismatch_offline"] == 0
+    (out / "pushsvc_http_report.json").write_text(json.dumps(summary, indent=1))
     if args.json:
         print(json.dumps(summary))
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from bench import nab
+from bench.nab_offline import PROFILES
 
 from pushsvc.series.anomaly import Detector, Params
 from support.bench_run import json_rows, run_bench
@@ -117,5 +118,5 @@ def test_the_bench_runs_whole_and_scores_with_nab_when_it_has_a_checkout(tmp_pat
     if not checkout:
         pytest.skip("NAB's scorer: no NAB_CHECKOUT (the rest ran)")
     scores = summary["scores"]
-    assert set(scores) == {f"{k}/{p}" for k in ("optimised", "default") for p in nab.PROFILES}
+    assert set(scores) == {f"{k}/{p}" for k in ("optimised", "default") for p in PROFILES}
     assert all(set(s) == {"threshold", "tuning", "held_out", "corpus"} for s in scores.values())
