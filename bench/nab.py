@@ -83,7 +83,8 @@ NULL_SCORE = 0.5  # NAB's null detector scores every row 0.5: the floor normalis
 
 
 def defaults() -> Params:
-    """The detector's defaults: what a rule that names no `learn` or `threshold` scores with."""
+    """The detector module's defaults, read when the bench runs: the rules file spells out their
+    `learn` and `threshold` (the server builds the rest of `Params` from its defaults too)."""
     return Params()
 
 
