@@ -88,9 +88,10 @@ def defaults() -> Params:
     return Params()
 
 
-def rules_text(params: Params) -> str:
+def rules_text(params: Params, scored: bool = True) -> str:
     """The rules file: `learn` and `threshold` spelled out from `params` (the module's
-    defaults), so that a change of the defaults is what this measures."""
+    defaults), so that a change of the defaults is what this measures; without `scored`, the
+    same rule without `anomaly` (`--plain`: what the scoring costs)."""
     learn = f"{params.learn * EVERY_S // 60}m"
     anomaly = f'every = "5m", stat = "mean", learn = "{learn}", threshold = {params.threshold!r}'
     return f"""
@@ -99,7 +100,7 @@ topics = ["nab.*"]
 windows = ["5m"]
 stats = ["count", "mean"]
 series = ["5m:{RETENTION}"]
-anomaly = {{ {anomaly} }}
+{f"anomaly = {{ {anomaly} }}" if scored else ""}
 """
 
 
@@ -189,25 +190,27 @@ def post_file(port: int, file: NabFile, batch: int = BATCH) -> None:
 
 def read_points(port: int, file: NabFile, timeout: float = 120) -> list[dict[str, Any]]:
     """The file's closed 5m buckets from `GET /series`, once all of them have closed (the
-    aggregator applies posted events after the 202)."""
+    aggregator applies posted events after the 202; buckets close in order, so the last one
+    is the one to wait for, asked alone: polling the whole range would serialise thousands
+    of points per poll and count that as the server's cost)."""
     from support.live import request, wait_until
 
     first, last = min(file.buckets), max(file.buckets)
-    want = len(set(file.buckets))
-    path = (
-        f"/topics/{file.topic}/series?resolution=5m&since={first}&until={last + EVERY_S}"
-        "&limit=100000&format=json"
+    series = f"/topics/{file.topic}/series?resolution=5m&format=json"
+
+    def last_closed() -> bool:
+        status, _, body = request(port, "GET", f"{series}&since={last}&until={last + EVERY_S}")
+        return status == 200 and bool(json.loads(body)["points"])
+
+    wait_until(last_closed, timeout, 0.05, what=f"{file.topic}'s last bucket closed")
+    status, _, body = request(
+        port, "GET", f"{series}&since={first}&until={last + EVERY_S}&limit=100000"
     )
-    points: list[dict[str, Any]] = []
-
-    def all_closed() -> bool:
-        nonlocal points
-        status, _, body = request(port, "GET", path)
-        if status == 200:
-            points = json.loads(body)["points"]
-        return len(points) >= want
-
-    wait_until(all_closed, timeout, 0.05, what=f"{file.topic} has its {want} points")
+    answer = json.loads(body)
+    points: list[dict[str, Any]] = answer["points"]
+    want = len(set(file.buckets))
+    if status != 200 or answer["more"] or len(points) != want:
+        raise RuntimeError(f"{file.topic}: {status}, {len(points)} points of {want}")
     return points
 
 
@@ -270,20 +273,24 @@ def write_results(out: Path, result: FileResult, windows: list[list[str]]) -> Pa
 
 
 def through_http(
-    files: list[NabFile], params: Params, rules: Path, batch: int = BATCH
+    files: list[NabFile], params: Params, rules: Path, batch: int = BATCH, scored: bool = True
 ) -> tuple[list[FileResult], dict[str, Any]]:
     """Post every file to one fresh server, read its scores back and check them; with the
-    wall-clock and server CPU seconds of it all."""
+    wall-clock and server CPU seconds of it all. Without `scored`, the rule has no `anomaly`
+    and the points are read back unchecked (no results)."""
     from bench.common import CpuMeter
 
-    rules.write_text(rules_text(params))
+    rules.write_text(rules_text(params, scored))
     server = start_server(rules)
     try:
         meter = CpuMeter({"server": server.pid}).start()
         results = []
         for file in files:
             post_file(server.port, file, batch)
-            result = check(file, read_points(server.port, file), params)
+            points = read_points(server.port, file)
+            if not scored:
+                continue
+            result = check(file, points, params)
             results.append(result)
             print(
                 f"{file.relative}: {len(file.values)} rows, {len(result.points)} points, "
@@ -375,10 +382,20 @@ def main(argv: list[str] | None = None) -> int:
     params = defaults()
     windows = json.loads((corpus / "labels" / "combined_windows.json").read_text())
     files = load_corpus(corpus, args.only or ())
+    rows = sum(len(f.values) for f in files)
+    if args.plain:
+        _, used = through_http(files, params, out / "rules-plain.toml", args.batch, False)
+        plain = {
+            "rule": "without anomaly",
+            "rows": rows,
+            "wall_us_per_point": round(used["wall_s"] / rows * 1e6, 1),
+            "server_cpu_us_per_point": round(used["cpu_s"]["server"] / rows * 1e6, 1),
+        }
+        print(json.dumps(plain))
+        return 0
     results, used = through_http(files, params, out / "rules.toml", args.batch)
     for result in results:
         write_results(out, result, windows[result.file.relative])
-    rows = sum(len(f.values) for f in files)
     one_per_bucket = [r for r in results if r.mismatch_offline is not None]
     summary: dict[str, Any] = {
         "detector": NAME,
@@ -424,6 +441,9 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--only", action="append", help="category/file.csv (repeatable)")
     out.add_argument("--batch", type=int, default=BATCH, help="events per POST")
     out.add_argument("--no-score", action="store_true", help="leave NAB's scorer out")
+    out.add_argument(
+        "--plain", action="store_true", help="the same rule without anomaly: its cost only"
+    )
     out.add_argument("--nab-python", help="the Python with NAB's dependencies (default NAB/.venv)")
     out.add_argument("--json", action="store_true", help="the summary as one JSON line")
     out.add_argument("--score-only", action="store_true", help=argparse.SUPPRESS)
