@@ -174,6 +174,63 @@ def per_file_scores(path: Path) -> dict[str, float]:
         }
 
 
+def nab_runner(nab: Path, out: Path, corpus: Path | None = None) -> Any:
+    """NAB's own ``Runner`` over the results in ``out`` (with the null detector's results from
+    NAB's, which normalisation needs, unless ``out`` has its own), initialised. Imports NAB from the
+    checkout ``nab``; the data files and labels are ``corpus``'s (NAB's layout), else NAB's."""
+    corpus = corpus or nab
+    out.mkdir(parents=True, exist_ok=True)
+    null_link = out / "null"
+    if not null_link.exists():
+        null_link.symlink_to(nab / "results" / "null")
+    sys.path.insert(0, str(nab))
+    from nab.runner import Runner  # type: ignore[import-not-found]
+
+    thresholds_path = out / "thresholds.json"
+    if not thresholds_path.exists():
+        thresholds_path.write_text("{}")
+    runner = Runner(
+        dataDir=str(corpus / "data"),
+        labelPath=str(corpus / "labels" / "combined_windows.json"),
+        resultsDir=str(out),
+        profilesPath=str(nab / "config" / "profiles.json"),
+        thresholdPath=str(thresholds_path),
+        numCPUs=1,
+    )
+    runner.initialize()
+    return runner
+
+
+def split(windows: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The tuning files and the held-out rest."""
+    tuning = [f for f in windows if f.split("/")[0] in TUNING]
+    return tuning, [f for f in windows if f not in tuning]
+
+
+def nab_scores(
+    runner: Any, out: Path, name: str, threshold: float, windows: dict[str, Any]
+) -> dict[str, Any]:
+    """Detector ``name``'s results files in ``out``, scored by NAB: per profile, with NAB's
+    threshold optimisation and at ``threshold``, normalised on the tuning files, the
+    held-out files and the corpus."""
+    tuning, held_out = split(windows)
+    optimised = runner.optimize([name])
+    fixed = {name: {p: {"threshold": threshold, "score": 0.0} for p in PROFILES}}
+    entry: dict[str, Any] = {}
+    for label, thresholds in (("optimised", optimised), ("default", fixed)):
+        runner.score([name], thresholds)
+        for profile in PROFILES:
+            mine = per_file_scores(out / name / f"{name}_{profile}_scores.csv")
+            null = per_file_scores(out / "null" / f"null_{profile}_scores.csv")
+            entry[f"{label}/{profile}"] = {
+                "threshold": thresholds[name][profile]["threshold"],
+                "tuning": round(normalised(mine, null, windows, tuning), 1),
+                "held_out": round(normalised(mine, null, windows, held_out), 1),
+                "corpus": round(normalised(mine, null, windows, list(windows)), 1),
+            }
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nab", type=Path, required=True, help="a numenta/NAB checkout")
@@ -183,47 +240,15 @@ def main() -> None:
     args = parser.parse_args()
     nab: Path = args.nab.resolve()
     out: Path = (args.results or nab / "results-pushsvc").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    null_link = out / "null"
-    if not null_link.exists():
-        null_link.symlink_to(nab / "results" / "null")
-    sys.path.insert(0, str(nab))
-    from nab.runner import Runner  # type: ignore[import-not-found]
-
+    runner = nab_runner(nab, out)
     windows = json.loads((nab / "labels" / "combined_windows.json").read_text())
-    tuning = [f for f in windows if f.split("/")[0] in TUNING]
-    held_out = [f for f in windows if f not in tuning]
     names = args.candidate or list(CANDIDATES)
-    thresholds_path = out / "thresholds.json"
-    if not thresholds_path.exists():
-        thresholds_path.write_text("{}")
-    runner = Runner(
-        dataDir=str(nab / "data"),
-        labelPath=str(nab / "labels" / "combined_windows.json"),
-        resultsDir=str(out),
-        profilesPath=str(nab / "config" / "profiles.json"),
-        thresholdPath=str(thresholds_path),
-        numCPUs=1,
-    )
-    runner.initialize()
     report: dict[str, Any] = {}
     for name in names:
         params = replace(CANDIDATES[name], threshold=args.threshold)
         points, seconds = write_results(nab, out, name, params)
-        optimised = runner.optimize([name])
-        fixed = {name: {p: {"threshold": args.threshold, "score": 0.0} for p in PROFILES}}
         entry: dict[str, Any] = {"us_per_point": 1e6 * seconds / points, "params": repr(params)}
-        for label, thresholds in (("optimised", optimised), ("default", fixed)):
-            runner.score([name], thresholds)
-            for profile in PROFILES:
-                mine = per_file_scores(out / name / f"{name}_{profile}_scores.csv")
-                null = per_file_scores(out / "null" / f"null_{profile}_scores.csv")
-                entry[f"{label}/{profile}"] = {
-                    "threshold": thresholds[name][profile]["threshold"],
-                    "tuning": round(normalised(mine, null, windows, tuning), 1),
-                    "held_out": round(normalised(mine, null, windows, held_out), 1),
-                    "corpus": round(normalised(mine, null, windows, list(windows)), 1),
-                }
+        entry.update(nab_scores(runner, out, name, args.threshold, windows))
         report[name] = entry
         print(json.dumps({name: entry}, indent=1), flush=True)
     (out / "pushsvc_report.json").write_text(json.dumps(report, indent=1))
