@@ -28,7 +28,10 @@ def _rules(text: str) -> Rules:
 def test_the_fields_a_rule_leaves_out_take_their_defaults() -> None:
     (rule,) = _rules(A + 'anomaly = { every = "1m" }').rules
     assert rule.anomaly == AnomalyRule(60 * S, "mean", DEFAULT_LEARN_POINTS, 0.5)
+    # The rule's defaults are the detector's: a rule that leaves them out gets what the
+    # detector (and bench/nab.py's figures) were tuned with.
     assert rule_anomaly.DEFAULT_THRESHOLD == detector.DEFAULT_THRESHOLD
+    assert rule_anomaly.DEFAULT_LEARN_POINTS == detector.Params().learn
 
 
 def test_every_field_is_read_and_described() -> None:
