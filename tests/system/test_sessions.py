@@ -160,3 +160,31 @@ def test_past_max_open_the_longest_idle_session_ends_early_marked_evicted(
     finally:
         proc.stop()
 
+
+def test_a_pattern_takes_no_session_topic_not_even_another_rules(tmp_path: Path) -> None:
+    """Two session rules over `two.*`: each one's session events are in neither's sessions
+    (they would only be refused as late, a session's event being dated by its last event)."""
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\ntopics = ["two.*"]\nwindows = ["1m"]\n'
+        + "".join(
+            f'[[session]]\ntopic = "two.{name}"\nfrom = ["two.*"]\nkey = "user"\n'
+            'gap = "5s"\nkeep_key = true\n'
+            for name in ("visits", "days")
+        )
+    )
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path)).start()
+    try:
+        for at, user in [(0, "ann"), (2, "ann"), (100, "closer")]:
+            body = {"value": 1, "ts": BASE_S + at, "tags": {"user": user}}
+            assert post(proc.port, "two.clicks", body)[0] == 202
+        for topic in ("two.visits", "two.days"):
+            wait_until(lambda t=topic: session_events(proc.port, t), what=f"{topic}'s session")
+        # Each session topic's event was published (and shown to the other rule) by now.
+        for topic in ("two.visits", "two.days"):
+            [(ts, duration, tags)] = session_events(proc.port, topic)
+            assert (ts, duration, tags["user"]) == ((BASE_S + 2) * S, 2.0, "ann")
+        text = request(proc.port, "GET", "/metrics")[2].decode()
+        assert re.search(r"^pushsvc_session_events_late_total 0\.0$", text, re.M), text
+    finally:
+        proc.stop()
