@@ -118,6 +118,18 @@ def test_a_derived_topic_cannot_be_deleted(make_app, tmp_path: Path) -> None:  #
     assert "delete a source" in refused.get_json()["error"]["message"]
 
 
+def test_a_session_topic_cannot_be_deleted(make_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\ntopics = ["oven.*"]\nwindows = ["10s"]\n'
+        '[[session]]\ntopic = "oven.visits"\nfrom = ["oven.*"]\nkey = "tray"\ngap = "1m"\n'
+    )
+    client = make_app(rules=str(rules)).test_client()
+    refused = client.delete("/topics/oven.visits")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["code"] == "session_topic"
+
+
 def test_deleting_takes_the_publish_scope_and_leaves_an_audit_line(
     make_app, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from support.live import request
-from support.session_oracle import brute_force_level, pandas_sessions
+from support.session_oracle import brute_force_funnel, pandas_sessions
 
 S = 1_000_000
 BASE = 1_763_700_000 * S
@@ -112,19 +112,21 @@ def expected(posted: list[Posted]) -> list[tuple[int, float, dict[str, str]]]:
     for key, first, last, events, steps in pandas_sessions(frame, GAP, MAX_DURATION):
         if key == "closer":
             continue  # still open
-        level = brute_force_level(len(STEPS), WITHIN, steps)
+        level, since = brute_force_funnel(len(STEPS), WITHIN, steps)
         tags = {
             "events": str(events),
             "reached": STEPS[level - 1] if level else "none",
             "user": key,
+            # Seconds from the first step to each later step reached, as the tags write them.
+            **{f"s{i}": f"{us / S:g}" for i, us in enumerate(since[1:], start=2)},
         }
         out.append((last, (last - first) / S, tags))
     return sorted(out, key=lambda row: (row[0], row[2]["user"]))
 
 
 def session_events(port: int, topic: str) -> list[tuple[int, float, dict[str, str]]]:
-    """(ts µs, value, tags without `open` and the funnel timings) of every event the session topic's
-    history holds, by ts then user."""
+    """(ts µs, value, tags without `open`) of every event the session topic's history holds,
+    by ts then user."""
     status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=10000")
     if status == 404:
         return []
@@ -134,7 +136,7 @@ def session_events(port: int, topic: str) -> list[tuple[int, float, dict[str, st
         if update.get("reason") != "event":
             continue
         event = update["event"]
-        tags = {k: v for k, v in event["tags"].items() if k != "open" and not k.startswith("s")}
+        tags = {k: v for k, v in event["tags"].items() if k != "open"}
         out.append((round(event["ts"] * S), event["value"], tags))
     return sorted(out, key=lambda row: (row[0], row[2]["user"]))
 

@@ -11,22 +11,34 @@ import pandas as pd
 from pushsvc.stats.sessions import SessionSettings
 
 
-def brute_force_level(steps: int, within_us: int, events: Sequence[tuple[int, int]]) -> int:
-    """The deepest funnel step reached: try every first-step event as the start and take the
-    next steps in order, each within `within_us` of that start."""
+def brute_force_funnel(
+    steps: int, within_us: int, events: Sequence[tuple[int, int]]
+) -> tuple[int, tuple[int, ...]]:
+    """The deepest funnel step reached, and the µs from the first step to each step of the
+    chain that reached it first: try every first-step event as the start, take the next
+    steps in order, each the earliest within `within_us` of that start; among the deepest
+    chains, the one whose last step came first (of those, the latest start)."""
     ordered = sorted(events)
-    best = 0
+    chains: list[list[int]] = []
     for i, (start, step) in enumerate(ordered):
         if step != 0:
             continue
-        want = 1
+        chain = [start]
         for ts, later in ordered[i + 1 :]:
-            if want == steps:
+            if len(chain) == steps:
                 break
-            if later == want and ts <= start + within_us:
-                want += 1
-        best = max(best, want)
-    return best
+            if later == len(chain) and ts <= start + within_us:
+                chain.append(ts)
+        chains.append(chain)
+    if not chains:
+        return 0, ()
+    best = max(chains, key=lambda c: (len(c), -c[-1], c[0]))
+    return len(best), tuple(t - best[0] for t in best)
+
+
+def brute_force_level(steps: int, within_us: int, events: Sequence[tuple[int, int]]) -> int:
+    """The deepest funnel step reached (`brute_force_funnel`)."""
+    return brute_force_funnel(steps, within_us, events)[0]
 
 
 def pandas_sessions(

@@ -83,6 +83,12 @@ def test_a_session_topic_shows_open_sessions_bounces_and_its_funnel_as_bars(
     expect(steps.locator(".funnel-median")).to_have_text(["", "1.5 s", "3 s"])
     widths = steps.locator(".funnel-bar").evaluate_all("bars => bars.map(b => b.style.width)")
     assert [round(float(w.rstrip("%"))) for w in widths] == [100, 67, 33]
+    # ...drawn so: every bar starts at one x and its length is its share of the first's.
+    boxes = steps.locator(".funnel-bar").evaluate_all(
+        "bars => bars.map(b => [b.getBoundingClientRect().left, b.getBoundingClientRect().width])"
+    )
+    assert len({round(left) for left, _ in boxes}) == 1, boxes
+    assert [round(100 * width / boxes[0][1]) for _, width in boxes] == [100, 67, 33], boxes
     expect(page.locator("#session-stats b")).to_have_count(0)  # a step's markup is text
 
     # Dee's visit ends too, a bounce: the panel follows.

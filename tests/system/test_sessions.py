@@ -1,4 +1,6 @@
-"""Sessions (`[[session]]`) end to end, on the embedded broker and on Redis: the session topic
+"""Sessions (`[[session]]`) end to end, on the embedded broker, on Redis and on a Redis Cluster
+(the sources and the session topic each in a partition of its own, on a primary of its own):
+the session topic
 holds one event per ended session, equal to the pandas oracle (`support.session_events`) —
 late events that extend or join sessions, max_duration cuts, interleaved keys, events
 without the key, repeated and out-of-order steps, a funnel that times out — and producers
@@ -16,8 +18,11 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.client import Client, FunnelStep, sessions_of
+from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 from support.session_events import (
     duplicates,
@@ -28,20 +33,35 @@ from support.session_events import (
     window_oracle,
 )
 
-A, B, VISITS = "shop.a", "shop.b", "shop.visits"
+# Three partitions of the default 16, whose slots three primaries own (redis-cli's layout):
+# the sessionizer reads two partitions and appends to a third, on other nodes of a cluster.
+A, B, VISITS = "shop.pages", "shop.clicks", "shop.visits"
 S = 1_000_000
 BASE_S = 1_763_700_000
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.cluster),
+    ]
+)
 def server(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[PushsvcProcess]:
     path = tmp_path / "rules.toml"
     path.write_text(rules(A, B, VISITS))
+    partitions = [partition_of(topic, DEFAULT_PARTITIONS) for topic in (A, B, VISITS)]
+    assert len(set(partitions)) == 3, partitions
     env = {}
     redis_server = None
     if request.param == "redis":
         redis_server = RedisServer().start()
         env = {"PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix}
+    elif request.param == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        owners = {cluster.owner_of(partition_slot(p, DEFAULT_PARTITIONS)).port for p in partitions}
+        assert len(owners) == 3, owners
+        env = {"PUSHSVC_REDIS_URL": cluster.url, "PUSHSVC_PREFIX": prefix}
     proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path), env=env).start()
     yield proc
     proc.stop()
@@ -137,5 +157,34 @@ def test_past_max_open_the_longest_idle_session_ends_early_marked_evicted(
         text = request(proc.port, "GET", "/metrics")[2].decode()
         assert re.search(r"^pushsvc_sessions_evicted_total 1\.0$", text, re.M), text
         assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 2\.0$', text, re.M)
+    finally:
+        proc.stop()
+
+
+def test_a_pattern_takes_no_session_topic_not_even_another_rules(tmp_path: Path) -> None:
+    """Two session rules over `two.*`: each one's session events are in neither's sessions
+    (they would only be refused as late, a session's event being dated by its last event)."""
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\ntopics = ["two.*"]\nwindows = ["1m"]\n'
+        + "".join(
+            f'[[session]]\ntopic = "two.{name}"\nfrom = ["two.*"]\nkey = "user"\n'
+            'gap = "5s"\nkeep_key = true\n'
+            for name in ("visits", "days")
+        )
+    )
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(path)).start()
+    try:
+        for at, user in [(0, "ann"), (2, "ann"), (100, "closer")]:
+            body = {"value": 1, "ts": BASE_S + at, "tags": {"user": user}}
+            assert post(proc.port, "two.clicks", body)[0] == 202
+        for topic in ("two.visits", "two.days"):
+            wait_until(lambda t=topic: session_events(proc.port, t), what=f"{topic}'s session")
+        # Each session topic's event was published (and shown to the other rule) by now.
+        for topic in ("two.visits", "two.days"):
+            [(ts, duration, tags)] = session_events(proc.port, topic)
+            assert (ts, duration, tags["user"]) == ((BASE_S + 2) * S, 2.0, "ann")
+        text = request(proc.port, "GET", "/metrics")[2].decode()
+        assert re.search(r"^pushsvc_session_events_late_total 0\.0$", text, re.M), text
     finally:
         proc.stop()

@@ -104,7 +104,7 @@ def test_a_checkpoint_that_is_not_one_is_refused() -> None:
 
 
 @pytest.mark.slow  # the whole suite runs it; `-m fast` leaves it out
-def test_an_open_session_costs_at_most_300_bytes() -> None:
-    # 200,000 keeps the suite quick; the per-session cost does not grow with the count
-    # (docs/performance.md has the figure at 1,000,000).
-    assert bytes_per_open(200_000, with_step=True) <= 300
+def test_a_million_open_sessions_cost_at_most_300_bytes_each() -> None:
+    # At the count the docs state it for: the assembler's dicts grow by doubling, so the
+    # cost per session at a smaller count can sit at a kinder point of their growth.
+    assert bytes_per_open(1_000_000, with_step=True) <= 300

@@ -7,8 +7,9 @@ import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pushsvc.stats.funnel import window_funnel
 from pushsvc.stats.sessions import EndedSession, Funnel, SessionAssembler, SessionSettings
-from support.session_oracle import brute_force_level, pandas_sessions
+from support.session_oracle import brute_force_funnel, brute_force_level, pandas_sessions
 
 S = 1_000_000
 GAP = 10 * S
@@ -160,3 +161,31 @@ def test_a_late_bridge_past_max_duration_keeps_the_later_session_whole() -> None
     assert got == [("ann", 0, 24 * S, 4, 0), ("ann", 24_500_000, 28 * S, 2, 0)]
     # pandas, cutting the sorted events at 25 s, puts 24.5 s in the first session.
     assert _oracle(events, 25 * S) == [("ann", 0, 24_500_000, 5, 0), ("ann", 28 * S, 28 * S, 1, 0)]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 3)),
+        max_size=14,
+    ),
+    st.integers(1, 20),
+)
+def test_the_funnel_and_its_timings_equal_brute_force(
+    events: list[tuple[int, int]], within: int
+) -> None:
+    """The deepest step and the seconds to each step, all of one chain (the first to get
+    that far), whatever other chains started or got less far."""
+    timed = [(ts * S, step) for ts, step in events]
+    got = window_funnel(len(STEPS), within * S, timed)
+    assert (got.level, got.since_first_us) == brute_force_funnel(len(STEPS), within * S, timed)
+
+
+def test_a_later_chain_lends_no_step_its_times() -> None:
+    """view 0, cart 5 s, checkout 10 s; a second view 12 s and cart 14 s get less far: the
+    checkout's chain gives every timing (cart 5 s, not 2 s)."""
+    events: list[Event] = [
+        ("ann", 0, "view"), ("ann", 5 * S, "cart"), ("ann", 10 * S, "checkout"),
+        ("ann", 12 * S, "view"), ("ann", 14 * S, "cart"),
+    ]  # fmt: skip
+    [ended] = _assemble(events)
+    assert ended.funnel.since_first_us == (0, 5 * S, 10 * S)

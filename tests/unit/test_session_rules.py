@@ -149,6 +149,12 @@ def _session(**fields: str) -> str:
             "session 2 (shop.visits): topic: produced already by session 1",
         ),
         (
+            _session(**{"from": '["shop.clicks"]'})
+            + _session(topic='"shop.days"', **{"from": '["shop.clicks", "shop.visits"]'}),
+            "session 2 (shop.days): from: names the session topic shop.visits of session 1; a "
+            "session topic cannot be a source",
+        ),
+        (
             _session(topic='"shop.rate"')
             + '[[rule]]\ntopics = ["shop.*"]\nwindows = ["1m"]\nseries = ["1s:15m"]\n'
             + '[[derive]]\ntopic = "shop.rate"\nevery = "1s"\nvalue = "count[1s](shop.a)"\n',

@@ -148,6 +148,9 @@ class Sessionizer:
             _Rule(rule, _settings(rule, lateness_us + skew_us), TopicMatcher(rule.sources))
             for rule in rules
         ]
+        # No session topic is a source, even where a pattern of `from` matches it (rules
+        # naming one outright are refused): sessions of sessions would end one another.
+        self._topics = frozenset(rule.topic for rule in rules)
         self._lease = lease
         self._poll_s = poll_s
         self._settle_ms = settle_ms
@@ -251,11 +254,10 @@ class Sessionizer:
 
     def _apply(self, reading: _Rule, assembler: SessionAssembler, updates: list[Update]) -> None:
         """Feed `updates` (in order) to the rule's assembler; what ends goes to `pending`."""
-        rule = reading.rule
         ids = dict(reading.cursor)
         for update in updates:
             ids[update.id.partition] = update.id
-            if update.topic == rule.topic or not update.is_update:
+            if update.topic in self._topics or not update.is_update:
                 continue
             if not reading.matcher(update.topic):
                 continue  # pushed updates are every topic's

@@ -14,8 +14,8 @@ funnel = { tag = "step", steps = ["view", "cart", "checkout", "paid"], within = 
 
 What a session is, when it ends and what its event holds is `pushsvc.stats.sessions` and
 `pushsvc.aggregate.sessionize`'s; this module only says which rules are valid. A pattern in
-`from` never takes the session topic itself (`shop.*` above does not feed `shop.visits` back
-into its own sessions); naming it outright is an error.
+`from` never takes a session topic (`shop.*` above does not feed `shop.visits` back into its
+own sessions, nor into another rule's); naming one outright is an error.
 """
 
 from __future__ import annotations
@@ -102,11 +102,6 @@ class SessionRule:
     keep_key: bool = False
     funnel: FunnelSpec | None = None
 
-    def takes(self, topic: str, matcher: TopicMatcher) -> bool:
-        """Whether events of `topic` make this rule's sessions, `matcher` being
-        `TopicMatcher(self.sources)`: never its own topic."""
-        return topic != self.topic and matcher(topic)
-
     def describe(self) -> dict[str, Any]:
         """`GET /rules`: the rule as given, durations as labels."""
         described: dict[str, Any] = {
@@ -145,6 +140,16 @@ def parse_sessions(tables: object, *, produced: Sequence[str] = ()) -> tuple[Ses
                 f"{taken[rule.topic]}"
             )
         taken[rule.topic] = f"session {rule.number}"
+    # A session topic feeding sessions (another rule's, or in a cycle its own rule's through
+    # the other) would make sessions of sessions that end one another without end.
+    for rule in rules:
+        for source in rule.sources:
+            other = taken.get(source, "")
+            if other.startswith("session "):
+                raise ValueError(
+                    f"session {rule.number} ({rule.topic}): from: names the session topic "
+                    f"{source} of {other}; a session topic cannot be a source"
+                )
     return tuple(rules)
 
 

@@ -25,22 +25,27 @@ NOT_STARTED = FunnelResult(0, ())
 
 
 def window_funnel(steps: int, window_us: int, events: Iterable[tuple[int, int]]) -> FunnelResult:
-    """The funnel of `(ts_us, step index)` events, in any order, with `steps` steps."""
-    # chains[i]: (first-step time, time of step i) of the latest chain that reached step i.
-    chains: list[tuple[int, int] | None] = [None] * steps
+    """The funnel of `(ts_us, step index)` events, in any order, with `steps` steps. The
+    timings are those of one chain, the first to reach the deepest step: a later chain that
+    got less far must not lend an earlier step its times (cart 2 s after a second view, for
+    a checkout reached 10 s after the first)."""
+    # chains[i]: the step times of the latest chain that reached step i (its first-step
+    # time first), each step at the first time the chain reached it.
+    chains: list[tuple[int, ...] | None] = [None] * steps
+    best: tuple[int, ...] = ()
     for ts, index in sorted(events):
         if index == 0:
-            chains[0] = (ts, ts)
-            continue
-        previous = chains[index - 1]
-        if previous is not None and ts <= previous[0] + window_us:
-            chains[index] = (previous[0], ts)
-            if index + 1 == steps:
+            reached: tuple[int, ...] = (ts,)
+        else:
+            previous, current = chains[index - 1], chains[index]
+            if previous is None or ts > previous[0] + window_us:
+                continue
+            if current is not None and current[0] == previous[0]:
+                continue  # this chain reached the step already: its first time counts
+            reached = (*previous, ts)
+        chains[index] = reached
+        if len(reached) > len(best):
+            best = reached
+            if len(best) == steps:
                 break
-    level = 0
-    for index in range(steps, 0, -1):
-        if chains[index - 1] is not None:
-            level = index
-            break
-    since = tuple(end - start for start, end in (c for c in chains[:level] if c is not None))
-    return FunnelResult(level, since)
+    return FunnelResult(len(best), tuple(t - best[0] for t in best)) if best else NOT_STARTED

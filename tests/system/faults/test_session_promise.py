@@ -1,4 +1,5 @@
-"""The delivery promise for sessions (`[[session]]`): on Redis, with sessions open, the process
+"""The delivery promise for sessions (`[[session]]`): on Redis and on a Redis Cluster, with
+sessions open, the process
 assembling them (the holder of `lease:session`) is killed with SIGKILL, later every aggregator
 at once, before two start cold; and `pushsvc serve --data-dir` is stopped and started. The
 session topic then holds exactly the events of an uninterrupted run (the pandas oracle of
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from faults.backends import Store, on_both
 from faults.harness import FaultStack, wait_for
+from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.core.partitions import partition_of
 from support.live import PushsvcProcess, post, request
-from support.redis_server import RedisServer
+from support.redis_cluster import redis_cli_slot_ranges
 from support.session_events import (
     Posted,
     duplicates,
@@ -28,17 +32,36 @@ from support.session_events import (
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
+PARTITIONS = 4
+
+
+def _spread_stem() -> str:
+    """A stem whose `.a`, `.b` and `.visits` topics are in three partitions of their own, whose
+    slots three primaries of the suite's cluster own (redis-cli's layout: partitions 1 and 2
+    of 4 share one): the sessionizer reads two partitions and appends to a third, on other
+    nodes of a cluster."""
+    ranges = redis_cli_slot_ranges(3)
+
+    def primary(partition: int) -> int:
+        slot = partition_slot(partition, PARTITIONS)
+        return next(i for i, (first, last) in enumerate(ranges) if first <= slot <= last)
+
+    while True:
+        name = f"visits{uuid.uuid4().hex[:8]}"
+        partitions = [partition_of(f"{name}.{t}", PARTITIONS) for t in ("a", "b", "visits")]
+        if len({primary(p) for p in partitions}) == 3:
+            return name
+
 
 @pytest.fixture
-def deployment(
-    server: RedisServer, prefix: str, tmp_path: Path
-) -> Iterator[tuple[FaultStack, str]]:
-    """Four partitions (sources and session topic spread over them), the session rule; the
+def deployment(store: Store, prefix: str, tmp_path: Path) -> Iterator[tuple[FaultStack, str]]:
+    """Four partitions (sources and session topic each in its own), the session rule; the
     topics' stem."""
-    name = f"visits{uuid.uuid4().hex[:8]}"
+    name = _spread_stem()
     path = tmp_path / "rules.toml"
     path.write_text(rules(f"{name}.a", f"{name}.b", f"{name}.visits"))
-    made = FaultStack(server, prefix, env={"PUSHSVC_RULES": str(path), "PUSHSVC_PARTITIONS": "4"})
+    env = {"PUSHSVC_RULES": str(path), "PUSHSVC_PARTITIONS": str(PARTITIONS)}
+    made = FaultStack(store, prefix, env=env)
     yield made, name
     made.stop()
 
@@ -104,14 +127,15 @@ def _all_held(stack: FaultStack) -> None:
     _sessionizer(stack)
     wait_for(
         lambda: all(
-            any(a.holds_lease(keys.partition(p).lease) for a in stack.aggregators) for p in range(4)
+            any(a.holds_lease(keys.partition(p).lease) for a in stack.aggregators)
+            for p in range(PARTITIONS)
         ),
         20,
         "every partition held",
     )
 
 
-@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize(("seed", "backend"), on_both([3, 4], cluster=[3]), indirect=["backend"])
 def test_sessions_survive_kill_9_and_a_cold_restart(
     deployment: tuple[FaultStack, str], seed: int
 ) -> None:

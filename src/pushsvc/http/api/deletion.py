@@ -9,7 +9,8 @@ With auth on, it takes the publish scope on the topic (as a POST to it). Each de
 INFO line in the log naming the topic, the token's subject and the client address (an audit
 trail). A topic the deployment does not keep is a 404, so a retried DELETE is harmless. A
 derived topic (`[[derive]]`) is refused (400 derived_topic): its deriver writes it from its
-sources, and would go on from where it stood.
+sources, and would go on from where it stood; so is a session topic (`[[session]]`, 400
+session_topic), for the same reason: its sessionizer would go on appending from its saved state.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 from flask import Blueprint, request
 
 from pushsvc.core.topics import validate_topic
-from pushsvc.errors import DerivedTopic, NotFound
+from pushsvc.errors import DerivedTopic, NotFound, SessionTopic
 from pushsvc.http.api.context import runtime
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ def delete_topic(topic: str) -> dict[str, object]:
         raise DerivedTopic(
             f"{topic} is a derived metric ([[derive]] in the rules file): pushsvc writes it "
             "from its sources, it cannot be deleted (delete a source instead)"
+        )
+    if topic in rt.settings.rules.session_topics:
+        raise SessionTopic(
+            f"{topic} is a session topic ([[session]] in the rules file): pushsvc writes it "
+            "from its sources, it cannot be deleted"
         )
     if not rt.broker.delete_topic(topic):
         raise NotFound(f"topic {topic!r} does not exist (never posted to, or deleted)")
