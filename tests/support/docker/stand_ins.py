@@ -185,8 +185,9 @@ LOCK = Path(tempfile.gettempdir(), "pushsvc-test-stand-ins.lock")
 @contextlib.contextmanager
 def _made_by_one() -> Iterator[None]:
     """The machine's lock on making the stand-ins. Docker's images are the machine's, and the
-    two Docker test modules run on two workers at once: both found the images missing and
-    both made them, two debootstraps of each. The second now waits, and finds them made."""
+    two Docker test modules may start on two workers at once (or two checkouts' suites on
+    one machine): each would find the images missing and make them, two debootstraps of
+    each. The second waits, and finds them made."""
     with LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
