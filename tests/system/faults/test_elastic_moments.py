@@ -21,9 +21,10 @@ an uninterrupted run's, windows equal to pandas'). Each kind runs once on one re
 the truth check, and those of `CLUSTER_MOMENTS` once on a Redis Cluster, whose three
 primaries the four partitions spread over (backends.py). The kinds at another offset, and a
 second run of each (where the faults fall at other points of the work), run with
-`PUSHSVC_TEST_EVERY_MOMENT=1`; the simulation (tests/simulation) kills at every point of a
-handover and a takeover thousands of times, and each of its slices must reach a member
-joining, a graceful stop, a death after a take and a death mid-handover.
+`PUSHSVC_TEST_EVERY_MOMENT=1`. The simulation (tests/simulation) kills at every point of a
+handover and a takeover instead: each slice of its seeds must reach a member joining, a
+graceful stop, a death within a lease of a take and a death mid-handover at least 5 times
+(it reaches them about 1,700, 1,300, 600 and 140 times).
 """
 
 from __future__ import annotations
