@@ -64,8 +64,9 @@ the takeover falls at another time of the work."""
 EVERY_MOMENT = os.environ.get("PUSHSVC_TEST_EVERY_MOMENT") == "1"
 """Run on real Redis the moments that are another offset of a kind that runs already (a kill
 0.3 s after a handover besides the one at it), and the repeated runs. By default each kind
-runs once there, the truth check, and the simulation reaches each kind thousands of times at
-every offset (`tests/simulation`, whose slices must each reach every one of its `MOMENTS`)."""
+runs once there, the truth check, and the simulation reaches each kind tens to hundreds of
+times a slice, at every offset (`tests/simulation`, whose slices must each reach every one of
+its `MOMENTS`)."""
 
 
 def truth_checks(moments: dict[str, T], offsets: Collection[str]) -> dict[str, T]:

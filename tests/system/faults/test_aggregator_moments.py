@@ -161,7 +161,7 @@ both (`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 OTHER_OFFSETS = ("standby-at-expiry-0.2s-before", "successor-0.3s-after-takeover")
 """Kinds that run at their first offset anyway; these run with `PUSHSVC_TEST_EVERY_MOMENT=1`
 (`moments.truth_checks`). The simulation kills and stalls before every take and renewal, and
-a successor after its take, thousands of times (tests/simulation)."""
+a successor after its take, tens to hundreds of times a slice (tests/simulation)."""
 
 
 @pytest.mark.parametrize(
