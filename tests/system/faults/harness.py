@@ -330,18 +330,6 @@ def under_load(deployment: FaultStack, count: int) -> tuple[str, list[Watcher], 
     return topic, watchers, producer
 
 
-LOAD_EVENTS = 60
-"""The steady load before and after a scenario's fault: this many events acknowledged (a
-second of the producer's rate; the scenarios slept 3 s each side, load that added no case)."""
-
-
-def load(producer: Producer, events: int = LOAD_EVENTS, timeout: float = 30) -> None:
-    """Until `events` more POSTs are acknowledged: the deployment under load, counted rather
-    than timed, so that a busy machine still puts the fault amid flowing events."""
-    target = len(producer.acked) + events
-    wait_for(lambda: len(producer.acked) >= target, timeout, f"{events} more events acknowledged")
-
-
 def wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]

@@ -23,7 +23,6 @@ from faults.harness import (
     Watcher,
     check_delivery,
     drain,
-    load,
     under_load,
     wait_for,
 )
@@ -36,6 +35,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.slow]
 
 P = 16
 WATCHERS = 10
+LOAD_S = 3.0  # of steady load before and after each fault
 
 
 @pytest.fixture
@@ -67,16 +67,16 @@ def _ready(deployment: FaultStack) -> bool:
 
 
 def _loaded(deployment: FaultStack) -> tuple[int, list[Watcher], Producer, float]:
-    """Watchers and a producer of a fresh topic, after steady load (`harness.load`): the slot
-    of the topic's partition, them, and when the load began."""
+    """Watchers and a producer of a fresh topic, after LOAD_S of steady load: the slot of the
+    topic's partition, them, and when the load began."""
     topic, watchers, producer = under_load(deployment, WATCHERS)
     started = time.monotonic()
-    load(producer)
+    time.sleep(LOAD_S)
     return partition_slot(partition_of(topic, P), P), watchers, producer, started
 
 
 def _finish(name: str, watchers: list[Watcher], producer: Producer, started: float) -> None:
-    load(producer)
+    time.sleep(LOAD_S)
     producer.stop()
     drain(watchers, producer, timeout=40)
     for watcher in watchers:
