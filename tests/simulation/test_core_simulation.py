@@ -61,6 +61,10 @@ MOMENTS = {
     "lost renew": "a renewal applied whose answer never came back",
     "fail renew": "a renewal refused once",
     "pause past the lease": "a whole process paused past the lease (a GC pause, a VM freeze)",
+    "member joins": "an aggregator added while others hold the partitions",
+    "graceful stop": "an aggregator stopped: it hands its partitions over",
+    "death after take": "an aggregator killed within a lease period of taking a partition",
+    "death mid-handover": "an aggregator killed after giving some partitions up, holding others",
 }
 REACHED_AT_LEAST = 5
 

@@ -304,6 +304,10 @@ class Process:
     task: greenlet | None = None
     """Its step under way, stalled in the middle (a greenlet, resumed when stepped)."""
     owned_before: frozenset[tuple[int, int]] = frozenset()
+    took_at: float = float("-inf")
+    """When it last took a partition (its first takeover, or one handed to it)."""
+    gave_at: float = float("-inf")
+    """When it last gave one up (handed over to a newcomer, or lost), holding others still."""
 
 
 class World:
@@ -386,6 +390,12 @@ class World:
 
     def crash(self, process: Process) -> None:
         """Every object of the process dropped; its leases and membership lapse."""
+        # The moments the elastic scenarios kill at on real Redis (kill -9 of a newcomer as
+        # it takes over, of the first process while it hands partitions over), counted.
+        if self.clock() - process.took_at < LEASE_S:
+            self.faults.fired["death after take"] += 1
+        if self.clock() - process.gave_at < LEASE_S and process.pool.owned:
+            self.faults.fired["death mid-handover"] += 1
         self.processes.remove(process)
         if process.task is not None:
             process.task.throw(GreenletExit)  # a step stalled midway never resumes
@@ -425,8 +435,12 @@ class World:
         self._count_taken(process, process.owned_before)
 
     def _count_taken(self, process: Process, before: frozenset[tuple[int, int]]) -> None:
-        for shard in set(process.pool.owned) - before:
+        owned = set(process.pool.owned)
+        for shard in owned - before:
             self.taken[shard[0]] = self.taken.get(shard[0], 0) + 1
+            process.took_at = self.clock()
+        if before - owned and owned:
+            process.gave_at = self.clock()
 
     # -- the producer --------------------------------------------------------------------
 
@@ -536,10 +550,13 @@ class World:
         elif kind < 0.55 and self.processes:
             self.crash(rng.choice(self.processes))
         elif kind < 0.7 and len(self.processes) < 4:
+            if self.processes:
+                self.faults.fired["member joins"] += 1
             self.start()
         elif kind < 0.8 and self.processes:
             process = rng.choice(self.processes)
             if process.task is None:
+                self.faults.fired["graceful stop"] += 1
                 self.stop(process)
             else:
                 self.crash(process)  # stalled midway: it cannot stop gracefully

@@ -3,6 +3,8 @@ docstring)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -176,14 +178,38 @@ def image_label(image: str, label: str) -> str | None:
     return None if value in ("", "<no value>") else value
 
 
+LOCK = Path(tempfile.gettempdir(), "pushsvc-test-stand-ins.lock")
+"""Held while the stand-ins are checked and made (see `ensure_stand_ins`)."""
+
+
+@contextlib.contextmanager
+def _made_by_one() -> Iterator[None]:
+    """The machine's lock on making the stand-ins. Docker's images are the machine's, and the
+    two Docker test modules may start on two workers at once (or two checkouts' suites on
+    one machine): each would find the images missing and make them, two debootstraps of
+    each. The second waits, and finds them made."""
+    with LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_stand_ins(
     stand_ins: Sequence[StandIn] = STAND_INS, *, mirror: str | None = None
 ) -> list[str]:
     """Make the stand-ins that are missing or from an older recipe; their names are returned.
 
     Needs root (debootstrap, chroot), `debootstrap` and the Debian mirror apt uses. The first
-    run takes a minute or two (the packages are downloaded once for all stand-ins).
+    run takes a minute or two (the packages are downloaded once for all stand-ins). One
+    process at a time on a machine: another that is making them is waited for.
     """
+    with _made_by_one():
+        return _ensure(stand_ins, mirror)
+
+
+def _ensure(stand_ins: Sequence[StandIn], mirror: str | None) -> list[str]:
     missing = [s for s in stand_ins if image_label(s.name, RECIPE_LABEL) != s.recipe()]
     if not missing:
         return []

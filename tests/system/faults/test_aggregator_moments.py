@@ -19,6 +19,9 @@ publishes again, and checks the delivery promise per stream (`moments.check_exac
 * `successor-after-takeover-{offset}` — the holder is killed, then the standby that took its
   lease over, that long after it took it: the last standby takes over from where it stopped.
 
+The kinds with offsets run at one by default (`OTHER_OFFSETS`: `PUSHSVC_TEST_EVERY_MOMENT=1`
+runs the others).
+
 A holder whose view of what it published goes stale is in test_stale_holder.py.
 """
 
@@ -43,6 +46,7 @@ from faults.moments import (
     sleep_until,
     subscribers,
     thaw,
+    truth_checks,
     wait_renewed,
 )
 from support.live import PushsvcProcess, wait_until
@@ -154,10 +158,15 @@ never published, a kill between two publishes on sharded channels, a successor's
 going on from the applied position. The others move when a lease lapses: one key, alike on
 both (`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
+OTHER_OFFSETS = ("standby-at-expiry-0.2s-before", "successor-0.3s-after-takeover")
+"""Kinds that run at their first offset anyway; these run with `PUSHSVC_TEST_EVERY_MOMENT=1`
+(`moments.truth_checks`). The simulation kills and stalls before every take and renewal, and
+a successor after its take, tens to hundreds of times a slice (tests/simulation)."""
+
 
 @pytest.mark.parametrize(
     ("moment", "lease", "backend"),
-    on_both(MOMENTS, LEASES, cluster=CLUSTER_MOMENTS),
+    on_both(truth_checks(MOMENTS, OTHER_OFFSETS), LEASES, cluster=CLUSTER_MOMENTS),
     indirect=["backend"],
 )
 def test_kill_9_of_the_holder_at_a_moment(
