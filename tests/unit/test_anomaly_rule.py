@@ -31,7 +31,7 @@ def test_the_fields_a_rule_leaves_out_take_their_defaults() -> None:
     # The rule's defaults are the detector's: a rule that leaves them out gets what the
     # detector (and bench/nab.py's figures) were tuned with.
     assert rule_anomaly.DEFAULT_THRESHOLD == detector.DEFAULT_THRESHOLD
-    assert rule_anomaly.DEFAULT_LEARN_POINTS == detector.Params().learn
+    assert detector.Params().learn == rule_anomaly.DEFAULT_LEARN_POINTS
 
 
 def test_every_field_is_read_and_described() -> None:
