@@ -137,7 +137,8 @@ class _ProcessState(Collector):
         if self.partitions is not None:
             yield CounterMetricFamily(
                 "pushsvc_updates_published",
-                "Updates this aggregator published",
+                "Updates this aggregator published (of events and ticks, series points, alert "
+                "changes)",
                 value=self.partitions.updates_published,
             )
             yield GaugeMetricFamily(
