@@ -71,23 +71,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(1200 if "docker" in starts else 900))
         if not starts and item.get_closest_marker("slow") is None:
             item.add_marker("fast")
-    _longest_files_first(items)
-
-
-def _longest_files_first(items: list[pytest.Item]) -> None:
-    """Put the files that build Docker images or install pushsvc first, each file's tests
-    kept together and in order: xdist's `loadfile` hands files out in collection order, and
-    these minutes-long files, collected in the middle, were the run's tail."""
-
-    def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("docker") is not None:
-            return 0
-        return 1 if item.get_closest_marker("install") is not None else 2
-
-    by_file: dict[Path, int] = {}
-    for item in items:
-        by_file[Path(item.path)] = min(by_file.get(Path(item.path), 2), rank(item))
-    items.sort(key=lambda item: by_file[Path(item.path)])
 
 
 class _Lines(logging.Handler):
