@@ -23,14 +23,13 @@ bounce, every one through the whole funnel.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CpuMeter, machine, parser
+from bench.common import CpuMeter, parser, with_against_without
 from support.live import PushsvcProcess, request
 
 S = 1_000_000
@@ -161,17 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 if sessions:
                     ok &= _exact(row)
                 print(json.dumps(row), file=sys.stderr if not args.json else sys.stdout)
-    without = [r["cpu_us_per_event"] for r in rows if not r["sessions"]]
-    with_ = [r["cpu_us_per_event"] for r in rows if r["sessions"]]
-    summary = {
-        "machine": machine("gevent"),
-        "rounds": args.rounds,
-        "events": args.events,
-        "without_cpu_us_per_event": statistics.median(without),
-        "with_cpu_us_per_event": statistics.median(with_),
-        "with_over_without": round(statistics.median(with_) / statistics.median(without), 3),
-        "counts_exact": ok,
-    }
+    summary = with_against_without(rows, "sessions", args.rounds, args.events, ok)
     if args.json:
         print(json.dumps(summary))
     else:
