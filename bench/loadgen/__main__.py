@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         help="ids: how many subscribers also check event values (default 1)",
     )  # fmt: skip
     parser.add_argument("--rate", "-r", type=_rate, default=None, help="events/s, or max")
+    parser.add_argument(
+        "--source", metavar="ADDRESS",
+        help="connect the streams from this local address (e.g. 127.0.0.2)",
+    )  # fmt: skip
     parser.add_argument("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--publish-timeout", type=float, default=None)

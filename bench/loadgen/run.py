@@ -44,6 +44,10 @@ class RunConfig:
     rate: float | None = None
     """Events per second; None publishes as fast as the server answers."""
     http10: bool = False
+    source: str | None = None
+    """The local address the streams connect from (None: the kernel's choice). Each source
+    address has its own ~28,000 ephemeral ports towards one server port, so that a machine's
+    100,000 streams come from several 127.0.0.x."""
     quickack: bool = False
     """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
     connect_timeout: float = 60.0
@@ -119,13 +123,16 @@ class Run:
         slots = asyncio.Semaphore(CONNECTING_AT_ONCE)
         addresses = [http_address(url) for url in config.stream_urls]
         requests = [stream_request(*address, http10=config.http10) for address in addresses]
+        local_addr = None if config.source is None else (config.source, 0)
 
         async def one(i: int) -> None:
             host, port, _ = addresses[i % len(addresses)]
             subscriber = Subscriber(requests[i % len(requests)], self.mode.reader(i), progress)
             async with slots:
                 try:
-                    await loop.create_connection(lambda: subscriber, host, port)
+                    await loop.create_connection(
+                        lambda: subscriber, host, port, local_addr=local_addr
+                    )
                 except OSError as exc:
                     key = f"{type(exc).__name__}: {exc.strerror or exc}"
                     self.connect_errors[key] = self.connect_errors.get(key, 0) + 1

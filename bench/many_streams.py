@@ -1,0 +1,253 @@
+"""Many streams on one machine: `pushsvc serve --workers W` holding N open streams (100,000 on a
+2-core machine), idle, then broadcast to.
+
+One process may hold 20,000 open files here (the hard limit), so N streams take several
+processes on both sides:
+
+* the server: `pushsvc serve --workers W` (W `pushsvc web` processes sharing one port with
+  SO_REUSEPORT, one `pushsvc aggregate` and a private redis-server). Each web process refuses
+  streams past what its open-file limit holds (`PUSHSVC_MAX_STREAMS`, lowered to fit), so W
+  must leave room: ≥ N / 15,000.
+* the clients: P load generators (bench/loadgen, `--subscribers N/P` each, at most 18,000 so that
+  each stays within its own open-file limit), each connecting from its own source address
+  127.0.0.(2+i): the kernel gives each (source address, destination) pair its own ~28,000
+  ephemeral ports (net.ipv4.ip_local_port_range), which one address would run out of.
+
+The run, once every stream is live and the server counts them all (`pushsvc_subscribers`):
+
+* idle: the server's CPU (web workers, aggregator and Redis, from /proc) over `--idle`
+  seconds in which nothing is published: only heartbeats are written (every 15 s by
+  default). Its RSS per stream: the web workers' RSS over theirs before the first connect.
+* broadcast: `--events` updates of the one topic every stream watches, at `--rate` per
+  second, published by the first load generator. Every stream must get every update once and
+  in order; the publish-to-receive latency's p99 is reported per load generator, and the
+  largest of those (the p99 over all streams is at most that).
+
+    python -m bench.many_streams --streams 100000 --workers 8 --idle 300 --events 60 --rate 1
+    python -m bench.many_streams --smoke   # 300 streams, 2 workers: counts only, no timings
+
+The driver lifts its own soft open-file limit to the hard one; the server and the load
+generators inherit it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from typing import Any
+
+from bench.child import JsonLinesChild, loadgen
+from bench.common import Report, metric, parser, percentiles
+from bench.common import machine as describe_machine
+from bench.loadgen.process import raise_fd_limit
+from bench.servers import PushsvcServe
+from support.procfs import cpu_seconds, descendants, rss_kb
+
+PER_LOADGEN = 18_000
+"""Streams per load generator: within its 20,000 open files."""
+
+STOP_TIMEOUT_S = 120.0
+
+COLUMNS = [
+    ("streams", 7, "streams"),
+    ("W", 2, "workers"),
+    ("P", 2, "loadgens"),
+    ("open s", 6, "open_s"),
+    ("kB/stream", 9, "rss_kb_per_stream"),
+    ("idle s", 6, "idle_s"),
+    ("idle cpu s", 10, "idle_cpu_s"),
+    ("events", 6, "events"),
+    ("expected", 9, "expected"),
+    ("received", 9, "received"),
+    ("miss", 6, "missing"),
+    ("dup", 4, "duplicates"),
+    ("ooo", 4, "out_of_order"),
+    ("p50 ms", 7, "p50_ms"),
+    ("p99 ms", 7, "p99_ms"),
+    ("max ms", 7, "max_ms"),
+    ("peak MB", 7, "peak_rss_mb"),
+]
+COUNT_KEYS = ("expected", "received", "missing", "duplicates", "out_of_order", "unexpected")
+
+
+def _web_workers(server: PushsvcServe) -> list[int]:
+    """The `pushsvc web` children of the supervisor."""
+    found = []
+    for pid in descendants(server.proc.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if b"web" in argv:
+            found.append(pid)
+    return found
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+class _PeakRss:
+    """The largest RSS (kB) of `pids()` sampled every 0.5 s until `stop()`."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.peak = rss_kb(pids)
+        self._done = threading.Event()
+        self._pids = pids
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.5):
+            self.peak = max(self.peak, rss_kb(self._pids))
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, rss_kb(self._pids))
+
+
+def _wait_counted(port: int, streams: int, timeout: float) -> int:
+    """Wait until the server counts `streams` subscribers (its workers share their metrics);
+    the count it reached."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = int(metric(port, "pushsvc_subscribers") or 0)
+        if count >= streams:
+            break
+        time.sleep(0.2)
+    return count
+
+
+def run(args: Any) -> dict[str, Any]:
+    loadgens = max(args.loadgens or math.ceil(args.streams / PER_LOADGEN), 1)
+    row: dict[str, Any] = {"streams": args.streams, "workers": args.workers, "loadgens": loadgens}
+    shares = [args.streams // loadgens + (i < args.streams % loadgens) for i in range(loadgens)]
+    server = PushsvcServe(args.workers)
+    children: list[JsonLinesChild] = []
+    connect_timeout = 60 + args.streams / 1000
+    publish_timeout = args.events / args.rate + 30
+    timeouts = {"connect": connect_timeout, "publish": publish_timeout,
+                "drain": publish_timeout + 30, "idle": 10.0}  # fmt: skip
+    try:
+        server.start()
+        webs = _web_workers(server)
+        rss_before = rss_kb(webs)
+        started = time.monotonic()
+        stream = server.stream_urls()[0]
+        for i, share in enumerate(shares):
+            publish = (
+                ["--publish", server.publish_url(), "--rate", str(args.rate)] if i == 0 else []
+            )
+            children.append(loadgen(
+                "deliveries", [stream], share, args.events, timeouts,
+                "--wait-go", "--hold", "--source", f"127.0.0.{2 + i}", *publish,
+            ))  # fmt: skip
+        opened = [child.record(timeout=connect_timeout + 30, phase="opened") for child in children]
+        row["ready"] = sum(record["ready"] for record in opened)
+        row["connect_errors"] = {
+            key: n for record in opened for key, n in record["connect_errors"].items()
+        }
+        row["counted"] = _wait_counted(server.proc.port, args.streams, 30)
+        row["open_s"] = round(time.monotonic() - started, 1)
+        time.sleep(args.settle)  # the connected server settles before it is measured
+        webs = _web_workers(server)  # a worker that died was restarted
+        row["rss_kb_per_stream"] = round((rss_kb(webs) - rss_before) / max(row["counted"], 1), 2)
+
+        pids = server.pids()
+        before = _cpu(pids)
+        time.sleep(args.idle)
+        row["idle_s"] = args.idle
+        row["idle_cpu_s"] = round(_cpu(pids) - before, 2)
+        row["idle_cpu_us_per_stream_s"] = round(
+            1e6 * row["idle_cpu_s"] / max(row["counted"], 1) / max(args.idle, 1e-9), 3
+        )
+
+        peak = _PeakRss(server.pids())
+        for child in children:
+            child.tell(b"go")
+        for child in children[1:]:
+            child.tell(b"published")  # they drain until complete: the first one publishes
+        drained = [
+            child.record(timeout=publish_timeout + timeouts["drain"] + 60, phase="drained")
+            for child in children
+        ]
+        row["peak_rss_mb"] = round(peak.stop() / 1024)
+        for child in children:
+            child.tell(b"measured")
+        results = [child.record(timeout=120, phase="result") for child in children]
+        row["events"] = args.events
+        row["published"] = results[0].get("published")
+        for key in COUNT_KEYS:
+            row[key] = sum(int(result[key]) for result in results)
+        row["stream_errors"] = {
+            key: n for record in drained for key, n in record["stream_errors"].items()
+        }
+        latencies = [result["latency_ms"] for result in results]
+        # The p99 of the union of the load generators' samples is at most their largest p99.
+        row["p50_ms"] = percentiles([lat["p50"] for lat in latencies if lat["p50"]], [0.5])[0]
+        row["p99_ms"] = max((lat["p99"] for lat in latencies if lat["p99"]), default=None)
+        row["max_ms"] = max((lat["max"] for lat in latencies if lat["max"]), default=None)
+        row["status"] = "ok"
+    except (RuntimeError, OSError, KeyError) as exc:
+        tail = " ".join(child.stderr_tail() for child in children)
+        row |= {"status": "error", "reason": f"{exc} {tail}".strip()[-2000:]}
+    finally:
+        for child in children:
+            child.close()
+        if server.proc.proc is not None:
+            # 100,000 streams take the workers longer to end than a test's stop allows.
+            server.proc.stop(timeout=STOP_TIMEOUT_S)
+    return row
+
+
+def exact(row: dict[str, Any]) -> bool:
+    """Every stream opened, was counted, and got every update exactly once and in order."""
+    return (
+        row.get("status") == "ok"
+        and row["ready"] == row["streams"]
+        and row["counted"] >= row["streams"]
+        and row["published"] == row["events"]
+        and row["received"] == row["expected"] == row["streams"] * row["events"]
+        and all(row[key] == 0 for key in ("missing", "duplicates", "out_of_order", "unexpected"))
+        and not row["stream_errors"]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser(__doc__ or "", smoke="300 streams, 2 workers, 2 load generators, 5 events")
+    cli.add_argument("--streams", type=int, default=100_000)
+    cli.add_argument("--workers", type=int, default=8, help="web workers (`serve --workers`)")
+    cli.add_argument(
+        "--loadgens", type=int, default=None,
+        help=f"load generators (default: one per {PER_LOADGEN:,} streams)",
+    )  # fmt: skip
+    cli.add_argument("--idle", type=float, default=300.0, help="seconds measured idle")
+    cli.add_argument("--events", type=int, default=60, help="updates broadcast to every stream")
+    cli.add_argument("--rate", type=float, default=1.0, help="updates per second")
+    cli.add_argument("--settle", type=float, default=2.0)
+    args = cli.parse_args(argv)
+    if args.smoke:
+        args.streams, args.workers, args.loadgens = 300, 2, 2
+        args.idle, args.events, args.rate, args.settle = 0.5, 5, 10.0, 0.0
+    limit = raise_fd_limit()
+    report = Report(COLUMNS, json=args.json)
+    report.say(f"# {describe_machine()} open files: {limit}")
+    report.header()
+    row = run(args)
+    report.row(row)
+    if row.get("status") == "ok":
+        report.say(
+            f"# idle: {row['idle_cpu_us_per_stream_s']} µs of CPU per stream per second; "
+            f"connect errors {row['connect_errors'] or 0}, "
+            f"stream errors {row['stream_errors'] or 0}"
+        )
+    return 0 if exact(row) or not (args.smoke or args.check) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The many-streams benchmark runs and counts correctly — never a timing threshold.
+
+`bench/many_streams.py --smoke` starts `pushsvc serve --workers 2` (its private redis-server)
+and two load generators, each connecting from its own 127.0.0.x: every stream must be counted
+by the server and get every broadcast update exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from support.bench_run import json_rows, run_bench
+
+pytestmark = [pytest.mark.redis, pytest.mark.process]
+
+
+def test_many_streams_smoke() -> None:
+    done = run_bench("many_streams", "--smoke", "--json", timeout=180, redis=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [row] = json_rows(done)
+    assert row["status"] == "ok", row
+    assert (row["streams"], row["workers"], row["loadgens"]) == (300, 2, 2)
+    assert row["ready"] == 300 and row["counted"] == 300
+    assert row["published"] == row["events"] == 5
+    assert row["received"] == row["expected"] == 300 * 5
+    assert (row["missing"], row["duplicates"], row["out_of_order"], row["unexpected"]) == (
+        0, 0, 0, 0,
+    )  # fmt: skip
+    assert row["connect_errors"] == {} and row["stream_errors"] == {}
+    assert row["rss_kb_per_stream"] > 0 and row["p99_ms"] is not None  # reported, not judged
