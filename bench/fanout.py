@@ -1,4 +1,5 @@
-"""The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0.
+"""The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0
+and nginx + nchan.
 
 For each (server, N subscribers, rate R, client C) it starts the server (and a redis-server
 of its own on a free port where needed), runs the load generator (bench/loadgen, its own
@@ -23,7 +24,10 @@ pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --j
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
 once and in order; it never judges timings. Every scenario has deadlines, so every run
 ends by itself. Flask-SSE is installed from PyPI into .bench-venvs/flask-sse on first use;
-when that fails its rows are "skipped", not failed.
+when that fails its rows are "skipped", not failed. `nchan` (`nchan-W`: W nginx workers) is
+the system's nginx with nchan (Debian: nginx, libnginx-mod-nchan; bench/peers/nchan.conf);
+without them its rows are "skipped" too. Its CPU per delivery counts the master and every
+worker.
 """
 
 from __future__ import annotations
@@ -41,16 +45,18 @@ from bench.common import Report
 from bench.common import parser as common_parser
 from bench.loadgen.process import raise_fd_limit
 from bench.servers import (
+    Nchan,
     ServerUnderTest,
     ensure_flask_sse_venv,
     flask_sse_versions,
     make_deployment,
+    nginx_version,
     use_pushsvc_src,
 )
 from pushsvc.core.lists import comma_list
 from support.procfs import cpu_seconds, rss_kb
 
-ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
+ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse", "nchan")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
 CLIENT_MODES = {"count": "deliveries", "json": "json"}
 """--client → the load generator's --mode (loadgen/modes.py)."""
@@ -119,6 +125,10 @@ def scenario(
         except RuntimeError as exc:
             return {**row, "status": "skipped", "reason": f"no Flask-SSE venv: {exc}"}
         row["versions"] = flask_sse_versions()
+    if isinstance(deployment, Nchan):
+        if (why := Nchan.missing()) is not None:
+            return {**row, "status": "skipped", "reason": why}
+        row["versions"] = nginx_version()
     row["processes"] = deployment.workers
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
@@ -213,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--servers", type=comma_list, default=None,
         help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
-        "pushsvc-redis-W, pushsvc-workers-W and flask-sse-W for W workers")  # fmt: skip
+        "pushsvc-redis-W, pushsvc-workers-W, flask-sse-W and nchan-W for W workers")  # fmt: skip
     add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
     add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
     add("--events", "-m", type=int, default=None, help="events per scenario")

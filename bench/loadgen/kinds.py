@@ -1,6 +1,6 @@
 """What differs between the servers under test: the published body and the delivered message.
 
-Both kinds publish `{"value": i, "tags": {"sent": "<time.time() repr>"}}` and read `i`
+Every kind publishes `{"value": i, "tags": {"sent": "<time.time() repr>"}}` and reads `i`
 and `sent` back from each delivery:
 
 * `pushsvc` — deliveries are `event: stats` updates whose data holds the event under
@@ -9,6 +9,9 @@ and `sent` back from each delivery:
 * `flask-sse` — deliveries are unnamed `data:` messages holding exactly what was published;
   the server sends nothing until the first message, so readiness is checked elsewhere
   (Redis `PUBSUB NUMSUB`, by bench/fanout.py).
+* `nchan` — the same unnamed `data:` messages (each with an `id:`), after a `: hi` comment;
+  readiness is checked elsewhere (nchan's channel info, by bench/fanout.py). Its publisher
+  answers 201 when the channel has subscribers, 202 when it has none.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def decode_pushsvc(message: Message, loads: Loads = orjson.loads) -> Decoded:
     raise ProtocolError(f"unexpected event type {message.event!r}")
 
 
-def decode_flask_sse(message: Message, loads: Loads = orjson.loads) -> Decoded:
+def decode_unnamed(message: Message, loads: Loads = orjson.loads) -> Decoded:
+    """Flask-SSE and nchan: every unnamed message is a delivery of what was published."""
     if message.event == "message":
         return _delivery(loads(message.data))
     raise ProtocolError(f"unexpected event type {message.event!r}")
@@ -80,10 +84,12 @@ class Kind:
     decode: Callable[[Message, Loads], Decoded]
     ready_on_snapshot: bool
     """True: a subscriber is ready at READY; False: once its request is written."""
-    publish_status: int
+    publish_statuses: frozenset[int]
+    """The statuses of an accepted publish."""
 
 
 KINDS = {
-    "pushsvc": Kind("pushsvc", decode_pushsvc, ready_on_snapshot=True, publish_status=202),
-    "flask-sse": Kind("flask-sse", decode_flask_sse, ready_on_snapshot=False, publish_status=202),
+    "pushsvc": Kind("pushsvc", decode_pushsvc, True, frozenset({202})),
+    "flask-sse": Kind("flask-sse", decode_unnamed, False, frozenset({202})),
+    "nchan": Kind("nchan", decode_unnamed, False, frozenset({201, 202})),
 }

@@ -153,7 +153,7 @@ class Run:
             return
         host, port, path = http_address(config.publish_url)
         publisher = Publisher(
-            host, port, path, config.kind.publish_status, quickack=config.quickack
+            host, port, path, config.kind.publish_statuses, quickack=config.quickack
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.publish_deadline()

@@ -49,3 +49,24 @@ def test_fanout_smoke_json_parsing_client() -> None:
     assert [(r["client"], r["status"], r["received"], r["missing"]) for r in rows] == [
         ("json", "ok", 400, 0)
     ]
+
+
+def test_fanout_smoke_nchan_peer() -> None:
+    """nginx + nchan as a peer: the load generator publishes to nchan's publisher location and
+    reads its EventSource frames as it reads the others', every delivery exactly once, in
+    order, and the server's CPU (nginx's master and workers) is reported."""
+    rows = _smoke("nchan", "--client", "count,json", "--rate", "max")
+    if any(r["status"] == "skipped" for r in rows):
+        pytest.skip(str(rows[0]["reason"]))
+    assert [(r["server"], r["client"], r["status"]) for r in rows] == [
+        ("nchan", "count", "ok"), ("nchan", "json", "ok"),
+    ]  # fmt: skip
+    for row in rows:
+        assert (row["connected"], row["published"], row["received"]) == (20, 20, 400)
+        assert (row["missing"], row["duplicates"], row["out_of_order"], row["unexpected"]) == (
+            0, 0, 0, 0,
+        )  # fmt: skip
+        assert row["stream_errors"] == {} and row["publish_errors"] == {}
+        versions = row["versions"]
+        assert isinstance(versions, dict) and versions["nginx"]
+        assert isinstance(row["server_cpu_s"], float)
