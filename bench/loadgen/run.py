@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.loadgen.kinds import Kind
+from bench.loadgen.kinds import PAYLOADS, Kind
 from bench.loadgen.modes import DeliveriesMode, IdsMode
 from bench.loadgen.process import http_address
 from bench.loadgen.publisher import Publisher
@@ -44,6 +44,9 @@ class RunConfig:
     rate: float | None = None
     """Events per second; None publishes as fast as the server answers."""
     http10: bool = False
+    payload: str = "plain"
+    """What the publisher POSTs (`kinds.PAYLOADS`): the event, or `stats`, the event with
+    statistics as large as a pushsvc update's (for a peer)."""
     quickack: bool = False
     """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
     connect_timeout: float = 60.0
@@ -153,7 +156,12 @@ class Run:
             return
         host, port, path = http_address(config.publish_url)
         publisher = Publisher(
-            host, port, path, config.kind.publish_statuses, quickack=config.quickack
+            host,
+            port,
+            path,
+            config.kind.publish_statuses,
+            quickack=config.quickack,
+            body=PAYLOADS[config.payload],
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.publish_deadline()
