@@ -1,4 +1,5 @@
-"""The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0.
+"""The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0
+and nginx + nchan.
 
 For each (server, N subscribers, rate R, client C) it starts the server (and a redis-server
 of its own on a free port where needed), runs the load generator (bench/loadgen, its own
@@ -7,7 +8,8 @@ events at R/s (or `max`), and reports one row: subscribers connected, deliveries
 expected/received, missing, duplicates, out-of-order, deliveries/s, publish-to-receive
 latency p50/p90/p99/max, server CPU per delivery (user + system CPU of the server's
 processes from /proc, from the first publish to the end of the drain, ÷ deliveries; Redis's
-own CPU beside it), server RSS per connection, Redis connections.
+own CPU beside it, and the load generator's: what the same client spends per delivery),
+server RSS per connection, Redis connections.
 
 The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied)
 or `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
@@ -23,7 +25,10 @@ pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --j
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
 once and in order; it never judges timings. Every scenario has deadlines, so every run
 ends by itself. Flask-SSE is installed from PyPI into .bench-venvs/flask-sse on first use;
-when that fails its rows are "skipped", not failed.
+when that fails its rows are "skipped", not failed. `nchan` (`nchan-W`: W nginx workers) is
+the system's nginx with nchan (Debian: nginx, libnginx-mod-nchan; bench/peers/nchan.conf);
+without them its rows are "skipped" too. Its CPU per delivery counts the master and every
+worker.
 """
 
 from __future__ import annotations
@@ -41,16 +46,18 @@ from bench.common import Report
 from bench.common import parser as common_parser
 from bench.loadgen.process import raise_fd_limit
 from bench.servers import (
+    Nchan,
     ServerUnderTest,
     ensure_flask_sse_venv,
     flask_sse_versions,
     make_deployment,
+    nginx_version,
     use_pushsvc_src,
 )
 from pushsvc.core.lists import comma_list
 from support.procfs import cpu_seconds, rss_kb
 
-ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse")
+ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse", "nchan")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
 CLIENT_MODES = {"count": "deliveries", "json": "json"}
 """--client → the load generator's --mode (loadgen/modes.py)."""
@@ -119,6 +126,10 @@ def scenario(
         except RuntimeError as exc:
             return {**row, "status": "skipped", "reason": f"no Flask-SSE venv: {exc}"}
         row["versions"] = flask_sse_versions()
+    if isinstance(deployment, Nchan):
+        if (why := Nchan.missing()) is not None:
+            return {**row, "status": "skipped", "reason": why}
+        row["versions"] = nginx_version()
     row["processes"] = deployment.workers
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
@@ -130,6 +141,7 @@ def scenario(
             CLIENT_MODES[client], streams, subscribers, events, timeouts,
             "--wait-go", "--hold", "--kind", deployment.kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
+            *(["--payload", args.peer_payload] if deployment.kind != "pushsvc" else []),
             *([] if args.no_quickack else ["--quickack"]),
         )  # fmt: skip
         opened = child.record(timeout=connect_timeout + 30)
@@ -141,11 +153,14 @@ def scenario(
         watch = RedisWatch(deployment)
         server_pids = deployment.pids()
         redis_pids = [deployment.redis.pid] if deployment.redis and deployment.redis.pid else []
+        client_pids = [child.proc.pid]
         cpu_before, redis_before = _cpu(server_pids), _cpu(redis_pids)
+        client_before = _cpu(client_pids)
         child.tell(b"go")
         result = child.record(phase="drained", timeout=publish_timeout + args.drain_timeout + 60)
         server_cpu = _cpu_spent(cpu_before, server_pids)
         redis_cpu = _cpu_spent(redis_before, redis_pids)
+        client_cpu = _cpu_spent(client_before, client_pids)
         redis_peak = watch.stop()
         # Only now may the subscribers leave: a server ends a stream as soon as its client
         # goes, and N streams ending is not part of delivering to them.
@@ -158,6 +173,11 @@ def scenario(
             "cpu_us_per_delivery": round(1e6 * server_cpu / delivered, 2) if delivered else None,
             "redis_cpu_us_per_delivery": (
                 round(1e6 * redis_cpu / delivered, 2) if delivered and redis_pids else None
+            ),
+            # The load generator's own CPU (publisher and subscribers): a server whose updates
+            # cost the client more to parse waits longer in the client's queue.
+            "client_cpu_us_per_delivery": (
+                round(1e6 * client_cpu / delivered, 2) if delivered else None
             ),
             "bytes_per_delivery": round(result["bytes"] / delivered) if delivered else None,
             "idle_connections": idle_connections,
@@ -196,6 +216,7 @@ COLUMNS = (
     ("p50ms", 8, lambda r: r["latency_ms"]["p50"]), ("p90ms", 8, lambda r: r["latency_ms"]["p90"]),
     ("p99ms", 8, lambda r: r["latency_ms"]["p99"]), ("maxms", 8, lambda r: r["latency_ms"]["max"]),
     ("µs/dlv", 7, "cpu_us_per_delivery"), ("redis µs", 9, "redis_cpu_us_per_delivery"),
+    ("cli µs", 7, "client_cpu_us_per_delivery"),
     ("B/dlv", 6, "bytes_per_delivery"), ("KB/conn", 8, "rss_per_connection_kb"),
     ("redis", 11, lambda r: f"{r['redis_clients_idle']}/{r['redis_clients_peak']}"
      if r["redis_clients_idle"] is not None else None),
@@ -213,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--servers", type=comma_list, default=None,
         help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
-        "pushsvc-redis-W, pushsvc-workers-W and flask-sse-W for W workers")  # fmt: skip
+        "pushsvc-redis-W, pushsvc-workers-W, flask-sse-W and nchan-W for W workers")  # fmt: skip
     add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
     add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
     add("--events", "-m", type=int, default=None, help="events per scenario")
@@ -232,6 +253,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="run pushsvc from this src/ directory (compare two trees in one session)",
     )
+    add("--peer-payload", choices=("plain", "stats"), default="plain",
+        help="what peers (Flask-SSE, nchan) are sent: the event (default), or the event "
+        "with three windows of statistics, as large as a pushsvc update, so that the "
+        "same client does as much per delivery for every server")  # fmt: skip
     add("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     add("--no-quickack", action="store_true",
         help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip

@@ -1,4 +1,5 @@
-"""The servers under test, started and stopped by the benchmarks: pushsvc and Flask-SSE.
+"""The servers under test, started and stopped by the benchmarks: pushsvc, Flask-SSE and
+nginx + nchan.
 
 Each deployment starts its own redis-server on a free port where it needs one
 (never the machine's 6379), and reports what the benchmark measures about it:
@@ -7,13 +8,18 @@ its processes (for RSS), its Redis connections, and how many subscribers it has.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +38,9 @@ FLASK_SSE_VENV = VENVS / "flask-sse"
 # gunicorn 27.0.1's gevent worker imports `packaging` without declaring it.
 FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis", "packaging")
 TOPIC = "bench"
+NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+"""Debian's libnginx-mod-nchan; a build with nchan compiled in needs no load_module."""
 
 
 # Every subscriber of a benchmark connects from 127.0.0.1: the per-address stream limit
@@ -311,14 +320,126 @@ class FlaskSSE(ServerUnderTest):
         return int(self._redis_client.pubsub_numsub("sse")[0][1])
 
 
+def nginx_version() -> dict[str, str]:
+    """nginx's and nchan's versions (for the report): `nginx -v`, the module's Debian package."""
+    versions = {}
+    if NGINX is not None:
+        text = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr
+        versions["nginx"] = text.strip().rpartition("/")[2]
+    with contextlib.suppress(OSError):
+        package = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if package.returncode == 0:
+            versions["libnginx-mod-nchan"] = package.stdout.strip()
+    return versions
+
+
+class Nchan(ServerUnderTest):
+    """nginx with nchan (bench/peers/nchan.conf): `worker_processes W`, a publisher location and
+    an EventSource subscriber location, on a free port, as a non-daemon child with a prefix
+    directory of its own. Its CPU is the master's and every worker's."""
+
+    kind = "nchan"
+
+    def __init__(self, workers: int, connections: int) -> None:
+        super().__init__()
+        self.workers = workers
+        self.name = "nchan" if workers == 1 else f"nchan-{workers}"
+        self.connections = connections
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why nginx + nchan cannot run here, or None."""
+        if NGINX is None:
+            return "no nginx binary"
+        if not NCHAN_MODULE.is_file():
+            built_in = subprocess.run([NGINX, "-V"], capture_output=True, text=True).stderr
+            if "nchan" not in built_in:
+                return f"no nchan module ({NCHAN_MODULE} missing: apt install libnginx-mod-nchan)"
+        return None
+
+    def render(self, prefix: Path) -> str:
+        module = f"load_module {NCHAN_MODULE};" if NCHAN_MODULE.is_file() else ""
+        # As root, workers would run as `nobody`, who cannot enter our private temp dir.
+        values = {
+            "MODULE": module,
+            "USER": "user root;" if os.geteuid() == 0 else "",
+            "WORKERS": str(self.workers),
+            "CONNECTIONS": str(self.connections),
+            "NOFILE": str(2 * self.connections + 100),
+            "PREFIX": str(prefix),
+            "PORT": str(self.port),
+        }
+        conf = (REPO / "bench" / "peers" / "nchan.conf").read_text()
+        for name, value in values.items():
+            conf = conf.replace(f"@{name}@", value)
+        return conf
+
+    def start(self, timeout: float = 30) -> None:
+        why = self.missing()
+        if why is not None:
+            raise RuntimeError(why)
+        assert NGINX is not None
+        self.port = free_port()
+        prefix = Path(tempfile.mkdtemp(prefix="bench-nchan-"))
+        self._prefix = prefix
+        (prefix / "nginx.conf").write_text(self.render(prefix))
+        log = prefix / "error.log"
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(log),
+             "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while len(children(self.proc.pid)) < self.workers or self.subscribed() is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace") if log.exists() else ""
+                self.stop()
+                raise RuntimeError(f"nginx did not start:\n{text[-2000:]}")
+            time.sleep(0.05)  # no event to wait on: poll the port
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc, 15)  # fast shutdown: open streams are cut
+            self.proc = None
+            shutil.rmtree(self._prefix, ignore_errors=True)
+        super().stop()
+
+    def bases(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.port}"]
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def subscribed(self) -> int | None:
+        """The channel's subscribers, from nchan's channel info (None while nginx is not up)."""
+        request = urllib.request.Request(self.publish_url(), headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(json.loads(response.read())["subscribers"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # nchan has no such channel until someone subscribes
+                return 0
+            raise RuntimeError(f"nchan channel info: {exc}") from None
+        except OSError:
+            return None
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"nchan channel info: {exc}") from None
+
+
 def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
-    """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker) or
-    `flask-sse-W`."""
+    """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker),
+    `flask-sse-W`, `nchan` (one nginx worker) or `nchan-W`."""
     if name == "pushsvc-memory":
         return PushsvcServe()
     if name.startswith("pushsvc-workers-") and name.rpartition("-")[2].isdigit():
         return PushsvcServe(int(name.rpartition("-")[2]))
-    match = re.fullmatch(r"(pushsvc-redis|flask-sse)(?:-(\d+))?", name)
+    match = re.fullmatch(r"(pushsvc-redis|flask-sse|nchan)(?:-(\d+))?", name)
     if match is None or (match[1] == "pushsvc-redis" and match[2] is None):
         raise ValueError(f"unknown server {name!r}")
     workers = int(match[2] or 1)
@@ -326,6 +447,8 @@ def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
         raise ValueError(f"{name!r}: at least one worker")
     if match[1] == "pushsvc-redis":
         return PushsvcRedis(workers)
+    if match[1] == "nchan":
+        return Nchan(workers, connections=max(1024, subscribers + 100))
     # Gunicorn's default of 1000 deadlocks publishing once streams hold every slot;
     # the benchmark asks for 2000, and one worker may end up holding every subscriber.
     return FlaskSSE(workers, worker_connections=max(2000, subscribers + 100))

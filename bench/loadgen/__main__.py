@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from bench.loadgen.kinds import KINDS
+from bench.loadgen.kinds import KINDS, PAYLOADS
 from bench.loadgen.process import emit, raise_fd_limit, run
 from bench.loadgen.run import RunConfig, execute
 
@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reference", type=int, default=1, dest="references",
         help="ids: how many subscribers also check event values (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--payload", choices=sorted(PAYLOADS), default="plain",
+        help="plain: the event; stats: the event and three windows of statistics, as large "
+        "as a pushsvc update (to publish to a peer)",
     )  # fmt: skip
     parser.add_argument("--rate", "-r", type=_rate, default=None, help="events/s, or max")
     parser.add_argument(

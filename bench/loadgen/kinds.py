@@ -1,6 +1,6 @@
 """What differs between the servers under test: the published body and the delivered message.
 
-Both kinds publish `{"value": i, "tags": {"sent": "<time.time() repr>"}}` and read `i`
+Every kind publishes `{"value": i, "tags": {"sent": "<time.time() repr>"}}` and reads `i`
 and `sent` back from each delivery:
 
 * `pushsvc` — deliveries are `event: stats` updates whose data holds the event under
@@ -9,6 +9,9 @@ and `sent` back from each delivery:
 * `flask-sse` — deliveries are unnamed `data:` messages holding exactly what was published;
   the server sends nothing until the first message, so readiness is checked elsewhere
   (Redis `PUBSUB NUMSUB`, by bench/fanout.py).
+* `nchan` — the same unnamed `data:` messages (each with an `id:`), after a `: hi` comment;
+  readiness is checked elsewhere (nchan's channel info, by bench/fanout.py). Its publisher
+  answers 201 when the channel has subscribers, 202 when it has none.
 """
 
 from __future__ import annotations
@@ -51,6 +54,29 @@ def publish_body(value: int, sent: float) -> bytes:
     return b'{"value":%d,"tags":{"sent":"%s"}}' % (value, repr(sent).encode())
 
 
+def stats_body(value: int, sent: float) -> bytes:
+    """The event plus what a pushsvc update carries besides it: three windows of eleven
+    statistics (`--payload stats`, for a peer). The same client then parses and reads as much
+    per delivery from every server, so that what a peer's latency shows is the server's."""
+    n = value + 1
+    total = n * (n - 1) / 2
+    mean = total / n
+    var = (n * n - 1) / 12 if n > 1 else None
+    stats = {
+        "count": n, "sum": total * 1.000001, "mean": mean / 3, "min": 0.0,
+        "max": float(value), "var": var, "stddev": None if var is None else var**0.5,
+        "p50": mean * 0.999, "p90": value * 0.9001, "p99": value * 0.99001,
+    }  # fmt: skip
+    windows = {window: dict(stats) for window in ("10s", "1m", "5m")}
+    return orjson.dumps(
+        {"value": value, "ts": sent, "tags": {"sent": repr(sent)}, "windows": windows}
+    )
+
+
+PAYLOADS: dict[str, Callable[[int, float], bytes]] = {"plain": publish_body, "stats": stats_body}
+"""`--payload`: what the publisher POSTs."""
+
+
 def _delivery(payload: object) -> tuple[float, float]:
     try:
         return payload["value"], float(payload["tags"]["sent"])  # type: ignore[index]
@@ -68,7 +94,8 @@ def decode_pushsvc(message: Message, loads: Loads = orjson.loads) -> Decoded:
     raise ProtocolError(f"unexpected event type {message.event!r}")
 
 
-def decode_flask_sse(message: Message, loads: Loads = orjson.loads) -> Decoded:
+def decode_unnamed(message: Message, loads: Loads = orjson.loads) -> Decoded:
+    """Flask-SSE and nchan: every unnamed message is a delivery of what was published."""
     if message.event == "message":
         return _delivery(loads(message.data))
     raise ProtocolError(f"unexpected event type {message.event!r}")
@@ -80,10 +107,12 @@ class Kind:
     decode: Callable[[Message, Loads], Decoded]
     ready_on_snapshot: bool
     """True: a subscriber is ready at READY; False: once its request is written."""
-    publish_status: int
+    publish_statuses: frozenset[int]
+    """The statuses of an accepted publish."""
 
 
 KINDS = {
-    "pushsvc": Kind("pushsvc", decode_pushsvc, ready_on_snapshot=True, publish_status=202),
-    "flask-sse": Kind("flask-sse", decode_flask_sse, ready_on_snapshot=False, publish_status=202),
+    "pushsvc": Kind("pushsvc", decode_pushsvc, True, frozenset({202})),
+    "flask-sse": Kind("flask-sse", decode_unnamed, False, frozenset({202})),
+    "nchan": Kind("nchan", decode_unnamed, False, frozenset({201, 202})),
 }

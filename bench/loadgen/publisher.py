@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable, Collection
 
 from bench.loadgen.dechunk import Dechunker
 from bench.loadgen.http1 import ProtocolError, parse_head
@@ -20,9 +21,18 @@ from bench.posting import Published
 
 class Publisher:
     def __init__(
-        self, host: str, port: int, path: str, ok_status: int, *, quickack: bool = False
+        self,
+        host: str,
+        port: int,
+        path: str,
+        ok_status: int | Collection[int],
+        *,
+        quickack: bool = False,
+        body: Callable[[int, float], bytes] = publish_body,
     ) -> None:
-        self._host, self._port, self._path, self._ok = host, port, path, ok_status
+        self._host, self._port, self._path = host, port, path
+        self._body = body
+        self._ok = frozenset({ok_status} if isinstance(ok_status, int) else ok_status)
         self._quickack = quickack
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -50,7 +60,7 @@ class Publisher:
                     result.errors[key] = result.errors.get(key, 0) + 1
                     await self.disconnect()
                     continue
-                if status == self._ok:
+                if status in self._ok:
                     result.accepted += 1
                     result.last_accepted = time.time()
                 else:
@@ -60,7 +70,7 @@ class Publisher:
         return result
 
     async def _post(self, value: int) -> int:
-        return await self.post(self._path, publish_body(value, time.time()))
+        return await self.post(self._path, self._body(value, time.time()))
 
     async def post(self, path: str, body: bytes) -> int:
         """POST a JSON `body` to `path` on the keep-alive connection; the response's status.

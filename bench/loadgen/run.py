@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.loadgen.kinds import Kind
+from bench.loadgen.kinds import PAYLOADS, Kind
 from bench.loadgen.modes import DeliveriesMode, IdsMode
 from bench.loadgen.process import http_address
 from bench.loadgen.publisher import Publisher
@@ -48,6 +48,9 @@ class RunConfig:
     """The local address the streams connect from (None: the kernel's choice). Each source
     address has its own ~28,000 ephemeral ports towards one server port, so that a machine's
     100,000 streams come from several 127.0.0.x."""
+    payload: str = "plain"
+    """What the publisher POSTs (`kinds.PAYLOADS`): the event, or `stats`, the event with
+    statistics as large as a pushsvc update's (for a peer)."""
     quickack: bool = False
     """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
     connect_timeout: float = 60.0
@@ -160,7 +163,12 @@ class Run:
             return
         host, port, path = http_address(config.publish_url)
         publisher = Publisher(
-            host, port, path, config.kind.publish_status, quickack=config.quickack
+            host,
+            port,
+            path,
+            config.kind.publish_statuses,
+            quickack=config.quickack,
+            body=PAYLOADS[config.payload],
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.publish_deadline()

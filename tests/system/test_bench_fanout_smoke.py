@@ -49,3 +49,29 @@ def test_fanout_smoke_json_parsing_client() -> None:
     assert [(r["client"], r["status"], r["received"], r["missing"]) for r in rows] == [
         ("json", "ok", 400, 0)
     ]
+
+
+@pytest.mark.parametrize("payload", ["plain", "stats"])
+def test_fanout_smoke_nchan_peer(payload: str) -> None:
+    """nginx + nchan as a peer: the load generator publishes to nchan's publisher location and
+    reads its EventSource frames as it reads the others', every delivery exactly once, in
+    order, and the server's CPU (nginx's master and workers) is reported. With
+    `--peer-payload stats` the peer carries (and the client parses) a document as large as a
+    pushsvc update."""
+    rows = _smoke("nchan", "--client", "count,json", "--rate", "max", "--peer-payload", payload)
+    if any(r["status"] == "skipped" for r in rows):
+        pytest.skip(str(rows[0]["reason"]))
+    assert [(r["server"], r["client"], r["status"]) for r in rows] == [
+        ("nchan", "count", "ok"), ("nchan", "json", "ok"),
+    ]  # fmt: skip
+    for row in rows:
+        assert (row["connected"], row["published"], row["received"]) == (20, 20, 400)
+        assert (row["missing"], row["duplicates"], row["out_of_order"], row["unexpected"]) == (
+            0, 0, 0, 0,
+        )  # fmt: skip
+        assert row["stream_errors"] == {} and row["publish_errors"] == {}
+        versions = row["versions"]
+        assert isinstance(versions, dict) and versions["nginx"]
+        size = row["bytes_per_delivery"]
+        assert isinstance(size, int) and (size > 500 if payload == "stats" else size < 150)
+        assert isinstance(row["server_cpu_s"], float)
