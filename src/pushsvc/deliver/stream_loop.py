@@ -45,7 +45,7 @@ from pushsvc.deliver import peer_watch, subscription
 from pushsvc.deliver.histogram import Histogram
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.stream_socket import StreamSocket
+from pushsvc.deliver.stream_socket import StreamSocket, let_go_of_request
 from pushsvc.deliver.stream_writes import OwnSocket, Paced, WriteStrategy, YieldToServer
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,12 @@ def events(
         watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
         yield primed.head(request.projection)
         # Once the head is out: only then does pywsgi lend its socket (`StreamSocket.of`).
+        strategy = _strategy(client, request, environ, primed.live_cursor)
+        # Everything is read from the request: the server may free it (the environ empties).
+        let_go_of_request(environ)
         yield from loop(
             client,
-            _strategy(client, request, environ, primed.live_cursor),
+            strategy,
             heartbeat_s=request.heartbeat_s,
             expires_at=request.expires_at,
             latency=hub.delivery_latency,
@@ -110,6 +113,34 @@ def events(
         if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
             log.info("stream ended: %s", client.closed_reason)
         primed.close()
+
+
+class StreamBody:
+    """A stream's WSGI response body: iterating it is iterating `events` itself, and closing
+    it closes them and then calls `on_close` (once, whether or not the stream ever ran).
+
+    Given to Werkzeug with `direct_passthrough`, it goes to the WSGI server as it is: the
+    server's loop resumes the stream's generator directly, not through Werkzeug's closing
+    iterator and its encoding generator, two frames fewer on the C stack that a stream's
+    greenlet saves each time it parks (~1.5 KB of an idle stream)."""
+
+    __slots__ = ("_events", "_on_close")
+
+    def __init__(self, events: Iterator[bytes], on_close: Callable[[], None]) -> None:
+        self._events = events
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is None:
+            return
+        try:
+            self._events.close()  # type: ignore[attr-defined]
+        finally:
+            on_close()
 
 
 def _strategy(

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pushsvc.gevent_private import handed_over, os_socket
+from pushsvc.gevent_private import ENVIRON_KEY, handed_over, os_socket
 
 _CRLF = b"\r\n"
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
@@ -93,3 +93,13 @@ class StreamSocket:
 
     def send_rest(self, rest: memoryview) -> None:
         self._gevent_socket.sendall(rest)
+
+
+def let_go_of_request(environ: Mapping[str, object]) -> None:
+    """Once a stream's head is out and its strategy chosen: let the server free what it holds
+    of the request for the stream's lifetime (`pushsvc.server.StreamingHandler.
+    let_go_of_request`: the read buffer, the environ). The environ is empty afterwards.
+    Nothing happens under another server."""
+    let_go = getattr(environ.get(ENVIRON_KEY), "let_go_of_request", None)
+    if let_go is not None:
+        let_go()
