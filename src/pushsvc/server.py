@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import _socket
 import errno
 import io
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
@@ -124,6 +126,10 @@ _NO_READER.close()
 let_go_of_request`): closed, so nothing reads from it by mistake; one for every connection."""
 
 
+def _nothing() -> None:
+    return
+
+
 class StreamingHandler(HeadTimeoutHandler):
     """Also lends itself to the app through the environ so that a stream can write its own
     socket once the head is out (`pushsvc.deliver.stream_socket`; plain TCP only), notice its
@@ -134,6 +140,30 @@ class StreamingHandler(HeadTimeoutHandler):
         environ: dict[str, object] = super().get_environ()
         environ[ENVIRON_KEY] = self
         return environ
+
+    def hand_over(self) -> tuple[_socket.socket, bool, Callable[[], None]] | None:
+        """Give a stream its connection once the response head is out (plain TCP only): the
+        stream writes and closes it from here, with no greenlet (`pushsvc.deliver.
+        parked_stream`). Returns the OS socket, whether the response is chunked and what to
+        call once the stream has closed it (the connection stays counted in
+        `pushsvc_greenlets` until then, as it was while its greenlet served it); the response
+        then ends with nothing more written (no last chunk: the stream writes its own) and
+        pywsgi closes nothing. None where it cannot be had (TLS, no head yet)."""
+        sock = self.socket
+        if sock is None or not self.headers_sent or getattr(sock, "_sslobj", None) is not None:
+            return None
+        chunked = bool(self.response_use_chunked)
+        # `detach` (a socket's public API) also drops gevent's watchers of the descriptor:
+        # the descriptor itself stays open, now the stream's.
+        raw = _socket.socket(fileno=sock.detach())  # the OS socket: not gevent's
+        raw.setblocking(False)
+        self.socket = None  # type: ignore[assignment]  # pywsgi's end of a connection (and the server's close) skip it
+        self.response_use_chunked = False
+        self.close_connection = True
+        if self.greenlets is None:
+            return raw, chunked, _nothing
+        self.greenlets.inc()
+        return raw, chunked, self.greenlets.dec
 
     def let_go_of_request(self) -> bool:
         """Free what a long response no longer needs of its request: the connection's read

@@ -80,9 +80,8 @@ def _stream(selectors: Sequence[str]) -> Response:
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     release = rt.stream_slots.acquire(request.remote_addr or "")
-    events = stream_loop.events(rt.broker, rt.hub, rt.feed, asked, request.environ)
-    # `release` is called when the server closes the body, whether or not the stream ran.
-    body = stream_loop.StreamBody(events, release)
+    # `release` is called when the stream is over, whether or not it ever ran.
+    body = stream_loop.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
     return Response(body, headers=HEADERS, direct_passthrough=True)
 
 
