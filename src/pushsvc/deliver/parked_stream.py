@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import _socket
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +65,7 @@ class ParkedStream:
 
     __slots__ = (
         "_client",
+        "_context",
         "_direct_way",
         "_expires_at",
         "_heartbeat_s",
@@ -100,6 +102,9 @@ class ParkedStream:
         self._expires_at = expires_at
         self._latency = latency
         self._on_end: Callable[[], None] | None = on_end
+        # The request's context (its request id, for the log lines of its end): the loop's
+        # callbacks run in the hub's.
+        self._context = contextvars.copy_context()
         self._pending: memoryview | None = None
         """Bytes of a write that waits for the socket (a turn writes nothing else first)."""
         self._writable: Any = None
@@ -136,7 +141,7 @@ class ParkedStream:
             elif self._pending is None:  # else the socket is full: its watcher goes on
                 self._write_what_waits()
         except Exception:
-            log.exception("a stream's turn failed")
+            self._context.run(log.exception, "a stream's turn failed")
             client.close(StreamExit.ERROR)
             self._end()
 
@@ -266,6 +271,6 @@ class ParkedStream:
             with contextlib.suppress(OSError):
                 self._sink.try_send_bytes(_LAST_CHUNK)
         if reason not in _QUIET:
-            log.info("stream ended: %s", reason)
+            self._context.run(log.info, "stream ended: %s", reason)
         self._sock.close()
         on_end()
