@@ -2,8 +2,10 @@
 
 For each server tree (`--pushsvc-src`, repeatable; this tree's by default), in turn, `--rounds`
 times: start `pushsvc serve --tick 0 --heartbeat 600s` (no heartbeat falls due: idle means
-nothing is written), open N streams of one topic on raw sockets, each read up to its snapshot,
-and wait until the server counts them all (`pushsvc_subscribers`). Then, after 2 s to settle:
+nothing is written) — with `--redis`, `pushsvc web` on a redis-server of its own instead,
+the web process alone measured — open N streams of one topic on raw sockets, each read up to
+its snapshot, and wait until the server counts them all (`pushsvc_subscribers`). Then, after
+2 s to settle:
 
 * idle CPU: the server's user + system CPU seconds (/proc/PID/stat) over `--idle` seconds in
   which nothing is published, read or written, per stream and second; its RSS and RSS per
@@ -13,7 +15,7 @@ and wait until the server counts them all (`pushsvc_subscribers`). Then, after 2
   or `-` when streams are still held after `--release-timeout` (their count in `left`).
 
     python -m bench.idle_streams --streams 10000 --idle 30 --rounds 3 \\
-        --pushsvc-src /path/to/before/src --pushsvc-src src
+        --pushsvc-src /path/to/before/src --pushsvc-src src [--redis]
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Report, metric, parser
+from bench.common import Column, Report, metric, parser
 from bench.common import machine as describe_machine
 from support.live import PushsvcProcess
 from support.procfs import cpu_seconds, rss_kb
 from support.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
+from support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "idle"
 SETTLE_S = 2.0
 
-COLUMNS = [
+COLUMNS: list[Column] = [
     ("src", 28, lambda row: row["src"][-28:]),
     ("round", 5, "round"),
     ("streams", 7, "streams"),
@@ -61,7 +64,18 @@ def run(src: str, round_: int, args: Any) -> dict[str, object]:
         "PUSHSVC_MAX_STREAMS": str(args.streams + 100),
         "PUSHSVC_LOG_FORMAT": "text",
     }
-    proc = PushsvcProcess("serve", "--tick", "0", "--heartbeat", "600s", env=env).start()
+    redis = RedisServer().start() if args.redis else None
+    command: tuple[str, ...]
+    if redis is not None:
+        command = ("web", "--redis-url", redis.url, "--prefix", f"idle{round_}")
+    else:
+        command = ("serve", "--tick", "0")
+    try:
+        proc = PushsvcProcess(*command, "--heartbeat", "600s", env=env).start()
+    except BaseException:
+        if redis is not None:
+            redis.stop()
+        raise
     streams = []
     try:
         rss_before = rss_kb([proc.pid])
@@ -102,6 +116,8 @@ def run(src: str, round_: int, args: Any) -> dict[str, object]:
         for sock in streams:
             sock.close()
         proc.stop(30)
+        if redis is not None:
+            redis.stop()
     return row
 
 
@@ -111,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--idle", type=float, default=30.0, help="seconds of idleness measured")
     cli.add_argument("--rounds", type=int, default=1)
     cli.add_argument("--release-timeout", type=float, default=10.0)
+    cli.add_argument(
+        "--redis", action="store_true",
+        help="`pushsvc web` on a redis-server of its own (default: `pushsvc serve`, embedded)",
+    )  # fmt: skip
     cli.add_argument(
         "--pushsvc-src", action="append", default=[],
         help="a tree's src/ to run pushsvc from (repeat: they take turns within each round)",

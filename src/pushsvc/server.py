@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import _socket
 import errno
+import io
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
@@ -117,15 +120,72 @@ class HeadTimeoutHandler(PywsgiHandler):
             self._head_deadline = None
 
 
+_NO_READER = io.BytesIO()
+_NO_READER.close()
+"""What a connection reads from once its stream has let go of the request (`StreamingHandler.
+let_go_of_request`): closed, so nothing reads from it by mistake; one for every connection."""
+
+
+def _nothing() -> None:
+    return
+
+
 class StreamingHandler(HeadTimeoutHandler):
     """Also lends itself to the app through the environ so that a stream can write its own
-    socket once the head is out (`pushsvc.deliver.stream_socket`; plain TCP only) and notice its
-    client leaving (`pushsvc.deliver.peer_watch`; TLS too)."""
+    socket once the head is out (`pushsvc.deliver.stream_socket`; plain TCP only), notice its
+    client leaving (`pushsvc.deliver.peer_watch`; TLS too) and let go of its request once
+    it runs (`let_go_of_request`)."""
 
     def get_environ(self) -> dict[str, object]:
         environ: dict[str, object] = super().get_environ()
         environ[ENVIRON_KEY] = self
         return environ
+
+    def hand_over(self) -> tuple[_socket.socket, bool, Callable[[], None]] | None:
+        """Give a stream its connection once the response head is out (plain TCP only): the
+        stream writes and closes it from here, with no greenlet (`pushsvc.deliver.
+        parked_stream`). Returns the OS socket, whether the response is chunked and what to
+        call once the stream has closed it (the connection stays counted in
+        `pushsvc_greenlets` until then, as it was while its greenlet served it); the response
+        then ends with nothing more written (no last chunk: the stream writes its own) and
+        pywsgi closes nothing. None where it cannot be had (TLS, no head yet)."""
+        sock = self.socket
+        if sock is None or not self.headers_sent or getattr(sock, "_sslobj", None) is not None:
+            return None
+        chunked = bool(self.response_use_chunked)
+        # `detach` (a socket's public API) also drops gevent's watchers of the descriptor:
+        # the descriptor itself stays open, now the stream's.
+        raw = _socket.socket(fileno=sock.detach())  # the OS socket: not gevent's
+        raw.setblocking(False)
+        self.socket = None  # type: ignore[assignment]  # pywsgi's end of a connection (and the server's close) skip it
+        self.response_use_chunked = False
+        self.close_connection = True
+        if self.greenlets is None:
+            return raw, chunked, _nothing
+        self.greenlets.inc()
+        return raw, chunked, self.greenlets.dec
+
+    def let_go_of_request(self) -> bool:
+        """Free what a long response no longer needs of its request: the connection's read
+        buffer (8 KB allocated whole when the request line came in: a third of what an idle
+        stream held), the WSGI environ with the Werkzeug request it carries, and both heads. The
+        connection then closes when the response ends, instead of reading a next request.
+        A request with a body keeps both (its unread rest is discarded after the response).
+        False when nothing was freed."""
+        wsgi_input = self.wsgi_input
+        if wsgi_input is None or wsgi_input.content_length or wsgi_input.chunked_input:
+            return False
+        # Anything a client sent after its request (EventSources send nothing) would be lost
+        # with the buffer: the connection ends with the response, unread bytes and all.
+        self.close_connection = True
+        self.rfile = wsgi_input.rfile = _NO_READER  # type: ignore[assignment]
+        # pywsgi reads nothing more of the environ once the response runs (access logging
+        # is off: `log_request`); the app holds what it read of it (`StreamRequest`).
+        if self.environ is not None:
+            self.environ.clear()
+        # The request's headers and the response's, already sent: read by nothing from here.
+        self.headers = self.response_headers = None  # type: ignore[assignment]
+        return True
 
 
 def handler_for(settings: Settings, *, greenlets: Gauge | None = None) -> type[HeadTimeoutHandler]:

@@ -37,10 +37,18 @@ def open_stream(port: int, path: str, timeout: float = 10) -> socket.socket:
     return open_streams(port, path, 1, timeout=timeout)[0]
 
 
-def open_streams(port: int, path: str, count: int, timeout: float = 60) -> list[socket.socket]:
+def open_streams(
+    port: int,
+    path: str,
+    count: int,
+    timeout: float = 60,
+    *,
+    bodies: dict[socket.socket, bytes] | None = None,
+) -> list[socket.socket]:
     """`count` streams of `path`, each read up to its first message (non-blocking sockets,
     nothing more read from them). Raises StreamRefused, closing them all, when one is not
-    a stream; TimeoutError when they are not all open by `timeout`."""
+    a stream; TimeoutError when they are not all open by `timeout`. `bodies`, when given,
+    gets each stream's body as read so far (after the response head), to read on from."""
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
     deadline = time.monotonic() + timeout
     selector = selectors.DefaultSelector()
@@ -71,6 +79,8 @@ def open_streams(port: int, path: str, count: int, timeout: float = 60) -> list[
                     selector.unregister(sock)
                     del received[sock]
                     opened.append(sock)
+                    if bodies is not None:
+                        bodies[sock] = body
     except BaseException:
         close_all(opened + list(received))
         raise

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import gevent
 import gevent.event
@@ -102,6 +103,17 @@ class DirectWay:
         return handback, ready
 
 
+class Wakeup(Protocol):
+    """How a subscriber's stream is woken: a gevent Event its greenlet waits on in `take`, or
+    a stream with no greenlet (`pushsvc.deliver.parked_stream`) that schedules its turn."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 @dataclass(eq=False, slots=True)
 class Subscriber:
     """One stream, as the hub sees it. Only the hub gives it runs; only the stream takes them.
@@ -124,7 +136,7 @@ class Subscriber:
     """`direct_way` while the hub may use it: the stream sleeps in `take` with nothing queued
     and no floor. Set by `take` before it sleeps, None after every wake-up; `dispatch` tests
     only this."""
-    wakeup: gevent.event.Event = field(default_factory=gevent.event.Event, repr=False)
+    wakeup: Wakeup = field(default_factory=gevent.event.Event, repr=False)
     closed_reason: StreamExit | None = None
     last_take_us: int = 0
     _writer: gevent.Greenlet[..., object] | None = field(default=None, repr=False)

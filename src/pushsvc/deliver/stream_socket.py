@@ -15,11 +15,12 @@ streams yield their blocks as before. The gevent internals this needs are in
 
 from __future__ import annotations
 
+import _socket
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pushsvc.gevent_private import handed_over, os_socket
+from pushsvc.gevent_private import ENVIRON_KEY, handed_over, os_socket
 
 _CRLF = b"\r\n"
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
@@ -74,7 +75,7 @@ class StreamSocket:
             return None
         return memoryview(b"".join(parts))[sent:]
 
-    def try_send_bytes(self, data: bytes) -> memoryview | None:
+    def try_send_bytes(self, data: bytes | memoryview) -> memoryview | None:
         """Send bytes already framed for this response (`http_chunk` when it is chunked) in
         one `send` that never blocks; the unsent rest as `try_send` returns it."""
         try:
@@ -93,3 +94,30 @@ class StreamSocket:
 
     def send_rest(self, rest: memoryview) -> None:
         self._gevent_socket.sendall(rest)
+
+
+def hand_over(
+    environ: Mapping[str, object],
+) -> tuple[_socket.socket, StreamSocket, Callable[[], None]] | None:
+    """Once a stream's head is out: its connection, handed over by pushsvc's server for the
+    stream to write and close itself (`pushsvc.server.StreamingHandler.hand_over`: plain TCP
+    only), a `StreamSocket` on it, and what to call once it is closed; None where it cannot
+    be had (another server, TLS)."""
+    if handed_over(environ) is None:
+        return None
+    hand = getattr(environ.get(ENVIRON_KEY), "hand_over", None)
+    found = hand() if hand is not None else None
+    if found is None:
+        return None
+    sock, chunked, closed = found
+    return sock, StreamSocket(sock, chunked=chunked), closed
+
+
+def let_go_of_request(environ: Mapping[str, object]) -> None:
+    """Once a stream's head is out and its strategy chosen: let the server free what it holds
+    of the request for the stream's lifetime (`pushsvc.server.StreamingHandler.
+    let_go_of_request`: the read buffer, the environ). The environ is empty afterwards.
+    Nothing happens under another server."""
+    let_go = getattr(environ.get(ENVIRON_KEY), "let_go_of_request", None)
+    if let_go is not None:
+        let_go()

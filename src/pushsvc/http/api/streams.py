@@ -80,11 +80,9 @@ def _stream(selectors: Sequence[str]) -> Response:
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     release = rt.stream_slots.acquire(request.remote_addr or "")
-    events = stream_loop.events(rt.broker, rt.hub, rt.feed, asked, request.environ)
-    response = Response(events, headers=HEADERS)
-    # Called when the server closes the response, whether or not the generator ever ran.
-    response.call_on_close(release)
-    return response
+    # `release` is called when the stream is over, whether or not it ever ran.
+    body = stream_loop.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
+    return Response(body, headers=HEADERS, direct_passthrough=True)
 
 
 def _refuse_what_named_topics_lack(
