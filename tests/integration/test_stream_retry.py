@@ -15,7 +15,7 @@ def test_each_stream_is_sent_its_own_retry_between_the_setting_and_twice_it(
     for _ in range(40):
         answer = client.get("/topics/orders/stream")
         try:
-            first = next(iter(answer.response))
+            first = next(answer.iter_encoded())
         finally:
             answer.close()
         match = re.fullmatch(rb"retry: (\d+)\n\n", first)
