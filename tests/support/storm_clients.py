@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import http.client
 import selectors
 import socket
 import threading
@@ -241,3 +242,58 @@ class StormClients:
         if refused:
             client.refused += 1
         heapq.heappush(self._due, (time.monotonic() + client.retry_ms / 1000, index))
+
+
+class StormProducer:
+    """Posts one event at a time to each of `topics` in turn (a round), `pause_s` between
+    rounds, over one keep-alive connection, until stopped. Event n of a topic has value n;
+    `acked[topic]`: how many were answered 202 (values 0..acked-1), `refused`: the other
+    answers. A connection that breaks is made again and the event posted again, under the
+    same `Idempotency-Key`: logged once, whether or not the first attempt was."""
+
+    def __init__(self, port: int, topics: Sequence[str], pause_s: float = 0.05) -> None:
+        self.port = port
+        self.topics = list(topics)
+        self.pause_s = pause_s
+        self.acked = dict.fromkeys(self.topics, 0)
+        self.refused: list[tuple[int, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="storm-producer", daemon=True)
+
+    def posted(self) -> int:
+        """Rounds completed: every topic has at least this many events acknowledged."""
+        return min(self.acked.values())
+
+    def start(self) -> StormProducer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            while not self._stop.is_set():
+                for topic in self.topics:
+                    self._post(connection, topic)
+                self._stop.wait(self.pause_s)
+        finally:
+            connection.close()
+
+    def _post(self, connection: http.client.HTTPConnection, topic: str) -> None:
+        value = self.acked[topic]
+        body = b'{"value":%d}' % value
+        headers = {"Content-Type": "application/json", "Idempotency-Key": f"{topic}-{value}"}
+        try:
+            connection.request("POST", f"/topics/{topic}/events", body, headers)
+            answer = connection.getresponse()
+            reply = answer.read()
+        except (OSError, http.client.HTTPException):
+            connection.close()  # made again by the next request
+            return
+        if answer.status == 202:
+            self.acked[topic] += 1
+        else:
+            self.refused.append((answer.status, reply))

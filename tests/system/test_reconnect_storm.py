@@ -11,54 +11,20 @@ must be spread (jittered), not one value for all.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from support.live import PushsvcProcess, metric, post, wait_until
+from support.live import PushsvcProcess, metric, wait_until
 from support.raw_streams import raise_fd_limit
 from support.redis_server import RedisServer
-from support.storm_clients import StormClients
+from support.storm_clients import StormClients, StormProducer
 
 pytestmark = pytest.mark.redis
 
 CLIENTS = 2_000
 TOPICS = [f"storm.{n}" for n in range(20)]
 RETRY_MS = 1_000
-
-
-class Producer:
-    """Posts one event at a time, round-robin over `TOPICS`, value n the topic's n-th, until
-    stopped; `acked[topic]`: how many it got 202 for (values 0..acked-1)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.acked = dict.fromkeys(TOPICS, 0)
-        self.refused: list[tuple[int, object]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for topic in TOPICS:
-                status, body = post(self.port, topic, {"value": self.acked[topic]})
-                if status == 202:
-                    self.acked[topic] += 1
-                else:
-                    self.refused.append((status, body))
-            self._stop.wait(0.05)  # a steady flow, ~20 rounds a second at most
-
-    def posted(self) -> int:
-        return min(self.acked.values())
-
-    def start(self) -> Producer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 @pytest.fixture
@@ -88,7 +54,7 @@ def test_every_client_gets_every_update_once_in_order_across_a_restart_of_its_we
     _, web, other_web = deployment
     port = web.port
     clients = StormClients(port, TOPICS, CLIENTS).start()
-    producer = Producer(other_web.port)
+    producer = StormProducer(other_web.port, TOPICS)
     try:
         wait_until(lambda: clients.count("live") == CLIENTS, 60, 0.05, what="all subscribed")
         assert metric(port, "pushsvc_subscribers") == CLIENTS
