@@ -6,8 +6,9 @@ partition needs them. A stream's replay (`replay_of`) is then decided and sliced
 read alone: its epoch, never-issued and trimmed checks are its own, the entries it gets are
 those after its own id that its matcher takes. One stream's replay reads from its own id; a
 batch of streams reads once from the oldest id among them (`start_of`) and slices each from
-it: each stream gets what a read of its own at that moment would have given it, decoded once
-(the `Update` objects are shared, read-only, by every stream that takes them).
+it: each stream gets what a read of its own at that moment would have given it. An entry is
+decoded into an `Update` when a stream first takes it, once (the object is shared, read-only,
+by every stream that takes it): a read of a partition of many topics decodes only theirs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushsvc.broker.redis.keys import PartitionKeys
-from pushsvc.broker.redis.wire import stream_entries, stream_position
+from pushsvc.broker.redis.wire import StreamEntry, stream_entries, stream_position
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateId
 
@@ -30,19 +31,35 @@ BEGINNING = None
 
 @dataclass(frozen=True, slots=True)
 class PartitionRead:
-    """One atomic read of a partition's history (see the module docstring): `updates` after
-    `start` (None: all kept), in order, with their `positions`; `first_kept`: the topics whose
-    first update of the epoch is among them; `topics`: every topic of the partition (read
-    only when `start` is None)."""
+    """One atomic read of a partition's history (see the module docstring): its entries after
+    `start` (None: all kept), in order, with their `positions` and `entry_topics`;
+    `first_kept`: the topics whose first update of the epoch is among them; `topics`: every
+    topic of the partition (read only when `start` is None)."""
 
     epoch: str | None
     trimmed: Position | None
     newest: Position | None
     start: Position | None
     positions: list[Position]
-    updates: list[Update]
+    entry_topics: list[str]
+    entries: list[StreamEntry]
     first_kept: frozenset[str]
     topics: list[str]
+    decoded: list[Update | None]
+    """Entry i's `Update` once a stream has taken it (see `update`)."""
+
+    def update(self, index: int) -> Update:
+        """Entry `index` as an `Update`, decoded the first time it is asked for."""
+        found = self.decoded[index]
+        if found is None:
+            assert self.epoch is not None, "a history without an epoch replays nothing"
+            stream_id, fields = self.entries[index]
+            update_id = UpdateId.of_stream_id(self.epoch, stream_id)
+            found = Update.numbered(
+                self.entry_topics[index], update_id, int(fields[b"c"]), fields[b"b"]
+            )
+            self.decoded[index] = found
+        return found
 
 
 def start_of(afters: Iterable[UpdateId | None]) -> Position | None:
@@ -71,26 +88,26 @@ def read_partition(client: Any, part: PartitionKeys, start: Position | None) -> 
     newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
     epoch = None if current is None else current.decode()
     positions: list[Position] = []
-    updates: list[Update] = []
+    entry_topics: list[str] = []
     first_kept: set[str] = set()
     for stream_id, fields in entries:
         topic = fields[b"t"].decode()
         if not fields.get(b"p"):
             # An entry that names no previous update (`p`) is its topic's first of the epoch.
             first_kept.add(topic)
-        if epoch is not None:
-            update_id = UpdateId.of_stream_id(epoch, stream_id)
-            positions.append(update_id.position)
-            updates.append(Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"]))
+        positions.append(stream_position(stream_id))
+        entry_topics.append(topic)
     return PartitionRead(
         epoch,
         None if trimmed is None else stream_position(trimmed),
         stream_position(newest[0][0]) if newest else None,
         start,
         positions,
-        updates,
+        entry_topics,
+        entries,
         frozenset(first_kept),
         [t.decode() for t in topics[0]] if topics else [],
+        [None] * len(entries),
     )
 
 
@@ -115,4 +132,5 @@ def replay_of(
         if any(t not in read.first_kept and match(t) for t in read.topics):
             return None  # a matching topic's first update was trimmed
     first = 0 if after is None else bisect_right(read.positions, after.position)
-    return [u for u in read.updates[first:] if match(u.topic)]
+    topics = read.entry_topics
+    return [read.update(i) for i in range(first, len(topics)) if match(topics[i])]
