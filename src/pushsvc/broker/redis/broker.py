@@ -66,7 +66,7 @@ from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
-from pushsvc.broker.redis.replay import read_partition, replay_of, start_of
+from pushsvc.broker.redis.replay import read_partition, read_partitions, replay_of, start_of
 from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.scripts import Script
@@ -570,12 +570,16 @@ class RedisBroker:
         for n, (_, match) in enumerate(asked):
             for index in self._partitions_of(match):
                 by_partition.setdefault(index, []).append(n)
-        for index in sorted(by_partition):
-            readers = by_partition[index]
-            start = start_of(asked[n][0].get(index) for n in readers)
-            with unavailable("replay"):
-                read = read_partition(self._client, self.keys.partition(index), start)
-            for n in readers:
+        order = sorted(by_partition)
+        starts = [(self.keys.partition(i), start_of(asked[n][0].get(i) for n in by_partition[i]))
+                  for i in order]  # fmt: skip
+        with unavailable("replay"):
+            if self.on_cluster:  # a MULTI holds one slot's keys: a partition's
+                reads = [read_partition(self._client, part, start) for part, start in starts]
+            else:  # one round trip for them all
+                reads = read_partitions(self._client, starts)
+        for index, read in zip(order, reads, strict=True):
+            for n in by_partition[index]:
                 after, match = asked[n]
                 replayed = replay_of(read, after.get(index), match)
                 if replayed is None:

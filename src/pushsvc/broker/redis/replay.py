@@ -14,7 +14,7 @@ by every stream that takes it): a read of a partition of many topics decodes onl
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,14 +77,30 @@ def start_of(afters: Iterable[UpdateId | None]) -> Position | None:
 def read_partition(client: Any, part: PartitionKeys, start: Position | None) -> PartitionRead:
     """The partition's history after `start` (exclusive; None: all of it), in one MULTI.
     Redis errors propagate (the caller maps them at the library edge)."""
+    return read_partitions(client, [(part, start)])[0]
+
+
+def read_partitions(
+    client: Any, asked: Sequence[tuple[PartitionKeys, Position | None]]
+) -> list[PartitionRead]:
+    """`read_partition` of each of `asked`, all in one MULTI: one round trip for a batch's
+    partitions on one Redis (not on a Redis Cluster, where a MULTI holds one slot's keys)."""
     with client.pipeline(transaction=True) as pipe:
-        pipe.get(part.epoch)
-        pipe.get(part.trimmed)
-        pipe.xrevrange(part.history, count=1)
-        pipe.xrange(part.history, min="-" if start is None else f"({start[0]}-{start[1]}")
-        if start is None:
-            pipe.hkeys(part.latest)
-        current, trimmed, raw_newest, raw_entries, *topics = pipe.execute()
+        for part, start in asked:
+            pipe.get(part.epoch)
+            pipe.get(part.trimmed)
+            pipe.xrevrange(part.history, count=1)
+            pipe.xrange(part.history, min="-" if start is None else f"({start[0]}-{start[1]}")
+            if start is None:
+                pipe.hkeys(part.latest)
+        replies = iter(pipe.execute())
+    return [_decoded(start, replies) for _, start in asked]
+
+
+def _decoded(start: Position | None, replies: Iterator[Any]) -> PartitionRead:
+    """One partition's read from its replies (four, five when reading from the beginning)."""
+    current, trimmed, raw_newest, raw_entries = (next(replies) for _ in range(4))
+    topics = next(replies) if start is None else []
     newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
     epoch = None if current is None else current.decode()
     positions: list[Position] = []
@@ -106,7 +122,7 @@ def read_partition(client: Any, part: PartitionKeys, start: Position | None) -> 
         entry_topics,
         entries,
         frozenset(first_kept),
-        [t.decode() for t in topics[0]] if topics else [],
+        [t.decode() for t in topics],
         [None] * len(entries),
     )
 
