@@ -88,6 +88,11 @@ class StormClients:
                 return sum(1 for c in self.clients if c.live)
             return sum(int(getattr(c, what)) for c in self.clients)
 
+    def fewer(self, what: str, least: int) -> int:
+        """How many clients have an int field (`connects`, `refused`) below `least`."""
+        with self._lock:
+            return sum(1 for c in self.clients if int(getattr(c, what)) < least)
+
     def behind(self, expected: dict[str, int]) -> int:
         """Clients that have not yet got `expected[topic]` updates."""
         with self._lock:
