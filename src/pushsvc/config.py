@@ -284,6 +284,9 @@ class Settings:
     token_query: bool = setting("false", _flag)
     max_streams_per_ip: int = setting("256", _positive_int)
     max_streams: int = setting("20000", _positive_int)
+    # Streams primed (subscribed, their replay or snapshot read) at once; the others wait their
+    # turn, so that a reconnect storm neither holds thousands of replays nor starves the live.
+    max_priming: int = setting("64", _positive_int)
     publish_rate: float | None = setting("unlimited", _rate)
     max_selectors: int = setting("100", _positive_int)
     trusted_proxies: int = setting("0", _non_negative_int)

@@ -29,6 +29,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.config import Settings
+from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub
 from pushsvc.ingest import InputLimits
 from pushsvc.ingest.redis_bridge import Bridge
@@ -82,6 +83,7 @@ class Runtime:
         backend = _backend(settings)
         broker = backend.broker
         hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
+        priming.install(broker, settings.max_priming)
         limits = InputLimits(
             max_body_bytes=settings.max_body_bytes,
             max_batch=settings.max_batch,

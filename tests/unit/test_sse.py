@@ -16,6 +16,7 @@ from pushsvc.core.sse import (
     comment,
     encode_message,
     encode_update,
+    jittered_retry_ms,
     retry_line,
 )
 from support.sse_parser import EventStreamParser, SSEMessage, parse
@@ -269,3 +270,34 @@ def test_coalesce_joins_small_blocks_and_leaves_big_ones_alone() -> None:
     assert writes[1] is big  # a big block is written as it is, never copied
     assert b"".join(writes) == b"".join([small, small, big, small, small, small])
     assert list(coalesce([])) == []
+
+
+# ---------------------------------------------------------------- jittered retry:
+
+
+@given(
+    st.integers(min_value=0, max_value=10**7), st.floats(min_value=0, max_value=1, exclude_max=True)
+)
+def test_a_jittered_retry_is_within_the_setting_and_twice_it(ms: int, draw: float) -> None:
+    jittered = jittered_retry_ms(ms, lambda: draw)
+    assert ms <= jittered < 2 * ms or jittered == ms == 0
+
+
+def test_a_jittered_retry_spans_its_whole_range() -> None:
+    assert jittered_retry_ms(3000, lambda: 0.0) == 3000
+    assert jittered_retry_ms(3000, lambda: 0.5) == 4500
+    assert jittered_retry_ms(3000, lambda: 1 - 2**-53) == 5999
+
+
+def test_jittered_retries_vary_and_spread_over_the_range() -> None:
+    drawn = [jittered_retry_ms(3000) for _ in range(2000)]
+    assert all(3000 <= ms < 6000 for ms in drawn)
+    # Uniform: each sixth of the range gets about a sixth of the draws (~333; far from 0).
+    sixths = [sum(1 for ms in drawn if 3000 + 500 * i <= ms < 3500 + 500 * i) for i in range(6)]
+    assert min(sixths) > 200, sixths
+    assert len(set(drawn)) > 1000
+
+
+def test_a_jittered_retry_refuses_what_retry_line_refuses() -> None:
+    with pytest.raises(ValueError, match="retry"):
+        jittered_retry_ms(-1)

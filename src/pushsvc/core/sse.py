@@ -10,7 +10,8 @@ NUL makes browsers ignore the id. Data cannot carry CR: any line break in it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 
 CONTENT_TYPE = "text/event-stream"
 HEADERS: tuple[tuple[str, str], ...] = (
@@ -99,6 +100,20 @@ _EVENT_LINES = {
 def retry_line(ms: int) -> bytes:
     """Set the client's reconnection delay; a message of its own, no event fires."""
     return b"retry: %d\n\n" % _check_retry(ms)
+
+
+def jittered_retry_ms(ms: int, draw: Callable[[], float] = random.random) -> int:
+    """A stream's `retry:`, drawn uniformly in [ms, 2 * ms) (`draw`: a float in [0, 1)).
+
+    When a web process restarts, every EventSource it served reconnects after the `retry:` it
+    was sent; with one value for all they come back in the same instant and each asks for a
+    replay (a reconnect storm). Drawn per stream, they come back spread over a window as wide
+    as the setting, like gRPC's and Centrifugo's jittered backoff. Upwards, not around the
+    setting: `--retry` stays the shortest wait any client is told, so an operator who set it
+    to keep clients away from a restarting server keeps that promise; the mean is 1.5 * ms.
+    """
+    ms = _check_retry(ms)
+    return ms + min(int(draw() * ms), ms - 1) if ms else 0
 
 
 def comment(text: str = "") -> bytes:

@@ -19,6 +19,11 @@ that resumes from it gets the rest of the replay. A malformed or foreign `Last-E
 A stream whose topics all live in one partition (one topic, or one partition in all) writes
 each update's own id as `id:`; a stream over several writes its cursor
 (`Primed.cursor_ids`, `pushsvc.deliver.rendering.CursorRendering`).
+
+Priming (the feed watch and the history read) waits for one of the process's priming slots,
+and a replay is read together with the others being primed (`pushsvc.deliver.priming`): a
+reconnect storm neither holds thousands of replays at once nor reads each on its own. The
+rules above hold for each stream exactly: its replay is what its own read would have given.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update
+from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for_stream
@@ -120,33 +126,36 @@ def subscribe(
         if watching:
             feed.unwatch(selectors)
 
+    primer = priming.of(broker)
     try:
-        # The process receives the topics' updates from here on (the feed confirmed it);
-        # only then is the history read, so nothing falls between the two.
-        feed.watch(selectors)
-        watching = True
-        cursor_ids = reads_several_partitions(broker, matcher)
-        after = Cursor.parse(last_event_id) if last_event_id else None
-        if after is None:
-            gap = last_event_id is not None
-            snapshot = _snapshot(broker, matcher, grouping, Cursor(), None, gap=gap)
-            client.queue.floor = snapshot.cursor or None
-            cursor = snapshot.cursor
-            return Primed(client, snapshot, [], cursor, cursor, cursor_ids, close)
-        replayed = broker.replay(after, matcher)
-        lost: Snapshot | None = None
-        replay_from = after
-        if replayed.lost:
-            kept = after.without(replayed.lost)
-            lost = _snapshot(broker, matcher, grouping, kept, replayed.lost, gap=True)
-            replay_from = lost.cursor
-        # Each partition's updates are in order in the replay: its last is its newest.
-        newest = {u.id.partition: u.id for u in replayed.updates}
-        cursor = Cursor(
-            [*(i for i in replay_from.ids if i.partition not in newest), *newest.values()]
-        )
-        client.queue.floor = cursor or None
-        return Primed(client, lost, replayed.updates, replay_from, cursor, cursor_ids, close)
+        # Its turn: the client is in the hub already, its updates queue meanwhile.
+        with primer.turn():
+            # The process receives the topics' updates from here on (the feed confirmed it);
+            # only then is the history read, so nothing falls between the two.
+            feed.watch(selectors)
+            watching = True
+            cursor_ids = reads_several_partitions(broker, matcher)
+            after = Cursor.parse(last_event_id) if last_event_id else None
+            if after is None:
+                gap = last_event_id is not None
+                snapshot = _snapshot(broker, matcher, grouping, Cursor(), None, gap=gap)
+                client.queue.floor = snapshot.cursor or None
+                cursor = snapshot.cursor
+                return Primed(client, snapshot, [], cursor, cursor, cursor_ids, close)
+            replayed = primer.replays.replay(after, matcher)
+            lost: Snapshot | None = None
+            replay_from = after
+            if replayed.lost:
+                kept = after.without(replayed.lost)
+                lost = _snapshot(broker, matcher, grouping, kept, replayed.lost, gap=True)
+                replay_from = lost.cursor
+            # Each partition's updates are in order in the replay: its last is its newest.
+            newest = {u.id.partition: u.id for u in replayed.updates}
+            cursor = Cursor(
+                [*(i for i in replay_from.ids if i.partition not in newest), *newest.values()]
+            )
+            client.queue.floor = cursor or None
+            return Primed(client, lost, replayed.updates, replay_from, cursor, cursor_ids, close)
     except BaseException as exc:
         client.close(StreamExit.ERROR if isinstance(exc, Exception) else StreamExit.GONE)
         close()

@@ -66,6 +66,7 @@ from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
+from pushsvc.broker.redis.replay import read_partition, read_partitions, replay_of, start_of
 from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
 from pushsvc.broker.redis.scripts import Script
@@ -556,64 +557,45 @@ class RedisBroker:
         """See `Broker.replay`: each partition `match` can take a topic of, from its own
         history, merged across partitions by the time Redis wrote each update (a stream id is
         `<ms>-<seq>`, which within a partition is its own order)."""
+        return self.replay_many([(after, match)])[0]
+
+    def replay_many(self, asked: Sequence[tuple[Cursor, TopicMatcher]]) -> list[Replayed]:
+        """`replay(after, match)` of each of `asked`, in order, reading each partition once
+        for all of them (from the oldest of their ids there: `pushsvc.broker.redis.replay`):
+        each result is what its own `replay` would have read at that moment."""
         self._check_open()
-        lost = {index for index in after if index >= self.partitions}
-        updates: list[Update] = []
-        for index in self._partitions_of(match):
-            replayed = self._replay_partition(index, after.get(index), match)
-            if replayed is None:
-                lost.add(index)
-            else:
-                updates += replayed
-        if len({u.id.partition for u in updates}) > 1:
-            updates.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition keeps its order
-        return Replayed(updates, frozenset(lost))
+        lost: list[set[int]] = [{i for i in after if i >= self.partitions} for after, _ in asked]
+        updates: list[list[Update]] = [[] for _ in asked]
+        by_partition: dict[int, list[int]] = {}
+        for n, (_, match) in enumerate(asked):
+            for index in self._partitions_of(match):
+                by_partition.setdefault(index, []).append(n)
+        order = sorted(by_partition)
+        starts = [(self.keys.partition(i), start_of(asked[n][0].get(i) for n in by_partition[i]))
+                  for i in order]  # fmt: skip
+        with unavailable("replay"):
+            if self.on_cluster:  # a MULTI holds one slot's keys: a partition's
+                reads = [read_partition(self._client, part, start) for part, start in starts]
+            else:  # one round trip for them all
+                reads = read_partitions(self._client, starts)
+        for index, read in zip(order, reads, strict=True):
+            for n in by_partition[index]:
+                after, match = asked[n]
+                replayed = replay_of(read, after.get(index), match)
+                if replayed is None:
+                    lost[n].add(index)
+                else:
+                    updates[n] += replayed
+        for of_one in updates:
+            if len({u.id.partition for u in of_one}) > 1:
+                of_one.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition's order
+        return [Replayed(u, frozenset(gone)) for u, gone in zip(updates, lost, strict=True)]
 
     def _partitions_of(self, match: TopicMatcher) -> list[int]:
         """The partitions that may hold a topic `match` takes."""
         if match.exact and ALERTS not in match.names:
             return sorted({self.partition_of(name) for name in match.names})
         return list(range(self.partitions))
-
-    def _replay_partition(
-        self, index: int, after: UpdateId | None, match: TopicMatcher
-    ) -> list[Update] | None:
-        """The updates of partition `index` after `after` (everything kept for None) of the
-        topics `match` takes; None when its history cannot cover `after` (for None: when a
-        matching topic's first update is trimmed, see `Broker.replay`)."""
-        part = self.keys.partition(index)
-        start = "-" if after is None else f"({after.ms}-{after.seq}"
-        with unavailable("replay"), self._client.pipeline(transaction=True) as pipe:
-            pipe.get(part.epoch)
-            pipe.get(part.trimmed)
-            pipe.xrevrange(part.history, count=1)
-            pipe.xrange(part.history, min=start)
-            if after is None:
-                pipe.hkeys(part.latest)
-            current, trimmed, raw_newest, raw_entries, *topics = pipe.execute()
-        newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
-        if after is not None:
-            if current is None or current.decode() != after.epoch or not newest:
-                return None  # another history (Redis restarted empty, or a stranger's id)
-            if after.position > stream_position(newest[0][0]):
-                return None  # never issued
-            if trimmed is not None and after.position < stream_position(trimmed):
-                return None  # an update after `after` was trimmed
-        if current is None:
-            return []
-        if after is None and trimmed is not None:
-            # An entry that names no previous update (`p`) is its topic's first of the epoch.
-            first_kept = {fields[b"t"] for _, fields in entries if not fields.get(b"p")}
-            if any(t not in first_kept and match(t.decode()) for t in topics[0]):
-                return None  # a matching topic's first update was trimmed
-        epoch = current.decode()
-        replayed = []
-        for stream_id, fields in entries:
-            topic = fields[b"t"].decode()
-            if match(topic):
-                update_id = UpdateId.of_stream_id(epoch, stream_id)
-                replayed.append(Update.numbered(topic, update_id, int(fields[b"c"]), fields[b"b"]))
-        return replayed
 
     def history(
         self,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from flask import Blueprint, Response, request
 
-from pushsvc.core.sse import HEADERS
+from pushsvc.core.sse import HEADERS, jittered_retry_ms
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.deliver import stream_loop
 from pushsvc.deliver.projection import Projection
@@ -74,7 +74,8 @@ def _stream(selectors: Sequence[str]) -> Response:
         projection=projection,
         min_interval_s=_min_interval(request.args.get("max_hz")),
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
-        retry_ms=rt.settings.retry_us // 1000,
+        # Each stream its own `retry:`, so that a restart's reconnects spread out.
+        retry_ms=jittered_retry_ms(rt.settings.retry_us // 1000),
         expires_at=reader.expires_at,
         grouping=lambda topic: rt.settings.rules.for_topic(topic).groups,
     )

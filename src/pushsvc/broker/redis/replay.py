@@ -1,0 +1,152 @@
+"""Replays from a partition's history: one read, shared by every stream that asked.
+
+A read (`read_partition`) is one MULTI: the partition's epoch, trimmed mark, newest entry and
+its entries after a start, plus the names of its topics when a stream with nothing of the
+partition needs them. A stream's replay (`replay_of`) is then decided and sliced from that
+read alone: its epoch, never-issued and trimmed checks are its own, the entries it gets are
+those after its own id that its matcher takes. One stream's replay reads from its own id; a
+batch of streams reads once from the oldest id among them (`start_of`) and slices each from
+it: each stream gets what a read of its own at that moment would have given it. An entry is
+decoded into an `Update` when a stream first takes it, once (the object is shared, read-only,
+by every stream that takes it): a read of a partition of many topics decodes only theirs.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pushsvc.broker.redis.keys import PartitionKeys
+from pushsvc.broker.redis.wire import StreamEntry, stream_entries, stream_position
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateId
+
+Position = tuple[int, int]
+
+BEGINNING = None
+"""`start_of`'s answer when some stream needs the partition's whole history."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRead:
+    """One atomic read of a partition's history (see the module docstring): its entries after
+    `start` (None: all kept), in order, with their `positions` and `entry_topics`;
+    `first_kept`: the topics whose first update of the epoch is among them; `topics`: every
+    topic of the partition (read only when `start` is None)."""
+
+    epoch: str | None
+    trimmed: Position | None
+    newest: Position | None
+    start: Position | None
+    positions: list[Position]
+    entry_topics: list[str]
+    entries: list[StreamEntry]
+    first_kept: frozenset[str]
+    topics: list[str]
+    decoded: list[Update | None]
+    """Entry i's `Update` once a stream has taken it (see `update`)."""
+
+    def update(self, index: int) -> Update:
+        """Entry `index` as an `Update`, decoded the first time it is asked for."""
+        found = self.decoded[index]
+        if found is None:
+            assert self.epoch is not None, "a history without an epoch replays nothing"
+            stream_id, fields = self.entries[index]
+            update_id = UpdateId.of_stream_id(self.epoch, stream_id)
+            found = Update.numbered(
+                self.entry_topics[index], update_id, int(fields[b"c"]), fields[b"b"]
+            )
+            self.decoded[index] = found
+        return found
+
+
+def start_of(afters: Iterable[UpdateId | None]) -> Position | None:
+    """Where one read serves streams at `afters` (a stream's id of the partition, None when
+    it has none): after the oldest id, or the beginning if any has none."""
+    oldest: Position | None = None
+    for after in afters:
+        if after is None:
+            return BEGINNING
+        if oldest is None or after.position < oldest:
+            oldest = after.position
+    return oldest
+
+
+def read_partition(client: Any, part: PartitionKeys, start: Position | None) -> PartitionRead:
+    """The partition's history after `start` (exclusive; None: all of it), in one MULTI.
+    Redis errors propagate (the caller maps them at the library edge)."""
+    return read_partitions(client, [(part, start)])[0]
+
+
+def read_partitions(
+    client: Any, asked: Sequence[tuple[PartitionKeys, Position | None]]
+) -> list[PartitionRead]:
+    """`read_partition` of each of `asked`, all in one MULTI: one round trip for a batch's
+    partitions on one Redis (not on a Redis Cluster, where a MULTI holds one slot's keys)."""
+    with client.pipeline(transaction=True) as pipe:
+        for part, start in asked:
+            pipe.get(part.epoch)
+            pipe.get(part.trimmed)
+            pipe.xrevrange(part.history, count=1)
+            pipe.xrange(part.history, min="-" if start is None else f"({start[0]}-{start[1]}")
+            if start is None:
+                pipe.hkeys(part.latest)
+        replies = iter(pipe.execute())
+    return [_decoded(start, replies) for _, start in asked]
+
+
+def _decoded(start: Position | None, replies: Iterator[Any]) -> PartitionRead:
+    """One partition's read from its replies (four, five when reading from the beginning)."""
+    current, trimmed, raw_newest, raw_entries = (next(replies) for _ in range(4))
+    topics = next(replies) if start is None else []
+    newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
+    epoch = None if current is None else current.decode()
+    positions: list[Position] = []
+    entry_topics: list[str] = []
+    first_kept: set[str] = set()
+    for stream_id, fields in entries:
+        topic = fields[b"t"].decode()
+        if not fields.get(b"p"):
+            # An entry that names no previous update (`p`) is its topic's first of the epoch.
+            first_kept.add(topic)
+        positions.append(stream_position(stream_id))
+        entry_topics.append(topic)
+    return PartitionRead(
+        epoch,
+        None if trimmed is None else stream_position(trimmed),
+        stream_position(newest[0][0]) if newest else None,
+        start,
+        positions,
+        entry_topics,
+        entries,
+        frozenset(first_kept),
+        [t.decode() for t in topics],
+        [None] * len(entries),
+    )
+
+
+def replay_of(
+    read: PartitionRead, after: UpdateId | None, match: TopicMatcher
+) -> list[Update] | None:
+    """The updates after `after` (everything kept for None) of the topics `match` takes;
+    None when the history cannot cover `after` (for None: when a matching topic's first
+    update is trimmed, see `Broker.replay`). `read` must start at or before `after`."""
+    if after is not None:
+        assert read.start is None or read.start <= after.position, "the read starts after it"
+        if read.epoch is None or read.epoch != after.epoch or read.newest is None:
+            return None  # another history (Redis restarted empty, or a stranger's id)
+        if after.position > read.newest:
+            return None  # never issued
+        if read.trimmed is not None and after.position < read.trimmed:
+            return None  # an update after `after` was trimmed
+    if read.epoch is None:
+        return []
+    if after is None and read.trimmed is not None:
+        assert read.start is None, "a stream with nothing of the partition reads all of it"
+        if any(t not in read.first_kept and match(t) for t in read.topics):
+            return None  # a matching topic's first update was trimmed
+    first = 0 if after is None else bisect_right(read.positions, after.position)
+    topics = read.entry_topics
+    return [read.update(i) for i in range(first, len(topics)) if match(topics[i])]
