@@ -176,9 +176,7 @@ def test_no_answer_names_what_the_caller_may_not_read(server: PushsvcProcess, ca
             # Asking for the private topic by name: the answer of a topic that never existed.
             for path in _paths(template, operation, PRIVATE):
                 asked = _call(server, method, path, headers, operation)
-                unknown = _call(
-                    server, method, path.replace(PRIVATE, UNKNOWN), headers, operation
-                )
+                unknown = _call(server, method, path.replace(PRIVATE, UNKNOWN), headers, operation)
                 assert asked[0] in (401, 403), f"{method} {path}: {asked}"
                 same = asked[1].replace(PRIVATE.encode(), UNKNOWN.encode())
                 assert (asked[0], _dated(same)) == (unknown[0], _dated(unknown[1])), path

@@ -105,7 +105,6 @@ def test_union_allows_what_any_of_its_scopes_allows(
         assert union.allows(topic) == any(selected(s, topic) for s in scopes), topic
 
 
-
 @given(scope=st.one_of(st.just([]), selector_lists), selector=selectors, probe=probes)
 def test_a_scope_reaches_a_selector_when_they_share_a_topic(
     scope: list[str], selector: str, probe: list[str]
