@@ -16,8 +16,10 @@ processes on both sides:
 The run, once every stream is live and the server counts them all (`pushsvc_subscribers`):
 
 * idle: the server's CPU (web workers, aggregator and Redis, from /proc) over `--idle`
-  seconds in which nothing is published: only heartbeats are written (every 15 s by
-  default). Its RSS per stream: the web workers' RSS over theirs before the first connect.
+  seconds in which nothing is published: only heartbeats are written (every `--heartbeat`,
+  the server's default 15 s; with `--heartbeat 600s` none falls due, which leaves what
+  idle streams cost besides their heartbeats). Its RSS per stream: the web workers' RSS
+  over theirs before the first connect.
 * broadcast: `--events` updates of the one topic every stream watches, at `--rate` per
   second, published by the first load generator. Every stream must get every update once and
   in order; the publish-to-receive latency's p99 is reported per load generator, and the
@@ -125,9 +127,10 @@ def _wait_counted(port: int, streams: int, timeout: float) -> int:
 
 def run(args: Any) -> dict[str, Any]:
     loadgens = max(args.loadgens or math.ceil(args.streams / PER_LOADGEN), 1)
-    row: dict[str, Any] = {"streams": args.streams, "workers": args.workers, "loadgens": loadgens}
+    row: dict[str, Any] = {"streams": args.streams, "workers": args.workers,
+                           "loadgens": loadgens, "heartbeat": args.heartbeat}  # fmt: skip
     shares = [args.streams // loadgens + (i < args.streams % loadgens) for i in range(loadgens)]
-    server = PushsvcServe(args.workers)
+    server = PushsvcServe(args.workers, extra_args=("--heartbeat", args.heartbeat))
     children: list[JsonLinesChild] = []
     connect_timeout = 60 + args.streams / 1000
     publish_timeout = args.events / args.rate + 30
@@ -168,6 +171,9 @@ def run(args: Any) -> dict[str, Any]:
         )
 
         peak = _PeakRss(server.pids())
+        server_pids, client_pids = server.pids(), [child.proc.pid for child in children]
+        server_before, clients_before = _cpu(server_pids), _cpu(client_pids)
+        broadcast_started = time.monotonic()
         for child in children:
             child.tell(b"go")
         for child in children[1:]:
@@ -177,6 +183,10 @@ def run(args: Any) -> dict[str, Any]:
             for child in children
         ]
         row["peak_rss_mb"] = round(peak.stop() / 1024)
+        # Where the machine's cores went while broadcasting: the server's and the clients'.
+        row["broadcast_s"] = round(time.monotonic() - broadcast_started, 1)
+        row["broadcast_server_cpu_s"] = round(_cpu(server_pids) - server_before, 1)
+        row["broadcast_client_cpu_s"] = round(_cpu(client_pids) - clients_before, 1)
         for child in children:
             child.tell(b"measured")
         results = [child.record(timeout=120, phase="result") for child in children]
@@ -229,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--idle", type=float, default=300.0, help="seconds measured idle")
     cli.add_argument("--events", type=int, default=60, help="updates broadcast to every stream")
     cli.add_argument("--rate", type=float, default=1.0, help="updates per second")
+    cli.add_argument(
+        "--heartbeat", default="15s",
+        help="the server's --heartbeat (its default, 15s); e.g. 600s: idle CPU with none due",
+    )  # fmt: skip
     cli.add_argument("--settle", type=float, default=2.0)
     args = cli.parse_args(argv)
     if args.smoke:
@@ -245,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
             f"# idle: {row['idle_cpu_us_per_stream_s']} µs of CPU per stream per second; "
             f"connect errors {row['connect_errors'] or 0}, "
             f"stream errors {row['stream_errors'] or 0}"
+        )
+        report.say(
+            f"# broadcast: {row['broadcast_s']} s, CPU of the server "
+            f"{row['broadcast_server_cpu_s']} s and of the load generators "
+            f"{row['broadcast_client_cpu_s']} s"
         )
     return 0 if exact(row) or not (args.smoke or args.check) else 1
 

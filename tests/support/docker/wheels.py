@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
+import fcntl
+import hashlib
 import json
 import sys
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +66,8 @@ def build_wheels(project: Path, dest: Path, target: PythonTarget) -> list[Path]:
     """
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(project)])
+    with _building(project):
+        run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(project)])
     wanted = [str(newest) for newest in sorted(dest.glob("pushsvc-*.whl"))[-1:]]
     for _ in range(10):
         download = [*pip, "download", "--quiet", *target.pip_args(), "--dest", str(dest)]
@@ -71,6 +76,21 @@ def build_wheels(project: Path, dest: Path, target: PythonTarget) -> list[Path]:
         if not wanted:
             return sorted(dest.glob("*.whl"))
     raise DockerError(f"wheels for {target.interpreter}: still missing {wanted}")
+
+
+@contextlib.contextmanager
+def _building(project: Path) -> Iterator[None]:
+    """The machine's lock on building `project`'s wheel. pip builds it in the tree (its
+    `build/` and `src/*.egg-info`), and the two Docker test modules may build it at once on
+    two workers: one's build then deletes files under the other's (`[Errno 2] No such file
+    or directory` while copying the egg-info)."""
+    digest = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:16]
+    with Path(tempfile.gettempdir(), f"pushsvc-test-wheel-{digest}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def missing_requirements(wheels: Path, environment: Mapping[str, str]) -> list[str]:
