@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -180,6 +181,37 @@ def metric(port: int, name: str) -> float:
     text = request(port, "GET", "/metrics")[2].decode()
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found[1]) if found else 0.0
+
+
+def metric_sample(port: int, name: str, labels: str = "") -> float:
+    """One sample of the server's /metrics, `labels` as /metrics writes them
+    (`{reason="gone"}`); fails when the server has none (where `metric` would say 0)."""
+    text = request(port, "GET", "/metrics")[2].decode()
+    found = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+    assert found, f"no {name}{labels} in /metrics"
+    return float(found[1])
+
+
+def subscribers(port: int) -> float:
+    """The streams the server holds (`pushsvc_subscribers`)."""
+    return metric_sample(port, "pushsvc_subscribers")
+
+
+@contextlib.contextmanager
+def aggregator_and_two_webs(env: Mapping[str, str]) -> Iterator[list[PushsvcProcess]]:
+    """A deployment on Redis (`env` names it): `pushsvc aggregate`, once it holds the lease,
+    and two `pushsvc web`; stopped on the way out."""
+    procs = [
+        PushsvcProcess("aggregate", env=env, http=False).start(),
+        PushsvcProcess("web", env=env).start(),
+        PushsvcProcess("web", env=env).start(),
+    ]
+    try:
+        procs[0].wait_for_log("took the lease")
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
 
 
 def post(port: int, topic: str, events: Any, **kwargs: Any) -> tuple[int, Any]:

@@ -9,7 +9,14 @@ import pytest
 import redis
 
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from support.live import (
+    PushsvcProcess,
+    SSEClient,
+    aggregator_and_two_webs,
+    post,
+    request,
+    wait_until,
+)
 from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -22,15 +29,8 @@ def _env(redis_server: RedisServer, prefix: str) -> dict[str, str]:
 @pytest.fixture
 def split(redis_server: RedisServer, prefix: str):  # type: ignore[no-untyped-def]
     env = _env(redis_server, prefix)
-    procs = [
-        PushsvcProcess("aggregate", env=env, http=False).start(),
-        PushsvcProcess("web", env=env).start(),
-        PushsvcProcess("web", env=env).start(),
-    ]
-    procs[0].wait_for_log("took the lease")
-    yield procs
-    for proc in procs:
-        proc.stop()
+    with aggregator_and_two_webs(env) as procs:
+        yield procs
 
 
 def test_event_posted_to_one_web_reaches_subscriber_of_another(split, topic: str) -> None:  # type: ignore[no-untyped-def]

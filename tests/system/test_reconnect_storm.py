@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.live import PushsvcProcess, metric, wait_until
+from support.live import PushsvcProcess, aggregator_and_two_webs, metric, wait_until
 from support.raw_streams import raise_fd_limit
 from support.redis_server import RedisServer
 from support.storm_clients import StormClients, StormProducer
@@ -37,15 +37,8 @@ def deployment(redis_server: RedisServer, prefix: str) -> Iterator[list[PushsvcP
         "PUSHSVC_RETRY": f"{RETRY_MS}ms",
         "PUSHSVC_MAX_STREAMS_PER_IP": str(2 * CLIENTS),
     }
-    procs = [
-        PushsvcProcess("aggregate", env=env, http=False).start(),
-        PushsvcProcess("web", env=env).start(),
-        PushsvcProcess("web", env=env).start(),
-    ]
-    procs[0].wait_for_log("took the lease")
-    yield procs
-    for proc in procs:
-        proc.stop()
+    with aggregator_and_two_webs(env) as procs:
+        yield procs
 
 
 def test_every_client_gets_every_update_once_in_order_across_a_restart_of_its_web_process(

@@ -22,7 +22,7 @@ import redis
 
 from pushsvc.deliver.hub import StreamExit
 from support.gunicorn import gunicorn
-from support.live import PushsvcProcess, post, request, wait_until
+from support.live import PushsvcProcess, metric_sample, post, request, subscribers, wait_until
 from support.raw_streams import (
     StreamRefused,
     close_all,
@@ -42,19 +42,10 @@ RELEASE_WAIT_S = 5  # generous on a loaded machine; the bound itself is measured
 QUIET = ("--tick", "0", "--heartbeat", "60s")  # no heartbeat falls due during a test
 
 
-def _metric(port: int, name: str, labels: str = "") -> float:
-    text = request(port, "GET", "/metrics")[2].decode()
-    match = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
-    assert match, f"no {name}{labels} in /metrics"
-    return float(match[1])
-
-
-def _subscribers(port: int) -> float:
-    return _metric(port, "pushsvc_subscribers")
-
-
 def _gone(port: int) -> float:
-    return _metric(port, "pushsvc_stream_disconnects_total", f'{{reason="{StreamExit.GONE}"}}')
+    return metric_sample(
+        port, "pushsvc_stream_disconnects_total", f'{{reason="{StreamExit.GONE}"}}'
+    )
 
 
 def _topic_subscribers(port: int, topic: str) -> int:
@@ -97,11 +88,11 @@ def test_a_thousand_streams_closed_or_reset_are_released_with_nothing_written(
     parser = EventStreamParser()
     streams = open_streams(port, f"/topics/{topic}/stream", STREAMS)
     try:
-        assert _subscribers(port) == STREAMS + 1
+        assert subscribers(port) == STREAMS + 1
         assert _topic_subscribers(port, topic) == STREAMS + 1
         for index, sock in enumerate(streams):
             (close_cleanly if index % 2 else reset)(sock)
-        wait_until(lambda: _subscribers(port) == 1, RELEASE_WAIT_S)
+        wait_until(lambda: subscribers(port) == 1, RELEASE_WAIT_S)
         assert _topic_subscribers(port, topic) == 1
         assert _gone(port) - gone_before == STREAMS
         # The server's sockets are closed too (the one stream left, give or take the
@@ -124,12 +115,12 @@ def test_a_freed_slot_admits_the_next_stream_at_the_per_address_limit(topic: str
         with pytest.raises(StreamRefused, match="429"):
             open_stream(proc.port, path)
         close_cleanly(streams.pop())
-        wait_until(lambda: _subscribers(proc.port) == 4, RELEASE_WAIT_S)
+        wait_until(lambda: subscribers(proc.port) == 4, RELEASE_WAIT_S)
         streams.append(open_stream(proc.port, path))  # no longer refused
         reset(streams.pop(0))
-        wait_until(lambda: _subscribers(proc.port) == 4, RELEASE_WAIT_S)
+        wait_until(lambda: subscribers(proc.port) == 4, RELEASE_WAIT_S)
         streams.append(open_stream(proc.port, path))
-        assert _subscribers(proc.port) == 5
+        assert subscribers(proc.port) == 5
     finally:
         close_all(streams)
         assert proc.stop() == 0
@@ -251,12 +242,12 @@ def test_the_node_subscription_goes_with_the_last_local_stream_of_a_topic(
         assert (_numsub(admin, channel), _numsub(admin, other_channel)) == (1, 1)
         close_cleanly(streams.pop())
         reset(streams.pop())
-        wait_until(lambda: _subscribers(proc.port) == 2, RELEASE_WAIT_S)
+        wait_until(lambda: subscribers(proc.port) == 2, RELEASE_WAIT_S)
         assert _numsub(admin, channel) == 1  # one local stream still watches it
         close_cleanly(streams.pop())
         wait_until(lambda: _numsub(admin, channel) == 0, RELEASE_WAIT_S)
         assert _numsub(admin, other_channel) == 1
-        assert _subscribers(proc.port) == 1
+        assert subscribers(proc.port) == 1
     finally:
         close_all([*streams, other])
         admin.close()
@@ -281,7 +272,7 @@ def test_streams_under_gunicorn_are_released_too(
             assert _numsub(admin, channel) == 1
             for index, sock in enumerate(streams):
                 (close_cleanly if index % 2 else reset)(sock)
-            wait_until(lambda: _subscribers(port) == 0, RELEASE_WAIT_S)
+            wait_until(lambda: subscribers(port) == 0, RELEASE_WAIT_S)
             wait_until(lambda: _numsub(admin, channel) == 0, RELEASE_WAIT_S)
     finally:
         close_all(streams)

@@ -14,7 +14,6 @@ What the streams cost and how fast they are released is measured in bench/ (`ben
 from __future__ import annotations
 
 import json
-import re
 import selectors
 import socket
 import time
@@ -24,7 +23,14 @@ import pytest
 from bench.loadgen.dechunk import Dechunker
 
 from pushsvc.deliver.hub import StreamExit
-from support.live import PushsvcProcess, post, request, stalled_reader, wait_until
+from support.live import (
+    PushsvcProcess,
+    metric_sample,
+    post,
+    stalled_reader,
+    subscribers,
+    wait_until,
+)
 from support.raw_streams import close_all, close_cleanly, open_streams, raise_fd_limit, reset
 from support.sse_parser import EventStreamParser, SSEMessage
 
@@ -103,19 +109,8 @@ def _deadline(seconds: float) -> Callable[[], float]:
     return lambda: end - time.monotonic()
 
 
-def _metric(port: int, name: str, labels: str = "") -> float:
-    text = request(port, "GET", "/metrics")[2].decode()
-    match = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
-    assert match, f"no {name}{labels} in /metrics"
-    return float(match[1])
-
-
-def _subscribers(port: int) -> float:
-    return _metric(port, "pushsvc_subscribers")
-
-
 def _disconnects(port: int, reason: StreamExit) -> float:
-    return _metric(port, "pushsvc_stream_disconnects_total", f'{{reason="{reason}"}}')
+    return metric_sample(port, "pushsvc_stream_disconnects_total", f'{{reason="{reason}"}}')
 
 
 def _serve(heartbeat: str) -> PushsvcProcess:
@@ -188,13 +183,13 @@ def test_among_2000_streams_a_slow_reader_is_conflated_and_a_stopped_one_evicted
     slow = stalled_reader(server.port, f"/topics/{topic}-slow/stream")
     stopped = stalled_reader(server.port, f"/topics/{topic}-stopped/stream")
     try:
-        wait_until(lambda: _subscribers(server.port) >= STREAMS + 2, what="both subscribed")
-        conflated = _metric(server.port, "pushsvc_conflated_runs_total")
+        wait_until(lambda: subscribers(server.port) >= STREAMS + 2, what="both subscribed")
+        conflated = metric_sample(server.port, "pushsvc_conflated_runs_total")
         slow_before = _disconnects(server.port, StreamExit.SLOW)
         # The slow reader reads nothing until its queue has conflated two updates (the second
         # replacing the first), then reads everything.
         posted = 0
-        while _metric(server.port, "pushsvc_conflated_runs_total") < conflated + 2:
+        while metric_sample(server.port, "pushsvc_conflated_runs_total") < conflated + 2:
             assert posted < 2000, "the slow reader's queue never conflated"
             assert post(server.port, f"{topic}-slow", {"value": posted, "tags": tags})[0] == 202
             posted += 1
@@ -211,7 +206,7 @@ def test_among_2000_streams_a_slow_reader_is_conflated_and_a_stopped_one_evicted
             assert sent < 20_000, "the stopped reader was never evicted"
             assert post(server.port, f"{topic}-stopped", {"value": sent, "tags": tags})[0] == 202
             sent += 1
-        wait_until(lambda: _subscribers(server.port) == STREAMS + 1, what="evicted one released")
+        wait_until(lambda: subscribers(server.port) == STREAMS + 1, what="evicted one released")
         # The 2,000 were left alone all along.
         assert post(server.port, topic, {"value": 1.0})[0] == 202
         read_until(streams, lambda r: r.values() == [1.0], "the update")
@@ -225,17 +220,17 @@ def test_2000_streams_are_released_when_their_clients_leave_by_fin_and_reset(
     quiet_server: PushsvcProcess, topic: str
 ) -> None:
     server = quiet_server
-    before = _subscribers(server.port)
+    before = subscribers(server.port)
     gone = _disconnects(server.port, StreamExit.GONE)
     socks = open_streams(server.port, f"/topics/{topic}/stream", STREAMS, timeout=WAIT_S)
     try:
-        wait_until(lambda: _subscribers(server.port) == before + STREAMS, what="all subscribed")
+        wait_until(lambda: subscribers(server.port) == before + STREAMS, what="all subscribed")
         for index, sock in enumerate(socks):
             (close_cleanly if index % 2 else reset)(sock)
         # Nothing is written to them (no update, no heartbeat due): each stream notices its
         # client leave by watching its connection.
         wait_until(
-            lambda: _subscribers(server.port) == before,
+            lambda: subscribers(server.port) == before,
             timeout=RELEASE_WAIT_S,
             what="every stream was released",
         )

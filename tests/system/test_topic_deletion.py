@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pushsvc.client import Client
-from support.live import PushsvcProcess, SSEClient, post, request, run_tool
+from support.live import PushsvcProcess, SSEClient, aggregator_and_two_webs, post, request, run_tool
 from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 
@@ -81,15 +81,8 @@ def test_the_python_client_and_the_cli_delete_a_topic(server: PushsvcProcess, to
 @pytest.fixture
 def split(redis_server: RedisServer, prefix: str) -> Iterator[list[PushsvcProcess]]:
     env = {"PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix, "PUSHSVC_TICK": "1s"}
-    procs = [
-        PushsvcProcess("aggregate", env=env, http=False).start(),
-        PushsvcProcess("web", env=env).start(),
-        PushsvcProcess("web", env=env).start(),
-    ]
-    procs[0].wait_for_log("took the lease")
-    yield procs
-    for proc in procs:
-        proc.stop()
+    with aggregator_and_two_webs(env) as procs:
+        yield procs
 
 
 @pytest.mark.redis
