@@ -117,6 +117,26 @@ def test_unsubscribe_forgets_the_client() -> None:
     assert hub.client_count == 0 and hub.subscriber_counts(["a", "a.b"]) == {"a": 0, "a.b": 0}
 
 
+def test_the_gauges_count_each_stream_once_whatever_it_watches() -> None:
+    """`pushsvc_subscribers` and `pushsvc_queued_runs`: a stream of several topics, or of a
+    pattern, is one stream, and its queued runs count once."""
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    both = _subscribe(hub, "a", "b")
+    pattern, single = _subscribe(hub, "*"), _subscribe(hub, "a")
+    assert hub.client_count == 3
+    hub.dispatch([_update("a", 1), _update("b", 2)])
+    # Queued (no direct way): each stream holds what it watches.
+    assert hub.queued_runs == len(both.queue) + len(pattern.queue) + len(single.queue)
+    assert (len(both.queue), len(single.queue)) == (2, 1)
+    hub.unsubscribe(both)
+    assert hub.client_count == 2 and hub.queued_runs == len(pattern.queue) + 1
+    hub.close()
+    assert pattern.closed_reason is single.closed_reason is StreamExit.SHUTDOWN
+    hub.unsubscribe(pattern)
+    hub.unsubscribe(single)
+    assert hub.client_count == 0 and hub.queued_runs == 0
+
+
 def test_close_wakes_every_stream() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     clients = [_subscribe(hub, "a"), _subscribe(hub, "*")]

@@ -208,6 +208,8 @@ class Hub:
         self._clock = clock
         self._by_topic: dict[str, set[Subscriber]] = {}
         self._patterned: set[Subscriber] = set()
+        self._clients: set[Subscriber] = set()
+        """Every subscriber, once: what the gauges count without walking every topic."""
         # Clients with runs for the direct writer, in the order they got them (a client is
         # listed when its `ready` goes from empty to not: at most once, but for one the
         # stream emptied itself meanwhile, which the writer skips).
@@ -232,6 +234,7 @@ class Hub:
         self.connects += 1
         queue = ConflatingQueue(self._queue_size)
         subscriber = Subscriber(matcher, queue, self._clock, last_take_us=self._clock())
+        self._clients.add(subscriber)
         if matcher.exact:
             for topic in matcher.names:
                 self._by_topic.setdefault(topic, set()).add(subscriber)
@@ -244,6 +247,7 @@ class Hub:
         the peer went away or the response failed)."""
         reason = subscriber.closed_reason or StreamExit.GONE
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+        self._clients.discard(subscriber)
         if not subscriber.matcher.exact:
             self._patterned.discard(subscriber)
             return
@@ -408,23 +412,19 @@ class Hub:
     @property
     def queued_runs(self) -> int:
         """Runs waiting in clients' queues (not yet written), over every client."""
-        subscribers = set(self._patterned).union(*self._by_topic.values())
-        return sum(len(c.queue) for c in subscribers)
+        return sum(len(c.queue) for c in self._clients)
 
     @property
     def client_count(self) -> int:
-        return len(self._patterned) + len({c for cs in self._by_topic.values() for c in cs})
+        return len(self._clients)
 
     def close(self, reason: StreamExit = StreamExit.SHUTDOWN) -> None:
         """End every stream (server shutdown)."""
         if self._direct_writer is not None:
             self._direct_writer.kill(block=False)
             self._direct_writer = None
-        for subscriber in list(self._patterned):
+        for subscriber in list(self._clients):
             subscriber.close(reason)
-        for subscribers in list(self._by_topic.values()):
-            for subscriber in list(subscribers):
-                subscriber.close(reason)
 
     def reset(self) -> None:
         """Updates may have been missed (the broker connection was lost): end every stream,

@@ -377,7 +377,7 @@ class Metrics:
         if shared is None:
             self.registry.register(self._process)
         else:
-            self.mirror = FileMirror(shared, [self._process, process], _GAUGE_MODES)
+            self.mirror = FileMirror(shared, [self._process], _GAUGE_MODES, slow=[process])
             self.registry.register(SharedFiles(shared))
         self.registry.register(self._deployment)
         # Which process answered (`serve --workers` runs several behind one port).

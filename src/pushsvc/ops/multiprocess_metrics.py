@@ -11,7 +11,10 @@ prometheus_client's own Counters and Gauges write their file on every change. Wh
 reads at scrape time (the hub's plain ints, the aggregator's state, the process's CPU) has no
 change to hook: `FileMirror` copies it into the files every second and before this process
 answers a scrape, so delivering an update still costs no metric call. A process killed with
-SIGKILL loses at most the last second of those counts, never one already scraped.
+SIGKILL loses at most the last second of those counts, never one already scraped. The
+process's own CPU, memory and open files are copied every 10 s (and before its scrapes):
+counting its open files lists /proc/self/fd, which for a web process holding 12,500 streams
+took 13 ms, every second, in every worker.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pushsvc.errors import ConfigError
 
 DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 MIRROR_INTERVAL_S = 1.0
+SLOW_MIRROR_EVERY = 10
+"""The slow collectors are copied every this many mirror intervals (and before a scrape)."""
 
 
 def shared_dir() -> str | None:
@@ -103,14 +108,19 @@ class FileMirror:
         path: str,
         collectors: Iterable[Collector],
         gauge_modes: Mapping[str, str],
+        slow: Iterable[Collector] = (),
     ) -> None:
+        """`slow`: collectors whose reading costs what grows with the process (its open
+        files), copied every `SLOW_MIRROR_EVERY` intervals instead of every one."""
         self.path = path
         self._collectors = list(collectors)
+        self._slow = list(slow)
         self._gauge_modes = dict(gauge_modes)
         self._values: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[_Value, float]] = {}
 
-    def flush(self) -> None:
-        for collector in self._collectors:
+    def flush(self, *, slow: bool = True) -> None:
+        """Copy what the collectors read now; with `slow`, the slow ones' too."""
+        for collector in [*self._collectors, *self._slow] if slow else self._collectors:
             for family in collector.collect():
                 if family.type == "counter":
                     for s in family.samples:
@@ -157,8 +167,10 @@ class FileMirror:
         file_value.set(base + value)
 
     def run(self, stop: gevent.event.Event) -> None:
+        intervals = 0
         while not stop.wait(MIRROR_INTERVAL_S):
-            self.flush()
+            intervals += 1
+            self.flush(slow=intervals % SLOW_MIRROR_EVERY == 0)
 
     def close(self) -> None:
         """The last counts, then this process's gauges gone (it stops)."""
