@@ -44,7 +44,7 @@ from bench.child import JsonLinesChild, loadgen
 from bench.common import Report, metric, parser, percentiles
 from bench.common import machine as describe_machine
 from bench.loadgen.process import raise_fd_limit
-from bench.servers import PushsvcServe
+from bench.servers import PushsvcServe, use_pushsvc_src
 from support.procfs import cpu_seconds, descendants, rss_kb
 
 PER_LOADGEN = 18_000
@@ -244,10 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's --heartbeat (its default, 15s); e.g. 600s: idle CPU with none due",
     )  # fmt: skip
     cli.add_argument("--settle", type=float, default=2.0)
+    cli.add_argument("--pushsvc-src", help="run pushsvc from this tree's src/ (a before/after)")
     args = cli.parse_args(argv)
     if args.smoke:
         args.streams, args.workers, args.loadgens = 300, 2, 2
         args.idle, args.events, args.rate, args.settle = 0.5, 5, 10.0, 0.0
+    if args.pushsvc_src:
+        use_pushsvc_src(args.pushsvc_src)
     limit = raise_fd_limit()
     report = Report(COLUMNS, json=args.json)
     report.say(f"# {describe_machine()} open files: {limit}")

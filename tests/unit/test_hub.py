@@ -128,6 +128,9 @@ def test_the_gauges_count_each_stream_once_whatever_it_watches() -> None:
     # Queued (no direct way): each stream holds what it watches.
     assert hub.queued_runs == len(both.queue) + len(pattern.queue) + len(single.queue)
     assert (len(both.queue), len(single.queue)) == (2, 1)
+    single.queue.drain()  # its stream wrote what it held
+    assert hub.queued_runs == len(both.queue) + len(pattern.queue)
+    hub.dispatch([_update("a", 3)])
     hub.unsubscribe(both)
     assert hub.client_count == 2 and hub.queued_runs == len(pattern.queue) + 1
     hub.close()

@@ -210,6 +210,9 @@ class Hub:
         self._patterned: set[Subscriber] = set()
         self._clients: set[Subscriber] = set()
         """Every subscriber, once: what the gauges count without walking every topic."""
+        self._queued: set[Subscriber] = set()
+        """Subscribers that were queued a run since `queued_runs` last looked: the others'
+        queues are empty, so that an idle process's gauge walks no stream."""
         # Clients with runs for the direct writer, in the order they got them (a client is
         # listed when its `ready` goes from empty to not: at most once, but for one the
         # stream emptied itself meanwhile, which the writer skips).
@@ -248,6 +251,7 @@ class Hub:
         reason = subscriber.closed_reason or StreamExit.GONE
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
         self._clients.discard(subscriber)
+        self._queued.discard(subscriber)
         if not subscriber.matcher.exact:
             self._patterned.discard(subscriber)
             return
@@ -306,6 +310,7 @@ class Hub:
             return False
         if queue.put(run):
             self.conflated_runs += 1
+        self._queued.add(subscriber)
         subscriber.wake()
         return True
 
@@ -412,7 +417,9 @@ class Hub:
     @property
     def queued_runs(self) -> int:
         """Runs waiting in clients' queues (not yet written), over every client."""
-        return sum(len(c.queue) for c in self._clients)
+        queued = self._queued
+        queued.difference_update([c for c in queued if not len(c.queue)])
+        return sum(len(c.queue) for c in queued)
 
     @property
     def client_count(self) -> int:
