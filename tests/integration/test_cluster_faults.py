@@ -134,14 +134,21 @@ def test_min_replicas_waits_on_the_partitions_own_primary(
         broker.close()
 
 
-@pytest.mark.parametrize("min_replicas", [0, 1])
+@pytest.mark.parametrize(
+    ("min_replicas", "held_s"),
+    [(0, 0.0), (1, 0.0), (0, 1.0)],
+    ids=["no-wait", "min-replicas", "held-half-moved"],
+)
 def test_a_slot_moved_under_load_keeps_every_answered_append_once_and_refuses_none(
-    cluster: RedisClusterServers, prefix: str, min_replicas: int
+    cluster: RedisClusterServers, prefix: str, min_replicas: int, held_s: float
 ) -> None:
-    """With `min_replicas` the append and its WAIT go on the owner's own connection, so
-    pushsvc follows the redirects itself (`redirects.py`): `ASK` to the importing node with
-    `ASKING`, `TRYAGAIN` after a pause, as redis-py does for the append without it. Either way
-    no append meets a 503 while its slot moves."""
+    """On a cluster the append goes on the owner's own connection (with `min_replicas`, and
+    its WAIT with it), so pushsvc follows the redirects itself (`redirects.py`): `ASK` to the
+    importing node with `ASKING`, `TRYAGAIN` after a pause. No append meets a 503 while its
+    slot moves, even when the slot stays half moved for `held_s` after its first keys left
+    (a reshard on a loaded machine): every append to it then meets `TRYAGAIN` (its
+    idempotency key is new, so never on the owner), longer than redis-py's own 16 tries
+    wait."""
     broker = RedisBroker(
         cluster.url,
         prefix=prefix,
@@ -189,7 +196,13 @@ def test_a_slot_moved_under_load_keeps_every_answered_append_once_and_refuses_no
         slot = partition_slot(moving, P)
         source = cluster.owner_of(slot)
         target = next(p for p in cluster.primaries() if p is not source)
-        cluster.move_slot(slot, target, keys_at_once=10)  # as `redis-cli --cluster reshard`
+        held = [held_s]
+
+        def hold_once() -> None:
+            time.sleep(held.pop() if held else 0.0)
+
+        # As `redis-cli --cluster reshard`.
+        cluster.move_slot(slot, target, keys_at_once=10, between=hold_once)
         before = len(answered[topics[0]])
         wait_until(
             lambda: failures or len(answered[topics[0]]) >= before + 20,

@@ -35,8 +35,10 @@ SERVE = ("serve", "--tick", "0", "--heartbeat", "1s")
 
 
 def _bearer(publish: list[str], subscribe: list[str]) -> dict[str, str]:
+    # Minted at collection: an hour, as support.auth_tokens' own, so that a loaded machine that
+    # runs this module late in the suite still sends a live token (15 minutes did not).
     token = remember(
-        mint(SECRET.encode(), HMAC_ALGORITHM, publish=publish, subscribe=subscribe, ttl_s=900)
+        mint(SECRET.encode(), HMAC_ALGORITHM, publish=publish, subscribe=subscribe, ttl_s=3600)
     )
     return {"Authorization": f"Bearer {token}"}
 

@@ -344,9 +344,25 @@ class RedisBroker:
         with unavailable("append_events"):
             if self._min_replicas:
                 raw, replicas = self._run_and_wait(self._append, keys, args)
+            elif self.on_cluster:
+                raw, replicas = self._run_on_slot_owner(self._append, keys, args), None
             else:
                 raw, replicas = self._append(keys=keys, args=args), None
         return AppendReply.decode(raw), replicas
+
+    def _run_on_slot_owner(
+        self, script: Script, keys: list[str], args: list[str | int | bytes]
+    ) -> Any:
+        """The script on the primary of the partition's slot, its redirects followed by
+        `redirects.py` rather than by redis-py: redis-py gives a slot that is half moved
+        (`TRYAGAIN`) well under a second over its 16 tries, so a reshard on a busy machine
+        answered appends 503 that `redirects.py` waits out (up to `TRYAGAIN_FOR_S`)."""
+
+        def queue(pipe: redis.client.Pipeline) -> None:
+            script(keys=keys, args=args, client=pipe)
+
+        (raw,) = on_slot_owner(self._client, keys[0], queue)
+        return raw
 
     def _run_and_wait(
         self, script: Script, keys: list[str], args: list[str | int | bytes]
