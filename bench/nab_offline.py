@@ -34,11 +34,24 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 # the defaults does not change what a row measures. NAB's file names allow no "_" here.
 _SILENT = {"damp": 0.0}
 _SURPRISE = {"context_weight": 0.0}  # the first rows: before the context layer
+# Round 4's fields, as the rows before it ran: no wake, no calibration, no edge bands.
+_BEFORE4: dict[str, Any] = {
+    "wake": 2.0,
+    "wake_after": 0,
+    "wake_breakout": False,
+    "calibrate": 0.0,
+    "edge_bands": False,
+}
+
+
+def _old(**fields: Any) -> Params:
+    """A row from before round 4, spelled out as it ran."""
+    return Params(**{**_BEFORE4, **fields})
 
 
 def _ctx(weight: float, levels: int, **changes: Any) -> Params:
     """A context-layer row, spelled out: 200 silent points after a flag, orders 0..4."""
-    base = Params(
+    base = _old(
         context_weight=weight,
         levels=levels,
         rest=200,
@@ -56,20 +69,42 @@ def _mature(points: int, **changes: Any) -> Params:
     return replace(_ctx(0.65, 6, regrid_margin=0.1, mature=points), **changes)
 
 
+def _round4(**changes: Any) -> Params:
+    """A round-4 row, spelled out: the defaults since round 4 (round 3's blend at w 0.7, a
+    breakout wakes the rest from its 6th point, each flag raises the bar) with changes."""
+    base = _mature(
+        288,
+        context_weight=0.7,
+        wake=0.8,
+        wake_after=5,
+        wake_breakout=True,
+        calibrate=0.3,
+        calibrate_horizon=2016,
+        edge_bands=False,
+    )
+    return replace(base, **changes)
+
+
+def _edge(**changes: Any) -> Params:
+    """Round 4's defaults with edge bands and a redraw 25 % past the grid."""
+    return _round4(**{"edge_bands": True, "regrid_margin": 0.25, **changes})
+
+
 CANDIDATES: dict[str, Params] = {
-    "pushsvc": Params(),  # the defaults (since round 3: the blend, its novelty maturing)
-    "surprise": Params(context_weight=0.0),  # round 1's row, the defaults until round 3
-    "context": Params(context_weight=0.65, mature=0),  # round 2's blend, novelty at once
-    "likelihoodOnly": Params(direct=False, rest=0, damp=0.5, **_SURPRISE),
-    "direct": Params(rest=0, damp=0.5, **_SURPRISE),
-    "directRest60half": Params(rest=60, damp=0.5, **_SURPRISE),
-    "directRest100": Params(rest=100, **_SILENT, **_SURPRISE),
-    "directRest200": Params(rest=200, **_SILENT, **_SURPRISE),
-    "directRest400": Params(rest=400, **_SILENT, **_SURPRISE),
-    "short5": Params(short=5, rest=200, **_SILENT, **_SURPRISE),
-    "noBreakout": Params(spatial_tolerance=1e9, rest=200, **_SILENT, **_SURPRISE),
-    "learn144": Params(learn=144, rest=200, **_SILENT, **_SURPRISE),
-    "learn576": Params(learn=576, rest=200, **_SILENT, **_SURPRISE),
+    "pushsvc": Params(),  # the defaults (since round 4: the blend, woken, calibrated)
+    "round3": _mature(288),  # the defaults of round 3
+    "surprise": _old(context_weight=0.0),  # round 1's row, the defaults until round 3
+    "context": _old(context_weight=0.65, mature=0),  # round 2's blend, novelty at once
+    "likelihoodOnly": _old(direct=False, rest=0, damp=0.5, **_SURPRISE),
+    "direct": _old(rest=0, damp=0.5, **_SURPRISE),
+    "directRest60half": _old(rest=60, damp=0.5, **_SURPRISE),
+    "directRest100": _old(rest=100, **_SILENT, **_SURPRISE),
+    "directRest200": _old(rest=200, **_SILENT, **_SURPRISE),
+    "directRest400": _old(rest=400, **_SILENT, **_SURPRISE),
+    "short5": _old(short=5, rest=200, **_SILENT, **_SURPRISE),
+    "noBreakout": _old(spatial_tolerance=1e9, rest=200, **_SILENT, **_SURPRISE),
+    "learn144": _old(learn=144, rest=200, **_SILENT, **_SURPRISE),
+    "learn576": _old(learn=576, rest=200, **_SILENT, **_SURPRISE),
     # The context layer blended in: context_weight (w), levels (L), orders (o).
     "ctxW83L8": _ctx(0.83, 8),
     "ctxW83L8o3": _ctx(0.83, 8, orders=3),
@@ -101,9 +136,9 @@ CANDIDATES: dict[str, Params] = {
     "ctxW65L6g10": _ctx(0.65, 6, regrid_margin=0.1),  # = the defaults (wake off)
     "ctxW75L6g10": _ctx(0.75, 6, regrid_margin=0.1),
     # Round 2's blend, with a score of at least `wake` reported during the rest (re-arming it).
-    "wake90": Params(context_weight=0.65, mature=0, wake=0.9),
-    "wake95": Params(context_weight=0.65, mature=0, wake=0.95),
-    "wake100": Params(context_weight=0.65, mature=0, wake=1.0),
+    "wake90": _old(context_weight=0.65, mature=0, wake=0.9),
+    "wake95": _old(context_weight=0.65, mature=0, wake=0.95),
+    "wake100": _old(context_weight=0.65, mature=0, wake=1.0),
     # Round 3: the novelty's share grows over `mature` points after the sequence memory
     # (re)starts; the rest as round 2's blend (w 0.65, L 6, g 0.1) unless said.
     **{f"mature{m}": _mature(m) for m in (144, 200, 288, 400, 576)},
@@ -123,6 +158,55 @@ CANDIDATES: dict[str, Params] = {
     "mature288learn200": _mature(288, learn=200),
     "mature288learn432": _mature(288, learn=432),
     "mature288short5": _mature(288, short=5),
+    # Round 4, on round 3's defaults (w 0.65): when a score may wake the rest (w: wake in
+    # hundredths; a: wake_after; b: only a breakout of the range seen wakes it).
+    "wake100a5": _mature(288, wake=1.0, wake_after=5),
+    "wake100a20": _mature(288, wake=1.0, wake_after=20),
+    "wake95a5": _mature(288, wake=0.95, wake_after=5),
+    "wake90a5": _mature(288, wake=0.9, wake_after=5),
+    "wake100b": _mature(288, wake=1.0, wake_breakout=True),
+    "wake90b": _mature(288, wake=0.9, wake_breakout=True),
+    "wake80a5b": _mature(288, wake=0.8, wake_after=5, wake_breakout=True),
+    "wake50a5b": _mature(288, wake=0.5, wake_after=5, wake_breakout=True),
+    "wake80a5bRest150": _mature(288, wake=0.8, wake_after=5, wake_breakout=True, rest=150),
+    "wake80a5bRest300": _mature(288, wake=0.8, wake_after=5, wake_breakout=True, rest=300),
+    # ... and each flag raising the bar (c: calibrate in hundredths; h: its horizon).
+    **{
+        f"wake80a5bC{c}": _mature(
+            288, wake=0.8, wake_after=5, wake_breakout=True, calibrate=c / 100
+        )
+        for c in (10, 20, 30, 40, 50, 100)
+    },
+    **{
+        f"wake80a5bC{c}h{h}": _mature(
+            288,
+            wake=0.8,
+            wake_after=5,
+            wake_breakout=True,
+            calibrate=c / 100,
+            calibrate_horizon=h,
+        )
+        for c, h in ((30, 1000), (30, 4032), (30, 8064), (50, 4032), (40, 1500))
+    },
+    "calib30": _mature(288, calibrate=0.3),  # no wake
+    # The defaults since round 4 (= pushsvc) and their neighbours.
+    "round4": _round4(),
+    **{f"round4w{w}": _round4(context_weight=w / 100) for w in (60, 65, 75, 80, 85)},
+    "round4L5": _round4(levels=5),
+    "round4L7": _round4(levels=7),
+    "round4rest150": _round4(rest=150),
+    "round4rest250": _round4(rest=250),
+    "round4learn432": _round4(learn=432),
+    "round4short5": _round4(short=5),
+    "round4g25": _round4(regrid_margin=0.25),
+    # Edge bands (values past the grid, short of a redraw, in bands of their own; g: the
+    # redraw's margin in hundredths; flags a smooth wave growing past the grid).
+    "edge": _edge(),
+    **{f"edgeG{g}": _edge(regrid_margin=g / 100) for g in (10, 15, 20, 30, 35, 50, 100)},
+    "edgeW65": _edge(context_weight=0.65),
+    "edgeW75": _edge(context_weight=0.75),
+    "edgeL5": _edge(levels=5),
+    "edgeL7": _edge(levels=7),
 }
 
 

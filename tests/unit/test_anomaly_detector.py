@@ -32,7 +32,12 @@ params = st.builds(
     table_bits=st.integers(min_value=8, max_value=16),
     regrid_margin=st.floats(min_value=0.0, max_value=2.0),
     wake=st.floats(min_value=0.0, max_value=2.0),
+    wake_after=st.integers(min_value=0, max_value=50),
+    wake_breakout=st.booleans(),
     mature=st.integers(min_value=0, max_value=400),
+    calibrate=st.floats(min_value=0.0, max_value=5.0),
+    calibrate_horizon=st.integers(min_value=1, max_value=5000),
+    edge_bands=st.booleans(),
 )
 
 
@@ -79,23 +84,27 @@ def test_the_state_stays_bounded_and_scores_lie_in_the_unit_interval(
     assert len(detector.bands) <= p.orders
     assert len(detector.table) == 1 << (p.table_bits - 3)
     assert detector.age <= p.mature
+    assert all(0 <= band < 3 * p.levels for band in detector.bands)
 
 
 def test_the_largest_state_the_parameters_allow_fits_in_16_kb() -> None:
-    p = Params(learn=2, short=64, orders=16, table_bits=16, levels=255)
-    detector = Detector(p)
-    for i in range(5000):
-        detector.score(float(i * 7919 % 1000))
-    assert len(detector.to_bytes()) <= 16 * 1024
+    for edge_bands in (False, True):
+        p = Params(learn=2, short=64, orders=16, table_bits=16, levels=255, edge_bands=edge_bands)
+        detector = Detector(p)
+        for i in range(5000):
+            detector.score(float(i * 7919 % 1000))
+        assert len(detector.to_bytes()) <= 8950
 
 
 def test_the_default_state_is_a_few_kilobytes() -> None:
     detector = Detector()
     for i in range(1000):
         detector.score(float(i % 37))
-    # 2,048 bytes of sequence table, 152 of floats, 80 of ring, 36 of header (8 of them the
-    # maturing novelty's two counters, since format 3), 4 of bands.
-    assert len(detector.to_bytes()) <= 2320
+    # 2,048 bytes of sequence table, 168 of floats (16 of them the calibration's, since
+    # format 4), 80 of ring, 46 of header (8 of them the maturing novelty's two counters,
+    # since format 3; 10 the wake's conditions and the calibration's horizon and edge bands,
+    # since format 4), 8 of bands (two bytes each since format 4).
+    assert len(detector.to_bytes()) <= 2350
 
 
 def test_a_spike_after_a_steady_history_is_flagged_and_the_history_is_not() -> None:
@@ -150,10 +159,48 @@ def test_a_state_of_another_version_is_refused() -> None:
 def test_a_full_score_wakes_a_resting_detector_when_asked_and_only_then() -> None:
     steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
     points = [*steady, 500.0, 10.0, 10.1, -5000.0]
-    asleep = _scores(Params(learn=50, rest=100), points)
-    awake = _scores(Params(learn=50, rest=100, wake=1.0), points)
+    plain = {"learn": 50, "rest": 100, "wake_after": 0, "wake_breakout": False, "calibrate": 0.0}
+    asleep = _scores(Params(**plain, wake=2.0), points)
+    awake = _scores(Params(**plain, wake=1.0), points)
     assert asleep[-4] >= 0.5 and asleep[-1] == 0.0  # the second breakout falls in the rest
     assert awake[-4] >= 0.5 and awake[-1] == 1.0
+
+
+def test_by_default_only_a_breakout_well_into_the_rest_wakes_it() -> None:
+    """A small flag, then a large spike 30 points later: the spike is reported (a rest
+    after a small flag must not hide it). The spike's own next points (its return, a second
+    point as high) and a high score inside the range seen do not wake the rest."""
+    p = Params(learn=50, rest=100)
+    steady = [10.0 + (i % 7) * 0.1 for i in range(300)]
+    small = _scores(p, [*steady, 13.0])
+    assert small[-1] >= p.threshold  # the small flag that starts the rest
+    quiet = [10.0 + (i % 7) * 0.1 for i in range(30)]
+    scores = _scores(p, [*steady, 13.0, *quiet, 500.0, 10.0, 480.0, 10.0])
+    assert scores[-4] >= p.wake  # the breakout, 31 points into the rest
+    assert scores[-3:] == [0.0, 0.0, 0.0]  # the rest starts again; 480 is no breakout
+    early = _scores(p, [*steady, 13.0, 10.0, 500.0])
+    assert early[-1] == 0.0  # 1 point into the rest: the flagged anomaly going on
+
+
+def test_each_flag_raises_the_bar_for_the_next() -> None:
+    """After four spikes, each flagged, the same moderate surprise is flagged without the
+    calibration and not with it (its score raised to the power 1 + calibrate * flags); a
+    full score flags either way."""
+    p = Params(learn=50, rest=20, context_weight=0.0)
+    history = [10.0 + (i % 7) * 0.1 for i in range(400)]
+    for _ in range(4):
+        history += [40.0] + [10.0 + (i % 7) * 0.1 for i in range(60)]
+    calibrated, plain = Detector(p), Detector(replace(p, calibrate=0.0))
+    for v in history:
+        calibrated.score(v)
+        plain.score(v)
+    assert calibrated.flags > 3.0 and plain.flags == 0.0
+    full = Detector.from_bytes(calibrated.to_bytes())
+    bar = 1.0 + p.calibrate * calibrated.flags * (1.0 - 1.0 / p.calibrate_horizon)
+    moderate = plain.score(25.0)
+    assert math.isclose(calibrated.score(25.0), moderate**bar)
+    assert moderate >= p.threshold > moderate**bar
+    assert full.score(1e6) == 1.0
 
 
 def test_a_spike_on_a_slow_wave_is_the_first_flag_by_default() -> None:
@@ -161,7 +208,8 @@ def test_a_spike_on_a_slow_wave_is_the_first_flag_by_default() -> None:
     defaults flag the spike and nothing before it. A stretch of the wave not seen yet is new
     to the context layer, but its memory is young (restarted when the grid is fixed or
     redrawn), so the novelty's share is still small; without that maturing, the same blend
-    flags the first unseen stretch after learning and its rest hides the spike."""
+    flags the first unseen stretch after learning, and its rest would hide the spike but for
+    the wake."""
     values = [
         max(50 + 5 * math.sin(i / 25) + j + (60 if i == 200 and j == 1 else 0) for j in range(3))
         for i in range(300)
@@ -171,9 +219,13 @@ def test_a_spike_on_a_slow_wave_is_the_first_flag_by_default() -> None:
         detector = Detector(Params(learn=learn))
         flags = [i for i, v in enumerate(values) if detector.score(v) >= DEFAULT_THRESHOLD]
         assert flags[:1] == [200], (learn, flags)
-        unripe = Detector(Params(learn=learn, mature=0))
+        unripe = Detector(Params(learn=learn, mature=0, wake=2.0))
         flags = [i for i, v in enumerate(values) if unripe.score(v) >= DEFAULT_THRESHOLD]
         assert flags[0] < 200 and 200 not in flags, (learn, flags)
+        # The default wake reports the spike even then: a breakout well into the rest.
+        woken = Detector(Params(learn=learn, mature=0))
+        flags = [i for i, v in enumerate(values) if woken.score(v) >= DEFAULT_THRESHOLD]
+        assert flags[0] < 200 and 200 in flags, (learn, flags)
 
 
 def test_the_novelty_gets_its_share_once_the_memory_has_matured() -> None:
@@ -187,6 +239,13 @@ def test_the_novelty_gets_its_share_once_the_memory_has_matured() -> None:
     assert early < p.threshold <= late
     assert late > surprise_only
 
+
+# What the formats before 4 restore to: those of format 4's fields they did not have, as
+# off (they scored without them), the others as the old default (the state stores them).
+_OLD = {"wake_after": 0, "wake_breakout": False, "calibrate": 0.0, "edge_bands": False}
+_OLD_PARAMS = Params(
+    learn=20, context_weight=0.65, table_bits=8, rest=30, mature=0, wake=2.0, **_OLD
+)
 
 # A state written by format 2 (before the maturing novelty): Params(learn=20,
 # context_weight=0.65, table_bits=8, rest=30) after the first 60 points of _V2_SERIES.
@@ -204,7 +263,7 @@ _V2_SERIES = [10 + math.sin(i / 5) + (8 if i in (50, 75, 110) else 0) for i in r
 
 def test_a_state_of_format_2_restores_and_scores_as_it_did() -> None:
     restored = Detector.from_bytes(_V2_STATE)
-    assert restored.params == Params(learn=20, context_weight=0.65, table_bits=8, rest=30, mature=0)
+    assert restored.params == _OLD_PARAMS
     uninterrupted = Detector(restored.params)
     for v in _V2_SERIES[:60]:
         uninterrupted.score(v)
@@ -212,6 +271,34 @@ def test_a_state_of_format_2_restores_and_scores_as_it_did() -> None:
     rest = _V2_SERIES[60:]
     assert [restored.score(v) for v in rest] == [uninterrupted.score(v) for v in rest]
     assert max(_scores(restored.params, _V2_SERIES)[60:]) >= DEFAULT_THRESHOLD
+
+
+# A state written by format 3 (before the wake's conditions, the calibration and edge
+# bands): Params(learn=20, context_weight=0.65, table_bits=8, rest=30, mature=10, wake=1.0)
+# after the first 60 points of _V2_SERIES.
+_V3_STATE = bytes.fromhex(
+    "03140000000a0000001e0000003c000000150000000106040801040a0a0000000a000000000000000000e03f"
+    "9a9999999999a93f613255302aa9333f0000000000000000cdcccccccccce43f9a9999999999b93f00000000"
+    "0000f03f70dab347ea9c22402b3778f72b2024401895a6911260024054a403284521a2bf3c84ce85cc981040"
+    "c1169d480100224086655008bb74314022212b079f02e93fc67544d143d6913f4e3d42f3ae531940203c5fb6"
+    "f601224086655008bb743140000000000000f03f4cac1c91feffef3f47f3e6fa4ae8e23f1f9da383be53e33f"
+    "b8aee1a4c351e33fb2cc311f29e2e23f26527d97ab02e23ffc42a91a06afe03f56df38309ac4dd3fde5a28f8"
+    "0733d93f000000000001400000080000400000000010000000000004100000000000000020001000"
+)
+
+
+def test_a_state_of_format_3_restores_and_scores_as_it_did() -> None:
+    restored = Detector.from_bytes(_V3_STATE)
+    assert restored.params == replace(_OLD_PARAMS, mature=10, wake=1.0)
+    uninterrupted = Detector(restored.params)
+    for v in _V2_SERIES[:60]:
+        uninterrupted.score(v)
+    assert restored == uninterrupted
+    rest = _V2_SERIES[60:]
+    assert [restored.score(v) for v in rest] == [uninterrupted.score(v) for v in rest]
+    # Its flags as format 3's code gave them: 20, 21, 50 before the state, 75 and 110 after.
+    scores = _scores(restored.params, _V2_SERIES)
+    assert [i for i, s in enumerate(scores) if s >= DEFAULT_THRESHOLD] == [20, 21, 50, 75, 110]
 
 
 def test_a_smooth_wave_growing_past_the_grid_is_not_flagged() -> None:

@@ -23,11 +23,13 @@ a value's surprise (layers 1 and 2) and its context novelty (layer 3).
    the novelty: a daily cycle, however spiky, repeats its sequences; an
    anomaly makes new ones. The range is learnt online (pushsvc never knows a
    series' min and max in advance): the grid follows the range seen so far
-   for ``learn`` points and is then fixed so that bands keep their meaning; a
-   value beyond it by ``regrid_margin`` of its span redraws it over the new
-   range and forgets the sequences (they were in the old bands). The memory is
-   a bitset of ``2**table_bits`` hashed sequences, so it is bounded whatever
-   the series; a collision only makes a sequence look seen, erring toward
+   for ``learn`` points and is then fixed so that bands keep their meaning. A
+   value past its ends, short of ``regrid_margin`` of its span, falls in the
+   end band (with ``edge_bands``, off by default, in a band of its own beyond
+   them); a value further out redraws the grid over the new range and
+   forgets the sequences (they were in the old bands). The memory is a bitset
+   of ``2**table_bits`` hashed sequences, so it is bounded whatever the
+   series; a collision only makes a sequence look seen, erring toward
    silence.
 
 The score is ``(1 - w) * surprise + w * novelty``, the surprise being the
@@ -41,13 +43,24 @@ anomaly. Meanwhile the surprise, which needs no memory of sequences, speaks.
 After a point is flagged, the next ``rest`` points are damped (silenced by
 default): NAB (and a person paged) credits only the first detection of an
 anomaly, and each repeated flag outside its window costs a false positive.
-A score of at least ``wake`` is reported even then (off by default).
+A value that breaks out of the range seen so far, ``wake_after`` points or
+more into the rest, with a score of at least ``wake``, is reported even then
+and starts the rest again: a small flag must not hide a large anomaly that
+follows it closely, and the continuation of the anomaly just flagged (its
+next few points, its return) does not wake it.
+
+Each flag raises the bar for the next: a score ``s`` is reported as
+``s ** (1 + calibrate * f)``, ``f`` the flags of about the last
+``calibrate_horizon`` points (exponentially forgotten). One threshold then
+suits both a quiet series and one that keeps scoring high (Twitter counts,
+spiky CPU): a series that flagged often needs a fuller score to flag again,
+and a full score (1) always flags.
 
 Everything is plain float arithmetic in a fixed order, so the same points give
 the same scores on every run (the hash is plain integer arithmetic, not
 Python's ``hash``); the state is a fixed set of floats and counters, a ring of ``short``
 raw scores, the last ``orders`` bands and the bitset, packed to bytes for the
-aggregator's checkpoints (2,320 bytes with the defaults, at most 8,908).
+aggregator's checkpoints (2,350 bytes with the defaults, at most 8,950).
 """
 
 from __future__ import annotations
@@ -61,17 +74,23 @@ from dataclasses import dataclass, field
 _LOG_FLOOR = math.log(1e-10)
 _SQRT2 = math.sqrt(2.0)
 _EPS = 1e-12
-_FORMAT_VERSION = 3
+_FORMAT_VERSION = 4
 # version, learn, short, rest, n, resting, direct, levels, orders, table_bits, gridded,
 # the counts of bands and of ring floats that follow the floats, then (from version 3)
-# mature and age
-_HEADER = struct.Struct("<BIIIII?BBB?BBII")
-# Version 2 had no maturing novelty: its states restore with ``mature`` 0, which scores
-# exactly as version 2 did.
+# mature and age, then (from version 4) wake_after, wake_breakout, calibrate_horizon and
+# edge_bands. From version 4 a band takes two bytes (edge bands go past 255).
+_HEADER = struct.Struct("<BIIIII?BBB?BBIII?I?")
+# Version 3 had no wake conditions, calibration nor edge bands: its states restore with
+# ``wake_after`` 0, ``wake_breakout`` false, ``calibrate`` 0 and ``edge_bands`` false,
+# which score exactly as version 3 did. Version 2 had no maturing novelty either: its
+# states also restore with ``mature`` 0.
+_HEADER_V3 = struct.Struct("<BIIIII?BBB?BBII")
 _HEADER_V2 = struct.Struct("<BIIIII?BBB?BB")
+_HEADERS = {2: _HEADER_V2, 3: _HEADER_V3, _FORMAT_VERSION: _HEADER}
 _FLOATS = struct.Struct("<19d")
+_FLOATS_V4 = struct.Struct("<2d")  # calibrate and the forgetting count of flags
 _MAX_SHORT = 64
-_MAX_LEVELS = 255  # a band is one byte in a checkpoint
+_MAX_LEVELS = 255
 _MAX_ORDERS = 16
 _TABLE_BITS = range(8, 17)  # 32 bytes to 8 KB of sequences
 _MASK64 = (1 << 64) - 1
@@ -101,19 +120,34 @@ class Params:
     direct: bool = True  # also score one value's own tail probability
     damp: float = 0.0  # the factor on scores while resting: silent
     # The novelty's share of the score once the sequence memory has matured (0: surprise
-    # only). 0.65 scores best on NAB's tuning files.
-    context_weight: float = 0.65
+    # only). 0.7 scores best on NAB's tuning files (docs/journal/anomaly-detector.md).
+    context_weight: float = 0.7
     levels: int = 6  # bands of the context grid
     orders: int = 4  # longest context, in points
     table_bits: int = 14  # the sequence memory: 2**table_bits bits (2 KB)
     regrid_margin: float = 0.1  # how far past the grid, as a share of it, redraws it
-    wake: float = 2.0  # a score at least this high is reported while resting (above 1: never)
+    # Values past the fixed grid (short of a redraw) get bands of their own beyond its ends
+    # (at most ``levels`` on each side); else (the default) they count in the end bands. On
+    # NAB it scores better, but a smooth wave growing past the grid is then flagged each
+    # time it reaches a new band (docs/journal/anomaly-detector.md, round 4).
+    edge_bands: bool = False
+    # While resting, a score at least this high (above 1: never), ``wake_after`` points or
+    # more into the rest, of a value that breaks out of the range seen so far (when
+    # ``wake_breakout``; else any value), is reported and starts the rest again.
+    wake: float = 0.8
+    wake_after: int = 5
+    wake_breakout: bool = True
     # Points after the sequence memory (re)starts (the grid fixed, or redrawn) over which the
     # novelty's share grows linearly from 0 to ``context_weight`` (0: full share at once). A
     # young memory finds every stretch of a cycle it has not been through yet new; a day of
     # buckets covers a daily cycle, as ``learn`` does, so a first unseen stretch of a smooth
     # wave is not flagged, and a memory redrawn at a breakout relearns under the surprise.
     mature: int = 288
+    # Each flag raises the bar for the next: a score s is reported as s ** (1 + calibrate *
+    # f), f the count of flags forgotten over ``calibrate_horizon`` points (2,016 five-minute
+    # buckets = 1 week). 0: off.
+    calibrate: float = 0.3
+    calibrate_horizon: int = 2016
 
     def __post_init__(self) -> None:
         if self.learn < 2:
@@ -136,6 +170,12 @@ class Params:
             raise ValueError("regrid_margin must not be negative")
         if self.mature < 0:
             raise ValueError("mature must not be negative")
+        if self.wake_after < 0:
+            raise ValueError("wake_after must not be negative")
+        if not self.calibrate >= 0.0:
+            raise ValueError("calibrate must not be negative")
+        if self.calibrate_horizon < 1:
+            raise ValueError("calibrate_horizon must be at least 1")
 
 
 def _tail(z: float) -> float:
@@ -167,6 +207,7 @@ class Detector:
     bands: list[int] = field(default_factory=list)  # the last ``orders`` bands, oldest first
     table: bytearray = field(default_factory=bytearray)
     age: int = 0  # points since the sequence memory (re)started, at most ``mature``
+    flags: float = 0.0  # flags of about the last ``calibrate_horizon`` points
 
     def __post_init__(self) -> None:
         if not self.table:
@@ -176,7 +217,7 @@ class Detector:
         """The anomaly score of ``value`` in [0, 1]; then learn from it."""
         p = self.params
         novelty = self._novelty(value) if p.context_weight else 0.0
-        raw, tail = self._raw(value)
+        raw, tail, breakout = self._raw(value)
         if len(self.ring) == p.short:
             self.ring_sum -= self.ring.pop(0)
         self.ring.append(raw)
@@ -192,13 +233,24 @@ class Detector:
             if self.age < p.mature:
                 weight *= self.age / p.mature
             scored = (1.0 - weight) * scored + weight * novelty
-            if self.resting > 0 and scored < p.wake:
+            if p.calibrate:
+                self.flags *= 1.0 - 1.0 / p.calibrate_horizon
+                scored = scored ** (1.0 + p.calibrate * self.flags)
+            if self.resting > 0 and not (
+                scored >= p.wake
+                and p.rest - self.resting >= p.wake_after
+                and (breakout or not p.wake_breakout)
+            ):
                 self.resting -= 1
                 scored *= p.damp
             elif self.resting > 0:
                 self.resting = p.rest  # reported: the rest starts again
+                if p.calibrate:
+                    self.flags += 1.0
             elif scored >= p.threshold and p.rest:
                 self.resting = p.rest
+                if p.calibrate:
+                    self.flags += 1.0
         self._learn(value, short_mean)
         if self.gridded and self.age < p.mature:
             self.age += 1
@@ -207,7 +259,9 @@ class Detector:
     def _novelty(self, value: float) -> float:
         """The share of context orders 0..``orders`` that never saw ``value``'s band."""
         p = self.params
+        edge = False
         if self.gridded:
+            edge = p.edge_bands
             span = self.grid_high - self.grid_low
             margin = p.regrid_margin * span
             if value < self.grid_low - margin or value > self.grid_high + margin:
@@ -226,7 +280,13 @@ class Detector:
         band = 0
         if span > 0:
             # Clamped as a float first: a tiny span could make the ratio infinite.
-            band = int(min(p.levels - 1.0, max(0.0, (value - low) * p.levels / span)))
+            x = (value - low) * p.levels / span
+            if edge and not 0.0 <= x <= p.levels:  # past an end: a band of its own
+                band = math.floor(min(2.0 * p.levels - 1.0, max(-p.levels, x)))
+            else:
+                band = int(min(p.levels - 1.0, max(0.0, x)))
+        if p.edge_bands:
+            band += p.levels  # from 0, as a checkpoint stores it
         table = self.table
         mask = (1 << p.table_bits) - 1
         novel = 0
@@ -249,18 +309,19 @@ class Detector:
             del self.bands[0]
         return novel / (p.orders + 1)
 
-    def _raw(self, value: float) -> tuple[float, float]:
-        """The raw surprise and the two-sided tail probability it comes from."""
+    def _raw(self, value: float) -> tuple[float, float, bool]:
+        """The raw surprise, the two-sided tail probability it comes from, and whether the
+        value breaks out of the range seen so far."""
         if self.n < 2:
-            return 0.0, 1.0
+            return 0.0, 1.0, False
         zx = abs(value - self.mean_x) / math.sqrt(self.var_x + _EPS)
         zd = abs(value - self.prev - self.mean_d) / math.sqrt(self.var_d + _EPS)
         tail = 2.0 * _tail(max(zx, zd))
         span = self.high - self.low
         margin = self.params.spatial_tolerance * span
         if span > 0 and (value > self.high + margin or value < self.low - margin):
-            return 1.0, 0.0
-        return 1.0 - tail, tail
+            return 1.0, 0.0, True
+        return 1.0 - tail, tail, False
 
     def _learn(self, value: float, short_mean: float) -> None:
         # Equal weights while learning, then a slow exponential forgetting, so
@@ -309,6 +370,10 @@ class Detector:
             len(self.ring),
             p.mature,
             self.age,
+            p.wake_after,
+            p.wake_breakout,
+            p.calibrate_horizon,
+            p.edge_bands,
         )
         floats = _FLOATS.pack(
             p.threshold,
@@ -331,18 +396,29 @@ class Detector:
             self.grid_low,
             self.grid_high,
         )
+        floats += _FLOATS_V4.pack(p.calibrate, self.flags)
         ring = struct.pack(f"<{len(self.ring)}d", *self.ring)
-        return head + floats + ring + bytes(self.bands) + bytes(self.table)
+        bands = struct.pack(f"<{len(self.bands)}H", *self.bands)
+        return head + floats + ring + bands + bytes(self.table)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Detector:
-        if not data or data[0] not in (2, _FORMAT_VERSION):
+        if not data or data[0] not in _HEADERS:
             raise ValueError(f"unknown anomaly state version {data[0] if data else None}")
-        header = _HEADER if data[0] == _FORMAT_VERSION else _HEADER_V2
-        if len(data) < header.size + _FLOATS.size:
+        version = data[0]
+        header = _HEADERS[version]
+        extra = _FLOATS_V4 if version >= 4 else None
+        if len(data) < header.size + _FLOATS.size + (extra.size if extra else 0):
             raise ValueError("truncated anomaly state")
         fields = header.unpack_from(data, 0)
-        mature, age = fields[13:] if header is _HEADER else (0, 0)
+        mature, age = fields[13:15] if version >= 3 else (0, 0)
+        # Before version 4: no wake conditions, no calibration (scores as then).
+        wake_after, wake_breakout, horizon, edge_bands = (
+            fields[15:] if version >= 4 else (0, False, 2016, False)
+        )
+        calibrate, flags = (
+            extra.unpack_from(data, header.size + _FLOATS.size) if extra else (0.0, 0.0)
+        )
         (
             _version,
             learn,
@@ -394,17 +470,26 @@ class Detector:
             table_bits=table_bits,
             regrid_margin=regrid_margin,
             wake=wake,
+            wake_after=wake_after,
+            wake_breakout=wake_breakout,
             mature=mature,
+            calibrate=calibrate,
+            calibrate_horizon=horizon,
+            edge_bands=edge_bands,
         )
-        offset = header.size + _FLOATS.size
+        offset = header.size + _FLOATS.size + (extra.size if extra else 0)
         table_size = 1 << (table_bits - 3)
-        end = offset + 8 * ring_count + band_count + table_size
+        band_size = 2 if version >= 4 else 1
+        end = offset + 8 * ring_count + band_size * band_count + table_size
         if ring_count > short or band_count > orders or age > mature or end != len(data):
             raise ValueError("truncated anomaly state")
         ring = list(struct.unpack_from(f"<{ring_count}d", data, offset))
         offset += 8 * ring_count
-        bands = list(data[offset : offset + band_count])
-        table = bytearray(data[offset + band_count : end])
+        if version >= 4:
+            bands = list(struct.unpack_from(f"<{band_count}H", data, offset))
+        else:
+            bands = list(data[offset : offset + band_count])
+        table = bytearray(data[offset + band_size * band_count : end])
         return cls(
             params,
             n,
@@ -426,4 +511,5 @@ class Detector:
             bands,
             table,
             age,
+            flags,
         )
