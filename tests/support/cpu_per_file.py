@@ -1,0 +1,92 @@
+"""Where the suite's CPU goes, per test file: a pytest plugin and its summary.
+
+Seconds of wall time say little on a shared 2-core machine (a loaded one doubles them); CPU
+seconds say what a file costs wherever it runs. Per file, the plugin adds up, over its tests
+(setup, call and teardown): the wall time, this process's CPU (every thread of it:
+`time.process_time`) and the CPU of the child processes reaped meanwhile (the `pushsvc`,
+`redis-server` and browser processes a test or a module's fixture started and stopped:
+`RUSAGE_CHILDREN`). Processes of session-scoped fixtures are reaped at the end and counted
+nowhere. Each xdist worker writes its own JSON file:
+
+    CPU_PER_FILE_DIR=/tmp/cpu .venv-test/bin/pytest -p support.cpu_per_file
+    .venv-test/bin/python -m support.cpu_per_file /tmp/cpu     # PYTHONPATH=tests
+
+The summary: the totals, by folder, and the files that cost most.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+Costs = dict[str, list[float]]
+"""File -> [wall s, own CPU s, children's CPU s, tests]."""
+
+_costs: Costs = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    wall, own, children = time.monotonic(), time.process_time(), _children_cpu()
+    yield
+    cost = _costs[item.location[0]]
+    cost[0] += time.monotonic() - wall
+    cost[1] += time.process_time() - own
+    cost[2] += _children_cpu() - children
+    cost[3] += 1
+
+
+def pytest_sessionfinish() -> None:
+    out = Path(os.environ.get("CPU_PER_FILE_DIR", "cpu-per-file"))
+    out.mkdir(parents=True, exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    (out / f"{worker}.json").write_text(json.dumps(dict(_costs)))
+
+
+def summary(directory: Path, top: int = 40) -> str:
+    costs: Costs = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for path in directory.glob("*.json"):
+        for name, cost in json.loads(path.read_text()).items():
+            costs[name] = [a + b for a, b in zip(costs[name], cost, strict=True)]
+    folders: Costs = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for name, cost in costs.items():
+        folder = os.path.dirname(name)
+        folders[folder] = [a + b for a, b in zip(folders[folder], cost, strict=True)]
+
+    def rows(table: Costs, limit: int) -> list[str]:
+        ranked = sorted(table.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))[:limit]
+        return [
+            f"{name:64} {w:7.0f} {own:7.1f} {kids:7.1f} {n:5.0f}"
+            for name, (w, own, kids, n) in ranked
+        ]
+
+    head = f"{'':64} {'wall s':>7} {'own s':>7} {'child s':>7} {'tests':>5}"
+    totals = [sum(cost[i] for cost in costs.values()) for i in range(4)]
+    return "\n".join(
+        [
+            f"CPU {totals[1] + totals[2]:.0f} s (own {totals[1]:.0f} s, children "
+            f"{totals[2]:.0f} s) in {totals[3]:.0f} tests, {totals[0]:.0f} test-seconds",
+            head,
+            *rows(folders, len(folders)),
+            "",
+            head,
+            *rows(costs, top),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(summary(Path(sys.argv[1] if len(sys.argv) > 1 else "cpu-per-file")))
