@@ -16,20 +16,22 @@ from typing import IO, Any
 
 import orjson
 
+from bench.loadgen import cclient
 from bench.servers import REPO, ServerUnderTest
 
 
 class JsonLinesChild:
-    """`python -m <module> ...` from the repository root; records read off its stdout."""
+    """A program run from the repository root (`command`: its argv); records read off its
+    stdout."""
 
-    def __init__(self, module: str, argv: list[str], *, name: str) -> None:
+    def __init__(self, command: Sequence[str], *, name: str) -> None:
         self.name = name
         paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         # Lives as long as the child; close() closes it.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *argv],
+            list(command),
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -89,7 +91,23 @@ def loadgen(
         "--subscribers", str(subscribers), "--events", str(events),
         *[arg for name, s in timeouts.items() for arg in (f"--{name}-timeout", str(s))], *more,
     ]  # fmt: skip
-    return JsonLinesChild("bench.loadgen", argv, name=f"load generator ({mode})")
+    return JsonLinesChild(
+        [sys.executable, "-m", "bench.loadgen", *argv], name=f"load generator ({mode})"
+    )
+
+
+def c_subscribers(
+    stream: str, subscribers: int, events: int, timeouts: dict[str, float], *more: str
+) -> JsonLinesChild:
+    """The C subscribers (bench/loadgen/sse_clients.c, compiled on first use) on `stream`:
+    `loadgen("deliveries", ...)`'s records and stdin lines, for pushsvc, without publishing.
+    Raises `cclient.CompilerMissing` without a C compiler."""
+    argv = [
+        str(cclient.binary()), "--stream", stream, "--subscribers", str(subscribers),
+        "--events", str(events),
+        *[arg for name, s in timeouts.items() for arg in (f"--{name}-timeout", str(s))], *more,
+    ]  # fmt: skip
+    return JsonLinesChild(argv, name="load generator (C)")
 
 
 Steps = Callable[[Callable[..., JsonLinesChild]], dict[str, Any]]
