@@ -230,10 +230,11 @@ static int tag_key(struct conn *c, const char *key, size_t len, const char **p,
                    const char *end) {
     if (len != 4 || memcmp(key, "sent", 4) != 0) return 0;
     const char *q = *p;
-    if (q >= end || *q != '"') return -1;
+    if (q >= end || *q != '"') return 0; /* not a time: skipped, the delivery has none */
     char *after;
-    c->sent = strtod(q + 1, &after); /* the publisher's repr(time.time()) */
-    if (after == q + 1 || after >= end || *after != '"') return -1;
+    double sent = strtod(q + 1, &after); /* the publisher's repr(time.time()) */
+    if (after == q + 1 || after >= end || *after != '"') return 0;
+    c->sent = sent;
     *p = after + 1;
     return 1;
 }
