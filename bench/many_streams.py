@@ -237,9 +237,10 @@ def run(args: Any) -> dict[str, Any]:
     finally:
         for child in children:
             child.close()
-        if server.proc.proc is not None:
+        started_proc = getattr(server, "proc", None)  # none when `serve` did not start
+        if started_proc is not None and started_proc.proc is not None:
             # 100,000 streams take the workers longer to end than a test's stop allows.
-            server.proc.stop(timeout=STOP_TIMEOUT_S)
+            started_proc.stop(timeout=STOP_TIMEOUT_S)
     return row
 
 
