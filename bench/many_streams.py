@@ -143,7 +143,7 @@ def run(args: Any) -> dict[str, Any]:
     shares = [args.streams // loadgens + (i < args.streams % loadgens) for i in range(loadgens)]
     server = PushsvcServe(args.workers, extra_args=("--heartbeat", args.heartbeat))
     children: list[JsonLinesChild] = []
-    connect_timeout = 60 + args.streams / 1000
+    connect_timeout = args.connect_timeout or 60 + args.streams / 1000
     publish_timeout = args.events / args.rate + 30
     timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                 "drain": publish_timeout + 30, "idle": 10.0}  # fmt: skip
@@ -274,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's --heartbeat (its default, 15s); e.g. 600s: idle CPU with none due",
     )  # fmt: skip
     cli.add_argument("--settle", type=float, default=2.0)
+    cli.add_argument(
+        "--connect-timeout", type=float, default=None,
+        help="seconds for every stream to open (default 60 + 1 ms per stream; the server's "
+        "pace, slower on a loaded machine)",
+    )  # fmt: skip
     cli.add_argument(
         "--client", choices=CLIENTS, default="python",
         help="the subscribers: bench/loadgen (python) or bench/loadgen/sse_clients.c (c)",
