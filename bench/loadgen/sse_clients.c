@@ -512,8 +512,9 @@ static void on_readable(struct conn *c, char *buf) {
         end_stream(c, errno == ECONNRESET ? "closed by the server" : "read error");
         return;
     }
-    if (n == 0) {
-        end_stream(c, "closed by the server");
+    if (n == 0) { /* before the head: the server gave up on the request (its header timeout) */
+        end_stream(c, c->state == C_HEAD ? "closed by the server before the response head"
+                                          : "closed by the server");
         return;
     }
     c->bytes += n;
