@@ -193,6 +193,7 @@ def run(args: Any) -> dict[str, Any]:
         peak = _PeakRss(server.pids())
         server_pids, client_pids = server.pids(), [child.proc.pid for child in children]
         server_before, clients_before = _cpu(server_pids), _cpu(client_pids)
+        publisher_before = _cpu(client_pids[:1])
         broadcast_started = time.monotonic()
         for child in children:
             child.tell(b"go")
@@ -209,6 +210,9 @@ def run(args: Any) -> dict[str, Any]:
                  "client": _cpu(client_pids) - clients_before}  # fmt: skip
         row["broadcast_server_cpu_s"] = round(spent["server"], 1)
         row["broadcast_client_cpu_s"] = round(spent["client"], 1)
+        if args.client == "c":  # the publisher on its own; the Python client's first one reads too
+            publisher = _cpu(client_pids[:1]) - publisher_before
+            row["broadcast_publisher_cpu_s"] = round(publisher, 2)
         for child in children:
             child.tell(b"measured")
         results = [child.record(timeout=120, phase="result") for child in children]
