@@ -140,6 +140,8 @@ def run(args: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"streams": args.streams, "workers": args.workers,
                            "loadgens": loadgens, "heartbeat": args.heartbeat,
                            "client": args.client}  # fmt: skip
+    if args.client == "c":
+        row["batch_us"] = args.batch_us
     shares = [args.streams // loadgens + (i < args.streams % loadgens) for i in range(loadgens)]
     server = PushsvcServe(args.workers, extra_args=("--heartbeat", args.heartbeat))
     children: list[JsonLinesChild] = []
@@ -163,7 +165,8 @@ def run(args: Any) -> dict[str, Any]:
             source = f"127.0.0.{2 + i}"
             if args.client == "c":
                 children.append(c_subscribers(
-                    stream, share, args.events, timeouts, "--wait-go", "--hold", "--source", source
+                    stream, share, args.events, timeouts, "--wait-go", "--hold", "--source", source,
+                    "--batch-us", str(args.batch_us),
                 ))  # fmt: skip
                 continue
             children.append(loadgen(
@@ -278,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's --heartbeat (its default, 15s); e.g. 600s: idle CPU with none due",
     )  # fmt: skip
     cli.add_argument("--settle", type=float, default=2.0)
+    cli.add_argument(
+        "--batch-us", type=int, default=1000,
+        help="c: pause this long after a short batch of reads (fewer wake-ups on both sides; "
+        "default 1 ms, 0: block in epoll_wait at once)",
+    )  # fmt: skip
     cli.add_argument(
         "--connect-timeout", type=float, default=None,
         help="seconds for every stream to open (default 60 + 1 ms per stream; the server's "

@@ -117,6 +117,7 @@ static struct {
     long subscribers, events;
     double connect_timeout, publish_timeout, drain_timeout, idle_timeout;
     int wait_go, hold;
+    long batch_us;
 } cfg = {.connect_timeout = 60, .publish_timeout = 300, .drain_timeout = 30, .idle_timeout = 5};
 
 static struct conn *conns;
@@ -655,6 +656,13 @@ static void run_until(int (*done)(void), double timeout, double idle) {
             if (c->state == C_CONNECTING) on_connected(c);
             else if (c->state == C_HEAD || c->state == C_BODY) on_readable(c, buf);
         }
+        /* A reader that blocks in epoll_wait again at once is woken by nearly every send, and
+         * on loopback the sender pays for the wake-up: pausing --batch-us after a short batch
+         * lets a broadcast's sends find no one to wake, and read many streams per wait. */
+        if (cfg.batch_us && n < 1024) {
+            struct timespec pause = {0, cfg.batch_us * 1000};
+            nanosleep(&pause, NULL);
+        }
     }
 }
 
@@ -699,7 +707,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: sse_clients --stream URL [--stream URL ...] --subscribers N --events M\n"
             "  [--source ADDRESS] [--connect-timeout S] [--publish-timeout S]\n"
-            "  [--drain-timeout S] [--idle-timeout S] [--wait-go] [--hold]\n");
+            "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n");
     exit(2);
 }
 
@@ -735,6 +743,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--publish-timeout") == 0) cfg.publish_timeout = atof(v), i++;
         else if (strcmp(a, "--drain-timeout") == 0) cfg.drain_timeout = atof(v), i++;
         else if (strcmp(a, "--idle-timeout") == 0) cfg.idle_timeout = atof(v), i++;
+        else if (strcmp(a, "--batch-us") == 0) cfg.batch_us = atol(v) % 1000000, i++;
         else usage();
     }
     if (cfg.urls == 0 || cfg.subscribers < 0 || cfg.events < 1) usage();
