@@ -11,9 +11,10 @@ processes from /proc, from the first publish to the end of the drain, ÷ deliver
 own CPU beside it, and the load generator's: what the same client spends per delivery),
 server RSS per connection, Redis connections.
 
-The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied)
-or `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
-document into objects with the stdlib parser).
+The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied),
+`json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
+document into objects with the stdlib parser), or `c` (the C subscribers of
+loadgen/sse_clients.c, counting as `count` does for less CPU; pushsvc only).
 
     python -m bench.fanout --servers pushsvc-memory,pushsvc-redis-1,\
 pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --json
