@@ -11,9 +11,10 @@ processes from /proc, from the first publish to the end of the drain, ÷ deliver
 own CPU beside it, and the load generator's: what the same client spends per delivery),
 server RSS per connection, Redis connections.
 
-The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied)
-or `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
-document into objects with the stdlib parser).
+The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied),
+`json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
+document into objects with the stdlib parser), or `c` (the C subscribers of
+loadgen/sse_clients.c, counting as `count` does for less CPU; pushsvc only).
 
     python -m bench.fanout --servers pushsvc-memory,pushsvc-redis-1,\
 pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --json
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.child import JsonLinesChild, run_scenario
+from bench.child import JsonLinesChild, PublishedCSubscribers, c_subscribers, run_scenario
 from bench.common import Report
 from bench.common import parser as common_parser
 from bench.loadgen.process import raise_fd_limit
@@ -59,8 +60,10 @@ from support.procfs import cpu_seconds, rss_kb
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse", "nchan")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
-CLIENT_MODES = {"count": "deliveries", "json": "json"}
-"""--client → the load generator's --mode (loadgen/modes.py)."""
+CLIENT_MODES = {"count": "deliveries", "json": "json", "c": "deliveries"}
+"""--client → the load generator's --mode (loadgen/modes.py); `c`: the C subscribers
+(loadgen/sse_clients.c, pushsvc only), the same counts as `count` for less of the client's CPU,
+with a Python load generator without streams publishing."""
 
 
 def _cpu(pids: list[int]) -> dict[int, float]:
@@ -132,18 +135,24 @@ def scenario(
         row["versions"] = nginx_version()
     row["processes"] = deployment.workers
 
+    if client == "c" and (deployment.kind != "pushsvc" or args.http10):
+        return {**row, "status": "skipped", "reason": "the C client reads pushsvc's HTTP/1.1 only"}
+
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
         streams = [f"{url}{args.query}" for url in deployment.stream_urls()]
         rss_before = rss_kb(deployment.pids())
         timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                     "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
-        child = loadgen(
-            CLIENT_MODES[client], streams, subscribers, events, timeouts,
+        child: JsonLinesChild | PublishedCSubscribers = loadgen(
+            CLIENT_MODES[client], streams, 0 if client == "c" else subscribers, events, timeouts,
             "--wait-go", "--hold", "--kind", deployment.kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
             *(["--payload", args.peer_payload] if deployment.kind != "pushsvc" else []),
             *([] if args.no_quickack else ["--quickack"]),
         )  # fmt: skip
+        if client == "c":
+            readers = c_subscribers(streams, subscribers, events, timeouts, "--wait-go", "--hold")
+            child = closing[0] = PublishedCSubscribers(child, readers)
         opened = child.record(timeout=connect_timeout + 30)
         server_count = _wait_subscribed(deployment, subscribers, connect_timeout)
         idle_connections = opened["ready"] if server_count is None else server_count
@@ -153,7 +162,7 @@ def scenario(
         watch = RedisWatch(deployment)
         server_pids = deployment.pids()
         redis_pids = [deployment.redis.pid] if deployment.redis and deployment.redis.pid else []
-        client_pids = [child.proc.pid]
+        client_pids = child.pids
         cpu_before, redis_before = _cpu(server_pids), _cpu(redis_pids)
         client_before = _cpu(client_pids)
         child.tell(b"go")
@@ -193,7 +202,12 @@ def scenario(
             },
         }
 
-    return run_scenario(row, deployment, steps)
+    closing: list[PublishedCSubscribers | None] = [None]  # the C subscribers, when started
+    try:
+        return run_scenario(row, deployment, steps)
+    finally:
+        if closing[0] is not None:
+            closing[0].subscribers.close()
 
 
 def exact(row: dict[str, Any]) -> bool:
@@ -243,7 +257,8 @@ def _parser() -> argparse.ArgumentParser:
         "-c",
         type=comma_list,
         default=None,
-        help="count (default), json (a subscriber that JSON-parses every update), or both",
+        help="count (default), json (a subscriber that JSON-parses every update), c (the C "
+        "subscribers, pushsvc only); comma-separated for several",
     )
     add("--query", default="", metavar="?K=V",
         help="appended to every stream URL, e.g. '?precision=4' (pushsvc)")  # fmt: skip

@@ -25,8 +25,16 @@ The run, once every stream is live and the server counts them all (`pushsvc_subs
   in order; the publish-to-receive latency's p99 is reported per load generator, and the
   largest of those (the p99 over all streams is at most that).
 
+The clients (`--client`): `python` (bench/loadgen, `--mode deliveries`; the first one also
+publishes) or `c` (bench/loadgen/sse_clients.c, compiled with the system's `cc` on first use:
+the same counts and latencies for a fraction of the CPU per delivery, which on a machine the
+server shares with its clients is CPU the server gets back; a Python load generator without
+streams publishes). With `c` each stream's update ids must also rise (`id_regressions`).
+
     python -m bench.many_streams --streams 100000 --workers 8 --idle 300 --events 60 --rate 1
-    python -m bench.many_streams --smoke   # 300 streams, 2 workers: counts only, no timings
+    python -m bench.many_streams --streams 100000 --workers 8 --idle 60 --events 60 --rate 1 \
+        --client c
+    python -m bench.many_streams --smoke [--client c]  # 300 streams, 2 workers: counts only
 
 The driver lifts its own soft open-file limit to the hard one; the server and the load
 generators inherit it.
@@ -40,7 +48,7 @@ import threading
 import time
 from typing import Any
 
-from bench.child import JsonLinesChild, loadgen
+from bench.child import JsonLinesChild, c_subscribers, loadgen
 from bench.common import Report, metric, parser, percentiles
 from bench.common import machine as describe_machine
 from bench.loadgen.process import raise_fd_limit
@@ -56,6 +64,7 @@ COLUMNS = [
     ("streams", 7, "streams"),
     ("W", 2, "workers"),
     ("P", 2, "loadgens"),
+    ("client", 6, "client"),
     ("open s", 6, "open_s"),
     ("kB/stream", 9, "rss_kb_per_stream"),
     ("idle s", 6, "idle_s"),
@@ -72,6 +81,7 @@ COLUMNS = [
     ("peak MB", 7, "peak_rss_mb"),
 ]
 COUNT_KEYS = ("expected", "received", "missing", "duplicates", "out_of_order", "unexpected")
+CLIENTS = ("python", "c")
 
 
 def _web_workers(server: PushsvcServe) -> list[int]:
@@ -128,11 +138,14 @@ def _wait_counted(port: int, streams: int, timeout: float) -> int:
 def run(args: Any) -> dict[str, Any]:
     loadgens = max(args.loadgens or math.ceil(args.streams / PER_LOADGEN), 1)
     row: dict[str, Any] = {"streams": args.streams, "workers": args.workers,
-                           "loadgens": loadgens, "heartbeat": args.heartbeat}  # fmt: skip
+                           "loadgens": loadgens, "heartbeat": args.heartbeat,
+                           "client": args.client}  # fmt: skip
+    if args.client == "c":
+        row["batch_us"] = args.batch_us
     shares = [args.streams // loadgens + (i < args.streams % loadgens) for i in range(loadgens)]
     server = PushsvcServe(args.workers, extra_args=("--heartbeat", args.heartbeat))
     children: list[JsonLinesChild] = []
-    connect_timeout = 60 + args.streams / 1000
+    connect_timeout = args.connect_timeout or 60 + args.streams / 1000
     publish_timeout = args.events / args.rate + 30
     timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                 "drain": publish_timeout + 30, "idle": 10.0}  # fmt: skip
@@ -142,13 +155,23 @@ def run(args: Any) -> dict[str, Any]:
         rss_before = rss_kb(webs)
         started = time.monotonic()
         stream = server.stream_urls()[0]
+        publish = ["--publish", server.publish_url(), "--rate", str(args.rate)]
+        if args.client == "c":
+            # The first child publishes (and holds no stream); the C subscribers read.
+            children.append(loadgen(
+                "deliveries", [stream], 0, args.events, timeouts, "--wait-go", "--hold", *publish
+            ))  # fmt: skip
         for i, share in enumerate(shares):
-            publish = (
-                ["--publish", server.publish_url(), "--rate", str(args.rate)] if i == 0 else []
-            )
+            source = f"127.0.0.{2 + i}"
+            if args.client == "c":
+                children.append(c_subscribers(
+                    stream, share, args.events, timeouts, "--wait-go", "--hold", "--source", source,
+                    "--batch-us", str(args.batch_us),
+                ))  # fmt: skip
+                continue
             children.append(loadgen(
                 "deliveries", [stream], share, args.events, timeouts,
-                "--wait-go", "--hold", "--source", f"127.0.0.{2 + i}", *publish,
+                "--wait-go", "--hold", "--source", source, *(publish if i == 0 else []),
             ))  # fmt: skip
         opened = [child.record(timeout=connect_timeout + 30, phase="opened") for child in children]
         row["ready"] = sum(record["ready"] for record in opened)
@@ -173,6 +196,7 @@ def run(args: Any) -> dict[str, Any]:
         peak = _PeakRss(server.pids())
         server_pids, client_pids = server.pids(), [child.proc.pid for child in children]
         server_before, clients_before = _cpu(server_pids), _cpu(client_pids)
+        publisher_before = _cpu(client_pids[:1])
         broadcast_started = time.monotonic()
         for child in children:
             child.tell(b"go")
@@ -185,8 +209,13 @@ def run(args: Any) -> dict[str, Any]:
         row["peak_rss_mb"] = round(peak.stop() / 1024)
         # Where the machine's cores went while broadcasting: the server's and the clients'.
         row["broadcast_s"] = round(time.monotonic() - broadcast_started, 1)
-        row["broadcast_server_cpu_s"] = round(_cpu(server_pids) - server_before, 1)
-        row["broadcast_client_cpu_s"] = round(_cpu(client_pids) - clients_before, 1)
+        spent = {"server": _cpu(server_pids) - server_before,
+                 "client": _cpu(client_pids) - clients_before}  # fmt: skip
+        row["broadcast_server_cpu_s"] = round(spent["server"], 1)
+        row["broadcast_client_cpu_s"] = round(spent["client"], 1)
+        if args.client == "c":  # the publisher on its own; the Python client's first one reads too
+            publisher = _cpu(client_pids[:1]) - publisher_before
+            row["broadcast_publisher_cpu_s"] = round(publisher, 2)
         for child in children:
             child.tell(b"measured")
         results = [child.record(timeout=120, phase="result") for child in children]
@@ -194,6 +223,12 @@ def run(args: Any) -> dict[str, Any]:
         row["published"] = results[0].get("published")
         for key in COUNT_KEYS:
             row[key] = sum(int(result[key]) for result in results)
+        if args.client == "c":
+            row["id_regressions"] = sum(int(r.get("id_regressions", 0)) for r in results)
+        # CPU per delivery, each side: the clients' is what the C client exists to cut.
+        delivered = max(row["received"], 1)
+        for side, cpu in spent.items():
+            row[f"{side}_cpu_us_per_delivery"] = round(1e6 * cpu / delivered, 2)
         row["stream_errors"] = {
             key: n for record in drained for key, n in record["stream_errors"].items()
         }
@@ -209,9 +244,10 @@ def run(args: Any) -> dict[str, Any]:
     finally:
         for child in children:
             child.close()
-        if server.proc.proc is not None:
+        started_proc = getattr(server, "proc", None)  # none when `serve` did not start
+        if started_proc is not None and started_proc.proc is not None:
             # 100,000 streams take the workers longer to end than a test's stop allows.
-            server.proc.stop(timeout=STOP_TIMEOUT_S)
+            started_proc.stop(timeout=STOP_TIMEOUT_S)
     return row
 
 
@@ -224,6 +260,7 @@ def exact(row: dict[str, Any]) -> bool:
         and row["published"] == row["events"]
         and row["received"] == row["expected"] == row["streams"] * row["events"]
         and all(row[key] == 0 for key in ("missing", "duplicates", "out_of_order", "unexpected"))
+        and row.get("id_regressions", 0) == 0
         and not row["stream_errors"]
     )
 
@@ -244,6 +281,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's --heartbeat (its default, 15s); e.g. 600s: idle CPU with none due",
     )  # fmt: skip
     cli.add_argument("--settle", type=float, default=2.0)
+    cli.add_argument(
+        "--batch-us", type=int, default=1000,
+        help="c: pause this long after a short batch of reads (fewer wake-ups on both sides; "
+        "default 1 ms, 0: block in epoll_wait at once)",
+    )  # fmt: skip
+    cli.add_argument(
+        "--connect-timeout", type=float, default=None,
+        help="seconds for every stream to open (default 60 + 1 ms per stream; the server's "
+        "pace, slower on a loaded machine)",
+    )  # fmt: skip
+    cli.add_argument(
+        "--client", choices=CLIENTS, default="python",
+        help="the subscribers: bench/loadgen (python) or bench/loadgen/sse_clients.c (c)",
+    )  # fmt: skip
     cli.add_argument("--pushsvc-src", help="run pushsvc from this tree's src/ (a before/after)")
     args = cli.parse_args(argv)
     if args.smoke:
@@ -266,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         report.say(
             f"# broadcast: {row['broadcast_s']} s, CPU of the server "
             f"{row['broadcast_server_cpu_s']} s and of the load generators "
-            f"{row['broadcast_client_cpu_s']} s"
+            f"{row['broadcast_client_cpu_s']} s; per delivery "
+            f"{row['server_cpu_us_per_delivery']} and {row['client_cpu_us_per_delivery']} µs"
         )
     return 0 if exact(row) or not (args.smoke or args.check) else 1
 

@@ -135,12 +135,15 @@ class PushsvcServe(ServerUnderTest):
 
     def start(self) -> None:
         redis_args = ("--redis-url", self._start_redis()) if self.on_redis else ()
+        # W workers import the app at once: on two cores the rest of the machine also uses,
+        # eight of them took over 20 s to the first "listening on".
+        timeout = 30 + 5 * self.workers
         self.proc = PushsvcProcess(
             "serve", *self.args, *redis_args, "--tick", "0", "--port", "0", *self.extra_args,
             env=PUSHSVC_ENV,
-        ).start()  # fmt: skip
+        ).start(timeout=timeout)  # fmt: skip
         # Ready when every worker listens: each logs its own "listening on".
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while sum("listening on" in line for line in self.proc.output) < self.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers did not start: {self.proc.log_tail()}")

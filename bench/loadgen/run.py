@@ -212,7 +212,9 @@ class Run:
             "connect_errors": self.connect_errors,
             "ready": self.progress.ready,
             "complete": len(complete),
-            "all_complete_at": max(complete) if len(complete) == self.config.subscribers else None,
+            "all_complete_at": (
+                max(complete) if complete and len(complete) == self.config.subscribers else None
+            ),
             "first_delivery_at": self.progress.first_delivery or None,
             "last_delivery_at": self.progress.last_delivery or None,
             "bytes": sum(s.bytes for s in subs),

@@ -7,6 +7,7 @@ must show every subscriber connected and every event delivered exactly once, in 
 from __future__ import annotations
 
 import pytest
+from bench.loadgen.cclient import compiler
 
 from support.bench_run import json_rows, run_bench
 
@@ -75,3 +76,23 @@ def test_fanout_smoke_nchan_peer(payload: str) -> None:
         size = row["bytes_per_delivery"]
         assert isinstance(size, int) and (size > 500 if payload == "stats" else size < 150)
         assert isinstance(row["server_cpu_s"], float)
+
+
+def test_fanout_smoke_c_client() -> None:
+    """The C subscribers (bench/loadgen/sse_clients.c) with a Python publisher beside them
+    count the same deliveries, and the row has the publisher's figures."""
+    if compiler() is None:
+        pytest.skip("no C compiler (cc or gcc): the C client cannot be built")
+    rows = _smoke("pushsvc-memory", "--client", "c")
+    assert [(r["client"], r["rate"], r["status"]) for r in rows] == [
+        ("c", "100", "ok"), ("c", "max", "ok"),
+    ]  # fmt: skip
+    for row in rows:
+        assert (row["connected"], row["published"], row["received"]) == (20, 20, 400)
+        assert (row["missing"], row["duplicates"], row["out_of_order"], row["unexpected"]) == (
+            0, 0, 0, 0,
+        )  # fmt: skip
+        assert row["id_regressions"] == 0
+        assert row["stream_errors"] == {} and row["publish_errors"] == {}
+        assert row["deliveries_per_s"] > 0 and row["latency_ms"]["p50"] is not None
+        assert isinstance(row["client_cpu_us_per_delivery"], float)

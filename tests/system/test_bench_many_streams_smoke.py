@@ -2,12 +2,14 @@
 
 `bench/many_streams.py --smoke` starts `pushsvc serve --workers 2` (its private redis-server)
 and two load generators, each connecting from its own 127.0.0.x: every stream must be counted
-by the server and get every broadcast update exactly once, in order.
+by the server and get every broadcast update exactly once, in order — with the Python
+subscribers and with the C ones (`--client c`).
 """
 
 from __future__ import annotations
 
 import pytest
+from bench.loadgen.cclient import compiler
 
 from support.bench_run import json_rows, run_bench
 
@@ -28,3 +30,25 @@ def test_many_streams_smoke() -> None:
     )  # fmt: skip
     assert row["connect_errors"] == {} and row["stream_errors"] == {}
     assert row["rss_kb_per_stream"] > 0 and row["p99_ms"] is not None  # reported, not judged
+
+
+def test_many_streams_smoke_c_client() -> None:
+    """The C subscribers (bench/loadgen/sse_clients.c, compiled on first use) against the same
+    real deployment: every stream counted, every update once and in order on every stream,
+    its update ids rising."""
+    if compiler() is None:
+        pytest.skip("no C compiler (cc or gcc): the C client cannot be built")
+    done = run_bench("many_streams", "--smoke", "--client", "c", "--json", timeout=180, redis=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [row] = json_rows(done)
+    assert row["status"] == "ok", row
+    assert (row["streams"], row["client"]) == (300, "c")
+    assert row["ready"] == 300 and row["counted"] == 300
+    assert row["published"] == row["events"] == 5
+    assert row["received"] == row["expected"] == 300 * 5
+    assert (row["missing"], row["duplicates"], row["out_of_order"], row["unexpected"]) == (
+        0, 0, 0, 0,
+    )  # fmt: skip
+    assert row["id_regressions"] == 0
+    assert row["connect_errors"] == {} and row["stream_errors"] == {}
+    assert row["p99_ms"] is not None  # reported, not judged

@@ -1,0 +1,197 @@
+"""The C subscribers (bench/loadgen/sse_clients.c) count what they are sent: byte tables.
+
+Each row is a response a one-connection server in this test writes, piece by piece (so that
+lines and chunk-size lines arrive cut across reads), and the counts or the stream error the
+compiled program must report for it. A client that miscounts makes "every update delivered
+once and in order" mean nothing; the smoke test (test_bench_many_streams_smoke.py) runs it
+against a real deployment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.loadgen import cclient
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+SNAPSHOT = b'retry: 3000\n\nid: 2f91f5e4:0-0\nevent: snapshot\ndata: {"gap":false,"topics":{}}\n\n'
+HEARTBEAT = b":\n\n"
+
+
+def update(seq: int, value: str, sent: str = '"1795633176.5"') -> bytes:
+    """A pushsvc update frame carrying the event `{"value": <value>, "tags": {"sent": ...}}`."""
+    return (
+        b"id: 2f91f5e4:0-%d\nevent: stats\n"
+        b'data: {"id":"2f91f5e4:0-%d","topic":"t","ts":1.5,"reason":"event",'
+        b'"event":{"value":%s,"ts":1.5,"tags":{"host":"a,}b","sent":%s}},'
+        b'"windows":{"10s":{"count":3,"p50":null,"p90":[1,{"x":"}"}]}}}\n\n'
+    ) % (seq, seq, value.encode(), sent.encode())
+
+
+def tick(seq: int) -> bytes:
+    """An update without an event (a window moved): not a delivery."""
+    return b'id: 2f91f5e4:0-%d\nevent: stats\ndata: {"id":"2f91f5e4:0-%d","topic":"t",' % (
+        seq, seq,
+    ) + b'"ts":2.0,"reason":"tick","windows":{}}\n\n'  # fmt: skip
+
+
+def chunked(*messages: bytes, size: int = 0) -> bytes:
+    """The messages as an HTTP/1.1 chunked body: a chunk each, or chunks of `size` bytes
+    (which cut lines anywhere)."""
+    body = b"".join(messages)
+    pieces = [body[i : i + size] for i in range(0, len(body), size)] if size else messages
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+
+
+COUNTS = ("received", "distinct", "duplicates", "out_of_order", "missing", "unexpected",
+          "id_regressions")  # fmt: skip
+
+ROWS = [
+    pytest.param(
+        CHUNKED
+        + chunked(SNAPSHOT, update(1, "0"), HEARTBEAT, tick(2), update(3, "1"), update(4, "2")),
+        3,
+        (3, 3, 0, 0, 0, 0, 0),
+        id="in-order-with-heartbeat-and-tick",
+    ),
+    pytest.param(
+        # The last value completes the stream: the client may leave as soon as it is read.
+        CHUNKED + chunked(SNAPSHOT, update(1, "0"), update(2, "2"), update(3, "2"), update(4, "1")),
+        3,
+        (4, 3, 1, 1, 0, 0, 0),
+        id="duplicate-and-out-of-order",
+    ),
+    pytest.param(
+        CHUNKED + chunked(SNAPSHOT, update(5, "0"), update(4, "1"), update(6, "2")),
+        3,
+        (3, 3, 0, 0, 0, 0, 1),
+        id="ids-not-rising",
+    ),
+    pytest.param(
+        CHUNKED
+        + chunked(
+            SNAPSHOT,
+            update(1, "0.0"),
+            update(2, "1.5"),
+            update(3, '"1"'),
+            update(4, "9"),
+            update(5, "true"),
+            update(6, "1"),
+        ),
+        2,
+        (6, 2, 0, 0, 0, 4, 0),
+        id="values-7.0-counts-1.5-string-out-of-range-do-not",
+    ),
+    pytest.param(
+        CHUNKED + chunked(SNAPSHOT, update(1, "0"), update(2, "1"), size=7),
+        3,
+        (2, 2, 0, 0, 1, 0, 0),
+        id="chunks-cut-lines-one-missing",
+    ),
+    pytest.param(
+        HEAD + b"\r\n" + SNAPSHOT + update(1, "0") + HEARTBEAT + update(2, "1"),
+        2,
+        (2, 2, 0, 0, 0, 0, 0),
+        id="close-delimited-body",
+    ),
+]
+
+ERRORS = [
+    pytest.param(
+        CHUNKED + chunked(SNAPSHOT.replace(b"\n", b"\r\n")),
+        "ProtocolError: a CR in the event stream",
+        id="cr-line-ends",
+    ),
+    pytest.param(
+        CHUNKED + chunked(SNAPSHOT, b"event: alert\ndata: {}\n\n"),
+        "ProtocolError: unexpected event type",
+        id="unknown-event-type",
+    ),
+    pytest.param(
+        CHUNKED + chunked(SNAPSHOT, update(1, "0", sent="null")),
+        "ProtocolError: delivery without value/tags.sent",
+        id="no-sent-tag",
+    ),
+    pytest.param(
+        CHUNKED + chunked(SNAPSHOT, b"data: {}\n\n"),
+        "ProtocolError: unexpected event type 'message'",
+        id="unnamed-message",
+    ),
+    pytest.param(CHUNKED + b"zz\r\n", "ProtocolError: bad chunk size line", id="bad-chunk-size"),
+    pytest.param(
+        HEAD + b"Content-Length: 10\r\n\r\n",
+        "ProtocolError: an event stream with a Content-Length",
+        id="content-length",
+    ),
+    pytest.param(b"HTTP/1.1 404 Not Found\r\n\r\n", "ProtocolError: status not 200", id="404"),
+]
+
+
+@pytest.fixture(scope="module")
+def program() -> Path:
+    if cclient.compiler() is None:
+        pytest.skip("no C compiler (cc or gcc): the C client cannot be built")
+    return cclient.binary()
+
+
+def serve_once(listener: socket.socket, response: bytes, piece: int) -> None:
+    """Answer one request with `response`, `piece` bytes per send, then hold the connection
+    until the client closes it (a row's last message completes its stream, or fails it)."""
+    listener.settimeout(10)
+    connection, _ = listener.accept()
+    with connection:
+        connection.settimeout(10)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += connection.recv(4096)
+        assert request.startswith(b"GET /topics/t/stream HTTP/1.1\r\nHost: 127.0.0.1:")
+        with contextlib.suppress(OSError):  # a client that has seen enough leaves
+            for i in range(0, len(response), piece):
+                connection.sendall(response[i : i + piece])
+            while connection.recv(4096):
+                pass
+
+
+def run_client(program: Path, response: bytes, events: int, piece: int) -> list[dict[str, Any]]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(target=serve_once, args=(listener, response, piece))
+        server.start()
+        done = subprocess.run(
+            [str(program), "--stream", f"http://127.0.0.1:{port}/topics/t/stream",
+             "--subscribers", "1", "--events", str(events), "--source", "127.0.0.1",
+             "--connect-timeout", "5", "--drain-timeout", "10", "--idle-timeout", "1"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        server.join(15)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("piece", [65536, 1], ids=["whole", "byte-by-byte"])
+@pytest.mark.parametrize(("response", "events", "counts"), ROWS)
+def test_counts(
+    program: Path, response: bytes, events: int, counts: tuple[int, ...], piece: int
+) -> None:
+    opened, drained, result = run_client(program, response, events, piece)
+    assert (opened["phase"], opened["ready"]) == ("opened", 1)
+    assert drained["stream_errors"] == {}
+    assert tuple(result[key] for key in COUNTS) == counts
+    assert result["expected"] == events
+    assert result["latency_ms"]["p50"] is not None
+
+
+@pytest.mark.parametrize(("response", "error"), ERRORS)
+def test_stream_errors(program: Path, response: bytes, error: str) -> None:
+    _, drained, result = run_client(program, response, 1, 65536)
+    assert drained["stream_errors"] == {error: 1}
+    assert (result["received"], result["missing"]) == (0, 1)
