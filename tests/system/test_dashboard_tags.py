@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard
 from support.live import PushsvcProcess, post, request
@@ -124,3 +124,26 @@ def test_a_derived_topic_under_a_tag_rule_shows_no_tag_panel(
     assert windows["1h"]["distinct_user"] == 0 and windows["1h"]["top_product"] == []
     expect(page.locator("#tag-stats")).to_be_hidden()
     expect(page.locator("#tag-stats .tag-window")).to_have_count(0)
+
+
+def test_a_derived_topic_drawn_before_the_rules_arrive_loses_its_tag_panel_when_they_do(
+    shop: PushsvcProcess, page: Page
+) -> None:
+    """GET /rules answers after the derived topic is drawn (held here until then, as a slow
+    network would): once it arrives the panel goes, with no further update of the topic."""
+    for source in ("shop.checkout", "shop.paid"):
+        pairs = [("cy", "tea"), ("di", "cake")] * 15
+        assert post(shop.port, source, _events(pairs, BASE + 200))[0] == 202
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route("**/rules", hold)
+    open_dashboard(page, shop, "/#/topics/shop.conversion")  # live: the rules are asked for
+    expect(page.locator("#topic-value")).not_to_have_text("—")
+    expect(page.locator("#tag-stats")).to_be_visible()  # drawn without the rules
+    assert held  # the page's readers of the rules (the views' and the alert log's)
+    for route in held:
+        route.continue_()
+    expect(page.locator("#tag-stats")).to_be_hidden()

@@ -41,6 +41,7 @@ export class TopicView {
     this.paused = false;
     this.pausedAfter = null; // the newest point drawn when paused
     this.drawn = -1;
+    this.drawnRules = null; // the rules it was drawn with
     els.pause.addEventListener("click", () => {
       this.paused = !this.paused;
       els.pause.setAttribute("aria-pressed", String(this.paused));
@@ -127,8 +128,13 @@ export class TopicView {
   render(force = false) {
     const topic = this.topic;
     if (topic !== null && this.paused && !force) this.countWhilePaused(topic);
-    if (topic === null || (!force && (this.paused || this.drawn === topic.version))) return;
+    // The rules too: a topic drawn before GET rules answered is drawn again once it has (a
+    // derived topic's tag panel goes), with no update of its own to wait for.
+    const rules = this.rules();
+    const same = this.drawn === topic?.version && this.drawnRules === rules;
+    if (topic === null || (!force && (this.paused || same))) return;
     this.drawn = topic.version;
+    this.drawnRules = rules;
     const windows = Object.keys(topic.windows);
     this.syncSelect(windows);
     const chosen = this.els.windowSelect.value;
@@ -148,7 +154,7 @@ export class TopicView {
     }
     this.renderCurrent(topic, windows);
     // A derived topic's events carry no tags: no panel of counts that stay at nothing.
-    this.tags.render(topic, chosen, isDerived(this.rules(), this.name));
+    this.tags.render(topic, chosen, isDerived(rules, this.name));
     this.sessions.render(topic, chosen);
   }
 
