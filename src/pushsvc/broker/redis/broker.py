@@ -339,44 +339,32 @@ class RedisBroker:
     def _run_append(
         self, keys: list[str], args: list[str | int | bytes]
     ) -> tuple[AppendReply, int | None]:
-        """The append script's reply, and with `min_replicas` how many replicas confirmed
-        (WAIT on the connection that wrote, so on the partition's primary)."""
+        """The append script's reply, and with `min_replicas` how many replicas confirmed."""
         with unavailable("append_events"):
-            if self._min_replicas:
-                raw, replicas = self._run_and_wait(self._append, keys, args)
-            elif self.on_cluster:
-                raw, replicas = self._run_on_slot_owner(self._append, keys, args), None
-            else:
-                raw, replicas = self._append(keys=keys, args=args), None
+            raw, replicas = self._run_script(self._append, keys, args)
         return AppendReply.decode(raw), replicas
 
-    def _run_on_slot_owner(
+    def _run_script(
         self, script: Script, keys: list[str], args: list[str | int | bytes]
-    ) -> Any:
-        """The script on the primary of the partition's slot, its redirects followed by
-        `redirects.py` rather than by redis-py: redis-py gives a slot that is half moved
-        (`TRYAGAIN`) well under a second over its 16 tries, so a reshard on a busy machine
-        answered appends 503 that `redirects.py` waits out (up to `TRYAGAIN_FOR_S`)."""
+    ) -> tuple[Any, int | None]:
+        """A write script's reply, and with `min_replicas` how many replicas confirmed it (WAIT
+        on the connection that wrote it, so on the partition's primary).
+
+        On a cluster the script goes on its slot owner's own connection, redirects followed by
+        `redirects.py`, with or without the WAIT: redis-py's own cluster client gives a slot
+        that is half moved (`TRYAGAIN`) well under a second over its 16 tries, so a reshard on
+        a busy machine answered writes 503 that `redirects.py` waits out (up to
+        `TRYAGAIN_FOR_S`)."""
+        if not (self._min_replicas or self.on_cluster):
+            return script(keys=keys, args=args), None
 
         def queue(pipe: redis.client.Pipeline) -> None:
             script(keys=keys, args=args, client=pipe)
+            if self._min_replicas:
+                pipe.wait(self._min_replicas, self._replica_timeout_ms)
 
-        (raw,) = on_slot_owner(self._client, keys[0], queue)
-        return raw
-
-    def _run_and_wait(
-        self, script: Script, keys: list[str], args: list[str | int | bytes]
-    ) -> tuple[Any, int]:
-        """The script, then WAIT on the connection that wrote it: on a cluster, a pipeline of
-        the two on the primary of the partition's slot, its redirects followed as redis-py
-        follows them (`redirects.py`)."""
-
-        def queue(pipe: redis.client.Pipeline) -> None:
-            script(keys=keys, args=args, client=pipe)
-            pipe.wait(self._min_replicas, self._replica_timeout_ms)
-
-        raw, replicas = on_slot_owner(self._client, keys[0], queue)
-        return raw, int(replicas)
+        replies = on_slot_owner(self._client, keys[0], queue)
+        return replies[0], int(replies[1]) if self._min_replicas else None
 
     def _learn_topology(self) -> None:
         learn_topology(self._client)
@@ -502,12 +490,8 @@ class RedisBroker:
         part = self.keys.of(topic)
         keys = [part.log, part.clocks, part.latest, part.logged, part.deleted]
         args = [topic, part.wake_channel if self.on_cluster else ""]
-        replicas: int | None = None
         with unavailable("delete_topic"):
-            if self._min_replicas:
-                entry_id, replicas = self._run_and_wait(self._delete, keys, list(args))
-            else:
-                entry_id = self._delete(keys=keys, args=args)
+            entry_id, replicas = self._run_script(self._delete, keys, list(args))
         if entry_id and replicas is not None and replicas < self._min_replicas:
             raise ReplicasUnconfirmed(
                 f"the deletion reached {replicas} of {self._min_replicas} replicas in time; it "
