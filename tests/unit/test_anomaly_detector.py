@@ -261,15 +261,21 @@ _V2_STATE = bytes.fromhex(
 _V2_SERIES = [10 + math.sin(i / 5) + (8 if i in (50, 75, 110) else 0) for i in range(120)]
 
 
-def test_a_state_of_format_2_restores_and_scores_as_it_did() -> None:
-    restored = Detector.from_bytes(_V2_STATE)
-    assert restored.params == _OLD_PARAMS
+def _goes_on_as_uninterrupted(restored: Detector) -> None:
+    """`restored` (a state saved after `_V2_SERIES`' first 60 points) equals a detector of its
+    parameters fed those points, and scores the rest as that one does."""
     uninterrupted = Detector(restored.params)
     for v in _V2_SERIES[:60]:
         uninterrupted.score(v)
     assert restored == uninterrupted
     rest = _V2_SERIES[60:]
     assert [restored.score(v) for v in rest] == [uninterrupted.score(v) for v in rest]
+
+
+def test_a_state_of_format_2_restores_and_scores_as_it_did() -> None:
+    restored = Detector.from_bytes(_V2_STATE)
+    assert restored.params == _OLD_PARAMS
+    _goes_on_as_uninterrupted(restored)
     assert max(_scores(restored.params, _V2_SERIES)[60:]) >= DEFAULT_THRESHOLD
 
 
@@ -290,12 +296,7 @@ _V3_STATE = bytes.fromhex(
 def test_a_state_of_format_3_restores_and_scores_as_it_did() -> None:
     restored = Detector.from_bytes(_V3_STATE)
     assert restored.params == replace(_OLD_PARAMS, mature=10, wake=1.0)
-    uninterrupted = Detector(restored.params)
-    for v in _V2_SERIES[:60]:
-        uninterrupted.score(v)
-    assert restored == uninterrupted
-    rest = _V2_SERIES[60:]
-    assert [restored.score(v) for v in rest] == [uninterrupted.score(v) for v in rest]
+    _goes_on_as_uninterrupted(restored)
     # Its flags as format 3's code gave them: 20, 21, 50 before the state, 75 and 110 after.
     scores = _scores(restored.params, _V2_SERIES)
     assert [i for i, s in enumerate(scores) if s >= DEFAULT_THRESHOLD] == [20, 21, 50, 75, 110]
