@@ -195,11 +195,13 @@ def topics_over_primaries(
 # A native EventSource on `path`; `seen` records each message with the stream's `id:` (the
 # cursor), and at each `open` the id the stream had reached (what the browser resumes from).
 EVENT_SOURCE = """(path) => {
-  const seen = window.seen = { messages: [], opens: [], errors: 0 };
+  const seen = window.seen = { messages: [], opens: [], cuts: 0 };
   let last = "";
+  let open = false;
   const source = window.source = new EventSource(path);
-  source.addEventListener("open", () => seen.opens.push(last));
-  source.addEventListener("error", () => { seen.errors += 1; });
+  source.addEventListener("open", () => { open = true; seen.opens.push(last); });
+  // The first error after an open is a cut; the errors of failed retries are not.
+  source.addEventListener("error", () => { seen.cuts += open ? 1 : 0; open = false; });
   source.addEventListener("snapshot", (e) => {
     last = e.lastEventId;
     const data = JSON.parse(e.data);
@@ -270,11 +272,14 @@ class Pages:
         condition = "n => seen.states.filter(s => s === 'live').length >= n"
         wait_in(self.module, condition, times, f"the module live {times}x", timeout_s)
 
-    def wait_cut(self) -> None:
-        """Until both pages have seen their stream break."""
-        opens = self.raw.evaluate("seen.opens.length")
-        wait_in(self.raw, "n => seen.errors >= n", opens, "the EventSource saw the cut")
-        wait_in(self.module, "() => seen.states.at(-1) === 'reconnecting'", None, "reconnecting")
+    def wait_cut(self, times: int) -> None:
+        """Until each page's stream has broken `times` times. Counted, not read off the last
+        state: a page may already be back when it is looked at."""
+        wait_in(self.raw, "n => seen.cuts >= n", times, f"the EventSource cut {times}x")
+        # A cut is a change from live to reconnecting; each failed retry says reconnecting too.
+        condition = """n => seen.states.filter(
+          (s, i) => s === 'reconnecting' && seen.states[i - 1] === 'live').length >= n"""
+        wait_in(self.module, condition, times, f"the module cut {times}x")
 
     def wait_values(self, last: dict[str, float], timeout_s: float = 10) -> None:
         """Until both pages have each topic's value `last[topic]` (and so all before it)."""
@@ -434,12 +439,12 @@ def test_event_source_resumes_exactly_across_partitions_after_the_proxy_cuts_it(
         # A cut while events flow: the browser comes back at once, racing the producer.
         for proxy in pages.proxies:
             proxy.drop()
-        pages.wait_cut()
+        pages.wait_cut(1)
         pages.wait_opened(2)
         # A network down for a while: events of every partition are posted meanwhile.
         for proxy in pages.proxies:
             proxy.hold()
-        pages.wait_cut()
+        pages.wait_cut(2)
         for topic in topics:
             producer.post(topic, 3)
         for proxy in pages.proxies:
@@ -460,7 +465,7 @@ def test_event_source_resumes_exactly_across_partitions_after_kill_9_of_its_web_
     topics, pages, producer = flowing(deployment, "kill", open_page)
     try:
         deployment.web.kill()
-        pages.wait_cut()
+        pages.wait_cut(1)
         for topic in topics:  # while no web process serves the pages
             producer.post(topic, 3)
         deployment.start_web_anew()
@@ -491,7 +496,7 @@ def test_a_partition_trimmed_past_the_cursor_is_a_gap_of_its_topics_only(
 
     for proxy in pages.proxies:
         proxy.hold()
-    pages.wait_cut()
+    pages.wait_cut(1)
     for topic in topics:
         producer.post(topic, 2)
     # More than the partition's history keeps: trimmed past the pages' cursor.
@@ -596,7 +601,7 @@ def test_a_topic_new_while_the_page_was_away_is_replayed_or_if_trimmed_a_gap_of_
     producer = Producer(deployment, topics, start=1)
     for proxy in pages.proxies:
         proxy.hold()
-    pages.wait_cut()
+    pages.wait_cut(1)
     for topic in topics:
         producer.post(topic, 2)
     # Another family's updates fill the partition of `trimmed`: its two are trimmed.
