@@ -5,7 +5,8 @@ seconds say what a file costs wherever it runs. Per file, the plugin adds up, ov
 (setup, call and teardown): the wall time, this process's CPU (every thread of it:
 `time.process_time`) and the CPU of the child processes reaped meanwhile (the `pushsvc`,
 `redis-server` and browser processes a test or a module's fixture started and stopped:
-`RUSAGE_CHILDREN`). Processes of session-scoped fixtures are reaped at the end and counted
+`RUSAGE_CHILDREN`), and how many pushsvc processes it started (`PushsvcProcess`).
+Processes of session-scoped fixtures are reaped at the end and counted
 nowhere. Each xdist worker writes its own JSON file:
 
     CPU_PER_FILE_DIR=/tmp/cpu .venv-test/bin/pytest -p support.cpu_per_file
@@ -27,10 +28,13 @@ from pathlib import Path
 
 import pytest
 
-Costs = dict[str, list[float]]
-"""File -> [wall s, own CPU s, children's CPU s, tests]."""
+from support.live import PushsvcProcess
 
-_costs: Costs = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+Costs = dict[str, list[float]]
+"""File -> [wall s, own CPU s, children's CPU s, tests, pushsvc processes started]."""
+
+_COLUMNS = 5
+_costs: Costs = defaultdict(lambda: [0.0] * _COLUMNS)
 
 
 def _children_cpu() -> float:
@@ -41,12 +45,14 @@ def _children_cpu() -> float:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     wall, own, children = time.monotonic(), time.process_time(), _children_cpu()
+    started = len(PushsvcProcess.started)
     yield
     cost = _costs[item.location[0]]
     cost[0] += time.monotonic() - wall
     cost[1] += time.process_time() - own
     cost[2] += _children_cpu() - children
     cost[3] += 1
+    cost[4] += len(PushsvcProcess.started) - started
 
 
 def pytest_sessionfinish() -> None:
@@ -57,11 +63,12 @@ def pytest_sessionfinish() -> None:
 
 
 def summary(directory: Path, top: int = 40) -> str:
-    costs: Costs = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    costs: Costs = defaultdict(lambda: [0.0] * _COLUMNS)
     for path in directory.glob("*.json"):
         for name, cost in json.loads(path.read_text()).items():
+            cost += [0.0] * (_COLUMNS - len(cost))  # written before the starts were counted
             costs[name] = [a + b for a, b in zip(costs[name], cost, strict=True)]
-    folders: Costs = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    folders: Costs = defaultdict(lambda: [0.0] * _COLUMNS)
     for name, cost in costs.items():
         folder = os.path.dirname(name)
         folders[folder] = [a + b for a, b in zip(folders[folder], cost, strict=True)]
@@ -69,16 +76,17 @@ def summary(directory: Path, top: int = 40) -> str:
     def rows(table: Costs, limit: int) -> list[str]:
         ranked = sorted(table.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))[:limit]
         return [
-            f"{name:64} {w:7.0f} {own:7.1f} {kids:7.1f} {n:5.0f}"
-            for name, (w, own, kids, n) in ranked
+            f"{name:64} {w:7.0f} {own:7.1f} {kids:7.1f} {n:5.0f} {starts:6.0f}"
+            for name, (w, own, kids, n, starts) in ranked
         ]
 
-    head = f"{'':64} {'wall s':>7} {'own s':>7} {'child s':>7} {'tests':>5}"
-    totals = [sum(cost[i] for cost in costs.values()) for i in range(4)]
+    head = f"{'':64} {'wall s':>7} {'own s':>7} {'child s':>7} {'tests':>5} {'starts':>6}"
+    totals = [sum(cost[i] for cost in costs.values()) for i in range(_COLUMNS)]
     return "\n".join(
         [
             f"CPU {totals[1] + totals[2]:.0f} s (own {totals[1]:.0f} s, children "
-            f"{totals[2]:.0f} s) in {totals[3]:.0f} tests, {totals[0]:.0f} test-seconds",
+            f"{totals[2]:.0f} s) in {totals[3]:.0f} tests, {totals[0]:.0f} test-seconds, "
+            f"{totals[4]:.0f} pushsvc processes started",
             head,
             *rows(folders, len(folders)),
             "",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
 import pytest
 
-from pushsvc.__main__ import command_of
+from pushsvc.__main__ import command_of, entry_points_read_once
 from support.live import SRC
 
 # Runs the real entry point with `argv`, with click's exit replaced by a report of whether the
@@ -54,3 +55,12 @@ def test_the_command_is_the_first_argument_that_is_not_an_option() -> None:
     assert command_of(["--help"]) is None
     assert command_of(["serve", "--port", "8000"]) == "serve"
     assert command_of(["--version", "publish"]) == "publish"
+
+
+def test_gevent_patches_with_entry_points_read_once_and_then_reads_them_anew() -> None:
+    read = importlib.metadata.entry_points
+    with entry_points_read_once():
+        assert importlib.metadata.entry_points is not read
+        for group in ("console_scripts", "pytest11", "gevent.plugins.monkey.will_patch_all"):
+            assert list(importlib.metadata.entry_points(group=group)) == list(read(group=group))
+    assert importlib.metadata.entry_points is read
