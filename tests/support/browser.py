@@ -185,7 +185,7 @@ def line_coverage(canvas: Locator, color_variable: str) -> float:
 # time `t`, or in the column beside it that has the most (a vertical grid line may run through
 # one). The lines and the other grid lines cross a column: a band shows as most of it, and no
 # band as none.
-BAND_SHARE = """(chart, [t, variable]) => {
+BAND_SHARE = """(chart, [t, variable, uncovered]) => {
   const css = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
   const probe = document.createElement("canvas").getContext("2d");
   probe.fillStyle = css;
@@ -199,23 +199,28 @@ BAND_SHARE = """(chart, [t, variable]) => {
   for (let dx = -2; dx <= 2; dx++) {
     const px = u.ctx.getImageData(x + dx, top, 1, height).data;
     let painted = 0;
+    let blank = 0;
     for (let i = 0; i < px.length; i += 4) {
       const near = [0, 1, 2, 3].reduce((sum, c) => sum + Math.abs(px[i + c] - band[c]), 0);
       if (near < 24) painted++;
+      else if (px[i + 3] === 0) blank++;
     }
-    most = Math.max(most, painted / height);
+    const of = uncovered ? painted + blank : height;
+    most = Math.max(most, of ? painted / of : 0);
   }
   return most;
 }"""
 
 
-def alert_band_share(chart: Locator, t: float) -> float:
-    """How much of a chart's plot, at topic-clock time `t`, is shaded as an alert period."""
-    share: float = chart.evaluate(BAND_SHARE, [t, "--alert-band"])
+def alert_band_share(chart: Locator, t: float, *, of_uncovered: bool = False) -> float:
+    """How much of a chart's plot, at topic-clock time `t`, is shaded as an alert period;
+    `of_uncovered`: of what the series and the grid leave uncovered there (a min-max band
+    as tall as the plot covers the shade, and says nothing of it)."""
+    share: float = chart.evaluate(BAND_SHARE, [t, "--alert-band", of_uncovered])
     return share
 
 
 def anomaly_band_share(chart: Locator, t: float) -> float:
     """How much of a chart's plot, at time `t`, is shaded as an anomalous bucket."""
-    share: float = chart.evaluate(BAND_SHARE, [t, "--anomaly-band"])
+    share: float = chart.evaluate(BAND_SHARE, [t, "--anomaly-band", False])
     return share

@@ -742,7 +742,7 @@ def test_the_demos_ranges_cover_their_span_and_shade_past_alerts(
             period = f'#alert-periods li[data-from="{_number(start)}"][data-to="{to}"]'
             expect(page.locator(period)).not_to_have_count(0)
             middle = (max(start, since) + min(end or clock, clock)) / 2
-            assert alert_band_share(chart, middle) > 0.5, (topic, start, end)
+            assert alert_band_share(chart, middle, of_uncovered=True) > 0.9, (topic, start, end)
     if range_s > 3 * 3600:
         assert resolved_in_range >= 2  # the morning's periods: long before the history's
 
