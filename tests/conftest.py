@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import compileall
 import logging
+import os
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import settings
+from xdist.scheduler import LoadFileScheduling
 
 from pushsvc.app import create_app
 from support.auth_tokens import CREDENTIALS
@@ -33,14 +36,36 @@ settings.load_profile("pushsvc")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Compile src/ and bench/ once, before any worker starts. The suite starts hundreds of
-    Python processes from them, and where PYTHONDONTWRITEBYTECODE is set (it is on the
-    machines the suite was timed on) none of them writes its bytecode: each compiled every
-    module anew, a third of what starting a pushsvc process cost."""
+    """Bytecode is written and read, whatever PYTHONDONTWRITEBYTECODE says (it is set on the
+    machines the suite was timed on). The suite starts hundreds of Python processes from
+    src/ and bench/, and each compiled every module anew: a third of what starting a pushsvc
+    process cost. pytest rewrote every test module on each worker at each run: three
+    quarters of the 15 s a worker took to collect. So: src/, bench/ and tests/ compiled
+    once, before any worker starts, and every process after writes what it compiles."""
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if not hasattr(config, "workerinput"):
         root = Path(__file__).parents[1]
-        for folder in ("src", "bench"):
+        for folder in ("src", "bench", "tests"):
             compileall.compile_dir(root / folder, quiet=1)
+
+
+class _ByFileButPure(LoadFileScheduling):
+    """pyproject's `--dist loadfile`: a file's tests on one worker, so that the servers its
+    module fixtures start, start once; but the tests of tests/unit and tests/simulation,
+    which start nothing, each go to whichever worker is free. One worker ran the
+    simulation's four slices in a row, the fast tier's longest pole."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        if nodeid.startswith(("tests/unit/", "tests/simulation/")):
+            return nodeid
+        return super()._split_scope(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getoption("dist") != "loadfile":
+        return None  # another --dist, as asked
+    return _ByFileButPure(config, log)
 
 
 # What a test starts, told by its fixtures (the markers are described in pyproject.toml).
