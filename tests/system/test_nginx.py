@@ -407,9 +407,12 @@ def test_heartbeats_pass_through_nginx_one_by_one(proxy: Proxy, topic: str) -> N
     with Stream(proxy, f"/topics/{topic}/stream", source="127.0.0.16") as stream:
         stream.next_data("snapshot")
         stream.wait_for_comments(4, timeout=10 * HEARTBEAT_S)
-        gaps = [b - a for a, b in zip(stream.comment_times, stream.comment_times[1:], strict=False)]
-        # Separately, about one heartbeat apart: not held back and released together.
-        assert all(gap > HEARTBEAT_S / 2 for gap in gaps), gaps
+        times = stream.comment_times
+        # Separately, not held back and released together: each in a read of its own, and
+        # spread over the three heartbeats between them. Not each gap near one heartbeat: on
+        # a loaded machine one comment read late makes the next gap short (0.17 s seen).
+        assert all(b > a for a, b in zip(times, times[1:], strict=False)), times
+        assert times[-1] - times[0] > 2 * HEARTBEAT_S, times
 
 
 def test_a_stream_is_released_when_its_client_leaves_nginx(tmp_path: Path, topic: str) -> None:
