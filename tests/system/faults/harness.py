@@ -222,9 +222,14 @@ class Producer(threading.Thread):
         *,
         rate: float = 60.0,
         tags: Callable[[int], dict[str, str]] | None = None,
+        stamp_now: bool = False,
     ) -> None:
         super().__init__(daemon=True, name="producer")
         self.tags = tags
+        self.stamp_now = stamp_now
+        """Stamp each event with the time it is sent, not `base + n * 20 ms`: where idle ticks
+        run a topic's clock on with the wall clock, a producer stalled past the allowed
+        lateness (a POST slow on a loaded machine) would otherwise send events late."""
         """The tags of event n (none when None)."""
         self.deployment = deployment
         self.topic = topic
@@ -255,7 +260,7 @@ class Producer(threading.Thread):
             if not ports:
                 time.sleep(self.interval)
                 continue
-            ts_us = self.base_us + n * 20_000
+            ts_us = time.time_ns() // 1000 if self.stamp_now else self.base_us + n * 20_000
             started = time.monotonic()
             status, code = self._post(ports[n % len(ports)], n, ts_us)
             self.statuses[status] = self.statuses.get(status, 0) + 1

@@ -284,7 +284,10 @@ def test_no_boundary_is_lost_while_the_deriver_is_away_and_ticks_run(
         # sources'. Either way the derived topic's partition has a holder that lives on.
         deriver, other = _deriver_and_another(stack)
         keys = stack.keys
-        producers = [Producer(stack, a, rate=80.0), Producer(stack, b, rate=50.0)]
+        producers = [
+            Producer(stack, a, rate=80.0, stamp_now=True),
+            Producer(stack, b, rate=50.0, stamp_now=True),
+        ]
         for producer in producers:
             producer.start()
         port = stack.ports()[0]
