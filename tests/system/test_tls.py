@@ -238,8 +238,10 @@ def strict_tls(pair: Pair) -> Iterator[PushsvcProcess]:
 
 def _new_lines(server: PushsvcProcess, pair: Pair, since: int) -> list[str]:
     """The log lines written since line `since`, once a request after them is answered (a
-    line about a handshake before it is written by then)."""
+    line about a handshake before it is written by then) and this process has read at least
+    one: a thread of it reads the server's log, and may not have read the line yet."""
     assert _https(server.port, _trusting(pair), "GET", "/healthz")[0] == 200
+    wait_until(lambda: len(server.output) > since, timeout=5, what="a new log line")
     return server.output[since:]
 
 
