@@ -26,6 +26,7 @@ import os
 import random
 import time
 import tracemalloc
+from collections.abc import Callable
 
 from pushsvc.stats.sessions import Funnel, SessionAssembler, SessionSettings
 
@@ -40,31 +41,30 @@ def _settings(max_open: int) -> SessionSettings:
 
 
 def bytes_per_open(n: int, *, with_step: bool) -> float:
-    keys = [f"u{i:07d}" for i in range(n)]
-    gc.collect()
+    """Python allocations per open session (tracemalloc)."""
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    assembler = SessionAssembler(_settings(n))
-    step = 0 if with_step else None
-    for i, key in enumerate(keys):
-        assembler.add(key, T0 + i, step)
-    used = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    assert assembler.open_sessions == n
-    # The key strings were made before tracing; the assembler keeps them, so count them.
-    return (used + sum(k.__sizeof__() for k in keys)) / n
+    try:
+        return _per_open(n, with_step, lambda: tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
 
 
 def resident_bytes_per_open(n: int, *, with_step: bool) -> float:
+    """Resident memory per open session (RSS): true only in a fresh process."""
+    return _per_open(n, with_step, _resident_bytes)
+
+
+def _per_open(n: int, with_step: bool, used_bytes: Callable[[], int]) -> float:
     keys = [f"u{i:07d}" for i in range(n)]
     gc.collect()
-    before = _resident_bytes()
+    before = used_bytes()
     assembler = SessionAssembler(_settings(n))
     step = 0 if with_step else None
     for i, key in enumerate(keys):
         assembler.add(key, T0 + i, step)
-    used = _resident_bytes() - before
+    used = used_bytes() - before
     assert assembler.open_sessions == n
+    # The key strings were made before measuring; the assembler keeps them, so count them.
     return (used + sum(k.__sizeof__() for k in keys)) / n
 
 

@@ -212,8 +212,9 @@ class Watcher(threading.Thread):
 
 
 class Producer(threading.Thread):
-    """Posts event n with value n and ts `base + n * 20 ms`, one at a time, at `rate`/s, to
-    the web processes in turn; `pause()` waits until no POST is in flight."""
+    """Posts event n with value n and ts `base + n * 20 ms` (or the time it is sent:
+    `stamp_now`), one at a time, at `rate`/s, to the web processes in turn; `pause()` waits
+    until no POST is in flight."""
 
     def __init__(
         self,
@@ -226,11 +227,11 @@ class Producer(threading.Thread):
     ) -> None:
         super().__init__(daemon=True, name="producer")
         self.tags = tags
+        """The tags of event n (none when None)."""
         self.stamp_now = stamp_now
         """Stamp each event with the time it is sent, not `base + n * 20 ms`: where idle ticks
         run a topic's clock on with the wall clock, a producer stalled past the allowed
         lateness (a POST slow on a loaded machine) would otherwise send events late."""
-        """The tags of event n (none when None)."""
         self.deployment = deployment
         self.topic = topic
         self.interval = 1.0 / rate
