@@ -25,9 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nab_offline import CANDIDATES, split  # noqa: E402
-
-from pushsvc.series.anomaly import DEFAULT_THRESHOLD, Detector, Params  # noqa: E402
+from nab_offline import CANDIDATES, split
+from pushsvc.series.anomaly import DEFAULT_THRESHOLD, Detector, Params
 
 COST = {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11}
 PROBATION = -2  # a point in the probationary period
