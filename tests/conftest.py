@@ -22,7 +22,8 @@ from xdist.scheduler import LoadFileScheduling
 
 from pushsvc.app import create_app
 from support.auth_tokens import CREDENTIALS
-from support.live import PushsvcProcess
+from support.forked_starts import Forker
+from support.live import SRC, PushsvcProcess
 from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 
@@ -44,10 +45,17 @@ def pytest_configure(config: pytest.Config) -> None:
     once, before any worker starts, and every process after writes what it compiles."""
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    PushsvcProcess.forker = Forker(SRC)
     if not hasattr(config, "workerinput"):
         root = Path(__file__).parents[1]
         for folder in ("src", "bench", "tests"):
             compileall.compile_dir(root / folder, quiet=1)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PushsvcProcess.forker is not None:
+        PushsvcProcess.forker.stop()
+        PushsvcProcess.forker = None
 
 
 class _ByFileButPure(LoadFileScheduling):
@@ -81,6 +89,15 @@ _STARTS_BY_FIXTURE = {
 }
 _HEAVY = ("process", "redis", "cluster", "browser", "docker", "install")
 _SYSTEM = Path(__file__).parent / "system"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`-m fast` does not import tests/system: every test there is marked `process`, so
+    none could be picked, and importing its modules (Playwright, Schemathesis) is a second
+    and a half of every worker's start."""
+    if config.getoption("markexpr") == "fast" and collection_path == _SYSTEM:
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,9 +5,10 @@ seconds say what a file costs wherever it runs. Per file, the plugin adds up, ov
 (setup, call and teardown): the wall time, this process's CPU (every thread of it:
 `time.process_time`) and the CPU of the child processes reaped meanwhile (the `pushsvc`,
 `redis-server` and browser processes a test or a module's fixture started and stopped:
-`RUSAGE_CHILDREN`), and how many pushsvc processes it started (`PushsvcProcess`).
-Processes of session-scoped fixtures are reaped at the end and counted
-nowhere. Each xdist worker writes its own JSON file:
+`RUSAGE_CHILDREN`; those forked by support.forked_starts are counted as they end), how many
+pushsvc processes it started (`PushsvcProcess`) and how many of those were forks.
+Processes of session-scoped fixtures are reaped at the end and counted nowhere. Each xdist
+worker writes its own JSON file:
 
     CPU_PER_FILE_DIR=/tmp/cpu .venv-test/bin/pytest -p support.cpu_per_file
     .venv-test/bin/python -m support.cpu_per_file /tmp/cpu     # PYTHONPATH=tests
@@ -28,24 +29,27 @@ from pathlib import Path
 
 import pytest
 
+from support.forked_starts import Forker
 from support.live import PushsvcProcess
 
 Costs = dict[str, list[float]]
 """File -> [wall s, own CPU s, children's CPU s, tests, pushsvc processes started]."""
 
-_COLUMNS = 5
+_COLUMNS = 6
 _costs: Costs = defaultdict(lambda: [0.0] * _COLUMNS)
 
 
 def _children_cpu() -> float:
+    """Of the children reaped so far, this process's own and those forked for it by its
+    helpers (support.forked_starts), whose parent is the helper."""
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
+    return used.ru_utime + used.ru_stime + Forker.children_cpu
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     wall, own, children = time.monotonic(), time.process_time(), _children_cpu()
-    started = len(PushsvcProcess.started)
+    started, forked = len(PushsvcProcess.started), Forker.forked
     yield
     cost = _costs[item.location[0]]
     cost[0] += time.monotonic() - wall
@@ -53,6 +57,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     cost[2] += _children_cpu() - children
     cost[3] += 1
     cost[4] += len(PushsvcProcess.started) - started
+    cost[5] += Forker.forked - forked
 
 
 def pytest_sessionfinish() -> None:
@@ -76,17 +81,18 @@ def summary(directory: Path, top: int = 40) -> str:
     def rows(table: Costs, limit: int) -> list[str]:
         ranked = sorted(table.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))[:limit]
         return [
-            f"{name:64} {w:7.0f} {own:7.1f} {kids:7.1f} {n:5.0f} {starts:6.0f}"
-            for name, (w, own, kids, n, starts) in ranked
+            f"{name:64} {w:7.0f} {own:7.1f} {kids:7.1f} {n:5.0f} {starts:6.0f} {forks:6.0f}"
+            for name, (w, own, kids, n, starts, forks) in ranked
         ]
 
     head = f"{'':64} {'wall s':>7} {'own s':>7} {'child s':>7} {'tests':>5} {'starts':>6}"
+    head += f" {'forked':>6}"
     totals = [sum(cost[i] for cost in costs.values()) for i in range(_COLUMNS)]
     return "\n".join(
         [
             f"CPU {totals[1] + totals[2]:.0f} s (own {totals[1]:.0f} s, children "
             f"{totals[2]:.0f} s) in {totals[3]:.0f} tests, {totals[0]:.0f} test-seconds, "
-            f"{totals[4]:.0f} pushsvc processes started",
+            f"{totals[4]:.0f} pushsvc processes started ({totals[5]:.0f} of them forked)",
             head,
             *rows(folders, len(folders)),
             "",

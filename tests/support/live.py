@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from support.forked_starts import ForkedProcess, Forker
 from support.sse_parser import EventStreamParser, SSEMessage
 
 # The src/ directory this package was imported from, for child processes' PYTHONPATH.
@@ -30,6 +31,10 @@ class PushsvcProcess:
 
     started: ClassVar[list[PushsvcProcess]] = []
     """Every process started in this interpreter, so a test session can read all their logs."""
+    forker: ClassVar[Forker | None] = None
+    """Set (by the test suite, not the benchmarks): serving commands are forked from a
+    process that imported pushsvc once (support.forked_starts), where that runs them as
+    `exec` would."""
 
     def __init__(
         self,
@@ -52,13 +57,13 @@ class PushsvcProcess:
         self.env = {**inherited, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.http = http
         self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[str] | ForkedProcess | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
 
     def start(self, timeout: float = 20) -> PushsvcProcess:
         PushsvcProcess.started.append(self)
-        self.proc = subprocess.Popen(
+        self.proc = self._forked() or subprocess.Popen(
             self.argv,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -75,6 +80,14 @@ class PushsvcProcess:
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.argv} exited:\n{''.join(self.output)}")
         return self
+
+    def _forked(self) -> ForkedProcess | None:
+        forker = PushsvcProcess.forker
+        if forker is None or self.preexec_fn is not None:
+            return None
+        if not forker.can_start(self.argv, self.env):
+            return None
+        return forker.start(self.argv, self.env)
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
