@@ -21,6 +21,7 @@ import json
 import os
 import random
 import socket
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +29,9 @@ import pushsvc.__main__
 import pushsvc.cli
 import pushsvc.server  # what a serving command imports first
 
-# Written for each ended child: its wait status and CPU seconds (support.forked_starts.END).
-END_FORMAT = "=id"
+# Written for each ended child: its wait status and CPU seconds. support.forked_starts reads
+# it (`_END`); the two cannot share a module, since importing this one patches the library.
+END = struct.Struct("=id")
 
 # The helper's own blocking calls. gevent's patched versions would make it a hub, which every
 # child would then share with it.
@@ -41,9 +43,6 @@ _Socket = monkey.get_original("socket", "socket")
 def serve(control_fd: int) -> dict[str, Any] | None:
     """Forks a child for each request until the control socket closes: the request in the
     child, None in the helper once done."""
-    import struct
-
-    end = struct.Struct(END_FORMAT)
     control = _Socket(fileno=control_fd)
     ends: dict[int, tuple[int, int]] = {}  # a child's pipe end -> (pid, the test's pipe)
     while True:
@@ -54,7 +53,7 @@ def serve(control_fd: int) -> dict[str, Any] | None:
                 os.close(fd)
                 _, status, usage = os.wait4(pid, 0)
                 with contextlib.suppress(OSError):
-                    os.write(ended, end.pack(status, usage.ru_utime + usage.ru_stime))
+                    os.write(ended, END.pack(status, usage.ru_utime + usage.ru_stime))
                 os.close(ended)
                 continue
             message, fds, _, _ = socket.recv_fds(control, 1 << 20, 2)

@@ -2,16 +2,19 @@
 
 A `python -m pushsvc serve` spends most of its first half-second of CPU importing gevent,
 Flask, redis-py and pushsvc itself, and the suite starts some six hundred of them. A test
-worker's `Forker` keeps one helper process (`python -m support.forked_starts`) that has
-patched the standard library as `pushsvc/__main__.py` does for the serving commands and
-imported pushsvc's server, and forks each new server from it: the same code from the command
-line's parser on, with the test's arguments, environment, working directory and file
-descriptors, in a process of its own that a test can stop, kill -9 or pause like any other.
+worker's `Forker` keeps a helper process (`tests/support/fork_helper.py`, one per
+environment, see `_importable_env`) that has patched the standard library as
+`pushsvc/__main__.py` does for the serving commands and imported pushsvc's server, and forks
+each new server from it: the same code from the command line's parser on, with the test's
+arguments, environment, working directory and standard error, in a process of its own that a
+test can stop, kill -9 or pause like any other.
 
 A start takes the usual `exec` instead when the fork could differ from it: another Python
-option, a hook to run before exec (`preexec_fn`), another `src/`, or an environment that
-differs from the helper's in more than pushsvc's own settings (a variable read at import
-time would keep the helper's value). `PUSHSVC_TEST_EXEC=1` takes it for every start.
+option, a hook to run before exec (`preexec_fn`), another `src/`, or a fourth environment
+(a variable read at import time would keep the helper's value, so environments that differ
+in more than pushsvc's own settings get helpers of their own). `PUSHSVC_TEST_EXEC=1` takes it
+for every start. What a fork cannot give: `/proc/PID/environ` and `cmdline` stay the
+helper's, as the kernel keeps what was exec'd.
 
 The helper relays each child's end: the child holds one end of a pipe that nothing else
 holds, so the helper sees it close when the child dies, reaps it, and writes its wait status
@@ -33,11 +36,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-# The commands pushsvc/__main__.py patches the standard library for (gevent): the only ones
-# a fork from the helper can run as they would run on their own.
-SERVING = frozenset({"serve", "web", "aggregate"})
+# The commands that run patched (gevent): the only ones the helper's forks can run as they
+# would run on their own.
+from pushsvc.__main__ import SERVING, command_of
+
 # Written by the helper for each ended child: its wait status and CPU seconds (user + system).
-_END = struct.Struct("=id")  # fork_helper.END_FORMAT
+_END = struct.Struct("=id")  # fork_helper.END
 _HELPER = Path(__file__).with_name("fork_helper.py")
 _DISABLE = "PUSHSVC_TEST_EXEC"
 
@@ -127,9 +131,9 @@ class Forker:
         """Whether `argv` (as `PushsvcProcess` builds it) would run in a fork as on its own."""
         if os.environ.get(_DISABLE) == "1" or env.get("PYTHONPATH") != self.src:
             return False
-        if list(argv[:3]) != [sys.executable, "-m", "pushsvc"] or len(argv) < 4:
+        if list(argv[:3]) != [sys.executable, "-m", "pushsvc"]:
             return False
-        return argv[3] in SERVING
+        return command_of(argv[3:]) in SERVING
 
     def start(self, argv: Sequence[str], env: Mapping[str, str]) -> ForkedProcess | None:
         """`argv` forked from the helper for its environment; None when there are too many
