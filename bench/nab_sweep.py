@@ -9,23 +9,25 @@ thresholds exactly as NAB's optimiser does (one threshold for the corpus), and t
 the default threshold; normalised as the runner does (tuning / held out / corpus). Use it to
 explore; confirm a chosen row with the runner.
 
-    PYTHONPATH=src /work/nab/.venv/bin/python bench/nab_sweep.py --nab /work/nab \
+    PYTHONPATH=src /work/nab/.venv/bin/python -m bench.nab_sweep --nab /work/nab \
         --candidate pushsvc [--candidate ...] [--per-file]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import pickle
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from nab_offline import CANDIDATES, split
+from bench.nab_offline import CANDIDATES, split
 from pushsvc.series.anomaly import DEFAULT_THRESHOLD, Detector, Params
 
 COST = {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11}
@@ -68,8 +70,6 @@ def prepare(nab: Path, cache: Path) -> dict[str, Any]:
             "windows": len(windows),
         }
     null = {}
-    import csv
-
     with (nab / "results" / "null" / "null_standard_scores.csv").open() as f:
         for r in csv.DictReader(f):
             if r["File"] and r["File"] != "Totals":
@@ -170,14 +170,16 @@ def evaluate(prepared: dict[str, Any], params: Params, per_file: bool = False) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nab", type=Path, required=True, help="a numenta/NAB checkout")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/nab_sweep.pickle"))
+    parser.add_argument("--cache", type=Path, help="where the prepared corpus is kept")
     parser.add_argument("--candidate", action="append", choices=sorted(CANDIDATES))
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--per-file", action="store_true")
     args = parser.parse_args()
-    prepared = prepare(args.nab.resolve(), args.cache)
-    from dataclasses import replace
-
+    nab = args.nab.resolve()
+    # One cache per checkout: another checkout's labels must not be scored from this one's.
+    digest = hashlib.sha256(str(nab).encode()).hexdigest()[:12]
+    cache = args.cache or Path(tempfile.gettempdir(), f"nab_sweep-{digest}.pickle")
+    prepared = prepare(nab, cache)
     for name in args.candidate or ["pushsvc"]:
         params = replace(CANDIDATES[name], threshold=args.threshold)
         print(json.dumps({name: evaluate(prepared, params, args.per_file)}), flush=True)
