@@ -25,6 +25,16 @@ The run, once every stream is live and the server counts them all (`pushsvc_subs
   in order; the publish-to-receive latency's p99 is reported per load generator, and the
   largest of those (the p99 over all streams is at most that).
 
+* storm (`--storm`, C clients only): the broadcast as above, and `--storm-at` seconds into it
+  every web worker is stopped at once (SIGTERM; the supervisor starts each again). Each
+  client comes back as EventSource does, after the `retry:` the server sent it (jittered:
+  `--retry`) and with its `Last-Event-ID`, while the publisher posts each event until one of
+  the workers accepts it (under an `Idempotency-Key`). Every stream must still get every
+  update once and in order. Reported: `back s`, from the stop until every client has a
+  stream again (its newest response head); `current s`, until every client also holds every
+  update published before that moment; the peak RSS of everything the server runs (the new
+  workers included), and the server's CPU over the broadcast, the stopped workers' included.
+
 The clients (`--client`): `python` (bench/loadgen, `--mode deliveries`; the first one also
 publishes) or `c` (bench/loadgen/sse_clients.c, compiled with the system's `cc` on first use:
 the same counts and latencies for a fraction of the CPU per delivery, which on a machine the
@@ -34,7 +44,9 @@ streams publishes). With `c` each stream's update ids must also rise (`id_regres
     python -m bench.many_streams --streams 100000 --workers 8 --idle 300 --events 60 --rate 1
     python -m bench.many_streams --streams 100000 --workers 8 --idle 60 --events 60 --rate 1 \
         --client c
-    python -m bench.many_streams --smoke [--client c]  # 300 streams, 2 workers: counts only
+    python -m bench.many_streams --streams 100000 --workers 8 --idle 10 --events 60 --rate 1 \
+        --client c --storm
+    python -m bench.many_streams --smoke [--client c] [--storm]  # 300 streams, 2 workers
 
 The driver lifts its own soft open-file limit to the hard one; the server and the load
 generators inherit it.
@@ -43,9 +55,12 @@ generators inherit it.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.child import JsonLinesChild, c_subscribers, loadgen
@@ -53,7 +68,7 @@ from bench.common import Report, metric, parser, percentiles
 from bench.common import machine as describe_machine
 from bench.loadgen.process import raise_fd_limit
 from bench.servers import PushsvcServe, use_pushsvc_src
-from support.procfs import cpu_seconds, descendants, rss_kb
+from support.procfs import cpu_seconds, descendants, rss_kb, tree_cpu_seconds
 
 PER_LOADGEN = 18_000
 """Streams per load generator: within its 20,000 open files."""
@@ -79,6 +94,8 @@ COLUMNS = [
     ("p99 ms", 7, "p99_ms"),
     ("max ms", 7, "max_ms"),
     ("peak MB", 7, "peak_rss_mb"),
+    ("back s", 6, lambda row: row.get("back_s", "-")),  # a storm's (--storm)
+    ("current s", 9, lambda row: row.get("current_s", "-")),
 ]
 COUNT_KEYS = ("expected", "received", "missing", "duplicates", "out_of_order", "unexpected")
 CLIENTS = ("python", "c")
@@ -103,10 +120,11 @@ def _cpu(pids: list[int]) -> float:
 
 
 class _PeakRss:
-    """The largest RSS (kB) of `pids()` sampled every 0.5 s until `stop()`."""
+    """The largest RSS (kB) of `pids()` sampled every 0.5 s until `stop()` (asked anew each
+    time: a worker that is started again has a new pid)."""
 
-    def __init__(self, pids: list[int]) -> None:
-        self.peak = rss_kb(pids)
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.peak = rss_kb(pids())
         self._done = threading.Event()
         self._pids = pids
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -114,12 +132,12 @@ class _PeakRss:
 
     def _sample(self) -> None:
         while not self._done.wait(0.5):
-            self.peak = max(self.peak, rss_kb(self._pids))
+            self.peak = max(self.peak, rss_kb(self._pids()))
 
     def stop(self) -> int:
         self._done.set()
         self._thread.join()
-        return max(self.peak, rss_kb(self._pids))
+        return max(self.peak, rss_kb(self._pids()))
 
 
 def _wait_counted(port: int, streams: int, timeout: float) -> int:
@@ -135,6 +153,40 @@ def _wait_counted(port: int, streams: int, timeout: float) -> int:
     return count
 
 
+def _stop_web_workers(server: PushsvcServe) -> float:
+    """SIGTERM every web worker at once (the supervisor starts each again); when (epoch s)."""
+    workers = _web_workers(server)
+    stopped_at = time.time()
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    return stopped_at
+
+
+def _storm_figures(drained: list[dict[str, Any]], stopped_at: float) -> dict[str, Any]:
+    """What the C clients' drained records say of the storm: when the last client had a
+    stream again, and when every client held every update published before that."""
+    subscribers = [record for record in drained if "values" in record]
+    back_at = max((r["last_back_at"] or 0.0 for r in subscribers), default=0.0)
+    last: dict[int, float] = {}
+    sent: dict[int, float] = {}
+    for record in subscribers:
+        for value, (published, received) in enumerate(record["values"]):
+            if published:
+                sent[value] = published
+                last[value] = max(last.get(value, 0.0), received)
+    before = [last[value] for value, published in sent.items() if published <= back_at]
+    retries = [r["retry_ms"] for r in subscribers if r["retry_ms"][1]]
+    return {
+        "back_s": round(back_at - stopped_at, 2) if back_at else None,
+        "current_s": round(max(before) - stopped_at, 2) if before and back_at else None,
+        "reconnects": sum(r["reconnects"] for r in subscribers),
+        "refused": sum(r["refused"] for r in subscribers),
+        "still_down": sum(r["down"] for r in subscribers),
+        "gaps": sum(r["gaps"] for r in subscribers),
+        "retry_ms": [min(r[0] for r in retries), max(r[1] for r in retries)] if retries else None,
+    }
+
+
 def run(args: Any) -> dict[str, Any]:
     loadgens = max(args.loadgens or math.ceil(args.streams / PER_LOADGEN), 1)
     row: dict[str, Any] = {"streams": args.streams, "workers": args.workers,
@@ -143,12 +195,14 @@ def run(args: Any) -> dict[str, Any]:
     if args.client == "c":
         row["batch_us"] = args.batch_us
     shares = [args.streams // loadgens + (i < args.streams % loadgens) for i in range(loadgens)]
-    server = PushsvcServe(args.workers, extra_args=("--heartbeat", args.heartbeat))
+    server_args = ("--heartbeat", args.heartbeat, *(("--retry", args.retry) if args.retry else ()))
+    server = PushsvcServe(args.workers, extra_args=server_args)
     children: list[JsonLinesChild] = []
     connect_timeout = args.connect_timeout or 60 + args.streams / 1000
     publish_timeout = args.events / args.rate + 30
     timeouts = {"connect": connect_timeout, "publish": publish_timeout,
-                "drain": publish_timeout + 30, "idle": 10.0}  # fmt: skip
+                "drain": publish_timeout + 30, "idle": 60.0 if args.storm else 10.0}  # fmt: skip
+    storm = ("--reconnect",) if args.storm else ()
     try:
         server.start()
         webs = _web_workers(server)
@@ -159,14 +213,15 @@ def run(args: Any) -> dict[str, Any]:
         if args.client == "c":
             # The first child publishes (and holds no stream); the C subscribers read.
             children.append(loadgen(
-                "deliveries", [stream], 0, args.events, timeouts, "--wait-go", "--hold", *publish
+                "deliveries", [stream], 0, args.events, timeouts, "--wait-go", "--hold", *publish,
+                *(("--persist",) if args.storm else ()),
             ))  # fmt: skip
         for i, share in enumerate(shares):
             source = f"127.0.0.{2 + i}"
             if args.client == "c":
                 children.append(c_subscribers(
                     stream, share, args.events, timeouts, "--wait-go", "--hold", "--source", source,
-                    "--batch-us", str(args.batch_us),
+                    "--batch-us", str(args.batch_us), *storm,
                 ))  # fmt: skip
                 continue
             children.append(loadgen(
@@ -193,15 +248,18 @@ def run(args: Any) -> dict[str, Any]:
             1e6 * row["idle_cpu_s"] / max(row["counted"], 1) / max(args.idle, 1e-9), 3
         )
 
-        peak = _PeakRss(server.pids())
-        server_pids, client_pids = server.pids(), [child.proc.pid for child in children]
-        server_before, clients_before = _cpu(server_pids), _cpu(client_pids)
+        peak = _PeakRss(server.pids)
+        client_pids = [child.proc.pid for child in children]
+        server_before, clients_before = tree_cpu_seconds(server.proc.pid), _cpu(client_pids)
         publisher_before = _cpu(client_pids[:1])
         broadcast_started = time.monotonic()
         for child in children:
             child.tell(b"go")
         for child in children[1:]:
             child.tell(b"published")  # they drain until complete: the first one publishes
+        if args.storm:
+            time.sleep(args.storm_at if args.storm_at is not None else args.events / args.rate / 3)
+            stopped_at = _stop_web_workers(server)
         drained = [
             child.record(timeout=publish_timeout + timeouts["drain"] + 60, phase="drained")
             for child in children
@@ -209,7 +267,7 @@ def run(args: Any) -> dict[str, Any]:
         row["peak_rss_mb"] = round(peak.stop() / 1024)
         # Where the machine's cores went while broadcasting: the server's and the clients'.
         row["broadcast_s"] = round(time.monotonic() - broadcast_started, 1)
-        spent = {"server": _cpu(server_pids) - server_before,
+        spent = {"server": tree_cpu_seconds(server.proc.pid) - server_before,
                  "client": _cpu(client_pids) - clients_before}  # fmt: skip
         row["broadcast_server_cpu_s"] = round(spent["server"], 1)
         row["broadcast_client_cpu_s"] = round(spent["client"], 1)
@@ -237,6 +295,8 @@ def run(args: Any) -> dict[str, Any]:
         row["p50_ms"] = percentiles([lat["p50"] for lat in latencies if lat["p50"]], [0.5])[0]
         row["p99_ms"] = max((lat["p99"] for lat in latencies if lat["p99"]), default=None)
         row["max_ms"] = max((lat["max"] for lat in latencies if lat["max"]), default=None)
+        if args.storm:
+            row |= _storm_figures(drained, stopped_at)
         row["status"] = "ok"
     except (RuntimeError, OSError, KeyError) as exc:
         tail = " ".join(child.stderr_tail() for child in children)
@@ -262,6 +322,8 @@ def exact(row: dict[str, Any]) -> bool:
         and all(row[key] == 0 for key in ("missing", "duplicates", "out_of_order", "unexpected"))
         and row.get("id_regressions", 0) == 0
         and not row["stream_errors"]
+        # a storm: every client came back, and none was told its history had a gap
+        and row.get("still_down", 0) == row.get("gaps", 0) == 0
     )
 
 
@@ -295,11 +357,25 @@ def main(argv: list[str] | None = None) -> int:
         "--client", choices=CLIENTS, default="python",
         help="the subscribers: bench/loadgen (python) or bench/loadgen/sse_clients.c (c)",
     )  # fmt: skip
+    cli.add_argument(
+        "--storm", action="store_true",
+        help="c: stop every web worker during the broadcast; the clients come back with "
+        "Last-Event-ID after their retry:",
+    )  # fmt: skip
+    cli.add_argument(
+        "--storm-at", type=float, default=None,
+        help="seconds into the broadcast the workers are stopped (default: a third of it)",
+    )  # fmt: skip
+    cli.add_argument("--retry", default=None, help="the server's --retry (default: its own)")
     cli.add_argument("--pushsvc-src", help="run pushsvc from this tree's src/ (a before/after)")
     args = cli.parse_args(argv)
+    if args.storm and args.client != "c":
+        cli.error("--storm needs --client c (the C clients reconnect as EventSource does)")
     if args.smoke:
         args.streams, args.workers, args.loadgens = 300, 2, 2
         args.idle, args.events, args.rate, args.settle = 0.5, 5, 10.0, 0.0
+        if args.storm:  # long enough for the workers to stop and start again mid-broadcast
+            args.events, args.rate, args.storm_at = 20, 4.0, 1.5
     if args.pushsvc_src:
         use_pushsvc_src(args.pushsvc_src)
     limit = raise_fd_limit()
@@ -320,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['broadcast_client_cpu_s']} s; per delivery "
             f"{row['server_cpu_us_per_delivery']} and {row['client_cpu_us_per_delivery']} µs"
         )
+        if args.storm:
+            report.say(
+                f"# storm: {row['reconnects']} reconnects ({row['refused']} refused, "
+                f"{row['still_down']} still down at the end), {row['gaps']} gap snapshots, "
+                f"retry: {row['retry_ms']} ms"
+            )
     return 0 if exact(row) or not (args.smoke or args.check) else 1
 
 

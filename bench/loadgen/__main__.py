@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         "--quickack", action="store_true",
         help="publisher sets TCP_QUICKACK before each response (see README: Nagle)",
     )  # fmt: skip
+    parser.add_argument(
+        "--persist", action="store_true",
+        help="publisher posts each event until accepted, under an Idempotency-Key "
+        "(through a restart of the server)",
+    )  # fmt: skip
     parser.add_argument("--no-uvloop", action="store_true")
     return parser
 

@@ -3,6 +3,11 @@
 One connection and one request at a time keep publication order equal to value
 order, so out-of-order deliveries are the server's doing. At rate `None` ("max")
 the next request goes out as soon as the previous one is answered.
+
+With `persist`, an event whose POST fails (refused, reset, a 5xx) is posted again after a
+short pause until it is accepted or the deadline passes, under an `Idempotency-Key` of its
+own: the server logs it once however many tries it took, so that a run through a server's
+restart still publishes every value exactly once.
 """
 
 from __future__ import annotations
@@ -11,12 +16,16 @@ import asyncio
 import contextlib
 import socket
 import time
+import uuid
 from collections.abc import Callable, Collection
 
 from bench.loadgen.dechunk import Dechunker
 from bench.loadgen.http1 import ProtocolError, parse_head
 from bench.loadgen.kinds import publish_body
 from bench.posting import Published
+
+_PERSIST_PAUSE_S = 0.1
+"""With `persist`: the pause before an event is posted again (a restarting server)."""
 
 
 class Publisher:
@@ -29,11 +38,14 @@ class Publisher:
         *,
         quickack: bool = False,
         body: Callable[[int, float], bytes] = publish_body,
+        persist: bool = False,
     ) -> None:
         self._host, self._port, self._path = host, port, path
         self._body = body
         self._ok = frozenset({ok_status} if isinstance(ok_status, int) else ok_status)
         self._quickack = quickack
+        self._persist = persist
+        self._run_id = uuid.uuid4().hex[:12]  # the idempotency keys of this run's events
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -49,39 +61,53 @@ class Publisher:
                     delay = start + value / rate - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if not await self._publish(value, deadline, result):
                     result.errors["deadline"] = events - value
                     break
-                try:
-                    status = await asyncio.wait_for(self._post(value), remaining)
-                except (OSError, ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                    key = type(exc).__name__
-                    result.errors[key] = result.errors.get(key, 0) + 1
-                    await self.disconnect()
-                    continue
-                if status in self._ok:
-                    result.accepted += 1
-                    result.last_accepted = time.time()
-                else:
-                    result.errors[f"status {status}"] = result.errors.get(f"status {status}", 0) + 1
         finally:
             await self.disconnect()
         return result
 
-    async def _post(self, value: int) -> int:
-        return await self.post(self._path, self._body(value, time.time()))
+    async def _publish(self, value: int, deadline: float, result: Published) -> bool:
+        """Post one event (until it is accepted, with `persist`); False once `deadline` passed
+        before an answer."""
+        loop = asyncio.get_running_loop()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                status = await asyncio.wait_for(self._post(value), remaining)
+            except (OSError, ProtocolError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                key = type(exc).__name__
+                await self.disconnect()
+            else:
+                if status in self._ok:
+                    result.accepted += 1
+                    result.last_accepted = time.time()
+                    return True
+                key = f"status {status}"
+                if not self._persist or status < 500:
+                    result.errors[key] = result.errors.get(key, 0) + 1
+                    return True
+            result.errors[key] = result.errors.get(key, 0) + 1
+            if not self._persist:
+                return True
+            await asyncio.sleep(_PERSIST_PAUSE_S)
+        return False
 
-    async def post(self, path: str, body: bytes) -> int:
+    async def _post(self, value: int) -> int:
+        key = f"{self._run_id}-{value}" if self._persist else None
+        return await self.post(self._path, self._body(value, time.time()), idempotency_key=key)
+
+    async def post(self, path: str, body: bytes, *, idempotency_key: str | None = None) -> int:
         """POST a JSON `body` to `path` on the keep-alive connection; the response's status.
         Raises OSError, ProtocolError or asyncio.IncompleteReadError (then `disconnect`)."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
+        key = b"Idempotency-Key: %s\r\n" % idempotency_key.encode() if idempotency_key else b""
         self._writer.write(
             b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s"
-            % (path.encode(), self._host.encode(), self._port, len(body), body)
+            b"%sContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self._host.encode(), self._port, key, len(body), body)
         )
         if self._quickack:
             # A server that writes its response head and body in two sends, with Nagle on,

@@ -53,6 +53,9 @@ class RunConfig:
     statistics as large as a pushsvc update's (for a peer)."""
     quickack: bool = False
     """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
+    persist: bool = False
+    """Publisher posts each event until it is accepted, under an `Idempotency-Key` (a server
+    restarting while it publishes: the event is logged once however many tries it takes)."""
     connect_timeout: float = 60.0
     publish_timeout: float | None = None
     """Default: events / rate + 30 s, or 60 s + 1 ms per event at max rate; 300 s for the
@@ -169,6 +172,7 @@ class Run:
             config.kind.publish_statuses,
             quickack=config.quickack,
             body=PAYLOADS[config.payload],
+            persist=config.persist,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.publish_deadline()

@@ -21,6 +21,15 @@
  *     latency is CLOCK_REALTIME at the read minus the event's `tags.sent`; an update without
  *     `event` (a window tick) is not a delivery; `:` lines (heartbeats) are ignored; any
  *     other event type fails the stream;
+ *   - with --reconnect it comes back as EventSource does: a stream the server ends (or a
+ *     connection refused while it is down) is opened again after the last `retry:` it was
+ *     sent, with `Last-Event-ID` (the last `id:` dispatched), and its counts go on across its
+ *     connections: an update replayed twice is a duplicate, one never replayed is missing, a
+ *     snapshot that says `"gap": true` is counted (`gaps`). The drained record then tells when
+ *     the streams came back (`last_back_at`: the newest response head of a reconnect), the
+ *     `retry:` values seen, and, per event value, when it was published and when the last
+ *     stream got it (`values`: [sent, last received] pairs), so that a driver can tell when
+ *     every client was current again;
  *   - stdin lines drive the phases: after {"phase": "opened"} it waits for a line ("go"),
  *     then for another ("published"), then drains until every stream is complete, or
  *     --idle-timeout without a delivery, or --drain-timeout; {"phase": "drained"}; with
@@ -98,12 +107,20 @@ struct conn {
     uint64_t msg_id[3]; /* <epoch>:<ms>-<seq>, compared as a tuple */
     long value;
     double sent;
+    char id_text[96];         /* the message's raw `id:`, for Last-Event-ID */
+    size_t id_text_len;
+    /* --reconnect: what an EventSource keeps across connections */
+    char last_event_id[96];
+    size_t last_event_id_len;
+    long retry_ms;
+    double back_at; /* the response head of the newest reconnect (CLOCK_REALTIME) */
     /* the stream's record */
     uint64_t last_id[3];
     int ready, complete, closing;
     const char *error;
     unsigned char *seen; /* one byte per expected value */
     long high, received, distinct, duplicates, out_of_order, unexpected, id_regressions;
+    long reconnects, gaps;
     double complete_at;
     long bytes;
 };
@@ -116,7 +133,7 @@ static struct {
     const char *source;
     long subscribers, events;
     double connect_timeout, publish_timeout, drain_timeout, idle_timeout;
-    int wait_go, hold;
+    int wait_go, hold, reconnect;
     long batch_us;
 } cfg = {.connect_timeout = 60, .publish_timeout = 300, .drain_timeout = 30, .idle_timeout = 5};
 
@@ -125,6 +142,8 @@ static int epfd;
 static long started, ready, failed, ended, complete, in_flight, connected;
 static double first_delivery, last_delivery;
 static struct counts connect_errors;
+static long reconnects, refused, gaps, retry_min, retry_max; /* --reconnect */
+static double *value_sent, *value_last; /* per event value: published, last received */
 static double *latencies;
 static size_t n_latencies, cap_latencies;
 static int stdin_lines, stdin_eof;
@@ -151,14 +170,70 @@ static void *must(void *p) {
     return p;
 }
 
+/* ---- reconnects (--reconnect): a min-heap of (due time, stream) ----------------------- */
+
+struct due {
+    double at;
+    long conn;
+};
+static struct due *due_heap;
+static size_t due_len, due_cap;
+
+static void due_push(double at, long conn) {
+    if (due_len == due_cap) {
+        due_cap = due_cap ? 2 * due_cap : 1024;
+        due_heap = must(realloc(due_heap, due_cap * sizeof *due_heap));
+    }
+    size_t i = due_len++;
+    while (i && due_heap[(i - 1) / 2].at > at) {
+        due_heap[i] = due_heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    due_heap[i] = (struct due){at, conn};
+}
+
+static struct due due_pop(void) {
+    struct due top = due_heap[0], last = due_heap[--due_len];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= due_len) break;
+        if (child + 1 < due_len && due_heap[child + 1].at < due_heap[child].at) child++;
+        if (due_heap[child].at >= last.at) break;
+        due_heap[i] = due_heap[child];
+        i = child;
+    }
+    if (due_len) due_heap[i] = last;
+    return top;
+}
+
+/* A stream that was live and ended, or a reconnect the server refused: as EventSource does,
+ * it comes back after its `retry:`. */
+static int comes_back(struct conn *c, const char *error) {
+    if (!cfg.reconnect || c->closing || !c->ready) return 0;
+    /* a stream this client cannot read is not a server going away: it stays ended */
+    if (error != NULL && strncmp(error, "ProtocolError", 13) == 0) return 0;
+    return 1;
+}
+
 static void end_stream(struct conn *c, const char *error) {
-    if (c->state == C_ENDED) return;
-    if (error != NULL && c->error == NULL && !c->closing) c->error = error;
+    if (c->state == C_ENDED || c->state == C_IDLE) return;
+    int back = comes_back(c, error);
+    if (error != NULL && c->error == NULL && !c->closing && !back) c->error = error;
     if (c->fd >= 0) close(c->fd); /* also removes it from the epoll set */
     c->fd = -1;
     free(c->line);
     c->line = NULL;
     c->line_len = c->line_cap = 0;
+    c->kind = M_NONE; /* a message cut by the end is not dispatched, as in a browser */
+    c->has_data = c->has_id = c->is_delivery = 0;
+    c->id_text_len = c->chunk_line_len = 0;
+    if (back) {
+        if (c->state == C_CONNECTING || c->state == C_HEAD) refused++;
+        c->state = C_IDLE;
+        due_push(now_mono() + c->retry_ms / 1000.0, c - conns);
+        return;
+    }
     if (!c->ready) {
         failed++;
         in_flight--;
@@ -327,6 +402,8 @@ static void delivered(struct conn *c, double now) {
     }
     c->seen[v] = 1;
     c->distinct++;
+    value_sent[v] = c->sent;
+    if (now > value_last[v]) value_last[v] = now;
     if (v < c->high) c->out_of_order++;
     else c->high = v;
     if (c->distinct == cfg.events) {
@@ -340,6 +417,11 @@ static void delivered(struct conn *c, double now) {
 static const char *sse_line(struct conn *c, const char *line, size_t len, double now) {
     if (len == 0) { /* dispatch */
         if (c->kind == M_STATS && c->is_delivery) delivered(c, now);
+        if (c->id_text_len) { /* as EventSource: the last event ID is set on dispatch */
+            memcpy(c->last_event_id, c->id_text, c->id_text_len);
+            c->last_event_id_len = c->id_text_len;
+        }
+        c->id_text_len = 0;
         c->kind = M_NONE;
         c->has_data = c->has_id = c->is_delivery = 0;
         return NULL;
@@ -359,10 +441,16 @@ static const char *sse_line(struct conn *c, const char *line, size_t len, double
         /* pushsvc's data is one line of JSON: read it now rather than keep it */
         if (c->has_data) return "ProtocolError: more than one data line";
         c->has_data = 1;
+        if (c->kind == M_SNAPSHOT && memmem(v, v_len, "\"gap\":true", 10) != NULL) {
+            c->gaps++;
+            gaps++;
+        }
         if (c->kind == M_SNAPSHOT && !c->ready) {
             c->ready = 1;
             ready++;
             in_flight--;
+        } else if (c->kind == M_SNAPSHOT) {
+            /* a snapshot on a reconnect: a gap, counted above, or a stream's first priming */
         } else if (c->kind == M_STATS) {
             return read_update(c, v, v_len);
         } else if (c->kind == M_NONE) {
@@ -371,6 +459,19 @@ static const char *sse_line(struct conn *c, const char *line, size_t len, double
     } else if (name_len == 2 && memcmp(line, "id", 2) == 0) {
         if (c->has_data) return "ProtocolError: id after data";
         if (v_len && parse_id(v, v_len, c->msg_id) == 0) c->has_id = 1;
+        if (v_len < sizeof c->id_text) {
+            memcpy(c->id_text, v, v_len);
+            c->id_text_len = v_len;
+        }
+    } else if (name_len == 5 && memcmp(line, "retry", 5) == 0) {
+        char digits[16];
+        if (v_len && v_len < sizeof digits && strspn(v, "0123456789") >= v_len) {
+            memcpy(digits, v, v_len);
+            digits[v_len] = 0;
+            c->retry_ms = atol(digits);
+            if (!retry_min || c->retry_ms < retry_min) retry_min = c->retry_ms;
+            if (c->retry_ms > retry_max) retry_max = c->retry_ms;
+        }
     }
     return NULL; /* retry and unknown fields: ignored, as a browser does */
 }
@@ -523,11 +624,17 @@ static void on_readable(struct conn *c, char *buf) {
     const char *p = buf, *error = NULL;
     size_t left = n;
     if (c->state == C_HEAD) {
-        if (keep_partial(c, p, left, MAX_HEAD) < 0) {
+        /* The read may hold the body's start too (a resumed stream's replay comes with its
+         * head): the limit is on the head, not on the read. */
+        if (keep_partial(c, p, left, MAX_HEAD + READ_SIZE) < 0) {
             end_stream(c, "ProtocolError: response head too large");
             return;
         }
         char *head_end = memmem(c->line, c->line_len, "\r\n\r\n", 4);
+        if ((head_end ? (size_t)(head_end - c->line) : c->line_len) > MAX_HEAD) {
+            end_stream(c, "ProtocolError: response head too large");
+            return;
+        }
         if (head_end == NULL) return;
         size_t head_len = head_end - c->line, rest = c->line_len - head_len - 4;
         error = parse_head(c, c->line, head_len);
@@ -536,6 +643,7 @@ static void on_readable(struct conn *c, char *buf) {
             memmove(buf, head_end + 4, rest);
             c->line_len = 0;
             c->state = C_BODY;
+            if (c->reconnects) c->back_at = now;
             p = buf;
             left = rest;
         }
@@ -546,17 +654,10 @@ static void on_readable(struct conn *c, char *buf) {
 
 /* ---- connecting ---------------------------------------------------------------------- */
 
-static void start_one(void) {
-    struct conn *c = &conns[started];
-    c->url = started % cfg.urls;
-    started++;
-    in_flight++;
+/* Opens c's connection; an error text, or NULL. */
+static const char *open_conn(struct conn *c) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    const char *why = NULL;
-    if (fd < 0) {
-        why = strerror(errno);
-        goto failed;
-    }
+    if (fd < 0) return strerror(errno);
     c->fd = fd;
     if (cfg.source) {
         /* Let connect() pick the port for the whole 4-tuple, not bind() for the address
@@ -565,28 +666,46 @@ static void start_one(void) {
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         struct sockaddr_in local = {.sin_family = AF_INET};
         inet_pton(AF_INET, cfg.source, &local.sin_addr);
-        if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) {
-            why = strerror(errno);
-            goto failed;
-        }
+        if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return strerror(errno);
     }
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(cfg.port[c->url])};
     inet_pton(AF_INET, cfg.host[c->url], &to.sin_addr);
-    if (connect(fd, (struct sockaddr *)&to, sizeof to) < 0 && errno != EINPROGRESS) {
-        why = strerror(errno);
-        goto failed;
-    }
+    if (connect(fd, (struct sockaddr *)&to, sizeof to) < 0 && errno != EINPROGRESS)
+        return strerror(errno);
     struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = c - conns};
     epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
     c->state = C_CONNECTING;
-    return;
-failed: {
+    c->chunked = 0;
+    return NULL;
+}
+
+static void start_one(void) {
+    struct conn *c = &conns[started];
+    c->url = started % cfg.urls;
+    started++;
+    in_flight++;
+    const char *why = open_conn(c);
+    if (why == NULL) return;
     char key[128];
     snprintf(key, sizeof key, "OSError: %s", why);
     count_key(&connect_errors, key);
     c->closing = 1; /* a connect error, not a stream error */
     end_stream(c, NULL);
 }
+
+/* --reconnect: the streams whose `retry:` has passed come back, with Last-Event-ID. */
+static void reconnect_due(void) {
+    double now = now_mono();
+    while (due_len && due_heap[0].at <= now) {
+        struct conn *c = &conns[due_pop().conn];
+        c->reconnects++;
+        reconnects++;
+        if (open_conn(c) == NULL) continue;
+        if (c->fd >= 0) close(c->fd);
+        c->fd = -1;
+        refused++;
+        due_push(now + c->retry_ms / 1000.0, c - conns);
+    }
 }
 
 static void on_connected(struct conn *c) {
@@ -594,9 +713,20 @@ static void on_connected(struct conn *c) {
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     const char *request = cfg.request[c->url];
+    char resume[sizeof cfg.request[0] + sizeof c->last_event_id + 32];
+    if (c->last_event_id_len) { /* the request's head, Last-Event-ID before its blank line */
+        size_t head = strlen(request) - 2;
+        snprintf(resume, sizeof resume, "%.*sLast-Event-ID: %.*s\r\n\r\n", (int)head, request,
+                 (int)c->last_event_id_len, c->last_event_id);
+        request = resume;
+    }
     size_t n = strlen(request);
     if (err == 0 && write(c->fd, request, n) != (ssize_t)n) err = errno ? errno : EIO;
     if (err) {
+        if (c->ready && cfg.reconnect) { /* refused while the server is down: again later */
+            end_stream(c, "refused");
+            return;
+        }
         char key[128];
         snprintf(key, sizeof key, "OSError: %s", strerror(err));
         count_key(&connect_errors, key);
@@ -604,7 +734,7 @@ static void on_connected(struct conn *c) {
         end_stream(c, NULL);
         return;
     }
-    connected++;
+    if (!c->reconnects) connected++;
     c->state = C_HEAD;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = c - conns};
     epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
@@ -640,12 +770,15 @@ static void run_until(int (*done)(void), double timeout, double idle) {
     while (!done()) {
         while (connecting && started < cfg.subscribers && in_flight < CONNECTING_AT_ONCE)
             start_one();
-        double left = deadline - now_mono();
+        if (due_len) reconnect_due();
+        double now = now_mono(), left = deadline - now;
         if (idle > 0) {
             double quiet = last_delivery + idle - now_real();
             if (quiet < left) left = quiet;
         }
         if (left <= 0) return;
+        if (due_len && due_heap[0].at - now < left) /* wake for the next reconnect */
+            left = due_heap[0].at > now ? due_heap[0].at - now : 0;
         int n = epoll_wait(epfd, events, 1024, left > 0.1 ? 100 : (int)(left * 1000) + 1);
         for (int i = 0; i < n; i++) {
             if (events[i].data.u64 == STDIN_TAG) {
@@ -707,7 +840,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: sse_clients --stream URL [--stream URL ...] --subscribers N --events M\n"
             "  [--source ADDRESS] [--connect-timeout S] [--publish-timeout S]\n"
-            "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n");
+            "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n"
+            "  [--reconnect]\n");
     exit(2);
 }
 
@@ -734,6 +868,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--wait-go") == 0) cfg.wait_go = 1;
         else if (strcmp(a, "--hold") == 0) cfg.hold = 1;
+        else if (strcmp(a, "--reconnect") == 0) cfg.reconnect = 1;
         else if (v == NULL) usage();
         else if (strcmp(a, "--stream") == 0) add_url(v), i++;
         else if (strcmp(a, "--subscribers") == 0) cfg.subscribers = atol(v), i++;
@@ -759,7 +894,10 @@ int main(int argc, char **argv) {
         conns[i].fd = -1;
         conns[i].high = -1;
         conns[i].seen = seen + i * cfg.events;
+        conns[i].retry_ms = 3000; /* EventSource's default until the server sends `retry:` */
     }
+    value_sent = must(calloc(cfg.events, sizeof *value_sent));
+    value_last = must(calloc(cfg.events, sizeof *value_last));
     epfd = epoll_create1(EPOLL_CLOEXEC);
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STDIN_TAG};
@@ -780,11 +918,13 @@ int main(int argc, char **argv) {
     double drained_at = now_real();
 
     struct counts stream_errors = {0};
-    double all_complete_at = 0;
-    long bytes = 0;
+    double all_complete_at = 0, last_back_at = 0;
+    long bytes = 0, down = 0;
     for (long i = 0; i < cfg.subscribers; i++) {
         struct conn *c = &conns[i];
         bytes += c->bytes;
+        if (c->back_at > last_back_at) last_back_at = c->back_at;
+        if (c->state == C_IDLE) down++;
         if (c->error) count_key(&stream_errors, c->error);
         if (c->complete && c->complete_at > all_complete_at) all_complete_at = c->complete_at;
     }
@@ -796,6 +936,16 @@ int main(int argc, char **argv) {
     print_time("last_delivery_at", last_delivery);
     printf(",\"bytes\":%ld,", bytes);
     print_counts("stream_errors", &stream_errors);
+    if (cfg.reconnect) {
+        printf(",\"reconnects\":%ld,\"refused\":%ld,\"down\":%ld,\"gaps\":%ld", reconnects,
+               refused, down, gaps);
+        printf(",\"retry_ms\":[%ld,%ld]", retry_min, retry_max);
+        print_time("last_back_at", last_back_at);
+        printf(",\"values\":[");
+        for (long v = 0; v < cfg.events; v++)
+            printf("%s[%.6f,%.6f]", v ? "," : "", value_sent[v], value_last[v]);
+        printf("]");
+    }
     printf("}\n");
     fflush(stdout);
 

@@ -50,6 +50,18 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime: fields 14 and 15
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and every process below it so far, those that ended
+    included (a child reaped by its parent counts in the parent's children's times): what a
+    supervisor and its children spent, through restarts of the children."""
+    total = 0.0
+    for each in (pid, *descendants(pid)):
+        fields = _stat_fields(each)
+        if fields is not None:  # utime, stime, cutime, cstime: fields 14 to 17
+            total += sum(int(f) for f in fields[11:15]) / _CLK_TCK
+    return total
+
+
 def rss_kb(pids: list[int]) -> int:
     """Sum of VmRSS over `pids` (kB); a process that is gone counts 0."""
     total = 0

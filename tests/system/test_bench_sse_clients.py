@@ -24,6 +24,7 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
 CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
 SNAPSHOT = b'retry: 3000\n\nid: 2f91f5e4:0-0\nevent: snapshot\ndata: {"gap":false,"topics":{}}\n\n'
 HEARTBEAT = b":\n\n"
+GAP_SNAPSHOT = b'id: 2f91f5e4:0-1\nevent: snapshot\ndata: {"gap":true,"topics":{}}\n\n'
 
 
 def update(seq: int, value: str, sent: str = '"1795633176.5"') -> bytes:
@@ -95,6 +96,13 @@ ROWS = [
         3,
         (2, 2, 0, 0, 1, 0, 0),
         id="chunks-cut-lines-one-missing",
+    ),
+    pytest.param(
+        # A resumed stream's replay may come in the head's read: 26 kB, past the head's limit.
+        CHUNKED + chunked(SNAPSHOT, *(update(i + 1, str(i)) for i in range(80))),
+        80,
+        (80, 80, 0, 0, 0, 0, 0),
+        id="head-and-a-long-replay-in-one-read",
     ),
     pytest.param(
         HEAD + b"\r\n" + SNAPSHOT + update(1, "0") + HEARTBEAT + update(2, "1"),
@@ -195,3 +203,78 @@ def test_stream_errors(program: Path, response: bytes, error: str) -> None:
     _, drained, result = run_client(program, response, 1, 65536)
     assert drained["stream_errors"] == {error: 1}
     assert (result["received"], result["missing"]) == (0, 1)
+
+
+def serve_in_turns(listener: socket.socket, responses: list[bytes], requests: list[bytes]) -> None:
+    """Answer one connection per response in turn, each closed once sent (the server went
+    away), but for the last, held until the client leaves; every request is kept."""
+    listener.settimeout(10)
+    for n, response in enumerate(responses):
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(10)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(4096)
+            requests.append(request)
+            with contextlib.suppress(OSError):
+                connection.sendall(response)
+                if n == len(responses) - 1:
+                    while connection.recv(4096):
+                        pass
+
+
+RESUMES = [
+    pytest.param(
+        # Ended after value 0, then resumed: the replay holds 1 and 2.
+        [CHUNKED + chunked(SNAPSHOT.replace(b"3000", b"50"), update(1, "0")),
+         CHUNKED + chunked(b"retry: 70\n\n", update(2, "1"), update(3, "2"))],
+        (3, 3, 0, 0, 0, 0, 0), 0,
+        id="resumed-exactly",
+    ),
+    pytest.param(
+        # A replay that sends 0 again and skips 1: one duplicate, one missing, across streams.
+        [CHUNKED + chunked(SNAPSHOT.replace(b"3000", b"50"), update(1, "0")),
+         CHUNKED + chunked(b"retry: 70\n\n", update(1, "0"), update(3, "2"))],
+        (3, 2, 1, 0, 1, 0, 1), 0,
+        id="replayed-twice-and-skipped",
+    ),
+    pytest.param(
+        # The history could not resume it: a gap snapshot, counted.
+        [CHUNKED + chunked(SNAPSHOT.replace(b"3000", b"50"), update(1, "0")),
+         CHUNKED + chunked(b"retry: 70\n\n", GAP_SNAPSHOT,
+                           update(2, "1"), update(3, "2"))],
+        (3, 3, 0, 0, 0, 0, 0), 1,
+        id="gap-snapshot",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("responses", "counts", "gaps"), RESUMES)
+def test_reconnect_resumes_with_last_event_id(
+    program: Path, responses: list[bytes], counts: tuple[int, ...], gaps: int
+) -> None:
+    """With --reconnect a stream the server ends comes back after its `retry:` with the last
+    `id:` it dispatched as Last-Event-ID, and its counts go on across its connections."""
+    requests: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        server = threading.Thread(target=serve_in_turns, args=(listener, responses, requests))
+        server.start()
+        done = subprocess.run(
+            [str(program), "--stream", f"http://127.0.0.1:{port}/topics/t/stream",
+             "--subscribers", "1", "--events", "3", "--reconnect", "--connect-timeout", "5",
+             "--drain-timeout", "10", "--idle-timeout", "2"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        server.join(15)
+    assert done.returncode == 0, done.stderr
+    _, drained, result = (json.loads(line) for line in done.stdout.splitlines())
+    assert b"Last-Event-ID" not in requests[0]
+    assert b"\r\nLast-Event-ID: 2f91f5e4:0-1\r\n\r\n" in requests[1]
+    assert (drained["reconnects"], drained["refused"], drained["down"]) == (1, 0, 0)
+    assert drained["gaps"] == gaps
+    assert drained["retry_ms"] == [50, 70]  # the first stream's retry:, then the second's
+    assert drained["stream_errors"] == {}
+    assert drained["last_back_at"] is not None
+    assert tuple(result[key] for key in COUNTS) == counts
