@@ -201,7 +201,8 @@ def run(args: Any) -> dict[str, Any]:
     connect_timeout = args.connect_timeout or 60 + args.streams / 1000
     publish_timeout = args.events / args.rate + 30
     timeouts = {"connect": connect_timeout, "publish": publish_timeout,
-                "drain": publish_timeout + 30, "idle": 60.0 if args.storm else 10.0}  # fmt: skip
+                "drain": publish_timeout + (300 if args.storm else 30),
+                "idle": 60.0 if args.storm else 10.0}  # fmt: skip
     storm = ("--reconnect",) if args.storm else ()
     try:
         server.start()

@@ -22,6 +22,7 @@ from pushsvc.errors import CannotListen
 from pushsvc.gevent_private import ENVIRON_KEY, PywsgiHandler, PywsgiServer, RequestHead
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
+from pushsvc.ops import collector
 from pushsvc.ops.open_files import OpenFiles
 from pushsvc.runtime import Runtime
 
@@ -140,6 +141,18 @@ class StreamingHandler(HeadTimeoutHandler):
         environ: dict[str, object] = super().get_environ()
         environ[ENVIRON_KEY] = self
         return environ
+
+    def handle_one_response(self) -> None:
+        try:
+            super().handle_one_response()
+        finally:
+            # The environ names this handler (`get_environ`): a cycle that only the
+            # collector's full passes would free, with the connection's socket, its buffers
+            # and the request, once per request. The app is done with it here (a handed-over
+            # stream holds what it took of it).
+            environ = self.environ
+            if environ is not None:
+                environ.pop(ENVIRON_KEY, None)
 
     def hand_over(self) -> tuple[_socket.socket, bool, Callable[[], None]] | None:
         """Give a stream its connection once the response head is out (plain TCP only): the
@@ -309,6 +322,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
         )
     stop = gevent.event.Event()
     _on_termination(stop)
+    collector.tune_for_streams()
     server.start()
     # The bound port, for port 0 (tests and scripts read this line).
     scheme = "http" if tls is None else "https"

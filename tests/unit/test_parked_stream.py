@@ -5,6 +5,7 @@ peer leaves, each calling `on_end` once."""
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from collections.abc import Iterator
@@ -170,3 +171,34 @@ def test_a_parked_stream_ends_when_its_peer_leaves(how: str) -> None:
     hub.dispatch([_update(1)])  # nothing to a stream that is over
     gevent.sleep(0)
     assert parked.ends == 1
+
+
+def test_ended_parked_streams_are_freed_without_the_collector() -> None:
+    """A stream that ended lets go of its subscriber's wake-up, so what it held is freed by
+    reference counting at once, not by the collector's next full pass (which a serving
+    process runs seldom: `pushsvc.ops.collector`)."""
+    hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
+
+    def one_stream_that_ends() -> None:
+        parked = Parked(hub)
+        gevent.sleep(0)
+        parked.peer.close()
+        assert parked.ended.wait(WAIT_S)
+        hub.unsubscribe(parked.client)  # what the subscription's end does (`on_end`)
+        gevent.sleep(0)
+        while _SOCKETS:  # the test's own hold on the two ends
+            _SOCKETS.pop().close()
+
+    one_stream_that_ends()  # anything made once (the hub's writer, caches) is made here
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(50):
+            one_stream_that_ends()
+        left = len(gc.get_objects()) - before
+    finally:
+        gc.enable()
+    # A stream leaves nothing behind (a cycle would keep its subscriber, queue, matcher,
+    # direct way and sockets: dozens of objects each).
+    assert left < 25, f"{left} objects left by 50 ended streams"

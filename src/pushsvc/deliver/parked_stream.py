@@ -57,6 +57,22 @@ _QUIET = (StreamExit.SHUTDOWN, StreamExit.GONE)
 """Exits not worth a log line (a reconnect storm or a shutdown ends thousands at once)."""
 
 
+class _Ended:
+    """The wake-up of a subscriber whose parked stream has ended: nothing is left to wake."""
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def wait(self, timeout: float) -> bool:
+        return True
+
+
+_ENDED = _Ended()
+
+
 class ParkedStream:
     """One stream after its head, written by the hub and by event-loop callbacks (see the
     module docstring). Created by the stream once the server has handed its connection over
@@ -273,4 +289,8 @@ class ParkedStream:
         if reason not in _QUIET:
             self._context.run(log.info, "stream ended: %s", reason)
         self._sock.close()
+        # The subscriber wakes this stream (`set`) and the stream holds the subscriber: let
+        # go of it, so that an ended stream is freed at once, not by the collector's next
+        # full pass (thousands end together in a reconnect storm).
+        client.wakeup = _ENDED
         on_end()
