@@ -233,7 +233,7 @@ class Blocks:
     count: int = 0  # points summed into the current block
     total: float = 0.0
     bands: list[int] = field(default_factory=list)
-    age: int = 0  # blocks since the memory (re)started
+    age: int = 0  # blocks since the memory (re)started, until it has matured
     table: bytearray = field(default_factory=bytearray)
     gridded: bool = False
     low: float = math.inf  # the block means seen so far
@@ -429,9 +429,10 @@ class Detector:
                 band = int(min(levels - 1.0, max(0.0, (mean - low) * levels / (high - low))))
             bits = p.table_bits - _BLOCK_TABLE_SHRINK
             novelty = self._sequences(blocks.table, bits, blocks.bands, band)
-            blocks.age += 1
-            if blocks.age * p.block < p.block_mature:
-                novelty *= blocks.age * p.block / p.block_mature
+            if blocks.age * p.block < p.block_mature:  # the age stops once it has matured
+                blocks.age += 1
+                if blocks.age * p.block < p.block_mature:
+                    novelty *= blocks.age * p.block / p.block_mature
         blocks.low = min(blocks.low, mean)
         blocks.high = max(blocks.high, mean)
         return novelty
