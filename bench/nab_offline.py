@@ -42,11 +42,13 @@ _BEFORE4: dict[str, Any] = {
     "calibrate": 0.0,
     "edge_bands": False,
 }
+# Round 6's field, as the rows before it ran: no block context.
+_BEFORE6: dict[str, Any] = {"block": 0}
 
 
 def _old(**fields: Any) -> Params:
     """A row from before round 4, spelled out as it ran."""
-    return Params(**{**_BEFORE4, **fields})
+    return Params(**{**_BEFORE4, **_BEFORE6, **fields})
 
 
 def _ctx(weight: float, levels: int, **changes: Any) -> Params:
@@ -81,8 +83,18 @@ def _round4(**changes: Any) -> Params:
         calibrate=0.3,
         calibrate_horizon=2016,
         edge_bands=False,
+        block=0,
     )
     return replace(base, **changes)
+
+
+def _round6(**changes: Any) -> Params:
+    """A round-6 row, spelled out: the defaults since round 6 (round 4's with the block
+    context: means of 12 points banded in the point grid, 8 bands, and in their own grid,
+    their novelty's share growing over 1,728 points; the novelty's share 0.75) with
+    changes."""
+    base = {"block": 12, "block_levels": 8, "block_mature": 1728, "context_weight": 0.75}
+    return _round4(**{**base, **changes})
 
 
 def _edge(**changes: Any) -> Params:
@@ -91,7 +103,7 @@ def _edge(**changes: Any) -> Params:
 
 
 CANDIDATES: dict[str, Params] = {
-    "pushsvc": Params(),  # the defaults (since round 4: the blend, woken, calibrated)
+    "pushsvc": Params(),  # the defaults (since round 6: round 4's and the block context)
     "round3": _mature(288),  # the defaults of round 3
     "surprise": _old(context_weight=0.0),  # round 1's row, the defaults until round 3
     "context": _old(context_weight=0.65, mature=0),  # round 2's blend, novelty at once
@@ -190,7 +202,7 @@ CANDIDATES: dict[str, Params] = {
     },
     "calib30": _mature(288, calibrate=0.3),  # no wake
     # The defaults since round 4 (= pushsvc) and their neighbours.
-    "round4": _round4(),
+    "round4": _round4(),  # the defaults of round 4
     **{f"round4w{w}": _round4(context_weight=w / 100) for w in (60, 65, 75, 80, 85)},
     "round4L5": _round4(levels=5),
     "round4L7": _round4(levels=7),
@@ -207,6 +219,20 @@ CANDIDATES: dict[str, Params] = {
     "edgeW75": _edge(context_weight=0.75),
     "edgeL5": _edge(levels=5),
     "edgeL7": _edge(levels=7),
+    # Round 6: the block context (B: block in points, L: block_levels, M: block_mature in
+    # points, w: context_weight in hundredths; 12, 8, 1728 and 0.75 unless said).
+    "round6": _round6(),
+    **{f"round6w{w}": _round6(context_weight=w / 100) for w in (65, 70, 72, 78, 80, 85)},
+    **{f"round6B{b}": _round6(block=b) for b in (6, 9, 15, 18, 24)},
+    **{f"round6L{v}": _round6(block_levels=v) for v in (6, 7, 10)},
+    **{f"round6M{m}": _round6(block_mature=m) for m in (0, 864, 1152, 2304, 2880)},
+    # ... measured first at round 4's novelty share, 0.7.
+    **{f"round6w70B{b}": _round6(context_weight=0.7, block=b) for b in (6, 9, 15, 18, 24)},
+    **{f"round6w70L{v}": _round6(context_weight=0.7, block_levels=v) for v in (6, 7, 10)},
+    **{
+        f"round6w70M{m}": _round6(context_weight=0.7, block_mature=m)
+        for m in (0, 864, 1152, 2304, 2880)
+    },
 }
 
 

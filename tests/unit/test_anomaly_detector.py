@@ -38,6 +38,9 @@ params = st.builds(
     calibrate=st.floats(min_value=0.0, max_value=5.0),
     calibrate_horizon=st.integers(min_value=1, max_value=5000),
     edge_bands=st.booleans(),
+    block=st.integers(min_value=0, max_value=40),
+    block_levels=st.integers(min_value=2, max_value=255),
+    block_mature=st.integers(min_value=0, max_value=400),
 )
 
 
@@ -85,15 +88,23 @@ def test_the_state_stays_bounded_and_scores_lie_in_the_unit_interval(
     assert len(detector.table) == 1 << (p.table_bits - 3)
     assert detector.age <= p.mature
     assert all(0 <= band < 3 * p.levels for band in detector.bands)
+    for blocks in (detector.on_grid, detector.own_grid):
+        assert len(blocks.bands) <= p.orders and blocks.count < max(p.block, 1)
+        assert len(blocks.table) == (1 << (p.table_bits - 5) if p.block else 0)
 
 
 def test_the_largest_state_the_parameters_allow_fits_in_16_kb() -> None:
     for edge_bands in (False, True):
-        p = Params(learn=2, short=64, orders=16, table_bits=16, levels=255, edge_bands=edge_bands)
+        p = Params(
+            learn=2, short=64, orders=16, table_bits=16, levels=255, edge_bands=edge_bands, block=2
+        )
         detector = Detector(p)
         for i in range(5000):
             detector.score(float(i * 7919 % 1000))
-        assert len(detector.to_bytes()) <= 8950
+        assert len(detector.on_grid.bands) == len(detector.own_grid.bands) == 16
+        # 8,950 bytes as in format 4, then 29 of header, 80 of floats, 64 of bands and
+        # 4,096 of tables for the two block memories.
+        assert len(detector.to_bytes()) <= 13219
 
 
 def test_the_default_state_is_a_few_kilobytes() -> None:
@@ -103,8 +114,9 @@ def test_the_default_state_is_a_few_kilobytes() -> None:
     # 2,048 bytes of sequence table, 168 of floats (16 of them the calibration's, since
     # format 4), 80 of ring, 46 of header (8 of them the maturing novelty's two counters,
     # since format 3; 10 the wake's conditions and the calibration's horizon and edge bands,
-    # since format 4), 8 of bands (two bytes each since format 4).
-    assert len(detector.to_bytes()) <= 2350
+    # since format 4), 8 of bands (two bytes each since format 4); since format 5, the two
+    # block memories: 1,024 bytes of tables, 80 of floats, 29 of header, 16 of bands.
+    assert len(detector.to_bytes()) <= 3499
 
 
 def test_a_spike_after_a_steady_history_is_flagged_and_the_history_is_not() -> None:
@@ -240,9 +252,16 @@ def test_the_novelty_gets_its_share_once_the_memory_has_matured() -> None:
     assert late > surprise_only
 
 
-# What the formats before 4 restore to: those of format 4's fields they did not have, as
-# off (they scored without them), the others as the old default (the state stores them).
-_OLD = {"wake_after": 0, "wake_breakout": False, "calibrate": 0.0, "edge_bands": False}
+# What the formats before 4 restore to: those of format 4's and 5's fields they did not
+# have, as off (they scored without them), the others as the old default (the state stores
+# them).
+_OLD = {
+    "wake_after": 0,
+    "wake_breakout": False,
+    "calibrate": 0.0,
+    "edge_bands": False,
+    "block": 0,
+}
 _OLD_PARAMS = Params(
     learn=20, context_weight=0.65, table_bits=8, rest=30, mature=0, wake=2.0, **_OLD
 )
@@ -312,3 +331,49 @@ def test_a_smooth_wave_growing_past_the_grid_is_not_flagged() -> None:
         assert max(_scores(Params(learn=learn), values)) < DEFAULT_THRESHOLD, learn
         unripe = _scores(Params(learn=learn, mature=0), values)
         assert max(unripe[1000:]) >= DEFAULT_THRESHOLD, learn
+
+
+# A state written by format 4 (before the block context): Params(learn=20,
+# context_weight=0.65, table_bits=8, rest=30, mature=10) with format 4's other defaults
+# (wake 0.8 after 5 points of a breakout, calibrate 0.3) after the first 60 points of
+# _V2_SERIES.
+_V4_STATE = bytes.fromhex(
+    "04140000000a0000001e0000003c000000150000000106040801040a0a0000000a0000000500000001e00700"
+    "0000000000000000e03f9a9999999999a93f613255302aa9333f0000000000000000cdcccccccccce43f9a99"
+    "99999999b93f9a9999999999e93f70dab347ea9c22402b3778f72b2024401895a6911260024054a403284521"
+    "a2bf3c84ce85cc981040c1169d480100224086655008bb74314022212b079f02e93fc67544d143d6913f4e3d"
+    "42f3ae531940203c5fb6f601224086655008bb743140333333333333d33fa786fc31419fff3f000000000000"
+    "f03f4cac1c91feffef3f47f3e6fa4ae8e23f1f9da383be53e33fb8aee1a4c351e33fb2cc311f29e2e23f2652"
+    "7d97ab02e23ffc42a91a06afe03f56df38309ac4dd3fde5a28f80733d93f0000000000000000000140000008"
+    "0000400000000010000000000004100000000000000020001000"
+)
+
+
+def test_a_state_of_format_4_restores_and_scores_as_it_did() -> None:
+    restored = Detector.from_bytes(_V4_STATE)
+    assert restored.params == Params(
+        learn=20, context_weight=0.65, table_bits=8, rest=30, mature=10, block=0
+    )
+    _goes_on_as_uninterrupted(restored)
+    # Its flags as format 4's code gave them: 20 and 50 before the state, 75 and 110 after.
+    scores = _scores(restored.params, _V2_SERIES)
+    assert [i for i, s in enumerate(scores) if s >= DEFAULT_THRESHOLD] == [20, 50, 75, 110]
+
+
+def _working_day(i: int, peak: float) -> float:
+    """Point i of a day of 288 five-minute buckets: 20 at night, ``peak`` more through
+    working hours (ramps of two hours), and a little deterministic noise."""
+    t = i % 288
+    level = min(1.0, max(0.0, (t - 96) / 24)) * min(1.0, max(0.0, (216 - t) / 24))
+    return 20.0 + peak * level + (i * 7919 % 101) / 50.0
+
+
+def test_a_day_whose_shape_changed_inside_the_range_is_flagged() -> None:
+    """Nine days alike, then a day whose working hours reach only 35 above the night, not
+    60 (every value inside the range seen, every few points' sequence of bands seen before),
+    then normal days again: the block context (sequences of hourly means) flags that day and
+    nothing else; without it (``block`` 0, round 4's defaults) nothing is flagged."""
+    values = [_working_day(i, 35.0 if i // 288 == 9 else 60.0) for i in range(288 * 12)]
+    flags = [i for i, s in enumerate(_scores(Params(), values)) if s >= DEFAULT_THRESHOLD]
+    assert len(flags) == 1 and flags[0] // 288 == 9, flags
+    assert max(_scores(Params(block=0), values)) < DEFAULT_THRESHOLD

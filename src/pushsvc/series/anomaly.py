@@ -31,14 +31,29 @@ a value's surprise (layers 1 and 2) and its context novelty (layer 3).
    of ``2**table_bits`` hashed sequences, so it is bounded whatever the
    series; a collision only makes a sequence look seen, erring toward
    silence.
+4. Block context: the mean of each ``block`` points is cut into bands twice,
+   in the point grid (``block_levels`` bands) and in a grid of its own over
+   the range of the block means seen (``levels`` bands, fixed and redrawn as
+   the point grid is), and the novelty of each grid's sequences of block
+   bands (orders 0..``orders``, each in a bitset of ``2**(table_bits - 2)``)
+   counts at a block's last point, when it is larger than the point's own.
+   Four points of context see a few minutes; four blocks see hours, so a day
+   whose shape changed inside the range (a lower peak, a flat stretch) makes
+   new sequences. The block means' own grid is not widened by one extreme
+   value as much as the point grid (a mean dilutes it), so it keeps telling
+   the later bursts of a series apart. Block sequences need many more points
+   to be all seen (a cycle whose period is no multiple of the block shows
+   each phase only once in several periods), so their novelty's share grows
+   over the ``block_mature`` points after their memory (re)starts.
 
 The score is ``(1 - w) * surprise + w * novelty``, the surprise being the
-larger of layers 1 and 2. The novelty's share ``w`` grows from 0 to
-``context_weight`` over the ``mature`` points after the sequence memory
-(re)starts, when the grid is fixed or redrawn: a young memory finds every
-stretch of a cycle it has not been through yet new (the first descent of a
-slow wave, a wave grown past the grid), and such a stretch is not an
-anomaly. Meanwhile the surprise, which needs no memory of sequences, speaks.
+larger of layers 1 and 2, the novelty the larger of layers 3 and 4. The
+novelty's share ``w`` grows from 0 to ``context_weight`` over the ``mature``
+points after the sequence memory (re)starts, when the grid is fixed or
+redrawn: a young memory finds every stretch of a cycle it has not been
+through yet new (the first descent of a slow wave, a wave grown past the
+grid), and such a stretch is not an anomaly. Meanwhile the surprise, which
+needs no memory of sequences, speaks.
 
 After a point is flagged, the next ``rest`` points are damped (silenced by
 default): NAB (and a person paged) credits only the first detection of an
@@ -59,8 +74,8 @@ and a full score (1) always flags.
 Everything is plain float arithmetic in a fixed order, so the same points give
 the same scores on every run (the hash is plain integer arithmetic, not
 Python's ``hash``); the state is a fixed set of floats and counters, a ring of ``short``
-raw scores, the last ``orders`` bands and the bitset, packed to bytes for the
-aggregator's checkpoints (2,350 bytes with the defaults, at most 8,950).
+raw scores, the last ``orders`` bands and the bitsets, packed to bytes for the
+aggregator's checkpoints (3,499 bytes with the defaults, at most 13,219).
 """
 
 from __future__ import annotations
@@ -74,25 +89,34 @@ from dataclasses import dataclass, field
 _LOG_FLOOR = math.log(1e-10)
 _SQRT2 = math.sqrt(2.0)
 _EPS = 1e-12
-_FORMAT_VERSION = 4
+_FORMAT_VERSION = 5
 # version, learn, short, rest, n, resting, direct, levels, orders, table_bits, gridded,
 # the counts of bands and of ring floats that follow the floats, then (from version 3)
 # mature and age, then (from version 4) wake_after, wake_breakout, calibrate_horizon and
 # edge_bands. From version 4 a band takes two bytes (edge bands go past 255).
-_HEADER = struct.Struct("<BIIIII?BBB?BBIII?I?")
-# Version 3 had no wake conditions, calibration nor edge bands: its states restore with
-# ``wake_after`` 0, ``wake_breakout`` false, ``calibrate`` 0 and ``edge_bands`` false,
-# which score exactly as version 3 did. Version 2 had no maturing novelty either: its
-# states also restore with ``mature`` 0.
+_HEADER_V4 = struct.Struct("<BIIIII?BBB?BBIII?I?")
+# From version 5: block, block_levels and block_mature, then for each block memory (on the
+# point grid, then on its own grid) its count of points, of bands, its age and whether its
+# grid is fixed; after version 4's floats, each one's five floats (_BLOCK_FLOATS), after the
+# bands its bands, after the table its table.
+_HEADER = struct.Struct(_HEADER_V4.format + "IBI" + "IBI?" * 2)
+_BLOCK_FLOATS = struct.Struct("<5d")  # the running sum, the block means' low and high, the grid
+# Version 4 had no block context: its states restore with ``block`` 0, which scores
+# exactly as version 4 did. Version 3 had no wake conditions, calibration nor edge bands
+# either: its states restore with ``wake_after`` 0, ``wake_breakout`` false, ``calibrate``
+# 0 and ``edge_bands`` false, which score exactly as version 3 did. Version 2 had no
+# maturing novelty either: its states also restore with ``mature`` 0.
 _HEADER_V3 = struct.Struct("<BIIIII?BBB?BBII")
 _HEADER_V2 = struct.Struct("<BIIIII?BBB?BB")
-_HEADERS = {2: _HEADER_V2, 3: _HEADER_V3, _FORMAT_VERSION: _HEADER}
+_HEADERS = {2: _HEADER_V2, 3: _HEADER_V3, 4: _HEADER_V4, _FORMAT_VERSION: _HEADER}
 _FLOATS = struct.Struct("<19d")
 _FLOATS_V4 = struct.Struct("<2d")  # calibrate and the forgetting count of flags
 _MAX_SHORT = 64
 _MAX_LEVELS = 255
 _MAX_ORDERS = 16
 _TABLE_BITS = range(8, 17)  # 32 bytes to 8 KB of sequences
+_BLOCK_TABLE_SHRINK = 2  # a block memory has 2**(table_bits - 2) bits: a block is many points
+_MAX_BLOCK = 1 << 16
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: spreads a band over all bits
 
@@ -105,6 +129,8 @@ def _mix(x: int) -> int:
 
 
 DEFAULT_THRESHOLD = 0.5
+_BLOCK_LEVELS = 8
+_BLOCK_MATURE = 1728  # 6 days of 5-minute buckets
 
 
 @dataclass(frozen=True)
@@ -120,8 +146,9 @@ class Params:
     direct: bool = True  # also score one value's own tail probability
     damp: float = 0.0  # the factor on scores while resting: silent
     # The novelty's share of the score once the sequence memory has matured (0: surprise
-    # only). 0.7 scores best on NAB's tuning files (docs/journal/anomaly-detector.md).
-    context_weight: float = 0.7
+    # only). 0.75 scores best on NAB's tuning files with the block context (0.7 without it;
+    # docs/journal/anomaly-detector.md, rounds 4 and 6).
+    context_weight: float = 0.75
     levels: int = 6  # bands of the context grid
     orders: int = 4  # longest context, in points
     table_bits: int = 14  # the sequence memory: 2**table_bits bits (2 KB)
@@ -148,6 +175,15 @@ class Params:
     # buckets = 1 week). 0: off.
     calibrate: float = 0.3
     calibrate_horizon: int = 2016
+    # The block context (0: off): the mean of each ``block`` points, banded in the point grid
+    # (``block_levels`` bands) and in a grid of the block means' own range (``levels`` bands);
+    # the novelty of their block sequences counts at a block's last point when larger than
+    # the point's, its share growing over ``block_mature`` points (0: at once) after its
+    # memory (re)starts. 12 points (an hour of 5-minute buckets), 8 bands and 6 days score
+    # best on NAB's tuning files (docs/journal/anomaly-detector.md, round 6).
+    block: int = 12
+    block_levels: int = _BLOCK_LEVELS
+    block_mature: int = _BLOCK_MATURE
 
     def __post_init__(self) -> None:
         if self.learn < 2:
@@ -176,11 +212,40 @@ class Params:
             raise ValueError("calibrate must not be negative")
         if self.calibrate_horizon < 1:
             raise ValueError("calibrate_horizon must be at least 1")
+        if not 0 <= self.block <= _MAX_BLOCK:
+            raise ValueError(f"block must be in 0..{_MAX_BLOCK}")
+        if not 2 <= self.block_levels <= _MAX_LEVELS:
+            raise ValueError(f"block_levels must be in 2..{_MAX_LEVELS}")
+        if self.block_mature < 0:
+            raise ValueError("block_mature must not be negative")
 
 
 def _tail(z: float) -> float:
     """P(Z > z) for a standard normal Z."""
     return 0.5 * math.erfc(z / _SQRT2)
+
+
+@dataclass
+class Blocks:
+    """One block memory's state: the block being summed, the last ``orders`` bands of block
+    means, their sequences seen, and (for the memory on a grid of its own) that grid."""
+
+    count: int = 0  # points summed into the current block
+    total: float = 0.0
+    bands: list[int] = field(default_factory=list)
+    age: int = 0  # blocks since the memory (re)started, until it has matured
+    table: bytearray = field(default_factory=bytearray)
+    gridded: bool = False
+    low: float = math.inf  # the block means seen so far
+    high: float = -math.inf
+    grid_low: float = 0.0
+    grid_high: float = 0.0
+
+    def restart(self) -> None:
+        """Forget the sequences (their bands meant other values)."""
+        self.table = bytearray(len(self.table))
+        self.bands.clear()
+        self.age = 0
 
 
 @dataclass
@@ -208,15 +273,32 @@ class Detector:
     table: bytearray = field(default_factory=bytearray)
     age: int = 0  # points since the sequence memory (re)started, at most ``mature``
     flags: float = 0.0  # flags of about the last ``calibrate_horizon`` points
+    # The block memories: on the point grid, and on a grid of the block means' own.
+    on_grid: Blocks = field(default_factory=Blocks)
+    own_grid: Blocks = field(default_factory=Blocks)
 
     def __post_init__(self) -> None:
+        p = self.params
         if not self.table:
-            self.table = bytearray(1 << (self.params.table_bits - 3))
+            self.table = bytearray(1 << (p.table_bits - 3))
+        if p.block:
+            size = 1 << (p.table_bits - _BLOCK_TABLE_SHRINK - 3)
+            for blocks in (self.on_grid, self.own_grid):
+                if not blocks.table:
+                    blocks.table = bytearray(size)
 
     def score(self, value: float) -> float:
         """The anomaly score of ``value`` in [0, 1]; then learn from it."""
         p = self.params
-        novelty = self._novelty(value) if p.context_weight else 0.0
+        novelty = 0.0
+        if p.context_weight:
+            novelty = self._novelty(value)
+            if p.block:
+                novelty = max(
+                    novelty,
+                    self._block_novelty(self.on_grid, value, False),
+                    self._block_novelty(self.own_grid, value, True),
+                )
         raw, tail, breakout = self._raw(value)
         if len(self.ring) == p.short:
             self.ring_sum -= self.ring.pop(0)
@@ -271,6 +353,9 @@ class Detector:
                 self.table = bytearray(len(self.table))
                 self.bands.clear()
                 self.age = 0
+                # The block memory on this grid starts again too, its blocks from here.
+                self.on_grid.restart()
+                self.on_grid.count, self.on_grid.total = 0, 0.0
             low, high = self.grid_low, self.grid_high
         elif self.n:
             low, high = self.low, self.high
@@ -287,27 +372,70 @@ class Detector:
                 band = int(min(p.levels - 1.0, max(0.0, x)))
         if p.edge_bands:
             band += p.levels  # from 0, as a checkpoint stores it
-        table = self.table
-        mask = (1 << p.table_bits) - 1
+        return self._sequences(self.table, p.table_bits, self.bands, band)
+
+    def _sequences(self, table: bytearray, bits: int, bands: list[int], band: int) -> float:
+        """The share of orders 0..``orders`` whose sequence (the last k ``bands`` and
+        ``band``) ``table`` never saw; marks them seen and appends ``band`` to ``bands``."""
+        orders = self.params.orders
+        mask = (1 << bits) - 1
         novel = 0
         key = band + 1
-        for k in range(p.orders + 1):
+        for k in range(orders + 1):
             # The sequence of the last k bands and this one; an order longer
             # than the history since the last redraw is new by definition.
             if k:
-                if k > len(self.bands):
-                    novel += p.orders + 1 - k
+                if k > len(bands):
+                    novel += orders + 1 - k
                     break
-                key = (key ^ (self.bands[-k] + 1)) * _GOLDEN & _MASK64
+                key = (key ^ (bands[-k] + 1)) * _GOLDEN & _MASK64
             key = _mix(key)
             slot = key & mask
             if not table[slot >> 3] >> (slot & 7) & 1:
                 novel += 1
                 table[slot >> 3] |= 1 << (slot & 7)
-        self.bands.append(band)
-        if len(self.bands) > p.orders:
-            del self.bands[0]
-        return novel / (p.orders + 1)
+        bands.append(band)
+        if len(bands) > orders:
+            del bands[0]
+        return novel / (orders + 1)
+
+    def _block_novelty(self, blocks: Blocks, value: float, own: bool) -> float:
+        """The novelty of the block that ``value`` ends (0 inside a block): its mean's band
+        in the point grid or (``own``) in the block means' own grid, in sequence."""
+        p = self.params
+        blocks.total += value
+        blocks.count += 1
+        if blocks.count < p.block:
+            return 0.0
+        mean = blocks.total / p.block
+        blocks.count, blocks.total = 0, 0.0
+        novelty = 0.0
+        if self.gridded:
+            if own:
+                if not blocks.gridded:
+                    blocks.gridded = True
+                    blocks.grid_low = min(blocks.low, mean)
+                    blocks.grid_high = max(blocks.high, mean)
+                margin = p.regrid_margin * (blocks.grid_high - blocks.grid_low)
+                if mean < blocks.grid_low - margin or mean > blocks.grid_high + margin:
+                    blocks.grid_low = min(blocks.low, mean)
+                    blocks.grid_high = max(blocks.high, mean)
+                    blocks.restart()
+                low, high, levels = blocks.grid_low, blocks.grid_high, p.levels
+            else:
+                low, high, levels = self.grid_low, self.grid_high, p.block_levels
+            band = 0
+            if high > low:
+                band = int(min(levels - 1.0, max(0.0, (mean - low) * levels / (high - low))))
+            bits = p.table_bits - _BLOCK_TABLE_SHRINK
+            novelty = self._sequences(blocks.table, bits, blocks.bands, band)
+            if blocks.age * p.block < p.block_mature:  # the age stops once it has matured
+                blocks.age += 1
+                if blocks.age * p.block < p.block_mature:
+                    novelty *= blocks.age * p.block / p.block_mature
+        blocks.low = min(blocks.low, mean)
+        blocks.high = max(blocks.high, mean)
+        return novelty
 
     def _raw(self, value: float) -> tuple[float, float, bool]:
         """The raw surprise, the two-sided tail probability it comes from, and whether the
@@ -374,6 +502,14 @@ class Detector:
             p.wake_breakout,
             p.calibrate_horizon,
             p.edge_bands,
+            p.block,
+            p.block_levels,
+            p.block_mature,
+            *(
+                x
+                for b in (self.on_grid, self.own_grid)
+                for x in (b.count, len(b.bands), b.age, b.gridded)
+            ),
         )
         floats = _FLOATS.pack(
             p.threshold,
@@ -397,9 +533,15 @@ class Detector:
             self.grid_high,
         )
         floats += _FLOATS_V4.pack(p.calibrate, self.flags)
+        blocks = (self.on_grid, self.own_grid)
+        for b in blocks:
+            floats += _BLOCK_FLOATS.pack(b.total, b.low, b.high, b.grid_low, b.grid_high)
         ring = struct.pack(f"<{len(self.ring)}d", *self.ring)
-        bands = struct.pack(f"<{len(self.bands)}H", *self.bands)
-        return head + floats + ring + bands + bytes(self.table)
+        bands = b"".join(
+            struct.pack(f"<{len(x)}H", *x) for x in (self.bands, *(b.bands for b in blocks))
+        )
+        tables = b"".join(bytes(x) for x in (self.table, *(b.table for b in blocks)))
+        return head + floats + ring + bands + tables
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Detector:
@@ -407,18 +549,32 @@ class Detector:
             raise ValueError(f"unknown anomaly state version {data[0] if data else None}")
         version = data[0]
         header = _HEADERS[version]
-        extra = _FLOATS_V4 if version >= 4 else None
-        if len(data) < header.size + _FLOATS.size + (extra.size if extra else 0):
+        extra = _FLOATS_V4.size if version >= 4 else 0
+        extra += 2 * _BLOCK_FLOATS.size if version >= 5 else 0
+        if len(data) < header.size + _FLOATS.size + extra:
             raise ValueError("truncated anomaly state")
         fields = header.unpack_from(data, 0)
         mature, age = fields[13:15] if version >= 3 else (0, 0)
         # Before version 4: no wake conditions, no calibration (scores as then).
         wake_after, wake_breakout, horizon, edge_bands = (
-            fields[15:] if version >= 4 else (0, False, 2016, False)
+            fields[15:19] if version >= 4 else (0, False, 2016, False)
         )
         calibrate, flags = (
-            extra.unpack_from(data, header.size + _FLOATS.size) if extra else (0.0, 0.0)
+            _FLOATS_V4.unpack_from(data, header.size + _FLOATS.size) if version >= 4 else (0.0, 0.0)
         )
+        # Before version 5: no block context (scores as then; its other fields as default).
+        block, block_levels, block_mature = (
+            fields[19:22] if version >= 5 else (0, _BLOCK_LEVELS, _BLOCK_MATURE)
+        )
+        blocks = [Blocks(), Blocks()]
+        block_bands = [0, 0]
+        if version >= 5:
+            at = header.size + _FLOATS.size + _FLOATS_V4.size
+            for i, b in enumerate(blocks):
+                b.count, block_bands[i], b.age, b.gridded = fields[22 + 4 * i : 26 + 4 * i]
+                b.total, b.low, b.high, b.grid_low, b.grid_high = _BLOCK_FLOATS.unpack_from(
+                    data, at + i * _BLOCK_FLOATS.size
+                )
         (
             _version,
             learn,
@@ -476,12 +632,28 @@ class Detector:
             calibrate=calibrate,
             calibrate_horizon=horizon,
             edge_bands=edge_bands,
+            block=block,
+            block_levels=block_levels,
+            block_mature=block_mature,
         )
-        offset = header.size + _FLOATS.size + (extra.size if extra else 0)
+        offset = header.size + _FLOATS.size + extra
         table_size = 1 << (table_bits - 3)
+        block_table = 1 << (table_bits - _BLOCK_TABLE_SHRINK - 3) if block else 0
         band_size = 2 if version >= 4 else 1
-        end = offset + 8 * ring_count + band_size * band_count + table_size
-        if ring_count > short or band_count > orders or age > mature or end != len(data):
+        end = (
+            offset
+            + 8 * ring_count
+            + band_size * (band_count + sum(block_bands))
+            + table_size
+            + 2 * block_table
+        )
+        if (
+            ring_count > short
+            or max(band_count, *block_bands) > orders
+            or age > mature
+            or max(b.count for b in blocks) >= max(block, 1)
+            or end != len(data)
+        ):
             raise ValueError("truncated anomaly state")
         ring = list(struct.unpack_from(f"<{ring_count}d", data, offset))
         offset += 8 * ring_count
@@ -489,7 +661,15 @@ class Detector:
             bands = list(struct.unpack_from(f"<{band_count}H", data, offset))
         else:
             bands = list(data[offset : offset + band_count])
-        table = bytearray(data[offset + band_size * band_count : end])
+        offset += band_size * band_count
+        for b, count in zip(blocks, block_bands, strict=True):
+            b.bands = list(struct.unpack_from(f"<{count}H", data, offset))
+            offset += 2 * count
+        table = bytearray(data[offset : offset + table_size])
+        offset += table_size
+        for b in blocks:
+            b.table = bytearray(data[offset : offset + block_table])
+            offset += block_table
         return cls(
             params,
             n,
@@ -512,4 +692,5 @@ class Detector:
             table,
             age,
             flags,
+            *blocks,
         )
