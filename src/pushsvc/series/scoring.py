@@ -10,7 +10,7 @@ Determinism is what the delivery promise rests on: the score of a point depends 
 rule and the statistic values of the series' points before it, so the aggregator that closes a
 bucket after a failover or a cold restart gives it the score an uninterrupted run gave it,
 provided it holds the same detector state. That state is part of the aggregator's checkpoint
-(`to_bytes`, `restored`): 2,350 bytes per scored series with the defaults (at most 8,950),
+(`to_bytes`, `restored`): 3,499 bytes per scored series with the defaults (at most 13,219),
 and 9 bytes per scored bucket that closed within the rule's widest time window (`FlagWindow`,
 for `anomaly_rate`).
 """
