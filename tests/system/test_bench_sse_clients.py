@@ -14,6 +14,7 @@ import json
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,20 +170,31 @@ def serve_once(listener: socket.socket, response: bytes, piece: int) -> None:
                 pass
 
 
-def run_client(program: Path, response: bytes, events: int, piece: int) -> list[dict[str, Any]]:
+def run_against(
+    program: Path, serve: Callable[[socket.socket], None], events: int, *options: str
+) -> list[dict[str, Any]]:
+    """The compiled client's records for one stream of `events` from a server in this test
+    (`serve(listener)`, in a thread), with `options` after the common ones."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        server = threading.Thread(target=serve_once, args=(listener, response, piece))
+        server = threading.Thread(target=serve, args=(listener,))
         server.start()
         done = subprocess.run(
             [str(program), "--stream", f"http://127.0.0.1:{port}/topics/t/stream",
-             "--subscribers", "1", "--events", str(events), "--source", "127.0.0.1",
-             "--connect-timeout", "5", "--drain-timeout", "10", "--idle-timeout", "1"],
+             "--subscribers", "1", "--events", str(events), "--connect-timeout", "5",
+             "--drain-timeout", "10", *options],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         server.join(15)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def run_client(program: Path, response: bytes, events: int, piece: int) -> list[dict[str, Any]]:
+    def serve(listener: socket.socket) -> None:
+        serve_once(listener, response, piece)
+
+    return run_against(program, serve, events, "--source", "127.0.0.1", "--idle-timeout", "1")
 
 
 @pytest.mark.parametrize("piece", [65536, 1], ids=["whole", "byte-by-byte"])
@@ -257,19 +269,11 @@ def test_reconnect_resumes_with_last_event_id(
     """With --reconnect a stream the server ends comes back after its `retry:` with the last
     `id:` it dispatched as Last-Event-ID, and its counts go on across its connections."""
     requests: list[bytes] = []
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        server = threading.Thread(target=serve_in_turns, args=(listener, responses, requests))
-        server.start()
-        done = subprocess.run(
-            [str(program), "--stream", f"http://127.0.0.1:{port}/topics/t/stream",
-             "--subscribers", "1", "--events", "3", "--reconnect", "--connect-timeout", "5",
-             "--drain-timeout", "10", "--idle-timeout", "2"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        server.join(15)
-    assert done.returncode == 0, done.stderr
-    _, drained, result = (json.loads(line) for line in done.stdout.splitlines())
+
+    def serve(listener: socket.socket) -> None:
+        serve_in_turns(listener, responses, requests)
+
+    _, drained, result = run_against(program, serve, 3, "--reconnect", "--idle-timeout", "2")
     assert b"Last-Event-ID" not in requests[0]
     assert b"\r\nLast-Event-ID: 2f91f5e4:0-1\r\n\r\n" in requests[1]
     assert (drained["reconnects"], drained["refused"], drained["down"]) == (1, 0, 0)
