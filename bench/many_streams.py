@@ -203,7 +203,8 @@ def run(args: Any) -> dict[str, Any]:
     timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                 "drain": publish_timeout + (300 if args.storm else 30),
                 "idle": 60.0 if args.storm else 10.0}  # fmt: skip
-    storm = ("--reconnect",) if args.storm else ()
+    # A storm: the C clients reconnect as EventSource does, the publisher retries each event.
+    reconnect, persist = (("--reconnect",), ("--persist",)) if args.storm else ((), ())
     try:
         server.start()
         webs = _web_workers(server)
@@ -215,14 +216,14 @@ def run(args: Any) -> dict[str, Any]:
             # The first child publishes (and holds no stream); the C subscribers read.
             children.append(loadgen(
                 "deliveries", [stream], 0, args.events, timeouts, "--wait-go", "--hold", *publish,
-                *(("--persist",) if args.storm else ()),
+                *persist,
             ))  # fmt: skip
         for i, share in enumerate(shares):
             source = f"127.0.0.{2 + i}"
             if args.client == "c":
                 children.append(c_subscribers(
                     stream, share, args.events, timeouts, "--wait-go", "--hold", "--source", source,
-                    "--batch-us", str(args.batch_us), *storm,
+                    "--batch-us", str(args.batch_us), *reconnect,
                 ))  # fmt: skip
                 continue
             children.append(loadgen(
