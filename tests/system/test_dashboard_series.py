@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Page, Request, Route, expect
 
 from support.browser import (
     CHROMIUM,
@@ -179,6 +179,52 @@ def test_a_groups_range_is_that_groups_series(ranged: PushsvcProcess, page: Page
     expect(fig).to_have_attribute("data-points", str(len(api)))
     rows = [r for r in _range_rows(page) if not r["id"].startswith("so-far@")]
     assert [r["mean"] for r in rows] == [shown(p["mean"]) for p in api]
+
+
+def test_a_range_chosen_before_the_clock_is_known_ends_at_the_topic_clock(
+    ranged: PushsvcProcess, page: Page
+) -> None:
+    """A producer's events end 18 hours before the browser's clock. The page's stream is held
+    at the network until the 6 h range is chosen, so the page does not know the topic clock
+    yet (a busy CI machine once chose it between "live" and the stream's snapshot): the
+    range waits for the clock, and then draws the API's last 6 h of the topic clock. It once
+    ended at the browser's clock instead: a range after the topic clock, answered 400, and an
+    empty chart that stayed empty."""
+    topic = f"kitchen.{uuid.uuid4().hex[:8]}"
+    behind = time.time() - 18 * 3600
+    events = [e for e in _day_of_events(behind) if e["ts"] > behind - 8 * 3600]
+    assert post(ranged.port, topic, events)[0] == 202
+    clock = events[-1]["ts"]
+    held: list[Route] = []
+    stream = re.compile(r"/stream\?")
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(stream, hold)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/series?" in r.url else None)
+    with page.expect_request(stream):
+        page.goto(f"{ranged.base}/#/topics/{topic}")
+    while not held:  # Playwright calls the handler from its own loop: let it run
+        page.wait_for_timeout(10)
+    _choose_range(page, "6 h")
+    for route in held:
+        route.continue_()
+    page.unroute(stream)
+    expect(page.get_by_role("status")).to_have_attribute("data-state", "live")
+    fig = figure(page, "range")
+    expect(fig).not_to_have_attribute("data-points", "0")
+    wait_until(lambda: bool(asked), what="the range's series asked for")
+    since = float(urllib.parse.parse_qs(urllib.parse.urlsplit(asked[0]).query)["since"][0])
+    assert since == pytest.approx(clock - 21600, abs=1)
+    api = _coarsest(ranged.port, topic, urllib.parse.urlsplit(asked[0]).query)
+    assert len(api) > 100
+    expect(fig).to_have_attribute("data-points", str(len(api)))
+    low, high = fig.locator(".chart-main").evaluate(
+        "e => [e.uplot.scales.x.min, e.uplot.scales.x.max]"
+    )
+    assert (low, high) == pytest.approx((clock - 21600, clock), abs=1)
 
 
 @pytest.mark.parametrize("width", [1280, 390])

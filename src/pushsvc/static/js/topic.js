@@ -58,6 +58,7 @@ export class TopicView {
     this.range = "live";
     this.name = null;
     this.whole = null;
+    this.rangeAwaitsClock = false; // a range was chosen before the topic clock was known
     this.groupKey = null;
     this.series = new SeriesRange(() => this.render(true));
     els.rangeSelect.replaceChildren(...RANGES.map(([value, label]) => new Option(label, value)));
@@ -114,19 +115,30 @@ export class TopicView {
     this.series.close();
   }
 
-  /** Fetch the chosen range's points (nothing to fetch for the live range). */
+  /** Fetch the chosen range's points (nothing to fetch for the live range). A range ends at
+   *  the topic clock: until the page knows it (the stream's snapshot may come after the page
+   *  went live), the range waits, and `render` loads it once an update has set it. The
+   *  browser's clock is no stand-in: a topic whose events are hours behind it would be asked
+   *  for a range after its clock (a 400, and an empty chart). */
   loadRange() {
+    this.rangeAwaitsClock = false;
     if (this.range === "live" || this.topic === null) {
       this.series.close();
       return;
     }
-    const clock = this.whole.ts ?? Date.now() / 1000;
+    const clock = this.whole.ts;
+    if (clock === null) {
+      this.series.close();
+      this.rangeAwaitsClock = true;
+      return;
+    }
     const wanted = Math.max(60, Math.round((this.els.figures.clientWidth || 900) / 3));
     this.series.load(this.name, this.groupKey, Number(this.range), clock, wanted);
   }
 
   render(force = false) {
     const topic = this.topic;
+    if (this.rangeAwaitsClock && this.whole?.ts != null) this.loadRange();
     if (topic !== null && this.paused && !force) this.countWhilePaused(topic);
     // The rules too: a topic drawn before GET rules answered is drawn again once it has (a
     // derived topic's tag panel goes), with no update of its own to wait for.
