@@ -466,6 +466,49 @@ def test_frames_keep_coming_while_updates_never_pause(
     assert sizes == sorted(sizes) and len(set(sizes)) == 4  # each grew
 
 
+def _watching(port: int, topic: str) -> int:
+    """The streams the server holds on `topic` (GET /topics)."""
+    listed = json.loads(request(port, "GET", "/topics")[2])["topics"]
+    return sum(int(t["subscribers"]) for t in listed if t["topic"] == topic)
+
+
+@pytest.mark.parametrize("ending", ["the frames closed", "the client closed"])
+def test_a_frames_reader_ends_at_once_and_quietly(
+    ending: str, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`frames()` reads its stream in a thread. On a quiet topic (no heartbeat for a minute)
+    that thread ends, and the server lets go of its stream, as soon as the frames or the
+    client are closed, with nothing logged. It used to wait for the next message: closing
+    the client under it then looked like a lost connection, warned "cannot reach" and
+    retried, in whatever test ran next."""
+    proc = PushsvcProcess("serve", "--tick", "0", "--heartbeat", "60s").start()
+    client = Client(proc.base)
+    try:
+        assert client.publish(topic, {"value": 1.0}) == 1
+        wait_until(lambda: rows(client, topic) == 1, what="the update")
+        with caplog.at_level(logging.WARNING, logger="pushsvc.client"):
+            frames = client.frames(topic, every="100ms")
+            next(frames)  # the history; the reader starts with the next
+            assert client.publish(topic, {"value": 2.0}) == 1
+            assert len(next(frames)) == 2
+            assert _watching(proc.port, topic) == 1
+            if ending == "the frames closed":
+                frames.close()
+            else:
+                client.close()
+
+            def reading() -> bool:
+                return any(t.name == f"pushsvc-frames-{topic}" for t in threading.enumerate())
+
+            wait_until(lambda: not reading(), timeout=3, what="the reader thread ended")
+            wait_until(lambda: _watching(proc.port, topic) == 0, timeout=3, what="its stream gone")
+            frames.close()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        client.close()
+        proc.stop()
+
+
 def test_subscribe_yields_alert_changes_of_the_alerts_topic(
     make_client: MakeClient, topic: str, tmp_path: Path
 ) -> None:

@@ -4,7 +4,9 @@ the same methods for asyncio; both run the same plans (calls.py) and stream curs
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -67,8 +69,12 @@ class Client:
         self._own_http = http is None
         self._http = http if http is not None else httpx.Client(timeout=self.session.timeout)
         self._sleep = sleep
+        self._readers: set[_Reader] = set()
 
     def close(self) -> None:
+        """Ends the readers of `frames()` still running, then the HTTP client (if made here)."""
+        for reader in list(self._readers):
+            reader.stop()
         if self._own_http:
             self._http.close()
 
@@ -246,9 +252,13 @@ class Client:
             if message is not None:
                 yield message
 
-    def _stream(self, cursor: StreamCursor) -> Generator[RawMessage | None, None, None]:
-        """Every message, and None for each heartbeat (so that a reader can stop between)."""
-        while True:
+    def _stream(
+        self, cursor: StreamCursor, reader: _Reader | None = None
+    ) -> Generator[RawMessage | None, None, None]:
+        """Every message, and None for each heartbeat (so that a reader can stop between).
+        With `reader`: its responses, so that `reader.stop()` ends a read in progress; a
+        stopped reader's connection error is its end, not a failure to retry."""
+        while reader is None or not reader.stopped.is_set():
             error: ClientError | None = None
             try:
                 with connect_sse(
@@ -259,12 +269,16 @@ class Client:
                     headers=self.session.headers(cursor.headers()),
                     timeout=self.session.stream_timeout,
                 ) as source:
+                    if reader is not None:
+                        reader.reading(source.response)
                     if source.response.status_code != 200:
                         source.response.read()
                         raise ApiError.of(source.response)
                     for sse in source.iter_sse():
                         yield cursor.receive(sse)
             except httpx.TransportError as exc:
+                if reader is not None and reader.stopped.is_set():
+                    return
                 error = Unreachable(self.session.base, exc)
             except SSEError as exc:  # a 200 that is no event stream: a proxy's page
                 error = Unreachable(self.session.base, httpx.RemoteProtocolError(str(exc)))
@@ -293,14 +307,15 @@ class Client:
         live = LiveFrame(topic, updates, first, last["resume_id"], max_rows=max_rows)
         yield live.frame
         inbox: queue.SimpleQueue[RawMessage | BaseException] = queue.SimpleQueue()
-        stop = threading.Event()
-        reader = threading.Thread(
+        reader = _Reader()
+        self._readers.add(reader)
+        thread = threading.Thread(
             target=self._pump,
-            args=(topic, last["resume_id"], inbox, stop),
+            args=(topic, last["resume_id"], inbox, reader),
             name=f"pushsvc-frames-{topic}",
             daemon=True,
         )
-        reader.start()
+        thread.start()
         try:
             due = time.monotonic() + interval
             while True:
@@ -320,23 +335,23 @@ class Client:
                 if frame is not None:
                     yield frame
         finally:
-            # The reader stops at its next message or heartbeat.
-            stop.set()
+            reader.stop()
+            self._readers.discard(reader)
 
     def _pump(
         self,
         topic: str,
         resume_id: str,
         inbox: queue.SimpleQueue[RawMessage | BaseException],
-        stop: threading.Event,
+        reader: _Reader,
     ) -> None:
         cursor = StreamCursor(
             topic, last_event_id=resume_id, options=StreamOptions(), backoff=self.backoff
         )
-        stream = self._stream(cursor)
+        stream = self._stream(cursor, reader)
         try:
             for message in stream:
-                if stop.is_set():
+                if reader.stopped.is_set():
                     return
                 if message is not None:
                     inbox.put(message)
@@ -344,3 +359,38 @@ class Client:
             inbox.put(exc)
         finally:
             stream.close()
+
+
+class _Reader:
+    """The thread reading a `frames()` stream, as its consumer stops it: at once, not at the
+    next message or heartbeat (which may be an idle tick away), and without the warnings and
+    retries of a lost connection, which ending its read from here looks like to it."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._response: httpx.Response | None = None
+
+    def reading(self, response: httpx.Response) -> None:
+        with self._lock:
+            self._response = response
+        if self.stopped.is_set():  # stopped while it connected
+            _shut(response)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self._lock:
+            response = self._response
+        if response is not None:
+            _shut(response)
+
+
+def _shut(response: httpx.Response) -> None:
+    """End the reads of `response`'s connection, a blocked one too. Closing the response from
+    another thread would not wake a `recv` already waiting; a shutdown of its socket does
+    (the reader then sees the body end early, and closes the response itself)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # closed already
+            sock.shutdown(socket.SHUT_RDWR)
