@@ -4,16 +4,15 @@ primaries with a replica each, formed by the one-shot `cluster-init` service.
 Run like tests/system/test_docker_stack.py (its daemon fixture, its stand-ins for the base
 images, an image built with no network from the host's wheels, a project name and a free port
 of its own), but only the cluster's services: `--profile cluster up` names them, or the
-default stack would start too. One stack start; `down -v` at the end. The image is built from
-a copy of the build context in a temporary directory, so this and the default stack's test may
-run at once without sharing `docker-wheels/`.
+default stack would start too. One stack start; `down -v` at the end. The image is the one
+test_docker_stack builds, built once a run by whichever module asks first
+(`support.docker.image`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,6 @@ import pytest
 import yaml
 from test_docker_stack import (  # noqa: F401  (docker_daemon is a fixture)
     COMPOSE,
-    WHEELS,
     docker_daemon,
     widest_count,
 )
@@ -38,8 +36,7 @@ from support.docker import (
     ComposeProject,
     DockerDaemon,
     DockerError,
-    PythonTarget,
-    build_wheels,
+    build_image,
     run,
 )
 from support.live import SSEClient, request, wait_until
@@ -69,22 +66,10 @@ class ClusterStack:
     def image(self) -> str:
         return str(self.config["services"][WEB]["image"])
 
-    def build(self, context: Path) -> None:
-        """The image, as test_docker_stack builds it, from a copy of the build context."""
+    def build(self) -> None:
+        """The image, as test_docker_stack builds it (the same, once a run)."""
         build = self.config["services"][WEB]["build"]
-        source = Path(build.get("context", "."))
-        for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md"):
-            shutil.copy2(source / name, context / name)
-        shutil.copytree(
-            source / "src",
-            context / "src",
-            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-        )
-        args = {**build.get("args", {}), "WHEELS": WHEELS}
-        build_wheels(source, context / WHEELS, PythonTarget.of_image(args["PYTHON_IMAGE"]))
-        argv = ["docker", "build", "--network", "none", "--force-rm", "--tag", self.image]
-        argv += [arg for key, value in args.items() for arg in ("--build-arg", f"{key}={value}")]
-        run([*argv, str(context)], timeout=600)
+        build_image(Path(build.get("context", ".")), self.image, build.get("args", {}))
 
     def exit_code(self, service: str) -> str:
         inspect = ["docker", "inspect", "--format", "{{.State.ExitCode}}"]
@@ -151,7 +136,7 @@ def cluster(
     stack = ClusterStack(ComposeProject(COMPOSE, name, env))
     try:
         started = time.monotonic()
-        stack.build(tmp_path_factory.mktemp("context"))
+        stack.build()
         built = time.monotonic()
         stack.project("--profile", "cluster", "up", "-d", "--no-build", *STARTED, timeout=300)
         stack.wait_until_ready()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,8 +32,7 @@ from support.docker import (
     DockerDaemon,
     DockerError,
     DockerUnavailable,
-    PythonTarget,
-    build_wheels,
+    build_image,
     ensure_stand_ins,
     run,
 )
@@ -46,8 +44,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-# In the build context, ignored by git; .dockerignore lets it through.
-WHEELS = "docker-wheels"
 REQUIRE_DOCKER_ENV = "CI_REQUIRE_DOCKER"
 WEBS = ("web1", "web2")
 AGGREGATORS = ("aggregator", "aggregator-standby")
@@ -90,16 +86,10 @@ class Stack:
         return str(self.config["services"]["web1"]["image"])
 
     def build(self) -> None:
-        """What `docker-compose build` does, with no network and the host's wheels."""
+        """What `docker-compose build` does, with no network and the host's wheels (once a
+        run: `support.docker.image`)."""
         build = self.config["services"]["web1"]["build"]
-        context = Path(build.get("context", "."))
-        args = {**build.get("args", {}), "WHEELS": WHEELS}
-        wheels = context / WHEELS
-        shutil.rmtree(wheels, ignore_errors=True)
-        build_wheels(ROOT, wheels, PythonTarget.of_image(args["PYTHON_IMAGE"]))
-        argv = ["docker", "build", "--network", "none", "--force-rm", "--tag", self.image]
-        argv += [arg for key, value in args.items() for arg in ("--build-arg", f"{key}={value}")]
-        run([*argv, str(context)], timeout=600)
+        build_image(Path(build.get("context", ".")), self.image, build.get("args", {}))
 
     def wait_until_up(self, timeout: float = 90) -> None:
         """Every service up (healthy, where it has a healthcheck) and an aggregator active."""
@@ -208,7 +198,6 @@ def stack(docker_daemon: DockerDaemon, tmp_path_factory: pytest.TempPathFactory)
         print(f"the services' logs: {logs}")
         stack.project("down", "--volumes", "--remove-orphans", "--timeout", "5")
         run(["docker", "image", "rm", "--force", stack.image], check=False)
-        shutil.rmtree(ROOT / WHEELS, ignore_errors=True)
 
 
 def event_updates(stream: SSEClient, n: int) -> list[tuple[str, dict[str, Any]]]:

@@ -9,7 +9,8 @@ names of their own, which the test hands to the build and to compose through
 made again only when their recipe changes. Nothing here pulls or pushes an image.
 
 `daemon` runs docker and starts a daemon where none runs; `stand_ins` makes the base images;
-`wheels` builds the project's wheels for the image's interpreter; `compose` drives a project.
+`wheels` builds the project's wheels for the image's interpreter; `image` builds pushsvc's
+image from them (once a test run); `compose` drives a project.
 """
 
 from support.docker.compose import ComposeProject, compose_command
@@ -20,6 +21,7 @@ from support.docker.daemon import (
     daemon_answers,
     run,
 )
+from support.docker.image import build_image, built_image
 from support.docker.stand_ins import (
     PYTHON_STAND_IN,
     REDIS_STAND_IN,
@@ -39,7 +41,9 @@ __all__ = [
     "DockerUnavailable",
     "PythonTarget",
     "StandIn",
+    "build_image",
     "build_wheels",
+    "built_image",
     "compose_command",
     "daemon_answers",
     "ensure_stand_ins",

@@ -6,7 +6,7 @@ do before they start a stack, as one command of its own.
    `pushsvc-test/python:3.11` for `python:3.11-slim` and `pushsvc-test/redis:7` for `redis:7`.
 2. Unless `--no-build`: the pushsvc image (`--tag`, default `pushsvc:latest`) on the first,
    built with `--network none` from wheels made on this host for its interpreter
-   (`docker-wheels/`, as docs/deploy.md describes).
+   (`docker-wheels/` in a copy of the build context, as docs/deploy.md describes).
 
 It prints the variables to give docker compose (`--no-build` then, as the image is built).
 It needs a Docker daemon that answers; as root it starts `dockerd` when none runs, and leaves
@@ -17,17 +17,15 @@ cannot be done.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from support.docker.daemon import DockerDaemon, DockerError, DockerUnavailable, run
+from support.docker.daemon import DockerDaemon, DockerError, DockerUnavailable
+from support.docker.image import built_image
 from support.docker.stand_ins import PYTHON_STAND_IN, REDIS_STAND_IN, ensure_stand_ins
-from support.docker.wheels import PythonTarget, build_wheels
 
 ROOT = Path(__file__).resolve().parents[3]
-WHEELS = "docker-wheels"  # the one directory besides the sources .dockerignore lets in
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(tag: str) -> None:
     """The Dockerfile's build as the Docker tests run it: no network, the host's wheels."""
-    wheels = ROOT / WHEELS
-    shutil.rmtree(wheels, ignore_errors=True)
-    build_wheels(ROOT, wheels, PythonTarget.of_image(PYTHON_STAND_IN.name))
-    argv = ["docker", "build", "--network", "none", "--force-rm", "--tag", tag]
-    argv += ["--build-arg", f"PYTHON_IMAGE={PYTHON_STAND_IN.name}"]
-    argv += ["--build-arg", f"WHEELS={WHEELS}"]
-    run([*argv, str(ROOT)], timeout=900)
+    built_image(ROOT, tag, {"PYTHON_IMAGE": PYTHON_STAND_IN.name})
 
 
 if __name__ == "__main__":

@@ -78,14 +78,19 @@ def build_wheels(project: Path, dest: Path, target: PythonTarget) -> list[Path]:
     raise DockerError(f"wheels for {target.interpreter}: still missing {wanted}")
 
 
-@contextlib.contextmanager
-def _building(project: Path) -> Iterator[None]:
+def _building(project: Path) -> contextlib.AbstractContextManager[None]:
     """The machine's lock on building `project`'s wheel. pip builds it in the tree (its
     `build/` and `src/*.egg-info`), and the two Docker test modules may build it at once on
     two workers: one's build then deletes files under the other's (`[Errno 2] No such file
     or directory` while copying the egg-info)."""
     digest = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:16]
-    with Path(tempfile.gettempdir(), f"pushsvc-test-wheel-{digest}.lock").open("a") as lock:
+    return machine_lock(f"pushsvc-test-wheel-{digest}")
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """An exclusive lock of this machine's, held by one process (any test worker) at a time."""
+    with Path(tempfile.gettempdir(), f"{name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
