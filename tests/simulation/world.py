@@ -22,10 +22,11 @@ partition is ever rebuilt cold after it was first taken. A run that breaks one r
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from greenlet import GreenletExit, greenlet
@@ -133,25 +134,35 @@ class WatchedStore(Store):
         return published
 
 
-@dataclass
 class TopicModel:
-    counted: bool
-    """Whether the topic has the count window (`COUNTED`)."""
-    events: list[tuple[int, float]] = field(default_factory=list)
-    """(ts, value) of every event since the topic was (re)started, in log order."""
-    clock: int | None = None
+    """One topic's events since it was (re)started, and its clock."""
+
+    def __init__(self, counted: bool) -> None:
+        self.counted = counted
+        """Whether the topic has the count window (`COUNTED`)."""
+        # Kept in time order (ties in log order), as two lists: a time window is then a
+        # suffix found by bisection, and a count window the last N, instead of a scan and
+        # a sort of every event at each update.
+        self.times: list[int] = []
+        self.values: list[float] = []
+        self.clock: int | None = None
+
+    def add(self, ts: int, value: float) -> None:
+        at = bisect.bisect_right(self.times, ts)  # after the equal ones: log order
+        self.times.insert(at, ts)
+        self.values.insert(at, value)
 
     def windows(self) -> dict[str, tuple[int, float]]:
-        """count and sum of every window, at the clock."""
+        """count and sum of every window, at the clock. (The values are whole numbers, so
+        a sum is exact in any order.)"""
         assert self.clock is not None
         found = {}
         for width in WINDOWS_US:
-            inside = [v for ts, v in self.events if ts > self.clock - width]
+            inside = self.values[bisect.bisect_right(self.times, self.clock - width) :]
             found[f"{width // S}s"] = (len(inside), float(sum(inside)))
         # Count windows hold the last N events in time order (ties in log order).
-        ordered = sorted(self.events, key=lambda event: event[0])
         for size in LAST if self.counted else ():
-            last = [v for _, v in ordered[-size:]]
+            last = self.values[-size:]
             found[f"last{size}"] = (len(last), float(sum(last)))
         return found
 
@@ -175,7 +186,9 @@ class Model:
                 self.topics.pop(topic, None)
         elif entry.ticks is not None:
             for topic, clock in entry.ticks.items():
-                model = self.topics.setdefault(topic, TopicModel(topic.startswith("c.")))
+                model = self.topics.get(topic)
+                if model is None:
+                    model = self.topics[topic] = TopicModel(topic.startswith("c."))
                 model.clock = clock if model.clock is None else max(model.clock, clock)
 
     def event(self, topic: str, value: float) -> TopicModel:
@@ -191,8 +204,10 @@ class Model:
                         f"an update for {topic} event {value} came before the update of "
                         f"{entry.topic} event {first.value}, logged before it"
                     )
-                model = self.topics.setdefault(topic, TopicModel(topic.startswith("c.")))
-                model.events.append((first.ts_us, first.value))
+                model = self.topics.get(topic)
+                if model is None:
+                    model = self.topics[topic] = TopicModel(topic.startswith("c."))
+                model.add(first.ts_us, first.value)
                 model.clock = first.ts_us if model.clock is None else max(model.clock, first.ts_us)
                 # One event per entry: the next is the next entry.
                 self.at += 1
