@@ -318,6 +318,9 @@ class Process:
     rebuilds: int = 0
     task: greenlet | None = None
     """Its step under way, stalled in the middle (a greenlet, resumed when stepped)."""
+    owned: frozenset[tuple[int, int]] = frozenset()
+    """The partitions its pool owned when its last step returned (finished or stalled): a
+    process's leases change only in its own steps, so this is what it owns between them."""
     owned_before: frozenset[tuple[int, int]] = frozenset()
     took_at: float = float("-inf")
     """When it last took a partition (its first takeover, or one handed to it)."""
@@ -353,7 +356,10 @@ class World:
         self.web.consume_updates(self.checker.on_updates)
         self.value = 0
         self.acknowledged: set[float] = set()
-        self.trace: list[str] = []
+        self.trace: list[tuple[float, str]] = []
+        """(seconds into the run, what happened): formatted only for a report."""
+        self._logged_values: set[float] = set()
+        self._scanned = [0] * self.partitions
         self.taken: dict[int, int] = {}
         """Per partition, how many times a process took it (each time: a cold rebuild)."""
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
@@ -361,7 +367,12 @@ class World:
 
     def note(self, what: str) -> None:
         """One line of the run's trace (the last ones are shown when it breaks)."""
-        self.trace.append(f"{self.clock() - self.began:7.2f} s  {what}")
+        self.trace.append((self.clock() - self.began, what))
+
+    def lines(self, last: int | None = None) -> list[str]:
+        """The trace as text (its last `last` lines)."""
+        shown = self.trace if last is None else self.trace[-last:]
+        return [f"{at:7.2f} s  {what}" for at, what in shown]
 
     # -- the processes -------------------------------------------------------------------
 
@@ -431,18 +442,19 @@ class World:
             return
         if process.task is None and not self.faults.stalls:
             # Nothing can stall it: no greenlet needed (a fifth of the run time).
-            before = frozenset(process.pool.owned)
+            before = process.owned
             process.pool.step()
             self._count_taken(process, before)
             return
         if process.task is None:
-            process.owned_before = frozenset(process.pool.owned)
+            process.owned_before = process.owned
             process.task = greenlet(process.pool.step)
         stalled = process.task.switch()
         if not process.task.dead and stalled == DIES:
             self.crash(process)  # killed in the middle of its step
             return
         if not process.task.dead:
+            process.owned = frozenset(process.pool.owned)  # what it holds while it stalls
             process.paused_until = self.clock() + stalled
             self.note(f"{process.name} stalls until {process.paused_until:.2f}")
             return
@@ -450,7 +462,7 @@ class World:
         self._count_taken(process, process.owned_before)
 
     def _count_taken(self, process: Process, before: frozenset[tuple[int, int]]) -> None:
-        owned = set(process.pool.owned)
+        owned = process.owned = frozenset(process.pool.owned)
         for shard in owned - before:
             self.taken[shard[0]] = self.taken.get(shard[0], 0) + 1
             process.took_at = self.clock()
@@ -496,7 +508,7 @@ class World:
         return self._report(what)
 
     def _report(self, what: str) -> str:
-        last = "\n  ".join(self.trace[-25:])
+        last = "\n  ".join(self.lines(25))
         return f"seed {self.seed}: {what}\nlast steps:\n  {last}"
 
     def _run(self) -> None:
@@ -617,29 +629,30 @@ class World:
     def _owners(self) -> dict[int, list[str]]:
         owners: dict[int, list[str]] = {i: [] for i in range(self.partitions)}
         for process in self.processes:
-            for shard in process.pool.owned:
+            for shard in process.owned:
                 owners[shard[0]].append(process.name)
         return owners
 
     def _all_held(self) -> bool:
         return all(len(names) == 1 for names in self._owners().values())
 
+    def _logged(self) -> set[float]:
+        """Every event logged so far (what the journals gained since the last call, added:
+        they only grow)."""
+        for part in self.store.parts:
+            journal = part.journal
+            for entry in journal[self._scanned[part.index] :]:
+                if entry.events is not None:
+                    self._logged_values.add(entry.events[0].value)
+            self._scanned[part.index] = len(journal)
+        return self._logged_values
+
     def _all_published(self) -> bool:
-        logged = {
-            e.events[0].value
-            for part in self.store.parts
-            for e in part.journal
-            if e.events is not None
-        }
+        logged = self._logged()
         return self._all_held() and logged <= self.checker.delivered
 
     def _check_end(self) -> None:
-        logged = {
-            e.events[0].value
-            for part in self.store.parts
-            for e in part.journal
-            if e.events is not None
-        }
+        logged = set(self._logged())
         if not self.acknowledged <= logged:
             raise Broken(f"acknowledged events not logged: {sorted(self.acknowledged - logged)}")
         if logged != self.checker.delivered:
