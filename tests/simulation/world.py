@@ -76,6 +76,7 @@ TRANSIENT_OPERATIONS = (
 )
 
 
+_OK = Fate.OK  # bound once: a member looked up on its enum class costs a call per store call
 DIES = -1.0
 """A stall that never ends: the process is killed right before the call."""
 
@@ -107,9 +108,9 @@ class Faults:
                 self.fired[f"{'death' if stall == DIES else 'stall'} before {operation}"] += 1
                 task.parent.switch(stall)
         if not self.armed:
-            return Fate.OK
-        fate = self.armed.pop(operation, Fate.OK)
-        if fate is not Fate.OK:
+            return _OK
+        fate = self.armed.pop(operation, _OK)
+        if fate is not _OK:
             self.fired_at = self._clock()
             self.fired[f"{fate.value} {operation}"] += 1
         return fate

@@ -90,7 +90,7 @@ class MemoryLeaseGroup:
                     reply = exc  # an error reply in the pipeline: this lease's alone
                 replies.append(reply)
             members = tuple(sorted(store.members))
-            free = frozenset(s for s in self._shards if store.holder(s[0]) is None)
+            free = store.free(self._shards)
             return added, members, replies, free
 
         try:

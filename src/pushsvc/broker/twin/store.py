@@ -39,6 +39,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Position = tuple[int, int]
 
+# Bound once: looking a member up on its enum class costs a call of its own, and a simulation
+# makes hundreds of thousands of store calls.
+_FAIL, _LOST = Fate.FAIL, Fate.LOST
+_HELD, _RENEWED, _TAKEN, _RESUMED = (
+    LeaseCode.HELD,
+    LeaseCode.RENEWED,
+    LeaseCode.TAKEN,
+    LeaseCode.RESUMED,
+)
+
 
 @dataclass(eq=False)
 class PartitionData:
@@ -128,10 +138,10 @@ class Store:
     def run(self, operation: str, shard: Partition | None, call: Callable[[], T]) -> T:
         """`call` under its fate: refused before, or its reply lost after."""
         fate = self.faults(operation, shard)
-        if fate is Fate.FAIL:
+        if fate is _FAIL:
             raise BrokerUnavailable(f"{operation}: the store refused (injected)")
         result = call()
-        if fate is Fate.LOST:
+        if fate is _LOST:
             raise BrokerUnavailable(f"{operation}: the reply was lost (injected)")
         return result
 
@@ -146,21 +156,31 @@ class Store:
             return None
         return lease[0]
 
+    def free(self, shards: Sequence[Partition]) -> frozenset[Partition]:
+        """The shards whose lease nobody holds."""
+        now = self.now_ms()
+        parts = self.parts
+        return frozenset(
+            shard for shard in shards if (lease := parts[shard[0]].lease) is None or lease[1] <= now
+        )
+
     def acquire(self, index: int, token: str, fresh: str, ttl_ms: int) -> LeaseCode:
         part = self.parts[index]
-        holder = self.holder(index)
-        expires = self.now_ms() + ttl_ms
+        now = self.now_ms()
+        lease = part.lease
+        holder = None if lease is None or lease[1] <= now else lease[0]
+        expires = now + ttl_ms
         if holder == token:
             part.lease = (token, expires)
-            return LeaseCode.RENEWED
+            return _RENEWED
         if holder is not None:
-            return LeaseCode.HELD
+            return _HELD
         if part.taken == token:
             part.lease = (token, expires)
-            return LeaseCode.RESUMED
+            return _RESUMED
         part.lease = (fresh, expires)
         part.taken = fresh
-        return LeaseCode.TAKEN
+        return _TAKEN
 
     def release(self, index: int, token: str) -> None:
         if self.holder(index) == token:
