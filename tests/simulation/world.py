@@ -50,6 +50,8 @@ LEASE_S = LEASE_US / S
 LATENESS_US = 3 * S
 WINDOWS_US = (S, 3 * S)
 LAST = (3,)
+TIME_LABELS = tuple((width, f"{width // S}s") for width in WINDOWS_US)
+COUNT_LABELS = tuple((size, f"last{size}") for size in LAST)
 WALL_BASE_US = 1_763_700_000 * S
 COUNTED = Rule(1, ("c.*",), WINDOWS_US, LAST, ("count", "sum"), exact_up_to_us=max(WINDOWS_US))
 """The `c.` topics: exact time windows and a count window (durable: checkpointed, never
@@ -158,13 +160,13 @@ class TopicModel:
         a sum is exact in any order.)"""
         assert self.clock is not None
         found = {}
-        for width in WINDOWS_US:
+        for width, label in TIME_LABELS:
             inside = self.values[bisect.bisect_right(self.times, self.clock - width) :]
-            found[f"{width // S}s"] = (len(inside), float(sum(inside)))
+            found[label] = (len(inside), float(sum(inside)))
         # Count windows hold the last N events in time order (ties in log order).
-        for size in LAST if self.counted else ():
+        for size, label in COUNT_LABELS if self.counted else ():
             last = self.values[-size:]
-            found[f"last{size}"] = (len(last), float(sum(last)))
+            found[label] = (len(last), float(sum(last)))
         return found
 
 
@@ -357,8 +359,8 @@ class World:
         self.web.consume_updates(self.checker.on_updates)
         self.value = 0
         self.acknowledged: set[float] = set()
-        self.trace: list[tuple[float, str]] = []
-        """(seconds into the run, what happened): formatted only for a report."""
+        self.trace: list[tuple[float, str, tuple[object, ...]]] = []
+        """(seconds into the run, what happened, its arguments): see `note`."""
         self._logged_values: set[float] = set()
         self._scanned = [0] * self.partitions
         self.taken: dict[int, int] = {}
@@ -366,14 +368,15 @@ class World:
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
             self.start()
 
-    def note(self, what: str) -> None:
-        """One line of the run's trace (the last ones are shown when it breaks)."""
-        self.trace.append((self.clock() - self.began, what))
+    def note(self, what: str, *args: object) -> None:
+        """One line of the run's trace (the last ones are shown when it breaks): `what % args`,
+        formatted only if shown."""
+        self.trace.append((self.clock() - self.began, what, args))
 
     def lines(self, last: int | None = None) -> list[str]:
         """The trace as text (its last `last` lines)."""
         shown = self.trace if last is None else self.trace[-last:]
-        return [f"{at:7.2f} s  {what}" for at, what in shown]
+        return [f"{at:7.2f} s  {what % args}" for at, what, args in shown]
 
     # -- the processes -------------------------------------------------------------------
 
@@ -413,7 +416,7 @@ class World:
         )
         process = Process(name, broker, pool)
         self.processes.append(process)
-        self.note(f"start {name}")
+        self.note("start %s", name)
 
     def crash(self, process: Process) -> None:
         """Every object of the process dropped; its leases and membership lapse."""
@@ -428,13 +431,13 @@ class World:
             process.task.throw(GreenletExit)  # a step stalled midway never resumes
         process.pool.close()
         process.broker.close()
-        self.note(f"crash {process.name}")
+        self.note("crash %s", process.name)
 
     def stop(self, process: Process) -> None:
         self.processes.remove(process)
         process.pool.leave()
         process.broker.close()
-        self.note(f"stop {process.name}")
+        self.note("stop %s", process.name)
 
     def step_process(self, process: Process) -> None:
         """One step of the process's pool, in a greenlet of its own, so that a stall in the
@@ -457,7 +460,7 @@ class World:
         if not process.task.dead:
             process.owned = frozenset(process.pool.owned)  # what it holds while it stalls
             process.paused_until = self.clock() + stalled
-            self.note(f"{process.name} stalls until {process.paused_until:.2f}")
+            self.note("%s stalls until %.2f", process.name, process.paused_until)
             return
         process.task = None
         self._count_taken(process, process.owned_before)
@@ -486,15 +489,15 @@ class World:
             try:
                 self.web.append_events(topic, [event], lateness_us=LATENESS_US, idempotency=key)
             except LateEvent:
-                self.note(f"append {topic} {value} late")
+                self.note("append %s %s late", topic, value)
                 return
             except BrokerUnavailable:
-                self.note(f"append {topic} {value} failed")
+                self.note("append %s %s failed", topic, value)
                 if key is None:
                     return  # not acknowledged; it may be in the log all the same
                 continue  # a retry with its key cannot log it twice
             self.acknowledged.add(value)
-            self.note(f"append {topic} {value}")
+            self.note("append %s %s", topic, value)
             return
 
     # -- the run -------------------------------------------------------------------------
@@ -567,14 +570,14 @@ class World:
                 operation = rng.choice(TRANSIENT_OPERATIONS)
                 fate = rng.choice((Fate.FAIL, Fate.LOST))
                 self.faults.armed[operation] = fate
-                self.note(f"arm {operation} {fate.value}")
+                self.note("arm %s %s", operation, fate.value)
             return
         kind = rng.random()
         if kind < 0.4:
             operation = rng.choice(TRANSIENT_OPERATIONS)
             fate = rng.choice((Fate.FAIL, Fate.LOST))
             self.faults.armed[operation] = fate
-            self.note(f"arm {operation} {fate.value}")
+            self.note("arm %s %s", operation, fate.value)
         elif kind < 0.55 and self.processes:
             self.crash(rng.choice(self.processes))
         elif kind < 0.7 and len(self.processes) < 4:
@@ -592,12 +595,12 @@ class World:
             operation = rng.choice(TRANSIENT_OPERATIONS)
             dies = rng.random() < 0.3
             self.faults.stalls[operation] = DIES if dies else LEASE_S * rng.uniform(1.2, 3)
-            self.note(f"arm {operation} {'death' if dies else 'stall'}")
+            self.note("arm %s %s", operation, "death" if dies else "stall")
         elif self.processes:
             process = rng.choice(self.processes)
             process.paused_until = self.clock() + LEASE_S * rng.uniform(1.2, 3)
             self.faults.fired["pause past the lease"] += 1
-            self.note(f"pause {process.name} until {process.paused_until:.2f}")
+            self.note("pause %s until %.2f", process.name, process.paused_until)
 
     def _check_step(self) -> None:
         if self.checker.failure is not None:
