@@ -63,6 +63,8 @@ class PartitionData:
     """Every entry ever logged, in order (a trim leaves it): what a test's oracle reads."""
     last_entry: Position = (0, 0)
     """The stream's last id: it outlives a trim, as a Redis stream's does."""
+    last_id: str = FIRST
+    """`last_entry` as text."""
     clocks: dict[str, int] = field(default_factory=dict)
     logged: int = 0
     lease: tuple[str, int] | None = None
@@ -207,7 +209,8 @@ class Store:
 
     def _log(self, part: PartitionData, entry: Callable[[str], Entry]) -> str:
         part.last_entry = next_id(part.last_entry, self.now_ms())
-        made = entry(entry_id(part.last_entry))
+        part.last_id = entry_id(part.last_entry)
+        made = entry(part.last_id)
         part.entries.append(made)
         part.ids.append(part.last_entry)
         part.journal.append(made)
@@ -283,6 +286,8 @@ class Store:
 
     def read(self, index: int, after: str, count: int) -> list[Entry]:
         part = self.parts[index]
+        if after == part.last_id:
+            return []  # a reader that is up to date: most reads, every time a process steps
         start = bisect.bisect_right(part.ids, position(after))
         return part.entries[start : start + count]
 
