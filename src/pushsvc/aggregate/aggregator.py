@@ -132,6 +132,7 @@ class Aggregator:
         self._topics: dict[str, _Topic] = {}
         self._lateness_us = lateness_us
         self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
+        self._durable: dict[str, bool] = {}
         # (label, width) of each rule's time windows: what `anomaly_rate` is given for.
         self._rated_windows: dict[int, tuple[tuple[str, int], ...]] = {}
         self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
@@ -441,6 +442,15 @@ class Aggregator:
 
     def durable(self, topic: str) -> bool:
         """Whether `topic` keeps state the log cannot give back (checkpointed)."""
+        # Asked for every log entry applied; the rules, hence the answer, never change.
+        known = self._durable.get(topic)
+        if known is None:
+            if len(self._durable) >= 65_536:
+                self._durable.clear()  # bounded: topics come and go
+            known = self._durable[topic] = self._is_durable(topic)
+        return known
+
+    def _is_durable(self, topic: str) -> bool:
         rule = self.rules.for_topic(topic)
         # Coarser series tiers are built from the finest one's closed buckets: their open
         # buckets outlive the log.
