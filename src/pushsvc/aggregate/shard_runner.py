@@ -275,13 +275,19 @@ class ShardRunner:
         position if not."""
         if entries is None:
             entries = self._log.read(self.position, count=_READ_COUNT, block_ms=self._block_ms)
-        for entry in entries:
-            if position(entry.id) <= position(self.position):
-                continue  # read for an older position (a waiter's answer, late)
-            drafts = self._apply(entry)
-            self.position = entry.id
-            if position(entry.id) > position(self.published):
-                self._pending.append((entry.id, drafts))
+        if entries:
+            # Each id parsed once: this is every log entry's path.
+            applied = position(self.position)
+            published = position(self.published)
+            for entry in entries:
+                at = position(entry.id)
+                if at <= applied:
+                    continue  # read for an older position (a waiter's answer, late)
+                drafts = self._apply(entry, at)
+                self.position = entry.id
+                applied = at
+                if at > published:
+                    self._pending.append((entry.id, drafts))
         holding = self._lease.holding
         if holding and self._tenure != self._lease.token:
             # A tenure of ours begins (a takeover, or the lease taken again after it lapsed
@@ -299,10 +305,13 @@ class ShardRunner:
         else:
             self._catch_up()
 
-    def _apply(self, entry: Entry) -> list[UpdateDraft]:
+    def _apply(self, entry: Entry, at: tuple[int, int] | None = None) -> list[UpdateDraft]:
+        """Apply `entry` (at `at`, its id parsed, when the caller has it)."""
+        if at is None:
+            at = position(entry.id)
         if entry.ticks is not None:
             self._dirty.update(t for t in entry.ticks if self.aggregator.durable(t))
-            return self.aggregator.apply_ticks(entry.ticks, position(entry.id))
+            return self.aggregator.apply_ticks(entry.ticks, at)
         if entry.forgotten is not None:
             self.aggregator.forget(entry.forgotten)
             for topic in entry.forgotten:
@@ -313,7 +322,7 @@ class ShardRunner:
         if entry.deleted is not None:
             topic = entry.deleted
             self._held.pop(topic, None)  # the deleted topic's entries: none is needed now
-            drafts = self.aggregator.delete(topic, position(entry.id))
+            drafts = self.aggregator.delete(topic, at)
             if self.aggregator.clock(topic) is None:
                 # Gone. (Still held: a rebuild restarted it from its checkpoint, which was
                 # taken after the deletion and stays its saved one.)
@@ -327,7 +336,7 @@ class ShardRunner:
         held.append((entry.id, max(e.ts_us for e in entry.events)))
         if self.aggregator.durable(entry.topic):
             self._dirty.add(entry.topic)
-        return self.aggregator.apply_events(entry.topic, entry.events, position(entry.id))
+        return self.aggregator.apply_events(entry.topic, entry.events, at)
 
     def save_checkpoints(self) -> int:
         """Save the checkpoint of every durable topic changed since its last one, at this
