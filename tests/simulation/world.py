@@ -658,6 +658,14 @@ class World:
         return self._all_held() and logged <= self.checker.delivered
 
     def _check_end(self) -> None:
+        for process in self.processes:
+            # `Process.owned` stands in for the pool's own answer between steps: were a lease
+            # to change outside a step, the checks above would have read a stale one.
+            if process.owned != frozenset(process.pool.owned):
+                raise AssertionError(
+                    f"the world's record of what {process.name} owns, {sorted(process.owned)}, "
+                    f"is not its pool's, {process.pool.owned}"
+                )
         logged = set(self._logged())
         if not self.acknowledged <= logged:
             raise Broken(f"acknowledged events not logged: {sorted(self.acknowledged - logged)}")
