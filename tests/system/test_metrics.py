@@ -148,7 +148,9 @@ def test_a_lost_broker_connection_counts_a_reset_and_ends_streams_by_reason(
 def test_a_stream_whose_token_expires_is_counted_as_expired(topic: str) -> None:
     proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_JWT_KEY": SECRET}).start()
     try:
-        token = hs256(subscribe=[topic], ttl_s=1)
+        # `exp` is the minting second plus the TTL: 3 s leaves at least 2 s to open the
+        # stream on a loaded machine (1 s once left a few ms, and the token expired first).
+        token = hs256(subscribe=[topic], ttl_s=3)
         with SSEClient(
             proc.port, f"/topics/{topic}/stream", headers={"Authorization": f"Bearer {token}"}
         ) as stream:

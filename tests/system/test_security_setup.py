@@ -228,7 +228,9 @@ def test_json_logs_carry_the_request_id() -> None:
         "serve", "--tick", "0", "--log-format", "json", env={"PUSHSVC_JWT_KEY": SECRET}
     ).start()
     try:
-        token = hs256(subscribe=["logs.a"], ttl_s=1)
+        # `exp` is the minting second plus the TTL: 3 s leaves at least 2 s to open the
+        # stream on a loaded machine (1 s once left a few ms, and the token expired first).
+        token = hs256(subscribe=["logs.a"], ttl_s=3)
         headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"}
         with SSEClient(server.port, "/topics/logs.a/stream", headers=headers) as stream:
             assert stream.response_headers["x-request-id"] == "req-42"
