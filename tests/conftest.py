@@ -136,6 +136,19 @@ class _Lines(logging.Handler):
         self.lines.append(self.format(record))
 
 
+@pytest.fixture(autouse=True)
+def browser_apart_from_network_changes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A browser test runs while no Docker test adds or removes a network interface, which
+    would abort its page's requests (support.host_network)."""
+    if request.node.get_closest_marker("browser") is None:
+        yield
+        return
+    from support.host_network import using_the_network
+
+    with using_the_network():
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_credential_in_any_log() -> Iterator[None]:
     """Tokens, secrets and `?token=` values never appear in a log line: every record logged in

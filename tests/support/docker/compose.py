@@ -7,6 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from support.docker.daemon import DockerError, run
+from support.host_network import changing_the_network
+
+# The subcommands that start or stop containers, each adding or removing a network interface.
+_NETWORK_CHANGING = frozenset({"up", "down", "kill", "restart", "rm", "start", "stop"})
 
 
 def compose_command() -> list[str]:
@@ -26,7 +30,10 @@ class ComposeProject:
         self._base = [*compose_command(), "--project-name", name, "--file", str(file)]
 
     def __call__(self, *args: str, timeout: float = 180) -> str:
-        return run([*self._base, *args], env=self.env, timeout=timeout).stdout
+        if _subcommand(args) not in _NETWORK_CHANGING:
+            return run([*self._base, *args], env=self.env, timeout=timeout).stdout
+        with changing_the_network():  # not while a browser test runs (support.host_network)
+            return run([*self._base, *args], env=self.env, timeout=timeout).stdout
 
     def container(self, service: str) -> str:
         """The id of the service's (one) container, running or not; DockerError when it has
@@ -59,3 +66,13 @@ class ComposeProject:
     def volume(self, name: str) -> str:
         """The Docker name of a volume the compose file declares."""
         return f"{self.name}_{name}"
+
+
+def _subcommand(args: tuple[str, ...]) -> str:
+    """The compose subcommand among `args`, after the global options (`--profile P`, ...)."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        if option in ("--profile", "--env-file", "--project-directory") and rest:
+            rest.pop(0)  # its value
+    return rest[0] if rest else ""
