@@ -736,6 +736,7 @@ def test_the_demos_ranges_cover_their_span_and_shade_past_alerts(
         since, clock = chart.evaluate("el => [el.uplot.scales.x.min, el.uplot.scales.x.max]")
         assert clock - since == pytest.approx(range_s)
         assert clock >= _clock(port, topic) - 60, (topic, clock, _clock(port, topic))
+        plot_width: float = chart.evaluate("el => el.uplot.bbox.width / devicePixelRatio")
         times: list[float | None] = chart.evaluate("el => el.uplot.data[0]")
         drawn_times = [t for t in times if t is not None]
         assert drawn_times[-1] <= clock
@@ -749,7 +750,13 @@ def test_the_demos_ranges_cover_their_span_and_shade_past_alerts(
             to = "" if end is None else _number(end)
             period = f'#alert-periods li[data-from="{_number(start)}"][data-to="{to}"]'
             expect(page.locator(period)).not_to_have_count(0)
-            middle = (max(start, since) + min(end or clock, clock)) / 2
+            shown_from, shown_to = max(start, since), min(end or clock, clock)
+            if (shown_to - shown_from) / range_s * plot_width < 3:
+                # Under 3 px of the chart: a period that began seconds before the chart was
+                # read (idle ticks run the clock on after the demo, and the reviews' absence
+                # alert fires minutes later: seen in a slow suite) has no shade to measure.
+                continue
+            middle = (shown_from + shown_to) / 2
             assert alert_band_share(chart, middle, of_uncovered=True) > 0.9, (topic, start, end)
     if range_s > 3 * 3600:
         assert resolved_in_range >= 2  # the morning's periods: long before the history's
