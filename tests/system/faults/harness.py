@@ -361,7 +361,15 @@ def drain(watchers: list[Watcher], producer: Producer, timeout: float = 20) -> N
             latest = _latest_once_applied(producer.deployment, producer.topic)
             return bool(latest) and all(w.received.updates[-1][0] == latest[0] for w in watchers)
 
-        wait_for(caught_up, timeout, "every watcher to have the latest update of the applied log")
+        what = "every watcher to have the latest update of the applied log"
+        try:
+            wait_for(caught_up, timeout, what)
+        except AssertionError as exc:
+            # Slow, or lost? What each side held says which (seen once in a loaded suite).
+            latest = _latest_once_applied(producer.deployment, producer.topic)
+            held = [w.received.updates[-1][0] for w in watchers]
+            settled = latest or "not settled"
+            raise AssertionError(f"{exc}: latest {settled}, watchers {held}") from None
 
 
 def _latest_once_applied(deployment: FaultStack, topic: str) -> list[str]:
