@@ -31,13 +31,11 @@ BUILT = "pushsvc-test/pushsvc-built"
 """The repository of the images kept for the rest of a run."""
 # What .dockerignore lets into the build context (besides the wheels).
 _INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "src")
-_SKIPPED = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
 
 
 def build_image(source: Path, tag: str, args: Mapping[str, str]) -> None:
     """Tag `tag` with the image `built_image` makes: built once per test run and set of
     inputs, whichever worker asks first."""
-    args = {**args, "WHEELS": WHEELS}
     with machine_lock("pushsvc-test-image"):
         kept = f"{BUILT}:{_digest(source, args)}"
         if not _exists(kept):
@@ -62,17 +60,9 @@ def built_image(source: Path, tag: str, args: Mapping[str, str]) -> None:
 def _digest(source: Path, args: Mapping[str, str]) -> str:
     """The run's id and the inputs' digest: the files, the base image's id, the arguments."""
     digest = hashlib.sha256()
-    for name in _INPUTS:
-        path = source / name
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            relative = file.relative_to(source)
-            if "__pycache__" in relative.parts or relative.suffix == ".pyc":
-                continue
-            if any(part.endswith(".egg-info") for part in relative.parts):
-                continue
-            digest.update(f"{relative}\0".encode())
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
+    for relative in _input_files(source):
+        digest.update(f"{relative}\0".encode())
+        digest.update(hashlib.sha256((source / relative).read_bytes()).digest())
     base = run(["docker", "image", "inspect", "--format", "{{.Id}}", args["PYTHON_IMAGE"]])
     digest.update(base.stdout.strip().encode())
     digest.update(repr(sorted(args.items())).encode())
@@ -81,12 +71,26 @@ def _digest(source: Path, args: Mapping[str, str]) -> str:
     return f"{run_id[:12]}-{digest.hexdigest()[:16]}"
 
 
-def _copy_inputs(source: Path, context: Path) -> None:
+def _input_files(source: Path) -> list[Path]:
+    """The build context's files (relative to `source`), without what a run of the tree
+    leaves in it (bytecode, an editable install's egg-info)."""
+    files = []
     for name in _INPUTS:
-        if (source / name).is_dir():
-            shutil.copytree(source / name, context / name, ignore=_SKIPPED)
-        else:
-            shutil.copy2(source / name, context / name)
+        path = source / name
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            relative = file.relative_to(source)
+            generated = relative.suffix == ".pyc" or any(
+                part == "__pycache__" or part.endswith(".egg-info") for part in relative.parts
+            )
+            if file.is_file() and not generated:
+                files.append(relative)
+    return files
+
+
+def _copy_inputs(source: Path, context: Path) -> None:
+    for relative in _input_files(source):
+        (context / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, context / relative)
 
 
 def _exists(image: str) -> bool:
