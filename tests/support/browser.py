@@ -4,6 +4,7 @@ console error, and the ways to read what the page shows."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -36,6 +37,17 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 10_000
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def screenshot_path(name: str, tmp_path: Path) -> Path:
+    """Where a test that checks what a docs picture shows writes it: docs/NAME only when
+    asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see docs/dashboard.md, "The screenshots"),
+    otherwise the run's own copy in tmp_path."""
+    if os.environ.get("PUSHSVC_TEST_WRITE_SCREENSHOTS") == "1":
+        return DOCS / name
+    return tmp_path / name
+
+
 # What Chromium logs for a refused or dropped connection: expected where a test causes one.
 NETWORK_ERROR = re.compile(r"Failed to load resource|net::ERR_|EventSource")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -28,7 +27,6 @@ from playwright.sync_api import Browser, Locator, Page, Route, expect
 from support.auth_tokens import SECRET, hs256
 from support.browser import (
     CHROMIUM,
-    DOCS,
     DRAWN,
     NO_CHROMIUM,
     allow_network_errors,
@@ -39,6 +37,7 @@ from support.browser import (
     line_coverage,
     new_page,
     open_dashboard,
+    screenshot_path,
     shown,
     status,
 )
@@ -49,8 +48,6 @@ if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)
 
 WINDOWS = ("10s", "1m", "5m")  # the server's default windows
-SCREENSHOT = DOCS / "dashboard.png"
-TOPIC_SCREENSHOT = DOCS / "dashboard-topic.png"
 
 
 def tile(page: Page, topic: str) -> Locator:
@@ -427,21 +424,14 @@ def test_restart_keeping_the_history_shows_reconnecting_then_live(
         second.stop()
 
 
-def screenshot_paths(tmp_path: Path) -> tuple[Path, Path]:
-    """The docs' pictures are rewritten only when asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see
-    docs/dashboard.md, "The screenshots"); otherwise the run's own copies go to tmp_path."""
-    if os.environ.get("PUSHSVC_TEST_WRITE_SCREENSHOTS") == "1":
-        return SCREENSHOT, TOPIC_SCREENSHOT
-    return tmp_path / SCREENSHOT.name, tmp_path / TOPIC_SCREENSHOT.name
-
-
 def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_path: Path) -> None:
     """docs/dashboard.png and dashboard-topic.png, the docs' pictures: the overview and a
     topic view at 1280 px, with topics that have an hour's history. At the moment of each
     picture the page must show what the picture is for — every tile with its latest value, rate
     and a line drawn across its hour; every window's chart with its lines and count drawn
     across its five minutes and its numbers filled."""
-    overview_png, topic_png = screenshot_paths(tmp_path)
+    overview_png = screenshot_path("dashboard.png", tmp_path)
+    topic_png = screenshot_path("dashboard-topic.png", tmp_path)
     topics = ["checkout.latency_ms", "orders.value", "sensors.temp_c"]
     # No idle ticks: each chart has one point per event, so "all drawn" can be awaited.
     proc = PushsvcProcess("serve", "--tick", "0").start()

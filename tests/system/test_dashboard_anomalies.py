@@ -1,19 +1,28 @@
 """Anomalies on the dashboard, in a real headless Chromium against a real `pushsvc serve`: the
 topic view's 24 h range shades each bucket the rule's detector flagged (those `GET
 /topics/{t}/series` says are anomalous) and no other, and the overview lists `GET
-/anomalies`' ranking. Skipped only when Debian's `chromium` is not installed."""
+/anomalies`' ranking. The first takes docs/dashboard-anomalies.png (rewritten only with
+PUSHSVC_TEST_WRITE_SCREENSHOTS=1). Skipped only when Debian's `chromium` is not installed."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from support.browser import CHROMIUM, NO_CHROMIUM, anomaly_band_share, figure, open_dashboard
+from support.browser import (
+    CHROMIUM,
+    NO_CHROMIUM,
+    anomaly_band_share,
+    figure,
+    open_dashboard,
+    screenshot_path,
+)
 from support.live import PushsvcProcess, post, request, wait_until
 
 if CHROMIUM is None:
@@ -54,7 +63,9 @@ def _hours(now: float) -> list[dict[str, Any]]:
     return out
 
 
-def test_the_range_chart_shades_the_anomalous_buckets(scored: PushsvcProcess, page: Page) -> None:
+def test_the_range_chart_shades_the_anomalous_buckets(
+    scored: PushsvcProcess, page: Page, tmp_path: Path
+) -> None:
     topic = "boiler.north"
     events = _hours(time.time())
     for start in range(0, len(events), 2000):
@@ -81,6 +92,9 @@ def test_the_range_chart_shades_the_anomalous_buckets(scored: PushsvcProcess, pa
         assert len(quiet) > 40
         for t in quiet:
             assert anomaly_band_share(chart, t + 30) == 0, t
+    # The ranking above the view lists this topic (the overview's test checks its rows).
+    expect(page.locator("#anomalies li a").filter(has_text=topic)).to_have_count(1)
+    page.screenshot(path=str(screenshot_path("dashboard-anomalies.png", tmp_path)))
 
 
 def test_the_overview_lists_the_ranking(scored: PushsvcProcess, page: Page) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -23,12 +22,12 @@ from playwright.sync_api import Locator, Page, expect
 
 from support.browser import (
     CHROMIUM,
-    DOCS,
     NO_CHROMIUM,
     current,
     drawn,
     figure,
     open_dashboard,
+    screenshot_path,
     shown,
 )
 from support.live import PushsvcProcess, post, request
@@ -53,7 +52,6 @@ WINDOWS = ("10s", "1m")
 STATS = ("count", "mean", "max", "p90")
 CHART_STATS = ("mean", "p50", "p90", "p99", "min", "max", "count")  # a chart's data table
 BASE = 1763700000  # 2025-11-21 04:40:00 UTC: the topic clock of the tests' events
-SCREENSHOT = DOCS / "dashboard-groups.png"
 
 
 @pytest.fixture(scope="module")
@@ -307,11 +305,7 @@ def test_screenshot_of_a_grouping_topic_for_the_readme(
 ) -> None:
     """docs/dashboard-groups.png (rewritten only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1): a
     grouping topic's view at 1280 px, every group's row with its numbers and a drawn line."""
-    path = (
-        SCREENSHOT
-        if os.environ.get("PUSHSVC_TEST_WRITE_SCREENSHOTS") == "1"
-        else tmp_path / SCREENSHOT.name
-    )
+    path = screenshot_path("dashboard-groups.png", tmp_path)
     proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules_file)).start()
     try:
         topic = "kitchen.ticket_ms"
