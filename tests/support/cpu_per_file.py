@@ -37,6 +37,8 @@ Costs = dict[str, list[float]]
 
 _COLUMNS = 6
 _costs: Costs = defaultdict(lambda: [0.0] * _COLUMNS)
+_spans: list[tuple[str, float, float]] = []
+"""(file, start, end) of each test on this worker, wall clock: where the workers idled."""
 
 
 def _children_cpu() -> float:
@@ -50,7 +52,9 @@ def _children_cpu() -> float:
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     wall, own, children = time.monotonic(), time.process_time(), _children_cpu()
     started, forked = len(PushsvcProcess.started), Forker.forked
+    began = time.time()
     yield
+    _spans.append((item.location[0], began, time.time()))
     cost = _costs[item.location[0]]
     cost[0] += time.monotonic() - wall
     cost[1] += time.process_time() - own
@@ -65,6 +69,33 @@ def pytest_sessionfinish() -> None:
     out.mkdir(parents=True, exist_ok=True)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     (out / f"{worker}.json").write_text(json.dumps(dict(_costs)))
+    (out / f"{worker}.spans").write_text(json.dumps(_spans))
+
+
+def timeline(directory: Path, top: int = 8) -> str:
+    """Each worker's busy seconds and when it ran out of work, from the run's first test:
+    the gap between the first worker out and the last is the run's tail, and the files
+    that ran last on the last worker are what made it."""
+    workers = {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.spans"))}
+    workers = {name: spans for name, spans in workers.items() if spans}
+    if not workers:
+        return ""
+    first = min(start for spans in workers.values() for _, start, _ in spans)
+    lines = ["worker   busy s   out at s"]
+    for name, spans in workers.items():
+        busy = sum(end - start for _, start, end in spans)
+        lines.append(f"{name:8} {busy:6.0f} {max(e for _, _, e in spans) - first:10.0f}")
+    last = max(workers.values(), key=lambda spans: max(e for _, _, e in spans))
+    runs: list[tuple[str, float, float]] = []  # consecutive tests of one file, merged
+    for name, start, end in last:
+        if runs and runs[-1][0] == name:
+            runs[-1] = (name, runs[-1][1], end)
+        else:
+            runs.append((name, start, end))
+    lines.append("the last worker's last files (start s, seconds):")
+    for name, start, end in runs[-top:]:
+        lines.append(f"  {start - first:6.0f} {end - start:6.0f}  {name}")
+    return "\n".join(lines)
 
 
 def summary(directory: Path, top: int = 40) -> str:
@@ -103,4 +134,6 @@ def summary(directory: Path, top: int = 40) -> str:
 
 
 if __name__ == "__main__":
-    print(summary(Path(sys.argv[1] if len(sys.argv) > 1 else "cpu-per-file")))
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "cpu-per-file")
+    print(summary(folder))
+    print(timeline(folder))
