@@ -118,3 +118,31 @@ def test_the_overview_lists_the_ranking(scored: PushsvcProcess, page: Page) -> N
     for row, entry in zip(rows.all(), expected, strict=True):
         expect(row.locator("a")).to_have_text(entry["topic"])
         expect(row).to_have_attribute("data-rate", str(entry["rate"]))
+
+
+def test_the_rankings_day_ends_at_the_topic_clock_not_the_browsers(
+    tmp_path: Path, page: Page
+) -> None:
+    """A producer whose clock is two days behind the browser's (or a backfill of two days
+    ago): the ranking's last day is the day before the newest topic clock the page knows, so
+    its anomalous topic is listed. A day back from the browser's clock lists nothing."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000")
+    proc.start()
+    try:
+        topic = "boiler.behind"
+        events = _hours(time.time() - 2 * 86400)
+        for start in range(0, len(events), 2000):
+            assert post(proc.port, topic, events[start : start + 2000])[0] == 202
+
+        def ranked() -> list[str]:
+            status, _, body = request(proc.port, "GET", "/anomalies")
+            assert status == 200
+            return [e["topic"] for e in json.loads(body)["anomalies"] if e["anomalous"]]
+
+        wait_until(lambda: ranked() == [topic], timeout=20, what="ranked")
+        open_dashboard(page, proc, "/")
+        expect(page.locator("#anomalies li a")).to_have_text([topic])
+    finally:
+        proc.stop()

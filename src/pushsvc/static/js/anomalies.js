@@ -1,8 +1,10 @@
 // The overview's anomaly ranking: GET /anomalies over the last day (Netdata's Anomaly Advisor),
 // the series (topics and groups) with anomalous buckets, highest anomaly rate first, each a
 // link to its view. Fetched on open and every minute; hidden while nothing is anomalous (and
-// when the server keeps no scored series). Producer text reaches the page through
-// textContent and attributes only.
+// when the server keeps no scored series). The day ends at the newest topic clock the page
+// knows, not the browser's: a producer whose clock is behind, or a backfill, has its
+// anomalies hours or days back, and a day of the browser's clock would show none of them.
+// Producer text reaches the page through textContent and attributes only.
 
 import { fetchJson } from "../pushsvc.js";
 import { groupHash, topicHash } from "./address.js";
@@ -13,9 +15,17 @@ const REFRESH_MS = 60_000;
 const SHOWN = 10;
 
 export class AnomalyRanking {
-  constructor(els) {
+  /** `clock()`: the newest topic clock the page knows (epoch seconds), or null. */
+  constructor(els, clock) {
     this.els = els; // section, list
+    this.clock = clock;
     this.timer = null;
+    this.awaitingClock = false;
+  }
+
+  /** Called as updates arrive: the first fetch waits for a topic clock. */
+  clockMoved() {
+    if (this.awaitingClock && this.clock() !== null) this.refresh();
   }
 
   start() {
@@ -24,9 +34,12 @@ export class AnomalyRanking {
   }
 
   async refresh() {
+    const clock = this.clock();
+    this.awaitingClock = clock === null;
+    if (clock === null) return; // no update yet: asked for once one sets a topic clock
     let answer;
     try {
-      const since = Math.floor(Date.now() / 1000) - DAY_S;
+      const since = Math.floor(clock) - DAY_S;
       answer = await fetchJson(`anomalies?since=${since}&limit=${SHOWN}`);
     } catch (_error) {
       return; // a server without the route, or one away for a moment: keep what is shown

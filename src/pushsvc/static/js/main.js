@@ -33,7 +33,9 @@ const alertLog = new AlertLog();
 const alertsBar = new AlertsBar({
   section: $("alerts-bar"), list: $("alerts-list"), count: $("alerts-count"),
 }, alertLog, store);
-const anomalyRanking = new AnomalyRanking({ section: $("anomalies"), list: $("anomalies-list") });
+const anomalyRanking = new AnomalyRanking(
+  { section: $("anomalies"), list: $("anomalies-list") }, () => store.clock(),
+);
 anomalyRanking.start();
 const overview = new Overview(store, {
   section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
@@ -63,6 +65,7 @@ function changed() {
   // One render per frame however many updates arrive, and none while the tab is hidden.
   requestAnimationFrame(() => {
     queued = false;
+    anomalyRanking.clockMoved();
     alertsBar.render();
     if (route() === null) overview.render();
     else {

@@ -190,4 +190,13 @@ export class Store {
   sorted() {
     return [...this.topics.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
+
+  /** The newest topic clock the page knows (epoch seconds), or null before any update. */
+  clock() {
+    let newest = null;
+    for (const topic of this.topics.values()) {
+      if (topic.ts !== null && (newest === null || topic.ts > newest)) newest = topic.ts;
+    }
+    return newest;
+  }
 }
