@@ -574,3 +574,29 @@ async def test_a_hundred_concurrent_async_subscriptions_each_see_their_updates(
             assert await client.publish(topic, [{"value": i}, {"value": -i}]) == 2
         results = await asyncio.wait_for(asyncio.gather(*watchers), 60)
     assert results == [[float(i), float(-i)] for i in range(len(topics))]
+
+
+def test_a_frames_reader_waiting_to_connect_again_ends_when_closed(topic: str) -> None:
+    """A frames reader whose server went away waits the stream's `retry:` (30 s here) before
+    it connects again. Closing the frames ends that wait at once: the thread used to sleep
+    it out."""
+    proc = PushsvcProcess("serve", "--tick", "0", env={"PUSHSVC_RETRY": "30s"}).start()
+    client = Client(proc.base)
+    try:
+        assert client.publish(topic, {"value": 1.0}) == 1
+        wait_until(lambda: rows(client, topic) == 1, what="the update")
+        frames = client.frames(topic, every="100ms")
+        next(frames)  # the history; the reader starts with the next
+        assert client.publish(topic, {"value": 2.0}) == 1
+        assert len(next(frames)) == 2
+
+        def reading() -> bool:
+            return any(t.name == f"pushsvc-frames-{topic}" for t in threading.enumerate())
+
+        proc.stop()  # the stream ends; the reader waits 30 s before it tries again
+        assert reading()
+        frames.close()
+        wait_until(lambda: not reading(), timeout=3, what="the reader thread ended")
+    finally:
+        client.close()
+        proc.stop()

@@ -284,7 +284,16 @@ class Client:
                 error = Unreachable(self.session.base, httpx.RemoteProtocolError(str(exc)))
             except ApiError as exc:
                 error = exc
-            self._sleep(cursor.delay_after(error))
+            self._pause(cursor.delay_after(error), reader)
+
+    def _pause(self, seconds: float, reader: _Reader | None) -> None:
+        """Wait before connecting again. A frames reader's wait ends as it is stopped: the
+        server's `retry:` may be long, and the frames' consumer has closed them meanwhile (a
+        `sleep` of the caller's own is called as given)."""
+        if reader is not None and self._sleep is time.sleep:
+            reader.stopped.wait(seconds)
+        else:
+            self._sleep(seconds)
 
     def frames(
         self,
