@@ -16,11 +16,11 @@ from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
 from pushsvc.errors import ConfigError, InvalidTopic, RulesError
 from pushsvc.security.scopes import Scope
-from pushsvc.security.tokens import JwtKey, load_key
 
 if TYPE_CHECKING:
     from pushsvc.rules.analytics import Rules
     from pushsvc.rules.tiers import SeriesTier
+    from pushsvc.security.tokens import JwtKey
 
 T = TypeVar("T")
 
@@ -185,7 +185,14 @@ def _rate(text: str) -> float | None:
 
 
 def _jwt_key(text: str) -> JwtKey | None:
-    return load_key(text) if text else None
+    if not text:
+        return None
+    # Imported when a key is given: PyJWT and cryptography are half of what importing the
+    # settings costs, and the command line's client commands (`publish`, `subscribe`) load
+    # settings without serving anything.
+    from pushsvc.security.tokens import load_key
+
+    return load_key(text)
 
 
 def _selectors(text: str) -> tuple[str, ...]:

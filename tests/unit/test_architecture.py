@@ -177,6 +177,23 @@ def test_the_command_line_and_the_embedded_mode_never_import_redis_py() -> None:
     assert found.strip() == "[]"
 
 
+def test_the_command_lines_client_commands_never_import_pyjwt() -> None:
+    """`pushsvc publish` and `subscribe` read the settings without a JWT key: PyJWT and
+    cryptography (half of importing the command line) load only when a key is given."""
+    code = (
+        "import sys, pushsvc.cli\n"
+        "from pushsvc.config import Settings\n"
+        "Settings.load({})\n"
+        "print(sorted(m for m in ('jwt', 'cryptography') if m in sys.modules))\n"
+        "Settings.load({'jwt_key': 'a-secret-of-at-least-32-bytes-of-it!'})\n"
+        "print('jwt' in sys.modules)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert found.split() == ["[]", "True"]
+
+
 def test_the_data_flow_above_the_broker_reaches_it_through_its_contract() -> None:
     """The aggregator and its drivers, ingest, the stream loop and the API reach a broker
     through its contract (`pushsvc.broker.base`, `pushsvc.broker.shared_log`) only; the
