@@ -7,8 +7,6 @@ stopped; and a topic whose rule has no `anomaly` never loads the detector."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from typing import Any
 
 import orjson
@@ -28,6 +26,7 @@ from pushsvc.series.anomaly import Detector, Params
 from pushsvc.series.anomaly_rate import FlagWindow
 from pushsvc.series.scoring import BucketScorer
 from support.alert_model import AlertSpec, Change, Condition, TopicModel
+from support.fresh_python import printed_by
 
 S = 1_000_000
 T0 = 1_763_700_000 * S
@@ -197,9 +196,7 @@ def test_topics_without_anomaly_never_load_the_detector_nor_numpy() -> None:
         "print(sorted(m for m in sys.modules if m == 'pushsvc.series.anomaly' or"
         " m.split('.')[0] == 'numpy'))"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    found = printed_by(code)
     assert found.strip() == "[]"
 
 

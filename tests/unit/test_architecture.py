@@ -8,9 +8,9 @@ part knows a higher one (docs/architecture.md has the map).
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
+
+from support.fresh_python import printed_by
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pushsvc"
 
@@ -171,9 +171,7 @@ def test_the_command_line_and_the_embedded_mode_never_import_redis_py() -> None:
         "MemoryBroker(history=10)\n"
         "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    found = printed_by(code)
     assert found.strip() == "[]"
 
 
@@ -188,9 +186,7 @@ def test_the_command_lines_client_commands_never_import_pyjwt() -> None:
         "Settings.load({'jwt_key': 'a-secret-of-at-least-32-bytes-of-it!'})\n"
         "print('jwt' in sys.modules)"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    found = printed_by(code)
     assert found.split() == ["[]", "True"]
 
 
