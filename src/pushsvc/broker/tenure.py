@@ -63,8 +63,7 @@ class Tenure:
         it) whether we hold the lease; `fresh`: the token a new tenure takes."""
         if isinstance(reply, Exception):
             return self._unconfirmed(reply)
-        # The memory twin replies with the member itself: no lookup by value.
-        code = reply if type(reply) is LeaseCode else LeaseCode(cast(int, reply))
+        code = LeaseCode(cast(int, reply))
         self._failing = None
         holding = code is not LeaseCode.HELD
         if holding:

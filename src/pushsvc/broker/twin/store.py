@@ -50,6 +50,13 @@ _HELD, _RENEWED, _TAKEN, _RESUMED = (
 )
 
 
+def _holder(lease: tuple[str, int] | None, now_ms: int) -> str | None:
+    """Who holds a lease (token, expiry in ms) at `now_ms`: nobody once it expired."""
+    if lease is None or lease[1] <= now_ms:
+        return None
+    return lease[0]
+
+
 @dataclass(eq=False)
 class PartitionData:
     """One partition's keys: its event log and lease (the shard's), its history and latest
@@ -153,24 +160,18 @@ class Store:
     # -- leases (lease_acquire.lua, lease_release.lua) -----------------------------------
 
     def holder(self, index: int) -> str | None:
-        lease = self.parts[index].lease
-        if lease is None or lease[1] <= self.now_ms():
-            return None
-        return lease[0]
+        return _holder(self.parts[index].lease, self.now_ms())
 
     def free(self, shards: Sequence[Partition]) -> frozenset[Partition]:
         """The shards whose lease nobody holds."""
         now = self.now_ms()
         parts = self.parts
-        return frozenset(
-            shard for shard in shards if (lease := parts[shard[0]].lease) is None or lease[1] <= now
-        )
+        return frozenset(shard for shard in shards if _holder(parts[shard[0]].lease, now) is None)
 
     def acquire(self, index: int, token: str, fresh: str, ttl_ms: int) -> LeaseCode:
         part = self.parts[index]
         now = self.now_ms()
-        lease = part.lease
-        holder = None if lease is None or lease[1] <= now else lease[0]
+        holder = _holder(part.lease, now)
         expires = now + ttl_ms
         if holder == token:
             part.lease = (token, expires)
