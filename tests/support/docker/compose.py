@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,9 +31,9 @@ class ComposeProject:
         self._base = [*compose_command(), "--project-name", name, "--file", str(file)]
 
     def __call__(self, *args: str, timeout: float = 180) -> str:
-        if _subcommand(args) not in _NETWORK_CHANGING:
-            return run([*self._base, *args], env=self.env, timeout=timeout).stdout
-        with changing_the_network():  # not while a browser test runs (support.host_network)
+        # Not while a browser test runs (support.host_network).
+        changing = _subcommand(args) in _NETWORK_CHANGING
+        with changing_the_network() if changing else contextlib.nullcontext():
             return run([*self._base, *args], env=self.env, timeout=timeout).stdout
 
     def container(self, service: str) -> str:
