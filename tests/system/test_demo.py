@@ -740,7 +740,15 @@ def test_the_demos_ranges_cover_their_span_and_shade_past_alerts(
         times: list[float | None] = chart.evaluate("el => el.uplot.data[0]")
         drawn_times = [t for t in times if t is not None]
         assert drawn_times[-1] <= clock
-        assert drawn_times[0] - since < 5 * 60, (topic, drawn_times[0], since)
+        if drawn_times[0] - since >= 5 * 60:
+            # The reviews come a few an hour: where the range now starts (idle ticks move it
+            # on with the wall clock after the demo), the server may have no bucket for ten
+            # minutes (seen in a slow suite). Then it has none there, and none was left out.
+            query = f"resolution=1m&since={since}&until={drawn_times[0]}"
+            status, _, body = request(port, "GET", f"/topics/{topic}/series?{query}")
+            assert status == 200
+            missed = [point["t"] for point in json.loads(body)["points"]]
+            assert missed == [], (topic, drawn_times[0], since, missed)
         tenths = {int(10 * (t - since) / range_s) for t in drawn_times if t >= since}
         assert tenths >= set(range(10)), (topic, sorted(tenths))
         for start, end in _periods(port, topic):
