@@ -212,16 +212,28 @@ def test_a_standby_bridge_takes_over_after_kill_9_and_nothing_logged_is_lost_or_
     unheard = {v for v, r, _ in producer.heard if not r}
     assert unheard, "the gap between the kill and the takeover went unnoticed"
     assert not unheard & set(values)
-    # Heard well before the kill or after the takeover: appended, every one.
-    settled = {
-        v for v, r, t in producer.heard if r and (t < killed_at - 0.2 or t > killed_at + took_over)
-    }
-    assert settled <= set(values)
+    # What a bridge heard, it appended, except what the killed one still held unappended:
+    # its last messages, however far it lagged on a loaded machine (pub/sub is at most once).
+    # So what is missing is one run of consecutive messages that ends at the kill: the next
+    # one heard was sent after it. A hole anywhere else (a batch dropped while bridging,
+    # or a message the standby heard) is a loss.
+    appended = set(values)
+    heard = [(v, t) for v, r, t in producer.heard if r]
+    missing = [i for i, (v, _) in enumerate(heard) if v not in appended]
+    lost = [heard[i][0] for i in missing]
+    if missing:
+        first, last = missing[0], missing[-1]
+        assert missing == list(range(first, last + 1)), f"lost, not in one run: {lost}"
+        assert last + 1 == len(heard) or heard[last + 1][1] > killed_at, (
+            f"lost before the kill while later messages were appended: {lost}"
+        )
+        assert heard[last][1] < killed_at + took_over, f"heard by the standby, lost: {lost}"
     assert took_over < 3.0  # within the 1 s lease (plus a renewal period and start-up)
     assert _metric(_metrics(web), "pushsvc_bridge_active") == 1
     print(
         f"\nbridge takeover {took_over:.2f} s; {len(unheard)} messages published with no "
-        f"bridge subscribed (lost, as pub/sub is); {len(values)} appended once each"
+        f"bridge subscribed and {len(lost)} held by the killed one (lost, as pub/sub is); "
+        f"{len(values)} appended once each"
     )
 
 
