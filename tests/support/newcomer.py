@@ -188,7 +188,7 @@ class Running:
         with self._out_path.open("wb") as out, self._err_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, preexec_fn=die_with_parent,
+                start_new_session=True, preexec_fn=_as_in_a_terminal,
             )  # fmt: skip
         self.checked = 0  # how much of output() has been searched for tracebacks
 
@@ -224,6 +224,18 @@ class Watch:
 
     running: Running
     printed: Callable[[Running], bool]
+
+
+def _as_in_a_terminal() -> None:
+    """In the child before exec: Ctrl-C and Ctrl-\\ do what they do to a command typed in a
+    terminal, whatever this process was given. A suite started in the background of a
+    non-interactive shell (as CI runs it) ignores SIGINT and SIGQUIT, every child inherits
+    that, and a shell cannot undo it for its commands: curl, a Python script or `pushsvc
+    subscribe` then ignored the Ctrl-C that stops them here, and each waited STOP_TIMEOUT
+    for its SIGKILL (15 s a stream; the examples took four times as long)."""
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+    die_with_parent()
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -327,7 +339,7 @@ class Newcomer:
         proc = subprocess.Popen(
             ["bash", "-c", script], cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_as_in_a_terminal,
         )  # fmt: skip
         try:
             output, _ = proc.communicate(timeout=COMMAND_TIMEOUT)
