@@ -229,10 +229,10 @@ class Watch:
 def _as_in_a_terminal() -> None:
     """In the child before exec: Ctrl-C and Ctrl-\\ do what they do to a command typed in a
     terminal, whatever this process was given. A suite started in the background of a
-    non-interactive shell (as CI runs it) ignores SIGINT and SIGQUIT, every child inherits
-    that, and a shell cannot undo it for its commands: curl, a Python script or `pushsvc
-    subscribe` then ignored the Ctrl-C that stops them here, and each waited STOP_TIMEOUT
-    for its SIGKILL (15 s a stream; the examples took four times as long)."""
+    non-interactive shell ignores SIGINT and SIGQUIT (CI's durations show it), every child
+    inherits that, and a shell cannot undo it for its commands: curl, a Python script or
+    `pushsvc subscribe` then ignored the Ctrl-C that stops them here, and each waited
+    STOP_TIMEOUT for its SIGKILL (15 s a stream; the examples took four times as long)."""
     for signum in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, signal.SIG_DFL)
     die_with_parent()
