@@ -144,6 +144,39 @@ def test_every_bad_message_is_refused_counted_by_reason_and_changes_nothing(
     assert _metric(metrics, "pushsvc_bridge_active") == 1
 
 
+def test_a_late_message_in_a_burst_is_refused_alone_and_the_rest_keep_their_order(
+    deployment: tuple[PushsvcProcess, str], redis_server: RedisServer, topic: str
+) -> None:
+    """A burst of one topic's messages is appended a few at a time, each such append all or
+    nothing: one message late by the time it is appended must be refused alone, as it would
+    be on its own, and the others appended in the order they were published."""
+    web, prefix = deployment
+    channel = f"{prefix}ingest:{topic}"
+    now = time.time()
+    late_at = 25  # the message there is 10 s behind the ones before it (lateness 5 s)
+    bodies = [
+        json.dumps({"value": n, "ts": now - 10 if n == late_at else now + n / 1000})
+        for n in range(60)
+    ]
+    bodies[40] = json.dumps([{"value": 40, "ts": now + 0.040}, {"value": 40.5, "ts": now + 0.0405}])
+    client = redis.Redis(port=redis_server.port)
+    with SSEClient(web.port, f"/topics/{topic}/stream") as stream:
+        stream.next_data("snapshot")
+        with client.pipeline(transaction=False) as pipe:  # one burst: they arrive together
+            for body in bodies:
+                pipe.publish(channel, body)
+            assert pipe.execute() == [1] * len(bodies)
+        client.close()
+        values = [data["event"]["value"] for _, data in stream.take(60)]
+    wanted = [float(n) for n in range(60) if n != late_at]
+    assert values == [*wanted[:40], 40.5, *wanted[40:]]
+    wait_until(
+        lambda: _metric(_metrics(web), 'pushsvc_bridge_rejected_total{reason="late_event"}') == 1,
+        what="the late message counted",
+    )
+    assert _metric(_metrics(web), "pushsvc_bridge_events_total") == 60
+
+
 @dataclass
 class TwoBridges:
     active: PushsvcProcess

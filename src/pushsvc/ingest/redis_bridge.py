@@ -6,7 +6,9 @@ subscribe when they take the lease over (within one lease time of the holder's d
 tenure of the lease subscribes on a connection of its own, closed when the tenure ends. Each
 message gets the POST's validation and limits (`ingest.validated`) and the broker's lateness
 rule at append, so a rejected message changes nothing; it is counted by reason in Redis
-(every web process's `/metrics` shows it) and logged once per reason and topic.
+(every web process's `/metrics` shows it) and logged once per reason and topic. A burst's
+consecutive messages of one topic are appended together (one round trip, not one each), in
+the order they were published.
 
 Appends are fenced by the token of the tenure their subscription belongs to (a new tenure
 writes it into every partition before it subscribes, and the append script checks it there), so
@@ -126,9 +128,10 @@ class Bridge:
             reader.close()
 
     def _on_messages(self, tenure: str, messages: list[tuple[bytes, bytes]]) -> None:
-        accepted = 0
         rejected: dict[str, int] = {}
-        fence = (BRIDGE, tenure)
+        # Each message is validated alone, as a POST is; what passes is appended in the order
+        # it came, consecutive messages of one topic together (see _append_run).
+        runs: list[tuple[str, list[list[Event]]]] = []
         for channel, body in messages:
             topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
             try:
@@ -139,25 +142,76 @@ class Bridge:
                     limits=self._limits,
                     now_us=time.time_ns() // 1000,
                 )
-                try:
-                    self._append_waiting(topic, events, fence)
-                except ReplicasUnconfirmed as exc:
-                    # Logged all the same (only its replication is unconfirmed), and a Redis
-                    # producer has no answer to retry on: bridged, not refused.
-                    self._log_once(exc.code, topic, exc, outcome="bridged")
-                accepted += len(events)
-            except RequestError as exc:  # broker_unavailable too: Redis went away under us
-                rejected[exc.code] = rejected.get(exc.code, 0) + 1
-                self._log_once(exc.code, topic, exc)
-            except Fenced:
-                # Another bridge took over while this one was paused; it has these messages
-                # too (pub/sub gave them to both) and appends them.
-                log.warning("bridge: the lease moved on; standing by")
-                self.lease.holding = False
-                break
+            except RequestError as exc:
+                self._refused(exc, topic, rejected)
+                continue
+            if runs and runs[-1][0] == topic:
+                runs[-1][1].append(events)
+            else:
+                runs.append((topic, [events]))
+        accepted = 0
+        try:
+            for topic, batches in runs:
+                accepted += self._append_run(topic, batches, (BRIDGE, tenure), rejected)
+        except Fenced:
+            # Another bridge took over while this one was paused; it has these messages
+            # too (pub/sub gave them to both) and appends them.
+            log.warning("bridge: the lease moved on; standing by")
+            self.lease.holding = False
         # The counts are for /metrics; the events themselves were handled above.
         with contextlib.suppress(BrokerUnavailable):
             self._broker.count_bridged(accepted, rejected)
+
+    def _append_run(
+        self,
+        topic: str,
+        batches: list[list[Event]],
+        fence: tuple[str, str],
+        rejected: dict[str, int],
+    ) -> int:
+        """Append consecutive messages of one topic (each a batch that passed validation); the
+        number of events appended. They go in appends of at most a POST's largest batch: one
+        round trip to Redis instead of one a message, so that a bridge under a flood of
+        one-event messages keeps up. Such an append is all or nothing, like a POST; when the
+        log refuses it for one message (an event late by then, the topic limit), each message
+        of it is appended alone, so that only that message is refused, as it would have been
+        on its own: the lateness rule moves the topic clock event by event, in the same order,
+        either way."""
+        accepted = 0
+        for group in _grouped(batches, self._limits.max_batch):
+            if len(group) > 1:
+                events = [event for batch in group for event in batch]
+                try:
+                    self._append_bridged(topic, events, fence)
+                    accepted += len(events)
+                    continue
+                except BrokerUnavailable as exc:
+                    # Redis went away under us: each message alone would meet the same.
+                    self._refused(exc, topic, rejected, count=len(group))
+                    continue
+                except RequestError:
+                    pass  # refused whole, nothing written: one message at a time, below
+            for batch in group:
+                try:
+                    self._append_bridged(topic, batch, fence)
+                    accepted += len(batch)
+                except RequestError as exc:  # broker_unavailable too: Redis went away
+                    self._refused(exc, topic, rejected)
+        return accepted
+
+    def _append_bridged(self, topic: str, events: list[Event], fence: tuple[str, str]) -> None:
+        try:
+            self._append_waiting(topic, events, fence)
+        except ReplicasUnconfirmed as exc:
+            # Logged all the same (only its replication is unconfirmed), and a Redis
+            # producer has no answer to retry on: bridged, not refused.
+            self._log_once(exc.code, topic, exc, outcome="bridged")
+
+    def _refused(
+        self, exc: RequestError, topic: str, rejected: dict[str, int], *, count: int = 1
+    ) -> None:
+        rejected[exc.code] = rejected.get(exc.code, 0) + count
+        self._log_once(exc.code, topic, exc)
 
     def _append_waiting(self, topic: str, events: list[Event], fence: tuple[str, str]) -> None:
         """Append; while Redis refuses (full, read-only, busy, loading: nothing was written),
@@ -199,3 +253,17 @@ class Bridge:
         self._stand_by()
         self.lease.release()
         self.lease.close()
+
+
+def _grouped(batches: list[list[Event]], most: int) -> list[list[list[Event]]]:
+    """Consecutive batches, together at most `most` events a group (a batch larger than that
+    alone: it passed the same limit on its own)."""
+    groups: list[list[list[Event]]] = []
+    size = 0
+    for batch in batches:
+        if not groups or size + len(batch) > most:
+            groups.append([])
+            size = 0
+        groups[-1].append(batch)
+        size += len(batch)
+    return groups
