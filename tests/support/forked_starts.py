@@ -23,6 +23,7 @@ and CPU time to the pipe the test reads (`ForkedProcess.poll`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -80,7 +81,10 @@ class ForkedProcess:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            # As Popen's: the child may have ended since the poll, and the helper reaped
+            # it before saying so (a test's kill after the child was killed another way).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
