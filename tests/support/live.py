@@ -60,6 +60,9 @@ class PushsvcProcess:
         self.proc: subprocess.Popen[str] | ForkedProcess | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
+        # Notified on every line and at exit: wait_for_log sleeps until there is one to read.
+        self._logged = threading.Condition()
+        self._exited = False
 
     def start(self, timeout: float = 20) -> PushsvcProcess:
         PushsvcProcess.started.append(self)
@@ -92,21 +95,36 @@ class PushsvcProcess:
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         for line in self.proc.stderr:
-            self.output.append(line)
+            with self._logged:
+                self.output.append(line)
+                self._logged.notify_all()
             match = _LISTENING.search(line)
             if match:
                 self.port = int(match[2])
                 self._ready.set()
             elif not self.http and ("pushsvc aggregator" in line):
                 self._ready.set()
+        with self._logged:
+            self._exited = True
+            self._logged.notify_all()
         self._ready.set()  # exited: wake start()
 
     def wait_for_log(self, pattern: str, timeout: float = 20) -> None:
+        """Until a line of the process's log matches `pattern` (one logged before counts).
+        Each line is searched once, as it comes: a chatty process waited on for long cost a
+        rescan of its whole log every poll."""
+        matches = re.compile(pattern).search
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(re.search(pattern, line) for line in self.output):
-                return
-            time.sleep(0.02)
+        searched = 0
+        with self._logged:
+            while True:
+                if any(matches(line) for line in self.output[searched:]):
+                    return
+                searched = len(self.output)
+                left = deadline - time.monotonic()
+                if left <= 0 or self._exited:
+                    break
+                self._logged.wait(left)
         raise AssertionError(f"no log line matching {pattern!r}:\n{''.join(self.output)}")
 
     def holds_lease(self, key: str | None = None) -> bool:
@@ -366,14 +384,27 @@ def stalled_reader(port: int, path: str) -> socket.socket:
 def wait_until(
     predicate: Callable[[], object],
     timeout: float = 10,
-    interval: float = 0.01,
+    interval: float | None = None,
     *,
     what: str = "the condition was met",
 ) -> None:
     """Poll `predicate` until it is true; for conditions that have no event to wait on (the
-    suite's one poller: tests and benchmarks use it)."""
+    suite's one poller: tests and benchmarks use it).
+
+    `interval`: a fixed pause between polls, for a caller that must see a moment as it comes.
+    Unset, the pause starts at 10 ms and grows to 100 ms: most conditions hold at once or
+    soon, and a predicate is often a request to a server, whose every poll costs the same
+    cores as what is awaited.
+    """
     deadline = time.monotonic() + timeout
+    pause = interval if interval is not None else _FIRST_PAUSE
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(interval)
+        time.sleep(pause)
+        if interval is None:
+            pause = min(pause * 1.5, _LONGEST_PAUSE)
+
+
+_FIRST_PAUSE = 0.01
+_LONGEST_PAUSE = 0.1
