@@ -29,6 +29,9 @@ from support.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+    from xdist.workermanage import WorkerController
+
+    from support.browser import SharedChromium
 
 # Tests never time anything: a property test that meets a loaded machine (the suite runs on
 # every core, beside browsers and servers) must not fail on Hypothesis's 200 ms deadline.
@@ -45,6 +48,9 @@ def pytest_configure(config: pytest.Config) -> None:
     once, before any worker starts, and every process after writes what it compiles."""
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and _is_filler(workerinput):
+        os.nice(10)  # computes in the other workers' waits (_ByFileButPure)
     PushsvcProcess.forker = Forker(SRC)
     if not hasattr(config, "workerinput"):
         root = Path(__file__).parents[1]
@@ -62,12 +68,37 @@ class _ByFileButPure(LoadFileScheduling):
     """pyproject's `--dist loadfile`: a file's tests on one worker, so that the servers its
     module fixtures start, start once; but the tests of tests/unit and tests/simulation,
     which start nothing, each go to whichever worker is free. One worker ran the
-    simulation's four slices in a row, the fast tier's longest pole."""
+    simulation's four slices in a row, the fast tier's longest pole.
+
+    And with three workers or more, the last is a filler (`_is_filler`): it runs only those
+    pure tests, at a lower priority, while the others take the files first and the pure
+    tests once no file is left. The files wait, on leases, paced scenarios, a process's
+    start or the network; where all the workers waited at once, a core stood idle, and the
+    pure tests, all computing, came last, after every file. The filler computes in those
+    idle stretches and yields the cores to the files' servers when they want them."""
 
     def _split_scope(self, nodeid: str) -> str:
-        if nodeid.startswith(("tests/unit/", "tests/simulation/")):
+        if nodeid.startswith(_PURE):
             return nodeid
         return super()._split_scope(nodeid)
+
+    def _assign_work_unit(self, node: WorkerController) -> None:
+        filler = _is_filler(node.workerinput)
+        chosen = next((s for s in self.workqueue if s.startswith(_PURE) or not filler), None)
+        if not filler and chosen is not None and chosen.startswith(_PURE):
+            chosen = next((s for s in self.workqueue if not s.startswith(_PURE)), chosen)
+        if chosen is None:
+            return  # the filler, and no pure test left: the others finish the files
+        self.workqueue.move_to_end(chosen, last=False)
+        super()._assign_work_unit(node)
+
+
+_PURE = ("tests/unit/", "tests/simulation/")
+
+
+def _is_filler(workerinput: dict[str, object]) -> bool:
+    count = int(str(workerinput["workercount"]))
+    return count >= 3 and workerinput["workerid"] == f"gw{count - 1}"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
@@ -243,13 +274,20 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """A headless Chromium, one per module (support/browser.py)."""
-    from support.browser import chromium
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[SharedChromium]:
+    from support.browser import SharedChromium
 
-    with chromium() as launched:
-        yield launched
+    shared = SharedChromium()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture(scope="module")
+def browser(_chromium: SharedChromium) -> Iterator[Browser]:
+    """A headless Chromium, the worker's one, lent to a module (support/browser.py)."""
+    with _chromium.lent() as lent:
+        yield lent
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ console error, and the ways to read what the page shows."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from playwright.sync_api import (
     Error,
     Locator,
     Page,
+    Playwright,
     expect,
     sync_playwright,
 )
@@ -52,14 +54,52 @@ def screenshot_path(name: str, tmp_path: Path) -> Path:
 NETWORK_ERROR = re.compile(r"Failed to load resource|net::ERR_|EventSource")
 
 
-@contextmanager
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+class SharedChromium:
+    """One Chromium for a whole test session, lent to one module at a time.
+
+    A launch (Playwright's driver, then Chromium) cost 0.8 s of CPU, and the browser tests
+    are some fifty modules. Each module gets its pages in contexts of its own, as before, so
+    nothing but the process is shared; one that finds the browser gone (it crashed) gets a
+    new one.
+
+    Between two modules, the rest of the suite must not see Playwright's event loop: the sync
+    API runs it in a greenlet and marks it as the thread's running loop after every call,
+    where `asyncio.run` in a later test would refuse to start. So a loan marks it running,
+    and its end unmarks it, as the sync API's own exit does.
+    """
+
+    def __init__(self) -> None:
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @contextmanager
+    def lent(self) -> Iterator[Browser]:
+        if self._loop is not None:
+            asyncio.events._set_running_loop(self._loop)
+        try:
+            yield self._connected()
+        finally:
+            asyncio.events._set_running_loop(None)
+
+    def _connected(self) -> Browser:
+        if self._browser is not None and self._browser.is_connected():
+            return self._browser
+        if self._playwright is None:
+            self._playwright = sync_playwright().start()
+            self._loop = asyncio.events._get_running_loop()
+        self._browser = self._playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
-        yield browser
-        browser.close()
+        return self._browser
+
+    def close(self) -> None:
+        if self._playwright is None:
+            return
+        with self.lent() as browser:
+            browser.close()
+            self._playwright.stop()
+        self._playwright = self._browser = self._loop = None
 
 
 class PageErrors:
