@@ -96,9 +96,13 @@ class SharedChromium:
     def close(self) -> None:
         if self._playwright is None:
             return
-        with self.lent() as browser:
-            browser.close()
+        asyncio.events._set_running_loop(self._loop)
+        try:
+            if self._browser is not None and self._browser.is_connected():
+                self._browser.close()
             self._playwright.stop()
+        finally:
+            asyncio.events._set_running_loop(None)
         self._playwright = self._browser = self._loop = None
 
 
