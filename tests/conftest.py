@@ -84,9 +84,9 @@ class _ByFileButPure(LoadFileScheduling):
 
     def _assign_work_unit(self, node: WorkerController) -> None:
         filler = _is_filler(node.workerinput)
-        chosen = next((s for s in self.workqueue if s.startswith(_PURE) or not filler), None)
-        if not filler and chosen is not None and chosen.startswith(_PURE):
-            chosen = next((s for s in self.workqueue if not s.startswith(_PURE)), chosen)
+        chosen = next((s for s in self.workqueue if s.startswith(_PURE) == filler), None)
+        if chosen is None and not filler:
+            chosen = next(iter(self.workqueue), None)  # no file left: a pure test
         if chosen is None:
             return  # the filler, and no pure test left: the others finish the files
         self.workqueue.move_to_end(chosen, last=False)
