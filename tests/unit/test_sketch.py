@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pushsvc.stats.sketch import Sketch
@@ -78,6 +78,8 @@ values_of = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(values=values_of, q=st.floats(0, 1))
+# Found by the search: interpolating from the lower end lost 1 - q to rounding.
+@example(values=[-(2.0**-53), 0.0], q=1 - 2.0**-53)
 def test_bound_for_any_data(values: list[float], q: float) -> None:
     """Mixed signs, zeros, subnormals, huge values: the documented bound, with and without
     the exact min/max given (clamping only ever helps)."""
