@@ -66,31 +66,39 @@ class Event:
     value: float
 
 
+# Built once: a strategy made anew on every draw is validated anew.
+REGIME_NAMES = st.sampled_from(sorted(REGIMES))
+VALUES = {name: st.one_of(r, r, r, SPIKES, REGIMES["any"]) for name, r in REGIMES.items()}
+GAPS = st.one_of(st.integers(1, 1000), st.integers(1, 10 * S), st.just(3600 * S))
+KINDS = st.sampled_from(["next", "next", "next", "tie", "old tie", "late", "ancient"])
+
+
 @st.composite
 def streams(draw: st.DrawFn, max_events: int = 50) -> list[Event]:
     """Accepted events in arrival order: in order, ties with the newest and with older events,
     late ones (near the newest, or older than everything held), gaps long and short."""
-    regime = REGIMES[draw(st.sampled_from(sorted(REGIMES)))]
-    values = st.one_of(regime, regime, regime, SPIKES, REGIMES["any"])
-    gaps = st.one_of(st.integers(1, 1000), st.integers(1, 10 * S), st.just(3600 * S))
+    values = VALUES[draw(REGIME_NAMES)]
     events: list[Event] = []
     clock = BASE + draw(st.integers(0, S))
     for _ in range(draw(st.integers(1, max_events))):
-        kind = draw(st.sampled_from(["next", "next", "next", "tie", "old tie", "late", "ancient"]))
+        kind = draw(KINDS)
         if not events:
             kind = "next"
         if kind == "next":
-            ts = clock + draw(gaps) if events else clock
+            ts = clock + draw(GAPS) if events else clock
         elif kind == "tie":
             ts = clock
         elif kind == "old tie":
-            ts = draw(st.sampled_from(events)).ts_us
+            ts = events[draw(st.integers(0, len(events) - 1))].ts_us
         elif kind == "late":
             ts = clock - draw(st.integers(0, 5 * S))
         else:
             ts = min(e.ts_us for e in events) - draw(st.integers(0, S))
         repeat: bool = draw(st.booleans())  # a value seen before: duplicates
-        value = draw(st.sampled_from(events)).value if events and repeat else draw(values)
+        if events and repeat:
+            value = events[draw(st.integers(0, len(events) - 1))].value
+        else:
+            value = draw(values)
         events.append(Event(ts, value))
         clock = max(clock, ts)
     return events

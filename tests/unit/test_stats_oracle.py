@@ -16,6 +16,7 @@ statistic (min/max from sorted lists) and the scalar ones (min/max from the mono
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from unittest import mock
@@ -60,30 +61,41 @@ class Tick:
     clock_us: int
 
 
-@st.composite
-def streams(draw: st.DrawFn, widths: tuple[int, ...]) -> list[Insert | Tick]:
-    """Operations as the aggregator issues them: inserts (lateness already checked), ticks."""
-    regime = REGIMES[draw(st.sampled_from(sorted(REGIMES)))]
-    values = st.one_of(regime, regime, regime, SPIKES, REGIMES["any"])
-    small, large = min(w for w in widths if w > 1), max(widths)
-    gaps = st.one_of(
+# Built once: a strategy made anew on every draw is validated anew, which cost a third of
+# this module's generation.
+REGIME_NAMES = st.sampled_from(sorted(REGIMES))
+VALUES = {name: st.one_of(r, r, r, SPIKES, REGIMES["any"]) for name, r in REGIMES.items()}
+KINDS = st.sampled_from(["next", "next", "tie", "late", "edge", "tick", "edge tick"])
+AROUND = st.sampled_from([-1, 0, 1])
+
+
+@functools.cache
+def _gaps(small: int, large: int) -> st.SearchStrategy[int]:
+    return st.one_of(
         st.integers(1, 1000),
         st.integers(1, small // 2),
         st.sampled_from([small - 1, small, small + 1, large - 1, large, large + 1]),
         st.integers(large // 2, 2 * large),  # empties windows
     )
+
+
+@st.composite
+def streams(draw: st.DrawFn, widths: tuple[int, ...]) -> list[Insert | Tick]:
+    """Operations as the aggregator issues them: inserts (lateness already checked), ticks."""
+    values = VALUES[draw(REGIME_NAMES)]
+    gaps = _gaps(min(w for w in widths if w > 1), max(widths))
     ops: list[Insert | Tick] = []
     accepted: list[int] = []
     clock = BASE + draw(st.integers(0, S))
     for _ in range(draw(st.integers(1, 40))):
-        kind = draw(st.sampled_from(["next", "next", "tie", "late", "edge", "tick", "edge tick"]))
+        kind = draw(KINDS)
         if not accepted:
             kind = "next"
         if kind in ("edge", "edge tick"):
             # Exactly on, or 1 µs around, the edge of some window for a past event:
             # T - w == ts (excluded) and T - w + 1 == ts (included).
-            edge = draw(st.sampled_from(accepted)) + draw(st.sampled_from(widths))
-            edge += draw(st.sampled_from([-1, 0, 1]))
+            edge = accepted[draw(st.integers(0, len(accepted) - 1))]
+            edge += widths[draw(st.integers(0, len(widths) - 1))] + draw(AROUND)
         if kind == "tick":
             clock += draw(gaps)
             ops.append(Tick(clock))
