@@ -55,6 +55,12 @@ def _got(ended: list[EndedSession]) -> list[tuple[object, ...]]:
     return sorted((e.key, e.first_us, e.last_us, e.events, e.funnel.level) for e in ended)
 
 
+# Built once: a strategy made anew on every draw is validated anew.
+BACK = st.sampled_from([0, 0, 0, 1, LATENESS // 2, LATENESS])
+KEYS = st.sampled_from(["ann", "bob", "cy", None])
+STEP_OR_NONE = st.none() | st.sampled_from(STEPS)
+
+
 @st.composite
 def arrivals(draw: st.DrawFn, late: bool = True) -> list[Event]:
     """Events in arrival order: the clock moves on, and some arrive late within the lateness."""
@@ -62,9 +68,9 @@ def arrivals(draw: st.DrawFn, late: bool = True) -> list[Event]:
     out: list[Event] = []
     for _ in range(draw(st.integers(1, 60))):
         now += draw(st.integers(0, 8 * S))
-        back = draw(st.sampled_from([0, 0, 0, 1, LATENESS // 2, LATENESS])) if late else 0
-        key = draw(st.sampled_from(["ann", "bob", "cy", None]))
-        step = draw(st.none() | st.sampled_from(STEPS))
+        back = draw(BACK) if late else 0
+        key = draw(KEYS)
+        step = draw(STEP_OR_NONE)
         out.append((key, now - back, step))
     return out
 
