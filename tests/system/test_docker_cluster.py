@@ -40,7 +40,6 @@ from support.docker import (
     run,
 )
 from support.live import SSEClient, request, wait_until
-from support.net import free_port
 from support.redis_keys import partition_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -57,7 +56,7 @@ class ClusterStack:
     def __init__(self, project: ComposeProject) -> None:
         self.project = project
         self.config: dict[str, Any] = yaml.safe_load(project("--profile", "cluster", "config"))
-        self.port = int(project.env["CLUSTER_WEB_PORT"].rsplit(":")[-1])
+        self.port = 0  # the web port Docker published, once up
         env = self.config["services"][WEB]["environment"]
         self.prefix = str(env.get("PUSHSVC_PREFIX", "pushsvc:"))
         self.partitions = int(env["PUSHSVC_PARTITIONS"])
@@ -131,7 +130,9 @@ def cluster(
         "PUSHSVC_PYTHON_IMAGE": PYTHON_STAND_IN.name,
         "PUSHSVC_REDIS_IMAGE": REDIS_STAND_IN.name,
         "PUSHSVC_IMAGE": f"pushsvc-test/pushsvc:{name}",
-        "CLUSTER_WEB_PORT": f"127.0.0.1:{free_port()}",
+        # No port: Docker picks a free one as it starts the container
+        # (ComposeProject.published_port).
+        "CLUSTER_WEB_PORT": "127.0.0.1:",
     }
     stack = ClusterStack(ComposeProject(COMPOSE, name, env))
     try:
@@ -139,6 +140,9 @@ def cluster(
         stack.build()
         built = time.monotonic()
         stack.project("--profile", "cluster", "up", "-d", "--no-build", *STARTED, timeout=300)
+        stack.port = stack.project.published_port(
+            WEB, int(stack.config["services"][WEB]["environment"]["PUSHSVC_PORT"])
+        )
         stack.wait_until_ready()
         print(f"built in {built - started:.1f} s, up in {time.monotonic() - built:.1f} s")
         yield stack

@@ -37,7 +37,6 @@ from support.docker import (
     run,
 )
 from support.live import SSEClient, request, wait_until
-from support.net import free_port
 from support.redis_keys import server_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -73,8 +72,7 @@ class Stack:
     def __init__(self, project: ComposeProject) -> None:
         self.project = project
         self.config: dict[str, Any] = yaml.safe_load(project("config"))
-        published = {web: project.env[f"PUSHSVC_{web.upper()}_PORT"] for web in WEBS}
-        self.ports = {web: int(address.rsplit(":")[-1]) for web, address in published.items()}
+        self.ports: dict[str, int] = {}  # the web ports Docker published, once up
         aggregator_env = self.config["services"]["aggregator"]["environment"]
         self.prefix = str(aggregator_env.get("PUSHSVC_PREFIX", "pushsvc:"))
         self.lease_s = parse_duration_us(str(aggregator_env.get("PUSHSVC_LEASE", "5s"))) / 1e6
@@ -84,6 +82,11 @@ class Stack:
     @property
     def image(self) -> str:
         return str(self.config["services"]["web1"]["image"])
+
+    def published(self, web: str) -> int:
+        """The host port of a web service's container port (its PUSHSVC_PORT)."""
+        port = int(self.config["services"][web]["environment"]["PUSHSVC_PORT"])
+        return self.project.published_port(web, port)
 
     def build(self) -> None:
         """What `docker-compose build` does, with no network and the host's wheels (once a
@@ -174,9 +177,10 @@ def stack(docker_daemon: DockerDaemon, tmp_path_factory: pytest.TempPathFactory)
         "PUSHSVC_PYTHON_IMAGE": PYTHON_STAND_IN.name,
         "PUSHSVC_REDIS_IMAGE": REDIS_STAND_IN.name,
         "PUSHSVC_IMAGE": f"pushsvc-test/pushsvc:{name}",
-        # Loopback only: nothing here is for another host.
-        "PUSHSVC_WEB1_PORT": f"127.0.0.1:{free_port()}",
-        "PUSHSVC_WEB2_PORT": f"127.0.0.1:{free_port()}",
+        # Loopback only: nothing here is for another host. No port: Docker picks free ones
+        # as it starts the containers (ComposeProject.published_port).
+        "PUSHSVC_WEB1_PORT": "127.0.0.1:",
+        "PUSHSVC_WEB2_PORT": "127.0.0.1:",
     }
     stack = Stack(ComposeProject(COMPOSE, name, env))
     try:
@@ -184,6 +188,7 @@ def stack(docker_daemon: DockerDaemon, tmp_path_factory: pytest.TempPathFactory)
         stack.build()
         built = time.monotonic()
         stack.project("up", "-d", "--no-build")
+        stack.ports = {web: stack.published(web) for web in WEBS}
         stack.wait_until_up()
         stack.wait_until_ready()
         print(f"built in {built - started:.1f} s, up in {time.monotonic() - built:.1f} s")

@@ -61,6 +61,14 @@ class ComposeProject:
         done = run(["docker", "logs", self.container(service)])
         return done.stdout + done.stderr
 
+    def published_port(self, service: str, port: int) -> int:
+        """The host port Docker published the service's container `port` on. The tests leave
+        the choice to Docker (an address and no port: `127.0.0.1::8000`), which binds it at
+        once and tries another when it is taken; a free port picked by the test could be taken
+        by any process in the minute the build took (a bind that failed the whole module)."""
+        published = run(["docker", "port", self.container(service), f"{port}/tcp"]).stdout
+        return int(published.split()[0].rsplit(":", 1)[-1])  # e.g. "127.0.0.1:49153"
+
     def exec(self, service: str, *argv: str) -> str:
         return self("exec", "-T", service, *argv)
 
