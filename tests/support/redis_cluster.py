@@ -67,7 +67,7 @@ def cluster_node_port() -> int:
     while True:
         port = free_port()
         if port + BUS_OFFSET > 65535:
-            continue  # the kernel picks from its ephemeral range, which reaches 60999
+            continue  # the kernel's pick (support.net's fallback) reaches 60999
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind(("127.0.0.1", port + BUS_OFFSET))
@@ -144,8 +144,8 @@ class RedisClusterServers:
 
     def _started(self, node: RedisServer) -> RedisServer:
         """`node` started, or a node on other ports when another process took one of its two
-        between choosing and binding (seen once in CI: a port is only known free when it is
-        chosen, and the bus port +10000 lies in the range outgoing connections take)."""
+        between choosing and binding (seen once in CI, when free_port was the kernel's pick
+        and the bus port +10000 lay in the range outgoing connections take)."""
         for _ in range(4):
             try:
                 return node.start()
