@@ -271,6 +271,15 @@ class Settings:
     queue_size: int = setting("1000", _positive_int)
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
     header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout")
+    # A request body's deadlines (nginx's client_body_timeout): the whole body within the
+    # first, and never longer than the second between two pieces of it (a trickle: R.U.D.Y.).
+    body_timeout_us: int = setting("30s", _positive_duration, name="body_timeout")
+    body_read_timeout_us: int = setting("10s", _positive_duration, name="body_read_timeout")
+    # Bytes, not counts: what one stream may have pending (rendered, not yet taken by its
+    # socket) before it is conflated, and what every stream of the process may have pending
+    # together before new streams are refused (503).
+    max_stream_buffer: int = setting("1048576", _positive_int)
+    stream_buffer_budget: int = setting("268435456", _positive_int)
     # Every process of a deployment must give the same count (docs/scaling.md).
     partitions: int = setting("16", _partitions)
     lease_us: int = setting("5s", _positive_duration, name="lease")
