@@ -103,7 +103,8 @@ function timeScale(xRange) {
 const STATS = ["min", "max", "count", ...LINES];
 
 function emptyColumns() {
-  const cols = { ts: [], ids: [], soFar: [], meanSoFar: [], countSoFar: [] };
+  // gap: the null row breaking the lines where updates were missed (its table row says so)
+  const cols = { ts: [], ids: [], soFar: [], meanSoFar: [], countSoFar: [], gap: [] };
   for (const key of STATS) cols[key] = [];
   return cols;
 }
@@ -115,6 +116,7 @@ function pushRow(cols, ts, id, stats, soFar = null) {
   cols.soFar.push(soFar !== null);
   cols.meanSoFar.push(soFar ? soFar.mean : null);
   cols.countSoFar.push(soFar ? soFar.count : null);
+  cols.gap.push(false);
 }
 
 /** The columns uPlot draws for one window: [ts, min, max, mean, p50, p90, p99] and
@@ -122,7 +124,10 @@ function pushRow(cols, ts, id, stats, soFar = null) {
 export function windowColumns(points, window) {
   const cols = emptyColumns();
   for (const point of points) {
-    if (point.gapBefore) pushRow(cols, point.ts, null, null);
+    if (point.gapBefore) {
+      pushRow(cols, point.ts, null, null);
+      cols.gap[cols.gap.length - 1] = true;
+    }
     pushRow(cols, point.ts, point.id.text, point.windows[window] || {});
   }
   return cols;

@@ -107,13 +107,13 @@ const connection = new Connection(store, {
     // A snapshot is the server's whole state for `*`: anything else is gone (a restart).
     for (const topic of store.topics.values()) {
       // hasOwn, not `in`: a topic may well be called "constructor".
-      if (!Object.hasOwn(current, topic.name)) topic.markStale();
+      if (!Object.hasOwn(current, topic.name)) topic.markStale(snapshot.gap);
     }
     if (focus !== null) {
       const entry = Object.hasOwn(current, focus.name) ? current[focus.name] : {};
       const part = (entry.groups || []).find((g) => groupId(g.key) === focus.id);
       if (part) focus.series.snapshot({ id: entry.id, ts: entry.ts, windows: part.windows }, snapshot.gap);
-      else focus.series.markStale();
+      else focus.series.markStale(snapshot.gap);
     }
     changed();
     // The stream is open: the group on screen can load a history page that meets it.

@@ -170,7 +170,12 @@ export class Topic {
     this.version++;
   }
 
-  markStale() {
+  /** Not in the server's state any more (e.g. it restarted); with `gap` (the snapshot saying
+   *  so is a gap's), updates were missed too: the next point starts a new line. A gap
+   *  snapshot names only the topics the server has now, so a topic it lost is told here. */
+  markStale(gap = false) {
+    if (gap && this.points.length) this.gapNext = true;
+    if (gap) for (const group of this.groups.values()) if (group.series.points.length) group.series.gapNext = true;
     if (!this.stale) { this.stale = true; this.version++; }
   }
 }

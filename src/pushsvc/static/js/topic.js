@@ -333,13 +333,17 @@ function fit(figure) {
 }
 
 /** The drawn columns as rows, newest first; only while the table is open. A bucket not
- *  closed yet says so, with what is known of it so far (its mean and count). */
+ *  closed yet says so, with what is known of it so far (its mean and count); where the
+ *  lines break because updates were missed, a row says that. */
 function renderTable(figure) {
   if (!figure.details.open || figure.columns === null) return;
   const cols = figure.columns;
   const rows = [];
   for (let i = cols.ts.length - 1; i >= 0; i--) {
-    if (cols.ids[i] === null) continue;
+    if (cols.ids[i] === null) {
+      if (cols.gap[i]) rows.push(gapRow(figure.tableColumns.length + 1));
+      continue;
+    }
     const soFar = cols.soFar[i];
     const row = document.createElement("tr");
     row.dataset.id = cols.ids[i];
@@ -360,4 +364,14 @@ function renderTable(figure) {
     rows.push(row);
   }
   figure.tbody.replaceChildren(...rows);
+}
+
+/** The table's row where the lines break: updates were missed there (a gap). */
+function gapRow(span) {
+  const row = document.createElement("tr");
+  row.classList.add("gap");
+  const cell = th("row", "— updates missed —");
+  cell.colSpan = span;
+  row.append(cell);
+  return row;
 }
