@@ -82,7 +82,12 @@ class Runtime:
     def build(cls, settings: Settings, *, web: bool, aggregate: bool) -> Runtime:
         backend = _backend(settings)
         broker = backend.broker
-        hub = Hub(queue_size=settings.queue_size, slow_timeout_us=settings.slow_client_timeout_us)
+        hub = Hub(
+            queue_size=settings.queue_size,
+            slow_timeout_us=settings.slow_client_timeout_us,
+            max_stream_buffer=settings.max_stream_buffer,
+            stream_buffer_budget=settings.stream_buffer_budget,
+        )
         priming.install(broker, settings.max_priming)
         limits = InputLimits(
             max_body_bytes=settings.max_body_bytes,

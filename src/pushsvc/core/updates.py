@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -442,14 +442,53 @@ def snapshot_message(
     """
     topics: dict[str, object] = {}
     for topic, update in sorted(latest.items()):
-        windows = update.windows if windows_of is None else windows_of(update.windows)
-        entry: dict[str, object] = {
-            "id": update.id.text,
-            "ts": update.fields["ts"],
-            "windows": windows,
-        }
-        if groups is not None and topic in groups:
-            entry["groups"] = groups[topic]
-        topics[topic] = entry
+        topics[topic] = _snapshot_entry(update, windows_of, groups.get(topic) if groups else None)
     data = orjson.dumps({"gap": gap, "topics": topics})
     return encode_message(data, event=SNAPSHOT_EVENT, id=id or None)
+
+
+def _snapshot_entry(
+    update: Update, windows_of: WindowsFilter | None, groups: list[dict[str, Any]] | None
+) -> dict[str, object]:
+    windows = update.windows if windows_of is None else windows_of(update.windows)
+    entry: dict[str, object] = {"id": update.id.text, "ts": update.fields["ts"], "windows": windows}
+    if groups is not None:
+        entry["groups"] = groups
+    return entry
+
+
+def snapshot_pages(
+    latest: Mapping[str, Update],
+    *,
+    gap: bool,
+    id: str | None,
+    page_size: int,
+    windows_of: WindowsFilter | None = None,
+    groups_of: Callable[[str], list[dict[str, Any]] | None] | None = None,
+) -> Iterator[bytes]:
+    """`snapshot_message` in pages of about `page_size` bytes (the last may be smaller), each
+    made only when the one before was taken: joined, they are its bytes exactly. The message
+    is one JSON object on one `data:` line, so the pages split that line; a snapshot of
+    thousands of topics is never whole in memory. `groups_of`: a topic's live groups, asked
+    as its entry is made (None: it carries none)."""
+    head = encode_message(b"\0", event=SNAPSHOT_EVENT, id=id or None)
+    head = head[: head.index(b"\0")]  # everything before the data
+    parts = [head, b'{"gap":', b"true" if gap else b"false", b',"topics":{']
+    size = sum(len(p) for p in parts)
+    first = True
+    for topic, update in sorted(latest.items()):
+        groups = groups_of(topic) if groups_of is not None else None
+        entry = (
+            orjson.dumps(topic) + b":" + orjson.dumps(_snapshot_entry(update, windows_of, groups))
+        )
+        if not first:
+            parts.append(b",")
+            size += 1
+        first = False
+        parts.append(entry)
+        size += len(entry)
+        if size >= page_size:
+            yield b"".join(parts)
+            parts, size = [], 0
+    parts.append(b"}}\n\n")
+    yield b"".join(parts)

@@ -1,10 +1,22 @@
 """A stream's bounded queue of runs: latest-wins per topic once full, and a floor (pure).
 
 The queued way to a client (`pushsvc.deliver.hub`): the hub puts, the client's stream drains.
-Putting never blocks and never grows the queue past `capacity` runs: a run that does not fit
-is conflated — its topic's latest update replaces any pending one of that topic — until the
-stream drains the queue. An update is the full state of its topic, so skipping older ones
-loses nothing a subscriber needs.
+Putting never blocks and never grows the queue past `capacity` runs, nor the stream's pending
+bytes past `max_bytes`: a run that does not fit is conflated — its topic's latest update
+replaces any pending one of that topic — until the stream drains the queue. An update is the
+full state of its topic, so skipping older ones loses nothing a subscriber needs.
+
+Pending bytes (`pending`) are what the stream holds for its client: the queued runs, each
+counted by its shared block (`Run.block`, joined once per run at dispatch: its length is the
+stream's rendering's size give or take a projection, and costs nothing to read), the
+conflated updates by their own frames, and `in_flight`, the rendered bytes its socket has not
+taken yet (a write's unsent rest, a page of its replay or snapshot), set by whoever writes the
+stream (`hold`). A stream with nothing pending takes a run whole, however large (an honest
+client keeps up with any batch a producer may post); one with something pending conflates
+a run that would take it past `max_bytes`. So a stream holds at most `max_bytes` plus one run
+(plus its conflated topics' latest updates, one each). Every change is also added to the
+process's `PendingBytes` (`ledger`): the total the process's budget bounds, and while that is
+spent every stream with anything pending conflates.
 
 The floor is the stream's cursor once its replay or snapshot is out
 (`pushsvc.deliver.subscription`): draining drops the queued updates it does not admit (each
@@ -27,6 +39,27 @@ _DELETED = "\0deleted "
 topic name holds no NUL)."""
 
 
+class PendingBytes:
+    """The process's pending bytes over every stream (the ledger the queues add to), and the
+    bounds: `per_stream` (`--max-stream-buffer`) and `budget` (`--stream-buffer-budget`)."""
+
+    __slots__ = ("budget", "per_stream", "total")
+
+    def __init__(self, *, per_stream: int, budget: int) -> None:
+        self.per_stream = per_stream
+        self.budget = budget
+        self.total = 0
+
+    @property
+    def spent(self) -> bool:
+        """Whether the budget is spent: new streams are refused, pending ones conflate."""
+        return self.total >= self.budget
+
+
+_UNBOUNDED = PendingBytes(per_stream=1 << 62, budget=1 << 62)
+"""The ledger of a queue made without one (unit tests): bounds nothing but the count."""
+
+
 @dataclass(eq=False, slots=True)
 class ConflatingQueue:
     """Runs in id order, then each conflated topic's latest update. Not greenlet-aware:
@@ -41,14 +74,44 @@ class ConflatingQueue:
     """Conflated topics → their latest update, in the order those updates arrived (id
     order), and a deleted topic's deletion (under `_DELETED` + topic). Not empty: the queue
     is conflating, and every run put goes here until drained."""
+    ledger: PendingBytes = _UNBOUNDED
+    """The process's pending bytes, and the per-stream bound `max_bytes` (shared: one
+    reference per stream, not a copy of the bounds)."""
+    queued_bytes: int = 0
+    """Bytes of `runs` and `latest` (see the module docstring)."""
+    in_flight: int = 0
+    """Rendered bytes the stream's socket has not taken yet (`hold`)."""
+
+    @property
+    def pending(self) -> int:
+        """What this stream holds for its client: queued and in flight."""
+        return self.queued_bytes + self.in_flight
+
+    @property
+    def max_bytes(self) -> int:
+        return self.ledger.per_stream
+
+    def hold(self, size: int) -> None:
+        """The stream's socket has `size` rendered bytes still to take (0: none)."""
+        self.ledger.total += size - self.in_flight
+        self.in_flight = size
+
+    def _count(self, size: int) -> None:
+        self.queued_bytes += size
+        self.ledger.total += size
 
     def put(self, run: Run) -> bool:
-        """Queue `run`; True when it was conflated instead (the queue is full, or already
-        conflating)."""
+        """Queue `run`; True when it was conflated instead (the queue is full in runs or in
+        bytes, the process's budget is spent, or the queue is already conflating)."""
         latest = self.latest
         if not latest and len(self.runs) < self.capacity:
-            self.runs.append(run)
-            return False
+            size = len(run.block)
+            pending = self.queued_bytes + self.in_flight
+            ledger = self.ledger
+            if not pending or (pending + size <= ledger.per_stream and not ledger.spent):
+                self.runs.append(run)
+                self._count(size)
+                return False
         # Re-inserting keeps the dict in the order the latest updates arrived (id order).
         # A conflating stream gets the latest statistics, never a point or an alert (each is
         # one bucket or one change of its own: conflating them would lose all but one).
@@ -59,18 +122,21 @@ class ConflatingQueue:
                 return True
             newest = updates[-1]
         topic = newest.topic
+        counted = 0
         if newest.is_deletion:
             # The topic's deletion replaces its latest update, and stays (in its place in id
             # order) when the topic's next update comes: the stream must see the gap.
-            latest.pop(topic, None)
+            counted -= _size(latest.pop(topic, None))
             topic = _DELETED + topic
         elif any(u.is_deletion for u in run.updates):
             deletion = [u for u in run.updates if u.is_deletion][-1]
-            latest.pop(topic, None)
-            latest.pop(_DELETED + topic, None)
+            counted -= _size(latest.pop(topic, None))
+            counted -= _size(latest.pop(_DELETED + topic, None))
             latest[_DELETED + topic] = deletion
-        latest.pop(topic, None)
+            counted += _size(deletion)
+        counted -= _size(latest.pop(topic, None))
         latest[topic] = newest
+        self._count(counted + _size(newest))
         return True
 
     def drain(self) -> list[Run]:
@@ -83,6 +149,10 @@ class ConflatingQueue:
         if latest:
             runs.extend(run_of([u]) for u in latest.values())
             latest.clear()
+        if self.queued_bytes:
+            # The stream renders what it drained into its own write: from here that is
+            # counted as in flight (`hold`) until its socket takes it.
+            self._count(-self.queued_bytes)
         if self.floor is not None and runs:
             runs = self._drop_covered(runs)
         return runs
@@ -90,6 +160,13 @@ class ConflatingQueue:
     def __len__(self) -> int:
         """Entries waiting: runs, plus one per conflated topic."""
         return len(self.runs) + len(self.latest)
+
+    def release(self) -> None:
+        """The stream is over: nothing it held is pending any more."""
+        self.runs.clear()
+        self.latest.clear()
+        self._count(-self.queued_bytes)
+        self.hold(0)
 
     def _drop_covered(self, runs: list[Run]) -> list[Run]:
         floor = self.floor
@@ -110,3 +187,7 @@ class ConflatingQueue:
                 break
         self.floor = floor or None
         return kept
+
+
+def _size(update: Update | None) -> int:
+    return 0 if update is None else len(update.sse)

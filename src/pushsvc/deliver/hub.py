@@ -18,9 +18,18 @@ Two ways to a client's socket, one part of its `Subscriber` each:
   for the socket — the queued way below from then on.
 * **queued** (`Subscriber.queue`, a `ConflatingQueue`) — every other client (busy writing,
   paced, TLS, gunicorn): the run goes to its bounded queue and its stream's greenlet is woken.
-  Delivering never blocks: a client whose queue already holds `queue_size` runs is switched to
-  conflation (latest update per topic wins); one that has taken nothing for `slow_timeout_us`
-  while conflated is closed.
+  Delivering never blocks: a client whose queue already holds `queue_size` runs, or whose
+  pending bytes would pass `max_stream_buffer` (`pushsvc.deliver.conflating_queue`), is
+  switched to conflation (latest update per topic wins); one that has taken nothing for
+  `slow_timeout_us` while conflated is closed.
+
+Pending bytes: every stream's queue counts what it holds for its client (queued runs, and
+what its writer rendered and its socket has not taken: a hand-back, a write's rest, a page of
+its replay or snapshot) into the hub's `PendingBytes`, the process's total that
+`--stream-buffer-budget` bounds. The sweeper (`sweep`, a greenlet, a few times per
+slow-client timeout, walking nothing while nothing is pending) closes as `slow` every stream
+that holds pending bytes its socket has taken nothing of for the timeout: a stream stuck in a
+write, its head's or the hub's hand-back, is ended even when no update comes to notice it.
 
 Per delivery on the direct way the hub does an attribute test and a list append at dispatch,
 and one `send` per client per writer pass: the per-client work is kept out of everything else
@@ -43,7 +52,7 @@ import gevent.event
 
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update
-from pushsvc.deliver.conflating_queue import ConflatingQueue
+from pushsvc.deliver.conflating_queue import ConflatingQueue, PendingBytes
 from pushsvc.deliver.histogram import Histogram
 from pushsvc.deliver.rendering import Rendering, run_of
 from pushsvc.deliver.stream_socket import StreamSocket
@@ -61,7 +70,8 @@ class StreamExit(StrEnum):
     GONE = "gone"
     """The client left, or a write to it failed."""
     SLOW = "slow"
-    """Conflated and took nothing for `--slow-client-timeout`."""
+    """Conflated, or holding pending bytes, and its socket took nothing for
+    `--slow-client-timeout`."""
     EXPIRED = "expired"
     """Its token's `exp` passed."""
     RESET = "reset"
@@ -150,6 +160,15 @@ class Subscriber:
         self.direct = None
         self.wakeup.set()
 
+    def writing(self, now: bool = True) -> None:
+        """The calling greenlet writes this stream (its head, before it ever takes): `close`
+        raises in it when it is stuck. `now=False`: it is done."""
+        self._writer = gevent.getcurrent() if now else None  # type: ignore[assignment]
+
+    def progressed(self) -> None:
+        """The stream's socket took something: the slow-client timeout counts from now."""
+        self.last_take_us = self.clock()
+
     def take(self, timeout_s: float) -> list[Run]:
         """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time).
         Before writing them, the stream writes its direct way's `leftovers`.
@@ -201,11 +220,20 @@ class Hub:
     """
 
     def __init__(
-        self, *, queue_size: int, slow_timeout_us: int, clock: Clock = monotonic_us
+        self,
+        *,
+        queue_size: int,
+        slow_timeout_us: int,
+        max_stream_buffer: int = 1 << 20,
+        stream_buffer_budget: int = 256 << 20,
+        clock: Clock = monotonic_us,
     ) -> None:
         self._queue_size = queue_size
         self._slow_timeout_us = slow_timeout_us
         self._clock = clock
+        self.pending = PendingBytes(per_stream=max_stream_buffer, budget=stream_buffer_budget)
+        """Every stream's pending bytes, and their bounds."""
+        self._sweeper: gevent.Greenlet[..., object] | None = None
         self._by_topic: dict[str, set[Subscriber]] = {}
         self._patterned: set[Subscriber] = set()
         self._clients: set[Subscriber] = set()
@@ -235,7 +263,9 @@ class Hub:
 
     def subscribe(self, matcher: TopicMatcher) -> Subscriber:
         self.connects += 1
-        queue = ConflatingQueue(self._queue_size)
+        queue = ConflatingQueue(self._queue_size, ledger=self.pending)
+        if self._sweeper is None:
+            self._sweeper = gevent.spawn(self._sweep_forever)
         subscriber = Subscriber(matcher, queue, self._clock, last_take_us=self._clock())
         self._clients.add(subscriber)
         if matcher.exact:
@@ -251,6 +281,7 @@ class Hub:
         reason = subscriber.closed_reason or StreamExit.GONE
         self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
         self._clients.discard(subscriber)
+        subscriber.queue.release()
         self._queued.discard(subscriber)
         if not subscriber.matcher.exact:
             self._patterned.discard(subscriber)
@@ -313,6 +344,52 @@ class Hub:
         self._queued.add(subscriber)
         subscriber.wake()
         return True
+
+    def sweep(self) -> int:
+        """Close as `slow` every stream that holds pending bytes and whose socket took nothing
+        for the slow-client timeout; how many it closed. Walks nothing while no stream holds
+        anything."""
+        if not self.pending.total:
+            return 0
+        # Stuck: a write that waits for its socket (in flight), or a conflating queue. Not
+        # merely queued runs: a stream waiting for its priming turn has those.
+        stuck = [
+            c
+            for c in self._clients
+            if c.closed_reason is None
+            and (c.queue.in_flight or c.queue.latest)
+            and self._took_nothing_for_too_long(c)
+        ]
+        for subscriber in stuck:
+            self.slow_disconnects += 1
+            subscriber.close(StreamExit.SLOW)
+        if stuck:
+            log.info(
+                "disconnected %d streams whose sockets took nothing for the slow-client timeout",
+                len(stuck),
+            )
+        return len(stuck)
+
+    def _sweep_forever(self) -> None:
+        # A few times per timeout, so a stuck stream goes within about 1.25 timeouts; at
+        # most once a second for long timeouts, and not more often than 20 times a second.
+        # Ends with the last stream (`subscribe` starts another).
+        interval = min(max(self._slow_timeout_us / 4_000_000, 0.05), 1.0)
+        try:
+            while self._clients:
+                gevent.sleep(interval)
+                try:
+                    self.sweep()
+                except Exception:  # the sweeper must outlive any one stream's failure
+                    log.exception("sweeping slow streams failed")
+        finally:
+            if self._sweeper is gevent.getcurrent():
+                self._sweeper = None
+
+    @property
+    def budget_spent(self) -> bool:
+        """The process's streams hold `--stream-buffer-budget` bytes or more."""
+        return self.pending.spent
 
     def _took_nothing_for_too_long(self, subscriber: Subscriber) -> bool:
         direct_way = subscriber.direct_way
@@ -399,6 +476,7 @@ class Hub:
                 # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
                 self.handbacks += 1
                 direct.handback = rest
+                subscriber.queue.hold(len(rest))
                 subscriber.wake()
         if same:
             latency.observe(now - since, same)
@@ -430,6 +508,9 @@ class Hub:
         if self._direct_writer is not None:
             self._direct_writer.kill(block=False)
             self._direct_writer = None
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
+            self._sweeper = None
         for subscriber in list(self._clients):
             subscriber.close(reason)
 

@@ -17,6 +17,9 @@ It is written the two ways of the hub, as `OwnSocket` writes a stream from its g
   one non-blocking send. What does not go out waits for the socket to turn writable (an io
   watcher), and the queue meanwhile fills and conflates, and a stream that takes nothing
   for the slow-client timeout is evicted, as for a stream whose greenlet waits in `sendall`.
+  What waits is counted in flight (`ConflatingQueue.hold`): its bytes are part of the
+  stream's bound and of the process's budget, and the hub's sweeper ends a stream whose
+  socket takes none of them for the timeout.
 
 Heartbeats: a timer due `heartbeat_s` after the stream's last write (the hub's included);
 when it fires with nothing to wait for, the stream writes a heartbeat. The same timer ends
@@ -178,6 +181,7 @@ class ParkedStream:
                 data = http_chunk(data)
             if handback is not None:
                 data = bytes(handback) + data
+            client.queue.hold(len(data))
             if not self._send(data, runs):
                 return
         self._go_direct()
@@ -195,7 +199,11 @@ class ParkedStream:
         if runs and (oldest_us := runs[0].received_us):
             self._latency.observe(time.monotonic_ns() // 1000 - oldest_us)
         if rest is None:
+            self._client.queue.hold(0)
             return True
+        if len(rest) < len(data):
+            self._client.progressed()
+        self._client.queue.hold(len(rest))
         self._pending = rest
         if self._writable is None:
             self._writable = loop_watcher("io", self._sock.fileno(), _WRITE)
@@ -211,6 +219,9 @@ class ParkedStream:
             rest = None
             self._client.close(StreamExit.GONE)
         self._pending = rest
+        if rest is None or len(rest) < len(pending):
+            self._client.progressed()  # the socket took some: not stuck
+        self._client.queue.hold(0 if rest is None else len(rest))
         if rest is not None:
             return
         self._writable.stop()

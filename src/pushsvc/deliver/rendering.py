@@ -39,13 +39,14 @@ Streams that ask alike get the same bytes object, made by the first of them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import POINT_EVENT, encode_message, encode_update, id_line
-from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
+from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message, snapshot_pages
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_socket import http_chunk
 
@@ -143,6 +144,23 @@ class Rendering:
         message = self.message
         return b"".join([message(u) for u in updates])
 
+    def replay_pages(self, updates: Sequence[Update], page_size: int) -> Iterator[bytes]:
+        """`replay` in pages of whole messages, each about `page_size` bytes (one message
+        more) and made only when the one before was taken."""
+        message = self.message
+        parts: list[bytes] = []
+        size = 0
+        for update in updates:
+            data = message(update)
+            if data:
+                parts.append(data)
+                size += len(data)
+                if size >= page_size:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+        if parts:
+            yield b"".join(parts)
+
     def snapshot(
         self,
         latest: Mapping[str, Update],
@@ -164,6 +182,35 @@ class Rendering:
             id=cursor.text,
             windows_of=projection.windows_of,
             groups={topic: projection.groups_of(kept) for topic, kept in decoded.items()},
+        )
+
+    def snapshot_pages(
+        self,
+        latest: Mapping[str, Update],
+        groups: Mapping[str, list[bytes]],
+        *,
+        gap: bool,
+        cursor: Cursor,
+        page_size: int,
+    ) -> Iterator[bytes]:
+        """`snapshot` in pages of about `page_size` bytes (`snapshot_pages`): joined, its
+        bytes exactly; each topic's groups decoded as its entry is made."""
+        projection = self.projection
+
+        def groups_of(topic: str) -> list[Any] | None:
+            kept = groups.get(topic)
+            if kept is None:
+                return None
+            decoded = [orjson.loads(group) for group in kept]
+            return decoded if projection is None else projection.groups_of(decoded)
+
+        return snapshot_pages(
+            latest,
+            gap=gap,
+            id=cursor.text,
+            page_size=page_size,
+            windows_of=None if projection is None else projection.windows_of,
+            groups_of=groups_of,
         )
 
     def wire(self, run: Run) -> bytes:

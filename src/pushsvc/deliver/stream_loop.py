@@ -6,7 +6,10 @@ The view (`pushsvc.http.api.streams`) hands over a `StreamRequest`, everything i
 request, and the WSGI environ (for the connection only); nothing here touches request context,
 which is gone by the time a streaming response runs (Flask's `stream_with_context` warning).
 `events` is the response body: `retry:`, then the primed head (`pushsvc.deliver.subscription`),
-then `loop` with the write strategy that fits (`pushsvc.deliver.stream_writes`: `OwnSocket`,
+a page at a time (`head_page_size`: each page is rendered once the server has written the one
+before, and counted in flight against the stream's byte bound while it is written, so a
+client that reads nothing holds one page and the hub's sweeper ends it as `slow`), then
+`loop` with the write strategy that fits (`pushsvc.deliver.stream_writes`: `OwnSocket`,
 `YieldToServer` or `Paced`). Its `finally:` stops the peer watch and ends the subscription on
 every exit.
 
@@ -98,7 +101,16 @@ def events(
     try:
         # From here a client that leaves ends the stream within a moment, written to or not.
         watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
-        yield primed.head(request.projection)
+        queue = client.queue
+        client.writing()  # a head stuck in the server's write is ended there (Subscriber.close)
+        for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
+            queue.hold(len(page))
+            yield page
+            client.progressed()
+            if client.closed_reason is not None:
+                break
+        queue.hold(0)
+        client.writing(False)  # a parked stream keeps no greenlet, not even a dead one
         handed = (
             hand_over(environ) if take_on_close is not None and not request.min_interval_s else None
         )
@@ -147,6 +159,12 @@ def events(
             if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
                 log.info("stream ended: %s", client.closed_reason)
             primed.close()
+
+
+def head_page_size(max_stream_buffer: int) -> int:
+    """How much of a replay or snapshot a stream renders at a time: a quarter of its byte
+    bound, so that live updates queued meanwhile still have room, between 4 and 64 KiB."""
+    return max(4096, min(65536, max_stream_buffer // 4))
 
 
 def _end_parked(ends: tuple[Callable[[], None] | None, ...]) -> None:
@@ -242,6 +260,7 @@ def loop(
     `expires_at`) are the clocks, injected so tests drive time.
     """
     take, render, write = strategy.take, strategy.render, strategy.write
+    hold = client.queue.hold
     observe = latency.observe
     direct_way = client.direct_way  # open (`OwnSocket`): the hub writes the stream too
     last_write = monotonic()
@@ -267,7 +286,10 @@ def loop(
             continue
         else:
             blocks = _HEARTBEAT
+        # In flight while it is written (the strategy refines it where it sees the socket).
+        hold(sum([len(b) for b in blocks]))
         yield from write(blocks)
+        hold(0)
         last_write = monotonic()
         if runs and (oldest_us := runs[0].received_us):
             observe(int(last_write * 1_000_000) - oldest_us)

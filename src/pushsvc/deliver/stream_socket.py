@@ -20,6 +20,8 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gevent.socket import wait_write
+
 from pushsvc.gevent_private import ENVIRON_KEY, handed_over, os_socket
 
 _CRLF = b"\r\n"
@@ -94,6 +96,10 @@ class StreamSocket:
 
     def send_rest(self, rest: memoryview) -> None:
         self._gevent_socket.sendall(rest)
+
+    def wait_writable(self) -> None:
+        """Wait (cooperatively) until the socket takes more."""
+        wait_write(self._raw.fileno())
 
 
 def hand_over(

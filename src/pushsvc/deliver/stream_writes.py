@@ -80,9 +80,12 @@ class OwnSocket:
     Each wake-up writes, in order, what the hub handed back, then the runs the hub had meant
     to write, then those queued meanwhile — the runs as one chunk of the blocks rendered once
     for every stream alike. Nothing is yielded; a failed write raises ConnectionResetError.
+    While the socket is full, the write's rest is counted in flight (`ConflatingQueue.hold`)
+    and each bit the socket takes is progress (`Subscriber.progressed`): the hub's sweeper
+    ends the stream when the socket takes nothing for the slow-client timeout.
     """
 
-    __slots__ = ("_direct_way", "_handback", "_rendering", "_sink", "_take")
+    __slots__ = ("_client", "_direct_way", "_handback", "_rendering", "_sink", "_take")
 
     def __init__(
         self,
@@ -93,6 +96,7 @@ class OwnSocket:
         cursor: Cursor | None = None,
     ) -> None:
         self._sink = sink
+        self._client = client
         self._take = client.take
         self._rendering = rendering_for_stream(projection, chunked=sink.chunked, cursor=cursor)
         self._direct_way = client.direct_way = DirectWay(sink, self._rendering)
@@ -117,13 +121,27 @@ class OwnSocket:
         sink = self._sink
         try:
             if handback is not None:
-                sink.send_rest(handback)
+                self._send_rest(handback)
             if blocks is not _REST_ONLY:
-                sink.send(blocks)
+                rest = sink.try_send(blocks)
+                if rest is not None:
+                    self._send_rest(rest)
         except OSError as exc:
             # The peer is gone: end the response the way pywsgi ends one whose write failed.
             raise ConnectionResetError(errno.ECONNRESET, f"stream closed: {exc}") from None
         return ()
+
+    def _send_rest(self, rest: memoryview | None) -> None:
+        sink, client = self._sink, self._client
+        queue = client.queue
+        while rest is not None:
+            queue.hold(len(rest))
+            sink.wait_writable()
+            left = len(rest)
+            rest = sink.try_send_bytes(rest)
+            if rest is None or len(rest) < left:
+                client.progressed()
+        queue.hold(0)
 
 
 class Paced:

@@ -28,7 +28,7 @@ rules above hold for each stream exactly: its replay is what its own read would 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pushsvc.broker.base import Broker, UpdatesFeed
@@ -85,21 +85,28 @@ class Primed:
 
     def head(self, projection: Projection | None) -> bytes:
         """The SSE bytes to send before live updates, rendered for the stream's projection
-        (`pushsvc.deliver.rendering`): the snapshot, then the replay."""
+        (`pushsvc.deliver.rendering`): the snapshot, then the replay. Whole: for tests and
+        tools; a stream writes `pages`."""
+        return b"".join(self.pages(projection, 1 << 62))
+
+    def pages(self, projection: Projection | None, page_size: int) -> Iterator[bytes]:
+        """`head` a page of about `page_size` bytes at a time, each rendered only when the one
+        before was taken: a replay of the whole history, or a snapshot of every topic, is
+        never whole in memory."""
         snapshot = self.snapshot
         rendering = rendering_for_stream(
             projection, chunked=False, cursor=self.replay_from if self.cursor_ids else None
         )
-        parts = []
         if snapshot is not None:
-            parts.append(
-                rendering.snapshot(
-                    snapshot.latest, snapshot.groups, gap=snapshot.gap, cursor=snapshot.cursor
-                )
+            yield from rendering.snapshot_pages(
+                snapshot.latest,
+                snapshot.groups,
+                gap=snapshot.gap,
+                cursor=snapshot.cursor,
+                page_size=page_size,
             )
         if self.replay:
-            parts.append(rendering.replay(self.replay))
-        return b"".join(parts)
+            yield from rendering.replay_pages(self.replay, page_size)
 
 
 def subscribe(

@@ -91,6 +91,12 @@ class _ProcessState(Collector):
         yield GaugeMetricFamily(
             "pushsvc_queued_runs", "Runs waiting in clients' queues", value=hub.queued_runs
         )
+        yield GaugeMetricFamily(
+            "pushsvc_stream_pending_bytes",
+            "Bytes the streams hold for their clients: queued, and rendered but not yet "
+            "taken by their sockets (bounded by --stream-buffer-budget)",
+            value=hub.pending.total,
+        )
         latency = hub.delivery_latency
         yield HistogramMetricFamily(
             "pushsvc_delivery_seconds",

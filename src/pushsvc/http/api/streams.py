@@ -17,11 +17,12 @@ from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.deliver import stream_loop
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_loop import StreamRequest
-from pushsvc.errors import BadRequest, NotKept, TooManySelectors
+from pushsvc.errors import BadRequest, NotKept, ServerBusy, TooManySelectors
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.rules.analytics import Rules
 from pushsvc.rules.sessions import SESSION_STATS
+from pushsvc.security.limits import BUSY_RETRY_AFTER_S
 
 bp = Blueprint("streams", __name__)
 
@@ -80,6 +81,13 @@ def _stream(selectors: Sequence[str]) -> Response:
         grouping=lambda topic: rt.settings.rules.for_topic(topic).groups,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
+    if rt.hub.budget_spent:
+        # The streams here hold --stream-buffer-budget bytes for clients that do not read:
+        # a new one waits until they drain or are ended as slow.
+        raise ServerBusy(
+            "this server's streams hold their budget of pending bytes; retry later",
+            retry_after_s=BUSY_RETRY_AFTER_S,
+        )
     release = rt.stream_slots.acquire(request.remote_addr or "")
     # `release` is called when the stream is over, whether or not it ever ran.
     body = stream_loop.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
