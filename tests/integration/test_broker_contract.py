@@ -37,6 +37,7 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.shared_log import FIRST, position
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.idempotency import Idempotency, request_digest
+from pushsvc.core.topic_pages import topic_ranges
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import (
     SeriesWrite,
@@ -1047,6 +1048,38 @@ def test_a_published_deletion_drops_the_topics_groups_and_series_and_keeps_the_o
     assert broker.latest(everything).keys() == {"a", "b"}
     assert broker.latest(only("a")) == {"a": a1}
     assert series_of(broker, "a") == [0]
+
+
+def listed(broker: Broker, *selectors: str, limit: int = 2) -> list[str]:
+    """Every topic `selectors` allow, read a page of `limit` at a time (`latest_page`)."""
+    names: list[str] = []
+    after = None
+    while True:
+        page = broker.latest_page(topic_ranges(selectors), after=after, limit=limit)
+        assert len(page.latest) <= limit
+        names += page.latest
+        if page.next is None:
+            return names
+        after = page.next
+
+
+def test_latest_pages_list_topics_in_name_order_and_lose_those_deleted_or_forgotten(
+    broker: Broker,
+) -> None:
+    for topic in ("c", "a.2", "b", "a.1", "d"):
+        append(broker, topic, [Event(1.0, 1, None)])
+    published = broker.publish_updates([draft(t, 1) for t in ("c", "a.2", "b", "a.1", "d")])
+    assert listed(broker, "*") == ["a.1", "a.2", "b", "c", "d"]
+    assert listed(broker, "a.*", "c", "nothing-yet") == ["a.1", "a.2", "c"]
+    page = broker.latest_page(topic_ranges(["*"]), after="a.2", limit=2)
+    assert page.latest == {u.topic: u for u in published if u.topic in ("b", "c")}
+    assert page.next == "c"
+    assert broker.delete_topic("b")  # DELETE /topics/b: its latest goes at once
+    broker.publish_updates([deletion_draft("c", 2)])  # as the aggregator publishes it
+    assert forget(broker, "d") == ["d"]
+    assert listed(broker, "*") == ["a.1", "a.2"]
+    broker.publish_updates([draft("b", 3)])  # back as a new topic
+    assert listed(broker, "*", limit=1) == ["a.1", "a.2", "b"]
 
 
 def test_a_topics_history_starts_after_its_deletion_and_a_read_across_it_is_a_gap(

@@ -23,6 +23,7 @@ from typing import NamedTuple, Protocol
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.topic_pages import TopicRange
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 
@@ -373,6 +374,29 @@ class AlertKeeper(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class LatestPage:
+    """A page of topics and their newest updates, in name order (`TopicLister.latest_page`).
+    `next`: when topics follow in the ranges read, the last name read, which the next page
+    reads after (a topic deleted while the page was read is read, not listed); else None."""
+
+    latest: dict[str, Update]
+    next: str | None
+
+
+class TopicLister(Protocol):
+    """A broker that keeps its topics' names sorted, and reads them a page at a time."""
+
+    def latest_page(
+        self, ranges: Sequence[TopicRange], *, after: str | None, limit: int
+    ) -> LatestPage:
+        """The newest update of the first `limit` topics in `ranges` (disjoint, in name order:
+        `pushsvc.core.topic_pages`) whose names sort after `after`, reading those ranges of a
+        sorted index only: its cost grows with `limit` and the ranges, not with the topics. A
+        topic deleted while the page is read may be left out."""
+        ...
+
+
 class LagReporter(Protocol):
     """A broker that reports its event log's backlog and the topics it keeps."""
 
@@ -419,7 +443,14 @@ class InProcessBroker(Broker, Protocol):
 
 
 class ServingBroker(
-    Broker, HistoryKeeper, SeriesKeeper, AlertKeeper, LagReporter, BridgeReporter, Protocol
+    Broker,
+    HistoryKeeper,
+    SeriesKeeper,
+    AlertKeeper,
+    LagReporter,
+    BridgeReporter,
+    TopicLister,
+    Protocol,
 ):
     """A broker with every ability: what a process serving the whole API holds. Both of
     pushsvc's brokers are one."""

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import islice, takewhile
 from typing import Generic, TypeVar
 
+from sortedcontainers import SortedDict
+
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
     Appended,
@@ -24,6 +26,7 @@ from pushsvc.broker.base import (
     EventsHandler,
     ForgetHandler,
     HistoryPage,
+    LatestPage,
     Replayed,
     SeriesPage,
     ShardLag,
@@ -35,6 +38,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
+from pushsvc.core.topic_pages import IndexRange, TopicRange, walk
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
@@ -178,7 +182,8 @@ class MemoryBroker:
         self._updates_lock = threading.RLock()
         self._seq = 0
         self._history: deque[tuple[int, Update]] = deque(maxlen=history)
-        self._latest: dict[str, Update] = {}
+        # Sorted by name: a listing reads a page of it (`latest_page`), not every topic.
+        self._latest: SortedDict[str, Update] = SortedDict()
         self._first: dict[str, int] = {}  # topic -> the seq of its first update in `_latest`
         self._groups: dict[str, dict[str, bytes]] = {}  # topic -> group id -> group JSON
         # Topic -> the seq of its newest deletion, while the history holds it: the topic's
@@ -572,6 +577,20 @@ class MemoryBroker:
                 found = ((t, self._latest.get(t)) for t in match.names)
                 return {topic: u for topic, u in found if u is not None}
             return {topic: u for topic, u in self._latest.items() if match(topic)}
+
+    def latest_page(
+        self, ranges: Sequence[TopicRange], *, after: str | None, limit: int
+    ) -> LatestPage:
+        def read(part: IndexRange, count: int) -> list[str]:
+            names = self._latest.irange(
+                part.low, part.high, (part.low_inclusive, part.high_inclusive)
+            )
+            return list(islice(names, count))
+
+        with self._updates_lock:
+            page = walk(ranges, after, limit, read)
+            following = page.names[-1] if page.more else None
+            return LatestPage({name: self._latest[name] for name in page.names}, following)
 
     def ping(self) -> None:
         self._check_open()

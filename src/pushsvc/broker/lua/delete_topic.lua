@@ -11,13 +11,13 @@
 -- had not applied it yet is not logged (append_ticks.lua): a tick carrying the old clock
 -- would lock the topic again.
 --
--- KEYS: log, clocks, latest, logged, deleted
+-- KEYS: log, clocks, latest, logged, deleted, names (`latest`'s topics, sorted)
 -- ARGV: topic, wake_channel ('', or on a Redis Cluster the partition's channel to SPUBLISH an
 --       empty message on once the entry is logged, as append_events.lua does)
 -- Returns the delete entry's id, or false (nothing changed) when the partition keeps no
 -- such topic.
 local log_key, clocks_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
-local logged_key, deleted_key = KEYS[4], KEYS[5]
+local logged_key, deleted_key, names_key = KEYS[4], KEYS[5], KEYS[6]
 local topic, wake_channel = ARGV[1], ARGV[2]
 
 if not redis.call('HGET', clocks_key, topic) then
@@ -25,6 +25,7 @@ if not redis.call('HGET', clocks_key, topic) then
 end
 redis.call('HDEL', clocks_key, topic)
 redis.call('HDEL', latest_key, topic)
+redis.call('ZREM', names_key, topic)
 local id = redis.call('XADD', log_key, '*', 'k', 'd', 't', topic)
 redis.call('INCR', logged_key)
 redis.call('HSET', deleted_key, topic, id)

@@ -13,7 +13,7 @@
 -- A forgotten topic's live groups and checkpoint go with it.
 --
 -- KEYS: log, clocks, latest, logged, lease, forgotten (a counter), checkpoints (the shard's
---       set of checkpointed topics)
+--       set of checkpointed topics), names (`latest`'s topics, sorted)
 -- ARGV: lease_token, position (entry id; '0-0' for none), scan_limit (most entries after it
 --       to scan), groups_prefix, checkpoint_prefix (of the per-topic keys),
 --       then topic, clock_key for each proposed topic
@@ -22,7 +22,7 @@
 -- caught up); an error when the caller no longer holds the lease.
 local log_key, clocks_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
 local logged_key, lease_key, forgotten_key = KEYS[4], KEYS[5], KEYS[6]
-local checkpoints_key = KEYS[7]
+local checkpoints_key, names_key = KEYS[7], KEYS[8]
 local lease_token, position = ARGV[1], ARGV[2]
 local scan_limit = tonumber(ARGV[3])
 local groups_prefix, checkpoint_prefix = ARGV[4], ARGV[5]
@@ -55,6 +55,7 @@ for i = FIRST_PROPOSED, #ARGV, 2 do
   if not touched[topic] and redis.call('HGET', clocks_key, topic) == seen_clock then
     redis.call('HDEL', clocks_key, topic)
     redis.call('HDEL', latest_key, topic)
+    redis.call('ZREM', names_key, topic)
     redis.call('DEL', groups_prefix .. topic, checkpoint_prefix .. topic)
     redis.call('SREM', checkpoints_key, topic)
     forgotten[#forgotten + 1] = topic

@@ -8,7 +8,8 @@
 --       alerts_head (the newest alert change's `<epoch>:<stream id>`), checkpoints (the
 --       partition's set of checkpointed topics), alert_changes (the alert changes again,
 --       under the same ids, kept for their own retention), alert_changes_trimmed (the
---       newest id trimmed from it)
+--       newest id trimmed from it), names (the sorted set of `latest`'s topics, score 0,
+--       which listings page through by name: kept with `latest`, field for field)
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
@@ -73,6 +74,7 @@ local FIRST_DELETION = FIRST_INSTANCE + 3 * instance_count  -- a deletion's draf
 local FIRST_GROUP = FIRST_DELETION + deletion_count  -- the first group's topic; id, JSON
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
 local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
+local names_key = KEYS[12]
 
 -- Draft place -> the ARGV index of its series arguments.
 local point_at = {}
@@ -111,7 +113,7 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   -- No epoch, or it outlived its history: whatever was there is lost, start a new one.
   epoch = epoch_candidate
   redis.call('SET', epoch_key, epoch)
-  redis.call('DEL', latest_key, trimmed_key, alerts_head_key, alert_changes_key,
+  redis.call('DEL', latest_key, names_key, trimmed_key, alerts_head_key, alert_changes_key,
     alert_changes_trimmed_key)
 end
 if applied_id ~= '' then
@@ -144,7 +146,10 @@ local ids = {}
 -- one read and one hand-over per run in every web process, not one per update.
 local run, run_topic, run_latest = {}, nil, nil
 local function flush()
-  if run_latest then redis.call('HSET', latest_key, run_topic, run_latest) end
+  if run_latest then
+    redis.call('HSET', latest_key, run_topic, run_latest)
+    redis.call('ZADD', names_key, 0, run_topic)
+  end
   if #run > 0 then
     local message = table.concat(run, '\n')
     redis.call(publish_command, channel_prefix .. run_topic, message)
@@ -193,6 +198,7 @@ end
 -- Everything the broker keeps of a deleted topic but its history.
 local function drop_topic(topic)
   redis.call('HDEL', latest_key, topic)
+  redis.call('ZREM', names_key, topic)
   redis.call('DEL', groups_prefix .. topic, checkpoint_prefix .. topic)
   redis.call('SREM', checkpoints_key, topic)
   local index_key = series_keys_prefix .. topic

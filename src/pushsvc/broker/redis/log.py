@@ -129,6 +129,7 @@ class RedisEventLog:
             part.lease,
             part.forgotten,
             part.checkpoints,
+            part.names,
         ]
         args: list[str | int] = [fence, after, FORGET_SCAN, part.groups(""), part.checkpoint("")]
         for topic, clock in clocks.items():

@@ -1,13 +1,24 @@
 """Read API: latest snapshot of one topic, and the topic list — each only as far as the
-caller may read (docs/security.md)."""
+caller may read (docs/security.md).
+
+The topic list is paged (`?limit=`, `?after=`): a page is read from the broker's sorted index
+of names, only in the ranges of the caller's scope (`pushsvc.core.topic_pages`), so a call
+costs the same with 100 topics as with 100,000, and one that may read none of them costs
+nothing. Its answer's `next` is the `after` of the following page (null on the last), also
+given as a `Link: <…>; rel="next"` header (RFC 8288), as GitHub pages its lists.
+"""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import orjson
 from flask import Blueprint, Response, request
+from werkzeug.datastructures import MultiDict
 
+from pushsvc.core.topic_pages import DEFAULT_LIMIT, MAX_LIMIT, topic_ranges
 from pushsvc.core.topics import ALL, TopicMatcher, validate_topic
-from pushsvc.errors import NotFound
+from pushsvc.errors import BadRequest, InvalidTopic, NotFound
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.security.visible_rules import visible_rules
@@ -44,13 +55,34 @@ def rules() -> dict[str, object]:
     return visible_rules(rt.settings.rules, rt.gate.readable(request))
 
 
+def page_query(args: MultiDict[str, str]) -> tuple[int, str | None]:
+    """`?limit=` and `?after=` of a topic listing, judged before anything is read (400 naming
+    the parameter)."""
+    text = args.get("limit")
+    limit = DEFAULT_LIMIT
+    if text is not None:
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+            raise BadRequest(f"?limit= is a whole number from 1 to {MAX_LIMIT}; got {text[:20]!r}")
+        limit = int(text)
+    after = args.get("after")
+    if after is not None:
+        try:
+            validate_topic(after)
+        except InvalidTopic:
+            raise BadRequest(
+                f"?after= is a topic name: the `next` of the previous page; got {after[:64]!r}"
+            ) from None
+    return limit, after
+
+
 @bp.get("/topics")
-def list_topics() -> dict[str, object]:
+def list_topics() -> Response:
+    limit, after = page_query(request.args)
     rt = runtime()
     scope = rt.gate.readable(request)
-    everything = TopicMatcher([ALL])
-    latest = rt.broker.latest(everything if scope is None else scope.restrict(everything))
-    counts = rt.hub.subscriber_counts(latest)
+    ranges = topic_ranges((ALL,) if scope is None else scope.selectors)
+    page = rt.broker.latest_page(ranges, after=after, limit=limit)
+    counts = rt.hub.subscriber_counts(page.latest)
     topics = [
         {
             "topic": topic,
@@ -58,9 +90,14 @@ def list_topics() -> dict[str, object]:
             "last_ts": update.clock_us / 1_000_000,
             "subscribers": counts[topic],
         }
-        for topic, update in sorted(latest.items())
+        for topic, update in page.latest.items()
     ]
-    return {"topics": topics}
+    headers = {"Cache-Control": "no-store"}
+    if page.next is not None:
+        query = urlencode({"limit": limit, "after": page.next})
+        headers["Link"] = f'<topics?{query}>; rel="next"'
+    body = orjson.dumps({"topics": topics, "next": page.next})
+    return Response(body, mimetype="application/json", headers=headers)
 
 
 @bp.get("/alerts")

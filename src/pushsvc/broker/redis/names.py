@@ -1,0 +1,78 @@
+"""Pages of topics in name order on Redis (`GET /topics`): each partition keeps its topics'
+names in a sorted set beside `latest` (`P:names`, written with it by the publish, delete and
+forget scripts), and a page reads `ZRANGE BYLEX` slices of those sets, never `HGETALL latest`.
+
+A page asks every partition for at most `limit + 1` names of each range it reads
+(`pushsvc.core.topic_pages.walk`), merges them in name order and reads the page's updates by
+`HMGET`: O(partitions * (limit + log topics)) per range, whatever the number of topics.
+
+Data written before the index was kept has none: the first page a process reads builds each
+partition's whose size differs from `latest`'s (`lua/index_names.lua`, once per process).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from itertools import islice
+
+import redis
+
+from pushsvc.broker.base import LatestPage
+from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.scripts import Script
+from pushsvc.broker.redis.wire import unavailable, unpack
+from pushsvc.core.topic_pages import IndexRange, TopicRange, walk
+from pushsvc.core.updates import Update
+
+
+def lex_bounds(part: IndexRange) -> tuple[str, str]:
+    """`part` as ZRANGE BYLEX's min and max."""
+    low = ("[" if part.low_inclusive else "(") + part.low
+    if part.high is None:
+        return low, "+"
+    return low, ("[" if part.high_inclusive else "(") + part.high
+
+
+class TopicNames:
+    """The partitions' name indexes of one client; greenlet-safe (each call its own
+    pipelines)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._index = Script(client, "index_names")
+        self._indexed = False
+
+    def latest_page(
+        self, ranges: Sequence[TopicRange], *, after: str | None, limit: int
+    ) -> LatestPage:
+        with unavailable("latest_page"):
+            if not self._indexed:
+                for part in self._keys:
+                    self._index(keys=[part.latest, part.names])
+                self._indexed = True
+            page = walk(ranges, after, limit, self._read)
+            by_partition: dict[int, list[str]] = {}
+            for name in page.names:
+                by_partition.setdefault(self._keys.of(name).index, []).append(name)
+            with self._client.pipeline(transaction=False) as pipe:
+                for index, names in by_partition.items():
+                    pipe.hmget(self._keys.partition(index).latest, names)
+                replies = pipe.execute()
+        found: dict[str, Update] = {}
+        for names, values in zip(by_partition.values(), replies, strict=True):
+            for name, value in zip(names, values, strict=True):
+                if value:  # None: deleted or forgotten since its name was read
+                    found[name] = unpack(name, value)
+        following = page.names[-1] if page.more else None
+        return LatestPage({name: found[name] for name in page.names if name in found}, following)
+
+    def _read(self, part: IndexRange, count: int) -> list[str]:
+        """The first `count` names in `part` over every partition, in name order."""
+        low, high = lex_bounds(part)
+        with self._client.pipeline(transaction=False) as pipe:
+            for keys in self._keys:
+                pipe.zrangebylex(keys.names, low, high, start=0, num=count)
+            replies: list[list[bytes]] = pipe.execute()
+        return [name.decode() for name in islice(heapq.merge(*replies), count)]

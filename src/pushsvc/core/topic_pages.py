@@ -1,0 +1,110 @@
+"""Pages of topic names in name order, read from a sorted index one selector range at a time
+(pure).
+
+A listing (`GET /topics`) answers at most `limit` names after a cursor (`after`, the last name
+of the previous page). What a caller may read is a scope of selectors (`pushsvc.security.
+scopes`): topic names, `prefix.*` and `*`. In name order, every selector is one contiguous
+range of names — a name is a range of one, `p.*` the names from `p.` up to the first string
+past every name that starts with `p.` — so a page is read range by range from a sorted index
+(`index_range` says how far each reaches), and the names the caller may not read are never
+visited: an anonymous caller allowed `public.*` among 100,000 private topics reads the
+`public.` range only. A page's cost is O(limit + ranges * log(topics)), whatever the number of
+topics; the ranges are the caller's own selectors, which the operator grants.
+
+`topic_ranges` makes the ranges disjoint (a name or pattern inside a wider pattern is
+dropped), so sorted by their first name they are in name order too, and walking them yields
+every name once, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pushsvc.core.topics import ALL
+
+DEFAULT_LIMIT = 100
+"""Names in a page when `?limit=` is not given."""
+MAX_LIMIT = 1000
+"""The largest `?limit=`."""
+
+ABOVE = "\x7f"
+"""Sorts after every character a topic name may hold (the highest is `z`): `p.` + ABOVE is
+past every name that starts with `p.`."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicRange:
+    """One selector as a range of names: `low` alone (`exact`), or every name starting with
+    `low` (`""` for `*`)."""
+
+    low: str
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRange:
+    """The part of a range a page still reads: names above `low` (or equal to it when
+    `low_inclusive`), below `high` (or equal when `high_inclusive`); `high` None: no bound."""
+
+    low: str
+    low_inclusive: bool
+    high: str | None
+    high_inclusive: bool
+
+
+def topic_ranges(selectors: Sequence[str]) -> tuple[TopicRange, ...]:
+    """The disjoint ranges of `selectors` (names, `prefix.*`, `*`), in name order."""
+    if ALL in selectors:
+        return (TopicRange("", exact=False),)
+    prefixes = sorted({s[:-1] for s in selectors if s.endswith(".*")})
+    kept: list[str] = []
+    for prefix in prefixes:  # sorted: a prefix covering this one came before it
+        if not any(prefix.startswith(wider) for wider in kept):
+            kept.append(prefix)
+    names = {s for s in selectors if not s.endswith("*")}
+    ranges = [TopicRange(p, exact=False) for p in kept]
+    ranges += [TopicRange(n, exact=True) for n in names if not n.startswith(tuple(kept))]
+    return tuple(sorted(ranges))
+
+
+def index_range(scope_range: TopicRange, after: str | None) -> IndexRange | None:
+    """What of `scope_range` lies after name `after` (None: all of it); None when nothing."""
+    if scope_range.exact:
+        if after is not None and after >= scope_range.low:
+            return None
+        return IndexRange(scope_range.low, True, scope_range.low, True)
+    high = None if scope_range.low == "" else scope_range.low + ABOVE
+    if after is None or after < scope_range.low:
+        return IndexRange(scope_range.low, True, high, False)
+    if high is not None and after >= high:
+        return None
+    return IndexRange(after, False, high, False)
+
+
+@dataclass(frozen=True, slots=True)
+class NamePage:
+    names: list[str]
+    """At most the page's limit, in name order."""
+    more: bool
+    """Names follow the last one (ask again with it as `after`)."""
+
+
+def walk(
+    ranges: Sequence[TopicRange],
+    after: str | None,
+    limit: int,
+    read: Callable[[IndexRange, int], list[str]],
+) -> NamePage:
+    """The first `limit` names of `ranges` after `after`: `read(part, count)` answers at most
+    `count` names of the index in `part`, in order. One more name than `limit` is asked for,
+    so `more` is exact."""
+    found: list[str] = []
+    for scope_range in ranges:
+        part = index_range(scope_range, after)
+        if part is None:
+            continue
+        found += read(part, limit + 1 - len(found))
+        if len(found) > limit:
+            return NamePage(found[:limit], True)
+    return NamePage(found, False)
