@@ -260,3 +260,37 @@ def test_an_overview_sparkline_spans_the_last_hour(ranged: PushsvcProcess, page:
     spark = page.locator(f'article.tile[data-topic="{topic}"] .spark')
     expect(spark).to_have_attribute("data-buckets", str(len(api)))
     expect(spark).to_have_attribute("aria-label", re.compile(r"^last hour: "))
+
+
+def test_a_range_kept_open_past_its_span_holds_only_the_buckets_inside_it(
+    ranged: PushsvcProcess, page: Page
+) -> None:
+    """The 1 h range is chosen while the topic clock is an hour behind; then a further hour of
+    events arrives and its minutes close live. The chart holds the last hour of the new clock
+    only: its count and its data table are the API's minutes since then (they once kept every
+    bucket ever drawn, 119 "buckets of 1m" under "last 1 h")."""
+    topic = f"kitchen.{uuid.uuid4().hex[:8]}"
+    now = time.time()
+    older = [e for e in _day_of_events(now - 3600) if e["ts"] > now - 3 * 3600]
+    assert post(ranged.port, topic, older)[0] == 202
+    open_dashboard(page, ranged, f"/#/topics/{topic}")
+    _choose_range(page, "1 h")
+    fig = figure(page, "range")
+    expect(fig).to_have_attribute("data-points", re.compile(r"^(5\d|60)$"))
+    expect(fig.locator(".points")).to_contain_text("of 1m")
+
+    newer = [
+        {"value": float(i % 9), "ts": round(older[-1]["ts"] + 45 * (i + 1), 3)}
+        for i in range(int(3600 / 45))
+    ]
+    assert post(ranged.port, topic, newer)[0] == 202
+    clock = newer[-1]["ts"]
+    closed = _series(ranged.port, topic, f"resolution=1m&since={clock - 3600}")
+    assert 55 <= len(closed) <= 60
+    _range_rows(page)  # opens the data table
+    last = closed[-1]["t"]
+    expect(fig.locator(f'tr[data-id="1m@{_t(last)}"]')).to_have_count(1)
+    expect(fig).to_have_attribute("data-points", str(len(closed)))
+    rows = [r for r in _range_rows(page) if r["id"].startswith("1m@")]
+    assert [r["id"] for r in rows] == [f"1m@{_t(p['t'])}" for p in closed]
+    expect(fig.locator(".points")).to_contain_text(f"{len(closed)} buckets of 1m")

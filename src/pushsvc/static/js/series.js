@@ -84,6 +84,15 @@ export class SeriesRange {
     this.onChange();
   }
 
+  /** Drop the points before `since` (a bucket's start, inclusive, as the series' `since`):
+   *  a range ends at the topic clock, so as the clock moves on its oldest buckets leave it.
+   *  Without this a page kept open counted, and listed, every bucket since it was opened. */
+  trim(since) {
+    let gone = 0;
+    while (gone < this.points.length && this.points[gone].t < since) gone++;
+    if (gone) this.points.splice(0, gone);
+  }
+
   /** Merge every point of these tiers as it closes; `subscribed` runs once the stream's
    *  snapshot says the server is sending them. */
   follow(topic, group, tiers, subscribed) {

@@ -263,8 +263,11 @@ export class TopicView {
   }
 
   /** The chosen range from the series: one bucket per point, at its start, at the coarsest
-   *  resolution asked for; what it has not closed yet, so far (`seriesColumns`). */
+   *  resolution asked for; what it has not closed yet, so far (`seriesColumns`). Only the
+   *  buckets inside the range as the clock now ends it: those it left are dropped. */
   drawRange(figure) {
+    const span = this.xRange(RANGE_FIGURE);
+    if (span !== null) this.series.trim(span[0]);
     const { points, error, resolution } = this.series;
     const cols = seriesColumns(points, labelSeconds, resolution ? labelSeconds(resolution) : null);
     figure.columns = cols;
