@@ -130,9 +130,7 @@ class AsyncClient:
         )
 
     async def topics(self) -> list[dict[str, Any]]:
-        answer = await self._run(calls.get_json("topics"))
-        topics: list[dict[str, Any]] = answer["topics"]
-        return topics
+        return await self._run(calls.topics())
 
     async def rules(self) -> dict[str, Any]:
         return await self._run(calls.get_json("rules"))

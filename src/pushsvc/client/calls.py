@@ -34,6 +34,7 @@ Plan = Generator["Call", httpx.Response, T]
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 HISTORY_PAGE = 10_000  # the server's largest ?limit=
+TOPICS_PAGE = 1000  # GET /topics' largest ?limit=
 
 Time = str | float | datetime
 """A point in time as the API takes it: epoch seconds, an RFC 3339 string or an aware
@@ -149,6 +150,20 @@ def history_updates(
         last = yield from history_page(topic, since=last["resume_id"], limit=size)
         updates.extend(last["updates"])
     return updates, first, last
+
+
+def topics(page: int = TOPICS_PAGE) -> Plan[list[dict[str, Any]]]:
+    """Every topic the client may read (`Client.topics`), following `GET /topics`' pages
+    (`next`) to the last, `page` topics at a time."""
+    listed: list[dict[str, Any]] = []
+    params = [("limit", str(page))]
+    while True:
+        answer = yield from get_json("topics", params)
+        listed += answer["topics"]
+        following = answer.get("next")  # absent from a server that answers one page
+        if following is None:
+            return listed
+        params = [("limit", str(page)), ("after", following)]
 
 
 def history(

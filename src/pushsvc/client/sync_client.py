@@ -164,10 +164,9 @@ class Client:
         return self._run(calls.get_json(path, calls.group_params(group)))
 
     def topics(self) -> list[dict[str, Any]]:
-        """The topics this client may read, with their last update time and subscribers."""
-        answer = self._run(calls.get_json("topics"))
-        topics: list[dict[str, Any]] = answer["topics"]
-        return topics
+        """The topics this client may read, with their last update time and subscribers (every
+        page of them)."""
+        return self._run(calls.topics())
 
     def rules(self) -> dict[str, Any]:
         """The server's effective analytics and alert rules, with their digest."""

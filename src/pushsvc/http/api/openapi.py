@@ -3,7 +3,8 @@
 The description is built from the settings, so that it says what the server really does
 (`tests/system/test_openapi_fuzz.py` holds it to that with schemathesis): security requirements only
 with auth on, the query token only when enabled, anonymous reading only for configured
-selectors, and the windows, statistics and selector limit in force.
+selectors, and the windows, statistics and selector limit in force — those of the rules the
+caller may see (`pushsvc.security.visible_rules.visible_names`), as its requests are judged.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.durations import duration_label
 from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
+from pushsvc.core.topic_pages import DEFAULT_LIMIT as TOPICS_DEFAULT_LIMIT
+from pushsvc.core.topic_pages import MAX_LIMIT as TOPICS_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
+from pushsvc.errors import Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
+from pushsvc.rules.analytics import Rules
+from pushsvc.security.visible_rules import visible_names
 
 bp = Blueprint("openapi", __name__)
 
@@ -122,11 +128,10 @@ GROUP_PARAM: dict[str, Any] = {
 _ECMA_SPECIAL = re.compile(r"[\^$\\.*+?()[\]{}|/]")
 
 
-def _topic_group_param(settings: Settings, description: str) -> dict[str, Any]:
+def _topic_group_param(rules: Rules, description: str) -> dict[str, Any]:
     """`?group=` on one topic, which must group by each tag named: only the tags some rule
     groups by (none: no filter is valid). Whether this topic's rule is one of them is the
     rules' to say, not the schema's (a 400 `ungrouped_tag`)."""
-    rules = settings.rules
     tags = dict.fromkeys(t for rule in (rules.default, *rules.rules) for t in rule.group_by)
     if not tags:
         return {
@@ -145,13 +150,13 @@ def _topic_group_param(settings: Settings, description: str) -> dict[str, Any]:
     }
 
 
-def _series_param(settings: Settings) -> dict[str, Any]:
+def _series_param(rules: Rules) -> dict[str, Any]:
     return {
         "name": "series",
         "in": "query",
         "schema": {
             "type": "array",
-            "items": {"type": "string", "enum": list(settings.rules.series_labels)},
+            "items": {"type": "string", "enum": list(rules.series_labels)},
         },
         "style": "form",
         "explode": True,
@@ -174,8 +179,8 @@ def _time_param(name: str, description: str) -> dict[str, Any]:
     }
 
 
-def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
-    resolutions = ["auto", *settings.rules.series_labels]
+def _series(rules: Rules, reading: Security | None) -> dict[str, Any]:
+    resolutions = ["auto", *rules.series_labels]
     return {
         "get": {
             "summary": "Closed buckets of a topic (or group) at a resolution, over any range kept",
@@ -208,7 +213,7 @@ def _series(settings: Settings, reading: Security | None) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100_000},
                 },
                 _topic_group_param(
-                    settings, "tag:value for every tag the topic groups by: that group's series"
+                    rules, "tag:value for every tag the topic groups by: that group's series"
                 ),
                 {
                     "name": "format",
@@ -270,7 +275,7 @@ def _anomalies(reading: Security | None) -> dict[str, Any]:
     }
 
 
-def _stream_params(settings: Settings, group: dict[str, Any]) -> list[dict[str, Any]]:
+def _stream_params(rules: Rules, group: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "name": "Last-Event-ID",
@@ -289,17 +294,17 @@ def _stream_params(settings: Settings, group: dict[str, Any]) -> list[dict[str, 
         {
             "name": "windows",
             "in": "query",
-            "schema": _choice_list(settings.rules.labels),
+            "schema": _choice_list(rules.labels),
             "description": "Comma-separated windows to send, e.g. 1m,5m.",
         },
         {
             "name": "stats",
             "in": "query",
-            "schema": _choice_list(settings.rules.stats),
+            "schema": _choice_list(rules.stats),
             "description": "Comma-separated statistics to send, e.g. mean,p99.",
         },
         group,
-        _series_param(settings),
+        _series_param(rules),
         {
             "name": "precision",
             "in": "query",
@@ -320,14 +325,14 @@ def _stream_params(settings: Settings, group: dict[str, Any]) -> list[dict[str, 
 def _sse(
     summary: str,
     parameters: list[dict[str, Any]],
-    settings: Settings,
+    rules: Rules,
     security: Security | None,
     group: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
-            "parameters": parameters + _stream_params(settings, group),
+            "parameters": parameters + _stream_params(rules, group),
             **({"security": security} if security is not None else {}),
             "responses": {
                 "200": {
@@ -402,7 +407,7 @@ _HISTORY_HEADERS = {
 }
 
 
-def _history(settings: Settings, reading: Security | None) -> dict[str, Any]:
+def _history(rules: Rules, reading: Security | None) -> dict[str, Any]:
     return {
         "get": {
             "summary": "Recent updates of a topic from the bounded history (JSON or CSV)",
@@ -417,7 +422,7 @@ def _history(settings: Settings, reading: Security | None) -> dict[str, Any]:
             ),
             "parameters": [
                 _TOPIC,
-                _topic_group_param(settings, GROUP_PARAM["description"]),
+                _topic_group_param(rules, GROUP_PARAM["description"]),
                 {
                     "name": "since",
                     "in": "query",
@@ -492,10 +497,12 @@ def _topic_delete(publishing: Security | None) -> dict[str, Any]:
     }
 
 
-def describe(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI document of a server running with `settings`."""
+def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
+    """The OpenAPI document of a server running with `settings`, naming the windows,
+    statistics, tiers and group tags of `rules` (default: all of the settings' rules)."""
+    rules = settings.rules if rules is None else rules
     publishing, reading, schemes = _security(settings)
-    one_topic_group = _topic_group_param(settings, GROUP_PARAM["description"])
+    one_topic_group = _topic_group_param(rules, GROUP_PARAM["description"])
     selector_query = {
         "name": "topic",
         "in": "query",
@@ -583,11 +590,11 @@ def describe(settings: Settings) -> dict[str, Any]:
             "/topics/{topic}/events": {"post": event_post},
             "/topics/{topic}": _topic_delete(publishing),
             "/topics/{topic}/stream": _sse(
-                "SSE stream of one topic", [_TOPIC], settings, reading, one_topic_group
+                "SSE stream of one topic", [_TOPIC], rules, reading, one_topic_group
             ),
             # A pattern stream spans rules: its filter names any tag (and matches what has it).
             "/stream": _sse(
-                "SSE stream of several topics", [selector_query], settings, reading, GROUP_PARAM
+                "SSE stream of several topics", [selector_query], rules, reading, GROUP_PARAM
             ),
             "/topics/{topic}/stats": _json_get(
                 "Latest update of a topic (a grouping topic's with its live groups)",
@@ -596,13 +603,33 @@ def describe(settings: Settings) -> dict[str, Any]:
                 errors=(400, *_auth_errors(reading), 404),
                 security=reading,
             ),
-            "/topics/{topic}/history": _history(settings, reading),
-            "/topics/{topic}/series": _series(settings, reading),
+            "/topics/{topic}/history": _history(rules, reading),
+            "/topics/{topic}/series": _series(rules, reading),
             "/anomalies": _anomalies(reading),
             "/topics": _json_get(
-                "Topics the caller may read: last update, subscribers",
+                "Topics the caller may read: last update, subscribers; a page at a time, in "
+                "name order (follow `next`, or the Link header's rel=next)",
                 {"$ref": "#/components/schemas/Topics"},
-                errors=(401,) if reading is not None else (),
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": TOPICS_MAX_LIMIT,
+                            "default": TOPICS_DEFAULT_LIMIT,
+                        },
+                        "description": "the most topics in the page",
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
+                        "description": "the previous page's `next`: list the topics after it",
+                    },
+                ],
+                errors=(400, 401) if reading is not None else (400,),
                 security=reading,
             ),
             "/alerts": _json_get(
@@ -687,5 +714,16 @@ _URI_TOO_LONG = {
 
 
 @bp.get("/openapi.json")
-def openapi() -> dict[str, Any]:
-    return describe(runtime().settings)
+def openapi() -> tuple[dict[str, Any], dict[str, str]]:
+    """Public, but each caller is told the names of the rules it may see only
+    (`visible_names`), as its requests are judged: a private rule's statistics and group tags
+    are no one else's business (docs/security.md)."""
+    rt = runtime()
+    try:
+        scope = rt.gate.readable(request)
+    except Unauthorized:
+        scope = rt.gate.anonymous  # no token where one is needed, or a bad one: anyone's view
+    document = describe(rt.settings, visible_names(rt.settings.rules, scope))
+    # The document differs by caller: no shared cache may hand one caller's to another.
+    headers = {"Cache-Control": "private", "Vary": "Authorization, Cookie"}
+    return document, headers

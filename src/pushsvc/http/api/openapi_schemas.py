@@ -447,7 +447,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Topics": {
         "type": "object",
-        "required": ["topics"],
+        "required": ["topics", "next"],
         "properties": {
             "topics": {
                 "type": "array",
@@ -461,7 +461,11 @@ SCHEMAS: dict[str, Any] = {
                         "subscribers": {"type": "integer", "minimum": 0},
                     },
                 },
-            }
+            },
+            "next": {
+                "type": ["string", "null"],
+                "description": "`?after=` of the next page; null on the last",
+            },
         },
     },
     "SSE": {

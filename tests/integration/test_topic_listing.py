@@ -1,0 +1,221 @@
+"""`GET /topics` a page at a time: each topic the caller may read listed once, in name order,
+across pages, also while topics come and go between them; `?limit=` bounded; bad `?limit=`
+or `?after=` a 400; a scope's invisible topics never listed nor counted against a page.
+
+Pages under change are held against the brokers themselves (embedded and Redis, several
+partitions), driven by Hypothesis; the HTTP answers in-process (Flask's test client).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import MakeApp
+from pushsvc.broker.base import ServingBroker
+from pushsvc.broker.memory import MemoryBroker
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.client import calls
+from pushsvc.core.topic_pages import DEFAULT_LIMIT, MAX_LIMIT, topic_ranges
+from pushsvc.core.updates import UpdateDraft, deletion_draft
+from support.auth_tokens import SECRET, hs256
+from support.redis_server import RedisServer
+
+names = st.sampled_from([f"{a}{b}" for a in "abc" for b in ("", ".1", ".2", "-x")])
+
+
+def publish(broker: ServingBroker, topic: str) -> None:
+    broker.publish_updates([UpdateDraft(topic, 1_000_000, b'{"topic":"%s"}' % topic.encode())])
+
+
+def delete(broker: ServingBroker, topic: str) -> None:
+    broker.publish_updates([deletion_draft(topic, 1_000_000)])
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def brokers(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Make a fresh, empty broker of the kind (on Redis: a new prefix, four partitions)."""
+    made: list[ServingBroker] = []
+
+    def make() -> ServingBroker:
+        broker: ServingBroker
+        if request.param == "memory":
+            broker = MemoryBroker()
+        else:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            broker = RedisBroker(server.url, prefix=f"t{uuid.uuid4().hex[:10]}:", partitions=4)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    before=st.sets(names, max_size=12),
+    changes=st.lists(st.lists(st.tuples(st.booleans(), names), max_size=3), max_size=8),
+    limit=st.integers(1, 4),
+)
+def test_every_topic_kept_throughout_is_listed_once_while_others_come_and_go(
+    brokers: Any,
+    before: set[str],
+    changes: list[list[tuple[bool, str]]],
+    limit: int,
+) -> None:
+    broker = brokers()
+    for topic in before:
+        publish(broker, topic)
+    ranges = topic_ranges(["*"])
+    present = set(before)
+    ever = set(before)  # every topic that existed at some moment of the listing
+    churned: set[str] = set()  # created or deleted during it
+    listed: list[str] = []
+    after = None
+    steps = iter(changes)
+    while True:
+        page = broker.latest_page(ranges, after=after, limit=limit)
+        assert len(page.latest) <= limit
+        listed += page.latest
+        if page.next is None:
+            break
+        after = page.next
+        for create, topic in next(steps, []):  # between two pages
+            churned.add(topic)
+            if create:
+                publish(broker, topic)
+                present.add(topic)
+                ever.add(topic)
+            elif topic in present:
+                delete(broker, topic)
+                present.discard(topic)
+    assert listed == sorted(set(listed))  # in name order, none twice
+    assert set(listed) <= ever
+    assert (before - churned) <= set(listed)
+
+
+def _post(client: FlaskClient, topic: str, **headers: str) -> None:
+    answer = client.post(f"/topics/{topic}/events", json={"value": 1}, headers=headers)
+    assert answer.status_code == 202, answer.get_json()
+
+
+def _pages(client: FlaskClient, limit: int, **headers: str) -> list[dict[str, Any]]:
+    pages, query = [], f"/topics?limit={limit}"
+    while True:
+        answer = client.get(query, headers=headers)
+        assert answer.status_code == 200, answer.get_json()
+        body = answer.get_json()
+        pages.append(body)
+        link = answer.headers.get("Link")
+        if body["next"] is None:
+            assert link is None
+            return pages
+        assert link == f'<topics?limit={limit}&after={body["next"]}>; rel="next"'
+        query = "/" + link[1 : link.index(">")]  # the link as given, relative to /topics
+
+
+def test_pages_list_every_topic_once_in_name_order_and_say_where_the_next_starts(
+    client: FlaskClient,
+) -> None:
+    topics = [f"p{n:02d}" for n in range(23)]
+    for topic in reversed(topics):
+        _post(client, topic)
+    pages = _pages(client, 5)
+    assert [len(p["topics"]) for p in pages] == [5, 5, 5, 5, 3]
+    assert [t["topic"] for p in pages for t in p["topics"]] == topics
+    assert pages[0]["next"] == "p04"
+    whole = client.get("/topics").get_json()  # the default page holds these 23
+    assert [t["topic"] for t in whole["topics"]] == topics and whole["next"] is None
+    first = whole["topics"][0]
+    assert set(first) == {"topic", "last_id", "last_ts", "subscribers"}
+
+
+def test_a_page_holds_at_most_the_default_or_the_largest_limit(client: FlaskClient) -> None:
+    for n in range(DEFAULT_LIMIT + 1):
+        _post(client, f"d{n:04d}")
+    default = client.get("/topics").get_json()
+    assert (
+        len(default["topics"]) == DEFAULT_LIMIT and default["next"] == f"d{DEFAULT_LIMIT - 1:04d}"
+    )
+    rest = client.get(f"/topics?after={default['next']}").get_json()
+    assert [t["topic"] for t in rest["topics"]] == [f"d{DEFAULT_LIMIT:04d}"]
+    assert len(client.get(f"/topics?limit={MAX_LIMIT}").get_json()["topics"]) == DEFAULT_LIMIT + 1
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("limit=0", "?limit="),
+        (f"limit={MAX_LIMIT + 1}", "?limit="),
+        ("limit=-1", "?limit="),
+        ("limit=ten", "?limit="),
+        ("limit=", "?limit="),
+        ("limit=1e3", "?limit="),
+        ("after=", "?after="),
+        ("after=a%20b", "?after="),
+        ("after=_alerts", "?after="),
+        ("after=" + "x" * 129, "?after="),
+        ("limit=5&after=.a", "?after="),
+    ],
+)
+def test_a_bad_limit_or_cursor_is_a_400_naming_it(
+    client: FlaskClient, query: str, named: str
+) -> None:
+    answer = client.get(f"/topics?{query}")
+    assert answer.status_code == 400
+    error = answer.get_json()["error"]
+    assert error["code"] == "bad_request" and error["message"].startswith(named)
+
+
+def test_a_scope_lists_its_own_topics_only_and_its_pages_are_never_short_for_the_others(
+    make_app: MakeApp,
+) -> None:
+    client = make_app(jwt_key=SECRET, anonymous="public.*").test_client()
+    writer = {"Authorization": f"Bearer {hs256(publish=['*'])}"}
+    for n in range(30):
+        _post(client, f"private.{n:02d}", **writer)
+        _post(client, f"m{n:02d}", **writer)
+    for n in range(4):
+        _post(client, f"public.{n}", **writer)
+    # Anonymous: the public topics, whole pages of them, none of the 60 others.
+    pages = _pages(client, 3)
+    assert [[t["topic"] for t in p["topics"]] for p in pages] == [
+        ["public.0", "public.1", "public.2"],
+        ["public.3"],
+    ]
+    reader = {"Authorization": f"Bearer {hs256(subscribe=['m07', 'private.2', 'private.*'])}"}
+    listed = [t["topic"] for p in _pages(client, 7, **reader) for t in p["topics"]]
+    assert listed == [
+        "m07",
+        *(f"private.{n:02d}" for n in range(30)),
+        *(f"public.{n}" for n in range(4)),
+    ]
+    # Nothing to read at all: an empty page, not a scan for one.
+    narrow = {"Authorization": f"Bearer {hs256(subscribe=['nothing.*'])}"}
+    only_public = client.get("/topics?after=public.3", headers=narrow).get_json()
+    assert only_public == {"topics": [], "next": None}
+
+
+def test_the_clients_follow_the_pages_to_the_last(client: FlaskClient) -> None:
+    topics = [f"c{n}" for n in range(11)]
+    for topic in topics:
+        _post(client, topic)
+    plan = calls.topics(page=4)
+    call = next(plan)
+    asked = 0
+    try:
+        while True:
+            asked += 1
+            answer = client.get(f"/{call.path}", query_string=list(call.params))
+            call = plan.send(httpx.Response(answer.status_code, content=answer.get_data()))
+    except StopIteration as done:
+        listed = done.value
+    assert [t["topic"] for t in listed] == sorted(topics) and asked == 3
