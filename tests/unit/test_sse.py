@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from itertools import pairwise
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -47,6 +48,10 @@ from support.sse_parser import EventStreamParser, SSEMessage, parse
         ({"data": "x", "id": " 7"}, b"id:  7\ndata: x\n\n"),
         ({"data": "x", "event": ""}, b"event: \ndata: x\n\n"),
         ({"data": "x", "id": "a:b"}, b"id: a:b\ndata: x\n\n"),
+        # Unicode line ends: their JSON escapes, so no splitter that honours them breaks data.
+        ({"data": '"a\u2028b"'}, b'data: "a\\u2028b"\n\n'),
+        ({"data": '"a\u2029b\x85"'}, b'data: "a\\u2029b\\u0085"\n\n'),
+        ({"data": '"\u2019\u00e9"'}, b'data: "\xe2\x80\x99\xc3\xa9"\n\n'),
     ],
 )
 def test_encode_message(kwargs: dict[str, object], expected: bytes) -> None:
@@ -78,6 +83,11 @@ def test_retry_must_be_a_non_negative_integer(bad: object) -> None:
             b"id: 0-00000000000000000001\nevent: stats\ndata: {}\n\n",
         ),
         ("", b"{}", b"id: \nevent: stats\ndata: {}\n\n"),
+        (
+            "7",
+            '{"t":"\u2028\u2029\x85\u2027"}'.encode(),
+            b'id: 7\nevent: stats\ndata: {"t":"\\u2028\\u2029\\u0085\xe2\x80\xa7"}\n\n',
+        ),
     ],
 )
 def test_encode_update(id: str, data: bytes, expected: bytes) -> None:
@@ -156,6 +166,19 @@ def test_tag_with_sse_syntax_stays_inside_one_data_line() -> None:
     assert json.loads(messages[0].data) == update
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_a_tag_with_a_unicode_line_end_survives_a_splitter_that_honours_them(
+    separator: str,
+) -> None:
+    """orjson writes these raw; a parser splitting lines with `str.splitlines` (as httpx-sse
+    did before 0.4.2) must still read one message with the update's JSON."""
+    forged = f"{separator}id: forged{separator}event: alert{separator}{separator}data: {{}}"
+    update = {"topic": "t", "event": {"value": 1.0, "tags": {forged: forged}}}
+    lines = encode_update("5", orjson.dumps(update)).decode().splitlines()
+    assert len(lines) == 4 and lines[:2] == ["id: 5", "event: stats"] and lines[3] == ""
+    assert orjson.loads(lines[2].removeprefix("data: ")) == update
+
+
 _no_breaks = st.text().filter(lambda s: not any(c in s for c in "\r\n\0"))
 
 
@@ -174,8 +197,11 @@ def test_any_valid_message_round_trips_through_a_whatwg_parser(
     bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
     parser = EventStreamParser()
     messages = [m for a, b in pairwise(bounds) for m in parser.feed(wire[a:b])]
-    # The stream cannot carry CR in data: every line break comes back as LF.
+    # The stream cannot carry CR in data: every line break comes back as LF; data being JSON,
+    # U+2028, U+2029 and U+0085 come back as their JSON escapes.
     expected_data = data.replace("\r\n", "\n").replace("\r", "\n")
+    for separator in "\u2028\u2029\x85":
+        expected_data = expected_data.replace(separator, f"\\u{ord(separator):04x}")
     assert messages == [SSEMessage(expected_data, event or "message", id or "", retry)]
     assert parser.idle
 

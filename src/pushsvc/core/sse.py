@@ -6,6 +6,12 @@ gets it back exactly, leading spaces included. `id` and `event` must not
 contain CR, LF or NUL: a line break would let the value inject fields, and a
 NUL makes browsers ignore the id. Data cannot carry CR: any line break in it
 (CRLF, CR or LF) becomes a new `data:` line, read back as LF.
+
+Data is JSON, and U+2028, U+2029 and U+0085 in it (which JSON encoders such as orjson write
+raw, in producers' tag values) are written as the JSON escapes `\u2028`, `\u2029`, `\u0085`:
+the same JSON to any parser, but no bytes that a line splitter which breaks on Unicode line
+ends (Python's `str.splitlines`, httpx-sse before 0.4.2) could take for the end of a line and
+read the rest as SSE fields of the producer's choosing. Browsers split on CR and LF only.
 """
 
 from __future__ import annotations
@@ -35,6 +41,21 @@ def _check_field(name: str, value: str) -> None:
         raise ValueError(f"an SSE {name} must not contain CR, LF or NUL: {value[:64]!r}")
 
 
+def _escape_separators(data: bytes) -> bytes:
+    # Checked before any replace, as cheaply as can be: most data is ASCII (one pass, a word at
+    # a time), and in the rest a lead byte found by memchr picks the replaces needed. 0xE2 and
+    # 0xC2 only ever lead a character, so nothing else encodes to these sequences. Measured
+    # on the render path (a 623-byte update, this function alone): 0.1 µs; 24 KB of grouped
+    # update, 1 µs; non-ASCII data without them, 0.4 µs.
+    if data.isascii():
+        return data
+    if b"\xe2" in data:
+        data = data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    if b"\xc2" in data:
+        data = data.replace(b"\xc2\x85", b"\\u0085")
+    return data
+
+
 def _data_lines(data: bytes) -> list[bytes]:
     # Not bytes.splitlines(): it drops a trailing empty line, which is data.
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
@@ -50,6 +71,7 @@ def encode_message(
     """One complete SSE message; ValueError if `id` or `event` could break the framing."""
     if isinstance(data, str):
         data = data.encode()
+    data = _escape_separators(data)
     parts: list[bytes] = []
     if id is not None:
         _check_field("id", id)
@@ -69,7 +91,7 @@ def encode_message(
 
 def encode_update(id: str, data: bytes, event: str = UPDATE_EVENT) -> bytes:
     """An `event: stats` update (or another of pushsvc's numbered messages: `event`, one of
-    ours); `data` must be one line (pushsvc's compact JSON).
+    ours); `data` must be one line (pushsvc's compact JSON; Unicode line ends escaped here).
 
     Called once per update, whatever the number of subscribers.
     """
@@ -77,6 +99,7 @@ def encode_update(id: str, data: bytes, event: str = UPDATE_EVENT) -> bytes:
         raise ValueError(f"an SSE id must not contain CR, LF or NUL: {id[:64]!r}")
     if b"\n" in data or b"\r" in data:
         raise ValueError("update data must be one line")
+    data = _escape_separators(data)
     lines = _EVENT_LINES.get(event)
     if lines is None:
         _check_field("event", event)
