@@ -182,3 +182,46 @@ def test_settings_read_the_rules_file_at_start(tmp_path: Path) -> None:
     plain = Settings.load({"windows": "1m", "stats": "mean,rate"}, environ={})
     assert plain.rules.for_topic("x").labels == ("1m",)
     assert plain.rules.for_topic("x").stats == ("mean", "rate")
+
+
+def test_a_window_keeps_the_label_the_file_writes_and_any_equal_duration_names_it() -> None:
+    day = default_rule((10 * S, 86400 * S), ("count", "mean"))
+    rules = parse_rules(
+        tomllib.loads(
+            '[[rule]]\ntopics = ["a.*"]\nwindows = ["1d", "120s", "1.5h"]\n'
+            '[[rule]]\ntopics = ["b.*"]\nstats = ["count"]\n'
+        ),
+        day,
+    )
+    # As written; a spelling that is not a whole number and a unit is labelled as before.
+    assert rules.for_topic("a.x").labels == ("120s", "90m", "1d")
+    # The server's own day window, and a rule that takes it, are labelled the file's way too.
+    assert rules.default.labels == ("10s", "1d") and rules.for_topic("b.x").labels == ("10s", "1d")
+    assert [w["label"] for w in rules.describe()["rules"][0]["windows"]] == ["120s", "90m", "1d"]
+    assert rules.window_named("24h") == rules.window_named("86400s") == "1d"
+    assert rules.window_named("2m") == "120s" and rules.window_named("last5") == "last5"
+    assert rules.windows_named("24h, 10s,2d") == "1d,10s,2d"
+
+
+def test_a_window_written_two_ways_is_refused() -> None:
+    with pytest.raises(ConfigError) as refused:
+        _rules(
+            '[[rule]]\ntopics = ["a.*"]\nwindows = ["1d"]\n'
+            '[[rule]]\ntopics = ["b.*"]\nwindows = ["1m", "24h"]\n'
+        )
+    assert str(refused.value) == (
+        "rules file rules.toml: rule 2: windows: '24h' is the window rule 1 writes '1d'; "
+        "write a window one way in every rule"
+    )
+
+
+def test_an_alert_names_a_window_by_any_equal_duration() -> None:
+    rules = _rules(
+        '[[rule]]\ntopics = ["a.*"]\nwindows = ["1d"]\nstats = ["count"]\n'
+        '[[alert]]\nname = "busy"\ntopics = ["a.*"]\nwhen = "count[24h] > 5"\n'
+        'clear = "count[86400s] < 2"\n'
+    )
+    alert = rules.alerts[0]
+    assert alert.when.window == "1d" and alert.clear is not None and alert.clear.window == "1d"
+    assert alert.when.text == "count[24h] > 5"  # described as written
+    assert alert.when.value({"1d": {"count": 7}}) == 7

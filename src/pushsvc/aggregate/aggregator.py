@@ -155,7 +155,11 @@ class Aggregator:
             state = self._topics[topic] = _Topic(compiled.new(), rule, groups)
             steps = self._session_steps.get(topic)
             if steps is not None:
-                state.sessions = SessionWindows(rule.exact_windows_us, steps)
+                state.sessions = SessionWindows(
+                    rule.exact_windows_us,
+                    steps,
+                    [rule.window_label(w) for w in rule.exact_windows_us],
+                )
             matching = self.rules.alerts_for(topic)
             if matching:
                 state.alerts = TopicAlerts(topic, matching)
@@ -720,7 +724,7 @@ class Aggregator:
     def _time_windows(self, rule: Rule) -> tuple[tuple[str, int], ...]:
         labels = self._rated_windows.get(rule.number)
         if labels is None:
-            labels = tuple((duration_label(w), w) for w in rule.windows_us)
+            labels = tuple((rule.window_label(w), w) for w in rule.windows_us)
             self._rated_windows[rule.number] = labels
         return labels
 

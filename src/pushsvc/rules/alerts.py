@@ -27,7 +27,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pushsvc.core.durations import parse_duration_us
@@ -146,8 +146,11 @@ def parse_alerts(
     default: RuleOutline,
     *,
     known_stats: Sequence[str],
+    window_named: Callable[[str], str] = str,
 ) -> tuple[AlertRule, ...]:
-    """The `[[alert]]` tables of a rules file; AlertsError (one line) on the first problem."""
+    """The `[[alert]]` tables of a rules file; AlertsError (one line) on the first problem.
+    `window_named` gives the label of the window a condition names (`count[24h]` names the
+    window its rule writes `1d`: `Rules.window_named`)."""
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise AlertsError("[[alert]] must be tables, one per alert")
     alerts: list[AlertRule] = []
@@ -158,7 +161,7 @@ def parse_alerts(
         if isinstance(name, str) and _NAME.fullmatch(name):
             label = f"alert {index} ({name})"
         try:
-            alert = _alert(table, rules, default, known_stats)
+            alert = _alert(table, rules, default, known_stats, window_named)
         except ValueError as exc:
             raise AlertsError(f"{label}: {exc}") from None
         if alert.name in seen:
@@ -173,6 +176,7 @@ def _alert(
     rules: Sequence[RuleOutline],
     default: RuleOutline,
     known: Sequence[str],
+    window_named: Callable[[str], str],
 ) -> AlertRule:
     unknown = [key for key in table if key not in _FIELDS]
     if unknown:
@@ -184,8 +188,12 @@ def _alert(
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"name: {str(name)[:80]!r} is not letters, digits and _")
     selectors = _selectors(table["topics"])
-    when = _field("when", lambda: parse_condition(table["when"]))
-    clear = _field("clear", lambda: parse_condition(table["clear"])) if "clear" in table else None
+    when = _named(_field("when", lambda: parse_condition(table["when"])), window_named)
+    clear = (
+        _named(_field("clear", lambda: parse_condition(table["clear"])), window_named)
+        if "clear" in table
+        else None
+    )
     for_us = _field("for", lambda: _duration(table.get("for", "0s")))
     keep_us = _field("keep_firing_for", lambda: _duration(table.get("keep_firing_for", "0s")))
     labels = _field("labels", lambda: _strings(table.get("labels", {}), _LABEL))
@@ -194,6 +202,12 @@ def _alert(
         if condition is not None:
             _check_window(field_name, condition, selectors, rules, default, known)
     return AlertRule(name, selectors, when, clear, for_us, keep_us, labels, annotations)
+
+
+def _named(condition: Condition, window_named: Callable[[str], str]) -> Condition:
+    """The condition with its window named by its label (its text stays as written)."""
+    label = window_named(condition.window)
+    return condition if label == condition.window else replace(condition, window=label)
 
 
 def _field(name: str, read: Callable[[], Any]) -> Any:

@@ -17,13 +17,14 @@ import hashlib
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 import orjson
 
 from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.lists import comma_list
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
@@ -92,6 +93,15 @@ class Rule:
     """(tag, k): every window lists the tag's k most frequent values (`top_<tag>`)."""
     anomaly: AnomalyRule | None = None
     """Which closed series buckets are scored for anomalies (`pushsvc.rules.anomaly`)."""
+    window_names: tuple[str, ...] = ()
+    """The time windows' labels, one per `windows_us`, as the rules file writes them (`1d`
+    stays `1d`, `120s` stays `120s`); empty: `duration_label`'s (`24h`, `2m`)."""
+
+    def window_label(self, width_us: int) -> str:
+        """The label of the time window `width_us` wide: as the rules file writes it."""
+        if self.window_names:
+            return self.window_names[self.windows_us.index(width_us)]
+        return duration_label(width_us)
 
     @property
     def scalars(self) -> tuple[str, ...]:
@@ -120,8 +130,8 @@ class Rule:
     def labels(self) -> tuple[str, ...]:
         """Every window's label in update order: exact, sketch, then count windows."""
         return (
-            *(duration_label(w) for w in self.exact_windows_us),
-            *(duration_label(w) for w in self.sketch_windows_us),
+            *(self.window_label(w) for w in self.exact_windows_us),
+            *(self.window_label(w) for w in self.sketch_windows_us),
             *(f"last{n}" for n in self.last),
         )
 
@@ -134,7 +144,7 @@ class Rule:
         windows: list[dict[str, Any]] = []
         for width in self.windows_us:
             window: dict[str, Any] = {
-                "label": duration_label(width),
+                "label": self.window_label(width),
                 "kind": "time",
                 "seconds": width / 1_000_000,
             }
@@ -237,6 +247,34 @@ class Rules:
         for rule in (self.default, *self.rules):
             seen.update(dict.fromkeys(rule.labels))
         return tuple(seen)
+
+    @cached_property
+    def _window_labels(self) -> dict[int, str]:
+        """Each time window's width and label, over every rule (one label per width: see
+        `_spell_windows`)."""
+        return {
+            width: rule.window_label(width)
+            for rule in (self.default, *self.rules)
+            for width in rule.windows_us
+        }
+
+    def window_named(self, name: str) -> str:
+        """The label of the time window `name` names by any equal duration (`24h`, `86400s`
+        or `1d` for a window the rules file writes `1d`); `name` itself when it names none
+        (a count window, a label, or nothing some topic keeps)."""
+        if name in self.labels:
+            return name
+        try:
+            width = parse_duration_us(name)
+        except ValueError:
+            return name
+        return self._window_labels.get(width, name)
+
+    def windows_named(self, given: str | None) -> str | None:
+        """A `?windows=` list with each window named by its label (`window_named`)."""
+        if given is None:
+            return None
+        return ",".join(self.window_named(name) for name in comma_list(given))
 
     @cached_property
     def stats(self) -> tuple[str, ...]:
@@ -357,6 +395,7 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
             raise RulesError(
                 f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
             ) from None
+    rules, default = _spell_windows(tables, rules, default, source)
     derives: tuple[DeriveRule, ...] = ()
     if "derive" in document:
         chosen = Rules(rules, default)
@@ -390,10 +429,48 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
                     *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
                     *(SESSION_SCALARS if sessions else ()),
                 ),
+                window_named=chosen.window_named,
             )
         except AlertsError as exc:
             raise RulesError(f"rules file {source}: {exc}") from None
     return Rules(rules, default, source=source, alerts=alerts, derives=derives, sessions=sessions)
+
+
+# A label kept as written: a whole number and a unit. Any other spelling of a duration
+# (`1.5h`, a bare `90`) is labelled `duration_label`'s way (`90m`, `90s`), as before.
+_WRITTEN_LABEL = re.compile(r"[1-9][0-9]*(?:ms|s|m|h|d)")
+
+
+def _spell_windows(
+    tables: Sequence[Mapping[str, Any]], rules: list[Rule], default: Rule, source: str
+) -> tuple[list[Rule], Rule]:
+    """The rules and the default rule with their time windows labelled as the file writes
+    them. One label per duration in a deployment: a stream's `?windows=24h` then selects the
+    one window that lasts a day whatever its rule (`Rules.window_named`), and an alert's
+    `count[24h]` names it too. A duration written two ways (`1d` in one rule, `24h` in
+    another) is refused: which of the two a topic's updates carry would depend on its rule."""
+    written: dict[int, tuple[str, int]] = {}  # width -> (label, rule number)
+    for rule, table in zip(rules, tables, strict=True):
+        for text in table.get("windows", ()):
+            label = text.strip()
+            if not _WRITTEN_LABEL.fullmatch(label):
+                continue
+            width = parse_duration_us(label)
+            first = written.setdefault(width, (label, rule.number))
+            if first[0] != label:
+                raise RulesError(
+                    f"rules file {source}: rule {rule.number}: windows: {label!r} is the "
+                    f"window rule {first[1]} writes {first[0]!r}; write a window one way in "
+                    "every rule"
+                )
+
+    def spelled(rule: Rule) -> Rule:
+        names = tuple(written.get(w, (duration_label(w), 0))[0] for w in rule.windows_us)
+        if names == tuple(duration_label(w) for w in rule.windows_us):
+            return rule
+        return replace(rule, window_names=names)
+
+    return [spelled(rule) for rule in rules], spelled(default)
 
 
 def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:

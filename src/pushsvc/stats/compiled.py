@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from pushsvc.core.durations import duration_label
 from pushsvc.rules.analytics import Rule
 from pushsvc.stats.layout import NO_CLOCK
 from pushsvc.stats.spec import WindowSpec
@@ -61,7 +60,7 @@ class CompiledRule:
         self._drop_count = "rate" in stats and "count" not in stats
         exact_core = ("count", *core) if self._drop_count else core
         widths = rule.exact_windows_us
-        labels = tuple(duration_label(w) for w in widths)
+        labels = tuple(rule.window_label(w) for w in widths)
         self._exact = WindowSpec(widths, labels, exact_core) if widths else None
         self._rates = (
             tuple((label, w / 1_000_000) for label, w in zip(labels, widths, strict=True))
@@ -98,7 +97,7 @@ class CompiledRule:
             from pushsvc.stats.long_windows import LongWindows
 
             widths = rule.sketch_windows_us
-            labels = tuple(duration_label(w) for w in widths)
+            labels = tuple(rule.window_label(w) for w in widths)
             parts.append(
                 LongWindows(widths, labels, rule.stats)
                 if saved is None
@@ -116,7 +115,7 @@ class CompiledRule:
         tag_parts: list[TimeTags | CountTags] = []
         if tags and rule.sketch_windows_us:
             widths = rule.sketch_windows_us
-            labels = tuple(duration_label(w) for w in widths)
+            labels = tuple(rule.window_label(w) for w in widths)
             tag_parts.append(
                 TimeTags(widths, labels, tags)
                 if saved is None

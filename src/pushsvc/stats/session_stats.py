@@ -77,10 +77,18 @@ class _Window:
 class SessionWindows:
     """The session statistics of one session topic's time windows. Not greenlet-safe."""
 
-    def __init__(self, windows_us: Sequence[int], steps: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        windows_us: Sequence[int],
+        steps: Sequence[str] = (),
+        labels: Sequence[str] | None = None,
+    ) -> None:
+        """`labels`: one per window of `windows_us`, in that order (the rule's, as its file
+        writes them); by default `duration_label`'s."""
         self._steps = tuple(steps)
+        named = dict(zip(windows_us, labels, strict=True)) if labels is not None else {}
         self._windows = [_Window(w, len(self._steps)) for w in sorted(windows_us)]
-        self._labels = [duration_label(w.width) for w in self._windows]
+        self._labels = [named.get(w.width) or duration_label(w.width) for w in self._windows]
         self.clock_us: int | None = None
         self.active: int | None = None
 

@@ -54,7 +54,8 @@ def _stream(selectors: Sequence[str]) -> Response:
         raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
     reader = rt.gate.reader(request, TopicMatcher(selectors))
     projection = Projection.parse(
-        request.args.get("windows"),
+        # Any equal duration names a window: ?windows=24h selects the one written 1d.
+        rt.settings.rules.windows_named(request.args.get("windows")),
         request.args.get("stats"),
         known_windows=rt.settings.rules.labels,
         known_stats=rt.settings.rules.stats,
