@@ -214,14 +214,13 @@ def _session_metrics(sessionizer: Sessionizer) -> Iterator[Metric]:
         "Times source updates were trimmed from the history before the sessionizer read them",
         value=sessionizer.gaps,
     )
-    open_now = GaugeMetricFamily(
+    # One figure for all session topics: /metrics is public and names no topic (a session
+    # topic's readers have its `active` statistic).
+    yield GaugeMetricFamily(
         "pushsvc_sessions_open",
-        "Sessions open now, by session topic (in the process that assembles them)",
-        labels=["topic"],
+        "Sessions open now, all session topics together (in the process that assembles them)",
+        value=sum(sessionizer.open_sessions().values()),
     )
-    for topic, count in sorted(sessionizer.open_sessions().items()):
-        open_now.add_metric([topic], count)
-    yield open_now
 
 
 class _DeploymentState(Collector):
