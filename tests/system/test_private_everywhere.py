@@ -3,10 +3,13 @@ condition, a label or an annotation of a topic that caller may not read.
 
 Every operation of the server's own /openapi.json is called — so an endpoint added later is
 walked too — by an anonymous caller and by one whose token reads other topics, against a
-server that holds a private topic with a rule, a firing alert, a derived metric built from it
-and group tags; streams are read up to their first message. Nothing they get back (status
-line aside: bodies, headers, errors) may hold the private marker. And asking about the private
-topic by name answers exactly as for a topic that does not exist: no existence oracle.
+server that holds a private topic with a rule (groups, distinct counts, top values, anomaly
+scores), a session topic made from it, a firing alert and a derived metric built from it;
+streams are read up to their first message. Nothing they get back (status line aside: bodies,
+headers, errors) may hold the private marker, and neither may /openapi.json, /metrics or the
+400 of an option a public stream does not take. Asking about the private topic by name
+answers exactly as for a topic that does not exist, byte for byte, whatever the query's
+options: access is judged before anything about the topic is (no existence oracle).
 """
 
 from __future__ import annotations
@@ -27,12 +30,23 @@ UNKNOWN = "vault7.nothing"  # never posted to: what the private topic must look 
 PUBLIC = "public.news"
 OTHER = "other.sales"
 
+# Every name the private rule gives (tags, so statistics such as distinct_payroll_payee) holds
+# the marker: where one leaks, the marker shows.
 RULES = """
 [[rule]]
 topics = ["vault7.*"]
 windows = ["10s", "1m"]
-group_by = ["desk"]
+group_by = ["payroll_desk"]
+distinct = ["payroll_payee"]
+top = [{ tag = "payroll_ledger", k = 3 }]
 series = ["10s:15m", "1m:24h"]
+anomaly = { every = "10s", stat = "mean", learn = "5m", threshold = 0.5 }
+
+[[session]]
+topic = "vault7.visits"
+from = ["vault7.payroll"]
+key = "payroll_payee"
+gap = "1h"
 
 [[rule]]
 topics = ["public.*", "other.*"]
@@ -83,7 +97,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]
     ).start()  # fmt: skip
     admin = _bearer(hs256(publish=["*"], subscribe=["*"]))
     for topic, value, tags in (
-        (PRIVATE, 5000, {"desk": "payroll-desk"}),
+        (
+            PRIVATE,
+            5000,
+            {"payroll_desk": "d1", "payroll_payee": "p1", "payroll_ledger": "l1"},
+        ),
         (PUBLIC, 2000, {}),
         (OTHER, 1, {}),
     ):
@@ -95,6 +113,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]
 
     wait_until(
         lambda: firing() == {"payroll_high", "news_high"}, timeout=30, what="both alerts fire"
+    )
+    # The session is open: /metrics has something of it to tell.
+    wait_until(
+        lambda: re.search(
+            rb"^pushsvc_sessions_open(\{[^}]*\})? 1\.0$",
+            request(proc.port, "GET", "/metrics")[2],
+            re.M,
+        ),
+        what="the private session open",
     )
     yield proc
     proc.stop()
@@ -220,5 +247,159 @@ def test_rules_need_a_token_where_nothing_is_readable_without_one() -> None:
         assert status == 401 and headers["www-authenticate"].startswith("Bearer"), body
         token = _bearer(hs256(subscribe=["orders"]))
         assert request(proc.port, "GET", "/rules", headers=token)[0] == 200
+    finally:
+        proc.stop()
+
+
+# A stream's options, and the one-topic reads' own, each once valid and once not: whatever a
+# request asks, the private topic's answer is the unknown topic's (access comes first).
+STREAM_OPTIONS = (
+    "group=zz:1",
+    "group=payroll_desk:d1",
+    "group=bad",
+    "stats=distinct_payroll_payee",
+    "stats=top_payroll_ledger",
+    "stats=mean",
+    "stats=nonsense",
+    "windows=10s",
+    "windows=7m",
+    "precision=3",
+    "precision=99",
+    "series=10s",
+    "series=7m",
+    "max_hz=0",
+)
+GROUP_OPTIONS = ("group=zz:1", "group=payroll_desk:d1", "group=bad")
+QUERIES = (
+    *(f"/topics/{{topic}}/stream?{option}" for option in STREAM_OPTIONS),
+    *(f"/stream?topic={{topic}}&{option}" for option in STREAM_OPTIONS),
+    *(f"/topics/{{topic}}/stats?{option}" for option in GROUP_OPTIONS),
+    *(
+        f"/topics/{{topic}}/history?{option}"
+        for option in (*GROUP_OPTIONS, "format=csv", "format=xml", "since=zz", "limit=0")
+    ),
+    *(
+        f"/topics/{{topic}}/series?{option}"
+        for option in (*GROUP_OPTIONS, "resolution=10s", "resolution=7m", "points=1")
+    ),
+)
+PUBLIC_PATHS = ("/openapi.json", "/metrics")
+_STREAMED = {"responses": {"200": {"content": {"text/event-stream": {}}}}}
+_READ: dict[str, Any] = {"responses": {}}
+
+
+def _ask(server: PushsvcProcess, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    operation = _STREAMED if "stream" in path.split("?")[0] else _READ
+    return _call(server, "GET", path, headers, operation)
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_a_private_topic_answers_every_query_as_an_unknown_one(
+    server: PushsvcProcess, caller: str
+) -> None:
+    """Byte for byte (but the name and the date), options valid or not for the private rule:
+    a group tag it has or lacks, its statistics, a window, a precision, a tier, a format."""
+    headers = CALLERS[caller]
+    for query in QUERIES:
+        asked = _ask(server, query.format(topic=PRIVATE), headers)
+        unknown = _ask(server, query.format(topic=UNKNOWN), headers)
+        assert asked[0] in (400, 401, 403), (query, asked)
+        same = _dated(asked[1].replace(PRIVATE.encode(), UNKNOWN.encode()))
+        assert (asked[0], same) == (unknown[0], _dated(unknown[1])), (query, asked, unknown)
+        assert re.search(rb"payroll", unknown[1]) is None, (query, unknown)
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_public_answers_name_no_statistic_or_tag_of_a_private_rule(
+    server: PushsvcProcess, caller: str
+) -> None:
+    """/openapi.json, /metrics and the 400s of a public stream's options list what the caller
+    may see; a private rule's statistic or tag is refused as an invented one is."""
+    headers = CALLERS[caller]
+    answers = {path: request(server.port, "GET", path, headers=headers) for path in PUBLIC_PATHS}
+    for path, (status, _, body) in answers.items():
+        assert status == 200 and MARKER.search(body) is None, (path, body[:600])
+    # The open session is counted, with no topic named; the document differs by caller.
+    metrics = answers["/metrics"][2]
+    assert re.search(rb"^pushsvc_sessions_open 1\.0$", metrics, re.M), metrics
+    assert "Authorization" in answers["/openapi.json"][1]["vary"]
+    for option, invented in (
+        # As long as the private names: equal answers down to their Content-Length.
+        ("stats=distinct_payroll_payee", "stats=distinct_zzzzzzz_payee"),
+        ("stats=top_payroll_ledger", "stats=top_zzzzzzz_ledger"),
+        ("group=payroll_desk:d1", "group=zzzzzzz_desk:d1"),
+        ("windows=7m", "windows=8m"),
+        ("series=7m", "series=8m"),
+    ):
+        for path in (f"/stream?topic=public.*&{option}", f"/topics/{PUBLIC}/stream?{option}"):
+            if path.startswith("/stream") and option.startswith("group"):
+                continue  # a pattern stream's group filter names any tag: nothing to refuse
+            refused = _ask(server, path, headers)
+            # The 400 echoes what was asked; nothing else in it may name the private rule.
+            name, other_name = (o.split("=")[1].split(":")[0] for o in (option, invented))
+            unechoed = refused[1].replace(name.encode(), b"")
+            assert refused[0] == 400 and MARKER.search(unechoed) is None, (path, refused)
+            other = _ask(server, path.replace(option, invented), headers)
+            assert _dated(refused[1].replace(name.encode(), other_name.encode())) == _dated(
+                other[1]
+            ), (path, refused, other)
+
+
+def test_a_reader_of_the_private_rule_is_told_its_names(server: PushsvcProcess) -> None:
+    """The narrowing is per caller: a reader of the private topic's rule gets its names in
+    /openapi.json, and its streams take them."""
+    reader = _bearer(hs256(subscribe=["vault7.*"]))
+    body = request(server.port, "GET", "/openapi.json", headers=reader)[2]
+    for name in (b"distinct_payroll_payee", b"top_payroll_ledger", b"payroll_desk"):
+        assert name in body, name
+    path = f"/topics/{PRIVATE}/stream?stats=distinct_payroll_payee&group=payroll_desk:d1"
+    with SSEClient(server.port, path, headers=reader) as stream:
+        assert stream.status == 200
+        _, snapshot = stream.next_data("snapshot")
+    assert snapshot["topics"][PRIVATE]["groups"][0]["windows"]["10s"] == {
+        "distinct_payroll_payee": 1
+    }
+
+
+def test_an_update_id_tells_how_many_messages_its_partition_numbered_and_nothing_more() -> None:
+    """What docs/security.md says ids reveal: an anonymous reader's ids move by the number of
+    messages of every topic of the partition (here the embedded broker's one partition), the
+    private topic's included, and carry no name or value of them."""
+    proc = PushsvcProcess(
+        "serve", "--tick", "0",
+        env={"PUSHSVC_JWT_KEY": SECRET, "PUSHSVC_ANONYMOUS": "public.*"},
+    ).start()  # fmt: skip
+    try:
+        admin = _bearer(hs256(publish=["*"], subscribe=["*"]))
+        at = 1_763_700_000
+        assert post(proc.port, PUBLIC, {"value": 1, "ts": at}, headers=admin)[0] == 202
+
+        def head() -> tuple[str, int, int]:
+            status, headers, body = request(proc.port, "GET", f"/topics/{PUBLIC}/history")
+            assert status == 200 and MARKER.search(body) is None
+            epoch, _, position = headers["pushsvc-resume-id"].partition(":")
+            ms, _, seq = position.partition("-")
+            return epoch, int(ms), int(seq)
+
+        def private_updates() -> int:
+            path = f"/topics/{PRIVATE}/history"
+            return len(json.loads(request(proc.port, "GET", path, headers=admin)[2])["updates"])
+
+        wait_until(lambda: head()[2] > 0, what="the public update")
+        before = head()
+        with SSEClient(proc.port, f"/topics/{PUBLIC}/stream") as stream:
+            assert stream.next().id == "{}:{}-{}".format(*before)  # the snapshot
+            secret = [{"value": v, "ts": at, "tags": {"payroll": "x"}} for v in (1, 2, 3)]
+            assert post(proc.port, PRIVATE, secret, headers=admin)[0] == 202
+            wait_until(lambda: private_updates() == 3, what="the private updates")
+            # A history page's resume id is the partition's head: 3 further.
+            epoch, ms, seq = head()
+            assert (epoch, ms) == (before[0], 0)  # the embedded broker's ms part is always 0
+            assert seq - before[2] == 3
+            # And the stream's next update comes 4 after its last: 3 private messages between.
+            assert post(proc.port, PUBLIC, {"value": 2, "ts": at}, headers=admin)[0] == 202
+            live = stream.next()
+            assert live.event == "stats" and live.id == f"{epoch}:0-{before[2] + 4}"
+            assert MARKER.search(bytes(stream.raw)) is None
     finally:
         proc.stop()

@@ -136,7 +136,8 @@ def test_the_session_topic_equals_the_pandas_oracle(server: PushsvcProcess) -> N
     found = re.search(r'^pushsvc_sessions_ended_total\{outcome="appended"\} (\S+)$', text, re.M)
     assert found and float(found[1]) == len(want), text
     assert re.search(r"^pushsvc_sessions_evicted_total 0\.0$", text, re.M), text
-    assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 1\.0$', text, re.M), text
+    # One figure, no topic named: /metrics is public (docs/security.md).
+    assert re.search(r"^pushsvc_sessions_open 1\.0$", text, re.M), text
 
 
 def test_past_max_open_the_longest_idle_session_ends_early_marked_evicted(
@@ -156,7 +157,7 @@ def test_past_max_open_the_longest_idle_session_ends_early_marked_evicted(
         assert tags == {"events": "2", "reached": "none", "user": "ann", "evicted": "true"}
         text = request(proc.port, "GET", "/metrics")[2].decode()
         assert re.search(r"^pushsvc_sessions_evicted_total 1\.0$", text, re.M), text
-        assert re.search(r'^pushsvc_sessions_open\{topic="shop.visits"\} 2\.0$', text, re.M)
+        assert re.search(r"^pushsvc_sessions_open 2\.0$", text, re.M), text
     finally:
         proc.stop()
 

@@ -42,6 +42,9 @@ class ReadAccess:
     """The topics whose alert instances it may see on `_alerts` (None: every one)."""
     scope_key: str = ""
     """Names that scope (for a rendering shared by readers of one scope)."""
+    scope: Scope | None = None
+    """Everything the caller may read (None: auth off): what its options may name
+    (`pushsvc.security.visible_rules.visible_names`)."""
 
 
 class Gate:
@@ -108,6 +111,7 @@ class Gate:
             None if grant is None else grant.expires_at,
             scope.alert_topics,
             ",".join(scope.selectors),
+            scope,
         )
 
     def readable(self, request: Request) -> Scope | None:

@@ -11,10 +11,17 @@ annotations, so with auth on a caller is shown only what concerns topics it may 
 * A `[[session]]` likewise: when the caller may read its topic and every topic each of its
   `from` selectors selects (a pattern within one of the caller's own).
 * The default rule and the digest are always shown: they name no topic.
+
+`visible_names` is the same narrowing for names a caller may be told or may use: the windows,
+statistics (`distinct_<tag>` and `top_<tag>` name tags), series tiers and group tags of the
+rules shown. A stream's `?windows=`/`?stats=`/`?series=` are judged against them, and
+/openapi.json and the 400s list them, so a private rule's tags show neither in a listing nor
+as a difference between "unknown" and "accepted" (docs/security.md).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pushsvc.rules.analytics import Rules
@@ -56,6 +63,27 @@ def visible_rules(rules: Rules, scope: Scope | None) -> dict[str, Any]:
     if sessions:
         described["session"] = sessions
     return described
+
+
+def visible_names(rules: Rules, scope: Scope | None) -> Rules:
+    """The rules whose names a caller with `scope` may be told: those `visible_rules` shows it
+    (`rules` itself with auth off or a `*` scope) and the default; a session topic's own
+    statistics when it may read one."""
+    if scope is None or scope.everything:
+        return rules
+    return _visible_names(rules, scope.selectors)
+
+
+# Keyed by the scope's selectors: a scope is rebuilt per request, its selectors are not, and
+# every stream opened asks.
+@functools.lru_cache(maxsize=256)
+def _visible_names(rules: Rules, selectors: tuple[str, ...]) -> Rules:
+    scope = Scope.of(selectors)
+    return Rules(
+        [rule for rule in rules.rules if _reached(rule.selectors, scope)],
+        rules.default,
+        sessions=[rule for rule in rules.sessions if scope.allows(rule.topic)],
+    )
 
 
 def _covers(scope: Scope, selector: str) -> bool:

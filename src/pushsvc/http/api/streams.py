@@ -23,6 +23,7 @@ from pushsvc.http.api.history import group_filter
 from pushsvc.rules.analytics import Rules
 from pushsvc.rules.sessions import SESSION_STATS
 from pushsvc.security.limits import BUSY_RETRY_AFTER_S
+from pushsvc.security.visible_rules import visible_names
 
 bp = Blueprint("streams", __name__)
 
@@ -30,11 +31,7 @@ bp = Blueprint("streams", __name__)
 @bp.get("/topics/<anytext:topic>/stream")
 def topic_stream(topic: str) -> Response:
     validate_readable(topic)
-    # One topic: a group filter must name tags it groups by (a pattern stream filters only).
-    group_filter(
-        request.args.getlist("group"), topic, runtime().settings.rules.for_topic(topic).group_by
-    )
-    return _stream([topic])
+    return _stream([topic], one_topic=topic)
 
 
 @bp.get("/stream")
@@ -45,24 +42,33 @@ def multi_stream() -> Response:
     return _stream(selectors)
 
 
-def _stream(selectors: Sequence[str]) -> Response:
+def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
     # Read everything from the request here: the stream's loop runs after the view returns,
     # outside request context. Every refusal (bad request, auth, limits) is a JSON error
     # before streaming starts; the environ goes along for the connection only.
     rt = runtime()
     if len(selectors) > rt.settings.max_selectors:
         raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    # Access first: every check below is about the topics or the rules, and a refusal that
+    # came before it would tell a caller who may not read a topic what its rule keeps (a
+    # private topic must answer as an unknown one, docs/security.md).
     reader = rt.gate.reader(request, TopicMatcher(selectors))
+    if one_topic is not None:
+        # One topic: a group filter must name tags it groups by (a pattern stream filters only).
+        group_by = rt.settings.rules.for_topic(one_topic).group_by
+        group_filter(request.args.getlist("group"), one_topic, group_by)
+    # What the options may name, and what a 400 lists: only the rules the caller may see.
+    names = visible_names(rt.settings.rules, reader.scope)
     projection = Projection.parse(
         # Any equal duration names a window: ?windows=24h selects the one written 1d.
-        rt.settings.rules.windows_named(request.args.get("windows")),
+        names.windows_named(request.args.get("windows")),
         request.args.get("stats"),
-        known_windows=rt.settings.rules.labels,
-        known_stats=rt.settings.rules.stats,
+        known_windows=names.labels,
+        known_stats=names.stats,
         precision=request.args.get("precision"),
         group=request.args.getlist("group"),
         series=request.args.getlist("series"),
-        known_series=rt.settings.rules.series_labels,
+        known_series=names.series_labels,
     )
     if projection is not None:
         _refuse_what_named_topics_lack(projection, reader.matcher.names, rt.settings.rules)
