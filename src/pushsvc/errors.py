@@ -145,6 +145,19 @@ class LengthRequired(RequestError):
     code = "length_required"
 
 
+class RequestTimeout(RequestError):
+    """The request's body did not arrive within `--body-timeout` (or a wait for its next
+    piece passed `--body-read-timeout`); nothing was changed, and the connection closes."""
+
+    code = "request_timeout"
+
+
+class IncompleteBody(BadRequest):
+    """The connection ended before the request's body did; nothing was changed."""
+
+    code = "incomplete_body"
+
+
 class UnsupportedMediaType(RequestError):
     code = "unsupported_media_type"
 

@@ -29,6 +29,9 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
   that has neither `Content-Length` nor chunked framing, whose body pywsgi reads as empty
   (`unframed_input`; a POST's body is then read up to the connection's end). Pinned by
   tests/system/test_ingest_search.py::test_a_close_delimited_body_over_the_limit_is_a_json_413.
+  `Input.rfile` is also replaced by a reader with deadlines (`body_input`; every read of a
+  body, pywsgi's discard included, goes through it). Pinned by
+  tests/system/hostile/test_unfinished_bodies.py.
 * `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
   `log_request` — public names but not a documented extension interface; overridden by
   `pushsvc.server`'s handlers and pinned by tests/system/test_slow_headers.py.
@@ -111,6 +114,13 @@ def handed_over(environ: Mapping[str, object]) -> tuple[Any, bool] | None:
     if getattr(sock, "_sslobj", None) is not None or not hasattr(sock, "_sock"):
         return None
     return sock, handler.response_use_chunked
+
+
+def body_input(environ: Mapping[str, object]) -> Input | None:
+    """pywsgi's reader of the request body (`Input`, whose `rfile` is the connection's
+    buffered reader, replaceable by one with deadlines); None under another WSGI server."""
+    wsgi_input = environ.get("wsgi.input")
+    return wsgi_input if isinstance(wsgi_input, Input) else None
 
 
 def unframed_input(environ: Mapping[str, object]) -> Any | None:

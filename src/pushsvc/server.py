@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import _socket
+import contextlib
 import errno
 import io
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,11 +21,19 @@ from prometheus_client import make_wsgi_app
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
 from pushsvc.errors import CannotListen
-from pushsvc.gevent_private import ENVIRON_KEY, PywsgiHandler, PywsgiServer, RequestHead
+from pushsvc.gevent_private import (
+    ENVIRON_KEY,
+    PywsgiHandler,
+    PywsgiServer,
+    RequestHead,
+    body_input,
+)
+from pushsvc.http.body_deadline import BodyReader
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
+from pushsvc.http.waiting_clients import WaitingClients
 from pushsvc.ops import collector
-from pushsvc.ops.open_files import OpenFiles
+from pushsvc.ops.open_files import OpenFiles, headroom
 from pushsvc.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -39,6 +49,10 @@ class _HeadTimeout(Exception):
     """A request's line and headers did not arrive within the header timeout."""
 
 
+class _Lingered(Exception):
+    """A refused body's connection lingered its time (`HeadTimeoutHandler.refuse_body`)."""
+
+
 class _HeadersTooSlow(ValueError):
     """What pywsgi's handler is told, once the request line is in (a ValueError: a client
     error, answered and not treated as a crash)."""
@@ -46,17 +60,39 @@ class _HeadersTooSlow(ValueError):
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
+# After a refused body's answer (413) the connection lingers, as nginx's does: its sending
+# side shut, what the client still sends read and dropped for at most this long and this
+# much, so that the answer reaches a client still sending instead of being lost to the reset
+# that closing over unread bytes sends. Never longer: a client that keeps sending is cut off.
+_LINGER_S = 2.0
+_LINGER_BYTES = 1 << 20
+
 
 class HeadTimeoutHandler(PywsgiHandler):
-    """pywsgi's handler with a deadline for each request's line and headers (`--header-timeout`,
-    like nginx's `client_header_timeout`): pywsgi has none, so a client trickling its headers,
-    or an idle keep-alive connection, would hold a greenlet and a descriptor for as long as it
-    likes. Past the deadline the connection is closed (with a 408 once the request line is in).
-    The body and the response, a stream's included, have no such deadline."""
+    """pywsgi's handler with a deadline on every phase in which it waits on its client, as
+    nginx has: pywsgi has none, so a client trickling its headers or its body, or an idle
+    keep-alive connection, would hold a greenlet and a descriptor for as long as it likes.
+
+    * The request line and headers within `--header-timeout` (nginx's
+      `client_header_timeout`); past it the connection is closed, with a 408 once the request
+      line is in.
+    * The body within `--body-timeout`, and never a wait longer than `--body-read-timeout`
+      for its next piece (`pushsvc.http.body_deadline`); past either the connection closes
+      after the answer (a 408, when the app was still reading it).
+    * While it waits on its client the connection may be shed when descriptors run short
+      (`pushsvc.http.waiting_clients`).
+
+    Writes have their deadline where they are made: a stream that takes nothing for
+    `--slow-client-timeout` is ended (`pushsvc.deliver`)."""
 
     header_timeout_s = 10.0  # set per server by `handler_for`
+    body_timeout_s = 30.0  # set per server by `handler_for`
+    body_read_timeout_s = 10.0  # set per server by `handler_for`
     greenlets: Gauge | None = None  # set per server by `handler_for`
+    waiting: WaitingClients | None = None  # set per server by `handler_for`
     _head_deadline: gevent.Timeout | None = None
+    _body: BodyReader | None = None
+    _linger = False
 
     def handle(self) -> None:
         # The connection's whole life in its greenlet: counted here, a leak shows on /metrics.
@@ -71,9 +107,70 @@ class HeadTimeoutHandler(PywsgiHandler):
 
     def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         finally:
             self._end_head_deadline()  # the paths that never reach read_request
+            self._body = None
+        if self._linger:
+            self._linger_and_close()
+            return None
+        return result
+
+    def get_environ(self) -> dict[str, object]:
+        environ: dict[str, object] = super().get_environ()
+        body = body_input(environ)
+        if body is not None:
+            # The body's deadlines run from here: the head is in.
+            self._body = reader = BodyReader(
+                body.rfile,
+                timeout_s=self.body_timeout_s,
+                read_timeout_s=self.body_read_timeout_s,
+                to_close=self._close_after_request,
+                on_waiting=self._waiting_on_client,
+            )
+            body.rfile = reader  # type: ignore[assignment]  # reads as the buffered reader does
+        return environ
+
+    def refuse_body(self) -> None:
+        """Read nothing more of this request's body (it is answered 413): the connection
+        lingers briefly once the answer is out, then closes."""
+        if self._body is not None:
+            self._body.refuse()
+            self._linger = True
+
+    def shed(self) -> None:
+        """Shut the connection down while it waits on its client (`WaitingClients`): the
+        read it waits in ends, and the connection with it."""
+        self.close_connection = True
+        sock: Any = self.socket  # None once the connection is gone
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _close_after_request(self) -> None:
+        self.close_connection = True
+
+    def _waiting_on_client(self, waiting: bool) -> None:
+        clients = self.waiting
+        if clients is None:
+            return
+        if waiting:
+            clients.started(self)
+        else:
+            clients.ended(self)
+
+    def _linger_and_close(self) -> None:
+        sock: Any = self.socket  # None once the connection is gone
+        if sock is None:
+            return
+        with contextlib.suppress(OSError, _Lingered), gevent.Timeout(_LINGER_S, _Lingered):
+            sock.shutdown(socket.SHUT_WR)
+            dropped = 0
+            while dropped < _LINGER_BYTES:
+                part = sock.recv(1 << 16)
+                if not part:
+                    break
+                dropped += len(part)
 
     def continue_head_deadline(self, deadline: gevent.Timeout) -> None:
         """Give the first request's head what is left of `deadline` (started at accept: a TLS
@@ -83,6 +180,7 @@ class HeadTimeoutHandler(PywsgiHandler):
     def read_requestline(self) -> str:
         if self._head_deadline is None:  # else the handshake's, still running
             self._head_deadline = gevent.Timeout.start_new(self.header_timeout_s, _HeadTimeout)
+        self._waiting_on_client(True)  # until the head is in (`_end_head_deadline`)
         try:
             line: str = super().read_requestline()
         except _HeadTimeout:
@@ -119,6 +217,7 @@ class HeadTimeoutHandler(PywsgiHandler):
         if self._head_deadline is not None:
             self._head_deadline.close()
             self._head_deadline = None
+            self._waiting_on_client(False)
 
 
 _NO_READER = io.BytesIO()
@@ -138,7 +237,7 @@ class StreamingHandler(HeadTimeoutHandler):
     it runs (`let_go_of_request`)."""
 
     def get_environ(self) -> dict[str, object]:
-        environ: dict[str, object] = super().get_environ()
+        environ = super().get_environ()
         environ[ENVIRON_KEY] = self
         return environ
 
@@ -201,15 +300,39 @@ class StreamingHandler(HeadTimeoutHandler):
         return True
 
 
-def handler_for(settings: Settings, *, greenlets: Gauge | None = None) -> type[HeadTimeoutHandler]:
-    fields = {"header_timeout_s": settings.header_timeout_us / 1e6, "greenlets": greenlets}
+def handler_for(
+    settings: Settings,
+    *,
+    greenlets: Gauge | None = None,
+    waiting: WaitingClients | None = None,
+) -> type[HeadTimeoutHandler]:
+    fields = {
+        "header_timeout_s": settings.header_timeout_us / 1e6,
+        "body_timeout_s": settings.body_timeout_us / 1e6,
+        "body_read_timeout_s": settings.body_read_timeout_us / 1e6,
+        "greenlets": greenlets,
+        "waiting": waiting,
+    }
     return type(StreamingHandler.__name__, (StreamingHandler,), fields)
+
+
+def waiting_clients_for(
+    open_file_limit: int, on_shed: Callable[[int], object] = lambda count: None
+) -> WaitingClients:
+    """Connections waiting on their client may take all but half the headroom the stream
+    cap keeps (`pushsvc.ops.open_files`): the other half stays free for the process's own
+    files, its Redis connections and the requests under way."""
+    cap = max(1, open_file_limit - headroom(open_file_limit) // 2)
+    return WaitingClients(cap, on_shed=on_shed)
 
 
 # What accept fails with when this process (or the system) is out of descriptors or socket
 # memory: it passes as connections close, so accepting pauses instead of failing in a loop.
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_PAUSE_MIN_S = 0.01
+_SHED_AT_ONCE = 16
+_SHED_LOG_EVERY_S = 60.0
+"""Waiting connections shed each time accepting fails for want of a descriptor."""
 _ACCEPT_PAUSE_MAX_S = 1.0
 
 
@@ -227,6 +350,7 @@ class Server(PywsgiServer):
 
     handler_class: type[HeadTimeoutHandler]
     _out_of_descriptors = False  # since the last accept that succeeded
+    _shed_said_until = 0.0  # monotonic: no line about shedding before then
     _pause_s = _ACCEPT_PAUSE_MIN_S
 
     def accepted(self) -> None:
@@ -236,6 +360,22 @@ class Server(PywsgiServer):
         if exc.errno not in _OUT_OF_DESCRIPTORS:
             return False
         self.stop_accepting()
+        waiting = self.handler_class.waiting
+        if waiting is not None and waiting.shed(_SHED_AT_ONCE):
+            # Descriptors taken back from clients that keep the server waiting (see
+            # `pushsvc.http.waiting_clients`): they free as those greenlets run, next.
+            # Accepting then succeeds and fails by turns for as long as the attack lasts:
+            # one line per minute of it, not one per turn.
+            now = time.monotonic()
+            if now >= self._shed_said_until:
+                self._shed_said_until = now + _SHED_LOG_EVERY_S
+                log.warning(
+                    "out of descriptors: closing the connections that waited longest on "
+                    "their client to accept new ones (pushsvc_connections_shed_total counts "
+                    "them)"
+                )
+            gevent.spawn_later(_ACCEPT_PAUSE_MIN_S, self._resume_accepting)
+            return True
         if not self._out_of_descriptors:
             self._out_of_descriptors = True
             self._pause_s = _ACCEPT_PAUSE_MIN_S
@@ -257,6 +397,10 @@ class Server(PywsgiServer):
     def handle_tls(self, client_socket: Any, address: Any) -> None:
         timeout_s = self.handler_class.header_timeout_s
         deadline = gevent.Timeout.start_new(timeout_s, _HeadTimeout)
+        waiting = self.handler_class.waiting
+        handshake = _Handshake(client_socket)
+        if waiting is not None:
+            waiting.started(handshake)  # a handshake waits on its client too
         try:
             tls_socket = self.tls_handshake(client_socket)
         except _HeadTimeout:
@@ -266,6 +410,9 @@ class Server(PywsgiServer):
             deadline.close()
             log.info("TLS handshake with %s failed: %s", address, " ".join(str(exc).split()))
             return
+        finally:
+            if waiting is not None:
+                waiting.ended(handshake)
         try:
             handler = self.handler_class(tls_socket, address, self)
             handler.continue_head_deadline(deadline)
@@ -273,6 +420,19 @@ class Server(PywsgiServer):
         finally:
             deadline.close()
             tls_socket.close()
+
+
+class _Handshake:
+    """A TLS connection before its handshake, as `WaitingClients` sheds it."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def shed(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
 
 def _on_termination(stop: gevent.event.Event) -> None:
@@ -313,7 +473,11 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
         raise
     open_files.say_if_lowered()
     runtime: Runtime = app.extensions["pushsvc"]
-    handler = handler_for(settings, greenlets=runtime.metrics.greenlet_gauge())
+    handler = handler_for(
+        settings,
+        greenlets=runtime.metrics.greenlet_gauge(),
+        waiting=waiting_clients_for(open_files.limit, runtime.metrics.shed_counter().inc),
+    )
     if tls is None:
         server = Server(listener, app, log=None, error_log=log, handler_class=handler)
     else:

@@ -1,7 +1,7 @@
 """Streams never starve producers: a serving process raises its soft open-file limit to the
 hard one, caps its streams below it with a headroom, answers streams past the cap with a 503,
-and, out of descriptors all the same, pauses accepting with one log line instead of a
-traceback at every retry. The servers here run under a low RLIMIT_NOFILE of their own."""
+and, out of descriptors all the same, takes them back from the connections that waited
+longest on their client, with one log line instead of a traceback at every retry. The servers here run under a low RLIMIT_NOFILE of their own."""
 
 from __future__ import annotations
 
@@ -196,33 +196,63 @@ def test_an_open_file_limit_with_no_room_for_streams_stops_the_server_with_one_l
     assert len(lines) == 1 and lines[0].startswith("pushsvc: the open-file limit is 100"), lines
 
 
-def test_out_of_descriptors_pauses_accepting_with_one_line() -> None:
-    """Connections that send nothing hold a descriptor each until the header timeout: past
-    the headroom they exhaust the process's descriptors, which no cap on streams prevents."""
+def test_connections_that_send_nothing_past_the_limit_are_shed_oldest_first() -> None:
+    """Connections that send nothing hold a descriptor each until the header timeout; past
+    what the limit keeps for the waiting (`pushsvc.http.waiting_clients`), the oldest of them
+    are closed, so a health check is answered while they keep coming."""
     server = PushsvcProcess(
         "serve", "--header-timeout", "2m", preexec_fn=_open_files(LIMIT, LIMIT)
     ).start()
     idle: list[socket.socket] = []
     try:
-        # Accepted until the process is out of descriptors, the rest queued by the kernel.
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMIT + 50)]
-        server.wait_for_log(r"cannot accept connections: too many open files")
-        # Out of descriptors, a request waits in the listen queue (and accepting is retried
-        # several times meanwhile) ...
-        with pytest.raises(TimeoutError):
-            request(server.port, "GET", "/healthz", timeout=2)
-        waiting = _Request(server.port, "/healthz")
-        # ... and is answered once descriptors free up.
-        for sock in idle:
-            sock.close()
-        assert waiting.status(timeout=20) == 200
+        assert request(server.port, "GET", "/healthz", timeout=10)[0] == 200
+        assert _metric(server.port, "pushsvc_connections_shed_total") >= 50
+        # The oldest went first: the first connection is closed, the newest still open.
+        idle[0].settimeout(10)
+        assert idle[0].recv(1) == b""
+        idle[-1].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            idle[-1].recv(1)
     finally:
         for sock in idle:
             sock.close()
         server.stop()
     log = "".join(server.output)
     assert "Traceback" not in log, log
-    assert sum("cannot accept connections" in line for line in server.output) == 1, log
+
+
+def test_out_of_descriptors_the_longest_waiting_are_shed_with_one_line() -> None:
+    """Streams at their cap and connections that send nothing take every descriptor: accept
+    fails, and the connections that waited longest on their client are closed to make room
+    (one warning line per episode, no traceback), never a stream."""
+    server = PushsvcProcess(
+        "serve", "--header-timeout", "2m", preexec_fn=_open_files(LIMIT, LIMIT)
+    ).start()
+    streams: list[socket.socket] = []
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(CAP):
+            sock, received = _try_stream(server.port, "/topics/fd/stream")
+            assert sock is not None, received
+            streams.append(sock)
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMIT)]
+        server.wait_for_log(r"out of descriptors: closing the connections that waited longest")
+        assert request(server.port, "GET", "/healthz", timeout=10)[0] == 200
+        assert _metric(server.port, "pushsvc_subscribers") == CAP  # no stream was shed
+    finally:
+        for sock in idle + streams:
+            sock.close()
+        server.stop()
+    log = "".join(server.output)
+    assert "Traceback" not in log, log
+    assert sum("out of descriptors" in line for line in server.output) == 1, log
+
+
+def _metric(port: int, name: str) -> float:
+    body = request(port, "GET", "/metrics")[2].decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", body, re.MULTILINE)
+    return float(found[1]) if found else 0.0
 
 
 class _Request:

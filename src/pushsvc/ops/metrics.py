@@ -402,6 +402,16 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+    def shed_counter(self) -> Counter:
+        """What pushsvc's own server counts as it sheds connections that keep it waiting
+        (`pushsvc.http.waiting_clients`)."""
+        return Counter(
+            "pushsvc_connections_shed",
+            "Connections closed while they waited on their client (head, body or keep-alive), "
+            "the longest-waiting first, to keep descriptors for the others",
+            registry=self._own,
+        )
+
     def watch_aggregator(self, aggregator: AggregatorStats) -> None:
         self._process.aggregator = aggregator
 

@@ -16,6 +16,7 @@ from pushsvc.errors import (
     PayloadTooLarge,
     ReplicasUnconfirmed,
     RequestError,
+    RequestTimeout,
     ServerBusy,
     TooManyRequests,
     TooManyTopics,
@@ -30,6 +31,7 @@ STATUSES: tuple[tuple[type[RequestError], int], ...] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (RequestTimeout, 408),
     (LengthRequired, 411),
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
@@ -71,7 +73,7 @@ def headers_of(error: RequestError) -> dict[str, str]:
         if error.invalid_token:
             challenge += ', error="invalid_token"'
         headers["WWW-Authenticate"] = challenge
-    if isinstance(error, LengthRequired):
+    if isinstance(error, (LengthRequired, RequestTimeout, PayloadTooLarge)):
         # The body that was not read must not be taken for the connection's next request.
         headers["Connection"] = "close"
     return headers

@@ -11,8 +11,12 @@ framing.
   connection that closes after the request (HTTP/1.0 without keep-alive, or
   `Connection: close`): on one that stays open, HTTP/1.1 gives such a request no body, and
   anything after its head is the next request, so the answer is `411 length_required`.
-  Past the limit the rest is read and dropped before the answer, or closing a socket with
-  unread data would reset the connection and lose the 413.
+
+Past the limit nothing more is read, in any framing: the connection closes after the 413,
+lingering for a moment first so that the answer reaches a client still sending (`pushsvc.
+server`). (It once drained the rest before answering: a client that never stopped sending
+was read for ever.) The body's deadlines (`--body-timeout`, `--body-read-timeout`) bound
+every read: past them the answer is `408 request_timeout` and the connection closes.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pushsvc.errors import LengthRequired, PayloadTooLarge
-from pushsvc.gevent_private import unframed_input
+from pushsvc.errors import IncompleteBody, LengthRequired, PayloadTooLarge, RequestTimeout
+from pushsvc.gevent_private import ENVIRON_KEY, unframed_input
+from pushsvc.http.body_deadline import BodyTooSlow
 
 _READ_SIZE = 1 << 16
 
@@ -29,6 +34,22 @@ _READ_SIZE = 1 << 16
 def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
     """The body of the request `environ` describes, at most `limit` bytes; PayloadTooLarge
     past it, LengthRequired where its end cannot be known."""
+    try:
+        return _read(environ, limit)
+    except PayloadTooLarge:
+        handler = environ.get(ENVIRON_KEY)
+        if handler is not None:
+            handler.refuse_body()
+        raise
+    except BodyTooSlow:
+        raise RequestTimeout(
+            "the request body did not arrive in time (--body-timeout, --body-read-timeout)"
+        ) from None
+    except OSError:
+        raise IncompleteBody("the connection ended before the request body did") from None
+
+
+def _read(environ: Mapping[str, Any], limit: int) -> bytes:
     content_length = _content_length(environ)
     if content_length is not None and content_length > limit:
         raise PayloadTooLarge(_too_large(limit))
@@ -39,14 +60,14 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
                 "a body needs Content-Length or Transfer-Encoding: chunked (or a connection "
                 "that closes after it)"
             )
-        return _read_capped(raw, limit, drain=True)
+        return _read_capped(raw, limit)
     if content_length is None and not environ.get("wsgi.input_terminated"):
         # A WSGI server that does not end the input itself: nothing can be read safely.
         return b""
-    return _read_capped(environ["wsgi.input"], limit, drain=False)
+    return _read_capped(environ["wsgi.input"], limit)
 
 
-def _read_capped(stream: Any, limit: int, *, drain: bool) -> bytes:
+def _read_capped(stream: Any, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     while size <= limit:
@@ -55,9 +76,6 @@ def _read_capped(stream: Any, limit: int, *, drain: bool) -> bytes:
             return b"".join(parts)
         parts.append(part)
         size += len(part)
-    if drain:
-        while stream.read(_READ_SIZE):
-            pass
     raise PayloadTooLarge(_too_large(limit))
 
 

@@ -1,0 +1,113 @@
+"""A request body's deadlines, as nginx's `client_body_timeout` gives them, and its refusal.
+
+pywsgi reads a body with no deadline at all: a client that sends its head, then a
+`Content-Length` it never fulfils (or a body a byte every few seconds: R.U.D.Y.), held a
+greenlet and a descriptor for as long as it liked, and a few hundred such connections took
+every descriptor from the producers. `BodyReader` stands between a request's `wsgi.input`
+and the connection's buffered reader, and bounds every read of the body, the app's and the
+one pywsgi makes after the answer to discard what the app left unread:
+
+* the whole body must arrive within `--body-timeout` of the head;
+* no wait for its next piece may last longer than `--body-read-timeout` (a read of many
+  bytes is a series of pieces, each as the socket gives it: a body that keeps coming, however
+  large, is never cut off while it is within the total deadline).
+
+Past either, the read raises `BodyTooSlow` (an OSError, which pywsgi's discard takes for a
+client that went away) and the connection is marked to close. `refuse` ends a body the app
+will not take (413): nothing more of it is read, without end or otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NoReturn, Protocol
+
+import gevent
+
+
+class BodyTooSlow(TimeoutError):
+    """A request's body did not arrive within its deadline."""
+
+
+class BodyRefused(ConnectionAbortedError):
+    """What a read of a refused body raises: the app answered without it, and the connection
+    closes after the answer."""
+
+
+class _Reader(Protocol):
+    def read1(self, size: int = ..., /) -> bytes: ...
+
+    def readline(self, size: int | None = ..., /) -> bytes: ...
+
+
+class BodyReader:
+    """The reader a request's body is read through; see the module docstring."""
+
+    __slots__ = ("_deadline", "_ended", "_on_waiting", "_raw", "_read_timeout_s", "_to_close")
+
+    def __init__(
+        self,
+        raw: _Reader,
+        *,
+        timeout_s: float,
+        read_timeout_s: float,
+        to_close: Callable[[], None],
+        on_waiting: Callable[[bool], None],
+    ) -> None:
+        self._raw = raw
+        self._deadline = time.monotonic() + timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._to_close = to_close
+        """Marks the connection to close after this request."""
+        self._on_waiting = on_waiting
+        """Told True before a read waits on the client, False after."""
+        self._ended: type[OSError] | None = None
+        """What every read raises, once the body was refused or ran out of time."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes (all, up to the body's end, for None or a negative size),
+        fewer only at the end of the body."""
+        parts: list[bytes] = []
+        left = -1 if size is None or size < 0 else size
+        while left != 0:
+            part = self._piece(self._raw.read1, 1 << 16 if left < 0 else left)
+            if not part:
+                break
+            parts.append(part)
+            if left > 0:
+                left -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        # Chunked framing's size lines: short, each read whole within one wait.
+        return self._piece(self._raw.readline, -1 if size is None else size)
+
+    def refuse(self) -> None:
+        """Read nothing more of this body (it was answered 413); the connection closes after
+        the answer."""
+        self._ended = BodyRefused
+        self._to_close()
+
+    def _piece(self, read: Callable[[int], bytes], size: int) -> bytes:
+        if self._ended is not None:
+            raise self._ended("the request body was refused, or did not arrive in time")
+        wait = min(self._read_timeout_s, self._deadline - time.monotonic())
+        if wait <= 0:
+            self._expire()
+        timer = gevent.Timeout.start_new(wait)
+        self._on_waiting(True)
+        try:
+            return read(size)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            self._expire()
+        finally:
+            timer.close()
+            self._on_waiting(False)
+
+    def _expire(self) -> NoReturn:
+        self._ended = BodyTooSlow  # pywsgi's discard after the answer waits no more
+        self._to_close()
+        raise BodyTooSlow("the request body did not arrive in time")
