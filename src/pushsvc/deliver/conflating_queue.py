@@ -8,7 +8,8 @@ full state of its topic, so skipping older ones loses nothing a subscriber needs
 
 Pending bytes (`pending`) are what the stream holds for its client: the queued runs, each
 counted by its shared block (`Run.block`, joined once per run at dispatch: its length is the
-stream's rendering's size give or take a projection, and costs nothing to read), the
+stream's rendering's size give or take a projection, and costs nothing to read; a run of
+points only, which has none, by its updates' data), the
 conflated updates by their own frames, and `in_flight`, the rendered bytes its socket has not
 taken yet (a write's unsent rest, a page of its replay or snapshot), set by whoever writes the
 stream (`hold`). A stream with nothing pending takes a run whole, however large (an honest
@@ -105,7 +106,9 @@ class ConflatingQueue:
         bytes, the process's budget is spent, or the queue is already conflating)."""
         latest = self.latest
         if not latest and len(self.runs) < self.capacity:
-            size = len(run.block)
+            # A run of points only has no shared block (only streams that ask for their
+            # tier write them): counted by its updates' data.
+            size = len(run.block) or sum([len(u.data) for u in run.updates])
             pending = self.queued_bytes + self.in_flight
             ledger = self.ledger
             if not pending or (pending + size <= ledger.per_stream and not ledger.spent):

@@ -1,0 +1,314 @@
+"""Streams that never read: each holds at most its byte bound (`--max-stream-buffer`) and one
+page or run more, is ended as slow within the slow-client timeout, and all of them together
+hold at most the process's budget (`--stream-buffer-budget`), past which new streams get a
+503 — while a legitimate producer keeps its latency and a legitimate subscriber gets every
+update in order.
+
+Each attack would, without those bounds, hold tens of MB in the server (a whole replay or
+snapshot rendered per stream, a batch queued per POST): the RSS bounds below sit well under
+that and well over what the bounded server grows by (its history is filled first, so its own
+growth is not counted against the attack).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Mapping
+
+from support.live import (
+    PushsvcProcess,
+    SSEClient,
+    metric,
+    post,
+    request,
+    subscribers,
+    wait_until,
+)
+from support.procfs import rss_kb
+
+KIB = 1024
+MIB = 1024 * KIB
+BOUND = 64 * KIB
+"""--max-stream-buffer of every server here."""
+PAGE = 16 * KIB
+"""The head page at that bound (a quarter of it: `stream_loop.head_page_size`)."""
+SLOW_S = 1.0
+_TAGS = {f"k{i}": "v" * 200 for i in range(16)}
+"""Tags that make each update about 3.6 kB on the wire."""
+_PENDING = "pushsvc_stream_pending_bytes"
+_SLOW = "pushsvc_slow_disconnects_total"
+
+
+def _serve(*args: str) -> PushsvcProcess:
+    return PushsvcProcess(
+        "serve",
+        "--tick",
+        "0",
+        "--max-stream-buffer",
+        str(BOUND),
+        "--slow-client-timeout",
+        f"{int(SLOW_S * 1000)}ms",
+        *args,
+    ).start()
+
+
+def _never_reader(port: int, path: str, headers: Mapping[str, str] | None = None) -> socket.socket:
+    """A client that asks for a stream and never reads it, with a tiny receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
+    return sock
+
+
+def _assert_server_closed(sock: socket.socket, within: float = 10.0) -> None:
+    """Read what the server had sent until it ends the connection (EOF or a reset)."""
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "the server never closed the connection"
+            sock.settimeout(left)
+            if not sock.recv(1 << 20):
+                return
+    except ConnectionResetError:
+        return
+    except TimeoutError:
+        raise AssertionError("the server never closed the connection") from None
+
+
+class _Legit:
+    """A producer and a subscriber on a topic of their own: each round posts two updates,
+    timed, and reads them back, checking that every update comes, in order."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.port = port
+        self.topic = topic
+        self.client = SSEClient(port, f"/topics/{topic}/stream")
+        self.client.next_data("snapshot")
+        self.sent = 0
+        self.latencies: list[float] = []
+
+    def round(self) -> None:
+        values = [self.sent, self.sent + 1]
+        start = time.monotonic()
+        status, _ = post(self.port, self.topic, [{"value": v} for v in values])
+        self.latencies.append(time.monotonic() - start)
+        assert status == 202
+        got = [u["event"]["value"] for _, u in self.client.take(len(values))]
+        assert got == [float(v) for v in values]
+        self.sent += len(values)
+
+    def assert_fast(self) -> None:
+        """The producer's p99 latency: generous for a loaded 2-core machine."""
+        latencies = sorted(self.latencies)
+        assert latencies, "no legitimate round ran"
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        assert p99 < 1.0, f"legitimate POST p99 {p99:.3f} s"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _rss(proc: PushsvcProcess) -> int:
+    return rss_kb([proc.pid]) * KIB
+
+
+def _oldest_id(port: int, topic: str) -> str:
+    status, _, body = request(port, "GET", f"/topics/{topic}/history?since=0&limit=1")
+    assert status == 200
+    return str(json.loads(body)["updates"][0]["id"])
+
+
+def test_a_live_stream_that_never_reads_is_conflated_then_cut_off(topic: str) -> None:
+    proc = _serve("--history", "300")
+    attacker = None
+    legit = _Legit(proc.port, f"{topic}-legit")
+    try:
+        big = f"{topic}-big"
+        batch = [{"value": i, "tags": _TAGS} for i in range(150)]  # one run of ~550 kB
+        for _ in range(2):  # the history (300 updates) is full: the server's own growth stops
+            assert post(proc.port, big, batch)[0] == 202
+        before = _rss(proc)
+        attacker = _never_reader(proc.port, f"/topics/{big}/stream")
+        wait_until(lambda: subscribers(proc.port) == 2)
+        highest = 0.0
+        # Unbounded, the stream would hold every batch: 60 runs, ~33 MB.
+        for _ in range(60):
+            assert post(proc.port, big, batch)[0] == 202
+            legit.round()
+            highest = max(highest, metric(proc.port, _PENDING))
+        wait_until(lambda: metric(proc.port, _SLOW) >= 1, timeout=SLOW_S + 5)
+        _assert_server_closed(attacker)
+        # The bound, plus one run (taken whole) and its topic's latest update.
+        assert highest <= BOUND + 700 * KIB, highest
+        assert _rss(proc) - before < 12 * MIB
+        legit.round()
+        legit.assert_fast()
+    finally:
+        legit.close()
+        if attacker is not None:
+            attacker.close()
+        proc.stop()
+
+
+def test_replays_from_the_oldest_id_that_never_read_hold_a_page_and_are_cut_off(
+    topic: str,
+) -> None:
+    proc = _serve("--history", "2000")
+    attackers: list[socket.socket] = []
+    legit = _Legit(proc.port, f"{topic}-legit")
+    honest = None
+    try:
+        kept = f"{topic}-kept"
+        for first in range(0, 2000, 100):  # ~7 MB of history
+            events = [{"value": first + i, "tags": _TAGS} for i in range(100)]
+            assert post(proc.port, kept, events)[0] == 202
+        oldest = _oldest_id(proc.port, kept)
+        before = _rss(proc)
+        path = f"/topics/{kept}/stream"
+        # An honest client asking the same replay, beside them, reads all of it in order.
+        honest = SSEClient(proc.port, path, headers={"Last-Event-ID": oldest})
+        replayed: list[float] = []
+        reading = threading.Thread(
+            target=lambda: replayed.extend(u["event"]["value"] for _, u in honest.take(1999)),
+            daemon=True,
+        )
+        reading.start()
+        opened = time.monotonic()
+        # Unbounded, each would render its whole replay: 6 x 7 MB.
+        attackers = [_never_reader(proc.port, path, {"Last-Event-ID": oldest}) for _ in range(6)]
+        highest = 0.0
+        while metric(proc.port, _SLOW) < len(attackers):
+            assert time.monotonic() - opened < SLOW_S + 5, "the never-readers were not cut off"
+            legit.round()
+            highest = max(highest, metric(proc.port, _PENDING))
+        for attacker in attackers:
+            _assert_server_closed(attacker)
+        assert highest <= len(attackers) * (BOUND + PAGE), highest
+        assert _rss(proc) - before < 16 * MIB
+        reading.join(timeout=30)
+        assert replayed == [float(v) for v in range(1, 2000)]
+        legit.assert_fast()
+    finally:
+        legit.close()
+        if honest is not None:
+            honest.close()
+        for attacker in attackers:
+            attacker.close()
+        proc.stop()
+
+
+_WINDOWS = "1s,2s,3s,4s,5s,6s,7s,8s,9s,10s,20s,30s,1m,2m,5m"
+"""Fifteen windows: ~2 kB per topic in a snapshot."""
+
+
+def _make_topics(port: int, prefix: str, count: int) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for n in range(count):
+            body = json.dumps({"value": n})
+            conn.request(
+                "POST",
+                f"/topics/{prefix}{n:05d}/events",
+                body=body,
+                headers={"Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 202
+    finally:
+        conn.close()
+
+
+def test_snapshots_of_every_topic_that_never_read_hold_a_page_and_are_cut_off(
+    topic: str,
+) -> None:
+    proc = _serve("--windows", _WINDOWS)
+    attackers: list[socket.socket] = []
+    legit = _Legit(proc.port, f"{topic}-legit")
+    try:
+        _make_topics(proc.port, f"{topic}-", 3000)  # a snapshot of `*`: ~6 MB
+        # An honest client reads the snapshot whole (its pages make one message), and the
+        # topics' updates are parsed once for every snapshot after it: not the attack's cost.
+        with SSEClient(proc.port, "/stream?topic=*") as honest:
+            snapshot = honest.next_data("snapshot")[1]
+        assert len(snapshot["topics"]) == 3000
+        before = _rss(proc)
+        opened = time.monotonic()
+        # Unbounded, each would render its whole snapshot, and its JSON before that.
+        attackers = [_never_reader(proc.port, "/stream?topic=*") for _ in range(4)]
+        highest = 0.0
+        while metric(proc.port, _SLOW) < len(attackers):
+            assert time.monotonic() - opened < SLOW_S + 5, "the never-readers were not cut off"
+            legit.round()
+            highest = max(highest, metric(proc.port, _PENDING))
+        for attacker in attackers:
+            _assert_server_closed(attacker)
+        # Each: a page of its snapshot, and the legitimate topic's updates queued meanwhile.
+        assert highest <= len(attackers) * (BOUND + PAGE), highest
+        assert _rss(proc) - before < 12 * MIB
+        legit.assert_fast()
+    finally:
+        legit.close()
+        for attacker in attackers:
+            attacker.close()
+        proc.stop()
+
+
+def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_latency(
+    topic: str,
+) -> None:
+    budget = 4 * BOUND
+    # A long slow-client timeout: the never-readers stay while the budget is looked at.
+    proc = PushsvcProcess(
+        "serve",
+        "--tick",
+        "0",
+        "--history",
+        "300",
+        "--max-stream-buffer",
+        str(BOUND),
+        "--stream-buffer-budget",
+        str(budget),
+        "--slow-client-timeout",
+        "60s",
+    ).start()
+    attackers: list[socket.socket] = []
+    legit = _Legit(proc.port, f"{topic}-legit")
+    try:
+        big = f"{topic}-big"
+        path = f"/topics/{big}/stream"
+        attackers = [_never_reader(proc.port, path) for _ in range(8)]
+        wait_until(lambda: subscribers(proc.port) == 1 + len(attackers))
+        batch = [{"value": i, "tags": _TAGS} for i in range(150)]
+        for _ in range(40):
+            if metric(proc.port, _PENDING) >= budget:
+                break
+            assert post(proc.port, big, batch)[0] == 202
+            legit.round()
+        assert metric(proc.port, _PENDING) >= budget, "the never-readers did not spend the budget"
+
+        with SSEClient(proc.port, f"/topics/{topic}-new/stream") as refused:
+            assert refused.status == 503
+            assert int(refused.response_headers["retry-after"]) > 0
+        for _ in range(20):  # producers and the streams already open carry on
+            legit.round()
+        legit.assert_fast()
+
+        for attacker in attackers:  # they leave: their bytes go, and streams are taken again
+            attacker.close()
+        attackers = []
+        wait_until(lambda: metric(proc.port, _PENDING) == 0)
+        with SSEClient(proc.port, f"/topics/{topic}-new/stream") as admitted:
+            assert admitted.status == 200
+    finally:
+        legit.close()
+        for attacker in attackers:
+            attacker.close()
+        proc.stop()

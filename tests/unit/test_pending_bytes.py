@@ -1,0 +1,173 @@
+"""A stream's pending bytes alone (pure): what its queue counts, where it conflates, what the
+process's ledger adds up; and a replay or snapshot written in pages that join to the whole."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver.conflating_queue import ConflatingQueue, PendingBytes
+from pushsvc.deliver.projection import Projection
+from pushsvc.deliver.rendering import Rendering, run_of
+
+_seq = iter(range(1, 1 << 30))
+
+
+def _update(topic: str, size: int = 0) -> Update:
+    n = next(_seq)
+    body = b'{"ts":%d,"windows":{"10s":{"count":%d}},"pad":"%s"}' % (n, n, b"x" * size)
+    return Update.numbered(topic, UpdateId("e", 0, n), n, body)
+
+
+def _run(topic: str, count: int = 1, size: int = 0) -> Run:
+    return run_of([_update(topic, size) for _ in range(count)])
+
+
+def _queue(ledger: PendingBytes, capacity: int = 1000) -> ConflatingQueue:
+    return ConflatingQueue(capacity, ledger=ledger)
+
+
+def test_runs_are_queued_until_their_bytes_would_pass_the_bound_then_conflated() -> None:
+    ledger = PendingBytes(per_stream=1000, budget=1 << 30)
+    queue = _queue(ledger)
+    run = _run("a", size=200)
+    size = len(run.block)
+    fits = 1000 // size
+    assert [queue.put(_run("a", size=200)) for _ in range(fits)] == [False] * fits
+    assert queue.pending == ledger.total == fits * size
+    assert queue.put(_run("a", size=200)) is True  # past the bound: its latest only
+    assert queue.latest and queue.pending <= 1000 + size
+    # A stream that is conflating stays so until drained.
+    assert queue.put(_run("b", size=10)) is True
+    drained = queue.drain()
+    assert [r.topic for r in drained] == ["a"] * fits + ["a", "b"]
+    assert queue.pending == ledger.total == 0
+
+
+def test_a_stream_with_nothing_pending_takes_a_run_whole_however_large() -> None:
+    ledger = PendingBytes(per_stream=100, budget=1 << 30)
+    queue = _queue(ledger)
+    big = _run("a", count=50, size=100)  # far past the bound: an honest reader keeps up
+    assert queue.put(big) is False
+    assert queue.pending == len(big.block)
+    assert queue.put(_run("a")) is True  # but nothing joins it
+
+
+def test_bytes_in_flight_count_until_the_socket_takes_them() -> None:
+    ledger = PendingBytes(per_stream=1000, budget=1 << 30)
+    queue = _queue(ledger)
+    queue.hold(990)  # a write's rest, waiting for the socket
+    assert queue.pending == ledger.total == 990
+    assert queue.put(_run("a", size=100)) is True
+    queue.drain()
+    queue.hold(0)  # the socket took it all
+    assert queue.put(_run("a", size=100)) is False
+    assert ledger.total == queue.pending == queue.queued_bytes
+
+
+def test_the_ledger_is_every_streams_sum_and_an_ended_stream_gives_its_bytes_back() -> None:
+    ledger = PendingBytes(per_stream=10_000, budget=1 << 30)
+    one, two = _queue(ledger), _queue(ledger)
+    one.put(_run("a", size=100))
+    two.put(_run("b", size=300))
+    two.hold(50)
+    assert ledger.total == one.pending + two.pending
+    two.release()
+    assert ledger.total == one.pending and two.pending == 0
+
+
+def test_while_the_budget_is_spent_streams_with_anything_pending_conflate() -> None:
+    ledger = PendingBytes(per_stream=10_000, budget=500)
+    hog, other, idle = _queue(ledger), _queue(ledger), _queue(ledger)
+    hog.hold(500)
+    assert ledger.spent
+    assert other.put(_run("a", size=10)) is False  # nothing pending: taken whole
+    assert other.put(_run("a", size=10)) is True  # something pending: conflated
+    assert idle.put(_run("b")) is False
+    hog.hold(0)
+    assert not ledger.spent
+
+
+def test_the_count_bound_still_holds() -> None:
+    queue = _queue(PendingBytes(per_stream=1 << 30, budget=1 << 30), capacity=2)
+    assert [queue.put(_run("a")) for _ in range(3)] == [False, False, True]
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("put"),
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(1, 20),  # updates in the run (a batch POST)
+            st.integers(0, 300),  # padding per update
+        ),
+        st.tuples(st.just("drain"), st.just(""), st.just(0), st.just(0)),
+        st.tuples(st.just("took"), st.just(""), st.integers(0, 100), st.just(0)),  # percent
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_OPS, bound=st.integers(100, 5000))
+def test_pending_bytes_never_pass_the_bound_by_more_than_one_run_and_a_latest_per_topic(
+    ops: list[tuple[str, str, int, int]], bound: int
+) -> None:
+    """Whatever comes and however the socket drains: a stream holds at most its bound, one
+    run taken whole, and one latest update per conflated topic; the ledger is its sum."""
+    ledger = PendingBytes(per_stream=bound, budget=1 << 40)
+    queue = _queue(ledger)
+    largest_run = largest_update = 0
+    for op, topic, a, b in ops:
+        if op == "put":
+            run = _run(topic, count=a, size=b)
+            largest_run = max(largest_run, len(run.block))
+            largest_update = max([largest_update, *(len(u.sse) for u in run.updates)])
+            queue.put(run)
+        elif op == "drain":
+            # The writer renders what it drained: in flight until its socket takes it.
+            drained = queue.drain()
+            queue.hold(queue.in_flight + sum(len(r.block) for r in drained))
+        else:
+            queue.hold(queue.in_flight * a // 100)
+        assert queue.pending <= bound + largest_run + 3 * 2 * largest_update
+        assert ledger.total == queue.pending
+    queue.release()
+    assert ledger.total == 0
+
+
+def test_a_replay_in_pages_joins_to_the_whole_replay() -> None:
+    updates = [_update("a", size=n * 7) for n in range(40)]
+    rendering = Rendering(None, chunked=False)
+    whole = rendering.replay(updates)
+    for page_size in (1, 100, 1000, 1 << 20):
+        pages = list(rendering.replay_pages(updates, page_size))
+        assert b"".join(pages) == whole
+        # Whole messages, each page about its size (one message more at most).
+        assert all(p.endswith(b"\n\n") for p in pages)
+        assert all(len(p) < page_size + 400 for p in pages)
+
+
+def test_a_snapshot_in_pages_joins_to_the_whole_snapshot() -> None:
+    latest = {f"t{n:03d}": _update(f"t{n:03d}", size=n) for n in range(60)}
+    groups = {"t007": [orjson.dumps({"key": {"k": "v"}, "windows": {"10s": {"count": 1}}})]}
+    cursor = Cursor.newest(u.id for u in latest.values())
+    projection = Projection.parse("10s", "count", known_windows=["10s"], known_stats=["count"])
+    for rendering in (Rendering(None, chunked=False), Rendering(projection, chunked=False)):
+        for gap in (False, True):
+            whole = rendering.snapshot(latest, groups, gap=gap, cursor=cursor)
+            for page_size in (1, 500, 1 << 20):
+                pages = list(
+                    rendering.snapshot_pages(
+                        latest, groups, gap=gap, cursor=cursor, page_size=page_size
+                    )
+                )
+                assert b"".join(pages) == whole
+                assert len(pages) > 1 or page_size == 1 << 20
+    empty = Rendering(None, chunked=False)
+    assert b"".join(empty.snapshot_pages({}, {}, gap=True, cursor=Cursor(), page_size=10)) == (
+        empty.snapshot({}, {}, gap=True, cursor=Cursor())
+    )
