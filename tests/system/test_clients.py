@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -36,7 +39,7 @@ from pushsvc.client import (
     Unreachable,
 )
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, post, request, wait_until
+from support.live import SRC, PushsvcProcess, post, request, wait_until
 from support.net import free_port
 from support.proxies import AnswerLosingProxy
 from support.redis_server import RedisServer
@@ -574,6 +577,57 @@ async def test_a_hundred_concurrent_async_subscriptions_each_see_their_updates(
             assert await client.publish(topic, [{"value": i}, {"value": -i}]) == 2
         results = await asyncio.wait_for(asyncio.gather(*watchers), 60)
     assert results == [[float(i), float(-i)] for i in range(len(topics))]
+
+
+# A program that leaves a subscription the plainest way: `break` out of its loop and let the
+# `async with` close the client. Whatever asyncio prints (an error while it closes a generator
+# the program dropped goes to the loop's exception handler, which prints it) goes to stderr.
+BREAK_OUT = """
+import asyncio, sys
+from pushsvc.client import AsyncClient
+
+async def main(url, topic, how):
+    async with AsyncClient(url) as client:
+        if how == "subscribe":
+            async for message in client.subscribe(topic):
+                break
+        elif how == "messages":
+            async for message in client.messages(topic):
+                break
+        else:  # the program goes on with other work on its loop before it ends
+            async for message in client.subscribe(topic):
+                break
+            await client.publish(topic, {"value": 1.0})
+            await asyncio.sleep(0.05)
+    print("ended")
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("how", ["subscribe", "messages", "subscribe, then more work"])
+def test_breaking_out_of_an_async_subscription_prints_nothing(
+    pushsvc: PushsvcProcess, topic: str, how: str
+) -> None:
+    """It printed "an error occurred during closing of asynchronous generator ...
+    RuntimeError: aclose(): asynchronous generator is already running", twice."""
+    done = subprocess.run(
+        [sys.executable, "-c", BREAK_OUT, pushsvc.base, topic, how],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        # Not asyncio's debug mode (it prints slow steps): the program as a user runs it.
+        env={
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")
+            },
+            "PYTHONPATH": SRC,
+        },
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ended\n", "")
 
 
 def test_a_frames_reader_waiting_to_connect_again_ends_when_closed(topic: str) -> None:

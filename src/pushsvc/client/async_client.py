@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -181,12 +181,16 @@ class AsyncClient:
         max_retries: int | None = None,
     ) -> AsyncIterator[Message]:
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        async for raw in self.messages(
-            topics, last_event_id=last_event_id, options=options, max_retries=max_retries
-        ):
-            message = typed_message(raw.event, raw.id, raw.data)
-            if message is not None:
-                yield message
+        # Closed with this generator, in the same task: see `messages`.
+        async with contextlib.aclosing(
+            self.messages(
+                topics, last_event_id=last_event_id, options=options, max_retries=max_retries
+            )
+        ) as raws:
+            async for raw in raws:
+                message = typed_message(raw.event, raw.id, raw.data)
+                if message is not None:
+                    yield message
 
     async def messages(
         self,
@@ -195,7 +199,7 @@ class AsyncClient:
         last_event_id: str | None = None,
         options: StreamOptions | None = None,
         max_retries: int | None = None,
-    ) -> AsyncIterator[RawMessage]:
+    ) -> AsyncGenerator[RawMessage, None]:
         cursor = StreamCursor(
             topics, last_event_id=last_event_id, options=options or StreamOptions(),
             backoff=self.backoff, max_retries=max_retries,
@@ -214,10 +218,17 @@ class AsyncClient:
                     if source.response.status_code != 200:
                         await source.response.aread()
                         raise ApiError.of(source.response)
-                    async for sse in source.aiter_sse():
-                        message = cursor.receive(sse)
-                        if message is not None:
-                            yield message
+                    # A reader that breaks out of its loop leaves this generator to be
+                    # closed by asyncio (a task the loop starts once it is dropped). Every
+                    # generator under it is closed in that same task, in order: left to
+                    # the loop too, each got a task of its own, and the loop's shutdown
+                    # closed them while the task before was still closing them ("aclose():
+                    # asynchronous generator is already running", printed twice).
+                    async with contextlib.aclosing(source.aiter_sse()) as events:
+                        async for sse in events:
+                            message = cursor.receive(sse)
+                            if message is not None:
+                                yield message
             except httpx.TransportError as exc:
                 error = Unreachable(self.session.base, exc)
             except SSEError as exc:  # a 200 that is no event stream: a proxy's page
