@@ -383,6 +383,68 @@ def test_an_unreachable_server_is_retried_then_raised(
     assert len(waits(request)) == 2
 
 
+class RestartingSleeps(Sleeps):
+    """Sleeps that start the server again once the client has waited `after` times (a restart
+    that lasts longer than the old budget of five retries), then wait as usual."""
+
+    def __init__(self, server: PushsvcProcess, after: int) -> None:
+        super().__init__()
+        self.server = server
+        self.after = after
+
+    def _maybe_restart(self) -> None:
+        if len(self.waits) == self.after:
+            self.server.start()
+
+    def blocking(self, seconds: float) -> None:
+        super().blocking(seconds)
+        self._maybe_restart()
+
+    async def awaiting(self, seconds: float) -> None:
+        await super().awaiting(seconds)
+        self._maybe_restart()
+
+
+@pytest.mark.parametrize("kind", ["Client", "AsyncClient"])
+def test_publish_retries_through_a_restart_longer_than_five_retries(kind: str, topic: str) -> None:
+    """During a server's restart a publish is retried for up to 30 s by default, however many
+    tries that takes (fast ones here): it used to raise Unreachable after five retries."""
+    port = str(free_port())
+    server = PushsvcProcess("serve", "--port", port, "--tick", "0").start()
+    server.stop()
+    sleeps = RestartingSleeps(server, after=8)
+    # Only how long each wait is differs from the default backoff: the budget is the default's.
+    fast = Backoff(base=0.01, cap=0.05)
+    client: Any = (
+        Client(server.base, backoff=fast, sleep=sleeps.blocking)
+        if kind == "Client"
+        else Blocking(server.base, token=None, backoff=fast, sleeps=sleeps)
+    )
+    try:
+        assert client.publish(topic, [{"value": 1.0}, {"value": 2.0}]) == 2
+        assert len(sleeps.waits) > 8
+        assert client.history(topic)["value"].tolist() == [1.0, 2.0]
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_publish_gives_up_when_its_time_is_up(topic: str) -> None:
+    """`Backoff.give_up_after`: no attempt starts later than that after the first; then the
+    last error is raised."""
+    sleeps = Sleeps()
+    client = Client(
+        f"http://127.0.0.1:{free_port()}",
+        backoff=Backoff(base=0.01, cap=0.05, give_up_after=0.5),
+        sleep=sleeps.blocking,
+    )
+    started = time.monotonic()
+    with client, pytest.raises(Unreachable):
+        client.publish(topic, {"value": 1.0})
+    assert time.monotonic() - started < 0.5 + 2.0  # the last try's refusal is prompt
+    assert len(sleeps.waits) > 5
+
+
 def test_a_subscription_to_an_unreachable_server_warns_each_retry_and_gives_up_at_max_retries(
     request: pytest.FixtureRequest, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:

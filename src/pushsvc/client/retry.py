@@ -21,21 +21,27 @@ from pushsvc.client.errors import ApiError, Unreachable
 log = logging.getLogger("pushsvc.client")
 
 
+#: How long a request is retried by default: no attempt starts later than this many seconds
+#: after the first. A time, not a number of tries: a server's restart or a failover takes
+#: seconds whatever the backoff, and five retries (the old budget) were spent in about three.
+DEFAULT_GIVE_UP_AFTER = 30.0
+
+
 @dataclass(frozen=True)
 class Backoff:
-    """`retries` more attempts after the first (None: no limit); attempt n (from 0) waits a
-    random time up to `base * 2**n` seconds, at most `cap` — and never less than the server's
+    """Retries for up to `give_up_after` seconds: no attempt starts later than that after
+    the first, and then the last error is raised (None: no limit); `retries`, when given,
+    also bounds how many more attempts follow the first. Attempt n (from 0) waits a random
+    time up to `base * 2**n` seconds, at most `cap` — and never less than the server's
     Retry-After. A request whose answer asks for a longer wait than `max_retry_after` is not
     retried: its error is raised at once (sending it earlier would be refused again, and a
-    program rarely wants to sleep that long unawares). With `give_up_after`,
-    no attempt starts later than that many seconds after the first: the last error is raised
-    instead (for what is worthless late, like events stamped now)."""
+    program rarely wants to sleep that long unawares)."""
 
-    retries: int | None = 5
+    retries: int | None = None
     base: float = 0.2
     cap: float = 10.0
     max_retry_after: float = 60.0
-    give_up_after: float | None = None
+    give_up_after: float | None = DEFAULT_GIVE_UP_AFTER
 
     def delay(self, attempt: int, error: BaseException | None) -> float:
         wait = random.uniform(0, min(self.cap, self.base * 2 ** min(attempt, 32)))

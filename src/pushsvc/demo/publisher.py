@@ -19,7 +19,9 @@ log = logging.getLogger("pushsvc.demo")
 
 # Until the server answers (it may start after the demo): no limit on the tries, a wait that
 # grows to 5 s, and Retry-After honoured up to a minute (a full Redis asks for 5 s).
-NOT_READY_BACKOFF = Backoff(retries=None, base=0.5, cap=5.0, max_retry_after=60.0)
+NOT_READY_BACKOFF = Backoff(
+    retries=None, base=0.5, cap=5.0, max_retry_after=60.0, give_up_after=None
+)
 REQUEST_TIMEOUT_S = 5.0
 
 
