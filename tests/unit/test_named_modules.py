@@ -75,3 +75,123 @@ def test_every_source_file_a_comment_names_exists() -> None:
         if not any((where / name.removeprefix("pushsvc/")).exists() for where in wheres)
     )
     assert not stale, "\n".join(stale)
+
+
+# A Redis key as the docs write it: the prefix, then for a partition's key its hash tag written
+# as a placeholder (`{tag}`, `{…}`, `{i}`) or a lease's own tag (`{bridge}`); a topic, a key, a
+# resolution are placeholders too (`{topic}`), and `[…]` an optional part.
+DOC_KEY = re.compile(r"\{prefix\}(?:\{[^}]*\}|[^\s`'\",;()])*")
+_PARTITION_TAG = re.compile(r"^\{prefix\}\{[^}]*\}:")
+_PLACEHOLDER = re.compile(r"\{[^}]*\}")
+
+
+def _key_shape(key: str) -> str:
+    """A key with its partition tag as `{tag}`, every other placeholder as `*`, and its
+    optional parts and trailing punctuation left out."""
+    key = re.sub(r"\[[^\]]*\]", "", key).rstrip(".")
+    key = _PARTITION_TAG.sub("{prefix}{tag}:", key)
+    head = "{prefix}{tag}:" if key.startswith("{prefix}{tag}:") else "{prefix}"
+    return head + _PLACEHOLDER.sub("*", key[len(head) :])
+
+
+def _key_templates() -> list[re.Pattern[str]]:
+    """Every name `keys.py` gives, as a pattern a doc's key shape must match: its arguments
+    (a topic, a resolution...) stand for any text."""
+    from pushsvc.broker.redis.keys import Keys, PartitionKeys
+
+    keys = Keys("P:", partitions=1)
+    part = PartitionKeys(0, "P:{T}:")
+    names: set[str] = {"P:", "P:{T}:"}
+    for owner in (keys, part):
+        for attribute in dir(type(owner)):
+            value = getattr(type(owner), attribute)
+            if isinstance(value, property):
+                got = getattr(owner, attribute)
+                if isinstance(got, str | bytes):
+                    names.add(got.decode() if isinstance(got, bytes) else got)
+    names |= {part.groups("\0"), part.idempotency("\0", "\0"), part.series_keys("\0")}
+    names |= {part.series("\0", "\0"), part.series("\0", "\0", "\0"), part.fence("\0")}
+    names |= {part.checkpoint("\0"), keys.updates_pattern("\0").decode()}
+    names |= {channel.decode() + "\0" for channel in (part.updates_channel, keys.ingest_channel)}
+    names |= {f"{keys.derive_lease}:taken", f"{keys.bridge_lease}:taken"}
+    names |= {f"{keys.session_lease}:taken", f"{part.lease}:taken"}
+    templates = []
+    for name in names:
+        shape = name.replace("P:{T}:", "{prefix}{tag}:").replace("P:{*}:", "{prefix}{tag}:")
+        if shape.startswith("P:"):
+            shape = "{prefix}" + shape[2:]
+        # A lease's own tag ({bridge}, {derive}, {session}) is written as a tag too.
+        shape = re.sub(r"^\{prefix\}\{[a-z]+\}:", "{prefix}{tag}:", shape)
+        pattern = re.escape(shape).replace(re.escape("\0"), ".+").replace(r"\*", ".*")
+        templates.append(re.compile(pattern))
+    return templates
+
+
+def test_every_redis_key_a_doc_names_is_one_keys_py_makes() -> None:
+    """`{prefix}…` in a doc page (the journal aside) is a name `broker/redis/keys.py` makes:
+    the docs once named the layout before partitions (`{prefix}history`, `{prefix}log:i/P`)."""
+    templates = _key_templates()
+    pages = [p for p in (ROOT / "docs").rglob("*.md") if "journal" not in p.parts]
+    stale = sorted(
+        f"{path.relative_to(ROOT)}: {key}"
+        for path in [*pages, ROOT / "README.md"]
+        for key in set(DOC_KEY.findall(path.read_text()))
+        if not any(t.fullmatch(_key_shape(key)) for t in templates)
+    )
+    assert not stale, "\n".join(stale)
+
+
+def test_a_stale_key_is_found() -> None:
+    templates = _key_templates()
+
+    def known(key: str) -> bool:
+        return any(t.fullmatch(_key_shape(key)) for t in templates)
+
+    assert known("{prefix}{tag}:log") and known("{prefix}{…}:u:{topic}")
+    assert known("{prefix}{tag}:series:{res}:{topic}[|{group id}]")
+    assert known("{prefix}{tag}:idem:{topic}/{key}") and known("{prefix}ingest:{topic}")
+    assert known("{prefix}{bridge}:lease[:taken]") and known("{prefix}aggregators")
+    assert not known("{prefix}log:i/P") and not known("{prefix}updates:{topic}")
+    assert not known("{prefix}history") and not known("{prefix}lease:derive")
+
+
+# A metric as `/metrics` exposes it: what ops/metrics.py defines, with prometheus_client's
+# suffixes (`_total` for a counter, `_bucket`/`_sum`/`_count` for a histogram, `_info`).
+_METRIC_DEFINITION = re.compile(
+    r"\b(Counter|Gauge|Info|Histogram|CounterMetricFamily|GaugeMetricFamily|"
+    r"HistogramMetricFamily)\(\s*\"(pushsvc_[a-z0-9_]+)\""
+)
+DOC_METRIC = re.compile(r"(?<![\w/.-])pushsvc_[a-z0-9_]*[a-z0-9_]")
+NOT_METRICS = {"pushsvc_token"}  # the dashboard's cookie (docs/security.md)
+
+
+def _metric_names() -> set[str]:
+    source = (ROOT / "src" / "pushsvc" / "ops" / "metrics.py").read_text()
+    names: set[str] = set()
+    for kind, name in _METRIC_DEFINITION.findall(source):
+        if kind.startswith("Counter"):
+            names.add(name.removesuffix("_total") + "_total")
+        elif kind.startswith("Histogram"):
+            names |= {name, *(name + suffix for suffix in ("_bucket", "_sum", "_count"))}
+        elif kind == "Info":
+            names.add(name + "_info")
+        else:
+            names.add(name)
+    return names
+
+
+def test_every_metric_a_doc_names_is_one_pushsvc_exposes() -> None:
+    """A `pushsvc_…` name in a doc page is a metric `/metrics` has (a name ending in `_`, as
+    in `pushsvc_redis_*`, is the start of some)."""
+    names = _metric_names()
+    assert {"pushsvc_events_accepted_total", "pushsvc_delivery_seconds_bucket"} <= names
+    pages = [p for p in (ROOT / "docs").rglob("*.md") if "journal" not in p.parts]
+    stale = sorted(
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in [*pages, ROOT / "README.md"]
+        for name in set(DOC_METRIC.findall(path.read_text()))
+        if name not in NOT_METRICS
+        and name not in names
+        and not (name.endswith("_") and any(n.startswith(name) for n in names))
+    )
+    assert not stale, "\n".join(stale)

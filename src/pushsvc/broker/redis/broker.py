@@ -109,7 +109,8 @@ _SERIES_TTL_MARGIN_MS = 60_000
 
 
 class RedisBroker:
-    """Broker on a shared Redis (redis-py >= 5; works with and without gevent patching)."""
+    """Broker on a shared Redis (redis-py >= 8, as pyproject.toml requires; works with and
+    without gevent patching)."""
 
     def __init__(
         self,
