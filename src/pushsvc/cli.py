@@ -396,6 +396,7 @@ def subscribe(
     import orjson
 
     from pushsvc.client import Client, ClientError, StreamOptions
+    from pushsvc.core.sse import escape_line_ends
 
     _client_warnings("subscribe")
 
@@ -415,7 +416,8 @@ def subscribe(
                 max_retries=max_retries,
             ):
                 line = {"event": message.event, "id": message.id, "data": message.json()}
-                sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+                # JSON lines a reader may split with str.splitlines: escaped as the stream is.
+                sys.stdout.buffer.write(escape_line_ends(orjson.dumps(line)) + b"\n")
                 sys.stdout.flush()
                 if message.event == "stats":
                     seen += 1
@@ -462,12 +464,13 @@ def alerts(url: str, token: str | None, once: bool, max_retries: int | None) -> 
     import orjson
 
     from pushsvc.client import Client, ClientError
+    from pushsvc.core.sse import escape_line_ends
 
     _client_warnings("alerts")
 
     def emit(event: str, message_id: str | None, data: object) -> None:
         line = {"event": event, "id": message_id, "data": data}
-        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+        sys.stdout.buffer.write(escape_line_ends(orjson.dumps(line)) + b"\n")
         sys.stdout.flush()
 
     try:

@@ -284,7 +284,7 @@ QUERIES = (
     ),
 )
 PUBLIC_PATHS = ("/openapi.json", "/metrics")
-_STREAMED = {"responses": {"200": {"content": {"text/event-stream": {}}}}}
+_STREAMED: dict[str, Any] = {"responses": {"200": {"content": {"text/event-stream": {}}}}}
 _READ: dict[str, Any] = {"responses": {}}
 
 

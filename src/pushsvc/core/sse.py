@@ -41,7 +41,9 @@ def _check_field(name: str, value: str) -> None:
         raise ValueError(f"an SSE {name} must not contain CR, LF or NUL: {value[:64]!r}")
 
 
-def _escape_separators(data: bytes) -> bytes:
+def escape_line_ends(data: bytes) -> bytes:
+    """JSON `data` with U+2028, U+2029 and U+0085 as JSON escapes (see above); what builds a
+    `data:` line itself, not through `encode_message` or `encode_update`, passes it here."""
     # Checked before any replace, as cheaply as can be: most data is ASCII (one pass, a word at
     # a time), and in the rest a lead byte found by memchr picks the replaces needed. 0xE2 and
     # 0xC2 only ever lead a character, so nothing else encodes to these sequences. Measured
@@ -71,7 +73,7 @@ def encode_message(
     """One complete SSE message; ValueError if `id` or `event` could break the framing."""
     if isinstance(data, str):
         data = data.encode()
-    data = _escape_separators(data)
+    data = escape_line_ends(data)
     parts: list[bytes] = []
     if id is not None:
         _check_field("id", id)
@@ -99,7 +101,7 @@ def encode_update(id: str, data: bytes, event: str = UPDATE_EVENT) -> bytes:
         raise ValueError(f"an SSE id must not contain CR, LF or NUL: {id[:64]!r}")
     if b"\n" in data or b"\r" in data:
         raise ValueError("update data must be one line")
-    data = _escape_separators(data)
+    data = escape_line_ends(data)
     lines = _EVENT_LINES.get(event)
     if lines is None:
         _check_field("event", event)

@@ -52,6 +52,7 @@ from pushsvc.core.sse import (
     UPDATE_EVENT,
     encode_message,
     encode_update,
+    escape_line_ends,
 )
 
 _U64 = 2**64 - 1
@@ -481,6 +482,7 @@ def snapshot_pages(
         entry = (
             orjson.dumps(topic) + b":" + orjson.dumps(_snapshot_entry(update, windows_of, groups))
         )
+        entry = escape_line_ends(entry)  # as encode_message would: this splices the data line
         if not first:
             parts.append(b",")
             size += 1
