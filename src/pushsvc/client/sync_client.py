@@ -42,7 +42,9 @@ class Client:
 
     * `publish` sends each batch with a fresh `Idempotency-Key` and retries it with the same
       key, backing off, after a lost connection, a 503 or a 429 (after its Retry-After): the
-      server logs it once however often it arrives. Other errors raise `ApiError` at once.
+      server logs it once however often it arrives, for up to 30 s (`Backoff.give_up_after`;
+      `backoff=Backoff(give_up_after=…)` to change it), then raises the last error. Other
+      errors raise `ApiError` at once.
     * Reads (`history`, `series`, `stats`, `topics`, `rules`, `alerts`) retry the same way.
     * `subscribe` yields typed messages forever, reconnecting like a browser's EventSource:
       with the last id it saw (`Last-Event-ID`), after the server's `retry:`.
