@@ -1,0 +1,184 @@
+"""A legitimate producer's POST latency while anonymous callers list the topics.
+
+One `pushsvc serve` (embedded broker, auth off: every caller may list everything) holds
+`--topics` topics, one event each. A producer POSTs one event at a time to its own topic on
+a keep-alive connection, first alone (`baseline`), then while `--callers` processes crawl
+`GET /topics` as fast as they can: each follows `next` from the first page to the last at
+the largest `?limit=`, then starts again (on a server without pages, each call answers every
+topic). The figure is the producer's p50/p99 in each phase, and how many listing calls the
+callers made.
+
+    python -m bench.hostile_listings                          # 100,000 topics, 8 callers
+    python -m bench.hostile_listings --topics 20000 --seconds 10 --json
+    python -m bench.hostile_listings --src /tmp/old/src       # another tree's pushsvc
+
+Stand-alone on purpose: it starts its server and callers with the standard library only
+(nothing from tests/), so it runs against any tree's `src/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+PAGE = 1000  # GET /topics' largest ?limit=
+BODY = b'{"value": 1.5}'
+HEADERS = {"Content-Type": "application/json"}
+
+
+@contextmanager
+def serving(src: Path, topics: int) -> Iterator[int]:
+    """`pushsvc serve` from `src`, on a free port; its log goes to a temporary file (a pipe
+    nobody reads would fill up and stop it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
+    env.update(PYTHONPATH=str(src), PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
+    argv += ["--max-topics", str(topics + 10)]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while (found := LISTENING.search(_read(log))) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pushsvc serve did not start: {_read(log)[-2000:]}")
+                time.sleep(0.05)
+            yield int(found.group(1))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _read(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()
+
+
+def post(conn: http.client.HTTPConnection, topic: str) -> None:
+    conn.request("POST", f"/topics/{quote(topic, safe='')}/events", BODY, HEADERS)
+    answer = conn.getresponse()
+    answer.read()
+    if answer.status != 202:
+        raise RuntimeError(f"POST {topic}: {answer.status}")
+
+
+def create(port: int, names: Sequence[str]) -> None:
+    """One event each, on one keep-alive connection (run in a worker process)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for name in names:
+        post(conn, name)
+    conn.close()
+
+
+def crawl(port: int, until: float, calls: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+    """List every topic again and again, a page of PAGE at a time (run in a caller process)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    after: str | None = None
+    made = 0
+    while time.monotonic() < until:
+        path = f"/topics?limit={PAGE}" + ("" if after is None else f"&after={quote(after)}")
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        body = answer.read()
+        made += 1
+        after = json.loads(body).get("next") if answer.status == 200 else None
+    with calls.get_lock():
+        calls.value += made
+
+
+def produce(port: int, seconds: float) -> list[float]:
+    """POST latencies (s) of one producer for `seconds`, one request at a time."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    took = []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        post(conn, "producer")
+        took.append(time.perf_counter() - started)
+    conn.close()
+    return took
+
+
+def summary(took: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(took, n=100, method="inclusive")
+    return {
+        "posts": len(took),
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(max(took) * 1000, 1),
+    }
+
+
+def run(src: Path, topics: int, callers: int, seconds: float) -> dict[str, object]:
+    ctx = multiprocessing.get_context("spawn")
+    with serving(src, topics) as port:
+        names = [f"t{n:06d}" for n in range(topics)]
+        started = time.monotonic()
+        makers = [ctx.Process(target=create, args=(port, names[i::4])) for i in range(4)]
+        for maker in makers:
+            maker.start()
+        for maker in makers:
+            maker.join()
+            if maker.exitcode != 0:
+                raise RuntimeError("creating the topics failed")
+        created_s = round(time.monotonic() - started, 1)
+        baseline = summary(produce(port, seconds))
+        calls = ctx.Value("i", 0)
+        until = time.monotonic() + seconds + 2
+        crawlers = [ctx.Process(target=crawl, args=(port, until, calls)) for _ in range(callers)]
+        for crawler in crawlers:
+            crawler.start()
+        time.sleep(1)  # every caller under way
+        attacked = summary(produce(port, seconds))
+        for crawler in crawlers:
+            crawler.join()
+        return {
+            "topics": topics,
+            "callers": callers,
+            "seconds": seconds,
+            "created_s": created_s,
+            "baseline": baseline,
+            "attacked": attacked,
+            "listing_calls": calls.value,
+        }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_argument("--topics", type=int, default=100_000)
+    cli.add_argument("--callers", type=int, default=8)
+    cli.add_argument("--seconds", type=float, default=15.0, help="per phase")
+    cli.add_argument("--src", type=Path, default=SRC, help="the src/ of the pushsvc to run")
+    cli.add_argument("--json", action="store_true", help="one JSON line instead of text")
+    args = cli.parse_args(argv)
+    result = run(args.src, args.topics, args.callers, args.seconds)
+    result["src"] = str(args.src)
+    result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['topics']} topics (created in {result['created_s']} s), src {args.src}")
+    for phase in ("baseline", "attacked"):
+        print(f"  {phase:<9} {result[phase]}")
+    print(f"  {args.callers} callers made {result['listing_calls']} listing calls")
+
+
+if __name__ == "__main__":
+    main()
