@@ -300,6 +300,9 @@ class Settings:
     token_query: bool = setting("false", _flag)
     max_streams_per_ip: int = setting("256", _positive_int)
     max_streams: int = setting("20000", _positive_int)
+    # Connections from one address waiting on their client (a head, a body, a keep-alive)
+    # at once; past it that address's longest-waiting is closed (pushsvc.http.waiting_clients).
+    max_waiting_per_ip: int = setting("256", _positive_int)
     # Streams primed (subscribed, their replay or snapshot read) at once; the others wait their
     # turn, so that a reconnect storm neither holds thousands of replays nor starves the live.
     max_priming: int = setting("64", _positive_int)

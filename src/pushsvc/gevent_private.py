@@ -30,8 +30,10 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
   (`unframed_input`; a POST's body is then read up to the connection's end). Pinned by
   tests/system/test_ingest_search.py::test_a_close_delimited_body_over_the_limit_is_a_json_413.
   `Input.rfile` is also replaced by a reader with deadlines (`body_input`; every read of a
-  body, pywsgi's discard included, goes through it). Pinned by
-  tests/system/hostile/test_unfinished_bodies.py.
+  body, pywsgi's discard included, goes through it), and a body of known length, read
+  before the app runs, is handed to it as `Input(io.BytesIO(body), length)` with
+  `WSGIHandler.wsgi_input` (`pushsvc.server.HeadTimeoutHandler`). Pinned by
+  tests/system/hostile/test_unfinished_bodies.py and tests/system/test_ingest_search.py.
 * `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
   `log_request` — public names but not a documented extension interface; overridden by
   `pushsvc.server`'s handlers and pinned by tests/system/test_slow_headers.py.

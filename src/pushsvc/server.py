@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
 import gevent.event
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import Input, WSGIServer
 from prometheus_client import make_wsgi_app
 
 from pushsvc.app import Role, create_app
@@ -28,7 +28,7 @@ from pushsvc.gevent_private import (
     RequestHead,
     body_input,
 )
-from pushsvc.http.body_deadline import BodyReader
+from pushsvc.http.body_deadline import BodyReader, BodyTooSlow
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
 from pushsvc.http.waiting_clients import WaitingClients
@@ -59,6 +59,14 @@ class _HeadersTooSlow(ValueError):
 
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_BODY_TIMEOUT_JSON = (
+    b'{"error":{"code":"request_timeout","message":"the request body did not arrive in time '
+    b'(--body-timeout, --body-read-timeout)"}}'
+)
+_BODY_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BODY_TIMEOUT_JSON), _BODY_TIMEOUT_JSON)
+)
 
 # After a refused body's answer (413) the connection lingers, as nginx's does: its sending
 # side shut, what the client still sends read and dropped for at most this long and this
@@ -86,6 +94,7 @@ class HeadTimeoutHandler(PywsgiHandler):
     `--slow-client-timeout` is ended (`pushsvc.deliver`)."""
 
     header_timeout_s = 10.0  # set per server by `handler_for`
+    max_body_bytes = 1 << 20  # set per server by `handler_for`
     body_timeout_s = 30.0  # set per server by `handler_for`
     body_read_timeout_s = 10.0  # set per server by `handler_for`
     greenlets: Gauge | None = None  # set per server by `handler_for`
@@ -131,6 +140,37 @@ class HeadTimeoutHandler(PywsgiHandler):
             body.rfile = reader  # type: ignore[assignment]  # reads as the buffered reader does
         return environ
 
+    def handle_one_response(self) -> None:
+        if self._buffer_body():
+            super().handle_one_response()
+
+    def _buffer_body(self) -> bool:
+        """Read a body of known length, up to `--max-body`, before the app is called, as
+        nginx buffers a body before it passes the request on: a client that never finishes
+        its body then costs a greenlet waiting in a read, never the app's work of routing,
+        authorizing and answering it. False when it did not arrive: the connection ends
+        here (with a 408 past its deadline), and the app never sees the request."""
+        wsgi_input = self.wsgi_input
+        length = wsgi_input.content_length if wsgi_input is not None else None
+        if self._body is None or not length or length > self.max_body_bytes:
+            return True  # no body, one of unknown length, or one the app refuses (413)
+        assert wsgi_input is not None
+        try:
+            data: bytes = wsgi_input.read(length)  # sends `100 Continue` where asked
+        except BodyTooSlow:
+            log.info("closed %s: request body not received in time", self.client_address)
+            with contextlib.suppress(OSError):
+                self.socket.sendall(_BODY_TIMEOUT)
+            return False
+        except OSError:  # the client left mid-body ("unexpected end of file")
+            self.close_connection = True
+            return False
+        # pywsgi's reader over the bytes read: the app reads them as it would the socket.
+        self.wsgi_input = Input(io.BytesIO(data), length)  # type: ignore[arg-type]
+        assert self.environ is not None
+        self.environ["wsgi.input"] = self.wsgi_input
+        return True
+
     def refuse_body(self) -> None:
         """Read nothing more of this request's body (it is answered 413): the connection
         lingers briefly once the answer is out, then closes."""
@@ -155,7 +195,7 @@ class HeadTimeoutHandler(PywsgiHandler):
         if clients is None:
             return
         if waiting:
-            clients.started(self)
+            clients.started(self, self.client_address[0] if self.client_address else "")
         else:
             clients.ended(self)
 
@@ -308,6 +348,7 @@ def handler_for(
 ) -> type[HeadTimeoutHandler]:
     fields = {
         "header_timeout_s": settings.header_timeout_us / 1e6,
+        "max_body_bytes": settings.max_body_bytes,
         "body_timeout_s": settings.body_timeout_us / 1e6,
         "body_read_timeout_s": settings.body_read_timeout_us / 1e6,
         "greenlets": greenlets,
@@ -317,13 +358,18 @@ def handler_for(
 
 
 def waiting_clients_for(
-    open_file_limit: int, on_shed: Callable[[int], object] = lambda count: None
+    settings: Settings,
+    open_file_limit: int,
+    on_shed: Callable[[int], object] = lambda count: None,
 ) -> WaitingClients:
     """Connections waiting on their client may take all but half the headroom the stream
     cap keeps (`pushsvc.ops.open_files`): the other half stays free for the process's own
-    files, its Redis connections and the requests under way."""
+    files, its Redis connections and the requests under way. Each client address may hold
+    `--max-waiting-per-ip` of them, except behind a proxy (`--trusted-proxies`), whose one
+    address carries every client's and which waits on slow clients itself."""
     cap = max(1, open_file_limit - headroom(open_file_limit) // 2)
-    return WaitingClients(cap, on_shed=on_shed)
+    per_address = None if settings.trusted_proxies else settings.max_waiting_per_ip
+    return WaitingClients(cap, per_address=per_address, on_shed=on_shed)
 
 
 # What accept fails with when this process (or the system) is out of descriptors or socket
@@ -400,7 +446,7 @@ class Server(PywsgiServer):
         waiting = self.handler_class.waiting
         handshake = _Handshake(client_socket)
         if waiting is not None:
-            waiting.started(handshake)  # a handshake waits on its client too
+            waiting.started(handshake, address[0] if address else "")  # it waits on its client
         try:
             tls_socket = self.tls_handshake(client_socket)
         except _HeadTimeout:
@@ -476,7 +522,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     handler = handler_for(
         settings,
         greenlets=runtime.metrics.greenlet_gauge(),
-        waiting=waiting_clients_for(open_files.limit, runtime.metrics.shed_counter().inc),
+        waiting=waiting_clients_for(settings, open_files.limit, runtime.metrics.shed_counter().inc),
     )
     if tls is None:
         server = Server(listener, app, log=None, error_log=log, handler_class=handler)

@@ -2,8 +2,8 @@
 producer and subscriber whose service the test asserts:
 
 * R.U.D.Y.: hundreds of connections that send a head and a `Content-Length` they never
-  fulfil, more than the server's open-file limit holds, while a producer posts and a
-  subscriber reads every update;
+  fulfil, more than the server's open-file limit holds, from many addresses, and from one,
+  while a producer (from another address) posts and a subscriber reads every update;
 * one unfinished body, and one trickled a byte at a time, cut off at their deadlines
   (`--body-read-timeout`, `--body-timeout`), with a 408 when the app was reading them;
 * bodies past `--max-body` that never end, in each framing: answered 413, then the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import resource
 import socket
 import threading
@@ -31,6 +32,7 @@ OPEN_FILE_LIMIT = 512
 ATTACKERS = 600  # more than the limit: without shedding they would take every descriptor
 LIVENESS_BOUND_S = 2.0  # generous: a liveness property on a loaded 2-core machine
 RSS_GROWTH_BOUND_KB = 64 * 1024
+PER_ADDRESS = 256  # --max-waiting-per-ip's default
 
 
 def _open_files(limit: int) -> Callable[[], None]:
@@ -58,9 +60,12 @@ def _server(*args: str, open_file_limit: int | None = None) -> Iterator[PushsvcP
         proc.stop()
 
 
-def _unfinished(port: int, path: str = "/topics/rudy/events") -> socket.socket:
-    """A connection that sends its head and the first bytes of a body it never finishes."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+def _unfinished(
+    port: int, path: str = "/topics/rudy/events", source: str = "127.0.0.1"
+) -> socket.socket:
+    """A connection that sends its head and the first bytes of a body it never finishes,
+    from `source` (any address of 127.0.0.0/8 is this machine's)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     sock.sendall(
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         "Content-Length: 100000\r\n\r\n".encode()
@@ -125,10 +130,14 @@ class Producer:
         wait_until(lambda: len(self.statuses) >= posts, timeout=60)
 
 
-def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(topic: str) -> None:
+@pytest.mark.parametrize("sources", [8, 1], ids=["many addresses", "one address"])
+def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
+    sources: int, topic: str
+) -> None:
     """600 unfinished bodies against a server whose open-file limit is 512, with deadlines
     longer than the test: the connections that waited longest on their client are shed when
-    descriptors run short, and a producer and a subscriber are served throughout."""
+    descriptors run short (from 8 addresses, 75 each: under the per-address cap) or when one
+    address holds too many, and a producer and a subscriber are served throughout."""
     _raise_own_fd_limit(2 * ATTACKERS + 256)
     with _server(
         "--body-timeout", "10m", "--body-read-timeout", "10m", open_file_limit=OPEN_FILE_LIMIT
@@ -141,16 +150,18 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(topic
             try:
                 with Producer(port, topic) as producer:
                     producer.wait_for(5)
-                    for _ in range(ATTACKERS):
-                        attackers.append(_unfinished(port))
-                    # Past the limit: the server is shedding the oldest to make room.
-                    proc.wait_for_log("closing the connections that waited longest")
+                    for n in range(ATTACKERS):
+                        attackers.append(_unfinished(port, source=f"127.0.1.{2 + n % sources}"))
+                    wait_until(lambda: _shed(port) >= ATTACKERS - OPEN_FILE_LIMIT, timeout=60)
                     posted = len(producer.statuses)
                     producer.wait_for(posted + 40)
                     # A second wave while the first's survivors still hold descriptors.
-                    for _ in range(ATTACKERS // 2):
-                        attackers.append(_unfinished(port))
+                    for n in range(ATTACKERS // 2):
+                        attackers.append(_unfinished(port, source=f"127.0.1.{2 + n % sources}"))
                     producer.wait_for(len(producer.statuses) + 20)
+                    if sources == 1:
+                        # The address keeps at most its share waiting; the rest were shed.
+                        wait_until(lambda: open_fds([proc.pid]) <= PER_ADDRESS + 64, timeout=30)
                 assert set(producer.statuses) == {202}, producer.statuses
                 assert max(producer.latencies) < LIVENESS_BOUND_S, sorted(producer.latencies)[-5:]
                 # Every accepted event reached the subscriber, in order.
@@ -165,6 +176,14 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(topic
                 for sock in attackers:
                     sock.close()
         assert request(port, "GET", "/healthz")[0] == 200
+        if sources > 1:
+            proc.wait_for_log("out of descriptors: closing the connections that waited longest")
+
+
+def _shed(port: int) -> float:
+    body = request(port, "GET", "/metrics")[2].decode()
+    found = re.search(r"^pushsvc_connections_shed_total (\S+)$", body, re.MULTILINE)
+    return float(found[1]) if found else 0.0
 
 
 def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:
@@ -180,8 +199,9 @@ def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:
             assert head.startswith(b"HTTP/1.1 408 "), answer
             assert b"connection: close" in head.lower()
             assert json.loads(body)["error"]["code"] == "request_timeout"
+            # Read before the app is called (pushsvc.server), it is answered 408 too.
             healthz = _read_to_end(idle_get, within=10)
-            assert healthz.startswith(b"HTTP/1.1 200 "), healthz
+            assert healthz.startswith(b"HTTP/1.1 408 "), healthz
         finally:
             attacker.close()
             idle_get.close()
@@ -242,22 +262,25 @@ def test_an_endless_body_past_max_body_is_answered_413_and_cut_off(
         sock = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         sock.sendall(head.encode())
         sock.setblocking(False)
-        sent, answer, closed = 0, b"", False
+        sent, answer, closed, sending = 0, b"", False, True
         started = time.monotonic()
         try:
             while not closed and time.monotonic() - started < 20:
-                with contextlib.suppress(BlockingIOError):
-                    sent += sock.send(piece)
+                try:
+                    if sending:
+                        sent += sock.send(piece)
+                except BlockingIOError:
+                    pass
+                except OSError:  # the server closed: read what it answered, as curl does
+                    sending = False
                 try:
                     part = sock.recv(65536)
                     answer += part
                     closed = not part
                 except BlockingIOError:
                     pass
-                except OSError:  # reset, or a broken pipe from the send
+                except OSError:  # reset
                     closed = True
-        except OSError:
-            closed = True
         finally:
             sock.close()
         assert closed, f"still open after 20 s, {sent} bytes sent"

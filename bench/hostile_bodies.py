@@ -1,0 +1,271 @@
+"""A legitimate producer's POST latency while an attacker holds unfinished request bodies
+(R.U.D.Y.) at the server's default limits.
+
+One `pushsvc serve` (embedded broker), or with `--redis` a `pushsvc web` beside a
+`pushsvc aggregate` on a redis-server of the benchmark's own, runs at its default settings
+(`--body-timeout 30s`, `--body-read-timeout 10s`, the open-file limit raised to the hard
+one). A producer POSTs one event at a time on fresh connections, first alone (`baseline`),
+then while an attacker process keeps `--connections` connections each with a head and a
+`Content-Length: 100000` it never fulfils: whenever the server closes one, the attacker
+opens another, for `--seconds`. Reported per phase: the producer's p50/p99/max and failed
+POSTs; and the server's RSS before and at its peak (VmHWM), the connections the server shed
+(`pushsvc_connections_shed_total`), the attacker's opened and cut-off connections.
+
+    python -m bench.hostile_bodies                               # 20,000 connections
+    python -m bench.hostile_bodies --connections 2000 --seconds 10 --json
+    python -m bench.hostile_bodies --redis
+
+Stand-alone on purpose: the standard library only (nothing from tests/), so it runs
+against any tree's `src/` (`--src`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import resource
+import selectors
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+HEAD = (
+    b"POST /topics/attacked/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 100000\r\n\r\n{"value": '
+)
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], env: dict[str, str], ready: re.Pattern[str]) -> Iterator[str]:
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while (found := ready.search(_read(log))) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{argv[2:4]} did not start: {_read(log)[-2000:]}")
+                time.sleep(0.05)
+            yield f"{proc.pid}:{found.group(1) if found.groups() else ''}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+@contextlib.contextmanager
+def serving(src: Path, redis: bool) -> Iterator[tuple[int, int]]:
+    """The server's port and pid."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
+    env.update(PYTHONPATH=str(src), PYTHONUNBUFFERED="1")
+    pushsvc = [sys.executable, "-m", "pushsvc"]
+    with contextlib.ExitStack() as stack:
+        role = "serve"
+        if redis:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise SystemExit("--redis needs redis-server on PATH")
+            port = _free_port()
+            data = stack.enter_context(tempfile.TemporaryDirectory())
+            stack.enter_context(
+                _process(
+                    [binary, "--port", str(port), "--save", "", "--dir", data],
+                    env,
+                    re.compile(r"Ready to accept connections()"),
+                )
+            )
+            env["PUSHSVC_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+            stack.enter_context(
+                _process([*pushsvc, "aggregate"], env, re.compile(r"took the lease()"))
+            )
+            role = "web"
+        found = stack.enter_context(
+            _process([*pushsvc, role, "--port", "0", "--tick", "0"], env, LISTENING)
+        )
+        pid, port_text = found.split(":")
+        yield int(port_text), int(pid)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _metric(port: int, name: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def attack(port: int, connections: int, until: float, counts: multiprocessing.Array) -> None:  # type: ignore[valid-type]
+    """Keep `connections` unfinished bodies open until `until`, opening a new one for each
+    the server closes (run in a process of its own). counts: opened, closed by the server."""
+    _raise_fd_limit()
+    selector = selectors.DefaultSelector()
+    opened = closed = 0
+
+    def open_one() -> None:
+        nonlocal opened
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        selector.register(sock, selectors.EVENT_WRITE, "connecting")
+        opened += 1
+
+    for _ in range(connections):
+        open_one()
+    while time.monotonic() < until:
+        for key, _ in selector.select(timeout=0.2):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if key.data == "connecting":
+                try:
+                    sock.send(HEAD)
+                    selector.modify(sock, selectors.EVENT_READ, "held")
+                    continue
+                except OSError:
+                    pass  # refused or reset: counted as cut off below
+            else:
+                try:
+                    if sock.recv(65536):
+                        continue  # an answer (408): the close comes next
+                except OSError:
+                    pass
+            selector.unregister(sock)
+            sock.close()
+            closed += 1
+            open_one()
+    counts[0], counts[1] = opened, closed
+
+
+def produce(port: int, seconds: float) -> tuple[list[float], int]:
+    """POST latencies (s) of one producer on fresh connections, and failed POSTs."""
+    took: list[float] = []
+    failed = 0
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        started = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/topics/producer/events", b'{"value": 1}', {
+                "Content-Type": "application/json"
+            })  # fmt: skip
+            ok = conn.getresponse().status == 202
+            conn.close()
+        except OSError:
+            ok = False
+        took.append(time.perf_counter() - started)
+        failed += not ok
+        time.sleep(0.02)  # the producer's pace: ~40 posts/s
+    return took, failed
+
+
+def summary(took: list[float], failed: int) -> dict[str, float]:
+    cuts = statistics.quantiles(took, n=100, method="inclusive")
+    return {
+        "posts": len(took),
+        "failed": failed,
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(max(took) * 1000, 1),
+    }
+
+
+def run(src: Path, connections: int, seconds: float, redis: bool) -> dict[str, object]:
+    _raise_fd_limit()
+    ctx = multiprocessing.get_context("spawn")
+    with serving(src, redis) as (port, pid):
+        baseline = summary(*produce(port, min(seconds, 5.0)))
+        rss_before = _status_kb(pid, "VmRSS")
+        # Two attacker processes: one process's open-file limit (often 20,000) holds not
+        # quite 20,000 connections of its own.
+        until = time.monotonic() + seconds + 5
+        shares = [connections // 2, connections - connections // 2]
+        counts = [ctx.Array("q", 2) for _ in shares]
+        attackers = [
+            ctx.Process(target=attack, args=(port, share, until, count))
+            for share, count in zip(shares, counts, strict=True)
+        ]
+        for attacker in attackers:
+            attacker.start()
+        time.sleep(5)  # the attackers' connections are opening: measure once they hold
+        attacked = summary(*produce(port, seconds))
+        for attacker in attackers:
+            attacker.join()
+        return {
+            "server": "web on Redis" if redis else "serve",
+            "connections": connections,
+            "baseline": baseline,
+            "attacked": attacked,
+            "rss_before_mb": round(rss_before / 1024, 1),
+            "rss_peak_mb": round(_status_kb(pid, "VmHWM") / 1024, 1),
+            "shed": int(_metric(port, "pushsvc_connections_shed_total")),
+            "attacker_opened": sum(count[0] for count in counts),
+            "attacker_cut_off": sum(count[1] for count in counts),
+        }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_argument("--connections", type=int, default=20_000)
+    cli.add_argument("--seconds", type=float, default=30.0, help="of the attack")
+    cli.add_argument("--redis", action="store_true", help="pushsvc web + aggregate on Redis")
+    cli.add_argument("--src", type=Path, default=SRC, help="the src/ of the pushsvc to run")
+    cli.add_argument("--json", action="store_true", help="one JSON line instead of text")
+    args = cli.parse_args(argv)
+    result = run(args.src, args.connections, args.seconds, args.redis)
+    result["src"] = str(args.src)
+    result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['server']}: {args.connections} unfinished bodies, src {args.src}")
+    for phase in ("baseline", "attacked"):
+        print(f"  {phase:<9} {result[phase]}")
+    print(
+        f"  RSS {result['rss_before_mb']} MB before, peak {result['rss_peak_mb']} MB; "
+        f"shed {result['shed']}; attacker opened {result['attacker_opened']}, "
+        f"cut off {result['attacker_cut_off']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
