@@ -1,6 +1,7 @@
-"""`GET /topics` a page at a time: each topic the caller may read listed once, in name order,
-across pages, also while topics come and go between them; `?limit=` bounded; bad `?limit=`
-or `?after=` a 400; a scope's invisible topics never listed nor counted against a page.
+"""`GET /topics` and `GET /alerts` a page at a time: each topic (alert instance) the caller
+may read listed once, in order, across pages, also while others come and go between them;
+`?limit=` bounded; bad `?limit=` or `?after=` a 400; a scope's invisible topics never listed,
+and (topics) never counted against a page, (alerts) a bounded number read per call.
 
 Pages under change are held against the brokers themselves (embedded and Redis, several
 partitions), driven by Hypothesis; the HTTP answers in-process (Flask's test client).
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +26,8 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.client import calls
 from pushsvc.core.topic_pages import DEFAULT_LIMIT, MAX_LIMIT, topic_ranges
-from pushsvc.core.updates import UpdateDraft, deletion_draft
+from pushsvc.core.topics import ALERTS
+from pushsvc.core.updates import UpdateDraft, alert_draft, deletion_draft
 from support.auth_tokens import SECRET, hs256
 from support.redis_server import RedisServer
 
@@ -219,3 +222,120 @@ def test_the_clients_follow_the_pages_to_the_last(client: FlaskClient) -> None:
     except StopIteration as done:
         listed = done.value
     assert [t["topic"] for t in listed] == sorted(topics) and asked == 3
+
+
+def alert(broker: ServingBroker, name: str, topic: str, active: bool = True) -> str:
+    """An instance of alert `name` on `topic` turns pending (`active`) or resolved, as the
+    aggregator publishes it; its key."""
+    key = f"{name}\x1f{topic}\x1fnull"
+    body = b'{"alert":"%s","topic":"%s","group":null,"state":"%s","value":1.0,"since":1.0,' % (
+        name.encode(),
+        topic.encode(),
+        b"pending" if active else b"resolved",
+    )
+    broker.publish_updates(
+        [alert_draft(ALERTS, 1_000_000, body + b'"labels":{},"annotations":{}}', key, active)]
+    )
+    return key
+
+
+def alert_pages(
+    broker: ServingBroker, limit: int, scan: int, keep: Any = lambda key: True
+) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        page = broker.active_alerts_page(after=after, limit=limit, scan=scan, keep=keep)
+        assert len(page.changes) <= limit
+        pages.append(
+            [orjson.loads(c)["alert"] + "/" + orjson.loads(c)["topic"] for c in page.changes]
+        )
+        if page.next is None:
+            return pages
+        after = page.next
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    before=st.sets(st.tuples(st.sampled_from("xyz"), names), max_size=12),
+    resolved=st.sets(st.tuples(st.sampled_from("xyz"), names), max_size=4),
+    limit=st.integers(1, 4),
+    scan=st.integers(1, 5),
+)
+def test_active_alerts_pages_list_each_kept_instance_once_in_key_order(
+    brokers: Any,
+    before: set[tuple[str, str]],
+    resolved: set[tuple[str, str]],
+    limit: int,
+    scan: int,
+) -> None:
+    broker = brokers()
+    for name, topic in before:
+        alert(broker, name, topic)
+    pages, after, listed = 0, None, []
+    keep = lambda key: not key.split("\x1f")[1].startswith("b")  # noqa: E731
+    while True:
+        page = broker.active_alerts_page(after=after, limit=limit, scan=max(scan, limit), keep=keep)
+        assert len(page.changes) <= limit
+        listed += [(c["alert"], c["topic"]) for c in map(orjson.loads, page.changes)]
+        pages += 1
+        if page.next is None:
+            break
+        after = page.next
+        if pages == 2:  # resolved while the listing is under way
+            for name, topic in resolved:
+                alert(broker, name, topic, active=False)
+    assert listed == sorted(set(listed))  # by alert, then topic; none twice
+    visible = {(n, t) for n, t in before if not t.startswith("b")}
+    assert visible - resolved <= set(listed) <= visible
+
+
+def test_a_narrow_scope_reads_a_bounded_number_of_instances_per_call(brokers: Any) -> None:
+    broker = brokers()
+    for n in range(12):
+        alert(broker, "hot", f"private.{n:02d}")
+    alert(broker, "hot", "public.a")
+    alert(broker, "warm", "public.b")
+    looked: list[str] = []
+
+    def public(key: str) -> bool:
+        looked.append(key)
+        return key.split("\x1f")[1].startswith("public.")
+
+    pages = []
+    after = None
+    while True:
+        looked.clear()
+        page = broker.active_alerts_page(after=after, limit=10, scan=5, keep=public)
+        assert len(looked) <= 5  # the scan budget, however many a page would want
+        pages.append([orjson.loads(c)["topic"] for c in page.changes])
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == [[], [], ["public.a", "public.b"]]  # 12 private, then the 2 public
+
+
+def test_alerts_pages_over_http_with_an_opaque_cursor_and_bad_ones_refused(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(jwt_key=SECRET, anonymous="public.*")
+    client = app.test_client()
+    broker = app.extensions["pushsvc"].broker
+    for n in range(5):
+        alert(broker, "hot", f"public.{n}")
+        alert(broker, "hot", f"private.{n}")
+    first = client.get("/alerts?limit=2")
+    body = first.get_json()
+    assert [a["topic"] for a in body["alerts"]] == ["public.0", "public.1"]
+    assert first.headers["Link"] == f'<alerts?limit=2&after={body["next"]}>; rel="next"'
+    listed = [a["topic"] for a in body["alerts"]]
+    while body["next"] is not None:
+        body = client.get(f"/alerts?limit=2&after={body['next']}").get_json()
+        listed += [a["topic"] for a in body["alerts"]]
+    assert listed == [f"public.{n}" for n in range(5)]
+    reader = {"Authorization": f"Bearer {hs256(subscribe=['*'])}"}
+    everything = client.get("/alerts", headers=reader).get_json()
+    assert len(everything["alerts"]) == 10 and everything["next"] is None
+    for bad in ("after=%21%21", "after=bm90LWEta2V5", "limit=0", f"limit={MAX_LIMIT + 1}"):
+        answer = client.get(f"/alerts?{bad}")
+        assert answer.status_code == 400, bad
+        assert answer.get_json()["error"]["code"] == "bad_request"

@@ -37,7 +37,7 @@ class Index:
             start = bisect.bisect_left(self.names, part.low)
         else:
             start = bisect.bisect_right(self.names, part.low)
-        found = []
+        found: list[str] = []
         for name in self.names[start:]:
             if part.high is not None and (
                 name > part.high or (name == part.high and not part.high_inclusive)

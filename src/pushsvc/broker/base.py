@@ -373,6 +373,24 @@ class AlertKeeper(Protocol):
         published on `_alerts`, without the id)."""
         ...
 
+    def active_alerts_page(
+        self, *, after: str | None, limit: int, scan: int, keep: Callable[[str], bool]
+    ) -> AlertsPage:
+        """Of the active instances whose keys sort after `after`, reading at most `scan` keys
+        in key order from a sorted index (`scan_page`), the changes of the first `limit`
+        whose key `keep` keeps. An instance resolved while the page is read may be left
+        out."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsPage:
+    """Active alert instances' latest changes, in key order (`active_alerts_page`); `next`:
+    the key the next page reads after, None when no instance follows."""
+
+    changes: list[bytes]
+    next: str | None
+
 
 @dataclass(frozen=True, slots=True)
 class LatestPage:

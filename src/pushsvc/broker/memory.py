@@ -19,6 +19,7 @@ from sortedcontainers import SortedDict
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    AlertsPage,
     Appended,
     Applied,
     BridgeStats,
@@ -38,7 +39,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
-from pushsvc.core.topic_pages import IndexRange, TopicRange, walk
+from pushsvc.core.topic_pages import IndexRange, TopicRange, scan_page, walk
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, TooManyTopics
@@ -193,7 +194,8 @@ class MemoryBroker:
         # (its next event continues them), trimmed to each tier's retention as points come.
         self._series = SeriesStore()
         self._series_due: dict[tuple[str, str, str], float] = {}  # key -> when it expires
-        self._alerts: dict[str, bytes] = {}  # instance key -> its latest change (active ones)
+        # Instance key -> its latest change (active ones), sorted: /alerts reads pages of it.
+        self._alerts: SortedDict[str, bytes] = SortedDict()
         # Alert changes apart from the history every topic shares, each with when it was
         # published (on `clock`), kept `alert_retention_us`; the seq of the newest dropped.
         self._alert_changes: deque[tuple[float, Update]] = deque()
@@ -500,6 +502,14 @@ class MemoryBroker:
     def active_alerts(self) -> list[bytes]:
         with self._updates_lock:
             return list(self._alerts.values())
+
+    def active_alerts_page(
+        self, *, after: str | None, limit: int, scan: int, keep: Callable[[str], bool]
+    ) -> AlertsPage:
+        with self._updates_lock:
+            keys = self._alerts.irange(minimum=after, inclusive=(False, False))
+            page = scan_page(list(islice(keys, scan + 1)), limit, scan, keep)
+            return AlertsPage([self._alerts[key] for key in page.keys], page.next)
 
     def _keep_point(self, draft: UpdateDraft) -> bool:
         """Keep a point in its tier; False when the tier holds it already."""

@@ -136,9 +136,7 @@ class AsyncClient:
         return await self._run(calls.get_json("rules"))
 
     async def alerts(self) -> list[dict[str, Any]]:
-        answer = await self._run(calls.get_json("alerts"))
-        alerts: list[dict[str, Any]] = answer["alerts"]
-        return alerts
+        return await self._run(calls.alerts())
 
     async def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
         send = async_retrying(backoff or self.backoff, self._sleep)

@@ -34,7 +34,7 @@ Plan = Generator["Call", httpx.Response, T]
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 HISTORY_PAGE = 10_000  # the server's largest ?limit=
-TOPICS_PAGE = 1000  # GET /topics' largest ?limit=
+LISTING_PAGE = 1000  # the largest ?limit= of GET /topics and GET /alerts
 
 Time = str | float | datetime
 """A point in time as the API takes it: epoch seconds, an RFC 3339 string or an aware
@@ -152,15 +152,27 @@ def history_updates(
     return updates, first, last
 
 
-def topics(page: int = TOPICS_PAGE) -> Plan[list[dict[str, Any]]]:
+def topics(page: int = LISTING_PAGE) -> Plan[list[dict[str, Any]]]:
     """Every topic the client may read (`Client.topics`), following `GET /topics`' pages
     (`next`) to the last, `page` topics at a time."""
+    return (yield from every_page("topics", "topics", page))
+
+
+def alerts(page: int = LISTING_PAGE) -> Plan[list[dict[str, Any]]]:
+    """Every active alert instance the client may read (`Client.alerts`), following
+    `GET /alerts`' pages (`next`) to the last."""
+    return (yield from every_page("alerts", "alerts", page))
+
+
+def every_page(path: str, member: str, page: int) -> Plan[list[dict[str, Any]]]:
+    """A listing's `member` over all its pages: each asked with the previous one's `next`, to
+    the last (`next` null, or absent from a server without pages)."""
     listed: list[dict[str, Any]] = []
     params = [("limit", str(page))]
     while True:
-        answer = yield from get_json("topics", params)
-        listed += answer["topics"]
-        following = answer.get("next")  # absent from a server that answers one page
+        answer = yield from get_json(path, params)
+        listed += answer[member]
+        following = answer.get("next")
         if following is None:
             return listed
         params = [("limit", str(page)), ("after", following)]

@@ -176,9 +176,7 @@ class Client:
 
     def alerts(self) -> list[dict[str, Any]]:
         """The alert instances pending or firing now (of the topics this client may read)."""
-        answer = self._run(calls.get_json("alerts"))
-        alerts: list[dict[str, Any]] = answer["alerts"]
-        return alerts
+        return self._run(calls.alerts())
 
     def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
         send = retrying(backoff or self.backoff, self._sleep)

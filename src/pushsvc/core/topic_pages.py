@@ -27,6 +27,8 @@ DEFAULT_LIMIT = 100
 """Names in a page when `?limit=` is not given."""
 MAX_LIMIT = 1000
 """The largest `?limit=`."""
+SCAN = 1000
+"""The most index entries a listing filtered by scope key by key (`scan_page`) reads per call."""
 
 ABOVE = "\x7f"
 """Sorts after every character a topic name may hold (the highest is `z`): `p.` + ABOVE is
@@ -108,3 +110,26 @@ def walk(
         if len(found) > limit:
             return NamePage(found[:limit], True)
     return NamePage(found, False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    keys: list[str]
+    """The keys kept, at most the page's limit, in order."""
+    next: str | None
+    """The key the next page reads after; None when nothing follows."""
+
+
+def scan_page(read: Sequence[str], limit: int, scan: int, keep: Callable[[str], bool]) -> KeyPage:
+    """A page of the keys `keep` keeps among `read` — at most `scan + 1` keys of a sorted
+    index after the cursor, the one past `scan` saying more follow: a listing whose order is
+    not by topic (alert instances sort by alert first) cannot read its visible keys by range,
+    so it reads `scan` keys per call whatever it keeps, and may answer fewer than `limit`,
+    even none, with a `next` to read on from."""
+    kept: list[str] = []
+    for key in read[:scan]:
+        if keep(key):
+            if len(kept) == limit:
+                return KeyPage(kept, kept[-1])
+            kept.append(key)
+    return KeyPage(kept, read[scan - 1] if len(read) > scan else None)

@@ -9,7 +9,8 @@
 --       partition's set of checkpointed topics), alert_changes (the alert changes again,
 --       under the same ids, kept for their own retention), alert_changes_trimmed (the
 --       newest id trimmed from it), names (the sorted set of `latest`'s topics, score 0,
---       which listings page through by name: kept with `latest`, field for field)
+--       which listings page through by name: kept with `latest`, field for field),
+--       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise)
 -- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
 --       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
 --       groups_prefix (of a topic's live groups hash), draft_count, point_count,
@@ -74,7 +75,7 @@ local FIRST_DELETION = FIRST_INSTANCE + 3 * instance_count  -- a deletion's draf
 local FIRST_GROUP = FIRST_DELETION + deletion_count  -- the first group's topic; id, JSON
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
 local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
-local names_key = KEYS[12]
+local names_key, alert_keys_key = KEYS[12], KEYS[13]
 
 -- Draft place -> the ARGV index of its series arguments.
 local point_at = {}
@@ -229,8 +230,10 @@ for i = FIRST_DRAFT, LAST_DRAFT, 3 do
       keep_alert_change(id, clock, body)
       if ARGV[alert + 2] == '' then
         redis.call('HDEL', alerts_key, ARGV[alert + 1])
+        redis.call('ZREM', alert_keys_key, ARGV[alert + 1])
       else
         redis.call('HSET', alerts_key, ARGV[alert + 1], ARGV[alert + 2])
+        redis.call('ZADD', alert_keys_key, 0, ARGV[alert + 1])
       end
     end
     if not point and not deletion then previous[topic] = id end

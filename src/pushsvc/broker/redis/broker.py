@@ -35,6 +35,7 @@ from redis.exceptions import (
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    AlertsPage,
     Appended,
     Applied,
     BridgeStats,
@@ -428,6 +429,7 @@ class RedisBroker:
             part.alert_changes,
             part.alert_changes_trimmed,
             part.names,
+            part.alert_keys,
         ]
         args: list[str | int | bytes] = [
             new_epoch(index),
@@ -643,6 +645,14 @@ class RedisBroker:
                 if match(topic):
                     found[topic] = unpack(topic, value)
         return found
+
+    def active_alerts_page(
+        self, *, after: str | None, limit: int, scan: int, keep: Callable[[str], bool]
+    ) -> AlertsPage:
+        """See `AlertKeeper.active_alerts_page`: slices of each partition's sorted set of
+        instance keys (`pushsvc.broker.redis.names`)."""
+        self._check_open()
+        return self._names.active_alerts_page(after=after, limit=limit, scan=scan, keep=keep)
 
     def latest_page(
         self, ranges: Sequence[TopicRange], *, after: str | None, limit: int

@@ -32,6 +32,8 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:groups:{topic}    hash    a grouping topic's live groups: group id -> `<epoch> <JSON>`
     P:alerts            hash    alert instance -> its latest change, while active (the
                                 instances of the partition's topics)
+    P:alert_keys        zset    alerts' instance keys, score 0, written with it: /alerts
+                                reads a page of keys by ZRANGE BYLEX
     P:alerts_head       string  `<epoch>:<stream id>` of the partition's newest alert change
     P:alert_changes     stream  the partition's alert changes (c=clock_us, b=body) under their
                                 ids in `history`, kept `--alert-retention` (by stream id, i.e.
@@ -186,6 +188,11 @@ class PartitionKeys:
     @property
     def latest(self) -> str:
         return f"{self.base}latest"
+
+    @property
+    def alert_keys(self) -> str:
+        """A sorted set: the instance keys of `alerts`, score 0 (ordered by key)."""
+        return f"{self.base}alert_keys"
 
     @property
     def names(self) -> str:

@@ -1,28 +1,30 @@
 """Pages of topics in name order on Redis (`GET /topics`): each partition keeps its topics'
 names in a sorted set beside `latest` (`P:names`, written with it by the publish, delete and
 forget scripts), and a page reads `ZRANGE BYLEX` slices of those sets, never `HGETALL latest`.
+Active alert instances likewise (`GET /alerts`): `P:alert_keys` beside `P:alerts`.
 
 A page asks every partition for at most `limit + 1` names of each range it reads
 (`pushsvc.core.topic_pages.walk`), merges them in name order and reads the page's updates by
 `HMGET`: O(partitions * (limit + log topics)) per range, whatever the number of topics.
 
-Data written before the index was kept has none: the first page a process reads builds each
-partition's whose size differs from `latest`'s (`lua/index_names.lua`, once per process).
+Data written before the indexes were kept has none: the first page a process reads builds
+each partition's index whose size differs from its hash's (`lua/index_names.lua`, once per
+process and index).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 
 import redis
 
-from pushsvc.broker.base import LatestPage
+from pushsvc.broker.base import AlertsPage, LatestPage
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import unavailable, unpack
-from pushsvc.core.topic_pages import IndexRange, TopicRange, walk
+from pushsvc.core.topic_pages import IndexRange, TopicRange, scan_page, walk
 from pushsvc.core.updates import Update
 
 
@@ -43,6 +45,7 @@ class TopicNames:
         self._keys = keys
         self._index = Script(client, "index_names")
         self._indexed = False
+        self._alerts_indexed = False
 
     def latest_page(
         self, ranges: Sequence[TopicRange], *, after: str | None, limit: int
@@ -76,3 +79,33 @@ class TopicNames:
                 pipe.zrangebylex(keys.names, low, high, start=0, num=count)
             replies: list[list[bytes]] = pipe.execute()
         return [name.decode() for name in islice(heapq.merge(*replies), count)]
+
+    def active_alerts_page(
+        self, *, after: str | None, limit: int, scan: int, keep: Callable[[str], bool]
+    ) -> AlertsPage:
+        low = "-" if after is None else "(" + after
+        with unavailable("active_alerts_page"):
+            if not self._alerts_indexed:
+                for part in self._keys:
+                    self._index(keys=[part.alerts, part.alert_keys])
+                self._alerts_indexed = True
+            with self._client.pipeline(transaction=False) as pipe:
+                for part in self._keys:
+                    pipe.zrangebylex(part.alert_keys, low, "+", start=0, num=scan + 1)
+                replies: list[list[bytes]] = pipe.execute()
+            # Each key with its partition, merged in key order.
+            tagged = [[(key.decode(), i) for key in keys] for i, keys in enumerate(replies)]
+            read = list(islice(heapq.merge(*tagged), scan + 1))
+            page = scan_page([key for key, _ in read], limit, scan, keep)
+            where = dict(read)
+            by_partition: dict[int, list[str]] = {}
+            for key in page.keys:
+                by_partition.setdefault(where[key], []).append(key)
+            with self._client.pipeline(transaction=False) as pipe:
+                for index, keys in by_partition.items():
+                    pipe.hmget(self._keys.partition(index).alerts, keys)
+                bodies = pipe.execute()
+        found: dict[str, bytes] = {}
+        for keys, values in zip(by_partition.values(), bodies, strict=True):
+            found.update((k, v) for k, v in zip(keys, values, strict=True) if v)
+        return AlertsPage([found[key] for key in page.keys if key in found], page.next)

@@ -18,8 +18,8 @@ from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.durations import duration_label
 from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
-from pushsvc.core.topic_pages import DEFAULT_LIMIT as TOPICS_DEFAULT_LIMIT
-from pushsvc.core.topic_pages import MAX_LIMIT as TOPICS_MAX_LIMIT
+from pushsvc.core.topic_pages import DEFAULT_LIMIT as PAGE_DEFAULT_LIMIT
+from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.errors import Unauthorized
@@ -40,6 +40,18 @@ _TOPIC = {
 # A topic name, `prefix.*` (the prefix itself a topic name) or `*`.
 _SELECTOR_PATTERN = rf"^(?:\*|{TOPIC_PATTERN}(?:\.\*)?)$"
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# A listing's page size (`GET /topics`, `GET /alerts`).
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": PAGE_MAX_LIMIT,
+        "default": PAGE_DEFAULT_LIMIT,
+    },
+    "description": "the most entries in the page",
+}
 _RETRY_AFTER = {
     "description": "seconds to wait before trying again",
     "schema": {"type": "integer", "minimum": 0},
@@ -611,17 +623,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 "name order (follow `next`, or the Link header's rel=next)",
                 {"$ref": "#/components/schemas/Topics"},
                 parameters=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": TOPICS_MAX_LIMIT,
-                            "default": TOPICS_DEFAULT_LIMIT,
-                        },
-                        "description": "the most topics in the page",
-                    },
+                    _LIMIT,
                     {
                         "name": "after",
                         "in": "query",
@@ -633,9 +635,20 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 security=reading,
             ),
             "/alerts": _json_get(
-                "Alert instances pending or firing now (of the topics the caller may read)",
+                "Alert instances pending or firing now (of the topics the caller may read); a "
+                "page at a time, by alert, topic and group (follow `next`: a page may hold "
+                "fewer than `limit`, even none, and still have a `next`)",
                 {"$ref": "#/components/schemas/Alerts"},
-                errors=(401,) if reading is not None else (),
+                parameters=[
+                    _LIMIT,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                        "description": "the previous page's `next` (opaque)",
+                    },
+                ],
+                errors=(400, 401) if reading is not None else (400,),
                 security=reading,
             ),
             "/rules": _json_get(

@@ -139,9 +139,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "Alerts": {
         "type": "object",
-        "required": ["alerts"],
+        "required": ["alerts", "next"],
         "properties": {
-            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/AlertChange"}}
+            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/AlertChange"}},
+            "next": {
+                "type": ["string", "null"],
+                "description": "`?after=` of the next page; null on the last",
+            },
         },
     },
     "AlertChange": {

@@ -10,13 +10,14 @@ given as a `Link: <…>; rel="next"` header (RFC 8288), as GitHub pages its list
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import MultiDict
 
-from pushsvc.core.topic_pages import DEFAULT_LIMIT, MAX_LIMIT, topic_ranges
+from pushsvc.core.topic_pages import DEFAULT_LIMIT, MAX_LIMIT, SCAN, topic_ranges
 from pushsvc.core.topics import ALL, TopicMatcher, validate_topic
 from pushsvc.errors import BadRequest, InvalidTopic, NotFound
 from pushsvc.http.api.context import runtime
@@ -58,12 +59,7 @@ def rules() -> dict[str, object]:
 def page_query(args: MultiDict[str, str]) -> tuple[int, str | None]:
     """`?limit=` and `?after=` of a topic listing, judged before anything is read (400 naming
     the parameter)."""
-    text = args.get("limit")
-    limit = DEFAULT_LIMIT
-    if text is not None:
-        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-            raise BadRequest(f"?limit= is a whole number from 1 to {MAX_LIMIT}; got {text[:20]!r}")
-        limit = int(text)
+    limit = _limit(args.get("limit"))
     after = args.get("after")
     if after is not None:
         try:
@@ -92,22 +88,68 @@ def list_topics() -> Response:
         }
         for topic, update in page.latest.items()
     ]
-    headers = {"Cache-Control": "no-store"}
-    if page.next is not None:
-        query = urlencode({"limit": limit, "after": page.next})
-        headers["Link"] = f'<topics?{query}>; rel="next"'
     body = orjson.dumps({"topics": topics, "next": page.next})
-    return Response(body, mimetype="application/json", headers=headers)
+    return Response(body, mimetype="application/json", headers=_paged("topics", limit, page.next))
 
 
 @bp.get("/alerts")
-def active_alerts() -> dict[str, object]:
+def active_alerts() -> Response:
     """The alert instances pending or firing now, each as its latest change on `_alerts` (with
-    its value and since when), of the topics the caller may read."""
+    its value and since when), of the topics the caller may read; a page at a time, by alert,
+    topic and group. Instances sort by alert first, so a narrow scope's cannot be read by
+    range: a call reads at most `SCAN` instances and may answer fewer than `limit`, even
+    none, with a `next` to read on from (`scan_page`)."""
+    limit, after = _alerts_query(request.args)
     rt = runtime()
     scope = rt.gate.readable(request)
     readable = None if scope is None else scope.restrict(TopicMatcher([ALL]))
-    found = [orjson.loads(body) for body in rt.broker.active_alerts()]
-    shown = [a for a in found if readable is None or readable(a["topic"])]
-    shown.sort(key=lambda a: (a["alert"], a["topic"], orjson.dumps(a["group"])))
-    return {"alerts": shown}
+
+    def keep(key: str) -> bool:
+        return readable is None or readable(key.split(INSTANCE_SEPARATOR, 2)[1])
+
+    page = rt.broker.active_alerts_page(after=after, limit=limit, scan=SCAN, keep=keep)
+    following = None if page.next is None else _cursor(page.next)
+    body = b'{"alerts":[' + b",".join(page.changes) + b'],"next":' + orjson.dumps(following) + b"}"
+    return Response(body, mimetype="application/json", headers=_paged("alerts", limit, following))
+
+
+# An alert instance's key (`pushsvc.aggregate.aggregator`): alert, topic and group JSON.
+INSTANCE_SEPARATOR = "\x1f"
+
+
+def _cursor(key: str) -> str:
+    """An instance key as `?after=` carries it: base64url, opaque to callers."""
+    return base64.urlsafe_b64encode(key.encode()).rstrip(b"=").decode()
+
+
+def _alerts_query(args: MultiDict[str, str]) -> tuple[int, str | None]:
+    limit = _limit(args.get("limit"))
+    text = args.get("after")
+    if text is None:
+        return limit, None
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        if not (text.isascii() and key.count(INSTANCE_SEPARATOR) >= 2):
+            raise ValueError(text)
+    except ValueError:
+        raise BadRequest(
+            f"?after= is the `next` of the previous page of alerts; got {text[:64]!r}"
+        ) from None
+    return limit, key
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
+        raise BadRequest(f"?limit= is a whole number from 1 to {MAX_LIMIT}; got {text[:20]!r}")
+    return int(text)
+
+
+def _paged(path: str, limit: int, following: str | None) -> dict[str, str]:
+    """A listing's headers: its next page as a `Link` (RFC 8288, relative to the listing)."""
+    headers = {"Cache-Control": "no-store"}
+    if following is not None:
+        query = urlencode({"limit": limit, "after": following})
+        headers["Link"] = f'<{path}?{query}>; rel="next"'
+    return headers
