@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from support.live import (
@@ -30,6 +33,7 @@ from support.live import (
     wait_until,
 )
 from support.procfs import rss_kb
+from support.tls_pairs import self_signed
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -340,6 +344,68 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
             assert admitted.status == 200
     finally:
         legit.close()
+        for attacker in attackers:
+            attacker.close()
+        proc.stop()
+
+
+def test_over_tls_never_reading_replays_and_live_streams_are_cut_off_too(
+    tmp_path: Path, topic: str
+) -> None:
+    """On TLS a stream is written by its greenlet (its head and every write through the WSGI
+    server), not by the hub and the event loop: the same bounds hold."""
+    pair = self_signed(tmp_path, "server")
+    proc = _serve("--history", "1000", "--certfile", str(pair.cert), "--keyfile", str(pair.key))
+    context = ssl.create_default_context(cafile=str(pair.cert))
+    attackers: list[socket.socket] = []
+
+    def https(method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("localhost", proc.port, context=context, timeout=30)
+        try:
+            data = None if body is None else json.dumps(body)
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def tls_metric(name: str) -> float:
+        text = https("GET", "/metrics")[1].decode()
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        return float(found[1]) if found else 0.0
+
+    def tls_never_reader(path: str, headers: Mapping[str, str] | None = None) -> socket.socket:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", proc.port))
+        sock = context.wrap_socket(raw, server_hostname="localhost")
+        lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{lines}\r\n".encode())
+        return sock
+
+    try:
+        kept = f"{topic}-kept"
+        for first in range(0, 1000, 100):  # ~3.6 MB of history
+            events = [{"value": first + i, "tags": _TAGS} for i in range(100)]
+            assert https("POST", f"/topics/{kept}/events", events)[0] == 202
+        status, body = https("GET", f"/topics/{kept}/history?since=0&limit=1")
+        assert status == 200
+        oldest = json.loads(body)["updates"][0]["id"]
+        path = f"/topics/{kept}/stream"
+        attackers = [tls_never_reader(path, {"Last-Event-ID": oldest}) for _ in range(3)]
+        attackers.append(tls_never_reader(path))  # and a live one, under large batches
+        highest = 0.0
+        opened = time.monotonic()
+        batch = [{"value": i, "tags": _TAGS} for i in range(150)]
+        while tls_metric(_SLOW) < len(attackers):
+            assert time.monotonic() - opened < SLOW_S + 5, "the never-readers were not cut off"
+            assert https("POST", f"/topics/{kept}/events", batch)[0] == 202
+            highest = max(highest, tls_metric(_PENDING))
+        # Each: a page of its head, or one run taken whole (~550 kB), and the bound.
+        assert highest <= 3 * (BOUND + PAGE) + BOUND + 700 * KIB, highest
+        wait_until(lambda: tls_metric("pushsvc_subscribers") == 0)
+    finally:
         for attacker in attackers:
             attacker.close()
         proc.stop()
