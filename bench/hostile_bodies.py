@@ -14,6 +14,7 @@ POSTs; and the server's RSS before and at its peak (VmHWM), the connections the 
     python -m bench.hostile_bodies                               # 20,000 connections
     python -m bench.hostile_bodies --connections 2000 --seconds 10 --json
     python -m bench.hostile_bodies --redis
+    python -m bench.hostile_bodies --addresses 1              # one address: --max-waiting-per-ip
 
 Stand-alone on purpose: the standard library only (nothing from tests/), so it runs
 against any tree's `src/` (`--src`).
@@ -132,9 +133,16 @@ def _metric(port: int, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def attack(port: int, connections: int, until: float, counts: multiprocessing.Array) -> None:  # type: ignore[valid-type]
-    """Keep `connections` unfinished bodies open until `until`, opening a new one for each
-    the server closes (run in a process of its own). counts: opened, closed by the server."""
+def attack(
+    port: int,
+    connections: int,
+    sources: list[str],
+    until: float,
+    counts: multiprocessing.Array,  # type: ignore[valid-type]
+) -> None:
+    """Keep `connections` unfinished bodies open until `until`, from the `sources` addresses
+    by turns, opening a new one for each the server closes (run in a process of its own).
+    counts: opened, closed by the server."""
     _raise_fd_limit()
     selector = selectors.DefaultSelector()
     opened = closed = 0
@@ -142,6 +150,7 @@ def attack(port: int, connections: int, until: float, counts: multiprocessing.Ar
     def open_one() -> None:
         nonlocal opened
         sock = socket.socket()
+        sock.bind((sources[opened % len(sources)], 0))
         sock.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             sock.connect(("127.0.0.1", port))
@@ -174,25 +183,36 @@ def attack(port: int, connections: int, until: float, counts: multiprocessing.Ar
     counts[0], counts[1] = opened, closed
 
 
-def produce(port: int, seconds: float) -> tuple[list[float], int]:
-    """POST latencies (s) of one producer on fresh connections, and failed POSTs."""
+def produce(port: int, seconds: float, fresh: bool) -> tuple[list[float], int]:
+    """POST latencies (s) of one producer, and its failed POSTs: on one keep-alive connection
+    (opened again when it breaks) as pushsvc's clients post, or with `fresh`, on a new
+    connection each, which waits in the kernel's accept queue behind the attacker's."""
     took: list[float] = []
     failed = 0
+    conn: http.client.HTTPConnection | None = None
     stop = time.monotonic() + seconds
     while time.monotonic() < stop:
         started = time.perf_counter()
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request("POST", "/topics/producer/events", b'{"value": 1}', {
                 "Content-Type": "application/json"
             })  # fmt: skip
-            ok = conn.getresponse().status == 202
-            conn.close()
+            answer = conn.getresponse()
+            answer.read()
+            ok = answer.status == 202
         except OSError:
             ok = False
+        if fresh or not ok:
+            if conn is not None:
+                conn.close()
+            conn = None
         took.append(time.perf_counter() - started)
         failed += not ok
         time.sleep(0.02)  # the producer's pace: ~40 posts/s
+    if conn is not None:
+        conn.close()
     return took, failed
 
 
@@ -207,30 +227,36 @@ def summary(took: list[float], failed: int) -> dict[str, float]:
     }
 
 
-def run(src: Path, connections: int, seconds: float, redis: bool) -> dict[str, object]:
+def run(
+    src: Path, connections: int, seconds: float, redis: bool, fresh: bool, addresses: int
+) -> dict[str, object]:
     _raise_fd_limit()
     ctx = multiprocessing.get_context("spawn")
     with serving(src, redis) as (port, pid):
-        baseline = summary(*produce(port, min(seconds, 5.0)))
+        baseline = summary(*produce(port, min(seconds, 5.0), fresh))
         rss_before = _status_kb(pid, "VmRSS")
         # Two attacker processes: one process's open-file limit (often 20,000) holds not
         # quite 20,000 connections of its own.
         until = time.monotonic() + seconds + 5
         shares = [connections // 2, connections - connections // 2]
+        # 127.0.1.x: this machine's too, and not the producer's 127.0.0.1.
+        sources = [f"127.0.{1 + n // 250}.{1 + n % 250}" for n in range(addresses)]
         counts = [ctx.Array("q", 2) for _ in shares]
         attackers = [
-            ctx.Process(target=attack, args=(port, share, until, count))
+            ctx.Process(target=attack, args=(port, share, sources, until, count))
             for share, count in zip(shares, counts, strict=True)
         ]
         for attacker in attackers:
             attacker.start()
         time.sleep(5)  # the attackers' connections are opening: measure once they hold
-        attacked = summary(*produce(port, seconds))
+        attacked = summary(*produce(port, seconds, fresh))
         for attacker in attackers:
             attacker.join()
         return {
             "server": "web on Redis" if redis else "serve",
+            "producer": "a connection per POST" if fresh else "keep-alive",
             "connections": connections,
+            "attacker_addresses": addresses,
             "baseline": baseline,
             "attacked": attacked,
             "rss_before_mb": round(rss_before / 1024, 1),
@@ -248,16 +274,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_argument("--connections", type=int, default=20_000)
     cli.add_argument("--seconds", type=float, default=30.0, help="of the attack")
     cli.add_argument("--redis", action="store_true", help="pushsvc web + aggregate on Redis")
+    cli.add_argument("--fresh", action="store_true", help="the producer: a connection per POST")
+    cli.add_argument(
+        "--addresses", type=int, default=100, help="the attacker's (--max-waiting-per-ip each)"
+    )
     cli.add_argument("--src", type=Path, default=SRC, help="the src/ of the pushsvc to run")
     cli.add_argument("--json", action="store_true", help="one JSON line instead of text")
     args = cli.parse_args(argv)
-    result = run(args.src, args.connections, args.seconds, args.redis)
+    result = run(args.src, args.connections, args.seconds, args.redis, args.fresh, args.addresses)
     result["src"] = str(args.src)
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['server']}: {args.connections} unfinished bodies, src {args.src}")
+    print(
+        f"{result['server']}: {args.connections} unfinished bodies from {args.addresses} "
+        "addresses, producer "
+        f"{result['producer']}, src {args.src}"
+    )
     for phase in ("baseline", "attacked"):
         print(f"  {phase:<9} {result[phase]}")
     print(

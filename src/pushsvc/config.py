@@ -303,6 +303,8 @@ class Settings:
     # Connections from one address waiting on their client (a head, a body, a keep-alive)
     # at once; past it that address's longest-waiting is closed (pushsvc.http.waiting_clients).
     max_waiting_per_ip: int = setting("256", _positive_int)
+    # And from every address: each costs ~40 KB (a greenlet parked in a read, its buffers).
+    max_waiting: int = setting("4096", _positive_int)
     # Streams primed (subscribed, their replay or snapshot read) at once; the others wait their
     # turn, so that a reconnect storm neither holds thousands of replays nor starves the live.
     max_priming: int = setting("64", _positive_int)
@@ -412,14 +414,13 @@ class Settings:
         settings.rules  # noqa: B018 (read now: a bad rules file stops the process at start)
         for session in settings.rules.sessions:
             rule = settings.rules.for_topic(session.topic)
-            if not rule.exact_windows_us:
-                # The session statistics are kept in exact windows only: the log gives them
-                # back after a restart (pushsvc.stats.session_stats).
+            if not rule.windows_us:
+                # The session statistics are kept in time windows (exact or long), not in
+                # count windows (pushsvc.stats.session_stats).
                 raise RulesError(
                     f"rules file {settings.rules_file}: session {session.number} "
-                    f"({session.topic}): the session topic's rule has no time window up to its "
-                    "exact_percentiles_up_to, where its session statistics are kept; raise "
-                    "exact_percentiles_up_to or add a shorter window"
+                    f"({session.topic}): the session topic's rule has no time window, where "
+                    "its session statistics are kept; add one to its windows"
                 )
             # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
             # back by an event arriving late within the lateness.

@@ -362,12 +362,13 @@ def waiting_clients_for(
     open_file_limit: int,
     on_shed: Callable[[int], object] = lambda count: None,
 ) -> WaitingClients:
-    """Connections waiting on their client may take all but half the headroom the stream
-    cap keeps (`pushsvc.ops.open_files`): the other half stays free for the process's own
-    files, its Redis connections and the requests under way. Each client address may hold
-    `--max-waiting-per-ip` of them, except behind a proxy (`--trusted-proxies`), whose one
-    address carries every client's and which waits on slow clients itself."""
-    cap = max(1, open_file_limit - headroom(open_file_limit) // 2)
+    """`--max-waiting` connections may wait on their client, and never more than all but half
+    the headroom the stream cap keeps (`pushsvc.ops.open_files`): the other half stays free
+    for the process's own files, its Redis connections and the requests under way. Each
+    client address may hold `--max-waiting-per-ip` of them, except behind a proxy
+    (`--trusted-proxies`), whose one address carries every client's and which waits on slow
+    clients itself."""
+    cap = max(1, min(settings.max_waiting, open_file_limit - headroom(open_file_limit) // 2))
     per_address = None if settings.trusted_proxies else settings.max_waiting_per_ip
     return WaitingClients(cap, per_address=per_address, on_shed=on_shed)
 
@@ -522,7 +523,11 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     handler = handler_for(
         settings,
         greenlets=runtime.metrics.greenlet_gauge(),
-        waiting=waiting_clients_for(settings, open_files.limit, runtime.metrics.shed_counter().inc),
+        waiting=waiting_clients_for(
+            settings,
+            open_files.limit,
+            collector.CollectAfterShedding(runtime.metrics.shed_counter()),
+        ),
     )
     if tls is None:
         server = Server(listener, app, log=None, error_log=log, handler_class=handler)

@@ -12,7 +12,13 @@ So the waiting are shed, oldest first:
 * from one client address past `per_address` of them (`--max-waiting-per-ip`; nginx's
   `limit_conn`, but only for connections that keep the server waiting, so a client's
   requests under way and its streams never count);
-* in all, past `cap`, and whenever accepting fails for want of a descriptor.
+* in all, past `cap` (`--max-waiting`);
+* and whenever accepting fails for want of a descriptor.
+
+Past a cap, only a connection that has waited `min_age_s` is shed: a connection accepted
+before its request arrived waits too, and thousands of EventSources reconnecting at once
+from one address (a restart, behind a NAT) would otherwise shed each other. Out of
+descriptors, the oldest go whatever their age.
 
 A shed connection is shut down; its greenlet reads the end of the stream and closes it. A
 connection that is being answered or written, a stream's included, is never shed: it is not
@@ -21,8 +27,9 @@ waiting.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from itertools import islice
+from itertools import islice, takewhile
 from typing import Protocol
 
 
@@ -34,21 +41,36 @@ class Waiting(Protocol):
 class WaitingClients:
     """The connections waiting on their client, in the order they began to wait."""
 
-    __slots__ = ("_address_of", "_by_address", "_on_shed", "_waiting", "cap", "per_address")
+    __slots__ = (
+        "_address_of",
+        "_by_address",
+        "_clock",
+        "_on_shed",
+        "_waiting",
+        "cap",
+        "min_age_s",
+        "per_address",
+    )
 
     def __init__(
         self,
         cap: int,
         *,
         per_address: int | None = None,
+        min_age_s: float = 1.0,
         on_shed: Callable[[int], object] = lambda count: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cap = cap
         """The most connections that may wait at once; the oldest is shed past it."""
         self.per_address = per_address
         """The most that may wait from one address (None: no such cap)."""
-        self._waiting: dict[Waiting, None] = {}  # insertion order: oldest first
-        self._by_address: dict[str, dict[Waiting, None]] = {}  # likewise, per address
+        self.min_age_s = min_age_s
+        """Past a cap, a connection is shed only once it has waited this long."""
+        self._clock = clock
+        # Each connection's start of waiting, in insertion order: oldest first.
+        self._waiting: dict[Waiting, float] = {}
+        self._by_address: dict[str, dict[Waiting, float]] = {}  # likewise, per address
         self._address_of: dict[Waiting, str] = {}
         self._on_shed = on_shed
         """Told how many were shed, each time some are."""
@@ -59,16 +81,17 @@ class WaitingClients:
     def started(self, client: Waiting, address: str) -> None:
         """`client`, from `address`, waits from now (again: it is then the youngest)."""
         self.ended(client)
+        now = self._clock()
         shed = 0
         mine = self._by_address.get(address)
         if self.per_address is not None and mine is not None and len(mine) >= self.per_address:
-            shed += self._shed_from(list(islice(mine, len(mine) - self.per_address + 1)))
+            shed += self._shed_from(self._old(mine, len(mine) - self.per_address + 1, now))
         waiting = self._waiting
         if len(waiting) >= self.cap:
-            shed += self._shed_from(list(islice(waiting, len(waiting) - self.cap + 1)))
-        waiting[client] = None
+            shed += self._shed_from(self._old(waiting, len(waiting) - self.cap + 1, now))
+        waiting[client] = now
         self._address_of[client] = address
-        self._by_address.setdefault(address, {})[client] = None
+        self._by_address.setdefault(address, {})[client] = now
         if shed:
             self._on_shed(shed)
 
@@ -83,6 +106,14 @@ class WaitingClients:
         if shed:
             self._on_shed(shed)
         return shed
+
+    def _old(self, waiting: dict[Waiting, float], count: int, now: float) -> list[Waiting]:
+        """Up to `count` of the oldest in `waiting` that have waited `min_age_s`."""
+        since = now - self.min_age_s
+        return [
+            client
+            for client, _ in takewhile(lambda e: e[1] <= since, islice(waiting.items(), count))
+        ]
 
     def _shed_from(self, oldest: list[Waiting]) -> int:
         for client in oldest:

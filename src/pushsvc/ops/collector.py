@@ -21,10 +21,40 @@ ten, and back and current sooner.
 from __future__ import annotations
 
 import gc
+from typing import Protocol
+
+import gevent
 
 OLDEST_EVERY = 100
 """Collections of the middle generation between two considerations of a full pass (10 in
 CPython)."""
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class CollectAfterShedding:
+    """What shedding connections that kept the server waiting (`pushsvc.http.
+    waiting_clients`) tells: counted, and a full pass of the collector once as many as
+    `SHED_PER_FULL_PASS` have gone. Such a connection waited long enough to reach the
+    oldest generation, and its end leaves cycles there (the exceptions that unwound its
+    greenlet hold their frames), which the rare full passes (`tune_for_streams`) would leave
+    for a long time: under an attack that keeps connections waiting, hundreds of MB."""
+
+    SHED_PER_FULL_PASS = 4096
+
+    def __init__(self, counter: _Counter) -> None:
+        self._counter = counter
+        self._since_pass = 0
+
+    def __call__(self, count: int) -> None:
+        self._counter.inc(count)
+        self._since_pass += count
+        if self._since_pass >= self.SHED_PER_FULL_PASS:
+            self._since_pass = 0
+            # On the loop, once the shed greenlets have unwound: not from the one shedding.
+            gevent.get_hub().loop.run_callback(gc.collect)
 
 
 def tune_for_streams() -> None:
