@@ -1,5 +1,6 @@
-"""A stream's pending bytes alone (pure): what its queue counts, where it conflates, what the
-process's ledger adds up; and a replay or snapshot written in pages that join to the whole."""
+"""A stream's pending bytes (pure): what its queue counts, where it conflates, what the
+process's ledger adds up, when the hub's sweeper ends a stream that is stuck; and a replay or
+snapshot written in pages that join to the whole."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushsvc.core.cursor import Cursor
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
 from pushsvc.deliver.conflating_queue import ConflatingQueue, PendingBytes
+from pushsvc.deliver.hub import Hub, StreamExit
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import Rendering, run_of
 
@@ -171,3 +174,42 @@ def test_a_snapshot_in_pages_joins_to_the_whole_snapshot() -> None:
     assert b"".join(empty.snapshot_pages({}, {}, gap=True, cursor=Cursor(), page_size=10)) == (
         empty.snapshot({}, {}, gap=True, cursor=Cursor())
     )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_the_sweeper_ends_a_stream_whose_socket_takes_nothing_with_no_update_coming() -> None:
+    """A write stuck for the timeout (a head's page, a write's rest) ends the stream as slow
+    though no update comes to notice it; a stream that progresses, an idle one, and one that
+    only has runs queued (waiting for its priming turn) are left alone."""
+    clock = _Clock()
+    hub = Hub(queue_size=10, slow_timeout_us=5_000_000, max_stream_buffer=1000, clock=clock)
+    stuck, reading, idle, priming = (hub.subscribe(TopicMatcher([t])) for t in "abcd")
+    stuck.queue.hold(300)
+    reading.queue.hold(300)
+    hub.dispatch([_update("d")])
+    assert hub.pending.total == 600 + priming.queue.queued_bytes
+    clock.now += 4_000_000
+    reading.progressed()  # its socket took some
+    assert hub.sweep() == 0
+    clock.now += 2_000_000
+    assert hub.sweep() == 1
+    assert stuck.closed_reason is StreamExit.SLOW and hub.slow_disconnects == 1
+    assert reading.closed_reason is idle.closed_reason is priming.closed_reason is None
+    hub.unsubscribe(stuck)
+    assert hub.pending.total == 300 + priming.queue.queued_bytes
+    hub.close()
+
+
+def test_nothing_pending_anywhere_costs_the_sweeper_no_walk() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1, clock=_Clock())
+    client = hub.subscribe(TopicMatcher(["a"]))
+    client.last_take_us = -(10**9)  # long ago: it would be stuck if it held anything
+    assert hub.pending.total == 0 and hub.sweep() == 0 and client.closed_reason is None
+    hub.close()
