@@ -26,6 +26,7 @@ from pushsvc.errors import Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
+from pushsvc.http.api.topics import ALERTS_CURSOR_PATTERN
 from pushsvc.rules.analytics import Rules
 from pushsvc.security.visible_rules import visible_names
 
@@ -644,7 +645,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                     {
                         "name": "after",
                         "in": "query",
-                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                        "schema": {"type": "string", "pattern": f"^{ALERTS_CURSOR_PATTERN}$"},
                         "description": "the previous page's `next` (opaque)",
                     },
                 ],
