@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -341,3 +342,28 @@ def test_alerts_pages_over_http_with_an_opaque_cursor_and_bad_ones_refused(
         answer = client.get(f"/alerts?{bad}")
         assert answer.status_code == 400, bad
         assert answer.get_json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.redis
+def test_redis_data_written_before_the_indexes_is_indexed_by_the_first_page(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    writer = RedisBroker(redis_server.url, prefix=prefix, partitions=4)
+    try:
+        for topic in ("a", "b.1", "c"):
+            publish(writer, topic)
+        alert(writer, "hot", "b.1")
+        client = redis.Redis.from_url(redis_server.url)
+        # As a version before the indexes left its data: the hashes alone.
+        client.delete(*(part.names for part in writer.keys), *(p.alert_keys for p in writer.keys))
+        client.close()
+    finally:
+        writer.close()
+    reader = RedisBroker(redis_server.url, prefix=prefix, partitions=4)
+    try:
+        page = reader.latest_page(topic_ranges(["*"]), after=None, limit=10)
+        assert list(page.latest) == ["a", "b.1", "c"] and page.next is None
+        alerts = reader.active_alerts_page(after=None, limit=10, scan=10, keep=lambda k: True)
+        assert [orjson.loads(c)["topic"] for c in alerts.changes] == ["b.1"]
+    finally:
+        reader.close()
