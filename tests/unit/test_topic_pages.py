@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsvc.core.topic_pages import IndexRange, NamePage, TopicRange, topic_ranges, walk
+from pushsvc.core.topic_pages import (
+    IndexRange,
+    NamePage,
+    TopicRange,
+    common_ranges,
+    topic_ranges,
+    walk,
+)
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.security.scopes import Scope
 
@@ -119,3 +126,16 @@ def test_a_page_after_a_name_outside_every_range_starts_at_the_next_range() -> N
     assert walk(ranges, "b", 10, index.read) == NamePage(["c.1"], more=False)
     assert walk(ranges, "a.1", 1, index.read) == NamePage(["a.2"], more=True)
     assert walk(ranges, "zzz", 10, index.read) == NamePage([], more=False)
+
+
+@given(a=selector_lists, b=selector_lists, names=st.lists(topics, min_size=1, max_size=12))
+def test_common_ranges_hold_exactly_the_names_both_lists_select(
+    a: list[str], b: list[str], names: list[str]
+) -> None:
+    ranges = common_ranges(a, b)
+    assert list(ranges) == sorted(ranges)
+    probes = names + [s[:-1] + "x" for s in a + b if s.endswith(".*")]
+    probes += [s for s in a + b if not s.endswith("*")]
+    for name in probes:
+        holding = sum(contains(r, name) for r in ranges)
+        assert holding == (1 if Scope.of(a).allows(name) and Scope.of(b).allows(name) else 0)

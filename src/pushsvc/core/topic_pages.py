@@ -70,6 +70,25 @@ def topic_ranges(selectors: Sequence[str]) -> tuple[TopicRange, ...]:
     return tuple(sorted(ranges))
 
 
+def common_ranges(a: Sequence[str], b: Sequence[str]) -> tuple[TopicRange, ...]:
+    """The disjoint ranges, in name order, of the names both selector lists select (of two
+    overlapping selectors, the narrower: `p.q.*` of `p.*` and `p.q.*`, `p.x` of `p.*` and
+    `p.x`)."""
+    both: list[str] = []
+    for first in topic_ranges(a):
+        for second in topic_ranges(b):
+            narrow, wide = sorted((first, second), key=lambda r: (r.exact, len(r.low)))[::-1]
+            if narrow == wide or (not wide.exact and narrow.low.startswith(wide.low)):
+                both.append(_selector(narrow))
+    return topic_ranges(both)
+
+
+def _selector(scope_range: TopicRange) -> str:
+    if scope_range.exact:
+        return scope_range.low
+    return scope_range.low + "*" if scope_range.low else ALL
+
+
 def index_range(scope_range: TopicRange, after: str | None) -> IndexRange | None:
     """What of `scope_range` lies after name `after` (None: all of it); None when nothing."""
     if scope_range.exact:

@@ -12,23 +12,30 @@ left out; `limit` (default 20) entries at most.
 
 Cost: every scored point of the range of every such series is read, at most `MAX_LIMIT` per
 series (`/series`' cap): a range of a day of 1m buckets over 100 groups reads 144,000 points.
+The topics are read from the broker's sorted index, in the ranges both an `anomaly` rule's
+selectors and the caller's scope select (`common_ranges`), never every topic: without an
+`anomaly` rule, or for a caller who may read no scored topic, a call reads nothing. A ranking
+is over every series scored, so its cost grows with them: those the operator scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 from flask import Blueprint, request
 
 from pushsvc.core.durations import duration_label
-from pushsvc.core.topics import ALL, TopicMatcher
+from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
+from pushsvc.core.topic_pages import common_ranges
+from pushsvc.core.topics import ALL
 from pushsvc.errors import BadRequest, EmptyRange
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import time_us
 from pushsvc.http.api.series import MAX_LIMIT
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
-from pushsvc.rules.analytics import Rule
+from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.point import Point
 from pushsvc.stats.groups import group_id
 
@@ -45,11 +52,9 @@ def anomalies() -> dict[str, object]:
     since_us, until_us, limit = _query()
     rt = runtime()
     scope = rt.gate.readable(request)
-    everything = TopicMatcher([ALL])
-    latest = rt.broker.latest(everything if scope is None else scope.restrict(everything))
     rules = rt.settings.rules
     entries: list[dict[str, Any]] = []
-    for topic in sorted(latest):
+    for topic in _scored_topics(rules, (ALL,) if scope is None else scope.selectors):
         rule = rules.for_topic(topic)
         if rule.anomaly is None:
             continue
@@ -70,6 +75,24 @@ def anomalies() -> dict[str, object]:
         "anomalies": entries[:limit],
         "more": len(entries) > limit,
     }
+
+
+def _scored_topics(rules: Rules, readable: Sequence[str]) -> Iterator[str]:
+    """The topics with data, in name order, that an `anomaly` rule selects and `readable`
+    allows (some may be another rule's, which comes first: the caller checks)."""
+    scoring = [s for rule in rules.rules if rule.anomaly is not None for s in rule.selectors]
+    if rules.default.anomaly is not None:
+        scoring = [ALL]
+    if not scoring or not readable:
+        return
+    ranges = common_ranges(scoring, readable)
+    after = None
+    while ranges:
+        page = runtime().broker.latest_page(ranges, after=after, limit=PAGE_MAX_LIMIT)
+        yield from page.latest
+        if page.next is None:
+            return
+        after = page.next
 
 
 def _entry(
