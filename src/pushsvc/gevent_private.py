@@ -25,6 +25,9 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `WSGIHandler._handle_client_error` — pywsgi's answer to an invalid request
   (`PywsgiHandler.client_error`). Pinned by
   tests/system/test_slow_headers.py::test_headers_that_never_end_get_a_408_at_the_deadline.
+* `WSGIHandler._sendall`, `.status`, `.code`, `.response_length` — every write of a response,
+  given a deadline (`PywsgiHandler.send_all`). Pinned by
+  tests/system/hostile/test_unfinished_bodies.py::test_a_response_never_read_is_cut_off.
 * `pywsgi.Input.rfile`, `.content_length`, `.chunked_input` — the raw reader of a request
   that has neither `Content-Length` nor chunked framing, whose body pywsgi reads as empty
   (`unframed_input`; a POST's body is then read up to the connection's end). Pinned by
@@ -137,8 +140,9 @@ def unframed_input(environ: Mapping[str, object]) -> Any | None:
 
 
 class PywsgiHandler(WSGIHandler):
-    """pywsgi's handler with its private hooks under public names: override `read_head` and
-    `client_error`, never `MessageClass` or `_handle_client_error`."""
+    """pywsgi's handler with its private hooks under public names: override `read_head`,
+    `client_error` and `send_all`, never `MessageClass`, `_handle_client_error` or
+    `_sendall`."""
 
     def MessageClass(self, *args: object) -> RequestHead:  # pywsgi's hook, by its name
         return self.read_head(*args)
@@ -154,6 +158,21 @@ class PywsgiHandler(WSGIHandler):
         """The status and the bytes to answer an invalid request with."""
         answer: tuple[str, bytes] = super()._handle_client_error(ex)  # type: ignore[misc]
         return answer
+
+    def _sendall(self, data: bytes) -> None:  # pywsgi's hook, by its name (its bookkeeping)
+        try:
+            self.send_all(data)
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            code = self.code
+            if code is not None and code > 0:
+                self.code = -code
+            raise
+        self.response_length += len(data)
+
+    def send_all(self, data: bytes) -> None:
+        """Write all of `data` to the connection (every write of a response goes here)."""
+        self.socket.sendall(data)
 
 
 class PywsgiServer(WSGIServer):

@@ -53,6 +53,10 @@ class _Lingered(Exception):
     """A refused body's connection lingered its time (`HeadTimeoutHandler.refuse_body`)."""
 
 
+class _WriteTooSlow(Exception):
+    """A response's write waited past the write deadline (`HeadTimeoutHandler.send_all`)."""
+
+
 class _HeadersTooSlow(ValueError):
     """What pywsgi's handler is told, once the request line is in (a ValueError: a client
     error, answered and not treated as a crash)."""
@@ -90,10 +94,13 @@ class HeadTimeoutHandler(PywsgiHandler):
     * While it waits on its client the connection may be shed when descriptors run short
       (`pushsvc.http.waiting_clients`).
 
-    Writes have their deadline where they are made: a stream that takes nothing for
-    `--slow-client-timeout` is ended (`pushsvc.deliver`)."""
+    * Every write of a response: a client that takes nothing of it for
+      `--slow-client-timeout` is disconnected (`send_all`), as a parked stream that takes
+      nothing is (`pushsvc.deliver`)."""
 
     header_timeout_s = 10.0  # set per server by `handler_for`
+    write_timeout_s = 30.0  # set per server by `handler_for`
+    on_write_timeout: Callable[[], None] | None = None  # a stream's, per response
     max_body_bytes = 1 << 20  # set per server by `handler_for`
     body_timeout_s = 30.0  # set per server by `handler_for`
     body_read_timeout_s = 10.0  # set per server by `handler_for`
@@ -143,6 +150,30 @@ class HeadTimeoutHandler(PywsgiHandler):
     def handle_one_response(self) -> None:
         if self._buffer_body():
             super().handle_one_response()
+
+    def send_all(self, data: bytes) -> None:
+        """Write `data` a piece at a time, each as the socket takes it; a wait for the socket
+        to take anything that lasts `write_timeout_s` ends the connection (pywsgi waited for
+        ever: a client that asked for a large answer and never read it held it in memory)."""
+        sock = self.socket
+        view = memoryview(data)
+        while view:
+            deadline = gevent.Timeout.start_new(self.write_timeout_s, _WriteTooSlow)
+            try:
+                sent: int = sock.send(view)
+            except _WriteTooSlow:
+                log.info(
+                    "closed %s: took nothing of its answer for %g s",
+                    self.client_address,
+                    self.write_timeout_s,
+                )
+                self.close_connection = True
+                if self.on_write_timeout is not None:
+                    self.on_write_timeout()
+                raise ConnectionResetError(errno.ECONNRESET, "the client took nothing") from None
+            finally:
+                deadline.close()
+            view = view[sent:]
 
     def _buffer_body(self) -> bool:
         """Read a body of known length, up to `--max-body`, before the app is called, as
@@ -292,6 +323,7 @@ class StreamingHandler(HeadTimeoutHandler):
             environ = self.environ
             if environ is not None:
                 environ.pop(ENVIRON_KEY, None)
+            self.on_write_timeout = None  # the next request's is its own
 
     def hand_over(self) -> tuple[_socket.socket, bool, Callable[[], None]] | None:
         """Give a stream its connection once the response head is out (plain TCP only): the
@@ -348,6 +380,7 @@ def handler_for(
 ) -> type[HeadTimeoutHandler]:
     fields = {
         "header_timeout_s": settings.header_timeout_us / 1e6,
+        "write_timeout_s": settings.slow_client_timeout_us / 1e6,
         "max_body_bytes": settings.max_body_bytes,
         "body_timeout_s": settings.body_timeout_us / 1e6,
         "body_read_timeout_s": settings.body_read_timeout_us / 1e6,

@@ -335,9 +335,8 @@ class Hub:
             return False
         queue = subscriber.queue
         if queue.latest and self._took_nothing_for_too_long(subscriber):
-            self.slow_disconnects += 1
             log.info("disconnecting a subscriber that took nothing for the slow-client timeout")
-            subscriber.close(StreamExit.SLOW)
+            self.close_slow(subscriber)
             return False
         if queue.put(run):
             self.conflated_runs += 1
@@ -361,8 +360,7 @@ class Hub:
             and self._took_nothing_for_too_long(c)
         ]
         for subscriber in stuck:
-            self.slow_disconnects += 1
-            subscriber.close(StreamExit.SLOW)
+            self.close_slow(subscriber)
         if stuck:
             log.info(
                 "disconnected %d streams whose sockets took nothing for the slow-client timeout",
@@ -390,6 +388,12 @@ class Hub:
     def budget_spent(self) -> bool:
         """The process's streams hold `--stream-buffer-budget` bytes or more."""
         return self.pending.spent
+
+    def close_slow(self, subscriber: Subscriber) -> None:
+        """End a stream whose socket took nothing for the slow-client timeout, counted."""
+        if subscriber.closed_reason is None:
+            self.slow_disconnects += 1
+            subscriber.close(StreamExit.SLOW)
 
     def _took_nothing_for_too_long(self, subscriber: Subscriber) -> bool:
         direct_way = subscriber.direct_way

@@ -50,7 +50,12 @@ from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
 from pushsvc.deliver.parked_stream import ParkedStream
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for_stream
-from pushsvc.deliver.stream_socket import StreamSocket, hand_over, let_go_of_request
+from pushsvc.deliver.stream_socket import (
+    StreamSocket,
+    hand_over,
+    let_go_of_request,
+    on_write_timeout,
+)
 from pushsvc.deliver.stream_writes import OwnSocket, Paced, WriteStrategy, YieldToServer
 
 log = logging.getLogger(__name__)
@@ -102,6 +107,7 @@ def events(
         # From here a client that leaves ends the stream within a moment, written to or not.
         watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
         queue = client.queue
+        on_write_timeout(environ, partial(hub.close_slow, client))
         client.writing()  # a head stuck in the server's write is ended there (Subscriber.close)
         for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
             queue.hold(len(page))

@@ -119,6 +119,16 @@ def hand_over(
     return sock, StreamSocket(sock, chunked=chunked), closed
 
 
+def on_write_timeout(environ: Mapping[str, object], slow: Callable[[], None]) -> None:
+    """Have the server call `slow` when one of this response's writes waits past its deadline
+    (`pushsvc.server.StreamingHandler.send_all`) before it ends the connection: a stream the
+    server writes (its head and replay pages; TLS and gunicorn streams) is then ended as
+    slow, as the hub's sweeper would have. Nothing happens under another server."""
+    handler = environ.get(ENVIRON_KEY)
+    if handler is not None and hasattr(handler, "on_write_timeout"):
+        handler.on_write_timeout = slow
+
+
 def let_go_of_request(environ: Mapping[str, object]) -> None:
     """Once a stream's head is out and its strategy chosen: let the server free what it holds
     of the request for the stream's lifetime (`pushsvc.server.StreamingHandler.

@@ -287,3 +287,29 @@ def test_an_endless_body_past_max_body_is_answered_413_and_cut_off(
         # The limit, what lingering drops (1 MiB) and both sides' socket buffers.
         assert sent < 32 * 1024 * 1024, sent
         assert post(proc.port, topic, {"value": 1.0}) == (202, {"accepted": 1})
+
+
+def test_a_response_never_read_is_cut_off(topic: str) -> None:
+    """A client asks for a large answer (a topic's history, megabytes) and never reads it:
+    once its socket has taken nothing for `--slow-client-timeout` the connection ends and
+    the answer is freed, while a producer posts as before."""
+    with _server("--slow-client-timeout", "1s") as proc:
+        tags = {f"k{i}": "v" * 200 for i in range(8)}  # ~2 KB per update
+        for _ in range(10):
+            batch = [{"value": float(i), "tags": tags} for i in range(200)]
+            assert post(proc.port, topic, batch)[0] == 202
+        wait_until(lambda: _history_size(proc.port, topic) == 2000, timeout=30)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # keeps little for us
+        sock.connect(("127.0.0.1", proc.port))
+        sock.sendall(f"GET /topics/{topic}/history?limit=2000 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        try:
+            proc.wait_for_log(r"took nothing of its answer for 1 s", timeout=30)
+            assert post(proc.port, topic, {"value": 1.0}) == (202, {"accepted": 1})
+        finally:
+            sock.close()
+
+
+def _history_size(port: int, topic: str) -> int:
+    status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=5000")
+    return len(json.loads(body)["updates"]) if status == 200 else 0
