@@ -27,23 +27,19 @@ import contextlib
 import http.client
 import json
 import multiprocessing
-import os
 import re
 import resource
 import selectors
 import shutil
 import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+from bench.standalone import LISTENING, SRC, latency_summary, pushsvc_env, started
+
 HEAD = (
     b"POST /topics/attacked/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     b'Content-Length: 100000\r\n\r\n{"value": '
@@ -62,32 +58,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _read(log: IO[str]) -> str:
-    log.seek(0)
-    return log.read()
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], env: dict[str, str], ready: re.Pattern[str]) -> Iterator[str]:
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while (found := ready.search(_read(log))) is None:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv[2:4]} did not start: {_read(log)[-2000:]}")
-                time.sleep(0.05)
-            yield f"{proc.pid}:{found.group(1) if found.groups() else ''}"
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
 @contextlib.contextmanager
 def serving(src: Path, redis: bool) -> Iterator[tuple[int, int]]:
     """The server's port and pid."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
-    env.update(PYTHONPATH=str(src), PYTHONUNBUFFERED="1")
+    env = pushsvc_env(src)
     pushsvc = [sys.executable, "-m", "pushsvc"]
     with contextlib.ExitStack() as stack:
         role = "serve"
@@ -98,22 +72,21 @@ def serving(src: Path, redis: bool) -> Iterator[tuple[int, int]]:
             port = _free_port()
             data = stack.enter_context(tempfile.TemporaryDirectory())
             stack.enter_context(
-                _process(
+                started(
                     [binary, "--port", str(port), "--save", "", "--dir", data],
                     env,
-                    re.compile(r"Ready to accept connections()"),
+                    re.compile(r"Ready to accept connections"),
                 )
             )
             env["PUSHSVC_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             stack.enter_context(
-                _process([*pushsvc, "aggregate"], env, re.compile(r"took the lease()"))
+                started([*pushsvc, "aggregate"], env, re.compile(r"took the lease"))
             )
             role = "web"
-        found = stack.enter_context(
-            _process([*pushsvc, role, "--port", "0", "--tick", "0"], env, LISTENING)
+        proc, found = stack.enter_context(
+            started([*pushsvc, role, "--port", "0", "--tick", "0"], env, LISTENING)
         )
-        pid, port_text = found.split(":")
-        yield int(port_text), int(pid)
+        yield int(found.group(1)), proc.pid
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -216,24 +189,13 @@ def produce(port: int, seconds: float, fresh: bool) -> tuple[list[float], int]:
     return took, failed
 
 
-def summary(took: list[float], failed: int) -> dict[str, float]:
-    cuts = statistics.quantiles(took, n=100, method="inclusive")
-    return {
-        "posts": len(took),
-        "failed": failed,
-        "p50_ms": round(cuts[49] * 1000, 1),
-        "p99_ms": round(cuts[98] * 1000, 1),
-        "max_ms": round(max(took) * 1000, 1),
-    }
-
-
 def run(
     src: Path, connections: int, seconds: float, redis: bool, fresh: bool, addresses: int
 ) -> dict[str, object]:
     _raise_fd_limit()
     ctx = multiprocessing.get_context("spawn")
     with serving(src, redis) as (port, pid):
-        baseline = summary(*produce(port, min(seconds, 5.0), fresh))
+        baseline = latency_summary(*produce(port, min(seconds, 5.0), fresh))
         rss_before = _status_kb(pid, "VmRSS")
         # Two attacker processes: one process's open-file limit (often 20,000) holds not
         # quite 20,000 connections of its own.
@@ -249,7 +211,7 @@ def run(
         for attacker in attackers:
             attacker.start()
         time.sleep(5)  # the attackers' connections are opening: measure once they hold
-        attacked = summary(*produce(port, seconds, fresh))
+        attacked = latency_summary(*produce(port, seconds, fresh))
         for attacker in attackers:
             attacker.join()
         return {

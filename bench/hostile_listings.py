@@ -22,21 +22,15 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import os
-import re
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 from urllib.parse import quote
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+from bench.standalone import LISTENING, SRC, latency_summary, pushsvc_env, started
+
 PAGE = 1000  # GET /topics' largest ?limit=
 BODY = b'{"value": 1.5}'
 HEADERS = {"Content-Type": "application/json"}
@@ -44,29 +38,11 @@ HEADERS = {"Content-Type": "application/json"}
 
 @contextmanager
 def serving(src: Path, topics: int) -> Iterator[int]:
-    """`pushsvc serve` from `src`, on a free port; its log goes to a temporary file (a pipe
-    nobody reads would fill up and stop it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
-    env.update(PYTHONPATH=str(src), PYTHONUNBUFFERED="1")
+    """`pushsvc serve` from `src`, on a free port."""
     argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
     argv += ["--max-topics", str(topics + 10)]
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while (found := LISTENING.search(_read(log))) is None:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"pushsvc serve did not start: {_read(log)[-2000:]}")
-                time.sleep(0.05)
-            yield int(found.group(1))
-        finally:
-            proc.terminate()
-            proc.wait(30)
-
-
-def _read(log: IO[str]) -> str:
-    log.seek(0)
-    return log.read()
+    with started(argv, pushsvc_env(src), LISTENING) as (_, found):
+        yield int(found.group(1))
 
 
 def post(conn: http.client.HTTPConnection, topic: str) -> None:
@@ -114,16 +90,6 @@ def produce(port: int, seconds: float) -> list[float]:
     return took
 
 
-def summary(took: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(took, n=100, method="inclusive")
-    return {
-        "posts": len(took),
-        "p50_ms": round(cuts[49] * 1000, 1),
-        "p99_ms": round(cuts[98] * 1000, 1),
-        "max_ms": round(max(took) * 1000, 1),
-    }
-
-
 def run(src: Path, topics: int, callers: int, seconds: float) -> dict[str, object]:
     ctx = multiprocessing.get_context("spawn")
     with serving(src, topics) as port:
@@ -137,14 +103,14 @@ def run(src: Path, topics: int, callers: int, seconds: float) -> dict[str, objec
             if maker.exitcode != 0:
                 raise RuntimeError("creating the topics failed")
         created_s = round(time.monotonic() - started, 1)
-        baseline = summary(produce(port, seconds))
+        baseline = latency_summary(produce(port, seconds))
         calls = ctx.Value("i", 0)
         until = time.monotonic() + seconds + 2
         crawlers = [ctx.Process(target=crawl, args=(port, until, calls)) for _ in range(callers)]
         for crawler in crawlers:
             crawler.start()
         time.sleep(1)  # every caller under way
-        attacked = summary(produce(port, seconds))
+        attacked = latency_summary(produce(port, seconds))
         for crawler in crawlers:
             crawler.join()
         return {
