@@ -205,9 +205,10 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
             "session 1 (v): funnel.steps: 'view' is given twice",
         ),
         (
-            '[[rule]]\ntopics = ["v"]\nwindows = ["1h"]\n'
+            # Count windows only: the session statistics are kept in time windows.
+            '[[rule]]\ntopics = ["v"]\nlast = [100]\n'
             '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "30m"',
-            "session 1 (v): the session topic's rule has no time window up to its exact_",
+            "session 1 (v): the session topic's rule has no time window, where its session",
         ),
         (
             '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "1s"\n'

@@ -99,7 +99,7 @@ class _Topic:
     series_due: list[tuple[int, str]] | None = None
     # The alert instances of the topic and its groups; None when no alert matches the topic.
     alerts: TopicAlerts | None = None
-    # A session topic's own statistics (`[[session]]`), over its exact time windows.
+    # A session topic's own statistics (`[[session]]`), over its exact and long time windows.
     sessions: SessionWindows | None = None
 
 
@@ -159,6 +159,8 @@ class Aggregator:
                     rule.exact_windows_us,
                     steps,
                     [rule.window_label(w) for w in rule.exact_windows_us],
+                    long_us=rule.sketch_windows_us,
+                    long_labels=[rule.window_label(w) for w in rule.sketch_windows_us],
                 )
             matching = self.rules.alerts_for(topic)
             if matching:
@@ -430,7 +432,7 @@ class Aggregator:
             if state.series is not None:
                 state.series.replayed(event.ts_us, event.value, event.tags)
             if state.sessions is not None:
-                state.sessions.insert(event.ts_us, event.tags)
+                state.sessions.insert_exact(event.ts_us, event.tags)
             if state.groups is not None:
                 group = state.groups.route_as_then(event.tags, (*at, index))
                 clock = windows.clock_us
@@ -520,6 +522,7 @@ class Aggregator:
             _series_state(state.series),
             b"" if state.alerts is None else state.alerts.durable_state(),
             _scores_state(state.series),
+            b"" if state.sessions is None else state.sessions.durable_state(),
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -539,6 +542,10 @@ class Aggregator:
         state.restored_from = checkpoint
         if state.alerts is not None and checkpoint.alerts:
             state.alerts = TopicAlerts.restored(topic, state.alerts.rules, checkpoint.alerts)
+        if state.sessions is not None and checkpoint.sessions:
+            # A checkpoint written before session topics kept long windows has none: those
+            # start empty, the exact windows fill from the log as ever.
+            state.sessions.restore(checkpoint.sessions)
         tiers = self._tiers_of(state.rule)
         if tiers and checkpoint.series:
             state.series = self._restored_series(state.rule, checkpoint.series, checkpoint.anomaly)

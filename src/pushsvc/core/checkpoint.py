@@ -9,7 +9,9 @@ all a topic without a rule needs. Three things outlive that horizon:
 * the open buckets of the coarser series tiers (an hour's or a day's bucket, built from the
   finest tier's closed buckets; the finest tier's open buckets come back from the log);
 * the anomaly detector of each scored series (a rule's `anomaly`): it has learnt from every
-  point of the series so far.
+  point of the series so far;
+* a session topic's own statistics in its long windows, and its `active`
+  (`SessionWindows.durable_state`).
 
 So the active aggregator saves, every few seconds, a *checkpoint* of each topic that has
 any of them: those parts exactly as they stand after log entry `position`, with the topic
@@ -44,6 +46,7 @@ _ALERTS = b"alerts"
 _GROUP_SERIES = b"series:"
 _ANOMALY = b"anomaly"
 _GROUP_ANOMALY = b"anomaly:"
+_SESSIONS = b"sessions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,9 @@ class Checkpoint:
     anomaly: bytes = b""
     """The topic's series' anomaly detector (`BucketScorer.to_bytes`), empty when its rule
     scores nothing."""
+    sessions: bytes = b""
+    """A session topic's own statistics (`SessionWindows.durable_state`), empty for other
+    topics and in a checkpoint written before they were kept (which still loads)."""
 
     def fields(self) -> dict[bytes, bytes]:
         """As the fields of one Redis hash (written whole, in one step)."""
@@ -109,6 +115,8 @@ class Checkpoint:
         }
         if self.anomaly:
             out[_ANOMALY] = self.anomaly
+        if self.sessions:
+            out[_SESSIONS] = self.sessions
         for group in self.groups:
             out[_GROUP + group.id.encode()] = group.state
             out[_GROUP_SERIES + group.id.encode()] = group.series
@@ -143,4 +151,5 @@ class Checkpoint:
             fields.get(_SERIES, b""),
             fields.get(_ALERTS, b""),
             fields.get(_ANOMALY, b""),
+            fields.get(_SESSIONS, b""),
         )
