@@ -2,8 +2,8 @@
 holds continues exactly as one that never stopped: same drafts, byte for byte.
 
 This is the aggregator half of the Delivery promise for durable state (groups, count and
-sketch windows, series buckets, anomaly detectors, alert states); tests/system/faults checks
-the whole on Redis."""
+sketch windows, series buckets, anomaly detectors, alert states, a session topic's own
+statistics in its long windows); tests/system/faults checks the whole on Redis."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pushsvc.core.event import Event
 from pushsvc.rules.alerts import AlertRule, RuleOutline, parse_alerts
 from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.rules.anomaly import AnomalyRule
+from pushsvc.rules.sessions import FunnelSpec, SessionRule
 from pushsvc.rules.tiers import parse_tiers
 
 S = 1_000_000
@@ -26,7 +27,7 @@ T0 = 1_700_000_000 * S
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 ALL = (*STATS, "rate")
 
-TOPICS = ("grouped", "counted", "last", "long", "plain", "scored", "solo")
+TOPICS = ("grouped", "counted", "last", "long", "plain", "scored", "solo", "visits")
 #: Distinct counts and top values in every window kind, whose state must come back too.
 TAG_STATS: dict[str, Any] = {"distinct": ("u",), "top": (("p", 2),)}
 SCORED = AnomalyRule(S, "mean", 10, 0.3)
@@ -59,11 +60,26 @@ def _rules(*extra: Rule) -> Rules:
             # detector only a checkpoint keeps: no coarser tier makes the topic durable).
             Rule(5, ("scored",), (2 * S,), (), ALL, ("k",), 2, anomaly=SCORED),
             Rule(6, ("solo",), (2 * S,), (), ALL, series=parse_tiers("1s:1m"), anomaly=SOLO),
+            # A session topic: its own statistics in an exact window and a long one.
+            Rule(7, ("visits",), (2 * S, 120 * S), (), ("count", "p50"), exact_up_to_us=10 * S),
             *extra,
         ],
         default_rule((2 * S, 10 * S), STATS, parse_tiers("1s:1m,10s:10m")),
         alerts=_alerts(),
+        sessions=[VISITS],
     )
+
+
+VISITS = SessionRule(
+    1, "visits", ("src",), "user", 30 * S, funnel=FunnelSpec("step", ("view", "cart"), 60 * S)
+)
+#: Session events' tags (what the sessionizer appends), in every topic's events.
+SESSION_TAGS = [
+    {"events": "1", "reached": "view", "open": "2"},
+    {"events": "3", "reached": "cart", "open": "1", "s2": "2.5"},
+    {"events": "5", "reached": "cart", "open": "4", "s2": "40"},
+    {"events": "2", "reached": "none", "open": "0"},
+]
 
 
 def _alerts() -> tuple[AlertRule, ...]:
@@ -100,7 +116,7 @@ def _logs(draw: st.DrawFn) -> list[Entry]:
         for _ in range(draw(st.integers(1, 3))):
             clock += draw(st.sampled_from([0, 300_000, 2 * S, 11 * S]))
             late = draw(st.sampled_from([0, 0, 0, 3 * S]))
-            tags = draw(st.sampled_from([None, {"k": "a"}, {"k": "b"}, {"k": "c"}]))
+            tags = draw(st.sampled_from([None, {"k": "a"}, {"k": "b"}, {"k": "c"}, *SESSION_TAGS]))
             if draw(st.booleans()):
                 tags = {
                     **(tags or {}),
