@@ -333,7 +333,9 @@ class Sessionizer:
         state = orjson.loads(saved)
         if state.get("v") != _STATE_VERSION:
             raise ValueError(f"session state of {reading.rule.topic}: unknown version")
-        cursor = Cursor.parse(state["cursor"])
+        # An empty cursor was saved before any update was read (a stop within the first
+        # `checkpoint_s` of reading): from the start, as a sessionizer with no state reads.
+        cursor = Cursor() if state["cursor"] == "" else Cursor.parse(state["cursor"])
         if cursor is None:
             raise ValueError(f"session state of {reading.rule.topic}: a cursor never issued")
         reading.cursor = cursor
