@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import pytest
@@ -25,6 +25,7 @@ from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_cluster import RedisClusterServers
 from support.redis_server import RedisServer
 from support.session_events import (
+    STEPS,
     duplicates,
     expected,
     rules,
@@ -189,3 +190,106 @@ def test_a_pattern_takes_no_session_topic_not_even_another_rules(tmp_path: Path)
         assert re.search(r"^pushsvc_session_events_late_total 0\.0$", text, re.M), text
     finally:
         proc.stop()
+
+
+def _long_window_rules() -> str:
+    return f"""
+[[rule]]
+topics = ["day.clicks"]
+windows = ["1m"]
+
+[[rule]]
+topics = ["day.visits"]
+windows = ["1d"]
+stats = ["count", "mean"]
+
+[[session]]
+topic = "day.visits"
+from = ["day.clicks"]
+key = "user"
+gap = "6s"
+keep_key = true
+funnel = {{ tag = "step", steps = {list(STEPS)!r}, within = "20s" }}
+""".replace("'", '"')
+
+
+def _visits(start_s: int, users: dict[str, list[str | None]]) -> list[dict[str, object]]:
+    """Each user's clicks two seconds apart (a step, or None for a click of no step) from
+    `start_s`, then a closer 90 s later, past every session's end (on Redis too)."""
+    bodies: list[dict[str, object]] = []
+    for offset, (user, steps) in enumerate(users.items()):
+        for i, step in enumerate(steps):
+            tags = {"user": user} | ({} if step is None else {"step": step})
+            bodies.append({"value": 1, "ts": BASE_S + start_s + offset + 2 * i, "tags": tags})
+    bodies.sort(key=lambda body: cast(int, body["ts"]))
+    closer = cast(int, bodies[-1]["ts"]) + 90
+    bodies.append({"value": 1, "ts": closer, "tags": {"user": f"closer{start_s}"}})
+    return bodies
+
+
+def _day_window_equals_pandas(port: int, sessions: int) -> None:
+    """The session topic's latest update carries its session statistics in its `1d` window
+    (a long one): pandas over its session events, exact but for `median_s` (1 %)."""
+    wait_until(
+        lambda: len(session_events(port, "day.visits")) >= sessions,
+        timeout=30,
+        what=f"{sessions} sessions to end",
+    )
+    _, oracle = window_oracle(port, "day.visits", 86_400 * S)
+
+    def settled() -> bool:
+        window = client_stats(port, "day.visits").get("1d", {})
+        return window.get("count") == sessions and "bounce_rate" in window
+
+    wait_until(settled, timeout=10, what="the update of the last session")
+    window = client_stats(port, "day.visits")["1d"]
+    assert window["bounce_rate"] == oracle["bounce_rate"]
+    assert window["events_per_session"] == oracle["events_per_session"]
+    assert window["active"] == 1  # the closer's session
+    funnel, want = window["funnel"], oracle["funnel"]
+    assert isinstance(want, list)
+    assert [{**s, "median_s": 0} for s in funnel] == [{**s, "median_s": 0} for s in want]
+    for got_step, want_step in zip(funnel, want, strict=True):
+        if want_step["median_s"] is None:
+            assert got_step["median_s"] is None
+        else:
+            assert got_step["median_s"] == pytest.approx(want_step["median_s"], rel=0.01)
+
+
+@pytest.mark.redis
+def test_a_session_topic_with_only_a_day_window_keeps_its_statistics_through_a_restart(
+    tmp_path: Path,
+) -> None:
+    """`windows = ["1d"]` (wider than exact_percentiles_up_to): the server starts, and the
+    session topic's updates carry its session statistics in the `1d` window; stopped and
+    started with `--data-dir`, the sessions of before are still counted (the checkpoint keeps
+    them: the log does not keep a day) beside the new ones."""
+    path = tmp_path / "rules.toml"
+    path.write_text(_long_window_rules())
+    args = ("serve", "--tick", "0", "--data-dir", str(tmp_path / "data"), "--rules", str(path))
+    before: dict[str, list[str | None]] = {
+        "ann": ["view", "cart", None, "checkout"],
+        "bob": ["view"],  # a bounce
+        "cy": ["view", None, "cart", "checkout", "paid"],
+        "dee": [None, None],
+    }
+    after: dict[str, list[str | None]] = {
+        "eve": ["view", "cart"],
+        "fay": ["cart"],
+        "gus": ["view", None, None, "cart"],
+    }
+    first = PushsvcProcess(*args).start()
+    try:
+        for body in _visits(0, before):
+            assert post(first.port, "day.clicks", body)[0] == 202
+        _day_window_equals_pandas(first.port, len(before))
+    finally:
+        first.stop()
+    second = PushsvcProcess(*args).start()
+    try:
+        for body in _visits(1_000, after):
+            assert post(second.port, "day.clicks", body)[0] == 202
+        # The first closer's session ends too.
+        _day_window_equals_pandas(second.port, len(before) + 1 + len(after))
+    finally:
+        second.stop()
