@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -223,3 +224,23 @@ def _check_continues_exactly(log: list[Entry], split: int) -> None:
         cold.restore_clock(topic, clock)
     for entry in log[split + 1 :]:
         assert _apply(cold, entry) == _apply(running, entry), entry
+
+
+def test_a_checkpoint_written_before_session_statistics_were_kept_still_loads() -> None:
+    """Without its `sessions` field (as written before): the topic's other durable state comes
+    back, and its long windows' session statistics start from the next session event."""
+    rules = _rules()
+    running = Aggregator(rules=rules, wall_clock=lambda: 0)
+    events = [Event(30.0, T0 + S, SESSION_TAGS[1]), Event(2.0, T0 + 2 * S, SESSION_TAGS[0])]
+    running.apply_events("visits", events, (1000, 0))
+    checkpoint = running.checkpoint("visits", (1000, 0))
+    assert checkpoint is not None
+    fields = checkpoint.fields()
+    del fields[b"sessions"]
+    cold = Aggregator(rules=rules, wall_clock=lambda: 0)
+    cold.restore(Checkpoint.of_fields(fields))
+    cold.end_replay()  # the log kept nothing of it: its entries are older than 2 s
+    [update] = cold.apply_events("visits", [Event(1.0, T0 + 3 * S, SESSION_TAGS[3])], (1001, 0))
+    long = orjson.loads(update.body)["windows"]["2m"]
+    assert long["count"] == 3
+    assert (long["bounce_rate"], long["events_per_session"], long["active"]) == (0.0, 2.0, 0)
