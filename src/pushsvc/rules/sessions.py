@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 SESSION_STATS = ("bounce_rate", "events_per_session", "active", "funnel")
-"""The statistics a session topic has of its own in every exact time window
+"""The statistics a session topic has of its own in every time window, exact or long
 (`pushsvc.stats.session_stats`): what `?stats=` may name when a rule declares sessions."""
 SESSION_SCALARS = ("bounce_rate", "events_per_session", "active")
 """Those that are numbers: what an alert condition may name."""
