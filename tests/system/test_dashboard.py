@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -395,42 +396,54 @@ def test_restart_losing_the_history_shows_reconnecting_then_gap(page: Page) -> N
         second.stop()
 
 
-def test_a_topic_the_restarted_server_lost_breaks_its_lines_at_the_gap(page: Page) -> None:
+def test_a_topic_the_restarted_server_lost_breaks_its_lines_at_the_gap(
+    page: Page, tmp_path: Path
+) -> None:
     """The topic on screen is not in the new process's state, so the gap snapshot does not
     name it: its charts still break between the last point before the restart and the first
     after it (they were once joined by a line, the count falling diagonally), and the data
-    table says where updates were missed."""
+    table says where updates were missed. docs/dashboard-gap.png is the window's chart and
+    table at that moment."""
     allow_network_errors(page)
     port = str(free_port())
     args = ("--port", port, "--tick", "0", "--retry", "200ms")
     topic = unique()
+    # Events a few seconds apart, the restart's gap a minute wide: the picture shows both.
+    now = time.time()
+    before = [{"value": 2 + (n % 4), "ts": now - 150 + 8 * n} for n in range(8)]
+    after = [{"value": 3 + (n % 3), "ts": now - 30 + 6 * n} for n in range(5)]
     first = PushsvcProcess("serve", *args).start()
     try:
         open_dashboard(page, first, f"/#/topics/{topic}")
-        for n in range(3):
-            assert post(first.port, topic, {"value": n})[0] == 202
-        expect(figure(page, "10s")).to_have_attribute("data-points", "3")
+        for event in before:
+            assert post(first.port, topic, event)[0] == 202
+        expect(figure(page, "10s")).to_have_attribute("data-points", str(len(before)))
     finally:
         first.stop()
     second = PushsvcProcess("serve", *args).start()
     try:
         expect(status(page)).to_have_attribute("data-state", "gap")
-        assert post(second.port, topic, {"value": 7})[0] == 202
+        for event in after:
+            assert post(second.port, topic, event)[0] == 202
         fig = figure(page, "10s")
-        expect(fig).to_have_attribute("data-points", "4")
+        expect(fig).to_have_attribute("data-points", str(len(before) + len(after)))
         for chart in (".chart-main", ".chart-count"):
             # uPlot's columns: [x, ...series]; a null row between the two runs breaks every line.
             columns = fig.locator(chart).evaluate("e => e.uplot.data.map(c => Array.from(c))")
             rows = list(zip(*columns, strict=True))
-            assert len(rows) == 5, rows
-            assert all(v is None for v in rows[3][1:]), f"{chart}: no break at the gap: {rows}"
-            assert all(v is not None for row in (rows[2], rows[4]) for v in row[1:2])
-        assert len(drawn(page, "10s")) == 4
+            assert len(rows) == len(before) + 1 + len(after), rows
+            gap = len(before)
+            assert all(v is None for v in rows[gap][1:]), f"{chart}: no break at the gap: {rows}"
+            assert all(v is not None for row in (rows[gap - 1], rows[gap + 1]) for v in row[1:2])
+        assert len(drawn(page, "10s")) == len(before) + len(after)
         gap_rows = fig.locator("table.data tbody tr.gap")
         expect(gap_rows).to_have_count(1)
         expect(gap_rows).to_contain_text("updates missed")
-        # Newest first: the gap row sits between the new point and the three before it.
-        expect(fig.locator("table.data tbody tr").nth(1)).to_have_class(re.compile(r"\bgap\b"))
+        # Newest first: the gap row sits between the new points and the ones before them.
+        expect(fig.locator("table.data tbody tr").nth(len(after))).to_have_class(
+            re.compile(r"\bgap\b")
+        )
+        fig.screenshot(path=screenshot_path("dashboard-gap.png", tmp_path))
     finally:
         second.stop()
 

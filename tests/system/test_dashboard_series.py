@@ -14,6 +14,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from support.browser import (
     figure,
     line_coverage,
     open_dashboard,
+    screenshot_path,
     shown,
 )
 from support.live import PushsvcProcess, post, request, wait_until
@@ -263,12 +265,13 @@ def test_an_overview_sparkline_spans_the_last_hour(ranged: PushsvcProcess, page:
 
 
 def test_a_range_kept_open_past_its_span_holds_only_the_buckets_inside_it(
-    ranged: PushsvcProcess, page: Page
+    ranged: PushsvcProcess, page: Page, tmp_path: Path
 ) -> None:
     """The 1 h range is chosen while the topic clock is an hour behind; then a further hour of
     events arrives and its minutes close live. The chart holds the last hour of the new clock
     only: its count and its data table are the API's minutes since then (they once kept every
-    bucket ever drawn, 119 "buckets of 1m" under "last 1 h")."""
+    bucket ever drawn, 119 "buckets of 1m" under "last 1 h"). docs/dashboard-range.png is
+    the range's chart at that moment."""
     topic = f"kitchen.{uuid.uuid4().hex[:8]}"
     now = time.time()
     older = [e for e in _day_of_events(now - 3600) if e["ts"] > now - 3 * 3600]
@@ -294,3 +297,4 @@ def test_a_range_kept_open_past_its_span_holds_only_the_buckets_inside_it(
     rows = [r for r in _range_rows(page) if r["id"].startswith("1m@")]
     assert [r["id"] for r in rows] == [f"1m@{_t(p['t'])}" for p in closed]
     expect(fig.locator(".points")).to_contain_text(f"{len(closed)} buckets of 1m")
+    fig.screenshot(path=screenshot_path("dashboard-range.png", tmp_path))
