@@ -30,10 +30,11 @@ from pushsvc.core.durations import duration_label
 from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topic_pages import common_ranges
 from pushsvc.core.topics import ALL
-from pushsvc.errors import BadRequest, EmptyRange
+from pushsvc.errors import EmptyRange
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import time_us
 from pushsvc.http.api.series import MAX_LIMIT
+from pushsvc.http.api.whole_numbers import whole_number
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
 from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.point import Point
@@ -153,12 +154,5 @@ def _query() -> tuple[int, int, int]:
     until_us = time_us(until, "until") if until is not None else MAX_TS_US
     if since_us >= until_us:
         raise EmptyRange(f"?since= ({since}) must be before ?until= ({until})")
-    text = args.get("limit")
-    limit = DEFAULT_ENTRIES
-    if text is not None:
-        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ENTRIES):
-            raise BadRequest(
-                f"?limit= is a whole number from 1 to {MAX_ENTRIES}; got {text[:20]!r}"
-            )
-        limit = int(text)
+    limit = whole_number("limit", args.get("limit"), default=DEFAULT_ENTRIES, high=MAX_ENTRIES)
     return since_us, until_us, limit

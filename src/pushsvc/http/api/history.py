@@ -33,6 +33,7 @@ from pushsvc.core.updates import UpdateId
 from pushsvc.deliver.projection import GroupFilter, Projection
 from pushsvc.errors import BadRequest, UngroupedTag
 from pushsvc.http.api.context import runtime
+from pushsvc.http.api.whole_numbers import whole_number
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
 
 bp = Blueprint("history", __name__)
@@ -62,7 +63,7 @@ def parse_query(args: MultiDict[str, str], accept_csv: bool) -> HistoryQuery:
         after = UpdateId.parse(since)
         if after is None:
             since_us = time_us(since, "since", ids=True)
-    limit = _limit(args.get("limit"))
+    limit = whole_number("limit", args.get("limit"), default=DEFAULT_LIMIT, high=MAX_LIMIT)
     fmt = args.get("format")
     if fmt is None:
         fmt = "csv" if accept_csv else "json"
@@ -92,14 +93,6 @@ def time_us(text: str, name: str, *, ids: bool = False) -> int:
     if not MIN_TS_US <= us <= MAX_TS_US:
         raise BadRequest(f"?{name}= must be a time in years 1..9999; got {text[:60]!r}")
     return us
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_LIMIT
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-        raise BadRequest(f"?limit= is a whole number from 1 to {MAX_LIMIT}; got {text[:20]!r}")
-    return int(text)
 
 
 @bp.get("/topics/<anytext:topic>/history")

@@ -25,6 +25,7 @@ from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.errors import BadRequest, EmptyRange
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import FORMATS, MORE_HEADER, group_filter, time_us
+from pushsvc.http.api.whole_numbers import whole_number
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
 from pushsvc.rules.point import Point
 from pushsvc.rules.tiers import SeriesTier
@@ -56,8 +57,10 @@ class SeriesQuery:
 def parse_query(args: MultiDict[str, str], accept_csv: bool) -> SeriesQuery:
     """The query string, judged whole before anything is read (400 naming the parameter)."""
     resolution = args.get("resolution", "auto")
-    points = _whole("points", args.get("points"), DEFAULT_POINTS, 2, MAX_POINTS)
-    limit = _whole("limit", args.get("limit"), MAX_LIMIT, 1, MAX_LIMIT)
+    points = whole_number(
+        "points", args.get("points"), default=DEFAULT_POINTS, low=2, high=MAX_POINTS
+    )
+    limit = whole_number("limit", args.get("limit"), default=MAX_LIMIT, high=MAX_LIMIT)
     since = args.get("since")
     until = args.get("until")
     since_us = time_us(since, "since") if since is not None else None
@@ -70,14 +73,6 @@ def parse_query(args: MultiDict[str, str], accept_csv: bool) -> SeriesQuery:
     elif fmt not in FORMATS:
         raise BadRequest(f"?format= is json or csv, not {fmt[:40]!r}")
     return SeriesQuery(resolution, points, since_us, until_us, limit, fmt)
-
-
-def _whole(name: str, text: str | None, default: int, low: int, high: int) -> int:
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
-        raise BadRequest(f"?{name}= is a whole number from {low} to {high}; got {text[:20]!r}")
-    return int(text)
 
 
 @bp.get("/topics/<anytext:topic>/series")

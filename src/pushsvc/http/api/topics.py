@@ -23,6 +23,7 @@ from pushsvc.core.topics import ALL, TopicMatcher, validate_topic
 from pushsvc.errors import BadRequest, InvalidTopic, NotFound
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
+from pushsvc.http.api.whole_numbers import whole_number
 from pushsvc.security.visible_rules import visible_rules
 
 bp = Blueprint("topics", __name__)
@@ -60,7 +61,7 @@ def rules() -> dict[str, object]:
 def page_query(args: MultiDict[str, str]) -> tuple[int, str | None]:
     """`?limit=` and `?after=` of a topic listing, judged before anything is read (400 naming
     the parameter)."""
-    limit = _limit(args.get("limit"))
+    limit = whole_number("limit", args.get("limit"), default=DEFAULT_LIMIT, high=MAX_LIMIT)
     after = args.get("after")
     if after is not None:
         try:
@@ -131,7 +132,7 @@ def _cursor(key: str) -> str:
 def _alerts_query(args: MultiDict[str, str]) -> tuple[int, str | None]:
     """`?limit=` and `?after=` of `GET /alerts`. A cursor is a position, not a reference: any
     well-formed one reads on from where it sorts (a key resolved since, or one never issued)."""
-    limit = _limit(args.get("limit"))
+    limit = whole_number("limit", args.get("limit"), default=DEFAULT_LIMIT, high=MAX_LIMIT)
     text = args.get("after")
     if text is None:
         return limit, None
@@ -139,14 +140,6 @@ def _alerts_query(args: MultiDict[str, str]) -> tuple[int, str | None]:
         raise BadRequest(f"?after= is the `next` of the previous page of alerts; got {text[:64]!r}")
     key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     return limit, key.decode(errors="replace")
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_LIMIT
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIMIT):
-        raise BadRequest(f"?limit= is a whole number from 1 to {MAX_LIMIT}; got {text[:20]!r}")
-    return int(text)
 
 
 def _paged(path: str, limit: int, following: str | None) -> dict[str, str]:
