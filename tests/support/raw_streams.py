@@ -113,3 +113,25 @@ def reset(sock: socket.socket) -> None:
 def close_all(socks: Iterable[socket.socket]) -> None:
     for sock in socks:
         sock.close()
+
+
+def read_until_closed(sock: socket.socket, within: float = 10.0) -> bytes:
+    """What the server sends until it ends the connection (EOF or a reset); fails when it
+    is still open after `within` seconds."""
+    deadline = time.monotonic() + within
+    received = bytearray()
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, (
+                f"the server never closed the connection; it sent {bytes(received[:200])!r}"
+            )
+            sock.settimeout(left)
+            part = sock.recv(1 << 16)
+            if not part:
+                return bytes(received)
+            received += part
+    except ConnectionResetError:
+        return bytes(received)
+    except TimeoutError:
+        raise AssertionError("the server never closed the connection") from None

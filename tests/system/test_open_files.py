@@ -1,7 +1,8 @@
 """Streams never starve producers: a serving process raises its soft open-file limit to the
 hard one, caps its streams below it with a headroom, answers streams past the cap with a 503,
 and, out of descriptors all the same, takes them back from the connections that waited
-longest on their client, with one log line instead of a traceback at every retry. The servers here run under a low RLIMIT_NOFILE of their own."""
+longest on their client, with one log line instead of a traceback at every retry. The
+servers here run under a low RLIMIT_NOFILE of their own."""
 
 from __future__ import annotations
 

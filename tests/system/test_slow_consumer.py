@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from support.live import (
     stalled_reader,
     wait_until,
 )
+from support.raw_streams import read_until_closed
 
 
 def _slow_disconnects(port: int) -> float:
@@ -45,27 +45,10 @@ def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> No
             total += 5
         wait_until(lambda: _topic_subscribers(proc.port, topic) == 1)
         healthy.close()
-        _assert_server_closed(stalled)
+        read_until_closed(stalled)
     finally:
         stalled.close()
         proc.stop()
-
-
-def _assert_server_closed(sock: socket.socket, within: float = 10.0) -> None:
-    """Read what the server had sent until the stream ends: EOF or a reset within `within`
-    seconds. A connection the server keeps open fails the assertion."""
-    deadline = time.monotonic() + within
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, "the server never closed the connection"
-            sock.settimeout(left)
-            if not sock.recv(1 << 16):
-                return  # EOF
-    except ConnectionResetError:
-        return
-    except TimeoutError:
-        raise AssertionError("the server never closed the connection") from None
 
 
 def test_the_closed_check_fails_on_a_connection_that_stays_open() -> None:
@@ -75,9 +58,9 @@ def test_the_closed_check_fails_on_a_connection_that_stays_open() -> None:
     with left, right:
         right.sendall(b"data: still here\n\n")
         with pytest.raises(AssertionError, match="never closed"):
-            _assert_server_closed(left, within=0.2)
+            read_until_closed(left, within=0.2)
         right.close()
-        _assert_server_closed(left, within=0.2)
+        read_until_closed(left, within=0.2)
 
 
 def _topic_subscribers(port: int, topic: str) -> int:

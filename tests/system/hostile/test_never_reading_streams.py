@@ -33,6 +33,7 @@ from support.live import (
     wait_until,
 )
 from support.procfs import rss_kb
+from support.raw_streams import read_until_closed
 from support.tls_pairs import self_signed
 
 KIB = 1024
@@ -69,22 +70,6 @@ def _never_reader(port: int, path: str, headers: Mapping[str, str] | None = None
     lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
     return sock
-
-
-def _assert_server_closed(sock: socket.socket, within: float = 10.0) -> None:
-    """Read what the server had sent until it ends the connection (EOF or a reset)."""
-    deadline = time.monotonic() + within
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, "the server never closed the connection"
-            sock.settimeout(left)
-            if not sock.recv(1 << 20):
-                return
-    except ConnectionResetError:
-        return
-    except TimeoutError:
-        raise AssertionError("the server never closed the connection") from None
 
 
 class _Legit:
@@ -149,7 +134,7 @@ def test_a_live_stream_that_never_reads_is_conflated_then_cut_off(topic: str) ->
             legit.round()
             highest = max(highest, metric(proc.port, _PENDING))
         wait_until(lambda: metric(proc.port, _SLOW) >= 1, timeout=SLOW_S + 5)
-        _assert_server_closed(attacker)
+        read_until_closed(attacker)
         # The bound, plus one run (taken whole) and its topic's latest update.
         assert highest <= BOUND + 700 * KIB, highest
         assert _rss(proc) - before < 12 * MIB
@@ -205,7 +190,7 @@ def test_replays_from_the_oldest_id_that_never_read_hold_a_page_and_are_cut_off(
             what="the never-readers were cut off",
         )
         for attacker in attackers:
-            _assert_server_closed(attacker)
+            read_until_closed(attacker)
         assert highest <= len(attackers) * (BOUND + PAGE), highest
         assert _rss(proc) - before < 16 * MIB
         reading.join(timeout=30)
@@ -284,7 +269,7 @@ def test_snapshots_of_every_topic_that_never_read_hold_a_page_and_are_cut_off(
             legit.round()
             highest = max(highest, metric(proc.port, _PENDING))
         for attacker in attackers:
-            _assert_server_closed(attacker)
+            read_until_closed(attacker)
         # Each: a page of its snapshot, and the legitimate topic's updates queued meanwhile.
         assert highest <= len(attackers) * (BOUND + PAGE), highest
         assert _rss(proc) - before < 12 * MIB

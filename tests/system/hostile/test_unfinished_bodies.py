@@ -25,7 +25,7 @@ import pytest
 
 from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.procfs import open_fds, rss_kb
-from support.raw_streams import raise_fd_limit
+from support.raw_streams import raise_fd_limit, read_until_closed
 
 pytestmark = pytest.mark.slow
 
@@ -65,26 +65,6 @@ def _unfinished(
         + b'{"value": '
     )
     return sock
-
-
-def _read_to_end(sock: socket.socket, within: float) -> bytes:
-    """What the server sends until it closes the connection; fails if it is still open
-    after `within` seconds."""
-    deadline = time.monotonic() + within
-    received = b""
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0, f"the server kept the connection open; it sent {received[:200]!r}"
-        sock.settimeout(left)
-        try:
-            part = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        except TimeoutError:
-            continue
-        if not part:
-            return received
-        received += part
 
 
 class Producer:
@@ -192,13 +172,13 @@ def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:
         idle_get.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
         try:
             assert post(proc.port, topic, {"value": 1.0}) == (202, {"accepted": 1})
-            answer = _read_to_end(attacker, within=10)
+            answer = read_until_closed(attacker, within=10)
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 408 "), answer
             assert b"connection: close" in head.lower()
             assert json.loads(body)["error"]["code"] == "request_timeout"
             # Read before the app is called (pushsvc.server), it is answered 408 too.
-            healthz = _read_to_end(idle_get, within=10)
+            healthz = read_until_closed(idle_get, within=10)
             assert healthz.startswith(b"HTTP/1.1 408 "), healthz
         finally:
             attacker.close()
