@@ -52,6 +52,7 @@ from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for_stream
 from pushsvc.deliver.stream_socket import (
     StreamSocket,
+    cap_send_buffer,
     hand_over,
     let_go_of_request,
     on_write_timeout,
@@ -108,6 +109,8 @@ def events(
         watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
         queue = client.queue
         on_write_timeout(environ, partial(hub.close_slow, client))
+        # The kernel holds no more of a stream than a quarter of what the stream may hold.
+        cap_send_buffer(environ, max(_MIN_SEND_BUFFER, queue.max_bytes // 4))
         client.writing()  # a head stuck in the server's write is ended there (Subscriber.close)
         for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
             queue.hold(len(page))
@@ -165,6 +168,10 @@ def events(
             if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
                 log.info("stream ended: %s", client.closed_reason)
             primed.close()
+
+
+_MIN_SEND_BUFFER = 64 * 1024
+"""A stream's kernel send buffer, at least (Linux's default start is 16 KiB, doubled)."""
 
 
 def head_page_size(max_stream_buffer: int) -> int:

@@ -16,13 +16,14 @@ streams yield their blocks as before. The gevent internals this needs are in
 from __future__ import annotations
 
 import _socket
+import contextlib
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gevent.socket import wait_write
 
-from pushsvc.gevent_private import ENVIRON_KEY, handed_over, os_socket
+from pushsvc.gevent_private import ENVIRON_KEY, connection_of, handed_over, os_socket
 
 _CRLF = b"\r\n"
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
@@ -117,6 +118,20 @@ def hand_over(
         return None
     sock, chunked, closed = found
     return sock, StreamSocket(sock, chunked=chunked), closed
+
+
+def cap_send_buffer(environ: Mapping[str, object], size: int) -> None:
+    """Hold the kernel's send buffer of a stream's connection to `size` bytes (Linux doubles
+    it for its bookkeeping). Left to itself the kernel grows it to `net.ipv4.tcp_wmem`'s
+    maximum, 4 MiB: a reader that never reads then held 4 MiB of kernel memory on top of
+    what the stream's own bound counts, and 256 of them had the server copy a gigabyte into
+    their sockets before any was found slow. Nothing happens where the connection cannot be
+    had."""
+    sock = connection_of(environ)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        os_socket(sock).setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def on_write_timeout(environ: Mapping[str, object], slow: Callable[[], None]) -> None:
