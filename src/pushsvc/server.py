@@ -126,7 +126,9 @@ class HeadTimeoutHandler(PywsgiHandler):
             result = super().handle_one_request()
         finally:
             self._end_head_deadline()  # the paths that never reach read_request
-            self._body = None
+            if self._body is not None:
+                self._body.detach()
+                self._body = None
         if self._linger:
             self._linger_and_close()
             return None

@@ -56,7 +56,10 @@ def shop(
 ) -> Iterator[PushsvcProcess]:
     rules = tmp_path_factory.mktemp("tags") / "rules.toml"
     rules.write_text(RULES)
+    # Each test posts every batch before it reads (several MB of updates with their top
+    # lists): a stream may hold them all, not conflate past the default 1 MiB.
     args = ["serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000"]
+    args += ["--max-stream-buffer", str(64 << 20)]
     server = None
     if request.param == "redis":
         server = RedisServer().start()

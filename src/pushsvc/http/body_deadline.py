@@ -26,6 +26,14 @@ from typing import NoReturn, Protocol
 import gevent
 
 
+def _nothing() -> None:
+    return
+
+
+def _nothing_waits(waiting: bool) -> None:
+    return
+
+
 class BodyTooSlow(TimeoutError):
     """A request's body did not arrive within its deadline."""
 
@@ -82,6 +90,12 @@ class BodyReader:
     def readline(self, size: int | None = -1) -> bytes:
         # Chunked framing's size lines: short, each read whole within one wait.
         return self._piece(self._raw.readline, -1 if size is None else size)
+
+    def detach(self) -> None:
+        """Let go of the connection's handler (its callbacks) once the request is done: the
+        environ holds this reader, and the handler the environ, a cycle otherwise."""
+        self._to_close = _nothing
+        self._on_waiting = _nothing_waits
 
     def refuse(self) -> None:
         """Read nothing more of this body (it was answered 413); the connection closes after
