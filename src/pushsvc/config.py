@@ -278,7 +278,10 @@ class Settings:
     # Bytes, not counts: what one stream may have pending (rendered, not yet taken by its
     # socket) before it is conflated, and what every stream of the process may have pending
     # together before new streams are refused (503).
-    max_stream_buffer: int = setting("1048576", _positive_int)
+    # 8 MiB, not Centrifugo's 1 MiB: past it a stream conflates (Centrifugo disconnects, and
+    # its client recovers each update), and an honest reader behind a failover's backlog on a
+    # Redis Cluster held more than 1 MiB (the fault suite lost updates to conflation there).
+    max_stream_buffer: int = setting("8388608", _positive_int)
     stream_buffer_budget: int = setting("268435456", _positive_int)
     # Every process of a deployment must give the same count (docs/scaling.md).
     partitions: int = setting("16", _partitions)

@@ -109,8 +109,7 @@ def events(
         watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
         queue = client.queue
         on_write_timeout(environ, partial(hub.close_slow, client))
-        # The kernel holds no more of a stream than a quarter of what the stream may hold.
-        cap_send_buffer(environ, max(_MIN_SEND_BUFFER, queue.max_bytes // 4))
+        cap_send_buffer(environ, _SEND_BUFFER)
         client.writing()  # a head stuck in the server's write is ended there (Subscriber.close)
         for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
             queue.hold(len(page))
@@ -170,8 +169,9 @@ def events(
             primed.close()
 
 
-_MIN_SEND_BUFFER = 64 * 1024
-"""A stream's kernel send buffer, at least (Linux's default start is 16 KiB, doubled)."""
+_SEND_BUFFER = 256 * 1024
+"""A stream's kernel send buffer (Linux doubles it for its bookkeeping), where the kernel
+would grow it to 4 MiB; measured in docs/performance.md (hostile clients)."""
 
 
 def head_page_size(max_stream_buffer: int) -> int:
