@@ -9,7 +9,7 @@
 
 Method, and the figures: docs/performance.md, "Aggregator". Every run first checks every run
 mode's output, after every event of a small stream, against the test suite's oracle
-(``support.oracle``); no threshold on timings is ever checked here.
+(``harness.oracle``); no threshold on timings is ever checked here.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+from harness.oracle import Exact, mismatches, rolling
 
 from bench.common import machine, percentiles, timed
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event, check_lateness
 from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
-from support.oracle import Exact, mismatches, rolling
 
 try:
     import river
@@ -466,7 +466,7 @@ def check(stream: Stream, batch: int, expected: Expected | None = None) -> dict[
         "events": len(stream),
         "late_events": stream.late,
         "checked": list(outputs),
-        "oracle": "support.oracle: pandas rolling (count, min, max, quantiles), "
+        "oracle": "harness.oracle: pandas rolling (count, min, max, quantiles), "
         "exact rationals (sum, mean, var, stddev)",
         "failures": failures[:MAX_FAILURES],
         "failure_count": len(failures),

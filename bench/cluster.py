@@ -7,7 +7,7 @@ partition gets the same share), and one aggregator loop per partition (a thread 
 process, like `pushsvc.aggregate.shard_runner.ShardRunner`: blocking reads of its partition's
 log, then `publish_updates(..., applied=Applied(shard, ...), fence=lease.token)`, which
 SPUBLISHes on a cluster). No subscribers. It runs on Redis Clusters of 1, 2, 3... primaries on
-this machine (`support.redis_cluster`, no replicas), and with `plain` on one redis-server
+this machine (`harness.redis_cluster`, no replicas), and with `plain` on one redis-server
 without cluster mode (the same partitioned keys, PUBLISH), in rounds that take the targets in
 turn. The aggregators publish what they find at each read, so how many drafts a publish
 carries (and Redis's work per update) depends on how far behind the producers they run, which
@@ -52,6 +52,8 @@ from typing import Any
 
 import orjson
 import redis
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer, find_redis_server
 from redis.crc import key_slot
 
 from bench.common import Report, machine, parser
@@ -63,8 +65,6 @@ from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.lists import comma_list
 from pushsvc.core.partitions import partition_of
 from pushsvc.ingest import Event
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer, find_redis_server
 
 PREFIX = "bench:"
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)

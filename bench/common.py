@@ -23,9 +23,8 @@ from importlib import metadata
 from typing import Any
 
 import orjson
-
-from support.live import request
-from support.procfs import cpu_seconds
+from harness.live import request
+from harness.procfs import cpu_seconds
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -15,7 +15,7 @@ Each row is timed ``--rounds`` times (process CPU time, so other processes on a 
 do not count against it); the median is reported with the spread. ``insert`` alone is timed
 too, to show what the summary costs. Before timing, each configuration's last summary over a
 short stream is checked against pandas ``rolling(N, min_periods=1)`` and the exact moments
-(``support.oracle``); a mismatch exits 1. No threshold on timings is checked here.
+(``harness.oracle``); a mismatch exits 1. No threshold on timings is checked here.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from statistics import median
 from typing import Any
 
 import pandas as pd
+from harness.oracle import QUANTILES, Exact, mismatches
 
 from bench.common import Report, machine, parser, timed
 from pushsvc.stats.count_windows import CountWindows
 from pushsvc.stats.layout import ALL_STATS
-from support.oracle import QUANTILES, Exact, mismatches
 
 S = 1_000_000
 BASE_US = 1_763_700_000 * S

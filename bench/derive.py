@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.live import PushsvcProcess, request
+
 from bench.common import CpuMeter, parser, with_against_without
-from support.live import PushsvcProcess, request
 
 S = 1_000_000
 T0 = 1_763_700_000 * S

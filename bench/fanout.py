@@ -42,6 +42,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from harness.procfs import cpu_seconds, rss_kb
+
 from bench.child import JsonLinesChild, PublishedCSubscribers, c_subscribers, run_scenario
 from bench.common import Report
 from bench.common import parser as common_parser
@@ -56,7 +58,6 @@ from bench.servers import (
     use_pushsvc_src,
 )
 from pushsvc.core.lists import comma_list
-from support.procfs import cpu_seconds, rss_kb
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse", "nchan")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 import redis
+from harness.redis_server import RedisServer
 
 from bench.common import Report, median, parser
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.updates import UpdateDraft
-from support.redis_server import RedisServer
 
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 

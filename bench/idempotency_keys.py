@@ -18,13 +18,13 @@ import sys
 import uuid
 
 import redis
+from harness.redis_server import RedisServer
 
 from bench.common import Report, parser
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.lists import comma_list
 from pushsvc.ingest import Event
-from support.redis_server import RedisServer
 
 TOPICS = [f"sensors.kitchen.{n:03d}" for n in range(100)]  # 19 characters
 PREFIX = "pushsvc:"

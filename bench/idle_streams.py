@@ -25,12 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.live import PushsvcProcess
+from harness.procfs import cpu_seconds, rss_kb
+from harness.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
+from harness.redis_server import RedisServer
+
 from bench.common import Column, Report, metric, parser
 from bench.common import machine as describe_machine
-from support.live import PushsvcProcess
-from support.procfs import cpu_seconds, rss_kb
-from support.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
-from support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "idle"

@@ -14,7 +14,7 @@ for them some other way. The strategies measured:
   primary and XREADs a partition only when woken, plus a safety poll of every partition each
   `--safety-poll` seconds (the wake is fire-and-forget: a reconnect can lose one).
 
-A real cluster of 3 primaries without replicas (support/redis_cluster.py; replicas would only
+A real cluster of 3 primaries without replicas (harness/redis_cluster.py; replicas would only
 add their CPU), per (P, strategy): the reader starts, sits idle `--idle-seconds` (Redis CPU
 per second with no appends: what polling costs), then for each rate a writer process appends
 XADD to random partitions at that rate for `--seconds`, and the reader's count is drained.
@@ -46,11 +46,11 @@ from typing import Any
 
 import orjson
 import redis
+from harness.redis_cluster import RedisClusterServers
 from redis.crc import key_slot
 
 from bench.common import Report, machine, parser, percentiles
 from pushsvc.broker.redis.slots import partition_tags
-from support.redis_cluster import RedisClusterServers
 
 READER = "lw-reader"
 WRITER = "lw-writer"

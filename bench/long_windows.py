@@ -30,12 +30,12 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+from harness.procfs import rss_kb
 
 from bench.common import Report, machine, parser
 from pushsvc.stats import WindowSpec
 from pushsvc.stats.layout import ALL_STATS, STAT_KEYS
 from pushsvc.stats.long_windows import LongWindows
-from support.procfs import rss_kb
 
 S = 1_000_000
 HOUR = 3600 * S

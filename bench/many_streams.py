@@ -63,12 +63,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from harness.procfs import cpu_seconds, descendants, rss_kb, tree_cpu_seconds
+
 from bench.child import JsonLinesChild, c_subscribers, loadgen
 from bench.common import Report, metric, parser, percentiles
 from bench.common import machine as describe_machine
 from bench.loadgen.process import raise_fd_limit
 from bench.servers import PushsvcServe, use_pushsvc_src
-from support.procfs import cpu_seconds, descendants, rss_kb, tree_cpu_seconds
 
 PER_LOADGEN = 18_000
 """Streams per load generator: within its 20,000 open files."""

@@ -8,7 +8,7 @@ interval) with the detector's defaults (`learn` and `threshold` of
 from `GET /topics/{topic}/series?resolution=5m` over the file's range, written as NAB's results
 files (results/<detector>/<category>/<detector>_<file>.csv: timestamp, value, anomaly_score,
 label) and scored by NAB's own scorer (its threshold optimisation per profile, and at the
-rule's threshold), through `bench/nab_offline.py`'s functions, from a checkout of numenta/NAB
+rule's threshold), through `research/nab_offline.py`'s functions, from a checkout of numenta/NAB
 (never copied here):
 
     .venv/bin/python -m bench.nab --nab /work/nab                # the whole corpus
@@ -22,7 +22,7 @@ reading back) and the server's CPU µs per point; and two mismatch counts, which
 
 * `mismatch_buckets`: read-back scores that differ from `pushsvc.series.anomaly`'s scores of
   the read-back bucket means, in order (every file);
-* `mismatch_offline`: read-back scores that differ from bench/nab_offline.py's scores of the
+* `mismatch_offline`: read-back scores that differ from research/nab_offline.py's scores of the
   file's values (the files where every row has a bucket of its own: there a bucket's mean is
   the row's value, so the server must score exactly what the offline runner scores).
 
@@ -65,12 +65,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.nab_offline import PROFILES, nab_runner, nab_scores, run_detector
+from research.nab_offline import PROFILES, nab_runner, nab_scores, run_detector
+
 from pushsvc.series.anomaly import Detector, Params
 
-# Only the standard library, pushsvc's pure detector and bench.nab_offline at the top: NAB's
+# Only the standard library, pushsvc's pure detector and research.nab_offline at the top: NAB's
 # scorer runs this module in NAB's own environment (pandas < 3, none of pushsvc's dependencies),
-# `--score-only`. The server side (support.live, bench.common) is imported where it is used.
+# `--score-only`. The server side (harness.live, bench.common) is imported where it is used.
 
 NAME = "pushsvcHTTP"  # NAB's detector name: its file names allow no "_" in it
 EVERY_S = 300
@@ -151,7 +152,7 @@ def load_corpus(corpus: Path, only: Sequence[str] = ()) -> list[NabFile]:
 
 
 def start_server(rules: Path) -> Any:
-    from support.live import PushsvcProcess
+    from harness.live import PushsvcProcess
 
     return PushsvcProcess(
         "serve",
@@ -163,7 +164,7 @@ def start_server(rules: Path) -> Any:
 
 
 def _post(port: int, topic: str, lines: list[str]) -> None:
-    from support.live import request
+    from harness.live import request
 
     status, _, body = request(
         port,
@@ -193,7 +194,7 @@ def read_points(port: int, file: NabFile, timeout: float = 120) -> list[dict[str
     aggregator applies posted events after the 202; buckets close in order, so the last one
     is the one to wait for, asked alone: polling the whole range would serialise thousands
     of points per poll and count that as the server's cost)."""
-    from support.live import request, wait_until
+    from harness.live import request, wait_until
 
     first, last = min(file.buckets), max(file.buckets)
     series = f"/topics/{file.topic}/series?resolution=5m&format=json"
@@ -266,7 +267,7 @@ def write_results(out: Path, result: FileResult, windows: list[list[str]]) -> Pa
     with target.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["timestamp", "value", "anomaly_score", "label"])
-        # Six decimals, as bench/nab_offline.py writes them: the same scores, the same figures.
+        # Six decimals, as research/nab_offline.py writes them: the same scores, the same figures.
         for stamp, value, score, label in rows:
             writer.writerow([stamp, repr(value), f"{score:.6f}", label])
     return target

@@ -19,6 +19,8 @@ import sys
 import time
 
 import redis
+from harness.live import wait_until
+from harness.redis_server import RedisServer
 
 from bench.common import Report, parser
 from pushsvc.aggregate.aggregator import Aggregator
@@ -30,8 +32,6 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.lists import comma_list
 from pushsvc.ingest import Event
-from support.live import wait_until
-from support.redis_server import RedisServer
 
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
 LABELS = ("10s", "1m", "5m")

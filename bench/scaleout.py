@@ -19,10 +19,11 @@ from __future__ import annotations
 import sys
 import threading
 
+from harness.live import PushsvcProcess, SSEClient
+
 from bench.common import CpuMeter, Report, metric, parser
 from bench.posting import batches, publish
 from bench.servers import PushsvcRedis
-from support.live import PushsvcProcess, SSEClient
 
 
 def received(web: PushsvcProcess) -> float | None:

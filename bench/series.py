@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 
 import redis
+from harness.live import PushsvcProcess, post
+from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis import RedisBroker
@@ -43,8 +45,6 @@ from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier, parse_tiers
 from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.series.store import SeriesStore
-from support.live import PushsvcProcess, post
-from support.redis_server import RedisServer
 
 S = 1_000_000
 WINDOWS = (10 * S, 60 * S, 300 * S)

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
+from harness.live import PushsvcProcess
+from harness.net import free_port
+from harness.procfs import children, descendants
+from harness.redis_server import RedisServer
 
 from pushsvc.ops.children import terminate
-from support.live import PushsvcProcess
-from support.net import free_port
-from support.procfs import children, descendants
-from support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = REPO / ".bench-venvs"

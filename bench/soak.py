@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
+from harness.procfs import cpu_seconds, open_fds, rss_kb
 
 from bench.common import Report, machine, metrics
 from bench.common import parser as common_parser
@@ -63,7 +64,6 @@ from bench.loadgen.sequences import TopicSequences
 from bench.loadgen.subscriber import Progress, Subscriber, stream_request
 from bench.servers import PushsvcServe
 from pushsvc.core.topics import TopicMatcher
-from support.procfs import cpu_seconds, open_fds, rss_kb
 
 HOST = "127.0.0.1"
 GROUPS = 10

@@ -4,7 +4,7 @@ flow, each back after its `retry:` with its `Last-Event-ID`.
 For each server tree (`--pushsvc-src`, repeatable; this tree's by default): a redis-server
 of its own, `pushsvc aggregate`, the web process the clients read and another that a
 producer posts to (one event per topic per round, `--pause` between rounds). N raw-socket
-clients (`tests/support/storm_clients.py`) over `--topics` topics, spread over `--sources`
+clients (`harness/storm_clients.py`) over `--topics` topics, spread over `--sources`
 source addresses 127.0.0.1.. so that ephemeral ports do not run out, all subscribed, events
 flowing; then the web process is stopped (SIGTERM), each topic gets `--missed` events while it
 is down, and it is started again on the same port. Reported:
@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from harness.live import PushsvcProcess, wait_until
+from harness.procfs import cpu_seconds, rss_kb
+from harness.raw_streams import raise_fd_limit
+from harness.redis_server import RedisServer
+from harness.storm_clients import StormClients, StormProducer
 
 from bench.common import Column, Report, metric, parser
 from bench.common import machine as describe_machine
-from support.live import PushsvcProcess, wait_until
-from support.procfs import cpu_seconds, rss_kb
-from support.raw_streams import raise_fd_limit
-from support.redis_server import RedisServer
-from support.storm_clients import StormClients, StormProducer
 
 REPO = Path(__file__).resolve().parents[1]
 

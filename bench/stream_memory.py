@@ -139,9 +139,10 @@ def _snapshot_of(pid: int, path: Path, timeout: float = 120) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.live import PushsvcProcess
+    from harness.raw_streams import close_all, open_streams, raise_fd_limit
+
     from bench.common import metric, parser
-    from support.live import PushsvcProcess
-    from support.raw_streams import close_all, open_streams, raise_fd_limit
 
     cli = parser(__doc__ or "")
     cli.add_argument("--streams", "-n", type=int, default=2000)

@@ -34,9 +34,10 @@ try:
     from pushsvc.ingest import InputLimits
 except ImportError:  # trees before the rename
     from pushsvc.ingest import Limits as InputLimits  # type: ignore[attr-defined,no-redef]
+from harness.live import PushsvcProcess, post, wait_until
+from harness.procfs import rss_kb
+
 from pushsvc.ingest.accept import ingest
-from support.live import PushsvcProcess, post, wait_until
-from support.procfs import rss_kb
 
 _WINDOWS = "1s,2s,3s"  # three windows, like the default 10s,1m,5m, but empty 3 s after
 _TICK = "200ms"

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from harness.forked_starts import Forker
+from harness.live import SRC, PushsvcProcess
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 from hypothesis import settings
 from xdist.scheduler import LoadFileScheduling
 
 from pushsvc.app import create_app
 from support.auth_tokens import CREDENTIALS
-from support.forked_starts import Forker
-from support.live import SRC, PushsvcProcess
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -54,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     PushsvcProcess.forker = Forker(SRC)
     if not hasattr(config, "workerinput"):
         root = Path(__file__).parents[1]
-        for folder in ("src", "bench", "tests"):
+        for folder in ("src", "harness", "bench", "tests"):
             compileall.compile_dir(root / folder, quiet=1)
 
 
@@ -216,7 +216,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterServers]:
-    """A Redis Cluster of our own: 3 primaries with one replica each (support/redis_cluster.py).
+    """A Redis Cluster of our own: 3 primaries with one replica each (harness/redis_cluster.py).
     Started only for a session that asks for it; tests that do are marked `cluster` and kept
     in few modules, since a module runs on one worker and each worker that runs one starts
     one. Shared: a test that kills or stops nodes starts a cluster of its own."""

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from harness.sse_parser import SSEMessage as Message
 
 from bench.loadgen.http1 import ProtocolError
-from support.sse_parser import SSEMessage as Message
 
 READY = "ready"
 """Returned by a decoder for the message that shows the subscription is live."""

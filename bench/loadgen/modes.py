@@ -1,6 +1,6 @@
 """What a subscriber does per message: the ways the load generator counts.
 
-* `deliveries` (bench/fanout.py, "count"): every message is parsed (`support.sse_parser`) and
+* `deliveries` (bench/fanout.py, "count"): every message is parsed (`harness.sse_parser`) and
   decoded for the server's kind (loadgen/kinds.py, with orjson); its value is tallied (`Tally`:
   order, duplicates) and its publish-to-receive latency recorded. About 6 µs of CPU per delivery.
 * `json` (bench/fanout.py, "json"): the same, but each update's data is parsed as a browser
@@ -21,13 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import orjson
+from harness.sse_parser import EventStreamParser
 
 from bench.common import percentiles
 from bench.loadgen.idcount import IdCounter, id_keys, judge_ids, judge_values
 from bench.loadgen.kinds import READY, Kind, Loads, browser_loads
 from bench.loadgen.subscriber import Reader
 from bench.loadgen.tally import Tally, Verdict, totals
-from support.sse_parser import EventStreamParser
 
 _SNAPSHOT = b"event: snapshot\n"
 

@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
+from harness.sse_parser import EventStreamParser
 
 from bench.loadgen.tally import Verdict
 from pushsvc.core.cursor import Cursor
-from support.sse_parser import EventStreamParser
 
 _MAX_VALUE = 100_000_000  # far beyond any soak; bounds the per-topic bitmaps
 

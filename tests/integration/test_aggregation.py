@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import redis
+from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
@@ -21,7 +22,6 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
 from pushsvc.ingest import Event
 from support.proxies import RedisAnswerLosingProxy
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

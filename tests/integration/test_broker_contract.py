@@ -19,6 +19,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from harness.live import wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
@@ -52,8 +54,6 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.ingest import Event
-from support.live import wait_until
-from support.redis_server import RedisServer
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 

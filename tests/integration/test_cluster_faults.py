@@ -17,6 +17,9 @@ from typing import cast
 import orjson
 import pytest
 import redis
+from harness.live import wait_until
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 from redis.cluster import RedisCluster
 
 from pushsvc.broker.redis.broker import RedisBroker
@@ -30,9 +33,6 @@ from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed
-from support.live import wait_until
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease import CLOCK_MARGIN, RedisLease
 from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.errors import BrokerUnavailable
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

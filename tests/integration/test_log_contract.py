@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 import pytest
+from harness.live import wait_until
 
 from pushsvc.broker.base import Applied
 from pushsvc.broker.redis import RedisBroker
@@ -29,7 +30,6 @@ from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import Fenced, LateEvent, PublishedAlready
-from support.live import wait_until
 
 S = 1_000_000
 PARTITIONS = 2

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 import redis
+from harness.redis_server import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,6 @@ from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.shared_log import position
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import partition_of
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

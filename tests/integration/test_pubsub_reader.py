@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 import redis
+from harness.live import wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.pubsub import PubSubReader
-from support.live import wait_until
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -14,12 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.broker.redis.slots import partition_slot, partition_tags
-from support.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

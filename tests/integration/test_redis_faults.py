@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 import redis
+from harness.live import wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.base import Replayed
 from pushsvc.broker.redis import RedisBroker
@@ -25,8 +27,6 @@ from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed
 from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import Event
-from support.live import wait_until
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

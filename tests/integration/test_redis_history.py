@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import redis
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.updates import Update, UpdateDraft
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 from redis.crc import key_slot
 
 from pushsvc.broker.base import Applied, Replayed
@@ -41,8 +43,6 @@ from pushsvc.core.updates import (
     point_draft,
 )
 from pushsvc.errors import LayoutMismatch, TooManyTopics
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from harness.live import wait_until
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis.cluster_topology import channel_slot
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.slots import partition_tags
-from support.live import wait_until
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

@@ -18,6 +18,7 @@ import orjson
 import pytest
 import redis
 from flask.testing import FlaskClient
+from harness.redis_server import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,6 @@ from pushsvc.core.topic_pages import DEFAULT_LIMIT, MAX_LIMIT, topic_ranges
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import UpdateDraft, alert_draft, deletion_draft
 from support.auth_tokens import SECRET, hs256
-from support.redis_server import RedisServer
 
 names = st.sampled_from([f"{a}{b}" for a in "abc" for b in ("", ".1", ".2", "-x")])
 

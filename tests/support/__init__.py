@@ -1,2 +1,3 @@
-"""Helpers that start real parts (pushsvc processes, redis-server, SSE readers) for the
-test suite and the benchmarks, so that both say it once. Not used by the server itself."""
+"""What only the test suite uses: Sentinel, TLS pairs, browsers, Docker, tokens, the
+alert, session and tag oracles, the test scheduler. What the benchmarks share with it (pushsvc
+processes, redis-server, SSE readers, /proc) is the repository's `harness/`."""

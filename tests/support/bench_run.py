@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from support.redis_server import BINARY_ENV, find_redis_server
+from harness.redis_server import BINARY_ENV, find_redis_server
 
 REPO = Path(__file__).resolve().parents[2]
 

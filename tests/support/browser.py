@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.live import PushsvcProcess
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -24,8 +25,6 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
-
-from support.live import PushsvcProcess
 
 # The headless shell is Chromium's own renderer without the desktop browser around it, as
 # Playwright's own headless Chromium is: the same Blink, V8 and Skia, at a fifth of the CPU a

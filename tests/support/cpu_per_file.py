@@ -5,7 +5,7 @@ seconds say what a file costs wherever it runs. Per file, the plugin adds up, ov
 (setup, call and teardown): the wall time, this process's CPU (every thread of it:
 `time.process_time`) and the CPU of the child processes reaped meanwhile (the `pushsvc`,
 `redis-server` and browser processes a test or a module's fixture started and stopped:
-`RUSAGE_CHILDREN`; those forked by support.forked_starts are counted as they end), how many
+`RUSAGE_CHILDREN`; those forked by harness.forked_starts are counted as they end), how many
 pushsvc processes it started (`PushsvcProcess`) and how many of those were forks.
 Processes of session-scoped fixtures are reaped at the end and counted nowhere. Each xdist
 worker writes its own JSON file:
@@ -28,9 +28,8 @@ from collections.abc import Generator
 from pathlib import Path
 
 import pytest
-
-from support.forked_starts import Forker
-from support.live import PushsvcProcess
+from harness.forked_starts import Forker
+from harness.live import PushsvcProcess
 
 Costs = dict[str, list[float]]
 """File -> [wall s, own CPU s, children's CPU s, tests, pushsvc processes started]."""
@@ -43,7 +42,7 @@ _spans: list[tuple[str, float, float]] = []
 
 def _children_cpu() -> float:
     """Of the children reaped so far, this process's own and those forked for it by its
-    helpers (support.forked_starts), whose parent is the helper."""
+    helpers (harness.forked_starts), whose parent is the helper."""
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     return used.ru_utime + used.ru_stime + Forker.children_cpu
 

@@ -11,8 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
-
-from support.live import request
+from harness.live import request
 
 S = 1_000_000
 

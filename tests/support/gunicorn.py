@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from support.live import SRC, wait_until
-from support.net import free_port
+from harness.live import SRC, wait_until
+from harness.net import free_port
 
 
 def _answers(port: int) -> bool:

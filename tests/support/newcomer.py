@@ -43,8 +43,9 @@ from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness.net import free_port
+
 from pushsvc.ops.children import die_with_parent
-from support.net import free_port
 from support.readme_examples import Block, ports_named, substitute_ports
 
 EXAMPLE_HTTP_PORT = 8000

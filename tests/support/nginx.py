@@ -12,7 +12,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from support.live import wait_until
+from harness.live import wait_until
 
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 

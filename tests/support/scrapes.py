@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.live import request
 from prometheus_client.parser import text_string_to_metric_families
-
-from support.live import request
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 

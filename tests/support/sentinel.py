@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from harness.net import free_port
+from harness.redis_server import RedisServer, find_redis_server
 
 from pushsvc.ops.children import terminate
-from support.net import free_port
-from support.redis_server import RedisServer, find_redis_server
 
 SERVICE = "pushsvc"
 

@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
+from harness.live import request
 
-from support.live import request
 from support.session_oracle import brute_force_funnel, pandas_sessions
 
 S = 1_000_000

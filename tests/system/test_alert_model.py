@@ -26,6 +26,8 @@ from typing import Any
 import orjson
 import pytest
 from faults.harness import FaultStack
+from harness.live import PushsvcProcess, SSEClient, post, request
+from harness.redis_server import RedisServer
 from hypothesis import Phase, event, given, note, settings
 from hypothesis import strategies as st
 
@@ -40,8 +42,6 @@ from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import UpdateDraft, UpdateId
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.alert_model import AlertSpec, Change, Condition, TopicModel, spec_toml
-from support.live import PushsvcProcess, SSEClient, post, request
-from support.redis_server import RedisServer
 
 S = 1_000_000
 MS = 1_000

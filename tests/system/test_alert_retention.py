@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from support.live import PushsvcProcess, post, request, wait_until
-from support.redis_server import RedisServer
+from harness.live import PushsvcProcess, post, request, wait_until
+from harness.redis_server import RedisServer
 
 RULES = """
 [[rule]]

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from support.live import PushsvcProcess, metric, post, request, wait_until
-from support.net import free_port
+from harness.live import PushsvcProcess, metric, post, request, wait_until
+from harness.net import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 if ALERTMANAGER is None:

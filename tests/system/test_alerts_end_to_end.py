@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, start_tool
+from harness.redis_server import RedisServer
 
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, SSEClient, post, request, start_tool
-from support.redis_server import RedisServer
 
 RULES = """
 [[rule]]

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_server import RedisServer
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 RULES = """
 [[rule]]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
 
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, post, request, wait_until
 
 RULES = """
 [[rule]]

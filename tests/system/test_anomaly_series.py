@@ -15,11 +15,11 @@ from typing import Any
 import jsonschema
 import pandas as pd
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.client import Client, Point, Snapshot, StreamUpdate
 from pushsvc.series.anomaly import Detector, Params
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_server import RedisServer
 
 S = 1_000_000
 LEARN = 20

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 from pushsvc.security.tokens import load_signing_key, mint
 from support.auth_tokens import (
@@ -22,7 +23,6 @@ from support.auth_tokens import (
     remember,
     write_keypair,
 )
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 PRIVATE = "orders"
 PUBLIC = "public.news"

@@ -6,8 +6,7 @@ import json
 
 import pytest
 from flask.testing import FlaskClient
-
-from support.live import PushsvcProcess, SSEClient, post
+from harness.live import PushsvcProcess, SSEClient, post
 
 BIG = b'{"value": 1, "tags": {"x": "' + b"a" * (10 * 1024 * 1024) + b'"}}'
 

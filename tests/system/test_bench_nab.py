@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from bench import nab
-from bench.nab_offline import PROFILES
+from research.nab_offline import PROFILES
 
 from pushsvc.series.anomaly import Detector, Params
 from support.bench_run import json_rows, run_bench

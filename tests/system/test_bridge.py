@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import orjson
 import pytest
 import redis
+from harness.live import SRC, PushsvcProcess, SSEClient, request, wait_until
+from harness.net import free_port
+from harness.redis_server import RedisServer
 from test_bad_input import CASES
-
-from support.live import SRC, PushsvcProcess, SSEClient, request, wait_until
-from support.net import free_port
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

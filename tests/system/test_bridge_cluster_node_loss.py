@@ -27,6 +27,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from harness.live import SRC, PushsvcProcess, wait_until
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.keys import Keys
@@ -34,9 +37,6 @@ from pushsvc.broker.redis.publisher import publish_to_redis
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.partitions import partition_of
-from support.live import SRC, PushsvcProcess, wait_until
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 

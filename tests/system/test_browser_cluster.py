@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
+from harness.redis_cluster import RedisClusterServers
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -44,9 +46,7 @@ from support.browser import (
     open_dashboard,
     shown,
 )
-from support.live import PushsvcProcess, post, request, wait_until
 from support.proxies import StreamProxy
-from support.redis_cluster import RedisClusterServers
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request
+from harness.net import free_port
 from playwright.sync_api import Browser, Page, Route, expect
 
 from support.auth_tokens import SECRET, hs256
@@ -34,8 +36,6 @@ from support.browser import (
     check_page,
     new_page,
 )
-from support.live import PushsvcProcess, SSEClient, post, request
-from support.net import free_port
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

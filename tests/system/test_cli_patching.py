@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from harness.live import SRC
 
 from pushsvc.__main__ import command_of, entry_points_read_once
-from support.live import SRC
 
 # Runs the real entry point with `argv`, with click's exit replaced by a report of whether the
 # socket module was patched by then; the command itself never starts.

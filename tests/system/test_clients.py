@@ -26,6 +26,9 @@ from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 import pytest
+from harness.live import SRC, PushsvcProcess, post, request, wait_until
+from harness.net import free_port
+from harness.redis_server import RedisServer
 
 from pushsvc.client import (
     AlertChange,
@@ -39,10 +42,7 @@ from pushsvc.client import (
     Unreachable,
 )
 from support.auth_tokens import SECRET, hs256
-from support.live import SRC, PushsvcProcess, post, request, wait_until
-from support.net import free_port
 from support.proxies import AnswerLosingProxy
-from support.redis_server import RedisServer
 
 T0 = 1_763_700_000.0
 T = TypeVar("T")

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 from faults.harness import FaultStack, Watcher, wait_for
+from harness.live import post, request
+from harness.redis_cluster import RedisClusterServers
 
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.partitions import partition_of
-from support.live import post, request
-from support.redis_cluster import RedisClusterServers
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.slow]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness.live import SRC, PushsvcProcess, SSEClient, request
+from harness.net import free_port
 
 from pushsvc.cli import main as pushsvc_cli
 from pushsvc.core.durations import parse_duration_us
 from pushsvc.demo.scenario import topic_names
-from support.live import SRC, PushsvcProcess, SSEClient, request
-from support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

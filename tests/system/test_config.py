@@ -11,11 +11,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from harness.live import SRC
 
 from pushsvc.config import Settings, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.errors import ConfigError
-from support.live import SRC
 
 
 def test_defaults_match_the_design() -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
+from harness.net import free_port
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from support.auth_tokens import SECRET, hs256
@@ -42,8 +44,6 @@ from support.browser import (
     shown,
     status,
 )
-from support.live import PushsvcProcess, post, request, wait_until
-from support.net import free_port
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

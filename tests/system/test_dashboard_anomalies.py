@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
 from playwright.sync_api import Page, expect
 
 from support.browser import (
@@ -23,7 +24,6 @@ from support.browser import (
     open_dashboard,
     screenshot_path,
 )
-from support.live import PushsvcProcess, post, request, wait_until
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

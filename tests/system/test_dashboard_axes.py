@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request
 from playwright.sync_api import Locator, Page, Route, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, figure, open_dashboard
-from support.live import PushsvcProcess, post, request
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request
 from playwright.sync_api import Locator, Page, expect
 
 from support.browser import (
@@ -30,7 +31,6 @@ from support.browser import (
     screenshot_path,
     shown,
 )
-from support.live import PushsvcProcess, post, request
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

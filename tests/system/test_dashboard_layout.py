@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from harness.live import PushsvcProcess, post
 from playwright.sync_api import Locator, Page, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, figure, open_dashboard
-from support.live import PushsvcProcess, post
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
 from playwright.sync_api import Page, Request, Route, expect
 
 from support.browser import (
@@ -31,7 +32,6 @@ from support.browser import (
     screenshot_path,
     shown,
 )
-from support.live import PushsvcProcess, post, request, wait_until
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

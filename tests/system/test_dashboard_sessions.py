@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
 from playwright.sync_api import Page, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard
-from support.live import PushsvcProcess, post, request, wait_until
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)

@@ -23,6 +23,7 @@ import click
 import orjson
 import pandas as pd
 import pytest
+from harness.live import SRC, PushsvcProcess, request
 from playwright.sync_api import Browser, Page, expect
 
 from pushsvc.aggregate.aggregator import Aggregator
@@ -41,7 +42,6 @@ from support.browser import (
     new_page,
     open_dashboard,
 )
-from support.live import SRC, PushsvcProcess, request
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_PAGE = ROOT / "docs" / "demo.md"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import redis
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from support.derive_oracle import Term, assert_close, derived_events, divide, expected
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_server import RedisServer
 
 S = 1_000_000
 BASE = 1_763_700_000 * S

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness.live import SSEClient, request, wait_until
 from test_docker_stack import (  # noqa: F401  (docker_daemon is a fixture)
     COMPOSE,
     docker_daemon,
@@ -39,7 +40,6 @@ from support.docker import (
     build_image,
     run,
 )
-from support.live import SSEClient, request, wait_until
 from support.redis_keys import partition_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness.live import SSEClient, request, wait_until
 
 from pushsvc.core.durations import parse_duration_us
 from pushsvc.demo.scenario import topic_names
@@ -36,7 +37,6 @@ from support.docker import (
     ensure_stand_ins,
     run,
 )
-from support.live import SSEClient, request, wait_until
 from support.redis_keys import server_keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

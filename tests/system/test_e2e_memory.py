@@ -8,8 +8,7 @@ import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post, request
+from harness.live import PushsvcProcess, SSEClient, post, request
 
 STATS = ["count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99"]
 

@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-
-from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
-from support.live import (
+from harness.live import (
     PushsvcProcess,
     SSEClient,
     aggregator_and_two_webs,
@@ -17,7 +15,9 @@ from support.live import (
     request,
     wait_until,
 )
-from support.redis_server import RedisServer
+from harness.redis_server import RedisServer
+
+from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
 
 pytestmark = pytest.mark.redis
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import redis
+from harness.live import SRC, PushsvcProcess, request, wait_until
+from harness.redis_server import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from pushsvc.broker.redis.keys import Keys
-from support.live import SRC, PushsvcProcess, request, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -1,5 +1,5 @@
 """The suite forks most of its pushsvc servers from a helper that imported pushsvc once
-(support.forked_starts). A forked server must be what `python -m pushsvc` would have been:
+(harness.forked_starts). A forked server must be what `python -m pushsvc` would have been:
 the same environment, directory, open files, answers and ends. Each test here starts the
 same command both ways and compares."""
 
@@ -14,9 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from support.forked_starts import ForkedProcess
-from support.live import PushsvcProcess
+from harness.forked_starts import ForkedProcess
+from harness.live import PushsvcProcess
 
 
 def _start(

@@ -6,9 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from harness.live import PushsvcProcess, SSEClient, post, request
 from prometheus_client.parser import text_string_to_metric_families
-
-from support.live import PushsvcProcess, SSEClient, post, request
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 # A metric name in PromQL: not a function (followed by "("), not a label or keyword.

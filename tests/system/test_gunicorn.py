@@ -9,11 +9,11 @@ import signal
 from pathlib import Path
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from conftest import MakeApp
 from support.gunicorn import gunicorn
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_server import RedisServer
 from support.scrapes import Scrapes, key
 
 pytestmark = pytest.mark.redis

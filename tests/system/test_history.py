@@ -14,12 +14,12 @@ from typing import Any
 import pandas as pd
 import pytest
 from flask.testing import FlaskClient
+from harness.live import PushsvcProcess, SSEClient, post, request
 
 from conftest import MakeApp
 from pushsvc.client import Client
 from pushsvc.core.updates import UpdateId
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, SSEClient, post, request
 
 WINDOWS = ("10s", "1m", "5m")
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")

@@ -16,11 +16,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-
-from conftest import MakeApp
-from pushsvc.client import Backoff, Client
-from pushsvc.demo.publisher import Publisher
-from support.live import (
+from harness.live import (
     PushsvcProcess,
     SSEClient,
     metric,
@@ -29,8 +25,12 @@ from support.live import (
     run_tool,
     wait_until,
 )
+from harness.redis_server import RedisServer
+
+from conftest import MakeApp
+from pushsvc.client import Backoff, Client
+from pushsvc.demo.publisher import Publisher
 from support.proxies import AnswerLosingProxy
-from support.redis_server import RedisServer
 
 REPLAYED = "idempotent-replayed"
 

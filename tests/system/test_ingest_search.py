@@ -27,11 +27,10 @@ from typing import Any
 
 import pytest
 import redis
+from harness.live import PushsvcProcess, post, request, wait_until
+from harness.redis_server import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from support.live import PushsvcProcess, post, request, wait_until
-from support.redis_server import RedisServer
 
 MAX_BODY = 700
 MAX_BATCH = 6

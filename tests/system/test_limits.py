@@ -8,12 +8,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 from pushsvc.errors import RateLimited, ServerBusy, TooManyStreams
 from pushsvc.http.api.error_replies import headers_of
 from pushsvc.security.limits import RateLimiter, StreamSlots
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 # ------------------------------------------------------------------ units, on a driven clock
 

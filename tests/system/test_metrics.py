@@ -6,11 +6,7 @@ import os
 import re
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-from pushsvc.deliver.hub import StreamExit
-from support.auth_tokens import SECRET, hs256
-from support.live import (
+from harness.live import (
     PushsvcProcess,
     SSEClient,
     post,
@@ -18,7 +14,11 @@ from support.live import (
     stalled_reader,
     wait_until,
 )
-from support.redis_server import RedisServer
+from harness.redis_server import RedisServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from pushsvc.deliver.hub import StreamExit
+from support.auth_tokens import SECRET, hs256
 
 
 def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

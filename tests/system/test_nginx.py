@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
+from harness.net import free_port
+from harness.sse_parser import EventStreamParser, SSEMessage
 
 from pushsvc.core.durations import parse_duration_us
-from support.live import PushsvcProcess, post, request, wait_until
-from support.net import free_port
 from support.nginx import NGINX, Nginx, render
-from support.sse_parser import EventStreamParser, SSEMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nginx.conf"

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from harness.live import PushsvcProcess, request, run_tool, wait_until
+from harness.redis_server import RedisServer
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushsvc.ops.open_files import HEADROOM_MIN, headroom, stream_cap
-from support.live import PushsvcProcess, request, run_tool, wait_until
-from support.redis_server import RedisServer
 
 LIMIT = 300
 CAP = LIMIT - HEADROOM_MIN  # what --max-streams 20000 (the default) is lowered to

@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.live import PushsvcProcess, request
+from harness.redis_server import RedisServer
 
 from pushsvc.security.tokens import HMAC_ALGORITHM, mint
 from support import schemathesis_run
 from support.auth_tokens import remember
-from support.live import PushsvcProcess, request
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.core.partitions import partition_of
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 pytestmark = pytest.mark.redis
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 from support.auth_tokens import SECRET, hs256
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 MARKER = re.compile(rb"vault7|payroll", re.IGNORECASE)
 PRIVATE = "vault7.payroll"

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, run_tool, start_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from support.live import PushsvcProcess, SSEClient, post, request, run_tool, start_tool
 
 RULES = """
 [[rule]]

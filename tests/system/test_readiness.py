@@ -7,9 +7,8 @@ import json
 from typing import Any
 
 import pytest
-
-from support.live import PushsvcProcess, post, request, wait_until
-from support.redis_server import RedisServer
+from harness.live import PushsvcProcess, post, request, wait_until
+from harness.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

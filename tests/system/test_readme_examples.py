@@ -27,14 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.live import request
+from harness.net import free_port
+from harness.redis_server import RedisServer
 
-from support.live import request
-from support.net import free_port
 from support.newcomer import Newcomer
 from support.nginx import NGINX, Nginx, render
 from support.operator_path import LATER_STEPS, OperatorShell
 from support.readme_examples import Block, ReadmeError, read_blocks, substitute_ports
-from support.redis_server import RedisServer
 from support.security_docs import blocks as security_blocks
 from support.security_docs import expected
 

@@ -14,11 +14,10 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-
-from support.live import PushsvcProcess, aggregator_and_two_webs, metric, wait_until
-from support.raw_streams import raise_fd_limit
-from support.redis_server import RedisServer
-from support.storm_clients import StormClients, StormProducer
+from harness.live import PushsvcProcess, aggregator_and_two_webs, metric, wait_until
+from harness.raw_streams import raise_fd_limit
+from harness.redis_server import RedisServer
+from harness.storm_clients import StormClients, StormProducer
 
 pytestmark = pytest.mark.redis
 

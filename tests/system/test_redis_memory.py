@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from harness.live import SRC, PushsvcProcess, metric, request, wait_until
+from harness.redis_server import RedisServer
 
 from conftest import MakeApp
 from pushsvc.broker.redis import RedisBroker
@@ -26,8 +28,6 @@ from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.errors import BrokerLoading
 from pushsvc.http.api.error_replies import headers_of, status_of
 from pushsvc.ingest import Event
-from support.live import SRC, PushsvcProcess, metric, request, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

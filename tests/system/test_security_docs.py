@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness.live import SRC
+from harness.net import free_port
 
 from pushsvc.app import create_app
-from support.live import SRC
-from support.net import free_port
 from support.security_docs import blocks, expected
 
 pytestmark = pytest.mark.skipif(

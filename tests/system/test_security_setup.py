@@ -10,13 +10,13 @@ from pathlib import Path
 
 import jwt
 import pytest
+from harness.live import PushsvcProcess, SSEClient, run_tool, start_tool
 
 from conftest import MakeApp
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
 from pushsvc.security.tokens import NOT_A_JWT, Verifier, load_key
 from support.auth_tokens import OTHER_SECRET, SECRET, hs256, remember, write_keypair
-from support.live import PushsvcProcess, SSEClient, run_tool, start_tool
 
 # ---------------------------------------------------------------------------- keys
 

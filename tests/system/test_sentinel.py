@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 from pushsvc.broker.redis.url import SentinelUrl, parse_sentinel_url, redact_url
 from pushsvc.config import Settings
 from pushsvc.errors import ConfigError
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.sentinel import SentinelCluster
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, start_tool, wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.client import Client
-from support.live import PushsvcProcess, SSEClient, post, request, start_tool, wait_until
-from support.redis_server import RedisServer
 
 S = 1_000_000
 LATENESS_S = 5

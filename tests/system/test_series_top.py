@@ -23,6 +23,8 @@ import orjson
 import pandas as pd
 import pytest
 import redis
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis.keys import Keys
@@ -34,8 +36,6 @@ from pushsvc.rules.analytics import default_rule, parse_rules
 from pushsvc.rules.tiers import parse_tiers
 from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.stats.top import SpaceSaving
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_server import RedisServer
 from support.tag_oracle import top_problems
 
 S = 1_000_000

@@ -17,13 +17,13 @@ from typing import Any, cast
 
 import jsonschema
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.client import Client, FunnelStep, sessions_of
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 from support.session_events import (
     STEPS,
     duplicates,

@@ -7,8 +7,7 @@ import re
 import socket
 
 import pytest
-
-from support.live import (
+from harness.live import (
     PushsvcProcess,
     SSEClient,
     post,
@@ -16,7 +15,7 @@ from support.live import (
     stalled_reader,
     wait_until,
 )
-from support.raw_streams import read_until_closed
+from harness.raw_streams import read_until_closed
 
 
 def _slow_disconnects(port: int) -> float:

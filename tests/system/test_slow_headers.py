@@ -19,8 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 pytestmark = pytest.mark.slow
 

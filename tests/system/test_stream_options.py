@@ -7,9 +7,9 @@ import json
 
 import pytest
 from flask.testing import FlaskClient
+from harness.live import PushsvcProcess, SSEClient, post, request
 
 from conftest import MakeApp
-from support.live import PushsvcProcess, SSEClient, post, request
 
 
 def test_projection_sends_only_the_asked_fields(server: PushsvcProcess, topic: str) -> None:

@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from pushsvc.deliver.hub import StreamExit
-from support.gunicorn import gunicorn
-from support.live import PushsvcProcess, metric_sample, post, request, subscribers, wait_until
-from support.raw_streams import (
+from harness.live import PushsvcProcess, metric_sample, post, request, subscribers, wait_until
+from harness.raw_streams import (
     StreamRefused,
     close_all,
     close_cleanly,
@@ -32,9 +29,12 @@ from support.raw_streams import (
     raise_fd_limit,
     reset,
 )
+from harness.redis_server import RedisServer
+from harness.sse_parser import EventStreamParser
+
+from pushsvc.deliver.hub import StreamExit
+from support.gunicorn import gunicorn
 from support.redis_keys import updates_channel
-from support.redis_server import RedisServer
-from support.sse_parser import EventStreamParser
 from support.tls_pairs import Pair, self_signed
 
 STREAMS = 1000

@@ -21,9 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from bench.loadgen.dechunk import Dechunker
-
-from pushsvc.deliver.hub import StreamExit
-from support.live import (
+from harness.live import (
     PushsvcProcess,
     metric_sample,
     post,
@@ -31,8 +29,10 @@ from support.live import (
     subscribers,
     wait_until,
 )
-from support.raw_streams import close_all, close_cleanly, open_streams, raise_fd_limit, reset
-from support.sse_parser import EventStreamParser, SSEMessage
+from harness.raw_streams import close_all, close_cleanly, open_streams, raise_fd_limit, reset
+from harness.sse_parser import EventStreamParser, SSEMessage
+
+from pushsvc.deliver.hub import StreamExit
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

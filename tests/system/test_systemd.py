@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post
+from harness.live import PushsvcProcess, SSEClient, post
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "pushsvc.service"

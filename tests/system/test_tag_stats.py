@@ -18,14 +18,14 @@ import jsonschema
 import orjson
 import pandas as pd
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.client import Client, Snapshot, StreamUpdate, TopValue
 from pushsvc.core.event import Event
 from pushsvc.http.api.openapi_schemas import SCHEMAS
 from pushsvc.rules.analytics import default_rule, parse_rules
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.redis_server import RedisServer
 from support.tag_oracle import Kind, distinct, frame, held, top, top_problems
 
 S = 1_000_000

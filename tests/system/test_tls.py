@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.live import PushsvcProcess, run_tool, start_tool, wait_until
+from harness.redis_server import RedisServer
+from harness.sse_parser import EventStreamParser, SSEMessage
 
-from support.live import PushsvcProcess, run_tool, start_tool, wait_until
-from support.redis_server import RedisServer
-from support.sse_parser import EventStreamParser, SSEMessage
 from support.tls_pairs import Pair, self_signed
 
 

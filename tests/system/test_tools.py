@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from harness.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
+from harness.net import free_port
 
 from pushsvc.client.models import history_dataframe
 from pushsvc.config import Settings
 from pushsvc.extras import MissingExtra
-from support.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
-from support.net import free_port
 
 
 def test_publish_values_and_ndjson(server: PushsvcProcess, topic: str) -> None:

@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, aggregator_and_two_webs, post, request, run_tool
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 
 from pushsvc.client import Client
-from support.live import PushsvcProcess, SSEClient, aggregator_and_two_webs, post, request, run_tool
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 
 def _check_lock_out_is_undone(post_port: int, stream_port: int, topic: str) -> None:

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from conftest import MakeApp
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
 from support.redis_keys import partition_keys, server_keys
-from support.redis_server import RedisServer
 
 # A topic's windows are empty 0.5 s after its last event, and it is forgotten 1 s after it.
 FAST = {

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
 RULES = """
 [[rule]]

@@ -9,9 +9,8 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.procfs import descendants
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.procfs import descendants
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

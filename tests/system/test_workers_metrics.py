@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from harness.live import SRC, PushsvcProcess, SSEClient, post, wait_until
+from harness.procfs import descendants
 
-from support.live import SRC, PushsvcProcess, SSEClient, post, wait_until
-from support.procfs import descendants
 from support.scrapes import Key, Scrapes, key
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -2,7 +2,7 @@
 
 The id counter of `--mode ids` must flag missing, duplicate and out-of-order updates, or the
 end-to-end benchmark's "every update delivered" means nothing. The event-stream parser is
-support.sse_parser, tested in test_sse.py."""
+harness.sse_parser, tested in test_sse.py."""
 
 from __future__ import annotations
 

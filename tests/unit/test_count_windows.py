@@ -5,7 +5,7 @@
   sorted stably by ``ts`` (ties keep arrival order). With late events the window is the last N
   of everything so far in ``ts`` order, so the oracle is recomputed from the events so far at
   every step. pandas is the oracle of count, min, max and the quantiles.
-* Exact rationals (``support.oracle.Exact``) check sum, mean, var and stddev on the same set of
+* Exact rationals (``harness.oracle.Exact``) check sum, mean, var and stddev on the same set of
   events: the last N in that order. The engine promises the correctly rounded exact value.
 * ``rate`` is checked against its definition, ``(count - 1) / (newest ts - oldest ts)`` per
   second of that set, as a rational rounded once.
@@ -22,13 +22,13 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
+from harness.oracle import QUANTILES, Exact, mismatches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pushsvc.stats import count_windows
 from pushsvc.stats.count_windows import MAX_SIZE, CountWindows
 from pushsvc.stats.layout import ALL_STATS, SCALAR_STATS
-from support.oracle import QUANTILES, Exact, mismatches
 
 S = 1_000_000  # µs
 BASE = 1_763_700_000 * S

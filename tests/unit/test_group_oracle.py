@@ -3,7 +3,7 @@ over that group's events (`groupby(tags).rolling(w)`), read at the topic clock T
 
 A group's time windows run on the topic's clock, so a group is read at T even when its own
 newest event is older: the oracle puts a NaN row at T into the group's rows, as it does for
-an idle tick (support/oracle.py)."""
+an idle tick (harness/oracle.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from harness.oracle import Exact, mismatches, rolling
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.stats.groups import OTHER
-from support.oracle import Exact, mismatches, rolling
 
 S = 1_000_000
 WIDTHS = (2 * S, 10 * S)

@@ -3,7 +3,7 @@ quantiles against pandas' linear quantile, its memory, and its state round trip.
 
 The set each window must hold after every operation (docs/design.md, "Long windows"): the
 accepted events with ts in ``(floor((T - w) / s) * s, T]``, ``s = w // 60``. pandas gives
-count, min, max and the quantiles of that set, ``support.oracle.Exact`` its sum, mean, var
+count, min, max and the quantiles of that set, ``harness.oracle.Exact`` its sum, mean, var
 and stddev (which must be the correctly rounded exact values).
 """
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
+from harness.oracle import Exact, mismatches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pushsvc.stats.layout import ALL_STATS
 from pushsvc.stats.long_windows import LongWindows
 from support.datasets import skewed
-from support.oracle import Exact, mismatches
 
 S = 1_000_000
 BASE = 1_763_700_000 * S

@@ -1,4 +1,4 @@
-"""bench/nab_sweep.py's threshold: NAB's optimiser picks the one threshold that gives the
+"""research/nab_sweep.py's threshold: NAB's optimiser picks the one threshold that gives the
 corpus its best score; the sweep finds it in one pass over the sorted scores. Checked here
 against trying every threshold, on small corpora of NAB's shape (probation, windows, points
 outside them) with ties among the scores."""
@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bench.nab_sweep import OUTSIDE, PROBATION, file_score, optimum
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from research.nab_sweep import OUTSIDE, PROBATION, file_score, optimum
 
 # A point: its detector score (few distinct values, so that ties happen), its NAB weight and
 # where it lies: probation, outside every window, or in window 0..2.

@@ -1,4 +1,4 @@
-"""support.net.free_port: ports no connection or `bind` to port 0 takes, a share per worker."""
+"""harness.net.free_port: ports no connection or `bind` to port 0 takes, a share per worker."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-
-from support import net
+from harness import net
 
 RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 

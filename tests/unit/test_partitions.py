@@ -10,6 +10,7 @@ import zlib
 from bisect import bisect_left
 
 import pytest
+from harness.redis_cluster import SLOTS, redis_cli_slot_ranges
 from redis.crc import key_slot
 
 from pushsvc.broker.redis.slots import partition_slot, partition_tags
@@ -19,7 +20,6 @@ from pushsvc.core.partitions import (
     check_partitions,
     partition_of,
 )
-from support.redis_cluster import SLOTS, redis_cli_slot_ranges
 
 NAMES = ["orders", "checkout.eu", "", "sensor/42", "é-topic", "a" * 300]
 COUNTS = [1, 2, 3, 16, 100, 1024]

@@ -7,6 +7,7 @@ from itertools import pairwise
 
 import orjson
 import pytest
+from harness.sse_parser import EventStreamParser, SSEMessage, parse
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,6 @@ from pushsvc.core.sse import (
     jittered_retry_ms,
     retry_line,
 )
-from support.sse_parser import EventStreamParser, SSEMessage, parse
 
 # ---------------------------------------------------------------- encoder byte tables
 

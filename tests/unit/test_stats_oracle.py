@@ -6,7 +6,7 @@
 * An exact reference (rationals on the same doubles) checks sum, mean, var and stddev, on the
   set the contract names: accepted events with ts in ``(T - w, T]``.
 
-Both oracles live in ``support.oracle`` (``bench/aggregator.py`` checks with them too).
+Both oracles live in ``harness.oracle`` (``bench/aggregator.py`` checks with them too).
 
 Both statistic selections with different data structures run under the oracles: every
 statistic (min/max from sorted lists) and the scalar ones (min/max from the monotonic lists of
@@ -24,12 +24,12 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
+from harness.oracle import Exact, mismatches, rolling
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pushsvc.stats import SCALAR_STATS, STAT_KEYS, WindowSpec
 from pushsvc.stats import windows as windows_module
-from support.oracle import Exact, mismatches, rolling
 
 S = 1_000_000  # µs
 LATENESS = 5 * S  # the server's default allowed lateness; the caller enforces it

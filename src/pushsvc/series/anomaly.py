@@ -1,6 +1,6 @@
 """Streaming anomaly scores for one series of closed-bucket values.
 
-No I/O: the aggregator and the NAB benchmark (bench/nab_offline.py) call this
+No I/O: the aggregator and the NAB benchmark (research/nab_offline.py) call this
 same code, so the benchmark measures what users get.
 
 The detector, chosen by measurement on the Numenta Anomaly Benchmark

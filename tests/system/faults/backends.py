@@ -1,5 +1,5 @@
 """The two Redis deployments the fault suites run on: one redis-server, or a Redis Cluster (3
-primaries, a replica each: the session's `redis_cluster`, tests/support/redis_cluster.py).
+primaries, a replica each: the session's `redis_cluster`, harness/redis_cluster.py).
 
 A test takes the `store` fixture (conftest.py), whose deployment its `backend` parameter names:
 "redis" unless the test's parameters say "cluster". `on_both` makes those parameters: every
@@ -32,11 +32,11 @@ from typing import Any, cast
 
 import pytest
 import redis
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
 from redis.cluster import ClusterNode, RedisCluster
 
 from pushsvc.broker.redis.cluster_topology import channel_slot
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 
 Store = RedisServer | RedisClusterServers
 """Where a case's processes keep their data (`.url` is what they are given)."""

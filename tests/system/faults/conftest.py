@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from harness.redis_server import RedisServer
 
 from faults.backends import Store
-from support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")

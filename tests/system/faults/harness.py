@@ -20,13 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from harness.live import PushsvcProcess, request
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
+from harness.sse_parser import EventStreamParser
+
 from faults.backends import client as store_client
 from pushsvc.broker.redis.keys import Keys
-from support.live import PushsvcProcess, request
-from support.redis_cluster import RedisClusterServers
-from support.redis_server import RedisServer
 from support.sentinel import SentinelCluster
-from support.sse_parser import EventStreamParser
 
 S = 1_000_000
 WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}

@@ -8,7 +8,7 @@ aggregators (the first one started holds the shard's lease, the others stand by)
 topics, a prefix pattern — some of which drop their stream mid-run and resume on the other
 web process with `Last-Event-ID`. `check_exactly_once` holds what each subscriber received
 against an uninterrupted run: an in-process `Aggregator` fed the acknowledged batches in
-order (every update, byte for byte but its id), and pandas (`support.oracle`) for the last
+order (every update, byte for byte but its id), and pandas (`harness.oracle`) for the last
 windows of each topic.
 
 A moment is reached by waiting on what can be observed — a process logging that it took a
@@ -37,6 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import redis
+from harness.live import PushsvcProcess, wait_until
+from harness.oracle import Exact, mismatches, rolling
 
 from faults import backends
 from faults.backends import Store
@@ -46,8 +48,6 @@ from pushsvc.broker.redis.wire import decode_events
 from pushsvc.config import Settings
 from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
-from support.live import PushsvcProcess, wait_until
-from support.oracle import Exact, mismatches, rolling
 from support.redis_keys import server_keys
 
 T = TypeVar("T")
@@ -629,7 +629,7 @@ _WINDOWS_US = {"10s": 10 * S, "1m": 60 * S, "5m": 300 * S}
 
 def _windows_match_pandas(windows: dict[str, Any], events: list[tuple[int, float]]) -> None:
     """The windows after the last of `events` ((ts_us, value), by time): count, min, max and
-    quantiles as pandas' rolling computes them, the moments exactly (support/oracle.py)."""
+    quantiles as pandas' rolling computes them, the moments exactly (harness/oracle.py)."""
     clock = events[-1][0]
     order = rolling([events], list(_WINDOWS_US.values()))
     for label, width in _WINDOWS_US.items():

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from harness.live import PushsvcProcess, wait_until
 
 from faults.backends import Store, on_both
 from faults.moments import (
@@ -49,7 +50,6 @@ from faults.moments import (
     truth_checks,
     wait_renewed,
 )
-from support.live import PushsvcProcess, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

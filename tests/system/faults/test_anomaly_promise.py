@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from harness.live import PushsvcProcess, post, request, wait_until
 
 from faults import backends
 from faults.backends import Store
@@ -23,7 +24,6 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import default_rule, load_rules
 from pushsvc.rules.tiers import parse_tiers
-from support.live import PushsvcProcess, post, request, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

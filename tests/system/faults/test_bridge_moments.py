@@ -34,6 +34,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from harness.live import PushsvcProcess, wait_until
+from harness.redis_server import RedisServer
 
 from faults.backends import Store, on_both
 from faults.harness import Watcher
@@ -52,8 +54,6 @@ from faults.moments import (
     wait_received,
     wait_renewed,
 )
-from support.live import PushsvcProcess, wait_until
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from harness.live import request
+from harness.redis_cluster import RedisClusterServers
 
 from faults.harness import (
     FaultStack,
@@ -28,8 +30,6 @@ from faults.harness import (
 )
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.partitions import partition_of
-from support.live import request
-from support.redis_cluster import RedisClusterServers
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster, pytest.mark.slow]
 

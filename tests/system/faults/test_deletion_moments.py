@@ -25,10 +25,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from harness.live import SSEClient, post, request
+from harness.redis_server import RedisServer
 
 from faults.harness import FaultStack
-from support.live import SSEClient, post, request
-from support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

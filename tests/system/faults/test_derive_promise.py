@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.live import PushsvcProcess, post
+from harness.redis_server import RedisServer
 
 from faults.backends import Store, on_both
 from faults.harness import FaultStack, Producer, wait_for
 from pushsvc.core.partitions import partition_of
 from support.derive_oracle import Formula, Term, assert_close, derived_events, divide, expected
-from support.live import PushsvcProcess, post
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

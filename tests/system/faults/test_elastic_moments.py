@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from harness.live import PushsvcProcess, wait_until
 
 from faults.backends import Store, on_both
 from faults.moments import (
@@ -47,7 +48,6 @@ from faults.moments import (
     subscribers,
     truth_checks,
 )
-from support.live import PushsvcProcess, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

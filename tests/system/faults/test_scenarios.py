@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from harness.live import SSEClient, post, request
 
 from faults.backends import Store, both
 from faults.harness import (
@@ -39,7 +40,6 @@ from faults.harness import (
     wait_for,
 )
 from pushsvc.broker.redis.url import is_cluster
-from support.live import SSEClient, post, request
 from support.sentinel import SentinelCluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.live import PushsvcProcess, post, request
+from harness.redis_cluster import redis_cli_slot_ranges
 
 from faults.backends import Store, on_both
 from faults.harness import FaultStack, wait_for
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.partitions import partition_of
-from support.live import PushsvcProcess, post, request
-from support.redis_cluster import redis_cli_slot_ranges
 from support.session_events import (
     Posted,
     duplicates,

@@ -23,6 +23,8 @@ import hashlib
 import time
 
 import pytest
+from harness.live import wait_until
+from harness.redis_server import RedisServer
 
 from faults.moments import (
     LEASES,
@@ -38,9 +40,7 @@ from faults.moments import (
     truth_checks,
 )
 from pushsvc.broker.lua import source
-from support.live import wait_until
 from support.proxies import RedisAnswerLosingProxy
-from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from harness.live import PushsvcProcess, wait_until
 
 from faults.backends import Store, on_both
 from faults.harness import Watcher
@@ -46,7 +47,6 @@ from faults.moments import (
     subscribers,
     wait_received,
 )
-from support.live import PushsvcProcess, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -21,12 +21,12 @@ from itertools import islice
 from typing import Any, NamedTuple, cast
 
 import pytest
+from harness.live import PushsvcProcess, SSEClient, post, request, run_tool, wait_until
 from playwright.sync_api import Page
 
 from pushsvc.client import AsyncClient, Client
 from pushsvc.client.stream import RawMessage
 from support.browser import CHROMIUM, NO_CHROMIUM
-from support.live import PushsvcProcess, SSEClient, post, request, run_tool, wait_until
 
 SEPARATORS = ("\u2028", "\u2029", "\x85")
 RAW = tuple(s.encode() for s in SEPARATORS)

@@ -22,9 +22,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from harness.live import PushsvcProcess, request
 
 from pushsvc.core.topic_pages import MAX_LIMIT
-from support.live import PushsvcProcess, request
 
 pytestmark = pytest.mark.slow
 

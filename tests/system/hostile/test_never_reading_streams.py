@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from support.live import (
+from harness.live import (
     PushsvcProcess,
     SSEClient,
     metric,
@@ -32,8 +32,9 @@ from support.live import (
     subscribers,
     wait_until,
 )
-from support.procfs import rss_kb
-from support.raw_streams import read_until_closed
+from harness.procfs import rss_kb
+from harness.raw_streams import read_until_closed
+
 from support.tls_pairs import self_signed
 
 KIB = 1024

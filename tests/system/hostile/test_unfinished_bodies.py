@@ -22,10 +22,9 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from support.live import PushsvcProcess, SSEClient, post, request, wait_until
-from support.procfs import open_fds, rss_kb
-from support.raw_streams import raise_fd_limit, read_until_closed
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.procfs import open_fds, rss_kb
+from harness.raw_streams import raise_fd_limit, read_until_closed
 
 pytestmark = pytest.mark.slow
 

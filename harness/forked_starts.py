@@ -2,7 +2,7 @@
 
 A `python -m pushsvc serve` spends most of its first half-second of CPU importing gevent,
 Flask, redis-py and pushsvc itself, and the suite starts some six hundred of them. A test
-worker's `Forker` keeps a helper process (`tests/support/fork_helper.py`, one per
+worker's `Forker` keeps a helper process (`harness/fork_helper.py`, one per
 environment, see `_importable_env`) that has patched the standard library as
 `pushsvc/__main__.py` does for the serving commands and imported pushsvc's server, and forks
 each new server from it: the same code from the command line's parser on, with the test's

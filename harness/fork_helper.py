@@ -1,4 +1,4 @@
-"""The helper of support.forked_starts: `python tests/support/fork_helper.py FD`.
+"""The helper of harness.forked_starts: `python harness/fork_helper.py FD`.
 
 It patches the standard library as `python -m pushsvc` does for a serving command, before it
 imports anything else of its own, then imports pushsvc's server and forks a child for each
@@ -31,7 +31,7 @@ import pushsvc.__main__
 import pushsvc.cli
 import pushsvc.server  # what a serving command imports first
 
-# Written for each ended child: its wait status and CPU seconds. support.forked_starts reads
+# Written for each ended child: its wait status and CPU seconds. harness.forked_starts reads
 # it (`_END`); the two cannot share a module, since importing this one patches the library.
 END = struct.Struct("=id")
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from support.forked_starts import ForkedProcess, Forker
-from support.sse_parser import EventStreamParser, SSEMessage
+from harness.forked_starts import ForkedProcess, Forker
+from harness.sse_parser import EventStreamParser, SSEMessage
 
 # The src/ directory this package was imported from, for child processes' PYTHONPATH.
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 _LISTENING = re.compile(r"listening on https?://([^:]+):(\d+)")
 
 
@@ -33,7 +33,7 @@ class PushsvcProcess:
     """Every process started in this interpreter, so a test session can read all their logs."""
     forker: ClassVar[Forker | None] = None
     """Set (by the test suite, not the benchmarks): serving commands are forked from a
-    process that imported pushsvc once (support.forked_starts), where that runs them as
+    process that imported pushsvc once (harness.forked_starts), where that runs them as
     `exec` would."""
 
     def __init__(

@@ -12,7 +12,7 @@ _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _SPAN = 10_000
 """free_port hands out the `_SPAN` ports that lie `2 * _SPAN` to `_SPAN` below the kernel's
 ephemeral range, and leaves the `_SPAN` just below it to Redis Cluster's bus ports (a node's
-port + 10000, support.redis_cluster), so that no bus port is ever handed out."""
+port + 10000, harness.redis_cluster), so that no bus port is ever handed out."""
 
 
 def _ports() -> range | None:

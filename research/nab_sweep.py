@@ -1,6 +1,6 @@
-"""A fast, in-memory NAB sweep of bench/nab_offline.py's candidates (standard profile).
+"""A fast, in-memory NAB sweep of research/nab_offline.py's candidates (standard profile).
 
-The runner (bench/nab_offline.py) writes NAB's results files and calls NAB's own
+The runner (research/nab_offline.py) writes NAB's results files and calls NAB's own
 ``Runner.optimize`` and ``Runner.score``: minutes per candidate on a loaded machine. This
 sweep computes NAB's per-point weights and windows once (NAB's own ``Sweeper.calcSweepScore``
 over NAB's own ``CorpusLabel``, cached), then per candidate runs the detector, rounds the
@@ -9,7 +9,7 @@ thresholds exactly as NAB's optimiser does (one threshold for the corpus), and t
 the default threshold; normalised as the runner does (tuning / held out / corpus). Use it to
 explore; confirm a chosen row with the runner.
 
-    PYTHONPATH=src /work/nab/.venv/bin/python -m bench.nab_sweep --nab /work/nab \
+    PYTHONPATH=src /work/nab/.venv/bin/python -m research.nab_sweep --nab /work/nab \
         --candidate pushsvc [--candidate ...] [--per-file]
 """
 
@@ -27,8 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench.nab_offline import CANDIDATES, split
 from pushsvc.series.anomaly import DEFAULT_THRESHOLD, Detector, Params
+from research.nab_offline import CANDIDATES, split
 
 COST = {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11}
 PROBATION = -2  # a point in the probationary period

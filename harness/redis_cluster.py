@@ -1,5 +1,5 @@
 """A real Redis Cluster on free ports, for the partition and (later) the Cluster fault tests:
-six `redis-server` nodes (support/redis_server.py starts each) joined by `redis-cli --cluster
+six `redis-server` nodes (harness/redis_server.py starts each) joined by `redis-cli --cluster
 create` into three primaries with one replica each, the layout the docs promise to spread
 partitions evenly over. Other counts of primaries and replicas are for benchmarks
 (bench/log_wait.py, bench/cluster.py); `redis-cli --cluster create` refuses fewer than three
@@ -26,9 +26,9 @@ from typing import Any
 
 import redis
 
+from harness.net import free_port
+from harness.redis_server import BINARY_ENV, RedisServer, find_redis_server
 from pushsvc.ops import private_redis
-from support.net import free_port
-from support.redis_server import BINARY_ENV, RedisServer, find_redis_server
 
 SLOTS = 16384
 # A node also listens on its port + 10000 for the cluster bus (`cluster-port` could move it,
@@ -67,7 +67,7 @@ def cluster_node_port() -> int:
     while True:
         port = free_port()
         if port + BUS_OFFSET > 65535:
-            continue  # the kernel's pick (support.net's fallback) reaches 60999
+            continue  # the kernel's pick (harness.net's fallback) reaches 60999
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind(("127.0.0.1", port + BUS_OFFSET))

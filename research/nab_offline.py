@@ -6,7 +6,7 @@ API), writes NAB's results files and calls NAB's own scorer, imported from a
 checkout of numenta/NAB that this script is pointed at (never copied here):
 
     git clone https://github.com/numenta/NAB /work/nab
-    .venv-test/bin/python bench/nab_offline.py --nab /work/nab [--candidate NAME ...]
+    .venv-test/bin/python research/nab_offline.py --nab /work/nab [--candidate NAME ...]
 
 It prints, per candidate and NAB profile, the normalised score with NAB's
 threshold optimisation and at pushsvc's default threshold, on the tuning

