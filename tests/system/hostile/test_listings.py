@@ -1,6 +1,10 @@
 """Callers looping on the topic listing, against a real `pushsvc serve` holding thousands of
-topics, while a legitimate producer POSTs: the producer's latency stays bounded, since a
-listing call costs a page, not every topic (`pushsvc.core.topic_pages`).
+topics, while a legitimate producer POSTs: a listing call costs the server a page of CPU, not
+every topic (`pushsvc.core.topic_pages`), and the producer is served throughout.
+
+What decides is the server's CPU per listing call (read from /proc: CPU time, which a loaded
+machine stretches far less than wall time); the producer's latency beside it is a liveness
+bound, generous for a 2-core machine running the rest of the suite.
 
 Most callers ask `GET /topics` as a script would (the default page, again and again); one
 crawls every page at the largest `?limit=`, the most a caller may ask per call; one loops on
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from harness.live import PushsvcProcess, request
+from harness.procfs import cpu_seconds
 
 from pushsvc.core.topic_pages import MAX_LIMIT
 
@@ -33,11 +38,12 @@ DEFAULT_PAGE_CALLERS = 6
 CRAWLERS = 1
 ANOMALY_CALLERS = 1
 PRODUCING_S = 3.0
-# Generous for a loaded 2-core machine. Here, among these callers, a POST took 5-8 ms on
-# average and 44-57 ms at p99; when every call listed every topic (the code before pages),
-# 27-750 ms on average and 527-1,524 ms at p99.
-MEAN_BOUND_S = 0.025
-P99_BOUND_S = 0.3
+# A call of these callers cost the server 0.54 ms of CPU on average; 14.4 ms when every call
+# listed every topic (the code before pages, put back for a run). The producer's POSTs among
+# them took 4-37 ms on average, and 27-750 ms before pages: too close, under the whole
+# suite's load, to tell the two apart (a liveness bound only).
+CPU_PER_CALL_BOUND_S = 0.005
+MEAN_BOUND_S = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +156,18 @@ def test_a_producer_stays_fast_while_callers_loop_on_the_topic_listing(
     crowded: PushsvcProcess, tmp_path: Path
 ) -> None:
     with _callers(crowded.port, tmp_path / "stop") as callers:
+        cpu_before = cpu_seconds(crowded.pid)
         took = _produce(crowded.port, PRODUCING_S)
+        cpu = (cpu_seconds(crowded.pid) or 0.0) - (cpu_before or 0.0)
     calls = sum(int(proc.communicate()[0]) for proc in callers)
     cuts = statistics.quantiles(took, n=100, method="inclusive")
     mean, p50, p99 = statistics.fmean(took), cuts[49], cuts[98]
     seen = (
-        f"the producer's POSTs took {mean * 1000:.1f} ms on average (p50 {p50 * 1000:.1f} ms, "
-        f"p99 {p99 * 1000:.0f} ms) over {len(took)} POSTs while {len(callers)} callers made "
-        f"{calls} listing calls"
+        f"the server spent {cpu:.2f} s of CPU while {len(callers)} callers made {calls} "
+        f"listing calls and the producer's {len(took)} POSTs took {mean * 1000:.1f} ms on "
+        f"average (p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.0f} ms)"
     )
-    assert mean < MEAN_BOUND_S and p99 < P99_BOUND_S, seen
+    assert calls > len(callers), seen
+    # The callers' calls, and the producer's few POSTs, are all the server did meanwhile.
+    assert cpu / calls < CPU_PER_CALL_BOUND_S, seen
+    assert mean < MEAN_BOUND_S, seen
