@@ -1,8 +1,10 @@
 """References for the session assembler: a brute-force funnel, a pandas session table and a
-simple model that keeps every event and scans every session (slow, obviously right)."""
+simple model that keeps every event and scans every session (slow, obviously right); and a
+session topic's statistics over a window, by pandas (`session_statistics`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -166,3 +168,45 @@ class ModelSessions:
         steps = [(t, st) for t, st in session if st is not None]
         level = 0 if funnel is None else brute_force_level(funnel.steps, funnel.within_us, steps)
         return (key, min(times), max(times), len(session), level, evicted)
+
+
+def session_statistics(
+    steps: Sequence[str], rows: list[tuple[int, dict[str, str]]], edge: int, clock: int
+) -> dict[str, object]:
+    """What a session topic's window over `(edge, clock]` holds, by pandas, from its session
+    events (`ts`, and tags `events`, `reached` (one of `steps` or `none`) and `s2`, `s3`, …:
+    the seconds from the first step to each later one): bounce rate, events per session and
+    the funnel."""
+    frame = pd.DataFrame(
+        {
+            "ts": [ts for ts, _ in rows],
+            "events": [int(tags["events"]) for _, tags in rows],
+            "level": [
+                steps.index(t["reached"]) + 1 if t["reached"] in steps else 0 for _, t in rows
+            ],
+            "s2": [float(t.get("s2", "nan")) for _, t in rows],
+            "s3": [float(t.get("s3", "nan")) for _, t in rows],
+        }
+    )
+    inside = frame[(frame["ts"] > edge) & (frame["ts"] <= clock)]
+    n = len(inside)
+    first = int((inside["level"] >= 1).sum())
+    funnel = []
+    for index, step in enumerate(steps):
+        count = int((inside["level"] > index).sum())
+        before = int((inside["level"] > index - 1).sum())
+        median = inside[f"s{index + 1}"].median() if index else (0.0 if count else None)
+        funnel.append(
+            {
+                "step": step,
+                "sessions": count,
+                "conversion": count / first if first else None,
+                "step_conversion": (count / before if before else None) if index else None,
+                "median_s": None if median is None or math.isnan(median) else float(median),
+            }
+        )
+    return {
+        "bounce_rate": float((inside["events"] == 1).mean()) if n else None,
+        "events_per_session": float(inside["events"].mean()) if n else None,
+        "funnel": funnel,
+    }

@@ -8,14 +8,12 @@ state taken at any step continues as the original."""
 
 from __future__ import annotations
 
-import math
-
-import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushsvc.stats.session_stats import SessionWindows
+from support.session_oracle import session_statistics
 
 S = 1_000_000
 STEPS = ("view", "cart", "checkout")
@@ -38,43 +36,6 @@ def _tags(events: int, level: int, since: list[float | None], open_now: int) -> 
         if seconds is not None:  # None: the tag missing (no median counts it)
             tags[f"s{index}"] = f"{seconds:g}"
     return tags
-
-
-def _pandas(rows: list[tuple[int, dict[str, str]]], edge: int, clock: int) -> dict[str, object]:
-    """The session statistics of the events with ts in `(edge, clock]`."""
-    frame = pd.DataFrame(
-        {
-            "ts": [ts for ts, _ in rows],
-            "events": [int(tags["events"]) for _, tags in rows],
-            "level": [
-                STEPS.index(t["reached"]) + 1 if t["reached"] in STEPS else 0 for _, t in rows
-            ],
-            "s2": [float(t.get("s2", "nan")) for _, t in rows],
-            "s3": [float(t.get("s3", "nan")) for _, t in rows],
-        }
-    )
-    inside = frame[(frame["ts"] > edge) & (frame["ts"] <= clock)]
-    n = len(inside)
-    first = int((inside["level"] >= 1).sum())
-    funnel = []
-    for index, step in enumerate(STEPS):
-        count = int((inside["level"] > index).sum())
-        before = int((inside["level"] > index - 1).sum())
-        median = inside[f"s{index + 1}"].median() if index else (0.0 if count else None)
-        funnel.append(
-            {
-                "step": step,
-                "sessions": count,
-                "conversion": count / first if first else None,
-                "step_conversion": (count / before if before else None) if index else None,
-                "median_s": None if median is None or math.isnan(median) else float(median),
-            }
-        )
-    return {
-        "bounce_rate": float((inside["events"] == 1).mean()) if n else None,
-        "events_per_session": float(inside["events"].mean()) if n else None,
-        "funnel": funnel,
-    }
 
 
 def _check(got: dict[str, object], want: dict[str, object], *, exact_median: bool) -> None:
@@ -159,12 +120,16 @@ def test_long_windows_equal_pandas_over_their_rounded_window_after_every_step(
         summary = windows.summary()
         assert list(summary) == ["2s", *LABELS]
         exact = summary["2s"]
-        _check(exact, _pandas(rows, clock - EXACT, clock), exact_median=True)
+        _check(exact, session_statistics(STEPS, rows, clock - EXACT, clock), exact_median=True)
         for label, width in zip(LABELS, LONG, strict=True):
             got = summary[label]
             assert got["active"] == (opened or None)
             sub = width // 60
-            _check(got, _pandas(rows, (clock - width) // sub * sub, clock), exact_median=False)
+            _check(
+                got,
+                session_statistics(STEPS, rows, (clock - width) // sub * sub, clock),
+                exact_median=False,
+            )
 
 
 def test_one_value_or_equal_values_give_the_median_exactly() -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushsvc.stats.session_stats import SessionWindows
+from support.session_oracle import session_statistics
 
 S = 1_000_000
 STEPS = ("view", "cart", "checkout")
@@ -24,42 +24,6 @@ def _tags(events: int, level: int, since: list[float], open_now: int) -> dict[st
     for index, seconds in enumerate(since[: max(0, level - 1)], start=2):
         tags[f"s{index}"] = f"{seconds:g}"
     return tags
-
-
-def _pandas(rows: list[tuple[int, dict[str, str]]], clock: int, width: int) -> dict[str, object]:
-    frame = pd.DataFrame(
-        {
-            "ts": [ts for ts, _ in rows],
-            "events": [int(tags["events"]) for _, tags in rows],
-            "level": [
-                STEPS.index(t["reached"]) + 1 if t["reached"] in STEPS else 0 for _, t in rows
-            ],
-            "s2": [float(t.get("s2", "nan")) for _, t in rows],
-            "s3": [float(t.get("s3", "nan")) for _, t in rows],
-        }
-    )
-    inside = frame[(frame["ts"] > clock - width) & (frame["ts"] <= clock)]
-    n = len(inside)
-    first = int((inside["level"] >= 1).sum())
-    funnel = []
-    for index, step in enumerate(STEPS):
-        count = int((inside["level"] > index).sum())
-        before = int((inside["level"] > index - 1).sum())
-        median = inside[f"s{index + 1}"].median() if index else (0.0 if count else None)
-        funnel.append(
-            {
-                "step": step,
-                "sessions": count,
-                "conversion": count / first if first else None,
-                "step_conversion": (count / before if before else None) if index else None,
-                "median_s": None if median is None or math.isnan(median) else float(median),
-            }
-        )
-    return {
-        "bounce_rate": float((inside["events"] == 1).mean()) if n else None,
-        "events_per_session": float(inside["events"].mean()) if n else None,
-        "funnel": funnel,
-    }
 
 
 step = st.one_of(
@@ -102,7 +66,7 @@ def test_every_window_equals_pandas_after_every_step(steps: list[tuple[object, .
         for width in WINDOWS:
             label = f"{width // S}s" if width < 60 * S else "1m"
             got = summary[label]
-            want = _pandas(rows, clock, width)
+            want = session_statistics(STEPS, rows, clock - width, clock)
             assert got["active"] == (opened or None)
             for name in ("bounce_rate", "events_per_session"):
                 expected = want[name]
