@@ -243,6 +243,6 @@ def test_the_firing_instances_of_a_deleted_topic_reach_alertmanager_resolved(
         wait_until(lambda: len(firing()) == 2, timeout=20, what="the topic's and group's posted")
         assert request(server.port, "DELETE", f"/topics/{topic}")[0] == 200
         wait_until(lambda: firing() == [], timeout=20, what="both posted resolved")
-        assert json.loads(request(server.port, "GET", "/alerts")[2]) == {"alerts": []}
+        assert json.loads(request(server.port, "GET", "/alerts")[2]) == {"alerts": [], "next": None}
     finally:
         server.stop()
