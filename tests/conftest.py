@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
@@ -25,6 +25,7 @@ from hypothesis import settings
 from xdist.scheduler import LoadFileScheduling
 
 from pushsvc.app import create_app
+from pushsvc.deliver.hub import Hub
 from support.auth_tokens import CREDENTIALS
 
 if TYPE_CHECKING:
@@ -304,3 +305,22 @@ def page(browser: Browser) -> Iterator[Page]:
 
     with page_of(browser) as opened:
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def hubs_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every `Hub` a test makes is closed when it ends. A hub's sweeper outlives a test that
+    leaves it open, and once it judged a stream of that test slow it raised ECONNRESET in
+    the stream's writer: the greenlet that had last taken its runs, the main one in a test,
+    by then running a later test ("stream closed: slow" in a parked-stream test)."""
+    made: list[Hub] = []
+    make = Hub.__init__
+
+    def recorded(self: Hub, *args: Any, **kwargs: Any) -> None:
+        make(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Hub, "__init__", recorded)
+    yield
+    for hub in made:
+        hub.close()
