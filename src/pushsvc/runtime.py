@@ -1,10 +1,9 @@
 """What one process runs: the broker, its hub and, where it aggregates, the aggregator.
 
-The broker and the way its aggregator is driven are chosen together, once, from the settings
-(`_backend`): the embedded broker drives its aggregator in process
-(`pushsvc.aggregate.in_process`), Redis through the shared logs of the partitions this process
-takes its share of (`pushsvc.aggregate.partition_pool`), with the Redis bridge and the memory
-guard beside it.
+The broker is chosen once, from the settings (`_backend`): the embedded one (its store in
+this process) or Redis. Either way the aggregators run the one shared-log core: the partitions
+this process takes its share of (`pushsvc.aggregate.partition_pool`); on Redis the bridge and
+the memory guard run beside it.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import gevent.event
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.derive import Deriver
-from pushsvc.aggregate.in_process import InProcessDriver
 from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.aggregate.sessionize import Sessionizer
 from pushsvc.broker.base import ServingBroker, UpdatesFeed
@@ -28,6 +26,7 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
 from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.shared_log import LogBroker
 from pushsvc.config import Settings
 from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub
@@ -68,11 +67,8 @@ class Runtime:
     stream_slots: StreamSlots
     publish_rate: RateLimiter | None = None
     feed: UpdatesFeed | None = None
-    aggregator: Aggregator | None = None
-    """The aggregator of an embedded broker's process (on Redis, `partitions` has one per
-    partition it holds)."""
     partitions: PartitionPool | None = None
-    """On Redis, in an aggregating process: its share of the partitions."""
+    """In an aggregating process: its share of the partitions (an aggregator each)."""
     redis_guard: RedisGuard | None = None
     stop: gevent.event.Event = field(default_factory=gevent.event.Event)
     _closers: list[Callable[[], None]] = field(default_factory=list)
@@ -198,11 +194,11 @@ class _Backend(Protocol):
 
 
 def _backend(settings: Settings) -> _Backend:
-    """The Redis broker when a URL is given, else the embedded one-process broker; the one
-    place that chooses."""
+    """The Redis broker when a URL is given, else the embedded one (the same core, its store
+    in this process); the one place that chooses."""
     if settings.redis_url is None:
-        return _InProcess(
-            MemoryBroker(
+        return _Embedded(
+            MemoryBroker.serving(
                 history=settings.history,
                 max_topics=settings.max_topics,
                 alert_retention_us=settings.alert_keep_us,
@@ -225,9 +221,32 @@ def _backend(settings: Settings) -> _Backend:
     return _OnRedis(broker)
 
 
+def _drive_partitions(
+    runtime: Runtime, broker: LogBroker, new_aggregator: Callable[[], Aggregator]
+) -> PartitionPool:
+    """This process's share of the partitions, by leases, applied and published exactly
+    once (`PartitionPool`): what every mode runs."""
+    settings = runtime.settings
+    pool = runtime.partitions = PartitionPool(
+        broker,
+        new_aggregator,
+        lease_us=settings.lease_us,
+        tick_us=settings.tick_us,
+        topic_ttl_us=settings.topic_ttl_us,
+        checkpoint_interval_s=settings.checkpoint_interval_us / 1_000_000,
+    )
+    runtime.metrics.watch_aggregator(pool)
+    runtime.metrics.watch_partitions(pool)
+    runtime.spawn(pool.run, runtime.stop)
+    # Alerts of the partitions held now: they follow the partitions as they move.
+    runtime.send_alerts(holding=lambda: pool.holding, mine=pool.owns)
+    return pool
+
+
 @dataclass(frozen=True)
-class _InProcess:
-    """The embedded broker: one process, its aggregator applying each batch as it comes."""
+class _Embedded:
+    """The embedded broker: the shared-log core with its store in this process, which is
+    the whole deployment (it holds every partition, the deriver and the sessionizer)."""
 
     broker: MemoryBroker
 
@@ -236,35 +255,17 @@ class _InProcess:
 
     def drive(self, runtime: Runtime, new_aggregator: Callable[[], Aggregator]) -> None:
         settings = runtime.settings
-        aggregator = runtime.aggregator = new_aggregator()
-        runtime.metrics.watch_aggregator(aggregator)
-        driver = InProcessDriver(
-            self.broker,
-            aggregator,
-            tick_us=settings.tick_us,
-            topic_ttl_us=settings.topic_ttl_us,
-        )
-        driver.start()
-        runtime.on_close(driver.close)
-        runtime.spawn(driver.run, runtime.stop)
-        runtime.send_alerts()
+        _drive_partitions(runtime, self.broker, new_aggregator)
         if settings.rules.derives:
             deriver = Deriver(self.broker, settings.rules, lateness_us=settings.allowed_lateness_us)
             runtime.metrics.watch_deriver(deriver)
             runtime.spawn(deriver.run, runtime.stop)
         if settings.rules.sessions:
-            # The one process is the whole deployment: nothing to save for another.
-            # It takes every update as it is published: none is missed however far the
-            # bounded history moves between two of its rounds.
+            # One process publishes every partition: an update is read as soon as it is
+            # published, in publish order.
             sessionizer = Sessionizer(
-                self.broker,
-                settings.rules.sessions,
-                lateness_us=settings.allowed_lateness_us,
-                checkpoint_s=None,
-                pushed=True,
+                self.broker, settings.rules.sessions, lateness_us=settings.allowed_lateness_us
             )
-            feed = self.broker.consume_updates(sessionizer.take)
-            runtime.on_close(feed.close)
             runtime.metrics.watch_sessionizer(sessionizer)
             runtime.spawn(sessionizer.run, runtime.stop)
 
@@ -285,17 +286,7 @@ class _OnRedis:
 
     def drive(self, runtime: Runtime, new_aggregator: Callable[[], Aggregator]) -> None:
         settings = runtime.settings
-        pool = runtime.partitions = PartitionPool(
-            self.broker,
-            new_aggregator,
-            lease_us=settings.lease_us,
-            tick_us=settings.tick_us,
-            topic_ttl_us=settings.topic_ttl_us,
-            checkpoint_interval_s=settings.checkpoint_interval_us / 1_000_000,
-        )
-        runtime.metrics.watch_aggregator(pool)
-        runtime.metrics.watch_partitions(pool)
-        runtime.spawn(pool.run, runtime.stop)
+        _drive_partitions(runtime, self.broker, new_aggregator)
         # Producers on Redis: every aggregator process stands by to bridge, one bridges.
         bridge = Bridge(
             self.broker,
@@ -333,8 +324,6 @@ class _OnRedis:
             runtime.spawn(session_lease.keep, runtime.stop)
             runtime.spawn(sessionizer.run, runtime.stop)
             runtime.on_close(session_lease.close)
-        # Alerts of the partitions held now: they follow the partitions as they move.
-        runtime.send_alerts(holding=lambda: pool.holding, mine=pool.owns)
 
 
 def _gate(settings: Settings) -> Gate:

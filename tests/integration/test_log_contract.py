@@ -1,6 +1,6 @@
 """The shared-log contract (pushsvc.broker.shared_log): one suite, three implementations.
 
-The memory twin (`pushsvc.broker.twin`, on a manual clock), one real redis-server and a real
+The memory twin (`pushsvc.broker.memory`, on a manual clock), one real redis-server and a real
 Redis Cluster must all pass it: leases and their tenures, fences, applied positions recorded
 with the updates, the waiter, the lease group's rounds and the log itself. What the
 simulation (tests/simulation/) finds on the twin holds for Redis only as far as this suite
@@ -24,7 +24,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.shared_log import FIRST, Lease, LeaseGroup, LogBroker, position
-from pushsvc.broker.twin import ManualClock, MemoryLogBroker, Store
+from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition, partition_of
@@ -53,11 +53,11 @@ class Deployment:
     groups: list[LeaseGroup] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.store = Store(PARTITIONS, clock=self.clock)
+        self.store = Store(PARTITIONS, clock=self.clock, journal=True)
 
     def broker(self) -> LogBroker:
         made: LogBroker = (
-            MemoryLogBroker(self.store)
+            MemoryBroker(self.store)
             if self.kind == "twin"
             else RedisBroker(self.url, prefix=self.prefix, partitions=PARTITIONS)
         )

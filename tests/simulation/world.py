@@ -1,5 +1,5 @@
 """A deterministic simulation of pushsvc's core: aggregator processes, a producer and a web
-process's consumer on the memory twin (`pushsvc.broker.twin`), in one process, under a seeded
+process's consumer on the memory twin (`pushsvc.broker.memory`), in one process, under a seeded
 scheduler.
 
 Each process is what `pushsvc aggregate` runs (`PartitionPool`, its `ShardRunner`s), stepped
@@ -35,7 +35,7 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.broker.base import Applied
 from pushsvc.broker.shared_log import Entry
-from pushsvc.broker.twin import Fate, ManualClock, MemoryLogBroker, Store
+from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
@@ -315,7 +315,7 @@ class Process:
     """One `pushsvc aggregate` process: its broker and its partition pool."""
 
     name: str
-    broker: MemoryLogBroker
+    broker: MemoryBroker
     pool: PartitionPool
     paused_until: float = 0.0
     rebuilds: int = 0
@@ -346,7 +346,7 @@ class World:
         self.faults = Faults(self.clock)
         self.checker = Checker(self.partitions)
         self.store = WatchedStore(
-            self.checker, self.partitions, clock=self.clock, faults=self.faults
+            self.checker, self.partitions, clock=self.clock, faults=self.faults, journal=True
         )
         self.checker.attach(self.store)
         self.tick_us = rng.choice((0, S))
@@ -355,7 +355,7 @@ class World:
         self.topics += [f"c.{i}" for i in range(rng.randint(0, 2))]
         self.processes: list[Process] = []
         self.started = 0
-        self.web = MemoryLogBroker(self.store, name="web")
+        self.web = MemoryBroker(self.store, name="web")
         self.web.consume_updates(self.checker.on_updates)
         self.value = 0
         self.acknowledged: set[float] = set()
@@ -394,7 +394,7 @@ class World:
     def start(self) -> None:
         self.started += 1
         name = f"p{self.started}"
-        broker = MemoryLogBroker(self.store, name=name)
+        broker = MemoryBroker(self.store, name=name)
         process: Process
 
         def rebuild(run: object) -> None:

@@ -2,13 +2,11 @@
 appends each ended session to the session topic as one event, exactly once.
 
 What it reads is what subscribers read: the published updates of the source topics, each
-carrying its event. On the memory broker it takes them as they are published (`take`, from
-`consume_updates`), in publish order: none is missed however fast the bounded history moves.
-On Redis it reads them after its cursor (`Broker.replay`), by slots of `settle_ms` of the time
-the broker wrote each update (its id's `ms`): a slot is read whole once it ended `settle_ms`
-ago (an update written to one partition in it is visible by then), its updates in event-time
-order (topic clock, then partition and id). A slot is the same set on every read, so every
-replay of the same stretch gives the same order; and partitions whose aggregators publish a
+carrying its event. It reads them after its cursor (`Broker.replay`), by slots of `settle_ms`
+of the time the broker wrote each update (its id's `ms`): a slot is read whole once it ended
+`settle_ms` ago (an update written to one partition in it is visible by then), its updates in
+event-time order (topic clock, then partition and id). A slot is the same set on every read, so
+every replay of the same stretch gives the same order; and partitions whose aggregators publish a
 little apart are still read in time order within a slot. Every update moves the assembler's
 clock to its topic clock (so an idle tick ends sessions as time passes, with no event); an
 update whose event carries the rule's `key` tag is added to it first.
@@ -35,7 +33,7 @@ less the allowed lateness and `skew_us` (a source partition published that much 
 another, its aggregator down) is counted (`late`) and makes no session.
 
 One sessionizer appends at a time on Redis: every aggregating process runs one, and the one
-holding its lease appends; on the memory broker the one process runs it.
+holding its lease appends; embedded, the one process runs it.
 """
 
 from __future__ import annotations
@@ -131,15 +129,13 @@ class Sessionizer:
         lease: Lease | None = None,
         poll_s: float = 0.2,
         settle_ms: int = 0,
-        checkpoint_s: float | None = 1.0,
+        checkpoint_s: float = 1.0,
         clock: Callable[[], float] = time.time,
-        pushed: bool = False,
         skew_us: int = 0,
     ) -> None:
-        """`settle_ms`: how old an update must be (by its id's time) to be read (Redis);
-        `checkpoint_s`: how often each rule's state is saved (None: never, the memory
-        broker, whose process is the whole deployment); `pushed`: the updates come by `take`
-        (the memory broker) instead of being read from the history; `skew_us`: how much
+        """`settle_ms`: how old an update must be (by its id's time) to be read (0: as soon as
+        it is published, where one process publishes every partition); `checkpoint_s`: how
+        often each rule's state is saved; `skew_us`: how much
         later than the allowed lateness a source event may still reach the assembler (Redis:
         a partition whose updates are published after the others', its aggregator taking
         over), at the cost of sessions ending that much later (at most up to `max_duration`)."""
@@ -156,7 +152,6 @@ class Sessionizer:
         self._settle_ms = settle_ms
         self._checkpoint_s = checkpoint_s
         self._clock = clock
-        self._pushed = pushed
         self._tenure: str | None = None
         self._warnings = WarnOnce(log)
         self.appended = 0
@@ -203,24 +198,12 @@ class Sessionizer:
             stop.wait(self._poll_s)
 
     def _restart(self) -> None:
-        if self._pushed:
-            return  # the open sessions are this process's only copy: nothing to reload
         for reading in self._rules:
             reading.assembler = None
 
-    def take(self, updates: list[Update]) -> None:
-        """Push mode (the memory broker, `consume_updates`): read these just-published
-        updates now, in the publisher's greenlet, so that none is missed however far the
-        bounded history moves before the next round; `step` then only appends. Nothing here
-        yields: it runs whole between two greenlet switches."""
-        for reading in self._rules:
-            if reading.assembler is None:
-                reading.assembler = SessionAssembler(reading.settings)
-            self._apply(reading, reading.assembler, updates)
-
     def step(self) -> int:
-        """One round: every rule reads what was published since its cursor (unless pushed:
-        `take`), and appends what ended; how many sessions were logged."""
+        """One round: every rule reads what was published since its cursor, and appends what
+        ended; how many sessions were logged."""
         tenure = "" if self._lease is None else self._lease.token
         if tenure != self._tenure:
             # Another process may have appended and saved meanwhile: start from its state.
@@ -240,8 +223,6 @@ class Sessionizer:
         assert assembler is not None
         if reading.pending and not self._append(reading):
             return
-        if self._pushed:
-            return
         replayed = self._broker.replay(reading.cursor, reading.matcher)
         if replayed.lost:
             self._lost(reading, replayed.lost)
@@ -249,7 +230,7 @@ class Sessionizer:
         if reading.pending and not self._append(reading):
             return
         now = self._clock()
-        if self._checkpoint_s is not None and now - reading.saved_at >= self._checkpoint_s:
+        if now - reading.saved_at >= self._checkpoint_s:
             self._save(reading)
 
     def _apply(self, reading: _Rule, assembler: SessionAssembler, updates: list[Update]) -> None:
@@ -259,15 +240,13 @@ class Sessionizer:
             ids[update.id.partition] = update.id
             if update.topic in self._topics or not update.is_update:
                 continue
-            if not reading.matcher(update.topic):
-                continue  # pushed updates are every topic's
             found = self._feed(reading, assembler, update)
             reading.pending += [(e, assembler.open_sessions) for e in found]
         reading.cursor = Cursor(ids.values())
 
     def _settled(self, updates: list[Update]) -> list[Update]:
-        """The updates to read now, in the order to read them. On the memory broker: all, in
-        publish order (one process: the order they were appended in). With `settle_ms`: those
+        """The updates to read now, in the order to read them. Without `settle_ms`: all, in
+        publish order (one process publishes every partition). With `settle_ms`: those
         of the slots of `settle_ms` of write time (their ids' `ms`) that ended `settle_ms`
         ago, whole, each slot's in event-time order (topic clock, then partition and id): a
         slot is the same set on every read, so every reader gives the assembler the same

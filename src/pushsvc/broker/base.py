@@ -4,19 +4,18 @@
 own: `HistoryKeeper` (the bounded history, read by topic), `SeriesKeeper` (series points),
 `AlertKeeper` (the active alert instances), `LagReporter` (the log's backlog and topics) and
 `BridgeReporter` (producers on Redis). `ServingBroker` is all of them: what a process serving
-the whole API holds. How the aggregator is fed is one of two more: `InProcessBroker` (the
-aggregator runs inside the broker's process) or `LogBroker` (a log many processes share,
-`pushsvc.broker.shared_log`).
+the whole API holds. The aggregators are fed through a log (`LogBroker`,
+`pushsvc.broker.shared_log`) that every broker has.
 
 Two implementations share this contract and one test suite
-(`tests/integration/test_broker_contract.py`): `memory` (one process only; its aggregator is
-driven in process, `pushsvc.aggregate.in_process`) and `redis` (any number of processes on any
-number of hosts; each shard's aggregators read its event log, `pushsvc.aggregate.shard_runner`).
+(`tests/integration/test_broker_contract.py`): `memory` (one process: the shared log in a store
+of its own) and `redis` (any number of processes on any number of hosts). Both are read by
+the same aggregators: each shard's reads its event log (`pushsvc.aggregate.shard_runner`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -27,20 +26,12 @@ from pushsvc.core.topic_pages import TopicRange
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 
-EventsHandler = Callable[[str, list[Event]], None]
-"""Called with (topic, events) for every appended batch, in order (the memory broker)."""
-
 UpdatesHandler = Callable[[list[Update]], None]
 """Called with updates in id order; a list may mix topics."""
-
-ForgetHandler = Callable[[list[str]], None]
-"""Called with the topics just forgotten (the memory broker; on Redis the log carries them)."""
 
 DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
 """How long a broker keeps alert changes when not told (the default series' longest
 retention; `Settings.alert_retention_us` gives the server's)."""
-DeleteHandler = Callable[[str], None]
-"""Called with a topic just deleted (the memory broker; on Redis the log carries it)."""
 
 
 class Appended(NamedTuple):
@@ -237,12 +228,12 @@ class Broker(Protocol):
         one its series holds already (a bucket closed before) is left out of the history,
         delivery and the result.
 
-        An aggregator reading a shared log (`pushsvc.broker.shared_log`) passes where its
-        drafts come from (`applied`) and its lease token (`fence`): the broker records the
+        An aggregator passes where its drafts come from in the shared log (`applied`,
+        `pushsvc.broker.shared_log`) and its lease token (`fence`): the broker records the
         applied position in the same atomic step as the updates, and publishes nothing,
         raising Fenced, when the lease is no longer under that token, or PublishedAlready
-        when the log is recorded as published past `applied.after`. A broker without a
-        shared log (the memory broker: one process, one aggregator) has neither to check."""
+        when the log is recorded as published past `applied.after`. Other publishers (the
+        deriver, tests) pass neither."""
         ...
 
     def consume_updates(
@@ -432,31 +423,6 @@ class BridgeReporter(Protocol):
 
     def bridge_stats(self) -> BridgeStats | None:
         """The Redis bridge's counts; None where there is no bridge (the embedded broker)."""
-        ...
-
-
-class InProcessBroker(Broker, Protocol):
-    """A broker whose one aggregator runs in this process: it hands each appended batch to
-    the aggregator as it is appended, in order (`consume_events`), forgets idle topics
-    in one step with the aggregator (`forget_topics`, `consume_forgets`), and hands it each
-    deletion in order with the batches (`delete_topic`, `consume_deletes`)."""
-
-    def consume_events(self, handler: EventsHandler) -> Subscription:
-        """`handler` gets every batch appended from now on, in append order."""
-        ...
-
-    def consume_forgets(self, handler: ForgetHandler) -> Subscription:
-        """`handler` gets the topics `forget_topics` forgot (the aggregator drops them)."""
-        ...
-
-    def forget_topics(self, choose: Callable[[], Iterable[str]]) -> list[str]:
-        """Forget the topics `choose()` names, choosing and forgetting in one step; the
-        topics forgotten."""
-        ...
-
-    def consume_deletes(self, handler: DeleteHandler) -> Subscription:
-        """`handler` gets each topic `delete_topic` deleted, in order with the batches (the
-        aggregator drops it and publishes its deletion)."""
         ...
 
 

@@ -1,13 +1,16 @@
-"""The memory twin's store: what Redis holds for a deployment, in one process.
+"""The memory store: what Redis holds for a deployment, in one process.
 
-Each method is one of the Redis broker's scripts or round trips (named beside it), applied
-atomically as Redis applies a script, on the injected clock: stream ids, lease expiry and the
-members' scores come from `clock`, as Redis's own clock gives them. Every process of a
-simulated deployment (its `MemoryLogBroker`s, leases, logs and waiters) shares one store, as
-processes share one Redis; dropping a process drops its objects, never the store.
+`pushsvc serve` keeps its event log, leases and published state here (one process is the
+whole deployment), and a simulation plays a deployment of many processes on one store
+(`tests/simulation/`). Each method is one of the Redis broker's scripts or round trips (named
+beside it), applied atomically as Redis applies a script: nothing in it yields to another
+greenlet. Stream ids, lease expiry and the members' scores come from `clock`, as Redis's own
+clock gives them (the wall clock when serving, a manual one in a simulation). Every process
+of a deployment (its `MemoryBroker`s, leases, logs and waiters) shares one store, as processes
+share one Redis; dropping a process drops its objects, never the store.
 
 Each call first asks `faults` for its fate (`faults.py`): refused before it runs, or run with
-its reply lost; both raise BrokerUnavailable, as the Redis classes do.
+its reply lost; both raise BrokerUnavailable, as the Redis classes do. Serving, none fails.
 """
 
 from __future__ import annotations
@@ -15,29 +18,34 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pushsvc.broker.base import Appended, Applied, UpdatesHandler
+import gevent.event
+
+from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US, Appended, Applied, UpdatesHandler
+from pushsvc.broker.memory.clock import Clock
+from pushsvc.broker.memory.faults import Fate, Faults, no_faults
+from pushsvc.broker.memory.keys import RememberedKeys
+from pushsvc.broker.memory.published import Position, Published, next_id
+from pushsvc.broker.memory.series import KeptSeries
 from pushsvc.broker.redis.log import FORGET_SCAN
 from pushsvc.broker.redis.script_replies import LeaseCode
 from pushsvc.broker.shared_log import FIRST, Entry, position
-from pushsvc.broker.twin.clock import Clock
-from pushsvc.broker.twin.faults import Fate, Faults, no_faults
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
-from pushsvc.core.idempotency import Idempotency, key_reused
+from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
+from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, Fenced, PublishedAlready, TooManyTopics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Position = tuple[int, int]
+_SERIES_EXPIRY_S = 60.0
+"""How often expired series tiers are looked for, as publishes come."""
 
 # Bound once: looking a member up on its enum class costs a call of its own, and a simulation
 # makes hundreds of thousands of store calls.
@@ -59,15 +67,17 @@ def _holder(lease: tuple[str, int] | None, now_ms: int) -> str | None:
 
 @dataclass(eq=False)
 class PartitionData:
-    """One partition's keys: its event log and lease (the shard's), its history and latest
-    updates (the partition's)."""
+    """One partition's keys: its event log and lease (the shard's), and what its aggregator
+    published (`published`)."""
 
     index: int
+    published: Published
     entries: list[Entry] = field(default_factory=list)
     ids: list[Position] = field(default_factory=list)
     """Each entry's position, for bisecting."""
-    journal: list[Entry] = field(default_factory=list)
-    """Every entry ever logged, in order (a trim leaves it): what a test's oracle reads."""
+    journal: list[Entry] | None = None
+    """Every entry ever logged, in order (a trim leaves it), when the store keeps a journal:
+    what a simulation's oracle reads."""
     last_entry: Position = (0, 0)
     """The stream's last id: it outlives a trim, as a Redis stream's does."""
     last_id: str = FIRST
@@ -82,23 +92,8 @@ class PartitionData:
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     rules: str | None = None
     forgotten: int = 0
-    epoch: str | None = None
-    history: deque[Update] = field(default_factory=deque)
-    last_update: Position = (0, 0)
-    trimmed: Position | None = None
-    """The newest update the history dropped (this epoch)."""
-    latest: dict[str, Update] = field(default_factory=dict)
-    first: dict[str, Position] = field(default_factory=dict)
-    """Each topic's first update of the epoch."""
-    groups: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    alerts: dict[str, bytes] = field(default_factory=dict)
-    points: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """The newest bucket start (ms) of each series tier."""
-
-
-def next_id(last: Position, now_ms: int) -> Position:
-    """The id XADD `*` gives after `last` at `now_ms`."""
-    return (now_ms, 0) if now_ms > last[0] else (last[0], last[1] + 1)
+    deleted: dict[str, Position] = field(default_factory=dict)
+    """Each deleted topic's delete entry (`append_ticks` refuses a round proposed before it)."""
 
 
 def entry_id(pos: Position) -> str:
@@ -106,8 +101,12 @@ def entry_id(pos: Position) -> str:
 
 
 class Store:
-    """A deployment's Redis, in memory (see the module's doc). Not thread-safe: one greenlet
-    (a simulation's scheduler, or a test) drives every process on it."""
+    """A deployment's Redis, in memory (see the module's doc). Not thread-safe: greenlets
+    share it, each call whole between two switches.
+
+    `blocking`: a waiter with nothing to read waits for an append (serving); otherwise it
+    answers at once (a simulation moves the clock itself). `journal`: keep every entry ever
+    logged for an oracle (a simulation; it grows without bound)."""
 
     def __init__(
         self,
@@ -116,24 +115,42 @@ class Store:
         clock: Clock,
         history: int = 10_000,
         max_topics: int = 100_000,
+        alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         faults: Faults = no_faults,
+        blocking: bool = False,
+        journal: bool = False,
     ) -> None:
         check_partitions(partitions)
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if max_topics < 1:
+            raise ValueError(f"max_topics must be at least 1, got {max_topics}")
+        if alert_retention_us < 1:
+            raise ValueError(f"alert_retention_us must be positive, got {alert_retention_us}")
         self.partitions = partitions
         self.clock = clock
-        self.history_len = history
         self.max_topics = max_topics
         self.faults = faults
-        self.parts = [PartitionData(index) for index in range(partitions)]
+        self.parts = [
+            PartitionData(
+                index,
+                Published(index, history=history, alert_retention_ms=alert_retention_us // 1000),
+                journal=[] if journal else None,
+            )
+            for index in range(partitions)
+        ]
         self.members: dict[str, int] = {}
         """The aggregator processes: member id -> when it expires (ms)."""
-        self._keys: dict[tuple[str, str], tuple[bytes, int, int]] = {}
-        """Idempotency keys: (topic, key) -> (digest, events logged, expiry ms)."""
+        self.keys = RememberedKeys()
+        self.series = KeptSeries()
+        self._series_expiry = 0.0
         self.handlers: list[UpdatesHandler] = []
         self.derived: dict[str, int] = {}
+        self.sessions: dict[str, bytes] = {}
+        """Each session topic's sessionizer state."""
         self._tokens = itertools.count(1)
+        self.logged = gevent.event.Event() if blocking else None
+        """Set when an entry is logged (a blocking store): what waiters wait on."""
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -156,6 +173,10 @@ class Store:
 
     def part(self, topic: str) -> PartitionData:
         return self.parts[partition_of(topic, self.partitions)]
+
+    def topics(self) -> int:
+        """The topics kept (those with a clock): what `max_topics` bounds."""
+        return sum(len(part.clocks) for part in self.parts)
 
     # -- leases (lease_acquire.lua, lease_release.lua) -----------------------------------
 
@@ -214,8 +235,11 @@ class Store:
         made = entry(part.last_id)
         part.entries.append(made)
         part.ids.append(part.last_entry)
-        part.journal.append(made)
+        if part.journal is not None:
+            part.journal.append(made)
         part.logged += 1
+        if self.logged is not None:
+            self.logged.set()
         return made.id
 
     def append(
@@ -226,30 +250,44 @@ class Store:
         idempotency: Idempotency | None,
     ) -> Appended:
         part = self.part(topic)
-        now = self.now_ms()
-        name = None
+        now = self.clock()
         if idempotency is not None:
-            name = (topic, idempotency.key)
-            seen = self._keys.get(name)
-            if seen is not None and seen[2] > now:
-                if seen[0] != idempotency.digest:
-                    raise key_reused()
-                return Appended(seen[1], replayed=True)
+            self.keys.expire(now)
+            earlier = self.keys.get(topic, idempotency, now)
+            if earlier is not None:
+                return earlier
         batch = list(events)
         clock = part.clocks.get(topic)
-        if clock is None and sum(len(p.clocks) for p in self.parts) >= self.max_topics:
+        if clock is None and self.topics() >= self.max_topics:
             raise TooManyTopics.at(self.max_topics)
         check_lateness(clock, batch, lateness_us)
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
         self._log(part, lambda id: Entry(id, topic, batch))
-        if name is not None and idempotency is not None:
-            self._keys[name] = (idempotency.digest, len(batch), now + idempotency.window_ms)
+        if idempotency is not None:
+            self.keys.remember(topic, idempotency, len(batch), now)
         return Appended(len(batch))
 
-    def append_ticks(self, index: int, fence: str, ticks: Mapping[str, int]) -> str:
+    def delete(self, topic: str) -> bool:
+        """delete_topic.lua: drop the topic's clock and latest update and log a delete entry;
+        False (nothing changed) when the partition keeps no such topic."""
+        part = self.part(topic)
+        if part.clocks.pop(topic, None) is None:
+            return False
+        part.published.latest.pop(topic, None)
+        self._log(part, lambda id: Entry(id, deleted=topic))
+        part.deleted[topic] = part.last_entry
+        return True
+
+    def append_ticks(
+        self, index: int, fence: str, ticks: Mapping[str, int], after: str
+    ) -> str | None:
         self.fence(index, fence)
         part = self.parts[index]
+        proposed = position(after)
+        deleted = part.deleted
+        if any(deleted.get(topic, proposed) > proposed for topic in ticks):
+            return None  # a topic deleted since the proposer's position: propose afresh
         for topic, clock in ticks.items():
             current = part.clocks.get(topic)
             if current is None or clock > current:
@@ -269,6 +307,8 @@ class Store:
                 touched.add(entry.topic)
             elif entry.ticks is not None:
                 touched.update(entry.ticks)
+            elif entry.deleted is not None:
+                touched.add(entry.deleted)
         forgotten = [
             topic
             for topic, seen in clocks.items()
@@ -276,9 +316,7 @@ class Store:
         ]
         for topic in forgotten:
             del part.clocks[topic]
-            part.latest.pop(topic, None)
-            part.first.pop(topic, None)  # its next update starts it afresh
-            part.groups.pop(topic, None)
+            part.published.forget(topic)  # its next update starts it afresh
             part.checkpoints.pop(topic, None)
         if forgotten:
             self._log(part, lambda id: Entry(id, forgotten=list(forgotten)))
@@ -302,6 +340,9 @@ class Store:
         part = self.parts[index]
         cut = bisect.bisect_left(part.ids, position(before))
         del part.entries[:cut], part.ids[:cut]
+        if part.deleted:
+            oldest = part.ids[0] if part.ids else part.last_entry
+            part.deleted = {t: at for t, at in part.deleted.items() if at >= oldest}
 
     def save_checkpoints(self, index: int, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
         self.fence(index, fence)
@@ -332,41 +373,23 @@ class Store:
                 f"PUBLISHED the log is applied up to {recorded}, past "
                 f"{applied.after} where this batch continues from"
             )
-        if part.epoch is None:
-            part.epoch = new_epoch(index)
         if applied is not None:
             count = 0 if part.applied is None else part.applied[1]
             part.applied = (applied.entry_id, count + applied.entries)
-        updates: list[Update] = []
-        for draft in drafts:
-            if (write := draft.series) is not None:
-                tier = (draft.topic, write.group_id, write.resolution)
-                start_ms = write.t_us // 1000
-                if start_ms <= part.points.get(tier, -1):
-                    continue  # its series holds it already: published before
-                part.points[tier] = start_ms
-            part.last_update = next_id(part.last_update, self.now_ms())
-            ms, seq = part.last_update
-            update = Update.of(draft, UpdateId(part.epoch, ms, seq))
-            part.history.append(update)
-            if len(part.history) > self.history_len:
-                gone = part.history.popleft()
-                part.trimmed = (gone.id.ms, gone.id.seq)
-            updates.append(update)
-            if draft.instance is not None:
-                key, body = draft.instance
-                if body:
-                    part.alerts[key] = body
-                else:
-                    part.alerts.pop(key, None)
-            elif write is None:
-                part.first.setdefault(draft.topic, part.last_update)
-                part.latest[draft.topic] = update
-            if draft.groups or draft.forgotten:
-                kept = part.groups.setdefault(draft.topic, {})
-                kept.update(draft.groups)
-                for gid in draft.forgotten:
-                    kept.pop(gid, None)
+        now = self.clock()
+        series = self.series
+
+        def keep_point(draft: UpdateDraft) -> bool:
+            return series.keep(draft, now)
+
+        def drop_topic(topic: str) -> None:
+            series.drop_topic(topic)
+            part.checkpoints.pop(topic, None)
+
+        updates = part.published.publish(drafts, int(now * 1000), keep_point, drop_topic)
+        if now >= self._series_expiry:
+            self._series_expiry = now + _SERIES_EXPIRY_S
+            series.expire(now)
         if updates:
             for handler in list(self.handlers):
                 try:
@@ -379,4 +402,4 @@ class Store:
         """read_state.lua: the applied position, how many entries, the latest clocks."""
         part = self.parts[index]
         applied, count = part.applied or (FIRST, 0)
-        return applied, count, {t: u.clock_us for t, u in part.latest.items()}
+        return applied, count, {t: u.clock_us for t, u in part.published.latest.items()}

@@ -1,7 +1,7 @@
-"""Transient store errors, injected: what a twin's store does with each call.
+"""Transient store errors, injected: what a store does with each call.
 
 A call to Redis can fail before it runs (a refused connection: nothing happened) or after (a
-timeout, a dropped connection: it ran, and the caller never learns so). The twin asks its
+timeout, a dropped connection: it ran, and the caller never learns so). The store asks its
 `Faults` for the fate of every call, by operation and partition, so a test or a simulation
 decides which calls fail and how; both fates raise BrokerUnavailable to the caller, as the
 Redis classes do.

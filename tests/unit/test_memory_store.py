@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pushsvc.broker.tenure import CLOCK_MARGIN
-from pushsvc.broker.twin import Fate, ManualClock, MemoryLogBroker, Store
+from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition
 from pushsvc.errors import BrokerUnavailable
@@ -37,7 +37,7 @@ def test_a_failed_renewal_keeps_the_lease_until_its_confirmed_expiry(
     world: tuple[ManualClock, Store, OneFault],
 ) -> None:
     clock, store, faults = world
-    group = MemoryLogBroker(store).lease_group(ttl_us=TTL_US)
+    group = MemoryBroker(store).lease_group(ttl_us=TTL_US)
     group.round()
     lease = group.take([SHARD])[SHARD]
     confirmed = clock() + TTL_US / S * (1 - CLOCK_MARGIN)
@@ -56,7 +56,7 @@ def test_a_renewal_whose_reply_is_lost_still_renewed_the_lease(
     world: tuple[ManualClock, Store, OneFault],
 ) -> None:
     clock, store, faults = world
-    group = MemoryLogBroker(store).lease_group(ttl_us=TTL_US)
+    group = MemoryBroker(store).lease_group(ttl_us=TTL_US)
     group.round()
     lease = group.take([SHARD])[SHARD]
     token = lease.token
@@ -73,7 +73,7 @@ def test_an_append_whose_reply_is_lost_is_in_the_log(
     world: tuple[ManualClock, Store, OneFault],
 ) -> None:
     _, store, faults = world
-    broker = MemoryLogBroker(store)
+    broker = MemoryBroker(store)
     faults.armed["append"] = Fate.LOST
     with pytest.raises(BrokerUnavailable):
         broker.append_events("t", [Event(1.0, 5 * S, None)], lateness_us=S)

@@ -1,4 +1,4 @@
-"""The clock a memory twin runs on: injected, so a test or a simulation decides what time it
+"""The clock a memory store runs on: injected, so a test or a simulation decides what time it
 is (never a patch of `time`)."""
 
 from __future__ import annotations

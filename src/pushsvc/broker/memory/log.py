@@ -1,19 +1,19 @@
-"""One shard's event log in the memory twin (`shared_log.EventLog`), as `redis/log.py` is
+"""One shard's event log in the memory store (`shared_log.EventLog`), as `redis/log.py` is
 on Redis: each call one store operation, under its fate."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from pushsvc.broker.memory.store import Store
 from pushsvc.broker.shared_log import Entry, LogState
-from pushsvc.broker.twin.store import Store
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.partitions import Partition
 
 
 class MemoryEventLog:
-    """`shared_log.EventLog` on a twin's `Store`. Reads never block: the store is in this
-    process, and whoever drives it moves the clock."""
+    """`shared_log.EventLog` on a `Store`. Reads never block (the aggregators wait for
+    entries through a `MemoryWaiter`)."""
 
     def __init__(self, store: Store, shard: Partition) -> None:
         self._store = store
@@ -44,11 +44,10 @@ class MemoryEventLog:
         )
 
     def append_ticks(self, fence: str, ticks: Mapping[str, int], after: str) -> str | None:
-        # The twin has no topic deletions (`delete_topic`), the one thing `after` guards
-        # against on Redis (a tick proposed before a deletion it did not see): never refused.
-        del after
         return self._store.run(
-            "ticks", self._shard, lambda: self._store.append_ticks(self._index, fence, ticks)
+            "ticks",
+            self._shard,
+            lambda: self._store.append_ticks(self._index, fence, ticks, after),
         )
 
     def forget(self, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:

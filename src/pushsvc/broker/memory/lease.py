@@ -1,4 +1,4 @@
-"""Leases and the lease group in the memory twin (`shared_log.Lease`, `shared_log.LeaseGroup`),
+"""Leases and the lease group in the memory store (`shared_log.Lease`, `shared_log.LeaseGroup`),
 as `redis/lease.py` and `redis/lease_group.py` are on Redis: the same tenure rule
 (`pushsvc.broker.tenure`), the same lease script (`Store.acquire`), the same round."""
 
@@ -9,9 +9,9 @@ import functools
 import logging
 from collections.abc import Sequence
 
+from pushsvc.broker.memory.store import Store
 from pushsvc.broker.shared_log import Lease, Roster
 from pushsvc.broker.tenure import Tenure
-from pushsvc.broker.twin.store import Store
 from pushsvc.core.partitions import Partition
 from pushsvc.errors import BrokerUnavailable
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class MemoryLease(Tenure):
-    """One process's hold on a partition's lease in the twin's store."""
+    """One process's hold on a partition's lease in the store."""
 
     def __init__(self, store: Store, shard: Partition, *, ttl_us: int) -> None:
         super().__init__(
@@ -55,7 +55,7 @@ class MemoryLease(Tenure):
 
 
 class MemoryLeaseGroup:
-    """`shared_log.LeaseGroup` on a twin's store, as `RedisLeaseGroup` on Redis: each round
+    """`shared_log.LeaseGroup` on a store, as `RedisLeaseGroup` on Redis: each round
     one atomic step (the membership, every lease held renewed, which leases are free), each
     lease's renewal failing on its own or the whole round failing, under their fates."""
 
