@@ -108,7 +108,7 @@ def measure(
     mode: str, streams_n: int, events: int, *, cpu: bool, drain_at_end: bool
 ) -> dict[str, Any]:
     counter = _Counter()
-    broker = MemoryBroker()
+    broker = MemoryBroker.serving()
     hub = Hub(queue_size=100, slow_timeout_us=60_000_000)
     feed = broker.consume_updates(hub.dispatch)
     given: dict[str, Any] = {

@@ -27,8 +27,8 @@ import orjson
 
 from bench.common import metric, parser
 from pushsvc.aggregate.aggregator import Aggregator
-from pushsvc.broker.memory import MemoryBroker
-from pushsvc.ingest import Event
+from pushsvc.aggregate.partition_pool import PartitionPool
+from pushsvc.broker.memory import MemoryBroker, Store
 
 try:
     from pushsvc.ingest import InputLimits
@@ -55,20 +55,36 @@ def _post_topics(port: int, names: list[str]) -> None:
 
 
 def in_process(topics: int) -> dict[str, object]:
-    """Bytes Python holds for `topics` one-event topics, and after they are forgotten."""
+    """Bytes Python holds for `topics` one-event topics, and after they are forgotten: the
+    embedded server's core (its store, and the partition's aggregator) stepped by hand."""
     s = 1_000_000
     wall = [time.time_ns() // 1000]
+
+    def seconds() -> float:
+        return wall[0] / s
+
     # A history of one update: it is bounded (--history) and not a per-topic cost.
-    broker = MemoryBroker(history=1, max_topics=topics)
-    aggregator = Aggregator(
-        windows_us=[s, 2 * s, 3 * s], labels=["1s", "2s", "3s"], wall_clock=lambda: wall[0]
-    )
+    broker = MemoryBroker(Store(1, clock=seconds, history=1, max_topics=topics))
+    made: list[Aggregator] = []
 
-    def handle(topic: str, events: list[Event]) -> None:
-        broker.publish_updates(aggregator.apply_events(topic, events))
+    def new_aggregator() -> Aggregator:
+        made.append(
+            Aggregator(
+                windows_us=[s, 2 * s, 3 * s], labels=["1s", "2s", "3s"], wall_clock=lambda: wall[0]
+            )
+        )
+        return made[-1]
 
-    broker.consume_events(handle)
-    broker.consume_forgets(aggregator.forget)
+    pool = PartitionPool(
+        broker, new_aggregator, lease_us=3600 * s, tick_us=s, topic_ttl_us=3600 * s,
+        clock=seconds, spawn=lambda rebuild: rebuild(), max_block_s=0,
+    )  # fmt: skip
+
+    def settle() -> None:
+        while any(lag.entries for lag in broker.lag()) or not pool.runners:
+            pool.step()
+
+    settle()
     limits = InputLimits(max_body_bytes=1 << 20, max_batch=10_000)
     body = b'{"value": 1.5, "tags": {"k": "v"}}'
     names = [f"junk-{uuid.uuid4().hex[:12]}" for _ in range(topics)]
@@ -79,21 +95,26 @@ def in_process(topics: int) -> dict[str, object]:
         for name in names:
             ingest(broker, name, body, "application/json", limits=limits, lateness_us=5 * s,
                    now_us=wall[0])  # fmt: skip
+        settle()
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - base
         wall[0] += 10 * s
-        broker.publish_updates(aggregator.tick())  # the windows fall empty
-        wall[0] += 3600 * s
-        forgotten = broker.forget_topics(lambda: aggregator.idle_topics(3600 * s, ticking=True))
+        settle()  # a tick: the windows fall empty
+        pool.step()
+        wall[0] += 3600 * s + 60 * s
+        pool.step()  # the sweep forgets the idle topics
+        settle()
+        forgotten = broker.topic_stats().forgotten
         gc.collect()
         after = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
+        pool.close()
     return {
         "topics": topics,
         "held_mb": round(held / 2**20, 1),
         "held_bytes_per_topic": round(held / topics),
-        "forgotten": len(forgotten),
+        "forgotten": forgotten,
         "after_forget_mb": round(after / 2**20, 2),
         "after_forget_bytes_per_topic": round(after / topics),
     }

@@ -27,6 +27,7 @@ from xdist.scheduler import LoadFileScheduling
 from pushsvc.app import create_app
 from pushsvc.deliver.hub import Hub
 from support.auth_tokens import CREDENTIALS
+from support.settling import SettlingClient, settle
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -258,13 +259,15 @@ MakeApp = Callable[..., Flask]
 @pytest.fixture
 def make_app() -> Iterator[MakeApp]:
     """`make_app(**settings)`: the app on the embedded broker, aggregating in-process (no idle
-    ticks unless asked), closed after the test."""
+    ticks unless asked), its core settled (`support.settling`), closed after the test."""
     made: list[Flask] = []
 
     def make(**settings: object) -> Flask:
         app = create_app({"tick": 0, **settings})
         app.config["TESTING"] = True
+        app.test_client_class = SettlingClient
         made.append(app)
+        settle(app.extensions["pushsvc"])
         return app
 
     yield make

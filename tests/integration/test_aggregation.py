@@ -17,7 +17,8 @@ from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.lease import RedisLease
-from pushsvc.broker.redis.log import FORGET_SCAN, RedisEventLog
+from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.shared_log import FORGET_SCAN
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
 from pushsvc.ingest import Event

@@ -51,7 +51,7 @@ class Kitchen:
         rules = parse_rules(tomllib.loads(text), default_rule((10 * S,), ("count",)))
         self.wall_us = 0
         self.aggregator = Aggregator(rules=rules, wall_clock=lambda: self.wall_us, topic_ttl_us=TTL)
-        self.broker = MemoryBroker()
+        self.broker = MemoryBroker.serving()
         self.models = {
             "t.oven": TopicModel("t.oven", alerts, WINDOWS),
             "g.oven": TopicModel("g.oven", alerts, WINDOWS, group_by=["station"], topic_ttl_us=TTL),

@@ -2,7 +2,9 @@
 
 Redis deliveries are asynchronous (a reader thread); every wait below is on a
 queue with a timeout, never a sleep. The memory broker delivers synchronously,
-so the same waits return at once.
+so the same waits return at once. Brokers made within one test share one deployment (a
+Redis prefix, a memory store), as the processes of a deployment do; the shard's log is read
+and written through the same `EventLog` calls on both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,12 +34,12 @@ from pushsvc.broker.base import (
     UpdatesFeed,
 )
 from pushsvc.broker.base import ServingBroker as Broker
-from pushsvc.broker.memory import MemoryBroker
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import RedisEventLog
-from pushsvc.broker.shared_log import FIRST, position
+from pushsvc.broker.shared_log import FIRST, EventLog, position
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topic_pages import topic_ranges
@@ -88,18 +91,29 @@ def append(broker: Broker, topic: str, events: list[Event]) -> None:
     broker.append_events(topic, events, lateness_us=LATENESS_US)
 
 
+def event_log(broker: Broker, shard: tuple[int, int] = (0, 1)) -> EventLog:
+    """The shard's log, as its aggregator reads and writes it."""
+    if isinstance(broker, MemoryBroker):
+        return broker.event_log(shard)
+    assert isinstance(broker, RedisBroker)
+    return RedisEventLog(broker.url, broker.keys, shard, socket_timeout=WAIT)
+
+
+def hold_lease(broker: Broker, token: str = "token") -> None:
+    """Make `token` the holder of shard 0/1's lease, as its active aggregator's."""
+    if isinstance(broker, MemoryBroker):
+        broker.store.parts[0].lease = (token, 2**62)
+        return
+    assert isinstance(broker, RedisBroker)
+    client = single_client(broker.url, socket_timeout=WAIT)
+    client.set(broker.keys.shard((0, 1)).lease, token)
+    client.close()
+
+
 def appended(broker: Broker) -> Callable[[], list[tuple[str, list[Event]]]]:
     """What the aggregator of the (one) shard gets: every appended batch, in order."""
-    if isinstance(broker, MemoryBroker):
-        got: list[tuple[str, list[Event]]] = []
-        broker.consume_events(lambda topic, events: got.append((topic, events)))
-        return lambda: list(got)
-    assert isinstance(broker, RedisBroker)
     count = broker.partitions
-    logs = [
-        RedisEventLog(broker.url, broker.keys, (i, count), socket_timeout=WAIT)
-        for i in range(count)
-    ]
+    logs = [event_log(broker, (i, count)) for i in range(count)]
 
     def read() -> list[tuple[str, list[Event]]]:
         # Each partition's log is in order; one Redis numbers entries by its one clock, so
@@ -164,6 +178,20 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         url = request.getfixturevalue("redis_cluster").url
         prefix = request.getfixturevalue("prefix")
     made: list[Broker] = []
+    stores: list[Store] = []
+
+    def store(history: int, max_topics: int, alert_retention_us: int) -> Store:
+        if not stores:  # the test's deployment, as its first broker asks for it
+            stores.append(
+                Store(
+                    1,
+                    clock=time.time,
+                    history=history,
+                    max_topics=max_topics,
+                    alert_retention_us=alert_retention_us,
+                )
+            )
+        return stores[0]
 
     def make(
         history: int = 100,
@@ -171,9 +199,7 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
     ) -> Broker:
         broker: Broker = (
-            MemoryBroker(
-                history=history, max_topics=max_topics, alert_retention_us=alert_retention_us
-            )
+            MemoryBroker(store(history, max_topics, alert_retention_us))
             if url is None
             # One partition: the contract of one history (its ids in one order); what
             # partitions change is tests/integration/test_redis_partitions.py's.
@@ -289,8 +315,7 @@ def test_a_refused_append_remembers_no_key(broker: Broker) -> None:
 
 def test_racing_repeats_log_the_batch_once(new_broker: MakeBroker) -> None:
     first = new_broker()
-    # Redis: two instances, as two web processes would be; one process shares one broker.
-    second = first if isinstance(first, MemoryBroker) else new_broker()
+    second = new_broker()  # two instances, as two web processes would be
     read = appended(first)
     events = [Event(1.0, 10, None), Event(2.0, 11, None)]
     outcomes: queue.Queue[Appended] = queue.Queue()
@@ -325,7 +350,7 @@ def test_an_idempotency_key_is_forgotten_after_its_window(broker: Broker) -> Non
 def test_the_memory_broker_drops_expired_keys() -> None:
     """Keys do not pile up: an append drops those whose window passed."""
     now = [0.0]
-    broker = MemoryBroker(clock=lambda: now[0])
+    broker = MemoryBroker(Store(1, clock=lambda: now[0]))
     for n in range(100):
         broker.append_events(
             "a", [Event(1.0, 10, None)], lateness_us=5, idempotency=keyed(f"k{n}", window_ms=1000)
@@ -387,9 +412,7 @@ def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> No
     consumer = new_broker()
     inbox = Inbox()
     listen(consumer, inbox)
-    # Redis: a second instance too, as a second process would be. A memory broker
-    # serves one process, so there every thread shares the one instance.
-    second = consumer if isinstance(consumer, MemoryBroker) else new_broker()
+    second = new_broker()  # a second instance too, as a second process would be
     publishers = [consumer, second]
     calls, per_call = 30, 2
 
@@ -443,24 +466,6 @@ def test_a_raising_updates_handler_does_not_stop_delivery(
         assert inbox.take_updates(1) == later and calls.get(timeout=WAIT) == later
     logged = [r.exc_info[1] for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
     assert [str(e) for e in logged][:earlier_calls] == ["updates handler bug"] * earlier_calls
-
-
-def test_a_raising_events_handler_does_not_stop_the_memory_broker(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    broker = MemoryBroker()
-    got: list[str] = []
-
-    def broken(topic: str, events: list[Event]) -> None:
-        raise RuntimeError("events handler bug")
-
-    broker.consume_events(broken)
-    broker.consume_events(lambda topic, events: got.append(topic))
-    with caplog.at_level(logging.ERROR, logger="pushsvc"):
-        append(broker, "a", [Event(1.0, 1, None)])
-        append(broker, "b", [Event(1.0, 1, None)])
-    assert got == ["a", "b"]
-    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
 
 
 # -- history and replay ----------------------------------------------------------
@@ -790,17 +795,11 @@ def test_lateness_is_judged_against_the_topic_clock(
 
 def test_an_idle_tick_moves_the_topic_clock(broker: Broker) -> None:
     append(broker, "a", [Event(1.0, 10 * 10**6, None)])
-    if isinstance(broker, RedisBroker):
-        # The shard's active aggregator logs its ticks (pushsvc.aggregate.shard_runner).
-        client = single_client(broker.url, socket_timeout=WAIT)
-        client.set(broker.keys.shard((0, 1)).lease, "token")
-        client.close()
-        event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
-        event_log.append_ticks("token", {"a": 100 * 10**6}, event_log.read(FIRST, count=10)[-1].id)
-        event_log.close()
-    else:
-        # In one process the aggregator publishes tick updates directly.
-        broker.publish_updates([draft("a", 1, clock_us=100 * 10**6)])
+    # The shard's active aggregator logs its ticks (pushsvc.aggregate.shard_runner).
+    hold_lease(broker)
+    shard_log = event_log(broker)
+    shard_log.append_ticks("token", {"a": 100 * 10**6}, shard_log.read(FIRST, count=10)[-1].id)
+    shard_log.close()
     with pytest.raises(LateEvent):
         append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US - 1, None)])
     append(broker, "a", [Event(2.0, 100 * 10**6 - LATENESS_US, None)])
@@ -836,23 +835,31 @@ def test_idle_ticks_proposed_before_a_deletion_are_not_logged(
 
 
 def forget(broker: Broker, topic: str) -> list[str]:
-    """Forget `topic` as the deployment's aggregator does once it is idle (`pushsvc.runtime`
-    in one process; on Redis the shard's lease holder, which has applied the whole log)."""
+    """Forget `topic` as the deployment's aggregator does once it is idle: the shard's lease
+    holder, which has applied the whole log."""
+    hold_lease(broker)
+    shard_log = event_log(broker)
+    try:
+        entries = shard_log.read(FIRST, count=10_000)
+        position = entries[-1].id if entries else FIRST
+        clock = topic_clock(broker, topic)
+        clocks = {} if clock is None else {topic: clock}
+        return shard_log.forget("token", position, clocks)
+    finally:
+        shard_log.close()
+
+
+def topic_clock(broker: Broker, topic: str) -> int | None:
+    """The clock the shard's log keeps for `topic` (what its aggregator saw)."""
     if isinstance(broker, MemoryBroker):
-        return broker.forget_topics(lambda: [topic])
+        return broker.store.parts[0].clocks.get(topic)
     assert isinstance(broker, RedisBroker)
     client = single_client(broker.url, socket_timeout=WAIT)
-    client.set(broker.keys.shard((0, 1)).lease, "token")
-    clock = client.hget(broker.keys.shard((0, 1)).clocks, topic)
-    client.close()
-    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
     try:
-        entries = event_log.read(FIRST, count=10_000)
-        position = entries[-1].id if entries else FIRST
-        clocks = {} if clock is None else {topic: time_of_key(clock)}
-        return event_log.forget("token", position, clocks)
+        clock = client.hget(broker.keys.shard((0, 1)).clocks, topic)
     finally:
-        event_log.close()
+        client.close()
+    return None if clock is None else time_of_key(clock)
 
 
 def test_an_event_for_one_topic_too_many_is_refused_and_changes_nothing(
@@ -879,8 +886,7 @@ def test_racing_producers_cannot_create_more_topics_than_the_limit(
     new_broker: MakeBroker,
 ) -> None:
     first = new_broker(max_topics=5)
-    # Redis: two instances, as two web processes would be; one process shares one broker.
-    second = first if isinstance(first, MemoryBroker) else new_broker(max_topics=5)
+    second = new_broker(max_topics=5)  # two instances, as two web processes would be
     outcomes: queue.Queue[bool] = queue.Queue()
     start = threading.Barrier(4)
 
@@ -939,16 +945,10 @@ def test_a_forgotten_topic_makes_room_and_comes_back_as_a_new_topic(
 def logged(broker: Broker) -> Callable[[], list[tuple[str, object]]]:
     """What the aggregator of the (one) shard gets, deletions included: ("events", topic) and
     ("deleted", topic), in order."""
-    if isinstance(broker, MemoryBroker):
-        got: list[tuple[str, object]] = []
-        broker.consume_events(lambda topic, events: got.append(("events", topic)))
-        broker.consume_deletes(lambda topic: got.append(("deleted", topic)))
-        return lambda: list(got)
-    assert isinstance(broker, RedisBroker)
-    event_log = RedisEventLog(broker.url, broker.keys, (0, 1), socket_timeout=WAIT)
+    shard_log = event_log(broker)
 
     def read() -> list[tuple[str, object]]:
-        entries = event_log.read(FIRST, count=10_000)
+        entries = shard_log.read(FIRST, count=10_000)
         return [
             ("events", e.topic) if e.deleted is None else ("deleted", e.deleted) for e in entries
         ]
@@ -1257,7 +1257,7 @@ monkey.patch_all()
 import sys, gevent, gevent.queue
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.log import RedisEventLog
-from pushsvc.broker.shared_log import FIRST, position
+from pushsvc.broker.shared_log import FIRST, EventLog, position
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event
 

@@ -10,8 +10,8 @@ import orjson
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.derive import Deriver
-from pushsvc.aggregate.in_process import InProcessDriver
 from pushsvc.broker.memory import MemoryBroker
+from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.rules.analytics import default_rule, parse_rules
@@ -39,22 +39,43 @@ value = "sum[2s](s.a) / count[2s](s.b)"
 
 
 class Embedded:
-    """The embedded broker and its aggregator, on a wall clock the test moves."""
+    """The embedded broker and its partition's aggregator, which applies the log whenever the
+    test reads (`apply`), on a wall clock the test moves."""
 
     def __init__(self) -> None:
         self.wall = T0
-        self.broker = MemoryBroker(history=10_000)
+        self.broker = MemoryBroker.serving(history=10_000)
         self.aggregator = Aggregator(
             rules=RULES, wall_clock=lambda: self.wall, lateness_us=LATENESS
         )
-        InProcessDriver(self.broker, self.aggregator, tick_us=0, topic_ttl_us=0).start()
         self.sent: dict[str, list[tuple[float, int]]] = {"s.a": [], "s.b": []}
+        self._log = self.broker.event_log((0, 1))
+        self._applied = FIRST
+
+    def apply(self) -> None:
+        """Apply and publish what was logged since (the producers' and the deriver's)."""
+        for entry in self._log.read(self._applied, count=100_000):
+            assert entry.topic is not None and entry.events is not None
+            self.broker.publish_updates(self.aggregator.apply_events(entry.topic, entry.events))
+            self._applied = entry.id
+
+    def tick(self) -> None:
+        """The idle tick, as the aggregator publishes it (`--tick`)."""
+        self.apply()
+        through = self.broker.derived_through(self.aggregator.derived_topics())
+        self.broker.publish_updates(self.aggregator.tick(through))
+
+    def latest_clock(self, topic: str) -> int:
+        self.apply()
+        return self.broker.latest(TopicMatcher([topic]))[topic].clock_us
 
     def post(self, topic: str, value: float, ts: int) -> None:
         self.broker.append_events(topic, [Event(value, ts)], lateness_us=LATENESS)
+        self.apply()
         self.sent[topic].append((value, ts))
 
     def derived(self) -> list[tuple[int, float]]:
+        self.apply()
         page = self.broker.history("s.ratio", limit=10_000)
         events = [orjson.loads(u.data)["event"] for u in page.updates]
         return [(round(e["ts"] * S), e["value"]) for e in events if e is not None]
@@ -90,11 +111,11 @@ def test_a_new_deriver_continues_after_the_newest_derived_event_behind_a_tick() 
         embedded.post("s.a", float(i), T0 + i * S)
         embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
     assert embedded.deriver().step() == 8  # 1 s .. 8 s
+    embedded.apply()  # the aggregator applies the derived events as they come
     # Three seconds of wall time later an idle tick moves the derived topic's clock on (its
     # 1 s event leaves the 10 s window): its latest update now carries no event.
     embedded.wall += 3 * S
-    through = embedded.broker.derived_through(["s.ratio"])
-    embedded.broker.publish_updates(embedded.aggregator.tick(through))
+    embedded.tick()
     latest = embedded.broker.latest(TopicMatcher(["s.ratio"]))
     assert orjson.loads(latest["s.ratio"].data)["reason"] == "tick"
     for i in range(14, 20):
@@ -116,14 +137,12 @@ def test_ticks_wait_for_the_deriver_so_an_outage_loses_no_boundary() -> None:
         embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
     first = embedded.deriver()
     assert first.step() == 2  # 1 s and 2 s; the deriver then stops
-    derived = ["s.ratio"]
     for i in range(8, 28):
         embedded.wall += S
         embedded.post("s.a", float(i), T0 + i * S)
         embedded.post("s.b", 1.0 + i % 3, T0 + i * S)
-        through = embedded.broker.derived_through(derived)
-        embedded.broker.publish_updates(embedded.aggregator.tick(through))
-    clock = embedded.broker.latest(TopicMatcher(derived))["s.ratio"].clock_us
+        embedded.tick()
+    clock = embedded.latest_clock("s.ratio")
     # Ticks went as far as the next boundary (3 s) and its lateness allow, no further.
     assert clock <= T0 + 3 * S + LATENESS
     successor = embedded.deriver()
@@ -144,12 +163,11 @@ def test_ticks_follow_the_deriver_past_boundaries_with_no_value() -> None:
         if i % 5 == 0:  # count[2s](s.b) is 0, the ratio undefined, at three boundaries of five
             embedded.post("s.b", 1.0, T0 + i * S)
         deriver.step()
-        through = embedded.broker.derived_through(derived)
-        embedded.broker.publish_updates(embedded.aggregator.tick(through))
+        embedded.tick()
     assert deriver.late == 0
     logged = [ts for ts, _ in embedded.derived()]
     through = embedded.broker.derived_through(derived)["s.ratio"]
     assert through > logged[-1]  # boundaries with no value after the last one
-    clock = embedded.broker.latest(TopicMatcher(derived))["s.ratio"].clock_us
+    clock = embedded.latest_clock("s.ratio")
     assert clock >= through  # ticks went on past the last value, with the deriver
     assert_close(embedded.derived(), expected(embedded.sent, S, _ratio, lateness_us=LATENESS))

@@ -20,11 +20,11 @@ import pytest
 from harness.live import wait_until
 
 from pushsvc.broker.base import Applied
+from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.shared_log import FIRST, Lease, LeaseGroup, LogBroker, position
-from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition, partition_of

@@ -51,7 +51,7 @@ def brokers(request: pytest.FixtureRequest) -> Iterator[Any]:
     def make() -> ServingBroker:
         broker: ServingBroker
         if request.param == "memory":
-            broker = MemoryBroker()
+            broker = MemoryBroker.serving(partitions=4)  # as many as on Redis
         else:
             server: RedisServer = request.getfixturevalue("redis_server")
             broker = RedisBroker(server.url, prefix=f"t{uuid.uuid4().hex[:10]}:", partitions=4)

@@ -34,8 +34,8 @@ from greenlet import GreenletExit, greenlet
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.broker.base import Applied
-from pushsvc.broker.shared_log import Entry
 from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
+from pushsvc.broker.shared_log import Entry
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency

@@ -277,7 +277,7 @@ class InMemory:
     def __init__(self, alerts: Sequence[AlertSpec]) -> None:
         self.wall_us = 0
         self.aggregator = _aggregator(alerts, lambda: self.wall_us)
-        self.broker = MemoryBroker()
+        self.broker = MemoryBroker.serving()
 
     def post(self, topic: str, batch: Batch) -> list[dict[str, Any]]:
         return self._publish(self.aggregator.apply_events(topic, _events(batch)))

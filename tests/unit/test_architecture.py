@@ -168,7 +168,7 @@ def test_the_command_line_and_the_embedded_mode_never_import_redis_py() -> None:
     code = (
         "import sys, pushsvc.cli, pushsvc.config, pushsvc.broker.redis.url\n"
         "from pushsvc.broker.memory import MemoryBroker\n"
-        "MemoryBroker(history=10)\n"
+        "MemoryBroker.serving(history=10)\n"
         "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))"
     )
     found = printed_by(code)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushsvc.broker.tenure import CLOCK_MARGIN
 from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
+from pushsvc.broker.tenure import CLOCK_MARGIN
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition
 from pushsvc.errors import BrokerUnavailable

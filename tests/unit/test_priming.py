@@ -17,7 +17,7 @@ from pushsvc.deliver.subscription import subscribe
 
 
 def test_at_most_limit_primes_run_at_once_and_the_rest_all_get_their_turn() -> None:
-    gate = Priming(MemoryBroker(), limit=3)
+    gate = Priming(MemoryBroker.serving(), limit=3)
     go = gevent.event.Event()
     seen: list[int] = []
 
@@ -35,7 +35,7 @@ def test_at_most_limit_primes_run_at_once_and_the_rest_all_get_their_turn() -> N
 
 
 def test_a_stream_waits_for_its_turn_subscribed_and_gets_what_was_published_meanwhile() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker.serving()
     hub = Hub(queue_size=100, slow_timeout_us=10**7)
     feed = broker.consume_updates(hub.dispatch)
     gate = priming.install(broker, limit=1)
@@ -56,4 +56,4 @@ def test_a_stream_waits_for_its_turn_subscribed_and_gets_what_was_published_mean
 
 def test_a_priming_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
-        Priming(MemoryBroker(), limit=0)
+        Priming(MemoryBroker.serving(), limit=0)

@@ -30,6 +30,7 @@ from pushsvc.core.partitions import Partition
 
 __all__ = [
     "FIRST",
+    "FORGET_SCAN",
     "Entry",
     "EventLog",
     "Lease",
@@ -43,6 +44,9 @@ __all__ = [
 
 FIRST = "0-0"
 """The position before any entry."""
+FORGET_SCAN = 1000
+"""`EventLog.forget` reads at most this many entries after the proposer's position: past it,
+it forgets nothing (the topics are proposed again once the aggregator caught up)."""
 
 
 def position(entry_id: str) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """What a holder knows of its lease: whether it holds it, under which token, until when for
-sure. One rule for every store the lease lives in (`redis/lease.py` on Redis, the memory twin's
-`twin/lease.py`), so that what a simulation on the twin finds holds for Redis too.
+sure. One rule for every store the lease lives in (`redis/lease.py` on Redis, the memory store's
+`memory/lease.py`), so that what a simulation on the memory store finds holds for Redis too.
 
 The store answers each renewal with a `LeaseCode` (lease_acquire.lua) or fails. A renewal
 that fails (a timeout, a lost connection, an error reply such as `BUSY` or `LOADING`) says
@@ -15,13 +15,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from enum import IntEnum
 from typing import cast
 
 import gevent.event
 
-from pushsvc.broker.redis.script_replies import LeaseCode
-
 log = logging.getLogger(__name__)
+
+
+class LeaseCode(IntEnum):
+    """`lease_acquire.lua`'s reply (its HELD, RENEWED, TAKEN, RESUMED locals)."""
+
+    HELD = 0
+    """Another process holds the lease."""
+    RENEWED = 1
+    """Ours, and our tenure goes on under the same token."""
+    TAKEN = 2
+    """It was free and is ours now, under a fresh token: a new tenure, after another's."""
+    RESUMED = 3
+    """It had lapsed, and nobody took it since we did: ours again, our tenure goes on."""
+
 
 CLOCK_MARGIN = 0.1
 """The share of the ttl a holder gives up before its confirmed expiry: its monotonic clock and

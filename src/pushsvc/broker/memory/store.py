@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -30,9 +31,8 @@ from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
 from pushsvc.broker.memory.published import Position, Published, next_id
 from pushsvc.broker.memory.series import KeptSeries
-from pushsvc.broker.redis.log import FORGET_SCAN
-from pushsvc.broker.redis.script_replies import LeaseCode
-from pushsvc.broker.shared_log import FIRST, Entry, position
+from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, Entry, position
+from pushsvc.broker.tenure import LeaseCode
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
@@ -149,6 +149,8 @@ class Store:
         self.sessions: dict[str, bytes] = {}
         """Each session topic's sessionizer state."""
         self._tokens = itertools.count(1)
+        # Reentrant: an updates handler may publish from inside a delivery.
+        self._lock = threading.RLock()
         self.logged = gevent.event.Event() if blocking else None
         """Set when an entry is logged (a blocking store): what waiters wait on."""
 
@@ -162,11 +164,13 @@ class Store:
         return f"{next(self._tokens):016x}"
 
     def run(self, operation: str, shard: Partition | None, call: Callable[[], T]) -> T:
-        """`call` under its fate: refused before, or its reply lost after."""
+        """`call` under its fate: refused before, or its reply lost after; whole, as Redis
+        runs a script (threads too: a test's producers and publishers may be threads)."""
         fate = self.faults(operation, shard)
         if fate is _FAIL:
             raise BrokerUnavailable(f"{operation}: the store refused (injected)")
-        result = call()
+        with self._lock:
+            result = call()
         if fate is _LOST:
             raise BrokerUnavailable(f"{operation}: the reply was lost (injected)")
         return result

@@ -20,11 +20,8 @@ from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import decode_events, hash_fields, unavailable, unpack
-from pushsvc.broker.shared_log import FIRST, Entry, LogState
+from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, Entry, LogState
 from pushsvc.core.checkpoint import Checkpoint
-
-FORGET_SCAN = 1000
-"""`forget` checks at most this many entries the caller has not applied yet."""
 
 
 def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:

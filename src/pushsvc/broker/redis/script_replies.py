@@ -14,19 +14,6 @@ from typing import Any, NamedTuple
 from pushsvc.broker.redis.keys import time_of_key
 
 
-class LeaseCode(IntEnum):
-    """`lease_acquire.lua`'s reply (its HELD, RENEWED, TAKEN, RESUMED locals)."""
-
-    HELD = 0
-    """Another process holds the lease."""
-    RENEWED = 1
-    """Ours, and our tenure goes on under the same token."""
-    TAKEN = 2
-    """It was free and is ours now, under a fresh token: a new tenure, after another's."""
-    RESUMED = 3
-    """It had lapsed, and nobody took it since we did: ours again, our tenure goes on."""
-
-
 class AppendCode(IntEnum):
     """The first element of `append_events.lua`'s reply (its LATE, LOGGED, ... locals)."""
 
