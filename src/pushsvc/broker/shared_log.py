@@ -1,12 +1,12 @@
 """The contract between a shared event log and the aggregators that read it.
 
-A broker whose events go through a log that many processes read (Redis) hands each shard's
-aggregators an `EventLog` and a `Lease` (`LogBroker`). Every aggregator of a shard applies
+Every broker's events go through a log that the aggregators read (Redis, or the memory store
+in one process: `pushsvc.broker.memory`); it hands each shard's aggregators an `EventLog` and
+a `Lease` (`LogBroker`). Every aggregator of a shard applies
 the log in order (hot standbys); the lease holder alone publishes, and each publish carries
 where in the log its drafts come from (`pushsvc.broker.base.Applied`) and the holder's lease
 token as its fence (`Broker.publish_updates`). `pushsvc.aggregate.shard_runner` drives this
-contract; the embedded broker has no shared log and is driven in process
-(`pushsvc.aggregate.in_process`).
+contract, on every broker.
 
 The partitions are shared out among the aggregator processes (`pushsvc.aggregate.partition_pool`):
 each process is a member of a `LeaseGroup`, which keeps its membership and every lease it
