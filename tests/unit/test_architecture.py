@@ -219,3 +219,21 @@ def test_no_public_class_name_is_defined_twice_outside_the_clients_mirrors() -> 
                 where.setdefault(node.name, []).append(module)
     twice = {name: modules for name, modules in where.items() if len(modules) > 1}
     assert not twice, twice
+
+
+def test_the_embedded_server_runs_the_shared_log_core() -> None:
+    """`pushsvc serve` with no Redis runs the core every other mode runs and the simulation
+    searches: the memory broker's shared log, driven by the partition pool."""
+    from pushsvc.aggregate.partition_pool import PartitionPool
+    from pushsvc.app import create_app
+    from pushsvc.broker.memory import MemoryBroker, Store
+    from pushsvc.broker.shared_log import LogBroker
+
+    runtime = create_app({"tick": 0}).extensions["pushsvc"]
+    try:
+        assert type(runtime.broker) is MemoryBroker
+        assert isinstance(runtime.broker, LogBroker)
+        assert type(runtime.broker.store) is Store
+        assert isinstance(runtime.partitions, PartitionPool)
+    finally:
+        runtime.close()
