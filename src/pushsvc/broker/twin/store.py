@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pushsvc.broker.base import Appended, Applied, UpdatesHandler
+from pushsvc.broker.publish_payload import PublishPayload, build_payload
 from pushsvc.broker.redis.log import FORGET_SCAN
 from pushsvc.broker.redis.script_replies import LeaseCode
 from pushsvc.broker.shared_log import FIRST, Entry, position
@@ -31,7 +32,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
+from pushsvc.core.updates import Kind, Update, UpdateDraft, UpdateId, new_epoch
 from pushsvc.errors import BrokerUnavailable, Fenced, PublishedAlready, TooManyTopics
 
 log = logging.getLogger(__name__)
@@ -323,50 +324,8 @@ class Store:
         applied: Applied | None,
         fence: str | None,
     ) -> list[Update]:
-        part = self.parts[index]
-        if fence:
-            self.fence(index, fence)
-        recorded = FIRST if part.applied is None else part.applied[0]
-        if applied is not None and position(recorded) > position(applied.after):
-            raise PublishedAlready(
-                f"PUBLISHED the log is applied up to {recorded}, past "
-                f"{applied.after} where this batch continues from"
-            )
-        if part.epoch is None:
-            part.epoch = new_epoch(index)
-        if applied is not None:
-            count = 0 if part.applied is None else part.applied[1]
-            part.applied = (applied.entry_id, count + applied.entries)
-        updates: list[Update] = []
-        for draft in drafts:
-            if (write := draft.series) is not None:
-                tier = (draft.topic, write.group_id, write.resolution)
-                start_ms = write.t_us // 1000
-                if start_ms <= part.points.get(tier, -1):
-                    continue  # its series holds it already: published before
-                part.points[tier] = start_ms
-            part.last_update = next_id(part.last_update, self.now_ms())
-            ms, seq = part.last_update
-            update = Update.of(draft, UpdateId(part.epoch, ms, seq))
-            part.history.append(update)
-            if len(part.history) > self.history_len:
-                gone = part.history.popleft()
-                part.trimmed = (gone.id.ms, gone.id.seq)
-            updates.append(update)
-            if draft.instance is not None:
-                key, body = draft.instance
-                if body:
-                    part.alerts[key] = body
-                else:
-                    part.alerts.pop(key, None)
-            elif write is None:
-                part.first.setdefault(draft.topic, part.last_update)
-                part.latest[draft.topic] = update
-            if draft.groups or draft.forgotten:
-                kept = part.groups.setdefault(draft.topic, {})
-                kept.update(draft.groups)
-                for gid in draft.forgotten:
-                    kept.pop(gid, None)
+        """publish_updates.lua, from the same payload (`pushsvc.broker.publish_payload`)."""
+        updates = self._publish(index, build_payload(drafts, applied=applied, fence=fence))
         if updates:
             for handler in list(self.handlers):
                 try:
@@ -375,8 +334,79 @@ class Store:
                     log.exception("updates handler %r failed", handler)
         return updates
 
+    def _publish(self, index: int, payload: PublishPayload) -> list[Update]:
+        """The payload applied, field by field as the script reads it."""
+        part = self.parts[index]
+        if payload.lease_token:
+            self.fence(index, payload.lease_token)
+        recorded = FIRST if part.applied is None else part.applied[0]
+        if payload.applied_id and position(recorded) > position(payload.applied_after):
+            raise PublishedAlready(
+                f"PUBLISHED the log is applied up to {recorded}, past "
+                f"{payload.applied_after} where this batch continues from"
+            )
+        if part.epoch is None:
+            part.epoch = new_epoch(index)
+        if payload.applied_id:
+            count = 0 if part.applied is None else part.applied[1]
+            part.applied = (payload.applied_id, count + payload.applied_entries)
+        updates: list[Update] = []
+        for draft in payload.drafts:
+            kind = draft.kind
+            if kind is Kind.POINT and not _keep_point(part, draft):
+                continue  # its series holds it already: published before
+            if kind is Kind.DELETION:
+                _drop_topic(part, draft.topic)
+            part.last_update = next_id(part.last_update, self.now_ms())
+            ms, seq = part.last_update
+            update = Update.of(draft, UpdateId(part.epoch, ms, seq))
+            part.history.append(update)
+            if len(part.history) > self.history_len:
+                gone = part.history.popleft()
+                part.trimmed = (gone.id.ms, gone.id.seq)
+            updates.append(update)
+            if kind is Kind.ALERT and draft.instance is not None:
+                key, body = draft.instance
+                if body:
+                    part.alerts[key] = body
+                else:
+                    part.alerts.pop(key, None)
+            elif kind is Kind.UPDATE:
+                part.first.setdefault(draft.topic, part.last_update)
+                part.latest[draft.topic] = update
+            if draft.groups or draft.forgotten:
+                kept = part.groups.setdefault(draft.topic, {})
+                kept.update(draft.groups)
+                for gid in draft.forgotten:
+                    kept.pop(gid, None)
+        return updates
+
     def state(self, index: int) -> tuple[str, int, dict[str, int]]:
         """read_state.lua: the applied position, how many entries, the latest clocks."""
         part = self.parts[index]
         applied, count = part.applied or (FIRST, 0)
         return applied, count, {t: u.clock_us for t, u in part.latest.items()}
+
+
+def _keep_point(part: PartitionData, draft: UpdateDraft) -> bool:
+    """Keep a point in its tier; False when the tier has it already (a bucket is closed once:
+    its start only grows), as XADD refuses an id not above the stream's top."""
+    write = draft.series
+    assert write is not None, "a point's draft"
+    tier = (draft.topic, write.group_id, write.resolution)
+    start_ms = write.t_us // 1000
+    if start_ms <= part.points.get(tier, -1):
+        return False
+    part.points[tier] = start_ms
+    return True
+
+
+def _drop_topic(part: PartitionData, topic: str) -> None:
+    """Everything kept of a deleted topic but its history: its latest update (its next one is
+    its first again), groups, checkpoint and series."""
+    part.latest.pop(topic, None)
+    part.first.pop(topic, None)
+    part.groups.pop(topic, None)
+    part.checkpoints.pop(topic, None)
+    for tier in [tier for tier in part.points if tier[0] == topic]:
+        del part.points[tier]
