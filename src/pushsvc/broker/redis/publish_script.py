@@ -100,11 +100,11 @@ class PublishScript:
             part.alert_keys,
         ]
         payload = build_payload(drafts, applied=applied, fence=fence)
-        document = encode_payload(
+        args = encode_payload(
             payload, self.names(index), series_key=part.series, series_id=series_id
         )
         with unavailable("publish_updates"):
-            reply = PublishReply.decode(self._script(keys=keys, args=[document]))
+            reply = PublishReply.decode(self._script(keys=keys, args=args))
         return [
             Update.of(d, UpdateId.of_stream_id(reply.epoch, i)) if i else None
             for d, i in zip(drafts, reply.stream_ids, strict=True)
