@@ -203,13 +203,18 @@ end
 -- A topic's live groups as of this draft (what a snapshot shows), marked with the epoch: a
 -- group written in a lost history is not live. Those of a draft that a deletion of its topic
 -- follows are dropped again by the deletion.
-local function keep_groups(topic, draft)
+-- (Most drafts carry neither list: no table is made for them.)
+local function keep_groups(topic, groups, forgotten)
   local groups_key = groups_prefix .. topic
-  for _, group in ipairs(draft.groups or {}) do
-    redis.call('HSET', groups_key, group[1], epoch .. ' ' .. group[2])
+  if groups then
+    for _, group in ipairs(groups) do
+      redis.call('HSET', groups_key, group[1], epoch .. ' ' .. group[2])
+    end
   end
-  for _, group_id in ipairs(draft.forgotten or {}) do
-    redis.call('HDEL', groups_key, group_id)
+  if forgotten then
+    for _, group_id in ipairs(forgotten) do
+      redis.call('HDEL', groups_key, group_id)
+    end
   end
 end
 for place, draft in ipairs(drafts) do
@@ -237,7 +242,7 @@ for place, draft in ipairs(drafts) do
         redis.call('ZADD', alert_keys_key, 0, instance.key)
       end
     end
-    keep_groups(topic, draft)
+    if draft.groups or draft.forgotten then keep_groups(topic, draft.groups, draft.forgotten) end
     if not point and not deletion then previous[topic] = id end
     if run_topic ~= topic then
       if run_topic then flush() end
