@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pushsvc.core.cursor import Cursor
-from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.core.updates import Kind, Run, Update, UpdateId
 from pushsvc.deliver.conflating_queue import ConflatingQueue
 from pushsvc.deliver.rendering import run_of
 
@@ -89,7 +89,7 @@ def test_the_floor_is_per_partition_and_forgets_each_partition_once_passed() -> 
 
 def _deletion(topic: str, n: int) -> Run:
     body = b'{"gap":true,"topics":{},"deleted":["%s"]}' % topic.encode()
-    return run_of([Update.numbered(topic, UpdateId("e", 0, n), n, body)])
+    return run_of([Update.numbered(topic, UpdateId("e", 0, n), n, body, Kind.DELETION)])
 
 
 def test_a_conflating_stream_still_gets_a_deletion_and_the_updates_after_it() -> None:

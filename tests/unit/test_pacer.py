@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushsvc.core.updates import Update, UpdateId
+from pushsvc.core.updates import Kind, Update, UpdateId
 from pushsvc.deliver.pacer import Pacer
 
 
@@ -71,7 +71,8 @@ def test_a_deletion_goes_at_once_and_drops_the_update_held_back_of_its_topic() -
     pacer = Pacer(0.5)
     pacer.admit([_update("a", 1)], now=10.0)
     assert pacer.admit([_update("a", 2)], now=10.1) == []
-    deletion = Update.numbered("a", UpdateId("ab", 0, 3), 3, b'{"gap":true,"topics":{}}')
+    body = b'{"gap":true,"topics":{}}'
+    deletion = Update.numbered("a", UpdateId("ab", 0, 3), 3, body, Kind.DELETION)
     assert pacer.admit([deletion], now=10.2) == [deletion]
     assert not pacer.pending
     assert _seqs(pacer.admit([_update("a", 4)], now=10.3)) == []  # the interval still holds

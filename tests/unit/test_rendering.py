@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import encode_update
-from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message
+from pushsvc.core.updates import Kind, Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for, run_of
 
@@ -80,7 +80,7 @@ def test_runs_do_not_share_their_renderings() -> None:
 
 def _point(n: int, resolution: str = "1s") -> Update:
     body = b'{"resolution":"%b","ts":%d,"count":1}' % (resolution.encode(), n)
-    return Update.numbered("a", UpdateId("e", 0, n), n, body)
+    return Update.numbered("a", UpdateId("e", 0, n), n, body, Kind.POINT)
 
 
 def test_a_stream_without_a_projection_gets_every_message_but_points() -> None:
@@ -140,7 +140,7 @@ def test_a_run_joins_its_frames_once() -> None:
 
 def test_every_stream_gets_a_deletion_whole_whatever_it_projects_or_filters() -> None:
     body = b'{"gap":true,"topics":{},"deleted":["t"]}'
-    deletion = Update.numbered("t", UpdateId("ab", 0, 9), 9, body)
+    deletion = Update.numbered("t", UpdateId("ab", 0, 9), 9, body, Kind.DELETION)
     expected = encode_update("ab:0-9", b'{"id":"ab:0-9",' + body[1:], "snapshot")
     assert deletion.sse == expected
     projected = Projection.parse("1m", "mean", known_windows=["1m"], group=["station:grill"])

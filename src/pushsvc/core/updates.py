@@ -15,10 +15,9 @@ Other messages share the updates' id sequence, history and delivery: a closed se
 an alert's state change on the reserved topic `_alerts` (`alert_draft`, `event: alert`), and
 a topic's deletion (`deletion_draft`, `event: snapshot`, data `{"id","gap":true,"topics":{},
 "deleted":[topic]}`: the `"gap": true` snapshot its streams get where `DELETE /topics/{t}`
-forgot it). A message's kind is its body's first member (`"topic"` for an update,
-`"resolution"` for a point, `"alert"` for an alert, `"gap"` for a deletion), so every store
-and wire format carries messages as they carry updates, and only `Update.numbered` tells them
-apart.
+forgot it). A message says its kind (`Kind`) in a field of its own: the draft's `kind`, the
+publish payload's, a history entry's `k`, a pub/sub message's first word for any kind but an
+update (`pushsvc.broker.redis.wire`). Its JSON is the browser's and is never read for it.
 
 Update ids are `{epoch}:{ms}-{seq}`. The epoch is a short random hex token naming one
 history; it changes when the history is reset (a new memory broker, Redis restarted
@@ -39,6 +38,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, NamedTuple
 
 import orjson
@@ -157,6 +157,51 @@ class UpdateId:
         return self.text
 
 
+class Kind(Enum):
+    """What a message is. The value is its stored form: one letter, in a history entry's `k`
+    field, the publish payload's `kind` and a pub/sub message's first word
+    (`publish_updates.lua` names the same letters). `event` is its SSE event name."""
+
+    UPDATE = "u"
+    """A topic's statistics: what a topic's latest is."""
+    POINT = "p"
+    """A closed series bucket (`point_draft`)."""
+    ALERT = "a"
+    """An alert instance's state change (`alert_draft`)."""
+    DELETION = "d"
+    """A topic's deletion (`deletion_draft`): its streams' `"gap": true` snapshot."""
+
+    @property
+    def event(self) -> str:
+        return _EVENT_OF[self]
+
+    @classmethod
+    def stored(cls, code: bytes | None, body: bytes) -> Kind:
+        """The kind a history entry's `k` names (KeyError for another letter). An entry
+        without one was written before kinds were stored, when a kind was its body's first
+        member: read so (a history kept across the upgrade reads whole), and only there.
+        Drop that branch once no such history can be kept (it is trimmed within `history`
+        updates of the upgrade)."""
+        if code is not None:
+            return _KIND_OF_CODE[code]
+        for start, kind in _UNMARKED:
+            if body.startswith(start):
+                return kind
+        return Kind.UPDATE
+
+
+_EVENT_OF = {
+    Kind.UPDATE: UPDATE_EVENT,
+    Kind.POINT: POINT_EVENT,
+    Kind.ALERT: ALERT_EVENT,
+    Kind.DELETION: SNAPSHOT_EVENT,
+}
+_KIND_OF_CODE = {kind.value.encode(): kind for kind in Kind}
+_KIND_OF_EVENT = {event: kind for kind, event in _EVENT_OF.items()}
+# How a message's body started, by kind, in the history entries written before `k` was.
+_UNMARKED = ((b'{"resolution"', Kind.POINT), (b'{"alert"', Kind.ALERT), (b'{"gap"', Kind.DELETION))
+
+
 @dataclass(slots=True)
 class GroupPart:
     """One group's statistics in an update (`"group"`, or an item of a tick's `"groups"`):
@@ -195,11 +240,13 @@ class UpdateDraft:
     instance: tuple[str, bytes] | None = None
     """An alert's draft (`alert_draft`): the instance's key and its JSON while it is pending or
     firing (b"" once resolved), for the broker's list of active instances."""
+    kind: Kind = Kind.UPDATE
+    """What the message is, said by whoever made the draft (the helpers below)."""
 
     @property
     def deletes(self) -> bool:
         """Whether this is a topic's deletion (`deletion_draft`)."""
-        return self.body.startswith(DELETION_BODY)
+        return self.kind is Kind.DELETION
 
     def forgetting(self, groups: Sequence[tuple[str, Mapping[str, str | None]]]) -> UpdateDraft:
         """This draft, also telling that these groups (id, key) left the live set."""
@@ -227,12 +274,8 @@ class SeriesWrite(NamedTuple):
     keep_from_us: int
 
 
-POINT_BODY = b'{"resolution"'
-"""How a point's body (and only a point's) starts."""
 ALERT_BODY = b'{"alert"'
-"""How an alert's body (and only an alert's) starts."""
-DELETION_BODY = b'{"gap"'
-"""How a deletion's body (and only a deletion's) starts."""
+"""How an alert's body starts (`alert_draft` checks what it is given)."""
 
 
 def deletion_draft(topic: str, clock_us: int) -> UpdateDraft:
@@ -242,7 +285,7 @@ def deletion_draft(topic: str, clock_us: int) -> UpdateDraft:
     the broker drops the topic's latest update, groups and series with it, and its history
     reads start after it; the topic's next update starts it afresh."""
     body = orjson.dumps({"gap": True, "topics": {}, "deleted": [topic]})
-    return UpdateDraft(topic, clock_us, body)
+    return UpdateDraft(topic, clock_us, body, kind=Kind.DELETION)
 
 
 def alert_draft(topic: str, clock_us: int, body: bytes, key: str, active: bool) -> UpdateDraft:
@@ -251,7 +294,9 @@ def alert_draft(topic: str, clock_us: int, body: bytes, key: str, active: bool) 
     instance; `active`: pending or firing after this change (the broker lists it)."""
     if not body.startswith(ALERT_BODY):
         raise ValueError('an alert\'s body starts with its "alert" member')
-    return UpdateDraft(topic, clock_us, body, instance=(key, body if active else b""))
+    return UpdateDraft(
+        topic, clock_us, body, instance=(key, body if active else b""), kind=Kind.ALERT
+    )
 
 
 def point_draft(
@@ -267,7 +312,7 @@ def point_draft(
     if group_key is not None:
         fields["group"] = group_key
     fields["point"] = point
-    return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series)
+    return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series, kind=Kind.POINT)
 
 
 def draft(
@@ -334,20 +379,27 @@ class Update:
 
     @classmethod
     def of(cls, draft: UpdateDraft, update_id: UpdateId) -> Update:
-        return cls.numbered(draft.topic, update_id, draft.clock_us, draft.body)
+        return cls.numbered(draft.topic, update_id, draft.clock_us, draft.body, draft.kind)
 
     @classmethod
-    def numbered(cls, topic: str, update_id: UpdateId, clock_us: int, body: bytes) -> Update:
+    def numbered(
+        cls,
+        topic: str,
+        update_id: UpdateId,
+        clock_us: int,
+        body: bytes,
+        kind: Kind = Kind.UPDATE,
+    ) -> Update:
         """The message from a draft's parts: the id becomes the JSON object's first member;
-        the body's first member tells an update from a point."""
+        `kind` (stored beside the body, never read from it) names its SSE event."""
         data = b'{"id":"' + update_id.text.encode() + b'",' + body[1:]
-        if body.startswith(POINT_BODY):
-            return cls(topic, update_id, clock_us, data, POINT_EVENT)
-        if body.startswith(ALERT_BODY):
-            return cls(topic, update_id, clock_us, data, ALERT_EVENT)
-        if body.startswith(DELETION_BODY):
-            return cls(topic, update_id, clock_us, data, SNAPSHOT_EVENT)
-        return cls(topic, update_id, clock_us, data)
+        if kind is Kind.UPDATE:
+            return cls(topic, update_id, clock_us, data)
+        return cls(topic, update_id, clock_us, data, _EVENT_OF[kind])
+
+    @property
+    def kind(self) -> Kind:
+        return _KIND_OF_EVENT[self.event]
 
     @property
     def sse(self) -> bytes:

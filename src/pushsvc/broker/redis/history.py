@@ -36,7 +36,7 @@ from pushsvc.broker.redis.resume import start_after
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.core.topics import ALERTS
-from pushsvc.core.updates import DELETION_BODY, POINT_BODY, Update, UpdateId
+from pushsvc.core.updates import Kind, Update, UpdateId
 
 _FIRST_CHUNK = 256
 _MAX_CHUNK = 8192
@@ -101,6 +101,7 @@ class HistoryReader:
         if epoch is None or head is None:
             return None
         of_epoch = epoch
+        # A topic's chain holds its updates only (`publish_updates.lua`), as the scan keeps.
         updates = [
             Update.numbered(topic, UpdateId.of_stream_id(of_epoch, e.stream_id), e.clock_us, e.body)
             for e in entries
@@ -198,14 +199,19 @@ def _by_time(update: Update) -> tuple[int, int]:
     return update.id.ms, update.id.seq
 
 
+def _kind(fields: dict[bytes, bytes]) -> Kind:
+    """The entry's kind, as its `k` field says (`Kind.stored`)."""
+    return Kind.stored(fields.get(b"k"), fields[b"b"])
+
+
 def _is_deletion(fields: dict[bytes, bytes]) -> bool:
     """A topic's deletion: its history starts after it."""
-    return fields[b"b"].startswith(DELETION_BODY)
+    return _kind(fields) is Kind.DELETION
 
 
 def _is_point(fields: dict[bytes, bytes]) -> bool:
     """A series point among the updates: the history answers updates only (points: /series)."""
-    return fields[b"b"].startswith(POINT_BODY)
+    return _kind(fields) is Kind.POINT
 
 
 _Raw = tuple[bytes, dict[bytes, bytes]]

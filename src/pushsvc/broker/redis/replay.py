@@ -21,7 +21,7 @@ from typing import Any
 from pushsvc.broker.redis.keys import PartitionKeys
 from pushsvc.broker.redis.wire import StreamEntry, stream_entries, stream_position
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateId
+from pushsvc.core.updates import Kind, Update, UpdateId
 
 Position = tuple[int, int]
 
@@ -55,8 +55,13 @@ class PartitionRead:
             assert self.epoch is not None, "a history without an epoch replays nothing"
             stream_id, fields = self.entries[index]
             update_id = UpdateId.of_stream_id(self.epoch, stream_id)
+            body = fields[b"b"]
             found = Update.numbered(
-                self.entry_topics[index], update_id, int(fields[b"c"]), fields[b"b"]
+                self.entry_topics[index],
+                update_id,
+                int(fields[b"c"]),
+                body,
+                Kind.stored(fields.get(b"k"), body),
             )
             self.decoded[index] = found
         return found

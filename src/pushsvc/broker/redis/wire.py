@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.core.event import Event
-from pushsvc.core.updates import Update, UpdateId
+from pushsvc.core.updates import Kind, Update, UpdateId
 from pushsvc.errors import (
     BrokerBusy,
     BrokerFull,
@@ -127,10 +127,22 @@ def _fields(raw: Any) -> dict[bytes, bytes]:
 
 
 def unpack(topic: str, packed: bytes) -> Update:
-    """`<id> <clock_us> <body>`, as the publish script writes messages and `latest` values."""
+    """`<id> <clock_us> <body>`, as the publish script writes an update's message and every
+    `latest` value, or `<kind> <id> <clock_us> <body>`, another kind's message: its `Kind`'s
+    letter first (an id is never one letter: it holds a colon)."""
+    kind = Kind.UPDATE
+    if packed[1:2] == b" ":
+        kind = _KIND_OF_LETTER.get(packed[:1], Kind.UPDATE)
+        if kind is Kind.UPDATE:
+            raise ValueError(f"not a kind: {packed[:1]!r}")
+        packed = packed[2:]
     text_id, clock_us, body = packed.split(b" ", 2)
     update_id = UpdateId.issued(text_id.decode())
-    return Update.numbered(topic, update_id, int(clock_us), body)
+    return Update.numbered(topic, update_id, int(clock_us), body, kind)
+
+
+# The letters a message may start with: an update's has none.
+_KIND_OF_LETTER = {kind.value.encode(): kind for kind in Kind if kind is not Kind.UPDATE}
 
 
 def encode_events(events: Sequence[Event]) -> bytes:
