@@ -3,7 +3,8 @@
 `pushsvc serve` (embedded broker, `--tick 0`) from a tree's `src/` is started fresh, given
 `--warmup` POSTs, then `--posts` more, one at a time from one client on one keep-alive
 connection, each a `{"value": 1.5}` answered 202. The figure is the server process's CPU
-(user + system, from /proc/<pid>/stat) over those `--posts`, per POST, in µs.
+(user + system, from /proc/<pid>/stat) over those `--posts`, per POST, in µs, beside how
+often it blocked per POST (voluntary context switches: its waits for the next request).
 
 With `--before` another tree's `src/` runs too, the two taking turns in `--rounds` rounds (the
 order swapped each round, so that a drift of the machine's load favours neither): each
