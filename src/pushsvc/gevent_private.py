@@ -28,6 +28,11 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `WSGIHandler._sendall`, `.status`, `.code`, `.response_length` — every write of a response,
   given a deadline (`PywsgiHandler.send_all`). Pinned by
   tests/system/hostile/test_unfinished_bodies.py::test_a_response_never_read_is_cut_off.
+* A gevent socket's `send(data, flags, timeout)` with a timeout of 0.0, and its timeout set
+  to 0.0 around a read (`send_now`, `read_now`): gevent then raises EWOULDBLOCK instead of
+  waiting, and gevent's SSL socket ignores the first and returns partial lines for the second,
+  so neither is tried on TLS. Pinned by tests/unit/test_body_reader.py and
+  tests/system/hostile/test_unfinished_bodies.py::test_a_response_never_read_is_cut_off.
 * `pywsgi.Input.rfile`, `.content_length`, `.chunked_input` — the raw reader of a request
   that has neither `Content-Length` nor chunked framing, whose body pywsgi reads as empty
   (`unframed_input`; a POST's body is then read up to the connection's end). Pinned by
@@ -62,6 +67,7 @@ from typing import Any, Protocol
 
 import gevent
 from gevent.pywsgi import Input, OldMessage, WSGIHandler, WSGIServer
+from gevent.ssl import SSLSocket
 
 RequestHead = OldMessage
 """What `PywsgiHandler.read_head` returns: pywsgi's header message type."""
@@ -137,6 +143,35 @@ def unframed_input(environ: Mapping[str, object]) -> Any | None:
         return None
     unframed = wsgi_input.content_length is None and not wsgi_input.chunked_input
     return wsgi_input.rfile if unframed else None
+
+
+def is_tls(sock: Any) -> bool:
+    """Whether a gevent socket is gevent's SSL socket."""
+    return isinstance(sock, SSLSocket)
+
+
+def send_now(sock: Any, data: memoryview) -> int:
+    """How much of `data` one send on the plain gevent socket `sock` takes without waiting
+    for the kernel's send buffer: 0 when it is full."""
+    try:
+        sent: int = sock.send(data, 0, 0.0)  # gevent's timeout: 0.0 never waits
+    except BlockingIOError:
+        return 0
+    return sent
+
+
+def read_now(sock: Any, read: Callable[[int], bytes], size: int) -> bytes:
+    """`read(size)` (a buffered reader's `read1` over the plain gevent socket `sock`) with no
+    wait for the client: what the reader's buffer or one recv holds, b"" when neither holds
+    anything (or at the end of the stream, which a read that may wait then finds again).
+    Never a `readline`: a line cut short by a recv with nothing more would come back as if
+    whole."""
+    previous = sock.gettimeout()
+    sock.settimeout(0.0)  # gevent then raises EWOULDBLOCK, which the reader turns into b""
+    try:
+        return read(size)
+    finally:
+        sock.settimeout(previous)
 
 
 class PywsgiHandler(WSGIHandler):

@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import gevent
@@ -27,6 +28,9 @@ from pushsvc.gevent_private import (
     PywsgiServer,
     RequestHead,
     body_input,
+    is_tls,
+    read_now,
+    send_now,
 )
 from pushsvc.http.body_deadline import BodyReader, BodyTooSlow
 from pushsvc.http.request_headers import read_headers
@@ -159,6 +163,13 @@ class HeadTimeoutHandler(PywsgiHandler):
         ever: a client that asked for a large answer and never read it held it in memory)."""
         sock = self.socket
         view = memoryview(data)
+        if not is_tls(sock):
+            # Most answers fit the kernel's send buffer: one send that never waits takes them
+            # whole, and a send that does not wait needs no deadline (arming one, a timer and
+            # an exception object, cost more than the send did). Only what it leaves is
+            # written under the deadline. (TLS: gevent's SSL socket cannot be asked not to
+            # wait; every piece there is written under it.)
+            view = view[send_now(sock, view) :]
         while view:
             deadline = gevent.Timeout.start_new(self.write_timeout_s, _WriteTooSlow)
             try:
@@ -188,6 +199,11 @@ class HeadTimeoutHandler(PywsgiHandler):
         if self._body is None or not length or length > self.max_body_bytes:
             return True  # no body, one of unknown length, or one the app refuses (413)
         assert wsgi_input is not None
+        sock = self.socket
+        if not is_tls(sock):
+            # A small body comes with its head, already in the connection's buffer: read
+            # without arming the deadlines' timer or counting the connection as waiting.
+            self._body.read_first_with(partial(read_now, sock))
         try:
             data: bytes = wsgi_input.read(length)  # sends `100 Continue` where asked
         except BodyTooSlow:

@@ -12,6 +12,11 @@ one pywsgi makes after the answer to discard what the app left unread:
   bytes is a series of pieces, each as the socket gives it: a body that keeps coming, however
   large, is never cut off while it is within the total deadline).
 
+A piece already at hand (in the connection's buffer, or what one recv that does not wait
+gives: a small body sent with its head) is read with no timer armed and without counting the
+connection as waiting on its client (`read_first_with`): nothing waits, so no deadline can
+pass during it, and both deadlines are checked before it as before any piece.
+
 Past either, the read raises `BodyTooSlow` (an OSError, which pywsgi's discard takes for a
 client that went away) and the connection is marked to close. `refuse` ends a body the app
 will not take (413): nothing more of it is read, without end or otherwise.
@@ -43,6 +48,11 @@ class BodyRefused(ConnectionAbortedError):
     closes after the answer."""
 
 
+ReadNow = Callable[[Callable[[int], bytes], int], bytes]
+"""`read_now(read1, size)`: `read1(size)` that never waits on the client; b"" when nothing is at
+hand (`pushsvc.gevent_private.read_now`)."""
+
+
 class _Reader(Protocol):
     def read1(self, size: int = ..., /) -> bytes: ...
 
@@ -52,7 +62,15 @@ class _Reader(Protocol):
 class BodyReader:
     """The reader a request's body is read through; see the module docstring."""
 
-    __slots__ = ("_deadline", "_ended", "_on_waiting", "_raw", "_read_timeout_s", "_to_close")
+    __slots__ = (
+        "_deadline",
+        "_ended",
+        "_on_waiting",
+        "_raw",
+        "_read_now",
+        "_read_timeout_s",
+        "_to_close",
+    )
 
     def __init__(
         self,
@@ -72,6 +90,8 @@ class BodyReader:
         """Told True before a read waits on the client, False after."""
         self._ended: type[OSError] | None = None
         """What every read raises, once the body was refused or ran out of time."""
+        self._read_now: ReadNow | None = None
+        """Reads a piece with no wait, b"" when none is at hand (`read_first_with`)."""
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to `size` bytes (all, up to the body's end, for None or a negative size),
@@ -79,7 +99,7 @@ class BodyReader:
         parts: list[bytes] = []
         left = -1 if size is None or size < 0 else size
         while left != 0:
-            part = self._piece(self._raw.read1, 1 << 16 if left < 0 else left)
+            part = self._piece(self._raw.read1, 1 << 16 if left < 0 else left, now=True)
             if not part:
                 break
             parts.append(part)
@@ -91,11 +111,18 @@ class BodyReader:
         # Chunked framing's size lines: short, each read whole within one wait.
         return self._piece(self._raw.readline, -1 if size is None else size)
 
+    def read_first_with(self, read_now: ReadNow) -> None:
+        """Try each piece `read` reads with `read_now(read1, size)` first, which must never
+        wait on the client and returns b"" when nothing is at hand; the piece is read under
+        the deadlines only then. (`readline` never: a line may be cut short by such a read.)"""
+        self._read_now = read_now
+
     def detach(self) -> None:
         """Let go of the connection's handler (its callbacks) once the request is done: the
         environ holds this reader, and the handler the environ, a cycle otherwise."""
         self._to_close = _nothing
         self._on_waiting = _nothing_waits
+        self._read_now = None
 
     def refuse(self) -> None:
         """Read nothing more of this body (it was answered 413); the connection closes after
@@ -103,12 +130,16 @@ class BodyReader:
         self._ended = BodyRefused
         self._to_close()
 
-    def _piece(self, read: Callable[[int], bytes], size: int) -> bytes:
+    def _piece(self, read: Callable[[int], bytes], size: int, *, now: bool = False) -> bytes:
         if self._ended is not None:
             raise self._ended("the request body was refused, or did not arrive in time")
         wait = min(self._read_timeout_s, self._deadline - time.monotonic())
         if wait <= 0:
             self._expire()
+        if now and self._read_now is not None:
+            part = self._read_now(read, size)
+            if part:
+                return part  # nothing waited: no deadline could pass, nobody waited on
         timer = gevent.Timeout.start_new(wait)
         self._on_waiting(True)
         try:

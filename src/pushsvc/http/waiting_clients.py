@@ -80,18 +80,27 @@ class WaitingClients:
 
     def started(self, client: Waiting, address: str) -> None:
         """`client`, from `address`, waits from now (again: it is then the youngest)."""
-        self.ended(client)
+        # Twice a request on every keep-alive connection (its head, then its body): a few
+        # dict operations, and a dict made only for an address that has none waiting.
+        waiting = self._waiting
+        if client in waiting:
+            del waiting[client]
+            self._forget_address(client)
         now = self._clock()
         shed = 0
-        mine = self._by_address.get(address)
-        if self.per_address is not None and mine is not None and len(mine) >= self.per_address:
+        by_address = self._by_address
+        mine = by_address.get(address)
+        if mine is not None and self.per_address is not None and len(mine) >= self.per_address:
             shed += self._shed_from(self._old(mine, len(mine) - self.per_address + 1, now))
-        waiting = self._waiting
         if len(waiting) >= self.cap:
             shed += self._shed_from(self._old(waiting, len(waiting) - self.cap + 1, now))
+        if shed:
+            mine = by_address.get(address)  # shedding forgets an address left with none
+        if mine is None:
+            mine = by_address[address] = {}
+        mine[client] = now
         waiting[client] = now
         self._address_of[client] = address
-        self._by_address.setdefault(address, {})[client] = now
         if shed:
             self._on_shed(shed)
 

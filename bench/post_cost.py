@@ -1,0 +1,156 @@
+"""The server's CPU per single-event POST, on one keep-alive connection.
+
+`pushsvc serve` (embedded broker, `--tick 0`) from a tree's `src/` is started fresh, given
+`--warmup` POSTs, then `--posts` more, one at a time from one client on one keep-alive
+connection, each a `{"value": 1.5}` answered 202. The figure is the server process's CPU
+(user + system, from /proc/<pid>/stat) over those `--posts`, per POST, in µs, beside how
+often it blocked per POST (voluntary context switches: its waits for the next request).
+
+With `--before` another tree's `src/` runs too, the two taking turns in `--rounds` rounds (the
+order swapped each round, so that a drift of the machine's load favours neither): each
+round's figure, then each tree's median and their ratio.
+
+    python -m bench.post_cost                                   # this tree, one round
+    python -m bench.post_cost --before /tmp/post-before/src --rounds 4
+    python -m bench.post_cost --src /tmp/post-4af/src --before /tmp/post-before/src --json
+
+Stand-alone on purpose, like `bench.hostile_bodies`: the server from any tree, the client
+from the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from harness.procfs import cpu_seconds
+
+from bench.standalone import LISTENING, SRC, pushsvc_env, started
+
+BODY = b'{"value": 1.5}'
+HEADERS = {"Content-Type": "application/json"}
+PATH = "/topics/bench.post/events"
+
+
+def _post_many(conn: http.client.HTTPConnection, count: int) -> None:
+    for _ in range(count):
+        conn.request("POST", PATH, BODY, HEADERS)
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status != 202:
+            raise RuntimeError(f"POST {PATH}: {answer.status}")
+
+
+def _sleeps(pid: int) -> int:
+    """How often the process has blocked so far (all its threads' voluntary context
+    switches): the server's waits for its client's next request show here."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        status = (task / "status").read_text()
+        total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
+def measure(src: Path, posts: int, warmup: int) -> dict[str, object]:
+    """One fresh server from `src`: its CPU per POST over `posts` after `warmup`."""
+    argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
+    with started(argv, pushsvc_env(src), LISTENING) as (proc, found):
+        conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=30)
+        # Imports done lazily, caches filled, the topic made: not what a POST costs.
+        _post_many(conn, warmup)
+        before, sleeps = cpu_seconds(proc.pid), _sleeps(proc.pid)
+        wall = time.perf_counter()
+        _post_many(conn, posts)
+        wall = time.perf_counter() - wall
+        after, sleeps = cpu_seconds(proc.pid), _sleeps(proc.pid) - sleeps
+        conn.close()
+    if before is None or after is None:
+        raise RuntimeError(f"the server from {src} ended during the run")
+    return {
+        "src": str(src),
+        "posts": posts,
+        "server_cpu_s": round(after - before, 3),
+        "cpu_us_per_post": round((after - before) / posts * 1e6, 1),
+        "wall_us_per_post": round(wall / posts * 1e6, 1),
+        # A server that finishes a request before its client sends the next one sleeps in
+        # epoll and wakes for it, which costs CPU too: a faster path can show more of it.
+        "sleeps_per_post": round(sleeps / posts, 2),
+    }
+
+
+def run(
+    trees: dict[str, Path], posts: int, warmup: int, rounds: int, out: TextIO
+) -> dict[str, object]:
+    """`rounds` rounds over `trees` (name: src), the order swapped every round; each
+    round's line to `out` as it ends."""
+    names = list(trees)
+    rows: list[dict[str, object]] = []
+    for number in range(1, rounds + 1):
+        for name in names if number % 2 else names[::-1]:
+            row = {"round": number, "tree": name, **measure(trees[name], posts, warmup)}
+            rows.append(row)
+            print(
+                f"round {number} {name:<7} {row['cpu_us_per_post']:>7} µs server CPU/POST "
+                f"({row['wall_us_per_post']} µs wall, {row['sleeps_per_post']} sleeps)  "
+                f"{row['src']}",
+                file=out,
+                flush=True,
+            )
+    medians = {
+        name: statistics.median(
+            float(r["cpu_us_per_post"])  # type: ignore[arg-type]
+            for r in rows
+            if r["tree"] == name
+        )
+        for name in names
+    }
+    summary: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "posts": posts,
+        "warmup": warmup,
+        "rounds": rounds,
+        "rows": rows,
+        "median_cpu_us_per_post": medians,
+    }
+    if "before" in medians:
+        summary["after_over_before"] = round(medians["after"] / medians["before"], 3)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_argument("--posts", type=int, default=10_000, help="measured, per round and tree")
+    cli.add_argument("--warmup", type=int, default=500, help="POSTs before measuring")
+    cli.add_argument("--rounds", type=int, default=1)
+    cli.add_argument("--src", type=Path, default=SRC, help="the src/ measured ('after')")
+    cli.add_argument("--before", type=Path, help="another src/, measured in turns with --src")
+    cli.add_argument("--json", action="store_true", help="one JSON line (rounds on stderr)")
+    args = cli.parse_args(argv)
+    trees = {"after": args.src} if args.before is None else {
+        "before": args.before, "after": args.src
+    }  # fmt: skip
+    summary = run(
+        trees, args.posts, args.warmup, args.rounds, sys.stderr if args.json else sys.stdout
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return
+    medians = summary["median_cpu_us_per_post"]
+    assert isinstance(medians, dict)
+    for name, median in medians.items():
+        print(f"median {name:<7} {median:>7.1f} µs server CPU/POST  {trees[name]}")
+    if "after_over_before" in summary:
+        print(f"after / before: {summary['after_over_before']}")
+
+
+if __name__ == "__main__":
+    main()
