@@ -138,7 +138,11 @@ def test_a_live_stream_that_never_reads_is_conflated_then_cut_off(topic: str) ->
         read_until_closed(attacker)
         # The bound, plus one run (taken whole) and its topic's latest update.
         assert highest <= BOUND + 700 * KIB, highest
-        assert _rss(proc) - before < 12 * MIB
+        # The server's own growth besides the stream: the event log keeps each batch's events
+        # (these tags, parsed, take about 5 kB an event) for the widest window and the
+        # lateness, until its partition's aggregator trims it (docs/reliability.md).
+        logged = 60 * len(batch) * 6 * KIB
+        assert _rss(proc) - before < 12 * MIB + logged
         legit.round()
         legit.assert_fast()
     finally:

@@ -76,7 +76,7 @@ class MemoryLeaseGroup:
         if not self.member:
             # As on Redis: the join time first (fixed digits), so that ids sort by it.
             self.member = f"{now_ms:013d}:{self._name}"
-            log.warning("joining the aggregators as %s", self.member)
+            log.info("joining the aggregators as %s", self.member)  # one process: news to none
         held = list(self._held.values())
         fresh = [lease.asking() for lease in held]
 
