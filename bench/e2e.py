@@ -1,7 +1,9 @@
-"""The end-to-end benchmark: batch POSTs into Redis mode with N subscribers.
+"""The end-to-end benchmark: batch POSTs into Redis mode, or the embedded server, with N
+subscribers.
 
 For each (W web processes, projection) it starts a redis-server of its own, one
-`pushsvc aggregate` and W `pushsvc web` (bench/servers.py), opens N subscribers on one
+`pushsvc aggregate` and W `pushsvc web` (bench/servers.py), or with W = 0 one `pushsvc serve`
+(`--pushsvc-src` runs another tree's), opens N subscribers on one
 topic spread over the web processes (bench/loadgen in `--mode ids`, its own process),
 POSTs M events in batches of B as fast as they are accepted (P publishers, each on a
 keep-alive connection, round-robin over the web processes), and reports one row:
@@ -36,7 +38,7 @@ from bench.child import JsonLinesChild, run_scenario
 from bench.common import CpuMeter, Report, fmt, machine
 from bench.common import parser as common_parser
 from bench.posting import batches, publish
-from bench.servers import REPO, TOPIC, PushsvcRedis
+from bench.servers import REPO, TOPIC, PushsvcRedis, PushsvcServe, use_pushsvc_src
 from pushsvc.core.lists import comma_list
 
 DEFAULT_PROJECTIONS = ("full", "stats=count&windows=10s")
@@ -63,8 +65,8 @@ class Scenario:
     server_args: tuple[str, ...] = ()
 
     def row(self) -> dict[str, Any]:
-        return {"server": f"pushsvc-redis-{self.web}", **asdict(self),
-                "server_args": list(self.server_args)}  # fmt: skip
+        server = f"pushsvc-redis-{self.web}" if self.web else "pushsvc-memory"
+        return {"server": server, **asdict(self), "server_args": list(self.server_args)}
 
 
 def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
@@ -75,12 +77,15 @@ def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
     profile_dir = Path(args.profile) if args.profile else None
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
-    deployment = PushsvcRedis(
-        scenario.web, extra_args=scenario.server_args, profile_dir=profile_dir
-    )
+    deployment: PushsvcRedis | PushsvcServe
+    if scenario.web:
+        deployment = PushsvcRedis(
+            scenario.web, extra_args=scenario.server_args, profile_dir=profile_dir
+        )
+    else:  # the embedded server: one process, its core in memory
+        deployment = PushsvcServe(extra_args=scenario.server_args)
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
-        assert deployment.redis is not None and deployment.aggregator is not None
         bases = deployment.bases()
         query = "" if scenario.projection == "full" else f"?{scenario.projection}"
         streams = [f"{url}{query}" for url in deployment.stream_urls()]
@@ -92,8 +97,14 @@ def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
             raise RuntimeError(f"only {opened['ready']} of {n} subscribers are live: {opened}")
         warm_up(bases)
         bodies = batches(m, scenario.batch)
-        pids = {"redis": deployment.redis.pid, "aggregator": deployment.aggregator.pid}
-        pids |= {f"web-{i}": web.pid for i, web in enumerate(deployment.webs)}
+        pids: dict[str, int]
+        if isinstance(deployment, PushsvcRedis):
+            assert deployment.redis is not None and deployment.aggregator is not None
+            assert deployment.redis.pid is not None
+            pids = {"redis": deployment.redis.pid, "aggregator": deployment.aggregator.pid}
+            pids |= {f"web-{i}": web.pid for i, web in enumerate(deployment.webs)}
+        else:
+            pids = {"serve": deployment.proc.pid}
         pids |= {"subscribers": subscribers.proc.pid, "publisher": os.getpid()}
         meter = CpuMeter(pids).start()
         path = f"/topics/{TOPIC}/events"
@@ -124,7 +135,7 @@ def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
             "bytes_per_update": round(drained["bytes"] / received, 1) if received else None,
             **cpu,
         }
-        if profile_dir is not None:
+        if profile_dir is not None and scenario.web:
             out["profile"] = {
                 name: top_functions(profile_dir / f"{name}.prof", args.profile_top)
                 for name in ["aggregator", *(f"web-{i}" for i in range(scenario.web))]
@@ -209,7 +220,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--batch", "-b", type=int, default=1000, help="events per POST")
     add("--subscribers", "-n", type=int, default=None, help="N (default 100)")
     add("--web", "-w", type=comma_list, default=["1"],
-        help="web processes, a comma-separated list of counts: 1,2")  # fmt: skip
+        help="web processes, a comma-separated list of counts: 1,2; 0 is the embedded "
+        "server (`pushsvc serve`, no Redis)")  # fmt: skip
+    add(
+        "--pushsvc-src",
+        metavar="DIR",
+        help="run pushsvc from another tree's src/ (a before/after in one session)",
+    )
     add("--projection", action="append", default=None,
         help="'full' or a stream query such as 'stats=count&windows=10s'; "
         f"repeatable; default {' and '.join(DEFAULT_PROJECTIONS)}")  # fmt: skip
@@ -230,6 +247,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.pushsvc_src:
+        use_pushsvc_src(args.pushsvc_src)
     events = args.events or (5000 if args.smoke else 100_000)
     subscribers = args.subscribers or (10 if args.smoke else 100)
     if events < 1 or subscribers < 1 or args.batch < 1 or args.publishers < 1:
