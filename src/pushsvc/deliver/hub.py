@@ -5,8 +5,8 @@ joined into one block, and the same `Run` object goes to every matching client, 
 writes a whole batch with one socket write.
 
 Two ways to a client's socket, one part of its `Subscriber` each:
-* **direct** (`Subscriber.direct_way`, a `DirectWay`) — a client whose stream is idle (asleep
-  in `take`, nothing queued, no floor) and whose socket the hub may write has its direct way
+* **direct** (`Subscriber.direct_way`, a `DirectWay`) — a client whose stream is idle (nothing
+  queued, no floor, nothing being written) and whose socket the hub may write has its direct way
   open (`Subscriber.direct`): `dispatch` appends the run to its `ready` list (no rendering, no
   wake-up) and lists the client as dirty once. The hub's one writer greenlet then sends each
   dirty client everything it holds with one non-blocking send (a single run goes out as bytes
@@ -14,10 +14,11 @@ Two ways to a client's socket, one part of its `Subscriber` each:
   several partitions gets its own `id:` lines, its cursor, before the shared messages). The writer
   yields every few dozen clients, so while it works through many clients more updates arrive
   and the later ones get several runs in one send: coalescing without a queue. When a send
-  would block, the rest is handed back to the client's own greenlet (`handback`), which waits
-  for the socket — the queued way below from then on.
+  would block, the rest is handed back to the client's stream (`handback`, a wake-up), which
+  waits for the socket — the queued way below from then on.
 * **queued** (`Subscriber.queue`, a `ConflatingQueue`) — every other client (busy writing,
-  paced, TLS, gunicorn): the run goes to its bounded queue and its stream's greenlet is woken.
+  paced, TLS, gunicorn): the run goes to its bounded queue and its stream is woken (one turn
+  of its `pushsvc.deliver.live_stream.LiveStream`).
   Delivering never blocks: a client whose queue already holds `queue_size` runs, or whose
   pending bytes would pass `max_stream_buffer` (`pushsvc.deliver.conflating_queue`), is
   switched to conflation (latest update per topic wins); one that has taken nothing for
@@ -115,7 +116,7 @@ class DirectWay:
 
 class Wakeup(Protocol):
     """How a subscriber's stream is woken: a gevent Event its greenlet waits on in `take`, or
-    a stream with no greenlet (`pushsvc.deliver.parked_stream`) that schedules its turn."""
+    a live stream (`pushsvc.deliver.live_stream`) that schedules its turn."""
 
     def set(self) -> None: ...
 
@@ -440,7 +441,7 @@ class Hub:
         for subscriber in subscribers:
             direct = subscriber.direct
             if direct is None:
-                continue  # its own greenlet is up (or ending): it writes `ready` itself
+                continue  # its stream is awake (or ending): it writes `ready` itself
             runs = direct.ready
             if not runs:
                 continue
@@ -477,7 +478,7 @@ class Hub:
                 since, same = oldest, 0
             same += 1
             if rest is not None:
-                # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
+                # The socket is full: the stream waits for it, queueing meanwhile.
                 self.handbacks += 1
                 direct.handback = rest
                 subscriber.queue.hold(len(rest))
