@@ -16,6 +16,7 @@ import gevent.event
 import pytest
 from gevent import socket as gsocket
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import HEARTBEAT
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
@@ -405,6 +406,21 @@ def test_an_idle_stream_is_written_by_the_hub_then_by_its_turn_in_order() -> Non
     assert live.values() == [1, 2, 3, 4]
     gevent.sleep(0)
     assert live.client.direct is live.client.direct_way  # open again once all is out
+
+
+def test_a_stream_with_a_floor_or_a_queue_is_never_written_directly() -> None:
+    hub = _hub()
+    live = OnTcp(hub)
+    # Subscribed before its replay was read: its floor drops what the replay had (n <= 5).
+    live.client.queue.floor = Cursor([UpdateId("0badc0de", 0, 5)])
+    hub.dispatch([_update(3)])  # queued before its first turn, as during its head
+    gevent.sleep(0)
+    assert live.client.direct is None  # the floor is still there (nothing after it came)
+    hub.dispatch([_update(6)])
+    live.read_until(b'"n":6')
+    assert live.values() == [6] and hub.direct_sends == 0
+    gevent.sleep(0)
+    assert live.client.direct is live.client.direct_way  # floor passed, queue empty: open
 
 
 def test_the_hubs_writes_on_the_direct_way_put_the_heartbeat_off() -> None:

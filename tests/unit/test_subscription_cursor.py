@@ -246,7 +246,7 @@ def test_live_updates_continue_the_cursor_and_the_floor_drops_what_the_head_had(
     hub.dispatch([b1])
     hub.dispatch([c1])
     rendering = rendering_for_stream(None, chunked=False, cursor=primed.live_cursor)
-    blocks = rendering.blocks(primed.client.take(0))
+    blocks = rendering.blocks(primed.client.queue.drain())
     assert _ids(_messages(b"".join(blocks))) == [Cursor([a1.id, b1.id, c1.id]).text]
 
 

@@ -45,7 +45,7 @@ import gevent
 from pushsvc.core.sse import HEARTBEAT
 from pushsvc.core.updates import Run
 from pushsvc.deliver.histogram import Histogram
-from pushsvc.deliver.hub import DirectWay, StreamExit, Subscriber
+from pushsvc.deliver.hub import NOT_LIVE, DirectWay, StreamExit, Subscriber
 from pushsvc.deliver.pacer import Paced
 from pushsvc.deliver.peer_watch import PeerWatch
 from pushsvc.deliver.rendering import Rendering
@@ -76,22 +76,6 @@ class StreamSink(Protocol):
 
     def end(self, quiet: bool, /) -> None:
         """The stream is over: end the response (whole when `quiet`), close the connection."""
-
-
-class _Ended:
-    """The wake-up of a subscriber whose stream has ended: nothing is left to wake."""
-
-    def set(self) -> None:
-        pass
-
-    def clear(self) -> None:
-        pass
-
-    def wait(self, timeout: float) -> bool:
-        return True
-
-
-_ENDED = _Ended()
 
 
 class LiveStream:
@@ -164,12 +148,6 @@ class LiveStream:
         if not self._scheduled:
             self._scheduled = True
             gevent.get_hub().loop.run_callback(self._turn)
-
-    def clear(self) -> None:
-        """Nothing to clear: a turn takes what is there when it runs."""
-
-    def wait(self, timeout: float) -> bool:
-        raise AssertionError("a live stream never waits in Subscriber.take")
 
     def close(self) -> None:
         """End the stream now, if it has not ended: as `gone` when nothing closed it (its
@@ -274,7 +252,8 @@ class LiveStream:
         self._client.close(StreamExit.GONE)
 
     def _go_direct(self) -> None:
-        """Let the hub write the stream while nothing waits (`Subscriber.take`'s test)."""
+        """Let the hub write the stream while nothing waits: nothing queued, no floor (what
+        is queued may be below it), nothing handed back or ready."""
         client = self._client
         direct_way = self._direct_way
         queue = client.queue
@@ -371,5 +350,5 @@ class LiveStream:
         # The subscriber wakes this stream (`set`) and the stream holds the subscriber: let
         # go of it, so that an ended stream is freed at once, not by the collector's next
         # full pass (thousands end together in a reconnect storm).
-        client.wakeup = _ENDED
+        client.wakeup = NOT_LIVE
         on_end()
