@@ -364,7 +364,7 @@ class OnTcp(Live):
             clock=clock,
             heartbeat_s=60,
             expires_at=expires_at,
-            watch=lambda client: PeerWatch(ours, lambda: client.close(StreamExit.GONE)),
+            watch=lambda client: PeerWatch(ours, client.gone),
         )
         self.received = b""
 

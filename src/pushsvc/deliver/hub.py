@@ -180,6 +180,11 @@ class Subscriber:
         """The stream's socket took something: the slow-client timeout counts from now."""
         self.last_take_us = self.clock()
 
+    def gone(self) -> None:
+        """The client left (its peer watch saw it): `close` as `gone`. A method of its own, so
+        that a stream's watch holds a bound method, not a partial around one."""
+        self.close(StreamExit.GONE)
+
     def close(self, reason: StreamExit) -> None:
         """End this client's stream: wake its writer, or, when it is stuck writing to a peer
         that stopped reading, raise ECONNRESET in it (only an exception gets it out; the

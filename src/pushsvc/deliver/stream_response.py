@@ -103,7 +103,7 @@ def events(
     handed_over = False
     try:
         # From here a client that leaves ends the stream within a moment, written to or not.
-        watch = peer_watch.watch_stream(environ, partial(client.close, StreamExit.GONE))
+        watch = peer_watch.watch_stream(environ, client.gone)
         queue = client.queue
         on_write_timeout(environ, partial(hub.close_slow, client))
         cap_send_buffer(environ, _SEND_BUFFER)
@@ -124,7 +124,7 @@ def events(
             if watch is not None:
                 watch.stop()  # it watched the socket pywsgi had: the stream watches its own
             sock, sink, closed = handed
-            watch = PeerWatch(sock, partial(client.close, StreamExit.GONE))
+            watch = PeerWatch(sock, client.gone)
             ends.append(closed)
             handed_over = True
         else:
