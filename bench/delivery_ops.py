@@ -1,13 +1,14 @@
 """The Python work of one delivery, counted: attribute accesses (`LOAD_ATTR`, `LOAD_METHOD`,
 `STORE_ATTR`, `DELETE_ATTR`) that pushsvc's own code executes per delivery, through the real
-hub and the real stream generator (`pushsvc.deliver.stream_loop.events`), in one process.
+hub and the real stream generator (`pushsvc.deliver.stream_response.events`), in one process.
 
 N streams on socket pairs subscribe to one topic of a memory broker; M updates are published
 one by one, each handed to the hub and written before the next. Per write mode:
 
-* `direct` — streams whose socket the hub may write, asleep: the hub writes them (chunked);
+* `direct` — streams handed their connection, as on plain TCP under `pushsvc serve`, idle:
+  the hub writes them (chunked);
 * `projected` — the same with `?stats=mean&precision=4`;
-* `queued` — streams whose socket cannot be had (gunicorn, TLS): queue, wake, take, yield;
+* `queued` — streams whose socket cannot be had (gunicorn, TLS): queue, wake, yield;
 * `paced` — `?max_hz=1000`: queued, through the pacer.
 
 Counts are exact for a given tree, so two trees compare on a busy machine where CPU time does
@@ -22,7 +23,8 @@ reads the sockets once, so that reading costs the same whatever M):
 
 Run another tree's pushsvc with PYTHONPATH=OTHER/src (this module uses only what both sides of
 a comparison have: the memory broker, the hub, the stream generator and its request; trees
-before `pushsvc.deliver.stream_loop` had them in `pushsvc.http.api.streams`).
+before `pushsvc.deliver.stream_response` had them in `pushsvc.deliver.stream_loop`, and
+before that in `pushsvc.http.api.streams`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dis
 import importlib
+import inspect
 import json
 import socket
 import sys
@@ -48,10 +51,16 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.projection import Projection
 from pushsvc.gevent_private import ENVIRON_KEY, os_socket
 
-try:
-    streams = importlib.import_module("pushsvc.deliver.stream_loop")
-    _events = streams.events
-except ImportError:  # trees before the one stream loop: the view's module held it
+# Where the stream generator lives, newest tree first: `stream_response` (one live stream for
+# every way a stream is written), `stream_loop` (the stream loop), the view's module before.
+for _module in ("pushsvc.deliver.stream_response", "pushsvc.deliver.stream_loop"):
+    try:
+        streams = importlib.import_module(_module)
+        _events = streams.events
+        break
+    except ImportError:
+        continue
+else:
     streams = importlib.import_module("pushsvc.http.api.streams")
     _events = streams._events
 
@@ -89,13 +98,27 @@ class _Counter:
 
 
 class _Handler:
-    """What `pushsvc.server.StreamingHandler` lends a stream: its socket, head sent."""
+    """What `pushsvc.server.StreamingHandler` lends a stream: its socket, head sent, and the
+    connection handed over once the head is out (as under `pushsvc serve` on plain TCP)."""
 
     headers_sent = True
     response_use_chunked = True
 
-    def __init__(self, sock: object) -> None:
+    def __init__(self, sock: Any) -> None:
         self.socket = sock
+
+    def hand_over(self) -> tuple[socket.socket, bool, Callable[[], None]]:
+        raw = socket.socket(fileno=self.socket.detach())
+        raw.setblocking(False)
+        self.socket = None
+        return raw, True, lambda: None
+
+
+def _take_on_close() -> tuple[Callable[[], None], ...]:
+    """The body's `take_on_close` argument, where the tree's stream generator takes one."""
+    if "take_on_close" not in inspect.signature(_events).parameters:
+        return ()
+    return (lambda: None,)
 
 
 def _write_all(blocks: Iterator[bytes], raw: socket.socket) -> None:
@@ -138,7 +161,8 @@ def measure(
         environ: Mapping[str, object] = (
             {ENVIRON_KEY: _Handler(ours)} if mode in ("direct", "projected") else {}
         )
-        blocks = _events(broker, hub, feed, options, environ)
+        # A stream that can be handed over is (`take_on_close`: trees that hand over).
+        blocks = _events(broker, hub, feed, options, environ, *_take_on_close())
         greenlets.append(gevent.spawn(_write_all, blocks, os_socket(ours)))
     for _ in range(5):
         gevent.sleep(0)

@@ -44,11 +44,15 @@ CATEGORIES: list[tuple[str, str, str | None]] = [
     ("peer watch", "deliver/peer_watch.py", None),
     ("hub: Subscriber, queue, DirectWay", "deliver/hub.py", None),
     ("hub: ConflatingQueue", "deliver/conflating_queue.py", None),
-    ("stream writes (OwnSocket, StreamSocket)", "deliver/stream_writes.py", None),
-    ("stream writes (OwnSocket, StreamSocket)", "deliver/stream_socket.py", None),
+    ("live stream (LiveStream)", "deliver/live_stream.py", None),
+    ("live stream (LiveStream)", "deliver/parked_stream.py", None),  # trees before it
+    ("stream writes (StreamSocket, ServerWrites)", "deliver/stream_writes.py", None),
+    ("stream writes (StreamSocket, ServerWrites)", "deliver/stream_socket.py", None),
+    ("stream writes (StreamSocket, ServerWrites)", "deliver/server_writes.py", None),
     ("subscription (primed head)", "deliver/subscription.py", None),
     ("rendering", "deliver/rendering.py", None),
-    ("stream generators (events/loop)", "deliver/stream_loop.py", None),
+    ("stream generators (events)", "deliver/stream_response.py", None),
+    ("stream generators (events)", "deliver/stream_loop.py", None),  # trees before it
     ("stream view (StreamRequest, matcher)", "http/api/streams.py", None),
     ("access gate, token", "security/", None),
     ("broker feed watch", "broker/", None),

@@ -346,7 +346,7 @@ class StreamingHandler(HeadTimeoutHandler):
     def hand_over(self) -> tuple[_socket.socket, bool, Callable[[], None]] | None:
         """Give a stream its connection once the response head is out (plain TCP only): the
         stream writes and closes it from here, with no greenlet (`pushsvc.deliver.
-        parked_stream`). Returns the OS socket, whether the response is chunked and what to
+        live_stream`). Returns the OS socket, whether the response is chunked and what to
         call once the stream has closed it (the connection stays counted in
         `pushsvc_greenlets` until then, as it was while its greenlet served it); the response
         then ends with nothing more written (no last chunk: the stream writes its own) and

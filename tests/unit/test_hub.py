@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 
 import gevent
+import gevent.event
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,9 +40,17 @@ def _update(topic: str, n: int, epoch: str = "0badc0de") -> Update:
     return Update.numbered(topic, UpdateId(epoch, 0, n), n, b'{"n":%d}' % n)
 
 
+def _drained(client: Subscriber) -> list[Run]:
+    """What the client's stream takes at its next turn (`LiveStream`): everything queued,
+    and the take noted (the slow-client timeout counts from it)."""
+    runs = client.queue.drain()
+    client.progressed()
+    return runs
+
+
 def _taken(client: Subscriber) -> list[Update]:
     """What the client's stream would write, update by update."""
-    return [u for run in client.take(0) for u in run.updates]
+    return [u for run in _drained(client) for u in run.updates]
 
 
 def _subscribe(hub: Hub, *selectors: str) -> Subscriber:
@@ -143,9 +152,10 @@ def test_the_gauges_count_each_stream_once_whatever_it_watches() -> None:
 def test_close_wakes_every_stream() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     clients = [_subscribe(hub, "a"), _subscribe(hub, "*")]
+    streams = [_Asleep(c) for c in clients]
     hub.close()
     assert [c.closed_reason for c in clients] == [StreamExit.SHUTDOWN, StreamExit.SHUTDOWN]
-    assert all(c.take(5) == [] for c in clients)  # returns at once, no wait
+    assert all(stream.woken.is_set() for stream in streams)
 
 
 def test_a_batch_is_one_queue_entry_however_long() -> None:
@@ -154,7 +164,7 @@ def test_a_batch_is_one_queue_entry_however_long() -> None:
     hub = Hub(queue_size=3, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
     hub.dispatch([_update("a", n) for n in range(1, 5001)])
-    runs = client.take(0)
+    runs = _drained(client)
     assert len(runs) == 1
     assert [u.id.seq for u in runs[0].updates] == list(range(1, 5001))
     assert runs[0].block == b"".join(u.sse for u in runs[0].updates)
@@ -228,7 +238,7 @@ def test_close_raises_in_a_writer_stuck_in_a_write() -> None:
     writing = gevent.event.Event()
 
     def stream() -> None:
-        client.take(0)
+        client.writing()
         writing.set()
         gevent.sleep(60)  # stands for a socket write that never completes
 
@@ -241,13 +251,21 @@ def test_close_raises_in_a_writer_stuck_in_a_write() -> None:
     assert writer.exception.errno == errno.ECONNRESET
 
 
-def test_close_only_wakes_a_writer_waiting_for_updates() -> None:
+def test_close_only_wakes_a_writer_that_is_done_writing() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=10_000_000)
     client = _subscribe(hub, "a")
-    waiter = gevent.spawn(lambda: client.take(60))
+    woken = gevent.event.Event()
+    client.wakeup = woken
+
+    def stream() -> bool:
+        client.writing()
+        client.writing(False)  # done: waits for its next wake-up, not in a write
+        return woken.wait(60)
+
+    waiter = gevent.spawn(stream)
     gevent.sleep(0)  # let it start waiting
     client.close(StreamExit.SHUTDOWN)
-    assert waiter.get(timeout=5) == []
+    assert waiter.get(timeout=5) is True
 
 
 # ------------------------------------------------------------------ the direct way
@@ -283,11 +301,14 @@ def _direct_client(
     return client, direct_way, peer
 
 
-def _asleep_in_take(client: Subscriber) -> gevent.Greenlet[[float], list[Run]]:
-    stream = gevent.spawn(client.take, 10)
-    gevent.sleep(0)  # let it reach its wait
-    assert not stream.dead
-    return stream
+class _Asleep:
+    """A client's stream asleep with nothing queued, as `LiveStream` leaves one: its direct
+    way open; woken by the hub (`Subscriber.wake`) when the hub hands a write back or queues."""
+
+    def __init__(self, client: Subscriber) -> None:
+        self.woken = gevent.event.Event()
+        client.wakeup = self.woken
+        client.direct = client.direct_way
 
 
 def _read(peer: gevent.socket.socket, size: int) -> bytes:
@@ -300,34 +321,32 @@ def _read(peer: gevent.socket.socket, size: int) -> bytes:
 def test_an_idle_stream_is_written_by_the_hub_without_waking_it() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     client, direct_way, peer = _direct_client(hub, "a")
-    stream = _asleep_in_take(client)
+    stream = _Asleep(client)
     assert client.direct is direct_way  # open while it sleeps
     updates = [_update("a", 1), _update("a", 2)]
     hub.dispatch(updates)
     expected = b"".join(u.sse for u in updates)
     assert _read(peer, len(expected)) == expected
-    assert not stream.ready()  # the stream's greenlet never ran: nothing to take
+    assert not stream.woken.is_set()  # the stream was never woken: nothing to take
     assert hub.direct_sends == 1 and direct_way.ready == [] and not client.queue
-    stream.kill()
 
 
 def test_many_dispatches_before_the_writer_runs_go_in_one_send() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     client, _, peer = _direct_client(hub, "a")
-    stream = _asleep_in_take(client)
+    _Asleep(client)
     updates = [_update("a", n) for n in range(5)]
     for update in updates:  # five POSTs handled before the loop turns
         hub.dispatch([update])
     expected = b"".join(u.sse for u in updates)
     assert _read(peer, len(expected)) == expected
     assert hub.direct_sends == 1
-    stream.kill()
 
 
 def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_send() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     clients = [_direct_client(hub, "a", chunked=True) for _ in range(3)]
-    streams = [_asleep_in_take(client) for client, _, _ in clients]
+    streams = [_Asleep(client) for client, _, _ in clients]
     update = _update("a", 1)
     hub.dispatch([update])
     chunk = b"%x\r\n" % len(update.sse) + update.sse + b"\r\n"
@@ -335,9 +354,7 @@ def test_every_idle_stream_gets_the_same_chunk_and_one_latency_observation_per_s
         assert _read(peer, len(chunk)) == chunk
     assert hub.direct_sends == 3 and hub.delivered == 3
     assert hub.delivery_latency.counts[-1] + sum(hub.delivery_latency.counts[:-1]) == 3
-    for stream in streams:
-        assert not stream.ready()
-        stream.kill()
+    assert not any(stream.woken.is_set() for stream in streams)
 
 
 def _with_windows(n: int) -> Update:
@@ -353,7 +370,7 @@ def test_a_projected_stream_is_written_its_own_rendering_of_every_run() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     projection = Projection(None, ("mean",), precision=2)
     client, _, peer = _direct_client(hub, "a", projection=projection)
-    stream = _asleep_in_take(client)
+    _Asleep(client)
     first, second = _with_windows(1), _with_windows(2)
     hub.dispatch([first])
     hub.dispatch([second])  # before the writer runs: two runs in one send
@@ -361,7 +378,6 @@ def test_a_projected_stream_is_written_its_own_rendering_of_every_run() -> None:
     assert b'"windows":{"1m":{"mean":1.1}}' in expected
     assert _read(peer, len(expected)) == expected
     assert hub.direct_sends == 1
-    stream.kill()
 
 
 def test_streams_that_render_alike_are_sent_the_same_bytes_and_others_their_own() -> None:
@@ -373,7 +389,8 @@ def test_streams_that_render_alike_are_sent_the_same_bytes_and_others_their_own(
         _direct_client(hub, "a", chunked=True, projection=Projection(None, ("mean",), 2)),
         _direct_client(hub, "a", chunked=False, projection=projection),
     ]
-    streams = [_asleep_in_take(client) for client, _, _ in clients]
+    for client, _, _ in clients:
+        _Asleep(client)
     update = _with_windows(1)
     hub.dispatch([update])
     projected = _projected(update, projection)
@@ -387,21 +404,18 @@ def test_streams_that_render_alike_are_sent_the_same_bytes_and_others_their_own(
     written = [_read(peer, len(data)) for (_, _, peer), data in zip(clients, expected, strict=True)]
     assert written == expected
     assert hub.direct_sends == 4
-    for stream in streams:
-        stream.kill()
 
 
 def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
     client, direct_way, peer = _direct_client(hub, "a")
-    stream = _asleep_in_take(client)
+    stream = _Asleep(client)
     big = [Update.numbered("a", UpdateId("e", 0, n), n, b"x" * 60_000) for n in range(200)]
     for update in big:  # ~12 MB: far more than a socket buffer holds
         hub.dispatch([update])
     gevent.sleep(0)  # the writer runs and finds the socket full
     assert hub.handbacks == 1
-    stream.join(1)  # the stream was woken to finish the write itself
-    assert stream.dead
+    assert stream.woken.wait(1)  # the stream was woken to finish the write itself
     handback, ready = direct_way.leftovers()
     assert handback is not None
     later = [_update("a", 1000)]
@@ -409,36 +423,42 @@ def test_a_full_socket_hands_the_rest_back_to_the_stream_in_order() -> None:
     assert [u.id.seq for u in _taken(client)] == [1000]
     received = bytearray()
     reader = gevent.spawn(lambda: received.extend(_read(peer, sum(len(u.sse) for u in big))))
-    direct_way.sink.send_rest(handback)
-    direct_way.sink.send([run.block for run in ready])
+    _send_all(direct_way.sink, bytes(handback) + b"".join(run.block for run in ready))
     reader.join(10)
     assert bytes(received) == b"".join(u.sse for u in big)
+
+
+def _send_all(sink: StreamSocket, data: bytes) -> None:
+    """What a live stream does with bytes its socket cannot take at once: send, then flush."""
+    sent = gevent.event.Event()
+    if sink.send(data):
+        sink.flush(lambda left: None if left else sent.set(), sent.set)
+        assert sent.wait(10)
 
 
 def test_a_peer_gone_closes_the_client() -> None:
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     client, _, peer = _direct_client(hub, "a")
-    stream = _asleep_in_take(client)
+    stream = _Asleep(client)
     peer.close()
     hub.dispatch([_update("a", 1)])
     gevent.sleep(0)
     hub.dispatch([_update("a", 2)])  # the first send may still succeed into the buffer
     gevent.sleep(0)
     assert client.closed_reason is StreamExit.GONE
-    stream.join(1)
-    assert stream.ready()
+    assert stream.woken.wait(1)
 
 
-def test_a_client_with_a_floor_or_a_queue_is_never_written_directly() -> None:
+def test_a_client_whose_direct_way_is_closed_is_queued_and_woken() -> None:
+    # A stream with a floor or a queue keeps its direct way closed (`LiveStream`, tested
+    # there): the hub then queues.
     hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
     client, _, _peer = _direct_client(hub, "a")
-    client.queue.floor = Cursor([UpdateId("0badc0de", 0, 5)])
-    stream = _asleep_in_take(client)
-    assert client.direct is None
+    stream = _Asleep(client)
+    client.direct = None
     hub.dispatch([_update("a", 3)])
-    stream.join(1)
-    assert hub.direct_sends == 0 and stream.dead  # queued, and the stream woken
-    stream.kill()
+    assert stream.woken.wait(1)
+    assert hub.direct_sends == 0 and [u.id.seq for u in _taken(client)] == [3]
 
 
 def test_the_disconnect_reasons_are_the_metric_labels_operators_know() -> None:
@@ -525,7 +545,8 @@ def test_streams_over_several_partitions_get_their_own_ids_and_the_shared_messag
     plain, _, plain_peer = _direct_client(hub, "*", chunked=True)
     first, first_way, first_peer = _direct_client(hub, "*", chunked=True, cursor=Cursor([b7]))
     second, _, second_peer = _direct_client(hub, "*", chunked=False, cursor=Cursor())
-    streams = [_asleep_in_take(c) for c in (plain, first, second)]
+    for client in (plain, first, second):
+        _Asleep(client)
     a1, a2 = _update("a", 1, epoch="aaaaaaaa"), _update("a", 2, epoch="aaaaaaaa")
     (b8,) = [_update("b", 8, epoch="1bbbbbbbb")]
     hub.dispatch([a1, a2])
@@ -546,8 +567,6 @@ def test_streams_over_several_partitions_get_their_own_ids_and_the_shared_messag
     rendering = first_way.rendering
     assert isinstance(rendering, CursorRendering)
     assert rendering.cursor == Cursor([a2.id, b8.id])  # where its client is
-    for stream in streams:
-        stream.kill()
 
 
 def test_a_cursor_streams_parts_are_the_shared_message_objects() -> None:

@@ -20,6 +20,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver.hub import Hub
+from pushsvc.deliver.rendering import rendering_for_stream
 from pushsvc.deliver.subscription import Primed, reads_several_partitions, subscribe
 
 # Topic → partition, as the test broker places them.
@@ -244,10 +245,8 @@ def test_live_updates_continue_the_cursor_and_the_floor_drops_what_the_head_had(
     (c1,) = broker.publish("c")
     hub.dispatch([b1])
     hub.dispatch([c1])
-    from pushsvc.deliver.stream_writes import YieldToServer
-
-    way = YieldToServer(primed.client, None, cursor=primed.live_cursor)
-    blocks = way.render(way.take(0))
+    rendering = rendering_for_stream(None, chunked=False, cursor=primed.live_cursor)
+    blocks = rendering.blocks(primed.client.queue.drain())
     assert _ids(_messages(b"".join(blocks))) == [Cursor([a1.id, b1.id, c1.id]).text]
 
 

@@ -5,8 +5,8 @@ joined into one block, and the same `Run` object goes to every matching client, 
 writes a whole batch with one socket write.
 
 Two ways to a client's socket, one part of its `Subscriber` each:
-* **direct** (`Subscriber.direct_way`, a `DirectWay`) — a client whose stream is idle (asleep
-  in `take`, nothing queued, no floor) and whose socket the hub may write has its direct way
+* **direct** (`Subscriber.direct_way`, a `DirectWay`) — a client whose stream is idle (nothing
+  queued, no floor, nothing being written) and whose socket the hub may write has its direct way
   open (`Subscriber.direct`): `dispatch` appends the run to its `ready` list (no rendering, no
   wake-up) and lists the client as dirty once. The hub's one writer greenlet then sends each
   dirty client everything it holds with one non-blocking send (a single run goes out as bytes
@@ -14,10 +14,11 @@ Two ways to a client's socket, one part of its `Subscriber` each:
   several partitions gets its own `id:` lines, its cursor, before the shared messages). The writer
   yields every few dozen clients, so while it works through many clients more updates arrive
   and the later ones get several runs in one send: coalescing without a queue. When a send
-  would block, the rest is handed back to the client's own greenlet (`handback`), which waits
-  for the socket — the queued way below from then on.
+  would block, the rest is handed back to the client's stream (`handback`, a wake-up), which
+  waits for the socket — the queued way below from then on.
 * **queued** (`Subscriber.queue`, a `ConflatingQueue`) — every other client (busy writing,
-  paced, TLS, gunicorn): the run goes to its bounded queue and its stream's greenlet is woken.
+  paced, TLS, gunicorn): the run goes to its bounded queue and its stream is woken (one turn
+  of its `pushsvc.deliver.live_stream.LiveStream`).
   Delivering never blocks: a client whose queue already holds `queue_size` runs, or whose
   pending bytes would pass `max_stream_buffer` (`pushsvc.deliver.conflating_queue`), is
   switched to conflation (latest update per topic wins); one that has taken nothing for
@@ -92,8 +93,7 @@ class DirectWay:
     the stream renders runs, and what the hub's writer holds for it or could not finish.
 
     Only the hub and the stream it belongs to touch it, in turns: the hub while the stream
-    sleeps in `take` (`Subscriber.direct` is this object then), the stream once awake
-    (`leftovers`)."""
+    is idle (`Subscriber.direct` is this object then), the stream once woken (`leftovers`)."""
 
     sink: StreamSocket
     rendering: Rendering
@@ -107,21 +107,30 @@ class DirectWay:
 
     def leftovers(self) -> tuple[memoryview | None, list[Run]]:
         """What the hub had meant to write and the stream must now write, in order: the rest
-        of a send, then runs older than any `Subscriber.take` returns."""
+        of a send, then runs older than anything in the stream's queue."""
         handback, self.handback = self.handback, None
         ready, self.ready = self.ready, []
         return handback, ready
 
 
 class Wakeup(Protocol):
-    """How a subscriber's stream is woken: a gevent Event its greenlet waits on in `take`, or
-    a stream with no greenlet (`pushsvc.deliver.parked_stream`) that schedules its turn."""
+    """How a subscriber's stream is woken: its live stream (`pushsvc.deliver.live_stream`)
+    schedules its turn."""
 
     def set(self) -> None: ...
 
-    def clear(self) -> None: ...
 
-    def wait(self, timeout: float) -> bool: ...
+class _NotLive:
+    """The wake-up of a subscriber with no live stream: its head is still being written (what
+    comes meanwhile waits in its queue for the live stream's first turn), or it ended."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+NOT_LIVE: Wakeup = _NotLive()
 
 
 @dataclass(eq=False, slots=True)
@@ -143,14 +152,15 @@ class Subscriber:
     direct_way: DirectWay | None = field(default=None, repr=False)
     """Set by the stream once its head is out, where the hub may write its socket."""
     direct: DirectWay | None = field(default=None, repr=False)
-    """`direct_way` while the hub may use it: the stream sleeps in `take` with nothing queued
-    and no floor. Set by `take` before it sleeps, None after every wake-up; `dispatch` tests
-    only this."""
-    wakeup: Wakeup = field(default_factory=gevent.event.Event, repr=False)
+    """`direct_way` while the hub may use it: the stream is idle, with nothing queued and no
+    floor. Set by the stream after a turn that left nothing, None after every wake-up;
+    `dispatch` tests only this."""
+    wakeup: Wakeup = field(default=NOT_LIVE, repr=False)
     closed_reason: StreamExit | None = None
     last_take_us: int = 0
     _writer: gevent.Greenlet[..., object] | None = field(default=None, repr=False)
-    """The greenlet that took last and has not come back to wait: it is writing."""
+    """The greenlet in a write of this stream's that may block (`writing`): the server's,
+    writing its head, or on TLS and gunicorn the stream's own."""
 
     @property
     def closed(self) -> bool:
@@ -161,39 +171,19 @@ class Subscriber:
         self.wakeup.set()
 
     def writing(self, now: bool = True) -> None:
-        """The calling greenlet writes this stream (its head, before it ever takes): `close`
-        raises in it when it is stuck. `now=False`: it is done."""
+        """The calling greenlet writes this stream, and may block doing so (the head; on TLS
+        and gunicorn every write): `close` raises in it when it is stuck. `now=False`: it is
+        done."""
         self._writer = gevent.getcurrent() if now else None  # type: ignore[assignment]
 
     def progressed(self) -> None:
         """The stream's socket took something: the slow-client timeout counts from now."""
         self.last_take_us = self.clock()
 
-    def take(self, timeout_s: float) -> list[Run]:
-        """All queued runs in id order; [] if `timeout_s` passes with none (heartbeat time).
-        Before writing them, the stream writes its direct way's `leftovers`.
-
-        The calling greenlet counts as this client's writer until it takes again.
-        """
-        self._writer = None
-        queue = self.queue
-        direct_way = self.direct_way
-        if (
-            not queue.runs
-            and not queue.latest
-            and self.closed_reason is None
-            and (direct_way is None or (not direct_way.ready and direct_way.handback is None))
-        ):
-            wakeup = self.wakeup
-            wakeup.clear()
-            if queue.floor is None:
-                self.direct = direct_way
-            wakeup.wait(timeout_s)
-            self.direct = None
-        runs = queue.drain()
-        self.last_take_us = self.clock()
-        self._writer = gevent.getcurrent()  # type: ignore[assignment]
-        return runs
+    def gone(self) -> None:
+        """The client left (its peer watch saw it): `close` as `gone`. A method of its own, so
+        that a stream's watch holds a bound method, not a partial around one."""
+        self.close(StreamExit.GONE)
 
     def close(self, reason: StreamExit) -> None:
         """End this client's stream: wake its writer, or, when it is stuck writing to a peer
@@ -440,7 +430,7 @@ class Hub:
         for subscriber in subscribers:
             direct = subscriber.direct
             if direct is None:
-                continue  # its own greenlet is up (or ending): it writes `ready` itself
+                continue  # its stream is awake (or ending): it writes `ready` itself
             runs = direct.ready
             if not runs:
                 continue
@@ -477,7 +467,7 @@ class Hub:
                 since, same = oldest, 0
             same += 1
             if rest is not None:
-                # The socket is full: the stream's greenlet waits for it, queueing meanwhile.
+                # The socket is full: the stream waits for it, queueing meanwhile.
                 self.handbacks += 1
                 direct.handback = rest
                 subscriber.queue.hold(len(rest))

@@ -3,17 +3,20 @@
 Statistics are full state, so an update held back is simply replaced by the next one of
 its topic; nothing a subscriber needs is lost by skipping. Points (closed series buckets)
 are not state but one bucket each: they pass unpaced, and so do alerts and a topic's deletion
-(which drops the topic's update held back: it belongs to the deleted topic).
+(which drops the topic's update held back: it belongs to the deleted topic). `Paced` renders
+what a paced stream writes at each of its turns (`pushsvc.deliver.live_stream`).
 """
 
 from __future__ import annotations
 
-from pushsvc.core.updates import Update
+from collections.abc import Callable
+
+from pushsvc.core.updates import Run, Update, UpdateId
 
 
 class Pacer:
     """Decides which updates a paced stream writes now. Times are monotonic seconds,
-    passed in by the caller (the stream loop), so tests drive the clock."""
+    passed in by the caller (the live stream's clock), so tests drive the clock."""
 
     def __init__(self, interval_s: float) -> None:
         if interval_s <= 0:
@@ -62,3 +65,41 @@ class Pacer:
     def _is_due(self, topic: str, now: float) -> bool:
         last = self._last_sent.get(topic)
         return last is None or now - last >= self.interval_s
+
+
+class Paced:
+    """What a paced stream writes: the updates its `Pacer` admits at each turn, rendered by
+    `message` (`pushsvc.deliver.rendering.Rendering.message`). An update held back behind
+    newer ones of its partition goes without `id:`, so the client's Last-Event-ID never moves
+    backwards."""
+
+    __slots__ = ("_admit", "_message", "_sent", "pacer")
+
+    def __init__(self, interval_s: float, message: Callable[[Update, bool], bytes]) -> None:
+        self.pacer = Pacer(interval_s)
+        self._admit = self.pacer.admit
+        self._message = message
+        self._sent: dict[int, UpdateId] = {}
+        """The newest update sent with its id, per partition."""
+
+    def next_due(self) -> float | None:
+        """When the earliest held-back update may go (None: none is held)."""
+        return self.pacer.next_due() if self.pacer.held else None
+
+    def blocks(self, runs: list[Run], now: float) -> list[bytes]:
+        """What to write at `now` (monotonic seconds) of `runs` and of what was held back."""
+        message = self._message
+        sent = self._sent
+        messages = []
+        # One run, the common case, is admitted as it is (`admit` only reads the list).
+        taken = runs[0].updates if len(runs) == 1 else [u for run in runs for u in run.updates]
+        for update in self._admit(taken, now):
+            update_id = update.id
+            last = sent.get(update_id.partition)
+            fresh = last is None or update_id.is_after(last)
+            data = message(update, fresh)  # with its id when fresh
+            if data:  # empty: a group filter left nothing of it
+                messages.append(data)
+                if fresh:
+                    sent[update_id.partition] = update_id
+        return [b"".join(messages)] if messages else []

@@ -7,9 +7,11 @@ are most of the cost of a delivery (docs/performance.md). Here a block goes out 
 `sendmsg` of [chunk header, the shared block, CRLF]: no copy, and — from the hub's writer —
 no greenlet per client at all (`try_send` never blocks).
 
-Only pywsgi under `pushsvc serve`/`web` hands the socket over
-(`pushsvc.server.StreamingHandler`), and only for plain TCP; elsewhere (gunicorn, TLS)
-streams yield their blocks as before. The gevent internals this needs are in
+Only pywsgi under `pushsvc serve`/`web` hands the connection over
+(`pushsvc.server.StreamingHandler`), and only for plain TCP: a `StreamSocket` is then the
+sink of the stream's `LiveStream` (`send`, `flush`, `end`), and what the hub's direct way
+writes. Elsewhere (gunicorn, TLS) the server writes the stream
+(`pushsvc.deliver.server_writes`). The gevent internals this needs are in
 `pushsvc.gevent_private`.
 """
 
@@ -21,14 +23,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gevent.socket import wait_write
-
-from pushsvc.gevent_private import ENVIRON_KEY, connection_of, handed_over, os_socket
+from pushsvc.gevent_private import ENVIRON_KEY, connection_of, handed_over, loop_watcher, os_socket
 
 _CRLF = b"\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
 _MAX_PARTS = 512
 _FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+_WRITE = 2  # libev's EV_WRITE
 
 
 def http_chunk(block: bytes) -> bytes:
@@ -37,24 +39,18 @@ def http_chunk(block: bytes) -> bytes:
 
 
 class StreamSocket:
-    """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked."""
+    """Writes whole SSE blocks to one response, framed as HTTP/1.1 chunks when it is chunked;
+    never blocks. As a live stream's sink (`pushsvc.deliver.live_stream.StreamSink`) it keeps
+    the unsent rest of a send and sends it as the socket turns writable (`flush`)."""
 
-    __slots__ = ("_gevent_socket", "_raw", "_send", "chunked")
+    # No bound `send` kept: 72 bytes an idle stream would hold for one attribute lookup a send.
+    __slots__ = ("_raw", "_rest", "_writable", "chunked")
 
-    def __init__(self, gevent_socket: Any, *, chunked: bool) -> None:
-        self._gevent_socket = gevent_socket
-        self._raw = os_socket(gevent_socket)
-        self._send = self._raw.send
+    def __init__(self, sock: Any, *, chunked: bool) -> None:
+        self._raw = os_socket(sock)
         self.chunked = chunked
-
-    @classmethod
-    def of(cls, environ: Mapping[str, object]) -> StreamSocket | None:
-        """The stream's socket, once pywsgi has sent the head; None where it cannot be had."""
-        found = handed_over(environ)
-        if found is None:
-            return None
-        sock, chunked = found
-        return cls(sock, chunked=chunked)
+        self._rest: memoryview | None = None
+        self._writable: Any = None
 
     def _parts(self, blocks: Sequence[bytes]) -> list[bytes]:
         if len(blocks) > _MAX_PARTS:
@@ -66,8 +62,8 @@ class StreamSocket:
 
     def try_send(self, blocks: Sequence[bytes]) -> memoryview | None:
         """Send `blocks` as one chunk without ever blocking. Returns the unsent rest of the
-        framed chunk (to be sent with `send_rest` before anything else), or None when all
-        went out. Raises OSError when the peer is gone."""
+        framed chunk (to be sent before anything else), or None when all went out. Raises
+        OSError when the peer is gone."""
         parts = self._parts(blocks)
         try:
             sent = self._raw.sendmsg(parts, (), _FLAGS)
@@ -82,25 +78,55 @@ class StreamSocket:
         """Send bytes already framed for this response (`http_chunk` when it is chunked) in
         one `send` that never blocks; the unsent rest as `try_send` returns it."""
         try:
-            sent = self._send(data, _FLAGS)
+            sent = self._raw.send(data, _FLAGS)
         except BlockingIOError:
             sent = 0
         if sent == len(data):
             return None
         return memoryview(data)[sent:]
 
-    def send(self, blocks: Sequence[bytes]) -> None:
-        """Send `blocks` as one chunk, waiting (cooperatively) while the socket is full."""
-        rest = self.try_send(blocks)
-        if rest is not None:
-            self.send_rest(rest)
+    # A live stream's sink.
+    def send(self, data: bytes | memoryview) -> int:
+        """Send what the socket takes of `data` now; how many bytes are left (`flush` sends
+        them). Raises OSError when the peer is gone."""
+        rest = self._rest = self.try_send_bytes(data)
+        return 0 if rest is None else len(rest)
 
-    def send_rest(self, rest: memoryview) -> None:
-        self._gevent_socket.sendall(rest)
+    def flush(self, progressed: Callable[[int], None], failed: Callable[[], None]) -> None:
+        """Send what `send` left as the socket turns writable (an io watcher: no greenlet);
+        `progressed(left)` each time it takes some (0: all out), `failed()` if the peer is
+        gone."""
+        if self._writable is None:
+            self._writable = loop_watcher("io", self._raw.fileno(), _WRITE)
+        self._writable.start(self._on_writable, progressed, failed)
 
-    def wait_writable(self) -> None:
-        """Wait (cooperatively) until the socket takes more."""
-        wait_write(self._raw.fileno())
+    def _on_writable(self, progressed: Callable[[int], None], failed: Callable[[], None]) -> None:
+        rest = self._rest
+        assert rest is not None
+        try:
+            self._rest = self.try_send_bytes(rest)
+        except OSError:
+            self._rest = None
+            self._writable.stop()
+            failed()
+            return
+        left = 0 if self._rest is None else len(self._rest)
+        if left == len(rest):
+            return  # woken, but it took nothing
+        if not left:
+            self._writable.stop()
+        progressed(left)
+
+    def end(self, quiet: bool) -> None:
+        """The stream is over: a quiet end writes the response's last chunk when nothing is
+        left unsent (the client then sees a whole response); the connection closes."""
+        if self._writable is not None:
+            self._writable.close()
+            self._writable = None
+        if quiet and self.chunked and self._rest is None:
+            with contextlib.suppress(OSError):
+                self.try_send_bytes(_LAST_CHUNK)
+        self._raw.close()
 
 
 def hand_over(

@@ -8,7 +8,7 @@ streams open (a start, a reconnect storm) nearly every object survives, so that 
 second or so: ten full passes, two seconds a worker, for 10,000 streams.
 
 Nothing in a stream's life needs them: a stream ends as a chain of references that counting
-frees (`pushsvc.deliver.parked_stream`, `pushsvc.server.StreamingHandler`), and the cycles
+frees (`pushsvc.deliver.live_stream`, `pushsvc.server.StreamingHandler`), and the cycles
 that do reach the oldest generation are few and small (Werkzeug's URL matcher leaves one per
 request). So the oldest generation is passed over ten times less often; the other two keep
 CPython's thresholds, which collect the young cycles as before.

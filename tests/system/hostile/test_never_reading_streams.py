@@ -42,7 +42,7 @@ MIB = 1024 * KIB
 BOUND = 64 * KIB
 """--max-stream-buffer of every server here."""
 PAGE = 16 * KIB
-"""The head page at that bound (a quarter of it: `stream_loop.head_page_size`)."""
+"""The head page at that bound (a quarter of it: `stream_response.head_page_size`)."""
 SLOW_S = 1.0
 _TAGS = {f"k{i}": "v" * 200 for i in range(16)}
 """Tags that make each update about 3.6 kB on the wire."""

@@ -2,8 +2,9 @@
 
 A view reads and validates everything from the request — selectors, access, projection,
 `?max_hz=`, `Last-Event-ID` — and every refusal is a JSON 4xx before any streaming starts.
-It hands a ready `StreamRequest` to the stream's loop (`pushsvc.deliver.stream_loop`), which
-subscribes, sends the replay or snapshot and writes the stream until one of its named exits.
+It hands a ready `StreamRequest` to the stream's response (`pushsvc.deliver.stream_response`),
+which subscribes, sends the replay or snapshot and hands the stream to its `LiveStream` until
+one of its named exits.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from flask import Blueprint, Response, request
 
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
-from pushsvc.deliver import stream_loop
+from pushsvc.deliver import stream_response
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.stream_loop import StreamRequest
+from pushsvc.deliver.stream_response import StreamRequest
 from pushsvc.errors import BadRequest, NotKept, ServerBusy, TooManySelectors
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
@@ -43,7 +44,7 @@ def multi_stream() -> Response:
 
 
 def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
-    # Read everything from the request here: the stream's loop runs after the view returns,
+    # Read everything from the request here: the stream runs after the view returns,
     # outside request context. Every refusal (bad request, auth, limits) is a JSON error
     # before streaming starts; the environ goes along for the connection only.
     rt = runtime()
@@ -97,7 +98,7 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         )
     release = rt.stream_slots.acquire(request.remote_addr or "")
     # `release` is called when the stream is over, whether or not it ever ran.
-    body = stream_loop.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
+    body = stream_response.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
     return Response(body, headers=HEADERS, direct_passthrough=True)
 
 
