@@ -235,3 +235,18 @@ def test_the_embedded_server_runs_the_shared_log_core() -> None:
         assert isinstance(runtime.partitions, PartitionPool)
     finally:
         runtime.close()
+
+
+MAX_MODULE_LINES = 876
+
+
+def test_no_module_of_the_aggregate_package_is_longer_than_a_reader_holds() -> None:
+    """A module of `pushsvc.aggregate` stays at 876 lines at most: one concept a module (each
+    feature of a rule is a stage of its own, aggregate/stages/). Its functions' branching is
+    held by ruff's C901 (pyproject.toml)."""
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in sorted((PACKAGE / "aggregate").rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, long

@@ -1,0 +1,151 @@
+"""One topic's state in the aggregator: its windows, and the stages its rule asks for.
+
+`TopicFactory` builds a topic's stages from its rule, once per topic, in their one order:
+sessions, groups, series, anomaly, alerts (`pushsvc.aggregate.stages`). A topic whose rule
+asks for none of them has no stage at all, and the aggregator drafts its updates on a path
+of its own (`Aggregator.apply_events`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pushsvc.alerts.states import TopicAlerts
+from pushsvc.core.checkpoint import Checkpoint
+from pushsvc.core.positions import LogPosition
+from pushsvc.rules.analytics import Rule, Rules
+from pushsvc.rules.tiers import SeriesTier
+from pushsvc.stats import TopicWindows
+from pushsvc.stats.compiled import CompiledRule, RuleStats
+from pushsvc.stats.groups import Group, TopicGroups
+from pushsvc.stats.session_stats import SessionWindows
+
+from .stages.alerts import AlertStage
+from .stages.anomaly import AnomalyStage
+from .stages.groups import GroupStage
+from .stages.series import SeriesStage
+from .stages.sessions import SessionStage
+from .stages.step import Stage, Summary
+
+
+@dataclass(slots=True, frozen=True)
+class Replay:
+    """Rebuilding from a checkpoint taken after log position `until`: entries up to it feed
+    the exact windows only (see `pushsvc.core.checkpoint`). `restored_from`: the checkpoint,
+    which a deletion it follows starts the topic from again (`Aggregator.delete`)."""
+
+    until: LogPosition
+    restored_from: Checkpoint
+
+
+@dataclass(slots=True)
+class TopicState:
+    windows: TopicWindows | RuleStats
+    rule: Rule
+    stages: tuple[Stage, ...]
+    """Every stage below that the rule asks for, in the order they see an event or a tick."""
+    groups: GroupStage | None = None
+    series: SeriesStage | None = None
+    anomaly: AnomalyStage | None = None
+    alerts: AlertStage | None = None
+    sessions: SessionStage | None = None
+    # Event clock and wall clock at the last event: idle ticks move the clock by the wall
+    # time elapsed since then. Not part of the replicated state: only the active aggregator
+    # proposes ticks, and the log records the clocks it proposed.
+    event_clock_us: int = 0
+    wall_at_event_us: int = 0
+    replay: Replay | None = None
+
+    def summary(self, clock_us: int) -> Summary:
+        """The topic's statistics as its updates give them (a session topic's own merged in,
+        and `anomaly_rate` if scored)."""
+        summary: Summary = self.windows.summary()
+        if self.sessions is not None:
+            summary = self.sessions.with_sessions(summary)
+        if self.anomaly is not None:
+            summary = self.anomaly.topic_rated(summary, clock_us)
+        return summary
+
+    def group_summary(self, group: Group, clock_us: int) -> Summary:
+        """A group's statistics as its updates give them (with `anomaly_rate` if scored)."""
+        if self.anomaly is not None:
+            return self.anomaly.group_summary(group, clock_us)
+        return group.stats.summary()
+
+    def replaying(self, at: LogPosition | None) -> bool:
+        """Whether the entry at `at` is one the checkpoint being rebuilt from covers."""
+        return self.replay is not None and at is not None and at <= self.replay.until
+
+
+class TopicFactory:
+    """Builds topics' states from the rules: each rule compiled once, its tiers and windows
+    looked up once."""
+
+    def __init__(self, rules: Rules, *, topic_ttl_us: int, lateness_us: int) -> None:
+        self.rules = rules
+        self._topic_ttl_us = topic_ttl_us
+        self._lateness_us = lateness_us
+        self._compiled: dict[int, CompiledRule] = {}
+        self._tiers: dict[int, tuple[SeriesTier, ...]] = {}  # by rule number
+        # (label, width) of each rule's time windows: what `anomaly_rate` is given for.
+        self._rated_windows: dict[int, tuple[tuple[str, int], ...]] = {}
+        self._session_steps = {
+            rule.topic: () if rule.funnel is None else rule.funnel.steps for rule in rules.sessions
+        }
+
+    def compiled(self, rule: Rule) -> CompiledRule:
+        compiled = self._compiled.get(rule.number)
+        if compiled is None:
+            compiled = self._compiled[rule.number] = CompiledRule(rule)
+        return compiled
+
+    def tiers(self, rule: Rule) -> tuple[SeriesTier, ...]:
+        tiers = self._tiers.get(rule.number)
+        if tiers is None:
+            tiers = self._tiers[rule.number] = self.rules.series_of(rule)
+        return tiers
+
+    def new(self, topic: str) -> TopicState:
+        """A topic's empty state, with a stage for each feature its rule asks for."""
+        rule = self.rules.for_topic(topic)
+        compiled = self.compiled(rule)
+        state = TopicState(compiled.new(), rule, ())
+        stages: list[Stage] = []
+        groups = None
+        steps = self._session_steps.get(topic)
+        if steps is not None:
+            state.sessions = SessionStage(
+                SessionWindows(
+                    rule.exact_windows_us,
+                    steps,
+                    [rule.window_label(w) for w in rule.exact_windows_us],
+                    long_us=rule.sketch_windows_us,
+                    long_labels=[rule.window_label(w) for w in rule.sketch_windows_us],
+                )
+            )
+            stages.append(state.sessions)
+        if rule.groups:
+            groups = TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62)
+            state.groups = GroupStage(groups, self._topic_ttl_us)
+            stages.append(state.groups)
+        tiers = self.tiers(rule)
+        if tiers:
+            state.series = SeriesStage(topic, rule, tiers, self._lateness_us, groups)
+            stages.append(state.series)
+            if rule.anomaly is not None:
+                windows = self._time_windows(rule)
+                state.anomaly = AnomalyStage(state.series, windows, grouping=groups is not None)
+                stages.append(state.anomaly)
+        matching = self.rules.alerts_for(topic)
+        if matching:
+            state.alerts = AlertStage(TopicAlerts(topic, matching), groups)
+            stages.append(state.alerts)
+        state.stages = tuple(stages)
+        return state
+
+    def _time_windows(self, rule: Rule) -> tuple[tuple[str, int], ...]:
+        labels = self._rated_windows.get(rule.number)
+        if labels is None:
+            labels = tuple((rule.window_label(w), w) for w in rule.windows_us)
+            self._rated_windows[rule.number] = labels
+        return labels
