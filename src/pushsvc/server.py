@@ -99,7 +99,7 @@ class HeadTimeoutHandler(PywsgiHandler):
       (`pushsvc.http.waiting_clients`).
 
     * Every write of a response: a client that takes nothing of it for
-      `--slow-client-timeout` is disconnected (`send_all`), as a parked stream that takes
+      `--slow-client-timeout` is disconnected (`send_all`), as a live stream that takes
       nothing is (`pushsvc.deliver`)."""
 
     header_timeout_s = 10.0  # set per server by `handler_for`

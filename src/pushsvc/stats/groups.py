@@ -9,7 +9,7 @@ Cardinality: at most `max_groups` live groups per topic. An event whose combinat
 one more goes to the *overflow group*, whose every tag is `"(other)"`, and is counted.
 Groups are admitted first come, first served, which makes the routing depend on history:
 each group records the log position that admitted it (`admitted`), which is what lets a
-rebuild route old events as they were routed then (`pushsvc.aggregate.aggregator`).
+rebuild route old events as they were routed then (`pushsvc.aggregate.stages.groups`).
 
 A group whose newest event is older than `T - idle_us` (the topic TTL, and never less than
 the widest time window, so its time windows are empty) is forgotten; its next event admits
