@@ -26,6 +26,12 @@ class Fenced(PushsvcError):
     """An aggregator acted on a shard whose lease another aggregator now holds."""
 
 
+class LogGap(PushsvcError):
+    """A shard's log has no entries between a reader's position and the next it read: they
+    were trimmed while the reader was away (a process paused past its lease, a standby far
+    behind). Windows built on it would miss them: the reader rebuilds from the checkpoints."""
+
+
 class PublishedAlready(PushsvcError):
     """A batch of updates continues from a log position the shard's log was published past:
     some of it was published already (an attempt whose answer was lost, or another holder)."""

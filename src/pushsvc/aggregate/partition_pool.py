@@ -49,7 +49,7 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.shared_log import Entry, Lease, LogBroker
 from pushsvc.core.partitions import Partition, partition_of
-from pushsvc.errors import BrokerUnavailable
+from pushsvc.errors import BrokerUnavailable, LogGap
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,12 @@ class PartitionPool:
             entries = found.get(shard, [])
             if held.dropped or (not entries and held.runner.idle(now)):
                 continue
-            pause = held.runner.turn(entries)
+            try:
+                pause = held.runner.turn(entries)
+            except LogGap as exc:
+                log.warning("%s: rebuilding it", exc)
+                self._restart(held)
+                continue
             if pause:
                 held.paused_until = self._clock() + pause
         return 0.0
@@ -283,6 +288,15 @@ class PartitionPool:
         if not held.dropped:
             held.ready = True
             self._changed.set()
+
+    def _restart(self, held: _Held) -> None:
+        """Rebuild a runner cold, keeping its lease (its windows cannot be trusted)."""
+        held.ready = False
+        self._published_before += held.runner.updates_published
+        self._overflow_before += held.runner.aggregator.group_overflow
+        held.runner.close()
+        held.runner = self._runner(held.runner.shard, held.lease)
+        self._spawn(lambda: self._rebuild(held))
 
     def _hand_over(self, shard: Partition) -> None:
         """Publish what the partition applied (it reads no more), then give its lease up: the

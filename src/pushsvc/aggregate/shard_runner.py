@@ -42,7 +42,7 @@ from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
 from pushsvc.broker.base import Applied, Broker
 from pushsvc.broker.shared_log import FIRST, Entry, EventLog, Lease, position
 from pushsvc.core.updates import UpdateDraft
-from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, PublishedAlready
+from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, LogGap, PublishedAlready
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ class ShardRunner:
         """The last log entry applied to this aggregator's windows."""
         self.published = FIRST
         """The last log entry known to be published (by this aggregator or another)."""
+        self._count: int | None = None
+        """`Entry.n` of the entry at `position`, as this aggregator read the log on from there;
+        None until it read one (after a rebuild: the applied count is no proof, a failover may
+        have lost the publishes that counted some entries)."""
         self._pending: deque[tuple[str, list[UpdateDraft]]] = deque()
         # Per topic, the log entries (id, latest event time) that may still hold an event
         # in a window; the oldest of them all bounds the trim.
@@ -171,6 +175,8 @@ class ShardRunner:
             if self._active and self._topic_ttl_us and now >= self._next_sweep:
                 self._next_sweep = now + self._sweep_s
                 self.forget_idle()
+        except LogGap:
+            raise  # its windows miss entries: only a rebuild helps (`PartitionPool`)
         except BrokerRefused as exc:
             # Full (or read-only, busy, loading): nothing was written, the drafts stay
             # pending and the lease is kept (renewing it needs no memory); the same
@@ -259,6 +265,7 @@ class ShardRunner:
         for topic, clock in state.clocks.items():
             self.aggregator.restore_clock(topic, clock)
         self.position = self.published = state.applied
+        self._count = None
         self._start_timers()
         log.info(
             "partition %d/%d: rebuilt %d topics from %d log entries up to %s",
@@ -283,6 +290,13 @@ class ShardRunner:
                 at = position(entry.id)
                 if at <= applied:
                     continue  # read for an older position (a waiter's answer, late)
+                n, count = entry.n, self._count
+                if n is not None and count is not None and n != count + 1:
+                    raise LogGap(
+                        f"partition {self.shard[0]}/{self.shard[1]}: entry {entry.id} is the "
+                        f"log's number {n}, the one after {self.position} was {count + 1}"
+                    )
+                self._count = n
                 drafts = self._apply(entry, at)
                 self.position = entry.id
                 applied = at

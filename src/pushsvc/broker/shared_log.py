@@ -58,7 +58,10 @@ def position(entry_id: str) -> tuple[int, int]:
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry: `events` of `topic`, `ticks` (topic -> clock µs), `forgotten` (idle
-    topics), or `deleted` (a topic, `Broker.delete_topic`)."""
+    topics), or `deleted` (a topic, `Broker.delete_topic`). `n` numbers the shard's entries
+    (1 for the first ever, one more for each: what `LogState.applied_count` counts), so a
+    reader knows when entries after its position were trimmed before it read them (None in
+    an entry logged before entries were numbered)."""
 
     id: str
     topic: str | None = None
@@ -66,6 +69,7 @@ class Entry:
     ticks: dict[str, int] | None = None
     forgotten: list[str] | None = None
     deleted: str | None = None
+    n: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

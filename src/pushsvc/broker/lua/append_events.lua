@@ -78,8 +78,10 @@ for at = 1, #times, EVENT_LENGTH do
   end
 end
 redis.call('HSET', clocks_key, topic, clock)
-local id = redis.call('XADD', log_key, '*', 'k', 'e', 't', topic, 'v', payload)
-redis.call('INCR', logged_key)
+-- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
+-- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
+local n = redis.call('INCR', logged_key)
+local id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'e', 't', topic, 'v', payload)
 if idempotency_key then
   redis.call('SET', idempotency_key, digest .. answer, 'PX', window_ms)
 end

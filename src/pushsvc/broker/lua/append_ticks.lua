@@ -41,6 +41,8 @@ for i = FIRST_TICK, #ARGV, 2 do
     redis.call('HSET', clocks_key, topic, clock)
   end
 end
-local id = redis.call('XADD', log_key, '*', 'k', 't', 'v', payload)
-redis.call('INCR', logged_key)
+-- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
+-- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
+local n = redis.call('INCR', logged_key)
+local id = redis.call('XADD', log_key, '*', 'n', n, 'k', 't', 'v', payload)
 return id

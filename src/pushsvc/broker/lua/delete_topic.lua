@@ -26,8 +26,10 @@ end
 redis.call('HDEL', clocks_key, topic)
 redis.call('HDEL', latest_key, topic)
 redis.call('ZREM', names_key, topic)
-local id = redis.call('XADD', log_key, '*', 'k', 'd', 't', topic)
-redis.call('INCR', logged_key)
+-- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
+-- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
+local n = redis.call('INCR', logged_key)
+local id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'd', 't', topic)
 redis.call('HSET', deleted_key, topic, id)
 if wake_channel ~= '' then
   redis.call('SPUBLISH', wake_channel, '')

@@ -64,7 +64,9 @@ end
 if #forgotten == 0 then
   return {false, {}}
 end
-local id = redis.call('XADD', log_key, '*', 'k', 'f', 'v', cjson.encode(forgotten))
-redis.call('INCR', logged_key)
+-- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
+-- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
+local n = redis.call('INCR', logged_key)
+local id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'f', 'v', cjson.encode(forgotten))
 redis.call('INCRBY', forgotten_key, #forgotten)
 return {id, forgotten}

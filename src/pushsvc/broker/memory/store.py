@@ -234,10 +234,10 @@ class Store:
 
     # -- the log (append_events.lua, append_ticks.lua, forget_topics.lua, ...) -----------
 
-    def _log(self, part: PartitionData, entry: Callable[[str], Entry]) -> str:
+    def _log(self, part: PartitionData, entry: Callable[[str, int], Entry]) -> str:
         part.last_entry = next_id(part.last_entry, self.now_ms())
         part.last_id = entry_id(part.last_entry)
-        made = entry(part.last_id)
+        made = entry(part.last_id, part.logged + 1)
         part.entries.append(made)
         part.ids.append(part.last_entry)
         if part.journal is not None:
@@ -268,7 +268,7 @@ class Store:
         check_lateness(clock, batch, lateness_us)
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
-        self._log(part, lambda id: Entry(id, topic, batch))
+        self._log(part, lambda id, n: Entry(id, topic, batch, n=n))
         if idempotency is not None:
             self.keys.remember(topic, idempotency, len(batch), now)
         return Appended(len(batch))
@@ -280,7 +280,7 @@ class Store:
         if part.clocks.pop(topic, None) is None:
             return False
         part.published.latest.pop(topic, None)
-        self._log(part, lambda id: Entry(id, deleted=topic))
+        self._log(part, lambda id, n: Entry(id, deleted=topic, n=n))
         part.deleted[topic] = part.last_entry
         return True
 
@@ -298,7 +298,7 @@ class Store:
             if current is None or clock > current:
                 part.clocks[topic] = clock
         logged = dict(ticks)
-        return self._log(part, lambda id: Entry(id, ticks=logged))
+        return self._log(part, lambda id, n: Entry(id, ticks=logged, n=n))
 
     def forget(self, index: int, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
         self.fence(index, fence)
@@ -324,7 +324,7 @@ class Store:
             part.published.forget(topic)  # its next update starts it afresh
             part.checkpoints.pop(topic, None)
         if forgotten:
-            self._log(part, lambda id: Entry(id, forgotten=list(forgotten)))
+            self._log(part, lambda id, n: Entry(id, forgotten=list(forgotten), n=n))
             part.forgotten += len(forgotten)
         return forgotten
 

@@ -27,14 +27,16 @@ from pushsvc.core.checkpoint import Checkpoint
 def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
     entry_id = raw_id.decode()
     kind = fields.get(b"k")
+    number = fields.get(b"n")
+    n = None if number is None else int(number)
     if kind == b"t":
         ticks = {str(t): int(c) for t, c in orjson.loads(fields[b"v"]).items()}
-        return Entry(entry_id, ticks=ticks)
+        return Entry(entry_id, ticks=ticks, n=n)
     if kind == b"f":
-        return Entry(entry_id, forgotten=[str(t) for t in orjson.loads(fields[b"v"])])
+        return Entry(entry_id, forgotten=[str(t) for t in orjson.loads(fields[b"v"])], n=n)
     if kind == b"d":
-        return Entry(entry_id, deleted=fields[b"t"].decode())
-    return Entry(entry_id, fields[b"t"].decode(), decode_events(fields[b"v"]))
+        return Entry(entry_id, deleted=fields[b"t"].decode(), n=n)
+    return Entry(entry_id, fields[b"t"].decode(), decode_events(fields[b"v"]), n=n)
 
 
 class RedisEventLog:
