@@ -1,5 +1,5 @@
 """The core under a deterministic simulation (world.py): many seeds, each a whole run of
-aggregator processes, a producer and a web process on the memory twin, with crashes, pauses,
+aggregator processes, a producer and a web process on the memory broker, with crashes, pauses,
 members coming and going and transient store errors, every invariant checked after every
 step. A failing seed names the one command that replays it. `PUSHSVC_SIM_SEEDS=N` runs N
 seeds instead of 10,000 (more, to search further; fewer, while working on the core)."""
@@ -65,6 +65,14 @@ MOMENTS = {
     "graceful stop": "an aggregator stopped: it hands its partitions over",
     "death after take": "an aggregator killed within a lease period of taking a partition",
     "death mid-handover": "an aggregator killed after giving some partitions up, holding others",
+    "delete logged": "a topic deleted: its delete entry logged, its deletion to publish",
+    "lost delete": "a delete logged whose answer never came back (retried: answered False)",
+    "keyed append failed, logged False": "an append with a key refused (retried with the key)",
+    "keyed append failed, logged True": "an append with a key logged, its answer lost",
+    "key within window replayed": "a batch repeated with its key: answered, nothing logged",
+    "key within window reused": "a key reused for another body: refused, nothing logged",
+    "key within window replayed at the window's end": "a repeat just before its key expires",
+    "key past window logged at the window's end": "a repeat just after its key expired: logged",
 }
 REACHED_AT_LEAST = 5
 
