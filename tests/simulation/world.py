@@ -1,28 +1,37 @@
 """A deterministic simulation of pushsvc's core: aggregator processes, a producer and a web
-process's consumer on the memory twin (`pushsvc.broker.memory`), in one process, under a seeded
-scheduler.
+process on the memory broker (`pushsvc.broker.memory`, what `pushsvc serve` runs), in one
+process, under a seeded scheduler.
 
 Each process is what `pushsvc aggregate` runs (`PartitionPool`, its `ShardRunner`s), stepped
 by the scheduler instead of a greenlet, its rebuilds inline. The scheduler draws, from the
-seed alone, what happens next: a producer's append (retried with its idempotency key when
-the reply is lost), a process's step, time passing, a crash (every object of the process
-dropped, nothing released), a restart, a pause past the lease, a member joining or leaving
-gracefully, a transient store error (refused, or run with its reply lost) on any one call.
-Then the faults stop and the world settles.
+seed alone, what happens next: a producer's append (half of them with an idempotency key,
+retried at once or later when it fails, refused or with its reply lost), a repeat of a batch
+sent with a key (maybe right around the end of the key's window) or the key reused for
+another body, a web process's delete of a topic, a process's step, time passing, a crash
+(every object of the process dropped, nothing released), a restart, a pause past the lease,
+a member joining or leaving gracefully, a transient store error (refused, or run with its
+reply lost) on any one call. Then the faults stop and the world settles.
 
 After every step the invariants hold (`Checker`): every logged event yields exactly one
-update, per topic in log order, with ids increasing per partition; each update's count and
-sum over every window equal a model's (`Model`); the publishes a partition accepts never go
-back to a tenure after a later one began; once the faults stop, every partition is held
-within two lease periods, and then the history replays what was delivered and each topic's
-latest is its last update; and in a world where only single transient errors happen, no
-partition is ever rebuilt cold after it was first taken. A run that breaks one raises
-`Broken`, with the seed and the last steps.
+update and every logged delete exactly one deletion, per partition in log order, with ids
+increasing per partition; each update's count and sum over every window equal a model's
+(`Model`), whose topic starts afresh at its delete entry (an event logged before it is the
+old topic's, and no update of it comes after the deletion); the publishes a partition
+accepts never go back to a tenure after a later one began; the store answers each keyed
+append as a model of its keys says (within the key's window: the same body replayed and
+nothing logged, another body refused with nothing logged; past it: logged anew), and a
+delete answers True exactly when it logged a delete entry, the topic's latest gone at once;
+once the faults stop, every partition is held within two lease periods, and then the history
+replays what was delivered and each topic's latest is its last update (none after its
+deletion); and in a world where only single transient errors happen, no partition is ever
+rebuilt cold after it was first taken. A run that breaks one raises `Broken`, with the seed
+and the last steps.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -41,7 +50,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
-from pushsvc.errors import BrokerUnavailable, LateEvent
+from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent
 from pushsvc.rules.analytics import Rule, Rules
 
 S = 1_000_000
@@ -76,6 +85,9 @@ TRANSIENT_OPERATIONS = (
     "applied",
     "trim",
 )
+KEY_WINDOWS_MS = (60_000, 60_000, 200, 500)
+"""How long the store remembers a producer's key: the run's whole length, or less, so that a
+repeat races the window's end."""
 
 
 _OK = Fate.OK  # bound once: a member looked up on its enum class costs a call per store call
@@ -194,32 +206,75 @@ class Model:
                     model = self.topics[topic] = TopicModel(topic.startswith("c."))
                 model.clock = clock if model.clock is None else max(model.clock, clock)
 
-    def event(self, topic: str, value: float) -> TopicModel:
-        """Walk to the event `value` of `topic`: it must be the partition's next event not
-        yet published."""
+    def _next_yielding(self) -> Entry | None:
+        """Walk to the partition's next entry that yields an update of its own, an event or
+        a delete (not applied), applying the tick and forget entries on the way."""
         while self.at < len(self.journal):
             entry = self.journal[self.at]
-            if entry.events is not None:
-                assert entry.topic is not None
-                first = entry.events[0]
-                if entry.topic != topic or first.value != value:
-                    raise Broken(
-                        f"an update for {topic} event {value} came before the update of "
-                        f"{entry.topic} event {first.value}, logged before it"
-                    )
-                model = self.topics.get(topic)
-                if model is None:
-                    model = self.topics[topic] = TopicModel(topic.startswith("c."))
-                model.add(first.ts_us, first.value)
-                model.clock = first.ts_us if model.clock is None else max(model.clock, first.ts_us)
-                # One event per entry: the next is the next entry.
-                self.at += 1
-                self.tick_entry = None
-                return model
+            if entry.events is not None or entry.deleted is not None:
+                return entry
             self._apply(entry)
             self.at += 1
             self.tick_entry = None
-        raise Broken(f"an update for {topic} event {value}, which is not in the log (twice?)")
+        return None
+
+    def event(self, topic: str, value: float) -> TopicModel:
+        """Walk to the event `value` of `topic`: it must be the partition's next event (or
+        delete) not yet published."""
+        entry = self._next_yielding()
+        if entry is None or entry.events is None or entry.topic != topic:
+            raise Broken(self._misplaced(f"an update for {topic} event {value}", topic, value))
+        first = entry.events[0]
+        if first.value != value:
+            raise Broken(self._misplaced(f"an update for {topic} event {value}", topic, value))
+        model = self.topics.get(topic)
+        if model is None:
+            model = self.topics[topic] = TopicModel(topic.startswith("c."))
+        model.add(first.ts_us, first.value)
+        model.clock = first.ts_us if model.clock is None else max(model.clock, first.ts_us)
+        # One event per entry: the next is the next entry.
+        self.at += 1
+        self.tick_entry = None
+        return model
+
+    def deletion(self, topic: str) -> tuple[int, ...]:
+        """Walk to the delete entry of `topic`: it must be the partition's next event or
+        delete not yet published. The topic's windows start afresh after it. The clocks its
+        deletion may carry: the deleted topic's (0: none), or also 0 when every window of it
+        was empty (an aggregator rebuilt from a log trimmed past its events does not hold
+        such a topic, where one that applied them still does)."""
+        entry = self._next_yielding()
+        if entry is None or entry.deleted != topic:
+            raise Broken(self._misplaced(f"a deletion of {topic}", topic, None))
+        self.at += 1
+        self.tick_entry = None
+        model = self.topics.pop(topic, None)
+        if model is None or model.clock is None:
+            return (0,)
+        if not model.counted and all(n == 0 for n, _ in model.windows().values()):
+            return (model.clock, 0)
+        return (model.clock,)
+
+    def _misplaced(self, what: str, topic: str, value: float | None) -> str:
+        """Why an update is not the one the log yields next (only when it is not)."""
+        expected = self._next_yielding()
+        if expected is None:
+            due = "nothing, every entry published (twice?)"
+        elif expected.deleted is not None:
+            due = f"the deletion of {expected.deleted}"
+        else:
+            assert expected.events is not None
+            due = f"the update of {expected.topic} event {expected.events[0].value}"
+        if value is not None:
+            # An event logged before a delete of its topic already published: the old
+            # topic's update after its deletion.
+            for at in range(self.at):
+                entry = self.journal[at]
+                if entry.events is not None and entry.events[0].value == value:
+                    deleted_since = any(e.deleted == topic for e in self.journal[at + 1 : self.at])
+                    if deleted_since:
+                        return f"{what}, of {topic} as it was before its deletion, after it"
+        return f"{what} came where the log yields {due}"
 
     def tick(self, topic: str, clock: int) -> TopicModel:
         """Walk to the tick entry that yielded `topic`'s tick update at `clock`: no event
@@ -232,7 +287,7 @@ class Model:
                 return self.topics[topic]
         while self.at < len(self.journal):
             entry = self.journal[self.at]
-            if entry.events is not None:
+            if entry.events is not None or entry.deleted is not None:
                 break
             self._apply(entry)
             self.at += 1
@@ -248,7 +303,13 @@ class Checker:
     def __init__(self, store_parts: int) -> None:
         self.models: list[Model] = []
         self.last_id: dict[int, tuple[str, int, int]] = {}
-        self.delivered: set[float] = set()
+        self.delivered: Counter[float] = Counter()
+        """Each event's updates delivered."""
+        self.copies: dict[float, int] = {}
+        """The events logged more than once, and how many times: a batch repeated with its
+        key after the key's window (`World.send`), each copy an event of its own."""
+        self.deletions: Counter[str] = Counter()
+        """Each topic's deletions delivered."""
         self.failure: Broken | None = None
         self.updates: list[Update] = []
         """Every update delivered, in delivery order."""
@@ -256,7 +317,10 @@ class Checker:
         """Per partition, the tokens its accepted publishes were made under, in turn."""
 
     def attach(self, store: Store) -> None:
-        self.models = [Model(part.journal) for part in store.parts]
+        self.models = []
+        for part in store.parts:
+            assert part.journal is not None, "the store keeps no journal"
+            self.models.append(Model(part.journal))
 
     def accepted(self, index: int, fence: str) -> None:
         if self.failure is None:
@@ -294,13 +358,22 @@ class Checker:
                 raise Broken(f"update id {update.id} after {last} in partition {partition}")
             self.last_id[partition] = mark
             self.updates.append(update)
-            body = orjson.loads(update.data)
             model = self.models[partition]
+            if update.is_deletion:
+                clocks = model.deletion(update.topic)
+                if update.clock_us not in clocks:
+                    raise Broken(
+                        f"the deletion of {update.topic} at {update.id} says clock "
+                        f"{update.clock_us}, the model {clocks[0]}"
+                    )
+                self.deletions[update.topic] += 1
+                continue
+            body = orjson.loads(update.data)
             if body["reason"] == "event":
                 value = body["event"]["value"]
-                if value in self.delivered:
+                if self.delivered[value] >= self.copies.get(value, 1):
                     raise Broken(f"event {value} of {update.topic} yielded two updates")
-                self.delivered.add(value)
+                self.delivered[value] += 1
                 topic_model = model.event(update.topic, value)
             else:
                 topic_model = model.tick(update.topic, update.clock_us)
@@ -308,6 +381,21 @@ class Checker:
             got = {k: (w["count"], float(w["sum"])) for k, w in body["windows"].items()}
             if got != want:
                 raise Broken(f"{update.topic} at {update.id}: windows {got}, the model {want}")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch the producer sent with an idempotency key: what a retry or a repeat sends."""
+
+    topic: str
+    event: Event
+    key: Idempotency
+
+
+def _keyed(topic: str, event: Event, key: str, window_ms: int) -> Idempotency:
+    """`key` for this body: its digest is the request's, as a web process takes it."""
+    body = f"{topic} {event.value} {event.ts_us}".encode()
+    return Idempotency(key, hashlib.sha256(body).digest(), window_ms)
 
 
 @dataclass(eq=False)
@@ -361,8 +449,19 @@ class World:
         self.acknowledged: set[float] = set()
         self.trace: list[tuple[float, str, tuple[object, ...]]] = []
         """(seconds into the run, what happened, its arguments): see `note`."""
-        self._logged_values: set[float] = set()
+        self._logged_values: Counter[float] = Counter()
+        self._logged_deletes: Counter[str] = Counter()
         self._scanned = [0] * self.partitions
+        self.remembered: dict[str, tuple[bytes, float]] = {}
+        """The model of the store's idempotency keys: by key, the digest of the batch it
+        logged last and when the store forgets it."""
+        self.batches: list[Batch] = []
+        """Every batch sent with a key, for repeats."""
+        self.unsettled: list[Batch] = []
+        """Batches whose attempt failed, not retried yet: retried later, maybe past the key's
+        window."""
+        self.copies: Counter[float] = Counter()
+        """How many times each event was logged (more than once: repeated past its window)."""
         self.taken: dict[int, int] = {}
         """Per partition, how many times a process took it (each time: a cold rebuild)."""
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
@@ -486,20 +585,147 @@ class World:
         # Mostly on time, sometimes late (refused, or within the lateness: applied late).
         ts = self._wall_us() - rng.choice((0, 0, 0, S // 2, 2 * S, 4 * S))
         event = Event(value, ts, None)
-        key = Idempotency(f"k{self.value}", bytes(32), 60_000) if rng.random() < 0.5 else None
+        if rng.random() >= 0.5:
+            if self.send(topic, event, None) == "logged":
+                self.acknowledged.add(value)
+            return  # failed: not acknowledged; it may be in the log all the same
+        batch = Batch(
+            topic, event, _keyed(topic, event, f"k{self.value}", rng.choice(KEY_WINDOWS_MS))
+        )
+        self.batches.append(batch)
+        if self.send_batch(batch) == "failed":
+            self.faults.fired[
+                f"keyed append failed, logged {batch.key.key in self.remembered}"
+            ] += 1
+            if rng.random() < 0.5:
+                self.send_batch(batch)  # a retry at once: its key cannot log it twice
+            else:
+                self.unsettled.append(batch)
+
+    def send_batch(self, batch: Batch) -> str:
+        """Send `batch` with its key, as a producer's first attempt, retry or repeat: the
+        store must answer as the model of its keys says (`self.remembered`). Its outcome."""
+        key = batch.key
+        now = self.clock()
+        kept = self.remembered.get(key.key)
+        within = kept is not None and now < kept[1]
+        expected = "logged"
+        if kept is not None and within:
+            expected = "replayed" if kept[0] == key.digest else "reused"
+        outcome = self.send(batch.topic, batch.event, key)
+        if outcome == "failed" and within:
+            # Refused before it ran, or ran and answered from the key: nothing logged.
+            return outcome
+        if outcome not in (expected, "failed") and not (outcome == "late" and not within):
+            raise Broken(
+                f"{batch.topic} {batch.event.value} with key {key.key} answered {outcome} "
+                f"where its key says {expected} ({'within' if within else 'past'} its window)"
+            )
+        if outcome in ("logged", "replayed") and expected != "reused":
+            self.acknowledged.add(batch.event.value)
+        if kept is not None:
+            # The moments of a key, as reached: a repeat within the window (of the same body or
+            # another), or past it; within 0.02 s of its end.
+            near = " at the window's end" if abs(now - kept[1]) <= 0.02 else ""
+            self.faults.fired[f"key {'within' if within else 'past'} window {outcome}{near}"] += 1
+        return outcome
+
+    def send(self, topic: str, event: Event, key: Idempotency | None) -> str:
+        """One append (a web process's POST): "logged", "replayed", "reused", "late" or
+        "failed". Whether it logged is read from the journal, and must match the answer."""
+        journal = self.store.part(topic).journal
+        assert journal is not None
+        before = len(journal)
+        try:
+            answer = self.web.append_events(
+                topic, [event], lateness_us=LATENESS_US, idempotency=key
+            )
+            outcome = "replayed" if answer.replayed else "logged"
+            if answer.accepted != 1:
+                raise Broken(f"{topic} {event.value}: {answer}, for one event")
+        except LateEvent:
+            outcome = "late"
+        except IdempotencyKeyReused:
+            outcome = "reused"
+        except BrokerUnavailable:
+            outcome = "failed"
+        logged = len(journal) - before
+        self.note(
+            "append %s %s%s %s", topic, event.value, "" if key is None else " " + key.key, outcome
+        )
+        if logged != (outcome == "logged") and not (outcome == "failed" and logged == 1):
+            raise Broken(
+                f"{topic} {event.value}: answered {outcome}, and {logged} entries were logged"
+            )
+        if logged:
+            self.copies[event.value] += 1
+            if self.copies[event.value] > 1:
+                self.checker.copies[event.value] = self.copies[event.value]
+            if key is not None:
+                self.remembered[key.key] = (key.digest, self.clock() + key.window_ms / 1000)
+        return outcome
+
+    def repeat(self) -> None:
+        """A batch sent again with its key: a retry of one whose attempt failed, or a repeat of
+        any (acknowledged or not), or the key reused for another body; now, or right around
+        the end of the key's window (time passing meanwhile, every process stepping)."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.4 and self.unsettled:
+            batch = self.unsettled.pop(rng.randrange(len(self.unsettled)))
+        elif self.batches:
+            batch = rng.choice(self.batches)
+        else:
+            return
+        if roll >= 0.75:  # the same key, another body
+            self.value += 1
+            event = Event(float(self.value), self._wall_us(), None)
+            window = rng.choice(KEY_WINDOWS_MS)
+            batch = Batch(batch.topic, event, _keyed(batch.topic, event, batch.key.key, window))
+            self.batches.append(batch)
+        kept = self.remembered.get(batch.key.key)
+        if kept is not None and rng.random() < 0.5 and kept[1] - self.clock() < 2:
+            self._pass_time(kept[1] - self.clock() + rng.choice((-0.02, -0.001, 0.0, 0.001, 0.02)))
+        if self.send_batch(batch) == "failed":
+            self.unsettled.append(batch)
+
+    def _pass_time(self, seconds: float) -> None:
+        """Time passes as in `_turn`, every process stepping at least every 0.02 s."""
+        target = self.clock() + seconds
+        while self.clock() < target:
+            self.clock.advance(min(0.02, target - self.clock()))
+            for process in self.rng.sample(self.processes, len(self.processes)):
+                self.step_process(process)
+
+    def delete(self) -> None:
+        """`DELETE /topics/{topic}` from a web process: a delete entry logged (or nothing, for
+        a topic the store keeps no clock of), and the topic's latest gone at once."""
+        rng = self.rng
+        topic = rng.choice(self.topics)
+        journal = self.store.part(topic).journal
+        assert journal is not None
+        if rng.random() < 0.2:
+            # Its own draw, not one of TRANSIENT_OPERATIONS: the processes' faults as before.
+            self.faults.armed["delete"] = rng.choice((Fate.FAIL, Fate.LOST))
         for _ in range(2):
+            before = len(journal)
             try:
-                self.web.append_events(topic, [event], lateness_us=LATENESS_US, idempotency=key)
-            except LateEvent:
-                self.note("append %s %s late", topic, value)
-                return
+                deleted: bool | None = self.web.delete_topic(topic)
             except BrokerUnavailable:
-                self.note("append %s %s failed", topic, value)
-                if key is None:
-                    return  # not acknowledged; it may be in the log all the same
-                continue  # a retry with its key cannot log it twice
-            self.acknowledged.add(value)
-            self.note("append %s %s", topic, value)
+                deleted = None  # refused, or ran with its reply lost
+            logged = journal[before:]
+            self.note("delete %s: %s", topic, "failed" if deleted is None else deleted)
+            if len(logged) > (1 if deleted is None else deleted) or any(
+                e.deleted != topic for e in logged
+            ):
+                raise Broken(f"delete {topic} answered {deleted} and logged {logged}")
+            if deleted is None:
+                continue  # again: a delete that went through answers False now
+            if len(logged) != deleted:
+                raise Broken(f"delete {topic} answered {deleted} and logged {logged}")
+            if self.web.latest(TopicMatcher([topic])):
+                raise Broken(f"{topic}'s latest is still there after its delete")
+            self.faults.fired["delete logged" if deleted else "delete of no topic"] += 1
             return
 
     # -- the run -------------------------------------------------------------------------
@@ -551,8 +777,12 @@ class World:
     def _turn(self, *, faulty: bool, share: float) -> None:
         rng = self.rng
         roll = rng.random()
-        if roll < 0.25:
+        if roll < 0.22:
             self.append(share)
+        elif roll < 0.235:
+            self.delete()
+        elif roll < 0.25:
+            self.repeat()
         elif roll < 0.6:
             if self.processes:
                 self.step_process(rng.choice(self.processes))
@@ -642,20 +872,27 @@ class World:
     def _all_held(self) -> bool:
         return all(len(names) == 1 for names in self._owners().values())
 
-    def _logged(self) -> set[float]:
-        """Every event logged so far (what the journals gained since the last call, added:
-        they only grow)."""
+    def _logged(self) -> Counter[float]:
+        """Every event logged so far, with its copies, and every delete (what the journals
+        gained since the last call, added: they only grow)."""
         for part in self.store.parts:
             journal = part.journal
+            assert journal is not None
             for entry in journal[self._scanned[part.index] :]:
                 if entry.events is not None:
-                    self._logged_values.add(entry.events[0].value)
+                    self._logged_values[entry.events[0].value] += 1
+                elif entry.deleted is not None:
+                    self._logged_deletes[entry.deleted] += 1
             self._scanned[part.index] = len(journal)
         return self._logged_values
 
     def _all_published(self) -> bool:
         logged = self._logged()
-        return self._all_held() and logged <= self.checker.delivered
+        return (
+            self._all_held()
+            and logged <= self.checker.delivered
+            and self._logged_deletes <= self.checker.deletions
+        )
 
     def _check_end(self) -> None:
         for process in self.processes:
@@ -666,12 +903,19 @@ class World:
                     f"the world's record of what {process.name} owns, {sorted(process.owned)}, "
                     f"is not its pool's, {process.pool.owned}"
                 )
-        logged = set(self._logged())
-        if not self.acknowledged <= logged:
-            raise Broken(f"acknowledged events not logged: {sorted(self.acknowledged - logged)}")
+        logged = Counter(self._logged())
+        if not self.acknowledged <= logged.keys():
+            raise Broken(
+                f"acknowledged events not logged: {sorted(self.acknowledged - logged.keys())}"
+            )
         if logged != self.checker.delivered:
-            missing = sorted(logged - self.checker.delivered)
+            missing = sorted((logged - self.checker.delivered).elements())
             raise Broken(f"logged events without an update: {missing}")
+        if self._logged_deletes != self.checker.deletions:
+            raise Broken(
+                f"deletes logged {dict(self._logged_deletes)}, deletions delivered "
+                f"{dict(self.checker.deletions)}"
+            )
         self._check_reads()
         if self.transient_only:
             rebuilt = {i: n for i, n in self.taken.items() if n > 1}
@@ -698,15 +942,20 @@ class World:
                 f"{sorted(replayed.lost)}; {len(delivered)} were delivered"
             )
         last = {u.topic: u.id for u in delivered}
+        deleted = {u.topic for u in delivered if u.id == last[u.topic] and u.is_deletion}
         latest = {t: u.id for t, u in self.web.latest(EVERYTHING).items()}
         forgotten = {
             topic
             for part in self.store.parts
-            for e in part.journal
+            for e in part.journal or ()
             if e.forgotten is not None
             for topic in e.forgotten
         }
         for topic, update_id in last.items():
+            if topic in deleted:
+                if topic in latest:
+                    raise Broken(f"{topic}'s latest is {latest[topic]}, after its deletion")
+                continue
             if latest.get(topic) not in (update_id, None) or (
                 topic not in latest and topic not in forgotten
             ):
