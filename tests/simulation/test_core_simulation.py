@@ -76,18 +76,6 @@ MOMENTS = {
 }
 REACHED_AT_LEAST = 5
 
-KNOWN_FAILURES = {
-    9997: "a process paused past its lease takes its partition back with the windows it had; "
-    "meanwhile its successor trimmed the log past a delete entry (a deleted topic's entries "
-    "are no longer held), so the process reads on after the trimmed entries, never applies "
-    "the delete, and publishes the new topic's updates with the old topic's events in its "
-    "3 s window",
-    28033: "the same bug (outside the CI run's seeds): a paused process reads on after the "
-    "delete entry its successor trimmed",
-}
-"""Seeds that fail on a product bug not fixed yet, each with the bug. The every-seed test
-leaves them out; `test_known_failures_still_fail` runs them, and fails once one passes."""
-
 
 def run(seed: int, errors: _Errors, reached: Counter[str] | None = None) -> None:
     world = World(seed)
@@ -118,8 +106,7 @@ def test_every_seed_keeps_every_invariant(quiet_core: _Errors, first: int) -> No
     seeds = range(SEEDS * first // SLICES, SEEDS * (first + 1) // SLICES)
     reached: Counter[str] = Counter()
     for seed in seeds:
-        if seed not in KNOWN_FAILURES:
-            run(seed, quiet_core, reached)
+        run(seed, quiet_core, reached)
     print(f"{len(seeds)} seeds in {time.monotonic() - started:.1f} s; reached {dict(reached)}")
     if len(seeds) >= 2000:  # a short run (PUSHSVC_SIM_SEEDS) may miss some
         missed = {m: why for m, why in MOMENTS.items() if reached[m] < REACHED_AT_LEAST}
@@ -137,11 +124,15 @@ def test_replay_one_seed() -> None:
         logging.getLogger("pushsvc").removeHandler(errors)
 
 
-@pytest.mark.xfail(strict=True, reason="the product bugs KNOWN_FAILURES names")
-@pytest.mark.parametrize("seed", sorted(KNOWN_FAILURES))
-def test_known_failures_still_fail(quiet_core: _Errors, seed: int) -> None:
-    """Each seed that fails on a known bug; one that passes (its bug fixed) fails here, to be
-    taken off the list."""
+@pytest.mark.parametrize("seed", [9997, 28033])
+def test_a_paused_holder_never_reads_on_past_entries_its_successor_trimmed(
+    quiet_core: _Errors, seed: int
+) -> None:
+    """Seeds 9997 and 28033: a process paused past its lease took its partition back with the
+    windows it had, while its successor had trimmed the log past a delete entry (a deleted
+    topic's entries are held no longer); it read on after the trimmed entries, never applied
+    the delete, and published the new topic's updates with the old topic's events in its 3 s
+    window. Log entries are numbered now: the gap makes it rebuild (`LogGap`)."""
     run(seed, quiet_core)
 
 
