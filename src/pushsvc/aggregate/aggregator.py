@@ -124,6 +124,20 @@ class Aggregator:
                 draft(topic, at_, "event", event_json(e), summary)
                 for e, at_, summary in zip(events, clocks, summaries, strict=True)
             ]
+        series = state.series
+        if series is not None and state.stages == (series,) and state.groups is None:
+            # Series only, what every topic of a rule without groups, alerts or anomalies
+            # has: inlined like the plain rule, in `_staged`'s order (the update, then the
+            # points that closed at its clock). The stage loop cost it 5 % more
+            # instructions an event (75.0k against 71.3k, 2026-11-27).
+            buckets = series.series
+            drafts: list[UpdateDraft] = []
+            for e, now, summary in zip(events, clocks, summaries, strict=True):
+                buckets.insert(e.ts_us, e.value, e.tags)
+                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                if now >= buckets.next_close_us:
+                    drafts += series.closed_points(now)
+            return drafts
         return self._staged(state, topic, events, clocks, summaries, at)
 
     def _staged(

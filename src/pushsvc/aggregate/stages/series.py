@@ -154,6 +154,11 @@ class SeriesStage:
             _watch(due, gid, series)
         return drafts
 
+    def closed_points(self, clock_us: int) -> list[UpdateDraft]:
+        """The drafts of the topic's points that close at `clock_us` (the topic's own: what
+        `on_event` drafts for a topic without groups)."""
+        return self._points(clock_us, self.series.close(clock_us))
+
     def _points(
         self, clock_us: int, closed: Sequence[tuple[str, Point]], group: Group | None = None
     ) -> list[UpdateDraft]:
