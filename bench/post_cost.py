@@ -39,13 +39,18 @@ HEADERS = {"Content-Type": "application/json"}
 PATH = "/topics/bench.post/events"
 
 
-def _post_many(conn: http.client.HTTPConnection, count: int) -> None:
+def _post_many(conn: http.client.HTTPConnection, count: int) -> list[float]:
+    """`count` POSTs one after the other; each one's latency (s): sent to answer read."""
+    latencies = []
     for _ in range(count):
+        sent = time.perf_counter()
         conn.request("POST", PATH, BODY, HEADERS)
         answer = conn.getresponse()
         answer.read()
+        latencies.append(time.perf_counter() - sent)
         if answer.status != 202:
             raise RuntimeError(f"POST {PATH}: {answer.status}")
+    return latencies
 
 
 def _sleeps(pid: int) -> int:
@@ -67,7 +72,7 @@ def measure(src: Path, posts: int, warmup: int) -> dict[str, object]:
         _post_many(conn, warmup)
         before, sleeps = cpu_seconds(proc.pid), _sleeps(proc.pid)
         wall = time.perf_counter()
-        _post_many(conn, posts)
+        latencies = sorted(_post_many(conn, posts))
         wall = time.perf_counter() - wall
         after, sleeps = cpu_seconds(proc.pid), _sleeps(proc.pid) - sleeps
         conn.close()
@@ -79,6 +84,8 @@ def measure(src: Path, posts: int, warmup: int) -> dict[str, object]:
         "server_cpu_s": round(after - before, 3),
         "cpu_us_per_post": round((after - before) / posts * 1e6, 1),
         "wall_us_per_post": round(wall / posts * 1e6, 1),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
         # A server that finishes a request before its client sends the next one sleeps in
         # epoll and wakes for it, which costs CPU too: a faster path can show more of it.
         "sleeps_per_post": round(sleeps / posts, 2),
