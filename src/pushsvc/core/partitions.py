@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import zlib
 
+from pushsvc.core.topics import ALERTS, TopicMatcher
+
 DEFAULT_PARTITIONS = 16
 # Enough to spread over a large cluster, few enough that a stream's resume cursor (one
 # position per partition) and the work of walking every partition stay small.
@@ -36,3 +38,11 @@ def partition_of(topic: str, count: int) -> int:
     `count` is not checked here (this runs for every event): check it once where it is read,
     with `check_partitions`."""
     return zlib.crc32(topic.encode()) % count
+
+
+def partitions_matching(match: TopicMatcher, partitions: int) -> list[int]:
+    """The partitions that may hold a topic `match` takes: those of its names when it holds
+    names only (`_alerts`' changes go with every partition's), else every one."""
+    if match.exact and ALERTS not in match.names:
+        return sorted({partition_of(name, partitions) for name in match.names})
+    return list(range(partitions))

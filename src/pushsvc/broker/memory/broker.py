@@ -44,7 +44,7 @@ from pushsvc.broker.shared_log import EventLog, Lease, LeaseGroup, LogWaiter
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
-from pushsvc.core.partitions import Partition, partition_of
+from pushsvc.core.partitions import Partition, partition_of, partitions_matching
 from pushsvc.core.topic_pages import IndexRange, TopicRange, scan_page, walk
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
@@ -202,7 +202,7 @@ class MemoryBroker:
         self._check_open()
         lost = {index for index in after if index >= self.partitions}
         updates: list[Update] = []
-        for index in self._partitions_of(match):
+        for index in partitions_matching(match, self.partitions):
             replayed = self.store.parts[index].published.replay(after.get(index), match)
             if replayed is None:
                 lost.add(index)
@@ -211,12 +211,6 @@ class MemoryBroker:
         if len({u.id.partition for u in updates}) > 1:
             updates.sort(key=lambda u: (u.id.ms, u.id.seq))
         return Replayed(updates, frozenset(lost))
-
-    def _partitions_of(self, match: TopicMatcher) -> list[int]:
-        """The partitions that may hold a topic `match` takes."""
-        if match.exact and ALERTS not in match.names:
-            return sorted({self.partition_of(name) for name in match.names})
-        return list(range(self.partitions))
 
     def history(
         self,

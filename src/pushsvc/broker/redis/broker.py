@@ -90,9 +90,14 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
-from pushsvc.core.partitions import DEFAULT_PARTITIONS, check_partitions, partition_of
+from pushsvc.core.partitions import (
+    DEFAULT_PARTITIONS,
+    check_partitions,
+    partition_of,
+    partitions_matching,
+)
 from pushsvc.core.topic_pages import TopicRange
-from pushsvc.core.topics import ALERTS, TopicMatcher
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 from pushsvc.errors import (
     BrokerUnavailable,
@@ -481,7 +486,7 @@ class RedisBroker:
         updates: list[list[Update]] = [[] for _ in asked]
         by_partition: dict[int, list[int]] = {}
         for n, (_, match) in enumerate(asked):
-            for index in self._partitions_of(match):
+            for index in partitions_matching(match, self.partitions):
                 by_partition.setdefault(index, []).append(n)
         order = sorted(by_partition)
         starts = [(self.keys.partition(i), start_of(asked[n][0].get(i) for n in by_partition[i]))
@@ -503,12 +508,6 @@ class RedisBroker:
             if len({u.id.partition for u in of_one}) > 1:
                 of_one.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition's order
         return [Replayed(u, frozenset(gone)) for u, gone in zip(updates, lost, strict=True)]
-
-    def _partitions_of(self, match: TopicMatcher) -> list[int]:
-        """The partitions that may hold a topic `match` takes."""
-        if match.exact and ALERTS not in match.names:
-            return sorted({self.partition_of(name) for name in match.names})
-        return list(range(self.partitions))
 
     def history(
         self,
