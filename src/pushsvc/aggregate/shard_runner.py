@@ -291,7 +291,9 @@ class ShardRunner:
                 if at <= applied:
                     continue  # read for an older position (a waiter's answer, late)
                 n, count = entry.n, self._count
-                if n is not None and count is not None and n != count + 1:
+                # Numbers going back are a log that started again (Redis restarted empty, or
+                # a replica behind): the windows here are then the only copy, and go on.
+                if n is not None and count is not None and n > count + 1:
                     raise LogGap(
                         f"partition {self.shard[0]}/{self.shard[1]}: entry {entry.id} is the "
                         f"log's number {n}, the one after {self.position} was {count + 1}"
