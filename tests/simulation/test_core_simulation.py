@@ -73,6 +73,10 @@ MOMENTS = {
     "key within window reused": "a key reused for another body: refused, nothing logged",
     "key within window replayed at the window's end": "a repeat just before its key expires",
     "key past window logged at the window's end": "a repeat just after its key expired: logged",
+    "sessionizer killed holding its lease": "a sessionizer killed while it holds the lease",
+    "sessionizer paused past its lease": "a sessionizer paused past its lease (then woken)",
+    "sessionizer steps on a lapsed lease": "a sessionizer's round before its keeper saw the lapse",
+    "session answered from its key": "a session logged already (after the last save) sent again",
 }
 REACHED_AT_LEAST = 5
 

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from greenlet import GreenletExit, greenlet
@@ -52,6 +54,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent
 from pushsvc.rules.analytics import Rule, Rules
+from simulation import sessions as session_side
 
 S = 1_000_000
 LEASE_US = 600_000
@@ -315,6 +318,10 @@ class Checker:
         """Every update delivered, in delivery order."""
         self.tenures: list[list[str]] = [[] for _ in range(store_parts)]
         """Per partition, the tokens its accepted publishes were made under, in turn."""
+        self.produced: frozenset[str] = frozenset()
+        """Topics pushsvc appends to itself (a session topic): their events' values are no
+        identity (a session's duration), so their updates are counted per topic."""
+        self.produced_delivered: Counter[str] = Counter()
 
     def attach(self, store: Store) -> None:
         self.models = []
@@ -369,6 +376,9 @@ class Checker:
                 self.deletions[update.topic] += 1
                 continue
             body = orjson.loads(update.data)
+            if update.topic in self.produced:
+                self._check_produced(update, body, model)
+                continue
             if body["reason"] == "event":
                 value = body["event"]["value"]
                 if self.delivered[value] >= self.copies.get(value, 1):
@@ -381,6 +391,23 @@ class Checker:
             got = {k: (w["count"], float(w["sum"])) for k, w in body["windows"].items()}
             if got != want:
                 raise Broken(f"{update.topic} at {update.id}: windows {got}, the model {want}")
+
+    def _check_produced(self, update: Update, body: dict[str, Any], model: Model) -> None:
+        """An update of a topic pushsvc appends to: walked in log order as any other (one per
+        entry, counted per topic); its sums only close to the model's, its values being
+        fractions of a second, summed in another order."""
+        if body["reason"] == "event":
+            self.produced_delivered[update.topic] += 1
+            topic_model = model.event(update.topic, body["event"]["value"])
+        else:
+            topic_model = model.tick(update.topic, update.clock_us)
+        want = topic_model.windows()
+        got = {k: (w["count"], float(w["sum"])) for k, w in body["windows"].items()}
+        if got.keys() != want.keys() or any(
+            got[k][0] != want[k][0] or not math.isclose(got[k][1], want[k][1], abs_tol=1e-6)
+            for k in want
+        ):
+            raise Broken(f"{update.topic} at {update.id}: windows {got}, the model {want}")
 
 
 @dataclass(frozen=True)
@@ -464,6 +491,14 @@ class World:
         """How many times each event was logged (more than once: repeated past its window)."""
         self.taken: dict[int, int] = {}
         """Per partition, how many times a process took it (each time: a cold rebuild)."""
+        self.lease_us, self.lateness_us = LEASE_US, LATENESS_US
+        self._logged_produced: Counter[str] = Counter()
+        self.sessions = session_side.maybe(self)
+        """A session rule and its sessionizers, in some seeds (their own draws)."""
+        self.rules = RULES
+        if self.sessions is not None:
+            self.rules = Rules((COUNTED,), TIMED, sessions=self.sessions.rules)
+            self.checker.produced = frozenset({session_side.TOPIC})
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
             self.start()
 
@@ -482,9 +517,25 @@ class World:
     def _wall_us(self) -> int:
         return WALL_BASE_US + int(self.clock() * S)
 
+    wall_us = _wall_us
+
+    def broken(self, what: str) -> Broken:
+        return Broken(what)
+
+    def pass_step(self, extra: Callable[[], None], seconds: float) -> None:
+        """One step of the settling: every process steps, then `extra`, and time passes."""
+        for process in list(self.processes):
+            self.step_process(process)
+        extra()
+        self.clock.advance(seconds)
+        self._check_step()
+
+    def all_published(self) -> bool:
+        return self._all_published()
+
     def _aggregator(self) -> Aggregator:
         return Aggregator(
-            rules=RULES,
+            rules=self.rules,
             wall_clock=self._wall_us,
             topic_ttl_us=self.topic_ttl_us,
             lateness_us=LATENESS_US,
@@ -793,6 +844,8 @@ class World:
                 self.step_process(process)
         elif faulty:
             self._fault()
+        if self.sessions is not None:
+            self.sessions.turn(faulty=faulty)
 
     def _fault(self) -> None:
         rng = self.rng
@@ -860,6 +913,8 @@ class World:
             if now > max(stopped, woken) + 30:
                 raise Broken("not everything logged was published within 30 s")
         self._check_step()
+        if self.sessions is not None:
+            self.sessions.settle()
         self._check_end()
 
     def _owners(self) -> dict[int, list[str]]:
@@ -879,7 +934,10 @@ class World:
             journal = part.journal
             assert journal is not None
             for entry in journal[self._scanned[part.index] :]:
-                if entry.events is not None:
+                if entry.topic in self.checker.produced:
+                    if entry.events is not None:
+                        self._logged_produced[entry.topic] += 1
+                elif entry.events is not None:
                     self._logged_values[entry.events[0].value] += 1
                 elif entry.deleted is not None:
                     self._logged_deletes[entry.deleted] += 1
@@ -892,6 +950,7 @@ class World:
             self._all_held()
             and logged <= self.checker.delivered
             and self._logged_deletes <= self.checker.deletions
+            and self._logged_produced <= self.checker.produced_delivered
         )
 
     def _check_end(self) -> None:
@@ -915,6 +974,11 @@ class World:
             raise Broken(
                 f"deletes logged {dict(self._logged_deletes)}, deletions delivered "
                 f"{dict(self.checker.deletions)}"
+            )
+        if self._logged_produced != self.checker.produced_delivered:
+            raise Broken(
+                f"events logged by pushsvc {dict(self._logged_produced)}, their updates "
+                f"delivered {dict(self.checker.produced_delivered)}"
             )
         self._check_reads()
         if self.transient_only:
