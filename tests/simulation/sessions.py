@@ -24,14 +24,14 @@ checker counts them per topic (`Checker.produced`).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pushsvc.aggregate.sessionize import Sessionizer
-from pushsvc.broker.memory import MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.memory.lease import MemoryLease
 from pushsvc.core.event import Event
 from pushsvc.rules.sessions import SessionRule, parse_sessions
+from simulation.leased import LeasedSide, S
 
 if TYPE_CHECKING:
     from simulation.world import World
@@ -43,42 +43,16 @@ TOPIC = "sessions"
 KEY = "user"
 USERS = ("u0", "u1", "u2")
 GAPS = ("200ms", "500ms", "1s")
-S = 1_000_000
 
 
-class _OneRound:
-    """The `stop` a sessionizer's `run` loop takes, set after one round: the scheduler runs the
-    product's loop (its error handling included) one round at a time."""
-
-    def __init__(self) -> None:
-        self._rounds = 0
-
-    def is_set(self) -> bool:
-        self._rounds += 1
-        return self._rounds > 1
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return True
-
-
-@dataclass(eq=False)
-class SessionProcess:
-    """One process's sessionizer, with its broker and its lease."""
-
-    name: str
-    broker: MemoryBroker
-    lease: MemoryLease
-    sessionizer: Sessionizer
-    paused_until: float = 0.0
-    renewed_at: float = float("-inf")
-
-
-class SessionSide:
+class SessionSide(LeasedSide):
     """The session rule of one world, its sessionizer processes and its checks."""
 
+    kind = "sessionizer"
+    topic = TOPIC
+
     def __init__(self, world: World, rng: random.Random) -> None:
-        self.world = world
-        self.rng = rng
+        super().__init__(world, rng)
         table = {
             "topic": TOPIC,
             "from": [SOURCE],
@@ -89,14 +63,12 @@ class SessionSide:
         self.rule: SessionRule = parse_sessions([table])[0]
         self.gap_us = self.rule.gap_us
         self.checkpoint_s = rng.choice((0.1, 0.3, 1.0))
-        self.lease_store = Store(1, clock=world.clock)
-        self.processes: list[SessionProcess] = []
-        self.started = 0
+        # Beyond every session's end: the gap, the allowed lateness, the assembler's slot.
+        self.wait_s = (self.gap_us + world.lateness_us + S) / S + 0.1
         self.seen: dict[tuple[str, int], str] = {}
         """Each session logged, by (key, first event µs): its entry's id."""
         self._scanned = 0
-        self.fired = world.faults.fired
-        """The moments reached, counted with the world's (`Faults.fired`)."""
+        self._wanted: set[tuple[str, int, int, int]] | None = None
         for _ in range(rng.randint(1, 2)):
             self.start()
 
@@ -104,15 +76,9 @@ class SessionSide:
     def rules(self) -> tuple[SessionRule, ...]:
         return (self.rule,)
 
-    # -- the processes -------------------------------------------------------------------
-
-    def start(self) -> None:
+    def new_runner(self, broker: MemoryBroker, lease: MemoryLease) -> Sessionizer:
         world = self.world
-        self.started += 1
-        name = f"z{self.started}"
-        broker = MemoryBroker(world.store, name=name)
-        lease = MemoryLease(self.lease_store, (0, 1), ttl_us=world.lease_us)
-        sessionizer = Sessionizer(
+        return Sessionizer(
             broker,
             self.rules,
             lateness_us=world.lateness_us,
@@ -121,72 +87,6 @@ class SessionSide:
             checkpoint_s=self.checkpoint_s,
             clock=world.clock,
         )
-        self.processes.append(SessionProcess(name, broker, lease, sessionizer))
-        world.note("start sessionizer %s", name)
-
-    def crash(self, process: SessionProcess) -> None:
-        self.processes.remove(process)
-        process.broker.close()
-        if process.lease.holding:
-            self.fired["sessionizer killed holding its lease"] += 1
-        self.world.note("crash sessionizer %s", process.name)
-
-    def step(self, process: SessionProcess) -> None:
-        """The lease's keeper (every third of its ttl) and one round of the sessionizer's loop,
-        in either order: a process that wakes from a pause may run a round before its keeper
-        learns the lease went to another."""
-        now = self.world.clock()
-        if process.paused_until > now:
-            return
-        due = now - process.renewed_at >= process.lease.ttl_s / 3
-        keeper_first = self.rng.random() < 0.5
-        if due and keeper_first:
-            self._renew(process)
-        if process.lease.holding and process.renewed_at < now - process.lease.ttl_s:
-            self.fired["sessionizer steps on a lapsed lease"] += 1
-        before = process.sessionizer.replayed
-        process.sessionizer.run(_OneRound())  # type: ignore[arg-type]
-        if process.sessionizer.replayed > before:
-            self.fired["session answered from its key"] += 1
-        if due and not keeper_first:
-            self._renew(process)
-
-    def _renew(self, process: SessionProcess) -> None:
-        was = process.lease.holding
-        process.lease.renew()
-        process.renewed_at = self.world.clock()
-        if process.lease.holding and not was:
-            self.fired["sessionizer took the lease"] += 1
-
-    # -- the scheduler's draws -----------------------------------------------------------
-
-    def turn(self, *, faulty: bool) -> None:
-        """After each of the world's turns: maybe an event of the source, a sessionizer's
-        step, or (while faults happen) a kill, a restart or a pause past the lease."""
-        rng = self.rng
-        roll = rng.random()
-        if roll < 0.12:
-            self.append()
-        elif roll < 0.45:
-            if self.processes:
-                self.step(rng.choice(self.processes))
-        elif roll < 0.5 and faulty:
-            self._fault()
-        self.check()
-
-    def _fault(self) -> None:
-        rng = self.rng
-        kind = rng.random()
-        if kind < 0.35 and self.processes:
-            self.crash(rng.choice(self.processes))
-        elif kind < 0.6 and len(self.processes) < 2:
-            self.start()
-        elif self.processes:
-            process = rng.choice(self.processes)
-            world = self.world
-            process.paused_until = world.clock() + world.lease_us / S * rng.uniform(1.2, 3)
-            self.fired["sessionizer paused past its lease"] += 1
-            world.note("pause sessionizer %s until %.2f", process.name, process.paused_until)
 
     def append(self, *, user: str | None = "") -> None:
         """An event of the source topic, for one of the users (`user=None`: with no key, which
@@ -199,6 +99,10 @@ class SessionSide:
         late = rng.choice((0, 0, 0, S // 10, S // 2)) if user is not None else 0
         tags = None if user is None else {KEY: user}
         world.send(SOURCE, Event(float(world.value), world.wall_us() - late, tags), None)
+
+    def close(self) -> None:
+        self.append(user=None)
+        self._wanted = self.oracle()
 
     # -- the checks ----------------------------------------------------------------------
 
@@ -229,36 +133,15 @@ class SessionSide:
             self.seen[(key, first)] = entry_id
             self.fired["session logged"] += 1
 
-    def settle(self) -> None:
-        """The faults stop: a sessionizer runs; time passes beyond every session's end (the
-        gap, the allowed lateness and the assembler's slot of a second) and one event with no
-        key moves the assembler's clock there; then every session ends and is logged."""
-        world = self.world
-        if not self.processes:
-            self.start()
-        for process in self.processes:
-            process.paused_until = min(process.paused_until, world.clock())
-        target = world.clock() + (self.gap_us + world.lateness_us + S) / S + 0.1
-        while world.clock() < target:
-            world.pass_step(extra=self._step_all, seconds=0.1)
-        self.append(user=None)
-        wanted = self.oracle()
-        deadline = world.clock() + 30
-        while True:
-            world.pass_step(extra=self._step_all, seconds=0.1)
-            self.check()
-            if self._logged_sessions() == wanted and world.all_published():
-                return
-            if world.clock() > deadline:
-                got = self._logged_sessions()
-                raise world.broken(
-                    f"sessions logged {sorted(got - wanted)} not in the oracle, and the "
-                    f"oracle's {sorted(wanted - got)} not logged, 30 s after the faults stopped"
-                )
-
-    def _step_all(self) -> None:
-        for process in self.rng.sample(self.processes, len(self.processes)):
-            self.step(process)
+    def missing(self) -> str | None:
+        got, wanted = self._logged_sessions(), self._wanted
+        if got == wanted:
+            return None
+        assert wanted is not None
+        return (
+            f"sessions logged {sorted(got - wanted)} not in the oracle, and the oracle's "
+            f"{sorted(wanted - got)} not logged"
+        )
 
     def _logged_sessions(self) -> set[tuple[str, int, int, int]]:
         journal = self.world.store.part(TOPIC).journal
@@ -298,8 +181,8 @@ class SessionSide:
 
 
 def maybe(world: World) -> SessionSide | None:
-    """The world's sessions, in a quarter of the seeds."""
+    """The world's sessions, in a fifth of the seeds."""
     rng = random.Random(f"sessions:{world.seed}")
-    if rng.random() >= 0.25:
+    if rng.random() >= 0.2:
         return None
     return SessionSide(world, rng)

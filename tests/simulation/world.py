@@ -51,10 +51,13 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft
+from pushsvc.core.updates import Kind, Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent
 from pushsvc.rules.analytics import Rule, Rules
+from pushsvc.rules.tiers import SeriesTier
+from simulation import derived as derive_side
 from simulation import sessions as session_side
+from simulation.leased import LeasedSide
 
 S = 1_000_000
 LEASE_US = 600_000
@@ -71,6 +74,24 @@ forgotten, since a count window never empties)."""
 TIMED = Rule(0, ("*",), WINDOWS_US, (), ("count", "sum"), exact_up_to_us=max(WINDOWS_US))
 """The others: time windows only (rebuilt from the log, forgotten once idle and empty)."""
 RULES = Rules((COUNTED,), TIMED)
+DERIVE_SOURCES = Rule(
+    2,
+    ("d.*",),
+    WINDOWS_US,
+    LAST,
+    ("count", "sum"),
+    exact_up_to_us=max(WINDOWS_US),
+    series=(SeriesTier(S, 3600 * S),),
+)
+"""The `d.` topics, sources of a derived topic (`simulation.derived`): the count window as
+`COUNTED`'s (never forgotten), and series of a second, which the deriver reads."""
+
+
+def _counted(topic: str) -> bool:
+    """Whether a topic has the count window (`COUNTED`, `DERIVE_SOURCES`)."""
+    return topic.startswith(("c.", "d."))
+
+
 EVERYTHING = TopicMatcher(["*"])
 TRANSIENT_OPERATIONS = (
     "append",
@@ -206,7 +227,7 @@ class Model:
             for topic, clock in entry.ticks.items():
                 model = self.topics.get(topic)
                 if model is None:
-                    model = self.topics[topic] = TopicModel(topic.startswith("c."))
+                    model = self.topics[topic] = TopicModel(_counted(topic))
                 model.clock = clock if model.clock is None else max(model.clock, clock)
 
     def _next_yielding(self) -> Entry | None:
@@ -232,7 +253,7 @@ class Model:
             raise Broken(self._misplaced(f"an update for {topic} event {value}", topic, value))
         model = self.topics.get(topic)
         if model is None:
-            model = self.topics[topic] = TopicModel(topic.startswith("c."))
+            model = self.topics[topic] = TopicModel(_counted(topic))
         model.add(first.ts_us, first.value)
         model.clock = first.ts_us if model.clock is None else max(model.clock, first.ts_us)
         # One event per entry: the next is the next entry.
@@ -365,6 +386,8 @@ class Checker:
                 raise Broken(f"update id {update.id} after {last} in partition {partition}")
             self.last_id[partition] = mark
             self.updates.append(update)
+            if update.kind is Kind.POINT:
+                continue  # a closed series bucket of a derived topic's source: its deriver's
             model = self.models[partition]
             if update.is_deletion:
                 clocks = model.deletion(update.topic)
@@ -449,7 +472,9 @@ class Process:
 class World:
     """One seeded run (see the module's doc)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, *, sides: bool = True) -> None:
+        """`sides=False`: no session or derive rule, whatever the seed draws (the world as it
+        was before they were added: what the regression seeds replay)."""
         self.seed = seed
         rng = self.rng = random.Random(seed)
         self.clock = ManualClock()
@@ -493,12 +518,28 @@ class World:
         """Per partition, how many times a process took it (each time: a cold rebuild)."""
         self.lease_us, self.lateness_us = LEASE_US, LATENESS_US
         self._logged_produced: Counter[str] = Counter()
-        self.sessions = session_side.maybe(self)
+        self.sessions = session_side.maybe(self) if sides else None
         """A session rule and its sessionizers, in some seeds (their own draws)."""
+        self.derived = (
+            derive_side.maybe(self, Rules((COUNTED, DERIVE_SOURCES), TIMED)) if sides else None
+        )
+        """A derive rule and its derivers, in some seeds (their own draws)."""
+        self.sides: list[LeasedSide] = [s for s in (self.sessions, self.derived) if s is not None]
         self.rules = RULES
-        if self.sessions is not None:
-            self.rules = Rules((COUNTED,), TIMED, sessions=self.sessions.rules)
-            self.checker.produced = frozenset({session_side.TOPIC})
+        if self.sides:
+            self.rules = Rules(
+                (COUNTED,) if self.derived is None else (COUNTED, DERIVE_SOURCES),
+                TIMED,
+                derives=() if self.derived is None else (self.derived.rule,),
+                sessions=() if self.sessions is None else self.sessions.rules,
+            )
+            self.checker.produced = frozenset(side.topic for side in self.sides)
+        if self.derived is not None:
+            # A source forgotten (idle past the ttl) loses its clock and its buckets: its
+            # derived topic stops until it is posted to again, and a boundary over the
+            # forgotten buckets is not the events' (a limit, `simulation.derived`).
+            self.topic_ttl_us = 0
+            self.derived.begin(self.rules)
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
             self.start()
 
@@ -844,8 +885,8 @@ class World:
                 self.step_process(process)
         elif faulty:
             self._fault()
-        if self.sessions is not None:
-            self.sessions.turn(faulty=faulty)
+        for side in self.sides:
+            side.turn(faulty=faulty)
 
     def _fault(self) -> None:
         rng = self.rng
@@ -913,9 +954,38 @@ class World:
             if now > max(stopped, woken) + 30:
                 raise Broken("not everything logged was published within 30 s")
         self._check_step()
-        if self.sessions is not None:
-            self.sessions.settle()
+        if self.sides:
+            self._settle_sides()
         self._check_end()
+
+    def _settle_sides(self) -> None:
+        """The sessionizers and derivers: one process at least, none paused; time passes until
+        their sources' clocks may move past every session's end and every boundary (events
+        that move them there, `close`); then everything they should log is logged."""
+        sides = self.sides
+        for side in sides:
+            side.prepare()
+
+        def step_sides() -> None:
+            for side in sides:
+                side.step_all()
+
+        target = self.clock() + max(side.wait_s for side in sides)
+        while self.clock() < target:
+            # Under a lease period at a time: every lease is renewed in time.
+            self.pass_step(step_sides, min(0.45, target - self.clock()))
+        for side in sides:
+            side.close()
+        deadline = self.clock() + 30
+        while True:
+            self.pass_step(step_sides, 0.1)
+            for side in sides:
+                side.check()
+            if self._all_published() and not any(side.missing() for side in sides):
+                return
+            if self.clock() > deadline:
+                missing = "; ".join(m for side in sides if (m := side.missing()))
+                raise Broken(f"{missing or 'not all published'}, 30 s after the faults stopped")
 
     def _owners(self) -> dict[int, list[str]]:
         owners: dict[int, list[str]] = {i: [] for i in range(self.partitions)}
@@ -1005,8 +1075,9 @@ class World:
                 f"the history replays {len(replayed.updates)} updates, lost "
                 f"{sorted(replayed.lost)}; {len(delivered)} were delivered"
             )
-        last = {u.topic: u.id for u in delivered}
-        deleted = {u.topic for u in delivered if u.id == last[u.topic] and u.is_deletion}
+        # A series point (a derived topic's source's) is in the history, never a latest.
+        last = {u.topic: u.id for u in delivered if u.kind is not Kind.POINT}
+        deleted = {u.topic for u in delivered if u.id == last.get(u.topic) and u.is_deletion}
         latest = {t: u.id for t, u in self.web.latest(EVERYTHING).items()}
         forgotten = {
             topic
