@@ -17,9 +17,10 @@ Invariants (`DeriveSide.check`, after every step; `DeriveSide.missing`, once set
   `every`; the expression itself is `pushsvc.rules.derive.evaluate`'s, the one place it is
   computed);
 * once the faults stop and the sources' clocks pass the allowed lateness, the boundaries
-  logged are exactly the oracle's: from the end of the earliest bucket of any source to the
-  newest boundary every source's published clock has passed by the allowed lateness, those
-  whose value is defined, none missing (a boundary refused as late is one missing).
+  logged and their values are exactly the oracle's: from the end of the earliest bucket of
+  any source to the newest boundary every source's published clock has passed by the
+  allowed lateness, those whose value is defined, none missing (a boundary refused as late
+  is one missing).
 """
 
 from __future__ import annotations
@@ -197,7 +198,14 @@ class DeriveSide(LeasedSide):
             return "a source without a clock"
         got = set(self.seen)
         if got == wanted.keys():
-            return None
+            # And each with the value of every event of its buckets, as logged in the end (a
+            # boundary computed before its buckets closed had only some of them).
+            wrong = [
+                (t, self.values[t], want)
+                for t, want in sorted(wanted.items())
+                if not math.isclose(self.values[t], want, abs_tol=1e-9)
+            ]
+            return f"{TOPIC}: (boundary, logged, oracle) {wrong}" if wrong else None
         return (
             f"{TOPIC}: boundaries logged {sorted(got - wanted.keys())} not in the oracle, and "
             f"the oracle's {sorted(wanted.keys() - got)} not logged"
