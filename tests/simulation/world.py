@@ -26,6 +26,10 @@ replays what was delivered and each topic's latest is its last update (none afte
 deletion); and in a world where only single transient errors happen, no partition is ever
 rebuilt cold after it was first taken. A run that breaks one raises `Broken`, with the seed
 and the last steps.
+
+In some seeds, by draws of their own, a session rule and its sessionizers
+(`simulation.sessions`) and a derive rule and its derivers (`simulation.derived`) run beside
+them as leased processes (`simulation.leased`), each with invariants of its own.
 """
 
 from __future__ import annotations
