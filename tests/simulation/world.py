@@ -26,16 +26,22 @@ replays what was delivered and each topic's latest is its last update (none afte
 deletion); and in a world where only single transient errors happen, no partition is ever
 rebuilt cold after it was first taken. A run that breaks one raises `Broken`, with the seed
 and the last steps.
+
+In some seeds, by draws of their own, a session rule and its sessionizers
+(`simulation.sessions`) and a derive rule and its derivers (`simulation.derived`) run beside
+them as leased processes (`simulation.leased`), each with invariants of its own.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from greenlet import GreenletExit, greenlet
@@ -49,9 +55,13 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update, UpdateDraft
+from pushsvc.core.updates import Kind, Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent
 from pushsvc.rules.analytics import Rule, Rules
+from pushsvc.rules.tiers import SeriesTier
+from simulation import derived as derive_side
+from simulation import sessions as session_side
+from simulation.leased import LeasedSide
 
 S = 1_000_000
 LEASE_US = 600_000
@@ -68,6 +78,24 @@ forgotten, since a count window never empties)."""
 TIMED = Rule(0, ("*",), WINDOWS_US, (), ("count", "sum"), exact_up_to_us=max(WINDOWS_US))
 """The others: time windows only (rebuilt from the log, forgotten once idle and empty)."""
 RULES = Rules((COUNTED,), TIMED)
+DERIVE_SOURCES = Rule(
+    2,
+    ("d.*",),
+    WINDOWS_US,
+    LAST,
+    ("count", "sum"),
+    exact_up_to_us=max(WINDOWS_US),
+    series=(SeriesTier(S, 3600 * S),),
+)
+"""The `d.` topics, sources of a derived topic (`simulation.derived`): the count window as
+`COUNTED`'s (never forgotten), and series of a second, which the deriver reads."""
+
+
+def _counted(topic: str) -> bool:
+    """Whether a topic has the count window (`COUNTED`, `DERIVE_SOURCES`)."""
+    return topic.startswith(("c.", "d."))
+
+
 EVERYTHING = TopicMatcher(["*"])
 TRANSIENT_OPERATIONS = (
     "append",
@@ -203,7 +231,7 @@ class Model:
             for topic, clock in entry.ticks.items():
                 model = self.topics.get(topic)
                 if model is None:
-                    model = self.topics[topic] = TopicModel(topic.startswith("c."))
+                    model = self.topics[topic] = TopicModel(_counted(topic))
                 model.clock = clock if model.clock is None else max(model.clock, clock)
 
     def _next_yielding(self) -> Entry | None:
@@ -229,7 +257,7 @@ class Model:
             raise Broken(self._misplaced(f"an update for {topic} event {value}", topic, value))
         model = self.topics.get(topic)
         if model is None:
-            model = self.topics[topic] = TopicModel(topic.startswith("c."))
+            model = self.topics[topic] = TopicModel(_counted(topic))
         model.add(first.ts_us, first.value)
         model.clock = first.ts_us if model.clock is None else max(model.clock, first.ts_us)
         # One event per entry: the next is the next entry.
@@ -315,6 +343,10 @@ class Checker:
         """Every update delivered, in delivery order."""
         self.tenures: list[list[str]] = [[] for _ in range(store_parts)]
         """Per partition, the tokens its accepted publishes were made under, in turn."""
+        self.produced: frozenset[str] = frozenset()
+        """Topics pushsvc appends to itself (a session topic): their events' values are no
+        identity (a session's duration), so their updates are counted per topic."""
+        self.produced_delivered: Counter[str] = Counter()
 
     def attach(self, store: Store) -> None:
         self.models = []
@@ -358,6 +390,8 @@ class Checker:
                 raise Broken(f"update id {update.id} after {last} in partition {partition}")
             self.last_id[partition] = mark
             self.updates.append(update)
+            if update.kind is Kind.POINT:
+                continue  # a closed series bucket of a derived topic's source: its deriver's
             model = self.models[partition]
             if update.is_deletion:
                 clocks = model.deletion(update.topic)
@@ -369,6 +403,9 @@ class Checker:
                 self.deletions[update.topic] += 1
                 continue
             body = orjson.loads(update.data)
+            if update.topic in self.produced:
+                self._check_produced(update, body, model)
+                continue
             if body["reason"] == "event":
                 value = body["event"]["value"]
                 if self.delivered[value] >= self.copies.get(value, 1):
@@ -381,6 +418,23 @@ class Checker:
             got = {k: (w["count"], float(w["sum"])) for k, w in body["windows"].items()}
             if got != want:
                 raise Broken(f"{update.topic} at {update.id}: windows {got}, the model {want}")
+
+    def _check_produced(self, update: Update, body: dict[str, Any], model: Model) -> None:
+        """An update of a topic pushsvc appends to: walked in log order as any other (one per
+        entry, counted per topic); its sums only close to the model's, its values being
+        fractions of a second, summed in another order."""
+        if body["reason"] == "event":
+            self.produced_delivered[update.topic] += 1
+            topic_model = model.event(update.topic, body["event"]["value"])
+        else:
+            topic_model = model.tick(update.topic, update.clock_us)
+        want = topic_model.windows()
+        got = {k: (w["count"], float(w["sum"])) for k, w in body["windows"].items()}
+        if got.keys() != want.keys() or any(
+            got[k][0] != want[k][0] or not math.isclose(got[k][1], want[k][1], abs_tol=1e-6)
+            for k in want
+        ):
+            raise Broken(f"{update.topic} at {update.id}: windows {got}, the model {want}")
 
 
 @dataclass(frozen=True)
@@ -422,7 +476,9 @@ class Process:
 class World:
     """One seeded run (see the module's doc)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, *, sides: bool = True) -> None:
+        """`sides=False`: no session or derive rule, whatever the seed draws (the world as it
+        was before they were added: what the regression seeds replay)."""
         self.seed = seed
         rng = self.rng = random.Random(seed)
         self.clock = ManualClock()
@@ -464,6 +520,30 @@ class World:
         """How many times each event was logged (more than once: repeated past its window)."""
         self.taken: dict[int, int] = {}
         """Per partition, how many times a process took it (each time: a cold rebuild)."""
+        self.lease_us, self.lateness_us = LEASE_US, LATENESS_US
+        self._logged_produced: Counter[str] = Counter()
+        self.sessions = session_side.maybe(self) if sides else None
+        """A session rule and its sessionizers, in some seeds (their own draws)."""
+        self.derived = (
+            derive_side.maybe(self, Rules((COUNTED, DERIVE_SOURCES), TIMED)) if sides else None
+        )
+        """A derive rule and its derivers, in some seeds (their own draws)."""
+        self.sides: list[LeasedSide] = [s for s in (self.sessions, self.derived) if s is not None]
+        self.rules = RULES
+        if self.sides:
+            self.rules = Rules(
+                (COUNTED,) if self.derived is None else (COUNTED, DERIVE_SOURCES),
+                TIMED,
+                derives=() if self.derived is None else (self.derived.rule,),
+                sessions=() if self.sessions is None else self.sessions.rules,
+            )
+            self.checker.produced = frozenset(side.topic for side in self.sides)
+        if self.derived is not None:
+            # A source forgotten (idle past the ttl) loses its clock and its buckets: its
+            # derived topic stops until it is posted to again, and a boundary over the
+            # forgotten buckets is not the events' (a limit, `simulation.derived`).
+            self.topic_ttl_us = 0
+            self.derived.begin(self.rules)
         for _ in range(rng.randint(1, 2 if self.transient_only else 3)):
             self.start()
 
@@ -482,9 +562,25 @@ class World:
     def _wall_us(self) -> int:
         return WALL_BASE_US + int(self.clock() * S)
 
+    wall_us = _wall_us
+
+    def broken(self, what: str) -> Broken:
+        return Broken(what)
+
+    def pass_step(self, extra: Callable[[], None], seconds: float) -> None:
+        """One step of the settling: every process steps, then `extra`, and time passes."""
+        for process in list(self.processes):
+            self.step_process(process)
+        extra()
+        self.clock.advance(seconds)
+        self._check_step()
+
+    def all_published(self) -> bool:
+        return self._all_published()
+
     def _aggregator(self) -> Aggregator:
         return Aggregator(
-            rules=RULES,
+            rules=self.rules,
             wall_clock=self._wall_us,
             topic_ttl_us=self.topic_ttl_us,
             lateness_us=LATENESS_US,
@@ -793,6 +889,8 @@ class World:
                 self.step_process(process)
         elif faulty:
             self._fault()
+        for side in self.sides:
+            side.turn(faulty=faulty)
 
     def _fault(self) -> None:
         rng = self.rng
@@ -860,7 +958,38 @@ class World:
             if now > max(stopped, woken) + 30:
                 raise Broken("not everything logged was published within 30 s")
         self._check_step()
+        if self.sides:
+            self._settle_sides()
         self._check_end()
+
+    def _settle_sides(self) -> None:
+        """The sessionizers and derivers: one process at least, none paused; time passes until
+        their sources' clocks may move past every session's end and every boundary (events
+        that move them there, `close`); then everything they should log is logged."""
+        sides = self.sides
+        for side in sides:
+            side.prepare()
+
+        def step_sides() -> None:
+            for side in sides:
+                side.step_all()
+
+        target = self.clock() + max(side.wait_s for side in sides)
+        while self.clock() < target:
+            # Under a lease period at a time: every lease is renewed in time.
+            self.pass_step(step_sides, min(0.45, target - self.clock()))
+        for side in sides:
+            side.close()
+        deadline = self.clock() + 30
+        while True:
+            self.pass_step(step_sides, 0.1)
+            for side in sides:
+                side.check()
+            if self._all_published() and not any(side.missing() for side in sides):
+                return
+            if self.clock() > deadline:
+                missing = "; ".join(m for side in sides if (m := side.missing()))
+                raise Broken(f"{missing or 'not all published'}, 30 s after the faults stopped")
 
     def _owners(self) -> dict[int, list[str]]:
         owners: dict[int, list[str]] = {i: [] for i in range(self.partitions)}
@@ -879,7 +1008,10 @@ class World:
             journal = part.journal
             assert journal is not None
             for entry in journal[self._scanned[part.index] :]:
-                if entry.events is not None:
+                if entry.topic in self.checker.produced:
+                    if entry.events is not None:
+                        self._logged_produced[entry.topic] += 1
+                elif entry.events is not None:
                     self._logged_values[entry.events[0].value] += 1
                 elif entry.deleted is not None:
                     self._logged_deletes[entry.deleted] += 1
@@ -892,6 +1024,7 @@ class World:
             self._all_held()
             and logged <= self.checker.delivered
             and self._logged_deletes <= self.checker.deletions
+            and self._logged_produced <= self.checker.produced_delivered
         )
 
     def _check_end(self) -> None:
@@ -915,6 +1048,11 @@ class World:
             raise Broken(
                 f"deletes logged {dict(self._logged_deletes)}, deletions delivered "
                 f"{dict(self.checker.deletions)}"
+            )
+        if self._logged_produced != self.checker.produced_delivered:
+            raise Broken(
+                f"events logged by pushsvc {dict(self._logged_produced)}, their updates "
+                f"delivered {dict(self.checker.produced_delivered)}"
             )
         self._check_reads()
         if self.transient_only:
@@ -941,8 +1079,9 @@ class World:
                 f"the history replays {len(replayed.updates)} updates, lost "
                 f"{sorted(replayed.lost)}; {len(delivered)} were delivered"
             )
-        last = {u.topic: u.id for u in delivered}
-        deleted = {u.topic for u in delivered if u.id == last[u.topic] and u.is_deletion}
+        # A series point (a derived topic's source's) is in the history, never a latest.
+        last = {u.topic: u.id for u in delivered if u.kind is not Kind.POINT}
+        deleted = {u.topic for u in delivered if u.id == last.get(u.topic) and u.is_deletion}
         latest = {t: u.id for t, u in self.web.latest(EVERYTHING).items()}
         forgotten = {
             topic
