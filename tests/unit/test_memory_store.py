@@ -82,3 +82,28 @@ def test_an_append_whose_reply_is_lost_is_in_the_log(
         broker.append_events("t", [Event(2.0, 6 * S, None)], lateness_us=S)
     entries = broker.event_log(SHARD).read("0-0", count=10)
     assert [e.events[0].value for e in entries if e.events] == [1.0]
+
+
+def test_a_deletion_trimmed_from_the_history_is_no_longer_remembered() -> None:
+    """A topic's reads start after its newest deletion while the history holds it; once
+    trimmed, nothing of the topic before it is left to skip, and the store forgets it (a
+    deleted topic never read again would be kept for ever)."""
+    from pushsvc.broker.memory.published import Published
+    from pushsvc.core.updates import UpdateDraft, deletion_draft
+
+    published = Published(0, history=2, alert_retention_ms=1000)
+
+    def no_point(draft: UpdateDraft) -> bool:
+        raise AssertionError("no point here")
+
+    def publish(*drafts: UpdateDraft) -> None:
+        published.publish(drafts, 1_000, no_point, lambda topic: None)
+
+    publish(UpdateDraft("a", 1, b"{}"), deletion_draft("a", 2))
+    assert "a" in published.deletions
+    assert published.topic_history("a", after=None, since_us=0, limit=10).updates == []
+    publish(UpdateDraft("b", 3, b"{}"))
+    assert "a" in published.deletions  # still in the history: reads start after it
+    publish(UpdateDraft("b", 4, b"{}"))
+    assert "a" not in published.deletions
+    assert [u.topic for u in published.history] == ["b", "b"]

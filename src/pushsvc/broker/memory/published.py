@@ -103,7 +103,13 @@ class Published:
         history = self.history
         history.append(update)
         if len(history) > self._history_len:
-            self.trimmed = _position(history.popleft())
+            gone = history.popleft()
+            self.trimmed = trimmed = _position(gone)
+            deletions = self.deletions
+            if deletions and deletions.get(gone.topic) == trimmed:
+                # The history holds nothing from before it now: reads need it no more (a
+                # deleted topic never read again would keep it for ever otherwise).
+                del deletions[gone.topic]
 
     def _keep_alert(self, update: Update, key: str, body: bytes) -> None:
         if body:
