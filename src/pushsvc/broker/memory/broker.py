@@ -344,8 +344,8 @@ class MemoryBroker:
             count = 0 if part.applied is None else part.applied[1]
             behind = part.logged - count
             oldest_age_s = None
-            if behind > 0:
-                first: Position = part.ids[-behind] if behind <= len(part.ids) else part.ids[0]
+            if behind > 0 and part.ids:  # the unpublished entries are the newest kept
+                first: Position = part.ids[-min(behind, len(part.ids))]
                 oldest_age_s = max(0.0, (now_ms - first[0]) / 1000)
             lags.append(
                 ShardLag(
