@@ -744,8 +744,11 @@ class RedisBroker:
     def topic_stats(self) -> TopicStats:
         """The topics kept and forgotten, summed over the partitions. A partition that cannot
         be read now (its primary is failing over) counts as last read: new topics elsewhere
-        stay admitted through a partial outage, the limit off by that partition's change."""
+        stay admitted through a partial outage, the limit off by that partition's change. When
+        none answers, the last one's answer is raised: a loading or busy Redis is a refusal with
+        its own code and Retry-After, not an unreachable one."""
         answered = 0
+        unanswered: BrokerUnavailable | None = None
         for client, parts in self._by_primary().items():
             try:
                 with unavailable("topic_stats"), client.pipeline(transaction=False) as pipe:
@@ -753,7 +756,8 @@ class RedisBroker:
                         pipe.hlen(part.clocks)
                         pipe.get(part.forgotten)
                     replies = pipe.execute()
-            except BrokerUnavailable:
+            except BrokerUnavailable as exc:
+                unanswered = exc
                 self._learn_topology()
                 continue
             answered += 1
@@ -761,7 +765,7 @@ class RedisBroker:
                 live, forgotten = replies[2 * place : 2 * place + 2]
                 self._topic_counts[part.index] = (int(live), int(forgotten or 0))
         if not answered:
-            raise BrokerUnavailable("Redis is unavailable (no partition answered)")
+            raise unanswered or BrokerUnavailable("Redis is unavailable (no partition answered)")
         return TopicStats(
             sum(live for live, _ in self._topic_counts),
             sum(forgotten for _, forgotten in self._topic_counts),
