@@ -9,7 +9,9 @@ one by one, each handed to the hub and written before the next. Per write mode:
   the hub writes them (chunked);
 * `projected` — the same with `?stats=mean&precision=4`;
 * `queued` — streams whose socket cannot be had (gunicorn, TLS): queue, wake, yield;
-* `paced` — `?max_hz=1000`: queued, through the pacer.
+* `paced` — `?max_hz=1000`: queued, through the pacer;
+* `gzip` — `direct`, the client offering gzip: every stream takes the shared deflate
+  context's bytes (`pushsvc.deliver.compression`; trees that have it).
 
 Counts are exact for a given tree, so two trees compare on a busy machine where CPU time does
 not; only frames of files under `pushsvc/` are counted (`all_per_delivery` counts every Python
@@ -37,6 +39,7 @@ import json
 import socket
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import Any
@@ -64,7 +67,7 @@ else:
     streams = importlib.import_module("pushsvc.http.api.streams")
     _events = streams._events
 
-MODES = ("direct", "projected", "queued", "paced")
+MODES = ("direct", "projected", "queued", "paced", "gzip")
 _ATTRIBUTE_OPS = frozenset(
     dis.opmap[name]
     for name in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR")
@@ -121,6 +124,36 @@ def _take_on_close() -> tuple[Callable[[], None], ...]:
     return (lambda: None,)
 
 
+class _GzipBody:
+    """A stream's bytes, gzip-decoded: its head as `_write_all` wrote it, then the hub's
+    chunks, their framing taken off."""
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._head = True
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        pending = self._pending + data
+        if self._head:
+            # The first read (before any update is published) is the head: the pieces
+            # `_write_all` sent, unframed. Every later read is the hub's HTTP/1.1 chunks.
+            self._head = False
+            return self._inflate.decompress(pending)
+        while True:
+            end = pending.find(b"\r\n")
+            if end < 0:
+                break
+            size = int(pending[:end], 16)
+            if len(pending) < end + 2 + size + 2:
+                break
+            out.append(self._inflate.decompress(pending[end + 2 : end + 2 + size]))
+            pending = pending[end + 2 + size + 2 :]
+        self._pending = pending
+        return b"".join(out)
+
+
 def _write_all(blocks: Iterator[bytes], raw: socket.socket) -> None:
     """What the WSGI server does with a stream's blocks, at C speed: not pushsvc's work."""
     for block in blocks:
@@ -147,6 +180,11 @@ def measure(
     request_type = getattr(streams, "StreamRequest", None) or streams.StreamOptions
     if "grouping" in request_type.__dataclass_fields__:  # trees with group by
         given["grouping"] = lambda topic: False
+    if mode == "gzip":
+        from pushsvc.deliver.shared_deflate import SharedDeflates
+
+        given["encoding"] = "gzip"
+        given["shared_deflates"] = SharedDeflates(idle_reset_us=300_000_000)
     options = request_type(**given)
     previous_trace = sys.gettrace()
     if not cpu:
@@ -159,7 +197,7 @@ def measure(
         peers.append(peer)
         sockets.extend((ours, peer))
         environ: Mapping[str, object] = (
-            {ENVIRON_KEY: _Handler(ours)} if mode in ("direct", "projected") else {}
+            {ENVIRON_KEY: _Handler(ours)} if mode in ("direct", "projected", "gzip") else {}
         )
         # A stream that can be handed over is (`take_on_close`: trees that hand over).
         blocks = _events(broker, hub, feed, options, environ, *_take_on_close())
@@ -169,14 +207,19 @@ def measure(
     for peer in peers:
         peer.setblocking(False)
 
+    # gzip: each peer's stream decoded as it comes (after its response head, in plain text).
+    inflaters = [_GzipBody() if mode == "gzip" else None for _ in peers]
+
     def drain() -> int:
         received = 0
-        for peer in peers:
+        for peer, inflater in zip(peers, inflaters, strict=True):
             while True:
                 try:
                     data = os_socket(peer).recv(1 << 20)
                 except BlockingIOError:
                     break
+                if inflater is not None:
+                    data = inflater.feed(data)
                 received += data.count(b"event: stats")
         return received
 

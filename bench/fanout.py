@@ -61,10 +61,12 @@ from pushsvc.core.lists import comma_list
 
 ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-sse", "nchan")
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
-CLIENT_MODES = {"count": "deliveries", "json": "json", "c": "deliveries"}
+CLIENT_MODES = {"count": "deliveries", "json": "json", "c": "deliveries", "gzip": "deliveries"}
 """--client → the load generator's --mode (loadgen/modes.py); `c`: the C subscribers
 (loadgen/sse_clients.c, pushsvc only), the same counts as `count` for less of the client's CPU,
-with a Python load generator without streams publishing."""
+with a Python load generator without streams publishing. `gzip`: `count` offering gzip as a
+browser does (`Accept-Encoding: gzip, deflate, br`), decoding what comes gzipped: B/dlv is
+then the compressed bytes on the wire (a peer that does not compress sends them plain)."""
 
 
 def _cpu(pids: list[int]) -> dict[int, float]:
@@ -148,6 +150,7 @@ def scenario(
             CLIENT_MODES[client], streams, 0 if client == "c" else subscribers, events, timeouts,
             "--wait-go", "--hold", "--kind", deployment.kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
+            *(["--gzip"] if client == "gzip" else []),
             *(["--payload", args.peer_payload] if deployment.kind != "pushsvc" else []),
             *([] if args.no_quickack else ["--quickack"]),
         )  # fmt: skip
@@ -259,7 +262,8 @@ def _parser() -> argparse.ArgumentParser:
         type=comma_list,
         default=None,
         help="count (default), json (a subscriber that JSON-parses every update), c (the C "
-        "subscribers, pushsvc only); comma-separated for several",
+        "subscribers, pushsvc only), gzip (count, offering gzip as a browser does); "
+        "comma-separated for several",
     )
     add("--query", default="", metavar="?K=V",
         help="appended to every stream URL, e.g. '?precision=4' (pushsvc)")  # fmt: skip

@@ -4,12 +4,15 @@
 One `pushsvc serve` (embedded broker), or with `--redis` a `pushsvc web` beside a
 `pushsvc aggregate` on a redis-server of the benchmark's own, runs at its default settings
 (`--body-timeout 30s`, `--body-read-timeout 10s`, the open-file limit raised to the hard
-one). A producer POSTs one event at a time on fresh connections, first alone (`baseline`),
-then while an attacker process keeps `--connections` connections each with a head and a
-`Content-Length: 100000` it never fulfils: whenever the server closes one, the attacker
-opens another, for `--seconds`. Reported per phase: the producer's p50/p99/max and failed
-POSTs; and the server's RSS before and at its peak (VmHWM), the connections the server shed
-(`pushsvc_connections_shed_total`), the attacker's opened and cut-off connections.
+one). A producer POSTs one event at a time, ~40 a second, on one keep-alive connection (or
+with `--fresh` a new connection each), from before the attack to its end: alone for 5 s
+(`baseline`), then while two attacker processes keep `--connections` connections each with a
+head and a `Content-Length: 100000` it never fulfils: whenever the server closes one, the
+attacker opens another at once. The `attacked` phase is the `--seconds` after the attacker's
+first 5 s (its connections opening). Reported per phase: the producer's p50/p99/max and
+failed POSTs; and the server's RSS before the attack and at its peak (VmHWM), the
+connections the server shed (`pushsvc_connections_shed_total`), the attacker's opened and
+cut-off connections.
 
     python -m bench.hostile_bodies                               # 20,000 connections
     python -m bench.hostile_bodies --connections 2000 --seconds 10 --json
@@ -34,6 +37,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -156,15 +160,13 @@ def attack(
     counts[0], counts[1] = opened, closed
 
 
-def produce(port: int, seconds: float, fresh: bool) -> tuple[list[float], int]:
-    """POST latencies (s) of one producer, and its failed POSTs: on one keep-alive connection
-    (opened again when it breaks) as pushsvc's clients post, or with `fresh`, on a new
-    connection each, which waits in the kernel's accept queue behind the attacker's."""
-    took: list[float] = []
-    failed = 0
+def produce(port: int, until: float, fresh: bool, samples: list[tuple[float, float, bool]]) -> None:
+    """POST until `until` (monotonic), keeping (when, latency s, ok) of each: on one
+    keep-alive connection (opened again when it breaks) as pushsvc's clients post, or with
+    `fresh`, on a new connection each, which waits in the kernel's accept queue behind the
+    attacker's."""
     conn: http.client.HTTPConnection | None = None
-    stop = time.monotonic() + seconds
-    while time.monotonic() < stop:
+    while time.monotonic() < until:
         started = time.perf_counter()
         try:
             if conn is None:
@@ -181,12 +183,16 @@ def produce(port: int, seconds: float, fresh: bool) -> tuple[list[float], int]:
             if conn is not None:
                 conn.close()
             conn = None
-        took.append(time.perf_counter() - started)
-        failed += not ok
+        samples.append((time.monotonic(), time.perf_counter() - started, ok))
         time.sleep(0.02)  # the producer's pace: ~40 posts/s
     if conn is not None:
         conn.close()
-    return took, failed
+
+
+def _phase(samples: list[tuple[float, float, bool]], start: float, end: float) -> dict[str, float]:
+    """The latency summary of the POSTs that ended between `start` and `end`."""
+    within = [(took, ok) for when, took, ok in samples if start <= when < end]
+    return latency_summary([took for took, _ in within], sum(not ok for _, ok in within))
 
 
 def run(
@@ -195,11 +201,19 @@ def run(
     _raise_fd_limit()
     ctx = multiprocessing.get_context("spawn")
     with serving(src, redis) as (port, pid):
-        baseline = latency_summary(*produce(port, min(seconds, 5.0), fresh))
+        # One producer throughout, as a deployment's producers are connected before an
+        # attack: its baseline is the 5 s before the attack, its attacked phase the attack's
+        # `seconds` once the attacker's connections hold.
+        samples: list[tuple[float, float, bool]] = []
+        began = time.monotonic()
+        attack_at = began + 5
+        until = attack_at + 5 + seconds
+        producer = threading.Thread(target=produce, args=(port, until, fresh, samples))
+        producer.start()
+        time.sleep(max(0.0, attack_at - time.monotonic()))
         rss_before = _status_kb(pid, "VmRSS")
         # Two attacker processes: one process's open-file limit (often 20,000) holds not
         # quite 20,000 connections of its own.
-        until = time.monotonic() + seconds + 5
         shares = [connections // 2, connections - connections // 2]
         # 127.0.1.x: this machine's too, and not the producer's 127.0.0.1.
         sources = [f"127.0.{1 + n // 250}.{1 + n % 250}" for n in range(addresses)]
@@ -210,10 +224,12 @@ def run(
         ]
         for attacker in attackers:
             attacker.start()
-        time.sleep(5)  # the attackers' connections are opening: measure once they hold
-        attacked = latency_summary(*produce(port, seconds, fresh))
+        producer.join()
         for attacker in attackers:
             attacker.join()
+        baseline = _phase(samples, began, attack_at)
+        # The attacker's connections are opening for 5 s: measured once they hold.
+        attacked = _phase(samples, attack_at + 5, until)
         return {
             "server": "web on Redis" if redis else "serve",
             "producer": "a connection per POST" if fresh else "keep-alive",

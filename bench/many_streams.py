@@ -230,6 +230,7 @@ def run(args: Any) -> dict[str, Any]:
             children.append(loadgen(
                 "deliveries", [stream], share, args.events, timeouts,
                 "--wait-go", "--hold", "--source", source, *(publish if i == 0 else []),
+                *(["--gzip"] if args.gzip else []),
             ))  # fmt: skip
         opened = [child.record(timeout=connect_timeout + 30, phase="opened") for child in children]
         row["ready"] = sum(record["ready"] for record in opened)
@@ -361,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the subscribers: bench/loadgen (python) or bench/loadgen/sse_clients.c (c)",
     )  # fmt: skip
     cli.add_argument(
+        "--gzip", action="store_true",
+        help="python: the subscribers offer gzip, as browsers do (the streams are gzipped)",
+    )  # fmt: skip
+    cli.add_argument(
         "--storm", action="store_true",
         help="c: stop every web worker during the broadcast; the clients come back with "
         "Last-Event-ID after their retry:",
@@ -372,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--retry", default=None, help="the server's --retry (default: its own)")
     cli.add_argument("--pushsvc-src", help="run pushsvc from this tree's src/ (a before/after)")
     args = cli.parse_args(argv)
+    if args.gzip and args.client != "python":
+        raise SystemExit("--gzip takes --client python (the C subscribers read plain streams)")
     if args.storm and args.client != "c":
         cli.error("--storm needs --client c (the C clients reconnect as EventSource does)")
     if args.smoke:

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -189,8 +191,10 @@ def request(
     content_type: str | None = "application/json",
     headers: Mapping[str, str] | None = None,
     timeout: float = 30,
+    source: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request on a fresh connection; JSON-encodes non-bytes bodies."""
+    """One HTTP request on a fresh connection (from `source`, an address of 127.0.0.0/8, if
+    given); JSON-encodes non-bytes bodies."""
     if body is not None and not isinstance(body, bytes | str):
         body = json.dumps(body)
     if isinstance(body, str):
@@ -198,7 +202,9 @@ def request(
     all_headers = dict(headers or {})
     if content_type is not None and body is not None:
         all_headers.setdefault("Content-Type", content_type)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=None if source is None else (source, 0)
+    )
     try:
         conn.request(method, path, body=body, headers=all_headers)
         resp = conn.getresponse()
@@ -250,6 +256,42 @@ def post(port: int, topic: str, events: Any, **kwargs: Any) -> tuple[int, Any]:
     return status, json.loads(body) if body else None
 
 
+@contextmanager
+def serving_on(backend: str, *args: str) -> Iterator[PushsvcProcess]:
+    """`pushsvc serve` with `args`: embedded (`memory`), or on a redis-server of its own
+    (`redis`) under a prefix of its own."""
+    from harness.redis_server import RedisServer
+
+    redis_server = None
+    if backend == "redis":
+        redis_server = RedisServer().start()
+        args += ("--redis-url", redis_server.url, "--prefix", f"t{uuid.uuid4().hex[:8]}:")
+    proc = PushsvcProcess("serve", *args).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def wait_published(port: int, topic: str, last: dict[str, Any], timeout: float = 60) -> None:
+    """Wait until `topic`'s latest update is that of `last`, the last event posted to it: a
+    202 means the batch is logged, and its updates follow as the aggregator gets to them
+    (in slices, between other requests), so a read right after a POST may not see them yet."""
+
+    def published() -> bool:
+        status, _, body = request(port, "GET", f"/topics/{topic}/stats")
+        if status != 200:
+            return False
+        event = json.loads(body).get("event") or {}
+        if event.get("value") != last["value"]:
+            return False
+        return "ts" not in last or abs(float(event.get("ts", 0)) - float(last["ts"])) < 1e-3
+
+    wait_until(published, timeout, what=f"{topic}'s update of its last event")
+
+
 @dataclass
 class SSEClient:
     """A real EventSource-like reader over HTTP/1.1 (chunked), parsed by a WHATWG parser."""
@@ -295,8 +337,13 @@ class SSEClient:
                 raise TimeoutError(f"no {what} on {self.path} in time") from None
             if not chunk:
                 raise EOFError(f"stream {self.path} ended")
+            chunk = self._decoded(chunk)
             self.raw += chunk
             self._pending.extend(self._parser.feed(chunk))
+
+    def _decoded(self, chunk: bytes) -> bytes:
+        """What a piece of the body says (a reader of an encoded stream decodes it here)."""
+        return chunk
 
     @property
     def comments(self) -> list[str]:

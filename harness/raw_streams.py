@@ -9,7 +9,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # A stream is subscribed once its first message (the snapshot or the replay) is in: the
 # server registers the subscriber before it sends that.
@@ -44,12 +44,16 @@ def open_streams(
     timeout: float = 60,
     *,
     bodies: dict[socket.socket, bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> list[socket.socket]:
     """`count` streams of `path`, each read up to its first message (non-blocking sockets,
     nothing more read from them). Raises StreamRefused, closing them all, when one is not
     a stream; TimeoutError when they are not all open by `timeout`. `bodies`, when given,
-    gets each stream's body as read so far (after the response head), to read on from."""
-    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+    gets each stream's body as read so far (after the response head), to read on from;
+    `headers`, more request headers (a cookie)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    line = f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n"
+    request = line.encode()
     deadline = time.monotonic() + timeout
     selector = selectors.DefaultSelector()
     received: dict[socket.socket, bytes] = {}

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         help="connect the streams from this local address (e.g. 127.0.0.2)",
     )  # fmt: skip
     parser.add_argument("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
+    parser.add_argument(
+        "--gzip", action="store_true",
+        help="offer gzip (Accept-Encoding), as browsers and httpx do; decode what comes gzipped",
+    )  # fmt: skip
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--publish-timeout", type=float, default=None)
     parser.add_argument("--drain-timeout", type=float, default=30.0)

@@ -44,6 +44,8 @@ class RunConfig:
     rate: float | None = None
     """Events per second; None publishes as fast as the server answers."""
     http10: bool = False
+    gzip: bool = False
+    """Offer gzip; a subscriber decodes what comes gzipped (its byte count is the wire's)."""
     source: str | None = None
     """The local address the streams connect from (None: the kernel's choice). Each source
     address has its own ~28,000 ephemeral ports towards one server port, so that a machine's
@@ -128,7 +130,10 @@ class Run:
         config, progress = self.config, self.progress
         slots = asyncio.Semaphore(CONNECTING_AT_ONCE)
         addresses = [http_address(url) for url in config.stream_urls]
-        requests = [stream_request(*address, http10=config.http10) for address in addresses]
+        requests = [
+            stream_request(*address, http10=config.http10, gzip=config.gzip)
+            for address in addresses
+        ]
         local_addr = None if config.source is None else (config.source, 0)
 
         async def one(i: int) -> None:

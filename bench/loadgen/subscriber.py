@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from bench.loadgen.dechunk import Dechunker
 from bench.loadgen.http1 import ProtocolError, ResponseHead, split_head
 from bench.loadgen.tally import Verdict
 
 
-def stream_request(host: str, port: int, path: str, *, http10: bool) -> bytes:
+def stream_request(host: str, port: int, path: str, *, http10: bool, gzip: bool = False) -> bytes:
+    # A browser's EventSource offers gzip, deflate and br: the server picks.
+    offer = "Accept-Encoding: gzip, deflate, br\r\n" if gzip else ""
     if http10:
-        return f"GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n".encode()
+        return f"GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n{offer}\r\n".encode()
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
-        "Cache-Control: no-store\r\n\r\n"
+        f"Cache-Control: no-store\r\n{offer}\r\n"
     ).encode()
 
 
@@ -67,6 +70,8 @@ class Subscriber(asyncio.Protocol):
         self._progress = progress
         self._head_buffer = b""
         self._dechunk: Dechunker | None = None
+        self._inflate: Any = None
+        """zlib's gzip decoder, for a response that came gzipped."""
         self.transport: asyncio.Transport | None = None
         self.head: ResponseHead | None = None
         self.ended = False
@@ -96,7 +101,11 @@ class Subscriber(asyncio.Protocol):
                 self._check_head(self.head)
                 if not data:
                     return
-            self._body([data] if self._dechunk is None else self._dechunk.feed(data))
+            pieces = [data] if self._dechunk is None else self._dechunk.feed(data)
+            if self._inflate is not None:
+                # Each write of the server's ends at a byte boundary: what came decodes now.
+                pieces = [self._inflate.decompress(b"".join(pieces))]
+            self._body(pieces)
         except (ProtocolError, ValueError) as exc:
             self.fail(f"{type(exc).__name__}: {exc}")
 
@@ -127,6 +136,11 @@ class Subscriber(asyncio.Protocol):
         content_type = head.headers.get("content-type", "")
         if content_type.split(";")[0].strip().lower() != "text/event-stream":
             raise ProtocolError(f"content-type {content_type!r}")
+        encoding = head.headers.get("content-encoding", "").strip().lower()
+        if encoding == "gzip":
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding not in ("", "identity"):
+            raise ProtocolError(f"content-encoding {encoding!r}")
         if head.chunked:
             self._dechunk = Dechunker()
         elif head.content_length is not None:

@@ -42,13 +42,18 @@ def entry_points_read_once() -> Iterator[None]:
 
 
 def main() -> None:
-    if command_of(sys.argv[1:]) in SERVING:
-        from gevent import monkey
+    try:
+        if command_of(sys.argv[1:]) in SERVING:
+            from gevent import monkey
 
-        with entry_points_read_once():
-            monkey.patch_all()
-    from pushsvc.cli import main as cli
-
+            with entry_points_read_once():
+                monkey.patch_all()
+        from pushsvc.cli import main as cli
+    except KeyboardInterrupt:
+        # Stopped while still starting (Ctrl-C, or `serve --workers` stopping a worker it
+        # just started): one line, as click says once running, not an import's traceback.
+        print("Aborted!", file=sys.stderr)
+        sys.exit(130)
     cli(prog_name="pushsvc")
 
 

@@ -72,6 +72,11 @@ _METAVARS = {
     "jwt_audience": "AUDIENCE",
     "jwt_issuer": "ISSUER",
     "log_format": "[text|json]",
+    "outbox_dsn": "DSN",
+    "outbox_table": "TABLE",
+    "auth_url": "URL",
+    "auth_cookies": "NAME[,...]",
+    "auth_headers": "NAME[,...]",
 }
 
 
@@ -375,6 +380,11 @@ def _is_number(text: str) -> bool:
 @click.option("--max-hz", type=float, help="at most this many updates per second per topic")
 @click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
 @click.option("--count", type=int, help="stop after this many updates")
+@click.option(
+    "--delta/--no-delta",
+    default=False,
+    help="receive each topic's updates after the first as patches, printed whole",
+)
 @_MAX_RETRIES
 def subscribe(
     url: str,
@@ -386,6 +396,7 @@ def subscribe(
     max_hz: float | None,
     series: tuple[str, ...],
     count: int | None,
+    delta: bool,
     max_retries: int | None,
 ) -> None:
     """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
@@ -405,6 +416,7 @@ def subscribe(
         stats=comma_list(stats) if stats else None,
         series=[s for item in series for s in comma_list(item)] or None,
         max_hz=max_hz,
+        delta=delta,
     )
     seen = 0
     try:
@@ -537,6 +549,12 @@ def replay(
 @main.command()
 @click.option("--publish", "publish_", multiple=True, help="selectors it may publish to (a, b.*)")
 @click.option("--subscribe", "subscribe_", multiple=True, help="selectors it may read")
+@click.option(
+    "--presence",
+    "presence_",
+    multiple=True,
+    help="selectors whose watchers' subjects it may be told (with --presence-subs on)",
+)
 @click.option("--ttl", default="1h", show_default=True, help="how long it is valid (30m, 1h, 7d)")
 @click.option("--sub", "subject", help="its subject: who holds it (publish rates are per subject)")
 @click.option("--jwt-key", envvar="PUSHSVC_JWT_KEY", help="the HS256 secret [env PUSHSVC_JWT_KEY]")
@@ -550,6 +568,7 @@ def replay(
 def token(
     publish_: tuple[str, ...],
     subscribe_: tuple[str, ...],
+    presence_: tuple[str, ...],
     ttl: str,
     subject: str | None,
     jwt_key: str | None,
@@ -585,6 +604,7 @@ def token(
             algorithm,
             publish=[s for item in publish_ for s in comma_list(item)],
             subscribe=[s for item in subscribe_ for s in comma_list(item)],
+            presence=[s for item in presence_ for s in comma_list(item)],
             ttl_s=ttl_s,
             subject=subject,
             audience=audience,

@@ -15,6 +15,8 @@ from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
 from pushsvc.errors import ConfigError, InvalidTopic, RulesError
+from pushsvc.ingest.outbox_dsn import PostgresDsn, parse_dsn
+from pushsvc.ingest.outbox_sql import DEFAULT_TABLE, check_table
 from pushsvc.security.scopes import Scope
 
 if TYPE_CHECKING:
@@ -115,6 +117,14 @@ def _stats(text: str) -> tuple[str, ...]:
         raise ValueError(f"{exc} (or all)") from None
 
 
+def _presence_expiry(text: str) -> int:
+    value = parse_duration_us(text)
+    if value < 2_000_000:
+        # Entries are refreshed every second at most: a shorter expiry would drop live ones.
+        raise ValueError(f"{text!r} must be at least 2s")
+    return value
+
+
 def _data_dir(text: str) -> str | None:
     if not text:
         return None
@@ -151,6 +161,34 @@ def _alertmanagers(text: str) -> tuple[str, ...]:
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
             raise ValueError(f"{url!r} is not an http(s) URL of an Alertmanager")
     return urls
+
+
+def _auth_url(text: str) -> str | None:
+    if not text:
+        return None
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s#]*)?", text):
+        raise ValueError(f"{text!r} is not an http(s) URL of the application's auth endpoint")
+    return text
+
+
+def _header_names(text: str) -> tuple[str, ...]:
+    names = comma_list(text)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+        if name.lower() in ("cookie", "host", "content-length", "content-type"):
+            raise ValueError(
+                f"{name!r} is not forwarded as a header (list cookies by name in --auth-cookies)"
+            )
+    return names
+
+
+def _cookie_names(text: str) -> tuple[str, ...]:
+    names = comma_list(text)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise ValueError(f"{name!r} is not a cookie name")
+    return names
 
 
 def _log_format(text: str) -> str:
@@ -265,6 +303,11 @@ class Settings:
     max_future_us: int = setting("5m", _positive_duration, name="max_future")
     history: int = setting("10000", _positive_int)
     heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat")
+    # gzip for streams whose client offers it, compressed once per topics and projection.
+    stream_compression: bool = setting("true", _flag)
+    # Shared deflate contexts (~260 KiB each), one per topics and projection in use; past it a
+    # stream of a new shape goes uncompressed.
+    stream_compression_contexts: int = setting("256", _positive_int)
     retry_us: int = setting("3s", _positive_duration, name="retry")
     max_body_bytes: int = setting("1048576", _positive_int, name="max_body")
     max_batch: int = setting("10000", _positive_int)
@@ -301,18 +344,35 @@ class Settings:
     jwt_issuer: str | None = setting("", _optional)
     anonymous: tuple[str, ...] = setting("", _selectors)
     token_query: bool = setting("false", _flag)
+    # Access decided by the application's backend (pushsvc.security.backend_auth): its URL
+    # turns it on; what is forwarded to it; how long and how many asks at once; how many
+    # credentials' grants are kept.
+    auth_url: str | None = setting("", _auth_url, secret=True)
+    auth_cookies: tuple[str, ...] = setting("", _cookie_names)
+    auth_headers: tuple[str, ...] = setting("Authorization", _header_names)
+    auth_timeout_us: int = setting("2s", _positive_duration, name="auth_timeout")
+    auth_max_asks: int = setting("64", _positive_int)
+    auth_cache_size: int = setting("10000", _positive_int)
     max_streams_per_ip: int = setting("256", _positive_int)
     max_streams: int = setting("20000", _positive_int)
     # Connections from one address waiting on their client (a head, a body, a keep-alive)
     # at once; past it that address's longest-waiting is closed (pushsvc.http.waiting_clients).
     max_waiting_per_ip: int = setting("256", _positive_int)
-    # And from every address: each costs ~40 KB (a greenlet parked in a read, its buffers).
+    # And from every address: each costs ~60 KB (a greenlet parked in a read, its buffers).
     max_waiting: int = setting("4096", _positive_int)
+    # Connections shed past those two caps, a second: past it the server stops accepting for
+    # a while, and the shedding of an attacker reopening each one shed costs no more CPU.
+    max_shed_rate: int = setting("256", _positive_int)
     # Streams primed (subscribed, their replay or snapshot read) at once; the others wait their
     # turn, so that a reconnect storm neither holds thousands of replays nor starves the live.
     max_priming: int = setting("64", _positive_int)
     publish_rate: float | None = setting("unlimited", _rate)
     max_selectors: int = setting("100", _positive_int)
+    # Presence (docs/api.md): whether the token subjects watching a topic are kept and told to
+    # callers whose token has a presence scope for it, and on Redis how long a web process's
+    # entry outlives its last refresh (how soon a killed process's streams leave).
+    presence_subs: bool = setting("false", _flag)
+    presence_expiry_us: int = setting("5s", _presence_expiry, name="presence_expiry")
     trusted_proxies: int = setting("0", _non_negative_int)
     certfile: str | None = setting("", _readable_file)
     keyfile: str | None = setting("", _readable_file)
@@ -331,6 +391,12 @@ class Settings:
     )
     # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
     idempotency_window_us: int = setting("10m", _positive_duration, name="idempotency_window")
+    # Events from the application's database (docs/deploy.md): a PostgreSQL outbox table read
+    # into the log by the aggregating process that holds its lease; unset, none is read.
+    outbox_dsn: PostgresDsn | None = setting("", parse_dsn, secret=True)  # noqa: RUF009
+    outbox_table: str = setting(DEFAULT_TABLE, check_table)
+    # How often the outbox is read besides the NOTIFY that a commit sends.
+    outbox_poll_us: int = setting("1s", _positive_duration, name="outbox_poll")
 
     @property
     def window_labels(self) -> tuple[str, ...]:
@@ -408,8 +474,19 @@ class Settings:
                 "--jwt-previous-key (PUSHSVC_JWT_PREVIOUS_KEY) is for rotating keys: "
                 "it needs --jwt-key (PUSHSVC_JWT_KEY), the new one"
             )
-        if settings.jwt_key is None:
+        if settings.jwt_key is None and settings.auth_url is None:
             _refuse_auth_only(settings)
+        if settings.token_query and settings.jwt_key is None:
+            # With the auth proxy alone there are no tokens of pushsvc's to take from a URL.
+            raise ConfigError(
+                "--token-query (PUSHSVC_TOKEN_QUERY) takes pushsvc's tokens from ?token=: it "
+                "needs --jwt-key (PUSHSVC_JWT_KEY)"
+            )
+        if settings.auth_url is not None and not (settings.auth_cookies or settings.auth_headers):
+            raise ConfigError(
+                "--auth-url (PUSHSVC_AUTH_URL) needs something to forward: name the session "
+                "cookies in --auth-cookies or the headers in --auth-headers"
+            )
         if (settings.certfile is None) != (settings.keyfile is None):
             raise ConfigError(
                 "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
@@ -464,8 +541,8 @@ def _refuse_auth_only(settings: Settings) -> None:
         raise ConfigError(
             f"{' and '.join(given)} only {'apply' if len(given) > 1 else 'applies'} with auth "
             "on: without --jwt-key "
-            "(PUSHSVC_JWT_KEY) anyone may read and publish every topic; set the key "
-            "(docs/security.md), or drop the setting"
+            "(PUSHSVC_JWT_KEY) or --auth-url (PUSHSVC_AUTH_URL) anyone may read and publish "
+            "every topic; set the key (docs/security.md), or drop the setting"
         )
 
 

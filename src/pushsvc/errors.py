@@ -140,6 +140,13 @@ class TooManySelectors(BadRequest):
     code = "too_many_selectors"
 
 
+class PresenceNeedsNames(BadRequest):
+    """A stream asked for presence events (`?presence=1`) naming no topic outright (patterns
+    only): its events are about the topics it names."""
+
+    code = "presence_needs_names"
+
+
 class PayloadTooLarge(RequestError):
     code = "payload_too_large"
 
@@ -298,6 +305,15 @@ class RateLimited(TooManyRequests):
 
 class TooManyStreams(TooManyRequests):
     code = "too_many_streams"
+
+
+class AuthUnavailable(RequestError):
+    """The application's backend that judges access (`--auth-url`) did not answer in time,
+    answered an error or something malformed, or has as many asks in flight as it may: access
+    fails closed, and a retry may succeed once it answers."""
+
+    code = "auth_unavailable"
+    retry_after_s = 2
 
 
 class ServerBusy(RequestError):

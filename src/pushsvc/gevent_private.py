@@ -61,7 +61,9 @@ pyproject.toml bounds gevent below its next major release for these.
 from __future__ import annotations
 
 import _socket
+import contextlib
 import socket
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -145,6 +147,19 @@ def unframed_input(environ: Mapping[str, object]) -> Any | None:
     return wsgi_input.rfile if unframed else None
 
 
+_REFUSED_PER_TURN = 64
+"""Connections refused at once in one turn of the accept loop before it lets others run."""
+
+_RESET = struct.pack("ii", 1, 0)
+
+
+def refuse_at_once(sock: Any) -> None:
+    """Close a connection just accepted with a reset: no TIME_WAIT left, nothing read."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    sock.close()
+
+
 def is_tls(sock: Any) -> bool:
     """Whether a gevent socket is gevent's SSL socket."""
     return isinstance(sock, SSLSocket)
@@ -211,22 +226,41 @@ class PywsgiHandler(WSGIHandler):
 
 
 class PywsgiServer(WSGIServer):
-    """pywsgi's server with its undocumented hooks under public names: override
-    `accept_failed` and `handle_tls`, never `do_read` or `wrap_socket_and_handle`."""
+    """pywsgi's server with its undocumented hooks under public names: override `accepted`,
+    `accept_failed`, `accepting_paused`, `admits` and `handle_tls`, never `do_read` or
+    `wrap_socket_and_handle`. A connection `admits` turns away is reset at once, up to
+    `_REFUSED_PER_TURN` in one turn of the loop, without a greenlet."""
 
     def do_read(self) -> tuple[Any, Any] | None:  # type: ignore[override]  # gevent's hook
-        try:
-            accepted: tuple[Any, Any] | None = super().do_read()
-        except OSError as exc:
-            if self.accept_failed(exc):
-                return None  # nothing accepted: gevent's loop waits for the next readiness
-            raise
-        if accepted is not None:
+        for _ in range(_REFUSED_PER_TURN):
+            if self.accepting_paused():
+                # gevent accepts up to `max_accept` at a time and goes on after
+                # `stop_accepting` within them: nothing accepted ends that turn.
+                return None
+            try:
+                accepted: tuple[Any, Any] | None = super().do_read()
+            except OSError as exc:
+                if self.accept_failed(exc):
+                    return None  # nothing accepted: gevent's loop waits for the next readiness
+                raise
+            if accepted is None:
+                return None
             self.accepted()
-        return accepted
+            if self.admits(accepted[1]):
+                return accepted
+            refuse_at_once(accepted[0])
+        return None
+
+    def admits(self, address: Any) -> bool:
+        """Whether a connection just accepted from `address` is handled (else it is reset)."""
+        return True
 
     def accepted(self) -> None:
         """An accept succeeded."""
+
+    def accepting_paused(self) -> bool:
+        """Whether accepting is paused (`stop_accepting` until a timer starts it again)."""
+        return False
 
     def accept_failed(self, exc: OSError) -> bool:
         """An accept failed with `exc`: True when handled here (then accepting must have been

@@ -41,7 +41,7 @@ from pushsvc.ops.open_files import OpenFiles, headroom
 from pushsvc.runtime import Runtime
 
 if TYPE_CHECKING:
-    from prometheus_client import Gauge
+    from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +421,9 @@ def waiting_clients_for(
     clients itself."""
     cap = max(1, min(settings.max_waiting, open_file_limit - headroom(open_file_limit) // 2))
     per_address = None if settings.trusted_proxies else settings.max_waiting_per_ip
-    return WaitingClients(cap, per_address=per_address, on_shed=on_shed)
+    return WaitingClients(
+        cap, per_address=per_address, shed_rate=settings.max_shed_rate, on_shed=on_shed
+    )
 
 
 # What accept fails with when this process (or the system) is out of descriptors or socket
@@ -440,6 +442,10 @@ class Server(PywsgiServer):
     * Out of descriptors, accepting pauses (10 ms, doubling up to 1 s, until an accept
       succeeds) with one warning line per episode; pending connections wait in the listen
       queue. gevent would log a traceback at every retry.
+    * While the connections waiting on their client are strained (`WaitingClients`), one
+      just accepted from an address keeping the server waiting is reset at once (`admits`,
+      counted in `refused`), and past a burst of the shedding budget's debt accepting
+      pauses (`accept_pause_s`).
     * A TLS handshake must end within the header timeout, and what is left of that timeout
       is the first request head's (`HeadTimeoutHandler.continue_head_deadline`); a failed or
       timed-out handshake is one INFO line. gevent waits for a handshake for ever and lets
@@ -450,9 +456,32 @@ class Server(PywsgiServer):
     _out_of_descriptors = False  # since the last accept that succeeded
     _shed_said_until = 0.0  # monotonic: no line about shedding before then
     _pause_s = _ACCEPT_PAUSE_MIN_S
+    _paused = False  # by `accepted`, until `_resume_accepting`
+    refused: Counter | None = None  # connections `admits` turned away
 
     def accepted(self) -> None:
         self._out_of_descriptors = False  # the episode is over: the next one gets its line
+        waiting = self.handler_class.waiting
+        if waiting is None:
+            return
+        # Checked after each accept: past a burst of debt on the shedding budget, accepting
+        # pauses (`WaitingClients.accept_pause_s`; short of it, `admits` refuses or lets in).
+        pause_s = waiting.accept_pause_s()
+        if pause_s > 0:
+            self._paused = True
+            self.stop_accepting()
+            gevent.spawn_later(max(pause_s, _ACCEPT_PAUSE_MIN_S), self._resume_accepting)
+
+    def accepting_paused(self) -> bool:
+        return self._paused
+
+    def admits(self, address: Any) -> bool:
+        waiting = self.handler_class.waiting
+        if waiting is None or waiting.admits(address[0] if address else ""):
+            return True
+        if self.refused is not None:
+            self.refused.inc()
+        return False
 
     def accept_failed(self, exc: OSError) -> bool:
         if exc.errno not in _OUT_OF_DESCRIPTORS:
@@ -489,6 +518,7 @@ class Server(PywsgiServer):
         return True
 
     def _resume_accepting(self) -> None:
+        self._paused = False
         if self.started:  # not stopped meanwhile
             self.start_accepting()
 
@@ -586,6 +616,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
         server = Server(
             listener, app, log=None, error_log=log, handler_class=handler, ssl_context=tls
         )
+    server.refused = runtime.metrics.refused_counter()
     stop = gevent.event.Event()
     _on_termination(stop)
     collector.tune_for_streams()

@@ -8,12 +8,14 @@ these are what partitions add."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -94,6 +96,28 @@ def topics_in_every_partition() -> dict[int, str]:
     return found
 
 
+class AlertsOfEveryPartition:
+    """Publishes alert changes as an aggregator does: each with the batch of events of the
+    topic it watches, so it goes in that topic's partition (`alert` alone goes in
+    `_alerts`')."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.topics = [t for _, t in sorted(topics_in_every_partition().items())]
+        self.applied_up_to = dict.fromkeys(self.topics, "0-0")
+
+    def publish(self, topic: str, n: int) -> Update:
+        self.broker.append_events(topic, [Event(1.0, 1 + n, None)], lateness_us=LATENESS_US)
+        shard = (partition_of(topic, P), P)
+        event_log = self.broker.event_log(shard)
+        (entry,) = event_log.read(self.applied_up_to[topic], count=10)
+        event_log.close()
+        applied = Applied(shard, entry.id, 1, after=self.applied_up_to[topic])
+        self.applied_up_to[topic] = entry.id
+        (change,) = self.broker.publish_updates([alert(topic, n)], applied=applied)
+        return change
+
+
 def test_every_key_a_workload_writes_carries_its_topics_partition_tag(
     broker: RedisBroker, url: str, prefix: str
 ) -> None:
@@ -167,12 +191,45 @@ def test_latest_and_active_alerts_read_every_partition(broker: RedisBroker) -> N
 def test_the_history_of_alerts_merges_every_partition_in_publish_order(
     broker: RedisBroker,
 ) -> None:
-    topics = list(topics_in_every_partition().values())
-    changes = [u for n, t in enumerate(topics[:6]) for u in broker.publish_updates([alert(t, n)])]
+    every = AlertsOfEveryPartition(broker)
+    # In partition order: changes of one millisecond sort by their partition.
+    changes = [every.publish(t, n) for n, t in enumerate(every.topics[:6])]
+    assert len({epoch_partition(c.id.epoch) for c in changes}) == 6
     page = broker.history(ALERTS, limit=100)
     assert page.updates == changes and not page.more
     newest = broker.history(ALERTS, limit=2)
     assert newest.updates == changes[-2:] and newest.more
+
+
+def test_a_read_after_any_change_of_alerts_continues_the_page_exactly(
+    broker: RedisBroker,
+) -> None:
+    """Changes of several partitions written in one millisecond (hundreds of quick publishes
+    make many such ties): a read after any change of the page is the rest of the page, and
+    each partition's changes keep their publish order."""
+    every = AlertsOfEveryPartition(broker)
+    topics = every.topics
+    # Four producers at once, each on topics of its own: ties on one Redis and on a Cluster.
+    with ThreadPoolExecutor(4) as pool:
+        runs = pool.map(
+            lambda mine: [every.publish(t, n) for n in range(12) for t in mine],
+            [topics[i::4] for i in range(4)],
+        )
+        published = [u for run in runs for u in run]
+    page = broker.history(ALERTS, limit=10_000)
+    assert sorted(page.updates, key=lambda u: u.id.ms) == page.updates
+    for topic in topics:
+        mine = [u for u in published if orjson.loads(u.data)["topic"] == topic]
+        assert [u for u in page.updates if orjson.loads(u.data)["topic"] == topic] == mine
+    ties = sum(
+        a.id.ms == b.id.ms and a.id.partition != b.id.partition
+        for a, b in itertools.pairwise(page.updates)
+    )
+    assert ties >= 10, f"{ties} ties across partitions: too few to mean anything"
+    for n, change in enumerate(page.updates):
+        after = broker.history(ALERTS, after=change.id, limit=10_000)
+        assert after.updates == page.updates[n + 1 :], f"after change {n} of {len(page.updates)}"
+        assert not after.gap and not after.more
 
 
 def test_the_topic_limit_counts_every_partition_and_holds_under_racing_producers(

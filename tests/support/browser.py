@@ -194,16 +194,22 @@ def drawn(page: Page, window: str) -> list[dict[str, str]]:
     details = fig.locator("details")
     if details.get_attribute("open") is None:
         fig.get_by_text("Data", exact=True).click()
-    # A row marking a gap (updates missed) is no point: it has no id.
-    rows = fig.locator("table.data tbody tr[data-id]")
-    # The table is filled on the details' toggle event, which fires after the click returns.
-    count = int(fig.get_attribute("data-points") or 0) + int(fig.get_attribute("data-so-far") or 0)
-    expect(rows).to_have_count(count)
-    points = rows.evaluate_all(
-        """rows => rows.map(r => Object.assign({id: r.dataset.id},
-            Object.fromEntries([...r.querySelectorAll('td')].map(
-                c => [c.dataset.stat, c.textContent]))))"""
+    # A row marking a gap (updates missed) is no point: it has no id. The table is filled on the
+    # details' toggle event, which fires after the click returns, and refilled with the
+    # figure's counts on every update, so both are read in one turn of the page: counts read
+    # first and rows awaited after could straddle an update and wait for a table never drawn.
+    rows = page.wait_for_function(
+        """f => {
+            const rows = [...f.querySelectorAll('table.data tbody tr[data-id]')];
+            const count = Number(f.dataset.points || 0) + Number(f.dataset.soFar || 0);
+            return rows.length === count && rows.map(r => Object.assign({id: r.dataset.id},
+                Object.fromEntries([...r.querySelectorAll('td')].map(
+                    c => [c.dataset.stat, c.textContent]))));
+        }""",
+        arg=fig.element_handle(),
+        timeout=10_000,
     )
+    points: list[dict[str, str]] = rows.json_value()
     return list(reversed(points))
 
 

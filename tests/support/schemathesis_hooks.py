@@ -39,6 +39,9 @@ CONTEXT_REFUSALS = {
     # A stream naming a topic whose rule does not keep a window or statistic it asks for,
     # which another rule keeps (the document lists every rule's).
     "not_kept": 400,
+    # A stream asking for presence events (`?presence=1`) with patterns only: its events are
+    # about the topics it names outright (two parameters together).
+    "presence_needs_names": 400,
     # An Idempotency-Key an earlier example sent with another body to the same topic.
     "idempotency_key_reused": 422,
 }

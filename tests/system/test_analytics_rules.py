@@ -256,6 +256,12 @@ def test_readyz_reports_rules_that_differ_from_the_aggregators(tmp_path: Path, p
     second = PushsvcProcess("serve", "--rules", str(second_rules), env=env).start()
     try:
         wait_until(lambda: _get(first.port, "/readyz")[0] == 200, what="the first ready")
+        # Each aggregator announces its rules as it takes its partitions: the second sees the
+        # first's once the first has announced them.
+        wait_until(
+            lambda: _get(second.port, "/readyz")[1].get("status") == "rules_differ",
+            what="the second to see rules that differ",
+        )
         status, ready = _get(second.port, "/readyz")
         assert (status, ready["status"]) == (503, "rules_differ")
         theirs = _get(first.port, "/rules")[1]["digest"]

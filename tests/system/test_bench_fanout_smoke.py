@@ -99,3 +99,16 @@ def _every_delivery_once(row: dict[str, Any]) -> None:
         0, 0, 0, 0,
     )  # fmt: skip
     assert row["stream_errors"] == {} and row["publish_errors"] == {}
+
+
+def test_fanout_smoke_gzip_client() -> None:
+    """The subscriber that offers gzip gets every delivery exactly once, decoded, and its
+    bytes per delivery are the compressed wire's: fewer than the plain subscriber's."""
+    rows = _smoke("pushsvc-memory", "--client", "count,gzip", "--rate", "100")
+    assert [r["client"] for r in rows] == ["count", "gzip"]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["received"] == row["expected"] == 400
+        assert (row["missing"], row["duplicates"], row["out_of_order"]) == (0, 0, 0)
+    plain, zipped = rows
+    assert zipped["bytes_per_delivery"] < plain["bytes_per_delivery"]

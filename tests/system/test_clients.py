@@ -26,9 +26,8 @@ from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 import pytest
-from harness.live import SRC, PushsvcProcess, post, request, wait_until
+from harness.live import SRC, PushsvcProcess, post, request, serving_on, wait_until
 from harness.net import free_port
-from harness.redis_server import RedisServer
 
 from pushsvc.client import (
     AlertChange,
@@ -150,16 +149,8 @@ def rows(client: Any, topic: str) -> int:
 
 @pytest.fixture(scope="module", params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def pushsvc(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
-    args = ["serve", "--tick", "0", "--heartbeat", "1s"]
-    redis_server = None
-    if request.param == "redis":
-        redis_server = RedisServer().start()
-        args += ["--redis-url", redis_server.url, "--prefix", f"c{uuid.uuid4().hex[:8]}:"]
-    proc = PushsvcProcess(*args).start()
-    yield proc
-    proc.stop()
-    if redis_server is not None:
-        redis_server.stop()
+    with serving_on(request.param, "--tick", "0", "--heartbeat", "1s") as proc:
+        yield proc
 
 
 def _events(count: int, start: float = T0, step: float = 0.4) -> list[dict[str, Any]]:
@@ -424,7 +415,7 @@ def test_publish_retries_through_a_restart_longer_than_five_retries(kind: str, t
     )
     try:
         assert client.publish(topic, [{"value": 1.0}, {"value": 2.0}]) == 2
-        assert len(sleeps.waits) > 8
+        assert len(sleeps.waits) >= 8  # restarted at the 8th: the next try may go through
         # A 202 means logged: the aggregator's updates follow.
         wait_until(lambda: rows(client, topic) == 2, what="two updates")
         assert client.history(topic)["value"].tolist() == [1.0, 2.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -279,3 +280,32 @@ def test_auth_only_settings_with_auth_off_stop_the_server_with_one_line(
     # With the key, or with the settings at their defaults, the same settings load.
     Settings.load({"jwt_key": "k" * 32}, env)
     Settings.load({"anonymous": "", "token_query": "false"}, {})
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"auth_url": "ftp://app/auth"}, "--auth-url / PUSHSVC_AUTH_URL: 'ftp://app/auth' is not"),
+        ({"auth_url": "http://app/auth", "auth_headers": ""}, "needs something to forward"),
+        ({"auth_url": "http://app/auth", "auth_headers": "Cookie"}, "list cookies by name"),
+        ({"auth_url": "http://app/auth", "auth_cookies": "a b"}, "'a b' is not a cookie name"),
+        ({"auth_url": "http://app/auth", "auth_timeout": "0"}, "--auth-timeout"),
+        ({"auth_url": "http://app/auth", "auth_max_asks": "0"}, "--auth-max-asks"),
+        ({"auth_url": "http://app/auth", "token_query": "true"}, "needs --jwt-key"),
+    ],
+)
+def test_bad_auth_proxy_settings_stop_the_server_naming_them(
+    given: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Settings.load(given, {})
+
+
+def test_the_auth_proxy_turns_auth_on_alone() -> None:
+    """--anonymous applies with the proxy and no key; the URL's password is redacted."""
+    settings = Settings.load(
+        {"auth_url": "http://pushsvc:s3cret@app:5000/auth", "anonymous": "public.*"}, {}
+    )
+    assert settings.auth_headers == ("Authorization",) and settings.auth_cookies == ()
+    assert settings.auth_timeout_us == 2_000_000 and settings.auth_max_asks == 64
+    assert "s3cret" not in str(settings.redacted())

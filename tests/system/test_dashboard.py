@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.live import PushsvcProcess, post, request, wait_until
+from harness.live import PushsvcProcess, post, request, wait_published, wait_until
 from harness.net import free_port
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 
@@ -506,6 +506,9 @@ def test_screenshots_of_the_overview_and_a_topic_for_the_readme(page: Page, tmp_
             ]
             for start in range(0, 1636, 600):
                 assert post(proc.port, topic, events[topic][start : start + 600])[0] == 202
+        # A 202 means logged: the tiles' hour is drawn from what is published when they load.
+        for topic in topics:
+            wait_published(proc.port, topic, events[topic][-1])
         page.set_viewport_size({"width": 1280, "height": 520})
         open_dashboard(page, proc)
         expect(page.locator(".tile")).to_have_count(3)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.live import PushsvcProcess, post, request, wait_until
+from harness.live import PushsvcProcess, post, request, wait_published, wait_until
 from playwright.sync_api import Page, expect
 
 from support.browser import (
@@ -70,6 +70,7 @@ def test_the_range_chart_shades_the_anomalous_buckets(
     events = _hours(time.time())
     for start in range(0, len(events), 2000):
         assert post(scored.port, topic, events[start : start + 2000])[0] == 202
+    wait_published(scored.port, topic, events[-1])
     since = events[-1]["ts"] - 3600
     query = f"resolution=1m&since={since}"
     status, _, body = request(scored.port, "GET", f"/topics/{topic}/series?{query}")
@@ -102,6 +103,8 @@ def test_the_overview_lists_the_ranking(scored: PushsvcProcess, page: Page) -> N
     events = _hours(time.time())
     for start in range(0, len(events), 2000):
         assert post(scored.port, topic, events[start : start + 2000])[0] == 202
+    # A 202 means logged: the ranking compared below is the whole backfill's.
+    wait_published(scored.port, topic, events[-1])
 
     def ranked() -> list[dict[str, Any]]:
         status, _, body = request(scored.port, "GET", "/anomalies")
@@ -135,6 +138,7 @@ def test_the_rankings_day_ends_at_the_topic_clock_not_the_browsers(
         events = _hours(time.time() - 2 * 86400)
         for start in range(0, len(events), 2000):
             assert post(proc.port, topic, events[start : start + 2000])[0] == 202
+        wait_published(proc.port, topic, events[-1])
 
         def ranked() -> list[str]:
             status, _, body = request(proc.port, "GET", "/anomalies")

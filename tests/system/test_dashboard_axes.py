@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness.live import PushsvcProcess, post, request
+from harness.live import PushsvcProcess, post, request, wait_published
 from playwright.sync_api import Locator, Page, Route, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, figure, open_dashboard
@@ -254,6 +254,7 @@ def test_a_ranges_right_edge_is_minutes_closed_then_the_minute_so_far(
     for start in range(0, len(day), 1000):
         assert post(quiet.port, topic, day[start : start + 1000])[0] == 202
     assert post(quiet.port, topic, recent)[0] == 202
+    wait_published(quiet.port, topic, recent[-1])
     open_dashboard(page, quiet, f"/#/topics/{topic}")
     page.locator("#range-select").select_option(label="24 h")
     fig = figure(page, "range")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.live import PushsvcProcess, post, request, wait_until
+from harness.live import PushsvcProcess, post, request, wait_published, wait_until
 from playwright.sync_api import Page, Request, Route, expect
 
 from support.browser import (
@@ -107,6 +107,7 @@ def test_the_24h_range_draws_the_series_then_extends_live(
     events = _day_of_events(now)
     for start in range(0, len(events), 500):
         assert post(ranged.port, topic, events[start : start + 500])[0] == 202
+    wait_published(ranged.port, topic, events[-1])  # the page's clock is the topic's
     open_dashboard(page, ranged, f"/#/topics/{topic}")
     expect(page.locator("#topic-title")).to_have_text(topic)
 
@@ -143,10 +144,9 @@ def test_the_24h_range_draws_the_series_then_extends_live(
     assert low == 0 and high >= max(p["count"] for p in api) and high in (1, 2, 5, 10, 20, 50, 100)
 
     # Live: an event now closes the last minute bucket (and its seconds): they arrive as points.
-    assert (
-        post(ranged.port, topic, {"value": 99.0, "ts": now + 5, "tags": {"station": "grill"}})[0]
-        == 202
-    )
+    live = {"value": 99.0, "ts": now + 5, "tags": {"station": "grill"}}
+    assert post(ranged.port, topic, live)[0] == 202
+    wait_published(ranged.port, topic, live)
     minute = _series(ranged.port, topic, f"resolution=1m&since={clock - 120}")
     assert minute and minute[-1]["t"] <= clock < minute[-1]["t"] + 60
     expect(fig.locator(f'tr[data-id="1m@{_t(minute[-1]["t"])}"]')).to_have_count(1)
@@ -166,6 +166,8 @@ def test_a_groups_range_is_that_groups_series(ranged: PushsvcProcess, page: Page
     events = _day_of_events(time.time(), ("grill", "fry"))
     for start in range(0, len(events), 500):
         assert post(ranged.port, topic, events[start : start + 500])[0] == 202
+    # A 202 means logged: the range below ends at the topic clock, once the last is applied.
+    wait_published(ranged.port, topic, events[-1])
     open_dashboard(page, ranged, f"/#/topics/{topic}?group=station:fry")
     expect(page.locator("#group-name")).to_contain_text("fry")
     _choose_range(page, "6 h")
@@ -196,6 +198,7 @@ def test_a_range_chosen_before_the_clock_is_known_ends_at_the_topic_clock(
     behind = time.time() - 18 * 3600
     events = [e for e in _day_of_events(behind) if e["ts"] > behind - 8 * 3600]
     assert post(ranged.port, topic, events)[0] == 202
+    wait_published(ranged.port, topic, events[-1])  # the topic clock the range must end at
     clock = events[-1]["ts"]
     held: list[Route] = []
     stream = re.compile(r"/stream\?")
@@ -255,6 +258,7 @@ def test_an_overview_sparkline_spans_the_last_hour(ranged: PushsvcProcess, page:
     events = _day_of_events(time.time())
     for start in range(0, len(events), 500):
         assert post(ranged.port, topic, events[start : start + 500])[0] == 202
+    wait_published(ranged.port, topic, events[-1])
     clock = events[-1]["ts"]
     api = _series(ranged.port, topic, f"resolution=auto&points=60&since={clock - 3600}")
     assert len(api) >= 30
@@ -276,6 +280,7 @@ def test_a_range_kept_open_past_its_span_holds_only_the_buckets_inside_it(
     now = time.time()
     older = [e for e in _day_of_events(now - 3600) if e["ts"] > now - 3 * 3600]
     assert post(ranged.port, topic, older)[0] == 202
+    wait_published(ranged.port, topic, older[-1])
     open_dashboard(page, ranged, f"/#/topics/{topic}")
     _choose_range(page, "1 h")
     fig = figure(page, "range")
@@ -287,6 +292,7 @@ def test_a_range_kept_open_past_its_span_holds_only_the_buckets_inside_it(
         for i in range(int(3600 / 45))
     ]
     assert post(ranged.port, topic, newer)[0] == 202
+    wait_published(ranged.port, topic, newer[-1])
     clock = newer[-1]["ts"]
     closed = _series(ranged.port, topic, f"resolution=1m&since={clock - 3600}")
     assert 55 <= len(closed) <= 60

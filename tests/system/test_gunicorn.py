@@ -14,6 +14,7 @@ from harness.redis_server import RedisServer
 
 from conftest import MakeApp
 from support.gunicorn import gunicorn
+from support.gzip_sse import GzipSSEClient
 from support.scrapes import Scrapes, key
 
 pytestmark = pytest.mark.redis
@@ -141,3 +142,30 @@ def test_gunicorn_workers_answer_metrics_as_one_with_the_aggregator_beside_them(
         aggregator.stop()
     # The aggregator, stopping, took its gauges with it.
     assert not list(shared.glob(f"gauge_*_{aggregator.pid}.db"))
+
+
+def test_gzip_streams_under_gunicorn_decode_as_plain_ones(
+    redis_server: RedisServer, prefix: str, topic: str, tmp_path: Path
+) -> None:
+    """Under gunicorn the response's greenlet writes the stream: a client offering gzip gets
+    it gzipped and decodes the very updates a plain stream gets."""
+    settings = {"PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix,
+                "PUSHSVC_TICK": "0"}  # fmt: skip
+    aggregator = PushsvcProcess("aggregate", env={**os.environ, **settings}, http=False).start()
+    try:
+        aggregator.wait_for_log("took the lease")
+        with gunicorn(settings, tmp_path, workers=1) as (port, _):
+            plain = SSEClient(port, f"/topics/{topic}/stream")
+            zipped = GzipSSEClient(port, f"/topics/{topic}/stream")
+            assert zipped.response_headers["content-encoding"] == "gzip"
+            plain.next_data("snapshot")
+            zipped.next_data("snapshot")
+            for batch in range(3):
+                events = [{"value": batch * 30 + v} for v in range(30)]
+                assert post(port, topic, events)[0] == 202
+            assert zipped.take(90) == plain.take(90)
+            assert zipped.wire * 3 < len(plain.raw)
+            plain.close()
+            zipped.close()
+    finally:
+        aggregator.stop()

@@ -64,6 +64,7 @@ def test_idle_buckets_are_forgotten_when_many_keys_pile_up() -> None:
         limiter.charge(f"ip{n}", 1)
     clock.now += 2  # every bucket is full again: nothing to remember
     limiter.admit("newcomer")
+    limiter.charge("newcomer", 1)
     assert len(limiter._buckets) == 1
 
 

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,3 +453,28 @@ def test_a_stream_is_released_when_its_client_leaves_nginx(tmp_path: Path, topic
     finally:
         nginx.stop()
         server.stop()
+
+
+def test_gzip_streams_pass_through_nginx_compressed_and_unbuffered(
+    proxy: Proxy, topic: str
+) -> None:
+    """nginx passes the client's Accept-Encoding to pushsvc and its gzip stream back as it
+    is (its own `gzip` is off for streams, and it never compresses a response that is
+    already): each update decodes at the client before the next is posted."""
+    source = "127.0.0.14"
+    publisher = proxy.connection(source)
+    stream = Stream(proxy, f"/topics/{topic}/stream", source=source,
+                    headers={"Accept-Encoding": "gzip, deflate, br"})  # fmt: skip
+    assert stream.status == 200
+    assert stream.resp.getheader("Content-Encoding") == "gzip"
+    assert stream.resp.getheader("Vary") == "Accept-Encoding"
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    feed = stream.parser.feed
+    stream.parser.feed = lambda chunk: feed(inflate.decompress(chunk))  # type: ignore[method-assign]
+    stream.next_data("snapshot")
+    for i in range(10):
+        assert _post(publisher, topic, {"value": i}) == 202
+        _, update = stream.next_data("stats", timeout=2)
+        assert update["event"]["value"] == i
+    stream.close()
+    publisher.close()

@@ -84,17 +84,21 @@ def _bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
+    proc = serve_private(tmp_path_factory, {"PUSHSVC_JWT_KEY": SECRET})
+    yield proc
+    proc.stop()
+
+
+def serve_private(tmp_path_factory: pytest.TempPathFactory, auth: dict[str, str]) -> PushsvcProcess:
+    """A server with `auth` (its settings) holding the private topic, its firing alert and
+    its open session; test_private_everywhere_proxy.py serves it with the auth proxy."""
     rules = tmp_path_factory.mktemp("private") / "rules.toml"
     rules.write_text(RULES)
     proc = PushsvcProcess(
         "serve",
         "--tick", "0",
         "--heartbeat", "1s",
-        env={
-            "PUSHSVC_JWT_KEY": SECRET,
-            "PUSHSVC_ANONYMOUS": "public.*",
-            "PUSHSVC_RULES": str(rules),
-        },
+        env={**auth, "PUSHSVC_ANONYMOUS": "public.*", "PUSHSVC_RULES": str(rules)},
     ).start()  # fmt: skip
     admin = _bearer(hs256(publish=["*"], subscribe=["*"]))
     for topic, value, tags in (
@@ -124,8 +128,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]
         ),
         what="the private session open",
     )
-    yield proc
-    proc.stop()
+    return proc
 
 
 CALLERS = {
@@ -269,6 +272,8 @@ STREAM_OPTIONS = (
     "series=10s",
     "series=7m",
     "max_hz=0",
+    "presence=1",
+    "presence=zz",
 )
 GROUP_OPTIONS = ("group=zz:1", "group=payroll_desk:d1", "group=bad")
 QUERIES = (

@@ -44,7 +44,18 @@ def test_projection_applies_to_replay(server: PushsvcProcess, topic: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "query", ["windows=2m", "stats=median", "stats=", "windows=1m,,x", "max_hz=0", "max_hz=fast"]
+    "query",
+    [
+        "windows=2m",
+        "stats=median",
+        "stats=",
+        "windows=1m,,x",
+        "max_hz=0",
+        "max_hz=fast",
+        "delta=merge",
+        "delta=",
+        "presence=2",
+    ],
 )
 def test_bad_options_are_400(client: FlaskClient, query: str) -> None:
     response = client.get(f"/topics/t/stream?{query}")

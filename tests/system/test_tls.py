@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from harness.live import PushsvcProcess, run_tool, start_tool, wait_until
 from harness.redis_server import RedisServer
@@ -329,3 +330,32 @@ def test_a_failed_handshake_is_one_json_log_line(
     assert record["level"] == "info" and "exc" not in record
     assert record["message"].startswith("TLS handshake with ('127.0.0.1', ")
     assert reason in record["message"].lower()
+
+
+def test_a_gzip_stream_over_https_decodes_as_the_plain_one(
+    https_server: PushsvcProcess, pair: Pair, topic: str
+) -> None:
+    """TLS streams are written by the server's greenlet (not the hub's direct sends): they
+    are gzipped alike, and httpx, offering gzip by default, decodes the same updates."""
+    context = _trusting(pair)
+    port = https_server.port
+    plain = HttpsStream(port, context, f"/topics/{topic}/stream")
+    plain.next_data("snapshot")
+    with (
+        httpx.Client(verify=context, timeout=10) as client,
+        client.stream("GET", f"https://localhost:{port}/topics/{topic}/stream") as response,
+    ):
+        assert response.headers["content-encoding"] == "gzip"
+        lines = response.iter_lines()
+        assert next(lines).startswith("retry:")
+        assert _https(port, context, "POST", f"/topics/{topic}/events",
+                      [{"value": v} for v in range(40)])[0] == 202  # fmt: skip
+        expected = [plain.next_data() for _ in range(40)]
+        decoded = []
+        for line in lines:  # the snapshot's data line first, then one per update
+            if line.startswith("data: "):
+                decoded.append(json.loads(line[6:]))
+                if len(decoded) == 41:
+                    break
+        assert decoded[1:] == expected
+    plain.close()

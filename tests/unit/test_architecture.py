@@ -175,6 +175,21 @@ def test_the_command_line_and_the_embedded_mode_never_import_redis_py() -> None:
     assert found.strip() == "[]"
 
 
+def test_the_server_imports_psycopg_only_when_an_outbox_is_read() -> None:
+    """psycopg is an extra (`pushsvc[postgres]`): settings without `--outbox-dsn`, and a
+    server built from them, never import it."""
+    code = (
+        "import sys, pushsvc.cli\n"
+        "from pushsvc.config import Settings\n"
+        "from pushsvc.runtime import Runtime\n"
+        "Runtime.build(Settings.load({}), web=True, aggregate=True).close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'psycopg'))\n"
+        "Settings.load({'outbox_dsn': 'postgresql://app@db/app'})\n"
+        "print('psycopg' in sys.modules)"
+    )
+    assert printed_by(code).split() == ["[]", "True"]
+
+
 def test_the_command_lines_client_commands_never_import_pyjwt() -> None:
     """`pushsvc publish` and `subscribe` read the settings without a JWT key: PyJWT and
     cryptography (half of importing the command line) load only when a key is given."""

@@ -22,7 +22,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
 from pushsvc.deliver.histogram import Histogram
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
-from pushsvc.deliver.live_stream import LiveStream, StreamSink
+from pushsvc.deliver.live_stream import LiveStream, Renew, StreamSink
 from pushsvc.deliver.pacer import Paced
 from pushsvc.deliver.peer_watch import PeerWatch
 from pushsvc.deliver.rendering import rendering_for_stream, run_of
@@ -131,6 +131,7 @@ class Live:
         latency: Histogram | None = None,
         paced_s: float = 0.0,
         watch: Callable[[Subscriber], PeerWatch] | None = None,
+        renew: Renew | None = None,
     ) -> None:
         self.client: Subscriber = hub.subscribe(TopicMatcher(["a"]))
         self.ended = gevent.event.Event()
@@ -149,6 +150,7 @@ class Live:
             paced=Paced(paced_s, rendering.message) if paced_s else None,
             watch=None if watch is None else watch(self.client),
             clock=clock,
+            renew=renew,
         )
 
     def _on_end(self) -> None:
@@ -277,6 +279,58 @@ def test_a_token_expired_before_the_stream_ends_it_without_a_write() -> None:
     clock, live, sink = _recorded(clock, expires_at=clock.wall())
     assert sink.sent == [] and clock.delays == []
     assert live.client.closed_reason is StreamExit.EXPIRED and live.ends == 1
+
+
+class Renewals:
+    """A renewal hook that records each ask; the test answers them (`answer`)."""
+
+    def __init__(self) -> None:
+        self.asked: list[Callable[[float | None], None]] = []
+
+    def __call__(self, done: Callable[[float | None], None]) -> None:
+        self.asked.append(done)
+
+    def answer(self, expires_at: float | None) -> None:
+        self.asked[-1](expires_at)
+        gevent.sleep(0)
+
+
+def test_a_renewed_grant_carries_the_stream_to_its_new_expiry_then_asks_again() -> None:
+    clock = ManualClock()
+    renewals = Renewals()
+    clock, live, sink = _recorded(clock, expires_at=clock.wall() + 5.0, renew=renewals)
+    clock.advance(5.0)
+    assert len(renewals.asked) == 1 and live.client.closed_reason is None
+    # While the backend is asked the stream goes on: its heartbeat is still due.
+    clock.advance(HEARTBEAT_S - 5.0)
+    assert sink.sent == [HEARTBEAT]
+    renewals.answer(clock.wall() + 20.0)
+    assert live.client.closed_reason is None and live.ends == 0
+    clock.advance(20.0)
+    assert len(renewals.asked) == 2 and live.client.closed_reason is None
+
+
+@pytest.mark.parametrize("answer", ["no", "already past"])
+def test_a_renewal_that_says_no_ends_the_stream_as_expired(answer: str) -> None:
+    clock = ManualClock()
+    renewals = Renewals()
+    clock, live, sink = _recorded(clock, expires_at=clock.wall() + 5.0, renew=renewals)
+    clock.advance(5.0)
+    assert live.ends == 0
+    renewals.answer(None if answer == "no" else clock.wall())
+    assert live.client.closed_reason is StreamExit.EXPIRED and live.ends == 1
+    assert sink.ended is True
+
+
+def test_a_renewal_answered_after_the_stream_ended_changes_nothing() -> None:
+    clock = ManualClock()
+    renewals = Renewals()
+    clock, live, _ = _recorded(clock, expires_at=clock.wall() + 5.0, renew=renewals)
+    clock.advance(5.0)
+    live.client.close(StreamExit.SHUTDOWN)
+    gevent.sleep(0)
+    renewals.answer(clock.wall() + 60.0)
+    assert live.client.closed_reason is StreamExit.SHUTDOWN and live.ends == 1
 
 
 # ------------------------------------------------------------------- paced (`?max_hz=`)
@@ -645,3 +699,36 @@ def test_the_server_stopping_ends_the_stream_as_gone_once() -> None:
     live.stream.close()
     live.stream.close()
     assert live.client.closed_reason is StreamExit.GONE and live.ends == 1
+
+
+# ------------------------------------------------- messages aside (presence events)
+
+_ASIDE = b"event: presence\ndata: {}\n\n"
+
+
+def test_a_message_aside_goes_before_what_waits_and_a_newer_one_replaces_it() -> None:
+    _clock, live, sink = _recorded()
+    live.client.queue.put(_run(1))
+    live.stream.send_aside(b'event: presence\ndata: {"n":1}\n\n')
+    live.stream.send_aside(_ASIDE)  # before the turn: the older one is never written
+    gevent.sleep(0)
+    assert sink.sent == [_ASIDE + _update(1).sse]
+    live.stream.send_aside(_ASIDE)  # an idle stream: a turn of its own
+    gevent.sleep(0)
+    assert sink.sent[-1] == _ASIDE
+
+
+def test_a_message_aside_while_the_server_writes_goes_out_once_it_is_done() -> None:
+    gate = gevent.event.Event()
+    _clock, hub, live, server = _served(gate)
+    hub.dispatch([_update(1)])
+    gevent.sleep(0)  # the server is writing it, held by the gate
+    live.stream.send_aside(_ASIDE)
+    gevent.sleep(0)
+    assert server.written == []
+    gate.set()  # the client reads: the server's write is done, nothing is queued after it
+    for _ in range(10):  # turns of the loop, not time: each callback it schedules runs
+        gevent.idle()
+    assert server.written == [_update(1).sse, _ASIDE]
+    live.client.close(StreamExit.SHUTDOWN)
+    server.greenlet.join(WAIT_S)

@@ -107,3 +107,47 @@ def test_a_deletion_trimmed_from_the_history_is_no_longer_remembered() -> None:
     publish(UpdateDraft("b", 4, b"{}"))
     assert "a" not in published.deletions
     assert [u.topic for u in published.history] == ["b", "b"]
+
+
+def test_the_log_keeps_events_the_garbage_collector_no_longer_tracks() -> None:
+    """The events of the widest window live in the log for minutes: kept as objects, every
+    full pass of the collector walked them all. Kept packed, the passes of the younger
+    generations untrack them, and a read gives the same events back, the first one the very
+    events appended (no unpacking on the aggregator's way)."""
+    import gc
+
+    from pushsvc.broker.memory.store import FIRST
+
+    clock = ManualClock()
+    store = Store(1, clock=clock)
+    events = [
+        Event(float(i), 10 * S + i, {"site": f"s{i % 3}"} if i % 2 else None) for i in range(50)
+    ]
+    store.append("t", events, 60 * S, None)
+    gc.collect()  # the tags' tuples; then, as a younger generation's next pass does, the events'
+    gc.collect()
+    [logged] = store.parts[0].entries
+    assert not any(gc.is_tracked(packed) for packed in logged.packed)  # type: ignore[union-attr]
+    [entry] = store.read(0, FIRST, 10)
+    assert entry.events == events and entry.events[1] is events[1]
+    # The first read takes the events as appended; then the log holds only the packed ones,
+    # and a read unpacks them.
+    assert logged.fresh is None  # type: ignore[union-attr]
+    [again] = store.read(0, FIRST, 10)
+    assert again.events == events and again.events[1] is not events[1]
+
+
+def test_a_read_stops_at_the_entry_that_brings_enough_events() -> None:
+    """A reader far behind gets a few big batches at a time, not 512 of them."""
+    from pushsvc.broker.memory.store import FIRST, READ_EVENTS
+
+    clock = ManualClock()
+    store = Store(1, clock=clock)
+    batch = [Event(1.0, 10 * S + i) for i in range(READ_EVENTS // 3 + 1)]
+    for _ in range(6):
+        store.append("t", batch, 60 * S, None)
+    first = store.read(0, FIRST, 512)
+    assert len(first) == 3  # the third brings it past READ_EVENTS
+    rest = store.read(0, first[-1].id, 512)
+    assert len(rest) == 3
+    assert [len(e.events or ()) for e in first + rest] == [len(batch)] * 6

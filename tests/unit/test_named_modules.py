@@ -112,6 +112,7 @@ def _key_templates() -> list[re.Pattern[str]]:
     names |= {part.groups("\0"), part.idempotency("\0", "\0"), part.series_keys("\0")}
     names |= {part.series("\0", "\0"), part.series("\0", "\0", "\0"), part.fence("\0")}
     names |= {part.checkpoint("\0"), keys.updates_pattern("\0").decode()}
+    names |= {part.presence_names("\0"), part.presence_patterns("\0")}
     names |= {channel.decode() + "\0" for channel in (part.updates_channel, keys.ingest_channel)}
     names |= {f"{keys.derive_lease}:taken", f"{keys.bridge_lease}:taken"}
     names |= {f"{keys.session_lease}:taken", f"{part.lease}:taken"}
@@ -162,7 +163,9 @@ _METRIC_DEFINITION = re.compile(
     r"HistogramMetricFamily)\(\s*\"(pushsvc_[a-z0-9_]+)\""
 )
 DOC_METRIC = re.compile(r"(?<![\w/.-])pushsvc_[a-z0-9_]*[a-z0-9_]")
-NOT_METRICS = {"pushsvc_token"}  # the dashboard's cookie (docs/security.md)
+# The dashboard's cookie (docs/security.md); the outbox's default tables and trigger
+# (docs/deploy.md, `pushsvc.ingest.outbox_sql`).
+NOT_METRICS = {"pushsvc_token", "pushsvc_outbox", "pushsvc_outbox_dead", "pushsvc_outbox_notify"}
 
 
 def _metric_names() -> set[str]:

@@ -146,3 +146,21 @@ def test_every_stream_gets_a_deletion_whole_whatever_it_projects_or_filters() ->
     projected = Projection.parse("1m", "mean", known_windows=["1m"], group=["station:grill"])
     for projection in (None, projected):
         assert rendering_for(projection, chunked=False).message(deletion) == expected
+
+
+def test_a_cursor_takes_no_part_for_a_run_the_stream_writes_nothing_of() -> None:
+    """A stream over several partitions writes its cursor as `id:`. A run it writes nothing
+    of (points, which a stream without a projection leaves out; a group filter) must not add
+    its partition to the cursor: an empty part made a malformed id (`,1…`) that no resume
+    could read."""
+    from pushsvc.core.updates import Kind
+    from pushsvc.deliver.rendering import rendering_for_stream
+
+    later = UpdateId("100000000", 0, 5)  # partition 1
+    stream = rendering_for_stream(None, chunked=False, cursor=Cursor([later]))
+    point = Update.numbered("p", UpdateId("00000000", 0, 7), 7, b'{"topic":"p"}', Kind.POINT)
+    assert stream.block(run_of([point])) == b""
+    update = Update.numbered("a", UpdateId("100000000", 0, 6), 6, b'{"topic":"a"}')
+    written = stream.block(run_of([update]))
+    assert written.startswith(b"id: 100000000:0-6\n")
+    assert list(stream.cursor.ids) == [update.id]  # type: ignore[attr-defined]

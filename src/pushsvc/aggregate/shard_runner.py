@@ -85,6 +85,8 @@ class ShardRunner:
         """`Entry.n` of the entry at `position`, as this aggregator read the log on from there;
         None until it read one (after a rebuild: the applied count is no proof, a failover may
         have lost the publishes that counted some entries)."""
+        self._torn = False
+        """An entry was left half applied (see `step`): no checkpoint is taken from here on."""
         self._pending: deque[tuple[str, list[UpdateDraft]]] = deque()
         # Per topic, the log entries (id, latest event time) that may still hold an event
         # in a window; the oldest of them all bounds the trim.
@@ -299,7 +301,13 @@ class ShardRunner:
                         f"log's number {n}, the one after {self.position} was {count + 1}"
                     )
                 self._count = n
-                drafts = self._apply(entry, at)
+                try:
+                    drafts = self._apply(entry, at)
+                except BaseException:
+                    # Part of the entry may be in the windows (an aggregator that pauses
+                    # mid-batch can be killed there): they must never be checkpointed.
+                    self._torn = True
+                    raise
                 self.position = entry.id
                 applied = at
                 if at > published:
@@ -358,7 +366,7 @@ class ShardRunner:
         """Save the checkpoint of every durable topic changed since its last one, at this
         aggregator's position; only while everything applied is published (a checkpoint
         must not run ahead of the updates), by the lease holder. How many were saved."""
-        if self._tenure is None or self._pending or not self._dirty:
+        if self._tenure is None or self._pending or not self._dirty or self._torn:
             return 0
         at = position(self.position)
         topics = sorted(self._dirty)

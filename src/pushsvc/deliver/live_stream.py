@@ -21,7 +21,9 @@ token's expiry or its next paced update. It owns, written once:
   sweeper ends as `slow` a stream that takes nothing for the slow-client timeout.
 * **heartbeats**: due `heartbeat_s` after the stream's last write (the hub's included); the
   timer writes one when nothing else is on its way.
-* **token expiry**: at `expires_at` (wall clock) the stream ends as `expired`.
+* **token expiry**: at `expires_at` (wall clock) the stream ends as `expired`; or, given a
+  `renew` hook (a grant of the application's backend), it asks it and goes on until the
+  hook's answer: a new expiry, or None to end as `expired`.
 * **release**: every exit ends the same way. What waits is offered to the sink once, without
   waiting; the sink ends (`StreamSink.end`: a quiet exit — shutdown, reset, expired, slow —
   ends the response whole, `gone` as a failed write), and `on_end` (the subscription's end,
@@ -55,6 +57,9 @@ from pushsvc.deliver.stream_socket import StreamSocket, http_chunk
 log = logging.getLogger(__name__)
 
 _CHUNKED_HEARTBEAT = http_chunk(HEARTBEAT)
+Renew = Callable[[Callable[[float | None], None]], None]
+"""A renewal hook: asked at the expiry, it calls back once, from a greenlet of its own, with
+the new expiry (epoch seconds) or None."""
 _QUIET = (StreamExit.SHUTDOWN, StreamExit.GONE)
 """Exits not worth a log line (a reconnect storm or a shutdown ends thousands at once)."""
 
@@ -83,6 +88,7 @@ class LiveStream:
     its subscriber, its watchers and the callbacks it schedules; `close` ends it at once."""
 
     __slots__ = (
+        "_aside",
         "_client",
         "_clock",
         "_context",
@@ -94,6 +100,7 @@ class LiveStream:
         "_on_end",
         "_paced",
         "_rendering",
+        "_renew",
         "_scheduled",
         "_sink",
         "_timer",
@@ -114,6 +121,7 @@ class LiveStream:
         paced: Paced | None = None,
         watch: PeerWatch | None = None,
         clock: StreamClock = LOOP_CLOCK,
+        renew: Renew | None = None,
     ) -> None:
         self._client = client
         self._sink = sink
@@ -121,6 +129,7 @@ class LiveStream:
         self._paced = paced
         self._heartbeat_us = int(heartbeat_s * 1_000_000)
         self._expires_at = expires_at
+        self._renew = renew
         self._latency = latency
         self._on_end: Callable[[], None] | None = on_end
         self._watch = watch  # it closes the subscriber as gone; stopped at the end
@@ -130,6 +139,8 @@ class LiveStream:
         self._context = contextvars.copy_context()
         self._writing = False
         """A send waits for the sink (`flush`): a turn writes nothing else meanwhile."""
+        self._aside = b""
+        """A message outside the updates' sequence, for the next turn (`send_aside`)."""
         self._timer: Timer | None = None
         self._scheduled = False
         self._last_write_us = clock.monotonic_us()
@@ -148,6 +159,14 @@ class LiveStream:
         if not self._scheduled:
             self._scheduled = True
             gevent.get_hub().loop.run_callback(self._turn)
+
+    def send_aside(self, message: bytes) -> None:
+        """Write `message`, whole SSE messages outside the updates' sequence (no `id:`: the
+        client's Last-Event-ID stays), at the stream's next turn, before what waits. One not
+        written yet is replaced: the newest wins (presence events,
+        `pushsvc.deliver.presence_events`)."""
+        self._aside = message
+        self._client.wake()
 
     def close(self) -> None:
         """End the stream now, if it has not ended: as `gone` when nothing closed it (its
@@ -181,12 +200,22 @@ class LiveStream:
         if queued:
             runs = runs + queued if runs else queued
         client.last_take_us = client.clock()
+        aside = b""
+        if self._aside:
+            # Before the runs are rendered: the stream's own bytes take a compressed stream
+            # out of its shared sequence (`Rendering.own`), and the runs after them with it.
+            aside = self._rendering.own(self._aside)
+            self._aside = b""
         blocks: Sequence[bytes] = ()
         if self._paced is not None:
             blocks = self._paced.blocks(runs, self._clock.monotonic_us() / 1_000_000)
         elif runs:
             blocks = self._rendering.blocks(runs)
         data = b"".join(blocks)
+        if data and self._paced is not None:
+            data = self._rendering.own(data)  # the pacer's messages are the stream's own
+        if aside:
+            data = aside + data
         if data and self._sink.chunked:
             data = http_chunk(data)
         if handback is not None:
@@ -241,6 +270,7 @@ class LiveStream:
             and self._paced is None
             and not queue.runs
             and not queue.latest
+            and not self._aside
             and client.closed_reason is None
         ):
             return  # nothing came meanwhile: the next wake-up is the next turn
@@ -285,10 +315,10 @@ class LiveStream:
         wait_s = wait_us / 1_000_000
         if self._expires_at is not None:
             left = self._expires_at - clock.wall()
-            if left <= 0:
-                self._client.close(StreamExit.EXPIRED)
+            if left <= 0 and self._expired():
                 return
-            wait_s = min(wait_s, left)
+            if self._expires_at is not None:
+                wait_s = min(wait_s, left)
         paced = self._paced
         # Not while a turn is coming or a write waits: that turn, or the one after the
         # write, arms the timer again with what the pacer holds then.
@@ -306,8 +336,7 @@ class LiveStream:
             return
         clock = self._clock
         paced = self._paced
-        if self._expires_at is not None and clock.wall() >= self._expires_at:
-            client.close(StreamExit.EXPIRED)
+        if self._expires_at is not None and clock.wall() >= self._expires_at and self._expired():
             return
         now_us = clock.monotonic_us()
         if paced is not None and (due := paced.next_due()) is not None and due * 1e6 <= now_us:
@@ -320,7 +349,31 @@ class LiveStream:
         )
         if idle and now_us - self._last_write() >= self._heartbeat_us:
             # Between two chunks for sure: nothing of the hub's or a turn's is half sent.
-            self._send(_CHUNKED_HEARTBEAT if self._sink.chunked else HEARTBEAT, [])
+            heartbeat = self._rendering.own(HEARTBEAT)
+            if heartbeat is HEARTBEAT and self._sink.chunked:
+                heartbeat = _CHUNKED_HEARTBEAT
+            elif self._sink.chunked:
+                heartbeat = http_chunk(heartbeat)  # encoded for this stream (compression)
+            self._send(heartbeat, [])
+        self._arm_timer()
+
+    def _expired(self) -> bool:
+        """The grant ran out: end the stream (True), or ask the renewal hook and go on,
+        without an expiry, until it answers (`_renewed`)."""
+        if self._renew is None:
+            self._client.close(StreamExit.EXPIRED)
+            return True
+        self._expires_at = None
+        self._renew(self._renewed)
+        return False
+
+    def _renewed(self, expires_at: float | None) -> None:
+        if self._client.closed_reason is not None or self._on_end is None:
+            return
+        if expires_at is None or expires_at <= self._clock.wall():
+            self._client.close(StreamExit.EXPIRED)
+            return
+        self._expires_at = expires_at
         self._arm_timer()
 
     def _end(self) -> None:

@@ -80,6 +80,18 @@ class Rendering:
         self._block_key = f"block {key}"
         self._chunk_key = f"chunk {key}"
 
+    @property
+    def key(self) -> str:
+        """What streams rendering alike share: renderings whose bytes differ have different
+        keys (a stream's shared compression context is by it, `pushsvc.deliver.compression`)."""
+        return self._key
+
+    def own(self, data: bytes) -> bytes:
+        """Bytes of this stream's own that are not a run (a heartbeat, a paced stream's
+        updates), as the stream writes them: as they are, but where a stream encodes what it
+        sends (`pushsvc.deliver.compression.CompressedRendering`)."""
+        return data
+
     def block(self, run: Run) -> bytes:
         """The run's SSE block for this stream (its frames, projected if it asks); empty when
         a group filter leaves nothing of it."""
@@ -282,6 +294,8 @@ class CursorRendering(Rendering):
     def _parts(self, run: Run, parts: list[bytes]) -> None:
         """Append the run's `id:` lines and shared messages to `parts`; advance the cursor."""
         messages = self.unnumbered(run)
+        if not any(messages):
+            return  # nothing written (points, a group filter): no part for its partition yet
         updates = run.updates
         at = self._place(updates[0].id.partition)  # a run is one topic's: one partition's
         head, tail = self._around(at)
@@ -315,12 +329,16 @@ class CursorRendering(Rendering):
             message = super().message(update, False)
         if not message or not with_id:
             return message
-        update_id = update.id
+        return self.advance(update.id) + message
+
+    def advance(self, update_id: UpdateId) -> bytes:
+        """The `id:` line of the stream's cursor advanced to `update_id`, which the stream
+        writes next (a message of its own follows the line)."""
         at = self._place(update_id.partition)
         head, tail = self._around(at)
         self._ids[at] = update_id
         self._texts[at] = update_id.text
-        return id_line(head + update_id.text + tail) + message
+        return id_line(head + update_id.text + tail)
 
     def wire(self, run: Run) -> bytes:
         block = self.block(run)

@@ -18,6 +18,10 @@ stream, on one of two sinks:
 * anywhere else (TLS, gunicorn, another WSGI server): the response's greenlet, which yields
   what the stream sends to the server (`pushsvc.deliver.server_writes`).
 
+A stream whose client offers gzip (`StreamRequest.encoding`) has its head compressed piece by
+piece and its live runs rendered by a `CompressedRendering` in the shared context of its shape
+(`pushsvc.deliver.compression`), released at its end.
+
 The named exits (`StreamExit`, the `reason` of `pushsvc_stream_disconnects_total`):
 * `shutdown` — the server is stopping (Hub.close);
 * `reset`    — the broker connection was lost and updates may have been missed (Hub.reset):
@@ -43,14 +47,16 @@ from functools import partial
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.core.sse import retry_line
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.deliver import peer_watch, subscription
+from pushsvc.deliver import delta, peer_watch, subscription
+from pushsvc.deliver.compression import CompressedRendering, HeadCompressor, shape_key
 from pushsvc.deliver.hub import Hub, StreamExit
-from pushsvc.deliver.live_stream import LiveStream, StreamSink
+from pushsvc.deliver.live_stream import LiveStream, Renew, StreamSink
 from pushsvc.deliver.pacer import Paced
 from pushsvc.deliver.peer_watch import PeerWatch
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.rendering import rendering_for_stream
+from pushsvc.deliver.rendering import Rendering, rendering_for_stream
 from pushsvc.deliver.server_writes import ServerWrites
+from pushsvc.deliver.shared_deflate import SharedDeflates
 from pushsvc.deliver.stream_socket import (
     cap_send_buffer,
     hand_over,
@@ -76,6 +82,16 @@ class StreamRequest:
     """Epoch seconds at which the stream's token expires (None: never)."""
     grouping: Callable[[str], bool]
     """Whether a topic groups by tags (its snapshot carries its groups)."""
+    on_live: Callable[[LiveStream], None] | None = None
+    """Told the stream once it is live (its presence events, `pushsvc.deliver.presence_events`)."""
+    renew: Renew | None = None
+    """Asks again at `expires_at` (a grant of the application's backend), else it ends."""
+    encoding: str | None = None
+    """`gzip` when the stream is compressed (`pushsvc.deliver.compression.negotiate`)."""
+    shared_deflates: SharedDeflates | None = None
+    """Where a compressed stream finds the shared context of its shape."""
+    delta: bool = False
+    """`?delta=`: live updates after each topic's first as patches (`pushsvc.deliver.delta`)."""
 
 
 def events(
@@ -93,7 +109,8 @@ def events(
     With `take_on_close` (the body's, `StreamBody.take_on_close`), the stream's end calls
     what the body would have on close; where the server hands its connection over once the
     head is out, the response ends there with nothing more written."""
-    yield retry_line(request.retry_ms)
+    head = HeadCompressor() if request.encoding else None
+    yield head.compress(retry_line(request.retry_ms)) if head else retry_line(request.retry_ms)
     primed = subscription.subscribe(
         broker, hub, feed, request.matcher, request.last_event_id, grouping=request.grouping
     )
@@ -109,6 +126,8 @@ def events(
         cap_send_buffer(environ, _SEND_BUFFER)
         client.writing()  # a head stuck in the server's write is ended there (Subscriber.close)
         for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
+            if head is not None:
+                page = head.compress(page)
             queue.hold(len(page))
             yield page
             client.progressed()
@@ -131,9 +150,20 @@ def events(
             sink = writes = ServerWrites(client)
             # Everything is read from the request: the server may free it (the environ empties).
             let_go_of_request(environ)
-        rendering = rendering_for_stream(
-            request.projection, chunked=sink.chunked, cursor=primed.live_cursor
-        )
+        rendering: Rendering
+        if request.delta:
+            rendering = delta.rendering_for_stream(
+                request.projection,
+                chunked=sink.chunked,
+                cursor=primed.live_cursor,
+                own_bytes=head is not None,
+            )
+        else:
+            rendering = rendering_for_stream(
+                request.projection, chunked=sink.chunked, cursor=primed.live_cursor
+            )
+        if head is not None:
+            rendering = _compressed(rendering, request, ends)
         paced = None
         if request.min_interval_s:
             paced = Paced(request.min_interval_s, rendering.message)
@@ -143,12 +173,15 @@ def events(
             rendering,
             heartbeat_s=request.heartbeat_s,
             expires_at=request.expires_at,
+            renew=request.renew,
             latency=hub.delivery_latency,
             on_end=partial(_end_all, tuple(ends)),
             paced=paced,
             watch=watch,
         )
         watch = None  # the stream's now: it stops it at its end
+        if request.on_live is not None:
+            request.on_live(live)
         if writes is not None:
             yield from writes
     finally:
@@ -174,6 +207,21 @@ def head_page_size(max_stream_buffer: int) -> int:
     """How much of a replay or snapshot a stream renders at a time: a quarter of its byte
     bound, so that live updates queued meanwhile still have room, between 4 and 64 KiB."""
     return max(4096, min(65536, max_stream_buffer // 4))
+
+
+def _compressed(
+    rendering: Rendering, request: StreamRequest, ends: list[Callable[[], None] | None]
+) -> Rendering:
+    """The stream's rendering compressed, in the shared context of its shape (released at
+    its end, with `ends`)."""
+    contexts = request.shared_deflates
+    if contexts is None:
+        return CompressedRendering(rendering, None)
+    context = contexts.acquire(
+        shape_key(request.matcher.selectors, rendering.key, rendering.per_stream)
+    )
+    ends.append(partial(contexts.release, context))
+    return CompressedRendering(rendering, context)
 
 
 def _end_all(ends: tuple[Callable[[], None] | None, ...]) -> None:

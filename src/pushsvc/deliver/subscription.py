@@ -156,8 +156,13 @@ def subscribe(
                 kept = after.without(replayed.lost)
                 lost = _snapshot(broker, matcher, grouping, kept, replayed.lost, gap=True)
                 replay_from = lost.cursor
-            # Each partition's updates are in order in the replay: its last is its newest.
-            newest = {u.id.partition: u.id for u in replayed.updates}
+            # Each partition's updates are in order in the replay: its last is its newest (a
+            # stream of one partition's topics needs no walk of a replay of thousands).
+            updates = replayed.updates
+            if cursor_ids:
+                newest = {u.id.partition: u.id for u in updates}
+            else:
+                newest = {updates[-1].id.partition: updates[-1].id} if updates else {}
             cursor = Cursor(
                 [*(i for i in replay_from.ids if i.partition not in newest), *newest.values()]
             )

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pushsvc.broker.base import ServingBroker
     from pushsvc.broker.redis.guard import RedisGuard
     from pushsvc.deliver.hub import Hub
+    from pushsvc.ingest.outbox import OutboxStats
 
 
 class AggregatorStats(Protocol):
@@ -56,6 +57,7 @@ class _ProcessState(Collector):
         self.partitions: PartitionPool | None = None
         self.deriver: Deriver | None = None
         self.sessionizer: Sessionizer | None = None
+        self.outbox: OutboxStats | None = None
         self.redis = False
 
     def collect(self) -> Iterator[Metric]:
@@ -171,6 +173,8 @@ class _ProcessState(Collector):
             yield derived
         if self.sessionizer is not None:
             yield from _session_metrics(self.sessionizer)
+        if self.outbox is not None:
+            yield from _outbox_metrics(self.outbox)
         if self.redis:
             # Imported here: the embedded mode never imports redis-py.
             from pushsvc.broker.redis.wire import refusals
@@ -185,6 +189,45 @@ class _ProcessState(Collector):
             for code, count in sorted(refusals.items()):
                 refused.add_metric([code], count)
             yield refused
+
+
+def _outbox_metrics(stats: OutboxStats) -> Iterator[Metric]:
+    """The PostgreSQL outbox reader of this process (`pushsvc.ingest.outbox`): rows, never
+    topics. The lag is the reading process's (a standby shows none)."""
+    yield GaugeMetricFamily(
+        "pushsvc_outbox_active",
+        "1 while this process holds the outbox's lease and reads it",
+        value=int(stats.active),
+    )
+    yield GaugeMetricFamily(
+        "pushsvc_outbox_rows_waiting",
+        "Committed outbox rows not yet appended (counted up to 100000)",
+        value=stats.waiting,
+    )
+    yield GaugeMetricFamily(
+        "pushsvc_outbox_oldest_row_seconds",
+        "Age of the oldest outbox row not yet appended (0: none)",
+        value=stats.oldest_age_s,
+    )
+    yield CounterMetricFamily(
+        "pushsvc_outbox_rows_appended",
+        "Outbox rows appended to the event log",
+        value=stats.appended,
+    )
+    yield CounterMetricFamily(
+        "pushsvc_outbox_rows_replayed",
+        "Outbox rows read again after their append (the reader stopped before deleting "
+        "them): nothing logged, their idempotency key was",
+        value=stats.replayed,
+    )
+    dead = CounterMetricFamily(
+        "pushsvc_outbox_rows_dead",
+        "Outbox rows moved to the dead-letter table, by reason (the POST error code)",
+        labels=["reason"],
+    )
+    for reason, count in sorted(stats.dead.items()):
+        dead.add_metric([reason], count)
+    yield dead
 
 
 def _session_metrics(sessionizer: Sessionizer) -> Iterator[Metric]:
@@ -376,6 +419,13 @@ class Metrics:
             ["outcome"],
             registry=own,
         )
+        self.auth_asks = Counter(
+            "pushsvc_auth_asks",
+            "Asks sent to the application's auth backend (--auth-url), by outcome (granted, "
+            "denied, failed: no answer in time, an error or a malformed answer)",
+            ["outcome"],
+            registry=own,
+        )
         # CPU, memory and open files of this process (shared: summed over the processes).
         process = ProcessCollector(registry=own)
         self.mirror: FileMirror | None = None
@@ -412,6 +462,17 @@ class Metrics:
             registry=self._own,
         )
 
+    def refused_counter(self) -> Counter:
+        """What pushsvc's own server counts as it resets connections just accepted while
+        strained (`pushsvc.http.waiting_clients`)."""
+        return Counter(
+            "pushsvc_connections_refused",
+            "Connections reset as soon as accepted, while the connections waiting on their "
+            "client were at their caps and their shedding at its pace, from an address "
+            "keeping the server waiting",
+            registry=self._own,
+        )
+
     def watch_aggregator(self, aggregator: AggregatorStats) -> None:
         self._process.aggregator = aggregator
 
@@ -423,6 +484,9 @@ class Metrics:
 
     def watch_sessionizer(self, sessionizer: Sessionizer) -> None:
         self._process.sessionizer = sessionizer
+
+    def watch_outbox(self, stats: OutboxStats) -> None:
+        self._process.outbox = stats
 
     def watch_redis(self, guard: RedisGuard) -> None:
         self._process.redis = True

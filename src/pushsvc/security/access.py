@@ -4,18 +4,24 @@ A token comes from `Authorization: Bearer …`, else the `pushsvc_token` cookie 
 use: `EventSource` cannot set headers), else — only when `PUSHSVC_TOKEN_QUERY` is on, and only
 to subscribe — `?token=`. The first one present is the one judged: a bad header is a 401 even
 when a good cookie is also sent. Without `PUSHSVC_JWT_KEY` everything is allowed.
+
+With `--auth-url`, a request with no valid token is judged by the application's backend
+(`pushsvc.security.backend_auth`) when it carries the cookies or headers listed for it; a
+denial answers as no token does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from werkzeug import Request
 
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import Forbidden, Unauthorized
+from pushsvc.security.backend_auth import Action, BackendAuth, Renew
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import Grant, TokenError, Verifier
 
@@ -23,6 +29,8 @@ COOKIE = "pushsvc_token"
 QUERY = "token"
 
 Source = Literal["header", "cookie", "query"]
+Renewer = Callable[[Scope], Renew]
+"""Makes a stream's renewal hook, given the scope it was opened with."""
 
 QUERY_DISABLED = (
     "?token= was sent, but query tokens are disabled on this server: send the token in "
@@ -45,6 +53,12 @@ class ReadAccess:
     scope: Scope | None = None
     """Everything the caller may read (None: auth off): what its options may name
     (`pushsvc.security.visible_rules.visible_names`)."""
+    subject: str | None = None
+    """Its token's `sub` (None: no token, or one without)."""
+    presence: Scope = Scope(None)  # noqa: RUF009 (frozen)
+    """The topics whose watchers' subjects it may be told (its token's presence scope)."""
+    renew: Renew | None = None
+    """For a grant of the application's backend: asks again when it expires."""
 
 
 class Gate:
@@ -59,31 +73,31 @@ class Gate:
         anonymous: Scope,
         token_query: bool,
         trusted_origins: Iterable[str],
+        backend: BackendAuth | None = None,
     ) -> None:
         self.verifier = verifier
+        self.backend = backend
         self.anonymous = anonymous
         self.token_query = token_query
         self._trusted_origins = frozenset(trusted_origins)
 
     @property
     def enabled(self) -> bool:
-        return self.verifier is not None
+        return self.verifier is not None or self.backend is not None
 
     def publisher(self, request: Request, topic: str) -> Grant | None:
         """The grant allowing this request to publish to `topic` (None without auth);
         Unauthorized or Forbidden otherwise."""
-        if self.verifier is None:
+        if not self.enabled:
             return None
-        found = _token(request, query=False)
-        if found is None:
+        grant, source, _ = self._grant(request, query=False, action="publish", topics=[topic])
+        if grant is None:
             if request.args.get(QUERY):
                 raise Unauthorized(
                     "publishing never takes ?token= (URLs end up in logs): send the token in "
                     "Authorization: Bearer …"
                 )
             raise Unauthorized("publishing needs a token (Authorization: Bearer …)")
-        token, source = found
-        grant = self._verify(token)
         if source == "cookie":
             self._check_origin(request)
         if not grant.publish.allows(topic):
@@ -93,9 +107,9 @@ class Gate:
     def reader(self, request: Request, wanted: TopicMatcher) -> ReadAccess:
         """What a stream (or a read) of `wanted` may receive; Unauthorized when it needs a
         token it lacks, Forbidden when its token does not cover an explicit topic name."""
-        if self.verifier is None:
+        if not self.enabled:
             return ReadAccess(wanted, None)
-        scope, grant = self._reading_scope(request)
+        scope, grant, renewer = self._reading_scope(request, "subscribe", wanted.selectors)
         refused = scope.refused(wanted)
         if refused:
             names = ", ".join(repr(name) for name in refused[:5])
@@ -112,27 +126,75 @@ class Gate:
             scope.alert_topics,
             ",".join(scope.selectors),
             scope,
+            None if grant is None else grant.subject,
+            Scope(None) if grant is None else grant.presence,
+            None if renewer is None else renewer(scope),
         )
 
     def readable(self, request: Request) -> Scope | None:
         """The topics this request may read (None: all, auth being off); for listings."""
-        if self.verifier is None:
+        if not self.enabled:
             return None
-        scope, grant = self._reading_scope(request)
+        scope, grant, _ = self._reading_scope(request, "read", ())
         if scope.empty and grant is None:
             raise Unauthorized("reading topics needs a token")
         return scope
 
-    def _reading_scope(self, request: Request) -> tuple[Scope, Grant | None]:
-        found = _token(request, query=self.token_query)
-        if found is None:
-            if request.args.get(QUERY):
+    def _reading_scope(
+        self, request: Request, action: Action, topics: tuple[str, ...]
+    ) -> tuple[Scope, Grant | None, Renewer | None]:
+        grant, _, renewer = self._grant(
+            request, query=self.token_query, action=action, topics=topics
+        )
+        if grant is None:
+            if request.args.get(QUERY) and not self.token_query:
                 # Judged as sent, not as if none had been: "needs a token" would send its
                 # sender looking for a bad token rather than at the setting.
                 raise Unauthorized(QUERY_DISABLED)
-            return self.anonymous, None
-        grant = self._verify(found[0])
-        return Scope.union((grant.subscribe, self.anonymous)), grant
+            return self.anonymous, None, None
+        return Scope.union((grant.subscribe, self.anonymous)), grant, renewer
+
+    def _grant(
+        self, request: Request, *, query: bool, action: Action, topics: Sequence[str]
+    ) -> tuple[Grant | None, Source | None, Renewer | None]:
+        """The request's token's grant; else, with the application's backend, its answer for
+        the request's credential (and how a stream of it is renewed); else None (no token:
+        anonymous). A bad token with no credential for the backend (or one it denies) is its
+        401."""
+        refused: Unauthorized | None = None
+        if self.verifier is not None:
+            try:
+                found = _token(request, query=query)
+                if found is not None:
+                    return self._verify(found[0]), found[1], None
+            except Unauthorized as exc:
+                if self.backend is None:
+                    raise
+                refused = exc
+        if self.backend is not None:
+            judged = self._judged(self.backend, request, action, topics)
+            if judged is not None:
+                return judged
+        if refused is not None:
+            raise refused
+        return None, None, None
+
+    def _judged(
+        self, backend: BackendAuth, request: Request, action: Action, topics: Sequence[str]
+    ) -> tuple[Grant, Source, Renewer] | None:
+        """The application's grant for the request's credential (None: it sent none, or was
+        denied), how the grant was carried, and how a stream of it is renewed."""
+        credential = backend.credential(request)
+        if credential is None:
+            return None
+        address = request.remote_addr or ""
+        grant = backend.grant(credential, action=action, topics=topics, address=address)
+        if grant is None:
+            return None
+        renewer = partial(
+            backend.renewer, credential, topics=topics, address=address, anonymous=self.anonymous
+        )
+        return grant, "cookie" if credential.has_cookies else "header", renewer
 
     def _verify(self, token: str) -> Grant:
         assert self.verifier is not None

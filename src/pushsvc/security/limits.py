@@ -11,12 +11,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from pushsvc.core.token_bucket import Clock, TokenBucket
 from pushsvc.errors import RateLimited, ServerBusy, TooManyStreams
-
-Clock = Callable[[], float]
-"""Monotonic seconds."""
 
 # A process at its stream limit asks clients back after this long (EventSource itself
 # waits its retry time; other clients read Retry-After).
@@ -60,16 +57,10 @@ class StreamSlots:
         return release
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class RateLimiter:
     """A token bucket per key: `rate` events per second, a burst of one second's worth.
 
-    A request is admitted while its key's bucket is not empty (`admit`, before the body is
+    A request is admitted while its key's bucket holds a whole token (`admit`, before the body is
     read) and then charged one token per event it logged (`charge`), so a batch may leave the
     bucket in debt: a producer sending batches bigger than the burst is held to the same
     average rate instead of being refused for ever, and a refused batch costs nothing.
@@ -81,37 +72,32 @@ class RateLimiter:
 
     def __init__(self, rate: float, *, clock: Clock = time.monotonic) -> None:
         self.rate = rate
-        self.burst = rate
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     def admit(self, key: str) -> None:
-        """Raise RateLimited, with the seconds to wait, when `key`'s bucket is empty."""
-        bucket = self._refilled(key)
-        if bucket.tokens <= 0:
-            wait = math.ceil((1 - bucket.tokens) / self.rate)
+        """Raise RateLimited, with the seconds to wait, when `key`'s bucket holds no whole
+        token."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return  # a key not seen lately has a full bucket
+        wait_s = bucket.wait_s()
+        if wait_s:
+            wait = math.ceil(wait_s)
             raise RateLimited(
                 f"over the publish rate of {self.rate:g} events/s; retry in {wait} s",
                 retry_after_s=wait,
             )
 
     def charge(self, key: str, events: int) -> None:
-        self._refilled(key).tokens -= events
-
-    def _refilled(self, key: str) -> _Bucket:
-        now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.PRUNE_AT:
-                self._prune(now)
-            bucket = self._buckets[key] = _Bucket(self.burst, now)
-        else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
-            bucket.at = now
-        return bucket
+                self._prune()
+            bucket = self._buckets[key] = TokenBucket(self.rate, clock=self._clock)
+        bucket.charge(events)
 
-    def _prune(self, now: float) -> None:
-        full_after = self.burst / self.rate
+    def _prune(self) -> None:
         self._buckets = {
-            key: bucket for key, bucket in self._buckets.items() if now - bucket.at < full_after
+            key: bucket for key, bucket in self._buckets.items() if bucket.refilled() < bucket.burst
         }

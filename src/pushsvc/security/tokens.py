@@ -9,6 +9,10 @@ Claims:
 
     {"exp": 1763703600, "sub": "dashboard-7",
      "pushsvc": {"publish": ["orders", "sensors.*"], "subscribe": ["orders", "public.*"]}}
+
+An optional `"presence": [selectors]` in the `pushsvc` claim is the presence scope: the topics
+whose watchers' subjects the token may be told, where the operator keeps them
+(`--presence-subs`; `pushsvc.core.presence`).
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class Grant:
     publish: Scope
     subscribe: Scope
     expires_at: float
+    presence: Scope = Scope(None)  # noqa: RUF009 (frozen)
+    """The topics whose watchers' subjects it may be told (the empty scope: none)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,7 @@ def _grant(claims: Mapping[str, Any]) -> Grant:
     try:
         publish = Scope.of(_selectors(granted, "publish"))
         subscribe = Scope.of(_selectors(granted, "subscribe"))
+        presence = Scope.of(_selectors(granted, "presence"))
     except InvalidTopic as exc:
         raise TokenError(f"invalid token: {exc.message}") from None
     try:
@@ -186,7 +193,7 @@ def _grant(claims: Mapping[str, Any]) -> Grant:
         expires_at = float(claims["exp"])
     except OverflowError:
         raise TokenError("invalid token: 'exp' is out of range") from None
-    return Grant(subject, publish, subscribe, expires_at)
+    return Grant(subject, publish, subscribe, expires_at, presence)
 
 
 def _selectors(granted: Mapping[str, Any], name: str) -> tuple[str, ...]:
@@ -203,6 +210,7 @@ def mint(
     publish: Sequence[str] = (),
     subscribe: Sequence[str] = (),
     ttl_s: float,
+    presence: Sequence[str] = (),
     subject: str | None = None,
     audience: str | None = None,
     issuer: str | None = None,
@@ -212,13 +220,15 @@ def mint(
     one): `exp` is `iat + ttl_s`, `iat` the second it is minted in (`now`, rounded down: a
     verifier without leeway refuses an `iat` in the future). ValueError for another TTL."""
     check_ttl(ttl_s)
-    Scope.of(publish), Scope.of(subscribe)  # refuse selectors no server would accept
+    Scope.of(publish), Scope.of(subscribe), Scope.of(presence)  # refuse what no server takes
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "iat": issued,
         "exp": issued + int(ttl_s),
         CLAIM: {"publish": list(publish), "subscribe": list(subscribe)},
     }
+    if presence:
+        claims[CLAIM]["presence"] = list(presence)
     for name, value in (("sub", subject), ("aud", audience), ("iss", issuer)):
         if value is not None:
             claims[name] = value

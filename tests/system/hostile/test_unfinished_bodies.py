@@ -13,16 +13,18 @@ producer and subscriber whose service the test asserts:
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
-import re
 import resource
+import selectors
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.live import PushsvcProcess, SSEClient, metric, post, request, wait_until
 from harness.procfs import open_fds, rss_kb
 from harness.raw_streams import raise_fd_limit, read_until_closed
 
@@ -127,7 +129,9 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
                     producer.wait_for(5)
                     for n in range(ATTACKERS):
                         attackers.append(_unfinished(port, source=f"127.0.1.{2 + n % sources}"))
-                    wait_until(lambda: _shed(port) >= ATTACKERS - OPEN_FILE_LIMIT, timeout=60)
+                    wait_until(
+                        lambda: _turned_away(port) >= ATTACKERS - OPEN_FILE_LIMIT, timeout=60
+                    )
                     posted = len(producer.statuses)
                     producer.wait_for(posted + 40)
                     # A second wave while the first's survivors still hold descriptors.
@@ -157,10 +161,157 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
             proc.wait_for_log("out of descriptors: closing the connections that waited longest")
 
 
+def test_an_attacker_reopening_every_connection_shed_is_held_to_the_shedding_rate(
+    topic: str,
+) -> None:
+    """Past the cap of waiting connections, an attacker that opens a new one whenever one is
+    shed would set the server's pace (each costs it an accept, a greenlet, a head to read):
+    sheds are held to `--max-shed-rate` a second, and past it the attacker's addresses are
+    refused at once, while a producer posting on a keep-alive connection is served as
+    before and a newcomer (an address of its own, a connection per POST) gets in."""
+    rate, cap, attackers, seconds = 20, 40, 80, 3.0
+    with _server(
+        "--max-waiting", str(cap), "--max-shed-rate", str(rate),
+        "--body-timeout", "10m", "--body-read-timeout", "10m",
+    ) as proc:  # fmt: skip
+        with KeepAliveProducer(proc.port, topic) as producer:
+            producer.wait_for(5)
+            attack = ReopeningAttack(proc.port, attackers)
+            try:
+                attack.open_all()
+                attack.run(1.5)  # at the cap, and its oldest old enough to shed
+                shed_before, started = _shed(proc.port), time.monotonic()
+                with Newcomer(proc.port, topic) as newcomer:
+                    attack.run(seconds)
+                shed = _shed(proc.port) - shed_before
+                elapsed = time.monotonic() - started
+            finally:
+                attack.close()
+        # The burst (a second's worth) and the rate; without the pace, the attacker's.
+        assert shed <= rate + rate * elapsed + 5, (shed, elapsed)
+        assert attack.reopened >= rate * elapsed / 2, "the attack did not run"
+        assert set(producer.statuses) == {202}, producer.statuses
+        assert max(producer.latencies) < LIVENESS_BOUND_S, sorted(producer.latencies)[-5:]
+        assert newcomer.statuses and set(newcomer.statuses) == {202}, newcomer.statuses
+        assert statistics.median(newcomer.latencies) < LIVENESS_BOUND_S, newcomer.latencies
+
+
+class Newcomer(Producer):
+    """A producer on a connection per POST from an address of its own (127.0.0.3), as a
+    client new to the server comes."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=10, source_address=("127.0.0.3", 0)
+            )
+            try:
+                conn.request("POST", f"/topics/{self.topic}/events", b'{"value": 1}', {
+                    "Content-Type": "application/json"
+                })  # fmt: skip
+                answer = conn.getresponse()
+                answer.read()
+                status = answer.status
+            except OSError:
+                status = 0
+            finally:
+                conn.close()
+            self.latencies.append(time.monotonic() - started)
+            self.statuses.append(status)
+            self._stop.wait(0.1)  # the newcomer's pace, not a condition
+
+
+class KeepAliveProducer(Producer):
+    """The producer, on one keep-alive connection, as pushsvc's clients post (an idle one is
+    a connection waiting on its client: posting every 50 ms, it never waits long enough to
+    be shed)."""
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        value = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                conn.request("POST", f"/topics/{self.topic}/events", json.dumps(
+                    {"value": value}
+                ), {"Content-Type": "application/json"})  # fmt: skip
+                answer = conn.getresponse()
+                answer.read()
+                status = answer.status
+            except OSError:
+                status = 0
+                conn.close()
+            self.latencies.append(time.monotonic() - started)
+            self.statuses.append(status)
+            value += 1
+            self._stop.wait(0.05)  # the producer's pace, not a condition
+        conn.close()
+
+
+class ReopeningAttack:
+    """`count` unfinished bodies from four addresses, each opened again as soon as the
+    server closes it; connects do not block, so the attack keeps its pace while the
+    server's accepting is paused."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count = port, count
+        self.reopened = 0
+        self._opened = 0
+        self._selector = selectors.DefaultSelector()
+
+    def _open(self) -> None:
+        sock = socket.socket()
+        sock.bind((f"127.0.1.{2 + self._opened % 4}", 0))
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", self.port))
+        self._selector.register(sock, selectors.EVENT_WRITE, "connecting")
+        self._opened += 1
+
+    def open_all(self) -> None:
+        for _ in range(self.count):
+            self._open()
+        self.run(0.5)  # their heads sent
+
+    def run(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            for key, _ in self._selector.select(timeout=0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if key.data == "connecting":
+                    with contextlib.suppress(OSError):
+                        sock.send(
+                            b"POST /topics/rudy/events HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 100000\r\n"
+                            b'\r\n{"value": '
+                        )
+                        self._selector.modify(sock, selectors.EVENT_READ, "held")
+                        continue
+                else:
+                    with contextlib.suppress(OSError):
+                        if sock.recv(65536):
+                            continue  # an answer: the close comes next
+                self._selector.unregister(sock)
+                sock.close()
+                self._open()
+                self.reopened += 1
+
+    def close(self) -> None:
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
+
+
 def _shed(port: int) -> float:
-    body = request(port, "GET", "/metrics")[2].decode()
-    found = re.search(r"^pushsvc_connections_shed_total (\S+)$", body, re.MULTILINE)
-    return float(found[1]) if found else 0.0
+    return metric(port, "pushsvc_connections_shed_total")
+
+
+def _turned_away(port: int) -> float:
+    """Connections the server closed to keep descriptors and CPU for the others: the
+    waiting shed, and those reset as soon as accepted."""
+    return _shed(port) + metric(port, "pushsvc_connections_refused_total")
 
 
 def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:

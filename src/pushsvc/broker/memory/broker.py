@@ -202,13 +202,15 @@ class MemoryBroker:
         self._check_open()
         lost = {index for index in after if index >= self.partitions}
         updates: list[Update] = []
+        several = False  # whether updates of more than one partition were read
         for index in partitions_matching(match, self.partitions):
             replayed = self.store.parts[index].published.replay(after.get(index), match)
             if replayed is None:
                 lost.add(index)
-            else:
+            elif replayed:
+                several = several or bool(updates)
                 updates += replayed
-        if len({u.id.partition for u in updates}) > 1:
+        if several:
             updates.sort(key=lambda u: (u.id.ms, u.id.seq))
         return Replayed(updates, frozenset(lost))
 

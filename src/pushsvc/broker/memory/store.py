@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TypeVar
 
 import gevent.event
@@ -66,6 +67,72 @@ def _holder(lease: tuple[str, int] | None, now_ms: int) -> str | None:
     return lease[0]
 
 
+PackedEvent = tuple[float, int, tuple[str, ...] | None]
+"""An event as the log keeps it: plain tuples of immutable values (its tags flat, key then
+value: a tuple holding a dict, or `tuple(tags.items())`, stays tracked), which the garbage
+collector stops tracking after its first pass. As `Event` objects, the
+events of the widest window (millions, at tens of thousands a second) were all tracked, and
+each full pass of the collector walked them: 100-200 ms of a held loop, several a second
+under 10,000-event batches (2026-11-27)."""
+
+
+@dataclass(slots=True, eq=False)
+class LoggedEvents:
+    """A batch's entry as the log keeps it (`Entry` with its events packed); read back as an
+    `Entry` (`entry`).
+
+    The events as they were appended are kept too until the entry is first read: the
+    aggregator reads each entry once, as soon as it can, and it then takes them as they are
+    instead of made anew from the packed ones (~0.8 µs an event, a few hundredths of the
+    embedded server's CPU per event). Later reads (a rebuild) unpack."""
+
+    id: str
+    topic: str
+    packed: list[PackedEvent]
+    n: int
+    fresh: list[Event] | None = None
+
+    def entry(self) -> Entry:
+        events = self.fresh
+        if events is None:
+            events = [Event(v, ts, _unpacked_tags(tags)) for v, ts, tags in self.packed]
+        else:
+            self.fresh = None  # from now on only packed (`PackedEvent`)
+        return Entry(self.id, self.topic, events, n=self.n)
+
+
+READ_EVENTS = 20_000
+"""A read stops at the entry that brings it this many events, whatever its count: the events
+read are made whole again (`LoggedEvents.entry`) and live until applied, and an aggregator
+behind by 512 batches of 10,000 would hold five million of them at once."""
+
+
+def _up_to_events(
+    entries: list[Entry | LoggedEvents], start: int, end: int
+) -> list[Entry | LoggedEvents]:
+    """`entries[start:end]`, ending early at the entry that brings `READ_EVENTS` events."""
+    events = 0
+    for index in range(start, min(end, len(entries))):
+        logged = entries[index]
+        if isinstance(logged, LoggedEvents):
+            events += len(logged.packed)
+            if events >= READ_EVENTS:
+                return entries[start : index + 1]
+    return entries[start:end]
+
+
+def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
+    return None if tags is None else tuple(chain.from_iterable(tags.items()))
+
+
+def _unpacked_tags(flat: tuple[str, ...] | None) -> dict[str, str] | None:
+    return None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _unpacked(entries: Sequence[Entry | LoggedEvents]) -> list[Entry]:
+    return [e if isinstance(e, Entry) else e.entry() for e in entries]
+
+
 @dataclass(eq=False)
 class PartitionData:
     """One partition's keys: its event log and lease (the shard's), and what its aggregator
@@ -73,7 +140,7 @@ class PartitionData:
 
     index: int
     published: Published
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[Entry | LoggedEvents] = field(default_factory=list)
     ids: list[Position] = field(default_factory=list)
     """Each entry's position, for bisecting."""
     journal: list[Entry] | None = None
@@ -234,14 +301,14 @@ class Store:
 
     # -- the log (append_events.lua, append_ticks.lua, forget_topics.lua, ...) -----------
 
-    def _log(self, part: PartitionData, entry: Callable[[str, int], Entry]) -> str:
+    def _log(self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]) -> str:
         part.last_entry = next_id(part.last_entry, self.now_ms())
         part.last_id = entry_id(part.last_entry)
         made = entry(part.last_id, part.logged + 1)
         part.entries.append(made)
         part.ids.append(part.last_entry)
         if part.journal is not None:
-            part.journal.append(made)
+            part.journal.append(made if isinstance(made, Entry) else made.entry())
         part.logged += 1
         if self.logged is not None:
             self.logged.set()
@@ -268,7 +335,8 @@ class Store:
         check_lateness(clock, batch, lateness_us)
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
-        self._log(part, lambda id, n: Entry(id, topic, batch, n=n))
+        packed = [(e.value, e.ts_us, _packed_tags(e.tags)) for e in batch]
+        self._log(part, lambda id, n: LoggedEvents(id, topic, packed, n, batch))
         if idempotency is not None:
             self.keys.remember(topic, idempotency, len(batch), now)
         return Appended(len(batch))
@@ -333,13 +401,13 @@ class Store:
         if after == part.last_id:
             return []  # a reader that is up to date: most reads, every time a process steps
         start = bisect.bisect_right(part.ids, position(after))
-        return part.entries[start : start + count]
+        return _unpacked(_up_to_events(part.entries, start, start + count))
 
     def upto(self, index: int, after: str, last: str, count: int) -> list[Entry]:
         part = self.parts[index]
         start = bisect.bisect_right(part.ids, position(after))
         end = bisect.bisect_right(part.ids, position(last))
-        return part.entries[start : min(end, start + count)]
+        return _unpacked(part.entries[start : min(end, start + count)])
 
     def trim(self, index: int, before: str) -> None:
         part = self.parts[index]

@@ -4,8 +4,8 @@ same stream ids as in `P:history`, trimmed to `--alert-retention`), so that past
 readable however busy the other topics are.
 
 An alert change travels with the topic it watches, so every partition has its own; a page
-merges them by the time Redis wrote each change (a stream id is `<ms>-<seq>`), and a read after
-an id continues in that id's partition exactly and in the others from its time. Each
+merges them in `resume.merge_order` (the time Redis wrote each change, then the partition),
+and a read after an id continues in that id's partition exactly and in the others from there. Each
 partition's read is bounded by its history's head, read first, so a page and its `resume` id
 agree even while changes keep arriving. A read after an id older than the newest trimmed
 change of that id's partition is a gap: some changes after it are gone.
@@ -19,7 +19,7 @@ from redis import Redis
 
 from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
-from pushsvc.broker.redis.resume import start_after
+from pushsvc.broker.redis.resume import merge_order, newest_page, start_after, update_order
 from pushsvc.broker.redis.wire import stream_entries
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import Kind, Update, UpdateId, epoch_partition
@@ -48,27 +48,20 @@ def read_alert_changes(
         newest_first += _changes(epoch, raw_changes, since_us)
     if not heads:
         return HistoryPage([], None, False)
-    head = max(heads, key=_id_time)
-    newest_first.sort(key=_by_time, reverse=True)
-    if since_us is None:
-        page = newest_first[: limit + 1]
-        return HistoryPage(page[:limit][::-1], head, len(page) > limit)
-    oldest_first = newest_first[::-1]
-    more = len(oldest_first) > limit
-    taken = oldest_first[:limit]
-    return HistoryPage(taken, taken[-1].id if more else head, more, False)
+    newest_first.sort(key=update_order, reverse=True)
+    return newest_page(newest_first, max(heads, key=merge_order), since_us, limit)
 
 
 def _after(
     client: Redis, keys: Keys, after: UpdateId, since_us: int | None, limit: int
 ) -> HistoryPage:
     pages = [_partition_after(client, part, after, since_us, limit) for part in keys]
-    merged = sorted((u for p in pages for u in p.updates), key=_by_time)
+    merged = sorted((u for p in pages for u in p.updates), key=update_order)
     heads = [p.resume for p in pages if p.resume is not None and not p.more]
     more = any(p.more for p in pages) or len(merged) > limit
     taken = merged[:limit]
     gap = pages[epoch_partition(after.epoch) % len(pages)].gap
-    head = max(heads, key=_id_time) if heads else None
+    head = max(heads, key=merge_order) if heads else None
     return HistoryPage(taken, taken[-1].id if more and taken else head, more, gap)
 
 
@@ -106,11 +99,3 @@ def _changes(epoch: str, raw: Any, since_us: int | None) -> list[Update]:
         # Every entry of this stream is an alert change (`publish_updates.lua`).
         found.append(Update.numbered(ALERTS, update_id, clock, fields[b"b"], Kind.ALERT))
     return found
-
-
-def _id_time(update_id: UpdateId) -> tuple[int, int]:
-    return update_id.position
-
-
-def _by_time(update: Update) -> tuple[int, int]:
-    return update.id.ms, update.id.seq

@@ -32,7 +32,7 @@ from redis import Redis
 from pushsvc.broker.base import HistoryPage
 from pushsvc.broker.redis.alert_changes import read_alert_changes
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
-from pushsvc.broker.redis.resume import start_after
+from pushsvc.broker.redis.resume import newest_page, start_after
 from pushsvc.broker.redis.script_replies import HistoryEntry, WalkReply, WalkStop
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.core.topics import ALERTS
@@ -65,7 +65,7 @@ class HistoryReader:
         if walked is None:
             return HistoryPage([], None, False)
         head, updates = walked
-        return _newest_page(updates, head, since_us, limit)
+        return newest_page(updates, head, since_us, limit)
 
     def _newest_first(
         self, part: PartitionKeys, topic: str, since_us: int | None, wanted: int | None
@@ -173,30 +173,6 @@ class HistoryReader:
         more = len(page) > limit
         updates = page[:limit]
         return HistoryPage(updates, updates[-1].id if more else head, more, not continues)
-
-
-def _newest_page(
-    newest_first: list[Update], head: UpdateId, since_us: int | None, limit: int
-) -> HistoryPage:
-    """A page read without `after`, from the updates newest first: the newest `limit` (and
-    whether there are more), or those since `since_us`, oldest first, up to `limit`."""
-    if since_us is None:
-        page = newest_first[: limit + 1]
-        return HistoryPage(page[:limit][::-1], head, len(page) > limit)
-    oldest_first = newest_first[::-1]
-    more = len(oldest_first) > limit
-    taken = oldest_first[:limit]
-    return HistoryPage(taken, taken[-1].id if more else head, more, False)
-
-
-def _id_time(update_id: UpdateId) -> tuple[int, int]:
-    return update_id.position
-
-
-def _by_time(update: Update) -> tuple[int, int]:
-    """The order of updates of different partitions: the time Redis wrote them (a stream id
-    is `<ms>-<seq>`), which within one partition is the history's own order."""
-    return update.id.ms, update.id.seq
 
 
 def _kind(fields: dict[bytes, bytes]) -> Kind:

@@ -59,6 +59,11 @@ Under `{prefix}{{tag}}:` (written `P:` below):
                                 its sources to and the sessions open then (`[[session]]`)
     P:fence:{name}      string  the token of lease `name`'s holder (the bridge), whose appends
                                 the append script fences
+    P:presence          set     the web processes with presence entries here (a directory)
+    P:presence:{proc}   hash    topic -> `[streams, [subjects]]` of web process `proc`'s
+                                streams of the partition's topics, expiring
+    P:presence:{proc}:patterns  hash  pattern watch -> the same, of `proc`'s pattern streams
+                                (in every partition), expiring
 
 Outside the partitions, each key alone in its slot:
 
@@ -288,6 +293,21 @@ class PartitionKeys:
     def checkpoint(self, topic: str) -> str:
         """A hash: the topic's durable state at a log position (`core/checkpoint.py`)."""
         return f"{self.base}checkpoint:{topic}"
+
+    @property
+    def presence(self) -> str:
+        """A set: the web processes with presence entries in the partition (a directory)."""
+        return f"{self.base}presence"
+
+    def presence_names(self, proc: str) -> str:
+        """A hash: topic -> `[streams, [subjects]]` of web process `proc`'s streams of the
+        partition's topics named outright (`pushsvc.broker.redis.presence`), expiring."""
+        return f"{self.base}presence:{proc}"
+
+    def presence_patterns(self, proc: str) -> str:
+        """A hash: pattern watch -> `[streams, [subjects]]` of `proc`'s pattern streams, the
+        same in every partition, expiring."""
+        return f"{self.base}presence:{proc}:patterns"
 
 
 @dataclass(frozen=True, slots=True)

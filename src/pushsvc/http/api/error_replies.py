@@ -7,6 +7,7 @@ RFC 6750 challenge, is said only here."""
 from __future__ import annotations
 
 from pushsvc.errors import (
+    AuthUnavailable,
     BadRequest,
     BrokerUnavailable,
     Forbidden,
@@ -39,6 +40,7 @@ STATUSES: tuple[tuple[type[RequestError], int], ...] = (
     (TooManyTopics, 429),  # not a rate: no Retry-After (room comes back as topics go idle)
     (TooManyRequests, 429),
     (BrokerUnavailable, 503),
+    (AuthUnavailable, 503),
     (ReplicasUnconfirmed, 503),
     (ServerBusy, 503),
 )

@@ -21,8 +21,9 @@ from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
 from pushsvc.core.topic_pages import DEFAULT_LIMIT as PAGE_DEFAULT_LIMIT
 from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
+from pushsvc.deliver.delta import FORMATS as DELTA_FORMATS
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
-from pushsvc.errors import Unauthorized
+from pushsvc.errors import AuthUnavailable, Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
@@ -68,8 +69,8 @@ _ERROR_MEANINGS = {
     415: "unsupported content type",
     422: "the Idempotency-Key was used for another body on this topic within the window",
     429: "a per-client limit was reached (Retry-After where waiting helps)",
-    503: "the broker is unavailable, or (streams) this process is at its stream limit "
-    "(with Retry-After)",
+    503: "the broker is unavailable, the application's auth backend cannot judge the request "
+    "(--auth-url), or (streams) this process is at its stream limit (with Retry-After)",
 }
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     # RFC 6750 §3: every 401 carries a Bearer challenge.
@@ -332,6 +333,25 @@ def _stream_params(rules: Rules, group: dict[str, Any]) -> list[dict[str, Any]]:
             "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
             "description": "At most this many updates per second per topic, always the latest.",
         },
+        {
+            "name": "presence",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["1", "0", "true", "false"]},
+            "description": "1: also send `event: presence` (no id), the presence of the "
+            "topics the stream names outright, at most once a second and only when it changed "
+            "(a stream of patterns only: 400).",
+        },
+        {
+            "name": "delta",
+            "in": "query",
+            "schema": {"type": "string", "enum": list(DELTA_FORMATS)},
+            "description": "Send each topic's live updates after the first as patches against "
+            "the topic's previous update on the stream (`event: stats-delta`, the same `id:`, "
+            'data `["topic", index, value, ...]`: the leaves that changed). Snapshots, '
+            "replays, points, alerts and deletions are sent whole, and so is an update whose "
+            "base the stream did not send (after a snapshot, a replay, conflation or a "
+            "deletion). pushsvc's clients apply the patches.",
+        },
     ]
 
 
@@ -362,7 +382,19 @@ def _sse(
 
 
 def _auth_errors(security: Security | None) -> tuple[int, ...]:
-    return () if security is None else (401, 403)
+    return () if security is None else (401, 403, *_backend_errors(security))
+
+
+def _backend_errors(security: Security | None) -> tuple[int, ...]:
+    """503 where the application's backend may be asked (it fails closed)."""
+    asked = security is not None and any(
+        name.startswith(_BACKEND) for requirement in security for name in requirement
+    )
+    return (503,) if asked else ()
+
+
+_BACKEND = "application_"
+"""The security schemes of the credentials forwarded to the application (`--auth-url`)."""
 
 
 def _json_get(
@@ -388,14 +420,24 @@ def _json_get(
 
 def _security(settings: Settings) -> tuple[Security | None, Security | None, dict[str, Any]]:
     """Publishing's and reading's security requirements (None: auth is off) and the schemes."""
-    if settings.jwt_key is None:
+    if settings.jwt_key is None and settings.auth_url is None:
         return None, None, {}
-    schemes: dict[str, Any] = {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-        "cookie": {"type": "apiKey", "in": "cookie", "name": "pushsvc_token"},
-    }
-    publishing: Security = [{"bearer": []}, {"cookie": []}]
-    reading: Security = [{"bearer": []}, {"cookie": []}]
+    schemes: dict[str, Any] = {}
+    if settings.jwt_key is not None:
+        schemes["bearer"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        schemes["cookie"] = {"type": "apiKey", "in": "cookie", "name": "pushsvc_token"}
+    if settings.auth_url is not None:
+        forwarded = [("cookie", name) for name in settings.auth_cookies]
+        forwarded += [("header", name) for name in settings.auth_headers]
+        for where, name in forwarded:
+            schemes[f"{_BACKEND}{where}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"] = {
+                "type": "apiKey",
+                "in": where,
+                "name": name,
+                "description": "the application's own credential, judged by it (--auth-url)",
+            }
+    publishing: Security = [{name: []} for name in schemes]
+    reading: Security = [{name: []} for name in schemes]
     if settings.token_query:
         schemes["query"] = {
             "type": "apiKey",
@@ -617,6 +659,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 security=reading,
             ),
             "/topics/{topic}/history": _history(rules, reading),
+            "/topics/{topic}/presence": _json_get(
+                "How many streams watch a topic now, over every web process (and, to a token "
+                "with a presence scope for it where the server keeps them, their subjects)",
+                {"$ref": "#/components/schemas/Presence"},
+                parameters=[_TOPIC],
+                errors=(400, *_auth_errors(reading), 503),
+                security=reading,
+            ),
             "/topics/{topic}/series": _series(rules, reading),
             "/anomalies": _anomalies(reading),
             "/topics": _json_get(
@@ -632,7 +682,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                         "description": "the previous page's `next`: list the topics after it",
                     },
                 ],
-                errors=(400, 401) if reading is not None else (400,),
+                errors=(400, 401, *_backend_errors(reading)) if reading is not None else (400,),
                 security=reading,
             ),
             "/alerts": _json_get(
@@ -649,14 +699,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                         "description": "the previous page's `next` (opaque)",
                     },
                 ],
-                errors=(400, 401) if reading is not None else (400,),
+                errors=(400, 401, *_backend_errors(reading)) if reading is not None else (400,),
                 security=reading,
             ),
             "/rules": _json_get(
                 "The analytics rules: each family of topics' windows, statistics and groups "
                 "(with auth on, those of the topics the caller may read)",
                 {"$ref": "#/components/schemas/Rules"},
-                errors=(401,) if reading is not None else (),
+                errors=(401, *_backend_errors(reading)) if reading is not None else (),
                 security=reading,
             ),
             "/healthz": _json_get(
@@ -735,8 +785,10 @@ def openapi() -> tuple[dict[str, Any], dict[str, str]]:
     rt = runtime()
     try:
         scope = rt.gate.readable(request)
-    except Unauthorized:
-        scope = rt.gate.anonymous  # no token where one is needed, or a bad one: anyone's view
+    except (Unauthorized, AuthUnavailable):
+        # No token where one is needed, or a bad one, or an application that cannot say:
+        # anyone's view (the document is public).
+        scope = rt.gate.anonymous
     document = describe(rt.settings, visible_names(rt.settings.rules, scope))
     # The document differs by caller: no shared cache may hand one caller's to another.
     headers = {"Cache-Control": "private", "Vary": "Authorization, Cookie"}

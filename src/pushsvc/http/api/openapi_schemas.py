@@ -472,13 +472,35 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Presence": {
+        "type": "object",
+        "required": ["topic", "watching"],
+        "additionalProperties": False,
+        "properties": {
+            "topic": {"type": "string"},
+            "watching": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "streams watching the topic now, over every web process (a "
+                "pattern stream counts for every topic it would receive)",
+            },
+            "subs": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the distinct token subjects watching (only where the server "
+                "keeps them, to a token whose presence scope holds the topic)",
+            },
+        },
+    },
     "SSE": {
         "description": "one server-sent event: a `snapshot` first (or a replay of `stats` "
-        "events), then a `stats` event per update; `data` is one line of JSON",
+        "events), then a `stats` event per update (with `?delta=`, a `stats-delta` patch "
+        "after each topic's first; and, with `?presence=1`, a `presence` event, no `id`, when "
+        "the presence of the topics it names changed); `data` is one line of JSON",
         "type": "object",
         "required": ["event", "data"],
         "properties": {
-            "event": {"enum": ["snapshot", "stats"]},
+            "event": {"enum": ["snapshot", "stats", "stats-delta", "presence"]},
             "id": {"type": "string"},
             "data": {"type": "string", "contentMediaType": "application/json"},
             "retry": {"type": "integer"},

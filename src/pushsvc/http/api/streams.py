@@ -16,11 +16,15 @@ from flask import Blueprint, Response, request
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
 from pushsvc.deliver import stream_response
+from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
+from pushsvc.deliver.delta import delta_key, parse_delta
+from pushsvc.deliver.presence_events import Listener
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_response import StreamRequest
 from pushsvc.errors import BadRequest, NotKept, ServerBusy, TooManySelectors
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
+from pushsvc.http.api.presence import count_stream, subs_shown, wants_events
 from pushsvc.rules.analytics import Rules
 from pushsvc.rules.sessions import SESSION_STATS
 from pushsvc.security.limits import BUSY_RETRY_AFTER_S
@@ -73,10 +77,28 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
     )
     if projection is not None:
         _refuse_what_named_topics_lack(projection, reader.matcher.names, rt.settings.rules)
+    listener = None
+    if wants_events(request.args.get("presence"), reader.matcher.names):
+        listener = Listener(reader.matcher.names, subs_shown(rt, reader))
     if reader.alert_topics is not None and reader.matcher(ALERTS):
         # `_alerts` under a narrow scope: only the instances of topics it may read.
         base = projection or Projection(None, None)
         projection = base.scoped(reader.alert_topics, reader.scope_key)
+    wants_delta = parse_delta(request.args.get("delta"))
+    encoding = contexts = None
+    if rt.settings.stream_compression:
+        encoding = negotiate(request.headers.get("Accept-Encoding"))
+        contexts = shared_deflates(
+            rt.settings.heartbeat_us, rt.settings.stream_compression_contexts
+        )
+        rendering_key = "*" if projection is None else projection.key
+        if wants_delta:  # its own shape: a delta rendering's bytes, its own (delta.py)
+            rendering_key, own = delta_key(rendering_key), True
+        else:
+            own = False
+        shape = shape_key(reader.matcher.selectors, rendering_key, own)
+        if encoding and not contexts.admits(shape):
+            encoding = None  # as many shapes as compressed as it may: this one goes plain
     asked = StreamRequest(
         matcher=reader.matcher,
         last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
@@ -86,7 +108,12 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         # Each stream its own `retry:`, so that a restart's reconnects spread out.
         retry_ms=jittered_retry_ms(rt.settings.retry_us // 1000),
         expires_at=reader.expires_at,
+        renew=reader.renew,
         grouping=lambda topic: rt.settings.rules.for_topic(topic).groups,
+        on_live=None if listener is None else listener.live,
+        encoding=encoding,
+        shared_deflates=contexts if encoding else None,
+        delta=wants_delta,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     if rt.hub.budget_spent:
@@ -97,9 +124,13 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
             retry_after_s=BUSY_RETRY_AFTER_S,
         )
     release = rt.stream_slots.acquire(request.remote_addr or "")
+    release = count_stream(rt, reader, listener, release)  # presence: counted while it lives
     # `release` is called when the stream is over, whether or not it ever ran.
     body = stream_response.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
-    return Response(body, headers=HEADERS, direct_passthrough=True)
+    headers = HEADERS
+    if rt.settings.stream_compression:
+        headers = (*HEADERS, *encoding_headers(encoding))
+    return Response(body, headers=headers, direct_passthrough=True)
 
 
 def _refuse_what_named_topics_lack(

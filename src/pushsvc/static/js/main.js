@@ -14,6 +14,7 @@ import { Connection, loadGroupHistory, loadHistory, serverFilter } from "./conne
 import { formatTime } from "./format.js";
 import { GroupsTable, groupLabel } from "./groups.js";
 import { Overview } from "./overview.js";
+import { PresenceBadges } from "./presence.js";
 import { MAX_POINTS, Store, Topic } from "./store.js";
 import { TopicView } from "./topic.js";
 
@@ -41,6 +42,8 @@ const overview = new Overview(store, {
   section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
   empty: $("empty"), template: $("tile-template"),
 }, (shownNames) => connection.loadHistories(shownNames));
+const presenceBadges = new PresenceBadges(overview);
+presenceBadges.start();
 const topicView = new TopicView({
   section: $("topic-view"), title: $("topic-title"), groupLine: $("group-line"),
   groupName: $("group-name"), wholeTopic: $("whole-topic"), windowSelect: $("window-select"),
@@ -67,7 +70,10 @@ function changed() {
     queued = false;
     anomalyRanking.clockMoved();
     alertsBar.render();
-    if (route() === null) overview.render();
+    if (route() === null) {
+      overview.render();
+      presenceBadges.fresh();
+    }
     else {
       topicView.render();
       // Pause holds the groups table too: rows that move under the pointer cannot be read.
