@@ -36,6 +36,7 @@ from pushsvc.deliver.presence import LocalPresence
 from pushsvc.deliver.presence_events import PresenceEvents
 from pushsvc.ingest import InputLimits
 from pushsvc.ingest.redis_bridge import Bridge
+from pushsvc.loop_pause import let_others_run, take_turns
 from pushsvc.ops.metrics import Metrics
 from pushsvc.security.access import Gate
 from pushsvc.security.backend_auth import BackendAuth
@@ -53,10 +54,6 @@ _SKEW_US = 30_000_000
 """On Redis, how much later than the allowed lateness a source event may still join its
 session: a partition whose aggregator is taking over publishes its backlog after the others'
 newer events (a lease period or two). Sessions end that much later."""
-_PAUSE_MAX_S = 0.005
-"""The longest an aggregator's pause (`_let_others_run`) waits for the loop to be idle."""
-_HOLD_S = 0.02
-"""How long an aggregator may hold the loop in one turn before it pauses."""
 
 
 def wall_clock_us() -> int:
@@ -96,7 +93,7 @@ class Runtime:
             max_stream_buffer=settings.max_stream_buffer,
             stream_buffer_budget=settings.stream_buffer_budget,
         )
-        priming.install(broker, settings.max_priming)
+        priming.install(broker, settings.max_priming, take_turns)
         limits = InputLimits(
             max_body_bytes=settings.max_body_bytes,
             max_batch=settings.max_batch,
@@ -141,7 +138,7 @@ class Runtime:
                     topic_ttl_us=settings.topic_ttl_us,
                     lateness_us=settings.allowed_lateness_us,
                     # A big batch lets the loop serve producers and streams meanwhile.
-                    pause=_let_others_run,
+                    pause=let_others_run,
                 )
 
             backend.drive(runtime, new_aggregator)
@@ -223,6 +220,7 @@ def _backend(settings: Settings) -> _Backend:
                 history=settings.history,
                 max_topics=settings.max_topics,
                 alert_retention_us=settings.alert_keep_us,
+                pause=let_others_run,
             )
         )
     broker = RedisBroker(
@@ -389,29 +387,6 @@ def _read_outbox(runtime: Runtime) -> None:
     runtime.metrics.watch_outbox(reader.stats)
     runtime.spawn(reader.run, runtime.stop)
     runtime.on_close(reader.close)
-
-
-def _let_others_run() -> None:
-    """An aggregator's pause inside a batch (every `PACE_EVENTS` events): once the loop has
-    been held `_HOLD_S` since its turn began, wait until everything else this process has to
-    do is done (the loop is idle), or `_PAUSE_MAX_S`, whichever comes first.
-
-    `gevent.sleep(0)` would run the greenlets ready now but poll no socket: a POST waited
-    behind a 10,000-event batch all the same (75-160 ms, against 1-15 ms this way,
-    2026-11-27). The bound keeps the aggregator four fifths of the loop under a flood of
-    requests. Below `_HOLD_S` it goes on: a batch of a few hundred events is applied (and its
-    updates published) before the next request is read, as one that never pauses would."""
-    loop = gevent.get_hub().loop
-    if time.time() - loop.now() < _HOLD_S:  # libev's time of this turn: the wall clock's
-        return
-    bound = gevent.Timeout.start_new(_PAUSE_MAX_S)
-    try:
-        gevent.idle()
-    except gevent.Timeout as timeout:
-        if timeout is not bound:
-            raise
-    finally:
-        bound.close()
 
 
 def _gate(settings: Settings) -> Gate:

@@ -88,7 +88,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
     (name, (f"pushsvc.{name}",))
     for name in (
-        "errors", "extras", "gevent_private",  # leaves
+        "errors", "extras", "gevent_private", "loop_pause",  # leaves
         "core",  # what every part shares: topics, events, updates, positions, the lateness rule
         "rules",  # what a rules file declares
         "stats", "series", "alerts",  # what a topic keeps

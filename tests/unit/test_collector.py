@@ -1,9 +1,11 @@
 """A serving process's collector thresholds (`pushsvc.ops.collector`): full passes ten times
-rarer, the young generations' collections as CPython's."""
+rarer, the youngest generation collected after 10,000 allocations, and a flood of batches
+brings no full pass."""
 
 from __future__ import annotations
 
 import gc
+from collections import deque
 from collections.abc import Iterator
 
 import pytest
@@ -18,8 +20,39 @@ def thresholds() -> Iterator[tuple[int, int, int]]:
     gc.set_threshold(*saved)
 
 
-def test_only_the_oldest_generation_is_passed_over_more(thresholds: tuple[int, int, int]) -> None:
+def test_the_young_and_the_oldest_generations_are_passed_over_more(
+    thresholds: tuple[int, int, int],
+) -> None:
     young, middle, oldest = thresholds
     collector.tune_for_streams()
-    assert gc.get_threshold() == (young, middle, collector.OLDEST_EVERY)
+    assert gc.get_threshold() == (collector.YOUNGEST_AFTER, middle, collector.OLDEST_EVERY)
+    assert 10 * young <= collector.YOUNGEST_AFTER
     assert 10 * oldest <= collector.OLDEST_EVERY
+
+
+class _Event:
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_a_flood_of_big_batches_brings_no_full_pass(thresholds: tuple[int, int, int]) -> None:
+    """100 batches of 10,000 tracked objects, each living while the next 20 come (a backlog
+    behind the aggregator), as the embedded server sees them: a million allocations."""
+    collector.tune_for_streams()
+    gc.collect()
+    full_passes: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full_passes.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        backlog: deque[list[_Event]] = deque(maxlen=20)
+        for _ in range(100):
+            backlog.append([_Event(n) for n in range(10_000)])
+    finally:
+        gc.callbacks.remove(count)
+    assert full_passes == []

@@ -15,7 +15,7 @@ One `Priming` per broker (per process): `install` sets it up where the runtime i
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from gevent.lock import BoundedSemaphore
@@ -29,17 +29,29 @@ DEFAULT_LIMIT = 64
 class Priming:
     """See the module docstring. Greenlet-safe under gevent; one per process."""
 
-    def __init__(self, broker: Broker, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        limit: int = DEFAULT_LIMIT,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
         if limit < 1:
             raise ValueError(f"at least one stream must be primed at a time, not {limit}")
         self.limit = limit
+        self._pause = pause
         self.replays = ReplayBatcher(broker)
         self._slots = BoundedSemaphore(limit)
 
     @contextmanager
     def turn(self) -> Iterator[None]:
-        """Wait for one of the `limit` slots, hold it for the block."""
+        """Wait for one of the `limit` slots, then for the `pause` if one was given, and hold
+        the slot for the block. A serving process passes `pushsvc.loop_pause.take_turns`, so
+        that streams whose slots came in one turn of the loop take turns: a replay read costs
+        milliseconds, and 64 of them back to back kept every socket waiting. Elsewhere (a
+        simulation, a unit test) no loop serves others, and nothing waits."""
         with self._slots:
+            if self._pause is not None:
+                self._pause()
             yield
 
     @property
@@ -51,9 +63,12 @@ class Priming:
 _installed: weakref.WeakKeyDictionary[Broker, Priming] = weakref.WeakKeyDictionary()
 
 
-def install(broker: Broker, limit: int = DEFAULT_LIMIT) -> Priming:
-    """Prime the streams of `broker` at most `limit` at once (replacing any earlier one)."""
-    priming = _installed[broker] = Priming(broker, limit)
+def install(
+    broker: Broker, limit: int = DEFAULT_LIMIT, pause: Callable[[], None] | None = None
+) -> Priming:
+    """Prime the streams of `broker` at most `limit` at once, each after `pause` (replacing
+    any earlier one)."""
+    priming = _installed[broker] = Priming(broker, limit, pause)
     return priming
 
 

@@ -10,12 +10,17 @@ second or so: ten full passes, two seconds a worker, for 10,000 streams.
 Nothing in a stream's life needs them: a stream ends as a chain of references that counting
 frees (`pushsvc.deliver.live_stream`, `pushsvc.server.StreamingHandler`), and the cycles
 that do reach the oldest generation are few and small (Werkzeug's URL matcher leaves one per
-request). So the oldest generation is passed over ten times less often; the other two keep
-CPython's thresholds, which collect the young cycles as before.
+request). So the oldest generation is passed over ten times less often.
 
 Measured in docs/journal/reconnect-storm.md ("Full collections"): 20,000 streams over two
 workers, every worker stopped mid-broadcast: three full passes a restarted worker instead of
 ten, and back and current sooner.
+
+The youngest generation is collected after 10,000 allocations, not 700: the embedded server
+aggregates in the serving process, and batches of 10,000 events allocate hundreds of
+thousands of objects that live a batch or two. At 700, three full passes (65-95 ms each, the
+windows' values walked) fell within 30 such batches and set a producer's p99; at 10,000 none
+did (2026-11-27). The young cycles wait a few thousand allocations longer, no more.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from typing import Protocol
 
 import gevent
 
+YOUNGEST_AFTER = 10_000
+"""Allocations (less deallocations) of tracked objects between two collections of the
+youngest generation (700 in CPython)."""
 OLDEST_EVERY = 100
 """Collections of the middle generation between two considerations of a full pass (10 in
 CPython)."""
@@ -58,6 +66,6 @@ class CollectAfterShedding:
 
 
 def tune_for_streams() -> None:
-    """Set this process's thresholds (see the module docstring); the youngest two unchanged."""
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, OLDEST_EVERY)
+    """Set this process's thresholds (see the module docstring); the middle one unchanged."""
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNGEST_AFTER, middle, OLDEST_EVERY)

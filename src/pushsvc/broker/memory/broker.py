@@ -52,6 +52,11 @@ from pushsvc.errors import BrokerUnavailable
 
 _processes = itertools.count(1)
 
+PACED_DRAFTS = 500
+"""How many drafts of an aggregator's batch a broker with a `pause` publishes between two
+pauses (about 3 ms of the loop): a batch of 10,000 updates published at once held the
+embedded server's loop 55-85 ms (2026-11-27), and every POST waited."""
+
 
 class MemoryUpdatesFeed:
     """A process's subscription to updates: watching is free, every update is delivered
@@ -74,10 +79,13 @@ class MemoryBroker:
     """A `ServingBroker` and `LogBroker` on a `Store` (see the module's doc). `name` names
     the process among the aggregators (numbered when not given)."""
 
-    def __init__(self, store: Store, *, name: str = "") -> None:
+    def __init__(
+        self, store: Store, *, name: str = "", pause: Callable[[], None] | None = None
+    ) -> None:
         self.store = store
         self.partitions = store.partitions
         self.name = name or f"process-{next(_processes)}"
+        self._pause = pause
         self._subscriptions: list[Subscription] = []
         self._closed = False
 
@@ -89,9 +97,11 @@ class MemoryBroker:
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         partitions: int = 1,
+        pause: Callable[[], None] | None = None,
     ) -> MemoryBroker:
         """The embedded server's broker: a store of its own, on the wall clock (as Redis
-        numbers its stream entries), whose waiters wait for appends."""
+        numbers its stream entries), whose waiters wait for appends. `pause`: what a big
+        batch's publish calls between its parts (see `publish_updates`)."""
         store = Store(
             partitions,
             clock=time.time,
@@ -100,7 +110,7 @@ class MemoryBroker:
             alert_retention_us=alert_retention_us,
             blocking=True,
         )
-        return cls(store, name="serve")
+        return cls(store, name="serve", pause=pause)
 
     def partition_of(self, topic: str) -> int:
         return partition_of(topic, self.partitions)
@@ -152,17 +162,46 @@ class MemoryBroker:
         fence: str | None = None,
     ) -> list[Update]:
         """As on Redis: an aggregator's batch (`applied`) goes to its partition whole, alert
-        changes included; other drafts each to their topic's partition."""
+        changes included; other drafts each to their topic's partition.
+
+        With a `pause`, a batch of more than `PACED_DRAFTS` is published in parts, with a
+        pause between two: the first part is checked (the fence, the position) as the
+        script's start is, and the rest follow unchecked, as the rest of one script does. The
+        batch's entries count as unpublished (`lag`) until its last part is out. A reader
+        may see the batch's first parts before the rest, as it may see one batch before the
+        next: each part is kept, then delivered, and a stream being primed drops what its
+        read already had (`pushsvc.deliver.subscription`)."""
         self._check_open()
         if not drafts and applied is None:
             return []
         if applied is not None:
             index = applied.shard[0]
-            return self.store.run(
+            parts = [drafts]
+            if self._pause is not None and len(drafts) > PACED_DRAFTS:
+                parts = [
+                    drafts[at : at + PACED_DRAFTS] for at in range(0, len(drafts), PACED_DRAFTS)
+                ]
+            first = parts[0]
+            updates = self.store.run(
                 "publish",
                 applied.shard,
-                lambda: self.store.publish(index, drafts, applied, fence),
+                lambda: self.store.publish(index, first, applied, fence),
             )
+            if len(parts) == 1:
+                return updates
+            assert self._pause is not None
+            with self.store.finishing(index, applied.entries):
+                for number, rest in enumerate(parts[1:], start=1):
+                    try:
+                        self._pause()
+                    except BaseException:
+                        # Killed in a pause (gevent's kill raises there): the rest goes out
+                        # first, as a script that started runs to its end.
+                        for remaining in parts[number:]:
+                            updates += self.store.continue_publish(index, remaining)
+                        raise
+                    updates += self.store.continue_publish(index, rest)
+            return updates
         by_partition: dict[int, list[UpdateDraft]] = {}
         for d in drafts:
             by_partition.setdefault(self.partition_of(d.topic), []).append(d)
@@ -344,7 +383,7 @@ class MemoryBroker:
         lags = []
         for part in store.parts:
             count = 0 if part.applied is None else part.applied[1]
-            behind = part.logged - count
+            behind = part.logged - count + part.unfinished
             oldest_age_s = None
             if behind > 0 and part.ids:  # the unpublished entries are the newest kept
                 first: Position = part.ids[-min(behind, len(part.ids))]

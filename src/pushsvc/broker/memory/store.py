@@ -19,7 +19,8 @@ import bisect
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TypeVar
@@ -157,6 +158,8 @@ class PartitionData:
     taken: str | None = None
     """The token the lease was last taken under (`{lease}:taken`)."""
     applied: tuple[str, int] | None = None
+    unfinished: int = 0
+    """Entries counted in `applied` whose updates are still going out (`Store.finishing`)."""
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     rules: str | None = None
     forgotten: int = 0
@@ -446,6 +449,26 @@ class Store:
                 except Exception:
                     log.exception("updates handler %r failed", handler)
         return updates
+
+    @contextmanager
+    def finishing(self, index: int, entries: int) -> Iterator[None]:
+        """A paced publish's parts after the first (`MemoryBroker.publish_updates`): its
+        `entries` stay unpublished in the partition's lag until the last part is out, so that
+        whoever waits for the log to be published (a test's settling, `/metrics`' lag, a
+        readiness check) waits for the whole batch, as for one script."""
+        part = self.parts[index]
+        part.unfinished += entries
+        try:
+            yield
+        finally:
+            part.unfinished -= entries
+
+    def continue_publish(self, index: int, drafts: Sequence[UpdateDraft]) -> list[Update]:
+        """The rest of a publish whose first part `publish` checked (`MemoryBroker`'s paced
+        publish): kept and delivered unchecked, as the rest of one script is; its fate was
+        the first part's."""
+        with self._lock:
+            return self.publish(index, drafts, None, None)
 
     def _publish(self, index: int, payload: PublishPayload) -> list[Update]:
         """The payload applied, field by field as the script reads it."""

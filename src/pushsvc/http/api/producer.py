@@ -22,6 +22,7 @@ from pushsvc.core.topics import validate_topic
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.request_body import read_body
 from pushsvc.ingest.accept import ingest
+from pushsvc.loop_pause import let_others_run
 
 bp = Blueprint("producer", __name__)
 
@@ -49,6 +50,7 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
         now_us=time.time_ns() // 1000,
         idempotency_key=idempotency_key,
         idempotency_window_ms=window_ms(rt.settings.idempotency_window_us),
+        pause=let_others_run,
     )
     if appended.replayed:
         # The earlier request logged and counted these events, and charged their rate.
