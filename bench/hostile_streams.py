@@ -1,6 +1,8 @@
 """Streams that never read, against `pushsvc serve`, beside a legitimate producer and subscriber.
 
-Two attacks, each on a fresh `pushsvc serve --tick 0` (its `--max-stream-buffer`,
+Two attacks, each on a fresh `pushsvc serve --tick 0`, or with `--redis` on a fresh `pushsvc web
+--tick 0` beside a `pushsvc aggregate` on a redis-server of the benchmark's own (the web
+process's `--max-stream-buffer`,
 `--stream-buffer-budget` and `--slow-client-timeout` as given here; the server's defaults
 otherwise):
 
@@ -24,6 +26,7 @@ each such disconnect (first, median, last; sampled every 100 ms).
 
     python -m bench.hostile_streams              # full scale: 256 replays, 30 batches of 10,000
     python -m bench.hostile_streams --scale 0.25 --slow-client-timeout 5s
+    python -m bench.hostile_streams --redis      # the same against a web process on Redis
 
 `--scale` scales how many replays and batches, not their sizes: a replay or a batch must
 outgrow the kernel's socket buffers (up to 4 MiB a connection on Linux) to test anything.
@@ -36,22 +39,25 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-_LISTENING = re.compile(r"listening on http://([^:]+):(\d+)")
+from bench.standalone import LISTENING, SRC, pushsvc_env, started
+
+_REDIS_READY = re.compile(r"ready to accept connections", re.IGNORECASE)
+_LEASE = re.compile(r"took the lease")
 MIB = 1 << 20
 
 
@@ -59,46 +65,36 @@ MIB = 1 << 20
 class Server:
     proc: subprocess.Popen[str]
     port: int
-    log: list[str] = field(default_factory=list)
 
 
 @contextmanager
-def serve(args: list[str], src: str) -> Iterator[Server]:
-    """`pushsvc serve` on a free port; stopped on the way out."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
-    env.update(PYTHONPATH=src, PYTHONUNBUFFERED="1", PUSHSVC_LOG_FORMAT="text")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    log: list[str] = []
-    port = 0
-    for line in proc.stderr:
-        log.append(line)
-        found = _LISTENING.search(line)
-        if found:
-            port = int(found[2])
-            break
-    if not port:
-        proc.kill()
-        raise RuntimeError("pushsvc serve did not start:\n" + "".join(log[-20:]))
-    server = Server(proc, port, log)
-    pump = threading.Thread(target=lambda: log.extend(proc.stderr or ()), daemon=True)
-    pump.start()
-    try:
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def serve(args: list[str], src: str, redis: bool = False) -> Iterator[Server]:
+    """`pushsvc serve` on a free port, or with `redis` a `pushsvc web` beside a `pushsvc
+    aggregate` on a redis-server of its own (on a unix socket); stopped on the way out."""
+    env = pushsvc_env(Path(src))
+    pushsvc = [sys.executable, "-m", "pushsvc"]
+    with ExitStack() as stack:
+        role = "serve"
+        if redis:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise SystemExit("--redis needs redis-server on PATH")
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="hostile-streams-"))
+            sock = f"{data}/redis.sock"
+            argv = [binary, "--port", "0", "--unixsocket", sock, "--save", "", "--dir", data]
+            stack.enter_context(started(argv, env, _REDIS_READY))
+            env["PUSHSVC_REDIS_URL"] = f"unix://{sock}"
+            # The aggregator keeps the history and takes the batches: the web's settings for
+            # them, given through the environment to both.
+            for flag, value in zip(args[::2], args[1::2], strict=True):
+                if flag in ("--history", "--max-batch"):
+                    env["PUSHSVC_" + flag[2:].replace("-", "_").upper()] = value
+            aggregate = [*pushsvc, "aggregate", "--port", "0", "--tick", "0"]
+            stack.enter_context(started(aggregate, env, _LEASE))
+            role = "web"
+        argv = [*pushsvc, role, "--port", "0", "--tick", "0", *args]
+        proc, found = stack.enter_context(started(argv, env, LISTENING))
+        yield Server(proc, int(found.group(1)))
 
 
 def http_request(
@@ -276,7 +272,7 @@ def replays(args: argparse.Namespace, budget: int) -> dict[str, object]:
     count = max(1, round(args.replays * args.scale))
     history = args.history
     # Twice the room: the legitimate producer's updates must not trim the oldest replayed.
-    with serve([*server_args(args), "--history", str(2 * history)], args.src) as server:
+    with serve([*server_args(args), "--history", str(2 * history)], args.src, args.redis) as server:
         port = server.port
         tags = {f"k{i}": "v" * 100 for i in range(8)}  # ~1.4 kB an update: 14 MB a replay
         for first in range(0, history, 500):
@@ -297,7 +293,12 @@ def replays(args: argparse.Namespace, budget: int) -> dict[str, object]:
         watch = Watch(server)
         attackers = [never_reader(port, "/topics/kept/stream", oldest) for _ in range(count)]
         watch.until(count, timeout_s(args) + 30)
-        row = {"attack": "replays", "history": history, **watch.row(count, budget)}
+        row = {
+            "attack": "replays",
+            "server": "web on Redis" if args.redis else "serve",
+            "history": history,
+            **watch.row(count, budget),
+        }
         row.update(legit.stop())
         for sock in attackers:
             sock.close()
@@ -307,7 +308,7 @@ def replays(args: argparse.Namespace, budget: int) -> dict[str, object]:
 def live(args: argparse.Namespace, budget: int, *, attacked: bool = True) -> dict[str, object]:
     batch = args.batch
     batches = max(1, round(args.batches * args.scale))
-    with serve(server_args(args), args.src) as server:
+    with serve(server_args(args), args.src, args.redis) as server:
         port = server.port
         events = json.dumps([{"value": i} for i in range(batch)]).encode()
         for _ in range(2):  # the history fills first: the server's own growth is not counted
@@ -322,6 +323,7 @@ def live(args: argparse.Namespace, budget: int, *, attacked: bool = True) -> dic
         watch.until(1 if attacked else 0, timeout_s(args) + 30)
         row = {
             "attack": "live" if attacked else "control",
+            "server": "web on Redis" if args.redis else "serve",
             "batch": batch,
             "batches": batches,
             **watch.row(1 if attacked else 0, budget),
@@ -369,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         "--attack", choices=("replays", "live", "control"), action="append",
         help="repeatable; default: all three (control: the live attack's batches, no attacker)",
     )  # fmt: skip
-    cli.add_argument("--src", default=str(REPO / "src"), help="the tree's src/ to run pushsvc from")
+    cli.add_argument("--src", default=str(SRC), help="the tree's src/ to run pushsvc from")
+    cli.add_argument(
+        "--redis", action="store_true",
+        help="attack a `pushsvc web` beside a `pushsvc aggregate` on a redis-server of its own",
+    )  # fmt: skip
     cli.add_argument("--json", action="store_true", help="JSON lines on stdout")
     args = cli.parse_args(argv)
     budget = args.stream_buffer_budget or 256 * MIB

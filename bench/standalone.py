@@ -1,6 +1,6 @@
-"""What the stand-alone benchmarks share (`bench.hostile_bodies`, `bench.hostile_listings`):
-a process started from any tree's `src/` with the standard library only, nothing from
-tests/, and the latency summary they print."""
+"""What the stand-alone benchmarks share (`bench.hostile_bodies`, `bench.hostile_listings`,
+`bench.hostile_streams`): a process started from any tree's `src/` with the standard library
+only, nothing from tests/, and the latency summary they print."""
 
 from __future__ import annotations
 
