@@ -33,16 +33,14 @@ import multiprocessing
 import re
 import resource
 import selectors
-import shutil
 import socket
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench.standalone import LISTENING, SRC, latency_summary, pushsvc_env, started
+from bench import standalone
+from bench.standalone import SRC, latency_summary
 
 HEAD = (
     b"POST /topics/attacked/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -56,41 +54,11 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serving(src: Path, redis: bool) -> Iterator[tuple[int, int]]:
     """The server's port and pid."""
-    env = pushsvc_env(src)
-    pushsvc = [sys.executable, "-m", "pushsvc"]
-    with contextlib.ExitStack() as stack:
-        role = "serve"
-        if redis:
-            binary = shutil.which("redis-server")
-            if binary is None:
-                raise SystemExit("--redis needs redis-server on PATH")
-            port = _free_port()
-            data = stack.enter_context(tempfile.TemporaryDirectory())
-            stack.enter_context(
-                started(
-                    [binary, "--port", str(port), "--save", "", "--dir", data],
-                    env,
-                    re.compile(r"Ready to accept connections"),
-                )
-            )
-            env["PUSHSVC_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-            stack.enter_context(
-                started([*pushsvc, "aggregate"], env, re.compile(r"took the lease"))
-            )
-            role = "web"
-        proc, found = stack.enter_context(
-            started([*pushsvc, role, "--port", "0", "--tick", "0"], env, LISTENING)
-        )
-        yield int(found.group(1)), proc.pid
+    with standalone.serving(src, redis=redis) as (proc, port):
+        yield port, proc.pid
 
 
 def _status_kb(pid: int, field: str) -> int:

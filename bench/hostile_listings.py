@@ -1,6 +1,7 @@
 """A legitimate producer's POST latency while anonymous callers list the topics.
 
-One `pushsvc serve` (embedded broker, auth off: every caller may list everything) holds
+One `pushsvc serve` (embedded broker, auth off: every caller may list everything), or with
+`--redis` a `pushsvc web` beside a `pushsvc aggregate` on a redis-server of its own, holds
 `--topics` topics, one event each. A producer POSTs one event at a time to its own topic on
 a keep-alive connection, first alone (`baseline`), then while `--callers` processes crawl
 `GET /topics` as fast as they can: each follows `next` from the first page to the last at
@@ -11,6 +12,7 @@ callers made.
     python -m bench.hostile_listings                          # 100,000 topics, 8 callers
     python -m bench.hostile_listings --topics 20000 --seconds 10 --json
     python -m bench.hostile_listings --src /tmp/old/src       # another tree's pushsvc
+    python -m bench.hostile_listings --redis                  # a web process on Redis
 
 Stand-alone on purpose: it starts its server and callers with the standard library only
 (nothing from tests/), so it runs against any tree's `src/`.
@@ -22,27 +24,16 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.standalone import LISTENING, SRC, latency_summary, pushsvc_env, started
+from bench.standalone import SRC, latency_summary, serving
 
 PAGE = 1000  # GET /topics' largest ?limit=, the callers' default
 BODY = b'{"value": 1.5}'
 HEADERS = {"Content-Type": "application/json"}
-
-
-@contextmanager
-def serving(src: Path, topics: int) -> Iterator[int]:
-    """`pushsvc serve` from `src`, on a free port."""
-    argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
-    argv += ["--max-topics", str(topics + 10)]
-    with started(argv, pushsvc_env(src), LISTENING) as (_, found):
-        yield int(found.group(1))
 
 
 def post(conn: http.client.HTTPConnection, topic: str) -> None:
@@ -93,9 +84,13 @@ def produce(port: int, seconds: float) -> list[float]:
     return took
 
 
-def run(src: Path, topics: int, callers: int, seconds: float, page: int) -> dict[str, object]:
+def run(
+    src: Path, topics: int, callers: int, seconds: float, page: int, redis: bool = False
+) -> dict[str, object]:
     ctx = multiprocessing.get_context("spawn")
-    with serving(src, topics) as port:
+    room = str(topics + 10)  # the web's limit, and the aggregator's on Redis
+    limit = {"PUSHSVC_MAX_TOPICS": room}
+    with serving(src, redis=redis, args=["--max-topics", room], settings=limit) as (_, port):
         names = [f"t{n:06d}" for n in range(topics)]
         started = time.monotonic()
         makers = [ctx.Process(target=create, args=(port, names[i::4])) for i in range(4)]
@@ -119,6 +114,7 @@ def run(src: Path, topics: int, callers: int, seconds: float, page: int) -> dict
         for crawler in crawlers:
             crawler.join()
         return {
+            "server": "web on Redis" if redis else "serve",
             "topics": topics,
             "callers": callers,
             "page": page,
@@ -138,10 +134,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_argument("--callers", type=int, default=8)
     cli.add_argument("--page", type=int, default=PAGE, help="the callers' ?limit=")
     cli.add_argument("--seconds", type=float, default=15.0, help="per phase")
+    cli.add_argument("--redis", action="store_true", help="pushsvc web + aggregate on Redis")
     cli.add_argument("--src", type=Path, default=SRC, help="the src/ of the pushsvc to run")
     cli.add_argument("--json", action="store_true", help="one JSON line instead of text")
     args = cli.parse_args(argv)
-    result = run(args.src, args.topics, args.callers, args.seconds, args.page)
+    result = run(args.src, args.topics, args.callers, args.seconds, args.page, args.redis)
     result["src"] = str(args.src)
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if args.json:

@@ -40,24 +40,20 @@ import argparse
 import http.client
 import json
 import re
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.standalone import LISTENING, SRC, pushsvc_env, started
+from bench.standalone import SRC, serving
 
-_REDIS_READY = re.compile(r"ready to accept connections", re.IGNORECASE)
-_LEASE = re.compile(r"took the lease")
 MIB = 1 << 20
 
 
@@ -70,31 +66,16 @@ class Server:
 @contextmanager
 def serve(args: list[str], src: str, redis: bool = False) -> Iterator[Server]:
     """`pushsvc serve` on a free port, or with `redis` a `pushsvc web` beside a `pushsvc
-    aggregate` on a redis-server of its own (on a unix socket); stopped on the way out."""
-    env = pushsvc_env(Path(src))
-    pushsvc = [sys.executable, "-m", "pushsvc"]
-    with ExitStack() as stack:
-        role = "serve"
-        if redis:
-            binary = shutil.which("redis-server")
-            if binary is None:
-                raise SystemExit("--redis needs redis-server on PATH")
-            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="hostile-streams-"))
-            sock = f"{data}/redis.sock"
-            argv = [binary, "--port", "0", "--unixsocket", sock, "--save", "", "--dir", data]
-            stack.enter_context(started(argv, env, _REDIS_READY))
-            env["PUSHSVC_REDIS_URL"] = f"unix://{sock}"
-            # The aggregator keeps the history and takes the batches: the web's settings for
-            # them, given through the environment to both.
-            for flag, value in zip(args[::2], args[1::2], strict=True):
-                if flag in ("--history", "--max-batch"):
-                    env["PUSHSVC_" + flag[2:].replace("-", "_").upper()] = value
-            aggregate = [*pushsvc, "aggregate", "--port", "0", "--tick", "0"]
-            stack.enter_context(started(aggregate, env, _LEASE))
-            role = "web"
-        argv = [*pushsvc, role, "--port", "0", "--tick", "0", *args]
-        proc, found = stack.enter_context(started(argv, env, LISTENING))
-        yield Server(proc, int(found.group(1)))
+    aggregate` on a redis-server of its own; stopped on the way out."""
+    # The aggregator keeps the history and takes the batches: the web's settings for them,
+    # given through the environment to both.
+    settings = {
+        "PUSHSVC_" + flag[2:].replace("-", "_").upper(): value
+        for flag, value in zip(args[::2], args[1::2], strict=True)
+        if flag in ("--history", "--max-batch")
+    }
+    with serving(Path(src), redis=redis, args=args, settings=settings) as (proc, port):
+        yield Server(proc, port)
 
 
 def http_request(

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+_REDIS_READY = re.compile(r"ready to accept connections", re.IGNORECASE)
+_LEASE = re.compile(r"took the lease")
 
 
 def pushsvc_env(src: Path) -> dict[str, str]:
@@ -45,6 +49,40 @@ def started(
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+@contextmanager
+def serving(
+    src: Path,
+    *,
+    redis: bool = False,
+    args: Sequence[str] = (),
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`pushsvc serve --port 0 --tick 0 *args` from `src`, or with `redis` a `pushsvc web`
+    with those arguments beside a `pushsvc aggregate` on a redis-server of its own (on a unix
+    socket); yields the serving process and its port. `settings`: `PUSHSVC_` variables for
+    every pushsvc process (the aggregator's settings, e.g. `PUSHSVC_HISTORY`)."""
+    env = {**pushsvc_env(src), **(settings or {})}
+    pushsvc = [sys.executable, "-m", "pushsvc"]
+    with ExitStack() as stack:
+        role = "serve"
+        if redis:
+            # The suite's choice of binary when a smoke test runs this (harness.redis_server).
+            binary = os.environ.get("PUSHSVC_TEST_REDIS_SERVER") or shutil.which("redis-server")
+            if binary is None:
+                raise SystemExit("--redis needs redis-server on PATH")
+            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="pushsvc-bench-"))
+            sock = f"{data}/redis.sock"
+            argv = [binary, "--port", "0", "--unixsocket", sock, "--save", "", "--dir", data]
+            stack.enter_context(started(argv, env, _REDIS_READY))
+            env["PUSHSVC_REDIS_URL"] = f"unix://{sock}"
+            aggregate = [*pushsvc, "aggregate", "--port", "0", "--tick", "0"]
+            stack.enter_context(started(aggregate, env, _LEASE))
+            role = "web"
+        argv = [*pushsvc, role, "--port", "0", "--tick", "0", *args]
+        proc, found = stack.enter_context(started(argv, env, LISTENING))
+        yield proc, int(found.group(1))
 
 
 def _read(log: IO[str]) -> str:
