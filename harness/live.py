@@ -292,6 +292,19 @@ def wait_published(port: int, topic: str, last: dict[str, Any], timeout: float =
     wait_until(published, timeout, what=f"{topic}'s update of its last event")
 
 
+def wait_caught_up(port: int, timeout: float = 60) -> None:
+    """Wait until every entry logged has been applied and published (`/readyz` shows no
+    partition's lag): a 202 means logged, and a read right after a big batch (a backfill)
+    may find its updates, series points or alerts still on their way."""
+
+    def caught_up() -> bool:
+        status, _, body = request(port, "GET", "/readyz")
+        shards = json.loads(body).get("shards", {}) if body else {}
+        return status == 200 and not any(s["lag_entries"] for s in shards.values())
+
+    wait_until(caught_up, timeout, what="every entry logged published (no lag)")
+
+
 @dataclass
 class SSEClient:
     """A real EventSource-like reader over HTTP/1.1 (chunked), parsed by a WHATWG parser."""

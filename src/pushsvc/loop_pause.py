@@ -4,8 +4,10 @@ priming (`pushsvc.deliver.priming`), so that producers and streams are served me
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
+from collections import deque
 
 import gevent
 from gevent.hub import Hub, Waiter
@@ -35,42 +37,84 @@ def let_others_run() -> None:
 
 
 class _Turns:
-    """A hub's turns of the loop, counted by a prepare watcher (run once a turn, before the
-    poll), and the turn in which the first greenlet taking turns went on, and when. Not the
-    loop's time (`loop.now()`): every timer started moves it within a turn."""
+    """A hub's turns of the loop and the greenlets waiting for one, in the order they came.
+
+    Turns are counted by a prepare watcher (run once a turn, before the poll), not by the
+    loop's time (`loop.now()`), which every timer started moves within a turn. While
+    greenlets wait, an idle watcher and a timer of `PAUSE_MAX_S` (for a loop that is never
+    idle) let them go on after the poll: the first of the line first, one after another
+    while `HOLD_S` has not passed since the turn's first went (each runs until it blocks or
+    ends, then the next is let go). Only those that go are woken: 2,000 streams reconnecting
+    at once, each woken every turn to look again, spent the turns on waking each other and
+    took over a minute to be served (2026-11-27)."""
 
     def __init__(self, hub: Hub) -> None:
         self.number = 0
         self.taken = -1
         self.first_went = 0.0
-        self._watcher = hub.loop.prepare(ref=False)  # counts, never keeps the loop running
-        self._watcher.start(self._next)
+        self.waiting: deque[Waiter[None]] = deque()
+        loop = hub.loop
+        self._turn = loop.prepare(ref=False)  # counts, never keeps the loop running
+        self._turn.start(self._next)
+        self._idle = loop.idle()
+        self._bound = loop.timer(PAUSE_MAX_S, PAUSE_MAX_S)
+        self._releasing = False
+
+    def may_go(self) -> bool:
+        return self.taken != self.number or time.time() - self.first_went < HOLD_S
+
+    def went(self) -> None:
+        if self.taken != self.number:
+            self.taken, self.first_went = self.number, time.time()
 
     def _next(self) -> None:
         self.number += 1
+
+    def wait(self, waiter: Waiter[None]) -> None:
+        self.waiting.append(waiter)
+        if not self._releasing:
+            self._idle.start(self._release)
+            self._bound.start(self._release, update=True)
+            self._releasing = True
+
+    def _release(self) -> None:
+        waiting = self.waiting
+        while waiting and self.may_go():
+            self.went()
+            waiting.popleft().switch(None)  # runs it until it blocks or ends
+        if not waiting and self._releasing:
+            self._idle.stop()
+            self._bound.stop()
+            self._releasing = False
 
 
 _turns: weakref.WeakKeyDictionary[Hub, _Turns] = weakref.WeakKeyDictionary()
 
 
 def take_turns() -> None:
-    """A pause for work that many greenlets start at once (streams primed together, each a
-    few milliseconds): in each turn of the loop, the first of them goes on, and the others go
-    on while `HOLD_S` has not passed since it did; the rest wait for the next turn as
-    `let_others_run` waits, and try again. A turn runs as many as fit in `HOLD_S`, with the
+    """A pause for work that many greenlets start at once (requests accepted together, streams
+    primed together, each a few milliseconds): in each turn of the loop, the first of them
+    goes on, and the others go on while `HOLD_S` has not passed since it did; the rest wait
+    in line for the next turns (`_Turns`). A turn runs as many as fit in `HOLD_S`, with the
     sockets polled between turns, instead of all of them back to back: 64 streams primed
     together from 10,000 updates each held the loop a fifth of a second."""
     hub = gevent.get_hub()
     turns = _turns.get(hub)
     if turns is None:
         turns = _turns[hub] = _Turns(hub)
-    while True:
-        if turns.taken != turns.number:
-            turns.taken, turns.first_went = turns.number, time.time()
-            return
-        if time.time() - turns.first_went < HOLD_S:
-            return
-        _wait_for_idle(hub)
+    if not turns.waiting and turns.may_go():
+        turns.went()
+        return
+    waiter: Waiter[None] = Waiter(hub)
+    turns.wait(waiter)
+    try:
+        waiter.get()
+    except BaseException:
+        # Killed while in line (a stream whose client left): out of it, or the turn that
+        # comes to it would let a greenlet go that is gone.
+        with contextlib.suppress(ValueError):
+            turns.waiting.remove(waiter)
+        raise
 
 
 def _wait_for_idle(hub: Hub) -> None:

@@ -23,7 +23,7 @@ import click
 import orjson
 import pandas as pd
 import pytest
-from harness.live import SRC, PushsvcProcess, request
+from harness.live import SRC, PushsvcProcess, request, wait_caught_up
 from playwright.sync_api import Browser, Page, expect
 
 from pushsvc.aggregate.aggregator import Aggregator
@@ -366,6 +366,7 @@ def test_bad_options_are_a_usage_error(args: list[str], message: str) -> None:
 
 
 def _series(port: int, topic: str, resolution: str = "1m") -> list[dict[str, Any]]:
+    wait_caught_up(port)  # a backfill's batches are logged at once and applied as they come
     status, _, body = request(port, "GET", f"/topics/{topic}/series?resolution={resolution}")
     assert status == 200, body
     points: list[dict[str, Any]] = json.loads(body)["points"]
@@ -452,6 +453,7 @@ def with_demo_rules() -> Iterator[PushsvcProcess]:
 
 def _firing(port: int, alert: str) -> list[dict[str, Any]]:
     """The firing changes of `alert`, oldest first (`_alerts` history)."""
+    wait_caught_up(port)
     status, _, body = request(port, "GET", "/topics/_alerts/history?limit=10000")
     assert status == 200, body
     return [

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import gevent
+import greenlet
 import pytest
 
 from pushsvc.loop_pause import HOLD_S, let_others_run, take_turns
@@ -97,3 +98,32 @@ def test_greenlets_taking_turns_share_each_turn_of_the_loop_up_to_the_hold() -> 
     assert len(went_in) == 64
     # The first, then at most those starting before HOLD_S has passed: 3 of them, at most.
     assert max(Counter(went_in).values()) <= 4, Counter(went_in)
+
+
+def test_greenlets_in_line_are_woken_only_to_go() -> None:
+    """300 greenlets ready at once, more than a turn holds: each is switched to a few times
+    (its start, its turn), not once a turn to look again. Woken every turn, 2,000 streams
+    reconnecting at once spent the turns on waking each other."""
+    work_s = HOLD_S / 20
+    workers: set[greenlet.greenlet] = set()
+    switched_to: Counter[greenlet.greenlet] = Counter()
+
+    def trace(event: str, args: tuple[greenlet.greenlet, greenlet.greenlet]) -> None:
+        if event in ("switch", "throw") and args[1] in workers:
+            switched_to[args[1]] += 1
+
+    def prime() -> None:
+        take_turns()
+        until = time.monotonic() + work_s
+        while time.monotonic() < until:
+            pass
+
+    spawned = [gevent.spawn(prime) for _ in range(300)]
+    workers.update(spawned)
+    previous = greenlet.settrace(trace)
+    try:
+        gevent.joinall(spawned, raise_error=True)
+    finally:
+        greenlet.settrace(previous)
+    assert len(switched_to) == 300
+    assert max(switched_to.values()) <= 3, switched_to.most_common(3)

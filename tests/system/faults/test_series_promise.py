@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness.live import PushsvcProcess, post, request, wait_until
+from harness.live import PushsvcProcess, post, request, wait_caught_up
 
 from faults import backends
 from faults.backends import BOTH, Store
@@ -54,17 +54,6 @@ def _stored(port: int, topic: str) -> list[dict[str, Any]]:
             for p in json.loads(body)["points"]
         ]
     return out
-
-
-def _caught_up(port: int) -> None:
-    """Until the aggregator has applied everything logged (`/readyz` shows no lag)."""
-
-    def done() -> bool:
-        status, _, body = request(port, "GET", "/readyz")
-        shards = json.loads(body).get("shards", {})
-        return status == 200 and not any(s["lag_entries"] for s in shards.values())
-
-    wait_until(done, timeout=20, what="no lag")
 
 
 def _by_tier(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +104,7 @@ def test_points_survive_a_stop_and_start_with_a_data_dir(tmp_path: Path) -> None
     try:
         for value, ts_us in events[:200]:
             assert post(first.port, topic, {"value": value, "ts": ts_us / S})[0] == 202
-        _caught_up(first.port)
+        wait_caught_up(first.port)
         before = _stored(first.port, topic)
     finally:
         first.stop()
