@@ -45,8 +45,8 @@ class _Turns:
     idle) let them go on after the poll: the first of the line first, one after another
     while `HOLD_S` has not passed since the turn's first went (each runs until it blocks or
     ends, then the next is let go). Only those that go are woken: 2,000 streams reconnecting
-    at once, each woken every turn to look again, spent the turns on waking each other and
-    took over a minute to be served (2026-11-27)."""
+    at once, each woken every turn to look again, spent the turns on waking each other, and
+    not all were served within a minute (2026-11-27)."""
 
     def __init__(self, hub: Hub) -> None:
         self.number = 0
