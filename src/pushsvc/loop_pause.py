@@ -92,10 +92,10 @@ _turns: weakref.WeakKeyDictionary[Hub, _Turns] = weakref.WeakKeyDictionary()
 
 
 def take_turns() -> None:
-    """A pause for work that many greenlets start at once (requests accepted together, streams
-    primed together, each a few milliseconds): in each turn of the loop, the first of them
-    goes on, and the others go on while `HOLD_S` has not passed since it did; the rest wait
-    in line for the next turns (`_Turns`). A turn runs as many as fit in `HOLD_S`, with the
+    """A pause for work that many greenlets start at once (streams primed together, each a few
+    milliseconds): in each turn of the loop, the first of them goes on, and the others go on
+    while `HOLD_S` has not passed since it did; the rest wait in line for the next turns
+    (`_Turns`). A turn runs as many as fit in `HOLD_S`, with the
     sockets polled between turns, instead of all of them back to back: 64 streams primed
     together from 10,000 updates each held the loop a fifth of a second."""
     hub = gevent.get_hub()

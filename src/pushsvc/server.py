@@ -36,7 +36,6 @@ from pushsvc.http.body_deadline import BodyReader, BodyTooSlow
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
 from pushsvc.http.waiting_clients import WaitingClients
-from pushsvc.loop_pause import take_turns
 from pushsvc.ops import collector
 from pushsvc.ops.open_files import OpenFiles, headroom
 from pushsvc.runtime import Runtime
@@ -85,10 +84,6 @@ _LINGER_S = 2.0
 _LINGER_BYTES = 1 << 20
 
 
-_READS = frozenset({"GET", "HEAD"})
-"""The methods whose requests take turns at the app (`HeadTimeoutHandler.run_application`)."""
-
-
 class HeadTimeoutHandler(PywsgiHandler):
     """pywsgi's handler with a deadline on every phase in which it waits on its client, as
     nginx has: pywsgi has none, so a client trickling its headers or its body, or an idle
@@ -126,18 +121,6 @@ class HeadTimeoutHandler(PywsgiHandler):
             return
         with self.greenlets.track_inprogress():
             super().handle()
-
-    def run_application(self) -> None:
-        # Reads ready in one turn of the loop take turns at the app, as many a turn as fit in
-        # 10 ms (`pushsvc.loop_pause.take_turns`): gevent takes up to 100 connections a turn
-        # and runs each one's request in it, and 256 streams opened at once, each asking for
-        # a replay of 10,000 updates, held the loop for a second (a producer's POSTs 150-260
-        # ms each, 2026-11-27). Writes go at once: a producer's POST taking its turn behind a
-        # big batch's waited a turn more (p99 62-81 ms against 33-56 under 10,000-event
-        # batches); a big batch pauses itself (`pushsvc.ingest.accept.ingest`).
-        if self.command in _READS:
-            take_turns()
-        super().run_application()
 
     def read_head(self, *args: object) -> RequestHead:
         return read_headers(*args)  # type: ignore[arg-type]
