@@ -259,16 +259,17 @@ def replays(args: argparse.Namespace, budget: int) -> dict[str, object]:
         for first in range(0, history, 500):
             events = [{"value": first + i, "tags": tags} for i in range(min(500, history - first))]
             assert http_request(port, "POST", "/topics/kept/events", events)[0] == 202
-        page = json.loads(http_request(port, "GET", "/topics/kept/history?since=0&limit=1")[1])
-        oldest = page["updates"][0]["id"]
-        # A 202 means logged: the fill's updates follow. The legitimate producer starts once
-        # the last is published, so that its latencies are the attack's, not the fill's.
+        # A 202 means logged: the fill's updates follow. The oldest is read, and the legitimate
+        # producer started, once the last is published, so that its latencies are the
+        # attack's, not the fill's.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             newest = json.loads(http_request(port, "GET", "/topics/kept/history?limit=1")[1])
             if newest["updates"] and newest["updates"][-1]["event"]["value"] == history - 1:
                 break
             time.sleep(0.1)
+        page = json.loads(http_request(port, "GET", "/topics/kept/history?since=0&limit=1")[1])
+        oldest = page["updates"][0]["id"]
         legit = Legitimate(port, "legit").start()
         time.sleep(0.5)
         watch = Watch(server)
