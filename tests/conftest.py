@@ -27,6 +27,7 @@ from xdist.scheduler import LoadFileScheduling
 from pushsvc.app import create_app
 from pushsvc.deliver.hub import Hub
 from support.auth_tokens import CREDENTIALS
+from support.cpu_limit import cpu_limited, limits
 from support.settling import SettlingClient, settle
 
 if TYPE_CHECKING:
@@ -165,6 +166,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(1200 if "docker" in starts else 900))
         if not starts and item.get_closest_marker("slow") is None:
             item.add_marker("fast")
+        if not starts and (limited := limits(item)) is not None:
+            cpu, wall = limited  # computes only: its limit is on CPU (support.cpu_limit)
+            item.stash[_CPU_LIMIT] = cpu
+            item.add_marker(pytest.mark.timeout(wall), append=False)
+
+
+_CPU_LIMIT = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    cpu = item.stash.get(_CPU_LIMIT, None)
+    if cpu is None:
+        yield
+        return
+    with cpu_limited(cpu):
+        yield
 
 
 class _Lines(logging.Handler):
