@@ -512,6 +512,47 @@ def test_history_keeps_the_newest_n_and_refuses_to_replay_past_them(
     assert broker.replay(at(updates[4].id), everything) == Replayed([])
 
 
+# Batch sizes against a history of 4: smaller, equal, larger, and every mix of them in turn.
+TRIM_SHAPES = [[1] * 7, [4, 4, 4], [9, 1], [3, 2, 5, 1], [1, 4, 1], [2, 7, 3], [5], [4, 1]]
+
+
+@pytest.mark.parametrize("sizes", TRIM_SHAPES, ids=lambda sizes: "-".join(map(str, sizes)))
+def test_replay_is_whole_exactly_from_the_newest_trimmed_id_on(
+    new_broker: MakeBroker, sizes: list[int]
+) -> None:
+    # Where the history ends is read off the entries themselves (the oldest one kept names
+    # the newest trimmed): after every publish, of every size, a replay from an id is whole
+    # exactly when nothing after that id was trimmed.
+    history = 4
+    broker = new_broker(history=history)
+    updates: list[Update] = []
+    for size in sizes:
+        n = len(updates)
+        updates += broker.publish_updates([draft("ab"[k % 2], n + k) for k in range(size)])
+        for i, update in enumerate(updates):
+            replayed = broker.replay(at(update.id), everything)
+            if len(updates) - (i + 1) <= history:
+                assert replayed == Replayed(updates[i + 1 :]), (sizes, len(updates), i)
+            else:
+                assert replayed == Replayed([], lost_all(broker)), (sizes, len(updates), i)
+
+
+def test_a_long_run_of_big_updates_reaches_consumers_whole_and_in_order(broker: Broker) -> None:
+    # A batch POST's updates travel in runs of bounded size (64 KiB a message on Redis):
+    # 300 updates of 4 KB, one topic, then another topic's, arrive one by one in id order.
+    inbox = Inbox()
+    listen(broker, inbox)
+    pad = "x" * 4000
+    drafts = [
+        UpdateDraft(topic, n, orjson.dumps({"topic": topic, "n": n, "pad": pad}))
+        for topic in ("a", "b")
+        for n in range(300)
+    ]
+    published = broker.publish_updates(drafts)
+    assert inbox.take_updates(600) == published
+    assert broker.latest(everything)["a"] == published[299]
+
+
 def test_replay_of_another_epoch_is_a_gap(broker: Broker) -> None:
     first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
     other = "0" if first.id.epoch != "0" else "1"

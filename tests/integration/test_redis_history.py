@@ -15,6 +15,8 @@ import redis
 from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
 
 pytestmark = pytest.mark.redis
@@ -86,3 +88,33 @@ def test_a_history_written_before_the_chain_still_reads_whole(
     assert values(broker.history("a", limit=100).updates) == [0, 1, 2, 3, 4, 5]
     assert values(broker.history("a", limit=4).updates) == [2, 3, 4, 5]
     assert values(broker.history("a", since_us=2, limit=100).updates) == [2, 3, 4, 5]
+
+
+def test_a_history_written_before_entries_named_their_predecessor_trims_exactly(
+    own_redis: RedisServer,
+) -> None:
+    """Entries as the publish script wrote them before `g` (the history's previous entry)
+    existed, kept across an upgrade: the upgraded script, trimming them, still records the
+    newest trimmed id, so a replay from each id is whole exactly when nothing after it went."""
+    broker = RedisBroker(own_redis.url, history=4, prefix="pushsvc:old-trim:")
+    try:
+        updates = broker.publish_updates([draft("a", n) for n in range(3)])
+        keys = broker.keys.of("a")
+        client = redis.Redis.from_url(own_redis.url)
+        try:  # the same entries, under the same ids, without `g`
+            entries = client.xrange(keys.history)
+            client.delete(keys.history)
+            for stream_id, fields in entries:
+                client.xadd(keys.history, {k: v for k, v in fields.items() if k != b"g"}, stream_id)
+            assert all(b"g" not in fields for _, fields in client.xrange(keys.history))
+        finally:
+            client.close()
+        for size in (2, 1, 3):  # trims two old entries, the last old one, then new ones
+            updates += broker.publish_updates([draft("a", len(updates) + k) for k in range(size)])
+            for i, update in enumerate(updates):
+                replayed = broker.replay(Cursor([update.id]), TopicMatcher(["*"]))
+                whole = len(updates) - (i + 1) <= 4
+                assert (replayed.updates == updates[i + 1 :]) == whole, (size, i)
+                assert bool(replayed.lost) != whole, (size, i)
+    finally:
+        broker.close()

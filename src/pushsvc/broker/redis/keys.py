@@ -25,7 +25,9 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:u:{topic}         channel runs of updates, `<id> <clock_us> <body>` per line
     P:all               channel on a Redis Cluster: every run, after its topic and a newline
     P:wake              channel on a Redis Cluster: an empty message after each append
-    P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body
+    P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body,
+                                k=kind, p=the topic's previous entry, g=the history's
+                                previous entry (once trimmed: the newest trimmed id)
     P:latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
     P:names             zset    latest's topics, score 0, written with it: listings read a
                                 page of names by ZRANGE BYLEX, not the whole hash
