@@ -30,6 +30,7 @@ from pushsvc.broker.base import (
     Appended,
     HistoryPage,
     Replayed,
+    TopicHead,
     TopicStats,
     UpdatesFeed,
 )
@@ -1113,7 +1114,9 @@ def test_latest_pages_list_topics_in_name_order_and_lose_those_deleted_or_forgot
     assert listed(broker, "*") == ["a.1", "a.2", "b", "c", "d"]
     assert listed(broker, "a.*", "c", "nothing-yet") == ["a.1", "a.2", "c"]
     page = broker.latest_page(topic_ranges(["*"]), after="a.2", limit=2)
-    assert page.latest == {u.topic: u for u in published if u.topic in ("b", "c")}
+    assert page.latest == {
+        u.topic: TopicHead(u.id.text, u.clock_us) for u in published if u.topic in ("b", "c")
+    }
     assert page.next == "c"
     assert broker.delete_topic("b")  # DELETE /topics/b: its latest goes at once
     broker.publish_updates([deletion_draft("c", 2)])  # as the aggregator publishes it

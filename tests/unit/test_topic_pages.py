@@ -19,6 +19,7 @@ from pushsvc.core.topic_pages import (
     NamePage,
     TopicRange,
     common_ranges,
+    merged_head,
     topic_ranges,
     walk,
 )
@@ -139,3 +140,53 @@ def test_common_ranges_hold_exactly_the_names_both_lists_select(
     for name in probes:
         holding = sum(contains(r, name) for r in ranges)
         assert holding == (1 if Scope.of(a).allows(name) and Scope.of(b).allows(name) else 0)
+
+
+_RUNS = st.integers(1, 20).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 60)), max_size=40),
+        st.integers(1, 300),
+    )
+)
+
+
+@given(_RUNS)
+def test_the_merged_head_of_sorted_sources_is_their_union_sorted_cut_at_count(
+    drawn: tuple[int, list[tuple[int, int]], int],
+) -> None:
+    # Names 0, 1, 2, ... in runs, each run in one source (a topic is in one partition): evenly
+    # spread, all in one source, or anything between.
+    n, runs, count = drawn
+    sources: list[list[int]] = [[] for _ in range(n)]
+    names = 0
+    for owner, length in runs:
+        sources[owner] += range(names, names + length)
+        names += length
+
+    def read(asking: dict[int, int | None], chunk: int) -> dict[int, list[int]]:
+        answers = {}
+        for source, after in asking.items():
+            kept = sources[source]
+            start = 0 if after is None else bisect.bisect_right(kept, after)
+            answers[source] = kept[start : start + chunk]
+        return answers
+
+    assert merged_head(count, n, read) == list(range(names))[:count]
+
+
+def test_names_spread_evenly_are_read_about_twice_a_share_per_source() -> None:
+    sources = [list(range(p, 16_000, 16)) for p in range(16)]
+    read_names = 0
+
+    def read(asking: dict[int, int | None], chunk: int) -> dict[int, list[int]]:
+        nonlocal read_names
+        answers = {}
+        for source, after in asking.items():
+            start = 0 if after is None else bisect.bisect_right(sources[source], after)
+            answers[source] = sources[source][start : start + chunk]
+            read_names += len(answers[source])
+        return answers
+
+    assert merged_head(1001, 16, read) == list(range(1001))
+    assert read_names <= 2_200  # the whole page from each partition: 16,016

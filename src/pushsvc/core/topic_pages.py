@@ -18,8 +18,11 @@ every name once, in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol, TypeVar
 
 from pushsvc.core.topics import ALL
 
@@ -137,6 +140,50 @@ class KeyPage:
     """The keys kept, at most the page's limit, in order."""
     next: str | None
     """The key the next page reads after; None when nothing follows."""
+
+
+class _Ordered(Protocol):
+    def __lt__(self, other: Any, /) -> bool: ...
+
+
+Name = TypeVar("Name", bound=_Ordered)
+
+
+def merged_head(
+    count: int,
+    sources: int,
+    read: Callable[[Mapping[int, Name | None], int], Mapping[int, list[Name]]],
+) -> list[Name]:
+    """The first `count` names of `sources` sorted indexes with no name in common, merged.
+
+    `read(asking, chunk)` answers, for each source in `asking`, its first `chunk` names after
+    the name given (all of them from the start for None), in order. Each source is asked for
+    about twice its share of `count` first, then only the sources that hold up the merge (the
+    one whose last name read is the lowest, among those that may hold more) for twice as many
+    each time: names hash evenly over partitions, so a page of 1,000 from 16 reads some
+    2,100 names instead of 16,000 (every partition asked for the whole page)."""
+    chunk = max(8, 2 * (count // max(sources, 1) + 1))
+    asking: dict[int, Name | None] = dict.fromkeys(range(sources))
+    read_so_far: dict[int, list[Name]] = {source: [] for source in range(sources)}
+    more: set[int] = set()  # the sources that answered a whole chunk: they may hold more
+    while asking:
+        for source, names in read(asking, chunk).items():
+            read_so_far[source] += names
+            if len(names) < chunk:
+                more.discard(source)
+            else:
+                more.add(source)
+        merged = heapq.merge(*read_so_far.values())
+        if not more:
+            return list(islice(merged, count))
+        # Every name up to the lowest last name of a source that may hold more is known.
+        bound = min(read_so_far[source][-1] for source in more)
+        known = [name for name in islice(merged, count) if not bound < name]
+        if len(known) == count:
+            return known
+        asking = {s: read_so_far[s][-1] for s in more if read_so_far[s][-1] == bound}
+        chunk *= 2
+    return []  # not reached: `asking` is never empty while a source may hold more
 
 
 def scan_page(read: Sequence[str], limit: int, scan: int, keep: Callable[[str], bool]) -> KeyPage:

@@ -32,6 +32,7 @@ from pushsvc.broker.base import (
     SeriesPage,
     ShardLag,
     Subscription,
+    TopicHead,
     TopicStats,
     UpdatesHandler,
 )
@@ -315,7 +316,7 @@ class MemoryBroker:
         for name in page.names:
             found = self.store.part(name).published.latest.get(name)
             if found is not None:
-                latest[name] = found
+                latest[name] = TopicHead(found.id.text, found.clock_us)
         return LatestPage(latest, following)
 
     def latest_groups(self, topics: Sequence[str]) -> dict[str, list[bytes]]:

@@ -3,9 +3,10 @@ names in a sorted set beside `latest` (`P:names`, written with it by the publish
 forget scripts), and a page reads `ZRANGE BYLEX` slices of those sets, never `HGETALL latest`.
 Active alert instances likewise (`GET /alerts`): `P:alert_keys` beside `P:alerts`.
 
-A page asks every partition for at most `limit + 1` names of each range it reads
-(`pushsvc.core.topic_pages.walk`), merges them in name order and reads the page's updates by
-`HMGET`: O(partitions * (limit + log topics)) per range, whatever the number of topics.
+A page asks every partition for about twice its share of `limit + 1` names of each range it
+reads, and more only from a partition that holds up the merge (`pushsvc.core.topic_pages.
+merged_head`), and reads the page's latest updates by `HMGET`, parsing only their heads (id
+and time): O(limit + partitions * log topics) per range, whatever the number of topics.
 
 Data written before the indexes were kept has none: the first page a process reads builds
 each partition's index whose size differs from its hash's (`lua/index_names.lua`, once per
@@ -15,17 +16,16 @@ process and index).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 
 import redis
 
-from pushsvc.broker.base import AlertsPage, LatestPage
+from pushsvc.broker.base import AlertsPage, LatestPage, TopicHead
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.scripts import Script
-from pushsvc.broker.redis.wire import unavailable, unpack
-from pushsvc.core.topic_pages import IndexRange, TopicRange, scan_page, walk
-from pushsvc.core.updates import Update
+from pushsvc.broker.redis.wire import head, unavailable
+from pushsvc.core.topic_pages import IndexRange, TopicRange, merged_head, scan_page, walk
 
 
 def lex_bounds(part: IndexRange) -> tuple[str, str]:
@@ -63,22 +63,28 @@ class TopicNames:
                 for index, names in by_partition.items():
                     pipe.hmget(self._keys.partition(index).latest, names)
                 replies = pipe.execute()
-        found: dict[str, Update] = {}
+        found: dict[str, TopicHead] = {}
         for names, values in zip(by_partition.values(), replies, strict=True):
             for name, value in zip(names, values, strict=True):
                 if value:  # None: deleted or forgotten since its name was read
-                    found[name] = unpack(name, value)
+                    found[name] = head(value)
         following = page.names[-1] if page.more else None
         return LatestPage({name: found[name] for name in page.names if name in found}, following)
 
     def _read(self, part: IndexRange, count: int) -> list[str]:
         """The first `count` names in `part` over every partition, in name order."""
         low, high = lex_bounds(part)
-        with self._client.pipeline(transaction=False) as pipe:
-            for keys in self._keys:
-                pipe.zrangebylex(keys.names, low, high, start=0, num=count)
-            replies: list[list[bytes]] = pipe.execute()
-        return [name.decode() for name in islice(heapq.merge(*replies), count)]
+        partitions = list(self._keys)
+
+        def read(asking: Mapping[int, bytes | None], chunk: int) -> dict[int, list[bytes]]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for index, after in asking.items():
+                    start = low if after is None else b"(" + after
+                    pipe.zrangebylex(partitions[index].names, start, high, start=0, num=chunk)
+                replies: list[list[bytes]] = pipe.execute()
+            return dict(zip(asking, replies, strict=True))
+
+        return [name.decode() for name in merged_head(count, len(partitions), read)]
 
     def active_alerts_page(
         self, *, after: str | None, limit: int, scan: int, keep: Callable[[str], bool]

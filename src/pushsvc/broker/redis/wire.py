@@ -26,6 +26,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pushsvc.broker.base import TopicHead
 from pushsvc.core.event import Event
 from pushsvc.core.updates import Kind, Update, UpdateId
 from pushsvc.errors import (
@@ -139,6 +140,14 @@ def unpack(topic: str, packed: bytes) -> Update:
     text_id, clock_us, body = packed.split(b" ", 2)
     update_id = UpdateId.issued(text_id.decode())
     return Update.numbered(topic, update_id, int(clock_us), body, kind)
+
+
+def head(packed: bytes) -> TopicHead:
+    """The id and time of a `latest` value, `<id> <clock_us> <body>` (only updates are a
+    topic's latest, so no kind's letter), without copying or parsing the body."""
+    id_end = packed.index(b" ")
+    clock_end = packed.index(b" ", id_end + 1)
+    return TopicHead(packed[:id_end].decode(), int(packed[id_end + 1 : clock_end]))
 
 
 # The letters a message may start with: an update's has none.

@@ -84,11 +84,11 @@ def list_topics() -> Response:
     topics = [
         {
             "topic": topic,
-            "last_id": update.id.text,
-            "last_ts": update.clock_us / 1_000_000,
+            "last_id": head.id,
+            "last_ts": head.clock_us / 1_000_000,
             "subscribers": counts[topic],
         }
-        for topic, update in page.latest.items()
+        for topic, head in page.latest.items()
     ]
     body = orjson.dumps({"topics": topics, "next": page.next})
     return Response(body, mimetype="application/json", headers=_paged("topics", limit, page.next))
