@@ -49,11 +49,12 @@
 -- the topic's history ends before the deletion.
 --
 -- Each history entry says its kind (`k`) and names the stream id of its topic's previous
--- update (`p`, '' for none kept), so one topic's history is read by following them (topic_history.lua) instead
--- of scanning everyone's updates. It names the history's previous entry too (`g`), so that
--- once the history is trimmed the oldest entry kept tells the newest trimmed (`trimmed`). Points are left out of that chain (a topic's history is its
--- updates; a stream's resume reads the whole history, points included). Alert changes, never
--- a topic's latest, chain from `alerts_head` instead.
+-- update (`p`, '' for none kept), so one topic's history is read by following them
+-- (topic_history.lua) instead of scanning everyone's updates. Points are left out of that
+-- chain (a topic's history is its updates; a stream's resume reads the whole history, points
+-- included). Alert changes, never a topic's latest, chain from `alerts_head` instead. Each
+-- entry names the history's previous entry too (`g`), so that once the history is trimmed
+-- the oldest entry kept tells the newest trimmed (`trimmed`).
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
 local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
