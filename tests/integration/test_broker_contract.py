@@ -241,6 +241,26 @@ def test_appended_batches_reach_the_aggregator_in_order(broker: Broker) -> None:
     assert read() == batches
 
 
+def test_a_big_batch_is_logged_as_entries_of_entry_events_in_order_or_not_at_all(
+    broker: Broker,
+) -> None:
+    # 2,500 events: entries of 1,000, 1,000 and 500, numbered one after another, so that the
+    # aggregator publishes them in parts; a batch with one late event logs none of them.
+    read = appended(broker)
+    events = [
+        Event(float(n), 1_000 + n, {"n": str(n % 7)} if n % 3 else None) for n in range(2_500)
+    ]
+    assert broker.append_events("big", events, lateness_us=LATENESS_US) == Appended(2_500)
+    assert read() == [("big", events[0:1000]), ("big", events[1000:2000]), ("big", events[2000:])]
+    late = [Event(0.0, 10_000_000 + n, None) for n in range(1_500)] + [Event(0.0, 1, None)]
+    with pytest.raises(LateEvent):
+        broker.append_events("big", late, lateness_us=LATENESS_US)
+    assert len(read()) == 3
+    log = event_log(broker, (broker.partition_of("big"), broker.partitions))
+    numbers = [e.n for e in log.read(FIRST, count=100) if e.topic == "big"]
+    assert numbers == [numbers[0], numbers[0] + 1, numbers[0] + 2]
+
+
 # -- idempotent appends ----------------------------------------------------------------
 
 

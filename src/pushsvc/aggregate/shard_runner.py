@@ -47,7 +47,11 @@ from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, LogGap, Pub
 log = logging.getLogger(__name__)
 
 _READ_COUNT = 512  # log entries read at once
-_PUBLISH_DRAFTS = 5000  # drafts published in one script call at most
+# Drafts published in one call at most, cut at entries: Redis runs each call as one script,
+# every producer's append waiting behind it (10,000 updates: 113-135 ms; a batch is logged as
+# entries of `ENTRY_EVENTS`, so one entry's drafts are about as many). An entry's own drafts
+# always go together: exactly-once moves "applied" entry by entry.
+_PUBLISH_DRAFTS = 1000
 _RETRY_S = 0.5  # after a failed call to Redis
 _FORGET_AT_ONCE = 1000  # topics proposed in one script call at most
 _CHECKPOINTS_AT_ONCE = 100  # topics saved in one script call at most

@@ -1,4 +1,6 @@
--- Append one batch of a topic's events to its shard's event log, if none is late.
+-- Append one batch of a topic's events to its shard's event log, if none is late: as one
+-- entry, or as several when the caller cut it (pushsvc/broker/shared_log.py's ENTRY_EVENTS),
+-- all of them or none.
 --
 -- The lateness rule is pushsvc/core/lateness.py's, decided here against the topic clock
 -- so that no two appends can race: an event is late when ts + lateness < T, where T is the
@@ -21,12 +23,13 @@
 -- ARGV: topic, payload, times, admit_new ('1' when a new topic may be logged), lease_token or
 --       '', digest or '', answer, window_ms, wake_channel ('', or on a Redis Cluster the
 --       partition's channel to SPUBLISH an empty message on once the batch is logged: it
---       wakes the partition's aggregator, which cannot block on many logs there)
+--       wakes the partition's aggregator, which cannot block on many logs there), then the
+--       payloads of the batch's other entries, if any, in order (payload is the first's)
 --       times: for each event its ts key then its limit key (ts + lateness), 19 characters
 --       each, concatenated (one argument, not two per event: packing thousands of arguments
 --       cost the web process more than the script costs Redis); answer: what a repeat of
 --       this request is answered (the events logged), kept with the digest for window_ms
--- Returns {LOGGED, entry id}, {LATE, index of the late event, T}, {NEW_TOPIC} when the topic
+-- Returns {LOGGED, the last entry's id}, {LATE, index of the late event, T}, {NEW_TOPIC} when the topic
 -- is new and admit_new is not '1', {REPLAYED, answer} when the idempotency key
 -- was seen with this digest, {KEY_REUSED} when it was seen with another; an error when a
 -- lease is given and the token is not its holder's (the Redis bridge: a bridge that lost its
@@ -80,8 +83,14 @@ end
 redis.call('HSET', clocks_key, topic, clock)
 -- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
 -- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
-local n = redis.call('INCR', logged_key)
-local id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'e', 't', topic, 'v', payload)
+local payloads = {payload}
+for i = 10, #ARGV do payloads[#payloads + 1] = ARGV[i] end
+local n = redis.call('INCRBY', logged_key, #payloads) - #payloads
+local id
+for _, entry_payload in ipairs(payloads) do
+  n = n + 1
+  id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'e', 't', topic, 'v', entry_payload)
+end
 if idempotency_key then
   redis.call('SET', idempotency_key, digest .. answer, 'PX', window_ms)
 end

@@ -34,7 +34,14 @@ from pushsvc.broker.memory.keys import RememberedKeys
 from pushsvc.broker.memory.published import Position, Published, next_id
 from pushsvc.broker.memory.series import KeptSeries
 from pushsvc.broker.publish_payload import PublishPayload, build_payload
-from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, Entry, position
+from pushsvc.broker.shared_log import (
+    ENTRY_EVENTS,
+    FIRST,
+    FORGET_SCAN,
+    Entry,
+    entry_slices,
+    position,
+)
 from pushsvc.broker.tenure import LeaseCode
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
@@ -122,6 +129,12 @@ def _up_to_events(
     return entries[start:end]
 
 
+def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], LoggedEvents]:
+    """How `Store._log` makes the entry of `events` (one of a batch's: `ENTRY_EVENTS`)."""
+    packed = [(e.value, e.ts_us, _packed_tags(e.tags)) for e in events]
+    return lambda id, n: LoggedEvents(id, topic, packed, n, events)
+
+
 def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
     return None if tags is None else tuple(chain.from_iterable(tags.items()))
 
@@ -177,7 +190,8 @@ class Store:
 
     `blocking`: a waiter with nothing to read waits for an append (serving); otherwise it
     answers at once (a simulation moves the clock itself). `journal`: keep every entry ever
-    logged for an oracle (a simulation; it grows without bound)."""
+    logged for an oracle (a simulation; it grows without bound). `entry_events`: see
+    `shared_log.ENTRY_EVENTS`."""
 
     def __init__(
         self,
@@ -190,6 +204,7 @@ class Store:
         faults: Faults = no_faults,
         blocking: bool = False,
         journal: bool = False,
+        entry_events: int = ENTRY_EVENTS,
     ) -> None:
         check_partitions(partitions)
         if history < 1:
@@ -202,6 +217,9 @@ class Store:
         self.clock = clock
         self.max_topics = max_topics
         self.faults = faults
+        self.entry_events = entry_events
+        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`; a simulation
+        logs small batches as several entries to search that path)."""
         self.parts = [
             PartitionData(
                 index,
@@ -338,8 +356,8 @@ class Store:
         check_lateness(clock, batch, lateness_us)
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
-        packed = [(e.value, e.ts_us, _packed_tags(e.tags)) for e in batch]
-        self._log(part, lambda id, n: LoggedEvents(id, topic, packed, n, batch))
+        for cut in entry_slices(len(batch), self.entry_events):
+            self._log(part, _events_entry(topic, batch[cut]))
         if idempotency is not None:
             self.keys.remember(topic, idempotency, len(batch), now)
         return Appended(len(batch))

@@ -85,7 +85,7 @@ from pushsvc.broker.redis.wire import (
     unavailable,
     unpack,
 )
-from pushsvc.broker.shared_log import LogWaiter
+from pushsvc.broker.shared_log import LogWaiter, entry_slices
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, key_reused
@@ -274,7 +274,8 @@ class RedisBroker:
         times = "".join(
             time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
-        args: list[str | int | bytes] = [topic, encode_events(events), times, ""]
+        payloads = [encode_events(events[cut]) for cut in entry_slices(len(events))]
+        args: list[str | int | bytes] = [topic, payloads[0], times, ""]
         if fence is not None:
             keys.append(part.fence(fence[0]))
             args.append(fence[1])
@@ -286,6 +287,7 @@ class RedisBroker:
         else:
             args += ["", "", 0]
         args.append(part.wake_channel if self.on_cluster else "")
+        args += payloads[1:]  # the batch's other entries (`ENTRY_EVENTS`)
         reply, replicas = self._run_append(keys, args)
         if reply.code is AppendCode.NEW_TOPIC:
             # The topic is new to its partition. It is admitted while the deployment keeps
