@@ -8,7 +8,8 @@ Under `{prefix}{{tag}}:` (written `P:` below):
 
     P:log               stream  the partition's event log: k=e (t=topic, v=events), k=t
                                 (v=ticks), k=f (v=topics forgotten) or k=d (t=topic
-                                deleted); what a POST appends before its 202
+                                deleted); what a POST appends before its 202 (an
+                                entry per `ENTRY_EVENTS` events of its batch)
     P:logged            counter entries ever appended to that log
     P:applied           hash    id (the last entry applied) and n (entries applied), written
                                 atomically with the updates they produced
