@@ -142,8 +142,8 @@ def test_a_read_stops_at_the_entry_that_brings_enough_events() -> None:
     from pushsvc.broker.memory.store import FIRST, READ_EVENTS
 
     clock = ManualClock()
-    store = Store(1, clock=clock)
     batch = [Event(1.0, 10 * S + i) for i in range(READ_EVENTS // 3 + 1)]
+    store = Store(1, clock=clock, entry_events=len(batch))  # a batch an entry
     for _ in range(6):
         store.append("t", batch, 60 * S, None)
     first = store.read(0, FIRST, 512)
