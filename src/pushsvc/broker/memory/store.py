@@ -218,8 +218,8 @@ class Store:
         self.max_topics = max_topics
         self.faults = faults
         self.entry_events = entry_events
-        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`; a simulation
-        logs small batches as several entries to search that path)."""
+        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`; a test of
+        what reads the log may log each batch as one entry)."""
         self.parts = [
             PartitionData(
                 index,

@@ -19,7 +19,7 @@ from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys, time_key
 from pushsvc.broker.redis.script_replies import ForgetReply, StateReply
 from pushsvc.broker.redis.scripts import Script
-from pushsvc.broker.redis.wire import decode_events, hash_fields, unavailable, unpack
+from pushsvc.broker.redis.wire import decode_events, hash_fields, head, unavailable
 from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, Entry, LogState
 from pushsvc.core.checkpoint import Checkpoint
 
@@ -76,7 +76,7 @@ class RedisEventLog:
         with unavailable("read_state"):
             keys = [self._part.applied, self._part.latest]
             reply = StateReply.decode(self._state(keys=keys))
-        clocks = {topic: unpack(topic, packed).clock_us for topic, packed in reply.latest.items()}
+        clocks = {topic: head(packed).clock_us for topic, packed in reply.latest.items()}
         return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks)
 
     def applied(self) -> str:
