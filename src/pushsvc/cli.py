@@ -77,6 +77,8 @@ _METAVARS = {
     "auth_url": "URL",
     "auth_cookies": "NAME[,...]",
     "auth_headers": "NAME[,...]",
+    "max_stream_buffer": "BYTES",
+    "stream_buffer_budget": "BYTES",
 }
 
 

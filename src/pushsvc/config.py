@@ -14,6 +14,7 @@ from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US
 from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
+from pushsvc.core.sizes import parse_size_bytes, size_label
 from pushsvc.errors import ConfigError, InvalidTopic, RulesError
 from pushsvc.ingest.outbox_dsn import PostgresDsn, parse_dsn
 from pushsvc.ingest.outbox_sql import DEFAULT_TABLE, check_table
@@ -69,6 +70,13 @@ def _port(text: str) -> int:
 
 def _optional_port(text: str) -> int | None:
     return _port(text) if text else None
+
+
+def _positive_size(text: str) -> int:
+    value = parse_size_bytes(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be more than 0 bytes")
+    return value
 
 
 def _positive_duration(text: str) -> int:
@@ -309,7 +317,7 @@ class Settings:
     # stream of a new shape goes uncompressed.
     stream_compression_contexts: int = setting("256", _positive_int)
     retry_us: int = setting("3s", _positive_duration, name="retry")
-    max_body_bytes: int = setting("1048576", _positive_int, name="max_body")
+    max_body_bytes: int = setting("1MiB", _positive_size, name="max_body")
     max_batch: int = setting("10000", _positive_int)
     queue_size: int = setting("1000", _positive_int)
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
@@ -324,8 +332,8 @@ class Settings:
     # 8 MiB, not Centrifugo's 1 MiB: past it a stream conflates (Centrifugo disconnects, and
     # its client recovers each update), and an honest reader behind a failover's backlog on a
     # Redis Cluster held more than 1 MiB (the fault suite lost updates to conflation there).
-    max_stream_buffer: int = setting("8388608", _positive_int)
-    stream_buffer_budget: int = setting("268435456", _positive_int)
+    max_stream_buffer: int = setting("8MiB", _positive_size)
+    stream_buffer_budget: int = setting("256MiB", _positive_size)
     # Every process of a deployment must give the same count (docs/scaling.md).
     partitions: int = setting("16", _partitions)
     lease_us: int = setting("5s", _positive_duration, name="lease")
@@ -514,8 +522,8 @@ class Settings:
         return settings
 
     def redacted(self) -> dict[str, object]:
-        """Settings by name for logs, as they are given (durations as `10s`, tiers as
-        `1s:15m`), secrets hidden."""
+        """Settings by name for logs, as they are given (durations as `10s`, sizes as `8MiB`,
+        tiers as `1s:15m`), secrets hidden."""
         out: dict[str, object] = {}
         for spec in self.specs():
             value = getattr(self, spec.field)
@@ -523,6 +531,8 @@ class Settings:
             out[spec.name] = redact_url(value) if spec.secret and isinstance(value, str) else value
             if spec.field.endswith("_us"):
                 out[spec.name] = _as_given(value)
+            elif spec.parse is _positive_size:
+                out[spec.name] = size_label(value)
         out["series"] = ",".join(tier.label for tier in self.series)
         return out
 

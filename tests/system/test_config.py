@@ -16,6 +16,7 @@ from harness.live import SRC
 
 from pushsvc.config import Settings, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.sizes import parse_size_bytes, size_label
 from pushsvc.errors import ConfigError
 
 
@@ -60,6 +61,49 @@ def test_duration_labels(us: int, label: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1048576", 1 << 20),
+        ("512KiB", 512 << 10),
+        ("8MiB", 8 << 20),
+        (" 256 MiB ", 256 << 20),
+        ("2GiB", 2 << 30),
+        ("100B", 100),
+        ("0", 0),
+    ],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size_bytes(text) == size
+
+
+@pytest.mark.parametrize("text", ["8M", "8MB", "8mib", "1.5MiB", "-1", "", "MiB", "8 MiB of it"])
+def test_a_size_in_another_unit_or_none_is_refused(text: str) -> None:
+    # `8M` and `8MB` are a megabyte to nginx and a million bytes to Redis: never guessed.
+    with pytest.raises(ValueError, match="is not a size"):
+        parse_size_bytes(text)
+
+
+@pytest.mark.parametrize(
+    ("size", "label"), [(8 << 20, "8MiB"), (256 << 20, "256MiB"), (1 << 30, "1GiB"), (1536, "1536"),
+                        (1 << 10, "1KiB"), (3 << 19, "1536KiB")],
+)  # fmt: skip
+def test_size_labels_are_exact(size: int, label: str) -> None:
+    assert size_label(size) == label
+    assert parse_size_bytes(label) == size
+
+
+def test_byte_bounds_are_given_in_units_and_shown_as_given() -> None:
+    defaults = Settings.load({}, {})
+    assert (defaults.max_body_bytes, defaults.max_stream_buffer) == (1 << 20, 8 << 20)
+    assert defaults.stream_buffer_budget == 256 << 20
+    given = Settings.load({"max_stream_buffer": "64MiB"}, {"PUSHSVC_MAX_BODY": "4194304"})
+    assert (given.max_stream_buffer, given.max_body_bytes) == (64 << 20, 4 << 20)
+    shown = given.redacted()
+    assert (shown["max_stream_buffer"], shown["max_body"]) == ("64MiB", "4MiB")
+    assert shown["stream_buffer_budget"] == "256MiB"
+
+
+@pytest.mark.parametrize(
     ("setting", "value", "named"),
     [
         ("windows", "10x", "--windows / PUSHSVC_WINDOWS"),
@@ -79,6 +123,9 @@ def test_duration_labels(us: int, label: str) -> None:
         ("idempotency_window", "10 min", "--idempotency-window"),
         ("alert_retention", "0", "--alert-retention / PUSHSVC_ALERT_RETENTION"),
         ("alert_retention", "a day", "--alert-retention"),
+        ("max_stream_buffer", "8MB", "--max-stream-buffer / PUSHSVC_MAX_STREAM_BUFFER"),
+        ("stream_buffer_budget", "0MiB", "--stream-buffer-budget / PUSHSVC_STREAM_BUFFER_BUDGET"),
+        ("max_body", "1.5MiB", "--max-body / PUSHSVC_MAX_BODY"),
     ],
 )
 def test_bad_values_raise_naming_the_setting(setting: str, value: str, named: str) -> None:
