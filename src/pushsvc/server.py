@@ -607,7 +607,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
         waiting=waiting_clients_for(
             settings,
             open_files.limit,
-            collector.CollectAfterShedding(runtime.metrics.shed_counter()),
+            runtime.metrics.shed_counter().inc,
         ),
     )
     if tls is None:

@@ -1,10 +1,11 @@
 """A serving process's collector thresholds (`pushsvc.ops.collector`): full passes ten times
-rarer, the youngest generation collected after 10,000 allocations, and a flood of batches
-brings no full pass."""
+rarer, the youngest generation collected after 10,000 allocations, a flood of batches
+brings no full pass, and what the process made to start is never walked again."""
 
 from __future__ import annotations
 
 import gc
+import weakref
 from collections import deque
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ def thresholds() -> Iterator[tuple[int, int, int]]:
     saved = gc.get_threshold()
     yield saved
     gc.set_threshold(*saved)
+    gc.unfreeze()  # this test process's objects go back to the collector
 
 
 def test_the_young_and_the_oldest_generations_are_passed_over_more(
@@ -56,3 +58,24 @@ def test_a_flood_of_big_batches_brings_no_full_pass(thresholds: tuple[int, int, 
     finally:
         gc.callbacks.remove(count)
     assert full_passes == []
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_what_was_made_before_serving_is_left_out_of_every_pass(
+    thresholds: tuple[int, int, int],
+) -> None:
+    started = _Event(1)  # made while the process starts: the app, its modules, its rules
+    garbage = _Cycle()  # a cycle start-up let go of: collected, not frozen with the rest
+    let_go = weakref.ref(garbage)
+    del garbage
+    collector.tune_for_streams()
+    serving = _Event(2)  # made once it serves
+    walked = gc.get_objects()
+    assert not any(o is started for o in walked)
+    assert any(o is serving for o in walked)
+    assert let_go() is None
+    assert gc.get_freeze_count() > 0

@@ -21,14 +21,23 @@ aggregates in the serving process, and batches of 10,000 events allocate hundred
 thousands of objects that live a batch or two. At 700, three full passes (65-95 ms each, the
 windows' values walked) fell within 30 such batches and set a producer's p99; at 10,000 none
 did (2026-11-27). The young cycles wait a few thousand allocations longer, no more.
+
+Everything the process made to start (modules, the app, its rules and routes: some 75,000
+objects) is frozen out of the collector's passes once it is built (`gc.freeze`): it lives as
+long as the process, and a full pass walked it every time, 32-36 ms of a held loop before
+looking at anything made since (measured 2026-11-27).
+
+What an attack leaves is not left to the collector either. A connection that kept the
+server waiting and was shed, or timed out, must go by reference counting when it ends: under
+R.U.D.Y. a body's deadline, raised through the connection's frames, held them in a cycle
+(`pushsvc.http.body_deadline`), and the full passes that freed them, one per 4,096
+connections shed, held the loop 0.2-0.5 s each. The cycle is cut, and those passes are gone
+(`tests/unit/test_streaming_handler.py` counts what a timed-out body leaves).
 """
 
 from __future__ import annotations
 
 import gc
-from typing import Protocol
-
-import gevent
 
 YOUNGEST_AFTER = 10_000
 """Allocations (less deallocations) of tracked objects between two collections of the
@@ -38,34 +47,11 @@ OLDEST_EVERY = 100
 CPython)."""
 
 
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class CollectAfterShedding:
-    """What shedding connections that kept the server waiting (`pushsvc.http.
-    waiting_clients`) tells: counted, and a full pass of the collector once as many as
-    `SHED_PER_FULL_PASS` have gone. Such a connection waited long enough to reach the
-    oldest generation, and its end leaves cycles there (the exceptions that unwound its
-    greenlet hold their frames), which the rare full passes (`tune_for_streams`) would leave
-    for a long time: under an attack that keeps connections waiting, hundreds of MB."""
-
-    SHED_PER_FULL_PASS = 4096
-
-    def __init__(self, counter: _Counter) -> None:
-        self._counter = counter
-        self._since_pass = 0
-
-    def __call__(self, count: int) -> None:
-        self._counter.inc(count)
-        self._since_pass += count
-        if self._since_pass >= self.SHED_PER_FULL_PASS:
-            self._since_pass = 0
-            # On the loop, once the shed greenlets have unwound: not from the one shedding.
-            gevent.get_hub().loop.run_callback(gc.collect)
-
-
 def tune_for_streams() -> None:
-    """Set this process's thresholds (see the module docstring); the middle one unchanged."""
+    """Set this process's thresholds (see the module docstring); the middle one unchanged.
+    Then freeze what the process made to start: call it once that is built, before serving.
+    What start-up left as garbage is collected first, not frozen with the rest."""
     _, middle, _ = gc.get_threshold()
     gc.set_threshold(YOUNGEST_AFTER, middle, OLDEST_EVERY)
+    gc.collect()
+    gc.freeze()
