@@ -3,7 +3,8 @@ producer and subscriber whose service the test asserts:
 
 * R.U.D.Y.: hundreds of connections that send a head and a `Content-Length` they never
   fulfil, more than the server's open-file limit holds, from many addresses, and from one,
-  while a producer (from another address) posts and a subscriber reads every update;
+  while a producer (from another address) posts and a subscriber reads every update; and
+  Slowloris the same way: heads that never end;
 * one unfinished body, and one trickled a byte at a time, cut off at their deadlines
   (`--body-read-timeout`, `--body-timeout`), with a 408 when the app was reading them;
 * bodies past `--max-body` that never end, in each framing: answered 413, then the
@@ -55,16 +56,17 @@ def _server(*args: str, open_file_limit: int | None = None) -> Iterator[PushsvcP
 
 
 def _unfinished(
-    port: int, path: str = "/topics/rudy/events", source: str = "127.0.0.1"
+    port: int, path: str = "/topics/rudy/events", source: str = "127.0.0.1", *, head: bool = False
 ) -> socket.socket:
-    """A connection that sends its head and the first bytes of a body it never finishes,
-    from `source` (any address of 127.0.0.0/8 is this machine's)."""
+    """A connection that sends its head and the first bytes of a body it never finishes
+    (R.U.D.Y.), or with `head` only part of its head (Slowloris), from `source` (any address
+    of 127.0.0.0/8 is this machine's)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
-    sock.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        "Content-Length: 100000\r\n\r\n".encode()
-        + b'{"value": '
-    )
+    start = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    if head:
+        sock.sendall(start.encode() + b"X-Never-Ends: ")
+    else:
+        sock.sendall(start.encode() + b'Content-Length: 100000\r\n\r\n{"value": ')
     return sock
 
 
@@ -104,21 +106,24 @@ class Producer:
         wait_until(lambda: len(self.statuses) >= posts, timeout=60)
 
 
-@pytest.mark.parametrize("sources", [8, 1], ids=["many addresses", "one address"])
+@pytest.mark.parametrize(
+    ("sources", "head"),
+    [(8, False), (1, False), (8, True)],
+    ids=["many addresses", "one address", "slowloris heads, many addresses"],
+)
 def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
-    sources: int, topic: str
+    sources: int, head: bool, topic: str
 ) -> None:
-    """600 unfinished bodies against a server whose open-file limit is 512, with deadlines
-    longer than the test: the connections that waited longest on their client are shed when
-    descriptors run short (from 8 addresses, 75 each: under the per-address cap) or when one
-    address holds too many, and a producer and a subscriber are served throughout."""
+    """600 unfinished bodies (or heads) against a server whose open-file limit is 512, with
+    deadlines longer than the test: the connections that waited longest on their client are
+    shed when descriptors run short (from 8 addresses, 75 each: under the per-address cap) or
+    when one address holds too many, and a producer and a subscriber are served throughout."""
     try:
         raise_fd_limit(2 * ATTACKERS + 256)
     except OSError as exc:
         pytest.skip(str(exc))
-    with _server(
-        "--body-timeout", "10m", "--body-read-timeout", "10m", open_file_limit=OPEN_FILE_LIMIT
-    ) as proc:
+    deadlines = ("--body-timeout", "10m", "--body-read-timeout", "10m", "--header-timeout", "10m")
+    with _server(*deadlines, open_file_limit=OPEN_FILE_LIMIT) as proc:
         port = proc.port
         rss_before = rss_kb([proc.pid])
         with SSEClient(port, f"/topics/{topic}/stream") as stream:
@@ -128,7 +133,8 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
                 with Producer(port, topic) as producer:
                     producer.wait_for(5)
                     for n in range(ATTACKERS):
-                        attackers.append(_unfinished(port, source=f"127.0.1.{2 + n % sources}"))
+                        source = f"127.0.1.{2 + n % sources}"
+                        attackers.append(_unfinished(port, source=source, head=head))
                     wait_until(
                         lambda: _turned_away(port) >= ATTACKERS - OPEN_FILE_LIMIT, timeout=60
                     )
@@ -136,12 +142,13 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
                     producer.wait_for(posted + 40)
                     # A second wave while the first's survivors still hold descriptors.
                     for n in range(ATTACKERS // 2):
-                        attackers.append(_unfinished(port, source=f"127.0.1.{2 + n % sources}"))
+                        source = f"127.0.1.{2 + n % sources}"
+                        attackers.append(_unfinished(port, source=source, head=head))
                     producer.wait_for(len(producer.statuses) + 20)
                     if sources == 1:
                         # A second later (20 posts), the next connection from the address
                         # finds all the others old enough to shed: it keeps its share.
-                        attackers.append(_unfinished(port, source="127.0.1.2"))
+                        attackers.append(_unfinished(port, source="127.0.1.2", head=head))
                         wait_until(lambda: open_fds([proc.pid]) <= PER_ADDRESS + 64, timeout=30)
                 assert set(producer.statuses) == {202}, producer.statuses
                 assert max(producer.latencies) < LIVENESS_BOUND_S, sorted(producer.latencies)[-5:]
