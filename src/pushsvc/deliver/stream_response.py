@@ -58,6 +58,7 @@ from pushsvc.deliver.rendering import Rendering, rendering_for_stream
 from pushsvc.deliver.server_writes import ServerWrites
 from pushsvc.deliver.shared_deflate import SharedDeflates
 from pushsvc.deliver.stream_socket import (
+    SEND_BUFFER,
     cap_send_buffer,
     hand_over,
     let_go_of_request,
@@ -123,7 +124,7 @@ def events(
         watch = peer_watch.watch_stream(environ, client.gone)
         queue = client.queue
         on_write_timeout(environ, partial(hub.close_slow, client))
-        cap_send_buffer(environ, _SEND_BUFFER)
+        cap_send_buffer(environ, SEND_BUFFER)
         client.writing()  # a head stuck in the server's write is ended there (Subscriber.close)
         for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
             if head is not None:
@@ -196,11 +197,6 @@ def events(
             if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
                 log.info("stream ended: %s", client.closed_reason)
             primed.close()
-
-
-_SEND_BUFFER = 256 * 1024
-"""A stream's kernel send buffer (Linux doubles it for its bookkeeping), where the kernel
-would grow it to 4 MiB; measured in docs/performance.md (hostile clients)."""
 
 
 def head_page_size(max_stream_buffer: int) -> int:
