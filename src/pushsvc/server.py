@@ -110,6 +110,7 @@ class HeadTimeoutHandler(PywsgiHandler):
     body_read_timeout_s = 10.0  # set per server by `handler_for`
     greenlets: Gauge | None = None  # set per server by `handler_for`
     waiting: WaitingClients | None = None  # set per server by `handler_for`
+    timeouts: Counter | None = None  # set per server by `handler_for`
     _head_deadline: gevent.Timeout | None = None
     _body: BodyReader | None = None
     _linger = False
@@ -175,11 +176,7 @@ class HeadTimeoutHandler(PywsgiHandler):
             try:
                 sent: int = sock.send(view)
             except _WriteTooSlow:
-                log.info(
-                    "closed %s: took nothing of its answer for %g s",
-                    self.client_address,
-                    self.write_timeout_s,
-                )
+                timed_out(self.timeouts, "write", self.client_address)
                 self.close_connection = True
                 if self.on_write_timeout is not None:
                     self.on_write_timeout()
@@ -207,7 +204,7 @@ class HeadTimeoutHandler(PywsgiHandler):
         try:
             data: bytes = wsgi_input.read(length)  # sends `100 Continue` where asked
         except BodyTooSlow:
-            log.info("closed %s: request body not received in time", self.client_address)
+            timed_out(self.timeouts, "body", self.client_address)
             with contextlib.suppress(OSError):
                 self.socket.sendall(_BODY_TIMEOUT)
             return False
@@ -289,11 +286,7 @@ class HeadTimeoutHandler(PywsgiHandler):
         # pywsgi's hook for invalid requests: a slow client is routine (an attack, or a bad
         # network), worth a 408 and an INFO line, not pywsgi's ERROR and 400.
         if isinstance(ex, _HeadersTooSlow):
-            log.info(
-                "closed %s: headers not received within %g s",
-                self.client_address,
-                self.header_timeout_s,
-            )
+            timed_out(self.timeouts, "head", self.client_address)
             return ("408", _REQUEST_TIMEOUT)
         return super().client_error(ex)
 
@@ -390,11 +383,20 @@ class StreamingHandler(HeadTimeoutHandler):
         return True
 
 
+def timed_out(timeouts: Counter | None, phase: str, address: object) -> None:
+    """A connection closed in `phase` because its client did not send or take in time:
+    counted, and logged at DEBUG only (an attack times out thousands a minute)."""
+    if timeouts is not None:
+        timeouts.labels(phase).inc()
+    log.debug("closed %s: nothing in time (%s)", address, phase)
+
+
 def handler_for(
     settings: Settings,
     *,
     greenlets: Gauge | None = None,
     waiting: WaitingClients | None = None,
+    timeouts: Counter | None = None,
 ) -> type[HeadTimeoutHandler]:
     fields = {
         "header_timeout_s": settings.header_timeout_us / 1e6,
@@ -404,6 +406,7 @@ def handler_for(
         "body_read_timeout_s": settings.body_read_timeout_us / 1e6,
         "greenlets": greenlets,
         "waiting": waiting,
+        "timeouts": timeouts,
     }
     return type(StreamingHandler.__name__, (StreamingHandler,), fields)
 
@@ -532,7 +535,7 @@ class Server(PywsgiServer):
         try:
             tls_socket = self.tls_handshake(client_socket)
         except _HeadTimeout:
-            log.info("closed %s: no TLS handshake within %g s", address, timeout_s)
+            timed_out(self.handler_class.timeouts, "handshake", address)
             return
         except OSError as exc:  # ssl.SSLError included: a plain-HTTP client, an old TLS
             deadline.close()
@@ -604,6 +607,7 @@ def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> N
     handler = handler_for(
         settings,
         greenlets=runtime.metrics.greenlet_gauge(),
+        timeouts=runtime.metrics.timeout_counter(),
         waiting=waiting_clients_for(
             settings,
             open_files.limit,

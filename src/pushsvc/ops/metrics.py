@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from pushsvc.ingest.outbox import OutboxStats
 
 
+TIMEOUT_PHASES = ("handshake", "head", "body", "write")
+"""The `phase` label of `pushsvc_client_timeouts_total`: part of the metrics' contract."""
+
+
 class AggregatorStats(Protocol):
     """What the metrics read of an aggregator (or of every one a process holds)."""
 
@@ -461,6 +465,23 @@ class Metrics:
             "the longest-waiting first, to keep descriptors for the others",
             registry=self._own,
         )
+
+    def timeout_counter(self) -> Counter:
+        """What pushsvc's own server counts as it closes connections whose client did not
+        send or take in time, by phase: each is logged only at DEBUG, since an attack
+        (slowloris, R.U.D.Y.) times out thousands a minute and a line each would flood the log
+        and hold the loop writing it. Every phase is shown from the start, at 0."""
+        counter = Counter(
+            "pushsvc_client_timeouts",
+            "Connections closed because their client did not send or take in time: "
+            "handshake (TLS) and head within --header-timeout, body within --body-timeout and "
+            "--body-read-timeout, write: an answer it took nothing of for --slow-client-timeout",
+            ["phase"],
+            registry=self._own,
+        )
+        for phase in TIMEOUT_PHASES:
+            counter.labels(phase)
+        return counter
 
     def refused_counter(self) -> Counter:
         """What pushsvc's own server counts as it resets connections just accepted while

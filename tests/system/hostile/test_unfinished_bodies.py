@@ -25,7 +25,15 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from harness.live import PushsvcProcess, SSEClient, metric, post, request, wait_until
+from harness.live import (
+    PushsvcProcess,
+    SSEClient,
+    metric,
+    metric_sample,
+    post,
+    request,
+    wait_until,
+)
 from harness.procfs import open_fds, rss_kb
 from harness.raw_streams import raise_fd_limit, read_until_closed
 
@@ -337,6 +345,9 @@ def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:
             # Read before the app is called (pushsvc.server), it is answered 408 too.
             healthz = read_until_closed(idle_get, within=10)
             assert healthz.startswith(b"HTTP/1.1 408 "), healthz
+            # Counted by phase (and logged only at DEBUG: an attack times out thousands).
+            assert _timeouts(proc.port, "body") == 2
+            assert _timeouts(proc.port, "head") == _timeouts(proc.port, "write") == 0
         finally:
             attacker.close()
             idle_get.close()
@@ -441,10 +452,14 @@ def test_a_response_never_read_is_cut_off(topic: str) -> None:
         sock.connect(("127.0.0.1", proc.port))
         sock.sendall(f"GET /topics/{topic}/history?limit=2000 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         try:
-            proc.wait_for_log(r"took nothing of its answer for 1 s", timeout=30)
+            wait_until(lambda: _timeouts(proc.port, "write") == 1, timeout=30)
             assert post(proc.port, topic, {"value": 1.0}) == (202, {"accepted": 1})
         finally:
             sock.close()
+
+
+def _timeouts(port: int, phase: str) -> float:
+    return metric_sample(port, "pushsvc_client_timeouts_total", f'{{phase="{phase}"}}')
 
 
 def _history_size(port: int, topic: str) -> int:
