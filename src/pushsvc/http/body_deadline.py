@@ -10,7 +10,10 @@ one pywsgi makes after the answer to discard what the app left unread:
 * the whole body must arrive within `--body-timeout` of the head;
 * no wait for its next piece may last longer than `--body-read-timeout` (a read of many
   bytes is a series of pieces, each as the socket gives it: a body that keeps coming, however
-  large, is never cut off while it is within the total deadline).
+  large, is never cut off while it is within the total deadline), and a quarter more at
+  most, drawn once per body: an attack opens its connections in waves (each time the server
+  lets go of the last), and without the spread a wave's hundreds of bodies all timed out in
+  one turn of the server's loop, which held it 0.1 s while a producer waited.
 
 A piece already at hand (in the connection's buffer, or what one recv that does not wait
 gives: a small body sent with its head) is read with no timer armed and without counting the
@@ -24,11 +27,16 @@ will not take (413): nothing more of it is read, without end or otherwise.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import NoReturn, Protocol
 
 import gevent
+
+SPREAD = 0.25
+"""How much longer than `--body-read-timeout` a body's reads may wait, at most (a share of it,
+drawn once per body): see the module docstring."""
 
 
 def _nothing() -> None:
@@ -83,7 +91,7 @@ class BodyReader:
     ) -> None:
         self._raw = raw
         self._deadline = time.monotonic() + timeout_s
-        self._read_timeout_s = read_timeout_s
+        self._read_timeout_s = read_timeout_s * (1 + SPREAD * random.random())
         self._to_close = to_close
         """Marks the connection to close after this request."""
         self._on_waiting = on_waiting
