@@ -1,9 +1,13 @@
-"""A self-signed certificate and its key, for the tests of HTTPS served directly."""
+"""A self-signed certificate and its key, for the tests of HTTPS served directly, and a
+sample of such a server's /metrics."""
 
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
+import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +56,17 @@ def self_signed(folder: Path, name: str) -> Pair:
         )
     )
     return pair
+
+
+def https_metric(port: int, context: ssl.SSLContext, name: str, labels: str = "") -> float:
+    """One sample of an HTTPS server's /metrics, `labels` as /metrics writes them
+    (`{phase="head"}`); fails when the server has none."""
+    conn = http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    found = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
+    assert found, f"no {name}{labels} in /metrics"
+    return float(found[1])

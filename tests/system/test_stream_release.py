@@ -8,10 +8,8 @@ so no write can be what notices the client left: only the stream watching its co
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
-import re
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -35,7 +33,7 @@ from harness.sse_parser import EventStreamParser
 from pushsvc.deliver.hub import StreamExit
 from support.gunicorn import gunicorn
 from support.redis_keys import updates_channel
-from support.tls_pairs import Pair, self_signed
+from support.tls_pairs import Pair, https_metric, self_signed
 
 STREAMS = 1000
 RELEASE_WAIT_S = 5  # generous on a loaded machine; the bound itself is measured in bench/
@@ -191,8 +189,10 @@ def test_a_tls_stream_is_released_when_its_client_goes(
     stays = _tls_stream(proc.port, context, path)
     leaves = _tls_stream(proc.port, context, path)
     try:
-        base = f"https://localhost:{proc.port}"
-        metrics = _https_metrics(base, context)
+
+        def metrics() -> float:
+            return https_metric(proc.port, context, "pushsvc_subscribers")
+
         assert metrics() == 2
         leave(leaves)
         wait_until(lambda: metrics() == 1, RELEASE_WAIT_S)
@@ -201,23 +201,6 @@ def test_a_tls_stream_is_released_when_its_client_goes(
         leaves.close()
         stays.close()
         assert proc.stop() == 0
-
-
-def _https_metrics(base: str, context: ssl.SSLContext) -> Callable[[], float]:
-    host, port = base.removeprefix("https://").split(":")
-
-    def subscribers() -> float:
-        conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        match = re.search(r"^pushsvc_subscribers (\S+)$", text, re.MULTILINE)
-        assert match
-        return float(match[1])
-
-    return subscribers
 
 
 def _numsub(admin: redis.Redis, channel: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import socket
 import ssl
 import time
@@ -20,7 +19,7 @@ from harness.live import PushsvcProcess, run_tool, start_tool, wait_until
 from harness.redis_server import RedisServer
 from harness.sse_parser import EventStreamParser, SSEMessage
 
-from support.tls_pairs import Pair, self_signed
+from support.tls_pairs import Pair, https_metric, self_signed
 
 
 @pytest.fixture(scope="module")
@@ -255,16 +254,9 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 
 def _handshake_timeouts(port: int, pair: Pair) -> float:
-    """`pushsvc_client_timeouts_total{phase="handshake"}`, read over HTTPS."""
-    conn = http.client.HTTPSConnection("localhost", port, context=_trusting(pair), timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    found = re.search(r'^pushsvc_client_timeouts_total\{phase="handshake"\} (\S+)$', text, re.M)
-    assert found, "no handshake timeouts in /metrics"
-    return float(found[1])
+    return https_metric(
+        port, _trusting(pair), "pushsvc_client_timeouts_total", '{phase="handshake"}'
+    )
 
 
 def test_a_connection_that_sends_no_client_hello_is_closed_at_the_header_timeout(

@@ -24,71 +24,69 @@ def _app(environ: dict[str, object], start_response: Callable[..., object]) -> I
     return [b"ok"]
 
 
-def _one_request(port: int) -> None:
+def _until_closed(port: int, request: bytes) -> bytes:
+    """What the server answers `request` with, up to its close of the connection."""
     with gsocket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(request)
         answer = b""
         while chunk := sock.recv(4096):
             answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
     gevent.sleep(0)  # the server's greenlet ends the connection
+    return answer
 
 
-def test_a_handler_is_freed_once_its_response_is_done() -> None:
-    handler = type("Handler", (StreamingHandler,), {"header_timeout_s": 10.0, "greenlets": None})
+def _one_request(port: int) -> None:
+    answer = _until_closed(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
+
+
+def _objects_left(
+    connect: Callable[[int], None], times: int, *, warm: int = 1, **fields: object
+) -> int:
+    """What `times` connections made by `connect` to a server of handler `fields` leave for
+    the collector (it is off meanwhile): once `warm` ones made what is made once."""
+    handler = type("Handler", (StreamingHandler,), {"header_timeout_s": 10.0, "greenlets": None,
+                                                    **fields})  # fmt: skip
     server = Server(("127.0.0.1", 0), _app, log=None, handler_class=handler)
     server.start()
+    port = server.server_port
+    assert port is not None
     try:
-        _one_request(server.server_port)  # anything made once is made here
+        for _ in range(warm):
+            connect(port)
         gc.collect()
         gc.disable()
         try:
             before = len(gc.get_objects())
-            for _ in range(50):
-                _one_request(server.server_port)
-            left = len(gc.get_objects()) - before
+            for _ in range(times):
+                connect(port)
+            return len(gc.get_objects()) - before
         finally:
             gc.enable()
     finally:
         server.stop()
+
+
+def test_a_handler_is_freed_once_its_response_is_done() -> None:
+    left = _objects_left(_one_request, 50)
     # A handler kept in a cycle with its environ keeps a dozen objects or more.
     assert left < 25, f"{left} objects left by 50 requests"
 
 
 def _one_unfinished_body(port: int) -> None:
     """A POST whose body never comes, kept open until the server gives up on it."""
-    with gsocket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
+    answer = _until_closed(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
     assert answer.startswith(b"HTTP/1.1 408"), answer
-    gevent.sleep(0)
 
 
 def test_a_connection_whose_body_timed_out_is_freed_with_it() -> None:
     """Under R.U.D.Y. thousands of bodies time out a minute: each connection's handler, frames
     and deadline go when it does, by reference counting, never in a cycle that only a full
     pass of the collector would free (one such pass held the loop for half a second)."""
-    fields = {"header_timeout_s": 10.0, "greenlets": None, "max_body_bytes": 1 << 20,
-              "body_timeout_s": 10.0, "body_read_timeout_s": 0.02}  # fmt: skip
-    handler = type("Handler", (StreamingHandler,), fields)
-    server = Server(("127.0.0.1", 0), _app, log=None, handler_class=handler)
-    server.start()
-    try:
-        for _ in range(3):
-            _one_unfinished_body(server.server_port)  # anything made once is made here
-        gc.collect()
-        gc.disable()
-        try:
-            before = len(gc.get_objects())
-            for _ in range(30):
-                _one_unfinished_body(server.server_port)
-            left = len(gc.get_objects()) - before
-        finally:
-            gc.enable()
-    finally:
-        server.stop()
+    left = _objects_left(
+        _one_unfinished_body, 30, warm=3, max_body_bytes=1 << 20, body_timeout_s=10.0,
+        body_read_timeout_s=0.02,
+    )  # fmt: skip
     # A connection left in a cycle keeps some seventy objects: its frames, handler and socket
     # (2,103 for these 30, measured with the cycle put back).
     assert left < 10 * 30, f"{left} objects left by 30 timed-out bodies"
