@@ -89,6 +89,9 @@ class Curl:
 
     def close(self) -> bytes:
         self._proc.terminate()
+        # Its output ends with it: the reader sees the end before `communicate` closes the
+        # pipe (closed under a read, the reader's thread failed the test).
+        self._reader.join(10)
         _, errors = self._proc.communicate(timeout=10)
         return errors
 
