@@ -563,6 +563,10 @@ def test_the_dashboard_is_live_with_topics_of_several_partitions(
 ) -> None:
     family = f"shop{uuid.uuid4().hex[:4]}"
     topics, partitions = topics_over_primaries(deployment, family, count=4)
+    # A read the cluster answers late on a loaded machine is a 503 with Retry-After (seen
+    # once in CI, while the suite's other workers ran), which the page asks again: what it
+    # then shows is what this test asserts.
+    allow_network_errors(page)
     page.set_viewport_size({"width": 1280, "height": 720})
     open_dashboard(page, deployment.web)
     page.get_by_label("Topic prefix").fill(f"{family}.")  # this test's topics only
