@@ -101,6 +101,12 @@ class BodyReader:
         self._read_now: ReadNow | None = None
         """Reads a piece with no wait, b"" when none is at hand (`read_first_with`)."""
 
+    @property
+    def read_timeout_s(self) -> float:
+        """The longest wait for a piece of this body: `--body-read-timeout` and up to `SPREAD`
+        more, drawn for this body."""
+        return self._read_timeout_s
+
     def read(self, size: int | None = -1) -> bytes:
         """Up to `size` bytes (all, up to the body's end, for None or a negative size),
         fewer only at the end of the body."""
