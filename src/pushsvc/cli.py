@@ -77,8 +77,6 @@ _METAVARS = {
     "auth_url": "URL",
     "auth_cookies": "NAME[,...]",
     "auth_headers": "NAME[,...]",
-    "max_stream_buffer": "BYTES",
-    "stream_buffer_budget": "BYTES",
 }
 
 
@@ -87,7 +85,7 @@ def _metavar(spec: Setting) -> str:
         return _METAVARS[spec.name]
     if spec.field.endswith("_us"):
         return "DURATION"
-    if spec.field.endswith("_bytes"):
+    if spec.is_size:
         return "BYTES"
     if _returns(spec, "int"):
         return "INTEGER"

@@ -286,6 +286,11 @@ class Setting:
     def variable(self) -> str:
         return f"PUSHSVC_{self.name.upper()}"
 
+    @property
+    def is_size(self) -> bool:
+        """Given in bytes or KiB, MiB, GiB (`pushsvc.core.sizes`), shown as given."""
+        return self.parse is _positive_size
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -531,7 +536,7 @@ class Settings:
             out[spec.name] = redact_url(value) if spec.secret and isinstance(value, str) else value
             if spec.field.endswith("_us"):
                 out[spec.name] = _as_given(value)
-            elif spec.parse is _positive_size:
+            elif spec.is_size:
                 out[spec.name] = size_label(value)
         out["series"] = ",".join(tier.label for tier in self.series)
         return out

@@ -26,8 +26,8 @@ def parse_size_bytes(text: str) -> int:
 
 
 def size_label(size: int) -> str:
-    """The shortest exact label: 8388608 → '8MiB', 1536 → '1536B'... in the largest unit that
-    divides it ('1536' stays bytes, '1024' is '1KiB')."""
+    """The shortest exact label, in the largest unit that divides it: 8388608 → '8MiB',
+    1024 → '1KiB', 1536 → '1536' (bytes)."""
     for unit in ("TiB", "GiB", "MiB", "KiB"):
         if size and size % _UNIT_BYTES[unit] == 0:
             return f"{size // _UNIT_BYTES[unit]}{unit}"
