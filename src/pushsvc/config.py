@@ -323,6 +323,8 @@ class Settings:
     stream_compression_contexts: int = setting("256", _positive_int)
     retry_us: int = setting("3s", _positive_duration, name="retry")
     max_body_bytes: int = setting("1MiB", _positive_size, name="max_body")
+    # A message's data as compact JSON (docs/api.md, Messages); past it the batch is a 413.
+    max_message_bytes: int = setting("64KiB", _positive_size, name="max_message")
     max_batch: int = setting("10000", _positive_int)
     queue_size: int = setting("1000", _positive_int)
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")

@@ -98,6 +98,7 @@ class Runtime:
             max_body_bytes=settings.max_body_bytes,
             max_batch=settings.max_batch,
             max_future_us=settings.max_future_us,
+            max_message_bytes=settings.max_message_bytes,
             derived_topics=settings.rules.derived_topics,
             session_topics=settings.rules.session_topics,
         )

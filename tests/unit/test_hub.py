@@ -471,6 +471,7 @@ def test_the_disconnect_reasons_are_the_metric_labels_operators_know() -> None:
         "reset",
         "shutdown",
         "error",
+        "behind",
     ]
 
 

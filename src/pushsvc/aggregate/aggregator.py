@@ -124,6 +124,8 @@ class Aggregator:
         else:
             self._unpaused += len(events)
             summaries = _summaries(windows, events)
+        if state.messages is not None or any(e.message is not None for e in events):
+            summaries = _counting_messages(state, events, clocks, summaries)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         if not state.stages:
@@ -144,7 +146,8 @@ class Aggregator:
             buckets = series.series
             drafts: list[UpdateDraft] = []
             for e, now, summary in zip(events, clocks, summaries, strict=True):
-                buckets.insert(e.ts_us, e.value, e.tags)
+                if e.value is not None:
+                    buckets.insert(e.ts_us, e.value, e.tags)
                 drafts.append(draft(topic, now, "event", event_json(e), summary))
                 if now >= buckets.next_close_us:
                     drafts += series.closed_points(now)
@@ -185,6 +188,12 @@ class Aggregator:
         follow = step.follow
         last_update = 0  # the place of the last update among the drafts (points follow)
         for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+            if e.value is None:
+                # A message without a value: counted, pushed, in no statistic of values (its
+                # topic's stages judge values; the next event or tick brings them to its clock).
+                last_update = len(drafts)
+                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                continue
             step.index, step.event, step.clock_us, step.summary = index, e, now, summary
             for stage in stages:
                 stage.on_event(step)
@@ -221,6 +230,11 @@ class Aggregator:
         windows = state.windows
         groups, series, sessions = state.groups, state.series, state.sessions
         for index, event in enumerate(events):
+            if event.message is not None or state.messages is not None:
+                _count_message(state, event)
+            if event.value is None:
+                _move_clock(windows, event.ts_us)
+                continue
             if isinstance(windows, RuleStats):
                 windows.insert_exact(event.ts_us, event.value, event.tags)
             else:
@@ -264,7 +278,9 @@ class Aggregator:
                 if through is None:
                     continue
                 clock = min(clock, through + every + self._lateness_us)
-            if clock > current and (len(state.windows) or _alerts_live(state)):
+            if clock > current and (
+                len(state.windows) or _alerts_live(state) or state.holds_messages()
+            ):
                 due[topic] = clock
             elif state.groups is not None and state.groups.lagging(current):
                 due[topic] = max(clock, current)
@@ -292,6 +308,8 @@ class Aggregator:
                 # (it came before the topic's first event), so it moves nothing now.
                 if clock <= state.event_clock_us:
                     state.windows.advance(clock)
+                    if state.messages is not None:
+                        state.messages.advance(clock)
                     if state.sessions is not None:
                         state.sessions.windows.advance(clock)
                 continue
@@ -302,9 +320,12 @@ class Aggregator:
         """One topic's tick through its stages. The order of what it drafts is the one
         published all along: a topic without groups has its update, its alert changes, then
         its points; a grouping topic its update, its points, then its alert changes."""
+        changed = state.windows.advance(clock)
+        if state.messages is not None:
+            changed = state.messages.advance(clock) or changed
         step = TickStep(
             clock,
-            state.windows.advance(clock),
+            changed,
             cached(partial(state.summary, clock)),
             partial(_group_summary, state, clock),
         )
@@ -337,6 +358,8 @@ class Aggregator:
             state.wall_at_event_us = self._wall_clock()
         else:
             state.windows.advance(clock_us)
+        if state.messages is not None:
+            state.messages.advance(clock_us)
         if state.sessions is not None:
             state.sessions.windows.advance(clock_us)
         if state.series is not None:
@@ -360,6 +383,8 @@ class Aggregator:
             if _alerts_live(state):
                 continue  # an alert about it is pending or firing: forgetting would drop it
             widest = max((*state.rule.windows_us, 0))
+            if state.holds_messages():
+                continue  # a window still counts a message: ticks slide it, not forgetting
             if not len(state.windows) or (
                 not ticking and clock <= state.event_clock_us + idle_us - widest
             ):
@@ -478,7 +503,59 @@ def _group_summary(state: TopicState, clock_us: int, group: Group) -> Summary:
 
 def _summaries(windows: TopicWindows | RuleStats, events: Sequence[Event]) -> Iterable[Summary]:
     """Insert `events` into a topic's windows in order: the summary right after each."""
+    if any(e.value is None for e in events):
+        return _with_messages_unvalued(windows, events)
     if isinstance(windows, RuleStats) and windows.tagged:
         # One summary at a time, each made as its draft is: see `insert_tagged`.
         return windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
     return windows.insert_many([(e.ts_us, e.value) for e in events])
+
+
+def _with_messages_unvalued(
+    windows: TopicWindows | RuleStats, events: Sequence[Event]
+) -> Iterator[Summary]:
+    """`_summaries` of a batch with messages that carry no value: those move the clock and
+    leave the statistics of values as they were; the others are inserted as always."""
+    for event in events:
+        if event.value is None:
+            _move_clock(windows, event.ts_us)
+            yield windows.summary()
+        else:
+            yield from _summaries(windows, [event])
+
+
+def _move_clock(windows: TopicWindows | RuleStats, ts_us: int) -> None:
+    """An event without a value at `ts_us`: the topic's clock moves to it (never back)."""
+    if windows.clock_us is None:
+        windows.start_at(ts_us)
+    else:
+        windows.advance(ts_us)
+
+
+def _count_message(state: TopicState, event: Event) -> None:
+    """Count `event` in the topic's message windows if it is a message, and slide them to the
+    topic's clock after it either way."""
+    counts = state.message_counts()
+    clock = counts.clock_us
+    now = event.ts_us if clock is None or event.ts_us > clock else clock
+    if event.message is not None:
+        counts.insert(event.ts_us, event.message.type, now)
+    else:
+        counts.advance(now)
+
+
+def _counting_messages(
+    state: TopicState,
+    events: Sequence[Event],
+    clocks: Sequence[int],
+    summaries: Iterable[Summary],
+) -> Iterator[Summary]:
+    """`summaries`, each with the topic's messages by type per window right after its event
+    (lazily, in step with them: a paced batch's windows and counts move together)."""
+    counts = state.message_counts()
+    for event, clock, summary in zip(events, clocks, summaries, strict=True):
+        if event.message is not None:
+            counts.insert(event.ts_us, event.message.type, clock)
+        else:
+            counts.advance(clock)
+        yield counts.merged(summary)

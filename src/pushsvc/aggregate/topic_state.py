@@ -18,6 +18,7 @@ from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats import TopicWindows
 from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
+from pushsvc.stats.message_counts import MessageCounts
 from pushsvc.stats.session_stats import SessionWindows
 
 from .stages.alerts import AlertStage
@@ -55,11 +56,31 @@ class TopicState:
     event_clock_us: int = 0
     wall_at_event_us: int = 0
     replay: Replay | None = None
+    messages: MessageCounts | None = None
+    """The topic's messages by type per exact window, from its first message on."""
+
+    def message_counts(self) -> MessageCounts:
+        """`messages`, made at the topic's first message, at the topic's clock."""
+        counts = self.messages
+        if counts is None:
+            rule = self.rule
+            widths = rule.exact_windows_us
+            counts = self.messages = MessageCounts(widths, [rule.window_label(w) for w in widths])
+            if self.windows.clock_us is not None:
+                counts.advance(self.windows.clock_us)
+        return counts
+
+    def holds_messages(self) -> bool:
+        """Whether a window still counts a message (idle ticks must slide it)."""
+        return self.messages is not None and len(self.messages) > 0
 
     def summary(self, clock_us: int) -> Summary:
         """The topic's statistics as its updates give them (a session topic's own merged in,
         and `anomaly_rate` if scored)."""
         summary: Summary = self.windows.summary()
+        if self.messages is not None:
+            self.messages.advance(clock_us)
+            summary = self.messages.merged(summary)
         if self.sessions is not None:
             summary = self.sessions.with_sessions(summary)
         if self.anomaly is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
@@ -294,6 +294,7 @@ class Broker(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class HistoryKeeper(Protocol):
     """A broker that reads its bounded history by topic (`GET /topics/<t>/history`)."""
 

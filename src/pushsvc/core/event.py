@@ -1,25 +1,58 @@
-"""The event: what a producer sends, once accepted, and how updates echo it back (pure)."""
+"""The event: what a producer sends, once accepted, and how updates echo it back (pure).
+
+An event is a measurement (`value`), an application message (`message`: an SSE event name and
+its JSON data, pushed to browsers as published), or both. The message's data is kept as the
+compact JSON text it was validated into at ingest, never parsed again on its way: the log, the
+update and every stream carry those bytes as they are.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import orjson
 
 US_PER_S = 1_000_000
+
+DEFAULT_MESSAGE_TYPE = "message"
+"""A message's type when the producer gives data and no type: what `EventSource.onmessage`
+receives."""
+
+
+class Message(NamedTuple):
+    """An application message: its SSE event name (`type`) and its data, compact JSON."""
+
+    type: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One accepted event: a finite value, its time in integer microseconds, tags."""
+    """One accepted event: a finite value (None for a message without one), its time in
+    integer microseconds, tags, and its message if it carries one."""
 
-    value: float
+    value: float | None
     ts_us: int
     tags: dict[str, str] | None = None
+    message: Message | None = None
 
 
 def event_json(event: Event) -> dict[str, object]:
-    """The event as updates echo it: ts in epoch seconds, tags always an object."""
-    return {
-        "value": event.value,
-        "ts": event.ts_us / US_PER_S,
-        "tags": {} if event.tags is None else event.tags,
-    }
+    """The event as updates echo it: ts in epoch seconds, tags always an object; a message's
+    `type` and `data` (spliced as they are), and `value` only where the event has one."""
+    message = event.message
+    if message is None:
+        return {
+            "value": event.value,
+            "ts": event.ts_us / US_PER_S,
+            "tags": {} if event.tags is None else event.tags,
+        }
+    echo: dict[str, object] = {}
+    if event.value is not None:
+        echo["value"] = event.value
+    echo["ts"] = event.ts_us / US_PER_S
+    echo["tags"] = {} if event.tags is None else event.tags
+    echo["type"] = message.type
+    echo["data"] = orjson.Fragment(message.data)
+    return echo

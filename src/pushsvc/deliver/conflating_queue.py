@@ -82,6 +82,10 @@ class ConflatingQueue:
     """Bytes of `runs` and `latest` (see the module docstring)."""
     in_flight: int = 0
     """Rendered bytes the stream's socket has not taken yet (`hold`)."""
+    lossless: bool = False
+    """A messages stream's queue: it never conflates (messages are not state, so the latest
+    would not stand for the ones before it). Where it would, `put` keeps nothing and says so,
+    and the hub ends the stream, whose client resumes from the history."""
 
     @property
     def pending(self) -> int:
@@ -115,6 +119,8 @@ class ConflatingQueue:
                 self.runs.append(run)
                 self._count(size)
                 return False
+        if self.lossless:
+            return True  # nothing kept: the stream is ended (`Hub._offer`)
         # Re-inserting keeps the dict in the order the latest updates arrived (id order).
         # A conflating stream gets the latest statistics, never a point or an alert (each is
         # one bucket or one change of its own: conflating them would lose all but one).

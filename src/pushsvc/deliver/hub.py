@@ -81,6 +81,9 @@ class StreamExit(StrEnum):
     """The server is stopping."""
     ERROR = "error"
     """The stream's own code failed."""
+    BEHIND = "behind"
+    """A messages stream whose pending bytes passed its bound: ended, never conflated, so
+    that its client resumes from the history with `Last-Event-ID` (exactly, or with a gap)."""
 
 
 def monotonic_us() -> int:
@@ -251,9 +254,11 @@ class Hub:
         self.resets = 0
         self.received = 0
 
-    def subscribe(self, matcher: TopicMatcher) -> Subscriber:
+    def subscribe(self, matcher: TopicMatcher, *, lossless: bool = False) -> Subscriber:
+        """A new stream of `matcher`'s topics; `lossless` for a messages stream (its queue never
+        conflates: see `ConflatingQueue.lossless`)."""
         self.connects += 1
-        queue = ConflatingQueue(self._queue_size, ledger=self.pending)
+        queue = ConflatingQueue(self._queue_size, ledger=self.pending, lossless=lossless)
         if self._sweeper is None:
             self._sweeper = gevent.spawn(self._sweep_forever)
         subscriber = Subscriber(matcher, queue, self._clock, last_take_us=self._clock())
@@ -329,6 +334,9 @@ class Hub:
             self.close_slow(subscriber)
             return False
         if queue.put(run):
+            if queue.lossless:
+                subscriber.close(StreamExit.BEHIND)
+                return False
             self.conflated_runs += 1
         self._queued.add(subscriber)
         subscriber.wake()

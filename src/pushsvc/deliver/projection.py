@@ -29,6 +29,10 @@ MAX_PRECISION = 17
 
 MAX_GROUP_FILTERS = 16
 
+_MESSAGE_MARK = b',"type":"'
+"""What an update carrying a message holds in its event's echo (`pushsvc.core.event`): an
+update without it is none, found without parsing it."""
+
 
 @dataclass(frozen=True, slots=True)
 class GroupFilter:
@@ -81,6 +85,9 @@ class Projection:
     """On `_alerts`: the instances' topics the stream may see (None: all; its scope's)."""
     scope_key: str = ""
     """Names the scope `alert_topics` comes from (equal scopes filter alike)."""
+    messages: bool = False
+    """A messages stream (`/messages`): each update that carries a message becomes that
+    message as published (`message_of`), and nothing else is sent."""
     key: str = field(init=False, compare=False)
     """Equal for equal projections; a plain string, cheap to hash on the hot path."""
 
@@ -92,6 +99,8 @@ class Projection:
             key += ";series=" + ",".join(self.series)
         if self.alert_topics is not None:
             key += ";scope=" + self.scope_key
+        if self.messages:
+            key += ";messages"
         object.__setattr__(self, "key", key)
 
     @classmethod
@@ -207,6 +216,16 @@ class Projection:
             for group in fields.get("groups", ()):
                 group["windows"] = self.windows_of(group["windows"])
         return orjson.dumps(fields)
+
+    def message_of(self, update: Update) -> tuple[str, bytes] | None:
+        """A messages stream's message of `update`: its type (the SSE event name) and its data
+        as compact JSON; None for an update without one (a plain event, a tick, a point)."""
+        if not update.is_update or _MESSAGE_MARK not in update.data:
+            return None
+        event = orjson.loads(update.data)["event"]
+        if event is None or "type" not in event:
+            return None  # a tag value held the mark
+        return event["type"], orjson.dumps(event["data"])
 
     def groups_of(self, groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """A snapshot's groups: those matching the filter, their windows projected."""

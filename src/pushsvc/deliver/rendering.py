@@ -126,6 +126,14 @@ class Rendering:
             if with_id:
                 return update.sse  # encoded once, for every stream
             data = update.data
+        elif projection.messages:
+            message = projection.message_of(update)
+            if message is None:
+                return b""
+            event, data = message
+            if with_id:
+                return encode_update(update.id.text, data, event)
+            return encode_message(data, event=event)
         else:
             projected = projection.data(update)
             if projected is None:
@@ -185,6 +193,8 @@ class Rendering:
         group's JSON), projected as this stream asks; its `id:` is `cursor`, the stream's
         once it has them (none when empty)."""
         projection = self.projection
+        if projection is not None and projection.messages:
+            return messages_head(latest, gap=gap, cursor=cursor)
         decoded = {topic: [orjson.loads(group) for group in kept] for topic, kept in groups.items()}
         if projection is None:
             return snapshot_message(latest, gap=gap, id=cursor.text, groups=decoded)
@@ -208,6 +218,8 @@ class Rendering:
         """`snapshot` in pages of about `page_size` bytes (`snapshot_pages`): joined, its
         bytes exactly; each topic's groups decoded as its entry is made."""
         projection = self.projection
+        if projection is not None and projection.messages:
+            return iter((messages_head(latest, gap=gap, cursor=cursor),))
 
         def groups_of(topic: str) -> list[Any] | None:
             kept = groups.get(topic)
@@ -343,6 +355,22 @@ class CursorRendering(Rendering):
     def wire(self, run: Run) -> bytes:
         block = self.block(run)
         return http_chunk(block) if self.chunked and block else block
+
+
+GAP_EVENT = "gap"
+"""What a messages stream sends where its history cannot cover a client's `Last-Event-ID`."""
+
+
+def messages_head(latest: Mapping[str, Update], *, gap: bool, cursor: Cursor) -> bytes:
+    """What a messages stream sends in place of a snapshot: no statistics. Resuming where the
+    history cannot cover the client (`gap`), an `event: gap` naming the topics whose messages
+    may be lost, with the stream's cursor as `id:`; else the cursor alone, an `id:` with no
+    data, which sets an `EventSource`'s `lastEventId` and fires no event, so that a client
+    that reconnects before its first message resumes from where it started."""
+    if gap:
+        data = orjson.dumps({"topics": sorted(latest)})
+        return encode_message(data, event=GAP_EVENT, id=cursor.text or None)
+    return id_line(cursor.text) + b"\n" if cursor else b""
 
 
 def rendering_for_stream(

@@ -64,6 +64,7 @@ from pushsvc.deliver.stream_socket import (
     let_go_of_request,
     on_write_timeout,
 )
+from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ class StreamRequest:
     """Where a compressed stream finds the shared context of its shape."""
     delta: bool = False
     """`?delta=`: live updates after each topic's first as patches (`pushsvc.deliver.delta`)."""
+    messages: bool = False
+    """A messages stream (`/messages`): its projection renders messages, its queue never
+    conflates."""
+    replay_last: int = 0
+    """`?replay=N`: a messages stream without `Last-Event-ID` starts with the last N."""
 
 
 def events(
@@ -111,10 +117,33 @@ def events(
     what the body would have on close; where the server hands its connection over once the
     head is out, the response ends there with nothing more written."""
     head = HeadCompressor() if request.encoding else None
-    yield head.compress(retry_line(request.retry_ms)) if head else retry_line(request.retry_ms)
-    primed = subscription.subscribe(
-        broker, hub, feed, request.matcher, request.last_event_id, grouping=request.grouping
+    retry = head.compress(retry_line(request.retry_ms)) if head else retry_line(request.retry_ms)
+    subscribe = partial(
+        subscription.subscribe,
+        broker,
+        hub,
+        feed,
+        request.matcher,
+        request.last_event_id,
+        grouping=request.grouping,
+        messages=request.messages,
+        replay_last=request.replay_last,
     )
+    if request.messages:
+        # A messages stream starts live, with no snapshot to stand for what came before: it
+        # is primed before its response's head goes out, so that every message published
+        # once its client has the head is the stream's. A history that cannot be read ends
+        # it at once, with a 200 and its `retry:` (an EventSource retries; an error status
+        # would make it give up for good).
+        try:
+            primed = subscribe()
+        except BrokerUnavailable:
+            yield retry
+            return
+        yield retry
+    else:
+        yield retry
+        primed = subscribe()
     client = primed.client
     watch = None
     live: LiveStream | None = None

@@ -37,6 +37,7 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update
 from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub, StreamExit, Subscriber
+from pushsvc.deliver.message_replay import cursor_before_last
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for_stream
 
@@ -116,15 +117,20 @@ def subscribe(
     matcher: TopicMatcher,
     last_event_id: str | None,
     grouping: Callable[[str], bool] | None = None,
+    *,
+    messages: bool = False,
+    replay_last: int = 0,
 ) -> Primed:
     """Subscribe `matcher` to the hub and prime it (see the module docstring). `grouping`
-    tells the topics whose snapshot carries their live groups.
+    tells the topics whose snapshot carries their live groups. `messages`: a messages stream
+    (its queue never conflates); `replay_last`: without a `Last-Event-ID`, it starts with the
+    last that many messages of its (named) topics (`pushsvc.deliver.message_replay`).
 
     Raises BrokerUnavailable (after unsubscribing) when the history cannot be read. Call it
     once the response has started (from the stream's generator): a browser's EventSource
     retries a stream that breaks, but gives up for good on an error status.
     """
-    client = hub.subscribe(matcher)
+    client = hub.subscribe(matcher, lossless=messages)
     selectors = matcher.selectors
     watching = False
 
@@ -143,6 +149,8 @@ def subscribe(
             watching = True
             cursor_ids = reads_several_partitions(broker, matcher)
             after = Cursor.parse(last_event_id) if last_event_id else None
+            if last_event_id is None and replay_last and matcher.exact:
+                after = cursor_before_last(broker, sorted(matcher.names), replay_last)
             if after is None:
                 gap = last_event_id is not None
                 snapshot = _snapshot(broker, matcher, grouping, Cursor(), None, gap=gap)

@@ -1,6 +1,6 @@
 """Per-request limits on producer input (configurable: `--max-body`, `--max-batch`,
-`--max-future`), and the topics producers may not post to (derived metrics and session
-topics, which pushsvc itself produces)."""
+`--max-future`, `--max-message`), and the topics producers may not post to (derived metrics
+and session topics, which pushsvc itself produces)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ class InputLimits:
     max_tags: int = 16
     max_tag_key_len: int = 64
     max_tag_value_len: int = 256
+    max_message_bytes: int = 64 * 1024
+    """A message's data, as compact JSON (`--max-message`; the batch is a 413 past it)."""
     derived_topics: frozenset[str] = frozenset()
     """The topics of `[[derive]]` rules: only the deriver appends to them."""
     session_topics: frozenset[str] = frozenset()
@@ -28,6 +30,8 @@ class InputLimits:
             raise ValueError("max_body_bytes and max_batch must be at least 1")
         if self.max_future_us <= 0:
             raise ValueError("max_future_us must be longer than 0")
+        if self.max_message_bytes < 4:
+            raise ValueError("max_message_bytes must be at least 4 (the data null)")
         if min(self.max_tags, self.max_tag_key_len, self.max_tag_value_len) < 0:
             raise ValueError("tag limits must not be negative")
 

@@ -10,17 +10,24 @@ accepted whole or rejected whole. Decisions the contract leaves open:
 * Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
 * A `ts` more than `InputLimits.max_future_us` ahead of `now_us` is a `future_event`: the
   topic's clock never goes back, so one such event would make every later event late.
+* An event with `type` or `data` is a message (`value` then optional). Its data is kept as
+  compact JSON (what every stream sends as its `data:` line); over
+  `InputLimits.max_message_bytes` the batch is a 413 like an oversized body. Integers in it
+  must fit in 64 bits (send larger ones as strings: a browser's `JSON.parse` would round them
+  anyway), and it may nest at most `MAX_DATA_DEPTH` levels.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Iterable
 
 import orjson
 
 from pushsvc.core.durations import duration_label
-from pushsvc.core.event import US_PER_S, Event
+from pushsvc.core.event import DEFAULT_MESSAGE_TYPE, US_PER_S, Event, Message
 from pushsvc.errors import (
     BadRequest,
     FutureEvent,
@@ -36,7 +43,16 @@ from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, secon
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
-_KEYS = frozenset(("value", "ts", "tags"))
+_KEYS = frozenset(("value", "ts", "tags", "type", "data"))
+
+MESSAGE_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+"""A message's type: its SSE event name (no CR, LF or NUL can reach the `event:` line)."""
+
+RESERVED_TYPES = frozenset(("gap",))
+"""Types a message may not have: a messages stream's own events (`event: gap`)."""
+
+MAX_DATA_DEPTH = 64
+"""How deep a message's data may nest (arrays and objects)."""
 
 
 def parse_body(
@@ -82,7 +98,47 @@ def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _diagnose(body, exc, now_us, limits, first_index=0, lineno=None) from None
+    if _LONG_DIGITS.search(body) is not None:
+        _refuse_wide_integers(body, 0)
     return _events_of_document(doc, now_us, limits)
+
+
+# orjson reads an integer beyond 64 bits as the nearest double, silently. Only a run of 19
+# digits or more can be one, so only a body with such a run is read again exactly.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
+
+
+def _refuse_wide_integers(text: bytes, first_index: int) -> None:
+    """InvalidEvent naming the first event whose message data holds an integer orjson would
+    have rounded: a message is delivered as published, or refused."""
+    try:
+        doc = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return  # orjson read it: what the standard library refuses is no integer of ours
+    items = doc if isinstance(doc, list) else [doc]
+    for offset, item in enumerate(items):
+        if isinstance(item, dict) and _has_wide_integer(item.get("data")):
+            raise InvalidEvent(
+                "data holds an integer beyond 64 bits: send it as a string",
+                index=first_index + offset,
+            )
+
+
+def _has_wide_integer(data: object) -> bool:
+    pending = [data]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, bool):
+            continue
+        if isinstance(node, int):
+            if not _I64_MIN <= node <= _U64_MAX:
+                return True
+        elif isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
 
 
 def _events_of_document(doc: object, now_us: int, limits: InputLimits) -> list[Event]:
@@ -109,6 +165,8 @@ def _parse_ndjson(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise _diagnose(line, exc, now_us, limits, first_index=index, lineno=lineno) from None
+        if _LONG_DIGITS.search(line) is not None:
+            _refuse_wide_integers(line, index)
         # Validated line by line so that the error raised is the first one.
         events.append(_event(item, index, now_us, limits))
     if not events:
@@ -172,11 +230,17 @@ def _event(item: object, index: int, now_us: int, limits: InputLimits) -> Event:
     if not _KEYS.issuperset(item):
         unknown = sorted(item.keys() - _KEYS)[0]
         raise InvalidEvent(
-            f"unknown field {unknown[:64]!r}; an event has value, ts and tags", index=index
+            f"unknown field {unknown[:64]!r}; an event has value, ts, tags, type and data",
+            index=index,
         )
-    if "value" not in item:
-        raise InvalidEvent("value is required", index=index)
-    value = _value(item["value"], index)
+    message = None
+    if "type" in item or "data" in item:
+        message = _message(item, index, limits)
+        value = _value(item["value"], index) if item.get("value") is not None else None
+    elif "value" not in item:
+        raise InvalidEvent("value is required (or type and data, for a message)", index=index)
+    else:
+        value = _value(item["value"], index)
     ts_us = _ts_us(item["ts"], index) if "ts" in item else now_us
     if ts_us > now_us + limits.max_future_us:
         raise FutureEvent(
@@ -185,7 +249,57 @@ def _event(item: object, index: int, now_us: int, limits: InputLimits) -> Event:
             index=index,
         )
     tags = _tags(item["tags"], index, limits) if "tags" in item else None
-    return Event(value, ts_us, tags)
+    return Event(value, ts_us, tags, message)
+
+
+def _message(item: dict[str, object], index: int, limits: InputLimits) -> Message:
+    """The message of an event with `type` or `data`: its type (default `message`) and its
+    data as compact JSON (default `null`)."""
+    kind = item.get("type", DEFAULT_MESSAGE_TYPE)
+    if not isinstance(kind, str) or MESSAGE_TYPE.fullmatch(kind) is None:
+        shown = kind[:64] if isinstance(kind, str) else _describe(kind)
+        raise InvalidEvent(
+            f"type must be 1 to 64 ASCII letters, digits or ._:- (an SSE event name), not "
+            f"{shown!r}",
+            index=index,
+        )
+    if kind in RESERVED_TYPES:
+        raise InvalidEvent(
+            f"type {kind!r} is reserved: a messages stream sends it itself", index=index
+        )
+    data = item.get("data")
+    if _depth(data) > MAX_DATA_DEPTH:
+        raise InvalidEvent(f"data nests deeper than {MAX_DATA_DEPTH} levels", index=index)
+    text = orjson.dumps(data)
+    if len(text) > limits.max_message_bytes:
+        raise PayloadTooLarge(
+            f"the message's data has {len(text)} bytes as compact JSON; the limit is "
+            f"{limits.max_message_bytes} (--max-message)",
+            index=index,
+        )
+    return Message(kind, text)
+
+
+def _depth(data: object) -> int:
+    """How deep `data` nests: 0 for a scalar, 1 for a flat array or object, and so on;
+    counted without recursion, and no further than one level past `MAX_DATA_DEPTH`."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(data, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DATA_DEPTH:
+                return deepest
+        pending.extend((child, depth) for child in children)
+    return deepest
 
 
 def _value(value: object, index: int) -> float:

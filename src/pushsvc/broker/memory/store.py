@@ -44,7 +44,7 @@ from pushsvc.broker.shared_log import (
 )
 from pushsvc.broker.tenure import LeaseCode
 from pushsvc.core.checkpoint import Checkpoint
-from pushsvc.core.event import Event
+from pushsvc.core.event import Event, Message
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
@@ -75,7 +75,11 @@ def _holder(lease: tuple[str, int] | None, now_ms: int) -> str | None:
     return lease[0]
 
 
-PackedEvent = tuple[float, int, tuple[str, ...] | None]
+PackedEvent = (
+    tuple[float | None, int, tuple[str, ...] | None]
+    | tuple[float | None, int, tuple[str, ...] | None, Message]
+)
+"""An event as the log keeps it: value, time, flat tags, and its message where it has one."""
 """An event as the log keeps it: plain tuples of immutable values (its tags flat, key then
 value: a tuple holding a dict, or `tuple(tags.items())`, stays tracked), which the garbage
 collector stops tracking after its first pass. As `Event` objects, the
@@ -103,7 +107,7 @@ class LoggedEvents:
     def entry(self) -> Entry:
         events = self.fresh
         if events is None:
-            events = [Event(v, ts, _unpacked_tags(tags)) for v, ts, tags in self.packed]
+            events = [_unpacked_event(packed) for packed in self.packed]
         else:
             self.fresh = None  # from now on only packed (`PackedEvent`)
         return Entry(self.id, self.topic, events, n=self.n)
@@ -131,12 +135,23 @@ def _up_to_events(
 
 def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], LoggedEvents]:
     """How `Store._log` makes the entry of `events` (one of a batch's: `ENTRY_EVENTS`)."""
-    packed = [(e.value, e.ts_us, _packed_tags(e.tags)) for e in events]
+    packed: list[PackedEvent] = [
+        (e.value, e.ts_us, _packed_tags(e.tags))
+        if e.message is None
+        else (e.value, e.ts_us, _packed_tags(e.tags), e.message)
+        for e in events
+    ]
     return lambda id, n: LoggedEvents(id, topic, packed, n, events)
 
 
 def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
     return None if tags is None else tuple(chain.from_iterable(tags.items()))
+
+
+def _unpacked_event(packed: PackedEvent) -> Event:
+    if len(packed) == 3:
+        return Event(packed[0], packed[1], _unpacked_tags(packed[2]))
+    return Event(packed[0], packed[1], _unpacked_tags(packed[2]), packed[3])
 
 
 def _unpacked_tags(flat: tuple[str, ...] | None) -> dict[str, str] | None:

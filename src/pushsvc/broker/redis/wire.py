@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.base import TopicHead
-from pushsvc.core.event import Event
+from pushsvc.core.event import Event, Message
 from pushsvc.core.updates import Kind, Update, UpdateId
 from pushsvc.errors import (
     BrokerBusy,
@@ -155,12 +155,30 @@ _KIND_OF_LETTER = {kind.value.encode(): kind for kind in Kind if kind is not Kin
 
 
 def encode_events(events: Sequence[Event]) -> bytes:
-    """The log's form of a batch: `[[value, ts_us, tags], ...]`."""
-    return orjson.dumps([[e.value, e.ts_us, e.tags] for e in events])
+    """The log's form of a batch: `[[value, ts_us, tags], ...]`, and for a message
+    `[value or null, ts_us, tags, type, data]` (its data as a JSON string of its compact text,
+    so that reading the log gives its bytes back as they were, unparsed)."""
+    return orjson.dumps(
+        [
+            [e.value, e.ts_us, e.tags]
+            if e.message is None
+            else [e.value, e.ts_us, e.tags, e.message.type, e.message.data.decode()]
+            for e in events
+        ]
+    )
 
 
 def decode_events(data: bytes) -> list[Event]:
-    return [Event(float(v), int(ts), tags) for v, ts, tags in orjson.loads(data)]
+    events = []
+    for item in orjson.loads(data):
+        if len(item) == 3:
+            value, ts, tags = item
+            events.append(Event(float(value), int(ts), tags))
+        else:
+            value, ts, tags, kind, text = item
+            value = None if value is None else float(value)
+            events.append(Event(value, int(ts), tags, Message(kind, text.encode())))
+    return events
 
 
 def stream_position(stream_id: bytes) -> tuple[int, int]:

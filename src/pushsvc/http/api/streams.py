@@ -1,4 +1,9 @@
-"""GET /topics/{topic}/stream and GET /stream?topic=… — the SSE endpoints: the views.
+"""GET /topics/{topic}/stream, GET /stream?topic=…, GET /topics/{topic}/messages and
+GET /messages?topic=… — the SSE endpoints: the views.
+
+A messages stream is a stream of the same updates rendered as the application's messages
+(`Projection.messages`): one SSE message per update that carries one, `event:` its type and
+`data:` its data as published; no statistics and no snapshot.
 
 A view reads and validates everything from the request — selectors, access, projection,
 `?max_hz=`, `Last-Event-ID` — and every refusal is a JSON 4xx before any streaming starts.
@@ -14,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from flask import Blueprint, Response, request
 
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
-from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable
+from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable, validate_topic
 from pushsvc.deliver import stream_response
 from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
 from pushsvc.deliver.delta import delta_key, parse_delta
+from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.presence_events import Listener
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_response import StreamRequest
@@ -27,6 +33,8 @@ from pushsvc.http.api.history import group_filter
 from pushsvc.http.api.presence import count_stream, subs_shown, wants_events
 from pushsvc.rules.analytics import Rules
 from pushsvc.rules.sessions import SESSION_STATS
+from pushsvc.runtime import Runtime
+from pushsvc.security.access import ReadAccess
 from pushsvc.security.limits import BUSY_RETRY_AFTER_S
 from pushsvc.security.visible_rules import visible_names
 
@@ -45,6 +53,64 @@ def multi_stream() -> Response:
     if not selectors:
         raise BadRequest("give at least one ?topic= (a name, or a prefix pattern like sensors.*)")
     return _stream(selectors)
+
+
+@bp.get("/topics/<anytext:topic>/messages")
+def topic_messages(topic: str) -> Response:
+    validate_topic(topic)
+    return _messages([topic])
+
+
+@bp.get("/messages")
+def multi_messages() -> Response:
+    selectors = request.args.getlist("topic")
+    if not selectors:
+        raise BadRequest("give at least one ?topic= (a name, or a prefix pattern like orders.*)")
+    return _messages(selectors)
+
+
+_NOT_FOR_MESSAGES = ("windows", "stats", "precision", "group", "series", "max_hz", "delta")
+
+
+def _messages(selectors: Sequence[str]) -> Response:
+    """A messages stream of `selectors` (the view: every refusal before streaming)."""
+    rt = runtime()
+    if len(selectors) > rt.settings.max_selectors:
+        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    reader = rt.gate.reader(request, TopicMatcher(selectors))
+    for name in _NOT_FOR_MESSAGES:
+        if name in request.args:
+            raise BadRequest(
+                f"?{name}= is for statistics streams (/stream): a messages stream sends each "
+                "message as published"
+            )
+    replay_last = _replay_last(request.args.get("replay"), reader.matcher)
+    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    return _respond(
+        rt,
+        reader,
+        Projection(None, None, messages=True),
+        last_event_id,
+        min_interval_s=0.0,
+        listener=None,
+        wants_delta=False,
+        replay_last=replay_last,
+    )
+
+
+def _replay_last(given: str | None, matcher: TopicMatcher) -> int:
+    """`?replay=N`: the last N messages first (named topics only: a pattern's topics are not
+    listed from the history)."""
+    if given is None:
+        return 0
+    count = int(given) if given.isascii() and given.isdigit() else -1
+    if not 1 <= count <= MAX_REPLAY:
+        raise BadRequest(f"?replay= takes a whole number of messages from 1 to {MAX_REPLAY}")
+    if not matcher.exact:
+        raise BadRequest(
+            "?replay= takes named topics, not a pattern (a pattern may resume with Last-Event-ID)"
+        )
+    return count
 
 
 def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
@@ -85,6 +151,30 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         base = projection or Projection(None, None)
         projection = base.scoped(reader.alert_topics, reader.scope_key)
     wants_delta = parse_delta(request.args.get("delta"))
+    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    return _respond(
+        rt,
+        reader,
+        projection,
+        last_event_id,
+        min_interval_s=_min_interval(request.args.get("max_hz")),
+        listener=listener,
+        wants_delta=wants_delta,
+    )
+
+
+def _respond(
+    rt: Runtime,
+    reader: ReadAccess,
+    projection: Projection | None,
+    last_event_id: str | None,
+    *,
+    min_interval_s: float,
+    listener: Listener | None,
+    wants_delta: bool,
+    replay_last: int = 0,
+) -> Response:
+    """The streaming response of a validated stream request (statistics or messages)."""
     encoding = contexts = None
     if rt.settings.stream_compression:
         encoding = negotiate(request.headers.get("Accept-Encoding"))
@@ -99,21 +189,26 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         shape = shape_key(reader.matcher.selectors, rendering_key, own)
         if encoding and not contexts.admits(shape):
             encoding = None  # as many shapes as compressed as it may: this one goes plain
+    messages = projection is not None and projection.messages
     asked = StreamRequest(
         matcher=reader.matcher,
-        last_event_id=request.headers.get("Last-Event-ID") or request.args.get("lastEventId"),
+        last_event_id=last_event_id,
         projection=projection,
-        min_interval_s=_min_interval(request.args.get("max_hz")),
+        min_interval_s=min_interval_s,
         heartbeat_s=rt.settings.heartbeat_us / 1_000_000,
         # Each stream its own `retry:`, so that a restart's reconnects spread out.
         retry_ms=jittered_retry_ms(rt.settings.retry_us // 1000),
         expires_at=reader.expires_at,
         renew=reader.renew,
-        grouping=lambda topic: rt.settings.rules.for_topic(topic).groups,
+        grouping=(lambda topic: False)
+        if messages
+        else (lambda topic: rt.settings.rules.for_topic(topic).groups),
         on_live=None if listener is None else listener.live,
         encoding=encoding,
         shared_deflates=contexts if encoding else None,
         delta=wants_delta,
+        messages=messages,
+        replay_last=replay_last,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     if rt.hub.budget_spent:

@@ -1,0 +1,60 @@
+"""`?replay=N` on a messages stream: where it resumes so that its first messages are the
+topics' last N.
+
+A stream that resumes from a cursor gets every update after it, exactly, and goes live with
+no gap and no duplicate (`pushsvc.deliver.subscription`). So the last N messages are found in
+the history (each named topic's newest updates), and the stream resumes from a cursor just
+before the oldest of them in its partition, or at the partition's newest update where none of
+them is: the replay, then live, comes from the one path that keeps the delivery promise. The
+ids before a kept message are positions the history covers (each is at or after what was
+trimmed), so the resume is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pushsvc.broker.base import Broker, HistoryKeeper
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.updates import Update, UpdateId
+from pushsvc.deliver.projection import Projection
+
+MAX_REPLAY = 1000
+"""The most messages `?replay=` takes."""
+
+SCAN_UPDATES = 10_000
+"""How many of a topic's newest updates are looked through for its messages (the default
+history of a partition)."""
+
+_U64 = 2**64 - 1
+
+
+def cursor_before_last(broker: Broker, topics: Iterable[str], count: int) -> Cursor | None:
+    """The cursor from which a stream of `topics` replays their last `count` messages (then
+    the rest of each partition's history after them); None when they have none (the stream
+    starts live) or the broker keeps no history."""
+    if not isinstance(broker, HistoryKeeper):
+        return None
+    messages = Projection(None, None, messages=True)
+    found: list[Update] = []
+    heads: dict[int, UpdateId] = {}
+    for topic in topics:
+        page = broker.history(topic, limit=SCAN_UPDATES)
+        if page.resume is not None:
+            heads[page.resume.partition] = page.resume
+        found += [u for u in page.updates if messages.message_of(u) is not None]
+    if not found:
+        return None
+    found.sort(key=lambda u: (u.id.ms, u.id.partition, u.id.seq))
+    oldest: dict[int, UpdateId] = {}
+    for update in found[-count:]:
+        oldest.setdefault(update.id.partition, update.id)
+    ids = [_before(oldest[p]) if p in oldest else head for p, head in heads.items()]
+    return Cursor(ids)
+
+
+def _before(update_id: UpdateId) -> UpdateId:
+    """The position just before `update_id` in its history (a resume point, never an id)."""
+    if update_id.seq:
+        return UpdateId(update_id.epoch, update_id.ms, update_id.seq - 1)
+    return UpdateId(update_id.epoch, update_id.ms - 1, _U64)
