@@ -505,10 +505,11 @@ def _summaries(windows: TopicWindows | RuleStats, events: Sequence[Event]) -> It
     """Insert `events` into a topic's windows in order: the summary right after each."""
     if any(e.value is None for e in events):
         return _with_messages_unvalued(windows, events)
+    # Every event here has a value (checked above; a list is not narrowed by it).
     if isinstance(windows, RuleStats) and windows.tagged:
         # One summary at a time, each made as its draft is: see `insert_tagged`.
-        return windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])
-    return windows.insert_many([(e.ts_us, e.value) for e in events])
+        return windows.insert_tagged([(e.ts_us, e.value, e.tags) for e in events])  # type: ignore[misc]
+    return windows.insert_many([(e.ts_us, e.value) for e in events])  # type: ignore[misc]
 
 
 def _with_messages_unvalued(

@@ -38,6 +38,15 @@ class Event:
     message: Message | None = None
 
 
+def value_of(event: Event) -> float:
+    """The value of an event that has one: the statistics of values are only ever given those
+    (a message without a value moves the clock and is counted, nothing more)."""
+    value = event.value
+    if value is None:
+        raise ValueError("a message without a value is in no statistic of values")
+    return value
+
+
 def event_json(event: Event) -> dict[str, object]:
     """The event as updates echo it: ts in epoch seconds, tags always an object; a message's
     `type` and `data` (spliced as they are), and `value` only where the event has one."""

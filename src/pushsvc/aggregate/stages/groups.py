@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pushsvc.core.event import value_of
 from pushsvc.core.updates import GroupPart
 from pushsvc.ingest import Event
 from pushsvc.stats.compiled import RuleStats
@@ -79,9 +80,9 @@ class GroupStage:
             return None
         stats = group.stats
         if isinstance(stats, RuleStats):
-            stats.insert_exact(event.ts_us, event.value, event.tags)
+            stats.insert_exact(event.ts_us, value_of(event), event.tags)
         else:
-            stats.insert(event.ts_us, event.value)
+            stats.insert(event.ts_us, value_of(event))
         return group
 
     def end_replay(self) -> None:
@@ -120,9 +121,9 @@ def _insert_and_summary(group: Group, step: EventStep) -> dict[str, dict[str, ob
         else:
             stats.advance(clock_us)
     if isinstance(stats, RuleStats):
-        summary = stats.insert_and_summary(ts_us, event.value, event.tags)
+        summary = stats.insert_and_summary(ts_us, value_of(event), event.tags)
     else:
-        summary = stats.insert_and_summary(ts_us, event.value)
+        summary = stats.insert_and_summary(ts_us, value_of(event))
     if ts_us > group.newest_us:
         group.newest_us = ts_us
     return summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator, Sequence
 
+from pushsvc.core.event import value_of
 from pushsvc.core.updates import SeriesWrite, UpdateDraft, point_draft
 from pushsvc.ingest import Event
 from pushsvc.rules.analytics import Rule
@@ -96,14 +97,14 @@ class SeriesStage:
     def on_event(self, step: EventStep) -> None:
         e, now = step.event, step.clock_us
         series = self.series
-        series.insert(e.ts_us, e.value, e.tags)
+        series.insert(e.ts_us, value_of(e), e.tags)
         if now >= series.next_close_us:
             step.follow += self._points(now, series.close(now))
         group = step.group
         if group is not None:
             in_group = self.of_group(group)
             closes = in_group.next_close_us
-            in_group.insert(e.ts_us, e.value, e.tags)
+            in_group.insert(e.ts_us, value_of(e), e.tags)
             if in_group.next_close_us != closes:
                 _watch(self.due, group.id, in_group)
             if self.due and self.due[0][0] <= now:
@@ -119,11 +120,11 @@ class SeriesStage:
     def replayed(self, event: Event, group: Group | None) -> None:
         """Rebuilding: an entry a checkpoint covers, into the topic's buckets and its group's
         (dropped where its bucket had closed by then: the checkpoint holds its merge)."""
-        self.series.replayed(event.ts_us, event.value, event.tags)
+        self.series.replayed(event.ts_us, value_of(event), event.tags)
         if group is not None and self.group_series is not None:
             in_group = self.of_group(group)
             closes = in_group.next_close_us
-            in_group.replayed(event.ts_us, event.value, event.tags)
+            in_group.replayed(event.ts_us, value_of(event), event.tags)
             if in_group.next_close_us != closes:
                 _watch(self.due, group.id, in_group)
 

@@ -22,6 +22,7 @@ from pushsvc.core.topic_pages import DEFAULT_LIMIT as PAGE_DEFAULT_LIMIT
 from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.deliver.delta import FORMATS as DELTA_FORMATS
+from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.errors import AuthUnavailable, Unauthorized
 from pushsvc.http.api.context import runtime
@@ -289,22 +290,26 @@ def _anomalies(reading: Security | None) -> dict[str, Any]:
     }
 
 
+_RESUME_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "Resume after this stream id, the last `id:` the stream wrote (an "
+        "opaque cursor; one that cannot be resumed: a gap).",
+    },
+    {
+        "name": "lastEventId",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Resume after this id on a first connect (EventSource cannot set headers).",
+    },
+]
+
+
 def _stream_params(rules: Rules, group: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {
-            "name": "Last-Event-ID",
-            "in": "header",
-            "schema": {"type": "string"},
-            "description": "Resume after this stream id, the last `id:` the stream wrote (an "
-            "opaque cursor; one that cannot be resumed: a gap snapshot).",
-        },
-        {
-            "name": "lastEventId",
-            "in": "query",
-            "schema": {"type": "string"},
-            "description": "Resume after this id on a first connect (EventSource cannot set "
-            "headers).",
-        },
+        *_RESUME_PARAMS,
         {
             "name": "windows",
             "in": "query",
@@ -373,6 +378,35 @@ def _sse(
                     "the schema is that of each event",
                     "content": {
                         "text/event-stream": {"schema": {"$ref": "#/components/schemas/SSE"}}
+                    },
+                },
+                **_errors(400, *_auth_errors(security), 429, 503),
+            },
+        }
+    }
+
+
+def _messages_sse(
+    summary: str, parameters: list[dict[str, Any]], security: Security | None
+) -> dict[str, Any]:
+    replay = {
+        "name": "replay",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
+        "description": "Without Last-Event-ID: start with the last N messages of the named "
+        "topics (not a pattern), then live.",
+    }
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [*parameters, *_RESUME_PARAMS, replay],
+            **({"security": security} if security is not None else {}),
+            "responses": {
+                "200": {
+                    "description": "one event per message, `event:` its type and `data:` its "
+                    "data as published; no snapshot; `event: gap` where a resume is not exact",
+                    "content": {
+                        "text/event-stream": {"schema": {"$ref": "#/components/schemas/Message"}}
                     },
                 },
                 **_errors(400, *_auth_errors(security), 429, 503),
@@ -650,6 +684,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             # A pattern stream spans rules: its filter names any tag (and matches what has it).
             "/stream": _sse(
                 "SSE stream of several topics", [selector_query], rules, reading, GROUP_PARAM
+            ),
+            "/topics/{topic}/messages": _messages_sse(
+                "The application's messages of one topic, as published", [_TOPIC], reading
+            ),
+            "/messages": _messages_sse(
+                "The application's messages of several topics, as published",
+                [selector_query],
+                reading,
             ),
             "/topics/{topic}/stats": _json_get(
                 "Latest update of a topic (a grouping topic's with its live groups)",

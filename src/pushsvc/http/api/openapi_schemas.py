@@ -7,6 +7,7 @@ from typing import Any
 
 from pushsvc.core.event import US_PER_S
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS
+from pushsvc.ingest.parse import MAX_DATA_DEPTH, MESSAGE_TYPE, RESERVED_TYPES
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
@@ -259,10 +260,23 @@ SCHEMAS: dict[str, Any] = {
     },
     "Event": {
         "type": "object",
-        "required": ["value"],
+        "description": "a measurement (`value`), an application message (`type`, `data`: pushed "
+        "as published to `/messages` streams), or both",
+        "anyOf": [{"required": ["value"]}, {"required": ["type"]}, {"required": ["data"]}],
         "additionalProperties": False,
         "properties": {
-            "value": {"type": "number", "description": "finite"},
+            "value": {"type": "number", "description": "finite; optional for a message"},
+            "type": {
+                "type": "string",
+                "pattern": f"^{MESSAGE_TYPE.pattern}$",
+                "not": {"enum": sorted(RESERVED_TYPES)},
+                "description": "the message's SSE event name (default `message`)",
+            },
+            "data": {
+                "description": "the message's data, any JSON (default null): at most "
+                "--max-message bytes as compact JSON (413 past it), integers within 64 bits, "
+                f"nested at most {MAX_DATA_DEPTH} levels",
+            },
             "ts": {
                 "oneOf": [
                     {
@@ -490,6 +504,19 @@ SCHEMAS: dict[str, Any] = {
                 "description": "the distinct token subjects watching (only where the server "
                 "keeps them, to a token whose presence scope holds the topic)",
             },
+        },
+    },
+    "Message": {
+        "description": "one server-sent event of a messages stream: `event` the message's type, "
+        "`data` its data as published (compact JSON, one line), `id` its update's id (or the "
+        'stream\'s cursor); `event: gap` (data `{"topics": [...]}`) where a resume could not be '
+        "exact; a first `id` alone (no data) marks where the stream started",
+        "type": "object",
+        "properties": {
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+            "retry": {"type": "integer"},
         },
     },
     "SSE": {
