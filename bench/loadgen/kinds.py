@@ -5,9 +5,7 @@ and `sent` back from each delivery:
 
 * `pushsvc` — deliveries are `event: stats` updates whose data holds the event under
   `event`; the stream opens with `event: snapshot` (the subscription is live from then on);
-  updates without an `event` (window ticks) are not deliveries. A delta stream's patches
-  (`event: stats-delta`, `?delta=positional`) are deliveries too: the event is the one
-  object among the patch's values (it changes with every update).
+  updates without an `event` (window ticks) are not deliveries.
 * `flask-sse` — deliveries are unnamed `data:` messages holding exactly what was published;
   the server sends nothing until the first message, so readiness is checked elsewhere
   (Redis `PUBSUB NUMSUB`, by bench/fanout.py).
@@ -91,10 +89,6 @@ def decode_pushsvc(message: Message, loads: Loads = orjson.loads) -> Decoded:
         update = loads(message.data)
         event = update.get("event")
         return None if event is None else _delivery(event)
-    if message.event == "stats-delta":
-        patch = loads(message.data)
-        events = [v for v in patch[2::2] if isinstance(v, dict) and "tags" in v]
-        return _delivery(events[0]) if events else None
     if message.event == "snapshot":
         return READY
     raise ProtocolError(f"unexpected event type {message.event!r}")

@@ -380,11 +380,6 @@ def _is_number(text: str) -> bool:
 @click.option("--max-hz", type=float, help="at most this many updates per second per topic")
 @click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
 @click.option("--count", type=int, help="stop after this many updates")
-@click.option(
-    "--delta/--no-delta",
-    default=False,
-    help="receive each topic's updates after the first as patches, printed whole",
-)
 @_MAX_RETRIES
 def subscribe(
     url: str,
@@ -396,7 +391,6 @@ def subscribe(
     max_hz: float | None,
     series: tuple[str, ...],
     count: int | None,
-    delta: bool,
     max_retries: int | None,
 ) -> None:
     """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
@@ -416,7 +410,6 @@ def subscribe(
         stats=comma_list(stats) if stats else None,
         series=[s for item in series for s in comma_list(item)] or None,
         max_hz=max_hz,
-        delta=delta,
     )
     seen = 0
     try:

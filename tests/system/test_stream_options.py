@@ -1,5 +1,5 @@
 """Per-stream options: projection (`?windows=&stats=`), precision (`?precision=`) and
-conflation (`?max_hz=`)."""
+conflation (`?max_hz=`); `?delta=`, withdrawn, is refused."""
 
 from __future__ import annotations
 
@@ -52,8 +52,6 @@ def test_projection_applies_to_replay(server: PushsvcProcess, topic: str) -> Non
         "windows=1m,,x",
         "max_hz=0",
         "max_hz=fast",
-        "delta=merge",
-        "delta=",
         "presence=2",
     ],
 )
@@ -61,6 +59,24 @@ def test_bad_options_are_400(client: FlaskClient, query: str) -> None:
     response = client.get(f"/topics/t/stream?{query}")
     assert response.status_code == 400
     assert response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/topics/t/stream", "/stream?topic=t", "/topics/t/messages", "/messages?topic=t"]
+)
+@pytest.mark.parametrize("value", ["positional", "", "merge"])
+def test_delta_is_withdrawn_and_the_400_points_to_gzip(
+    client: FlaskClient, path: str, value: str
+) -> None:
+    """`?delta=` was withdrawn: a client written for it is told so, and what saves bytes
+    instead, rather than being sent whole updates it does not expect."""
+    separator = "&" if "?" in path else "?"
+    response = client.get(f"{path}{separator}delta={value}")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_request"
+    assert "?delta= was withdrawn" in error["message"]
+    assert "Accept-Encoding: gzip" in error["message"]
 
 
 def test_precision_rounds_every_statistic_and_nothing_else(

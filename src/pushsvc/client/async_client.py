@@ -15,7 +15,7 @@ from httpx_sse import SSEError, aconnect_sse
 
 from pushsvc.client import calls
 from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
-from pushsvc.client.errors import ApiError, ClientError, MissingBase, Unreachable
+from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
 from pushsvc.client.retry import Backoff, async_retrying
@@ -177,9 +177,8 @@ class AsyncClient:
         max_hz: float | None = None,
         precision: int | None = None,
         max_retries: int | None = None,
-        delta: bool = False,
     ) -> AsyncIterator[Message]:
-        options = StreamOptions(windows, stats, group, series, max_hz, precision, delta)
+        options = StreamOptions(windows, stats, group, series, max_hz, precision)
         # Closed with this generator, in the same task: see `messages`.
         async with contextlib.aclosing(
             self.messages(
@@ -217,7 +216,6 @@ class AsyncClient:
                     if source.response.status_code != 200:
                         await source.response.aread()
                         raise ApiError.of(source.response)
-                    cursor.connected()
                     # A reader that breaks out of its loop leaves this generator to be
                     # closed by asyncio (a task the loop starts once it is dropped). Every
                     # generator under it is closed in that same task, in order: left to
@@ -233,7 +231,7 @@ class AsyncClient:
                 error = Unreachable(self.session.base, exc)
             except SSEError as exc:  # a 200 that is no event stream: a proxy's page
                 error = Unreachable(self.session.base, httpx.RemoteProtocolError(str(exc)))
-            except (ApiError, MissingBase) as exc:
+            except ApiError as exc:
                 error = exc
             await self._sleep(cursor.delay_after(error))
 
@@ -252,9 +250,7 @@ class AsyncClient:
         inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
 
         async def pump() -> None:
-            async for message in self.messages(
-                topic, last_event_id=last["resume_id"], options=StreamOptions(delta=True)
-            ):
+            async for message in self.messages(topic, last_event_id=last["resume_id"]):
                 inbox.put_nowait(message)
 
         reader = asyncio.create_task(pump())

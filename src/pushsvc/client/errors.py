@@ -1,8 +1,7 @@
 """What the clients raise: one root, `ClientError`, and its leaves — the server answered with an
-error (`ApiError`, carrying its status and the error code of its JSON body), no answer came
-(`Unreachable`), or a delta stream's patch lacked its base (`MissingBase`, retried). httpx's
-own exceptions never leave the client: they are mapped here, at its edge, as httpx maps
-httpcore's."""
+error (`ApiError`, carrying its status and the error code of its JSON body), or no answer
+came (`Unreachable`). httpx's own exceptions never leave the client: they are mapped here, at
+its edge, as httpx maps httpcore's."""
 
 from __future__ import annotations
 
@@ -84,14 +83,6 @@ class Unreachable(ClientError):
     def __init__(self, url: str, cause: httpx.TransportError) -> None:
         super().__init__(f"cannot reach {url}: {type(cause).__name__}: {cause}")
         self.retryable = not _caused_by(cause, ssl.SSLCertVerificationError)
-
-
-class MissingBase(ClientError):
-    """A delta stream sent a patch against an update this client did not receive on the
-    connection (or one that does not apply): the clients connect again from the last id they
-    handed on, and never make up the update."""
-
-    retryable = True
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import tenacity
 
-from pushsvc.client.errors import ApiError, MissingBase, Unreachable
+from pushsvc.client.errors import ApiError, Unreachable
 
 log = logging.getLogger("pushsvc.client")
 
@@ -59,7 +59,7 @@ class Backoff:
 
 def is_retryable(error: BaseException) -> bool:
     """Whether another try could succeed (for a stream, which waits as long as it is asked)."""
-    return isinstance(error, (Unreachable, ApiError, MissingBase)) and error.retryable
+    return isinstance(error, (Unreachable, ApiError)) and error.retryable
 
 
 def _stop(backoff: Backoff) -> tenacity.stop.stop_base:

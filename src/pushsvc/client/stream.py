@@ -16,8 +16,7 @@ import orjson
 from httpx_sse import ServerSentEvent
 
 from pushsvc.client.calls import GroupChoice, group_params
-from pushsvc.client.delta import DELTA_EVENT, DELTA_FORMAT, Reconstruction
-from pushsvc.client.errors import ApiError, ClientError, MissingBase
+from pushsvc.client.errors import ApiError, ClientError
 from pushsvc.client.retry import Backoff, is_retryable
 
 STREAM_PATH = "stream"
@@ -48,9 +47,6 @@ class StreamOptions:
     series: Sequence[str] | None = None
     max_hz: float | None = None
     precision: int | None = None
-    delta: bool = False
-    """Ask for `?delta=positional` (patches after each topic's first update); the clients
-    apply them and hand on whole updates (`pushsvc.client.delta`)."""
 
     def params(self) -> list[tuple[str, str]]:
         params: list[tuple[str, str]] = []
@@ -64,8 +60,6 @@ class StreamOptions:
             params.append(("max_hz", repr(self.max_hz)))
         if self.precision is not None:
             params.append(("precision", str(self.precision)))
-        if self.delta:
-            params.append(("delta", DELTA_FORMAT))
         return params + group_params(self.group)
 
 
@@ -94,31 +88,14 @@ class StreamCursor:
         self._backoff = backoff
         self._max_retries = max_retries
         self._failures = 0
-        self._deltas = Reconstruction() if options.delta else None
 
     def headers(self) -> dict[str, str]:
         return {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
 
-    def connected(self) -> None:
-        """A connection's stream began (its status was 200): a delta stream starts afresh."""
-        if self._deltas is not None:
-            self._deltas.reset()
-
     def receive(self, sse: ServerSentEvent) -> RawMessage | None:
-        """The message to hand on, or None (a `retry:` alone, a heartbeat). A delta stream's
-        patch is handed on as the whole update it makes (`event: stats`); MissingBase when it
-        cannot be, before its id is taken (the stream resumes from the one before)."""
+        """The message to hand on, or None (a `retry:` alone, a heartbeat)."""
         if sse.retry is not None:
             self.retry_s = sse.retry / 1000
-        event, data = sse.event, sse.data
-        deltas = self._deltas
-        if deltas is not None and data:
-            if event == DELTA_EVENT:
-                event, data = "stats", deltas.patch(data)
-            elif event == "stats":
-                deltas.update(data)
-            elif event == "snapshot":
-                deltas.snapshot(data)
         if sse.id:  # the standard takes the id before it looks at the data
             self.last_event_id = sse.id
         if not sse.data:
@@ -126,7 +103,7 @@ class StreamCursor:
             # a comment (the heartbeat) once an id has been seen.
             return None
         self._failures = 0
-        return RawMessage(event, sse.id or None, data)
+        return RawMessage(sse.event, sse.id or None, sse.data)
 
     def _out_of_retries(self) -> bool:
         return self._max_retries is not None and self._failures >= self._max_retries
@@ -140,11 +117,6 @@ class StreamCursor:
             raise error
         attempt, self._failures = self._failures, self._failures + 1
         delay = self._backoff.delay(attempt, error)
-        if isinstance(error, MissingBase):
-            # Not a server's trouble: connect again at once (with a little backoff, should a
-            # server keep sending what cannot apply), not after its `retry:`.
-            log.warning("%s; connecting again in %.1f s", error, delay)
-            return delay
         if self.retry_s is not None and not isinstance(error, ApiError):
             # As EventSource does: the server's reconnection time after a lost connection.
             delay = max(delay, self.retry_s)

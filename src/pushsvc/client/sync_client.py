@@ -18,7 +18,7 @@ from httpx_sse import SSEError, connect_sse
 
 from pushsvc.client import calls
 from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
-from pushsvc.client.errors import ApiError, ClientError, MissingBase, Unreachable
+from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.models import Message, typed_message
 from pushsvc.client.retry import Backoff, retrying
@@ -217,7 +217,6 @@ class Client:
         max_hz: float | None = None,
         precision: int | None = None,
         max_retries: int | None = None,
-        delta: bool = False,
     ) -> Iterator[Message]:
         """Snapshots, updates, points (`series=["1m"]`) and alert changes (of `_alerts`) of
         these topics (names, `prefix.*`, `*`), forever: a lost connection or a 503/429 is
@@ -225,10 +224,8 @@ class Client:
         could not replay what was missed), each failure logged as a warning on the
         `pushsvc.client` logger ("cannot reach …; retrying in N s"). With `max_retries`, that
         many failed connections in a row are retried, then the last error is raised (None:
-        for ever, as a browser's EventSource does). Other refusals raise ApiError. With
-        `delta`, the server sends each topic's updates after the first as patches
-        (`?delta=positional`), which are applied here: the same updates, fewer bytes."""
-        options = StreamOptions(windows, stats, group, series, max_hz, precision, delta)
+        for ever, as a browser's EventSource does). Other refusals raise ApiError."""
+        options = StreamOptions(windows, stats, group, series, max_hz, precision)
         for raw in self.messages(
             topics, last_event_id=last_event_id, options=options, max_retries=max_retries
         ):
@@ -276,7 +273,6 @@ class Client:
                     if source.response.status_code != 200:
                         source.response.read()
                         raise ApiError.of(source.response)
-                    cursor.connected()
                     for sse in source.iter_sse():
                         yield cursor.receive(sse)
             except httpx.TransportError as exc:
@@ -285,7 +281,7 @@ class Client:
                 error = Unreachable(self.session.base, exc)
             except SSEError as exc:  # a 200 that is no event stream: a proxy's page
                 error = Unreachable(self.session.base, httpx.RemoteProtocolError(str(exc)))
-            except (ApiError, MissingBase) as exc:
+            except ApiError as exc:
                 error = exc
             self._pause(cursor.delay_after(error), reader)
 
@@ -358,10 +354,7 @@ class Client:
         reader: _Reader,
     ) -> None:
         cursor = StreamCursor(
-            topic,
-            last_event_id=resume_id,
-            options=StreamOptions(delta=True),
-            backoff=self.backoff,
+            topic, last_event_id=resume_id, options=StreamOptions(), backoff=self.backoff
         )
         stream = self._stream(cursor, reader)
         try:

@@ -465,9 +465,6 @@ class Run:
     """Each update's message without its `id:` as streams that write ids of their own (a
     cursor) render it, by projection; owned by `pushsvc.deliver.rendering` like
     `renderings`."""
-    deltas: dict[str, object] | None = None
-    """The run as delta streams (`?delta=`) write it, by projection: made once and shared;
-    owned by `pushsvc.deliver.delta`, which alone reads and writes it."""
 
     @property
     def topic(self) -> str:

@@ -47,7 +47,7 @@ from functools import partial
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.core.sse import retry_line
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.deliver import delta, peer_watch, subscription
+from pushsvc.deliver import peer_watch, subscription
 from pushsvc.deliver.compression import CompressedRendering, HeadCompressor, shape_key
 from pushsvc.deliver.hub import Hub, StreamExit
 from pushsvc.deliver.live_stream import LiveStream, Renew, StreamSink
@@ -92,8 +92,6 @@ class StreamRequest:
     """`gzip` when the stream is compressed (`pushsvc.deliver.compression.negotiate`)."""
     shared_deflates: SharedDeflates | None = None
     """Where a compressed stream finds the shared context of its shape."""
-    delta: bool = False
-    """`?delta=`: live updates after each topic's first as patches (`pushsvc.deliver.delta`)."""
     messages: bool = False
     """A messages stream (`/messages`): its projection renders messages, its queue never
     conflates."""
@@ -180,18 +178,9 @@ def events(
             sink = writes = ServerWrites(client)
             # Everything is read from the request: the server may free it (the environ empties).
             let_go_of_request(environ)
-        rendering: Rendering
-        if request.delta:
-            rendering = delta.rendering_for_stream(
-                request.projection,
-                chunked=sink.chunked,
-                cursor=primed.live_cursor,
-                own_bytes=head is not None,
-            )
-        else:
-            rendering = rendering_for_stream(
-                request.projection, chunked=sink.chunked, cursor=primed.live_cursor
-            )
+        rendering = rendering_for_stream(
+            request.projection, chunked=sink.chunked, cursor=primed.live_cursor
+        )
         if head is not None:
             rendering = _compressed(rendering, request, ends)
         paced = None

@@ -216,9 +216,6 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {string|string[]} [stats] Only these statistics, e.g. `["mean", "p99"]`.
  * @property {Object<string, string>} [group] Only the updates of this group, e.g.
  *   `{station: "grill"}` (every tag must match; a tag name cannot hold a colon).
- * @property {boolean} [delta] Ask the server for each topic's updates after the first as
- *   patches (`?delta=positional`, fewer bytes); they are applied here, and `onUpdate` gets
- *   the whole update as without it.
  * @property {string} [baseUrl] pushsvc's root URL (relative to the page, or absolute). Default:
  *   the server this module was loaded from. A cross-origin one is sent the cookie
  *   (`withCredentials`) when its CORS allowlist names this page's origin.
@@ -504,9 +501,6 @@ export class Subscription {
   #newest = new Map();
   /** @type {Map<string, Loading>} topics whose history is loading */
   #catchingUp = new Map();
-  /** @type {Map<string, Update>|null} with `delta`: the last update of each topic received on
-   *  the current connection, the base of its next patch */
-  #bases = null;
 
   /** @param {SubscribeOptions} options */
   constructor(options) {
@@ -524,10 +518,6 @@ export class Subscription {
     if (stats.length) params.append("stats", stats.join(","));
     if (series.length) params.append("series", series.join(","));
     for (const filter of groupFilters(options.group)) params.append("group", filter);
-    if (options.delta) {
-      params.append("delta", "positional");
-      this.#bases = new Map();
-    }
     this.#streamPath = `stream?${params}`;
     this.#connect();
   }
@@ -560,8 +550,6 @@ export class Subscription {
     const url = resolve(this.#baseUrl, this.#streamPath + resume);
     const source = this.#source = new EventSource(url, { withCredentials: crossOrigin(url) });
     source.addEventListener("open", () => {
-      // A new connection: the server remembers nothing it sent on the one before.
-      this.#bases?.clear();
       this.#delay = RECONNECT_MIN_MS;
       this.#setState("live", {});
     });
@@ -577,7 +565,6 @@ export class Subscription {
     });
     source.addEventListener("snapshot", (message) => this.#snapshot(message));
     source.addEventListener("stats", (message) => this.#receive(message, "update"));
-    source.addEventListener("stats-delta", (message) => this.#patched(message));
     source.addEventListener("point", (message) => this.#receive(message, "point"));
     source.addEventListener("alert", (message) => {
       this.#remember(message);
@@ -630,9 +617,8 @@ export class Subscription {
   /** @param {MessageEvent} message */
   #snapshot(message) {
     this.#remember(message);
-    /** @type {Snapshot & {deleted?: string[]}} */
+    /** @type {Snapshot} */
     const snapshot = JSON.parse(message.data);
-    for (const topic of snapshot.deleted ?? []) this.#bases?.delete(topic);
     this.#options.onSnapshot?.(snapshot);
     if (snapshot.gap) this.#options.onGap?.({ snapshot, topic: null });
     const first = !this.#opened;
@@ -650,29 +636,10 @@ export class Subscription {
     }
   }
 
-  /** A patch (`event: stats-delta`): applied to its topic's last update on this connection,
-   *  and handed on whole. One whose base is not here is never guessed at: the stream connects
-   *  again from the last id handed on (not the patch's), and the server starts that topic
-   *  again with a whole update.
-   *  @param {MessageEvent} message */
-  #patched(message) {
-    const patch = JSON.parse(message.data);
-    const base = Array.isArray(patch) ? this.#bases?.get(patch[0]) : undefined;
-    const update = base === undefined ? null : applyPatch(base, patch);
-    if (update === null) {
-      this.#source?.close();
-      this.#setState("reconnecting", {});
-      this.#connect();
-      return;
-    }
-    this.#receive(message, "update", update);
-  }
-
-  /** @param {MessageEvent} message @param {"update"|"point"} kind @param {any} [parsed] */
-  #receive(message, kind, parsed) {
+  /** @param {MessageEvent} message @param {"update"|"point"} kind */
+  #receive(message, kind) {
     this.#remember(message);
-    const data = parsed ?? JSON.parse(message.data);
-    if (kind === "update" && this.#bases) this.#bases.set(data.topic, data);
+    const data = JSON.parse(message.data);
     const id = parseId(data.id);
     if (id === null) return;
     const loading = this.#catchingUp.get(data.topic);
@@ -820,58 +787,6 @@ function projection(windows, stats) {
     if (update.groups) projected.groups = update.groups.map(cutGroup);
     return projected;
   };
-}
-
-// ------------------------------------------------------------------------ delta patches
-
-// Members whose value is one leaf whatever its shape (pushsvc.core.delta_patch: the format).
-const OPAQUE = new Set(["event", "key"]);
-
-/**
- * An update's leaves, depth first in member order: objects are descended into, except the
- * values of `event` and `key` and empty objects.
- * @param {Object<string, any>} value @param {string[]} prefix
- * @param {string[][]} paths @param {any[]} values
- */
-function walkLeaves(value, prefix, paths, values) {
-  for (const [name, member] of Object.entries(value)) {
-    const path = [...prefix, name];
-    if (member !== null && typeof member === "object" && !Array.isArray(member)
-        && !OPAQUE.has(name) && Object.keys(member).length > 0) {
-      walkLeaves(member, path, paths, values);
-    } else {
-      paths.push(path);
-      values.push(member);
-    }
-  }
-}
-
-/**
- * The update a positional patch (`["topic", i, value, …]`) makes of `base`, which is left as
- * it is; null when the patch does not apply to it.
- * @param {Update} base @param {any[]} patch
- * @returns {Update|null}
- */
-export function applyPatch(base, patch) {
-  /** @type {string[][]} */
-  const paths = [];
-  /** @type {any[]} */
-  const values = [];
-  walkLeaves(base, [], paths, values);
-  if (patch.length % 2 !== 1) return null;
-  for (let at = 1; at < patch.length; at += 2) {
-    const index = patch[at];
-    if (!Number.isInteger(index) || index < 0 || index >= paths.length) return null;
-    values[index] = patch[at + 1];
-  }
-  /** @type {Object<string, any>} */
-  const root = {};
-  paths.forEach((path, n) => {
-    let node = root;
-    for (const name of path.slice(0, -1)) node = node[name] ??= {};
-    node[path[path.length - 1]] = values[n];
-  });
-  return /** @type {Update} */ (root);
 }
 
 /**

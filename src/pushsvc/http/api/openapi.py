@@ -21,7 +21,6 @@ from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
 from pushsvc.core.topic_pages import DEFAULT_LIMIT as PAGE_DEFAULT_LIMIT
 from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
-from pushsvc.deliver.delta import FORMATS as DELTA_FORMATS
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.errors import AuthUnavailable, Unauthorized
@@ -345,17 +344,6 @@ def _stream_params(rules: Rules, group: dict[str, Any]) -> list[dict[str, Any]]:
             "description": "1: also send `event: presence` (no id), the presence of the "
             "topics the stream names outright, at most once a second and only when it changed "
             "(a stream of patterns only: 400).",
-        },
-        {
-            "name": "delta",
-            "in": "query",
-            "schema": {"type": "string", "enum": list(DELTA_FORMATS)},
-            "description": "Send each topic's live updates after the first as patches against "
-            "the topic's previous update on the stream (`event: stats-delta`, the same `id:`, "
-            'data `["topic", index, value, ...]`: the leaves that changed). Snapshots, '
-            "replays, points, alerts and deletions are sent whole, and so is an update whose "
-            "base the stream did not send (after a snapshot, a replay, conflation or a "
-            "deletion). pushsvc's clients apply the patches.",
         },
     ]
 

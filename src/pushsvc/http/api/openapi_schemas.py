@@ -521,13 +521,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "SSE": {
         "description": "one server-sent event: a `snapshot` first (or a replay of `stats` "
-        "events), then a `stats` event per update (with `?delta=`, a `stats-delta` patch "
-        "after each topic's first; and, with `?presence=1`, a `presence` event, no `id`, when "
-        "the presence of the topics it names changed); `data` is one line of JSON",
+        "events), then a `stats` event per update (and, with `?presence=1`, a `presence` "
+        "event, no `id`, when the presence of the topics it names changed); `data` is one "
+        "line of JSON",
         "type": "object",
         "required": ["event", "data"],
         "properties": {
-            "event": {"enum": ["snapshot", "stats", "stats-delta", "presence"]},
+            "event": {"enum": ["snapshot", "stats", "presence"]},
             "id": {"type": "string"},
             "data": {"type": "string", "contentMediaType": "application/json"},
             "retry": {"type": "integer"},

@@ -22,7 +22,6 @@ from pushsvc.core.sse import HEADERS, jittered_retry_ms
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable, validate_topic
 from pushsvc.deliver import stream_response
 from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
-from pushsvc.deliver.delta import delta_key, parse_delta
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.presence_events import Listener
 from pushsvc.deliver.projection import Projection
@@ -69,12 +68,13 @@ def multi_messages() -> Response:
     return _messages(selectors)
 
 
-_NOT_FOR_MESSAGES = ("windows", "stats", "precision", "group", "series", "max_hz", "delta")
+_NOT_FOR_MESSAGES = ("windows", "stats", "precision", "group", "series", "max_hz")
 
 
 def _messages(selectors: Sequence[str]) -> Response:
     """A messages stream of `selectors` (the view: every refusal before streaming)."""
     rt = runtime()
+    _refuse_delta(request.args.get("delta"))
     if len(selectors) > rt.settings.max_selectors:
         raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
     reader = rt.gate.reader(request, TopicMatcher(selectors))
@@ -93,7 +93,6 @@ def _messages(selectors: Sequence[str]) -> Response:
         last_event_id,
         min_interval_s=0.0,
         listener=None,
-        wants_delta=False,
         replay_last=replay_last,
     )
 
@@ -118,6 +117,7 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
     # outside request context. Every refusal (bad request, auth, limits) is a JSON error
     # before streaming starts; the environ goes along for the connection only.
     rt = runtime()
+    _refuse_delta(request.args.get("delta"))
     if len(selectors) > rt.settings.max_selectors:
         raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
     # Access first: every check below is about the topics or the rules, and a refusal that
@@ -150,7 +150,6 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         # `_alerts` under a narrow scope: only the instances of topics it may read.
         base = projection or Projection(None, None)
         projection = base.scoped(reader.alert_topics, reader.scope_key)
-    wants_delta = parse_delta(request.args.get("delta"))
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
     return _respond(
         rt,
@@ -159,7 +158,6 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         last_event_id,
         min_interval_s=_min_interval(request.args.get("max_hz")),
         listener=listener,
-        wants_delta=wants_delta,
     )
 
 
@@ -171,7 +169,6 @@ def _respond(
     *,
     min_interval_s: float,
     listener: Listener | None,
-    wants_delta: bool,
     replay_last: int = 0,
 ) -> Response:
     """The streaming response of a validated stream request (statistics or messages)."""
@@ -182,11 +179,7 @@ def _respond(
             rt.settings.heartbeat_us, rt.settings.stream_compression_contexts
         )
         rendering_key = "*" if projection is None else projection.key
-        if wants_delta:  # its own shape: a delta rendering's bytes, its own (delta.py)
-            rendering_key, own = delta_key(rendering_key), True
-        else:
-            own = False
-        shape = shape_key(reader.matcher.selectors, rendering_key, own)
+        shape = shape_key(reader.matcher.selectors, rendering_key)
         if encoding and not contexts.admits(shape):
             encoding = None  # as many shapes as compressed as it may: this one goes plain
     messages = projection is not None and projection.messages
@@ -206,7 +199,6 @@ def _respond(
         on_live=None if listener is None else listener.live,
         encoding=encoding,
         shared_deflates=contexts if encoding else None,
-        delta=wants_delta,
         messages=messages,
         replay_last=replay_last,
     )
@@ -247,6 +239,20 @@ def _refuse_what_named_topics_lack(
                 f"{topic} does not keep {', '.join(missing)}: its windows are "
                 f"{', '.join(rule.labels)} and its statistics {', '.join(reported)}"
             )
+
+
+DELTA_WITHDRAWN = (
+    "?delta= was withdrawn: its patches saved no bytes over gzip compression and cost CPU "
+    "on every delivery. To save bytes, send Accept-Encoding: gzip (browsers do): the stream "
+    "comes compressed"
+)
+"""The answer to a stream asked for with `?delta=` (any value): a client written for it
+learns what to do instead, rather than receiving whole updates it does not expect."""
+
+
+def _refuse_delta(given: str | None) -> None:
+    if given is not None:
+        raise BadRequest(DELTA_WITHDRAWN)
 
 
 def _min_interval(max_hz: str | None) -> float:

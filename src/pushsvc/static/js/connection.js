@@ -79,7 +79,6 @@ export class Connection {
   start() {
     subscribe({
       topics: ["*"],
-      delta: true, // patches after each topic's first update: a fraction of the bytes
       onStatus: (state, detail) => this.status(state, detail),
       onUpdate: (update) => this.on.update(update),
       onGap: () => this.on.status("gap", `live, after a gap at ${new Date().toISOString()
