@@ -396,6 +396,32 @@ def test_restart_losing_the_history_shows_reconnecting_then_gap(page: Page) -> N
         second.stop()
 
 
+def test_the_gap_is_told_at_the_charts_time_not_the_browsers(page: Page) -> None:
+    """The demo's events carry simulated times, hours from the browser's clock: the note of a
+    gap says when it was on the charts' clock, the newest topic clock the page knows."""
+    allow_network_errors(page)
+    port = str(free_port())
+    args = ("--port", port, "--tick", "0", "--retry", "200ms")
+    topic = unique()
+    first = PushsvcProcess("serve", *args).start()
+    try:
+        open_dashboard(page, first)
+        # 2025-11-21T04:40:05Z, the last of them: not the browser's time of day, but for a
+        # run at that second of a day.
+        for at in range(6):
+            assert post(first.port, topic, {"value": at, "ts": 1_763_700_000 + at})[0] == 202
+        expect(tile(page, topic).locator(".latest .value")).to_have_text("5")
+    finally:
+        first.stop()
+    second = PushsvcProcess("serve", *args).start()
+    try:
+        expect(status(page)).to_have_attribute("data-state", "gap")
+        expect(status(page)).to_contain_text("live, after a gap at 04:40:05: updates were missed")
+        expect(page.get_by_role("note")).to_contain_text("Resynced at 04:40:05:")
+    finally:
+        second.stop()
+
+
 def test_a_topic_the_restarted_server_lost_breaks_its_lines_at_the_gap(
     page: Page, tmp_path: Path
 ) -> None:
