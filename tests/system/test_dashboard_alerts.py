@@ -228,10 +228,14 @@ def _alerts_now(server: PushsvcProcess) -> list[tuple[str, str, str]]:
     """GET /alerts's firing instances as the bar's items name them: alert, topic, group."""
     status, _, body = request(server.port, "GET", "/alerts")
     assert status == 200
+    firing = [a for a in json.loads(body)["alerts"] if a["state"] == "firing"]
     return sorted(
-        (a["alert"], a["topic"], "" if a["group"] is None else json.dumps(sorted(a["group"].items())))
-        for a in json.loads(body)["alerts"]
-        if a["state"] == "firing"
+        (
+            a["alert"],
+            a["topic"],
+            "" if a["group"] is None else json.dumps(sorted(a["group"].items())),
+        )
+        for a in firing
     )
 
 

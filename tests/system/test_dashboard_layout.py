@@ -1,8 +1,8 @@
 """What the topic view's charts name and how they read, in a real headless Chromium against a
 real `pushsvc serve --rules`: a window's chart, legend, caption and data table name only the
-statistics its rule keeps (a range from the series too, though its points have every one); the min-max
-band's edges stand out inside an alert's shading as outside it. Skipped only when Debian's
-`chromium` is not installed."""
+statistics its rule keeps (a range from the series too, though its points have every one);
+the min-max band's edges stand out inside an alert's shading as outside it. Skipped only when
+Debian's `chromium` is not installed."""
 
 from __future__ import annotations
 
@@ -96,7 +96,13 @@ def test_a_range_of_a_rule_that_keeps_every_statistic_draws_them_all(
         "mean, p50, p90, p99; min\N{EN DASH}max shaded; count below"
     )
     assert _labels(ranged.locator(".chart-main")) == [
-        "min", "max", "mean", "p50", "p90", "p99", "mean so far"
+        "min",
+        "max",
+        "mean",
+        "p50",
+        "p90",
+        "p99",
+        "mean so far",
     ]
 
 
