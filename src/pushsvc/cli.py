@@ -223,14 +223,16 @@ _MAX_RETRIES = click.option(
 )
 
 
-def _client_warnings(command: str) -> None:
+def _client_warnings(command: str, level: int = logging.WARNING) -> None:
     """The client library's warnings on standard error, one line each: a server it cannot
-    reach is retried, and must not look like a topic where nothing happens."""
+    reach is retried, and must not look like a topic where nothing happens. A request's
+    retries are INFO to the library (no warning until they run out): a command that sends
+    requests asks for `level=INFO`, so that each failed try is a line as a stream's is."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"pushsvc {command}: %(message)s"))
     client_log = logging.getLogger("pushsvc.client")
     client_log.handlers[:] = [handler]  # once, however often a command runs in one process
-    client_log.setLevel(logging.WARNING)
+    client_log.setLevel(level)
     client_log.propagate = False
 
 
@@ -332,6 +334,7 @@ def publish(
                 "(is a `pushsvc aggregate` running with this --prefix?)"
             )
         return
+    _client_warnings("publish", logging.INFO)
     try:
         # Each batch with its own Idempotency-Key, retried with it after a 503 or a lost
         # connection: logged once however often it is sent.
@@ -444,6 +447,7 @@ def delete(url: str, token: str | None, topic: str) -> None:
     when the server keeps no such topic."""
     from pushsvc.client import Client, ClientError
 
+    _client_warnings("delete", logging.INFO)
     try:
         with Client(url, token=token) as client:
             deleted = client.delete_topic(topic)
@@ -528,6 +532,7 @@ def replay(
     from pushsvc.client.csv_replay import replay as run
 
     columns = list(comma_list(tag_columns))
+    _client_warnings("replay", logging.INFO)
     try:
         events = read_events(
             path, value_column=value_column, ts_column=ts_column, tag_columns=columns

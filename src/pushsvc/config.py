@@ -109,7 +109,7 @@ def _partitions(text: str) -> int:
 
 def _prefix(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._:-]{0,64}", text):
-        raise ValueError(f"{text!r} may hold only letters, digits and ._:-")
+        raise ValueError(f"{text!r} may hold only ASCII letters, digits and ._:-")
     return text
 
 

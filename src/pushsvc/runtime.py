@@ -131,6 +131,9 @@ class Runtime:
             runtime.feed = broker.consume_updates(hub.dispatch, on_reset=hub.reset)
             _watch_presence(runtime)
         if aggregate:
+            # Said by the process that applies the rules: once per deployment.
+            for line in settings.rules.never_applied:
+                log.warning("%s", line)
 
             def new_aggregator() -> Aggregator:
                 return Aggregator(

@@ -209,6 +209,17 @@ def test_a_bad_header_is_judged_even_with_a_good_cookie(secured: PushsvcProcess)
     assert _stream(secured, f"/topics/{PRIVATE}/stream", headers) == 401
 
 
+def test_a_refusal_names_the_cookie_a_browser_user_needs(no_query: PushsvcProcess) -> None:
+    """Without a token a 401 says where one goes, the cookie a signed-in browser carries
+    included, not just "needs a token"."""
+    status, _, body = request(no_query.port, "GET", f"/topics/{PRIVATE}/stats")
+    assert status == 401
+    assert json.loads(body)["error"]["message"] == (
+        f"reading {PRIVATE!r} needs a token (Authorization: Bearer …, or the pushsvc_token "
+        "cookie the application sets when it signs its user in)"
+    )
+
+
 def test_the_query_token_is_for_subscribing_only(secured: PushsvcProcess) -> None:
     token = hs256(publish=[PRIVATE], subscribe=[PRIVATE])
     assert _statuses(secured, PRIVATE, {}, query=f"?token={token}") == {

@@ -112,6 +112,22 @@ def test_a_caller_with_no_credential_is_not_asked_about(
     assert _asks(backend) == []
 
 
+def test_a_refusal_says_what_a_caller_signs_in_with(server: PushsvcProcess) -> None:
+    """A browser user signs in with the application's cookie, not a "token": the 401 names
+    what this server takes (here `--auth-cookies session` and the default header)."""
+    status, _, body = _judged(server.port, STREAM, {"Cookie": "tracking=t1"})
+    assert status == 401
+    assert body["error"]["message"] == (
+        "reading 'orders' needs a sign-in the application grants (the session cookie or the "
+        "Authorization header, which pushsvc asks the application about)"
+    )
+    status, _, body = request(server.port, "POST", "/topics/orders/events", {"value": 1})
+    assert status == 401
+    assert json.loads(body)["error"]["message"].startswith(
+        "publishing needs a sign-in the application grants (the session cookie"
+    )
+
+
 @pytest.mark.parametrize("deny", ["401", "403", "empty", "no session"])
 def test_a_denial_answers_as_no_credential_does(
     backend: AppProcess, server: PushsvcProcess, deny: str

@@ -349,6 +349,39 @@ def test_no_horizontal_overflow(server: PushsvcProcess, page: Page, width: int) 
     no_sideways_scroll(page)
 
 
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_long_tag_value_is_one_line_ending_in_an_ellipsis(
+    server: PushsvcProcess, page: Page, tmp_path: Path, width: int
+) -> None:
+    """A 230-character value (a URL, a user agent) is one line as wide as the tile at most,
+    cut with an ellipsis; its whole text is the pill's title. The run's
+    dashboard-long-tag-<width>.png is the overview at that moment."""
+    page.set_viewport_size({"width": width, "height": 900})
+    topic = unique()
+    value = "https://shop.example/" + "x" * 209
+    tags = {"url": value, "dish": "noodles"}
+    assert post(server.port, topic, {"value": 1, "tags": tags})[0] == 202
+    open_dashboard(page, server)
+    pills = tile(page, topic).locator(".tags li")
+    expect(pills).to_have_count(2)
+    long, short = pills.nth(0), pills.nth(1)
+    expect(long).to_have_attribute("title", f"url: {value}")
+    expect(short).to_have_attribute("title", "dish: noodles")
+    # One line: as tall as the short pill, and as wide as the tile's content at most.
+    long_box, short_box = long.bounding_box(), short.bounding_box()
+    assert long_box is not None and short_box is not None
+    assert long_box["height"] == short_box["height"]
+    inner = tile(page, topic).evaluate(
+        "t => t.clientWidth - parseFloat(getComputedStyle(t).paddingLeft)"
+        " - parseFloat(getComputedStyle(t).paddingRight)"
+    )
+    assert long_box["width"] <= inner + 0.5
+    assert long.evaluate("li => getComputedStyle(li).textOverflow") == "ellipsis"
+    assert long.evaluate("li => li.scrollWidth > li.clientWidth")  # cut
+    no_sideways_scroll(page)
+    tile(page, topic).screenshot(path=tmp_path / f"dashboard-long-tag-{width}.png")
+
+
 def test_a_refused_stream_is_retried_by_the_page(server: PushsvcProcess, page: Page) -> None:
     allow_network_errors(page)
     # An error status (say, from a proxy in front of pushsvc) makes EventSource give up for
@@ -392,6 +425,32 @@ def test_restart_losing_the_history_shows_reconnecting_then_gap(page: Page) -> N
         after = unique()
         assert post(second.port, after, {"value": 5})[0] == 202
         expect(tile(page, after).locator(".latest .value")).to_have_text("5")
+    finally:
+        second.stop()
+
+
+def test_the_gap_is_told_at_the_charts_time_not_the_browsers(page: Page) -> None:
+    """The demo's events carry simulated times, hours from the browser's clock: the note of a
+    gap says when it was on the charts' clock, the newest topic clock the page knows."""
+    allow_network_errors(page)
+    port = str(free_port())
+    args = ("--port", port, "--tick", "0", "--retry", "200ms")
+    topic = unique()
+    first = PushsvcProcess("serve", *args).start()
+    try:
+        open_dashboard(page, first)
+        # 2025-11-21T04:40:05Z, the last of them: not the browser's time of day, but for a
+        # run at that second of a day.
+        for at in range(6):
+            assert post(first.port, topic, {"value": at, "ts": 1_763_700_000 + at})[0] == 202
+        expect(tile(page, topic).locator(".latest .value")).to_have_text("5")
+    finally:
+        first.stop()
+    second = PushsvcProcess("serve", *args).start()
+    try:
+        expect(status(page)).to_have_attribute("data-state", "gap")
+        expect(status(page)).to_contain_text("live, after a gap at 04:40:05: updates were missed")
+        expect(page.get_by_role("note")).to_contain_text("Resynced at 04:40:05:")
     finally:
         second.stop()
 

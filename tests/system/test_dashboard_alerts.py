@@ -12,13 +12,23 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from harness.live import PushsvcProcess, post, request
+from harness.net import free_port
 from playwright.sync_api import Locator, Page, expect
 
-from support.browser import CHROMIUM, NO_CHROMIUM, alert_band_share, figure, open_dashboard
+from support.browser import (
+    CHROMIUM,
+    NO_CHROMIUM,
+    alert_band_share,
+    allow_network_errors,
+    figure,
+    open_dashboard,
+    status,
+)
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)
@@ -212,3 +222,67 @@ def test_a_server_without_alert_rules_shows_no_bar(page: Page) -> None:
         expect(page.locator("#alerts-bar")).to_be_hidden()
     finally:
         proc.stop()
+
+
+def _alerts_now(server: PushsvcProcess) -> list[tuple[str, str, str]]:
+    """GET /alerts's firing instances as the bar's items name them: alert, topic, group."""
+    status, _, body = request(server.port, "GET", "/alerts")
+    assert status == 200
+    firing = [a for a in json.loads(body)["alerts"] if a["state"] == "firing"]
+    return sorted(
+        (
+            a["alert"],
+            a["topic"],
+            "" if a["group"] is None else json.dumps(sorted(a["group"].items())),
+        )
+        for a in firing
+    )
+
+
+def _bar(page: Page) -> list[tuple[str, str, str]]:
+    """The bar's items: alert, topic and group (as GET /alerts names them), sorted."""
+    items = page.locator("#alerts-bar li").evaluate_all(
+        "items => items.map(i => [i.dataset.alert, i.dataset.topic, i.dataset.group])"
+    )
+    return sorted(
+        (alert, topic, "" if not group else json.dumps([list(p) for p in json.loads(group)]))
+        for alert, topic, group in items
+    )
+
+
+def test_after_a_restart_the_bar_shows_the_servers_alerts_not_the_old_ones(
+    page: Page, tmp_path: Path
+) -> None:
+    """A server restarted without --data-dir has no alert firing: the page, open across the
+    restart, drops those it showed, and then shows what the new process fires, as GET /alerts
+    answers. The run's dashboard-alerts-after-restart-none.png and -after-restart.png are the
+    page at those two moments."""
+    allow_network_errors(page)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    args = ("--port", str(free_port()), "--tick", "0", "--retry", "200ms", "--rules", str(rules))
+    before, after = (f"boiler.{uuid.uuid4().hex[:8]}" for _ in range(2))
+    first = PushsvcProcess("serve", *args).start()
+    try:
+        _post(first, before, 0, 20.0)
+        open_dashboard(page, first)
+        _post(first, before, 1, 95.0)
+        expect(page.locator("#alerts-count")).to_have_text("2 firing")
+        assert _bar(page) == _alerts_now(first)
+    finally:
+        first.stop()
+    second = PushsvcProcess("serve", *args).start()
+    try:
+        expect(status(page)).to_have_attribute("data-state", "gap")
+        assert _alerts_now(second) == []
+        expect(page.locator("#alerts-bar")).to_be_hidden()
+        expect(page.locator("#alerts-bar li")).to_have_count(0)
+        page.screenshot(path=tmp_path / "dashboard-alerts-after-restart-none.png")
+        _post(second, after, 0, 20.0)
+        _post(second, after, 1, 95.0, room="b7")
+        expect(page.locator("#alerts-count")).to_have_text("2 firing")
+        assert _bar(page) == _alerts_now(second)
+        assert {topic for _, topic, _ in _bar(page)} == {after}
+        page.screenshot(path=tmp_path / "dashboard-alerts-after-restart.png")
+    finally:
+        second.stop()

@@ -1,8 +1,8 @@
 """What the topic view's charts name and how they read, in a real headless Chromium against a
 real `pushsvc serve --rules`: a window's chart, legend, caption and data table name only the
-statistics its rule keeps (a range from the series, every one its points have); the min-max
-band's edges stand out inside an alert's shading as outside it. Skipped only when Debian's
-`chromium` is not installed."""
+statistics its rule keeps (a range from the series too, though its points have every one);
+the min-max band's edges stand out inside an alert's shading as outside it. Skipped only when
+Debian's `chromium` is not installed."""
 
 from __future__ import annotations
 
@@ -70,14 +70,40 @@ def test_a_windows_chart_names_only_the_statistics_its_rule_keeps(
     window.get_by_text("Data", exact=True).click()
     expect(window.locator("table.data thead th")).to_have_text(["time", "mean", "count"])
     expect(window.locator("table.data tbody tr").first.locator("td")).to_have_text(["4", "5"])
-    # A range from the series: its points have every statistic, and its chart draws them.
+    # A range from the series: its points have every statistic, its chart only the rule's.
+    page.locator("#range-select").select_option("3600")
+    ranged = figure(page, "range")
+    expect(ranged).to_be_visible()
+    expect(ranged.locator(".legend-note")).to_have_text("mean; count below")
+    assert _labels(ranged.locator(".chart-main")) == ["mean", "mean so far"]
+    assert _labels(ranged.locator(".chart-count")) == ["count", "count so far"]
+    ranged.get_by_text("Data", exact=True).click()
+    expect(ranged.locator("table.data thead th")).to_have_text(["time", "mean", "count"])
+
+
+def test_a_range_of_a_rule_that_keeps_every_statistic_draws_them_all(
+    server: PushsvcProcess, page: Page
+) -> None:
+    topic = f"boiler.{uuid.uuid4().hex[:8]}"
+    for i in range(5):
+        assert post(server.port, topic, {"value": 20.0 + i, "ts": T0 + i})[0] == 202
+    open_dashboard(page, server, f"/#/topics/{topic}")
+    expect(figure(page, "1m")).to_have_attribute("data-points", "5")
     page.locator("#range-select").select_option("3600")
     ranged = figure(page, "range")
     expect(ranged).to_be_visible()
     expect(ranged.locator(".legend-note")).to_have_text(
         "mean, p50, p90, p99; min\N{EN DASH}max shaded; count below"
     )
-    assert _labels(ranged.locator(".chart-main"))[:6] == ["min", "max", "mean", "p50", "p90", "p99"]
+    assert _labels(ranged.locator(".chart-main")) == [
+        "min",
+        "max",
+        "mean",
+        "p50",
+        "p90",
+        "p99",
+        "mean so far",
+    ]
 
 
 # How far (summed RGB, over the card's white) the most distinct pixel within two rows of

@@ -51,6 +51,9 @@ def oracle(updates: list[dict[str, Any]]) -> pd.DataFrame:
         for stat in STATS:
             column = flat[f"windows.{window}.{stat}"]
             frame[f"{window}_{stat}"] = column.astype("int64" if stat == "count" else "float64")
+    # Then a column per tag name the events carry, by name: the tag's value, or nothing.
+    for column in sorted(c for c in flat.columns if c.startswith("event.tags.")):
+        frame[f"tag.{column.removeprefix('event.tags.')}"] = flat[column]
     return frame
 
 
@@ -60,6 +63,7 @@ def test_json_csv_and_the_dataframe_agree_with_the_streamed_updates(
     values = [10, 20.5, -3, 1e-7, 60]
     # 90 s apart at the end: the last update has empty 10s/1m-only statistics (nulls).
     events = [{"value": v, "ts": T0 + i} for i, v in enumerate(values[:-1])]
+    events[1]["tags"] = {"dish": "rice, fried", "k": "w"}  # a comma: quoted in the CSV
     events.append({"value": values[-1], "ts": T0 + 200, "tags": {"k": "v"}})
     updates = streamed(server, topic, events)
     with Client(server.base) as client:
@@ -80,6 +84,9 @@ def test_json_csv_and_the_dataframe_agree_with_the_streamed_updates(
     pd.testing.assert_frame_equal(frame, expected)
     assert frame.attrs == {"resume_id": page["resume_id"], "gap": False}
     assert frame["1m_var"].isna().tolist() == [True, False, False, False, True]
+    assert list(frame.columns[-2:]) == ["tag.dish", "tag.k"]
+    tag_k = [v if isinstance(v, str) else None for v in frame["tag.k"]]
+    assert tag_k == [None, "w", None, None, "v"]
 
     _, _, csv = request(server.port, "GET", f"/topics/{topic}/history?format=csv")
     from_csv = pd.read_csv(io.BytesIO(csv), parse_dates=["time"])

@@ -139,12 +139,29 @@ _CANNOT_REACH = re.compile(
     r"pushsvc subscribe: cannot reach http://127\.0\.0\.1:\d+/: ConnectError: .*; "
     r"retrying in \d+\.\d s"
 )
+# A request's retry: the same reason, as the client's retries of a request say it.
+_REQUEST_CANNOT_REACH = (
+    r"pushsvc {command}: not ready \(cannot reach http://127\.0\.0\.1:\d+/: ConnectError: "
+    r".*\); retrying in \d+\.\d s"
+)
 
 
-def test_subscribe_to_a_closed_port_says_so_within_seconds() -> None:
+@pytest.mark.parametrize(
+    ("command", "args", "said"),
+    [
+        ("subscribe", ["orders"], _CANNOT_REACH.pattern),
+        ("publish", ["orders", "1"], _REQUEST_CANNOT_REACH.format(command="publish")),
+        ("delete", ["orders"], _REQUEST_CANNOT_REACH.format(command="delete")),
+    ],
+)
+def test_a_tool_pointed_at_a_closed_port_says_so_within_seconds(
+    command: str, args: list[str], said: str
+) -> None:
+    """Each failed try is a line on standard error as it happens, not silence until the
+    retries run out (some 30 s)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pushsvc", "subscribe", f"--url=http://127.0.0.1:{free_port()}",
-         "orders"],
+        [sys.executable, "-m", "pushsvc", command, f"--url=http://127.0.0.1:{free_port()}",
+         *args],
         env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -161,7 +178,7 @@ def test_subscribe_to_a_closed_port_says_so_within_seconds() -> None:
         proc.kill()
         proc.wait()
         stderr.close()
-    assert _CANNOT_REACH.fullmatch(first.rstrip("\n")), first
+    assert re.fullmatch(said, first.rstrip("\n")), first
 
 
 def test_subscribe_with_max_retries_gives_up_with_exit_1() -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.net import free_port
 from harness.procfs import descendants
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -62,6 +64,39 @@ def test_workers_serve_on_one_port_and_stop_cleanly(topic: str) -> None:
     finally:
         assert server.stop() == 0
     assert not {pid for pid in left if Path(f"/proc/{pid}").exists()}
+
+
+def _in_time_wait(port: int) -> int:
+    """How many TCP connections whose local port is `port` wait in TIME-WAIT (/proc/net/tcp,
+    state 06)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                waiting += int(local.rsplit(":", 1)[1], 16) == port and state == "06"
+    return waiting
+
+
+def test_workers_start_on_a_port_a_stopped_server_left_in_time_wait() -> None:
+    """A stopped `serve` ends its streams itself, so its side of each waits in TIME-WAIT for a
+    minute; `serve --workers 2` right after, on that port, starts as a plain `serve` does."""
+    port = free_port()
+    plain = _serve("--port", str(port))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stream:
+        stream.sendall(b"GET /topics/t/stream HTTP/1.1\r\nHost: pushsvc\r\n\r\n")
+        assert stream.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert plain.stop() == 0
+        # Read to the server's end, then close: unread bytes would make the close a reset.
+        while stream.recv(65536):
+            pass
+    wait_until(lambda: _in_time_wait(port) > 0, what="the server's side in TIME-WAIT")
+    workers = _serve("--workers", "2", "--port", str(port))
+    try:
+        wait_until(lambda: _listening_workers(workers) == 2, timeout=20)
+        assert request(port, "GET", "/healthz")[0] == 200
+    finally:
+        assert workers.stop() == 0
 
 
 def test_a_worker_that_dies_is_started_again(topic: str) -> None:

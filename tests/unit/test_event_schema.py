@@ -15,7 +15,7 @@ from pushsvc.errors import InvalidEvent
 from pushsvc.http.api.openapi_schemas import SCHEMAS
 from pushsvc.ingest.input_limits import InputLimits
 from pushsvc.ingest.parse import parse_body
-from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.ingest.timestamps import MAX_TS_US, MIN_EVENT_TS_US, MIN_TS_US
 
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMAS["Event"])
 
@@ -25,7 +25,7 @@ _tags = st.dictionaries(
     st.one_of(_text, st.text(st.characters(exclude_categories=("Cs",)), min_size=250)),
     max_size=18,
 )
-_edges = [MIN_TS_US // US_PER_S, (MAX_TS_US + 1) // US_PER_S]
+_edges = [MIN_EVENT_TS_US // US_PER_S, (MAX_TS_US + 1) // US_PER_S]
 _ts = st.one_of(
     st.sampled_from([edge + step for edge in _edges for step in (-1, -0.5, 0, 0.5, 1)]),
     st.floats(allow_nan=False, allow_infinity=False),

@@ -26,6 +26,7 @@ from pushsvc.errors import (
 from pushsvc.http.api.error_replies import status_of
 from pushsvc.ingest import (
     MAX_TS_US,
+    MIN_EVENT_TS_US,
     MIN_TS_US,
     Event,
     InputLimits,
@@ -136,13 +137,13 @@ def test_one_event_with_every_field() -> None:
 
 
 def test_batch_in_order_and_missing_ts_is_now() -> None:
-    body = '[{"value": 1}, {"value": -2.5, "ts": 10}, {"value": 3}]'
-    assert parse(body) == [Event(1.0, NOW), Event(-2.5, 10_000_000), Event(3.0, NOW)]
+    body = '[{"value": 1}, {"value": -2.5, "ts": 1763699990}, {"value": 3}]'
+    assert parse(body) == [Event(1.0, NOW), Event(-2.5, NOW - 10_000_000), Event(3.0, NOW)]
 
 
 def test_ndjson_skips_blank_lines_and_accepts_crlf() -> None:
-    body = '\n{"value": 1}\r\n\r\n  \n{"value": 2, "ts": 5}\n'
-    assert parse(body, NDJSON) == [Event(1.0, NOW), Event(2.0, 5_000_000)]
+    body = '\n{"value": 1}\r\n\r\n  \n{"value": 2, "ts": 1763699995}\n'
+    assert parse(body, NDJSON) == [Event(1.0, NOW), Event(2.0, NOW - 5_000_000)]
 
 
 def test_values_are_floats() -> None:
@@ -297,15 +298,14 @@ def test_the_first_error_wins_and_nothing_is_returned() -> None:
         ("1763700000.123", 1_763_700_000_123_000),
         ("1763700000", 1_763_700_000_000_000),
         ("1763700000.000001", 1_763_700_000_000_001),
-        ("0", 0),
-        ("-1.5", -1_500_000),
-        ("0.0078125", 7812),  # 2**-7 s is exactly 7812.5 us: a tie, to even
-        ("0.0234375", 23438),  # 3 * 2**-7 s = 23437.5 us: a tie, to even
+        ("946684800", MIN_EVENT_TS_US),
+        # 2**-7 s is exactly 7812.5 us: a tie, to even; 3 * 2**-7 s = 23437.5 us likewise.
+        ("1763700000.0078125", 1_763_700_000_007_812),
+        ("1763700000.0234375", 1_763_700_000_023_438),
         # The double nearest to this decimal is 1715838287025480.5088... us; `ts * 1e6` rounds
         # that product to ...480.5 first and would then give ...480.
         ("1715838287.0254805", 1_715_838_287_025_481),
         ("253402300799", MAX_TS_US - 999_999),
-        ("-62135596800", MIN_TS_US),
     ],
 )
 def test_numeric_ts(literal: str, ts_us: int) -> None:
@@ -346,8 +346,7 @@ RFC3339 = [
         datetime(2025, 11, 21, 4, 40, 0, 111111, tzinfo=UTC),
     ),
     ("2024-02-29T00:00:00Z", datetime(2024, 2, 29, tzinfo=UTC)),
-    ("1969-12-31T23:59:59.5Z", datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC)),
-    ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),
+    ("2000-01-01T01:00:00+01:00", datetime(2000, 1, 1, tzinfo=UTC)),
     ("9999-12-31T23:59:59.999999Z", datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
 ]
 
@@ -356,6 +355,48 @@ RFC3339 = [
 def test_rfc3339_ts(text: str, moment: datetime) -> None:
     (event,) = parse(json.dumps({"value": 1, "ts": text}), max_future_us=MAX_TS_US)
     assert event.ts_us == _us(moment)
+
+
+@pytest.mark.parametrize(
+    ("text", "moment"),
+    [
+        ("1969-12-31T23:59:59.5Z", datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_reads_times_from_year_1(text: str, moment: datetime) -> None:
+    """As a read's `since` takes them; an event refuses them (below)."""
+    assert parse_rfc3339(text) == _us(moment)
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "0",
+        "0.0",
+        "-1.5",
+        "946684799.999999",  # a microsecond before 2000
+        "86400",  # seconds since something else than the epoch
+        "-62135596800",  # year 1
+        '"0001-01-01T00:00:00Z"',  # .NET's DateTime.MinValue, Go's time.Time{}
+        '"1999-12-31T23:59:59.999999Z"',
+        '"2000-01-01T00:30:00+01:00"',
+    ],
+)
+def test_an_event_time_before_2000_is_refused_as_a_time_left_unset(literal: str) -> None:
+    error = rejected('[{"value": 1}, {"value": 1, "ts": ' + literal + "}]")
+    assert isinstance(error, InvalidEvent)
+    assert (error.index, status_of(error)) == (1, 400)
+    assert error.message == (
+        "ts must be 2000-01-01T00:00:00Z or later (epoch seconds; 0 or year 1 is usually a "
+        "time left unset)"
+    )
+
+
+def test_milliseconds_are_refused_as_such() -> None:
+    error = rejected('{"value": 1, "ts": 1763700000123}')
+    assert isinstance(error, InvalidEvent)
+    assert error.message == "ts must be before year 10000 (epoch seconds, not milliseconds)"
 
 
 BAD_TS = [
@@ -586,7 +627,7 @@ def test_event_json(event: Event, expected: dict[str, object]) -> None:
     st.builds(
         Event,
         finite,
-        st.integers(min_value=0, max_value=2**32 * 1_000_000 - 1),
+        st.integers(min_value=MIN_EVENT_TS_US, max_value=2**32 * 1_000_000 - 1),
         st.none()
         | st.dictionaries(
             st.text(min_size=1, max_size=8), st.text(max_size=8), min_size=1, max_size=4

@@ -59,6 +59,16 @@ def test_invalid_topic_names(name: str) -> None:
     assert info.value.to_json()["error"]["code"] == "invalid_topic"
 
 
+def test_a_name_refused_for_an_accent_says_ascii() -> None:
+    """`café` has letters only: the refusal says which letters it means."""
+    with pytest.raises(InvalidTopic) as info:
+        validate_topic("caf\u00e9")
+    assert info.value.to_json()["error"]["message"] == (
+        "invalid topic 'caf\u00e9': use 1 to 128 ASCII letters, digits and '._:-' (no accents "
+        "or other scripts), starting with a letter or a digit"
+    )
+
+
 @pytest.mark.parametrize("name", [None, 5, b"orders"])
 def test_non_string_topic_is_invalid(name: object) -> None:
     with pytest.raises(InvalidTopic):

@@ -326,12 +326,14 @@ def history_dataframe(
 ) -> pd.DataFrame:
     """One row per update (history order), columns as in `pushsvc.core.history_table`:
     `id`, `reason` (str), `time` (datetime64, UTC), `value` and every statistic (float64,
-    NaN for null), `{window}_count` (int64). Needs pandas (the tools extra)."""
+    NaN for null), `{window}_count` (int64), then `tag.{name}` per tag name the events carry
+    (str, None where an event lacks it). Needs pandas (the tools extra)."""
     require("Client.history()", "pandas")
     import pandas as pd
 
-    header = history_table.columns(windows, stats)
-    rows = [history_table.row(u, round(u["ts"] * 1_000_000), windows, stats) for u in updates]
+    tags = history_table.tag_names(updates)
+    header = history_table.columns(windows, stats, tags)
+    rows = [history_table.row(u, round(u["ts"] * 1_000_000), windows, stats, tags) for u in updates]
     frame = pd.DataFrame(rows, columns=header)
     dtypes: dict[str, str] = {"id": "str", "reason": "str", "value": "float64"}
     for window in windows:

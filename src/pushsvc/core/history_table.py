@@ -9,6 +9,9 @@ Columns, in this order:
     value     the event's value; empty (NaN) for a tick
     {window}_{stat}   e.g. 10s_count, 1m_p99: the statistics right after the update;
                       empty (NaN) where the update has null (an empty window, var of one value)
+    tag.{name}        e.g. tag.dish: the event's tag, one column per tag name some event of
+                      the table carries, by name; empty where the event lacks it, and for a
+                      tick. Last, so that the columns before them stay where they were.
 
 Windows in the server's order, statistics in the update's order (count, sum, mean, min, max,
 var, stddev, p50, p90, p99). Pure: no I/O, no pandas (the server does not import it).
@@ -23,22 +26,47 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BASE_COLUMNS = ("id", "time", "reason", "value")
+TAG_PREFIX = "tag."
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def columns(windows: Sequence[str], stats: Sequence[str]) -> list[str]:
-    return [*BASE_COLUMNS, *(stat_column(w, s) for w in windows for s in stats)]
+def columns(windows: Sequence[str], stats: Sequence[str], tags: Sequence[str] = ()) -> list[str]:
+    return [
+        *BASE_COLUMNS,
+        *(stat_column(w, s) for w in windows for s in stats),
+        *(tag_column(t) for t in tags),
+    ]
 
 
 def stat_column(window: str, stat: str) -> str:
     return f"{window}_{stat}"
 
 
+def tag_column(tag: str) -> str:
+    return f"{TAG_PREFIX}{tag}"
+
+
+def _tags_of(fields: Mapping[str, Any]) -> Mapping[str, str]:
+    event = fields.get("event")
+    tags = event.get("tags") if isinstance(event, Mapping) else None
+    return tags if isinstance(tags, Mapping) else {}
+
+
+def tag_names(updates: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every tag name the updates' events carry, sorted: the table's tag columns."""
+    return sorted({name for fields in updates for name in _tags_of(fields)})
+
+
 def row(
-    fields: Mapping[str, Any], clock_us: int, windows: Sequence[str], stats: Sequence[str]
+    fields: Mapping[str, Any],
+    clock_us: int,
+    windows: Sequence[str],
+    stats: Sequence[str],
+    tags: Sequence[str] = (),
 ) -> list[Any]:
     """One update's cells: id, clock (µs), reason, value, then each window's statistics
-    (None where the update has null or lacks the field)."""
+    (None where the update has null or lacks the field), then the event's value of each of
+    `tags` (None where it has none)."""
     event = fields.get("event")
     window_stats = fields.get("windows") or {}
     cells: list[Any] = [
@@ -50,6 +78,8 @@ def row(
     for window in windows:
         values = window_stats.get(window) or {}
         cells.extend(values.get(stat) for stat in stats)
+    carried = _tags_of(fields)
+    cells.extend(carried.get(tag) for tag in tags)
     return cells
 
 

@@ -31,8 +31,8 @@ def validate_topic(name: str) -> str:
     """Return `name` if it is a valid topic name, else raise InvalidTopic."""
     if not isinstance(name, str) or _TOPIC.fullmatch(name) is None:
         raise InvalidTopic(
-            f"invalid topic {_shorten(name)}: use 1 to {MAX_TOPIC_LEN} letters, digits and "
-            "'._:-', starting with a letter or a digit"
+            f"invalid topic {_shorten(name)}: use 1 to {MAX_TOPIC_LEN} ASCII letters, digits "
+            "and '._:-' (no accents or other scripts), starting with a letter or a digit"
         )
     return name
 

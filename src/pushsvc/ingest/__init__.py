@@ -11,12 +11,19 @@ from pushsvc.core.event import US_PER_S, Event, event_json
 from pushsvc.core.lateness import check_lateness, is_late
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
 from pushsvc.ingest.parse import JSON, NDJSON, parse_body
-from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
+from pushsvc.ingest.timestamps import (
+    MAX_TS_US,
+    MIN_EVENT_TS_US,
+    MIN_TS_US,
+    parse_rfc3339,
+    seconds_to_us,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
     "JSON",
     "MAX_TS_US",
+    "MIN_EVENT_TS_US",
     "MIN_TS_US",
     "NDJSON",
     "US_PER_S",

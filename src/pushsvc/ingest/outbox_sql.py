@@ -30,7 +30,7 @@ def check_table(name: str) -> str:
     its dead-letter table's name (`<name>_dead`) is one too."""
     if not _IDENTIFIER.fullmatch(name):
         raise ValueError(
-            f"{name!r} is not a plain table name (lower-case letters, digits and _, not "
+            f"{name!r} is not a plain table name (lower-case ASCII letters, digits and _, not "
             "starting with a digit; choose a schema with search_path in the DSN)"
         )
     if len(name) + len(DEAD_SUFFIX) > _MAX_IDENTIFIER:

@@ -38,7 +38,13 @@ from pushsvc.errors import (
     UnsupportedMediaType,
 )
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
-from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US, parse_rfc3339, seconds_to_us
+from pushsvc.ingest.timestamps import (
+    MAX_TS_US,
+    MIN_EVENT_TS_TEXT,
+    MIN_EVENT_TS_US,
+    parse_rfc3339,
+    seconds_to_us,
+)
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -335,9 +341,15 @@ def _ts_us(ts: object, index: int) -> int:
         raise InvalidEvent(
             f"ts must be epoch seconds or an RFC 3339 string, not {_describe(ts)}", index=index
         )
-    if not MIN_TS_US <= ts_us <= MAX_TS_US:
+    if ts_us > MAX_TS_US:
         raise InvalidEvent(
-            "ts must be between years 1 and 9999 (epoch seconds, not milliseconds)", index=index
+            "ts must be before year 10000 (epoch seconds, not milliseconds)", index=index
+        )
+    if ts_us < MIN_EVENT_TS_US:
+        raise InvalidEvent(
+            f"ts must be {MIN_EVENT_TS_TEXT} or later (epoch seconds; 0 or year 1 is "
+            "usually a time left unset)",
+            index=index,
         )
     return ts_us
 

@@ -6,8 +6,13 @@
   times); `T`, `t` or a space separate date and time; `z` is accepted; more than six
   fraction digits are rounded to the microsecond (half to even); a leap second (`:60`) is
   rejected because epoch time has none.
-* Timestamps are limited to years 1 to 9999 in either form, which also catches
-  milliseconds sent as seconds.
+* Times are read in years 1 to 9999 in either form (a read's `since` and `until` may be any of
+  them). An event's `ts` must moreover be from 2000-01-01 on (`MIN_EVENT_TS_US`) and before
+  year 10000 (`MAX_TS_US`): the upper bound catches milliseconds sent as seconds, the lower
+  one a time left unset (`0`, or the year-1 zero value of .NET's and Go's time types) or
+  seconds counted from something else than the epoch (a boot, a process's start). Accepted,
+  such an event starts its topic's clock decades back, and every range of it that ends at
+  that clock reaches before year 1.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from pushsvc.core.event import US_PER_S
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 MIN_TS_US = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400 * US_PER_S
-"""0001-01-01T00:00:00Z, the earliest time an event may carry."""
+"""0001-01-01T00:00:00Z, the earliest time read (an event's `ts`: `MIN_EVENT_TS_US`)."""
 MAX_TS_US = (date(9999, 12, 31).toordinal() - _EPOCH_ORDINAL + 1) * 86_400 * US_PER_S - 1
 """9999-12-31T23:59:59.999999Z, the latest time an event may carry."""
+MIN_EVENT_TS_US = (date(2000, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400 * US_PER_S
+"""2000-01-01T00:00:00Z (946684800 epoch seconds), the earliest `ts` an event may carry."""
+MIN_EVENT_TS_TEXT = "2000-01-01T00:00:00Z"
 
 
 def seconds_to_us(seconds: float) -> int:

@@ -126,8 +126,11 @@ class Supervisor:
 
     def _reserve_port(self) -> int:
         """Bind the port (SO_REUSEPORT, not listening) so that port 0 becomes one fixed port
-        every worker, and every restarted worker, binds too."""
+        every worker, and every restarted worker, binds too. SO_REUSEADDR as the workers'
+        own sockets (`server.listen`): a server stopped a moment ago leaves its side of each
+        connection it closed in TIME-WAIT for a minute, which is no server listening."""
         sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self.settings.host, self.settings.port))

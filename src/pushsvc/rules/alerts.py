@@ -186,7 +186,7 @@ def _alert(
             raise ValueError(f"{required}: missing")
     name = table["name"]
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"name: {str(name)[:80]!r} is not letters, digits and _")
+        raise ValueError(f"name: {str(name)[:80]!r} is not ASCII letters, digits and _")
     selectors = _selectors(table["topics"])
     when = _named(_field("when", lambda: parse_condition(table["when"])), window_named)
     clear = (

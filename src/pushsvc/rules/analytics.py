@@ -226,6 +226,15 @@ class Rules:
         self._matchers = tuple(TopicMatcher(rule.selectors) for rule in self.rules)
         self._chosen: dict[str, Rule] = {}
 
+    @cached_property
+    def never_applied(self) -> tuple[str, ...]:
+        """One line per rule that can never apply, an earlier one matching all its topics
+        (`pushsvc.rules.shadowed`): said at start."""
+        from pushsvc.rules.shadowed import describe_shadowed
+
+        numbered = [(rule.number, rule.selectors) for rule in self.rules]
+        return tuple(describe_shadowed(numbered, self.source or "rules"))
+
     def for_topic(self, topic: str) -> Rule:
         """The first rule matching `topic`, else the default rule."""
         rule = self._chosen.get(topic)

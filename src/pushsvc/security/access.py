@@ -97,7 +97,7 @@ class Gate:
                     "publishing never takes ?token= (URLs end up in logs): send the token in "
                     "Authorization: Bearer …"
                 )
-            raise Unauthorized("publishing needs a token (Authorization: Bearer …)")
+            raise self._sign_in_needed("publishing")
         if source == "cookie":
             self._check_origin(request)
         if not grant.publish.allows(topic):
@@ -114,11 +114,11 @@ class Gate:
         if refused:
             names = ", ".join(repr(name) for name in refused[:5])
             if grant is None:
-                raise Unauthorized(f"reading {names} needs a token")
+                raise self._sign_in_needed(f"reading {names}")
             raise Forbidden(f"the token does not allow reading {names}")
         if scope.empty:
             if grant is None:
-                raise Unauthorized("subscribing needs a token")
+                raise self._sign_in_needed("subscribing")
             raise Forbidden("the token allows reading no topic")
         return ReadAccess(
             scope.restrict(wanted),
@@ -137,8 +137,26 @@ class Gate:
             return None
         scope, grant, _ = self._reading_scope(request, "read", ())
         if scope.empty and grant is None:
-            raise Unauthorized("reading topics needs a token")
+            raise self._sign_in_needed("reading topics")
         return scope
+
+    def _sign_in_needed(self, what: str) -> Unauthorized:
+        """The 401 of a request with no grant: what it needs, as this server takes it — a
+        token, and with the application's backend its sign-in (named by the cookies and
+        headers it takes: a browser user has a cookie, not a "token"). The same whether it
+        sent nothing or a credential the backend denied (which must not be told apart)."""
+        ways = []
+        if self.verifier is not None:
+            ways.append(
+                f"a token (Authorization: Bearer …, or the {COOKIE} cookie the application "
+                "sets when it signs its user in)"
+            )
+        if self.backend is not None:
+            ways.append(
+                f"a sign-in the application grants ({self.backend.credentials_taken()}, "
+                "which pushsvc asks the application about)"
+            )
+        return Unauthorized(f"{what} needs {' or '.join(ways)}")
 
     def _reading_scope(
         self, request: Request, action: Action, topics: tuple[str, ...]

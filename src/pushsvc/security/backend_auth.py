@@ -125,6 +125,16 @@ class BackendAuth:
         digest = hashlib.sha256(orjson.dumps(sent)).digest()
         return Credential(digest, tuple(sent), bool(cookies))
 
+    def credentials_taken(self) -> str:
+        """What a caller signs in with, in words: "the session cookie or the Authorization
+        header"."""
+        named = []
+        if self._cookies:
+            named.append(f"the {' or '.join(self._cookies)} cookie")
+        if self._headers:
+            named.append(f"the {' or '.join(self._headers)} header")
+        return " or ".join(named)
+
     def _listed_cookies(self, header: str) -> list[str]:
         """The listed cookies of a `Cookie` header, as sent (`name=value`, not decoded and
         encoded again: the application reads exactly what its browser holds), the first of

@@ -112,16 +112,21 @@ def topic_history(topic: str) -> Response:
     # values are lists, not cells; the JSON updates carry them as streamed.
     windows, stats = rule.labels, rule.scalars
     if query.format == "csv":
-        header = history_table.columns(windows, stats)
+        tags = history_table.tag_names(u.fields for u in page.updates)
+        header = history_table.columns(windows, stats, tags)
         if group is not None:
             # One row per update and group of the filter: that group's windows.
             rows = (
-                history_table.row({**u.fields, "windows": g["windows"]}, u.clock_us, windows, stats)
+                history_table.row(
+                    {**u.fields, "windows": g["windows"]}, u.clock_us, windows, stats, tags
+                )
                 for u in page.updates
                 for g in _groups(u.fields, group)
             )
         else:
-            rows = (history_table.row(u.fields, u.clock_us, windows, stats) for u in page.updates)
+            rows = (
+                history_table.row(u.fields, u.clock_us, windows, stats, tags) for u in page.updates
+            )
         body: bytes = history_table.to_csv(rows, header).encode()
     else:
         only = None if group is None else Projection(None, None, None, group)

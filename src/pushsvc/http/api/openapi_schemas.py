@@ -8,7 +8,7 @@ from typing import Any
 from pushsvc.core.event import US_PER_S
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS
 from pushsvc.ingest.parse import MAX_DATA_DEPTH, MESSAGE_TYPE, RESERVED_TYPES
-from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.ingest.timestamps import MAX_TS_US, MIN_EVENT_TS_US
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _TOP_ENTRY = {
@@ -281,8 +281,8 @@ SCHEMAS: dict[str, Any] = {
                 "oneOf": [
                     {
                         "type": "number",
-                        "description": "epoch seconds, years 1 to 9999",
-                        "minimum": MIN_TS_US // US_PER_S,
+                        "description": "epoch seconds, from 2000-01-01 to year 9999",
+                        "minimum": MIN_EVENT_TS_US // US_PER_S,
                         "exclusiveMaximum": (MAX_TS_US + 1) // US_PER_S,
                     },
                     {"type": "string", "format": "date-time"},

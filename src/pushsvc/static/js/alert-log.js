@@ -1,8 +1,11 @@
 // The alert changes the page knows, and their one owner: the alerts bar and the topic view's
 // bands both read it. One subscription of `_alerts` (pushsvc.js: it reconnects and resumes);
-// once it is open (its snapshot), the recent changes (GET topics/_alerts/history) and the
+// each time it (re)connects, the recent changes (GET topics/_alerts/history) and the
 // instances active now (GET alerts: an instance firing since before the history reaches still
 // shows); then every live change. Changes are merged by id, so one read both ways counts once.
+// Each read REPLACES what the page knew, keeping only the live changes that arrived while it
+// was under way: a server restarted without its history (or with other rules) has no record
+// of the instances the page saw firing, and would never send the changes that end them.
 // Only on servers with alert rules. With auth on, the server answers only the instances of
 // topics the page's token may read.
 
@@ -26,6 +29,8 @@ export class AlertLog {
     this.active = new Map(); // instance key -> its change as GET alerts answered (no id)
     this.rules = new Map(); // alert name -> its rule as GET rules answered ({when, ...})
     this.listeners = [];
+    this.reads = 0; // reads begun: only the newest one's answers are taken
+    this.arrived = []; // the live changes since the newest read began
   }
 
   /** `listener()` runs after what the log knows changed. */
@@ -44,25 +49,46 @@ export class AlertLog {
     let opened = false;
     this.subscription = subscribe({
       topics: "_alerts",
-      onSnapshot: (snapshot) => {
-        // A resume the history could not replay (`gap`) missed changes: read them again.
-        if (opened && !snapshot.gap) return;
+      // A connection that resumed (no snapshot) replays what it missed; one that did not (a
+      // restart, a gap) starts with a snapshot. Either way the server's state is read again:
+      // what a server that restarted no longer has must leave the page.
+      onStatus: (state) => {
+        if (state === "live" && opened) this.load();
+      },
+      onSnapshot: () => {
+        if (opened) return; // its connection's "live" began a read already
         opened = true;
         this.load();
       },
       onAlert: (change) => {
+        this.arrived.push(change);
         if (this.add(change)) this.changed();
       },
     });
   }
 
+  /** Read the server's recent changes and active instances, in place of what the page knew
+   *  (the live changes that arrive meanwhile are kept: they are newer than what the page
+   *  knew and may be newer than the answers). A read begun later wins over one begun
+   *  earlier. */
   async load() {
-    const [history, active] = await Promise.allSettled([
+    const read = ++this.reads;
+    this.arrived = [];
+    const [history, active, rules] = await Promise.allSettled([
       fetchJson(`topics/_alerts/history?limit=${KEPT_CHANGES}`), fetchJson("alerts"),
+      fetchJson("rules"),
     ]);
-    if (history.status === "fulfilled") for (const change of history.value.updates) this.add(change);
-    if (active.status === "fulfilled") {
-      this.active = new Map(active.value.alerts.map((change) => [instanceKey(change), change]));
+    if (read !== this.reads) return;
+    // Where the history cannot be read, what the page saw before is no surer: the live
+    // changes since, and GET alerts, are what it goes on.
+    const known = history.status === "fulfilled" ? history.value.updates : [];
+    this.changes = [];
+    this.ids = new Set();
+    for (const change of [...known, ...this.arrived]) this.add(change);
+    this.active = new Map(active.status === "fulfilled"
+      ? active.value.alerts.map((change) => [instanceKey(change), change]) : []);
+    if (rules.status === "fulfilled" && rules.value.alerts) {
+      this.rules = new Map(rules.value.alerts.map((rule) => [rule.name, rule]));
     }
     this.changed();
   }

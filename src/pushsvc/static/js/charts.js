@@ -13,15 +13,20 @@ import { formatNumber } from "./format.js";
 
 export const LINES = ["mean", "p50", "p90", "p99"];
 
-/** What a window's charts draw of the statistics `kept` (a window's names; null: every one,
- *  as series points have): `extremes`, the kept of min and max (shaded between them as a
- *  band when both are), the lines among LINES, and the count. A chart, its legend, caption
- *  and table name nothing the rule does not keep: a line of "—" said the topic had a p99 it
- *  never computes. */
+/** What a window's (or a range's) charts draw of the statistics `kept` (the names its rule
+ *  keeps; null: every one): `extremes`, the kept of min and max (shaded between them as a
+ *  band when both are), the lines among LINES, the count, and for a range's buckets not
+ *  closed yet the mean so far (`meanSoFar`, with the mean). A chart, its legend, caption and
+ *  table name nothing the rule does not keep: a line of "—" said the topic had a p99 it
+ *  never computes, and a range's p90 from the series (whose points have every statistic)
+ *  that it had one. */
 export function chartLayout(kept = null) {
   const has = (stat) => kept === null || kept.includes(stat);
   const extremes = ["min", "max"].filter(has);
-  return { extremes, lines: LINES.filter(has), band: extremes.length === 2, count: has("count") };
+  return {
+    extremes, lines: LINES.filter(has), band: extremes.length === 2, count: has("count"),
+    meanSoFar: has("mean"),
+  };
 }
 
 /** The caption of a chart of `layout`: "mean, p50, p90, p99; min–max shaded; count below". */
@@ -300,7 +305,7 @@ function shadeRanges(ranges, fill, edge) {
  *  `soFar`, for a chart of series buckets, the mean so far too. */
 export function windowData(cols, soFar = false, layout = FULL) {
   const data = [cols.ts, ...layout.extremes.map((e) => cols[e]), ...layout.lines.map((l) => cols[l])];
-  return soFar ? [...data, cols.meanSoFar] : data;
+  return soFar && layout.meanSoFar ? [...data, cols.meanSoFar] : data;
 }
 
 export function countData(cols, soFar = false) {
@@ -338,7 +343,7 @@ export function windowChart(
         label: line, stroke: colors[line], width: line === "mean" ? 2 : 1.25,
         value: (_u, v) => formatNumber(v),
       })),
-      ...(soFar ? [{
+      ...(soFar && layout.meanSoFar ? [{
         label: "mean so far", stroke: colors.mean, width: 2, dash: [4, 4],
         value: (_u, v) => formatNumber(v),
       }] : []),

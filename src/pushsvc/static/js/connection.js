@@ -9,6 +9,7 @@
 // rules shows.
 
 import { fetchHistory, fetchJson, groupId, groupPart, subscribe } from "../pushsvc.js";
+import { formatTime } from "./format.js";
 
 const PARALLEL_FETCHES = 4;
 // The overview draws the recent past of this many topics (in the order it lists them); the
@@ -81,8 +82,8 @@ export class Connection {
       topics: ["*"],
       onStatus: (state, detail) => this.status(state, detail),
       onUpdate: (update) => this.on.update(update),
-      onGap: () => this.on.status("gap", `live, after a gap at ${new Date().toISOString()
-        .slice(11, 19)} UTC: updates were missed`),
+      onGap: () => this.on.status("gap", `live, after a gap at ${formatTime(this.store.now())}: ` +
+        "updates were missed"),
       onSnapshot: (snapshot) => {
         const first = !this.opened;
         this.opened = true;

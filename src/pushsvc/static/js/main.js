@@ -87,7 +87,7 @@ function setStatus(state, text) {
   $("status-text").textContent = text;
   if (state === "gap") {
     const note = $("resynced");
-    note.textContent = `Resynced at ${formatTime(Date.now() / 1000)}: updates were missed ` +
+    note.textContent = `Resynced at ${formatTime(store.now())}: updates were missed ` +
       "while disconnected; the numbers are the server's current state, charts have a break.";
     note.hidden = false;
   }

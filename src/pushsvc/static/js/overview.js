@@ -196,6 +196,7 @@ function renderTags(tile, tags) {
     v.className = "tag-value";
     v.textContent = String(value);
     item.append(k, ": ", v);
+    item.title = `${name}: ${value}`; // the whole of it, where the pill ends in an ellipsis
     return item;
   }));
   tile.refs.tags.hidden = entries.length === 0;

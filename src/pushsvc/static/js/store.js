@@ -196,6 +196,13 @@ export class Store {
     return [...this.topics.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** The time the page's charts are at: the newest topic clock it knows (the demo's simulated
+   *  time, a replay's), else the browser's (epoch seconds). What a note of when something
+   *  happened (a gap) says, so that it can be found on the charts. */
+  now() {
+    return this.clock() ?? Date.now() / 1000;
+  }
+
   /** The newest topic clock the page knows (epoch seconds), or null before any update. */
   clock() {
     let newest = null;

@@ -159,7 +159,8 @@ export class TopicView {
       if (!figure.el.hidden) this.draw(figure, topic);
     }
     let span = this.figures.get(RANGE_FIGURE);
-    if (ranged && span === undefined) span = this.create(RANGE_FIGURE);
+    // Once the rule's statistics are known (from the windows): the range draws only those.
+    if (ranged && span === undefined && windows.length) span = this.create(RANGE_FIGURE);
     if (span !== undefined) {
       span.el.hidden = !ranged;
       if (ranged) this.drawRange(span);
@@ -194,8 +195,11 @@ export class TopicView {
     el.dataset.window = window;
     el.querySelector(".window-name").textContent = window;
     const ranged = window === RANGE_FIGURE; // series buckets: some may be so far
-    // A window draws the statistics its rule keeps; a range, every one a point has.
-    const kept = ranged ? null : Object.keys(this.topic.windows[window] || {});
+    // A window draws the statistics its rule keeps; a range too, every one of its windows
+    // keeps (a series point has every statistic, docs/series.md: drawn, one the rule does not
+    // keep would look as if it did).
+    const windows = ranged ? Object.keys(this.topic.windows) : [window];
+    const kept = [...new Set(windows.flatMap((w) => Object.keys(this.topic.windows[w] || {})))];
     const layout = chartLayout(kept !== null && kept.length ? kept : null);
     const figure = {
       el, window, layout,
