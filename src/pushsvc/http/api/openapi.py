@@ -23,7 +23,7 @@ from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.deliver.delta import FORMATS as DELTA_FORMATS
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
-from pushsvc.errors import AuthUnavailable, Unauthorized
+from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
@@ -785,7 +785,7 @@ def openapi() -> tuple[dict[str, Any], dict[str, str]]:
     rt = runtime()
     try:
         scope = rt.gate.readable(request)
-    except (Unauthorized, AuthUnavailable):
+    except (Unauthorized, AuthUnavailable, TooManyRequests):
         # No token where one is needed, or a bad one, or an application that cannot say:
         # anyone's view (the document is public).
         scope = rt.gate.anonymous
