@@ -45,7 +45,7 @@ class GrantCache:
         return len(self._entries)
 
     @property
-    def bytes(self) -> int:
+    def held_bytes(self) -> int:
         """The bytes held, as counted."""
         return self._bytes
 
