@@ -8,19 +8,27 @@ it (it leaves out the expiry's entry), and Redis's own CPU time (`INFO cpu`) per
 without and with a key. The method and the figures: docs/reliability.md, "Idempotent
 publishing".
 
+`--embedded` measures the embedded server's store instead (`MemoryBroker`, one partition):
+Python's allocations (`tracemalloc`) for N keyed appends less those for N without a key.
+
     python -m bench.idempotency_keys --keys 100000 --key-length 36,128
+    python -m bench.idempotency_keys --embedded --keys 50000 --key-length 36,128
 """
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import time
+import tracemalloc
 import uuid
 
 import redis
 from harness.redis_server import RedisServer
 
 from bench.common import Report, parser
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.lists import comma_list
@@ -71,6 +79,38 @@ def fill(count: int, key_length: int | None) -> tuple[int, list[int], float]:
         server.stop()
 
 
+def embedded_bytes_per_key(count: int, key_length: int) -> dict[str, object]:
+    """Bytes the embedded store allocates per remembered key (the log's share taken out)."""
+    broker = MemoryBroker(Store(1, clock=time.time))
+
+    def allocated(keyed: bool, start: int) -> int:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(start, start + count):
+            topic = TOPICS[n % len(TOPICS)]
+            events = [Event(float(n), 1_763_700_000_000_000 + n, None)]
+            idempotency = None
+            if keyed:
+                digest = request_digest("application/json", f'{{"value":{n}}}'.encode())
+                idempotency = Idempotency(_key(key_length), digest, WINDOW_MS)
+            broker.append_events(topic, events, lateness_us=10**12, idempotency=idempotency)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+
+    tracemalloc.start()
+    try:
+        without = allocated(False, 0)
+        with_keys = allocated(True, count)
+    finally:
+        tracemalloc.stop()
+        broker.close()
+    return {
+        "keys": count,
+        "key_length": key_length,
+        "bytes_per_key": round((with_keys - without) / count),
+    }
+
+
 def run(count: int, key_length: int) -> dict[str, object]:
     without, _, cpu_without = fill(count, None)
     with_keys, usage, cpu_with = fill(count, key_length)
@@ -92,7 +132,19 @@ def main() -> int:
     cli.add_argument("--keys", type=int, default=100_000, help="appends (and keys) per run")
     cli.add_argument("--key-length", type=comma_list, default="36,128",
                      help="Idempotency-Key lengths, comma-separated")  # fmt: skip
+    cli.add_argument("--embedded", action="store_true",
+                     help="the embedded server's store (tracemalloc), not Redis")  # fmt: skip
     args = cli.parse_args()
+    if args.embedded:
+        report = Report(
+            [("keys", 8, "keys"), ("key chars", 9, "key_length"), ("B/key", 6, "bytes_per_key")],
+            json=args.json,
+        )
+        report.say(f"# embedded store; topic names of {len(TOPICS[0])} characters")
+        report.header()
+        for length in args.key_length:
+            report.row(embedded_bytes_per_key(args.keys, int(length)))
+        return 0
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
     report = Report(
         [("keys", 8, "keys"), ("key chars", 9, "key_length"), ("name B", 7, "name_bytes"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _RSS = re.compile(r"^VmRSS:\s+(\d+) kB", re.M)
+_HWM = re.compile(r"^VmHWM:\s+(\d+) kB", re.M)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -72,6 +73,20 @@ def rss_kb(pids: list[int]) -> int:
             continue
         total += int(match[1]) if match else 0
     return total
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Make `pid`'s peak resident memory (VmHWM) its present one (Linux 4.0 and later), so
+    that `peak_rss_kb` then tells the most it held from now on."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The most resident memory `pid` held (VmHWM, kB) since it started or since
+    `reset_peak_rss`: a peak between two reads is not missed, as VmRSS read now would."""
+    match = _HWM.search(Path(f"/proc/{pid}/status").read_text())
+    assert match, f"no VmHWM for process {pid}"
+    return int(match[1])
 
 
 def open_fds(pids: list[int]) -> int:

@@ -37,12 +37,12 @@ from pushsvc.broker.base import (
 from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.broker.redis.connect import single_client
+from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.keys import time_of_key
 from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.shared_log import FIRST, EventLog, position
 from pushsvc.core.cursor import Cursor
-from pushsvc.core.idempotency import Idempotency, request_digest
+from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, request_digest
 from pushsvc.core.topic_pages import topic_ranges
 from pushsvc.core.topics import ALERTS, TopicMatcher
 from pushsvc.core.updates import (
@@ -181,7 +181,7 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
     made: list[Broker] = []
     stores: list[Store] = []
 
-    def store(history: int, max_topics: int, alert_retention_us: int) -> Store:
+    def store(history: int, max_topics: int, alert_retention_us: int, max_keys: int) -> Store:
         if not stores:  # the test's deployment, as its first broker asks for it
             stores.append(
                 Store(
@@ -190,6 +190,7 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
                     history=history,
                     max_topics=max_topics,
                     alert_retention_us=alert_retention_us,
+                    max_keys=max_keys,
                 )
             )
         return stores[0]
@@ -198,9 +199,10 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         history: int = 100,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
+        max_keys: int = MAX_KEYS_PER_PARTITION,
     ) -> Broker:
         broker: Broker = (
-            MemoryBroker(store(history, max_topics, alert_retention_us))
+            MemoryBroker(store(history, max_topics, alert_retention_us, max_keys))
             if url is None
             # One partition: the contract of one history (its ids in one order); what
             # partitions change is tests/integration/test_redis_partitions.py's.
@@ -211,6 +213,7 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
                 max_topics=max_topics,
                 partitions=1,
                 alert_retention_us=alert_retention_us,
+                max_keys=max_keys,
             )
         )
         made.append(broker)
@@ -366,6 +369,69 @@ def test_an_idempotency_key_is_forgotten_after_its_window(broker: Broker) -> Non
         lambda: not broker.append_events("a", events, lateness_us=5, idempotency=short).replayed
     )
     assert read() == [("a", events), ("a", events)]
+
+
+def _remembered(broker: Broker, topic: str, keys: list[str]) -> int:
+    """How many of `keys` of `topic` the broker's store holds (on Redis, as keys)."""
+    if isinstance(broker, MemoryBroker):
+        return broker.remembered_keys()
+    assert isinstance(broker, RedisBroker)
+    part = broker.keys.of(topic)
+    client = pooled_client(broker.url, max_connections=2, socket_timeout=WAIT)
+    try:
+        assert client.zcard(part.idempotency_order) <= len(keys)
+        return int(client.exists(*(part.idempotency(topic, key) for key in keys)))
+    finally:
+        client.close()
+
+
+def test_idempotency_keys_are_bounded_the_soonest_to_expire_forgotten_first(
+    new_broker: MakeBroker,
+) -> None:
+    """Past the partition's bound a new key makes it forget the key nearest the end of its
+    window, counted: a repeat of that one is logged again (its window was cut short), and
+    no accepted batch is ever lost or refused."""
+    broker = new_broker(max_keys=5)
+    read = appended(broker)
+    events = [Event(1.0, 10, None)]
+    keys = [f"k{n}" for n in range(8)]
+
+    def send(key: str) -> Appended:
+        return broker.append_events("a", events, lateness_us=5, idempotency=keyed(key))
+
+    assert [send(key).evicted for key in keys] == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert _remembered(broker, "a", keys) == 5
+    assert all(send(key).replayed for key in keys[3:])  # the newest five: repeats
+    again = send("k0")  # forgotten early: a new request
+    assert again == Appended(1, replayed=False, evicted=1)  # and it pushed out k3
+    assert not send("k3").replayed
+    assert _remembered(broker, "a", keys) == 5
+    assert len(read()) == 10  # every batch accepted was logged: 8, k0 and k3 again
+
+
+def test_expired_keys_leave_the_bound_as_appends_come(broker: Broker) -> None:
+    """The bound counts live keys only: names of expired keys go at the next keyed append."""
+    events = [Event(1.0, 10, None)]
+    short = [f"s{n}" for n in range(10)]
+    for key in short:
+        broker.append_events("a", events, lateness_us=5, idempotency=keyed(key, window_ms=50))
+    # Until the last has expired (each poll, a repeat, is replayed: it logs nothing); the
+    # poll that is not remembers s9 again, for a minute.
+    wait_until(
+        lambda: (
+            not broker.append_events(
+                "a", events, lateness_us=5, idempotency=keyed(short[-1])
+            ).replayed
+        )
+    )
+    broker.append_events("a", events, lateness_us=5, idempotency=keyed("long"))
+    assert _remembered(broker, "a", [*short, "long"]) == 2  # s9 again, and long
+    if isinstance(broker, RedisBroker):
+        client = pooled_client(broker.url, max_connections=2, socket_timeout=WAIT)
+        try:
+            assert client.zcard(broker.keys.of("a").idempotency_order) == 2
+        finally:
+            client.close()
 
 
 def test_the_memory_broker_drops_expired_keys() -> None:

@@ -4,15 +4,19 @@ application would, and misbehaves on request.
 
 It grants what the forwarded `Authorization: Bearer <token>` says, the token verified with the
 suite's secret (so tests written for tokens read the same callers through the proxy); no
-valid token: 401. `POST /mode` makes it deny, answer slowly, fail or answer garbage;
-`GET /asks` tells what it was asked (each ask's body, cookie names and header names).
+valid token: 401. `POST /mode` makes it deny, answer slowly (every answer, or only its
+denials), fail, answer garbage, gzip its grants or answer a gzip bomb; `GET /asks` tells what
+it was asked (each ask's body, cookie names and header names).
 """
 
 from __future__ import annotations
 
+import functools
+import gzip
 import sys
 import threading
 import time
+import zlib
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -24,14 +28,21 @@ from support.auth_tokens import SECRET
 app = Flask(__name__)
 _verifier = Verifier(load_key(SECRET))
 _lock = threading.Lock()
-_state: dict[str, Any] = {"mode": "tokens", "delay_s": 0.0, "ttl": 60, "body": ""}
+_state: dict[str, Any] = {
+    "mode": "tokens",
+    "delay_s": 0.0,
+    "deny_delay_s": 0.0,
+    "ttl": 60,
+    "body": "",
+    "bomb_mb": 0,
+}
 _asks: list[dict[str, Any]] = []
 
 
 @app.post("/mode")
 def mode() -> Response:
-    """Set how it answers (`mode`, `delay_s`, `ttl`, `body`); `"forget": true` clears the
-    asks it recorded."""
+    """Set how it answers (`mode`, `delay_s`, `deny_delay_s`, `ttl`, `body`, `bomb_mb`);
+    `"forget": true` clears the asks it recorded."""
     given = dict(request.get_json())
     with _lock:
         if given.pop("forget", False):
@@ -55,6 +66,7 @@ def auth() -> Any:
                 "body": request.get_json(silent=True),
                 "cookies": sorted(request.cookies),
                 "headers": sorted(name.lower() for name, _ in request.headers.items()),
+                "accept_encoding": request.headers.get("Accept-Encoding"),
             }
         )
     if state["delay_s"]:
@@ -62,6 +74,15 @@ def auth() -> Any:
     kind = state["mode"]
     if kind == "garbage":
         return Response(state["body"], 200, content_type="application/json")
+    if kind == "gzip_bomb":
+        # Whatever was asked for (pushsvc asks for no encoding): `bomb_mb` MiB of spaces, a
+        # thousandth of that sent.
+        return Response(
+            _bomb(state["bomb_mb"]),
+            200,
+            content_type="application/json",
+            headers={"Content-Encoding": "gzip"},
+        )
     if kind == "error":
         return jsonify(error="the database is down"), 500
     if kind in ("401", "403"):
@@ -69,13 +90,15 @@ def auth() -> Any:
     if kind == "empty":
         return jsonify(ttl=state["ttl"], pushsvc={"publish": [], "subscribe": []})
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return jsonify(error="no session"), 401
     try:
+        if scheme.lower() != "bearer":
+            raise TokenError("no bearer token")
         grant = _verifier.verify(token.strip())
     except TokenError:
+        if state["deny_delay_s"]:
+            time.sleep(state["deny_delay_s"])
         return jsonify(error="no session"), 401
-    return jsonify(
+    answer = jsonify(
         sub=grant.subject,
         ttl=state["ttl"],
         pushsvc={
@@ -83,6 +106,17 @@ def auth() -> Any:
             "subscribe": list(grant.subscribe.selectors),
         },
     )
+    if kind == "gzip":  # compressed though pushsvc asked for none: it reads it all the same
+        answer.set_data(gzip.compress(answer.get_data()))
+        answer.headers["Content-Encoding"] = "gzip"
+    return answer
+
+
+@functools.cache
+def _bomb(mebibytes: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    spaces = b" " * (1 << 20)
+    return b"".join(packer.compress(spaces) for _ in range(mebibytes)) + packer.flush()
 
 
 def main() -> None:

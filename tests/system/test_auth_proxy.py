@@ -340,7 +340,7 @@ def test_the_openapi_document_names_the_forwarded_credentials(server: PushsvcPro
     assert "bearer" not in schemes  # no key: pushsvc judges no token of its own
     for path in ("/topics", "/rules", "/topics/{topic}/stream", "/topics/{topic}/stats"):
         (operation,) = spec["paths"][path].values()
-        assert {"401", "503"} <= set(operation["responses"]), path
+        assert {"401", "429", "503"} <= set(operation["responses"]), path
 
 
 def test_with_a_key_too_a_valid_token_is_judged_here_and_a_bad_one_by_the_backend(

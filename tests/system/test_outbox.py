@@ -14,12 +14,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis
-from harness.live import PushsvcProcess, SSEClient, metric, request, wait_until
+from harness.live import PushsvcProcess, SSEClient, metric, metric_sample, request, wait_until
 from harness.net import free_port
 from harness.postgres_server import PostgresServer, unavailable
+from harness.procfs import peak_rss_kb, reset_peak_rss
 from harness.redis_server import RedisServer
 
-from pushsvc.ingest.outbox_sql import ddl, insert_example
+from pushsvc.ingest.outbox_sql import Statements, ddl, insert_example
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -287,6 +288,69 @@ def test_a_poison_row_is_set_aside_with_its_reason_and_the_rows_behind_it_flow(
         assert topic not in text  # /metrics names no topic
     finally:
         server.stop()
+
+
+def test_a_row_far_over_max_body_is_set_aside_unloaded_and_the_row_behind_it_flows(
+    outbox: Outbox, topic: str
+) -> None:
+    """A 20 MB event (`--max-body` is 1 MiB): its size is judged in the database, and it is
+    moved to the dead-letter table there. pushsvc's peak memory meanwhile grows by less than
+    the row: before, it read the row whole (and its text and bytes once more) to refuse it,
+    and 20 rows of 40 MB took it from 79 MB to 1.6 GB."""
+    server = PushsvcProcess("serve", env=outbox.env()).start()
+    try:
+        wait_until(lambda: _reading(server))
+        with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
+            stream.next_data("snapshot")
+            outbox.insert(topic, '{"value": 1}')
+            assert _values(stream, 1) == [1.0]  # a round read: the reader's memory is warm
+            reset_peak_rss(server.pid)
+            before_kb = peak_rss_kb(server.pid)
+            outbox.insert(topic, '{"value": 2, "tags": {"pad": "' + "x" * 20_000_000 + '"}}')
+            outbox.insert(topic, '{"value": 3}')
+            assert _values(stream, 1) == [3.0]
+            grown_mb = (peak_rss_kb(server.pid) - before_kb) / 1024
+        assert grown_mb < 10, f"the server's peak memory grew by {grown_mb:.0f} MB"
+        wait_until(lambda: outbox.left() == 0)
+        dead = outbox.conn.execute(
+            f"SELECT reason, detail, octet_length(event::text) FROM {outbox.table}_dead"
+        ).fetchall()
+        assert len(dead) == 1
+        reason, detail, size = dead[0]
+        assert size > 20_000_000  # set aside whole
+        assert (reason, detail) == (
+            "payload_too_large",
+            f"the body has {size} bytes; the limit is 1048576",
+        )
+        server.wait_for_log(r"set aside in \S+_dead \(payload_too_large\): the body has")
+        assert (
+            metric_sample(
+                server.port, "pushsvc_outbox_rows_dead_total", '{reason="payload_too_large"}'
+            )
+            == 1
+        )
+    finally:
+        server.stop()
+
+
+def test_a_round_reads_its_rows_within_the_byte_bound_and_sends_no_oversize_event(
+    outbox: Outbox,
+) -> None:
+    """The reader's statement, on its own: of the oldest rows, those whose sent events before
+    them stay under the bound (at least one), an oversize row's size without its event."""
+    sizes = [40, 500, 40, 40, 40, 40]  # max_body 100: the second is over it
+    for size in sizes:
+        outbox.insert("t", '{"p": "' + "x" * (size - 9) + '"}')
+    read = Statements(outbox.table).read
+    found = outbox.conn.execute(read, {"max_body": 100, "rows": 500, "bytes": 100}).fetchall()
+    got = [(body is not None, size) for _, _, body, _, size in found]
+    # 40 + 0 + 40 = 80 before the fourth row, under 100; 120 before the fifth.
+    assert got == [(True, 40), (False, 500), (True, 40), (True, 40)]
+    assert all(len(body) == size for _, _, body, _, size in found if body is not None)
+    one = outbox.conn.execute(read, {"max_body": 100, "rows": 500, "bytes": 1}).fetchall()
+    assert len(one) == 1  # the first row always
+    few = outbox.conn.execute(read, {"max_body": 100, "rows": 2, "bytes": 10_000}).fetchall()
+    assert len(few) == 2
 
 
 class _Producer(threading.Thread):

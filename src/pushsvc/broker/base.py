@@ -36,10 +36,13 @@ retention; `Settings.alert_retention_us` gives the server's)."""
 
 class Appended(NamedTuple):
     """What `Broker.append_events` did: `accepted` events were logged by this call or, when
-    `replayed`, by an earlier one with the same idempotency key (this call logged nothing)."""
+    `replayed`, by an earlier one with the same idempotency key (this call logged nothing).
+    `evicted`: the idempotency keys of other requests this call's key made the partition
+    forget before their window ended (`core.idempotency.MAX_KEYS_PER_PARTITION`)."""
 
     accepted: int
     replayed: bool = False
+    evicted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,13 @@ the same bytes.
 A repeat is compared by a digest of the request as sent: the media type its body is parsed as
 and the raw body. Not by the parsed events: an event without `ts` gets the time the server
 received it, which differs on every attempt of the same request.
+
+Keys are bounded in number per partition (`MAX_KEYS_PER_PARTITION`), and so in bytes (a key,
+its topic, the digest and the answer are bounded each). Past it, the keys nearest the end of
+their window are forgotten early, counted (`Appended.evicted`): a flood of fresh keys costs
+its writer a shorter window for the oldest keys, never an accepted event, a refused request
+or memory without end. Refusing new keys instead would let the same flood refuse every
+producer that retries safely (the clients send a key with every batch).
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 128
 KEY_PATTERN = rf"[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}"
 DIGEST_BYTES = 32
+MAX_KEYS_PER_PARTITION = 100_000
+"""The most keys a partition remembers: 10 minutes of 166 keyed POSTs a second to one
+partition's topics. A key and its topic are 128 characters at most, so this bounds the bytes
+too (docs/reliability.md: some 43 MB of Redis with UUID keys, under 90 MB at worst)."""
 
 _KEY = re.compile(KEY_PATTERN)
 

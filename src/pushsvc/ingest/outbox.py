@@ -24,7 +24,12 @@ appended so far are deleted, and the next round starts again from the first row 
 
 Poison. A row that fails validation (what a POST would answer 4xx) is moved to the dead-letter
 table `<table>_dead` with the error's code and message, in the transaction that deletes the
-rows appended before it; the rows behind it flow on.
+rows appended before it; the rows behind it flow on. A row over `--max-body` is judged so in
+the database and never loaded (`outbox_sql.Statements`): it is moved aside as
+`payload_too_large`, by a statement that copies it there.
+
+Bounded. A round reads at most `BATCH_ROWS` rows and `BATCH_BYTES` of their events (at least
+one row), each within `--max-body`: the most the reader holds at once.
 
 Lease. The reader holds a PostgreSQL session advisory lock (`outbox_sql.lease_key`) on the
 connection it reads with; every process that would read stands by, trying it every third of
@@ -59,10 +64,16 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pushsvc.core.idempotency import Idempotency, check_key, request_digest, window_ms
-from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed, RequestError
+from pushsvc.errors import BrokerUnavailable, PayloadTooLarge, ReplicasUnconfirmed, RequestError
 from pushsvc.ingest import InputLimits
 from pushsvc.ingest.accept import validated
-from pushsvc.ingest.outbox_sql import BATCH_ROWS, Statements, derived_key, lease_key
+from pushsvc.ingest.outbox_sql import (
+    BATCH_BYTES,
+    BATCH_ROWS,
+    Statements,
+    derived_key,
+    lease_key,
+)
 from pushsvc.ingest.parse import JSON
 
 if TYPE_CHECKING:
@@ -101,10 +112,24 @@ class OutboxStats:
 
 
 class _Row:
-    __slots__ = ("body", "id", "key", "topic")
+    """A row as read: `body` None when it is over --max-body and was left in the database
+    (`size`, its event's bytes, says how far over)."""
 
-    def __init__(self, row_id: int, topic: str, body: str, key: str | None) -> None:
-        self.id, self.topic, self.body, self.key = row_id, topic, body, key
+    __slots__ = ("body", "id", "key", "size", "topic")
+
+    def __init__(self, row_id: int, topic: str, body: str | None, key: str | None, size: int):
+        self.id, self.topic, self.body, self.key, self.size = row_id, topic, body, key, size
+
+    @classmethod
+    def of(cls, found: tuple[object, ...]) -> _Row:
+        row_id, topic, body, key, size = found
+        return cls(
+            int(row_id),  # type: ignore[call-overload]
+            str(topic),
+            None if body is None else str(body),
+            None if key is None else str(key),
+            int(size),  # type: ignore[call-overload]
+        )
 
 
 class _Stalled(Exception):
@@ -207,10 +232,12 @@ class OutboxReader:
     def _hold(self, conn: psycopg.Connection[tuple[object, ...]], stop: gevent.event.Event) -> None:
         """Rounds until stopped, or an error ends the session (and the lease with it)."""
         while not stop.is_set() and not self._stop.is_set():
-            rows = [
-                _Row(int(r[0]), str(r[1]), str(r[2]), None if r[3] is None else str(r[3]))  # type: ignore[call-overload]
-                for r in conn.execute(self._sql.read, (BATCH_ROWS,)).fetchall()
-            ]
+            limits = {
+                "max_body": self._limits.max_body_bytes,
+                "rows": BATCH_ROWS,
+                "bytes": BATCH_BYTES,
+            }
+            rows = [_Row.of(found) for found in conn.execute(self._sql.read, limits).fetchall()]
             if rows:
                 self._pass("read")
                 stalled = self._round(conn, rows)
@@ -264,6 +291,9 @@ class OutboxReader:
     def _append(self, row: _Row) -> RequestError | None:
         """Append one row idempotently; the error that refuses it for good (it is poison),
         or None once it is in the log (now, or by an earlier append of the same row)."""
+        if row.body is None:
+            limit = self._limits.max_body_bytes
+            return PayloadTooLarge(f"the body has {row.size} bytes; the limit is {limit}")
         body = row.body.encode()
         try:
             key = derived_key(self._table, row.id) if row.key is None else check_key([row.key])

@@ -21,6 +21,10 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 BATCH_ROWS = 500
 """Rows read, appended and deleted per round: enough to amortise the round trips, few enough
 that a round's delete stays a short transaction."""
+BATCH_BYTES = 8 << 20
+"""Event bytes read per round at most (8 MiB), whatever the rows' sizes: 500 rows just under
+`--max-body` would otherwise be 500 MiB held at once. The first row is always read, so a
+`--max-body` above it still passes one row a round."""
 LAG_COUNT_CAP = 100_000
 """Rows waiting are counted up to this many: a count of a huge backlog would scan it all."""
 
@@ -104,7 +108,14 @@ def insert_example(table: str = DEFAULT_TABLE) -> str:
 
 class Statements:
     """The reader's statements for one table. `event::text` is read, not the parsed jsonb:
-    the same bytes every time the row is read, which the idempotency digest compares."""
+    the same bytes every time the row is read, which the idempotency digest compares.
+
+    The read judges each row's size in the database (`octet_length(event::text)`, the bytes
+    pushsvc would read; `pg_column_size` is the stored, compressed size, which says nothing
+    of it) and sends the event only of a row within `--max-body`: a row over it comes with
+    its size and no event, and is set aside by `move_dead`, which copies it in the database.
+    Of the oldest BATCH_ROWS rows, it takes those whose events before them come to less than
+    BATCH_BYTES (an oversize row counts nothing: nothing of it is sent)."""
 
     def __init__(self, table: str) -> None:
         check_table(table)
@@ -112,8 +123,16 @@ class Statements:
         self.table = table
         self.try_lease = "SELECT pg_try_advisory_lock(%s)"
         self.listen = f"LISTEN {channel(table)}"
+        # Parameters: max_body (three times), rows, bytes.
+        sent = "CASE WHEN size <= %(max_body)s THEN size ELSE 0 END"
         self.read = (
-            f"SELECT id, topic, event::text, idempotency_key FROM {table} ORDER BY id LIMIT %s"
+            "SELECT id, topic, CASE WHEN size <= %(max_body)s THEN event::text END, "
+            "idempotency_key, size FROM ("
+            f"SELECT id, topic, event, idempotency_key, size, sum({sent}) OVER (ORDER BY id) "
+            "AS through FROM ("
+            "SELECT id, topic, event, idempotency_key, octet_length(event::text) AS size "
+            f"FROM {table} ORDER BY id LIMIT %(rows)s) AS oldest) AS sized "
+            f"WHERE through - {sent} < %(bytes)s ORDER BY id"
         )
         self.delete = f"DELETE FROM {table} WHERE id = ANY(%s)"
         # In the delete's transaction: the row moves, or stays, as a whole.

@@ -411,6 +411,12 @@ class Metrics:
             "nothing logged, nothing counted as accepted",
             registry=own,
         )
+        self.idempotency_keys_evicted = Counter(
+            "pushsvc_idempotency_keys_evicted",
+            "Idempotency keys forgotten before their window ended because their partition "
+            "held as many as it keeps (100,000): counted by the process whose POST made room",
+            registry=own,
+        )
         self.requests_rejected = Counter(
             "pushsvc_requests_rejected",
             "Requests answered with an error, by error code",

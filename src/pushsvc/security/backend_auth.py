@@ -14,10 +14,20 @@ hash of the forwarded values) for its lifetime, never longer, in a bounded cache
 asks for one credential are one ask (the first asks, the others wait on its answer), so a
 reconnect storm of one user's tabs asks once.
 
+No anonymous client can spend the asks of others. A denial is kept too, for `DENIAL_TTL_S`,
+in a cache of its own (so denials never push a grant out): a made-up credential sent again
+costs the application nothing meanwhile. Fresh made-up credentials each cost an ask, so the
+asks in flight are bounded per client address as well as per process
+(`pushsvc.security.ask_slots`): one address flooding made-up cookies holds a quarter of the
+asks at most, and the others' sign-ins and stream renewals take the rest. A credential that
+cannot be forwarded (a byte outside printable ASCII, which no HTTP client may send) is a 401
+that says so, the backend not asked. The answer is read within `MAX_ANSWER_BYTES` before and
+after any decoding (`pushsvc.security.backend_body`).
+
 Access fails closed: a backend that does not answer within `--auth-timeout`, answers
 anything but 200, 401 or 403, or answers a malformed grant, is `AuthUnavailable` (503 with
-`Retry-After`), as is an ask past `--auth-max-asks` in flight; each is a log line that names
-the backend, never a credential.
+`Retry-After`), as is an ask past `--auth-max-asks` in flight (past its address's share: 429
+with `Retry-After`); each failure is a log line that names the backend, never a credential.
 
 Outgoing HTTP is httpx on the process's gevent-patched sockets: an ask parks its greenlet,
 never the process.
@@ -40,8 +50,10 @@ from werkzeug import Request
 
 from pushsvc import __version__
 from pushsvc.broker.redis.url import redact_url
-from pushsvc.errors import AuthUnavailable
+from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
+from pushsvc.security.ask_slots import AskSlots
 from pushsvc.security.backend_answer import MalformedAnswer, parse_answer
+from pushsvc.security.backend_body import ACCEPT_ENCODING, UndecodableAnswer, read_bounded
 from pushsvc.security.grant_cache import MISSING, GrantCache
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import Grant
@@ -55,7 +67,12 @@ expires, it calls back, later and from a greenlet of its own, with the renewed e
 None."""
 
 MAX_ANSWER_BYTES = 65_536
-"""A grant is a few selectors: a longer answer is malformed, not read to its end."""
+"""A grant is a few selectors: a longer answer (received or decoded) is malformed, not read to
+its end."""
+DENIAL_TTL_S = 5.0
+"""How long a 401/403 is kept for its credential: long enough that a made-up credential sent
+again and again costs one ask in that time, short enough that a user whose sign-in keeps its
+credential (a header the application starts accepting) waits at most that long."""
 _LOG_EVERY_S = 1.0
 """At most one line a second about a failing backend (a storm of asks fails together)."""
 
@@ -90,15 +107,16 @@ class BackendAuth:
         self._cookies = tuple(cookies)
         self._headers = tuple(headers)
         self._timeout_s = timeout_s
-        self._max_asks = max_asks
+        self._slots = AskSlots(max_asks)
         self._cache = GrantCache(cache_size)
+        self._denied = GrantCache(cache_size)
         self._asking: dict[bytes, gevent.event.AsyncResult[Grant | None]] = {}
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_asks, max_keepalive_connections=max_asks),
             follow_redirects=False,  # a redirect (to a login page, say) is no answer
             trust_env=False,  # no proxy or .netrc credentials picked up from the environment
-            headers={"User-Agent": f"pushsvc/{__version__}"},
+            headers={"User-Agent": f"pushsvc/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
         )
         self._logged_at = 0.0
         self._unlogged = 0
@@ -111,7 +129,8 @@ class BackendAuth:
 
     def credential(self, request: Request) -> Credential | None:
         """The request's listed cookies and headers, or None when it sent none of them (it
-        is anonymous: the backend is not asked)."""
+        is anonymous: the backend is not asked). Unauthorized when one of them holds a byte
+        that cannot be forwarded."""
         sent: list[tuple[str, str]] = []
         cookies = self._listed_cookies(request.headers.get("Cookie", ""))
         if cookies:
@@ -122,6 +141,15 @@ class BackendAuth:
                 sent.append((name, value))
         if not sent:
             return None
+        for name, value in sent:
+            if not _forwardable(value):
+                # httpx would refuse it inside the ask (a 500 and a traceback per request);
+                # the backend could not have granted it anyway.
+                what = "a cookie listed in --auth-cookies" if name == "Cookie" else name
+                raise Unauthorized(
+                    f"{what} holds a byte that is not printable ASCII: it cannot be sent to "
+                    "the application to judge"
+                )
         digest = hashlib.sha256(orjson.dumps(sent)).digest()
         return Credential(digest, tuple(sent), bool(cookies))
 
@@ -149,11 +177,15 @@ class BackendAuth:
     def grant(
         self, credential: Credential, *, action: Action, topics: Sequence[str], address: str
     ) -> Grant | None:
-        """What `credential` may do (None: denied), from the cache or the backend.
-        AuthUnavailable when the backend cannot say."""
-        cached = self._cache.get(credential.key, time.time())
+        """What `credential` may do (None: denied), from the caches or the backend.
+        AuthUnavailable when the backend cannot say or the process has no ask left;
+        TooManyRequests when `address` has as many asks in flight as one address may."""
+        now = time.time()
+        cached = self._cache.get(credential.key, now)
         if cached is not MISSING:
             return cached
+        if self._denied.get(credential.key, now) is not MISSING:
+            return None
         pending = self._asking.get(credential.key)
         if pending is not None:
             # Another request asks for the same credential now: its answer is this one's.
@@ -161,10 +193,13 @@ class BackendAuth:
                 return pending.get(timeout=self._timeout_s + 1)
             except gevent.Timeout:  # its ask is bounded by the timeout: not expected
                 raise AuthUnavailable("the auth backend's answer did not come") from None
-        if len(self._asking) >= self._max_asks:
-            raise AuthUnavailable(
-                "too many requests wait on the application's auth backend; retry later"
-            )
+        with self._slots.held(address):
+            return self._ask_once(credential, action=action, topics=topics, address=address)
+
+    def _ask_once(
+        self, credential: Credential, *, action: Action, topics: Sequence[str], address: str
+    ) -> Grant | None:
+        """Ask; the requests for the same credential that come meanwhile wait on its answer."""
         result: gevent.event.AsyncResult[Grant | None] = gevent.event.AsyncResult()
         self._asking[credential.key] = result
         try:
@@ -197,8 +232,8 @@ class BackendAuth:
         def renewed() -> float | None:
             try:
                 grant = self.grant(credential, action="subscribe", topics=topics, address=address)
-            except AuthUnavailable:
-                return None  # fails closed: the reconnect gets the 503
+            except (AuthUnavailable, TooManyRequests):
+                return None  # fails closed: the reconnect gets the 503 (or 429)
             if grant is None:
                 return None
             now_allowed = Scope.union((grant.subscribe, anonymous)).selectors
@@ -242,10 +277,15 @@ class BackendAuth:
                 status, answer = self._post(body, headers)
         except (httpx.TimeoutException, TimeoutError):
             self._fail(f"did not answer within {self._timeout_s:g}s (--auth-timeout)")
+        except UndecodableAnswer as exc:
+            self._fail(f"answered {exc}")
         except (httpx.HTTPError, OSError) as exc:
             self._fail(f"could not be reached: {str(exc) or type(exc).__name__}")
         if status in (401, 403):
-            return None  # denied: not kept (a sign-in changes the session cookie anyway)
+            # Kept briefly, apart from the grants: the same made-up credential sent again
+            # costs no ask meanwhile, and a flood of them pushes out no grant.
+            self._denied.put(credential.key, None, time.time() + DENIAL_TTL_S)
+            return None
         if status != 200:
             self._fail(f"answered {status}, not 200, 401 or 403")
         if answer is None:
@@ -256,22 +296,18 @@ class BackendAuth:
             self._fail(f"answered a malformed grant: {exc}")
         if grant.publish.empty and grant.subscribe.empty:
             # An empty grant is a denial the backend dates: kept, so it is not asked again.
-            self._cache.put(credential.key, None, grant.expires_at)
+            self._denied.put(credential.key, None, grant.expires_at)
             return None
-        self._cache.put(credential.key, grant, grant.expires_at)
+        self._cache.put(credential.key, grant, grant.expires_at, len(answer))
         return grant
 
     def _post(self, body: bytes, headers: list[tuple[str, str]]) -> tuple[int, bytes | None]:
-        """The status and the body (None: longer than MAX_ANSWER_BYTES)."""
+        """The status and the body (None: longer than MAX_ANSWER_BYTES, received or
+        decoded); only a 200's body is read."""
         with self._client.stream("POST", self.url, content=body, headers=headers) as response:
             if response.status_code != 200:
                 return response.status_code, b""
-            received = bytearray()
-            for chunk in response.iter_bytes():
-                received += chunk
-                if len(received) > MAX_ANSWER_BYTES:
-                    return 200, None
-            return 200, bytes(received)
+            return 200, read_bounded(response, MAX_ANSWER_BYTES)
 
     def _fail(self, what: str) -> NoReturn:
         # One line per failure, but a storm of the same one is a line a second.
@@ -290,3 +326,8 @@ class BackendAuth:
         raise AuthUnavailable(
             "the application's auth backend cannot judge this request now; retry later"
         )
+
+
+def _forwardable(value: str) -> bool:
+    """Whether an HTTP client may send `value` as a header's: printable ASCII and tabs."""
+    return all(" " <= c <= "~" or c == "\t" for c in value)

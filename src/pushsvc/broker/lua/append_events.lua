@@ -16,20 +16,26 @@
 -- An idempotency key (digest non-empty) is checked first: when its key exists, the batch was
 -- logged within the window by a request with this key, and nothing is appended: the same
 -- digest answers that request's answer, another digest is refused. Otherwise the key is set,
--- with its window as expiry, only when the batch is logged - together with it.
+-- with its window as expiry, only when the batch is logged - together with it. Its name goes
+-- into the partition's order (a sorted set scored by expiry, in ms of the log's clock: the
+-- entry id's); names of keys already expired leave it, and past max_keys names the soonest to
+-- expire are deleted early, key and name (pushsvc/core/idempotency.py's
+-- MAX_KEYS_PER_PARTITION): the partition never holds more keys than that.
 --
 -- KEYS: log, clocks, logged, then the optional keys ARGV says are given, in this order:
---       lease (when lease_token is not ''), idempotency key (when digest is not '')
+--       lease (when lease_token is not ''), idempotency key and the partition's key order
+--       (when digest is not '')
 -- ARGV: topic, payload, times, admit_new ('1' when a new topic may be logged), lease_token or
 --       '', digest or '', answer, window_ms, wake_channel ('', or on a Redis Cluster the
 --       partition's channel to SPUBLISH an empty message on once the batch is logged: it
---       wakes the partition's aggregator, which cannot block on many logs there), then the
---       payloads of the batch's other entries, if any, in order (payload is the first's)
+--       wakes the partition's aggregator, which cannot block on many logs there), max_keys,
+--       then the payloads of the batch's other entries, if any, in order (payload is the
+--       first's)
 --       times: for each event its ts key then its limit key (ts + lateness), 19 characters
 --       each, concatenated (one argument, not two per event: packing thousands of arguments
 --       cost the web process more than the script costs Redis); answer: what a repeat of
 --       this request is answered (the events logged), kept with the digest for window_ms
--- Returns {LOGGED, the last entry's id}, {LATE, index of the late event, T}, {NEW_TOPIC} when the topic
+-- Returns {LOGGED, the last entry's id, keys evicted early}, {LATE, index of the late event, T}, {NEW_TOPIC} when the topic
 -- is new and admit_new is not '1', {REPLAYED, answer} when the idempotency key
 -- was seen with this digest, {KEY_REUSED} when it was seen with another; an error when a
 -- lease is given and the token is not its holder's (the Redis bridge: a bridge that lost its
@@ -47,6 +53,8 @@ if lease_token ~= '' then
   next_key = next_key + 1
 end
 local idempotency_key = digest ~= '' and KEYS[next_key]
+local order_key = digest ~= '' and KEYS[next_key + 1]
+local max_keys = tonumber(ARGV[10])
 
 -- The reply's first element. pushsvc/broker/redis/script_replies.py's AppendCode mirrors
 -- these: change both together.
@@ -84,17 +92,32 @@ redis.call('HSET', clocks_key, topic, clock)
 -- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
 -- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
 local payloads = {payload}
-for i = 10, #ARGV do payloads[#payloads + 1] = ARGV[i] end
+for i = 11, #ARGV do payloads[#payloads + 1] = ARGV[i] end
 local n = redis.call('INCRBY', logged_key, #payloads) - #payloads
 local id
 for _, entry_payload in ipairs(payloads) do
   n = n + 1
   id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'e', 't', topic, 'v', entry_payload)
 end
+local evicted = 0
 if idempotency_key then
   redis.call('SET', idempotency_key, digest .. answer, 'PX', window_ms)
+  local now_ms = tonumber(string.match(id, '^%d+'))
+  local expires_ms = now_ms + tonumber(window_ms)
+  redis.call('ZREMRANGEBYSCORE', order_key, '-inf', now_ms)
+  redis.call('ZADD', order_key, expires_ms, idempotency_key)
+  local over = redis.call('ZCARD', order_key) - max_keys
+  if over > 0 then
+    local soonest = redis.call('ZPOPMIN', order_key, over)
+    for i = 1, #soonest, 2 do
+      evicted = evicted + redis.call('DEL', soonest[i])
+    end
+  end
+  if redis.call('PTTL', order_key) < tonumber(window_ms) then
+    redis.call('PEXPIRE', order_key, window_ms)
+  end
 end
 if wake_channel ~= '' then
   redis.call('SPUBLISH', wake_channel, '')
 end
-return {LOGGED, id}
+return {LOGGED, id, evicted}

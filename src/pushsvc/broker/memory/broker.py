@@ -370,7 +370,7 @@ class MemoryBroker:
 
     def remembered_keys(self) -> int:
         """Idempotency keys held now (expired ones go as appends come)."""
-        return len(self.store.keys)
+        return sum(len(part.keys) for part in self.store.parts)
 
     def topic_stats(self) -> TopicStats:
         self._check_open()

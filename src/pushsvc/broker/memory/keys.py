@@ -1,28 +1,33 @@
-"""Idempotency keys in the memory store, as `append_events.lua` keeps them on Redis: by (topic,
-key), the digest of the request that logged a batch, how many events it logged, and when the
-key expires; expired keys go as appends come, oldest first, so memory stays bounded by the
-keys of one window."""
+"""Idempotency keys in the memory store, as `append_events.lua` keeps them on Redis: one
+partition's, by topic and key, the digest of the request that logged a batch, how many events
+it logged, and when the key expires. Expired keys go as appends come, the soonest to expire
+first; past `max_keys` the soonest to expire go early (counted), so memory stays bounded by
+the bound's keys whatever their window."""
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 
 from pushsvc.broker.base import Appended
-from pushsvc.core.idempotency import Idempotency, key_reused
+from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, key_reused
 
 
 class RememberedKeys:
     """The keys remembered now (not locked: one greenlet step at a time drives the store)."""
 
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[str, str], tuple[bytes, int, float]] = {}
-        # Expiry order is insertion order while the window is the same for every key (it is
-        # a setting); a key whose window differs is found expired on lookup all the same.
-        self._order: deque[tuple[float, tuple[str, str]]] = deque()
+    def __init__(self, max_keys: int = MAX_KEYS_PER_PARTITION) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
+        self.max_keys = max_keys
+        # `topic/key` (a topic has no `/`, as in the Redis key's name): one string, not a tuple.
+        self._by_key: dict[str, tuple[bytes, int, float]] = {}
+        # Every remembered key once, by expiry: an append expires those due first, so a key
+        # is remembered again only after its entry has left.
+        self._expiry: list[tuple[float, str]] = []
 
     def get(self, topic: str, idempotency: Idempotency, now: float) -> Appended | None:
         """The earlier answer (replayed) for a repeat; IdempotencyKeyReused for another body."""
-        found = self._by_key.get((topic, idempotency.key))
+        found = self._by_key.get(f"{topic}/{idempotency.key}")
         if found is None or found[2] <= now:
             return None
         digest, accepted, _ = found
@@ -30,18 +35,28 @@ class RememberedKeys:
             raise key_reused()
         return Appended(accepted, replayed=True)
 
-    def remember(self, topic: str, idempotency: Idempotency, accepted: int, now: float) -> None:
+    def remember(self, topic: str, idempotency: Idempotency, accepted: int, now: float) -> int:
+        """Remember the key of a batch just logged; how many other keys it made the partition
+        forget before their window ended."""
         expires = now + idempotency.window_ms / 1000
-        name = (topic, idempotency.key)
+        name = f"{topic}/{idempotency.key}"
         self._by_key[name] = (idempotency.digest, accepted, expires)
-        self._order.append((expires, name))
+        heapq.heappush(self._expiry, (expires, name))
+        evicted = 0
+        while len(self._expiry) > self.max_keys:
+            at, oldest = heapq.heappop(self._expiry)
+            found = self._by_key.get(oldest)
+            if found is not None and found[2] == at:
+                del self._by_key[oldest]
+                evicted += at > now
+        return evicted
 
     def expire(self, now: float) -> None:
-        order, by_key = self._order, self._by_key
-        while order and order[0][0] <= now:
-            _, name = order.popleft()
+        expiry, by_key = self._expiry, self._by_key
+        while expiry and expiry[0][0] <= now:
+            at, name = heapq.heappop(expiry)
             found = by_key.get(name)
-            if found is not None and found[2] <= now:
+            if found is not None and found[2] == at:
                 del by_key[name]
 
     def __len__(self) -> int:

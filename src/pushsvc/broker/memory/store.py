@@ -45,7 +45,7 @@ from pushsvc.broker.shared_log import (
 from pushsvc.broker.tenure import LeaseCode
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event, Message
-from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
@@ -193,6 +193,8 @@ class PartitionData:
     forgotten: int = 0
     deleted: dict[str, Position] = field(default_factory=dict)
     """Each deleted topic's delete entry (`append_ticks` refuses a round proposed before it)."""
+    keys: RememberedKeys = field(default_factory=RememberedKeys)
+    """The idempotency keys of the partition's topics."""
 
 
 def entry_id(pos: Position) -> str:
@@ -215,6 +217,7 @@ class Store:
         clock: Clock,
         history: int = 10_000,
         max_topics: int = 100_000,
+        max_keys: int = MAX_KEYS_PER_PARTITION,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         faults: Faults = no_faults,
         blocking: bool = False,
@@ -240,12 +243,12 @@ class Store:
                 index,
                 Published(index, history=history, alert_retention_ms=alert_retention_us // 1000),
                 journal=[] if journal else None,
+                keys=RememberedKeys(max_keys),
             )
             for index in range(partitions)
         ]
         self.members: dict[str, int] = {}
         """The aggregator processes: member id -> when it expires (ms)."""
-        self.keys = RememberedKeys()
         self.series = KeptSeries()
         self._series_expiry = 0.0
         self.handlers: list[UpdatesHandler] = []
@@ -360,8 +363,8 @@ class Store:
         part = self.part(topic)
         now = self.clock()
         if idempotency is not None:
-            self.keys.expire(now)
-            earlier = self.keys.get(topic, idempotency, now)
+            part.keys.expire(now)
+            earlier = part.keys.get(topic, idempotency, now)
             if earlier is not None:
                 return earlier
         batch = list(events)
@@ -373,9 +376,10 @@ class Store:
         part.clocks[topic] = newest if clock is None else max(clock, newest)
         for cut in entry_slices(len(batch), self.entry_events):
             self._log(part, _events_entry(topic, batch[cut]))
+        evicted = 0
         if idempotency is not None:
-            self.keys.remember(topic, idempotency, len(batch), now)
-        return Appended(len(batch))
+            evicted = part.keys.remember(topic, idempotency, len(batch), now)
+        return Appended(len(batch), evicted=evicted)
 
     def delete(self, topic: str) -> bool:
         """delete_topic.lua: drop the topic's clock and latest update and log a delete entry;

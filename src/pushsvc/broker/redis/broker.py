@@ -88,7 +88,7 @@ from pushsvc.broker.redis.wire import (
 from pushsvc.broker.shared_log import LogWaiter, entry_slices
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
-from pushsvc.core.idempotency import Idempotency, key_reused
+from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, key_reused
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import (
     DEFAULT_PARTITIONS,
@@ -135,15 +135,20 @@ class RedisBroker:
         max_backoff: float = 5.0,
         max_connections: int = 16,
         safety_poll_s: float = 1.0,
+        max_keys: int = MAX_KEYS_PER_PARTITION,
     ) -> None:
         """`safety_poll_s`: on a Redis Cluster, how often the log waiter reads every log it
-        waits on whether woken or not (wakes are pub/sub: at most once)."""
+        waits on whether woken or not (wakes are pub/sub: at most once). `max_keys`: the
+        idempotency keys a partition remembers at most."""
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
         check_partitions(partitions)
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
         self.max_topics = max_topics
+        self._max_keys = max_keys
         self.url = url
         self.keys = Keys(prefix, partitions)
         self.partitions = partitions
@@ -282,11 +287,11 @@ class RedisBroker:
         else:
             args.append("")
         if idempotency is not None:
-            keys.append(part.idempotency(topic, idempotency.key))
+            keys += [part.idempotency(topic, idempotency.key), part.idempotency_order]
             args += [idempotency.digest, len(events), idempotency.window_ms]
         else:
             args += ["", "", 0]
-        args.append(part.wake_channel if self.on_cluster else "")
+        args += [part.wake_channel if self.on_cluster else "", self._max_keys]
         args += payloads[1:]  # the batch's other entries (`ENTRY_EVENTS`)
         reply, replicas = self._run_append(keys, args)
         if reply.code is AppendCode.NEW_TOPIC:
@@ -312,7 +317,7 @@ class RedisBroker:
                 "they will be applied unless the primary is lost (a retry with the same "
                 "Idempotency-Key cannot duplicate them)"
             )
-        return Appended(len(events))
+        return Appended(len(events), evicted=reply.evicted)
 
     @contextlib.contextmanager
     def _admitting(self) -> Iterator[None]:

@@ -47,6 +47,10 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:trimmed           string  stream id of the newest update trimmed from the history
     P:idem:{topic}/{key} string the digest and answer of the POST that logged a batch with
                                 this Idempotency-Key; expires after the window
+    P:idem_order        zset    the partition's live idempotency keys' names, scored by when
+                                each expires (ms): what bounds their number (the soonest
+                                to expire are deleted early past the bound); expiring with
+                                the longest-lived of them
     P:series:{res}:{topic}[|{group id}]  stream  closed buckets of one series tier: id
                                 `<bucket start ms>-0`, p=packed point; trimmed to the tier's
                                 retention, expiring that long after its newest point
@@ -277,6 +281,11 @@ class PartitionKeys:
     def idempotency(self, topic: str, key: str) -> str:
         # A topic has no `/`, so the first one ends it.
         return f"{self.base}idem:{topic}/{key}"
+
+    @property
+    def idempotency_order(self) -> str:
+        """A sorted set: the names of the partition's idempotency keys by expiry (ms)."""
+        return f"{self.base}idem_order"
 
     def series(self, resolution: str, topic: str, group_id: str = "") -> str:
         """A stream: the points of one tier of a topic, or of one of its groups (a topic name

@@ -36,12 +36,15 @@ class AppendReply(NamedTuple):
     """LATE: the topic clock T it was late against."""
     replayed_events: int | None = None
     """REPLAYED: the events the request that first used the key logged."""
+    evicted: int = 0
+    """LOGGED: the idempotency keys deleted before their window ended to keep the partition
+    within its bound."""
 
     @classmethod
     def decode(cls, raw: Any) -> AppendReply:
         code = AppendCode(raw[0])
         if code is AppendCode.LOGGED:
-            return cls(code, raw[1].decode())
+            return cls(code, raw[1].decode(), evicted=int(raw[2]))
         if code is AppendCode.LATE:
             return cls(code, late_index=int(raw[1]), topic_clock_us=time_of_key(raw[2]))
         if code is AppendCode.REPLAYED:

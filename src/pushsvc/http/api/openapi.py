@@ -23,7 +23,7 @@ from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
-from pushsvc.errors import AuthUnavailable, Unauthorized
+from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
 from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
@@ -68,7 +68,9 @@ _ERROR_MEANINGS = {
     413: "body or batch too large",
     415: "unsupported content type",
     422: "the Idempotency-Key was used for another body on this topic within the window",
-    429: "a per-client limit was reached (Retry-After where waiting helps)",
+    429: "a per-client limit was reached, or (--auth-url) the client's address has as many "
+    "requests waiting on the application's auth backend as one address may (Retry-After where "
+    "waiting helps)",
     503: "the broker is unavailable, the application's auth backend cannot judge the request "
     "(--auth-url), or (streams) this process is at its stream limit (with Retry-After)",
 }
@@ -408,11 +410,12 @@ def _auth_errors(security: Security | None) -> tuple[int, ...]:
 
 
 def _backend_errors(security: Security | None) -> tuple[int, ...]:
-    """503 where the application's backend may be asked (it fails closed)."""
+    """503 where the application's backend may be asked (it fails closed), and 429 (one
+    address's share of the asks in flight)."""
     asked = security is not None and any(
         name.startswith(_BACKEND) for requirement in security for name in requirement
     )
-    return (503,) if asked else ()
+    return (429, 503) if asked else ()
 
 
 _BACKEND = "application_"
@@ -815,9 +818,9 @@ def openapi() -> tuple[dict[str, Any], dict[str, str]]:
     rt = runtime()
     try:
         scope = rt.gate.readable(request)
-    except (Unauthorized, AuthUnavailable):
-        # No token where one is needed, or a bad one, or an application that cannot say:
-        # anyone's view (the document is public).
+    except (Unauthorized, AuthUnavailable, TooManyRequests):
+        # No token where one is needed, or a bad one, or an application that cannot say (or
+        # is asked too much from this address): anyone's view (the document is public).
         scope = rt.gate.anonymous
     document = describe(rt.settings, visible_names(rt.settings.rules, scope))
     # The document differs by caller: no shared cache may hand one caller's to another.

@@ -57,6 +57,8 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
         rt.metrics.idempotent_replays.inc()
         return {"accepted": appended.accepted}, 202, {REPLAYED_HEADER: "true"}
     rt.metrics.events_accepted.inc(appended.accepted)
+    if appended.evicted:
+        rt.metrics.idempotency_keys_evicted.inc(appended.evicted)
     if rt.publish_rate is not None and rate_key is not None:
         rt.publish_rate.charge(rate_key, appended.accepted)
     return {"accepted": appended.accepted}, 202, {}
