@@ -27,7 +27,13 @@ from typing import TypeVar
 
 import gevent.event
 
-from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US, Appended, Applied, UpdatesHandler
+from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_HOLD,
+    Appended,
+    Applied,
+    UpdatesHandler,
+)
 from pushsvc.broker.memory.clock import Clock
 from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
@@ -199,6 +205,7 @@ class Store:
         *,
         clock: Clock,
         history: int = 10_000,
+        history_hold: int = DEFAULT_HISTORY_HOLD,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         faults: Faults = no_faults,
@@ -223,7 +230,12 @@ class Store:
         self.parts = [
             PartitionData(
                 index,
-                Published(index, history=history, alert_retention_ms=alert_retention_us // 1000),
+                Published(
+                    index,
+                    history=history,
+                    alert_retention_ms=alert_retention_us // 1000,
+                    history_hold=history_hold,
+                ),
                 journal=[] if journal else None,
             )
             for index in range(partitions)
