@@ -530,8 +530,15 @@ class Store:
             series.expire(now)
         return updates
 
-    def state(self, index: int) -> tuple[str, int, dict[str, int]]:
-        """read_state.lua: the applied position, how many entries, the latest clocks."""
+    def state(self, index: int) -> tuple[str, int, dict[str, int], dict[str, int]]:
+        """read_state.lua: the applied position, how many entries, the latest clocks and
+        when each was published (µs: its update's id time)."""
         part = self.parts[index]
         applied, count = part.applied or (FIRST, 0)
-        return applied, count, {t: u.clock_us for t, u in part.published.latest.items()}
+        latest = part.published.latest
+        return (
+            applied,
+            count,
+            {t: u.clock_us for t, u in latest.items()},
+            {t: u.id.ms * 1000 for t, u in latest.items()},
+        )
