@@ -532,13 +532,14 @@ class Store:
 
     def state(self, index: int) -> tuple[str, int, dict[str, int], dict[str, int]]:
         """read_state.lua: the applied position, how many entries, the latest clocks and
-        when each was published (µs: its update's id time)."""
+        how long ago each was published (µs: since its update's id time)."""
         part = self.parts[index]
         applied, count = part.applied or (FIRST, 0)
         latest = part.published.latest
+        now_ms = self.now_ms()
         return (
             applied,
             count,
             {t: u.clock_us for t, u in latest.items()},
-            {t: u.id.ms * 1000 for t, u in latest.items()},
+            {t: (now_ms - u.id.ms) * 1000 for t, u in latest.items()},
         )

@@ -77,10 +77,12 @@ class RedisEventLog:
         with unavailable("read_state"):
             keys = [self._part.applied, self._part.latest]
             reply = StateReply.decode(self._state(keys=keys))
+            seconds, micros = self._client.time()  # the clock the ids were written on
+        now_us = int(seconds) * 1_000_000 + int(micros)
         heads = {topic: head(packed) for topic, packed in reply.latest.items()}
         clocks = {topic: h.clock_us for topic, h in heads.items()}
-        walls = {topic: UpdateId.issued(h.id).ms * 1000 for topic, h in heads.items()}
-        return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks, walls)
+        ages = {topic: now_us - UpdateId.issued(h.id).ms * 1000 for topic, h in heads.items()}
+        return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks, ages)
 
     def applied(self) -> str:
         """The last entry the active aggregator applied (FIRST for none)."""
