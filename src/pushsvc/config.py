@@ -315,6 +315,10 @@ class Settings:
     # it late until the clock catches up (one wrong clock must never lock a topic).
     max_future_us: int = setting("5m", _positive_duration, name="max_future")
     history: int = setting("10000", _positive_int)
+    # While a sessionizer has not read them, a partition's history keeps its updates past
+    # --history, up to this many (a backfill outruns any reader); past it they are lost to
+    # the sessions, counted and marked.
+    history_hold: int = setting("100000", _positive_int)
     heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat")
     # gzip for streams whose client offers it, compressed once per topics and projection.
     stream_compression: bool = setting("true", _flag)

@@ -42,6 +42,7 @@ from support.browser import (
     new_page,
     open_dashboard,
 )
+from support.session_oracle import pandas_sessions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_PAGE = ROOT / "docs" / "demo.md"
@@ -529,6 +530,77 @@ def test_the_demo_rules_make_visits_of_the_shops_clicks(
     assert reached[0] == window["count"]  # every visit starts with a view
     assert reached[0] > reached[1] > reached[3] > 0, reached
     assert window["funnel"][1]["median_s"] > 0
+
+
+README_SEED = 5
+README_LIVE_EVENTS = 2000  # ten seconds of the README's rate, once live
+
+
+@pytest.fixture(scope="module")
+def readme_demo() -> Iterator[tuple[PushsvcProcess, subprocess.CompletedProcess[str]]]:
+    """The README's demo as the README runs it (`serve --rules examples/demo-rules.toml
+    --max-future 3650d`, `demo --speed 60 --rate 200 --start 11:30 --backfill 6h`), stopped
+    after ten seconds' worth of live events: six hours of clicks posted at once, far more
+    updates than the default `--history` keeps, then live ones."""
+    proc = PushsvcProcess("serve", "--rules", str(EXAMPLE_RULES), *AHEAD).start()
+    done = _run(
+        "-m", "pushsvc", "demo", f"--url={proc.base}", "--speed=60", "--rate=200",
+        "--start=11:30", "--backfill=6h", f"--count={README_LIVE_EVENTS}",
+        f"--seed={README_SEED}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "dropped" not in done.stderr
+    yield proc, done
+    proc.stop()
+
+
+def _visits_oracle(done: subprocess.CompletedProcess[str]) -> tuple[pd.DataFrame, int]:
+    """The visits of the clicks the demo posted (the scenario's first events, as many as it
+    says it backfilled and posted, in its order), by pandas: per minute of their last click,
+    how many ended and their seconds; and the newest click's time (µs)."""
+    filled = re.search(r"backfilled (\d+) events", done.stderr)
+    assert filled, done.stderr
+    began = _began(done.stderr, "UTC")
+    backfill_s = 6 * 3600
+    clock = SimClock(11.5 * 3600 - backfill_s, 60.0, began - backfill_s)
+    events = Scenario(clock, 200.0, seed=README_SEED).events()
+    rows = []
+    for _ in range(int(filled[1]) + _posted(done.stderr)):
+        e = next(events)
+        if e.topic == "shop.clicks":
+            # As the demo posts it: its simulated time, to the millisecond.
+            ts_us = round(round(clock.timestamp(e.offset), 3) * S)
+            rows.append((e.tags["user"], ts_us, None))
+    frame = pd.DataFrame(rows, columns=["key", "ts", "step"])
+    sessions = pandas_sessions(frame, 30 * 60 * S, 4 * 3600 * S)
+    visits = pd.DataFrame(
+        [(last // (60 * S) * 60, (last - first) / S) for _, first, last, _, _ in sessions],
+        columns=["t", "seconds"],
+    )
+    per_minute = visits.groupby("t").agg(count=("seconds", "size"), sum=("seconds", "sum"))
+    return per_minute, int(frame["ts"].max())
+
+
+def test_the_readmes_demo_makes_a_visit_of_every_session_of_its_clicks(
+    readme_demo: tuple[PushsvcProcess, subprocess.CompletedProcess[str]],
+) -> None:
+    """Every minute of the morning (the backfill's six hours and the live start) has the
+    visits of pandas' sessions of the clicks posted, counted and timed: none lost to the
+    bounded history, whatever the backfill's burst, and no gap counted."""
+    proc, done = readme_demo
+    wanted, newest_us = _visits_oracle(done)
+    # Visits whose last click is 30 minutes (the gap) and a margin before the newest click
+    # have ended by now, wherever the clock stands.
+    until = (newest_us - 31 * 60 * S) // S
+    points = [p for p in _series(proc.port, "shop.visits") if p["t"] + 60 <= until]
+    got = pd.DataFrame(points, columns=["t", "count", "sum"]).set_index("t")
+    wanted = wanted[wanted.index + 60 <= until]
+    assert len(wanted) > 200 and wanted["count"].sum() > 500  # the morning's six hours
+    assert got["count"].to_dict() == wanted["count"].to_dict()
+    assert got["sum"].round(3).to_dict() == wanted["sum"].round(3).to_dict()
+    metrics = request(proc.port, "GET", "/metrics")[2].decode()
+    assert re.search(r"^pushsvc_session_gaps_total 0\.0$", metrics, re.M), metrics
+    assert not any("trimmed from the history" in line for line in proc.output)
 
 
 def test_the_shops_visits_drop_off_more_at_lunch() -> None:

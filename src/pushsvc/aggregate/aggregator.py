@@ -346,11 +346,13 @@ class Aggregator:
         drafts += alert_drafts(clock, step.changes + changes)
         return drafts
 
-    def restore_clock(self, topic: str, clock_us: int) -> None:
+    def restore_clock(self, topic: str, clock_us: int, age_us: int | None = None) -> None:
         """Rebuilding: after the logged events, move the topic's clock to where it stood
-        (its latest update's), without drafts. A topic none of whose events is left in the
-        log (every one had left every window) comes back empty at that clock, as ticks had
-        left it."""
+        (its latest update's, published `age_us` ago), without drafts. A topic none of whose
+        events is left in the log (every one had left every window) comes back empty at that
+        clock, as ticks had left it. Ticks go on from that clock by the wall time since that
+        update was published, downtime included, as an uninterrupted run's would (without
+        `age_us`: from now)."""
         state = self._topics.get(topic)
         if state is None:
             state = self._topic(topic)
@@ -364,6 +366,8 @@ class Aggregator:
             state.sessions.windows.advance(clock_us)
         if state.series is not None:
             state.series.caught_up(clock_us)  # published before: the updates reached this clock
+        if age_us is not None and clock_us >= state.event_clock_us:
+            state.wall_at_event_us = self._wall_clock() - max(0, age_us)
         state.event_clock_us = max(state.event_clock_us, clock_us)
 
     # -- forgetting and deleting -------------------------------------------------------

@@ -26,11 +26,21 @@ Exactly once, through kill -9 and restarts, rests on determinism and the broker'
   (sessions end in the sources' time, in deadline order, not in the order of their last
   event). One older than every window of the session topic still yields its update.
 
-Limits: a source update the history no longer holds when the sessionizer reads (it was away
-longer than `--history` covers) is lost to the sessions: the partition is read on from its
-newest update, logged once and counted (`gaps`). An event older than the assembler's clock
-less the allowed lateness and `skew_us` (a source partition published that much later than
-another, its aggregator down) is counted (`late`) and makes no session.
+The history is bounded, and a burst (a backfill) publishes faster than any reader reads.
+So the sessionizer holds it (`SessionKeeper.hold_history`): each partition it reads keeps
+every update after the cursor last saved (every update, before the first save), whatever
+`--history` says, until the next save moves the hold on. The cursor names every partition
+it read, how far it read (its newest update, or on Redis the end of the last settled slot),
+whether or not its sources had updates there, so that a hold never keeps more than the
+sessionizer has still to read.
+
+Limits: past `--history-hold` updates held in a partition (or a sessionizer away longer
+than a hold lasts, `HOLD_TTL_MS`) the oldest are trimmed even so, and lost to the sessions:
+the partition is read on from its newest update, the gap is logged once and counted
+(`gaps`), and every session it may have taken events from (one whose events come within
+`gap` of the event time the lost updates span) is marked `gap: true`. An event older than
+the assembler's clock less the allowed lateness and `skew_us` (a source partition published
+that much later than another, its aggregator down) is counted (`late`) and makes no session.
 
 One sessionizer appends at a time on Redis: every aggregating process runs one, and the one
 holding its lease appends; embedded, the one process runs it.
@@ -50,13 +60,13 @@ import orjson
 
 from pushsvc.aggregate.derive import KEY_WINDOW_US
 from pushsvc.aggregate.warn_once import WarnOnce
-from pushsvc.broker.base import Broker, SessionKeeper
+from pushsvc.broker.base import Broker, Replayed, SessionKeeper
 from pushsvc.broker.shared_log import Lease
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency, window_ms
 from pushsvc.core.topics import TopicMatcher
-from pushsvc.core.updates import Update
+from pushsvc.core.updates import Update, UpdateId
 from pushsvc.errors import (
     BrokerUnavailable,
     IdempotencyKeyReused,
@@ -74,6 +84,12 @@ log = logging.getLogger(__name__)
 _ANY_AGE = 10 * 365 * 86_400_000_000
 """The lateness a session's event is appended with: any age."""
 _STATE_VERSION = 1
+_LAST_SEQ = 2**64 - 1
+"""The sequence of a read-through position that ends a millisecond (`_read_through`)."""
+_GAPS_KEPT = 16
+_MARKS_KEPT = 100_000
+_GAP_MEMORY_US = 24 * 3600 * 1_000_000
+"""How long after a gap a session of a rule without `max_duration` may still be marked."""
 NO_STEP = "none"
 """`reached` of a session that reached no funnel step (or of a rule without a funnel)."""
 
@@ -82,11 +98,14 @@ class SessionBroker(Broker, SessionKeeper, Protocol):
     """What the sessionizer needs of a broker: replay, appends and its state."""
 
 
-def session_event(rule: SessionRule, ended: EndedSession, open_now: int) -> Event:
+def session_event(
+    rule: SessionRule, ended: EndedSession, open_now: int, *, gap: bool = False
+) -> Event:
     """The session topic's event for one ended session: its duration in seconds at its last
     event's time, tagged with its event count, the deepest funnel step it reached (`none`),
     the sessions open right after it ended (`open`: what the session topic's `active` shows),
-    `evicted` when `max_open` ended it early, and its key with `keep_key`."""
+    `evicted` when `max_open` ended it early, `gap` when source updates it may have taken
+    events from were lost before they were read, and its key with `keep_key`."""
     tags = {"events": str(ended.events), "open": str(open_now)}
     funnel = rule.funnel
     level = ended.funnel.level
@@ -97,6 +116,8 @@ def session_event(rule: SessionRule, ended: EndedSession, open_now: int) -> Even
             tags[f"s{index}"] = f"{since / 1_000_000:g}"
     if ended.evicted:
         tags["evicted"] = "true"
+    if gap:
+        tags["gap"] = "true"
     if rule.keep_key:
         tags[rule.key] = ended.key
     return Event(ended.duration_us / 1_000_000, ended.last_us, tags)
@@ -114,6 +135,11 @@ class _Rule:
     saved_at: float = 0.0
     pending: list[tuple[EndedSession, int]] = field(default_factory=list)
     """Ended sessions not yet appended (the broker was unavailable): appended first."""
+    gaps: list[list[int | None]] = field(default_factory=list)
+    """The event time each gap may have lost events of: [from, to] µs, `to` None until an
+    update after the gap was read (see `_marked`)."""
+    marked: dict[str, int] = field(default_factory=dict)
+    """Keys of sessions marked since a gap: the last event of the newest (see `_marked`)."""
 
 
 class Sessionizer:
@@ -225,8 +251,10 @@ class Sessionizer:
             return
         replayed = self._broker.replay(reading.cursor, reading.matcher)
         if replayed.lost:
-            self._lost(reading, replayed.lost)
-        self._apply(reading, assembler, self._settled(replayed.updates))
+            self._lost(reading, assembler, replayed)
+        done_ms = self._settled_before_ms()
+        self._apply(reading, assembler, self._settled(replayed.updates, done_ms))
+        self._read_through(reading, replayed, done_ms)
         if reading.pending and not self._append(reading):
             return
         now = self._clock()
@@ -243,8 +271,40 @@ class Sessionizer:
             found = self._feed(reading, assembler, update)
             reading.pending += [(e, assembler.open_sessions) for e in found]
         reading.cursor = Cursor(ids.values())
+        if updates and reading.gaps and reading.gaps[-1][1] is None:
+            reading.gaps[-1][1] = assembler.clock  # the gap ends where reading went on
 
-    def _settled(self, updates: list[Update]) -> list[Update]:
+    def _read_through(self, reading: _Rule, replayed: Replayed, done_ms: int | None) -> None:
+        """Move the cursor of each partition read to how far it was read, its sources'
+        updates or not: its newest update, or (settling) the end of the last settled slot
+        where its newest is not settled yet. What the history is held from
+        (`SessionKeeper.hold_history`): no further back than the sessionizer must read."""
+        ids = dict(reading.cursor)
+        for partition, head in replayed.heads.items():
+            if partition in replayed.lost:
+                continue
+            if done_ms is None or head.ms < done_ms:
+                through = head
+            elif done_ms > 0:
+                through = UpdateId(head.epoch, done_ms - 1, _LAST_SEQ)
+            else:
+                continue
+            known = ids.get(partition)
+            if known is None or (
+                known.epoch == through.epoch and known.position < through.position
+            ):
+                ids[partition] = through
+        reading.cursor = Cursor(ids.values())
+
+    def _settled_before_ms(self) -> int | None:
+        """Settling, the write time (ms) before which every slot ended `settle_ms` ago; None
+        without settling (every update is read as soon as it is published)."""
+        width = self._settle_ms
+        if not width:
+            return None
+        return (int(self._clock() * 1000) - width) // width * width
+
+    def _settled(self, updates: list[Update], done_ms: int | None) -> list[Update]:
         """The updates to read now, in the order to read them. Without `settle_ms`: all, in
         publish order (one process publishes every partition). With `settle_ms`: those
         of the slots of `settle_ms` of write time (their ids' `ms`) that ended `settle_ms`
@@ -252,9 +312,9 @@ class Sessionizer:
         slot is the same set on every read, so every reader gives the assembler the same
         order, and partitions published a little apart are still read in time order."""
         width = self._settle_ms
-        if not width:
+        if done_ms is None:
             return updates
-        done = (int(self._clock() * 1000) - width) // width  # slots before this one ended
+        done = done_ms // width  # slots before this one ended
         settled = [u for u in updates if u.id.ms // width < done]
         settled.sort(
             key=lambda u: (u.id.ms // width, u.clock_us, u.id.partition, u.id.ms, u.id.seq)
@@ -280,26 +340,58 @@ class Sessionizer:
         ended += assembler.advance(update.clock_us)
         return ended
 
-    def _lost(self, reading: _Rule, lost: frozenset[int]) -> None:
+    def _lost(self, reading: _Rule, assembler: SessionAssembler, replayed: Replayed) -> None:
         """Read on from the newest update of the partitions whose history cannot continue
-        from the cursor."""
+        from the cursor; the sessions whose events the lost updates may have held are
+        marked (`_marked`) from the event time reached, less the allowed lateness."""
         self.gaps += 1
         self._warnings.warn(
             reading.rule.topic,
             "gap",
             f"sessionizer: {reading.rule.topic}: source updates were trimmed from the history "
-            "before they were read; their events make no session (reading on from the newest)",
+            "before they were read (past --history-hold); their events make no session, and "
+            "the sessions they may belong to are marked gap (reading on from the newest)",
         )
-        newest = self._broker.latest(reading.matcher)
-        ids = {p: i for p, i in reading.cursor.items() if p not in lost}
-        for update in newest.values():
-            partition = update.id.partition
-            known = ids.get(partition)
-            if partition in lost and (
-                known is None or (known.ms, known.seq) < (update.id.ms, update.id.seq)
-            ):
-                ids[partition] = update.id
+        ids = {p: i for p, i in reading.cursor.items() if p not in replayed.lost}
+        for partition in replayed.lost:
+            head = replayed.heads.get(partition)
+            if head is not None:
+                ids[partition] = head
         reading.cursor = Cursor(ids.values())
+        start = None if assembler.clock is None else assembler.clock - reading.settings.lateness_us
+        if reading.gaps and reading.gaps[-1][1] is None:
+            return  # the last gap is still open: this one is part of it
+        reading.gaps.append([start if start is not None else 0, None])
+        del reading.gaps[:-_GAPS_KEPT]
+
+    def _marked(self, reading: _Rule, ended: EndedSession) -> bool:
+        """Whether `ended` may lack events of updates lost in a gap: its events come within
+        `gap` of the event time a gap spans, or of a marked session of its key (where one
+        session ends at `max_duration`, the next begins: where the first began decides
+        where they split). Gaps and marks no session still open can reach are forgotten."""
+        gaps, marked = reading.gaps, reading.marked
+        if not gaps and not marked:
+            return False
+        rule = reading.rule
+        reach = rule.gap_us
+        clock = ended.last_us
+        span = 2 * reach + reading.settings.lateness_us + (rule.max_duration_us or _GAP_MEMORY_US)
+        gaps[:] = [g for g in gaps if g[1] is None or g[1] + span >= clock]
+        if len(marked) > _MARKS_KEPT or any(last + span < clock for last in marked.values()):
+            reading.marked = marked = {
+                k: last for k, last in marked.items() if last + span >= clock
+            }
+            while len(marked) > _MARKS_KEPT:
+                del marked[next(iter(marked))]
+        near = ended.first_us - reach
+        hit = (ended.key in marked and near <= marked[ended.key]) or any(
+            near <= (end if end is not None else ended.first_us)
+            and ended.last_us + reach >= (start or 0)
+            for start, end in gaps
+        )
+        if hit:
+            marked[ended.key] = max(ended.last_us, marked.get(ended.key, ended.last_us))
+        return hit
 
     def _load(self, reading: _Rule) -> None:
         saved = self._broker.session_state(reading.rule.topic)
@@ -307,7 +399,10 @@ class Sessionizer:
         reading.saved_at = self._clock()
         if saved is None:
             reading.cursor = Cursor()
+            reading.gaps = []
+            reading.marked = {}
             reading.assembler = SessionAssembler(reading.settings)
+            self._hold(reading)
             return
         state = orjson.loads(saved)
         if state.get("v") != _STATE_VERSION:
@@ -318,7 +413,14 @@ class Sessionizer:
         if cursor is None:
             raise ValueError(f"session state of {reading.rule.topic}: a cursor never issued")
         reading.cursor = cursor
+        reading.gaps = [list(g) for g in state.get("gaps", ())]
+        reading.marked = dict(state.get("marked", {}))
         reading.assembler = SessionAssembler.restore(reading.settings, state["assembler"].encode())
+        self._hold(reading)
+
+    def _hold(self, reading: _Rule) -> None:
+        """Keep the history after the cursor as saved (a successor reads on from there)."""
+        self._broker.hold_history(reading.rule.topic, reading.cursor, reading.matcher)
 
     def _save(self, reading: _Rule) -> None:
         assert reading.assembler is not None
@@ -327,7 +429,14 @@ class Sessionizer:
             "cursor": reading.cursor.text,
             "assembler": reading.assembler.checkpoint().decode(),
         }
+        if reading.gaps:
+            state["gaps"] = reading.gaps
+        if reading.marked:
+            state["marked"] = reading.marked
         self._broker.save_session_state(reading.rule.topic, orjson.dumps(state))
+        # After the state: a hold ahead of the state saved would let go of updates that a
+        # successor starting from that state must read.
+        self._hold(reading)
         reading.saved_at = self._clock()
 
     def _append(self, reading: _Rule) -> bool:
@@ -335,7 +444,7 @@ class Sessionizer:
         rule = reading.rule
         while reading.pending:
             ended, open_now = reading.pending[0]
-            event = session_event(rule, ended, open_now)
+            event = session_event(rule, ended, open_now, gap=self._marked(reading, ended))
             key_digest = hashlib.sha256(ended.key.encode()).hexdigest()[:32]
             body_digest = hashlib.sha256(
                 orjson.dumps([event.value, event.ts_us, event.tags])

@@ -269,7 +269,7 @@ class ShardRunner:
             after = entries[-1].id
         self.aggregator.end_replay()
         for topic, clock in state.clocks.items():
-            self.aggregator.restore_clock(topic, clock)
+            self.aggregator.restore_clock(topic, clock, state.ages.get(topic))
         self.position = self.published = state.applied
         self._count = None
         self._start_timers()

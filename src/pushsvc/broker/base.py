@@ -15,8 +15,8 @@ the same aggregators: each shard's reads its event log (`pushsvc.aggregate.shard
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from pushsvc.core.cursor import Cursor
@@ -28,6 +28,14 @@ from pushsvc.core.updates import Update, UpdateDraft, UpdateId
 
 UpdatesHandler = Callable[[list[Update]], None]
 """Called with updates in id order; a list may mix topics."""
+
+HOLD_TTL_MS = 600_000
+"""How long a reader's hold on the history (`SessionKeeper.hold_history`) lasts unless it
+holds again: far longer than a failover of the reader takes, short enough that a reader no
+longer run (its rule removed) keeps nothing for long."""
+DEFAULT_HISTORY_HOLD = 100_000
+"""The most updates a partition's history keeps for readers that have not read them
+(`--history-hold`), `--history` included."""
 
 DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
 """How long a broker keeps alert changes when not told (the default series' longest
@@ -54,10 +62,14 @@ class Replayed:
     they were published as well as the broker can tell (merged by stream-id time).
     `lost`: the partitions whose history cannot cover the cursor (trimmed past its id, another
     epoch, an id never issued, a partition the broker does not have): none of their updates are
-    in `updates`, and the stream sends a `"gap": true` snapshot of their topics instead."""
+    in `updates`, and the stream sends a `"gap": true` snapshot of their topics instead.
+    `heads`: the newest update of each partition read (whatever its topic), where it has one:
+    how far the read went, matching or not (what a reader of few topics holds the history
+    from, `SessionKeeper.hold_history`)."""
 
     updates: list[Update]
     lost: frozenset[int] = frozenset()
+    heads: Mapping[int, UpdateId] = field(default_factory=dict, compare=False)
 
 
 class Subscription:
@@ -357,6 +369,15 @@ class SessionKeeper(Protocol):
 
     def save_session_state(self, topic: str, state: bytes) -> None:
         """Keep `state` for session topic `topic`, replacing what was kept."""
+        ...
+
+    def hold_history(self, reader: str, after: Cursor, match: TopicMatcher) -> None:
+        """Keep, in each partition `match` can take a topic of, every update after `after`'s
+        id there (every update, where it names none) until `reader` holds again: the
+        history's trim passes `--history` to keep them, up to `--history-hold` updates,
+        for `HOLD_TTL_MS` after this call (a reader that stopped holds nothing for long).
+        Past `--history-hold` the oldest go even so, and the reader's replay finds the
+        partition `lost`."""
         ...
 
 

@@ -18,7 +18,7 @@ few per partition.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import gevent.event
@@ -90,11 +90,16 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class LogState:
     """Where a starting aggregator begins: the last entry applied (FIRST for none), how many
-    entries that was, and the window clock of each of the shard's topics at that point."""
+    entries that was, the window clock of each of the shard's topics at that point, and how
+    long ago (µs, by the broker's clock as it answered) each of those clocks was published:
+    its latest update's id time. A topic's clock goes on by the wall time since then,
+    downtime included; an age, not a time, so that the broker's clock and the aggregator's
+    host's need not agree."""
 
     applied: str
     applied_count: int
     clocks: dict[str, int]
+    ages: dict[str, int] = field(default_factory=dict)
 
 
 class EventLog(Protocol):

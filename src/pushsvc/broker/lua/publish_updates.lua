@@ -10,11 +10,14 @@
 --       under the same ids, kept for their own retention), alert_changes_trimmed (the
 --       newest id trimmed from it), names (the sorted set of `latest`'s topics, score 0,
 --       which listings page through by name: kept with `latest`, field for field),
---       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise). Every key
+--       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise), holds
+--       (reader -> `<epoch or *> <stream id> <until ms>`: the history is kept after that id
+--       for the reader, see the trim at the end). Every key
 --       the script writes carries the partition's hash tag, so on a Redis Cluster they share
 --       one slot; those named from a prefix below (a topic's groups, checkpoint, series) too.
 -- ARGV[1]: the payload, JSON (pushsvc/broker/publish_payload.py's PayloadJSON), read by
 --       field name below: the partition's names and settings (epoch_candidate, history_len,
+--       history_hold: the most entries the history keeps while readers hold them,
 --       alert_retention_ms: how long an alert change is kept in alert_changes whatever
 --       history_len keeps, channel_prefix of the updates channels, partition_channel: '', or
 --       on a Redis Cluster the channel that also carries every run after its topic and a
@@ -54,16 +57,18 @@
 -- chain (a topic's history is its updates; a stream's resume reads the whole history, points
 -- included). Alert changes, never a topic's latest, chain from `alerts_head` instead. Each
 -- entry names the history's previous entry too (`g`), so that once the history is trimmed
--- the oldest entry kept tells the newest trimmed (`trimmed`).
+-- the oldest entry kept tells the newest trimmed (`trimmed`), and its number (`n`: one more
+-- than the entry before it), so that the entries after any id are counted from two entries.
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
 local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
 local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
-local names_key, alert_keys_key = KEYS[12], KEYS[13]
+local names_key, alert_keys_key, holds_key = KEYS[12], KEYS[13], KEYS[14]
 
 local payload = cjson.decode(ARGV[1])
 local epoch_candidate = payload.epoch_candidate
 local history_len = payload.history_len
+local history_hold = payload.history_hold
 local alert_retention_ms = payload.alert_retention_ms
 local channel_prefix = payload.channel_prefix
 local partition_channel = payload.partition_channel
@@ -139,8 +144,23 @@ local length = redis.call('XLEN', history_key)
 -- The history's newest id, which the next entry names as its predecessor (`g`): once the
 -- history is trimmed, the oldest entry kept names the newest trimmed. Reading the trimmed
 -- entries themselves to learn it (XRANGE ... COUNT <trimmed>) cost 50 ms for 10,000.
+-- An entry's field `name`, nil when it has none.
+local function field_of(entry, name)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
 local newest = ''
-if length > 0 then newest = redis.call('XREVRANGE', history_key, '+', '-', 'COUNT', 1)[1][1] end
+-- The number of the newest entry (`n`; an entry written before entries were numbered: the
+-- length, which numbers only entries written since).
+local number = length
+if length > 0 then
+  local last = redis.call('XREVRANGE', history_key, '+', '-', 'COUNT', 1)[1]
+  newest = last[1]
+  number = tonumber(field_of(last, 'n')) or length
+end
 local ids = {}
 -- Consecutive updates of one topic (a batch POST) travel as one message: one PUBLISH,
 -- one read and one hand-over per run in every web process, not one per update. A run is
@@ -238,8 +258,9 @@ for place, draft in ipairs(drafts) do
       previous[topic] = ''
       if run_topic == topic then run_latest = nil end
     end
+    number = number + 1
     local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
-      'p', previous_of(topic, alert), 'k', kind, 'g', newest)
+      'p', previous_of(topic, alert), 'k', kind, 'g', newest, 'n', number)
     newest = id
     if alert then
       local instance = draft.instance
@@ -271,23 +292,40 @@ for place, draft in ipairs(drafts) do
   end
 end
 if run_topic then flush() end
-if length > history_len then
+-- The history keeps `history_len` entries, and more while a reader holds them (a
+-- sessionizer, which reads its sources' updates after its cursor): every entry after the
+-- oldest id a live hold of this epoch names, `history_hold` entries at most. A hold past its
+-- time is dropped: its reader stopped holding.
+local keep = history_len
+if length > history_len and redis.call('EXISTS', holds_key) == 1 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local holds = redis.call('HGETALL', holds_key)
+  local held
+  for i = 1, #holds, 2 do
+    local of_epoch, after, until_ms = string.match(holds[i + 1], '^(%S+) (%S+) (%d+)$')
+    if not until_ms or tonumber(until_ms) < now_ms then
+      redis.call('HDEL', holds_key, holds[i])
+    elseif (of_epoch == '*' or of_epoch == epoch) and (not held or past(held, after)) then
+      held = after
+    end
+  end
+  if held then
+    local unread = redis.call('XRANGE', history_key, '(' .. held, '+', 'COUNT', 1)[1]
+    local first = unread and tonumber(field_of(unread, 'n'))
+    if first then keep = math.max(history_len, math.min(history_hold, number - first + 1)) end
+  end
+end
+if length > keep then
   -- The newest trimmed id is the predecessor the oldest entry kept names (`g`); entries
   -- written before entries named theirs are read instead, once, as they are trimmed.
-  local function predecessor(entry)
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'g' then return fields[i + 1] end
-    end
-    return nil
-  end
   local gone
-  if not predecessor(redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)[1]) then
-    local trimmed = redis.call('XRANGE', history_key, '-', '+', 'COUNT', length - history_len)
+  if not field_of(redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)[1], 'g') then
+    local trimmed = redis.call('XRANGE', history_key, '-', '+', 'COUNT', length - keep)
     gone = trimmed[#trimmed][1]
   end
-  redis.call('XTRIM', history_key, 'MAXLEN', '=', history_len)
-  gone = gone or predecessor(redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)[1])
+  redis.call('XTRIM', history_key, 'MAXLEN', '=', keep)
+  gone = gone or field_of(redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)[1], 'g')
   redis.call('SET', trimmed_key, gone)
 end
 return {epoch, ids}

@@ -22,6 +22,7 @@ from itertools import islice
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_HOLD,
     AlertsPage,
     Appended,
     Applied,
@@ -95,6 +96,7 @@ class MemoryBroker:
         cls,
         *,
         history: int = 10_000,
+        history_hold: int = DEFAULT_HISTORY_HOLD,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         partitions: int = 1,
@@ -107,6 +109,7 @@ class MemoryBroker:
             partitions,
             clock=time.time,
             history=history,
+            history_hold=history_hold,
             max_topics=max_topics,
             alert_retention_us=alert_retention_us,
             blocking=True,
@@ -242,9 +245,14 @@ class MemoryBroker:
         self._check_open()
         lost = {index for index in after if index >= self.partitions}
         updates: list[Update] = []
+        heads: dict[int, UpdateId] = {}
         several = False  # whether updates of more than one partition were read
         for index in partitions_matching(match, self.partitions):
-            replayed = self.store.parts[index].published.replay(after.get(index), match)
+            published = self.store.parts[index].published
+            head = published.head()
+            if head is not None:
+                heads[index] = head
+            replayed = published.replay(after.get(index), match)
             if replayed is None:
                 lost.add(index)
             elif replayed:
@@ -252,7 +260,7 @@ class MemoryBroker:
                 updates += replayed
         if several:
             updates.sort(key=lambda u: (u.id.ms, u.id.seq))
-        return Replayed(updates, frozenset(lost))
+        return Replayed(updates, frozenset(lost), heads)
 
     def history(
         self,
@@ -365,6 +373,17 @@ class MemoryBroker:
     def save_session_state(self, topic: str, state: bytes) -> None:
         self._check_open()
         self.store.sessions[topic] = state
+
+    def hold_history(self, reader: str, after: Cursor, match: TopicMatcher) -> None:
+        self._check_open()
+        now_ms = self.store.now_ms()
+        for index in partitions_matching(match, self.partitions):
+            held = after.get(index)
+            published = self.store.parts[index].published
+            if held is None:
+                published.hold(reader, None, (0, 0), now_ms)
+            else:
+                published.hold(reader, held.epoch, held.position, now_ms)
 
     # -- what operators read -----------------------------------------------------------------
 

@@ -25,10 +25,10 @@ class MemoryEventLog:
         return self._shard
 
     def state(self) -> LogState:
-        applied, count, clocks = self._store.run(
+        applied, count, clocks, ages = self._store.run(
             "state", self._shard, lambda: self._store.state(self._index)
         )
-        return LogState(applied, count, clocks)
+        return LogState(applied, count, clocks, ages)
 
     def applied(self) -> str:
         return self._store.run("applied", self._shard, lambda: self._store.state(self._index)[0])

@@ -14,10 +14,11 @@ import bisect
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice, takewhile
+from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
-from pushsvc.broker.base import HistoryPage
+from pushsvc.broker.base import DEFAULT_HISTORY_HOLD, HOLD_TTL_MS, HistoryPage
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateDraft, UpdateId, new_epoch
 
@@ -33,12 +34,31 @@ def _position(update: Update) -> Position:
     return update.id.ms, update.id.seq
 
 
+class Hold(NamedTuple):
+    """A reader's hold on the history: every update after `after` of `epoch` (None: any),
+    until `until_ms` on the store's clock."""
+
+    epoch: str | None
+    after: Position
+    until_ms: int
+
+
 class Published:
     """One partition's published state (see the module's doc)."""
 
-    def __init__(self, index: int, *, history: int, alert_retention_ms: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        *,
+        history: int,
+        alert_retention_ms: int,
+        history_hold: int = DEFAULT_HISTORY_HOLD,
+    ) -> None:
         self.index = index
         self._history_len = history
+        self._history_hold = history_hold
+        self.holds: dict[str, Hold] = {}
+        """Each reader's hold on the history (`hold`)."""
         self._alert_retention_ms = alert_retention_ms
         self.epoch: str | None = None
         self.history: deque[Update] = deque()
@@ -97,12 +117,40 @@ class Published:
                 kept.update(draft.groups)
                 for gid in draft.forgotten:
                     kept.pop(gid, None)
+        self._trim(now_ms)
         return updates
 
     def _append(self, update: Update) -> None:
+        self.history.append(update)
+
+    def hold(self, reader: str, epoch: str | None, after: Position, now_ms: int) -> None:
+        """Keep every update after `after` of `epoch` (None: of whichever epoch the history
+        has) for `reader`, until it holds again or `HOLD_TTL_MS` passed
+        (`SessionKeeper.hold_history`)."""
+        self.holds[reader] = Hold(epoch, after, now_ms + HOLD_TTL_MS)
+
+    def _held_after(self, now_ms: int) -> Position | None:
+        """The oldest position a live hold of this epoch keeps the history after."""
+        oldest: Position | None = None
+        for reader, hold in list(self.holds.items()):
+            if hold.until_ms < now_ms:
+                del self.holds[reader]  # a reader that stopped holding
+            elif hold.epoch in (None, self.epoch) and (oldest is None or hold.after < oldest):
+                oldest = hold.after
+        return oldest
+
+    def _trim(self, now_ms: int) -> None:
+        """Down to `history` updates, or to those a reader still holds (at most
+        `history_hold`), as `publish_updates.lua` trims."""
         history = self.history
-        history.append(update)
-        if len(history) > self._history_len:
+        if len(history) <= self._history_len:
+            return
+        keep = self._history_len
+        held = self._held_after(now_ms) if self.holds else None
+        if held is not None:
+            unread = len(history) - bisect.bisect_right(history, held, key=_position)
+            keep = max(keep, min(self._history_hold, unread))
+        while len(history) > keep:
             gone = history.popleft()
             self.trimmed = trimmed = _position(gone)
             deletions = self.deletions

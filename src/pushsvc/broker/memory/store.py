@@ -27,7 +27,13 @@ from typing import TypeVar
 
 import gevent.event
 
-from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US, Appended, Applied, UpdatesHandler
+from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_HOLD,
+    Appended,
+    Applied,
+    UpdatesHandler,
+)
 from pushsvc.broker.memory.clock import Clock
 from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
@@ -216,6 +222,7 @@ class Store:
         *,
         clock: Clock,
         history: int = 10_000,
+        history_hold: int = DEFAULT_HISTORY_HOLD,
         max_topics: int = 100_000,
         max_keys: int = MAX_KEYS_PER_PARTITION,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
@@ -241,7 +248,12 @@ class Store:
         self.parts = [
             PartitionData(
                 index,
-                Published(index, history=history, alert_retention_ms=alert_retention_us // 1000),
+                Published(
+                    index,
+                    history=history,
+                    alert_retention_ms=alert_retention_us // 1000,
+                    history_hold=history_hold,
+                ),
                 journal=[] if journal else None,
                 keys=RememberedKeys(max_keys),
             )
@@ -537,8 +549,16 @@ class Store:
             series.expire(now)
         return updates
 
-    def state(self, index: int) -> tuple[str, int, dict[str, int]]:
-        """read_state.lua: the applied position, how many entries, the latest clocks."""
+    def state(self, index: int) -> tuple[str, int, dict[str, int], dict[str, int]]:
+        """read_state.lua: the applied position, how many entries, the latest clocks and
+        how long ago each was published (µs: since its update's id time)."""
         part = self.parts[index]
         applied, count = part.applied or (FIRST, 0)
-        return applied, count, {t: u.clock_us for t, u in part.published.latest.items()}
+        latest = part.published.latest
+        now_ms = self.now_ms()
+        return (
+            applied,
+            count,
+            {t: u.clock_us for t, u in latest.items()},
+            {t: (now_ms - u.id.ms) * 1000 for t, u in latest.items()},
+        )

@@ -35,6 +35,8 @@ from redis.exceptions import (
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_HOLD,
+    HOLD_TTL_MS,
     AlertsPage,
     Appended,
     Applied,
@@ -123,6 +125,7 @@ class RedisBroker:
         *,
         prefix: str = "pushsvc:",
         history: int = 10_000,
+        history_hold: int = DEFAULT_HISTORY_HOLD,
         partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
@@ -174,6 +177,7 @@ class RedisBroker:
             Script(self._client, "publish_updates"),
             self.keys,
             history=history,
+            history_hold=history_hold,
             alert_retention_us=alert_retention_us,
             on_cluster=self.on_cluster,
             partition_of=self.partition_of,
@@ -490,6 +494,7 @@ class RedisBroker:
         each result is what its own `replay` would have read at that moment."""
         self._check_open()
         lost: list[set[int]] = [{i for i in after if i >= self.partitions} for after, _ in asked]
+        heads: list[dict[int, UpdateId]] = [{} for _ in asked]
         updates: list[list[Update]] = [[] for _ in asked]
         by_partition: dict[int, list[int]] = {}
         for n, (_, match) in enumerate(asked):
@@ -506,6 +511,8 @@ class RedisBroker:
         for index, read in zip(order, reads, strict=True):
             for n in by_partition[index]:
                 after, match = asked[n]
+                if read.epoch is not None and read.newest is not None:
+                    heads[n][index] = UpdateId(read.epoch, *read.newest)
                 replayed = replay_of(read, after.get(index), match)
                 if replayed is None:
                     lost[n].add(index)
@@ -514,7 +521,9 @@ class RedisBroker:
         for of_one in updates:
             if len({u.id.partition for u in of_one}) > 1:
                 of_one.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition's order
-        return [Replayed(u, frozenset(gone)) for u, gone in zip(updates, lost, strict=True)]
+        return [
+            Replayed(u, frozenset(gone), h) for u, gone, h in zip(updates, lost, heads, strict=True)
+        ]
 
     def history(
         self,
@@ -626,6 +635,19 @@ class RedisBroker:
         self._check_open()
         with unavailable("save_session_state"):
             self._client.hset(self.keys.of(topic).sessions, topic, state)
+
+    def hold_history(self, reader: str, after: Cursor, match: TopicMatcher) -> None:
+        """See `SessionKeeper.hold_history`: one field of each partition's `holds`, which
+        `publish_updates.lua` reads as it trims (until: on this host's clock, which must
+        agree with Redis's within minutes)."""
+        self._check_open()
+        until_ms = int(time.time() * 1000) + HOLD_TTL_MS
+        with unavailable("hold_history"), self._client.pipeline(transaction=False) as pipe:
+            for index in partitions_matching(match, self.partitions):
+                held = after.get(index)
+                value = "* 0-0" if held is None else f"{held.epoch} {held.ms}-{held.seq}"
+                pipe.hset(self.keys.partition(index).holds, reader, f"{value} {until_ms}")
+            pipe.execute()
 
     def active_alerts(self) -> list[bytes]:
         self._check_open()

@@ -45,6 +45,9 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`; the
                                 epoch names its partition, `pushsvc.core.updates`)
     P:trimmed           string  stream id of the newest update trimmed from the history
+    P:holds             hash    reader -> `<epoch or *> <stream id> <until ms>`: the history
+                                is kept after that id for the reader, until then
+                                (`SessionKeeper.hold_history`, the sessionizer)
     P:idem:{topic}/{key} string the digest and answer of the POST that logged a batch with
                                 this Idempotency-Key; expires after the window
     P:idem_order        zset    the partition's live idempotency keys' names, scored by when
@@ -218,6 +221,11 @@ class PartitionKeys:
     @property
     def trimmed(self) -> str:
         return f"{self.base}trimmed"
+
+    @property
+    def holds(self) -> str:
+        """A hash: reader -> its hold on the history (`publish_updates.lua` reads it)."""
+        return f"{self.base}holds"
 
     @property
     def alerts(self) -> str:

@@ -22,6 +22,7 @@ from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import decode_events, hash_fields, head, unavailable
 from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, Entry, LogState
 from pushsvc.core.checkpoint import Checkpoint
+from pushsvc.core.updates import UpdateId
 
 
 def _entry(raw_id: bytes, fields: Mapping[bytes, bytes]) -> Entry:
@@ -76,8 +77,12 @@ class RedisEventLog:
         with unavailable("read_state"):
             keys = [self._part.applied, self._part.latest]
             reply = StateReply.decode(self._state(keys=keys))
-        clocks = {topic: head(packed).clock_us for topic, packed in reply.latest.items()}
-        return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks)
+            seconds, micros = self._client.time()  # the clock the ids were written on
+        now_us = int(seconds) * 1_000_000 + int(micros)
+        heads = {topic: head(packed) for topic, packed in reply.latest.items()}
+        clocks = {topic: h.clock_us for topic, h in heads.items()}
+        ages = {topic: now_us - UpdateId.issued(h.id).ms * 1000 for topic, h in heads.items()}
+        return LogState(reply.applied_id or FIRST, reply.applied_entries, clocks, ages)
 
     def applied(self) -> str:
         """The last entry the active aggregator applied (FIRST for none)."""
