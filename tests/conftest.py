@@ -28,6 +28,7 @@ from pushsvc.app import create_app
 from pushsvc.deliver.hub import Hub
 from support.auth_tokens import CREDENTIALS
 from support.cpu_limit import cpu_limited, limits
+from support.reruns import register as register_rerun_log
 from support.settling import SettlingClient, settle
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None and _is_filler(workerinput):
         os.nice(10)  # computes in the other workers' waits (_ByFileButPure)
     PushsvcProcess.forker = Forker(SRC)
+    register_rerun_log(config)  # every rerun listed for .ci/run (support.reruns)
     if not hasattr(config, "workerinput"):
         root = Path(__file__).parents[1]
         for folder in ("src", "harness", "bench", "tests"):

@@ -8,11 +8,13 @@ part knows a higher one (docs/architecture.md has the map).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from support.fresh_python import printed_by
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "pushsvc"
+ARCHITECTURE = PACKAGE.parents[1] / "docs" / "architecture.md"
 
 
 def _module_name(path: Path) -> str:
@@ -219,6 +221,49 @@ def test_the_data_flow_above_the_broker_reaches_it_through_its_contract() -> Non
         if target.startswith("pushsvc.broker.") and target not in contract
     ]
     assert not found, "\n".join(found)
+
+
+def _drawn_order(page: str) -> list[str]:
+    """The layers as the page draws them under "The tree", lowest first."""
+    block = page.split("## The tree", 1)[1].split("```", 2)[1]
+    return [name.strip() for level in block.split("←") for name in level.split(",")]
+
+
+def test_the_architecture_page_draws_the_layers_in_their_order() -> None:
+    assert _drawn_order(ARCHITECTURE.read_text(encoding="utf-8")) == [n for n, _ in LAYERS]
+
+
+_CLAIM = re.compile(r"that do name one, [^:]*, are these and no others:(.*?\))\.\s", re.S)
+
+
+def _claimed_to_name_an_implementation(page: str, graph: dict[str, set[str]]) -> set[str]:
+    """The modules above `broker/` that the page says name a broker implementation."""
+    claim = _CLAIM.search(page)
+    assert claim, "docs/architecture.md no longer says which modules above broker/ name one"
+    named = {f"pushsvc.{n.replace('/', '.')}" for n in re.findall(r"`([a-z_/]+)`", claim[1])}
+    return {m for m in named & graph.keys() if (_layer(m) or 0) > _layer("pushsvc.broker")}
+
+
+def _naming_an_implementation(graph: dict[str, set[str]]) -> set[str]:
+    implementations = ("pushsvc.broker.redis", "pushsvc.broker.memory")
+    return {
+        module
+        for module, targets in graph.items()
+        if (_layer(module) or 0) > _layer("pushsvc.broker")
+        and any(t == i or t.startswith(i + ".") for t in targets for i in implementations)
+    }
+
+
+def test_the_architecture_page_names_each_module_above_the_broker_naming_a_broker() -> None:
+    """docs/architecture.md lists the modules above `broker/` that import `broker/redis` or
+    `broker/memory`, and no others: a new one is a choice the page must explain."""
+    graph = _graph()
+    claimed = _claimed_to_name_an_implementation(ARCHITECTURE.read_text(encoding="utf-8"), graph)
+    found = _naming_an_implementation(graph)
+    assert claimed == found, (
+        f"named by the page but importing none: {sorted(claimed - found)}; "
+        f"importing one but not named by the page: {sorted(found - claimed)}"
+    )
 
 
 def test_no_public_class_name_is_defined_twice_outside_the_clients_mirrors() -> None:

@@ -247,8 +247,9 @@ class Broker(Protocol):
         `pushsvc.broker.shared_log`) and its lease token (`fence`): the broker records the
         applied position in the same atomic step as the updates, and publishes nothing,
         raising Fenced, when the lease is no longer under that token, or PublishedAlready
-        when the log is recorded as published past `applied.after`. Other publishers (the
-        deriver, tests) pass neither."""
+        when the log is recorded as published past `applied.after`. Without them nothing is
+        fenced or recorded; only tests publish so. The deriver and the sessionizer do not
+        publish: they append their values as events (`append_events`), as producers do."""
         ...
 
     def consume_updates(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import NewType
 
 from pushsvc.errors import InvalidTopic
 
@@ -27,14 +28,19 @@ ALERTS = "_alerts"
 posted to (its name is no valid topic name for producers)."""
 
 
-def validate_topic(name: str) -> str:
+TopicName = NewType("TopicName", str)
+"""A name `validate_topic` has checked, once, where it came in: what takes one does not check
+it again."""
+
+
+def validate_topic(name: str) -> TopicName:
     """Return `name` if it is a valid topic name, else raise InvalidTopic."""
     if not isinstance(name, str) or _TOPIC.fullmatch(name) is None:
         raise InvalidTopic(
             f"invalid topic {_shorten(name)}: use 1 to {MAX_TOPIC_LEN} ASCII letters, digits "
             "and '._:-' (no accents or other scripts), starting with a letter or a digit"
         )
-    return name
+    return TopicName(name)
 
 
 def validate_readable(name: str) -> str:

@@ -1,5 +1,7 @@
-"""Taking events in: one path for `POST /topics/{topic}/events` and for the Redis bridge, so
-that both validate, limit and judge lateness exactly alike."""
+"""Taking events in: one path for `POST /topics/{topic}/events`, the Redis bridge and the
+outbox, so that all validate, limit and judge lateness exactly alike. A topic name is
+checked once: a POST checks it before it reads the body and hands `ingest` the checked
+`TopicName`; the bridge and the outbox hand `validated` the name as it came."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import Callable
 
 from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.idempotency import Idempotency, request_digest
-from pushsvc.core.topics import validate_topic
+from pushsvc.core.topics import TopicName, validate_topic
 from pushsvc.errors import DerivedTopic, SessionTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
@@ -15,7 +17,7 @@ from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
 def ingest(
     broker: Broker,
-    topic: str,
+    topic: TopicName,
     body: bytes,
     content_type: str | None,
     *,
@@ -31,7 +33,7 @@ def ingest(
     Raises the RequestError that says what is wrong, having changed nothing. `pause` is
     called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others:
     a batch of 10,000 events holds it some 30 ms in all)."""
-    events = validated(topic, body, content_type, limits=limits, now_us=now_us)
+    events = _events(topic, body, content_type, limits=limits, now_us=now_us)
     if pause is not None:
         pause()
     idempotency = None
@@ -48,7 +50,12 @@ def validated(
 ) -> list[Event]:
     """The events of `body` for `topic`, or the RequestError that says what is wrong (the
     lateness rule is the broker's, at append)."""
-    validate_topic(topic)
+    return _events(validate_topic(topic), body, content_type, limits=limits, now_us=now_us)
+
+
+def _events(
+    topic: TopicName, body: bytes, content_type: str | None, *, limits: InputLimits, now_us: int
+) -> list[Event]:
     if topic in limits.derived_topics:
         raise DerivedTopic(
             f"{topic} is a derived metric ([[derive]] in the rules file): pushsvc produces "

@@ -10,11 +10,12 @@ the one connection, so that choice is exact.
 
 On a lost connection that had a confirmed subscription the reader calls `on_reset` (what was
 published meanwhile is lost to this process: Redis pub/sub is at most once); it reconnects
-with exponential backoff and subscribes to everything wanted again by itself. Given a client,
-it reconnects through that client (one Redis; Sentinel, whose pool asks the sentinels for the
-primary at each connection); given a factory, it asks the factory for a new client at each
-connection, and closes each when its connection is dropped (a Redis Cluster, where the node to
-listen on is chosen again each time: `broadcast_node.BroadcastNodes`).
+with jittered exponential backoff (`reconnects`) and subscribes to everything wanted again by
+itself. Given a client, it reconnects through that client (one Redis; Sentinel, whose pool
+asks the sentinels for the primary at each connection); given a factory, it asks the factory
+for a new client at each connection, and closes each when its connection is dropped (a Redis
+Cluster, where the node to listen on is chosen again each time:
+`broadcast_node.BroadcastNodes`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pushsvc.broker.redis.keys import glob_escape
+from pushsvc.broker.redis.reconnects import Reconnects
 from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -216,7 +218,7 @@ class PubSubReader:
     # -- the reader --------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = self._min_backoff
+        reconnects = Reconnects(self._min_backoff, self._max_backoff)
         lost = False
         while not self._closing.is_set():
             connected = False
@@ -226,7 +228,7 @@ class PubSubReader:
                 if lost:
                     log.warning("redis pub/sub reconnected")
                     lost = False
-                backoff = self._min_backoff
+                reconnects.connected()
                 self._read()
             except (RedisError, OSError) as exc:
                 if not self._closing.is_set() and not lost:
@@ -242,9 +244,8 @@ class PubSubReader:
             # dead (Redis restarted meanwhile); that stream is confirmed on the new one.
             if connected and was_listening and not self._closing.is_set():
                 self._reset()
-            if self._closing.wait(backoff):
+            if self._closing.wait(reconnects.next_wait_s()):
                 break
-            backoff = min(backoff * 2, self._max_backoff)
 
     def _reset(self) -> None:
         try:

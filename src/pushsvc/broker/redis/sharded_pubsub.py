@@ -66,6 +66,7 @@ from pushsvc.broker.redis.cluster_topology import (
     probe_channel,
 )
 from pushsvc.broker.redis.cluster_view import ClusterView, Topology
+from pushsvc.broker.redis.reconnects import Reconnects
 from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -391,7 +392,7 @@ class _NodeLink:
 
     def _run(self) -> None:
         reader = self.reader
-        backoff = reader._min_backoff
+        reconnects = Reconnects(reader._min_backoff, reader._max_backoff)
         lost = False
         while not reader._closing.is_set():
             try:
@@ -404,7 +405,7 @@ class _NodeLink:
                     )
                     lost = False
                 self._read(connection)
-                backoff = reader._min_backoff
+                reconnects.connected()
                 continue  # nothing left to read here: _connect decides
             except (RedisError, OSError) as exc:
                 if not reader._closing.is_set() and not lost:
@@ -427,9 +428,8 @@ class _NodeLink:
             with reader._cond:
                 if not self._channels():
                     continue  # moved elsewhere: _connect ends the thread, under the lock
-            if reader._closing.wait(backoff):
+            if reader._closing.wait(reconnects.next_wait_s()):
                 break
-            backoff = min(backoff * 2, reader._max_backoff)
         self._drop()
 
     def _connect(self) -> redis.Connection | None:

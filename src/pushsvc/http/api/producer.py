@@ -30,8 +30,9 @@ bp = Blueprint("producer", __name__)
 @bp.post("/topics/<anytext:topic>/events")
 def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
     rt = runtime()
-    validate_topic(topic)  # before the body: a bad name is the answer, whatever the size
-    grant = rt.gate.publisher(request, topic)
+    # Checked once, before the body: a bad name is the answer, whatever the body's size.
+    name = validate_topic(topic)
+    grant = rt.gate.publisher(request, name)
     idempotency_key = check_key(request.headers.getlist(HEADER))
     rate_key = None
     if rt.publish_rate is not None:
@@ -42,7 +43,7 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
     body = read_body(request.environ, limits.max_body_bytes)
     appended = ingest(
         rt.broker,
-        topic,
+        name,
         body,
         request.content_type,
         limits=limits,
