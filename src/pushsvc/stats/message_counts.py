@@ -100,9 +100,12 @@ class MessageCounts:
         }
 
     def merged(self, summary: Mapping[str, Any]) -> dict[str, Any]:
-        """`summary` (a topic's windows) with each counting window's `messages`."""
+        """`summary` (a topic's windows) with `messages` in each window that holds one: a
+        window without messages has no member, whatever the topic held before, so that an
+        aggregator rebuilt from the log (which may hold none of the topic's old messages)
+        drafts what one that ran all along does."""
         counts = self.summary()
         return {
-            label: {**stats, "messages": counts[label]} if label in counts else stats
+            label: {**stats, "messages": by_type} if (by_type := counts.get(label)) else stats
             for label, stats in summary.items()
         }
