@@ -4,7 +4,8 @@ process, under a seeded scheduler.
 
 Each process is what `pushsvc aggregate` runs (`PartitionPool`, its `ShardRunner`s), stepped
 by the scheduler instead of a greenlet, its rebuilds inline. The scheduler draws, from the
-seed alone, what happens next: a producer's append (half of them with an idempotency key,
+seed alone, what happens next: a producer's append (a plain event, a message with a value or
+one without; half of them with an idempotency key,
 retried at once or later when it fails, refused or with its reply lost), a repeat of a batch
 sent with a key (maybe right around the end of the key's window) or the key reused for
 another body, a web process's delete of a topic, a process's step, time passing, a crash
@@ -14,8 +15,8 @@ reply lost) on any one call. Then the faults stop and the world settles.
 
 After every step the invariants hold (`Checker`): every logged event yields exactly one
 update and every logged delete exactly one deletion, per partition in log order, with ids
-increasing per partition; each update's count and sum over every window equal a model's
-(`Model`), whose topic starts afresh at its delete entry (an event logged before it is the
+increasing per partition; each update's count and sum over every window, and its messages by
+type over every time window, equal a model's (`Model`), whose topic starts afresh at its delete entry (an event logged before it is the
 old topic's, and no update of it comes after the deletion); the publishes a partition
 accepts never go back to a tenure after a later one began; the store answers each keyed
 append as a model of its keys says (within the key's window: the same body replayed and
@@ -52,7 +53,7 @@ from pushsvc.broker.base import Applied
 from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
 from pushsvc.broker.shared_log import Entry
 from pushsvc.core.cursor import Cursor
-from pushsvc.core.event import Event
+from pushsvc.core.event import Event, Message
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateDraft
@@ -123,6 +124,28 @@ DIES = -1.0
 """A stall that never ends: the process is killed right before the call."""
 
 
+MESSAGE_TYPES = ("shipped", "error")
+
+
+def _drawn_event(rng: random.Random, number: float, ts: int) -> Event:
+    """The producer's next event, numbered `number`: mostly a plain event, sometimes a message
+    with a value, sometimes one without (its number then in its data, which names it)."""
+    draw = rng.random()
+    if draw >= 0.3:
+        return Event(number, ts, None)
+    message = Message(rng.choice(MESSAGE_TYPES), orjson.dumps({"v": number}))
+    return Event(None if draw < 0.15 else number, ts, None, message)
+
+
+def mark(event: Event) -> float:
+    """What names an event in the simulation: its value, or a value-less message's number."""
+    if event.value is not None:
+        return event.value
+    assert event.message is not None
+    number: float = orjson.loads(event.message.data)["v"]
+    return number
+
+
 class Broken(AssertionError):
     """An invariant does not hold."""
 
@@ -188,12 +211,31 @@ class TopicModel:
         # a sort of every event at each update.
         self.times: list[int] = []
         self.values: list[float] = []
+        self.message_times: list[int] = []
+        self.message_types: list[str] = []
         self.clock: int | None = None
 
-    def add(self, ts: int, value: float) -> None:
-        at = bisect.bisect_right(self.times, ts)  # after the equal ones: log order
-        self.times.insert(at, ts)
-        self.values.insert(at, value)
+    def add(self, event: Event) -> None:
+        ts = event.ts_us
+        if event.value is not None:
+            at = bisect.bisect_right(self.times, ts)  # after the equal ones: log order
+            self.times.insert(at, ts)
+            self.values.insert(at, event.value)
+        if event.message is not None:
+            at = bisect.bisect_right(self.message_times, ts)
+            self.message_times.insert(at, ts)
+            self.message_types.insert(at, event.message.type)
+
+    def messages(self) -> dict[str, dict[str, int]]:
+        """Messages by type in every time window that holds one, at the clock."""
+        assert self.clock is not None
+        found = {}
+        for width, label in TIME_LABELS:
+            start = bisect.bisect_right(self.message_times, self.clock - width)
+            inside = Counter(self.message_types[start:])
+            if inside:
+                found[label] = dict(inside)
+        return found
 
     def windows(self) -> dict[str, tuple[int, float]]:
         """count and sum of every window, at the clock. (The values are whole numbers, so
@@ -253,12 +295,12 @@ class Model:
         if entry is None or entry.events is None or entry.topic != topic:
             raise Broken(self._misplaced(f"an update for {topic} event {value}", topic, value))
         first = entry.events[0]
-        if first.value != value:
+        if mark(first) != value:
             raise Broken(self._misplaced(f"an update for {topic} event {value}", topic, value))
         model = self.topics.get(topic)
         if model is None:
             model = self.topics[topic] = TopicModel(_counted(topic))
-        model.add(first.ts_us, first.value)
+        model.add(first)
         model.clock = first.ts_us if model.clock is None else max(model.clock, first.ts_us)
         # One event per entry: the next is the next entry.
         self.at += 1
@@ -292,13 +334,13 @@ class Model:
             due = f"the deletion of {expected.deleted}"
         else:
             assert expected.events is not None
-            due = f"the update of {expected.topic} event {expected.events[0].value}"
+            due = f"the update of {expected.topic} event {mark(expected.events[0])}"
         if value is not None:
             # An event logged before a delete of its topic already published: the old
             # topic's update after its deletion.
             for at in range(self.at):
                 entry = self.journal[at]
-                if entry.events is not None and entry.events[0].value == value:
+                if entry.events is not None and mark(entry.events[0]) == value:
                     deleted_since = any(e.deleted == topic for e in self.journal[at + 1 : self.at])
                     if deleted_since:
                         return f"{what}, of {topic} as it was before its deletion, after it"
@@ -407,7 +449,8 @@ class Checker:
                 self._check_produced(update, body, model)
                 continue
             if body["reason"] == "event":
-                value = body["event"]["value"]
+                echo = body["event"]
+                value = echo["value"] if "value" in echo else echo["data"]["v"]
                 if self.delivered[value] >= self.copies.get(value, 1):
                     raise Broken(f"event {value} of {update.topic} yielded two updates")
                 self.delivered[value] += 1
@@ -418,6 +461,16 @@ class Checker:
             got = {k: (w["count"], float(w["sum"])) for k, w in body["windows"].items()}
             if got != want:
                 raise Broken(f"{update.topic} at {update.id}: windows {got}, the model {want}")
+            counted = {
+                k: {kind: c["count"] for kind, c in w["messages"].items()}
+                for k, w in body["windows"].items()
+                if "messages" in w
+            }
+            if counted != topic_model.messages():
+                raise Broken(
+                    f"{update.topic} at {update.id}: messages {counted}, the model "
+                    f"{topic_model.messages()}"
+                )
 
     def _check_produced(self, update: Update, body: dict[str, Any], model: Model) -> None:
         """An update of a topic pushsvc appends to: walked in log order as any other (one per
@@ -448,7 +501,7 @@ class Batch:
 
 def _keyed(topic: str, event: Event, key: str, window_ms: int) -> Idempotency:
     """`key` for this body: its digest is the request's, as a web process takes it."""
-    body = f"{topic} {event.value} {event.ts_us}".encode()
+    body = f"{topic} {mark(event)} {event.ts_us}".encode()
     return Idempotency(key, hashlib.sha256(body).digest(), window_ms)
 
 
@@ -680,7 +733,7 @@ class World:
         value = float(self.value)
         # Mostly on time, sometimes late (refused, or within the lateness: applied late).
         ts = self._wall_us() - rng.choice((0, 0, 0, S // 2, 2 * S, 4 * S))
-        event = Event(value, ts, None)
+        event = _drawn_event(rng, value, ts)
         if rng.random() >= 0.5:
             if self.send(topic, event, None) == "logged":
                 self.acknowledged.add(value)
@@ -714,11 +767,11 @@ class World:
             return outcome
         if outcome not in (expected, "failed") and not (outcome == "late" and not within):
             raise Broken(
-                f"{batch.topic} {batch.event.value} with key {key.key} answered {outcome} "
+                f"{batch.topic} {mark(batch.event)} with key {key.key} answered {outcome} "
                 f"where its key says {expected} ({'within' if within else 'past'} its window)"
             )
         if outcome in ("logged", "replayed") and expected != "reused":
-            self.acknowledged.add(batch.event.value)
+            self.acknowledged.add(mark(batch.event))
         if kept is not None:
             # The moments of a key, as reached: a repeat within the window (of the same body or
             # another), or past it; within 0.02 s of its end.
@@ -738,7 +791,7 @@ class World:
             )
             outcome = "replayed" if answer.replayed else "logged"
             if answer.accepted != 1:
-                raise Broken(f"{topic} {event.value}: {answer}, for one event")
+                raise Broken(f"{topic} {mark(event)}: {answer}, for one event")
         except LateEvent:
             outcome = "late"
         except IdempotencyKeyReused:
@@ -747,16 +800,16 @@ class World:
             outcome = "failed"
         logged = len(journal) - before
         self.note(
-            "append %s %s%s %s", topic, event.value, "" if key is None else " " + key.key, outcome
+            "append %s %s%s %s", topic, mark(event), "" if key is None else " " + key.key, outcome
         )
         if logged != (outcome == "logged") and not (outcome == "failed" and logged == 1):
             raise Broken(
-                f"{topic} {event.value}: answered {outcome}, and {logged} entries were logged"
+                f"{topic} {mark(event)}: answered {outcome}, and {logged} entries were logged"
             )
         if logged:
-            self.copies[event.value] += 1
-            if self.copies[event.value] > 1:
-                self.checker.copies[event.value] = self.copies[event.value]
+            self.copies[mark(event)] += 1
+            if self.copies[mark(event)] > 1:
+                self.checker.copies[mark(event)] = self.copies[mark(event)]
             if key is not None:
                 self.remembered[key.key] = (key.digest, self.clock() + key.window_ms / 1000)
         return outcome
@@ -1012,7 +1065,7 @@ class World:
                     if entry.events is not None:
                         self._logged_produced[entry.topic] += 1
                 elif entry.events is not None:
-                    self._logged_values[entry.events[0].value] += 1
+                    self._logged_values[mark(entry.events[0])] += 1
                 elif entry.deleted is not None:
                     self._logged_deletes[entry.deleted] += 1
             self._scanned[part.index] = len(journal)
