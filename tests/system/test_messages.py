@@ -6,6 +6,7 @@ as an `EventSource` reads them."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,15 +22,29 @@ from harness.live import (
 )
 from harness.sse_parser import SSEMessage
 
-BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+BACKENDS = [
+    "memory",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+]
+# A short history, so that a resume older than it is a gap; no ticks, so that the history
+# holds only what the tests post.
+ARGS = ("--history", "40", "--tick", "0")
 
 
 @pytest.fixture(params=BACKENDS, scope="module")
 def server(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
-    # A short history, so that a resume older than it is a gap; no ticks, so that the
-    # history holds only what the tests post.
-    with serving_on(request.param, "--history", "40", "--tick", "0") as proc:
+    if request.param != "cluster":
+        with serving_on(request.param, *ARGS) as proc:
+            yield proc
+        return
+    cluster = request.getfixturevalue("redis_cluster")
+    prefix = f"m{uuid.uuid4().hex[:8]}:"
+    proc = PushsvcProcess("serve", *ARGS, "--redis-url", cluster.url, "--prefix", prefix).start()
+    try:
         yield proc
+    finally:
+        proc.stop()
 
 
 def messages(stream: SSEClient, count: int) -> list[SSEMessage]:
