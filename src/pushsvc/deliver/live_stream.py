@@ -1,5 +1,14 @@
-"""A stream after its head: the one object that writes every stream, however its connection is
-written, until one of its named exits.
+"""A stream after its head: what owns the stream's writes, however its connection is written,
+until one of its named exits.
+
+Two writers send a stream's bytes, in turns, never at once: this object, and, while the
+stream is idle on plain TCP, the hub's direct writer (`pushsvc.deliver.hub`), which sends a
+run to every idle stream of a topic in one loop with no wake-up per stream. The turns are
+handed over explicitly (`Subscriber.direct` opened by this object when it leaves nothing
+pending, closed by the hub on a send that would block, whose rest comes back as `handback`).
+The second writer is kept because it halves the CPU per delivery of an ordinary fan-out
+(measured: docs/journal/fanout.md, "Step 1: the direct way"); everything else a stream writes
+(hand-backs, queues, heartbeats, pacing, its end) is written here.
 
 It is a few objects the event loop and the hub call back (as nchan's and Centrifugo's are),
 not a greenlet: its hub subscriber (`pushsvc.deliver.hub`), its sink, an io watcher for its

@@ -9,8 +9,8 @@ which is gone by the time a streaming response runs (Flask's `stream_with_contex
 a page at a time (`head_page_size`: each page is rendered once the server has written the one
 before, and counted in flight against the stream's byte bound while it is written, so a
 client that reads nothing holds one page and the hub's sweeper ends it as `slow`), then the
-stream's `LiveStream` (`pushsvc.deliver.live_stream`), the one object that writes every
-stream, on one of two sinks:
+stream's `LiveStream` (`pushsvc.deliver.live_stream`), which owns its writes (the hub's direct
+writer sends an idle plain-TCP stream's runs in turns with it), on one of two sinks:
 
 * plain TCP under pushsvc's server: the connection, handed over once the head is out
   (`stream_socket.hand_over`); the response ends at once with nothing more written, and the
