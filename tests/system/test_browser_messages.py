@@ -24,7 +24,7 @@ from harness.live import PushsvcProcess, post, request
 from harness.net import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, allow_network_errors, page_of
 
@@ -323,3 +323,33 @@ def test_the_module_refuses_what_is_no_message_type(server: PushsvcProcess, page
         }"""
     )
     assert refused == ["TypeError", "TypeError", "TypeError"]
+
+
+# ------------------------------------------------------------------ the example page
+
+
+def test_the_example_page_lists_messages_and_resumes_after_a_reload(
+    server: PushsvcProcess, page: Page
+) -> None:
+    topic = unique()
+    page.goto(f"{server.base}/static/examples/messages.html?topic={topic}&types=shipped")
+    expect(page.get_by_role("status")).to_have_attribute("data-state", "live")
+    expect(page.locator("#types")).to_have_text("message, shipped")
+    posted = [
+        {"type": "shipped", "data": {"order": 1, "note": "<b>fast</b>"}},
+        {"type": "refunded", "data": 2},  # not a type it listens to
+        {"data": "hello"},
+    ]
+    assert post(server.port, topic, posted)[0] == 202
+    items = page.locator("#received li")
+    expect(items).to_have_text(['message: "hello"', 'shipped: {"order":1,"note":"<b>fast</b>"}'])
+    expect(page.locator("#received b")).to_have_count(0)
+    # Back after a while away, it resumes after the last message shown: what was published
+    # meanwhile, then live, nothing twice.
+    page.goto("about:blank")
+    assert post(server.port, topic, {"type": "shipped", "data": {"order": 3}})[0] == 202
+    page.go_back()
+    expect(page.get_by_role("status")).to_have_attribute("data-state", "live")
+    assert post(server.port, topic, {"data": "live"})[0] == 202
+    expect(items).to_have_text(['message: "live"', 'shipped: {"order":3}'])
+    expect(page.get_by_role("note")).to_be_hidden()
