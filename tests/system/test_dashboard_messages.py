@@ -122,3 +122,24 @@ def test_a_topic_without_messages_shows_none_of_them(server: PushsvcProcess, pag
     tile = page.locator(f'article.tile[data-topic="{topic}"]')
     expect(tile.locator(".value")).to_have_text("3")
     expect(tile.locator(".last-message")).to_be_hidden()
+
+
+def test_a_window_whose_messages_slid_out_shows_none_in_it(
+    server: PushsvcProcess, page: Page
+) -> None:
+    # A window carries `messages` only while it holds one: the 10s window that counted the
+    # message says it holds none once the topic's clock has moved past it, the 1m one still
+    # counts it.
+    topic = unique()
+    ts = 1_763_700_000
+    assert post(server.port, topic, {"type": "shipped", "data": {"order": 1}, "ts": ts})[0] == 202
+    open_dashboard(page, server, f"/#/topics/{topic}")
+    expect(counts(page, "10s").locator('td[data-stat="count"]')).to_have_text(["1"])
+    assert post(server.port, topic, {"value": 1, "ts": ts + 30})[0] == 202
+    expect(page.locator("#topic-value")).to_have_text("1")
+    status, _, body = request(server.port, "GET", f"/topics/{topic}/stats")
+    assert status == 200
+    windows = json.loads(body)["windows"]
+    assert "messages" not in windows["10s"]
+    expect(counts(page, "10s").locator("td.none")).to_have_text("none in this window")
+    expect(counts(page, "1m").locator('td[data-stat="count"]')).to_have_text(["1"])

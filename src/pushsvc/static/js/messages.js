@@ -1,8 +1,9 @@
 // A topic's messages in the topic view (the events that carry a `type` and `data`): the latest
 // few, live, newest first — time, type, and the data as JSON text cut to one line, the whole
 // of it on hover — and per window how many of each type it holds, with their rate (the
-// updates' `windows[w].messages`). Both are hidden for a topic without messages, which looks
-// as it did. Like the tag statistics, what does not change shape is updated in place. Producer
+// updates' `windows[w].messages`, which a window carries only while it holds a message: a
+// window seen counting that has none now shows none). Both are hidden for a topic without
+// messages, which looks as it did. Like the tag statistics, what does not change shape is updated in place. Producer
 // data reaches the page through textContent and attributes only, never as markup.
 
 import { messageCountsOf } from "../pushsvc.js";
@@ -11,12 +12,14 @@ import { formatNumber, formatTime, isoTime } from "./format.js";
 /** Characters of a message's data its row shows; its title has all the page keeps. */
 export const SHOWN_CHARS = 160;
 
-/** The windows of `windows` that count messages, in their order: [window, [type, count][]]. */
-export function messageWindows(windows) {
+/** The windows of `windows` that count messages (those that carry `messages`, and those of
+ *  `counting`, seen carrying it: without it now, they hold none), in their order:
+ *  [window, [type, count][]]. */
+export function messageWindows(windows, counting = new Set()) {
   const out = [];
   for (const window of Object.keys(windows)) {
     const stats = windows[window] || {};
-    if (stats.messages !== null && typeof stats.messages === "object") {
+    if (counting.has(window) || (stats.messages !== null && typeof stats.messages === "object")) {
       out.push([window, messageCountsOf(windows, window)]);
     }
   }
@@ -48,7 +51,7 @@ export class MessagePanel {
   /** Draw `topic`'s (or a group's) latest messages and counts, of the chosen window or all. */
   render(topic, chosen = "") {
     this.renderLatest(topic.messages);
-    this.renderCounts(topic.windows, chosen);
+    this.renderCounts(topic.windows, topic.messageWindows, chosen);
   }
 
   renderLatest(messages) {
@@ -59,8 +62,8 @@ export class MessagePanel {
     if (!same) this.body.replaceChildren(...rows);
   }
 
-  renderCounts(windows, chosen) {
-    const shown = messageWindows(windows).filter(([w]) => chosen === "" || chosen === w);
+  renderCounts(windows, counting, chosen) {
+    const shown = messageWindows(windows, counting).filter(([w]) => chosen === "" || chosen === w);
     const layout = JSON.stringify(shown.map(([w, counts]) => [w, counts.map(([type]) => type)]));
     if (layout !== this.layout) {
       this.layout = layout;

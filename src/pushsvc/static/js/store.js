@@ -55,6 +55,9 @@ export class Topic {
     this.ts = null; // latest topic clock
     this.value = null; // latest event's value (ticks carry none, nor may a message)
     this.messages = []; // the newest LATEST_MESSAGES messages (`messageOf`), in id order
+    // The windows seen counting messages: a window carries `messages` only while it holds
+    // one, so one of these without the member holds none (a sketch window never counts).
+    this.messageWindows = new Set();
     this.tags = null;
     this.stale = false; // not in the server's state any more (e.g. it restarted)
     this.gapNext = false; // updates were missed: the next point starts a new line
@@ -73,6 +76,7 @@ export class Topic {
       eventTs: update.event ? update.event.ts ?? null : null, gapBefore: this.gapNext,
     };
     this.gapNext = false;
+    this.noteMessageWindows(point.windows);
     const last = this.points[this.points.length - 1];
     if (last === undefined || isAfter(id, last.id)) {
       this.points.push(point);
@@ -120,6 +124,7 @@ export class Topic {
         eventTs: update.event ? update.event.ts ?? null : null, gapBefore: false,
       };
       this.insert(point);
+      this.noteMessageWindows(point.windows);
       this.addMessage(messageOf(point.id, update.event));
     }
     const last = this.points[this.points.length - 1];
@@ -163,6 +168,15 @@ export class Topic {
     for (const [id, list] of parts) this.groups.get(id).series.merge(list);
   }
 
+  /** Remember the windows of `windows` that count messages (carry a `messages` member). */
+  noteMessageWindows(windows) {
+    for (const [window, stats] of Object.entries(windows)) {
+      if (stats && stats.messages !== null && typeof stats.messages === "object") {
+        this.messageWindows.add(window);
+      }
+    }
+  }
+
   /** A message (`messageOf`, or null: none) among the newest, in id order; an older one than
    *  those kept, or one kept already, changes nothing. */
   addMessage(message) {
@@ -198,6 +212,7 @@ export class Topic {
     const last = this.points[this.points.length - 1];
     if (id && (last === undefined || isAfter(id, last.id))) {
       this.windows = entry.windows || {};
+      this.noteMessageWindows(this.windows);
       this.ts = entry.ts;
     }
     if (entry.groups) {
