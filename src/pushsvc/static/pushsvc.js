@@ -1,9 +1,10 @@
 // pushsvc's browser client, served by pushsvc itself at /static/pushsvc.js (as centrifuge-js is
 // Centrifugo's): an ES module with no dependencies, to import from any page.
 //
-//   import { subscribe } from "https://push.example.com/static/pushsvc.js";
+//   import { messages, subscribe } from "https://push.example.com/static/pushsvc.js";
 //   const subscription = subscribe({ topics: ["orders"], history: { limit: 100 },
 //     onUpdate: (update) => console.log(update.windows["1m"].mean) });
+//   const feed = messages({ topics: ["orders"], on: { shipped: (data) => console.log(data) } });
 //
 // What it promises (docs/browser.md): one EventSource for all the topics; with `history`, each
 // update exactly once and in id order per topic, the history meeting the live stream with no
@@ -54,8 +55,10 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * `distinct_<tag>` (a number) and `top_<tag>` (a `TopValue[]`, most frequent first); for
  * a rule that scores anomalies, a time window's `anomaly_rate` (anomalous / scored among the
  * series buckets that closed in the window, in [0, 1]; null while none closed in it); and a
- * session topic's `bounce_rate`, `events_per_session`, `active` and `funnel` (`FunnelStep[]`).
- * @typedef {Object<string, (number|null|TopValue[]|FunnelStep[])>} WindowStats
+ * session topic's `bounce_rate`, `events_per_session`, `active` and `funnel` (`FunnelStep[]`);
+ * `messages`: an exact window's counts by type (`Object<string, MessageCount>`), only while it
+ * holds a message (absent: none). The statistics of values cover the events with a value.
+ * @typedef {Object<string, (number|null|TopValue[]|FunnelStep[]|Object<string, MessageCount>)>} WindowStats
  */
 
 /**
@@ -76,11 +79,21 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  */
 
 /**
- * The producer's event an update was computed from, as it was accepted.
+ * The producer's event an update was computed from, as it was accepted. An event has a value,
+ * a message (`type` and `data`), or both.
  * @typedef {Object} PublishedEvent
- * @property {number} value
+ * @property {number} [value]
  * @property {number} ts Event time, epoch seconds.
  * @property {Object<string, string>} tags
+ * @property {string} [type] A message's type (`message` when published without one).
+ * @property {any} [data] A message's data, as published.
+ */
+
+/**
+ * How many messages of one type a window holds, and their rate (per second of the window).
+ * @typedef {Object} MessageCount
+ * @property {number} count
+ * @property {number} rate
  */
 
 /**
@@ -370,6 +383,19 @@ export function sessionsOf(windows, window) {
   };
 }
 
+/**
+ * The window's messages counted by type (`{shipped: {count, rate}}`), in type order; empty
+ * where it has none (the window carries no `messages` member while it holds no message, and a
+ * window that does not count them never does).
+ * @param {Windows} windows @param {string} window
+ * @returns {[string, MessageCount][]}
+ */
+export function messageCountsOf(windows, window) {
+  const counts = (windows[window] || {}).messages;
+  if (counts === null || typeof counts !== "object" || Array.isArray(counts)) return [];
+  return Object.entries(counts).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
 // ------------------------------------------------------------------------ requests
 
 /** A pushsvc answer with an error status (401: no valid token; 403: not in its scope). */
@@ -447,78 +473,46 @@ function list(value) {
   return typeof value === "string" ? [value] : [...value];
 }
 
-// ------------------------------------------------------------------------ the subscription
+// ------------------------------------------------------------------------ the event stream
 
 /**
- * Subscribe to topics: one EventSource for all of them (see SubscribeOptions).
- * @param {SubscribeOptions} options
- * @returns {Subscription}
- */
-export function subscribe(options) {
-  return new Subscription(options);
-}
-
-/**
- * A stream message held or handed over: an update or a point, with its parsed id.
- * @typedef {Object} Message
- * @property {"update"|"point"} kind
- * @property {ParsedId} id
- * @property {Update|Point} data
+ * @typedef {Object} StreamHooks
+ * @property {(source: EventSource) => void} listen Adds the listeners of the stream's own
+ *   events to each EventSource it opens.
+ * @property {(state: State, detail: StatusDetail) => void} [onStatus]
+ * @property {string} [lastEventId] Where the first connection resumes from.
  */
 
 /**
- * A topic whose history is loading: its live messages `held` meanwhile; `again` when a gap
- * asks for a further read once this one is done; `gapKnown` once a gap was signalled (a
- * history that cannot continue then says nothing new).
- * @typedef {Object} Loading
- * @property {Message[]} held
- * @property {boolean} again
- * @property {boolean} gapKnown
+ * One EventSource that reconnects until `close()`, what `subscribe` and `messages` share: the
+ * browser's own reconnection (it sends `Last-Event-ID`) after a dropped connection; where the
+ * browser gives up (an error status, or a proxy's answer that is not an event stream), its own
+ * from the last id (`?lastEventId=`), after 1 s, then 2, 4… up to 30 s, asking the stream's
+ * address meanwhile whether it is refused (`unauthorized`) or away (`reconnecting`).
+ * A message whose type is `open` or `error` (a name an application may publish) reaches the
+ * EventSource's own `open` and `error` listeners too: they take only the connection's events,
+ * which are no MessageEvent.
  */
-
-/**
- * A live subscription (made by `subscribe`). Its stream reconnects by itself until `close()`.
- */
-export class Subscription {
-  /** @type {SubscribeOptions} */
-  #options;
-  #topics;
-  #streamPath;
+class EventStream {
   #baseUrl;
+  #path;
+  /** @type {StreamHooks} */
+  #hooks;
   /** @type {EventSource|null} */
   #source = null;
   /** @type {State} */
   #state = "connecting";
-  #lastEventId = "";
+  #lastEventId;
   #delay = RECONNECT_MIN_MS;
   #timer = 0;
   #retries = 0; // tells a probe's answer whether its retry is still the current one
-  #opened = false; // the first snapshot arrived: histories asked for now reach the stream
-  #abort = new AbortController();
-  /** @type {(update: Update) => Update} */
-  #project;
-  /** @type {Map<string, ParsedId>} the newest id handed over, per topic */
-  #newest = new Map();
-  /** @type {Map<string, Loading>} topics whose history is loading */
-  #catchingUp = new Map();
 
-  /** @param {SubscribeOptions} options */
-  constructor(options) {
-    this.#options = options;
-    this.#topics = list(options.topics);
-    if (this.#topics.length === 0) throw new TypeError("subscribe: give at least one topic");
-    this.#baseUrl = options.baseUrl ?? SERVER_ROOT;
-    const params = new URLSearchParams();
-    for (const topic of this.#topics) params.append("topic", topic);
-    const windows = list(options.windows);
-    const stats = list(options.stats);
-    const series = list(options.series);
-    this.#project = projection(windows, stats);
-    if (windows.length) params.append("windows", windows.join(","));
-    if (stats.length) params.append("stats", stats.join(","));
-    if (series.length) params.append("series", series.join(","));
-    for (const filter of groupFilters(options.group)) params.append("group", filter);
-    this.#streamPath = `stream?${params}`;
+  /** @param {string} baseUrl @param {string} path With its query. @param {StreamHooks} hooks */
+  constructor(baseUrl, path, hooks) {
+    this.#baseUrl = baseUrl;
+    this.#path = path;
+    this.#hooks = hooks;
+    this.#lastEventId = hooks.lastEventId ?? "";
     this.#connect();
   }
 
@@ -527,33 +521,37 @@ export class Subscription {
     return this.#state;
   }
 
-  /** The id of the last message the stream delivered ("" before the first): where the
-   *  subscription resumes from. */
   get lastEventId() {
     return this.#lastEventId;
   }
 
-  /** Stop: the stream, any retry and any history being read. */
+  /** Keep a delivered message's id: where the stream resumes from.
+   *  @param {MessageEvent} message */
+  remember(message) {
+    if (message.lastEventId) this.#lastEventId = message.lastEventId;
+  }
+
   close() {
     if (this.#state === "closed") return;
     clearTimeout(this.#timer);
-    if (this.#source) this.#source.close();
-    this.#abort.abort();
-    this.#catchingUp.clear();
+    this.#source?.close();
     this.#setState("closed", {});
   }
 
   #connect() {
     // A fresh EventSource cannot send Last-Event-ID; the server takes it as a parameter. Its
     // own reconnections send the header, which the server prefers.
-    const resume = this.#lastEventId ? `&lastEventId=${encodeURIComponent(this.#lastEventId)}` : "";
-    const url = resolve(this.#baseUrl, this.#streamPath + resume);
+    const join = this.#path.includes("?") ? "&" : "?";
+    const resume = this.#lastEventId ? `${join}lastEventId=${encodeURIComponent(this.#lastEventId)}` : "";
+    const url = resolve(this.#baseUrl, this.#path + resume);
     const source = this.#source = new EventSource(url, { withCredentials: crossOrigin(url) });
-    source.addEventListener("open", () => {
+    source.addEventListener("open", (event) => {
+      if (event instanceof MessageEvent) return; // a message typed `open`
       this.#delay = RECONNECT_MIN_MS;
       this.#setState("live", {});
     });
-    source.addEventListener("error", () => {
+    source.addEventListener("error", (event) => {
+      if (event instanceof MessageEvent) return; // a message typed `error`
       if (source !== this.#source || this.#state === "closed") return;
       if (source.readyState === EventSource.CLOSED) {
         // The browser gave up (an error status, or a proxy's answer that is not a stream).
@@ -563,13 +561,7 @@ export class Subscription {
         this.#setState("reconnecting", {});
       }
     });
-    source.addEventListener("snapshot", (message) => this.#snapshot(message));
-    source.addEventListener("stats", (message) => this.#receive(message, "update"));
-    source.addEventListener("point", (message) => this.#receive(message, "point"));
-    source.addEventListener("alert", (message) => {
-      this.#remember(message);
-      this.#options.onAlert?.(JSON.parse(message.data));
-    });
+    this.#hooks.listen(source);
   }
 
   /** Reconnect by ourselves from the last id, backing off; meanwhile ask why it failed.
@@ -606,17 +598,110 @@ export class Subscription {
   /** @param {State} state @param {StatusDetail} detail */
   #setState(state, detail) {
     this.#state = state;
-    this.#options.onStatus?.(state, detail);
+    this.#hooks.onStatus?.(state, detail);
+  }
+}
+
+// ------------------------------------------------------------------------ the subscription
+
+/**
+ * Subscribe to topics: one EventSource for all of them (see SubscribeOptions).
+ * @param {SubscribeOptions} options
+ * @returns {Subscription}
+ */
+export function subscribe(options) {
+  return new Subscription(options);
+}
+
+/**
+ * A stream message held or handed over: an update or a point, with its parsed id.
+ * @typedef {Object} Message
+ * @property {"update"|"point"} kind
+ * @property {ParsedId} id
+ * @property {Update|Point} data
+ */
+
+/**
+ * A topic whose history is loading: its live messages `held` meanwhile; `again` when a gap
+ * asks for a further read once this one is done; `gapKnown` once a gap was signalled (a
+ * history that cannot continue then says nothing new).
+ * @typedef {Object} Loading
+ * @property {Message[]} held
+ * @property {boolean} again
+ * @property {boolean} gapKnown
+ */
+
+/**
+ * A live subscription (made by `subscribe`). Its stream reconnects by itself until `close()`.
+ */
+export class Subscription {
+  /** @type {SubscribeOptions} */
+  #options;
+  #topics;
+  #baseUrl;
+  /** @type {EventStream} */
+  #stream;
+  #opened = false; // the first snapshot arrived: histories asked for now reach the stream
+  #abort = new AbortController();
+  /** @type {(update: Update) => Update} */
+  #project;
+  /** @type {Map<string, ParsedId>} the newest id handed over, per topic */
+  #newest = new Map();
+  /** @type {Map<string, Loading>} topics whose history is loading */
+  #catchingUp = new Map();
+
+  /** @param {SubscribeOptions} options */
+  constructor(options) {
+    this.#options = options;
+    this.#topics = list(options.topics);
+    if (this.#topics.length === 0) throw new TypeError("subscribe: give at least one topic");
+    this.#baseUrl = options.baseUrl ?? SERVER_ROOT;
+    const params = new URLSearchParams();
+    for (const topic of this.#topics) params.append("topic", topic);
+    const windows = list(options.windows);
+    const stats = list(options.stats);
+    const series = list(options.series);
+    this.#project = projection(windows, stats);
+    if (windows.length) params.append("windows", windows.join(","));
+    if (stats.length) params.append("stats", stats.join(","));
+    if (series.length) params.append("series", series.join(","));
+    for (const filter of groupFilters(options.group)) params.append("group", filter);
+    this.#stream = new EventStream(this.#baseUrl, `stream?${params}`, {
+      onStatus: options.onStatus,
+      listen: (source) => {
+        source.addEventListener("snapshot", (message) => this.#snapshot(message));
+        source.addEventListener("stats", (message) => this.#receive(message, "update"));
+        source.addEventListener("point", (message) => this.#receive(message, "point"));
+        source.addEventListener("alert", (message) => {
+          this.#stream.remember(message);
+          this.#options.onAlert?.(JSON.parse(message.data));
+        });
+      },
+    });
   }
 
-  /** @param {MessageEvent} message */
-  #remember(message) {
-    if (message.lastEventId) this.#lastEventId = message.lastEventId;
+  /** @returns {State} */
+  get state() {
+    return this.#stream.state;
+  }
+
+  /** The id of the last message the stream delivered ("" before the first): where the
+   *  subscription resumes from. */
+  get lastEventId() {
+    return this.#stream.lastEventId;
+  }
+
+  /** Stop: the stream, any retry and any history being read. */
+  close() {
+    if (this.#stream.state === "closed") return;
+    this.#abort.abort();
+    this.#catchingUp.clear();
+    this.#stream.close();
   }
 
   /** @param {MessageEvent} message */
   #snapshot(message) {
-    this.#remember(message);
+    this.#stream.remember(message);
     /** @type {Snapshot} */
     const snapshot = JSON.parse(message.data);
     this.#options.onSnapshot?.(snapshot);
@@ -638,7 +723,7 @@ export class Subscription {
 
   /** @param {MessageEvent} message @param {"update"|"point"} kind */
   #receive(message, kind) {
-    this.#remember(message);
+    this.#stream.remember(message);
     const data = JSON.parse(message.data);
     const id = parseId(data.id);
     if (id === null) return;
@@ -724,7 +809,7 @@ export class Subscription {
         }
         return false;
       }
-      if (this.#state === "closed") return false;
+      if (this.#stream.state === "closed") return false;
       if (page.gap && !loading.gapKnown) {
         loading.gapKnown = true;
         this.#options.onGap?.({ snapshot: null, topic });
@@ -787,6 +872,134 @@ function projection(windows, stats) {
     if (update.groups) projected.groups = update.groups.map(cutGroup);
     return projected;
   };
+}
+
+// ------------------------------------------------------------------------ messages
+
+// What the server's messages streams send (docs/api.md): a message without a type is
+// `message` (what `onmessage` receives); `gap` is the server's own; a type is at most 64
+// letters, digits and `._:-`.
+const DEFAULT_TYPE = "message";
+const GAP_TYPE = "gap";
+const MESSAGE_TYPE = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/**
+ * One message as the application published it (an event's `type` and `data`).
+ * @typedef {Object} PushedMessage
+ * @property {string} type Its type, the SSE event name: `message` when it was published
+ *   without one.
+ * @property {any} data Its data as published, parsed (`JSON.parse`: as anywhere in
+ *   JavaScript, an integer beyond 2**53 comes as the nearest double).
+ * @property {string} id The id the stream sent with it: its update's id, or on a stream of
+ *   several partitions a cursor over them. Opaque: where a stream resumes after it.
+ */
+
+/**
+ * Messages may have been lost: the stream could not resume from its last id (the server's
+ * history no longer covers it, or it is of another epoch); it goes on live from here.
+ * @typedef {Object} MessageGap
+ * @property {string[]} topics The topics whose messages may be missing.
+ */
+
+/**
+ * @typedef {Object} MessagesOptions
+ * @property {string|string[]} topics Topic names, or prefix patterns like `orders.*`.
+ * @property {Object<string, (data: any, message: PushedMessage) => void>} [on] A handler per
+ *   type, e.g. `{shipped(data) {…}}`: the messages of that type.
+ * @property {string|string[]} [types] More types to receive, for `onMessage` (an EventSource
+ *   dispatches by type, so the types are named up front).
+ * @property {(message: PushedMessage) => void} [onMessage] Every message received: of the types
+ *   in `on`, in `types`, and `message`.
+ * @property {(gap: MessageGap) => void} [onGap]
+ * @property {(state: State, detail: StatusDetail) => void} [onStatus] As `subscribe`'s.
+ * @property {number} [replay] Start with the topics' last N messages (1 to 1000; named topics
+ *   only), then live.
+ * @property {string} [lastEventId] Resume after this id (one a `PushedMessage` had, kept by
+ *   the page, e.g. in sessionStorage): every message after it, or a gap.
+ * @property {string} [baseUrl] As `subscribe`'s.
+ */
+
+/**
+ * Receive the application's messages of topics as published (`GET messages?topic=…`): one
+ * EventSource for all of them, resuming from the last id after any reconnection.
+ * @param {MessagesOptions} options
+ * @returns {MessageSubscription}
+ */
+export function messages(options) {
+  return new MessageSubscription(options);
+}
+
+/** A live messages stream (made by `messages`). It reconnects by itself until `close()`. */
+export class MessageSubscription {
+  /** @type {MessagesOptions} */
+  #options;
+  /** @type {EventStream} */
+  #stream;
+  /** @type {string[]} */
+  #types;
+
+  /** @param {MessagesOptions} options */
+  constructor(options) {
+    this.#options = options;
+    const topics = list(options.topics);
+    if (topics.length === 0) throw new TypeError("messages: give at least one topic");
+    const types = new Set([DEFAULT_TYPE, ...Object.keys(options.on ?? {}), ...list(options.types)]);
+    for (const type of types) {
+      if (!MESSAGE_TYPE.test(type) || type === GAP_TYPE) {
+        throw new TypeError(`messages: ${JSON.stringify(type)} is no message type`);
+      }
+    }
+    this.#types = [...types];
+    const params = new URLSearchParams();
+    for (const topic of topics) params.append("topic", topic);
+    if (options.replay !== undefined) params.append("replay", String(options.replay));
+    this.#stream = new EventStream(options.baseUrl ?? SERVER_ROOT, `messages?${params}`, {
+      lastEventId: options.lastEventId,
+      onStatus: options.onStatus,
+      listen: (source) => {
+        for (const type of this.#types) {
+          source.addEventListener(type, (event) => this.#receive(type, event));
+        }
+        source.addEventListener(GAP_TYPE, (event) => {
+          this.#stream.remember(event);
+          this.#options.onGap?.(JSON.parse(event.data));
+        });
+      },
+    });
+  }
+
+  /** @returns {State} */
+  get state() {
+    return this.#stream.state;
+  }
+
+  /** The id of the last message (or gap) the stream delivered, "" before the first: where it
+   *  resumes from, and what a page keeps to resume a later one (`lastEventId`). */
+  get lastEventId() {
+    return this.#stream.lastEventId;
+  }
+
+  /** The types it receives. */
+  get types() {
+    return [...this.#types];
+  }
+
+  close() {
+    this.#stream.close();
+  }
+
+  /** @param {string} type @param {Event} event */
+  #receive(type, event) {
+    // A type `open` or `error` is also the name of the connection's own events.
+    if (!(event instanceof MessageEvent)) return;
+    this.#stream.remember(event);
+    /** @type {PushedMessage} */
+    const message = { type, data: JSON.parse(event.data), id: event.lastEventId };
+    const on = this.#options.on;
+    // Own handlers only: a type may well be called "constructor".
+    if (on !== undefined && Object.hasOwn(on, type)) on[type](message.data, message);
+    this.#options.onMessage?.(message);
+  }
 }
 
 /**

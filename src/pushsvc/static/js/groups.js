@@ -245,9 +245,9 @@ function describe(topic, rule) {
   const first = topic.groups.values().next().value;
   if (first === undefined) return { tags: [], windows: [], stats: [] };
   const windows = Object.keys(first.series.windows);
-  return {
-    tags: Object.keys(first.key), windows, stats: Object.keys(first.series.windows[windows[0]] || {}),
-  };
+  // The statistics of values: a window's message counts by type are no column.
+  const stats = Object.keys(first.series.windows[windows[0]] || {}).filter((s) => s !== "messages");
+  return { tags: Object.keys(first.key), windows, stats };
 }
 
 /** The select's options, the current choice kept where it still is one; true when changed. */

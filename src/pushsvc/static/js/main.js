@@ -52,6 +52,7 @@ const topicView = new TopicView({
   rate: $("topic-rate"), time: $("topic-time"), template: $("figure-template"),
   alertPeriods: $("alert-periods"), alertPeriodsList: $("alert-periods-list"),
   tags: $("tag-stats"), sessions: $("session-stats"),
+  latestMessages: $("latest-messages"), messageCounts: $("message-counts"),
 }, alertLog, () => groupsTable.render(true), () => store.rules);
 const groupsTable = new GroupsTable(store, {
   section: $("groups"), count: $("groups-count"), windowSelect: $("groups-window"),

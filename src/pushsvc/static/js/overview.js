@@ -3,11 +3,13 @@
 // buckets of its series (their means, refreshed every half minute), then, dashed, the buckets
 // not closed yet as far as they go (the finer buckets and the values since, gathered into
 // them: charts.js `hourColumns`; each once the page holds all its values, which may come with
-// the topic's history after the buckets). Producer text (topic names, tags) reaches the page
-// only through textContent and attributes.
+// the topic's history after the buckets). A topic with messages names its newest's type.
+// Producer text (topic names, tags, messages) reaches the page only through textContent and
+// attributes.
 
 import { hourColumns, sparkChart } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
+import { shownData } from "./messages.js";
 import { labelSeconds } from "./series.js";
 
 const HOUR_S = 3600;
@@ -58,6 +60,8 @@ export class Overview {
       tags: el.querySelector(".tags"),
       time: el.querySelector("time"),
       staleNote: el.querySelector(".stale-note"),
+      lastMessage: el.querySelector(".last-message"),
+      lastMessageType: el.querySelector(".last-message-type"),
     };
     el.dataset.topic = topic.name;
     refs.link.textContent = topic.name;
@@ -77,13 +81,16 @@ export class Overview {
     tile.el.classList.toggle("stale", topic.stale);
     refs.staleNote.hidden = !topic.stale;
     setText(refs.value, formatNumber(topic.value, 6));
-    refs.value.title = topic.value === null ? "no event in the recent history" : "";
+    refs.value.title = topic.value !== null ? ""
+      : topic.messages.length ? "no value among the recent events: its messages carry none"
+        : "no event in the recent history";
     setText(refs.rate, rateText(topic.windows));
     if (topic.ts !== null) {
       setText(refs.time, formatTime(topic.ts));
       refs.time.dateTime = isoTime(topic.ts);
     }
     renderTags(tile, topic.tags);
+    renderLastMessage(refs, topic.messages[topic.messages.length - 1]);
     const hour = this.hourOf(topic);
     const [ts, values, soFar] = hourColumns(hour.buckets, topic.points, topic.ts, labelSeconds);
     if (tile.chart === null) {
@@ -180,6 +187,14 @@ export function rateText(windows) {
 
 export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
+}
+
+/** A topic with messages: its newest's type, its data on hover. */
+function renderLastMessage(refs, message) {
+  refs.lastMessage.hidden = message === undefined;
+  if (message === undefined) return;
+  setText(refs.lastMessageType, message.type);
+  refs.lastMessage.title = shownData(message);
 }
 
 function renderTags(tile, tags) {

@@ -1,13 +1,37 @@
 // What the page knows per topic: its points (one per update, from the history and the
 // stream), merged by update id so that history and live data meet with no gap and no
 // duplicate, and its latest numbers. A grouping topic also has its live groups, each with
-// its recent updates: the group's part of the topic's updates (`groupPart`).
+// its recent updates: the group's part of the topic's updates (`groupPart`). A topic whose
+// events carry messages keeps its latest few, their data as JSON text: the points keep no
+// event, so a topic of 64 KiB messages costs the page LATEST_MESSAGES of them, not one per
+// point.
 
 import { groupId, groupUpdates, isAfter, parseId } from "../pushsvc.js";
 
 export const MAX_POINTS = 2000;
 /** Updates kept per live group of a grouping topic, for its sparkline. */
 export const GROUP_POINTS = 60;
+/** Messages kept per topic (and group) for the topic view's list: the newest. */
+export const LATEST_MESSAGES = 10;
+/** A message's data is kept as JSON text up to this many characters; its length is kept. */
+export const MESSAGE_TEXT_MAX = 8192;
+
+/** An event's value, or null when it has none (a message without one) or for a tick. */
+function valueOf(event) {
+  return event && typeof event.value === "number" ? event.value : null;
+}
+
+/** The message an update's event carries ({id, ts, type, text, length}: its data as compact
+ *  JSON text, cut at MESSAGE_TEXT_MAX characters), or null. */
+export function messageOf(id, event) {
+  if (!event || typeof event.type !== "string") return null;
+  const full = JSON.stringify(event.data === undefined ? null : event.data);
+  return {
+    id, ts: event.ts ?? null, type: event.type,
+    text: full.length > MESSAGE_TEXT_MAX ? full.slice(0, MESSAGE_TEXT_MAX) : full,
+    length: full.length,
+  };
+}
 
 /** One live group of a grouping topic: its key and its recent updates, whose newest windows
  *  are its current statistics. */
@@ -29,7 +53,11 @@ export class Topic {
     this.ids = new Set();
     this.windows = {}; // latest statistics per window
     this.ts = null; // latest topic clock
-    this.value = null; // latest event's value (ticks carry none)
+    this.value = null; // latest event's value (ticks carry none, nor may a message)
+    this.messages = []; // the newest LATEST_MESSAGES messages (`messageOf`), in id order
+    // The windows seen counting messages: a window carries `messages` only while it holds
+    // one, so one of these without the member holds none (a sketch window never counts).
+    this.messageWindows = new Set();
     this.tags = null;
     this.stale = false; // not in the server's state any more (e.g. it restarted)
     this.gapNext = false; // updates were missed: the next point starts a new line
@@ -44,21 +72,25 @@ export class Topic {
     const id = parseId(update.id);
     if (id === null) return false;
     const point = {
-      id, ts: update.ts, windows: update.windows || {},
-      value: update.event ? update.event.value : null,
+      id, ts: update.ts, windows: update.windows || {}, value: valueOf(update.event),
       eventTs: update.event ? update.event.ts ?? null : null, gapBefore: this.gapNext,
     };
     this.gapNext = false;
+    this.noteMessageWindows(point.windows);
     const last = this.points[this.points.length - 1];
     if (last === undefined || isAfter(id, last.id)) {
       this.points.push(point);
       this.ids.add(update.id);
       this.windows = point.windows;
       this.ts = point.ts;
-      if (update.event) { this.value = update.event.value; this.tags = update.event.tags || null; }
+      if (update.event) {
+        if (point.value !== null) this.value = point.value;
+        this.tags = update.event.tags || null;
+      }
     } else {
       this.insert(point);
     }
+    this.addMessage(messageOf(id, update.event));
     this.addGroups(update);
     this.stale = false;
     this.trim();
@@ -88,10 +120,12 @@ export class Topic {
     for (const update of fresh) {
       const point = {
         id: parseId(update.id), ts: update.ts, windows: update.windows || {},
-        value: update.event ? update.event.value : null,
+        value: valueOf(update.event),
         eventTs: update.event ? update.event.ts ?? null : null, gapBefore: false,
       };
       this.insert(point);
+      this.noteMessageWindows(point.windows);
+      this.addMessage(messageOf(point.id, update.event));
     }
     const last = this.points[this.points.length - 1];
     if (last !== tail) {
@@ -101,8 +135,14 @@ export class Topic {
     if (this.value === null || last !== tail) {
       for (let i = fresh.length - 1; i >= 0; i--) {
         if (fresh[i].event) {
-          this.value = fresh[i].event.value;
           this.tags = fresh[i].event.tags || null;
+          break;
+        }
+      }
+      for (let i = fresh.length - 1; i >= 0; i--) {
+        const value = valueOf(fresh[i].event);
+        if (value !== null) {
+          this.value = value;
           break;
         }
       }
@@ -128,6 +168,27 @@ export class Topic {
     for (const [id, list] of parts) this.groups.get(id).series.merge(list);
   }
 
+  /** Remember the windows of `windows` that count messages (carry a `messages` member). */
+  noteMessageWindows(windows) {
+    for (const [window, stats] of Object.entries(windows)) {
+      if (stats && stats.messages !== null && typeof stats.messages === "object") {
+        this.messageWindows.add(window);
+      }
+    }
+  }
+
+  /** A message (`messageOf`, or null: none) among the newest, in id order; an older one than
+   *  those kept, or one kept already, changes nothing. */
+  addMessage(message) {
+    if (message === null) return;
+    const list = this.messages;
+    let i = list.length;
+    while (i > 0 && message.id.epoch === list[i - 1].id.epoch && isAfter(list[i - 1].id, message.id)) i--;
+    if (i > 0 && list[i - 1].id.text === message.id.text) return;
+    list.splice(i, 0, message);
+    if (list.length > LATEST_MESSAGES) list.splice(0, list.length - LATEST_MESSAGES);
+  }
+
   insert(point) {
     // From the end: history pages meet the live points near it.
     let i = this.points.length;
@@ -151,6 +212,7 @@ export class Topic {
     const last = this.points[this.points.length - 1];
     if (id && (last === undefined || isAfter(id, last.id))) {
       this.windows = entry.windows || {};
+      this.noteMessageWindows(this.windows);
       this.ts = entry.ts;
     }
     if (entry.groups) {

@@ -5,7 +5,9 @@
 // the group's series (its part of the topic's updates), with a way back to the whole topic.
 // Every chart shades where an alert instance fired, listed above the charts: on a group's
 // view that group's instances; on the topic's, its own and all its groups' (an alert of a
-// group is one about the topic's events too, and the list names the group).
+// group is one about the topic's events too, and the list names the group). A topic whose
+// events carry messages shows its latest messages above the charts and its counts per type
+// beside them (messages.js).
 
 import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
@@ -16,6 +18,7 @@ import {
 } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
+import { MessagePanel } from "./messages.js";
 import { rateText, setText } from "./overview.js";
 import { isDerived } from "./rules.js";
 import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
@@ -29,8 +32,10 @@ const TABLE_COLUMNS = ["mean", "p50", "p90", "p99", "min", "max", "count"];
 export class TopicView {
   constructor(els, alertLog, onResume = () => {}, rules = () => null) {
     // section, title, groupLine, groupName, wholeTopic, windowSelect, pause, figures, current,
-    // value, time, rate, template, alertPeriods, alertPeriodsList, tags, sessions
+    // value, time, rate, template, alertPeriods, alertPeriodsList, tags, sessions,
+    // latestMessages, messageCounts
     this.els = els;
+    this.messages = new MessagePanel(els.latestMessages, els.messageCounts);
     this.tags = new TagPanel(els.tags);
     this.sessions = new SessionPanel(els.sessions);
     this.rules = rules; // GET rules as the page has read it (null before)
@@ -169,6 +174,7 @@ export class TopicView {
     // A derived topic's events carry no tags: no panel of counts that stay at nothing.
     this.tags.render(topic, chosen, isDerived(rules, this.name));
     this.sessions.render(topic, chosen);
+    this.messages.render(topic, chosen);
   }
 
   /** Paused charts hold still; the button says how many updates they will catch up on. */

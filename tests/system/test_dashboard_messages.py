@@ -1,0 +1,145 @@
+"""The dashboard's messages, in a real headless Chromium against a real `pushsvc serve`: a
+topic whose events carry messages shows its latest ones live (from its history, then from
+the stream), newest first — time, type, the data cut to a line and whole on hover, always as
+text — and per window its messages counted by type with their rate, as the updates carry
+them; its tile names its newest message's type; a message without a value leaves the latest
+value be. A topic without messages shows none of it. The picture of docs/dashboard.md
+(docs/dashboard-messages.png) is taken here, and written there only with
+PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness.live import PushsvcProcess, post, request
+from playwright.sync_api import Locator, Page, expect
+
+from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard, screenshot_path, shown
+
+if CHROMIUM is None:
+    pytest.skip(NO_CHROMIUM, allow_module_level=True)
+
+SHOWN_CHARS = 160  # of a message's data in its row (js/messages.js)
+
+
+def unique(prefix: str = "msg") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def compact(data: Any) -> str:
+    """Data as the page writes it: JSON.stringify's compact text."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def rows(page: Page) -> Locator:
+    return page.locator("#latest-messages tbody tr")
+
+
+def counts(page: Page, window: str) -> Locator:
+    return page.locator(f'#message-counts table[data-window="{window}"]')
+
+
+def counted(server: PushsvcProcess, topic: str, window: str) -> dict[str, Any]:
+    status, _, body = request(server.port, "GET", f"/topics/{topic}/stats")
+    assert status == 200
+    by_type: dict[str, Any] = json.loads(body)["windows"][window]["messages"]
+    return by_type
+
+
+def test_a_topic_shows_its_latest_messages_live_and_its_counts_per_type(
+    server: PushsvcProcess, page: Page, tmp_path: Path
+) -> None:
+    topic = unique()
+    first = [{"type": "shipped", "data": {"order": 1}}, {"value": 5}]
+    assert post(server.port, topic, first)[0] == 202
+    open_dashboard(page, server, f"/#/topics/{topic}")
+    expect(rows(page).locator(".message-type")).to_have_text(["shipped"])  # from the history
+    expect(rows(page).locator(".message-data")).to_have_text([compact({"order": 1})])
+
+    hostile = {"html": "<b>bold</b><img src=x onerror=alert(1)>", "line": "a\u2028b"}
+    long = {"note": "x" * 300 + " 👋"}
+    live = [
+        {"type": "error", "data": hostile},
+        {"type": "shipped", "data": {"order": 2}},
+        {"type": "note.long", "data": long},
+    ]
+    assert post(server.port, topic, live)[0] == 202
+    expect(rows(page).locator(".message-type")).to_have_text(
+        ["note.long", "shipped", "error", "shipped"]  # newest first
+    )
+    data = rows(page).locator(".message-data")
+    expect(data.nth(2)).to_have_text(compact(hostile))
+    expect(page.locator("#latest-messages b, #latest-messages img")).to_have_count(0)  # text
+    # Cut to a line in its row, whole on hover.
+    expect(data.nth(0)).to_have_text(compact(long)[:SHOWN_CHARS] + "…")
+    expect(data.nth(0)).to_have_attribute("title", compact(long))
+    times = rows(page).locator("time")
+    expect(times.nth(0)).to_have_attribute("datetime", re.compile(r"^\d{4}-.*Z$"))
+
+    # Each window's counts by type, as the last update carries them.
+    want = counted(server, topic, "1m")
+    assert {t: c["count"] for t, c in want.items()} == {"error": 1, "note.long": 1, "shipped": 2}
+    table = counts(page, "1m")
+    expect(table.locator("tbody th")).to_have_text(sorted(want))
+    expect(table.locator('td[data-stat="count"]')).to_have_text(["1", "1", "2"])
+    expect(table.locator('td[data-stat="rate"]')).to_have_text(
+        [shown(want[t]["rate"]) for t in sorted(want)]
+    )
+    expect(counts(page, "10s")).to_be_visible()
+    # The chosen window's only.
+    page.select_option("#window-select", "1m")
+    expect(page.locator("#message-counts table")).to_have_count(1)
+    expect(table).to_be_visible()
+    # A message without a value leaves the latest value be.
+    expect(page.locator("#topic-value")).to_have_text("5")
+    page.locator("#topic-view").screenshot(
+        path=str(screenshot_path("dashboard-messages.png", tmp_path))
+    )
+
+    # Its tile names its newest message.
+    page.goto(f"{server.base}/#/")
+    tile = page.locator(f'article.tile[data-topic="{topic}"]')
+    expect(tile.locator(".last-message-type")).to_have_text("note.long")
+    expect(tile.locator(".value")).to_have_text("5")
+    tile.screenshot(path=str(tmp_path / "dashboard-messages-tile.png"))
+
+
+def test_a_topic_without_messages_shows_none_of_them(server: PushsvcProcess, page: Page) -> None:
+    topic = unique("plain")
+    assert post(server.port, topic, [{"value": 1}, {"value": 2}])[0] == 202
+    open_dashboard(page, server, f"/#/topics/{topic}")
+    expect(page.locator("#topic-value")).to_have_text("2")
+    assert post(server.port, topic, {"value": 3})[0] == 202
+    expect(page.locator("#topic-value")).to_have_text("3")
+    expect(page.locator("#latest-messages")).to_be_hidden()
+    expect(page.locator("#message-counts")).to_be_hidden()
+    page.goto(f"{server.base}/#/")
+    tile = page.locator(f'article.tile[data-topic="{topic}"]')
+    expect(tile.locator(".value")).to_have_text("3")
+    expect(tile.locator(".last-message")).to_be_hidden()
+
+
+def test_a_window_whose_messages_slid_out_shows_none_in_it(
+    server: PushsvcProcess, page: Page
+) -> None:
+    # A window carries `messages` only while it holds one: the 10s window that counted the
+    # message says it holds none once the topic's clock has moved past it, the 1m one still
+    # counts it.
+    topic = unique()
+    ts = 1_763_700_000
+    assert post(server.port, topic, {"type": "shipped", "data": {"order": 1}, "ts": ts})[0] == 202
+    open_dashboard(page, server, f"/#/topics/{topic}")
+    expect(counts(page, "10s").locator('td[data-stat="count"]')).to_have_text(["1"])
+    assert post(server.port, topic, {"value": 1, "ts": ts + 30})[0] == 202
+    expect(page.locator("#topic-value")).to_have_text("1")
+    status, _, body = request(server.port, "GET", f"/topics/{topic}/stats")
+    assert status == 200
+    windows = json.loads(body)["windows"]
+    assert "messages" not in windows["10s"]
+    expect(counts(page, "10s").locator("td.none")).to_have_text("none in this window")
+    expect(counts(page, "1m").locator('td[data-stat="count"]')).to_have_text(["1"])
