@@ -380,30 +380,34 @@ def _data_option(text: str) -> Any:
     """`--data`'s JSON, or a one-line usage error saying where it is not JSON."""
     import orjson
 
+    raw = text.encode()
     try:
-        return _exact_json(text.encode())
+        document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _Misuse(
             f"--data takes JSON ({exc.msg} at column {exc.colno}): {text[:80]!r}; quote a "
             """string as JSON: --data '"hello"'"""
         ) from None
+    return _exactly(raw) if _LONG_DIGITS.search(raw) else document
 
 
 # orjson reads an integer beyond 64 bits as the nearest double, silently; only a run of 19
-# digits or more can be one.
+# digits or more can be one. A message's data is read again exactly where it may hold one, so
+# that such an integer is refused (`check_sendable`) rather than sent rounded, as the server
+# refuses it; an event's value is read as before (a number, rounded as the server rounds it).
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
-def _exact_json(text: bytes) -> Any:
-    """JSON read as written: what holds a long run of digits is read again by the standard
-    library, exactly, so that an integer too wide to send is refused (`check_sendable`), not
-    sent rounded. Raises orjson.JSONDecodeError for what is no JSON."""
+def _exactly(text: bytes) -> Any:
+    """JSON that orjson read, read again by the standard library: integers as written."""
     import json
 
-    import orjson
+    try:
+        return json.loads(text)
+    except RecursionError:  # deeper than data may nest: the server says so
+        import orjson
 
-    document = orjson.loads(text)
-    return json.loads(text) if _LONG_DIGITS.search(text) else document
+        return orjson.loads(text)
 
 
 def _ndjson(lines: Iterable[bytes]) -> list[Any]:
@@ -417,12 +421,15 @@ def _ndjson(lines: Iterable[bytes]) -> list[Any]:
         if not text:
             continue
         try:
-            events.append(_exact_json(text))
+            event = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise click.ClickException(
                 f"standard input line {number} is not JSON ({exc.msg} at column "
                 f"{exc.colno}): {text.decode(errors='replace')[:80]!r}"
             ) from None
+        if isinstance(event, dict) and "data" in event and _LONG_DIGITS.search(text):
+            event["data"] = _exactly(text)["data"]
+        events.append(event)
     return events
 
 

@@ -66,9 +66,10 @@ _SSE_MESSAGE = re.compile(r"^data:[^\n]*\n(?:[^\n]+\n)*\n", re.MULTILINE)
 _CLIENT_MESSAGE = re.compile(
     r"^(?:Snapshot|StreamUpdate|Point|AlertChange|Message|Gap)\(", re.MULTILINE
 )
-_PYTHON_LOOP = re.compile(
-    r"^\s*(?:async\s+)?for\s+\w+\s+in\s+.*\.(?:subscribe|messages)\(", re.MULTILINE
-)
+# A Python block that loops over a subscription: a loop, and a call that opens a stream (the
+# loop may take the stream from a name: `stream = client.messages(…)`, `for m in stream:`).
+_PYTHON_LOOP = re.compile(r"^\s*(?:async\s+)?for\s+\w+\s+in\s+", re.MULTILINE)
+_PYTHON_STREAM = re.compile(r"\.(?:subscribe|messages)\(")
 _AGGREGATOR_READY = re.compile(r"pushsvc aggregator sharing \d+ partitions")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_OWN = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
@@ -370,7 +371,9 @@ class Newcomer:
             text=f"python3 {shlex.quote(str(path))}",
             file=block.file,
             line=block.line + 1,
-            kind=Kind.FOLLOW if _PYTHON_LOOP.search(text) else Kind.PLAIN,
+            kind=Kind.FOLLOW
+            if _PYTHON_LOOP.search(text) and _PYTHON_STREAM.search(text)
+            else Kind.PLAIN,
             background=False,
             words=("python3", str(path)),
         )

@@ -407,6 +407,30 @@ def test_publish_refuses_data_it_cannot_send_as_given_in_one_line_and_sends_noth
     assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404  # nothing sent
 
 
+def test_publish_reads_standard_inputs_message_data_exactly(
+    server: PushsvcProcess, topic: str
+) -> None:
+    """orjson reads an integer beyond 64 bits as the nearest float: sent so, it would be
+    delivered rounded. The command line refuses it, as the server does; a value is a number."""
+    url = f"--url={server.base}"
+    wide = '{"type": "n", "data": {"n": 123456789012345678901234}}\n'
+    done = run_tool("publish", url, topic, stdin='{"data": 1}\n' + wide)
+    assert (done.returncode, done.stderr) == (
+        1,
+        "Error: event 1: data holds an integer beyond 64 bits: send it as a string\n",
+    )
+    assert request(server.port, "GET", f"/topics/{topic}/stats")[0] == 404  # nothing sent
+    edge = (
+        '{"type": "n", "data": [18446744073709551615, -9223372036854775808], '
+        '"value": 10000000000000000000000}\n'
+    )
+    done = run_tool("publish", url, topic, stdin=edge)
+    assert (done.returncode, done.stdout) == (0, "accepted 1\n"), done.stderr
+    published(server, topic, 1)
+    with Client(server.base) as client, client.messages(topic, replay=1) as stream:
+        assert next(stream).data == [2**64 - 1, -(2**63)]
+
+
 def test_publish_through_redis_carries_the_message(server: PushsvcProcess, topic: str) -> None:
     argv = server.argv
     if "--redis-url" not in argv:
