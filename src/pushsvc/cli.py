@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import logging
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -223,6 +224,13 @@ _MAX_RETRIES = click.option(
 )
 
 
+class _Misuse(click.ClickException):
+    """A usage error said in one line (`Error: …`), exit 2 as click's own: without the usage
+    text and help hint above it, which bury what was wrong."""
+
+    exit_code = 2
+
+
 def _client_warnings(command: str, level: int = logging.WARNING) -> None:
     """The client library's warnings on standard error, one line each: a server it cannot
     reach is retried, and must not look like a topic where nothing happens. A request's
@@ -265,6 +273,17 @@ def _finite(
 @click.argument("values", nargs=-1, type=float, callback=_finite)
 @click.option("--ts", help="event time: epoch seconds or RFC 3339 (default: when received)")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE, repeatable")
+@click.option(
+    "--type",
+    "message_type",
+    help="publish one message of this type (its SSE event name) instead of VALUES",
+)
+@click.option(
+    "--data",
+    "message_data",
+    metavar="JSON",
+    help="publish one message with this JSON data (type `message` unless --type)",
+)
 @click.option("--batch", default=1000, show_default=True, help="events per request (stdin)")
 @click.option(
     "--redis-url",
@@ -283,25 +302,37 @@ def publish(
     values: tuple[float, ...],
     ts: str | None,
     tags: tuple[str, ...],
+    message_type: str | None,
+    message_data: str | None,
     batch: int,
     redis_url: str | None,
     prefix: str,
 ) -> None:
-    """Publish VALUES to TOPIC; with no VALUES, read NDJSON events from standard input."""
+    """Publish VALUES to TOPIC; or one message (--type, --data); with neither, read NDJSON
+    events from standard input."""
     from pushsvc.client import Client, ClientError, batches
-    from pushsvc.client.calls import check_finite
+    from pushsvc.client.calls import check_sendable
 
-    if values:
-        common: dict[str, object] = {}
-        if ts is not None:
-            common["ts"] = float(ts) if _is_number(ts) else ts
-        if tags:
-            common["tags"] = _tags(tags)
+    common: dict[str, object] = {}
+    if ts is not None:
+        common["ts"] = float(ts) if _is_number(ts) else ts
+    if tags:
+        common["tags"] = _tags(tags)
+    if message_type is not None or message_data is not None:
+        if values:
+            raise _Misuse("--type and --data publish one message: give no VALUES too")
+        message = dict(common)
+        if message_type is not None:
+            message["type"] = message_type
+        if message_data is not None:
+            message["data"] = _data_option(message_data)
+        events: list[Any] = [message]
+    elif values:
         events = [{"value": v, **common} for v in values]
     else:
         events = _ndjson(sys.stdin.buffer)
     try:
-        check_finite(events)
+        check_sendable(events)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if redis_url is not None:
@@ -345,6 +376,40 @@ def publish(
     click.echo(f"accepted {accepted}")
 
 
+def _data_option(text: str) -> Any:
+    """`--data`'s JSON, or a one-line usage error saying where it is not JSON."""
+    import orjson
+
+    raw = text.encode()
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Misuse(
+            f"--data takes JSON ({exc.msg} at column {exc.colno}): {text[:80]!r}; quote a "
+            """string as JSON: --data '"hello"'"""
+        ) from None
+    return _exactly(raw) if _LONG_DIGITS.search(raw) else document
+
+
+# orjson reads an integer beyond 64 bits as the nearest double, silently; only a run of 19
+# digits or more can be one. A message's data is read again exactly where it may hold one, so
+# that such an integer is refused (`check_sendable`) rather than sent rounded, as the server
+# refuses it; an event's value is read as before (a number, rounded as the server rounds it).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _exactly(text: bytes) -> Any:
+    """JSON that orjson read, read again by the standard library: integers as written."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:  # deeper than data may nest: the server says so
+        import orjson
+
+        return orjson.loads(text)
+
+
 def _ndjson(lines: Iterable[bytes]) -> list[Any]:
     """One event per line, blank lines skipped; a line that is no JSON is named by its number
     in the input (orjson's own "line 1" counts within the one line it was given)."""
@@ -356,12 +421,15 @@ def _ndjson(lines: Iterable[bytes]) -> list[Any]:
         if not text:
             continue
         try:
-            events.append(orjson.loads(text))
+            event = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise click.ClickException(
                 f"standard input line {number} is not JSON ({exc.msg} at column "
                 f"{exc.colno}): {text.decode(errors='replace')[:80]!r}"
             ) from None
+        if isinstance(event, dict) and "data" in event and _LONG_DIGITS.search(text):
+            event["data"] = _exactly(text)["data"]
+        events.append(event)
     return events
 
 
@@ -382,7 +450,19 @@ def _is_number(text: str) -> bool:
 @click.option("--stats", help="only these statistics, e.g. mean,p99")
 @click.option("--max-hz", type=float, help="at most this many updates per second per topic")
 @click.option("--series", multiple=True, help="also print each closed bucket of this tier, e.g. 1m")
-@click.option("--count", type=int, help="stop after this many updates")
+@click.option("--count", type=int, help="stop after this many updates (or messages)")
+@click.option(
+    "--messages",
+    "messages_only",
+    is_flag=True,
+    help='print the messages published to SELECTORS, one JSON line each: {"id", "type", "data"}',
+)
+@click.option(
+    "--replay",
+    type=click.IntRange(1, 1000),
+    metavar="N",
+    help="with --messages: start with the last N messages of the named topics",
+)
 @_MAX_RETRIES
 def subscribe(
     url: str,
@@ -394,9 +474,14 @@ def subscribe(
     max_hz: float | None,
     series: tuple[str, ...],
     count: int | None,
+    messages_only: bool,
+    replay: int | None,
     max_retries: int | None,
 ) -> None:
-    """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each.
+    """Print the updates of SELECTORS (topics or prefix.* patterns), one JSON line each:
+    {"event", "id", "data"}. With --messages, the messages published to them instead, as
+    published: {"id", "type", "data"}, and where the server could not resume, a line of type
+    "gap" whose data names the topics that may have lost messages.
 
     Reconnects like a browser's EventSource, resuming with the last id it saw; each failed
     connection is one line on standard error.
@@ -408,6 +493,19 @@ def subscribe(
 
     _client_warnings("subscribe")
 
+    if messages_only:
+        for given, flag in (
+            (windows, "--windows"),
+            (stats, "--stats"),
+            (max_hz, "--max-hz"),
+            (series or None, "--series"),
+        ):
+            if given is not None:
+                raise _Misuse(f"{flag} is for updates: not with --messages")
+        _print_messages(url, token, list(selectors), last_event_id, replay, count, max_retries)
+        return
+    if replay is not None:
+        raise _Misuse("--replay is for --messages")
     options = StreamOptions(
         windows=comma_list(windows) if windows else None,
         stats=comma_list(stats) if stats else None,
@@ -417,7 +515,7 @@ def subscribe(
     seen = 0
     try:
         with Client(url, token=token) as client:
-            for message in client.messages(
+            for message in client.raw_stream(
                 list(selectors),
                 last_event_id=last_event_id,
                 options=options,
@@ -428,6 +526,48 @@ def subscribe(
                 sys.stdout.buffer.write(escape_line_ends(orjson.dumps(line)) + b"\n")
                 sys.stdout.flush()
                 if message.event == "stats":
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_messages(
+    url: str,
+    token: str | None,
+    selectors: list[str],
+    last_event_id: str | None,
+    replay: int | None,
+    count: int | None,
+    max_retries: int | None,
+) -> None:
+    """`subscribe --messages`: each message as a JSON line {"id", "type", "data"}, a gap as
+    one of type "gap" (a type no message may have); stops after `count` messages."""
+    import orjson
+
+    from pushsvc.client import Client, ClientError, Gap
+    from pushsvc.core.sse import escape_line_ends
+
+    seen = 0
+    try:
+        with (
+            Client(url, token=token) as client,
+            client.messages(
+                selectors, last_event_id=last_event_id, replay=replay, max_retries=max_retries
+            ) as stream,
+        ):
+            for item in stream:
+                if isinstance(item, Gap):
+                    line = {"id": item.id, "type": "gap", "data": {"topics": list(item.topics)}}
+                else:
+                    line = {"id": item.id, "type": item.type, "data": item.data}
+                # JSON lines a reader may split with str.splitlines: escaped as the stream is.
+                sys.stdout.buffer.write(escape_line_ends(orjson.dumps(line)) + b"\n")
+                sys.stdout.flush()
+                if not isinstance(item, Gap):
                     seen += 1
                     if count is not None and seen >= count:
                         return
@@ -484,7 +624,7 @@ def alerts(url: str, token: str | None, once: bool, max_retries: int | None) -> 
 
     try:
         with Client(url, token=token) as client:
-            for message in client.messages("_alerts", max_retries=max_retries):
+            for message in client.raw_stream("_alerts", max_retries=max_retries):
                 if message.event == "snapshot":
                     # Subscribed: what is active now, then every change from here on.
                     for active in client.alerts():

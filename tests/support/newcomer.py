@@ -13,8 +13,11 @@ What a person does, and what this does for it:
   stops the ones still running when a later block starts a server (Ctrl-C, or `kill %1` for a
   `&` job);
 * watches a stream (`curl -N`, `pushsvc subscribe`, `pushsvc alerts`, `pushsvc demo`, a Python
-  block looping over `client.subscribe(...)`) until it printed a message, then stops it; one
-  started with `&` is looked at when its block's last command has run;
+  block looping over `client.subscribe(...)` or `client.messages(...)`) until it printed a
+  message, then stops it; one started with `&` is looked at when its block's last command has
+  run. A `curl -N … &` is let show its first line before the next command is typed, as a
+  person sees it start: a messages stream delivers what is published once its client has its
+  head (`retry:`), and a POST typed sooner may come before;
 * pastes a `python` block into `python3` (unbuffered, as on a terminal);
 * reads what came out: a command must exit 0 (a stream: print a message), and nothing may print
   a traceback or an error body (`{"error": {...}}`) unless its page marks the block
@@ -60,8 +63,13 @@ STOP_TIMEOUT = 15.0
 TRACEBACK = "Traceback (most recent call last)"
 ERROR_BODY = re.compile(r'"error"\s*:\s*\{')
 _SSE_MESSAGE = re.compile(r"^data:[^\n]*\n(?:[^\n]+\n)*\n", re.MULTILINE)
-_CLIENT_MESSAGE = re.compile(r"^(?:Snapshot|StreamUpdate|Point|AlertChange)\(", re.MULTILINE)
-_PYTHON_LOOP = re.compile(r"^\s*(?:async\s+)?for\s+\w+\s+in\s+.*\.subscribe\(", re.MULTILINE)
+_CLIENT_MESSAGE = re.compile(
+    r"^(?:Snapshot|StreamUpdate|Point|AlertChange|Message|Gap)\(", re.MULTILINE
+)
+# A Python block that loops over a subscription: a loop, and a call that opens a stream (the
+# loop may take the stream from a name: `stream = client.messages(…)`, `for m in stream:`).
+_PYTHON_LOOP = re.compile(r"^\s*(?:async\s+)?for\s+\w+\s+in\s+", re.MULTILINE)
+_PYTHON_STREAM = re.compile(r"\.(?:subscribe|messages)\(")
 _AGGREGATOR_READY = re.compile(r"pushsvc aggregator sharing \d+ partitions")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SHELL_OWN = frozenset({"_", "SHLVL", "PWD", "OLDPWD"})
@@ -325,7 +333,7 @@ class Newcomer:
             watch = self._watch(command)
             if command.background:
                 watching.append(watch)
-                return []
+                return self._wait_started(watch)
             return self._finish(block, watch)
         if command.background:
             return [f"{where}: runs in the background, and nothing here knows when it is done"]
@@ -363,7 +371,9 @@ class Newcomer:
             text=f"python3 {shlex.quote(str(path))}",
             file=block.file,
             line=block.line + 1,
-            kind=Kind.FOLLOW if _PYTHON_LOOP.search(text) else Kind.PLAIN,
+            kind=Kind.FOLLOW
+            if _PYTHON_LOOP.search(text) and _PYTHON_STREAM.search(text)
+            else Kind.PLAIN,
             background=False,
             words=("python3", str(path)),
         )
@@ -398,6 +408,21 @@ class Newcomer:
                 f"\n{_tail(output)}"
             )
         return problems
+
+    def _wait_started(self, watch: Watch) -> list[str]:
+        """A `curl -N … &`: until it printed its first line (or ended, or took too long)."""
+        running = watch.running
+        if running.command.program != "curl":
+            return []
+        deadline = time.monotonic() + MESSAGE_TIMEOUT
+        while not running.stdout() and running.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running.stdout() or not running.alive():
+            return []  # an ended one is reported when its block is done
+        return [
+            f"{running.command.where}: `{running.command.text}` printed nothing in "
+            f"{MESSAGE_TIMEOUT:.0f} s:\n{_tail(running.output())}"
+        ]
 
     def _message_check(self, command: Command) -> Callable[[Running], bool]:
         """What counts as the stream's first message, by program."""

@@ -35,8 +35,8 @@ from pushsvc.client import (
     AsyncClient,
     Backoff,
     Client,
-    Message,
     Snapshot,
+    StreamMessage,
     StreamUpdate,
     Unreachable,
 )
@@ -237,7 +237,7 @@ def test_a_subscription_resumes_across_a_restart_with_data_dir_with_no_gap_and_n
     first = PushsvcProcess(*args).start()
     client = make_client(first.base, backoff=Backoff(base=0.05, cap=0.2))
     messages = client.subscribe(topic)
-    received: list[Message] = [next(messages)]
+    received: list[StreamMessage] = [next(messages)]
     second: PushsvcProcess | None = None
     try:
         for i in range(3):
@@ -648,8 +648,11 @@ async def main(url, topic, how):
         if how == "subscribe":
             async for message in client.subscribe(topic):
                 break
-        elif how == "messages":
-            async for message in client.messages(topic):
+        elif how == "raw_stream":
+            async for message in client.raw_stream(topic):
+                break
+        elif how == "messages":  # the topic's one message, kept before: replayed at once
+            async for message in client.messages(topic, replay=1):
                 break
         else:  # the program goes on with other work on its loop before it ends
             async for message in client.subscribe(topic):
@@ -662,12 +665,17 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("how", ["subscribe", "messages", "subscribe, then more work"])
+@pytest.mark.parametrize(
+    "how", ["subscribe", "raw_stream", "messages", "subscribe, then more work"]
+)
 def test_breaking_out_of_an_async_subscription_prints_nothing(
     pushsvc: PushsvcProcess, topic: str, how: str
 ) -> None:
     """It printed "an error occurred during closing of asynchronous generator ...
     RuntimeError: aclose(): asynchronous generator is already running", twice."""
+    if how == "messages":
+        assert post(pushsvc.port, topic, {"data": "hello"})[0] == 202
+        wait_until(lambda: request(pushsvc.port, "GET", f"/topics/{topic}/stats")[0] == 200)
     done = subprocess.run(
         [sys.executable, "-c", BREAK_OUT, pushsvc.base, topic, how],
         capture_output=True,

@@ -12,10 +12,11 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 
-from pushsvc.client import ApiError, Backoff, StreamOptions, Unreachable, calls
-from pushsvc.client.calls import group_params, time_param
+from pushsvc.client import ApiError, Backoff, Gap, Message, StreamOptions, Unreachable, calls
+from pushsvc.client.calls import UNSET, group_params, publishable, time_param
 from pushsvc.client.live_frames import LiveFrame, interval_seconds
-from pushsvc.client.stream import RawMessage, StreamCursor
+from pushsvc.client.models import message_item
+from pushsvc.client.stream import MessageOptions, RawMessage, StreamCursor
 
 NO_JITTER = Backoff(base=0.0, cap=0.0)
 
@@ -173,3 +174,87 @@ def test_a_live_frame_empties_when_its_topic_is_deleted() -> None:
     frame = live.flush()
     assert frame is not None and list(frame["1m_sum"]) == [7.0]
     assert live.flush() is None
+
+
+def _messages_cursor(replay: int | None = None) -> StreamCursor:
+    return StreamCursor(
+        "orders", last_event_id=None, options=MessageOptions(replay), backoff=NO_JITTER
+    )
+
+
+def test_a_messages_cursor_asks_for_messages_and_keeps_the_heads_id_to_resume_from() -> None:
+    cursor = _messages_cursor(replay=5)
+    assert (cursor.path, cursor.params) == ("messages", [("topic", "orders"), ("replay", "5")])
+    assert _cursor().path == "stream"
+    # The head of a messages stream: an `id:` alone. Nothing to hand on, but where to resume.
+    assert cursor.receive(ServerSentEvent("message", "", "e:0-7")) is None
+    assert cursor.headers() == {"Last-Event-ID": "e:0-7"}
+
+
+def test_a_messages_stream_that_delivers_only_its_head_is_no_failed_connection() -> None:
+    cursor = StreamCursor(
+        "orders", last_event_id=None, options=MessageOptions(), backoff=NO_JITTER, max_retries=1
+    )
+    head = ServerSentEvent("message", "", "e:0-7")
+    for _ in range(3):
+        cursor.receive(head)
+        cursor.delay_after(None)  # the stream ended (a restart, or ended as `behind`)
+    cursor.receive(head)
+    cursor.delay_after(_lost())  # one failure after a stream that worked: retried
+    with pytest.raises(Unreachable):
+        cursor.delay_after(_lost())  # a second in a row: `max_retries` spent
+
+
+@pytest.mark.parametrize("replay", [0, -1, True, 2.5, "5"])
+def test_replay_is_a_positive_number_of_messages(replay: object) -> None:
+    with pytest.raises((ValueError, TypeError), match="replay"):
+        MessageOptions(replay)  # type: ignore[arg-type]
+
+
+def test_a_messages_event_is_a_message_with_its_data_parsed_or_a_gap() -> None:
+    assert message_item("shipped", "e:0-1", '{"order":4711}') == Message(
+        "e:0-1", "shipped", {"order": 4711}
+    )
+    assert message_item("message", "e:0-2", "null") == Message("e:0-2", "message", None)
+    assert message_item("message", "e:0-3", '"a\\u2028b"').data == "a\u2028b"
+    assert message_item("gap", "e:0-4", '{"topics":["a","b"]}') == Gap("e:0-4", ("a", "b"))
+
+
+def test_publish_takes_events_or_one_message_of_data_and_type() -> None:
+    assert publishable([{"value": 1}], UNSET, None) == [{"value": 1}]
+    assert publishable(None, {"order": 4711}, "shipped") == {
+        "type": "shipped",
+        "data": {"order": 4711},
+    }
+    assert publishable(None, None, None) == {"data": None}  # null is data
+    assert publishable(None, UNSET, "ping") == {"type": "ping"}
+    with pytest.raises(TypeError, match="not both"):
+        publishable({"value": 1}, 1, None)
+    with pytest.raises(TypeError, match=r"or one message: data=…, type=…\), not None"):
+        publishable(None, UNSET, None)
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"a": [1.0, float("nan")]}, "event 1: data holds nan"),
+        ([[float("-inf")]], "event 1: data holds -inf"),
+        ({"big": 2**64}, "event 1: data holds an integer beyond 64 bits"),
+        (-(2**63) - 1, "event 1: data holds an integer beyond 64 bits"),
+    ],
+)
+def test_data_json_cannot_carry_as_published_is_refused_before_anything_is_sent(
+    data: object, named: str
+) -> None:
+    """orjson would send NaN as null: the message would not arrive as published."""
+    plan = calls.publish("orders", [{"data": 1}, {"type": "x", "data": data}])
+    with pytest.raises(ValueError, match=named):
+        next(plan)
+
+
+def test_data_at_the_edges_of_64_bits_and_of_what_json_holds_is_sent() -> None:
+    data = {"min": -(2**63), "max": 2**64 - 1, "tuple": (1, 2), "deep": [[[[]]]]}
+    call = next(calls.publish("orders", {"type": "edge", "data": data}))
+    assert json.loads(call.content or b"") == [{"type": "edge", "data": {**data, "tuple": [1, 2]}}]
+    with pytest.raises(TypeError, match="cannot be sent as JSON"):
+        next(calls.publish("orders", {"data": {1, 2}}))

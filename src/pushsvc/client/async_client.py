@@ -14,13 +14,14 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
+from pushsvc.client.calls import UNSET, Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
-from pushsvc.client.models import Message, typed_message
+from pushsvc.client.message_streams import AsyncMessageStream
+from pushsvc.client.models import StreamMessage, typed_message
 from pushsvc.client.retry import Backoff, async_retrying
 from pushsvc.client.session import Session
-from pushsvc.client.stream import STREAM_PATH, RawMessage, StreamCursor, StreamOptions
+from pushsvc.client.stream import MessageOptions, RawMessage, StreamCursor, StreamOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +36,8 @@ class AsyncClient:
         await client.publish("orders", {"value": 12.5})
         async for message in client.subscribe("orders"):
             ...
+        async for message in client.messages("orders"):
+            ...  # Message(id, type, data) as published, or a Gap
     """
 
     def __init__(
@@ -80,9 +83,16 @@ class AsyncClient:
     # Requests ------------------------------------------------------------------------------
 
     async def publish(
-        self, topic: str, events: Publishable, *, backoff: Backoff | None = None
+        self,
+        topic: str,
+        events: Publishable | None = None,
+        *,
+        data: object = UNSET,
+        type: str | None = None,  # the message's type, as Flask-SSE names it
+        backoff: Backoff | None = None,
     ) -> int:
-        return await self._run(calls.publish(topic, events), backoff)
+        plan = calls.publish(topic, calls.publishable(events, data, type))
+        return await self._run(plan, backoff)
 
     async def delete_topic(self, topic: str) -> bool:
         try:
@@ -177,11 +187,11 @@ class AsyncClient:
         max_hz: float | None = None,
         precision: int | None = None,
         max_retries: int | None = None,
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncIterator[StreamMessage]:
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        # Closed with this generator, in the same task: see `messages`.
+        # Closed with this generator, in the same task: see `_stream`.
         async with contextlib.aclosing(
-            self.messages(
+            self.raw_stream(
                 topics, last_event_id=last_event_id, options=options, max_retries=max_retries
             )
         ) as raws:
@@ -190,7 +200,23 @@ class AsyncClient:
                 if message is not None:
                     yield message
 
-    async def messages(
+    def messages(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None = None,
+        replay: int | None = None,
+        max_retries: int | None = None,
+    ) -> AsyncMessageStream:
+        """`Client.messages`: `async for message in client.messages("orders")`, and
+        `stream.last_event_id`, the id to resume from."""
+        cursor = StreamCursor(
+            topics, last_event_id=last_event_id, options=MessageOptions(replay),
+            backoff=self.backoff, max_retries=max_retries,
+        )  # fmt: skip
+        return AsyncMessageStream(cursor, self._stream(cursor))
+
+    def raw_stream(
         self,
         topics: str | Sequence[str],
         *,
@@ -202,13 +228,17 @@ class AsyncClient:
             topics, last_event_id=last_event_id, options=options or StreamOptions(),
             backoff=self.backoff, max_retries=max_retries,
         )  # fmt: skip
+        return self._stream(cursor)
+
+    async def _stream(self, cursor: StreamCursor) -> AsyncGenerator[RawMessage, None]:
+        """Every message of `cursor`'s stream, connecting again as it says."""
         while True:
             error: ClientError | None = None
             try:
                 async with aconnect_sse(
                     self._http,
                     "GET",
-                    self.session.url(STREAM_PATH),
+                    self.session.url(cursor.path),
                     params=tuple(cursor.params),
                     headers=self.session.headers(cursor.headers()),
                     timeout=self.session.stream_timeout,
@@ -250,7 +280,7 @@ class AsyncClient:
         inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
 
         async def pump() -> None:
-            async for message in self.messages(topic, last_event_id=last["resume_id"]):
+            async for message in self.raw_stream(topic, last_event_id=last["resume_id"]):
                 inbox.put_nowait(message)
 
         reader = asyncio.create_task(pump())

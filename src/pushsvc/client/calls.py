@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -41,12 +42,25 @@ Time = str | float | datetime
 datetime (`since` of a history may also be an update id)."""
 Events = Mapping[str, object] | Sequence[Mapping[str, object]]
 Publishable = Events | float | Sequence[Mapping[str, object] | float]
-"""What `publish` takes: one event (`{"value": 12.5, "ts": …, "tags": {…}}`, or a bare number,
-its value) or a list of them."""
+"""What `publish` takes: one event (`{"value": 12.5, "ts": …, "tags": {…}}`, a message
+`{"type": "shipped", "data": {…}}`, or a bare number, its value) or a list of them."""
 EVENTS_ACCEPTED = (
-    "an event is a number or a mapping like {'value': 12.5, 'ts': …, 'tags': {…}}; "
-    "publish takes one event or a list of them"
+    "an event is a number or a mapping like {'value': 12.5, 'ts': …, 'tags': {…}} or "
+    "{'type': 'shipped', 'data': {…}}; publish takes one event or a list of them"
 )
+
+
+class Unset(Enum):
+    """The absence of an argument where None is a value: a message's `data` may be null."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+_INT_RANGE = (-(2**63), 2**64 - 1)
+"""The integers a message's data may hold: 64 bits, signed or not (the server's range)."""
+_DEEPEST = 256  # past orjson's recursion limit
 
 
 @dataclass(frozen=True)
@@ -73,18 +87,40 @@ def topic_path(topic: str, leaf: str) -> str:
 def publish(topic: str, events: Publishable) -> Plan[int]:
     """POST one event or a batch (accepted whole or rejected whole); how many were accepted.
     One body and one key for every attempt: a repeat is the same request, logged once.
-    ValueError, before anything is sent, for a NaN or infinite value or time; TypeError for
-    what is no event."""
+    ValueError, before anything is sent, for a NaN or infinite value or time, or data that
+    JSON or the server cannot carry exactly; TypeError for what is no event."""
     batch = event_batch(events)
-    check_finite(batch)
+    check_sendable(batch)
+    try:
+        body = orjson.dumps(batch)
+    except orjson.JSONEncodeError as exc:  # a set, a non-string key, an object of a class
+        raise TypeError(f"the events cannot be sent as JSON: {exc}") from None
     answer = yield Call(
         "POST",
         topic_path(topic, "events"),
         headers={"Content-Type": "application/json", IDEMPOTENCY_KEY: new_idempotency_key()},
-        content=orjson.dumps(batch),
+        content=body,
         expect=202,
     )
     return int(orjson.loads(answer.content)["accepted"])
+
+
+def publishable(events: Publishable | None, data: object, kind: str | None) -> Publishable:
+    """What `publish(topic, events, data=…, type=…)` sends: `events`, or else one message of
+    `data` (UNSET: none given, so null) and `type` (None: the server's `message`)."""
+    is_message = data is not UNSET or kind is not None
+    if is_message and events is not None:
+        raise TypeError("publish takes events, or a message's data= and type=: not both")
+    if not is_message:
+        if events is None:
+            raise TypeError(f"{EVENTS_ACCEPTED} (or one message: data=…, type=…), not None")
+        return events
+    message: dict[str, object] = {}
+    if kind is not None:
+        message["type"] = kind
+    if data is not UNSET:
+        message["data"] = data
+    return message
 
 
 def delete_topic(topic: str) -> Plan[None]:
@@ -218,9 +254,11 @@ def series(
     return frame
 
 
-def check_finite(events: Sequence[Mapping[str, object]]) -> None:
-    """ValueError naming the first event whose `value` or `ts` is NaN or infinite: JSON has no
-    such numbers, so it would reach the server as `null` and be refused as "not a number"."""
+def check_sendable(events: Sequence[Mapping[str, object]]) -> None:
+    """ValueError naming the first event whose `value` or `ts` is NaN or infinite — JSON has
+    no such numbers, so it would reach the server as `null` and be refused as "not a number" —
+    or whose message `data` holds one (it would be delivered as `null`, not as published) or
+    an integer beyond 64 bits (which the server refuses)."""
     for index, event in enumerate(events):
         for name in ("value", "ts"):
             number = event.get(name)
@@ -228,6 +266,29 @@ def check_finite(events: Sequence[Mapping[str, object]]) -> None:
                 raise ValueError(
                     f"event {index}: {name} is {number!r}; pushsvc takes finite numbers only"
                 )
+        if "data" in event:
+            problem = _unsendable(event["data"])
+            if problem is not None:
+                raise ValueError(f"event {index}: data holds {problem}")
+
+
+def _unsendable(data: object) -> str | None:
+    """What in a message's data JSON cannot carry exactly (None: nothing); walked without
+    recursion, and no deeper than orjson encodes (it refuses what nests deeper, a cycle too)."""
+    pending: list[tuple[object, int]] = [(data, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            return f"{node!r}, which JSON has no number for"
+        if isinstance(node, int) and not isinstance(node, bool):
+            if not _INT_RANGE[0] <= node <= _INT_RANGE[1]:
+                return "an integer beyond 64 bits: send it as a string"
+        elif depth < _DEEPEST:
+            if isinstance(node, Mapping):
+                pending.extend((child, depth + 1) for child in node.values())
+            elif isinstance(node, (list, tuple)):
+                pending.extend((child, depth + 1) for child in node)
+    return None
 
 
 GroupChoice = Mapping[str, str] | str | Sequence[str]

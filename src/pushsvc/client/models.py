@@ -1,4 +1,5 @@
-"""What the Python client returns: typed stream messages, and history as a pandas DataFrame.
+"""What the Python client returns: typed stream messages (`StreamMessage` of `/stream`, `Message`
+and `Gap` of `/messages`), and history as a pandas DataFrame.
 
 pandas is imported only by `history_dataframe`, and is an extra (`pushsvc[tools]`): the tools that
 never load history, and the server, do without it.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -269,22 +270,55 @@ class AlertChange:
         )
 
 
-Message = StreamUpdate | Snapshot | Point | AlertChange
+StreamMessage = StreamUpdate | Snapshot | Point | AlertChange
+"""A typed message of a statistics stream (`/stream`, `Client.subscribe`)."""
 
-_PARSERS: dict[str, Callable[[str | bytes], Message]] = {
+_PARSERS: dict[str, Callable[[str | bytes], StreamMessage]] = {
     "stats": StreamUpdate.parse,
     "point": Point.parse,
     "alert": AlertChange.parse,
 }
 
 
-def typed_message(event: str, message_id: str | None, data: str | bytes) -> Message | None:
+def typed_message(event: str, message_id: str | None, data: str | bytes) -> StreamMessage | None:
     """The typed message for a stream message's event name; None for an event this client
     does not know (a newer server's), which a subscriber skips."""
     if event == "snapshot":
         return Snapshot.parse(data, message_id)
     parse = _PARSERS.get(event)
     return None if parse is None else parse(data)
+
+
+class Message(NamedTuple):
+    """One of the application's messages, as published (`Client.messages`): `id`, the id to
+    resume after it (its update's id, or on a stream over several partitions the stream's
+    cursor), `type` (its SSE event name: `message` unless published with one) and `data`,
+    parsed from its JSON."""
+
+    id: str
+    type: str
+    data: Any
+
+
+class Gap(NamedTuple):
+    """Where a messages stream could not resume from the id it was given (the history no
+    longer holds what followed it, or the id is of another epoch): messages of `topics`
+    published while the client was away may be lost. The stream goes on live after it, and
+    `id` resumes from here."""
+
+    id: str
+    topics: tuple[str, ...]
+
+
+GAP_EVENT = "gap"
+"""The event a messages stream sends for a gap (a type no message may have)."""
+
+
+def message_item(event: str, message_id: str, data: str | bytes) -> Message | Gap:
+    """What a messages stream's event is: a `Gap` (`event: gap`), else a `Message`."""
+    if event == GAP_EVENT:
+        return Gap(message_id, tuple(orjson.loads(data)["topics"]))
+    return Message(message_id, event, orjson.loads(data))
 
 
 SERIES_COLUMNS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")

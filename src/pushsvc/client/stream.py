@@ -1,6 +1,7 @@
-"""A subscription's state between connections, free of I/O: what to ask for (`/stream` with the
-topics and options, `Last-Event-ID` once an id was seen), which messages to hand on, and how
-long to wait before the next connection — what a browser's EventSource does, for both clients.
+"""A subscription's state between connections, free of I/O: what to ask for (`/stream` or
+`/messages` with the topics and options, `Last-Event-ID` once an id was seen), which messages to
+hand on, and how long to wait before the next connection — what a browser's EventSource does,
+for both clients and both kinds of stream.
 
 The events themselves are read by `httpx-sse`; this module only judges them.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import orjson
 from httpx_sse import ServerSentEvent
@@ -20,6 +21,7 @@ from pushsvc.client.errors import ApiError, ClientError
 from pushsvc.client.retry import Backoff, is_retryable
 
 STREAM_PATH = "stream"
+MESSAGES_PATH = "messages"
 
 log = logging.getLogger("pushsvc.client")
 
@@ -37,9 +39,19 @@ class RawMessage:
         return orjson.loads(self.data)
 
 
+class StreamRequest(Protocol):
+    """What a kind of stream asks beside its topics: its path and its parameters."""
+
+    path: ClassVar[str]
+
+    def params(self) -> list[tuple[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """What `/stream` takes beside the topics (see docs/design.md, "Stream options")."""
+
+    path: ClassVar[str] = STREAM_PATH
 
     windows: Sequence[str] | None = None
     stats: Sequence[str] | None = None
@@ -63,6 +75,25 @@ class StreamOptions:
         return params + group_params(self.group)
 
 
+@dataclass(frozen=True)
+class MessageOptions:
+    """What `/messages` takes beside the topics: `replay`, to start with the last that many
+    messages of named topics (the server ignores it once the stream resumes from an id)."""
+
+    path: ClassVar[str] = MESSAGES_PATH
+    replay: int | None = None
+
+    def __post_init__(self) -> None:
+        replay = self.replay
+        if replay is not None and (not isinstance(replay, int) or isinstance(replay, bool)):
+            raise TypeError(f"replay is a number of messages, not {replay!r}")
+        if replay is not None and replay < 1:
+            raise ValueError(f"replay is 1 or more messages (None: start live), not {replay}")
+
+    def params(self) -> list[tuple[str, str]]:
+        return [] if self.replay is None else [("replay", str(self.replay))]
+
+
 class StreamCursor:
     """Where a subscription stands: the last id seen, the server's `retry:` and how many
     connections in a row have failed. `max_retries`: how many failed connections in a row
@@ -73,7 +104,7 @@ class StreamCursor:
         topics: str | Sequence[str],
         *,
         last_event_id: str | None,
-        options: StreamOptions,
+        options: StreamRequest,
         backoff: Backoff,
         max_retries: int | None = None,
     ) -> None:
@@ -82,6 +113,7 @@ class StreamCursor:
         selectors = [topics] if isinstance(topics, str) else list(topics)
         if not selectors:
             raise ValueError("subscribe to at least one topic or pattern")
+        self.path = options.path
         self.params = [("topic", s) for s in selectors] + options.params()
         self.last_event_id = last_event_id or None
         self.retry_s: float | None = None
@@ -93,16 +125,20 @@ class StreamCursor:
         return {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
 
     def receive(self, sse: ServerSentEvent) -> RawMessage | None:
-        """The message to hand on, or None (a `retry:` alone, a heartbeat)."""
+        """The message to hand on, or None (a `retry:` alone, a heartbeat, a messages
+        stream's head: an `id:` alone, which is kept as the id to resume from)."""
         if sse.retry is not None:
             self.retry_s = sse.retry / 1000
         if sse.id:  # the standard takes the id before it looks at the data
             self.last_event_id = sse.id
+        if sse.id or sse.data:
+            # The stream delivers (a messages stream may send nothing but its head's `id:`
+            # for long): this connection did not fail.
+            self._failures = 0
         if not sse.data:
             # What the standard dispatches nothing for: httpx-sse yields an empty event after
-            # a comment (the heartbeat) once an id has been seen.
+            # a comment (the heartbeat) once an id has been seen, and for an `id:` alone.
             return None
-        self._failures = 0
         return RawMessage(sse.event, sse.id or None, sse.data)
 
     def _out_of_retries(self) -> bool:

@@ -17,13 +17,14 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from pushsvc.client import calls
-from pushsvc.client.calls import Call, GroupChoice, Plan, Publishable, Time
+from pushsvc.client.calls import UNSET, Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
-from pushsvc.client.models import Message, typed_message
+from pushsvc.client.message_streams import MessageStream
+from pushsvc.client.models import StreamMessage, typed_message
 from pushsvc.client.retry import Backoff, retrying
 from pushsvc.client.session import Session
-from pushsvc.client.stream import STREAM_PATH, RawMessage, StreamCursor, StreamOptions
+from pushsvc.client.stream import MessageOptions, RawMessage, StreamCursor, StreamOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,9 +37,12 @@ class Client:
 
         with Client("http://127.0.0.1:8000", token=None) as client:
             client.publish("orders", [{"value": 12.5}])
+            client.publish("orders", data={"order": 4711}, type="shipped")  # a message
             frame = client.history("orders", since="2025-11-21T04:40:00Z")  # pandas
             for message in client.subscribe("orders", last_event_id=frame.attrs["resume_id"]):
                 ...  # Snapshot, StreamUpdate, Point or AlertChange
+            for message in client.messages("orders"):
+                ...  # Message(id, type, data) as published, or a Gap
 
     * `publish` sends each batch with a fresh `Idempotency-Key` and retries it with the same
       key, backing off, after a lost connection, a 503 or a 429 (after its Retry-After): the
@@ -48,6 +52,7 @@ class Client:
     * Reads (`history`, `series`, `stats`, `topics`, `rules`, `alerts`) retry the same way.
     * `subscribe` yields typed messages forever, reconnecting like a browser's EventSource:
       with the last id it saw (`Last-Event-ID`), after the server's `retry:`.
+    * `messages` yields the application's messages as published, reconnecting alike.
     * `frames` yields a growing DataFrame of a topic's updates, every `every`.
 
     `http` is an httpx.Client of your own (proxies, TLS, HTTP/2, event hooks); by default one
@@ -93,12 +98,22 @@ class Client:
 
     # Requests ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, events: Publishable, *, backoff: Backoff | None = None) -> int:
+    def publish(
+        self,
+        topic: str,
+        events: Publishable | None = None,
+        *,
+        data: object = UNSET,
+        type: str | None = None,  # the message's type, as Flask-SSE names it
+        backoff: Backoff | None = None,
+    ) -> int:
         """POST one event or a batch (accepted whole or rejected whole); the number accepted.
-        An event is a mapping (`{"value": 12.5, "ts": …, "tags": {…}}`) or a bare number, its
-        value; anything else is a TypeError. `backoff`: this call's retries, instead of the
-        client's."""
-        return self._run(calls.publish(topic, events), backoff)
+        An event is a mapping (`{"value": 12.5, "ts": …, "tags": {…}}`, or a message
+        `{"type": "shipped", "data": {…}}`, with or without a value) or a bare number, its
+        value; anything else is a TypeError. Or one message: `publish(topic, data={…},
+        type="shipped")` (any JSON `data`; `type` its SSE event name, `message` by default).
+        `backoff`: this call's retries, instead of the client's."""
+        return self._run(calls.publish(topic, calls.publishable(events, data, type)), backoff)
 
     def delete_topic(self, topic: str) -> bool:
         """Delete the topic: its windows, history, series, groups, alerts and clock, so that
@@ -217,7 +232,7 @@ class Client:
         max_hz: float | None = None,
         precision: int | None = None,
         max_retries: int | None = None,
-    ) -> Iterator[Message]:
+    ) -> Iterator[StreamMessage]:
         """Snapshots, updates, points (`series=["1m"]`) and alert changes (of `_alerts`) of
         these topics (names, `prefix.*`, `*`), forever: a lost connection or a 503/429 is
         retried, resuming after the last id seen (a `Snapshot` with `gap` says when the server
@@ -226,10 +241,28 @@ class Client:
         many failed connections in a row are retried, then the last error is raised (None:
         for ever, as a browser's EventSource does). Other refusals raise ApiError."""
         options = StreamOptions(windows, stats, group, series, max_hz, precision)
-        for raw in self.messages(
+        for raw in self.raw_stream(
             topics, last_event_id=last_event_id, options=options, max_retries=max_retries
         ):
             message = typed_message(raw.event, raw.id, raw.data)
+            if message is not None:
+                yield message
+
+    def raw_stream(
+        self,
+        topics: str | Sequence[str],
+        *,
+        last_event_id: str | None = None,
+        options: StreamOptions | None = None,
+        max_retries: int | None = None,
+    ) -> Iterator[RawMessage]:
+        """The statistics stream's messages as the server sends them (event name, id, JSON
+        data), with `subscribe`'s reconnection and `max_retries`: for tools that pass them on."""
+        cursor = StreamCursor(
+            topics, last_event_id=last_event_id, options=options or StreamOptions(),
+            backoff=self.backoff, max_retries=max_retries,
+        )  # fmt: skip
+        for message in self._stream(cursor):
             if message is not None:
                 yield message
 
@@ -238,18 +271,27 @@ class Client:
         topics: str | Sequence[str],
         *,
         last_event_id: str | None = None,
-        options: StreamOptions | None = None,
+        replay: int | None = None,
         max_retries: int | None = None,
-    ) -> Iterator[RawMessage]:
-        """The stream's messages as the server sends them (event name, id, JSON data), with
-        `subscribe`'s reconnection and `max_retries`: for tools that pass them on."""
+    ) -> MessageStream:
+        """The application's messages of these topics (names, `prefix.*`, `*`), each a
+        `Message(id, type, data)` as published (`data` parsed from JSON), for ever: from
+        now on, or after `last_event_id` (exactly what followed it), or from the last `replay`
+        messages of named topics. Reconnects as `subscribe` does, resuming after the last id
+        it saw; where the server cannot resume (its history no longer holds what followed the
+        id), a `Gap(id, topics)` says so, then live. `stream.last_event_id` is the id to
+        resume from, in this program or after a restart:
+
+            stream = client.messages("orders", last_event_id=saved)
+            for message in stream:
+                handle(message)
+                saved = stream.last_event_id   # keep it: resumes exactly after `message`
+        """
         cursor = StreamCursor(
-            topics, last_event_id=last_event_id, options=options or StreamOptions(),
+            topics, last_event_id=last_event_id, options=MessageOptions(replay),
             backoff=self.backoff, max_retries=max_retries,
         )  # fmt: skip
-        for message in self._stream(cursor):
-            if message is not None:
-                yield message
+        return MessageStream(cursor, self._stream(cursor))
 
     def _stream(
         self, cursor: StreamCursor, reader: _Reader | None = None
@@ -263,7 +305,7 @@ class Client:
                 with connect_sse(
                     self._http,
                     "GET",
-                    self.session.url(STREAM_PATH),
+                    self.session.url(cursor.path),
                     params=tuple(cursor.params),
                     headers=self.session.headers(cursor.headers()),
                     timeout=self.session.stream_timeout,

@@ -129,10 +129,10 @@ def test_the_wire_carries_them_escaped_and_a_splitter_on_them_finds_no_forged_fi
 
 def test_client_reads_them_back_intact(published: Published) -> None:
     with Client(published.server.base) as client:
-        replay = client.messages(TOPIC, last_event_id=published.before, max_retries=0)
+        replay = client.raw_stream(TOPIC, last_event_id=published.before, max_retries=0)
         with closing(cast(Generator[RawMessage], replay)):
             got = [(m.event, m.id, m.data) for m in islice(replay, len(published.updates))]
-        fresh = client.messages(TOPIC, max_retries=0)
+        fresh = client.raw_stream(TOPIC, max_retries=0)
         with closing(cast(Generator[RawMessage], fresh)):
             snapshot = next(fresh)
     assert _received(got) == _expected(published)
@@ -145,7 +145,7 @@ def test_async_client_reads_them_back_intact(published: Published) -> None:
     async def read() -> list[tuple[str, str | None, str]]:
         got: list[tuple[str, str | None, str]] = []
         async with AsyncClient(published.server.base) as client:
-            stream = client.messages(TOPIC, last_event_id=published.before, max_retries=0)
+            stream = client.raw_stream(TOPIC, last_event_id=published.before, max_retries=0)
             async with aclosing(stream):
                 async for message in stream:
                     got.append((message.event, message.id, message.data))
