@@ -31,8 +31,8 @@ _U64 = 2**64 - 1
 
 def cursor_before_last(broker: Broker, topics: Iterable[str], count: int) -> Cursor | None:
     """The cursor from which a stream of `topics` replays their last `count` messages (then
-    the rest of each partition's history after them); None when they have none (the stream
-    starts live) or the broker keeps no history."""
+    the rest of each partition's history after them); where they have none, the partitions'
+    newest updates as read; None where nothing is kept (the stream starts live)."""
     if not isinstance(broker, HistoryKeeper):
         return None
     messages = Projection(None, None, messages=True)
@@ -44,7 +44,9 @@ def cursor_before_last(broker: Broker, topics: Iterable[str], count: int) -> Cur
             heads[page.resume.partition] = page.resume
         found += [u for u in page.updates if messages.message_of(u) is not None]
     if not found:
-        return None
+        # None yet: resume from each partition's newest update as read, so that a message
+        # published while this was read is replayed, not passed by the stream's start.
+        return Cursor(heads.values()) if heads else None
     found.sort(key=lambda u: (u.id.ms, u.id.partition, u.id.seq))
     oldest: dict[int, UpdateId] = {}
     for update in found[-count:]:
