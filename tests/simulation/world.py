@@ -16,17 +16,17 @@ reply lost) on any one call. Then the faults stop and the world settles.
 After every step the invariants hold (`Checker`): every logged event yields exactly one
 update and every logged delete exactly one deletion, per partition in log order, with ids
 increasing per partition; each update's count and sum over every window, and its messages by
-type over every time window, equal a model's (`Model`), whose topic starts afresh at its delete entry (an event logged before it is the
-old topic's, and no update of it comes after the deletion); the publishes a partition
-accepts never go back to a tenure after a later one began; the store answers each keyed
-append as a model of its keys says (within the key's window: the same body replayed and
-nothing logged, another body refused with nothing logged; past it: logged anew), and a
-delete answers True exactly when it logged a delete entry, the topic's latest gone at once;
-once the faults stop, every partition is held within two lease periods, and then the history
-replays what was delivered and each topic's latest is its last update (none after its
-deletion); and in a world where only single transient errors happen, no partition is ever
-rebuilt cold after it was first taken. A run that breaks one raises `Broken`, with the seed
-and the last steps.
+type over every time window, equal a model's (`Model`), whose topic starts afresh at its delete
+entry (an event logged before it is the old topic's, and no update of it comes after the
+deletion); the publishes a partition accepts never go back to a tenure after a later one began;
+the store answers each keyed append as a model of its keys says (within the key's window: the
+same body replayed and nothing logged, another body refused with nothing logged; past it:
+logged anew), and a delete answers True exactly when it logged a delete entry, the topic's
+latest gone at once; once the faults stop, every partition is held within two lease periods,
+and then the history replays what was delivered and each topic's latest is its last update
+(none after its deletion); and in a world where only single transient errors happen, no
+partition is ever rebuilt cold after it was first taken. A run that breaks one raises
+`Broken`, with the seed and the last steps.
 
 In some seeds, by draws of their own, a session rule and its sessionizers
 (`simulation.sessions`) and a derive rule and its derivers (`simulation.derived`) run beside
