@@ -219,6 +219,7 @@ def _backend(settings: Settings) -> _Backend:
         return _Embedded(
             MemoryBroker.serving(
                 history=settings.history,
+                history_bytes=settings.history_bytes,
                 max_topics=settings.max_topics,
                 alert_retention_us=settings.alert_keep_us,
                 pause=let_others_run,
@@ -228,6 +229,7 @@ def _backend(settings: Settings) -> _Backend:
         settings.redis_url,
         prefix=settings.prefix,
         history=settings.history,
+        history_bytes=settings.history_bytes,
         partitions=settings.partitions,
         min_replicas=settings.redis_min_replicas,
         max_topics=settings.max_topics,

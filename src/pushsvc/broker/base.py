@@ -30,6 +30,11 @@ UpdatesHandler = Callable[[list[Update]], None]
 """Called with updates in id order; a list may mix topics."""
 
 DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
+
+DEFAULT_HISTORY_BYTES = 32 * 1024 * 1024
+"""The most bytes of updates' bodies a partition's history holds (`--history-bytes`), besides
+its count (`--history`): the oldest updates are trimmed past either, always keeping the newest.
+Statistics updates (~1 KB) reach the count first; messages of up to 64 KiB the bytes."""
 """How long a broker keeps alert changes when not told (the default series' longest
 retention; `Settings.alert_retention_us` gives the server's)."""
 

@@ -75,6 +75,8 @@ class ScriptNames(NamedTuple):
     epoch_candidate: str
     """The epoch a history that is gone starts again under."""
     history_len: int
+    history_bytes: int
+    """The most bytes of bodies the history holds (besides `history_len` updates)."""
     alert_retention_ms: int
     channel_prefix: str
     """Of a topic's updates channel."""
@@ -128,6 +130,7 @@ class PayloadJSON(TypedDict):
 
     epoch_candidate: str
     history_len: int
+    history_bytes: int
     alert_retention_ms: int
     channel_prefix: str
     partition_channel: str
@@ -182,6 +185,7 @@ def encode_payload(
     document: PayloadJSON = {
         "epoch_candidate": names.epoch_candidate,
         "history_len": names.history_len,
+        "history_bytes": names.history_bytes,
         "alert_retention_ms": names.alert_retention_ms,
         "channel_prefix": names.channel_prefix,
         "partition_channel": names.partition_channel,

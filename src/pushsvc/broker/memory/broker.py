@@ -22,6 +22,7 @@ from itertools import islice
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
     AlertsPage,
     Appended,
     Applied,
@@ -95,6 +96,7 @@ class MemoryBroker:
         cls,
         *,
         history: int = 10_000,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         partitions: int = 1,
@@ -107,6 +109,7 @@ class MemoryBroker:
             partitions,
             clock=time.time,
             history=history,
+            history_bytes=history_bytes,
             max_topics=max_topics,
             alert_retention_us=alert_retention_us,
             blocking=True,

@@ -5,6 +5,9 @@ the alert changes kept for their own retention. `publish_updates.lua` writes the
 `Published.publish` is the same operation here, and the reads below answer as the Redis reads
 do (`pushsvc.broker.redis.history`, `replay`).
 
+The history keeps the newest `history` updates and, of those, no more than `history_bytes` of
+their bodies (`UpdateDraft.body`, what Redis stores as `b`), always the newest one at least.
+
 Ids are `<epoch>:<ms>-<seq>` as a Redis stream numbers its entries, on the store's clock.
 """
 
@@ -17,7 +20,7 @@ from itertools import islice, takewhile
 
 from sortedcontainers import SortedDict
 
-from pushsvc.broker.base import HistoryPage
+from pushsvc.broker.base import DEFAULT_HISTORY_BYTES, HistoryPage
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateDraft, UpdateId, new_epoch
 
@@ -36,9 +39,21 @@ def _position(update: Update) -> Position:
 class Published:
     """One partition's published state (see the module's doc)."""
 
-    def __init__(self, index: int, *, history: int, alert_retention_ms: int) -> None:
+    def __init__(
+        self,
+        index: int,
+        *,
+        history: int,
+        alert_retention_ms: int,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+    ) -> None:
         self.index = index
         self._history_len = history
+        self._history_bytes = history_bytes
+        self._sizes: deque[int] = deque()
+        """The body size of each update of `history`, in its order."""
+        self.history_held = 0
+        """The bytes of bodies `history` holds (the sum of `_sizes`)."""
         self._alert_retention_ms = alert_retention_ms
         self.epoch: str | None = None
         self.history: deque[Update] = deque()
@@ -78,7 +93,7 @@ class Published:
                 continue
             self.last_update = at = next_id(self.last_update, now_ms)
             update = Update.of(draft, UpdateId(epoch, at[0], at[1]))
-            self._append(update)
+            self._append(update, len(draft.body))
             updates.append(update)
             topic = draft.topic
             if kind is Kind.ALERT and draft.instance is not None:
@@ -99,11 +114,16 @@ class Published:
                     kept.pop(gid, None)
         return updates
 
-    def _append(self, update: Update) -> None:
-        history = self.history
+    def _append(self, update: Update, size: int) -> None:
+        history, sizes = self.history, self._sizes
         history.append(update)
-        if len(history) > self._history_len:
+        sizes.append(size)
+        self.history_held += size
+        while len(history) > self._history_len or (
+            self.history_held > self._history_bytes and len(history) > 1
+        ):
             gone = history.popleft()
+            self.history_held -= sizes.popleft()
             self.trimmed = trimmed = _position(gone)
             deletions = self.deletions
             if deletions and deletions.get(gone.topic) == trimmed:

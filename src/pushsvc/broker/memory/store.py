@@ -27,7 +27,13 @@ from typing import TypeVar
 
 import gevent.event
 
-from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US, Appended, Applied, UpdatesHandler
+from pushsvc.broker.base import (
+    DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
+    Appended,
+    Applied,
+    UpdatesHandler,
+)
 from pushsvc.broker.memory.clock import Clock
 from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
@@ -214,6 +220,7 @@ class Store:
         *,
         clock: Clock,
         history: int = 10_000,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         faults: Faults = no_faults,
@@ -224,6 +231,8 @@ class Store:
         check_partitions(partitions)
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if history_bytes < 1:
+            raise ValueError(f"history_bytes must be at least 1, got {history_bytes}")
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
         if alert_retention_us < 1:
@@ -238,7 +247,12 @@ class Store:
         self.parts = [
             PartitionData(
                 index,
-                Published(index, history=history, alert_retention_ms=alert_retention_us // 1000),
+                Published(
+                    index,
+                    history=history,
+                    history_bytes=history_bytes,
+                    alert_retention_ms=alert_retention_us // 1000,
+                ),
                 journal=[] if journal else None,
             )
             for index in range(partitions)

@@ -35,6 +35,7 @@ from redis.exceptions import (
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
     AlertsPage,
     Appended,
     Applied,
@@ -123,6 +124,7 @@ class RedisBroker:
         *,
         prefix: str = "pushsvc:",
         history: int = 10_000,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
@@ -140,6 +142,8 @@ class RedisBroker:
         waits on whether woken or not (wakes are pub/sub: at most once)."""
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if history_bytes < 1:
+            raise ValueError(f"history_bytes must be at least 1, got {history_bytes}")
         check_partitions(partitions)
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
@@ -169,6 +173,7 @@ class RedisBroker:
             Script(self._client, "publish_updates"),
             self.keys,
             history=history,
+            history_bytes=history_bytes,
             alert_retention_us=alert_retention_us,
             on_cluster=self.on_cluster,
             partition_of=self.partition_of,

@@ -27,6 +27,7 @@ class PublishScript:
         keys: Keys,
         *,
         history: int,
+        history_bytes: int,
         alert_retention_us: int,
         on_cluster: bool,
         partition_of: Callable[[str], int],
@@ -34,6 +35,7 @@ class PublishScript:
         self._script = script
         self._keys = keys
         self._history = history
+        self._history_bytes = history_bytes
         self._alert_retention_ms = alert_retention_us // 1000
         self._on_cluster = on_cluster
         self._partition_of = partition_of
@@ -63,6 +65,7 @@ class PublishScript:
         return ScriptNames(
             epoch_candidate=new_epoch(index),
             history_len=self._history,
+            history_bytes=self._history_bytes,
             alert_retention_ms=self._alert_retention_ms,
             channel_prefix=part.updates_channel.decode(),
             partition_channel=part.all_updates_channel.decode() if self._on_cluster else "",
@@ -98,6 +101,7 @@ class PublishScript:
             part.alert_changes_trimmed,
             part.names,
             part.alert_keys,
+            part.history_start,
         ]
         payload = build_payload(drafts, applied=applied, fence=fence)
         args = encode_payload(
