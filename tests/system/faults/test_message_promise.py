@@ -187,8 +187,9 @@ def cluster() -> Iterator[RedisClusterServers]:
 
 
 @pytest.mark.cluster
+@pytest.mark.parametrize("run", RUNS)
 def test_the_watched_partition_moved_to_another_primary_mid_burst(
-    cluster: RedisClusterServers, prefix: str
+    cluster: RedisClusterServers, prefix: str, run: int
 ) -> None:
     started = time.monotonic()
     partitions = 16
