@@ -319,6 +319,9 @@ class Settings:
     # --history, up to this many (a backfill outruns any reader); past it they are lost to
     # the sessions, counted and marked.
     history_hold: int = setting("100000", _positive_int)
+    # The history's bytes per partition (its updates' bodies), besides its count: updates of
+    # 64 KiB messages would make 10,000 of them 650 MB a partition (docs/reliability.md).
+    history_bytes: int = setting("32MiB", _positive_size)
     heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat")
     # gzip for streams whose client offers it, compressed once per topics and projection.
     stream_compression: bool = setting("true", _flag)

@@ -223,6 +223,7 @@ def _backend(settings: Settings) -> _Backend:
             MemoryBroker.serving(
                 history=settings.history,
                 history_hold=settings.history_hold,
+                history_bytes=settings.history_bytes,
                 max_topics=settings.max_topics,
                 alert_retention_us=settings.alert_keep_us,
                 pause=let_others_run,
@@ -233,6 +234,7 @@ def _backend(settings: Settings) -> _Backend:
         prefix=settings.prefix,
         history=settings.history,
         history_hold=settings.history_hold,
+        history_bytes=settings.history_bytes,
         partitions=settings.partitions,
         min_replicas=settings.redis_min_replicas,
         max_topics=settings.max_topics,

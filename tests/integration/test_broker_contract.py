@@ -27,6 +27,8 @@ from harness.redis_server import RedisServer
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_HOLD,
     Appended,
     HistoryPage,
     Replayed,
@@ -181,28 +183,29 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
     made: list[Broker] = []
     stores: list[Store] = []
 
-    def store(history: int, max_topics: int, alert_retention_us: int, max_keys: int) -> Store:
-        if not stores:  # the test's deployment, as its first broker asks for it
-            stores.append(
-                Store(
-                    1,
-                    clock=time.time,
-                    history=history,
-                    max_topics=max_topics,
-                    alert_retention_us=alert_retention_us,
-                    max_keys=max_keys,
-                )
-            )
-        return stores[0]
-
     def make(
         history: int = 100,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         max_keys: int = MAX_KEYS_PER_PARTITION,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        history_hold: int = DEFAULT_HISTORY_HOLD,
     ) -> Broker:
+        if url is None and not stores:  # the test's deployment, as its first broker asks
+            stores.append(
+                Store(
+                    1,
+                    clock=time.time,
+                    history=history,
+                    history_hold=history_hold,
+                    history_bytes=history_bytes,
+                    max_topics=max_topics,
+                    alert_retention_us=alert_retention_us,
+                    max_keys=max_keys,
+                )
+            )
         broker: Broker = (
-            MemoryBroker(store(history, max_topics, alert_retention_us, max_keys))
+            MemoryBroker(stores[0])
             if url is None
             # One partition: the contract of one history (its ids in one order); what
             # partitions change is tests/integration/test_redis_partitions.py's.
@@ -210,6 +213,8 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
                 url,
                 prefix=prefix,
                 history=history,
+                history_hold=history_hold,
+                history_bytes=history_bytes,
                 max_topics=max_topics,
                 partitions=1,
                 alert_retention_us=alert_retention_us,
@@ -622,6 +627,98 @@ def test_replay_is_whole_exactly_from_the_newest_trimmed_id_on(
                 assert replayed == Replayed(updates[i + 1 :]), (sizes, len(updates), i)
             else:
                 assert replayed == Replayed([], lost_all(broker)), (sizes, len(updates), i)
+
+
+def sized(topic: str, n: int, size: int) -> UpdateDraft:
+    """An update draft whose body is `size` bytes (a message's update, as big as it likes)."""
+    head = orjson.dumps({"topic": topic, "n": n, "pad": ""})
+    body = head[:-2] + b"x" * (size - len(head)) + b'"}'
+    assert len(body) == size
+    return UpdateDraft(topic, 1_000_000 + n, body)
+
+
+def first_kept(sizes: list[int], count: int, held: int) -> int:
+    """The model of a bounded history: the index of its oldest update kept, the newest `count`
+    and, of those, as many of the newest as hold at most `held` bytes of bodies (one at least)."""
+    first = max(0, len(sizes) - count)
+    while first < len(sizes) - 1 and sum(sizes[first:]) > held:
+        first += 1
+    return first
+
+
+# Body sizes against a history of 6 updates and 1,000 bytes: small ones that the count trims,
+# big ones that the bytes trim, one bigger than the bound (kept alone), and each in batches.
+BYTE_SHAPES = [
+    [[100]] * 12,
+    [[400], [400], [400], [100, 100, 100]],
+    [[300, 300, 300, 300, 300]],
+    [[100, 100], [1500], [100], [600, 300, 50]],
+    [[50] * 8, [990], [40, 40]],
+    [[500], [500], [250, 250, 500]],
+]
+
+
+def _sizes_id(batches: list[list[int]]) -> str:
+    return "-".join(str(size) for batch in batches for size in batch)
+
+
+@pytest.mark.parametrize("batches", BYTE_SHAPES, ids=_sizes_id)
+def test_history_holds_no_more_than_its_bytes_and_replays_exactly_what_it_holds(
+    new_broker: MakeBroker, batches: list[list[int]]
+) -> None:
+    # 10,000 updates of 64 KiB messages would be 650 MB a partition: the history is bounded in
+    # bytes of bodies too, trimming its oldest updates past either bound, never its newest.
+    count, held = 6, 1000
+    broker = new_broker(history=count, history_bytes=held)
+    updates: list[Update] = []
+    sizes: list[int] = []
+    for batch in batches:
+        n = len(updates)
+        drafts = [sized("ab"[(n + k) % 2], n + k, size) for k, size in enumerate(batch)]
+        updates += broker.publish_updates(drafts)
+        sizes += batch
+        first = first_kept(sizes, count, held)
+        for i, update in enumerate(updates):
+            replayed = broker.replay(at(update.id), everything)
+            if i + 1 >= first:
+                assert replayed == Replayed(updates[i + 1 :]), (sizes, i, first)
+            else:
+                assert replayed == Replayed([], lost_all(broker)), (sizes, i, first)
+        for topic in "ab":
+            kept = [u for u in updates[first:] if u.topic == topic]
+            assert broker.history(topic, limit=100).updates == kept, (sizes, topic)
+
+
+# (--history-hold, --history-bytes) against a history of 4 updates and bodies of 100 bytes:
+# the hold keeps all it names; a byte bound under it trims held updates even so; a hold
+# smaller than what it names keeps the newest it allows.
+HOLD_SHAPES = [(100, 10_000), (100, 1_000), (12, 10_000)]
+
+
+@pytest.mark.parametrize(("hold", "held"), HOLD_SHAPES, ids=lambda shape: str(shape))
+def test_a_hold_keeps_the_history_past_its_count_and_never_past_its_bytes(
+    new_broker: MakeBroker, hold: int, held: int
+) -> None:
+    # The sessionizer holds the history it has not read: past --history, up to --history-hold
+    # updates. --history-bytes is a hard memory bound over that: where it trims held updates,
+    # the reader's replay finds the partition lost, which it counts as a gap.
+    count = 4
+    broker = new_broker(history=count, history_hold=hold, history_bytes=held)
+    assert isinstance(broker, MemoryBroker | RedisBroker)  # a SessionKeeper
+    updates = broker.publish_updates([sized("a", 0, 100)])
+    broker.hold_history("sessionizer", at(updates[0].id), everything)
+    for start in range(1, 25, 3):
+        updates += broker.publish_updates(
+            [sized("ab"[n % 2], n, 100) for n in range(start, start + 3)]
+        )
+        unread = len(updates) - 1  # every update after the one the hold names
+        first = first_kept([100] * len(updates), max(count, min(hold, unread)), held)
+        for i, update in enumerate(updates):
+            replayed = broker.replay(at(update.id), everything)
+            if i + 1 >= first:
+                assert replayed == Replayed(updates[i + 1 :]), (len(updates), i, first)
+            else:
+                assert replayed == Replayed([], lost_all(broker)), (len(updates), i, first)
 
 
 def test_a_long_run_of_big_updates_reaches_consumers_whole_and_in_order(broker: Broker) -> None:

@@ -1,8 +1,9 @@
 """The sessionizer under a burst, on the embedded broker and on Redis: every source update is
 published, many times `--history` over, before the sessionizer reads any of it (a backfill
 posted at once), and the sessions it logs still equal the pandas oracle, since it holds the
-history it has not read. Past `--history-hold` the loss is counted and the sessions it may
-have touched are marked `gap`, never silently short."""
+history it has not read. Past `--history-hold`, or past `--history-bytes` (a hard memory bound
+over the holds), the loss is counted and the sessions it may have touched are marked `gap`,
+never silently short."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.sessionize import SessionBroker, Sessionizer
+from pushsvc.broker.base import DEFAULT_HISTORY_BYTES
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.shared_log import FIRST
@@ -99,14 +101,15 @@ class Deployment:
 def deploy(request: pytest.FixtureRequest, prefix: str) -> Iterator[type[Deployment] | object]:
     made: list[object] = []
 
-    def make(history_hold: int) -> Deployment:
+    def make(
+        history_hold: int, history_bytes: int = DEFAULT_HISTORY_BYTES, history: int = HISTORY
+    ) -> Deployment:
+        bounds = {"history": history, "history_hold": history_hold, "history_bytes": history_bytes}
         if request.param == "memory":
-            memory = MemoryBroker.serving(history=HISTORY, history_hold=history_hold)
+            memory = MemoryBroker.serving(**bounds)
             return Deployment(memory, settle_ms=0, skew_us=0)
         server: RedisServer = request.getfixturevalue("redis_server")
-        redis_broker = RedisBroker(
-            server.url, prefix=prefix, history=HISTORY, history_hold=history_hold
-        )
+        redis_broker = RedisBroker(server.url, prefix=prefix, **bounds)
         made.append(redis_broker)
         # As the runtime runs it on Redis: by settled slots of 1 s, 30 s of skew.
         return Deployment(redis_broker, settle_ms=1000, skew_us=30 * S)
@@ -124,8 +127,20 @@ def test_a_burst_many_histories_long_loses_no_session(deploy: object) -> None:
     assert deployment.sessionizer.gaps == 0
 
 
-def test_past_the_hold_the_loss_is_counted_and_its_sessions_marked(deploy: object) -> None:
-    deployment: Deployment = deploy(history_hold=60)  # type: ignore[operator]
+# (--history, --history-hold, --history-bytes) that the first burst passes: the hold's count
+# (60 updates), or the bytes under a hold of any count: 4,000 bytes hold 10 to 23 of these
+# updates' bodies (170 to 400 bytes), more than a --history of 5, and well under the 50 or
+# more the first burst publishes to a partition.
+PAST_THE_HOLD = [(HISTORY, 60, DEFAULT_HISTORY_BYTES), (5, 100_000, 4_000)]
+
+
+@pytest.mark.parametrize(("history", "hold", "held"), PAST_THE_HOLD, ids=["count", "bytes"])
+def test_past_the_hold_the_loss_is_counted_and_its_sessions_marked(
+    deploy: object, history: int, hold: int, held: int
+) -> None:
+    deployment: Deployment = deploy(  # type: ignore[operator]
+        history=history, history_hold=hold, history_bytes=held
+    )
     deployment.bursts_then_read(first=120, then=20)  # the first burst, twice the hold
     assert deployment.sessionizer.gaps >= 1
     wanted = expected(scenario(A, B, seed=7))

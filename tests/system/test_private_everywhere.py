@@ -176,11 +176,16 @@ def _call(
     headers: dict[str, str],
     operation: dict[str, Any],
 ) -> tuple[int, bytes]:
-    """Status and everything received: headers and body, a stream's up to its first message."""
+    """Status and everything received: headers and body, a stream's up to its first message
+    (a messages stream's up to its first heartbeat: its head is an `id:` alone, and a topic
+    with no messages sends none)."""
     if _streams(operation):
         with SSEClient(server.port, path, headers=headers) as stream:
             if stream.status == 200:
-                stream.next()
+                if path.split("?")[0].endswith("messages"):
+                    stream.wait_comments(1)
+                else:
+                    stream.next()
                 head = json.dumps(stream.response_headers).encode()
                 return stream.status, head + bytes(stream.raw)
         # Refused: the error body, as a plain request reads it.
@@ -218,6 +223,80 @@ def test_no_answer_names_what_the_caller_may_not_read(server: PushsvcProcess, ca
 def _dated(received: bytes) -> bytes:
     """Without what differs from one answer to the next anyway."""
     return re.sub(rb'"(date|x-request-id)": "[^"]*"', b"", received)
+
+
+# The messages streams that take the public topic, some with the private one (a pattern, or a
+# pattern beside it), and the public topic's own stream with a replay of its history.
+MESSAGE_PATHS = (
+    "/messages?topic=*",
+    "/messages?topic=public.*",
+    "/messages?topic=vault7.*&topic=public.*",
+    f"/topics/{PUBLIC}/messages?replay=1000",
+    f"/messages?topic={PUBLIC}&replay=1000",
+)
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_a_messages_stream_carries_only_the_topics_its_caller_may_read(
+    server: PushsvcProcess, caller: str
+) -> None:
+    """A pattern (`*`, `vault7.*`) is narrowed to what the caller may read: the private topic's
+    messages, published before a public one on the same partition, never reach it, and nothing
+    it gets (headers, replay, live) names the private topic or its data."""
+    headers = CALLERS[caller]
+    admin = _bearer(hs256(publish=["*"], subscribe=["*"]))
+    private = {"type": "payroll", "data": {"payroll_payee": "p1", "amount": 5000}}
+    assert post(server.port, PRIVATE, private, headers=admin)[0] == 202
+    news = {"type": "news", "data": {"headline": "opening"}}
+    assert post(server.port, PUBLIC, news, headers=admin)[0] == 202
+    wait_until(
+        lambda: _replayed(server, f"/topics/{PUBLIC}/messages?replay=1", {}) == ["news"],
+        what="the public message in the history",
+    )
+    streams = {path: SSEClient(server.port, path, headers=headers) for path in MESSAGE_PATHS}
+    try:
+        assert {path: s.status for path, s in streams.items()} == dict.fromkeys(MESSAGE_PATHS, 200)
+        # One partition (the embedded server's), in publish order: a private message sent now
+        # would come before this public one on a stream it leaked to.
+        assert post(server.port, PRIVATE, private, headers=admin)[0] == 202
+        last = f"live for {caller}"
+        assert post(server.port, PUBLIC, {**news, "data": last}, headers=admin)[0] == 202
+        for path, stream in streams.items():
+            got = []
+            while not got or got[-1].data != json.dumps(last):
+                message = stream.next()
+                if message.data:  # not the head (an `id:` alone)
+                    got.append(message)
+            assert {m.event for m in got} == {"news"}, (caller, path, got)
+            if "replay" in path:
+                assert len(got) >= 2, (path, got)  # the history's, then the live one
+            received = json.dumps(stream.response_headers).encode() + bytes(stream.raw)
+            assert MARKER.search(received) is None, (caller, path, received[:600])
+    finally:
+        for stream in streams.values():
+            stream.close()
+
+
+def _replayed(server: PushsvcProcess, path: str, headers: dict[str, str]) -> list[str]:
+    """The types a `?replay=1` stream starts with (its first message)."""
+    with SSEClient(server.port, path, headers=headers) as stream:
+        if stream.status != 200:
+            return []
+        message = stream.next()
+        return [message.event] if message.data else []
+
+
+def test_a_reader_of_the_private_topic_gets_its_messages(server: PushsvcProcess) -> None:
+    """The walk above is not empty-handed: the private messages are there for a reader of them."""
+    reader = _bearer(hs256(subscribe=["vault7.*"]))
+    admin = _bearer(hs256(publish=["*"], subscribe=["*"]))
+    with SSEClient(server.port, "/messages?topic=vault7.*", headers=reader) as stream:
+        assert stream.status == 200
+        assert post(server.port, PRIVATE, {"type": "payroll", "data": 1}, headers=admin)[0] == 202
+        message = stream.next()
+        while not message.data:
+            message = stream.next()
+    assert (message.event, message.data) == ("payroll", "1")
 
 
 def test_a_reader_of_every_topic_sees_the_private_ones(server: PushsvcProcess) -> None:
@@ -276,9 +355,21 @@ STREAM_OPTIONS = (
     "presence=zz",
 )
 GROUP_OPTIONS = ("group=zz:1", "group=payroll_desk:d1", "group=bad")
+# A messages stream's own options, valid and not, and one it refuses (statistics only).
+MESSAGE_OPTIONS = (
+    "replay=5",
+    "replay=1000",
+    "replay=0",
+    "replay=x",
+    "lastEventId=0badc0de:1-0",
+    "windows=10s",
+)
 QUERIES = (
     *(f"/topics/{{topic}}/stream?{option}" for option in STREAM_OPTIONS),
     *(f"/stream?topic={{topic}}&{option}" for option in STREAM_OPTIONS),
+    *(f"/topics/{{topic}}/messages?{option}" for option in MESSAGE_OPTIONS),
+    *(f"/messages?topic={{topic}}&{option}" for option in MESSAGE_OPTIONS),
+    *(f"/messages?topic={{topic}}&topic={PUBLIC}&{option}" for option in MESSAGE_OPTIONS),
     *(f"/topics/{{topic}}/stats?{option}" for option in GROUP_OPTIONS),
     *(
         f"/topics/{{topic}}/history?{option}"
@@ -295,7 +386,8 @@ _READ: dict[str, Any] = {"responses": {}}
 
 
 def _ask(server: PushsvcProcess, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    operation = _STREAMED if "stream" in path.split("?")[0] else _READ
+    route = path.split("?")[0]
+    operation = _STREAMED if "stream" in route or route.endswith("messages") else _READ
     return _call(server, "GET", path, headers, operation)
 
 

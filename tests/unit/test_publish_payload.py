@@ -29,6 +29,7 @@ NAMES = ScriptNames(
     epoch_candidate="0badc0de",
     history_len=100,
     history_hold=1000,
+    history_bytes=1 << 20,
     alert_retention_ms=3_600_000,
     channel_prefix="p:{0}:u:",
     partition_channel="",

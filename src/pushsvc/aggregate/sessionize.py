@@ -349,8 +349,9 @@ class Sessionizer:
             reading.rule.topic,
             "gap",
             f"sessionizer: {reading.rule.topic}: source updates were trimmed from the history "
-            "before they were read (past --history-hold); their events make no session, and "
-            "the sessions they may belong to are marked gap (reading on from the newest)",
+            "before they were read (past --history-hold or --history-bytes); their events make "
+            "no session, and the sessions they may belong to are marked gap (reading on from "
+            "the newest)",
         )
         ids = {p: i for p, i in reading.cursor.items() if p not in replayed.lost}
         for partition in replayed.lost:

@@ -37,6 +37,13 @@ DEFAULT_HISTORY_HOLD = 100_000
 """The most updates a partition's history keeps for readers that have not read them
 (`--history-hold`), `--history` included."""
 
+DEFAULT_HISTORY_BYTES = 32 * 1024 * 1024
+"""The most bytes of updates' bodies a partition's history holds (`--history-bytes`), besides
+its count (`--history`, extended by holds up to `--history-hold`): the oldest updates are
+trimmed past either, always keeping the newest. A hard bound: it trims updates a reader holds
+too (that reader's replay finds the partition `lost`). Statistics updates (~1 KB) reach the
+count first; messages of up to 64 KiB the bytes."""
+
 DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
 """How long a broker keeps alert changes when not told (the default series' longest
 retention; `Settings.alert_retention_us` gives the server's)."""

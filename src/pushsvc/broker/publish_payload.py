@@ -77,6 +77,8 @@ class ScriptNames(NamedTuple):
     history_len: int
     history_hold: int
     """The most updates the history keeps for readers that hold it (`--history-hold`)."""
+    history_bytes: int
+    """The most bytes of bodies the history holds (besides `history_len` updates)."""
     alert_retention_ms: int
     channel_prefix: str
     """Of a topic's updates channel."""
@@ -131,6 +133,7 @@ class PayloadJSON(TypedDict):
     epoch_candidate: str
     history_len: int
     history_hold: int
+    history_bytes: int
     alert_retention_ms: int
     channel_prefix: str
     partition_channel: str
@@ -186,6 +189,7 @@ def encode_payload(
         "epoch_candidate": names.epoch_candidate,
         "history_len": names.history_len,
         "history_hold": names.history_hold,
+        "history_bytes": names.history_bytes,
         "alert_retention_ms": names.alert_retention_ms,
         "channel_prefix": names.channel_prefix,
         "partition_channel": names.partition_channel,

@@ -12,12 +12,14 @@
 --       which listings page through by name: kept with `latest`, field for field),
 --       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise), holds
 --       (reader -> `<epoch or *> <stream id> <until ms>`: the history is kept after that id
---       for the reader, see the trim at the end). Every key
---       the script writes carries the partition's hash tag, so on a Redis Cluster they share
---       one slot; those named from a prefix below (a topic's groups, checkpoint, series) too.
+--       for the reader, see the trim at the end), history_start (the `o` of the history's
+--       oldest entry: see below). Every key the script writes carries the partition's hash
+--       tag, so on a Redis Cluster they share one slot; those named from a prefix below (a
+--       topic's groups, checkpoint, series) too.
 -- ARGV[1]: the payload, JSON (pushsvc/broker/publish_payload.py's PayloadJSON), read by
 --       field name below: the partition's names and settings (epoch_candidate, history_len,
 --       history_hold: the most entries the history keeps while readers hold them,
+--       history_bytes: the most bytes of bodies the history holds, whatever holds it,
 --       alert_retention_ms: how long an alert change is kept in alert_changes whatever
 --       history_len keeps, channel_prefix of the updates channels, partition_channel: '', or
 --       on a Redis Cluster the channel that also carries every run after its topic and a
@@ -59,16 +61,28 @@
 -- entry names the history's previous entry too (`g`), so that once the history is trimmed
 -- the oldest entry kept tells the newest trimmed (`trimmed`), and its number (`n`: one more
 -- than the entry before it), so that the entries after any id are counted from two entries.
+--
+-- The history keeps the newest `history_len` entries (more while readers hold them: see the
+-- trim at the end) and, of those, no more than `history_bytes` of bodies (always the newest
+-- entry at least): 10,000 updates of 64 KiB messages would be 650 MB a partition. The byte
+-- bound is a hard memory bound: it trims entries a hold names too (that reader's replay finds
+-- the partition lost, a gap). Each entry records the bytes of bodies appended to the epoch's
+-- history before it (`o`), and `history_start` the `o` of the oldest entry kept, so what the
+-- history holds is known without reading it (the newest entry's `o` and body, past
+-- `history_start`); only the entries that the bound trims are read, to find the first kept.
+-- Entries written before `o` was count as 0: they are trimmed first, by count or bytes.
 local epoch_key, history_key, latest_key = KEYS[1], KEYS[2], KEYS[3]
 local trimmed_key, applied_key, lease_key = KEYS[4], KEYS[5], KEYS[6]
 local alerts_key, alerts_head_key, checkpoints_key = KEYS[7], KEYS[8], KEYS[9]
 local alert_changes_key, alert_changes_trimmed_key = KEYS[10], KEYS[11]
 local names_key, alert_keys_key, holds_key = KEYS[12], KEYS[13], KEYS[14]
+local history_start_key = KEYS[15]
 
 local payload = cjson.decode(ARGV[1])
 local epoch_candidate = payload.epoch_candidate
 local history_len = payload.history_len
 local history_hold = payload.history_hold
+local history_bytes = payload.history_bytes
 local alert_retention_ms = payload.alert_retention_ms
 local channel_prefix = payload.channel_prefix
 local partition_channel = payload.partition_channel
@@ -114,7 +128,7 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   epoch = epoch_candidate
   redis.call('SET', epoch_key, epoch)
   redis.call('DEL', latest_key, names_key, trimmed_key, alerts_head_key, alert_changes_key,
-    alert_changes_trimmed_key)
+    alert_changes_trimmed_key, history_start_key)
 end
 if applied_id ~= '' then
   redis.call('HSET', applied_key, 'id', applied_id)
@@ -141,9 +155,6 @@ local function previous_of(topic, alert)
   return known
 end
 local length = redis.call('XLEN', history_key)
--- The history's newest id, which the next entry names as its predecessor (`g`): once the
--- history is trimmed, the oldest entry kept names the newest trimmed. Reading the trimmed
--- entries themselves to learn it (XRANGE ... COUNT <trimmed>) cost 50 ms for 10,000.
 -- An entry's field `name`, nil when it has none.
 local function field_of(entry, name)
   local fields = entry[2]
@@ -152,14 +163,20 @@ local function field_of(entry, name)
   end
   return nil
 end
+-- The history's newest id, which the next entry names as its predecessor (`g`): once the
+-- history is trimmed, the oldest entry kept names the newest trimmed. Reading the trimmed
+-- entries themselves to learn it (XRANGE ... COUNT <trimmed>) cost 50 ms for 10,000.
 local newest = ''
 -- The number of the newest entry (`n`; an entry written before entries were numbered: the
 -- length, which numbers only entries written since).
 local number = length
+-- The bytes of bodies appended to this epoch's history so far: the next entry's `o`.
+local offset = 0
 if length > 0 then
   local last = redis.call('XREVRANGE', history_key, '+', '-', 'COUNT', 1)[1]
   newest = last[1]
   number = tonumber(field_of(last, 'n')) or length
+  offset = (tonumber(field_of(last, 'o')) or 0) + #field_of(last, 'b')
 end
 local ids = {}
 -- Consecutive updates of one topic (a batch POST) travel as one message: one PUBLISH,
@@ -260,8 +277,10 @@ for place, draft in ipairs(drafts) do
     end
     number = number + 1
     local id = redis.call('XADD', history_key, '*', 't', topic, 'c', clock, 'b', body,
-      'p', previous_of(topic, alert), 'k', kind, 'g', newest, 'n', number)
+      'p', previous_of(topic, alert), 'k', kind, 'g', newest, 'n', number,
+      'o', string.format('%.0f', offset))
     newest = id
+    offset = offset + #body
     if alert then
       local instance = draft.instance
       redis.call('SET', alerts_head_key, epoch .. ':' .. id)
@@ -316,6 +335,7 @@ if length > history_len and redis.call('EXISTS', holds_key) == 1 then
     if first then keep = math.max(history_len, math.min(history_hold, number - first + 1)) end
   end
 end
+local start, moved = nil, false  -- the `o` of the oldest entry kept; whether a trim moved it
 if length > keep then
   -- The newest trimmed id is the predecessor the oldest entry kept names (`g`); entries
   -- written before entries named theirs are read instead, once, as they are trimmed.
@@ -325,7 +345,37 @@ if length > keep then
     gone = trimmed[#trimmed][1]
   end
   redis.call('XTRIM', history_key, 'MAXLEN', '=', keep)
-  gone = gone or field_of(redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)[1], 'g')
+  local oldest = redis.call('XRANGE', history_key, '-', '+', 'COUNT', 1)[1]
+  gone = gone or field_of(oldest, 'g')
   redis.call('SET', trimmed_key, gone)
+  start, moved = tonumber(field_of(oldest, 'o')) or 0, true
+  length = keep
 end
+if start == nil then start = tonumber(redis.call('GET', history_start_key)) or 0 end
+-- Then the bytes, over whatever the count kept (held entries too: a hard memory bound; a
+-- reader whose held entries go finds the partition lost, as past `history_hold`).
+if offset - start > history_bytes and length > 1 then
+  -- Past the bytes: the first entry kept is the oldest that starts at or after `floor` (or
+  -- the newest, whatever its size). The entries before it are read a page at a time.
+  local floor = offset - history_bytes
+  local kept, gone, after = nil, nil, '-'
+  while not kept do
+    local page = redis.call('XRANGE', history_key, after, '+', 'COUNT', 16)
+    for _, entry in ipairs(page) do
+      if entry[1] == newest or (tonumber(field_of(entry, 'o')) or 0) >= floor then
+        kept = entry
+        break
+      end
+      gone = entry[1]
+    end
+    after = '(' .. page[#page][1]
+  end
+  if gone then
+    redis.call('XTRIM', history_key, 'MINID', '=', kept[1])
+    redis.call('SET', trimmed_key, gone)
+    start = tonumber(field_of(kept, 'o')) or 0
+    moved = true
+  end
+end
+if moved then redis.call('SET', history_start_key, string.format('%.0f', start)) end
 return {epoch, ids}

@@ -22,6 +22,7 @@ from itertools import islice
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_HOLD,
     AlertsPage,
     Appended,
@@ -97,6 +98,7 @@ class MemoryBroker:
         *,
         history: int = 10_000,
         history_hold: int = DEFAULT_HISTORY_HOLD,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         partitions: int = 1,
@@ -110,6 +112,7 @@ class MemoryBroker:
             clock=time.time,
             history=history,
             history_hold=history_hold,
+            history_bytes=history_bytes,
             max_topics=max_topics,
             alert_retention_us=alert_retention_us,
             blocking=True,

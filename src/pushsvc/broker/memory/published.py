@@ -5,6 +5,11 @@ the alert changes kept for their own retention. `publish_updates.lua` writes the
 `Published.publish` is the same operation here, and the reads below answer as the Redis reads
 do (`pushsvc.broker.redis.history`, `replay`).
 
+The history keeps the newest `history` updates (more while a reader holds them, up to
+`history_hold`: `hold`) and, of those, no more than `history_bytes` of their bodies
+(`UpdateDraft.body`, what Redis stores as `b`), always the newest one at least: a hard bound,
+held updates included.
+
 Ids are `<epoch>:<ms>-<seq>` as a Redis stream numbers its entries, on the store's clock.
 """
 
@@ -18,7 +23,12 @@ from typing import NamedTuple
 
 from sortedcontainers import SortedDict
 
-from pushsvc.broker.base import DEFAULT_HISTORY_HOLD, HOLD_TTL_MS, HistoryPage
+from pushsvc.broker.base import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_HOLD,
+    HOLD_TTL_MS,
+    HistoryPage,
+)
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateDraft, UpdateId, new_epoch
 
@@ -53,12 +63,18 @@ class Published:
         history: int,
         alert_retention_ms: int,
         history_hold: int = DEFAULT_HISTORY_HOLD,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
         self.index = index
         self._history_len = history
         self._history_hold = history_hold
         self.holds: dict[str, Hold] = {}
         """Each reader's hold on the history (`hold`)."""
+        self._history_bytes = history_bytes
+        self._sizes: deque[int] = deque()
+        """The body size of each update of `history`, in its order."""
+        self.history_held = 0
+        """The bytes of bodies `history` holds (the sum of `_sizes`)."""
         self._alert_retention_ms = alert_retention_ms
         self.epoch: str | None = None
         self.history: deque[Update] = deque()
@@ -98,7 +114,7 @@ class Published:
                 continue
             self.last_update = at = next_id(self.last_update, now_ms)
             update = Update.of(draft, UpdateId(epoch, at[0], at[1]))
-            self._append(update)
+            self._append(update, len(draft.body))
             updates.append(update)
             topic = draft.topic
             if kind is Kind.ALERT and draft.instance is not None:
@@ -120,8 +136,10 @@ class Published:
         self._trim(now_ms)
         return updates
 
-    def _append(self, update: Update) -> None:
+    def _append(self, update: Update, size: int) -> None:
         self.history.append(update)
+        self._sizes.append(size)
+        self.history_held += size
 
     def hold(self, reader: str, epoch: str | None, after: Position, now_ms: int) -> None:
         """Keep every update after `after` of `epoch` (None: of whichever epoch the history
@@ -141,17 +159,18 @@ class Published:
 
     def _trim(self, now_ms: int) -> None:
         """Down to `history` updates, or to those a reader still holds (at most
-        `history_hold`), as `publish_updates.lua` trims."""
-        history = self.history
-        if len(history) <= self._history_len:
-            return
+        `history_hold`), and then to `history_bytes` of bodies whatever holds them (the
+        newest update always kept), as `publish_updates.lua` trims."""
+        history, sizes = self.history, self._sizes
         keep = self._history_len
-        held = self._held_after(now_ms) if self.holds else None
-        if held is not None:
-            unread = len(history) - bisect.bisect_right(history, held, key=_position)
-            keep = max(keep, min(self._history_hold, unread))
-        while len(history) > keep:
+        if len(history) > keep and self.holds:
+            held = self._held_after(now_ms)
+            if held is not None:
+                unread = len(history) - bisect.bisect_right(history, held, key=_position)
+                keep = max(keep, min(self._history_hold, unread))
+        while len(history) > keep or (self.history_held > self._history_bytes and len(history) > 1):
             gone = history.popleft()
+            self.history_held -= sizes.popleft()
             self.trimmed = trimmed = _position(gone)
             deletions = self.deletions
             if deletions and deletions.get(gone.topic) == trimmed:

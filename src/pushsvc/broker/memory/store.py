@@ -29,6 +29,7 @@ import gevent.event
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_HOLD,
     Appended,
     Applied,
@@ -223,6 +224,7 @@ class Store:
         clock: Clock,
         history: int = 10_000,
         history_hold: int = DEFAULT_HISTORY_HOLD,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_topics: int = 100_000,
         max_keys: int = MAX_KEYS_PER_PARTITION,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
@@ -234,6 +236,8 @@ class Store:
         check_partitions(partitions)
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if history_bytes < 1:
+            raise ValueError(f"history_bytes must be at least 1, got {history_bytes}")
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
         if alert_retention_us < 1:
@@ -253,6 +257,7 @@ class Store:
                     history=history,
                     alert_retention_ms=alert_retention_us // 1000,
                     history_hold=history_hold,
+                    history_bytes=history_bytes,
                 ),
                 journal=[] if journal else None,
                 keys=RememberedKeys(max_keys),

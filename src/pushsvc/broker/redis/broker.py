@@ -35,6 +35,7 @@ from redis.exceptions import (
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
+    DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_HOLD,
     HOLD_TTL_MS,
     AlertsPage,
@@ -126,6 +127,7 @@ class RedisBroker:
         prefix: str = "pushsvc:",
         history: int = 10_000,
         history_hold: int = DEFAULT_HISTORY_HOLD,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
         partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
@@ -145,6 +147,8 @@ class RedisBroker:
         idempotency keys a partition remembers at most."""
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}")
+        if history_bytes < 1:
+            raise ValueError(f"history_bytes must be at least 1, got {history_bytes}")
         check_partitions(partitions)
         if max_topics < 1:
             raise ValueError(f"max_topics must be at least 1, got {max_topics}")
@@ -178,6 +182,7 @@ class RedisBroker:
             self.keys,
             history=history,
             history_hold=history_hold,
+            history_bytes=history_bytes,
             alert_retention_us=alert_retention_us,
             on_cluster=self.on_cluster,
             partition_of=self.partition_of,

@@ -26,9 +26,15 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:u:{topic}         channel runs of updates, `<id> <clock_us> <body>` per line
     P:all               channel on a Redis Cluster: every run, after its topic and a newline
     P:wake              channel on a Redis Cluster: an empty message after each append
-    P:history           stream  the newest `history` updates: t=topic, c=clock_us, b=body,
+    P:history           stream  the newest `history` updates (more while `P:holds` names
+                                older ones, `history_hold` at most), at most `history_bytes`
+                                of bodies whatever holds them: t=topic, c=clock_us, b=body,
                                 k=kind, p=the topic's previous entry, g=the history's
-                                previous entry (once trimmed: the newest trimmed id)
+                                previous entry (once trimmed: the newest trimmed id), n=its
+                                number (one more than the entry before it), o=the bytes of
+                                bodies appended to the epoch's history before this one
+    P:history:start     string  the `o` of the history's oldest entry (what it holds is the
+                                newest entry's `o` and body past it)
     P:latest            hash    topic -> `<id> <clock_us> <body>` of its latest update
     P:names             zset    latest's topics, score 0, written with it: listings read a
                                 page of names by ZRANGE BYLEX, not the whole hash
@@ -199,6 +205,11 @@ class PartitionKeys:
     @property
     def history(self) -> str:
         return f"{self.base}history"
+
+    @property
+    def history_start(self) -> str:
+        """A string: the byte offset at which the history's oldest entry starts (`o`)."""
+        return f"{self.base}history:start"
 
     @property
     def latest(self) -> str:

@@ -28,6 +28,7 @@ class PublishScript:
         *,
         history: int,
         history_hold: int,
+        history_bytes: int,
         alert_retention_us: int,
         on_cluster: bool,
         partition_of: Callable[[str], int],
@@ -36,6 +37,7 @@ class PublishScript:
         self._keys = keys
         self._history = history
         self._history_hold = history_hold
+        self._history_bytes = history_bytes
         self._alert_retention_ms = alert_retention_us // 1000
         self._on_cluster = on_cluster
         self._partition_of = partition_of
@@ -66,6 +68,7 @@ class PublishScript:
             epoch_candidate=new_epoch(index),
             history_len=self._history,
             history_hold=self._history_hold,
+            history_bytes=self._history_bytes,
             alert_retention_ms=self._alert_retention_ms,
             channel_prefix=part.updates_channel.decode(),
             partition_channel=part.all_updates_channel.decode() if self._on_cluster else "",
@@ -102,6 +105,7 @@ class PublishScript:
             part.names,
             part.alert_keys,
             part.holds,
+            part.history_start,
         ]
         payload = build_payload(drafts, applied=applied, fence=fence)
         args = encode_payload(

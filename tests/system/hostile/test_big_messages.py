@@ -1,0 +1,291 @@
+"""Big messages against the bounds (docs/reliability.md, "Messages"; docs/security.md,
+"Limits"): a messages stream of 64 KiB messages that never reads is ended as `behind` at its
+byte bound (a messages stream never conflates); a producer posting messages at the size limit
+(`--max-message`) is served and one byte past it refused, the history holding no more than its
+bytes (`--history-bytes`); replays of big messages (`?replay=1000`, and `Last-Event-ID` from
+the oldest) that never read hold a page each and are cut off as slow, while an honest client of
+the same replay gets every message in order. Beside each attack a legitimate producer posts
+messages, timed, and a legitimate subscriber reads them back in order (as the other hostile
+tests do), and the server's RSS stays within what the bounds allow.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+from harness.live import (
+    PushsvcProcess,
+    SSEClient,
+    metric,
+    metric_sample,
+    post,
+    request,
+    subscribers,
+    wait_until,
+)
+from harness.procfs import rss_kb
+from harness.raw_streams import read_until_closed
+
+KIB = 1024
+MIB = 1024 * KIB
+BOUND = 256 * KIB
+"""--max-stream-buffer of every server here: four 64 KiB messages."""
+SLOW_S = 1.0
+HISTORY_BYTES = 16 * MIB
+MESSAGE = 64 * KIB
+"""The default --max-message: a message's data as compact JSON, at most."""
+PER_POST = 14
+"""64 KiB messages per POST under the default --max-body (1 MiB)."""
+LOGGED_COST = 3
+"""What the embedded server's RSS grows by per byte of message data its event log keeps (until
+it is trimmed behind the widest window): the data, and the allocator's share of the copies made
+on its way (measured: 2.7 for a flood of 64 KiB messages)."""
+_PENDING = "pushsvc_stream_pending_bytes"
+_SLOW = "pushsvc_slow_disconnects_total"
+
+
+def _serve(*args: str) -> PushsvcProcess:
+    return PushsvcProcess(
+        "serve",
+        "--tick", "0",
+        "--max-stream-buffer", str(BOUND),
+        "--slow-client-timeout", f"{int(SLOW_S * 1000)}ms",
+        "--history-bytes", str(HISTORY_BYTES),
+        *args,
+    ).start()  # fmt: skip
+
+
+def _data(n: int, size: int = MESSAGE) -> str:
+    """A string whose compact JSON is `size` bytes, numbered `n` at its start."""
+    head = f"{n:08d}"
+    return head + "x" * (size - 2 - len(head))
+
+
+def _big_batch(first: int, count: int = PER_POST) -> list[dict[str, object]]:
+    return [{"type": "big", "data": _data(first + i)} for i in range(count)]
+
+
+def _never_reader(port: int, path: str, headers: dict[str, str] | None = None) -> socket.socket:
+    """A client that asks for a stream and never reads it, with a tiny receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
+    return sock
+
+
+def _message(stream: SSEClient) -> tuple[str, str]:
+    """The stream's next message (id, data), past its head (an `id:` alone)."""
+    while True:
+        message = stream.next(15)
+        if message.data:
+            return message.id, message.data
+
+
+class _Legit:
+    """A producer and a subscriber of messages on a topic of their own: each round posts two
+    small messages, timed, and reads them back, checking that every one comes, in order."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.port = port
+        self.topic = topic
+        self.client = SSEClient(port, f"/topics/{topic}/messages")
+        self.sent = 0
+        self.latencies: list[float] = []
+
+    def round(self) -> None:
+        numbers = [self.sent, self.sent + 1]
+        start = time.monotonic()
+        status, _ = post(self.port, self.topic, [{"type": "n", "data": n} for n in numbers])
+        self.latencies.append(time.monotonic() - start)
+        assert status == 202
+        assert [json.loads(_message(self.client)[1]) for _ in numbers] == numbers
+        self.sent += len(numbers)
+
+    def assert_fast(self) -> None:
+        """The producer's p99 latency: generous for a loaded 2-core machine."""
+        latencies = sorted(self.latencies)
+        assert latencies, "no legitimate round ran"
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        assert p99 < 1.0, f"legitimate POST p99 {p99:.3f} s"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _rss(proc: PushsvcProcess) -> int:
+    return rss_kb([proc.pid]) * KIB
+
+
+def _fill_history(port: int, topic: str) -> int:
+    """Post 64 KiB messages past the history's bytes (its own growth stops); how many."""
+    posted = 0
+    while posted * MESSAGE < HISTORY_BYTES + 2 * MIB:
+        assert post(port, topic, _big_batch(posted))[0] == 202
+        posted += PER_POST
+    return posted
+
+
+def test_a_messages_stream_of_64_kib_messages_that_never_reads_is_ended_as_behind(
+    topic: str,
+) -> None:
+    proc = _serve()
+    attacker = None
+    legit = _Legit(proc.port, f"{topic}-legit")
+    try:
+        big = f"{topic}-big"
+        posted = _fill_history(proc.port, big)
+        before = _rss(proc)
+        attacker = _never_reader(proc.port, f"/topics/{big}/messages")
+        wait_until(lambda: subscribers(proc.port) == 2, what="the attacker's stream")
+        highest = 0.0
+        rounds = 0
+        # Unbounded, the stream would hold every message: 40 POSTs, ~36 MB.
+        while rounds < 40:
+            assert post(proc.port, big, _big_batch(posted))[0] == 202
+            posted += PER_POST
+            legit.round()
+            highest = max(highest, metric(proc.port, _PENDING))
+            rounds += 1
+        wait_until(
+            lambda: (
+                metric_sample(proc.port, "pushsvc_stream_disconnects_total", '{reason="behind"}')
+                >= 1
+            ),
+            timeout=SLOW_S + 5,
+            what="the never-reader ended as behind",
+        )
+        read_until_closed(attacker)
+        # The bound, plus one run taken whole (a POST's messages: under 1 MiB).
+        assert highest <= BOUND + MIB, highest
+        # The server's own growth besides the stream: the event log keeps each message for
+        # the widest window and the lateness (docs/reliability.md), the history no more
+        # than its bytes, filled before.
+        logged = rounds * PER_POST * MESSAGE * LOGGED_COST
+        assert _rss(proc) - before < 16 * MIB + logged
+        legit.round()
+        legit.assert_fast()
+    finally:
+        legit.close()
+        if attacker is not None:
+            attacker.close()
+        proc.stop()
+
+
+def test_a_producer_at_the_size_limit_is_served_and_the_history_keeps_its_bytes(
+    topic: str,
+) -> None:
+    proc = _serve()
+    legit = _Legit(proc.port, f"{topic}-legit")
+    try:
+        big = f"{topic}-big"
+        # One byte past the limit: the whole batch is a 413, nothing logged.
+        over = [*_big_batch(0, 2), {"type": "big", "data": _data(2, MESSAGE + 1)}]
+        status, body = post(proc.port, big, over)
+        assert (status, body["error"]["code"], body["error"]["index"]) == (
+            413,
+            "payload_too_large",
+            2,
+        )
+        assert request(proc.port, "GET", f"/topics/{big}/stats")[0] == 404
+        posted = _fill_history(proc.port, big)
+        before = _rss(proc)
+        rounds = 0
+        stop = threading.Event()
+        statuses: list[int] = []
+
+        def flood() -> None:
+            n = posted
+            while not stop.is_set():
+                statuses.append(post(proc.port, big, _big_batch(n))[0])
+                n += PER_POST
+
+        attacker = threading.Thread(target=flood, daemon=True)
+        attacker.start()
+        try:
+            while rounds < 40:
+                legit.round()
+                rounds += 1
+        finally:
+            stop.set()
+            attacker.join(30)
+        assert set(statuses) == {202}, statuses
+        flooded = len(statuses) * PER_POST
+        # The history holds its bytes (the newest 16 MiB of 64 KiB messages), whatever came.
+        status, _, body = request(proc.port, "GET", f"/topics/{big}/history?limit=10000")
+        kept = json.loads(body)["updates"]
+        assert status == 200 and 0 < len(kept) * MESSAGE <= HISTORY_BYTES
+        assert kept[-1]["event"]["data"] == _data(posted + flooded - 1)
+        logged = flooded * MESSAGE * LOGGED_COST
+        assert _rss(proc) - before < 16 * MIB + logged
+        legit.assert_fast()
+    finally:
+        legit.close()
+        proc.stop()
+
+
+def test_replays_of_big_messages_that_never_read_hold_a_page_and_are_cut_off(
+    topic: str,
+) -> None:
+    proc = _serve()
+    attackers: list[socket.socket] = []
+    legit = _Legit(proc.port, f"{topic}-legit")
+    honest = None
+    try:
+        kept = f"{topic}-kept"
+        posted = _fill_history(proc.port, kept)
+        body = request(proc.port, "GET", f"/topics/{kept}/history?limit=10000")[2]
+        history = json.loads(body)["updates"]
+        oldest = history[0]["id"]
+        first = int(history[0]["event"]["data"][:8])
+        before = _rss(proc)
+        path = f"/topics/{kept}/messages"
+        # An honest client asking the same replay, beside them, reads all of it in order.
+        honest = SSEClient(proc.port, path, headers={"Last-Event-ID": oldest})
+        replayed: list[int] = []
+        wanted = posted - first - 1
+
+        def read() -> None:
+            replayed.extend(int(_message(honest)[1][1:9]) for _ in range(wanted))
+
+        reading = threading.Thread(target=read, daemon=True)
+        reading.start()
+        opened = time.monotonic()
+        # Unbounded, each would render its whole replay: 8 x 16 MiB.
+        attackers = [
+            *(_never_reader(proc.port, path, {"Last-Event-ID": oldest}) for _ in range(4)),
+            *(_never_reader(proc.port, f"{path}?replay=1000") for _ in range(4)),
+        ]
+        highest = 0.0
+
+        def all_cut_off() -> bool:
+            nonlocal highest
+            highest = max(highest, metric(proc.port, _PENDING))
+            return metric(proc.port, _SLOW) >= len(attackers)
+
+        while legit.sent < 100 and not all_cut_off():
+            legit.round()
+        wait_until(
+            all_cut_off,
+            timeout=max(0.0, opened + SLOW_S + 5 - time.monotonic()),
+            what="the never-readers were cut off",
+        )
+        for attacker in attackers:
+            read_until_closed(attacker)
+        # Each holds its bound and one message past it (a page holds one message at least).
+        assert highest <= len(attackers) * (BOUND + 2 * MESSAGE), highest
+        assert _rss(proc) - before < 16 * MIB
+        reading.join(timeout=30)
+        assert replayed == list(range(first + 1, posted))
+        legit.assert_fast()
+    finally:
+        legit.close()
+        if honest is not None:
+            honest.close()
+        for attacker in attackers:
+            attacker.close()
+        proc.stop()
