@@ -6,7 +6,7 @@ a POST's CPU outside Flask and pushsvc (measured: docs/journal/fanout.md, 'Where
 went, and what it costs now'). A head whose every line is a plain `Name: value` (what clients
 send) becomes exactly the message that parser would build, from one regular-expression match
 per line; any other head — folded lines, stray CRs, lines that are not headers, an
-unterminated last line — goes to the email parser as before, so what pywsgi sees never
+unterminated last line — goes to the email parser, so what pywsgi sees never
 differs (tests/unit/test_request_headers.py checks both against each other).
 """
 
