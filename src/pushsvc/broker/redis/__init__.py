@@ -6,7 +6,7 @@ for its aggregators), `pubsub.py` (one pub/sub connection per process), `keys.py
 `url.py` (which is plain Python) in every process and tool, and importing this package must
 not import redis-py there (the embedded mode and the command-line tools never need it, and
 it slows every `pushsvc` command's start: docs/journal/regroup.md, 'The suite is no
-slower (2026-11-24)').
+slower').
 """
 
 from __future__ import annotations
