@@ -23,9 +23,9 @@ def let_others_run() -> None:
     until everything else this process has to do is done (the loop is idle), or
     `PAUSE_MAX_S`, whichever comes first; before that, return at once.
 
-    `gevent.sleep(0)` would run the greenlets ready now but poll no socket: a POST waited
-    behind a 10,000-event batch all the same (75-160 ms, against 1-15 ms this way,
-    2026-11-27). The bound keeps the aggregator four fifths of the loop under a flood of
+    `gevent.sleep(0)` would run the greenlets ready now but poll no socket: a POST would wait
+    behind a 10,000-event batch all the same (measured: docs/performance.md, 'Hostile
+    clients'). The bound keeps the aggregator four fifths of the loop under a flood of
     requests. Below `HOLD_S` it goes on: a batch of a few hundred events is applied (and its
     updates published) before the next request is read, as one that never pauses would."""
     hub = gevent.get_hub()
@@ -44,9 +44,9 @@ class _Turns:
     greenlets wait, an idle watcher and a timer of `PAUSE_MAX_S` (for a loop that is never
     idle) let them go on after the poll: the first of the line first, one after another
     while `HOLD_S` has not passed since the turn's first went (each runs until it blocks or
-    ends, then the next is let go). Only those that go are woken: 2,000 streams reconnecting
-    at once, each woken every turn to look again, spent the turns on waking each other, and
-    not all were served within a minute (2026-11-27)."""
+    ends, then the next is let go). Only those that go are woken: a herd of streams
+    reconnecting at once, each woken every turn to look again, spends the turns on waking each
+    other (found: docs/journal/2026-11-27-loop-turns.md, 'Taken up again, and landed')."""
 
     def __init__(self, hub: Hub) -> None:
         self.number = 0
@@ -96,8 +96,8 @@ def take_turns() -> None:
     milliseconds): in each turn of the loop, the first of them goes on, and the others go on
     while `HOLD_S` has not passed since it did; the rest wait in line for the next turns
     (`_Turns`). A turn runs as many as fit in `HOLD_S`, with the
-    sockets polled between turns, instead of all of them back to back: 64 streams primed
-    together from 10,000 updates each held the loop a fifth of a second."""
+    sockets polled between turns, instead of all of them back to back, which held the loop
+    for as long as every priming took (measured: docs/performance.md, 'Hostile clients')."""
     hub = gevent.get_hub()
     turns = _turns.get(hub)
     if turns is None:
@@ -119,9 +119,9 @@ def take_turns() -> None:
 
 def _wait_for_idle(hub: Hub) -> None:
     # `gevent.idle()` under a `gevent.Timeout` would do, but a timeout is an exception, whose
-    # traceback held this frame and, through it, the callers' (a batch's events, drafts and
-    # updates) in a cycle until the collector's next full pass: 150,000 objects a pass under
-    # 10,000-event batches, and passes of 80-150 ms (2026-11-27). Two watchers, no exception.
+    # traceback holds this frame and, through it, the callers' (a batch's events, drafts and
+    # updates) in a cycle until the collector's next full pass, which then holds the loop
+    # (measured: docs/performance.md, 'Hostile clients'). Two watchers, no exception.
     loop = hub.loop
     waiter: Waiter[None] = Waiter(hub)
     idle, bound = loop.idle(), loop.timer(PAUSE_MAX_S)

@@ -292,7 +292,7 @@ class HeadTimeoutHandler(PywsgiHandler):
 
     def log_request(self) -> None:
         # pywsgi formats an access-log line (a datetime, the request line) for every request
-        # even when, as here (`log=None`), nothing writes it: ~3 % of a POST's CPU.
+        # even when, as here (`log=None`), nothing writes it (docs/journal/fanout.md).
         return
 
     def _end_head_deadline(self) -> None:
@@ -362,9 +362,10 @@ class StreamingHandler(HeadTimeoutHandler):
 
     def let_go_of_request(self) -> bool:
         """Free what a long response no longer needs of its request: the connection's read
-        buffer (8 KB allocated whole when the request line came in: a third of what an idle
-        stream held), the WSGI environ with the Werkzeug request it carries, and both heads. The
-        connection then closes when the response ends, instead of reading a next request.
+        buffer (8 KB allocated whole when the request line came in, the largest part of an
+        idle stream: docs/journal/stream-memory.md, 'The breakdown before'), the WSGI environ
+        with the Werkzeug request it carries, and both heads. The connection then closes when
+        the response ends, instead of reading a next request.
         A request with a body keeps both (its unread rest is discarded after the response).
         False when nothing was freed."""
         wsgi_input = self.wsgi_input

@@ -44,8 +44,8 @@ WallClock = Callable[[], int]
 
 PACE_EVENTS = 256
 """How many events of a batch an aggregator with a `pause` inserts between two pauses. The
-embedded server aggregates on the loop that serves producers: a 10,000-event batch inserted
-at once held it for about 175 ms (two cores shared, 2026-11-27), and every POST waited."""
+embedded server aggregates on the loop that serves producers, and a big batch inserted at once
+holds that loop while every POST waits (measured: docs/performance.md, 'Hostile clients')."""
 
 
 def sweep_interval_s(topic_ttl_us: int) -> float:
@@ -129,10 +129,8 @@ class Aggregator:
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         if not state.stages:
-            # The plain rule, inlined. Through `_staged` (with no stage to call) it cost 2.4 %
-            # more instructions an event in batches of 100 and 12 % more one event a batch
-            # (66.1k against 64.6k, 101.7k against 90.9k: `python -m bench.instructions`,
-            # scalar statistics, 2026-11-27), and 4-5 % of `bench.aggregator`'s events/s.
+            # The plain rule, inlined: `_staged` with no stage to call costs it instructions
+            # an event (measured: docs/performance.md, 'What the aggregator's shape saves').
             return [
                 draft(topic, at_, "event", event_json(e), summary)
                 for e, at_, summary in zip(events, clocks, summaries, strict=True)
@@ -141,8 +139,8 @@ class Aggregator:
         if series is not None and state.stages == (series,) and state.groups is None:
             # Series only, what every topic of a rule without groups, alerts or anomalies
             # has: inlined like the plain rule, in `_staged`'s order (the update, then the
-            # points that closed at its clock). The stage loop cost it 5 % more
-            # instructions an event (75.0k against 71.3k, 2026-11-27).
+            # points that closed at its clock), which the stage loop would cost instructions
+            # an event (docs/performance.md, 'What the aggregator's shape saves').
             buckets = series.series
             drafts: list[UpdateDraft] = []
             for e, now, summary in zip(events, clocks, summaries, strict=True):

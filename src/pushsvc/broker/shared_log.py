@@ -54,9 +54,9 @@ it forgets nothing (the topics are proposed again once the aggregator caught up)
 ENTRY_EVENTS = 1000
 """A batch is logged as entries of at most this many events, together in one append (atomic
 still: all of them or none, one lateness check, one idempotency key). Exactly-once publishes
-an entry's updates in one step (one script on Redis), so the entry bounds that step: a batch
-of 10,000 events logged as one entry held Redis for 113-135 ms while it published, and every
-producer's append waited behind it."""
+an entry's updates in one step (one script on Redis), so the entry bounds that step: a big
+batch logged as one entry holds Redis while it publishes, and every producer's append waits
+behind it (measured: docs/performance.md, 'Hostile clients')."""
 
 
 def entry_slices(count: int, per_entry: int = ENTRY_EVENTS) -> list[slice]:

@@ -207,8 +207,8 @@ class GroupPart:
     """One group's statistics in an update (`"group"`, or an item of a tick's `"groups"`):
     its key (tag → value, None for a tag the event lacks) and its windows. `id` names the
     group (its key's values as a JSON list). Not to be changed once made (not frozen: one
-    is made per grouped event, and a frozen dataclass's `__init__` costs three times as
-    much, ~0.5 µs an event)."""
+    is made per grouped event, and a frozen dataclass's `__init__` costs several times as
+    much; measured: docs/performance.md, 'Small costs behind the code's shape')."""
 
     id: str
     key: Mapping[str, str | None]
@@ -222,7 +222,8 @@ class GroupPart:
 class UpdateDraft:
     """An update as the aggregator produced it, before the broker gave it an id; not to be
     changed once made (not frozen: one is made per event, and a frozen dataclass's
-    `__init__` costs ~30 % more per draft, measured under callgrind).
+    `__init__` costs more per draft; measured: docs/performance.md, 'Small costs behind the
+    code's shape').
 
     `body` is one line of JSON, an object whose first member is `"topic"`. A grouping topic's
     draft also lists, for the broker to keep as each group's latest, the groups it carries

@@ -14,7 +14,7 @@ When it is readable:
   sent on its stream. They stay unread (they may be its next request). A watcher would fire
   for as long as they wait, so it gives way to a look at the TCP state (`TCP_INFO`: it leaves
   ESTABLISHED once the FIN or a reset is in) every `POLL_S`, for this rare stream only; where
-  the system has no `TCP_INFO` the stream is left to its next write, as before.
+  the system has no `TCP_INFO` the stream is left to its next write.
 """
 
 from __future__ import annotations

@@ -179,8 +179,8 @@ class Projection:
         """The update's JSON with only the projected windows, statistics and groups; None
         when a group filter leaves nothing of it (the stream skips the update)."""
         # Parsed afresh, not through the update's cached `fields`: each update is projected once
-        # per projection, so the cache bought nothing and kept a dict alive per update. Measured
-        # (bench/e2e.py, projection row): web CPU 2.9-3.8 s with the cache, 2.1-2.5 s without.
+        # per projection, so the cache buys nothing and keeps a dict alive per update (measured:
+        # docs/journal/publish-path.md, 'Publish path, end to end').
         if update.is_point and not self.series:
             return None
         if update.is_deletion:

@@ -56,14 +56,15 @@ follows. No trailer is ever written: a stream never ends cleanly in the middle o
 life, and every client that offers gzip decodes a member cut short (docs/api.md)."""
 
 RESET_UPDATES = 32
-"""Segments between two reset points: measured on the demo's topics (docs/performance.md), 32
-costs 0 to 18 % more bytes than one endless context; 8 costs 20 to 42 %."""
+"""Segments between two reset points: fewer costs bytes, more (or none) keeps a new stream's
+start stored longer (measured on the demo's topics: docs/performance.md, 'Compressed
+streams')."""
 RESET_BYTES = 64 * 1024
 """Input bytes between two reset points, whichever of the two comes first (grouped topics'
 updates are tens of kB)."""
 LEVEL = 6
-"""zlib's default level: level 1 saved about 40 % of the CPU and cost 18 to 25 % more bytes;
-the CPU is spent once per update, not per stream (docs/performance.md)."""
+"""zlib's default level: a faster one saves CPU and costs bytes, and the CPU is spent once per
+update, not per stream (measured: docs/performance.md, 'Compressed streams')."""
 
 _MAX_STORED = 65535
 _KEEP_MADE = 64

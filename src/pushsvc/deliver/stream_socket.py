@@ -38,9 +38,9 @@ SEND_BUFFER = 256 * 1024
 bookkeeping), where the kernel would grow it to `net.ipv4.tcp_wmem`'s maximum, 4 MiB."""
 EARNED_SEND_BUFFER = 1024 * 1024
 """A stream's kernel send buffer once its client has taken `EARNED_AFTER` bytes: a reader
-that keeps up with a burst is written in fewer, larger sends (measured in
-docs/performance.md: held to 256 KiB, honest subscribers of a fast burst fell behind their
-byte bound in 9 of 21 runs; earned, in none of 9). A client that never reads never earns it."""
+that keeps up with a burst is written in fewer, larger sends, and does not fall behind its
+byte bound as it would held to 256 KiB (measured: docs/performance.md, 'Hostile clients').
+A client that never reads never earns it."""
 EARNED_AFTER = 1024 * 1024
 """What a client must have taken for its stream's send buffer to grow: more than a client
 that never reads can take (its send and receive buffers, some 560 KiB on Linux)."""

@@ -12,8 +12,9 @@ one pywsgi makes after the answer to discard what the app left unread:
   bytes is a series of pieces, each as the socket gives it: a body that keeps coming, however
   large, is never cut off while it is within the total deadline), and a quarter more at
   most, drawn once per body: an attack opens its connections in waves (each time the server
-  lets go of the last), and without the spread a wave's hundreds of bodies all timed out in
-  one turn of the server's loop, which held it 0.1 s while a producer waited.
+  lets go of the last), and without the spread a wave's hundreds of bodies all time out in
+  one turn of the server's loop, which holds it while a producer waits (measured:
+  docs/performance.md, 'Hostile clients').
 
 A piece already at hand (in the connection's buffer, or what one recv that does not wait
 gives: a small body sent with its head) is read with no timer armed and without counting the
@@ -164,8 +165,8 @@ class BodyReader:
             # The timer is the exception, and its traceback holds this frame, which holds
             # the timer: a cycle through every frame of the connection's greenlet and its
             # handler, socket and buffers, that only a full pass of the collector would free
-            # (under an attack, hundreds of thousands of objects, a 0.5 s pass). Cut, they go
-            # when the connection does.
+            # (under an attack, a long one: docs/performance.md, 'Hostile clients'). Cut, they
+            # go when the connection does.
             exc.__traceback__ = None
             self._expire()
         finally:

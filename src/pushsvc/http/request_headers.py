@@ -1,11 +1,12 @@
 """A request's headers for pywsgi, read without the email package in the common case.
 
 pywsgi parses every request's headers with `http.client.parse_headers`, which hands them to
-`email.parser`: a feed parser, a policy and a line splitter per request, ~16 % of a POST's
-CPU. A head whose every line is a plain `Name: value` (what clients send) becomes exactly the
-message that parser would build, from one regular-expression match per line; any other
-head — folded lines, stray CRs, lines that are not headers, an
-unterminated last line — goes to the email parser as before, so what pywsgi sees never
+`email.parser`: a feed parser, a policy and a line splitter per request, the largest part of
+a POST's CPU outside Flask and pushsvc (measured: docs/journal/fanout.md, 'Where a POST's CPU
+went, and what it costs now'). A head whose every line is a plain `Name: value` (what clients
+send) becomes exactly the message that parser would build, from one regular-expression match
+per line; any other head — folded lines, stray CRs, lines that are not headers, an
+unterminated last line — goes to the email parser, so what pywsgi sees never
 differs (tests/unit/test_request_headers.py checks both against each other).
 """
 

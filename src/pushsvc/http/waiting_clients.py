@@ -24,18 +24,17 @@ A shed connection is shut down; its greenlet reads the end of the stream and clo
 connection that is being answered or written, a stream's included, is never shed: it is not
 waiting.
 
-Shedding has a budget, `shed_rate` a second (`--max-shed-rate`). Without one, an attacker that
-opens a connection whenever one is shed sets the pace: from 100 addresses, 20,000 connections
-churned through the cap at 5,000 a second, each costing ~0.4 ms of the server's CPU to
-accept, read and shed, and a producer's p99 went to a third of a second. While the budget is
-spent, or the cap is reached with none old enough to shed, the server is `strained`: a
-connection just accepted from an address with `newcomer_waiting` connections waiting is
-reset at once (`admits`: no greenlet, nothing read, ~16 µs of CPU), and one from any other address,
-a newcomer, comes in and costs the budget as a shed does. Past a burst more of debt, the
-server stops accepting (`accept_pause_s`) and newcomers wait in the listen queue, as behind
-HAProxy's `maxconn`: only an attack from thousands of addresses gets there. Refusing rather
-than pausing keeps the listen queue moving, so a client new to the server gets in within
-milliseconds instead of seconds of SYN retries behind the attacker's.
+Shedding has a budget, `shed_rate` a second (`--max-shed-rate`). Without one, an attacker that opens
+a connection whenever one is shed sets the pace: the attacker's connections churn through the cap,
+each costing the server's CPU to accept, read and shed, and the producers wait (measured:
+docs/performance.md, 'Hostile clients'). While the budget is spent, or the cap is reached with none
+old enough to shed, the server is `strained`: a connection just accepted from an address with
+`newcomer_waiting` connections waiting is reset at once (`admits`: no greenlet, nothing read, a
+fraction of a shed's CPU), and one from any other address, a newcomer, comes in and costs the budget
+as a shed does. Past a burst more of debt, the server stops accepting (`accept_pause_s`) and
+newcomers wait in the listen queue, as behind HAProxy's `maxconn`: only an attack from thousands of
+addresses gets there. Refusing rather than pausing keeps the listen queue moving, so a client new to
+the server gets in within milliseconds instead of seconds of SYN retries behind the attacker's.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ def ingest(
     """Validate `body` as events of `topic` and append them to the log, idempotently when an
     `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
     Raises the RequestError that says what is wrong, having changed nothing. `pause` is
-    called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others:
-    a batch of 10,000 events holds it some 30 ms in all)."""
+    called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others,
+    which a batch of 10,000 events would hold for its whole validation and append)."""
     events = _events(topic, body, content_type, limits=limits, now_us=now_us)
     if pause is not None:
         pause()

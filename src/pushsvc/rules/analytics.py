@@ -446,7 +446,7 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
 
 
 # A label kept as written: a whole number and a unit. Any other spelling of a duration
-# (`1.5h`, a bare `90`) is labelled `duration_label`'s way (`90m`, `90s`), as before.
+# (`1.5h`, a bare `90`) is labelled `duration_label`'s way (`90m`, `90s`).
 _WRITTEN_LABEL = re.compile(r"[1-9][0-9]*(?:ms|s|m|h|d)")
 
 

@@ -162,8 +162,8 @@ class _Store:
         """The Fenwick tree of ``bins`` in O(B): each node passes its sum to its parent."""
         self.cursors = None  # bins moved, or changed in bulk
         size = len(self.bins)
-        # A list, not an array: reading and writing list items is about 1.5x quicker, and
-        # there is one tree per window, not one per sub-bucket.
+        # A list, not an array: its items are quicker to read and write (docs/performance.md,
+        # 'Small costs behind the code's shape'), and there is one tree per window.
         tree = [0, *self.bins]
         for i in range(1, size + 1):
             j = i + (i & -i)

@@ -22,8 +22,8 @@ paths call after writing their locals back. The scalar state lives in one flat l
 layout below) so that moving it in and out of locals is one unpack and one list display.
 
 Bounded pauses. The dead head of the buffer is deleted in slices of at most
-``max(_COMPACT_MIN, held / 16)`` entries (freeing objects costs ~25 ns each, so one slice of
-a 100k buffer costs ~0.1 ms, where halving it would cost milliseconds), and changing the
+``max(_COMPACT_MIN, held / 16)`` entries, so that no event pays for freeing half a buffer at
+once (measured: docs/performance.md, 'What the aggregator's shape saves'), and changing the
 integer scale is O(windows) because no per-event integer is stored (``moments.py``).
 
 Not thread- or greenlet-safe: one owner (the topic's aggregator) calls it. Nothing here

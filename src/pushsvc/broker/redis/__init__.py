@@ -4,8 +4,9 @@ for its aggregators), `pubsub.py` (one pub/sub connection per process), `keys.py
 
 `RedisBroker` and `RedisUpdatesFeed` are imported on first use: the settings read
 `url.py` (which is plain Python) in every process and tool, and importing this package must
-not import redis-py there (the embedded mode and the command-line tools never need it; it
-cost every `pushsvc` command 0.2 s at start).
+not import redis-py there (the embedded mode and the command-line tools never need it, and
+it slows every `pushsvc` command's start: docs/journal/regroup.md, 'The suite is no
+slower').
 """
 
 from __future__ import annotations

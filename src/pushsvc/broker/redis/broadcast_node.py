@@ -74,7 +74,7 @@ def _view(url: str) -> ClusterView:
 
 def ordered_nodes(seeds: tuple[Address, ...], known: tuple[Address, ...]) -> list[Address]:
     """The seeds the topology names, in the URL's order (a healthy cluster's first seed is
-    chosen, as before), then the other nodes it names, then the seeds it does not name: the
+    chosen), then the other nodes it names, then the seeds it does not name: the
     topology may be unreadable, or name the nodes by other addresses than the URL does."""
     named = set(known)
     return [

@@ -2,10 +2,10 @@
 consumer refreshes: the command clients (redis-py's slot map, `shared_slot_map.py`), the
 sharded pub/sub readers (the updates feed, the log waiter's wakes) and the bridge's node.
 
-Each used to read the topology on its own, when it had its own reason to, and they disagreed
+Consumers that each read the topology on their own, when each had its own reason to, disagree
 during a failover: the commands already on the promoted replica while the wake waiter still
-listened on the dead primary until its next backoff (a one-second safety read hid it). Now
-whoever first notices a change (a `MOVED`, a lost connection, a `sunsubscribe` pushed by a
+listens on the dead primary until its next backoff (a safety read hides it). So whoever
+first notices a change (a `MOVED`, a lost connection, a `sunsubscribe` pushed by a
 failover, a failed idle probe) refreshes the one view, and every consumer is told at once.
 
 A burst of such signals costs one read: callers that ask while a read is under way share the

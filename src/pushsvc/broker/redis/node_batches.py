@@ -7,7 +7,7 @@ reads the logs of all its partitions in one pipeline then stalls every partition
 node's: the partitions on the healthy primaries lose their leases and stop publishing
 until the dead node's slots have a primary again. `by_node` sends one pipeline per node, at
 the same time, so a node's failure is the reply of its own commands only. On one Redis (or
-Sentinel) it is one pipeline, as before.
+Sentinel) it is one pipeline.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def _next_message(pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
     arrived only in part (a 1,000-update run is ~700 KB), or a process too busy to run its
     loop in time, raises its TimeoutError. That is not a dead connection — the parser keeps
     the bytes read and the next call continues — so it must not end every stream of a busy
-    web process (found by bench/e2e.py). Dead connections are found by the PING in `_read`.
+    web process. Dead connections are found by the PING in `_read`.
     """
     try:
         message: dict[str, Any] | None = pubsub.get_message(timeout=timeout)
@@ -312,8 +312,8 @@ class PubSubReader:
 
     def _dispatch(self, pubsub: PubSub, message: dict[str, Any]) -> None:
         """`message` and whatever else has already arrived, up to _MAX_BATCH of them, handed
-        over together. Every message read is handled: one read past a full batch was once
-        dropped (one update in every 257 of a burst, found by bench/bridge.py)."""
+        over together. Every message read is handled, the one read past a full batch too
+        (dropping it loses one update of every `_MAX_BATCH` + 1 of a burst)."""
         batch: list[tuple[bytes, bytes]] = []
         channels, patterns = self._wanted()
         while True:

@@ -17,7 +17,8 @@ more than another (20 partitions over 3 primaries, for one).
 
 Why the smallest integer: it is short, needs no table in the code, and finding it is cheap:
 every slot has one below 110,000, so the tags of 1024 partitions take one pass over at most
-that many candidates (about 0.1 s, once per process and count).
+that many candidates, once per process and count (measured: docs/performance.md, 'Small
+costs behind the code's shape').
 """
 
 from __future__ import annotations

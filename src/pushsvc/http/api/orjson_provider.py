@@ -1,5 +1,6 @@
 """Flask's JSON, by orjson: every JSON answer (the 202 of each POST among them) is encoded
-without the stdlib encoder's Python-level work, which was ~8 % of a POST's CPU."""
+without the stdlib encoder's Python-level work, a measurable share of a POST's CPU (measured:
+docs/journal/fanout.md, 'Where a POST's CPU went, and what it costs now')."""
 
 from __future__ import annotations
 
