@@ -124,7 +124,7 @@ def subscribe(
     """Subscribe `matcher` to the hub and prime it (see the module docstring). `grouping`
     tells the topics whose snapshot carries their live groups. `messages`: a messages stream
     (its queue never conflates); `replay_last`: without a `Last-Event-ID`, it starts with the
-    last that many messages of its (named) topics (`pushsvc.deliver.message_replay`).
+    last that many messages of its topics (`pushsvc.deliver.message_replay`).
 
     Raises BrokerUnavailable (after unsubscribing) when the history cannot be read. Call it
     once the response has started (from the stream's generator): a browser's EventSource
@@ -149,8 +149,8 @@ def subscribe(
             watching = True
             cursor_ids = reads_several_partitions(broker, matcher)
             after = Cursor.parse(last_event_id) if last_event_id else None
-            if last_event_id is None and replay_last and matcher.exact:
-                after = cursor_before_last(broker, sorted(matcher.names), replay_last)
+            if last_event_id is None and replay_last:
+                after = cursor_before_last(broker, matcher, replay_last)
             if after is None:
                 gap = last_event_id is not None
                 snapshot = _snapshot(broker, matcher, grouping, Cursor(), None, gap=gap)

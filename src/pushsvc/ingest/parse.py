@@ -242,7 +242,7 @@ def _event(item: object, index: int, now_us: int, limits: InputLimits) -> Event:
     message = None
     if "type" in item or "data" in item:
         message = _message(item, index, limits)
-        value = _value(item["value"], index) if item.get("value") is not None else None
+        value = _value(item["value"], index) if "value" in item else None
     elif "value" not in item:
         raise InvalidEvent("value is required (or type and data, for a message)", index=index)
     else:

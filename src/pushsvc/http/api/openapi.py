@@ -383,8 +383,8 @@ def _messages_sse(
         "name": "replay",
         "in": "query",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
-        "description": "Without Last-Event-ID: start with the last N messages of the named "
-        "topics (not a pattern), then live.",
+        "description": "Without Last-Event-ID: start with the last N messages of the topics, "
+        "then live.",
     }
     return {
         "get": {

@@ -43,6 +43,19 @@ _WINDOWS = {
     "additionalProperties": {
         "type": "object",
         "properties": {
+            "messages": {
+                "type": "object",
+                "description": "the messages the window holds, by type (only while it holds "
+                "one): their count and their rate per second",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["count", "rate"],
+                    "properties": {
+                        "count": {"type": "integer", "minimum": 1},
+                        "rate": {"type": "number", "exclusiveMinimum": 0},
+                    },
+                },
+            },
             "bounce_rate": {
                 **_NUMBER_OR_NULL,
                 "description": "a session topic's: sessions of one event / sessions",

@@ -84,7 +84,7 @@ def _messages(selectors: Sequence[str]) -> Response:
                 f"?{name}= is for statistics streams (/stream): a messages stream sends each "
                 "message as published"
             )
-    replay_last = _replay_last(request.args.get("replay"), reader.matcher)
+    replay_last = _replay_last(request.args.get("replay"))
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
     return _respond(
         rt,
@@ -97,18 +97,13 @@ def _messages(selectors: Sequence[str]) -> Response:
     )
 
 
-def _replay_last(given: str | None, matcher: TopicMatcher) -> int:
-    """`?replay=N`: the last N messages first (named topics only: a pattern's topics are not
-    listed from the history)."""
+def _replay_last(given: str | None) -> int:
+    """`?replay=N`: the last N messages first."""
     if given is None:
         return 0
     count = int(given) if given.isascii() and given.isdigit() else -1
     if not 1 <= count <= MAX_REPLAY:
         raise BadRequest(f"?replay= takes a whole number of messages from 1 to {MAX_REPLAY}")
-    if not matcher.exact:
-        raise BadRequest(
-            "?replay= takes named topics, not a pattern (a pattern may resume with Last-Event-ID)"
-        )
     return count
 
 
