@@ -5,7 +5,7 @@ lease is taken and lost for real, through Redis."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
@@ -18,10 +18,12 @@ from pushsvc.broker.lua import source
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.log import RedisEventLog
-from pushsvc.broker.shared_log import FORGET_SCAN
+from pushsvc.broker.shared_log import FORGET_SCAN, EventLog, LogState
+from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
 from pushsvc.ingest import Event
+from pushsvc.rules.analytics import Rule, Rules
 from support.proxies import RedisAnswerLosingProxy
 
 pytestmark = pytest.mark.redis
@@ -42,22 +44,33 @@ class ShardRunners:
         self._closers: list[object] = [self.broker]
 
     def runner(
-        self, *, tick_us: int = 0, topic_ttl_us: int = 0, broker_url: str | None = None
+        self,
+        *,
+        tick_us: int = 0,
+        topic_ttl_us: int = 0,
+        broker_url: str | None = None,
+        rules: Rules | None = None,
+        log_of: Callable[[EventLog], EventLog] = lambda log: log,
     ) -> ShardRunner:
-        """A runner; its publishes go to `broker_url` (a proxy) when given."""
+        """A runner; its publishes go to `broker_url` (a proxy) when given. With `rules`, it
+        computes what they ask (else 10s and 1m windows for every topic); it reads the log
+        through `log_of` of it."""
         broker = RedisBroker(
             broker_url or self.url, prefix=self.prefix, history=100_000, partitions=SHARD[1]
         )
         event_log = RedisEventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
         lease = RedisLease(self.url, broker.keys.shard(SHARD).lease, ttl_us=60 * S)
-        aggregator = Aggregator(
-            windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
-        )
+        if rules is None:
+            aggregator = Aggregator(
+                windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
+            )
+        else:
+            aggregator = Aggregator(rules=rules, wall_clock=lambda: self.wall)
         self._closers += [broker, event_log, lease]
         return ShardRunner(
             aggregator,
             broker,
-            event_log,
+            log_of(event_log),
             lease,
             tick_us=tick_us,
             topic_ttl_us=topic_ttl_us,
@@ -510,3 +523,73 @@ def test_a_cold_start_after_a_trim_and_a_forget_holds_what_an_uninterrupted_run_
     assert restarted._lease.renew()
     restarted.step()
     assert deployment.history()[-1] == orjson.loads(expected.body)
+
+
+LAST3 = Rules(
+    (Rule(1, ("c",), (10 * S,), (3,), ("count", "sum"), series=()),),
+    Rule(0, ("*",), (10 * S,), (), ("count", "sum"), series=()),
+)
+"""Topic `c` keeps a count window (durable: checkpointed); the others time windows only."""
+
+
+class _PausedAfterFirstRead:
+    """A runner's log that runs `meanwhile` right after the rebuild's first read of the
+    applied position or the checkpoints, before the other: what a process paused there (a GC
+    pause, a VM frozen past its lease) lets a holder do."""
+
+    def __init__(self, log: EventLog, meanwhile: Callable[[], None]) -> None:
+        self._log = log
+        self._meanwhile: Callable[[], None] | None = meanwhile
+
+    def _after_read(self) -> None:
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+
+    def state(self) -> LogState:
+        state = self._log.state()
+        self._after_read()
+        return state
+
+    def checkpoints(self) -> list[Checkpoint]:
+        checkpoints = self._log.checkpoints()
+        self._after_read()
+        return checkpoints
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._log, name)
+
+
+def test_a_rebuild_paused_between_its_reads_counts_no_entry_twice(
+    deployment: ShardRunners,
+) -> None:
+    """A cold start reads the applied position and the checkpoints in two calls. Paused
+    between them while the holder published and saved a checkpoint further on, it used to
+    replay the log only up to the older position it had read, then take the entries between
+    the two into the restored count window, which held them already, a second time."""
+    holder = deployment.runner(rules=LAST3)
+    holder.rebuild()
+    assert holder._lease.renew()
+    ts = deployment.wall
+    deployment.append("c", 1, 2, 3, ts=ts)
+    holder.step()
+    assert holder.save_checkpoints() == 1
+
+    def holder_goes_on() -> None:
+        deployment.append("c", 4, ts=ts + 1 * S)
+        deployment.append("c", 5, ts=ts + 2 * S)
+        holder.step()
+        assert holder.save_checkpoints() == 1
+
+    restarted = deployment.runner(
+        rules=LAST3,
+        log_of=lambda log: _PausedAfterFirstRead(log, holder_goes_on),  # type: ignore[arg-type,return-value]
+    )
+    restarted.rebuild()
+    holder._lease.release()
+    assert restarted._lease.renew()
+    deployment.append("c", 6, ts=ts + 3 * S)
+    restarted.step()
+    last = deployment.history()[-1]
+    assert last["event"]["value"] == 6.0  # type: ignore[index]
+    assert last["windows"]["last3"] == {"count": 3, "sum": 4.0 + 5.0 + 6.0}  # type: ignore[index]

@@ -252,9 +252,16 @@ class ShardRunner:
     def rebuild(self) -> None:
         """Cold start: apply the log up to the applied position without publishing, then
         move each topic's clock to where its latest update left it."""
+        # The checkpoints before the applied position: a checkpoint is saved only once
+        # everything up to it is published, so each one read is at or before the position
+        # read after it, and the replay below reaches it. The other way round, a holder could
+        # publish and save between the two reads (this process paused past its lease while
+        # a successor went on): a checkpoint past the position replayed to, whose entries the
+        # windows then took a second time as they read on.
+        checkpoints = self._log.checkpoints()
         state = self._log.state()
         index, shards = self.shard
-        for checkpoint in self._log.checkpoints():
+        for checkpoint in checkpoints:
             self.aggregator.restore(checkpoint)
             self._saved[checkpoint.topic] = checkpoint.position
         after = FIRST
