@@ -25,6 +25,11 @@ from harness.sse_parser import EventStreamParser, SSEMessage
 
 # The src/ directory this package was imported from, for child processes' PYTHONPATH.
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+PARTITION_DETAILS = "info,pushsvc.partitions=debug"
+"""The `--log-level` the processes started here run with unless a test says otherwise: each
+partition's lease taken, given up or lost is a line of its own (DEBUG, `pushsvc.partitions`),
+where `holds_lease` and the fault tests see the moment a lease changes hands. A test of what
+is logged by default gives `PUSHSVC_LOG_LEVEL=info`."""
 _LISTENING = re.compile(r"listening on https?://([^:]+):(\d+)")
 
 
@@ -56,7 +61,13 @@ class PushsvcProcess:
         # Only the settings the test names: a PUSHSVC_* variable of the caller's shell (or of
         # CI) would change what is under test, and an unknown one stops the server.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSVC_")}
-        self.env = {**inherited, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {
+            **inherited,
+            "PYTHONPATH": SRC,
+            "PYTHONUNBUFFERED": "1",
+            "PUSHSVC_LOG_LEVEL": PARTITION_DETAILS,
+            **(env or {}),
+        }
         self.http = http
         self.port = 0
         self.proc: subprocess.Popen[str] | ForkedProcess | None = None
@@ -133,7 +144,9 @@ class PushsvcProcess:
         """Whether this aggregator said last that it took a lease (`key`, else any) and still
         runs. Every aggregator process takes its share of the partitions' leases, the
         bridge's, and with `[[derive]]` rules the deriver's; one it hands over to another it
-        says it gave up."""
+        says it gave up. A partition's lease is said at DEBUG (`PARTITION_DETAILS`, on by
+        default here): the log, not /metrics, since the fault tests ask every few ms, of
+        processes frozen or without HTTP, at the moment a lease changes hands."""
         for line in reversed(self.output):
             if key is not None and not line.rstrip().endswith(f" the lease {key}"):
                 continue

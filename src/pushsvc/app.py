@@ -52,7 +52,7 @@ def create_app(
     runs on the embedded memory broker (nothing else could) and not on Redis.
     """
     settings = test_config if isinstance(test_config, Settings) else Settings.load(test_config)
-    logs.ensure_configured(settings.log_format)
+    logs.ensure_configured(settings.log_format, settings.log_level)
     # Not started by `pushsvc` (gunicorn's app factory): the host binds the socket, so
     # --host and --port mean nothing here and are left out of the settings line.
     hosted = role is None

@@ -73,6 +73,7 @@ _METAVARS = {
     "jwt_audience": "AUDIENCE",
     "jwt_issuer": "ISSUER",
     "log_format": "[text|json]",
+    "log_level": "LEVEL[,LOGGER=LEVEL...]",
     "outbox_dsn": "DSN",
     "outbox_table": "TABLE",
     "auth_url": "URL",
@@ -134,7 +135,7 @@ def _starting(run: Callable[[], T]) -> T:
 def _logging(settings: Settings) -> None:
     from pushsvc.ops.logs import configure
 
-    configure(settings.log_format)
+    configure(settings.log_format, settings.log_level)
 
 
 @click.group()

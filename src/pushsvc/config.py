@@ -14,6 +14,7 @@ from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US
 from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import choose, comma_list
+from pushsvc.core.log_levels import LogLevels, parse_log_levels
 from pushsvc.core.sizes import parse_size_bytes, size_label
 from pushsvc.errors import ConfigError, InvalidTopic, RulesError
 from pushsvc.ingest.outbox_dsn import PostgresDsn, parse_dsn
@@ -399,6 +400,9 @@ class Settings:
     certfile: str | None = setting("", _readable_file)
     keyfile: str | None = setting("", _readable_file)
     log_format: str = setting("text", _log_format)
+    # What is logged: a level for every logger, then levels for single loggers
+    # (`info,pushsvc.partitions=debug`: each partition's lease, rebuild and hand-over).
+    log_level: LogLevels = setting("info", parse_log_levels)  # noqa: RUF009 (frozen)
     # Topic limits: a cap on live topics, and idle topics forgotten (0: never).
     max_topics: int = setting("100000", _positive_int)
     topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl")
@@ -548,6 +552,7 @@ class Settings:
             elif spec.is_size:
                 out[spec.name] = size_label(value)
         out["series"] = ",".join(tier.label for tier in self.series)
+        out["log_level"] = str(self.log_level)
         return out
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness.live import SSEClient, request, wait_until
+from harness.live import PARTITION_DETAILS, SSEClient, request, wait_until
 
 from pushsvc.core.durations import parse_duration_us
 from pushsvc.demo.scenario import topic_names
@@ -181,6 +181,8 @@ def stack(docker_daemon: DockerDaemon, tmp_path_factory: pytest.TempPathFactory)
         # as it starts the containers (ComposeProject.published_port).
         "PUSHSVC_WEB1_PORT": "127.0.0.1:",
         "PUSHSVC_WEB2_PORT": "127.0.0.1:",
+        # Each partition's lease taken or given up, a line of its own: `active_aggregator`.
+        "PUSHSVC_LOG_LEVEL": PARTITION_DETAILS,
     }
     stack = Stack(ComposeProject(COMPOSE, name, env))
     try:

@@ -144,11 +144,47 @@ def test_data_dir_keeps_windows_and_history_across_a_restart(tmp_path: Path, top
         assert restarted.stop() == 0
 
 
-def test_a_normal_start_logs_its_routine_at_info_and_says_partition() -> None:
-    """Taking the leases, rebuilding and going active on each of 16 partitions is routine:
-    INFO, so that WARNING stays for what someone should look at (at most the supervisor's
-    one summary line)."""
-    server = _serve("--workers", "2")
+def test_a_normal_start_and_stop_log_one_info_line_per_phase_not_per_partition() -> None:
+    """Taking the leases of 16 partitions, rebuilding them, going active and handing them over
+    at a clean stop is routine: one INFO line per phase, naming the partitions, and no
+    WARNING but the supervisor's and the stopping processes' own; each partition's line is
+    DEBUG (`pushsvc.partitions`), not logged by default."""
+    server = PushsvcProcess(
+        "serve", "--tick", "0", "--workers", "2", env={"PUSHSVC_LOG_LEVEL": "info"}
+    ).start()
+    try:
+        wait_until(lambda: _listening_workers(server) == 2, timeout=20)
+        server.wait_for_log(r"pushsvc\.partitions: 16 partitions active: 0-15$", timeout=30)
+        started = list(server.output)
+    finally:
+        assert server.stop() == 0
+    stopped = server.output[len(started) :]
+    infos = [line for line in started if " INFO " in line]
+    # Before, 48 lines: a lease taken, a rebuild and an activation per partition.
+    assert len(infos) < 16, "".join(infos)
+    phases = [line.split(": ", 1)[1] for line in infos if " pushsvc.partitions: " in line]
+    assert [p.split(":")[0] for p in phases] == [
+        "took the leases of 16 partitions",
+        "rebuilt 16 partitions",
+        "16 partitions active",
+    ], phases
+    warnings = [line for line in started if " WARNING " in line]
+    assert len(warnings) <= 1, "".join(warnings)
+    assert not any(re.search(r"\bpartition \d+/16\b", line) for line in server.output)
+    assert not any(re.search(r"\bshard \d+/\d+", line) for line in server.output)
+    # A clean stop: one line for the 16 partitions handed over, no warning about them.
+    handed = [line for line in stopped if " pushsvc.partitions: " in line]
+    assert [line.split(": ", 1)[1].strip() for line in handed] == [
+        "stopping: handed over 16 partitions (0-15)"
+    ], handed
+    troubled = [line for line in stopped if " WARNING " in line and "lease" in line]
+    assert not troubled, "".join(troubled)
+
+
+def test_with_partition_details_each_partition_says_its_lease_rebuild_and_hand_over() -> None:
+    """`--log-level info,pushsvc.partitions=debug` (the harness's default): one line per
+    partition and phase, as the fault tests read them."""
+    server = _serve("--workers", "2", "--log-level", "info,pushsvc.partitions=debug")
     try:
         wait_until(lambda: _listening_workers(server) == 2, timeout=20)
         wait_until(
@@ -158,12 +194,10 @@ def test_a_normal_start_logs_its_routine_at_info_and_says_partition() -> None:
         )
         started = list(server.output)
     finally:
-        server.stop()
-    warnings = [line for line in started if " WARNING " in line]
-    assert len(warnings) <= 1, "".join(warnings)
-    assert sum(" INFO pushsvc.server: pushsvc web listening on " in line for line in started) == 2
-    took = re.compile(r" INFO pushsvc\.broker\.[\w.]+: took the lease ")
-    assert sum(took.search(line) is not None for line in started) >= 16
-    assert not any(re.search(r"\bshard \d+/\d+", line) for line in started), "".join(started)
-    rebuilt = re.compile(r": partition \d+/16: rebuilt ")
+        assert server.stop() == 0
+    took = re.compile(r" DEBUG pushsvc\.partitions: took the lease \S+$")
+    assert sum(took.search(line) is not None for line in started) == 16
+    rebuilt = re.compile(r" DEBUG pushsvc\.partitions: partition \d+/16: rebuilt ")
     assert sum(rebuilt.search(line) is not None for line in started) == 16
+    gave_up = re.compile(r" DEBUG pushsvc\.partitions: gave up the lease \S+$")
+    assert sum(gave_up.search(line) is not None for line in server.output) == 16

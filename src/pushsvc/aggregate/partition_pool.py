@@ -21,6 +21,10 @@ one and add up to P.
   the others' shares grow and they take its partitions (within two rounds more).
 * A process that stops hands every partition over and leaves the members (`leave`).
 
+What it logs is one INFO line per phase for the partitions a round took (their leases taken,
+rebuilt, active) or handed over, on the `pushsvc.partitions` logger, whose DEBUG lines say
+it per partition (`pushsvc.core.partition_log`); a partition lost is a WARNING of its own.
+
 A partition changes hands at its applied position, fenced by its lease token: the publish
 script refuses a holder whose token is no longer the lease's, so nothing is applied twice or
 skipped, whatever the timing (`shard_runner.py`).
@@ -48,6 +52,8 @@ import gevent.pool
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.shared_log import Entry, Lease, LogBroker
+from pushsvc.core import partition_log
+from pushsvc.core.partition_log import counted, ranges
 from pushsvc.core.partitions import Partition, partition_of
 from pushsvc.errors import BrokerUnavailable, LogGap
 
@@ -90,6 +96,17 @@ class _Held:
     dropped: bool = False
     """Given up (handed over, or lost): a rebuild under way discards it."""
     paused_until: float = 0.0
+    replayed: int = 0
+    """The log entries its rebuild applied."""
+
+
+@dataclass(eq=False)
+class _Taking:
+    """The partitions one round took, until each is rebuilt and active (or given up): the
+    pool logs one line when all are rebuilt and one when all are active."""
+
+    shards: set[Partition]
+    rebuilt: bool = False
 
 
 class PartitionPool:
@@ -134,6 +151,7 @@ class PartitionPool:
         """Live aggregator processes, as the last round saw them."""
         self._published_before = 0
         self._overflow_before = 0
+        self._taking: list[_Taking] = []
         self._closed = False
 
     @property
@@ -235,6 +253,8 @@ class PartitionPool:
                 continue
             if pause:
                 held.paused_until = self._clock() + pause
+        if self._taking:
+            self._report_taking()
         return 0.0
 
     def _round(self) -> None:
@@ -247,11 +267,24 @@ class PartitionPool:
         mine = list(self._held)
         if len(mine) < share and roster.settled:
             free = sorted(roster.free - set(mine), key=lambda s: preference(self.member, s))
-            for shard, lease in self._group.take(free[: share - len(mine)]).items():
+            taken = self._group.take(free[: share - len(mine)])
+            for shard, lease in taken.items():
                 self._start(shard, lease)
+            if taken:
+                partition_log.log.info(
+                    "took the leases of %s: %s", counted(len(taken)), ranges(taken)
+                )
+                self._taking.append(_Taking(set(taken)))
         elif len(mine) > share:
-            for shard in mine[share:]:  # the newest: they have the least built up
+            given = mine[share:]  # the newest: they have the least built up
+            for shard in given:
                 self._hand_over(shard)
+            partition_log.log.info(
+                "handed over %s (%s): %d aggregators share them now",
+                counted(len(given)),
+                ranges(given),
+                len(roster.members),
+            )
 
     def _start(self, shard: Partition, lease: Lease) -> None:
         held = self._held[shard] = _Held(lease, self._runner(shard, lease))
@@ -274,7 +307,7 @@ class PartitionPool:
         its own, a few at a time: the others go on meanwhile)."""
         while not held.dropped:
             try:
-                held.runner.rebuild()
+                held.replayed = held.runner.rebuild()
                 break
             except BrokerUnavailable:
                 pause = _RETRY_S
@@ -298,24 +331,50 @@ class PartitionPool:
         held.runner = self._runner(held.runner.shard, held.lease)
         self._spawn(lambda: self._rebuild(held))
 
-    def _hand_over(self, shard: Partition) -> None:
+    def _report_taking(self) -> None:
+        """One line when every partition a round took is rebuilt, one when every one is
+        active (those given up meanwhile left the count)."""
+        for taking in list(self._taking):
+            held = [self._held[s] for s in sorted(taking.shards)]
+            if not taking.rebuilt and all(h.ready for h in held):
+                taking.rebuilt = True
+                partition_log.log.info(
+                    "rebuilt %s: %d topics from %d log entries",
+                    counted(len(held)),
+                    sum(len(h.runner.aggregator.topics()) for h in held),
+                    sum(h.replayed for h in held),
+                )
+            if taking.rebuilt and all(h.runner.active for h in held):
+                self._taking.remove(taking)
+                if held:
+                    partition_log.log.info(
+                        "%s active: %s", counted(len(held)), ranges(taking.shards)
+                    )
+
+    def _hand_over(self, shard: Partition) -> bool:
         """Publish what the partition applied (it reads no more), then give its lease up: the
-        next holder starts from exactly there, without waiting for the lease to expire."""
+        next holder starts from exactly there, without waiting for the lease to expire.
+        Whether everything it applied was published (else the next holder publishes it)."""
         held = self._held[shard]
-        if held.ready:
-            held.runner.hand_over()
+        published = held.runner.hand_over() if held.ready else True
         self._forget(shard, "handed over")
+        return published
 
     def _forget(self, shard: Partition, why: str) -> None:
         held = self._held.pop(shard)
         held.dropped = True
+        for taking in self._taking:
+            taking.shards.discard(shard)
         if held.ready:
             self._published_before += held.runner.updates_published
             self._overflow_before += held.runner.aggregator.group_overflow
         with contextlib.suppress(BrokerUnavailable):  # it lapses by itself
             self._group.release(held.lease)
         held.runner.close()
-        log.warning("partition %d/%d %s", *shard, why)
+        if why == "lost":
+            partition_log.log.warning("partition %d/%d %s", *shard, why)
+        else:
+            partition_log.log.debug("partition %d/%d %s", *shard, why)
 
     def leave(self) -> None:
         """Stopping: publish what every partition applied, give every lease up, leave the
@@ -323,8 +382,17 @@ class PartitionPool:
         if self._closed:
             return
         self._closed = True
-        for shard in list(self._held):
-            self._hand_over(shard)
+        given = list(self._held)
+        unpublished = [shard for shard in given if not self._hand_over(shard)]
+        if given:
+            partition_log.log.info(
+                "stopping: handed over %s (%s)%s",
+                counted(len(given)),
+                ranges(given),
+                f", {len(unpublished)} with entries their next holder publishes"
+                if unpublished
+                else "",
+            )
         with contextlib.suppress(BrokerUnavailable):  # the membership lapses by itself
             self._group.leave()
         self.close()

@@ -41,6 +41,7 @@ import gevent.event
 from pushsvc.aggregate.aggregator import Aggregator, sweep_interval_s
 from pushsvc.broker.base import Applied, Broker
 from pushsvc.broker.shared_log import FIRST, Entry, EventLog, Lease, position
+from pushsvc.core import partition_log
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.errors import BrokerRefused, BrokerUnavailable, Fenced, LogGap, PublishedAlready
 
@@ -135,7 +136,8 @@ class ShardRunner:
         self._lease.close()
 
     @property
-    def _active(self) -> bool:
+    def active(self) -> bool:
+        """Caught up and publishing under the lease's current tenure."""
         return self._tenure is not None
 
     # -- the loop ----------------------------------------------------------------------
@@ -166,19 +168,19 @@ class ShardRunner:
                 # First: trimming frees memory, so it must not wait behind a publish
                 # that a full Redis refuses (XTRIM is allowed at maxmemory).
                 self._next_checkpoint = now + self._checkpoint_interval_s
-                if self._active:
+                if self.active:
                     self._log.announce_rules(self.aggregator.rules.digest)
-                if self._active and not self._pending:
+                if self.active and not self._pending:
                     self.save_checkpoints()
                 oldest = self._trim_bound()
-                if self._active and oldest != FIRST:
+                if self.active and oldest != FIRST:
                     self._log.trim(oldest)
             self.step(entries)
             now = self._clock()
-            if self._active and self._tick_s and now >= self._next_tick:
+            if self.active and self._tick_s and now >= self._next_tick:
                 self._next_tick = now + self._tick_s
                 self._log_ticks()
-            if self._active and self._topic_ttl_us and now >= self._next_sweep:
+            if self.active and self._topic_ttl_us and now >= self._next_sweep:
                 self._next_sweep = now + self._sweep_s
                 self.forget_idle()
         except LogGap:
@@ -199,9 +201,9 @@ class ShardRunner:
     def next_chore(self) -> float:
         """When (on the runner's clock) `turn` has something to do even if no entry comes."""
         due = self._next_checkpoint
-        if self._active and self._tick_s:
+        if self.active and self._tick_s:
             due = min(due, self._next_tick)
-        if self._active and self._topic_ttl_us:
+        if self.active and self._topic_ttl_us:
             due = min(due, self._next_sweep)
         return due
 
@@ -249,9 +251,10 @@ class ShardRunner:
             log.warning("partition %d/%d: Redis takes writes again; continuing", *self.shard)
         self.refused = code
 
-    def rebuild(self) -> None:
+    def rebuild(self) -> int:
         """Cold start: apply the log up to the applied position without publishing, then
-        move each topic's clock to where its latest update left it."""
+        move each topic's clock to where its latest update left it. How many log entries it
+        applied."""
         # The checkpoints before the applied position: a checkpoint is saved only once
         # everything up to it is published, so each one read is at or before the position
         # read after it, and the replay below reaches it. The other way round, a holder could
@@ -280,7 +283,7 @@ class ShardRunner:
         self.position = self.published = state.applied
         self._count = None
         self._start_timers()
-        log.info(
+        partition_log.log.debug(
             "partition %d/%d: rebuilt %d topics from %d log entries up to %s",
             index,
             shards,
@@ -288,6 +291,7 @@ class ShardRunner:
             count,
             state.applied,
         )
+        return count
 
     def step(self, entries: list[Entry] | None = None) -> None:
         """Read and apply what the log has (waiting a little for it), or `entries` when given,
@@ -332,7 +336,9 @@ class ShardRunner:
             self._catch_up()
             self._tenure = tenure
             self._log.announce_rules(self.aggregator.rules.digest)
-            log.info("partition %d/%d: active from log entry %s", *self.shard, self.published)
+            partition_log.log.debug(
+                "partition %d/%d: active from log entry %s", *self.shard, self.published
+            )
         elif not holding:
             self._tenure = None
         if holding:

@@ -20,6 +20,8 @@ from typing import cast
 
 import gevent.event
 
+from pushsvc.core import partition_log
+
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +63,16 @@ class Tenure:
         self.confirmed_until = float("-inf")
         """Until when (our clock, s) the lease is ours for sure: the last successful renewal's
         sending time plus the ttl, less the margin."""
+        self._log = log
+        self._routine = logging.INFO
+        """The level of a routine change of hands (taken); losing a lease is a warning."""
+
+    def one_of_many(self) -> None:
+        """A partition's lease, one of the many a lease group holds: taking it is a DEBUG line
+        of `pushsvc.partitions` (the pool logs one line for all it took), losing it a
+        warning there."""
+        self._log = partition_log.log
+        self._routine = logging.DEBUG
 
     @property
     def ttl_s(self) -> float:
@@ -84,14 +96,14 @@ class Tenure:
         if code is LeaseCode.TAKEN:
             self.token = fresh
             if self.holding:
-                log.warning("the lease %s lapsed and was held by another meanwhile", self.key)
+                self._log.warning("the lease %s lapsed and was held by another meanwhile", self.key)
         elif code is LeaseCode.RESUMED and self.holding:
-            log.warning("the lease %s lapsed (a pause?); nobody took it meanwhile", self.key)
+            self._log.warning("the lease %s lapsed (a pause?); nobody took it meanwhile", self.key)
         if holding and not self.holding:
             # Every aggregator takes a share of the partitions' leases at start: routine.
-            log.info("took the lease %s", self.key)
+            self._log.log(self._routine, "took the lease %s", self.key)
         elif self.holding and not holding:
-            log.warning("lost the lease %s", self.key)
+            self._log.warning("lost the lease %s", self.key)
         self.holding = holding
         return holding
 
@@ -103,14 +115,16 @@ class Tenure:
         if type(exc) is not self._failing:
             if holding:
                 left = self.confirmed_until - self._clock()
-                log.warning("lease check failed: %s (the lease is ours for %.1f s more)", exc, left)
+                self._log.warning(
+                    "lease check failed: %s (the lease is ours for %.1f s more)", exc, left
+                )
             else:
-                log.warning("lease check failed: %s", exc)
+                self._log.warning("lease check failed: %s", exc)
         self._failing = type(exc)
         if self.holding and not holding:
             # Worded as every other change of hands ends, with the key (tests and operators
             # match " the lease <key>" at the end of the line).
-            log.warning("no renewal confirmed before it expired: lost the lease %s", self.key)
+            self._log.warning("no renewal confirmed before it expired: lost the lease %s", self.key)
         self.holding = holding
         return holding
 

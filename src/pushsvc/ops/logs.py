@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from pushsvc.core.log_levels import LogLevels
 from pushsvc.security.redact import RedactCredentials
 
 if TYPE_CHECKING:
@@ -63,21 +64,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
-def configure(log_format: str = "text") -> None:
-    """Log INFO and above to standard error, in `log_format`, credentials redacted; the
-    QUIET_LOGGERS from WARNING up."""
+def configure(log_format: str = "text", levels: LogLevels | None = None) -> None:
+    """Log `levels` (INFO and above unless told otherwise: `--log-level`) to standard error,
+    in `log_format`, credentials redacted; the QUIET_LOGGERS from WARNING up unless `levels`
+    names them."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
     handler.addFilter(_RequestId())
     handler.addFilter(RedactCredentials())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    (levels or LogLevels()).apply()
 
 
-def ensure_configured(log_format: str = "text") -> None:
+def ensure_configured(log_format: str = "text", levels: LogLevels | None = None) -> None:
     """What `create_app` does when run by a host other than `pushsvc` (gunicorn): configure as
     the CLI does where nothing configured logging; where the host did (gunicorn
     `--log-config`, an application's own setup), keep its handlers and add the request id and
@@ -85,7 +87,7 @@ def ensure_configured(log_format: str = "text") -> None:
     the credential filter too, so no line any handler writes quotes a token."""
     root = logging.getLogger()
     if not root.handlers:
-        configure(log_format)
+        configure(log_format, levels)
     for handler in root.handlers:
         if not any(isinstance(f, _RequestId) for f in handler.filters):
             handler.addFilter(_RequestId())

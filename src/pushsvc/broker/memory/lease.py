@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pushsvc.broker.memory.store import Store
 from pushsvc.broker.shared_log import Lease, Roster
 from pushsvc.broker.tenure import Tenure
+from pushsvc.core import partition_log
 from pushsvc.core.partitions import Partition
 from pushsvc.errors import BrokerUnavailable
 
@@ -112,6 +113,8 @@ class MemoryLeaseGroup:
         if not shards:
             return {}
         leases = [MemoryLease(self._store, shard, ttl_us=self._ttl_us) for shard in shards]
+        for lease in leases:
+            lease.one_of_many()
         fresh = [lease.asking() for lease in leases]
 
         def trip() -> list[object]:
@@ -131,7 +134,7 @@ class MemoryLeaseGroup:
             if held is lease:
                 del self._held[shard]
         if lease.holding:
-            log.warning("gave up the lease %s", lease.key)
+            partition_log.log.debug("gave up the lease %s", lease.key)
         lease.release()
 
     def leave(self) -> None:

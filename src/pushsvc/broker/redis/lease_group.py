@@ -48,6 +48,7 @@ from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.node_batches import Queued, by_node
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.broker.shared_log import Lease, Roster
+from pushsvc.core import partition_log
 from pushsvc.core.partitions import Partition
 from pushsvc.errors import BrokerUnavailable
 
@@ -189,6 +190,8 @@ class RedisLeaseGroup:
             )
             for shard in shards
         ]
+        for lease in leases:
+            lease.one_of_many()
         tokens: list[list[str]] = [[] for _ in leases]
         with unavailable("take leases"):
             calls = [
@@ -209,7 +212,7 @@ class RedisLeaseGroup:
             if held is lease:
                 del self._held[shard]
         if lease.holding:
-            log.warning("gave up the lease %s", lease.key)
+            partition_log.log.debug("gave up the lease %s", lease.key)
         lease.release()
 
     def leave(self) -> None:

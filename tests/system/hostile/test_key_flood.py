@@ -1,0 +1,191 @@
+"""A flood of fresh `Idempotency-Key`s against a real embedded `pushsvc serve`, beside a
+legitimate producer and subscriber: the keys a partition remembers are bounded
+(`MAX_KEYS_PER_PARTITION`, the embedded server's one partition), so past the bound the
+flood costs the server no more memory, only the oldest keys the rest of their window
+(counted in `pushsvc_idempotency_keys_evicted_total`), while the producer keeps its latency,
+its subscriber every update, and its latest key still makes a retry safe.
+
+The bound is a constant, so the flood goes past it for real: 100,000 keys, then more. The
+server runs with a 1 s window, so that what the flood's events cost the windows (every event
+of the last 5 minutes at the default) stays small; the keys are what is measured. Its history
+and allocator are warmed by the first keys, so their own growth is not counted against the
+keys. Without the bound every key stays for its 10-minute window: some 380 B of RSS each
+here (UUID keys), growing without end as the flood goes on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from harness.live import PushsvcProcess, SSEClient, metric, request
+from harness.procfs import rss_kb
+
+from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION
+
+pytestmark = pytest.mark.slow
+
+KIB = 1024
+WARM_KEYS = 30_000
+"""Keys posted before the first RSS reading: the history (10,000 updates) and the allocator
+fill up meanwhile."""
+PAST_KEYS = 40_000
+"""Keys posted once the partition remembers MAX_KEYS_PER_PARTITION."""
+MOST_BYTES_PER_KEY = 451
+"""What a remembered key costs the embedded server at most (128-character keys), as
+docs/reliability.md says: 36-45 MB per 100,000 keys."""
+LEAST_BYTES_PER_KEY = 358
+"""And at least (UUID keys, as the clients send and the flood does)."""
+FLOODERS = 4
+_EVICTED = "pushsvc_idempotency_keys_evicted_total"
+
+
+def _serve() -> PushsvcProcess:
+    return PushsvcProcess("serve", "--tick", "0", "--windows", "1s").start()
+
+
+def _rss(proc: PushsvcProcess) -> int:
+    return rss_kb([proc.pid]) * KIB
+
+
+def _keyed(key: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Idempotency-Key": key}
+
+
+def _flood(port: int, topic: str, count: int) -> None:
+    """`count` one-event POSTs to `topic`, each with a fresh key, on FLOODERS keep-alive
+    connections at once (as fast as they are answered); each must be accepted."""
+    failures: list[str] = []
+
+    def flooder(posts: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            for _ in range(posts):
+                conn.request(
+                    "POST",
+                    f"/topics/{topic}/events",
+                    b'{"value": 1}',
+                    _keyed(str(uuid.uuid4())),
+                )
+                answer = conn.getresponse()
+                body = answer.read()
+                if answer.status != 202:
+                    failures.append(f"{answer.status} {body!r}")
+                    return
+        finally:
+            conn.close()
+
+    shares = [count // FLOODERS + (i < count % FLOODERS) for i in range(FLOODERS)]
+    threads = [threading.Thread(target=flooder, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+
+
+class _Legit(threading.Thread):
+    """A producer and its subscriber on a topic of their own, in rounds until `stop`: one
+    event per POST, each POST with a key of its own as the clients send, timed; the event read
+    back from the stream, in order."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.topic = port, topic
+        self.stream = SSEClient(port, f"/topics/{topic}/stream", timeout=30)
+        self.stream.next_data("snapshot")
+        self.latencies: list[float] = []
+        self.statuses: list[int] = []
+        self.received: list[float] = []
+        self.last: tuple[str, bytes] = ("", b"")
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self._round(len(self.statuses))
+                self.stop.wait(0.05)  # the producer's pace, not a condition
+        except BaseException as exc:  # reported by the test's thread (finish)
+            self.error = exc
+
+    def _round(self, value: int) -> None:
+        key, body = str(uuid.uuid4()), json.dumps({"value": value}).encode()
+        started = time.monotonic()
+        status, _, _ = request(
+            self.port,
+            "POST",
+            f"/topics/{self.topic}/events",
+            body,
+            content_type=None,
+            headers=_keyed(key),
+            timeout=10,
+        )
+        self.latencies.append(time.monotonic() - started)
+        self.statuses.append(status)
+        self.last = (key, body)
+        if status == 202:
+            _, update = self.stream.next_data()
+            self.received.append(update["event"]["value"])
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(30)
+        self.stream.close()
+        assert self.error is None, repr(self.error)
+
+    def assert_served(self) -> None:
+        """Every POST accepted, every event read back in order, and the p99 latency a
+        liveness bound, generous for a loaded 2-core machine."""
+        assert self.statuses and set(self.statuses) == {202}, self.statuses
+        assert self.received == [float(v) for v in range(len(self.statuses))]
+        latencies = sorted(self.latencies)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        assert p99 < 1.0, f"legitimate POST p99 {p99:.3f} s"
+
+
+def test_a_flood_of_fresh_idempotency_keys_is_bounded_and_costs_a_producer_nothing(
+    topic: str,
+) -> None:
+    proc = _serve()
+    try:
+        port = proc.port
+        flooded = f"{topic}.flood"
+        legit = _Legit(port, topic)
+        legit.start()
+        try:
+            _flood(port, flooded, WARM_KEYS)
+            warm = _rss(proc)
+            _flood(port, flooded, MAX_KEYS_PER_PARTITION - WARM_KEYS)
+            full = _rss(proc)
+            _flood(port, flooded, PAST_KEYS)
+            past = _rss(proc)
+        finally:
+            legit.finish()
+        legit.assert_served()
+        posted = MAX_KEYS_PER_PARTITION + PAST_KEYS + len(legit.statuses)
+        # Each key past the bound made the partition forget one, none expired (10 minutes).
+        assert metric(port, _EVICTED) == posted - MAX_KEYS_PER_PARTITION
+        # The keys of the flood held at most what the docs say the bound's keys cost...
+        grown = past - warm
+        assert grown <= MAX_KEYS_PER_PARTITION * MOST_BYTES_PER_KEY, f"{grown / 2**20:.1f} MiB"
+        # ...and past the bound the flood holds no more: well under what its keys would.
+        grown_past = past - full
+        assert grown_past <= PAST_KEYS * LEAST_BYTES_PER_KEY / 2, f"{grown_past / 2**20:.1f} MiB"
+        # The producer's latest key is remembered still: a retry of it logs nothing again.
+        key, body = legit.last
+        status, headers, answer = request(
+            port,
+            "POST",
+            f"/topics/{topic}/events",
+            body,
+            content_type=None,
+            headers=_keyed(key),
+        )
+        assert (status, headers.get("idempotent-replayed")) == (202, "true"), answer
+    finally:
+        proc.stop()
