@@ -548,7 +548,9 @@ def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
     if match[1] == "pushsvc-redis":
         return PushsvcRedis(workers)
     if match[1] == "nchan":
-        return Nchan(workers, connections=max(1024, subscribers + 100))
+        # nginx ran out of its 5,100 at 5,000 subscribers ("worker_connections are not enough,
+        # reusing connections"), closing streams: room for two per subscriber.
+        return Nchan(workers, connections=max(1024, 2 * subscribers + 100))
     # Gunicorn's default of 1000 deadlocks publishing once streams hold every slot;
     # the benchmark asks for 2000, and one worker may end up holding every subscriber.
     return FlaskSSE(workers, worker_connections=max(2000, subscribers + 100))

@@ -102,7 +102,8 @@ class Run:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.mode = (
-            IdsMode(config.events, config.references) if config.mode == "ids"
+            IdsMode(config.events, config.references,
+                    messages=config.kind.name == "pushsvc-messages") if config.mode == "ids"
             else DeliveriesMode(config.kind, config.events, browser=config.mode == "json")
         )  # fmt: skip
         self.progress = Progress(expected=config.events)
