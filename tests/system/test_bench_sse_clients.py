@@ -227,6 +227,7 @@ def message(seq: int | None, value: str, event: bytes | None = b"message") -> by
     )
 
 
+GAP = b'id: 2f91f5e4:0-6\nevent: gap\ndata: {"topics":["t"]}\n\n'
 MESSAGE_ROWS = [
     pytest.param(
         # pushsvc's head (a retry:, then a bare id:), named messages, a heartbeat.
@@ -243,8 +244,7 @@ MESSAGE_ROWS = [
         id="unnamed-duplicate-out-of-order-foreign-id",
     ),
     pytest.param(
-        CHUNKED + chunked(message(5, "0"), b'id: 2f91f5e4:0-6\nevent: gap\ndata: {"topics":["t"]}\n\n',
-                          message(4, "1"), message(7, "2"), size=5),
+        CHUNKED + chunked(message(5, "0"), GAP, message(4, "1"), message(7, "2"), size=5),
         3, (3, 3, 0, 0, 0, 0, 1), 1,
         id="gap-counted-ids-not-rising-cut-lines",
     ),
