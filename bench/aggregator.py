@@ -35,6 +35,7 @@ from harness.oracle import Exact, mismatches, rolling
 
 from bench.common import machine, percentiles, timed
 from pushsvc.aggregate.aggregator import Aggregator
+from pushsvc.core.event import Message
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event, check_lateness
 from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
@@ -142,9 +143,26 @@ def new_aggregator() -> Aggregator:
                       wall_clock=lambda: 0)  # fmt: skip
 
 
-def event_batches(ts: list[int], values: list[float], size: int) -> list[list[Event]]:
-    events = [Event(v, t) for t, v in zip(ts, values, strict=True)]
+MESSAGE_SIZES = {"100B": 100, "10KiB": 10240}
+"""The messages-only rows: events that are a message of this much data and no value."""
+
+
+def event_batches(
+    ts: list[int], values: list[float], size: int, message_bytes: int = 0
+) -> list[list[Event]]:
+    """The batches to apply; with `message_bytes`, each event is a message of that much data
+    (`{"value": v, "pad": "xx.."}`, as a producer's would be kept: compact JSON) and no value."""
+    if message_bytes:
+        events = [Event(None, t, None, Message("message", _message_data(v, message_bytes)))
+                  for t, v in zip(ts, values, strict=True)]  # fmt: skip
+    else:
+        events = [Event(v, t) for t, v in zip(ts, values, strict=True)]
     return [events[k : k + size] for k in range(0, len(events), size)]
+
+
+def _message_data(value: float, size: int) -> bytes:
+    head = b'{"value":%s,"pad":"' % orjson.dumps(value)
+    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
 
 
 def apply(agg: Aggregator, batch: list[Event]) -> list[UpdateDraft]:
@@ -324,14 +342,16 @@ def run_engine(config: Config, stream: Stream, plan: Plan, batched: bool) -> dic
     return {**out, "held_in_widest_window": len(tw)}
 
 
-def run_aggregator(stream: Stream, plan: Plan, size: int) -> dict[str, Any]:
+def run_aggregator(stream: Stream, plan: Plan, size: int, message_bytes: int = 0) -> dict[str, Any]:
     agg = new_aggregator()
 
     def feeder(ts: list[int], values: list[float]) -> Callable[[], int]:
-        posted = event_batches(ts, values, size)
+        posted = event_batches(ts, values, size, message_bytes)
         return lambda: sum(len(apply(agg, batch)) for batch in posted)
 
     api = f"lateness + Aggregator.apply_events, batches of {size}"
+    if message_bytes:
+        api += f", messages of {message_bytes} B and no value"
     return time_segments(stream, plan, api, feeder, length=plan.segment)
 
 
@@ -542,6 +562,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     say("aggregator")
     details["aggregator_all_3w"] = run_aggregator(stream, plan, plan.batch)
     details["aggregator_all_3w_batch1"] = run_aggregator(stream, plan, 1)
+    for label, message_bytes in MESSAGE_SIZES.items():
+        say(f"aggregator, messages of {label}")
+        details[f"aggregator_messages_{label}"] = run_aggregator(
+            stream, plan, plan.batch, message_bytes
+        )
     rivers: dict[str, Any] = {"error": RIVER_ERROR}
     if river:
         rivers = {}
@@ -562,6 +587,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "smoke": args.smoke,
         **headline,
         "aggregator_all_3w": details["aggregator_all_3w"]["events_per_s"],
+        **{
+            f"aggregator_messages_{label}": details[f"aggregator_messages_{label}"]["events_per_s"]
+            for label in MESSAGE_SIZES
+        },
         "river_time_rolling": river_rates["per_stat"],
         "river_time_rolling_var_only": river_rates["var_only"],
         "pandas_per_event": details["pandas_per_event"]["events_per_s"],

@@ -19,6 +19,11 @@ keep-alive connection, round-robin over the web processes), and reports one row:
     python -m bench.e2e --events 100000 --batch 1000 --subscribers 100 \\
         --web 1,2 --projection full --projection 'stats=count&windows=10s'
 
+`--messages 100,10240` adds, per W, rows whose events are messages without a value (their data
+`{"value": i, "pad": ...}` of that many bytes), read on `/topics/T/messages` (`projection` is
+then `messages`): what a messages-only topic costs beside a statistics one. A batch of big
+messages is cut to fit the server's default 1 MiB body (10 KiB: 91 a POST).
+
 `--smoke` runs M=5000, N=10 and exits 1 unless every count is exact; it never judges a
 timing. Every phase has a deadline, so every run ends by itself.
 """
@@ -63,6 +68,8 @@ class Scenario:
     publishers: int
     projection: str  # "full", or a query string such as "stats=count&windows=10s"
     server_args: tuple[str, ...] = ()
+    message_bytes: int = 0
+    """Messages of this many bytes of data and no value, read on /messages; 0: values."""
 
     def row(self) -> dict[str, Any]:
         server = f"pushsvc-redis-{self.web}" if self.web else "pushsvc-memory"
@@ -87,16 +94,19 @@ def scenario_row(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
         bases = deployment.bases()
-        query = "" if scenario.projection == "full" else f"?{scenario.projection}"
-        streams = [f"{url}{query}" for url in deployment.stream_urls()]
+        if scenario.message_bytes:
+            streams, kind = deployment.message_urls(), "pushsvc-messages"
+        else:
+            query = "" if scenario.projection == "full" else f"?{scenario.projection}"
+            streams, kind = [f"{url}{query}" for url in deployment.stream_urls()], "pushsvc"
         timeouts = {"connect": 20 + n / 100, "publish": publish_timeout + 30,
                     "drain": drain_timeout, "idle": args.idle_timeout}  # fmt: skip
-        subscribers = loadgen("ids", streams, n, m, timeouts)
+        subscribers = loadgen("ids", streams, n, m, timeouts, "--kind", kind)
         opened = subscribers.record(phase="opened", timeout=60 + n / 50)
         if opened["ready"] != n:
             raise RuntimeError(f"only {opened['ready']} of {n} subscribers are live: {opened}")
         warm_up(bases)
-        bodies = batches(m, scenario.batch)
+        bodies = batches(m, scenario.batch, scenario.message_bytes)
         pids: dict[str, int]
         if isinstance(deployment, PushsvcRedis):
             assert deployment.redis is not None and deployment.aggregator is not None
@@ -186,7 +196,8 @@ def exact(row: dict[str, Any]) -> bool:
 
 
 COLUMNS = (
-    ("server", 16, "server"), ("projection", 24, "projection"), ("M", 7, "events"),
+    ("server", 16, "server"), ("projection", 24, "projection"),
+    ("msg B", 6, "message_bytes"), ("M", 7, "events"),
     ("B", 5, "batch"), ("N", 4, "subscribers"), ("P", 2, "publishers"),
     ("accepted/s", 10, "accepted_per_s"), ("e2e/s", 8, "e2e_per_s"),
     ("deliv/s", 9, "deliveries_per_s"), ("expected", 9, "expected"),
@@ -230,6 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--projection", action="append", default=None,
         help="'full' or a stream query such as 'stats=count&windows=10s'; "
         f"repeatable; default {' and '.join(DEFAULT_PROJECTIONS)}")  # fmt: skip
+    add("--messages", type=comma_list, default=[], metavar="BYTES",
+        help="also rows of messages without a value, of these sizes of data (100,10240), "
+        "read on /messages")  # fmt: skip
     add("--publishers", "-p", type=int, default=1,
         help="concurrent publishers (keep-alive connections)")  # fmt: skip
     add("--server-arg", action="append", default=[], metavar="ARG",
@@ -245,6 +259,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_BODY = 1 << 20
+"""The server's default `--max-body`: a batch of big messages is cut to fit in it."""
+
+
+def _batch(batch: int, message_bytes: int) -> int:
+    """`batch`, or fewer events where that many messages of `message_bytes` (and their JSON
+    around the data) would not fit in one request body."""
+    if not message_bytes:
+        return batch
+    return max(1, min(batch, int(0.9 * MAX_BODY) // (message_bytes + 64)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.pushsvc_src:
@@ -254,12 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     if events < 1 or subscribers < 1 or args.batch < 1 or args.publishers < 1:
         raise SystemExit("events, subscribers, batch and publishers must be at least 1")
     scenarios = [
-        Scenario(
-            events, args.batch, subscribers, int(w), args.publishers, p, tuple(args.server_arg)
-        )
+        Scenario(events, _batch(args.batch, int(size)), subscribers, int(w), args.publishers, p,
+                 tuple(args.server_arg), int(size))
         for w in args.web
-        for p in args.projection or DEFAULT_PROJECTIONS
-    ]
+        for p, size in [*((p, "0") for p in args.projection or DEFAULT_PROJECTIONS),
+                        *(("messages", size) for size in args.messages)]
+    ]  # fmt: skip
     report = Report(COLUMNS, json=args.json, ident=2, notes=notes)
     about = machine("orjson", "gevent", "redis", "uvloop", "numpy")
     report.say(f"# {about['cpu']}, {about['nproc']} cores, load {about['loadavg']}")

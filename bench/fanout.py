@@ -1,5 +1,5 @@
-"""The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0
-and nginx + nchan.
+"""The fan-out benchmark: pushsvc (embedded; Redis with W web workers) against Flask-SSE 1.0,
+nginx + nchan and sse-starlette.
 
 For each (server, N subscribers, rate R, client C) it starts the server (and a redis-server
 of its own on a free port where needed), runs the load generator (bench/loadgen, its own
@@ -23,13 +23,21 @@ pushsvc-redis-2,flask-sse --subscribers 100,1000 --rate 100,max --events 200 --j
     python -m bench.fanout --servers pushsvc-memory,flask-sse --subscribers 500,1000 \
         --rate 50,max --client count,json --rounds 3 [--pushsvc-src /path/to/other/src]
 
+`--messages` relays an application message instead, the same 100 bytes on every server:
+pushsvc's `/topics/T/messages` (POSTed as a message's data, delivered as `event: message`),
+nchan's and sse-starlette's streams (POSTed as they are, delivered as unnamed messages);
+Flask-SSE, which re-encodes what it relays, is skipped. Every client reads it:
+
+    python -m bench.fanout --messages --servers pushsvc-memory,nchan,sse-starlette \
+        --subscribers 500,5000 --rate 50 --client c --rounds 3
+
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
 once and in order; it never judges timings. Every scenario has deadlines, so every run
-ends by itself. Flask-SSE is installed from PyPI into .bench-venvs/flask-sse on first use;
-when that fails its rows are "skipped", not failed. `nchan` (`nchan-W`: W nginx workers) is
-the system's nginx with nchan (Debian: nginx, libnginx-mod-nchan; bench/peers/nchan.conf);
-without them its rows are "skipped" too. Its CPU per delivery counts the master and every
-worker.
+ends by itself. Flask-SSE and sse-starlette are installed from PyPI into .bench-venvs/NAME
+on first use; when that fails their rows are "skipped", not failed. `nchan` (`nchan-W`: W
+nginx workers) is the system's nginx with nchan (Debian: nginx, libnginx-mod-nchan;
+bench/peers/nchan.conf); without them its rows are "skipped" too. Its CPU per delivery
+counts the master and every worker.
 """
 
 from __future__ import annotations
@@ -51,11 +59,11 @@ from bench.loadgen.process import raise_fd_limit
 from bench.servers import (
     Nchan,
     ServerUnderTest,
-    ensure_flask_sse_venv,
-    flask_sse_versions,
+    ensure_venv,
     make_deployment,
     nginx_version,
     use_pushsvc_src,
+    venv_versions,
 )
 from pushsvc.core.lists import comma_list
 
@@ -63,10 +71,11 @@ ALL_SERVERS = ("pushsvc-memory", "pushsvc-redis-1", "pushsvc-redis-2", "flask-ss
 COUNT_KEYS = ("missing", "duplicates", "out_of_order", "unexpected")
 CLIENT_MODES = {"count": "deliveries", "json": "json", "c": "deliveries", "gzip": "deliveries"}
 """--client → the load generator's --mode (loadgen/modes.py); `c`: the C subscribers
-(loadgen/sse_clients.c, pushsvc only), the same counts as `count` for less of the client's CPU,
-with a Python load generator without streams publishing. `gzip`: `count` offering gzip as a
-browser does (`Accept-Encoding: gzip, deflate, br`), decoding what comes gzipped: B/dlv is
-then the compressed bytes on the wire (a peer that does not compress sends them plain)."""
+(loadgen/sse_clients.c; pushsvc's updates, or every server's with --messages), the same
+counts as `count` for less of the client's CPU, with a Python load generator without streams
+publishing. `gzip`: `count` offering gzip as a browser does (`Accept-Encoding: gzip, deflate,
+br`), decoding what comes gzipped: B/dlv is then the compressed bytes on the wire (a peer that
+does not compress sends them plain)."""
 
 
 def _cpu(pids: list[int]) -> dict[int, float]:
@@ -117,7 +126,8 @@ def scenario(
     server: str, subscribers: int, rate: str, client: str, events: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"server": server, "subscribers": subscribers, "rate": rate,
-                           "client": client, "events": events}  # fmt: skip
+                           "client": client, "events": events,
+                           "payload": "message" if args.messages else "update"}  # fmt: skip
     connect_timeout = args.connect_timeout or 20 + subscribers / 250
     publish_timeout = (
         events / float(rate) + 30 if rate != "max" else 60 + events * subscribers / 20_000
@@ -126,36 +136,47 @@ def scenario(
         deployment = make_deployment(server, subscribers=subscribers)
     except ValueError as exc:
         return {**row, "status": "error", "reason": str(exc)}
-    if deployment.kind == "flask-sse":
+    if args.messages and deployment.kind == "flask-sse":
+        return {**row, "status": "skipped", "reason": "Flask-SSE re-encodes what it relays"}
+    if deployment.venv is not None:
         try:
-            ensure_flask_sse_venv()
+            ensure_venv(deployment.venv)
         except RuntimeError as exc:
-            return {**row, "status": "skipped", "reason": f"no Flask-SSE venv: {exc}"}
-        row["versions"] = flask_sse_versions()
+            return {**row, "status": "skipped", "reason": f"no {deployment.venv.name} venv: {exc}"}
+        row["versions"] = venv_versions(deployment.venv)
     if isinstance(deployment, Nchan):
         if (why := Nchan.missing()) is not None:
             return {**row, "status": "skipped", "reason": why}
         row["versions"] = nginx_version()
     row["processes"] = deployment.workers
 
-    if client == "c" and (deployment.kind != "pushsvc" or args.http10):
-        return {**row, "status": "skipped", "reason": "the C client reads pushsvc's HTTP/1.1 only"}
+    if client == "c" and ((deployment.kind != "pushsvc" and not args.messages) or args.http10):
+        why = "the C client reads HTTP/1.1, and a peer's stream with --messages only"
+        return {**row, "status": "skipped", "reason": why}
+    kind, payload = deployment.kind, args.peer_payload
+    if args.messages:
+        kind = "pushsvc-messages" if kind == "pushsvc" else kind
+        payload = "message"
 
     def steps(loadgen: Callable[..., JsonLinesChild]) -> dict[str, Any]:
-        streams = [f"{url}{args.query}" for url in deployment.stream_urls()]
+        urls = deployment.message_urls() if args.messages else deployment.stream_urls()
+        streams = [f"{url}{args.query}" for url in urls]
         rss_before = rss_kb(deployment.pids())
         timeouts = {"connect": connect_timeout, "publish": publish_timeout,
                     "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
         child: JsonLinesChild | PublishedCSubscribers = loadgen(
             CLIENT_MODES[client], streams, 0 if client == "c" else subscribers, events, timeouts,
-            "--wait-go", "--hold", "--kind", deployment.kind, "--publish", deployment.publish_url(),
+            "--wait-go", "--hold", "--kind", kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
             *(["--gzip"] if client == "gzip" else []),
-            *(["--payload", args.peer_payload] if deployment.kind != "pushsvc" else []),
+            *(["--payload", payload] if kind != "pushsvc" else []),
             *([] if args.no_quickack else ["--quickack"]),
         )  # fmt: skip
         if client == "c":
-            readers = c_subscribers(streams, subscribers, events, timeouts, "--wait-go", "--hold")
+            readers = c_subscribers(
+                streams, subscribers, events, timeouts, "--wait-go", "--hold",
+                *(["--messages"] if args.messages else []),
+            )  # fmt: skip
             child = closing[0] = PublishedCSubscribers(child, readers)
         opened = child.record(timeout=connect_timeout + 30)
         server_count = _wait_subscribed(deployment, subscribers, connect_timeout)
@@ -251,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = common_parser(__doc__, smoke="N=20, M=20, R=100,max")
     add = parser.add_argument
     add("--servers", type=comma_list, default=None,
-        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also "
+        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also sse-starlette, and "
         "pushsvc-redis-W, pushsvc-workers-W, flask-sse-W and nchan-W for W workers")  # fmt: skip
     add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
     add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
@@ -277,6 +298,9 @@ def _parser() -> argparse.ArgumentParser:
         help="what peers (Flask-SSE, nchan) are sent: the event (default), or the event "
         "with three windows of statistics, as large as a pushsvc update, so that the "
         "same client does as much per delivery for every server")  # fmt: skip
+    add("--messages", action="store_true",
+        help="relay a 100-byte application message (pushsvc's /messages, nchan, sse-starlette) "
+        "instead of updates")  # fmt: skip
     add("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     add("--no-quickack", action="store_true",
         help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip

@@ -4,8 +4,9 @@ For each server tree (`--pushsvc-src`, repeatable; this tree's by default), in t
 times: start `pushsvc serve --tick 0 --heartbeat 600s` (no heartbeat falls due: idle means
 nothing is written) — with `--redis`, `pushsvc web` on a redis-server of its own instead,
 the web process alone measured — open N streams of one topic on raw sockets, each read up to
-its snapshot, and wait until the server counts them all (`pushsvc_subscribers`). Then, after
-2 s to settle:
+its snapshot, and wait until the server counts them all (`pushsvc_subscribers`). With
+`--endpoints stream,messages`, the topic's `/stream` and `/messages` take turns too (each
+`/messages` stream read up to its first message, a `retry:`). Then, after 2 s to settle:
 
 * idle CPU: the server's user + system CPU seconds (/proc/PID/stat) over `--idle` seconds in
   which nothing is published, read or written, per stream and second; its RSS and RSS per
@@ -16,6 +17,7 @@ its snapshot, and wait until the server counts them all (`pushsvc_subscribers`).
 
     python -m bench.idle_streams --streams 10000 --idle 30 --rounds 3 \\
         --pushsvc-src /path/to/before/src --pushsvc-src src [--redis]
+    python -m bench.idle_streams --streams 10000 --idle 10 --rounds 3 --endpoints stream,messages
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Any
 
 from harness.live import PushsvcProcess
 from harness.procfs import cpu_seconds, rss_kb
-from harness.raw_streams import close_cleanly, open_streams, raise_fd_limit, reset
+from harness.raw_streams import MESSAGES_HEAD, close_cleanly, open_streams, raise_fd_limit, reset
 from harness.redis_server import RedisServer
 
 from bench.common import Column, Report, metric, parser
 from bench.common import machine as describe_machine
+from pushsvc.core.lists import comma_list
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "idle"
@@ -39,6 +42,7 @@ SETTLE_S = 2.0
 
 COLUMNS: list[Column] = [
     ("src", 28, lambda row: row["src"][-28:]),
+    ("endpoint", 8, "endpoint"),
     ("round", 5, "round"),
     ("streams", 7, "streams"),
     ("open s", 6, "open_s"),
@@ -57,8 +61,10 @@ def _subscribers(port: int) -> int:
     return int(value) if value is not None else -1
 
 
-def run(src: str, round_: int, args: Any) -> dict[str, object]:
-    row: dict[str, object] = {"src": src, "round": round_, "streams": args.streams}
+def run(src: str, endpoint: str, round_: int, args: Any) -> dict[str, object]:
+    row: dict[str, object] = {
+        "src": src, "endpoint": endpoint, "round": round_, "streams": args.streams,
+    }  # fmt: skip
     env = {
         "PYTHONPATH": str(Path(src).resolve()),
         "PUSHSVC_MAX_STREAMS_PER_IP": str(args.streams + 100),
@@ -81,7 +87,9 @@ def run(src: str, round_: int, args: Any) -> dict[str, object]:
     try:
         rss_before = rss_kb([proc.pid])
         started = time.monotonic()
-        streams = open_streams(proc.port, f"/topics/{TOPIC}/stream", args.streams, timeout=300)
+        first = {"first": MESSAGES_HEAD} if endpoint == "messages" else {}
+        path = f"/topics/{TOPIC}/{endpoint}"
+        streams = open_streams(proc.port, path, args.streams, timeout=300, **first)
         row["open_s"] = round(time.monotonic() - started, 1)
         deadline = time.monotonic() + 30
         while _subscribers(proc.port) != args.streams:
@@ -133,10 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         help="`pushsvc web` on a redis-server of its own (default: `pushsvc serve`, embedded)",
     )  # fmt: skip
     cli.add_argument(
+        "--endpoints", type=comma_list, default=["stream"],
+        help="the topic's stream endpoints measured in turn: stream (default), messages",
+    )  # fmt: skip
+    cli.add_argument(
         "--pushsvc-src", action="append", default=[],
         help="a tree's src/ to run pushsvc from (repeat: they take turns within each round)",
     )  # fmt: skip
     args = cli.parse_args(argv)
+    if not set(args.endpoints) <= {"stream", "messages"}:
+        raise SystemExit(f"bad --endpoints {args.endpoints}: stream, messages")
     srcs = args.pushsvc_src or [str(REPO / "src")]
     # Ours and, inherited, the server's: a socket each per stream.
     raise_fd_limit(args.streams + 1024)
@@ -145,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     report.header()
     for round_ in range(1, args.rounds + 1):
         for src in srcs:
-            try:
-                report.row(run(src, round_, args))
-            except Exception as exc:  # a row that failed says why; the others still run
-                report.row({"src": src, "round": round_, "status": "failed", "reason": str(exc)})
+            for endpoint in args.endpoints:
+                try:
+                    report.row(run(src, endpoint, round_, args))
+                except Exception as exc:  # a row that failed says why; the others still run
+                    report.row({"src": src, "endpoint": endpoint, "round": round_,
+                                "status": "failed", "reason": str(exc)})  # fmt: skip
     return 0
 
 

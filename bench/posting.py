@@ -23,13 +23,24 @@ class Published:
     last_accepted: float = 0.0
 
 
-def batches(events: int, size: int) -> list[tuple[int, bytes]]:
+def batches(events: int, size: int, message_bytes: int = 0) -> list[tuple[int, bytes]]:
     """Events with values 0..events-1 as JSON arrays of up to `size` (no ts: the server stamps
-    them), each with its length: what `publish` takes."""
+    them), each with its length: what `publish` takes. With `message_bytes`, each is a message
+    without a value instead (`event_json`)."""
     return [
-        (len(values), b"[" + b",".join(b'{"value":%d}' % v for v in values) + b"]")
+        (len(values), b"[" + b",".join(event_json(v, message_bytes) for v in values) + b"]")
         for values in (range(start, min(events, start + size)) for start in range(0, events, size))
     ]
+
+
+def event_json(value: int, message_bytes: int = 0) -> bytes:
+    """`{"value": value}`, or with `message_bytes` a message whose data is `{"value": value,
+    "pad": "xx.."}` of exactly that many bytes (at least the value's own)."""
+    if not message_bytes:
+        return b'{"value":%d}' % value
+    data = b'{"value":%d,"pad":"' % value
+    data += b"x" * max(0, message_bytes - len(data) - 2) + b'"}'
+    return b'{"type":"message","data":%s}' % data
 
 
 def publish(

@@ -1,5 +1,5 @@
-"""The servers under test, started and stopped by the benchmarks: pushsvc, Flask-SSE and
-nginx + nchan.
+"""The servers under test, started and stopped by the benchmarks: pushsvc, Flask-SSE,
+nginx + nchan and sse-starlette.
 
 Each deployment starts its own redis-server on a free port where it needs one
 (never the machine's 6379), and reports what the benchmark measures about it:
@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -34,9 +35,6 @@ from pushsvc.ops.children import terminate
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = REPO / ".bench-venvs"
-FLASK_SSE_VENV = VENVS / "flask-sse"
-# gunicorn 27.0.1's gevent worker imports `packaging` without declaring it.
-FLASK_SSE_PACKAGES = ("flask-sse==1.0.0", "gunicorn", "gevent", "redis", "packaging")
 TOPIC = "bench"
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
@@ -60,6 +58,8 @@ class ServerUnderTest:
     name: str
     kind: str
     workers: int = 1
+    venv: PeerVenv | None = None
+    """A peer's own venv, built on first use."""
 
     def __init__(self) -> None:
         self.redis: RedisServer | None = None
@@ -82,6 +82,13 @@ class ServerUnderTest:
 
     def stream_urls(self) -> list[str]:
         return [f"{base}/topics/{TOPIC}/stream" for base in self.bases()]
+
+    def message_urls(self) -> list[str]:
+        """Where a subscriber reads the messages published: pushsvc's messages stream; a
+        peer's one stream, which relays what is published as it is."""
+        if self.kind == "pushsvc":
+            return [f"{base}/topics/{TOPIC}/messages" for base in self.bases()]
+        return self.stream_urls()
 
     def publish_url(self) -> str:
         return f"{self.bases()[0]}/topics/{TOPIC}/events"
@@ -218,17 +225,46 @@ class PushsvcRedis(ServerUnderTest):
         return [p.pid for p in procs if p is not None]
 
 
-def ensure_flask_sse_venv() -> Path:
-    """The Flask-SSE venv, built on first use (needs PyPI); raises RuntimeError if it cannot be."""
-    ready = FLASK_SSE_VENV / ".ready"
+@dataclass(frozen=True)
+class PeerVenv:
+    """A peer's own venv under .bench-venvs (its packages never meet pushsvc's), built from
+    PyPI on first use; `reported`: the packages whose versions a row names."""
+
+    name: str
+    packages: tuple[str, ...]
+    reported: frozenset[str]
+
+    @property
+    def path(self) -> Path:
+        return VENVS / self.name
+
+
+FLASK_SSE = PeerVenv(
+    "flask-sse",
+    # gunicorn 27.0.1's gevent worker imports `packaging` without declaring it.
+    ("flask-sse==1.0.0", "gunicorn", "gevent", "redis", "packaging"),
+    frozenset({"flask", "flask-sse", "gunicorn", "gevent", "redis"}),
+)
+SSE_STARLETTE = PeerVenv(
+    "sse-starlette",
+    # uvicorn's standard extra: uvloop and httptools, its fastest setup.
+    ("sse-starlette>=3.0", "starlette>=0.41", "uvicorn[standard]>=0.30"),
+    frozenset({"sse-starlette", "starlette", "uvicorn", "uvloop", "httptools"}),
+)
+
+
+def ensure_venv(peer: PeerVenv) -> Path:
+    """The peer's venv, built on first use (needs PyPI); RuntimeError if it cannot be."""
+    venv = peer.path
+    ready = venv / ".ready"
     if ready.is_file():
-        return FLASK_SSE_VENV
+        return venv
     VENVS.mkdir(exist_ok=True)
-    python = FLASK_SSE_VENV / "bin" / "python"
+    python = venv / "bin" / "python"
     steps = [
-        [sys.executable, "-m", "venv", "--clear", str(FLASK_SSE_VENV)],
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *FLASK_SSE_PACKAGES],
+         *peer.packages],
     ]  # fmt: skip
     for argv in steps:
         try:
@@ -240,17 +276,16 @@ def ensure_flask_sse_venv() -> Path:
             raise RuntimeError(f"{' '.join(argv[:4])} failed: {' | '.join(tail)}")
     freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True)
     ready.write_text(freeze.stdout)
-    return FLASK_SSE_VENV
+    return venv
 
 
-def flask_sse_versions() -> dict[str, str]:
-    """Versions installed in the Flask-SSE venv (for the report)."""
-    ready = FLASK_SSE_VENV / ".ready"
-    wanted = {"flask", "flask-sse", "gunicorn", "gevent", "redis"}
+def venv_versions(peer: PeerVenv) -> dict[str, str]:
+    """Versions installed in the peer's venv (for the report)."""
+    ready = peer.path / ".ready"
     out = {}
     for line in ready.read_text().splitlines() if ready.is_file() else ():
         name, _, version = line.partition("==")
-        if name.lower().replace("_", "-") in wanted:
+        if name.lower().replace("_", "-") in peer.reported:
             out[name.lower().replace("_", "-")] = version
     return out
 
@@ -259,6 +294,7 @@ class FlaskSSE(ServerUnderTest):
     """Flask-SSE 1.0 under `gunicorn -k gevent -w W`, on its own Redis."""
 
     kind = "flask-sse"
+    venv = FLASK_SSE
 
     def __init__(self, workers: int, worker_connections: int) -> None:
         super().__init__()
@@ -269,7 +305,7 @@ class FlaskSSE(ServerUnderTest):
         self.port = 0
 
     def start(self, timeout: float = 30) -> None:
-        venv = ensure_flask_sse_venv()
+        venv = ensure_venv(FLASK_SSE)
         url = self._start_redis()
         self.port = free_port()
         self._logdir = Path(tempfile.mkdtemp(prefix="bench-flask-sse-"))
@@ -321,6 +357,65 @@ class FlaskSSE(ServerUnderTest):
         # Flask-SSE sends no byte before the first message: ask Redis who listens on "sse".
         assert self._redis_client is not None
         return int(self._redis_client.pubsub_numsub("sse")[0][1])
+
+
+class SseStarlette(ServerUnderTest):
+    """sse-starlette (bench/peers/sse_starlette_app.py) under uvicorn: one process, asyncio on
+    uvloop, no Redis. Its subscribers are counted by the app itself (GET /subscribers)."""
+
+    kind = "sse-starlette"
+    name = "sse-starlette"
+    venv = SSE_STARLETTE
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 30) -> None:
+        venv = ensure_venv(SSE_STARLETTE)
+        self.port = free_port()
+        argv = [
+            str(venv / "bin" / "uvicorn"), "--host", "127.0.0.1", "--port", str(self.port),
+            "--backlog", "2048", "--no-access-log", "--log-level", "warning",
+            "--app-dir", str(REPO / "bench" / "peers"), "sse_starlette_app:app",
+        ]  # fmt: skip
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while self.subscribed() is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("uvicorn did not start (its output is above)")
+            time.sleep(0.05)  # no event to wait on: poll the port
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate(self.proc, 15)
+            self.proc = None
+        super().stop()
+
+    def bases(self) -> list[str]:
+        return [f"http://127.0.0.1:{self.port}"]
+
+    def stream_urls(self) -> list[str]:
+        return [f"{self.bases()[0]}/stream"]
+
+    def publish_url(self) -> str:
+        return f"{self.bases()[0]}/publish"
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def subscribed(self) -> int | None:
+        try:
+            url = f"{self.bases()[0]}/subscribers"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(json.loads(response.read())["subscribers"])
+        except OSError:
+            return None
 
 
 def nginx_version() -> dict[str, str]:
@@ -437,9 +532,11 @@ class Nchan(ServerUnderTest):
 
 def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
     """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker),
-    `flask-sse-W`, `nchan` (one nginx worker) or `nchan-W`."""
+    `flask-sse-W`, `nchan` (one nginx worker), `nchan-W` or `sse-starlette`."""
     if name == "pushsvc-memory":
         return PushsvcServe()
+    if name == "sse-starlette":
+        return SseStarlette()
     if name.startswith("pushsvc-workers-") and name.rpartition("-")[2].isdigit():
         return PushsvcServe(int(name.rpartition("-")[2]))
     match = re.fullmatch(r"(pushsvc-redis|flask-sse|nchan)(?:-(\d+))?", name)
@@ -451,7 +548,9 @@ def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
     if match[1] == "pushsvc-redis":
         return PushsvcRedis(workers)
     if match[1] == "nchan":
-        return Nchan(workers, connections=max(1024, subscribers + 100))
+        # nginx ran out of its 5,100 at 5,000 subscribers ("worker_connections are not enough,
+        # reusing connections"), closing streams: room for two per subscriber.
+        return Nchan(workers, connections=max(1024, 2 * subscribers + 100))
     # Gunicorn's default of 1000 deadlocks publishing once streams hold every slot;
     # the benchmark asks for 2000, and one worker may end up holding every subscriber.
     return FlaskSSE(workers, worker_connections=max(2000, subscribers + 100))

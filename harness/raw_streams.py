@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping
 # A stream is subscribed once its first message (the snapshot or the replay) is in: the
 # server registers the subscriber before it sends that.
 _FIRST_MESSAGE = b"\ndata:"
+MESSAGES_HEAD = b"\n\n"
+"""A messages stream's first message (`retry:`, or a bare `id:`): it has no `data:`, and the
+stream is subscribed before its response head (`open_streams(..., first=MESSAGES_HEAD)`)."""
 _IN_FLIGHT = 100
 
 
@@ -45,9 +48,11 @@ def open_streams(
     *,
     bodies: dict[socket.socket, bytes] | None = None,
     headers: Mapping[str, str] | None = None,
+    first: bytes = _FIRST_MESSAGE,
 ) -> list[socket.socket]:
     """`count` streams of `path`, each read up to its first message (non-blocking sockets,
-    nothing more read from them). Raises StreamRefused, closing them all, when one is not
+    nothing more read from them; `first`: what shows that message is in, by default its
+    `data:` line). Raises StreamRefused, closing them all, when one is not
     a stream; TimeoutError when they are not all open by `timeout`. `bodies`, when given,
     gets each stream's body as read so far (after the response head), to read on from;
     `headers`, more request headers (a cookie)."""
@@ -79,7 +84,7 @@ def open_streams(
                 if not data or (body and not head.startswith(b"HTTP/1.1 200")):
                     raise StreamRefused(text.decode(errors="replace"))
                 received[sock] = text
-                if _FIRST_MESSAGE in body:
+                if first in body:
                     selector.unregister(sock)
                     del received[sock]
                     opened.append(sock)

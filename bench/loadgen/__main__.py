@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.mode == "ids" and args.kind != "pushsvc":
-        raise SystemExit("--mode ids reads pushsvc update ids: --kind pushsvc only")
+    if args.mode == "ids" and args.kind not in ("pushsvc", "pushsvc-messages"):
+        raise SystemExit("--mode ids reads pushsvc update ids: --kind pushsvc(-messages) only")
     raise_fd_limit()
     options = vars(args)
     config = RunConfig(**{

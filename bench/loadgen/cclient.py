@@ -6,8 +6,9 @@ keyed by the source's hash: an edited source is compiled again, an unchanged one
 Concurrent first uses are safe (each compiles to a temporary name and renames it in place).
 
 The program speaks to a driver as `python -m bench.loadgen --mode deliveries` does (stdin
-lines, JSON records on stdout; its header comment says how), for pushsvc streams only, and
-does not publish: a driver pairs it with a Python publisher.
+lines, JSON records on stdout; its header comment says how), for pushsvc's update streams, or
+with `--messages` any server's message stream, and does not publish: a driver pairs it with a
+Python publisher.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Counting pushsvc updates in an event stream at C speed, and judging them afterwards (pure).
 
 pushsvc writes every update as `id: <epoch>:<ms>-<seq>\\nevent: stats\\ndata: <one line>\\n\\n`,
-ids strictly increasing in emission order. `IdCounter.feed` finds those frames with one
+ids strictly increasing in emission order; a messages stream (`messages=True`) writes each
+message under its update's id as `event: message` with the published data, whose `value` the
+benchmark's producer puts first. `IdCounter.feed` finds those frames with one
 regex over each whole read (no per-message Python work) and keeps their `<ms>-<seq>`
 parts as text; `IdCounter.ids()` turns them into an (n, 2) int64 array in arrival order.
 With `values=True` it also reads each update's `event.value` (slower: one subscriber of a
@@ -41,16 +43,25 @@ UPDATE_VALUE = re.compile(
 )
 """The same frame up to its event's value (what the producer sent, as orjson prints it)."""
 
+MESSAGE_ID = re.compile(rb"id: [0-9a-f]{1,16}:([0-9]{1,18}-[0-9]{1,18})\nevent: message\n")
+MESSAGE_VALUE = re.compile(
+    rb'id: [0-9a-f]{1,16}:[0-9]{1,18}-[0-9]{1,18}\nevent: message\ndata: \{"value":([^,}]*)'
+)
+"""A messages stream's frames: the message's head, and its data up to the published value."""
+
 _CONVERT_AT = 64 * 1024  # bytes of pending id text converted to integers at once
 
 
 class IdCounter:
     """One stream's update frames. `count` is exact after every `feed`."""
 
-    __slots__ = ("_blocks", "_partial", "_pending", "_pending_bytes", "_values", "count",
-                 "valued")  # fmt: skip
+    __slots__ = ("_blocks", "_frame", "_partial", "_pending", "_pending_bytes", "_valued_frame",
+                 "_values", "count", "valued")  # fmt: skip
 
-    def __init__(self, *, values: bool = False) -> None:
+    def __init__(self, *, values: bool = False, messages: bool = False) -> None:
+        self._frame, self._valued_frame = (
+            (MESSAGE_ID, MESSAGE_VALUE) if messages else (UPDATE_ID, UPDATE_VALUE)
+        )
         self.count = 0
         """Update frames seen so far."""
         self.valued = 0
@@ -82,7 +93,7 @@ class IdCounter:
         return found
 
     def _scan(self, data: bytes, start: int, end: int) -> int:
-        ids = UPDATE_ID.findall(data, start, end)
+        ids = self._frame.findall(data, start, end)
         if ids:
             text = b" ".join(ids)
             self._pending.append(text)
@@ -90,7 +101,7 @@ class IdCounter:
             if self._pending_bytes >= _CONVERT_AT:
                 self._convert()
             if self._values is not None:
-                values = UPDATE_VALUE.findall(data, start, end)
+                values = self._valued_frame.findall(data, start, end)
                 self.valued += len(values)
                 self._values.extend(values)
         self.count += len(ids)

@@ -12,6 +12,15 @@ and `sent` back from each delivery:
 * `nchan` — the same unnamed `data:` messages (each with an `id:`), after a `: hi` comment;
   readiness is checked elsewhere (nchan's channel info, by bench/fanout.py). Its publisher
   answers 201 when the channel has subscribers, 202 when it has none.
+* `sse-starlette` — the same unnamed `data:` messages (bench/peers/sse_starlette_app.py).
+* `pushsvc-messages` — pushsvc's messages stream (`/topics/T/messages`): what is published is
+  sent as a message's `data` (`{"type": "message", "data": ...}`), and each delivery is an
+  `event: message` whose data is exactly that; the subscription is primed before the response
+  head, so a subscriber is live once it has it. A message without data (the head's bare `id:`)
+  is not a delivery.
+
+The `message` payload (`--payload message`) is the relay benchmark's: the same object padded
+to exactly `MESSAGE_BYTES` bytes of compact JSON, which every server passes on as it is.
 """
 
 from __future__ import annotations
@@ -73,7 +82,21 @@ def stats_body(value: int, sent: float) -> bytes:
     )
 
 
-PAYLOADS: dict[str, Callable[[int, float], bytes]] = {"plain": publish_body, "stats": stats_body}
+MESSAGE_BYTES = 100
+"""The relayed message's size (`--payload message`)."""
+
+
+def message_body(value: int, sent: float) -> bytes:
+    """The event padded to `MESSAGE_BYTES` of compact JSON: the same bytes on every server."""
+    head = b'{"value":%d,"tags":{"sent":"%s"},"pad":"' % (value, repr(sent).encode())
+    return head + b"x" * max(0, MESSAGE_BYTES - len(head) - 2) + b'"}'
+
+
+PAYLOADS: dict[str, Callable[[int, float], bytes]] = {
+    "plain": publish_body,
+    "stats": stats_body,
+    "message": message_body,
+}
 """`--payload`: what the publisher POSTs."""
 
 
@@ -94,6 +117,13 @@ def decode_pushsvc(message: Message, loads: Loads = orjson.loads) -> Decoded:
     raise ProtocolError(f"unexpected event type {message.event!r}")
 
 
+def decode_message(message: Message, loads: Loads = orjson.loads) -> Decoded:
+    """pushsvc's messages stream: every message with data is a delivery of what was published."""
+    if message.event == "gap":
+        raise ProtocolError(f"a gap: {message.data[:200]}")
+    return _delivery(loads(message.data)) if message.data else None
+
+
 def decode_unnamed(message: Message, loads: Loads = orjson.loads) -> Decoded:
     """Flask-SSE and nchan: every unnamed message is a delivery of what was published."""
     if message.event == "message":
@@ -109,10 +139,20 @@ class Kind:
     """True: a subscriber is ready at READY; False: once its request is written."""
     publish_statuses: frozenset[int]
     """The statuses of an accepted publish."""
+    envelope: Callable[[bytes], bytes] | None = None
+    """What is POSTed for a payload, when not the payload itself (as a pushsvc message)."""
+
+
+def as_message(payload: bytes) -> bytes:
+    return b'{"type":"message","data":%s}' % payload
 
 
 KINDS = {
     "pushsvc": Kind("pushsvc", decode_pushsvc, True, frozenset({202})),
     "flask-sse": Kind("flask-sse", decode_unnamed, False, frozenset({202})),
     "nchan": Kind("nchan", decode_unnamed, False, frozenset({201, 202})),
+    "sse-starlette": Kind("sse-starlette", decode_unnamed, False, frozenset({202})),
+    "pushsvc-messages": Kind(
+        "pushsvc-messages", decode_message, False, frozenset({202}), envelope=as_message
+    ),
 }

@@ -9,7 +9,8 @@
 * `ids` (bench/e2e.py, pushsvc only): update frames are found by one regex over each whole
   read (`IdCounter`), well under a microsecond per delivery; after the drain every stream's
   ids are judged, and compared across streams. The first `references` subscribers also read
-  every update's event value, which ties the ids to the events that were published.
+  every update's event value, which ties the ids to the events that were published. On a
+  messages stream (`messages`), the same of its messages, a stream live from its first bytes.
 
 A mode makes each subscriber's reader and adds its own figures to the result.
 """
@@ -69,16 +70,19 @@ class Deliveries:
 class UpdateIds:
     """Counts update frames by their ids (and, with `values`, reads their event values)."""
 
-    def __init__(self, expected: int, *, values: bool) -> None:
-        self.counter = IdCounter(values=values)
+    def __init__(self, expected: int, *, values: bool, messages: bool = False) -> None:
+        self.counter = IdCounter(values=values, messages=messages)
         self._expected = expected
         self._before_snapshot = b""
+        self._messages = messages
         self.ready = False
         self.complete = False
 
     def feed(self, pieces: list[bytes], now: float) -> int:
         found = 0
         for piece in pieces:
+            if self._messages:  # primed before its head: live from its first bytes
+                self.ready = True
             if not self.ready:
                 self._before_snapshot += piece
                 if _SNAPSHOT not in self._before_snapshot:
@@ -115,11 +119,11 @@ class DeliveriesMode:
 class IdsMode:
     name = "ids"
 
-    def __init__(self, events: int, references: int) -> None:
-        self.events, self.references = events, references
+    def __init__(self, events: int, references: int, *, messages: bool = False) -> None:
+        self.events, self.references, self.messages = events, references, messages
 
     def reader(self, i: int) -> Reader:
-        return UpdateIds(self.events, values=i < self.references)
+        return UpdateIds(self.events, values=i < self.references, messages=self.messages)
 
     def report(self, readers: Sequence[Reader]) -> dict[str, object]:
         """Whether every stream carried the same ids, and the reference streams' values."""

@@ -102,7 +102,8 @@ class Run:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.mode = (
-            IdsMode(config.events, config.references) if config.mode == "ids"
+            IdsMode(config.events, config.references,
+                    messages=config.kind.name == "pushsvc-messages") if config.mode == "ids"
             else DeliveriesMode(config.kind, config.events, browser=config.mode == "json")
         )  # fmt: skip
         self.progress = Progress(expected=config.events)
@@ -176,12 +177,18 @@ class Run:
             path,
             config.kind.publish_statuses,
             quickack=config.quickack,
-            body=PAYLOADS[config.payload],
+            body=self._body(),
             persist=config.persist,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.publish_deadline()
         self.published = await publisher.run(config.events, config.rate, deadline)
+
+    def _body(self) -> Callable[[int, float], bytes]:
+        payload, envelope = PAYLOADS[self.config.payload], self.config.kind.envelope
+        if envelope is None:
+            return payload
+        return lambda value, sent: envelope(payload(value, sent))
 
     async def drain(self) -> float:
         """Count until every live subscriber is complete (or the deadlines); the time."""

@@ -21,6 +21,13 @@
  *     latency is CLOCK_REALTIME at the read minus the event's `tags.sent`; an update without
  *     `event` (a window tick) is not a delivery; `:` lines (heartbeats) are ignored; any
  *     other event type fails the stream;
+ *   - with --messages it reads an application message stream instead (pushsvc's
+ *     /topics/T/messages, or a peer relaying the same message: nchan, sse-starlette): a
+ *     stream is ready once its response head has come (pushsvc primes a messages stream
+ *     before its head; a driver checks a peer's own count), and every message with data,
+ *     named or not, is a delivery whose data is the published JSON object with `value` and
+ *     `tags.sent` at its top; `event: gap` is counted as a gap; a message without data (a
+ *     bare `id:`) is none; ids are checked where they are pushsvc's, other ids ignored;
  *   - with --reconnect it comes back as EventSource does: a stream the server ends (or a
  *     connection refused while it is down) is opened again after the last `retry:` it was
  *     sent, with `Last-Event-ID` (the last `id:` dispatched), and its counts go on across its
@@ -88,7 +95,7 @@ static void count_key(struct counts *c, const char *key) {
 
 enum conn_state { C_IDLE, C_CONNECTING, C_HEAD, C_BODY, C_ENDED };
 enum chunk_state { K_SIZE, K_DATA, K_CRLF, K_TRAILER, K_END };
-enum message_kind { M_NONE, M_STATS, M_SNAPSHOT };
+enum message_kind { M_NONE, M_STATS, M_SNAPSHOT, M_MESSAGE, M_GAP };
 
 struct conn {
     int fd;
@@ -133,7 +140,7 @@ static struct {
     const char *source;
     long subscribers, events;
     double connect_timeout, publish_timeout, drain_timeout, idle_timeout;
-    int wait_go, hold, reconnect;
+    int wait_go, hold, reconnect, messages;
     long batch_us;
 } cfg = {.connect_timeout = 60, .publish_timeout = 300, .drain_timeout = 30, .idle_timeout = 5};
 
@@ -352,6 +359,17 @@ static const char *read_update(struct conn *c, const char *data, size_t len) {
     return NULL;
 }
 
+/* --messages: a message's data is the published object itself. */
+static const char *read_message(struct conn *c, const char *data, size_t len) {
+    const char *p = data;
+    c->value = -1;
+    c->sent = NAN;
+    c->is_delivery = 1;
+    if (walk_object(c, &p, data + len, event_key) < 0) return "ProtocolError: malformed message data";
+    if (isnan(c->sent)) return "ProtocolError: delivery without value/tags.sent";
+    return NULL;
+}
+
 /* ---- the event stream, a line at a time -------------------------------------------- */
 
 static int parse_id(const char *v, size_t len, uint64_t out[3]) {
@@ -416,7 +434,7 @@ static void delivered(struct conn *c, double now) {
 /* One line without its LF; an error text, or NULL. */
 static const char *sse_line(struct conn *c, const char *line, size_t len, double now) {
     if (len == 0) { /* dispatch */
-        if (c->kind == M_STATS && c->is_delivery) delivered(c, now);
+        if ((c->kind == M_STATS || c->kind == M_MESSAGE) && c->is_delivery) delivered(c, now);
         if (c->id_text_len) { /* as EventSource: the last event ID is set on dispatch */
             memcpy(c->last_event_id, c->id_text, c->id_text_len);
             c->last_event_id_len = c->id_text_len;
@@ -434,13 +452,23 @@ static const char *sse_line(struct conn *c, const char *line, size_t len, double
     size_t v_len = line + len - v;
     if (name_len == 5 && memcmp(line, "event", 5) == 0) {
         if (c->has_data) return "ProtocolError: event after data"; /* not what pushsvc sends */
-        if (v_len == 5 && memcmp(v, "stats", 5) == 0) c->kind = M_STATS;
+        if (cfg.messages) c->kind = v_len == 3 && memcmp(v, "gap", 3) == 0 ? M_GAP : M_MESSAGE;
+        else if (v_len == 5 && memcmp(v, "stats", 5) == 0) c->kind = M_STATS;
         else if (v_len == 8 && memcmp(v, "snapshot", 8) == 0) c->kind = M_SNAPSHOT;
         else return "ProtocolError: unexpected event type";
     } else if (name_len == 4 && memcmp(line, "data", 4) == 0) {
         /* pushsvc's data is one line of JSON: read it now rather than keep it */
         if (c->has_data) return "ProtocolError: more than one data line";
         c->has_data = 1;
+        if (cfg.messages && c->kind == M_GAP) {
+            c->gaps++;
+            gaps++;
+            return NULL;
+        }
+        if (cfg.messages) {
+            if (c->kind == M_NONE) c->kind = M_MESSAGE; /* unnamed: EventSource's `message` */
+            return read_message(c, v, v_len);
+        }
         if (c->kind == M_SNAPSHOT && memmem(v, v_len, "\"gap\":true", 10) != NULL) {
             c->gaps++;
             gaps++;
@@ -644,6 +672,11 @@ static void on_readable(struct conn *c, char *buf) {
             c->line_len = 0;
             c->state = C_BODY;
             if (c->reconnects) c->back_at = now;
+            if (cfg.messages && !c->ready) { /* the head is the stream's start */
+                c->ready = 1;
+                ready++;
+                in_flight--;
+            }
             p = buf;
             left = rest;
         }
@@ -841,7 +874,7 @@ static void usage(void) {
             "usage: sse_clients --stream URL [--stream URL ...] --subscribers N --events M\n"
             "  [--source ADDRESS] [--connect-timeout S] [--publish-timeout S]\n"
             "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n"
-            "  [--reconnect]\n");
+            "  [--reconnect] [--messages]\n");
     exit(2);
 }
 
@@ -869,6 +902,7 @@ int main(int argc, char **argv) {
         if (strcmp(a, "--wait-go") == 0) cfg.wait_go = 1;
         else if (strcmp(a, "--hold") == 0) cfg.hold = 1;
         else if (strcmp(a, "--reconnect") == 0) cfg.reconnect = 1;
+        else if (strcmp(a, "--messages") == 0) cfg.messages = 1;
         else if (v == NULL) usage();
         else if (strcmp(a, "--stream") == 0) add_url(v), i++;
         else if (strcmp(a, "--subscribers") == 0) cfg.subscribers = atol(v), i++;
@@ -967,11 +1001,11 @@ int main(int argc, char **argv) {
         id_regressions += c->id_regressions;
     }
     long expected = cfg.subscribers * cfg.events;
-    printf("{\"phase\":\"result\",\"kind\":\"pushsvc\",\"mode\":\"deliveries\",\"client\":\"c\","
+    printf("{\"phase\":\"result\",\"kind\":\"%s\",\"mode\":\"deliveries\",\"client\":\"c\","
            "\"subscribers\":%ld,\"events\":%ld,\"expected\":%ld,\"received\":%ld,"
            "\"distinct\":%ld,\"duplicates\":%ld,\"out_of_order\":%ld,\"missing\":%ld,"
            "\"unexpected\":%ld,\"id_regressions\":%ld,\"latency_ms\":",
-           cfg.subscribers, cfg.events, expected, received, distinct, duplicates,
+           cfg.messages ? "messages" : "pushsvc", cfg.subscribers, cfg.events, expected, received, distinct, duplicates,
            out_of_order, expected - distinct, unexpected, id_regressions);
     if (n_latencies) {
         qsort(latencies, n_latencies, sizeof *latencies, by_value);

@@ -14,8 +14,9 @@ import pytest
 from support.bench_run import run_bench
 
 HEADLINE = (
-    "scalar_1w", "scalar_3w", "all_3w", "aggregator_all_3w", "river_time_rolling",
-    "pandas_per_event", "ratio_vs_river", "p9999_event_us", "max_event_us",
+    "scalar_1w", "scalar_3w", "all_3w", "aggregator_all_3w", "aggregator_messages_100B",
+    "aggregator_messages_10KiB", "river_time_rolling", "pandas_per_event", "ratio_vs_river",
+    "p9999_event_us", "max_event_us",
     "platform", "nproc", "python", "date",
 )  # fmt: skip
 
@@ -31,7 +32,9 @@ def smoke() -> dict:
 def test_prints_every_headline_figure(smoke: dict) -> None:
     missing = [key for key in HEADLINE if key not in smoke]
     assert not missing
-    for key in ("scalar_1w", "scalar_3w", "all_3w", "aggregator_all_3w", "pandas_per_event"):
+    rates = ("scalar_1w", "scalar_3w", "all_3w", "aggregator_all_3w", "pandas_per_event",
+             "aggregator_messages_100B", "aggregator_messages_10KiB")  # fmt: skip
+    for key in rates:
         assert isinstance(smoke[key], int) and smoke[key] > 0, key
     assert smoke["p9999_event_us"] <= smoke["max_event_us"]
 

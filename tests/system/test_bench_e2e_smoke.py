@@ -46,3 +46,31 @@ def test_e2e_smoke_delivers_every_update_exactly_once() -> None:
     full, projected = rows
     # The projection is what a subscriber asked for: one window, one statistic.
     assert projected["bytes_per_update"] < full["bytes_per_update"]
+
+
+@pytest.mark.redis
+def test_e2e_smoke_messages_each_once_on_the_messages_stream() -> None:
+    """`--messages`: events that are messages without a value, read on /messages, reach every
+    subscriber once and in order, the reference reading each message's published value; a
+    message's delivery carries its data, not the statistics an update carries."""
+    done = run_bench(
+        "e2e", "--smoke", "--json", "--projection", "full", "--messages", "100,10240",
+        timeout=90, redis=True,
+    )  # fmt: skip
+    rows = json_rows(done)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(r["projection"], r["message_bytes"]) for r in rows] == [
+        ("full", 0), ("messages", 100), ("messages", 10240),
+    ]  # fmt: skip
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert (row["expected"], row["received"]) == (50_000, 50_000)
+        counts = [row[k] for k in ("missing", "duplicates", "out_of_order", "unexpected")]
+        assert counts == [0, 0, 0, 0] and row["id_sets_differ"] == 0
+        reference = row["reference"]
+        assert (reference["received"], reference["distinct"], reference["missing"]) == (
+            5000, 5000, 0,
+        )  # fmt: skip
+    full, small, large = (row["bytes_per_update"] for row in rows)
+    assert small < full  # 100 bytes of data and its frame, no windows of statistics
+    assert 10240 < large < 10240 + 200

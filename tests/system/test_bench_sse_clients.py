@@ -217,6 +217,65 @@ def test_stream_errors(program: Path, response: bytes, error: str) -> None:
     assert (result["received"], result["missing"]) == (0, 1)
 
 
+def message(seq: int | None, value: str, event: bytes | None = b"message") -> bytes:
+    """A relayed message: pushsvc's (`id:`, `event: message`), or a peer's unnamed one
+    (`event` None, `seq` None: no id, as sse-starlette sends; nchan's ids are not pushsvc's)."""
+    head = b"" if seq is None else b"id: 2f91f5e4:0-%d\n" % seq
+    head += b"" if event is None else b"event: %s\n" % event
+    return head + b'data: {"value":%s,"tags":{"sent":"1795633176.5"},"pad":"x}y"}\n\n' % (
+        value.encode()
+    )
+
+
+GAP = b'id: 2f91f5e4:0-6\nevent: gap\ndata: {"topics":["t"]}\n\n'
+MESSAGE_ROWS = [
+    pytest.param(
+        # pushsvc's head (a retry:, then a bare id:), named messages, a heartbeat.
+        CHUNKED + chunked(b"retry: 3000\n\nid: 2f91f5e4:0-0\n\n", message(1, "0"), HEARTBEAT,
+                          message(2, "1", b"shipped"), message(3, "2")),
+        3, (3, 3, 0, 0, 0, 0, 0), 0,
+        id="pushsvc-named",
+    ),
+    pytest.param(
+        CHUNKED + chunked(b": hi\n\n", b"id: 1795633176:0\n" + message(None, "0", None),
+                          message(None, "2", None), message(None, "2", None),
+                          message(None, "1", None)),
+        3, (4, 3, 1, 1, 0, 0, 0), 0,
+        id="unnamed-duplicate-out-of-order-foreign-id",
+    ),
+    pytest.param(
+        CHUNKED + chunked(message(5, "0"), GAP, message(4, "1"), message(7, "2"), size=5),
+        3, (3, 3, 0, 0, 0, 0, 1), 1,
+        id="gap-counted-ids-not-rising-cut-lines",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("response", "events", "counts", "gaps"), MESSAGE_ROWS)
+def test_message_streams(
+    program: Path, response: bytes, events: int, counts: tuple[int, ...], gaps: int
+) -> None:
+    """With --messages, a stream is live at its response head, every message with data, named
+    or not, is a delivery of the published object, and `event: gap` is a gap."""
+    opened, drained, result = run_against(
+        program, lambda listener: serve_once(listener, response, 65536), events, "--messages",
+        "--reconnect", "--idle-timeout", "1",
+    )  # fmt: skip
+    assert (opened["ready"], drained["stream_errors"], drained["gaps"]) == (1, {}, gaps)
+    assert tuple(result[key] for key in COUNTS) == counts
+    assert result["kind"] == "messages"
+
+
+def test_message_stream_refuses_data_without_the_published_object(program: Path) -> None:
+    response = CHUNKED + chunked(b"retry: 3000\n\n", b"event: message\ndata: {}\n\n")
+    _, drained, result = run_against(
+        program, lambda listener: serve_once(listener, response, 65536), 1, "--messages",
+        "--idle-timeout", "1",
+    )  # fmt: skip
+    assert drained["stream_errors"] == {"ProtocolError: delivery without value/tags.sent": 1}
+    assert (result["received"], result["missing"]) == (0, 1)
+
+
 def serve_in_turns(listener: socket.socket, responses: list[bytes], requests: list[bytes]) -> None:
     """Answer one connection per response in turn, each closed once sent (the server went
     away), but for the last, held until the client leaves; every request is kept."""

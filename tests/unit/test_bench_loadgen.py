@@ -134,6 +134,25 @@ def test_detector_reads_event_values() -> None:
         assert judge_values(counter.values(), counter.count, 4) == verdict(8, 3, 1, 0, 1, 4)
 
 
+def test_detector_on_a_messages_stream_counts_message_frames_and_their_values() -> None:
+    """A messages stream: `event: message` frames under update ids, each with the published
+    data, whose value the reference reads; its head and a gap are no message."""
+
+    def message(seq: int, value: int) -> bytes:
+        return b'id: 0a1b2c3d:7-%d\nevent: message\ndata: {"value":%d,"pad":"x"}\n\n' % (seq, value)
+
+    stream = (
+        b"retry: 3000\n\nid: 0a1b2c3d:7-0\n\n" + message(1, 0) + update(7, 2, 5.0)
+        + b'id: 0a1b2c3d:7-3\nevent: gap\ndata: {"topics":["t"]}\n\n' + message(4, 1)
+    )  # fmt: skip
+    for step in (len(stream), 3):
+        counter = IdCounter(values=True, messages=True)
+        for i in range(0, len(stream), step):
+            counter.feed(stream[i : i + step])
+        assert counter.ids().tolist() == [[7, 1], [7, 4]]
+        assert counter.values() == [b"0", b"1"]
+
+
 def test_value_order_is_judged_for_first_sightings() -> None:
     values = [b"0.0", b"2.0", b"1.0", b"2.0", b"3.0"]
     assert judge_values(values, 5, 4) == verdict(5, 4, 1, 1, 0, 0)
