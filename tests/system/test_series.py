@@ -398,23 +398,25 @@ def test_the_client_reads_series_as_a_frame_and_the_cli_prints_points(
     assert points == [T0 - 0.25, T0 + 0.75]
 
 
-def test_the_first_buckets_of_year_one_close_into_points_and_read_back(
+def test_the_first_buckets_of_the_earliest_time_close_into_points_and_read_back(
     series_server: PushsvcProcess,
 ) -> None:
-    """Events go back to 0001-01-01: the bucket that starts there is a point like any other
-    (on Redis its stream id cannot be 0-0), and a range reaching before it answers what there
-    is (it was a 500 on Redis; the aggregator's publish failed on the point)."""
-    topic = "series.year-one"
+    """Events go back to 2000-01-01, the earliest time ingest takes (an earlier `ts` is a time
+    left unset, refused): the bucket that starts there is a point like any other, and a range
+    reaching before it (from year 1, which reads accept) answers what there is."""
+    topic = "series.earliest"
     events = [
-        {"value": 1.0, "ts": "0001-01-01T00:00:00Z"},
-        {"value": 2.0, "ts": "0001-01-01T00:00:00.5Z"},
-        {"value": 3.0, "ts": "0001-01-01T00:02:00Z"},  # closes the first 1s and 1m buckets
+        {"value": 1.0, "ts": "2000-01-01T00:00:00Z"},
+        {"value": 2.0, "ts": "2000-01-01T00:00:00.5Z"},
+        {"value": 3.0, "ts": "2000-01-01T00:02:00Z"},  # closes the first 1s and 1m buckets
     ]
     _post_all(series_server.port, topic, events)
-    year_one = -62_135_596_800
+    earliest = 946_684_800
     for resolution, count in (("1s", 2), ("1m", 2)):
-        answer = _series(series_server.port, topic, f"resolution={resolution}")
+        answer = _series(
+            series_server.port, topic, f"resolution={resolution}&since=0001-01-01T00:00:00Z"
+        )
         first = answer["points"][0]
-        assert (first["t"], first["count"]) == (year_one, count), answer
+        assert (first["t"], first["count"]) == (earliest, count), answer
     auto = _series(series_server.port, topic, "resolution=auto&points=300")
     assert auto["points"], auto
