@@ -298,7 +298,13 @@ SCHEMAS: dict[str, Any] = {
                         "minimum": MIN_EVENT_TS_US // US_PER_S,
                         "exclusiveMaximum": (MAX_TS_US + 1) // US_PER_S,
                     },
-                    {"type": "string", "format": "date-time"},
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        # Years 2000 to 9999, as the epoch seconds above.
+                        "pattern": "^[2-9][0-9]{3}-",
+                        "description": "RFC 3339, from 2000-01-01T00:00:00Z on",
+                    },
                 ]
             },
             "tags": {
