@@ -71,6 +71,14 @@ class InvalidEvent(BadRequest):
     code = "invalid_event"
 
 
+class WideInteger(InvalidEvent):
+    """A message's data holds an integer beyond 64 bits: it would be rounded on its way, so it
+    is refused. Its own code: JSON Schema cannot tell such an integer from a double of the same
+    value, so `/openapi.json` cannot state this rule."""
+
+    code = "wide_integer"
+
+
 class MalformedJson(BadRequest):
     """The body (or one NDJSON line) is not JSON."""
 

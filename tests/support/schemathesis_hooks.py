@@ -44,6 +44,9 @@ CONTEXT_REFUSALS = {
     "presence_needs_names": 400,
     # An Idempotency-Key an earlier example sent with another body to the same topic.
     "idempotency_key_reused": 422,
+    # A message's data with an integer beyond 64 bits: JSON Schema cannot tell one from a
+    # double of the same value (a schema's "integer" is any number without a fraction).
+    "wide_integer": 400,
 }
 """The codes of refusals that depend on earlier requests, the clock, the topic's rule or two
 parameters together, with their status."""

@@ -36,6 +36,7 @@ from pushsvc.errors import (
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,
+    WideInteger,
 )
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
 from pushsvc.ingest.timestamps import (
@@ -125,7 +126,7 @@ def _refuse_wide_integers(text: bytes, first_index: int) -> None:
     items = doc if isinstance(doc, list) else [doc]
     for offset, item in enumerate(items):
         if isinstance(item, dict) and _has_wide_integer(item.get("data")):
-            raise InvalidEvent(
+            raise WideInteger(
                 "data holds an integer beyond 64 bits: send it as a string",
                 index=first_index + offset,
             )
