@@ -247,8 +247,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--publishers", "-p", type=int, default=1,
         help="concurrent publishers (keep-alive connections)")  # fmt: skip
     add("--server-arg", action="append", default=[], metavar="ARG",
-        help="passed to every pushsvc process, e.g. --server-arg=--queue-size "
-        "--server-arg=10000")  # fmt: skip
+        help="passed to every pushsvc process, e.g. --server-arg=--max-stream-buffer "
+        "--server-arg=64MiB")  # fmt: skip
     add("--profile", metavar="DIR", help="run the pushsvc processes under cProfile, files in "
         "DIR, and report their top functions (slows them down)")  # fmt: skip
     add("--profile-top", type=int, default=15)

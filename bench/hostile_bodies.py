@@ -1,23 +1,22 @@
 """A legitimate producer's POST latency while an attacker holds unfinished request bodies
 (R.U.D.Y.) at the server's default limits.
 
-One `pushsvc serve` (embedded broker), or with `--redis` a `pushsvc web` beside a
-`pushsvc aggregate` on a redis-server of the benchmark's own, runs at its default settings
-(`--body-timeout 30s`, `--body-read-timeout 10s`, the open-file limit raised to the hard
-one). A producer POSTs one event at a time, ~40 a second, on one keep-alive connection (or
-with `--fresh` a new connection each), from before the attack to its end: alone for 5 s
+One `pushsvc serve` (embedded broker), or with `--redis` a `pushsvc web` beside a `pushsvc
+aggregate` on a redis-server of the benchmark's own, runs at its default settings
+(`--body-timeout 30s`, and a third of it between a body's pieces, the open-file limit raised to
+the hard one). A producer POSTs one event at a time, ~40 a second, on one keep-alive connection
+(or with `--fresh` a new connection each), from before the attack to its end: alone for 5 s
 (`baseline`), then while two attacker processes keep `--connections` connections each with a
 head and a `Content-Length: 100000` it never fulfils: whenever the server closes one, the
 attacker opens another at once. The `attacked` phase is the `--seconds` after the attacker's
-first 5 s (its connections opening). Reported per phase: the producer's p50/p99/max and
-failed POSTs; and the server's RSS before the attack and at its peak (VmHWM), the
-connections the server shed (`pushsvc_connections_shed_total`), the attacker's opened and
-cut-off connections.
+first 5 s (its connections opening). Reported per phase: the producer's p50/p99/max and failed
+POSTs; and the server's RSS before the attack and at its peak (VmHWM), the connections the
+server shed (`pushsvc_connections_shed_total`), the attacker's opened and cut-off connections.
 
     python -m bench.hostile_bodies                               # 20,000 connections
     python -m bench.hostile_bodies --connections 2000 --seconds 10 --json
     python -m bench.hostile_bodies --redis
-    python -m bench.hostile_bodies --addresses 1              # one address: --max-waiting-per-ip
+    python -m bench.hostile_bodies --addresses 1              # one address: its share of waiting
 
 Stand-alone on purpose: the standard library only (nothing from tests/), so it runs
 against any tree's `src/` (`--src`).
@@ -222,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_argument("--redis", action="store_true", help="pushsvc web + aggregate on Redis")
     cli.add_argument("--fresh", action="store_true", help="the producer: a connection per POST")
     cli.add_argument(
-        "--addresses", type=int, default=100, help="the attacker's (--max-waiting-per-ip each)"
+        "--addresses", type=int, default=100, help="the attacker's (each: --max-waiting / 16)"
     )
     cli.add_argument("--src", type=Path, default=SRC, help="the src/ of the pushsvc to run")
     cli.add_argument("--json", action="store_true", help="one JSON line instead of text")

@@ -110,7 +110,7 @@ def _judge(clients: StormClients, acked: dict[str, int]) -> dict[str, int]:
 
 
 def run(src: str, args: Any) -> dict[str, object]:
-    row: dict[str, object] = {"src": src, "clients": args.clients, "max_priming": args.max_priming}
+    row: dict[str, object] = {"src": src, "clients": args.clients}
     topics = [f"storm.{n}" for n in range(args.topics)]
     sources = [f"127.0.0.{n + 1}" for n in range(args.sources)]
     server = RedisServer().start()
@@ -122,8 +122,6 @@ def run(src: str, args: Any) -> dict[str, object]:
         "PUSHSVC_MAX_STREAMS_PER_IP": str(args.clients + 100),
         "PUSHSVC_MAX_STREAMS": str(args.clients + 100),
         "PUSHSVC_LOG_FORMAT": "text",
-        # Only when asked: a tree from before the setting would stop on an unknown one.
-        **({"PUSHSVC_MAX_PRIMING": str(args.max_priming)} if args.max_priming else {}),
     }
     procs = [
         PushsvcProcess("aggregate", env=env, http=False).start(),
@@ -229,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--missed", type=int, default=3, help="rounds posted while it is down")
     cli.add_argument("--quiet", type=float, default=3.0, help="seconds of the baseline rates")
     cli.add_argument("--profile", help="cProfile the restarted web process into this file")
-    cli.add_argument("--max-priming", type=int, help="the web processes' --max-priming")
     cli.add_argument(
         "--pushsvc-src", action="append", default=[],
         help="a tree's src/ to run pushsvc from (repeat: they take turns)",

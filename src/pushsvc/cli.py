@@ -33,7 +33,8 @@ def settings_options(command: F) -> F:
     them, so a bad one is the same one line from a flag as from a variable; the metavar says
     what each takes. A true-or-false setting is a flag (`--token-query`, `--no-token-query`)."""
     for name in RETIRED:
-        command = click.option(f"--{name}", name, default=None, hidden=True)(command)
+        flag = "--" + name.replace("_", "-")
+        command = click.option(flag, name, default=None, hidden=True)(command)
     for spec in reversed(Settings.specs()):
         default = spec.default or "unset"
         help_text = f"[env {spec.variable}; default {default}]"

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+WAITING_SHARES = 16
+"""`--max-waiting` over what one client address may keep waiting, and over the connections
+shed a second: the defaults these settings had (4,096 and 256 each) kept as a ratio."""
+
 
 def _windows(text: str) -> tuple[int, ...]:
     widths = [parse_duration_us(part) for part in comma_list(text)]
@@ -124,14 +128,6 @@ def _stats(text: str) -> tuple[str, ...]:
         return choose(text, ALL_STATS)
     except ValueError as exc:
         raise ValueError(f"{exc} (or all)") from None
-
-
-def _presence_expiry(text: str) -> int:
-    value = parse_duration_us(text)
-    if value < 2_000_000:
-        # Entries are refreshed every second at most: a shorter expiry would drop live ones.
-        raise ValueError(f"{text!r} must be at least 2s")
-    return value
 
 
 def _data_dir(text: str) -> str | None:
@@ -301,8 +297,6 @@ class Settings:
     port: int = setting("8000", _port)
     redis_url: str | None = setting("", _redis_url, secret=True)
     redis_min_replicas: int = setting("0", _non_negative_int)
-    # How often a process looks at Redis's eviction policy and memory (redis_guard.py).
-    redis_check_us: int = setting("5s", _positive_duration, name="redis_check")
     prefix: str = setting("pushsvc:", _prefix)
     windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows")
     stats: tuple[str, ...] = setting("all", _stats)
@@ -316,10 +310,6 @@ class Settings:
     # it late until the clock catches up (one wrong clock must never lock a topic).
     max_future_us: int = setting("5m", _positive_duration, name="max_future")
     history: int = setting("10000", _positive_int)
-    # While a sessionizer has not read them, a partition's history keeps its updates past
-    # --history, up to this many (a backfill outruns any reader); past it they are lost to
-    # the sessions, counted and marked.
-    history_hold: int = setting("100000", _positive_int)
     # The history's bytes per partition (its updates' bodies), besides its count: updates of
     # 64 KiB messages would make 10,000 of them 650 MB a partition (docs/reliability.md).
     history_bytes: int = setting("32MiB", _positive_size)
@@ -334,13 +324,12 @@ class Settings:
     # A message's data as compact JSON (docs/api.md, Messages); past it the batch is a 413.
     max_message_bytes: int = setting("64KiB", _positive_size, name="max_message")
     max_batch: int = setting("10000", _positive_int)
-    queue_size: int = setting("1000", _positive_int)
     slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
     header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout")
-    # A request body's deadlines (nginx's client_body_timeout): the whole body within the
-    # first, and never longer than the second between two pieces of it (a trickle: R.U.D.Y.).
+    # A request body's deadline (nginx's client_body_timeout): the whole body within it, and
+    # never longer than a third of it between two pieces (`body_read_timeout_us`; a trickle:
+    # R.U.D.Y.).
     body_timeout_us: int = setting("30s", _positive_duration, name="body_timeout")
-    body_read_timeout_us: int = setting("10s", _positive_duration, name="body_read_timeout")
     # Bytes, not counts: what one stream may have pending (rendered, not yet taken by its
     # socket) before it is conflated, and what every stream of the process may have pending
     # together before new streams are refused (503).
@@ -375,27 +364,17 @@ class Settings:
     auth_headers: tuple[str, ...] = setting("Authorization", _header_names)
     auth_timeout_us: int = setting("2s", _positive_duration, name="auth_timeout")
     auth_max_asks: int = setting("64", _positive_int)
-    auth_cache_size: int = setting("10000", _positive_int)
     max_streams_per_ip: int = setting("256", _positive_int)
     max_streams: int = setting("20000", _positive_int)
-    # Connections from one address waiting on their client (a head, a body, a keep-alive)
-    # at once; past it that address's longest-waiting is closed (pushsvc.http.waiting_clients).
-    max_waiting_per_ip: int = setting("256", _positive_int)
-    # And from every address: each costs ~60 KB (a greenlet parked in a read, its buffers).
+    # Connections waiting on their client (a head, a body, a keep-alive) at once, from every
+    # address: each costs ~60 KB (a greenlet parked in a read, its buffers). One address may
+    # hold a share of them, and the shedding has a pace (`max_waiting_per_ip`, `shed_rate`).
     max_waiting: int = setting("4096", _positive_int)
-    # Connections shed past those two caps, a second: past it the server stops accepting for
-    # a while, and the shedding of an attacker reopening each one shed costs no more CPU.
-    max_shed_rate: int = setting("256", _positive_int)
-    # Streams primed (subscribed, their replay or snapshot read) at once; the others wait their
-    # turn, so that a reconnect storm neither holds thousands of replays nor starves the live.
-    max_priming: int = setting("64", _positive_int)
     publish_rate: float | None = setting("unlimited", _rate)
     max_selectors: int = setting("100", _positive_int)
     # Presence (docs/api.md): whether the token subjects watching a topic are kept and told to
-    # callers whose token has a presence scope for it, and on Redis how long a web process's
-    # entry outlives its last refresh (how soon a killed process's streams leave).
+    # callers whose token has a presence scope for it.
     presence_subs: bool = setting("false", _flag)
-    presence_expiry_us: int = setting("5s", _presence_expiry, name="presence_expiry")
     trusted_proxies: int = setting("0", _non_negative_int)
     certfile: str | None = setting("", _readable_file)
     keyfile: str | None = setting("", _readable_file)
@@ -407,9 +386,8 @@ class Settings:
     max_topics: int = setting("100000", _positive_int)
     topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl")
     # Alerts (docs/design.md): Alertmanagers to post firing and resolved instances to
-    # (comma-separated: an HA pair), and how often what fires is posted again.
+    # (comma-separated: an HA pair).
     alertmanager_url: tuple[str, ...] = setting("", _alertmanagers, secret=True)
-    alertmanager_resend_us: int = setting("1m", _positive_duration, name="alertmanager_resend")
     # How long alert changes are kept (`_alerts`' history), whatever --history keeps; unset:
     # the longest series retention (`alert_keep_us`).
     alert_retention_us: int | None = setting(
@@ -423,6 +401,29 @@ class Settings:
     outbox_table: str = setting(DEFAULT_TABLE, check_table)
     # How often the outbox is read besides the NOTIFY that a commit sends.
     outbox_poll_us: int = setting("1s", _positive_duration, name="outbox_poll")
+
+    @property
+    def body_read_timeout_us(self) -> int:
+        """The longest wait for the next piece of a request's body: a third of
+        `--body-timeout` (10 s of the default 30 s), so that a body stalled twice is cut off
+        before its whole deadline, and a body that trickles is cut off at the whole one."""
+        return max(1, self.body_timeout_us // 3)
+
+    @property
+    def max_waiting_per_ip(self) -> int:
+        """Connections one client address may keep waiting at once: a sixteenth of
+        `--max-waiting` (256 of the default 4,096), so that filling the waiting set takes at
+        least 16 addresses, and a client behind a NAT keeps room for its users."""
+        return max(1, self.max_waiting // WAITING_SHARES)
+
+    @property
+    def shed_rate(self) -> int:
+        """Waiting connections that may be closed a second (past the two caps above): a
+        sixteenth of `--max-waiting` (256 of the default 4,096), so that shedding turns the
+        whole waiting set over in 16 s at the fastest. Past it the attacker's addresses are
+        refused at once, and an attacker reopening every connection closed spends no more of
+        the server's CPU (docs/security.md#limits)."""
+        return max(1, self.max_waiting // WAITING_SHARES)
 
     @property
     def window_labels(self) -> tuple[str, ...]:
@@ -584,11 +585,47 @@ def _as_given(us: object) -> object:
     return us
 
 
+def _fixed(name: str, now: str) -> str:
+    flag, variable = "--" + name.replace("_", "-"), f"PUSHSVC_{name.upper()}"
+    return f"{flag} / {variable} is no longer a setting: {now} (docs/configuration.md)"
+
+
 RETIRED = {
     "shard": (
         "--shard / PUSHSVC_SHARD is gone: aggregators share the partitions by leases now; "
         "give every process the same --partitions / PUSHSVC_PARTITIONS (default 16) and run "
         "as many `pushsvc aggregate` as you like"
+    ),
+    "history_hold": _fixed(
+        "history_hold",
+        "a sessionizer's hold keeps a partition's history up to --history-bytes / "
+        "PUSHSVC_HISTORY_BYTES; raise that to hold more",
+    ),
+    "body_read_timeout": _fixed(
+        "body_read_timeout",
+        "it is a third of --body-timeout / PUSHSVC_BODY_TIMEOUT; set that instead",
+    ),
+    "max_waiting_per_ip": _fixed(
+        "max_waiting_per_ip",
+        "it is a sixteenth of --max-waiting / PUSHSVC_MAX_WAITING; set that instead",
+    ),
+    "max_shed_rate": _fixed(
+        "max_shed_rate",
+        "it is a sixteenth of --max-waiting / PUSHSVC_MAX_WAITING a second; set that instead",
+    ),
+    "queue_size": _fixed(
+        "queue_size",
+        "a stream queues 1000 runs; what bounds its memory is --max-stream-buffer / "
+        "PUSHSVC_MAX_STREAM_BUFFER, set that instead",
+    ),
+    "redis_check": _fixed("redis_check", "Redis's memory is looked at every 5s"),
+    "presence_expiry": _fixed("presence_expiry", "presence entries on Redis expire after 5s"),
+    "max_priming": _fixed("max_priming", "64 new streams are primed at once"),
+    "alertmanager_resend": _fixed(
+        "alertmanager_resend", "a firing alert is posted again every 1m, as Prometheus does"
+    ),
+    "auth_cache_size": _fixed(
+        "auth_cache_size", "a process keeps the grants of 10000 credentials (and 64MiB at most)"
     ),
 }
 """Settings that no longer exist, and the one line that says what replaces each."""

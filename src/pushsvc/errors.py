@@ -168,7 +168,7 @@ class LengthRequired(RequestError):
 
 class RequestTimeout(RequestError):
     """The request's body did not arrive within `--body-timeout` (or a wait for its next
-    piece passed `--body-read-timeout`); nothing was changed, and the connection closes."""
+    piece passed a third of it); nothing was changed, and the connection closes."""
 
     code = "request_timeout"
 

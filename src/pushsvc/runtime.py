@@ -88,12 +88,11 @@ class Runtime:
         backend = _backend(settings)
         broker = backend.broker
         hub = Hub(
-            queue_size=settings.queue_size,
             slow_timeout_us=settings.slow_client_timeout_us,
             max_stream_buffer=settings.max_stream_buffer,
             stream_buffer_budget=settings.stream_buffer_budget,
         )
-        priming.install(broker, settings.max_priming, take_turns)
+        priming.install(broker, pause=take_turns)
         limits = InputLimits(
             max_body_bytes=settings.max_body_bytes,
             max_batch=settings.max_batch,
@@ -170,7 +169,6 @@ class Runtime:
             self.broker.active_alerts,
             holding=holding,
             mine=mine,
-            resend_s=self.settings.alertmanager_resend_us / 1_000_000,
             on_post=lambda outcome: posts.labels(outcome).inc(),
         )
         self.spawn(sender.run, self.stop)
@@ -222,7 +220,6 @@ def _backend(settings: Settings) -> _Backend:
         return _Embedded(
             MemoryBroker.serving(
                 history=settings.history,
-                history_hold=settings.history_hold,
                 history_bytes=settings.history_bytes,
                 max_topics=settings.max_topics,
                 alert_retention_us=settings.alert_keep_us,
@@ -233,7 +230,6 @@ def _backend(settings: Settings) -> _Backend:
         settings.redis_url,
         prefix=settings.prefix,
         history=settings.history,
-        history_hold=settings.history_hold,
         history_bytes=settings.history_bytes,
         partitions=settings.partitions,
         min_replicas=settings.redis_min_replicas,
@@ -305,9 +301,7 @@ class _OnRedis:
     broker: RedisBroker
 
     def watch(self, runtime: Runtime) -> None:
-        guard = runtime.redis_guard = RedisGuard(
-            self.broker, interval_s=runtime.settings.redis_check_us / 1_000_000
-        )
+        guard = runtime.redis_guard = RedisGuard(self.broker)
         runtime.metrics.watch_redis(guard)
         runtime.spawn(guard.run, runtime.stop)
 
@@ -361,9 +355,7 @@ def _watch_presence(runtime: Runtime) -> None:
     broker = runtime.broker
     source: PresenceSource
     if isinstance(broker, RedisBroker):
-        redis_presence = RedisPresence(
-            broker.url, broker.keys, registry, expiry_us=settings.presence_expiry_us
-        )
+        redis_presence = RedisPresence(broker.url, broker.keys, registry)
         runtime.spawn(redis_presence.run, runtime.stop)
         runtime.on_close(redis_presence.close)
         source = redis_presence
@@ -425,5 +417,4 @@ def _backend_auth(settings: Settings, url: str) -> BackendAuth:
         headers=settings.auth_headers,
         timeout_s=settings.auth_timeout_us / 1_000_000,
         max_asks=settings.auth_max_asks,
-        cache_size=settings.auth_cache_size,
     )

@@ -69,7 +69,7 @@ class _HeadersTooSlow(ValueError):
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _BODY_TIMEOUT_JSON = (
     b'{"error":{"code":"request_timeout","message":"the request body did not arrive in time '
-    b'(--body-timeout, --body-read-timeout)"}}'
+    b'(--body-timeout)"}}'
 )
 _BODY_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
@@ -92,8 +92,8 @@ class HeadTimeoutHandler(PywsgiHandler):
     * The request line and headers within `--header-timeout` (nginx's
       `client_header_timeout`); past it the connection is closed, with a 408 once the request
       line is in.
-    * The body within `--body-timeout`, and never a wait longer than `--body-read-timeout`
-      for its next piece (`pushsvc.http.body_deadline`); past either the connection closes
+    * The body within `--body-timeout`, and never a wait longer than a third of it for its
+      next piece (`pushsvc.http.body_deadline`); past either the connection closes
       after the answer (a 408, when the app was still reading it).
     * While it waits on its client the connection may be shed when descriptors run short
       (`pushsvc.http.waiting_clients`).
@@ -420,13 +420,13 @@ def waiting_clients_for(
     """`--max-waiting` connections may wait on their client, and never more than all but half
     the headroom the stream cap keeps (`pushsvc.ops.open_files`): the other half stays free
     for the process's own files, its Redis connections and the requests under way. Each
-    client address may hold `--max-waiting-per-ip` of them, except behind a proxy
-    (`--trusted-proxies`), whose one address carries every client's and which waits on slow
-    clients itself."""
+    client address may hold a sixteenth of them (`Settings.max_waiting_per_ip`), except
+    behind a proxy (`--trusted-proxies`), whose one address carries every client's and which
+    waits on slow clients itself."""
     cap = max(1, min(settings.max_waiting, open_file_limit - headroom(open_file_limit) // 2))
     per_address = None if settings.trusted_proxies else settings.max_waiting_per_ip
     return WaitingClients(
-        cap, per_address=per_address, shed_rate=settings.max_shed_rate, on_shed=on_shed
+        cap, per_address=per_address, shed_rate=settings.shed_rate, on_shed=on_shed
     )
 
 

@@ -28,7 +28,6 @@ from harness.redis_server import RedisServer
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
     DEFAULT_HISTORY_BYTES,
-    DEFAULT_HISTORY_HOLD,
     Appended,
     HistoryPage,
     Replayed,
@@ -189,7 +188,6 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
         max_keys: int = MAX_KEYS_PER_PARTITION,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
-        history_hold: int = DEFAULT_HISTORY_HOLD,
     ) -> Broker:
         if url is None and not stores:  # the test's deployment, as its first broker asks
             stores.append(
@@ -197,7 +195,6 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
                     1,
                     clock=time.time,
                     history=history,
-                    history_hold=history_hold,
                     history_bytes=history_bytes,
                     max_topics=max_topics,
                     alert_retention_us=alert_retention_us,
@@ -213,7 +210,6 @@ def new_broker(request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
                 url,
                 prefix=prefix,
                 history=history,
-                history_hold=history_hold,
                 history_bytes=history_bytes,
                 max_topics=max_topics,
                 partitions=1,
@@ -689,21 +685,21 @@ def test_history_holds_no_more_than_its_bytes_and_replays_exactly_what_it_holds(
             assert broker.history(topic, limit=100).updates == kept, (sizes, topic)
 
 
-# (--history-hold, --history-bytes) against a history of 4 updates and bodies of 100 bytes:
-# the hold keeps all it names; a byte bound under it trims held updates even so; a hold
-# smaller than what it names keeps the newest it allows.
-HOLD_SHAPES = [(100, 10_000), (100, 1_000), (12, 10_000)]
+# --history-bytes against a history of 4 updates and bodies of 100 bytes: the hold keeps all
+# it names within the bytes (10,000 hold the 25 updates); a byte bound under what it names
+# trims held updates even so (1,000 bytes: the newest 10).
+HOLD_BYTES = [10_000, 1_000]
 
 
-@pytest.mark.parametrize(("hold", "held"), HOLD_SHAPES, ids=lambda shape: str(shape))
+@pytest.mark.parametrize("held", HOLD_BYTES, ids=lambda held: f"{held}B")
 def test_a_hold_keeps_the_history_past_its_count_and_never_past_its_bytes(
-    new_broker: MakeBroker, hold: int, held: int
+    new_broker: MakeBroker, held: int
 ) -> None:
-    # The sessionizer holds the history it has not read: past --history, up to --history-hold
-    # updates. --history-bytes is a hard memory bound over that: where it trims held updates,
-    # the reader's replay finds the partition lost, which it counts as a gap.
+    # The sessionizer holds the history it has not read: past --history, every update it has
+    # not read. --history-bytes is the hold's one bound, a hard memory bound: where it trims
+    # held updates, the reader's replay finds the partition lost, which it counts as a gap.
     count = 4
-    broker = new_broker(history=count, history_hold=hold, history_bytes=held)
+    broker = new_broker(history=count, history_bytes=held)
     assert isinstance(broker, MemoryBroker | RedisBroker)  # a SessionKeeper
     updates = broker.publish_updates([sized("a", 0, 100)])
     broker.hold_history("sessionizer", at(updates[0].id), everything)
@@ -712,7 +708,7 @@ def test_a_hold_keeps_the_history_past_its_count_and_never_past_its_bytes(
             [sized("ab"[n % 2], n, 100) for n in range(start, start + 3)]
         )
         unread = len(updates) - 1  # every update after the one the hold names
-        first = first_kept([100] * len(updates), max(count, min(hold, unread)), held)
+        first = first_kept([100] * len(updates), max(count, unread), held)
         for i, update in enumerate(updates):
             replayed = broker.replay(at(update.id), everything)
             if i + 1 >= first:

@@ -1,8 +1,8 @@
 """The sessionizer under a burst, on the embedded broker and on Redis: every source update is
 published, many times `--history` over, before the sessionizer reads any of it (a backfill
 posted at once), and the sessions it logs still equal the pandas oracle, since it holds the
-history it has not read. Past `--history-hold`, or past `--history-bytes` (a hard memory bound
-over the holds), the loss is counted and the sessions it may have touched are marked `gap`,
+history it has not read. Past `--history-bytes` (the holds' one bound, a hard memory bound),
+the loss is counted and the sessions it may have touched are marked `gap`,
 never silently short."""
 
 from __future__ import annotations
@@ -101,10 +101,8 @@ class Deployment:
 def deploy(request: pytest.FixtureRequest, prefix: str) -> Iterator[type[Deployment] | object]:
     made: list[object] = []
 
-    def make(
-        history_hold: int, history_bytes: int = DEFAULT_HISTORY_BYTES, history: int = HISTORY
-    ) -> Deployment:
-        bounds = {"history": history, "history_hold": history_hold, "history_bytes": history_bytes}
+    def make(history_bytes: int = DEFAULT_HISTORY_BYTES, history: int = HISTORY) -> Deployment:
+        bounds = {"history": history, "history_bytes": history_bytes}
         if request.param == "memory":
             memory = MemoryBroker.serving(**bounds)
             return Deployment(memory, settle_ms=0, skew_us=0)
@@ -120,28 +118,19 @@ def deploy(request: pytest.FixtureRequest, prefix: str) -> Iterator[type[Deploym
 
 
 def test_a_burst_many_histories_long_loses_no_session(deploy: object) -> None:
-    deployment: Deployment = deploy(history_hold=100_000)  # type: ignore[operator]
+    deployment: Deployment = deploy()  # type: ignore[operator]
     deployment.bursts_then_read(first=150, then=150)  # each burst, 8 histories long
     got = deployment.sessions()
     assert got == expected(scenario(A, B, seed=7))
     assert deployment.sessionizer.gaps == 0
 
 
-# (--history, --history-hold, --history-bytes) that the first burst passes: the hold's count
-# (60 updates), or the bytes under a hold of any count: 4,000 bytes hold 10 to 23 of these
-# updates' bodies (170 to 400 bytes), more than a --history of 5, and well under the 50 or
-# more the first burst publishes to a partition.
-PAST_THE_HOLD = [(HISTORY, 60, DEFAULT_HISTORY_BYTES), (5, 100_000, 4_000)]
-
-
-@pytest.mark.parametrize(("history", "hold", "held"), PAST_THE_HOLD, ids=["count", "bytes"])
-def test_past_the_hold_the_loss_is_counted_and_its_sessions_marked(
-    deploy: object, history: int, hold: int, held: int
-) -> None:
-    deployment: Deployment = deploy(  # type: ignore[operator]
-        history=history, history_hold=hold, history_bytes=held
-    )
-    deployment.bursts_then_read(first=120, then=20)  # the first burst, twice the hold
+def test_past_the_hold_the_loss_is_counted_and_its_sessions_marked(deploy: object) -> None:
+    # --history-bytes that the first burst passes: 4,000 bytes hold 10 to 23 of these
+    # updates' bodies (170 to 400 bytes), more than a --history of 5, and well under the 50 or
+    # more the first burst publishes to a partition.
+    deployment: Deployment = deploy(history=5, history_bytes=4_000)  # type: ignore[operator]
+    deployment.bursts_then_read(first=120, then=20)  # the first burst, past the hold
     assert deployment.sessionizer.gaps >= 1
     wanted = expected(scenario(A, B, seed=7))
     got = deployment.sessions()

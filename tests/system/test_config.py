@@ -14,10 +14,16 @@ from pathlib import Path
 import pytest
 from harness.live import SRC
 
-from pushsvc.config import Settings, redact_url
+from pushsvc.alerts.alertmanager import RESEND_S
+from pushsvc.broker.redis.guard import CHECK_EVERY_S
+from pushsvc.broker.redis.presence import EXPIRY_US as PRESENCE_EXPIRY_US
+from pushsvc.config import RETIRED, Settings, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.sizes import parse_size_bytes, size_label
+from pushsvc.deliver import priming
+from pushsvc.deliver.hub import QUEUE_RUNS
 from pushsvc.errors import ConfigError
+from pushsvc.security.backend_auth import CACHE_SIZE
 
 
 def test_defaults_match_the_design() -> None:
@@ -356,3 +362,70 @@ def test_the_auth_proxy_turns_auth_on_alone() -> None:
     assert settings.auth_headers == ("Authorization",) and settings.auth_cookies == ()
     assert settings.auth_timeout_us == 2_000_000 and settings.auth_max_asks == 64
     assert "s3cret" not in str(settings.redacted())
+
+
+FIXED = sorted(set(RETIRED) - {"shard"})
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_a_setting_that_is_no_longer_one_stops_the_server_saying_what_it_is_now(name: str) -> None:
+    flag, variable = "--" + name.replace("_", "-"), f"PUSHSVC_{name.upper()}"
+    for overrides, environ in (({name: "1"}, {}), ({}, {variable: "1"})):
+        with pytest.raises(ConfigError) as raised:
+            Settings.load(overrides, environ)
+        said = str(raised.value)
+        assert f"{flag} / {variable} is no longer a setting: " in said
+        assert "\n" not in said
+
+
+def test_what_a_fixed_setting_says_it_is_now_is_what_the_product_uses() -> None:
+    """Each line names the value the code holds (a constant changed must change its line)."""
+    said = {
+        "redis_check": duration_label(int(CHECK_EVERY_S * 1_000_000)),
+        "presence_expiry": duration_label(PRESENCE_EXPIRY_US),
+        "max_priming": str(priming.DEFAULT_LIMIT),
+        "alertmanager_resend": duration_label(int(RESEND_S * 1_000_000)),
+        "auth_cache_size": str(CACHE_SIZE),
+        "queue_size": str(QUEUE_RUNS),
+    }
+    for name, value in said.items():
+        assert re.search(rf"\b{re.escape(value)}\b", RETIRED[name]), (name, value)
+
+
+def test_derived_bounds_follow_the_setting_they_come_from() -> None:
+    defaults = Settings.load({}, {})
+    # As the settings they replace were by default.
+    assert defaults.body_read_timeout_us == 10_000_000
+    assert (defaults.max_waiting_per_ip, defaults.shed_rate) == (256, 256)
+    given = Settings.load({"body_timeout": "3s", "max_waiting": "160"}, {})
+    assert given.body_read_timeout_us == 1_000_000
+    assert (given.max_waiting_per_ip, given.shed_rate) == (10, 10)
+    least = Settings.load({"max_waiting": "1"}, {})
+    assert (least.max_waiting_per_ip, least.shed_rate) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--queue-size", "8"], {}, "--queue-size / PUSHSVC_QUEUE_SIZE"),
+        (
+            [],
+            {"PUSHSVC_BODY_READ_TIMEOUT": "5s"},
+            "--body-read-timeout / PUSHSVC_BODY_READ_TIMEOUT",
+        ),
+    ],
+)
+def test_the_cli_refuses_a_fixed_setting_in_one_line(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pushsvc", "serve", *args],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr

@@ -1,7 +1,7 @@
 """Presence on Redis with two `pushsvc web` processes: either one answers every stream of both,
 exactly, through joins, leaves and a server-ended stream; a web process killed with SIGKILL
-stops counting within `--presence-expiry`; a web process that stops cleanly takes its streams
-out at once, and leaves no key behind."""
+stops counting within the presence expiry (`EXPIRY_US`); a web process that stops cleanly takes
+its streams out at once, and leaves no key behind."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from harness.raw_streams import open_stream, reset
 from harness.redis_cluster import RedisClusterServers
 from harness.redis_server import RedisServer
 
+from pushsvc.broker.redis.presence import EXPIRY_US
 from support.auth_tokens import SECRET, hs256
 
-EXPIRY_S = 2
+EXPIRY_S = EXPIRY_US / 1_000_000  # the product's own: a fixed expiry
 
 
 @pytest.fixture
@@ -27,7 +28,6 @@ def webs(redis_server: RedisServer, prefix: str) -> Iterator[list[PushsvcProcess
         "PUSHSVC_PREFIX": prefix,
         "PUSHSVC_TICK": "0",
         "PUSHSVC_HEARTBEAT": "1s",
-        "PUSHSVC_PRESENCE_EXPIRY": f"{EXPIRY_S}s",
         "PUSHSVC_JWT_KEY": SECRET,
         "PUSHSVC_ANONYMOUS": "*",
     }
@@ -129,7 +129,6 @@ def test_two_webs_on_a_redis_cluster_count_from_each_topics_slot(
         "PUSHSVC_REDIS_URL": redis_cluster.url,
         "PUSHSVC_PREFIX": prefix,
         "PUSHSVC_TICK": "0",
-        "PUSHSVC_PRESENCE_EXPIRY": f"{EXPIRY_S}s",
     }
     webs = [PushsvcProcess("web", env=env).start() for _ in range(2)]
     topics = [f"cluster-{i}-{prefix.rstrip(':')}" for i in range(6)]
@@ -160,7 +159,6 @@ def test_streams_reset_by_a_redis_restart_leave_and_new_ones_count(
         "PUSHSVC_REDIS_URL": own_redis.url,
         "PUSHSVC_PREFIX": prefix,
         "PUSHSVC_TICK": "0",
-        "PUSHSVC_PRESENCE_EXPIRY": f"{EXPIRY_S}s",
     }
     web = PushsvcProcess("web", env=env).start()
     try:

@@ -24,6 +24,7 @@ from harness.redis_server import RedisServer
 
 from conftest import MakeApp
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.guard import CHECK_EVERY_S
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.errors import BrokerLoading
 from pushsvc.http.api.error_replies import headers_of, status_of
@@ -99,7 +100,7 @@ def test_a_redis_without_config_is_checked_through_info(prefix: str) -> None:
 
 
 def test_readyz_follows_the_policy_while_running(own_redis: RedisServer, prefix: str) -> None:
-    process = PushsvcProcess("serve", env=_env(own_redis, prefix, redis_check="100ms")).start()
+    process = PushsvcProcess("serve", env=_env(own_redis, prefix)).start()
     control = redis.Redis(port=own_redis.port)
     try:
         wait_until(lambda: _readyz(process.port)[0] == 200)
@@ -120,10 +121,10 @@ def test_readyz_follows_the_policy_while_running(own_redis: RedisServer, prefix:
 def test_readyz_answers_redis_full_for_as_long_as_redis_refuses_writes(
     own_redis: RedisServer, prefix: str, command: str
 ) -> None:
-    """Not as the last periodic look saw it: with `--redis-check` at an hour, every /readyz
-    while Redis refuses a plain SET is a 503 `redis_full`, and the first one after it takes
-    writes again is ready."""
-    env = _env(own_redis, prefix, redis_check="1h")
+    """Not as the last periodic look saw it (every `CHECK_EVERY_S`): every /readyz while Redis
+    refuses a plain SET is a 503 `redis_full`, and the first one after it takes writes again
+    is ready."""
+    env = _env(own_redis, prefix)
     process = PushsvcProcess(command, env=env).start()
     if command == "web":  # ready needs an aggregator for its shard
         aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
@@ -154,7 +155,7 @@ def test_readyz_answers_redis_full_for_as_long_as_redis_refuses_writes(
 def test_a_full_redis_refuses_posts_then_every_accepted_event_is_applied_once(
     own_redis: RedisServer, prefix: str
 ) -> None:
-    env = _env(own_redis, prefix, redis_check="100ms", windows="1h", history="100000")
+    env = _env(own_redis, prefix, windows="1h", history="100000")
     process = PushsvcProcess("serve", env=env).start()
     control = redis.Redis(port=own_redis.port)
     posters = 4
@@ -195,7 +196,10 @@ def test_a_full_redis_refuses_posts_then_every_accepted_event_is_applied_once(
                 return full[-1][0] == 503
 
             wait_until(says_full)
-            wait_until(lambda: metric(process.port, "pushsvc_redis_full") == 1)
+            # The gauge is the periodic look's: one comes within CHECK_EVERY_S.
+            wait_until(
+                lambda: metric(process.port, "pushsvc_redis_full") == 1, timeout=3 * CHECK_EVERY_S
+            )
         finally:
             stop.set()
             for thread in threads:
@@ -311,7 +315,7 @@ def test_a_full_redis_answers_broker_full_and_logs_nothing(
     try:
         with caplog.at_level(logging.INFO, logger="pushsvc"):
             assert _post(web_client) == (503, "5", "broker_full")
-        # The refusal logs nothing. The guard's check (every --redis-check) may come in the
+        # The refusal logs nothing. The guard's check (every `CHECK_EVERY_S`) may come in the
         # meantime and say, once, that the process is not ready while Redis is full: that
         # line is the readiness's, tested with the guard.
         assert not [r for r in caplog.records if r.name != "pushsvc.broker.redis.guard"]

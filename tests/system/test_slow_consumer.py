@@ -26,7 +26,7 @@ def _slow_disconnects(port: int) -> float:
 
 def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> None:
     proc = PushsvcProcess(
-        "serve", "--tick", "0", "--queue-size", "8", "--slow-client-timeout", "500ms"
+        "serve", "--tick", "0", "--max-stream-buffer", "64KiB", "--slow-client-timeout", "500ms"
     ).start()
     stalled = stalled_reader(proc.port, f"/topics/{topic}/stream")
     try:
@@ -37,7 +37,7 @@ def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> No
         total = 0
         while _slow_disconnects(proc.port) == 0:
             assert total < 20_000, "the stalled client was never disconnected"
-            # Batches smaller than the queue: a reader that keeps up sees every update.
+            # Batches smaller than a stream's buffer: a reader that keeps up sees every update.
             assert post(proc.port, topic, [{"value": i, "tags": tags} for i in range(5)])[0] == 202
             received = healthy.take(5)
             assert [u["event"]["value"] for _, u in received] == [float(i) for i in range(5)]

@@ -46,10 +46,11 @@ def _open_fds(pid: int) -> int:
 def slow_server() -> Iterator[PushsvcProcess]:
     _raise_fd_limit(2 * SLOW_CONNECTIONS + 256)
     # A deadline past the test's length: here the connections must be held, not cut.
-    # All from one address, which may keep more than the default 256 waiting here.
+    # All from one address, which may keep more than the default 256 waiting here: a
+    # sixteenth of --max-waiting.
     proc = PushsvcProcess(
         "serve", "--tick", "0", "--heartbeat", "1s", "--header-timeout", "120s",
-        "--max-waiting-per-ip", str(2 * SLOW_CONNECTIONS),
+        "--max-waiting", str(16 * 2 * SLOW_CONNECTIONS),
     ).start()  # fmt: skip
     yield proc
     proc.stop()

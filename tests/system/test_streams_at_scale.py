@@ -123,7 +123,7 @@ def _serve(heartbeat: str) -> PushsvcProcess:
         "serve",
         "--tick", "0",
         "--heartbeat", heartbeat,
-        "--queue-size", "4",
+        "--max-stream-buffer", "16KiB",
         "--slow-client-timeout", "1s",
         env=env,
     ).start()  # fmt: skip

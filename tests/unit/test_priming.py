@@ -1,4 +1,4 @@
-"""New streams are primed at most `--max-priming` at once; the others wait their turn,
+"""New streams are primed at most `DEFAULT_LIMIT` at once; the others wait their turn,
 already subscribed (deliver/priming, deliver/subscription)."""
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ CLOCK = 1_763_700_000 * S + 123  # 16 digits: more than a Lua number prints
 NAMES = ScriptNames(
     epoch_candidate="0badc0de",
     history_len=100,
-    history_hold=1000,
     history_bytes=1 << 20,
     alert_retention_ms=3_600_000,
     channel_prefix="p:{0}:u:",

@@ -34,7 +34,7 @@ it read, how far it read (its newest update, or on Redis the end of the last set
 whether or not its sources had updates there, so that a hold never keeps more than the
 sessionizer has still to read.
 
-Limits: past `--history-hold` updates held in a partition (or a sessionizer away longer
+Limits: past `--history-bytes` of updates held in a partition (or a sessionizer away longer
 than a hold lasts, `HOLD_TTL_MS`) the oldest are trimmed even so, and lost to the sessions:
 the partition is read on from its newest update, the gap is logged once and counted
 (`gaps`), and every session it may have taken events from (one whose events come within
@@ -349,7 +349,7 @@ class Sessionizer:
             reading.rule.topic,
             "gap",
             f"sessionizer: {reading.rule.topic}: source updates were trimmed from the history "
-            "before they were read (past --history-hold or --history-bytes); their events make "
+            "before they were read (past --history-bytes); their events make "
             "no session, and the sessions they may belong to are marked gap (reading on from "
             "the newest)",
         )

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AlertmanagerSender"]
 
+RESEND_S = 60.0
+"""How often every firing instance is posted again. Fixed, not a setting: it is Prometheus's
+own default (`--rules.alert.resend-delay`), which Alertmanager's grouping and `endsAt` (four
+resends ahead) are tuned for; deduplication happens in Alertmanager, not here."""
+
 _MAX_WAIT_S = 30.0
 
 
@@ -49,7 +54,7 @@ class AlertmanagerSender:
         *,
         holding: Callable[[], bool] = lambda: True,
         mine: Callable[[str], bool] = lambda topic: True,
-        resend_s: float = 60.0,
+        resend_s: float = RESEND_S,
         poll_s: float = 1.0,
         timeout_s: float = 5.0,
         on_post: Callable[[str], None] = lambda outcome: None,

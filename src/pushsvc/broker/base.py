@@ -33,16 +33,12 @@ HOLD_TTL_MS = 600_000
 """How long a reader's hold on the history (`SessionKeeper.hold_history`) lasts unless it
 holds again: far longer than a failover of the reader takes, short enough that a reader no
 longer run (its rule removed) keeps nothing for long."""
-DEFAULT_HISTORY_HOLD = 100_000
-"""The most updates a partition's history keeps for readers that have not read them
-(`--history-hold`), `--history` included."""
-
 DEFAULT_HISTORY_BYTES = 32 * 1024 * 1024
 """The most bytes of updates' bodies a partition's history holds (`--history-bytes`), besides
-its count (`--history`, extended by holds up to `--history-hold`): the oldest updates are
-trimmed past either, always keeping the newest. A hard bound: it trims updates a reader holds
-too (that reader's replay finds the partition `lost`). Statistics updates (~1 KB) reach the
-count first; messages of up to 64 KiB the bytes."""
+its count (`--history`, which a reader's hold extends to every update it has not read): the
+oldest updates are trimmed past either, always keeping the newest. The one bound of a hold:
+it trims updates a reader holds too (that reader's replay finds the partition `lost`).
+Statistics updates (~1 KB) reach the count first; messages of up to 64 KiB the bytes."""
 
 DEFAULT_ALERT_RETENTION_US = 24 * 3600 * 1_000_000
 """How long a broker keeps alert changes when not told (the default series' longest
@@ -382,10 +378,9 @@ class SessionKeeper(Protocol):
     def hold_history(self, reader: str, after: Cursor, match: TopicMatcher) -> None:
         """Keep, in each partition `match` can take a topic of, every update after `after`'s
         id there (every update, where it names none) until `reader` holds again: the
-        history's trim passes `--history` to keep them, up to `--history-hold` updates,
-        for `HOLD_TTL_MS` after this call (a reader that stopped holds nothing for long).
-        Past `--history-hold` the oldest go even so, and the reader's replay finds the
-        partition `lost`."""
+        history's trim passes `--history` to keep them, for `HOLD_TTL_MS` after this call (a
+        reader that stopped holds nothing for long). Past `--history-bytes` the oldest go
+        even so, and the reader's replay finds the partition `lost`."""
         ...
 
 

@@ -75,8 +75,6 @@ class ScriptNames(NamedTuple):
     epoch_candidate: str
     """The epoch a history that is gone starts again under."""
     history_len: int
-    history_hold: int
-    """The most updates the history keeps for readers that hold it (`--history-hold`)."""
     history_bytes: int
     """The most bytes of bodies the history holds (besides `history_len` updates)."""
     alert_retention_ms: int
@@ -132,7 +130,6 @@ class PayloadJSON(TypedDict):
 
     epoch_candidate: str
     history_len: int
-    history_hold: int
     history_bytes: int
     alert_retention_ms: int
     channel_prefix: str
@@ -188,7 +185,6 @@ def encode_payload(
     document: PayloadJSON = {
         "epoch_candidate": names.epoch_candidate,
         "history_len": names.history_len,
-        "history_hold": names.history_hold,
         "history_bytes": names.history_bytes,
         "alert_retention_ms": names.alert_retention_ms,
         "channel_prefix": names.channel_prefix,

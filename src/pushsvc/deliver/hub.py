@@ -60,6 +60,12 @@ from pushsvc.deliver.stream_socket import StreamSocket
 
 log = logging.getLogger(__name__)
 
+QUEUE_RUNS = 1000
+"""Runs (one topic's batch each) a stream's queue holds before it is conflated. Fixed, not a
+setting: memory is bounded in bytes (`--max-stream-buffer`, which conflates first whenever
+runs are larger than 8 KiB), and a count only keeps a reader of many tiny runs from queueing
+without end; a reader that far behind is served as well by the latest of each topic."""
+
 Clock = Callable[[], int]
 """Monotonic time in integer microseconds."""
 
@@ -215,7 +221,7 @@ class Hub:
     def __init__(
         self,
         *,
-        queue_size: int,
+        queue_size: int = QUEUE_RUNS,
         slow_timeout_us: int,
         max_stream_buffer: int = 1 << 20,
         stream_buffer_budget: int = 256 << 20,

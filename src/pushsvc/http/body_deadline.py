@@ -8,7 +8,7 @@ and the connection's buffered reader, and bounds every read of the body, the app
 one pywsgi makes after the answer to discard what the app left unread:
 
 * the whole body must arrive within `--body-timeout` of the head;
-* no wait for its next piece may last longer than `--body-read-timeout` (a read of many
+* no wait for its next piece may last longer than a third of that (a read of many
   bytes is a series of pieces, each as the socket gives it: a body that keeps coming, however
   large, is never cut off while it is within the total deadline), and a quarter more at
   most, drawn once per body: an attack opens its connections in waves (each time the server
@@ -36,7 +36,7 @@ from typing import NoReturn, Protocol
 import gevent
 
 SPREAD = 0.25
-"""How much longer than `--body-read-timeout` a body's reads may wait, at most (a share of it,
+"""How much longer than the read timeout a body's reads may wait, at most (a share of it,
 drawn once per body): see the module docstring."""
 
 
@@ -104,7 +104,7 @@ class BodyReader:
 
     @property
     def read_timeout_s(self) -> float:
-        """The longest wait for a piece of this body: `--body-read-timeout` and up to `SPREAD`
+        """The longest wait for a piece of this body: the read timeout and up to `SPREAD`
         more, drawn for this body."""
         return self._read_timeout_s
 

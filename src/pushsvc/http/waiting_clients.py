@@ -9,7 +9,7 @@ fulfil took every descriptor from the producers for as long as the deadlines let
 
 So the waiting are shed, oldest first:
 
-* from one client address past `per_address` of them (`--max-waiting-per-ip`; nginx's
+* from one client address past `per_address` of them (a sixteenth of `--max-waiting`; nginx's
   `limit_conn`, but only for connections that keep the server waiting, so a client's
   requests under way and its streams never count);
 * in all, past `cap` (`--max-waiting`);
@@ -24,18 +24,18 @@ A shed connection is shut down; its greenlet reads the end of the stream and clo
 connection that is being answered or written, a stream's included, is never shed: it is not
 waiting.
 
-Shedding has a budget, `shed_rate` a second (`--max-shed-rate`). Without one, an attacker that opens
-a connection whenever one is shed sets the pace: the attacker's connections churn through the cap,
-each costing the server's CPU to accept, read and shed, and the producers wait (measured:
-docs/performance.md, 'Hostile clients'). While the budget is spent, or the cap is reached with none
-old enough to shed, the server is `strained`: a connection just accepted from an address with
-`newcomer_waiting` connections waiting is reset at once (`admits`: no greenlet, nothing read, a
-fraction of a shed's CPU), and one from any other address, a newcomer, comes in and costs the budget
-as a shed does. Past a burst more of debt, the server stops accepting (`accept_pause_s`) and
-newcomers wait in the listen queue, as behind HAProxy's `maxconn`: only an attack from thousands of
-addresses gets there. Refusing rather than pausing keeps the listen queue moving, so a client new to
-the server gets in within milliseconds instead of seconds of SYN retries behind the attacker's.
-"""
+Shedding has a budget, `shed_rate` a second (a sixteenth of `--max-waiting`). Without one, an
+attacker that opens a connection whenever one is shed sets the pace: the attacker's connections
+churn through the cap, each costing the server's CPU to accept, read and shed, and the producers
+wait (measured: docs/performance.md, 'Hostile clients'). While the budget is spent, or the cap
+is reached with none old enough to shed, the server is `strained`: a connection just accepted
+from an address with `newcomer_waiting` connections waiting is reset at once (`admits`: no
+greenlet, nothing read, a fraction of a shed's CPU), and one from any other address, a newcomer,
+comes in and costs the budget as a shed does. Past a burst more of debt, the server stops
+accepting (`accept_pause_s`) and newcomers wait in the listen queue, as behind HAProxy's
+`maxconn`: only an attack from thousands of addresses gets there. Refusing rather than pausing
+keeps the listen queue moving, so a client new to the server gets in within milliseconds instead
+of seconds of SYN retries behind the attacker's."""
 
 from __future__ import annotations
 

@@ -308,7 +308,7 @@ class _DeploymentState(Collector):
             return
         yield GaugeMetricFamily(
             "pushsvc_redis_full",
-            "1 while Redis is at maxmemory (appends refused) as --redis-check last saw it",
+            "1 while Redis is at maxmemory (appends refused) as the check every 5 s last saw it",
             value=int(memory.full),
         )
         yield GaugeMetricFamily(
@@ -318,12 +318,12 @@ class _DeploymentState(Collector):
         )
         yield GaugeMetricFamily(
             "pushsvc_redis_used_memory_bytes",
-            "Redis's used_memory as --redis-check last saw it",
+            "Redis's used_memory as the check every 5 s last saw it",
             value=memory.used_bytes,
         )
         yield GaugeMetricFamily(
             "pushsvc_redis_maxmemory_bytes",
-            "Redis's maxmemory (0: no limit) as --redis-check last saw it",
+            "Redis's maxmemory (0: no limit) as the check every 5 s last saw it",
             value=memory.max_bytes,
         )
 
@@ -480,8 +480,9 @@ class Metrics:
         counter = Counter(
             "pushsvc_client_timeouts",
             "Connections closed because their client did not send or take in time: "
-            "handshake (TLS) and head within --header-timeout, body within --body-timeout and "
-            "--body-read-timeout, write: an answer it took nothing of for --slow-client-timeout",
+            "handshake (TLS) and head within --header-timeout, body within --body-timeout (and "
+            "a third of it between pieces), write: an answer it took nothing of for "
+            "--slow-client-timeout",
             ["phase"],
             registry=self._own,
         )

@@ -73,6 +73,11 @@ DENIAL_TTL_S = 5.0
 """How long a 401/403 is kept for its credential: long enough that a made-up credential sent
 again and again costs one ask in that time, short enough that a user whose sign-in keeps its
 credential (a header the application starts accepting) waits at most that long."""
+CACHE_SIZE = 10_000
+"""Credentials whose grants a process keeps (and as many denials), the least recently used let
+go first, besides the cache's 64 MiB (`grant_cache.MAX_BYTES`). Fixed, not a setting: the
+two bounds meet at grants of 6 KiB, and a credential let go costs one more ask of the
+application when it comes back (a round trip: docs/performance.md#auth-proxy)."""
 _LOG_EVERY_S = 1.0
 """At most one line a second about a failing backend (a storm of asks fails together)."""
 
@@ -99,7 +104,7 @@ class BackendAuth:
         headers: Sequence[str],
         timeout_s: float,
         max_asks: int,
-        cache_size: int,
+        cache_size: int = CACHE_SIZE,
         client: httpx.Client | None = None,
     ) -> None:
         self.url = url

@@ -6,7 +6,8 @@ producer and subscriber whose service the test asserts:
   while a producer (from another address) posts and a subscriber reads every update; and
   Slowloris the same way: heads that never end;
 * one unfinished body, and one trickled a byte at a time, cut off at their deadlines
-  (`--body-read-timeout`, `--body-timeout`), with a 408 when the app was reading them;
+  (a third of `--body-timeout` between pieces, and the whole of it), with a 408 when the app
+  was reading them;
 * bodies past `--max-body` that never end, in each framing: answered 413, then the
   connection closes while the client is still sending; the server reads a bounded amount.
 """
@@ -37,13 +38,15 @@ from harness.live import (
 from harness.procfs import open_fds, rss_kb
 from harness.raw_streams import raise_fd_limit, read_until_closed
 
+from pushsvc.config import Settings
+
 pytestmark = pytest.mark.slow
 
 OPEN_FILE_LIMIT = 512
 ATTACKERS = 600  # more than the limit: without shedding they would take every descriptor
 LIVENESS_BOUND_S = 2.0  # generous: a liveness property on a loaded 2-core machine
 RSS_GROWTH_BOUND_KB = 64 * 1024
-PER_ADDRESS = 256  # --max-waiting-per-ip's default
+PER_ADDRESS = Settings.load({}, {}).max_waiting_per_ip  # a sixteenth of --max-waiting
 
 
 def _open_files(limit: int) -> Callable[[], None]:
@@ -130,7 +133,7 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
         raise_fd_limit(2 * ATTACKERS + 256)
     except OSError as exc:
         pytest.skip(str(exc))
-    deadlines = ("--body-timeout", "10m", "--body-read-timeout", "10m", "--header-timeout", "10m")
+    deadlines = ("--body-timeout", "10m", "--header-timeout", "10m")
     with _server(*deadlines, open_file_limit=OPEN_FILE_LIMIT) as proc:
         port = proc.port
         rss_before = rss_kb([proc.pid])
@@ -181,14 +184,13 @@ def test_an_attacker_reopening_every_connection_shed_is_held_to_the_shedding_rat
 ) -> None:
     """Past the cap of waiting connections, an attacker that opens a new one whenever one is
     shed would set the server's pace (each costs it an accept, a greenlet, a head to read):
-    sheds are held to `--max-shed-rate` a second, and past it the attacker's addresses are
-    refused at once, while a producer posting on a keep-alive connection is served as
-    before and a newcomer (an address of its own, a connection per POST) gets in."""
-    rate, cap, attackers, seconds = 20, 40, 80, 3.0
-    with _server(
-        "--max-waiting", str(cap), "--max-shed-rate", str(rate),
-        "--body-timeout", "10m", "--body-read-timeout", "10m",
-    ) as proc:  # fmt: skip
+    sheds are held to a sixteenth of `--max-waiting` a second (each address may keep as many
+    waiting), and past it the attacker's addresses are refused at once, while a producer
+    posting on a keep-alive connection is served as before and a newcomer (an address of its
+    own, a connection per POST) gets in."""
+    cap, attackers, seconds = 160, 200, 3.0  # past the cap, and each address past its share
+    rate = Settings.load({"max_waiting": str(cap)}, {}).shed_rate  # 10 a second
+    with _server("--max-waiting", str(cap), "--body-timeout", "10m") as proc:
         with KeepAliveProducer(proc.port, topic) as producer:
             producer.wait_for(5)
             attack = ReopeningAttack(proc.port, attackers)
@@ -330,7 +332,9 @@ def _turned_away(port: int) -> float:
 
 
 def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:
-    with _server("--body-read-timeout", "1s", "--body-timeout", "1m") as proc:
+    # A read timeout of 5 s (a third of the body's, up to a quarter more): an answer within
+    # 10 s is the read timeout's, not the whole body's.
+    with _server("--body-timeout", "15s") as proc:
         attacker = _unfinished(proc.port, f"/topics/{topic}/events")
         idle_get = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         # A body a GET's handler never reads: pywsgi waits for it after the answer.
@@ -358,8 +362,9 @@ def test_an_unfinished_body_is_cut_off_at_the_read_timeout(topic: str) -> None:
 
 
 def test_a_trickled_body_is_cut_off_at_the_body_timeout(topic: str) -> None:
-    """A byte every 200 ms never waits past `--body-read-timeout`; `--body-timeout` ends it."""
-    with _server("--body-read-timeout", "5s", "--body-timeout", "2s") as proc:
+    """A byte every 200 ms never waits past the read timeout (a third of the body's, 667 ms);
+    `--body-timeout` ends it."""
+    with _server("--body-timeout", "2s") as proc:
         sock = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
         sock.sendall(
             f"POST /topics/{topic}/events HTTP/1.1\r\nHost: x\r\n"

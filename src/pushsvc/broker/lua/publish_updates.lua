@@ -18,7 +18,6 @@
 --       topic's groups, checkpoint, series) too.
 -- ARGV[1]: the payload, JSON (pushsvc/broker/publish_payload.py's PayloadJSON), read by
 --       field name below: the partition's names and settings (epoch_candidate, history_len,
---       history_hold: the most entries the history keeps while readers hold them,
 --       history_bytes: the most bytes of bodies the history holds, whatever holds it,
 --       alert_retention_ms: how long an alert change is kept in alert_changes whatever
 --       history_len keeps, channel_prefix of the updates channels, partition_channel: '', or
@@ -81,7 +80,6 @@ local history_start_key = KEYS[15]
 local payload = cjson.decode(ARGV[1])
 local epoch_candidate = payload.epoch_candidate
 local history_len = payload.history_len
-local history_hold = payload.history_hold
 local history_bytes = payload.history_bytes
 local alert_retention_ms = payload.alert_retention_ms
 local channel_prefix = payload.channel_prefix
@@ -313,7 +311,7 @@ end
 if run_topic then flush() end
 -- The history keeps `history_len` entries, and more while a reader holds them (a
 -- sessionizer, which reads its sources' updates after its cursor): every entry after the
--- oldest id a live hold of this epoch names, `history_hold` entries at most. A hold past its
+-- oldest id a live hold of this epoch names, within `history_bytes` (below). A hold past its
 -- time is dropped: its reader stopped holding.
 local keep = history_len
 if length > history_len and redis.call('EXISTS', holds_key) == 1 then
@@ -332,7 +330,7 @@ if length > history_len and redis.call('EXISTS', holds_key) == 1 then
   if held then
     local unread = redis.call('XRANGE', history_key, '(' .. held, '+', 'COUNT', 1)[1]
     local first = unread and tonumber(field_of(unread, 'n'))
-    if first then keep = math.max(history_len, math.min(history_hold, number - first + 1)) end
+    if first then keep = math.max(history_len, number - first + 1) end
   end
 end
 local start, moved = nil, false  -- the `o` of the oldest entry kept; whether a trim moved it
@@ -353,7 +351,7 @@ if length > keep then
 end
 if start == nil then start = tonumber(redis.call('GET', history_start_key)) or 0 end
 -- Then the bytes, over whatever the count kept (held entries too: a hard memory bound; a
--- reader whose held entries go finds the partition lost, as past `history_hold`).
+-- reader whose held entries go finds the partition lost, a gap it counts).
 if offset - start > history_bytes and length > 1 then
   -- Past the bytes: the first entry kept is the oldest that starts at or after `floor` (or
   -- the newest, whatever its size). The entries before it are read a page at a time.

@@ -23,7 +23,6 @@ from itertools import islice
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
     DEFAULT_HISTORY_BYTES,
-    DEFAULT_HISTORY_HOLD,
     AlertsPage,
     Appended,
     Applied,
@@ -97,7 +96,6 @@ class MemoryBroker:
         cls,
         *,
         history: int = 10_000,
-        history_hold: int = DEFAULT_HISTORY_HOLD,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_topics: int = 100_000,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
@@ -111,7 +109,6 @@ class MemoryBroker:
             partitions,
             clock=time.time,
             history=history,
-            history_hold=history_hold,
             history_bytes=history_bytes,
             max_topics=max_topics,
             alert_retention_us=alert_retention_us,

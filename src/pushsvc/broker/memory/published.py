@@ -5,10 +5,9 @@ the alert changes kept for their own retention. `publish_updates.lua` writes the
 `Published.publish` is the same operation here, and the reads below answer as the Redis reads
 do (`pushsvc.broker.redis.history`, `replay`).
 
-The history keeps the newest `history` updates (more while a reader holds them, up to
-`history_hold`: `hold`) and, of those, no more than `history_bytes` of their bodies
-(`UpdateDraft.body`, what Redis stores as `b`), always the newest one at least: a hard bound,
-held updates included.
+The history keeps the newest `history` updates (more while a reader holds them: `hold`) and,
+of those, no more than `history_bytes` of their bodies (`UpdateDraft.body`, what Redis stores
+as `b`), always the newest one at least: a hard bound, held updates included.
 
 Ids are `<epoch>:<ms>-<seq>` as a Redis stream numbers its entries, on the store's clock.
 """
@@ -25,7 +24,6 @@ from sortedcontainers import SortedDict
 
 from pushsvc.broker.base import (
     DEFAULT_HISTORY_BYTES,
-    DEFAULT_HISTORY_HOLD,
     HOLD_TTL_MS,
     HistoryPage,
 )
@@ -62,12 +60,10 @@ class Published:
         *,
         history: int,
         alert_retention_ms: int,
-        history_hold: int = DEFAULT_HISTORY_HOLD,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
         self.index = index
         self._history_len = history
-        self._history_hold = history_hold
         self.holds: dict[str, Hold] = {}
         """Each reader's hold on the history (`hold`)."""
         self._history_bytes = history_bytes
@@ -158,16 +154,16 @@ class Published:
         return oldest
 
     def _trim(self, now_ms: int) -> None:
-        """Down to `history` updates, or to those a reader still holds (at most
-        `history_hold`), and then to `history_bytes` of bodies whatever holds them (the
-        newest update always kept), as `publish_updates.lua` trims."""
+        """Down to `history` updates, or to those a reader still holds, and then to
+        `history_bytes` of bodies whatever holds them (the newest update always kept), as
+        `publish_updates.lua` trims."""
         history, sizes = self.history, self._sizes
         keep = self._history_len
         if len(history) > keep and self.holds:
             held = self._held_after(now_ms)
             if held is not None:
                 unread = len(history) - bisect.bisect_right(history, held, key=_position)
-                keep = max(keep, min(self._history_hold, unread))
+                keep = max(keep, unread)
         while len(history) > keep or (self.history_held > self._history_bytes and len(history) > 1):
             gone = history.popleft()
             self.history_held -= sizes.popleft()

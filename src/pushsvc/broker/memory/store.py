@@ -30,7 +30,6 @@ import gevent.event
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
     DEFAULT_HISTORY_BYTES,
-    DEFAULT_HISTORY_HOLD,
     Appended,
     Applied,
     UpdatesHandler,
@@ -223,7 +222,6 @@ class Store:
         *,
         clock: Clock,
         history: int = 10_000,
-        history_hold: int = DEFAULT_HISTORY_HOLD,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_topics: int = 100_000,
         max_keys: int = MAX_KEYS_PER_PARTITION,
@@ -256,7 +254,6 @@ class Store:
                     index,
                     history=history,
                     alert_retention_ms=alert_retention_us // 1000,
-                    history_hold=history_hold,
                     history_bytes=history_bytes,
                 ),
                 journal=[] if journal else None,

@@ -36,7 +36,6 @@ from redis.exceptions import (
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
     DEFAULT_HISTORY_BYTES,
-    DEFAULT_HISTORY_HOLD,
     HOLD_TTL_MS,
     AlertsPage,
     Appended,
@@ -126,7 +125,6 @@ class RedisBroker:
         *,
         prefix: str = "pushsvc:",
         history: int = 10_000,
-        history_hold: int = DEFAULT_HISTORY_HOLD,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         partitions: int = DEFAULT_PARTITIONS,
         max_topics: int = 100_000,
@@ -181,7 +179,6 @@ class RedisBroker:
             Script(self._client, "publish_updates"),
             self.keys,
             history=history,
-            history_hold=history_hold,
             history_bytes=history_bytes,
             alert_retention_us=alert_retention_us,
             on_cluster=self.on_cluster,

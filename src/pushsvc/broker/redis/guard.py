@@ -6,13 +6,13 @@ exits 1): with any `maxmemory-policy` but `noeviction`, Redis would drop acknowl
 history or leases silently. A Redis that will not say (CONFIG and INFO refused) gets a warning
 and the process starts; one that cannot be reached is checked by the watch once it answers.
 
-The watch looks again every `--redis-check` (default 5s): an evicting policy, a full Redis
+The watch looks again every `CHECK_EVERY_S`: an evicting policy, a full Redis
 (at `maxmemory`: appends are refused with `503 broker_full`, the aggregator waits) or, with
 `--redis-min-replicas N`, a primary with fewer than N replicas online (every append answered
 `503 replicas_unconfirmed`: after a failover, until a replica rejoins the promoted primary)
 makes the process not ready, with the reason and the fix; each change is logged once.
 `/readyz` takes a look of its own on every request (`check`), so it answers what Redis does
-now, not what it did up to `--redis-check` ago: a Redis that fills and frees within that time
+now, not what it did up to `CHECK_EVERY_S` ago: a Redis that fills and frees within that time
 would otherwise be missed.
 """
 
@@ -29,6 +29,11 @@ from pushsvc.broker.redis.url import redact_url
 from pushsvc.errors import BrokerUnavailable, UnsafeRedis
 
 log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 5.0
+"""How often a process looks at Redis's memory and policy for `/metrics` and its log. Fixed,
+not a setting: `/readyz` looks on every request, so nothing that decides readiness waits for
+it, and one INFO and one CONFIG GET every 5 s per process is nothing to Redis."""
 
 
 def check_at_start(broker: RedisBroker) -> None:
@@ -60,7 +65,7 @@ def check_at_start(broker: RedisBroker) -> None:
 class RedisGuard:
     """The last look at Redis's memory; `run` looks again every `interval_s`."""
 
-    def __init__(self, broker: RedisBroker, *, interval_s: float) -> None:
+    def __init__(self, broker: RedisBroker, *, interval_s: float = CHECK_EVERY_S) -> None:
         self._broker = broker
         self.interval_s = interval_s
         self.memory: RedisMemory | None = None

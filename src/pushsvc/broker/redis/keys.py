@@ -27,7 +27,7 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:all               channel on a Redis Cluster: every run, after its topic and a newline
     P:wake              channel on a Redis Cluster: an empty message after each append
     P:history           stream  the newest `history` updates (more while `P:holds` names
-                                older ones, `history_hold` at most), at most `history_bytes`
+                                older ones), at most `history_bytes`
                                 of bodies whatever holds them: t=topic, c=clock_us, b=body,
                                 k=kind, p=the topic's previous entry, g=the history's
                                 previous entry (once trimmed: the newest trimmed id), n=its

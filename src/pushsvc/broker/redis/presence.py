@@ -1,6 +1,6 @@
 """Presence on Redis: every web process publishes its tally (`pushsvc.core.presence`) in
 entries that expire, and a read adds up the entries still there. A process that dies (kill -9,
-a lost host) stops refreshing its entries: its streams leave within `--presence-expiry`.
+a lost host) stops refreshing its entries: its streams leave within `EXPIRY_US`.
 
 Keys, in each partition `P:` (`pushsvc.broker.redis.keys`), so that a topic's presence is read
 from one Redis Cluster slot, its partition's:
@@ -14,7 +14,7 @@ from one Redis Cluster slot, its partition's:
                                  pattern streams, the same in every partition (a pattern
                                  covers topics of every partition)
 
-Each expires `--presence-expiry` after its last refresh. A process writes only what changed
+Each expires `EXPIRY_US` after its last refresh. A process writes only what changed
 since its last flush, once a `refresh` (at most a second, a third of the expiry), and in the
 same pipeline pushes every entry's expiry forward: PEXPIRE answers 0 for an entry that is gone
 (it expired while the process was paused, or Redis restarted empty), and the next flush writes
@@ -53,6 +53,12 @@ from pushsvc.core.presence import (
 from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
+
+EXPIRY_US = 5_000_000
+"""How long a web process's entries outlive its last refresh: how soon the streams of a killed
+process stop counting. Fixed, not a setting: a process refreshes every second (a third of
+this, when shorter), so 5 s lets four refreshes go missing (a Redis failover, a long pause)
+before live streams would leave, while a dead process's streams leave within seconds."""
 
 _CACHED_TOPICS = 10_000
 """Topics whose last read `read` keeps at most (`read_cache_s`)."""
@@ -107,7 +113,7 @@ class RedisPresence:
         keys: Keys,
         registry: PresenceRegistry,
         *,
-        expiry_us: int,
+        expiry_us: int = EXPIRY_US,
         proc: str | None = None,
         client: redis.Redis | None = None,
         read_cache_s: float | None = None,

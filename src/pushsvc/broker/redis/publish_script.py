@@ -27,7 +27,6 @@ class PublishScript:
         keys: Keys,
         *,
         history: int,
-        history_hold: int,
         history_bytes: int,
         alert_retention_us: int,
         on_cluster: bool,
@@ -36,7 +35,6 @@ class PublishScript:
         self._script = script
         self._keys = keys
         self._history = history
-        self._history_hold = history_hold
         self._history_bytes = history_bytes
         self._alert_retention_ms = alert_retention_us // 1000
         self._on_cluster = on_cluster
@@ -67,7 +65,6 @@ class PublishScript:
         return ScriptNames(
             epoch_candidate=new_epoch(index),
             history_len=self._history,
-            history_hold=self._history_hold,
             history_bytes=self._history_bytes,
             alert_retention_ms=self._alert_retention_ms,
             channel_prefix=part.updates_channel.decode(),

@@ -15,8 +15,8 @@ framing.
 Past the limit nothing more is read, in any framing: the connection closes after the 413,
 lingering for a moment first so that the answer reaches a client still sending (`pushsvc.
 server`). (It once drained the rest before answering: a client that never stopped sending
-was read for ever.) The body's deadlines (`--body-timeout`, `--body-read-timeout`) bound
-every read: past them the answer is `408 request_timeout` and the connection closes.
+was read for ever.) The body's deadlines (`--body-timeout`, and a third of it between
+pieces) bound every read: past them the answer is `408 request_timeout` and the connection closes.
 """
 
 from __future__ import annotations
@@ -42,9 +42,7 @@ def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
             handler.refuse_body()
         raise
     except BodyTooSlow:
-        raise RequestTimeout(
-            "the request body did not arrive in time (--body-timeout, --body-read-timeout)"
-        ) from None
+        raise RequestTimeout("the request body did not arrive in time (--body-timeout)") from None
     except OSError:
         raise IncompleteBody("the connection ended before the request body did") from None
 
