@@ -16,6 +16,7 @@ NOT_PYTHON = {
     "pushsvc.js",  # the browser client, a file
     "pushsvc.publish",  # scopes, not modules
     "pushsvc.subscribe",
+    "pushsvc.partitions",  # a logger's name (`--log-level`), not a module
 }
 
 

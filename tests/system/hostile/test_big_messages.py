@@ -29,6 +29,8 @@ from harness.live import (
 from harness.procfs import rss_kb
 from harness.raw_streams import read_until_closed
 
+from support.legitimate import LegitimateClient, never_reader, next_message
+
 KIB = 1024
 MIB = 1024 * KIB
 BOUND = 256 * KIB
@@ -68,55 +70,6 @@ def _big_batch(first: int, count: int = PER_POST) -> list[dict[str, object]]:
     return [{"type": "big", "data": _data(first + i)} for i in range(count)]
 
 
-def _never_reader(port: int, path: str, headers: dict[str, str] | None = None) -> socket.socket:
-    """A client that asks for a stream and never reads it, with a tiny receive buffer."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
-    return sock
-
-
-def _message(stream: SSEClient) -> tuple[str, str]:
-    """The stream's next message (id, data), past its head (an `id:` alone)."""
-    while True:
-        message = stream.next(15)
-        if message.data:
-            return message.id, message.data
-
-
-class _Legit:
-    """A producer and a subscriber of messages on a topic of their own: each round posts two
-    small messages, timed, and reads them back, checking that every one comes, in order."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.port = port
-        self.topic = topic
-        self.client = SSEClient(port, f"/topics/{topic}/messages")
-        self.sent = 0
-        self.latencies: list[float] = []
-
-    def round(self) -> None:
-        numbers = [self.sent, self.sent + 1]
-        start = time.monotonic()
-        status, _ = post(self.port, self.topic, [{"type": "n", "data": n} for n in numbers])
-        self.latencies.append(time.monotonic() - start)
-        assert status == 202
-        assert [json.loads(_message(self.client)[1]) for _ in numbers] == numbers
-        self.sent += len(numbers)
-
-    def assert_fast(self) -> None:
-        """The producer's p99 latency: generous for a loaded 2-core machine."""
-        latencies = sorted(self.latencies)
-        assert latencies, "no legitimate round ran"
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        assert p99 < 1.0, f"legitimate POST p99 {p99:.3f} s"
-
-    def close(self) -> None:
-        self.client.close()
-
-
 def _rss(proc: PushsvcProcess) -> int:
     return rss_kb([proc.pid]) * KIB
 
@@ -135,12 +88,12 @@ def test_a_messages_stream_of_64_kib_messages_that_never_reads_is_ended_as_behin
 ) -> None:
     proc = _serve()
     attacker = None
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit", messages=True)
     try:
         big = f"{topic}-big"
         posted = _fill_history(proc.port, big)
         before = _rss(proc)
-        attacker = _never_reader(proc.port, f"/topics/{big}/messages")
+        attacker = never_reader(proc.port, f"/topics/{big}/messages")
         wait_until(lambda: subscribers(proc.port) == 2, what="the attacker's stream")
         highest = 0.0
         rounds = 0
@@ -180,7 +133,7 @@ def test_a_producer_at_the_size_limit_is_served_and_the_history_keeps_its_bytes(
     topic: str,
 ) -> None:
     proc = _serve()
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit", messages=True)
     try:
         big = f"{topic}-big"
         # One byte past the limit: the whole batch is a 413, nothing logged.
@@ -233,7 +186,7 @@ def test_replays_of_big_messages_that_never_read_hold_a_page_and_are_cut_off(
 ) -> None:
     proc = _serve()
     attackers: list[socket.socket] = []
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit", messages=True)
     honest = None
     try:
         kept = f"{topic}-kept"
@@ -250,15 +203,15 @@ def test_replays_of_big_messages_that_never_read_hold_a_page_and_are_cut_off(
         wanted = posted - first - 1
 
         def read() -> None:
-            replayed.extend(int(_message(honest)[1][1:9]) for _ in range(wanted))
+            replayed.extend(int(next_message(honest)[1][1:9]) for _ in range(wanted))
 
         reading = threading.Thread(target=read, daemon=True)
         reading.start()
         opened = time.monotonic()
         # Unbounded, each would render its whole replay: 8 x 16 MiB.
         attackers = [
-            *(_never_reader(proc.port, path, {"Last-Event-ID": oldest}) for _ in range(4)),
-            *(_never_reader(proc.port, f"{path}?replay=1000") for _ in range(4)),
+            *(never_reader(proc.port, path, {"Last-Event-ID": oldest}) for _ in range(4)),
+            *(never_reader(proc.port, f"{path}?replay=1000") for _ in range(4)),
         ]
         highest = 0.0
 

@@ -35,6 +35,7 @@ from harness.live import (
 from harness.procfs import rss_kb
 from harness.raw_streams import read_until_closed
 
+from support.legitimate import LegitimateClient, never_reader
 from support.tls_pairs import self_signed
 
 KIB = 1024
@@ -63,49 +64,6 @@ def _serve(*args: str) -> PushsvcProcess:
     ).start()
 
 
-def _never_reader(port: int, path: str, headers: Mapping[str, str] | None = None) -> socket.socket:
-    """A client that asks for a stream and never reads it, with a tiny receive buffer."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    lines = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
-    return sock
-
-
-class _Legit:
-    """A producer and a subscriber on a topic of their own: each round posts two updates,
-    timed, and reads them back, checking that every update comes, in order."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.port = port
-        self.topic = topic
-        self.client = SSEClient(port, f"/topics/{topic}/stream")
-        self.client.next_data("snapshot")
-        self.sent = 0
-        self.latencies: list[float] = []
-
-    def round(self) -> None:
-        values = [self.sent, self.sent + 1]
-        start = time.monotonic()
-        status, _ = post(self.port, self.topic, [{"value": v} for v in values])
-        self.latencies.append(time.monotonic() - start)
-        assert status == 202
-        got = [u["event"]["value"] for _, u in self.client.take(len(values))]
-        assert got == [float(v) for v in values]
-        self.sent += len(values)
-
-    def assert_fast(self) -> None:
-        """The producer's p99 latency: generous for a loaded 2-core machine."""
-        latencies = sorted(self.latencies)
-        assert latencies, "no legitimate round ran"
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        assert p99 < 1.0, f"legitimate POST p99 {p99:.3f} s"
-
-    def close(self) -> None:
-        self.client.close()
-
-
 def _rss(proc: PushsvcProcess) -> int:
     return rss_kb([proc.pid]) * KIB
 
@@ -119,14 +77,14 @@ def _oldest_id(port: int, topic: str) -> str:
 def test_a_live_stream_that_never_reads_is_conflated_then_cut_off(topic: str) -> None:
     proc = _serve("--history", "300")
     attacker = None
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit")
     try:
         big = f"{topic}-big"
         batch = [{"value": i, "tags": _TAGS} for i in range(150)]  # one run of ~550 kB
         for _ in range(2):  # the history (300 updates) is full: the server's own growth stops
             assert post(proc.port, big, batch)[0] == 202
         before = _rss(proc)
-        attacker = _never_reader(proc.port, f"/topics/{big}/stream")
+        attacker = never_reader(proc.port, f"/topics/{big}/stream")
         wait_until(lambda: subscribers(proc.port) == 2)
         highest = 0.0
         # Unbounded, the stream would hold every batch: 60 runs, ~33 MB.
@@ -158,7 +116,7 @@ def test_replays_from_the_oldest_id_that_never_read_hold_a_page_and_are_cut_off(
     # Room past the 2,000 updates replayed: the legitimate rounds must not trim the oldest.
     proc = _serve("--history", "2400")
     attackers: list[socket.socket] = []
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit")
     honest = None
     try:
         kept = f"{topic}-kept"
@@ -178,7 +136,7 @@ def test_replays_from_the_oldest_id_that_never_read_hold_a_page_and_are_cut_off(
         reading.start()
         opened = time.monotonic()
         # Unbounded, each would render its whole replay: 6 x 7 MB.
-        attackers = [_never_reader(proc.port, path, {"Last-Event-ID": oldest}) for _ in range(6)]
+        attackers = [never_reader(proc.port, path, {"Last-Event-ID": oldest}) for _ in range(6)]
         highest = 0.0
 
         def all_cut_off() -> bool:
@@ -257,7 +215,7 @@ def test_snapshots_of_every_topic_that_never_read_hold_a_page_and_are_cut_off(
 ) -> None:
     proc = _serve("--windows", _WINDOWS)
     attackers: list[socket.socket] = []
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit")
     try:
         _make_topics(proc.port, f"{topic}-", 3000)  # a snapshot of `*`: ~6 MB
         # An honest client reads the snapshot whole (its pages make one message), and the
@@ -267,7 +225,7 @@ def test_snapshots_of_every_topic_that_never_read_hold_a_page_and_are_cut_off(
         before = _rss(proc)
         opened = time.monotonic()
         # Unbounded, each would render its whole snapshot, and its JSON before that.
-        attackers = [_never_reader(proc.port, "/stream?topic=*") for _ in range(4)]
+        attackers = [never_reader(proc.port, "/stream?topic=*") for _ in range(4)]
         highest = 0.0
         while metric(proc.port, _SLOW) < len(attackers):
             assert time.monotonic() - opened < SLOW_S + 5, "the never-readers were not cut off"
@@ -305,11 +263,11 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
         "60s",
     ).start()
     attackers: list[socket.socket] = []
-    legit = _Legit(proc.port, f"{topic}-legit")
+    legit = LegitimateClient(proc.port, f"{topic}-legit")
     try:
         big = f"{topic}-big"
         path = f"/topics/{big}/stream"
-        attackers = [_never_reader(proc.port, path) for _ in range(8)]
+        attackers = [never_reader(proc.port, path) for _ in range(8)]
         wait_until(lambda: subscribers(proc.port) == 1 + len(attackers))
         batch = [{"value": i, "tags": _TAGS} for i in range(150)]
         for _ in range(40):
@@ -365,7 +323,7 @@ def test_over_tls_never_reading_replays_and_live_streams_are_cut_off_too(
         found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         return float(found[1]) if found else 0.0
 
-    def tls_never_reader(path: str, headers: Mapping[str, str] | None = None) -> socket.socket:
+    def tlsnever_reader(path: str, headers: Mapping[str, str] | None = None) -> socket.socket:
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect(("127.0.0.1", proc.port))
@@ -383,8 +341,8 @@ def test_over_tls_never_reading_replays_and_live_streams_are_cut_off_too(
         assert status == 200
         oldest = json.loads(body)["updates"][0]["id"]
         path = f"/topics/{kept}/stream"
-        attackers = [tls_never_reader(path, {"Last-Event-ID": oldest}) for _ in range(3)]
-        attackers.append(tls_never_reader(path))  # and a live one, under large batches
+        attackers = [tlsnever_reader(path, {"Last-Event-ID": oldest}) for _ in range(3)]
+        attackers.append(tlsnever_reader(path))  # and a live one, under large batches
         highest = 0.0
         opened = time.monotonic()
         batch = [{"value": i, "tags": _TAGS} for i in range(150)]
