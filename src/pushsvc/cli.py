@@ -463,7 +463,7 @@ def _is_number(text: str) -> bool:
     "--replay",
     type=click.IntRange(1, 1000),
     metavar="N",
-    help="with --messages: start with the last N messages of the named topics",
+    help="with --messages: start with the last N messages of the topics",
 )
 @_MAX_RETRIES
 def subscribe(

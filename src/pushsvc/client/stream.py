@@ -78,7 +78,7 @@ class StreamOptions:
 @dataclass(frozen=True)
 class MessageOptions:
     """What `/messages` takes beside the topics: `replay`, to start with the last that many
-    messages of named topics (the server ignores it once the stream resumes from an id)."""
+    messages of its topics (the server ignores it once the stream resumes from an id)."""
 
     path: ClassVar[str] = MESSAGES_PATH
     replay: int | None = None

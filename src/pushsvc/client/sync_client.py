@@ -277,7 +277,7 @@ class Client:
         """The application's messages of these topics (names, `prefix.*`, `*`), each a
         `Message(id, type, data)` as published (`data` parsed from JSON), for ever: from
         now on, or after `last_event_id` (exactly what followed it), or from the last `replay`
-        messages of named topics. Reconnects as `subscribe` does, resuming after the last id
+        messages of its topics. Reconnects as `subscribe` does, resuming after the last id
         it saw; where the server cannot resume (its history no longer holds what followed the
         id), a `Gap(id, topics)` says so, then live. `stream.last_event_id` is the id to
         resume from, in this program or after a restart:

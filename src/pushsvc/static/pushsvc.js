@@ -912,8 +912,7 @@ const MESSAGE_TYPE = /^[A-Za-z0-9._:-]{1,64}$/;
  *   in `on`, in `types`, and `message`.
  * @property {(gap: MessageGap) => void} [onGap]
  * @property {(state: State, detail: StatusDetail) => void} [onStatus] As `subscribe`'s.
- * @property {number} [replay] Start with the topics' last N messages (1 to 1000; named topics
- *   only), then live.
+ * @property {number} [replay] Start with the topics' last N messages (1 to 1000), then live.
  * @property {string} [lastEventId] Resume after this id (one a `PushedMessage` had, kept by
  *   the page, e.g. in sessionStorage): every message after it, or a gap.
  * @property {string} [baseUrl] As `subscribe`'s.
