@@ -239,3 +239,26 @@ def test_exact_selectors_are_set_membership(topics: list[str], texts: list[str])
     except ValueError:
         return  # a format character that isprintable() lets through: refused, as tested above
     assert selectors.matches_any(topics) == bool(set(valid) & set(topics))
+
+
+def test_equal_sets_hash_alike_so_subscribers_group_by_set() -> None:
+    a = SelectorSet([Selector("match", "x"), Selector("urlpattern", "/p/:id")])
+    b = SelectorSet([Selector("urlpattern", "/p/:id"), Selector("match", "x")])
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != SelectorSet([Selector("match", "x")])
+    assert a != SelectorSet(list(a.selectors), base_url=HUB)  # relative patterns differ
+
+
+def test_the_result_memo_holds_no_compiled_pattern_alive() -> None:
+    import gc
+
+    from pushsvc.deliver import mercure_selectors
+
+    text = "https://freed.example/only-this-test/:id"
+    selectors = patterns(text)
+    assert selectors.matches_any(["https://freed.example/only-this-test/1"])
+    del selectors
+    for i in range(mercure_selectors.COMPILED_CACHE_SIZE):  # push it out of the recent ones
+        mercure_selectors._compiled(f"/filler/{i}", "http://mercure.invalid")
+    gc.collect()
+    assert (text, "http://mercure.invalid") not in mercure_selectors._live

@@ -19,21 +19,27 @@ bounded three more ways, each limit below with its reason:
 * the topic: one longer than `MAX_URLPATTERN_TOPIC_LENGTH` is matched by no URL pattern
   (the spec: a pattern whose evaluation limit is reached does not match).
 
-And work is shared: a compiled pattern is cached (bounded LRU) and shared by every
-subscription with the same selector, and each (pattern, topic) result is memoized (bounded
-LRU), so an update costs one evaluation per distinct pattern, not per subscriber.
-`docs/performance.md` ("Mercure") has the measured costs. Both caches are
-`functools.lru_cache`, safe to share between greenlets and threads.
+And work is shared. A compiled pattern (tens of KiB: the engine's automata for eight URL
+components) is shared by every subscription with the same selector while one holds it, and the
+last `COMPILED_CACHE_SIZE` asked for stay compiled after (an LRU, for reconnections). Each
+(pattern, topic) result is memoized in a bounded cache keyed by strings (so it never keeps a
+compiled pattern alive), so an update costs one evaluation per distinct pattern, and a cache
+lookup per other subscription. Equal `SelectorSet`s are equal and hash alike, so the endpoint
+can group its subscribers by set and ask once per set per update: then the cost does not grow
+with the subscribers of a pattern at all. `docs/performance.md` ("Mercure") has the measured
+costs. The caches are safe to share between greenlets (nothing in them yields).
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
+from weakref import WeakValueDictionary
 
 from urlpattern import URLPattern
 
@@ -47,19 +53,21 @@ MAX_SELECTOR_LENGTH = 1024
 # Selectors per subscription (or per grant): as many as the reference hub takes. Exact ones
 # cost a set lookup per topic; the URL patterns are bounded apart below.
 MAX_SELECTORS = 100
-# URL patterns per subscription (or per grant): each costs an evaluation per new topic.
-MAX_URLPATTERNS = 32
+# URL patterns per subscription (or per grant): each costs an evaluation per new topic, and
+# tens of KiB while compiled when no other subscription holds the same one.
+MAX_URLPATTERNS = 16
 # Captures in one URL pattern (`:name`, `*`, `(regexp)`): the engine's work per topic
-# character grows with them (128 of them took 30 ms on a 2,000-character topic; 16, well
-# under a millisecond).
+# character grows with them, by orders of magnitude past a few dozen (docs/performance.md).
 MAX_PATTERN_GROUPS = 16
 # Topics longer than this are matched by no URL pattern: an evaluation's cost grows with the
 # topic's length. Exact selectors still match them.
 MAX_URLPATTERN_TOPIC_LENGTH = 2048
-# Distinct compiled patterns kept: enough for thousands of live subscriptions' patterns.
-COMPILED_CACHE_SIZE = 4096
-# (pattern, topic) results kept: 32 updates' worth with a thousand distinct patterns; at most
-# 2,048-character topics, so at worst some 70 MB, typically (60-character topics) 4 MB.
+# Compiled patterns kept alive after their last subscription ends, for the next one (a
+# reconnection): each takes tens of KiB (docs/performance.md, "Mercure").
+COMPILED_CACHE_SIZE = 256
+# (pattern, topic) results kept: 32 updates' worth with a thousand distinct patterns. Keys
+# hold topics of at most MAX_URLPATTERN_TOPIC_LENGTH characters: at worst some 70 MB,
+# with 60-character topics some 4 MB.
 MATCH_CACHE_SIZE = 32768
 # Inside a regexp group: the escapes of the large Unicode classes.
 _REFUSED_ESCAPES = frozenset("wWpP")
@@ -111,14 +119,13 @@ class Selector:
         )
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=False)
 class _Pattern:
-    """A compiled URL pattern; equal (and hashed) by its text and base only, so the match
-    memo is shared by every subscription holding the same selector."""
+    """A compiled URL pattern, shared by every subscription holding the same selector."""
 
     text: str
     base_url: str
-    compiled: URLPattern = field(compare=False, hash=False, repr=False)
+    compiled: URLPattern = field(repr=False)
 
 
 class SelectorSet:
@@ -127,7 +134,7 @@ class SelectorSet:
     ValueError, with a message fit for a 400, for a selector the limits refuse or that is no
     URL pattern. `matches_any` is pure and greenlet-safe."""
 
-    __slots__ = ("_everything", "_exact", "_patterns", "selectors")
+    __slots__ = ("_everything", "_exact", "_key", "_patterns", "base_url", "selectors")
 
     def __init__(self, selectors: Sequence[Selector], *, base_url: str = FALLBACK_BASE_URL) -> None:
         check_base_url(base_url)
@@ -137,6 +144,8 @@ class SelectorSet:
         for selector in unique:
             check_text(selector.text)
         self.selectors = unique
+        self.base_url = base_url
+        self._key = (frozenset(unique), base_url)
         self._everything = any(s.is_wildcard for s in unique)
         self._exact = frozenset(s.text for s in unique if s.kind == "match")
         texts = [s.text for s in unique if s.kind == "urlpattern" and not s.is_wildcard]
@@ -159,6 +168,12 @@ class SelectorSet:
     def matches_all(self, topics: Sequence[str]) -> bool:
         """True when every one of `topics` is selected (a publisher's right on an update)."""
         return all(self.matches_any((topic,)) for topic in topics)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SelectorSet) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
 
     def __bool__(self) -> bool:
         return bool(self.selectors)
@@ -235,28 +250,61 @@ def _pattern(text: str, base_url: str) -> _Pattern:
     return _compiled(text, base_url)
 
 
-@lru_cache(maxsize=COMPILED_CACHE_SIZE)
+# Compiled patterns by (text, base URL): every one a live subscription holds (weakly: freed
+# with the last), and the most recently asked for (strongly), so a reconnection finds its own.
+_live: WeakValueDictionary[tuple[str, str], _Pattern] = WeakValueDictionary()
+_recent: OrderedDict[tuple[str, str], _Pattern] = OrderedDict()
+# (pattern text, base URL, topic) -> matched: keyed by strings, never holding a pattern alive.
+# Evicted first in, first out (no reordering on a hit: a hit stays a dict lookup).
+# (An OrderedDict: a plain dict's oldest key is found by scanning the slots deleted before it.)
+_results: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
+_counts = {"compiled hits": 0, "compiled misses": 0, "matches hits": 0, "matches misses": 0}
+
+
 def _compiled(text: str, base_url: str) -> _Pattern:
-    try:
-        # No options: `ignoreCase` stays off, as the spec requires.
-        compiled = URLPattern(text, base_url)
-    except (ValueError, TypeError) as exc:
-        # The library's words ("tokenizer error: ...") say what is wrong with the pattern.
-        raise ValueError(f"{text!r} is not a URL pattern: {exc}") from None
-    return _Pattern(text, base_url, compiled)
+    key = (text, base_url)
+    pattern = _live.get(key)
+    if pattern is None:
+        _counts["compiled misses"] += 1
+        try:
+            # No options: `ignoreCase` stays off, as the spec requires.
+            compiled = URLPattern(text, base_url)
+        except (ValueError, TypeError) as exc:
+            # The library's words ("tokenizer error: ...") say what is wrong with the pattern.
+            raise ValueError(f"{text!r} is not a URL pattern: {exc}") from None
+        pattern = _live.setdefault(key, _Pattern(text, base_url, compiled))
+    else:
+        _counts["compiled hits"] += 1
+    _recent[key] = pattern
+    with suppress(KeyError):  # another thread's eviction: never in a gevent process
+        _recent.move_to_end(key)
+        while len(_recent) > COMPILED_CACHE_SIZE:
+            _recent.popitem(last=False)
+    return pattern
 
 
-@lru_cache(maxsize=MATCH_CACHE_SIZE)
 def _matches(pattern: _Pattern, topic: str) -> bool:
+    key = (pattern.text, pattern.base_url, topic)
+    found = _results.get(key)
+    if found is not None:
+        _counts["matches hits"] += 1
+        return found
+    _counts["matches misses"] += 1
     try:
-        return pattern.compiled.test(topic, pattern.base_url)
+        found = pattern.compiled.test(topic, pattern.base_url)
     except (ValueError, TypeError):
-        return False  # the spec: a topic that is no URL reference matches no URL pattern
+        found = False  # the spec: a topic that is no URL reference matches no URL pattern
+    _results[key] = found
+    if len(_results) > MATCH_CACHE_SIZE:
+        with suppress(KeyError):  # another thread evicted it: never in a gevent process
+            _results.popitem(last=False)
+    return found
 
 
 def cache_info() -> dict[str, tuple[int, int, int]]:
-    """(hits, misses, size) of both caches, for tests and the benchmark."""
+    """(hits, misses, size) of both caches, for tests and the benchmark; the compiled size
+    counts the patterns alive."""
     return {
-        name: (info.hits, info.misses, info.currsize)
-        for name, info in (("compiled", _compiled.cache_info()), ("matches", _matches.cache_info()))
+        "compiled": (_counts["compiled hits"], _counts["compiled misses"], len(_live)),
+        "matches": (_counts["matches hits"], _counts["matches misses"], len(_results)),
     }
