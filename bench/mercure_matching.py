@@ -11,6 +11,10 @@ Workloads, each with 1,000 subscriptions holding one URL pattern each:
 * `hostile`: 1,000 different patterns each as costly as the limits let through (16 groups
   `*x*x...`), against topics of the longest length they evaluate (2,048 characters).
 
+`--limits` prints instead what the limits are there for, on `urlpattern` directly (no limit
+applied): one evaluation's time against the number of groups and the length of a topic it
+matches, and the compile time of the regexp groups the limits refuse.
+
 Each update has a topic never seen before (a new item id), so no result is memoized across
 updates: this is the cold cost. `warm` repeats the previous update's topic. Also printed: the
 compile time per pattern, and the RSS that 1,000 compiled patterns take (VmRSS before and
@@ -18,6 +22,7 @@ after). Times are this
 process's CPU time (`time.process_time_ns`), the median of `--rounds`.
 
     python -m bench.mercure_matching --updates 200 --rounds 5
+    python -m bench.mercure_matching --limits
 """
 
 from __future__ import annotations
@@ -84,12 +89,43 @@ def _rss_kib() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
+def _limits() -> None:
+    from urlpattern import URLPattern
+
+    base = "http://mercure.invalid"
+
+    def timed(pattern: str, topic: str) -> tuple[float, float]:
+        start = time.perf_counter_ns()
+        compiled = URLPattern(pattern, base)
+        compile_ms = (time.perf_counter_ns() - start) / 1e6
+        start = time.perf_counter_ns()
+        compiled.test(topic, base)
+        return compile_ms, (time.perf_counter_ns() - start) / 1e6
+
+    print("one evaluation (ms) of https://example.com/ + '(.*)' * groups, on a topic it matches")
+    lengths = (200, 2000, 8000)
+    print("groups " + "".join(f"{n:>10,d} chars" for n in lengths))
+    for groups in (8, 16, 32, 64, 128):
+        pattern = "https://example.com/" + "(.*)" * groups
+        row = [timed(pattern, "https://example.com/" + "ab/-" * (n // 4) + "z")[1] for n in lengths]
+        print(f"{groups:6d} " + "".join(f"{ms:16.2f}" for ms in row))
+    print("compile (ms) of 16 regexp groups, each:")
+    for group in ("([0-9]+)", "(\\d+)", "(.*)", "(\\w+)", "(\\w*\\w*)", "(\\p{L}{0,200}){0,50}"):
+        repeat = 1 if "{" in group else 16
+        compile_ms, _ = timed("https://example.com/" + group * repeat, "https://example.com/1")
+        print(f"  {group:24s} x{repeat:<3d} {compile_ms:8.1f}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="one JSON object per workload")
+    parser.add_argument("--limits", action="store_true", help="what the limits are there for")
     args = parser.parse_args(argv)
+    if args.limits:
+        _limits()
+        return
 
     rss_before = _rss_kib()
     start = time.process_time_ns()
