@@ -109,6 +109,8 @@ def _limits() -> None:
         pattern = "https://example.com/" + "(.*)" * groups
         row = [timed(pattern, "https://example.com/" + "ab/-" * (n // 4) + "z")[1] for n in lengths]
         print(f"{groups:6d} " + "".join(f"{ms:16.2f}" for ms in row))
+    _, ms = timed("https://example.com/(a+)+b", "https://example.com/" + "a" * 2000 + "c")
+    print(f"(a+)+b against 2,000 a then c (catastrophic where regexps backtrack): {ms:.2f} ms")
     print("compile (ms) of 16 regexp groups, each:")
     for group in ("([0-9]+)", "(\\d+)", "(.*)", "(\\w+)", "(\\w*\\w*)", "(\\p{L}{0,200}){0,50}"):
         repeat = 1 if "{" in group else 16
