@@ -187,10 +187,18 @@ def test_query_parameters_name_the_kind(name: str, kind: MatcherKind) -> None:
     assert Selector.of_param(name, "x") == Selector(kind, "x")
 
 
-@pytest.mark.parametrize("name", ["match_regex", "match_URLPattern", "matcher", "match_"])
+@pytest.mark.parametrize(
+    "name", ["match_regex", "match_URLPattern", "matcher", "match_", "Match", "MATCH_exact"]
+)
 def test_unknown_matcher_parameters_are_refused(name: str) -> None:
+    assert Selector.is_param(name)
     with pytest.raises(ValueError, match="unknown topic matcher parameter"):
         Selector.of_param(name, "x")
+
+
+@pytest.mark.parametrize("name", ["topic", "last_event_id", "mat", "authorization"])
+def test_other_parameters_are_not_matchers(name: str) -> None:
+    assert not Selector.is_param(name)
 
 
 def test_match_types_of_tokens() -> None:

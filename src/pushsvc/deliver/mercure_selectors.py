@@ -106,10 +106,18 @@ class Selector:
             )
         return cls(kind, text)
 
+    @staticmethod
+    def is_param(name: str) -> bool:
+        """Whether a query parameter is in the reserved `match` namespace (a name beginning
+        with `match` in any case): the spec has the hub refuse (400) those `of_param` does
+        not know, rather than ignore them."""
+        return name[:5].lower() == "match"
+
     @classmethod
     def of_param(cls, name: str, text: str) -> Selector:
         """A selector from a subscribe query parameter: `match`, `match_exact` or
-        `match_urlpattern`. ValueError for any other name in the reserved `match` namespace."""
+        `match_urlpattern` (case-sensitive). ValueError for any other name (for one in the
+        reserved namespace, `is_param`, a 400)."""
         if name == "match":
             return cls("match", text)
         if name.startswith("match_") and name[6:] in MATCH_TYPES:
