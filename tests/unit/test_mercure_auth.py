@@ -510,3 +510,17 @@ def test_the_challenge_quotes_safely_and_names_the_metadata() -> None:
 def test_an_unknown_error_code_is_a_programming_error() -> None:
     with pytest.raises(KeyError):
         MercureAuthError("server_error", "no such code in RFC 6750")
+
+
+def test_a_grant_built_by_hand_checks_and_compiles_its_selectors() -> None:
+    grant = MercureGrant(
+        publish=(Selector("urlpattern", "/books/:id"),),
+        subscribe=None,
+        payload=None,
+        subject=None,
+        base_url="https://hub.example.com/.well-known/mercure",
+    )
+    assert grant.may_publish(["https://hub.example.com/books/1"])
+    assert not grant.may_receive(["https://hub.example.com/books/1"])
+    with pytest.raises(ValueError, match="17 groups"):
+        MercureGrant((Selector("urlpattern", "/" + "*" * 17),), None, None, None)

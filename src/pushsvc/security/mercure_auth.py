@@ -117,7 +117,11 @@ class MercureGrant:
     """What a verified token allows. `publish` / `subscribe`: the selectors of its details
     with that action, in order, duplicates dropped (None: no detail has the action).
     `payload`: the `mercure` claim's `payload` (drafts' tokens; None for access tokens): the
-    fallback of `payload_for`. `expires_at`: `exp`, when the endpoint ends a stream."""
+    fallback of `payload_for`. `expires_at`: `exp`, when the endpoint ends a stream.
+    `subscribe_payloads`: each subscribe detail's topics and payload, in the token's order.
+    `base_url`: what relative URL patterns resolve against (the hub's URL).
+
+    Built, the selectors are checked and compiled (`SelectorSet`): ValueError over a limit."""
 
     publish: tuple[Selector, ...] | None
     subscribe: tuple[Selector, ...] | None
@@ -125,10 +129,22 @@ class MercureGrant:
     subject: str | None
     expires_at: float = float("inf")
     issuer: str | None = None
-    subscribe_payloads: tuple[tuple[SelectorSet, Any], ...] = field(default=(), repr=False)
-    """Each subscribe detail's topics and payload, in the token's order."""
-    publish_set: SelectorSet = field(default_factory=lambda: SelectorSet(()), repr=False)
-    subscribe_set: SelectorSet = field(default_factory=lambda: SelectorSet(()), repr=False)
+    subscribe_payloads: tuple[tuple[tuple[Selector, ...], Any], ...] = ()
+    base_url: str = FALLBACK_BASE_URL
+    publish_set: SelectorSet = field(init=False, repr=False, compare=False)
+    subscribe_set: SelectorSet = field(init=False, repr=False, compare=False)
+    _payload_sets: tuple[tuple[SelectorSet, Any], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        def selectors(given: Sequence[Selector] | None) -> SelectorSet:
+            return SelectorSet(given or (), base_url=self.base_url)
+
+        object.__setattr__(self, "publish_set", selectors(self.publish))
+        object.__setattr__(self, "subscribe_set", selectors(self.subscribe))
+        payload_sets = tuple((selectors(t), p) for t, p in self.subscribe_payloads)
+        object.__setattr__(self, "_payload_sets", payload_sets)
 
     def may_publish(self, topics: Sequence[str]) -> bool:
         """The spec's rule for a publisher: a right on every topic of the update."""
@@ -141,7 +157,7 @@ class MercureGrant:
     def payload_for(self, selector: Selector) -> Any:
         """The payload of the first subscribe detail whose topics match the subscription's
         own matcher text taken as a topic (the spec's "Payloads"), else `payload`."""
-        for topics, payload in self.subscribe_payloads:
+        for topics, payload in self._payload_sets:
             if topics.matches_any((selector.text,)):
                 return payload
         return self.payload
@@ -381,28 +397,19 @@ class _Parts:
     def grant(
         self, subject: str | None, expires_at: float, issuer: Any, base_url: str
     ) -> MercureGrant:
-        publish = None if self.publish is None else tuple(dict.fromkeys(self.publish))
-        subscribe = None if self.subscribe is None else tuple(dict.fromkeys(self.subscribe))
         try:
-            publish_set = SelectorSet(publish or (), base_url=base_url)
-            subscribe_set = SelectorSet(subscribe or (), base_url=base_url)
-            payloads = tuple(
-                (SelectorSet(topics, base_url=base_url), payload)
-                for topics, payload in self.subscribe_payloads
+            return MercureGrant(
+                publish=None if self.publish is None else tuple(dict.fromkeys(self.publish)),
+                subscribe=None if self.subscribe is None else tuple(dict.fromkeys(self.subscribe)),
+                payload=self.payload,
+                subject=subject,
+                expires_at=expires_at,
+                issuer=issuer if isinstance(issuer, str) else None,
+                subscribe_payloads=tuple((tuple(t), p) for t, p in self.subscribe_payloads),
+                base_url=base_url,
             )
         except ValueError as exc:
             raise MercureAuthError.invalid_token(f"invalid token: {exc}") from None
-        return MercureGrant(
-            publish=publish,
-            subscribe=subscribe,
-            payload=self.payload,
-            subject=subject,
-            expires_at=expires_at,
-            issuer=issuer if isinstance(issuer, str) else None,
-            subscribe_payloads=payloads,
-            publish_set=publish_set,
-            subscribe_set=subscribe_set,
-        )
 
 
 def _from_details(details: Any) -> _Parts:
