@@ -225,7 +225,7 @@ def _bearer(header: str) -> str:
 
 
 def _is_token(text: str) -> bool:
-    """RFC 6750's b68token: base64url characters, then any `=`."""
+    """RFC 6750's b64token: base64url characters, then any `=`."""
     body = text.rstrip("=")
     return bool(body) and all(c in _B64TOKEN for c in body)
 
