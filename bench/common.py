@@ -1,6 +1,6 @@
 """Helpers shared by the benchmarks: CPU/wall timing, latency percentiles, machine description,
-CPU seconds of other processes, the command line's common options and the report (a table and
-JSON lines).
+CPU seconds of other processes and of a redis-server, the command line's common options and
+the report (a table and JSON lines).
 
 Rates are reported per core from ``time.process_time()`` (CPU time of this process, so another
 process stealing the core does not make us look slower) next to the wall-clock rate.
@@ -23,6 +23,7 @@ from importlib import metadata
 from typing import Any
 
 import orjson
+import redis
 from harness.live import request
 from harness.procfs import cpu_seconds
 
@@ -65,6 +66,12 @@ def percentiles(samples: Iterable[float], qs: Sequence[float]) -> list[float | N
     ordered = sorted(samples)
     n = len(ordered)
     return [ordered[min(n, max(1, math.ceil(q * n))) - 1] if n else None for q in qs]
+
+
+def redis_cpu_s(client: redis.Redis) -> float:
+    """A redis-server's CPU seconds so far (user + system, from INFO)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def metric(port: int, name: str) -> float | None:

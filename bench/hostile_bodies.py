@@ -29,52 +29,24 @@ import contextlib
 import http.client
 import json
 import multiprocessing
-import re
-import resource
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from harness.procfs import peak_rss_kb, rss_kb
+
 from bench import standalone
+from bench.common import metric
+from bench.loadgen.process import raise_fd_limit
 from bench.standalone import SRC, latency_summary
 
 HEAD = (
     b"POST /topics/attacked/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     b'Content-Length: 100000\r\n\r\n{"value": '
 )
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-@contextlib.contextmanager
-def serving(src: Path, redis: bool) -> Iterator[tuple[int, int]]:
-    """The server's port and pid."""
-    with standalone.serving(src, redis=redis) as (proc, port):
-        yield port, proc.pid
-
-
-def _status_kb(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _metric(port: int, name: str) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 def attack(
@@ -87,7 +59,7 @@ def attack(
     """Keep `connections` unfinished bodies open until `until`, from the `sources` addresses
     by turns, opening a new one for each the server closes (run in a process of its own).
     counts: opened, closed by the server."""
-    _raise_fd_limit()
+    raise_fd_limit()
     selector = selectors.DefaultSelector()
     opened = closed = 0
 
@@ -165,9 +137,10 @@ def _phase(samples: list[tuple[float, float, bool]], start: float, end: float) -
 def run(
     src: Path, connections: int, seconds: float, redis: bool, fresh: bool, addresses: int
 ) -> dict[str, object]:
-    _raise_fd_limit()
+    raise_fd_limit()
     ctx = multiprocessing.get_context("spawn")
-    with serving(src, redis) as (port, pid):
+    with standalone.serving(src, redis=redis) as (proc, port):
+        pid = proc.pid
         # One producer throughout, as a deployment's producers are connected before an
         # attack: its baseline is the 5 s before the attack, its attacked phase the attack's
         # `seconds` once the attacker's connections hold.
@@ -178,7 +151,7 @@ def run(
         producer = threading.Thread(target=produce, args=(port, until, fresh, samples))
         producer.start()
         time.sleep(max(0.0, attack_at - time.monotonic()))
-        rss_before = _status_kb(pid, "VmRSS")
+        rss_before = rss_kb([pid])
         # Two attacker processes: one process's open-file limit (often 20,000) holds not
         # quite 20,000 connections of its own.
         shares = [connections // 2, connections - connections // 2]
@@ -205,8 +178,8 @@ def run(
             "baseline": baseline,
             "attacked": attacked,
             "rss_before_mb": round(rss_before / 1024, 1),
-            "rss_peak_mb": round(_status_kb(pid, "VmHWM") / 1024, 1),
-            "shed": int(_metric(port, "pushsvc_connections_shed_total")),
+            "rss_peak_mb": round(peak_rss_kb(pid) / 1024, 1),
+            "shed": int(metric(port, "pushsvc_connections_shed_total") or 0),
             "attacker_opened": sum(count[0] for count in counts),
             "attacker_cut_off": sum(count[1] for count in counts),
         }

@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.procfs import rss_kb
+
 from bench.standalone import SRC, serving
 
 MIB = 1 << 20
@@ -99,11 +101,6 @@ def metric(port: int, name: str) -> float:
     text = http_request(port, "GET", "/metrics")[1].decode()
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found[1]) if found else 0.0
-
-
-def rss_bytes(pid: int) -> int:
-    found = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-    return int(found[1]) * 1024 if found else 0
 
 
 def never_reader(port: int, path: str, last_event_id: str | None = None) -> socket.socket:
@@ -198,7 +195,7 @@ class Watch:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.start_s = time.monotonic()
-        self.rss0 = rss_bytes(server.proc.pid)
+        self.rss0 = rss_kb([server.proc.pid]) * 1024
         self.slow0 = metric(server.port, "pushsvc_slow_disconnects_total")
         self.peak_rss = self.rss0
         self.peak_pending = 0.0
@@ -206,7 +203,7 @@ class Watch:
 
     def sample(self) -> None:
         port = self.server.port
-        self.peak_rss = max(self.peak_rss, rss_bytes(self.server.proc.pid))
+        self.peak_rss = max(self.peak_rss, rss_kb([self.server.proc.pid]) * 1024)
         self.peak_pending = max(self.peak_pending, metric(port, "pushsvc_stream_pending_bytes"))
         slow = int(metric(port, "pushsvc_slow_disconnects_total") - self.slow0)
         at = time.monotonic() - self.start_s

@@ -27,7 +27,7 @@ import uuid
 import redis
 from harness.redis_server import RedisServer
 
-from bench.common import Report, parser
+from bench.common import Report, parser, redis_cpu_s
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.idempotency import Idempotency, request_digest
@@ -42,11 +42,6 @@ WINDOW_MS = 3_600_000  # nothing expires during a run
 def _key(length: int) -> str:
     """A random key of `length` characters (36: a UUID, as the client sends)."""
     return (str(uuid.uuid4()) * 4)[:length]
-
-
-def redis_cpu_s(admin: redis.Redis) -> float:
-    cpu = admin.info("cpu")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def fill(count: int, key_length: int | None) -> tuple[int, list[int], float]:

@@ -25,7 +25,7 @@ import orjson
 import redis
 from harness.redis_server import RedisServer
 
-from bench.common import machine
+from bench.common import machine, redis_cpu_s
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.presence import RedisPresence
 from pushsvc.core.presence import PresenceRegistry, Watch
@@ -117,11 +117,6 @@ def held(streams: int, topics: int, keep_subs: bool) -> tuple[PresenceRegistry, 
     }
 
 
-def _redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def on_redis(
     registry: PresenceRegistry, streams: int, topics: int, churn: int, partitions: int
 ) -> dict[str, Any]:
@@ -141,17 +136,17 @@ def on_redis(
         for watch in _watches(streams, topics):
             other_registry.join(watch)
         other = RedisPresence(server.url, keys, other_registry, expiry_us=expiry_us, client=client)
-        cpu, redis_cpu = time.process_time(), _redis_cpu(client)
+        cpu, redis_cpu = time.process_time(), redis_cpu_s(client)
         mine.flush()
         first_ms = (time.process_time() - cpu) * 1000
-        first_redis_ms = (_redis_cpu(client) - redis_cpu) * 1000
+        first_redis_ms = (redis_cpu_s(client) - redis_cpu) * 1000
         other.flush()
         # A steady second: `churn` streams leave and as many join, then the flush.
         watches = _watches(churn, topics)
         for watch in watches:
             registry.join(watch)
         mine.flush()
-        cpu, redis_cpu = time.process_time(), _redis_cpu(client)
+        cpu, redis_cpu = time.process_time(), redis_cpu_s(client)
         start = time.process_time_ns()
         for watch in watches:
             registry.leave(watch)
@@ -159,20 +154,20 @@ def on_redis(
         flush_cpu = time.process_time()
         mine.flush()
         steady_ms = (time.process_time() - flush_cpu) * 1000
-        steady_redis_ms = (_redis_cpu(client) - redis_cpu) * 1000
+        steady_redis_ms = (redis_cpu_s(client) - redis_cpu) * 1000
         # Idle: nothing changed, only the expiries are pushed forward.
-        cpu, redis_cpu = time.process_time(), _redis_cpu(client)
+        cpu, redis_cpu = time.process_time(), redis_cpu_s(client)
         mine.flush()
         idle_ms = (time.process_time() - cpu) * 1000
-        idle_redis_ms = (_redis_cpu(client) - redis_cpu) * 1000
+        idle_redis_ms = (redis_cpu_s(client) - redis_cpu) * 1000
         reads = 200
-        cpu, redis_cpu = time.process_time(), _redis_cpu(client)
+        cpu, redis_cpu = time.process_time(), redis_cpu_s(client)
         wall = time.perf_counter()
         for i in range(reads):
             answer = mine.read([f"sensors.t{i % topics}"])
         read_us = (time.process_time() - cpu) / reads * 1e6
         read_wall_us = (time.perf_counter() - wall) / reads * 1e6
-        read_redis_us = (_redis_cpu(client) - redis_cpu) / reads * 1e6
+        read_redis_us = (redis_cpu_s(client) - redis_cpu) / reads * 1e6
         for topic in ("sensors.t0", f"sensors.t{(reads - 1) % topics}"):
             local = registry.presence(topic).watching + other_registry.presence(topic).watching
             assert mine.read([topic])[topic].watching == local, (topic, answer, local)

@@ -22,7 +22,7 @@ import redis
 from harness.live import wait_until
 from harness.redis_server import RedisServer
 
-from bench.common import Report, parser
+from bench.common import Report, parser, redis_cpu_s
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.base import Applied
 from pushsvc.broker.redis import RedisBroker
@@ -36,11 +36,6 @@ from pushsvc.ingest import Event
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
 LABELS = ("10s", "1m", "5m")
 TOPICS = 50
-
-
-def redis_cpu_s(admin: redis.Redis) -> float:
-    cpu = admin.info("cpu")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def start_subscribers(

@@ -43,7 +43,7 @@ from typing import Any
 
 import redis
 from harness.live import PushsvcProcess, wait_until
-from harness.procfs import cpu_seconds, rss_kb
+from harness.procfs import cpu_seconds, peak_rss_kb, rss_kb
 from harness.raw_streams import raise_fd_limit
 from harness.redis_server import RedisServer
 from harness.storm_clients import StormClients, StormProducer
@@ -84,13 +84,6 @@ def _commands(client: redis.Redis) -> tuple[float, float, float]:
 
 def _minus(a: tuple[float, ...], b: tuple[float, ...], scale: float = 1.0) -> tuple[float, ...]:
     return tuple(x - y * scale for x, y in zip(a, b, strict=True))
-
-
-def _peak_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _await(done: Callable[[], bool], timeout: float, what: str) -> float:
@@ -177,7 +170,7 @@ def run(src: str, args: Any) -> dict[str, object]:
         row.update(
             back_s=round(back, 2),
             current_s=round(current, 2),
-            peak_mb=round(max(peak, _peak_rss_kb(web.pid)) / 1024, 1),
+            peak_mb=round(max(peak, peak_rss_kb(web.pid)) / 1024, 1),
             rss_mb=round(rss_kb([web.pid]) / 1024, 1),
             cpu_s=None if cpu is None else round(cpu, 2),
             our_cpu_s=round(our_cpu, 2),

@@ -2,9 +2,10 @@
 topic whose events carry messages shows its latest ones live (from its history, then from
 the stream), newest first — time, type, the data cut to a line and whole on hover, always as
 text — and per window its messages counted by type with their rate, as the updates carry
-them; its tile names its newest message's type; a message without a value leaves the latest
-value be. A topic without messages shows none of it. The picture of docs/dashboard.md
-(docs/dashboard-messages.png) is taken here, and written there only with
+them, and on each window's charts its messages per second, a line per type; its tile names its
+newest message's type; a message without a value leaves the latest value be. A topic without
+messages shows none of it. The pictures of docs/dashboard.md (docs/dashboard-messages.png,
+docs/dashboard-messages-chart.png) are taken here, and written there only with
 PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed."""
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from harness.live import PushsvcProcess, post, request
 from playwright.sync_api import Locator, Page, expect
 
-from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard, screenshot_path, shown
+from support.browser import (
+    CHROMIUM,
+    DRAWN,
+    NO_CHROMIUM,
+    figure,
+    line_coverage,
+    open_dashboard,
+    screenshot_path,
+    shown,
+)
 
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)
@@ -118,6 +129,9 @@ def test_a_topic_without_messages_shows_none_of_them(server: PushsvcProcess, pag
     expect(page.locator("#topic-value")).to_have_text("3")
     expect(page.locator("#latest-messages")).to_be_hidden()
     expect(page.locator("#message-counts")).to_be_hidden()
+    expect(figure(page, "1m").locator(".chart-main")).to_be_visible()
+    expect(figure(page, "1m").locator(".chart-messages")).to_be_hidden()
+    expect(figure(page, "1m").locator(".legend-note")).not_to_contain_text("messages")
     page.goto(f"{server.base}/#/")
     tile = page.locator(f'article.tile[data-topic="{topic}"]')
     expect(tile.locator(".value")).to_have_text("3")
@@ -143,3 +157,88 @@ def test_a_window_whose_messages_slid_out_shows_none_in_it(
     assert "messages" not in windows["10s"]
     expect(counts(page, "10s").locator("td.none")).to_have_text("none in this window")
     expect(counts(page, "1m").locator('td[data-stat="count"]')).to_have_text(["1"])
+
+
+# What a window's messages chart draws, once its newest point is at the topic clock `arg`.
+CHARTED = """([fig, clock]) => {
+    const el = fig.querySelector('.chart-messages');
+    const u = el.uplot;
+    if (el.hidden || !u || u.data[0][u.data[0].length - 1] !== clock) return false;
+    return {labels: u.series.slice(1).map(s => s.label), data: u.data.map(c => Array.from(c))};
+}"""
+
+
+def charted(page: Page, window: str, clock: float) -> dict[str, Any]:
+    """The window's messages chart: its lines' labels and columns ([ts, rate per type...]),
+    once it draws the update at `clock`."""
+    fig = figure(page, window)
+    handle = page.wait_for_function(CHARTED, arg=[fig.element_handle(), clock])
+    drawn: dict[str, Any] = handle.json_value()
+    return drawn
+
+
+def test_each_window_charts_its_messages_per_second_by_type(
+    server: PushsvcProcess, page: Page, tmp_path: Path
+) -> None:
+    topic = unique("chart")
+    t0 = 1_763_700_000
+    # Five minutes of events 5 s apart: `shipped` every other one, `error` every seventh and
+    # a burst of them in the middle, plain values between.
+    events: list[dict[str, Any]] = []
+    for i in range(60):
+        ts = t0 + 5 * i
+        if 30 <= i <= 36 or i % 7 == 3:
+            events.append({"type": "error", "data": {"code": 500 + i}, "ts": ts})
+        elif i % 2 == 0:
+            events.append({"type": "shipped", "data": {"order": i}, "ts": ts})
+        else:
+            events.append({"value": i % 10, "ts": ts})
+    assert post(server.port, topic, events)[0] == 202
+    clock = t0 + 5 * 59
+    open_dashboard(page, server, f"/#/topics/{topic}")
+
+    # A line per type, each update's rate of it as the window carries it (pandas: the
+    # messages of the type in (T - w, T] over w) and ending at what /stats says now.
+    frame = pd.DataFrame({"ts": pd.to_datetime([e["ts"] for e in events], unit="s")})
+    for window, seconds in (("10s", 10), ("1m", 60)):
+        chart = charted(page, window, clock)
+        assert chart["labels"] == ["error /s", "shipped /s"]
+        assert chart["data"][0] == [e["ts"] for e in events]
+        want = counted(server, topic, window)
+        for column, kind in zip(chart["data"][1:], ("error", "shipped"), strict=True):
+            is_kind = frame.assign(n=[float(e.get("type") == kind) for e in events])
+            rates = is_kind.rolling(f"{seconds}s", on="ts")["n"].sum() / seconds
+            assert column == pytest.approx(rates.tolist())
+            assert column[-1] == pytest.approx(want.get(kind, {"rate": 0})["rate"])
+    one_minute = figure(page, "1m")
+    canvas = one_minute.locator(".chart-messages canvas")
+    assert line_coverage(canvas, "--type-0") > DRAWN  # error, across the five minutes
+    assert line_coverage(canvas, "--type-1") > DRAWN  # shipped
+    expect(one_minute.locator(".legend-note")).to_contain_text("messages per s by type below")
+    expect(one_minute.locator(".chart-messages")).to_have_attribute(
+        "aria-label", "1m window: messages per second of error, shipped over time"
+    )
+    # Its Data table: a column per type, the newest row the rates the window carries now.
+    one_minute.get_by_text("Data", exact=True).click()
+    table = one_minute.locator("table.data")
+    expect(table.locator("thead th").nth(-2)).to_have_text("error /s")
+    expect(table.locator("thead th").nth(-1)).to_have_text("shipped /s")
+    newest = table.locator("tbody tr").first
+    want = counted(server, topic, "1m")
+    expect(newest.locator('td[data-type="shipped"]')).to_have_text(shown(want["shipped"]["rate"]))
+
+    # Live: a new type is a new line.
+    refund = {"type": "refund", "data": {"order": 8}, "ts": clock + 1}
+    assert post(server.port, topic, refund)[0] == 202
+    chart = charted(page, "1m", clock + 1)
+    assert chart["labels"] == ["error /s", "refund /s", "shipped /s"]
+    want = counted(server, topic, "1m")
+    assert want["refund"]["rate"] == pytest.approx(1 / 60)
+    assert chart["data"][2][-1] == pytest.approx(want["refund"]["rate"])
+    assert chart["data"][3][-1] == pytest.approx(want["shipped"]["rate"])
+
+    page.select_option("#window-select", "1m")
+    expect(figure(page, "10s")).to_be_hidden()
+    page.locator("#topic-view").screenshot(
+        path=str(screenshot_path("dashboard-messages-chart.png", tmp_path))
+    )

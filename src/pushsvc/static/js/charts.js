@@ -1,6 +1,7 @@
 // Charts drawn with uPlot (vendored under dashboard/vendor/, a global `uPlot`): a small
 // line per topic in the overview; per window, mean/p50/p90/p99 over time with the min–max
-// band shaded, and the count below. x is the update's `ts` (the topic clock, seconds), over
+// band shaded, the count below, and for a window that counts messages its messages per second
+// by type, a line each (`messageChart`). x is the update's `ts` (the topic clock, seconds), over
 // the x-range the view's `xRange()` gives (a range of the topic clock, ending at it). A
 // window's charts also shade the x-ranges their `shaded()` gives (where an alert fired),
 // behind the grid and the lines. Series buckets are drawn at one resolution to the right
@@ -393,10 +394,7 @@ export function countTicks(top) {
 
 /** The smallest of 1, 2, 5 × 10^k at or above `max` (at least 1): the count axis's top. */
 export function niceCeiling(max) {
-  if (!(max > 1)) return 1;
-  const power = 10 ** Math.floor(Math.log10(max));
-  for (const step of [1, 2, 5, 10]) if (step * power >= max) return step * power;
-  return 10 * power;
+  return max > 1 ? niceTop(max) : 1;
 }
 
 /** An SVG path (`d`) through `[ts, value]` pairs in a width × height box: x by time, y from
@@ -422,4 +420,65 @@ export function sparkPath(pairs, width, height) {
     pen = true;
   }
   return path;
+}
+
+/** The message types of `points` in `window` (their `windows[window].messages`), sorted: the
+ *  lines of the window's messages chart. */
+export function messageTypes(points, window) {
+  const types = new Set();
+  for (const point of points) {
+    const counts = (point.windows[window] || {}).messages;
+    if (counts !== null && typeof counts === "object") for (const type of Object.keys(counts)) types.add(type);
+  }
+  return [...types].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** The columns of a window's messages chart: [ts, rate of each of `types`...], a type's
+ *  rate per second as each update's window carries it, 0 where the window holds none of it
+ *  (a window that counts messages carries no `messages` while it holds none); a null row
+ *  before a point that follows a gap breaks the lines there, as in `windowColumns`. */
+export function messageColumns(points, window, types) {
+  const ts = [];
+  const rates = types.map(() => []);
+  for (const point of points) {
+    if (point.gapBefore) {
+      ts.push(point.ts);
+      for (const column of rates) column.push(null);
+    }
+    const counts = (point.windows[window] || {}).messages || {};
+    ts.push(point.ts);
+    types.forEach((type, i) => rates[i].push(counts[type] ? counts[type].rate : 0));
+  }
+  return [ts, ...rates];
+}
+
+/** The smallest of 1, 2, 5 × 10^k at or above `max` (1 when nothing is above 0): the top of
+ *  a rate axis, whose rates are often below 1 (a message a minute is 0.0167/s). */
+export function niceTop(max) {
+  if (!(max > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(max));
+  for (const step of [1, 2, 5, 10]) if (step * power >= max) return step * power;
+  return 10 * power;
+}
+
+/** A window's messages per second by type: a line per type of `types` (in their order, each
+ *  its colour of the palette's `--type-N`), from 0; below its count chart, synced with it. */
+export function messageChart(target, width, syncKey, shaded, xRange, types) {
+  const colors = palette();
+  const css = getComputedStyle(document.documentElement);
+  const typeColors = [0, 1, 2, 3, 4, 5].map((n) => css.getPropertyValue(`--type-${n}`).trim());
+  const [xAxis, yAxis] = axes(colors, 64);
+  const chart = new uPlot({
+    width, height: 120, class: "messages-chart",
+    cursor: { sync: { key: syncKey } },
+    hooks: { drawClear: [shadeRanges(shaded, colors.alertBand, colors.alertEdge)] },
+    scales: { x: timeScale(xRange), y: { range: (_u, _min, max) => [0, niceTop(max)] } },
+    axes: [xAxis, yAxis],
+    series: [{}, ...types.map((type, i) => ({
+      label: `${type} /s`, stroke: typeColors[i % typeColors.length], width: 1.5,
+      value: (_u, v) => formatNumber(v),
+    }))],
+  }, [[], ...types.map(() => [])], target);
+  target.uplot = chart; // its data and series, for the tests and a curious developer's console
+  return chart;
 }

@@ -7,14 +7,16 @@
 // view that group's instances; on the topic's, its own and all its groups' (an alert of a
 // group is one about the topic's events too, and the list names the group). A topic whose
 // events carry messages shows its latest messages above the charts and its counts per type
-// beside them (messages.js).
+// beside them (messages.js), and under each window's count chart the window's messages per
+// second by type, a line per type (a range's charts have none: series points count no
+// messages).
 
 import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
 import { renderPeriods, shadedRanges } from "./alert-periods.js";
 import {
-  chartLayout, countChart, countData, layoutCaption, seriesColumns, windowChart, windowColumns,
-  windowData,
+  chartLayout, countChart, countData, layoutCaption, messageChart, messageColumns, messageTypes,
+  seriesColumns, windowChart, windowColumns, windowData,
 } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
@@ -89,6 +91,7 @@ export class TopicView {
       for (const figure of this.figures.values()) {
         figure.main.destroy();
         figure.count.destroy();
+        if (figure.messages !== null) figure.messages.destroy();
       }
       this.figures.clear();
       this.els.figures.replaceChildren();
@@ -112,6 +115,7 @@ export class TopicView {
     for (const figure of this.figures.values()) {
       figure.main.redraw(false);
       figure.count.redraw(false);
+      if (figure.messages !== null) figure.messages.redraw(false);
     }
   }
 
@@ -216,18 +220,25 @@ export class TopicView {
       points: el.querySelector(".points"),
       mainEl: el.querySelector(".chart-main"),
       countEl: el.querySelector(".chart-count"),
+      messagesEl: el.querySelector(".chart-messages"),
+      note: el.querySelector(".legend-note"),
       details: el.querySelector("details"),
+      head: el.querySelector("table.data thead tr"),
       tbody: el.querySelector("tbody"),
       columns: null,
+      caption: layoutCaption(layout),
+      messages: null, // the chart of messages per second by type, once the window has some
+      types: [], // the types it draws, a line each
+      rates: null, // its columns: [ts, rate of each type...]
+      makeMessages: null,
     };
-    const caption = layoutCaption(layout);
-    el.querySelector(".legend-note").textContent = caption;
+    const caption = figure.caption;
+    figure.note.textContent = caption;
     figure.mainEl.setAttribute("aria-label", `${window} window over time: ${caption}`);
     figure.mainEl.hidden = !layout.lines.length && !layout.extremes.length;
     figure.countEl.setAttribute("aria-label", `${window} window: count over time`);
     figure.countEl.hidden = !layout.count;
-    const head = el.querySelector("table.data thead tr");
-    head.replaceChildren(th("col", "time"), ...figure.tableColumns.map((key) => th("col", key)));
+    tableHead(figure);
     this.els.figures.append(el);
     const width = figure.mainEl.clientWidth || 300;
     const key = `pushsvc-${window}`;
@@ -236,6 +247,9 @@ export class TopicView {
     const anomalies = ranged ? () => this.anomalyRanges() : () => [];
     figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged, layout, anomalies);
     figure.count = countChart(figure.countEl, width, key, shaded, span, ranged, anomalies);
+    figure.makeMessages = (types) => messageChart(
+      figure.messagesEl, figure.mainEl.clientWidth || width, key, shaded, span, types,
+    );
     figure.details.addEventListener("toggle", () => renderTable(figure));
     this.figures.set(window, figure);
     this.resize.observe(figure.mainEl);
@@ -266,10 +280,32 @@ export class TopicView {
     figure.columns = cols;
     figure.main.setData(windowData(cols, false, figure.layout));
     figure.count.setData(countData(cols));
+    this.drawMessages(figure, topic, topic.points.filter((p) => p.ts >= from));
     const n = cols.ids.filter(Boolean).length;
     setText(figure.points, `${n} update${n === 1 ? "" : "s"}`);
     figure.el.dataset.points = String(n);
     renderTable(figure);
+  }
+
+  /** A window's messages per second by type, a line per type its drawn updates count (none
+   *  while they count none, or the window counts no messages). A type that comes or goes
+   *  makes a new chart: uPlot's series are fixed when a chart is made. */
+  drawMessages(figure, topic, points) {
+    const types = topic.messageWindows.has(figure.window) ? messageTypes(points, figure.window) : [];
+    if (types.join("\n") !== figure.types.join("\n")) {
+      if (figure.messages !== null) figure.messages.destroy();
+      figure.messages = null;
+      figure.types = types;
+      figure.messagesEl.hidden = !types.length;
+      if (types.length) figure.messages = figure.makeMessages(types);
+      figure.messagesEl.setAttribute(
+        "aria-label", `${figure.window} window: messages per second of ${types.join(", ")} over time`,
+      );
+      setText(figure.note, figure.caption + (types.length ? "; messages per s by type below" : ""));
+      tableHead(figure);
+    }
+    figure.rates = types.length ? messageColumns(points, figure.window, types) : null;
+    if (figure.messages !== null) figure.messages.setData(figure.rates);
   }
 
   /** The chosen range from the series: one bucket per point, at its start, at the coarsest
@@ -343,6 +379,17 @@ function fit(figure) {
     figure.main.setSize({ width, height: 220 });
     figure.count.setSize({ width, height: 100 });
   }
+  if (width && figure.messages !== null && width !== figure.messages.width) {
+    figure.messages.setSize({ width, height: 120 });
+  }
+}
+
+/** A figure's Data table head: time, its statistics, and each message type's rate. */
+function tableHead(figure) {
+  figure.head.replaceChildren(
+    th("col", "time"), ...figure.tableColumns.map((key) => th("col", key)),
+    ...figure.types.map((type) => th("col", `${type} /s`)),
+  );
 }
 
 /** The drawn columns as rows, newest first; only while the table is open. A bucket not
@@ -354,7 +401,7 @@ function renderTable(figure) {
   const rows = [];
   for (let i = cols.ts.length - 1; i >= 0; i--) {
     if (cols.ids[i] === null) {
-      if (cols.gap[i]) rows.push(gapRow(figure.tableColumns.length + 1));
+      if (cols.gap[i]) rows.push(gapRow(figure.tableColumns.length + figure.types.length + 1));
       continue;
     }
     const soFar = cols.soFar[i];
@@ -372,6 +419,12 @@ function renderTable(figure) {
       const cell = document.createElement("td");
       cell.dataset.stat = key;
       cell.textContent = formatNumber(value(key));
+      return cell;
+    }), ...figure.types.map((type, t) => {
+      // The rates' rows are the statistics' rows (gaps included): the same points.
+      const cell = document.createElement("td");
+      cell.dataset.type = type;
+      cell.textContent = formatNumber(figure.rates[t + 1][i]);
       return cell;
     }));
     rows.push(row);

@@ -1,0 +1,51 @@
+"""Every benchmark the docs tell a reader to run exists: each `python -m bench.NAME` and each
+`bench/NAME.py` in README.md, docs/*.md and bench/README.md names a module of bench/. A bench
+removed on purpose may still be named where its paragraph says it was removed (a withdrawn
+feature's figures); the journal (docs/journal/) is history and is not checked."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CITED = re.compile(r"python -m bench\.([\w.]+)|\bbench/([\w/]+)\.py\b")
+
+
+def _exists(name: str) -> bool:
+    path = ROOT / "bench" / Path(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
+
+
+def missing_benches(text: str) -> list[str]:
+    """The bench modules `text` cites that do not exist, but where its paragraph says
+    the bench was removed."""
+    missing = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        if "removed" in paragraph:
+            continue
+        for run, path in CITED.findall(paragraph):
+            name = run.rstrip(".") or path.replace("/", ".")
+            if not _exists(name):
+                missing.append(name)
+    return missing
+
+
+def _pages() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_every_bench_the_docs_cite_exists() -> None:
+    missing = {
+        str(page.relative_to(ROOT)): found
+        for page in _pages()
+        if (found := missing_benches(page.read_text(encoding="utf-8")))
+    }
+    assert missing == {}
+
+
+def test_a_bench_that_is_gone_fails_the_check() -> None:
+    assert missing_benches("Run `python -m bench.fanout` and `bench/aggregator.py`.") == []
+    text = "Measured with `python -m bench.nowhere --rounds 3` and `bench/gone/away.py`."
+    assert missing_benches(text) == ["nowhere", "gone.away"]
+    assert missing_benches(text + " The bench was removed since.") == []
