@@ -9,6 +9,14 @@ clock gives them (the wall clock when serving, a manual one in a simulation). Ev
 of a deployment (its `MemoryBroker`s, leases, logs and waiters) shares one store, as processes
 share one Redis; dropping a process drops its objects, never the store.
 
+The log is bounded in bytes as Redis is by `maxmemory`: a partition's log holds at most
+`history_bytes` of messages (their types and data) not yet published, the bytes its history
+keeps once they are; past it an append is refused (BrokerFull: a `503 broker_full`, nothing
+logged). Once an entry is published its messages' data is dropped from the log (their types
+stay, which the windows count): a rebuild replays the events before the published position
+into windows, which never read a message's data, and every message after it still has its
+data. So the log keeps events for the widest window, and message data only until published.
+
 Each call first asks `faults` for its fate (`faults.py`): refused before it runs, or run with
 its reply lost; both raise BrokerUnavailable, as the Redis classes do. Serving, none fails.
 """
@@ -19,6 +27,7 @@ import bisect
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,7 +64,13 @@ from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
-from pushsvc.errors import BrokerUnavailable, Fenced, PublishedAlready, TooManyTopics
+from pushsvc.errors import (
+    BrokerFull,
+    BrokerUnavailable,
+    Fenced,
+    PublishedAlready,
+    TooManyTopics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +165,25 @@ def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], Logge
     return lambda id, n: LoggedEvents(id, topic, packed, n, events)
 
 
+def message_bytes(events: Sequence[Event]) -> int:
+    """The bytes of the messages among `events` (each one's type and data): what the log's
+    byte bound counts."""
+    return sum(len(m.type) + len(m.data) for e in events if (m := e.message) is not None)
+
+
+def _without_data(logged: LoggedEvents) -> None:
+    """Drop the data of `logged`'s messages (published: see `Store` on the log's bytes); each
+    keeps its type, which the windows count, and `null` as its data."""
+    logged.fresh = None
+    logged.packed = [
+        packed if len(packed) == 3 else (*packed[:3], Message(packed[3].type, _NO_DATA))
+        for packed in logged.packed
+    ]
+
+
+_NO_DATA = b"null"
+
+
 def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
     return None if tags is None else tuple(chain.from_iterable(tags.items()))
 
@@ -201,6 +235,11 @@ class PartitionData:
     """Each deleted topic's delete entry (`append_ticks` refuses a round proposed before it)."""
     keys: RememberedKeys = field(default_factory=RememberedKeys)
     """The idempotency keys of the partition's topics."""
+    unpublished: deque[tuple[Position, LoggedEvents, int]] = field(default_factory=deque)
+    """The entries holding message data not yet published, oldest first, each with its bytes
+    (`message_bytes`)."""
+    message_bytes: int = 0
+    """The sum of `unpublished`'s bytes: what `Store.log_bytes` bounds."""
 
 
 def entry_id(pos: Position) -> str:
@@ -245,6 +284,10 @@ class Store:
         self.max_topics = max_topics
         self.faults = faults
         self.entry_events = entry_events
+        self.log_bytes = history_bytes
+        """The bytes of messages a partition's log may hold unpublished (see the module's
+        doc): as many as its history keeps of them once published, so that a stream that
+        falls behind a burst can still resume exactly."""
         """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`; a test of
         what reads the log may log each batch as one entry)."""
         self.parts = [
@@ -386,14 +429,41 @@ class Store:
         if clock is None and self.topics() >= self.max_topics:
             raise TooManyTopics.at(self.max_topics)
         check_lateness(clock, batch, lateness_us)
+        cuts = entry_slices(len(batch), self.entry_events)
+        sizes = [message_bytes(batch[cut]) for cut in cuts]
+        self._check_room(part, sum(sizes))
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
-        for cut in entry_slices(len(batch), self.entry_events):
+        for cut, size in zip(cuts, sizes, strict=True):
             self._log(part, _events_entry(topic, batch[cut]))
+            if size:
+                logged = part.entries[-1]
+                assert isinstance(logged, LoggedEvents)
+                part.unpublished.append((part.last_entry, logged, size))
+                part.message_bytes += size
         evicted = 0
         if idempotency is not None:
             evicted = part.keys.remember(topic, idempotency, len(batch), now)
         return Appended(len(batch), evicted=evicted)
+
+    def _check_room(self, part: PartitionData, size: int) -> None:
+        """Refuse (BrokerFull) a batch of `size` bytes of messages that would take the
+        partition's log past `log_bytes`; a log holding none takes any batch (the request's
+        own bound, `--max-body`, bounds it)."""
+        held = part.message_bytes
+        if size and held and held + size > self.log_bytes:
+            raise BrokerFull(
+                f"the event log holds {held} bytes of messages not yet published, its bound "
+                f"(--history-bytes a partition); nothing was logged: retry later"
+            )
+
+    def _published_through(self, part: PartitionData, applied: Position) -> None:
+        """The entries up to `applied` are published: their messages' data leaves the log."""
+        unpublished = part.unpublished
+        while unpublished and unpublished[0][0] <= applied:
+            _, logged, size = unpublished.popleft()
+            part.message_bytes -= size
+            _without_data(logged)
 
     def delete(self, topic: str) -> bool:
         """delete_topic.lua: drop the topic's clock and latest update and log a delete entry;
@@ -467,6 +537,10 @@ class Store:
         part = self.parts[index]
         cut = bisect.bisect_left(part.ids, position(before))
         del part.entries[:cut], part.ids[:cut]
+        # The aggregator trims behind what it published: none is left there but to be safe.
+        unpublished, cut_at = part.unpublished, position(before)
+        while unpublished and unpublished[0][0] < cut_at:
+            part.message_bytes -= unpublished.popleft()[2]
         if part.deleted:
             oldest = part.ids[0] if part.ids else part.last_entry
             part.deleted = {t: at for t, at in part.deleted.items() if at >= oldest}
@@ -535,6 +609,8 @@ class Store:
         if payload.applied_id:
             count = 0 if part.applied is None else part.applied[1]
             part.applied = (payload.applied_id, count + payload.applied_entries)
+            if part.unpublished:
+                self._published_through(part, position(payload.applied_id))
         now = self.clock()
         series = self.series
 
