@@ -29,7 +29,9 @@ def _message(n: int, size: int, kind: str = "big") -> Event:
 
 
 def _store(entry_events: int = 1000) -> Store:
-    return Store(1, clock=lambda: 1_000.0, history_bytes=BOUND, entry_events=entry_events)
+    store = Store(1, clock=lambda: 1_000.0, history_bytes=BOUND)
+    store.entry_events = entry_events
+    return store
 
 
 def _publish_through(store: Store, entry_id: str, entries: int, after: str) -> None:

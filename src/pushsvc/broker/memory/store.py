@@ -5,7 +5,7 @@ whole deployment), and a simulation plays a deployment of many processes on one 
 (`tests/simulation/`). Each method is one of the Redis broker's scripts or round trips (named
 beside it), applied atomically as Redis applies a script: nothing in it yields to another
 greenlet. Stream ids, lease expiry and the members' scores come from `clock`, as Redis's own
-clock gives them (the wall clock when serving, a manual one in a simulation). Every process
+clock gives them (the wall clock when serving; a test's own). Every process
 of a deployment (its `MemoryBroker`s, leases, logs and waiters) shares one store, as processes
 share one Redis; dropping a process drops its objects, never the store.
 
@@ -17,8 +17,9 @@ stay, which the windows count): a rebuild replays the events before the publishe
 into windows, which never read a message's data, and every message after it still has its
 data. So the log keeps events for the widest window, and message data only until published.
 
-Each call first asks `faults` for its fate (`faults.py`): refused before it runs, or run with
-its reply lost; both raise BrokerUnavailable, as the Redis classes do. Serving, none fails.
+Every round trip of the classes on the store (`MemoryBroker`, its logs, leases and waiter)
+goes through `run`, whole: the one seam where a test's subclass injects transient errors
+(`tests/support/memory_core.py`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from pushsvc.broker.base import (
     UpdatesHandler,
 )
 from pushsvc.broker.memory.clock import Clock
-from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
 from pushsvc.broker.memory.published import Position, Published, next_id
 from pushsvc.broker.memory.series import KeptSeries
@@ -66,7 +66,6 @@ from pushsvc.core.partitions import Partition, check_partitions, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import (
     BrokerFull,
-    BrokerUnavailable,
     Fenced,
     PublishedAlready,
     TooManyTopics,
@@ -80,7 +79,6 @@ _SERIES_EXPIRY_S = 60.0
 
 # Bound once: looking a member up on its enum class costs a call of its own, and a simulation
 # makes hundreds of thousands of store calls.
-_FAIL, _LOST = Fate.FAIL, Fate.LOST
 _HELD, _RENEWED, _TAKEN, _RESUMED = (
     LeaseCode.HELD,
     LeaseCode.RENEWED,
@@ -212,9 +210,6 @@ class PartitionData:
     entries: list[Entry | LoggedEvents] = field(default_factory=list)
     ids: list[Position] = field(default_factory=list)
     """Each entry's position, for bisecting."""
-    journal: list[Entry] | None = None
-    """Every entry ever logged, in order (a trim leaves it), when the store keeps a journal:
-    what a simulation's oracle reads."""
     last_entry: Position = (0, 0)
     """The stream's last id: it outlives a trim, as a Redis stream's does."""
     last_id: str = FIRST
@@ -247,13 +242,8 @@ def entry_id(pos: Position) -> str:
 
 
 class Store:
-    """A deployment's Redis, in memory (see the module's doc). Not thread-safe: greenlets
-    share it, each call whole between two switches.
-
-    `blocking`: a waiter with nothing to read waits for an append (serving); otherwise it
-    answers at once (a simulation moves the clock itself). `journal`: keep every entry ever
-    logged for an oracle (a simulation; it grows without bound). `entry_events`: see
-    `shared_log.ENTRY_EVENTS`."""
+    """A deployment's Redis, in memory (see the module's doc). Greenlets share it, each call
+    whole between two switches (`run`)."""
 
     def __init__(
         self,
@@ -265,10 +255,6 @@ class Store:
         max_topics: int = 100_000,
         max_keys: int = MAX_KEYS_PER_PARTITION,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
-        faults: Faults = no_faults,
-        blocking: bool = False,
-        journal: bool = False,
-        entry_events: int = ENTRY_EVENTS,
     ) -> None:
         check_partitions(partitions)
         if history < 1:
@@ -282,14 +268,12 @@ class Store:
         self.partitions = partitions
         self.clock = clock
         self.max_topics = max_topics
-        self.faults = faults
-        self.entry_events = entry_events
+        self.entry_events = ENTRY_EVENTS
+        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`)."""
         self.log_bytes = history_bytes
         """The bytes of messages a partition's log may hold unpublished (see the module's
         doc): as many as its history keeps of them once published, so that a stream that
         falls behind a burst can still resume exactly."""
-        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`; a test of
-        what reads the log may log each batch as one entry)."""
         self.parts = [
             PartitionData(
                 index,
@@ -299,7 +283,6 @@ class Store:
                     alert_retention_ms=alert_retention_us // 1000,
                     history_bytes=history_bytes,
                 ),
-                journal=[] if journal else None,
                 keys=RememberedKeys(max_keys),
             )
             for index in range(partitions)
@@ -315,8 +298,8 @@ class Store:
         self._tokens = itertools.count(1)
         # Reentrant: an updates handler may publish from inside a delivery.
         self._lock = threading.RLock()
-        self.logged = gevent.event.Event() if blocking else None
-        """Set when an entry is logged (a blocking store): what waiters wait on."""
+        self.logged = gevent.event.Event()
+        """Set when an entry is logged: what waiters wait on."""
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -328,16 +311,10 @@ class Store:
         return f"{next(self._tokens):016x}"
 
     def run(self, operation: str, shard: Partition | None, call: Callable[[], T]) -> T:
-        """`call` under its fate: refused before, or its reply lost after; whole, as Redis
-        runs a script (threads too: a test's producers and publishers may be threads)."""
-        fate = self.faults(operation, shard)
-        if fate is _FAIL:
-            raise BrokerUnavailable(f"{operation}: the store refused (injected)")
+        """One round trip, `operation` on `shard` (None: several), whole, as Redis runs a
+        script (threads too: a test's producers and publishers may be threads)."""
         with self._lock:
-            result = call()
-        if fate is _LOST:
-            raise BrokerUnavailable(f"{operation}: the reply was lost (injected)")
-        return result
+            return call()
 
     def part(self, topic: str) -> PartitionData:
         return self.parts[partition_of(topic, self.partitions)]
@@ -403,11 +380,8 @@ class Store:
         made = entry(part.last_id, part.logged + 1)
         part.entries.append(made)
         part.ids.append(part.last_entry)
-        if part.journal is not None:
-            part.journal.append(made if isinstance(made, Entry) else made.entry())
         part.logged += 1
-        if self.logged is not None:
-            self.logged.set()
+        self.logged.set()
         return made.id
 
     def append(

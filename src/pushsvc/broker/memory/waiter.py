@@ -11,8 +11,7 @@ from pushsvc.core.partitions import Partition
 
 class MemoryWaiter:
     """`shared_log.LogWaiter` on a `Store`: one read over every partition. With nothing to
-    read, a blocking store's waiter waits up to `block_ms` for an entry to be logged (the
-    embedded server); a simulation's answers at once (the simulation moves the clock)."""
+    read, it waits up to `block_ms` for an entry to be logged."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -33,10 +32,9 @@ class MemoryWaiter:
             return found
 
         logged = store.logged
-        if logged is not None:
-            logged.clear()  # nothing yields between this and the read: no entry is missed
+        logged.clear()  # nothing yields between this and the read: no entry is missed
         found = store.run("read", None, read)
-        if found or logged is None or block_ms <= 0:
+        if found or block_ms <= 0:
             return found
         if logged.wait(block_ms / 1000):
             found = store.run("read", None, read)
