@@ -93,8 +93,10 @@ class FaultyStore(Store):
             raise BrokerUnavailable(f"{operation}: the reply was lost (injected)")
         return result
 
-    def _log(self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]) -> str:
-        logged = super()._log(part, entry)
+    def add_entry(
+        self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]
+    ) -> str:
+        logged = super().add_entry(part, entry)
         made = part.entries[-1]
         self.journals[part.index].append(made if isinstance(made, Entry) else made.entry())
         return logged

@@ -9,7 +9,9 @@ import pytest
 
 from pushsvc.broker.base import Applied
 from pushsvc.broker.memory import MemoryBroker, Store
-from pushsvc.broker.memory.store import FIRST, message_bytes
+from pushsvc.broker.memory.log import MemoryEventLog
+from pushsvc.broker.memory.store import message_bytes
+from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.event import Event, Message
 from pushsvc.core.idempotency import DIGEST_BYTES, Idempotency
 from pushsvc.core.updates import UpdateDraft
@@ -84,11 +86,11 @@ def test_publishing_an_entry_frees_its_bytes_and_drops_its_data_but_not_its_type
     store.append("t", first + second, S, None)
     part = store.parts[0]
     assert part.message_bytes == 600
-    [one, two] = store.read(0, FIRST, 10)
+    [one, two] = MemoryEventLog(store, SHARD).read(FIRST, count=10)
     assert one.events == first and two.events == second  # as appended, data and all
     _publish_through(store, one.id, 1, FIRST)
     assert part.message_bytes == 300  # the second entry is not published yet
-    [one_again, two_again] = store.read(0, FIRST, 10)
+    [one_again, two_again] = MemoryEventLog(store, SHARD).read(FIRST, count=10)
     assert one_again.events is not None and two_again.events is not None
     assert one_again.events[0].message == Message("a", b"null")
     assert one_again.events[1] == first[1]
@@ -102,8 +104,8 @@ def test_a_trimmed_entry_no_longer_counts() -> None:
     store = _store()
     store.append("t", [_message(0, 600)], S, None)
     store.append("t", [_message(1, 300)], S, None)
-    [_, second] = store.read(0, FIRST, 10)
-    store.trim(0, second.id)
+    [_, second] = MemoryEventLog(store, SHARD).read(FIRST, count=10)
+    MemoryEventLog(store, SHARD).trim(second.id)
     assert store.parts[0].message_bytes == 300
 
 

@@ -118,7 +118,8 @@ def test_the_log_keeps_events_the_garbage_collector_no_longer_tracks() -> None:
     events appended (no unpacking on the aggregator's way)."""
     import gc
 
-    from pushsvc.broker.memory.store import FIRST
+    from pushsvc.broker.memory.log import MemoryEventLog
+    from pushsvc.broker.shared_log import FIRST
 
     clock = ManualClock()
     store = Store(1, clock=clock)
@@ -130,18 +131,20 @@ def test_the_log_keeps_events_the_garbage_collector_no_longer_tracks() -> None:
     gc.collect()
     [logged] = store.parts[0].entries
     assert not any(gc.is_tracked(packed) for packed in logged.packed)  # type: ignore[union-attr]
-    [entry] = store.read(0, FIRST, 10)
+    log = MemoryEventLog(store, SHARD)
+    [entry] = log.read(FIRST, count=10)
     assert entry.events == events and entry.events[1] is events[1]
     # The first read takes the events as appended; then the log holds only the packed ones,
     # and a read unpacks them.
     assert logged.fresh is None  # type: ignore[union-attr]
-    [again] = store.read(0, FIRST, 10)
+    [again] = log.read(FIRST, count=10)
     assert again.events == events and again.events[1] is not events[1]
 
 
 def test_a_read_stops_at_the_entry_that_brings_enough_events() -> None:
     """A reader far behind gets a few big batches at a time, not 512 of them."""
-    from pushsvc.broker.memory.store import FIRST, READ_EVENTS
+    from pushsvc.broker.memory.log import READ_EVENTS, MemoryEventLog
+    from pushsvc.broker.shared_log import FIRST
 
     clock = ManualClock()
     batch = [Event(1.0, 10 * S + i) for i in range(READ_EVENTS // 3 + 1)]
@@ -149,9 +152,10 @@ def test_a_read_stops_at_the_entry_that_brings_enough_events() -> None:
     store.entry_events = len(batch)  # a batch an entry
     for _ in range(6):
         store.append("t", batch, 60 * S, None)
-    first = store.read(0, FIRST, 512)
+    log = MemoryEventLog(store, SHARD)
+    first = log.read(FIRST, count=512)
     assert len(first) == 3  # the third brings it past READ_EVENTS
-    rest = store.read(0, first[-1].id, 512)
+    rest = log.read(first[-1].id, count=512)
     assert len(rest) == 3
     assert [len(e.events or ()) for e in first + rest] == [len(batch)] * 6
 

@@ -24,12 +24,11 @@ goes through `run`, whole: the one seam where a test's subclass injects transien
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -52,7 +51,6 @@ from pushsvc.broker.publish_payload import PublishPayload, build_payload
 from pushsvc.broker.shared_log import (
     ENTRY_EVENTS,
     FIRST,
-    FORGET_SCAN,
     Entry,
     entry_slices,
     position,
@@ -132,28 +130,8 @@ class LoggedEvents:
         return Entry(self.id, self.topic, events, n=self.n)
 
 
-READ_EVENTS = 20_000
-"""A read stops at the entry that brings it this many events, whatever its count: the events
-read are made whole again (`LoggedEvents.entry`) and live until applied, and an aggregator
-behind by 512 batches of 10,000 would hold five million of them at once."""
-
-
-def _up_to_events(
-    entries: list[Entry | LoggedEvents], start: int, end: int
-) -> list[Entry | LoggedEvents]:
-    """`entries[start:end]`, ending early at the entry that brings `READ_EVENTS` events."""
-    events = 0
-    for index in range(start, min(end, len(entries))):
-        logged = entries[index]
-        if isinstance(logged, LoggedEvents):
-            events += len(logged.packed)
-            if events >= READ_EVENTS:
-                return entries[start : index + 1]
-    return entries[start:end]
-
-
 def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], LoggedEvents]:
-    """How `Store._log` makes the entry of `events` (one of a batch's: `ENTRY_EVENTS`)."""
+    """How `Store.add_entry` makes the entry of `events` (one of a batch's: `ENTRY_EVENTS`)."""
     packed: list[PackedEvent] = [
         (e.value, e.ts_us, _packed_tags(e.tags))
         if e.message is None
@@ -194,10 +172,6 @@ def _unpacked_event(packed: PackedEvent) -> Event:
 
 def _unpacked_tags(flat: tuple[str, ...] | None) -> dict[str, str] | None:
     return None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _unpacked(entries: Sequence[Entry | LoggedEvents]) -> list[Entry]:
-    return [e if isinstance(e, Entry) else e.entry() for e in entries]
 
 
 @dataclass(eq=False)
@@ -374,7 +348,10 @@ class Store:
 
     # -- the log (append_events.lua, append_ticks.lua, forget_topics.lua, ...) -----------
 
-    def _log(self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]) -> str:
+    def add_entry(
+        self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]
+    ) -> str:
+        """XADD: `entry` made with its id and number, appended to the partition's log."""
         part.last_entry = next_id(part.last_entry, self.now_ms())
         part.last_id = entry_id(part.last_entry)
         made = entry(part.last_id, part.logged + 1)
@@ -409,7 +386,7 @@ class Store:
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
         for cut, size in zip(cuts, sizes, strict=True):
-            self._log(part, _events_entry(topic, batch[cut]))
+            self.add_entry(part, _events_entry(topic, batch[cut]))
             if size:
                 logged = part.entries[-1]
                 assert isinstance(logged, LoggedEvents)
@@ -446,89 +423,9 @@ class Store:
         if part.clocks.pop(topic, None) is None:
             return False
         part.published.latest.pop(topic, None)
-        self._log(part, lambda id, n: Entry(id, deleted=topic, n=n))
+        self.add_entry(part, lambda id, n: Entry(id, deleted=topic, n=n))
         part.deleted[topic] = part.last_entry
         return True
-
-    def append_ticks(
-        self, index: int, fence: str, ticks: Mapping[str, int], after: str
-    ) -> str | None:
-        self.fence(index, fence)
-        part = self.parts[index]
-        proposed = position(after)
-        deleted = part.deleted
-        if any(deleted.get(topic, proposed) > proposed for topic in ticks):
-            return None  # a topic deleted since the proposer's position: propose afresh
-        for topic, clock in ticks.items():
-            current = part.clocks.get(topic)
-            if current is None or clock > current:
-                part.clocks[topic] = clock
-        logged = dict(ticks)
-        return self._log(part, lambda id, n: Entry(id, ticks=logged, n=n))
-
-    def forget(self, index: int, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
-        self.fence(index, fence)
-        part = self.parts[index]
-        later = part.entries[bisect.bisect_right(part.ids, position(after)) :]
-        if len(later) > FORGET_SCAN:
-            return []
-        touched: set[str] = set()
-        for entry in later:
-            if entry.topic is not None:
-                touched.add(entry.topic)
-            elif entry.ticks is not None:
-                touched.update(entry.ticks)
-            elif entry.deleted is not None:
-                touched.add(entry.deleted)
-        forgotten = [
-            topic
-            for topic, seen in clocks.items()
-            if topic not in touched and part.clocks.get(topic) == seen
-        ]
-        for topic in forgotten:
-            del part.clocks[topic]
-            part.published.forget(topic)  # its next update starts it afresh
-            part.checkpoints.pop(topic, None)
-        if forgotten:
-            self._log(part, lambda id, n: Entry(id, forgotten=list(forgotten), n=n))
-            part.forgotten += len(forgotten)
-        return forgotten
-
-    def read(self, index: int, after: str, count: int) -> list[Entry]:
-        part = self.parts[index]
-        if after == part.last_id:
-            return []  # a reader that is up to date: most reads, every time a process steps
-        start = bisect.bisect_right(part.ids, position(after))
-        return _unpacked(_up_to_events(part.entries, start, start + count))
-
-    def upto(self, index: int, after: str, last: str, count: int) -> list[Entry]:
-        part = self.parts[index]
-        start = bisect.bisect_right(part.ids, position(after))
-        end = bisect.bisect_right(part.ids, position(last))
-        return _unpacked(part.entries[start : min(end, start + count)])
-
-    def trim(self, index: int, before: str) -> None:
-        part = self.parts[index]
-        cut = bisect.bisect_left(part.ids, position(before))
-        del part.entries[:cut], part.ids[:cut]
-        # The aggregator trims behind what it published: none is left there but to be safe.
-        unpublished, cut_at = part.unpublished, position(before)
-        while unpublished and unpublished[0][0] < cut_at:
-            part.message_bytes -= unpublished.popleft()[2]
-        if part.deleted:
-            oldest = part.ids[0] if part.ids else part.last_entry
-            part.deleted = {t: at for t, at in part.deleted.items() if at >= oldest}
-
-    def save_checkpoints(self, index: int, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
-        self.fence(index, fence)
-        saved = self.parts[index].checkpoints
-        written = 0
-        for checkpoint in checkpoints:
-            old = saved.get(checkpoint.topic)
-            if old is None or checkpoint.position > old.position:
-                saved[checkpoint.topic] = checkpoint
-                written += 1
-        return written
 
     # -- publishing (publish_updates.lua) -------------------------------------------------
 
@@ -600,17 +497,3 @@ class Store:
             self._series_expiry = now + _SERIES_EXPIRY_S
             series.expire(now)
         return updates
-
-    def state(self, index: int) -> tuple[str, int, dict[str, int], dict[str, int]]:
-        """read_state.lua: the applied position, how many entries, the latest clocks and
-        how long ago each was published (µs: since its update's id time)."""
-        part = self.parts[index]
-        applied, count = part.applied or (FIRST, 0)
-        latest = part.published.latest
-        now_ms = self.now_ms()
-        return (
-            applied,
-            count,
-            {t: u.clock_us for t, u in latest.items()},
-            {t: (now_ms - u.id.ms) * 1000 for t, u in latest.items()},
-        )

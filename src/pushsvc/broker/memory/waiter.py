@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pushsvc.broker.memory.log import read_entries
 from pushsvc.broker.memory.store import Store
 from pushsvc.broker.shared_log import Entry
 from pushsvc.core.partitions import Partition
@@ -26,7 +27,7 @@ class MemoryWaiter:
         def read() -> dict[Partition, list[Entry]]:
             found = {}
             for shard, position in after.items():
-                entries = store.read(shard[0], position, count)
+                entries = read_entries(store.parts[shard[0]], position, count)
                 if entries:
                     found[shard] = entries
             return found
