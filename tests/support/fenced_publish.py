@@ -68,3 +68,24 @@ def _under_lease(
     finally:
         lease.release()
         lease.close()
+
+
+def publish_applied(
+    broker: LogBroker,
+    shard: tuple[int, int],
+    drafts: Sequence[UpdateDraft],
+    entry_id: str,
+    after: str,
+) -> list[Update]:
+    """`drafts` as a test's own aggregator publishes them, having applied the shard's log
+    entry `entry_id` (the one after `after`): under the shard's lease, recorded as applied."""
+    with _ONE_AT_A_TIME:
+        lease: Any = broker.lease(shard, ttl_us=LEASE_US)
+        try:
+            assert lease.renew(), f"partition {shard[0]}'s lease is held by another"
+            return broker.publish_updates(
+                drafts, applied=Applied(shard, entry_id, 1, after), fence=lease.token
+            )
+        finally:
+            lease.release()
+            lease.close()
