@@ -18,6 +18,7 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.alert_model import AlertSpec, Change, Condition, TopicModel, spec_toml
+from support.fenced_publish import publish as publish_fenced
 
 S = 1_000_000
 T0 = 1_763_700_000 * S
@@ -82,7 +83,7 @@ class Kitchen:
         self._check(got, want)
 
     def _publish(self, drafts: Any) -> list[Change]:
-        updates = self.broker.publish_updates(drafts)
+        updates = publish_fenced(self.broker, drafts)
         return [Change.of_message(orjson.loads(u.data)) for u in updates if u.event == "alert"]
 
     def _check(self, got: Sequence[Change], want: Sequence[Change]) -> None:

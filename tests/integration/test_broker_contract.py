@@ -59,6 +59,7 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.ingest import Event
+from support.fenced_publish import publish
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
@@ -109,6 +110,17 @@ def hold_lease(broker: Broker, token: str = "token") -> None:
     assert isinstance(broker, RedisBroker)
     client = single_client(broker.url, socket_timeout=WAIT)
     client.set(broker.keys.shard((0, 1)).lease, token)
+    client.close()
+
+
+def release_lease(broker: Broker) -> None:
+    """Shard 0/1's lease free again (as its holder gives it up)."""
+    if isinstance(broker, MemoryBroker):
+        broker.store.parts[0].lease = None
+        return
+    assert isinstance(broker, RedisBroker)
+    client = single_client(broker.url, socket_timeout=WAIT)
+    client.delete(broker.keys.shard((0, 1)).lease)
     client.close()
 
 
@@ -453,9 +465,9 @@ def test_the_memory_broker_drops_expired_keys() -> None:
 
 
 def test_update_ids_strictly_increase_across_topics_and_calls(broker: Broker) -> None:
-    published = broker.publish_updates([draft("a", 1), draft("b", 1)])
-    published += broker.publish_updates([draft("b", 2)])
-    published += broker.publish_updates([draft("c", 1), draft("a", 2), draft("a", 3)])
+    published = publish(broker, [draft("a", 1), draft("b", 1)])
+    published += publish(broker, [draft("b", 2)])
+    published += publish(broker, [draft("c", 1), draft("a", 2), draft("a", 3)])
 
     ids = [u.id for u in published]
     assert len({i.epoch for i in ids}) == 1  # one epoch
@@ -465,14 +477,14 @@ def test_update_ids_strictly_increase_across_topics_and_calls(broker: Broker) ->
 
 @pytest.mark.parametrize("bad", ["\r", "\n", "\x00", " "])
 def test_update_ids_are_safe_as_an_sse_id_field(broker: Broker, bad: str) -> None:
-    (update,) = broker.publish_updates([draft("a", 1)])
+    (update,) = publish(broker, [draft("a", 1)])
     assert bad not in str(update.id)
     assert UpdateId.parse(str(update.id)) == update.id
 
 
 def test_update_data_is_the_body_with_the_id_as_first_member(broker: Broker) -> None:
     drafts = [draft("a", 1), draft("b", 2)]
-    for d, update in zip(drafts, broker.publish_updates(drafts), strict=True):
+    for d, update in zip(drafts, publish(broker, drafts), strict=True):
         assert update.topic == d.topic
         assert update.clock_us == d.clock_us
         assert update.data.startswith(b'{"id":' + orjson.dumps(str(update.id)) + b",")
@@ -484,15 +496,15 @@ def test_update_consumers_get_exactly_what_was_published_in_id_order(broker: Bro
     first, second = Inbox(), Inbox()
     listen(broker, first)
     listen(broker, second, ("a", "b"))
-    published = broker.publish_updates([draft("a", 1), draft("b", 1)])
-    published += broker.publish_updates([draft("a", 2)])
+    published = publish(broker, [draft("a", 1), draft("b", 1)])
+    published += publish(broker, [draft("a", 2)])
 
     assert first.take_updates(3) == published
     assert second.take_updates(3) == published
 
 
 def test_publishing_no_drafts_changes_nothing(broker: Broker) -> None:
-    assert broker.publish_updates([]) == []
+    assert publish(broker, []) == []
     assert broker.latest(everything) == {}
 
 
@@ -504,12 +516,12 @@ def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> No
     publishers = [consumer, second]
     calls, per_call = 30, 2
 
-    def publish(broker: Broker, topic: str) -> None:
+    def publish_all(broker: Broker, topic: str) -> None:
         for n in range(calls):
-            broker.publish_updates([draft(topic, n), draft(topic + "x", n)])
+            publish(broker, [draft(topic, n), draft(topic + "x", n)])
 
     threads = [
-        threading.Thread(target=publish, args=(publishers[i % 2], f"t{i}")) for i in range(4)
+        threading.Thread(target=publish_all, args=(publishers[i % 2], f"t{i}")) for i in range(4)
     ]
     for thread in threads:
         thread.start()
@@ -539,7 +551,7 @@ def test_a_raising_updates_handler_does_not_stop_delivery(
     with caplog.at_level(logging.ERROR, logger="pushsvc"):
         published = []
         for n in range(2):  # the second update proves the delivery path survived the first
-            published += broker.publish_updates([draft("up", n)])
+            published += publish(broker, [draft("up", n)])
             assert inbox.take_updates(1) == published[-1:]
         # A reader hands over what it has read at once: the two may come in one call.
         handed: list[Update] = []
@@ -550,7 +562,7 @@ def test_a_raising_updates_handler_does_not_stop_delivery(
         assert handed == published
         # A handler's reader logs right after the handler raised, before it handles the
         # next message: once a later call is in, every earlier one is logged.
-        later = broker.publish_updates([draft("up", 9)])
+        later = publish(broker, [draft("up", 9)])
         assert inbox.take_updates(1) == later and calls.get(timeout=WAIT) == later
     logged = [r.exc_info[1] for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
     assert [str(e) for e in logged][:earlier_calls] == ["updates handler bug"] * earlier_calls
@@ -560,8 +572,8 @@ def test_a_raising_updates_handler_does_not_stop_delivery(
 
 
 def test_replay_after_an_id_is_exact_and_filters_topics(broker: Broker) -> None:
-    a1, b1, a2, b2, a3 = broker.publish_updates(
-        [draft("a", 1), draft("b", 1), draft("a", 2), draft("b", 2), draft("a", 3)]
+    a1, b1, a2, b2, a3 = publish(
+        broker, [draft("a", 1), draft("b", 1), draft("a", 2), draft("b", 2), draft("a", 3)]
     )
     assert broker.replay(at(a1.id), everything) == Replayed([b1, a2, b2, a3])
     assert broker.replay(at(a1.id), only("a")) == Replayed([a2, a3])
@@ -572,9 +584,9 @@ def test_replay_after_an_id_is_exact_and_filters_topics(broker: Broker) -> None:
 
 def test_replay_then_live_has_no_gap_and_no_duplicate(broker: Broker) -> None:
     inbox = Inbox()
-    old = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    old = publish(broker, [draft("a", 1), draft("a", 2)])
     listen(broker, inbox, ("a",))
-    new = broker.publish_updates([draft("a", 3)])
+    new = publish(broker, [draft("a", 3)])
     replayed = broker.replay(at(old[0].id), everything)
     live = inbox.take_updates(1)
     assert replayed == Replayed([old[1], *new])
@@ -588,9 +600,9 @@ def test_history_keeps_the_newest_n_and_refuses_to_replay_past_them(
     broker = new_broker(history=3)
     drafts = [draft("a" if n % 2 else "b", n) for n in range(5)]
     if one_call:
-        updates = broker.publish_updates(drafts)
+        updates = publish(broker, drafts)
     else:
-        updates = [u for d in drafts for u in broker.publish_updates([d])]
+        updates = [u for d in drafts for u in publish(broker, [d])]
 
     # updates[1] was trimmed
     assert broker.replay(at(updates[0].id), everything) == Replayed([], lost_all(broker))
@@ -616,7 +628,7 @@ def test_replay_is_whole_exactly_from_the_newest_trimmed_id_on(
     updates: list[Update] = []
     for size in sizes:
         n = len(updates)
-        updates += broker.publish_updates([draft("ab"[k % 2], n + k) for k in range(size)])
+        updates += publish(broker, [draft("ab"[k % 2], n + k) for k in range(size)])
         for i, update in enumerate(updates):
             replayed = broker.replay(at(update.id), everything)
             if len(updates) - (i + 1) <= history:
@@ -671,7 +683,7 @@ def test_history_holds_no_more_than_its_bytes_and_replays_exactly_what_it_holds(
     for batch in batches:
         n = len(updates)
         drafts = [sized("ab"[(n + k) % 2], n + k, size) for k, size in enumerate(batch)]
-        updates += broker.publish_updates(drafts)
+        updates += publish(broker, drafts)
         sizes += batch
         first = first_kept(sizes, count, held)
         for i, update in enumerate(updates):
@@ -701,12 +713,10 @@ def test_a_hold_keeps_the_history_past_its_count_and_never_past_its_bytes(
     count = 4
     broker = new_broker(history=count, history_bytes=held)
     assert isinstance(broker, MemoryBroker | RedisBroker)  # a SessionKeeper
-    updates = broker.publish_updates([sized("a", 0, 100)])
+    updates = publish(broker, [sized("a", 0, 100)])
     broker.hold_history("sessionizer", at(updates[0].id), everything)
     for start in range(1, 25, 3):
-        updates += broker.publish_updates(
-            [sized("ab"[n % 2], n, 100) for n in range(start, start + 3)]
-        )
+        updates += publish(broker, [sized("ab"[n % 2], n, 100) for n in range(start, start + 3)])
         unread = len(updates) - 1  # every update after the one the hold names
         first = first_kept([100] * len(updates), max(count, unread), held)
         for i, update in enumerate(updates):
@@ -728,13 +738,13 @@ def test_a_long_run_of_big_updates_reaches_consumers_whole_and_in_order(broker: 
         for topic in ("a", "b")
         for n in range(300)
     ]
-    published = broker.publish_updates(drafts)
+    published = publish(broker, drafts)
     assert inbox.take_updates(600) == published
     assert broker.latest(everything)["a"] == published[299]
 
 
 def test_replay_of_another_epoch_is_a_gap(broker: Broker) -> None:
-    first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    first, _ = publish(broker, [draft("a", 1), draft("a", 2)])
     other = "0" if first.id.epoch != "0" else "1"
     foreign = at(UpdateId(other, first.id.ms, first.id.seq))
     assert broker.replay(foreign, everything) == Replayed([], lost_all(broker))
@@ -745,7 +755,7 @@ def test_replay_on_an_empty_history_is_a_gap(broker: Broker) -> None:
 
 
 def test_replay_of_an_id_never_issued_is_a_gap(broker: Broker) -> None:
-    (last,) = broker.publish_updates([draft("a", 1)])
+    (last,) = publish(broker, [draft("a", 1)])
     epoch, ms, seq = last.id.epoch, last.id.ms, last.id.seq
     assert broker.replay(at(UpdateId(epoch, ms, seq + 1)), everything).lost == lost_all(broker)
     assert broker.replay(at(UpdateId(epoch, ms + 1, 0)), everything).lost == lost_all(broker)
@@ -756,7 +766,7 @@ def test_a_partition_absent_from_the_cursor_replays_all_its_history_keeps(
 ) -> None:
     broker = new_broker(history=3)
     assert broker.replay(Cursor(), everything) == Replayed([])  # nothing kept yet
-    updates = broker.publish_updates([draft("a" if n % 2 else "b", n) for n in range(3)])
+    updates = publish(broker, [draft("a" if n % 2 else "b", n) for n in range(3)])
     # Every topic here is in a partition the empty cursor has nothing of: no gap, and all
     # that is kept, in publish order.
     assert broker.replay(Cursor(), everything) == Replayed(updates)
@@ -770,7 +780,7 @@ def test_a_partition_absent_from_the_cursor_that_trimmed_a_topics_first_update_i
     # (a topic new since it went away): one trimmed is a gap, never a silent loss. Here the
     # first update of a is trimmed, all of b are kept.
     broker = new_broker(history=3)
-    _, *bs = broker.publish_updates([draft("a", 1), *(draft("b", n) for n in range(2, 5))])
+    _, *bs = publish(broker, [draft("a", 1), *(draft("b", n) for n in range(2, 5))])
     assert broker.replay(Cursor(), everything) == Replayed([], lost_all(broker))
     assert broker.replay(Cursor(), only("a")) == Replayed([], lost_all(broker))
     # Every update of b is kept: a stream of b alone (or of a topic with none) loses nothing.
@@ -779,7 +789,7 @@ def test_a_partition_absent_from_the_cursor_that_trimmed_a_topics_first_update_i
 
 
 def test_a_cursor_naming_a_partition_the_broker_never_issued_is_lost(broker: Broker) -> None:
-    (a1, a2) = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    (a1, a2) = publish(broker, [draft("a", 1), draft("a", 2)])
     # A partition past the broker's: its epoch names it (partition 1023, hex 3ff).
     stranger = UpdateId("3ff" + "ab12cd34", 0, 1)
     assert stranger.partition == 1023 >= broker.partitions
@@ -799,8 +809,8 @@ def test_every_topic_has_one_partition_among_the_brokers(broker: Broker) -> None
 
 def test_a_replayed_update_names_the_partition_of_its_history(broker: Broker) -> None:
     # Every partition's updates carry its epoch: the cursor keys them by the id's partition.
-    first = broker.publish_updates([draft("a", 1)])
-    updates = broker.publish_updates([draft(t, 2) for t in ("a", "b", "c")])
+    first = publish(broker, [draft("a", 1)])
+    updates = publish(broker, [draft(t, 2) for t in ("a", "b", "c")])
     replayed = broker.replay(at(first[0].id), everything)
     assert replayed == Replayed(updates)
     assert {u.id.partition for u in replayed.updates} <= set(range(broker.partitions))
@@ -810,8 +820,8 @@ def test_a_replayed_update_names_the_partition_of_its_history(broker: Broker) ->
 
 
 def test_history_without_since_is_the_topics_newest_updates_oldest_first(broker: Broker) -> None:
-    a1, _b1, a2, a3, b2 = broker.publish_updates(
-        [draft("a", 1), draft("b", 1), draft("a", 2), draft("a", 3), draft("b", 2)]
+    a1, _b1, a2, a3, b2 = publish(
+        broker, [draft("a", 1), draft("b", 1), draft("a", 2), draft("a", 3), draft("b", 2)]
     )
     assert broker.history("a", limit=10) == HistoryPage([a1, a2, a3], b2.id, more=False)
     assert broker.history("a", limit=2) == HistoryPage([a2, a3], b2.id, more=True)
@@ -819,7 +829,7 @@ def test_history_without_since_is_the_topics_newest_updates_oldest_first(broker:
     assert broker.history("nothing", limit=5) == HistoryPage([], b2.id, more=False)
     # `resume` is the newest id of the whole history (here another topic's): a stream resumed
     # from it continues the page with no gap and no duplicate.
-    (a4,) = broker.publish_updates([draft("a", 4)])
+    (a4,) = publish(broker, [draft("a", 4)])
     assert broker.replay(at(b2.id), only("a")) == Replayed([a4])
 
 
@@ -830,9 +840,7 @@ def test_history_on_an_empty_history_has_nothing_to_resume_from(broker: Broker) 
 def test_history_after_an_id_pages_forward_and_resumes_where_the_page_ends(
     broker: Broker,
 ) -> None:
-    a1, b1, a2, _b2, a3, b3 = broker.publish_updates(
-        [draft(t, n) for n in (1, 2, 3) for t in ("a", "b")]
-    )
+    a1, b1, a2, _b2, a3, b3 = publish(broker, [draft(t, n) for n in (1, 2, 3) for t in ("a", "b")])
     assert broker.history("a", after=a1.id, limit=10) == HistoryPage([a2, a3], b3.id, False)
     # A full page resumes at its own last update: a stream from there brings what it left.
     first = broker.history("a", after=b1.id, limit=1)
@@ -843,8 +851,8 @@ def test_history_after_an_id_pages_forward_and_resumes_where_the_page_ends(
 
 
 def test_history_since_a_time_is_inclusive_on_the_update_clock(broker: Broker) -> None:
-    a1, a2, _b1, a3 = broker.publish_updates(
-        [draft("a", 1, 10), draft("a", 2, 20), draft("b", 1, 25), draft("a", 3, 30)]
+    a1, a2, _b1, a3 = publish(
+        broker, [draft("a", 1, 10), draft("a", 2, 20), draft("b", 1, 25), draft("a", 3, 30)]
     )
     assert broker.history("a", since_us=20, limit=10) == HistoryPage([a2, a3], a3.id, False)
     assert broker.history("a", since_us=21, limit=10) == HistoryPage([a3], a3.id, False)
@@ -856,7 +864,7 @@ def test_history_after_a_lost_id_says_gap_and_starts_at_the_oldest_kept(
     new_broker: MakeBroker,
 ) -> None:
     broker = new_broker(history=3)
-    updates = broker.publish_updates([draft("a", n) for n in range(5)])
+    updates = publish(broker, [draft("a", n) for n in range(5)])
     page = broker.history("a", after=updates[0].id, limit=10)
     assert page == HistoryPage(updates[2:], updates[4].id, more=False, gap=True)
     # updates[1] is trimmed but nothing after it: the history continues from it exactly.
@@ -871,7 +879,7 @@ def test_history_finds_a_rare_topic_among_many_others(new_broker: MakeBroker) ->
     broker = new_broker(history=2000)
     # Enough entries that the Redis read takes several chunks in either direction.
     drafts = [draft("rare" if n % 97 == 0 else f"busy{n % 3}", n) for n in range(1500)]
-    updates = [u for i in range(0, 1500, 500) for u in broker.publish_updates(drafts[i : i + 500])]
+    updates = [u for i in range(0, 1500, 500) for u in publish(broker, drafts[i : i + 500])]
     rare = [u for u in updates if u.topic == "rare"]
     head = updates[-1].id
     assert broker.history("rare", limit=100) == HistoryPage(rare, head, more=False)
@@ -892,9 +900,9 @@ def alert(n: int, clock_us: int) -> UpdateDraft:
 def test_history_of_alerts_is_their_newest_changes_across_publishes(broker: Broker) -> None:
     # An alert change is never its topic's latest, so the chain of `_alerts` in the history
     # starts elsewhere than a topic's; it must still reach back across separate publishes.
-    first = broker.publish_updates([draft("a", 1), alert(1, 30), alert(2, 10)])
-    second = broker.publish_updates([draft("b", 1), alert(3, 20)])
-    (third,) = broker.publish_updates([alert(4, 5)])
+    first = publish(broker, [draft("a", 1), alert(1, 30), alert(2, 10)])
+    second = publish(broker, [draft("b", 1), alert(3, 20)])
+    (third,) = publish(broker, [alert(4, 5)])
     changes = [first[1], first[2], second[1], third]
     assert broker.history(ALERTS, limit=10) == HistoryPage(changes, third.id, more=False)
     assert broker.history(ALERTS, limit=2) == HistoryPage(changes[2:], third.id, more=True)
@@ -910,16 +918,16 @@ def test_alert_changes_outlive_the_history_for_their_own_retention(
     """The history keeps 2 updates; the alert changes stay for their retention (0.3 s here),
     then go as changes come, and a read after one that went is a gap."""
     broker = new_broker(history=2, alert_retention_us=300_000)
-    first = broker.publish_updates([alert(1, 10), alert(2, 20)])
+    first = publish(broker, [alert(1, 10), alert(2, 20)])
     for n in range(10):
-        broker.publish_updates([draft("a", n)])
+        publish(broker, [draft("a", n)])
     assert broker.history(ALERTS, limit=10).updates == first
     assert broker.history(ALERTS, after=first[0].id, limit=10).updates == first[1:]
     assert not broker.history(ALERTS, after=first[0].id, limit=10).gap
     newer: list[Update] = []
 
     def first_gone() -> bool:
-        newer.extend(broker.publish_updates([alert(3 + len(newer), 30)]))
+        newer.extend(publish(broker, [alert(3 + len(newer), 30)]))
         return first[0] not in broker.history(ALERTS, limit=1000).updates
 
     wait_until(first_gone, timeout=WAIT, what="the oldest alert change to go")
@@ -948,7 +956,7 @@ def test_alert_changes_outlive_the_history_for_their_own_retention(
 def test_resuming_from_a_malformed_id_is_a_gap(
     broker: Broker, mangle: Callable[[str], str]
 ) -> None:
-    first, _ = broker.publish_updates([draft("a", 1), draft("a", 2)])
+    first, _ = publish(broker, [draft("a", 1), draft("a", 2)])
     bad = mangle(str(first.id))
     assert bad != str(first.id)
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
@@ -959,22 +967,22 @@ def test_resuming_from_a_malformed_id_is_a_gap(
 
 def test_latest_is_the_newest_update_of_each_topic(broker: Broker) -> None:
     assert broker.latest(everything) == {}
-    a1, b1, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
+    a1, b1, a2 = publish(broker, [draft("a", 1), draft("b", 1), draft("a", 2)])
     assert broker.latest(everything) == {"a": a2, "b": b1}
     assert broker.latest(only("b")) == {"b": b1}
     assert broker.latest(only("b", "nothing-yet")) == {"b": b1}
-    (a3,) = broker.publish_updates([draft("a", 3)])
+    (a3,) = publish(broker, [draft("a", 3)])
     assert broker.latest(only("a")) == {"a": a3}
     assert a1 not in broker.latest(everything).values()
-    (s1,) = broker.publish_updates([draft("s.x", 1)])
+    (s1,) = publish(broker, [draft("s.x", 1)])
     assert broker.latest(only("s.*")) == {"s.x": s1}
     assert broker.latest(only("s.*", "b")) == {"s.x": s1, "b": b1}
 
 
 def test_latest_outlives_the_history(new_broker: MakeBroker) -> None:
     broker = new_broker(history=1)
-    (a,) = broker.publish_updates([draft("a", 1)])
-    (b,) = broker.publish_updates([draft("b", 1)])
+    (a,) = publish(broker, [draft("a", 1)])
+    (b,) = publish(broker, [draft("b", 1)])
     assert broker.latest(everything) == {"a": a, "b": b}
 
 
@@ -1068,6 +1076,7 @@ def forget(broker: Broker, topic: str) -> list[str]:
         return shard_log.forget("token", position, clocks)
     finally:
         shard_log.close()
+        release_lease(broker)
 
 
 def topic_clock(broker: Broker, topic: str) -> int | None:
@@ -1139,7 +1148,7 @@ def test_a_forgotten_topic_makes_room_and_comes_back_as_a_new_topic(
     read = appended(broker)
     append(broker, "a", [Event(1.0, 100 * 10**6, None)])
     append(broker, "b", [Event(2.0, 100 * 10**6, None)])
-    (a1, _) = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    (a1, _) = publish(broker, [draft("a", 1), draft("b", 1)])
     assert broker.topic_stats() == TopicStats(live=2, forgotten=0)
 
     assert forget(broker, "a") == ["a"]
@@ -1214,7 +1223,7 @@ def test_a_deletion_reaches_the_aggregator_in_order_with_the_batches(broker: Bro
 def test_a_deletion_drops_the_topics_latest_update_at_once(broker: Broker) -> None:
     append(broker, "a", [Event(1.0, 1, None)])
     append(broker, "b", [Event(1.0, 1, None)])
-    broker.publish_updates([draft("a", 1), draft("b", 1)])
+    publish(broker, [draft("a", 1), draft("b", 1)])
     assert broker.delete_topic("a")
     assert broker.latest(everything).keys() == {"b"}
 
@@ -1246,26 +1255,24 @@ def series_of(broker: Broker, topic: str, group_id: str = "") -> list[int]:
 def test_a_published_deletion_drops_the_topics_groups_and_series_and_keeps_the_others(
     broker: Broker,
 ) -> None:
-    broker.publish_updates(
-        [grouped("a", 1, "x"), point("a", 1), point("a", 1, "x"), grouped("b", 1, "y")]
-    )
-    broker.publish_updates([point("b", 1)])
+    publish(broker, [grouped("a", 1, "x"), point("a", 1), point("a", 1, "x"), grouped("b", 1, "y")])
+    publish(broker, [point("b", 1)])
     assert broker.latest_groups(["a", "b"]).keys() == {"a", "b"}
     assert series_of(broker, "a") == series_of(broker, "a", "x") == [10**6]
 
     # In one batch with the deleted topic's last updates: they go with it.
-    broker.publish_updates([grouped("a", 2, "z"), point("a", 2), deletion_draft("a", 3)])
+    publish(broker, [grouped("a", 2, "z"), point("a", 2), deletion_draft("a", 3)])
     assert broker.latest(everything).keys() == {"b"}
     assert broker.latest_groups(["a", "b"]).keys() == {"b"}
     assert series_of(broker, "a") == series_of(broker, "a", "x") == []
     assert series_of(broker, "b") == [10**6]
 
     # Deleted twice in one batch (a new event between): each deletion drops what came before.
-    broker.publish_updates([deletion_draft("a", 3), draft("a", 4), deletion_draft("a", 4)])
+    publish(broker, [deletion_draft("a", 3), draft("a", 4), deletion_draft("a", 4)])
     assert broker.latest(everything).keys() == {"b"}
 
     # The topic starts afresh, its buckets where they fall (even before the old ones).
-    (a1, *_) = broker.publish_updates([grouped("a", 1, "x"), point("a", 0)])
+    (a1, *_) = publish(broker, [grouped("a", 1, "x"), point("a", 0)])
     assert broker.latest(everything).keys() == {"a", "b"}
     assert broker.latest(only("a")) == {"a": a1}
     assert series_of(broker, "a") == [0]
@@ -1289,7 +1296,7 @@ def test_latest_pages_list_topics_in_name_order_and_lose_those_deleted_or_forgot
 ) -> None:
     for topic in ("c", "a.2", "b", "a.1", "d"):
         append(broker, topic, [Event(1.0, 1, None)])
-    published = broker.publish_updates([draft(t, 1) for t in ("c", "a.2", "b", "a.1", "d")])
+    published = publish(broker, [draft(t, 1) for t in ("c", "a.2", "b", "a.1", "d")])
     assert listed(broker, "*") == ["a.1", "a.2", "b", "c", "d"]
     assert listed(broker, "a.*", "c", "nothing-yet") == ["a.1", "a.2", "c"]
     page = broker.latest_page(topic_ranges(["*"]), after="a.2", limit=2)
@@ -1298,18 +1305,18 @@ def test_latest_pages_list_topics_in_name_order_and_lose_those_deleted_or_forgot
     }
     assert page.next == "c"
     assert broker.delete_topic("b")  # DELETE /topics/b: its latest goes at once
-    broker.publish_updates([deletion_draft("c", 2)])  # as the aggregator publishes it
+    publish(broker, [deletion_draft("c", 2)])  # as the aggregator publishes it
     assert forget(broker, "d") == ["d"]
     assert listed(broker, "*") == ["a.1", "a.2"]
-    broker.publish_updates([draft("b", 3)])  # back as a new topic
+    publish(broker, [draft("b", 3)])  # back as a new topic
     assert listed(broker, "*", limit=1) == ["a.1", "a.2", "b"]
 
 
 def test_a_topics_history_starts_after_its_deletion_and_a_read_across_it_is_a_gap(
     broker: Broker,
 ) -> None:
-    old = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
-    (deletion,) = broker.publish_updates([deletion_draft("a", old[-1].clock_us)])
+    old = publish(broker, [draft("a", 1), draft("b", 1), draft("a", 2)])
+    (deletion,) = publish(broker, [deletion_draft("a", old[-1].clock_us)])
     assert deletion.is_deletion and deletion.event == "snapshot"
     assert orjson.loads(deletion.data) == {
         "id": deletion.id.text,
@@ -1321,7 +1328,7 @@ def test_a_topics_history_starts_after_its_deletion_and_a_read_across_it_is_a_ga
     assert broker.history("a", after=old[0].id, limit=10) == HistoryPage(
         [], deletion.id, more=False, gap=True
     )
-    new = broker.publish_updates([draft("a", 1, clock_us=5), draft("a", 2, clock_us=6)])
+    new = publish(broker, [draft("a", 1, clock_us=5), draft("a", 2, clock_us=6)])
     assert broker.history("a", limit=10) == HistoryPage(new, new[-1].id, more=False)
     assert broker.history("a", after=old[0].id, limit=10) == HistoryPage(
         new, new[-1].id, more=False, gap=True
@@ -1335,20 +1342,20 @@ def test_a_topics_history_starts_after_its_deletion_and_a_read_across_it_is_a_ga
 
 def test_a_topic_forgotten_after_its_deletion_still_reads_from_after_it(broker: Broker) -> None:
     append(broker, "a", [Event(1.0, 100 * 10**6, None)])
-    (a1,) = broker.publish_updates([draft("a", 1)])
-    broker.publish_updates([deletion_draft("a", 1)])
-    (a2,) = broker.publish_updates([draft("a", 2)])
+    (a1,) = publish(broker, [draft("a", 1)])
+    publish(broker, [deletion_draft("a", 1)])
+    (a2,) = publish(broker, [draft("a", 2)])
     assert forget(broker, "a") == ["a"]
-    (a3,) = broker.publish_updates([draft("a", 3)])
+    (a3,) = publish(broker, [draft("a", 3)])
     assert broker.history("a", after=a1.id, limit=10) == HistoryPage(
         [a2, a3], a3.id, more=False, gap=True
     )
 
 
 def test_a_resume_across_a_deletion_replays_it_in_its_place(broker: Broker) -> None:
-    old = broker.publish_updates([draft("a", 1), draft("a", 2)])
-    (deletion,) = broker.publish_updates([deletion_draft("a", 2)])
-    (new,) = broker.publish_updates([draft("a", 1, clock_us=5)])
+    old = publish(broker, [draft("a", 1), draft("a", 2)])
+    (deletion,) = publish(broker, [deletion_draft("a", 2)])
+    (new,) = publish(broker, [draft("a", 1, clock_us=5)])
     # Everything after the cursor, in order: the deleted topic's last update was current when
     # it was published; the deletion (a "gap": true snapshot) then says it is gone.
     assert broker.replay(at(old[0].id), only("a")) == Replayed([old[1], deletion, new])
@@ -1361,7 +1368,7 @@ def test_a_resume_across_a_deletion_replays_it_in_its_place(broker: Broker) -> N
 
 
 def test_a_subscription_resumes_with_an_exact_replay(broker: Broker) -> None:
-    a1, _, a2 = broker.publish_updates([draft("a", 1), draft("b", 1), draft("a", 2)])
+    a1, _, a2 = publish(broker, [draft("a", 1), draft("b", 1), draft("a", 2)])
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), only("a"), str(a1.id))
     assert primed.replay == [a2] and not primed.gap and primed.snapshot is None
@@ -1370,7 +1377,7 @@ def test_a_subscription_resumes_with_an_exact_replay(broker: Broker) -> None:
 
 
 def test_a_subscription_without_an_id_starts_from_a_snapshot(broker: Broker) -> None:
-    a1, b1 = broker.publish_updates([draft("a", 1), draft("b", 1)])
+    a1, b1 = publish(broker, [draft("a", 1), draft("b", 1)])
     hub = Hub(queue_size=10, slow_timeout_us=10**7)
     primed = subscribe(broker, hub, broker.consume_updates(hub.dispatch), everything, None)
     assert primed.replay == [] and not primed.gap
@@ -1393,7 +1400,7 @@ def test_a_closed_broker_refuses_work(broker: Broker) -> None:
     with pytest.raises(BrokerUnavailable):
         append(broker, "a", [Event(1.0, 1, None)])
     with pytest.raises(BrokerUnavailable):
-        broker.publish_updates([draft("a", 1)])
+        publish(broker, [draft("a", 1)])
     with pytest.raises(BrokerUnavailable):
         broker.ping()
     with pytest.raises(BrokerUnavailable):
@@ -1425,8 +1432,8 @@ def test_instances_on_one_redis_share_the_log_updates_history_and_latest(
         append(web, "orders", [Event(1.0, 1, None)])
         assert read() == [("orders", [Event(1.0, 1, None)])]
 
-        first = aggregator.publish_updates([draft("orders", 1)])
-        second = standby.publish_updates([draft("orders", 2)])
+        first = publish(aggregator, [draft("orders", 1)])
+        second = publish(standby, [draft("orders", 2)])
         assert second[0].id.is_after(first[0].id)
         assert first[0].id.epoch == second[0].id.epoch
         assert updates.take_updates(2) == first + second
@@ -1454,20 +1461,20 @@ def test_a_process_receives_only_the_topics_it_watches_each_once(
         inbox = Inbox()
         feed = broker.consume_updates(inbox.updates)
         feed.watch(["a", "s.*"])
-        a, sx, _ = broker.publish_updates([draft("a", 1), draft("s.x", 1), draft("b", 1)])
-        (marker,) = broker.publish_updates([draft("s.m", 1)])
+        a, sx, _ = publish(broker, [draft("a", 1), draft("s.x", 1), draft("b", 1)])
+        (marker,) = publish(broker, [draft("s.m", 1)])
         # b never came: the next update after a and s.x is the marker.
         assert inbox.take_updates(3) == [a, sx, marker]
 
         # Overlapping subscriptions (a, s.*, *): each update still arrives once.
         feed.watch(["*"])
-        more = broker.publish_updates([draft("a", 2), draft("s.y", 2), draft("c", 2)])
-        (marker,) = broker.publish_updates([draft("s.m", 2)])
+        more = publish(broker, [draft("a", 2), draft("s.y", 2), draft("c", 2)])
+        (marker,) = publish(broker, [draft("s.m", 2)])
         assert inbox.take_updates(4) == [*more, marker]
 
         feed.unwatch(["*", "a"])
-        _, sz, _ = broker.publish_updates([draft("a", 3), draft("s.z", 3), draft("c", 3)])
-        (marker,) = broker.publish_updates([draft("s.m", 3)])
+        _, sz, _ = publish(broker, [draft("a", 3), draft("s.z", 3), draft("c", 3)])
+        (marker,) = publish(broker, [draft("s.m", 3)])
         assert inbox.take_updates(2) == [sz, marker]
         assert inbox.empty()
     finally:
@@ -1480,7 +1487,9 @@ monkey.patch_all()
 import sys, gevent, gevent.queue
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.log import RedisEventLog
+from pushsvc.broker.base import Applied
 from pushsvc.broker.shared_log import FIRST, EventLog, position
+from pushsvc.core.partitions import partition_of
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event
 
@@ -1488,7 +1497,20 @@ broker = RedisBroker(sys.argv[1], prefix=sys.argv[2], history=10)
 got = gevent.queue.Queue()
 broker.consume_updates(lambda updates: got.put(updates)).watch(["t"])
 broker.append_events("t", [Event(1.0, 1, None)], lateness_us=0)
-published = broker.publish_updates([UpdateDraft("t", 1, b'{"topic":"t"}')])
+# Through the fenced step, as an aggregator publishes.
+shard = (partition_of("t", broker.partitions), broker.partitions)
+lease = broker.lease(shard, ttl_us=10_000_000)
+assert lease.renew()
+log = broker.event_log(shard)
+entry = log.append_ticks(lease.token, {}, FIRST)
+log.close()
+published = broker.publish_updates(
+    [UpdateDraft("t", 1, b'{"topic":"t"}')],
+    applied=Applied(shard, entry, 1, FIRST),
+    fence=lease.token,
+)
+lease.release()
+lease.close()
 assert got.get(timeout=5) == published
 broker.close()
 print("ok")

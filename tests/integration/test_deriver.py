@@ -16,6 +16,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.derive_oracle import Term, assert_close, divide, expected
+from support.fenced_publish import publish, publish_applied
 
 S = 1_000_000
 T0 = 1_763_700_000 * S
@@ -38,6 +39,9 @@ value = "sum[2s](s.a) / count[2s](s.b)"
 )
 
 
+SHARD = (0, 1)
+
+
 class Embedded:
     """The embedded broker and its partition's aggregator, which applies the log whenever the
     test reads (`apply`), on a wall clock the test moves."""
@@ -49,21 +53,23 @@ class Embedded:
             rules=RULES, wall_clock=lambda: self.wall, lateness_us=LATENESS
         )
         self.sent: dict[str, list[tuple[float, int]]] = {"s.a": [], "s.b": []}
-        self._log = self.broker.event_log((0, 1))
+        self._log = self.broker.event_log(SHARD)
         self._applied = FIRST
 
     def apply(self) -> None:
         """Apply and publish what was logged since (the producers' and the deriver's)."""
         for entry in self._log.read(self._applied, count=100_000):
-            assert entry.topic is not None and entry.events is not None
-            self.broker.publish_updates(self.aggregator.apply_events(entry.topic, entry.events))
+            if entry.ticks is None:  # its own ticks' entries (`tick`) are published already
+                assert entry.topic is not None and entry.events is not None
+                drafts = self.aggregator.apply_events(entry.topic, entry.events)
+                publish_applied(self.broker, SHARD, drafts, entry.id, self._applied)
             self._applied = entry.id
 
     def tick(self) -> None:
         """The idle tick, as the aggregator publishes it (`--tick`)."""
         self.apply()
         through = self.broker.derived_through(self.aggregator.derived_topics())
-        self.broker.publish_updates(self.aggregator.tick(through))
+        publish(self.broker, self.aggregator.tick(through))
 
     def latest_clock(self, topic: str) -> int:
         self.apply()

@@ -20,7 +20,7 @@ import pytest
 from harness.live import wait_until
 
 from pushsvc.broker.base import Applied
-from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.connect import single_client
 from pushsvc.broker.redis.keys import Keys
@@ -30,6 +30,7 @@ from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import Fenced, LateEvent, PublishedAlready
+from support.memory_core import ManualClock
 
 S = 1_000_000
 PARTITIONS = 2
@@ -53,7 +54,7 @@ class Deployment:
     groups: list[LeaseGroup] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.store = Store(PARTITIONS, clock=self.clock, journal=True)
+        self.store = Store(PARTITIONS, clock=self.clock)
 
     def broker(self) -> LogBroker:
         made: LogBroker = (

@@ -22,7 +22,7 @@ import pytest
 from harness.live import wait_until
 
 from pushsvc.broker.base import Applied
-from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.shared_log import FIRST, LeaseGroup, LogBroker
 from pushsvc.core.checkpoint import Checkpoint
@@ -38,6 +38,7 @@ from pushsvc.core.updates import (
     point_draft,
 )
 from pushsvc.errors import Fenced, PublishedAlready
+from support.memory_core import ManualClock
 
 S = 1_000_000
 PARTITIONS = 2

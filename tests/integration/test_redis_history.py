@@ -18,6 +18,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
+from support.fenced_publish import publish as publish_fenced
 
 pytestmark = pytest.mark.redis
 
@@ -49,7 +50,7 @@ def test_a_rare_topics_history_reads_its_own_entries_only(
     broker: RedisBroker, own_redis: RedisServer
 ) -> None:
     for n in range(4_000):
-        broker.publish_updates([draft("busy", n)] + ([draft("rare", n)] if n % 1000 == 0 else []))
+        publish_fenced(broker, [draft("busy", n)] + ([draft("rare", n)] if n % 1000 == 0 else []))
     client = redis.Redis.from_url(own_redis.url)
     try:
         client.config_resetstat()
@@ -71,7 +72,7 @@ def test_a_history_written_before_the_chain_still_reads_whole(
 ) -> None:
     """Entries as the publish script wrote them before `p` (the topic's previous entry)
     existed: older pushsvc versions, kept across an upgrade."""
-    (first,) = broker.publish_updates([draft("a", 0)])
+    (first,) = publish_fenced(broker, [draft("a", 0)])
     client = redis.Redis.from_url(own_redis.url)
     try:
         keys = broker.keys.of("a")
@@ -83,7 +84,7 @@ def test_a_history_written_before_the_chain_still_reads_whole(
             client.xadd(keys.history, {"t": "b", "c": str(n), "b": b"{}"})
     finally:
         client.close()
-    broker.publish_updates([draft("a", 4), draft("a", 5)])  # the upgraded publisher
+    publish_fenced(broker, [draft("a", 4), draft("a", 5)])  # the upgraded publisher
 
     assert values(broker.history("a", limit=100).updates) == [0, 1, 2, 3, 4, 5]
     assert values(broker.history("a", limit=4).updates) == [2, 3, 4, 5]
@@ -98,7 +99,7 @@ def test_a_history_written_before_entries_named_their_predecessor_trims_exactly(
     newest trimmed id, so a replay from each id is whole exactly when nothing after it went."""
     broker = RedisBroker(own_redis.url, history=4, prefix="pushsvc:old-trim:")
     try:
-        updates = broker.publish_updates([draft("a", n) for n in range(3)])
+        updates = publish_fenced(broker, [draft("a", n) for n in range(3)])
         keys = broker.keys.of("a")
         client = redis.Redis.from_url(own_redis.url)
         try:  # the same entries, under the same ids, without `g`
@@ -110,7 +111,7 @@ def test_a_history_written_before_entries_named_their_predecessor_trims_exactly(
         finally:
             client.close()
         for size in (2, 1, 3):  # trims two old entries, the last old one, then new ones
-            updates += broker.publish_updates([draft("a", len(updates) + k) for k in range(size)])
+            updates += publish_fenced(broker, [draft("a", len(updates) + k) for k in range(size)])
             for i, update in enumerate(updates):
                 replayed = broker.replay(Cursor([update.id]), TopicMatcher(["*"]))
                 whole = len(updates) - (i + 1) <= 4

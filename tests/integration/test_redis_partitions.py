@@ -45,6 +45,7 @@ from pushsvc.core.updates import (
     point_draft,
 )
 from pushsvc.errors import LayoutMismatch, TooManyTopics
+from support.fenced_publish import publish as publish_fenced
 
 pytestmark = pytest.mark.redis
 
@@ -161,7 +162,7 @@ def test_each_partition_numbers_its_own_history_and_its_epoch_names_it(
     broker: RedisBroker,
 ) -> None:
     topics = topics_in_every_partition()
-    published = broker.publish_updates([draft(t, n) for n in (1, 2) for t in topics.values()])
+    published = publish_fenced(broker, [draft(t, n) for n in (1, 2) for t in topics.values()])
     by_partition: dict[int, list[int]] = defaultdict(list)
     for update in published:
         index = partition_of(update.topic, P)
@@ -179,12 +180,12 @@ def test_each_partition_numbers_its_own_history_and_its_epoch_names_it(
 
 def test_latest_and_active_alerts_read_every_partition(broker: RedisBroker) -> None:
     topics = list(topics_in_every_partition().values())
-    published = broker.publish_updates([draft(t, 1) for t in topics])
+    published = publish_fenced(broker, [draft(t, 1) for t in topics])
     assert broker.latest(everything) == {u.topic: u for u in published}
     some = topics[::5]
     assert broker.latest(TopicMatcher(some)) == {u.topic: u for u in published if u.topic in some}
     for topic in topics[:4]:
-        broker.publish_updates([alert(topic, 1)])
+        publish_fenced(broker, [alert(topic, 1)])
     assert sorted(orjson.loads(b)["topic"] for b in broker.active_alerts()) == sorted(topics[:4])
 
 
@@ -347,7 +348,7 @@ def test_updates_reach_topic_and_pattern_watchers_once_each_from_every_partition
     # must still arrive once.
     feed.watch([single, "*"])
     _reset_stats(url)
-    published = broker.publish_updates([draft(t, n) for n in (1, 2) for t in topics.values()])
+    published = publish_fenced(broker, [draft(t, n) for n in (1, 2) for t in topics.values()])
     received = [inbox.get(timeout=5) for _ in published]
     assert sorted(u.id.text for u in received) == sorted(u.id.text for u in published)
     for topic in topics.values():
@@ -356,7 +357,7 @@ def test_updates_reach_topic_and_pattern_watchers_once_each_from_every_partition
     with pytest.raises(queue.Empty):
         inbox.get(timeout=0.3)  # nothing twice
     feed.unwatch(["*"])
-    (late,) = broker.publish_updates([draft(single, 3)])
+    (late,) = publish_fenced(broker, [draft(single, 3)])
     assert inbox.get(timeout=5) == late  # the topic's own channel again
     if url.startswith("redis+cluster"):
         # Updates went only to the node of their slot: never broadcast over the cluster bus.

@@ -24,6 +24,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import UpdateDraft, UpdateId, new_epoch
 from pushsvc.deliver.replay_batcher import ReplayBatcher
+from support.fenced_publish import publish as publish_fenced
 
 pytestmark = pytest.mark.redis
 
@@ -44,7 +45,7 @@ class History:
             drafts.append(UpdateDraft(topic, n, orjson.dumps({"n": n})))
         drafts.append(UpdateDraft("late", 120, b'{"n":120}'))
         for draft in drafts:
-            for update in broker.publish_updates([draft]):
+            for update in publish_fenced(broker, [draft]):
                 self.issued[update.id.partition].append(update.id)
 
 

@@ -119,8 +119,7 @@ class DeriveSide(LeasedSide):
     def check(self) -> None:
         """No boundary logged twice, none off a boundary, none with a value the sources'
         events do not give."""
-        journal = self.world.store.part(TOPIC).journal
-        assert journal is not None
+        journal = self.world.store.journal(TOPIC)
         fresh = []
         for entry in journal[self._scanned :]:
             if entry.topic != TOPIC or entry.events is None:
@@ -152,8 +151,7 @@ class DeriveSide(LeasedSide):
         """Each source's events logged, by the start of their bucket of `every`."""
         found: dict[str, dict[int, list[float]]] = {topic: {} for topic in self.sources}
         for topic in self.sources:
-            journal = self.world.store.part(topic).journal
-            assert journal is not None
+            journal = self.world.store.journal(topic)
             kept = found[topic]
             for entry in journal:
                 if entry.topic == topic and entry.events is not None:

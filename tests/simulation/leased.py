@@ -12,6 +12,7 @@ import gevent.event
 
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.memory.lease import MemoryLease
+from support.memory_core import AtOnceBroker
 
 if TYPE_CHECKING:
     from simulation.world import World
@@ -108,7 +109,7 @@ class LeasedSide:
         world = self.world
         self.started += 1
         name = f"{self.kind[0]}{self.started}"
-        broker = MemoryBroker(world.store, name=name)
+        broker = AtOnceBroker(world.store, name=name)
         lease = MemoryLease(self.lease_store, (0, 1), ttl_us=world.lease_us)
         runner = self.new_runner(broker, lease)
         self.processes.append(LeasedProcess(name, self.kind, broker, lease, runner))

@@ -108,8 +108,7 @@ class SessionSide(LeasedSide):
 
     def _sessions_journal(self) -> list[tuple[str, int, int, int, str]]:
         """The sessions logged since the last call: (key, first µs, last µs, events, id)."""
-        journal = self.world.store.part(TOPIC).journal
-        assert journal is not None
+        journal = self.world.store.journal(TOPIC)
         found = []
         for entry in journal[self._scanned :]:
             if entry.topic != TOPIC or entry.events is None:
@@ -144,8 +143,7 @@ class SessionSide(LeasedSide):
         )
 
     def _logged_sessions(self) -> set[tuple[str, int, int, int]]:
-        journal = self.world.store.part(TOPIC).journal
-        assert journal is not None
+        journal = self.world.store.journal(TOPIC)
         return {
             (e.tags[KEY], e.ts_us - round(e.value * S), e.ts_us, int(e.tags["events"]))
             for entry in journal
@@ -157,8 +155,7 @@ class SessionSide(LeasedSide):
     def oracle(self) -> set[tuple[str, int, int, int]]:
         """The sessions of every keyed source event logged: per key, in time order, a new
         session where the next event is more than the gap after the previous one."""
-        journal = self.world.store.part(SOURCE).journal
-        assert journal is not None
+        journal = self.world.store.journal(SOURCE)
         times: dict[str, list[int]] = {}
         for entry in journal:
             if entry.topic == SOURCE and entry.events is not None:

@@ -50,7 +50,7 @@ from greenlet import GreenletExit, greenlet
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.partition_pool import PartitionPool
 from pushsvc.broker.base import Applied
-from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.shared_log import Entry
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event, Message
@@ -63,6 +63,7 @@ from pushsvc.rules.tiers import SeriesTier
 from simulation import derived as derive_side
 from simulation import sessions as session_side
 from simulation.leased import LeasedSide
+from support.memory_core import AtOnceBroker, Fate, FaultyStore, ManualClock
 
 S = 1_000_000
 LEASE_US = 600_000
@@ -181,7 +182,7 @@ class Faults:
         return fate
 
 
-class WatchedStore(Store):
+class WatchedStore(FaultyStore):
     """The store, telling the checker which tenure each accepted publish was made under."""
 
     def __init__(self, checker: Checker, *args: object, **kwargs: object) -> None:
@@ -390,11 +391,8 @@ class Checker:
         identity (a session's duration), so their updates are counted per topic."""
         self.produced_delivered: Counter[str] = Counter()
 
-    def attach(self, store: Store) -> None:
-        self.models = []
-        for part in store.parts:
-            assert part.journal is not None, "the store keeps no journal"
-            self.models.append(Model(part.journal))
+    def attach(self, store: FaultyStore) -> None:
+        self.models = [Model(journal) for journal in store.journals]
 
     def accepted(self, index: int, fence: str) -> None:
         if self.failure is None:
@@ -543,7 +541,7 @@ class World:
         self.faults = Faults(self.clock)
         self.checker = Checker(self.partitions)
         self.store = WatchedStore(
-            self.checker, self.partitions, clock=self.clock, faults=self.faults, journal=True
+            self.checker, self.partitions, clock=self.clock, faults=self.faults
         )
         self.checker.attach(self.store)
         self.tick_us = rng.choice((0, S))
@@ -552,7 +550,7 @@ class World:
         self.topics += [f"c.{i}" for i in range(rng.randint(0, 2))]
         self.processes: list[Process] = []
         self.started = 0
-        self.web = MemoryBroker(self.store, name="web")
+        self.web = AtOnceBroker(self.store, name="web")
         self.web.consume_updates(self.checker.on_updates)
         self.value = 0
         self.acknowledged: set[float] = set()
@@ -642,7 +640,7 @@ class World:
     def start(self) -> None:
         self.started += 1
         name = f"p{self.started}"
-        broker = MemoryBroker(self.store, name=name)
+        broker = AtOnceBroker(self.store, name=name)
         process: Process
 
         def rebuild(run: object) -> None:
@@ -782,8 +780,7 @@ class World:
     def send(self, topic: str, event: Event, key: Idempotency | None) -> str:
         """One append (a web process's POST): "logged", "replayed", "reused", "late" or
         "failed". Whether it logged is read from the journal, and must match the answer."""
-        journal = self.store.part(topic).journal
-        assert journal is not None
+        journal = self.store.journal(topic)
         before = len(journal)
         try:
             answer = self.web.append_events(
@@ -851,8 +848,7 @@ class World:
         a topic the store keeps no clock of), and the topic's latest gone at once."""
         rng = self.rng
         topic = rng.choice(self.topics)
-        journal = self.store.part(topic).journal
-        assert journal is not None
+        journal = self.store.journal(topic)
         if rng.random() < 0.2:
             # Its own draw, not one of TRANSIENT_OPERATIONS: the processes' faults as before.
             self.faults.armed["delete"] = rng.choice((Fate.FAIL, Fate.LOST))
@@ -1058,8 +1054,7 @@ class World:
         """Every event logged so far, with its copies, and every delete (what the journals
         gained since the last call, added: they only grow)."""
         for part in self.store.parts:
-            journal = part.journal
-            assert journal is not None
+            journal = self.store.journals[part.index]
             for entry in journal[self._scanned[part.index] :]:
                 if entry.topic in self.checker.produced:
                     if entry.events is not None:
@@ -1138,8 +1133,8 @@ class World:
         latest = {t: u.id for t, u in self.web.latest(EVERYTHING).items()}
         forgotten = {
             topic
-            for part in self.store.parts
-            for e in part.journal or ()
+            for journal in self.store.journals
+            for e in journal
             if e.forgotten is not None
             for topic in e.forgotten
         }

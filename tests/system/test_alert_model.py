@@ -42,6 +42,7 @@ from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import UpdateDraft, UpdateId
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.alert_model import AlertSpec, Change, Condition, TopicModel, spec_toml
+from support.fenced_publish import publish as publish_fenced
 
 S = 1_000_000
 MS = 1_000
@@ -287,7 +288,7 @@ class InMemory:
         return self._publish(self.aggregator.tick())
 
     def _publish(self, drafts: Sequence[UpdateDraft]) -> list[dict[str, Any]]:
-        updates = self.broker.publish_updates(drafts)
+        updates = publish_fenced(self.broker, drafts)
         return [orjson.loads(u.data) for u in updates if u.event == "alert"]
 
     def active(self) -> list[dict[str, Any]]:

@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from pushsvc.aggregate.aggregator import PACE_EVENTS, Aggregator
 from pushsvc.aggregate.partition_pool import PartitionPool
-from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.ingest import Event
 from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats import STAT_KEYS
+from support.memory_core import ManualClock
 
 S = 1_000_000
 BASE_US = 1_763_700_000 * S

@@ -1,15 +1,17 @@
-"""The memory twin's own behaviour beyond the shared contract (test_log_contract.py): the
-store errors it injects, and what the tenure rule makes of them, on its manual clock."""
+"""The memory twin's own behaviour beyond the shared contract (test_log_contract.py): store
+errors injected by its test subclass (`support.memory_core.FaultyStore`), and what the tenure
+rule makes of them, on a manual clock; and that the shipped store takes no such hook."""
 
 from __future__ import annotations
 
 import pytest
 
-from pushsvc.broker.memory import Fate, ManualClock, MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.tenure import CLOCK_MARGIN
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import Partition
 from pushsvc.errors import BrokerUnavailable
+from support.memory_core import Fate, FaultyStore, ManualClock
 
 S = 1_000_000
 TTL_US = 600_000
@@ -30,7 +32,7 @@ class OneFault:
 def world() -> tuple[ManualClock, Store, OneFault]:
     clock = ManualClock()
     faults = OneFault()
-    return clock, Store(1, clock=clock, faults=faults), faults
+    return clock, FaultyStore(1, clock=clock, faults=faults), faults
 
 
 def test_a_failed_renewal_keeps_the_lease_until_its_confirmed_expiry(
@@ -116,7 +118,8 @@ def test_the_log_keeps_events_the_garbage_collector_no_longer_tracks() -> None:
     events appended (no unpacking on the aggregator's way)."""
     import gc
 
-    from pushsvc.broker.memory.store import FIRST
+    from pushsvc.broker.memory.log import MemoryEventLog
+    from pushsvc.broker.shared_log import FIRST
 
     clock = ManualClock()
     store = Store(1, clock=clock)
@@ -128,26 +131,42 @@ def test_the_log_keeps_events_the_garbage_collector_no_longer_tracks() -> None:
     gc.collect()
     [logged] = store.parts[0].entries
     assert not any(gc.is_tracked(packed) for packed in logged.packed)  # type: ignore[union-attr]
-    [entry] = store.read(0, FIRST, 10)
+    log = MemoryEventLog(store, SHARD)
+    [entry] = log.read(FIRST, count=10)
     assert entry.events == events and entry.events[1] is events[1]
     # The first read takes the events as appended; then the log holds only the packed ones,
     # and a read unpacks them.
     assert logged.fresh is None  # type: ignore[union-attr]
-    [again] = store.read(0, FIRST, 10)
+    [again] = log.read(FIRST, count=10)
     assert again.events == events and again.events[1] is not events[1]
 
 
 def test_a_read_stops_at_the_entry_that_brings_enough_events() -> None:
     """A reader far behind gets a few big batches at a time, not 512 of them."""
-    from pushsvc.broker.memory.store import FIRST, READ_EVENTS
+    from pushsvc.broker.memory.log import READ_EVENTS, MemoryEventLog
+    from pushsvc.broker.shared_log import FIRST
 
     clock = ManualClock()
     batch = [Event(1.0, 10 * S + i) for i in range(READ_EVENTS // 3 + 1)]
-    store = Store(1, clock=clock, entry_events=len(batch))  # a batch an entry
+    store = Store(1, clock=clock)
+    store.entry_events = len(batch)  # a batch an entry
     for _ in range(6):
         store.append("t", batch, 60 * S, None)
-    first = store.read(0, FIRST, 512)
+    log = MemoryEventLog(store, SHARD)
+    first = log.read(FIRST, count=512)
     assert len(first) == 3  # the third brings it past READ_EVENTS
-    rest = store.read(0, first[-1].id, 512)
+    rest = log.read(first[-1].id, count=512)
     assert len(rest) == 3
     assert [len(e.events or ()) for e in first + rest] == [len(batch)] * 6
+
+
+def test_the_shipped_store_takes_no_test_hook() -> None:
+    """Faults, journals, manual clocks and a waiter that never waits live in tests/support,
+    as subclasses and wrappers of the product's classes; the product carries none of them."""
+    import inspect
+
+    import pushsvc.broker.memory as memory
+
+    hooks = {"faults", "journal", "blocking", "entry_events"}
+    assert not hooks & set(inspect.signature(Store).parameters)
+    assert not {"ManualClock", "Fate", "Faults", "no_faults"} & set(dir(memory))

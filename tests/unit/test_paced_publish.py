@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushsvc.broker.base import Applied
-from pushsvc.broker.memory import ManualClock, MemoryBroker, Store
+from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.memory.broker import PACED_DRAFTS
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.topics import TopicMatcher
@@ -26,6 +26,7 @@ from pushsvc.deliver.subscription import Primed, subscribe
 from pushsvc.errors import Fenced, RequestError
 from pushsvc.ingest import InputLimits
 from pushsvc.ingest.accept import ingest
+from support.memory_core import ManualClock
 
 SHARD = (0, 1)
 TOPICS = ("a", "b")

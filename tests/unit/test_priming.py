@@ -14,6 +14,7 @@ from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.priming import Priming
 from pushsvc.deliver.subscription import subscribe
+from support.fenced_publish import publish as publish_fenced
 
 
 def test_at_most_limit_primes_run_at_once_and_the_rest_all_get_their_turn() -> None:
@@ -45,7 +46,7 @@ def test_a_stream_waits_for_its_turn_subscribed_and_gets_what_was_published_mean
             gevent.idle()
             assert not waiting.ready()
             assert hub.subscriber_counts(["t"]) == {"t": 1}  # counted already
-            broker.publish_updates([UpdateDraft("t", 1, b'{"n":1}')])
+            publish_fenced(broker, [UpdateDraft("t", 1, b'{"n":1}')])
         primed = waiting.get(timeout=10)
         assert primed.snapshot is not None and list(primed.snapshot.latest) == ["t"]
         primed.close()

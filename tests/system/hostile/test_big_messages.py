@@ -43,8 +43,9 @@ PER_POST = 14
 """64 KiB messages per POST under the default --max-body (1 MiB)."""
 LOGGED_COST = 3
 """What the embedded server's RSS grows by per byte of message data its event log keeps (until
-it is trimmed behind the widest window): the data, and the allocator's share of the copies made
-on its way (measured: 2.7 for a flood of 64 KiB messages)."""
+the message is published; a bound, as it once kept them for the widest window): the data, and
+the allocator's share of the copies made on its way (measured: 2.7 for a flood of 64 KiB
+messages)."""
 _PENDING = "pushsvc_stream_pending_bytes"
 _SLOW = "pushsvc_slow_disconnects_total"
 
@@ -115,9 +116,9 @@ def test_a_messages_stream_of_64_kib_messages_that_never_reads_is_ended_as_behin
         read_until_closed(attacker)
         # The bound, plus one run taken whole (a POST's messages: under 1 MiB).
         assert highest <= BOUND + MIB, highest
-        # The server's own growth besides the stream: the event log keeps each message for
-        # the widest window and the lateness (docs/reliability.md), the history no more
-        # than its bytes, filled before.
+        # The server's own growth besides the stream: the event log keeps each message until
+        # it is published (docs/reliability.md), the history no more than its bytes, filled
+        # before.
         logged = rounds * PER_POST * MESSAGE * LOGGED_COST
         assert _rss(proc) - before < 16 * MIB + logged
         legit.round()

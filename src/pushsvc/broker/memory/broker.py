@@ -112,7 +112,6 @@ class MemoryBroker:
             history_bytes=history_bytes,
             max_topics=max_topics,
             alert_retention_us=alert_retention_us,
-            blocking=True,
         )
         return cls(store, name="serve", pause=pause)
 

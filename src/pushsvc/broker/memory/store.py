@@ -5,21 +5,30 @@ whole deployment), and a simulation plays a deployment of many processes on one 
 (`tests/simulation/`). Each method is one of the Redis broker's scripts or round trips (named
 beside it), applied atomically as Redis applies a script: nothing in it yields to another
 greenlet. Stream ids, lease expiry and the members' scores come from `clock`, as Redis's own
-clock gives them (the wall clock when serving, a manual one in a simulation). Every process
+clock gives them (the wall clock when serving; a test's own). Every process
 of a deployment (its `MemoryBroker`s, leases, logs and waiters) shares one store, as processes
 share one Redis; dropping a process drops its objects, never the store.
 
-Each call first asks `faults` for its fate (`faults.py`): refused before it runs, or run with
-its reply lost; both raise BrokerUnavailable, as the Redis classes do. Serving, none fails.
+The log is bounded in bytes as Redis is by `maxmemory`: a partition's log holds at most
+`history_bytes` of messages (their types and data) not yet published, the bytes its history
+keeps once they are; past it an append is refused (BrokerFull: a `503 broker_full`, nothing
+logged). Once an entry is published its messages' data is dropped from the log (their types
+stay, which the windows count): a rebuild replays the events before the published position
+into windows, which never read a message's data, and every message after it still has its
+data. So the log keeps events for the widest window, and message data only until published.
+
+Every round trip of the classes on the store (`MemoryBroker`, its logs, leases and waiter)
+goes through `run`, whole: the one seam where a test's subclass injects transient errors
+(`tests/support/memory_core.py`).
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -35,7 +44,6 @@ from pushsvc.broker.base import (
     UpdatesHandler,
 )
 from pushsvc.broker.memory.clock import Clock
-from pushsvc.broker.memory.faults import Fate, Faults, no_faults
 from pushsvc.broker.memory.keys import RememberedKeys
 from pushsvc.broker.memory.published import Position, Published, next_id
 from pushsvc.broker.memory.series import KeptSeries
@@ -43,7 +51,6 @@ from pushsvc.broker.publish_payload import PublishPayload, build_payload
 from pushsvc.broker.shared_log import (
     ENTRY_EVENTS,
     FIRST,
-    FORGET_SCAN,
     Entry,
     entry_slices,
     position,
@@ -55,7 +62,12 @@ from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency
 from pushsvc.core.lateness import check_lateness
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
-from pushsvc.errors import BrokerUnavailable, Fenced, PublishedAlready, TooManyTopics
+from pushsvc.errors import (
+    BrokerFull,
+    Fenced,
+    PublishedAlready,
+    TooManyTopics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +77,6 @@ _SERIES_EXPIRY_S = 60.0
 
 # Bound once: looking a member up on its enum class costs a call of its own, and a simulation
 # makes hundreds of thousands of store calls.
-_FAIL, _LOST = Fate.FAIL, Fate.LOST
 _HELD, _RENEWED, _TAKEN, _RESUMED = (
     LeaseCode.HELD,
     LeaseCode.RENEWED,
@@ -119,28 +130,8 @@ class LoggedEvents:
         return Entry(self.id, self.topic, events, n=self.n)
 
 
-READ_EVENTS = 20_000
-"""A read stops at the entry that brings it this many events, whatever its count: the events
-read are made whole again (`LoggedEvents.entry`) and live until applied, and an aggregator
-behind by 512 batches of 10,000 would hold five million of them at once."""
-
-
-def _up_to_events(
-    entries: list[Entry | LoggedEvents], start: int, end: int
-) -> list[Entry | LoggedEvents]:
-    """`entries[start:end]`, ending early at the entry that brings `READ_EVENTS` events."""
-    events = 0
-    for index in range(start, min(end, len(entries))):
-        logged = entries[index]
-        if isinstance(logged, LoggedEvents):
-            events += len(logged.packed)
-            if events >= READ_EVENTS:
-                return entries[start : index + 1]
-    return entries[start:end]
-
-
 def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], LoggedEvents]:
-    """How `Store._log` makes the entry of `events` (one of a batch's: `ENTRY_EVENTS`)."""
+    """How `Store.add_entry` makes the entry of `events` (one of a batch's: `ENTRY_EVENTS`)."""
     packed: list[PackedEvent] = [
         (e.value, e.ts_us, _packed_tags(e.tags))
         if e.message is None
@@ -148,6 +139,25 @@ def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], Logge
         for e in events
     ]
     return lambda id, n: LoggedEvents(id, topic, packed, n, events)
+
+
+def message_bytes(events: Sequence[Event]) -> int:
+    """The bytes of the messages among `events` (each one's type and data): what the log's
+    byte bound counts."""
+    return sum(len(m.type) + len(m.data) for e in events if (m := e.message) is not None)
+
+
+def _without_data(logged: LoggedEvents) -> None:
+    """Drop the data of `logged`'s messages (published: see `Store` on the log's bytes); each
+    keeps its type, which the windows count, and `null` as its data."""
+    logged.fresh = None
+    logged.packed = [
+        packed if len(packed) == 3 else (*packed[:3], Message(packed[3].type, _NO_DATA))
+        for packed in logged.packed
+    ]
+
+
+_NO_DATA = b"null"
 
 
 def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
@@ -164,10 +174,6 @@ def _unpacked_tags(flat: tuple[str, ...] | None) -> dict[str, str] | None:
     return None if flat is None else dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _unpacked(entries: Sequence[Entry | LoggedEvents]) -> list[Entry]:
-    return [e if isinstance(e, Entry) else e.entry() for e in entries]
-
-
 @dataclass(eq=False)
 class PartitionData:
     """One partition's keys: its event log and lease (the shard's), and what its aggregator
@@ -178,9 +184,6 @@ class PartitionData:
     entries: list[Entry | LoggedEvents] = field(default_factory=list)
     ids: list[Position] = field(default_factory=list)
     """Each entry's position, for bisecting."""
-    journal: list[Entry] | None = None
-    """Every entry ever logged, in order (a trim leaves it), when the store keeps a journal:
-    what a simulation's oracle reads."""
     last_entry: Position = (0, 0)
     """The stream's last id: it outlives a trim, as a Redis stream's does."""
     last_id: str = FIRST
@@ -201,6 +204,11 @@ class PartitionData:
     """Each deleted topic's delete entry (`append_ticks` refuses a round proposed before it)."""
     keys: RememberedKeys = field(default_factory=RememberedKeys)
     """The idempotency keys of the partition's topics."""
+    unpublished: deque[tuple[Position, LoggedEvents, int]] = field(default_factory=deque)
+    """The entries holding message data not yet published, oldest first, each with its bytes
+    (`message_bytes`)."""
+    message_bytes: int = 0
+    """The sum of `unpublished`'s bytes: what `Store.log_bytes` bounds."""
 
 
 def entry_id(pos: Position) -> str:
@@ -208,13 +216,8 @@ def entry_id(pos: Position) -> str:
 
 
 class Store:
-    """A deployment's Redis, in memory (see the module's doc). Not thread-safe: greenlets
-    share it, each call whole between two switches.
-
-    `blocking`: a waiter with nothing to read waits for an append (serving); otherwise it
-    answers at once (a simulation moves the clock itself). `journal`: keep every entry ever
-    logged for an oracle (a simulation; it grows without bound). `entry_events`: see
-    `shared_log.ENTRY_EVENTS`."""
+    """A deployment's Redis, in memory (see the module's doc). Greenlets share it, each call
+    whole between two switches (`run`)."""
 
     def __init__(
         self,
@@ -226,10 +229,6 @@ class Store:
         max_topics: int = 100_000,
         max_keys: int = MAX_KEYS_PER_PARTITION,
         alert_retention_us: int = DEFAULT_ALERT_RETENTION_US,
-        faults: Faults = no_faults,
-        blocking: bool = False,
-        journal: bool = False,
-        entry_events: int = ENTRY_EVENTS,
     ) -> None:
         check_partitions(partitions)
         if history < 1:
@@ -243,10 +242,12 @@ class Store:
         self.partitions = partitions
         self.clock = clock
         self.max_topics = max_topics
-        self.faults = faults
-        self.entry_events = entry_events
-        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`; a test of
-        what reads the log may log each batch as one entry)."""
+        self.entry_events = ENTRY_EVENTS
+        """A batch's events per log entry at most (`shared_log.ENTRY_EVENTS`)."""
+        self.log_bytes = history_bytes
+        """The bytes of messages a partition's log may hold unpublished (see the module's
+        doc): as many as its history keeps of them once published, so that a stream that
+        falls behind a burst can still resume exactly."""
         self.parts = [
             PartitionData(
                 index,
@@ -256,7 +257,6 @@ class Store:
                     alert_retention_ms=alert_retention_us // 1000,
                     history_bytes=history_bytes,
                 ),
-                journal=[] if journal else None,
                 keys=RememberedKeys(max_keys),
             )
             for index in range(partitions)
@@ -272,8 +272,8 @@ class Store:
         self._tokens = itertools.count(1)
         # Reentrant: an updates handler may publish from inside a delivery.
         self._lock = threading.RLock()
-        self.logged = gevent.event.Event() if blocking else None
-        """Set when an entry is logged (a blocking store): what waiters wait on."""
+        self.logged = gevent.event.Event()
+        """Set when an entry is logged: what waiters wait on."""
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -285,16 +285,10 @@ class Store:
         return f"{next(self._tokens):016x}"
 
     def run(self, operation: str, shard: Partition | None, call: Callable[[], T]) -> T:
-        """`call` under its fate: refused before, or its reply lost after; whole, as Redis
-        runs a script (threads too: a test's producers and publishers may be threads)."""
-        fate = self.faults(operation, shard)
-        if fate is _FAIL:
-            raise BrokerUnavailable(f"{operation}: the store refused (injected)")
+        """One round trip, `operation` on `shard` (None: several), whole, as Redis runs a
+        script (threads too: a test's producers and publishers may be threads)."""
         with self._lock:
-            result = call()
-        if fate is _LOST:
-            raise BrokerUnavailable(f"{operation}: the reply was lost (injected)")
-        return result
+            return call()
 
     def part(self, topic: str) -> PartitionData:
         return self.parts[partition_of(topic, self.partitions)]
@@ -354,17 +348,17 @@ class Store:
 
     # -- the log (append_events.lua, append_ticks.lua, forget_topics.lua, ...) -----------
 
-    def _log(self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]) -> str:
+    def add_entry(
+        self, part: PartitionData, entry: Callable[[str, int], Entry | LoggedEvents]
+    ) -> str:
+        """XADD: `entry` made with its id and number, appended to the partition's log."""
         part.last_entry = next_id(part.last_entry, self.now_ms())
         part.last_id = entry_id(part.last_entry)
         made = entry(part.last_id, part.logged + 1)
         part.entries.append(made)
         part.ids.append(part.last_entry)
-        if part.journal is not None:
-            part.journal.append(made if isinstance(made, Entry) else made.entry())
         part.logged += 1
-        if self.logged is not None:
-            self.logged.set()
+        self.logged.set()
         return made.id
 
     def append(
@@ -386,14 +380,41 @@ class Store:
         if clock is None and self.topics() >= self.max_topics:
             raise TooManyTopics.at(self.max_topics)
         check_lateness(clock, batch, lateness_us)
+        cuts = entry_slices(len(batch), self.entry_events)
+        sizes = [message_bytes(batch[cut]) for cut in cuts]
+        self._check_room(part, sum(sizes))
         newest = max(e.ts_us for e in batch)
         part.clocks[topic] = newest if clock is None else max(clock, newest)
-        for cut in entry_slices(len(batch), self.entry_events):
-            self._log(part, _events_entry(topic, batch[cut]))
+        for cut, size in zip(cuts, sizes, strict=True):
+            self.add_entry(part, _events_entry(topic, batch[cut]))
+            if size:
+                logged = part.entries[-1]
+                assert isinstance(logged, LoggedEvents)
+                part.unpublished.append((part.last_entry, logged, size))
+                part.message_bytes += size
         evicted = 0
         if idempotency is not None:
             evicted = part.keys.remember(topic, idempotency, len(batch), now)
         return Appended(len(batch), evicted=evicted)
+
+    def _check_room(self, part: PartitionData, size: int) -> None:
+        """Refuse (BrokerFull) a batch of `size` bytes of messages that would take the
+        partition's log past `log_bytes`; a log holding none takes any batch (the request's
+        own bound, `--max-body`, bounds it)."""
+        held = part.message_bytes
+        if size and held and held + size > self.log_bytes:
+            raise BrokerFull(
+                f"the event log holds {held} bytes of messages not yet published, its bound "
+                f"(--history-bytes a partition); nothing was logged: retry later"
+            )
+
+    def _published_through(self, part: PartitionData, applied: Position) -> None:
+        """The entries up to `applied` are published: their messages' data leaves the log."""
+        unpublished = part.unpublished
+        while unpublished and unpublished[0][0] <= applied:
+            _, logged, size = unpublished.popleft()
+            part.message_bytes -= size
+            _without_data(logged)
 
     def delete(self, topic: str) -> bool:
         """delete_topic.lua: drop the topic's clock and latest update and log a delete entry;
@@ -402,85 +423,9 @@ class Store:
         if part.clocks.pop(topic, None) is None:
             return False
         part.published.latest.pop(topic, None)
-        self._log(part, lambda id, n: Entry(id, deleted=topic, n=n))
+        self.add_entry(part, lambda id, n: Entry(id, deleted=topic, n=n))
         part.deleted[topic] = part.last_entry
         return True
-
-    def append_ticks(
-        self, index: int, fence: str, ticks: Mapping[str, int], after: str
-    ) -> str | None:
-        self.fence(index, fence)
-        part = self.parts[index]
-        proposed = position(after)
-        deleted = part.deleted
-        if any(deleted.get(topic, proposed) > proposed for topic in ticks):
-            return None  # a topic deleted since the proposer's position: propose afresh
-        for topic, clock in ticks.items():
-            current = part.clocks.get(topic)
-            if current is None or clock > current:
-                part.clocks[topic] = clock
-        logged = dict(ticks)
-        return self._log(part, lambda id, n: Entry(id, ticks=logged, n=n))
-
-    def forget(self, index: int, fence: str, after: str, clocks: Mapping[str, int]) -> list[str]:
-        self.fence(index, fence)
-        part = self.parts[index]
-        later = part.entries[bisect.bisect_right(part.ids, position(after)) :]
-        if len(later) > FORGET_SCAN:
-            return []
-        touched: set[str] = set()
-        for entry in later:
-            if entry.topic is not None:
-                touched.add(entry.topic)
-            elif entry.ticks is not None:
-                touched.update(entry.ticks)
-            elif entry.deleted is not None:
-                touched.add(entry.deleted)
-        forgotten = [
-            topic
-            for topic, seen in clocks.items()
-            if topic not in touched and part.clocks.get(topic) == seen
-        ]
-        for topic in forgotten:
-            del part.clocks[topic]
-            part.published.forget(topic)  # its next update starts it afresh
-            part.checkpoints.pop(topic, None)
-        if forgotten:
-            self._log(part, lambda id, n: Entry(id, forgotten=list(forgotten), n=n))
-            part.forgotten += len(forgotten)
-        return forgotten
-
-    def read(self, index: int, after: str, count: int) -> list[Entry]:
-        part = self.parts[index]
-        if after == part.last_id:
-            return []  # a reader that is up to date: most reads, every time a process steps
-        start = bisect.bisect_right(part.ids, position(after))
-        return _unpacked(_up_to_events(part.entries, start, start + count))
-
-    def upto(self, index: int, after: str, last: str, count: int) -> list[Entry]:
-        part = self.parts[index]
-        start = bisect.bisect_right(part.ids, position(after))
-        end = bisect.bisect_right(part.ids, position(last))
-        return _unpacked(part.entries[start : min(end, start + count)])
-
-    def trim(self, index: int, before: str) -> None:
-        part = self.parts[index]
-        cut = bisect.bisect_left(part.ids, position(before))
-        del part.entries[:cut], part.ids[:cut]
-        if part.deleted:
-            oldest = part.ids[0] if part.ids else part.last_entry
-            part.deleted = {t: at for t, at in part.deleted.items() if at >= oldest}
-
-    def save_checkpoints(self, index: int, fence: str, checkpoints: Sequence[Checkpoint]) -> int:
-        self.fence(index, fence)
-        saved = self.parts[index].checkpoints
-        written = 0
-        for checkpoint in checkpoints:
-            old = saved.get(checkpoint.topic)
-            if old is None or checkpoint.position > old.position:
-                saved[checkpoint.topic] = checkpoint
-                written += 1
-        return written
 
     # -- publishing (publish_updates.lua) -------------------------------------------------
 
@@ -535,6 +480,8 @@ class Store:
         if payload.applied_id:
             count = 0 if part.applied is None else part.applied[1]
             part.applied = (payload.applied_id, count + payload.applied_entries)
+            if part.unpublished:
+                self._published_through(part, position(payload.applied_id))
         now = self.clock()
         series = self.series
 
@@ -550,17 +497,3 @@ class Store:
             self._series_expiry = now + _SERIES_EXPIRY_S
             series.expire(now)
         return updates
-
-    def state(self, index: int) -> tuple[str, int, dict[str, int], dict[str, int]]:
-        """read_state.lua: the applied position, how many entries, the latest clocks and
-        how long ago each was published (µs: since its update's id time)."""
-        part = self.parts[index]
-        applied, count = part.applied or (FIRST, 0)
-        latest = part.published.latest
-        now_ms = self.now_ms()
-        return (
-            applied,
-            count,
-            {t: u.clock_us for t, u in latest.items()},
-            {t: (now_ms - u.id.ms) * 1000 for t, u in latest.items()},
-        )

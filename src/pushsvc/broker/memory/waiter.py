@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pushsvc.broker.memory.log import read_entries
 from pushsvc.broker.memory.store import Store
 from pushsvc.broker.shared_log import Entry
 from pushsvc.core.partitions import Partition
@@ -11,8 +12,7 @@ from pushsvc.core.partitions import Partition
 
 class MemoryWaiter:
     """`shared_log.LogWaiter` on a `Store`: one read over every partition. With nothing to
-    read, a blocking store's waiter waits up to `block_ms` for an entry to be logged (the
-    embedded server); a simulation's answers at once (the simulation moves the clock)."""
+    read, it waits up to `block_ms` for an entry to be logged."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -27,16 +27,15 @@ class MemoryWaiter:
         def read() -> dict[Partition, list[Entry]]:
             found = {}
             for shard, position in after.items():
-                entries = store.read(shard[0], position, count)
+                entries = read_entries(store.parts[shard[0]], position, count)
                 if entries:
                     found[shard] = entries
             return found
 
         logged = store.logged
-        if logged is not None:
-            logged.clear()  # nothing yields between this and the read: no entry is missed
+        logged.clear()  # nothing yields between this and the read: no entry is missed
         found = store.run("read", None, read)
-        if found or logged is None or block_ms <= 0:
+        if found or block_ms <= 0:
             return found
         if logged.wait(block_ms / 1000):
             found = store.run("read", None, read)
