@@ -14,9 +14,14 @@ gamma* = gamma / (1 - alpha). For each value y, its one-step error and the updat
 and the forecast h buckets ahead is level + h * trend + season[phase of that bucket].
 
 Start: the first two seasons are kept; then the trend is the difference of their means over
-a season, the level the first season's mean carried to its end, the season each value of the
-first season minus that line (a zero-sum season), and the second season is learned as above.
-So forecasts start after `2 * season` values, as statsforecast's and R's `ets` need two
+a season, the level the line through the two means at the end of the second season, and the
+season the mean of each phase's two deviations from that line (a zero-sum season averaged over
+two seasons: starting from one season's values, as the textbook start does, leaves one
+season's noise in the season, which a small gamma takes many seasons to forget; on NAB's real
+series the averaged start is the more accurate by far, docs/performance.md). With beta = 0
+the trend can never change, so it starts at 0 rather than at what two seasons suggested: the
+model is then ETS(A,N,A), level and season only (and the variance below is that model's). So
+forecasts start after `2 * season` values, as statsforecast's and R's `ets` need two
 seasons too.
 
 Intervals: the h-step forecast variance of ETS(A,A,A) (the book's Table 6.1, class 1;
@@ -27,14 +32,18 @@ FPP Table 8.8) with k = (h - 1) // season:
 
 `var` is the variance of the one-step errors: their mean square, over all errors up to
 `VAR_WINDOW` of them, then an exponentially weighted one of that span (one number, and it
-follows a series whose noise changes). Normal quantiles: the model's errors are Gaussian
+follows a series whose noise changes). It starts from the two seasons' differences, counted as
+a season's errors. Normal quantiles: the model's errors are Gaussian
 innovations.
 
-Parameters: fixed (`DEFAULT_PARAMS`), not fitted. A fit (statsforecast's is a likelihood
-optimisation over the whole past) costs a pass over the history per fit and makes the state
-depend on when it ran; with these defaults the model is as accurate as statsforecast's fitted
-Holt-Winters on NAB's real series (docs/performance.md). The parameters are the rule's to
-change.
+Parameters: fixed (`DEFAULT_PARAMS`, the rule's defaults), not fitted. A fit
+(statsforecast's is a likelihood optimisation over the whole past, initial states included)
+costs a pass over the history per fit and makes the state depend on when it ran. The defaults
+(a slow level, no trend, a season that moves a tenth of each error) were chosen from a small
+grid on NAB's real series, where they are more accurate than statsforecast's fitted
+Holt-Winters on the median series at every horizon measured (docs/performance.md): real
+series drift and jump more than they trend, and a trend extrapolated for hours costs more
+than it gains. A rule may set them.
 
 Cost: the season's values (8 bytes each), the level, trend, variance and counters; until
 the start, the two seasons' values. A value costs a constant amount of work; the start costs
@@ -47,13 +56,12 @@ import math
 from array import array
 from dataclasses import dataclass
 
+from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, MAX_SEASON
 from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
-__all__ = ["DEFAULT_PARAMS", "MAX_SEASON", "VAR_WINDOW", "HoltWinters", "HwParams"]
+__all__ = ["DEFAULT_PARAMS", "VAR_WINDOW", "HoltWinters", "HwParams"]
 
-MAX_SEASON = 10_080
-"""The longest season, in buckets: a week of 1-minute buckets (80 KB of state per series)."""
 VAR_WINDOW = 200
 """The one-step error variance averages all errors up to this many, then weighs them
 exponentially with this span: short enough that the larger errors of the first seasons (a
@@ -67,9 +75,9 @@ class HwParams:
     """The smoothing parameters of the error-correction form (see the module docstring):
     0 < alpha < 1, 0 <= beta <= alpha, 0 <= gamma <= 1 - alpha."""
 
-    alpha: float = 0.2
-    beta: float = 0.0
-    gamma: float = 0.1
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    gamma: float = DEFAULT_GAMMA
 
     def check(self) -> None:
         if not (0 < self.alpha < 1 and 0 <= self.beta <= self.alpha):
@@ -101,7 +109,8 @@ class HoltWinters:
         """The season's components by phase (learned value number mod `season`)."""
         self.level = self.trend = self.var = 0.0
         self.errors = 0
-        """One-step errors seen (the variance's weight is 1 / min(errors, VAR_WINDOW))."""
+        """The errors the variance stands for (the next one's weight is 1 / min(errors + 1,
+        VAR_WINDOW))."""
 
     @property
     def learned(self) -> int:
@@ -125,15 +134,18 @@ class HoltWinters:
         m = self.season
         first = math.fsum(values[:m]) / m
         second = math.fsum(values[m:]) / m
-        trend = (second - first) / m
+        trend = (second - first) / m if self.params.beta else 0.0
         centre = (m - 1) / 2
-        self.seasonal = array("d", (values[i] - (first + (i - centre) * trend) for i in range(m)))
-        self.level = first + centre * trend
+        # Each value's deviation from the line through the two seasons' means.
+        off = [values[t] - (first + (t - centre) * trend) for t in range(2 * m)]
+        self.seasonal = array("d", ((off[i] + off[i + m]) / 2 for i in range(m)))
+        self.level = first + (2 * m - 1 - centre) * trend
         self.trend = trend
+        # A value's error from the averaged season is half its season's difference: their
+        # mean square is the first estimate of the one-step variance, worth a season's errors.
+        self.var = math.fsum((off[i] - off[i + m]) ** 2 for i in range(m)) / (2 * m)
+        self.errors = min(m, VAR_WINDOW)
         self._start = None
-        self._learned = m
-        for value in values[m:]:
-            self._update(value)
 
     def _update(self, value: float) -> None:
         p, seasonal = self.params, self.seasonal

@@ -113,14 +113,16 @@ def test_student_t_quantiles() -> None:
 
 
 def reference_hw(y: np.ndarray, m: int, a: float, b: float, g: float, h: int) -> np.ndarray:
-    """ETS(A,A,A), error-correction form, started from the first two seasons, written plainly:
-    the forecasts 1..h after the last value."""
+    """ETS(A,A,A), error-correction form, started from the first two seasons (the season
+    their mean deviation from the line through their means), written plainly: the forecasts
+    1..h after the last value."""
     first, second = y[:m].mean(), y[m : 2 * m].mean()
-    trend = (second - first) / m
+    trend = (second - first) / m if b else 0.0  # beta = 0: no trend (ETS(A,N,A))
     centre = (m - 1) / 2
-    season = [y[i] - (first + (i - centre) * trend) for i in range(m)]
-    level = first + centre * trend
-    for t in range(m, len(y)):
+    off = [y[t] - (first + (t - centre) * trend) for t in range(2 * m)]
+    season = [(off[i] + off[i + m]) / 2 for i in range(m)]
+    level = first + (2 * m - 1 - centre) * trend
+    for t in range(2 * m, len(y)):
         e = y[t] - (level + trend + season[t % m])
         level = level + trend + a * e
         trend = trend + b * e
@@ -129,7 +131,9 @@ def reference_hw(y: np.ndarray, m: int, a: float, b: float, g: float, h: int) ->
     return np.array([level + k * trend + season[(n + k - 1) % m] for k in range(1, h + 1)])
 
 
-@pytest.mark.parametrize("params", [HwParams(), HwParams(0.5, 0.05, 0.3), HwParams(0.05, 0.0, 0.0)])
+@pytest.mark.parametrize(
+    "params", [HwParams(), HwParams(0.2, 0.01, 0.1), HwParams(0.5, 0.05, 0.3), HwParams(0.05, 0, 0)]
+)
 def test_holt_winters_equals_the_reference(params: HwParams) -> None:
     y = realish(24 * 20)
     model = HoltWinters(24, params)
@@ -142,7 +146,7 @@ def test_holt_winters_equals_the_reference(params: HwParams) -> None:
 
 
 def test_holt_winters_waits_for_two_seasons() -> None:
-    model = HoltWinters(12)
+    model = HoltWinters(12, HwParams(0.1, 0.01, 0.1))
     for i in range(23):
         model.learn(float(i))
         assert model.predict(3) == []
