@@ -7,6 +7,7 @@ the model; a topic without `forecast` drafts none."""
 from __future__ import annotations
 
 import math
+import tomllib
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ import pytest
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event
-from pushsvc.rules.analytics import Rule, Rules, default_rule
+from pushsvc.rules.analytics import Rule, Rules, default_rule, parse_rules
 from pushsvc.rules.forecast import ForecastRule
 from pushsvc.rules.tiers import parse_tiers
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
@@ -145,3 +146,45 @@ def test_a_cold_aggregator_restored_from_a_checkpoint_forecasts_as_one_that_neve
         ]  # fmt: skip
         assert all(r == c for r, c in later)
         assert sum(b'"forecast"' in body for r, _ in later for body in r) > 5
+
+
+ALERTED = """
+[[rule]]
+topics = ["s.*"]
+windows = ["10s"]
+stats = ["count", "mean"]
+group_by = GROUPS
+forecast = { tier = "1s", model = "linear", range = "5s", horizon = "10s" }
+
+[[alert]]
+name = "soon"
+topics = ["s.*"]
+when = "forecast(mean, 10s) > 100"
+"""
+
+
+@pytest.mark.parametrize("group_by", [(), ("k",)])
+def test_a_forecast_alert_fires_before_the_threshold_is_crossed(
+    group_by: tuple[str, ...],
+) -> None:
+    """A ramp of 2 a second from 40: the linear forecast 10 s ahead passes 100 once the last
+    closed bucket's mean passes 80, at 20 s; the ramp itself passes 100 at 30 s."""
+    text = ALERTED.replace("GROUPS", repr(list(group_by)).replace("'", '"'))
+    rules = parse_rules(tomllib.loads(text), default_rule((10 * S,), ("count",), TIERS))
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=2 * S)
+    changes = []
+    for i in range(40):
+        for j in range(2):
+            event = Event(40 + 2 * i + j, T0 + i * S + j * 500_000, {"k": "a"})
+            for d in aggregator.apply_events("s.a", [event]):
+                if d.topic == "_alerts":
+                    changes.append((event.ts_us, orjson.loads(d.body)))
+    firing = [(ts, c) for ts, c in changes if c["state"] == "firing"]
+    assert firing, changes
+    ts = firing[0][0]
+    # The topic's own series, and the group's (the same events) with its own model.
+    assert [c["group"] for _, c in firing] == ([None, {"k": "a"}] if group_by else [None])
+    assert len({t for t, _ in firing}) == 1
+    # Bucket 20 s (mean 80.5 + ...) closes at 23 s (its end and the 2 s lateness).
+    assert ts < T0 + 30 * S
+    assert T0 + 18 * S <= ts <= T0 + 24 * S, (ts - T0) / S

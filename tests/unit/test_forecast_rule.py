@@ -159,3 +159,48 @@ def test_a_bad_forecast_field_is_one_line_naming_the_rule(
     assert "\n" not in message
     assert message.startswith(f"rules file {path}: rule 1 (a): ")
     assert line in message
+
+
+FORECASTING = A + 'forecast = { tier = "1m", horizon = "1h", model = "linear", range = "30m" }\n'
+
+
+def _alert(when: str) -> str:
+    return f'[[alert]]\nname = "soon"\ntopics = ["a"]\nwhen = "{when}"\n'
+
+
+def test_an_alert_may_name_the_forecast() -> None:
+    rules = _rules(FORECASTING + _alert("forecast(mean, 30m) > 100"))
+    (alert,) = rules.alerts
+    assert (alert.when.stat, alert.when.window, alert.when.ahead_us) == (
+        "mean",
+        "forecast:30m",
+        30 * M,
+    )
+    assert alert.describe()["when"] == "forecast(mean, 30m) > 100"
+    (spaced,) = _rules(FORECASTING + _alert("forecast( mean ,1800s )>=1e2")).alerts
+    assert spaced.when.window == "forecast:30m" and spaced.when.threshold == 100
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        (A + _alert("forecast(mean, 30m) > 100"), "when: rule 1 has no forecast"),
+        (FORECASTING + _alert("forecast(p99, 30m) > 1"), "when: rule 1 forecasts mean, not p99"),
+        (
+            FORECASTING + _alert("forecast(mean, 2h) > 1"),
+            "when: 2h ahead is not a whole number of 1m buckets within rule 1's forecast "
+            "horizon (1h)",
+        ),
+        (FORECASTING + _alert("forecast(mean, 90s) > 1"), "when: 90s ahead is not a whole"),
+        (FORECASTING + _alert("forecast(mean, 0s) > 1"), "how far ahead must be longer than 0"),
+        (FORECASTING + _alert("forecast(mean, soon) > 1"), "'soon' is not a duration"),
+        (FORECASTING + _alert("forecast(mean) > 1"), "nor forecast(stat, ahead) op number"),
+    ],
+)
+def test_a_bad_forecast_condition_is_one_line(tmp_path: Path, body: str, line: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as raised:
+        load_rules(str(path), DEFAULT)
+    message = str(raised.value)
+    assert "\n" not in message and line in message

@@ -493,7 +493,7 @@ def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
     scalars = rule.scalars
     if rule.number in sessions_taken:
         scalars = (*scalars, *SESSION_SCALARS)
-    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars)
+    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars, rule.forecast)
 
 
 class _FieldError(Exception):

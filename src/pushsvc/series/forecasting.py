@@ -49,13 +49,15 @@ class BucketForecaster:
     """Learns the closing points of the rule's tier; `fields` is the forecast after the last.
     Not greenlet-safe (one aggregator)."""
 
-    __slots__ = ("last_us", "model", "rule")
+    __slots__ = ("_predicted", "last_us", "model", "rule")
 
     def __init__(self, rule: ForecastRule, model: Model | None = None, last_us: int = -1) -> None:
         self.rule = rule
         self.model = model if model is not None else _model(rule)
         self.last_us = last_us
         """The start of the last bucket learned; -1 before the first."""
+        self._predicted: list[Predicted] | None = None
+        """`predict()` until the next bucket is learned (alerts read it on every event)."""
 
     @property
     def label(self) -> str:
@@ -67,10 +69,14 @@ class BucketForecaster:
         rule = self.rule
         self.model.learn(stat_value(point, rule.stat, rule.tier_us))
         self.last_us = point.t_us
+        self._predicted = None
 
     def predict(self) -> list[Predicted]:
         """The horizon's steps after the last bucket learned (empty while learning)."""
-        return self.model.predict(self.rule.horizon)
+        predicted = self._predicted
+        if predicted is None:
+            predicted = self._predicted = self.model.predict(self.rule.horizon)
+        return predicted
 
     def fields(self) -> dict[str, Any]:
         """The forecast as the API and streams give it (module docstring)."""
