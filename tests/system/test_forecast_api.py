@@ -2,7 +2,8 @@
 `aggregate`): `GET /topics/{topic}/forecast` gives the forecast the model module makes from the
 series' own closed points (their means equal pandas' `resample`), each group's its own;
 `?forecast=` streams carry the forecasts as buckets close, and `?series=` streams never do;
-bad requests are a 400 or 404 naming what is wrong; the spec's schema fits the answer."""
+bad requests are a 400 or 404 naming what is wrong; the spec's schema fits the answer; the
+Python client gives it as a DataFrame."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 from harness.redis_server import RedisServer
 
+from pushsvc.client import ApiError, Client
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_linear import LinearModel
 
@@ -209,3 +211,18 @@ def test_a_bad_request_says_what_is_wrong(
     got, _, body = request(server.port, "GET", path)
     assert got == status, body
     assert words in json.loads(body)["error"]["message"]
+
+
+def test_the_python_client_gives_the_forecast_as_a_dataframe(server: PushsvcProcess) -> None:
+    topic = "fc.grouped.client"
+    _post_all(server.port, topic, _events(40))
+    answer = _forecast_of(server.port, topic, 34, "grill")
+    with Client(f"http://127.0.0.1:{server.port}") as client:
+        frame = client.forecast(topic, group={"station": "grill"})
+        with pytest.raises(ApiError) as refused:
+            client.forecast("plain")
+    assert list(frame.columns) == ["mean", "lo80", "hi80", "lo95", "hi95"]
+    assert frame.attrs == {k: answer[k] for k in ("model", "stat", "resolution", "from")}
+    assert [t.timestamp() * 1000 for t in frame.index] == [p["t"] for p in answer["points"]]
+    assert frame["hi95"].tolist() == [p["hi95"] for p in answer["points"]]
+    assert refused.value.status == 404 and refused.value.code == "not_found"

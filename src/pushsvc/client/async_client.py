@@ -134,6 +134,9 @@ class AsyncClient:
             )
         )
 
+    async def forecast(self, topic: str, *, group: GroupChoice | None = None) -> pd.DataFrame:
+        return await self._run(calls.forecast(topic, group=group))
+
     async def stats(self, topic: str, *, group: GroupChoice | None = None) -> dict[str, Any]:
         return await self._run(
             calls.get_json(calls.topic_path(topic, "stats"), calls.group_params(group))
