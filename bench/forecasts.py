@@ -27,7 +27,10 @@ dependency of pushsvc). NAB's data comes from a checkout of numenta/NAB (never c
     python -m bench.forecasts --nab /path/to/NAB            # needs NAB/data/real*/
     python -m bench.forecasts --nab /path/to/NAB --no-statsforecast --only Twitter
 
-It prints the table docs/performance.md keeps, then the cost per learned bucket in µs.
+It prints the table docs/performance.md keeps, how often pushsvc's model beats statsforecast's
+per series, its interval coverage, then the cost per bucket in µs: learning alone, and what
+the aggregator does per closed bucket (learn, forecast the horizon, its JSON; `--cost-only`
+for these alone).
 """
 
 from __future__ import annotations
@@ -42,10 +45,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
+from pushsvc.rules.forecast import ForecastRule
+from pushsvc.rules.point import Point
 from pushsvc.series.forecast_holt_winters import HoltWinters
 from pushsvc.series.forecast_linear import LinearModel
+from pushsvc.series.forecasting import BucketForecaster
 
 SEASON = 288
 HORIZONS = (1, 12, 48)
@@ -136,6 +143,24 @@ def score(y: np.ndarray, split: int, forecasts: dict[int, np.ndarray]) -> dict[s
     return out
 
 
+def coverage(y: np.ndarray, origins: list[int]) -> dict[int, tuple[float, float]]:
+    """pushsvc holt_winters' interval coverage at each horizon: the share of the future
+    values inside the 80 % and the 95 % intervals made at the origins."""
+    model, wanted = HoltWinters(SEASON), set(origins)
+    hits: dict[int, list[tuple[bool, bool]]] = {h: [] for h in HORIZONS}
+    for i, value in enumerate(y[: max(origins)]):
+        model.learn(float(value))
+        if i + 1 in wanted:
+            predicted = model.predict(max(HORIZONS))
+            for h in HORIZONS:
+                p, actual = predicted[h - 1], y[i + h]
+                hits[h].append((p.lo80 <= actual <= p.hi80, p.lo95 <= actual <= p.hi95))
+    return {
+        h: (statistics.fmean(a for a, _ in v), statistics.fmean(b for _, b in v))
+        for h, v in hits.items()
+    }
+
+
 def cost_us(make: Callable[[], HoltWinters | LinearModel], y: np.ndarray) -> float:
     model = make()
     values = [float(v) for v in y]
@@ -145,20 +170,59 @@ def cost_us(make: Callable[[], HoltWinters | LinearModel], y: np.ndarray) -> flo
     return (time.perf_counter() - started) * 1e6 / len(values)
 
 
+def close_cost_us(y: np.ndarray, rule: ForecastRule) -> float:
+    """What the aggregator does per closed bucket of a forecast tier: learn the point, make the
+    forecast over the horizon and its JSON (`BucketForecaster`), in µs per bucket."""
+    forecaster = BucketForecaster(rule)
+    points = [
+        Point(i * rule.tier_us, 1, float(v), float(v), float(v), float(v), None, v, v, v)
+        for i, v in enumerate(y.tolist())
+    ]
+    started = time.perf_counter()
+    for point in points:
+        forecaster.learn(point)
+        orjson.dumps(forecaster.fields())
+    return (time.perf_counter() - started) * 1e6 / len(points)
+
+
+def print_costs(longest: np.ndarray) -> None:
+    print(f"cost per learned bucket, one series of {len(longest)} points:")
+    print(
+        f"  holt_winters (season {SEASON}): {cost_us(lambda: HoltWinters(SEASON), longest):.2f} µs"
+    )
+    print(f"  linear (window 72): {cost_us(lambda: LinearModel(72), longest):.2f} µs")
+    five = 300_000_000
+    for horizon in (12, 48, 360):
+        rules = {
+            "holt_winters": ForecastRule(five, horizon, "holt_winters", "mean", season=SEASON),
+            "linear": ForecastRule(five, horizon, "linear", "mean", range=72),
+        }
+        for label, rule in rules.items():
+            cost = close_cost_us(longest, rule)
+            print(f"  per closed bucket, {label}, horizon {horizon}: {cost:.1f} µs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nab", type=Path, required=True, help="a checkout of numenta/NAB")
     parser.add_argument("--only", action="append", default=[], help="files whose name has this")
     parser.add_argument("--no-statsforecast", action="store_true")
+    parser.add_argument("--cost-only", action="store_true", help="only the cost per bucket")
     args = parser.parse_args(argv)
     series = load(args.nab, args.only)
     if not series:
         print(f"no 5-minute real series under {args.nab}/data", file=sys.stderr)
         return 1
+    if args.cost_only:
+        print_costs(max(series.values(), key=len))
+        return 0
     table: dict[str, dict[str, list[float]]] = {}
+    covered: dict[int, list[tuple[float, float]]] = {h: [] for h in HORIZONS}
     for name, y in series.items():
         split = int(len(y) * PAST)
         origins = list(range(split, len(y) - max(HORIZONS) + 1, STRIDE))
+        for h, shares in coverage(y, origins).items():
+            covered[h].append(shares)
         for label, forecaster in models(not args.no_statsforecast).items():
             scored = score(y, split, forecaster(y, split, origins))
             for key, value in scored.items():
@@ -175,20 +239,21 @@ def main(argv: list[str] | None = None) -> int:
             wins = sum(a < b for a, b in zip(figures[key], naive[key], strict=True))
             cells.append(f"{statistics.median(figures[key]):.3f} ({wins})")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    longest = max(series.values(), key=len)
-    print(f"cost per learned bucket, one series of {len(longest)} points:")
-    print(
-        f"  holt_winters (season {SEASON}): {cost_us(lambda: HoltWinters(SEASON), longest):.2f} µs"
-    )
-    print(f"  linear (window 72): {cost_us(lambda: LinearModel(72), longest):.2f} µs")
-    h = max(HORIZONS)
-    model = HoltWinters(SEASON)
-    for v in longest:
-        model.learn(float(v))
-    started = time.perf_counter()
-    for _ in range(100):
-        model.predict(h)
-    print(f"  holt_winters predict({h}): {(time.perf_counter() - started) * 1e4:.1f} µs")
+    reference = "statsforecast HW (AAA)"
+    if reference in table:
+        ours = table["pushsvc holt_winters"]
+        beaten = [
+            f"{key} {sum(a < b for a, b in zip(ours[key], table[reference][key], strict=True))}"
+            for key in keys
+        ]
+        print(f"pushsvc holt_winters better than {reference} on n series: {', '.join(beaten)}")
+    print("pushsvc holt_winters interval coverage, median over series (80 % / 95 %):")
+    for h, per_series in covered.items():
+        print(
+            f"  h={h}: {statistics.median(a for a, _ in per_series):.3f} / "
+            f"{statistics.median(b for _, b in per_series):.3f}"
+        )
+    print_costs(max(series.values(), key=len))
     return 0 if all(math.isfinite(v) for f in table.values() for x in f.values() for v in x) else 1
 
 
