@@ -2,11 +2,12 @@
 SIGKILL, later every aggregator at once before two start cold (the log trimmed meanwhile: the
 model's state comes back from a checkpoint only). Afterwards every forecast a `?forecast=`
 stream received, and the one `GET /topics/{topic}/forecast` answers, is the one an
-uninterrupted run makes."""
+uninterrupted run makes. The same across a stop and start of `pushsvc serve --data-dir`."""
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from harness.live import request, wait_until
+from harness.live import PushsvcProcess, post, request, wait_until
 
 from faults import backends
 from faults.backends import Store
@@ -27,6 +28,7 @@ from pushsvc.rules.tiers import parse_tiers
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 S = 1_000_000
+T0 = 1_763_700_000 * S
 TIERS = "1s:15m,10s:1h"
 # Two seasons of 3 s to learn: the producer's run forecasts from its seventh bucket on.
 RULES = """
@@ -94,3 +96,43 @@ def test_forecasts_survive_kill_9_and_a_cold_restart(
         return status == 200 and json.loads(body) == {"topic": topic, **last}
 
     wait_until(answered, timeout=20, what="the last forecast")
+
+
+def test_forecasts_survive_a_stop_and_start_with_a_data_dir(tmp_path: Path) -> None:
+    topic = "forecast.kept"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    args = ("serve", "--tick", "0", "--data-dir", str(tmp_path / "data"), "--series", TIERS)
+    args += ("--rules", str(rules), "--windows", "2s")
+    events = [
+        (round(20 + 3 * math.sin(2 * math.pi * i / 3) + 0.2 * j, 6), T0 + i * S + j * 250_000)
+        for i in range(120)
+        for j in range(4)
+    ]
+    half = len(events) // 2
+    expected = _reference(events, topic, rules)
+
+    def forecast_after(port: int, closed: int) -> dict[str, Any]:
+        answer: dict[str, Any] = {}
+
+        def made() -> bool:
+            nonlocal answer
+            status, _, body = request(port, "GET", f"/topics/{topic}/forecast")
+            answer = json.loads(body)
+            return status == 200 and answer["from"] == (T0 + (closed - 1) * S) // 1000
+
+        wait_until(made, timeout=20, what=f"the forecast after {closed} buckets")
+        return answer
+
+    for part, closed in ((events[:half], 54), (events[half:], 114)):
+        server = PushsvcProcess(*args).start()
+        try:
+            for start in range(0, len(part), 100):
+                batch = [{"value": v, "ts": t / S} for v, t in part[start : start + 100]]
+                assert post(server.port, topic, batch)[0] == 202
+            got = forecast_after(server.port, closed)
+        finally:
+            server.stop()
+        made = [m["forecast"] for m in expected if m["forecast"]["from"] == got["from"]]
+        assert made and got == {"topic": topic, **made[0]}
+        assert got["points"]
