@@ -226,3 +226,27 @@ def test_the_python_client_gives_the_forecast_as_a_dataframe(server: PushsvcProc
     assert [t.timestamp() * 1000 for t in frame.index] == [p["t"] for p in answer["points"]]
     assert frame["hi95"].tolist() == [p["hi95"] for p in answer["points"]]
     assert refused.value.status == 404 and refused.value.code == "not_found"
+
+
+def test_frames_carry_the_latest_forecast_as_buckets_close(server: PushsvcProcess) -> None:
+    topic = "fc.frames"
+    events = _events(90)
+    _post_all(server.port, topic, events[: 60 * 3])
+    _forecast_of(server.port, topic, 54)
+    with Client(f"http://127.0.0.1:{server.port}") as client:
+        frames = client.frames(topic, every=0.1, forecast="1s")
+        first = next(frames)
+        pd.testing.assert_frame_equal(first.attrs["forecast"], client.forecast(topic))
+        _post_all(server.port, topic, events[60 * 3 :])
+        later = _forecast_of(server.port, topic, 84)
+        for frame in frames:
+            if frame.attrs["forecast"].attrs["from"] == later["from"]:
+                break
+        frames.close()
+    assert frame.attrs["forecast"]["mean"].tolist() == [p["mean"] for p in later["points"]]
+    assert len(frame) == len(events)
+    plain = Client(f"http://127.0.0.1:{server.port}")
+    with plain:
+        unforecast = plain.frames(topic, every=0.1)
+        assert "forecast" not in next(unforecast).attrs
+        unforecast.close()
