@@ -19,6 +19,7 @@ from pushsvc.http.api import (
     anomalies,
     dashboard,
     deletion,
+    forecast,
     health,
     history,
     openapi,
@@ -83,6 +84,7 @@ def create_app(
         presence.bp,
         series.bp,
         anomalies.bp,
+        forecast.bp,
         health.bp,
         openapi.bp,
     )

@@ -61,12 +61,12 @@ def test_without_grouping_rules_the_document_allows_no_group_filter_on_a_topic(
     client: FlaskClient,
 ) -> None:
     schemas = _one_topic_group_schemas(client)
-    assert len(schemas) == 4  # stream, stats, history, series
+    assert len(schemas) == 5  # stream, stats, history, series, forecast
     for schema in schemas.values():
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(["station:grill"], schema)
     assert client.post("/topics/orders/events", json={"value": 1}).status_code == 202
-    for path in ("stats", "history", "series", "stream"):
+    for path in ("stats", "history", "series", "stream", "forecast"):
         answer = client.get(f"/topics/orders/{path}?group=station:grill")
         assert answer.status_code == 400, path
         assert answer.get_json()["error"]["code"] == "ungrouped_tag", path

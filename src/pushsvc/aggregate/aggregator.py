@@ -454,7 +454,8 @@ class Aggregator:
         tiers = len(self._factory.tiers(rule))
         alerts = bool(self.rules.alerts_for(topic))
         # An anomaly detector's state is the whole past of its series, which no log keeps.
-        scored = rule.anomaly is not None and tiers > 0
+        # So is a forecast model's.
+        scored = (rule.anomaly is not None or rule.forecast is not None) and tiers > 0
         return bool(
             rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts or scored
         )

@@ -38,6 +38,7 @@ def checkpoint_of(state: TopicState, topic: str, position: LogPosition) -> Check
         b"" if state.alerts is None else state.alerts.alerts.durable_state(),
         _scores_state(series),
         b"" if state.sessions is None else state.sessions.windows.durable_state(),
+        _forecast_state(series),
     )
 
 
@@ -55,6 +56,7 @@ def _groups_of(state: TopicState) -> tuple[GroupCheckpoint, ...]:
             _durable(g.stats),
             _series_state(kept.get(g.id)),
             _scores_state(kept.get(g.id)),
+            _forecast_state(kept.get(g.id)),
         )
         for g in state.groups
         if (g_clock := g.stats.clock_us) is not None
@@ -80,7 +82,9 @@ def restore_into(
         state.sessions.windows.restore(checkpoint.sessions)
     series = state.series
     if series is not None and checkpoint.series:
-        series.series = series.restored_series(checkpoint.series, checkpoint.anomaly)
+        series.series = series.restored_series(
+            checkpoint.series, checkpoint.anomaly, checkpoint.forecast
+        )
     if state.groups is not None:
         state.groups.sweep_slot = checkpoint.sweep_slot
         for saved in checkpoint.groups:
@@ -89,7 +93,7 @@ def restore_into(
                 Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
             )
             if series is not None and saved.series:
-                series.restore_group(saved.id, saved.series, saved.anomaly)
+                series.restore_group(saved.id, saved.series, saved.anomaly, saved.forecast)
 
 
 def horizon_of(state: TopicState) -> int | None:
@@ -117,6 +121,11 @@ def _series_state(series: SeriesBuckets | None) -> bytes:
 def _scores_state(series: SeriesBuckets | None) -> bytes:
     scorer = None if series is None else series.scorer
     return b"" if scorer is None else scorer.to_bytes()
+
+
+def _forecast_state(series: SeriesBuckets | None) -> bytes:
+    forecaster = None if series is None else series.forecaster
+    return b"" if forecaster is None else forecaster.to_bytes()
 
 
 def _durable(stats: TopicWindows | RuleStats) -> bytes:

@@ -159,7 +159,9 @@ class TopicFactory:
                 stages.append(state.anomaly)
         matching = self.rules.alerts_for(topic)
         if matching:
-            state.alerts = AlertStage(TopicAlerts(topic, matching), groups)
+            state.alerts = AlertStage(
+                TopicAlerts(topic, matching), groups, state.series, rule.forecast
+            )
             stages.append(state.alerts)
         state.stages = tuple(stages)
         return state

@@ -134,6 +134,9 @@ class AsyncClient:
             )
         )
 
+    async def forecast(self, topic: str, *, group: GroupChoice | None = None) -> pd.DataFrame:
+        return await self._run(calls.forecast(topic, group=group))
+
     async def stats(self, topic: str, *, group: GroupChoice | None = None) -> dict[str, Any]:
         return await self._run(
             calls.get_json(calls.topic_path(topic, "stats"), calls.group_params(group))
@@ -272,15 +275,29 @@ class AsyncClient:
         every: str | float = "1s",
         since: Time | None = None,
         max_rows: int = DEFAULT_MAX_ROWS,
+        forecast: str | None = None,
     ) -> AsyncIterator[pd.DataFrame]:
         interval = interval_seconds(every)
         updates, first, last = await self._run(calls.history_updates(topic, since=since))
-        live = LiveFrame(topic, updates, first, last["resume_id"], max_rows=max_rows)
+        latest = None
+        if forecast is not None:
+            try:
+                latest = await self.forecast(topic)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        live = LiveFrame(
+            topic, updates, first, last["resume_id"], max_rows=max_rows, forecast=latest,
+            forecasts=forecast is not None,
+        )  # fmt: skip
+        options = StreamOptions(forecast=[forecast] if forecast is not None else None)
         yield live.frame
         inbox: asyncio.Queue[RawMessage] = asyncio.Queue()
 
         async def pump() -> None:
-            async for message in self.raw_stream(topic, last_event_id=last["resume_id"]):
+            async for message in self.raw_stream(
+                topic, last_event_id=last["resume_id"], options=options
+            ):
                 inbox.put_nowait(message)
 
         reader = asyncio.create_task(pump())

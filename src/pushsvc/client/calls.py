@@ -25,7 +25,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from pushsvc.client.models import history_dataframe, series_dataframe
+from pushsvc.client.models import forecast_dataframe, history_dataframe, series_dataframe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -252,6 +252,12 @@ def series(
     for key in ("resolution", "segments", "more"):
         frame.attrs[key] = answer[key]
     return frame
+
+
+def forecast(topic: str, *, group: GroupChoice | None = None) -> Plan[pd.DataFrame]:
+    """The topic's (or a group's) latest forecast as a DataFrame (`Client.forecast`)."""
+    answer = yield from get_json(topic_path(topic, "forecast"), group_params(group))
+    return forecast_dataframe(answer)
 
 
 def check_sendable(events: Sequence[Mapping[str, object]]) -> None:

@@ -355,6 +355,28 @@ def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+FORECAST_COLUMNS = ("mean", "lo80", "hi80", "lo95", "hi95")
+
+
+def forecast_dataframe(answer: Mapping[str, Any]) -> pd.DataFrame:
+    """A forecast (`GET /topics/{t}/forecast`) as a DataFrame indexed by the start of each
+    bucket predicted (`time`, datetime64 UTC), columns `mean` and the 80 % and 95 % interval
+    bounds (float64); `attrs` keeps `model`, `stat`, `resolution` and `from` (the start of the
+    last bucket learned, epoch ms). Empty while the model learns. Needs pandas."""
+    require("Client.forecast()", "pandas")
+    import pandas as pd
+
+    points = answer["points"]
+    frame = pd.DataFrame(
+        [[p[c] for c in FORECAST_COLUMNS] for p in points], columns=list(FORECAST_COLUMNS)
+    ).astype("float64")
+    times = [p["t"] * 1000 for p in points]
+    frame.index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")
+    for key in ("model", "stat", "resolution", "from"):
+        frame.attrs[key] = answer[key]
+    return frame
+
+
 def history_dataframe(
     updates: Sequence[Mapping[str, Any]], windows: Sequence[str], stats: Sequence[str]
 ) -> pd.DataFrame:

@@ -59,6 +59,7 @@ class StreamOptions:
     series: Sequence[str] | None = None
     max_hz: float | None = None
     precision: int | None = None
+    forecast: Sequence[str] | None = None
 
     def params(self) -> list[tuple[str, str]]:
         params: list[tuple[str, str]] = []
@@ -68,6 +69,8 @@ class StreamOptions:
             params.append(("stats", ",".join(self.stats)))
         if self.series:
             params.append(("series", ",".join(self.series)))
+        if self.forecast:
+            params.append(("forecast", ",".join(self.forecast)))
         if self.max_hz is not None:
             params.append(("max_hz", repr(self.max_hz)))
         if self.precision is not None:

@@ -175,6 +175,14 @@ class Client:
             )
         )
 
+    def forecast(self, topic: str, *, group: GroupChoice | None = None) -> pd.DataFrame:
+        """The topic's (or one group's) latest forecast (its rule's `forecast`) as a DataFrame
+        indexed by each predicted bucket's start (UTC): `mean`, `lo80`, `hi80`, `lo95`,
+        `hi95`; `frame.attrs` has `model`, `stat`, `resolution` and `from` (needs the tools
+        extra). `ApiError` (404, `not_found`) where the rule forecasts nothing or none is kept
+        yet."""
+        return self._run(calls.forecast(topic, group=group))
+
     def stats(self, topic: str, *, group: GroupChoice | None = None) -> dict[str, Any]:
         """The topic's (or a group's) latest snapshot: `{"topic", "id", "ts", "windows", …}`."""
         path = calls.topic_path(topic, "stats")
@@ -343,6 +351,7 @@ class Client:
         every: str | float = "1s",
         since: Time | None = None,
         max_rows: int = DEFAULT_MAX_ROWS,
+        forecast: str | None = None,
     ) -> Iterator[pd.DataFrame]:
         """A growing DataFrame of the topic's updates (`history()`'s columns): first its
         history (from `since`, else the newest the server keeps), then, every `every` that
@@ -351,17 +360,32 @@ class Client:
 
             for frame in client.frames("orders", every="1s"):
                 frame.plot(x="time", y="1m_mean")   # in a notebook: redraw
+
+        `forecast`: a tier the topic's rule forecasts ("1m"): each frame's
+        `attrs["forecast"]` is then its latest forecast (`forecast()`'s DataFrame; None until
+        one is made), the stream bringing each new one as its bucket closes.
         """
         interval = interval_seconds(every)
         updates, first, last = self._run(calls.history_updates(topic, since=since))
-        live = LiveFrame(topic, updates, first, last["resume_id"], max_rows=max_rows)
+        latest = None
+        if forecast is not None:
+            try:
+                latest = self.forecast(topic)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        live = LiveFrame(
+            topic, updates, first, last["resume_id"], max_rows=max_rows, forecast=latest,
+            forecasts=forecast is not None,
+        )  # fmt: skip
+        options = StreamOptions(forecast=[forecast] if forecast is not None else None)
         yield live.frame
         inbox: queue.SimpleQueue[RawMessage | BaseException] = queue.SimpleQueue()
         reader = _Reader()
         self._readers.add(reader)
         thread = threading.Thread(
             target=self._pump,
-            args=(topic, last["resume_id"], inbox, reader),
+            args=(topic, last["resume_id"], inbox, reader, options),
             name=f"pushsvc-frames-{topic}",
             daemon=True,
         )
@@ -394,10 +418,9 @@ class Client:
         resume_id: str,
         inbox: queue.SimpleQueue[RawMessage | BaseException],
         reader: _Reader,
+        options: StreamOptions,
     ) -> None:
-        cursor = StreamCursor(
-            topic, last_event_id=resume_id, options=StreamOptions(), backoff=self.backoff
-        )
+        cursor = StreamCursor(topic, last_event_id=resume_id, options=options, backoff=self.backoff)
         stream = self._stream(cursor, reader)
         try:
             for message in stream:

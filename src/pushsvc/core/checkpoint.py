@@ -47,6 +47,8 @@ _GROUP_SERIES = b"series:"
 _ANOMALY = b"anomaly"
 _GROUP_ANOMALY = b"anomaly:"
 _SESSIONS = b"sessions"
+_FORECAST = b"forecast"
+_GROUP_FORECAST = b"forecast:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,9 @@ class GroupCheckpoint:
     """Its open series buckets (`SeriesBuckets.durable_state`), empty without tiers."""
     anomaly: bytes = b""
     """Its series' anomaly detector (`BucketScorer.to_bytes`), empty when nothing is scored."""
+    forecast: bytes = b""
+    """Its series' forecast model (`BucketForecaster.to_bytes`), empty when nothing is
+    forecast."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,9 @@ class Checkpoint:
     sessions: bytes = b""
     """A session topic's own statistics (`SessionWindows.durable_state`), empty for other
     topics and in a checkpoint written before they were kept (which still loads)."""
+    forecast: bytes = b""
+    """The topic's series' forecast model (`BucketForecaster.to_bytes`), empty when its rule
+    forecasts nothing (or the checkpoint was written before forecasts: it still loads)."""
 
     def fields(self) -> dict[bytes, bytes]:
         """As the fields of one Redis hash (written whole, in one step)."""
@@ -117,11 +125,15 @@ class Checkpoint:
             out[_ANOMALY] = self.anomaly
         if self.sessions:
             out[_SESSIONS] = self.sessions
+        if self.forecast:
+            out[_FORECAST] = self.forecast
         for group in self.groups:
             out[_GROUP + group.id.encode()] = group.state
             out[_GROUP_SERIES + group.id.encode()] = group.series
             if group.anomaly:
                 out[_GROUP_ANOMALY + group.id.encode()] = group.anomaly
+            if group.forecast:
+                out[_GROUP_FORECAST + group.id.encode()] = group.forecast
         return out
 
     @classmethod
@@ -137,6 +149,7 @@ class Checkpoint:
                 fields[_GROUP + g["id"].encode()],
                 fields.get(_GROUP_SERIES + g["id"].encode(), b""),
                 fields.get(_GROUP_ANOMALY + g["id"].encode(), b""),
+                fields.get(_GROUP_FORECAST + g["id"].encode(), b""),
             )
             for g in head["groups"]
         )
@@ -152,4 +165,5 @@ class Checkpoint:
             fields.get(_ALERTS, b""),
             fields.get(_ANOMALY, b""),
             fields.get(_SESSIONS, b""),
+            fields.get(_FORECAST, b""),
         )

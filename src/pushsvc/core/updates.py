@@ -316,6 +316,35 @@ def point_draft(
     return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series, kind=Kind.POINT)
 
 
+FORECAST_TIER = "forecast:"
+"""A forecast is kept as the only entry of a series named this and its tier's label."""
+
+
+def forecast_write(resolution: str, group_id: str, t_us: int, forecast: object) -> SeriesWrite:
+    """Where a forecast made after the bucket starting at `t_us` is kept: the latest of its
+    tier's forecasts (`keep_from_us` is its own start: older ones are trimmed), its JSON
+    the stored form (what `GET /topics/{topic}/forecast` gives back)."""
+    return SeriesWrite(FORECAST_TIER + resolution, group_id, t_us, orjson.dumps(forecast), t_us)
+
+
+def forecast_draft(
+    topic: str,
+    clock_us: int,
+    series: SeriesWrite,
+    forecast: Mapping[str, object],
+    group_key: Mapping[str, str | None] | None = None,
+) -> UpdateDraft:
+    """The message of a forecast (`pushsvc.series.forecasting`) made as its tier's bucket
+    closed at `clock_us`, published right after that bucket's point. A point message in kind
+    (kept once per bucket, as points are: exactly once through a failover), read by the
+    streams that ask for it (`?forecast=`), never by `?series=`."""
+    fields: dict[str, object] = {"resolution": forecast["resolution"], "topic": topic}
+    if group_key is not None:
+        fields["group"] = group_key
+    fields["forecast"] = forecast
+    return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series, kind=Kind.POINT)
+
+
 def draft(
     topic: str,
     clock_us: int,

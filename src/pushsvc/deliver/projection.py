@@ -88,6 +88,9 @@ class Projection:
     messages: bool = False
     """A messages stream (`/messages`): each update that carries a message becomes that
     message as published (`message_of`), and nothing else is sent."""
+    forecast: tuple[str, ...] = ()
+    """The tiers whose forecasts the stream gets (`?forecast=`: a rule's `forecast`, sent as
+    an `event: point` message with `forecast` instead of `point`)."""
     key: str = field(init=False, compare=False)
     """Equal for equal projections; a plain string, cheap to hash on the hot path."""
 
@@ -97,6 +100,8 @@ class Projection:
             key += ";" + self.group.key
         if self.series:
             key += ";series=" + ",".join(self.series)
+        if self.forecast:
+            key += ";forecast=" + ",".join(self.forecast)
         if self.alert_topics is not None:
             key += ";scope=" + self.scope_key
         if self.messages:
@@ -115,6 +120,7 @@ class Projection:
         group: Sequence[str] = (),
         series: Sequence[str] = (),
         known_series: Sequence[str] = (),
+        forecast: Sequence[str] = (),
     ) -> Projection | None:
         """None when nothing is projected. Raises BadRequest naming an unknown window, stat
         or series tier (`known_series`: the resolutions any topic keeps), a precision that is
@@ -125,15 +131,23 @@ class Projection:
         digits = _precision(precision)
         chosen_group = GroupFilter.parse(group)
         chosen_series = _series(series, known_series)
+        chosen_forecast = _series(forecast, known_series, "forecast")
         if (chosen_windows, chosen_stats, digits, chosen_group, chosen_series) == (
             None,
             None,
             None,
             None,
             (),
-        ):
+        ) and not chosen_forecast:
             return None
-        return cls(chosen_windows, chosen_stats, digits, chosen_group, chosen_series)
+        return cls(
+            chosen_windows,
+            chosen_stats,
+            digits,
+            chosen_group,
+            chosen_series,
+            forecast=chosen_forecast,
+        )
 
     def scoped(self, alert_topics: Callable[[str], bool] | None, scope_key: str) -> Projection:
         """This projection, also keeping only the alerts of the topics `alert_topics` allows."""
@@ -181,7 +195,7 @@ class Projection:
         # Parsed afresh, not through the update's cached `fields`: each update is projected once
         # per projection, so the cache buys nothing and keeps a dict alive per update (measured:
         # docs/journal/publish-path.md, 'Publish path, end to end').
-        if update.is_point and not self.series:
+        if update.is_point and not self.series and not self.forecast:
             return None
         if update.is_deletion:
             return update.data  # the topic is gone, every group and window of it with it
@@ -193,7 +207,7 @@ class Projection:
             return update.data
         fields = orjson.loads(update.data)
         if update.is_point:
-            if fields["resolution"] not in self.series:
+            if fields["resolution"] not in (self.forecast if "forecast" in fields else self.series):
                 return None
             if self.group is not None and not self.group.matches(fields.get("group") or {}):
                 return None
@@ -235,14 +249,14 @@ class Projection:
         return [{"key": g["key"], "windows": self.windows_of(g["windows"])} for g in chosen]
 
 
-def _series(given: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
+def _series(given: Sequence[str], known: Sequence[str], name: str = "series") -> tuple[str, ...]:
     chosen: list[str] = []
     for item in given:
         for resolution in item.split(","):
             if resolution not in known:
                 kept = ", ".join(known) or "none"
                 raise BadRequest(
-                    f"?series= takes a resolution of the series kept ({kept});"
+                    f"?{name}= takes a resolution of the series kept ({kept});"
                     f" got {resolution[:40]!r}"
                 )
             if resolution not in chosen:

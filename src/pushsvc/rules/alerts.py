@@ -12,11 +12,17 @@ labels = { severity = "page" }
 annotations = { summary = "grill p99 over 900 s" }
 ```
 
-A condition names a window and a statistic the topic keeps. Which rule a topic takes is known
-only per topic (the first matching `[[rule]]`, else the server's windows), so an alert is
-checked against every rule that can be some matching topic's: for each of the alert's
-selectors, the rules in file order whose selectors overlap it, up to the first rule that covers
-it (its topics never reach a later rule), and the default rule when no rule covers it.
+A condition names a window and a statistic the topic keeps, or a forecast:
+`forecast(mean, 30m) > 100` holds when the rule's forecast (`forecast` in its `[[rule]]`, of
+that statistic) predicts, for the bucket 30 minutes ahead of the last one closed, a value over
+100: the alert fires before the threshold is crossed. `30m` is a whole number of the forecast
+tier's buckets, at most its horizon; while the model learns the value is null (never matches).
+
+Which rule a topic takes is known only per topic (the first matching `[[rule]]`, else the
+server's windows), so an alert is checked against every rule that can be some matching topic's:
+for each of the alert's selectors, the rules in file order whose selectors overlap it, up to
+the first rule that covers it (its topics never reach a later rule), and the default rule when
+no rule covers it.
 Selectors overlap when one can match a topic the other matches (`*`; equal names; a name
 under a `prefix.*`; two prefixes one of which extends the other).
 """
@@ -30,10 +36,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pushsvc.core.durations import parse_duration_us
+from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import overlap
+from pushsvc.rules.forecast import ForecastRule
 
-__all__ = ["AlertRule", "AlertsError", "Condition", "parse_alerts", "parse_condition"]
+__all__ = [
+    "FORECAST_WINDOW",
+    "AlertRule",
+    "AlertsError",
+    "Condition",
+    "parse_alerts",
+    "parse_condition",
+]
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -43,6 +57,13 @@ _CONDITION = re.compile(
     r"\s*([A-Za-z0-9_]+)\s*\[\s*([A-Za-z0-9_.]+)\s*\]\s*(>=|<=|==|!=|>|<)\s*"
     r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
 )
+_FORECAST_CONDITION = re.compile(
+    r"\s*forecast\s*\(\s*([A-Za-z0-9_]+)\s*,\s*([A-Za-z0-9_.]+)\s*\)\s*(>=|<=|==|!=|>|<)\s*"
+    r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
+)
+FORECAST_WINDOW = "forecast:"
+"""A forecast condition's window: this and how far ahead (`forecast:30m`), never a window's
+label (`:` is in none), its value given beside the windows (`pushsvc.aggregate.stages`)."""
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus's label names
 _FIELDS = ("name", "topics", "when", "clear", "for", "keep_firing_for", "labels", "annotations")
@@ -81,6 +102,13 @@ class Condition:
             float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
         )
 
+    @property
+    def ahead_us(self) -> int | None:
+        """A forecast condition's distance ahead; None for a window's."""
+        if not self.window.startswith(FORECAST_WINDOW):
+            return None
+        return parse_duration_us(self.window[len(FORECAST_WINDOW) :])
+
     def holds(self, value: float | None) -> bool:
         """Whether the condition holds for this value; a null statistic never matches."""
         return value is not None and self.compare(value, self.threshold)
@@ -116,17 +144,30 @@ class AlertRule:
 
 
 def parse_condition(text: object) -> Condition:
-    """ValueError unless `text` is `stat[window] op number` (a finite number)."""
+    """ValueError unless `text` is `stat[window] op number` or `forecast(stat, ahead) op
+    number` (a finite number)."""
     match = _CONDITION.fullmatch(text) if isinstance(text, str) else None
+    window = None
+    if match is None and isinstance(text, str):
+        match = _FORECAST_CONDITION.fullmatch(text)
+        if match is not None:
+            try:
+                ahead_us = parse_duration_us(match[2])
+            except ValueError as exc:
+                raise ValueError(f"{text.strip()!r}: {exc}") from None
+            if ahead_us <= 0:
+                raise ValueError(f"{text.strip()!r}: how far ahead must be longer than 0")
+            window = FORECAST_WINDOW + duration_label(ahead_us)
     if match is None:
         raise ValueError(
-            f'{str(text)[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900" '
+            f'{str(text)[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900", nor '
+            'forecast(stat, ahead) op number, e.g. "forecast(mean, 30m) > 100" '
             "(op: > >= < <= == !=)"
         )
     threshold = float(match[4])
     if not math.isfinite(threshold):
         raise ValueError(f"{text!r}: the number must be finite")
-    return Condition(match[1], match[2], match[3], threshold, str(text).strip())
+    return Condition(match[1], window or match[2], match[3], threshold, str(text).strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +179,7 @@ class RuleOutline:
     selectors: tuple[str, ...]
     windows: tuple[str, ...]
     stats: tuple[str, ...]
+    forecast: ForecastRule | None = None
 
 
 def parse_alerts(
@@ -206,6 +248,8 @@ def _alert(
 
 def _named(condition: Condition, window_named: Callable[[str], str]) -> Condition:
     """The condition with its window named by its label (its text stays as written)."""
+    if condition.ahead_us is not None:
+        return condition
     label = window_named(condition.window)
     return condition if label == condition.window else replace(condition, window=label)
 
@@ -258,6 +302,9 @@ def _check_window(
     default: RuleOutline,
     known: Sequence[str],
 ) -> None:
+    if condition.ahead_us is not None:
+        _check_forecast(field_name, condition, condition.ahead_us, selectors, rules, default)
+        return
     if condition.stat.startswith("top_"):
         raise ValueError(
             f"{field_name}: {condition.stat} is a list of values, not a number: top values "
@@ -283,6 +330,34 @@ def _check_window(
             raise ValueError(
                 f"{field_name}: anomaly_rate is kept by time windows only, not by "
                 f"{condition.window!r} (it counts events, not closed buckets)"
+            )
+
+
+def _check_forecast(
+    field_name: str,
+    condition: Condition,
+    ahead_us: int,
+    selectors: tuple[str, ...],
+    rules: Sequence[RuleOutline],
+    default: RuleOutline,
+) -> None:
+    ahead = duration_label(ahead_us)
+    for scope in _scopes(selectors, rules, default):
+        where = "the server's rule" if scope.number == 0 else f"rule {scope.number}"
+        forecast = scope.forecast
+        if forecast is None:
+            raise ValueError(
+                f"{field_name}: {where} has no forecast, and some of the alert's topics take it"
+            )
+        if condition.stat != forecast.stat:
+            raise ValueError(
+                f"{field_name}: {where} forecasts {forecast.stat}, not {condition.stat}"
+            )
+        if ahead_us % forecast.tier_us or not ahead_us // forecast.tier_us <= forecast.horizon:
+            horizon = duration_label(forecast.horizon * forecast.tier_us)
+            raise ValueError(
+                f"{field_name}: {ahead} ahead is not a whole number of {forecast.tier} buckets "
+                f"within {where}'s forecast horizon ({horizon})"
             )
 
 

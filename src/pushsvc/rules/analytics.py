@@ -30,6 +30,7 @@ from pushsvc.errors import InvalidTopic, RulesError
 from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
 from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
+from pushsvc.rules.forecast import ForecastRule, parse_forecast
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
 from pushsvc.rules.sessions import SESSION_SCALARS, SESSION_STATS, SessionRule, parse_sessions
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
@@ -56,7 +57,7 @@ MAX_GROUPS_CAP = 10_000
 
 _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
-    "exact_percentiles_up_to", "series", "distinct", "top", "anomaly",
+    "exact_percentiles_up_to", "series", "distinct", "top", "anomaly", "forecast",
 )  # fmt: skip
 _TOP_FIELDS = ("tag", "k")
 #: A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
@@ -96,6 +97,8 @@ class Rule:
     window_names: tuple[str, ...] = ()
     """The time windows' labels, one per `windows_us`, as the rules file writes them (`1d`
     stays `1d`, `120s` stays `120s`); empty: `duration_label`'s (`24h`, `2m`)."""
+    forecast: ForecastRule | None = None
+    """Which closed series buckets a model learns and forecasts (`pushsvc.rules.forecast`)."""
 
     def window_label(self, width_us: int) -> str:
         """The label of the time window `width_us` wide: as the rules file writes it."""
@@ -194,6 +197,8 @@ class Rule:
             ]
         if self.anomaly is not None:
             described["anomaly"] = self.anomaly.describe()
+        if self.forecast is not None:
+            described["forecast"] = self.forecast.describe()
         return described
 
 
@@ -488,7 +493,7 @@ def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
     scalars = rule.scalars
     if rule.number in sessions_taken:
         scalars = (*scalars, *SESSION_SCALARS)
-    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars)
+    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars, rule.forecast)
 
 
 class _FieldError(Exception):
@@ -534,6 +539,13 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
             anomaly = parse_anomaly(table["anomaly"], tiers)
         except ValueError as exc:
             raise _FieldError("anomaly", str(exc)) from None
+    forecast = None
+    if "forecast" in table:
+        try:
+            tiers = series if series is not None else default.series or ()
+            forecast = parse_forecast(table["forecast"], tiers)
+        except ValueError as exc:
+            raise _FieldError("forecast", str(exc)) from None
     return Rule(
         number,
         selectors,
@@ -547,6 +559,7 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
         distinct,
         top,
         anomaly,
+        forecast=forecast,
     )
 
 

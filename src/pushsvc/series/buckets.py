@@ -47,6 +47,7 @@ from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
 
 if TYPE_CHECKING:  # a series without `anomaly` never loads the detector
+    from pushsvc.series.forecasting import BucketForecaster
     from pushsvc.series.scoring import BucketScorer
 
 __all__ = ["ACCURACY", "SeriesBuckets"]
@@ -232,7 +233,7 @@ class SeriesBuckets:
     __slots__ = (
         "_closed_clock", "_coarse", "_distinct", "_labels", "_lateness", "_newest_start",
         "_newest_values", "_open", "_open_tags", "_resolutions", "_tagged", "_top",
-        "next_close_us", "scorer",
+        "forecaster", "next_close_us", "scorer",
     )  # fmt: skip
 
     def __init__(
@@ -262,6 +263,9 @@ class SeriesBuckets:
         self.scorer: BucketScorer | None = None
         """Scores the points of one tier as they close (a rule's `anomaly`); its state is
         checkpointed apart from `durable_state` (`BucketScorer.to_bytes`)."""
+        self.forecaster: BucketForecaster | None = None
+        """Learns the points of one tier as they close (a rule's `forecast`), after they are
+        scored; checkpointed apart too (`BucketForecaster.to_bytes`)."""
 
     def insert(self, ts_us: int, value: float, tags: Tags = None) -> None:
         """An accepted event (never one of a closed bucket: the lateness rule sees to it)."""
@@ -335,6 +339,11 @@ class SeriesBuckets:
             # In `out`'s order: a tier's points in ascending start, as the detector needs.
             scored = scorer.label
             out = [(label, scorer.score(p, clock_us) if label == scored else p) for label, p in out]
+        forecaster = self.forecaster
+        if forecaster is not None:
+            for label, p in out:
+                if label == forecaster.label:
+                    forecaster.learn(p)
         return out
 
     def _next_close(self) -> int:

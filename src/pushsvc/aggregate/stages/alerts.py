@@ -5,51 +5,96 @@ event is evaluated for its topic and for its group; a tick for the topic where i
 changed or an instance is live, for each group the tick changed, and for each other group
 with a live instance: the clock alone moves a pending instance to firing, or a cleared one to
 resolved. Each change is an `_alerts` message (`alert_drafts`).
+
+A forecast condition (`forecast(mean, 30m) > 100`) reads the latest forecast of the series
+evaluated (the topic's, or the group's: `pushsvc.series.forecasting`), given beside its
+windows under the condition's window (`forecast:30m`): the step that many buckets ahead of the
+last one closed, null while the model learns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
 from pushsvc.alerts.states import AlertChange, TopicAlerts
 from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import UpdateDraft, alert_draft
+from pushsvc.rules.forecast import ForecastRule
+from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.stats.groups import Group, TopicGroups
 
+from .series import SeriesStage
 from .step import EventStep, TickStep
 
 
 class AlertStage:
     """The alert instances of one topic (`alerts`: replaced when a checkpoint is restored)."""
 
-    __slots__ = ("_groups", "alerts")
+    __slots__ = ("_ahead", "_groups", "_series", "alerts")
 
-    def __init__(self, alerts: TopicAlerts, groups: TopicGroups | None) -> None:
+    def __init__(
+        self,
+        alerts: TopicAlerts,
+        groups: TopicGroups | None,
+        series: SeriesStage | None = None,
+        forecast: ForecastRule | None = None,
+    ) -> None:
         self.alerts = alerts
         self._groups = groups
+        self._series = series
+        # (window, stat, step) of each forecast condition of the topic's alerts.
+        self._ahead: tuple[tuple[str, str, int], ...] = ()
+        if series is not None and forecast is not None:
+            conditions = [c for a in alerts.rules for c in (a.when, a.clear) if c is not None]
+            self._ahead = tuple(
+                {
+                    (c.window, c.stat, c.ahead_us // forecast.tier_us): None
+                    for c in conditions
+                    if c.ahead_us is not None
+                }
+            )
+
+    def _with_forecast(self, windows: Mapping[str, Any], gid: str = "") -> Mapping[str, Any]:
+        """`windows`, and the forecast conditions' values of the series (the group's)."""
+        stage = self._series
+        if not self._ahead or stage is None:
+            return windows
+        series: SeriesBuckets | None = stage.series
+        if gid:
+            series = (stage.group_series or {}).get(gid)
+        forecaster = None if series is None else series.forecaster
+        predicted = [] if forecaster is None else forecaster.predict()
+        out = dict(windows)
+        for window, stat, step in self._ahead:
+            mean = predicted[step - 1].mean if len(predicted) >= step else None
+            out.setdefault(window, {})[stat] = mean
+        return out
 
     def on_event(self, step: EventStep) -> None:
         alerts, now, part = self.alerts, step.clock_us, step.part
-        changes = alerts.evaluate(now, step.summary)
+        changes = alerts.evaluate(now, self._with_forecast(step.summary))
         if part is not None:
-            changes += alerts.evaluate(now, part.windows, part.id, part.key)
+            windows = self._with_forecast(part.windows, part.id)
+            changes += alerts.evaluate(now, windows, part.id, part.key)
         if changes:  # seldom: most evaluations change nothing
             step.follow += alert_drafts(now, changes)
 
     def on_tick(self, step: TickStep) -> None:
         alerts, clock = self.alerts, step.clock_us
-        if step.changed or alerts.live():
-            step.changes += alerts.evaluate(clock, step.topic_summary())
+        if step.changed or alerts.live() or (step.points and self._ahead):
+            step.changes += alerts.evaluate(clock, self._with_forecast(step.topic_summary()))
         if self._groups is None:
             return
         for part in step.parts:
-            step.changes += alerts.evaluate(clock, part.windows, part.id, part.key)
+            windows = self._with_forecast(part.windows, part.id)
+            step.changes += alerts.evaluate(clock, windows, part.id, part.key)
         evaluated = {part.id for part in step.parts}
         for group in self._groups:
             if group.id not in evaluated and alerts.live(group.id):
-                summary = step.group_summary(group)
+                summary = self._with_forecast(step.group_summary(group), group.id)
                 step.changes += alerts.evaluate(clock, summary, group.id, group.key)
 
     def forget_groups(self, groups: Sequence[Group], clock_us: int) -> list[AlertChange]:

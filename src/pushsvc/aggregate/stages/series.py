@@ -4,7 +4,10 @@ A bucket closed by an event's or a tick's clock becomes a point draft right afte
 or tick's update (`pushsvc.series.buckets`), so points are published in the same atomic step
 as the updates of the events that close them. A rule's `anomaly` gives each series a
 `BucketScorer` (`pushsvc.series.scoring`), which scores the closing points of its `every`
-tier as they close here; the anomaly stage then reads the scores.
+tier as they close here; the anomaly stage then reads the scores. A rule's `forecast` gives
+each series a `BucketForecaster` (`pushsvc.series.forecasting`), which learns the closing
+points of its tier; each close that learned one adds, after the points' drafts, the forecast's
+draft (`forecast_draft`), in the same atomic step.
 """
 
 from __future__ import annotations
@@ -13,12 +16,19 @@ import heapq
 from collections.abc import Iterator, Sequence
 
 from pushsvc.core.event import value_of
-from pushsvc.core.updates import SeriesWrite, UpdateDraft, point_draft
+from pushsvc.core.updates import (
+    SeriesWrite,
+    UpdateDraft,
+    forecast_draft,
+    forecast_write,
+    point_draft,
+)
 from pushsvc.ingest import Event
 from pushsvc.rules.analytics import Rule
 from pushsvc.rules.point import Point
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.series.buckets import SeriesBuckets
+from pushsvc.series.forecasting import BucketForecaster
 from pushsvc.series.scoring import BucketScorer
 from pushsvc.stats.groups import Group, TopicGroups
 
@@ -61,10 +71,12 @@ class SeriesStage:
         series = SeriesBuckets(self._tiers, self._lateness_us, rule.distinct, rule.top)
         if rule.anomaly is not None:
             series.scorer = BucketScorer(rule.anomaly, max(rule.windows_us, default=0))
+        if rule.forecast is not None:
+            series.forecaster = BucketForecaster(rule.forecast)
         return series
 
-    def restored_series(self, data: bytes, scores: bytes) -> SeriesBuckets:
-        """Open buckets from a checkpoint's `series` and `anomaly` parts."""
+    def restored_series(self, data: bytes, scores: bytes, forecast: bytes = b"") -> SeriesBuckets:
+        """Open buckets from a checkpoint's `series`, `anomaly` and `forecast` parts."""
         rule = self._rule
         series = SeriesBuckets.restored(
             self._tiers, self._lateness_us, data, rule.distinct, rule.top
@@ -72,12 +84,14 @@ class SeriesStage:
         if rule.anomaly is not None:
             keep = max(rule.windows_us, default=0)
             series.scorer = BucketScorer.restored(rule.anomaly, keep, scores)
+        if rule.forecast is not None:
+            series.forecaster = BucketForecaster.restored(rule.forecast, forecast)
         return series
 
-    def restore_group(self, gid: str, data: bytes, scores: bytes) -> None:
+    def restore_group(self, gid: str, data: bytes, scores: bytes, forecast: bytes = b"") -> None:
         """Rebuilding: a group's open buckets as a checkpoint holds them."""
         if self.group_series is not None:
-            restored = self.group_series[gid] = self.restored_series(data, scores)
+            restored = self.group_series[gid] = self.restored_series(data, scores, forecast)
             _watch(self.due, gid, restored)
 
     def of_group(self, group: Group) -> SeriesBuckets:
@@ -151,7 +165,7 @@ class SeriesStage:
             group = groups.get(gid)
             if series is None or group is None or series.next_close_us != closes:
                 continue  # stale: closed by a tick, or the group is gone
-            drafts += self._points(clock_us, series.close(clock_us), group)
+            drafts += self._points(clock_us, series.close(clock_us), group, series)
             _watch(due, gid, series)
         return drafts
 
@@ -161,13 +175,18 @@ class SeriesStage:
         return self._points(clock_us, self.series.close(clock_us))
 
     def _points(
-        self, clock_us: int, closed: Sequence[tuple[str, Point]], group: Group | None = None
+        self,
+        clock_us: int,
+        closed: Sequence[tuple[str, Point]],
+        group: Group | None = None,
+        series: SeriesBuckets | None = None,
     ) -> list[UpdateDraft]:
-        """The drafts of the points just closed at `clock_us`, of the topic or of `group`."""
+        """The drafts of the points just closed at `clock_us`, of the topic or of `group`
+        (whose buckets are `series`), then the forecast's if they include its tier's."""
         retention = self._retention
         gid = "" if group is None else group.id
         key = None if group is None else group.key
-        return [
+        drafts = [
             point_draft(
                 self._topic,
                 clock_us,
@@ -183,6 +202,12 @@ class SeriesStage:
             )
             for resolution, point in closed
         ]
+        forecaster = (self.series if series is None else series).forecaster
+        if forecaster is not None and any(label == forecaster.label for label, _ in closed):
+            fields = forecaster.fields()
+            write = forecast_write(forecaster.label, gid, forecaster.last_us, fields)
+            drafts.append(forecast_draft(self._topic, clock_us, write, fields, key))
+        return drafts
 
 
 def _watch(due: list[tuple[int, str]], gid: str, series: SeriesBuckets) -> None:

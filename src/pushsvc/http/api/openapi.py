@@ -326,6 +326,13 @@ def _stream_params(rules: Rules, group: dict[str, Any]) -> list[dict[str, Any]]:
         group,
         _series_param(rules),
         {
+            **_series_param(rules),
+            "name": "forecast",
+            "description": "a series resolution, repeatable: also send the forecast made as "
+            "each bucket of that tier closes (a rule's `forecast`) as an `event: point` "
+            "message whose `forecast` is a `Forecast`",
+        },
+        {
             "name": "precision",
             "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": 17},
@@ -701,6 +708,15 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 security=reading,
             ),
             "/topics/{topic}/series": _series(rules, reading),
+            "/topics/{topic}/forecast": _json_get(
+                "A topic's (or group's) latest forecast: the points over its rule's horizon, "
+                "with 80 % and 95 % prediction intervals (404: its rule forecasts nothing, or "
+                "no forecast is kept yet)",
+                {"$ref": "#/components/schemas/Forecast"},
+                parameters=[_TOPIC, one_topic_group],
+                errors=(400, *_auth_errors(reading), 404, 503),
+                security=reading,
+            ),
             "/anomalies": _anomalies(reading),
             "/topics": _json_get(
                 "Topics the caller may read: last update, subscribers; a page at a time, in "

@@ -247,6 +247,36 @@ SCHEMAS: dict[str, Any] = {
             "point": {"$ref": "#/components/schemas/Point"},
         },
     },
+    "Forecast": {
+        "type": "object",
+        "description": "a rule's `forecast` after the last bucket of its tier closed: the "
+        "model's predicted `stat` for each bucket of the horizon (`t`: bucket start, epoch "
+        "ms), with central 80 % and 95 % prediction intervals; `points` is empty while the "
+        "model learns; also what an `event: point` message with `forecast` carries",
+        "required": ["model", "stat", "resolution", "from", "points"],
+        "properties": {
+            "topic": {"type": "string"},
+            "group": {"type": "object"},
+            "model": {"type": "string", "enum": ["holt_winters", "linear"]},
+            "stat": {"type": "string"},
+            "resolution": {"type": "string"},
+            "from": {
+                "type": ["integer", "null"],
+                "description": "the start (epoch ms) of the last bucket learned",
+            },
+            "points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["t", "mean", "lo80", "hi80", "lo95", "hi95"],
+                    "properties": {
+                        "t": {"type": "integer"},
+                        **{k: {"type": "number"} for k in ("mean", "lo80", "hi80", "lo95", "hi95")},
+                    },
+                },
+            },
+        },
+    },
     "Series": {
         "type": "object",
         "required": ["topic", "resolution", "points", "more", "segments"],

@@ -68,7 +68,7 @@ def multi_messages() -> Response:
     return _messages(selectors)
 
 
-_NOT_FOR_MESSAGES = ("windows", "stats", "precision", "group", "series", "max_hz")
+_NOT_FOR_MESSAGES = ("windows", "stats", "precision", "group", "series", "max_hz", "forecast")
 
 
 def _messages(selectors: Sequence[str]) -> Response:
@@ -135,6 +135,7 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         group=request.args.getlist("group"),
         series=request.args.getlist("series"),
         known_series=names.series_labels,
+        forecast=request.args.getlist("forecast"),
     )
     if projection is not None:
         _refuse_what_named_topics_lack(projection, reader.matcher.names, rt.settings.rules)

@@ -49,6 +49,8 @@ function palette() {
     text: v("--muted"), grid: v("--line"), accent: v("--accent"), band: v("--band"),
     bandEdge: v("--band-edge"), alertBand: v("--alert-band"), alertEdge: v("--danger"),
     anomalyBand: v("--anomaly-band"), anomalyEdge: v("--anomaly-edge"),
+    forecastBand: v("--forecast-band"), forecastBand80: v("--forecast-band-80"),
+    forecastLine: v("--forecast-line"),
     mean: v("--accent"), p50: v("--ok"), p90: v("--warn"), p99: v("--danger"), count: v("--muted"),
   };
 }
@@ -302,6 +304,39 @@ function shadeRanges(ranges, fill, edge) {
   };
 }
 
+/** A forecast (`GET /topics/{t}/forecast`: points of `t` in ms, `mean`, `lo80`..`hi95`) drawn
+ *  ahead of the line: its 95 % and 80 % intervals as bands, its mean as a dashed line. */
+function drawForecast(forecast, colors) {
+  return (u) => {
+    const points = forecast()?.points ?? [];
+    if (!points.length) return;
+    const { left, top, width, height } = u.bbox;
+    const x = (p) => u.valToPos(p.t / 1000, "x", true);
+    const y = (v) => u.valToPos(v, "y", true);
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, top, width, height);
+    ctx.clip();
+    for (const [lo, hi, fill] of [["lo95", "hi95", colors.forecastBand], ["lo80", "hi80", colors.forecastBand80]]) {
+      ctx.beginPath();
+      points.forEach((p, i) => (i ? ctx.lineTo(x(p), y(p[hi])) : ctx.moveTo(x(p), y(p[hi]))));
+      for (const p of [...points].reverse()) ctx.lineTo(x(p), y(p[lo]));
+      ctx.closePath();
+      ctx.fillStyle = fill;
+      ctx.fill();
+    }
+    const dpr = window.devicePixelRatio || 1;
+    ctx.beginPath();
+    points.forEach((p, i) => (i ? ctx.lineTo(x(p), y(p.mean)) : ctx.moveTo(x(p), y(p.mean))));
+    ctx.setLineDash([6 * dpr, 4 * dpr]);
+    ctx.lineWidth = 2 * dpr;
+    ctx.strokeStyle = colors.forecastLine;
+    ctx.stroke();
+    ctx.restore();
+  };
+}
+
 /** The data a window chart draws from columns (`windowColumns`, `seriesColumns`); with
  *  `soFar`, for a chart of series buckets, the mean so far too. */
 export function windowData(cols, soFar = false, layout = FULL) {
@@ -316,10 +351,11 @@ export function countData(cols, soFar = false) {
 /** Per window (or range), mean, p50, p90 and p99 with the min–max band (those of them
  *  `layout` has); with `soFar` (a chart of series buckets), dashed, the mean of the buckets
  *  not closed yet. `anomalies()`: the x-ranges of anomalous series buckets, shaded in their
- *  own colour (a range chart of a rule that scores anomalies). */
+ *  own colour (a range chart of a rule that scores anomalies). `forecast()`: the series'
+ *  latest forecast, drawn ahead of the line (`drawForecast`; a rule's `forecast`). */
 export function windowChart(
   target, width, syncKey, shaded, xRange = () => null, soFar = false, layout = FULL,
-  anomalies = () => [],
+  anomalies = () => [], forecast = () => null,
 ) {
   const colors = palette();
   // The band's edges, drawn: in the band's own faint colour they vanished under alert shading.
@@ -334,8 +370,9 @@ export function windowChart(
         shadeRanges(anomalies, colors.anomalyBand, colors.anomalyEdge),
         shadeRanges(shaded, colors.alertBand, colors.alertEdge),
       ],
+      draw: [drawForecast(forecast, colors)],
     },
-    scales: { x: timeScale(xRange) },
+    scales: { x: timeScale(xRange), ...(soFar ? { y: { range: forecastRange(forecast) } } : {}) },
     axes: axes(colors, 64),
     series: [
       {},
@@ -353,6 +390,18 @@ export function windowChart(
   }, windowData(emptyColumns(), soFar, layout), target);
   target.uplot = chart; // its scales, for the tests and a curious developer's console
   return chart;
+}
+
+/** The y range: uPlot's own (`snapNumY`: the data's, padded by a tenth), over the data and
+ *  the forecast's 95 % band. */
+function forecastRange(forecast) {
+  return (_u, min, max) => {
+    for (const p of forecast()?.points ?? []) {
+      if (Number.isFinite(p.lo95)) min = min === null ? p.lo95 : Math.min(min, p.lo95);
+      if (Number.isFinite(p.hi95)) max = max === null ? p.hi95 : Math.max(max, p.hi95);
+    }
+    return min === null || max === null ? [null, null] : uPlot.rangeNum(min, max, 0.1, true);
+  };
 }
 
 export function countChart(

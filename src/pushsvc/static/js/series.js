@@ -48,12 +48,13 @@ export class SeriesRange {
     this.source = null;
     this.key = null;
     this.error = null;
+    this.forecast = null; // the series' latest forecast (its rule's `forecast`), if it has one
   }
 
   /** Show `rangeS` seconds up to `clockS` of `topic` (or of the group `group`: {tag: value}),
-   *  with about `wanted` points. */
-  async load(topic, group, rangeS, clockS, wanted) {
-    const key = JSON.stringify([topic, group, rangeS]);
+   *  with about `wanted` points; with `forecasts` (its rule makes one), its latest forecast. */
+  async load(topic, group, rangeS, clockS, wanted, forecasts = false) {
+    const key = JSON.stringify([topic, group, rangeS, forecasts]);
     if (key === this.key) return;
     this.close();
     this.key = key;
@@ -69,6 +70,7 @@ export class SeriesRange {
       this.points = answer.points.map((p) => ({ ...p, resolution: resolutionOf(answer.segments, p.t) }));
       const tiers = [...new Set(answer.segments.map((segment) => segment.resolution))];
       this.resolution = tiers.reduce((a, b) => (a === null || labelSeconds(b) > labelSeconds(a) ? b : a), null);
+      if (forecasts) await this.loadForecast(path, filter, key);
       this.follow(topic, group, tiers, async () => {
         // Subscribed: what closed between the answer and now comes from the series again.
         const last = this.points.length ? this.points[this.points.length - 1].t : since;
@@ -106,14 +108,30 @@ export class SeriesRange {
       },
       onPoint: (message) => {
         if (!group && message.group) return; // a group's point, on the topic's view
+        if (this.forecast && message.resolution === this.forecast.resolution) {
+          // Its tier closed a bucket: the aggregator has made the next forecast with it.
+          this.loadForecast(...this.forecastFrom, this.key).then(() => this.onChange());
+        }
         if (mergePoint(this.points, { ...message.point, resolution: message.resolution })) this.onChange();
       },
     });
   }
 
+  /** The latest forecast (`GET /topics/{t}/forecast`), null where the rule makes none. */
+  async loadForecast(path, filter, key) {
+    this.forecastFrom = [path, filter];
+    try {
+      const answer = await fetchJson(`${path}/forecast${filter ? `?${filter.slice(1)}` : ""}`);
+      if (this.key === key) this.forecast = answer;
+    } catch {
+      if (this.key === key) this.forecast = null; // 404: no forecast (yet)
+    }
+  }
+
   close() {
     if (this.source) this.source.close();
     this.source = null;
+    this.forecast = null;
     this.key = null;
     this.points = [];
     this.resolution = null;

@@ -22,7 +22,7 @@ import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
 import { MessagePanel } from "./messages.js";
 import { rateText, setText } from "./overview.js";
-import { isDerived } from "./rules.js";
+import { isDerived, ruleFor } from "./rules.js";
 import { LIVE_S, RANGES, SeriesRange, labelSeconds } from "./series.js";
 import { SessionPanel } from "./sessions.js";
 import { TagPanel } from "./tags.js";
@@ -142,7 +142,9 @@ export class TopicView {
       return;
     }
     const wanted = Math.max(60, Math.round((this.els.figures.clientWidth || 900) / 3));
-    this.series.load(this.name, this.groupKey, Number(this.range), clock, wanted);
+    // Its forecast too, where its rule makes one (known once GET rules has answered).
+    const forecasts = Boolean(ruleFor(this.rules(), this.name)?.forecast);
+    this.series.load(this.name, this.groupKey, Number(this.range), clock, wanted, forecasts);
   }
 
   render(force = false) {
@@ -152,6 +154,9 @@ export class TopicView {
     // The rules too: a topic drawn before GET rules answered is drawn again once it has (a
     // derived topic's tag panel goes), with no update of its own to wait for.
     const rules = this.rules();
+    if (rules !== this.drawnRules && this.range !== "live" && this.whole?.ts != null) {
+      this.loadRange(); // the range's forecast, once the rules say there is one
+    }
     const same = this.drawn === topic?.version && this.drawnRules === rules;
     if (topic === null || (!force && (this.paused || same))) return;
     this.drawn = topic.version;
@@ -245,7 +250,10 @@ export class TopicView {
     const shaded = () => this.bands;
     const span = () => this.xRange(window);
     const anomalies = ranged ? () => this.anomalyRanges() : () => [];
-    figure.main = windowChart(figure.mainEl, width, key, shaded, span, ranged, layout, anomalies);
+    const forecast = ranged ? () => this.series.forecast : () => null;
+    figure.main = windowChart(
+      figure.mainEl, width, key, shaded, span, ranged, layout, anomalies, forecast,
+    );
     figure.count = countChart(figure.countEl, width, key, shaded, span, ranged, anomalies);
     figure.makeMessages = (types) => messageChart(
       figure.messagesEl, figure.mainEl.clientWidth || width, key, shaded, span, types,
@@ -271,7 +279,10 @@ export class TopicView {
     const clock = this.whole === null ? null : this.whole.ts ?? this.topic?.ts ?? null;
     if (clock === null) return null;
     const span = window === RANGE_FIGURE ? Number(this.range) : LIVE_S;
-    return Number.isFinite(span) ? [clock - span, clock] : null;
+    if (!Number.isFinite(span)) return null;
+    // The range's charts reach as far as the series' forecast, drawn ahead of the line.
+    const ahead = window === RANGE_FIGURE ? this.series.forecast?.points.at(-1)?.t : undefined;
+    return [clock - span, ahead === undefined ? clock : Math.max(clock, ahead / 1000)];
   }
 
   draw(figure, topic) {
@@ -328,6 +339,7 @@ export class TopicView {
     figure.el.dataset.points = String(closed);
     figure.el.dataset.soFar = String(soFar);
     figure.el.dataset.anomalies = String(points.filter((p) => p.anomalous === true).length);
+    figure.el.dataset.forecast = String(this.series.forecast?.points.length ?? 0);
     renderTable(figure);
   }
 

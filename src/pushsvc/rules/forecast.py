@@ -1,0 +1,180 @@
+"""A rule's `forecast` field: which series tier's statistic is forecast, by which model, how far
+ahead (pure; checked once, at start).
+
+    forecast = { stat = "mean", tier = "1m", model = "holt_winters", season = "1d", horizon = "6h" }
+    forecast = { stat = "p99", tier = "1m", model = "linear", range = "1h", horizon = "30m" }
+
+`tier` must be a tier the rule's series keep (its own `series`, else the server's); `stat` is
+one of `FORECAST_STATS` (`mean` unless given); `model` is `holt_winters` (unless given) or
+`linear`. `horizon` (required) is how far ahead, a whole number of buckets of the tier, at most
+`MAX_HORIZON` of them. `holt_winters` takes a `season` (`1d` unless given), 2 to `MAX_SEASON`
+buckets, and may set its smoothing parameters `alpha`, `beta`, `gamma` (the model's defaults
+unless given); `linear` takes a `range` (required), 2 to `MAX_RANGE` buckets, as Prometheus'
+`predict_linear(v[range], ...)`. The models themselves are `pushsvc.series.forecast_*`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.rules.anomaly import ANOMALY_STATS
+from pushsvc.rules.tiers import SeriesTier
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_BETA",
+    "DEFAULT_GAMMA",
+    "FORECAST_STATS",
+    "MAX_HORIZON",
+    "MAX_RANGE",
+    "MAX_SEASON",
+    "MODELS",
+    "ForecastRule",
+    "parse_forecast",
+]
+
+FORECAST_STATS = ANOMALY_STATS
+"""The bucket statistics a rule may forecast: those it may score."""
+MODELS = ("holt_winters", "linear")
+MAX_SEASON = 10_080
+"""The longest season, in buckets: a week of 1-minute buckets (80 KB of state per series)."""
+MAX_RANGE = 10_080
+"""The longest linear range, in buckets (8 bytes each per series)."""
+MAX_HORIZON = 2_880
+"""The furthest step ahead, in buckets: a forecast is this many points per closed bucket."""
+DEFAULT_ALPHA = 0.02
+DEFAULT_BETA = 0.0
+DEFAULT_GAMMA = 0.1
+"""Holt-Winters' smoothing parameters when a rule does not say (error-correction form,
+`pushsvc.series.forecast_holt_winters`); chosen on NAB's real series (docs/performance.md)."""
+_DEFAULT_SEASON = "1d"
+_FIELDS = ("stat", "tier", "model", "season", "range", "horizon", "alpha", "beta", "gamma")
+_HW_ONLY = ("season", "alpha", "beta", "gamma")
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastRule:
+    """Forecast `stat` of the tier of resolution `tier_us`, `horizon` buckets ahead, by
+    `model`: `season` buckets and (alpha, beta, gamma) for `holt_winters`, a line over the
+    last `range` buckets for `linear` (the other's field is 0)."""
+
+    tier_us: int
+    horizon: int
+    model: str = "holt_winters"
+    stat: str = "mean"
+    season: int = 0
+    range: int = 0
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    gamma: float = DEFAULT_GAMMA
+
+    @property
+    def tier(self) -> str:
+        """The tier's label, as points and streams name it (`1m`)."""
+        return duration_label(self.tier_us)
+
+    def describe(self) -> dict[str, Any]:
+        """As `GET /rules` gives it (and as the rules' digest covers)."""
+        described: dict[str, Any] = {
+            "stat": self.stat,
+            "tier": self.tier,
+            "model": self.model,
+            "horizon": duration_label(self.horizon * self.tier_us),
+            "horizon_points": self.horizon,
+        }
+        if self.model == "linear":
+            described["range"] = duration_label(self.range * self.tier_us)
+            described["range_points"] = self.range
+        else:
+            described["season"] = duration_label(self.season * self.tier_us)
+            described["season_points"] = self.season
+            described["alpha"], described["beta"] = self.alpha, self.beta
+            described["gamma"] = self.gamma
+        return described
+
+
+def parse_forecast(given: object, tiers: Sequence[SeriesTier]) -> ForecastRule:
+    """The `forecast` field of a rule keeping `tiers`; ValueError saying what is wrong."""
+    if not isinstance(given, Mapping):
+        raise ValueError(
+            'write it as { tier = "1m", model = "holt_winters", season = "1d", horizon = "6h" }'
+            f", got {type(given).__name__} {given!r}"[:160]
+        )
+    for key in given:
+        if key not in _FIELDS:
+            raise ValueError(f"unknown key {key!r}; forecast has {', '.join(_FIELDS)}")
+    if "tier" not in given:
+        raise ValueError('tier is missing: name the series tier to forecast, e.g. tier = "1m"')
+    tier_us = _duration("tier", given["tier"])
+    kept = [tier.resolution_us for tier in tiers]
+    if tier_us not in kept:
+        labels = ", ".join(duration_label(r) for r in kept) or "none"
+        raise ValueError(
+            f"tier = {duration_label(tier_us)!r} is not a tier the rule's series keep "
+            f"(they keep {labels})"
+        )
+    stat = given.get("stat", "mean")
+    if stat not in FORECAST_STATS:
+        raise ValueError(f"unknown stat {stat!r}; known: {', '.join(FORECAST_STATS)}")
+    model = given.get("model", "holt_winters")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if "horizon" not in given:
+        raise ValueError('horizon is missing: say how far ahead, e.g. horizon = "6h"')
+    horizon = _buckets("horizon", given["horizon"], tier_us, 1, MAX_HORIZON)
+    if model == "linear":
+        for key in _HW_ONLY:
+            if key in given:
+                raise ValueError(f"{key} is for model = 'holt_winters', not 'linear'")
+        if "range" not in given:
+            raise ValueError('range is missing: linear fits a line over it, e.g. range = "1h"')
+        window = _buckets("range", given["range"], tier_us, 2, MAX_RANGE)
+        return ForecastRule(tier_us, horizon, model, str(stat), range=window)
+    if "range" in given:
+        raise ValueError("range is for model = 'linear'; holt_winters learns from every bucket")
+    season = _buckets("season", given.get("season", _DEFAULT_SEASON), tier_us, 2, MAX_SEASON)
+    alpha = _number("alpha", given.get("alpha", DEFAULT_ALPHA))
+    beta = _number("beta", given.get("beta", DEFAULT_BETA))
+    gamma = _number("gamma", given.get("gamma", DEFAULT_GAMMA))
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha {alpha!r} is not in (0, 1)")
+    if not 0 <= beta <= alpha:
+        raise ValueError(f"beta {beta!r} is not in [0, alpha]")
+    if not 0 <= gamma <= 1 - alpha:
+        raise ValueError(f"gamma {gamma!r} is not in [0, 1 - alpha]")
+    return ForecastRule(tier_us, horizon, model, str(stat), season, 0, alpha, beta, gamma)
+
+
+def _buckets(key: str, given: object, tier_us: int, least: int, most: int) -> int:
+    """A duration that is a whole number of `least` to `most` buckets of the tier."""
+    width = _duration(key, given)
+    tier = duration_label(tier_us)
+    if width % tier_us:
+        raise ValueError(f"{key} = {given!r} is not a whole number of {tier} buckets")
+    count = width // tier_us
+    if not least <= count <= most:
+        raise ValueError(
+            f"{key} = {given!r} is {count} buckets of {tier}; it may be {least} to {most}"
+        )
+    return count
+
+
+def _number(key: str, given: object) -> float:
+    if not isinstance(given, int | float) or isinstance(given, bool):
+        raise ValueError(f"{key} is a number, got {type(given).__name__} {given!r}")
+    return float(given)
+
+
+def _duration(key: str, given: object) -> int:
+    if not isinstance(given, str):
+        raise ValueError(f'{key} is a duration like "1m", got {type(given).__name__} {given!r}')
+    try:
+        width = parse_duration_us(given)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    if width <= 0:
+        raise ValueError(f"{key}: {given!r} must be longer than 0")
+    return width

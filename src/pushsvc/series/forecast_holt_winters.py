@@ -1,0 +1,223 @@
+"""`HoltWinters`: additive Holt-Winters, level + trend + a season of `season` buckets, learned
+one closed bucket at a time, with prediction intervals (pure).
+
+The model is ETS(A,A,A) in its error-correction form (Hyndman, Koehler, Ord and Snyder,
+"Forecasting with Exponential Smoothing", 2008, ch. 3; Hyndman and Athanasopoulos, FPP,
+section 8.7), which is Holt-Winters' additive method with beta* = beta / alpha and
+gamma* = gamma / (1 - alpha). For each value y, its one-step error and the update:
+
+    e = y - (level + trend + season[phase])
+    level  <- level + trend + alpha * e
+    trend  <- trend + beta * e
+    season[phase] <- season[phase] + gamma * e
+
+and the forecast h buckets ahead is level + h * trend + season[phase of that bucket].
+
+Start: the first two seasons are kept; then the trend is the difference of their means over
+a season, the level the line through the two means at the end of the second season, and the
+season the mean of each phase's two deviations from that line (a zero-sum season averaged over
+two seasons: starting from one season's values, as the textbook start does, leaves one
+season's noise in the season, which a small gamma takes many seasons to forget; on NAB's real
+series the averaged start is the more accurate by far, docs/performance.md). With beta = 0
+the trend can never change, so it starts at 0 rather than at what two seasons suggested: the
+model is then ETS(A,N,A), level and season only (and the variance below is that model's). So
+forecasts start after `2 * season` values, as statsforecast's and R's `ets` need two
+seasons too.
+
+Intervals: the h-step forecast variance of ETS(A,A,A) (the book's Table 6.1, class 1;
+FPP Table 8.8) with k = (h - 1) // season:
+
+    var_h = var * (1 + (h - 1) * (alpha**2 + alpha*beta*h + beta**2 * h * (2h - 1) / 6)
+                   + gamma * k * (2 alpha + gamma + beta * season * (k + 1)))
+
+`var` is the variance of the one-step errors: their mean square, over all errors up to
+`VAR_WINDOW` of them, then an exponentially weighted one of that span (one number, and it
+follows a series whose noise changes). It starts from the two seasons' differences, counted as
+a season's errors. Normal quantiles: the model's errors are Gaussian
+innovations.
+
+Parameters: fixed (`DEFAULT_PARAMS`, the rule's defaults), not fitted. A fit
+(statsforecast's is a likelihood optimisation over the whole past, initial states included)
+costs a pass over the history per fit and makes the state depend on when it ran. The defaults
+(a slow level, no trend, a season that moves a tenth of each error) were chosen from a small
+grid on NAB's real series, where they are more accurate than statsforecast's fitted
+Holt-Winters on the median series at every horizon measured (docs/performance.md): real
+series drift and jump more than they trend, and a trend extrapolated for hours costs more
+than it gains. A rule may set them.
+
+Cost: the season's values (8 bytes each), the level, trend, variance and counters; until
+the start, the two seasons' values. A value costs a constant amount of work; the start costs
+one pass over two seasons, once (amortized constant time).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass
+
+from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, MAX_SEASON
+from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
+from pushsvc.stats.state_codec import StateReader, StateWriter
+
+__all__ = ["DEFAULT_PARAMS", "VAR_WINDOW", "HoltWinters", "HwParams"]
+
+VAR_WINDOW = 200
+"""The one-step error variance averages all errors up to this many, then weighs them
+exponentially with this span: short enough that the larger errors of the first seasons (a
+season started from one season's values) leave it within a few hundred buckets, long enough
+that its own sampling error is about 10 %."""
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HwParams:
+    """The smoothing parameters of the error-correction form (see the module docstring):
+    0 < alpha < 1, 0 <= beta <= alpha, 0 <= gamma <= 1 - alpha."""
+
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    gamma: float = DEFAULT_GAMMA
+
+    def check(self) -> None:
+        if not (0 < self.alpha < 1 and 0 <= self.beta <= self.alpha):
+            raise ValueError("holt_winters needs 0 < alpha < 1 and 0 <= beta <= alpha")
+        if not 0 <= self.gamma <= 1 - self.alpha:
+            raise ValueError("holt_winters needs 0 <= gamma <= 1 - alpha")
+
+
+DEFAULT_PARAMS = HwParams()
+
+
+class HoltWinters:
+    """Additive Holt-Winters of season `season` buckets. Not greenlet-safe."""
+
+    __slots__ = (
+        "_learned", "_start", "errors", "level", "params", "season", "seasonal", "trend", "var",
+    )  # fmt: skip
+
+    def __init__(self, season: int, params: HwParams = DEFAULT_PARAMS) -> None:
+        if not 2 <= season <= MAX_SEASON:
+            raise ValueError(f"a season is 2 to {MAX_SEASON} buckets, got {season}")
+        params.check()
+        self.season = season
+        self.params = params
+        self._learned = 0
+        self._start: array[float] | None = array("d")
+        """The first two seasons' values, until the start; then None."""
+        self.seasonal = array("d")
+        """The season's components by phase (learned value number mod `season`)."""
+        self.level = self.trend = self.var = 0.0
+        self.errors = 0
+        """The errors the variance stands for (the next one's weight is 1 / min(errors + 1,
+        VAR_WINDOW))."""
+
+    @property
+    def learned(self) -> int:
+        return self._learned
+
+    @property
+    def started(self) -> bool:
+        return self._start is None
+
+    def learn(self, value: float) -> None:
+        start = self._start
+        if start is not None:
+            start.append(value)
+            self._learned += 1
+            if len(start) == 2 * self.season:
+                self._begin(start)
+            return
+        self._update(value)
+
+    def _begin(self, values: array[float]) -> None:
+        m = self.season
+        first = math.fsum(values[:m]) / m
+        second = math.fsum(values[m:]) / m
+        trend = (second - first) / m if self.params.beta else 0.0
+        centre = (m - 1) / 2
+        # Each value's deviation from the line through the two seasons' means.
+        off = [values[t] - (first + (t - centre) * trend) for t in range(2 * m)]
+        self.seasonal = array("d", ((off[i] + off[i + m]) / 2 for i in range(m)))
+        self.level = first + (2 * m - 1 - centre) * trend
+        self.trend = trend
+        # A value's error from the averaged season is half its season's difference: their
+        # mean square is the first estimate of the one-step variance, worth a season's errors.
+        self.var = math.fsum((off[i] - off[i + m]) ** 2 for i in range(m)) / (2 * m)
+        self.errors = min(m, VAR_WINDOW)
+        self._start = None
+
+    def _update(self, value: float) -> None:
+        p, seasonal = self.params, self.seasonal
+        phase = self._learned % self.season
+        error = value - (self.level + self.trend + seasonal[phase])
+        self.level += self.trend + p.alpha * error
+        self.trend += p.beta * error
+        seasonal[phase] += p.gamma * error
+        self.errors += 1
+        self.var += (error * error - self.var) / min(self.errors, VAR_WINDOW)
+        self._learned += 1
+
+    def variance_factor(self, h: int) -> float:
+        """var_h / var, the h-step variance over the one-step one (module docstring)."""
+        a, b, g, m = self.params.alpha, self.params.beta, self.params.gamma, self.season
+        k = (h - 1) // m
+        return (
+            1
+            + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6)
+            + g * k * (2 * a + g + b * m * (k + 1))
+        )
+
+    def predict(self, horizon: int) -> list[Predicted]:
+        if self._start is not None:
+            return []
+        m, n, seasonal = self.season, self._learned, self.seasonal
+        out = []
+        for h in range(1, horizon + 1):
+            mean = self.level + h * self.trend + seasonal[(n + h - 1) % m]
+            se = math.sqrt(self.var * self.variance_factor(h))
+            out.append(with_intervals(h, mean, se, Z80, Z95))
+        return out
+
+    def to_bytes(self) -> bytes:
+        """Every field bit for bit: a restored model forecasts exactly as the running one."""
+        out = StateWriter()
+        out.uint(_VERSION)
+        out.uint(self.season)
+        for param in (self.params.alpha, self.params.beta, self.params.gamma):
+            out.double(param)
+        out.uint(self._learned)
+        out.uint(self.errors)
+        for value in (self.level, self.trend, self.var):
+            out.double(value)
+        values = self._start if self._start is not None else self.seasonal
+        out.uint(0 if self._start is None else 1)
+        out.uint(len(values))
+        for v in values:
+            out.double(v)
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HoltWinters:
+        """From `to_bytes`; ValueError when it is not such a state."""
+        read = StateReader(data)
+        if read.uint() != _VERSION:
+            raise ValueError("unknown holt_winters forecast state version")
+        season = read.uint()
+        params = HwParams(read.double(), read.double(), read.double())
+        model = cls(season, params)
+        model._learned, model.errors = read.uint(), read.uint()
+        model.level, model.trend, model.var = read.double(), read.double(), read.double()
+        starting = read.uint()
+        values = array("d", (read.double() for _ in range(read.uint())))
+        read.done()
+        if starting:
+            if len(values) >= 2 * season or len(values) != model._learned:
+                raise ValueError("holt_winters start state does not fit its season")
+            model._start = values
+        else:
+            if len(values) != season:
+                raise ValueError("holt_winters state does not fit its season")
+            model._start = None
+            model.seasonal = values
+        return model
