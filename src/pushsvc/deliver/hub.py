@@ -448,22 +448,22 @@ class Hub:
             runs = direct.ready
             if not runs:
                 continue
-            sink = direct.sink
+            run = runs[0]
             rendering = direct.rendering
-            oldest = runs[0].received_us
+            oldest = run.received_us
             try:
-                run = runs[0]
-                fresh = run is not shared_run or rendering is not shared_rendering
-                if len(runs) > 1 or (fresh and rendering.per_stream):
+                if run is shared_run and rendering is shared_rendering and len(runs) == 1:
+                    # Tested first: nearly every delivery of a fan-out is this one.
+                    rest = direct.sink.try_send_bytes(shared_data) if shared_data else _NOTHING
+                elif len(runs) > 1 or rendering.per_stream:
                     # Several runs, or a stream's own `id:` lines before the shared messages:
                     # the parts go out as one chunk, unjoined.
                     blocks = rendering.blocks(runs)
-                    rest = sink.try_send(blocks) if blocks else _NOTHING
+                    rest = direct.sink.try_send(blocks) if blocks else _NOTHING
                 else:
-                    if fresh:
-                        shared_data = rendering.wire(run)
-                        shared_run, shared_rendering = run, rendering
-                    rest = sink.try_send_bytes(shared_data) if shared_data else _NOTHING
+                    shared_data = rendering.wire(run)
+                    shared_run, shared_rendering = run, rendering
+                    rest = direct.sink.try_send_bytes(shared_data) if shared_data else _NOTHING
             except OSError:
                 runs.clear()
                 subscriber.close(StreamExit.GONE)  # the peer went away; its stream ends

@@ -67,13 +67,11 @@ class StreamSocket:
         self._to_earn = EARNED_AFTER
         """Bytes the client is still to take before its send buffer grows (0: grown)."""
 
-    def _took(self, sent: int) -> None:
-        """The client took `sent` bytes: past `EARNED_AFTER` in all, its send buffer grows to
-        `EARNED_SEND_BUFFER`, once (never shrinks one the kernel made larger)."""
-        left = self._to_earn - sent
-        if left > 0:
-            self._to_earn = left
-            return
+    def _earned(self) -> None:
+        """The client has taken `EARNED_AFTER` bytes in all: its send buffer grows to
+        `EARNED_SEND_BUFFER`, once (never shrinks one the kernel made larger). The count down
+        to it is kept inline by the sends (a call per send was a measurable part of the hub's
+        own work per delivery)."""
         self._to_earn = 0
         with contextlib.suppress(OSError):
             raw = self._raw
@@ -98,7 +96,9 @@ class StreamSocket:
         except BlockingIOError:
             sent = 0
         if self._to_earn:
-            self._took(sent)
+            self._to_earn -= sent
+            if self._to_earn <= 0:
+                self._earned()
         total = sum(len(p) for p in parts)
         if sent == total:
             return None
@@ -111,8 +111,12 @@ class StreamSocket:
             sent = self._raw.send(data, _FLAGS)
         except BlockingIOError:
             sent = 0
-        if self._to_earn:
-            self._took(sent)
+        to_earn = self._to_earn
+        if to_earn:
+            if to_earn > sent:
+                self._to_earn = to_earn - sent
+            else:
+                self._earned()
         if sent == len(data):
             return None
         return memoryview(data)[sent:]
