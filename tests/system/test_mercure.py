@@ -250,3 +250,27 @@ def _pushsvc_reader() -> dict[str, str]:
     """An operator's pushsvc token (the native API, not Mercure's)."""
     claims = {"pushsvc": {"subscribe": ["*"], "publish": []}, "exp": int(time.time()) + 600}
     return {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+
+
+def test_the_hub_without_a_key_or_with_an_unknown_mode_stops_the_process_with_one_line() -> None:
+    from pushsvc.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=r"--mercure .* needs --jwt-key"):
+        Settings.load({"mercure": "on"})
+    with pytest.raises(ConfigError, match="choose off, on or anonymous"):
+        Settings.load({"mercure": "yes", "jwt_key": SECRET})
+
+
+def test_a_hub_that_is_on_refuses_a_subscriber_without_a_token() -> None:
+    proc = PushsvcProcess("serve", "--mercure", "on", env={"PUSHSVC_JWT_KEY": SECRET}).start()
+    try:
+        status, headers, _ = request(proc.port, "GET", f"{HUB}?match=x")
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
+        with SSEClient(
+            proc.port,
+            f"{HUB}?match=x",
+            headers={"Authorization": f"Bearer {token(subscribe=['x'])}"},
+        ) as stream:
+            assert stream.status == 200
+    finally:
+        proc.stop()
