@@ -22,6 +22,7 @@ from pushsvc.http.api import (
     forecast,
     health,
     history,
+    mercure,
     openapi,
     presence,
     producer,
@@ -90,6 +91,8 @@ def create_app(
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    if settings.mercure != "off":
+        app.register_blueprint(mercure.bp)
     _register_error_handlers(app, runtime)
     logs.install(app)
     if settings.trusted_proxies:

@@ -202,6 +202,12 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _mercure(text: str) -> str:
+    if text not in ("off", "on", "anonymous"):
+        raise ValueError(f"{text!r}: choose off, on or anonymous")
+    return text
+
+
 def _optional(text: str) -> str | None:
     return text or None
 
@@ -355,6 +361,7 @@ class Settings:
     jwt_audience: str | None = setting("", _optional)
     jwt_issuer: str | None = setting("", _optional)
     anonymous: tuple[str, ...] = setting("", _selectors)
+    mercure: str = setting("off", _mercure)
     token_query: bool = setting("false", _flag)
     # Access decided by the application's backend (pushsvc.security.backend_auth): its URL
     # turns it on; what is forwarded to it; how long and how many asks at once; how many
@@ -503,6 +510,11 @@ class Settings:
             )
         if settings.jwt_key is None and settings.auth_url is None:
             _refuse_auth_only(settings)
+        if settings.mercure != "off" and settings.jwt_key is None:
+            raise ConfigError(
+                "--mercure (PUSHSVC_MERCURE) checks publishers' tokens: it needs --jwt-key "
+                "(PUSHSVC_JWT_KEY), the key Mercure tokens are signed with"
+            )
         if settings.token_query and settings.jwt_key is None:
             # With the auth proxy alone there are no tokens of pushsvc's to take from a URL.
             raise ConfigError(

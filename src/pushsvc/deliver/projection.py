@@ -20,6 +20,7 @@ import orjson
 
 from pushsvc.core.lists import choose
 from pushsvc.core.updates import Update
+from pushsvc.deliver.mercure_updates import MercureView
 from pushsvc.errors import BadRequest
 from pushsvc.stats import STAT_KEYS
 
@@ -88,6 +89,9 @@ class Projection:
     messages: bool = False
     """A messages stream (`/messages`): each update that carries a message becomes that
     message as published (`message_of`), and nothing else is sent."""
+    mercure: MercureView | None = None
+    """A Mercure subscriber's messages stream: only the updates it may receive, written as a
+    Mercure hub writes them (`pushsvc.deliver.mercure_updates`)."""
     forecast: tuple[str, ...] = ()
     """The tiers whose forecasts the stream gets (`?forecast=`: a rule's `forecast`, sent as
     an `event: point` message with `forecast` instead of `point`)."""
@@ -106,6 +110,8 @@ class Projection:
             key += ";scope=" + self.scope_key
         if self.messages:
             key += ";messages"
+        if self.mercure is not None:
+            key += ";" + self.mercure.key
         object.__setattr__(self, "key", key)
 
     @classmethod

@@ -131,6 +131,8 @@ class Rendering:
             if message is None:
                 return b""
             event, data = message
+            if projection.mercure is not None:
+                return projection.mercure.render(event, data)  # with its own `id:`
             if with_id:
                 return encode_update(update.id.text, data, event)
             return encode_message(data, event=event)

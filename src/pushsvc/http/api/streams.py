@@ -86,7 +86,7 @@ def _messages(selectors: Sequence[str]) -> Response:
             )
     replay_last = _replay_last(request.args.get("replay"))
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
-    return _respond(
+    return respond(
         rt,
         reader,
         Projection(None, None, messages=True),
@@ -147,7 +147,7 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
         base = projection or Projection(None, None)
         projection = base.scoped(reader.alert_topics, reader.scope_key)
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
-    return _respond(
+    return respond(
         rt,
         reader,
         projection,
@@ -157,7 +157,7 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
     )
 
 
-def _respond(
+def respond(
     rt: Runtime,
     reader: ReadAccess,
     projection: Projection | None,

@@ -1,0 +1,185 @@
+"""/.well-known/mercure — the Mercure protocol's hub endpoint, on with `--mercure`.
+
+An adapter, not a second pipeline. A publication becomes one pushsvc message on the topic its
+first topic IRI names, appended as POST /topics/{topic}/events appends (its limits, the log,
+exactly once); a subscription is a `/messages` stream of every Mercure topic through a
+`MercureView` that keeps what the subscriber may receive and writes it as a Mercure hub does
+(`pushsvc.deliver.mercure_updates`). Tokens are Mercure's (`pushsvc.security.mercure_auth`),
+signed with `--jwt-key`; their errors are RFC 6750's. With `--mercure anonymous`, a
+subscriber without a token receives the public updates its selectors match.
+
+Discovery: while on, every topic response carries `Link: <…/.well-known/mercure>;
+rel="mercure"`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import orjson
+from flask import Blueprint, Response, request
+
+from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.deliver.mercure_selectors import Selector, SelectorSet
+from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
+from pushsvc.deliver.projection import Projection
+from pushsvc.errors import BadRequest
+from pushsvc.http.api.context import runtime
+from pushsvc.http.api.streams import respond
+from pushsvc.ingest.accept import ingest
+from pushsvc.loop_pause import let_others_run
+from pushsvc.security.access import ReadAccess
+from pushsvc.security.mercure_auth import (
+    MercureAuthError,
+    MercureGrant,
+    bearer_challenge,
+    mercure_token,
+    verify_mercure_token,
+)
+
+bp = Blueprint("mercure", __name__)
+
+PATH = "/.well-known/mercure"
+
+
+def hub_url() -> str:
+    return request.host_url.rstrip("/") + PATH
+
+
+@bp.post(PATH)
+def publish() -> Response:
+    try:
+        grant = _grant(method="POST")
+        if grant is None:
+            return _unauthorized(bearer_challenge(), "publishing needs a token")
+        form = request.form
+        topics = form.getlist("topic")
+        if not topics:
+            raise BadRequest("give at least one topic field")
+        if not grant.may_publish(topics):
+            raise MercureAuthError.insufficient_scope(
+                "the token does not allow publishing to every topic of this update"
+            )
+    except MercureAuthError as exc:
+        return _refused(exc)
+    update_id = form.get("id") or f"urn:uuid:{uuid.uuid4()}"
+    if any(c in update_id for c in "\r\n\0"):
+        raise BadRequest("an id may not contain CR, LF or NUL")
+    retry = None
+    if "retry" in form:
+        given = form["retry"]
+        if not (given.isascii() and given.isdigit()):
+            raise BadRequest("retry takes a whole number of milliseconds")
+        retry = int(given)
+    kept = envelope(
+        topics, form.get("data", ""), private="private" in form, update_id=update_id, retry=retry
+    )
+    body = orjson.dumps({"type": form.get("type") or "message", "data": kept})
+    rt = runtime()
+    appended = ingest(
+        rt.broker,
+        validate_topic(topic_name(topics[0])),
+        body,
+        "application/json",
+        limits=rt.limits,
+        lateness_us=rt.settings.allowed_lateness_us,
+        now_us=time.time_ns() // 1000,
+        pause=let_others_run,
+    )
+    rt.metrics.events_accepted.inc(appended.accepted)
+    return Response(update_id, 200, mimetype="text/plain")
+
+
+@bp.get(PATH)
+def subscribe() -> Response:
+    rt = runtime()
+    chosen: list[Selector] = []
+    try:
+        for name, values in request.args.lists():
+            if name == "topic":
+                chosen.extend(Selector.of_param("match", value) for value in values)
+            elif Selector.is_param(name):
+                chosen.extend(Selector.of_param(name, value) for value in values)
+        if not chosen:
+            raise BadRequest("give at least one match (or match_urlpattern) to subscribe to")
+        if len(chosen) > rt.settings.max_selectors:
+            raise BadRequest(f"at most {rt.settings.max_selectors} selectors per subscription")
+        selectors = SelectorSet(chosen, base_url=hub_url())
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    try:
+        grant = _grant(method="GET")
+    except MercureAuthError as exc:
+        return _refused(exc)
+    if grant is None and rt.settings.mercure != "anonymous":
+        return _unauthorized(bearer_challenge(), "subscribing needs a token")
+    if grant is None:
+        view = MercureView(selectors, None, "anonymous")
+        reader = ReadAccess(TopicMatcher([PATTERN]), None)
+    else:
+        rights = "|".join(f"{s.kind}:{s.text}" for s in grant.subscribe or ())
+        view = MercureView(selectors, grant.may_receive, rights)
+        expires = None if math.isinf(grant.expires_at) else grant.expires_at
+        reader = ReadAccess(TopicMatcher([PATTERN]), expires, subject=grant.subject)
+    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventID")
+    return respond(
+        rt,
+        reader,
+        Projection(None, None, messages=True, mercure=view),
+        last_event_id,
+        min_interval_s=0.0,
+        listener=None,
+    )
+
+
+@bp.after_app_request
+def discovery(response: Response) -> Response:
+    """The `Link` header that tells a client where the hub is, on topic responses."""
+    if runtime().settings.mercure != "off" and (
+        request.path.startswith("/topics/") or request.path == PATH
+    ):
+        response.headers.add("Link", f'<{hub_url()}>; rel="mercure"')
+    return response
+
+
+def _grant(*, method: str) -> MercureGrant | None:
+    rt = runtime()
+    token = mercure_token(
+        dict(request.headers.items()),
+        request.cookies,
+        request.args,
+        method=method,
+        target_origin=request.host_url.rstrip("/"),
+    )
+    if token is None:
+        return None
+    key = rt.settings.jwt_key
+    assert key is not None, "--mercure needs --jwt-key (checked at start)"
+    return verify_mercure_token(
+        token,
+        key,
+        audience=rt.settings.jwt_audience,
+        issuer=rt.settings.jwt_issuer,
+        previous_key=rt.settings.jwt_previous_key,
+        base_url=hub_url(),
+    )
+
+
+def _refused(exc: MercureAuthError) -> Response:
+    answer = _json(exc.error, exc.description, exc.status)
+    answer.headers["WWW-Authenticate"] = exc.www_authenticate()
+    return answer
+
+
+def _unauthorized(challenge: str, message: str) -> Response:
+    answer = _json("unauthorized", message, 401)
+    answer.headers["WWW-Authenticate"] = challenge
+    return answer
+
+
+def _json(code: str, message: str, status: int) -> Response:
+    """pushsvc's error body (`{"error": {"code", "message"}}`), RFC 6750's code in it."""
+    body = {"error": {"code": code, "message": message}}
+    return Response(orjson.dumps(body), status, mimetype="application/json")
