@@ -3,6 +3,8 @@ them, and the limits that bound a pattern's cost."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -270,3 +272,28 @@ def test_the_result_memo_holds_no_compiled_pattern_alive() -> None:
         mercure_selectors._compiled(f"/filler/{i}", "http://mercure.invalid")
     gc.collect()
     assert (text, "http://mercure.invalid") not in mercure_selectors._live
+
+
+def test_distinct_live_patterns_are_bounded_per_process_and_shared_ones_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections import OrderedDict
+
+    from pushsvc.deliver import mercure_selectors
+
+    # Only the patterns live subscriptions hold: none kept for reconnections.
+    monkeypatch.setattr(mercure_selectors, "_recent", OrderedDict())
+    monkeypatch.setattr(mercure_selectors, "COMPILED_CACHE_SIZE", 0)
+    gc.collect()
+    held = len(mercure_selectors._live)
+    monkeypatch.setattr(mercure_selectors, "MAX_LIVE_PATTERNS", held + 3)
+    base = "https://example.com/bounded"
+    live = [SelectorSet([Selector("urlpattern", f"{base}/{n}/:id")]) for n in range(3)]
+    with pytest.raises(mercure_selectors.TooManyPatterns):
+        SelectorSet([Selector("urlpattern", f"{base}/3/:id")])
+    # One a live subscription holds is shared, at no cost to the bound.
+    again = SelectorSet([Selector("urlpattern", f"{base}/0/:id")])
+    assert again.matches_any([f"{base}/0/x"])
+    del live, again
+    gc.collect()  # the compiled patterns go with their last subscription
+    assert SelectorSet([Selector("urlpattern", f"{base}/3/:id")]).matches_any([f"{base}/3/y"])

@@ -22,15 +22,16 @@ import orjson
 from flask import Blueprint, Response, request
 
 from pushsvc.core.topics import TopicMatcher, validate_topic
-from pushsvc.deliver.mercure_selectors import Selector, SelectorSet
+from pushsvc.deliver.mercure_selectors import Selector, SelectorSet, TooManyPatterns
 from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
 from pushsvc.deliver.projection import Projection
-from pushsvc.errors import BadRequest
+from pushsvc.errors import BadRequest, ServerBusy
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.streams import respond
 from pushsvc.ingest.accept import ingest
 from pushsvc.loop_pause import let_others_run
 from pushsvc.security.access import ReadAccess
+from pushsvc.security.limits import BUSY_RETRY_AFTER_S
 from pushsvc.security.mercure_auth import (
     MercureAuthError,
     MercureGrant,
@@ -109,6 +110,8 @@ def subscribe() -> Response:
         selectors = SelectorSet(chosen, base_url=hub_url())
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    except TooManyPatterns as exc:
+        raise ServerBusy(str(exc), retry_after_s=BUSY_RETRY_AFTER_S) from None
     try:
         grant = _grant(method="GET")
     except MercureAuthError as exc:
