@@ -61,6 +61,7 @@ _METAVARS = {
     "windows": "DURATION[,...]",
     "stats": "STAT[,...]",
     "rules": "PATH",
+    "mercure": "off|on|anonymous",
     "series": "RES:KEEP[,...]",
     "data_dir": "PATH",
     "certfile": "PATH",

@@ -10,7 +10,8 @@ one of `FORECAST_STATS` (`mean` unless given); `model` is `holt_winters` (unless
 `MAX_HORIZON` of them. `holt_winters` takes a `season` (`1d` unless given), 2 to `MAX_SEASON`
 buckets, and may set its smoothing parameters `alpha`, `beta`, `gamma` (the model's defaults
 unless given); `linear` takes a `range` (required), 2 to `MAX_RANGE` buckets, as Prometheus'
-`predict_linear(v[range], ...)`. The models themselves are `pushsvc.series.forecast_*`.
+`predict_linear(v[range], ...)`. The models themselves are `pushsvc.series.forecast_linear` and
+`pushsvc.series.forecast_holt_winters`.
 """
 
 from __future__ import annotations
