@@ -1,0 +1,87 @@
+"""Appending a batch whose events may be past their topic's grace, losing none of them.
+
+The broker's append judges lateness against the topic clock it keeps, atomically with the
+append (`Broker.append_events`, `pushsvc.core.lateness`): that judgement, made in log order,
+is the authoritative one, so the aggregator never judges lateness itself and replaying the
+log yields the same updates. An append that meets an event past the grace changes nothing
+and names the clock it judged by; every event of the batch older than that clock less the
+grace is then past the grace for good (a topic clock never moves back), so those events are
+logged on the topic's late stream and the rest is appended again. A batch takes one append
+more per clock it meets, usually two in all.
+
+The late stream is a topic of its own, `<topic>.late` (`late_topic`): read like any topic
+(stream, history, statistics), its updates carry each late event as it was posted. Its
+appends accept any age. The late events of each round are logged before the batch's on-time
+events, each round under the request's idempotency key with the round's first event index:
+a producer that retries never loses a late event. A retry after the server died between two
+appends, while the topic clock moved on, may log an event on the late stream twice (it is
+then late by more in the retry); it never logs one on the topic twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from pushsvc.broker.base import Appended, Broker
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.lateness import ANY_AGE_US
+from pushsvc.errors import LateEvent
+
+LATE_SUFFIX = ".late"
+
+
+def late_topic(topic: str) -> str:
+    """The topic that holds `topic`'s events past its grace."""
+    return topic + LATE_SUFFIX
+
+
+def append_keeping_late(
+    broker: Broker,
+    topic: str,
+    events: Sequence[Event],
+    *,
+    grace_us: int,
+    refuse: bool,
+    idempotency: Idempotency | None = None,
+) -> Appended:
+    """Append `events` to `topic`; those past the grace go to `late_topic(topic)` (counted in
+    `Appended.late`), or, with `refuse`, the batch is refused whole (LateEvent, nothing
+    changed)."""
+    remaining = list(enumerate(events))
+    late = 0
+    replayed = idempotency is not None  # every late append so far was an earlier request's
+    while remaining:
+        batch = [event for _, event in remaining]
+        try:
+            appended = broker.append_events(
+                topic, batch, lateness_us=grace_us, idempotency=idempotency
+            )
+        except LateEvent as exc:
+            if refuse or exc.clock_us is None:
+                if exc.index is not None:
+                    exc.index = remaining[exc.index][0]
+                raise
+            edge = exc.clock_us - grace_us
+            found = [(i, event) for i, event in remaining if event.ts_us < edge]
+            kept = None
+            if idempotency is not None:
+                kept = replace(idempotency, key=f"{idempotency.key}:late:{found[0][0]}")
+            logged = broker.append_events(
+                late_topic(topic),
+                [event for _, event in found],
+                lateness_us=ANY_AGE_US,
+                idempotency=kept,
+            )
+            late += len(found)
+            replayed = replayed and logged.replayed
+            remaining = [(i, event) for i, event in remaining if event.ts_us >= edge]
+            continue
+        if appended.replayed:
+            # An earlier request logged this one: what it did not log on the topic, it
+            # logged on the late stream.
+            late = len(events) - appended.accepted
+        return appended._replace(late=late)
+    # Every event was past the grace: a retry of such a request is a replay too.
+    return Appended(0, replayed=replayed, late=late)
