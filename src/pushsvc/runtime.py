@@ -318,6 +318,7 @@ class _OnRedis:
             limits=runtime.limits,
             lateness_us=settings.grace_us,
             lease_us=settings.lease_us,
+            rules=settings.rules,
         )
         runtime.spawn(bridge.run, runtime.stop)
         if settings.rules.derives:
@@ -387,6 +388,7 @@ def _read_outbox(runtime: Runtime) -> None:
         table=settings.outbox_table,
         limits=runtime.limits,
         lateness_us=settings.grace_us,
+        rules=settings.rules,
         idempotency_window_us=settings.idempotency_window_us,
         poll_s=settings.outbox_poll_us / 1_000_000,
         standby_s=settings.lease_us / 3_000_000,
