@@ -412,7 +412,7 @@ def _gate(settings: Settings) -> Gate:
     )
     return Gate(
         verifier,
-        anonymous=Scope.of(settings.anonymous),
+        anonymous=Scope.reading(settings.anonymous),
         token_query=settings.token_query,
         trusted_origins=settings.cors_origins,
         backend=None if settings.auth_url is None else _backend_auth(settings, settings.auth_url),

@@ -13,10 +13,11 @@ clock it meets, usually two in all; its late events reach the late stream in the
 are found, round by round.
 
 The late stream is a topic of its own, `<topic>.late` (`late_topic`): read like any topic
-(stream, history, statistics), its updates carry each late event as it was posted. Its
-appends accept any age. The late events of each round are logged before the batch's on-time
-events, each round under the request's idempotency key with the round's first event index:
-a producer that retries never loses a late event. A retry after the server died between two
+(stream, history, statistics), its updates carry each late event as it was posted; a token
+that may read the topic may read it (`Scope.reading`). Its appends accept any age. The late
+events of each round are logged before the batch's on-time events, each round under the
+request's idempotency key with the round's first event index: a producer that retries never
+loses a late event. A retry after the server died between two
 appends, while the topic clock moved on, may log an event on the late stream twice (it is
 then late by more in the retry); it never logs one on the topic twice.
 """
@@ -30,9 +31,9 @@ from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.lateness import ANY_AGE_US
+from pushsvc.core.topics import MAX_TOPIC_LEN
 from pushsvc.errors import LateEvent
-
-LATE_SUFFIX = ".late"
+from pushsvc.security.scopes import LATE_SUFFIX
 
 
 def late_topic(topic: str) -> str:
@@ -68,7 +69,8 @@ def append_keeping_late(
                     topic, batch, lateness_us=grace_us, idempotency=idempotency
                 )
         except LateEvent as exc:
-            if refuse or exc.clock_us is None:
+            if refuse or exc.clock_us is None or len(late_topic(topic)) > MAX_TOPIC_LEN:
+                # (A name too long for a late stream, which no one could read: refused.)
                 if exc.index is not None:
                     exc.index = remaining[exc.index][0]
                 raise
