@@ -12,12 +12,12 @@ itself is `pushsvc.series.scoring`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushsvc.core.durations import duration_label, parse_duration_us
-from pushsvc.rules.tiers import SeriesTier
+from pushsvc.core.durations import duration_label
+from pushsvc.rules.tiers import SeriesTier, field_table, kept_tier, positive_duration
 
 __all__ = [
     "ANOMALY_STATS",
@@ -69,30 +69,14 @@ class AnomalyRule:
 
 def parse_anomaly(given: object, tiers: Sequence[SeriesTier]) -> AnomalyRule:
     """The `anomaly` field of a rule keeping `tiers`; ValueError saying what is wrong."""
-    if not isinstance(given, Mapping):
-        raise ValueError(
-            'write it as { every = "1m", stat = "mean", learn = "6h" }, got '
-            f"{type(given).__name__} {given!r}"[:120]
-        )
-    for key in given:
-        if key not in _FIELDS:
-            raise ValueError(f"unknown key {key!r}; anomaly has {', '.join(_FIELDS)}")
-    if "every" not in given:
-        raise ValueError('every is missing: name the series tier to score, e.g. every = "1m"')
-    every_us = _duration("every", given["every"])
-    kept = [tier.resolution_us for tier in tiers]
-    if every_us not in kept:
-        labels = ", ".join(duration_label(r) for r in kept) or "none"
-        raise ValueError(
-            f"every = {duration_label(every_us)!r} is not a tier the rule's series keep "
-            f"(they keep {labels})"
-        )
+    given = field_table(given, "anomaly", '{ every = "1m", stat = "mean", learn = "6h" }', _FIELDS)
+    every_us = kept_tier("every", given, tiers, "score")
     stat = given.get("stat", "mean")
     if stat not in ANOMALY_STATS:
         raise ValueError(f"unknown stat {stat!r}; known: {', '.join(ANOMALY_STATS)}")
     learn_points = DEFAULT_LEARN_POINTS
     if "learn" in given:
-        learn_us = _duration("learn", given["learn"])
+        learn_us = positive_duration("learn", given["learn"])
         learn_points = learn_us // every_us
         if learn_points < MIN_LEARN_POINTS:
             raise ValueError(
@@ -107,15 +91,3 @@ def parse_anomaly(given: object, tiers: Sequence[SeriesTier]) -> AnomalyRule:
     ):
         raise ValueError(f"threshold {threshold!r} is not a number in (0, 1]")
     return AnomalyRule(every_us, str(stat), learn_points, float(threshold))
-
-
-def _duration(key: str, given: object) -> int:
-    if not isinstance(given, str):
-        raise ValueError(f'{key} is a duration like "1m", got {type(given).__name__} {given!r}')
-    try:
-        width = parse_duration_us(given)
-    except ValueError as exc:
-        raise ValueError(f"{key}: {exc}") from None
-    if width <= 0:
-        raise ValueError(f"{key}: {given!r} must be longer than 0")
-    return width

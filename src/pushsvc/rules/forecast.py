@@ -16,13 +16,13 @@ unless given); `linear` takes a `range` (required), 2 to `MAX_RANGE` buckets, as
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.durations import duration_label
 from pushsvc.rules.anomaly import ANOMALY_STATS
-from pushsvc.rules.tiers import SeriesTier
+from pushsvc.rules.tiers import SeriesTier, field_table, kept_tier, positive_duration
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -99,24 +99,13 @@ class ForecastRule:
 
 def parse_forecast(given: object, tiers: Sequence[SeriesTier]) -> ForecastRule:
     """The `forecast` field of a rule keeping `tiers`; ValueError saying what is wrong."""
-    if not isinstance(given, Mapping):
-        raise ValueError(
-            'write it as { tier = "1m", model = "holt_winters", season = "1d", horizon = "6h" }'
-            f", got {type(given).__name__} {given!r}"[:160]
-        )
-    for key in given:
-        if key not in _FIELDS:
-            raise ValueError(f"unknown key {key!r}; forecast has {', '.join(_FIELDS)}")
-    if "tier" not in given:
-        raise ValueError('tier is missing: name the series tier to forecast, e.g. tier = "1m"')
-    tier_us = _duration("tier", given["tier"])
-    kept = [tier.resolution_us for tier in tiers]
-    if tier_us not in kept:
-        labels = ", ".join(duration_label(r) for r in kept) or "none"
-        raise ValueError(
-            f"tier = {duration_label(tier_us)!r} is not a tier the rule's series keep "
-            f"(they keep {labels})"
-        )
+    given = field_table(
+        given,
+        "forecast",
+        '{ tier = "1m", model = "holt_winters", season = "1d", horizon = "6h" }',
+        _FIELDS,
+    )
+    tier_us = kept_tier("tier", given, tiers, "forecast")
     stat = given.get("stat", "mean")
     if stat not in FORECAST_STATS:
         raise ValueError(f"unknown stat {stat!r}; known: {', '.join(FORECAST_STATS)}")
@@ -151,7 +140,7 @@ def parse_forecast(given: object, tiers: Sequence[SeriesTier]) -> ForecastRule:
 
 def _buckets(key: str, given: object, tier_us: int, least: int, most: int) -> int:
     """A duration that is a whole number of `least` to `most` buckets of the tier."""
-    width = _duration(key, given)
+    width = positive_duration(key, given)
     tier = duration_label(tier_us)
     if width % tier_us:
         raise ValueError(f"{key} = {given!r} is not a whole number of {tier} buckets")
@@ -167,15 +156,3 @@ def _number(key: str, given: object) -> float:
     if not isinstance(given, int | float) or isinstance(given, bool):
         raise ValueError(f"{key} is a number, got {type(given).__name__} {given!r}")
     return float(given)
-
-
-def _duration(key: str, given: object) -> int:
-    if not isinstance(given, str):
-        raise ValueError(f'{key} is a duration like "1m", got {type(given).__name__} {given!r}')
-    try:
-        width = parse_duration_us(given)
-    except ValueError as exc:
-        raise ValueError(f"{key}: {exc}") from None
-    if width <= 0:
-        raise ValueError(f"{key}: {given!r} must be longer than 0")
-    return width

@@ -9,8 +9,9 @@ tier's bucket is exactly a run of finer buckets and is built by merging them as 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pushsvc.core.durations import duration_label, parse_duration_us
 
@@ -83,3 +84,42 @@ def check_tiers(tiers: Sequence[SeriesTier]) -> tuple[SeriesTier, ...]:
                 f"one ({finer.resolution_label})"
             )
     return tuple(ordered)
+
+
+def field_table(given: object, field: str, example: str, keys: Sequence[str]) -> Mapping[str, Any]:
+    """A rule's inline table field (`anomaly`, `forecast`) that takes only `keys`; ValueError
+    saying what is wrong, with `example` written as the rules file writes it."""
+    if not isinstance(given, Mapping):
+        raise ValueError(f"write it as {example}, got {type(given).__name__} {given!r}"[:160])
+    for key in given:
+        if key not in keys:
+            raise ValueError(f"unknown key {key!r}; {field} has {', '.join(keys)}")
+    return given
+
+
+def kept_tier(key: str, given: Mapping[str, Any], tiers: Sequence[SeriesTier], doing: str) -> int:
+    """The resolution (µs) `given[key]` names, which must be one of the rule's `tiers`."""
+    if key not in given:
+        raise ValueError(f'{key} is missing: name the series tier to {doing}, e.g. {key} = "1m"')
+    resolution_us = positive_duration(key, given[key])
+    kept = [tier.resolution_us for tier in tiers]
+    if resolution_us not in kept:
+        labels = ", ".join(duration_label(r) for r in kept) or "none"
+        raise ValueError(
+            f"{key} = {duration_label(resolution_us)!r} is not a tier the rule's series keep "
+            f"(they keep {labels})"
+        )
+    return resolution_us
+
+
+def positive_duration(key: str, given: object) -> int:
+    """A rule field's duration, as the rules file writes it ("1m"), longer than 0."""
+    if not isinstance(given, str):
+        raise ValueError(f'{key} is a duration like "1m", got {type(given).__name__} {given!r}')
+    try:
+        width = parse_duration_us(given)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    if width <= 0:
+        raise ValueError(f"{key}: {given!r} must be longer than 0")
+    return width
