@@ -16,10 +16,10 @@ import jsonschema
 import pandas as pd
 import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
-from harness.redis_server import RedisServer
 
 from pushsvc.client import Client, Point, Snapshot, StreamUpdate
 from pushsvc.series.anomaly import Detector, Params
+from support.rules_deployment import rules_deployment
 
 S = 1_000_000
 LEARN = 20
@@ -48,25 +48,8 @@ def server(
 ) -> Iterator[PushsvcProcess]:
     rules = tmp_path_factory.mktemp("anomaly") / "rules.toml"
     rules.write_text(RULES)
-    if request.param == "memory":
-        proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules)).start()
+    with rules_deployment(request.param, rules, "anomaly:") as proc:
         yield proc
-        proc.stop()
-        return
-    redis_server = RedisServer().start()
-    env = {
-        "PUSHSVC_REDIS_URL": redis_server.url,
-        "PUSHSVC_PREFIX": "anomaly:",
-        "PUSHSVC_TICK": "0",
-        "PUSHSVC_RULES": str(rules),
-    }
-    aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
-    web = PushsvcProcess("web", env=env).start()
-    aggregator.wait_for_log("took the lease")
-    yield web
-    web.stop()
-    aggregator.stop()
-    redis_server.stop()
 
 
 def _events(seconds: int) -> list[dict[str, Any]]:

@@ -16,11 +16,11 @@ import jsonschema
 import pandas as pd
 import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
-from harness.redis_server import RedisServer
 
 from pushsvc.client import ApiError, Client
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_linear import LinearModel
+from support.rules_deployment import rules_deployment
 
 RULES = """
 [[rule]]
@@ -48,25 +48,8 @@ def server(
 ) -> Iterator[PushsvcProcess]:
     rules = tmp_path_factory.mktemp("forecast") / "rules.toml"
     rules.write_text(RULES)
-    if request.param == "memory":
-        proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules)).start()
+    with rules_deployment(request.param, rules, "forecast:") as proc:
         yield proc
-        proc.stop()
-        return
-    redis_server = RedisServer().start()
-    env = {
-        "PUSHSVC_REDIS_URL": redis_server.url,
-        "PUSHSVC_PREFIX": "forecast:",
-        "PUSHSVC_TICK": "0",
-        "PUSHSVC_RULES": str(rules),
-    }
-    aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
-    web = PushsvcProcess("web", env=env).start()
-    aggregator.wait_for_log("took the lease")
-    yield web
-    web.stop()
-    aggregator.stop()
-    redis_server.stop()
 
 
 def _events(seconds: int) -> list[dict[str, Any]]:

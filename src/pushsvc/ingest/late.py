@@ -31,9 +31,8 @@ from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.lateness import ANY_AGE_US
-from pushsvc.core.topics import MAX_TOPIC_LEN
+from pushsvc.core.topics import LATE_SUFFIX, MAX_TOPIC_LEN
 from pushsvc.errors import LateEvent
-from pushsvc.security.scopes import LATE_SUFFIX
 
 
 def late_topic(topic: str) -> str:

@@ -16,10 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pushsvc.core.topics import ALERTS, ALL, MAX_TOPIC_LEN, TopicMatcher, overlap
-
-LATE_SUFFIX = ".late"
-"""A topic's late stream is `<topic>.late` (`pushsvc.ingest.late`)."""
+from pushsvc.core.topics import ALERTS, ALL, LATE_SUFFIX, MAX_TOPIC_LEN, TopicMatcher, overlap
 
 
 @dataclass(frozen=True, slots=True)
