@@ -157,7 +157,7 @@ def start_server(rules: Path) -> Any:
     return PushsvcProcess(
         "serve",
         "--tick", "0",
-        "--grace", LATENESS,
+        "--allowed-lateness", LATENESS,
         "--topic-ttl", "0",
         "--rules", str(rules),
     ).start()  # fmt: skip

@@ -354,28 +354,24 @@ def draft(
     *,
     group: GroupPart | None = None,
     groups: Sequence[GroupPart] | None = None,
-    late: bool = False,
 ) -> UpdateDraft:
     """The draft of one update: the topic's statistics after an event or a tick, with the
-    event's group (`group`) or the groups a tick changed (`groups`) for a grouping topic.
-    `late`: the event is behind the topic's clock (applied in place); the update says
-    `"late": true`, an update on time has no such key."""
+    event's group (`group`) or the groups a tick changed (`groups`) for a grouping topic."""
     if group is not None:
         # Every event of a grouping topic: its group's JSON once, kept for the broker and
         # spliced into the body as it is. One display: a sixth key added to a five-key dict
         # would resize it, per event.
         encoded = group.json()
-        grouped: dict[str, object] = {
-            "topic": topic,
-            "ts": clock_us / US_PER_S,
-            "reason": reason,
-            "event": event,
-            "windows": windows,
-            "group": orjson.Fragment(encoded),
-        }
-        if late:
-            grouped["late"] = True
-        body = orjson.dumps(grouped)
+        body = orjson.dumps(
+            {
+                "topic": topic,
+                "ts": clock_us / US_PER_S,
+                "reason": reason,
+                "event": event,
+                "windows": windows,
+                "group": orjson.Fragment(encoded),
+            }
+        )
         return UpdateDraft(topic, clock_us, body, ((group.id, encoded),))
     fields: dict[str, object] = {
         "topic": topic,
@@ -384,8 +380,6 @@ def draft(
         "event": event,
         "windows": windows,
     }
-    if late:
-        fields["late"] = True
     if groups is None:
         return UpdateDraft(topic, clock_us, orjson.dumps(fields))
     texts = [part.json() for part in groups]
