@@ -48,6 +48,8 @@ def mode() -> Response:
         if given.pop("forget", False):
             _asks.clear()
         _state.update(given)
+        if _state["mode"] == "gzip_bomb":
+            _bomb(_state["bomb_mb"])  # made before pushsvc asks, not in its time
         return jsonify(_state)
 
 
@@ -113,7 +115,10 @@ def auth() -> Any:
 
 
 @functools.cache
+@functools.cache
 def _bomb(mebibytes: int) -> bytes:
+    """Made once: compressing 256 MiB takes the backend seconds, which on a loaded machine
+    ran past pushsvc's --auth-timeout, so pushsvc logged a timeout, not the bomb."""
     packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
     spaces = b" " * (1 << 20)
     return b"".join(packer.compress(spaces) for _ in range(mebibytes)) + packer.flush()
