@@ -157,7 +157,7 @@ def start_server(rules: Path) -> Any:
     return PushsvcProcess(
         "serve",
         "--tick", "0",
-        "--allowed-lateness", LATENESS,
+        "--grace", LATENESS,
         "--topic-ttl", "0",
         "--rules", str(rules),
     ).start()  # fmt: skip
