@@ -26,6 +26,7 @@ WIDTHS = (2 * S, 10 * S)
 LABELS = ("2s", "10s")
 STATS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 BASE = 1_763_700_000 * S
+YEARS_20 = 20 * 365 * 86_400 * S
 
 # How an event's time relates to the clock: ahead, at an earlier event's time, within the
 # grace, right at its edge, or past it.
@@ -49,8 +50,8 @@ def streams(draw: st.DrawFn) -> list[list[tuple[int, float]]]:
             ts = clock - draw(st.integers(1, GRACE - 1))
         elif kind == "edge":
             ts = clock - GRACE + draw(st.sampled_from([-1, 0, 1]))
-        else:
-            ts = clock - GRACE - draw(st.integers(1, 4 * GRACE))
+        else:  # past it: by seconds, or by 20 years (the late stream takes any age)
+            ts = clock - GRACE - draw(st.integers(1, 4 * GRACE) | st.just(YEARS_20))
         events.append((ts, draw(VALUES)))
         seen.append(ts)
         clock = max(clock, ts)

@@ -172,6 +172,46 @@ def test_a_late_request_is_kept_once_and_its_retry_is_a_replay(
     assert logged_values(pushsvc.port, f"{topic}.late") == [2.0]
 
 
+@pytest.mark.parametrize("kind", BROKERS)
+def test_a_key_is_forgotten_after_the_window(
+    kind: str, request: pytest.FixtureRequest, topic: str
+) -> None:
+    redis_server = request.getfixturevalue("redis_server") if kind == "redis" else None
+    proc = _serve(kind, redis_server, window="1s")
+    try:
+        assert publish(proc.port, topic, [{"value": 7}], "short")[0] == 202
+
+        def logged_anew() -> bool:
+            # A repeat: replayed until the key expires, then logged (once: the poll stops).
+            status, headers, _ = publish(proc.port, topic, [{"value": 7}], "short")
+            assert status == 202
+            return REPLAYED not in headers
+
+        wait_until(logged_anew, interval=0.05)
+        assert logged_values(proc.port, topic) == [7.0, 7.0]
+    finally:
+        proc.stop()
+
+
+KEYS_REFUSED = [
+    pytest.param("", id="empty"),
+    pytest.param("k" * 129, id="too-long"),
+    pytest.param("a b", id="space"),
+    pytest.param("caf\u00e9", id="not-ascii"),
+    pytest.param("a\tb", id="tab"),
+]
+
+
+@pytest.mark.parametrize("key", KEYS_REFUSED)
+def test_a_bad_key_is_a_400_that_changes_nothing(client: FlaskClient, key: str) -> None:
+    answer = client.post(
+        "/topics/orders/events", json=[{"value": 1}], headers={"Idempotency-Key": key}
+    )
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "invalid_idempotency_key"
+    assert client.get("/topics/orders/stats").status_code == 404
+
+
 def test_two_keys_in_one_request_are_a_400(client: FlaskClient) -> None:
     answer = client.post(
         "/topics/orders/events",

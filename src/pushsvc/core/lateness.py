@@ -13,12 +13,15 @@ the same comparison inside Redis, so that no two appends race, and re-raises thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 from pushsvc.core.event import US_PER_S, Event
 from pushsvc.errors import LateEvent
 
-ANY_AGE_US = 10 * 365 * 86_400_000_000
-"""A lateness no event is older than: what a late stream's own appends are judged with."""
+ANY_AGE_US = (date(9999, 12, 31) - date(2000, 1, 1)).days * 86_400 * US_PER_S
+"""A lateness past which no event can be late: more than any two event times differ by (an
+event carries a `ts` from 2000 to 9999, `pushsvc.ingest.timestamps`). What a late stream's
+own appends are judged with, so that they take any event."""
 
 
 def is_late(clock_us: int | None, ts_us: int, lateness_us: int) -> bool:
