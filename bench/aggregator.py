@@ -4,6 +4,7 @@
     python -m bench.aggregator                 # readable table, about two minutes
     python -m bench.aggregator --json          # one JSON object
     python -m bench.aggregator --smoke --json  # tiny streams, seconds (CI): runs and checks
+    python -m bench.aggregator --late-sweep    # only the aggregator with 0/1/10/50 % late events
 
 (From a checkout without ``pip install -e .``: ``PYTHONPATH=src python -m bench.aggregator``.)
 
@@ -377,6 +378,26 @@ def run_pandas(stream: Stream, plan: Plan) -> dict[str, Any]:
     return {**out, "held_in_widest_window": len(recompute.ts)}
 
 
+LATE_FRACTIONS = (0.0, 0.01, 0.10, 0.50)
+"""The late sweep: these shares of events late by up to the grace (applied in place)."""
+
+
+def run_late_sweep(plan: Plan, *, stride_us: int, size: int, seed: int) -> dict[str, Any]:
+    """The aggregator (`run_aggregator`) on streams with each share of `LATE_FRACTIONS` late
+    by up to the grace, and each rate as a share of the in-order one. A late event does not
+    move the clock, so the stream is made longer to fill the widest window all the same."""
+    timed_events = plan.segment * plan.repeats
+    out: dict[str, Any] = {}
+    for fraction in LATE_FRACTIONS:
+        n = int(size / (1 - fraction)) + timed_events
+        stream = make_stream(n, stride_us=stride_us, seed=seed, late_fraction=fraction)
+        out[f"{fraction:.0%}"] = run_aggregator(stream, plan, plan.batch)
+    in_order = out["0%"]["events_per_s"]
+    for figures in out.values():
+        figures["of_in_order"] = round(figures["events_per_s"] / in_order, 3)
+    return out
+
+
 # (key, label, quantile) of the latency tail; nearest rank.
 TAIL = (("p50", "p50", 0.5), ("p99", "p99", 0.99), ("p999", "p99.9", 0.999),
         ("p9999", "p99.99", 0.9999), ("max", "max", 1.0))  # fmt: skip
@@ -663,7 +684,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="events per batch")
     parser.add_argument("--river-events", type=int, default=300, help="per River segment")
     parser.add_argument("--pandas-events", type=int, default=10, help="per pandas segment")
+    parser.add_argument(
+        "--late-sweep", action="store_true", help="only the aggregator with 0/1/10/50 %% late"
+    )
     args = parser.parse_args(argv)
+    if args.late_sweep:
+        plan = Plan(args.events, args.repeats, args.batch, args.river_events, args.pandas_events)
+        sweep = run_late_sweep(plan, stride_us=3000, size=106_000, seed=args.seed)
+        sweep = {"machine": machine("numpy", "pandas", "sortedcontainers", "orjson"), **sweep}
+        if args.json:
+            sys.stdout.write(orjson.dumps(sweep, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            for share, figures in sweep.items():
+                if share != "machine":
+                    print(
+                        f"{share:>4} late: {figures['events_per_s']:>9,} events/s per CPU s "
+                        f"({figures['of_in_order']:.2f} of in order)"
+                    )
+        return 0
     result = run_all(args)
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")

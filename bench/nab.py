@@ -30,9 +30,9 @@ What the server is told, and why:
 
 * `--tick 0`: an idle tick moves a topic's clock by the wall time since its last event; the
   clock must be the file's timestamps alone.
-* `--allowed-lateness 1h`: machine_temperature_system_failure repeats an hour (02:00 to 02:55 on
-  2014-01-07, 55 minutes behind its clock); with the default 5 s those 12 rows are refused as
-  late. Within the lateness they land in their (still open) buckets.
+* `--grace 1h`: machine_temperature_system_failure repeats an hour (02:00 to 02:55 on
+  2014-01-07, 55 minutes behind its clock); with the default 5 s those 12 rows would go to the
+  topic's late stream. Within the grace they land in their (still open) buckets.
 * No `--max-future`: it bounds event times ahead of the server's clock only; 2011 to 2015 are
   accepted as they are (event times may go back to the year 1).
 * `series = ["5m:400d"]` in the rule: a tier keeps `retention` back from the topic's clock;
@@ -157,7 +157,7 @@ def start_server(rules: Path) -> Any:
     return PushsvcProcess(
         "serve",
         "--tick", "0",
-        "--allowed-lateness", LATENESS,
+        "--grace", LATENESS,
         "--topic-ttl", "0",
         "--rules", str(rules),
     ).start()  # fmt: skip

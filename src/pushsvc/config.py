@@ -311,7 +311,9 @@ class Settings:
     # Long-range series: resolution:retention tiers for the topics whose rule has none.
     series: tuple[SeriesTier, ...] = setting("1s:15m,1m:24h", _series)
     tick_us: int = setting("1s", parse_duration_us, name="tick")
-    allowed_lateness_us: int = setting("5s", parse_duration_us, name="allowed_lateness")
+    # How far behind its topic's clock an event is still applied in place, for topics whose
+    # rule names no `grace` (an older one goes to the late stream, docs/rules.md).
+    grace_us: int = setting("5s", parse_duration_us, name="grace")
     # An event further ahead of the server's clock is refused: it would make every event after
     # it late until the clock catches up (one wrong clock must never lock a topic).
     max_future_us: int = setting("5m", _positive_duration, name="max_future")
@@ -544,11 +546,11 @@ class Settings:
             # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
             # back by an event arriving late within the lateness.
             limit = session.max_duration_us
-            if limit is not None and limit < settings.allowed_lateness_us:
+            if limit is not None and limit < settings.grace_us:
                 raise RulesError(
                     f"rules file {settings.rules_file}: session {session.number} "
                     f"({session.topic}): max_duration: shorter than the allowed lateness "
-                    f"(--allowed-lateness {duration_label(settings.allowed_lateness_us)})"
+                    f"(--grace {duration_label(settings.grace_us)})"
                 )
         return settings
 
@@ -603,6 +605,11 @@ def _fixed(name: str, now: str) -> str:
 
 
 RETIRED = {
+    "allowed_lateness": _fixed(
+        "allowed_lateness",
+        "it is --grace / PUSHSVC_GRACE now (an event past it is kept on its topic's late "
+        "stream, not refused)",
+    ),
     "shard": (
         "--shard / PUSHSVC_SHARD is gone: aggregators share the partitions by leases now; "
         "give every process the same --partitions / PUSHSVC_PARTITIONS (default 16) and run "

@@ -87,6 +87,8 @@ class MalformedJson(BadRequest):
 
 class LateEvent(BadRequest):
     code = "late_event"
+    clock_us: int | None = None
+    """The topic clock the event was judged against (`pushsvc.core.lateness`)."""
 
 
 class FutureEvent(BadRequest):

@@ -139,7 +139,7 @@ class Runtime:
                     rules=settings.rules,
                     wall_clock=wall_clock_us,
                     topic_ttl_us=settings.topic_ttl_us,
-                    lateness_us=settings.allowed_lateness_us,
+                    lateness_us=settings.grace_us,
                     # A big batch lets the loop serve producers and streams meanwhile.
                     pause=let_others_run,
                 )
@@ -280,14 +280,18 @@ class _Embedded:
         settings = runtime.settings
         _drive_partitions(runtime, self.broker, new_aggregator)
         if settings.rules.derives:
-            deriver = Deriver(self.broker, settings.rules, lateness_us=settings.allowed_lateness_us)
+            deriver = Deriver(
+                self.broker,
+                settings.rules,
+                lateness_us=settings.rules.widest_grace_us(settings.grace_us),
+            )
             runtime.metrics.watch_deriver(deriver)
             runtime.spawn(deriver.run, runtime.stop)
         if settings.rules.sessions:
             # One process publishes every partition: an update is read as soon as it is
             # published, in publish order.
             sessionizer = Sessionizer(
-                self.broker, settings.rules.sessions, lateness_us=settings.allowed_lateness_us
+                self.broker, settings.rules.sessions, lateness_us=settings.grace_us
             )
             runtime.metrics.watch_sessionizer(sessionizer)
             runtime.spawn(sessionizer.run, runtime.stop)
@@ -312,8 +316,9 @@ class _OnRedis:
         bridge = Bridge(
             self.broker,
             limits=runtime.limits,
-            lateness_us=settings.allowed_lateness_us,
+            lateness_us=settings.grace_us,
             lease_us=settings.lease_us,
+            rules=settings.rules,
         )
         runtime.spawn(bridge.run, runtime.stop)
         if settings.rules.derives:
@@ -322,7 +327,10 @@ class _OnRedis:
                 self.broker.url, self.broker.keys.derive_lease, ttl_us=settings.lease_us
             )
             deriver = Deriver(
-                self.broker, settings.rules, lateness_us=settings.allowed_lateness_us, lease=lease
+                self.broker,
+                settings.rules,
+                lateness_us=settings.rules.widest_grace_us(settings.grace_us),
+                lease=lease,
             )
             runtime.metrics.watch_deriver(deriver)
             runtime.spawn(lease.keep, runtime.stop)
@@ -336,7 +344,7 @@ class _OnRedis:
             sessionizer = Sessionizer(
                 self.broker,
                 settings.rules.sessions,
-                lateness_us=settings.allowed_lateness_us,
+                lateness_us=settings.grace_us,
                 lease=session_lease,
                 settle_ms=_SETTLE_MS,
                 skew_us=_SKEW_US,
@@ -379,7 +387,8 @@ def _read_outbox(runtime: Runtime) -> None:
         settings.outbox_dsn.value,
         table=settings.outbox_table,
         limits=runtime.limits,
-        lateness_us=settings.allowed_lateness_us,
+        lateness_us=settings.grace_us,
+        rules=settings.rules,
         idempotency_window_us=settings.idempotency_window_us,
         poll_s=settings.outbox_poll_us / 1_000_000,
         standby_s=settings.lease_us / 3_000_000,
@@ -403,7 +412,7 @@ def _gate(settings: Settings) -> Gate:
     )
     return Gate(
         verifier,
-        anonymous=Scope.of(settings.anonymous),
+        anonymous=Scope.reading(settings.anonymous),
         token_query=settings.token_query,
         trusted_origins=settings.cors_origins,
         backend=None if settings.auth_url is None else _backend_auth(settings, settings.auth_url),

@@ -3,7 +3,11 @@ readiness, metrics, lateness. Streams are tested on real sockets (test_e2e_memor
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask.testing import FlaskClient
+
+from conftest import MakeApp
 
 
 def test_a_topic_has_statistics_once_it_has_an_event(client: FlaskClient) -> None:
@@ -29,19 +33,39 @@ def test_health_readiness_and_metrics(client: FlaskClient) -> None:
     assert b"pushsvc_events_accepted_total 1.0" in metrics.data
 
 
-def test_late_events_are_rejected_beyond_the_allowed_lateness(client: FlaskClient) -> None:
+def test_late_events_past_the_grace_go_to_the_late_stream(client: FlaskClient) -> None:
     t = 1_763_700_000.0
     assert client.post("/topics/t/events", json={"value": 1, "ts": t}).status_code == 202
     inside = client.post("/topics/t/events", json={"value": 2, "ts": t - 4.9})  # within 5 s
-    assert inside.status_code == 202
+    assert (inside.status_code, inside.get_json()) == (202, {"accepted": 1})
+    assert client.get("/topics/t/stats").get_json()["late"] is True
     late = client.post(
         "/topics/t/events", json=[{"value": 3, "ts": t}, {"value": 4, "ts": t - 5.5}]
+    )
+    assert (late.status_code, late.get_json()) == (202, {"accepted": 1, "late": 1})
+    # On time: applied; past the grace: on the late stream, a topic of its own.
+    assert client.get("/topics/t/stats").get_json()["windows"]["10s"]["count"] == 3
+    kept = client.get("/topics/t.late/stats").get_json()
+    assert kept["event"]["value"] == 4 and kept["event"]["ts"] == t - 5.5
+    metrics = client.get("/metrics").data
+    assert b"pushsvc_late_events_total 1.0" in metrics
+
+
+def test_a_rule_may_refuse_late_events(make_app: MakeApp, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ntopics = ["strict.*"]\ngrace = "1s"\nlate = "refuse"\n')
+    client = make_app(rules=str(rules)).test_client()
+    t = 1_763_700_000.0
+    assert client.post("/topics/strict.a/events", json={"value": 1, "ts": t}).status_code == 202
+    late = client.post(
+        "/topics/strict.a/events", json=[{"value": 3, "ts": t}, {"value": 4, "ts": t - 1.5}]
     )
     assert late.status_code == 400
     error = late.get_json()["error"]
     assert error["code"] == "late_event" and error["index"] == 1
-    # The rejected batch changed nothing.
-    assert client.get("/topics/t/stats").get_json()["windows"]["10s"]["count"] == 2
+    # The refused batch changed nothing.
+    assert client.get("/topics/strict.a/stats").get_json()["windows"]["10s"]["count"] == 1
+    assert client.get("/topics/strict.a.late/stats").status_code == 404
 
 
 def test_the_dashboard_page_and_its_assets_are_served(client: FlaskClient) -> None:

@@ -212,7 +212,7 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
         (
             '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "1s"\n'
             'max_duration = "2s"',
-            "session 1 (v): max_duration: shorter than the allowed lateness (--allowed-lateness",
+            "session 1 (v): max_duration: shorter than the allowed lateness (--grace",
         ),
         (
             '[[derive]]\ntopic = "b"\nevery = "1s"\nvalue = "count[5s](a) / count[5s](b)"',

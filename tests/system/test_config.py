@@ -30,7 +30,7 @@ def test_defaults_match_the_design() -> None:
     s = Settings.load({}, {})
     assert (s.host, s.port, s.redis_url) == ("127.0.0.1", 8000, None)
     assert s.window_labels == ("10s", "1m", "5m")
-    assert (s.tick_us, s.allowed_lateness_us, s.heartbeat_us) == (1_000_000, 5_000_000, 15_000_000)
+    assert (s.tick_us, s.grace_us, s.heartbeat_us) == (1_000_000, 5_000_000, 15_000_000)
     assert s.history == 10_000
 
 
@@ -203,13 +203,13 @@ def test_cli_rejects_a_bad_window_with_one_line_naming_it() -> None:
 def test_cli_reads_variables_and_reports_them_the_same_way() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pushsvc", "serve"],
-        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "PUSHSVC_ALLOWED_LATENESS": "soon"},
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "PUSHSVC_GRACE": "soon"},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode != 0
-    assert "PUSHSVC_ALLOWED_LATENESS" in result.stderr
+    assert "PUSHSVC_GRACE" in result.stderr
 
 
 def test_statistic_selection() -> None:

@@ -349,9 +349,7 @@ def test_the_history_holds_updates_and_a_resume_from_it_gets_the_points(
 
 
 def test_idle_ticks_close_buckets(tmp_path: Path) -> None:
-    proc = PushsvcProcess(
-        "serve", "--tick", "100ms", "--allowed-lateness", "1s", "--series", "1s:1m"
-    ).start()
+    proc = PushsvcProcess("serve", "--tick", "100ms", "--grace", "1s", "--series", "1s:1m").start()
     try:
         topic = "series.ticked"
         with SSEClient(proc.port, f"/topics/{topic}/stream?series=1s", timeout=20) as stream:

@@ -125,6 +125,10 @@ A = '[[rule]]\ntopics = ["a"]\n'
         (A + 'top = [{ tag = "p", k = 3, n = 1 }]', "rule 1 (a): top: unknown key 'n'"),
         (A + 'top = [{ tag = "p.q", k = 3 }]', "rule 1 (a): top: 'p.q' is not a tag this"),
         (A + 'top = ["p"]', "rule 1 (a): top: write each entry as { tag"),
+        (A + "grace = 60", 'rule 1 (a): grace: durations are strings like "10s", got int 60'),
+        (A + 'grace = "soon"', "rule 1 (a): grace: "),
+        (A + 'grace = "-1s"', "rule 1 (a): grace: "),
+        (A + 'late = "drop"', "rule 1 (a): late: str 'drop' is neither \"keep\""),
         (A + 'top = { tag = "p", k = 3 }', "rule 1 (a): top: expected a list, got dict"),
         (
             A + 'top = [{ tag = "p", k = 3 }, { tag = "p", k = 5 }]',
@@ -159,6 +163,23 @@ def test_distinct_and_top_are_statistics_of_every_window_and_described() -> None
     assert [(t["k"], t["exact_up_to"]) for t in described["top"]] == [(10, 1000), (60, 1200)]
     # A file without them keeps the digest it had (processes of two versions agree).
     assert "distinct" not in _rules(A).rules[0].describe()
+
+
+def test_a_rule_has_its_grace_and_late_handling_and_others_take_the_servers() -> None:
+    rules = _rules(
+        '[[rule]]\ntopics = ["gw.*"]\ngrace = "1h"\n'
+        '[[rule]]\ntopics = ["strict"]\ngrace = "0s"\nlate = "refuse"\n'
+        '[[rule]]\ntopics = ["other"]\n'
+    )
+    assert rules.grace_of("gw.a", 5_000_000) == (3_600_000_000, False)
+    assert rules.grace_of("strict", 5_000_000) == (0, True)
+    assert rules.grace_of("other", 5_000_000) == (5_000_000, False)
+    assert rules.grace_of("unmatched", 7_000_000) == (7_000_000, False)
+    assert rules.widest_grace_us(5_000_000) == 3_600_000_000
+    described = [rule.describe() for rule in rules.rules]
+    assert described[0]["grace_seconds"] == 3600 and "late" not in described[0]
+    assert (described[1]["grace_seconds"], described[1]["late"]) == (0, "refuse")
+    assert "grace_seconds" not in described[2]
 
 
 def test_a_file_that_is_not_toml_or_cannot_be_read_is_one_line(tmp_path: Path) -> None:

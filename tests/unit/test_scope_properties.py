@@ -167,7 +167,8 @@ def test_hs256_tokens_round_trip_their_grant(
     )
     grant = Verifier(load_key(SECRET.decode())).verify(token)
     assert grant.publish.selectors == tuple(publish)
-    assert grant.subscribe.selectors == tuple(subscribe)
+    # A topic read allows its late stream too (`Scope.reading`).
+    assert grant.subscribe.selectors == Scope.reading(subscribe).selectors
     assert grant.subject == subject
     assert int(now) + ttl <= grant.expires_at <= now + ttl + 1
 
@@ -216,7 +217,7 @@ def test_public_key_tokens_round_trip_their_grant(
     grant = Verifier(key).verify(token)
     assert (grant.publish.selectors, grant.subscribe.selectors) == (
         tuple(publish),
-        tuple(subscribe),
+        Scope.reading(subscribe).selectors,
     )
 
 
@@ -401,3 +402,14 @@ def test_the_previous_key_keeps_its_own_algorithm(tmp_path: Path) -> None:
     confused = forged({"alg": "HS256", "typ": "JWT"}, claims, hmac_key=pem)
     with pytest.raises(TokenError, match=r"Signature verification failed|not allowed"):
         rotating.verify(confused)
+
+
+def test_a_reader_of_a_topic_reads_its_late_stream_and_nothing_more() -> None:
+    scope = Scope.reading(["orders", "public.*"])
+    assert scope.allows("orders") and scope.allows("orders.late")
+    assert not scope.allows("orders.other") and not scope.allows("ordersx.late")
+    assert scope.allows("public.a.late")
+    assert Scope.reading([]).empty
+    # A name with no room for the suffix has no late stream to read (none can be logged).
+    longest = "a" * 128
+    assert Scope.reading([longest]).selectors == (longest,)

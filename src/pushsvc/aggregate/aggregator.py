@@ -5,7 +5,9 @@ of idle ticks. Applying the same entries in the same order gives the same window
 same drafts, which is what lets a standby or a restarted aggregator continue exactly where
 another stopped (`pushsvc.aggregate.shard_runner`). Lateness is not judged here: every event that
 reaches the aggregator was accepted by the broker (`Broker.append_events`), and one that
-falls before every window still yields its update.
+falls before every window still yields its update. An event behind its topic's clock (late,
+within the grace) is inserted in place and its update says `"late": true`; the clock does not
+move back.
 
 Forgetting idle topics (`--topic-ttl`) follows the same pattern as ticks: the aggregator
 proposes (`idle_topics`), the broker decides against what it logged meanwhile, and every
@@ -132,7 +134,7 @@ class Aggregator:
             # The plain rule, inlined: `_staged` with no stage to call costs it instructions
             # an event (measured: docs/performance.md, 'What the aggregator's shape saves').
             return [
-                draft(topic, at_, "event", event_json(e), summary)
+                draft(topic, at_, "event", event_json(e), summary, late=e.ts_us < at_)
                 for e, at_, summary in zip(events, clocks, summaries, strict=True)
             ]
         series = state.series
@@ -146,7 +148,9 @@ class Aggregator:
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 if e.value is not None:
                     buckets.insert(e.ts_us, e.value, e.tags)
-                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                drafts.append(
+                    draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
+                )
                 if now >= buckets.next_close_us:
                     drafts += series.closed_points(now)
             return drafts
@@ -190,13 +194,20 @@ class Aggregator:
                 # A message without a value: counted, pushed, in no statistic of values (its
                 # topic's stages judge values; the next event or tick brings them to its clock).
                 last_update = len(drafts)
-                drafts.append(draft(topic, now, "event", event_json(e), summary))
+                drafts.append(
+                    draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
+                )
                 continue
             step.index, step.event, step.clock_us, step.summary = index, e, now, summary
             for stage in stages:
                 stage.on_event(step)
             last_update = len(drafts)
-            drafts.append(draft(topic, now, "event", event_json(e), step.summary, group=step.part))
+            drafts.append(
+                draft(
+                    topic, now, "event", event_json(e), step.summary,
+                    group=step.part, late=e.ts_us < now,
+                )
+            )  # fmt: skip
             if follow:
                 drafts += follow
                 follow.clear()

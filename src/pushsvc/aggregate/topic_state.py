@@ -151,7 +151,9 @@ class TopicFactory:
             stages.append(state.groups)
         tiers = self.tiers(rule)
         if tiers:
-            state.series = SeriesStage(topic, rule, tiers, self._lateness_us, groups)
+            # A bucket closes when its topic's grace has passed: no event lands in it later.
+            grace = self._lateness_us if rule.grace_us is None else rule.grace_us
+            state.series = SeriesStage(topic, rule, tiers, grace, groups)
             stages.append(state.series)
             if rule.anomaly is not None:
                 windows = self._time_windows(rule)

@@ -49,11 +49,14 @@ class Appended(NamedTuple):
     """What `Broker.append_events` did: `accepted` events were logged by this call or, when
     `replayed`, by an earlier one with the same idempotency key (this call logged nothing).
     `evicted`: the idempotency keys of other requests this call's key made the partition
-    forget before their window ended (`core.idempotency.MAX_KEYS_PER_PARTITION`)."""
+    forget before their window ended (`core.idempotency.MAX_KEYS_PER_PARTITION`). `late`:
+    the events of the request logged on the topic's late stream instead
+    (`pushsvc.ingest.late`), never set by a broker."""
 
     accepted: int
     replayed: bool = False
     evicted: int = 0
+    late: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,8 @@ def topic_path(topic: str, leaf: str) -> str:
 
 
 def publish(topic: str, events: Publishable) -> Plan[int]:
-    """POST one event or a batch (accepted whole or rejected whole); how many were accepted.
+    """POST one event or a batch (accepted whole or rejected whole); how many were accepted
+    onto the topic (the rest were past its grace: kept on its late stream, `<topic>.late`).
     One body and one key for every attempt: a repeat is the same request, logged once.
     ValueError, before anything is sent, for a NaN or infinite value or time, or data that
     JSON or the server cannot carry exactly; TypeError for what is no event."""

@@ -354,24 +354,28 @@ def draft(
     *,
     group: GroupPart | None = None,
     groups: Sequence[GroupPart] | None = None,
+    late: bool = False,
 ) -> UpdateDraft:
     """The draft of one update: the topic's statistics after an event or a tick, with the
-    event's group (`group`) or the groups a tick changed (`groups`) for a grouping topic."""
+    event's group (`group`) or the groups a tick changed (`groups`) for a grouping topic.
+    `late`: the event is behind the topic's clock (applied in place); the update says
+    `"late": true`, an update on time has no such key."""
     if group is not None:
         # Every event of a grouping topic: its group's JSON once, kept for the broker and
         # spliced into the body as it is. One display: a sixth key added to a five-key dict
         # would resize it, per event.
         encoded = group.json()
-        body = orjson.dumps(
-            {
-                "topic": topic,
-                "ts": clock_us / US_PER_S,
-                "reason": reason,
-                "event": event,
-                "windows": windows,
-                "group": orjson.Fragment(encoded),
-            }
-        )
+        grouped: dict[str, object] = {
+            "topic": topic,
+            "ts": clock_us / US_PER_S,
+            "reason": reason,
+            "event": event,
+            "windows": windows,
+            "group": orjson.Fragment(encoded),
+        }
+        if late:
+            grouped["late"] = True
+        body = orjson.dumps(grouped)
         return UpdateDraft(topic, clock_us, body, ((group.id, encoded),))
     fields: dict[str, object] = {
         "topic": topic,
@@ -380,6 +384,8 @@ def draft(
         "event": event,
         "windows": windows,
     }
+    if late:
+        fields["late"] = True
     if groups is None:
         return UpdateDraft(topic, clock_us, orjson.dumps(fields))
     texts = [part.json() for part in groups]

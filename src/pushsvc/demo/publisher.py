@@ -67,12 +67,13 @@ class Publisher:
         """POST `body` (an event or a list of events) to `topic`'s events, retrying while the
         server is not ready. True once accepted; False when a retry would start after
         `give_up_at` (a `monotonic` time: the events would be too old by then). Raises
-        Rejected for a 4xx other than 429."""
+        Rejected for a 4xx other than 429, and when some events were past the topic's grace
+        (kept on its late stream: the demo's events are never meant to be late)."""
         backoff = NOT_READY_BACKOFF
         if give_up_at is not None:
             backoff = replace(backoff, give_up_after=max(0.0, give_up_at - self._monotonic()))
         try:
-            self._client.publish(topic, body, backoff=backoff)
+            accepted = self._client.publish(topic, body, backoff=backoff)
         except ApiError as exc:
             if not exc.retryable:
                 raise Rejected(f"{exc} (topic {topic!r})", exc.code) from None
@@ -82,6 +83,13 @@ class Publisher:
         if self._waited:
             self._waited = False
             log.warning("%s is up; posting", self.base_url)
+        posted = 1 if isinstance(body, Mapping) else len(body)
+        if accepted < posted:
+            raise Rejected(
+                f"{posted - accepted} of {posted} events were past the grace of topic "
+                f"{topic!r}, kept on its late stream",
+                "late_event",
+            )
         return True
 
     def newest(self, topics: Sequence[str]) -> float | None:

@@ -89,8 +89,8 @@ def _catch_up(
 ) -> tuple[DemoEvent, int]:
     """Post every event due by now (offset 0 at machine time `t0`), in rounds of at most
     CATCH_UP_BATCH, each topic's in time order, until none is due; returns the next event
-    and how many were posted. A topic that already has newer events refuses them as late (a
-    topic's clock only moves forward): Rejected, saying so."""
+    and how many were posted. A topic that already has newer events takes them as late (a
+    topic's clock only moves forward) onto its late stream: Rejected, saying so."""
     filled = 0
     while upcoming.offset <= (now := time.monotonic() - t0):
         due: list[DemoEvent] = []

@@ -12,6 +12,7 @@ from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.topics import TopicName, validate_topic
 from pushsvc.errors import DerivedTopic, SessionTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
+from pushsvc.ingest.late import append_keeping_late
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
 
@@ -24,12 +25,15 @@ def ingest(
     limits: InputLimits,
     lateness_us: int,
     now_us: int,
+    refuse_late: bool = False,
     idempotency_key: str | None = None,
     idempotency_window_ms: int | None = None,
     pause: Callable[[], None] | None = None,
 ) -> Appended:
     """Validate `body` as events of `topic` and append them to the log, idempotently when an
     `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
+    `lateness_us` is the topic's grace: an event past it goes to the topic's late stream
+    (`pushsvc.ingest.late`), or refuses the batch with `refuse_late`.
     Raises the RequestError that says what is wrong, having changed nothing. `pause` is
     called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others,
     which a batch of 10,000 events would hold for its whole validation and append)."""
@@ -42,7 +46,9 @@ def ingest(
             raise ValueError("an idempotency key needs its window")
         digest = request_digest(media_type(content_type), body)
         idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
-    return broker.append_events(topic, events, lateness_us=lateness_us, idempotency=idempotency)
+    return append_keeping_late(
+        broker, topic, events, grace_us=lateness_us, refuse=refuse_late, idempotency=idempotency
+    )
 
 
 def validated(

@@ -67,6 +67,7 @@ from pushsvc.core.idempotency import Idempotency, check_key, request_digest, win
 from pushsvc.errors import BrokerUnavailable, PayloadTooLarge, ReplicasUnconfirmed, RequestError
 from pushsvc.ingest import InputLimits
 from pushsvc.ingest.accept import validated
+from pushsvc.ingest.late import append_keeping_late
 from pushsvc.ingest.outbox_sql import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -75,6 +76,7 @@ from pushsvc.ingest.outbox_sql import (
     lease_key,
 )
 from pushsvc.ingest.parse import JSON
+from pushsvc.rules.analytics import Rules
 
 if TYPE_CHECKING:
     from pushsvc.broker.base import Broker
@@ -150,6 +152,7 @@ class OutboxReader:
         idempotency_window_us: int,
         poll_s: float,
         standby_s: float,
+        rules: Rules | None = None,
     ) -> None:
         self._broker = broker
         # What the DSN leaves out: a timeout to connect, and TCP keepalives, so that a
@@ -163,6 +166,7 @@ class OutboxReader:
         self._lease = lease_key(table)
         self._limits = limits
         self._lateness_us = lateness_us
+        self._rules = rules
         self._window_ms = window_ms(idempotency_window_us)
         self._poll_s = poll_s
         self._standby_s = standby_s
@@ -302,8 +306,17 @@ class OutboxReader:
                 row.topic, body, JSON, limits=self._limits, now_us=time.time_ns() // 1000
             )
             idempotency = Idempotency(key, request_digest(JSON, body), self._window_ms)
-            appended = self._broker.append_events(
-                row.topic, events, lateness_us=self._lateness_us, idempotency=idempotency
+            grace, refuse = (self._lateness_us, False)
+            if self._rules is not None:
+                grace, refuse = self._rules.grace_of(row.topic, self._lateness_us)
+            # Past the grace: on the topic's late stream, as a POST's would be.
+            appended = append_keeping_late(
+                self._broker,
+                row.topic,
+                events,
+                grace_us=grace,
+                refuse=refuse,
+                idempotency=idempotency,
             )
         except ReplicasUnconfirmed:
             appended = None  # logged, only its replication unconfirmed: not poison

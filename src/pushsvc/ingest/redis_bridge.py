@@ -40,6 +40,7 @@ import time
 
 import gevent.event
 
+from pushsvc.broker.base import Appended
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import pubsub_clients
 from pushsvc.broker.redis.lease import RedisLease
@@ -53,6 +54,8 @@ from pushsvc.errors import (
 )
 from pushsvc.ingest import Event, InputLimits
 from pushsvc.ingest.accept import sniff_media_type, validated
+from pushsvc.ingest.late import append_keeping_late
+from pushsvc.rules.analytics import Rules
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +71,18 @@ class Bridge:
     """`run(stop)` until `stop` is set: hold or wait for the lease, bridge while holding."""
 
     def __init__(
-        self, broker: RedisBroker, *, limits: InputLimits, lateness_us: int, lease_us: int
+        self,
+        broker: RedisBroker,
+        *,
+        limits: InputLimits,
+        lateness_us: int,
+        lease_us: int,
+        rules: Rules | None = None,
     ):
         self._broker = broker
         self._limits = limits
         self._lateness_us = lateness_us
+        self._rules = rules
         keys = broker.keys
         self._channel_prefix = keys.ingest_channel
         self.lease = RedisLease(broker.url, keys.bridge_lease, ttl_us=lease_us)
@@ -219,10 +229,18 @@ class Bridge:
         meanwhile (`run` renews it; that needs no memory). Gives up only when closed."""
         backoff = _MIN_BACKOFF_S
         waiting: str | None = None
+        grace, refuse = (self._lateness_us, False)
+        if self._rules is not None:
+            grace, refuse = self._rules.grace_of(topic, self._lateness_us)
+
+        def fenced(batch: list[Event]) -> Appended:
+            return self._broker.append_events(topic, batch, lateness_us=grace, fence=fence)
+
         while True:
             try:
-                self._broker.append_events(
-                    topic, events, lateness_us=self._lateness_us, fence=fence
+                # Past the grace: on the topic's late stream, as a POST's would be.
+                append_keeping_late(
+                    self._broker, topic, events, grace_us=grace, refuse=refuse, append=fenced
                 )
             except BrokerRefused as exc:
                 if self._closing.is_set():

@@ -405,6 +405,12 @@ class Metrics:
         self.events_accepted = Counter(
             "pushsvc_events_accepted", "Events accepted by the producer API", registry=own
         )
+        self.late_events = Counter(
+            "pushsvc_late_events",
+            "Events posted past their topic's grace, logged on its late stream (<topic>.late) "
+            "instead of the topic",
+            registry=own,
+        )
         self.idempotent_replays = Counter(
             "pushsvc_idempotent_replays",
             "POSTs answered with an earlier request's answer (same Idempotency-Key): "

@@ -57,8 +57,12 @@ MAX_GROUPS_CAP = 10_000
 
 _RULE_FIELDS = (
     "topics", "windows", "last", "stats", "group_by", "max_groups",
-    "exact_percentiles_up_to", "series", "distinct", "top", "anomaly", "forecast",
+    "exact_percentiles_up_to", "series", "distinct", "top", "anomaly", "forecast", "grace",
+    "late",
 )  # fmt: skip
+#: What a rule's `late` may say of an event older than its topic's clock less the grace:
+#: kept on the topic's late stream (the default), or refused with `400 late_event`.
+LATE_HANDLING = ("keep", "refuse")
 _TOP_FIELDS = ("tag", "k")
 #: A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
 #: `?stats=` lists can spell.
@@ -99,6 +103,11 @@ class Rule:
     stays `1d`, `120s` stays `120s`); empty: `duration_label`'s (`24h`, `2m`)."""
     forecast: ForecastRule | None = None
     """Which closed series buckets a model learns and forecasts (`pushsvc.rules.forecast`)."""
+    grace_us: int | None = None
+    """How far behind its topic's clock an event is still applied in place; None: the
+    server's `--grace`."""
+    late: str = "keep"
+    """An event past the grace: `keep` (logged on the topic's late stream) or `refuse`."""
 
     def window_label(self, width_us: int) -> str:
         """The label of the time window `width_us` wide: as the rules file writes it."""
@@ -199,6 +208,10 @@ class Rule:
             described["anomaly"] = self.anomaly.describe()
         if self.forecast is not None:
             described["forecast"] = self.forecast.describe()
+        if self.grace_us is not None:
+            described["grace_seconds"] = self.grace_us / 1_000_000
+        if self.late != "keep":
+            described["late"] = self.late
         return described
 
 
@@ -239,6 +252,18 @@ class Rules:
 
         numbered = [(rule.number, rule.selectors) for rule in self.rules]
         return tuple(describe_shadowed(numbered, self.source or "rules"))
+
+    def grace_of(self, topic: str, default_us: int) -> tuple[int, bool]:
+        """`topic`'s grace (its rule's, else `default_us`, the server's `--grace`) and
+        whether an event past it is refused (`late = "refuse"`) rather than kept."""
+        rule = self.for_topic(topic)
+        grace = default_us if rule.grace_us is None else rule.grace_us
+        return grace, rule.late == "refuse"
+
+    def widest_grace_us(self, default_us: int) -> int:
+        """The longest grace of any topic: how long a derived metric waits for its sources'
+        buckets to close (a source's rule may give it a longer grace than the server's)."""
+        return max([default_us, *(r.grace_us for r in self.rules if r.grace_us is not None)])
 
     def for_topic(self, topic: str) -> Rule:
         """The first rule matching `topic`, else the default rule."""
@@ -546,6 +571,12 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
             forecast = parse_forecast(table["forecast"], tiers)
         except ValueError as exc:
             raise _FieldError("forecast", str(exc)) from None
+    grace = _grace(table["grace"]) if "grace" in table else None
+    late = table.get("late", "keep")
+    if late not in LATE_HANDLING:
+        raise _FieldError(
+            "late", f'{_describe(late)} is neither "keep" (the late stream) nor "refuse" (a 400)'
+        )
     return Rule(
         number,
         selectors,
@@ -560,7 +591,16 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
         top,
         anomaly,
         forecast=forecast,
+        grace_us=grace,
+        late=late,
     )
+
+
+def _grace(given: object) -> int:
+    """A rule's grace: a duration, 0 allowed (only events at or after the clock in place)."""
+    if isinstance(given, str) and given.strip() in ("0", "0s"):
+        return 0
+    return _duration("grace", given)
 
 
 def _list(field: str, given: object) -> list[Any]:

@@ -64,7 +64,7 @@ def parse_answer(body: bytes, asked_at: float) -> Grant:
         raise MalformedAnswer(f"unknown field(s) {names} in {CLAIM!r}: give publish, subscribe")
     try:
         publish = Scope.of(_selectors(granted, "publish"))
-        subscribe = Scope.of(_selectors(granted, "subscribe"))
+        subscribe = Scope.reading(_selectors(granted, "subscribe"))
     except InvalidTopic as exc:
         raise MalformedAnswer(exc.message) from None
     return Grant(subject, publish, subscribe, asked_at + ttl)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pushsvc.core.topics import ALERTS, ALL, TopicMatcher, overlap
+from pushsvc.core.topics import ALERTS, ALL, LATE_SUFFIX, MAX_TOPIC_LEN, TopicMatcher, overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,18 @@ class Scope:
     def of(cls, selectors: Sequence[str]) -> Scope:
         """InvalidTopic when a selector is not a topic name, `prefix.*` or `*`."""
         return cls(TopicMatcher(selectors) if selectors else None)
+
+    @classmethod
+    def reading(cls, selectors: Sequence[str]) -> Scope:
+        """`of`, for reading: a topic named allows its late stream too (`<topic>.late`,
+        `pushsvc.ingest.late`), whoever may read a topic may read what was late for it (a
+        pattern already covers it)."""
+        named = list(selectors)
+        for selector in selectors:
+            late = selector + LATE_SUFFIX
+            if not selector.endswith("*") and len(late) <= MAX_TOPIC_LEN and late not in named:
+                named.append(late)
+        return cls.of(named)
 
     @classmethod
     def union(cls, scopes: Iterable[Scope]) -> Scope:

@@ -184,7 +184,7 @@ def _grant(claims: Mapping[str, Any]) -> Grant:
         raise TokenError("invalid token: 'sub' must be a string")
     try:
         publish = Scope.of(_selectors(granted, "publish"))
-        subscribe = Scope.of(_selectors(granted, "subscribe"))
+        subscribe = Scope.reading(_selectors(granted, "subscribe"))
         presence = Scope.of(_selectors(granted, "presence"))
     except InvalidTopic as exc:
         raise TokenError(f"invalid token: {exc.message}") from None

@@ -555,7 +555,7 @@ def uninterrupted(batches: Sequence[Batch]) -> dict[float, dict[str, Any]]:
         rules=settings.rules,
         wall_clock=lambda: 0,
         topic_ttl_us=settings.topic_ttl_us,
-        lateness_us=settings.allowed_lateness_us,
+        lateness_us=settings.grace_us,
     )
     bodies: dict[float, dict[str, Any]] = {}
     for batch in batches:

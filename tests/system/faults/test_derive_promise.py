@@ -276,7 +276,7 @@ def test_no_boundary_is_lost_while_the_deriver_is_away_and_ticks_run(
         "PUSHSVC_RULES": str(rules),
         "PUSHSVC_PARTITIONS": "2",
         "PUSHSVC_TICK": "200ms",
-        "PUSHSVC_ALLOWED_LATENESS": "1s",
+        "PUSHSVC_GRACE": "1s",
     }
     stack = FaultStack(server, prefix, lease="3s", env=env)
     try:

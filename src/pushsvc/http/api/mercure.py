@@ -79,14 +79,17 @@ def publish() -> Response:
     )
     body = orjson.dumps({"type": form.get("type") or "message", "data": kept})
     rt = runtime()
+    name = validate_topic(topic_name(topics[0]))
+    grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
     appended = ingest(
         rt.broker,
-        validate_topic(topic_name(topics[0])),
+        name,
         body,
         "application/json",
         limits=rt.limits,
-        lateness_us=rt.settings.allowed_lateness_us,
+        lateness_us=grace_us,
         now_us=time.time_ns() // 1000,
+        refuse_late=refuse_late,
         pause=let_others_run,
     )
     rt.metrics.events_accepted.inc(appended.accepted)

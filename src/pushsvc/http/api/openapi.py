@@ -96,7 +96,7 @@ _POST_UNAVAILABLE = (
 _POST_BAD_REQUEST = (
     "nothing was logged; `index` names the event at fault in a batch. `error.code`: "
     "malformed_json, invalid_event, invalid_topic, derived_topic, session_topic, late_event "
-    "(older than the topic's clock allows, --allowed-lateness), future_event (ts more than "
+    '(past the topic\'s grace where its rule says late = "refuse"), future_event (ts more than '
     "--max-future ahead of the server's clock), invalid_idempotency_key, bad_request (an "
     "empty batch)"
 )
@@ -649,7 +649,19 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                         "schema": {
                             "type": "object",
                             "required": ["accepted"],
-                            "properties": {"accepted": {"type": "integer", "minimum": 1}},
+                            "properties": {
+                                "accepted": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "events logged on the topic",
+                                },
+                                "late": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "description": "events past the topic's grace, logged "
+                                    "on its late stream `<topic>.late` (absent: none)",
+                                },
+                            },
                         }
                     }
                 },

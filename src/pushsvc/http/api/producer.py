@@ -17,6 +17,7 @@ import time
 
 from flask import Blueprint, request
 
+from pushsvc.broker.base import Appended
 from pushsvc.core.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
 from pushsvc.core.topics import validate_topic
 from pushsvc.http.api.context import runtime
@@ -41,14 +42,16 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
         rt.publish_rate.admit(rate_key)
     limits = rt.limits
     body = read_body(request.environ, limits.max_body_bytes)
+    grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
     appended = ingest(
         rt.broker,
         name,
         body,
         request.content_type,
         limits=limits,
-        lateness_us=rt.settings.allowed_lateness_us,
+        lateness_us=grace_us,
         now_us=time.time_ns() // 1000,
+        refuse_late=refuse_late,
         idempotency_key=idempotency_key,
         idempotency_window_ms=window_ms(rt.settings.idempotency_window_us),
         pause=let_others_run,
@@ -56,10 +59,19 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
     if appended.replayed:
         # The earlier request logged and counted these events, and charged their rate.
         rt.metrics.idempotent_replays.inc()
-        return {"accepted": appended.accepted}, 202, {REPLAYED_HEADER: "true"}
+        return _answer(appended), 202, {REPLAYED_HEADER: "true"}
     rt.metrics.events_accepted.inc(appended.accepted)
+    if appended.late:
+        rt.metrics.late_events.inc(appended.late)
     if appended.evicted:
         rt.metrics.idempotency_keys_evicted.inc(appended.evicted)
     if rt.publish_rate is not None and rate_key is not None:
-        rt.publish_rate.charge(rate_key, appended.accepted)
-    return {"accepted": appended.accepted}, 202, {}
+        rt.publish_rate.charge(rate_key, appended.accepted + appended.late)
+    return _answer(appended), 202, {}
+
+
+def _answer(appended: Appended) -> dict[str, int]:
+    """The 202's body: `late` only when some events went to the topic's late stream."""
+    if appended.late:
+        return {"accepted": appended.accepted, "late": appended.late}
+    return {"accepted": appended.accepted}

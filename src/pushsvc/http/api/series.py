@@ -110,7 +110,7 @@ def topic_series(topic: str) -> Response:
         clock = latest.clock_us if latest is not None else None
         if query.since_us is None or query.until_us is None:
             since_us, until_us = _default_range(tiers, query, clock)
-        lateness = rt.settings.allowed_lateness_us
+        lateness = rule.grace_us if rule.grace_us is not None else rt.settings.grace_us
         segments = plan_segments(tiers, since_us, until_us, clock, query.points, lateness)
     else:
         segments = [(by_label[query.resolution], since_us, until_us)]
