@@ -278,3 +278,26 @@ def test_on_redis_a_subscriber_resumes_across_a_restart_of_pushsvc(redis_server:
             then_live(proc, users, stream)
     finally:
         proc.stop()
+
+
+def test_an_id_trimmed_from_the_history_is_a_gap_then_live() -> None:
+    # A history of 3 updates per partition, one partition: the first of 5 is trimmed.
+    args = ("--mercure", "anonymous", "--tick", "0", "--history", "3", "--partitions", "1")
+    proc = PushsvcProcess("serve", *args, env={"PUSHSVC_JWT_KEY": SECRET}).start()
+    try:
+        topic = iri("trimmed")
+        with subscribe(proc, ("match", topic)) as watcher:
+            published = published_in_turn(proc, watcher, [([topic], {})] * 5)
+        gapped = subscribe(proc, ("match", topic), last_event_id=published[0])
+        # One still kept resumes as any: what followed it, then live.
+        kept = subscribe(proc, ("match", topic), last_event_id=published[3])
+        try:
+            assert gapped.response_headers["mercure-last-event-id"] == "earliest"
+            assert gapped.next().event == "gap"
+            assert ids(kept, 1) == published[4:]
+            then_live(proc, topic, gapped, kept)
+        finally:
+            gapped.close()
+            kept.close()
+    finally:
+        proc.stop()
