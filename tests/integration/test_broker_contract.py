@@ -788,6 +788,21 @@ def test_a_partition_absent_from_the_cursor_that_trimmed_a_topics_first_update_i
     assert broker.replay(Cursor(), only("c")) == Replayed([])
 
 
+def test_a_cursor_at_the_history_starts_replays_everything_kept(new_broker: MakeBroker) -> None:
+    # Where a replay from nothing finds a trimmed partition lost, one from where its history
+    # starts gets every update it keeps (a Mercure `earliest`, or its search for an id).
+    broker = new_broker(history=3)
+    assert broker.history_starts() == {}
+    a1, *kept = publish(
+        broker, [draft("a", 1), *(draft("a" if n % 2 else "b", n) for n in range(2, 5))]
+    )
+    starts = broker.history_starts()
+    assert list(starts) == [broker.partition_of("a")] == [a1.id.partition]
+    assert not starts[a1.id.partition].is_after(kept[0].id)
+    assert broker.replay(Cursor(starts.values()), everything).updates == kept
+    assert broker.replay(Cursor(), everything).updates == []
+
+
 def test_a_cursor_naming_a_partition_the_broker_never_issued_is_lost(broker: Broker) -> None:
     (a1, a2) = publish(broker, [draft("a", 1), draft("a", 2)])
     # A partition past the broker's: its epoch names it (partition 1023, hex 3ff).

@@ -346,6 +346,21 @@ class HistoryKeeper(Protocol):
         ...
 
 
+@runtime_checkable
+class HistoryStarts(Protocol):
+    """A broker that tells where each partition's history starts, so that a stream can replay
+    everything it keeps however much was trimmed before (a Mercure `earliest`, or the search
+    of the history for a Mercure update's id)."""
+
+    def history_starts(self) -> dict[int, UpdateId]:
+        """Of each partition whose history has trimmed updates, the position of the last one
+        trimmed, in its epoch: a cursor there replays every update the history keeps. A
+        partition that trimmed nothing (or has no history) is left out: a cursor without it
+        replays all of it. A resume point, not an id; a trim after this call makes a replay
+        from it `lost`, as any."""
+        ...
+
+
 class SeriesKeeper(Protocol):
     """A broker that keeps series points (`GET /topics/<t>/series`)."""
 

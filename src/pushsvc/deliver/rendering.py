@@ -196,7 +196,7 @@ class Rendering:
         once it has them (none when empty)."""
         projection = self.projection
         if projection is not None and projection.messages:
-            return messages_head(latest, gap=gap, cursor=cursor)
+            return messages_head(_named(projection, latest), gap=gap, cursor=cursor)
         decoded = {topic: [orjson.loads(group) for group in kept] for topic, kept in groups.items()}
         if projection is None:
             return snapshot_message(latest, gap=gap, id=cursor.text, groups=decoded)
@@ -221,7 +221,7 @@ class Rendering:
         bytes exactly; each topic's groups decoded as its entry is made."""
         projection = self.projection
         if projection is not None and projection.messages:
-            return iter((messages_head(latest, gap=gap, cursor=cursor),))
+            return iter((messages_head(_named(projection, latest), gap=gap, cursor=cursor),))
 
         def groups_of(topic: str) -> list[Any] | None:
             kept = groups.get(topic)
@@ -373,6 +373,12 @@ def messages_head(latest: Mapping[str, Update], *, gap: bool, cursor: Cursor) ->
         data = orjson.dumps({"topics": sorted(latest)})
         return encode_message(data, event=GAP_EVENT, id=cursor.text or None)
     return id_line(cursor.text) + b"\n" if cursor else b""
+
+
+def _named(projection: Projection, latest: Mapping[str, Update]) -> Mapping[str, Update]:
+    """The topics a messages stream's gap may name: none on a Mercure stream, whose pushsvc
+    topics name the IRIs of every update, private ones too, and mean nothing to its client."""
+    return {} if projection.mercure is not None else latest
 
 
 def rendering_for_stream(

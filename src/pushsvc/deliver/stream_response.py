@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import retry_line
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.deliver import peer_watch, subscription
@@ -97,6 +98,9 @@ class StreamRequest:
     conflates."""
     replay_last: int = 0
     """`?replay=N`: a messages stream without `Last-Event-ID` starts with the last N."""
+    resume: Cursor | None = None
+    """Where the stream resumes when its view found it (a Mercure update's id, `earliest`:
+    `pushsvc.deliver.mercure_resume`), in place of reading `last_event_id` as a cursor."""
 
 
 def events(
@@ -126,6 +130,7 @@ def events(
         grouping=request.grouping,
         messages=request.messages,
         replay_last=request.replay_last,
+        resume=request.resume,
     )
     if request.messages:
         # A messages stream starts live, with no snapshot to stand for what came before: it

@@ -120,11 +120,14 @@ def subscribe(
     *,
     messages: bool = False,
     replay_last: int = 0,
+    resume: Cursor | None = None,
 ) -> Primed:
     """Subscribe `matcher` to the hub and prime it (see the module docstring). `grouping`
     tells the topics whose snapshot carries their live groups. `messages`: a messages stream
     (its queue never conflates); `replay_last`: without a `Last-Event-ID`, it starts with the
-    last that many messages of its topics (`pushsvc.deliver.message_replay`).
+    last that many messages of its topics (`pushsvc.deliver.message_replay`); `resume`: the
+    cursor its view found for its `Last-Event-ID` (`pushsvc.deliver.mercure_resume`), read in
+    place of it.
 
     Raises BrokerUnavailable (after unsubscribing) when the history cannot be read. Call it
     once the response has started (from the stream's generator): a browser's EventSource
@@ -148,7 +151,9 @@ def subscribe(
             feed.watch(selectors)
             watching = True
             cursor_ids = reads_several_partitions(broker, matcher)
-            after = Cursor.parse(last_event_id) if last_event_id else None
+            after = resume
+            if after is None and last_event_id:
+                after = Cursor.parse(last_event_id)
             if last_event_id is None and replay_last:
                 after = cursor_before_last(broker, matcher, replay_last)
             if after is None:

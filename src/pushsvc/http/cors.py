@@ -23,9 +23,17 @@ from pushsvc.ops.logs import HEADER as REQUEST_ID_HEADER
 STATIC = r"/static/.*"
 API_METHODS = ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
 """The methods the API has (DELETE: a topic), and no other: a preflight lists these."""
-EXPOSED_HEADERS = ("Content-Type", REPLAYED_HEADER, "Retry-After", REQUEST_ID_HEADER)
+EXPOSED_HEADERS = (
+    "Content-Type",
+    REPLAYED_HEADER,
+    "Retry-After",
+    REQUEST_ID_HEADER,
+    "Mercure-Last-Event-ID",
+    "Last-Event-ID",
+)
 """What a page's script may read of an answer: whether a publish was a replay, how long a 429
-or 503 asks it to wait, and the request id to quote in a report."""
+or 503 asks it to wait, the request id to quote in a report, and where a Mercure stream
+resumed (a polyfill's, or `fetch`'s, way to tell whether updates were lost)."""
 
 
 def install(app: Flask, settings: Settings) -> None:

@@ -261,6 +261,16 @@ class MemoryBroker:
             updates.sort(key=lambda u: (u.id.ms, u.id.seq))
         return Replayed(updates, frozenset(lost), heads)
 
+    def history_starts(self) -> dict[int, UpdateId]:
+        """See `HistoryStarts.history_starts`."""
+        self._check_open()
+        starts: dict[int, UpdateId] = {}
+        for index, part in enumerate(self.store.parts):
+            published = part.published
+            if published.epoch is not None and published.trimmed is not None:
+                starts[index] = UpdateId(published.epoch, *published.trimmed)
+        return starts
+
     def history(
         self,
         topic: str,

@@ -527,6 +527,22 @@ class RedisBroker:
             Replayed(u, frozenset(gone), h) for u, gone, h in zip(updates, lost, heads, strict=True)
         ]
 
+    def history_starts(self) -> dict[int, UpdateId]:
+        """See `HistoryStarts.history_starts`: each partition's epoch and trimmed mark."""
+        self._check_open()
+        with unavailable("history starts"), self._client.pipeline(transaction=False) as pipe:
+            for index in range(self.partitions):
+                part = self.keys.partition(index)
+                pipe.get(part.epoch)
+                pipe.get(part.trimmed)
+            replies = pipe.execute()
+        starts: dict[int, UpdateId] = {}
+        for index in range(self.partitions):
+            epoch, trimmed = replies[2 * index], replies[2 * index + 1]
+            if epoch is not None and trimmed is not None:
+                starts[index] = UpdateId(epoch.decode(), *stream_position(trimmed))
+        return starts
+
     def history(
         self,
         topic: str,

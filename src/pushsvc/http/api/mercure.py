@@ -21,11 +21,14 @@ import uuid
 import orjson
 from flask import Blueprint, Response, request
 
+from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.deliver import mercure_resume
+from pushsvc.deliver.mercure_resume import EARLIEST
 from pushsvc.deliver.mercure_selectors import Selector, SelectorSet, TooManyPatterns
 from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
 from pushsvc.deliver.projection import Projection
-from pushsvc.errors import BadRequest, ServerBusy
+from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.streams import respond
 from pushsvc.ingest.accept import ingest
@@ -68,6 +71,8 @@ def publish() -> Response:
     update_id = form.get("id") or f"urn:uuid:{uuid.uuid4()}"
     if any(c in update_id for c in "\r\n\0"):
         raise BadRequest("an id may not contain CR, LF or NUL")
+    if update_id == EARLIEST:
+        raise BadRequest("earliest is reserved: a subscriber asks for every update kept with it")
     retry = None
     if "retry" in form:
         given = form["retry"]
@@ -129,15 +134,30 @@ def subscribe() -> Response:
         view = MercureView(selectors, grant.may_receive, rights)
         expires = None if math.isinf(grant.expires_at) else grant.expires_at
         reader = ReadAccess(TopicMatcher([PATTERN]), expires, subject=grant.subject)
-    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventID")
-    return respond(
+    last_event_id = mercure_resume.requested(request.headers.get("Last-Event-ID"), request.args)
+    resume = None
+    if last_event_id is not None:
+        try:
+            resume = mercure_resume.resolve(rt.broker, last_event_id)
+        except BrokerUnavailable:
+            # The history cannot be read: a stream of its `retry:` alone, which an
+            # EventSource retries (an error status would make it give up for good).
+            retry = retry_line(jittered_retry_ms(rt.settings.retry_us // 1000))
+            return Response(retry, headers=HEADERS)
+    answer = respond(
         rt,
         reader,
         Projection(None, None, messages=True, mercure=view),
         last_event_id,
         min_interval_s=0.0,
         listener=None,
+        resume=None if resume is None else resume.after,
     )
+    if resume is not None:
+        # Where it resumed: the specification's field, and the name its earlier drafts used.
+        answer.headers["Mercure-Last-Event-ID"] = resume.answer
+        answer.headers["Last-Event-ID"] = resume.answer
+    return answer
 
 
 @bp.after_app_request

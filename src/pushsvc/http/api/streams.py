@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from flask import Blueprint, Response, request
 
+from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable, validate_topic
 from pushsvc.deliver import stream_response
@@ -166,8 +167,10 @@ def respond(
     min_interval_s: float,
     listener: Listener | None,
     replay_last: int = 0,
+    resume: Cursor | None = None,
 ) -> Response:
-    """The streaming response of a validated stream request (statistics or messages)."""
+    """The streaming response of a validated stream request (statistics or messages);
+    `resume`: where it resumes, found by its view (`StreamRequest.resume`)."""
     encoding = contexts = None
     if rt.settings.stream_compression:
         encoding = negotiate(request.headers.get("Accept-Encoding"))
@@ -197,6 +200,7 @@ def respond(
         shared_deflates=contexts if encoding else None,
         messages=messages,
         replay_last=replay_last,
+        resume=resume,
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     if rt.hub.budget_spent:

@@ -1,0 +1,130 @@
+"""Where a Mercure subscriber that reconnects resumes: its `Last-Event-ID` made a cursor.
+
+A Mercure subscriber reconnects with the id of the last update it received (`Last-Event-ID`,
+or `last_event_id` / `lastEventID` in the query): the publisher's own id or the hub's
+`urn:uuid:`. pushsvc resumes a stream from a cursor (`pushsvc.core.cursor`: a position in each
+partition's history), so the id is looked up in what the history keeps of the Mercure topics
+(`mercure.*`), and the stream resumes from the cursor just after that update: its replay,
+then live, comes from the one path that keeps pushsvc's delivery promise
+(`pushsvc.deliver.subscription`). Nothing is indexed on the side: the history is the index,
+so the lookup is the same on the in-process store and on Redis, holds across restarts where
+the history does (Redis), and costs no memory beyond the read.
+
+* In the update's own partition the cursor is the update's id: exactly the updates after it.
+* In every other partition it is the position just before the update's millisecond (each
+  history's clock): what was published there from that millisecond on is sent. The order of
+  updates of different partitions is the order of their times, as a replay of several
+  partitions merges them; the updates the subscriber received before the one it names are
+  those published before it. An update of another partition published in the very same
+  millisecond may be sent again: never lost.
+* Where another partition's history no longer keeps every update from that millisecond on,
+  the stream's replay finds it `lost` and says so (`event: gap`), as for any cursor.
+
+Several updates with one id (a publisher reusing ids): the earliest kept is the one resumed
+after, as the specification says. `earliest` replays everything kept. An id that is not kept
+(never published, or trimmed) is not found: the stream starts with `event: gap` and goes live.
+A `Last-Event-ID` that reads as pushsvc's own cursor (the stream's first bare `id:`, a gap's
+`id:`) is taken as one, without a lookup.
+
+The answer's `Mercure-Last-Event-ID` (`Resume.answer`): the id resumed after, or `earliest`
+where there is none before the first update sent (`earliest` asked for, or the id not found).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from pushsvc.broker.base import Broker, HistoryStarts
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import Update, UpdateId
+from pushsvc.deliver import priming
+from pushsvc.deliver.mercure_updates import PATTERN
+from pushsvc.deliver.projection import Projection
+
+EARLIEST = "earliest"
+"""The reserved `Last-Event-ID` that asks for every update kept (never an update's id: a
+publication with it is refused)."""
+
+_U64 = 2**64 - 1
+_MESSAGES = Projection(None, None, messages=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a subscriber resumes: `after`, the cursor its stream replays after (None: the id
+    was not found, and the stream starts with a gap), and `answer`, the response's
+    `Mercure-Last-Event-ID`."""
+
+    after: Cursor | None
+    answer: str
+
+
+def requested(header: str | None, args: Mapping[str, str]) -> str | None:
+    """The id a subscriber resumes from: its `Last-Event-ID` header, else `last_event_id` in
+    the query, else `lastEventID` (the name before the specification settled on it); None
+    when none is given (or given empty)."""
+    for given in (header, args.get("last_event_id"), args.get("lastEventID")):
+        if given:
+            return given
+    return None
+
+
+def resolve(broker: Broker, last_event_id: str) -> Resume:
+    """Where a Mercure stream that asks to resume from `last_event_id` resumes (see the module
+    docstring). Raises BrokerUnavailable when the history cannot be read."""
+    if last_event_id == EARLIEST:
+        return Resume(Cursor(history_starts(broker).values()), EARLIEST)
+    own = Cursor.parse(last_event_id)
+    if own is not None:
+        return Resume(own, last_event_id)
+    primer = priming.of(broker)
+    with primer.turn():
+        starts = history_starts(broker)
+        replayed = primer.replays.replay(Cursor(starts.values()), TopicMatcher([PATTERN]))
+    found = find(replayed.updates, last_event_id)
+    if found is None:
+        return Resume(None, EARLIEST)
+    return Resume(cursor_after(found, replayed.heads), last_event_id)
+
+
+def history_starts(broker: Broker) -> dict[int, UpdateId]:
+    """Where each partition's history starts (`HistoryStarts`); none known for a broker that
+    cannot tell (a replay from nothing then finds a trimmed partition `lost`)."""
+    return broker.history_starts() if isinstance(broker, HistoryStarts) else {}
+
+
+def find(updates: Sequence[Update], update_id: str) -> UpdateId | None:
+    """The pushsvc id of the first of `updates` (in replay order) that is a Mercure update
+    with id `update_id`. Each update's bytes are searched for the id as its envelope writes it
+    before one is parsed: most of a history is passed over without parsing."""
+    needle = b'"id":' + orjson.dumps(update_id)
+    for update in updates:
+        if needle not in update.data:
+            continue
+        message = _MESSAGES.message_of(update)
+        if message is None:
+            continue
+        try:
+            kept = orjson.loads(message[1])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(kept, dict) and "topics" in kept and kept.get("id") == update_id:
+            return update.id
+    return None
+
+
+def cursor_after(found: UpdateId, heads: Mapping[int, UpdateId]) -> Cursor:
+    """The cursor just after update `found`: `found` in its partition; in each other partition
+    of `heads` (each one's newest update), the position just before `found`'s millisecond, or
+    its newest update where that is older (a position never issued would read as `lost`)."""
+    ids = [found]
+    for partition, head in heads.items():
+        if partition == found.partition:
+            continue
+        mark = UpdateId(head.epoch, found.ms - 1, _U64) if found.ms else UpdateId(head.epoch, 0, 0)
+        ids.append(head if head.position <= mark.position else mark)
+    return Cursor(ids)
