@@ -216,7 +216,7 @@ def test_the_api_and_the_publications_refuse_as_the_specification_says(
     for topics, fields in (
         ([f"{SUBS}/exact/x/y"], {}),
         ([topic, f"http://elsewhere.example{HUB}/subscriptions"], {}),
-        ([f"/.well-known/%6Dercure/../mercure/x"], {}),
+        (["/.well-known/%6Dercure/../mercure/x"], {}),
         ([topic], {"type": "mercure"}),
         (["*"], {}),
     ):
@@ -312,6 +312,5 @@ def _auth(value: str) -> dict[str, str]:
 def test_the_setting_needs_the_hub() -> None:
     from pushsvc.config import ConfigError, Settings
 
-    with pytest.raises(ConfigError, match="--mercure-subscriptions .* needs --mercure"):
+    with pytest.raises(ConfigError, match=r"--mercure-subscriptions .* needs --mercure"):
         Settings.load({"mercure_subscriptions": "true", "jwt_key": SECRET})
-
