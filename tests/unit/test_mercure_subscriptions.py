@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from pushsvc.deliver.mercure_selectors import Selector, SelectorSet
 from pushsvc.deliver.mercure_subscriptions import (
     SubscriptionRegistry,
     TooManySubscriptions,
@@ -14,6 +15,7 @@ from pushsvc.deliver.mercure_subscriptions import (
     addresses_hub,
     collection_path,
     listing,
+    may_select_hub,
     subscription_path,
 )
 
@@ -93,3 +95,24 @@ def test_a_listing_is_cut_before_its_byte_bound_and_says_so() -> None:
     assert parsed["truncated"] is True and 0 < len(parsed["subscriptions"]) < 100
     assert parsed["lastEventID"] == "urn:uuid:x" and parsed["type"] == "subscriptions"
     assert len(cut) < 200 + 128
+
+
+@pytest.mark.parametrize(
+    ("selectors", "may"),
+    [
+        ([Selector("match", "*")], True),
+        ([Selector("urlpattern", "*")], True),
+        ([Selector("match", "/.well-known/mercure/subscriptions")], True),
+        ([Selector("match", "https://example.com/books/1")], False),
+        ([Selector("urlpattern", "/.well-known/mercure/subscriptions/*")], True),
+        ([Selector("urlpattern", "https://example.com/*")], True),
+        ([Selector("urlpattern", "/:any/mercure/x")], True),
+        ([Selector("urlpattern", "https://example.com/books/:id")], False),
+        ([Selector("urlpattern", "/.well-known/other/*")], False),
+        ([Selector("match", "a"), Selector("urlpattern", "/.well-known/*")], True),
+    ],
+)
+def test_only_streams_whose_selectors_may_select_the_hubs_namespace_read_its_events(
+    selectors: list[Selector], may: bool
+) -> None:
+    assert may_select_hub(SelectorSet(selectors, base_url=HUB), HUB) is may

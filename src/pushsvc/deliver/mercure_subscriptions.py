@@ -18,13 +18,16 @@ matcher reads only its own.
 
 Where the subscription events are kept: one pushsvc topic, `SUBSCRIPTIONS_TOPIC`, whatever
 their Mercure topic (a topic per subscriber would make a pushsvc topic, with its state and
-listings, per connection). `topic_name` always ends in `-<hash>`, so no publisher's topic is
-ever kept there.
+listings, per connection), outside the `mercure.*` every Mercure stream reads. A stream reads
+it too only when its selectors may select a path of the hub's namespace (`may_select_hub`):
+otherwise N connections would cost every one of N streams N events to look at and drop, and
+a reconnect storm would grow with the square of the subscribers.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +35,11 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import orjson
 
-SUBSCRIPTIONS_TOPIC = "mercure.subscriptions"
-"""The pushsvc topic every subscription event is kept in."""
+from pushsvc.deliver.mercure_selectors import SelectorSet
+
+SUBSCRIPTIONS_TOPIC = "mercure-subscriptions"
+"""The pushsvc topic every subscription event is kept in: outside `mercure.*`, so that only
+the Mercure streams that may receive one stream it at all (`may_select_hub`)."""
 EVENT_TYPE = "mercure"
 """The SSE `event:` of subscription events, reserved: no publisher may use it."""
 DOCUMENT_TYPE = "subscription"
@@ -97,6 +103,32 @@ def addresses_hub(topic: str, hub_url: str) -> bool:
     path = _normal_path(resolved.path)
     hub = _normal_path(urlsplit(hub_url).path)
     return path == hub or path.startswith(hub.rstrip("/") + "/")
+
+
+_LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def may_select_hub(selectors: SelectorSet, hub_url: str) -> bool:
+    """Whether any of `selectors` may select a topic of the hub's namespace (conservative:
+    True unless each one surely cannot). An exact one is judged as a publication's topic is
+    (`addresses_hub`); a URL pattern surely cannot when a leading segment of its pathname is
+    plain text that differs from the hub's path there."""
+    if selectors.everything:
+        return True
+    for selector in selectors.selectors:
+        if selector.kind == "match" and addresses_hub(selector.text, hub_url):
+            return True
+    hub_segments = urlsplit(hub_url).path.strip("/").split("/")
+    for pathname in selectors.pathnames():
+        segments = pathname.split("/")[1:] if pathname.startswith("/") else [pathname]
+        for index, hub_segment in enumerate(hub_segments):
+            if index >= len(segments) or not _LITERAL_SEGMENT.fullmatch(segments[index]):
+                return True  # a pattern there (or nothing more): it may
+            if segments[index] != hub_segment:
+                break  # plain text elsewhere: this one cannot
+        else:
+            return True
+    return False
 
 
 def _normal_path(path: str) -> str:

@@ -10,6 +10,12 @@ subscriber without a token receives the public updates its selectors match.
 
 Discovery: while on, every topic response carries `Link: <…/.well-known/mercure>;
 rel="mercure"`.
+
+No publisher may send what only the hub does: a topic in its namespace (`/.well-known/
+mercure/…`, wherever it resolves), `*`, or the type `mercure` (400 whatever the token). With
+`--mercure-subscriptions` each connection's subscriptions are tracked while its stream lives
+and announced (`pushsvc.deliver.mercure_active`), and a stream whose selectors may select the
+hub's namespace reads their events' topic too (`may_select_hub`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ from pushsvc.deliver import mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
 from pushsvc.deliver.mercure_resume import EARLIEST
 from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyPatterns
-from pushsvc.deliver.mercure_subscriptions import EVENT_TYPE, TooManySubscriptions, addresses_hub
+from pushsvc.deliver.mercure_subscriptions import (
+    EVENT_TYPE,
+    SUBSCRIPTIONS_TOPIC,
+    TooManySubscriptions,
+    addresses_hub,
+    may_select_hub,
+)
 from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
 from pushsvc.deliver.projection import Projection
 from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy
@@ -146,7 +158,10 @@ def subscribe() -> Response:
         rights = "|".join(f"{s.kind}:{s.text}" for s in grant.subscribe or ())
         view = MercureView(selectors, grant.may_receive, rights)
         expires = None if math.isinf(grant.expires_at) else grant.expires_at
-        reader = ReadAccess(TopicMatcher([PATTERN]), expires, subject=grant.subject)
+        kept = [PATTERN]
+        if active is not None and may_select_hub(selectors, hub_url()):
+            kept.append(SUBSCRIPTIONS_TOPIC)  # subscription events: private, so a token's
+        reader = ReadAccess(TopicMatcher(kept), expires, subject=grant.subject)
     last_event_id = mercure_resume.requested(request.headers.get("Last-Event-ID"), request.args)
     resume = None
     if last_event_id is not None:
