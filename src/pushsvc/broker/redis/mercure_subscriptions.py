@@ -153,6 +153,7 @@ class RedisSubscriptions:
         match = None if collection is None else glob_escape(collection + "/") + "*"
         with unavailable("mercure subscriptions read"):
             procs = self._procs()
+        seen: set[bytes] = set()  # a scan may return a field twice (the hash rehashing)
         for proc in procs:
             cursor = 0
             while True:
@@ -161,7 +162,10 @@ class RedisSubscriptions:
                         self.prefix + proc, cursor, match=match, count=SCAN_COUNT
                     )
                 found: dict[bytes, bytes] = page  # type: ignore[assignment]  # no decoding
-                yield from found.values()
+                for path, body in found.items():
+                    if path not in seen:
+                        seen.add(path)
+                        yield body
                 if cursor == 0:
                     break
 
