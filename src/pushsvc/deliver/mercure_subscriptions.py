@@ -45,9 +45,9 @@ EVENT_TYPE = "mercure"
 DOCUMENT_TYPE = "subscription"
 COLLECTION_TYPE = "subscriptions"
 MAX_TRACKED = 50_000
-"""Subscriptions one web process tracks: each holds its document (a few hundred bytes with
-its payload) and its index entries, so some 25 MB at most whoever opens them. Past it a new
-Mercure connection waits (503, Retry-After)."""
+"""Subscriptions one web process tracks: each holds its path, its collection's, its document
+and index entries, about 1 KB with a small payload (50,000 with 330-byte documents: 50 MB),
+more with a large one. Past it a new Mercure connection waits (503, Retry-After)."""
 MAX_LISTING_BYTES = 1 << 20
 """The subscription documents one API answer carries at most (bytes): past it the answer is
 cut and says so (`"truncated": true`), as the specification lets a hub do."""
