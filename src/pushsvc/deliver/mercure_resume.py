@@ -42,6 +42,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import priming
+from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
 from pushsvc.deliver.mercure_updates import PATTERN
 from pushsvc.deliver.projection import Projection
 
@@ -51,6 +52,8 @@ publication with it is refused)."""
 
 _U64 = 2**64 - 1
 _MESSAGES = Projection(None, None, messages=True)
+_KEPT = TopicMatcher([PATTERN, SUBSCRIPTIONS_TOPIC])
+"""Where an id is looked for: every update's topic, and the subscription events'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,7 @@ def resolve(broker: Broker, last_event_id: str) -> Resume:
     primer = priming.of(broker)
     with primer.turn():
         starts = history_starts(broker)
-        replayed = primer.replays.replay(Cursor(starts.values()), TopicMatcher([PATTERN]))
+        replayed = primer.replays.replay(Cursor(starts.values()), _KEPT)
     found = find(replayed.updates, last_event_id)
     if found is None:
         return Resume(None, EARLIEST)
