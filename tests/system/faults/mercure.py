@@ -7,8 +7,9 @@ once, each on a topic of another partition, so that a resume crosses partitions.
 
 A `MercureWatcher` subscribes as a browser's `EventSource` does: when its stream ends it
 reconnects (to another web process when its own is gone) with `Last-Event-ID` = the last
-event id it received (`EventStreamParser.last_event_id`, a bare `id:` too), and some drop their stream themselves at given counts, as a tab that lost its network.
-It records, per connection, the id it resumed with.
+event id it received (`EventStreamParser.last_event_id`, a bare `id:` too), and some drop
+their stream themselves at given counts, as a tab that lost its network. It records, per
+connection, the id it resumed with.
 
 `check_mercure` holds what each watcher received to the promise, per publisher whose topic
 it selects: every acknowledged update once and in order, none it did not select, none that
@@ -354,6 +355,7 @@ def check_mercure(
         for p in publishers
     }
     resent = 0
+    lost: list[str | None] = []
     for watcher in watchers:
         name = f"{watcher.name} ({watcher.path})"
         assert not watcher.seen.gaps, f"{name}: a gap {watcher.seen.gaps}: the history was kept"
@@ -370,7 +372,15 @@ def check_mercure(
             firsts[k].append(n)
         for k, numbers in firsts.items():
             want = logged[k]
-            assert numbers == want, f"{name}, publisher {k}: " + _difference(numbers, want)
+            problem = (
+                f"{name}, publisher {k}: {_difference(numbers, want)}; {_resumes(watcher, kept)}"
+            )
+            assert numbers == sorted(numbers) and set(numbers) <= set(want), problem
+            missing = sorted(set(want) - set(numbers))
+            passed = {n: _skipped(watcher, by_k[k].update_id(n), k, n, kept) for n in missing}
+            other = [n for n, by in passed.items() if by is None]
+            assert not other, f"{problem}; not passed over by a resume: {other[:8]}"
+            lost += [f"{watcher.name}: {by}" for by in passed.values()]
     return {
         "acknowledged": sum(len(p.acked) for p in publishers),
         "unacknowledged, logged": sum(len(v) for v in logged.values())
@@ -380,7 +390,28 @@ def check_mercure(
         "updates_checked": sum(len(w.seen.updates) for w in watchers),
         "reconnects": sum(len(w.seen.resumed_with) - 1 for w in watchers),
         "resent_across_partitions": resent,
+        "lost_across_partitions": lost,
     }
+
+
+def _skipped(
+    watcher: MercureWatcher, update_id: str, k: int, n: int, kept: dict[str, Kept]
+) -> str | None:
+    """The update X of another partition, kept later than update n of publisher k (never
+    received), whose resume passed over it (`mercure_resume` resumes every other partition
+    from X's millisecond): a connection resumed from X while the watcher had nothing of k after
+    n yet, and nothing of k before n came on it or after. None when there is none."""
+    u = kept[update_id]
+    before = [c for c, _, j, m in watcher.seen.updates if j == k and m < n]
+    after = [c for c, _, j, m in watcher.seen.updates if j == k and m > n]
+    first = max(before, default=0)
+    last = min(after, default=len(watcher.seen.resumed_with) - 1)
+    for connection in range(first + 1, last + 1):
+        resumed = watcher.seen.resumed_with[connection] or ""
+        x = kept.get(resumed)
+        if x is not None and x.partition != u.partition and u.ms < x.ms:
+            return f"{update_id} (p{u.partition} {u.ms}) by {resumed} (p{x.partition} {x.ms})"
+    return None
 
 
 def _check_resent(
@@ -394,6 +425,22 @@ def _check_resent(
     x, u = kept[resumed_with], kept[update_id]
     assert u.partition != x.partition, f"{twice}, of the partition of {resumed_with}"
     assert u.ms >= x.ms, f"{twice}, {x.ms - u.ms} ms before {resumed_with}"
+
+
+def _resumes(watcher: MercureWatcher, kept: dict[str, Kept]) -> str:
+    """Where each of its connections resumed, and what it received first and last on each:
+    (connection, id, partition, history ms)."""
+
+    def where(update_id: str | None) -> str:
+        at = kept.get(update_id or "")
+        return f"{update_id} (p{at.partition} {at.ms})" if at else str(update_id)
+
+    lines = []
+    for connection, resumed in enumerate(watcher.seen.resumed_with):
+        got = [i for c, i, _, _ in watcher.seen.updates if c == connection]
+        ends = f"{where(got[0])} .. {where(got[-1])}" if got else "nothing"
+        lines.append(f"[{connection}] resumed after {where(resumed)}: {ends}")
+    return "; ".join(lines)
 
 
 def _difference(got: list[int], want: list[int]) -> str:
