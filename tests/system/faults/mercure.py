@@ -302,7 +302,7 @@ def wait_applied(client: redis.Redis, keys: Keys, timeout: float = 30) -> None:
         if not last:
             return True
         position = client.hget(partition.applied, "id")
-        return position == last[0][0]
+        return bool(position == last[0][0])
 
     deadline = time.monotonic() + timeout
     while not all(applied(partition) for partition in keys):

@@ -104,8 +104,10 @@ class Run:
         return check_mercure(self.watchers, self.publishers, kept)
 
     def close(self) -> None:
-        for thread in [*self.publishers, *self.watchers]:
-            thread.stop()
+        for publisher in self.publishers:
+            publisher.stop()
+        for watcher in self.watchers:
+            watcher.stop()
         self.case.close()
 
 
