@@ -31,6 +31,15 @@ Flask-SSE, which re-encodes what it relays, is skipped. Every client reads it:
     python -m bench.fanout --messages --servers pushsvc-memory,nchan,sse-starlette \
         --subscribers 500,5000 --rate 50 --client c --rounds 3
 
+`pushsvc-mercure` is pushsvc's Mercure hub (`serve --mercure anonymous`) on the same embedded
+core, relaying the same message (`--messages` only): POSTed to /.well-known/mercure as an
+update's `data` with a publisher's token, read by subscribers that match its topic IRI, each
+delivery an unnamed message with the update's `id:`. Beside `pushsvc-memory` it measures what
+the protocol adapter costs per delivery:
+
+    python -m bench.fanout --messages --servers pushsvc-memory,pushsvc-mercure \
+        --subscribers 500,5000 --rate 50 --client c --rounds 3
+
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
 once and in order; it never judges timings. Every scenario has deadlines, so every run
 ends by itself. Flask-SSE and sse-starlette are installed from PyPI into .bench-venvs/NAME
@@ -138,6 +147,8 @@ def scenario(
         return {**row, "status": "error", "reason": str(exc)}
     if args.messages and deployment.kind == "flask-sse":
         return {**row, "status": "skipped", "reason": "Flask-SSE re-encodes what it relays"}
+    if not args.messages and deployment.kind == "pushsvc-mercure":
+        return {**row, "status": "skipped", "reason": "the Mercure hub relays messages only"}
     if deployment.venv is not None:
         try:
             ensure_venv(deployment.venv)
@@ -168,6 +179,7 @@ def scenario(
             CLIENT_MODES[client], streams, 0 if client == "c" else subscribers, events, timeouts,
             "--wait-go", "--hold", "--kind", kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
+            *[arg for line in deployment.publish_headers() for arg in ("--publish-header", line)],
             *(["--gzip"] if client == "gzip" else []),
             *(["--payload", payload] if kind != "pushsvc" else []),
             *([] if args.no_quickack else ["--quickack"]),
@@ -272,7 +284,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = common_parser(__doc__, smoke="N=20, M=20, R=100,max")
     add = parser.add_argument
     add("--servers", type=comma_list, default=None,
-        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also sse-starlette, and "
+        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also sse-starlette, "
+        "pushsvc-mercure (with --messages), and "
         "pushsvc-redis-W, pushsvc-workers-W, flask-sse-W and nchan-W for W workers")  # fmt: skip
     add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
     add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
@@ -299,8 +312,8 @@ def _parser() -> argparse.ArgumentParser:
         "with three windows of statistics, as large as a pushsvc update, so that the "
         "same client does as much per delivery for every server")  # fmt: skip
     add("--messages", action="store_true",
-        help="relay a 100-byte application message (pushsvc's /messages, nchan, sse-starlette) "
-        "instead of updates")  # fmt: skip
+        help="relay a 100-byte application message (pushsvc's /messages, its Mercure hub, "
+        "nchan, sse-starlette) instead of updates")  # fmt: skip
     add("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     add("--no-quickack", action="store_true",
         help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip
