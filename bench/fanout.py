@@ -9,7 +9,9 @@ expected/received, missing, duplicates, out-of-order, deliveries/s, publish-to-r
 latency p50/p90/p99/max, server CPU per delivery (user + system CPU of the server's
 processes from /proc, from the first publish to the end of the drain, ÷ deliveries; Redis's
 own CPU beside it, and the load generator's: what the same client spends per delivery),
-server RSS per connection, Redis connections.
+for one pushsvc process its socket writes to streams (`pushsvc_delivery_seconds`' count over
+the same span) as deliveries per write and CPU per write, server RSS per connection, Redis
+connections.
 
 The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied),
 `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
@@ -200,11 +202,16 @@ def scenario(
         server_pids = deployment.pids()
         redis_pids = [deployment.redis.pid] if deployment.redis and deployment.redis.pid else []
         client_pids = child.pids
+        writes_before = deployment.writes()
         cpu_before, redis_before = _cpu(server_pids), _cpu(redis_pids)
         client_before = _cpu(client_pids)
         child.tell(b"go")
         result = child.record(phase="drained", timeout=publish_timeout + args.drain_timeout + 60)
         server_cpu = _cpu_spent(cpu_before, server_pids)
+        writes_after = deployment.writes()
+        writes = (
+            None if writes_before is None or writes_after is None else writes_after - writes_before
+        )
         redis_cpu = _cpu_spent(redis_before, redis_pids)
         client_cpu = _cpu_spent(client_before, client_pids)
         redis_peak = watch.stop()
@@ -226,6 +233,10 @@ def scenario(
                 round(1e6 * client_cpu / delivered, 2) if delivered else None
             ),
             "bytes_per_delivery": round(result["bytes"] / delivered) if delivered else None,
+            # How many deliveries a socket write carried: a server that falls behind writes
+            # several per send, for less CPU per delivery (compare servers at equal figures).
+            "deliveries_per_write": round(delivered / writes, 2) if delivered and writes else None,
+            "cpu_us_per_write": round(1e6 * server_cpu / writes, 2) if writes else None,
             "idle_connections": idle_connections,
             "rss_before_kb": rss_before,
             "rss_after_kb": rss_after,
@@ -268,7 +279,8 @@ COLUMNS = (
     ("p99ms", 8, lambda r: r["latency_ms"]["p99"]), ("maxms", 8, lambda r: r["latency_ms"]["max"]),
     ("µs/dlv", 7, "cpu_us_per_delivery"), ("redis µs", 9, "redis_cpu_us_per_delivery"),
     ("cli µs", 7, "client_cpu_us_per_delivery"),
-    ("B/dlv", 6, "bytes_per_delivery"), ("KB/conn", 8, "rss_per_connection_kb"),
+    ("B/dlv", 6, "bytes_per_delivery"), ("dlv/wr", 7, "deliveries_per_write"),
+    ("µs/wr", 7, "cpu_us_per_write"), ("KB/conn", 8, "rss_per_connection_kb"),
     ("redis", 11, lambda r: f"{r['redis_clients_idle']}/{r['redis_clients_peak']}"
      if r["redis_clients_idle"] is not None else None),
 )  # fmt: skip

@@ -33,6 +33,7 @@ from harness.net import free_port
 from harness.procfs import children, descendants
 from harness.redis_server import RedisServer
 
+from bench.common import metric
 from bench.loadgen.kinds import MERCURE_TOPIC
 from pushsvc.ops.children import terminate
 
@@ -107,6 +108,10 @@ class ServerUnderTest:
         """Subscribers the server itself reports, where it can tell us; else None."""
         return None
 
+    def writes(self) -> int | None:
+        """Socket writes to streams so far, where the server counts them; else None."""
+        return None
+
     def _start_redis(self) -> str:
         # Flask-SSE holds a Redis connection per subscriber.
         self.redis = RedisServer(args=("--maxclients", "20000")).start()
@@ -171,6 +176,14 @@ class PushsvcServe(ServerUnderTest):
 
     def bases(self) -> list[str]:
         return [self.proc.base]  # with workers, the kernel spreads connections over them
+
+    def writes(self) -> int | None:
+        """`pushsvc_delivery_seconds`' count (one per write to a stream, however many updates
+        it carries); one process only: with workers, a scrape reaches one of them."""
+        if self.workers != 1:
+            return None
+        count = metric(self.proc.port, "pushsvc_delivery_seconds_count")
+        return None if count is None else int(count)
 
     def pids(self) -> list[int]:
         return [self.proc.pid, *descendants(self.proc.pid)]
