@@ -36,6 +36,7 @@ from pushsvc.http.body_deadline import BodyReader, BodyTooSlow
 from pushsvc.http.request_headers import read_headers
 from pushsvc.http.tls import server_context
 from pushsvc.http.waiting_clients import WaitingClients
+from pushsvc.loop_pause import let_others_run
 from pushsvc.ops import collector
 from pushsvc.ops.open_files import OpenFiles, headroom
 from pushsvc.runtime import Runtime
@@ -137,6 +138,10 @@ class HeadTimeoutHandler(PywsgiHandler):
         if self._linger:
             self._linger_and_close()
             return None
+        # A client that pipelines its requests has the next one read from the buffer without
+        # a wait, so the loop would serve its whole pipeline before anyone else: past
+        # `HOLD_S` in one turn, the others go first (one time comparison when it has not).
+        let_others_run()
         return result
 
     def get_environ(self) -> dict[str, object]:
