@@ -50,7 +50,7 @@ HUB = "/.well-known/mercure"
 FLOOD_ADDRESS = "127.0.0.2"  # the server listens on 127.0.0.1; all of 127/8 reaches it
 P99_S = 1.0
 HISTORY = 2_000
-STORM_THREADS = 32
+STORM_THREADS = 24
 KIB = 1024
 SLOW_SUBSCRIPTIONS = MAX_PATTERNS_PER_ADDRESS // 16
 """Subscriptions of 16 costly patterns each: as many as one address may hold."""
