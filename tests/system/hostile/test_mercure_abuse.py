@@ -288,7 +288,8 @@ def test_a_storm_of_unknown_ids_is_bounded_and_a_subscriber_beside_it_resumes_ex
     some 0.2 s of the process each on Redis): lookups share one read per pass, rest as long
     as a pass took, and one address holds at most its share of the places, so a legitimate
     subscriber that reconnects from another address meanwhile resumes after its own id.
-    Before the bound the publisher beside the storm got one update through in 10 s."""
+    Before the bound, with 10,000 updates kept on Redis, the publisher beside a storm of 32
+    got one update through in 10 s."""
     args: tuple[str, ...] = ()
     if backend == "redis":
         redis_server: RedisServer = request.getfixturevalue("redis_server")
