@@ -422,6 +422,9 @@ def test_a_subscription_at_max_selectors_is_served_and_one_past_it_refused(
     at_max = [("match", f"{base}{n}") for n in range(MAX_SELECTORS)]
     status, _, body, _ = head_of(port, f"{HUB}?{urlencode([*at_max, ('match', base + 'more')])}")
     assert status == 400 and b"too_many_selectors" in body, body
+    # The request line bounds what a query holds (the server's 8 KiB): past it, refused.
+    long_line = [("match", f"{base}{'x' * 1000}/{n}") for n in range(9)]
+    assert head_of(port, f"{HUB}?{urlencode(long_line)}")[0] in (400, 414)
     streams: list[SSEClient] = []
     try:
         with Legit(port) as legit:
