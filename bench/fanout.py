@@ -9,7 +9,9 @@ expected/received, missing, duplicates, out-of-order, deliveries/s, publish-to-r
 latency p50/p90/p99/max, server CPU per delivery (user + system CPU of the server's
 processes from /proc, from the first publish to the end of the drain, ÷ deliveries; Redis's
 own CPU beside it, and the load generator's: what the same client spends per delivery),
-server RSS per connection, Redis connections.
+for one pushsvc process its socket writes to streams (`pushsvc_delivery_seconds`' count over
+the same span) as deliveries per write and CPU per write, server RSS per connection, Redis
+connections.
 
 The client C: `count` (loadgen `--mode deliveries`: every message parsed, its value tallied),
 `json` (the same, each update's data parsed as a browser's `JSON.parse` would: the whole
@@ -29,6 +31,15 @@ nchan's and sse-starlette's streams (POSTed as they are, delivered as unnamed me
 Flask-SSE, which re-encodes what it relays, is skipped. Every client reads it:
 
     python -m bench.fanout --messages --servers pushsvc-memory,nchan,sse-starlette \
+        --subscribers 500,5000 --rate 50 --client c --rounds 3
+
+`pushsvc-mercure` is pushsvc's Mercure hub (`serve --mercure anonymous`) on the same embedded
+core, relaying the same message (`--messages` only): POSTed to /.well-known/mercure as an
+update's `data` with a publisher's token, read by subscribers that match its topic IRI, each
+delivery an unnamed message with the update's `id:`. Beside `pushsvc-memory` it measures what
+the protocol adapter costs per delivery:
+
+    python -m bench.fanout --messages --servers pushsvc-memory,pushsvc-mercure \
         --subscribers 500,5000 --rate 50 --client c --rounds 3
 
 `--smoke` runs tiny counts (N=20, M=20) and exits 1 unless every delivery arrived exactly
@@ -138,6 +149,8 @@ def scenario(
         return {**row, "status": "error", "reason": str(exc)}
     if args.messages and deployment.kind == "flask-sse":
         return {**row, "status": "skipped", "reason": "Flask-SSE re-encodes what it relays"}
+    if not args.messages and deployment.kind == "pushsvc-mercure":
+        return {**row, "status": "skipped", "reason": "the Mercure hub relays messages only"}
     if deployment.venv is not None:
         try:
             ensure_venv(deployment.venv)
@@ -168,6 +181,7 @@ def scenario(
             CLIENT_MODES[client], streams, 0 if client == "c" else subscribers, events, timeouts,
             "--wait-go", "--hold", "--kind", kind, "--publish", deployment.publish_url(),
             "--rate", rate, *(["--http10"] if args.http10 else []),
+            *[arg for line in deployment.publish_headers() for arg in ("--publish-header", line)],
             *(["--gzip"] if client == "gzip" else []),
             *(["--payload", payload] if kind != "pushsvc" else []),
             *([] if args.no_quickack else ["--quickack"]),
@@ -188,11 +202,16 @@ def scenario(
         server_pids = deployment.pids()
         redis_pids = [deployment.redis.pid] if deployment.redis and deployment.redis.pid else []
         client_pids = child.pids
+        writes_before = deployment.writes()
         cpu_before, redis_before = _cpu(server_pids), _cpu(redis_pids)
         client_before = _cpu(client_pids)
         child.tell(b"go")
         result = child.record(phase="drained", timeout=publish_timeout + args.drain_timeout + 60)
         server_cpu = _cpu_spent(cpu_before, server_pids)
+        writes_after = deployment.writes()
+        writes = (
+            None if writes_before is None or writes_after is None else writes_after - writes_before
+        )
         redis_cpu = _cpu_spent(redis_before, redis_pids)
         client_cpu = _cpu_spent(client_before, client_pids)
         redis_peak = watch.stop()
@@ -214,6 +233,10 @@ def scenario(
                 round(1e6 * client_cpu / delivered, 2) if delivered else None
             ),
             "bytes_per_delivery": round(result["bytes"] / delivered) if delivered else None,
+            # How many deliveries a socket write carried: a server that falls behind writes
+            # several per send, for less CPU per delivery (compare servers at equal figures).
+            "deliveries_per_write": round(delivered / writes, 2) if delivered and writes else None,
+            "cpu_us_per_write": round(1e6 * server_cpu / writes, 2) if writes else None,
             "idle_connections": idle_connections,
             "rss_before_kb": rss_before,
             "rss_after_kb": rss_after,
@@ -256,7 +279,8 @@ COLUMNS = (
     ("p99ms", 8, lambda r: r["latency_ms"]["p99"]), ("maxms", 8, lambda r: r["latency_ms"]["max"]),
     ("µs/dlv", 7, "cpu_us_per_delivery"), ("redis µs", 9, "redis_cpu_us_per_delivery"),
     ("cli µs", 7, "client_cpu_us_per_delivery"),
-    ("B/dlv", 6, "bytes_per_delivery"), ("KB/conn", 8, "rss_per_connection_kb"),
+    ("B/dlv", 6, "bytes_per_delivery"), ("dlv/wr", 7, "deliveries_per_write"),
+    ("µs/wr", 7, "cpu_us_per_write"), ("KB/conn", 8, "rss_per_connection_kb"),
     ("redis", 11, lambda r: f"{r['redis_clients_idle']}/{r['redis_clients_peak']}"
      if r["redis_clients_idle"] is not None else None),
 )  # fmt: skip
@@ -272,7 +296,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = common_parser(__doc__, smoke="N=20, M=20, R=100,max")
     add = parser.add_argument
     add("--servers", type=comma_list, default=None,
-        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also sse-starlette, and "
+        help=f"comma-separated; default {','.join(ALL_SERVERS)}; also sse-starlette, "
+        "pushsvc-mercure (with --messages), and "
         "pushsvc-redis-W, pushsvc-workers-W, flask-sse-W and nchan-W for W workers")  # fmt: skip
     add("--subscribers", "-n", type=comma_list, default=None, help="e.g. 100,1000")
     add("--rate", "-r", type=comma_list, default=None, help="events/s or max: 100,max")
@@ -299,8 +324,8 @@ def _parser() -> argparse.ArgumentParser:
         "with three windows of statistics, as large as a pushsvc update, so that the "
         "same client does as much per delivery for every server")  # fmt: skip
     add("--messages", action="store_true",
-        help="relay a 100-byte application message (pushsvc's /messages, nchan, sse-starlette) "
-        "instead of updates")  # fmt: skip
+        help="relay a 100-byte application message (pushsvc's /messages, its Mercure hub, "
+        "nchan, sse-starlette) instead of updates")  # fmt: skip
     add("--http10", action="store_true", help="HTTP/1.0 streams (no chunking)")
     add("--no-quickack", action="store_true",
         help="publish like a plain client: no TCP_QUICKACK (see README: Nagle)")  # fmt: skip

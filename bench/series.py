@@ -17,6 +17,11 @@ Segments:
   11 characters, every list full).
 * `redis`: Redis commands per closed point (`INFO commandstats`, publishing 1,000 points with
   the updates that close them) and the script's calls.
+* `grace`: what one topic's open buckets hold with a grace of 5 s and of 1 h, at 10 events/s
+  (default tiers, every statistic, two hours of events so the state is steady): Python's
+  allocations held by the aggregator (`tracemalloc`, after a collection) and the bytes its
+  checkpoint writes (`durable_state`). A bucket stays open for the grace, so a 1 h grace keeps
+  an hour of the finest tier's buckets, their values, open.
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
   `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
   broker and on Redis.
@@ -26,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import http.client
 import json
 import statistics
 import time
+import tracemalloc
 from collections.abc import Callable
+from itertools import count, islice
 
 import redis
 from harness.live import PushsvcProcess, post
@@ -86,6 +94,56 @@ def aggregator_rows(rounds: int) -> None:
     print(f"aggregator  without series  {a:9.0f} events/s  (rounds: {_list(plain)})")
     print(f"aggregator  default tiers   {b:9.0f} events/s  (rounds: {_list(tiered)})")
     print(f"aggregator  with/without    {b / a:9.3f}")
+
+
+def _held_with_grace(grace_us: int, rate: int = 10, hours: int = 2) -> tuple[int, int]:
+    """Bytes an aggregator holds for one topic after `hours` of `rate` events/s with
+    `grace_us`, beyond an empty one's, and its series' checkpoint bytes."""
+    rules = Rules((), default_rule(WINDOWS, ALL, parse_tiers("1s:15m,1m:24h")))
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=grace_us)
+    step = S // rate
+    events = (Event(((i * 7919) % 1000) / 10.0, T0 + i * step, None) for i in count())
+    for _ in range(hours * 3600 * rate // BATCH):
+        aggregator.apply_events("t", list(islice(events, BATCH)))
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    kept = aggregator.checkpoint("t", (0, 0))
+    assert kept is not None
+    return held, len(kept.state) + len(kept.series)
+
+
+def _logged_hour(server: RedisServer, rate: int = 10) -> int:
+    """Redis's `MEMORY USAGE` of an event log holding an hour of one topic's events at `rate`
+    events/s, each POSTed alone (an entry each: the most a topic's hour costs the log, which
+    keeps a topic's events until their buckets close)."""
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    broker = RedisBroker(server.url, prefix="grace:", history=10_000)
+    try:
+        for i in range(3600 * rate):
+            event = Event(((i * 7919) % 1000) / 10.0, T0 + i * (S // rate), None)
+            broker.append_events("t", [event], lateness_us=3600 * S)
+        return int(client.memory_usage(broker.keys.of("t").log, samples=0) or 0)
+    finally:
+        broker.close()
+
+
+def grace_rows(server: RedisServer) -> None:
+    for label, grace_us in (("5s", 5 * S), ("1h", 3600 * S)):
+        held, checkpoint = _held_with_grace(grace_us)
+        print(
+            f"grace  {label:>3}  10 events/s  aggregator holds {held / 2**20:6.2f} MiB"
+            f"  checkpoint {checkpoint / 1024:8.1f} KiB"
+        )
+    logged = _logged_hour(server)
+    print(
+        f"grace  an hour of 10 events/s in Redis's event log: {logged / 2**20:6.2f} MiB"
+        f" ({logged / 36_000:.0f} B/event)"
+    )
 
 
 def _list(rates: list[float]) -> str:
@@ -243,6 +301,7 @@ SEGMENTS: dict[str, Callable[[argparse.Namespace, RedisServer], None]] = {
     "memory": lambda _, server: memory_rows(server),
     "redis": lambda _, server: redis_rows(server),
     "api": lambda _, server: api_rows(server),
+    "grace": lambda _, server: grace_rows(server),
 }
 
 

@@ -1,5 +1,5 @@
-"""The servers under test, started and stopped by the benchmarks: pushsvc, Flask-SSE,
-nginx + nchan and sse-starlette.
+"""The servers under test, started and stopped by the benchmarks: pushsvc (also as a Mercure
+hub), Flask-SSE, nginx + nchan and sse-starlette.
 
 Each deployment starts its own redis-server on a free port where it needs one
 (never the machine's 6379), and reports what the benchmark measures about it:
@@ -19,18 +19,22 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import redis
 from harness.live import PushsvcProcess
 from harness.net import free_port
 from harness.procfs import children, descendants
 from harness.redis_server import RedisServer
 
+from bench.common import metric
+from bench.loadgen.kinds import MERCURE_TOPIC
 from pushsvc.ops.children import terminate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +97,19 @@ class ServerUnderTest:
     def publish_url(self) -> str:
         return f"{self.bases()[0]}/topics/{TOPIC}/events"
 
+    def publish_headers(self) -> list[str]:
+        """More header lines a publication carries (a token), `Name: value` each."""
+        return []
+
     def pids(self) -> list[int]:
         raise NotImplementedError
 
     def subscribed(self) -> int | None:
         """Subscribers the server itself reports, where it can tell us; else None."""
+        return None
+
+    def writes(self) -> int | None:
+        """Socket writes to streams so far, where the server counts them; else None."""
         return None
 
     def _start_redis(self) -> str:
@@ -139,6 +151,8 @@ class PushsvcServe(ServerUnderTest):
         if redis:
             self.name = "pushsvc-serve-redis"
         self.extra_args = tuple(extra_args)
+        self.env: dict[str, str] = {}
+        """More environment for `pushsvc serve` (beside PUSHSVC_ENV)."""
 
     def start(self) -> None:
         redis_args = ("--redis-url", self._start_redis()) if self.on_redis else ()
@@ -147,7 +161,7 @@ class PushsvcServe(ServerUnderTest):
         timeout = 30 + 5 * self.workers
         self.proc = PushsvcProcess(
             "serve", *self.args, *redis_args, "--tick", "0", "--port", "0", *self.extra_args,
-            env=PUSHSVC_ENV,
+            env={**PUSHSVC_ENV, **self.env},
         ).start(timeout=timeout)  # fmt: skip
         # Ready when every worker listens: each logs its own "listening on".
         deadline = time.monotonic() + timeout
@@ -163,8 +177,45 @@ class PushsvcServe(ServerUnderTest):
     def bases(self) -> list[str]:
         return [self.proc.base]  # with workers, the kernel spreads connections over them
 
+    def writes(self) -> int | None:
+        """`pushsvc_delivery_seconds`' count (one per write to a stream, however many updates
+        it carries); one process only: with workers, a scrape reaches one of them."""
+        if self.workers != 1:
+            return None
+        count = metric(self.proc.port, "pushsvc_delivery_seconds_count")
+        return None if count is None else int(count)
+
     def pids(self) -> list[int]:
         return [self.proc.pid, *descendants(self.proc.pid)]
+
+
+class PushsvcMercure(PushsvcServe):
+    """`pushsvc serve --mercure anonymous` (`pushsvc-mercure`), embedded broker: the Mercure
+    protocol adapter on the same core as `pushsvc-memory`, so that the two compare what the
+    adapter costs. Subscribers match MERCURE_TOPIC without a token; the publisher POSTs with
+    an HS256 token (`{"mercure": {"publish": ["*"]}}`) signed with a secret of this run's."""
+
+    kind = "pushsvc-mercure"
+
+    def __init__(self) -> None:
+        super().__init__(extra_args=("--mercure", "anonymous"))
+        self.name = "pushsvc-mercure"
+        self.secret = uuid.uuid4().hex + uuid.uuid4().hex  # 64 bytes: HS256 wants >= 32
+        self.env["PUSHSVC_JWT_KEY"] = self.secret
+
+    def stream_urls(self) -> list[str]:
+        raise ValueError("the Mercure hub relays messages only: run with --messages")
+
+    def message_urls(self) -> list[str]:
+        match = urllib.parse.quote(MERCURE_TOPIC, safe="")
+        return [f"{base}/.well-known/mercure?match={match}" for base in self.bases()]
+
+    def publish_url(self) -> str:
+        return f"{self.bases()[0]}/.well-known/mercure"
+
+    def publish_headers(self) -> list[str]:
+        claims = {"mercure": {"publish": ["*"]}, "exp": int(time.time()) + 86_400}
+        return [f"Authorization: Bearer {jwt.encode(claims, self.secret, algorithm='HS256')}"]
 
 
 class PushsvcRedis(ServerUnderTest):
@@ -531,10 +582,12 @@ class Nchan(ServerUnderTest):
 
 
 def make_deployment(name: str, *, subscribers: int) -> ServerUnderTest:
-    """`pushsvc-memory`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse` (one worker),
-    `flask-sse-W`, `nchan` (one nginx worker), `nchan-W` or `sse-starlette`."""
+    """`pushsvc-memory`, `pushsvc-mercure`, `pushsvc-workers-W`, `pushsvc-redis-W`, `flask-sse`
+    (one worker), `flask-sse-W`, `nchan` (one nginx worker), `nchan-W` or `sse-starlette`."""
     if name == "pushsvc-memory":
         return PushsvcServe()
+    if name == "pushsvc-mercure":
+        return PushsvcMercure()
     if name == "sse-starlette":
         return SseStarlette()
     if name.startswith("pushsvc-workers-") and name.rpartition("-")[2].isdigit():

@@ -2,7 +2,8 @@
 
 It can be stopped and started again on the same port, empty each time (no RDB,
 no AOF), which is how the fault tests simulate "Redis restarted and lost
-everything".
+everything"; or shut down keeping its data (`shut_down_keeping_data`: an RDB written at
+shutdown, read back by the next `start()`), an outage after which Redis comes back whole.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         if self._proc is not None:
             raise RuntimeError("already running")
-        # A fresh directory per run: nothing survives a restart, not even a stray dump.
-        self._dir = Path(tempfile.mkdtemp(prefix="pushsvc-redis-"))
+        # A fresh directory per run: nothing survives a restart, not even a stray dump; but
+        # the one a shutdown kept its data in (`shut_down_keeping_data`), whose dump it loads.
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="pushsvc-redis-"))
         # A config file of its own, so that CONFIG REWRITE works (Sentinel uses it on failover).
         config = self._dir / "redis.conf"
         config.touch()
@@ -80,6 +83,18 @@ class RedisServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def shut_down_keeping_data(self, timeout: float = 10.0) -> None:
+        """`SHUTDOWN SAVE`: every write it answered is in the dump it leaves, and the next
+        `start()` (same port, same directory) loads it: Redis down, then back with its data."""
+        proc = self._proc
+        assert proc is not None, "not running"
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            client.shutdown(save=True)  # the server closes the connection as it exits
+        client.close()
+        proc.wait(timeout)
+        self._proc = None
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing flushed or handed over."""

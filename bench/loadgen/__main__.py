@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--publish", metavar="URL", dest="publish_url", help="publish the events to this POST URL"
     )
+    parser.add_argument(
+        "--publish-header", action="append", default=[], metavar="'NAME: VALUE'",
+        dest="publish_headers", help="a header line sent with every publication; repeatable",
+    )  # fmt: skip
     parser.add_argument("--subscribers", "-n", type=int, required=True)
     parser.add_argument(
         "--events", "-m", type=int, required=True, help="updates every subscriber should receive"
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         **{f.name: options[f.name] for f in fields(RunConfig) if f.name in options},
         "kind": KINDS[args.kind],
         "stream_urls": tuple(args.stream_urls),
+        "publish_headers": tuple(args.publish_headers),
         "references": min(args.references, args.subscribers),
     })  # fmt: skip
     run(

@@ -18,6 +18,11 @@ and `sent` back from each delivery:
   `event: message` whose data is exactly that; the subscription is primed before the response
   head, so a subscriber is live once it has it. A message without data (the head's bare `id:`)
   is not a delivery.
+* `pushsvc-mercure` — pushsvc's Mercure hub (`/.well-known/mercure`, `--mercure anonymous`):
+  what is published is POSTed as a Mercure update's `data` form field (`topic=MERCURE_TOPIC`,
+  with a publisher's token, answered 200), and each delivery is an unnamed message whose
+  `data:` line is exactly that, after its `id:` (the update's `urn:uuid:`). A subscriber is
+  live once it has the head, as on the messages stream (the same priming).
 
 The `message` payload (`--payload message`) is the relay benchmark's: the same object padded
 to exactly `MESSAGE_BYTES` bytes of compact JSON, which every server passes on as it is.
@@ -26,6 +31,7 @@ to exactly `MESSAGE_BYTES` bytes of compact JSON, which every server passes on a
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,10 +147,22 @@ class Kind:
     """The statuses of an accepted publish."""
     envelope: Callable[[bytes], bytes] | None = None
     """What is POSTed for a payload, when not the payload itself (as a pushsvc message)."""
+    content_type: str = "application/json"
+    """The published body's media type."""
 
 
 def as_message(payload: bytes) -> bytes:
     return b'{"type":"message","data":%s}' % payload
+
+
+MERCURE_TOPIC = "https://bench.example/topics/bench"
+"""The topic IRI a Mercure benchmark publishes to and its subscribers match."""
+_MERCURE_FORM_HEAD = b"topic=%s&data=" % urllib.parse.quote(MERCURE_TOPIC, safe="").encode()
+
+
+def as_mercure_update(payload: bytes) -> bytes:
+    """A Mercure publication's form body: the topic, and the payload as the update's data."""
+    return _MERCURE_FORM_HEAD + urllib.parse.quote_from_bytes(payload, safe="").encode()
 
 
 KINDS = {
@@ -154,5 +172,13 @@ KINDS = {
     "sse-starlette": Kind("sse-starlette", decode_unnamed, False, frozenset({202})),
     "pushsvc-messages": Kind(
         "pushsvc-messages", decode_message, False, frozenset({202}), envelope=as_message
+    ),
+    "pushsvc-mercure": Kind(
+        "pushsvc-mercure",
+        decode_message,
+        False,
+        frozenset({200}),
+        envelope=as_mercure_update,
+        content_type="application/x-www-form-urlencoded",
     ),
 }

@@ -17,7 +17,7 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from bench.loadgen.dechunk import Dechunker
 from bench.loadgen.http1 import ProtocolError, parse_head
@@ -39,9 +39,16 @@ class Publisher:
         quickack: bool = False,
         body: Callable[[int, float], bytes] = publish_body,
         persist: bool = False,
+        content_type: str = "application/json",
+        headers: Sequence[str] = (),
     ) -> None:
+        """`headers`: more `Name: value` lines sent with every POST (a publisher's token)."""
         self._host, self._port, self._path = host, port, path
         self._body = body
+        self._head_fields = b"Content-Type: %s\r\n%s" % (
+            content_type.encode(),
+            b"".join(b"%s\r\n" % header.encode() for header in headers),
+        )
         self._ok = frozenset({ok_status} if isinstance(ok_status, int) else ok_status)
         self._quickack = quickack
         self._persist = persist
@@ -98,16 +105,24 @@ class Publisher:
         return await self.post(self._path, self._body(value, time.time()), idempotency_key=key)
 
     async def post(self, path: str, body: bytes, *, idempotency_key: str | None = None) -> int:
-        """POST a JSON `body` to `path` on the keep-alive connection; the response's status.
+        """POST `body` (JSON unless the publisher was given another content type) to `path` on
+        the keep-alive connection; the response's status.
         Raises OSError, ProtocolError or asyncio.IncompleteReadError (then `disconnect`)."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
         key = b"Idempotency-Key: %s\r\n" % idempotency_key.encode() if idempotency_key else b""
         self._writer.write(
-            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-            b"%sContent-Length: %d\r\n\r\n%s"
-            % (path.encode(), self._host.encode(), self._port, key, len(body), body)
+            b"POST %s HTTP/1.1\r\nHost: %s:%d\r\n%s%sContent-Length: %d\r\n\r\n%s"
+            % (
+                path.encode(),
+                self._host.encode(),
+                self._port,
+                self._head_fields,
+                key,
+                len(body),
+                body,
+            )
         )
         if self._quickack:
             # A server that writes its response head and body in two sends, with Nagle on,

@@ -53,6 +53,8 @@ class RunConfig:
     payload: str = "plain"
     """What the publisher POSTs (`kinds.PAYLOADS`): the event, or `stats`, the event with
     statistics as large as a pushsvc update's (for a peer)."""
+    publish_headers: tuple[str, ...] = ()
+    """More `Name: value` header lines on every publication (a publisher's token)."""
     quickack: bool = False
     """Publisher ACKs responses at once (works around servers that do not set TCP_NODELAY)."""
     persist: bool = False
@@ -179,6 +181,8 @@ class Run:
             quickack=config.quickack,
             body=self._body(),
             persist=config.persist,
+            content_type=config.kind.content_type,
+            headers=config.publish_headers,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.publish_deadline()

@@ -23,6 +23,7 @@ from pushsvc.http.api import (
     health,
     history,
     mercure,
+    mercure_subscriptions,
     openapi,
     presence,
     producer,
@@ -93,6 +94,8 @@ def create_app(
         app.register_blueprint(blueprint)
     if settings.mercure != "off":
         app.register_blueprint(mercure.bp)
+        if settings.mercure_subscriptions:
+            app.register_blueprint(mercure_subscriptions.bp)
     _register_error_handlers(app, runtime)
     logs.install(app)
     if settings.trusted_proxies:

@@ -364,6 +364,9 @@ class Settings:
     jwt_issuer: str | None = setting("", _optional)
     anonymous: tuple[str, ...] = setting("", _selectors)
     mercure: str = setting("off", _mercure)
+    # Mercure's active subscriptions (events and API): off by default, as the reference hub's
+    # `subscriptions` directive; on, every subscription's start and end is a log append.
+    mercure_subscriptions: bool = setting("false", _flag)
     token_query: bool = setting("false", _flag)
     # Access decided by the application's backend (pushsvc.security.backend_auth): its URL
     # turns it on; what is forwarded to it; how long and how many asks at once; how many
@@ -516,6 +519,11 @@ class Settings:
             raise ConfigError(
                 "--mercure (PUSHSVC_MERCURE) checks publishers' tokens: it needs --jwt-key "
                 "(PUSHSVC_JWT_KEY), the key Mercure tokens are signed with"
+            )
+        if settings.mercure_subscriptions and settings.mercure == "off":
+            raise ConfigError(
+                "--mercure-subscriptions (PUSHSVC_MERCURE_SUBSCRIPTIONS) tracks the Mercure "
+                "hub's subscriptions: it needs --mercure on or anonymous"
             )
         if settings.token_query and settings.jwt_key is None:
             # With the auth proxy alone there are no tokens of pushsvc's to take from a URL.

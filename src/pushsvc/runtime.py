@@ -26,15 +26,24 @@ from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.guard import RedisGuard, check_at_start
 from pushsvc.broker.redis.lease import RedisLease
+from pushsvc.broker.redis.mercure_subscriptions import RedisSubscriptions
 from pushsvc.broker.redis.presence import RedisPresence
 from pushsvc.broker.shared_log import LogBroker
 from pushsvc.config import Settings
 from pushsvc.core.presence import PresenceRegistry, PresenceSource
+from pushsvc.core.topics import validate_topic
 from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub
+from pushsvc.deliver.mercure_active import (
+    ActiveSubscriptions,
+    LocalSubscriptions,
+    SubscriptionStore,
+)
+from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC, SubscriptionRegistry
 from pushsvc.deliver.presence import LocalPresence
 from pushsvc.deliver.presence_events import PresenceEvents
 from pushsvc.ingest import InputLimits
+from pushsvc.ingest.accept import ingest
 from pushsvc.ingest.redis_bridge import Bridge
 from pushsvc.loop_pause import let_others_run, take_turns
 from pushsvc.ops.metrics import Metrics
@@ -79,6 +88,8 @@ class Runtime:
     presence: PresenceSource = field(default_factory=lambda: LocalPresence(PresenceRegistry()))
     """Who watches each topic (`pushsvc.core.presence`): set up in a web runtime."""
     presence_events: PresenceEvents | None = None
+    mercure_subscriptions: ActiveSubscriptions | None = None
+    """The Mercure hub's active subscriptions (`--mercure-subscriptions`, a web runtime)."""
     stop: gevent.event.Event = field(default_factory=gevent.event.Event)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _greenlets: list[gevent.Greenlet[..., object]] = field(default_factory=list)
@@ -129,6 +140,8 @@ class Runtime:
             # resume from the history (EventSource reconnects by itself).
             runtime.feed = broker.consume_updates(hub.dispatch, on_reset=hub.reset)
             _watch_presence(runtime)
+            if settings.mercure_subscriptions:
+                _track_mercure_subscriptions(runtime)
         if aggregate:
             # Said by the process that applies the rules: once per deployment.
             for line in settings.rules.never_applied:
@@ -372,6 +385,36 @@ def _watch_presence(runtime: Runtime) -> None:
     runtime.presence = source
     events = runtime.presence_events = PresenceEvents(source)
     runtime.spawn(events.run, runtime.stop)
+
+
+def _track_mercure_subscriptions(runtime: Runtime) -> None:
+    """The Mercure hub's active subscriptions: embedded, this process's registry is the
+    answer; on Redis written through, expiring, beside every other web process's."""
+    registry = SubscriptionRegistry()
+    broker = runtime.broker
+    store: SubscriptionStore
+    if isinstance(broker, RedisBroker):
+        store = RedisSubscriptions(broker.url, broker.keys, registry)
+    else:
+        store = LocalSubscriptions(registry)
+    settings = runtime.settings
+
+    def append(body: bytes) -> None:
+        ingest(
+            broker,
+            validate_topic(SUBSCRIPTIONS_TOPIC),
+            body,
+            "application/json",
+            limits=runtime.limits,
+            lateness_us=settings.grace_us,
+            now_us=wall_clock_us(),
+            pause=let_others_run,
+        )
+
+    active = runtime.mercure_subscriptions = ActiveSubscriptions(registry, store, append)
+    runtime.spawn(store.run, runtime.stop)
+    runtime.on_close(store.close)
+    runtime.spawn(active.run, runtime.stop)
 
 
 def _read_outbox(runtime: Runtime) -> None:

@@ -141,6 +141,9 @@ class HeadTimeoutHandler(PywsgiHandler):
 
     def get_environ(self) -> dict[str, object]:
         environ: dict[str, object] = super().get_environ()
+        # The request target as sent, as gunicorn gives it: PATH_INFO is decoded, and a path
+        # whose parts hold an encoded `/` (Mercure's subscription URLs) reads only from this.
+        environ["RAW_URI"] = self.path
         body = body_input(environ)
         if body is not None:
             # The body's deadlines run from here: the head is in.

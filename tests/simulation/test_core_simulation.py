@@ -67,6 +67,7 @@ MOMENTS = {
     "death mid-handover": "an aggregator killed after giving some partitions up, holding others",
     "delete logged": "a topic deleted: its delete entry logged, its deletion to publish",
     "lost delete": "a delete logged whose answer never came back (retried: answered False)",
+    "unkeyed append late": "an event past its topic's grace: kept on the topic's late stream",
     "keyed append failed, logged False": "an append with a key refused (retried with the key)",
     "keyed append failed, logged True": "an append with a key logged, its answer lost",
     "key within window replayed": "a batch repeated with its key: answered, nothing logged",

@@ -58,6 +58,7 @@ from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent
+from pushsvc.ingest.late import append_keeping_late, late_topic
 from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.tiers import SeriesTier
 from simulation import derived as derive_side
@@ -733,7 +734,8 @@ class World:
         ts = self._wall_us() - rng.choice((0, 0, 0, S // 2, 2 * S, 4 * S))
         event = _drawn_event(rng, value, ts)
         if rng.random() >= 0.5:
-            if self.send(topic, event, None) == "logged":
+            # As a POST without a key: past the grace, kept on the topic's late stream.
+            if self.send_keeping_late(topic, event) in ("logged", "late"):
                 self.acknowledged.add(value)
             return  # failed: not acknowledged; it may be in the log all the same
         batch = Batch(
@@ -775,6 +777,40 @@ class World:
             # another), or past it; within 0.02 s of its end.
             near = " at the window's end" if abs(now - kept[1]) <= 0.02 else ""
             self.faults.fired[f"key {'within' if within else 'past'} window {outcome}{near}"] += 1
+        return outcome
+
+    def send_keeping_late(self, topic: str, event: Event) -> str:
+        """One append as the ingest path makes it (`append_keeping_late`): "logged" on the
+        topic, "late" on its late stream (past the grace), or "failed". Where it logged is read
+        from the journals, and must match the answer: one entry, in the one it names."""
+        journals = {
+            "logged": self.store.journal(topic),
+            "late": self.store.journal(late_topic(topic)),
+        }
+        before = {name: len(journal) for name, journal in journals.items()}
+        try:
+            answer = append_keeping_late(
+                self.web, topic, [event], grace_us=LATENESS_US, refuse=False
+            )
+            outcome = "late" if answer.late else "logged"
+            if answer.accepted + answer.late != 1:
+                raise Broken(f"{topic} {mark(event)}: {answer}, for one event")
+        except BrokerUnavailable:
+            outcome = "failed"
+        grown = {name: len(journal) - before[name] for name, journal in journals.items()}
+        self.note("append %s %s %s", topic, mark(event), outcome)
+        if journals["logged"] is journals["late"]:  # the late stream in the same partition
+            logged = grown["logged"]
+            if logged != (outcome != "failed") and not (outcome == "failed" and logged <= 1):
+                raise Broken(f"{topic} {mark(event)}: answered {outcome}, {logged} logged")
+        elif outcome != "failed" and (grown[outcome], sum(grown.values())) != (1, 1):
+            raise Broken(f"{topic} {mark(event)}: answered {outcome}, logged {grown}")
+        if sum(grown.values()):
+            self.copies[mark(event)] += 1
+            if self.copies[mark(event)] > 1:
+                self.checker.copies[mark(event)] = self.copies[mark(event)]
+        if outcome != "failed":
+            self.faults.fired[f"unkeyed append {outcome}"] += 1
         return outcome
 
     def send(self, topic: str, event: Event, key: Idempotency | None) -> str:

@@ -134,3 +134,20 @@ def test_fanout_smoke_messages_relay() -> None:
         size = row["bytes_per_delivery"]
         assert isinstance(size, int) and 100 < size < 250, row
         assert isinstance(row["server_cpu_s"], float)
+
+
+def test_fanout_smoke_mercure_hub() -> None:
+    """`pushsvc-mercure`: the Mercure hub relays the same message, POSTed as an update's data
+    with a publisher's token and read by anonymous subscribers matching its topic IRI; the
+    Python and the C subscribers each count every delivery once and in order, and the bytes
+    per delivery are the message with its Mercure framing (an `id:` of a `urn:uuid:`)."""
+    clients = "count,c" if compiler() is not None else "count"
+    rows = _smoke("pushsvc-mercure", "--messages", "--client", clients, "--rate", "100")
+    assert [(r["server"], r["client"], r["status"]) for r in rows] == [
+        ("pushsvc-mercure", client, "ok") for client in clients.split(",")
+    ], rows
+    for row in rows:
+        _every_delivery_once(row)
+        size = row["bytes_per_delivery"]
+        assert isinstance(size, int) and 100 + len("id: urn:uuid:") + 36 < size < 250, row
+        assert isinstance(row["server_cpu_s"], float)

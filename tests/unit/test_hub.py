@@ -126,6 +126,40 @@ def test_unsubscribe_forgets_the_client() -> None:
     assert hub.client_count == 0 and hub.subscriber_counts(["a", "a.b"]) == {"a": 0, "a.b": 0}
 
 
+def test_pattern_streams_that_match_alike_are_matched_once_per_topic_and_each_delivered() -> None:
+    """Many streams of one pattern (every Mercure stream's `mercure.*`) are matched once per
+    run, not once per stream; a stream narrowed by another scope is matched on its own; each
+    stream gets what its own matcher selects, and one that leaves is forgotten while the
+    others of its pattern go on receiving."""
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    asked: list[str] = []
+
+    def only_x(topic: str) -> bool:
+        asked.append(topic)
+        return topic.endswith(".x")
+
+    plain = [_subscribe(hub, "m.*") for _ in range(50)]
+    narrowed = [hub.subscribe(TopicMatcher(["m.*"]).within(only_x)) for _ in range(50)]
+    other_scope = hub.subscribe(TopicMatcher(["m.*"]).within(lambda topic: True))
+    hub.dispatch([_update("m.x", 1), _update("m.y", 2), _update("n.x", 3)])
+    assert asked == ["m.x", "m.y"]  # once per run for the 50 streams narrowed by `only_x`
+    for client in [*plain, other_scope]:
+        assert [u.topic for u in _taken(client)] == ["m.x", "m.y"]
+    for client in narrowed:
+        assert [u.topic for u in _taken(client)] == ["m.x"]
+    assert hub.subscriber_counts(["m.x", "m.y", "n.x"]) == {"m.x": 101, "m.y": 51, "n.x": 0}
+    left, *staying = plain
+    hub.unsubscribe(left)
+    for client in narrowed:
+        hub.unsubscribe(client)
+    hub.dispatch([_update("m.x", 4)])
+    assert _taken(left) == [] and all(_taken(c) == [] for c in narrowed)
+    assert all(
+        [u.id for u in _taken(c)] == [UpdateId("0badc0de", 0, 4)] for c in [*staying, other_scope]
+    )
+    assert hub.subscriber_counts(["m.x"]) == {"m.x": 50} and hub.client_count == 50
+
+
 def test_the_gauges_count_each_stream_once_whatever_it_watches() -> None:
     """`pushsvc_subscribers` and `pushsvc_queued_runs`: a stream of several topics, or of a
     pattern, is one stream, and its queued runs count once."""

@@ -136,6 +136,13 @@ class TopicMatcher:
         """True when the selectors are topic names only, no pattern."""
         return not self._all and not self._prefixes
 
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Equal for matchers that answer alike: the same selectors, narrowed by the same
+        object (its identity: a matcher holds it, so no other can take its id meanwhile)."""
+        within = None if self._within is None else id(self._within)
+        return (self._all, self._names, self._prefixes, within)
+
     def __call__(self, topic: str) -> bool:
         # startswith(()) is False, so no pattern costs one cheap call.
         selected = self._all or topic in self._names or topic.startswith(self._prefixes)

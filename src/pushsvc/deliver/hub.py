@@ -208,6 +208,15 @@ class Subscriber:
             gevent.kill(writer, error)  # asynchronous: never blocks the hub
 
 
+@dataclass(eq=False)
+class PatternGroup:
+    """The pattern streams whose matchers answer alike (`TopicMatcher.key`): `matcher`, the
+    first one's, answers for all of them."""
+
+    matcher: TopicMatcher
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
 _NOTHING = memoryview(b"")
 """What `_send_ready` notes for a stream its group filter left nothing of: not a write."""
 
@@ -234,7 +243,9 @@ class Hub:
         """Every stream's pending bytes, and their bounds."""
         self._sweeper: gevent.Greenlet[..., object] | None = None
         self._by_topic: dict[str, set[Subscriber]] = {}
-        self._patterned: set[Subscriber] = set()
+        self._patterned: dict[tuple[object, ...], PatternGroup] = {}
+        """Pattern streams by `TopicMatcher.key`: a topic is matched once per distinct
+        matcher, not once per stream (every Mercure stream has the same one)."""
         self._clients: set[Subscriber] = set()
         """Every subscriber, once: what the gauges count without walking every topic."""
         self._queued: set[Subscriber] = set()
@@ -273,7 +284,10 @@ class Hub:
             for topic in matcher.names:
                 self._by_topic.setdefault(topic, set()).add(subscriber)
         else:
-            self._patterned.add(subscriber)
+            group = self._patterned.get(matcher.key)
+            if group is None:
+                group = self._patterned[matcher.key] = PatternGroup(matcher)
+            group.subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -285,7 +299,12 @@ class Hub:
         subscriber.queue.release()
         self._queued.discard(subscriber)
         if not subscriber.matcher.exact:
-            self._patterned.discard(subscriber)
+            key = subscriber.matcher.key
+            group = self._patterned.get(key)
+            if group is not None:
+                group.subscribers.discard(subscriber)
+                if not group.subscribers:
+                    del self._patterned[key]
             return
         for topic in subscriber.matcher.names:
             subscribers = self._by_topic.get(topic)
@@ -308,12 +327,16 @@ class Hub:
             while end < count and updates[end].topic == topic:
                 end += 1
             targets = self._by_topic.get(topic)
-            patterned = [c for c in self._patterned if c.matcher(topic)] if self._patterned else ()
+            patterned = (
+                [g.subscribers for g in self._patterned.values() if g.matcher(topic)]
+                if self._patterned
+                else ()
+            )
             if targets or patterned:
                 run = run_of(updates[start:end])
                 run.received_us = now
                 offered = 0
-                for group in (targets or (), patterned):
+                for group in (targets or (), *patterned):
                     for subscriber in group:
                         # The hot loop: per direct client, a test and an append.
                         direct = subscriber.direct
@@ -496,7 +519,7 @@ class Hub:
         for topic in topics:
             exact = self._by_topic.get(topic)
             counts[topic] = (len(exact) if exact else 0) + sum(
-                1 for c in self._patterned if c.matcher(topic)
+                len(g.subscribers) for g in self._patterned.values() if g.matcher(topic)
             )
         return counts
 

@@ -14,9 +14,13 @@ the history does (Redis), and costs no memory beyond the read.
 * In every other partition it is the position just before the update's millisecond (each
   history's clock): what was published there from that millisecond on is sent. The order of
   updates of different partitions is the order of their times, as a replay of several
-  partitions merges them; the updates the subscriber received before the one it names are
-  those published before it. An update of another partition published in the very same
-  millisecond may be sent again: never lost.
+  partitions merges them; that takes the updates the subscriber received before the one it
+  names to be those kept before it, which holds as far as its stream delivered the
+  partitions in the order of their times. A live stream does not promise that (each
+  partition's updates come as its aggregator publishes them: a backlog after a failover, in
+  a burst): an update of another partition received before the named one but kept from its
+  millisecond on is sent again, and one kept before it but not yet received is not sent, with
+  no gap (tests/system/faults/test_mercure_promise.py tells both apart).
 * Where another partition's history no longer keeps every update from that millisecond on,
   the stream's replay finds it `lost` and says so (`event: gap`), as for any cursor.
 
@@ -43,6 +47,7 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import priming
+from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
 from pushsvc.deliver.mercure_updates import PATTERN
 from pushsvc.deliver.projection import Projection
 
@@ -55,6 +60,8 @@ SLICE = 2048
 _U64 = 2**64 - 1
 _ID_MEMBER = re.compile(rb'"id":("(?:[^"\\]|\\.)*")')
 _MESSAGES = Projection(None, None, messages=True)
+_KEPT = TopicMatcher([PATTERN, SUBSCRIPTIONS_TOPIC])
+"""Where an id is looked for: every update's topic, and the subscription events'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +113,7 @@ def resolve_many(
         primer = priming.of(broker)
         with primer.turn():
             starts = history_starts(broker)
-            replayed = primer.replays.replay(Cursor(starts.values()), TopicMatcher([PATTERN]))
+            replayed = primer.replays.replay(Cursor(starts.values()), _KEPT)
         found = find_many(replayed.updates, wanted, pause)
         for update_id in wanted:
             at = found.get(update_id)

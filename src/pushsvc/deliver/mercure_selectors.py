@@ -186,6 +186,16 @@ class SelectorSet:
                     return True
         return False
 
+    def pathnames(self) -> tuple[str, ...]:
+        """The pathname component of each URL pattern, as compiled (relative ones resolved
+        against the base URL)."""
+        return tuple(str(p.compiled.pathname) for p in self._patterns)
+
+    @property
+    def everything(self) -> bool:
+        """Whether the wildcard `*` is among the selectors."""
+        return self._everything
+
     def matches_all(self, topics: Sequence[str]) -> bool:
         """True when every one of `topics` is selected (a publisher's right on an update)."""
         return all(self.matches_any((topic,)) for topic in topics)

@@ -30,10 +30,12 @@ EXPOSED_HEADERS = (
     REQUEST_ID_HEADER,
     "Mercure-Last-Event-ID",
     "Last-Event-ID",
+    "Link",
 )
 """What a page's script may read of an answer: whether a publish was a replay, how long a 429
-or 503 asks it to wait, the request id to quote in a report, and where a Mercure stream
-resumed (a polyfill's, or `fetch`'s, way to tell whether updates were lost)."""
+or 503 asks it to wait, the request id to quote in a report, where a Mercure stream
+resumed (a polyfill's, or `fetch`'s, way to tell whether updates were lost), and the `Link`
+whose `last-event-id` a Mercure subscriptions listing is reconciled from."""
 
 
 def install(app: Flask, settings: Settings) -> None:

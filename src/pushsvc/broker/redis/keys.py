@@ -80,6 +80,10 @@ Under `{prefix}{{tag}}:` (written `P:` below):
                                 streams of the partition's topics, expiring
     P:presence:{proc}:patterns  hash  pattern watch -> the same, of `proc`'s pattern streams
                                 (in every partition), expiring
+    P:msubs             set     (first partition only) the web processes with Mercure
+                                subscription entries (a directory)
+    P:msubs:{proc}      hash    (first partition only) subscription path -> its document,
+                                of `proc`'s active Mercure subscriptions, expiring
 
 Outside the partitions, each key alone in its slot:
 
@@ -339,6 +343,17 @@ class PartitionKeys:
         """A hash: pattern watch -> `[streams, [subjects]]` of `proc`'s pattern streams, the
         same in every partition, expiring."""
         return f"{self.base}presence:{proc}:patterns"
+
+    @property
+    def mercure_subscribers(self) -> str:
+        """A set: the web processes with Mercure subscription entries (a directory; kept in
+        the first partition only)."""
+        return f"{self.base}msubs"
+
+    def mercure_subscriptions(self, proc: str) -> str:
+        """A hash: subscription path -> its document, of web process `proc`'s active Mercure
+        subscriptions (`pushsvc.broker.redis.mercure_subscriptions`), expiring."""
+        return f"{self.base}msubs:{proc}"
 
 
 @dataclass(frozen=True, slots=True)

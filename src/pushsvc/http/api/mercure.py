@@ -10,6 +10,12 @@ subscriber without a token receives the public updates its selectors match.
 
 Discovery: while on, every topic response carries `Link: <…/.well-known/mercure>;
 rel="mercure"`.
+
+No publisher may send what only the hub does: a topic in its namespace (`/.well-known/
+mercure/…`, wherever it resolves), `*`, or the type `mercure` (400 whatever the token). With
+`--mercure-subscriptions` each connection's subscriptions are tracked while its stream lives
+and announced (`pushsvc.deliver.mercure_active`), and a stream whose selectors may select the
+hub's namespace reads their events' topic too (`may_select_hub`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import orjson
 from flask import Blueprint, Response, request
@@ -24,10 +33,18 @@ from flask import Blueprint, Response, request
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.deliver import mercure_lookups, mercure_resume
+from pushsvc.deliver.mercure_active import ActiveSubscriptions
 from pushsvc.deliver.mercure_lookups import LookupsBusy
 from pushsvc.deliver.mercure_pattern_shares import shares as pattern_shares
 from pushsvc.deliver.mercure_resume import EARLIEST
-from pushsvc.deliver.mercure_selectors import Selector, SelectorSet, TooManyPatterns
+from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyPatterns
+from pushsvc.deliver.mercure_subscriptions import (
+    EVENT_TYPE,
+    SUBSCRIPTIONS_TOPIC,
+    TooManySubscriptions,
+    addresses_hub,
+    may_select_hub,
+)
 from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
 from pushsvc.deliver.projection import Projection
 from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy, TooManySelectors
@@ -64,6 +81,7 @@ def publish() -> Response:
         topics = form.getlist("topic")
         if not topics:
             raise BadRequest("give at least one topic field")
+        _refuse_reserved(topics, form.get("type"))
         if not grant.may_publish(topics):
             raise MercureAuthError.insufficient_scope(
                 "the token does not allow publishing to every topic of this update"
@@ -134,6 +152,13 @@ def subscribe() -> Response:
         return _refused(exc)
     if grant is None and rt.settings.mercure != "anonymous":
         return _unauthorized(bearer_challenge(), "subscribing needs a token")
+    opened = None
+    active = rt.mercure_subscriptions
+    if active is not None:
+        # One subscription per selector, tracked while the stream lives (`mercure_active`).
+        opened = partial(
+            _open, active, selectors.selectors, None if grant is None else grant.payload_for
+        )
     if grant is None:
         view = MercureView(selectors, None, "anonymous")
         reader = ReadAccess(TopicMatcher([PATTERN]), None)
@@ -141,7 +166,10 @@ def subscribe() -> Response:
         rights = "|".join(f"{s.kind}:{s.text}" for s in grant.subscribe or ())
         view = MercureView(selectors, grant.may_receive, rights)
         expires = None if math.isinf(grant.expires_at) else grant.expires_at
-        reader = ReadAccess(TopicMatcher([PATTERN]), expires, subject=grant.subject)
+        kept = [PATTERN]
+        if active is not None and may_select_hub(selectors, hub_url()):
+            kept.append(SUBSCRIPTIONS_TOPIC)  # subscription events: private, so a token's
+        reader = ReadAccess(TopicMatcher(kept), expires, subject=grant.subject)
     last_event_id = mercure_resume.requested(request.headers.get("Last-Event-ID"), request.args)
     resume = None
     if last_event_id is not None:
@@ -161,6 +189,7 @@ def subscribe() -> Response:
         min_interval_s=0.0,
         listener=None,
         resume=None if resume is None else resume.after,
+        opened=opened,
     )
     if resume is not None:
         # Where it resumed: the specification's field, and the name its earlier drafts used.
@@ -177,6 +206,32 @@ def discovery(response: Response) -> Response:
     ):
         response.headers.add("Link", f'<{hub_url()}>; rel="mercure"')
     return response
+
+
+def _refuse_reserved(topics: list[str], message_type: str | None) -> None:
+    """What no publisher may send, whatever its token: a topic in the hub's own namespace or
+    `*`, or the type `mercure` (the hub's subscription events are told apart by both)."""
+    for topic in topics:
+        if topic == WILDCARD:
+            raise BadRequest("* is the wildcard matcher: no update's topic")
+        if addresses_hub(topic, hub_url()):
+            raise BadRequest(
+                f"{topic[:200]!r} is in the hub's own namespace ({PATH}/...): the hub publishes "
+                "there itself"
+            )
+    if message_type == EVENT_TYPE:
+        raise BadRequest(f"the type {EVENT_TYPE} is the hub's own (subscription events)")
+
+
+def _open(
+    active: ActiveSubscriptions,
+    selectors: Sequence[Selector],
+    payload_for: Callable[[Selector], Any] | None,
+) -> Callable[[], None]:
+    try:
+        return active.open(PATH, selectors, payload_for)
+    except TooManySubscriptions as exc:
+        raise ServerBusy(str(exc), retry_after_s=BUSY_RETRY_AFTER_S) from None
 
 
 def _grant(*, method: str) -> MercureGrant | None:

@@ -14,7 +14,8 @@ one of its named exits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from flask import Blueprint, Response, request
 
@@ -168,9 +169,12 @@ def respond(
     listener: Listener | None,
     replay_last: int = 0,
     resume: Cursor | None = None,
+    opened: Callable[[], Callable[[], None]] | None = None,
 ) -> Response:
     """The streaming response of a validated stream request (statistics or messages);
-    `resume`: where it resumes, found by its view (`StreamRequest.resume`)."""
+    `resume`: where it resumes, found by its view (`StreamRequest.resume`); `opened`: told
+    once the stream is accepted, it returns what to call when the stream is over (a Mercure
+    connection's subscriptions); what it raises refuses the stream."""
     encoding = contexts = None
     if rt.settings.stream_compression:
         encoding = negotiate(request.headers.get("Accept-Encoding"))
@@ -212,12 +216,26 @@ def respond(
         )
     release = rt.stream_slots.acquire(request.remote_addr or "")
     release = count_stream(rt, reader, listener, release)  # presence: counted while it lives
+    if opened is not None:
+        try:
+            closing = opened()
+        except BaseException:
+            release()
+            raise
+        release = partial(_both, closing, release)
     # `release` is called when the stream is over, whether or not it ever ran.
     body = stream_response.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
     headers = HEADERS
     if rt.settings.stream_compression:
         headers = (*HEADERS, *encoding_headers(encoding))
     return Response(body, headers=headers, direct_passthrough=True)
+
+
+def _both(first: Callable[[], None], then: Callable[[], None]) -> None:
+    try:
+        first()
+    finally:
+        then()
 
 
 def _refuse_what_named_topics_lack(
