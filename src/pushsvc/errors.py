@@ -317,6 +317,12 @@ class TooManyStreams(TooManyRequests):
     code = "too_many_streams"
 
 
+class TooManyPatterns(TooManyRequests):
+    """A client address holds its share of the Mercure URL patterns a process compiles."""
+
+    code = "too_many_patterns"
+
+
 class AuthUnavailable(RequestError):
     """The application's backend that judges access (`--auth-url`) did not answer in time,
     answered an error or something malformed, or has as many asks in flight as it may: access

@@ -36,7 +36,8 @@ where there is none before the first update sent (`earliest` asked for, or the i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -54,7 +55,10 @@ EARLIEST = "earliest"
 """The reserved `Last-Event-ID` that asks for every update kept (never an update's id: a
 publication with it is refused)."""
 
+SLICE = 2048
+"""Updates searched between two pauses of a lookup (some milliseconds of the loop)."""
 _U64 = 2**64 - 1
+_ID_MEMBER = re.compile(rb'"id":("(?:[^"\\]|\\.)*")')
 _MESSAGES = Projection(None, None, messages=True)
 _KEPT = TopicMatcher([PATTERN, SUBSCRIPTIONS_TOPIC])
 """Where an id is looked for: every update's topic, and the subscription events'."""
@@ -80,22 +84,45 @@ def requested(header: str | None, args: Mapping[str, str]) -> str | None:
     return None
 
 
+def needs_lookup(last_event_id: str) -> bool:
+    """Whether resuming from `last_event_id` reads the history (`resolve_many`): not for
+    `earliest`, nor for pushsvc's own cursor."""
+    return last_event_id != EARLIEST and Cursor.parse(last_event_id) is None
+
+
 def resolve(broker: Broker, last_event_id: str) -> Resume:
     """Where a Mercure stream that asks to resume from `last_event_id` resumes (see the module
     docstring). Raises BrokerUnavailable when the history cannot be read."""
-    if last_event_id == EARLIEST:
-        return Resume(Cursor(history_starts(broker).values()), EARLIEST)
-    own = Cursor.parse(last_event_id)
-    if own is not None:
-        return Resume(own, last_event_id)
-    primer = priming.of(broker)
-    with primer.turn():
-        starts = history_starts(broker)
-        replayed = primer.replays.replay(Cursor(starts.values()), _KEPT)
-    found = find(replayed.updates, last_event_id)
-    if found is None:
-        return Resume(None, EARLIEST)
-    return Resume(cursor_after(found, replayed.heads), last_event_id)
+    return resolve_many(broker, [last_event_id])[0]
+
+
+def resolve_many(
+    broker: Broker, asked: Sequence[str], pause: Callable[[], None] | None = None
+) -> list[Resume]:
+    """`resolve` of each of `asked`, in order, the history read and searched once for all of
+    them (`pushsvc.deliver.mercure_lookups` gathers them); `pause`, if given, is called
+    between slices of the search. Raises BrokerUnavailable when the history cannot be read."""
+    answers: dict[str, Resume] = {}
+    for last_event_id in asked:
+        if last_event_id == EARLIEST:
+            answers[last_event_id] = Resume(Cursor(history_starts(broker).values()), EARLIEST)
+        elif (own := Cursor.parse(last_event_id)) is not None:
+            answers[last_event_id] = Resume(own, last_event_id)
+    wanted = [i for i in asked if i not in answers]
+    if wanted:
+        primer = priming.of(broker)
+        with primer.turn():
+            starts = history_starts(broker)
+            replayed = primer.replays.replay(Cursor(starts.values()), _KEPT)
+        found = find_many(replayed.updates, wanted, pause)
+        for update_id in wanted:
+            at = found.get(update_id)
+            answers[update_id] = (
+                Resume(None, EARLIEST)
+                if at is None
+                else Resume(cursor_after(at, replayed.heads), update_id)
+            )
+    return [answers[i] for i in asked]
 
 
 def history_starts(broker: Broker) -> dict[int, UpdateId]:
@@ -106,22 +133,42 @@ def history_starts(broker: Broker) -> dict[int, UpdateId]:
 
 def find(updates: Sequence[Update], update_id: str) -> UpdateId | None:
     """The pushsvc id of the first of `updates` (in replay order) that is a Mercure update
-    with id `update_id`. Each update's bytes are searched for the id as its envelope writes it
-    before one is parsed: most of a history is passed over without parsing."""
-    needle = b'"id":' + orjson.dumps(update_id)
-    for update in updates:
-        if needle not in update.data:
-            continue
-        message = _MESSAGES.message_of(update)
-        if message is None:
-            continue
-        try:
-            kept = orjson.loads(message[1])
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(kept, dict) and "topics" in kept and kept.get("id") == update_id:
-            return update.id
-    return None
+    with id `update_id`."""
+    return find_many(updates, [update_id]).get(update_id)
+
+
+def find_many(
+    updates: Sequence[Update], asked: Sequence[str], pause: Callable[[], None] | None = None
+) -> dict[str, UpdateId]:
+    """The pushsvc id of the first of `updates` (in replay order) that is a Mercure update
+    with each id of `asked` found. One pass whatever the number of ids: each update's
+    `"id":"…"` members are read from its bytes (a JSON string holds no bare `"`, so none is
+    found inside a string) and looked up; only an update holding an id asked for is parsed.
+    `pause` is called every `SLICE` updates."""
+    wanted = {orjson.dumps(i): i for i in asked}
+    found: dict[str, UpdateId] = {}
+    for n, update in enumerate(updates):
+        if pause is not None and n and not n % SLICE:
+            pause()
+        for member in _ID_MEMBER.finditer(update.data):
+            given = wanted.get(member[1])
+            if given is not None and given not in found and _holds(update, given):
+                found[given] = update.id
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _holds(update: Update, update_id: str) -> bool:
+    """Whether `update` is a Mercure update with id `update_id`."""
+    message = _MESSAGES.message_of(update)
+    if message is None:
+        return False
+    try:
+        kept = orjson.loads(message[1])
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(kept, dict) and "topics" in kept and kept.get("id") == update_id
 
 
 def cursor_after(found: UpdateId, heads: Mapping[int, UpdateId]) -> Cursor:

@@ -147,7 +147,15 @@ class SelectorSet:
     ValueError, with a message fit for a 400, for a selector the limits refuse or that is no
     URL pattern. `matches_any` is pure and greenlet-safe."""
 
-    __slots__ = ("_everything", "_exact", "_key", "_patterns", "base_url", "selectors")
+    __slots__ = (
+        "__weakref__",  # a client address's share is released with the set (mercure_pattern_shares)
+        "_everything",
+        "_exact",
+        "_key",
+        "_patterns",
+        "base_url",
+        "selectors",
+    )
 
     def __init__(self, selectors: Sequence[Selector], *, base_url: str = FALLBACK_BASE_URL) -> None:
         check_base_url(base_url)

@@ -32,8 +32,10 @@ from flask import Blueprint, Response, request
 
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.topics import TopicMatcher, validate_topic
-from pushsvc.deliver import mercure_resume
+from pushsvc.deliver import mercure_lookups, mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
+from pushsvc.deliver.mercure_lookups import LookupsBusy
+from pushsvc.deliver.mercure_pattern_shares import shares as pattern_shares
 from pushsvc.deliver.mercure_resume import EARLIEST
 from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyPatterns
 from pushsvc.deliver.mercure_subscriptions import (
@@ -45,7 +47,7 @@ from pushsvc.deliver.mercure_subscriptions import (
 )
 from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
 from pushsvc.deliver.projection import Projection
-from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy
+from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy, TooManySelectors
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.streams import respond
 from pushsvc.ingest.accept import ingest
@@ -132,8 +134,14 @@ def subscribe() -> Response:
         if not chosen:
             raise BadRequest("give at least one match (or match_urlpattern) to subscribe to")
         if len(chosen) > rt.settings.max_selectors:
-            raise BadRequest(f"at most {rt.settings.max_selectors} selectors per subscription")
+            raise TooManySelectors(
+                f"at most {rt.settings.max_selectors} selectors per subscription"
+            )
+        # One address's share of the process's compiled patterns, checked before any is compiled.
+        address = request.remote_addr or ""
+        pattern_shares.check(address, chosen, hub_url())
         selectors = SelectorSet(chosen, base_url=hub_url())
+        pattern_shares.hold(address, selectors)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     except TooManyPatterns as exc:
@@ -165,13 +173,14 @@ def subscribe() -> Response:
     last_event_id = mercure_resume.requested(request.headers.get("Last-Event-ID"), request.args)
     resume = None
     if last_event_id is not None:
+        lookups = mercure_lookups.of(rt.broker, let_others_run)
         try:
-            resume = mercure_resume.resolve(rt.broker, last_event_id)
-        except BrokerUnavailable:
-            # The history cannot be read: a stream of its `retry:` alone, which an
-            # EventSource retries (an error status would make it give up for good).
-            retry = retry_line(jittered_retry_ms(rt.settings.retry_us // 1000))
-            return Response(retry, headers=HEADERS)
+            resume = lookups.resolve(request.remote_addr or "", last_event_id)
+        except (BrokerUnavailable, LookupsBusy) as exc:
+            # The history cannot be read, or is being read for as many as may wait: a stream
+            # of its `retry:` alone, which an EventSource retries with the same id (an error
+            # status would make it give up for good).
+            return _retry_later(rt.settings.retry_us, busy=isinstance(exc, LookupsBusy))
     answer = respond(
         rt,
         reader,
@@ -246,6 +255,15 @@ def _grant(*, method: str) -> MercureGrant | None:
         previous_key=rt.settings.jwt_previous_key,
         base_url=hub_url(),
     )
+
+
+def _retry_later(retry_us: int, *, busy: bool) -> Response:
+    """A stream of its `retry:` alone (jittered, so that those told together come back
+    apart); `Retry-After` too where the server is busy, for clients that read it."""
+    answer = Response(retry_line(jittered_retry_ms(retry_us // 1000)), headers=HEADERS)
+    if busy:
+        answer.headers["Retry-After"] = str(max(1, retry_us // 1_000_000))
+    return answer
 
 
 def _refused(exc: MercureAuthError) -> Response:
