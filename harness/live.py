@@ -346,6 +346,18 @@ class SSEClient:
         self._read_until(lambda: bool(self._pending), timeout, "SSE message")
         return self._pending.pop(0)
 
+    @property
+    def last_event_id(self) -> str:
+        """What an EventSource sends as `Last-Event-ID` when it reconnects now: the last `id:`
+        of the blocks parsed so far, an `id:` block without data included."""
+        return self._parser.last_event_id
+
+    def wait_last_event_id(self, done: Callable[[str], bool], timeout: float | None = None) -> str:
+        """Read on until the last event id satisfies `done` (an `id:` block dispatches nothing,
+        so `next` would not read it alone); that id."""
+        self._read_until(lambda: done(self.last_event_id), timeout, "id")
+        return self.last_event_id
+
     def wait_comments(self, count: int, timeout: float | None = None) -> None:
         """Read on until `count` comment lines (heartbeats) have arrived in all."""
         self._read_until(lambda: len(self.comments) >= count, timeout, f"{count} comments")

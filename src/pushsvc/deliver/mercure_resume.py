@@ -28,7 +28,9 @@ Several updates with one id (a publisher reusing ids): the earliest kept is the 
 after, as the specification says. `earliest` replays everything kept. An id that is not kept
 (never published, or trimmed) is not found: the stream starts with `event: gap` and goes live.
 A `Last-Event-ID` that reads as pushsvc's own cursor (the stream's first bare `id:`, a gap's
-`id:`) is taken as one, without a lookup.
+`id:`, the `id:` block after each update of a stream over several partitions, which is what
+an `EventSource` reconnects with there: `pushsvc.deliver.rendering.CursorRendering`) is taken
+as one, without a lookup: exact, where a lookup by an update's id is by time.
 
 The answer's `Mercure-Last-Event-ID` (`Resume.answer`): the id resumed after, or `earliest`
 where there is none before the first update sent (`earliest` asked for, or the id not found).

@@ -272,12 +272,17 @@ class CursorRendering(Rendering):
     stream advances: a run (one topic's, so one partition's) costs the join of the parts before
     and after its own, once, and one concatenation per update."""
 
-    __slots__ = ("_at", "_ids", "_texts")
+    __slots__ = ("_at", "_cursor_after", "_ids", "_texts")
 
     per_stream = True
 
     def __init__(self, projection: Projection | None, *, chunked: bool, cursor: Cursor) -> None:
         super().__init__(projection, chunked=chunked)
+        # A Mercure message carries the update's own `id:`, which its subscriber's code reads
+        # as the event's `lastEventId`: the cursor follows it as an `id:` block of its own
+        # (an `id:` and a blank line: no event, only the id the client reconnects with), so a
+        # reconnection resumes from the cursor, exactly, across partitions.
+        self._cursor_after = projection is not None and projection.mercure is not None
         self._ids: list[UpdateId] = list(cursor.ids)
         self._texts: list[str] = [i.text for i in self._ids]
         self._at: dict[int, int] = {i.partition: n for n, i in enumerate(self._ids)}
@@ -314,11 +319,17 @@ class CursorRendering(Rendering):
         at = self._place(updates[0].id.partition)  # a run is one topic's: one partition's
         head, tail = self._around(at)
         last = None
+        after = self._cursor_after
         for update, message in zip(updates, messages, strict=True):
             if message:
                 last = update.id
-                parts.append(id_line(head + last.text + tail))
-                parts.append(message)
+                line = id_line(head + last.text + tail)
+                if after:
+                    parts.append(message)
+                    parts.append(line + b"\n")
+                else:
+                    parts.append(line)
+                    parts.append(message)
         if last is not None:
             self._ids[at] = last
             self._texts[at] = last.text
@@ -343,6 +354,8 @@ class CursorRendering(Rendering):
             message = super().message(update, False)
         if not message or not with_id:
             return message
+        if self._cursor_after:
+            return message + self.advance(update.id) + b"\n"
         return self.advance(update.id) + message
 
     def advance(self, update_id: UpdateId) -> bytes:
