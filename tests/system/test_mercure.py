@@ -13,11 +13,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -27,14 +25,8 @@ from harness.live import PushsvcProcess, SSEClient, request
 from harness.sse_parser import SSEMessage
 
 from pushsvc.deliver.mercure_updates import topic_name
+from support.mercure_hub import BACKENDS, HUB, SECRET, iri, serving_hub, token
 
-SECRET = "a-test-secret-of-at-least-32-bytes!!"
-HUB = "/.well-known/mercure"
-BACKENDS = [
-    "memory",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
-]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mercure_publish.py"
 
 
@@ -51,27 +43,8 @@ example = _example()
 
 @pytest.fixture(params=BACKENDS, scope="module")
 def hub(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
-    args: tuple[str, ...] = ("--mercure", "anonymous", "--tick", "0")
-    if request.param == "redis":
-        redis_server = request.getfixturevalue("redis_server")
-        args += ("--redis-url", redis_server.url, "--prefix", f"m{uuid.uuid4().hex[:8]}:")
-    elif request.param == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        args += ("--redis-url", cluster.url, "--prefix", f"m{uuid.uuid4().hex[:8]}:")
-    proc = PushsvcProcess("serve", *args, env={"PUSHSVC_JWT_KEY": SECRET}).start()
-    try:
+    with serving_hub(request.param, request) as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-def token(**mercure: Any) -> str:
-    claims = {"mercure": mercure, "exp": int(time.time()) + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
-
-
-def iri(name: str) -> str:
-    return f"https://example.com/{name}/{uuid.uuid4().hex[:10]}"
 
 
 def subscribe(

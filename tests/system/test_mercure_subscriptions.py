@@ -27,50 +27,19 @@ from harness.live import request as call
 from harness.raw_streams import MESSAGES_HEAD, open_streams
 
 from pushsvc.deliver.mercure_subscriptions import MAX_LISTING_BYTES
+from support.mercure_hub import BACKENDS, HUB, SECRET, iri, serving_hub, token
 
-SECRET = "a-test-secret-of-at-least-32-bytes!!"
-HUB = "/.well-known/mercure"
 SUBS = f"{HUB}/subscriptions"
 EVERY_SUBSCRIPTION = {"match": f"{SUBS}/*", "match_type": "urlpattern"}
-BACKENDS = [
-    "memory",
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
-]
-
-
-def _args(backend: str, request: pytest.FixtureRequest) -> tuple[str, ...]:
-    args: tuple[str, ...] = ("--mercure", "anonymous", "--mercure-subscriptions", "--tick", "0")
-    if backend == "redis":
-        redis_server = request.getfixturevalue("redis_server")
-        args += ("--redis-url", redis_server.url, "--prefix", f"s{uuid.uuid4().hex[:8]}:")
-    elif backend == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        args += ("--redis-url", cluster.url, "--prefix", f"s{uuid.uuid4().hex[:8]}:")
-    return args
 
 
 @pytest.fixture(params=BACKENDS, scope="module")
 def hub(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
-    proc = PushsvcProcess(
-        "serve", *_args(request.param, request), env={"PUSHSVC_JWT_KEY": SECRET}
-    ).start()
-    try:
+    with serving_hub(request.param, request, "--mercure-subscriptions") as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-def token(**mercure: Any) -> str:
-    claims = {"mercure": mercure, "exp": int(time.time()) + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 WATCHER = token(subscribe=[EVERY_SUBSCRIPTION, SUBS])
-
-
-def iri(name: str) -> str:
-    return f"https://example.com/{name}/{uuid.uuid4().hex[:10]}"
 
 
 def subscribe(port: int, *selectors: tuple[str, str], auth: str | None = None) -> SSEClient:

@@ -14,40 +14,25 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import jwt
 import pytest
 from harness.live import PushsvcProcess, SSEClient
 
 from pushsvc.core.cursor import Cursor
+from support.mercure_hub import HUB, serving_hub, token
 
-SECRET = "a-test-secret-of-at-least-32-bytes!!"
-HUB = "/.well-known/mercure"
 MARKER = re.compile(rb"vault7|payroll", re.IGNORECASE)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)], scope="module")
 def hub(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
-    args: tuple[str, ...] = ("--mercure", "anonymous", "--tick", "0")
-    if request.param == "redis":
-        redis_server = request.getfixturevalue("redis_server")
-        args += ("--redis-url", redis_server.url, "--prefix", f"p{uuid.uuid4().hex[:8]}:")
-    proc = PushsvcProcess("serve", *args, env={"PUSHSVC_JWT_KEY": SECRET}).start()
-    try:
+    with serving_hub(request.param, request) as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-def token(**mercure: Any) -> str:
-    claims = {"mercure": mercure, "exp": int(time.time()) + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 def publish(hub: PushsvcProcess, topics: list[str], data: str, **fields: str) -> str:
