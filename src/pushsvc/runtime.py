@@ -31,6 +31,7 @@ from pushsvc.broker.redis.presence import RedisPresence
 from pushsvc.broker.shared_log import LogBroker
 from pushsvc.config import Settings
 from pushsvc.core.presence import PresenceRegistry, PresenceSource
+from pushsvc.core.subscription_registry import SubscriptionRegistry
 from pushsvc.core.topics import validate_topic
 from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub
@@ -39,7 +40,7 @@ from pushsvc.deliver.mercure_active import (
     LocalSubscriptions,
     SubscriptionStore,
 )
-from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC, SubscriptionRegistry
+from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
 from pushsvc.deliver.presence import LocalPresence
 from pushsvc.deliver.presence_events import PresenceEvents
 from pushsvc.ingest import InputLimits

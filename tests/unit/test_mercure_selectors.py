@@ -289,7 +289,7 @@ def test_distinct_live_patterns_are_bounded_per_process_and_shared_ones_are_not(
     monkeypatch.setattr(mercure_selectors, "MAX_LIVE_PATTERNS", held + 3)
     base = "https://example.com/bounded"
     live = [SelectorSet([Selector("urlpattern", f"{base}/{n}/:id")]) for n in range(3)]
-    with pytest.raises(mercure_selectors.TooManyPatterns):
+    with pytest.raises(mercure_selectors.TooManyLivePatterns):
         SelectorSet([Selector("urlpattern", f"{base}/3/:id")])
     # One a live subscription holds is shared, at no cost to the bound.
     again = SelectorSet([Selector("urlpattern", f"{base}/0/:id")])

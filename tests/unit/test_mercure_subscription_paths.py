@@ -7,11 +7,9 @@ import json
 
 import pytest
 
+from pushsvc.core.subscription_registry import SubscriptionRegistry, TooManySubscriptions, Tracked
 from pushsvc.deliver.mercure_selectors import Selector, SelectorSet
 from pushsvc.deliver.mercure_subscriptions import (
-    SubscriptionRegistry,
-    TooManySubscriptions,
-    Tracked,
     addresses_hub,
     collection_path,
     listing,

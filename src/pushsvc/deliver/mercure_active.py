@@ -32,11 +32,10 @@ import gevent.event
 import orjson
 
 from pushsvc.core.presence import Stop
+from pushsvc.core.subscription_registry import SubscriptionRegistry, Tracked
 from pushsvc.deliver.mercure_selectors import Selector
 from pushsvc.deliver.mercure_subscriptions import (
     EVENT_TYPE,
-    SubscriptionRegistry,
-    Tracked,
     collection_path,
     document,
     subscription_path,

@@ -68,7 +68,7 @@ COMPILED_CACHE_SIZE = 256
 # Distinct compiled patterns a process holds for its live subscriptions: each takes tens of
 # KiB (docs/performance.md, "Mercure"), so this bounds them near 80 MiB whoever opens the
 # subscriptions. Past it a subscription with a pattern no live one holds waits
-# (`TooManyPatterns`: the endpoint answers 503 with Retry-After); shared ones never do.
+# (`TooManyLivePatterns`: the endpoint answers 503 with Retry-After); shared ones never do.
 MAX_LIVE_PATTERNS = 1024
 # (pattern, topic) results kept: 32 updates' worth with a thousand distinct patterns. Keys
 # hold topics of at most MAX_URLPATTERN_TOPIC_LENGTH characters: at worst some 70 MB,
@@ -292,7 +292,7 @@ _results: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
 _counts = {"compiled hits": 0, "compiled misses": 0, "matches hits": 0, "matches misses": 0}
 
 
-class TooManyPatterns(Exception):
+class TooManyLivePatterns(Exception):
     """The process holds `MAX_LIVE_PATTERNS` distinct compiled patterns: a new one waits."""
 
 
@@ -301,7 +301,7 @@ def _compiled(text: str, base_url: str) -> _Pattern:
     pattern = _live.get(key)
     if pattern is None:
         if len(_live) >= MAX_LIVE_PATTERNS:
-            raise TooManyPatterns(
+            raise TooManyLivePatterns(
                 f"this server holds {MAX_LIVE_PATTERNS} distinct URL patterns for its "
                 "subscriptions; retry later, or share a pattern another subscription uses"
             )

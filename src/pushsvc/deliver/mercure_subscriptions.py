@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -44,18 +43,10 @@ EVENT_TYPE = "mercure"
 """The SSE `event:` of subscription events, reserved: no publisher may use it."""
 DOCUMENT_TYPE = "subscription"
 COLLECTION_TYPE = "subscriptions"
-MAX_TRACKED = 50_000
-"""Subscriptions one web process tracks: each holds its path, its collection's, its document
-and index entries, about 1 KB with a small payload (50,000 with 330-byte documents: 50 MB),
-more with a large one. Past it a new Mercure connection waits (503, Retry-After)."""
 MAX_LISTING_BYTES = 1 << 20
 """The subscription documents one API answer carries at most (bytes): past it the answer is
 cut and says so (`"truncated": true`), as the specification lets a hub do."""
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-class TooManySubscriptions(Exception):
-    """The process tracks `max_tracked` subscriptions: a new connection waits."""
 
 
 def encode(value: str) -> str:
@@ -153,62 +144,6 @@ def _decode_unreserved(path: str) -> str:
         out.append(char)
         index += 1
     return "".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Tracked:
-    """One subscription as the registry holds it: its path, its matcher's collection path and
-    its active document serialized."""
-
-    path: str
-    collection: str
-    body: bytes
-
-
-class SubscriptionRegistry:
-    """One process's active subscriptions (see the module docstring). Nothing here yields."""
-
-    def __init__(self, max_tracked: int = MAX_TRACKED) -> None:
-        self.max_tracked = max_tracked
-        self._all: dict[str, Tracked] = {}
-        self._by_collection: dict[str, dict[str, Tracked]] = {}
-
-    def __len__(self) -> int:
-        return len(self._all)
-
-    def add(self, subscriptions: Iterable[Tracked]) -> None:
-        """Track every one of `subscriptions`, or none (TooManySubscriptions)."""
-        given = list(subscriptions)
-        if len(self._all) + len(given) > self.max_tracked:
-            raise TooManySubscriptions(
-                f"this server tracks {self.max_tracked} Mercure subscriptions; retry later"
-            )
-        for tracked in given:
-            self._all[tracked.path] = tracked
-            self._by_collection.setdefault(tracked.collection, {})[tracked.path] = tracked
-
-    def remove(self, paths: Iterable[str]) -> None:
-        for path in paths:
-            tracked = self._all.pop(path, None)
-            if tracked is None:
-                continue
-            of_collection = self._by_collection.get(tracked.collection)
-            if of_collection is not None:
-                of_collection.pop(path, None)
-                if not of_collection:
-                    del self._by_collection[tracked.collection]
-
-    def get(self, path: str) -> bytes | None:
-        tracked = self._all.get(path)
-        return None if tracked is None else tracked.body
-
-    def bodies(self, collection: str | None) -> Iterator[bytes]:
-        """The documents of one matcher's collection (None: every one)."""
-        chosen = self._all if collection is None else self._by_collection.get(collection, {})
-        return (t.body for t in list(chosen.values()))
-
-    def items(self) -> Iterator[tuple[str, bytes]]:
-        return ((t.path, t.body) for t in list(self._all.values()))
 
 
 def listing(

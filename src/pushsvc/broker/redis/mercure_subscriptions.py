@@ -29,7 +29,7 @@ from pushsvc.broker.redis.keys import Keys, glob_escape
 from pushsvc.broker.redis.presence import EXPIRY_US, process_id
 from pushsvc.broker.redis.wire import unavailable
 from pushsvc.core.presence import Stop
-from pushsvc.deliver.mercure_subscriptions import SubscriptionRegistry, Tracked
+from pushsvc.core.subscription_registry import SubscriptionRegistry, Tracked
 from pushsvc.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)

@@ -31,17 +31,17 @@ import orjson
 from flask import Blueprint, Response, request
 
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
+from pushsvc.core.subscription_registry import TooManySubscriptions
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.deliver import mercure_lookups, mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
 from pushsvc.deliver.mercure_lookups import LookupsBusy
 from pushsvc.deliver.mercure_pattern_shares import shares as pattern_shares
 from pushsvc.deliver.mercure_resume import EARLIEST
-from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyPatterns
+from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyLivePatterns
 from pushsvc.deliver.mercure_subscriptions import (
     EVENT_TYPE,
     SUBSCRIPTIONS_TOPIC,
-    TooManySubscriptions,
     addresses_hub,
     may_select_hub,
 )
@@ -144,7 +144,7 @@ def subscribe() -> Response:
         pattern_shares.hold(address, selectors)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    except TooManyPatterns as exc:
+    except TooManyLivePatterns as exc:
         raise ServerBusy(str(exc), retry_after_s=BUSY_RETRY_AFTER_S) from None
     try:
         grant = _grant(method="GET")
