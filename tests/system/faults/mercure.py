@@ -43,9 +43,8 @@ from harness.sse_parser import EventStreamParser
 from pushsvc.broker.redis.keys import Keys, PartitionKeys
 from pushsvc.core.partitions import partition_of
 from pushsvc.deliver.mercure_updates import topic_name
+from support.mercure_hub import HUB, SECRET
 
-SECRET = "a-test-secret-of-at-least-32-bytes!!"
-HUB = "/.well-known/mercure"
 ENV = {"PUSHSVC_MERCURE": "anonymous", "PUSHSVC_JWT_KEY": SECRET}
 """What a deployment's processes need to be a Mercure hub."""
 

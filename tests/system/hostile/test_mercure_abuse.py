@@ -25,11 +25,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import jwt
 import pytest
 from harness.live import PushsvcProcess, SSEClient, wait_until
 from harness.redis_server import RedisServer
@@ -42,11 +40,10 @@ from pushsvc.deliver.mercure_selectors import (
     MAX_SELECTORS,
     MAX_URLPATTERN_TOPIC_LENGTH,
 )
+from support.mercure_hub import HUB, SECRET, token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-SECRET = "a-test-secret-of-at-least-32-bytes!!"
-HUB = "/.well-known/mercure"
 FLOOD_ADDRESS = "127.0.0.2"  # the server listens on 127.0.0.1; all of 127/8 reaches it
 P99_S = 1.0
 HISTORY = 2_000
@@ -58,11 +55,6 @@ SLOW_UPDATES = 200
 MANY_SELECTOR_STREAMS = 50
 BIG_FLOOD = 200
 STORM_S = 10.0
-
-
-def token(**mercure: Any) -> str:
-    claims = {"mercure": mercure, "exp": int(time.time()) + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 PUBLISHER = token(publish=["*"])
