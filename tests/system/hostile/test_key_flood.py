@@ -22,6 +22,7 @@ import time
 import uuid
 
 import pytest
+from harness.keepalive import Answers
 from harness.live import PushsvcProcess, SSEClient, metric, request
 from harness.procfs import rss_kb
 
@@ -73,7 +74,7 @@ def _flood(port: int, topic: str, count: int) -> None:
 
     def flooder(posts: int) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
-            answers = _Answers(conn)
+            answers = Answers(conn)
             while posts and not failures:
                 batch = min(posts, PIPELINED)
                 conn.sendall(b"".join(_post(topic) for _ in range(batch)))
@@ -100,33 +101,6 @@ def _post(topic: str) -> bytes:
         f"Content-Type: application/json\r\nIdempotency-Key: {uuid.uuid4()}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-
-
-class _Answers:
-    """The answers on one keep-alive connection, in order: status and body, framed by
-    Content-Length (the server's answers to a POST have one)."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn, self.buffer = conn, b""
-
-    def next(self) -> tuple[int, bytes]:
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            self._read()
-        head = self.buffer[:end].decode("latin-1").split("\r\n")
-        status = int(head[0].split()[1])
-        fields = dict(line.lower().split(":", 1) for line in head[1:])
-        length = int(fields["content-length"])
-        while len(self.buffer) < end + 4 + length:
-            self._read()
-        body = self.buffer[end + 4 : end + 4 + length]
-        self.buffer = self.buffer[end + 4 + length :]
-        return status, body
-
-    def _read(self) -> None:
-        chunk = self.conn.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("the server closed a flooder's connection")
-        self.buffer += chunk
 
 
 class _Legit(threading.Thread):

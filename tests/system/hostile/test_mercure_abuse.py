@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from harness.keepalive import Answers
 from harness.live import PushsvcProcess, SSEClient, wait_until
 from harness.redis_server import RedisServer
 
@@ -87,33 +88,6 @@ def publication(topics: list[str], data: str, **fields: str) -> bytes:
         "Content-Type: application/x-www-form-urlencoded\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-
-
-class Answers:
-    """The answers on one keep-alive connection, in order: status and body, framed by
-    Content-Length."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn, self.buffer = conn, b""
-
-    def next(self) -> tuple[int, bytes]:
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            self._read()
-        head = self.buffer[:end].decode("latin-1").split("\r\n")
-        status = int(head[0].split()[1])
-        fields = dict(line.lower().split(":", 1) for line in head[1:])
-        length = int(fields.get("content-length", "0"))
-        while len(self.buffer) < end + 4 + length:
-            self._read()
-        body = self.buffer[end + 4 : end + 4 + length]
-        self.buffer = self.buffer[end + 4 + length :]
-        return status, body
-
-    def _read(self) -> None:
-        chunk = self.conn.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        self.buffer += chunk
 
 
 def publish_many(port: int, requests: list[bytes], *, batch: int = 32) -> list[int]:
