@@ -9,7 +9,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 import jwt
 import pytest
 from harness.live import PushsvcProcess
@@ -50,3 +52,19 @@ def token(**mercure: Any) -> str:
 def iri(name: str) -> str:
     """A topic IRI no other test uses."""
     return f"https://example.com/{name}/{uuid.uuid4().hex[:10]}"
+
+
+def publish(hub: PushsvcProcess, topics: list[str], data: str, **fields: str) -> str:
+    """Publish as a publisher allowed every topic; the update's id (the publisher's, else the
+    hub's `urn:uuid:`)."""
+    form = [("topic", t) for t in topics] + [("data", data), *fields.items()]
+    answer = httpx.post(
+        f"http://127.0.0.1:{hub.port}{HUB}",
+        content=urlencode(form),
+        headers={
+            "Authorization": f"Bearer {token(publish=['*'])}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.text

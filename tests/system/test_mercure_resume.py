@@ -26,7 +26,7 @@ from harness.sse_parser import SSEMessage
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.deliver.mercure_updates import topic_name
-from support.mercure_hub import BACKENDS, HUB, SECRET, iri, serving_hub, token
+from support.mercure_hub import BACKENDS, HUB, SECRET, iri, publish, serving_hub, token
 
 
 @pytest.fixture(params=BACKENDS, scope="module")
@@ -47,21 +47,6 @@ def subscribe(
     stream = SSEClient(hub.port, f"{HUB}?{urlencode(selectors)}", headers=headers)
     assert stream.status == 200, stream.raw
     return stream
-
-
-def publish(hub: PushsvcProcess, topics: list[str], data: str, **fields: str) -> str:
-    """Publish; the update's id (the publisher's, else the hub's `urn:uuid:`)."""
-    form = [("topic", t) for t in topics] + [("data", data), *fields.items()]
-    answer = httpx.post(
-        f"http://127.0.0.1:{hub.port}{HUB}",
-        content=urlencode(form),
-        headers={
-            "Authorization": f"Bearer {token(publish=['*'])}",
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.text
 
 
 def ids(stream: SSEClient, count: int) -> list[str]:

@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 from harness.live import PushsvcProcess, SSEClient
 
 from pushsvc.core.cursor import Cursor
-from support.mercure_hub import HUB, serving_hub, token
+from support.mercure_hub import HUB, publish, serving_hub, token
 
 MARKER = re.compile(rb"vault7|payroll", re.IGNORECASE)
 
@@ -33,20 +32,6 @@ MARKER = re.compile(rb"vault7|payroll", re.IGNORECASE)
 def hub(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
     with serving_hub(request.param, request) as proc:
         yield proc
-
-
-def publish(hub: PushsvcProcess, topics: list[str], data: str, **fields: str) -> str:
-    form = [("topic", t) for t in topics] + [("data", data), *fields.items()]
-    answer = httpx.post(
-        f"http://127.0.0.1:{hub.port}{HUB}",
-        content=urlencode(form),
-        headers={
-            "Authorization": f"Bearer {token(publish=['*'])}",
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.text
 
 
 class World:
