@@ -68,3 +68,9 @@ def publish(hub: PushsvcProcess, topics: list[str], data: str, **fields: str) ->
     )
     assert answer.status_code == 200, answer.text
     return answer.text
+
+
+def pushsvc_reader() -> dict[str, str]:
+    """The headers of an operator's pushsvc token (the native API, not Mercure's)."""
+    claims = {"pushsvc": {"subscribe": ["*"], "publish": ["*"]}, "exp": int(time.time()) + 600}
+    return {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}

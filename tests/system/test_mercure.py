@@ -25,7 +25,7 @@ from harness.live import PushsvcProcess, SSEClient, request
 from harness.sse_parser import SSEMessage
 
 from pushsvc.deliver.mercure_updates import topic_name
-from support.mercure_hub import BACKENDS, HUB, SECRET, iri, serving_hub, token
+from support.mercure_hub import BACKENDS, HUB, SECRET, iri, pushsvc_reader, serving_hub, token
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mercure_publish.py"
 
@@ -167,7 +167,7 @@ def test_a_publication_without_the_right_is_refused_as_rfc_6750_says_and_changes
     assert no_topic.status_code == 400
     # Nothing of them was kept: the topic was never made.
     status, _, _ = request(
-        hub.port, "GET", f"/topics/{topic_name(topic)}/stats", headers=_pushsvc_reader()
+        hub.port, "GET", f"/topics/{topic_name(topic)}/stats", headers=pushsvc_reader()
     )
     assert status == 404
 
@@ -187,16 +187,16 @@ def test_updates_are_counted_and_the_hub_is_discovered_on_topic_responses(
 ) -> None:
     topic = iri("counted")
     with subscribe(hub, ("match", topic)) as stream:
-        publish(hub, [topic], "one", type="sold")
+        published = publish(hub, [topic], "one", type="sold").text
         updates(stream, 1)
     status, headers, body = request(
-        hub.port, "GET", f"/topics/{topic_name(topic)}/stats", headers=_pushsvc_reader()
+        hub.port, "GET", f"/topics/{topic_name(topic)}/stats", headers=pushsvc_reader()
     )
     assert status == 200
     windows = json.loads(body)["windows"]
     assert any(w.get("messages", {}).get("sold", {}).get("count") == 1 for w in windows.values())
     link = {k.lower(): v for k, v in headers.items()}.get("link", "")
-    assert link == f'<http://127.0.0.1:{hub.port}{HUB}>; rel="mercure"'
+    assert link == f'<http://127.0.0.1:{hub.port}{HUB}>; rel="mercure"; last-event-id="{published}"'
 
 
 def test_topic_names_are_valid_stable_and_apart() -> None:
@@ -217,12 +217,6 @@ def test_topic_names_are_valid_stable_and_apart() -> None:
         assert validate_topic(name) == name and name.startswith("mercure.")
     assert topic_name("https://example.com/books/1").startswith("mercure.example.com.books.1-")
     assert topic_name("https://example.com/books/1") == topic_name("https://example.com/books/1")
-
-
-def _pushsvc_reader() -> dict[str, str]:
-    """An operator's pushsvc token (the native API, not Mercure's)."""
-    claims = {"pushsvc": {"subscribe": ["*"], "publish": []}, "exp": int(time.time()) + 600}
-    return {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
 
 
 def test_the_hub_without_a_key_or_with_an_unknown_mode_stops_the_process_with_one_line() -> None:

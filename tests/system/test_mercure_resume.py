@@ -17,16 +17,25 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import httpx
 import pytest
-from harness.live import PushsvcProcess, SSEClient
+from harness.live import PushsvcProcess, SSEClient, request
 from harness.sse_parser import SSEMessage
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.deliver.mercure_updates import topic_name
-from support.mercure_hub import BACKENDS, HUB, SECRET, iri, publish, serving_hub, token
+from support.mercure_hub import (
+    BACKENDS,
+    HUB,
+    SECRET,
+    iri,
+    publish,
+    pushsvc_reader,
+    serving_hub,
+    token,
+)
 
 
 @pytest.fixture(params=BACKENDS, scope="module")
@@ -283,3 +292,84 @@ def test_an_id_trimmed_from_the_history_is_a_gap_then_live() -> None:
             kept.close()
     finally:
         proc.stop()
+
+
+def discovered_id(hub: PushsvcProcess, topic: str, what: str = "history") -> str | None:
+    """The `last-event-id` of the hub's `Link` on a read of `topic`'s resource `what`, as a
+    client decodes it (a quoted string, or RFC 8187's `last-event-id*=UTF-8''`)."""
+    status, headers, _ = request(
+        hub.port, "GET", f"/topics/{topic_name(topic)}/{what}", headers=pushsvc_reader()
+    )
+    assert status == 200
+    link = {k.lower(): v for k, v in headers.items()}["link"]
+    assert link.startswith(f'<http://127.0.0.1:{hub.port}{HUB}>; rel="mercure"')
+    for attribute in link.split(";")[2:]:
+        name, _, value = attribute.strip().partition("=")
+        if name == "last-event-id":
+            return json.loads(value)  # a quoted string without escapes reads as JSON's
+        if name == "last-event-id*":
+            charset, _, encoded = value.partition("''")
+            assert charset == "UTF-8"
+            return unquote(encoded)
+    return None
+
+
+def test_a_topic_read_names_its_newest_update_so_a_page_subscribing_from_it_misses_nothing(
+    hub: PushsvcProcess,
+) -> None:
+    # A page renders a topic's resource, then subscribes with the `last-event-id` its Link
+    # gave: what was published in between reaches it, once, then live. An id a header cannot
+    # carry as it is (not ASCII) is given as RFC 8187 says, and resumes the same.
+    books = iri("discovered")
+    with subscribe(hub, ("match", books)) as watcher:
+        plain = publish(hub, [books], "one", id=f"plain-{uuid.uuid4().hex[:6]}")
+        assert ids(watcher, 1) == [plain]
+        named = discovered_id(hub, books)
+        between = publish(hub, [books], "two", id=f"livre-\u00e9-\u2028-{uuid.uuid4().hex[:6]}")
+        assert ids(watcher, 1) == [between]
+        assert discovered_id(hub, books, "stats") == between
+        after = publish(hub, [books], "three")
+        assert ids(watcher, 1) == [after]
+    assert named == plain
+    streams = [
+        subscribe(hub, ("match", books), ("last_event_id", plain)),
+        subscribe(hub, ("match", books), ("last_event_id", between)),
+    ]
+    try:
+        # Where each resumed: the id's UTF-8 bytes, as the reference hub writes a header.
+        answered = [s.response_headers["mercure-last-event-id"] for s in streams]
+        assert [a.encode("latin-1").decode() for a in answered] == [plain, between]
+        assert ids(streams[0], 2) == [between, after]
+        assert ids(streams[1], 1) == [after]
+        then_live(hub, books, *streams)
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_a_topic_whose_newest_update_is_no_message_names_its_newest_message(
+    hub: PushsvcProcess,
+) -> None:
+    # A plain event (a value) after the update: the topic's latest is no Mercure update, so
+    # the hub looks back in its history for the newest that is.
+    books = iri("valued")
+    with subscribe(hub, ("match", books)) as watcher:
+        update = publish(hub, [books], "one")
+        assert ids(watcher, 1) == [update]
+    posted = httpx.post(
+        f"http://127.0.0.1:{hub.port}/topics/{topic_name(books)}/events",
+        json={"value": 1.5},
+        headers=pushsvc_reader(),
+    )
+    assert posted.status_code == 202, posted.text
+    with httpx.stream(
+        "GET",
+        f"http://127.0.0.1:{hub.port}/topics/{topic_name(books)}/stream",
+        headers=pushsvc_reader(),
+        timeout=10,
+    ) as stream:
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            if line.startswith("data:") and '"sum":1.5' in line:
+                break  # the value's update is the topic's latest now
+    assert discovered_id(hub, books) == update

@@ -9,7 +9,12 @@ signed with `--jwt-key`; their errors are RFC 6750's. With `--mercure anonymous`
 subscriber without a token receives the public updates its selectors match.
 
 Discovery: while on, every topic response carries `Link: <…/.well-known/mercure>;
-rel="mercure"`.
+rel="mercure"`. A read of a Mercure update's topic (a GET of `/topics/mercure.…/…` that is
+not a stream) adds the specification's `last-event-id`: the id of the topic's newest update,
+or `earliest` when it keeps none, read before the answer is made. A page that renders the
+resource and then subscribes with `last_event_id` set to it misses nothing published in
+between; the topic's updates share one partition, so the resume from that id is exact for
+them.
 
 No publisher may send what only the hub does: a topic in its namespace (`/.well-known/
 mercure/…`, wherever it resolves), `*`, or the type `mercure` (400 whatever the token). With
@@ -20,19 +25,23 @@ hub's namespace reads their events' topic too (`may_select_hub`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from flask import Blueprint, Response, request
 
+from pushsvc.broker.base import HistoryKeeper
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.subscription_registry import TooManySubscriptions
 from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.core.updates import Update
 from pushsvc.deliver import mercure_lookups, mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
 from pushsvc.deliver.mercure_lookups import LookupsBusy
@@ -45,7 +54,7 @@ from pushsvc.deliver.mercure_subscriptions import (
     addresses_hub,
     may_select_hub,
 )
-from pushsvc.deliver.mercure_updates import PATTERN, MercureView, envelope, topic_name
+from pushsvc.deliver.mercure_updates import PATTERN, PREFIX, MercureView, envelope, topic_name
 from pushsvc.deliver.projection import Projection
 from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy, TooManySelectors
 from pushsvc.http.api.context import runtime
@@ -65,6 +74,8 @@ from pushsvc.security.mercure_auth import (
 bp = Blueprint("mercure", __name__)
 
 PATH = "/.well-known/mercure"
+_MESSAGES = Projection(None, None, messages=True)
+_LOOK_BACK = 32
 
 
 def hub_url() -> str:
@@ -193,19 +204,74 @@ def subscribe() -> Response:
     )
     if resume is not None:
         # Where it resumed: the specification's field, and the name its earlier drafts used.
-        answer.headers["Mercure-Last-Event-ID"] = resume.answer
-        answer.headers["Last-Event-ID"] = resume.answer
+        # A publisher's id may be any text without a line break: its UTF-8 bytes, as the
+        # reference hub writes them (a WSGI header is text of one byte a character).
+        sent = resume.answer.encode().decode("latin-1")
+        answer.headers["Mercure-Last-Event-ID"] = sent
+        answer.headers["Last-Event-ID"] = sent
     return answer
 
 
 @bp.after_app_request
 def discovery(response: Response) -> Response:
-    """The `Link` header that tells a client where the hub is, on topic responses."""
+    """The `Link` header that tells a client where the hub is, on topic responses (with the
+    topic's newest update id on a read of a Mercure topic, see the module's doc)."""
     if runtime().settings.mercure != "off" and (
         request.path.startswith("/topics/") or request.path == PATH
     ):
-        response.headers.add("Link", f'<{hub_url()}>; rel="mercure"')
+        link = f'<{hub_url()}>; rel="mercure"'
+        topic = (request.view_args or {}).get("topic")
+        if (
+            isinstance(topic, str)
+            and topic.startswith(PREFIX)
+            and request.method in ("GET", "HEAD")
+            and response.status_code == 200
+            and not response.is_streamed
+        ):
+            # Without the broker the answer stands without the cursor, as it would without
+            # the hub.
+            with contextlib.suppress(BrokerUnavailable):
+                link += "; " + id_attribute("last-event-id", newest_id(topic))
+        response.headers.add("Link", link)
     return response
+
+
+def newest_id(topic: str) -> str:
+    """The Mercure id of `topic`'s newest update kept, else `earliest`.
+
+    The topic's latest update is usually that update; when a tick has published the topic's
+    windows since, the newest `_LOOK_BACK` updates of its history are searched (a read from
+    its newest that stops there), and past them `earliest`, which replays everything kept:
+    a cursor that may repeat, never one that loses."""
+    broker = runtime().broker
+    latest = broker.latest(TopicMatcher([topic])).get(topic)
+    if latest is None:
+        return EARLIEST
+    found = _mercure_id(latest)
+    if found is None and isinstance(broker, HistoryKeeper):
+        for update in reversed(broker.history(topic, limit=_LOOK_BACK).updates):
+            if (found := _mercure_id(update)) is not None:
+                break
+    return EARLIEST if found is None else found
+
+
+def _mercure_id(update: Update) -> str | None:
+    message = _MESSAGES.message_of(update)
+    if message is not None:
+        kept = orjson.loads(message[1])
+        if isinstance(kept, dict) and isinstance(kept.get("id"), str):
+            return str(kept["id"])
+    return None
+
+
+def id_attribute(name: str, value: str) -> str:
+    """`name="value"` as a `Link` target attribute (RFC 8288): a quoted string when `value` is
+    printable ASCII, else RFC 8187's `name*=UTF-8''…` (a publisher's id may be any text
+    without a line break, and a header carries ASCII)."""
+    if all(" " <= c <= "~" for c in value):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{name}="{escaped}"'
+    return f"{name}*=UTF-8''{quote(value, safe='')}"
 
 
 def _refuse_reserved(topics: list[str], message_type: str | None) -> None:

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-import orjson
 from flask import Blueprint, Response, request
 
-from pushsvc.core.topics import TopicMatcher
 from pushsvc.deliver.mercure_subscriptions import (
     MAX_LISTING_BYTES,
     SUBSCRIPTIONS_TOPIC,
@@ -35,7 +33,6 @@ from pushsvc.deliver.mercure_subscriptions import (
     listing,
     subscription_path,
 )
-from pushsvc.deliver.projection import Projection
 from pushsvc.errors import BadRequest
 from pushsvc.http.api import mercure
 from pushsvc.http.api.context import runtime
@@ -44,7 +41,6 @@ from pushsvc.security.mercure_auth import MercureAuthError, bearer_challenge
 bp = Blueprint("mercure_subscriptions", __name__)
 
 COLLECTION = mercure.PATH + "/subscriptions"
-_MESSAGES = Projection(None, None, messages=True)
 _MATCH_TYPES = ("exact", "urlpattern")
 
 
@@ -65,7 +61,7 @@ def subscriptions(rest: str = "") -> Response:
             )
     except MercureAuthError as exc:
         return mercure._refused(exc)
-    last_event_id = _last_event_id()
+    last_event_id = mercure.newest_id(SUBSCRIPTIONS_TOPIC)
     if single:
         body = active.store.get(path)
         if body is None:
@@ -75,7 +71,8 @@ def subscriptions(rest: str = "") -> Response:
         body = listing(path, bodies, MAX_LISTING_BYTES, last_event_id=last_event_id)
     answer = Response(body, 200, mimetype="application/json")
     answer.headers["Link"] = (
-        f'<{mercure.hub_url()}>; rel="mercure"; last-event-id="{_quoted(last_event_id)}"; '
+        f'<{mercure.hub_url()}>; rel="mercure"; '
+        f"{mercure.id_attribute('last-event-id', last_event_id)}; "
         'type="mercure"; content-type="application/json"'
     )
     answer.headers["Cache-Control"] = "no-cache"
@@ -105,20 +102,3 @@ def _canonical_path() -> tuple[str, bool]:
     if len(parts) == 3:
         return subscription_path(mercure.PATH, *parts), True
     return collection_path(mercure.PATH, parts[0], parts[1]), False
-
-
-def _last_event_id() -> str:
-    """The id of the newest subscription event kept, else `earliest`."""
-    rt = runtime()
-    latest = rt.broker.latest(TopicMatcher([SUBSCRIPTIONS_TOPIC])).get(SUBSCRIPTIONS_TOPIC)
-    if latest is not None:
-        message = _MESSAGES.message_of(latest)
-        if message is not None:
-            kept = orjson.loads(message[1])
-            if isinstance(kept, dict) and isinstance(kept.get("id"), str):
-                return str(kept["id"])
-    return "earliest"
-
-
-def _quoted(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
