@@ -13,6 +13,11 @@ round's figure, then each tree's median and their ratio.
     python -m bench.post_cost                                   # this tree, one round
     python -m bench.post_cost --before /tmp/post-before/src --rounds 4
     python -m bench.post_cost --src /tmp/post-4af/src --before /tmp/post-before/src --json
+    python -m bench.post_cost --mercure --before /tmp/post-before/src --rounds 4
+
+`--mercure` measures a Mercure publication instead (`serve --mercure on`): a form body of one
+topic and 100 bytes of data, with a publisher's HS256 token, answered 200, as Symfony's
+component publishes.
 
 Stand-alone on purpose, like `bench.hostile_bodies`: the server from any tree, the client
 from the standard library.
@@ -28,8 +33,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
+from urllib.parse import urlencode
 
+import jwt
 from harness.procfs import cpu_seconds
 
 from bench.standalone import LISTENING, SRC, pushsvc_env, started
@@ -37,19 +44,44 @@ from bench.standalone import LISTENING, SRC, pushsvc_env, started
 BODY = b'{"value": 1.5}'
 HEADERS = {"Content-Type": "application/json"}
 PATH = "/topics/bench.post/events"
+MERCURE_KEY = "bench-mercure-key-of-at-least-32-bytes"
 
 
-def _post_many(conn: http.client.HTTPConnection, count: int) -> list[float]:
+class Post(NamedTuple):
+    """What each measured request sends, and the status that answers it."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    status: int
+
+
+def _message_post() -> Post:
+    return Post(PATH, BODY, HEADERS, 202)
+
+
+def _mercure_post() -> Post:
+    claims = {"mercure": {"publish": ["*"]}, "exp": int(time.time()) + 3600}
+    token = jwt.encode(claims, MERCURE_KEY, algorithm="HS256")
+    form = urlencode({"topic": "https://example.com/books/1", "data": "x" * 100})
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Authorization": f"Bearer {token}",
+    }
+    return Post("/.well-known/mercure", form.encode(), headers, 200)
+
+
+def _post_many(conn: http.client.HTTPConnection, count: int, post: Post) -> list[float]:
     """`count` POSTs one after the other; each one's latency (s): sent to answer read."""
     latencies = []
     for _ in range(count):
         sent = time.perf_counter()
-        conn.request("POST", PATH, BODY, HEADERS)
+        conn.request("POST", post.path, post.body, post.headers)
         answer = conn.getresponse()
         answer.read()
         latencies.append(time.perf_counter() - sent)
-        if answer.status != 202:
-            raise RuntimeError(f"POST {PATH}: {answer.status}")
+        if answer.status != post.status:
+            raise RuntimeError(f"POST {post.path}: {answer.status}")
     return latencies
 
 
@@ -63,16 +95,21 @@ def _sleeps(pid: int) -> int:
     return total
 
 
-def measure(src: Path, posts: int, warmup: int) -> dict[str, object]:
+def measure(src: Path, posts: int, warmup: int, *, mercure: bool = False) -> dict[str, object]:
     """One fresh server from `src`: its CPU per POST over `posts` after `warmup`."""
     argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
-    with started(argv, pushsvc_env(src), LISTENING) as (proc, found):
+    env = pushsvc_env(src)
+    if mercure:
+        argv += ["--mercure", "on"]
+        env["PUSHSVC_JWT_KEY"] = MERCURE_KEY
+    post = _mercure_post() if mercure else _message_post()
+    with started(argv, env, LISTENING) as (proc, found):
         conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=30)
         # Imports done lazily, caches filled, the topic made: not what a POST costs.
-        _post_many(conn, warmup)
+        _post_many(conn, warmup, post)
         before, sleeps = cpu_seconds(proc.pid), _sleeps(proc.pid)
         wall = time.perf_counter()
-        latencies = sorted(_post_many(conn, posts))
+        latencies = sorted(_post_many(conn, posts, post))
         wall = time.perf_counter() - wall
         after, sleeps = cpu_seconds(proc.pid), _sleeps(proc.pid) - sleeps
         conn.close()
@@ -93,7 +130,13 @@ def measure(src: Path, posts: int, warmup: int) -> dict[str, object]:
 
 
 def run(
-    trees: dict[str, Path], posts: int, warmup: int, rounds: int, out: TextIO
+    trees: dict[str, Path],
+    posts: int,
+    warmup: int,
+    rounds: int,
+    out: TextIO,
+    *,
+    mercure: bool = False,
 ) -> dict[str, object]:
     """`rounds` rounds over `trees` (name: src), the order swapped every round; each
     round's line to `out` as it ends."""
@@ -101,7 +144,8 @@ def run(
     rows: list[dict[str, object]] = []
     for number in range(1, rounds + 1):
         for name in names if number % 2 else names[::-1]:
-            row = {"round": number, "tree": name, **measure(trees[name], posts, warmup)}
+            measured = measure(trees[name], posts, warmup, mercure=mercure)
+            row = {"round": number, "tree": name, **measured}
             rows.append(row)
             print(
                 f"round {number} {name:<7} {row['cpu_us_per_post']:>7} µs server CPU/POST "
@@ -121,6 +165,7 @@ def run(
     summary: dict[str, object] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "posts": posts,
+        "mercure": mercure,
         "warmup": warmup,
         "rounds": rounds,
         "rows": rows,
@@ -140,14 +185,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_argument("--rounds", type=int, default=1)
     cli.add_argument("--src", type=Path, default=SRC, help="the src/ measured ('after')")
     cli.add_argument("--before", type=Path, help="another src/, measured in turns with --src")
+    cli.add_argument("--mercure", action="store_true", help="Mercure publications instead")
     cli.add_argument("--json", action="store_true", help="one JSON line (rounds on stderr)")
     args = cli.parse_args(argv)
     trees = {"after": args.src} if args.before is None else {
         "before": args.before, "after": args.src
     }  # fmt: skip
-    summary = run(
-        trees, args.posts, args.warmup, args.rounds, sys.stderr if args.json else sys.stdout
-    )
+    out = sys.stderr if args.json else sys.stdout
+    summary = run(trees, args.posts, args.warmup, args.rounds, out, mercure=args.mercure)
     if args.json:
         print(json.dumps(summary))
         return

@@ -50,11 +50,17 @@ from pushsvc.loop_pause import let_others_run, take_turns
 from pushsvc.ops.metrics import Metrics
 from pushsvc.security.access import Gate
 from pushsvc.security.backend_auth import BackendAuth
+from pushsvc.security.grant_cache import GrantCache
 from pushsvc.security.limits import RateLimiter, StreamSlots
+from pushsvc.security.mercure_auth import MercureGrant
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import Verifier
 
 log = logging.getLogger(__name__)
+
+MERCURE_PUBLISHERS = 256
+"""Verified Mercure publisher tokens a process keeps: publishers are the application's own
+servers, a few tokens each (`pushsvc.http.api.mercure`)."""
 
 _SETTLE_MS = 1000
 """How old (by Redis's clock in its stream ids) a source update must be before the sessionizer
@@ -90,6 +96,10 @@ class Runtime:
     """Who watches each topic (`pushsvc.core.presence`): set up in a web runtime."""
     presence_events: PresenceEvents | None = None
     mercure_subscriptions: ActiveSubscriptions | None = None
+    mercure_publishers: GrantCache[MercureGrant] = field(
+        default_factory=lambda: GrantCache(MERCURE_PUBLISHERS)
+    )
+    """The Mercure publishers' verified tokens (`pushsvc.http.api.mercure`)."""
     """The Mercure hub's active subscriptions (`--mercure-subscriptions`, a web runtime)."""
     stop: gevent.event.Event = field(default_factory=gevent.event.Event)
     _closers: list[Callable[[], None]] = field(default_factory=list)

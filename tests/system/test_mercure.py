@@ -172,6 +172,38 @@ def test_a_publication_without_the_right_is_refused_as_rfc_6750_says_and_changes
     assert status == 404
 
 
+def test_a_publisher_token_kept_once_verified_is_refused_once_expired_and_never_widened(
+    request: pytest.FixtureRequest,
+) -> None:
+    # A publisher's verified token is kept until it expires: sent again it still publishes
+    # only where it may, a forgery of it is never taken for it, and once it has expired it
+    # is refused as the first time would have.
+    topic, elsewhere = iri("kept"), iri("not-granted")
+    expires = int(time.time()) + 3
+    claims = {"mercure": {"publish": [topic]}, "exp": expires}
+    kept = jwt.encode(claims, SECRET, algorithm="HS256")
+    forged = jwt.encode(claims, "f" * 40, algorithm="HS256")
+
+    def post(bearer: str, to: str) -> httpx.Response:
+        return httpx.post(
+            f"http://127.0.0.1:{hub.port}{HUB}",
+            content=urlencode([("topic", to), ("data", "x")]),
+            headers={
+                "Authorization": f"Bearer {bearer}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+
+    with serving_hub("memory", request) as hub:
+        for _ in range(2):
+            assert post(kept, topic).status_code == 200
+            assert post(kept, elsewhere).status_code == 403
+            assert post(forged, topic).status_code == 401
+        time.sleep(max(0.0, expires - time.time()) + 0.05)  # the token's own clock: no event
+        late = post(kept, topic)
+        assert late.status_code == 401 and "expired" in late.json()["error"]["message"]
+
+
 def test_a_subscription_with_a_bad_token_or_no_selector_is_refused(hub: PushsvcProcess) -> None:
     bad = {"Authorization": "Bearer nope"}
     status, _, _ = request(hub.port, "GET", f"{HUB}?match=x", headers=bad)

@@ -524,3 +524,19 @@ def test_a_grant_built_by_hand_checks_and_compiles_its_selectors() -> None:
     assert not grant.may_receive(["https://hub.example.com/books/1"])
     with pytest.raises(ValueError, match="17 groups"):
         MercureGrant((Selector("urlpattern", "/" + "*" * 17),), None, None, None)
+
+
+def test_a_grant_tells_whether_it_holds_url_patterns_which_a_kept_grant_must_not() -> None:
+    def grant(publish: list[Selector], subscribe: list[Selector] | None = None) -> MercureGrant:
+        return MercureGrant(
+            tuple(publish),
+            None if subscribe is None else tuple(subscribe),
+            None,
+            None,
+            base_url=HUB,
+        )
+
+    assert not grant([Selector("urlpattern", "*")]).holds_patterns
+    assert not grant([Selector("match", "https://example.com/books/1")]).holds_patterns
+    assert grant([Selector("urlpattern", "https://example.com/books/:id")]).holds_patterns
+    assert grant([], [Selector("urlpattern", "/books/:id")]).holds_patterns

@@ -176,6 +176,12 @@ class SelectorSet:
             )
         self._patterns = () if self._everything else tuple(_pattern(t, base_url) for t in texts)
 
+    @property
+    def holds_patterns(self) -> bool:
+        """Whether the set holds compiled URL patterns (each one of the process's live
+        patterns while the set lives)."""
+        return bool(self._patterns)
+
     def matches_any(self, topics: Sequence[str]) -> bool:
         """True when a selector selects at least one of `topics`."""
         if self._everything or not self._exact.isdisjoint(topics):

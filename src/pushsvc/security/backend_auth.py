@@ -113,8 +113,8 @@ class BackendAuth:
         self._headers = tuple(headers)
         self._timeout_s = timeout_s
         self._slots = AskSlots(max_asks)
-        self._cache = GrantCache(cache_size)
-        self._denied = GrantCache(cache_size)
+        self._cache: GrantCache[Grant] = GrantCache(cache_size)
+        self._denied: GrantCache[Grant] = GrantCache(cache_size)
         self._asking: dict[bytes, gevent.event.AsyncResult[Grant | None]] = {}
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(timeout_s),

@@ -1,5 +1,6 @@
 """Grants by credential, each until its expiry and never after, in a cache bounded in count
-and in bytes (pure).
+and in bytes (pure): the auth backend's answers (`pushsvc.security.backend_auth`) and the
+Mercure publishers' verified tokens (`pushsvc.http.api.mercure`).
 
 The least recently used entry goes first when it is full: a credential seen once (a scan, a
 storm of made-up cookies) cannot push out the ones in use for long. An entry is dropped the
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from typing import Final
-
-from pushsvc.security.tokens import Grant
+from typing import Final, Generic, TypeVar
 
 
 class Missing(enum.Enum):
@@ -31,7 +30,10 @@ MAX_BYTES = 64 << 20
 """The most a cache holds, counted so: 64 MiB (10,000 grants of 6 KiB each)."""
 
 
-class GrantCache:
+G = TypeVar("G")
+
+
+class GrantCache(Generic[G]):
     """At most `max_entries` grants (or denials, None), by credential key, and at most
     `max_bytes` counted as `ENTRY_BYTES` plus each entry's size."""
 
@@ -39,7 +41,7 @@ class GrantCache:
         self._max = max_entries
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[bytes, tuple[float, Grant | None, int]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[float, G | None, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -49,7 +51,7 @@ class GrantCache:
         """The bytes held, as counted."""
         return self._bytes
 
-    def get(self, key: bytes, now: float) -> Grant | Missing | None:
+    def get(self, key: bytes, now: float) -> G | Missing | None:
         """The live grant for `key` (None: a denial), else MISSING."""
         entry = self._entries.get(key)
         if entry is None:
@@ -61,7 +63,7 @@ class GrantCache:
         self._entries.move_to_end(key)
         return grant
 
-    def put(self, key: bytes, grant: Grant | None, expires_at: float, size: int = 0) -> None:
+    def put(self, key: bytes, grant: G | None, expires_at: float, size: int = 0) -> None:
         """Keep `grant` for `key` until `expires_at`; `size`: the bytes of the answer it was
         parsed from."""
         if key in self._entries:

@@ -146,6 +146,14 @@ class MercureGrant:
         payload_sets = tuple((selectors(t), p) for t, p in self.subscribe_payloads)
         object.__setattr__(self, "_payload_sets", payload_sets)
 
+    @property
+    def holds_patterns(self) -> bool:
+        """Whether the grant holds compiled URL patterns (of the process's limited live ones)."""
+        return any(
+            s.holds_patterns
+            for s in (self.publish_set, self.subscribe_set, *(p for p, _ in self._payload_sets))
+        )
+
     def may_publish(self, topics: Sequence[str]) -> bool:
         """The spec's rule for a publisher: a right on every topic of the update."""
         return bool(topics) and self.publish_set.matches_all(topics)

@@ -16,6 +16,15 @@ resource and then subscribes with `last_event_id` set to it misses nothing publi
 between; the topic's updates share one partition, so the resume from that id is exact for
 them.
 
+A publisher's token is verified once and its grant kept until the token expires, in a cache
+of the process keyed by a hash of the token and the hub's URL (`Runtime.mercure_publishers`,
+256 tokens, the least recently used out first): a publisher sends the same token with each
+update, and verifying it was a third of a publication's cost. Only tokens that verified are
+kept, so a made-up token costs its verification each time as before; the keys, `aud` and
+`iss` are fixed for the process's life, so no kept grant outlives what verified it; a grant
+with URL patterns is not kept (it would hold some of the process's live patterns). Streams
+verify their token at each connection, as before.
+
 No publisher may send what only the hub does: a topic in its namespace (`/.well-known/
 mercure/…`, wherever it resolves), `*`, or the type `mercure` (400 whatever the token). With
 `--mercure-subscriptions` each connection's subscriptions are tracked while its stream lives
@@ -26,6 +35,7 @@ hub's namespace reads their events' topic too (`may_select_hub`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 import uuid
@@ -301,7 +311,6 @@ def _open(
 
 
 def _grant(*, method: str) -> MercureGrant | None:
-    rt = runtime()
     token = mercure_token(
         dict(request.headers.items()),
         request.cookies,
@@ -311,15 +320,31 @@ def _grant(*, method: str) -> MercureGrant | None:
     )
     if token is None:
         return None
-    key = rt.settings.jwt_key
-    assert key is not None, "--mercure needs --jwt-key (checked at start)"
+    base_url = hub_url()
+    if method != "POST":
+        return _verified(token, base_url)
+    # A publisher's token: verified once until it expires (see the module's doc).
+    memo = runtime().mercure_publishers
+    digest = hashlib.sha256(f"{base_url}\n{token}".encode()).digest()
+    known = memo.get(digest, time.time())
+    if isinstance(known, MercureGrant):
+        return known
+    grant = _verified(token, base_url)
+    if not grant.holds_patterns:
+        memo.put(digest, grant, grant.expires_at)
+    return grant
+
+
+def _verified(token: str, base_url: str) -> MercureGrant:
+    settings = runtime().settings
+    assert settings.jwt_key is not None, "--mercure needs --jwt-key (checked at start)"
     return verify_mercure_token(
         token,
-        key,
-        audience=rt.settings.jwt_audience,
-        issuer=rt.settings.jwt_issuer,
-        previous_key=rt.settings.jwt_previous_key,
-        base_url=hub_url(),
+        settings.jwt_key,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        previous_key=settings.jwt_previous_key,
+        base_url=base_url,
     )
 
 
