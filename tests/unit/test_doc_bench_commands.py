@@ -2,7 +2,12 @@
 `bench/NAME.py` in README.md, docs/*.md and bench/README.md names a module of bench/. A bench
 removed on purpose may still be named (its figures stand, with the command that made them)
 where the page says so: in a paragraph that says "removed" and names it, which covers the
-page's other mentions of it. The journal (docs/journal/) is history and is not checked."""
+page's other mentions of it. The journal (docs/journal/) is history and is not checked.
+
+And bench/ stays in proportion: at most 15 % of src/ in lines of Python, counted as
+`find DIR -name '*.py' | xargs cat | wc -l` counts them. A benchmark earns its place with a
+figure a reader uses or a comparison with a peer; the rest are withdrawn to the git history
+(docs/performance.md, "Withdrawn benchmarks")."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CITED = re.compile(r"python -m bench\.([\w.]+)|\bbench/([\w/]+)\.py\b")
+BENCH_SHARE_OF_SRC = 0.15
 
 
 def _exists(name: str) -> bool:
@@ -57,3 +63,16 @@ def test_a_bench_that_is_gone_fails_the_check() -> None:
     note = "\n\n`bench/nowhere.py` was removed on 2026-11-28."
     assert missing_benches(text + note) == ["gone.away"]
 
+
+def python_lines(tree: Path) -> int:
+    """Lines of every `.py` file under `tree`, as `cat | wc -l` counts them (newlines)."""
+    return sum(path.read_bytes().count(b"\n") for path in tree.rglob("*.py"))
+
+
+def test_bench_stays_in_proportion_to_src() -> None:
+    bench, src = python_lines(ROOT / "bench"), python_lines(ROOT / "src")
+    assert src > 0
+    assert bench <= BENCH_SHARE_OF_SRC * src, (
+        f"bench/ is {bench} lines, {bench / src:.1%} of src/'s {src}: fold or withdraw a "
+        f"benchmark (docs/performance.md, 'Withdrawn benchmarks')"
+    )
