@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import re
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -243,22 +242,3 @@ class Report:
         if self.json:
             sys.stdout.buffer.write(orjson.dumps(row) + b"\n")
             sys.stdout.flush()
-
-
-def with_against_without(
-    rows: Sequence[dict[str, Any]], flag: str, rounds: int, events: int, exact: bool
-) -> dict[str, object]:
-    """The summary of a bench that runs the same events with a feature (`row[flag]` true) and
-    without it in alternating rounds: the medians of the server's CPU per event, and their
-    ratio."""
-    without = statistics.median(r["cpu_us_per_event"] for r in rows if not r[flag])
-    with_ = statistics.median(r["cpu_us_per_event"] for r in rows if r[flag])
-    return {
-        "machine": machine("gevent"),
-        "rounds": rounds,
-        "events": events,
-        "without_cpu_us_per_event": without,
-        "with_cpu_us_per_event": with_,
-        "with_over_without": round(with_ / without, 3),
-        "counts_exact": exact,
-    }

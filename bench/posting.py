@@ -1,5 +1,5 @@
 """POSTing batches of events as fast as they are accepted: threads on keep-alive connections
-(bench/e2e.py, bench/bridge.py, bench/scaleout.py); and what a publisher reports, here or in
+(bench/e2e.py); and what a publisher reports, here or in
 the load generator (loadgen/publisher.py: one event per POST, paced)."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A real Redis Cluster on free ports, for the partition and (later) the Cluster fault tests:
 six `redis-server` nodes (harness/redis_server.py starts each) joined by `redis-cli --cluster
 create` into three primaries with one replica each, the layout the docs promise to spread
-partitions evenly over. Other counts of primaries and replicas are for benchmarks
-(bench/log_wait.py, bench/cluster.py); `redis-cli --cluster create` refuses fewer than three
+partitions evenly over. Other counts of primaries and replicas may be asked for (layouts
+compared in docs/scaling.md); `redis-cli --cluster create` refuses fewer than three
 primaries, so one or two without replicas are joined by hand, with the slot ranges redis-cli
 would give them (`redis_cli_slot_ranges`).
 

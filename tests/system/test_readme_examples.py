@@ -57,7 +57,7 @@ PAGES = (
 OTHER_EXAMPLES = {
     "docs/security.md": "run by tests/system/test_security_docs.py, with its own markers",
     "docs/performance.md": "benchmark commands, each with its date; the bench smoke tests run them",
-    "docs/reliability.md": "the soak benchmark's command (bench/README.md)",
+    "docs/reliability.md": "redis-cli against the operator's own Redis (HOST)",
     "docs/mercure.md": "a hub with a key of its own: tests/system/test_mercure.py publishes and "
     "subscribes as its examples do; its conformance suite runs outside this repository",
 }

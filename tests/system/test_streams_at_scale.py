@@ -7,8 +7,8 @@ the server has let go of each stream's request: its read buffer and environ):
   never one twice) and one that stops reading is evicted;
 * all 2,000 are released when their clients leave, half with a FIN and half with a reset.
 
-What the streams cost and how fast they are released is measured in bench/ (`bench.idle_streams`,
-`bench.stream_memory`); here every wait is for an event, with a generous bound.
+What the streams cost and how fast they are released is measured in bench/
+(`bench.idle_streams`); here every wait is for an event, with a generous bound.
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 """Every benchmark the docs tell a reader to run exists: each `python -m bench.NAME` and each
 `bench/NAME.py` in README.md, docs/*.md and bench/README.md names a module of bench/. A bench
-removed on purpose may still be named where its paragraph says it was removed (a withdrawn
-feature's figures); the journal (docs/journal/) is history and is not checked."""
+removed on purpose may still be named (its figures stand, with the command that made them)
+where the page says so: in a paragraph that says "removed" and names it, which covers the
+page's other mentions of it. The journal (docs/journal/) is history and is not checked.
+
+And bench/ stays in proportion: at most 15 % of src/ in lines of Python, counted as
+`find DIR -name '*.py' | xargs cat | wc -l` counts them. A benchmark earns its place with a
+figure a reader uses or a comparison with a peer; the rest are withdrawn to the git history
+(docs/performance.md, "Withdrawn benchmarks")."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CITED = re.compile(r"python -m bench\.([\w.]+)|\bbench/([\w/]+)\.py\b")
+BENCH_SHARE_OF_SRC = 0.15
 
 
 def _exists(name: str) -> bool:
@@ -17,18 +24,21 @@ def _exists(name: str) -> bool:
     return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
 
 
+def _cited(paragraph: str) -> list[str]:
+    return [run.rstrip(".") or path.replace("/", ".") for run, path in CITED.findall(paragraph)]
+
+
 def missing_benches(text: str) -> list[str]:
-    """The bench modules `text` cites that do not exist, but where its paragraph says
-    the bench was removed."""
-    missing = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        if "removed" in paragraph:
-            continue
-        for run, path in CITED.findall(paragraph):
-            name = run.rstrip(".") or path.replace("/", ".")
-            if not _exists(name):
-                missing.append(name)
-    return missing
+    """The bench modules `text` cites that do not exist, but those a paragraph of it that says
+    "removed" names."""
+    paragraphs = re.split(r"\n\s*\n", text)
+    removed = {name for p in paragraphs if "removed" in p for name in _cited(p)}
+    return [
+        name
+        for paragraph in paragraphs
+        for name in _cited(paragraph)
+        if name not in removed and not _exists(name)
+    ]
 
 
 def _pages() -> list[Path]:
@@ -49,3 +59,20 @@ def test_a_bench_that_is_gone_fails_the_check() -> None:
     text = "Measured with `python -m bench.nowhere --rounds 3` and `bench/gone/away.py`."
     assert missing_benches(text) == ["nowhere", "gone.away"]
     assert missing_benches(text + " The bench was removed since.") == []
+    # A note elsewhere on the page covers the bench it names, and no other.
+    note = "\n\n`bench/nowhere.py` was removed on 2026-11-28."
+    assert missing_benches(text + note) == ["gone.away"]
+
+
+def python_lines(tree: Path) -> int:
+    """Lines of every `.py` file under `tree`, as `cat | wc -l` counts them (newlines)."""
+    return sum(path.read_bytes().count(b"\n") for path in tree.rglob("*.py"))
+
+
+def test_bench_stays_in_proportion_to_src() -> None:
+    bench, src = python_lines(ROOT / "bench"), python_lines(ROOT / "src")
+    assert src > 0
+    assert bench <= BENCH_SHARE_OF_SRC * src, (
+        f"bench/ is {bench} lines, {bench / src:.1%} of src/'s {src}: fold or withdraw a "
+        f"benchmark (docs/performance.md, 'Withdrawn benchmarks')"
+    )

@@ -5,7 +5,8 @@ Why generate code: the aggregator evaluates every event's topic and group agains
 that matches the topic, and nearly always no `when` holds. In a loop over (window, statistic,
 operator, threshold) CPython spends about two dozen bytecodes and a call to the operator per
 alert; written out with the names and thresholds as literals, about half, and the comparison
-is the interpreter's own (specialised for floats). `bench/alerts.py` measures the difference.
+is the interpreter's own (specialised for floats). docs/performance.md, "Alerts", has the
+difference.
 
 What is generated for `mean[10s] > 300`, `max[10s] > 2000` and `count[1m] < 1`:
 

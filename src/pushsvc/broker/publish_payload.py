@@ -14,7 +14,7 @@ in every version we serve. A clock is a decimal string there (Lua numbers are do
 with 14 digits, and a clock in µs has 16), and a point's packed form is hex (JSON strings
 carry text; the packed point is bytes). The drafts' bodies travel beside the document, one
 argument each in draft order (ARGV[1 + place]): escaped into JSON and decoded by cjson, they
-cost Redis a fifth more CPU per update (`bench/redis_capacity.py`), and a body is the one
+cost Redis a fifth more CPU per update (docs/scaling.md), and a body is the one
 field of a draft that the script never reads, only stores and sends.
 """
 

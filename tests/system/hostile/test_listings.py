@@ -9,8 +9,8 @@ bound, generous for a 2-core machine running the rest of the suite.
 Most callers ask `GET /topics` as a script would (the default page, again and again); one
 crawls every page at the largest `?limit=`, the most a caller may ask per call; one loops on
 `GET /anomalies` (no rule scores anomalies here: it has no topic to read). Before pages, every
-such call read every topic while the producer's POST waited behind it
-(`python -m bench.hostile_listings` measures it at scale).
+such call read every topic while the producer's POST waited behind it (docs/performance.md,
+"Hostile clients", has the figures at scale).
 """
 
 from __future__ import annotations
