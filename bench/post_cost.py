@@ -19,8 +19,7 @@ round's figure, then each tree's median and their ratio.
 topic and 100 bytes of data, with a publisher's HS256 token, answered 200, as Symfony's
 component publishes.
 
-Stand-alone on purpose, like `bench.hostile_bodies`: the server from any tree, the client
-from the standard library.
+Stand-alone on purpose: the server from any tree, the client from the standard library.
 """
 
 from __future__ import annotations

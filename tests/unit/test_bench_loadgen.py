@@ -11,10 +11,7 @@ from bench.common import percentiles
 from bench.loadgen.dechunk import Dechunker
 from bench.loadgen.http1 import ProtocolError, parse_head
 from bench.loadgen.idcount import IdCounter, judge_ids, judge_values
-from bench.loadgen.sequences import TopicSequences
 from bench.loadgen.tally import Tally, Verdict
-
-from pushsvc.core.topics import TopicMatcher
 
 
 def test_response_head() -> None:
@@ -210,61 +207,3 @@ def test_dechunker_passes_a_read_inside_one_chunk_through_uncopied() -> None:
     read = b"x" * 4096
     (piece,) = decoder.feed(read)
     assert piece is read
-
-
-# -- the soak's per-topic sequences --------------------------------------------------------
-
-
-def sequences(
-    frames: list[bytes], accepted: dict[str, int], selectors: tuple[str, ...] = ("*",)
-) -> TopicSequences:
-    """The soak's reader fed an opening and `frames`, seven bytes at a time."""
-    reader = TopicSequences(TopicMatcher(list(selectors)), accepted)
-    stream = OPENING + b"".join(frames)
-    for i in range(0, len(stream), 7):
-        reader.feed([stream[i : i + 7]], 0.0)
-    return reader
-
-
-def counts(reader: TopicSequences) -> dict[str, int]:
-    judged = reader.judge().as_dict()
-    return {key: value for key, value in judged.items() if value}
-
-
-def test_sequences_every_accepted_event_once_in_order() -> None:
-    # Values come back as floats; a tick (no event) is not a delivery.
-    frames = [update(1, 0, 0.0, "t.a"), update(1, 1, 0.0, "t.b"), update(2, 0, 1.0, "t.a"),
-              update(2, 1, None, "t.b"), update(3, 0, 1.0, "t.b")]  # fmt: skip
-    reader = sequences(frames, {"t.a": 2, "t.b": 2})
-    assert reader.ready and reader.caught_up()
-    assert reader.judge().exact
-    assert counts(reader) == {"received": 4, "distinct": 4, "ticks": 1}
-
-
-def test_sequences_count_what_went_wrong() -> None:
-    frames = [
-        update(1, 0, 0.0, "t.a"),
-        update(1, 1, 2.0, "t.a"),  # t.a 1 never comes: missing
-        update(1, 2, 2.0, "t.a"),  # duplicate
-        update(1, 3, 1.0, "t.b"),
-        update(1, 4, 0.0, "t.b"),  # below t.b's highest: out of order
-        update(1, 5, 0.0, "u"),  # not a selected topic: unexpected
-        update(1, 5, 3.0, "t.a"),  # the id did not increase; and beyond t.a's accepted 3
-    ]
-    reader = sequences(frames, {"t.a": 3, "t.b": 2}, ("t.*",))
-    assert not reader.caught_up()
-    assert counts(reader) == {
-        "received": 7, "distinct": 5, "missing": 1, "duplicates": 1, "out_of_order": 1,
-        "unexpected": 2, "id_regressions": 1,
-    }  # fmt: skip
-
-
-def test_sequences_a_gap_snapshot_and_a_resumed_stream() -> None:
-    accepted = {"t": 2}
-    reader = sequences([update(1, 0, 0.0), update(1, 1, 1.0)[:20]], accepted)
-    assert reader.last_id is not None and reader.last_id.text == "0a1b2c3d:1-0"
-    reader.reconnected()  # the cut frame belonged to the old connection
-    resumed = b'event: snapshot\ndata: {"gap":true,"topics":{}}\n\n' + update(1, 1, 1.0)
-    reader.feed([resumed], 0.0)
-    assert counts(reader) == {"received": 2, "distinct": 2, "gaps": 1}
-    assert not reader.judge().exact
