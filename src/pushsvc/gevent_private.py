@@ -28,6 +28,9 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `WSGIHandler._sendall`, `.status`, `.code`, `.response_length` — every write of a response,
   given a deadline (`PywsgiHandler.send_all`). Pinned by
   tests/system/hostile/test_unfinished_bodies.py::test_a_response_never_read_is_cut_off.
+* `WSGIHandler._write_with_headers` — a response's head and first write, which pywsgi sends
+  apart; a small first write goes in one send with the head (`PywsgiHandler`, `JOIN_AT_MOST`).
+  Pinned by tests/unit/test_one_send_answers.py.
 * A gevent socket's `send(data, flags, timeout)` with a timeout of 0.0, and its timeout set
   to 0.0 around a read (`send_now`, `read_now`): gevent then raises EWOULDBLOCK instead of
   waiting, and gevent's SSL socket ignores the first and returns partial lines for the second,
@@ -189,6 +192,10 @@ def read_now(sock: Any, read: Callable[[int], bytes], size: int) -> bytes:
         sock.settimeout(previous)
 
 
+JOIN_AT_MOST = 16 << 10
+"""The largest first write sent in one send with its response's head (copied once into it)."""
+
+
 class PywsgiHandler(WSGIHandler):
     """pywsgi's handler with its private hooks under public names: override `read_head`,
     `client_error` and `send_all`, never `MessageClass`, `_handle_client_error` or
@@ -209,7 +216,34 @@ class PywsgiHandler(WSGIHandler):
         answer: tuple[str, bytes] = super()._handle_client_error(ex)  # type: ignore[misc]
         return answer
 
+    _joining: bytearray | None = None
+    """While `_write_with_headers` runs for a small first write: what it would send."""
+
+    def _write_with_headers(self, data: bytes) -> None:  # pywsgi's, by its name
+        # pywsgi sends a response's head and its first write apart, two sends where one
+        # does: for a small answer (a POST's 202, a JSON read, a stream's first block) the
+        # second send is a second wake-up of the client and a second syscall, which cost
+        # as much as the rest of a POST's answer. The head and a first write of at most
+        # `JOIN_AT_MOST` bytes go in one send.
+        if len(data) > JOIN_AT_MOST:
+            super()._write_with_headers(data)  # type: ignore[misc]
+            return
+        self._joining = bytearray()
+        try:
+            super()._write_with_headers(data)  # type: ignore[misc]
+            joined = self._joining
+        finally:
+            self._joining = None
+        self._send_counted(joined, counted=True)
+
     def _sendall(self, data: bytes) -> None:  # pywsgi's hook, by its name (its bookkeeping)
+        if self._joining is not None:
+            self._joining += data
+            self.response_length += len(data)
+            return
+        self._send_counted(data)
+
+    def _send_counted(self, data: bytes | bytearray, *, counted: bool = False) -> None:
         try:
             self.send_all(data)
         except OSError as ex:
@@ -218,9 +252,10 @@ class PywsgiHandler(WSGIHandler):
             if code is not None and code > 0:
                 self.code = -code
             raise
-        self.response_length += len(data)
+        if not counted:
+            self.response_length += len(data)
 
-    def send_all(self, data: bytes) -> None:
+    def send_all(self, data: bytes | bytearray) -> None:
         """Write all of `data` to the connection (every write of a response goes here)."""
         self.socket.sendall(data)
 

@@ -166,7 +166,7 @@ class HeadTimeoutHandler(PywsgiHandler):
         if self._buffer_body():
             super().handle_one_response()
 
-    def send_all(self, data: bytes) -> None:
+    def send_all(self, data: bytes | bytearray) -> None:
         """Write `data` a piece at a time, each as the socket takes it; a wait for the socket
         to take anything that lasts `write_timeout_s` ends the connection (pywsgi waited for
         ever: a client that asked for a large answer and never read it held it in memory)."""
