@@ -43,7 +43,7 @@ from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
 from pushsvc.deliver.mercure_updates import PATTERN
 from pushsvc.deliver.projection import Projection
 
-PAGE = 256
+PAGE = 128
 """Entries of a partition's history read at once, between two pauses: read, decoded and
 searched in a few milliseconds of the loop (docs/performance.md, 'Mercure')."""
 SLICE = 2048
