@@ -6,14 +6,15 @@ a replay's order wins), for one trimmed and for one never published, asked one b
 all together. On the memory broker, on a redis-server and on a Redis Cluster, 4 partitions
 each, with pages of a few entries so that every search crosses many of them.
 
-The reference is the read before the pages, kept here: a replay of `mercure.*` from where
-each partition's history starts, searched with `find_many`, its heads for `cursor_after`."""
+The reference is the read before the pages (`support.mercure_hub.lookup_at_once`): a replay
+of `mercure.*` from where each partition's history starts, searched, its heads for
+`cursor_after`."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -22,23 +23,19 @@ from pushsvc.broker.base import HistoryPages
 from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
-from pushsvc.core.cursor import Cursor
 from pushsvc.core.partitions import partition_of
-from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.deliver import mercure_resume, mercure_search
-from pushsvc.deliver.mercure_resume import EARLIEST, Resume, cursor_after
-from pushsvc.deliver.mercure_search import find_many
-from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
-from pushsvc.deliver.mercure_updates import PATTERN, envelope
+from pushsvc.deliver.mercure_resume import EARLIEST, Resume
+from pushsvc.deliver.mercure_updates import envelope
 from support.fenced_publish import publish
+from support.mercure_hub import lookup_at_once as unpaged
 
 PARTITIONS = 4
 HISTORY = 60
 """Updates each partition keeps: the first rounds below are trimmed."""
 ROUNDS = 100
 PAGE = 7
-KEPT = TopicMatcher([PATTERN, SUBSCRIPTIONS_TOPIC])
 
 
 @pytest.fixture(
@@ -131,18 +128,6 @@ def fill(broker: Broker) -> dict[str, list[Update]]:
                 update_id = orjson.loads(update.data)["event"]["data"]["id"]
                 published.setdefault(update_id, []).append(update)
     return published
-
-
-def unpaged(broker: Broker, asked: Sequence[str]) -> list[Resume]:
-    """The lookup before the pages: the whole history read at once, then searched."""
-    replayed = broker.replay(Cursor(mercure_resume.history_starts(broker).values()), KEPT)
-    found = find_many(replayed.updates, asked)
-    return [
-        Resume(None, EARLIEST)
-        if (at := found.get(i)) is None
-        else Resume(cursor_after(at, replayed.heads), i)
-        for i in asked
-    ]
 
 
 def test_a_lookup_read_in_pages_answers_as_the_one_read_did(broker: Broker) -> None:
