@@ -8,7 +8,8 @@ partition's history), so the id is looked up in what the history keeps of the Me
 then live, comes from the one path that keeps pushsvc's delivery promise
 (`pushsvc.deliver.subscription`). Nothing is indexed on the side: the history is the index,
 so the lookup is the same on the in-process store and on Redis, holds across restarts where
-the history does (Redis), and costs no memory beyond the read.
+the history does (Redis), and costs no memory beyond a page of it: it is read and searched a
+page at a time, the process serving others between pages (`pushsvc.deliver.mercure_search`).
 
 * In the update's own partition the cursor is the update's id: exactly the updates after it.
 * In every other partition it is the position just before the update's millisecond (each

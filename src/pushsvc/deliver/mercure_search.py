@@ -8,9 +8,11 @@ loop for as long as every update kept took to be read and decoded (a fraction of
 seconds at the default history of 16 partitions), while every other request waited. So a
 broker that reads pages (`HistoryPages`: both of pushsvc's) is read `PAGE` entries of one
 partition at a time, each page taking its turn with the streams being primed
-(`priming.Priming.turn`) and a `pause` after it (`loop_pause.let_others_run` in a serving
-process): the other requests of the process are served between two pages, on every broker,
-whose Redis round trips let them run too.
+(`priming.Priming.turn`) and a `pause` before the next (`loop_pause.make_way` in a serving
+process: it waits for the loop to be idle whatever the page took, for a Redis round trip
+answered at once does not yield): the other requests of the process are served between two
+pages, on every broker. `PAGE` is small enough for a page to be read, decoded and searched
+in a few milliseconds.
 
 The pages go through the partitions together, oldest first: the next page read is always of
 the partition whose read has come least far, as a merge would take them, so that where an id
