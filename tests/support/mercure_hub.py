@@ -5,6 +5,7 @@ filled fast). One place for what each Mercure test file started alike."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -80,13 +81,24 @@ def publish(hub: PushsvcProcess, topics: list[str], data: str, **fields: str) ->
     return answer.text
 
 
+def publisher_token() -> str:
+    """A token that may publish every topic, one per five minutes (`token`'s last ten): a
+    flood's publications send one, as a publisher's client does."""
+    return _publisher_token(int(time.time()) // 300)
+
+
+@functools.lru_cache(maxsize=1)
+def _publisher_token(period: int) -> str:
+    return token(publish=["*"])
+
+
 def publication(topics: list[str], data: str, **fields: str) -> bytes:
     """One publication's request (a publisher allowed every topic), as bytes to send on a
     keep-alive connection."""
     body = urlencode([*(("topic", t) for t in topics), ("data", data), *fields.items()]).encode()
     return (
         f"POST {HUB} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: Bearer {token(publish=['*'])}\r\n"
+        f"Authorization: Bearer {publisher_token()}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
