@@ -1,6 +1,7 @@
 """Pauses that let the rest of a gevent process run inside long work on its loop: the embedded
-aggregator's (between slices of a big batch, between parts of its publish) and a stream's
-priming (`pushsvc.deliver.priming`), so that producers and streams are served meanwhile."""
+aggregator's (between slices of a big batch, between parts of its publish), a stream's
+priming (`pushsvc.deliver.priming`) and a Mercure resume lookup's pages
+(`pushsvc.deliver.mercure_search`), so that producers and streams are served meanwhile."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def let_others_run() -> None:
     # held the loop.
     if time.time() - hub.loop.now() >= HOLD_S:
         _wait_for_idle(hub)
+
+
+def make_way() -> None:
+    """The pause of work that serves nobody waiting on the loop now (a Mercure lookup, which
+    an attacker may ask for as often as a subscriber): wait until everything else this
+    process has to do is done, or `PAUSE_MAX_S`, each time, however short the work since the
+    last pause. `let_others_run` would go on for `HOLD_S` first: a Redis round trip answered
+    before its reply is awaited (Redis on the same host) does not yield either, so pages of
+    a few milliseconds each held the loop `HOLD_S` at a time (measured: docs/performance.md,
+    'Mercure')."""
+    _wait_for_idle(gevent.get_hub())
 
 
 class _Turns:

@@ -1,12 +1,16 @@
 """A Mercure hub for the system tests: `pushsvc serve --mercure anonymous` on the embedded
-broker, on Redis or on a Redis Cluster, and the tokens and topic IRIs the tests use with it.
-One place for what each Mercure test file started alike."""
+broker, on Redis or on a Redis Cluster, the tokens and topic IRIs the tests use with it, and
+publications one at a time or pipelined on keep-alive connections (a flood's, or a history
+filled fast). One place for what each Mercure test file started alike."""
 
 from __future__ import annotations
 
+import functools
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
@@ -14,7 +18,14 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 import pytest
+from harness.keepalive import Answers
 from harness.live import PushsvcProcess
+
+from pushsvc.broker.base import Broker
+from pushsvc.core.cursor import Cursor
+from pushsvc.deliver import mercure_resume
+from pushsvc.deliver.mercure_resume import EARLIEST, Resume, cursor_after
+from pushsvc.deliver.mercure_search import KEPT, find_many
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"
 HUB = "/.well-known/mercure"
@@ -74,3 +85,85 @@ def pushsvc_reader() -> dict[str, str]:
     """The headers of an operator's pushsvc token (the native API, not Mercure's)."""
     claims = {"pushsvc": {"subscribe": ["*"], "publish": ["*"]}, "exp": int(time.time()) + 600}
     return {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+
+
+def publisher_token() -> str:
+    """A token that may publish every topic, one per five minutes (`token`'s last ten): a
+    flood's publications send one, as a publisher's client does."""
+    return _publisher_token(int(time.time()) // 300)
+
+
+@functools.lru_cache(maxsize=1)
+def _publisher_token(period: int) -> str:
+    return token(publish=["*"])
+
+
+def publication(topics: list[str], data: str, **fields: str) -> bytes:
+    """One publication's request (a publisher allowed every topic), as bytes to send on a
+    keep-alive connection."""
+    body = urlencode([*(("topic", t) for t in topics), ("data", data), *fields.items()]).encode()
+    return (
+        f"POST {HUB} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {publisher_token()}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def publish_answers(
+    port: int, requests: list[bytes], *, batch: int = 32
+) -> list[tuple[int, bytes]]:
+    """Send `requests` on one connection, `batch` before reading their answers (pipelined, as
+    a flood would); their answers (status, body: a publication's id)."""
+    answers: list[tuple[int, bytes]] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        reader = Answers(conn)
+        for start in range(0, len(requests), batch):
+            chunk = requests[start : start + batch]
+            conn.sendall(b"".join(chunk))
+            answers.extend(reader.next() for _ in chunk)
+    return answers
+
+
+def publish_many(port: int, requests: list[bytes], *, batch: int = 32) -> list[int]:
+    """`publish_answers`' statuses."""
+    return [status for status, _ in publish_answers(port, requests, batch=batch)]
+
+
+def fill_history(
+    port: int, count: int, *, topics: Sequence[str] = (), connections: int = 4
+) -> list[str]:
+    """`count` updates of `topics` in turn (64 of their own when none are given), 256 bytes
+    of data each, on `connections` at once; their ids (the hub's), each connection's in the
+    order they were answered, the first connection's first."""
+    topics = list(topics) or [f"https://example.com/history/{n}" for n in range(64)]
+    shares = [count // connections + (i < count % connections) for i in range(connections)]
+    results: list[list[tuple[int, bytes]]] = [[] for _ in shares]
+
+    def send(index: int) -> None:
+        requests = [publication([topics[n % len(topics)]], "h" * 256) for n in range(shares[index])]
+        results[index] = publish_answers(port, requests)
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted({status for r in results for status, _ in r}) == [200]
+    assert sum(len(r) for r in results) == count
+    return [body.decode() for r in results for _, body in r]
+
+
+def lookup_at_once(broker: Broker, asked: Sequence[str]) -> list[Resume]:
+    """Where a Mercure subscriber resuming from each of `asked` resumes, as the lookup did
+    before it read the history in pages (the reference its pages must answer as): the
+    history of `mercure.*` replayed at once from where each partition's starts, searched,
+    the replay's heads for `cursor_after`."""
+    replayed = broker.replay(Cursor(mercure_resume.history_starts(broker).values()), KEPT)
+    found = find_many(replayed.updates, asked)
+    return [
+        Resume(None, EARLIEST)
+        if (at := found.get(i)) is None
+        else Resume(cursor_after(at, replayed.heads), i)
+        for i in asked
+    ]

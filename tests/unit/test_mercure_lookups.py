@@ -1,6 +1,6 @@
 """Mercure resume lookups: one pass of the history for every id asked meanwhile, bounded in all
 and per client address (`pushsvc.deliver.mercure_lookups`), and the one-pass search of the
-history for many ids (`mercure_resume.find_many`)."""
+history for many ids (`mercure_search.find_many`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver.mercure_lookups import Lookups, LookupsBusy
-from pushsvc.deliver.mercure_resume import EARLIEST, Resume, find_many
+from pushsvc.deliver.mercure_resume import EARLIEST, Resume
+from pushsvc.deliver.mercure_search import find_many
 from pushsvc.deliver.mercure_updates import envelope
 
 
@@ -45,9 +46,9 @@ def test_find_many_finds_every_id_asked_in_one_pass() -> None:
 
 
 def test_find_many_pauses_between_slices() -> None:
-    from pushsvc.deliver import mercure_resume
+    from pushsvc.deliver import mercure_search
 
-    updates = [mercure_update(n, f"id-{n}") for n in range(1, 2 * mercure_resume.SLICE + 2)]
+    updates = [mercure_update(n, f"id-{n}") for n in range(1, 2 * mercure_search.SLICE + 2)]
     pauses: list[int] = []
     assert find_many(updates, ["nowhere"], lambda: pauses.append(1)) == {}
     assert len(pauses) == 2

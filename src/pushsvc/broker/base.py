@@ -361,6 +361,44 @@ class HistoryStarts(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionPage:
+    """A page of one partition's history (`HistoryPages.history_page`).
+
+    `updates`: those of the page's entries whose topic the read's matcher takes, oldest
+    first. `last`: the id of the page's last entry, matching or not, where the next page
+    starts (None when the page holds none). `more`: entries after `last` were kept when the
+    page was read. `head`: the partition's newest update then (None: no history). `lost`:
+    the history cannot continue from the page's `after` (another epoch, never issued,
+    trimmed past it), so the page holds nothing."""
+
+    updates: list[Update]
+    last: UpdateId | None
+    more: bool
+    head: UpdateId | None
+    lost: bool = False
+
+
+@runtime_checkable
+class HistoryPages(Protocol):
+    """A broker that reads a partition's history a page at a time, so that a search of all
+    of it (a Mercure resume by an update's id) holds its process a page's worth at a time,
+    not the whole history's."""
+
+    def history_page(
+        self, partition: int, after: UpdateId | None, match: TopicMatcher, limit: int
+    ) -> PartitionPage:
+        """Up to `limit` entries of `partition`'s history after `after` (exclusive; None:
+        from the oldest kept), read at once; see `PartitionPage`. A page from None is never
+        `lost`: it starts at whatever the history keeps. Each page is read at its own moment:
+        a trim between two pages makes the next one `lost`."""
+        ...
+
+    def history_heads(self) -> dict[int, UpdateId]:
+        """The newest update of each partition that has a history, as `Replayed.heads`."""
+        ...
+
+
 class SeriesKeeper(Protocol):
     """A broker that keeps series points (`GET /topics/<t>/series`)."""
 

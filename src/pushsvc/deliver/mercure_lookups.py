@@ -2,11 +2,14 @@
 every id asked meanwhile.
 
 A subscriber that reconnects with a Mercure id makes pushsvc read the retained history of
-`mercure.*` and search it (`pushsvc.deliver.mercure_resume`): at the defaults up to 16
-partitions of 10,000 updates, some seconds of a process on Redis. The id costs its sender
-nothing to make up, and an id no history keeps is searched to the end; before this bound a
-storm of made-up ids from one client (each hung up at once, so no stream limit counted it)
-kept a process reading histories back to back, and a publisher beside it waited seconds.
+`mercure.*` and search it (`pushsvc.deliver.mercure_resume`, `pushsvc.deliver.mercure_search`):
+at the defaults up to 16 partitions of 10,000 updates, some seconds of a process on Redis.
+The search reads a page at a time and lets the process serve everything else between two
+pages (`pause`: `loop_pause.make_way` in a serving process), so no step of it holds the
+loop long; but its pages add up to the same seconds. The id costs its sender nothing to make
+up, and an id no history keeps is searched to the end; before this bound a storm of made-up
+ids from one client (each hung up at once, so no stream limit counted it) kept a process
+reading histories back to back, and a publisher beside it waited seconds.
 
 So lookups are single-flight, as the replays of `pushsvc.deliver.replay_batcher` are: the
 first starts a reader, which reads and searches the history once for every id waiting (the
@@ -138,7 +141,8 @@ _installed: weakref.WeakKeyDictionary[Broker, Lookups] = weakref.WeakKeyDictiona
 
 
 def of(broker: Broker, pause: Callable[[], None] | None = None) -> Lookups:
-    """The `Lookups` of `broker` (made on first use; `pause` is passed to the search)."""
+    """The `Lookups` of `broker` (made on first use; `pause` is passed to the search, which
+    calls it between two pages of the history)."""
     lookups = _installed.get(broker)
     if lookups is None:
         held = weakref.ref(broker)  # the value may not hold its key alive

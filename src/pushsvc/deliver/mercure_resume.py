@@ -8,7 +8,8 @@ partition's history), so the id is looked up in what the history keeps of the Me
 then live, comes from the one path that keeps pushsvc's delivery promise
 (`pushsvc.deliver.subscription`). Nothing is indexed on the side: the history is the index,
 so the lookup is the same on the in-process store and on Redis, holds across restarts where
-the history does (Redis), and costs no memory beyond the read.
+the history does (Redis), and costs no memory beyond a page of it: it is read and searched a
+page at a time, the process serving others between pages (`pushsvc.deliver.mercure_search`).
 
 * In the update's own partition the cursor is the update's id: exactly the updates after it.
 * In every other partition it is the position just before the update's millisecond (each
@@ -38,32 +39,20 @@ where there is none before the first update sent (`earliest` asked for, or the i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import orjson
-
 from pushsvc.broker.base import Broker, HistoryStarts
 from pushsvc.core.cursor import Cursor
-from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateId
-from pushsvc.deliver import priming
-from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
-from pushsvc.deliver.mercure_updates import PATTERN
-from pushsvc.deliver.projection import Projection
+from pushsvc.deliver import mercure_search
+from pushsvc.deliver.mercure_search import find_many
 
 EARLIEST = "earliest"
 """The reserved `Last-Event-ID` that asks for every update kept (never an update's id: a
 publication with it is refused)."""
 
-SLICE = 2048
-"""Updates searched between two pauses of a lookup (some milliseconds of the loop)."""
 _U64 = 2**64 - 1
-_ID_MEMBER = re.compile(rb'"id":("(?:[^"\\]|\\.)*")')
-_MESSAGES = Projection(None, None, messages=True)
-_KEPT = TopicMatcher([PATTERN, SUBSCRIPTIONS_TOPIC])
-"""Where an id is looked for: every update's topic, and the subscription events'."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +91,9 @@ def resolve_many(
     broker: Broker, asked: Sequence[str], pause: Callable[[], None] | None = None
 ) -> list[Resume]:
     """`resolve` of each of `asked`, in order, the history read and searched once for all of
-    them (`pushsvc.deliver.mercure_lookups` gathers them); `pause`, if given, is called
-    between slices of the search. Raises BrokerUnavailable when the history cannot be read."""
+    them (`pushsvc.deliver.mercure_lookups` gathers them, `pushsvc.deliver.mercure_search`
+    reads and searches it a page at a time); `pause`, if given, is called between pages.
+    Raises BrokerUnavailable when the history cannot be read."""
     answers: dict[str, Resume] = {}
     for last_event_id in asked:
         if last_event_id == EARLIEST:
@@ -112,17 +102,11 @@ def resolve_many(
             answers[last_event_id] = Resume(own, last_event_id)
     wanted = [i for i in asked if i not in answers]
     if wanted:
-        primer = priming.of(broker)
-        with primer.turn():
-            starts = history_starts(broker)
-            replayed = primer.replays.replay(Cursor(starts.values()), _KEPT)
-        found = find_many(replayed.updates, wanted, pause)
+        found, heads = mercure_search.search(broker, wanted, history_starts(broker), pause)
         for update_id in wanted:
             at = found.get(update_id)
             answers[update_id] = (
-                Resume(None, EARLIEST)
-                if at is None
-                else Resume(cursor_after(at, replayed.heads), update_id)
+                Resume(None, EARLIEST) if at is None else Resume(cursor_after(at, heads), update_id)
             )
     return [answers[i] for i in asked]
 
@@ -137,40 +121,6 @@ def find(updates: Sequence[Update], update_id: str) -> UpdateId | None:
     """The pushsvc id of the first of `updates` (in replay order) that is a Mercure update
     with id `update_id`."""
     return find_many(updates, [update_id]).get(update_id)
-
-
-def find_many(
-    updates: Sequence[Update], asked: Sequence[str], pause: Callable[[], None] | None = None
-) -> dict[str, UpdateId]:
-    """The pushsvc id of the first of `updates` (in replay order) that is a Mercure update
-    with each id of `asked` found. One pass whatever the number of ids: each update's
-    `"id":"…"` members are read from its bytes (a JSON string holds no bare `"`, so none is
-    found inside a string) and looked up; only an update holding an id asked for is parsed.
-    `pause` is called every `SLICE` updates."""
-    wanted = {orjson.dumps(i): i for i in asked}
-    found: dict[str, UpdateId] = {}
-    for n, update in enumerate(updates):
-        if pause is not None and n and not n % SLICE:
-            pause()
-        for member in _ID_MEMBER.finditer(update.data):
-            given = wanted.get(member[1])
-            if given is not None and given not in found and _holds(update, given):
-                found[given] = update.id
-        if len(found) == len(wanted):
-            break
-    return found
-
-
-def _holds(update: Update, update_id: str) -> bool:
-    """Whether `update` is a Mercure update with id `update_id`."""
-    message = _MESSAGES.message_of(update)
-    if message is None:
-        return False
-    try:
-        kept = orjson.loads(message[1])
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(kept, dict) and "topics" in kept and kept.get("id") == update_id
 
 
 def cursor_after(found: UpdateId, heads: Mapping[int, UpdateId]) -> Cursor:

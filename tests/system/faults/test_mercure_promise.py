@@ -21,7 +21,11 @@ first publisher), on one redis-server and, the kills with an aggregator's, on a 
   a web process right after;
 * Redis shut down (keeping its data), POSTs answered `503` for a few seconds, then started
   again with its data: first with no POST in flight at the shutdown, then with POSTs in
-  flight.
+  flight;
+* on a Redis Cluster of its own, the primary that holds the first publisher's partition shut
+  down the same way, its replica told not to take over (an outage of its slots, not a
+  failover: `test_cluster_scenarios.py` has those): the publishers whose partitions it holds
+  are answered `503`, the others go on, and all are answered `200` once it is back.
 
 Run with `-s` for each case's figures.
 """
@@ -30,10 +34,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from harness.live import PushsvcProcess, wait_until
+from harness.redis_cluster import RedisClusterServers
 from harness.redis_server import RedisServer
 
 from faults.backends import Store, on_both
@@ -46,6 +51,8 @@ from faults.mercure import (
     spread_iris,
 )
 from faults.moments import Case, KillOnFirstMessage
+from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.core.partitions import partition_of
 from pushsvc.deliver.mercure_updates import topic_name
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -190,10 +197,14 @@ def test_kill_9_mid_publication(store: Store, backend: str, fault: str) -> None:
 
 
 def _await_each(
-    run: Run, before: list[int], count: Callable[[MercurePublisher], int], more: int, what: str
+    publishers: list[MercurePublisher],
+    before: list[int],
+    count: Callable[[MercurePublisher], int],
+    more: int,
+    what: str,
 ) -> None:
-    """Until `count` of every publisher is `more` past what `before` says it was."""
-    pairs = list(zip(run.publishers, before, strict=True))
+    """Until `count` of every one of `publishers` is `more` past what `before` says it was."""
+    pairs = list(zip(publishers, before, strict=True))
     wait_until(lambda: all(count(p) >= n + more for p, n in pairs), timeout=20, what=what)
 
 
@@ -218,11 +229,72 @@ def test_redis_down_and_back_with_its_data() -> None:
                 for publisher in run.publishers:
                     publisher.resume()
                 # Down a few seconds: every publisher told `503` a few times.
-                _await_each(run, refused, lambda p: p.statuses[503], 3, "503s while Redis is down")
+                _await_each(
+                    run.publishers,
+                    refused,
+                    lambda p: p.statuses[503],
+                    3,
+                    "503s while Redis is down",
+                )
                 server.start()
                 acked = [len(p.acked) for p in run.publishers]
-                _await_each(run, acked, lambda p: len(p.acked), 1, "a 200 after Redis is back")
+                _await_each(
+                    run.publishers, acked, lambda p: len(p.acked), 1, "a 200 after Redis is back"
+                )
             figures = run.finish()
         finally:
             run.close()
     _report("redis down, back with its data", figures, started)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of the test's own (3 primaries, a replica each): it takes a node down."""
+    with RedisClusterServers() as made:
+        yield made
+
+
+@pytest.mark.cluster
+def test_a_cluster_primary_down_and_back_with_its_data(own_cluster: RedisClusterServers) -> None:
+    started = time.monotonic()
+    run = Run(own_cluster)
+    try:
+        run.start()
+        slots = [
+            partition_slot(partition_of(topic_name(i), PARTITIONS), PARTITIONS) for i in run.iris
+        ]
+        primary = own_cluster.owner_of(slots[0])
+        # An outage of its slots until it is back, not a failover to its replica.
+        for replica in own_cluster.replicas_of(primary):
+            client = own_cluster.client(replica)
+            client.config_set("cluster-replica-no-failover", "yes")
+            client.close()
+        on_it = [
+            p
+            for p, slot in zip(run.publishers, slots, strict=True)
+            if own_cluster.owner_of(slot) is primary
+        ]
+        for offset, moment in zip(OFFSETS, OUTAGES, strict=True):
+            run.publishers[0].await_acked(offset)
+            if moment == "between-posts":
+                for publisher in run.publishers:
+                    publisher.pause()
+            refused = [p.statuses[503] for p in on_it]
+            elsewhere = [p for p in run.publishers if p not in on_it]
+            acked_elsewhere = [len(p.acked) for p in elsewhere]
+            primary.shut_down_keeping_data()
+            for publisher in run.publishers:
+                publisher.resume()
+            # Down a few seconds: every publisher of its partitions told `503` a few times,
+            # the others' updates acknowledged meanwhile.
+            _await_each(on_it, refused, lambda p: p.statuses[503], 3, "503s while it is down")
+            _await_each(elsewhere, acked_elsewhere, lambda p: len(p.acked), 3, "200s elsewhere")
+            primary.start()
+            own_cluster.wait_until_settled()
+            acked = [len(p.acked) for p in run.publishers]
+            _await_each(run.publishers, acked, lambda p: len(p.acked), 1, "a 200 once it is back")
+        figures = run.finish()
+    finally:
+        run.close()
+    figures["publishers_on_the_primary"] = len(on_it)
+    _report("cluster: a partition's primary down, back with its data", figures, started)

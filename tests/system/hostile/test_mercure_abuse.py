@@ -41,7 +41,7 @@ from pushsvc.deliver.mercure_selectors import (
     MAX_SELECTORS,
     MAX_URLPATTERN_TOPIC_LENGTH,
 )
-from support.mercure_hub import HUB, SECRET, token
+from support.mercure_hub import HUB, SECRET, fill_history, publication, publish_many, token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -78,29 +78,6 @@ def hub() -> Iterator[PushsvcProcess]:
     proc = serve()
     yield proc
     proc.stop()
-
-
-def publication(topics: list[str], data: str, **fields: str) -> bytes:
-    """One publication's request, as bytes to send on a keep-alive connection."""
-    body = urlencode([*(("topic", t) for t in topics), ("data", data), *fields.items()]).encode()
-    return (
-        f"POST {HUB} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {PUBLISHER}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def publish_many(port: int, requests: list[bytes], *, batch: int = 32) -> list[int]:
-    """Send `requests` on one connection, `batch` before reading their answers (pipelined, as
-    a flood would); their statuses."""
-    statuses: list[int] = []
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
-        answers = Answers(conn)
-        for start in range(0, len(requests), batch):
-            chunk = requests[start : start + batch]
-            conn.sendall(b"".join(chunk))
-            statuses.extend(answers.next()[0] for _ in chunk)
-    return statuses
 
 
 def answer_of(port: int, sent: bytes, *, source: str | None = None) -> int:
@@ -175,25 +152,6 @@ class Legit(threading.Thread):
         latencies = sorted(self.latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         assert p99 < P99_S, f"legitimate POST p99 {p99:.3f} s over {len(latencies)} POSTs"
-
-
-def fill_history(port: int, count: int, *, connections: int = 4) -> None:
-    """`count` updates of 64 topics, 256 bytes of data each, on `connections` at once."""
-    topics = [f"https://example.com/history/{n}" for n in range(64)]
-    shares = [count // connections + (i < count % connections) for i in range(connections)]
-    results: list[list[int]] = []
-
-    def send(share: int) -> None:
-        requests = [publication([topics[n % 64]], "h" * 256) for n in range(share)]
-        results.append(publish_many(port, requests))
-
-    threads = [threading.Thread(target=send, args=(share,)) for share in shares]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted({s for r in results for s in r}) == [200]
-    assert sum(len(r) for r in results) == count
 
 
 class Storm:

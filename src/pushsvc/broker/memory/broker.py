@@ -29,6 +29,7 @@ from pushsvc.broker.base import (
     BridgeStats,
     HistoryPage,
     LatestPage,
+    PartitionPage,
     Replayed,
     SeriesPage,
     ShardLag,
@@ -260,6 +261,27 @@ class MemoryBroker:
         if several:
             updates.sort(key=lambda u: (u.id.ms, u.id.seq))
         return Replayed(updates, frozenset(lost), heads)
+
+    def history_page(
+        self, partition: int, after: UpdateId | None, match: TopicMatcher, limit: int
+    ) -> PartitionPage:
+        """See `HistoryPages.history_page`: a slice of the partition's history."""
+        self._check_open()
+        published = self.store.parts[partition].published
+        head = published.head()
+        read = published.page(after, match, limit)
+        if read is None:
+            return PartitionPage([], None, False, head, lost=True)
+        updates, last, more = read
+        epoch = published.epoch
+        at = None if last is None or epoch is None else UpdateId(epoch, *last)
+        return PartitionPage(updates, at, more, head)
+
+    def history_heads(self) -> dict[int, UpdateId]:
+        """See `HistoryPages.history_heads`."""
+        self._check_open()
+        heads = ((index, part.published.head()) for index, part in enumerate(self.store.parts))
+        return {index: head for index, head in heads if head is not None}
 
     def history_starts(self) -> dict[int, UpdateId]:
         """See `HistoryStarts.history_starts`."""

@@ -230,6 +230,22 @@ class Published:
             return None  # a matching topic's first update was trimmed
         return [u for u in self.history if match(u.topic)]
 
+    def page(
+        self, after: UpdateId | None, match: TopicMatcher, limit: int
+    ) -> tuple[list[Update], Position | None, bool] | None:
+        """Up to `limit` updates of the history after `after` (None: from the oldest kept):
+        those `match` takes, the position of the last one read (matching or not; None when
+        none was) and whether more were kept after it; None when the history cannot
+        continue from `after` (`HistoryPages.history_page`)."""
+        if after is not None and not self.continues(after):
+            return None
+        start = (0, 0) if after is None else after.position
+        read = list(islice(self._after(start), limit))
+        if not read:
+            return [], None, False
+        last = _position(read[-1])
+        return [u for u in read if match(u.topic)], last, last < self.last_update
+
     def topic_history(
         self, topic: str, *, after: UpdateId | None, since_us: int | None, limit: int
     ) -> HistoryPage:

@@ -43,6 +43,7 @@ from pushsvc.broker.base import (
     BridgeStats,
     HistoryPage,
     LatestPage,
+    PartitionPage,
     Replayed,
     SeriesPage,
     ShardLag,
@@ -72,7 +73,13 @@ from pushsvc.broker.redis.names import TopicNames
 from pushsvc.broker.redis.publish_script import PublishScript
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
-from pushsvc.broker.redis.replay import read_partition, read_partitions, replay_of, start_of
+from pushsvc.broker.redis.replay import (
+    read_page,
+    read_partition,
+    read_partitions,
+    replay_of,
+    start_of,
+)
 from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply
 from pushsvc.broker.redis.scripts import Script
@@ -526,6 +533,42 @@ class RedisBroker:
         return [
             Replayed(u, frozenset(gone), h) for u, gone, h in zip(updates, lost, heads, strict=True)
         ]
+
+    def history_page(
+        self, partition: int, after: UpdateId | None, match: TopicMatcher, limit: int
+    ) -> PartitionPage:
+        """See `HistoryPages.history_page`: one MULTI on the partition's slot (`read_page`),
+        whose entries are decoded only where `match` takes their topic."""
+        self._check_open()
+        part = self.keys.partition(partition)
+        with unavailable("history page"):
+            read = read_page(self._client, part, None if after is None else after.position, limit)
+        epoch = read.epoch
+        head = None if epoch is None or read.newest is None else UpdateId(epoch, *read.newest)
+        updates = replay_of(read, after, match)
+        if updates is None:
+            return PartitionPage([], None, False, head, lost=True)
+        if epoch is None or not read.positions:
+            return PartitionPage(updates, None, False, head)
+        last = read.positions[-1]
+        more = read.newest is not None and last < read.newest
+        return PartitionPage(updates, UpdateId(epoch, *last), more, head)
+
+    def history_heads(self) -> dict[int, UpdateId]:
+        """See `HistoryPages.history_heads`: each partition's epoch and newest entry."""
+        self._check_open()
+        with unavailable("history heads"), self._client.pipeline(transaction=False) as pipe:
+            for index in range(self.partitions):
+                part = self.keys.partition(index)
+                pipe.get(part.epoch)
+                pipe.xrevrange(part.history, count=1)
+            replies = pipe.execute()
+        heads: dict[int, UpdateId] = {}
+        for index in range(self.partitions):
+            epoch, newest = replies[2 * index], stream_entries(replies[2 * index + 1])
+            if epoch is not None and newest:
+                heads[index] = UpdateId.of_stream_id(epoch.decode(), newest[0][0])
+        return heads
 
     def history_starts(self) -> dict[int, UpdateId]:
         """See `HistoryStarts.history_starts`: each partition's epoch and trimmed mark."""

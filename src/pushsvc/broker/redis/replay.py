@@ -85,6 +85,23 @@ def read_partition(client: Any, part: PartitionKeys, start: Position | None) -> 
     return read_partitions(client, [(part, start)])[0]
 
 
+def read_page(
+    client: Any, part: PartitionKeys, start: Position | None, limit: int
+) -> PartitionRead:
+    """Up to `limit` entries of the partition's history after `start` (exclusive; None: from
+    the oldest kept), with its epoch, trimmed mark and newest entry, in one MULTI (a
+    partition's keys share a slot, on a Cluster too). No topic names are read: a `replay_of`
+    a page from None never finds it lost, it searches what is kept (a Mercure lookup)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.get(part.epoch)
+        pipe.get(part.trimmed)
+        pipe.xrevrange(part.history, count=1)
+        lower = "-" if start is None else f"({start[0]}-{start[1]}"
+        pipe.xrange(part.history, min=lower, count=limit)
+        replies = iter(pipe.execute())
+    return _decoded(start, replies, topics=False)
+
+
 def read_partitions(
     client: Any, asked: Sequence[tuple[PartitionKeys, Position | None]]
 ) -> list[PartitionRead]:
@@ -102,10 +119,13 @@ def read_partitions(
     return [_decoded(start, replies) for _, start in asked]
 
 
-def _decoded(start: Position | None, replies: Iterator[Any]) -> PartitionRead:
-    """One partition's read from its replies (four, five when reading from the beginning)."""
+def _decoded(
+    start: Position | None, replies: Iterator[Any], *, topics: bool = True
+) -> PartitionRead:
+    """One partition's read from its replies (four; five when reading from the beginning and
+    `topics`: the names of its topics)."""
     current, trimmed, raw_newest, raw_entries = (next(replies) for _ in range(4))
-    topics = next(replies) if start is None else []
+    names = next(replies) if start is None and topics else []
     newest, entries = stream_entries(raw_newest), stream_entries(raw_entries)
     epoch = None if current is None else current.decode()
     positions: list[Position] = []
@@ -127,7 +147,7 @@ def _decoded(start: Position | None, replies: Iterator[Any]) -> PartitionRead:
         entry_topics,
         entries,
         frozenset(first_kept),
-        [t.decode() for t in topics],
+        [t.decode() for t in names],
         [None] * len(entries),
     )
 

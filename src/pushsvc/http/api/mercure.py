@@ -70,7 +70,7 @@ from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy, TooManySel
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.streams import respond
 from pushsvc.ingest.accept import ingest
-from pushsvc.loop_pause import let_others_run
+from pushsvc.loop_pause import let_others_run, make_way
 from pushsvc.security.access import ReadAccess
 from pushsvc.security.limits import BUSY_RETRY_AFTER_S
 from pushsvc.security.mercure_auth import (
@@ -194,7 +194,7 @@ def subscribe() -> Response:
     last_event_id = mercure_resume.requested(request.headers.get("Last-Event-ID"), request.args)
     resume = None
     if last_event_id is not None:
-        lookups = mercure_lookups.of(rt.broker, let_others_run)
+        lookups = mercure_lookups.of(rt.broker, make_way)
         try:
             resume = lookups.resolve(request.remote_addr or "", last_event_id)
         except (BrokerUnavailable, LookupsBusy) as exc:
