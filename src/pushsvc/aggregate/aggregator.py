@@ -148,6 +148,8 @@ class Aggregator:
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 if e.value is not None:
                     buckets.insert(e.ts_us, e.value, e.tags)
+                if e.message is not None:
+                    buckets.message(e.ts_us, e.message.type)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
@@ -193,6 +195,8 @@ class Aggregator:
             if e.value is None:
                 # A message without a value: counted, pushed, in no statistic of values (its
                 # topic's stages judge values; the next event or tick brings them to its clock).
+                if state.series is not None:
+                    state.series.on_message(e)  # counted in its series bucket too
                 last_update = len(drafts)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
@@ -243,6 +247,8 @@ class Aggregator:
                 _count_message(state, event)
             if event.value is None:
                 _move_clock(windows, event.ts_us)
+                if series is not None:
+                    series.replayed_message(event)
                 continue
             if isinstance(windows, RuleStats):
                 windows.insert_exact(event.ts_us, event.value, event.tags)
