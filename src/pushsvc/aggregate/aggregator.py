@@ -120,13 +120,19 @@ class Aggregator:
             if clock is None or event.ts_us > clock:
                 clock = event.ts_us
             clocks.append(clock)
+        counting = state.messages is not None or any(e.message is not None for e in events)
+        if counting:
+            # Made (at the clock before this batch) before the windows take the batch: they
+            # may take it whole at once, and counts made at the clock after it would count a
+            # message of the batch into windows it has left by the batch's end.
+            state.message_counts()
         summaries: Iterable[Summary]
         if self._pause is not None and self._unpaused + len(events) > PACE_EVENTS:
             summaries = self._paced(windows, events, self._pause)
         else:
             self._unpaused += len(events)
             summaries = _summaries(windows, events)
-        if state.messages is not None or any(e.message is not None for e in events):
+        if counting:
             summaries = _counting_messages(state, events, clocks, summaries)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
@@ -194,13 +200,14 @@ class Aggregator:
         for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
             if e.value is None:
                 # A message without a value: counted, pushed, in no statistic of values (its
-                # topic's stages judge values; the next event or tick brings them to its clock).
-                if state.series is not None:
-                    state.series.on_message(e)  # counted in its series bucket too
+                # topic's stages judge values; the next event or tick brings them to its clock),
+                # but in its series bucket, whose closing points follow its update.
+                points = [] if state.series is None else state.series.on_message(e, now)
                 last_update = len(drafts)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
+                drafts += points
                 continue
             step.index, step.event, step.clock_us, step.summary = index, e, now, summary
             for stage in stages:

@@ -135,11 +135,17 @@ class SeriesStage:
         if self.group_series is not None:
             step.points += self._group_points(clock)
 
-    def on_message(self, event: Event) -> None:
-        """A message without a value: counted in the topic's bucket, which closes at the next
-        event's or tick's clock (the stages see no event without a value)."""
+    def on_message(self, event: Event, clock_us: int) -> list[UpdateDraft]:
+        """A message without a value (which the other stages never see): counted in the
+        topic's bucket; the drafts of the topic's buckets its clock `clock_us` closes, to
+        follow its update, as for any event (a rebuild takes every bucket the restored clock
+        passed as published: `caught_up`). A group's close at the next event or tick."""
         assert event.message is not None
-        self.series.message(event.ts_us, event.message.type)
+        series = self.series
+        series.message(event.ts_us, event.message.type)
+        if clock_us >= series.next_close_us:
+            return self._points(clock_us, series.close(clock_us))
+        return []
 
     def replayed_message(self, event: Event) -> None:
         """Rebuilding: a message without a value that a checkpoint covers (`replayed`)."""
