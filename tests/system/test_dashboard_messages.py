@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from harness.live import PushsvcProcess, post, request
+from harness.live import PushsvcProcess, post, request, wait_published
 from playwright.sync_api import Locator, Page, expect
 
 from support.browser import (
@@ -242,3 +243,90 @@ def test_each_window_charts_its_messages_per_second_by_type(
     page.locator("#topic-view").screenshot(
         path=str(screenshot_path("dashboard-messages-chart.png", tmp_path))
     )
+
+
+# What a range's messages chart draws, once it draws a line per type of `arg`.
+RANGE_CHARTED = """([fig, types]) => {
+    const el = fig.querySelector('.chart-messages');
+    const u = el.uplot;
+    if (fig.hidden || el.hidden || !u) return false;
+    const labels = u.series.slice(1).map(s => s.label);
+    if (labels.join() !== types.map(t => `${t} /s`).join()) return false;
+    return {labels, data: u.data.map(c => Array.from(c))};
+}"""
+
+
+def test_a_range_charts_its_buckets_messages_per_second_by_type(
+    server: PushsvcProcess, page: Page, tmp_path: Path
+) -> None:
+    """The 1 h range draws, under its count chart, a line per message type its series points
+    count: each closed bucket's rate of the type as `/series` gives it (0 where it held none),
+    beside the values' charts; its Data table has a column per type."""
+    topic = unique("range")
+    now = time.time()
+    start = now - 3600
+    # An hour, 20 s apart: shipped every third, a burst of errors in the middle, a refund
+    # every ninth, plain values between; the last one two minutes ago closes the minutes.
+    events: list[dict[str, Any]] = []
+    for i in range(int((3600 - 120) / 20)):
+        ts = round(start + 20 * i, 3)
+        if 80 <= i <= 95 and i % 2:
+            events.append({"type": "error", "data": {"code": 500}, "ts": ts})
+        elif i % 9 == 4:
+            events.append({"type": "refund", "data": {"order": i}, "ts": ts})
+        elif i % 3 == 0:
+            events.append({"value": 10 + i % 7, "type": "shipped", "data": {"order": i}, "ts": ts})
+        else:
+            events.append({"value": float(20 + (i * 13) % 30), "ts": ts})
+    events.append({"value": 1.0, "ts": round(now - 120, 3)})
+    assert post(server.port, topic, events)[0] == 202
+    wait_published(server.port, topic, events[-1])
+    open_dashboard(page, server, f"/#/topics/{topic}")
+    expect(page.locator("#topic-title")).to_have_text(topic)
+    page.locator("#range-select").select_option(label="1 h")
+    fig = figure(page, "range")
+    expect(fig).to_be_visible()
+    types = ["error", "refund", "shipped"]
+    chart = page.wait_for_function(RANGE_CHARTED, arg=[fig.element_handle(), types]).json_value()
+    expect(fig).to_have_attribute("data-message-types", ",".join(types))
+    # Each closed minute's rates, as the series answers them.
+    clock = events[-1]["ts"]
+    status, _, body = request(
+        server.port, "GET", f"/topics/{topic}/series?resolution=1m&since={clock - 3600}"
+    )
+    assert status == 200
+    points = {p["t"]: p for p in json.loads(body)["points"]}
+    assert sum("messages" in p for p in points.values()) > 40
+    drawn_at = {t: i for i, t in enumerate(chart["data"][0])}
+    compared = 0
+    for t, point in points.items():
+        if t not in drawn_at:
+            continue  # before the range the page asked for (its clock is a moment later)
+        row = drawn_at[t]
+        for column, kind in zip(chart["data"][1:], types, strict=True):
+            want = point.get("messages", {}).get(kind, {"rate": 0})["rate"]
+            assert column[row] == pytest.approx(want), (t, kind)
+        compared += 1
+    assert compared >= 50
+    # The burst: error's line peaks in the middle of the hour.
+    errors = [v for v in chart["data"][1] if v is not None]
+    assert max(errors) == pytest.approx(
+        max(p.get("messages", {}).get("error", {"rate": 0})["rate"] for p in points.values())
+    )
+    canvas = fig.locator(".chart-messages canvas")
+    assert line_coverage(canvas, "--type-2") > DRAWN  # shipped, across the hour
+    # error: its burst (at 0 elsewhere, mostly under refund's line, drawn after it)
+    assert line_coverage(canvas, "--type-0") > 0.1
+    expect(fig.locator(".legend-note")).to_contain_text("messages per s by type below")
+    expect(fig.locator(".chart-messages")).to_have_attribute(
+        "aria-label", "last 1 h, by bucket: messages per second of error, refund, shipped over time"
+    )
+    fig.get_by_text("Data", exact=True).click()
+    head = fig.locator("table.data thead th")
+    expect(head.nth(-3)).to_have_text("error /s")
+    expect(head.nth(-1)).to_have_text("shipped /s")
+    newest_closed = max(t for t in points if t in drawn_at)
+    row = fig.locator(f'tbody tr[data-id="1m@{int(newest_closed)}"]')  # a minute: whole seconds
+    shipped = points[newest_closed].get("messages", {}).get("shipped", {"rate": 0})["rate"]
+    expect(row.locator('td[data-type="shipped"]')).to_have_text(shown(shipped))
+    fig.screenshot(path=str(screenshot_path("dashboard-range-messages.png", tmp_path)))

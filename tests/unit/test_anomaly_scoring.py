@@ -154,9 +154,9 @@ def test_a_scored_point_keeps_score_and_flag_in_its_stored_form() -> None:
     ):
         back = Point.unpacked(T0, point.packed(), ("u", "v"), ("p",))
         assert back == point
-    fields = Point(T0, 1, 6.0, 6.0, 6.0, 6.0, None, 6.0, 6.0, 6.0, anomaly=0.75).fields()
+    fields = Point(T0, 1, 6.0, 6.0, 6.0, 6.0, None, 6.0, 6.0, 6.0, anomaly=0.75).fields(1_000_000)
     assert fields["anomaly"] == 0.75 and fields["anomalous"] is False
-    assert "anomaly" not in Point(T0, 1, 6.0, 6.0, 6.0, 6.0, None, 6.0, 6.0, 6.0).fields()
+    assert "anomaly" not in Point(T0, 1, 6.0, 6.0, 6.0, 6.0, None, 6.0, 6.0, 6.0).fields(1_000_000)
 
 
 def test_a_scorer_of_another_stat_or_parameters_starts_afresh() -> None:

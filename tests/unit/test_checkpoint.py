@@ -2,8 +2,9 @@
 holds continues exactly as one that never stopped: same drafts, byte for byte.
 
 This is the aggregator half of the Delivery promise for durable state (groups, count and
-sketch windows, series buckets, anomaly detectors, alert states, a session topic's own
-statistics in its long windows); tests/system/faults checks the whole on Redis."""
+sketch windows, series buckets and their message counts, anomaly detectors, alert states, a
+session topic's own statistics in its long windows); tests/system/faults checks the whole on
+Redis."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.checkpoint import Checkpoint
-from pushsvc.core.event import Event
+from pushsvc.core.event import Event, Message
 from pushsvc.rules.alerts import AlertRule, RuleOutline, parse_alerts
 from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.rules.anomaly import AnomalyRule
@@ -124,7 +125,15 @@ def _logs(draw: st.DrawFn) -> list[Entry]:
                     "u": draw(st.sampled_from("wxyz")),
                     "p": draw(st.sampled_from("pqr")),
                 }
-            events.append(Event(draw(st.sampled_from([1.0, -2.5, 40.0])), clock - late, tags))
+            value = draw(st.sampled_from([1.0, -2.5, 40.0]))
+            # Some events carry a message, some of those no value: the windows and the series
+            # buckets count them by type, which a checkpoint must bring back too.
+            kind = draw(st.sampled_from([None, None, None, "shipped", "error"]))
+            if kind is None:
+                events.append(Event(value, clock - late, tags))
+            else:
+                valued = value if draw(st.booleans()) else None
+                events.append(Event(valued, clock - late, tags, Message(kind, b"{}")))
         log.append((position, draw(st.sampled_from(TOPICS)), events, None))
     return log
 

@@ -134,3 +134,13 @@ def test_a_message_leaves_a_window_exactly_when_the_clock_is_its_time_plus_the_w
     assert _counted(counts) == {"2s": {"shipped": 1}, "10s": {"shipped": 1}}
     counts.advance(T0 + 2 * S)  # (T - 2s, T] no longer holds T0
     assert _counted(counts) == {"2s": {}, "10s": {"shipped": 1}}
+
+
+def test_a_topics_first_message_in_a_batch_its_windows_take_whole_leaves_them_in_time() -> None:
+    """The counts are made before the windows take the batch (all at once, for a batch of
+    values): made at the clock after it, they counted its first message in the 10 s window at
+    the batch's end, 11 s later."""
+    batch = [Event(1.0, T0 + S, None, Message("shipped", b"{}")), Event(2.0, T0 + 12 * S)]
+    *_, last = _run([Event(0.0, T0), *batch])
+    assert "messages" not in last["windows"]["10s"]
+    assert last["windows"]["1m"]["messages"] == {"shipped": {"count": 1, "rate": 1 / 60}}

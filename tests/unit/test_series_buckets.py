@@ -83,7 +83,7 @@ def _check(points: list[Point], want: pd.DataFrame, *, exact_quantiles: bool) ->
         assert point.mean == pytest.approx(row["mean"], rel=1e-12, abs=1e-12 * scale)
         assert (point.min, point.max) == (row["min"], row["max"])
         if point.count == 1:
-            assert point.var is None and point.fields()["stddev"] is None
+            assert point.var is None and point.fields(1_000_000)["stddev"] is None
         else:
             assert point.var == pytest.approx(row["var"], rel=1e-9, abs=1e-9 * scale * scale)
         for name in ("p50", "p90", "p99"):
@@ -159,8 +159,8 @@ def test_a_restored_state_replayed_continues_exactly(
 def test_points_pack_and_unpack_exactly() -> None:
     point = Point(T0, 3, 6.5, 6.5 / 3, -1.0, 5.25, None, 1.0, 4.0, 5.2)
     back = Point.unpacked(T0, point.packed())
-    assert back == point and back.fields()["var"] is None
-    fields = Point(T0, 2, 2.0, 1.0, 0.0, 2.0, 2.0, 1.0, 1.8, 1.98).fields()
+    assert back == point and back.fields(1_000_000)["var"] is None
+    fields = Point(T0, 2, 2.0, 1.0, 0.0, 2.0, 2.0, 1.0, 1.8, 1.98).fields(1_000_000)
     assert fields["stddev"] == math.sqrt(2.0) and fields["t"] == T0 / S
 
 
@@ -280,7 +280,7 @@ def test_distinct_counts_per_bucket_are_pandas_nunique(
             else:
                 assert abs(got - expected) <= 0.04 * expected, (label, got, expected)
                 sketched += 1
-            assert point.fields()["distinct_user"] == got
+            assert point.fields(1_000_000)["distinct_user"] == got
             # The stored form carries it.
             assert Point.unpacked(point.t_us, point.packed(), ("user",)) == point
     assert sketched or users < 1000

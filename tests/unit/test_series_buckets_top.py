@@ -82,7 +82,7 @@ def _check_tiers(closed: list[tuple[str, Point]], events: Events, k: int) -> int
             start = pd.Timestamp(point.t_us, unit="us", tz="UTC")
             rows = frame[(frame.index >= start) & (frame.index < start + pd.Timedelta(rule))]
             rows = rows.reset_index(drop=True)
-            got = point.fields()["top_product"]
+            got = point.fields(1_000_000)["top_product"]
             assert top_problems(got, rows, "product", k) == [], (label, point.t_us)
             approximate += any("error" in entry for entry in got)
             # The stored form carries it, read by tag.
@@ -133,8 +133,8 @@ def test_top_lists_follow_the_counts_and_are_read_by_tag() -> None:
     assert data.startswith(without)
     assert data[-8:] == struct.pack("<I", len(section)) + b"\xff" * 4
     assert Point.unpacked(T0, data, ("user",), ("product", "city")) == point
-    assert point.fields()["top_city"] == [{"value": "Zürich", "count": 9, "error": 1.5}]
-    assert point.fields()["top_product"][0] == {"value": "tea", "count": 5}
+    assert point.fields(1_000_000)["top_city"] == [{"value": "Zürich", "count": 9, "error": 1.5}]
+    assert point.fields(1_000_000)["top_product"][0] == {"value": "tea", "count": 5}
     # The rule's order, tags it no longer names left out, the head alone for a reader of it.
     assert Point.unpacked(T0, data, ("user",), ("city",)).top == (lists[1],)
     assert Point.unpacked(T0, data, ("user",), ("city", "product")).top == (lists[1], lists[0])
@@ -232,7 +232,7 @@ def test_states_from_before_top_values_restore(state: bytes, distinct: tuple[str
     if state is _V2:
         assert point.distinct == (("user", 3),)
     # Events 4..9 only: p0 p1 p2 p3 p0 p1.
-    assert point.fields()["top_product"] == [
+    assert point.fields(1_000_000)["top_product"] == [
         {"value": "p0", "count": 2},
         {"value": "p1", "count": 2},
     ]

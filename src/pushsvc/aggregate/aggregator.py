@@ -120,13 +120,19 @@ class Aggregator:
             if clock is None or event.ts_us > clock:
                 clock = event.ts_us
             clocks.append(clock)
+        counting = state.messages is not None or any(e.message is not None for e in events)
+        if counting:
+            # Made (at the clock before this batch) before the windows take the batch: they
+            # may take it whole at once, and counts made at the clock after it would count a
+            # message of the batch into windows it has left by the batch's end.
+            state.message_counts()
         summaries: Iterable[Summary]
         if self._pause is not None and self._unpaused + len(events) > PACE_EVENTS:
             summaries = self._paced(windows, events, self._pause)
         else:
             self._unpaused += len(events)
             summaries = _summaries(windows, events)
-        if state.messages is not None or any(e.message is not None for e in events):
+        if counting:
             summaries = _counting_messages(state, events, clocks, summaries)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
@@ -148,6 +154,8 @@ class Aggregator:
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 if e.value is not None:
                     buckets.insert(e.ts_us, e.value, e.tags)
+                if e.message is not None:
+                    buckets.message(e.ts_us, e.message.type)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
@@ -192,11 +200,14 @@ class Aggregator:
         for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
             if e.value is None:
                 # A message without a value: counted, pushed, in no statistic of values (its
-                # topic's stages judge values; the next event or tick brings them to its clock).
+                # topic's stages judge values; the next event or tick brings them to its clock),
+                # but in its series bucket, whose closing points follow its update.
+                points = [] if state.series is None else state.series.on_message(e, now)
                 last_update = len(drafts)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
+                drafts += points
                 continue
             step.index, step.event, step.clock_us, step.summary = index, e, now, summary
             for stage in stages:
@@ -243,6 +254,8 @@ class Aggregator:
                 _count_message(state, event)
             if event.value is None:
                 _move_clock(windows, event.ts_us)
+                if series is not None:
+                    series.replayed_message(event)
                 continue
             if isinstance(windows, RuleStats):
                 windows.insert_exact(event.ts_us, event.value, event.tags)

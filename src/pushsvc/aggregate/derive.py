@@ -300,7 +300,7 @@ def _term(term: Term, points: Mapping[int, Point], t: int, every: int) -> float 
     low, high = math.inf, -math.inf
     for start in range(t - term.range_us, t, every):
         point = points.get(start)
-        if point is not None:
+        if point is not None and point.count:  # a bucket of messages only holds no value
             count += point.count
             sums.append(point.sum)
             low = min(low, point.min)

@@ -199,9 +199,11 @@ class Point:
     resolution: str
     group: Mapping[str, str | None] | None
     point: Mapping[str, Any]
-    """`t`, count, sum, …, p99 (numbers; var and stddev None for one event), and the rule's
-    `distinct_<tag>` (an int) and `top_<tag>` (a list of objects, `TopValue`), and on a
-    rule's `anomaly` tier `anomaly` (a float in [0, 1]) and `anomalous` (a bool)."""
+    """`t`, count, sum, …, p99 (numbers; var and stddev None for one event, every statistic
+    but count and sum None for a bucket of messages only), and the rule's `distinct_<tag>` (an
+    int) and `top_<tag>` (a list of objects, `TopValue`), on a rule's `anomaly` tier `anomaly`
+    (a float in [0, 1]) and `anomalous` (a bool), and where the bucket held messages
+    `messages` (`{type: {"count", "rate"}}`)."""
 
     @property
     def time(self) -> datetime:
@@ -217,6 +219,11 @@ class Point:
     def top(self, tag: str) -> list[TopValue]:
         """The bucket's most frequent values of `tag` (empty: none kept)."""
         return TopValue.parse_list(self.point.get(f"top_{tag}"))
+
+    @property
+    def messages(self) -> dict[str, int]:
+        """The bucket's messages: count by type (empty: it held none)."""
+        return message_counts(self.point)
 
     @property
     def anomaly(self) -> float | None:
@@ -323,6 +330,16 @@ def message_item(event: str, message_id: str, data: str | bytes) -> Message | Ga
 
 SERIES_COLUMNS = ("count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 _TAGGED = ("distinct_", "top_")
+MESSAGES_PREFIX = "messages_"
+"""A series frame's column of one message type's counts: this, then the type."""
+
+
+def message_counts(point: Mapping[str, Any]) -> dict[str, int]:
+    """A series point's messages, count by type (empty: its bucket held none)."""
+    by_type = point.get("messages")
+    if not isinstance(by_type, Mapping):
+        return {}
+    return {kind: int(entry["count"]) for kind, entry in by_type.items()}
 
 
 def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -331,21 +348,30 @@ def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     NaN for null), then one per `distinct_<tag>` (float64, NaN where a point lacks it) and
     `top_<tag>` (lists of `TopValue`) the points carry, then `anomaly` (float64) and
     `anomalous` (pandas' nullable boolean; NA where a point is not scored) when any point is
-    scored. Needs pandas (the tools extra)."""
+    scored, then `messages_<type>` (int64, 0 where a bucket held none of that type) per
+    message type the points count, in type order. Needs pandas (the tools extra)."""
     require("Client.series()", "pandas")
     import pandas as pd
 
     tagged = list(dict.fromkeys(k for p in points for k in p if k.startswith(_TAGGED)))
     scored = ["anomaly", "anomalous"] if any("anomaly" in p for p in points) else []
+    counted = [message_counts(p) for p in points]
+    types = sorted({kind for counts in counted for kind in counts})
     columns = [*SERIES_COLUMNS, *tagged, *scored]
     rows = [
         [TopValue.parse_list(p.get(c)) if c.startswith("top_") else p.get(c) for c in columns]
-        for p in points
+        + [counts.get(kind, 0) for kind in types]
+        for p, counts in zip(points, counted, strict=True)
     ]
+    columns += [MESSAGES_PREFIX + kind for kind in types]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.astype(
         {
-            c: "int64" if c == "count" else "boolean" if c == "anomalous" else "float64"
+            c: "int64"
+            if c == "count" or c.startswith(MESSAGES_PREFIX)
+            else "boolean"
+            if c == "anomalous"
+            else "float64"
             for c in columns
             if not c.startswith("top_")
         }

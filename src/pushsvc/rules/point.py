@@ -14,14 +14,24 @@ without them is exactly as above:
 A point without top lists is 72 bytes, or ends with a distinct count, a non-negative int64
 whose high half is never four 0xFF bytes: the trailer tells the two apart without knowing the
 rule, and a list is read by its tag (`unpacked` is told the rule's top tags; one the point
-lacks, it lacks). A scored point (a rule's `anomaly`) ends, after all of that, with
+lacks, it lacks). A bucket that held messages then appends its counts by type:
+
+    messages      UTF-8 JSON, compact: [[type, count], ...] in type order
+    trailer       the section's length (uint32, little-endian), then 4 bytes 0xFD FF FF FF
+
+(any topic may carry messages, so they are read without knowing the rule). A scored point (a
+rule's `anomaly`) ends, after all of that, with
 
     anomaly       the score (double), the flag (one byte, 0 or 1), then 4 bytes 0xFE FF FF FF
 
-a mark neither the top trailer's (0xFF FF FF FF) nor a distinct count's high half (whose top
-bit is clear) can be, so it too is read without knowing the rule. `fields` derives stddev (the
-square root of var) from it, so a point read back from storage is byte for byte the one
-streamed when its bucket closed, score and flag included.
+marks that are neither the top trailer's (0xFF FF FF FF), nor each other's, nor a distinct
+count's high half (whose top bit is clear), so each is read without knowing the rule. `fields`
+derives stddev (the square root of var) from it, so a point read back from storage is byte for
+byte the one streamed when its bucket closed, score and flag included.
+
+A bucket of messages without values (a messages-only topic's, or a quiet stretch of a mixed
+one) is a point of count 0 and sum 0 whose other statistics are none (NaN in both forms, null
+in its JSON), as an empty window gives them: messages without a value are no values.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ _TRAILER = struct.Struct("<I4s")
 _MARK = b"\xff\xff\xff\xff"
 _SCORE = struct.Struct("<dB4s")
 _SCORE_MARK = b"\xfe\xff\xff\xff"
+_MESSAGES_MARK = b"\xfd\xff\xff\xff"
 
 
 class TopList(NamedTuple):
@@ -85,6 +96,8 @@ class Point:
     """The bucket's anomaly score in [0, 1] (`pushsvc.series.scoring`); None: not scored."""
     anomalous: bool = False
     """Whether `anomaly` reached the rule's threshold when the bucket closed."""
+    messages: tuple[tuple[str, int], ...] = ()
+    """(type, count) of the bucket's messages, by type; empty for a bucket without any."""
 
     def packed(self) -> bytes:
         var = math.nan if self.var is None else self.var
@@ -95,6 +108,9 @@ class Point:
         if self.top:
             section = orjson.dumps([[t.tag, t.entries, t.error] for t in self.top])
             head += section + _TRAILER.pack(len(section), _MARK)
+        if self.messages:
+            section = orjson.dumps(self.messages)
+            head += section + _TRAILER.pack(len(section), _MESSAGES_MARK)
         if self.anomaly is not None:
             head += _SCORE.pack(self.anomaly, self.anomalous, _SCORE_MARK)
         return head
@@ -112,6 +128,13 @@ class Point:
             anomaly, flag, _ = _SCORE.unpack_from(data, end - _SCORE.size)
             anomalous = bool(flag)
             end -= _SCORE.size
+        messages: tuple[tuple[str, int], ...] = ()
+        if end >= PACKED_SIZE + _TRAILER.size:
+            length, mark = _TRAILER.unpack_from(data, end - _TRAILER.size)
+            if mark == _MESSAGES_MARK:
+                end -= _TRAILER.size + length
+                held = orjson.loads(data[end : end + length])
+                messages = tuple((kind, count) for kind, count in held)
         lists: tuple[TopList, ...] = ()
         if end >= PACKED_SIZE + _TRAILER.size:
             length, mark = _TRAILER.unpack_from(data, end - _TRAILER.size)
@@ -138,12 +161,15 @@ class Point:
             lists,
             anomaly,
             anomalous,
+            messages,
         )
 
-    def fields(self) -> dict[str, Any]:
-        """The point's JSON: `t` (bucket start, epoch seconds) and its statistics."""
+    def fields(self, resolution_us: int) -> dict[str, Any]:
+        """The point's JSON: `t` (bucket start, epoch seconds) and its statistics; a bucket
+        `resolution_us` wide that held messages also has `messages`, `{type: {"count",
+        "rate"}}` (per second of the bucket), as a window of an update gives them."""
         var = self.var
-        return {
+        fields: dict[str, Any] = {
             "t": self.t_us / 1_000_000,
             "count": self.count,
             "sum": self.sum,
@@ -163,6 +189,18 @@ class Point:
                 else {"anomaly": self.anomaly, "anomalous": self.anomalous}
             ),
         }
+        if not self.count:  # messages only: none of the statistics of values (module doc)
+            for stat in _NONE_WITHOUT_VALUES:
+                fields[stat] = None
+        if self.messages:
+            seconds = resolution_us / 1_000_000
+            fields["messages"] = {
+                kind: {"count": count, "rate": count / seconds} for kind, count in self.messages
+            }
+        return fields
+
+
+_NONE_WITHOUT_VALUES = ("mean", "min", "max", "var", "stddev", "p50", "p90", "p99")
 
 
 def _top_lists(section: bytes, tags: tuple[str, ...]) -> tuple[TopList, ...]:

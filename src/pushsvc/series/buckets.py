@@ -22,15 +22,24 @@ tag (exact up to m values), which coarser buckets merge (the union's count; `Mer
 which monitors every value with `c > N/m`), and the point carries the counts and each top tag's
 k most frequent values (with `"error"`, the merged floor, once a finer bucket replaced a value).
 
+A topic's messages are counted by type per bucket too (the topic's own buckets: a group's
+count none, as a group's windows do not): the finest bucket keeps a count per type, coarser
+buckets add up those of the finer buckets in them, so every tier's counts are exact. The
+counts are bounded as the windows' are (`pushsvc.stats.message_counts`): by the messages
+themselves, a type each at most. A bucket that held messages and no value still makes a point,
+of count 0 (`pushsvc.rules.point`); an event with a value and a message counts in both.
+
 Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
 buckets and the clock of the last close, not the finest tier's values, which the event log
 gives back: `replayed` puts an event of the log back into the finest tier unless its bucket
 had closed (and was merged) by then. Its version says what each bucket holds: 1 the
 statistics, 2 also the distinct sets, 3 also the top summaries (after the distinct sets, if
 the rule has both), 4 and 5 as 2 and 3 with distinct sets that may be sparse (written with
-distinct tags: an older reader refuses them rather than misread a sparse set); a state of
-an older version restores into buckets with more tags, which then count those from the
-restore on.
+distinct tags: an older reader refuses them rather than misread a sparse set); 6 is one of
+1, 3, 4 or 5 (the next number says which) with each bucket's message counts after the rest,
+written only when an open coarser bucket holds messages (so a state without any reads where
+this version is unknown); a state of an older version restores into buckets with more tags,
+which then count those from the restore on.
 """
 
 from __future__ import annotations
@@ -63,12 +72,16 @@ _VERSION_TOP = 3
 _VERSION_SPARSE_DISTINCT = 4
 _VERSION_SPARSE_TOP = 5
 """As 2 and 3, with distinct sets that may be sparse (`DistinctSet`'s kind 2)."""
+_VERSION_MESSAGES = 6
+"""One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
 Tags = Mapping[str, str] | None
 TopTags = tuple[tuple[str, int], ...]
 """A rule's top tags: (tag, k)."""
 Distinct = tuple[tuple[str, DistinctSet], ...]
 Top = tuple[tuple[str, int, MergedTop], ...]
+Messages = dict[str, int]
+"""A bucket's messages: count by type."""
 
 
 class _TagCounts:
@@ -109,7 +122,9 @@ def _listed(top: Top) -> tuple[TopList, ...]:
 class _Aggregate:
     """A closed or coarser bucket's summary, mergeable."""
 
-    __slots__ = ("count", "distinct", "high", "low", "m2", "mean", "sketch", "top", "total")
+    __slots__ = (
+        "count", "distinct", "high", "low", "m2", "mean", "messages", "sketch", "top", "total",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -122,6 +137,7 @@ class _Aggregate:
         sketch: Sketch,
         distinct: Distinct = (),
         top: Top = (),
+        messages: Messages | None = None,
     ) -> None:
         self.count = count
         self.total = total
@@ -132,18 +148,26 @@ class _Aggregate:
         self.sketch = sketch
         self.distinct = distinct
         self.top = top
+        self.messages: Messages = {} if messages is None else messages
 
     def merge(self, other: _Aggregate) -> None:
         n, m = self.count, other.count
         total = n + m
-        delta = other.mean - self.mean
-        self.mean += delta * m / total
-        self.m2 += other.m2 + delta * delta * n * m / total
+        if not n:  # a bucket of messages only (so far): the other's moments, as they are
+            self.mean, self.m2 = other.mean, other.m2
+        elif m:  # a bucket of messages only has no values to merge (nor moments: 0 / 0)
+            delta = other.mean - self.mean
+            self.mean += delta * m / total
+            self.m2 += other.m2 + delta * delta * n * m / total
         self.count = total
         self.total += other.total
         self.low = min(self.low, other.low)
         self.high = max(self.high, other.high)
         self.sketch.merge(other.sketch)
+        if other.messages:
+            mine_by_type = self.messages
+            for kind, count in other.messages.items():
+                mine_by_type[kind] = mine_by_type.get(kind, 0) + count
         for (_, mine), (_, theirs) in zip(self.distinct, other.distinct, strict=True):
             mine.merge(theirs)
         for (_, _, summary), (_, _, other_summary) in zip(self.top, other.top, strict=True):
@@ -151,15 +175,19 @@ class _Aggregate:
 
     def point(self, t_us: int) -> Point:
         n = self.count
+        counts = tuple((tag, values.count()) for tag, values in self.distinct)
+        lists, messages = _listed(self.top), _sorted(self.messages)
+        if not n:
+            return _without_values(t_us, counts, lists, messages)
         p50, p90, p99 = self.sketch.quantiles(_QS, lower=self.low, upper=self.high)
         var = max(self.m2, 0.0) / (n - 1) if n > 1 else None
-        counts = tuple((tag, values.count()) for tag, values in self.distinct)
-        mean, lists = self.total / n, _listed(self.top)
+        mean = self.total / n
         return Point(
-            t_us, n, self.total, mean, self.low, self.high, var, p50, p90, p99, counts, lists
-        )
+            t_us, n, self.total, mean, self.low, self.high, var, p50, p90, p99, counts, lists,
+            messages=messages,
+        )  # fmt: skip
 
-    def write(self, out: StateWriter) -> None:
+    def write(self, out: StateWriter, messages: bool = False) -> None:
         out.uint(self.count)
         for value in (self.total, self.mean, self.m2, self.low, self.high):
             out.double(value)
@@ -168,10 +196,20 @@ class _Aggregate:
             values.write(out)
         for _, _, summary in self.top:
             summary.write(out)
+        if messages:
+            out.uint(len(self.messages))
+            for kind, count in sorted(self.messages.items()):
+                out.text(kind)
+                out.uint(count)
 
     @classmethod
     def read(
-        cls, source: StateReader, tags: tuple[str, ...], top: TopTags, sparse: bool
+        cls,
+        source: StateReader,
+        tags: tuple[str, ...],
+        top: TopTags,
+        sparse: bool,
+        messages: bool = False,
     ) -> _Aggregate:
         count = source.uint()
         total, mean, m2, low, high = (source.double() for _ in range(5))
@@ -179,14 +217,43 @@ class _Aggregate:
         sketch.read_bins(source)
         distinct = tuple((tag, DistinctSet.read(source, sparse)) for tag in tags)
         summaries = tuple((tag, k, MergedTop.read(source, counters_for(k))) for tag, k in top)
-        return cls(count, total, mean, m2, low, high, sketch, distinct, summaries)
+        by_type: Messages = {}
+        if messages:
+            for _ in range(source.uint()):
+                kind = source.text()
+                by_type[kind] = source.uint()
+        return cls(count, total, mean, m2, low, high, sketch, distinct, summaries, by_type)
+
+
+def _sorted(messages: Messages | None) -> tuple[tuple[str, int], ...]:
+    """A bucket's message counts as a point carries them: by type."""
+    return tuple(sorted(messages.items())) if messages else ()
+
+
+def _without_values(
+    t_us: int,
+    distinct: tuple[tuple[str, int], ...],
+    top: tuple[TopList, ...],
+    messages: tuple[tuple[str, int], ...],
+) -> Point:
+    """The point of a bucket that held messages and no value: count 0, sum 0, no other
+    statistic of values (`pushsvc.rules.point`)."""
+    nan = math.nan
+    return Point(t_us, 0, 0.0, nan, nan, nan, None, nan, nan, nan, distinct, top, None, False,
+                 messages)  # fmt: skip
 
 
 def _finest(
-    t_us: int, values: list[float], summarise: bool, tags: _TagCounts | None = None
+    t_us: int,
+    values: list[float],
+    summarise: bool,
+    tags: _TagCounts | None = None,
+    messages: Messages | None = None,
 ) -> tuple[Point, _Aggregate | None]:
-    """The exact point of a finest-tier bucket (and its distinct counts and top values), and
-    (`summarise`) its mergeable summary."""
+    """The exact point of a finest-tier bucket (and its distinct counts, top values and
+    message counts), and (`summarise`) its mergeable summary."""
+    if not values:
+        return _finest_without_values(t_us, summarise, tags, messages)
     values.sort()
     n = len(values)
     total = math.fsum(values)
@@ -211,7 +278,11 @@ def _finest(
     counts = tuple((tag, tag_values.count()) for tag, tag_values in distinct)
     p50, p90, p99 = quantiles
     low, high = values[0], values[-1]
-    point = Point(t_us, n, total, mean, low, high, var, p50, p90, p99, counts, _listed(top))
+    by_type = _sorted(messages)
+    point = Point(
+        t_us, n, total, mean, low, high, var, p50, p90, p99, counts, _listed(top),
+        messages=by_type,
+    )  # fmt: skip
     if not summarise:
         return point, None
     sketch = Sketch(ACCURACY)
@@ -223,7 +294,21 @@ def _finest(
             sketch.add(run_value, run)
             run_value, run = value, 1
     sketch.add(run_value, run)
-    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top)
+    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top, messages)
+
+
+def _finest_without_values(
+    t_us: int, summarise: bool, tags: _TagCounts | None, messages: Messages | None
+) -> tuple[Point, _Aggregate | None]:
+    """`_finest` of a bucket that held messages and no value."""
+    distinct = tags.distinct if tags is not None else ()
+    top = tags.merged_top() if tags is not None else ()
+    counts = tuple((tag, tag_values.count()) for tag, tag_values in distinct)
+    point = _without_values(t_us, counts, _listed(top), _sorted(messages))
+    if not summarise:
+        return point, None
+    empty = Sketch(ACCURACY)
+    return point, _Aggregate(0, 0.0, 0.0, 0.0, math.inf, -math.inf, empty, distinct, top, messages)
 
 
 class SeriesBuckets:
@@ -232,7 +317,8 @@ class SeriesBuckets:
 
     __slots__ = (
         "_closed_clock", "_coarse", "_distinct", "_labels", "_lateness", "_newest_start",
-        "_newest_values", "_open", "_open_tags", "_resolutions", "_tagged", "_top",
+        "_newest_values", "_open", "_open_messages", "_open_tags", "_resolutions", "_tagged",
+        "_top",
         "forecaster", "next_close_us", "scorer",
     )  # fmt: skip
 
@@ -254,6 +340,8 @@ class SeriesBuckets:
         self._tagged = bool(self._distinct or self._top)
         # finest tier: start -> its counts of tag values (with `distinct` or `top` tags only)
         self._open_tags: dict[int, _TagCounts] = {}
+        # finest tier: start -> its messages by type (the buckets that held a message only)
+        self._open_messages: dict[int, Messages] = {}
         self._coarse: list[dict[int, _Aggregate]] = [{} for _ in tiers[1:]]
         self._newest_start = -_NEVER
         self._newest_values: list[float] = []
@@ -286,6 +374,32 @@ class SeriesBuckets:
             self._newest_start, self._newest_values = start, values
         values.append(value)
 
+    def message(self, ts_us: int, kind: str) -> None:
+        """An accepted message of type `kind` (with or without a value: its value, if any, is
+        `insert`ed apart), counted in its finest bucket, which it opens if it has none."""
+        resolution = self._resolutions[0]
+        start = ts_us - ts_us % resolution
+        counts = self._open_messages.get(start)
+        if counts is None:
+            counts = self._open_messages[start] = {}
+            if start not in self._open:
+                # A bucket of messages so far: no value, and tags counted from its values.
+                self._open[start] = []
+                if self._tagged:
+                    self._count(start, None)
+                closes = start + resolution + self._lateness
+                if closes < self.next_close_us:
+                    self.next_close_us = closes
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def message_replayed(self, ts_us: int, kind: str) -> None:
+        """Rebuilding: `message` for a message of the log at or before the checkpoint (dropped
+        when its bucket had closed by then, as `replayed` drops a value)."""
+        resolution = self._resolutions[0]
+        start = ts_us - ts_us % resolution
+        if start + resolution + self._lateness > self._closed_clock:
+            self.message(ts_us, kind)
+
     def _count(self, start: int, tags: Tags) -> None:
         counts = self._open_tags.get(start)
         if counts is None:
@@ -312,7 +426,8 @@ class SeriesBuckets:
         label = self._labels[0]
         for start in sorted(s for s in self._open if s + resolution + lateness <= clock_us):
             counts = self._open_tags.pop(start, None)
-            point, summary = _finest(start, self._open.pop(start), summarise, counts)
+            by_type = self._open_messages.pop(start, None)
+            point, summary = _finest(start, self._open.pop(start), summarise, counts, by_type)
             out.append((label, point))
             if summary is not None:
                 closed.append((start, summary))
@@ -364,6 +479,9 @@ class SeriesBuckets:
 
     def durable_state(self) -> bytes:
         out = StateWriter()
+        messages = any(b.messages for buckets in self._coarse for b in buckets.values())
+        if messages:
+            out.uint(_VERSION_MESSAGES)
         if self._top:
             out.uint(_VERSION_SPARSE_TOP if self._distinct else _VERSION_TOP)
         else:
@@ -373,7 +491,7 @@ class SeriesBuckets:
             out.uint(len(buckets))
             for start in sorted(buckets):
                 out.sint(start)
-                buckets[start].write(out)
+                buckets[start].write(out, messages)
         return bytes(out)
 
     @classmethod
@@ -390,6 +508,11 @@ class SeriesBuckets:
         series = cls(tiers, lateness_us, distinct, top)
         source = StateReader(data)
         version = source.uint()
+        messages = version == _VERSION_MESSAGES
+        if messages:
+            version = source.uint()
+            if version in (_VERSION_DISTINCT, _VERSION_MESSAGES):  # never written with counts
+                raise ValueError(f"series state of version 6 over {version}, not of these buckets")
         with_distinct = (_VERSION_DISTINCT, _VERSION_SPARSE_DISTINCT)
         with_top = (_VERSION_TOP, _VERSION_SPARSE_TOP)
         if (
@@ -408,7 +531,7 @@ class SeriesBuckets:
         for buckets in series._coarse:
             for _ in range(source.uint()):
                 start = source.sint()
-                bucket = _Aggregate.read(source, saved, saved_top, sparse)
+                bucket = _Aggregate.read(source, saved, saved_top, sparse, messages)
                 if not saved and series._distinct:
                     bucket.distinct = tuple((tag, DistinctSet()) for tag in series._distinct)
                 if not saved_top and series._top:

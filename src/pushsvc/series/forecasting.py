@@ -65,7 +65,10 @@ class BucketForecaster:
         return self.rule.tier
 
     def learn(self, point: Point) -> None:
-        """`point`, a bucket of the rule's tier that just closed."""
+        """`point`, a bucket of the rule's tier that just closed (one without values, of
+        messages only, is not learned, as a bucket without events makes no point)."""
+        if not point.count:
+            return
         rule = self.rule
         self.model.learn(stat_value(point, rule.stat, rule.tier_us))
         self.last_us = point.t_us

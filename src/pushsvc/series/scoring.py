@@ -64,7 +64,10 @@ class BucketScorer:
 
     def score(self, point: Point, clock_us: int) -> Point:
         """`point`, closed at `clock_us`, with its score and flag; the detector learns from
-        it."""
+        it. A point without values (a bucket of messages only) is left unscored, as a bucket
+        without events (which makes no point) is: the detector sees the values' buckets."""
+        if not point.count:
+            return point
         rule = self.rule
         anomaly = self.detector.score(stat_value(point, rule.stat, rule.every_us))
         anomalous = anomaly >= rule.threshold

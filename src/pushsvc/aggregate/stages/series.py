@@ -7,7 +7,8 @@ as the updates of the events that close them. A rule's `anomaly` gives each seri
 tier as they close here; the anomaly stage then reads the scores. A rule's `forecast` gives
 each series a `BucketForecaster` (`pushsvc.series.forecasting`), which learns the closing
 points of its tier; each close that learned one adds, after the points' drafts, the forecast's
-draft (`forecast_draft`), in the same atomic step.
+draft (`forecast_draft`), in the same atomic step. The topic's buckets count its messages by
+type (`SeriesBuckets.message`); a group's do not, as a group's windows do not.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class SeriesStage:
     """Open series buckets of one topic and of each of its live groups."""
 
     __slots__ = (
-        "_groups", "_lateness_us", "_retention", "_rule", "_tiers", "_topic", "due",
+        "_groups", "_lateness_us", "_retention", "_rule", "_tiers", "_topic", "_widths", "due",
         "group_series", "series",
     )  # fmt: skip
 
@@ -56,6 +57,7 @@ class SeriesStage:
         self._tiers = tiers
         self._lateness_us = lateness_us
         self._retention = {t.resolution_label: t.retention_us for t in tiers}
+        self._widths = {t.resolution_label: t.resolution_us for t in tiers}
         self._groups = groups
         self.series = self.new_series()
         self.group_series: dict[str, SeriesBuckets] | None = None if groups is None else {}
@@ -112,6 +114,8 @@ class SeriesStage:
         e, now = step.event, step.clock_us
         series = self.series
         series.insert(e.ts_us, value_of(e), e.tags)
+        if e.message is not None:
+            series.message(e.ts_us, e.message.type)
         if now >= series.next_close_us:
             step.follow += self._points(now, series.close(now))
         group = step.group
@@ -131,10 +135,29 @@ class SeriesStage:
         if self.group_series is not None:
             step.points += self._group_points(clock)
 
+    def on_message(self, event: Event, clock_us: int) -> list[UpdateDraft]:
+        """A message without a value (which the other stages never see): counted in the
+        topic's bucket; the drafts of the topic's buckets its clock `clock_us` closes, to
+        follow its update, as for any event (a rebuild takes every bucket the restored clock
+        passed as published: `caught_up`). A group's close at the next event or tick."""
+        assert event.message is not None
+        series = self.series
+        series.message(event.ts_us, event.message.type)
+        if clock_us >= series.next_close_us:
+            return self._points(clock_us, series.close(clock_us))
+        return []
+
+    def replayed_message(self, event: Event) -> None:
+        """Rebuilding: a message without a value that a checkpoint covers (`replayed`)."""
+        assert event.message is not None
+        self.series.message_replayed(event.ts_us, event.message.type)
+
     def replayed(self, event: Event, group: Group | None) -> None:
         """Rebuilding: an entry a checkpoint covers, into the topic's buckets and its group's
         (dropped where its bucket had closed by then: the checkpoint holds its merge)."""
         self.series.replayed(event.ts_us, value_of(event), event.tags)
+        if event.message is not None:
+            self.series.message_replayed(event.ts_us, event.message.type)
         if group is not None and self.group_series is not None:
             in_group = self.of_group(group)
             closes = in_group.next_close_us
@@ -197,7 +220,7 @@ class SeriesStage:
                     point.packed(),
                     clock_us - retention[resolution] + 1,
                 ),
-                point.fields(),
+                point.fields(self._widths[resolution]),
                 key,
             )
             for resolution, point in closed

@@ -140,7 +140,7 @@ def _entry(
             "rate": flagged / len(scored),
             "anomalous": flagged,
             "scored": len(scored),
-            "points": [p.fields() for p in worst],
+            "points": [p.fields(tier.resolution_us) for p in worst],
         }
     )
     return entry

@@ -11,6 +11,14 @@ from pushsvc.ingest.parse import MAX_DATA_DEPTH, MESSAGE_TYPE, RESERVED_TYPES
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_EVENT_TS_US
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
+_BY_TYPE = {
+    "type": "object",
+    "required": ["count", "rate"],
+    "properties": {
+        "count": {"type": "integer", "minimum": 1},
+        "rate": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
 _TOP_ENTRY = {
     "type": "object",
     "required": ["value", "count"],
@@ -47,14 +55,7 @@ _WINDOWS = {
                 "type": "object",
                 "description": "the messages the window holds, by type (only while it holds "
                 "one): their count and their rate per second",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["count", "rate"],
-                    "properties": {
-                        "count": {"type": "integer", "minimum": 1},
-                        "rate": {"type": "number", "exclusiveMinimum": 0},
-                    },
-                },
+                "additionalProperties": _BY_TYPE,
             },
             "bounce_rate": {
                 **_NUMBER_OR_NULL,
@@ -195,13 +196,24 @@ SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "t": {"type": "number", "description": "the bucket's start, epoch seconds"},
-            "count": {"type": "integer"},
-            **{
-                stat: {"type": "number"}
-                for stat in ("sum", "mean", "min", "max", "p50", "p90", "p99")
+            "count": {
+                "type": "integer",
+                "description": "the bucket's events with a value (0: it held messages only)",
             },
-            "var": {"type": ["number", "null"], "description": "null for one event"},
-            "stddev": {"type": ["number", "null"], "description": "null for one event"},
+            "sum": {"type": "number"},
+            **{
+                stat: {**_NUMBER_OR_NULL, "description": "null when `count` is 0"}
+                for stat in ("mean", "min", "max", "p50", "p90", "p99")
+            },
+            "var": {**_NUMBER_OR_NULL, "description": "null for one event or none"},
+            "stddev": {**_NUMBER_OR_NULL, "description": "null for one event or none"},
+            "messages": {
+                "type": "object",
+                "description": "the topic's messages in the bucket, by type (only where it held "
+                "one; a group's points have none): their count and their rate per second of "
+                "the bucket, as a window counts them",
+                "additionalProperties": _BY_TYPE,
+            },
             "anomaly": {
                 "type": "number",
                 "minimum": 0,

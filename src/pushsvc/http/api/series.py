@@ -115,7 +115,7 @@ def topic_series(topic: str) -> Response:
     else:
         segments = [(by_label[query.resolution], since_us, until_us)]
     top_tags = tuple(tag for tag, _ in rule.top)
-    rows: list[tuple[str, Point]] = []
+    rows: list[tuple[SeriesTier, Point]] = []
     more = False
     for tier, start, end in segments:
         label = duration_label(tier.resolution_us)
@@ -129,7 +129,7 @@ def topic_series(topic: str) -> Response:
             limit=query.limit - len(rows),
         )
         rows += [
-            (label, Point.unpacked(t_us, packed, rule.distinct, top_tags))
+            (tier, Point.unpacked(t_us, packed, rule.distinct, top_tags))
             for t_us, packed in page.points
         ]
         if page.more or len(rows) >= query.limit:
@@ -148,14 +148,16 @@ def topic_series(topic: str) -> Response:
             *(f"top_{t}" for t in top_tags),
             *(("anomaly", "anomalous") if rule.anomaly is not None else ()),
         )
-        table = (_csv_row(label, point, tagged) for label, point in rows)
-        header = ["resolution", "time", *CSV_STATS, *tagged]
+        # A column of message counts when a point here has some (JSON-encoded, as top lists).
+        counted = ("messages",) if any(point.messages for _, point in rows) else ()
+        table = (_csv_row(tier, point, (*tagged, *counted)) for tier, point in rows)
+        header = ["resolution", "time", *CSV_STATS, *tagged, *counted]
         body = history_table.to_csv(table, header).encode()
         return Response(body, mimetype=FORMATS["csv"], headers=headers)
     answer = {
         "topic": topic,
         "resolution": resolution,
-        "points": [point.fields() for _, point in rows],
+        "points": [point.fields(tier.resolution_us) for tier, point in rows],
         "more": more,
         "segments": [
             {
@@ -186,14 +188,15 @@ def _default_range(
     return since_us, until_us
 
 
-def _csv_row(label: str, point: Point, tagged: tuple[str, ...]) -> list[object]:
-    """A point's cells; a distinct count, top list or score the point lacks (stored before the
-    rule named its tag, or a tier the rule does not score) is an empty cell."""
-    fields = point.fields()
-    cells = [label, point.t_us, *(fields[stat] for stat in CSV_STATS)]
+def _csv_row(tier: SeriesTier, point: Point, tagged: tuple[str, ...]) -> list[object]:
+    """A point's cells; a distinct count, top list, score or message counts the point lacks
+    (stored before the rule named its tag, a tier the rule does not score, a bucket without
+    messages) is an empty cell."""
+    fields = point.fields(tier.resolution_us)
+    cells = [duration_label(tier.resolution_us), point.t_us, *(fields[stat] for stat in CSV_STATS)]
     for name in tagged:
         value = fields.get(name)
-        if isinstance(value, list | bool):
+        if isinstance(value, list | bool | dict):
             value = orjson.dumps(value).decode()
         cells.append(value)
     return cells

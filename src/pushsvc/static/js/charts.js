@@ -112,7 +112,9 @@ const STATS = ["min", "max", "count", ...LINES];
 
 function emptyColumns() {
   // gap: the null row breaking the lines where updates were missed (its table row says so)
-  const cols = { ts: [], ids: [], soFar: [], meanSoFar: [], countSoFar: [], gap: [] };
+  // messages: a closed series bucket's messages by type (its point's `messages`, {} for none),
+  // null on any other row
+  const cols = { ts: [], ids: [], soFar: [], meanSoFar: [], countSoFar: [], gap: [], messages: [] };
   for (const key of STATS) cols[key] = [];
   return cols;
 }
@@ -125,6 +127,7 @@ function pushRow(cols, ts, id, stats, soFar = null) {
   cols.meanSoFar.push(soFar ? soFar.mean : null);
   cols.countSoFar.push(soFar ? soFar.count : null);
   cols.gap.push(false);
+  cols.messages.push(null);
 }
 
 /** The columns uPlot draws for one window: [ts, min, max, mean, p50, p90, p99] and
@@ -184,6 +187,7 @@ export function seriesColumns(points, widthOf, width = null) {
       const join = next !== undefined && next.soFar && !joined;
       pushRow(cols, row.t, `${row.resolution}@${row.t}`, row, join ? row : null);
       cols.soFar[cols.soFar.length - 1] = false;
+      cols.messages[cols.messages.length - 1] = row.messages || {};
       if (join) joined = true;
     }
     end = row.t + widest;
@@ -499,6 +503,29 @@ export function messageColumns(points, window, types) {
     types.forEach((type, i) => rates[i].push(counts[type] ? counts[type].rate : 0));
   }
   return [ts, ...rates];
+}
+
+/** The message types series points count (their `messages`), sorted: the lines of a range's
+ *  messages chart. */
+export function seriesMessageTypes(points) {
+  const types = new Set();
+  for (const point of points) {
+    const counts = point.messages;
+    if (counts !== null && typeof counts === "object") for (const type of Object.keys(counts)) types.add(type);
+  }
+  return [...types].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** The columns of a range's messages chart from its `seriesColumns`: [ts, rate of each of
+ *  `types`...], a closed bucket's messages per second of the type as its point carries them
+ *  (0 where it held none of it); null where the lines break (an idle stretch) and on the
+ *  buckets not closed yet, whose counts so far are part of a bucket (a rate of part of one
+ *  would dip at the right edge). */
+export function seriesMessageColumns(cols, types) {
+  return [cols.ts, ...types.map((type) => cols.messages.map((counts) => {
+    if (counts === null) return null;
+    return counts[type] ? counts[type].rate : 0;
+  }))];
 }
 
 /** The smallest of 1, 2, 5 × 10^k at or above `max` (1 when nothing is above 0): the top of

@@ -8,15 +8,15 @@
 // group is one about the topic's events too, and the list names the group). A topic whose
 // events carry messages shows its latest messages above the charts and its counts per type
 // beside them (messages.js), and under each window's count chart the window's messages per
-// second by type, a line per type (a range's charts have none: series points count no
-// messages).
+// second by type, a line per type; a range's, its closed buckets' messages per second by type
+// (series points count them).
 
 import { isAfter } from "../pushsvc.js";
 import { topicHash } from "./address.js";
 import { renderPeriods, shadedRanges } from "./alert-periods.js";
 import {
   chartLayout, countChart, countData, layoutCaption, messageChart, messageColumns, messageTypes,
-  seriesColumns, windowChart, windowColumns, windowData,
+  seriesColumns, seriesMessageColumns, seriesMessageTypes, windowChart, windowColumns, windowData,
 } from "./charts.js";
 import { formatNumber, formatTime, isoTime } from "./format.js";
 import { groupLabel } from "./groups.js";
@@ -303,18 +303,7 @@ export class TopicView {
    *  makes a new chart: uPlot's series are fixed when a chart is made. */
   drawMessages(figure, topic, points) {
     const types = topic.messageWindows.has(figure.window) ? messageTypes(points, figure.window) : [];
-    if (types.join("\n") !== figure.types.join("\n")) {
-      if (figure.messages !== null) figure.messages.destroy();
-      figure.messages = null;
-      figure.types = types;
-      figure.messagesEl.hidden = !types.length;
-      if (types.length) figure.messages = figure.makeMessages(types);
-      figure.messagesEl.setAttribute(
-        "aria-label", `${figure.window} window: messages per second of ${types.join(", ")} over time`,
-      );
-      setText(figure.note, figure.caption + (types.length ? "; messages per s by type below" : ""));
-      tableHead(figure);
-    }
+    showTypes(figure, types, `${figure.window} window`);
     figure.rates = types.length ? messageColumns(points, figure.window, types) : null;
     if (figure.messages !== null) figure.messages.setData(figure.rates);
   }
@@ -331,6 +320,12 @@ export class TopicView {
     figure.main.setData(windowData(cols, true, figure.layout));
     figure.count.setData(countData(cols, true));
     const label = RANGES.find(([value]) => value === this.range)[1];
+    // Its buckets' messages per second by type, a line per type its points count.
+    const types = seriesMessageTypes(points);
+    showTypes(figure, types, `last ${label}, by bucket`);
+    figure.rates = types.length ? seriesMessageColumns(cols, types) : null;
+    if (figure.messages !== null) figure.messages.setData(figure.rates);
+    figure.el.dataset.messageTypes = types.join(",");
     const closed = cols.ids.filter((id, i) => id !== null && !cols.soFar[i]).length;
     const soFar = cols.soFar.filter(Boolean).length;
     setText(figure.name, `last ${label}`);
@@ -376,6 +371,23 @@ export class TopicView {
     }
     this.els.section.classList.toggle("stale", topic.stale);
   }
+}
+
+/** Make `figure`'s messages chart draw a line per type of `types` (`label`: what the chart
+ *  is of, for its description), if it does not: a type that comes or goes makes a new chart
+ *  (uPlot's series are fixed when a chart is made), and its Data table's columns follow. */
+function showTypes(figure, types, label) {
+  if (types.join("\n") === figure.types.join("\n")) return;
+  if (figure.messages !== null) figure.messages.destroy();
+  figure.messages = null;
+  figure.types = types;
+  figure.messagesEl.hidden = !types.length;
+  if (types.length) figure.messages = figure.makeMessages(types);
+  figure.messagesEl.setAttribute(
+    "aria-label", `${label}: messages per second of ${types.join(", ")} over time`,
+  );
+  setText(figure.note, figure.caption + (types.length ? "; messages per s by type below" : ""));
+  tableHead(figure);
 }
 
 function th(scope, text) {
