@@ -151,9 +151,15 @@ class TopicFactory:
             stages.append(state.groups)
         tiers = self.tiers(rule)
         if tiers:
-            # A bucket closes when its topic's grace has passed: no event lands in it later.
+            # A bucket is published once the server's lateness (`--grace`) has passed, and
+            # kept until its topic's grace has: a late event within it is published as a
+            # correction. A rule that scores or forecasts its points publishes them at its
+            # grace (a model learns each bucket once, right).
             grace = self._lateness_us if rule.grace_us is None else rule.grace_us
-            state.series = SeriesStage(topic, rule, tiers, grace, groups)
+            lateness = min(grace, self._lateness_us)
+            if rule.anomaly is not None or rule.forecast is not None:
+                lateness = grace
+            state.series = SeriesStage(topic, rule, tiers, lateness, groups, grace)
             stages.append(state.series)
             if rule.anomaly is not None:
                 windows = self._time_windows(rule)

@@ -103,6 +103,13 @@ class PointJSON(TypedDict):
     ttl_ms: int
     packed: str
     """The point's stored form (`pushsvc.rules.point`), hex."""
+    revision: NotRequired[int]
+    """A correction's (above 0; absent for a bucket's first point)."""
+    corrected: NotRequired[str]
+    """A correction's: the tier's sorted set of corrected points (`PartitionKeys.corrected`)."""
+    score: NotRequired[str]
+    """A correction's: its stream id's milliseconds, and the oldest kept's (`min_score`)."""
+    min_score: NotRequired[str]
 
 
 class InstanceJSON(TypedDict):
@@ -157,8 +164,11 @@ def encode_payload(
     *,
     series_key: SeriesKey,
     series_id: SeriesId,
+    corrected_key: SeriesKey | None = None,
 ) -> list[bytes]:
-    """`publish_updates.lua`'s ARGV: the document (`PayloadJSON`), then each draft's body."""
+    """`publish_updates.lua`'s ARGV: the document (`PayloadJSON`), then each draft's body.
+    `corrected_key`: a tier's sorted set of corrections (`PartitionKeys.corrected`; without
+    it, the stream's key and `|corrected`)."""
     drafts: list[DraftJSON] = []
     for d in payload.drafts:
         # Groups are JSON text that orjson wrote (UTF-8), carried as strings.
@@ -179,6 +189,16 @@ def encode_payload(
                 "ttl_ms": point_ttl_ms(d),
                 "packed": write.packed.hex(),
             }
+            if write.revision:
+                key = (
+                    series_key(write.resolution, d.topic, write.group_id) + "|corrected"
+                    if corrected_key is None
+                    else corrected_key(write.resolution, d.topic, write.group_id)
+                )
+                entry["point"]["revision"] = write.revision
+                entry["point"]["corrected"] = key
+                entry["point"]["score"] = series_id(write.t_us).partition("-")[0]
+                entry["point"]["min_score"] = series_id(write.keep_from_us).partition("-")[0]
         if d.instance is not None:
             entry["instance"] = {"key": d.instance[0], "json": d.instance[1].decode()}
         drafts.append(entry)

@@ -10,6 +10,10 @@ front, which a bytearray does without moving the rest. Two layouts:
 * **Variable-size records** from the first point of another size (top lists vary with their
   values): the points' stored forms end to end in one `bytearray`, and two int64 arrays of
   each point's start and where it ends. 16 bytes a point besides its stored form.
+
+A correction (`pushsvc.series.buckets`: a late event amended a bucket published before)
+replaces the point of its start in place, when it is of a higher revision than the one held;
+a series keeps the revisions of its corrected points only (a dict, as few as corrections).
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ class _Fixed:
         """Drop the oldest `count` points."""
         del self.records[: count * self.size]
 
+    def start(self, index: int) -> int:
+        return int(_START.unpack_from(self.records, index * self.size)[0])
+
+    def replace(self, index: int, packed: bytes) -> None:
+        """The point at `index` by `packed`, of the same size."""
+        at = index * self.size + _START.size
+        self.records[at : at + len(packed)] = packed
+
     def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
         records, size = self.records, self.size
         view = memoryview(records)
@@ -118,6 +130,20 @@ class _Varying:
         del self.starts[:count], self.ends[:count]
         self.base = end
 
+    def start(self, index: int) -> int:
+        return self.starts[index]
+
+    def replace(self, index: int, packed: bytes) -> None:
+        """The point at `index` by `packed`, of any size: the points after it move."""
+        base, ends = self.base, self.ends
+        begin = ends[index - 1] - base if index else 0
+        end = ends[index] - base
+        self.data[begin:end] = packed
+        delta = len(packed) - (end - begin)
+        if delta:
+            for at in range(index, len(ends)):
+                ends[at] += delta
+
     def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
         view, base, ends = memoryview(self.data), self.base, self.ends
         begin = ends[first - 1] - base if first else 0
@@ -137,18 +163,39 @@ class SeriesStore:
 
     def __init__(self) -> None:
         self._series: dict[Hashable, _Fixed | _Varying] = {}
+        # Of each series with corrected points: start -> the revision held.
+        self._revisions: dict[Hashable, dict[int, int]] = {}
 
-    def append(self, key: Hashable, t_us: int, packed: bytes) -> bool:
-        """Keep a point after the newest of its series; False (nothing kept) when it is not
-        after it: a bucket closes once, so that point is held already."""
+    def append(self, key: Hashable, t_us: int, packed: bytes, revision: int = 0) -> bool:
+        """Keep a point after the newest of its series, or (`revision` above 0: a correction)
+        in place of the point of its start held at a lower revision; False (nothing kept)
+        otherwise: that point, or a later revision of it, is held already (or a correction's
+        point is no longer held)."""
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Fixed(_START.size + len(packed))
         elif series.newest() >= t_us:
-            return False
+            return bool(revision) and self._correct(key, series, t_us, packed, revision)
         elif isinstance(series, _Fixed) and series.size != _START.size + len(packed):
             series = self._series[key] = _Varying.of(series)
         series.append(t_us, packed)
+        if revision:
+            self._revisions.setdefault(key, {})[t_us] = revision
+        return True
+
+    def _correct(
+        self, key: Hashable, series: _Fixed | _Varying, t_us: int, packed: bytes, revision: int
+    ) -> bool:
+        revisions = self._revisions.get(key)
+        if revisions is not None and revisions.get(t_us, 0) >= revision:
+            return False
+        index = series.first_after(t_us) - 1
+        if index < 0 or series.start(index) != t_us:
+            return False
+        if isinstance(series, _Fixed) and series.size != _START.size + len(packed):
+            series = self._series[key] = _Varying.of(series)
+        series.replace(index, packed)
+        self._revisions.setdefault(key, {})[t_us] = revision
         return True
 
     def trim(self, key: Hashable, before_us: int) -> None:
@@ -157,6 +204,12 @@ class SeriesStore:
         if series is None:
             return
         series.cut(series.first_after(before_us))
+        revisions = self._revisions.get(key)
+        if revisions is not None:
+            for start in [s for s in revisions if s <= before_us]:
+                del revisions[start]
+            if not revisions:
+                del self._revisions[key]
         if not len(series):
             del self._series[key]
 
@@ -173,6 +226,7 @@ class SeriesStore:
 
     def drop(self, key: Hashable) -> None:
         self._series.pop(key, None)
+        self._revisions.pop(key, None)
 
     def __len__(self) -> int:
         """Series held."""

@@ -216,7 +216,31 @@ end
 -- closed once: its start only grows), which XADD refuses as an id not above the top.
 -- The topic's set of series keys (what its deletion drops) names the point's, and expires
 -- with the longest-kept of them.
+-- A correction (point.revision above 0: a late event amended a bucket published before) is
+-- kept in the tier's sorted set of corrected points (point.corrected, scored by the stream
+-- id's ms: a stream entry cannot be replaced), which reads lay over the stream's; false when
+-- the stream no longer holds the bucket's point, or the set holds this revision or a later.
+local function correct_point(point, topic)
+  local key, score = point.corrected, point.score
+  if #redis.call('XRANGE', point.key, point.id, point.id) == 0 then return false end
+  local held = redis.call('ZRANGEBYSCORE', key, score, score)
+  if #held > 0 and tonumber(string.sub(held[1], 1, 8), 16) >= point.revision then
+    return false
+  end
+  redis.call('ZREMRANGEBYSCORE', key, score, score)
+  redis.call('ZADD', key, score, string.format('%08x', point.revision) .. unhex(point.packed))
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. point.min_score)
+  local ttl = point.ttl_ms
+  redis.call('PEXPIRE', key, ttl)
+  local index_key = series_keys_prefix .. topic
+  redis.call('SADD', index_key, key)
+  if redis.call('PTTL', index_key) < ttl then
+    redis.call('PEXPIRE', index_key, ttl)
+  end
+  return true
+end
 local function keep_point(point, topic)
+  if point.revision then return correct_point(point, topic) end
   local series_key = point.key
   local added = redis.pcall('XADD', series_key, point.id, 'p', unhex(point.packed))
   if type(added) == 'table' and added.err then

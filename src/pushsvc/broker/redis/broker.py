@@ -616,12 +616,25 @@ class RedisBroker:
             return SeriesPage([], False)
         part = self.keys.of(topic)
         key = part.series(resolution, topic, group_id)
+        since_id, until_id = series_id(since_us), series_id(until_us)
         with unavailable("series"), self._client.pipeline(transaction=True) as pipe:
             pipe.hget(part.clocks, topic)
-            pipe.xrange(key, min=series_id(since_us), max="(" + series_id(until_us))
-            clock, raw = pipe.execute()
+            pipe.xrange(key, min=since_id, max="(" + until_id)
+            pipe.zrangebyscore(
+                part.corrected(resolution, topic, group_id),
+                since_id.partition("-")[0],
+                "(" + until_id.partition("-")[0],
+                withscores=True,
+            )
+            clock, raw, corrected = pipe.execute()
         entries = stream_entries(raw)
         points = [(series_time(i), fields[b"p"]) for i, fields in entries]
+        if corrected:
+            # Corrections lay over the points they amend (`publish_updates.lua`).
+            by_ms = {int(score): bytes(member[8:]) for member, score in corrected}
+            points = [
+                (t, by_ms.get(int(series_id(t).partition("-")[0]), packed)) for t, packed in points
+            ]
         if clock is not None:
             kept_from = time_of_key(clock) - retention_us + 1
             points = [p for p in points if p[0] >= kept_from]
