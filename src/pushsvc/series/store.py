@@ -13,7 +13,9 @@ front, which a bytearray does without moving the rest. Two layouts:
 
 A correction (`pushsvc.series.buckets`: a late event amended a bucket published before)
 replaces the point of its start in place, when it is of a higher revision than the one held;
-a series keeps the revisions of its corrected points only (a dict, as few as corrections).
+a series keeps the revisions of its corrected points only (a dict, as few as corrections). A
+late event into a bucket that had no event makes a point older than the newest: it is
+inserted in its place (records after it move; rare, and near the end).
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class _Fixed:
         """The point at `index` by `packed`, of the same size."""
         at = index * self.size + _START.size
         self.records[at : at + len(packed)] = packed
+
+    def insert(self, index: int, t_us: int, packed: bytes) -> None:
+        """A point of the same size before the one at `index`."""
+        at = index * self.size
+        self.records[at:at] = _START.pack(t_us) + packed
 
     def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
         records, size = self.records, self.size
@@ -144,6 +151,16 @@ class _Varying:
             for at in range(index, len(ends)):
                 ends[at] += delta
 
+    def insert(self, index: int, t_us: int, packed: bytes) -> None:
+        """A point before the one at `index`: the points after it move."""
+        base, ends = self.base, self.ends
+        at = ends[index - 1] - base if index else 0
+        self.data[at:at] = packed
+        for later in range(index, len(ends)):
+            ends[later] += len(packed)
+        self.starts.insert(index, t_us)
+        self.ends.insert(index, base + at + len(packed))
+
     def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
         view, base, ends = memoryview(self.data), self.base, self.ends
         begin = ends[first - 1] - base if first else 0
@@ -167,15 +184,15 @@ class SeriesStore:
         self._revisions: dict[Hashable, dict[int, int]] = {}
 
     def append(self, key: Hashable, t_us: int, packed: bytes, revision: int = 0) -> bool:
-        """Keep a point after the newest of its series, or (`revision` above 0: a correction)
-        in place of the point of its start held at a lower revision; False (nothing kept)
-        otherwise: that point, or a later revision of it, is held already (or a correction's
-        point is no longer held)."""
+        """Keep a point: after the newest of its series, or in its place among them (a
+        bucket a late event made, published after later ones), or (`revision` above 0: a
+        correction) in place of the point of its start held at a lower revision. False
+        (nothing kept) when that point, or a later revision of it, is held already."""
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Fixed(_START.size + len(packed))
         elif series.newest() >= t_us:
-            return bool(revision) and self._correct(key, series, t_us, packed, revision)
+            return self._correct(key, series, t_us, packed, revision)
         elif isinstance(series, _Fixed) and series.size != _START.size + len(packed):
             series = self._series[key] = _Varying.of(series)
         series.append(t_us, packed)
@@ -186,16 +203,20 @@ class SeriesStore:
     def _correct(
         self, key: Hashable, series: _Fixed | _Varying, t_us: int, packed: bytes, revision: int
     ) -> bool:
-        revisions = self._revisions.get(key)
-        if revisions is not None and revisions.get(t_us, 0) >= revision:
-            return False
-        index = series.first_after(t_us) - 1
-        if index < 0 or series.start(index) != t_us:
-            return False
+        index = series.first_after(t_us)
+        held = index > 0 and series.start(index - 1) == t_us
+        if held:
+            revisions = self._revisions.get(key)
+            if (0 if revisions is None else revisions.get(t_us, 0)) >= revision:
+                return False
         if isinstance(series, _Fixed) and series.size != _START.size + len(packed):
             series = self._series[key] = _Varying.of(series)
-        series.replace(index, packed)
-        self._revisions.setdefault(key, {})[t_us] = revision
+        if held:
+            series.replace(index - 1, packed)
+        else:
+            series.insert(index, t_us, packed)
+        if revision:
+            self._revisions.setdefault(key, {})[t_us] = revision
         return True
 
     def trim(self, key: Hashable, before_us: int) -> None:

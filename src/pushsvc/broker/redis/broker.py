@@ -630,11 +630,12 @@ class RedisBroker:
         entries = stream_entries(raw)
         points = [(series_time(i), fields[b"p"]) for i, fields in entries]
         if corrected:
-            # Corrections lay over the points they amend (`publish_updates.lua`).
-            by_ms = {int(score): bytes(member[8:]) for member, score in corrected}
-            points = [
-                (t, by_ms.get(int(series_id(t).partition("-")[0]), packed)) for t, packed in points
-            ]
+            # The points kept beside the stream lay over its (`publish_updates.lua`).
+            offset = int(series_id(0).partition("-")[0])
+            merged = dict(points)
+            for member, score in corrected:
+                merged[(int(score) - offset) * 1000] = bytes(member[8:])
+            points = sorted(merged.items())
         if clock is not None:
             kept_from = time_of_key(clock) - retention_us + 1
             points = [p for p in points if p[0] >= kept_from]
