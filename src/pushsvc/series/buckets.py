@@ -234,9 +234,10 @@ def _finest(
 
 
 class _Live:
-    """A published bucket its grace still keeps: how many corrections it has had, and its
-    summary while that is current (None: made again when asked for, as a late event beneath
-    it or a restore leaves it)."""
+    """A published bucket its grace still keeps: how many corrections it has had, and (a
+    coarser tier's) its summary while that is current (None: made again when asked for, as a
+    late event beneath it or a restore leaves it; the finest tier's are always made again
+    from its values, which it holds anyway)."""
 
     __slots__ = ("revision", "summary")
 
@@ -434,7 +435,7 @@ class SeriesBuckets:
                 self._held[start] = values
                 if counts is not None:
                     self._held_tags[start] = counts
-                live[start] = _Live(0, summary)
+                live[start] = _Live(0, None)  # its summary is made again when asked for
         if self._dirty:
             for start in sorted(
                 s for s in self._dirty if correcting or s + resolution + grace <= clock_us
@@ -443,7 +444,7 @@ class SeriesBuckets:
                 entry = live[start]
                 entry.revision += 1
                 counts = self._held_tags.get(start)
-                point, entry.summary = _finest(start, self._held[start], summarise, counts)
+                point, _ = _finest(start, self._held[start], False, counts)
                 tier.append((start, point, entry.revision))
                 changed.append(start)
         if correcting and not self._dirty:
@@ -545,13 +546,13 @@ class SeriesBuckets:
         summary = entry.summary
         if summary is None:
             if index == 0:
+                # Not kept: an hour's grace of one-second summaries would hold an hour of
+                # sketches; the values are held anyway, and a summary is made in one pass.
                 values, counts = self._held[start], self._held_tags.get(start)
                 made = _finest(start, values, True, counts)[1]
                 assert made is not None
-                summary = made
-            else:
-                summary = self._value(index, start)
-            entry.summary = summary
+                return made
+            summary = entry.summary = self._value(index, start)
         return summary
 
     def _copy(self, summary: _Aggregate) -> _Aggregate:
