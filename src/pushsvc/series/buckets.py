@@ -9,10 +9,20 @@ moments by Chan's parallel formulas, sketches bin by bin — so its count, sum, 
 exact, mean and var exact to rounding, and its percentiles within the sketch's 1 % relative
 error (`pushsvc.stats.sketch`).
 
-A bucket `[t, t + resolution)` closes when the clock reaches `t + resolution + lateness`: no
-accepted event can land in it after that (`pushsvc.core.lateness`). A coarser bucket
-closes at the same clock as its last finer bucket, right after it. Buckets without events
-make no point.
+A bucket `[t, t + resolution)` is published (becomes a point) when the clock reaches
+`t + resolution + lateness`, and kept until it reaches `t + resolution + grace`: no accepted
+event can land in it after that (`pushsvc.core.lateness`). With the grace equal to the
+lateness (a rule without a grace of its own) that is one moment, as it always was. With a
+longer grace, a late event into a published bucket amends it (the finest tier holds the
+published buckets' values), and the bucket's point is published again, a *correction* of one
+revision more, when the clock passes the next whole second after the amendment
+(`CORRECTION_STEP_US`: late events between are coalesced) or the bucket's grace ends, with
+the coarser buckets over it. A late event into a bucket the clock passed while it had none
+makes its first point then too. A coarser bucket's value is the merge of its finer buckets
+past the grace (kept merged) then of its published finer buckets in ascending start, the
+order they join that merge in, so that it is the same whichever way it is reached. A coarser
+bucket is published at the same clock as its last finer bucket, right after it. Buckets
+without events make no point.
 
 A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
 `DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog, sparse then
@@ -22,15 +32,19 @@ tag (exact up to m values), which coarser buckets merge (the union's count; `Mer
 which monitors every value with `c > N/m`), and the point carries the counts and each top tag's
 k most frequent values (with `"error"`, the merged floor, once a finer bucket replaced a value).
 
-Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
-buckets and the clock of the last close, not the finest tier's values, which the event log
-gives back: `replayed` puts an event of the log back into the finest tier unless its bucket
-had closed (and was merged) by then. Its version says what each bucket holds: 1 the
+Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' merges
+and the clock of the last close, not the finest tier's values, which the event log gives
+back (it keeps them from the oldest bucket within the grace, `oldest_open_us`): `replayed`
+puts an event of the log back into the finest tier unless its bucket had passed the grace
+(and was merged) by then. With a grace beyond the lateness it also holds what is published
+within the grace (each bucket's start and revision, the finest ones' amended flag) and when
+the corrections are due, so that a rebuilt state publishes the same corrections, once. Its version says what each bucket holds: 1 the
 statistics, 2 also the distinct sets, 3 also the top summaries (after the distinct sets, if
 the rule has both), 4 and 5 as 2 and 3 with distinct sets that may be sparse (written with
 distinct tags: an older reader refuses them rather than misread a sparse set); a state of
 an older version restores into buckets with more tags, which then count those from the
-restore on.
+restore on. 6 to 10 are 1 to 5 with what is published within the grace after them (written
+only where the grace is beyond the lateness: other states are as before).
 """
 
 from __future__ import annotations
