@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pushsvc.alerts.states import TopicAlerts
 from pushsvc.core.checkpoint import Checkpoint
+from pushsvc.core.lateness import series_lateness_us
 from pushsvc.core.positions import LogPosition
 from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.tiers import SeriesTier
@@ -156,9 +157,8 @@ class TopicFactory:
             # correction. A rule that scores or forecasts its points publishes them at its
             # grace (a model learns each bucket once, right).
             grace = self._lateness_us if rule.grace_us is None else rule.grace_us
-            lateness = min(grace, self._lateness_us)
-            if rule.anomaly is not None or rule.forecast is not None:
-                lateness = grace
+            final = rule.anomaly is not None or rule.forecast is not None
+            lateness = series_lateness_us(grace, self._lateness_us, final)
             state.series = SeriesStage(topic, rule, tiers, lateness, groups, grace)
             stages.append(state.series)
             if rule.anomaly is not None:
