@@ -40,11 +40,12 @@ puts an event of the log back into the finest tier unless its bucket had passed 
 within the grace (each bucket's start and revision, the finest ones' amended flag) and when
 the corrections are due, so that a rebuilt state publishes the same corrections, once.
 Its version says what each bucket holds: 1 the statistics, 2 also the distinct sets, 3 also
-the top summaries (after the distinct sets, if the rule has both), 4 and 5 as 2 and 3 with distinct sets that may be sparse (written with
-distinct tags: an older reader refuses them rather than misread a sparse set); a state of
-an older version restores into buckets with more tags, which then count those from the
-restore on. 6 to 10 are 1 to 5 with what is published within the grace after them (written
-only where the grace is beyond the lateness: other states are as before).
+the top summaries (after the distinct sets, if the rule has both), 4 and 5 as 2 and 3 with
+distinct sets that may be sparse (written with distinct tags: an older reader refuses them
+rather than misread a sparse set); a state of an older version restores into buckets with
+more tags, which then count those from the restore on. 6 to 10 are 1 to 5 with what is
+published within the grace after them (written only where the grace is beyond the lateness:
+other states are as before).
 """
 
 from __future__ import annotations
