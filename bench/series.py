@@ -20,8 +20,12 @@ Segments:
 * `grace`: what one topic's open buckets hold with a grace of 5 s and of 1 h, at 10 events/s
   (default tiers, every statistic, two hours of events so the state is steady): Python's
   allocations held by the aggregator (`tracemalloc`, after a collection) and the bytes its
-  checkpoint writes (`durable_state`). A bucket stays open for the grace, so a 1 h grace keeps
-  an hour of the finest tier's buckets, their values, open.
+  checkpoint writes (`durable_state`). A bucket keeps its values for the grace, so a 1 h grace
+  keeps an hour of the finest tier's buckets' values, whether they are published at the grace
+  (a rule's grace equal to the server's) or at a 5 s lateness and corrected (a rule's grace
+  beyond it: also the summaries of the published buckets). Then events/s of process CPU
+  through `apply_events` with a 1 h grace, without and with 10 % of the events late by 5 to
+  60 s, published at the grace (nothing to correct) and at 5 s (the late ones corrected).
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
   `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
   broker and on Redis.
@@ -96,14 +100,23 @@ def aggregator_rows(rounds: int) -> None:
     print(f"aggregator  with/without    {b / a:9.3f}")
 
 
-def _held_with_grace(grace_us: int, rate: int = 10, hours: int = 2) -> tuple[int, int]:
+def _graced(grace_us: int, lateness_us: int, tiers: str = "1s:15m,1m:24h") -> Aggregator:
+    """An aggregator whose every topic has a rule's grace `grace_us` over the server's
+    lateness `lateness_us` (buckets published at the lateness, kept to the grace)."""
+    rule = dataclasses.replace(default_rule(WINDOWS, ALL, parse_tiers(tiers)), grace_us=grace_us)
+    return Aggregator(rules=Rules((), rule), wall_clock=lambda: 0, lateness_us=lateness_us)
+
+
+def _held_with_grace(
+    grace_us: int, rate: int = 10, hours: int = 2, lateness_us: int | None = None
+) -> tuple[int, int]:
     """Bytes an aggregator holds for one topic after `hours` of `rate` events/s with
-    `grace_us`, beyond an empty one's, and its series' checkpoint bytes."""
-    rules = Rules((), default_rule(WINDOWS, ALL, parse_tiers("1s:15m,1m:24h")))
+    `grace_us` (published at `lateness_us`, else at the grace), beyond an empty one's, and
+    its series' checkpoint bytes."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=grace_us)
+    aggregator = _graced(grace_us, grace_us if lateness_us is None else lateness_us)
     step = S // rate
     events = (Event(((i * 7919) % 1000) / 10.0, T0 + i * step, None) for i in count())
     for _ in range(hours * 3600 * rate // BATCH):
@@ -132,13 +145,56 @@ def _logged_hour(server: RedisServer, rate: int = 10) -> int:
         broker.close()
 
 
+def _late_stream(n: int, share: float) -> list[Event]:
+    """`n` events 3 ms apart, `share` of them late by 5 to 60 s (within a 1 h grace, past a
+    5 s lateness: into buckets published already)."""
+    out, clock = [], T0
+    for i in range(n):
+        if (i * 7919) % 1000 < share * 1000:
+            ts = clock - 5 * S - ((i * 104_729) % 55_000) * 1000
+        else:
+            clock += 3000
+            ts = clock
+        out.append(Event(((i * 7919) % 1000) / 10.0, ts, None))
+    return out
+
+
+def _late_rate(lateness_us: int, events: list[Event]) -> tuple[float, int, int]:
+    """Events/s of process CPU through `apply_events` with a 1 h grace published at
+    `lateness_us` (the second half timed), and the points and corrections it drafted."""
+    aggregator = _graced(3600 * S, lateness_us)
+    half = len(events) // 2
+    for start in range(0, half, BATCH):
+        aggregator.apply_events("t", events[start : start + BATCH])
+    points = corrections = 0
+    began = time.process_time()
+    for start in range(half, len(events), BATCH):
+        for made in aggregator.apply_events("t", events[start : start + BATCH]):
+            if made.series is not None:
+                points += 1
+                corrections += made.series.revision > 0
+    return (len(events) - half) / (time.process_time() - began), points, corrections
+
+
 def grace_rows(server: RedisServer) -> None:
-    for label, grace_us in (("5s", 5 * S), ("1h", 3600 * S)):
-        held, checkpoint = _held_with_grace(grace_us)
+    for label, grace_us, lateness_us in (
+        ("5s", 5 * S, None),
+        ("1h", 3600 * S, None),
+        ("1h, published at 5s", 3600 * S, 5 * S),
+    ):
+        held, checkpoint = _held_with_grace(grace_us, lateness_us=lateness_us)
         print(
-            f"grace  {label:>3}  10 events/s  aggregator holds {held / 2**20:6.2f} MiB"
+            f"grace  {label:>20}  10 events/s  aggregator holds {held / 2**20:6.2f} MiB"
             f"  checkpoint {checkpoint / 1024:8.1f} KiB"
         )
+    for share in (0.0, 0.1):
+        events = _late_stream(200_000, share)
+        for label, lateness_us in (("at the grace", 3600 * S), ("at 5s", 5 * S)):
+            rate, points, corrections = _late_rate(lateness_us, events)
+            print(
+                f"grace  1h, {share:4.0%} late by 5-60 s, published {label:<12}"
+                f" {rate:8.0f} events/s  ({points} points, {corrections} corrections)"
+            )
     logged = _logged_hour(server)
     print(
         f"grace  an hour of 10 events/s in Redis's event log: {logged / 2**20:6.2f} MiB"

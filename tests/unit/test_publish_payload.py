@@ -102,7 +102,15 @@ def test_a_point_carries_its_tier_ids_ttl_and_packed_bytes_as_hex() -> None:
         "min_id": "4000-0",
         "ttl_ms": (12 - 4) * 1000 + SERIES_TTL_MARGIN_MS,
         "packed": "00ff10",
+        "corrected": "series:1s:a|g|corrected",
+        "score": "10000",
+        "min_score": "4000",
     }
+    corrected = SeriesWrite("1s", "g", 10 * S, b"\x00", 4 * S, revision=2)
+    draft = point_draft("a", 12 * S, corrected, {"count": 1})
+    (entry,) = encoded(build_payload([draft], applied=None, fence=None))["drafts"]  # type: ignore[misc]
+    assert entry["point"]["revision"] == 2
+    assert orjson.loads(draft.body)["correction"] is True
 
 
 @pytest.mark.parametrize(("active", "json"), [(True, '{"alert":"k"}'), (False, "")])

@@ -196,7 +196,7 @@ def test_the_store_keeps_order_trims_and_reads_bounds() -> None:
     packed = Point(0, 1, 1.0, 1.0, 1.0, 1.0, None, 1.0, 1.0, 1.0).packed()
     for t in (10, 20, 30, 40):
         assert store.append("k", t, packed)
-    assert not store.append("k", 40, packed) and not store.append("k", 5, packed)
+    assert not store.append("k", 40, packed) and not store.append("k", 20, packed)
     assert store.read("k", 20, 40, 10) == ([(20, packed), (30, packed)], False)
     assert store.read("k", 0, 100, 2) == ([(10, packed), (20, packed)], True)
     store.trim("k", 20)
@@ -204,6 +204,38 @@ def test_the_store_keeps_order_trims_and_reads_bounds() -> None:
     assert store.bytes_used() == 2 * 80
     store.trim("k", 40)
     assert len(store) == 0 and store.read("k", 0, 100, 10) == ([], False)
+
+
+def test_the_store_inserts_a_late_bucket_and_replaces_a_point_by_a_later_revision() -> None:
+    store = SeriesStore()
+
+    def packed(count: int) -> bytes:
+        return Point(0, count, 1.0, 1.0, 1.0, 1.0, None, 1.0, 1.0, 1.0).packed()
+
+    for t in (10, 30, 40):
+        assert store.append("k", t, packed(1))
+    # A late event's bucket, published after later ones: in its place, once.
+    assert store.append("k", 20, packed(2)) and not store.append("k", 20, packed(2))
+    # A correction replaces the point of its start, once per revision, never an older one.
+    assert store.append("k", 30, packed(3), revision=1)
+    assert not store.append("k", 30, packed(9), revision=1)
+    assert not store.append("k", 30, packed(9))
+    assert store.append("k", 30, packed(4), revision=2)
+    assert not store.append("k", 30, packed(9), revision=1)
+    assert store.read("k", 0, 100, 10) == (
+        [(10, packed(1)), (20, packed(2)), (30, packed(4)), (40, packed(1))],
+        False,
+    )
+    # Of another size (top lists vary): the series turns to variable-size records.
+    bigger = packed(5) + b"[]" + bytes([2, 0, 0, 0]) + b"\xff" * 4
+    assert store.append("k", 20, bigger, revision=1) and store.append("k", 15, bigger)
+    assert [p for _, p in store.read("k", 0, 100, 10)[0]] == [
+        packed(1), bigger, bigger, packed(4), packed(1)
+    ]  # fmt: skip
+    store.trim("k", 30)
+    assert store.read("k", 0, 100, 10) == ([(40, packed(1))], False)
+    assert store.append("k", 40, packed(6), revision=1)
+    assert store.read("k", 0, 100, 10) == ([(40, packed(6))], False)
 
 
 def test_auto_takes_the_coarsest_tier_giving_half_the_points_and_fills_the_recent_part() -> None:

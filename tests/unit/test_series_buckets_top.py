@@ -158,7 +158,7 @@ def test_the_store_turns_to_variable_size_records_at_the_first_point_of_another_
     sizes = {30: packed(1), 40: packed(3), 50: packed(0), 60: packed(2)}
     for t, data in sizes.items():
         assert store.append("k", t, data)
-    assert not store.append("k", 60, packed(1)) and not store.append("k", 5, plain)
+    assert not store.append("k", 60, packed(1)) and not store.append("k", 20, plain)
     whole = [(10, plain), (20, plain), *sizes.items()]
     assert store.read("k", 0, 100, 100) == (whole, False)
     assert store.read("k", 20, 50, 100) == (whole[1:4], False)

@@ -54,14 +54,19 @@ step = st.tuples(
 )
 
 
-def _rules() -> Rules:
+def _rules(grace_us: int | None = None) -> Rules:
     tiers = parse_tiers(TIERS)
     return Rules(
-        # A grouping rule: its events go through the stages (`_staged`), and its groups keep
-        # series of their own, which count no messages (a group's windows count none).
-        [Rule(1, ("staged",), (2 * S, 10 * S), (), STATS, ("k",), 4, series=tiers)],
-        default_rule((2 * S, 10 * S), STATS, tiers),  # series only: the inlined path
-    )
+        [
+            # A grouping rule: its events go through the stages (`_staged`), and its groups
+            # keep series of their own, which count no messages (a group's windows count none).
+            Rule(1, ("staged",), (2 * S, 10 * S), (), STATS, ("k",), 4, series=tiers,
+                 grace_us=grace_us),
+            # Series only: the inlined path.
+            Rule(2, ("plain",), (2 * S, 10 * S), (), STATS, series=tiers, grace_us=grace_us),
+        ],
+        default_rule((2 * S, 10 * S), STATS, tiers),
+    )  # fmt: skip
 
 
 def _points(drafts: Sequence[UpdateDraft]) -> list[dict[str, Any]]:
@@ -69,11 +74,11 @@ def _points(drafts: Sequence[UpdateDraft]) -> list[dict[str, Any]]:
 
 
 def _feed(
-    topic: str, drawn: list[tuple[str, int, int, float, str]]
+    topic: str, drawn: list[tuple[str, int, int, float, str]], grace_us: int | None = None
 ) -> tuple[list[dict[str, Any]], list[Event], int]:
     """The drawn steps through an aggregator: the points it drafted (the topic's and its
     groups'), the events accepted, and the final clock (where every bucket has closed)."""
-    aggregator = Aggregator(rules=_rules(), wall_clock=lambda: 0, lateness_us=LATENESS)
+    aggregator = Aggregator(rules=_rules(grace_us), wall_clock=lambda: 0, lateness_us=LATENESS)
     clock = T0
     points: list[dict[str, Any]] = []
     accepted: list[Event] = []
@@ -88,7 +93,7 @@ def _feed(
         )
         accepted.append(event)
         points += _points(aggregator.apply_events(topic, [event], (1, n)))
-    end = clock + 3600 * S + 60 * S + LATENESS  # every bucket of every tier closes
+    end = clock + 3600 * S + 60 * S + max(LATENESS, grace_us or 0)  # every bucket closes
     points += _points(aggregator.apply_ticks({topic: end}))
     return points, accepted, end
 
@@ -156,6 +161,40 @@ def test_every_points_message_counts_are_pandas_per_type(
             p["point"]["count"] for p in points if "group" in p and p["resolution"] == "1s"
         )
         assert grouped == int(valued.sum())
+
+
+GRACE = 60 * S
+late_step = st.tuples(
+    st.sampled_from(["value", "both", "message", "message", "tick"]),
+    st.integers(0, 40 * S),
+    st.sampled_from([0, 0, 0, S // 3, 7 * S, 30 * S, GRACE - 1]),
+    st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False),
+    st.sampled_from(TYPES),
+)
+
+
+@pytest.mark.parametrize("topic", ["plain", "staged"])
+@settings(max_examples=40, deadline=None)
+@given(drawn=st.lists(late_step, min_size=1, max_size=80))
+def test_late_messages_within_a_grace_correct_their_buckets_counts(
+    topic: str, drawn: list[tuple[str, int, int, float, str]]
+) -> None:
+    # A rule's grace beyond the lateness: buckets are published at the lateness and corrected
+    # by what comes late within the grace; the last point of each bucket is pandas'.
+    points, accepted, _ = _feed(topic, drawn, GRACE)
+    frame = _frame(accepted)
+    for tier in parse_tiers(TIERS):
+        label, seconds = tier.resolution_label, tier.resolution_us // S
+        last: dict[int, dict[str, Any]] = {}
+        for drafted in points:
+            if drafted["resolution"] == label and "group" not in drafted:
+                last[round(drafted["point"]["t"] * S)] = drafted["point"]
+        want = _expected(frame, seconds)
+        assert sorted(last) == list(want), label
+        for start, point in last.items():
+            counts = {k: c["count"] for k, c in point.get("messages", {}).items()}
+            assert counts == want[start]["messages"], (label, start)
+            assert point["count"] == want[start]["count"], (label, start)
 
 
 def test_a_bucket_of_messages_only_is_a_point_of_count_zero() -> None:
@@ -260,11 +299,11 @@ def test_a_state_without_messages_is_written_as_before_and_an_old_one_restores()
     closed = cold.close(T0 + 20 * S)
     (ten,) = [p for lab, p in closed if lab == "10s"]
     assert (ten.count, ten.sum, ten.messages) == (4, 6.5, (("shipped", 2),))
-    # With messages in an open coarser bucket: version 6, over version 1, and back exactly.
+    # With messages in an open coarser bucket: version 11, over version 1, and back exactly.
     series.message(T0 + 3 * S, "error")
     series.close(T0 + 9 * S)
     state = series.durable_state()
-    assert state[:2] == b"\x06\x01"
+    assert state[:2] == b"\x0b\x01"
     back = SeriesBuckets.restored(tiers, LATENESS, state)
     assert back.durable_state() == state
     assert [(lab, p) for lab, p in back.close(T0 + 20 * S)] == series.close(T0 + 20 * S)
@@ -278,11 +317,11 @@ def test_a_tagged_state_with_messages_round_trips_and_a_wrong_one_is_refused() -
     series.message(T0 + S, "error")
     series.close(T0 + 7 * S)
     state = series.durable_state()
-    assert state[:2] == b"\x06\x05"
+    assert state[:2] == b"\x0b\x05"
     back = SeriesBuckets.restored(tiers, LATENESS, state, ("user",), (("p", 2),))
     assert back.close(T0 + 20 * S) == series.close(T0 + 20 * S)
-    with pytest.raises(ValueError, match="version 6 over 6"):
-        SeriesBuckets.restored(tiers, LATENESS, b"\x06\x06" + state[2:])
+    with pytest.raises(ValueError, match="version 11 over 11"):
+        SeriesBuckets.restored(tiers, LATENESS, b"\x0b\x0b" + state[2:])
     with pytest.raises(ValueError, match="version 5"):
         SeriesBuckets.restored(tiers, LATENESS, state)  # no distinct nor top tags: not its own
 

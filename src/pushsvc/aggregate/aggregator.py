@@ -279,7 +279,8 @@ class Aggregator:
         """The clocks an idle tick would move topics to now: each topic's last event clock
         plus the wall time since it arrived, where that is ahead of the topic's clock and a
         window holds an event or an alert instance of the topic is pending or firing (its
-        `for` and `keep_firing_for` run on that clock, empty windows or not); and a grouping
+        `for` and `keep_firing_for` run on that clock, empty windows or not) or a late event
+        waits for its series correction (`SeriesBuckets.corrections_due`); and a grouping
         topic's own clock where a group lags behind it (another group's events moved it), so
         that every group is seen at the topic's moment.
 
@@ -301,7 +302,10 @@ class Aggregator:
                     continue
                 clock = min(clock, through + every + self._lateness_us)
             if clock > current and (
-                len(state.windows) or _alerts_live(state) or state.holds_messages()
+                len(state.windows)
+                or _alerts_live(state)
+                or state.holds_messages()
+                or (state.series is not None and state.series.corrections_due())
             ):
                 due[topic] = clock
             elif state.groups is not None and state.groups.lagging(current):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pushsvc.alerts.states import TopicAlerts
 from pushsvc.core.checkpoint import Checkpoint
+from pushsvc.core.lateness import series_lateness_us
 from pushsvc.core.positions import LogPosition
 from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.tiers import SeriesTier
@@ -151,9 +152,14 @@ class TopicFactory:
             stages.append(state.groups)
         tiers = self.tiers(rule)
         if tiers:
-            # A bucket closes when its topic's grace has passed: no event lands in it later.
+            # A bucket is published once the server's lateness (`--grace`) has passed, and
+            # kept until its topic's grace has: a late event within it is published as a
+            # correction. A rule that scores or forecasts its points publishes them at its
+            # grace (a model learns each bucket once, right).
             grace = self._lateness_us if rule.grace_us is None else rule.grace_us
-            state.series = SeriesStage(topic, rule, tiers, grace, groups)
+            final = rule.anomaly is not None or rule.forecast is not None
+            lateness = series_lateness_us(grace, self._lateness_us, final)
+            state.series = SeriesStage(topic, rule, tiers, lateness, groups, grace)
             stages.append(state.series)
             if rule.anomaly is not None:
                 windows = self._time_windows(rule)

@@ -246,8 +246,10 @@ class Broker(Protocol):
         latest, and deliver it to every process watching its topic; atomically per call,
         so ids are in delivery order even with several publishers. A point's draft
         (`draft.series`) is also kept in its tier's series and is never a topic's latest;
-        one its series holds already (a bucket closed before) is left out of the history,
-        delivery and the result.
+        a correction (`SeriesWrite.revision` above 0) replaces the point of its bucket there
+        when it is of a higher revision than the one held; one its series holds already (a
+        bucket published before, or that revision of it or a later one) is left out of the
+        history, delivery and the result.
 
         An aggregator passes where its drafts come from in the shared log (`applied`,
         `pushsvc.broker.shared_log`) and its lease token (`fence`): the broker records the

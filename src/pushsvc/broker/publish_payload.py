@@ -103,6 +103,13 @@ class PointJSON(TypedDict):
     ttl_ms: int
     packed: str
     """The point's stored form (`pushsvc.rules.point`), hex."""
+    revision: NotRequired[int]
+    """A correction's (above 0; absent for a bucket's first point)."""
+    corrected: str
+    """The tier's sorted set of points kept beside the stream (`PartitionKeys.corrected`)."""
+    score: str
+    """Its stream id's milliseconds, and the oldest kept's (`min_score`)."""
+    min_score: str
 
 
 class InstanceJSON(TypedDict):
@@ -157,8 +164,11 @@ def encode_payload(
     *,
     series_key: SeriesKey,
     series_id: SeriesId,
+    corrected_key: SeriesKey | None = None,
 ) -> list[bytes]:
-    """`publish_updates.lua`'s ARGV: the document (`PayloadJSON`), then each draft's body."""
+    """`publish_updates.lua`'s ARGV: the document (`PayloadJSON`), then each draft's body.
+    `corrected_key`: a tier's sorted set of corrections (`PartitionKeys.corrected`; without
+    it, the stream's key and `|corrected`)."""
     drafts: list[DraftJSON] = []
     for d in payload.drafts:
         # Groups are JSON text that orjson wrote (UTF-8), carried as strings.
@@ -172,13 +182,23 @@ def encode_payload(
         if d.forgotten:
             entry["forgotten"] = list(d.forgotten)
         if (write := d.series) is not None:
+            stream_id, min_id = series_id(write.t_us), series_id(write.keep_from_us)
+            key = series_key(write.resolution, d.topic, write.group_id)
             entry["point"] = {
-                "key": series_key(write.resolution, d.topic, write.group_id),
-                "id": series_id(write.t_us),
-                "min_id": series_id(write.keep_from_us),
+                "key": key,
+                "id": stream_id,
+                "min_id": min_id,
                 "ttl_ms": point_ttl_ms(d),
                 "packed": write.packed.hex(),
+                # Where it goes if the stream's top is at or above it (`publish_updates.lua`).
+                "corrected": key + "|corrected"
+                if corrected_key is None
+                else corrected_key(write.resolution, d.topic, write.group_id),
+                "score": stream_id.partition("-")[0],
+                "min_score": min_id.partition("-")[0],
             }
+            if write.revision:
+                entry["point"]["revision"] = write.revision
         if d.instance is not None:
             entry["instance"] = {"key": d.instance[0], "json": d.instance[1].decode()}
         drafts.append(entry)

@@ -204,6 +204,9 @@ class Point:
     int) and `top_<tag>` (a list of objects, `TopValue`), on a rule's `anomaly` tier `anomaly`
     (a float in [0, 1]) and `anomalous` (a bool), and where the bucket held messages
     `messages` (`{type: {"count", "rate"}}`)."""
+    correction: bool = False
+    """The bucket's point again, amended by a late event within its rule's grace: it replaces
+    the point of the same `resolution`, group and `t` received before."""
 
     @property
     def time(self) -> datetime:
@@ -241,7 +244,14 @@ class Point:
     def parse(cls, data: str | bytes) -> Point:
         fields = orjson.loads(data)
         group = fields.get("group")
-        return cls(fields["id"], fields["topic"], fields["resolution"], group, fields["point"])
+        return cls(
+            fields["id"],
+            fields["topic"],
+            fields["resolution"],
+            group,
+            fields["point"],
+            bool(fields.get("correction", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,3 +49,12 @@ def check_lateness(clock_us: int | None, events: Sequence[Event], lateness_us: i
             raise late
         if clock is None or event.ts_us > clock:
             clock = event.ts_us
+
+
+def series_lateness_us(grace_us: int, server_grace_us: int, final: bool = False) -> int:
+    """When a topic's series buckets are published after their end: at the server's grace
+    (`--grace`), or at the topic's `grace_us` where that is shorter, or (`final`: its rule
+    scores or forecasts its points, which learn each bucket once) at its grace. Until its
+    grace, a published bucket is corrected by the late events it accepts
+    (`pushsvc.series.buckets`)."""
+    return grace_us if final else min(grace_us, server_grace_us)

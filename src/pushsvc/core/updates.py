@@ -266,13 +266,16 @@ class SeriesWrite(NamedTuple):
     """Where a closed bucket is kept: the tier (`resolution`, its label) of the topic or of
     one of its groups (`group_id`, '' for the topic's own), the bucket's start, the point's
     stored form (`pushsvc.rules.point`), and the oldest bucket start the tier still keeps
-    (retention, on the topic clock)."""
+    (retention, on the topic clock), and its revision."""
 
     resolution: str
     group_id: str
     t_us: int
     packed: bytes
     keep_from_us: int
+    revision: int = 0
+    """0 the first time the bucket is published; each correction of it one more. A series
+    replaces a point it holds by one of a higher revision and leaves out any other."""
 
 
 ALERT_BODY = b'{"alert"'
@@ -308,11 +311,14 @@ def point_draft(
     group_key: Mapping[str, str | None] | None = None,
 ) -> UpdateDraft:
     """The message of a closed bucket (`point`, its JSON fields), published at `clock_us`
-    (the clock that closed it) right after the update that closed it."""
+    (the clock that closed it) right after the update that closed it; `"correction": true`
+    when it amends the point published before for that bucket (`series.revision` above 0)."""
     fields: dict[str, object] = {"resolution": series.resolution, "topic": topic}
     if group_key is not None:
         fields["group"] = group_key
     fields["point"] = point
+    if series.revision:
+        fields["correction"] = True
     return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series, kind=Kind.POINT)
 
 

@@ -9,10 +9,20 @@ moments by Chan's parallel formulas, sketches bin by bin — so its count, sum, 
 exact, mean and var exact to rounding, and its percentiles within the sketch's 1 % relative
 error (`pushsvc.stats.sketch`).
 
-A bucket `[t, t + resolution)` closes when the clock reaches `t + resolution + lateness`: no
-accepted event can land in it after that (`pushsvc.core.lateness`). A coarser bucket
-closes at the same clock as its last finer bucket, right after it. Buckets without events
-make no point.
+A bucket `[t, t + resolution)` is published (becomes a point) when the clock reaches
+`t + resolution + lateness`, and kept until it reaches `t + resolution + grace`: no accepted
+event can land in it after that (`pushsvc.core.lateness`). With the grace equal to the
+lateness (a rule without a grace of its own) that is one moment, as it always was. With a
+longer grace, a late event into a published bucket amends it (the finest tier holds the
+published buckets' values), and the bucket's point is published again, a *correction* of one
+revision more, when the clock passes the next whole second after the amendment
+(`CORRECTION_STEP_US`: late events between are coalesced) or the bucket's grace ends, with
+the coarser buckets over it. A late event into a bucket the clock passed while it had none
+makes its first point then too. A coarser bucket's value is the merge of its finer buckets
+past the grace (kept merged) then of its published finer buckets in ascending start, the
+order they join that merge in, so that it is the same whichever way it is reached. A coarser
+bucket is published at the same clock as its last finer bucket, right after it. Buckets
+without events make no point.
 
 A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
 `DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog, sparse then
@@ -27,19 +37,25 @@ count none, as a group's windows do not): the finest bucket keeps a count per ty
 buckets add up those of the finer buckets in them, so every tier's counts are exact. The
 counts are bounded as the windows' are (`pushsvc.stats.message_counts`): by the messages
 themselves, a type each at most. A bucket that held messages and no value still makes a point,
-of count 0 (`pushsvc.rules.point`); an event with a value and a message counts in both.
+of count 0 (`pushsvc.rules.point`); an event with a value and a message counts in both. A
+late message within the grace amends its published bucket's counts, as a late value does.
 
-Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' open
-buckets and the clock of the last close, not the finest tier's values, which the event log
-gives back: `replayed` puts an event of the log back into the finest tier unless its bucket
-had closed (and was merged) by then. Its version says what each bucket holds: 1 the
-statistics, 2 also the distinct sets, 3 also the top summaries (after the distinct sets, if
-the rule has both), 4 and 5 as 2 and 3 with distinct sets that may be sparse (written with
-distinct tags: an older reader refuses them rather than misread a sparse set); 6 is one of
-1, 3, 4 or 5 (the next number says which) with each bucket's message counts after the rest,
-written only when an open coarser bucket holds messages (so a state without any reads where
-this version is unknown); a state of an older version restores into buckets with more tags,
-which then count those from the restore on.
+Rebuilding (`pushsvc.core.checkpoint`): `durable_state` holds the coarser tiers' merges
+and the clock of the last close, not the finest tier's values, which the event log gives
+back (it keeps them from the oldest bucket within the grace, `oldest_open_us`): `replayed`
+puts an event of the log back into the finest tier unless its bucket had passed the grace
+(and was merged) by then. With a grace beyond the lateness it also holds what is published
+within the grace (each bucket's start and revision, the finest ones' amended flag) and when
+the corrections are due, so that a rebuilt state publishes the same corrections, once.
+Its version says what each bucket holds: 1 the statistics, 2 also the distinct sets, 3 also
+the top summaries (after the distinct sets, if the rule has both), 4 and 5 as 2 and 3 with
+distinct sets that may be sparse (written with distinct tags: an older reader refuses them
+rather than misread a sparse set); a state of an older version restores into buckets with
+more tags, which then count those from the restore on. 6 to 10 are 1 to 5 with what is
+published within the grace after them (written only where the grace is beyond the lateness:
+other states are as before); 11 is one of 1 to 10 but 2 and 7 (the next number says which)
+with each coarser bucket's message counts after the rest, written only when an open coarser
+bucket holds messages (so a state without any reads where this version is unknown).
 """
 
 from __future__ import annotations
@@ -59,7 +75,7 @@ if TYPE_CHECKING:  # a series without `anomaly` never loads the detector
     from pushsvc.series.forecasting import BucketForecaster
     from pushsvc.series.scoring import BucketScorer
 
-__all__ = ["ACCURACY", "SeriesBuckets"]
+__all__ = ["ACCURACY", "CORRECTION_STEP_US", "SeriesBuckets"]
 
 ACCURACY = 0.01
 """The coarser tiers' percentiles: relative error at most this (DDSketch)."""
@@ -72,7 +88,14 @@ _VERSION_TOP = 3
 _VERSION_SPARSE_DISTINCT = 4
 _VERSION_SPARSE_TOP = 5
 """As 2 and 3, with distinct sets that may be sparse (`DistinctSet`'s kind 2)."""
-_VERSION_MESSAGES = 6
+_LATE = 5
+"""Added to a version (6 to 10: as 1 to 5): the state also holds what is published within the
+grace, after the coarser tiers (written only where the grace is beyond the lateness)."""
+CORRECTION_STEP_US = 1_000_000
+"""Amendments are published when the clock passes the next whole multiple of this after them
+(or a bucket's grace ends): the late events of one such step into a bucket make one
+correction of it."""
+_VERSION_MESSAGES = 11
 """One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
 Tags = Mapping[str, str] | None
@@ -311,15 +334,30 @@ def _finest_without_values(
     return point, _Aggregate(0, 0.0, 0.0, 0.0, math.inf, -math.inf, empty, distinct, top, messages)
 
 
+class _Live:
+    """A published bucket its grace still keeps: how many corrections it has had, and (a
+    coarser tier's) its summary while that is current (None: made again when asked for, as a
+    late event beneath it or a restore leaves it; the finest tier's are always made again
+    from its values, which it holds anyway)."""
+
+    __slots__ = ("revision", "summary")
+
+    def __init__(self, revision: int, summary: _Aggregate | None) -> None:
+        self.revision = revision
+        self.summary = summary
+
+
 class SeriesBuckets:
     """Open buckets of `tiers` (finest first, each resolution a multiple of the previous,
-    `pushsvc.rules.tiers`) under the allowed lateness `lateness_us`. Not greenlet-safe."""
+    `pushsvc.rules.tiers`), published at the lateness `lateness_us` and kept, to be
+    corrected, until `grace_us` (at least the lateness; None: the lateness, nothing to
+    correct). Not greenlet-safe."""
 
     __slots__ = (
-        "_closed_clock", "_coarse", "_distinct", "_labels", "_lateness", "_newest_start",
+        "_closed_clock", "_coarse", "_correct_at", "_dirty", "_distinct", "_grace", "_held",
+        "_held_messages", "_held_tags", "_labels", "_lateness", "_live", "_newest_start",
         "_newest_values", "_open", "_open_messages", "_open_tags", "_resolutions", "_tagged",
-        "_top",
-        "forecaster", "next_close_us", "scorer",
+        "_top", "_waiting", "forecaster", "next_close_us", "scorer",
     )  # fmt: skip
 
     def __init__(
@@ -328,21 +366,34 @@ class SeriesBuckets:
         lateness_us: int,
         distinct: Sequence[str] = (),
         top: Sequence[tuple[str, int]] = (),
+        grace_us: int | None = None,
     ) -> None:
         if not tiers:
             raise ValueError("series buckets need at least one tier")
         self._resolutions = tuple(t.resolution_us for t in tiers)
         self._labels = tuple(t.resolution_label for t in tiers)
         self._lateness = lateness_us
-        self._open: dict[int, list[float]] = {}  # finest tier: start -> values
+        self._grace = lateness_us if grace_us is None else max(grace_us, lateness_us)
+        self._open: dict[int, list[float]] = {}  # finest tier, unpublished: start -> values
         self._distinct = tuple(distinct)
         self._top = tuple(top)
         self._tagged = bool(self._distinct or self._top)
         # finest tier: start -> its counts of tag values (with `distinct` or `top` tags only)
         self._open_tags: dict[int, _TagCounts] = {}
-        # finest tier: start -> its messages by type (the buckets that held a message only)
+        # finest tier: start -> its messages by type
         self._open_messages: dict[int, Messages] = {}
+        # Finest tier, published and within the grace: start -> values (and tag counts).
+        self._held: dict[int, list[float]] = {}
+        self._held_tags: dict[int, _TagCounts] = {}
+        self._held_messages: dict[int, Messages] = {}
+        # Each tier's published buckets within the grace (the finest's: those of `_held`).
+        self._live: list[dict[int, _Live]] = [{} for _ in tiers]
+        # Each coarser tier: start -> the merge of its finer buckets past the grace (all of
+        # them once it is past the grace itself), and the starts of its unpublished buckets.
         self._coarse: list[dict[int, _Aggregate]] = [{} for _ in tiers[1:]]
+        self._waiting: list[set[int]] = [set() for _ in tiers[1:]]
+        self._dirty: set[int] = set()  # held finest buckets amended since last published
+        self._correct_at = _NEVER  # the clock at which the amendments are published
         self._newest_start = -_NEVER
         self._newest_values: list[float] = []
         self._closed_clock = -_NEVER
@@ -355,30 +406,57 @@ class SeriesBuckets:
         """Learns the points of one tier as they close (a rule's `forecast`), after they are
         scored; checkpointed apart too (`BucketForecaster.to_bytes`)."""
 
+    @property
+    def grace_us(self) -> int:
+        """How long after its end a bucket is kept to be corrected (at least the lateness)."""
+        return self._grace
+
     def insert(self, ts_us: int, value: float, tags: Tags = None) -> None:
-        """An accepted event (never one of a closed bucket: the lateness rule sees to it)."""
+        """An accepted event (never one of a bucket past the grace: the lateness rule sees to
+        it). One of a published bucket amends it: its correction is due (`CORRECTION_STEP_US`)."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
-        if self._tagged:
-            self._count(start, tags)
         if start == self._newest_start:
+            if self._tagged:
+                self._count(start, tags)
             self._newest_values.append(value)
             return
         values = self._open.get(start)
         if values is None:
+            held = self._held.get(start)
+            if held is not None:
+                self._amend(start, held, value, tags)
+                return
             values = self._open[start] = []
             closes = start + resolution + self._lateness
+            if closes <= self._closed_clock:
+                # Late into a bucket the clock passed while it had no event: its point goes
+                # out with the corrections.
+                closes = self._due(start + resolution)
             if closes < self.next_close_us:
                 self.next_close_us = closes
+        if self._tagged:
+            self._count(start, tags)
         if start > self._newest_start:
             self._newest_start, self._newest_values = start, values
         values.append(value)
 
     def message(self, ts_us: int, kind: str) -> None:
         """An accepted message of type `kind` (with or without a value: its value, if any, is
-        `insert`ed apart), counted in its finest bucket, which it opens if it has none."""
+        `insert`ed apart), counted in its finest bucket, which it opens if it has none; one
+        of a published bucket within the grace amends it, as a late value does."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
+        held = self._held.get(start)
+        if held is not None and start not in self._open:
+            amended = self._held_messages.setdefault(start, {})
+            amended[kind] = amended.get(kind, 0) + 1
+            self._stale(start)
+            self._dirty.add(start)
+            closes = self._due(start + resolution)
+            if closes < self.next_close_us:
+                self.next_close_us = closes
+            return
         counts = self._open_messages.get(start)
         if counts is None:
             counts = self._open_messages[start] = {}
@@ -388,17 +466,61 @@ class SeriesBuckets:
                 if self._tagged:
                     self._count(start, None)
                 closes = start + resolution + self._lateness
+                if closes <= self._closed_clock:
+                    # Late into a bucket the clock passed while it had no event: its point
+                    # goes out with the corrections.
+                    closes = self._due(start + resolution)
                 if closes < self.next_close_us:
                     self.next_close_us = closes
         counts[kind] = counts.get(kind, 0) + 1
 
     def message_replayed(self, ts_us: int, kind: str) -> None:
-        """Rebuilding: `message` for a message of the log at or before the checkpoint (dropped
-        when its bucket had closed by then, as `replayed` drops a value)."""
+        """Rebuilding: `message` for a message of the log at or before the checkpoint (into its
+        published bucket's counts when the checkpoint kept it so, dropped when its bucket had
+        passed the grace by then, as `replayed` does with a value)."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
-        if start + resolution + self._lateness > self._closed_clock:
+        if start in self._held:
+            counts = self._held_messages.setdefault(start, {})
+            counts[kind] = counts.get(kind, 0) + 1
+        elif start + resolution + self._grace > self._closed_clock:
             self.message(ts_us, kind)
+
+    def _amend(self, start: int, held: list[float], value: float, tags: Tags) -> None:
+        """A late event into a published bucket within the grace."""
+        held.append(value)
+        if self._tagged:
+            counts = self._held_tags.get(start)
+            if counts is None:
+                counts = self._held_tags[start] = _TagCounts(self._distinct, self._top)
+            if tags:
+                counts.add(tags)
+        self._stale(start)
+        self._dirty.add(start)
+        closes = self._due(start + self._resolutions[0])
+        if closes < self.next_close_us:
+            self.next_close_us = closes
+
+    def _due(self, end: int) -> int:
+        """An amendment of the bucket ending at `end` made now: the corrections go out at the
+        next whole `CORRECTION_STEP_US` of the clock, or at the end of its grace if sooner."""
+        closed = self._closed_clock
+        due = closed - closed % CORRECTION_STEP_US + CORRECTION_STEP_US
+        if due < self._correct_at:
+            self._correct_at = due
+        return min(self._correct_at, end + self._grace)
+
+    def _stale(self, start: int) -> None:
+        """The finest bucket `start` changed: its summary and its coarser buckets' are made
+        again when next asked for."""
+        entry = self._live[0].get(start)
+        if entry is not None:
+            entry.summary = None
+        for index in range(1, len(self._resolutions)):
+            resolution = self._resolutions[index]
+            entry = self._live[index].get(start - start % resolution)
+            if entry is not None:
+                entry.summary = None
 
     def _count(self, start: int, tags: Tags) -> None:
         counts = self._open_tags.get(start)
@@ -409,89 +531,264 @@ class SeriesBuckets:
 
     def replayed(self, ts_us: int, value: float, tags: Tags = None) -> None:
         """Rebuilding: an event of the log at or before the checkpoint this state was restored
-        from; dropped when its bucket had closed by then (the checkpoint holds its merge)."""
+        from; dropped when its bucket had passed the grace by then (the checkpoint holds its
+        merge), into its published bucket's values when the checkpoint kept it so, else into
+        its open bucket."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
-        if start + resolution + self._lateness > self._closed_clock:
+        held = self._held.get(start)
+        if held is not None:
+            held.append(value)
+            if self._tagged:
+                counts = self._held_tags.get(start)
+                if counts is None:
+                    counts = self._held_tags[start] = _TagCounts(self._distinct, self._top)
+                if tags:
+                    counts.add(tags)
+        elif start + resolution + self._grace > self._closed_clock:
             self.insert(ts_us, value, tags)
 
     def close(self, clock_us: int) -> list[tuple[str, Point]]:
-        """The buckets closed at `clock_us`, as (resolution label, point): the finest tier's
-        first, then each coarser tier's, each in ascending start."""
-        lateness = self._lateness
+        """`closed` without the revisions: (resolution label, point)."""
+        return [(label, point) for label, point, _ in self.closed(clock_us)]
+
+    def closed(self, clock_us: int) -> list[tuple[str, Point, int]]:
+        """The buckets published at `clock_us`, as (resolution label, point, revision: 0 the
+        first time, then one more for each correction): the finest tier's first, then each
+        coarser tier's, each in ascending start."""
+        lateness, grace = self._lateness, self._grace
         resolution = self._resolutions[0]
-        out: list[tuple[str, Point]] = []
-        closed: list[tuple[int, _Aggregate]] = []
+        correcting = clock_us >= self._correct_at
+        before = self._closed_clock
         summarise = bool(self._coarse)
-        label = self._labels[0]
+        live = self._live[0]
+        tier: list[tuple[int, Point, int]] = []
+        finals: list[tuple[int, _Aggregate]] = []  # buckets past the grace, for the next tier
+        changed: list[int] = []  # buckets published or corrected now
         for start in sorted(s for s in self._open if s + resolution + lateness <= clock_us):
+            end = start + resolution
+            final = end + grace <= clock_us
+            if not (correcting or final or end + lateness > before):
+                continue  # late into a passed bucket: goes out with the corrections
             counts = self._open_tags.pop(start, None)
+            values = self._open.pop(start)
             by_type = self._open_messages.pop(start, None)
-            point, summary = _finest(start, self._open.pop(start), summarise, counts, by_type)
-            out.append((label, point))
-            if summary is not None:
-                closed.append((start, summary))
+            point, summary = _finest(start, values, summarise, counts, by_type)
+            tier.append((start, point, 0))
+            changed.append(start)
             if start == self._newest_start:
                 self._newest_start, self._newest_values = -_NEVER, []
+            if final:
+                if summary is not None:
+                    finals.append((start, summary))
+            else:
+                self._held[start] = values
+                if counts is not None:
+                    self._held_tags[start] = counts
+                if by_type is not None:
+                    self._held_messages[start] = by_type
+                live[start] = _Live(0, None)  # its summary is made again when asked for
+        if self._dirty:
+            for start in sorted(
+                s for s in self._dirty if correcting or s + resolution + grace <= clock_us
+            ):
+                self._dirty.discard(start)
+                entry = live[start]
+                entry.revision += 1
+                counts = self._held_tags.get(start)
+                by_type = self._held_messages.get(start)
+                point, _ = _finest(start, self._held[start], False, counts, by_type)
+                tier.append((start, point, entry.revision))
+                changed.append(start)
+        if correcting and not self._dirty:
+            self._correct_at = _NEVER
+        if self._held:
+            for start in sorted(s for s in self._held if s + resolution + grace <= clock_us):
+                values = self._held.pop(start)
+                counts = self._held_tags.pop(start, None)
+                by_type = self._held_messages.pop(start, None)
+                entry = live.pop(start)
+                if summarise:
+                    summary = entry.summary
+                    if summary is None:
+                        summary = _finest(start, values, True, counts, by_type)[1]
+                    assert summary is not None
+                    finals.append((start, summary))
+        label = self._labels[0]
+        tier.sort(key=_start)
+        out = [(label, point, revision) for _, point, revision in tier]
         for index, buckets in enumerate(self._coarse, 1):
             resolution, label = self._resolutions[index], self._labels[index]
-            for start, summary in closed:
+            waiting, live = self._waiting[index - 1], self._live[index]
+            finals.sort(key=_start)
+            for start, summary in finals:
                 into = start - start % resolution
                 bucket = buckets.get(into)
                 if bucket is None:
                     buckets[into] = summary
                 else:
                     bucket.merge(summary)
-            closed = []
-            for start in sorted(s for s in buckets if s + resolution + lateness <= clock_us):
-                summary = buckets.pop(start)
-                out.append((label, summary.point(start)))
-                closed.append((start, summary))
+            amended: set[int] = set()
+            for start in changed:
+                into = start - start % resolution
+                if into in live:
+                    amended.add(into)
+                else:
+                    waiting.add(into)
+            tier, finals, changed = [], [], []
+            for start in sorted(s for s in waiting if s + resolution + lateness <= clock_us):
+                waiting.discard(start)
+                changed.append(start)
+                if start + resolution + grace <= clock_us:  # every finer bucket is final
+                    summary = buckets.pop(start)
+                    finals.append((start, summary))
+                else:
+                    summary = self._value(index, start)
+                    live[start] = _Live(0, summary)
+                tier.append((start, summary.point(start), 0))
+            for start in sorted(amended):
+                entry = live[start]
+                entry.revision += 1
+                entry.summary = summary = self._value(index, start)
+                tier.append((start, summary.point(start), entry.revision))
+                changed.append(start)
+            if live:
+                for start in sorted(s for s in live if s + resolution + grace <= clock_us):
+                    del live[start]
+                    finals.append((start, buckets.pop(start)))
+            tier.sort(key=_start)
+            out += [(label, point, revision) for _, point, revision in tier]
         self._closed_clock = clock_us
         self.next_close_us = self._next_close()
         scorer = self.scorer
         if scorer is not None:
             # In `out`'s order: a tier's points in ascending start, as the detector needs.
+            # (A rule that scores is published at its grace: nothing of it is corrected.)
             scored = scorer.label
-            out = [(label, scorer.score(p, clock_us) if label == scored else p) for label, p in out]
+            out = [
+                (label, scorer.score(p, clock_us) if label == scored and not r else p, r)
+                for label, p, r in out
+            ]
         forecaster = self.forecaster
         if forecaster is not None:
-            for label, p in out:
-                if label == forecaster.label:
+            for label, p, r in out:
+                if label == forecaster.label and not r:
                     forecaster.learn(p)
         return out
 
+    def _value(self, index: int, start: int) -> _Aggregate:
+        """The summary of bucket `start` of coarser tier `index` as it stands: its merge of
+        finer buckets past the grace, then each of its finer buckets within it, in ascending
+        start (the order they join that merge in, so that the value is the same either way)."""
+        merged = self._coarse[index - 1].get(start)
+        summary = None if merged is None else self._copy(merged)
+        finer = self._resolutions[index - 1]
+        live = self._live[index - 1]
+        for child in range(start, start + self._resolutions[index], finer):
+            if child in live:
+                part = self._summary(index - 1, child)
+                if summary is None:
+                    summary = self._copy(part)
+                else:
+                    summary.merge(part)
+        assert summary is not None, "a published bucket has a published finer bucket"
+        return summary
+
+    def _summary(self, index: int, start: int) -> _Aggregate:
+        """The current summary of a published bucket within the grace."""
+        entry = self._live[index][start]
+        summary = entry.summary
+        if summary is None:
+            if index == 0:
+                # Not kept: an hour's grace of one-second summaries would hold an hour of
+                # sketches; the values are held anyway, and a summary is made in one pass.
+                values, counts = self._held[start], self._held_tags.get(start)
+                by_type = self._held_messages.get(start)
+                made = _finest(start, values, True, counts, by_type)[1]
+                assert made is not None
+                return made
+            summary = entry.summary = self._value(index, start)
+        return summary
+
+    def _copy(self, summary: _Aggregate) -> _Aggregate:
+        """A summary to merge into, leaving `summary` as it is (through its stored form)."""
+        out = StateWriter()
+        summary.write(out, True)
+        source = StateReader(bytes(out))
+        copied = _Aggregate.read(source, self._distinct, self._top, True, True)
+        source.done()
+        return copied
+
     def _next_close(self) -> int:
-        closes = [s + self._resolutions[0] for s in self._open]
-        for index, buckets in enumerate(self._coarse, 1):
-            closes += [s + self._resolutions[index] for s in buckets]
-        return min(closes) + self._lateness if closes else _NEVER
+        lateness, grace, closed = self._lateness, self._grace, self._closed_clock
+        resolution = self._resolutions[0]
+        closes = [self._correct_at]
+        for start in self._open:
+            end = start + resolution
+            closes.append(
+                end + lateness if end + lateness > closed else min(self._correct_at, end + grace)
+            )
+        if self._held:
+            closes.append(min(self._held) + resolution + grace)
+        for index, waiting in enumerate(self._waiting, 1):
+            resolution = self._resolutions[index]
+            if waiting:
+                closes.append(min(waiting) + resolution + lateness)
+            if self._live[index]:
+                closes.append(min(self._live[index]) + resolution + grace)
+        return min(closes)
 
     @property
     def oldest_open_us(self) -> int | None:
-        """The start of the oldest open finest bucket: a rebuild needs the log's events from
-        there on (None: no open bucket keeps events)."""
-        return min(self._open) if self._open else None
+        """The start of the oldest finest bucket that keeps its events (open, or published
+        and within the grace): a rebuild needs the log's events from there on (None: none)."""
+        starts = [*self._open, *self._held]
+        return min(starts) if starts else None
+
+    @property
+    def corrections_due(self) -> bool:
+        """Whether an amendment waits for its correction (the clock to reach it)."""
+        return self._correct_at != _NEVER
 
     def __len__(self) -> int:
-        """Open buckets over every tier."""
-        return len(self._open) + sum(len(buckets) for buckets in self._coarse)
+        """Buckets kept over every tier (open, or published and within the grace)."""
+        coarse = sum(
+            len(waiting | buckets.keys() | live.keys())
+            for waiting, buckets, live in zip(
+                self._waiting, self._coarse, self._live[1:], strict=True
+            )
+        )
+        return len(self._open) + len(self._held) + coarse
 
     def durable_state(self) -> bytes:
         out = StateWriter()
+        late = self._grace > self._lateness
         messages = any(b.messages for buckets in self._coarse for b in buckets.values())
         if messages:
             out.uint(_VERSION_MESSAGES)
         if self._top:
-            out.uint(_VERSION_SPARSE_TOP if self._distinct else _VERSION_TOP)
+            version = _VERSION_SPARSE_TOP if self._distinct else _VERSION_TOP
         else:
-            out.uint(_VERSION_SPARSE_DISTINCT if self._distinct else _VERSION)
+            version = _VERSION_SPARSE_DISTINCT if self._distinct else _VERSION
+        out.uint(version + _LATE if late else version)
         out.sint(self._closed_clock)
         for buckets in self._coarse:
             out.uint(len(buckets))
             for start in sorted(buckets):
                 out.sint(start)
                 buckets[start].write(out, messages)
+        if late:
+            correct_at = self._correct_at
+            out.uint(correct_at != _NEVER)
+            if correct_at != _NEVER:
+                out.sint(correct_at)
+            for index, live in enumerate(self._live):
+                out.uint(len(live))
+                for start in sorted(live):
+                    out.sint(start)
+                    out.uint(live[start].revision)
+                    if not index:
+                        out.uint(start in self._dirty)
         return bytes(out)
 
     @classmethod
@@ -502,17 +799,25 @@ class SeriesBuckets:
         data: bytes,
         distinct: Sequence[str] = (),
         top: Sequence[tuple[str, int]] = (),
+        grace_us: int | None = None,
     ) -> SeriesBuckets:
         """From `durable_state`, of the same tiers, distinct tags and top tags; the finest
         tier's buckets then come back through `replayed`."""
-        series = cls(tiers, lateness_us, distinct, top)
+        series = cls(tiers, lateness_us, distinct, top, grace_us)
         source = StateReader(data)
         version = source.uint()
         messages = version == _VERSION_MESSAGES
         if messages:
             version = source.uint()
-            if version in (_VERSION_DISTINCT, _VERSION_MESSAGES):  # never written with counts
-                raise ValueError(f"series state of version 6 over {version}, not of these buckets")
+            if version in (_VERSION_DISTINCT, _VERSION_DISTINCT + _LATE, _VERSION_MESSAGES):
+                # (never written with counts)
+                raise ValueError(
+                    f"series state of version {_VERSION_MESSAGES} over {version}, not of these "
+                    "buckets"
+                )
+        late = version > _LATE
+        if late:
+            version -= _LATE
         with_distinct = (_VERSION_DISTINCT, _VERSION_SPARSE_DISTINCT)
         with_top = (_VERSION_TOP, _VERSION_SPARSE_TOP)
         if (
@@ -537,6 +842,29 @@ class SeriesBuckets:
                 if not saved_top and series._top:
                     bucket.top = _empty_top(series._top)
                 buckets[start] = bucket
+        if late:
+            if source.uint():
+                series._correct_at = source.sint()
+            for index, live in enumerate(series._live):
+                for _ in range(source.uint()):
+                    start = source.sint()
+                    live[start] = _Live(source.uint(), None)
+                    if not index:
+                        series._held[start] = []
+                        if source.uint():
+                            series._dirty.add(start)
         source.done()
+        # A state kept without the late section (of a rule without a grace beyond the
+        # lateness, or from before corrections) has published nothing within a grace.
+        for index, waiting in enumerate(series._waiting, 1):
+            resolution = series._resolutions[index]
+            below = series._live[index - 1]
+            waiting.update(series._coarse[index - 1])
+            waiting.update(start - start % resolution for start in below)
+            waiting.difference_update(series._live[index])
         series.next_close_us = series._next_close()
         return series
+
+
+def _start(entry: tuple[int, Point, int] | tuple[int, _Aggregate]) -> int:
+    return entry[0]

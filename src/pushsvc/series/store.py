@@ -10,6 +10,12 @@ front, which a bytearray does without moving the rest. Two layouts:
 * **Variable-size records** from the first point of another size (top lists vary with their
   values): the points' stored forms end to end in one `bytearray`, and two int64 arrays of
   each point's start and where it ends. 16 bytes a point besides its stored form.
+
+A correction (`pushsvc.series.buckets`: a late event amended a bucket published before)
+replaces the point of its start in place, when it is of a higher revision than the one held;
+a series keeps the revisions of its corrected points only (a dict, as few as corrections). A
+late event into a bucket that had no event makes a point older than the newest: it is
+inserted in its place (records after it move; rare, and near the end).
 """
 
 from __future__ import annotations
@@ -65,6 +71,19 @@ class _Fixed:
         """Drop the oldest `count` points."""
         del self.records[: count * self.size]
 
+    def start(self, index: int) -> int:
+        return int(_START.unpack_from(self.records, index * self.size)[0])
+
+    def replace(self, index: int, packed: bytes) -> None:
+        """The point at `index` by `packed`, of the same size."""
+        at = index * self.size + _START.size
+        self.records[at : at + len(packed)] = packed
+
+    def insert(self, index: int, t_us: int, packed: bytes) -> None:
+        """A point of the same size before the one at `index`."""
+        at = index * self.size
+        self.records[at:at] = _START.pack(t_us) + packed
+
     def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
         records, size = self.records, self.size
         view = memoryview(records)
@@ -118,6 +137,30 @@ class _Varying:
         del self.starts[:count], self.ends[:count]
         self.base = end
 
+    def start(self, index: int) -> int:
+        return self.starts[index]
+
+    def replace(self, index: int, packed: bytes) -> None:
+        """The point at `index` by `packed`, of any size: the points after it move."""
+        base, ends = self.base, self.ends
+        begin = ends[index - 1] - base if index else 0
+        end = ends[index] - base
+        self.data[begin:end] = packed
+        delta = len(packed) - (end - begin)
+        if delta:
+            for at in range(index, len(ends)):
+                ends[at] += delta
+
+    def insert(self, index: int, t_us: int, packed: bytes) -> None:
+        """A point before the one at `index`: the points after it move."""
+        base, ends = self.base, self.ends
+        at = ends[index - 1] - base if index else 0
+        self.data[at:at] = packed
+        for later in range(index, len(ends)):
+            ends[later] += len(packed)
+        self.starts.insert(index, t_us)
+        self.ends.insert(index, base + at + len(packed))
+
     def points(self, first: int, last: int) -> list[tuple[int, bytes]]:
         view, base, ends = memoryview(self.data), self.base, self.ends
         begin = ends[first - 1] - base if first else 0
@@ -137,18 +180,43 @@ class SeriesStore:
 
     def __init__(self) -> None:
         self._series: dict[Hashable, _Fixed | _Varying] = {}
+        # Of each series with corrected points: start -> the revision held.
+        self._revisions: dict[Hashable, dict[int, int]] = {}
 
-    def append(self, key: Hashable, t_us: int, packed: bytes) -> bool:
-        """Keep a point after the newest of its series; False (nothing kept) when it is not
-        after it: a bucket closes once, so that point is held already."""
+    def append(self, key: Hashable, t_us: int, packed: bytes, revision: int = 0) -> bool:
+        """Keep a point: after the newest of its series, or in its place among them (a
+        bucket a late event made, published after later ones), or (`revision` above 0: a
+        correction) in place of the point of its start held at a lower revision. False
+        (nothing kept) when that point, or a later revision of it, is held already."""
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Fixed(_START.size + len(packed))
         elif series.newest() >= t_us:
-            return False
+            return self._correct(key, series, t_us, packed, revision)
         elif isinstance(series, _Fixed) and series.size != _START.size + len(packed):
             series = self._series[key] = _Varying.of(series)
         series.append(t_us, packed)
+        if revision:
+            self._revisions.setdefault(key, {})[t_us] = revision
+        return True
+
+    def _correct(
+        self, key: Hashable, series: _Fixed | _Varying, t_us: int, packed: bytes, revision: int
+    ) -> bool:
+        index = series.first_after(t_us)
+        held = index > 0 and series.start(index - 1) == t_us
+        if held:
+            revisions = self._revisions.get(key)
+            if (0 if revisions is None else revisions.get(t_us, 0)) >= revision:
+                return False
+        if isinstance(series, _Fixed) and series.size != _START.size + len(packed):
+            series = self._series[key] = _Varying.of(series)
+        if held:
+            series.replace(index - 1, packed)
+        else:
+            series.insert(index, t_us, packed)
+        if revision:
+            self._revisions.setdefault(key, {})[t_us] = revision
         return True
 
     def trim(self, key: Hashable, before_us: int) -> None:
@@ -157,6 +225,12 @@ class SeriesStore:
         if series is None:
             return
         series.cut(series.first_after(before_us))
+        revisions = self._revisions.get(key)
+        if revisions is not None:
+            for start in [s for s in revisions if s <= before_us]:
+                del revisions[start]
+            if not revisions:
+                del self._revisions[key]
         if not len(series):
             del self._series[key]
 
@@ -173,6 +247,7 @@ class SeriesStore:
 
     def drop(self, key: Hashable) -> None:
         self._series.pop(key, None)
+        self._revisions.pop(key, None)
 
     def __len__(self) -> int:
         """Series held."""

@@ -252,9 +252,13 @@ class Producer(threading.Thread):
         rate: float = 60.0,
         tags: Callable[[int], dict[str, str]] | None = None,
         stamp_now: bool = False,
+        lag_us: Callable[[int], int] | None = None,
     ) -> None:
         super().__init__(daemon=True, name="producer")
         self.tags = tags
+        self.lag_us = lag_us
+        """How far behind `base + n * 20 ms` event n is stamped (late events; none when
+        None)."""
         """The tags of event n (none when None)."""
         self.stamp_now = stamp_now
         """Stamp each event with the time it is sent, not `base + n * 20 ms`: where idle ticks
@@ -290,6 +294,8 @@ class Producer(threading.Thread):
                 time.sleep(self.interval)
                 continue
             ts_us = time.time_ns() // 1000 if self.stamp_now else self.base_us + n * 20_000
+            if self.lag_us is not None:
+                ts_us -= self.lag_us(n)
             started = time.monotonic()
             status, code = self._post(ports[n % len(ports)], n, ts_us)
             self.statuses[status] = self.statuses.get(status, 0) + 1

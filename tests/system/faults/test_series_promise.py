@@ -3,7 +3,9 @@ killed with SIGKILL, and later every aggregator at once before two start cold (t
 trimmed meanwhile: the coarse tier's open buckets come back from checkpoints). Afterwards the
 stored series and what every `?series=` stream received equal an uninterrupted run's points:
 none missing, doubled or different, on a redis-server and on a Redis Cluster (backends.py). The
-same across a stop and start of `pushsvc serve --data-dir`."""
+same across a stop and start of `pushsvc serve --data-dir`. And with late events within a rule's
+grace beyond the lateness, killed between late events and their corrections: every point and
+every correction is stored and streamed exactly as an uninterrupted run publishes them."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from faults.backends import BOTH, Store
 from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
-from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.rules.analytics import Rules, default_rule, load_rules
 from pushsvc.rules.tiers import parse_tiers
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -117,3 +119,72 @@ def test_points_survive_a_stop_and_start_with_a_data_dir(tmp_path: Path) -> None
     finally:
         second.stop()
     assert _by_tier(after) == _by_tier(_reference(events, topic))
+
+
+LATE_RULES = """
+[[rule]]
+topics = ["late.*"]
+windows = ["2s"]
+grace = "30s"
+series = ["1s:15m", "10s:1h"]
+"""
+
+
+def _lag_us(n: int) -> int:
+    """One event in five is late, by 20 ms to 20 s (within the grace), at a spread of lags."""
+    return ((n * 7919) % 1000 + 1) * 20_000 if n % 5 == 4 else 0
+
+
+def _late_reference(rules: Path, acked: list[tuple[float, int]], topic: str) -> list[Any]:
+    """The point messages an uninterrupted run publishes (corrections too), in order."""
+    loaded = load_rules(str(rules), default_rule((2 * S,), ("count",), parse_tiers(TIERS)))
+    aggregator = Aggregator(rules=loaded, wall_clock=lambda: 0, lateness_us=1 * S)
+    out = []
+    for value, ts_us in acked:
+        drafts = aggregator.apply_events(topic, [Event(value, ts_us, None)])
+        out += [orjson.loads(d.body) for d in drafts if d.series is not None]
+    return out
+
+
+@pytest.fixture
+def late_deployment(own_store: Store, prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(LATE_RULES)
+    env = {"PUSHSVC_SERIES": TIERS, "PUSHSVC_GRACE": "1s", "PUSHSVC_RULES": str(rules)}
+    made = FaultStack(own_store, prefix, env=env)
+    yield made
+    made.stop()
+
+
+@pytest.mark.parametrize("backend", BOTH, indirect=True)
+def test_corrections_survive_kill_9_and_a_cold_restart(
+    late_deployment: FaultStack, tmp_path: Path
+) -> None:
+    deployment = late_deployment
+    topic = f"late.{uuid.uuid4().hex[:8]}"
+    watchers = watched_deployment(deployment, topic, WATCHERS, query="?series=1s&series=10s")
+    producer = Producer(deployment, topic, rate=160.0, lag_us=_lag_us)
+    # A late event every 100 ms of event time, each corrected at the next whole second of
+    # the clock: at any moment some wait for their correction, so both kills land between
+    # late events and their corrections. 2,400 events of 20 ms: 48 s, past the 30 s grace, so
+    # that the log is trimmed past buckets a checkpoint holds.
+    kill_9_then_cold_restart(
+        deployment, watchers, producer, kill_at=600, all_killed_at=1800, end_at=2400,
+        checkpointed=True,
+    )  # fmt: skip
+    assert set(producer.statuses) == {202}, producer.statuses
+    expected = _late_reference(tmp_path / "rules.toml", producer.acked, topic)
+    corrections = [m for m in expected if m.get("correction")]
+    assert len(corrections) > 40 and {m["resolution"] for m in corrections} == {"1s", "10s"}
+    last: dict[tuple[str, float], dict[str, Any]] = {}
+    for message in expected:
+        last[(message["resolution"], message["point"]["t"])] = message
+    assert _by_tier(_stored(deployment.ports()[0], topic)) == _by_tier(
+        [{k: v for k, v in m.items() if k != "correction"} for m in last.values()]
+    )
+    for watcher in watchers:
+        ids = [i for i, _ in watcher.received.points]
+        assert len(set(ids)) == len(ids), f"{watcher.name}: a message arrived twice"
+        got = [{k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.points]
+        assert got == expected[len(expected) - len(got) :], watcher.name
+        assert len(got) >= len(expected) - 4

@@ -40,7 +40,8 @@ class SeriesStage:
     """Open series buckets of one topic and of each of its live groups."""
 
     __slots__ = (
-        "_groups", "_lateness_us", "_retention", "_rule", "_tiers", "_topic", "_widths", "due",
+        "_grace_us", "_groups", "_lateness_us", "_retention", "_rule", "_tiers", "_topic",
+        "_widths", "due",
         "group_series", "series",
     )  # fmt: skip
 
@@ -51,8 +52,10 @@ class SeriesStage:
         tiers: tuple[SeriesTier, ...],
         lateness_us: int,
         groups: TopicGroups | None,
+        grace_us: int | None = None,
     ) -> None:
         self._topic = topic
+        self._grace_us = grace_us
         self._rule = rule
         self._tiers = tiers
         self._lateness_us = lateness_us
@@ -70,7 +73,9 @@ class SeriesStage:
     def new_series(self) -> SeriesBuckets:
         """Empty open buckets of the rule's tiers, scoring its `anomaly` tier if it has one."""
         rule = self._rule
-        series = SeriesBuckets(self._tiers, self._lateness_us, rule.distinct, rule.top)
+        series = SeriesBuckets(
+            self._tiers, self._lateness_us, rule.distinct, rule.top, self._grace_us
+        )
         if rule.anomaly is not None:
             series.scorer = BucketScorer(rule.anomaly, max(rule.windows_us, default=0))
         if rule.forecast is not None:
@@ -81,7 +86,7 @@ class SeriesStage:
         """Open buckets from a checkpoint's `series`, `anomaly` and `forecast` parts."""
         rule = self._rule
         series = SeriesBuckets.restored(
-            self._tiers, self._lateness_us, data, rule.distinct, rule.top
+            self._tiers, self._lateness_us, data, rule.distinct, rule.top, self._grace_us
         )
         if rule.anomaly is not None:
             keep = max(rule.windows_us, default=0)
@@ -117,7 +122,7 @@ class SeriesStage:
         if e.message is not None:
             series.message(e.ts_us, e.message.type)
         if now >= series.next_close_us:
-            step.follow += self._points(now, series.close(now))
+            step.follow += self._points(now, series.closed(now))
         group = step.group
         if group is not None:
             in_group = self.of_group(group)
@@ -131,7 +136,7 @@ class SeriesStage:
     def on_tick(self, step: TickStep) -> None:
         clock = step.clock_us
         if clock >= self.series.next_close_us:
-            step.points += self._points(clock, self.series.close(clock))
+            step.points += self._points(clock, self.series.closed(clock))
         if self.group_series is not None:
             step.points += self._group_points(clock)
 
@@ -144,7 +149,7 @@ class SeriesStage:
         series = self.series
         series.message(event.ts_us, event.message.type)
         if clock_us >= series.next_close_us:
-            return self._points(clock_us, series.close(clock_us))
+            return self._points(clock_us, series.closed(clock_us))
         return []
 
     def replayed_message(self, event: Event) -> None:
@@ -169,7 +174,11 @@ class SeriesStage:
         """Rebuilding: the topic's updates reached `clock_us`; the buckets it closes were
         published before, so they close without drafts."""
         if clock_us >= self.series.next_close_us:
-            self.series.close(clock_us)
+            self.series.closed(clock_us)
+
+    def corrections_due(self) -> bool:
+        """Whether a late event of the topic's or of a group's waits for its correction."""
+        return any(series.corrections_due for series in self.all_series())
 
     def forget_groups(self, groups: Sequence[Group]) -> None:
         """Idle for the TTL (and the widest window): every bucket they had has closed."""
@@ -188,24 +197,25 @@ class SeriesStage:
             group = groups.get(gid)
             if series is None or group is None or series.next_close_us != closes:
                 continue  # stale: closed by a tick, or the group is gone
-            drafts += self._points(clock_us, series.close(clock_us), group, series)
+            drafts += self._points(clock_us, series.closed(clock_us), group, series)
             _watch(due, gid, series)
         return drafts
 
     def closed_points(self, clock_us: int) -> list[UpdateDraft]:
         """The drafts of the topic's points that close at `clock_us` (the topic's own: what
         `on_event` drafts for a topic without groups)."""
-        return self._points(clock_us, self.series.close(clock_us))
+        return self._points(clock_us, self.series.closed(clock_us))
 
     def _points(
         self,
         clock_us: int,
-        closed: Sequence[tuple[str, Point]],
+        closed: Sequence[tuple[str, Point, int]],
         group: Group | None = None,
         series: SeriesBuckets | None = None,
     ) -> list[UpdateDraft]:
-        """The drafts of the points just closed at `clock_us`, of the topic or of `group`
-        (whose buckets are `series`), then the forecast's if they include its tier's."""
+        """The drafts of the points just published at `clock_us` (a revision above 0: a
+        correction), of the topic or of `group` (whose buckets are `series`), then the
+        forecast's if they include its tier's."""
         retention = self._retention
         gid = "" if group is None else group.id
         key = None if group is None else group.key
@@ -219,14 +229,15 @@ class SeriesStage:
                     point.t_us,
                     point.packed(),
                     clock_us - retention[resolution] + 1,
+                    revision,
                 ),
                 point.fields(self._widths[resolution]),
                 key,
             )
-            for resolution, point in closed
+            for resolution, point, revision in closed
         ]
         forecaster = (self.series if series is None else series).forecaster
-        if forecaster is not None and any(label == forecaster.label for label, _ in closed):
+        if forecaster is not None and any(label == forecaster.label for label, _, _ in closed):
             fields = forecaster.fields()
             write = forecast_write(forecaster.label, gid, forecaster.last_us, fields)
             drafts.append(forecast_draft(self._topic, clock_us, write, fields, key))

@@ -212,15 +212,43 @@ local function keep_alert_change(id, clock, body)
     redis.call('XTRIM', alert_changes_key, 'MINID', oldest_kept .. '-0')
   end
 end
--- Keep a point in its tier's stream; false when the stream has it already (a bucket is
--- closed once: its start only grows), which XADD refuses as an id not above the top.
+-- A point at or below the top of its tier's stream (XADD takes ids above it only, and a
+-- stream entry cannot be replaced) is kept in the tier's sorted set of points beside it
+-- (point.corrected, scored by the stream id's ms), which reads lay over the stream's: a
+-- correction (point.revision above 0: a late event amended a bucket published before), or
+-- the first point of a bucket a late event made. False when this revision of it or a later
+-- one is held already (a first point: also when the stream holds it).
+local function keep_beside(point, topic)
+  local key, score, revision = point.corrected, point.score, point.revision or 0
+  local held = redis.call('ZRANGEBYSCORE', key, score, score)
+  if #held > 0 then
+    if tonumber(string.sub(held[1], 1, 8), 16) >= revision then return false end
+  elseif revision == 0 and #redis.call('XRANGE', point.key, point.id, point.id) > 0 then
+    return false
+  end
+  redis.call('ZREMRANGEBYSCORE', key, score, score)
+  redis.call('ZADD', key, score, string.format('%08x', revision) .. unhex(point.packed))
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. point.min_score)
+  local ttl = point.ttl_ms
+  redis.call('PEXPIRE', key, ttl)
+  local index_key = series_keys_prefix .. topic
+  redis.call('SADD', index_key, key)
+  if redis.call('PTTL', index_key) < ttl then
+    redis.call('PEXPIRE', index_key, ttl)
+  end
+  return true
+end
+-- Keep a point in its tier's stream, or beside it (`keep_beside`) when the stream's top is
+-- at or above its bucket; false when it is held already.
 -- The topic's set of series keys (what its deletion drops) names the point's, and expires
 -- with the longest-kept of them.
 local function keep_point(point, topic)
   local series_key = point.key
   local added = redis.pcall('XADD', series_key, point.id, 'p', unhex(point.packed))
   if type(added) == 'table' and added.err then
-    if string.find(added.err, 'equal or smaller', 1, true) then return false end
+    if string.find(added.err, 'equal or smaller', 1, true) then
+      return keep_beside(point, topic)
+    end
     return error(added)  -- anything else (OOM...) fails the script as redis.call would
   end
   redis.call('XTRIM', series_key, 'MINID', point.min_id)

@@ -22,11 +22,12 @@ class KeptSeries:
         self._of_topic: dict[str, set[SeriesKey]] = {}
 
     def keep(self, draft: UpdateDraft, now_s: float) -> bool:
-        """Keep a point's draft in its tier; False when the tier holds it already."""
+        """Keep a point's draft in its tier (a correction: in place of the point it
+        corrects); False when the tier holds it, or a later correction of it, already."""
         write = draft.series
         assert write is not None
         key = (draft.topic, write.group_id, write.resolution)
-        if not self._points.append(key, write.t_us, write.packed):
+        if not self._points.append(key, write.t_us, write.packed, write.revision):
             return False
         self._points.trim(key, write.keep_from_us - 1)
         self._due[key] = now_s + (draft.clock_us - write.keep_from_us) / 1e6 + _GRACE_S

@@ -63,6 +63,10 @@ Under `{prefix}{{tag}}:` (written `P:` below):
     P:series:{res}:{topic}[|{group id}]  stream  closed buckets of one series tier: id
                                 `<bucket start ms>-0`, p=packed point; trimmed to the tier's
                                 retention, expiring that long after its newest point
+    P:corrected:{res}:{topic}[|{group id}]  zset  the tier's corrected points (a late event
+                                amended a published bucket): scored by the stream id's ms,
+                                `<revision, 8 hex digits><packed point>`, laid over the
+                                stream's on a read; kept and trimmed as the stream is
     P:serieskeys:{topic} set    the topic's series keys (of every tier, its groups' too), what
                                 a deletion drops; expiring with the longest-kept of them
     P:checkpoint:{topic} hash   the topic's durable state at a log position
@@ -314,6 +318,14 @@ class PartitionKeys:
         """A stream: the points of one tier of a topic, or of one of its groups (a topic name
         holds no `|`)."""
         key = f"{self.base}series:{resolution}:{topic}"
+        return f"{key}|{group_id}" if group_id else key
+
+    def corrected(self, resolution: str, topic: str, group_id: str = "") -> str:
+        """A sorted set beside a tier's stream (`series`): its corrected points, scored by
+        their stream id's milliseconds, each the revision (8 hex digits) then the stored form.
+        A stream entry cannot be replaced in place (XADD takes ids above the top only), so a
+        read lays these over the stream's."""
+        key = f"{self.base}corrected:{resolution}:{topic}"
         return f"{key}|{group_id}" if group_id else key
 
     def series_keys(self, topic: str) -> str:

@@ -106,7 +106,11 @@ class PublishScript:
         ]
         payload = build_payload(drafts, applied=applied, fence=fence)
         args = encode_payload(
-            payload, self.names(index), series_key=part.series, series_id=series_id
+            payload,
+            self.names(index),
+            series_key=part.series,
+            series_id=series_id,
+            corrected_key=part.corrected,
         )
         with unavailable("publish_updates"):
             reply = PublishReply.decode(self._script(keys=keys, args=args))

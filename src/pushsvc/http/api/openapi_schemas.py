@@ -257,6 +257,13 @@ SCHEMAS: dict[str, Any] = {
             "topic": {"type": "string"},
             "group": {"type": "object", "description": "a group's point: the group's key"},
             "point": {"$ref": "#/components/schemas/Point"},
+            "correction": {
+                "type": "boolean",
+                "enum": [True],
+                "description": "present (true) when the bucket was published before and a "
+                "late event within its rule's grace amended it: `point` replaces the point of "
+                "the same resolution, group and `t` (series reads give the corrected one)",
+            },
         },
     },
     "Forecast": {

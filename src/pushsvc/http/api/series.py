@@ -21,6 +21,7 @@ from werkzeug.datastructures import MultiDict
 
 from pushsvc.core import history_table
 from pushsvc.core.durations import duration_label
+from pushsvc.core.lateness import series_lateness_us
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.errors import BadRequest, EmptyRange
 from pushsvc.http.api.context import runtime
@@ -110,7 +111,10 @@ def topic_series(topic: str) -> Response:
         clock = latest.clock_us if latest is not None else None
         if query.since_us is None or query.until_us is None:
             since_us, until_us = _default_range(tiers, query, clock)
-        lateness = rule.grace_us if rule.grace_us is not None else rt.settings.grace_us
+        server_grace = rt.settings.grace_us
+        grace = rule.grace_us if rule.grace_us is not None else server_grace
+        final = rule.anomaly is not None or rule.forecast is not None
+        lateness = series_lateness_us(grace, server_grace, final)  # when points are published
         segments = plan_segments(tiers, since_us, until_us, clock, query.points, lateness)
     else:
         segments = [(by_label[query.resolution], since_us, until_us)]

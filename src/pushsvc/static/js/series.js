@@ -23,12 +23,18 @@ export function labelSeconds(label) {
 }
 
 /** Put `point` ({t, resolution, ...}) into `points` (ascending t): a coarser point replaces
- *  the finer ones inside its bucket; a point already held (same t and resolution) or covered
- *  by a coarser one is dropped. Returns whether `points` changed. */
-export function mergePoint(points, point) {
+ *  the finer ones inside its bucket; a correction (`"correction": true`: a late event amended
+ *  its bucket) replaces the point held of the same t and resolution; any other point already
+ *  held, or covered by a coarser one (which has its own correction), is dropped. Returns
+ *  whether `points` changed. */
+export function mergePoint(points, point, correction = false) {
   const width = labelSeconds(point.resolution);
-  for (const held of points) {
+  for (const [index, held] of points.entries()) {
     const heldWidth = labelSeconds(held.resolution);
+    if (correction && held.t === point.t && heldWidth === width) {
+      points[index] = point;
+      return true;
+    }
     if (heldWidth >= width && held.t <= point.t && point.t < held.t + heldWidth) return false;
   }
   let i = points.length;
@@ -112,7 +118,8 @@ export class SeriesRange {
           // Its tier closed a bucket: the aggregator has made the next forecast with it.
           this.loadForecast(...this.forecastFrom, this.key).then(() => this.onChange());
         }
-        if (mergePoint(this.points, { ...message.point, resolution: message.resolution })) this.onChange();
+        const point = { ...message.point, resolution: message.resolution };
+        if (mergePoint(this.points, point, Boolean(message.correction))) this.onChange();
       },
     });
   }
