@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import redis
+from harness.fenced_publish import publish
 from harness.redis_server import RedisServer
 
 from bench.common import Report, median, parser
@@ -34,14 +35,14 @@ def body(topic: str, n: int) -> bytes:
 
 
 def fill(broker: RedisBroker, history: int, others: int) -> None:
-    broker.publish_updates([UpdateDraft("trimmed", 0, body("trimmed", 0))])
+    publish(broker, [UpdateDraft("trimmed", 0, body("trimmed", 0))])
     for start in range(0, history, 100):
         batch = range(start, min(start + 100, history))
         drafts = []
         for n in batch:
             topic = "busy" if n % 2 else f"other.{n % others}"
             drafts.append(UpdateDraft(topic, n + 1, body(topic, n)))
-        broker.publish_updates(drafts)
+        publish(broker, drafts)
 
 
 def measure(broker: RedisBroker, client: redis.Redis, topic: str, repeats: int) -> dict[str, Any]:

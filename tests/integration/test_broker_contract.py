@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from harness.fenced_publish import publish
 from harness.live import wait_until
 from harness.redis_server import RedisServer
 
@@ -59,7 +60,6 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.ingest import Event
-from support.fenced_publish import publish
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
