@@ -13,7 +13,6 @@ clock, and nothing of it survives the process (`serve --data-dir` runs a private
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import time
@@ -161,11 +160,11 @@ class MemoryBroker:
         self,
         drafts: Sequence[UpdateDraft],
         *,
-        applied: Applied | None = None,
-        fence: str | None = None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update]:
-        """As on Redis: an aggregator's batch (`applied`) goes to its partition whole, alert
-        changes included; other drafts each to their topic's partition.
+        """As on Redis: an aggregator's batch goes to its partition whole, alert changes
+        included.
 
         With a `pause`, a batch of more than `PACED_DRAFTS` is published in parts, with a
         pause between two: the first part is checked (the fence, the position) as the
@@ -175,47 +174,29 @@ class MemoryBroker:
         next: each part is kept, then delivered, and a stream being primed drops what its
         read already had (`pushsvc.deliver.subscription`)."""
         self._check_open()
-        if not drafts and applied is None:
-            return []
-        if applied is not None:
-            index = applied.shard[0]
-            parts = [drafts]
-            if self._pause is not None and len(drafts) > PACED_DRAFTS:
-                parts = [
-                    drafts[at : at + PACED_DRAFTS] for at in range(0, len(drafts), PACED_DRAFTS)
-                ]
-            first = parts[0]
-            updates = self.store.run(
-                "publish",
-                applied.shard,
-                lambda: self.store.publish(index, first, applied, fence),
-            )
-            if len(parts) == 1:
-                return updates
-            assert self._pause is not None
-            with self.store.finishing(index, applied.entries):
-                for number, rest in enumerate(parts[1:], start=1):
-                    try:
-                        self._pause()
-                    except BaseException:
-                        # Killed in a pause (gevent's kill raises there): the rest goes out
-                        # first, as a script that started runs to its end.
-                        for remaining in parts[number:]:
-                            updates += self.store.continue_publish(index, remaining)
-                        raise
-                    updates += self.store.continue_publish(index, rest)
+        index = applied.shard[0]
+        parts = [drafts]
+        if self._pause is not None and len(drafts) > PACED_DRAFTS:
+            parts = [drafts[at : at + PACED_DRAFTS] for at in range(0, len(drafts), PACED_DRAFTS)]
+        first = parts[0]
+        updates = self.store.run(
+            "publish", applied.shard, lambda: self.store.publish(index, first, applied, fence)
+        )
+        if len(parts) == 1:
             return updates
-        by_partition: dict[int, list[UpdateDraft]] = {}
-        for d in drafts:
-            by_partition.setdefault(self.partition_of(d.topic), []).append(d)
-        published: list[Update] = []
-        for index, of_partition in by_partition.items():
-            published += self.store.run(
-                "publish",
-                (index, self.partitions),
-                functools.partial(self.store.publish, index, of_partition, None, fence),
-            )
-        return published
+        assert self._pause is not None
+        with self.store.finishing(index, applied.entries):
+            for number, rest in enumerate(parts[1:], start=1):
+                try:
+                    self._pause()
+                except BaseException:
+                    # Killed in a pause (gevent's kill raises there): the rest goes out
+                    # first, as a script that started runs to its end.
+                    for remaining in parts[number:]:
+                        updates += self.store.continue_publish(index, remaining)
+                    raise
+                updates += self.store.continue_publish(index, rest)
+        return updates
 
     def consume_updates(
         self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None
