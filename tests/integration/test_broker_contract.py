@@ -536,6 +536,21 @@ def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> No
         assert ns == list(range(calls))
 
 
+def test_a_closed_feed_receives_nothing_more(broker: Broker) -> None:
+    """A process's feed stops delivering once closed (twice is harmless); the same handler
+    behind another feed goes on receiving each update once."""
+    inbox = Inbox()
+    feed, other = listen(broker, inbox), listen(broker, inbox)
+    (first,) = publish(broker, [draft("a", 1)])
+    assert inbox.take_updates(2) == [first, first]
+    feed.close()
+    feed.close()
+    (second,) = publish(broker, [draft("a", 2)])
+    (third,) = publish(broker, [draft("a", 3)])
+    assert inbox.take_updates(2) == [second, third]  # each once, from the other feed
+    other.close()
+
+
 def test_a_raising_updates_handler_does_not_stop_delivery(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -78,20 +78,6 @@ class Replayed:
     heads: Mapping[int, UpdateId] = field(default_factory=dict, compare=False)
 
 
-class Subscription:
-    """A handler's registration; `close()` stops delivery to it (idempotent)."""
-
-    __slots__ = ("_on_close",)
-
-    def __init__(self, on_close: Callable[[], None]) -> None:
-        self._on_close: Callable[[], None] | None = on_close
-
-    def close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
-
-
 class UpdatesFeed(Protocol):
     """A process's subscription to updates (see `Broker.consume_updates`)."""
 

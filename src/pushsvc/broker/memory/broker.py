@@ -31,7 +31,6 @@ from pushsvc.broker.base import (
     Replayed,
     SeriesPage,
     ShardLag,
-    Subscription,
     TopicHead,
     TopicStats,
     UpdatesHandler,
@@ -60,11 +59,22 @@ embedded server's loop 55-85 ms (2026-11-27), and every POST waited."""
 
 
 class MemoryUpdatesFeed:
-    """A process's subscription to updates: watching is free, every update is delivered
-    anyway (the hub filters)."""
+    """A process's feed of updates on the memory broker: its handler is in the store's list,
+    so every update published reaches it in the publisher's greenlet (the hub filters), until
+    `close` takes it out (idempotent).
 
-    def __init__(self, subscription: Subscription) -> None:
-        self._subscription = subscription
+    `watch` and `unwatch` have nothing to do here, and stay as the `UpdatesFeed` protocol's
+    null object: a stream subscribes in one way on every broker (`deliver.subscription`
+    watches, primes, and unwatches on close), where Redis subscribes channels
+    (`RedisUpdatesFeed`). Without them every caller would ask which broker it has, at the
+    watch and at the close, for no work saved."""
+
+    __slots__ = ("_handler", "_handlers")
+
+    def __init__(self, handlers: list[UpdatesHandler], handler: UpdatesHandler) -> None:
+        handlers.append(handler)
+        self._handlers = handlers
+        self._handler: UpdatesHandler | None = handler
 
     def watch(self, selectors: Sequence[str]) -> None:
         pass
@@ -73,7 +83,12 @@ class MemoryUpdatesFeed:
         pass
 
     def close(self) -> None:
-        self._subscription.close()
+        handler, self._handler = self._handler, None
+        # Identity, not equality: the same function may be registered twice.
+        for i, item in enumerate(self._handlers):
+            if item is handler:
+                del self._handlers[i]
+                break
 
 
 class MemoryBroker:
@@ -87,7 +102,7 @@ class MemoryBroker:
         self.partitions = store.partitions
         self.name = name or f"process-{next(_processes)}"
         self._pause = pause
-        self._subscriptions: list[Subscription] = []
+        self._feeds: list[MemoryUpdatesFeed] = []
         self._closed = False
 
     @classmethod
@@ -204,19 +219,9 @@ class MemoryBroker:
         """Every update reaches every handler as it is published, in the publisher's greenlet
         (the hub filters); nothing is ever missed, so `on_reset` never runs."""
         self._check_open()
-        handlers = self.store.handlers
-        handlers.append(handler)
-
-        def remove() -> None:
-            # Identity, not equality: the same function may be registered twice.
-            for i, item in enumerate(handlers):
-                if item is handler:
-                    del handlers[i]
-                    break
-
-        subscription = Subscription(remove)
-        self._subscriptions.append(subscription)
-        return MemoryUpdatesFeed(subscription)
+        feed = MemoryUpdatesFeed(self.store.handlers, handler)
+        self._feeds.append(feed)
+        return feed
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -418,8 +423,8 @@ class MemoryBroker:
     def close(self) -> None:
         """This process's broker goes (its feeds with it); the store stays, like Redis."""
         self._closed = True
-        for subscription in self._subscriptions:
-            subscription.close()
+        for feed in self._feeds:
+            feed.close()
 
     def _check_open(self) -> None:
         if self._closed:
