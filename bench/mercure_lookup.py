@@ -33,12 +33,14 @@ from collections.abc import Iterator
 
 import gevent
 import orjson
+from harness.fenced_publish import publish
 from harness.redis_cluster import RedisClusterServers
 from harness.redis_server import RedisServer
 
 from pushsvc.broker.base import Broker
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.shared_log import LogBroker
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.updates import UpdateDraft
@@ -54,9 +56,9 @@ between (a lookup's pause waits for an idle loop) and costs next to no CPU."""
 
 
 @contextlib.contextmanager
-def broker_on(backend: str, partitions: int, history: int) -> Iterator[Broker]:
+def broker_on(backend: str, partitions: int, history: int) -> Iterator[LogBroker]:
     if backend == "memory":
-        made: Broker = MemoryBroker(Store(partitions, clock=time.time, history=history))
+        made: LogBroker = MemoryBroker(Store(partitions, clock=time.time, history=history))
         yield made
         made.close()
         return
@@ -72,7 +74,7 @@ def broker_on(backend: str, partitions: int, history: int) -> Iterator[Broker]:
         store.stop()
 
 
-def fill(broker: Broker, partitions: int, history: int, data: int) -> None:
+def fill(broker: LogBroker, partitions: int, history: int, data: int) -> None:
     """`history` Mercure updates in each partition, of 4 topics each."""
     by_partition: dict[int, list[str]] = {p: [] for p in range(partitions)}
     n = 0
@@ -103,7 +105,7 @@ def fill(broker: Broker, partitions: int, history: int, data: int) -> None:
                 )
                 drafts.append(UpdateDraft(topic, 1_000_000 + n, body))
                 n += 1
-            broker.publish_updates(drafts)
+            publish(broker, drafts)  # as an aggregator does: fenced by its lease
 
 
 def one_read(broker: Broker) -> None:

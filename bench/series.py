@@ -43,8 +43,10 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from itertools import count, islice
+from typing import Any
 
 import redis
+from harness.fenced_publish import covering_ticks, publish
 from harness.live import PushsvcProcess, post
 from harness.redis_server import RedisServer
 
@@ -257,9 +259,9 @@ def _redis_bytes(
                 write = SeriesWrite(tier.resolution_label, "", t_us, packed, T0)
                 drafts.append(point_draft("t", t_us + tier.resolution_us, write, {"t": 0}))
                 if len(drafts) == 1000:
-                    broker.publish_updates(drafts)
+                    publish(broker, drafts)
                     drafts = []
-            broker.publish_updates(drafts)
+            publish(broker, drafts)
         total = 0
         for tier in tiers:
             key = broker.keys.of("t").series(tier.resolution_label, "t")
@@ -274,8 +276,14 @@ def redis_rows(server: RedisServer) -> None:
     client.flushall()
     broker = RedisBroker(server.url, prefix="ops:", history=10_000)
     try:
-        client.config_resetstat()
         points = 1000
+        # Published as an aggregator does, each batch covering a log entry under the lease:
+        # the entries are logged before the commands are counted.
+        shard = (broker.partition_of("t"), broker.partitions)
+        lease: Any = broker.lease(shard, ttl_us=3_600_000_000)
+        assert lease.renew()
+        covering = covering_ticks(broker, shard, lease.token, points // 100)
+        client.config_resetstat()
         for start in range(0, points, 100):
             drafts = []
             for i in range(start, start + 100):
@@ -283,7 +291,7 @@ def redis_rows(server: RedisServer) -> None:
                 drafts.append(draft("t", t_us + 6 * S, "event", {"value": 1.0}, {}))
                 write = SeriesWrite("1s", "", t_us, _full_points(parse_tiers("1s:15m")[0])[0][1], 0)
                 drafts.append(point_draft("t", t_us + 6 * S, write, {"t": t_us / S}))
-            broker.publish_updates(drafts)
+            broker.publish_updates(drafts, applied=covering[start // 100], fence=lease.token)
         stats = client.info("commandstats")
         series = {
             name: stats[f"cmdstat_{name}"]["calls"]

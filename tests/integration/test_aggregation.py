@@ -14,11 +14,12 @@ from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
+from pushsvc.broker.base import Applied
 from pushsvc.broker.lua import source
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.log import RedisEventLog
-from pushsvc.broker.shared_log import FORGET_SCAN, EventLog, LogState
+from pushsvc.broker.shared_log import FIRST, FORGET_SCAN, EventLog, LogState
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
@@ -233,8 +234,9 @@ def test_a_lease_that_lapsed_unused_is_resumed_and_one_held_meanwhile_is_a_new_t
     drafts = Aggregator(windows_us=[10 * S], labels=["10s"], wall_clock=lambda: 0).apply_events(
         "a", [Event(1, 10 * S, None)]
     )
+    applied = Applied(holder.shard, "1-0", 1, FIRST)  # the entry the drafts came from
     with pytest.raises(Fenced):
-        deployment.broker.publish_updates(drafts, fence=first)
+        deployment.broker.publish_updates(drafts, applied=applied, fence=first)
     assert deployment.history() == []
 
 

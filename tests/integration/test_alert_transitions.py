@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from harness.fenced_publish import publish as publish_fenced
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.alert_model import AlertSpec, Change, Condition, TopicModel, spec_toml
-from support.fenced_publish import publish as publish_fenced
 
 S = 1_000_000
 T0 = 1_763_700_000 * S

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from harness.fenced_publish import publish
 from harness.live import wait_until
 from harness.redis_server import RedisServer
 
@@ -59,7 +60,6 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.ingest import Event
-from support.fenced_publish import publish
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
@@ -534,6 +534,21 @@ def test_concurrent_publishers_deliver_in_id_order(new_broker: MakeBroker) -> No
     for i in range(4):  # and each publisher's own order survives the interleaving
         ns = [orjson.loads(u.data)["n"] for u in received if u.topic == f"t{i}"]
         assert ns == list(range(calls))
+
+
+def test_a_closed_feed_receives_nothing_more(broker: Broker) -> None:
+    """A process's feed stops delivering once closed (twice is harmless); the same handler
+    behind another feed goes on receiving each update once."""
+    inbox = Inbox()
+    feed, other = listen(broker, inbox), listen(broker, inbox)
+    (first,) = publish(broker, [draft("a", 1)])
+    assert inbox.take_updates(2) == [first, first]
+    feed.close()
+    feed.close()
+    (second,) = publish(broker, [draft("a", 2)])
+    (third,) = publish(broker, [draft("a", 3)])
+    assert inbox.take_updates(2) == [second, third]  # each once, from the other feed
+    other.close()
 
 
 def test_a_raising_updates_handler_does_not_stop_delivery(

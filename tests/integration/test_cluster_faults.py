@@ -17,6 +17,7 @@ from typing import cast
 import orjson
 import pytest
 import redis
+from harness.fenced_publish import publish as publish_fenced
 from harness.live import wait_until
 from harness.redis_cluster import RedisClusterServers
 from harness.redis_server import RedisServer
@@ -315,7 +316,7 @@ def test_after_a_failover_every_consumer_follows_the_new_owner_at_once(
         within(lambda: (topic, float(n)) in woken, "the log waiter is woken by the new owner")
 
         def feed_hears() -> bool:
-            broker.publish_updates([_draft(topic, len(updates))])
+            publish_fenced(broker, [_draft(topic, len(updates))])
             return bool(updates)
 
         within(feed_hears, "the updates feed hears the new owner")

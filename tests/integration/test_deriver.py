@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 
 import orjson
+from harness.fenced_publish import publish, publish_applied
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.derive import Deriver
@@ -16,7 +17,6 @@ from pushsvc.core.event import Event
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.derive_oracle import Term, assert_close, divide, expected
-from support.fenced_publish import publish, publish_applied
 
 S = 1_000_000
 T0 = 1_763_700_000 * S

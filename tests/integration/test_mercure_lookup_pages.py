@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from harness.fenced_publish import publish
 
 from pushsvc.broker.base import HistoryPages
 from pushsvc.broker.base import ServingBroker as Broker
@@ -28,7 +29,6 @@ from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.deliver import mercure_resume, mercure_search
 from pushsvc.deliver.mercure_resume import EARLIEST, Resume
 from pushsvc.deliver.mercure_updates import envelope
-from support.fenced_publish import publish
 from support.mercure_hub import lookup_at_once as unpaged
 
 PARTITIONS = 4

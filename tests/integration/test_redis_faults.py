@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 import redis
+from harness.fenced_publish import LEASE_US, covering_tick, publish
 from harness.live import wait_until
 from harness.redis_server import RedisServer
 
@@ -75,12 +76,19 @@ def test_every_call_raises_broker_unavailable_while_redis_is_down(
     own_redis: RedisServer, brokers: Callable[..., RedisBroker]
 ) -> None:
     broker = brokers()
-    (update,) = broker.publish_updates([draft("a", 1)])
+    (update,) = publish(broker, [draft("a", 1)])
+    # A publish prepared while Redis was up: its shard's lease held, its log entry logged.
+    shard = (broker.partition_of("a"), broker.partitions)
+    lease = broker.lease(shard, ttl_us=LEASE_US)
+    assert lease.renew()
+    applied = covering_tick(broker, shard, lease.token)
     own_redis.stop()
 
     calls: dict[str, Callable[[], object]] = {
         "append_events": lambda: broker.append_events("a", [Event(1.0, 1, None)], lateness_us=0),
-        "publish_updates": lambda: broker.publish_updates([draft("a", 2)]),
+        "publish_updates": lambda: broker.publish_updates(
+            [draft("a", 2)], applied=applied, fence=lease.token
+        ),
         "replay": lambda: broker.replay(Cursor([update.id]), everything),
         "latest": lambda: broker.latest(everything),
         "ping": broker.ping,
@@ -104,7 +112,7 @@ def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
         lambda batch: [updates.put(u) for u in batch], on_reset=lambda: resets.put("reset")
     )
     feed.watch(["a"])
-    (before,) = producer.publish_updates([draft("a", 1)])
+    (before,) = publish(producer, [draft("a", 1)])
     assert updates.get(timeout=WAIT) == before
 
     own_redis.stop()
@@ -114,9 +122,9 @@ def test_after_redis_restarts_empty_consumers_receive_again_in_a_new_epoch(
 
     producer.ping()  # the first call after the restart already works: no stale connection
     # Poll until the consumer's reader has subscribed again by itself.
-    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], what="redis is back")
+    wait_until(lambda: publish(producer, [draft("probe", 0)]) != [], what="redis is back")
     wait_until(lambda: _subscribers(own_redis, producer, "a") == 1, what="resubscribed")
-    (after,) = producer.publish_updates([draft("a", 2)])
+    (after,) = publish(producer, [draft("a", 2)])
     assert updates.get(timeout=WAIT) == after
 
     assert epoch(after) != epoch(before)
@@ -142,7 +150,7 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
     consumer, producer = brokers(), brokers()
     updates: queue.Queue[Update] = queue.Queue()
     consumer.consume_updates(lambda batch: [updates.put(u) for u in batch]).watch(["a"])
-    (before,) = producer.publish_updates([draft("a", 1)])
+    (before,) = publish(producer, [draft("a", 1)])
     assert updates.get(timeout=WAIT) == before
 
     admin = redis.Redis.from_url(own_redis.url)
@@ -161,7 +169,7 @@ def test_a_killed_pubsub_connection_is_replaced_and_the_history_kept(
     finally:
         admin.close()
 
-    (after,) = producer.publish_updates([draft("a", 2)])
+    (after,) = publish(producer, [draft("a", 2)])
     assert updates.get(timeout=WAIT) == after
     assert epoch(after) == epoch(before)  # Redis kept its data: same history
     assert consumer.replay(at(before.id), everything) == Replayed([after])
@@ -178,9 +186,9 @@ def test_watch_while_redis_is_down_raises_then_works_once_it_is_back(
         feed.watch(["a"])
 
     own_redis.start()
-    wait_until(lambda: producer.publish_updates([draft("probe", 0)]) != [], what="redis is back")
+    wait_until(lambda: publish(producer, [draft("probe", 0)]) != [], what="redis is back")
     feed.watch(["a"])
-    (update,) = producer.publish_updates([draft("a", 1)])
+    (update,) = publish(producer, [draft("a", 1)])
     assert updates.get(timeout=WAIT) == update
     assert updates.empty()
 
@@ -283,7 +291,7 @@ def test_a_message_that_arrives_in_pieces_is_read_whole_without_a_reset(
             UpdateDraft("big", n, orjson.dumps({"topic": "big", "pad": "x" * 500, "n": n}))
             for n in range(1000)
         ]
-        published = producer.publish_updates(drafts)
+        published = publish(producer, drafts)
         received = [updates.get(timeout=WAIT) for _ in published]
         assert received == published
         assert resets.empty(), "the reader took a slow message for a dead connection"

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 import orjson
 import pytest
 import redis
+from harness.fenced_publish import publish as publish_fenced
 from harness.redis_server import RedisServer
 
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update, UpdateDraft
-from support.fenced_publish import publish as publish_fenced
 
 pytestmark = pytest.mark.redis
 

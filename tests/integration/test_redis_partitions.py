@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
+from harness.fenced_publish import LEASE_US, publish_applied
+from harness.fenced_publish import publish as publish_fenced
 from harness.redis_cluster import RedisClusterServers
 from harness.redis_server import RedisServer
 from redis.crc import key_slot
@@ -45,7 +47,6 @@ from pushsvc.core.updates import (
     point_draft,
 )
 from pushsvc.errors import LayoutMismatch, TooManyTopics
-from support.fenced_publish import publish as publish_fenced
 
 pytestmark = pytest.mark.redis
 
@@ -100,12 +101,22 @@ def topics_in_every_partition() -> dict[int, str]:
 class AlertsOfEveryPartition:
     """Publishes alert changes as an aggregator does: each with the batch of events of the
     topic it watches, so it goes in that topic's partition (`alert` alone goes in
-    `_alerts`')."""
+    `_alerts`'), under the partition's lease, which it holds while it lives (`with`)."""
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
         self.topics = [t for _, t in sorted(topics_in_every_partition().items())]
         self.applied_up_to = dict.fromkeys(self.topics, "0-0")
+        self.leases = [broker.lease((index, P), ttl_us=LEASE_US) for index in range(P)]
+
+    def __enter__(self) -> AlertsOfEveryPartition:
+        assert all(lease.renew() for lease in self.leases)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for lease in self.leases:
+            lease.release()
+            lease.close()
 
     def publish(self, topic: str, n: int) -> Update:
         self.broker.append_events(topic, [Event(1.0, 1 + n, None)], lateness_us=LATENESS_US)
@@ -115,7 +126,8 @@ class AlertsOfEveryPartition:
         event_log.close()
         applied = Applied(shard, entry.id, 1, after=self.applied_up_to[topic])
         self.applied_up_to[topic] = entry.id
-        (change,) = self.broker.publish_updates([alert(topic, n)], applied=applied)
+        fence = self.leases[shard[0]].token
+        (change,) = self.broker.publish_updates([alert(topic, n)], applied=applied, fence=fence)
         return change
 
 
@@ -128,11 +140,14 @@ def test_every_key_a_workload_writes_carries_its_topics_partition_tag(
         broker.append_events(topic, [Event(1.0, 1, None)], lateness_us=LATENESS_US, idempotency=key)
         applied_shard = (index, P)
         event_log = broker.event_log(applied_shard)
-        entries = event_log.read("0-0", count=10)
+        (entry,) = event_log.read("0-0", count=10)
         event_log.close()
-        broker.publish_updates(
+        publish_applied(
+            broker,
+            applied_shard,
             [draft(topic, 1, groups=True), point(topic, 1), alert(topic, 1)],
-            applied=Applied(applied_shard, entries[-1].id, len(entries), after="0-0"),
+            entry.id,
+            after="0-0",
         )
     client = single_client(url, socket_timeout=5)
     try:
@@ -192,9 +207,9 @@ def test_latest_and_active_alerts_read_every_partition(broker: RedisBroker) -> N
 def test_the_history_of_alerts_merges_every_partition_in_publish_order(
     broker: RedisBroker,
 ) -> None:
-    every = AlertsOfEveryPartition(broker)
-    # In partition order: changes of one millisecond sort by their partition.
-    changes = [every.publish(t, n) for n, t in enumerate(every.topics[:6])]
+    with AlertsOfEveryPartition(broker) as every:
+        # In partition order: changes of one millisecond sort by their partition.
+        changes = [every.publish(t, n) for n, t in enumerate(every.topics[:6])]
     assert len({epoch_partition(c.id.epoch) for c in changes}) == 6
     page = broker.history(ALERTS, limit=100)
     assert page.updates == changes and not page.more
@@ -211,7 +226,7 @@ def test_a_read_after_any_change_of_alerts_continues_the_page_exactly(
     every = AlertsOfEveryPartition(broker)
     topics = every.topics
     # Four producers at once, each on topics of its own: ties on one Redis and on a Cluster.
-    with ThreadPoolExecutor(4) as pool:
+    with every, ThreadPoolExecutor(4) as pool:
         runs = pool.map(
             lambda mine: [every.publish(t, n) for n in range(12) for t in mine],
             [topics[i::4] for i in range(4)],

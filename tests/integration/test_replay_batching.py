@@ -15,6 +15,7 @@ import gevent
 import orjson
 import pytest
 import redis
+from harness.fenced_publish import publish as publish_fenced
 from harness.redis_server import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,6 @@ from pushsvc.core.cursor import Cursor
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import UpdateDraft, UpdateId, new_epoch
 from pushsvc.deliver.replay_batcher import ReplayBatcher
-from support.fenced_publish import publish as publish_fenced
 
 pytestmark = pytest.mark.redis
 

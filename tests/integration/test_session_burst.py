@@ -12,11 +12,12 @@ import tomllib
 from collections.abc import Iterator
 
 import pytest
+from harness.fenced_publish import LEASE_US
 from harness.redis_server import RedisServer
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.sessionize import SessionBroker, Sessionizer
-from pushsvc.broker.base import DEFAULT_HISTORY_BYTES
+from pushsvc.broker.base import DEFAULT_HISTORY_BYTES, Applied
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.shared_log import FIRST
@@ -50,20 +51,36 @@ class Deployment:
             clock=lambda: time.time() + self.ahead_s,
         )
         partitions = broker.partitions  # type: ignore[attr-defined]
-        self.logs = [broker.event_log((i, partitions)) for i in range(partitions)]  # type: ignore[attr-defined]
+        self.shards = [(i, partitions) for i in range(partitions)]
+        self.logs = [broker.event_log(shard) for shard in self.shards]  # type: ignore[attr-defined]
+        self.leases = [broker.lease(shard, ttl_us=LEASE_US) for shard in self.shards]  # type: ignore[attr-defined]
         self.applied = [FIRST] * partitions
 
     def publish(self) -> int:
-        """Apply and publish everything logged since; how many updates that was."""
+        """Apply and publish everything logged since, as each partition's aggregator does:
+        what it read at once, under its lease; how many updates that was."""
         published = 0
         for index, log in enumerate(self.logs):
+            lease = self.leases[index]
+            assert lease.renew()
             while entries := log.read(self.applied[index], count=10_000):
+                drafts = []
                 for entry in entries:
                     assert entry.topic is not None and entry.events is not None
-                    drafts = self.aggregator.apply_events(entry.topic, entry.events)
-                    published += len(self.broker.publish_updates(drafts))
-                    self.applied[index] = entry.id
+                    drafts += self.aggregator.apply_events(entry.topic, entry.events)
+                applied = Applied(
+                    self.shards[index], entries[-1].id, len(entries), self.applied[index]
+                )
+                published += len(
+                    self.broker.publish_updates(drafts, applied=applied, fence=lease.token)
+                )
+                self.applied[index] = entries[-1].id
         return published
+
+    def close(self) -> None:
+        for lease in self.leases:
+            lease.release()
+            lease.close()
 
     def sessions(self) -> list[tuple[int, float, dict[str, str]]]:
         """(ts µs, value, tags without `open`) of every session logged, by ts then user."""
@@ -99,21 +116,23 @@ class Deployment:
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def deploy(request: pytest.FixtureRequest, prefix: str) -> Iterator[type[Deployment] | object]:
-    made: list[object] = []
+    made: list[tuple[Deployment, object]] = []
 
     def make(history_bytes: int = DEFAULT_HISTORY_BYTES, history: int = HISTORY) -> Deployment:
         bounds = {"history": history, "history_bytes": history_bytes}
         if request.param == "memory":
             memory = MemoryBroker.serving(**bounds)
-            return Deployment(memory, settle_ms=0, skew_us=0)
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis_broker = RedisBroker(server.url, prefix=prefix, **bounds)
-        made.append(redis_broker)
-        # As the runtime runs it on Redis: by settled slots of 1 s, 30 s of skew.
-        return Deployment(redis_broker, settle_ms=1000, skew_us=30 * S)
+            made.append((Deployment(memory, settle_ms=0, skew_us=0), memory))
+        else:
+            server: RedisServer = request.getfixturevalue("redis_server")
+            redis_broker = RedisBroker(server.url, prefix=prefix, **bounds)
+            # As the runtime runs it on Redis: by settled slots of 1 s, 30 s of skew.
+            made.append((Deployment(redis_broker, settle_ms=1000, skew_us=30 * S), redis_broker))
+        return made[-1][0]
 
     yield make
-    for broker in made:
+    for deployment, broker in made:
+        deployment.close()
         broker.close()  # type: ignore[attr-defined]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import orjson
 import pytest
 import redis
 from flask.testing import FlaskClient
+from harness.fenced_publish import publish as publish_fenced
 from harness.redis_server import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,11 +38,11 @@ names = st.sampled_from([f"{a}{b}" for a in "abc" for b in ("", ".1", ".2", "-x"
 
 
 def publish(broker: ServingBroker, topic: str) -> None:
-    broker.publish_updates([UpdateDraft(topic, 1_000_000, b'{"topic":"%s"}' % topic.encode())])
+    publish_fenced(broker, [UpdateDraft(topic, 1_000_000, b'{"topic":"%s"}' % topic.encode())])
 
 
 def delete(broker: ServingBroker, topic: str) -> None:
-    broker.publish_updates([deletion_draft(topic, 1_000_000)])
+    publish_fenced(broker, [deletion_draft(topic, 1_000_000)])
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -234,8 +236,9 @@ def alert(broker: ServingBroker, name: str, topic: str, active: bool = True) -> 
         topic.encode(),
         b"pending" if active else b"resolved",
     )
-    broker.publish_updates(
-        [alert_draft(ALERTS, 1_000_000, body + b'"labels":{},"annotations":{}}', key, active)]
+    publish_fenced(
+        broker,
+        [alert_draft(ALERTS, 1_000_000, body + b'"labels":{},"annotations":{}}', key, active)],
     )
     return key
 
@@ -316,14 +319,17 @@ def test_a_narrow_scope_reads_a_bounded_number_of_instances_per_call(brokers: An
 
 
 def test_alerts_pages_over_http_with_an_opaque_cursor_and_bad_ones_refused(
-    make_app: MakeApp,
+    make_app: MakeApp, tmp_path: Path
 ) -> None:
-    app = make_app(jwt_key=SECRET, anonymous="public.*")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[alert]]\nname = "hot"\ntopics = ["*"]\nwhen = "max[10s] > 250"\n')
+    app = make_app(jwt_key=SECRET, anonymous="public.*", rules=str(rules))
     client = app.test_client()
-    broker = app.extensions["pushsvc"].broker
-    for n in range(5):
-        alert(broker, "hot", f"public.{n}")
-        alert(broker, "hot", f"private.{n}")
+    writer = {"Authorization": f"Bearer {hs256(publish=['*'])}"}
+    for n in range(5):  # the app's aggregator finds each topic hot: an instance each
+        for topic in (f"public.{n}", f"private.{n}"):
+            posted = client.post(f"/topics/{topic}/events", json={"value": 300}, headers=writer)
+            assert posted.status_code == 202
     first = client.get("/alerts?limit=2")
     body = first.get_json()
     assert [a["topic"] for a in body["alerts"]] == ["public.0", "public.1"]

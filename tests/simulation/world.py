@@ -194,11 +194,11 @@ class WatchedStore(FaultyStore):
         self,
         index: int,
         drafts: Sequence[UpdateDraft],
-        applied: Applied | None,
-        fence: str | None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update]:
         published = super().publish(index, drafts, applied, fence)
-        self.checker.accepted(index, fence or "")
+        self.checker.accepted(index, fence)
         return published
 
 

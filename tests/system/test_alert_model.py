@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pytest
 from faults.harness import FaultStack
+from harness.fenced_publish import publish as publish_fenced
 from harness.live import PushsvcProcess, SSEClient, post, request
 from harness.redis_server import RedisServer
 from hypothesis import Phase, event, given, note, settings
@@ -42,7 +43,6 @@ from pushsvc.core.topics import ALERTS
 from pushsvc.core.updates import UpdateDraft, UpdateId
 from pushsvc.rules.analytics import default_rule, parse_rules
 from support.alert_model import AlertSpec, Change, Condition, TopicModel, spec_toml
-from support.fenced_publish import publish as publish_fenced
 
 S = 1_000_000
 MS = 1_000

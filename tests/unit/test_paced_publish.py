@@ -11,6 +11,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 from greenlet import GreenletExit
+from harness.fenced_publish import publish_applied
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,14 +31,6 @@ from support.memory_core import ManualClock
 
 SHARD = (0, 1)
 TOPICS = ("a", "b")
-
-
-class _Feed:
-    def watch(self, selectors: object) -> None: ...
-
-    def unwatch(self, selectors: object) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _drafts(first: int, count: int) -> list[UpdateDraft]:
@@ -99,7 +92,7 @@ def test_a_stream_primed_in_any_pause_gets_every_update_once_in_order(
         last = None
         if resuming:
             last = _kept(broker)[1].id.text  # the last update before the batch
-        streams.append(subscribe(broker, hub, _Feed(), TopicMatcher(["*"]), last))  # type: ignore[arg-type]
+        streams.append(subscribe(broker, hub, feed, TopicMatcher(["*"]), last))
 
     def pause() -> None:
         nonlocal pauses
@@ -108,15 +101,15 @@ def test_a_stream_primed_in_any_pause_gets_every_update_once_in_order(
             prime()
 
     broker, _ = _broker(pause)
-    broker.consume_updates(hub.dispatch)
-    broker.publish_updates(_drafts(0, 2), applied=Applied(SHARD, "1-0", 1, "0-0"))
+    feed = broker.consume_updates(hub.dispatch)
+    publish_applied(broker, SHARD, _drafts(0, 2), "1-0", "0-0")
     if primed_in == 0:
         prime()
-    broker.publish_updates(_drafts(2, size), applied=Applied(SHARD, "2-0", 1, "1-0"))
+    publish_applied(broker, SHARD, _drafts(2, size), "2-0", "1-0")
     assert pauses == -(-size // PACED_DRAFTS) - 1
     plain, _ = _broker(None)
-    plain.publish_updates(_drafts(0, 2), applied=Applied(SHARD, "1-0", 1, "0-0"))
-    plain.publish_updates(_drafts(2, size), applied=Applied(SHARD, "2-0", 1, "1-0"))
+    publish_applied(plain, SHARD, _drafts(0, 2), "1-0", "0-0")
+    publish_applied(plain, SHARD, _drafts(2, size), "2-0", "1-0")
     assert _published(broker) == _published(plain)
     if not streams:  # primed in a pause the batch did not have
         return
@@ -142,7 +135,7 @@ def test_a_publish_killed_in_a_pause_still_goes_out_whole() -> None:
     broker.consume_updates(delivered.extend)
     size = 2 * PACED_DRAFTS + 1
     with pytest.raises(GreenletExit):
-        broker.publish_updates(_drafts(0, size), applied=Applied(SHARD, "1-0", 1, "0-0"))
+        publish_applied(broker, SHARD, _drafts(0, size), "1-0", "0-0")
     assert [n for _, n in _published(broker)] == list(range(size))
     assert [orjson.loads(u.data)["ts"] for u in delivered] == list(range(size))
 
@@ -205,6 +198,6 @@ def test_a_paced_batch_is_unpublished_in_the_lag_until_its_last_part() -> None:
     )  # fmt: skip
     (entry,) = log.read(FIRST, count=10)
     assert broker.lag()[0].entries == 1
-    broker.publish_updates(_drafts(0, 3 * PACED_DRAFTS), applied=Applied(SHARD, entry.id, 1, FIRST))
+    publish_applied(broker, SHARD, _drafts(0, 3 * PACED_DRAFTS), entry.id, FIRST)
     assert behind_in_pauses == [1, 1]
     assert broker.lag()[0].entries == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gevent
 import gevent.event
 import pytest
+from harness.fenced_publish import publish as publish_fenced
 
 from pushsvc.broker.memory import MemoryBroker
 from pushsvc.core.topics import TopicMatcher
@@ -14,7 +15,6 @@ from pushsvc.deliver import priming
 from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.priming import Priming
 from pushsvc.deliver.subscription import subscribe
-from support.fenced_publish import publish as publish_fenced
 
 
 def test_at_most_limit_primes_run_at_once_and_the_rest_all_get_their_turn() -> None:

@@ -37,6 +37,8 @@ NAMES = ScriptNames(
     series_keys_prefix="p:{0}:serieskeys:",
     checkpoint_prefix="p:{0}:checkpoint:",
 )
+APPLIED = Applied((0, 1), "2-0", 1, "1-0")
+"""Where a batch comes from: what it says does not change how its drafts are encoded."""
 
 
 def encoded(payload: PublishPayload) -> dict[str, object]:
@@ -51,29 +53,26 @@ def encoded(payload: PublishPayload) -> dict[str, object]:
     return decoded
 
 
-@pytest.mark.parametrize(
-    ("applied", "fence", "expected"),
-    [
-        (None, None, ("", "", 0, "")),
-        (None, "tok", ("tok", "", 0, "")),
-        (Applied((0, 2), "9-0", 4, "5-0"), "tok", ("tok", "9-0", 4, "5-0")),
-    ],
-)
-def test_the_callers_position_becomes_named_fields(
-    applied: Applied | None, fence: str | None, expected: tuple[str, str, int, str]
-) -> None:
-    payload = build_payload([], applied=applied, fence=fence)
+def test_the_callers_lease_and_position_become_named_fields() -> None:
+    payload = build_payload([], applied=Applied((0, 2), "9-0", 4, "5-0"), fence="tok")
     got = (
         payload.lease_token,
         payload.applied_id,
         payload.applied_entries,
         payload.applied_after,
     )
-    assert got == expected
+    assert got == ("tok", "9-0", 4, "5-0")
+    document = encoded(payload)
+    assert (
+        document["lease_token"],
+        document["applied_id"],
+        document["applied_entries"],
+        document["applied_after"],
+    ) == got
 
 
 def test_the_script_gets_the_names_and_settings_field_by_field() -> None:
-    document = encoded(build_payload([], applied=None, fence=None))
+    document = encoded(build_payload([], applied=APPLIED, fence="tok"))
     assert {k: v for k, v in document.items() if k in ScriptNames._fields} == NAMES._asdict()
     assert document["drafts"] == []
 
@@ -81,7 +80,7 @@ def test_the_script_gets_the_names_and_settings_field_by_field() -> None:
 def test_an_update_says_its_kind_clock_body_and_groups() -> None:
     body = b'{"topic":"a","ts":1.5,"windows":{"1m":{"mean":0.30000000000000004}},"s":"\xc3\xa9\\n"}'
     draft = UpdateDraft("a", CLOCK, body, (("g1", b'{"key":{"k":"v"}}'),), ("g0",))
-    (entry,) = encoded(build_payload([draft], applied=None, fence=None))["drafts"]  # type: ignore[misc]
+    (entry,) = encoded(build_payload([draft], applied=APPLIED, fence="tok"))["drafts"]  # type: ignore[misc]
     assert entry == {
         "topic": "a",
         "clock": str(CLOCK),  # a string: exact in Lua
@@ -94,7 +93,7 @@ def test_an_update_says_its_kind_clock_body_and_groups() -> None:
 def test_a_point_carries_its_tier_ids_ttl_and_packed_bytes_as_hex() -> None:
     write = SeriesWrite("1s", "g", 10 * S, b"\x00\xff\x10", 4 * S)
     draft = point_draft("a", 12 * S, write, {"count": 1})
-    (entry,) = encoded(build_payload([draft], applied=None, fence=None))["drafts"]  # type: ignore[misc]
+    (entry,) = encoded(build_payload([draft], applied=APPLIED, fence="tok"))["drafts"]  # type: ignore[misc]
     assert entry["kind"] == "p"
     assert entry["point"] == {
         "key": "series:1s:a|g",
@@ -116,13 +115,13 @@ def test_a_point_carries_its_tier_ids_ttl_and_packed_bytes_as_hex() -> None:
 @pytest.mark.parametrize(("active", "json"), [(True, '{"alert":"k"}'), (False, "")])
 def test_an_alert_change_names_its_instance(active: bool, json: str) -> None:
     draft = alert_draft("_alerts", CLOCK, b'{"alert":"k"}', "rule/k", active)
-    (entry,) = encoded(build_payload([draft], applied=None, fence=None))["drafts"]  # type: ignore[misc]
+    (entry,) = encoded(build_payload([draft], applied=APPLIED, fence="tok"))["drafts"]  # type: ignore[misc]
     assert entry["kind"] == "a"
     assert entry["instance"] == {"key": "rule/k", "json": json}
 
 
 def test_a_deletion_says_it_is_one_and_carries_nothing_else() -> None:
-    (entry,) = encoded(build_payload([deletion_draft("a", CLOCK)], applied=None, fence=None))[
+    (entry,) = encoded(build_payload([deletion_draft("a", CLOCK)], applied=APPLIED, fence="tok"))[
         "drafts"
     ]  # type: ignore[misc]
     assert entry["kind"] == "d"

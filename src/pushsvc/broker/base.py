@@ -78,20 +78,6 @@ class Replayed:
     heads: Mapping[int, UpdateId] = field(default_factory=dict, compare=False)
 
 
-class Subscription:
-    """A handler's registration; `close()` stops delivery to it (idempotent)."""
-
-    __slots__ = ("_on_close",)
-
-    def __init__(self, on_close: Callable[[], None]) -> None:
-        self._on_close: Callable[[], None] | None = on_close
-
-    def close(self) -> None:
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
-
-
 class UpdatesFeed(Protocol):
     """A process's subscription to updates (see `Broker.consume_updates`)."""
 
@@ -239,25 +225,26 @@ class Broker(Protocol):
         self,
         drafts: Sequence[UpdateDraft],
         *,
-        applied: Applied | None = None,
-        fence: str | None = None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update]:
-        """Give each draft an id, append it to the history, remember it as its topic's
-        latest, and deliver it to every process watching its topic; atomically per call,
-        so ids are in delivery order even with several publishers. A point's draft
-        (`draft.series`) is also kept in its tier's series and is never a topic's latest;
-        a correction (`SeriesWrite.revision` above 0) replaces the point of its bucket there
-        when it is of a higher revision than the one held; one its series holds already (a
-        bucket published before, or that revision of it or a later one) is left out of the
-        history, delivery and the result.
+        """An aggregator's batch: give each draft an id, append it to the history of the
+        shard's partition, remember it as its topic's latest, and deliver it to every
+        process watching its topic; atomically per call, so ids are in delivery order even
+        with several publishers. A point's draft (`draft.series`) is also kept in its tier's
+        series and is never a topic's latest; a correction (`SeriesWrite.revision` above 0)
+        replaces the point of its bucket there when it is of a higher revision than the one
+        held; one its series holds already (a bucket published before, or that revision of it
+        or a later one) is left out of the history, delivery and the result.
 
-        An aggregator passes where its drafts come from in the shared log (`applied`,
-        `pushsvc.broker.shared_log`) and its lease token (`fence`): the broker records the
-        applied position in the same atomic step as the updates, and publishes nothing,
-        raising Fenced, when the lease is no longer under that token, or PublishedAlready
-        when the log is recorded as published past `applied.after`. Without them nothing is
-        fenced or recorded; only tests publish so. The deriver and the sessionizer do not
-        publish: they append their values as events (`append_events`), as producers do."""
+        `applied` says where the drafts come from in the shared log
+        (`pushsvc.broker.shared_log`) and `fence` is the token of the shard's lease the
+        caller holds: the broker records the applied position in the same atomic step as the
+        updates, and publishes nothing, raising Fenced, when the lease is no longer under
+        that token, or PublishedAlready when the log is recorded as published past
+        `applied.after`. There is no other way to publish (a test publishes as an aggregator
+        does: `harness.fenced_publish`). The deriver and the sessionizer do not publish: they
+        append their values as events (`append_events`), as producers do."""
         ...
 
     def consume_updates(

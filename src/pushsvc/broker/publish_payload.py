@@ -1,13 +1,14 @@
 """The publish step's one input: a partition's batch of drafts as one payload, its every field
 named, built once for every backend.
 
-`build_payload` turns what an aggregator (or a deletion, or an alert evaluation) hands
-`Broker.publish_updates` into a `PublishPayload`. The memory broker's `Store.publish` applies that
-payload as it is; the Redis broker sends it to `publish_updates.lua` as one JSON document
-(`encode_payload`, read there with `cjson` by the same names), with the names of the keys and
-channels it writes under (`ScriptNames`). Both implement one operation (read
-`publish_updates.lua`'s header for it), so they differ only where memory and Redis do
-(how ids are made), which `tests/integration/test_publish_contract.py` holds them to.
+`build_payload` turns what an aggregator hands `Broker.publish_updates` (its batch, with the
+log position it covers and its lease's token: deletions and alert changes travel in it too)
+into a `PublishPayload`. The memory broker's `Store.publish` applies that payload as it is;
+the Redis broker sends it to `publish_updates.lua` as one JSON document (`encode_payload`,
+read there with `cjson` by the same names), with the names of the keys and channels it
+writes under (`ScriptNames`). Both implement one operation (read `publish_updates.lua`'s
+header for it), so they differ only where memory and Redis do (how ids are made), which
+`tests/integration/test_publish_contract.py` holds them to.
 
 JSON, not msgpack: the project depends on orjson and not on msgpack, and Redis has `cjson`
 in every version we serve. A clock is a decimal string there (Lua numbers are doubles, printed
@@ -40,9 +41,9 @@ class PublishPayload:
     drafts: Sequence[UpdateDraft]
     """In publish order; each says its kind (`UpdateDraft.kind`)."""
     lease_token: str
-    """'' publishes unfenced; else refused (Fenced) unless the shard's lease is this token's."""
+    """Refused (Fenced) unless the shard's lease is this token's."""
     applied_id: str
-    """The last log entry the drafts cover ('' records nothing: not an aggregator's batch)."""
+    """The last log entry the drafts cover: the partition's "applied up to" after them."""
     applied_entries: int
     """How many log entries that was."""
     applied_after: str
@@ -50,14 +51,10 @@ class PublishPayload:
     recorded as applied past it."""
 
 
-def build_payload(
-    drafts: Sequence[UpdateDraft], *, applied: Applied | None, fence: str | None
-) -> PublishPayload:
-    """The payload of `Broker.publish_updates(drafts, applied=..., fence=...)` for one
-    partition (the caller splits a batch by partition)."""
-    if applied is None:
-        return PublishPayload(drafts, fence or "", "", 0, "")
-    return PublishPayload(drafts, fence or "", applied.entry_id, applied.entries, applied.after)
+def build_payload(drafts: Sequence[UpdateDraft], *, applied: Applied, fence: str) -> PublishPayload:
+    """The payload of `Broker.publish_updates(drafts, applied=..., fence=...)`: an
+    aggregator's batch, which goes to its shard's partition whole."""
+    return PublishPayload(drafts, fence, applied.entry_id, applied.entries, applied.after)
 
 
 def point_ttl_ms(draft: UpdateDraft) -> int:

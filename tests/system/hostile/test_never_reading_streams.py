@@ -74,6 +74,14 @@ def _oldest_id(port: int, topic: str) -> str:
     return str(json.loads(body)["updates"][0]["id"])
 
 
+def _newest_value(port: int, topic: str) -> float | None:
+    """The value of the topic's newest update in the history (None before its first)."""
+    status, _, body = request(port, "GET", f"/topics/{topic}/history?limit=1")
+    assert status == 200
+    updates = json.loads(body)["updates"]
+    return float(updates[0]["event"]["value"]) if updates else None
+
+
 def test_a_live_stream_that_never_reads_is_conflated_then_cut_off(topic: str) -> None:
     proc = _serve("--history", "300")
     attacker = None
@@ -123,6 +131,9 @@ def test_replays_from_the_oldest_id_that_never_read_hold_a_page_and_are_cut_off(
         for first in range(0, 2000, 100):  # ~7 MB of history
             events = [{"value": first + i, "tags": _TAGS} for i in range(100)]
             assert post(proc.port, kept, events)[0] == 202
+        # A POST is answered once its events are logged; the aggregator publishes them after.
+        # The oldest id and the replays below are of the whole history, so it is awaited.
+        wait_until(lambda: _newest_value(proc.port, kept) == 1999.0, what="all 2,000 published")
         oldest = _oldest_id(proc.port, kept)
         before = _rss(proc)
         path = f"/topics/{kept}/stream"

@@ -71,13 +71,19 @@ def _unfinished(
 ) -> socket.socket:
     """A connection that sends its head and the first bytes of a body it never finishes
     (R.U.D.Y.), or with `head` only part of its head (Slowloris), from `source` (any address
-    of 127.0.0.0/8 is this machine's)."""
+    of 127.0.0.0/8 is this machine's).
+
+    While strained, the server resets a connection from an address keeping it waiting as
+    soon as it accepts it (`pushsvc_connections_refused_total`): when that reset comes before
+    this sends (its thread descheduled between the connect and the send, on a loaded
+    machine), the send fails, and the attack goes on with the connection it was refused."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     start = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    if head:
-        sock.sendall(start.encode() + b"X-Never-Ends: ")
-    else:
-        sock.sendall(start.encode() + b'Content-Length: 100000\r\n\r\n{"value": ')
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        if head:
+            sock.sendall(start.encode() + b"X-Never-Ends: ")
+        else:
+            sock.sendall(start.encode() + b'Content-Length: 100000\r\n\r\n{"value": ')
     return sock
 
 

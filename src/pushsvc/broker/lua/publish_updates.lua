@@ -23,8 +23,9 @@
 --       history_len keeps, channel_prefix of the updates channels, partition_channel: '', or
 --       on a Redis Cluster the channel that also carries every run after its topic and a
 --       newline, publish_command: PUBLISH, or SPUBLISH on a Redis Cluster, groups_prefix,
---       series_keys_prefix, checkpoint_prefix), the caller's position (lease_token: ''
---       publishes unfenced; applied_id: '' records none; applied_entries; applied_after:
+--       series_keys_prefix, checkpoint_prefix), the caller's lease and position
+--       (lease_token: the token of the shard's lease it holds; applied_id: the last log
+--       entry the batch covers; applied_entries: how many entries that was; applied_after:
 --       the entry the caller last saw published, the batch continues from it), and drafts:
 --       each {topic, clock (µs, a decimal string), kind (u update, p point, a alert
 --       change, d deletion: pushsvc/core/updates.py's Kind), groups ({id, JSON} it carries),
@@ -102,7 +103,7 @@ local function unhex(text)
   return (string.gsub(text, '..', function(pair) return string.char(tonumber(pair, 16)) end))
 end
 
-if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
+if redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another aggregator')
 end
 -- Whether log entry id `a` comes after `b`: `<ms>-<seq>`, compared as a pair of integers
@@ -113,12 +114,10 @@ local function past(a, b)
   if tonumber(a_ms) ~= tonumber(b_ms) then return tonumber(a_ms) > tonumber(b_ms) end
   return tonumber(a_seq) > tonumber(b_seq)
 end
-if applied_id ~= '' then
-  local recorded = redis.call('HGET', applied_key, 'id')
-  if recorded and past(recorded, applied_after) then
-    return redis.error_reply('PUBLISHED the log is applied up to ' .. recorded .. ', past '
-      .. applied_after .. ' where this batch continues from')
-  end
+local recorded = redis.call('HGET', applied_key, 'id')
+if recorded and past(recorded, applied_after) then
+  return redis.error_reply('PUBLISHED the log is applied up to ' .. recorded .. ', past '
+    .. applied_after .. ' where this batch continues from')
 end
 local epoch = redis.call('GET', epoch_key)
 if not epoch or redis.call('EXISTS', history_key) == 0 then
@@ -128,10 +127,8 @@ if not epoch or redis.call('EXISTS', history_key) == 0 then
   redis.call('DEL', latest_key, names_key, trimmed_key, alerts_head_key, alert_changes_key,
     alert_changes_trimmed_key, history_start_key)
 end
-if applied_id ~= '' then
-  redis.call('HSET', applied_key, 'id', applied_id)
-  redis.call('HINCRBY', applied_key, 'n', applied_entries)
-end
+redis.call('HSET', applied_key, 'id', applied_id)
+redis.call('HINCRBY', applied_key, 'n', applied_entries)
 -- The stream id of each topic's newest update in this epoch's history, '' for none.
 local previous = {}
 local function previous_of(topic, alert)

@@ -13,7 +13,6 @@ clock, and nothing of it survives the process (`serve --data-dir` runs a private
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import time
@@ -33,7 +32,6 @@ from pushsvc.broker.base import (
     Replayed,
     SeriesPage,
     ShardLag,
-    Subscription,
     TopicHead,
     TopicStats,
     UpdatesHandler,
@@ -62,11 +60,22 @@ embedded server's loop 55-85 ms (2026-11-27), and every POST waited."""
 
 
 class MemoryUpdatesFeed:
-    """A process's subscription to updates: watching is free, every update is delivered
-    anyway (the hub filters)."""
+    """A process's feed of updates on the memory broker: its handler is in the store's list,
+    so every update published reaches it in the publisher's greenlet (the hub filters), until
+    `close` takes it out (idempotent).
 
-    def __init__(self, subscription: Subscription) -> None:
-        self._subscription = subscription
+    `watch` and `unwatch` have nothing to do here, and stay as the `UpdatesFeed` protocol's
+    null object: a stream subscribes in one way on every broker (`deliver.subscription`
+    watches, primes, and unwatches on close), where Redis subscribes channels
+    (`RedisUpdatesFeed`). Without them every caller would ask which broker it has, at the
+    watch and at the close, for no work saved."""
+
+    __slots__ = ("_handler", "_handlers")
+
+    def __init__(self, handlers: list[UpdatesHandler], handler: UpdatesHandler) -> None:
+        handlers.append(handler)
+        self._handlers = handlers
+        self._handler: UpdatesHandler | None = handler
 
     def watch(self, selectors: Sequence[str]) -> None:
         pass
@@ -75,7 +84,12 @@ class MemoryUpdatesFeed:
         pass
 
     def close(self) -> None:
-        self._subscription.close()
+        handler, self._handler = self._handler, None
+        # Identity, not equality: the same function may be registered twice.
+        for i, item in enumerate(self._handlers):
+            if item is handler:
+                del self._handlers[i]
+                break
 
 
 class MemoryBroker:
@@ -89,7 +103,7 @@ class MemoryBroker:
         self.partitions = store.partitions
         self.name = name or f"process-{next(_processes)}"
         self._pause = pause
-        self._subscriptions: list[Subscription] = []
+        self._feeds: list[MemoryUpdatesFeed] = []
         self._closed = False
 
     @classmethod
@@ -162,11 +176,11 @@ class MemoryBroker:
         self,
         drafts: Sequence[UpdateDraft],
         *,
-        applied: Applied | None = None,
-        fence: str | None = None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update]:
-        """As on Redis: an aggregator's batch (`applied`) goes to its partition whole, alert
-        changes included; other drafts each to their topic's partition.
+        """As on Redis: an aggregator's batch goes to its partition whole, alert changes
+        included.
 
         With a `pause`, a batch of more than `PACED_DRAFTS` is published in parts, with a
         pause between two: the first part is checked (the fence, the position) as the
@@ -176,47 +190,29 @@ class MemoryBroker:
         next: each part is kept, then delivered, and a stream being primed drops what its
         read already had (`pushsvc.deliver.subscription`)."""
         self._check_open()
-        if not drafts and applied is None:
-            return []
-        if applied is not None:
-            index = applied.shard[0]
-            parts = [drafts]
-            if self._pause is not None and len(drafts) > PACED_DRAFTS:
-                parts = [
-                    drafts[at : at + PACED_DRAFTS] for at in range(0, len(drafts), PACED_DRAFTS)
-                ]
-            first = parts[0]
-            updates = self.store.run(
-                "publish",
-                applied.shard,
-                lambda: self.store.publish(index, first, applied, fence),
-            )
-            if len(parts) == 1:
-                return updates
-            assert self._pause is not None
-            with self.store.finishing(index, applied.entries):
-                for number, rest in enumerate(parts[1:], start=1):
-                    try:
-                        self._pause()
-                    except BaseException:
-                        # Killed in a pause (gevent's kill raises there): the rest goes out
-                        # first, as a script that started runs to its end.
-                        for remaining in parts[number:]:
-                            updates += self.store.continue_publish(index, remaining)
-                        raise
-                    updates += self.store.continue_publish(index, rest)
+        index = applied.shard[0]
+        parts = [drafts]
+        if self._pause is not None and len(drafts) > PACED_DRAFTS:
+            parts = [drafts[at : at + PACED_DRAFTS] for at in range(0, len(drafts), PACED_DRAFTS)]
+        first = parts[0]
+        updates = self.store.run(
+            "publish", applied.shard, lambda: self.store.publish(index, first, applied, fence)
+        )
+        if len(parts) == 1:
             return updates
-        by_partition: dict[int, list[UpdateDraft]] = {}
-        for d in drafts:
-            by_partition.setdefault(self.partition_of(d.topic), []).append(d)
-        published: list[Update] = []
-        for index, of_partition in by_partition.items():
-            published += self.store.run(
-                "publish",
-                (index, self.partitions),
-                functools.partial(self.store.publish, index, of_partition, None, fence),
-            )
-        return published
+        assert self._pause is not None
+        with self.store.finishing(index, applied.entries):
+            for number, rest in enumerate(parts[1:], start=1):
+                try:
+                    self._pause()
+                except BaseException:
+                    # Killed in a pause (gevent's kill raises there): the rest goes out
+                    # first, as a script that started runs to its end.
+                    for remaining in parts[number:]:
+                        updates += self.store.continue_publish(index, remaining)
+                    raise
+                updates += self.store.continue_publish(index, rest)
+        return updates
 
     def consume_updates(
         self, handler: UpdatesHandler, *, on_reset: Callable[[], None] = lambda: None
@@ -224,19 +220,9 @@ class MemoryBroker:
         """Every update reaches every handler as it is published, in the publisher's greenlet
         (the hub filters); nothing is ever missed, so `on_reset` never runs."""
         self._check_open()
-        handlers = self.store.handlers
-        handlers.append(handler)
-
-        def remove() -> None:
-            # Identity, not equality: the same function may be registered twice.
-            for i, item in enumerate(handlers):
-                if item is handler:
-                    del handlers[i]
-                    break
-
-        subscription = Subscription(remove)
-        self._subscriptions.append(subscription)
-        return MemoryUpdatesFeed(subscription)
+        feed = MemoryUpdatesFeed(self.store.handlers, handler)
+        self._feeds.append(feed)
+        return feed
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -459,8 +445,8 @@ class MemoryBroker:
     def close(self) -> None:
         """This process's broker goes (its feeds with it); the store stays, like Redis."""
         self._closed = True
-        for subscription in self._subscriptions:
-            subscription.close()
+        for feed in self._feeds:
+            feed.close()
 
     def _check_open(self) -> None:
         if self._closed:

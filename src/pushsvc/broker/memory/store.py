@@ -433,18 +433,13 @@ class Store:
         self,
         index: int,
         drafts: Sequence[UpdateDraft],
-        applied: Applied | None,
-        fence: str | None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update]:
         """publish_updates.lua, from the same payload (`pushsvc.broker.publish_payload`)."""
-        updates = self._publish(index, build_payload(drafts, applied=applied, fence=fence))
-        if updates:
-            for handler in list(self.handlers):
-                try:
-                    handler(list(updates))
-                except Exception:
-                    log.exception("updates handler %r failed", handler)
-        return updates
+        payload = build_payload(drafts, applied=applied, fence=fence)
+        self._check_and_record(index, payload)
+        return self._deliver(self._keep(index, payload.drafts))
 
     @contextmanager
     def finishing(self, index: int, entries: int) -> Iterator[None]:
@@ -460,28 +455,42 @@ class Store:
             part.unfinished -= entries
 
     def continue_publish(self, index: int, drafts: Sequence[UpdateDraft]) -> list[Update]:
-        """The rest of a publish whose first part `publish` checked (`MemoryBroker`'s paced
-        publish): kept and delivered unchecked, as the rest of one script is; its fate was
-        the first part's."""
+        """The rest of a publish whose first part `publish` checked and recorded
+        (`MemoryBroker`'s paced publish): kept and delivered unchecked, as the rest of one
+        script is; its fate was the first part's."""
         with self._lock:
-            return self.publish(index, drafts, None, None)
+            return self._deliver(self._keep(index, drafts))
 
-    def _publish(self, index: int, payload: PublishPayload) -> list[Update]:
-        """The payload applied, field by field as the script reads it."""
+    def _deliver(self, updates: list[Update]) -> list[Update]:
+        """The updates kept, handed to every process's feed (`MemoryBroker.consume_updates`)."""
+        if updates:
+            for handler in list(self.handlers):
+                try:
+                    handler(list(updates))
+                except Exception:
+                    log.exception("updates handler %r failed", handler)
+        return updates
+
+    def _check_and_record(self, index: int, payload: PublishPayload) -> None:
+        """The script's start: the fence, then the position (PublishedAlready past it), then
+        "applied up to" moved over the batch."""
         part = self.parts[index]
-        if payload.lease_token:
-            self.fence(index, payload.lease_token)
+        self.fence(index, payload.lease_token)
         recorded = FIRST if part.applied is None else part.applied[0]
-        if payload.applied_id and position(recorded) > position(payload.applied_after):
+        if position(recorded) > position(payload.applied_after):
             raise PublishedAlready(
                 f"PUBLISHED the log is applied up to {recorded}, past "
                 f"{payload.applied_after} where this batch continues from"
             )
-        if payload.applied_id:
-            count = 0 if part.applied is None else part.applied[1]
-            part.applied = (payload.applied_id, count + payload.applied_entries)
-            if part.unpublished:
-                self._published_through(part, position(payload.applied_id))
+        count = 0 if part.applied is None else part.applied[1]
+        part.applied = (payload.applied_id, count + payload.applied_entries)
+        if part.unpublished:
+            self._published_through(part, position(payload.applied_id))
+
+    def _keep(self, index: int, drafts: Sequence[UpdateDraft]) -> list[Update]:
+        """The drafts numbered and kept (history, latest, series), as the script's body
+        does."""
+        part = self.parts[index]
         now = self.clock()
         series = self.series
 
@@ -492,7 +501,7 @@ class Store:
             series.drop_topic(topic)
             part.checkpoints.pop(topic, None)
 
-        updates = part.published.publish(payload.drafts, int(now * 1000), keep_point, drop_topic)
+        updates = part.published.publish(drafts, int(now * 1000), keep_point, drop_topic)
         if now >= self._series_expiry:
             self._series_expiry = now + _SERIES_EXPIRY_S
             series.expire(now)

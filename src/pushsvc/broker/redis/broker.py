@@ -189,7 +189,6 @@ class RedisBroker:
             history_bytes=history_bytes,
             alert_retention_us=alert_retention_us,
             on_cluster=self.on_cluster,
-            partition_of=self.partition_of,
         )
         self._reader_options = {
             "subscribe_timeout": subscribe_timeout,
@@ -409,16 +408,14 @@ class RedisBroker:
         self,
         drafts: Sequence[UpdateDraft],
         *,
-        applied: Applied | None = None,
-        fence: str | None = None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update]:
-        """See `Broker.publish_updates`: with `fence`, the script refuses (Fenced) unless the
-        shard's lease is still under that token, refuses (PublishedAlready) when the shard's
-        log is recorded as published past `applied.after`, and records `applied` atomically
-        with the updates (`publish_script.py`, `lua/publish_updates.lua`)."""
+        """See `Broker.publish_updates`: the script refuses (Fenced) unless the shard's lease
+        is still under `fence`, refuses (PublishedAlready) when the shard's log is recorded
+        as published past `applied.after`, and records `applied` atomically with the updates
+        (`publish_script.py`, `lua/publish_updates.lua`)."""
         self._check_open()
-        if not drafts and applied is None:
-            return []
         return self._publisher.publish_updates(drafts, applied=applied, fence=fence)
 
     def delete_topic(self, topic: str) -> bool:

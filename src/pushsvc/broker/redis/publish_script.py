@@ -1,12 +1,13 @@
-"""`Broker.publish_updates` on Redis: each partition's drafts as one payload
-(`pushsvc.broker.publish_payload`) to one run of `lua/publish_updates.lua`, whose header
-says what that run does atomically. The memory broker's `Store.publish` applies the same payload.
+"""`Broker.publish_updates` on Redis: an aggregator's batch as one payload
+(`pushsvc.broker.publish_payload`) to one run of `lua/publish_updates.lua` in its shard's
+partition, whose header says what that run does atomically. The memory broker's
+`Store.publish` applies the same payload.
 
 Not `publisher.py`, which is `pushsvc publish --redis-url` (the CLI's Redis publisher)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pushsvc.broker.base import Applied
 from pushsvc.broker.publish_payload import ScriptNames, build_payload, encode_payload
@@ -30,7 +31,6 @@ class PublishScript:
         history_bytes: int,
         alert_retention_us: int,
         on_cluster: bool,
-        partition_of: Callable[[str], int],
     ) -> None:
         self._script = script
         self._keys = keys
@@ -38,26 +38,15 @@ class PublishScript:
         self._history_bytes = history_bytes
         self._alert_retention_ms = alert_retention_us // 1000
         self._on_cluster = on_cluster
-        self._partition_of = partition_of
 
     def publish_updates(
-        self, drafts: Sequence[UpdateDraft], *, applied: Applied | None, fence: str | None
+        self, drafts: Sequence[UpdateDraft], *, applied: Applied, fence: str
     ) -> list[Update]:
-        """See `Broker.publish_updates` (`RedisBroker.publish_updates`)."""
-        if applied is not None:
-            # An aggregator's batch: its partition's drafts, and its alert changes, which
-            # travel with the partition of the topics they watch (atomically with "applied").
-            numbered = self._publish_partition(applied.shard[0], drafts, applied, fence)
-            return [u for u in numbered if u is not None]
-        by_partition: dict[int, list[int]] = {}
-        for place, d in enumerate(drafts):
-            by_partition.setdefault(self._partition_of(d.topic), []).append(place)
-        published: list[Update | None] = [None] * len(drafts)
-        for index, places in by_partition.items():
-            numbered = self._publish_partition(index, [drafts[p] for p in places], None, fence)
-            for place, update in zip(places, numbered, strict=True):
-                published[place] = update
-        return [u for u in published if u is not None]
+        """See `Broker.publish_updates` (`RedisBroker.publish_updates`): an aggregator's
+        batch, its partition's drafts and its alert changes, which travel with the partition
+        of the topics they watch (atomically with "applied"), in one script run."""
+        numbered = self._publish_partition(applied.shard[0], drafts, applied, fence)
+        return [u for u in numbered if u is not None]
 
     def names(self, index: int) -> ScriptNames:
         """Partition `index`'s names and this broker's settings, as the script takes them."""
@@ -81,8 +70,8 @@ class PublishScript:
         self,
         index: int,
         drafts: Sequence[UpdateDraft],
-        applied: Applied | None,
-        fence: str | None,
+        applied: Applied,
+        fence: str,
     ) -> list[Update | None]:
         """The drafts numbered in partition `index`'s history, in draft order; None for a
         point its series held already (published before, not again)."""
