@@ -55,8 +55,10 @@ def serving_hub(
 
 
 def token(**mercure: Any) -> str:
-    """An HS256 token with the `mercure` claim `mercure`, for ten minutes."""
-    claims = {"mercure": mercure, "exp": int(time.time()) + 600}
+    """An HS256 token with the `mercure` claim `mercure`, for three hours: longer than a run of
+    the whole suite, since a test module may make its tokens when it is imported (a token of
+    ten minutes, made at collection, had expired when its test ran 17 minutes later)."""
+    claims = {"mercure": mercure, "exp": int(time.time()) + 3 * 3600}
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 

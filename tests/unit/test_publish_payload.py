@@ -107,7 +107,7 @@ def test_a_point_carries_its_tier_ids_ttl_and_packed_bytes_as_hex() -> None:
     }
     corrected = SeriesWrite("1s", "g", 10 * S, b"\x00", 4 * S, revision=2)
     draft = point_draft("a", 12 * S, corrected, {"count": 1})
-    (entry,) = encoded(build_payload([draft], applied=None, fence=None))["drafts"]  # type: ignore[misc]
+    (entry,) = encoded(build_payload([draft], applied=APPLIED, fence="tok"))["drafts"]  # type: ignore[misc]
     assert entry["point"]["revision"] == 2
     assert orjson.loads(draft.body)["correction"] is True
 

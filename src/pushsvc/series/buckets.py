@@ -490,11 +490,7 @@ class SeriesBuckets:
         """A late event into a published bucket within the grace."""
         held.append(value)
         if self._tagged:
-            counts = self._held_tags.get(start)
-            if counts is None:
-                counts = self._held_tags[start] = _TagCounts(self._distinct, self._top)
-            if tags:
-                counts.add(tags)
+            self._count_held(start, tags)
         self._stale(start)
         self._dirty.add(start)
         closes = self._due(start + self._resolutions[0])
@@ -522,6 +518,14 @@ class SeriesBuckets:
             if entry is not None:
                 entry.summary = None
 
+    def _count_held(self, start: int, tags: Tags) -> None:
+        """`_count` for a published bucket within the grace."""
+        counts = self._held_tags.get(start)
+        if counts is None:
+            counts = self._held_tags[start] = _TagCounts(self._distinct, self._top)
+        if tags:
+            counts.add(tags)
+
     def _count(self, start: int, tags: Tags) -> None:
         counts = self._open_tags.get(start)
         if counts is None:
@@ -540,11 +544,7 @@ class SeriesBuckets:
         if held is not None:
             held.append(value)
             if self._tagged:
-                counts = self._held_tags.get(start)
-                if counts is None:
-                    counts = self._held_tags[start] = _TagCounts(self._distinct, self._top)
-                if tags:
-                    counts.add(tags)
+                self._count_held(start, tags)
         elif start + resolution + self._grace > self._closed_clock:
             self.insert(ts_us, value, tags)
 

@@ -269,6 +269,8 @@ def history_times(
             if fields.get(b"t") != topic.encode():
                 continue
             body = orjson.loads(fields[b"b"])
+            if "event" not in body:
+                continue  # a series point of the topic (its messages by type)
             update_id = body["event"]["data"]["id"]
             assert update_id not in kept, f"{update_id} is in the history twice"
             kept[update_id] = Kept(partition, int(entry_id.split(b"-")[0]))

@@ -41,7 +41,14 @@ from pushsvc.deliver.mercure_selectors import (
     MAX_SELECTORS,
     MAX_URLPATTERN_TOPIC_LENGTH,
 )
-from support.mercure_hub import HUB, SECRET, fill_history, publication, publish_many, token
+from support.mercure_hub import (
+    HUB,
+    SECRET,
+    fill_history,
+    publication,
+    publish_many,
+    publisher_token,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -56,9 +63,6 @@ SLOW_UPDATES = 200
 MANY_SELECTOR_STREAMS = 50
 BIG_FLOOD = 200
 STORM_S = 10.0
-
-
-PUBLISHER = token(publish=["*"])
 
 
 def serve(*args: str) -> PushsvcProcess:
@@ -128,7 +132,7 @@ class Legit(threading.Thread):
             HUB,
             content=urlencode({"topic": self.topic, "data": f"update {n}", "id": f"legit-{n}"}),
             headers={
-                "Authorization": f"Bearer {PUBLISHER}",
+                "Authorization": f"Bearer {publisher_token()}",
                 "Content-Type": "application/x-www-form-urlencoded",
             },
         )
