@@ -209,6 +209,17 @@ local function keep_alert_change(id, clock, body)
     redis.call('XTRIM', alert_changes_key, 'MINID', oldest_kept .. '-0')
   end
 end
+-- A series key of `topic`, kept for `ttl` ms: the topic's set of series keys (what its
+-- deletion drops) names it, and expires with the longest-kept of them. True.
+local function kept_for(key, ttl, topic)
+  redis.call('PEXPIRE', key, ttl)
+  local index_key = series_keys_prefix .. topic
+  redis.call('SADD', index_key, key)
+  if redis.call('PTTL', index_key) < ttl then
+    redis.call('PEXPIRE', index_key, ttl)
+  end
+  return true
+end
 -- A point at or below the top of its tier's stream (XADD takes ids above it only, and a
 -- stream entry cannot be replaced) is kept in the tier's sorted set of points beside it
 -- (point.corrected, scored by the stream id's ms), which reads lay over the stream's: a
@@ -226,19 +237,10 @@ local function keep_beside(point, topic)
   redis.call('ZREMRANGEBYSCORE', key, score, score)
   redis.call('ZADD', key, score, string.format('%08x', revision) .. unhex(point.packed))
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. point.min_score)
-  local ttl = point.ttl_ms
-  redis.call('PEXPIRE', key, ttl)
-  local index_key = series_keys_prefix .. topic
-  redis.call('SADD', index_key, key)
-  if redis.call('PTTL', index_key) < ttl then
-    redis.call('PEXPIRE', index_key, ttl)
-  end
-  return true
+  return kept_for(key, point.ttl_ms, topic)
 end
 -- Keep a point in its tier's stream, or beside it (`keep_beside`) when the stream's top is
 -- at or above its bucket; false when it is held already.
--- The topic's set of series keys (what its deletion drops) names the point's, and expires
--- with the longest-kept of them.
 local function keep_point(point, topic)
   local series_key = point.key
   local added = redis.pcall('XADD', series_key, point.id, 'p', unhex(point.packed))
@@ -249,14 +251,7 @@ local function keep_point(point, topic)
     return error(added)  -- anything else (OOM...) fails the script as redis.call would
   end
   redis.call('XTRIM', series_key, 'MINID', point.min_id)
-  local ttl = point.ttl_ms
-  redis.call('PEXPIRE', series_key, ttl)
-  local index_key = series_keys_prefix .. topic
-  redis.call('SADD', index_key, series_key)
-  if redis.call('PTTL', index_key) < ttl then
-    redis.call('PEXPIRE', index_key, ttl)
-  end
-  return true
+  return kept_for(series_key, point.ttl_ms, topic)
 end
 -- Everything the broker keeps of a deleted topic but its history.
 local function drop_topic(topic)
