@@ -2,7 +2,8 @@
 alert show up on the reserved topic `_alerts` as pending, firing and resolved, once each, in
 order, with their values; `GET /alerts` agrees at each step; a resume with Last-Event-ID replays
 exactly the changes missed, and `GET /topics/_alerts/history` answers them too; producers
-cannot post to `_alerts`; a group is an instance of its own."""
+cannot post to `_alerts`; a group is an instance of its own; an alert on a count of messages by
+type fires while they come and resolves once they stop."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ clear = "max[10s] < 200"
 for = "3s"
 labels = { severity = "page" }
 annotations = { summary = "an oven runs hot" }
+
+[[rule]]
+topics = ["line.*"]
+windows = ["10s"]
+stats = ["count"]
+
+[[alert]]
+name = "line_errors"
+topics = ["line.*"]
+when = "messages(error)[10s] > 2"
+labels = { severity = "ticket" }
 """
 T0 = 1_763_700_000.0
 
@@ -105,6 +117,36 @@ def test_an_alert_goes_pending_firing_and_resolved_once_each(alerting: PushsvcPr
     ]
     # The history answers them as streamed (other tests' topics share `_alerts`).
     assert [c for c in _alerts_history(port)["updates"] if c["topic"] == topic] == every
+
+
+def test_an_alert_on_error_messages_fires_and_resolves_when_they_stop(
+    alerting: PushsvcProcess,
+) -> None:
+    port = alerting.port
+    topic = f"line.{port}"
+
+    def message(at: float, kind: str) -> None:
+        event = {"type": kind, "data": {"at": at}, "ts": T0 + at}
+        assert post(port, topic, event)[0] == 202
+
+    with SSEClient(port, "/topics/_alerts/stream") as stream:
+        stream.next_data("snapshot")
+        message(0, "error")
+        message(1, "shipped")
+        message(2, "error")
+        message(3, "shipped")  # two errors in the window: not more than 2
+        assert _active(port) == []
+        message(4, "error")  # three: firing
+        _, firing = stream.next_data("alert")
+        assert _active(port) == [("line_errors", topic, None, "firing")]
+        message(11, "shipped")  # the error at 0 left the window: two again, resolved
+        _, resolved = stream.next_data("alert")
+    assert [(c["topic"], c["state"], c["value"], c["since"]) for c in (firing, resolved)] == [
+        (topic, "firing", 3, T0 + 4),
+        (topic, "resolved", 2, T0 + 11),
+    ]
+    assert firing["labels"] == {"severity": "ticket"}
+    assert _active(port) == []
 
 
 def _alerts_history(port: int, query: str = "", headers: dict[str, str] | None = None) -> Any:

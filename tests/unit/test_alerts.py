@@ -279,3 +279,97 @@ def test_windows_are_checked_against_every_rule_a_matching_topic_can_take() -> N
     assert overlap("kitchen.*", "kitchen.grill") and overlap("a.b.*", "a.*")
     assert not overlap("a.*", "b.*") and not overlap("x", "y")
     assert covers("kitchen.*", "kitchen.a.*") and not covers("kitchen.*", "*")
+
+
+_LINES = '[[rule]]\ntopics = ["line.*"]\nwindows = ["1m", "1d"]\nstats = ["count"]\n'
+_LINES += 'group_by = ["station"]\n'
+
+
+def _message_alert(when: str, clear: str = "") -> AlertRule:
+    (alert,) = _alerts(
+        f'[[alert]]\nname = "errors"\ntopics = ["line.*"]\nwhen = "{when}"\n'
+        + (f'clear = "{clear}"\n' if clear else ""),
+        _LINES,
+    )
+    return alert
+
+
+def _with_messages(**by_type: int) -> dict:
+    """A 1m window with these messages by type (absent where there are none, as updates give
+    it)."""
+    window: dict = {"count": 0}
+    if by_type:
+        window["messages"] = {t: {"count": n, "rate": n / 60} for t, n in by_type.items()}
+    return {"1m": window, "1d": {"count": 0}}
+
+
+def test_a_message_count_by_type_can_be_alerted_on_and_counts_0_without_them() -> None:
+    count = _message_alert("messages(error)[1m] > 5").when
+    assert (count.message_type, count.stat) == ("error", "count")
+    assert count.value(_with_messages(error=6, shipped=90)) == 6
+    assert count.holds(count.value(_with_messages(error=6)))
+    assert not count.holds(count.value(_with_messages(error=5)))
+    assert count.value(_with_messages(shipped=90)) == 0 == count.value(_with_messages())
+    rate = _message_alert("message_rate(order.shipped:v2)[1m] >= 0.5").when
+    assert rate.value(_with_messages(**{"order.shipped:v2": 30})) == 0.5
+    assert rate.holds(rate.value(_with_messages(**{"order.shipped:v2": 30})))
+    # A heartbeat that stops: fewer than one in the last minute holds once none is left.
+    quiet = _message_alert("messages(heartbeat)[1m] < 1").when
+    assert quiet.holds(quiet.value(_with_messages(shipped=3)))
+    assert not quiet.holds(quiet.value(_with_messages(heartbeat=1)))
+
+
+def test_a_message_alert_fires_and_resolves_when_the_messages_stop_for_the_topic_only() -> None:
+    alert = _message_alert("messages(error)[1m] > 2")
+    topic = TopicAlerts("line.a", [alert])
+    changes = []
+    for clock, errors in ((0, 1), (1, 3), (2, 4), (61, 0)):
+        windows = _with_messages(error=errors) if errors else _with_messages()
+        changes += [(c.state, c.group, c.value) for c in topic.evaluate(clock * S, windows)]
+        # A group's windows carry no message counts: never an instance of its own.
+        assert topic.evaluate(clock * S, _with_messages(), "g", {"station": "x"}) == []
+        assert topic.evaluate(clock * S, windows, "g", {"station": "x"}) == []
+    assert changes == [("firing", None, 3.0), ("resolved", None, 0.0)]
+
+
+@given(
+    conditions=st.lists(
+        st.tuples(
+            st.sampled_from(["messages", "message_rate"]),
+            st.sampled_from(["error", "shipped", "a.b:c-d"]),
+            st.sampled_from(["1m", "10s"]),
+            st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+            st.sampled_from([0.0, 1.0, 2.5]),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    counts=st.dictionaries(st.sampled_from(["error", "shipped", "a.b:c-d"]), st.integers(1, 4)),
+)
+def test_the_first_look_finds_exactly_the_message_conditions_that_hold(
+    conditions: list[tuple[str, str, str, str, float]], counts: dict[str, int]
+) -> None:
+    parsed = [parse_condition(f"{f}({t})[{w}] {op} {x!r}") for f, t, w, op, x in conditions]
+    windows = _with_messages(**counts)
+    windows["10s"] = {"count": 0}
+    expected = {i for i, c in enumerate(parsed) if c.holds(c.value(windows))}
+    assert set(first_look(parsed)(windows)) == expected
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ("messages(error)[1d] > 3", "counted in the exact time windows of rule 1 (1m)"),
+        ("messages(error)[5m] > 3", "not in '5m'"),
+        ("messages(bad type)[1m] > 3", "is not stat[window] op number"),
+        ("messages()[1m] > 3", "is not stat[window] op number"),
+        (f"messages({'x' * 65})[1m] > 3", "is not stat[window] op number"),
+        ("messages(error)[1m] > inf", "is not stat[window] op number"),
+    ],
+)
+def test_a_message_condition_on_a_window_that_counts_none_is_refused(
+    when: str, message: str
+) -> None:
+    with pytest.raises(RulesError, match=re.escape(message)) as raised:
+        _message_alert(when)
+    assert "\n" not in str(raised.value) and "alert 1 (errors): when: " in str(raised.value)

@@ -201,13 +201,16 @@ class Aggregator:
             if e.value is None:
                 # A message without a value: counted, pushed, in no statistic of values (its
                 # topic's stages judge values; the next event or tick brings them to its clock),
-                # but in its series bucket, whose closing points follow its update.
+                # but in its series bucket, whose closing points follow its update, and judged
+                # by the alerts on message counts.
                 points = [] if state.series is None else state.series.on_message(e, now)
                 last_update = len(drafts)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
                 drafts += points
+                if state.alerts is not None:
+                    drafts += state.alerts.on_message(now, summary)
                 continue
             step.index, step.event, step.clock_us, step.summary = index, e, now, summary
             for stage in stages:

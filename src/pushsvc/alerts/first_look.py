@@ -28,12 +28,14 @@ What is generated for `mean[10s] > 300`, `max[10s] > 2000` and `count[1m] < 1`:
             return slowly(windows)
         return found
 
-Only validated text reaches the source: window and statistic names match `[A-Za-z0-9_.]+`
-and `[A-Za-z0-9_]+` and are written with `repr`, thresholds are finite floats (`repr` reads
-back exactly), operators one of six. Windows without a statistic an alert names take the
-general path (`slowly`: `Condition.value`, `Condition.holds`), and so does a value that cannot
-be ordered. The engine's values are numbers or null, where the two agree (a null never holds);
-anything else the first look lets through, the instance's own evaluation refuses.
+A message condition (`messages(error)[1m] > 5`) reads the window's count of the type, 0 where the
+window has none. Only validated text reaches the source: window and statistic names match
+`[A-Za-z0-9_.]+` and `[A-Za-z0-9_]+`, message types `[A-Za-z0-9._:-]+`, all written with `repr`;
+thresholds are finite floats (`repr` reads back exactly), operators one of six. Windows without a
+statistic an alert names take the general path (`slowly`: `Condition.value`, `Condition.holds`), and
+so does a value that cannot be ordered. The engine's values are numbers or null, where the two agree
+(a null never holds); anything else the first look lets through, the instance's own evaluation
+refuses.
 """
 
 from __future__ import annotations
@@ -59,13 +61,20 @@ def first_look(conditions: Sequence[Condition]) -> Holding:
     for window, items in by_window.items():
         lines.append(f"        w = windows[{window!r}]")
         for index, condition in items:
+            if condition.message_type is not None:  # 0 where the window has none of the type
+                lines += [
+                    "        m = w.get('messages')",
+                    f"        m = m.get({condition.message_type!r}) if m else None",
+                    f"        v = m[{condition.stat!r}] if m else 0",
+                ]
+            else:
+                lines.append(f"        v = w[{condition.stat!r}]")
             lines += [
-                f"        v = w[{condition.stat!r}]",
                 f"        if v is not None and v {condition.op} {condition.threshold!r}:",
                 f"            found += ({index},)",
             ]
     lines += [
-        "    except (KeyError, TypeError):",
+        "    except (KeyError, TypeError, AttributeError):",
         "        return slowly(windows)",
         "    return found",
     ]

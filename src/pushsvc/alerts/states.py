@@ -94,12 +94,15 @@ class Instance:
                 value = rule.when.value(windows)
         else:
             when = rule.when
-            try:  # `when.value`, inlined for the engine's floats
-                value = windows[when.window][when.stat]
-            except (KeyError, TypeError):
-                value = None
-            if value is not None and type(value) is not float:
+            if when.message_type is not None:
                 value = when.value(windows)
+            else:
+                try:  # `when.value`, inlined for the engine's floats
+                    value = windows[when.window][when.stat]
+                except (KeyError, TypeError):
+                    value = None
+                if value is not None and type(value) is not float:
+                    value = when.value(windows)
             holds = value is not None and when.compare(value, when.threshold)
         self.value = value
         if holds:
@@ -141,12 +144,20 @@ class TopicAlerts:
     always nothing is pending or firing there and no `when` holds: that case is one generated
     function (`first_look`) that finds nothing, with no instance made and no key built."""
 
-    __slots__ = ("_holding", "_live", "_place", "rules", "topic")
+    __slots__ = ("_holding", "_live", "_place", "message_rules", "rules", "topic")
 
     def __init__(self, topic: str, rules: Sequence[AlertRule]) -> None:
         self.topic = topic
         self.rules = tuple(rules)
         self._holding = _first_look(tuple(rule.when for rule in self.rules))
+        # Alerts on message counts, which are kept per topic, not per group: never a group's,
+        # and the only ones a message without a value is judged by (`evaluate`'s `among`).
+        self.message_rules = frozenset(
+            index
+            for index, rule in enumerate(self.rules)
+            if rule.when.message_type is not None
+            or (rule.clear is not None and rule.clear.message_type is not None)
+        )
         places = {rule.name: index for index, rule in enumerate(self.rules)}
         self._place: Callable[[AlertChange], int] = lambda change: places[change.alert]
         # The pending and firing instances by group id, then by the alert's place in `rules`;
@@ -161,10 +172,16 @@ class TopicAlerts:
         windows: Mapping[str, Any],
         group_id: str = "",
         group: GroupKey | None = None,
+        among: frozenset[int] | None = None,
     ) -> list[AlertChange]:
         """The changes of this evaluation (the topic's windows, or a group's with its id and
-        key), in rule order."""
+        key), in rule order; of the alerts at these places in `rules` alone if `among` is
+        given."""
         holding = self._holding(windows)
+        if among is not None:
+            holding = tuple(i for i in holding if i in among)
+        elif group_id and self.message_rules:
+            holding = tuple(i for i in holding if i not in self.message_rules)
         live = self._live.get(group_id)
         changes: list[AlertChange] = []
         ended: list[int] = []
@@ -174,6 +191,8 @@ class TopicAlerts:
             live = self._live[group_id] = {}
         else:
             for index, instance in live.items():
+                if among is not None and index not in among:
+                    continue
                 change = instance.evaluate(self.topic, clock_us, windows)
                 if change is not None:
                     changes.append(change)

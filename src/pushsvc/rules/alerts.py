@@ -12,11 +12,19 @@ labels = { severity = "page" }
 annotations = { summary = "grill p99 over 900 s" }
 ```
 
-A condition names a window and a statistic the topic keeps, or a forecast:
-`forecast(mean, 30m) > 100` holds when the rule's forecast (`forecast` in its `[[rule]]`, of
-that statistic) predicts, for the bucket 30 minutes ahead of the last one closed, a value over
-100: the alert fires before the threshold is crossed. `30m` is a whole number of the forecast
-tier's buckets, at most its horizon; while the model learns the value is null (never matches).
+A condition names a window and a statistic the topic keeps, a count of its messages, or a
+forecast. `messages(error)[1m] > 5` holds when the topic's last minute holds more than five
+messages of type `error`, and `message_rate(error)[1m] > 0.1` when they come at more than one
+every ten seconds: a type with no message in the window counts 0, so such an alert resolves
+when the messages stop, and `messages(heartbeat)[1m] < 1` fires when they stop. Messages are
+counted per topic in its exact time windows (`pushsvc.stats.message_counts`), so a message
+condition names one of those and is judged for the topic, never for its groups.
+
+A forecast condition, `forecast(mean, 30m) > 100`, holds when the rule's forecast (`forecast`
+in its `[[rule]]`, of that statistic) predicts, for the bucket 30 minutes ahead of the last one
+closed, a value over 100: the alert fires before the threshold is crossed. `30m` is a whole
+number of the forecast tier's buckets, at most its horizon; while the model learns the value is
+null (never matches).
 
 Which rule a topic takes is known only per topic (the first matching `[[rule]]`, else the
 server's windows), so an alert is checked against every rule that can be some matching topic's:
@@ -57,6 +65,12 @@ _CONDITION = re.compile(
     r"\s*([A-Za-z0-9_]+)\s*\[\s*([A-Za-z0-9_.]+)\s*\]\s*(>=|<=|==|!=|>|<)\s*"
     r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
 )
+_MESSAGE_CONDITION = re.compile(
+    r"\s*(messages|message_rate)\s*\(\s*([A-Za-z0-9._:-]{1,64})\s*\)\s*\[\s*([A-Za-z0-9_.]+)\s*\]"
+    r"\s*(>=|<=|==|!=|>|<)\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
+)
+"""`messages(type)[window] op number`: the type as an event's (`pushsvc.ingest.parse`)."""
+_MESSAGE_FIELDS = {"messages": "count", "message_rate": "rate"}
 _FORECAST_CONDITION = re.compile(
     r"\s*forecast\s*\(\s*([A-Za-z0-9_]+)\s*,\s*([A-Za-z0-9_.]+)\s*\)\s*(>=|<=|==|!=|>|<)\s*"
     r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
@@ -75,13 +89,15 @@ class AlertsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """`stat[window] op threshold`."""
+    """`stat[window] op threshold`; for a message condition, `stat` is `count` or `rate` of the
+    messages of `message_type`."""
 
     stat: str
     window: str
     op: str
     threshold: float
     text: str = field(compare=False)
+    message_type: str | None = None
     compare: Callable[[float, float], bool] = field(init=False, compare=False, repr=False)
     """The operator as a function of (value, threshold)."""
 
@@ -90,7 +106,15 @@ class Condition:
 
     def value(self, windows: Mapping[str, Mapping[str, object]]) -> float | None:
         """The statistic in these windows (`{window: {stat: value}}`), None where it is null
-        or absent (an empty window)."""
+        or absent (an empty window). A message condition's count or rate is 0 in a window
+        without such messages."""
+        if self.message_type is not None:
+            window = windows.get(self.window)
+            if not isinstance(window, Mapping):
+                return None
+            by_type = window.get("messages")
+            counted = by_type.get(self.message_type) if isinstance(by_type, Mapping) else None
+            return float(counted[self.stat]) if counted else 0.0
         # Run for every pending or firing instance on every event: the engine's float first.
         try:
             value = windows[self.window][self.stat]
@@ -144,8 +168,17 @@ class AlertRule:
 
 
 def parse_condition(text: object) -> Condition:
-    """ValueError unless `text` is `stat[window] op number` or `forecast(stat, ahead) op
-    number` (a finite number)."""
+    """ValueError unless `text` is `stat[window] op number`, `messages(type)[window] op
+    number` (or `message_rate`), or `forecast(stat, ahead) op number` (a finite number)."""
+    if isinstance(text, str) and (found := _MESSAGE_CONDITION.fullmatch(text)) is not None:
+        return Condition(
+            _MESSAGE_FIELDS[found[1]],
+            found[3],
+            found[4],
+            _finite(text, found[5]),
+            text.strip(),
+            message_type=found[2],
+        )
     match = _CONDITION.fullmatch(text) if isinstance(text, str) else None
     window = None
     if match is None and isinstance(text, str):
@@ -161,13 +194,19 @@ def parse_condition(text: object) -> Condition:
     if match is None:
         raise ValueError(
             f'{str(text)[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900", nor '
+            'messages(type)[window] op number, e.g. "messages(error)[1m] > 5", nor '
             'forecast(stat, ahead) op number, e.g. "forecast(mean, 30m) > 100" '
             "(op: > >= < <= == !=)"
         )
-    threshold = float(match[4])
+    threshold = _finite(str(text), match[4])
+    return Condition(match[1], window or match[2], match[3], threshold, str(text).strip())
+
+
+def _finite(text: str, number: str) -> float:
+    threshold = float(number)
     if not math.isfinite(threshold):
         raise ValueError(f"{text!r}: the number must be finite")
-    return Condition(match[1], window or match[2], match[3], threshold, str(text).strip())
+    return threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +219,8 @@ class RuleOutline:
     windows: tuple[str, ...]
     stats: tuple[str, ...]
     forecast: ForecastRule | None = None
+    message_windows: tuple[str, ...] = ()
+    """The windows that count messages by type: the exact time windows."""
 
 
 def parse_alerts(
@@ -305,6 +346,9 @@ def _check_window(
     if condition.ahead_us is not None:
         _check_forecast(field_name, condition, condition.ahead_us, selectors, rules, default)
         return
+    if condition.message_type is not None:
+        _check_message_window(field_name, condition, selectors, rules, default)
+        return
     if condition.stat.startswith("top_"):
         raise ValueError(
             f"{field_name}: {condition.stat} is a list of values, not a number: top values "
@@ -330,6 +374,23 @@ def _check_window(
             raise ValueError(
                 f"{field_name}: anomaly_rate is kept by time windows only, not by "
                 f"{condition.window!r} (it counts events, not closed buckets)"
+            )
+
+
+def _check_message_window(
+    field_name: str,
+    condition: Condition,
+    selectors: tuple[str, ...],
+    rules: Sequence[RuleOutline],
+    default: RuleOutline,
+) -> None:
+    for scope in _scopes(selectors, rules, default):
+        where = "the server's windows" if scope.number == 0 else f"rule {scope.number}"
+        if condition.window not in scope.message_windows:
+            counted = ", ".join(scope.message_windows) or "none"
+            raise ValueError(
+                f"{field_name}: messages are counted in the exact time windows of {where} "
+                f"({counted}), not in {condition.window!r}, which some of its topics take"
             )
 
 

@@ -518,7 +518,8 @@ def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
     scalars = rule.scalars
     if rule.number in sessions_taken:
         scalars = (*scalars, *SESSION_SCALARS)
-    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars, rule.forecast)
+    exact = tuple(rule.window_label(w) for w in rule.exact_windows_us)
+    return RuleOutline(rule.number, rule.selectors, rule.labels, scalars, rule.forecast, exact)
 
 
 class _FieldError(Exception):

@@ -82,6 +82,16 @@ class AlertStage:
         if changes:  # seldom: most evaluations change nothing
             step.follow += alert_drafts(now, changes)
 
+    def on_message(self, clock_us: int, summary: Mapping[str, Any]) -> list[UpdateDraft]:
+        """A message without a value, which the stages do not see: the topic's alerts on
+        message counts judged on its update (the others judge values, which it leaves as they
+        were, and figures of the stages it does not bring)."""
+        among = self.alerts.message_rules
+        if not among:
+            return []
+        changes = self.alerts.evaluate(clock_us, summary, among=among)
+        return alert_drafts(clock_us, changes) if changes else []
+
     def on_tick(self, step: TickStep) -> None:
         alerts, clock = self.alerts, step.clock_us
         if step.changed or alerts.live() or (step.points and self._ahead):
