@@ -315,7 +315,10 @@ class _Embedded:
             # One process publishes every partition: an update is read as soon as it is
             # published, in publish order.
             sessionizer = Sessionizer(
-                self.broker, settings.rules.sessions, lateness_us=settings.grace_us
+                self.broker,
+                settings.rules.sessions,
+                lateness_us=settings.grace_us,
+                analytics=settings.rules,
             )
             runtime.metrics.watch_sessionizer(sessionizer)
             runtime.spawn(sessionizer.run, runtime.stop)
@@ -372,6 +375,7 @@ class _OnRedis:
                 lease=session_lease,
                 settle_ms=_SETTLE_MS,
                 skew_us=_SKEW_US,
+                analytics=settings.rules,
             )
             runtime.metrics.watch_sessionizer(sessionizer)
             runtime.spawn(session_lease.keep, runtime.stop)

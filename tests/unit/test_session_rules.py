@@ -239,3 +239,22 @@ def test_without_session_rules_no_alert_may_name_session_numbers() -> None:
     text = '[[rule]]\ntopics = ["a"]\nwindows = ["1m"]\n'
     with pytest.raises(RulesError, match="unknown statistic 'bounce_rate'"):
         _rules(text + '[[alert]]\nname = "a"\ntopics = ["a"]\nwhen = "bounce_rate[1m] > 0.5"\n')
+
+
+def test_the_widest_grace_a_session_rules_sources_may_take() -> None:
+    """How long a session rule keeps its sessions open past `gap`: the longest grace among
+    the rules its sources may take, the server's where a source may take none."""
+    rules = _rules(
+        '[[rule]]\ntopics = ["app.clicks"]\ngrace = "1h"\n'
+        '[[rule]]\ntopics = ["app.*"]\ngrace = "10m"\n'
+        '[[rule]]\ntopics = ["web.*"]\n'
+        '[[rule]]\ntopics = ["kiosk.*"]\ngrace = "1s"\n'
+    )
+    five = 5 * S
+    assert rules.widest_grace_under(["app.clicks"], five) == 3600 * S  # rule 1 covers it
+    assert rules.widest_grace_under(["app.*"], five) == 3600 * S  # app.clicks among them
+    assert rules.widest_grace_under(["app.views"], five) == 600 * S
+    assert rules.widest_grace_under(["web.*"], five) == five  # no grace: the server's
+    assert rules.widest_grace_under(["kiosk.*"], five) == S
+    assert rules.widest_grace_under(["kiosk.*", "shop"], five) == five  # shop: no rule
+    assert rules.widest_grace_under(["*"], five) == 3600 * S

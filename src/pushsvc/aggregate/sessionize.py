@@ -14,7 +14,8 @@ update whose event carries the rule's `key` tag is added to it first.
 Exactly once, through kill -9 and restarts, rests on determinism and the broker's append:
 
 * The state of a rule (the cursor it read to and the assembler's open sessions) is saved in
-  one value (`SessionKeeper.save_session_state`) every `checkpoint_s`, after the ended
+  one value (`SessionKeeper.save_session_state`) every `checkpoint_s` (or, with many
+  sessions open, every `SAVE_S_PER_OPEN` per open session: see below), after the ended
   sessions of what it covers were appended. A sessionizer that starts (a new lease tenure, a
   restart) restores that state and reads on from its cursor: the same updates in the same
   order give the same sessions.
@@ -39,8 +40,27 @@ than a hold lasts, `HOLD_TTL_MS`) the oldest are trimmed even so, and lost to th
 the partition is read on from its newest update, the gap is logged once and counted
 (`gaps`), and every session it may have taken events from (one whose events come within
 `gap` of the event time the lost updates span) is marked `gap: true`. An event older than
-the assembler's clock less the allowed lateness and `skew_us` (a source partition published
-that much later than another, its aggregator down) is counted (`late`) and makes no session.
+the assembler's clock less its source topic's grace and `skew_us` (a source partition
+published that much later than another, its aggregator down) is counted (`late`) and makes no
+session.
+
+Late events, and what a long grace costs. A source topic's events are judged late by the grace
+its own rule gives it (`grace = "1h"`; else the server's `--grace`), as the broker judged them
+on their way in: a click an hour late that its topic accepted joins its session, extending or
+joining sessions as an on-time one would. So no session may end while a source could still
+bring it an event: each ends once the clock passes its last event plus `gap` plus the longest
+grace any of the rule's sources may take (`Rules.widest_grace_under`), not the server's. Every
+session stays open that much longer, in memory and in the saved state: the open sessions are
+about the sessions begun per second times (their length + `gap` + that grace), each some
+hundreds of bytes (docs/rules.md has the figure), bounded by `max_open` (past it the longest
+idle ends at once, marked `evicted`); and the session topic's events come that much later.
+Saving them costs in proportion too (some 100 bytes and several µs per open session), so a
+rule's state is saved at most once per `SAVE_S_PER_OPEN` per open session: an hour's grace
+over ten sessions begun per second, 36,000 open, is saved every 3.6 s, not every second,
+keeping its saves near a tenth of a core (its history is held that much longer).
+`max_duration` bounds it too: a session is cut at most that long after its first event, so
+the grace the sessions honour is at most `max_duration` (an event later than that makes no
+session, and is counted `late`).
 
 One sessionizer appends at a time on Redis: every aggregating process runs one, and the one
 holding its lease appends; embedded, the one process runs it.
@@ -60,7 +80,7 @@ import orjson
 
 from pushsvc.aggregate.derive import KEY_WINDOW_US
 from pushsvc.aggregate.warn_once import WarnOnce
-from pushsvc.broker.base import Broker, Replayed, SessionKeeper
+from pushsvc.broker.base import HOLD_TTL_MS, Broker, Replayed, SessionKeeper
 from pushsvc.broker.shared_log import Lease
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
@@ -74,6 +94,7 @@ from pushsvc.errors import (
     ReplicasUnconfirmed,
     TooManyTopics,
 )
+from pushsvc.rules.analytics import Rules
 from pushsvc.rules.sessions import SessionRule
 from pushsvc.stats.sessions import EndedSession, Funnel, SessionAssembler, SessionSettings
 
@@ -84,6 +105,13 @@ log = logging.getLogger(__name__)
 _ANY_AGE = 10 * 365 * 86_400_000_000
 """The lateness a session's event is appended with: any age."""
 _STATE_VERSION = 1
+SAVE_S_PER_OPEN = 100e-6
+"""The least time between two saves of a rule's state, per session open (when longer than
+`checkpoint_s`): a save costs several µs per open session (docs/performance.md), so this keeps
+saving near a tenth of a core however many a long grace holds open."""
+_SAVE_AT_MOST_S = HOLD_TTL_MS / 10_000
+"""Saves come at least this often (a tenth of a hold's life), however many sessions are open:
+each save renews the holds on the history the sessionizer has still to read."""
 _LAST_SEQ = 2**64 - 1
 """The sequence of a read-through position that ends a millisecond (`_read_through`)."""
 _GAPS_KEPT = 16
@@ -158,16 +186,27 @@ class Sessionizer:
         checkpoint_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         skew_us: int = 0,
+        analytics: Rules | None = None,
     ) -> None:
-        """`settle_ms`: how old an update must be (by its id's time) to be read (0: as soon as
+        """`lateness_us`: the server's grace (`--grace`), a source topic's unless its rule
+        (in `analytics`, the rules file's) gives it another: each source event is judged by
+        its topic's, and each session is kept open for the longest of its sources'.
+        `settle_ms`: how old an update must be (by its id's time) to be read (0: as soon as
         it is published, where one process publishes every partition); `checkpoint_s`: how
         often each rule's state is saved; `skew_us`: how much
-        later than the allowed lateness a source event may still reach the assembler (Redis:
+        later than the grace a source event may still reach the assembler (Redis:
         a partition whose updates are published after the others', its aggregator taking
         over), at the cost of sessions ending that much later (at most up to `max_duration`)."""
         self._broker = broker
+        self._lateness_us = lateness_us
+        self._skew_us = skew_us
+        self._analytics = analytics
         self._rules = [
-            _Rule(rule, _settings(rule, lateness_us + skew_us), TopicMatcher(rule.sources))
+            _Rule(
+                rule,
+                _settings(rule, self._widest_grace_us(rule) + skew_us),
+                TopicMatcher(rule.sources),
+            )
             for rule in rules
         ]
         # No session topic is a source, even where a pattern of `from` matches it (rules
@@ -188,6 +227,20 @@ class Sessionizer:
         """Source events too late for the assembler's clock: they make no session."""
         self.gaps = 0
         """Times a partition's updates were lost to it (trimmed from the history)."""
+
+    def _widest_grace_us(self, rule: SessionRule) -> int:
+        """The longest grace a source of `rule` may take: how long its sessions stay open
+        after their last event, beyond `gap`."""
+        if self._analytics is None:
+            return self._lateness_us
+        return self._analytics.widest_grace_under(rule.sources, self._lateness_us)
+
+    def _grace_us(self, topic: str) -> int:
+        """How far behind the assembler's clock an event of `topic` still makes a session:
+        its topic's grace, and the skew."""
+        if self._analytics is None:
+            return self._lateness_us + self._skew_us
+        return self._analytics.grace_of(topic, self._lateness_us)[0] + self._skew_us
 
     @property
     def holding(self) -> bool:
@@ -258,7 +311,10 @@ class Sessionizer:
         if reading.pending and not self._append(reading):
             return
         now = self._clock()
-        if now - reading.saved_at >= self._checkpoint_s:
+        every = max(
+            self._checkpoint_s, min(assembler.open_sessions * SAVE_S_PER_OPEN, _SAVE_AT_MOST_S)
+        )
+        if now - reading.saved_at >= every:
             self._save(reading)
 
     def _apply(self, reading: _Rule, assembler: SessionAssembler, updates: list[Update]) -> None:
@@ -332,7 +388,14 @@ class Sessionizer:
             key = tags.get(rule.key)
             if key is not None:
                 step = None if rule.funnel is None else rule.funnel.index(tags.get(rule.funnel.tag))
-                added = assembler.add(key, round(event["ts"] * 1_000_000), step)
+                ts = round(event["ts"] * 1_000_000)
+                clock = assembler.clock
+                # Judged by its own topic's grace (the assembler's lateness is the longest of
+                # the rule's sources', and refuses only what is later than that).
+                if clock is not None and ts < clock - self._grace_us(update.topic):
+                    added = None
+                else:
+                    added = assembler.add(key, ts, step)
                 if added is None:
                     self.late += 1
                 else:

@@ -25,9 +25,9 @@ import orjson
 
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import comma_list
-from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.topics import TopicMatcher, overlap
 from pushsvc.errors import InvalidTopic, RulesError
-from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, parse_alerts
+from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, covers, parse_alerts
 from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.forecast import ForecastRule, parse_forecast
@@ -264,6 +264,23 @@ class Rules:
         """The longest grace of any topic: how long a derived metric waits for its sources'
         buckets to close (a source's rule may give it a longer grace than the server's)."""
         return max([default_us, *(r.grace_us for r in self.rules if r.grace_us is not None)])
+
+    def widest_grace_under(self, selectors: Sequence[str], default_us: int) -> int:
+        """The longest grace a topic that `selectors` match may take: of each rule in file
+        order whose topics overlap a selector, up to the first that covers it (no topic of it
+        goes further), and `default_us` (the server's `--grace`) where none covers it. What a
+        session rule's sources may still bring late (`pushsvc.aggregate.sessionize`)."""
+        widest = 0
+        for selector in selectors:
+            for rule in self.rules:
+                if any(overlap(selector, theirs) for theirs in rule.selectors):
+                    grace = default_us if rule.grace_us is None else rule.grace_us
+                    widest = max(widest, grace)
+                if any(covers(theirs, selector) for theirs in rule.selectors):
+                    break
+            else:
+                widest = max(widest, default_us)
+        return widest
 
     def for_topic(self, topic: str) -> Rule:
         """The first rule matching `topic`, else the default rule."""
