@@ -54,7 +54,7 @@ session stays open that much longer, in memory and in the saved state: the open 
 about the sessions begun per second times (their length + `gap` + that grace), each some
 hundreds of bytes (docs/rules.md has the figure), bounded by `max_open` (past it the longest
 idle ends at once, marked `evicted`); and the session topic's events come that much later.
-Saving them costs in proportion too (some 100 bytes and several µs per open session), so a
+Saving them costs in proportion too (some 100 bytes and 10 µs per open session), so a
 rule's state is saved at most once per `SAVE_S_PER_OPEN` per open session: an hour's grace
 over ten sessions begun per second, 36,000 open, is saved every 3.6 s, not every second,
 keeping its saves near a tenth of a core (its history is held that much longer).
@@ -107,7 +107,7 @@ _ANY_AGE = 10 * 365 * 86_400_000_000
 _STATE_VERSION = 1
 SAVE_S_PER_OPEN = 100e-6
 """The least time between two saves of a rule's state, per session open (when longer than
-`checkpoint_s`): a save costs several µs per open session (docs/performance.md), so this keeps
+`checkpoint_s`): a save costs some 10 µs per open session (docs/performance.md), so this keeps
 saving near a tenth of a core however many a long grace holds open."""
 _SAVE_AT_MOST_S = HOLD_TTL_MS / 10_000
 """Saves come at least this often (a tenth of a hold's life), however many sessions are open:
