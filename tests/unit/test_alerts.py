@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -373,3 +374,45 @@ def test_a_message_condition_on_a_window_that_counts_none_is_refused(
     with pytest.raises(RulesError, match=re.escape(message)) as raised:
         _message_alert(when)
     assert "\n" not in str(raised.value) and "alert 1 (errors): when: " in str(raised.value)
+
+
+def test_message_alerts_move_on_the_aggregators_ticks_once_the_messages_stop() -> None:
+    """Through the aggregator: messages alone (no value) trip the alerts as they are applied,
+    and the idle ticks alone resolve the errors' alert once they leave the window and fire the
+    heartbeat's once it stops, with no event after them."""
+    from pushsvc.aggregate.aggregator import Aggregator
+    from pushsvc.core.event import Event, Message
+    from pushsvc.core.updates import Kind
+
+    rules = parse_rules(
+        tomllib.loads(
+            '[[rule]]\ntopics = ["line.*"]\nwindows = ["10s"]\nstats = ["count"]\n'
+            '[[alert]]\nname = "errors"\ntopics = ["line.*"]\n'
+            'when = "messages(error)[10s] > 2"\n'
+            '[[alert]]\nname = "silent"\ntopics = ["line.*"]\n'
+            'when = "messages(heartbeat)[10s] < 1"\nfor = "5s"\n'
+        ),
+        default_rule((10 * S,), ("count",)),
+    )
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=5 * S)
+    t0 = 1_763_700_000 * S
+
+    def changes(drafts: list) -> list[tuple[str, str, float]]:
+        bodies = [orjson.loads(d.body) for d in drafts if d.kind is Kind.ALERT]
+        return [(b["alert"], b["state"], b["since"] - t0 / S) for b in bodies]
+
+    def message(at_s: int, kind: str) -> list[tuple[str, str, float]]:
+        event = Event(None, t0 + at_s * S, message=Message(kind, b"{}"))
+        return changes(aggregator.apply_events("line.a", [event]))
+
+    assert message(0, "heartbeat") == []
+    assert message(1, "error") + message(2, "error") == []
+    assert message(3, "error") == [("errors", "firing", 3)]
+    # No event after: the ticks alone move the clock. At 11 s the first error has left the
+    # window (two remain), and the last heartbeat too: pending, then firing 5 s on.
+    assert changes(aggregator.apply_ticks({"line.a": t0 + 11 * S})) == [
+        ("errors", "resolved", 11),
+        ("silent", "pending", 11),
+    ]
+    assert changes(aggregator.apply_ticks({"line.a": t0 + 16 * S})) == [("silent", "firing", 16)]
+    assert message(17, "heartbeat") == [("silent", "resolved", 17)]
