@@ -7,7 +7,7 @@ that read series back."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -28,18 +28,20 @@ def check_points(
     ).sort_index(kind="stable")
     table = values.resample(f"{width_us}us").agg(["count", "sum", "min", "max", "var"])
     table = table[table["count"] > 0]
-    starts = [int(t) for t in table.index.as_unit("us").asi8]
+    starts = [int(t) for t in pd.DatetimeIndex(table.index).as_unit("us").asi8]
     assert [round(p["t"] * 1_000_000) for p in points] == starts, label
-    times = values.index.as_unit("us").asi8
-    for point, start, row in zip(points, starts, table.itertuples(), strict=True):
-        assert point["count"] == row.count, (label, start)
-        scale = max(abs(row.min), abs(row.max), 1.0) * row.count
-        assert math.isclose(point["sum"], row.sum, rel_tol=1e-12, abs_tol=1e-12 * scale)
-        assert (point["min"], point["max"]) == (row.min, row.max), (label, start)
-        if row.count == 1:
+    times = pd.DatetimeIndex(values.index).as_unit("us").asi8
+    rows: list[dict[Hashable, Any]] = table.to_dict("records")
+    for point, start, row in zip(points, starts, rows, strict=True):
+        count, low, high = int(row["count"]), float(row["min"]), float(row["max"])
+        assert point["count"] == count, (label, start)
+        scale = max(abs(low), abs(high), 1.0) * count
+        assert math.isclose(point["sum"], row["sum"], rel_tol=1e-12, abs_tol=1e-12 * scale)
+        assert (point["min"], point["max"]) == (low, high), (label, start)
+        if count == 1:
             assert point["var"] is None
         else:
-            assert math.isclose(point["var"], row.var, rel_tol=1e-9, abs_tol=1e-9 * scale**2)
+            assert math.isclose(point["var"], row["var"], rel_tol=1e-9, abs_tol=1e-9 * scale**2)
         bucket = values[(times >= start) & (times < start + width_us)]
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
             if exact_percentiles:
