@@ -346,6 +346,13 @@ class SSEClient:
         self._read_until(lambda: bool(self._pending), timeout, "SSE message")
         return self._pending.pop(0)
 
+    def take_parsed(self) -> list[SSEMessage]:
+        """The messages parsed already and not yet taken: with the taken ones, what an
+        EventSource had dispatched when it sends `last_event_id` (a test that drops the
+        stream counts them as received)."""
+        parsed, self._pending = self._pending, []
+        return parsed
+
     @property
     def last_event_id(self) -> str:
         """What an EventSource sends as `Last-Event-ID` when it reconnects now: the last `id:`

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -60,6 +61,7 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.ingest import Event
+from pushsvc.ingest.late import append_keeping_late
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
@@ -348,6 +350,73 @@ def test_a_refused_append_remembers_no_key(broker: Broker) -> None:
     outcome = broker.append_events("a", fresh, lateness_us=5, idempotency=keyed("k", b"[2]"))
     assert outcome == Appended(1, replayed=False)
     assert read()[-1] == ("a", fresh)
+
+
+def test_an_empty_batch_with_a_key_remembers_the_key_and_logs_nothing(broker: Broker) -> None:
+    """What a request whose every event went to the late stream leaves on its topic: the key
+    (answer 0), checked as any key is, and no entry, clock or topic."""
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 100, None)])
+    assert broker.append_events("a", [], lateness_us=5, idempotency=keyed("k")) == Appended(0)
+    assert broker.append_events("a", [], lateness_us=5, idempotency=keyed("k")) == Appended(
+        0, replayed=True
+    )
+    # The same request's events, were they on time now, are still its repeat.
+    again = broker.append_events(
+        "a", [Event(1.0, 200, None)], lateness_us=5, idempotency=keyed("k")
+    )
+    assert again == Appended(0, replayed=True)
+    with pytest.raises(IdempotencyKeyReused):
+        broker.append_events(
+            "a", [Event(2.0, 200, None)], lateness_us=5, idempotency=keyed("k", b"[2]")
+        )
+    # No clock moved: an event at 96 µs is within 5 µs of the topic's 100 still.
+    append(broker, "a", [Event(3.0, 96, None)])
+    live = broker.topic_stats().live
+    assert broker.append_events("new", [], lateness_us=5, idempotency=keyed("k")) == Appended(0)
+    assert broker.topic_stats().live == live  # no topic made
+    assert read() == [("a", [Event(1.0, 100, None)]), ("a", [Event(3.0, 96, None)])]
+
+
+class _DiesBeforeTheTopicKey:
+    """A broker whose process dies (BrokerUnavailable) before its first empty append: after
+    a request's late events were logged, before its key was remembered on the topic."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.partitions = broker.partitions
+
+    def append_events(self, topic: str, events: Any, **kwargs: Any) -> Appended:
+        if not events:
+            raise BrokerUnavailable("killed")
+        return self.broker.append_events(topic, events, **kwargs)
+
+
+def test_a_keyed_request_kept_whole_on_the_late_stream_is_logged_once(broker: Broker) -> None:
+    """`append_keeping_late` with every event past the grace: logged on the late stream once;
+    a retry (also one after the first attempt died before the key reached the topic) is a
+    replay with the same counts; the key with another body is refused."""
+    read = appended(broker)
+    append(broker, "a", [Event(1.0, 100, None)])
+    late = [Event(2.0, 10, None), Event(3.0, 11, None)]
+    with pytest.raises(BrokerUnavailable):
+        append_keeping_late(
+            cast(Broker, _DiesBeforeTheTopicKey(broker)), "a", late, grace_us=5, refuse=False,
+            idempotency=keyed("k"),
+        )  # fmt: skip
+    for _ in range(2):
+        retry = append_keeping_late(
+            broker, "a", late, grace_us=5, refuse=False, idempotency=keyed("k")
+        )
+        assert retry == Appended(0, replayed=True, late=2)
+    with pytest.raises(IdempotencyKeyReused):
+        append_keeping_late(
+            broker, "a", [Event(4.0, 200, None)], grace_us=5, refuse=False,
+            idempotency=keyed("k", b"[4]"),
+        )  # fmt: skip
+    fresh = append_keeping_late(broker, "a", late, grace_us=5, refuse=False, idempotency=keyed("j"))
+    assert fresh == Appended(0, late=2)
+    assert read() == [("a", [Event(1.0, 100, None)]), ("a.late", late), ("a.late", late)]
 
 
 def test_racing_repeats_log_the_batch_once(new_broker: MakeBroker) -> None:

@@ -13,17 +13,16 @@ sketch's 1 % of the order statistics around them above it.
 
 from __future__ import annotations
 
-import math
 import uuid
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import MakeApp
+from support.series_oracle import check_points
 
 S = 1_000_000
 GRACE = 60 * S
@@ -101,35 +100,9 @@ def check_series(
         _post(client, topic, batch)
     assert clock is not None
     _post(client, topic, [(clock + GRACE + 10 * 60 * S, 0.0)])  # in no bucket read below
-    values = pd.Series(
-        [v for _, v in accepted], index=pd.to_datetime([t for t, _ in accepted], unit="us")
-    ).sort_index(kind="stable")
     for label, width in TIERS:
         points = [p for p in _read(client, topic, label) if p["t"] * S <= clock]
-        table = values.resample(f"{width}us").agg(["count", "sum", "min", "max", "var"])
-        table = table[table["count"] > 0]
-        starts = [int(t) for t in table.index.as_unit("us").asi8]
-        assert [round(p["t"] * S) for p in points] == starts, label
-        for point, start, row in zip(points, starts, table.itertuples(), strict=True):
-            assert point["count"] == row.count, (label, start)
-            scale = max(abs(row.min), abs(row.max), 1.0) * row.count
-            assert math.isclose(point["sum"], row.sum, rel_tol=1e-12, abs_tol=1e-12 * scale)
-            assert (point["min"], point["max"]) == (row.min, row.max), (label, start)
-            if row.count == 1:
-                assert point["var"] is None
-            else:
-                assert math.isclose(point["var"], row.var, rel_tol=1e-9, abs_tol=1e-9 * scale**2)
-            times = values.index.as_unit("us").asi8
-            bucket = values[(times >= start) & (times < start + width)]
-            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
-                if label == "1s":
-                    exact = float(bucket.quantile(q))
-                    assert math.isclose(point[name], exact, rel_tol=1e-12, abs_tol=1e-9), name
-                else:
-                    low = float(bucket.quantile(q, interpolation="lower"))
-                    high = float(bucket.quantile(q, interpolation="higher"))
-                    assert low - 0.01 * abs(low) - 1e-9 <= point[name], (label, name)
-                    assert point[name] <= high + 0.01 * abs(high) + 1e-9, (label, name)
+        check_points(points, accepted, label=label, width_us=width, exact_percentiles=label == "1s")
     return accepted
 
 

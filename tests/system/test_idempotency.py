@@ -172,6 +172,37 @@ def test_a_late_request_is_kept_once_and_its_retry_is_a_replay(
     assert logged_values(pushsvc.port, f"{topic}.late") == [2.0]
 
 
+def test_the_key_of_a_request_kept_whole_on_the_late_stream_is_remembered(
+    pushsvc: PushsvcProcess, topic: str
+) -> None:
+    """A request whose every event is past the grace logs nothing on the topic itself, yet its
+    key is the topic's like any other: a repeat is answered from it (counted as a replay, the
+    late events once), and another body under it is a 422 that logs nothing, whether that
+    body's events are late or on time."""
+    assert post(pushsvc.port, topic, {"value": 1, "ts": 1_763_700_100})[0] == 202
+    late_before = metric(pushsvc.port, "pushsvc_late_events_total")
+    replays_before = metric(pushsvc.port, "pushsvc_idempotent_replays_total")
+    late = [{"value": 2, "ts": 1_763_700_000}, {"value": 3, "ts": 1_763_700_001}]
+    status, headers, body = publish(pushsvc.port, topic, late, "all-late")
+    assert (status, body) == (202, {"accepted": 0, "late": 2}) and REPLAYED not in headers
+    for _ in range(2):
+        status, headers, body = publish(pushsvc.port, topic, late, "all-late")
+        assert (status, body, headers.get(REPLAYED)) == (202, {"accepted": 0, "late": 2}, "true")
+    others = [
+        [{"value": 4, "ts": 1_763_700_200}],  # on time
+        [{"value": 5, "ts": 1_763_700_002}],  # late, fewer events
+        [{"value": 6, "ts": 1_763_700_300}, {"value": 7, "ts": 1_763_700_003}],  # both
+    ]
+    for other in others:
+        status, headers, body = publish(pushsvc.port, topic, other, "all-late")
+        assert status == 422 and REPLAYED not in headers, (other, body)
+        assert body["error"]["code"] == "idempotency_key_reused"
+    assert metric(pushsvc.port, "pushsvc_late_events_total") == late_before + 2
+    assert metric(pushsvc.port, "pushsvc_idempotent_replays_total") == replays_before + 2
+    assert logged_values(pushsvc.port, topic) == [1.0]
+    assert logged_values(pushsvc.port, f"{topic}.late") == [2.0, 3.0]
+
+
 @pytest.mark.parametrize("kind", BROKERS)
 def test_a_key_is_forgotten_after_the_window(
     kind: str, request: pytest.FixtureRequest, topic: str

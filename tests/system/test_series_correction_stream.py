@@ -3,13 +3,14 @@
 and every correction once, in the update sequence, each correction marked
 `"correction": true` after the point it amends, exactly the messages an uninterrupted
 in-process run publishes; the last message of each bucket equals what the series read gives
-for it; and the Python client marks a streamed correction (`Point.correction`)."""
+for it; a stream resumed with `Last-Event-ID` across a correction gets it once; and the
+Python client marks a streamed correction (`Point.correction`)."""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,86 @@ def test_the_client_marks_a_streamed_correction(server: PushsvcProcess) -> None:
         corrected = next(points)
         assert corrected.correction and corrected.point["t"] == first.point["t"]
         assert (corrected.point["count"], corrected.point["sum"]) == (2, 6.0)
+
+
+Message = tuple[str, str, Any]
+"""(event, id, parsed data) of an SSE message."""
+
+
+def _until(stream: SSEClient, last: Callable[[Message], bool]) -> list[Message]:
+    """Every message but the snapshot, up to and with the first that `last` holds for."""
+    out: list[Message] = []
+    while True:
+        message = stream.next()
+        if message.event != "snapshot":
+            out.append((message.event, message.id, json.loads(message.data)))
+            if last(out[-1]):
+                return out
+
+
+def _update_of(value: float) -> Callable[[Message], bool]:
+    return lambda m: m[0] == "stats" and m[2]["event"]["value"] == value
+
+
+def _is_point(message: Message) -> bool:
+    return message[0] == "point"
+
+
+@pytest.mark.parametrize("query", ["?series=1s", ""], ids=["series", "plain"])
+@pytest.mark.parametrize("drop", ["before-the-late-event", "between-it-and-its-correction"])
+def test_a_stream_resumed_across_a_correction_gets_it_once(
+    server: PushsvcProcess, query: str, drop: str
+) -> None:
+    """A subscriber that received a bucket's point drops its connection, and a late event
+    corrects that bucket: while it is away (or after it got the late event's update, before
+    the correction). Resumed with `Last-Event-ID` (once all is published: from the history),
+    it gets what it missed once, and nothing it had: what it holds is what a subscriber that
+    stayed connected received, message for message, the correction once. A plain stream
+    (no points) gets the late event's update once."""
+    port = server.port
+    topic = f"fix.resume.{drop}.{'series' if query else 'plain'}"
+    path = f"/topics/{topic}/stream{query}"
+    second = T0 - T0 % S
+    # The second event takes the clock past the first's bucket and its 2 s grace: published.
+    on_time = [{"value": 1.0, "ts": second / S}, {"value": 2.0, "ts": second / S + 3}]
+    # A late event into that bucket; then one that takes the clock past the next whole
+    # second, which makes the bucket's correction.
+    late = [{"value": 5.0, "ts": second / S + 0.5}]
+    ahead = [{"value": 1.0, "ts": second / S + 4}]
+    with SSEClient(port, path) as stayed:
+        stayed.next_data("snapshot")
+        with SSEClient(port, path) as dropped:
+            dropped.next_data("snapshot")
+            assert post(port, topic, on_time)[0] == 202
+            held = _until(dropped, _is_point if query else _update_of(2.0))
+            if drop == "between-it-and-its-correction":
+                assert post(port, topic, late)[0] == 202
+                held += _until(dropped, _update_of(5.0))
+            # What it had parsed when it dropped was received, as an EventSource's would be.
+            held += [(m.event, m.id, json.loads(m.data)) for m in dropped.take_parsed()]
+            resume_from = dropped.last_event_id
+        if drop == "before-the-late-event":
+            assert post(port, topic, late)[0] == 202
+        assert post(port, topic, ahead)[0] == 202
+        wait_caught_up(port)
+        with SSEClient(port, path, headers={"Last-Event-ID": resume_from}) as resumed:
+            assert post(port, topic, {"value": 99.0, "ts": second / S + 4.5})[0] == 202
+            after = _until(resumed, _update_of(99.0))
+        everything = _until(stayed, _update_of(99.0))
+    assert held + after == everything
+    ids = [i for _, i, _ in everything]
+    assert len(set(ids)) == len(ids)
+    updates = [
+        (d["event"]["value"], d.get("late", False)) for e, _, d in everything if e == "stats"
+    ]
+    assert updates == [(1.0, False), (2.0, False), (5.0, True), (1.0, False), (99.0, False)]
+    points = [d for e, _, d in everything if e == "point"]
+    if query:
+        first, correction = points
+        assert correction in [d for _, _, d in after]  # missed, then resumed, once
+        assert "correction" not in first and correction["correction"] is True
+        assert first["point"]["t"] == correction["point"]["t"] == second / S
+        assert (correction["point"]["count"], correction["point"]["sum"]) == (2, 6.0)
+        assert _read(port, topic, "1s")[0] == correction["point"]
+    else:
+        assert points == []

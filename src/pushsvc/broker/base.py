@@ -190,7 +190,10 @@ class Broker(Protocol):
         `replayed`; with another digest it raises IdempotencyKeyReused and appends nothing.
         Otherwise the batch is judged and appended as below, and the key remembered for the
         window only if it was appended: the check, the append and the remembering are one
-        atomic step, so racing repeats log the batch once.
+        atomic step, so racing repeats log the batch once. An empty batch logs nothing and
+        moves no clock; with `idempotency` it remembers the key (answer 0) after the same
+        check: a request whose every event went to the topic's late stream
+        (`pushsvc.ingest.late`) holds its key on the topic like any other.
 
         The batch is judged against the topic clock (the largest event time, or idle tick
         clock, logged for the topic) by the one lateness rule (`pushsvc.ingest`): a late

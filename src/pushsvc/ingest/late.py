@@ -17,9 +17,13 @@ The late stream is a topic of its own, `<topic>.late` (`late_topic`): read like 
 that may read the topic may read it (`Scope.reading`). Its appends accept any age. The late
 events of each round are logged before the batch's on-time events, each round under the
 request's idempotency key with the round's first event index: a producer that retries never
-loses a late event. A retry after the server died between two
-appends, while the topic clock moved on, may log an event on the late stream twice (it is
-then late by more in the retry); it never logs one on the topic twice.
+loses a late event. A request whose every event went to the late stream then remembers its
+own key on the topic (an empty append, `Broker.append_events`), as one that logged there
+does: a repeat is answered from the topic's key without touching the late stream, and the
+key with another body is refused (IdempotencyKeyReused) whatever that body's events are. A
+retry after the server died between two appends, while the topic clock moved on, may log an
+event on the late stream twice (it is then late by more in the retry); it never logs one on
+the topic twice.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def append_keeping_late(
     bridge's are fenced by its lease; its late stream's are not, so a bridge that lost its
     lease mid-batch may log a late event twice there, never on the topic)."""
     remaining = list(enumerate(events))
-    late = 0
+    late = evicted = 0
     replayed = idempotency is not None  # every late append so far was an earlier request's
     while remaining:
         batch = [event for _, event in remaining]
@@ -87,6 +91,7 @@ def append_keeping_late(
                 idempotency=kept,
             )
             late += len(found)
+            evicted += logged.evicted
             replayed = replayed and logged.replayed
             gone = {i for i, _ in found}
             remaining = [(i, event) for i, event in remaining if i not in gone]
@@ -95,6 +100,13 @@ def append_keeping_late(
             # An earlier request logged this one: what it did not log on the topic, it
             # logged on the late stream.
             late = len(events) - appended.accepted
-        return appended._replace(late=late)
-    # Every event was past the grace: a retry of such a request is a replay too.
-    return Appended(0, replayed=replayed, late=late)
+        return appended._replace(late=late, evicted=appended.evicted + evicted)
+    if idempotency is not None:
+        # Every event was past the grace: the key is remembered on the topic all the same.
+        remembered = broker.append_events(topic, [], lateness_us=grace_us, idempotency=idempotency)
+        evicted += remembered.evicted
+        if remembered.replayed:  # a racing repeat remembered it first
+            return remembered._replace(evicted=evicted, late=len(events) - remembered.accepted)
+    # A retry that found every late event logged already (the server died before the key
+    # was remembered on the topic) is a replay too.
+    return Appended(0, replayed=replayed, evicted=evicted, late=late)

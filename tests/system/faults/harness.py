@@ -26,7 +26,10 @@ from harness.redis_server import RedisServer
 from harness.sse_parser import EventStreamParser
 
 from faults.backends import client as store_client
+from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis.keys import Keys
+from pushsvc.core.event import Event
+from pushsvc.rules.analytics import Rules
 from support.sentinel import SentinelCluster
 
 S = 1_000_000
@@ -256,10 +259,10 @@ class Producer(threading.Thread):
     ) -> None:
         super().__init__(daemon=True, name="producer")
         self.tags = tags
+        """The tags of event n (none when None)."""
         self.lag_us = lag_us
         """How far behind `base + n * 20 ms` event n is stamped (late events; none when
         None)."""
-        """The tags of event n (none when None)."""
         self.stamp_now = stamp_now
         """Stamp each event with the time it is sent, not `base + n * 20 ms`: where idle ticks
         run a topic's clock on with the wall clock, a producer stalled past the allowed
@@ -268,7 +271,13 @@ class Producer(threading.Thread):
         self.topic = topic
         self.interval = 1.0 / rate
         self.base_us = (time.time_ns() // 1000 // S) * S
-        self.acked: list[tuple[float, int]] = []  # (value, ts_us) answered 202
+        self.acked: list[tuple[float, int]] = []  # (value, ts_us) answered 202, on the topic
+        # (value, ts_us) answered 202 `{"accepted": 0, "late": 1}`: past the grace, on the
+        # topic's late stream.
+        self.kept_late: list[tuple[float, int]] = []
+        self.on_acked: Callable[[int], None] = lambda n: None
+        """Called in the producer's thread with n once event n is answered 202 (a test times
+        a fault on it)."""
         # Not acknowledged but possibly logged, so possibly applied: answered 503
         # `replicas_unconfirmed`, or unanswered while the primary died (`note_unanswered`).
         self.maybe_applied: list[tuple[float, int]] = []
@@ -300,7 +309,9 @@ class Producer(threading.Thread):
             status, code = self._post(ports[n % len(ports)], n, ts_us)
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status == 202:
-                self.acked.append((float(n), ts_us))
+                kept = self.kept_late if code == "late" else self.acked
+                kept.append((float(n), ts_us))
+                self.on_acked(n)
             elif code == "replicas_unconfirmed" or status == 0:
                 # Logged but unconfirmed, or no answer at all (the web process went away
                 # after it may have logged the batch): either may still be applied.
@@ -311,7 +322,8 @@ class Producer(threading.Thread):
             time.sleep(self.interval)
 
     def _post(self, port: int, n: int, ts_us: int) -> tuple[int, str | None]:
-        """The status and, for an error, its code."""
+        """The status and, for an error, its code; for a 202 that kept the event on the late
+        stream, "late"."""
         event: dict[str, object] = {"value": float(n), "ts": ts_us / S}
         if self.tags is not None:
             event["tags"] = self.tags(n)
@@ -327,6 +339,8 @@ class Producer(threading.Thread):
             status, answer = response.status, response.read()
             if status >= 400 and answer.startswith(b"{"):
                 code = json.loads(answer)["error"]["code"]
+            elif status == 202 and json.loads(answer).get("late"):
+                code = "late"
         except (OSError, http.client.HTTPException):
             status = 0  # the process was gone: nothing was acknowledged
         finally:
@@ -468,7 +482,11 @@ def check_delivery(
         else:
             assert not gaps, f"{watcher.name}: unexpected gap"
             first = expected.index(values[0]) if values else 0
-            assert values == expected[first:], f"{watcher.name}: missing updates"
+            missing = sorted(set(expected[first:]) - set(values))
+            assert values == expected[first:], (
+                f"{watcher.name}: missing updates {missing[:20]} ({len(missing)}); its streams "
+                f"ended at {watcher.received.ends} (port, updates by then)"
+            )
     final = watchers[0].received.current()
     assert final is not None
     _check_windows(final[2], applied)
@@ -602,3 +620,16 @@ def _await_checkpoint(
         return bool(now) and now != since
 
     wait_for(saved, 30, f"a checkpoint of {topic}")
+
+
+def published_points(
+    rules: Rules, acked: Sequence[tuple[float, int]], topic: str, *, grace_us: int
+) -> list[dict[str, Any]]:
+    """The `point` messages (corrections too, without ids) an uninterrupted run publishes in
+    order for `acked` ((value, ts µs), in log order) on a server with `--grace` `grace_us`."""
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=grace_us)
+    out = []
+    for value, ts_us in acked:
+        drafts = aggregator.apply_events(topic, [Event(value, ts_us, None)])
+        out += [json.loads(d.body) for d in drafts if d.series is not None]
+    return out

@@ -15,15 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from harness.live import PushsvcProcess, post, request, wait_caught_up
 
 from faults import backends
 from faults.backends import BOTH, Store
-from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watched_deployment
-from pushsvc.aggregate.aggregator import Aggregator
-from pushsvc.core.event import Event
+from faults.harness import (
+    FaultStack,
+    Producer,
+    kill_9_then_cold_restart,
+    published_points,
+    watched_deployment,
+)
 from pushsvc.rules.analytics import Rules, default_rule, load_rules
 from pushsvc.rules.tiers import parse_tiers
 
@@ -37,12 +40,7 @@ WATCHERS = 4
 def _reference(acked: list[tuple[float, int]], topic: str) -> list[dict[str, Any]]:
     """The point messages an uninterrupted run publishes (without ids), in order."""
     rules = Rules((), default_rule((10 * S,), ("count",), parse_tiers(TIERS)))
-    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0, lateness_us=5 * S)
-    out = []
-    for value, ts_us in acked:
-        drafts = aggregator.apply_events(topic, [Event(value, ts_us, None)])
-        out += [orjson.loads(d.body) for d in drafts if d.series is not None]
-    return out
+    return published_points(rules, acked, topic, grace_us=5 * S)
 
 
 def _stored(port: int, topic: str) -> list[dict[str, Any]]:
@@ -138,12 +136,7 @@ def _lag_us(n: int) -> int:
 def _late_reference(rules: Path, acked: list[tuple[float, int]], topic: str) -> list[Any]:
     """The point messages an uninterrupted run publishes (corrections too), in order."""
     loaded = load_rules(str(rules), default_rule((2 * S,), ("count",), parse_tiers(TIERS)))
-    aggregator = Aggregator(rules=loaded, wall_clock=lambda: 0, lateness_us=1 * S)
-    out = []
-    for value, ts_us in acked:
-        drafts = aggregator.apply_events(topic, [Event(value, ts_us, None)])
-        out += [orjson.loads(d.body) for d in drafts if d.series is not None]
-    return out
+    return published_points(loaded, acked, topic, grace_us=1 * S)
 
 
 @pytest.fixture

@@ -22,6 +22,11 @@
 -- expire are deleted early, key and name (pushsvc/core/idempotency.py's
 -- MAX_KEYS_PER_PARTITION): the partition never holds more keys than that.
 --
+-- An empty batch (times and payload '') logs nothing and leaves the clock alone: with a key,
+-- it only remembers it, answer 0 (a request whose every event went to the topic's late
+-- stream, pushsvc/ingest/late.py), checked as above first; its expiry counts from Redis'
+-- TIME, there being no entry id to count from.
+--
 -- KEYS: log, clocks, logged, then the optional keys ARGV says are given, in this order:
 --       lease (when lease_token is not ''), idempotency key and the partition's key order
 --       (when digest is not '')
@@ -35,9 +40,9 @@
 --       each, concatenated (one argument, not two per event: packing thousands of arguments
 --       cost the web process more than the script costs Redis); answer: what a repeat of
 --       this request is answered (the events logged), kept with the digest for window_ms
--- Returns {LOGGED, the last entry's id, keys evicted early}, {LATE, index of the late event, T}, {NEW_TOPIC} when the topic
--- is new and admit_new is not '1', {REPLAYED, answer} when the idempotency key
--- was seen with this digest, {KEY_REUSED} when it was seen with another; an error when a
+-- Returns {LOGGED, the last entry's id ('' for an empty batch), keys evicted early}, {LATE,
+-- index of the late event, T}, {NEW_TOPIC} when the topic is new and admit_new is not '1',
+-- {REPLAYED, answer} when the idempotency key was seen with this digest, {KEY_REUSED} when it was seen with another; an error when a
 -- lease is given and the token is not its holder's (the Redis bridge: a bridge that lost its
 -- lease during a pause must not append what its successor already did).
 local log_key, clocks_key, logged_key = KEYS[1], KEYS[2], KEYS[3]
@@ -76,7 +81,8 @@ if idempotency_key then
   end
 end
 local clock = redis.call('HGET', clocks_key, topic)
-if not clock and not admit_new then
+local empty = #times == 0
+if not clock and not admit_new and not empty then
   return {NEW_TOPIC}
 end
 for at = 1, #times, EVENT_LENGTH do
@@ -88,21 +94,29 @@ for at = 1, #times, EVENT_LENGTH do
     return {LATE, (at - 1) / EVENT_LENGTH, clock}
   end
 end
-redis.call('HSET', clocks_key, topic, clock)
--- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
--- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
-local payloads = {payload}
-for i = 11, #ARGV do payloads[#payloads + 1] = ARGV[i] end
-local n = redis.call('INCRBY', logged_key, #payloads) - #payloads
-local id
-for _, entry_payload in ipairs(payloads) do
-  n = n + 1
-  id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'e', 't', topic, 'v', entry_payload)
+local id = ''
+if not empty then
+  redis.call('HSET', clocks_key, topic, clock)
+  -- `n`: the entry's number in the log (1 for the first ever), so that a reader can tell
+  -- entries it never read were trimmed (a gap in the numbers): `Entry.n`.
+  local payloads = {payload}
+  for i = 11, #ARGV do payloads[#payloads + 1] = ARGV[i] end
+  local n = redis.call('INCRBY', logged_key, #payloads) - #payloads
+  for _, entry_payload in ipairs(payloads) do
+    n = n + 1
+    id = redis.call('XADD', log_key, '*', 'n', n, 'k', 'e', 't', topic, 'v', entry_payload)
+  end
 end
 local evicted = 0
 if idempotency_key then
   redis.call('SET', idempotency_key, digest .. answer, 'PX', window_ms)
-  local now_ms = tonumber(string.match(id, '^%d+'))
+  local now_ms
+  if empty then
+    local now = redis.call('TIME')
+    now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  else
+    now_ms = tonumber(string.match(id, '^%d+'))
+  end
   local expires_ms = now_ms + tonumber(window_ms)
   redis.call('ZREMRANGEBYSCORE', order_key, '-inf', now_ms)
   redis.call('ZADD', order_key, expires_ms, idempotency_key)
@@ -117,7 +131,7 @@ if idempotency_key then
     redis.call('PEXPIRE', order_key, window_ms)
   end
 end
-if wake_channel ~= '' then
+if wake_channel ~= '' and not empty then
   redis.call('SPUBLISH', wake_channel, '')
 end
 return {LOGGED, id, evicted}

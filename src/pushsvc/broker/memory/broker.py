@@ -158,7 +158,7 @@ class MemoryBroker:
         idempotency: Idempotency | None = None,
     ) -> Appended:
         self._check_open()
-        if not events:
+        if not events and idempotency is None:
             return Appended(0)
         shard = (self.partition_of(topic), self.partitions)
         return self.store.run(

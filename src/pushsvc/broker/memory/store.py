@@ -376,6 +376,9 @@ class Store:
             if earlier is not None:
                 return earlier
         batch = list(events)
+        if not batch:  # a key only (`Broker.append_events`): no entry, no clock
+            evicted = 0 if idempotency is None else part.keys.remember(topic, idempotency, 0, now)
+            return Appended(0, evicted=evicted)
         clock = part.clocks.get(topic)
         if clock is None and self.topics() >= self.max_topics:
             raise TooManyTopics.at(self.max_topics)

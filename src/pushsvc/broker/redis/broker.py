@@ -292,7 +292,7 @@ class RedisBroker:
             time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
         payloads = [encode_events(events[cut]) for cut in entry_slices(len(events))]
-        args: list[str | int | bytes] = [topic, payloads[0], times, ""]
+        args: list[str | int | bytes] = [topic, payloads[0] if payloads else b"", times, ""]
         if fence is not None:
             keys.append(part.fence(fence[0]))
             args.append(fence[1])
