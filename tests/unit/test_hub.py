@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import socket
 from collections.abc import Iterator
 
 import gevent
@@ -23,7 +24,7 @@ from pushsvc.deliver.rendering import (
     rendering_for_stream,
     run_of,
 )
-from pushsvc.deliver.stream_socket import StreamSocket
+from pushsvc.deliver.stream_socket import EARNED_AFTER, EARNED_SEND_BUFFER, StreamSocket
 
 
 class FakeClock:
@@ -468,6 +469,63 @@ def _send_all(sink: StreamSocket, data: bytes) -> None:
     if sink.send(data):
         sink.flush(lambda left: None if left else sent.set(), sent.set)
         assert sent.wait(10)
+
+
+def test_a_stream_sent_the_shared_bytes_gets_the_rest_of_a_send_its_socket_cut_short() -> None:
+    # The first stream of a slice renders the run; the next, rendering alike, is sent the same
+    # bytes on the writer's shortest path, which must hand a partial send back just the same.
+    hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
+    clients = [_direct_client(hub, "a", chunked=True) for _ in range(2)]
+    streams = [_Asleep(client) for client, _, _ in clients]
+    big = Update.numbered("a", UpdateId("e", 0, 1), 1, b"x" * 4_000_000)  # > a socket buffer
+    hub.dispatch([big])
+    gevent.sleep(0)
+    assert hub.handbacks == 2 and all(stream.woken.wait(1) for stream in streams)
+    chunk = b"%x\r\n%b\r\n" % (len(big.sse), big.sse)
+    for _, direct_way, peer in clients:
+        handback, ready = direct_way.leftovers()
+        assert handback is not None and ready == []
+        received = bytearray()
+        reader = gevent.spawn(lambda p=peer, r=received: r.extend(_read(p, len(chunk))))
+        _send_all(direct_way.sink, bytes(handback))
+        reader.join(10)
+        assert bytes(received) == chunk
+
+
+def test_a_stream_sent_the_shared_bytes_whose_peer_is_gone_is_closed_and_the_rest_written() -> None:
+    hub = Hub(queue_size=10, slow_timeout_us=1_000_000)
+    clients = [_direct_client(hub, "a") for _ in range(3)]
+    streams = [_Asleep(client) for client, _, _ in clients]
+    clients[1][2].close()  # the second stream's client leaves
+    updates = [_update("a", 1), _update("a", 2)]
+    for update in updates:
+        hub.dispatch([update])
+        gevent.sleep(0)
+    assert clients[1][0].closed_reason is StreamExit.GONE and streams[1].woken.wait(1)
+    expected = b"".join(u.sse for u in updates)
+    for index in (0, 2):
+        assert _read(clients[index][2], len(expected)) == expected
+        assert clients[index][0].closed_reason is None
+
+
+def test_streams_the_hub_writes_earn_the_larger_send_buffer_as_their_clients_read() -> None:
+    hub = Hub(queue_size=1000, slow_timeout_us=10_000_000)
+    clients = [_direct_client(hub, "a") for _ in range(3)]
+    for client, _, _ in clients:
+        _Asleep(client)
+    taken = 0
+    for n in range(EARNED_AFTER // 50_000 + 2):  # a little more than it takes to earn it
+        update = Update.numbered("a", UpdateId("e", 0, n), n, b"x" * 50_000)
+        hub.dispatch([update])
+        gevent.sleep(0)
+        for _, _, peer in clients:  # every client reads it all
+            _read(peer, len(update.sse))
+        taken += len(update.sse)
+    assert taken > EARNED_AFTER and hub.handbacks == 0
+    for _, direct_way, _ in clients:  # the first rendered the run, the others shared it
+        sink = direct_way.sink
+        assert sink.to_earn == 0
+        assert sink.raw.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 2 * EARNED_SEND_BUFFER
 
 
 def test_a_peer_gone_closes_the_client() -> None:

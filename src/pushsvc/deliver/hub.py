@@ -56,7 +56,7 @@ from pushsvc.core.updates import Run, Update
 from pushsvc.deliver.conflating_queue import ConflatingQueue, PendingBytes
 from pushsvc.deliver.histogram import Histogram
 from pushsvc.deliver.rendering import Rendering, run_of
-from pushsvc.deliver.stream_socket import StreamSocket
+from pushsvc.deliver.stream_socket import SEND_FLAGS, StreamSocket
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,7 @@ class Hub:
                 run.received_us = now
                 offered = 0
                 for group in (targets or (), *patterned):
+                    offered += len(group)
                     for subscriber in group:
                         # The hot loop: per direct client, a test and an append.
                         direct = subscriber.direct
@@ -345,9 +346,8 @@ class Hub:
                             if not ready:
                                 dirty.append(subscriber)
                             ready.append(run)
-                            offered += 1
-                        elif self._offer(subscriber, run):
-                            offered += 1
+                        elif not self._offer(subscriber, run):
+                            offered -= 1  # closed
                 self.delivered += offered * (end - start)
             start = end
         if dirty and not was_dirty:
@@ -460,10 +460,15 @@ class Hub:
         latency = self.delivery_latency
         since, same = 0, 0  # consecutive clients mostly wait since the same run: one observe
         # The common case made cheap: consecutive clients sent the same single run, rendered
-        # alike, share its bytes without a lookup (equal renderings are one object).
+        # alike, share its bytes without a lookup (equal renderings are one object), sent on
+        # the shortest path below: the send and what must follow it, inline. A run a group
+        # filter emptied is never the shared one.
         shared_run: Run | None = None
         shared_rendering: Rendering | None = None
         shared_data = b""
+        shared_size = 0
+        shared_sends = 0  # sends of the shared run, all waiting since `shared_since`
+        shared_since = 0
         for subscriber in subscribers:
             direct = subscriber.direct
             if direct is None:
@@ -472,27 +477,55 @@ class Hub:
             if not runs:
                 continue
             run = runs[0]
+            if run is shared_run and direct.rendering is shared_rendering and len(runs) == 1:
+                # Nearly every delivery of a fan-out: one send of the shared bytes, the
+                # bookkeeping (a count, the write time) and nothing else.
+                sink = direct.sink
+                try:
+                    sent = sink.raw.send(shared_data, SEND_FLAGS)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    runs.clear()
+                    subscriber.close(StreamExit.GONE)  # the peer went away; its stream ends
+                    continue
+                # Emptied, not replaced: one list per client for its lifetime, not one per
+                # update (nothing runs between the send and here: `dispatch` cannot append).
+                runs.clear()
+                direct.last_write_us = now
+                shared_sends += 1
+                to_earn = sink.to_earn
+                if to_earn:
+                    if to_earn > sent:
+                        sink.to_earn = to_earn - sent
+                    else:
+                        sink.earned()
+                if sent != shared_size:
+                    self._handback(subscriber, direct, memoryview(shared_data)[sent:])
+                continue
             rendering = direct.rendering
             oldest = run.received_us
             try:
-                if run is shared_run and rendering is shared_rendering and len(runs) == 1:
-                    # Tested first: nearly every delivery of a fan-out is this one.
-                    rest = direct.sink.try_send_bytes(shared_data) if shared_data else _NOTHING
-                elif len(runs) > 1 or rendering.per_stream:
+                if len(runs) > 1 or rendering.per_stream:
                     # Several runs, or a stream's own `id:` lines before the shared messages:
                     # the parts go out as one chunk, unjoined.
                     blocks = rendering.blocks(runs)
                     rest = direct.sink.try_send(blocks) if blocks else _NOTHING
                 else:
-                    shared_data = rendering.wire(run)
-                    shared_run, shared_rendering = run, rendering
-                    rest = direct.sink.try_send_bytes(shared_data) if shared_data else _NOTHING
+                    data = rendering.wire(run)
+                    if data:
+                        if shared_sends:
+                            latency.observe(now - shared_since, shared_sends)
+                            sends += shared_sends
+                            shared_sends = 0
+                        shared_run, shared_rendering, shared_data = run, rendering, data
+                        shared_size = len(data)
+                        shared_since = oldest
+                    rest = direct.sink.try_send_bytes(data) if data else _NOTHING
             except OSError:
                 runs.clear()
                 subscriber.close(StreamExit.GONE)  # the peer went away; its stream ends
                 continue
-            # Emptied, not replaced: one list per client for its lifetime, not one per update
-            # (nothing runs between the send and here: `dispatch` cannot have appended).
             runs.clear()
             if rest is _NOTHING:
                 continue  # a group filter left nothing: no write (heartbeats stay due)
@@ -504,14 +537,20 @@ class Hub:
                 since, same = oldest, 0
             same += 1
             if rest is not None:
-                # The socket is full: the stream waits for it, queueing meanwhile.
-                self.handbacks += 1
-                direct.handback = rest
-                subscriber.queue.hold(len(rest))
-                subscriber.wake()
+                self._handback(subscriber, direct, rest)
         if same:
             latency.observe(now - since, same)
-        self.direct_sends += sends
+        if shared_sends:
+            latency.observe(now - shared_since, shared_sends)
+        self.direct_sends += sends + shared_sends
+
+    def _handback(self, subscriber: Subscriber, direct: DirectWay, rest: memoryview) -> None:
+        """The socket is full: the stream waits for it, queueing meanwhile, and sends `rest`
+        first."""
+        self.handbacks += 1
+        direct.handback = rest
+        subscriber.queue.hold(len(rest))
+        subscriber.wake()
 
     def subscriber_counts(self, topics: Iterable[str]) -> dict[str, int]:
         """How many of this process's streams watch each of `topics`."""

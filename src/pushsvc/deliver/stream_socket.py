@@ -29,7 +29,8 @@ _CRLF = b"\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 # sendmsg takes at most IOV_MAX (1024 on Linux) buffers; longer lists are joined first.
 _MAX_PARTS = 512
-_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+"""A send that never blocks and raises EPIPE, not SIGPIPE, when the peer is gone."""
 _WRITE = 2  # libev's EV_WRITE
 
 
@@ -57,24 +58,27 @@ class StreamSocket:
     the unsent rest of a send and sends it as the socket turns writable (`flush`)."""
 
     # No bound `send` kept: 72 bytes an idle stream would hold for one attribute lookup a send.
-    __slots__ = ("_raw", "_rest", "_to_earn", "_writable", "chunked")
+    __slots__ = ("_rest", "_writable", "chunked", "raw", "to_earn")
 
     def __init__(self, sock: Any, *, chunked: bool) -> None:
-        self._raw = os_socket(sock)
         self.chunked = chunked
         self._rest: memoryview | None = None
         self._writable: Any = None
-        self._to_earn = EARNED_AFTER
+        self.raw = os_socket(sock)
+        """The OS socket: `try_send_bytes` and `try_send` send on it, and so does the hub's
+        writer for the bytes every stream shares (`pushsvc.deliver.hub`), counting
+        `to_earn` down as they do."""
+        self.to_earn = EARNED_AFTER
         """Bytes the client is still to take before its send buffer grows (0: grown)."""
 
-    def _earned(self) -> None:
+    def earned(self) -> None:
         """The client has taken `EARNED_AFTER` bytes in all: its send buffer grows to
-        `EARNED_SEND_BUFFER`, once (never shrinks one the kernel made larger). The count down
-        to it is kept inline by the sends (a call per send was a measurable part of the hub's
-        own work per delivery)."""
-        self._to_earn = 0
+        `EARNED_SEND_BUFFER`, once (never shrinks one the kernel made larger). Whoever sends
+        on `raw` counts `to_earn` down inline and calls this when it reaches 0 (a call per
+        send was a measurable part of the hub's own work per delivery)."""
+        self.to_earn = 0
         with contextlib.suppress(OSError):
-            raw = self._raw
+            raw = self.raw
             if raw.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * EARNED_SEND_BUFFER:
                 raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EARNED_SEND_BUFFER)
 
@@ -92,13 +96,15 @@ class StreamSocket:
         OSError when the peer is gone."""
         parts = self._parts(blocks)
         try:
-            sent = self._raw.sendmsg(parts, (), _FLAGS)
+            sent = self.raw.sendmsg(parts, (), SEND_FLAGS)
         except BlockingIOError:
             sent = 0
-        if self._to_earn:
-            self._to_earn -= sent
-            if self._to_earn <= 0:
-                self._earned()
+        to_earn = self.to_earn
+        if to_earn:
+            if to_earn > sent:
+                self.to_earn = to_earn - sent
+            else:
+                self.earned()
         total = sum(len(p) for p in parts)
         if sent == total:
             return None
@@ -108,15 +114,15 @@ class StreamSocket:
         """Send bytes already framed for this response (`http_chunk` when it is chunked) in
         one `send` that never blocks; the unsent rest as `try_send` returns it."""
         try:
-            sent = self._raw.send(data, _FLAGS)
+            sent = self.raw.send(data, SEND_FLAGS)
         except BlockingIOError:
             sent = 0
-        to_earn = self._to_earn
+        to_earn = self.to_earn
         if to_earn:
             if to_earn > sent:
-                self._to_earn = to_earn - sent
+                self.to_earn = to_earn - sent
             else:
-                self._earned()
+                self.earned()
         if sent == len(data):
             return None
         return memoryview(data)[sent:]
@@ -133,7 +139,7 @@ class StreamSocket:
         `progressed(left)` each time it takes some (0: all out), `failed()` if the peer is
         gone."""
         if self._writable is None:
-            self._writable = loop_watcher("io", self._raw.fileno(), _WRITE)
+            self._writable = loop_watcher("io", self.raw.fileno(), _WRITE)
         self._writable.start(self._on_writable, progressed, failed)
 
     def _on_writable(self, progressed: Callable[[int], None], failed: Callable[[], None]) -> None:
@@ -162,7 +168,7 @@ class StreamSocket:
         if quiet and self.chunked and self._rest is None:
             with contextlib.suppress(OSError):
                 self.try_send_bytes(_LAST_CHUNK)
-        self._raw.close()
+        self.raw.close()
 
 
 def hand_over(
