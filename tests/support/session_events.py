@@ -101,18 +101,31 @@ def scenario(a: str, b: str, seed: int) -> list[Posted]:
 
 def expected(posted: list[Posted]) -> list[tuple[int, float, dict[str, str]]]:
     """(ts µs, value, tags) of every session the scenario ends, by ts then user."""
+    return oracle_session_events(
+        [(e.user, e.ts, e.step) for e in posted], GAP, MAX_DURATION, WITHIN
+    )
+
+
+def oracle_session_events(
+    clicks: list[tuple[str, int, str | None]],
+    gap_us: int,
+    max_duration_us: int | None,
+    within_us: int,
+) -> list[tuple[int, float, dict[str, str]]]:
+    """(ts µs, value, tags) of every session that the clicks (user, ts µs, funnel step) end, as
+    the session topic's events give them (a user `closer` still open), by ts then user."""
     frame = pd.DataFrame(
         {
-            "key": [e.user for e in posted],
-            "ts": [e.ts for e in posted],
-            "step": [STEPS.index(e.step) if e.step in STEPS else None for e in posted],
+            "key": [user for user, _, _ in clicks],
+            "ts": [ts for _, ts, _ in clicks],
+            "step": [STEPS.index(step) if step in STEPS else None for *_, step in clicks],
         }
     )
     out = []
-    for key, first, last, events, steps in pandas_sessions(frame, GAP, MAX_DURATION):
+    for key, first, last, events, steps in pandas_sessions(frame, gap_us, max_duration_us):
         if key == "closer":
             continue  # still open
-        level, since = brute_force_funnel(len(STEPS), WITHIN, steps)
+        level, since = brute_force_funnel(len(STEPS), within_us, steps)
         tags = {
             "events": str(events),
             "reached": STEPS[level - 1] if level else "none",

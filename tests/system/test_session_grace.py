@@ -12,13 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from harness.live import PushsvcProcess, metric_sample, post, wait_until
 from harness.redis_server import RedisServer
 
-from support.session_events import duplicates, session_events
-from support.session_oracle import brute_force_funnel, pandas_sessions
+from support.session_events import duplicates, oracle_session_events, session_events
 
 APP, WEB, VISITS = "app.clicks", "web.clicks", "shop.visits"
 S = 1_000_000
@@ -100,26 +98,9 @@ def _scenario(seed: int) -> tuple[list[tuple[str, int, str, str | None]], list[i
 
 
 def _expected(clicks: list[tuple[str, int, str, str | None]]) -> list[tuple[int, float, dict]]:
-    frame = pd.DataFrame(
-        {
-            "key": [user for _, _, user, _ in clicks],
-            "ts": [ts for _, ts, _, _ in clicks],
-            "step": [STEPS.index(step) if step in STEPS else None for *_, step in clicks],
-        }
+    return oracle_session_events(
+        [(user, ts, step) for _, ts, user, step in clicks], GAP, None, WITHIN
     )
-    out = []
-    for key, first, last, events, steps in pandas_sessions(frame, GAP, None):
-        if key == "closer":
-            continue  # still open
-        level, since = brute_force_funnel(len(STEPS), WITHIN, steps)
-        tags = {
-            "events": str(events),
-            "reached": STEPS[level - 1] if level else "none",
-            "user": key,
-            **{f"s{i}": f"{us / S:g}" for i, us in enumerate(since[1:], start=2)},
-        }
-        out.append((last, (last - first) / S, tags))
-    return sorted(out, key=lambda row: (row[0], row[2]["user"]))
 
 
 def test_late_clicks_within_the_rule_grace_make_sessions_as_the_oracle_says(
