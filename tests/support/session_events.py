@@ -107,7 +107,7 @@ def expected(posted: list[Posted]) -> list[tuple[int, float, dict[str, str]]]:
 
 
 def oracle_session_events(
-    clicks: list[tuple[str, int, str | None]],
+    clicks: list[tuple[str | None, int, str | None]],
     gap_us: int,
     max_duration_us: int | None,
     within_us: int,
