@@ -200,19 +200,38 @@ class RedisClusterServers:
         source = self.owner_of(slot)
         if source is target:
             return
-        target_id = self._ask(target, lambda c: c.cluster("MYID"))
-        source_id = self._ask(source, lambda c: c.cluster("MYID"))
-        self._ask(target, lambda c: c.cluster("SETSLOT", slot, "IMPORTING", source_id))
-        self._ask(source, lambda c: c.cluster("SETSLOT", slot, "MIGRATING", target_id))
+        self.start_moving(slot, target)
         while True:
             keys: list[bytes] = self._ask(
                 source, lambda c: c.cluster("GETKEYSINSLOT", slot, keys_at_once)
             )
             if not keys:
                 break
-            migrate = ("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-            self._ask(source, functools.partial(_command, migrate))
+            self.migrate(source, target, keys)
             between()
+        self.finish_moving(slot, source, target)
+
+    def start_moving(self, slot: int, target: RedisServer) -> RedisServer:
+        """A reshard's first step (`move_slot`): `slot` IMPORTING on `target`, MIGRATING on its
+        owner, which it returns; no key moved yet."""
+        source = self.owner_of(slot)
+        target_id = self._ask(target, lambda c: c.cluster("MYID"))
+        source_id = self._ask(source, lambda c: c.cluster("MYID"))
+        self._ask(target, lambda c: c.cluster("SETSLOT", slot, "IMPORTING", source_id))
+        self._ask(source, lambda c: c.cluster("SETSLOT", slot, "MIGRATING", target_id))
+        return source
+
+    def migrate(self, source: RedisServer, target: RedisServer, keys: list[bytes]) -> None:
+        """Move `keys` (of a slot `start_moving` began to move) from `source` to `target`."""
+        migrate = ("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        self._ask(source, functools.partial(_command, migrate))
+
+    def finish_moving(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+        """A reshard's last steps (`move_slot`): whatever keys of `slot` are left moved, NODE
+        on both and on every other primary; and wait until every node agrees."""
+        while keys := self._ask(source, lambda c: c.cluster("GETKEYSINSLOT", slot, 100)):
+            self.migrate(source, target, keys)
+        target_id = self._ask(target, lambda c: c.cluster("MYID"))
         for node in [target, source, *(p for p in self.primaries() if p not in (target, source))]:
             self._ask(node, lambda c: c.cluster("SETSLOT", slot, "NODE", target_id))
         deadline = time.monotonic() + 30

@@ -12,6 +12,8 @@ from pushsvc.broker.publish_payload import (
     ScriptNames,
     build_payload,
     encode_payload,
+    named_keys,
+    payload_document,
 )
 from pushsvc.broker.redis.wire import unpack
 from pushsvc.core.updates import (
@@ -126,6 +128,37 @@ def test_a_deletion_says_it_is_one_and_carries_nothing_else() -> None:
     ]  # type: ignore[misc]
     assert entry["kind"] == "d"
     assert set(entry) == {"topic", "clock", "kind"}
+
+
+def test_the_keys_named_from_the_payload_are_each_point_groups_and_deletion_ones_once() -> None:
+    """What the caller declares beside the fixed keys (a Redis Cluster judges them all before
+    the script runs): a point's stream and corrections and its topic's set of series keys; a
+    topic's groups when a draft keeps or forgets some; a deleted topic's groups, set of
+    series keys and checkpoint. Each once, in the order first named; a plain update none."""
+    write = SeriesWrite("1s", "", 10 * S, b"\x00", 4 * S)
+    drafts = [
+        UpdateDraft("a", CLOCK, b"{}"),
+        point_draft("a", CLOCK, write, {"count": 1}),
+        point_draft("a", CLOCK, write._replace(revision=1), {"count": 2}),
+        UpdateDraft("b", CLOCK, b"{}", forgotten=("g0",)),
+        deletion_draft("c", CLOCK),
+    ]
+    payload = build_payload(drafts, applied=APPLIED, fence="tok")
+    document = payload_document(
+        payload,
+        NAMES,
+        series_key=lambda resolution, topic, group: f"series:{resolution}:{topic}|{group}",
+        series_id=lambda t_us: f"{t_us // 1000}-0",
+    )
+    assert named_keys(document) == [
+        "series:1s:a|",
+        "series:1s:a||corrected",
+        "p:{0}:serieskeys:a",
+        "p:{0}:groups:b",
+        "p:{0}:groups:c",
+        "p:{0}:serieskeys:c",
+        "p:{0}:checkpoint:c",
+    ]
 
 
 def test_every_kind_has_its_own_letter_and_event() -> None:

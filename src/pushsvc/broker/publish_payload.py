@@ -28,7 +28,7 @@ from typing import NamedTuple, NotRequired, TypedDict
 import orjson
 
 from pushsvc.broker.base import Applied
-from pushsvc.core.updates import UpdateDraft
+from pushsvc.core.updates import Kind, UpdateDraft
 
 SERIES_TTL_MARGIN_MS = 60_000
 """A tier's stream outlives its retention by this much after its newest point."""
@@ -163,9 +163,30 @@ def encode_payload(
     series_id: SeriesId,
     corrected_key: SeriesKey | None = None,
 ) -> list[bytes]:
-    """`publish_updates.lua`'s ARGV: the document (`PayloadJSON`), then each draft's body.
-    `corrected_key`: a tier's sorted set of corrections (`PartitionKeys.corrected`; without
-    it, the stream's key and `|corrected`)."""
+    """`publish_updates.lua`'s ARGV: the document (`PayloadJSON`, `payload_document`), then
+    each draft's body."""
+    document = payload_document(
+        payload, names, series_key=series_key, series_id=series_id, corrected_key=corrected_key
+    )
+    return encoded_args(document, payload)
+
+
+def encoded_args(document: PayloadJSON, payload: PublishPayload) -> list[bytes]:
+    """`publish_updates.lua`'s ARGV from its document: it, then each draft's body."""
+    return [orjson.dumps(document), *(d.body for d in payload.drafts)]
+
+
+def payload_document(
+    payload: PublishPayload,
+    names: ScriptNames,
+    *,
+    series_key: SeriesKey,
+    series_id: SeriesId,
+    corrected_key: SeriesKey | None = None,
+) -> PayloadJSON:
+    """`publish_updates.lua`'s ARGV[1] (`PayloadJSON`). `corrected_key`: a tier's sorted set
+    of corrections (`PartitionKeys.corrected`; without it, the stream's key and
+    `|corrected`)."""
     drafts: list[DraftJSON] = []
     for d in payload.drafts:
         # Groups are JSON text that orjson wrote (UTF-8), carried as strings.
@@ -216,4 +237,27 @@ def encode_payload(
         "applied_after": payload.applied_after,
         "drafts": drafts,
     }
-    return [orjson.dumps(document), *(d.body for d in payload.drafts)]
+    return document
+
+
+def named_keys(document: PayloadJSON) -> list[str]:
+    """The keys `publish_updates.lua` names from `document` rather than from its KEYS: each
+    point's stream and its corrections, and the set of series keys, groups and checkpoint of
+    each topic that a draft adds a point to, keeps groups of or deletes; each once, in the
+    order the drafts first name it. With the partition's fixed keys and the series keys a
+    deleted topic's set names, they are every key the script touches, which the caller
+    declares (see `PublishScript`)."""
+    keys: dict[str, None] = {}
+    for draft in document["drafts"]:
+        topic = draft["topic"]
+        if (point := draft.get("point")) is not None:
+            keys[point["key"]] = None
+            keys[point["corrected"]] = None
+            keys[document["series_keys_prefix"] + topic] = None
+        deletion = draft["kind"] == Kind.DELETION.value
+        if deletion or "groups" in draft or "forgotten" in draft:
+            keys[document["groups_prefix"] + topic] = None
+        if deletion:
+            keys[document["series_keys_prefix"] + topic] = None
+            keys[document["checkpoint_prefix"] + topic] = None
+    return list(keys)

@@ -13,7 +13,10 @@
 -- A forgotten topic's live groups and checkpoint go with it.
 --
 -- KEYS: log, clocks, latest, logged, lease, forgotten (a counter), checkpoints (the shard's
---       set of checkpointed topics), names (`latest`'s topics, sorted)
+--       set of checkpointed topics), names (`latest`'s topics, sorted), then each proposed
+--       topic's groups and checkpoint keys, named by the prefixes: declared so that a Redis
+--       Cluster whose slot is half moved answers TRYAGAIN before the script starts, never a
+--       forget that stops partway (publish_updates.lua's header says why)
 -- ARGV: lease_token, position (entry id; '0-0' for none), scan_limit (most entries after it
 --       to scan), groups_prefix, checkpoint_prefix (of the per-topic keys),
 --       then topic, clock_key for each proposed topic

@@ -13,9 +13,14 @@
 --       alert_keys (the sorted set of `alerts`' instance keys, score 0, likewise), holds
 --       (reader -> `<epoch or *> <stream id> <until ms>`: the history is kept after that id
 --       for the reader, see the trim at the end), history_start (the `o` of the history's
---       oldest entry: see below). Every key the script writes carries the partition's hash
---       tag, so on a Redis Cluster they share one slot; those named from a prefix below (a
---       topic's groups, checkpoint, series) too.
+--       oldest entry: see below); then every key the script names from the payload (a
+--       topic's groups, checkpoint and set of series keys, a point's stream and corrections,
+--       the series keys a deleted topic's set names: `publish_payload.named_keys`), which it
+--       reads by name, never from KEYS. They are declared so that a Redis Cluster whose slot
+--       is half moved judges them all before the script starts (TRYAGAIN while some have
+--       left the node) instead of failing a command mid-run, after earlier ones were written
+--       (a script is not rolled back). Every key carries the partition's hash tag, so on a
+--       Redis Cluster they share one slot.
 -- ARGV[1]: the payload, JSON (pushsvc/broker/publish_payload.py's PayloadJSON), read by
 --       field name below: the partition's names and settings (epoch_candidate, history_len,
 --       history_bytes: the most bytes of bodies the history holds, whatever holds it,

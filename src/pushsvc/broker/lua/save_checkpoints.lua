@@ -2,7 +2,10 @@
 -- hash is replaced whole, so a rebuild reads one consistent state, and never by an older one
 -- (a former holder that has not noticed it lost the lease is refused by the fence anyway).
 --
--- KEYS: lease, checkpoints (the shard's set of checkpointed topics)
+-- KEYS: lease, checkpoints (the shard's set of checkpointed topics), then each topic's
+--       checkpoint key, read by name from the prefix: declared so that a Redis Cluster whose
+--       slot is half moved answers TRYAGAIN before the script starts, never a save that
+--       stops partway (publish_updates.lua's header says why)
 -- ARGV: lease token, checkpoint key prefix,
 --       then for each topic: topic, position (ms), position (seq), number of fields F,
 --       then F field names and F values, interleaved

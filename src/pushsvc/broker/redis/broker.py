@@ -183,6 +183,7 @@ class RedisBroker:
         self._names = TopicNames(self._client, self.keys)
         self.on_cluster = is_cluster(url)
         self._publisher = PublishScript(
+            self._client,
             Script(self._client, "publish_updates"),
             self.keys,
             history=history,

@@ -138,6 +138,7 @@ class RedisEventLog:
         args: list[str | int] = [fence, after, FORGET_SCAN, part.groups(""), part.checkpoint("")]
         for topic, clock in clocks.items():
             args += [topic, time_key(clock)]
+            keys += [part.groups(topic), part.checkpoint(topic)]
         with unavailable("forget_topics"):
             reply = ForgetReply.decode(self._forget(keys=keys, args=args))
         return reply.forgotten
@@ -152,6 +153,7 @@ class RedisEventLog:
             for name, value in fields.items():
                 args += [name, value]
         keys = [self._part.lease, self._part.checkpoints]
+        keys += [self._part.checkpoint(c.topic) for c in checkpoints]
         with unavailable("save_checkpoints"):
             return cast(int, self._save_checkpoints(keys=keys, args=args))
 

@@ -3,15 +3,30 @@
 partition, whose header says what that run does atomically. The memory broker's
 `Store.publish` applies the same payload.
 
+The run declares every key it touches, not only the partition's fixed ones: a Lua script is
+not rolled back when one of its commands fails, and on a Redis Cluster whose slot is half
+moved (a reshard) a command on a key that has left the node fails mid-run. Declared, the
+keys are judged before the script starts: all on this node, it runs; some gone, `TRYAGAIN`
+(nothing ran: unavailable, and the aggregator publishes the same batch again), never a
+publish that recorded its position and stopped partway.
+
 Not `publisher.py`, which is `pushsvc publish --redis-url` (the CLI's Redis publisher)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import redis
+
 from pushsvc.broker.base import Applied
-from pushsvc.broker.publish_payload import ScriptNames, build_payload, encode_payload
-from pushsvc.broker.redis.keys import Keys, series_id
+from pushsvc.broker.publish_payload import (
+    ScriptNames,
+    build_payload,
+    encoded_args,
+    named_keys,
+    payload_document,
+)
+from pushsvc.broker.redis.keys import Keys, PartitionKeys, series_id
 from pushsvc.broker.redis.script_replies import PublishReply
 from pushsvc.broker.redis.scripts import Script
 from pushsvc.broker.redis.wire import unavailable
@@ -24,6 +39,7 @@ class PublishScript:
 
     def __init__(
         self,
+        client: redis.Redis,
         script: Script,
         keys: Keys,
         *,
@@ -32,6 +48,7 @@ class PublishScript:
         alert_retention_us: int,
         on_cluster: bool,
     ) -> None:
+        self._client = client
         self._script = script
         self._keys = keys
         self._history = history
@@ -94,16 +111,31 @@ class PublishScript:
             part.history_start,
         ]
         payload = build_payload(drafts, applied=applied, fence=fence)
-        args = encode_payload(
+        document = payload_document(
             payload,
             self.names(index),
             series_key=part.series,
             series_id=series_id,
             corrected_key=part.corrected,
         )
+        deleted = {d.topic for d in drafts if d.deletes}
         with unavailable("publish_updates"):
-            reply = PublishReply.decode(self._script(keys=keys, args=args))
+            keys += named_keys(document) + self._series_keys_of(part, deleted)
+            raw = self._script(keys=keys, args=encoded_args(document, payload))
+        reply = PublishReply.decode(raw)
         return [
             Update.of(d, UpdateId.of_stream_id(reply.epoch, i)) if i else None
             for d, i in zip(drafts, reply.stream_ids, strict=True)
         ]
+
+    def _series_keys_of(self, part: PartitionKeys, topics: set[str]) -> list[str]:
+        """The series keys that the deletion of `topics` drops: what their sets of series keys
+        name now. Only this partition's lease holder (the caller) adds to those sets, so they
+        are what the script will find."""
+        if not topics:
+            return []
+        with self._client.pipeline(transaction=False) as pipe:
+            for topic in sorted(topics):
+                pipe.smembers(part.series_keys(topic))
+            replies: list[set[bytes]] = pipe.execute()
+        return sorted({key.decode() for members in replies for key in members})
