@@ -7,12 +7,14 @@ import math
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushsvc.broker.redis.wire import decode_events, encode_events
+from pushsvc.core.answers import error_of
 from pushsvc.errors import (
     BadRequest,
     FutureEvent,
@@ -199,7 +201,7 @@ def test_malformed_json(body: bytes) -> None:
     error = rejected(body)
     assert isinstance(error, MalformedJson)
     assert status_of(error) == 400
-    assert error.to_json()["error"]["code"] == "malformed_json"
+    assert error_of(error).error.code == "malformed_json"
     assert error.index is None
 
 
@@ -248,7 +250,7 @@ def test_bad_values_name_the_event(literal: str, word: str) -> None:
     assert isinstance(error, InvalidEvent)
     assert error.index == 2
     assert word in error.message
-    assert error.to_json() == {
+    assert msgspec.to_builtins(error_of(error)) == {
         "error": {"code": "invalid_event", "message": error.message, "index": 2}
     }
 

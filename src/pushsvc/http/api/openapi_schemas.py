@@ -1,10 +1,18 @@
 """The OpenAPI document's fixed schemas: the shapes of events, updates, topics, readiness and
-errors, which no setting changes. `openapi.py` builds the rest from the settings."""
+errors, which no setting changes. `openapi.py` builds the rest from the settings.
+
+The shapes defined as msgspec classes, which the server and the client encode and decode by,
+are generated from them (`shape_schemas`): the event a producer posts
+(`pushsvc.ingest.event_shape`), a POST's answer and every error's
+(`pushsvc.core.answers`). The rest are still written here by hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from pushsvc.core.answers import ANSWERS
 from pushsvc.ingest.event_shape import event_schema
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
@@ -125,6 +133,21 @@ READINESS = {
         "shards": {"type": "object"},
     },
 }
+
+
+def shape_schemas() -> dict[str, Any]:
+    """The component schemas generated from the classes that define them (one per class, by
+    its name, with the classes it holds), `Event` among them."""
+    _, components = msgspec.json.schema_components(
+        ANSWERS, ref_template="#/components/schemas/{name}"
+    )
+    for schema in components.values():
+        schema.pop("title", None)
+        schema["description"] = " ".join(schema.get("description", "").split())
+        if not schema["description"]:
+            del schema["description"]
+    return {**components, "Event": event_schema()}
+
 
 SCHEMAS: dict[str, Any] = {
     "History": {
@@ -317,7 +340,6 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "Event": event_schema(),
     "Update": {
         "type": "object",
         "required": ["id", "topic", "ts", "reason", "event", "windows"],
@@ -552,19 +574,5 @@ SCHEMAS: dict[str, Any] = {
             "retry": {"type": "integer"},
         },
     },
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "index": {"type": "integer"},
-                },
-            }
-        },
-    },
+    **shape_schemas(),
 }
