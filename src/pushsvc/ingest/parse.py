@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 import orjson
+from msgspec import UNSET
 
 from pushsvc.core.durations import duration_label
 from pushsvc.core.event import DEFAULT_MESSAGE_TYPE, US_PER_S, Event, Message
@@ -115,7 +116,9 @@ def media_type(content_type: str | None) -> str:
 def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
     try:
         doc = EVENTS.decode(body)
-        items = doc if isinstance(doc, list) else [doc]
+        if type(doc) is EventBody:
+            return [_accepted(doc, 0, now_us, limits)]
+        items = doc
         if not items:
             raise BadRequest("the batch is empty")
         if len(items) > limits.max_batch:
@@ -130,19 +133,16 @@ def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
 def _accepted(item: EventBody, index: int, now_us: int, limits: InputLimits) -> Event:
     """The event of an `EventBody` msgspec decoded, checked for what its fields cannot say."""
     message = None
-    if item.type is not msgspec.UNSET or item.data is not msgspec.UNSET:
-        kind = DEFAULT_MESSAGE_TYPE if item.type is msgspec.UNSET else item.type
-        message = _message_of(
-            kind, None if item.data is msgspec.UNSET else item.data, index, limits
-        )
-    elif item.value is msgspec.UNSET:
+    value = None if item.value is UNSET else item.value
+    if item.type is not UNSET or item.data is not UNSET:
+        kind = DEFAULT_MESSAGE_TYPE if item.type is UNSET else item.type
+        message = _message_of(kind, None if item.data is UNSET else item.data, index, limits)
+    elif value is None:
         raise InvalidEvent("value is required (or type and data, for a message)", index=index)
-    ts_us = now_us if item.ts is msgspec.UNSET else _ts_us(item.ts, index)
+    ts_us = now_us if item.ts is UNSET else _ts_us(item.ts, index)
     if ts_us > now_us + limits.max_future_us:
         raise _future(ts_us, now_us, limits, index)
-    return Event(
-        None if item.value is msgspec.UNSET else item.value, ts_us, item.tags or None, message
-    )
+    return Event(value, ts_us, item.tags or None, message)
 
 
 def _explain(
