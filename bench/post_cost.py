@@ -14,6 +14,11 @@ round's figure, then each tree's median and their ratio.
     python -m bench.post_cost --before /tmp/post-before/src --rounds 4
     python -m bench.post_cost --src /tmp/post-4af/src --before /tmp/post-before/src --json
     python -m bench.post_cost --mercure --before /tmp/post-before/src --rounds 4
+    python -m bench.post_cost --batch 1000 --posts 200 --before /tmp/post-before/src --rounds 4
+
+`--batch N` posts a JSON array of N events instead, each `{"value": i, "ts": …, "tags":
+{"dish": "noodles", "site": "s7"}}`, and the figure is per event: what the decoding and
+checking of a producer's body costs shows there, beside the aggregation of each event.
 
 `--mercure` measures a Mercure publication instead (`serve --mercure on`): a form body of one
 topic and 100 bytes of data, with a publisher's HS256 token, answered 200, as Symfony's
@@ -55,8 +60,15 @@ class Post(NamedTuple):
     status: int
 
 
-def _message_post() -> Post:
-    return Post(PATH, BODY, HEADERS, 202)
+def _message_post(batch: int = 0) -> Post:
+    if not batch:
+        return Post(PATH, BODY, HEADERS, 202)
+    ts = int(time.time()) - 60
+    events = [
+        {"value": i * 0.5, "ts": ts + i / batch, "tags": {"dish": "noodles", "site": "s7"}}
+        for i in range(batch)
+    ]
+    return Post(PATH, json.dumps(events).encode(), HEADERS, 202)
 
 
 def _mercure_post() -> Post:
@@ -94,14 +106,17 @@ def _sleeps(pid: int) -> int:
     return total
 
 
-def measure(src: Path, posts: int, warmup: int, *, mercure: bool = False) -> dict[str, object]:
-    """One fresh server from `src`: its CPU per POST over `posts` after `warmup`."""
+def measure(
+    src: Path, posts: int, warmup: int, *, mercure: bool = False, batch: int = 0
+) -> dict[str, object]:
+    """One fresh server from `src`: its CPU per POST over `posts` after `warmup` (with
+    `batch`, per event)."""
     argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
     env = pushsvc_env(src)
     if mercure:
         argv += ["--mercure", "on"]
         env["PUSHSVC_JWT_KEY"] = MERCURE_KEY
-    post = _mercure_post() if mercure else _message_post()
+    post = _mercure_post() if mercure else _message_post(batch)
     with started(argv, env, LISTENING) as (proc, found):
         conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=30)
         # Imports done lazily, caches filled, the topic made: not what a POST costs.
@@ -118,7 +133,7 @@ def measure(src: Path, posts: int, warmup: int, *, mercure: bool = False) -> dic
         "src": str(src),
         "posts": posts,
         "server_cpu_s": round(after - before, 3),
-        "cpu_us_per_post": round((after - before) / posts * 1e6, 1),
+        "cpu_us_per_post": round((after - before) / posts / max(batch, 1) * 1e6, 2),
         "wall_us_per_post": round(wall / posts * 1e6, 1),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
@@ -136,6 +151,7 @@ def run(
     out: TextIO,
     *,
     mercure: bool = False,
+    batch: int = 0,
 ) -> dict[str, object]:
     """`rounds` rounds over `trees` (name: src), the order swapped every round; each
     round's line to `out` as it ends."""
@@ -143,11 +159,12 @@ def run(
     rows: list[dict[str, object]] = []
     for number in range(1, rounds + 1):
         for name in names if number % 2 else names[::-1]:
-            measured = measure(trees[name], posts, warmup, mercure=mercure)
+            measured = measure(trees[name], posts, warmup, mercure=mercure, batch=batch)
             row = {"round": number, "tree": name, **measured}
             rows.append(row)
             print(
-                f"round {number} {name:<7} {row['cpu_us_per_post']:>7} µs server CPU/POST "
+                f"round {number} {name:<7} {row['cpu_us_per_post']:>7} µs server CPU/"
+                f"{'event' if batch else 'POST'} "
                 f"({row['wall_us_per_post']} µs wall, {row['sleeps_per_post']} sleeps)  "
                 f"{row['src']}",
                 file=out,
@@ -165,6 +182,7 @@ def run(
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "posts": posts,
         "mercure": mercure,
+        "batch": batch,
         "warmup": warmup,
         "rounds": rounds,
         "rows": rows,
@@ -185,20 +203,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_argument("--src", type=Path, default=SRC, help="the src/ measured ('after')")
     cli.add_argument("--before", type=Path, help="another src/, measured in turns with --src")
     cli.add_argument("--mercure", action="store_true", help="Mercure publications instead")
+    cli.add_argument("--batch", type=int, default=0, help="events per POST; figures per event")
     cli.add_argument("--json", action="store_true", help="one JSON line (rounds on stderr)")
     args = cli.parse_args(argv)
     trees = {"after": args.src} if args.before is None else {
         "before": args.before, "after": args.src
     }  # fmt: skip
     out = sys.stderr if args.json else sys.stdout
-    summary = run(trees, args.posts, args.warmup, args.rounds, out, mercure=args.mercure)
+    summary = run(
+        trees, args.posts, args.warmup, args.rounds, out, mercure=args.mercure, batch=args.batch
+    )
     if args.json:
         print(json.dumps(summary))
         return
     medians = summary["median_cpu_us_per_post"]
     assert isinstance(medians, dict)
     for name, median in medians.items():
-        print(f"median {name:<7} {median:>7.1f} µs server CPU/POST  {trees[name]}")
+        unit = "event" if args.batch else "POST"
+        print(f"median {name:<7} {median:>7.2f} µs server CPU/{unit}  {trees[name]}")
     if "after_over_before" in summary:
         print(f"after / before: {summary['after_over_before']}")
 

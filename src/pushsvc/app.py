@@ -7,12 +7,13 @@ import mimetypes
 from collections.abc import Mapping
 from typing import Literal
 
-import orjson
 from flask import Flask, Response
+from msgspec.json import encode
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pushsvc.config import Settings
+from pushsvc.core.answers import error_json, error_of
 from pushsvc.errors import RequestError
 from pushsvc.http import cors
 from pushsvc.http.api import (
@@ -111,16 +112,14 @@ def create_app(
 
 def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
     def reply(
-        status: int, body: dict[str, object], code: str, headers: dict[str, str] | None = None
+        status: int, body: bytes, code: str, headers: dict[str, str] | None = None
     ) -> Response:
         runtime.metrics.requests_rejected.labels(code).inc()
-        return Response(
-            orjson.dumps(body), status=status, mimetype="application/json", headers=headers
-        )
+        return Response(body, status=status, mimetype="application/json", headers=headers)
 
     @app.errorhandler(RequestError)
     def pushsvc_error(exc: RequestError) -> Response:
-        return reply(status_of(exc), exc.to_json(), exc.code, headers_of(exc))
+        return reply(status_of(exc), encode(error_of(exc)), exc.code, headers_of(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -129,5 +128,4 @@ def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
         # The exception's own headers but its HTML Content-Type: a 405's `Allow`, which RFC
         # 9110 requires, and whatever else werkzeug adds to a status it raises.
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        body: dict[str, object] = {"error": {"code": code, "message": exc.description}}
-        return reply(status, body, code, headers)
+        return reply(status, error_json(code, exc.description or ""), code, headers)

@@ -54,12 +54,6 @@ class RequestError(PushsvcError):
         if retry_after_s is not None:
             self.retry_after_s = retry_after_s
 
-    def to_json(self) -> dict[str, object]:
-        body: dict[str, object] = {"code": self.code, "message": self.message}
-        if self.index is not None:
-            body["index"] = self.index
-        return {"error": body}
-
 
 class BadRequest(RequestError):
     """The request is malformed; nothing was changed."""

@@ -21,6 +21,7 @@ from prometheus_client import make_wsgi_app
 
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
+from pushsvc.core.answers import error_json
 from pushsvc.errors import CannotListen
 from pushsvc.gevent_private import (
     ENVIRON_KEY,
@@ -68,9 +69,8 @@ class _HeadersTooSlow(ValueError):
 
 
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-_BODY_TIMEOUT_JSON = (
-    b'{"error":{"code":"request_timeout","message":"the request body did not arrive in time '
-    b'(--body-timeout)"}}'
+_BODY_TIMEOUT_JSON = error_json(
+    "request_timeout", "the request body did not arrive in time (--body-timeout)"
 )
 _BODY_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 from flask.testing import FlaskClient
 
 from conftest import MakeApp
+from pushsvc.core.answers import Accepted, Error, ErrorDetail
+from pushsvc.ingest.event_shape import EventBody
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "TRACE")
 
@@ -167,3 +170,46 @@ def test_an_unreachable_broker_is_the_documented_503(make_app: MakeApp) -> None:
     assert answer.get_json()["error"]["code"] == "broker_unavailable"
     assert answer.headers.get("Retry-After") is not None
     _assert_conforms(client, "/topics/{topic}/events", "POST", answer)
+
+
+def _generated(shape: type[msgspec.Struct]) -> dict[str, Any]:
+    """The JSON Schema msgspec generates from a class, but for its words (title, description)."""
+    _, components = msgspec.json.schema_components(
+        [shape], ref_template="#/components/schemas/{name}"
+    )
+    schema: dict[str, Any] = components[shape.__name__]
+    return {k: v for k, v in schema.items() if k not in ("title", "description", "required")} | (
+        {"required": schema["required"]} if schema.get("required") else {}
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("Event", EventBody), ("Accepted", Accepted), ("Error", Error), ("ErrorDetail", ErrorDetail)],
+)
+def test_the_documents_shapes_are_generated_from_the_classes_that_define_them(
+    client: FlaskClient, name: str, shape: type[msgspec.Struct]
+) -> None:
+    # What the server decodes a POST into, and encodes its answers from, is what the document
+    # says, field for field; only what the class cannot say is added (`Event`'s anyOf).
+    schema = client.get("/openapi.json").json["components"]["schemas"][name]
+    generated = _generated(shape)
+    assert {k: v for k, v in schema.items() if k in generated} == generated
+    assert set(schema) - set(generated) <= {"description", "anyOf"}
+
+
+def test_a_posts_answers_are_the_defined_shapes(client: FlaskClient) -> None:
+    # Decoded by the classes the Python client decodes them with.
+    answer = client.post("/topics/orders/events", json=[{"value": 1}, {"value": 2}])
+    assert answer.status_code == 202
+    assert msgspec.json.decode(answer.data, type=Accepted) == Accepted(2)
+    _assert_conforms(client, "/topics/{topic}/events", "POST", answer)
+    refused = client.post("/topics/orders/events", json=[{"value": 1}, {"value": "x"}])
+    assert refused.status_code == 400
+    error = msgspec.json.decode(refused.data, type=Error).error
+    assert (error.code, error.message, error.index) == (
+        "invalid_event",
+        "value must be a finite number, not a string",
+        1,
+    )
+    _assert_conforms(client, "/topics/{topic}/events", "POST", refused)

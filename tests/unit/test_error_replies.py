@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 from pushsvc import errors
+from pushsvc.core.answers import error_of
 from pushsvc.http.api.error_replies import headers_of, status_of
 
 
@@ -49,7 +50,7 @@ def test_status_and_headers(
     error: errors.RequestError, status: int, headers: dict[str, str]
 ) -> None:
     assert (status_of(error), headers_of(error)) == (status, headers)
-    assert error.to_json()["error"]["code"] == error.code  # type: ignore[index]
+    assert error_of(error).error.code == error.code
 
 
 def test_no_error_knows_http() -> None:

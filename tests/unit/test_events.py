@@ -7,12 +7,14 @@ import math
 from datetime import UTC, datetime, timedelta, timezone
 from fractions import Fraction
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pushsvc.broker.redis.wire import decode_events, encode_events
+from pushsvc.core.answers import error_of
 from pushsvc.errors import (
     BadRequest,
     FutureEvent,
@@ -36,6 +38,7 @@ from pushsvc.ingest import (
     parse_rfc3339,
     seconds_to_us,
 )
+from pushsvc.ingest.event_shape import MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS
 
 NOW = 1_763_700_000_000_000
 JSON = "application/json"
@@ -122,7 +125,7 @@ def test_batch_length_limit(content_type: str) -> None:
     assert isinstance(error, PayloadTooLarge)
 
 
-@pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_body_bytes": 0}, {"max_tags": -1}])
+@pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_body_bytes": 0}, {"max_future_us": 0}])
 def test_limits_are_validated(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         InputLimits(**bad)
@@ -198,7 +201,7 @@ def test_malformed_json(body: bytes) -> None:
     error = rejected(body)
     assert isinstance(error, MalformedJson)
     assert status_of(error) == 400
-    assert error.to_json()["error"]["code"] == "malformed_json"
+    assert error_of(error).error.code == "malformed_json"
     assert error.index is None
 
 
@@ -247,7 +250,7 @@ def test_bad_values_name_the_event(literal: str, word: str) -> None:
     assert isinstance(error, InvalidEvent)
     assert error.index == 2
     assert word in error.message
-    assert error.to_json() == {
+    assert msgspec.to_builtins(error_of(error)) == {
         "error": {"code": "invalid_event", "message": error.message, "index": 2}
     }
 
@@ -472,11 +475,16 @@ def test_tags(tags: str, expected: dict[str, str] | None) -> None:
 
 
 def test_tag_limits_are_inclusive() -> None:
-    limits = {"max_tags": 2, "max_tag_key_len": 3, "max_tag_value_len": 4}
-    ok = json.dumps({"value": 1, "tags": {"abc": "wxyz", "b": "\u00e9\u00e9\u00e9\u00e9"}})
-    assert parse(ok, **limits)[0].tags == {"abc": "wxyz", "b": "\u00e9\u00e9\u00e9\u00e9"}
-    for tags in ({"a": "1", "b": "2", "c": "3"}, {"abcd": "1"}, {"a": "wxyza"}, {"": "1"}):
-        error = rejected(json.dumps({"value": 1, "tags": tags}), **limits)
+    most = {f"t{i}": "v" * MAX_TAG_VALUE_LEN for i in range(MAX_TAGS - 1)}
+    most["k" * MAX_TAG_KEY_LEN] = "\u00e9" * MAX_TAG_VALUE_LEN
+    assert parse(json.dumps({"value": 1, "tags": most}))[0].tags == most
+    for tags in (
+        {f"t{i}": "v" for i in range(MAX_TAGS + 1)},
+        {"k" * (MAX_TAG_KEY_LEN + 1): "1"},
+        {"a": "\u00e9" * (MAX_TAG_VALUE_LEN + 1)},
+        {"": "1"},
+    ):
+        error = rejected(json.dumps({"value": 1, "tags": tags}))
         assert isinstance(error, InvalidEvent), tags
         assert error.index == 0
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pushsvc.core.answers import error_of
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.errors import InvalidTopic
 from pushsvc.http.api.error_replies import status_of
@@ -56,14 +57,14 @@ def test_invalid_topic_names(name: str) -> None:
     with pytest.raises(InvalidTopic) as info:
         validate_topic(name)
     assert status_of(info.value) == 400
-    assert info.value.to_json()["error"]["code"] == "invalid_topic"
+    assert error_of(info.value).error.code == "invalid_topic"
 
 
 def test_a_name_refused_for_an_accent_says_ascii() -> None:
     """`café` has letters only: the refusal says which letters it means."""
     with pytest.raises(InvalidTopic) as info:
         validate_topic("caf\u00e9")
-    assert info.value.to_json()["error"]["message"] == (
+    assert error_of(info.value).error.message == (
         "invalid topic 'caf\u00e9': use 1 to 128 ASCII letters, digits and '._:-' (no accents "
         "or other scripts), starting with a letter or a digit"
     )

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import orjson
 
 from pushsvc.client.models import forecast_dataframe, history_dataframe, series_dataframe
+from pushsvc.core.answers import Accepted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +105,7 @@ def publish(topic: str, events: Publishable) -> Plan[int]:
         content=body,
         expect=202,
     )
-    return int(orjson.loads(answer.content)["accepted"])
+    return msgspec.json.decode(answer.content, type=Accepted).accepted
 
 
 def publishable(events: Publishable | None, data: object, kind: str | None) -> Publishable:

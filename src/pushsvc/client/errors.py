@@ -8,8 +8,9 @@ from __future__ import annotations
 import ssl
 
 import httpx
-import orjson
+import msgspec
 
+from pushsvc.core.answers import Error
 from pushsvc.errors import PushsvcError
 
 RETRYABLE_STATUSES = frozenset({429, 503})
@@ -57,14 +58,12 @@ class ApiError(ClientError):
         """The error of an answer whose body has been read."""
         code, message, index = None, response.text.strip() or response.reason_phrase, None
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            error = body["error"]
-            code = error.get("code")
-            message = str(error.get("message", message))
-            index = error.get("index")
+            error = msgspec.json.decode(response.content, type=Error).error
+        except msgspec.DecodeError:  # not pushsvc's (a proxy's page, say): its text
+            pass
+        else:
+            code, message = error.code, error.message
+            index = None if error.index is msgspec.UNSET else error.index
         return cls(
             response.status_code,
             code,

@@ -15,9 +15,6 @@ class InputLimits:
     max_batch: int = 10_000
     max_future_us: int = 300_000_000
     """How far ahead of the server's clock an event's `ts` may be (`future_event` past it)."""
-    max_tags: int = 16
-    max_tag_key_len: int = 64
-    max_tag_value_len: int = 256
     max_message_bytes: int = 64 * 1024
     """A message's data, as compact JSON (`--max-message`; the batch is a 413 past it)."""
     derived_topics: frozenset[str] = frozenset()
@@ -32,8 +29,6 @@ class InputLimits:
             raise ValueError("max_future_us must be longer than 0")
         if self.max_message_bytes < 4:
             raise ValueError("max_message_bytes must be at least 4 (the data null)")
-        if min(self.max_tags, self.max_tag_key_len, self.max_tag_value_len) < 0:
-            raise ValueError("tag limits must not be negative")
 
 
 DEFAULT_LIMITS = InputLimits()

@@ -1,7 +1,14 @@
 """Producer bodies: JSON (one event or a batch) and NDJSON, validated whole (pure).
 
 `parse_body` turns a POST body into events or raises the first error, so a batch is
-accepted whole or rejected whole. Decisions the contract leaves open:
+accepted whole or rejected whole. What an event may hold is defined once, by
+`pushsvc.ingest.event_shape.EventBody`: msgspec decodes a body into it, checking each field as
+it reads, and `_accepted` checks what the definition marks as beyond its fields. A body refused
+either way is read again by `_explain`, which names the first error in the words a producer
+relies on (the `error.message` of docs/api.md); that second reading runs on refusals only, and
+`tests/unit/test_event_schema.py` holds the two readings to the same verdicts.
+
+Decisions the contract leaves open:
 
 * An error about one event names its position as `index`: the position in the array or
   among the non-empty NDJSON lines, 0 for a body with one object.
@@ -22,9 +29,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import msgspec
 import orjson
+from msgspec import UNSET
 
 from pushsvc.core.durations import duration_label
 from pushsvc.core.event import DEFAULT_MESSAGE_TYPE, US_PER_S, Event, Message
@@ -38,6 +47,17 @@ from pushsvc.errors import (
     UnsupportedMediaType,
     WideInteger,
 )
+from pushsvc.ingest.event_shape import (
+    EVENTS,
+    MAX_DATA_DEPTH,
+    MAX_TAG_KEY_LEN,
+    MAX_TAG_VALUE_LEN,
+    MAX_TAGS,
+    MESSAGE_TYPE,
+    ONE_EVENT,
+    RESERVED_TYPES,
+    EventBody,
+)
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
 from pushsvc.ingest.timestamps import (
     MAX_TS_US,
@@ -50,16 +70,9 @@ from pushsvc.ingest.timestamps import (
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
-_KEYS = frozenset(("value", "ts", "tags", "type", "data"))
-
-MESSAGE_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-"""A message's type: its SSE event name (no CR, LF or NUL can reach the `event:` line)."""
-
-RESERVED_TYPES = frozenset(("gap",))
-"""Types a message may not have: a messages stream's own events (`event: gap`)."""
-
-MAX_DATA_DEPTH = 64
-"""How deep a message's data may nest (arrays and objects)."""
+_KEYS = frozenset(EventBody.__struct_fields__)
+_REFUSED = (msgspec.DecodeError, UnicodeDecodeError, RecursionError, RequestError)
+"""What a body the definition refuses raises (msgspec's ValidationError is a DecodeError)."""
 
 
 def parse_body(
@@ -102,12 +115,73 @@ def media_type(content_type: str | None) -> str:
 
 def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _diagnose(body, exc, now_us, limits, first_index=0, lineno=None) from None
-    if _LONG_DIGITS.search(body) is not None:
-        _refuse_wide_integers(body, 0)
-    return _events_of_document(doc, now_us, limits)
+        doc = EVENTS.decode(body)
+        if type(doc) is EventBody:
+            return [_accepted(doc, 0, now_us, limits)]
+        items = doc
+        if not items:
+            raise BadRequest("the batch is empty")
+        if len(items) > limits.max_batch:
+            raise PayloadTooLarge(
+                f"the batch has {len(items)} events; the limit is {limits.max_batch}"
+            )
+        return [_accepted(item, index, now_us, limits) for index, item in enumerate(items)]
+    except _REFUSED as refused:
+        raise _explain(body, refused, now_us, limits, first_index=0, lineno=None) from None
+
+
+def _accepted(item: EventBody, index: int, now_us: int, limits: InputLimits) -> Event:
+    """The event of an `EventBody` msgspec decoded, checked for what its fields cannot say."""
+    message = None
+    value = None if item.value is UNSET else item.value
+    if item.type is not UNSET or item.data is not UNSET:
+        kind = DEFAULT_MESSAGE_TYPE if item.type is UNSET else item.type
+        message = _message_of(kind, None if item.data is UNSET else item.data, index, limits)
+    elif value is None:
+        raise InvalidEvent("value is required (or type and data, for a message)", index=index)
+    ts_us = now_us if item.ts is UNSET else _ts_us(item.ts, index)
+    if ts_us > now_us + limits.max_future_us:
+        raise _future(ts_us, now_us, limits, index)
+    return Event(value, ts_us, item.tags or None, message)
+
+
+def _explain(
+    text: bytes,
+    refused: Exception,
+    now_us: int,
+    limits: InputLimits,
+    *,
+    first_index: int,
+    lineno: int | None,
+) -> RequestError:
+    """The first error of a body (or of one NDJSON line) the definition refused, as a
+    producer is told it: the same body read again, without the definition, field by field."""
+    try:
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return _diagnose(text, exc, now_us, limits, first_index=first_index, lineno=lineno)
+        if _LONG_DIGITS.search(text) is not None:
+            _refuse_wide_integers(text, first_index)
+        if lineno is None:
+            _events_of_document(doc, now_us, limits)
+        else:
+            _event(doc, first_index, now_us, limits)
+    except RequestError as found:
+        return found
+    if isinstance(refused, RequestError):
+        return refused
+    # The two readings disagree: the definition's verdict stands, in msgspec's words.
+    return InvalidEvent(str(refused), index=_index_of(str(refused), first_index))
+
+
+_MIN_EVENT_S = MIN_EVENT_TS_US // US_PER_S
+_PATH_INDEX = re.compile(r"at `\$\[(\d+)\]")
+
+
+def _index_of(msgspec_error: str, first_index: int) -> int:
+    found = _PATH_INDEX.search(msgspec_error)
+    return first_index + (int(found.group(1)) if found is not None else 0)
 
 
 # orjson reads an integer beyond 64 bits as the nearest double, silently. Only a run of 19
@@ -133,18 +207,24 @@ def _refuse_wide_integers(text: bytes, first_index: int) -> None:
 
 
 def _has_wide_integer(data: object) -> bool:
+    return _holds(data, lambda node: isinstance(node, int) and not _I64_MIN <= node <= _U64_MAX)
+
+
+def _has_too_large(data: object) -> bool:
+    return _holds(data, lambda node: isinstance(node, _TooLarge))
+
+
+def _holds(data: object, found: Callable[[object], bool]) -> bool:
+    """Whether any node of `data` (arrays and objects walked, booleans skipped) is `found`."""
     pending = [data]
     while pending:
         node = pending.pop()
-        if isinstance(node, bool):
-            continue
-        if isinstance(node, int):
-            if not _I64_MIN <= node <= _U64_MAX:
-                return True
-        elif isinstance(node, dict):
+        if isinstance(node, dict):
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
+        elif not isinstance(node, bool) and found(node):
+            return True
     return False
 
 
@@ -168,14 +248,13 @@ def _parse_ndjson(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
         index = len(events)
         if index == limits.max_batch:
             raise PayloadTooLarge(f"the batch has more than {limits.max_batch} events")
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise _diagnose(line, exc, now_us, limits, first_index=index, lineno=lineno) from None
-        if _LONG_DIGITS.search(line) is not None:
-            _refuse_wide_integers(line, index)
         # Validated line by line so that the error raised is the first one.
-        events.append(_event(item, index, now_us, limits))
+        try:
+            events.append(_accepted(ONE_EVENT.decode(line), index, now_us, limits))
+        except _REFUSED as refused:
+            raise _explain(
+                line, refused, now_us, limits, first_index=index, lineno=lineno
+            ) from None
     if not events:
         raise BadRequest("the batch is empty")
     return events
@@ -250,13 +329,17 @@ def _event(item: object, index: int, now_us: int, limits: InputLimits) -> Event:
         value = _value(item["value"], index)
     ts_us = _ts_us(item["ts"], index) if "ts" in item else now_us
     if ts_us > now_us + limits.max_future_us:
-        raise FutureEvent(
-            f"ts is {(ts_us - now_us) / US_PER_S:g} s ahead of the server's clock; at most "
-            f"{duration_label(limits.max_future_us)} is allowed (--max-future)",
-            index=index,
-        )
-    tags = _tags(item["tags"], index, limits) if "tags" in item else None
+        raise _future(ts_us, now_us, limits, index)
+    tags = _tags(item["tags"], index) if "tags" in item else None
     return Event(value, ts_us, tags, message)
+
+
+def _future(ts_us: int, now_us: int, limits: InputLimits, index: int) -> FutureEvent:
+    return FutureEvent(
+        f"ts is {(ts_us - now_us) / US_PER_S:g} s ahead of the server's clock; at most "
+        f"{duration_label(limits.max_future_us)} is allowed (--max-future)",
+        index=index,
+    )
 
 
 def _message(item: dict[str, object], index: int, limits: InputLimits) -> Message:
@@ -270,14 +353,25 @@ def _message(item: dict[str, object], index: int, limits: InputLimits) -> Messag
             f"{shown!r}",
             index=index,
         )
+    return _message_of(kind, item.get("data"), index, limits)
+
+
+def _message_of(kind: str, data: object, index: int, limits: InputLimits) -> Message:
+    """A message of a valid `type`: checked for what `EventBody` marks beyond its fields."""
     if kind in RESERVED_TYPES:
         raise InvalidEvent(
             f"type {kind!r} is reserved: a messages stream sends it itself", index=index
         )
-    data = item.get("data")
     if _depth(data) > MAX_DATA_DEPTH:
         raise InvalidEvent(f"data nests deeper than {MAX_DATA_DEPTH} levels", index=index)
-    text = orjson.dumps(data)
+    try:
+        text = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        if _has_too_large(data):
+            raise InvalidEvent("data holds a number too large for a double", index=index) from None
+        raise WideInteger(
+            "data holds an integer beyond 64 bits: send it as a string", index=index
+        ) from None
     if len(text) > limits.max_message_bytes:
         raise PayloadTooLarge(
             f"the message's data has {len(text)} bytes as compact JSON; the limit is "
@@ -333,7 +427,8 @@ def _ts_us(ts: object, index: int) -> int:
     elif isinstance(ts, float):
         if not math.isfinite(ts):
             raise InvalidEvent(f"ts must be a finite number, not {_describe(ts)}", index=index)
-        ts_us = seconds_to_us(ts)
+        # Judged in seconds, as `EventBody` bounds them, before rounding to µs.
+        ts_us = seconds_to_us(ts) if ts >= _MIN_EVENT_S else MIN_EVENT_TS_US - 1
     elif isinstance(ts, int) and not isinstance(ts, bool):
         ts_us = ts * US_PER_S
     elif isinstance(ts, _TooLarge):
@@ -355,25 +450,25 @@ def _ts_us(ts: object, index: int) -> int:
     return ts_us
 
 
-def _tags(tags: object, index: int, limits: InputLimits) -> dict[str, str] | None:
+def _tags(tags: object, index: int) -> dict[str, str] | None:
     if not isinstance(tags, dict):
         raise InvalidEvent(f"tags must be an object of strings, not {_describe(tags)}", index=index)
     if not tags:
         return None
-    if len(tags) > limits.max_tags:
-        raise InvalidEvent(f"at most {limits.max_tags} tags are allowed", index=index)
+    if len(tags) > MAX_TAGS:
+        raise InvalidEvent(f"at most {MAX_TAGS} tags are allowed", index=index)
     for key, value in tags.items():
         if not isinstance(value, str):
             raise InvalidEvent(
                 f"tag {key[:64]!r} must be a string, not {_describe(value)}", index=index
             )
-        if not 0 < len(key) <= limits.max_tag_key_len:
+        if not 0 < len(key) <= MAX_TAG_KEY_LEN:
             raise InvalidEvent(
-                f"tag names must have 1 to {limits.max_tag_key_len} characters", index=index
+                f"tag names must have 1 to {MAX_TAG_KEY_LEN} characters", index=index
             )
-        if len(value) > limits.max_tag_value_len:
+        if len(value) > MAX_TAG_VALUE_LEN:
             raise InvalidEvent(
-                f"tag {key!r} is longer than {limits.max_tag_value_len} characters", index=index
+                f"tag {key!r} is longer than {MAX_TAG_VALUE_LEN} characters", index=index
             )
     return tags
 

@@ -55,7 +55,7 @@ _FIELDS = ("topic", "from", "key", "gap", "max_duration", "max_open", "keep_key"
 _FUNNEL_FIELDS = ("tag", "steps", "within")
 _TOPIC = re.compile(TOPIC_PATTERN)
 _MAX_STEP_LEN = 256
-"""As long as a tag value may be (`InputLimits.max_tag_value_len`)."""
+"""As long as a tag value may be (`pushsvc.ingest.event_shape.MAX_TAG_VALUE_LEN`)."""
 
 
 class _SessionError(Exception):

@@ -48,6 +48,7 @@ import orjson
 from flask import Blueprint, Response, request
 
 from pushsvc.broker.base import HistoryKeeper
+from pushsvc.core.answers import error_json
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.subscription_registry import TooManySubscriptions
 from pushsvc.core.topics import TopicMatcher, validate_topic
@@ -371,5 +372,4 @@ def _unauthorized(challenge: str, message: str) -> Response:
 
 def _json(code: str, message: str, status: int) -> Response:
     """pushsvc's error body (`{"error": {"code", "message"}}`), RFC 6750's code in it."""
-    body = {"error": {"code": code, "message": message}}
-    return Response(orjson.dumps(body), status, mimetype="application/json")
+    return Response(error_json(code, message), status, mimetype="application/json")

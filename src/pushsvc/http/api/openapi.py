@@ -645,25 +645,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                     }
                 },
                 "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["accepted"],
-                            "properties": {
-                                "accepted": {
-                                    "type": "integer",
-                                    "minimum": 0,
-                                    "description": "events logged on the topic",
-                                },
-                                "late": {
-                                    "type": "integer",
-                                    "minimum": 1,
-                                    "description": "events past the topic's grace, logged "
-                                    "on its late stream `<topic>.late` (absent: none)",
-                                },
-                            },
-                        }
-                    }
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}
                 },
             },
             **_errors(400, *_auth_errors(publishing), 411, 413, 415, 422, 429, 503),

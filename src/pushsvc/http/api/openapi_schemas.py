@@ -1,14 +1,19 @@
 """The OpenAPI document's fixed schemas: the shapes of events, updates, topics, readiness and
-errors, which no setting changes. `openapi.py` builds the rest from the settings."""
+errors, which no setting changes. `openapi.py` builds the rest from the settings.
+
+The shapes defined as msgspec classes, which the server and the client encode and decode by,
+are generated from them (`shape_schemas`): the event a producer posts
+(`pushsvc.ingest.event_shape`), a POST's answer and every error's
+(`pushsvc.core.answers`). The rest are still written here by hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pushsvc.core.event import US_PER_S
-from pushsvc.ingest.input_limits import DEFAULT_LIMITS
-from pushsvc.ingest.parse import MAX_DATA_DEPTH, MESSAGE_TYPE, RESERVED_TYPES
-from pushsvc.ingest.timestamps import MAX_TS_US, MIN_EVENT_TS_US
+import msgspec
+
+from pushsvc.core.answers import ANSWERS
+from pushsvc.ingest.event_shape import event_schema
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _BY_TYPE = {
@@ -128,6 +133,21 @@ READINESS = {
         "shards": {"type": "object"},
     },
 }
+
+
+def shape_schemas() -> dict[str, Any]:
+    """The component schemas generated from the classes that define them (one per class, by
+    its name, with the classes it holds), `Event` among them."""
+    _, components = msgspec.json.schema_components(
+        ANSWERS, ref_template="#/components/schemas/{name}"
+    )
+    for schema in components.values():
+        schema.pop("title", None)
+        schema["description"] = " ".join(schema.get("description", "").split())
+        if not schema["description"]:
+            del schema["description"]
+    return {**components, "Event": event_schema()}
+
 
 SCHEMAS: dict[str, Any] = {
     "History": {
@@ -316,53 +336,6 @@ SCHEMAS: dict[str, Any] = {
                         "since": {"type": "number"},
                         "until": {"type": "number"},
                     },
-                },
-            },
-        },
-    },
-    "Event": {
-        "type": "object",
-        "description": "a measurement (`value`), an application message (`type`, `data`: pushed "
-        "as published to `/messages` streams), or both",
-        "anyOf": [{"required": ["value"]}, {"required": ["type"]}, {"required": ["data"]}],
-        "additionalProperties": False,
-        "properties": {
-            "value": {"type": "number", "description": "finite; optional for a message"},
-            "type": {
-                "type": "string",
-                "pattern": f"^{MESSAGE_TYPE.pattern}$",
-                "not": {"enum": sorted(RESERVED_TYPES)},
-                "description": "the message's SSE event name (default `message`)",
-            },
-            "data": {
-                "description": "the message's data, any JSON (default null): at most "
-                "--max-message bytes as compact JSON (413 past it), integers within 64 bits, "
-                f"nested at most {MAX_DATA_DEPTH} levels",
-            },
-            "ts": {
-                "oneOf": [
-                    {
-                        "type": "number",
-                        "description": "epoch seconds, from 2000-01-01 to year 9999",
-                        "minimum": MIN_EVENT_TS_US // US_PER_S,
-                        "exclusiveMaximum": (MAX_TS_US + 1) // US_PER_S,
-                    },
-                    {
-                        "type": "string",
-                        "format": "date-time",
-                        # Years 2000 to 9999, as the epoch seconds above.
-                        "pattern": "^[2-9][0-9]{3}-",
-                        "description": "RFC 3339, from 2000-01-01T00:00:00Z on",
-                    },
-                ]
-            },
-            "tags": {
-                "type": "object",
-                "maxProperties": DEFAULT_LIMITS.max_tags,
-                "propertyNames": {"minLength": 1, "maxLength": DEFAULT_LIMITS.max_tag_key_len},
-                "additionalProperties": {
-                    "type": "string",
-                    "maxLength": DEFAULT_LIMITS.max_tag_value_len,
                 },
             },
         },
@@ -601,19 +574,5 @@ SCHEMAS: dict[str, Any] = {
             "retry": {"type": "integer"},
         },
     },
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "index": {"type": "integer"},
-                },
-            }
-        },
-    },
+    **shape_schemas(),
 }

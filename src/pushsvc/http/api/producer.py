@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from pushsvc.broker.base import Appended
+from pushsvc.core.answers import accepted_json
 from pushsvc.core.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
 from pushsvc.core.topics import validate_topic
 from pushsvc.http.api.context import runtime
@@ -29,7 +30,7 @@ bp = Blueprint("producer", __name__)
 
 
 @bp.post("/topics/<anytext:topic>/events")
-def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
+def post_events(topic: str) -> Response:
     rt = runtime()
     # Checked once, before the body: a bad name is the answer, whatever the body's size.
     name = validate_topic(topic)
@@ -59,7 +60,7 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
     if appended.replayed:
         # The earlier request logged and counted these events, and charged their rate.
         rt.metrics.idempotent_replays.inc()
-        return _answer(appended), 202, {REPLAYED_HEADER: "true"}
+        return _answer(appended, {REPLAYED_HEADER: "true"})
     rt.metrics.events_accepted.inc(appended.accepted)
     if appended.late:
         rt.metrics.late_events.inc(appended.late)
@@ -67,11 +68,9 @@ def post_events(topic: str) -> tuple[dict[str, int], int, dict[str, str]]:
         rt.metrics.idempotency_keys_evicted.inc(appended.evicted)
     if rt.publish_rate is not None and rate_key is not None:
         rt.publish_rate.charge(rate_key, appended.accepted + appended.late)
-    return _answer(appended), 202, {}
+    return _answer(appended, {})
 
 
-def _answer(appended: Appended) -> dict[str, int]:
-    """The 202's body: `late` only when some events went to the topic's late stream."""
-    if appended.late:
-        return {"accepted": appended.accepted, "late": appended.late}
-    return {"accepted": appended.accepted}
+def _answer(appended: Appended, headers: dict[str, str]) -> Response:
+    body = accepted_json(appended.accepted, appended.late)
+    return Response(body, 202, headers, mimetype="application/json")

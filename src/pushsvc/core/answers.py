@@ -1,0 +1,68 @@
+"""The answers a producer meets, defined once: a POST's `Accepted` and every error's `Error`.
+
+The server encodes them from these classes, the Python client decodes them into the same
+classes, and `/openapi.json`'s schemas of them are generated from them
+(`pushsvc.http.api.openapi_schemas`), so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from pushsvc.errors import RequestError
+
+
+class Accepted(Struct, frozen=True):
+    """a POST's answer: its events logged on the topic, and those past the topic's grace"""
+
+    accepted: Annotated[int, Meta(ge=0, description="events logged on the topic")]
+    late: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                description="events past the topic's grace, logged on its late stream "
+                "`<topic>.late` (absent: none)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class ErrorDetail(Struct, frozen=True):
+    """what went wrong: a stable `code` to act on, a message for people, and where it applies
+    the position of the event at fault in a batch"""
+
+    code: str
+    message: str
+    index: int | UnsetType = UNSET
+
+
+class Error(Struct, frozen=True):
+    """every error answer's body"""
+
+    error: ErrorDetail
+
+
+def error_of(error: RequestError) -> Error:
+    """The answer to a request that raised `error`."""
+    index = UNSET if error.index is None else error.index
+    return Error(ErrorDetail(error.code, error.message, index))
+
+
+def error_json(code: str, message: str) -> bytes:
+    """The body of an error that is no `RequestError` (one the WSGI server or werkzeug
+    answers), in the same shape."""
+    return msgspec.json.encode(Error(ErrorDetail(code, message)))
+
+
+def accepted_json(accepted: int, late: int) -> bytes:
+    """A POST's 202 body: `late` only when some events went to the topic's late stream."""
+    return msgspec.json.encode(Accepted(accepted, late if late else UNSET))
+
+
+ANSWERS = (Accepted, Error)
+"""The classes `/openapi.json` describes (with what they hold)."""
