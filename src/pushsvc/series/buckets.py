@@ -67,6 +67,8 @@ from typing import TYPE_CHECKING
 from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats.distinct import DistinctSet
+from pushsvc.stats.layout import HUGE
+from pushsvc.stats.moments import ratio, scaled
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
@@ -279,15 +281,18 @@ def _finest(
         return _finest_without_values(t_us, summarise, tags, messages)
     values.sort()
     n = len(values)
-    total = math.fsum(values)
-    mean = total / n
     var = None
-    m2 = 0.0
-    if n > 1:
-        # Corrected two-pass: exact to a few ulps whatever the values' offset.
-        deviations = [x - mean for x in values]
-        m2 = math.fsum(d * d for d in deviations) - math.fsum(deviations) ** 2 / n
-        var = max(m2, 0.0) / (n - 1)
+    if values[0] > -HUGE and values[-1] < HUGE:
+        total = math.fsum(values)
+        mean = total / n
+        m2 = 0.0
+        if n > 1:
+            # Corrected two-pass: exact to a few ulps whatever the values' offset.
+            deviations = [x - mean for x in values]
+            m2 = math.fsum(d * d for d in deviations) - math.fsum(deviations) ** 2 / n
+            var = max(m2, 0.0) / (n - 1)
+    else:
+        total, mean, m2, var = _exact_moments(values)
     quantiles = []
     n1 = n - 1
     for q in _QS:  # pandas' linear interpolation, operation for operation (stats/order.py)
@@ -318,6 +323,20 @@ def _finest(
             run_value, run = value, 1
     sketch.add(run_value, run)
     return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top, messages)
+
+
+def _exact_moments(values: list[float]) -> tuple[float, float, float, float | None]:
+    """Sum, mean, M2 and variance of `values` from their exact integers (`moments.py`), each
+    correctly rounded and ``inf`` past the double range: for values beyond ``HUGE``, whose
+    squares (and the residue of a mean near 1e300, squared) overflow the floats."""
+    shift = max(v.as_integer_ratio()[1] for v in values).bit_length() - 1
+    ints = [scaled(v, shift) for v in values]
+    n, s1, unit = len(values), sum(ints), 1 << shift
+    total, mean = ratio(s1, unit), ratio(s1, n * unit)
+    if n == 1:
+        return total, mean, 0.0, None
+    centred = n * sum(x * x for x in ints) - s1 * s1  # >= 0: Cauchy-Schwarz
+    return total, mean, ratio(centred, n * unit * unit), ratio(centred, n * (n - 1) * unit * unit)
 
 
 def _finest_without_values(
