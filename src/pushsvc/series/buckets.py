@@ -100,6 +100,9 @@ correction of it."""
 _VERSION_MESSAGES = 11
 """One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
+_NO_SKETCH = Sketch(ACCURACY)
+"""The sketch of a finest bucket's part (`_part`): empty, never added to (a part is only
+merged from, or copied)."""
 Tags = Mapping[str, str] | None
 TopTags = tuple[tuple[str, int], ...]
 """A rule's top tags: (tag, k)."""
@@ -281,18 +284,7 @@ def _finest(
         return _finest_without_values(t_us, summarise, tags, messages)
     values.sort()
     n = len(values)
-    var = None
-    if values[0] > -HUGE and values[-1] < HUGE:
-        total = math.fsum(values)
-        mean = total / n
-        m2 = 0.0
-        if n > 1:
-            # Corrected two-pass: exact to a few ulps whatever the values' offset.
-            deviations = [x - mean for x in values]
-            m2 = math.fsum(d * d for d in deviations) - math.fsum(deviations) ** 2 / n
-            var = max(m2, 0.0) / (n - 1)
-    else:
-        total, mean, m2, var = _exact_moments(values)
+    total, mean, m2, var = _moments(values)
     quantiles = []
     n1 = n - 1
     for q in _QS:  # pandas' linear interpolation, operation for operation (stats/order.py)
@@ -314,15 +306,52 @@ def _finest(
     if not summarise:
         return point, None
     sketch = Sketch(ACCURACY)
+    _sketch_of(values, sketch)
+    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top, messages)
+
+
+def _moments(values: list[float]) -> tuple[float, float, float, float | None]:
+    """Sum, mean, M2 and variance (None for one value) of `values`, sorted, not empty."""
+    n = len(values)
+    if not (values[0] > -HUGE and values[-1] < HUGE):
+        return _exact_moments(values)
+    total = math.fsum(values)
+    mean = total / n
+    if n == 1:
+        return total, mean, 0.0, None
+    # Corrected two-pass: exact to a few ulps whatever the values' offset.
+    deviations = [x - mean for x in values]
+    m2 = math.fsum(d * d for d in deviations) - math.fsum(deviations) ** 2 / n
+    return total, mean, m2, max(m2, 0.0) / (n - 1)
+
+
+def _part(values: list[float], tags: _TagCounts | None, messages: Messages | None) -> _Aggregate:
+    """The summary `_finest` makes of a published finest bucket, without its values' sketch
+    (`_NO_SKETCH`): what a coarser bucket's value merges of it besides the sketch, which the
+    coarser bucket keeps for all its finest buckets at once (`SeriesBuckets._sketch_below`)."""
+    distinct = tags.distinct if tags is not None else ()
+    top = tags.merged_top() if tags is not None else ()
+    if not values:
+        return _Aggregate(0, 0.0, 0.0, 0.0, math.inf, -math.inf, _NO_SKETCH, distinct, top,
+                          messages)  # fmt: skip
+    values.sort()
+    total, mean, m2, _ = _moments(values)
+    return _Aggregate(len(values), total, mean, m2, values[0], values[-1], _NO_SKETCH, distinct,
+                      top, messages)  # fmt: skip
+
+
+def _sketch_of(values: list[float], sketch: Sketch) -> None:
+    """Add `values`, sorted, to `sketch`: equal values come in runs, one bin update each."""
+    if not values:
+        return
     run_value, run = values[0], 0
-    for value in values:  # sorted: equal values come in runs, one bin update each
+    for value in values:
         if value == run_value:
             run += 1
         else:
             sketch.add(run_value, run)
             run_value, run = value, 1
     sketch.add(run_value, run)
-    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top, messages)
 
 
 def _exact_moments(values: list[float]) -> tuple[float, float, float, float | None]:
@@ -356,8 +385,8 @@ def _finest_without_values(
 class _Live:
     """A published bucket its grace still keeps: how many corrections it has had, and (a
     coarser tier's) its summary while that is current (None: made again when asked for, as a
-    late event beneath it or a restore leaves it; the finest tier's are always made again
-    from its values, which it holds anyway)."""
+    late event beneath it or a restore leaves it; the finest tier's is never kept here: its
+    values are, and its part without a sketch in `SeriesBuckets._parts`)."""
 
     __slots__ = ("revision", "summary")
 
@@ -373,10 +402,10 @@ class SeriesBuckets:
     correct). Not greenlet-safe."""
 
     __slots__ = (
-        "_closed_clock", "_coarse", "_correct_at", "_dirty", "_distinct", "_grace", "_held",
-        "_held_messages", "_held_tags", "_labels", "_lateness", "_live", "_newest_start",
-        "_newest_values", "_open", "_open_messages", "_open_tags", "_resolutions", "_tagged",
-        "_top", "_waiting", "forecaster", "next_close_us", "scorer",
+        "_below", "_closed_clock", "_coarse", "_correct_at", "_dirty", "_distinct", "_grace",
+        "_held", "_held_messages", "_held_tags", "_labels", "_lateness", "_live",
+        "_newest_start", "_newest_values", "_open", "_open_messages", "_open_tags", "_parts",
+        "_resolutions", "_tagged", "_top", "_waiting", "forecaster", "next_close_us", "scorer",
     )  # fmt: skip
 
     def __init__(
@@ -405,6 +434,13 @@ class SeriesBuckets:
         self._held: dict[int, list[float]] = {}
         self._held_tags: dict[int, _TagCounts] = {}
         self._held_messages: dict[int, Messages] = {}
+        # Made when a coarser bucket's value is, and kept while they stay current, so that a
+        # late event costs its coarser buckets' corrections a merge per finest bucket rather
+        # than a summary of each one's values: each held finest bucket's `_part`, and the
+        # sketch of the values of the held finest buckets of each published bucket of the
+        # second tier (by its start).
+        self._parts: dict[int, _Aggregate] = {}
+        self._below: dict[int, Sketch] = {}
         # Each tier's published buckets within the grace (the finest's: those of `_held`).
         self._live: list[dict[int, _Live]] = [{} for _ in tiers]
         # Each coarser tier: start -> the merge of its finer buckets past the grace (all of
@@ -502,12 +538,14 @@ class SeriesBuckets:
         if start in self._held:
             counts = self._held_messages.setdefault(start, {})
             counts[kind] = counts.get(kind, 0) + 1
+            self._parts.pop(start, None)
         elif start + resolution + self._grace > self._closed_clock:
             self.message(ts_us, kind)
 
     def _amend(self, start: int, held: list[float], value: float, tags: Tags) -> None:
         """A late event into a published bucket within the grace."""
         held.append(value)
+        self._add_below(start, value)
         if self._tagged:
             self._count_held(start, tags)
         self._stale(start)
@@ -525,9 +563,18 @@ class SeriesBuckets:
             self._correct_at = due
         return min(self._correct_at, end + self._grace)
 
+    def _add_below(self, start: int, value: float) -> None:
+        """A value into the held finest bucket `start`: into its second-tier bucket's sketch
+        of them, if that is kept."""
+        if len(self._resolutions) > 1:
+            below = self._below.get(start - start % self._resolutions[1])
+            if below is not None:
+                below.add(value)
+
     def _stale(self, start: int) -> None:
         """The finest bucket `start` changed: its summary and its coarser buckets' are made
         again when next asked for."""
+        self._parts.pop(start, None)
         entry = self._live[0].get(start)
         if entry is not None:
             entry.summary = None
@@ -562,6 +609,8 @@ class SeriesBuckets:
         held = self._held.get(start)
         if held is not None:
             held.append(value)
+            self._add_below(start, value)
+            self._parts.pop(start, None)
             if self._tagged:
                 self._count_held(start, tags)
         elif start + resolution + self._grace > self._closed_clock:
@@ -602,6 +651,10 @@ class SeriesBuckets:
                     finals.append((start, summary))
             else:
                 self._held[start] = values
+                if summarise:  # (a late event's first, into a published second-tier bucket)
+                    below = self._below.get(start - start % self._resolutions[1])
+                    if below is not None:
+                        _sketch_of(values, below)
                 if counts is not None:
                     self._held_tags[start] = counts
                 if by_type is not None:
@@ -626,13 +679,15 @@ class SeriesBuckets:
                 values = self._held.pop(start)
                 counts = self._held_tags.pop(start, None)
                 by_type = self._held_messages.pop(start, None)
-                entry = live.pop(start)
+                live.pop(start)
+                self._parts.pop(start, None)
                 if summarise:
-                    summary = entry.summary
-                    if summary is None:
-                        summary = _finest(start, values, True, counts, by_type)[1]
+                    summary = _finest(start, values, True, counts, by_type)[1]
                     assert summary is not None
                     finals.append((start, summary))
+                    below = self._below.get(start - start % self._resolutions[1])
+                    if below is not None:  # its values join its coarser bucket's merge
+                        below.subtract(summary.sketch)
         label = self._labels[0]
         tier.sort(key=_start)
         out = [(label, point, revision) for _, point, revision in tier]
@@ -674,6 +729,8 @@ class SeriesBuckets:
             if live:
                 for start in sorted(s for s in live if s + resolution + grace <= clock_us):
                     del live[start]
+                    if index == 1:
+                        self._below.pop(start, None)
                     finals.append((start, buckets.pop(start)))
             tier.sort(key=_start)
             out += [(label, point, revision) for _, point, revision in tier]
@@ -698,36 +755,55 @@ class SeriesBuckets:
     def _value(self, index: int, start: int) -> _Aggregate:
         """The summary of bucket `start` of coarser tier `index` as it stands: its merge of
         finer buckets past the grace, then each of its finer buckets within it, in ascending
-        start (the order they join that merge in, so that the value is the same either way)."""
+        start (the order they join that merge in, so that the value is the same either way).
+        Over the finest tier, each finer bucket's part without its sketch, then the sketch of
+        their values at once (a sketch's counts add up the same in any order)."""
         merged = self._coarse[index - 1].get(start)
         summary = None if merged is None else self._copy(merged)
         finer = self._resolutions[index - 1]
         live = self._live[index - 1]
+        below = False
         for child in range(start, start + self._resolutions[index], finer):
             if child in live:
+                below = True
                 part = self._summary(index - 1, child)
                 if summary is None:
                     summary = self._copy(part)
                 else:
                     summary.merge(part)
         assert summary is not None, "a published bucket has a published finer bucket"
+        if index == 1 and below:
+            summary.sketch.merge(self._sketch_below(start))
         return summary
 
     def _summary(self, index: int, start: int) -> _Aggregate:
-        """The current summary of a published bucket within the grace."""
+        """The current summary of a published bucket within the grace (of the finest tier,
+        its part: `_part`)."""
+        if index == 0:
+            part = self._parts.get(start)
+            if part is None:
+                values, counts = self._held[start], self._held_tags.get(start)
+                part = self._parts[start] = _part(values, counts, self._held_messages.get(start))
+            return part
         entry = self._live[index][start]
         summary = entry.summary
         if summary is None:
-            if index == 0:
-                # Not kept: an hour's grace of one-second summaries would hold an hour of
-                # sketches; the values are held anyway, and a summary is made in one pass.
-                values, counts = self._held[start], self._held_tags.get(start)
-                by_type = self._held_messages.get(start)
-                made = _finest(start, values, True, counts, by_type)[1]
-                assert made is not None
-                return made
             summary = entry.summary = self._value(index, start)
         return summary
+
+    def _sketch_below(self, start: int) -> Sketch:
+        """The sketch of the values of the held finest buckets of the second-tier bucket
+        `start`, kept from now on while it is published within the grace."""
+        below = self._below.get(start)
+        if below is None:
+            below = self._below[start] = Sketch(ACCURACY)
+            held, finer = self._held, self._resolutions[0]
+            for child in range(start, start + self._resolutions[1], finer):
+                values = held.get(child)
+                if values:
+                    values.sort()
+                    _sketch_of(values, below)
+        return below
 
     def _copy(self, summary: _Aggregate) -> _Aggregate:
         """A summary to merge into, leaving `summary` as it is (through its stored form)."""
