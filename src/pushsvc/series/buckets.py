@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from operator import mul
 from typing import TYPE_CHECKING
 
 from pushsvc.rules.point import Point, TopList
@@ -101,8 +102,8 @@ _VERSION_MESSAGES = 11
 """One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
 _NO_SKETCH = Sketch(ACCURACY)
-"""The sketch of a finest bucket's part (`_part`): empty, never added to (a part is only
-merged from, or copied)."""
+"""The sketch of a finest bucket's part (`_finest` without `sketch`): empty, never added to
+(a part is only merged from, or copied)."""
 Tags = Mapping[str, str] | None
 TopTags = tuple[tuple[str, int], ...]
 """A rule's top tags: (tag, k)."""
@@ -277,9 +278,12 @@ def _finest(
     summarise: bool,
     tags: _TagCounts | None = None,
     messages: Messages | None = None,
+    sketch: bool = True,
 ) -> tuple[Point, _Aggregate | None]:
     """The exact point of a finest-tier bucket (and its distinct counts, top values and
-    message counts), and (`summarise`) its mergeable summary."""
+    message counts), and (`summarise`) its mergeable summary; without `sketch`, its *part*:
+    the summary but for the sketch of its values (`_NO_SKETCH`), which a coarser bucket over
+    published finest buckets keeps for all of them at once (`SeriesBuckets._sketch_below`)."""
     if not values:
         return _finest_without_values(t_us, summarise, tags, messages)
     values.sort()
@@ -305,9 +309,12 @@ def _finest(
     )  # fmt: skip
     if not summarise:
         return point, None
-    sketch = Sketch(ACCURACY)
-    _sketch_of(values, sketch)
-    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top, messages)
+    if not sketch:
+        return point, _Aggregate(n, total, mean, m2, low, high, _NO_SKETCH, distinct, top,
+                                 messages)  # fmt: skip
+    of_values = Sketch(ACCURACY)
+    _sketch_of(values, of_values)
+    return point, _Aggregate(n, total, mean, m2, low, high, of_values, distinct, top, messages)
 
 
 def _moments(values: list[float]) -> tuple[float, float, float, float | None]:
@@ -321,23 +328,8 @@ def _moments(values: list[float]) -> tuple[float, float, float, float | None]:
         return total, mean, 0.0, None
     # Corrected two-pass: exact to a few ulps whatever the values' offset.
     deviations = [x - mean for x in values]
-    m2 = math.fsum(d * d for d in deviations) - math.fsum(deviations) ** 2 / n
+    m2 = math.fsum(map(mul, deviations, deviations)) - math.fsum(deviations) ** 2 / n
     return total, mean, m2, max(m2, 0.0) / (n - 1)
-
-
-def _part(values: list[float], tags: _TagCounts | None, messages: Messages | None) -> _Aggregate:
-    """The summary `_finest` makes of a published finest bucket, without its values' sketch
-    (`_NO_SKETCH`): what a coarser bucket's value merges of it besides the sketch, which the
-    coarser bucket keeps for all its finest buckets at once (`SeriesBuckets._sketch_below`)."""
-    distinct = tags.distinct if tags is not None else ()
-    top = tags.merged_top() if tags is not None else ()
-    if not values:
-        return _Aggregate(0, 0.0, 0.0, 0.0, math.inf, -math.inf, _NO_SKETCH, distinct, top,
-                          messages)  # fmt: skip
-    values.sort()
-    total, mean, m2, _ = _moments(values)
-    return _Aggregate(len(values), total, mean, m2, values[0], values[-1], _NO_SKETCH, distinct,
-                      top, messages)  # fmt: skip
 
 
 def _sketch_of(values: list[float], sketch: Sketch) -> None:
@@ -436,7 +428,7 @@ class SeriesBuckets:
         self._held_messages: dict[int, Messages] = {}
         # Made when a coarser bucket's value is, and kept while they stay current, so that a
         # late event costs its coarser buckets' corrections a merge per finest bucket rather
-        # than a summary of each one's values: each held finest bucket's `_part`, and the
+        # than a summary of each one's values: each held finest bucket's part (`_finest`), and the
         # sketch of the values of the held finest buckets of each published bucket of the
         # second tier (by its start).
         self._parts: dict[int, _Aggregate] = {}
@@ -669,7 +661,10 @@ class SeriesBuckets:
                 entry.revision += 1
                 counts = self._held_tags.get(start)
                 by_type = self._held_messages.get(start)
-                point, _ = _finest(start, self._held[start], False, counts, by_type)
+                held = self._held[start]
+                point, part = _finest(start, held, summarise, counts, by_type, sketch=False)
+                if part is not None:  # what its coarser buckets' corrections merge, below
+                    self._parts[start] = part
                 tier.append((start, point, entry.revision))
                 changed.append(start)
         if correcting and not self._dirty:
@@ -778,12 +773,15 @@ class SeriesBuckets:
 
     def _summary(self, index: int, start: int) -> _Aggregate:
         """The current summary of a published bucket within the grace (of the finest tier,
-        its part: `_part`)."""
+        its part: `_finest` without `sketch`)."""
         if index == 0:
             part = self._parts.get(start)
             if part is None:
                 values, counts = self._held[start], self._held_tags.get(start)
-                part = self._parts[start] = _part(values, counts, self._held_messages.get(start))
+                by_type = self._held_messages.get(start)
+                part = _finest(start, values, True, counts, by_type, sketch=False)[1]
+                assert part is not None
+                self._parts[start] = part
             return part
         entry = self._live[index][start]
         summary = entry.summary
