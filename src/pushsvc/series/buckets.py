@@ -102,8 +102,9 @@ _VERSION_MESSAGES = 11
 """One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
 _NO_SKETCH = Sketch(ACCURACY)
-"""The sketch of a finest bucket's part (`_finest` without `sketch`): empty, never added to
-(a part is only merged from, or copied)."""
+_NO_MESSAGES: dict[str, int] = {}
+"""The sketch and the message counts of a finest bucket's part (`_finest` without `sketch`)
+without messages: empty, shared, never added to (a part is only merged from, or copied)."""
 Tags = Mapping[str, str] | None
 TopTags = tuple[tuple[str, int], ...]
 """A rule's top tags: (tag, k)."""
@@ -311,7 +312,7 @@ def _finest(
         return point, None
     if not sketch:
         return point, _Aggregate(n, total, mean, m2, low, high, _NO_SKETCH, distinct, top,
-                                 messages)  # fmt: skip
+                                 messages or _NO_MESSAGES)  # fmt: skip
     of_values = Sketch(ACCURACY)
     _sketch_of(values, of_values)
     return point, _Aggregate(n, total, mean, m2, low, high, of_values, distinct, top, messages)
@@ -375,10 +376,10 @@ def _finest_without_values(
 
 
 class _Live:
-    """A published bucket its grace still keeps: how many corrections it has had, and (a
-    coarser tier's) its summary while that is current (None: made again when asked for, as a
-    late event beneath it or a restore leaves it; the finest tier's is never kept here: its
-    values are, and its part without a sketch in `SeriesBuckets._parts`)."""
+    """A published bucket its grace still keeps: how many corrections it has had, and its
+    summary while that is current (None: made again when asked for, as a late event beneath
+    it or a restore leaves it); a finest bucket's is its part, without the sketch of its
+    values (`_finest`), which it holds anyway."""
 
     __slots__ = ("revision", "summary")
 
@@ -396,7 +397,7 @@ class SeriesBuckets:
     __slots__ = (
         "_below", "_closed_clock", "_coarse", "_correct_at", "_dirty", "_distinct", "_grace",
         "_held", "_held_messages", "_held_tags", "_labels", "_lateness", "_live",
-        "_newest_start", "_newest_values", "_open", "_open_messages", "_open_tags", "_parts",
+        "_newest_start", "_newest_values", "_open", "_open_messages", "_open_tags",
         "_resolutions", "_tagged", "_top", "_waiting", "forecaster", "next_close_us", "scorer",
     )  # fmt: skip
 
@@ -426,12 +427,11 @@ class SeriesBuckets:
         self._held: dict[int, list[float]] = {}
         self._held_tags: dict[int, _TagCounts] = {}
         self._held_messages: dict[int, Messages] = {}
-        # Made when a coarser bucket's value is, and kept while they stay current, so that a
-        # late event costs its coarser buckets' corrections a merge per finest bucket rather
-        # than a summary of each one's values: each held finest bucket's part (`_finest`), and the
-        # sketch of the values of the held finest buckets of each published bucket of the
-        # second tier (by its start).
-        self._parts: dict[int, _Aggregate] = {}
+        # Made when a coarser bucket is first corrected, and kept while it stays current, so
+        # that a late event costs its coarser buckets' corrections a merge per finest bucket
+        # rather than a summary of each one's values: the sketch of the values of the held
+        # finest buckets of each published bucket of the second tier (by its start), besides
+        # each held finest bucket's part (its `_Live` summary).
         self._below: dict[int, Sketch] = {}
         # Each tier's published buckets within the grace (the finest's: those of `_held`).
         self._live: list[dict[int, _Live]] = [{} for _ in tiers]
@@ -530,7 +530,7 @@ class SeriesBuckets:
         if start in self._held:
             counts = self._held_messages.setdefault(start, {})
             counts[kind] = counts.get(kind, 0) + 1
-            self._parts.pop(start, None)
+            self._stale(start)
         elif start + resolution + self._grace > self._closed_clock:
             self.message(ts_us, kind)
 
@@ -557,16 +557,25 @@ class SeriesBuckets:
 
     def _add_below(self, start: int, value: float) -> None:
         """A value into the held finest bucket `start`: into its second-tier bucket's sketch
-        of them, if that is kept."""
-        if len(self._resolutions) > 1:
-            below = self._below.get(start - start % self._resolutions[1])
-            if below is not None:
-                below.add(value)
+        of them, kept from the first (made from the bucket's summary while that is current:
+        its sketch less that of its merge)."""
+        if len(self._resolutions) < 2:
+            return
+        into = start - start % self._resolutions[1]
+        below = self._below.get(into)
+        if below is None:
+            entry = self._live[1].get(into)
+            if entry is None or entry.summary is None:
+                return  # made from the values when next asked for
+            below = self._below[into] = self._copy(entry.summary).sketch
+            merged = self._coarse[0].get(into)
+            if merged is not None:
+                below.subtract(merged.sketch)
+        below.add(value)
 
     def _stale(self, start: int) -> None:
         """The finest bucket `start` changed: its summary and its coarser buckets' are made
         again when next asked for."""
-        self._parts.pop(start, None)
         entry = self._live[0].get(start)
         if entry is not None:
             entry.summary = None
@@ -602,7 +611,7 @@ class SeriesBuckets:
         if held is not None:
             held.append(value)
             self._add_below(start, value)
-            self._parts.pop(start, None)
+            self._stale(start)
             if self._tagged:
                 self._count_held(start, tags)
         elif start + resolution + self._grace > self._closed_clock:
@@ -663,8 +672,7 @@ class SeriesBuckets:
                 by_type = self._held_messages.get(start)
                 held = self._held[start]
                 point, part = _finest(start, held, summarise, counts, by_type, sketch=False)
-                if part is not None:  # what its coarser buckets' corrections merge, below
-                    self._parts[start] = part
+                entry.summary = part  # what its coarser buckets' corrections merge, below
                 tier.append((start, point, entry.revision))
                 changed.append(start)
         if correcting and not self._dirty:
@@ -675,7 +683,6 @@ class SeriesBuckets:
                 counts = self._held_tags.pop(start, None)
                 by_type = self._held_messages.pop(start, None)
                 live.pop(start)
-                self._parts.pop(start, None)
                 if summarise:
                     summary = _finest(start, values, True, counts, by_type)[1]
                     assert summary is not None
@@ -712,7 +719,8 @@ class SeriesBuckets:
                     summary = buckets.pop(start)
                     finals.append((start, summary))
                 else:
-                    summary = self._value(index, start)
+                    # (what it merges of its finer buckets is kept once a correction needs it)
+                    summary = self._value(index, start, keep=False)
                     live[start] = _Live(0, summary)
                 tier.append((start, summary.point(start), 0))
             for start in sorted(amended):
@@ -747,12 +755,13 @@ class SeriesBuckets:
                     forecaster.learn(p)
         return out
 
-    def _value(self, index: int, start: int) -> _Aggregate:
+    def _value(self, index: int, start: int, keep: bool = True) -> _Aggregate:
         """The summary of bucket `start` of coarser tier `index` as it stands: its merge of
         finer buckets past the grace, then each of its finer buckets within it, in ascending
         start (the order they join that merge in, so that the value is the same either way).
-        Over the finest tier, each finer bucket's part without its sketch, then the sketch of
-        their values at once (a sketch's counts add up the same in any order)."""
+        Over the finest tier, each finer bucket's part without its sketch (kept, with `keep`),
+        then the sketch of their values at once (a sketch's counts add up the same in any
+        order)."""
         merged = self._coarse[index - 1].get(start)
         summary = None if merged is None else self._copy(merged)
         finer = self._resolutions[index - 1]
@@ -761,40 +770,42 @@ class SeriesBuckets:
         for child in range(start, start + self._resolutions[index], finer):
             if child in live:
                 below = True
-                part = self._summary(index - 1, child)
+                part = self._summary(index - 1, child, keep)
                 if summary is None:
                     summary = self._copy(part)
                 else:
                     summary.merge(part)
         assert summary is not None, "a published bucket has a published finer bucket"
         if index == 1 and below:
-            summary.sketch.merge(self._sketch_below(start))
+            summary.sketch.merge(self._sketch_below(start, keep))
         return summary
 
-    def _summary(self, index: int, start: int) -> _Aggregate:
+    def _summary(self, index: int, start: int, keep: bool = True) -> _Aggregate:
         """The current summary of a published bucket within the grace (of the finest tier,
         its part: `_finest` without `sketch`)."""
-        if index == 0:
-            part = self._parts.get(start)
-            if part is None:
-                values, counts = self._held[start], self._held_tags.get(start)
-                by_type = self._held_messages.get(start)
-                part = _finest(start, values, True, counts, by_type, sketch=False)[1]
-                assert part is not None
-                self._parts[start] = part
-            return part
         entry = self._live[index][start]
         summary = entry.summary
         if summary is None:
-            summary = entry.summary = self._value(index, start)
+            if index == 0:
+                values, counts = self._held[start], self._held_tags.get(start)
+                by_type = self._held_messages.get(start)
+                summary = _finest(start, values, True, counts, by_type, sketch=False)[1]
+                assert summary is not None
+                if not keep:
+                    return summary
+            else:
+                summary = self._value(index, start)
+            entry.summary = summary
         return summary
 
-    def _sketch_below(self, start: int) -> Sketch:
+    def _sketch_below(self, start: int, keep: bool) -> Sketch:
         """The sketch of the values of the held finest buckets of the second-tier bucket
-        `start`, kept from now on while it is published within the grace."""
+        `start`, kept from now on (`keep`) while it is published within the grace."""
         below = self._below.get(start)
         if below is None:
-            below = self._below[start] = Sketch(ACCURACY)
+            below = Sketch(ACCURACY)
+            if keep:
+                self._below[start] = below
             held, finer = self._held, self._resolutions[0]
             for child in range(start, start + self._resolutions[1], finer):
                 values = held.get(child)
