@@ -22,7 +22,11 @@ makes its first point then too. A coarser bucket's value is the merge of its fin
 past the grace (kept merged) then of its published finer buckets in ascending start, the
 order they join that merge in, so that it is the same whichever way it is reached. A coarser
 bucket is published at the same clock as its last finer bucket, right after it. Buckets
-without events make no point.
+without events make no point. Once a coarser bucket over the finest tier is corrected, it
+keeps what its value merges, so that the next correction is a merge per finer bucket, not a
+summary of each one's values: each finest bucket's *part* (its summary without a sketch,
+made again only when a late event changes it) and one sketch of their values (a late value
+is added to it; a sketch's counts add up the same in any order, so the value is the same).
 
 A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
 `DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog, sparse then
