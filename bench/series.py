@@ -2,7 +2,8 @@
 
     python -m bench.series                   # every segment
     python -m bench.series --rounds 7        # more alternating rounds for the aggregator rows
-    python -m bench.series --only aggregator # one segment: aggregator, memory, api, redis
+    python -m bench.series --only aggregator # one segment: aggregator, memory, api, redis, ...
+    python -m bench.series --only late --before /tmp/main/src --rounds 3   # two trees in turns
 
 Segments:
 
@@ -23,9 +24,14 @@ Segments:
   checkpoint writes (`durable_state`). A bucket keeps its values for the grace, so a 1 h grace
   keeps an hour of the finest tier's buckets' values, whether they are published at the grace
   (a rule's grace equal to the server's) or at a 5 s lateness and corrected (a rule's grace
-  beyond it: also the summaries of the published buckets). Then events/s of process CPU
-  through `apply_events` with a 1 h grace, without and with 10 % of the events late by 5 to
-  60 s, published at the grace (nothing to correct) and at 5 s (the late ones corrected).
+  beyond it: also the summaries of the published buckets).
+* `late`: events/s of process CPU through `apply_events` (every statistic over 10s, 1m and
+  5m, the default tiers, a rule's grace of 1 h; 200,000 events 3 ms apart, the second half
+  timed) with 0, 1, 10 and 50 % of the events late by 5 to 60 s, published at 5 s (each late
+  one into a published bucket, corrected) and, at 0 and 10 %, at the grace (nothing to
+  correct); each share's rate over the in-order one's. Each round runs in a process of its
+  own; with `--before SRC` another tree's `src/` takes turns with this one (`--src`), round
+  by round, and the medians of both are printed.
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
   `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
   broker and on Redis.
@@ -38,11 +44,14 @@ import dataclasses
 import gc
 import http.client
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from itertools import count, islice
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -110,19 +119,20 @@ def _graced(grace_us: int, lateness_us: int, tiers: str = "1s:15m,1m:24h") -> Ag
 
 
 def _held_with_grace(
-    grace_us: int, rate: int = 10, hours: int = 2, lateness_us: int | None = None
+    grace_us: int, rate: int = 10, hours: int = 2, lateness_us: int | None = None, late: float = 0
 ) -> tuple[int, int]:
     """Bytes an aggregator holds for one topic after `hours` of `rate` events/s with
-    `grace_us` (published at `lateness_us`, else at the grace), beyond an empty one's, and
-    its series' checkpoint bytes."""
+    `grace_us` (published at `lateness_us`, else at the grace; a share `late` of the events
+    late by 5 to 60 s), beyond an empty one's, and its series' checkpoint bytes."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     aggregator = _graced(grace_us, grace_us if lateness_us is None else lateness_us)
-    step = S // rate
-    events = (Event(((i * 7919) % 1000) / 10.0, T0 + i * step, None) for i in count())
-    for _ in range(hours * 3600 * rate // BATCH):
-        aggregator.apply_events("t", list(islice(events, BATCH)))
+    # Made while traced: the values the aggregator keeps are counted (the rest is freed).
+    events = _late_stream(hours * 3600 * rate, late, S // rate)
+    for start in range(0, len(events), BATCH):
+        aggregator.apply_events("t", events[start : start + BATCH])
+    del events
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
@@ -147,15 +157,15 @@ def _logged_hour(server: RedisServer, rate: int = 10) -> int:
         broker.close()
 
 
-def _late_stream(n: int, share: float) -> list[Event]:
-    """`n` events 3 ms apart, `share` of them late by 5 to 60 s (within a 1 h grace, past a
-    5 s lateness: into buckets published already)."""
+def _late_stream(n: int, share: float, step_us: int = 3000) -> list[Event]:
+    """`n` events `step_us` apart, `share` of them late by 5 to 60 s (within a 1 h grace,
+    past a 5 s lateness: into buckets published already)."""
     out, clock = [], T0
     for i in range(n):
         if (i * 7919) % 1000 < share * 1000:
             ts = clock - 5 * S - ((i * 104_729) % 55_000) * 1000
         else:
-            clock += 3000
+            clock += step_us
             ts = clock
         out.append(Event(((i * 7919) % 1000) / 10.0, ts, None))
     return out
@@ -178,25 +188,61 @@ def _late_rate(lateness_us: int, events: list[Event]) -> tuple[float, int, int]:
     return (len(events) - half) / (time.process_time() - began), points, corrections
 
 
+LATE_RUNS = ((0.0, "at 5s"), (0.01, "at 5s"), (0.1, "at 5s"), (0.5, "at 5s"),
+             (0.0, "at the grace"), (0.1, "at the grace"))  # fmt: skip
+"""(share late, published) of the `late` segment's rows."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def late_round() -> None:
+    """One round of the `late` segment, in this process: a JSON line of each row's events/s,
+    points and corrections."""
+    rows = []
+    for share, label in LATE_RUNS:
+        lateness_us = 5 * S if label == "at 5s" else 3600 * S
+        rows.append(_late_rate(lateness_us, _late_stream(200_000, share)))
+    print(json.dumps(rows))
+
+
+def late_rows(rounds: int, src: Path, before: Path | None) -> None:
+    trees = {"after": src} if before is None else {"before": before, "after": src}
+    rates: dict[str, list[list[float]]] = {name: [] for name in trees}
+    made: dict[str, list[Any]] = {}
+    for index in range(rounds):
+        order = list(trees.items())
+        for name, tree in order if index % 2 == 0 else order[::-1]:
+            env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{ROOT}")
+            argv = [sys.executable, "-m", "bench.series", "--late-round"]
+            out = subprocess.run(argv, env=env, cwd=ROOT, check=True, capture_output=True)
+            rows = json.loads(out.stdout.decode().splitlines()[-1])
+            rates[name].append([rate for rate, _, _ in rows])
+            made[name] = [(points, corrections) for _, points, corrections in rows]
+            print(f"late  round {index + 1} {name:<6} {_list(rates[name][-1])}", flush=True)
+    for name in trees:
+        medians = [statistics.median(column) for column in zip(*rates[name], strict=True)]
+        for (share, label), rate, (points, corrections) in zip(
+            LATE_RUNS, medians, made[name], strict=True
+        ):
+            in_order = medians[LATE_RUNS.index((0.0, label))]
+            print(
+                f"late  {name:<6} 1h grace, {share:4.0%} late by 5-60 s, published {label:<12}"
+                f" {rate:8.0f} events/s  {rate / in_order:5.2f} of in order"
+                f"  ({points} points, {corrections} corrections)"
+            )
+
+
 def grace_rows(server: RedisServer) -> None:
-    for label, grace_us, lateness_us in (
-        ("5s", 5 * S, None),
-        ("1h", 3600 * S, None),
-        ("1h, published at 5s", 3600 * S, 5 * S),
+    for label, grace_us, lateness_us, late in (
+        ("5s", 5 * S, None, 0.0),
+        ("1h", 3600 * S, None, 0.0),
+        ("1h, published at 5s", 3600 * S, 5 * S, 0.0),
+        ("the same, 10 % late", 3600 * S, 5 * S, 0.1),
     ):
-        held, checkpoint = _held_with_grace(grace_us, lateness_us=lateness_us)
+        held, checkpoint = _held_with_grace(grace_us, lateness_us=lateness_us, late=late)
         print(
             f"grace  {label:>20}  10 events/s  aggregator holds {held / 2**20:6.2f} MiB"
             f"  checkpoint {checkpoint / 1024:8.1f} KiB"
         )
-    for share in (0.0, 0.1):
-        events = _late_stream(200_000, share)
-        for label, lateness_us in (("at the grace", 3600 * S), ("at 5s", 5 * S)):
-            rate, points, corrections = _late_rate(lateness_us, events)
-            print(
-                f"grace  1h, {share:4.0%} late by 5-60 s, published {label:<12}"
-                f" {rate:8.0f} events/s  ({points} points, {corrections} corrections)"
-            )
     logged = _logged_hour(server)
     print(
         f"grace  an hour of 10 events/s in Redis's event log: {logged / 2**20:6.2f} MiB"
@@ -366,6 +412,7 @@ SEGMENTS: dict[str, Callable[[argparse.Namespace, RedisServer], None]] = {
     "redis": lambda _, server: redis_rows(server),
     "api": lambda _, server: api_rows(server),
     "grace": lambda _, server: grace_rows(server),
+    "late": lambda args, _: late_rows(args.rounds, args.src, args.before),
 }
 
 
@@ -373,7 +420,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", choices=sorted(SEGMENTS))
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the tree `late` runs")
+    parser.add_argument("--before", type=Path, help="another src/, in turns with --src (`late`)")
+    parser.add_argument("--late-round", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.late_round:
+        late_round()
+        return
     with RedisServer() as server:
         for name, run in SEGMENTS.items():
             if args.only in (None, name):

@@ -22,7 +22,11 @@ makes its first point then too. A coarser bucket's value is the merge of its fin
 past the grace (kept merged) then of its published finer buckets in ascending start, the
 order they join that merge in, so that it is the same whichever way it is reached. A coarser
 bucket is published at the same clock as its last finer bucket, right after it. Buckets
-without events make no point.
+without events make no point. Once a coarser bucket over the finest tier is corrected, it
+keeps what its value merges, so that the next correction is a merge per finer bucket, not a
+summary of each one's values: each finest bucket's *part* (its summary without a sketch,
+made again only when a late event changes it) and one sketch of their values (a late value
+is added to it; a sketch's counts add up the same in any order, so the value is the same).
 
 A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
 `DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog, sparse then
@@ -62,11 +66,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from operator import mul
 from typing import TYPE_CHECKING
 
 from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats.distinct import DistinctSet
+from pushsvc.stats.layout import HUGE
+from pushsvc.stats.moments import ratio, scaled
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
@@ -98,6 +105,10 @@ correction of it."""
 _VERSION_MESSAGES = 11
 """One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
+_NO_SKETCH = Sketch(ACCURACY)
+_NO_MESSAGES: dict[str, int] = {}
+"""The sketch and the message counts of a finest bucket's part (`_finest` without `sketch`)
+without messages: empty, shared, never added to (a part is only merged from, or copied)."""
 Tags = Mapping[str, str] | None
 TopTags = tuple[tuple[str, int], ...]
 """A rule's top tags: (tag, k)."""
@@ -272,22 +283,17 @@ def _finest(
     summarise: bool,
     tags: _TagCounts | None = None,
     messages: Messages | None = None,
+    sketch: bool = True,
 ) -> tuple[Point, _Aggregate | None]:
     """The exact point of a finest-tier bucket (and its distinct counts, top values and
-    message counts), and (`summarise`) its mergeable summary."""
+    message counts), and (`summarise`) its mergeable summary; without `sketch`, its *part*:
+    the summary but for the sketch of its values (`_NO_SKETCH`), which a coarser bucket over
+    published finest buckets keeps for all of them at once (`SeriesBuckets._sketch_below`)."""
     if not values:
         return _finest_without_values(t_us, summarise, tags, messages)
     values.sort()
     n = len(values)
-    total = math.fsum(values)
-    mean = total / n
-    var = None
-    m2 = 0.0
-    if n > 1:
-        # Corrected two-pass: exact to a few ulps whatever the values' offset.
-        deviations = [x - mean for x in values]
-        m2 = math.fsum(d * d for d in deviations) - math.fsum(deviations) ** 2 / n
-        var = max(m2, 0.0) / (n - 1)
+    total, mean, m2, var = _moments(values)
     quantiles = []
     n1 = n - 1
     for q in _QS:  # pandas' linear interpolation, operation for operation (stats/order.py)
@@ -308,16 +314,55 @@ def _finest(
     )  # fmt: skip
     if not summarise:
         return point, None
-    sketch = Sketch(ACCURACY)
+    if not sketch:
+        return point, _Aggregate(n, total, mean, m2, low, high, _NO_SKETCH, distinct, top,
+                                 messages or _NO_MESSAGES)  # fmt: skip
+    of_values = Sketch(ACCURACY)
+    _sketch_of(values, of_values)
+    return point, _Aggregate(n, total, mean, m2, low, high, of_values, distinct, top, messages)
+
+
+def _moments(values: list[float]) -> tuple[float, float, float, float | None]:
+    """Sum, mean, M2 and variance (None for one value) of `values`, sorted, not empty."""
+    n = len(values)
+    if not (values[0] > -HUGE and values[-1] < HUGE):
+        return _exact_moments(values)
+    total = math.fsum(values)
+    mean = total / n
+    if n == 1:
+        return total, mean, 0.0, None
+    # Corrected two-pass: exact to a few ulps whatever the values' offset.
+    deviations = [x - mean for x in values]
+    m2 = math.fsum(map(mul, deviations, deviations)) - math.fsum(deviations) ** 2 / n
+    return total, mean, m2, max(m2, 0.0) / (n - 1)
+
+
+def _sketch_of(values: list[float], sketch: Sketch) -> None:
+    """Add `values`, sorted, to `sketch`: equal values come in runs, one bin update each."""
+    if not values:
+        return
     run_value, run = values[0], 0
-    for value in values:  # sorted: equal values come in runs, one bin update each
+    for value in values:
         if value == run_value:
             run += 1
         else:
             sketch.add(run_value, run)
             run_value, run = value, 1
     sketch.add(run_value, run)
-    return point, _Aggregate(n, total, mean, m2, low, high, sketch, distinct, top, messages)
+
+
+def _exact_moments(values: list[float]) -> tuple[float, float, float, float | None]:
+    """Sum, mean, M2 and variance of `values` from their exact integers (`moments.py`), each
+    correctly rounded and ``inf`` past the double range: for values beyond ``HUGE``, whose
+    squares (and the residue of a mean near 1e300, squared) overflow the floats."""
+    shift = max(v.as_integer_ratio()[1] for v in values).bit_length() - 1
+    ints = [scaled(v, shift) for v in values]
+    n, s1, unit = len(values), sum(ints), 1 << shift
+    total, mean = ratio(s1, unit), ratio(s1, n * unit)
+    if n == 1:
+        return total, mean, 0.0, None
+    centred = n * sum(x * x for x in ints) - s1 * s1  # >= 0: Cauchy-Schwarz
+    return total, mean, ratio(centred, n * unit * unit), ratio(centred, n * (n - 1) * unit * unit)
 
 
 def _finest_without_values(
@@ -335,10 +380,10 @@ def _finest_without_values(
 
 
 class _Live:
-    """A published bucket its grace still keeps: how many corrections it has had, and (a
-    coarser tier's) its summary while that is current (None: made again when asked for, as a
-    late event beneath it or a restore leaves it; the finest tier's are always made again
-    from its values, which it holds anyway)."""
+    """A published bucket its grace still keeps: how many corrections it has had, and its
+    summary while that is current (None: made again when asked for, as a late event beneath
+    it or a restore leaves it); a finest bucket's is its part, without the sketch of its
+    values (`_finest`), which it holds anyway."""
 
     __slots__ = ("revision", "summary")
 
@@ -354,10 +399,10 @@ class SeriesBuckets:
     correct). Not greenlet-safe."""
 
     __slots__ = (
-        "_closed_clock", "_coarse", "_correct_at", "_dirty", "_distinct", "_grace", "_held",
-        "_held_messages", "_held_tags", "_labels", "_lateness", "_live", "_newest_start",
-        "_newest_values", "_open", "_open_messages", "_open_tags", "_resolutions", "_tagged",
-        "_top", "_waiting", "forecaster", "next_close_us", "scorer",
+        "_below", "_closed_clock", "_coarse", "_correct_at", "_dirty", "_distinct", "_grace",
+        "_held", "_held_messages", "_held_tags", "_labels", "_lateness", "_live",
+        "_newest_start", "_newest_values", "_open", "_open_messages", "_open_tags",
+        "_resolutions", "_tagged", "_top", "_waiting", "forecaster", "next_close_us", "scorer",
     )  # fmt: skip
 
     def __init__(
@@ -386,6 +431,12 @@ class SeriesBuckets:
         self._held: dict[int, list[float]] = {}
         self._held_tags: dict[int, _TagCounts] = {}
         self._held_messages: dict[int, Messages] = {}
+        # Made when a coarser bucket is first corrected, and kept while it stays current, so
+        # that a late event costs its coarser buckets' corrections a merge per finest bucket
+        # rather than a summary of each one's values: the sketch of the values of the held
+        # finest buckets of each published bucket of the second tier (by its start), besides
+        # each held finest bucket's part (its `_Live` summary).
+        self._below: dict[int, Sketch] = {}
         # Each tier's published buckets within the grace (the finest's: those of `_held`).
         self._live: list[dict[int, _Live]] = [{} for _ in tiers]
         # Each coarser tier: start -> the merge of its finer buckets past the grace (all of
@@ -483,12 +534,14 @@ class SeriesBuckets:
         if start in self._held:
             counts = self._held_messages.setdefault(start, {})
             counts[kind] = counts.get(kind, 0) + 1
+            self._stale(start)
         elif start + resolution + self._grace > self._closed_clock:
             self.message(ts_us, kind)
 
     def _amend(self, start: int, held: list[float], value: float, tags: Tags) -> None:
         """A late event into a published bucket within the grace."""
         held.append(value)
+        self._add_below(start, value)
         if self._tagged:
             self._count_held(start, tags)
         self._stale(start)
@@ -505,6 +558,24 @@ class SeriesBuckets:
         if due < self._correct_at:
             self._correct_at = due
         return min(self._correct_at, end + self._grace)
+
+    def _add_below(self, start: int, value: float) -> None:
+        """A value into the held finest bucket `start`: into its second-tier bucket's sketch
+        of them, kept from the first (made from the bucket's summary while that is current:
+        its sketch less that of its merge)."""
+        if len(self._resolutions) < 2:
+            return
+        into = start - start % self._resolutions[1]
+        below = self._below.get(into)
+        if below is None:
+            entry = self._live[1].get(into)
+            if entry is None or entry.summary is None:
+                return  # made from the values when next asked for
+            below = self._below[into] = self._copy(entry.summary).sketch
+            merged = self._coarse[0].get(into)
+            if merged is not None:
+                below.subtract(merged.sketch)
+        below.add(value)
 
     def _stale(self, start: int) -> None:
         """The finest bucket `start` changed: its summary and its coarser buckets' are made
@@ -543,6 +614,8 @@ class SeriesBuckets:
         held = self._held.get(start)
         if held is not None:
             held.append(value)
+            self._add_below(start, value)
+            self._stale(start)
             if self._tagged:
                 self._count_held(start, tags)
         elif start + resolution + self._grace > self._closed_clock:
@@ -583,6 +656,10 @@ class SeriesBuckets:
                     finals.append((start, summary))
             else:
                 self._held[start] = values
+                if summarise:  # (a late event's first, into a published second-tier bucket)
+                    below = self._below.get(start - start % self._resolutions[1])
+                    if below is not None:
+                        _sketch_of(values, below)
                 if counts is not None:
                     self._held_tags[start] = counts
                 if by_type is not None:
@@ -597,7 +674,9 @@ class SeriesBuckets:
                 entry.revision += 1
                 counts = self._held_tags.get(start)
                 by_type = self._held_messages.get(start)
-                point, _ = _finest(start, self._held[start], False, counts, by_type)
+                held = self._held[start]
+                point, part = _finest(start, held, summarise, counts, by_type, sketch=False)
+                entry.summary = part  # what its coarser buckets' corrections merge, below
                 tier.append((start, point, entry.revision))
                 changed.append(start)
         if correcting and not self._dirty:
@@ -607,13 +686,14 @@ class SeriesBuckets:
                 values = self._held.pop(start)
                 counts = self._held_tags.pop(start, None)
                 by_type = self._held_messages.pop(start, None)
-                entry = live.pop(start)
+                live.pop(start)
                 if summarise:
-                    summary = entry.summary
-                    if summary is None:
-                        summary = _finest(start, values, True, counts, by_type)[1]
+                    summary = _finest(start, values, True, counts, by_type)[1]
                     assert summary is not None
                     finals.append((start, summary))
+                    below = self._below.get(start - start % self._resolutions[1])
+                    if below is not None:  # its values join its coarser bucket's merge
+                        below.subtract(summary.sketch)
         label = self._labels[0]
         tier.sort(key=_start)
         out = [(label, point, revision) for _, point, revision in tier]
@@ -643,7 +723,8 @@ class SeriesBuckets:
                     summary = buckets.pop(start)
                     finals.append((start, summary))
                 else:
-                    summary = self._value(index, start)
+                    # (what it merges of its finer buckets is kept once a correction needs it)
+                    summary = self._value(index, start, keep=False)
                     live[start] = _Live(0, summary)
                 tier.append((start, summary.point(start), 0))
             for start in sorted(amended):
@@ -655,6 +736,8 @@ class SeriesBuckets:
             if live:
                 for start in sorted(s for s in live if s + resolution + grace <= clock_us):
                     del live[start]
+                    if index == 1:
+                        self._below.pop(start, None)
                     finals.append((start, buckets.pop(start)))
             tier.sort(key=_start)
             out += [(label, point, revision) for _, point, revision in tier]
@@ -676,39 +759,64 @@ class SeriesBuckets:
                     forecaster.learn(p)
         return out
 
-    def _value(self, index: int, start: int) -> _Aggregate:
+    def _value(self, index: int, start: int, keep: bool = True) -> _Aggregate:
         """The summary of bucket `start` of coarser tier `index` as it stands: its merge of
         finer buckets past the grace, then each of its finer buckets within it, in ascending
-        start (the order they join that merge in, so that the value is the same either way)."""
+        start (the order they join that merge in, so that the value is the same either way).
+        Over the finest tier, each finer bucket's part without its sketch (kept, with `keep`),
+        then the sketch of their values at once (a sketch's counts add up the same in any
+        order)."""
         merged = self._coarse[index - 1].get(start)
         summary = None if merged is None else self._copy(merged)
         finer = self._resolutions[index - 1]
         live = self._live[index - 1]
+        below = False
         for child in range(start, start + self._resolutions[index], finer):
             if child in live:
-                part = self._summary(index - 1, child)
+                below = True
+                part = self._summary(index - 1, child, keep)
                 if summary is None:
                     summary = self._copy(part)
                 else:
                     summary.merge(part)
         assert summary is not None, "a published bucket has a published finer bucket"
+        if index == 1 and below:
+            summary.sketch.merge(self._sketch_below(start, keep))
         return summary
 
-    def _summary(self, index: int, start: int) -> _Aggregate:
-        """The current summary of a published bucket within the grace."""
+    def _summary(self, index: int, start: int, keep: bool = True) -> _Aggregate:
+        """The current summary of a published bucket within the grace (of the finest tier,
+        its part: `_finest` without `sketch`)."""
         entry = self._live[index][start]
         summary = entry.summary
         if summary is None:
             if index == 0:
-                # Not kept: an hour's grace of one-second summaries would hold an hour of
-                # sketches; the values are held anyway, and a summary is made in one pass.
                 values, counts = self._held[start], self._held_tags.get(start)
                 by_type = self._held_messages.get(start)
-                made = _finest(start, values, True, counts, by_type)[1]
-                assert made is not None
-                return made
-            summary = entry.summary = self._value(index, start)
+                summary = _finest(start, values, True, counts, by_type, sketch=False)[1]
+                assert summary is not None
+                if not keep:
+                    return summary
+            else:
+                summary = self._value(index, start)
+            entry.summary = summary
         return summary
+
+    def _sketch_below(self, start: int, keep: bool) -> Sketch:
+        """The sketch of the values of the held finest buckets of the second-tier bucket
+        `start`, kept from now on (`keep`) while it is published within the grace."""
+        below = self._below.get(start)
+        if below is None:
+            below = Sketch(ACCURACY)
+            if keep:
+                self._below[start] = below
+            held, finer = self._held, self._resolutions[0]
+            for child in range(start, start + self._resolutions[1], finer):
+                values = held.get(child)
+                if values:
+                    values.sort()
+                    _sketch_of(values, below)
+        return below
 
     def _copy(self, summary: _Aggregate) -> _Aggregate:
         """A summary to merge into, leaving `summary` as it is (through its stored form)."""

@@ -58,26 +58,29 @@ def scaled(value: float, shift: int) -> int:
 
 
 def moments(
-    n: int, s1: int, s2: int, unit: int
+    n: int, s1: int, s2: int | None, unit: int
 ) -> tuple[float, float | None, float | None, float | None]:
     """``(sum, mean, var, stddev)`` of a window from its exact scaled sums.
 
     ``unit`` is ``2**shift``. ``mean`` is None for an empty window, ``var``/``stddev`` for
-    fewer than two values (sample variance, ddof=1, is undefined there).
+    fewer than two values (sample variance, ddof=1, is undefined there) and where ``s2`` is
+    None: a window that keeps no sum of squares (no statistic asked needs one). Its ``S2``
+    cannot stand in: the variance of a window whose squares were never summed is a
+    negative number, whose square root is a ``math domain error``.
     """
     if n == 0:
         return 0.0, None, None, None
     try:
         total = s1 / unit
         mean = s1 / (n * unit)
-        if n == 1:
+        if n == 1 or s2 is None:
             return total, mean, None, None
         var = (n * s2 - s1 * s1) / (n * (n - 1) * unit * unit)
     except OverflowError:
         # Rare (results beyond 1.8e308): redo each quotient on its own, overflow as inf.
         total = ratio(s1, unit)
         mean = ratio(s1, n * unit)
-        if n == 1:
+        if n == 1 or s2 is None:
             return total, mean, None, None
         var = ratio(n * s2 - s1 * s1, n * (n - 1) * unit * unit)
     return total, mean, var, math.sqrt(var)

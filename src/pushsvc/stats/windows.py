@@ -237,7 +237,7 @@ class TopicWindows:
         self._vals.append(v)
         if self._ext is not None:
             self._ext.append(ts_us, v)
-        x2 = x * x
+        x2 = x * x if self._m2 else 0  # S2 only where var or stddev is asked, as the fast path
         for i, width in enumerate(self._widths):
             o = TOPIC_FIELDS + i * WSTRIDE
             st[o + S1] += x
@@ -257,7 +257,7 @@ class TopicWindows:
         p = bisect_right(self._ts, ts_us, head)
         self._ts.insert(p, ts_us)
         self._vals.insert(p, v)
-        x2 = x * x
+        x2 = x * x if self._m2 else 0
         for i, width in enumerate(self._widths):
             o = TOPIC_FIELDS + i * WSTRIDE
             if ts_us > clock - width:
@@ -284,11 +284,13 @@ class TopicWindows:
         s1 = st[o + S1]
         s2 = st[o + S2]
         sorted_values = self._sorted[i] if self._sorted else None
+        squares = self._m2
         for u in self._vals[left:new_left]:
             if self._m1:
                 y = scaled(u, shift)
                 s1 -= y
-                s2 -= y * y
+                if squares:
+                    s2 -= y * y
             if sorted_values is not None:
                 sorted_values.remove(u)
         st[o + LEFT] = new_left
@@ -397,7 +399,7 @@ class TopicWindows:
             full["count"] = n
             full["sum"] = 0.0
             if n:
-                moments_ = moments(n, st[o + S1], st[o + S2], unit)
+                moments_ = moments(n, st[o + S1], st[o + S2] if self._m2 else None, unit)
                 full["sum"], full["mean"], full["var"], full["stddev"] = moments_
                 if self._sorted:
                     ordered = self._ostats(self._sorted[i])
