@@ -14,6 +14,7 @@ producer and subscriber whose service the test asserts:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import json
@@ -95,6 +96,8 @@ class Producer:
         self.port, self.topic = port, topic
         self.latencies: list[float] = []
         self.statuses: list[int] = []
+        self.failures: list[str] = []
+        """Each POST that got no answer: its place, the error and how long it took."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -112,8 +115,8 @@ class Producer:
             started = time.monotonic()
             try:
                 status, _ = post(self.port, self.topic, {"value": value}, timeout=10)
-            except OSError:
-                status = 0
+            except OSError as exc:
+                status = self.failed(exc, started)
             self.latencies.append(time.monotonic() - started)
             self.statuses.append(status)
             value += 1
@@ -121,6 +124,17 @@ class Producer:
 
     def wait_for(self, posts: int) -> None:
         wait_until(lambda: len(self.statuses) >= posts, timeout=60)
+
+    def failed(self, exc: OSError, started: float) -> int:
+        """Status 0 for a POST that got no answer, noted with why (`failures`)."""
+        took = time.monotonic() - started
+        self.failures.append(f"#{len(self.statuses)} {exc!r} after {took:.2f} s")
+        return 0
+
+    def outcome(self) -> str:
+        """What an assertion on the statuses says when it fails: their counts and the first
+        failures, not the head of a long list of 202s."""
+        return f"{dict(collections.Counter(self.statuses))} {self.failures[:5]}"
 
 
 @pytest.mark.parametrize(
@@ -167,7 +181,7 @@ def test_rudy_connections_past_the_open_file_limit_do_not_starve_producers(
                         # finds all the others old enough to shed: it keeps its share.
                         attackers.append(_unfinished(port, source="127.0.1.2", head=head))
                         wait_until(lambda: open_fds([proc.pid]) <= PER_ADDRESS + 64, timeout=30)
-                assert set(producer.statuses) == {202}, producer.statuses
+                assert set(producer.statuses) == {202}, producer.outcome()
                 assert max(producer.latencies) < LIVENESS_BOUND_S, sorted(producer.latencies)[-5:]
                 # Every accepted event reached the subscriber, in order.
                 got = stream.take(len(producer.statuses))
@@ -213,9 +227,9 @@ def test_an_attacker_reopening_every_connection_shed_is_held_to_the_shedding_rat
         # The burst (a second's worth) and the rate; without the pace, the attacker's.
         assert shed <= rate + rate * elapsed + 5, (shed, elapsed)
         assert attack.reopened >= rate * elapsed / 2, "the attack did not run"
-        assert set(producer.statuses) == {202}, producer.statuses
+        assert set(producer.statuses) == {202}, producer.outcome()
         assert max(producer.latencies) < LIVENESS_BOUND_S, sorted(producer.latencies)[-5:]
-        assert newcomer.statuses and set(newcomer.statuses) == {202}, newcomer.statuses
+        assert newcomer.statuses and set(newcomer.statuses) == {202}, newcomer.outcome()
         assert statistics.median(newcomer.latencies) < LIVENESS_BOUND_S, newcomer.latencies
 
 
@@ -236,8 +250,8 @@ class Newcomer(Producer):
                 answer = conn.getresponse()
                 answer.read()
                 status = answer.status
-            except OSError:
-                status = 0
+            except OSError as exc:
+                status = self.failed(exc, started)
             finally:
                 conn.close()
             self.latencies.append(time.monotonic() - started)
@@ -262,8 +276,8 @@ class KeepAliveProducer(Producer):
                 answer = conn.getresponse()
                 answer.read()
                 status = answer.status
-            except OSError:
-                status = 0
+            except OSError as exc:
+                status = self.failed(exc, started)
                 conn.close()
             self.latencies.append(time.monotonic() - started)
             self.statuses.append(status)
