@@ -362,6 +362,7 @@ def test_the_first_look_finds_exactly_the_message_conditions_that_hold(
     [
         ("messages(error)[1d] > 3", "counted in the exact time windows of rule 1 (1m)"),
         ("messages(error)[5m] > 3", "not in '5m'"),
+        ("messages(gap)[1m] > 3", "no message has the type 'gap'"),
         ("messages(bad type)[1m] > 3", "is not stat[window] op number"),
         ("messages()[1m] > 3", "is not stat[window] op number"),
         (f"messages({'x' * 65})[1m] > 3", "is not stat[window] op number"),

@@ -8,6 +8,7 @@ update and every stream carry those bytes as they are.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,6 +19,12 @@ US_PER_S = 1_000_000
 DEFAULT_MESSAGE_TYPE = "message"
 """A message's type when the producer gives data and no type: what `EventSource.onmessage`
 receives."""
+
+MESSAGE_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+"""A message's type: its SSE event name (no CR, LF or NUL can reach the `event:` line)."""
+
+RESERVED_TYPES = frozenset(("gap",))
+"""Types a message may not have: a messages stream's own events (`event: gap`)."""
 
 
 class Message(NamedTuple):

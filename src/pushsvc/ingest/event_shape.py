@@ -14,24 +14,17 @@ most `MAX_DATA_DEPTH` levels.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from pushsvc.core.event import US_PER_S
+from pushsvc.core.event import MESSAGE_TYPE, RESERVED_TYPES, US_PER_S
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_EVENT_TS_US
 
 MAX_TAGS = 16
 MAX_TAG_KEY_LEN = 64
 MAX_TAG_VALUE_LEN = 256
-
-MESSAGE_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-"""A message's type: its SSE event name (no CR, LF or NUL can reach the `event:` line)."""
-
-RESERVED_TYPES = frozenset(("gap",))
-"""Types a message may not have: a messages stream's own events (`event: gap`)."""
 
 MAX_DATA_DEPTH = 64
 """How deep a message's data may nest (arrays and objects)."""

@@ -36,7 +36,14 @@ import orjson
 from msgspec import UNSET
 
 from pushsvc.core.durations import duration_label
-from pushsvc.core.event import DEFAULT_MESSAGE_TYPE, US_PER_S, Event, Message
+from pushsvc.core.event import (
+    DEFAULT_MESSAGE_TYPE,
+    MESSAGE_TYPE,
+    RESERVED_TYPES,
+    US_PER_S,
+    Event,
+    Message,
+)
 from pushsvc.errors import (
     BadRequest,
     FutureEvent,
@@ -53,9 +60,7 @@ from pushsvc.ingest.event_shape import (
     MAX_TAG_KEY_LEN,
     MAX_TAG_VALUE_LEN,
     MAX_TAGS,
-    MESSAGE_TYPE,
     ONE_EVENT,
-    RESERVED_TYPES,
     EventBody,
 )
 from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.event import MESSAGE_TYPE, RESERVED_TYPES
 from pushsvc.core.topics import overlap
 from pushsvc.rules.forecast import ForecastRule
 
@@ -66,10 +67,10 @@ _CONDITION = re.compile(
     r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
 )
 _MESSAGE_CONDITION = re.compile(
-    r"\s*(messages|message_rate)\s*\(\s*([A-Za-z0-9._:-]{1,64})\s*\)\s*\[\s*([A-Za-z0-9_.]+)\s*\]"
+    rf"\s*(messages|message_rate)\s*\(\s*({MESSAGE_TYPE.pattern})\s*\)\s*\[\s*([A-Za-z0-9_.]+)\s*\]"
     r"\s*(>=|<=|==|!=|>|<)\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*"
 )
-"""`messages(type)[window] op number`: the type as an event's (`pushsvc.ingest.parse`)."""
+"""`messages(type)[window] op number`: the type as an event may carry it."""
 _MESSAGE_FIELDS = {"messages": "count", "message_rate": "rate"}
 _FORECAST_CONDITION = re.compile(
     r"\s*forecast\s*\(\s*([A-Za-z0-9_]+)\s*,\s*([A-Za-z0-9_.]+)\s*\)\s*(>=|<=|==|!=|>|<)\s*"
@@ -171,6 +172,8 @@ def parse_condition(text: object) -> Condition:
     """ValueError unless `text` is `stat[window] op number`, `messages(type)[window] op
     number` (or `message_rate`), or `forecast(stat, ahead) op number` (a finite number)."""
     if isinstance(text, str) and (found := _MESSAGE_CONDITION.fullmatch(text)) is not None:
+        if found[2] in RESERVED_TYPES:
+            raise ValueError(f"{text.strip()!r}: no message has the type {found[2]!r}")
         return Condition(
             _MESSAGE_FIELDS[found[1]],
             found[3],
