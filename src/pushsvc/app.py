@@ -8,12 +8,11 @@ from collections.abc import Mapping
 from typing import Literal
 
 from flask import Flask, Response
-from msgspec.json import encode
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pushsvc.config import Settings
-from pushsvc.core.answers import error_json, error_of
+from pushsvc.core.answers import answer_json, error_json, error_of
 from pushsvc.errors import RequestError
 from pushsvc.http import cors
 from pushsvc.http.api import (
@@ -119,7 +118,7 @@ def _register_error_handlers(app: Flask, runtime: Runtime) -> None:
 
     @app.errorhandler(RequestError)
     def pushsvc_error(exc: RequestError) -> Response:
-        return reply(status_of(exc), encode(error_of(exc)), exc.code, headers_of(exc))
+        return reply(status_of(exc), answer_json(error_of(exc)), exc.code, headers_of(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -53,15 +53,21 @@ def error_of(error: RequestError) -> Error:
     return Error(ErrorDetail(error.code, error.message, index))
 
 
+def answer_json(answer: Accepted | Error) -> bytes:
+    """An answer's body: compact JSON and a newline, as every JSON answer of the API ends (so
+    that a shell prints the next prompt, or `curl -w`'s status, on a line of its own)."""
+    return msgspec.json.encode(answer) + b"\n"
+
+
 def error_json(code: str, message: str) -> bytes:
     """The body of an error that is no `RequestError` (one the WSGI server or werkzeug
     answers), in the same shape."""
-    return msgspec.json.encode(Error(ErrorDetail(code, message)))
+    return answer_json(Error(ErrorDetail(code, message)))
 
 
 def accepted_json(accepted: int, late: int) -> bytes:
     """A POST's 202 body: `late` only when some events went to the topic's late stream."""
-    return msgspec.json.encode(Accepted(accepted, late if late else UNSET))
+    return answer_json(Accepted(accepted, late if late else UNSET))
 
 
 ANSWERS = (Accepted, Error)
