@@ -60,12 +60,16 @@ def cluster() -> Iterator[RedisClusterServers]:
         yield made
 
 
-@pytest.fixture
-def deployment(cluster: RedisClusterServers, prefix: str) -> Iterator[FaultStack]:
+@contextlib.contextmanager
+def _two_webs_and_two_aggregators(
+    cluster: RedisClusterServers, prefix: str, **env: str
+) -> Iterator[FaultStack]:
+    """Two web processes and two aggregators on `P` partitions, a write confirmed by a replica,
+    once every partition is owned."""
     made = FaultStack(
         cluster,
         prefix,
-        env={"PUSHSVC_PARTITIONS": str(P), "PUSHSVC_REDIS_MIN_REPLICAS": "1"},
+        env={"PUSHSVC_PARTITIONS": str(P), "PUSHSVC_REDIS_MIN_REPLICAS": "1", **env},
     )
     try:
         for _ in range(2):
@@ -76,6 +80,12 @@ def deployment(cluster: RedisClusterServers, prefix: str) -> Iterator[FaultStack
         yield made
     finally:
         made.stop()
+
+
+@pytest.fixture
+def deployment(cluster: RedisClusterServers, prefix: str) -> Iterator[FaultStack]:
+    with _two_webs_and_two_aggregators(cluster, prefix) as made:
+        yield made
 
 
 def _ready(deployment: FaultStack) -> bool:
@@ -213,23 +223,14 @@ def late_deployment(
 ) -> Iterator[FaultStack]:
     rules = tmp_path / "rules.toml"
     rules.write_text(LATE_RULES)
-    env = {
-        "PUSHSVC_PARTITIONS": str(P),
-        "PUSHSVC_REDIS_MIN_REPLICAS": "1",
-        "PUSHSVC_RULES": str(rules),
-        "PUSHSVC_GRACE": "1s",  # buckets publish 1 s after their end; the rule keeps 30 s
-        "PUSHSVC_SERIES": ",".join(f"{label}:1h" for label, _ in LATE_TIERS),
-    }
-    made = FaultStack(cluster, prefix, env=env)
-    try:
-        for _ in range(2):
-            made.start_web()
-        for _ in range(2):
-            made.start_aggregator()
-        wait_for(lambda: _ready(made), 30, "every partition owned")
+    with _two_webs_and_two_aggregators(
+        cluster,
+        prefix,
+        PUSHSVC_RULES=str(rules),
+        PUSHSVC_GRACE="1s",  # buckets publish 1 s after their end; the rule keeps 30 s
+        PUSHSVC_SERIES=",".join(f"{label}:1h" for label, _ in LATE_TIERS),
+    ) as made:
         yield made
-    finally:
-        made.stop()
 
 
 def _late_topic_apart() -> str:
