@@ -381,6 +381,14 @@ def _began(stderr: str, zone: str) -> float:
     return datetime.strptime(match[1], "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone)).timestamp()
 
 
+def _a_zone_at_six() -> str:
+    """A zone whose local time is now between 06:00 and 07:00, twelve hours from 18:00: its
+    latest 18:00 stays the same one while a test runs (one run just before 18:00 and the next
+    just after would begin a day apart)."""
+    offset = (6 - datetime.now(ZoneInfo("UTC")).hour + 12) % 24 - 12
+    return f"Etc/GMT{-offset:+d}"  # the POSIX sign: Etc/GMT-3 is three hours ahead of UTC
+
+
 @pytest.mark.parametrize(("speed", "rate"), [("1", "3"), ("60", "180")])
 def test_a_backfill_is_that_much_event_time_at_any_speed(
     server: PushsvcProcess, speed: str, rate: str
@@ -391,15 +399,16 @@ def test_a_backfill_is_that_much_event_time_at_any_speed(
     simulated second); a second backfill into the same topics is refused with one clear line."""
     prefix = f"b{uuid.uuid4().hex[:8]}."
     flags = ["--start=18:00", f"--speed={speed}", f"--rate={rate}", "--duration=1s", "--seed=4"]
+    zone = _a_zone_at_six()
     done = _run(
         "-m", "pushsvc", "demo", f"--url={server.base}", f"--prefix={prefix}", "--backfill=6h",
-        *flags,
+        *flags, env=_env(TZ=zone),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     filled = re.search(r"backfilled (\d+) events", done.stderr)
     assert filled and int(filled[1]) > 20_000, done.stderr  # ~3 a simulated second, for 6 h
-    start = _began(done.stderr, "UTC")  # the demo runs with TZ=UTC
-    assert datetime.fromtimestamp(start, ZoneInfo("UTC")).strftime("%H:%M") == "18:00"
+    start = _began(done.stderr, zone)
+    assert datetime.fromtimestamp(start, ZoneInfo(zone)).strftime("%H:%M") == "18:00"
     assert start <= time.time()
     points = _series(server.port, f"{prefix}restaurant.kitchen")
     # From 12:00 local to the start: the six hours, and the live second's.
@@ -417,7 +426,7 @@ def test_a_backfill_is_that_much_event_time_at_any_speed(
     assert lunch.sum() > 1.5 * afternoon.sum(), (lunch.sum(), afternoon.sum())
     again = _run(
         "-m", "pushsvc", "demo", f"--url={server.base}", f"--prefix={prefix}", "--backfill=1h",
-        *flags,
+        *flags, env=_env(TZ=zone),
     )  # fmt: skip
     assert again.returncode == 1
     assert "already has events newer than the backfill" in again.stderr
