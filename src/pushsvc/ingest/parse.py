@@ -150,6 +150,17 @@ def _accepted(item: EventBody, index: int, now_us: int, limits: InputLimits) -> 
     return Event(value, ts_us, item.tags or None, message)
 
 
+def _read_field_by_field(
+    doc: object, now_us: int, limits: InputLimits, *, first_index: int, lineno: int | None
+) -> None:
+    """Read a parsed body (`lineno` None) or NDJSON line field by field: the RequestError of
+    its first fault, if it has one."""
+    if lineno is None:
+        _events_of_document(doc, now_us, limits)
+    else:
+        _event(doc, first_index, now_us, limits)
+
+
 def _explain(
     text: bytes,
     refused: Exception,
@@ -168,10 +179,7 @@ def _explain(
             return _diagnose(text, exc, now_us, limits, first_index=first_index, lineno=lineno)
         if _LONG_DIGITS.search(text) is not None:
             _refuse_wide_integers(text, first_index)
-        if lineno is None:
-            _events_of_document(doc, now_us, limits)
-        else:
-            _event(doc, first_index, now_us, limits)
+        _read_field_by_field(doc, now_us, limits, first_index=first_index, lineno=lineno)
     except RequestError as found:
         return found
     if isinstance(refused, RequestError):
@@ -287,10 +295,7 @@ def _diagnose(
         doc = None
     if doc is not None:
         try:
-            if lineno is None:
-                _events_of_document(doc, now_us, limits)
-            else:
-                _event(doc, first_index, now_us, limits)
+            _read_field_by_field(doc, now_us, limits, first_index=first_index, lineno=lineno)
         except RequestError as found:
             return found
     if lineno is None:
