@@ -132,17 +132,23 @@ def test_kill_9_of_the_primary_of_the_watched_partition(
     print(f"promoted after {promoted:.2f} s; POSTs acknowledged again {recovered:.2f} s")
 
 
+def _move_under_load(cluster: RedisClusterServers, slot: int) -> float:
+    """Move `slot` to another primary one key at a time, the load running between (appends
+    and publications meet the slot half moved); how long it took."""
+    source = cluster.owner_of(slot)
+    target = next(p for p in cluster.primaries() if p is not source)
+    moved_at = time.monotonic()
+    cluster.move_slot(slot, target, keys_at_once=1, between=lambda: time.sleep(0.02))
+    moving_s = time.monotonic() - moved_at
+    assert cluster.owner_of(slot) is target
+    return moving_s
+
+
 def test_the_watched_partition_moved_to_another_primary_under_load(
     cluster: RedisClusterServers, deployment: FaultStack
 ) -> None:
     slot, watchers, producer, started = _loaded(deployment)
-    source = cluster.owner_of(slot)
-    target = next(p for p in cluster.primaries() if p is not source)
-    moved_at = time.monotonic()
-    # One key at a time, the load running between: appends meet the slot half moved.
-    cluster.move_slot(slot, target, keys_at_once=1, between=lambda: time.sleep(0.02))
-    moving_s = time.monotonic() - moved_at
-    assert cluster.owner_of(slot) is target
+    moving_s = _move_under_load(cluster, slot)
     _finish("cluster: the partition's slot moved under load", watchers, producer, started)
     print(f"the slot moved in {moving_s:.2f} s")
 
@@ -270,14 +276,7 @@ def test_late_events_and_corrections_through_a_reshard(
     assert reshard_now.wait(30), "the moment never came"
     acked_at_move = len(producer.acked) + len(producer.kept_late)
     slot = partition_slot(partition_of(late_topic(topic) if moved == "late" else topic, P), P)
-    source = cluster.owner_of(slot)
-    target = next(p for p in cluster.primaries() if p is not source)
-    moved_at = time.monotonic()
-    # One key at a time, the load running between: appends and publications meet the slot
-    # half moved.
-    cluster.move_slot(slot, target, keys_at_once=1, between=lambda: time.sleep(0.02))
-    moving_s = time.monotonic() - moved_at
-    assert cluster.owner_of(slot) is target
+    moving_s = _move_under_load(cluster, slot)
     wait_for(lambda: len(producer.acked) + len(producer.kept_late) >= BURST, 60, "the burst")
     producer.stop()
     # One event past every bucket's grace: each bucket is published and corrected for good.
