@@ -622,6 +622,40 @@ def _await_checkpoint(
     wait_for(saved, 30, f"a checkpoint of {topic}")
 
 
+def points_differ(
+    watcher: Watcher, got: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> str:
+    """Why a watcher's points are not the expected ones, for the failure's message: each
+    point named by tier, bucket and revision, what is missing, what is extra, where the
+    order first differs, and how the watcher's streams went."""
+
+    def name(message: dict[str, Any]) -> tuple[str, float, int]:
+        point = message.get("point") or {}
+        return (message.get("resolution", "?"), point.get("t", -1), message.get("revision", 0))
+
+    got_names, expected_names = [name(m) for m in got], [name(m) for m in expected]
+    missing = [n for n in expected_names if n not in got_names]
+    extra = [n for n in got_names if n not in expected_names]
+    first = next(
+        (i for i, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e),
+        min(len(got), len(expected)),
+    )
+    shown = {
+        "got": len(got),
+        "expected": len(expected),
+        "missing": missing[:6],
+        "extra": extra[:6],
+        "first difference": first,
+        "got there": got[first] if first < len(got) else None,
+        "expected there": expected[first] if first < len(expected) else None,
+        "connects": watcher.received.connects,
+        "ends (port, updates by then)": watcher.received.ends,
+        "gap": watcher.received.gap_state is not None,
+        "point ids": [i for i, _ in watcher.received.points][max(0, first - 2) : first + 3],
+    }
+    return f"{watcher.name}: {json.dumps(shown, default=str)}"
+
+
 def published_points(
     rules: Rules, acked: Sequence[tuple[float, int]], topic: str, *, grace_us: int
 ) -> list[dict[str, Any]]:

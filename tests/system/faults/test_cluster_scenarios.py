@@ -36,6 +36,7 @@ from faults.harness import (
     Watcher,
     check_delivery,
     drain,
+    points_differ,
     published_points,
     under_load,
     wait_for,
@@ -309,7 +310,7 @@ def test_late_events_and_corrections_through_a_reshard(
         ids = [i for i, _ in watcher.received.points]
         assert len(set(ids)) == len(ids), f"{watcher.name}: a point arrived twice"
         got = [{k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.points]
-        assert got == expected, watcher.name
+        assert got == expected, points_differ(watcher, got, expected)
     for watcher in watchers[SERIES_WATCHERS:]:
         assert watcher.received.points == [], watcher.name
     accepted = [(ts, value) for value, ts in producer.acked if ts < flush_ts]
