@@ -32,7 +32,9 @@ import pytest
 RERUNS_FILE_VARIABLE = "PUSHSVC_TEST_RERUNS"
 """Names the file the rerun lines are appended to; unset, pytest's summary alone lists them."""
 
-_MESSAGE_CHARS = 200
+_MESSAGE_CHARS = 800
+"""How much of a failure's first line a rerun's line keeps: enough for a message that says
+what differed (the failed attempt's traceback is not in the log when its rerun passes)."""
 
 
 @dataclass
