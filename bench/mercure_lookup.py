@@ -41,11 +41,11 @@ from pushsvc.broker.base import Broker
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.shared_log import LogBroker
-from pushsvc.core.cursor import Cursor
+from pushsvc.core.cursor import EARLIEST, Cursor
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.deliver import mercure_resume, mercure_search
-from pushsvc.deliver.mercure_resume import EARLIEST, Resume
+from pushsvc.deliver.mercure_resume import Resume
 from pushsvc.deliver.mercure_updates import envelope, topic_name
 from pushsvc.loop_pause import make_way
 

@@ -24,10 +24,11 @@ from pushsvc.broker.base import HistoryPages
 from pushsvc.broker.base import ServingBroker as Broker
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.cursor import EARLIEST
 from pushsvc.core.partitions import partition_of
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.deliver import mercure_resume, mercure_search
-from pushsvc.deliver.mercure_resume import EARLIEST, Resume
+from pushsvc.deliver.mercure_resume import Resume
 from pushsvc.deliver.mercure_updates import envelope
 from support.mercure_hub import lookup_at_once as unpaged
 

@@ -22,9 +22,9 @@ from harness.keepalive import Answers
 from harness.live import PushsvcProcess
 
 from pushsvc.broker.base import Broker
-from pushsvc.core.cursor import Cursor
+from pushsvc.core.cursor import EARLIEST, Cursor
 from pushsvc.deliver import mercure_resume
-from pushsvc.deliver.mercure_resume import EARLIEST, Resume, cursor_after
+from pushsvc.deliver.mercure_resume import Resume, cursor_after
 from pushsvc.deliver.mercure_search import KEPT, find_many
 
 SECRET = "a-test-secret-of-at-least-32-bytes!!"

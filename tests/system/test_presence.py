@@ -113,10 +113,14 @@ def test_streams_the_server_ends_and_clients_that_reset_leave(server: PushsvcPro
 def test_a_stream_asking_for_presence_gets_it_when_it_changes(server: PushsvcProcess) -> None:
     topic = "public.events"
     with SSEClient(server.port, f"/topics/{topic}/stream?presence=1") as stream:
+        head = stream.next()
+        assert head.event == "snapshot"
         message = stream.next()
         while message.event != "presence":
             message = stream.next()
-        assert message.id == ""  # no id: Last-Event-ID stays the update's
+        # No id of its own: Last-Event-ID stays the stream's (here its head's, `earliest`: the
+        # topic has published nothing).
+        assert message.id == head.id == "earliest"
         assert json.loads(message.data) == {"topics": {topic: {"watching": 1}}}
         with SSEClient(server.port, f"/stream?topic={topic}&topic=public.b"):
             _, data = stream.next_data("presence")

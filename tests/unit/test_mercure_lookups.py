@@ -10,10 +10,10 @@ import gevent
 import orjson
 import pytest
 
-from pushsvc.core.cursor import Cursor
+from pushsvc.core.cursor import EARLIEST, Cursor
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver.mercure_lookups import Lookups, LookupsBusy
-from pushsvc.deliver.mercure_resume import EARLIEST, Resume
+from pushsvc.deliver.mercure_resume import Resume
 from pushsvc.deliver.mercure_search import find_many
 from pushsvc.deliver.mercure_updates import envelope
 

@@ -10,6 +10,14 @@ Text form (the SSE `id:` of a stream over several partitions, and what comes bac
 exactly its id's, so a single update id is a cursor, and `Last-Event-ID`s issued before
 partitions stay valid. Clients treat the text as opaque. It is bounded by the partition count,
 never by the topic count.
+
+A stream that has nothing yet (its topics have published nothing) still gives an id: its
+cursor is empty, and its text as an id is `EARLIEST`. A browser's `EventSource` sends
+`Last-Event-ID` only once it has read an `id:`, so without one a client dropped before its
+first update would come back as a new subscriber, and what was published meanwhile would be
+lost with no gap. Resumed from `EARLIEST`, a stream knows nothing of any partition, so it
+replays all that the history keeps of its topics (or says where that is not all: a gap), as
+Mercure's `earliest` asks for.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ from pushsvc.core.updates import UpdateId
 
 _SEPARATOR = ","
 _MAX_ID_LEN = 16 + 1 + 20 + 1 + 20
+EARLIEST = "earliest"
+"""The id of the empty cursor, the reserved `Last-Event-ID` that asks for every update the
+history keeps of a stream's topics (never an update's id: a Mercure publication with it is
+refused)."""
 MAX_CURSOR_LEN = MAX_PARTITIONS * (_MAX_ID_LEN + 1) - 1
 """The longest text a cursor can have (one longest id per partition); longer is refused
 unread."""
@@ -58,12 +70,14 @@ class Cursor(Mapping[int, UpdateId]):
 
     @classmethod
     def parse(cls, text: object) -> Cursor | None:
-        """The cursor, or None when `text` is not one we could have issued (clients send
-        these): empty, too long, more parts than partitions, a part that is not an update id
-        or whose epoch names no partition (past the last, or spelt with leading zeros), or two
-        ids of one partition."""
+        """The cursor (the empty one for `EARLIEST`), or None when `text` is not one we could
+        have issued (clients send these): empty, too long, more parts than partitions, a part
+        that is not an update id or whose epoch names no partition (past the last, or spelt
+        with leading zeros), or two ids of one partition."""
         if not isinstance(text, str) or not text or len(text) > MAX_CURSOR_LEN:
             return None
+        if text == EARLIEST:
+            return cls()
         parts = text.split(_SEPARATOR)
         if len(parts) > MAX_PARTITIONS:
             return None
@@ -113,6 +127,11 @@ class Cursor(Mapping[int, UpdateId]):
         cursor = Cursor.__new__(Cursor)
         cursor._set({p: i for p, i in self._by_partition.items() if p not in drop})
         return cursor
+
+    @property
+    def id_text(self) -> str:
+        """The cursor as a stream's `id:`: its text, `EARLIEST` when it is empty."""
+        return self.text or EARLIEST
 
     @property
     def ids(self) -> tuple[UpdateId, ...]:

@@ -43,14 +43,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pushsvc.broker.base import Broker, HistoryStarts
-from pushsvc.core.cursor import Cursor
+from pushsvc.core.cursor import EARLIEST, Cursor
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import mercure_search
 from pushsvc.deliver.mercure_search import find_many
-
-EARLIEST = "earliest"
-"""The reserved `Last-Event-ID` that asks for every update kept (never an update's id: a
-publication with it is refused)."""
 
 _U64 = 2**64 - 1
 

@@ -193,17 +193,17 @@ class Rendering:
     ) -> bytes:
         """The `snapshot` message of these topics' latest updates and their live groups (each
         group's JSON), projected as this stream asks; its `id:` is `cursor`, the stream's
-        once it has them (none when empty)."""
+        once it has them (`EARLIEST` when empty: `pushsvc.core.cursor`)."""
         projection = self.projection
         if projection is not None and projection.messages:
             return messages_head(_named(projection, latest), gap=gap, cursor=cursor)
         decoded = {topic: [orjson.loads(group) for group in kept] for topic, kept in groups.items()}
         if projection is None:
-            return snapshot_message(latest, gap=gap, id=cursor.text, groups=decoded)
+            return snapshot_message(latest, gap=gap, id=cursor.id_text, groups=decoded)
         return snapshot_message(
             latest,
             gap=gap,
-            id=cursor.text,
+            id=cursor.id_text,
             windows_of=projection.windows_of,
             groups={topic: projection.groups_of(kept) for topic, kept in decoded.items()},
         )
@@ -233,7 +233,7 @@ class Rendering:
         return snapshot_pages(
             latest,
             gap=gap,
-            id=cursor.text,
+            id=cursor.id_text,
             page_size=page_size,
             windows_of=None if projection is None else projection.windows_of,
             groups_of=groups_of,
@@ -381,11 +381,12 @@ def messages_head(latest: Mapping[str, Update], *, gap: bool, cursor: Cursor) ->
     history cannot cover the client (`gap`), an `event: gap` naming the topics whose messages
     may be lost, with the stream's cursor as `id:`; else the cursor alone, an `id:` with no
     data, which sets an `EventSource`'s `lastEventId` and fires no event, so that a client
-    that reconnects before its first message resumes from where it started."""
+    that reconnects before its first message resumes from where it started (`EARLIEST` while
+    its topics have published nothing)."""
     if gap:
         data = orjson.dumps({"topics": sorted(latest)})
-        return encode_message(data, event=GAP_EVENT, id=cursor.text or None)
-    return id_line(cursor.text) + b"\n" if cursor else b""
+        return encode_message(data, event=GAP_EVENT, id=cursor.id_text)
+    return id_line(cursor.id_text) + b"\n"
 
 
 def _named(projection: Projection, latest: Mapping[str, Update]) -> Mapping[str, Update]:

@@ -49,6 +49,7 @@ from flask import Blueprint, Response, request
 
 from pushsvc.broker.base import HistoryKeeper
 from pushsvc.core.answers import error_json
+from pushsvc.core.cursor import EARLIEST
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.subscription_registry import TooManySubscriptions
 from pushsvc.core.topics import TopicMatcher, validate_topic
@@ -57,7 +58,6 @@ from pushsvc.deliver import mercure_lookups, mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
 from pushsvc.deliver.mercure_lookups import LookupsBusy
 from pushsvc.deliver.mercure_pattern_shares import shares as pattern_shares
-from pushsvc.deliver.mercure_resume import EARLIEST
 from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyLivePatterns
 from pushsvc.deliver.mercure_subscriptions import (
     EVENT_TYPE,
