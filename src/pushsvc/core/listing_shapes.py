@@ -59,8 +59,9 @@ class History(Struct, frozen=True):
     windows: list[str]
     stats: list[str]
     updates: Annotated[
-        # Read as rows (`pushsvc.core.history_table`): the schema says what each is.
-        list[dict[str, Any]],
+        # Read as rows (`pushsvc.core.history_table`): the schema says what each is (msgspec
+        # would replace the `items` below by that of `dict`).
+        list[Any],
         Meta(
             description="the updates exactly as streamed (`_alerts`: its alert changes)",
             extra_json_schema={
