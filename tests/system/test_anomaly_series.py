@@ -173,7 +173,7 @@ def test_the_openapi_document_describes_the_scored_points(server: PushsvcProcess
     status, _, body = request(server.port, "GET", "/openapi.json")
     assert status == 200
     document = json.loads(body)
-    point = document["components"]["schemas"]["Point"]
+    point = document["components"]["schemas"]["Series"]["properties"]["points"]["items"]
     assert {"anomaly", "anomalous"} <= set(point["properties"])
     status, _, answer = request(server.port, "GET", f"/topics/{topic}/series?resolution=1s")
     series = {"$ref": "#/components/schemas/Series", "components": document["components"]}

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pandas as pd
 import pytest
@@ -266,7 +267,7 @@ def test_every_point_lists_its_buckets_top_values_as_pandas_counts_them(
     # The Python client: a column of TopValue lists.
     with Client(shop.base) as client:
         frame = client.series(topic, resolution="1m", group="region:us")
-    want = [TopValue.parse_list(p["top_product"]) for p in stored["1m", "us"]]
+    want = [msgspec.convert(p["top_product"], list[TopValue]) for p in stored["1m", "us"]]
     assert list(frame["top_product"]) == want
     assert list(frame["distinct_user"]) == [p["distinct_user"] for p in stored["1m", "us"]]
 
@@ -293,7 +294,7 @@ def test_point_messages_carry_the_top_values_the_series_keeps(shop: PushsvcProce
     for region, point in want:
         message = by_key[region, point["t"]]
         assert message.point == point
-        assert message.top("product") == TopValue.parse_list(point["top_product"])
+        assert message.top("product") == msgspec.convert(point["top_product"], list[TopValue])
         assert message.top("product") and message.distinct("user") == point["distinct_user"]
 
 

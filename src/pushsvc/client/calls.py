@@ -28,6 +28,8 @@ import orjson
 
 from pushsvc.client.models import forecast_dataframe, history_dataframe, series_dataframe
 from pushsvc.core.answers import Accepted
+from pushsvc.core.listing_shapes import Series
+from pushsvc.core.point_shape import Forecast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -250,17 +252,20 @@ def series(
     if points is not None:
         params.append(("points", str(points)))
     params += group_params(group)
-    answer = yield from get_json(topic_path(topic, "series"), params)
-    frame = series_dataframe(answer["points"])
-    for key in ("resolution", "segments", "more"):
-        frame.attrs[key] = answer[key]
+    answer = yield Call("GET", topic_path(topic, "series"), params, {"Accept": "application/json"})
+    page = msgspec.json.decode(answer.content, type=Series)
+    frame = series_dataframe(page.points)
+    frame.attrs.update(resolution=page.resolution, more=page.more)
+    frame.attrs["segments"] = msgspec.to_builtins(page.segments)
     return frame
 
 
 def forecast(topic: str, *, group: GroupChoice | None = None) -> Plan[pd.DataFrame]:
     """The topic's (or a group's) latest forecast as a DataFrame (`Client.forecast`)."""
-    answer = yield from get_json(topic_path(topic, "forecast"), group_params(group))
-    return forecast_dataframe(answer)
+    answer = yield Call(
+        "GET", topic_path(topic, "forecast"), group_params(group), {"Accept": "application/json"}
+    )
+    return forecast_dataframe(msgspec.json.decode(answer.content, type=Forecast))
 
 
 def check_sendable(events: Sequence[Mapping[str, object]]) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from pushsvc.client.models import forecast_dataframe, history_dataframe
 from pushsvc.client.stream import RawMessage
 from pushsvc.core.durations import parse_duration_us
+from pushsvc.core.point_shape import Forecast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,7 +73,7 @@ class LiveFrame:
         elif message.event == "point" and self._forecasts:
             point = message.json()
             if "forecast" in point and point["topic"] == self.topic and "group" not in point:
-                self._forecast = forecast_dataframe(point["forecast"])
+                self._forecast = forecast_dataframe(msgspec.convert(point["forecast"], Forecast))
                 self._forecast_new = True
         elif message.event == "snapshot":
             snapshot = message.json()

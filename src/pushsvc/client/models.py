@@ -1,6 +1,10 @@
 """What the Python client returns: typed stream messages (`StreamMessage` of `/stream`, `Message`
 and `Gap` of `/messages`), and history as a pandas DataFrame.
 
+A stream's messages are decoded by msgspec into the classes that define their shapes
+(`pushsvc.core.update_shape`, `point_shape`, `snapshot_shape`, `alert_shape`, `window_stats`),
+the same ones `/openapi.json` is generated from; `StreamUpdate` and `Point` add typed readers.
+
 pandas is imported only by `history_dataframe`, and is an extra (`pushsvc[tools]`): the tools that
 never load history, and the server, do without it.
 The DataFrame's columns are `pushsvc.core.history_table`'s, the same as the CSV answer of
@@ -14,9 +18,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import orjson
 
-from pushsvc.core import history_table
+from pushsvc.core import history_table, point_shape, update_shape
+from pushsvc.core.alert_shape import AlertChangeMessage
+from pushsvc.core.point_shape import Forecast
+from pushsvc.core.snapshot_shape import SnapshotEntry, SnapshotMessage
+from pushsvc.core.update_shape import EventEcho
+from pushsvc.core.window_stats import FunnelStep as FunnelStep
+from pushsvc.core.window_stats import TopValue as TopValue
 from pushsvc.extras import require
 
 if TYPE_CHECKING:
@@ -27,24 +38,20 @@ Stats = Mapping[str, Any]
 empty window), `distinct_<tag>` (an int), `top_<tag>` (a list of objects, `TopValue`),
 for a rule that scores anomalies, `anomaly_rate` (a float in [0, 1], None while no scored
 bucket closed in the window), and for a session topic, `bounce_rate`, `events_per_session`,
-`active` and `funnel` (`SessionStats`)."""
+`active` and `funnel` (`SessionStats`); `pushsvc.core.window_stats` says each."""
+
+Event = EventEcho
+"""The event an update applied (`value` None for a message without one)."""
+
+AlertChange = AlertChangeMessage
+"""One `alert` message of the reserved topic `_alerts`: an alert instance (`alert`, `topic`,
+`group`) changed `state` (`pending`, `firing`, `resolved`, or `inactive` for a pending
+instance that cleared before it fired) at `since` (the topic clock, epoch seconds), `value`
+being the statistic that caused it."""
 
 
-@dataclass(frozen=True, slots=True)
-class TopValue:
-    """One entry of a `top_<tag>` list: a value and how many events of the window carry it.
-    `error` is None when the count is exact; else the count is at most `error` above the
-    true one (Space-Saving, docs/design.md)."""
-
-    value: str
-    count: int
-    error: float | None = None
-
-    @classmethod
-    def parse_list(cls, entries: object) -> list[TopValue]:
-        if not isinstance(entries, list):
-            return []
-        return [cls(e["value"], e["count"], e.get("error")) for e in entries]
+def _top_values(entries: object) -> list[TopValue]:
+    return msgspec.convert(entries, list[TopValue]) if isinstance(entries, list) else []
 
 
 def distinct_of(windows: Mapping[str, Stats], window: str, tag: str) -> int | None:
@@ -62,29 +69,7 @@ def anomaly_rate_of(windows: Mapping[str, Stats], window: str) -> float | None:
 
 def top_of(windows: Mapping[str, Stats], window: str, tag: str) -> list[TopValue]:
     """`top_<tag>` of one window, most frequent first; empty where the topic keeps none."""
-    return TopValue.parse_list((windows.get(window) or {}).get(f"top_{tag}"))
-
-
-@dataclass(frozen=True, slots=True)
-class FunnelStep:
-    """One step of a session topic's `funnel` (docs/rules.md, Sessions and funnels): the
-    sessions that reached it, as a share of the first step's and of the step before's (None
-    where undefined), and the median seconds from the first step to it."""
-
-    step: str
-    sessions: int
-    conversion: float | None
-    step_conversion: float | None
-    median_s: float | None
-
-    @classmethod
-    def parse_list(cls, entries: object) -> list[FunnelStep]:
-        if not isinstance(entries, list):
-            return []
-        return [
-            cls(e["step"], e["sessions"], e["conversion"], e["step_conversion"], e["median_s"])
-            for e in entries
-        ]
+    return _top_values((windows.get(window) or {}).get(f"top_{tag}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,32 +89,17 @@ def sessions_of(windows: Mapping[str, Stats], window: str) -> SessionStats | Non
     stats = windows.get(window) or {}
     if "bounce_rate" not in stats:
         return None
+    funnel = stats.get("funnel")
     return SessionStats(
         stats["bounce_rate"],
         stats.get("events_per_session"),
         stats.get("active"),
-        FunnelStep.parse_list(stats.get("funnel")),
+        msgspec.convert(funnel, list[FunnelStep]) if isinstance(funnel, list) else [],
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    value: float
-    ts: float
-    tags: Mapping[str, str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamUpdate:
+class StreamUpdate(update_shape.StreamUpdate, frozen=True, kw_only=True, omit_defaults=True):
     """One `stats` message: the statistics of `topic` right after an event (or a tick)."""
-
-    id: str
-    topic: str
-    ts: float
-    """The topic clock (epoch seconds): the largest event time it has accepted."""
-    reason: str
-    event: Event | None
-    windows: Mapping[str, Stats]
 
     @property
     def time(self) -> datetime:
@@ -155,17 +125,7 @@ class StreamUpdate:
 
     @classmethod
     def parse(cls, data: str | bytes) -> StreamUpdate:
-        fields = orjson.loads(data)
-        raw = fields.get("event")
-        event = None if raw is None else Event(raw["value"], raw["ts"], raw.get("tags"))
-        return cls(
-            fields["id"],
-            fields["topic"],
-            fields["ts"],
-            fields.get("reason", "event"),
-            event,
-            fields["windows"],
-        )
+        return _UPDATES.decode(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,41 +138,27 @@ class Snapshot:
 
     id: str | None
     gap: bool
-    topics: Mapping[str, Mapping[str, Any]]
-    """topic -> {"id", "ts", "windows"}"""
+    topics: Mapping[str, SnapshotEntry]
+    """topic -> its entry: `id`, `ts`, `windows` (and a grouping topic's `groups`)"""
     deleted: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, data: str | bytes, message_id: str | None) -> Snapshot:
-        fields = orjson.loads(data)
-        deleted = tuple(fields.get("deleted", ()))
-        return cls(message_id or None, bool(fields.get("gap")), fields.get("topics", {}), deleted)
+        message = _SNAPSHOTS.decode(data)
+        deleted = () if message.deleted is msgspec.UNSET else tuple(message.deleted)
+        return cls(message_id or None, message.gap, message.topics, deleted)
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(point_shape.PointMessage, frozen=True, kw_only=True, omit_defaults=True):
     """One `point` message (`?series=`): a closed bucket of one series tier of `topic` (or of
-    its group `group`), with its statistics (`t` is the bucket's start, epoch seconds)."""
-
-    id: str
-    topic: str
-    resolution: str
-    group: Mapping[str, str | None] | None
-    point: Mapping[str, Any]
-    """`t`, count, sum, …, p99 (numbers; var and stddev None for one event, every statistic
-    but count and sum None for a bucket of messages only), and the rule's `distinct_<tag>` (an
-    int) and `top_<tag>` (a list of objects, `TopValue`), on a rule's `anomaly` tier `anomaly`
-    (a float in [0, 1]) and `anomalous` (a bool), and where the bucket held messages
-    `messages` (`{type: {"count", "rate"}}`)."""
-    correction: bool = False
-    """The bucket's point again, amended by a late event within its rule's grace: it replaces
-    the point of the same `resolution`, group and `t` received before."""
+    its group `group`), with its statistics `point` (`t` is the bucket's start, epoch
+    seconds; `pushsvc.core.point_shape` says each member). `correction`: the bucket's point
+    again, amended by a late event within its rule's grace: it replaces the point of the same
+    `resolution`, group and `t` received before."""
 
     @property
     def time(self) -> datetime:
-        t = self.point["t"]
-        assert t is not None
-        return datetime.fromtimestamp(t, UTC)
+        return datetime.fromtimestamp(self.point["t"], UTC)
 
     def distinct(self, tag: str) -> int | None:
         """How many different values of `tag` the bucket's events carry (None: not counted)."""
@@ -221,7 +167,7 @@ class Point:
 
     def top(self, tag: str) -> list[TopValue]:
         """The bucket's most frequent values of `tag` (empty: none kept)."""
-        return TopValue.parse_list(self.point.get(f"top_{tag}"))
+        return _top_values(self.point.get(f"top_{tag}"))
 
     @property
     def messages(self) -> dict[str, int]:
@@ -242,49 +188,13 @@ class Point:
 
     @classmethod
     def parse(cls, data: str | bytes) -> Point:
-        fields = orjson.loads(data)
-        group = fields.get("group")
-        return cls(
-            fields["id"],
-            fields["topic"],
-            fields["resolution"],
-            group,
-            fields["point"],
-            bool(fields.get("correction", False)),
-        )
+        return _POINTS.decode(data)
 
 
-@dataclass(frozen=True, slots=True)
-class AlertChange:
-    """One `alert` message of the reserved topic `_alerts`: an alert instance (`alert`,
-    `topic`, `group`) changed `state` (`pending`, `firing`, `resolved`, or `inactive` for a
-    pending instance that cleared before it fired) at `since` (the topic clock, epoch
-    seconds), `value` being the statistic that caused it."""
-
-    id: str
-    alert: str
-    topic: str
-    group: Mapping[str, str | None] | None
-    state: str
-    value: float | None
-    since: float
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-
-    @classmethod
-    def parse(cls, data: str | bytes) -> AlertChange:
-        fields = orjson.loads(data)
-        return cls(
-            fields["id"],
-            fields["alert"],
-            fields["topic"],
-            fields.get("group"),
-            fields["state"],
-            fields.get("value"),
-            fields["since"],
-            fields.get("labels") or {},
-            fields.get("annotations") or {},
-        )
+_UPDATES = msgspec.json.Decoder(StreamUpdate)
+_POINTS = msgspec.json.Decoder(Point)
+_SNAPSHOTS = msgspec.json.Decoder(SnapshotMessage)
+_ALERTS = msgspec.json.Decoder(AlertChange)
 
 
 StreamMessage = StreamUpdate | Snapshot | Point | AlertChange
@@ -293,7 +203,7 @@ StreamMessage = StreamUpdate | Snapshot | Point | AlertChange
 _PARSERS: dict[str, Callable[[str | bytes], StreamMessage]] = {
     "stats": StreamUpdate.parse,
     "point": Point.parse,
-    "alert": AlertChange.parse,
+    "alert": _ALERTS.decode,
 }
 
 
@@ -369,7 +279,7 @@ def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     types = sorted({kind for counts in counted for kind in counts})
     columns = [*SERIES_COLUMNS, *tagged, *scored]
     rows = [
-        [TopValue.parse_list(p.get(c)) if c.startswith("top_") else p.get(c) for c in columns]
+        [_top_values(p.get(c)) if c.startswith("top_") else p.get(c) for c in columns]
         + [counts.get(kind, 0) for kind in types]
         for p, counts in zip(points, counted, strict=True)
     ]
@@ -394,7 +304,7 @@ def series_dataframe(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 FORECAST_COLUMNS = ("mean", "lo80", "hi80", "lo95", "hi95")
 
 
-def forecast_dataframe(answer: Mapping[str, Any]) -> pd.DataFrame:
+def forecast_dataframe(forecast: Forecast) -> pd.DataFrame:
     """A forecast (`GET /topics/{t}/forecast`) as a DataFrame indexed by the start of each
     bucket predicted (`time`, datetime64 UTC), columns `mean` and the 80 % and 95 % interval
     bounds (float64); `attrs` keeps `model`, `stat`, `resolution` and `from` (the start of the
@@ -402,14 +312,14 @@ def forecast_dataframe(answer: Mapping[str, Any]) -> pd.DataFrame:
     require("Client.forecast()", "pandas")
     import pandas as pd
 
-    points = answer["points"]
+    points = forecast.points
     frame = pd.DataFrame(
-        [[p[c] for c in FORECAST_COLUMNS] for p in points], columns=list(FORECAST_COLUMNS)
+        [[getattr(p, c) for c in FORECAST_COLUMNS] for p in points], columns=list(FORECAST_COLUMNS)
     ).astype("float64")
-    times = [p["t"] * 1000 for p in points]
+    times = [p.t * 1000 for p in points]
     frame.index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")
-    for key in ("model", "stat", "resolution", "from"):
-        frame.attrs[key] = answer[key]
+    frame.attrs.update(model=forecast.model, stat=forecast.stat, resolution=forecast.resolution)
+    frame.attrs["from"] = forecast.from_
     return frame
 
 

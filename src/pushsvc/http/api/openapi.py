@@ -687,7 +687,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             ),
             "/topics/{topic}/stats": _json_get(
                 "Latest update of a topic (a grouping topic's with its live groups)",
-                {"$ref": "#/components/schemas/Update"},
+                {"$ref": "#/components/schemas/StreamUpdate"},
                 parameters=[_TOPIC, one_topic_group],
                 errors=(400, *_auth_errors(reading), 404),
                 security=reading,
@@ -696,7 +696,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             "/topics/{topic}/presence": _json_get(
                 "How many streams watch a topic now, over every web process (and, to a token "
                 "with a presence scope for it where the server keeps them, their subjects)",
-                {"$ref": "#/components/schemas/Presence"},
+                {"$ref": "#/components/schemas/TopicPresence"},
                 parameters=[_TOPIC],
                 errors=(400, *_auth_errors(reading), 503),
                 security=reading,

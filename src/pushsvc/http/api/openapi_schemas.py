@@ -1,109 +1,48 @@
-"""The OpenAPI document's fixed schemas: the shapes of events, updates, topics, readiness and
-errors, which no setting changes. `openapi.py` builds the rest from the settings.
+"""The OpenAPI document's fixed schemas: the shapes of events, updates, points, alerts,
+listings, readiness and errors, which no setting changes. `openapi.py` builds the rest from the
+settings.
 
-The shapes defined as msgspec classes, which the server and the client encode and decode by,
-are generated from them (`shape_schemas`): the event a producer posts
-(`pushsvc.ingest.event_shape`), a POST's answer and every error's
-(`pushsvc.core.answers`). The rest are still written here by hand."""
+The shapes that subscribers and API callers receive, and the event a producer posts, are
+msgspec classes (`SHAPES`, `pushsvc.ingest.event_shape`), which the client decodes into (and
+the server encodes a POST's answer and every error from): their schemas are generated from
+them (`shape_schemas`). What no such class defines is still written here: readiness (the
+server's alone), the rules (`GET /rules`, read by the client as JSON) and the SSE frames
+(`Message`, `SSE`), which are no JSON bodies."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
+from pushsvc.core import shape_schema
+from pushsvc.core.alert_shape import AlertChangeMessage
 from pushsvc.core.answers import ANSWERS
+from pushsvc.core.listing_shapes import Alerts, Anomalies, History, Series, TopicPresence, Topics
+from pushsvc.core.point_shape import Forecast, PointMessage
+from pushsvc.core.snapshot_shape import SnapshotMessage
+from pushsvc.core.update_shape import StreamUpdate
+from pushsvc.core.window_stats import FunnelStep, MessageRate, TopValue
 from pushsvc.ingest.event_shape import event_schema
 
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-_BY_TYPE = {
-    "type": "object",
-    "required": ["count", "rate"],
-    "properties": {
-        "count": {"type": "integer", "minimum": 1},
-        "rate": {"type": "number", "exclusiveMinimum": 0},
-    },
-}
-_TOP_ENTRY = {
-    "type": "object",
-    "required": ["value", "count"],
-    "properties": {
-        "value": {"type": "string"},
-        "count": {"type": "integer"},
-        "error": {"type": "number"},
-    },
-}
-_FUNNEL_STEP = {
-    "type": "object",
-    "required": ["step", "sessions", "conversion", "step_conversion", "median_s"],
-    "properties": {
-        "step": {"type": "string"},
-        "sessions": {"type": "integer", "description": "sessions that reached this step"},
-        "conversion": {**_NUMBER_OR_NULL, "description": "sessions / the first step's"},
-        "step_conversion": {
-            **_NUMBER_OR_NULL,
-            "description": "sessions / the step before's (null for the first step)",
-        },
-        "median_s": {
-            **_NUMBER_OR_NULL,
-            "description": "median seconds from the first step to this one",
-        },
-    },
-}
-_WINDOWS = {
-    "type": "object",
-    "description": "statistics by window label; null where undefined (an empty window)",
-    "additionalProperties": {
-        "type": "object",
-        "properties": {
-            "messages": {
-                "type": "object",
-                "description": "the messages the window holds, by type (only while it holds "
-                "one): their count and their rate per second",
-                "additionalProperties": _BY_TYPE,
-            },
-            "bounce_rate": {
-                **_NUMBER_OR_NULL,
-                "description": "a session topic's: sessions of one event / sessions",
-            },
-            "events_per_session": {
-                **_NUMBER_OR_NULL,
-                "description": "a session topic's: the mean of its sessions' event counts",
-            },
-            "active": {
-                "type": ["integer", "null"],
-                "description": "a session topic's: sessions open when its newest session ended",
-            },
-            "funnel": {
-                "type": "array",
-                "description": "a session topic's with a funnel: one entry per step",
-                "items": _FUNNEL_STEP,
-            },
-        },
-        "patternProperties": {
-            "^top_": {
-                "type": "array",
-                "description": "a rule's top tag: its k most frequent values in the window",
-                "items": _TOP_ENTRY,
-            },
-        },
-        "additionalProperties": _NUMBER_OR_NULL,
-    },
-}
-
-_GROUP = {
-    "type": "object",
-    "required": ["key", "windows"],
-    "properties": {
-        "key": {
-            "type": "object",
-            "description": "the group_by tags' values; null for a tag the event lacks, "
-            '"(other)" for every tag of the overflow group',
-            "additionalProperties": {"type": ["string", "null"]},
-        },
-        "windows": _WINDOWS,
-    },
-}
+SHAPES = (
+    *ANSWERS,
+    StreamUpdate,
+    SnapshotMessage,
+    PointMessage,
+    Forecast,
+    AlertChangeMessage,
+    History,
+    Series,
+    Anomalies,
+    Topics,
+    Alerts,
+    TopicPresence,
+    # Named by the keyed objects' schemas (`shape_schema.keyed_schema`), which msgspec does
+    # not follow.
+    TopValue,
+    FunnelStep,
+    MessageRate,
+)
+"""The classes `/openapi.json` describes (with the classes they hold)."""
 
 READINESS = {
     "type": "object",
@@ -138,232 +77,10 @@ READINESS = {
 def shape_schemas() -> dict[str, Any]:
     """The component schemas generated from the classes that define them (one per class, by
     its name, with the classes it holds), `Event` among them."""
-    _, components = msgspec.json.schema_components(
-        ANSWERS, ref_template="#/components/schemas/{name}"
-    )
-    for schema in components.values():
-        schema.pop("title", None)
-        schema["description"] = " ".join(schema.get("description", "").split())
-        if not schema["description"]:
-            del schema["description"]
-    return {**components, "Event": event_schema()}
+    return {**shape_schema.components(SHAPES), "Event": event_schema()}
 
 
 SCHEMAS: dict[str, Any] = {
-    "History": {
-        "type": "object",
-        "required": ["topic", "resume_id", "more", "gap", "windows", "stats", "updates"],
-        "properties": {
-            "topic": {"type": "string"},
-            "resume_id": {"type": ["string", "null"]},
-            "more": {
-                "type": "boolean",
-                "description": "updates beyond `limit` were left out: with `since`, newer ones "
-                "(page on with `since=<resume_id>`); without, older ones (read them from "
-                "`since=0`)",
-            },
-            "gap": {"type": "boolean"},
-            "windows": {"type": "array", "items": {"type": "string"}},
-            "stats": {"type": "array", "items": {"type": "string"}},
-            "updates": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/Update"},
-                "description": "the updates exactly as streamed",
-            },
-        },
-    },
-    "Alerts": {
-        "type": "object",
-        "required": ["alerts", "next"],
-        "properties": {
-            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/AlertChange"}},
-            "next": {
-                "type": ["string", "null"],
-                "description": "`?after=` of the next page; null on the last",
-            },
-        },
-    },
-    "AlertChange": {
-        "type": "object",
-        "required": ["alert", "topic", "group", "state", "value", "since", "labels", "annotations"],
-        "description": "an alert instance's state change (`_alerts`, `event: alert`, with an id)",
-        "properties": {
-            "id": {"type": "string"},
-            "alert": {"type": "string"},
-            "topic": {"type": "string"},
-            "group": {"type": ["object", "null"]},
-            "state": {"type": "string", "enum": ["pending", "firing", "resolved", "inactive"]},
-            "value": {"type": ["number", "null"]},
-            "since": {"type": "number", "description": "topic-clock time of the change, epoch s"},
-            "labels": {"type": "object"},
-            "annotations": {"type": "object"},
-        },
-    },
-    "Point": {
-        "type": "object",
-        "required": [
-            "t",
-            "count",
-            "sum",
-            "mean",
-            "min",
-            "max",
-            "var",
-            "stddev",
-            "p50",
-            "p90",
-            "p99",
-        ],
-        "properties": {
-            "t": {"type": "number", "description": "the bucket's start, epoch seconds"},
-            "count": {
-                "type": "integer",
-                "description": "the bucket's events with a value (0: it held messages only)",
-            },
-            "sum": {"type": "number"},
-            **{
-                stat: {**_NUMBER_OR_NULL, "description": "null when `count` is 0"}
-                for stat in ("mean", "min", "max", "p50", "p90", "p99")
-            },
-            "var": {**_NUMBER_OR_NULL, "description": "null for one event or none"},
-            "stddev": {**_NUMBER_OR_NULL, "description": "null for one event or none"},
-            "messages": {
-                "type": "object",
-                "description": "the topic's messages in the bucket, by type (only where it held "
-                "one; a group's points have none): their count and their rate per second of "
-                "the bucket, as a window counts them",
-                "additionalProperties": _BY_TYPE,
-            },
-            "anomaly": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "a rule's `anomaly` tier only: the bucket's anomaly score, from "
-                "the series' points before it only (0 while the detector learns)",
-            },
-            "anomalous": {
-                "type": "boolean",
-                "description": "with `anomaly`: whether the score reached the rule's threshold",
-            },
-        },
-        "patternProperties": {
-            "^distinct_": {
-                "type": "integer",
-                "description": "a rule's distinct tag: its different values in the bucket",
-            },
-            "^top_": {
-                "type": "array",
-                "description": "a rule's top tag: its k most frequent values in the bucket, by "
-                "count descending then value ascending; `error` (N/m) where Space-Saving counted",
-                "items": {
-                    "type": "object",
-                    "required": ["value", "count"],
-                    "properties": {
-                        "value": {"type": "string"},
-                        "count": {"type": "integer"},
-                        "error": {"type": "number"},
-                    },
-                },
-            },
-        },
-    },
-    "PointMessage": {
-        "type": "object",
-        "required": ["id", "resolution", "topic", "point"],
-        "description": "an `event: point` message: one closed bucket of a series tier",
-        "properties": {
-            "id": {"type": "string"},
-            "resolution": {"type": "string"},
-            "topic": {"type": "string"},
-            "group": {"type": "object", "description": "a group's point: the group's key"},
-            "point": {"$ref": "#/components/schemas/Point"},
-            "correction": {
-                "type": "boolean",
-                "enum": [True],
-                "description": "present (true) when the bucket was published before and a "
-                "late event within its rule's grace amended it: `point` replaces the point of "
-                "the same resolution, group and `t` (series reads give the corrected one)",
-            },
-        },
-    },
-    "Forecast": {
-        "type": "object",
-        "description": "a rule's `forecast` after the last bucket of its tier closed: the "
-        "model's predicted `stat` for each bucket of the horizon (`t`: bucket start, epoch "
-        "ms), with central 80 % and 95 % prediction intervals; `points` is empty while the "
-        "model learns; also what an `event: point` message with `forecast` carries",
-        "required": ["model", "stat", "resolution", "from", "points"],
-        "properties": {
-            "topic": {"type": "string"},
-            "group": {"type": "object"},
-            "model": {"type": "string", "enum": ["holt_winters", "linear"]},
-            "stat": {"type": "string"},
-            "resolution": {"type": "string"},
-            "from": {
-                "type": ["integer", "null"],
-                "description": "the start (epoch ms) of the last bucket learned",
-            },
-            "points": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["t", "mean", "lo80", "hi80", "lo95", "hi95"],
-                    "properties": {
-                        "t": {"type": "integer"},
-                        **{k: {"type": "number"} for k in ("mean", "lo80", "hi80", "lo95", "hi95")},
-                    },
-                },
-            },
-        },
-    },
-    "Series": {
-        "type": "object",
-        "required": ["topic", "resolution", "points", "more", "segments"],
-        "properties": {
-            "topic": {"type": "string"},
-            "resolution": {"type": "string"},
-            "group": {"type": "object"},
-            "points": {"type": "array", "items": {"$ref": "#/components/schemas/Point"}},
-            "more": {"type": "boolean", "description": "points beyond `limit` were left out"},
-            "segments": {
-                "type": "array",
-                "description": "which tier answered which part of the range",
-                "items": {
-                    "type": "object",
-                    "required": ["resolution", "since", "until"],
-                    "properties": {
-                        "resolution": {"type": "string"},
-                        "since": {"type": "number"},
-                        "until": {"type": "number"},
-                    },
-                },
-            },
-        },
-    },
-    "Update": {
-        "type": "object",
-        "required": ["id", "topic", "ts", "reason", "event", "windows"],
-        "properties": {
-            "id": {"type": "string"},
-            "topic": {"type": "string"},
-            "ts": {"type": "number"},
-            "reason": {"type": "string"},
-            "event": {"type": ["object", "null"]},
-            "windows": _WINDOWS,
-            "group": {**_GROUP, "description": "a grouping topic's event: its group"},
-            "groups": {
-                "type": "array",
-                "items": _GROUP,
-                "description": "a grouping topic's tick: the groups whose windows changed; "
-                "GET /topics/{topic}/stats: the live groups",
-            },
-            "forgotten": {
-                "type": "array",
-                "items": {"type": "object"},
-                "description": "keys of groups idle for the topic TTL, no longer kept",
-            },
-        },
-    },
     "Rules": {
         "type": "object",
         "required": ["digest", "rules", "default"],
@@ -451,99 +168,6 @@ SCHEMAS: dict[str, Any] = {
                         "exact_up_to": {"type": "integer"},
                     },
                 },
-            },
-        },
-    },
-    "Anomalies": {
-        "type": "object",
-        "required": ["since", "until", "anomalies", "more"],
-        "properties": {
-            "since": {"type": ["number", "null"], "description": "the range asked, epoch s"},
-            "until": {"type": ["number", "null"]},
-            "more": {"type": "boolean", "description": "entries beyond `limit` were left out"},
-            "anomalies": {
-                "type": "array",
-                "description": "one entry per scored series (a topic's own, or one live "
-                "group's) with a scored point in the range, by rate descending, then "
-                "anomalous points descending, then topic and group",
-                "items": {
-                    "type": "object",
-                    "required": [
-                        "topic",
-                        "resolution",
-                        "stat",
-                        "rate",
-                        "anomalous",
-                        "scored",
-                        "points",
-                    ],
-                    "properties": {
-                        "topic": {"type": "string"},
-                        "group": {
-                            "type": "object",
-                            "description": "a group's key; absent for the topic's own series",
-                        },
-                        "resolution": {"type": "string", "description": "the rule's `every`"},
-                        "stat": {"type": "string", "description": "the statistic scored"},
-                        "rate": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": 1,
-                            "description": "anomalous / scored points in the range",
-                        },
-                        "anomalous": {"type": "integer", "minimum": 0},
-                        "scored": {"type": "integer", "minimum": 1},
-                        "points": {
-                            "type": "array",
-                            "maxItems": 3,
-                            "description": "its most anomalous points, score descending",
-                            "items": {"$ref": "#/components/schemas/Point"},
-                        },
-                    },
-                },
-            },
-        },
-    },
-    "Topics": {
-        "type": "object",
-        "required": ["topics", "next"],
-        "properties": {
-            "topics": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["topic", "last_id", "last_ts", "subscribers"],
-                    "properties": {
-                        "topic": {"type": "string"},
-                        "last_id": {"type": "string"},
-                        "last_ts": {"type": "number"},
-                        "subscribers": {"type": "integer", "minimum": 0},
-                    },
-                },
-            },
-            "next": {
-                "type": ["string", "null"],
-                "description": "`?after=` of the next page; null on the last",
-            },
-        },
-    },
-    "Presence": {
-        "type": "object",
-        "required": ["topic", "watching"],
-        "additionalProperties": False,
-        "properties": {
-            "topic": {"type": "string"},
-            "watching": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "streams watching the topic now, over every web process (a "
-                "pattern stream counts for every topic it would receive)",
-            },
-            "subs": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "the distinct token subjects watching (only where the server "
-                "keeps them, to a token whose presence scope holds the topic)",
             },
         },
     },
