@@ -179,7 +179,9 @@ def test_example(newcomer: Newcomer, block: Block) -> None:
     problems = newcomer.run(block)
     took = time.monotonic() - started
     every = f"(every command's output so far: {newcomer.transcript})"
-    assert not problems, f"{block.name} ({took:.1f} s) {every}:\n" + "\n\n".join(problems)
+    # The first problem's first line leads: a rerun's line in CI's log keeps the first line.
+    first = problems[0].strip().splitlines()[0] if problems else ""
+    assert not problems, f"{block.name} ({took:.1f} s): {first} {every}:\n" + "\n\n".join(problems)
 
 
 @pytest.mark.slow

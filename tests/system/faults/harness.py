@@ -101,10 +101,14 @@ class FaultStack:
         return aggregator
 
     def active_aggregator(self, timeout: float = 10) -> PushsvcProcess:
-        """The aggregator that holds the lease now (the last to log taking it)."""
+        """The aggregator that holds the lease of the partition now (the last to log taking
+        it). The partition's, not any: every aggregator also stands by for the Redis bridge,
+        and the standby may hold the bridge's lease (on a loaded machine it can take it first)."""
+        keys = self.keys
+        key = keys.partition(0).lease if keys.partitions == 1 else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            holders = [a for a in self.aggregators if a.holds_lease()]
+            holders = [a for a in self.aggregators if a.holds_lease(key)]
             if len(holders) == 1:
                 return holders[0]
             time.sleep(0.05)
