@@ -37,6 +37,7 @@ from pushsvc.core.updates import (
     snapshot_message,
 )
 from pushsvc.core.updates import Update as Numbered
+from pushsvc.http.api.readiness_shape import Readiness
 
 RULES = """
 [[rule]]
@@ -182,3 +183,5 @@ def test_every_listing_decodes_strictly_into_its_shape(shop: FlaskClient) -> Non
         for point in entry.points:
             strict_point(point)
     strict(shop.get("/topics/shop.listed/presence").data, TopicPresence)
+    ready: Readiness = strict(shop.get("/readyz").data, Readiness)
+    assert ready.status == "ready" and ready.shards

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Blueprint, Response
 
 from pushsvc.errors import BrokerUnavailable
 from pushsvc.http.api.context import runtime
+from pushsvc.http.api.readiness_shape import Readiness, ShardReadiness, Status, readiness_json
 
 bp = Blueprint("ops", __name__)
 
@@ -16,7 +19,7 @@ def healthz() -> dict[str, str]:
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[dict[str, object], int]:
+def readyz() -> Response:
     """Ready when the broker answers, Redis neither evicts nor is full and has the replicas
     `--redis-min-replicas` asks for (looked at for this request), every shard has an
     aggregator, and each computes with the rules this process reads (else its statistics are
@@ -29,14 +32,11 @@ def readyz() -> tuple[dict[str, object], int]:
             f"{exc.message}: POSTs answer 503 and streams wait; check that Redis runs and that "
             "this process reaches it at PUSHSVC_REDIS_URL"
         )
-        return {"status": "unavailable", "broker": exc.message, "reason": reason}, 503
+        return _answer(Readiness("unavailable", broker=exc.message, reason=reason), 503)
     shards = {
-        f"{lag.shard[0]}/{lag.shard[1]}": {
-            "aggregator": lag.aggregator,
-            "lag_entries": lag.entries,
-            "lag_seconds": lag.oldest_age_s,
-            "rules_digest": lag.rules_digest,
-        }
+        f"{lag.shard[0]}/{lag.shard[1]}": ShardReadiness(
+            lag.aggregator, lag.entries, lag.oldest_age_s, lag.rules_digest
+        )
         for lag in lags
     }
     guard = runtime().redis_guard
@@ -49,7 +49,7 @@ def readyz() -> tuple[dict[str, object], int]:
         behind = sum(lag.entries for lag in lags)
         if status == "redis_full":
             reason += f"; aggregator {behind} entries behind"
-        return {"status": status, "reason": reason, "shards": shards}, 503
+        return _answer(Readiness(cast(Status, status), reason=reason, shards=shards), 503)
     orphans = [f"{lag.shard[0]}/{lag.shard[1]}" for lag in lags if not lag.aggregator]
     if orphans:
         behind = sum(lag.entries for lag in lags if not lag.aggregator)
@@ -60,7 +60,7 @@ def readyz() -> tuple[dict[str, object], int]:
             "PUSHSVC_REDIS_URL, PUSHSVC_PREFIX and PUSHSVC_PARTITIONS (a running one takes "
             "them over within --lease)"
         )
-        return {"status": "no_aggregator", "reason": reason, "shards": shards}, 503
+        return _answer(Readiness("no_aggregator", reason=reason, shards=shards), 503)
     own = runtime().settings.rules.digest
     differ = [lag for lag in lags if lag.rules_digest not in (None, own)]
     if differ:
@@ -70,8 +70,12 @@ def readyz() -> tuple[dict[str, object], int]:
             f"{lag.shard[0]}/{lag.shard[1]} computes with rules {lag.rules_digest}; give "
             "every process the same rules file (PUSHSVC_RULES) and restart the ones that differ"
         )
-        return {"status": "rules_differ", "reason": reason, "shards": shards}, 503
-    return {"status": "ready", "shards": shards}, 200
+        return _answer(Readiness("rules_differ", reason=reason, shards=shards), 503)
+    return _answer(Readiness("ready", shards=shards), 200)
+
+
+def _answer(readiness: Readiness, status: int) -> Response:
+    return Response(readiness_json(readiness), status, mimetype="application/json")
 
 
 @bp.get("/metrics")

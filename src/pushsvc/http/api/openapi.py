@@ -26,7 +26,7 @@ from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
-from pushsvc.http.api.openapi_schemas import READINESS, SCHEMAS
+from pushsvc.http.api.openapi_schemas import SCHEMAS
 from pushsvc.http.api.topics import ALERTS_CURSOR_PATTERN
 from pushsvc.rules.analytics import Rules
 from pushsvc.security.visible_rules import visible_names
@@ -42,6 +42,7 @@ _TOPIC = {
 # A topic name, `prefix.*` (the prefix itself a topic name) or `*`.
 _SELECTOR_PATTERN = rf"^(?:\*|{TOPIC_PATTERN}(?:\.\*)?)$"
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_READINESS = {"$ref": "#/components/schemas/Readiness"}
 # A listing's page size (`GET /topics`, `GET /alerts`).
 _LIMIT = {
     "name": "limit",
@@ -764,14 +765,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "ready",
-                            "content": {"application/json": {"schema": READINESS}},
+                            "content": {"application/json": {"schema": _READINESS}},
                         },
                         "503": {
                             "description": "the broker is unavailable, Redis evicts or is "
                             "full, writes cannot reach --redis-min-replicas replicas, a shard "
                             "has no aggregator, or the rules differ (`reason` says which, and "
                             "what to do)",
-                            "content": {"application/json": {"schema": READINESS}},
+                            "content": {"application/json": {"schema": _READINESS}},
                         },
                     },
                 }

@@ -21,6 +21,7 @@ from pushsvc.core.point_shape import Forecast, PointMessage
 from pushsvc.core.snapshot_shape import SnapshotMessage
 from pushsvc.core.update_shape import StreamUpdate
 from pushsvc.core.window_stats import FunnelStep, MessageRate, TopValue
+from pushsvc.http.api.readiness_shape import Readiness
 from pushsvc.ingest.event_shape import event_schema
 
 SHAPES = (
@@ -36,6 +37,7 @@ SHAPES = (
     Topics,
     Alerts,
     TopicPresence,
+    Readiness,
     # Named by the keyed objects' schemas (`shape_schema.keyed_schema`), which msgspec does
     # not follow.
     TopValue,
@@ -43,35 +45,6 @@ SHAPES = (
     MessageRate,
 )
 """The classes `/openapi.json` describes (with the classes they hold)."""
-
-READINESS = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {
-        "status": {
-            "enum": [
-                "ready",
-                "unavailable",
-                "redis_evicts",
-                "redis_full",
-                "replicas_unconfirmed",
-                "no_aggregator",
-                "rules_differ",
-            ]
-        },
-        "broker": {"type": "string", "description": "why the broker is unavailable"},
-        "reason": {
-            "type": "string",
-            "description": "with every status but ready: what is wrong and what to do. "
-            "unavailable: the broker's error; redis_evicts: the maxmemory-policy and the fix; "
-            "redis_full: memory used of maxmemory, and how many log entries the aggregators "
-            "are behind; replicas_unconfirmed: the replicas online and "
-            "PUSHSVC_REDIS_MIN_REPLICAS; no_aggregator: the partitions no aggregator holds; "
-            "rules_differ: this process's rules digest and the aggregator's",
-        },
-        "shards": {"type": "object"},
-    },
-}
 
 
 def shape_schemas() -> dict[str, Any]:
