@@ -27,6 +27,7 @@ from pushsvc.core import point_shape, window_stats
 from pushsvc.core.alert_shape import AlertChangeMessage
 from pushsvc.core.listing_shapes import Alerts, Anomalies, History, Series, TopicPresence, Topics
 from pushsvc.core.point_shape import Forecast, PointMessage
+from pushsvc.core.rules_shape import RulesView
 from pushsvc.core.snapshot_shape import SnapshotMessage
 from pushsvc.core.update_shape import StreamUpdate
 from pushsvc.core.updates import (
@@ -185,3 +186,66 @@ def test_every_listing_decodes_strictly_into_its_shape(shop: FlaskClient) -> Non
     strict(shop.get("/topics/shop.listed/presence").data, TopicPresence)
     ready: Readiness = strict(shop.get("/readyz").data, Readiness)
     assert ready.status == "ready" and ready.shards
+
+
+EVERY_KIND_OF_RULE = """
+[[rule]]
+topics = ["shop.*"]
+windows = ["10s", "2h"]
+last = [50]
+stats = ["count", "mean", "p99"]
+group_by = ["region"]
+series = ["1m:1d"]
+distinct = ["user"]
+top = [{ tag = "product", k = 3 }]
+anomaly = { every = "1m", stat = "mean", learn = "1h", threshold = 0.5 }
+forecast = { stat = "mean", tier = "1m", model = "holt_winters", season = "1h", horizon = "10m" }
+grace = "1h"
+late = "refuse"
+
+[[rule]]
+topics = ["line.*"]
+windows = ["1m"]
+stats = ["count"]
+series = ["10s:1h"]
+forecast = { stat = "count", tier = "10s", model = "linear", range = "5m", horizon = "1m" }
+
+[[alert]]
+name = "slow"
+topics = ["shop.*"]
+when = "p99[10s] > 5"
+clear = "p99[10s] < 3"
+for = "30s"
+labels = { severity = "page" }
+annotations = { summary = "slow" }
+
+[[derive]]
+topic = "line.ratio"
+every = "10s"
+value = "count[1m](line.a) / count[1m](line.b)"
+
+[[session]]
+topic = "visits"
+from = ["web.*"]
+key = "user"
+gap = "30m"
+max_duration = "4h"
+funnel = { tag = "step", steps = ["view", "cart", "paid"], within = "1h" }
+"""
+
+
+def test_the_rules_answer_decodes_strictly_into_its_shape(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    """`GET /rules` of a file with every kind of rule and every optional field."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(EVERY_KIND_OF_RULE)
+    answer: RulesView = strict(
+        make_app(rules=str(rules)).test_client().get("/rules").data, RulesView
+    )
+    shop, line = answer.rules
+    assert shop.anomaly and shop.forecast and shop.distinct and shop.top and shop.late
+    assert {w.kind for w in shop.windows} == {"time", "count"}
+    assert line.forecast and line.forecast.model == "linear"
+    assert answer.alerts and answer.alerts[0].clear
+    assert answer.derives and answer.session and answer.session[0].funnel

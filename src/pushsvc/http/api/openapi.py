@@ -749,7 +749,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             "/rules": _json_get(
                 "The analytics rules: each family of topics' windows, statistics and groups "
                 "(with auth on, those of the topics the caller may read)",
-                {"$ref": "#/components/schemas/Rules"},
+                {"$ref": "#/components/schemas/RulesView"},
                 errors=(401, *_backend_errors(reading)) if reading is not None else (),
                 security=reading,
             ),

@@ -18,6 +18,7 @@ from pushsvc.core.alert_shape import AlertChangeMessage
 from pushsvc.core.answers import ANSWERS
 from pushsvc.core.listing_shapes import Alerts, Anomalies, History, Series, TopicPresence, Topics
 from pushsvc.core.point_shape import Forecast, PointMessage
+from pushsvc.core.rules_shape import RulesView
 from pushsvc.core.snapshot_shape import SnapshotMessage
 from pushsvc.core.update_shape import StreamUpdate
 from pushsvc.core.window_stats import FunnelStep, MessageRate, TopValue
@@ -38,6 +39,7 @@ SHAPES = (
     Alerts,
     TopicPresence,
     Readiness,
+    RulesView,
     # Named by the keyed objects' schemas (`shape_schema.keyed_schema`), which msgspec does
     # not follow.
     TopValue,
@@ -54,96 +56,6 @@ def shape_schemas() -> dict[str, Any]:
 
 
 SCHEMAS: dict[str, Any] = {
-    "Rules": {
-        "type": "object",
-        "required": ["digest", "rules", "default"],
-        "properties": {
-            "digest": {"type": "string", "description": "equal where statistics are equal"},
-            "rules": {"type": "array", "items": {"$ref": "#/components/schemas/Rule"}},
-            "default": {"$ref": "#/components/schemas/Rule"},
-            "derive": {
-                "type": "array",
-                "description": "the derived metrics (`[[derive]]`), when the file has any",
-                "items": {
-                    "type": "object",
-                    "required": ["derive", "topic", "every", "value", "sources"],
-                    "properties": {
-                        "derive": {"type": "integer", "description": "place in the file"},
-                        "topic": {"type": "string"},
-                        "every": {"type": "string", "description": "a series resolution"},
-                        "value": {"type": "string", "description": "the expression, as written"},
-                        "sources": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-            },
-        },
-    },
-    "Rule": {
-        "type": "object",
-        "required": ["rule", "topics", "windows", "stats", "group_by"],
-        "properties": {
-            "rule": {"type": "integer", "description": "place in the file; 0: the default"},
-            "topics": {"type": "array", "items": {"type": "string"}},
-            "windows": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["label", "kind"],
-                    "properties": {
-                        "label": {"type": "string"},
-                        "kind": {"enum": ["time", "count"]},
-                        "seconds": {"type": "number"},
-                        "events": {"type": "integer"},
-                        "percentiles": {"enum": ["exact", "sketch"]},
-                        "relative_error": {"type": "number"},
-                        "edge_seconds": {
-                            "type": "number",
-                            "description": "a sketch window's edge is rounded to this",
-                        },
-                    },
-                },
-            },
-            "stats": {"type": "array", "items": {"type": "string"}},
-            "group_by": {"type": "array", "items": {"type": "string"}},
-            "max_groups": {"type": "integer"},
-            "series": {"type": "array", "items": {"type": "string"}},
-            "distinct": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["tag", "stat", "exact_in", "exact_up_to", "relative_error"],
-                    "properties": {
-                        "tag": {"type": "string"},
-                        "stat": {"type": "string"},
-                        "exact_in": {
-                            "type": "array",
-                            "items": {"type": "string"},
-                            "description": "windows that count exactly at any number of values",
-                        },
-                        "exact_up_to": {
-                            "type": "integer",
-                            "description": "different values counted exactly elsewhere",
-                        },
-                        "relative_error": {"type": "number"},
-                    },
-                },
-            },
-            "top": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["tag", "k", "stat", "exact_in", "exact_up_to"],
-                    "properties": {
-                        "tag": {"type": "string"},
-                        "k": {"type": "integer"},
-                        "stat": {"type": "string"},
-                        "exact_in": {"type": "array", "items": {"type": "string"}},
-                        "exact_up_to": {"type": "integer"},
-                    },
-                },
-            },
-        },
-    },
     "Message": {
         "description": "one server-sent event of a messages stream: `event` the message's type, "
         "`data` its data as published (compact JSON, one line), `id` its update's id (or the "
