@@ -66,14 +66,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from operator import mul
 from typing import TYPE_CHECKING
 
 from pushsvc.rules.point import Point, TopList
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.stats.distinct import DistinctSet
-from pushsvc.stats.layout import HUGE
-from pushsvc.stats.moments import ratio, scaled
+from pushsvc.stats.moments import ExactSums
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import StateReader, StateWriter
 from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
@@ -284,16 +282,19 @@ def _finest(
     tags: _TagCounts | None = None,
     messages: Messages | None = None,
     sketch: bool = True,
+    sums: ExactSums | None = None,
 ) -> tuple[Point, _Aggregate | None]:
     """The exact point of a finest-tier bucket (and its distinct counts, top values and
     message counts), and (`summarise`) its mergeable summary; without `sketch`, its *part*:
     the summary but for the sketch of its values (`_NO_SKETCH`), which a coarser bucket over
-    published finest buckets keeps for all of them at once (`SeriesBuckets._sketch_below`)."""
+    published finest buckets keeps for all of them at once (`SeriesBuckets._sketch_below`).
+    Its moments are read from the exact sums of its values (`sums`, if kept), so that they
+    are the same whether a late value was added to those or they were made anew."""
     if not values:
         return _finest_without_values(t_us, summarise, tags, messages)
     values.sort()
     n = len(values)
-    total, mean, m2, var = _moments(values)
+    total, mean, m2, var = (ExactSums.of(values) if sums is None else sums).moments()
     quantiles = []
     n1 = n - 1
     for q in _QS:  # pandas' linear interpolation, operation for operation (stats/order.py)
@@ -322,21 +323,6 @@ def _finest(
     return point, _Aggregate(n, total, mean, m2, low, high, of_values, distinct, top, messages)
 
 
-def _moments(values: list[float]) -> tuple[float, float, float, float | None]:
-    """Sum, mean, M2 and variance (None for one value) of `values`, sorted, not empty."""
-    n = len(values)
-    if not (values[0] > -HUGE and values[-1] < HUGE):
-        return _exact_moments(values)
-    total = math.fsum(values)
-    mean = total / n
-    if n == 1:
-        return total, mean, 0.0, None
-    # Corrected two-pass: exact to a few ulps whatever the values' offset.
-    deviations = [x - mean for x in values]
-    m2 = math.fsum(map(mul, deviations, deviations)) - math.fsum(deviations) ** 2 / n
-    return total, mean, m2, max(m2, 0.0) / (n - 1)
-
-
 def _sketch_of(values: list[float], sketch: Sketch) -> None:
     """Add `values`, sorted, to `sketch`: equal values come in runs, one bin update each."""
     if not values:
@@ -349,20 +335,6 @@ def _sketch_of(values: list[float], sketch: Sketch) -> None:
             sketch.add(run_value, run)
             run_value, run = value, 1
     sketch.add(run_value, run)
-
-
-def _exact_moments(values: list[float]) -> tuple[float, float, float, float | None]:
-    """Sum, mean, M2 and variance of `values` from their exact integers (`moments.py`), each
-    correctly rounded and ``inf`` past the double range: for values beyond ``HUGE``, whose
-    squares (and the residue of a mean near 1e300, squared) overflow the floats."""
-    shift = max(v.as_integer_ratio()[1] for v in values).bit_length() - 1
-    ints = [scaled(v, shift) for v in values]
-    n, s1, unit = len(values), sum(ints), 1 << shift
-    total, mean = ratio(s1, unit), ratio(s1, n * unit)
-    if n == 1:
-        return total, mean, 0.0, None
-    centred = n * sum(x * x for x in ints) - s1 * s1  # >= 0: Cauchy-Schwarz
-    return total, mean, ratio(centred, n * unit * unit), ratio(centred, n * (n - 1) * unit * unit)
 
 
 def _finest_without_values(
@@ -383,13 +355,16 @@ class _Live:
     """A published bucket its grace still keeps: how many corrections it has had, and its
     summary while that is current (None: made again when asked for, as a late event beneath
     it or a restore leaves it); a finest bucket's is its part, without the sketch of its
-    values (`_finest`), which it holds anyway."""
+    values (`_finest`), which it holds anyway. A finest bucket keeps the exact sums of its
+    values from its first correction on, a late value added to them, so that its next
+    corrections read its moments without a pass over its values."""
 
-    __slots__ = ("revision", "summary")
+    __slots__ = ("revision", "summary", "sums")
 
     def __init__(self, revision: int, summary: _Aggregate | None) -> None:
         self.revision = revision
         self.summary = summary
+        self.sums: ExactSums | None = None
 
 
 class SeriesBuckets:
@@ -540,11 +515,9 @@ class SeriesBuckets:
 
     def _amend(self, start: int, held: list[float], value: float, tags: Tags) -> None:
         """A late event into a published bucket within the grace."""
-        held.append(value)
-        self._add_below(start, value)
+        self._hold(start, held, value)
         if self._tagged:
             self._count_held(start, tags)
-        self._stale(start)
         self._dirty.add(start)
         closes = self._due(start + self._resolutions[0])
         if closes < self.next_close_us:
@@ -558,6 +531,15 @@ class SeriesBuckets:
         if due < self._correct_at:
             self._correct_at = due
         return min(self._correct_at, end + self._grace)
+
+    def _hold(self, start: int, held: list[float], value: float) -> None:
+        """`value` into the held finest bucket `start`, and into what is kept of it."""
+        held.append(value)
+        sums = self._live[0][start].sums
+        if sums is not None:
+            sums.add(value)
+        self._add_below(start, value)
+        self._stale(start)
 
     def _add_below(self, start: int, value: float) -> None:
         """A value into the held finest bucket `start`: into its second-tier bucket's sketch
@@ -613,9 +595,7 @@ class SeriesBuckets:
         start = ts_us - ts_us % resolution
         held = self._held.get(start)
         if held is not None:
-            held.append(value)
-            self._add_below(start, value)
-            self._stale(start)
+            self._hold(start, held, value)
             if self._tagged:
                 self._count_held(start, tags)
         elif start + resolution + self._grace > self._closed_clock:
@@ -675,7 +655,12 @@ class SeriesBuckets:
                 counts = self._held_tags.get(start)
                 by_type = self._held_messages.get(start)
                 held = self._held[start]
-                point, part = _finest(start, held, summarise, counts, by_type, sketch=False)
+                sums = entry.sums
+                if sums is None:
+                    sums = entry.sums = ExactSums.of(held)
+                point, part = _finest(
+                    start, held, summarise, counts, by_type, sketch=False, sums=sums
+                )
                 entry.summary = part  # what its coarser buckets' corrections merge, below
                 tier.append((start, point, entry.revision))
                 changed.append(start)
@@ -793,7 +778,9 @@ class SeriesBuckets:
             if index == 0:
                 values, counts = self._held[start], self._held_tags.get(start)
                 by_type = self._held_messages.get(start)
-                summary = _finest(start, values, True, counts, by_type, sketch=False)[1]
+                summary = _finest(
+                    start, values, True, counts, by_type, sketch=False, sums=entry.sums
+                )[1]
                 assert summary is not None
                 if not keep:
                     return summary

@@ -39,8 +39,10 @@ is exact while the result is a normal double, which the fast path's bounds guara
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from operator import mul
 
-__all__ = ["moments", "ratio", "scaled"]
+__all__ = ["ExactSums", "moments", "ratio", "scaled"]
 
 
 def ratio(num: int, den: int) -> float:
@@ -55,6 +57,73 @@ def scaled(value: float, shift: int) -> int:
     """The exact integer ``value * 2**shift``; ``shift`` must be fine enough for ``value``."""
     m, d = value.as_integer_ratio()
     return m << (shift - d.bit_length() + 1)
+
+
+class ExactSums:
+    """The exact sums ``S1`` and ``S2`` of a multiset of values at a scale fine enough for
+    each (``shift``), with its count: what a series bucket's moments are read from, so that
+    they are a function of its values alone, the same whether made from them at once
+    (``of``) or one late value at a time (``add``), in any order."""
+
+    __slots__ = ("count", "s1", "s2", "shift")
+
+    def __init__(self, count: int, s1: int, s2: int, shift: int) -> None:
+        self.count = count
+        self.s1 = s1
+        self.s2 = s2
+        self.shift = shift
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> ExactSums:
+        """The sums of finite `values`. A value ``f * 2**e`` (``0.5 <= |f| < 1``) is a
+        multiple of ``2**(e - 53)``, so the smallest magnitude's exponent gives a scale at
+        which every value is an integer; where that integer stays a finite double, one
+        float multiplication makes it (exact), else each value's integer ratio does."""
+        count = len(values)
+        smallest = min((abs(v) for v in values if v), default=0.0)
+        if not smallest:
+            return cls(count, 0, 0, 0)
+        shift = max(0, _MANTISSA - math.frexp(smallest)[1])
+        if shift < _FLOAT_SCALE_LIMIT:
+            unit = 2.0**shift
+            largest = max(-min(values), max(values))
+            if largest * unit < _FLOAT_INT_LIMIT:
+                ints = [int(v * unit) for v in values]
+                return cls(count, sum(ints), sum(map(mul, ints, ints)), shift)
+        shift = max(v.as_integer_ratio()[1] for v in values).bit_length() - 1
+        ints = [scaled(v, shift) for v in values]
+        return cls(count, sum(ints), sum(map(mul, ints, ints)), shift)
+
+    def add(self, value: float) -> None:
+        """One more finite value: the sums rescaled first if it needs a finer scale."""
+        k = value.as_integer_ratio()[1].bit_length() - 1
+        if k > self.shift:
+            grow = k - self.shift
+            self.s1 <<= grow
+            self.s2 <<= 2 * grow
+            self.shift = k
+        x = scaled(value, self.shift)
+        self.s1 += x
+        self.s2 += x * x
+        self.count += 1
+
+    def moments(self) -> tuple[float, float, float, float | None]:
+        """Sum, mean, M2 (the sum of squared deviations) and sample variance (None for one
+        value), each correctly rounded, ``±inf`` past the double range; not empty."""
+        n, s1, unit = self.count, self.s1, 1 << self.shift
+        total, mean = ratio(s1, unit), ratio(s1, n * unit)
+        if n == 1:
+            return total, mean, 0.0, None
+        centred = n * self.s2 - s1 * s1  # >= 0: Cauchy-Schwarz
+        squared = unit * unit
+        return total, mean, ratio(centred, n * squared), ratio(centred, n * (n - 1) * squared)
+
+
+_MANTISSA = 53
+_FLOAT_SCALE_LIMIT = 1000
+"""``2.0**shift`` is a finite double below this (and above it, values so small are rare)."""
+_FLOAT_INT_LIMIT = 2.0**1000
+"""A scaled value below this is a finite double, so ``v * 2.0**shift`` is exact."""
 
 
 def moments(
