@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pushsvc.rules.point import Point
@@ -204,3 +204,30 @@ def test_without_a_grace_beyond_the_lateness_nothing_is_corrected_nor_saved_anew
     assert _feed(plain, events)[0] == _feed(same, events)[0]
     assert plain.durable_state() == same.durable_state()
     assert plain.durable_state()[0] == 1  # the version of before
+
+
+FINER_AND_FINER = [
+    (T0, 1000.0), (T0 + 1, 3000.0), (T0 + 4 * S, 7.0), (T0 + 2, 0.1),
+    (T0 + 6 * S, 7.0), (T0 + 3, 1.3e-5), (T0 + 8 * S, 7.0), (T0 + 4, -2.0**-60), (T0 + 10 * S, 1.0),
+]  # fmt: skip
+"""Late values each finer than the bucket's values so far, a correction apart."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=streams())
+@example(events=FINER_AND_FINER)
+def test_a_corrected_bucket_is_the_same_bit_for_bit_as_one_published_once(
+    events: list[tuple[int, float]],
+) -> None:
+    """A corrected finest bucket adds its late values to what it keeps; its last revision is
+    the point of the same values published once, at the grace, after all of them."""
+    corrected = SeriesBuckets(TIERS, LATENESS, grace_us=GRACE)
+    published, clock = _feed(corrected, events)
+    once = SeriesBuckets(TIERS, GRACE, grace_us=GRACE)
+    published_once, _ = _feed(once, events)
+    assert clock is not None
+    published += corrected.closed(clock + GRACE + 3600 * S)
+    published_once += once.closed(clock + GRACE + 3600 * S)
+    finest = TIERS[0].resolution_label
+    last = {key: p for key, p in _last(published).items() if key[0] == finest}
+    assert last == {key: p for key, p in _last(published_once).items() if key[0] == finest}

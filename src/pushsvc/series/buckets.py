@@ -1,9 +1,11 @@
 """`SeriesBuckets`: one topic's (or one group's) open buckets of every series tier.
 
 The finest tier's open bucket keeps its events' values (an append per event: the only cost a
-series adds to an event); when it closes it is sorted once for exact count, sum, mean, min,
-max, var and the percentiles pandas' linear `quantile` gives, and summarised into an
-`_Aggregate` (count, sum, mean and M2 for the variance, min, max, a DDSketch of its values).
+series adds to an event); when it closes it is sorted once for exact min, max and the
+percentiles pandas' linear `quantile` gives, its sum, mean and var are read from the exact
+integer sums of its values (`ExactSums`: each the exact value correctly rounded, whatever
+order the values came in), and it is summarised into an `_Aggregate` (count, sum, mean and
+M2 for the variance, min, max, a DDSketch of its values).
 Each coarser tier's open bucket is the merge of the next finer tier's closed buckets in it —
 moments by Chan's parallel formulas, sketches bin by bin — so its count, sum, min and max are
 exact, mean and var exact to rounding, and its percentiles within the sketch's 1 % relative
@@ -27,6 +29,8 @@ keeps what its value merges, so that the next correction is a merge per finer bu
 summary of each one's values: each finest bucket's *part* (its summary without a sketch,
 made again only when a late event changes it) and one sketch of their values (a late value
 is added to it; a sketch's counts add up the same in any order, so the value is the same).
+A corrected finest bucket keeps its exact sums likewise, a late value added to them, so that
+its next corrections read its moments without a pass over its values.
 
 A rule's `distinct` and `top` tags are counted per bucket too: each finest bucket keeps a
 `DistinctSet` per distinct tag (exact up to 1,000 values, then a HyperLogLog, sparse then
@@ -193,17 +197,22 @@ class _Aggregate:
             self.m2 += other.m2 + delta * delta * n * m / total
         self.count = total
         self.total += other.total
-        self.low = min(self.low, other.low)
-        self.high = max(self.high, other.high)
-        self.sketch.merge(other.sketch)
+        if other.low < self.low:
+            self.low = other.low
+        if other.high > self.high:
+            self.high = other.high
+        if other.sketch is not _NO_SKETCH:  # (a part's: its values are merged apart)
+            self.sketch.merge(other.sketch)
         if other.messages:
             mine_by_type = self.messages
             for kind, count in other.messages.items():
                 mine_by_type[kind] = mine_by_type.get(kind, 0) + count
-        for (_, mine), (_, theirs) in zip(self.distinct, other.distinct, strict=True):
-            mine.merge(theirs)
-        for (_, _, summary), (_, _, other_summary) in zip(self.top, other.top, strict=True):
-            summary.merge(other_summary)
+        if self.distinct:
+            for (_, mine), (_, theirs) in zip(self.distinct, other.distinct, strict=True):
+                mine.merge(theirs)
+        if self.top:
+            for (_, _, summary), (_, _, other_summary) in zip(self.top, other.top, strict=True):
+                summary.merge(other_summary)
 
     def point(self, t_us: int) -> Point:
         n = self.count
@@ -626,7 +635,9 @@ class SeriesBuckets:
             counts = self._open_tags.pop(start, None)
             values = self._open.pop(start)
             by_type = self._open_messages.pop(start, None)
-            point, summary = _finest(start, values, summarise, counts, by_type)
+            # (a bucket kept for the grace is summarised when it passes it, or when a
+            # coarser bucket's value asks for its part)
+            point, summary = _finest(start, values, summarise and final, counts, by_type)
             tier.append((start, point, 0))
             changed.append(start)
             if start == self._newest_start:
@@ -806,7 +817,15 @@ class SeriesBuckets:
         return below
 
     def _copy(self, summary: _Aggregate) -> _Aggregate:
-        """A summary to merge into, leaving `summary` as it is (through its stored form)."""
+        """A summary to merge into, leaving `summary` as it is: its sketch merged into an
+        empty one, and its tag counts through their stored form."""
+        if not self._tagged:
+            sketch = Sketch(ACCURACY)
+            sketch.merge(summary.sketch)
+            return _Aggregate(
+                summary.count, summary.total, summary.mean, summary.m2, summary.low,
+                summary.high, sketch, messages=dict(summary.messages),
+            )  # fmt: skip
         out = StateWriter()
         summary.write(out, True)
         source = StateReader(bytes(out))
