@@ -4,6 +4,7 @@
     python -m bench.series --rounds 7        # more alternating rounds for the aggregator rows
     python -m bench.series --only aggregator # one segment: aggregator, memory, api, redis, ...
     python -m bench.series --only late --before /tmp/main/src --rounds 3   # two trees in turns
+    python -m bench.series --only late-instructions --before /tmp/main/src  # under callgrind
 
 Segments:
 
@@ -31,7 +32,10 @@ Segments:
   one into a published bucket, corrected) and, at 0 and 10 %, at the grace (nothing to
   correct); each share's rate over the in-order one's. Each round runs in a process of its
   own; with `--before SRC` another tree's `src/` takes turns with this one (`--src`), round
-  by round, and the medians of both are printed.
+  by round, and the medians of both are printed, with the median of each round's own ratio.
+* `late-instructions`: the same aggregator's instructions per event under callgrind (40,000
+  events, in order and 10 % late), which the load does not change: exact where the `late`
+  rates swing with shared cores, but blind to memory's costs.
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
   `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
   broker and on Redis.
@@ -45,6 +49,7 @@ import gc
 import http.client
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -220,15 +225,54 @@ def late_rows(rounds: int, src: Path, before: Path | None) -> None:
             print(f"late  round {index + 1} {name:<6} {_list(rates[name][-1])}", flush=True)
     for name in trees:
         medians = [statistics.median(column) for column in zip(*rates[name], strict=True)]
-        for (share, label), rate, (points, corrections) in zip(
-            LATE_RUNS, medians, made[name], strict=True
+        for row, ((share, label), rate, (points, corrections)) in enumerate(
+            zip(LATE_RUNS, medians, made[name], strict=True)
         ):
-            in_order = medians[LATE_RUNS.index((0.0, label))]
+            base = LATE_RUNS.index((0.0, label))
+            # Each round's own ratio too: on shared cores the load drifts between rounds more
+            # than between the rows of one round.
+            ratios = [r[row] / r[base] for r in rates[name]]
             print(
                 f"late  {name:<6} 1h grace, {share:4.0%} late by 5-60 s, published {label:<12}"
-                f" {rate:8.0f} events/s  {rate / in_order:5.2f} of in order"
+                f" {rate:8.0f} events/s  {rate / medians[base]:5.2f} of in order"
+                f" (rounds' own: median {statistics.median(ratios):.2f}, {_list(ratios, 2)})"
                 f"  ({points} points, {corrections} corrections)"
             )
+
+
+def late_probe(share: float, events: int, timed: bool) -> None:
+    """Feed `events` events with `share` late (`late_rows`'s stream and aggregator), the
+    second half only if `timed`: what `late_instructions` counts the difference of."""
+    stream = _late_stream(events, share)
+    aggregator = _graced(3600 * S, 5 * S)
+    half = len(stream) // 2
+    for start in range(0, len(stream) if timed else half, BATCH):
+        aggregator.apply_events("t", stream[start : start + BATCH])
+
+
+def late_instructions(src: Path, before: Path | None, events: int = 40_000) -> None:
+    """Instructions per event (`valgrind --tool=callgrind`, which counts them whatever else
+    the machine does) of the second half of 40,000 events, in order and 10 % late, each run
+    once with and once without that half; a count is exact, but leaves out what memory
+    costs (the windows' inserts far from a list's end, cache misses)."""
+    trees = {"after": src} if before is None else {"before": before, "after": src}
+    for name, tree in trees.items():
+        per_event = {}
+        for share in (0.0, 0.1):
+            counts = []
+            for timed in (True, False):
+                argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        sys.executable, "-m", "bench.series", "--late-probe",
+                        f"{share},{events},{int(timed)}"]  # fmt: skip
+                env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{ROOT}")
+                out = subprocess.run(argv, env=env, cwd=ROOT, check=True, capture_output=True)
+                found = re.search(rb"Collected : (\d+)", out.stderr)
+                assert found is not None, out.stderr.decode()[-2000:]
+                counts.append(int(found.group(1)))
+            per_event[share] = (counts[0] - counts[1]) / (events - events // 2)
+            print(f"late  {name:<6} {share:4.0%} late: {per_event[share]:9,.0f} instructions/event",
+                  flush=True)  # fmt: skip
+        print(f"late  {name:<6} 10 % late over in order: {per_event[0.0] / per_event[0.1]:.3f}")
 
 
 def grace_rows(server: RedisServer) -> None:
@@ -250,8 +294,8 @@ def grace_rows(server: RedisServer) -> None:
     )
 
 
-def _list(rates: list[float]) -> str:
-    return ", ".join(f"{r:.0f}" for r in rates)
+def _list(rates: list[float], digits: int = 0) -> str:
+    return ", ".join(f"{r:.{digits}f}" for r in rates)
 
 
 def _full_points(tier: SeriesTier, tagged: bool = False) -> list[tuple[int, bytes]]:
@@ -413,6 +457,7 @@ SEGMENTS: dict[str, Callable[[argparse.Namespace, RedisServer], None]] = {
     "api": lambda _, server: api_rows(server),
     "grace": lambda _, server: grace_rows(server),
     "late": lambda args, _: late_rows(args.rounds, args.src, args.before),
+    "late-instructions": lambda args, _: late_instructions(args.src, args.before),
 }
 
 
@@ -423,9 +468,14 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the tree `late` runs")
     parser.add_argument("--before", type=Path, help="another src/, in turns with --src (`late`)")
     parser.add_argument("--late-round", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--late-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.late_round:
         late_round()
+        return
+    if args.late_probe:
+        share, events, timed = args.late_probe.split(",")
+        late_probe(float(share), int(events), timed == "1")
         return
     with RedisServer() as server:
         for name, run in SEGMENTS.items():
