@@ -113,21 +113,16 @@ class HeadTimeoutHandler(PywsgiHandler):
     waiting: WaitingClients | None = None  # set per server by `handler_for`
     timeouts: Counter | None = None  # set per server by `handler_for`
     _head_deadline: gevent.Timeout | None = None
-    _head_timer: gevent.Timeout | None = None  # the connection's own, started per request
     _body: BodyReader | None = None
     _linger = False
 
     def handle(self) -> None:
         # The connection's whole life in its greenlet: counted here, a leak shows on /metrics.
-        try:
-            if self.greenlets is None:
-                super().handle()
-                return
-            with self.greenlets.track_inprogress():
-                super().handle()
-        finally:
-            if self._head_timer is not None:
-                self._head_timer.close()
+        if self.greenlets is None:
+            super().handle()
+            return
+        with self.greenlets.track_inprogress():
+            super().handle()
 
     def read_head(self, *args: object) -> RequestHead:
         return read_headers(*args)  # type: ignore[arg-type]
@@ -278,14 +273,10 @@ class HeadTimeoutHandler(PywsgiHandler):
 
     def read_requestline(self) -> str:
         if self._head_deadline is None:  # else the handshake's, still running
-            # One timer for every request of the connection, started anew for each: a new
-            # one (a timeout and a loop watcher) per request of a keep-alive connection cost
-            # more than its one use.
-            timer = self._head_timer
-            if timer is None:
-                timer = self._head_timer = gevent.Timeout(self.header_timeout_s, _HeadTimeout)
-            timer.start()
-            self._head_deadline = timer
+            # A new timer for each request: libev's stopped timer keeps what was left of
+            # its time, so one reused would give a keep-alive connection's next request
+            # only the rest of the last one's deadline.
+            self._head_deadline = gevent.Timeout.start_new(self.header_timeout_s, _HeadTimeout)
         self._waiting_on_client(True)  # until the head is in (`_end_head_deadline`)
         try:
             line: str = super().read_requestline()
@@ -316,12 +307,8 @@ class HeadTimeoutHandler(PywsgiHandler):
         return
 
     def _end_head_deadline(self) -> None:
-        deadline = self._head_deadline
-        if deadline is not None:
-            if deadline is self._head_timer:
-                deadline.cancel()  # started again for the next request
-            else:
-                deadline.close()  # the handshake's
+        if self._head_deadline is not None:
+            self._head_deadline.close()
             self._head_deadline = None
             self._waiting_on_client(False)
 
