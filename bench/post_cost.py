@@ -29,12 +29,16 @@ between requests, as it does there.
 
 `--callgrind` runs each server under `valgrind --tool=callgrind` and reports the
 instructions (user space, the server's own) per POST instead of its CPU: the counters are
-zeroed after the warm-up and dumped after the measured POSTs (`callgrind_control`), the same
-count on a loaded machine as on an idle one. Valgrind's start-up takes a minute or two; a
-few hundred `--posts` suffice, and `--pace` must leave valgrind the time a POST takes
-(some 5 a second).
+zeroed after the warm-up and dumped after the measured POSTs (`callgrind_control`), then once
+more after as long again idle, which is taken off (the loop's timers; both figures are
+given). Valgrind's start-up takes a minute or two; a hundred `--posts` suffice. Back to back,
+the aggregator takes however many events arrived while it worked, which valgrind's pace and
+the machine's load decide: the count moves with them by 5-8 %. With `--pace` (3 a second
+leaves valgrind the time a POST and its aggregation take) every POST is the aggregator's only
+event, as at the fan-out's 50 a second: the count with the idle span's agreed within 0.7 %
+run to run, the idle span's own count less well on a loaded machine (10-22 M in 30 s).
 
-    python -m bench.post_cost --message --callgrind --posts 300 --warmup 200 \
+    python -m bench.post_cost --message --callgrind --pace 3 --posts 90 --warmup 30 \
         --before /tmp/post-before/src
     python -m bench.post_cost --message --pace 50 --posts 3000 --rounds 6 \
         --before /tmp/post-before/src
@@ -170,18 +174,26 @@ def measure_instructions(
             conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=120)
             _post_many(conn, warmup, post, pace)
             _callgrind_control("-z", proc.pid)
+            wall = time.perf_counter()
             _post_many(conn, posts, post, pace)
+            wall = time.perf_counter() - wall
+            _callgrind_control("-d", proc.pid)
+            # The same time idle: what the process does whether or not anyone posts (its
+            # timers), taken off. The wait is the measured span itself, not a wait for an event.
+            time.sleep(wall)
             _callgrind_control("-d", proc.pid)
             conn.close()
-            dumps = sorted(Path(tmp).glob("callgrind.out.*"))
-            if not dumps:
-                raise RuntimeError(f"callgrind wrote no dump for {src}")
-            instructions = _instructions(dumps[-1])
+            dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda dump: int(dump.suffix[1:]))
+            if len(dumps) < 2:
+                raise RuntimeError(f"callgrind wrote no dumps for {src}")
+            posted, idle = _instructions(dumps[-2]), _instructions(dumps[-1])
     return {
         "src": str(src),
         "posts": posts,
-        "instructions": instructions,
-        "instructions_per_post": round(instructions / posts),
+        "instructions": posted,
+        "idle_instructions": idle,
+        "instructions_per_post": round((posted - idle) / posts),
+        "instructions_per_post_with_idle": round(posted / posts),
     }
 
 
@@ -259,7 +271,10 @@ def run(
             row = {"round": number, "tree": name, **measured}
             rows.append(row)
             if callgrind:
-                line = f"{row[figure]:>10} instructions/POST"
+                line = (
+                    f"{row[figure]:>10} instructions/POST "
+                    f"({row['instructions_per_post_with_idle']} with the idle span's)"
+                )
             else:
                 line = (
                     f"{row[figure]:>7} µs server CPU/{'event' if batch else 'POST'} "
