@@ -27,15 +27,15 @@ def pushsvc_env(src: Path) -> dict[str, str]:
 
 @contextmanager
 def started(
-    argv: Sequence[str], env: dict[str, str], ready: re.Pattern[str]
+    argv: Sequence[str], env: dict[str, str], ready: re.Pattern[str], *, timeout: float = 60
 ) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
-    """`argv` running until the block ends, once its log matches `ready` (the match is
-    yielded with the process). The log goes to a temporary file: a pipe nobody reads would
-    fill up and stop it."""
+    """`argv` running until the block ends, once its log matches `ready` within `timeout`
+    seconds (the match is yielded with the process). The log goes to a temporary file: a pipe
+    nobody reads would fill up and stop it."""
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + timeout
             while (found := ready.search(_read(log))) is None:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{list(argv[:4])} did not start: {_read(log)[-2000:]}")
@@ -43,7 +43,7 @@ def started(
             yield proc, found
         finally:
             proc.terminate()
-            proc.wait(30)
+            proc.wait(timeout)
 
 
 def _read(log: IO[str]) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from types import FunctionType
+from typing import Any, Literal
 
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
@@ -42,6 +43,25 @@ log = logging.getLogger(__name__)
 Role = Literal["serve", "web"]
 
 
+class PushsvcFlask(Flask):
+    """Flask, remembering which functions it has found to be plain `def`s: it asks again of
+    every view and hook on every request (`ensure_sync`, a code-flags inspection each), and
+    the answer for a function object never changes."""
+
+    def __init__(self, import_name: str) -> None:
+        super().__init__(import_name)
+        self._plain: set[FunctionType] = set()
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        if func in self._plain:
+            return func
+        sync = super().ensure_sync(func)
+        # Only functions: a bound method is a new object each time it is looked up.
+        if sync is func and type(func) is FunctionType:
+            self._plain.add(func)
+        return sync
+
+
 def create_app(
     test_config: Mapping[str, object] | Settings | None = None,
     *,
@@ -65,7 +85,7 @@ def create_app(
     # Python 3.11's own table says application/javascript where the system has no
     # mime.types to say otherwise.
     mimetypes.add_type("text/javascript", ".js")
-    app = Flask(__name__)
+    app = PushsvcFlask(__name__)
     app.json = OrjsonProvider(app)
     app.url_map.converters["anytext"] = AnyText
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -48,6 +48,10 @@ names below. Each touchpoint, and the test that fails when a gevent release chan
 * `WSGIHandler.get_environ`, `read_requestline`, `read_request`, `handle_one_request`,
   `log_request` — public names but not a documented extension interface; overridden by
   `pushsvc.server`'s handlers and pinned by tests/system/test_slow_headers.py.
+* `pywsgi.format_date_time`, the module function pywsgi's `finalize_headers` calls for every
+  response's `Date` (a `time.gmtime` and a format each time): replaced by one that formats
+  each second once (`install_date_cache`). Pinned by tests/unit/test_one_send_answers.py
+  (the `Date` of an answer as pywsgi's own function writes it).
 * `StreamServer.do_read` (one accept; gevent's `_do_read` loop reports what it raises
   through the hub, a traceback each time) and `stop_accepting` / `start_accepting` — the
   accept loop paused while the process is out of descriptors (`PywsgiServer.accept_failed`,
@@ -71,6 +75,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import gevent
+from gevent import pywsgi
 from gevent.pywsgi import Input, OldMessage, WSGIHandler, WSGIServer
 from gevent.ssl import SSLSocket
 
@@ -192,6 +197,32 @@ def read_now(sock: Any, read: Callable[[int], bytes], size: int) -> bytes:
         sock.settimeout(previous)
 
 
+class _DateCache:
+    """pywsgi's `format_date_time`, the formatted second kept: a response's `Date` names its
+    second, and every answer within one second has the same."""
+
+    def __init__(self, format_date: Callable[[float], bytes]) -> None:
+        self._format = format_date
+        self._second = -1
+        self._value = b""
+
+    def __call__(self, timestamp: float) -> bytes:
+        second = int(timestamp)
+        if second != self._second:
+            # Formatted from the whole second: what pywsgi's function gives for any moment
+            # within it (it drops the fraction).
+            self._value = self._format(second)
+            self._second = second
+        return self._value
+
+
+def install_date_cache() -> None:
+    """Have pywsgi format each second's `Date` once (idempotent)."""
+    module: Any = pywsgi  # the stubs leave the function out
+    if not isinstance(module.format_date_time, _DateCache):
+        module.format_date_time = _DateCache(module.format_date_time)
+
+
 JOIN_AT_MOST = 16 << 10
 """The largest first write sent in one send with its response's head (copied once into it)."""
 
@@ -265,6 +296,10 @@ class PywsgiServer(WSGIServer):
     `accept_failed`, `accepting_paused`, `admits` and `handle_tls`, never `do_read` or
     `wrap_socket_and_handle`. A connection `admits` turns away is reset at once, up to
     `_REFUSED_PER_TURN` in one turn of the loop, without a greenlet."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        install_date_cache()
 
     def do_read(self) -> tuple[Any, Any] | None:  # type: ignore[override]  # gevent's hook
         for _ in range(_REFUSED_PER_TURN):

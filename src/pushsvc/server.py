@@ -273,6 +273,9 @@ class HeadTimeoutHandler(PywsgiHandler):
 
     def read_requestline(self) -> str:
         if self._head_deadline is None:  # else the handshake's, still running
+            # A new timer for each request: libev's stopped timer keeps what was left of
+            # its time, so one reused would give a keep-alive connection's next request
+            # only the rest of the last one's deadline.
             self._head_deadline = gevent.Timeout.start_new(self.header_timeout_s, _HeadTimeout)
         self._waiting_on_client(True)  # until the head is in (`_end_head_deadline`)
         try:

@@ -171,3 +171,13 @@ def test_openapi_error_and_event_stream_bodies_are_described(make_app: MakeApp) 
         "no_aggregator",
         "rules_differ",
     }
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/topics/x/events", "/static%2Fpushsvc.js"])
+def test_without_origins_only_static_paths_answer_cors(client: FlaskClient, path: str) -> None:
+    # flask-cors runs only where its one resource matches (`cors._only_where_it_matches`),
+    # which sees the path as flask-cors does: percent-decoded once more.
+    answer = client.get(path, headers={"Origin": "https://a.test"})
+    answer.close()
+    static = path.startswith("/static")
+    assert ("Access-Control-Allow-Origin" in answer.headers) is static

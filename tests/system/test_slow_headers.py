@@ -226,6 +226,24 @@ def test_an_idle_keep_alive_connection_is_closed_at_the_deadline(
     assert answer.startswith(b"HTTP/1.1 200 ") and b'{"status":"ok"}' in answer
 
 
+def test_each_request_of_a_keep_alive_connection_has_the_whole_deadline(
+    strict_server: PushsvcProcess,
+) -> None:
+    # Idle for most of the header timeout before each request, longer than it in all: the
+    # deadline is each request's own, never what the last one left of it.
+    with socket.create_connection(("127.0.0.1", strict_server.port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for _ in range(4):
+            time.sleep(0.6 * HEADER_TIMEOUT_S)  # the client's own pause, not a wait on us
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reader.readline().startswith(b"HTTP/1.1 200 ")
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert b'"ok"' in reader.read(length)
+
+
 def test_a_stream_outlives_the_header_deadline(strict_server: PushsvcProcess, topic: str) -> None:
     with SSEClient(strict_server.port, f"/topics/{topic}/stream") as stream:
         stream.next_data("snapshot")

@@ -5,13 +5,15 @@ sent after its head, uncopied."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 import gevent
 import pytest
+from gevent import pywsgi
 from gevent import socket as gsocket
 
-from pushsvc.gevent_private import JOIN_AT_MOST
+from pushsvc.gevent_private import JOIN_AT_MOST, _DateCache
 from pushsvc.server import Server, StreamingHandler
 
 WAIT_S = 10  # a bound for events awaited, never a sleep
@@ -81,3 +83,21 @@ def test_a_chunked_answer_sends_its_head_with_its_first_chunk() -> None:
     assert answer.endswith(b"\r\n\r\n5\r\nfirst\r\n5\r\n-tail\r\n0\r\n\r\n")
     assert len(sends) == 3 and sum(sends) == len(answer)
     assert lengths == [len(answer)]
+
+
+def test_the_date_is_pywsgis_own_for_the_second_it_was_written_in() -> None:
+    # The server formats each second's `Date` once (`gevent_private.install_date_cache`):
+    # what it writes is what pywsgi's own function writes for that moment.
+    answer, _, _ = _served(_answer(b"x"))
+    after = time.time()
+    dates = [
+        line.split(b": ", 1)[1]
+        for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+        if line.lower().startswith(b"date: ")
+    ]
+    formatted = pywsgi.format_date_time
+    assert isinstance(formatted, _DateCache)
+    own = formatted._format  # pywsgi's function, as it was
+    assert len(dates) == 1 and dates[0] in {own(after - 1), own(after)}
+    for moment in (after, after + 0.25, after + 0.999, after + 1, after + 86_400.5):
+        assert formatted(moment) == own(moment)

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
-from flask import Flask
+from flask import Flask, Response, request
 from flask_cors import CORS
 
 from pushsvc.config import Settings
@@ -56,3 +58,23 @@ def install(app: Flask, settings: Settings) -> None:
             "expose_headers": EXPOSED_HEADERS,
         }
     CORS(app, resources=resources)
+    if not settings.cors_origins:
+        _only_where_it_matches(app, re.compile(STATIC))
+
+
+def _only_where_it_matches(app: Flask, pattern: re.Pattern[str]) -> None:
+    """Call flask-cors's after-request function (the one `CORS` just registered) only for
+    a path its one resource `pattern` matches: for any other it returns the response as it
+    got it, having read its headers (a missing header costs werkzeug an exception object),
+    the request's path and each resource's pattern. With the API's origins configured
+    every path matches `/.*`, and it runs for every request as before."""
+    hooks = app.after_request_funcs[None]
+    cors_after_request: Callable[[Response], Response] = hooks.pop()  # type: ignore[assignment]
+
+    def static_cors(response: Response) -> Response:
+        # As flask-cors matches: the request's path, percent-decoded once more.
+        if pattern.match(unquote(request.path)) is None:
+            return response
+        return cors_after_request(response)
+
+    hooks.append(static_cors)

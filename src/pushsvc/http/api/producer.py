@@ -14,8 +14,9 @@ the broker checks and appends in one step).
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Request, Response, request
 
 from pushsvc.broker.base import Appended
 from pushsvc.core.answers import accepted_json
@@ -28,27 +29,41 @@ from pushsvc.loop_pause import let_others_run
 
 bp = Blueprint("producer", __name__)
 
+_IDEMPOTENCY_ENVIRON = "HTTP_" + HEADER.upper().replace("-", "_")
+"""Where a WSGI server puts the `Idempotency-Key` header."""
+
+
+def _header_lines(environ: dict[str, Any], key: str) -> list[str]:
+    """What `request.headers.getlist` gives for the header a WSGI server puts at `key`
+    (which holds one value: the server joins repeated lines), without building the list
+    of every header that `getlist` walks."""
+    value = environ.get(key)
+    return [] if value is None else [value]
+
 
 @bp.post("/topics/<anytext:topic>/events")
 def post_events(topic: str) -> Response:
     rt = runtime()
+    # The proxy looked through once, not at every use.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    environ = req.environ
     # Checked once, before the body: a bad name is the answer, whatever the body's size.
     name = validate_topic(topic)
-    grant = rt.gate.publisher(request, name)
-    idempotency_key = check_key(request.headers.getlist(HEADER))
+    grant = rt.gate.publisher(req, name)
+    idempotency_key = check_key(_header_lines(environ, _IDEMPOTENCY_ENVIRON))
     rate_key = None
     if rt.publish_rate is not None:
         subject = grant.subject if grant is not None else None
-        rate_key = f"sub:{subject}" if subject else f"ip:{request.remote_addr}"
+        rate_key = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
         rt.publish_rate.admit(rate_key)
     limits = rt.limits
-    body = read_body(request.environ, limits.max_body_bytes)
+    body = read_body(environ, limits.max_body_bytes)
     grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
     appended = ingest(
         rt.broker,
         name,
         body,
-        request.content_type,
+        req.content_type,
         limits=limits,
         lateness_us=grace_us,
         now_us=time.time_ns() // 1000,
@@ -73,4 +88,7 @@ def post_events(topic: str) -> Response:
 
 def _answer(appended: Appended, headers: dict[str, str]) -> Response:
     body = accepted_json(appended.accepted, appended.late)
-    return Response(body, 202, headers, mimetype="application/json")
+    # The body is bytes, whole: passed through to the server as its one piece (a HEAD's is
+    # still empty), without werkzeug's iterator that would encode it and call the
+    # response's close, which has nothing to close here.
+    return Response(body, 202, headers, content_type="application/json", direct_passthrough=True)
