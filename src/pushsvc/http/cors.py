@@ -69,6 +69,8 @@ def _only_where_it_matches(app: Flask, pattern: re.Pattern[str]) -> None:
     the request's path and each resource's pattern. With the API's origins configured
     every path matches `/.*`, and it runs for every request as before."""
     hooks = app.after_request_funcs[None]
+    if not hooks or not getattr(hooks[-1], "__module__", "").startswith("flask_cors"):
+        return  # registered some other way (another flask-cors): left to run for every path
     cors_after_request: Callable[[Response], Response] = hooks.pop()  # type: ignore[assignment]
 
     def static_cors(response: Response) -> Response:
