@@ -24,11 +24,12 @@ makes its first point then too. A coarser bucket's value is the merge of its fin
 past the grace (kept merged) then of its published finer buckets in ascending start, the
 order they join that merge in, so that it is the same whichever way it is reached. A coarser
 bucket is published at the same clock as its last finer bucket, right after it. Buckets
-without events make no point. Once a coarser bucket over the finest tier is corrected, it
-keeps what its value merges, so that the next correction is a merge per finer bucket, not a
-summary of each one's values: each finest bucket's *part* (its summary without a sketch,
-made again only when a late event changes it) and one sketch of their values (a late value
-is added to it; a sketch's counts add up the same in any order, so the value is the same).
+without events make no point. A published coarser bucket over the finest tier keeps what its
+value merges, so that a correction is a merge per finer bucket, not a summary of each one's
+values: one sketch of their values, made at its first publication (a late value is added to
+it; a sketch's counts add up the same in any order, so the value is the same), and from its
+first correction each finest bucket's *part* (its summary without a sketch, made again only
+when a late event changes it).
 A corrected finest bucket keeps its exact sums likewise, a late value added to them, so that
 its next corrections read its moments without a pass over its values.
 
@@ -415,11 +416,11 @@ class SeriesBuckets:
         self._held: dict[int, list[float]] = {}
         self._held_tags: dict[int, _TagCounts] = {}
         self._held_messages: dict[int, Messages] = {}
-        # Made when a coarser bucket is first corrected, and kept while it stays current, so
-        # that a late event costs its coarser buckets' corrections a merge per finest bucket
-        # rather than a summary of each one's values: the sketch of the values of the held
-        # finest buckets of each published bucket of the second tier (by its start), besides
-        # each held finest bucket's part (its `_Live` summary).
+        # Kept while it stays current, so that a late event costs its coarser buckets'
+        # corrections a merge per finest bucket rather than a summary of each one's values:
+        # the sketch of the values of the held finest buckets of each published bucket of
+        # the second tier (by its start), made when it is first published, and each held
+        # finest bucket's part (its `_Live` summary), made when it is first corrected.
         self._below: dict[int, Sketch] = {}
         # Each tier's published buckets within the grace (the finest's: those of `_held`).
         self._live: list[dict[int, _Live]] = [{} for _ in tiers]
@@ -761,7 +762,7 @@ class SeriesBuckets:
         start (the order they join that merge in, so that the value is the same either way).
         Over the finest tier, each finer bucket's part without its sketch (kept, with `keep`),
         then the sketch of their values at once (a sketch's counts add up the same in any
-        order)."""
+        order), which is kept whatever `keep` says: it is what a correction needs most."""
         merged = self._coarse[index - 1].get(start)
         summary = None if merged is None else self._copy(merged)
         finer = self._resolutions[index - 1]
@@ -777,7 +778,7 @@ class SeriesBuckets:
                     summary.merge(part)
         assert summary is not None, "a published bucket has a published finer bucket"
         if index == 1 and below:
-            summary.sketch.merge(self._sketch_below(start, keep))
+            summary.sketch.merge(self._sketch_below(start))
         return summary
 
     def _summary(self, index: int, start: int, keep: bool = True) -> _Aggregate:
@@ -800,14 +801,13 @@ class SeriesBuckets:
             entry.summary = summary
         return summary
 
-    def _sketch_below(self, start: int, keep: bool) -> Sketch:
+    def _sketch_below(self, start: int) -> Sketch:
         """The sketch of the values of the held finest buckets of the second-tier bucket
-        `start`, kept from now on (`keep`) while it is published within the grace."""
+        `start`, kept from now on while it is published within the grace: made once, at its
+        first publication, not again at its first correction."""
         below = self._below.get(start)
         if below is None:
-            below = Sketch(ACCURACY)
-            if keep:
-                self._below[start] = below
+            below = self._below[start] = Sketch(ACCURACY)
             held, finer = self._held, self._resolutions[0]
             for child in range(start, start + self._resolutions[1], finer):
                 values = held.get(child)
