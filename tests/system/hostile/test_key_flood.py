@@ -55,6 +55,15 @@ FLOODERS = 4
 PIPELINED = 32
 """Requests a flooder sends before it reads their answers: few enough that one connection's
 batch keeps the server from the legitimate producer only milliseconds."""
+FAIR_SHARE = 4.0
+"""How many of a flood batch's median time a legitimate POST may take at p99. The server
+serves its connections in turn, a flooder's whole pipelined batch at a time, so a POST waits
+about one turn of every connection, which is about what a batch takes: 1.8 times the batch
+median at p99, alone and beside eight busy processes (2026-11-29). A bound relative to the
+flood's own pace holds on a machine however loaded, where a bound in seconds measured the
+machine (the whole suite on a slow VM made the same server eleven times slower: a p99 of
+1.16 s failed a bound of 1 s). A stall of the server's loop, which the flood's batches spread
+over many requests, shows in the producer's p99."""
 _EVICTED = "pushsvc_idempotency_keys_evicted_total"
 
 
@@ -77,11 +86,12 @@ def _keyed(key: str) -> dict[str, str]:
     return {"Content-Type": "application/json", "Idempotency-Key": key}
 
 
-def _flood(port: int, topic: str, count: int) -> None:
+def _flood(port: int, topic: str, count: int, batch_times: list[float]) -> None:
     """`count` one-event POSTs to `topic`, each with a fresh key, on FLOODERS keep-alive
     connections at once, each sending PIPELINED requests before it reads their answers (as
     an attacker would, and so that the flood's own client costs the 2-core machine little of
-    the CPU the server needs); each must be accepted."""
+    the CPU the server needs); each must be accepted. How long each batch took, from its
+    send to its last answer, is added to `batch_times`."""
     failures: list[str] = []
 
     def flooder(posts: int) -> None:
@@ -89,12 +99,15 @@ def _flood(port: int, topic: str, count: int) -> None:
             answers = Answers(conn)
             while posts and not failures:
                 batch = min(posts, PIPELINED)
-                conn.sendall(b"".join(_post(topic) for _ in range(batch)))
+                requests = b"".join(_post(topic) for _ in range(batch))
+                started = time.monotonic()
+                conn.sendall(requests)
                 for _ in range(batch):
                     status, body = answers.next()
                     if status != 202:
                         failures.append(f"{status} {body!r}")
                         return
+                batch_times.append(time.monotonic() - started)
                 posts -= batch
 
     shares = [count // FLOODERS + (i < count % FLOODERS) for i in range(FLOODERS)]
@@ -165,14 +178,22 @@ class _Legit(threading.Thread):
         self.stream.close()
         assert self.error is None, repr(self.error)
 
-    def assert_served(self) -> None:
-        """Every POST accepted, every event read back in order, and the p99 latency a
-        liveness bound, generous for a loaded 2-core machine."""
+    def assert_served(self, batch_times: list[float]) -> None:
+        """Every POST accepted within its 10 s timeout, every event read back in order, and
+        the producer's latency its fair share of the server: at p99, no more than FAIR_SHARE
+        times what the flood's batches took at the median (`batch_times`)."""
         assert self.statuses and set(self.statuses) == {202}, self.statuses
         assert self.received == [float(v) for v in range(len(self.statuses))]
-        latencies = sorted(self.latencies)
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        assert p99 < 1.0, f"legitimate POST p99 {p99:.3f} s"
+        p99 = _quantile(self.latencies, 0.99)
+        batch = _quantile(batch_times, 0.5)
+        assert p99 <= FAIR_SHARE * batch, (
+            f"legitimate POST p99 {p99:.3f} s, a flood batch's median {batch:.3f} s"
+        )
+
+
+def _quantile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def test_a_flood_of_fresh_idempotency_keys_is_bounded_and_costs_a_producer_nothing(
@@ -184,16 +205,17 @@ def test_a_flood_of_fresh_idempotency_keys_is_bounded_and_costs_a_producer_nothi
         flooded = f"{topic}.flood"
         legit = _Legit(port, topic)
         legit.start()
+        batch_times: list[float] = []
         try:
-            _flood(port, flooded, WARM_KEYS)
+            _flood(port, flooded, WARM_KEYS, batch_times)
             warm = _rss(proc)
-            _flood(port, flooded, MAX_KEYS_PER_PARTITION - WARM_KEYS)
+            _flood(port, flooded, MAX_KEYS_PER_PARTITION - WARM_KEYS, batch_times)
             full = _rss(proc)
-            _flood(port, flooded, PAST_KEYS)
+            _flood(port, flooded, PAST_KEYS, batch_times)
             past = _rss(proc)
         finally:
             legit.finish()
-        legit.assert_served()
+        legit.assert_served(batch_times)
         posted = MAX_KEYS_PER_PARTITION + PAST_KEYS + len(legit.statuses)
         # Each key past the bound made the partition forget one, none expired (10 minutes).
         assert metric(port, _EVICTED) == posted - MAX_KEYS_PER_PARTITION
