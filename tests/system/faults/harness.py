@@ -28,12 +28,18 @@ from harness.sse_parser import EventStreamParser
 from faults.backends import client as store_client
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.broker.redis.keys import Keys
+from pushsvc.broker.redis.redirects import TRYAGAIN_FOR_S
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules
 from support.sentinel import SentinelCluster
 
 S = 1_000_000
 WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}
+SLOWEST_POST_S = TRYAGAIN_FOR_S + 1.0
+"""No POST of a scenario may take longer. The longest a POST waits by design in these faults
+is an append sent again while its slot is half moved (`TRYAGAIN_FOR_S`), and a second more
+is its own work on a loaded machine. The bound was 2 s, the design's own wait: on a slow VM
+POSTs of the Cluster scenarios took 2.0 to 2.5 s and failed passing runs."""
 
 
 class FaultStack:
@@ -456,7 +462,7 @@ def check_delivery(
     """The delivery promise, per watcher; returns figures for the report."""
     assert producer.acked, "nothing was acknowledged"
     assert set(producer.statuses) <= {202, 503, 0}, producer.statuses
-    assert producer.slowest_s < 2.0, f"a POST took {producer.slowest_s:.2f} s"
+    assert producer.slowest_s < SLOWEST_POST_S, f"a POST took {producer.slowest_s:.2f} s"
     # Every acknowledged event, and those that may have been logged without a 202 (see
     # `Producer.maybe_applied`) where a watcher shows they were.
     seen = {v for w in watchers for _, v, _ in w.received.updates}
