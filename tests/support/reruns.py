@@ -7,7 +7,10 @@ names each rerun at the end of its output, and where `PUSHSVC_TEST_RERUNS` names
 (`.ci/run` sets it), each rerun test gets a line there once its last attempt ends, which
 `.ci/run` prints under "--- reruns" whatever the run's outcome:
 
-    RERUN: tests/unit/test_x.py::test_y: failed in call (AssertionError: ...), then passed
+    RERUN: tests/unit/test_x.py::test_y: failed in call (AssertionError: ...) at
+      tests/unit/test_x.py:12, then passed
+
+(on one line; `at` names the suite's last line the failure passed)
 
 Only the process that reports writes the file: with xdist, the controller, which receives
 every worker's reports (pytest-rerunfailures forwards the failed attempt as a report of
@@ -87,7 +90,21 @@ def _failure(report: pytest.TestReport) -> str:
     first = message[0]
     if len(first) > _MESSAGE_CHARS:
         first = first[: _MESSAGE_CHARS - 3] + "..."
-    return f"{report.when} ({first})"
+    at = _where(report)
+    return f"{report.when} ({first}){f' at {at}' if at else ''}"
+
+
+def _where(report: pytest.TestReport) -> str:
+    """The line of the project's own code the failure passed last (`tests/…:123`), deeper
+    frames being the standard library's or a dependency's: which call of a test raised an
+    error that many of its calls could have (a connection reset)."""
+    entries = getattr(getattr(report.longrepr, "reprtraceback", None), "reprentries", ())
+    for entry in reversed(entries):
+        location = getattr(entry, "reprfileloc", None)
+        path = str(getattr(location, "path", ""))
+        if path and not path.startswith("/") and "site-packages" not in path:
+            return f"{path}:{location.lineno}"
+    return ""
 
 
 class SharedFixtureTeardownFailed(Exception):

@@ -45,6 +45,14 @@ def test_fails_every_time():
     raise AssertionError("broken")
 """
 
+_DEEP = """
+import json
+
+
+def test_fails_in_the_standard_library():
+    json.loads("{")
+"""
+
 _SHARED = """
 import pytest
 
@@ -96,6 +104,7 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "conftest.py").write_text(_CONFTEST)
     (tmp_path / "test_flaky.py").write_text(_FLAKY)
     (tmp_path / "test_broken.py").write_text(_BROKEN)
+    (tmp_path / "test_deep.py").write_text(_DEEP)
     (tmp_path / "test_shared.py").write_text(_SHARED)
     return tmp_path
 
@@ -105,7 +114,7 @@ def test_a_test_that_fails_once_passes_the_run_and_is_listed(folder: Path) -> No
     assert code == 0, output
     assert lines == [
         "RERUN: test_flaky.py::test_fails_once: failed in call"
-        " (AssertionError: the first attempt fails), then passed"
+        " (AssertionError: the first attempt fails) at test_flaky.py:10, then passed"
     ], output
     assert "RERUN test_flaky.py::test_fails_once" in output  # pytest's own summary
 
@@ -115,10 +124,18 @@ def test_a_test_that_fails_again_fails_the_run(folder: Path) -> None:
     assert code == 1, output
     assert sorted(lines) == [
         "RERUN: test_broken.py::test_fails_every_time: failed in call"
-        " (AssertionError: broken), then failed again",
+        " (AssertionError: broken) at test_broken.py:3, then failed again",
         "RERUN: test_flaky.py::test_fails_once: failed in call"
-        " (AssertionError: the first attempt fails), then passed",
+        " (AssertionError: the first attempt fails) at test_flaky.py:10, then passed",
     ], output
+
+
+def test_a_rerun_names_the_suites_line_an_error_from_deeper_passed(folder: Path) -> None:
+    code, lines, output = _run(folder, "test_deep.py")
+    assert code == 1, output
+    assert len(lines) == 1, output
+    assert lines[0].startswith("RERUN: test_deep.py::test_fails_in_the_standard_library:"), lines
+    assert lines[0].endswith(" at test_deep.py:6, then failed again"), lines
 
 
 def test_a_shared_fixtures_failed_teardown_is_not_rerun(folder: Path) -> None:
