@@ -56,14 +56,16 @@ PIPELINED = 32
 """Requests a flooder sends before it reads their answers: few enough that one connection's
 batch keeps the server from the legitimate producer only milliseconds."""
 FAIR_SHARE = 4.0
-"""How many of a flood batch's median time a legitimate POST may take at p99. The server
-serves its connections in turn, a flooder's whole pipelined batch at a time, so a POST waits
-about one turn of every connection, which is about what a batch takes: 1.8 times the batch
-median at p99, alone and beside eight busy processes (2026-11-29). A bound relative to the
-flood's own pace holds on a machine however loaded, where a bound in seconds measured the
-machine (the whole suite on a slow VM made the same server eleven times slower: a p99 of
-1.16 s failed a bound of 1 s). A stall of the server's loop, which the flood's batches spread
-over many requests, shows in the producer's p99."""
+"""How many times a flood batch's p99 a legitimate POST may take at p99. The server serves
+its connections in turn, a flooder's whole pipelined batch at a time, so a POST waits about
+one turn of every connection, which is about what a batch takes; the two are measured over
+the same seconds, so a machine that pauses the server pauses both. Measured (2026-11-29):
+the producer's p99 was 1.35 times the batches' alone, 0.66 times beside eight busy
+processes, 1.76 times in a run beside the simulation and the OpenAPI fuzzing. A bound in
+seconds measured the machine: a slow VM made the server eleven times slower and a p99 of
+1.16 s failed a bound of 1 s; one relative to the batches' median failed on the suite's
+pauses (0.55 s against 0.023 s), which a median leaves out. What this bound cannot see is a
+pause of the server's loop that slows the flood's batches as much as the producer."""
 _EVICTED = "pushsvc_idempotency_keys_evicted_total"
 
 
@@ -181,13 +183,13 @@ class _Legit(threading.Thread):
     def assert_served(self, batch_times: list[float]) -> None:
         """Every POST accepted within its 10 s timeout, every event read back in order, and
         the producer's latency its fair share of the server: at p99, no more than FAIR_SHARE
-        times what the flood's batches took at the median (`batch_times`)."""
+        times what the flood's batches took at p99 (`batch_times`)."""
         assert self.statuses and set(self.statuses) == {202}, self.statuses
         assert self.received == [float(v) for v in range(len(self.statuses))]
         p99 = _quantile(self.latencies, 0.99)
-        batch = _quantile(batch_times, 0.5)
+        batch = _quantile(batch_times, 0.99)
         assert p99 <= FAIR_SHARE * batch, (
-            f"legitimate POST p99 {p99:.3f} s, a flood batch's median {batch:.3f} s"
+            f"legitimate POST p99 {p99:.3f} s, a flood batch's p99 {batch:.3f} s"
         )
 
 
