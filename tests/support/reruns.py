@@ -103,7 +103,7 @@ def _where(report: pytest.TestReport) -> str:
         location = getattr(entry, "reprfileloc", None)
         path = str(getattr(location, "path", ""))
         if path and not path.startswith("/") and "site-packages" not in path:
-            return f"{path}:{location.lineno}"
+            return f"{path}:{getattr(location, 'lineno', '?')}"
     return ""
 
 
