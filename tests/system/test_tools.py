@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from harness.live import SRC, PushsvcProcess, SSEClient, request, run_tool, start_tool
+from harness.live import (
+    SRC,
+    PushsvcProcess,
+    SSEClient,
+    request,
+    run_tool,
+    start_tool,
+    wait_published,
+)
 from harness.net import free_port
 
 from pushsvc.client.models import history_dataframe
@@ -216,8 +224,10 @@ def test_replay_csv(server: PushsvcProcess, topic: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "replayed 2500 events" in done.stdout
-    latest = json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])
     last = frame.iloc[-1]
+    # Replayed is logged: the updates follow as the aggregator gets to them.
+    wait_published(server.port, topic, {"value": last["amount"], "ts": last["ts"].timestamp()})
+    latest = json.loads(request(server.port, "GET", f"/topics/{topic}/stats")[2])
     assert latest["event"] == {
         "value": last["amount"],
         "ts": last["ts"].timestamp(),
