@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.live import PushsvcProcess, metric, post, request, wait_until
+from harness.live import PushsvcProcess, metric, post, request, wait_published, wait_until
 from harness.net import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -166,6 +166,7 @@ def test_an_unreachable_alertmanager_holds_nothing_back(rules_file: Path) -> Non
         for i in range(5):
             event = {"value": 195.0 + i, "ts": T0 + i, "tags": {"basket": "fries"}}
             assert post(server.port, topic, event)[0] == 202
+        wait_published(server.port, topic, event)  # logged is not yet applied
         status, _, body = request(server.port, "GET", f"/topics/{topic}/stats")
         assert status == 200 and json.loads(body)["windows"]["10s"]["count"] == 5
         wait_until(

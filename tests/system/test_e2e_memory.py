@@ -8,7 +8,7 @@ import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from harness.live import PushsvcProcess, SSEClient, post, request
+from harness.live import PushsvcProcess, SSEClient, post, request, wait_published
 
 STATS = ["count", "sum", "mean", "min", "max", "var", "stddev", "p50", "p90", "p99"]
 
@@ -84,6 +84,7 @@ def test_multi_topic_stream_with_prefix_pattern(server: PushsvcProcess, topic: s
 
 def test_snapshot_first_carries_current_state(server: PushsvcProcess, topic: str) -> None:
     post(server.port, topic, [{"value": v} for v in (1, 2, 3, 4)])
+    wait_published(server.port, topic, {"value": 4})  # logged is not yet applied
     status, _, body = request(server.port, "GET", f"/topics/{topic}/stats")
     assert status == 200
     latest = json.loads(body)
