@@ -51,21 +51,28 @@ MOST_BYTES_PER_KEY = 451
 docs/reliability.md says: 36-45 MB per 100,000 keys."""
 LEAST_BYTES_PER_KEY = 358
 """And at least (UUID keys, as the clients send and the flood does)."""
+CHUNK_KEYS = 10_000
+"""Keys posted before the flood waits for the aggregator to apply them: on a loaded machine it
+can trail the flood by tens of thousands of events, held meanwhile, and RSS keeps that
+high-water mark (45.8 MiB past the warm-up once, where the keys may take 43), which is not
+the keys' cost."""
 FLOODERS = 4
 PIPELINED = 32
 """Requests a flooder sends before it reads their answers: few enough that one connection's
 batch keeps the server from the legitimate producer only milliseconds."""
 FAIR_SHARE = 4.0
-"""How many times a flood batch's p99 a legitimate POST may take at p99. The server serves
-its connections in turn, a flooder's whole pipelined batch at a time, so a POST waits about
-one turn of every connection, which is about what a batch takes; the two are measured over
-the same seconds, so a machine that pauses the server pauses both. Measured (2026-11-29):
-the producer's p99 was 1.35 times the batches' alone, 0.66 times beside eight busy
-processes, 1.76 times in a run beside the simulation and the OpenAPI fuzzing. A bound in
-seconds measured the machine: a slow VM made the server eleven times slower and a p99 of
-1.16 s failed a bound of 1 s; one relative to the batches' median failed on the suite's
-pauses (0.55 s against 0.023 s), which a median leaves out. What this bound cannot see is a
-pause of the server's loop that slows the flood's batches as much as the producer."""
+"""How many times the flood's slowest batch the legitimate producer's slowest POST may take.
+The server serves its connections in turn, a flooder's whole pipelined batch at a time, so a
+POST waits about one turn of every connection, which is about what a batch takes; measured
+over the same seconds, the two meet the same pauses of a loaded machine, and the flood's 4,380
+batches meet the worst of them. A starved producer (served after the flood, or only between
+its chunks) waits many batches. Measured (2026-11-29), the producer's slowest POST over the
+flood's slowest batch: 0.79 alone, 0.70 beside eight busy processes, 0.94 to 1.44 in four
+runs beside the simulation and the OpenAPI fuzzing. Quantiles were no steadier: the
+producer posts 90 to 900 times, so its p99 is its slowest few, and against the batches' p99
+the ratio reached 4.66 in one such run; a bound in seconds measured the machine (1.16 s on a
+slow VM failed a bound of 1 s). What this bound cannot see is a pause of the server's loop
+that slows the flood's batches as much as the producer."""
 _EVICTED = "pushsvc_idempotency_keys_evicted_total"
 
 
@@ -89,6 +96,14 @@ def _keyed(key: str) -> dict[str, str]:
 
 
 def _flood(port: int, topic: str, count: int, batch_times: list[float]) -> None:
+    """`count` one-event POSTs to `topic`, each with a fresh key (`_flood_chunk`), in chunks
+    of CHUNK_KEYS, each followed by a wait until the aggregator has applied every event."""
+    for start in range(0, count, CHUNK_KEYS):
+        _flood_chunk(port, topic, min(CHUNK_KEYS, count - start), batch_times)
+        wait_caught_up(port, timeout=120)
+
+
+def _flood_chunk(port: int, topic: str, count: int, batch_times: list[float]) -> None:
     """`count` one-event POSTs to `topic`, each with a fresh key, on FLOODERS keep-alive
     connections at once, each sending PIPELINED requests before it reads their answers (as
     an attacker would, and so that the flood's own client costs the 2-core machine little of
@@ -182,20 +197,14 @@ class _Legit(threading.Thread):
 
     def assert_served(self, batch_times: list[float]) -> None:
         """Every POST accepted within its 10 s timeout, every event read back in order, and
-        the producer's latency its fair share of the server: at p99, no more than FAIR_SHARE
-        times what the flood's batches took at p99 (`batch_times`)."""
+        the producer its fair share of the server: no POST of it slower than FAIR_SHARE times
+        the flood's slowest batch (`batch_times`)."""
         assert self.statuses and set(self.statuses) == {202}, self.statuses
         assert self.received == [float(v) for v in range(len(self.statuses))]
-        p99 = _quantile(self.latencies, 0.99)
-        batch = _quantile(batch_times, 0.99)
-        assert p99 <= FAIR_SHARE * batch, (
-            f"legitimate POST p99 {p99:.3f} s, a flood batch's p99 {batch:.3f} s"
+        slowest, batch = max(self.latencies), max(batch_times)
+        assert slowest <= FAIR_SHARE * batch, (
+            f"legitimate POST {slowest:.3f} s, a flood batch at most {batch:.3f} s"
         )
-
-
-def _quantile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def test_a_flood_of_fresh_idempotency_keys_is_bounded_and_costs_a_producer_nothing(
