@@ -67,7 +67,7 @@ POST waits about one turn of every connection, which is about what a batch takes
 over the same seconds, the two meet the same pauses of a loaded machine, and the flood's 4,380
 batches meet the worst of them. A starved producer (served after the flood, or only between
 its chunks) waits many batches. Measured (2026-11-29), the producer's slowest POST over the
-flood's slowest batch: 0.79 alone, 0.70 beside eight busy processes, 0.94 to 1.44 in four
+flood's slowest batch: 0.79 alone, 0.70 beside eight busy processes, 0.94 to 1.44 in six
 runs beside the simulation and the OpenAPI fuzzing. Quantiles were no steadier: the
 producer posts 90 to 900 times, so its p99 is its slowest few, and against the batches' p99
 the ratio reached 4.66 in one such run; a bound in seconds measured the machine (1.16 s on a
