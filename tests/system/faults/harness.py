@@ -38,8 +38,8 @@ WINDOWS_S = {"10s": 10, "1m": 60, "5m": 300}
 SLOWEST_POST_S = TRYAGAIN_FOR_S + 1.0
 """No POST of a scenario may take longer. The longest a POST waits by design in these faults
 is an append sent again while its slot is half moved (`TRYAGAIN_FOR_S`), and a second more
-is its own work on a loaded machine. The bound was 2 s, the design's own wait: on a slow VM
-POSTs of the Cluster scenarios took 2.0 to 2.5 s and failed passing runs."""
+is its own work on a loaded machine (a bound of the design's wait alone failed passing runs
+on slow VMs: docs/journal/suite-tiers.md)."""
 
 
 class FaultStack:

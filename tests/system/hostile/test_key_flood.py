@@ -54,8 +54,7 @@ LEAST_BYTES_PER_KEY = 358
 CHUNK_KEYS = 10_000
 """Keys posted before the flood waits for the aggregator to apply them: on a loaded machine it
 can trail the flood by tens of thousands of events, held meanwhile, and RSS keeps that
-high-water mark (45.8 MiB past the warm-up once, where the keys may take 43), which is not
-the keys' cost."""
+high-water mark, which is not the keys' cost."""
 FLOODERS = 4
 PIPELINED = 32
 """Requests a flooder sends before it reads their answers: few enough that one connection's
@@ -64,15 +63,12 @@ FAIR_SHARE = 4.0
 """How many times the flood's slowest batch the legitimate producer's slowest POST may take.
 The server serves its connections in turn, a flooder's whole pipelined batch at a time, so a
 POST waits about one turn of every connection, which is about what a batch takes; measured
-over the same seconds, the two meet the same pauses of a loaded machine, and the flood's 4,380
-batches meet the worst of them. A starved producer (served after the flood, or only between
-its chunks) waits many batches. Measured (2026-11-29), the producer's slowest POST over the
-flood's slowest batch: 0.79 alone, 0.70 beside eight busy processes, 0.94 to 1.44 in six
-runs beside the simulation and the OpenAPI fuzzing. Quantiles were no steadier: the
-producer posts 90 to 900 times, so its p99 is its slowest few, and against the batches' p99
-the ratio reached 4.66 in one such run; a bound in seconds measured the machine (1.16 s on a
-slow VM failed a bound of 1 s). What this bound cannot see is a pause of the server's loop
-that slows the flood's batches as much as the producer."""
+over the same seconds, the two meet the same pauses of a loaded machine, and the flood's
+thousands of batches meet the worst of them. A starved producer (served after the flood, or
+only between its chunks) waits many batches. Not a bound in seconds, which measured the
+machine, nor on quantiles: the producer posts a few hundred times, so its p99 is its slowest
+few (the ratios measured: docs/journal/suite-tiers.md, 2026-11-29). What this bound cannot
+see is a pause of the server's loop that slows the flood's batches as much as the producer."""
 _EVICTED = "pushsvc_idempotency_keys_evicted_total"
 
 
