@@ -65,7 +65,9 @@ class Tick:
 # this module's generation.
 REGIME_NAMES = st.sampled_from(sorted(REGIMES))
 VALUES = {name: st.one_of(r, r, r, SPIKES, REGIMES["any"]) for name, r in REGIMES.items()}
-KINDS = st.sampled_from(["next", "next", "tie", "late", "edge", "tick", "edge tick"])
+KINDS = st.sampled_from(
+    ["next", "next", "tie", "late", "late", "graced", "edge", "tick", "edge tick"]
+)
 AROUND = st.sampled_from([-1, 0, 1])
 
 
@@ -110,6 +112,10 @@ def streams(draw: st.DrawFn, widths: tuple[int, ...]) -> list[Insert | Tick]:
             ts = clock
         elif kind == "late":
             ts = clock - draw(st.integers(0, LATENESS))
+        elif kind == "graced":
+            # Late by up to a grace longer than every window (a rule's `grace`): into some
+            # windows and not others, or into none.
+            ts = clock - draw(st.integers(0, 2 * max(widths)))
         else:
             ts = edge if edge >= clock - LATENESS else clock
         ops.append(Insert(ts, draw(values)))
@@ -330,16 +336,25 @@ def test_the_generated_fast_paths_equal_the_reference(data: st.DataObject) -> No
     widths, labels = data.draw(st.sampled_from([STANDARD, TINY]))
     stats = data.draw(st.sampled_from([STAT_KEYS, SCALAR_STATS, ("count", "min"), ("p90",)]))
     spec = WindowSpec(widths, labels, stats)
-    fast, reference = spec.new(), spec.reference()
-    assert type(fast) is not type(reference)  # the generated class, and the plain one
+    # Each generated method on an instance of its own: in order and late, every event.
+    one, fused, many, reference = spec.new(), spec.new(), spec.new(), spec.reference()
+    assert type(one) is not type(reference)  # the generated class, and the plain one
     for op in data.draw(streams(widths)):
         if isinstance(op, Tick):
-            assert fast.advance(op.clock_us) == reference.advance(op.clock_us)
+            changed = reference.advance(op.clock_us)
+            for fast in (one, fused, many):
+                assert fast.advance(op.clock_us) == changed
+            expected = reference.summary()
+            got = [fast.summary() for fast in (one, fused, many)]
         else:
-            fast.insert(op.ts_us, op.value)
             reference.insert(op.ts_us, op.value)
-        assert fast.summary() == reference.summary()
-        assert fast.clock_us == reference.clock_us and len(fast) == len(reference)
+            expected = reference.summary()
+            one.insert(op.ts_us, op.value)
+            got = [one.summary(), fused.insert_and_summary(op.ts_us, op.value)]
+            got += many.insert_many([(op.ts_us, op.value)])
+        assert got == [expected] * 3
+        for fast in (one, fused, many):
+            assert fast.clock_us == reference.clock_us and len(fast) == len(reference)
 
 
 def test_the_fast_paths_equal_the_reference_as_sorted_lists_split_and_merge() -> None:

@@ -123,6 +123,7 @@ def specialise(
         "_sqrt": math.sqrt,
         "_insort": bisect.insort,
         "_bisect_left": bisect.bisect_left,
+        "_bisect_right": bisect.bisect_right,
     }
     filename = f"<pushsvc.stats.fastpath {labels} {stats}>"
     # Registered with linecache (as dataclasses and attrs do for their generated methods), so
@@ -189,6 +190,7 @@ def insert(self, ts_us, value):
     limit = st[$LIMIT]
     unit = st[$FUNIT]
     $accept
+    $accept_late
     self._insert_slow(ts_us, v)
 """
 
@@ -206,6 +208,18 @@ if left$wide >= self._cat:
 return
 """
 
+# A late event leaves the widest window's left edge where it is: no compaction is due.
+_INSERT_LATE_FAST = """\
+$bind_lists
+(
+    $fields
+) = st
+end = len(times)
+$late_event
+$store
+return
+"""
+
 _INSERT_MANY = """\
 def insert_many(self, items):
     $bind_lists
@@ -216,6 +230,7 @@ def insert_many(self, items):
         for t, value in items:
             v = float(value)
             $accept
+            $accept_late
             $store
             self._insert_slow(t, v)
             $load
@@ -231,6 +246,13 @@ if left$wide >= compact_at:
     $store
     self._compact()
     $load
+$summaries
+emit($summary_dict)
+continue
+"""
+
+_INSERT_MANY_LATE_FAST = """\
+$late_event
 $summaries
 emit($summary_dict)
 continue
@@ -261,6 +283,7 @@ def insert_and_summary(self, ts_us, value):
     limit = st[$LIMIT]
     unit = st[$FUNIT]
     $accept
+    $accept_late
     self._insert_slow(ts_us, v)
     return self.summary()
 """
@@ -276,6 +299,19 @@ $store
 if left$wide >= self._cat:
     self._compact()
     return self.summary()
+inv_unit2 = inv_unit * inv_unit
+$summaries
+return $summary_dict
+"""
+
+_INSERT_AND_SUMMARY_LATE_FAST = """\
+$bind_lists
+(
+    $fields
+) = st
+end = len(times)
+$late_event
+$store
 inv_unit2 = inv_unit * inv_unit
 $summaries
 return $summary_dict
@@ -372,6 +408,20 @@ if t >= clock and -limit < v < limit:
 
 _ACCEPT = """\
 if t >= clock and -limit < v < limit:
+    $fast
+"""
+
+# The late case: behind the clock but inside the widest window (an event older than every
+# window changes nothing: the general path), under the same magnitude and scale tests.
+_ACCEPT_LATE_SCALED = """\
+if clock - $widest < t < clock and -limit < v < limit:
+    x_float = v * unit
+    if x_float.is_integer():
+        $fast
+"""
+
+_ACCEPT_LATE = """\
+if clock - $widest < t < clock and -limit < v < limit:
     $fast
 """
 
@@ -472,6 +522,50 @@ def _inline_sorted_works() -> bool:
 _INLINE_SORTED = _inline_sorted_works()
 _ADD_SORTED = _ADD_SORTED_INLINE if _INLINE_SORTED else "add_sorted$i(v)\n"
 _EVICT_SORTED = _EVICT_SORTED_INLINE if _INLINE_SORTED else "remove_sorted$i(old)\n"
+
+# A late event goes in after the held events with ts <= its ts (bisection from the widest
+# window's left edge: nothing before it is held), into each window whose span it falls in; a
+# window it is older than keeps its content, so its left edge moves over the new entry. The
+# clock does not move, so nothing is evicted.
+_LATE_EVENT = """\
+at = _bisect_right(times, t, left$wide)
+times.insert(at, t)
+values.insert(at, v)
+end += 1
+$scale
+$windows
+$extrema
+"""
+
+_LATE_WINDOW = """\
+# Window $i, $label: holds the event if clock - $width < t.
+if t > clock - $width:
+    $add_event
+else:
+    left$i += 1
+"""
+
+# (A window that keeps neither sums nor a sorted list: only its left edge to move.)
+_LATE_WINDOW_COUNTED = """\
+# Window $i, $label: holds the event if clock - $width < t.
+if t <= clock - $width:
+    left$i += 1
+"""
+
+_LATE_WIDEST = """\
+# Window $i, $label, the widest: the accept test put the event in it.
+$add_event
+"""
+
+# The rare path's own steps (``extrema.py``): the late entry placed in both monotonic lists,
+# then each window's pointers found again by bisection.
+_LATE_EXTREMA = """\
+extrema.insert_late(t, v)
+"""
+
+_LATE_POINTERS = """\
+maxptr$i, minptr$i = extrema.pointers(clock - $width)
+"""
 
 # A pointer past the last entry means its entries were popped: the new one is then the
 # window's first; otherwise it only moves forward.
@@ -586,9 +680,17 @@ class _Source:
     def accept(self, fast: str) -> str:
         return _fill(_ACCEPT_SCALED if self.sums else _ACCEPT, fast=fast)
 
-    def window_update(self, i: int) -> str:
+    def accept_late(self, fast: str) -> str:
+        template = _ACCEPT_LATE_SCALED if self.sums else _ACCEPT_LATE
+        return _fill(template, fast=fast, widest=f"{self.widths[self.wide]:_}")
+
+    def add_event(self, i: int) -> str:
+        """Window i takes the event (t, v[, x, x_sq])."""
         add = (_ADD_SUM if self.sums else "") + (_ADD_SUMSQ if self.squares else "")
         add += _ADD_SORTED if self.sorted_lists else ""
+        return _fill(add, i=i)
+
+    def window_update(self, i: int) -> str:
         evict = _EVICT_READ if self.sums or self.sorted_lists else ""
         evict += (_EVICT_SUM if self.sums else "") + (_EVICT_SUMSQ if self.squares else "")
         evict += _EVICT_SORTED if self.sorted_lists else ""
@@ -597,7 +699,7 @@ class _Source:
             i=i,
             label=repr(self.labels[i]),
             width=f"{self.widths[i]:_}",
-            add_event=_fill(add, i=i),
+            add_event=self.add_event(i),
             evict_event=_fill(evict, i=i),
             move_pointers=_fill(_MOVE_POINTERS, i=i) if self.extrema else "",
         )
@@ -609,6 +711,31 @@ class _Source:
             scale=(_SCALE if self.sums else "") + (_SQUARE if self.squares else ""),
             push_extrema=_PUSH_EXTREMA if self.extrema else "",
             windows="".join(self.window_update(i) for i in self.windows()),
+        )
+
+    def late_event(self) -> str:
+        """One late event (t, v[, x_float]) inside the widest window, applied in place."""
+        windows = ""
+        for i in self.windows():
+            add_event = self.add_event(i)
+            template = _LATE_WINDOW if add_event else _LATE_WINDOW_COUNTED
+            if i == self.wide:
+                template = _LATE_WIDEST
+            width = f"{self.widths[i]:_}"
+            windows += _fill(
+                template, i=i, label=repr(self.labels[i]), width=width, add_event=add_event
+            )
+        extrema = ""
+        if self.extrema:
+            extrema = _LATE_EXTREMA + "".join(
+                _fill(_LATE_POINTERS, i=i, width=f"{self.widths[i]:_}") for i in self.windows()
+            )
+        return _fill(
+            _LATE_EVENT,
+            wide=self.wide,
+            scale=(_SCALE if self.sums else "") + (_SQUARE if self.squares else ""),
+            windows=windows,
+            extrema=extrema,
         )
 
     def window_summary(self, i: int) -> str:
@@ -660,7 +787,21 @@ class _Source:
             store=self.store(),
             wide=self.wide,
         )
-        return _fill(_INSERT, CLOCK=CLOCK, LIMIT=LIMIT, FUNIT=FUNIT, accept=self.accept(fast))
+        late = _fill(
+            _INSERT_LATE_FAST,
+            bind_lists=self.bind_lists(),
+            fields=self.fields,
+            late_event=self.late_event(),
+            store=self.store(),
+        )
+        return _fill(
+            _INSERT,
+            CLOCK=CLOCK,
+            LIMIT=LIMIT,
+            FUNIT=FUNIT,
+            accept=self.accept(fast),
+            accept_late=self.accept_late(late),
+        )
 
     def insert_many(self) -> str:
         fast = _fill(
@@ -672,11 +813,18 @@ class _Source:
             summaries=self.summaries(),
             summary_dict=self.summary_dict(),
         )
+        late = _fill(
+            _INSERT_MANY_LATE_FAST,
+            late_event=self.late_event(),
+            summaries=self.summaries(),
+            summary_dict=self.summary_dict(),
+        )
         return _fill(
             _INSERT_MANY,
             bind_lists=self.bind_lists(),
             load=self.load(),
             accept=self.accept(fast),
+            accept_late=self.accept_late(late),
             store=self.store(),
         )
 
@@ -702,8 +850,22 @@ class _Source:
             summaries=self.summaries(),
             summary_dict=self.summary_dict(),
         )
+        late = _fill(
+            _INSERT_AND_SUMMARY_LATE_FAST,
+            bind_lists=self.bind_lists(),
+            fields=self.fields,
+            late_event=self.late_event(),
+            store=self.store(),
+            summaries=self.summaries(),
+            summary_dict=self.summary_dict(),
+        )
         return _fill(
-            _INSERT_AND_SUMMARY, CLOCK=CLOCK, LIMIT=LIMIT, FUNIT=FUNIT, accept=self.accept(fast)
+            _INSERT_AND_SUMMARY,
+            CLOCK=CLOCK,
+            LIMIT=LIMIT,
+            FUNIT=FUNIT,
+            accept=self.accept(fast),
+            accept_late=self.accept_late(late),
         )
 
     def module(self) -> str:
