@@ -5,6 +5,7 @@
     python -m bench.series --only aggregator # one segment: aggregator, memory, api, redis, ...
     python -m bench.series --only late --before /tmp/main/src --rounds 3   # two trees in turns
     python -m bench.series --only late-instructions --before /tmp/main/src  # under callgrind
+    python -m bench.series --only late-parts --rounds 5   # where a late event's cost goes
 
 Segments:
 
@@ -36,6 +37,13 @@ Segments:
 * `late-instructions`: the same aggregator's instructions per event under callgrind (40,000
   events, in order and 10 % late), which the load does not change: exact where the `late`
   rates swing with shared cores, but blind to memory's costs.
+* `late-parts`: where a late event's cost goes: `time.perf_counter_ns` around the parts of
+  `apply_events` (the windows, the series bucket, publishing and correcting buckets, the
+  update drafts), the `late` segment's stream and aggregator in order and 10 % late published
+  at 5 s, µs an event (the median of `--rounds` rounds, each in a process of its own that
+  runs both, in turns as to which goes first) and what the late events add, per late event
+  (the difference over a tenth: ten times its noise). The timers cost some 0.1 µs a call
+  each, so the sums are above an untimed run's.
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
   `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
   broker and on Redis.
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import http.client
 import json
@@ -238,6 +247,83 @@ def late_rows(rounds: int, src: Path, before: Path | None) -> None:
                 f" (rounds' own: median {statistics.median(ratios):.2f}, {_list(ratios, 2)})"
                 f"  ({points} points, {corrections} corrections)"
             )
+
+
+LATE_PARTS = (
+    ("windows (`insert_many`: the fast paths, the general one, the summaries)", "windows"),
+    ("the value into its series bucket (`SeriesBuckets.insert`, `_amend`)", "bucket"),
+    ("publishing and correcting buckets (`SeriesStage.closed_points`)", "closed"),
+    ("the update drafts (`draft`)", "draft"),
+)
+"""(what the row says, its timer) of the `late-parts` segment."""
+
+
+def late_parts_round(shares: list[float]) -> list[dict[str, float]]:
+    """For each share in turn, in this process: µs of `time.perf_counter_ns` an event in each
+    of `LATE_PARTS`, and in all (`apply_events`), over the timed half of the `late` segment's
+    stream with that share late. Timers put around the parts' methods for this process only."""
+    from pushsvc.aggregate import aggregator as aggregator_module
+    from pushsvc.aggregate.stages.series import SeriesStage
+
+    spent = dict.fromkeys(["all", *(timer for _, timer in LATE_PARTS)], 0)
+    clock = time.perf_counter_ns
+
+    def timed(function: Callable[..., Any], timer: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[timer] += clock() - began
+
+        return wrapper
+
+    SeriesBuckets.insert = timed(SeriesBuckets.insert, "bucket")  # type: ignore[method-assign]
+    SeriesStage.closed_points = timed(SeriesStage.closed_points, "closed")  # type: ignore[method-assign]
+    aggregator_module.draft = timed(aggregator_module.draft, "draft")  # type: ignore[attr-defined]
+    rows = []
+    for share in shares:
+        events = _late_stream(200_000, share)
+        aggregator = _graced(3600 * S, 5 * S)
+        half = len(events) // 2
+        for start in range(0, half, BATCH):
+            aggregator.apply_events("t", events[start : start + BATCH])
+        windows = type(aggregator._topics["t"].windows)  # the generated class
+        if not hasattr(windows.insert_many, "__wrapped__"):
+            windows.insert_many = timed(windows.insert_many, "windows")  # type: ignore[method-assign]
+        for timer in spent:
+            spent[timer] = 0
+        for start in range(half, len(events), BATCH):
+            began = clock()
+            aggregator.apply_events("t", events[start : start + BATCH])
+            spent["all"] += clock() - began
+        rows.append({timer: ns / 1000 / (len(events) - half) for timer, ns in spent.items()})
+    return rows
+
+
+def late_parts_rows(rounds: int) -> None:
+    """`late_parts_round` in order and 10 % late, both in each round's process (which goes
+    first alternates: a process's second aggregator runs on a heap the first has grown);
+    the medians, and what the late events add, per late event."""
+    spent: dict[float, list[dict[str, float]]] = {0.0: [], 0.1: []}
+    for index in range(rounds):
+        order = [0.0, 0.1] if index % 2 == 0 else [0.1, 0.0]
+        env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
+        argv = [sys.executable, "-m", "bench.series", "--late-parts", ",".join(map(str, order))]
+        out = subprocess.run(argv, env=env, cwd=ROOT, check=True, capture_output=True)
+        for share, row in zip(order, json.loads(out.stdout.decode().splitlines()[-1]), strict=True):
+            spent[share].append(row)
+    rows = [(text, timer) for text, timer in LATE_PARTS] + [("in all (`apply_events`)", "all")]
+    head = f"µs an event, median of {rounds} rounds: in order | 10 % late | per late event"
+    print(f"late-parts  {head}")
+    for text, timer in rows:
+        in_order = statistics.median(r[timer] for r in spent[0.0])
+        late = statistics.median(r[timer] for r in spent[0.1])
+        extra = (late - in_order) / 0.1
+        print(f"late-parts  {text:<76} {in_order:6.2f} | {late:6.2f} | {extra:6.1f}")
+    ratios = [a["all"] / b["all"] for a, b in zip(spent[0.0], spent[0.1], strict=True)]
+    print(f"late-parts  10 % late over in order, by round: {_list(ratios, 2)}")
 
 
 def late_probe(share: float, events: int, timed: bool) -> None:
@@ -458,6 +544,7 @@ SEGMENTS: dict[str, Callable[[argparse.Namespace, RedisServer], None]] = {
     "grace": lambda _, server: grace_rows(server),
     "late": lambda args, _: late_rows(args.rounds, args.src, args.before),
     "late-instructions": lambda args, _: late_instructions(args.src, args.before),
+    "late-parts": lambda args, _: late_parts_rows(args.rounds),
 }
 
 
@@ -469,7 +556,11 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another src/, in turns with --src (`late`)")
     parser.add_argument("--late-round", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--late-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--late-parts", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.late_parts is not None:
+        print(json.dumps(late_parts_round([float(s) for s in args.late_parts.split(",")])))
+        return
     if args.late_round:
         late_round()
         return

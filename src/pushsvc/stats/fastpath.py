@@ -22,7 +22,8 @@ The shape of each method:
 * ``insert``: load the few fields the accept test needs; if the event passes it, bind the
   buffers and unpack ``_st`` into locals, apply the event (buffer, extrema, then every window
   in turn: add the event, evict what fell out, move the min/max pointers), store the locals
-  back into ``_st`` and return. Otherwise call the general ``_insert_slow``.
+  back into ``_st`` and return. A late event inside the widest window takes its own branch
+  (below). Otherwise call the general ``_insert_slow``.
 * ``insert_many``: the same per item with the state in locals for the whole batch, then every
   window's summary dict; a rejected item stores the locals, runs the general path and
   reloads. ``finally`` stores the locals whatever happens.
@@ -70,10 +71,13 @@ Only validated data reaches the source: window widths are ints, statistic names 
 ``STAT_KEYS``, and labels enter as ``repr()`` literals, so nothing a user configures is ever
 executed.
 
-The generated code covers one case: an in-order event whose value is exact at the current
-integer scale and below ``HUGE`` (``layout.py``), in a topic not on the exact path. Anything
-else writes the locals back to ``_st`` and calls the general method (``windows.py``), which is
-the reference the fast path must match (the oracle tests run both).
+The generated code covers two cases of an event whose value is exact at the current integer
+scale and below ``HUGE`` (``layout.py``), in a topic not on the exact path: in order, and late
+but inside the widest window (a rule's grace keeps such events; in place: the buffer's lists
+take it by bisection, each window whose span it falls in adds it, the others move their left
+edge over it, and nothing is evicted). Anything else writes the locals back to ``_st`` and
+calls the general method (``windows.py``), which is the reference the fast paths must match
+(the oracle tests run both).
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ move their left index forward, so eviction is O(1) amortised per event per windo
 
 Speed. The per-event paths (``insert``, ``insert_many``, ``summary``, ``insert_and_summary``)
 are generated per configuration by ``fastpath.py`` with every window unrolled into local
-variables; they cover the common case, an in-order event of ordinary magnitude. Everything
-else (late events, the first value that needs a finer integer scale, values beyond ``HUGE``,
-idle ticks, buffer maintenance) runs through the plain methods of this class, which the fast
-paths call after writing their locals back. The scalar state lives in one flat list (``_st``,
-layout below) so that moving it in and out of locals is one unpack and one list display.
+variables; they cover the common cases, an event of ordinary magnitude in order or late
+within the widest window. Everything else (a late event older than every window, the first
+value that needs a finer integer scale, values beyond ``HUGE``, idle ticks, buffer
+maintenance) runs through the plain methods of this class, which the fast paths call after
+writing their locals back. The scalar state lives in one flat list (``_st``, layout below) so
+that moving it in and out of locals is one unpack and one list display.
 
 Bounded pauses. The dead head of the buffer is deleted in slices of at most
 ``max(_COMPACT_MIN, held / 16)`` entries, so that no event pays for freeing half a buffer at
