@@ -782,55 +782,39 @@ class _Source:
 
     # -- the methods -----------------------------------------------------------------
 
-    def insert(self) -> str:
-        fast = _fill(
-            _INSERT_FAST,
-            bind_lists=self.bind_lists(),
-            fields=self.fields,
-            event=self.event(),
-            store=self.store(),
-            wide=self.wide,
-        )
-        late = _fill(
-            _INSERT_LATE_FAST,
-            bind_lists=self.bind_lists(),
-            fields=self.fields,
-            late_event=self.late_event(),
-            store=self.store(),
-        )
+    def blocks(self) -> dict[str, object]:
+        """Every piece a method's templates ask for (each takes the ones it names)."""
+        return {
+            "bind_lists": self.bind_lists(),
+            "fields": self.fields,
+            "event": self.event(),
+            "late_event": self.late_event(),
+            "store": self.store(),
+            "load": self.load(),
+            "wide": self.wide,
+            "summaries": self.summaries(),
+            "summary_dict": self.summary_dict(),
+        }
+
+    def accepting(self, method: str, fast: str, late: str) -> str:
+        """A method that takes an event: `method` with its fast cases, in order (`fast`) and
+        late (`late`), filled in."""
+        blocks = self.blocks()
         return _fill(
-            _INSERT,
+            method,
+            **blocks,
             CLOCK=CLOCK,
             LIMIT=LIMIT,
             FUNIT=FUNIT,
-            accept=self.accept(fast),
-            accept_late=self.accept_late(late),
+            accept=self.accept(_fill(fast, **blocks)),
+            accept_late=self.accept_late(_fill(late, **blocks)),
         )
 
+    def insert(self) -> str:
+        return self.accepting(_INSERT, _INSERT_FAST, _INSERT_LATE_FAST)
+
     def insert_many(self) -> str:
-        fast = _fill(
-            _INSERT_MANY_FAST,
-            event=self.event(),
-            wide=self.wide,
-            store=self.store(),
-            load=self.load(),
-            summaries=self.summaries(),
-            summary_dict=self.summary_dict(),
-        )
-        late = _fill(
-            _INSERT_MANY_LATE_FAST,
-            late_event=self.late_event(),
-            summaries=self.summaries(),
-            summary_dict=self.summary_dict(),
-        )
-        return _fill(
-            _INSERT_MANY,
-            bind_lists=self.bind_lists(),
-            load=self.load(),
-            accept=self.accept(fast),
-            accept_late=self.accept_late(late),
-            store=self.store(),
-        )
+        return self.accepting(_INSERT_MANY, _INSERT_MANY_FAST, _INSERT_MANY_LATE_FAST)
 
     def summary(self) -> str:
         return _fill(
@@ -844,32 +828,8 @@ class _Source:
         )
 
     def insert_and_summary(self) -> str:
-        fast = _fill(
-            _INSERT_AND_SUMMARY_FAST,
-            bind_lists=self.bind_lists(),
-            fields=self.fields,
-            event=self.event(),
-            store=self.store(),
-            wide=self.wide,
-            summaries=self.summaries(),
-            summary_dict=self.summary_dict(),
-        )
-        late = _fill(
-            _INSERT_AND_SUMMARY_LATE_FAST,
-            bind_lists=self.bind_lists(),
-            fields=self.fields,
-            late_event=self.late_event(),
-            store=self.store(),
-            summaries=self.summaries(),
-            summary_dict=self.summary_dict(),
-        )
-        return _fill(
-            _INSERT_AND_SUMMARY,
-            CLOCK=CLOCK,
-            LIMIT=LIMIT,
-            FUNIT=FUNIT,
-            accept=self.accept(fast),
-            accept_late=self.accept_late(late),
+        return self.accepting(
+            _INSERT_AND_SUMMARY, _INSERT_AND_SUMMARY_FAST, _INSERT_AND_SUMMARY_LATE_FAST
         )
 
     def module(self) -> str:
