@@ -213,7 +213,7 @@ return
 """
 
 # A late event leaves the widest window's left edge where it is: no compaction is due.
-_INSERT_LATE_FAST = """\
+_LATE_IN_LOCALS = """\
 $bind_lists
 (
     $fields
@@ -221,8 +221,9 @@ $bind_lists
 end = len(times)
 $late_event
 $store
-return
 """
+
+_INSERT_LATE_FAST = _LATE_IN_LOCALS + "return\n"
 
 _INSERT_MANY = """\
 def insert_many(self, items):
@@ -308,18 +309,14 @@ $summaries
 return $summary_dict
 """
 
-_INSERT_AND_SUMMARY_LATE_FAST = """\
-$bind_lists
-(
-    $fields
-) = st
-end = len(times)
-$late_event
-$store
+_INSERT_AND_SUMMARY_LATE_FAST = (
+    _LATE_IN_LOCALS
+    + """\
 inv_unit2 = inv_unit * inv_unit
 $summaries
 return $summary_dict
 """
+)
 
 _SUMMARY_EXACT_PATH = """\
 if limit == 0.0:
