@@ -43,6 +43,12 @@ run to run, the idle span's own count less well on a loaded machine (10-22 M in 
     python -m bench.post_cost --message --pace 50 --posts 3000 --rounds 6 \
         --before /tmp/post-before/src
 
+`--floors` measures, in turns with the tree's server, the floor under its POST: gevent's
+pywsgi answering 202 once it has read the body, bare and through a one-route Flask app
+(`bench.peers.post_floor`), given the same requests.
+
+    python -m bench.post_cost --message --pace 50 --posts 1000 --warmup 200 --rounds 3 --floors
+
 `--mercure` measures a Mercure publication instead (`serve --mercure on`): a form body of one
 topic and 100 bytes of data, with a publisher's HS256 token, answered 200, as Symfony's
 component publishes.
@@ -71,6 +77,10 @@ from harness.procfs import cpu_seconds
 
 from bench.loadgen.kinds import as_message, message_body
 from bench.standalone import LISTENING, SRC, pushsvc_env, started
+
+FLOORS = ("pywsgi", "flask")
+"""The servers of `--floors` (`bench.peers.post_floor`), measured in place of a tree's."""
+ROOT = Path(__file__).resolve().parents[1]
 
 BODY = b'{"value": 1.5}'
 HEADERS = {"Content-Type": "application/json"}
@@ -207,11 +217,16 @@ def measure(
     message: bool = False,
     pace: float | None = None,
     callgrind: bool = False,
+    floor: str | None = None,
 ) -> dict[str, object]:
-    """One fresh server from `src`: its CPU per POST over `posts` after `warmup` (with
-    `batch`, per event; with `callgrind`, its instructions instead)."""
+    """One fresh server from `src` (or the `floor` server of `FLOORS`): its CPU per POST
+    over `posts` after `warmup` (with `batch`, per event; with `callgrind`, its instructions
+    instead)."""
     argv = [sys.executable, "-m", "pushsvc", "serve", "--port", "0", "--tick", "0"]
     env = pushsvc_env(src)
+    if floor is not None:
+        argv = [sys.executable, "-m", "bench.peers.post_floor", floor]
+        env["PYTHONPATH"] = str(ROOT)
     if mercure:
         argv += ["--mercure", "on"]
         env["PUSHSVC_JWT_KEY"] = MERCURE_KEY
@@ -266,7 +281,7 @@ def run(
         for name in names if number % 2 else names[::-1]:
             measured = measure(
                 trees[name], posts, warmup, mercure=mercure, batch=batch, message=message,
-                pace=pace, callgrind=callgrind,
+                pace=pace, callgrind=callgrind, floor=name if name in FLOORS else None,
             )  # fmt: skip
             row = {"round": number, "tree": name, **measured}
             rows.append(row)
@@ -280,7 +295,8 @@ def run(
                     f"{row[figure]:>7} µs server CPU/{'event' if batch else 'POST'} "
                     f"({row['wall_us_per_post']} µs wall, {row['sleeps_per_post']} sleeps)"
                 )
-            print(f"round {number} {name:<7} {line}  {row['src']}", file=out, flush=True)
+            where = "bench.peers.post_floor" if name in FLOORS else row["src"]
+            print(f"round {number} {name:<7} {line}  {where}", file=out, flush=True)
     medians = {
         name: statistics.median(
             float(r[figure])  # type: ignore[arg-type]
@@ -320,11 +336,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli.add_argument("--message", action="store_true", help="the relay fan-out's message")
     cli.add_argument("--pace", type=float, help="POSTs a second at most (else back to back)")
     cli.add_argument("--callgrind", action="store_true", help="instructions per POST instead")
+    cli.add_argument("--floors", action="store_true", help="pywsgi and Flask alone, in turns")
     cli.add_argument("--json", action="store_true", help="one JSON line (rounds on stderr)")
     args = cli.parse_args(argv)
     trees = {"after": args.src} if args.before is None else {
         "before": args.before, "after": args.src
     }  # fmt: skip
+    if args.floors:
+        trees = {floor: args.src for floor in FLOORS} | trees
     out = sys.stderr if args.json else sys.stdout
     summary = run(
         trees, args.posts, args.warmup, args.rounds, out, mercure=args.mercure,
@@ -340,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         unit = "instructions/POST" if args.callgrind else (
             "µs server CPU/event" if args.batch else "µs server CPU/POST"
         )  # fmt: skip
-        print(f"median {name:<7} {median:>10.2f} {unit}  {trees[name]}")
+        where = "bench.peers.post_floor" if name in FLOORS else trees[name]
+        print(f"median {name:<7} {median:>10.2f} {unit}  {where}")
     if "after_over_before" in summary:
         print(f"after / before: {summary['after_over_before']}")
 
