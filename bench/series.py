@@ -42,8 +42,8 @@ Segments:
   update drafts), the `late` segment's stream and aggregator in order and 10 % late published
   at 5 s, µs an event (the median of `--rounds` rounds, each in a process of its own that
   runs both, in turns as to which goes first) and what the late events add, per late event
-  (the difference over a tenth: ten times its noise). The timers cost some 0.1 µs a call
-  each, so the sums are above an untimed run's.
+  (the difference over a tenth: ten times its noise). Each timer costs its call a little,
+  so the sums are above an untimed run's.
 * `api`: `GET /topics/{t}/series` answer time (median of 30, a real server): 24 h at `1m`, and
   `resolution=auto&points=300` over 7 days with tiers `1s:1h,1m:7d,1h:90d`, on the embedded
   broker and on Redis.

@@ -719,9 +719,12 @@ class _Source:
         windows = ""
         for i in self.windows():
             add_event = self.add_event(i)
-            template = _LATE_WINDOW if add_event else _LATE_WINDOW_COUNTED
             if i == self.wide:
                 template = _LATE_WIDEST
+            elif add_event:
+                template = _LATE_WINDOW
+            else:
+                template = _LATE_WINDOW_COUNTED
             width = f"{self.widths[i]:_}"
             windows += _fill(
                 template, i=i, label=repr(self.labels[i]), width=width, add_event=add_event
