@@ -121,7 +121,7 @@ def media_type(content_type: str | None) -> str:
 def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
     try:
         doc = EVENTS.decode(body)
-        if type(doc) is EventBody:
+        if isinstance(doc, EventBody):
             return [_accepted(doc, 0, now_us, limits)]
         items = doc
         if not items:

@@ -31,6 +31,7 @@ from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.redirects import TRYAGAIN_FOR_S
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules
+from support.promise import promise_kept
 from support.sentinel import SentinelCluster
 
 S = 1_000_000
@@ -469,34 +470,39 @@ def check_delivery(
     maybe = {(v, ts) for v, ts in producer.maybe_applied if v in seen}
     applied = sorted(set(producer.acked) | maybe)
     expected = [value for value, _ in applied]
-    for watcher in watchers:
-        updates = watcher.received.updates
-        ids = [i for i, _, _ in updates]
-        values = [v for _, v, _ in updates]
-        assert len(set(ids)) == len(ids), f"{watcher.name}: an update arrived twice"
-        assert values == sorted(values), f"{watcher.name}: updates out of order"
-        assert set(values) <= set(expected), f"{watcher.name}: an update of an unacknowledged event"
-        gaps = [s for s in watcher.received.snapshots if s["gap"]]
-        if gap_allowed and gaps:
-            # Redis lost its history: what came before the gap cannot be replayed. The last
-            # gap snapshot holds the state up to an event, and every acknowledged event after
-            # that one still arrives, once and in order.
-            assert watcher.received.gap_state is not None, f"{watcher.name}: a gap without state"
-            at, entry = watcher.received.gap_state
-            # No entry: the topic was empty, and everything before the gap had arrived.
-            covered = newest_value(entry) if entry is not None else max(values[:at], default=-1)
-            after = [v for v in expected if v > covered]
-            assert values[at:] == after, f"{watcher.name}: missing updates after the gap"
-            current = watcher.received.current()
-            assert current is not None and current[1] == expected[-1], watcher.name
-        else:
-            assert not gaps, f"{watcher.name}: unexpected gap"
-            first = expected.index(values[0]) if values else 0
-            missing = sorted(set(expected[first:]) - set(values))
-            assert values == expected[first:], (
-                f"{watcher.name}: missing updates {missing[:20]} ({len(missing)}); its streams "
-                f"ended at {watcher.received.ends} (port, updates by then)"
+    with promise_kept():
+        for watcher in watchers:
+            updates = watcher.received.updates
+            ids = [i for i, _, _ in updates]
+            values = [v for _, v, _ in updates]
+            assert len(set(ids)) == len(ids), f"{watcher.name}: an update arrived twice"
+            assert values == sorted(values), f"{watcher.name}: updates out of order"
+            assert set(values) <= set(expected), (
+                f"{watcher.name}: an update of an unacknowledged event"
             )
+            gaps = [s for s in watcher.received.snapshots if s["gap"]]
+            if gap_allowed and gaps:
+                # Redis lost its history: what came before the gap cannot be replayed. The last
+                # gap snapshot holds the state up to an event, and every acknowledged event after
+                # that one still arrives, once and in order.
+                assert watcher.received.gap_state is not None, (
+                    f"{watcher.name}: a gap without state"
+                )
+                at, entry = watcher.received.gap_state
+                # No entry: the topic was empty, and everything before the gap had arrived.
+                covered = newest_value(entry) if entry is not None else max(values[:at], default=-1)
+                after = [v for v in expected if v > covered]
+                assert values[at:] == after, f"{watcher.name}: missing updates after the gap"
+                current = watcher.received.current()
+                assert current is not None and current[1] == expected[-1], watcher.name
+            else:
+                assert not gaps, f"{watcher.name}: unexpected gap"
+                first = expected.index(values[0]) if values else 0
+                missing = sorted(set(expected[first:]) - set(values))
+                assert values == expected[first:], (
+                    f"{watcher.name}: missing updates {missing[:20]} ({len(missing)}); its streams "
+                    f"ended at {watcher.received.ends} (port, updates by then)"
+                )
     final = watchers[0].received.current()
     assert final is not None
     _check_windows(final[2], applied)

@@ -44,6 +44,7 @@ from pushsvc.broker.redis.keys import Keys, PartitionKeys
 from pushsvc.core.partitions import partition_of
 from pushsvc.deliver.mercure_updates import topic_name
 from support.mercure_hub import HUB, SECRET
+from support.promise import promise_kept
 
 ENV = {"PUSHSVC_MERCURE": "anonymous", "PUSHSVC_JWT_KEY": SECRET}
 """What a deployment's processes need to be a Mercure hub."""
@@ -357,31 +358,31 @@ def check_mercure(
     }
     resent = 0
     lost: list[str | None] = []
-    for watcher in watchers:
-        name = f"{watcher.name} ({watcher.path})"
-        assert not watcher.seen.gaps, f"{name}: a gap {watcher.seen.gaps}: the history was kept"
-        had: set[str] = set()
-        firsts: dict[int, list[int]] = {k: [] for k in watcher.publishers}
-        for connection, update_id, k, n in watcher.seen.updates:
-            assert k in watcher.publishers, f"{name}: an update of publisher {k}, not selected"
-            assert update_id == by_k[k].update_id(n), f"{name}: {update_id} for {k}/{n}"
-            if update_id in had:
-                _check_resent(name, update_id, watcher.seen.resumed_with[connection], kept)
-                resent += 1
-                continue
-            had.add(update_id)
-            firsts[k].append(n)
-        for k, numbers in firsts.items():
-            want = logged[k]
-            problem = (
-                f"{name}, publisher {k}: {_difference(numbers, want)}; {_resumes(watcher, kept)}"
-            )
-            assert numbers == sorted(numbers) and set(numbers) <= set(want), problem
-            missing = sorted(set(want) - set(numbers))
-            passed = {n: _skipped(watcher, by_k[k].update_id(n), k, n, kept) for n in missing}
-            other = [n for n, by in passed.items() if by is None]
-            assert not other, f"{problem}; not passed over by a resume: {other[:8]}"
-            lost += [f"{watcher.name}: {by}" for by in passed.values()]
+    with promise_kept():
+        for watcher in watchers:
+            name = f"{watcher.name} ({watcher.path})"
+            assert not watcher.seen.gaps, f"{name}: a gap {watcher.seen.gaps}: the history was kept"
+            had: set[str] = set()
+            firsts: dict[int, list[int]] = {k: [] for k in watcher.publishers}
+            for connection, update_id, k, n in watcher.seen.updates:
+                assert k in watcher.publishers, f"{name}: an update of publisher {k}, not selected"
+                assert update_id == by_k[k].update_id(n), f"{name}: {update_id} for {k}/{n}"
+                if update_id in had:
+                    _check_resent(name, update_id, watcher.seen.resumed_with[connection], kept)
+                    resent += 1
+                    continue
+                had.add(update_id)
+                firsts[k].append(n)
+            for k, numbers in firsts.items():
+                want = logged[k]
+                difference = _difference(numbers, want)
+                problem = f"{name}, publisher {k}: {difference}; {_resumes(watcher, kept)}"
+                assert numbers == sorted(numbers) and set(numbers) <= set(want), problem
+                missing = sorted(set(want) - set(numbers))
+                passed = {n: _skipped(watcher, by_k[k].update_id(n), k, n, kept) for n in missing}
+                other = [n for n, by in passed.items() if by is None]
+                assert not other, f"{problem}; not passed over by a resume: {other[:8]}"
+                lost += [f"{watcher.name}: {by}" for by in passed.values()]
     return {
         "acknowledged": sum(len(p.acked) for p in publishers),
         "unacknowledged, logged": sum(len(v) for v in logged.values())

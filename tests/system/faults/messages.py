@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from harness.sse_parser import EventStreamParser
 
+from support.promise import promise_kept
+
 PAD = "m" * 512
 """Each message's data carries this beside its number: messages of some size, in runs."""
 
@@ -216,23 +218,24 @@ def check_messages(
     seen = {n for w in watchers for _, n in w.seen.messages}
     expected = sorted(set(producer.acked) | (set(producer.maybe) & seen))
     place = {n: i for i, n in enumerate(expected)}
-    for watcher in watchers:
-        name = f"{watcher.name} ({watcher.path})"
-        ids = [i for i, _ in watcher.seen.messages]
-        numbers = [n for _, n in watcher.seen.messages]
-        assert len(set(ids)) == len(ids), f"{name}: an id arrived twice"
-        assert numbers == sorted(set(numbers)), f"{name}: doubled or out of order"
-        assert set(numbers) <= set(expected), f"{name}: a message that was not logged"
-        assert gap_allowed or not watcher.seen.gaps, f"{name}: a gap {watcher.seen.gaps}"
-        cuts = {0, *watcher.seen.gaps, len(numbers)}
-        bounds = sorted(cuts)
-        for start, end in itertools.pairwise(bounds):
-            run = [place[n] for n in numbers[start:end]]
-            missing = [expected[i] for a, b in itertools.pairwise(run) for i in range(a + 1, b)]
-            assert not missing, f"{name}: {len(missing)} missing without a gap: {missing[:8]}"
-        assert numbers and numbers[-1] == expected[-1], f"{name}: not the last message"
-        if not watcher.seen.gaps:
-            assert numbers[0] == expected[0], f"{name}: the first messages are missing"
+    with promise_kept():
+        for watcher in watchers:
+            name = f"{watcher.name} ({watcher.path})"
+            ids = [i for i, _ in watcher.seen.messages]
+            numbers = [n for _, n in watcher.seen.messages]
+            assert len(set(ids)) == len(ids), f"{name}: an id arrived twice"
+            assert numbers == sorted(set(numbers)), f"{name}: doubled or out of order"
+            assert set(numbers) <= set(expected), f"{name}: a message that was not logged"
+            assert gap_allowed or not watcher.seen.gaps, f"{name}: a gap {watcher.seen.gaps}"
+            cuts = {0, *watcher.seen.gaps, len(numbers)}
+            bounds = sorted(cuts)
+            for start, end in itertools.pairwise(bounds):
+                run = [place[n] for n in numbers[start:end]]
+                missing = [expected[i] for a, b in itertools.pairwise(run) for i in range(a + 1, b)]
+                assert not missing, f"{name}: {len(missing)} missing without a gap: {missing[:8]}"
+            assert numbers and numbers[-1] == expected[-1], f"{name}: not the last message"
+            if not watcher.seen.gaps:
+                assert numbers[0] == expected[0], f"{name}: the first messages are missing"
     return {
         "acknowledged": len(producer.acked),
         "posted without an answer": len(producer.maybe),

@@ -19,6 +19,7 @@ from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watch
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule, parse_rules
+from support.promise import promise_kept
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -72,8 +73,11 @@ def test_alert_changes_survive_kill_9_and_a_cold_restart(deployment: FaultStack)
     assert set(producer.statuses) == {202}, producer.statuses
     expected = _reference(producer.acked, topic)
     assert [c["state"] for c in expected] == ["pending", "firing"]
-    for watcher in watchers:
-        ids = [i for i, _ in watcher.received.alerts]
-        assert len(set(ids)) == len(ids), f"{watcher.name}: a change arrived twice"
-        got = [{k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.alerts]
-        assert got == expected, watcher.name
+    with promise_kept():
+        for watcher in watchers:
+            ids = [i for i, _ in watcher.received.alerts]
+            assert len(set(ids)) == len(ids), f"{watcher.name}: a change arrived twice"
+            got = [
+                {k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.alerts
+            ]
+            assert got == expected, watcher.name

@@ -25,6 +25,7 @@ from faults.harness import FaultStack, Producer, kill_9_then_cold_restart, watch
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import Rules, default_rule, parse_rules
+from support.promise import promise_kept
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -101,12 +102,13 @@ def test_groups_count_and_sketch_windows_survive_kill_9_and_a_cold_restart(
     assert logged < len(producer.acked) - 200, "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked)
     assert len(expected) == len(producer.acked) > 600
-    for watcher in watchers:
-        updates = watcher.received.updates
-        ids = [i for i, _, _ in updates]
-        assert len(set(ids)) == len(ids), f"{watcher.name}: an update arrived twice"
-        assert not any(s["gap"] for s in watcher.received.snapshots)
-        got = [{k: v for k, v in data.items() if k != "id"} for _, _, data in updates]
-        first = next(i for i, e in enumerate(expected) if e["event"] == got[0]["event"])
-        for offset, (update, want) in enumerate(zip(got, expected[first:], strict=True)):
-            assert update == want, (watcher.name, first + offset)
+    with promise_kept():
+        for watcher in watchers:
+            updates = watcher.received.updates
+            ids = [i for i, _, _ in updates]
+            assert len(set(ids)) == len(ids), f"{watcher.name}: an update arrived twice"
+            assert not any(s["gap"] for s in watcher.received.snapshots)
+            got = [{k: v for k, v in data.items() if k != "id"} for _, _, data in updates]
+            first = next(i for i, e in enumerate(expected) if e["event"] == got[0]["event"])
+            for offset, (update, want) in enumerate(zip(got, expected[first:], strict=True)):
+                assert update == want, (watcher.name, first + offset)

@@ -29,6 +29,7 @@ from faults.harness import (
 )
 from pushsvc.rules.analytics import Rules, default_rule, load_rules
 from pushsvc.rules.tiers import parse_tiers
+from support.promise import promise_kept
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -86,7 +87,8 @@ def test_points_survive_kill_9_and_a_cold_restart(deployment: FaultStack) -> Non
     assert logged < len(producer.acked), "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked, topic)
     assert sum(m["resolution"] == "10s" for m in expected) >= 1  # fewer under load
-    assert _by_tier(_stored(deployment.ports()[0], topic)) == _by_tier(expected)
+    with promise_kept():
+        assert _by_tier(_stored(deployment.ports()[0], topic)) == _by_tier(expected)
     for watcher in watchers:
         ids = [i for i, _ in watcher.received.points]
         assert len(set(ids)) == len(ids), f"{watcher.name}: a point arrived twice"
@@ -175,9 +177,12 @@ def test_corrections_survive_kill_9_and_a_cold_restart(
     assert _by_tier(_stored(deployment.ports()[0], topic)) == _by_tier(
         [{k: v for k, v in m.items() if k != "correction"} for m in last.values()]
     )
-    for watcher in watchers:
-        ids = [i for i, _ in watcher.received.points]
-        assert len(set(ids)) == len(ids), f"{watcher.name}: a message arrived twice"
-        got = [{k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.points]
-        assert got == expected[len(expected) - len(got) :], watcher.name
-        assert len(got) >= len(expected) - 4
+    with promise_kept():
+        for watcher in watchers:
+            ids = [i for i, _ in watcher.received.points]
+            assert len(set(ids)) == len(ids), f"{watcher.name}: a message arrived twice"
+            got = [
+                {k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.points
+            ]
+            assert got == expected[len(expected) - len(got) :], watcher.name
+            assert len(got) >= len(expected) - 4
