@@ -35,9 +35,9 @@ def test_a_lost_update_is_not_rerun_and_a_flake_is(tmp_path: Path) -> None:
             """
         )
     )
+    child = ("-p", "no:xdist", "-p", "no:cacheprovider", "--reruns", "1", "-q", "-rR")
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider"]
-        + ["--reruns", "1", "-q", "-rR", str(tmp_path)],
+        [sys.executable, "-m", "pytest", *child, str(tmp_path)],
         cwd=tmp_path,
         env={"PYTHONPATH": str(ROOT / "tests"), "PATH": "/usr/bin:/bin"},
         capture_output=True,
