@@ -1,8 +1,9 @@
 """The sharded pub/sub reader on a real Redis Cluster: delivery across the primaries, what the
-nodes see subscribed, slot moves, failovers at varied moments, and a silent connection.
+nodes see subscribed, slot moves, no message past a gap before the reset (the interleavings
+forced), failovers at varied moments, and a silent connection.
 
-The tests that kill or freeze nodes start clusters of their own (one per module fixture); the
-others share the session's `redis_cluster`, and the slot move puts the slot back."""
+The tests that kill or freeze nodes, or leave a slot half handed over, start clusters of their
+own; the others share the session's `redis_cluster`, and a slot moved is put back."""
 
 from __future__ import annotations
 
