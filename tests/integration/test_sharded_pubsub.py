@@ -326,6 +326,8 @@ def test_no_message_of_a_channel_back_is_handed_over_while_another_is_still_away
             # is told (sunsubscribe) and finds no node that serves it until the end.
             cluster.start_moving(channel_slot(away), third)
             _set_owner(source, channel_slot(away), third)
+            # The source's connection says so before it says the same of `back` below: the
+            # reader counts `away` lost before `back` is confirmed anywhere again.
             wait_until(lambda: _subscribers(source, away) == 0, what="away lost")
             # `back`'s slot moves to the target at once: confirmed there again.
             cluster.start_moving(channel_slot(back), target)
