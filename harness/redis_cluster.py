@@ -226,14 +226,26 @@ class RedisClusterServers:
         migrate = ("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
         self._ask(source, functools.partial(_command, migrate))
 
-    def finish_moving(self, slot: int, source: RedisServer, target: RedisServer) -> None:
+    def finish_moving(
+        self,
+        slot: int,
+        source: RedisServer,
+        target: RedisServer,
+        *,
+        served: Callable[[], None] = lambda: None,
+    ) -> None:
         """A reshard's last steps (`move_slot`): whatever keys of `slot` are left moved, NODE
-        on both and on every other primary; and wait until every node agrees."""
+        on both and on every other primary; and wait until every node agrees. `served` runs
+        once the target serves the slot, before the source is told (until it is, or hears it
+        by gossip, the source keeps its subscribers to the slot's channels). NODE is sent to
+        each node once: a node that owns the slot already ends its subscriptions there on it."""
         while keys := self._ask(source, lambda c: c.cluster("GETKEYSINSLOT", slot, 100)):
             self.migrate(source, target, keys)
         target_id = self._ask(target, lambda c: c.cluster("MYID"))
         for node in [target, source, *(p for p in self.primaries() if p not in (target, source))]:
             self._ask(node, lambda c: c.cluster("SETSLOT", slot, "NODE", target_id))
+            if node is target:
+                served()
         deadline = time.monotonic() + 30
         while self.owner_of(slot) is not target or self._unsettled():
             if time.monotonic() > deadline:

@@ -1,14 +1,16 @@
 """The sharded pub/sub reader on a real Redis Cluster: delivery across the primaries, what the
-nodes see subscribed, slot moves, failovers at varied moments, and a silent connection.
+nodes see subscribed, slot moves, no message past a gap before the reset (the interleavings
+forced), failovers at varied moments, and a silent connection.
 
-The tests that kill or freeze nodes start clusters of their own (one per module fixture); the
-others share the session's `redis_cluster`, and the slot move puts the slot back."""
+The tests that kill or freeze nodes, or leave a slot half handed over, start clusters of their
+own; the others share the session's `redis_cluster`, and a slot moved is put back."""
 
 from __future__ import annotations
 
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -19,6 +21,7 @@ from harness.redis_server import RedisServer
 from pushsvc.broker.redis.cluster_topology import channel_slot
 from pushsvc.broker.redis.sharded_pubsub import ShardedPubSubReader
 from pushsvc.broker.redis.slots import partition_tags
+from support.promise import promise_kept
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
@@ -44,8 +47,41 @@ class Received:
             return [data for c, data in self.messages if c == channel]
 
 
+class InOrder:
+    """What a reader handed over and its resets, in one sequence; `hold` makes the call that
+    hands over `(channel, data)` wait until `release` (that node's reader thread stands still,
+    holding every other node's calls too, while what its node sends piles up in its socket)."""
+
+    def __init__(self, hold: tuple[bytes, bytes] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[bytes, bytes] | str] = []
+        self.hold = hold
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def on_messages(self, batch: list[tuple[bytes, bytes]]) -> None:
+        with self.lock:
+            self.seen.extend(batch)
+        if self.hold is not None and self.hold in batch:
+            self.holding.set()
+            self.release.wait(60)
+
+    def on_reset(self) -> None:
+        with self.lock:
+            self.seen.append("reset")
+
+    def of(self, channel: bytes) -> list[bytes | str]:
+        """`channel`'s messages and every reset, in the order they were handed over."""
+        with self.lock:
+            return [
+                e if isinstance(e, str) else e[1]
+                for e in self.seen
+                if isinstance(e, str) or e[0] == channel
+            ]
+
+
 def _reader(
-    cluster: RedisClusterServers, received: Received, name: str, **options: float
+    cluster: RedisClusterServers, received: Received | InOrder, name: str, **options: float
 ) -> ShardedPubSubReader:
     settings = {"min_backoff": 0.05, "max_backoff": 0.5, "subscribe_timeout": 5.0, **options}
     return ShardedPubSubReader(
@@ -207,6 +243,126 @@ def test_a_slot_move_resubscribes_on_the_new_primary_and_resets(
     finally:
         reader.close()
         redis_cluster.move_slot(slot, source)
+
+
+def _flushed(node: RedisServer, name: str) -> bool:
+    """Whether `node` has written out everything it had for the connections named `name`."""
+    client = redis.Redis(port=node.port)
+    try:
+        mine = [c for c in client.client_list() if c["name"] == name]
+    finally:
+        client.close()
+    return bool(mine) and all(c["obl"] == "0" and c["oll"] == "0" for c in mine)
+
+
+def test_no_message_past_the_gap_of_a_slot_move_is_handed_over_before_the_reset(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    # The reader's new primary confirms the moved channel and sends its next message before
+    # the reader reads either (a busy web process): both come in one read. Handed over before
+    # on_reset, that message would carry a stream past what was published while no node had
+    # the subscription, and its client would resume after it: the gap never filled.
+    moved, held = _channels(per_primary=1)[:2]
+    slot = channel_slot(moved)
+    source = redis_cluster.owner_of(slot)
+    target = redis_cluster.owner_of(channel_slot(held))
+    assert target is not source
+    name = f"spub-{uuid.uuid4().hex[:8]}"
+    seen = InOrder(hold=(held, b"hold"))
+    # Timeouts far beyond the test: the reset must wait for the confirmation, not for time.
+    reader = _reader(redis_cluster, seen, name, subscribe_timeout=60, probe_interval=3600)
+    try:
+        reader.add_channel(moved)
+        reader.add_channel(held)
+        _publish(redis_cluster, moved, b"before")
+        wait_until(lambda: seen.of(moved) == [b"before"])
+        _publish(redis_cluster, held, b"hold")  # the target's reader thread stands still
+        assert seen.holding.wait(10)
+        redis_cluster.start_moving(slot, target)
+        # Once the target serves the slot, and before the source lets it go: lost to the
+        # reader, which listens on the source. The source then ends the subscription; the
+        # reader subscribes on the target, whose confirmation and next message wait in the
+        # socket of the thread that stands still.
+        redis_cluster.finish_moving(
+            slot, source, target, served=lambda: _ask(target, "SPUBLISH", moved, b"gap")
+        )
+        wait_until(lambda: _subscribers(target, moved) == 1, what="SSUBSCRIBE on the target")
+        assert _ask(target, "SPUBLISH", moved, b"after") == 1
+        wait_until(lambda: _flushed(target, name), what="the target wrote both out")
+        seen.release.set()
+        wait_until(lambda: "reset" in seen.of(moved), what="on_reset")
+        _publish(redis_cluster, moved, b"later")
+        wait_until(lambda: b"later" in seen.of(moved), what="the message after the reset")
+    finally:
+        seen.release.set()
+        reader.close()
+        redis_cluster.move_slot(slot, source)
+    # "gap" and "after" are the history's to give: a reset, then what comes after it.
+    with promise_kept():
+        assert seen.of(moved) == [b"before", "reset", b"later"]
+
+
+def test_no_message_of_a_channel_back_is_handed_over_while_another_is_still_away() -> None:
+    # Two channels of one primary lose their subscriptions: one is confirmed again on its new
+    # primary while the other is not yet (its slot is half handed over: the reset waits for
+    # it). What the first one's new primary publishes meanwhile would carry its streams past
+    # their gap before the reset that ends them.
+    with RedisClusterServers() as cluster:
+        by_owner: dict[int, list[bytes]] = {}
+        for channel in _channels(per_primary=2):
+            by_owner.setdefault(cluster.owner_of(channel_slot(channel)).port, []).append(channel)
+        source, target, third = (cluster.node_at(port) for port in by_owner)
+        back, away = by_owner[source.port]
+        held = by_owner[target.port][0]
+        seen = InOrder()
+        reader = _reader(cluster, seen, "spub-away", subscribe_timeout=60, probe_interval=3600)
+        try:
+            for channel in (back, away, held):
+                reader.add_channel(channel)
+            _publish(cluster, back, b"before")
+            _publish(cluster, away, b"before")
+            wait_until(lambda: seen.of(back) == seen.of(away) == [b"before"])
+            # `away`'s slot: the source lets it go before its new owner takes it. The reader
+            # is told (sunsubscribe) and finds no node that serves it until the end.
+            cluster.start_moving(channel_slot(away), third)
+            _set_owner(source, channel_slot(away), third)
+            # The source's connection says so before it says the same of `back` below: the
+            # reader counts `away` lost before `back` is confirmed anywhere again.
+            wait_until(lambda: _subscribers(source, away) == 0, what="away lost")
+            # `back`'s slot moves to the target at once: confirmed there again.
+            cluster.start_moving(channel_slot(back), target)
+            for node in (target, source, third):
+                _set_owner(node, channel_slot(back), target)
+            wait_until(lambda: _subscribers(target, back) == 1, what="back on the target")
+            assert _ask(target, "SPUBLISH", back, b"after") == 1
+            # On the same connection after it: once this is in, "after" was read.
+            assert _ask(target, "SPUBLISH", held, b"mark") == 1
+            wait_until(lambda: b"mark" in seen.of(held), what="the mark")
+            for node in (third, target):
+                _set_owner(node, channel_slot(away), third)
+            cluster.wait_until_settled(30)
+            wait_until(lambda: "reset" in seen.of(back), what="on_reset")
+            _publish(cluster, back, b"later")
+            _publish(cluster, away, b"later")
+            wait_until(lambda: b"later" in seen.of(back) and b"later" in seen.of(away))
+        finally:
+            reader.close()
+        with promise_kept():
+            assert seen.of(back) == [b"before", "reset", b"later"]
+            assert seen.of(away) == [b"before", "reset", b"later"]
+
+
+def _set_owner(node: RedisServer, slot: int, owner: RedisServer) -> None:
+    """CLUSTER SETSLOT `slot` NODE `owner` on `node` (once per node: see `finish_moving`)."""
+    _ask(node, "CLUSTER", "SETSLOT", slot, "NODE", _ask(owner, "CLUSTER", "MYID"))
+
+
+def _ask(node: RedisServer, *command: object) -> Any:
+    client = redis.Redis(port=node.port)
+    try:
+        return client.execute_command(*command)
+    finally:
+        client.close()
 
 
 # -- failovers, on a cluster of the module's own ------------------------------------------

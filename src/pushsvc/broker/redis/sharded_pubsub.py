@@ -19,6 +19,14 @@ which its caller fills the gap from the history. `MOVED`, `ASK`, `TRYAGAIN` and 
 answers to an `SSUBSCRIBE` re-read the topology too (no message was missed: the channel had
 not been confirmed there).
 
+**Nothing past a gap before its reset.** From the moment a channel may have missed messages
+until `on_reset` has been called, the reader drops that channel's messages: the first ones
+from its new primary arrive with (or right after) the confirmation, and one handed over
+before the reset would carry a stream past the gap, which its client would then resume from
+(its `Last-Event-ID`) with the gap never filled. Dropping them loses nothing: the reset ends
+every stream that could have missed something, and each resumes from the history. A stream
+primed after the reset primes on a confirmed subscription, so the reader hands it everything.
+
 **Idle probe.** A connection can stay open and silent: a primary that was replaced while it hung
 (seen in Centrifugo: its subscribers got nothing, forever), a half-open TCP connection. A PING
 would not tell: a demoted primary still answers. So after `probe_interval` seconds with nothing
@@ -171,6 +179,7 @@ class ShardedPubSubReader:
         self._confirmed: dict[bytes, Address] = {}  # -> the node that confirmed it
         self._links: dict[Address, _NodeLink] = {}
         self._unrecovered: set[bytes] = set()  # confirmed once, lost since, not confirmed again
+        self._unreset: set[bytes] = set()  # lost since on_reset was last called: held back
         self._reset_due: float | None = None  # when on_reset is due at the latest
         self._closed = False
         self._closing = threading.Event()
@@ -236,6 +245,7 @@ class ShardedPubSubReader:
         del self._wanted[channel]
         self._confirmed.pop(channel, None)
         self._unrecovered.discard(channel)
+        self._unreset.discard(channel)  # a new subscription to it waits for its confirmation
         address = self._placed.pop(channel, None)
         link = self._links.get(address) if address is not None else None
         if link is not None:
@@ -298,8 +308,10 @@ class ShardedPubSubReader:
             link.subscribe(channel)
 
     def _lost(self, channel: bytes) -> None:
-        """`channel` was confirmed and may have missed messages since. Called with _cond held."""
+        """`channel` was confirmed and may have missed messages since: its messages are held
+        back until the next on_reset. Called with _cond held."""
         self._unrecovered.add(channel)
+        self._unreset.add(channel)
         if self._reset_due is None:
             self._reset_due = time.monotonic() + self._subscribe_timeout
 
@@ -324,6 +336,11 @@ class ShardedPubSubReader:
         with self._callbacks:
             if self._closing.is_set():
                 return
+            # From here on its messages may be handed over: a batch that kept one waits for
+            # this lock, so it reaches the caller after on_reset (every channel lost by now
+            # is answered too: its streams end, and those primed later wait for it confirmed).
+            with self._cond:
+                self._unreset.clear()
             try:
                 self._on_reset()
             except Exception:
@@ -554,7 +571,10 @@ class _NodeLink:
                     self._end_probe(probe)
                 return
             with reader._cond:
-                wanted = reader._placed.get(channel) == self.address
+                # Not a message past a gap before the reset (see the module docstring).
+                wanted = (
+                    reader._placed.get(channel) == self.address and channel not in reader._unreset
+                )
                 # A channel whose every message also arrives on a wider one (a topic's, on
                 # its partition's) is delivered through the wider one while that is confirmed
                 # here: one slot, one connection, so confirmations and messages are in order.
