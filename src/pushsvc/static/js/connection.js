@@ -90,7 +90,8 @@ export class Connection {
         const first = !this.opened;
         this.opened = true;
         this.on.snapshot(snapshot);
-        if (first) this.loadHistories(this.on.firstHistories());
+        // Those the server has: a topic view opened before its topic's first event has none.
+        if (first) this.loadHistories(this.on.firstHistories().filter((n) => Object.hasOwn(snapshot.topics, n)));
       },
     });
   }
