@@ -91,7 +91,8 @@ export class Connection {
         this.opened = true;
         this.on.snapshot(snapshot);
         // Those the server has: a topic view opened before its topic's first event has none.
-        if (first) this.loadHistories(this.on.firstHistories().filter((n) => Object.hasOwn(snapshot.topics, n)));
+        const known = snapshot.topics || {};
+        if (first) this.loadHistories(this.on.firstHistories().filter((n) => Object.hasOwn(known, n)));
       },
     });
   }
