@@ -1,7 +1,8 @@
 // Getting data: ONE subscription to every topic (`*`, through pushsvc.js: one EventSource,
 // reconnection from the last id, the connection's state), opened first, so the page is live
-// at once however many topics there are; then each topic's history (GET topics/{t}/history),
-// a few at a time, the topic on screen first, as the views ask for it. A history page is
+// at once however many topics there are; then the histories (GET topics/{t}/history) of the
+// topics on screen only — the topic view's, or the overview's tiles in view — a few at a
+// time, the topic view's first, as the views ask for them. A history page is
 // asked for only once the stream is open (its snapshot arrived), so it reaches at least as far
 // as the stream's start: points are merged by update id (store.js), and history and live data
 // meet with no gap and no repeated point. The analytics rules (GET rules: which topics group,
@@ -12,8 +13,8 @@ import { fetchHistory, fetchJson, groupId, groupPart, subscribe } from "../pushs
 import { formatTime } from "./format.js";
 
 const PARALLEL_FETCHES = 4;
-// The overview draws the recent past of this many topics (in the order it lists them); the
-// others start from what arrives live. A topic view always loads its own.
+// The most histories asked for at once (the overview's tiles on screen are fewer). A topic
+// view always loads its own.
 const OVERVIEW_HISTORIES = 100;
 
 /** Load a topic's newest `limit` updates into the store. */
@@ -62,7 +63,8 @@ async function inParallel(items, work) {
 }
 
 /**
- * `handlers`: status(state, text), update(update), snapshot(snapshot), changed().
+ * `handlers`: status(state, text), update(update), snapshot(snapshot), changed(),
+ * firstHistories() (the names whose histories to load once the stream is open).
  * States: connecting, live, reconnecting, gap (updates were lost: the stream could not
  * continue from our last id), unauthorized.
  */
@@ -75,8 +77,8 @@ export class Connection {
     this.loading = new Set(); // topics whose history is being asked for
   }
 
-  /** The stream; once it is open, the histories of the topics in its first snapshot (those
-   *  the page's token may read). */
+  /** The stream; once it is open, the histories of the topics on screen
+   *  (`handlers.firstHistories()`). */
   start() {
     subscribe({
       topics: ["*"],
@@ -87,8 +89,10 @@ export class Connection {
       onSnapshot: (snapshot) => {
         const first = !this.opened;
         this.opened = true;
-        if (first) this.loadHistories(Object.keys(snapshot.topics).sort());
         this.on.snapshot(snapshot);
+        // Those the server has: a topic view opened before its topic's first event has none.
+        const known = snapshot.topics || {};
+        if (first) this.loadHistories(this.on.firstHistories().filter((n) => Object.hasOwn(known, n)));
       },
     });
   }
@@ -116,9 +120,9 @@ export class Connection {
     } catch (_error) { /* views fall back on what the updates carry */ }
   }
 
-  /** The histories of `names` not loaded yet, the topic on screen first, at most
-   *  OVERVIEW_HISTORIES of them: after the stream's first snapshot, and for the topics a
-   *  filter shows. Only once the stream is open, so that they meet it. */
+  /** The histories of `names` not loaded yet, the topic view's first, at most
+   *  OVERVIEW_HISTORIES of them: after the stream's first snapshot, and for the tiles that
+   *  come on screen. Only once the stream is open, so that they meet it. */
   async loadHistories(names) {
     if (!this.opened) return;
     const due = (name) => !this.loading.has(name)

@@ -38,10 +38,14 @@ const anomalyRanking = new AnomalyRanking(
   { section: $("anomalies"), list: $("anomalies-list") }, () => store.clock(),
 );
 anomalyRanking.start();
+// Tiles on screen load their history and presence; those below the fold wait to be scrolled to.
 const overview = new Overview(store, {
-  section: $("overview"), grid: $("tiles"), filter: $("filter"), shown: $("shown"),
-  empty: $("empty"), template: $("tile-template"),
-}, (shownNames) => connection.loadHistories(shownNames));
+  section: $("overview"), grid: $("tiles"), filter: $("filter"), order: $("order"),
+  shown: $("shown"), more: $("more"), empty: $("empty"), template: $("tile-template"),
+}, (onScreen) => {
+  connection.loadHistories(onScreen);
+  presenceBadges.fresh();
+});
 const presenceBadges = new PresenceBadges(overview);
 presenceBadges.start();
 const topicView = new TopicView({
@@ -96,6 +100,8 @@ function setStatus(state, text) {
 
 const connection = new Connection(store, {
   status: setStatus,
+  // Once the stream is open: the topic on screen, or the overview's tiles on screen.
+  firstHistories: () => (route() === null ? overview.onScreenNames() : [route().name]),
   changed,
   update(update) {
     let fresh = store.topic(update.topic).add(update);

@@ -1,9 +1,16 @@
-// The overview: one tile per topic (filtered by prefix), with its latest value, its rate
-// over the smallest window, and a small chart of its last hour at one resolution: the closed
-// buckets of its series (their means, refreshed every half minute), then, dashed, the buckets
-// not closed yet as far as they go (the finer buckets and the values since, gathered into
-// them: charts.js `hourColumns`; each once the page holds all its values, which may come with
-// the topic's history after the buckets). A topic with messages names its newest's type.
+// The overview: a tile per topic shown (`TopicList`: those whose name contains the filter's
+// text, by name or newest update first, a bounded number of them with "Show more"), with its
+// latest value, its rate over the smallest window, and a small chart of its last hour at one
+// resolution: the closed buckets of its series (their means, refreshed every half minute),
+// then, dashed, the buckets not closed yet as far as they go (the finer buckets and the values
+// since, gathered into them: charts.js `hourColumns`; each once the page holds all its values,
+// which may come with the topic's history after the buckets). A topic with messages names its
+// newest's type.
+//
+// A page may know 100,000 topics (a channel per user): only the tiles shown exist, and only
+// those on screen (an IntersectionObserver says which) draw a chart and ask the server for
+// anything — their hour of buckets here, their history and presence through `onScreen`. A
+// tile below the fold shows the numbers the stream brought, and the rest once scrolled to.
 // Producer text (topic names, tags, messages) reaches the page only through textContent and
 // attributes.
 
@@ -11,46 +18,95 @@ import { hourColumns, sparkChart } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
 import { shownData } from "./messages.js";
 import { labelSeconds } from "./series.js";
+import { PAGE, TopicList } from "./topic-list.js";
 
 const HOUR_S = 3600;
 const REFRESH_MS = 30_000; // how often a shown tile's hour of buckets is fetched again
 const HOUR_POINTS = 60;
+// Tiles this close below (or above) the viewport count as on screen: they load just before
+// they are scrolled to.
+const NEAR_SCREEN = "200px 0px";
+
+const count = new Intl.NumberFormat("en-US");
 
 export class Overview {
-  constructor(store, els, onFilter = () => {}) {
+  /** `onScreen(names)`: tiles came on screen; `names` are all those on screen now. */
+  constructor(store, els, onScreen = () => {}) {
     this.store = store;
-    this.els = els; // section, grid, filter, shown, empty, template
-    this.tiles = new Map(); // name -> {el, refs, version, chart}
+    this.els = els; // section, grid, filter, order, shown, more, empty, template
+    this.list = new TopicList(store);
+    this.tiles = new Map(); // name -> {el, refs, version, chart, tagsKey, onScreen}
     this.hours = new Map(); // name -> {at (ms), buckets: [{t, mean, resolution}]}
-    this.prefix = "";
+    this.onScreen = onScreen;
+    this.timer = null; // a render waiting for newest first to be sorted again
     els.filter.addEventListener("input", () => {
-      this.prefix = els.filter.value.trim();
+      this.list.setFilter(els.filter.value.trim());
       this.render(true);
-      // The topics now shown, for their histories (only the first ones load on open).
-      onFilter(this.store.sorted().map((t) => t.name).filter((n) => n.startsWith(this.prefix)));
+    });
+    els.order.addEventListener("change", () => {
+      this.list.setOrder(els.order.value);
+      this.render(true);
+    });
+    els.more.addEventListener("click", () => {
+      this.list.more();
+      this.render(true);
     });
     this.resize = new ResizeObserver(() => {
-      for (const tile of this.tiles.values()) this.fit(tile);
+      for (const tile of this.tiles.values()) if (tile.onScreen) this.fit(tile);
     });
+    this.seen = new IntersectionObserver((entries) => this.intersected(entries), { rootMargin: NEAR_SCREEN });
   }
 
   render(all = false) {
-    const topics = this.store.sorted();
-    let shown = 0;
-    for (const topic of topics) {
-      let tile = this.tiles.get(topic.name);
-      if (tile === undefined) tile = this.create(topic, topics);
-      const visible = topic.name.startsWith(this.prefix);
-      tile.el.hidden = !visible;
-      if (visible) shown++;
-      if (visible && (all || tile.version !== topic.version)) this.draw(tile, topic);
+    const { names, matching, total, wait } = this.list.shown();
+    const wanted = new Set(names);
+    for (const [name, tile] of this.tiles) if (!wanted.has(name)) this.remove(name, tile);
+    // In order: the tiles kept move where they go, new ones are made there.
+    const { grid } = this.els;
+    let at = grid.firstElementChild;
+    for (const name of names) {
+      const topic = this.store.topics.get(name);
+      const tile = this.tiles.get(name) || this.create(topic);
+      if (tile.el === at) at = at.nextElementSibling;
+      else grid.insertBefore(tile.el, at);
+      if (all || tile.version !== topic.version) this.draw(tile, topic);
     }
-    this.els.empty.hidden = topics.length > 0;
-    this.els.shown.textContent = topics.length === 0 ? ""
-      : `${shown} of ${topics.length} topic${topics.length === 1 ? "" : "s"} shown`;
+    this.els.empty.hidden = total > 0;
+    this.els.shown.textContent = shownText(names.length, matching, total, this.list.text !== "");
+    const left = matching - names.length;
+    this.els.more.hidden = left <= 0;
+    this.els.more.textContent = left > PAGE ? `Show ${PAGE} more` : `Show the other ${count.format(left)}`;
+    if (wait !== null && this.timer === null) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        if (!this.els.section.hidden) this.render();
+      }, wait);
+    }
   }
 
-  create(topic, topics) {
+  /** The names of the tiles on screen. */
+  onScreenNames() {
+    return [...this.tiles.values()].filter((t) => t.onScreen).map((t) => t.el.dataset.topic);
+  }
+
+  intersected(entries) {
+    let came = false;
+    for (const entry of entries) {
+      const name = entry.target.dataset.topic;
+      const tile = this.tiles.get(name);
+      if (tile === undefined || tile.el !== entry.target) continue; // removed meanwhile
+      const was = tile.onScreen;
+      tile.onScreen = entry.isIntersecting;
+      if (tile.onScreen && !was) {
+        came = true;
+        tile.version = -1;
+        this.draw(tile, this.store.topics.get(name));
+      }
+    }
+    if (came) this.onScreen(this.onScreenNames());
+  }
+
+  create(topic) {
     const el = this.els.template.content.firstElementChild.cloneNode(true);
     const refs = {
       link: el.querySelector(".topic-link"),
@@ -66,13 +122,21 @@ export class Overview {
     el.dataset.topic = topic.name;
     refs.link.textContent = topic.name;
     refs.link.href = `#/topics/${encodeURIComponent(topic.name)}`;
-    const tile = { el, refs, version: -1, chart: null, tagsKey: null };
+    const tile = { el, refs, version: -1, chart: null, tagsKey: null, onScreen: false };
     this.tiles.set(topic.name, tile);
-    // Tiles stay in topic-name order.
-    const next = topics.find((t) => t.name > topic.name && this.tiles.has(t.name));
-    this.els.grid.insertBefore(el, next ? this.tiles.get(next.name).el : null);
     this.resize.observe(refs.chart);
+    this.seen.observe(el);
     return tile;
+  }
+
+  /** A tile no longer shown: gone from the page, with its chart and its hour. */
+  remove(name, tile) {
+    this.seen.unobserve(tile.el);
+    this.resize.unobserve(tile.refs.chart);
+    if (tile.chart !== null) tile.chart.destroy();
+    tile.el.remove();
+    this.tiles.delete(name);
+    this.hours.delete(name);
   }
 
   draw(tile, topic) {
@@ -91,6 +155,8 @@ export class Overview {
     }
     renderTags(tile, topic.tags);
     renderLastMessage(refs, topic.messages[topic.messages.length - 1]);
+    // Off screen: its numbers only; its chart (and the hour it needs) once it is scrolled to.
+    if (!tile.onScreen) return;
     const hour = this.hourOf(topic);
     const [ts, values, soFar] = hourColumns(hour.buckets, topic.points, topic.ts, labelSeconds);
     if (tile.chart === null) {
@@ -136,7 +202,7 @@ export class Overview {
         .finally(() => {
           hour.loading = false;
           const tile = this.tiles.get(topic.name);
-          if (tile && !tile.el.hidden) this.draw(tile, this.store.topics.get(topic.name) || topic);
+          if (tile && tile.onScreen) this.draw(tile, this.store.topics.get(topic.name) || topic);
         });
     }
     return hour;
@@ -160,6 +226,15 @@ export class Overview {
       if (topic) this.draw(tile, topic);
     }
   }
+}
+
+/** "N of M topics shown", or with a filter, of those matching and how many in all. */
+export function shownText(shown, matching, total, filtered) {
+  if (total === 0) return "";
+  const plural = (n) => (n === 1 ? "topic" : "topics");
+  if (!filtered) return `${count.format(shown)} of ${count.format(total)} ${plural(total)} shown`;
+  return `${count.format(shown)} of ${count.format(matching)} matching ${plural(matching)} shown, ` +
+    `${count.format(total)} in all`;
 }
 
 function bucketsOf(answer) {

@@ -1,8 +1,8 @@
 // "N watching" on each tile shown: the streams watching its topic now, over every web process
 // (GET /topics/{topic}/presence). This page's own stream (`*`) watches every topic: it is one
-// of them. Read every few seconds for the tiles the filter shows (the first MAX_TILES of
-// them), one request per topic, never two at once for one; a refused or failed read leaves the
-// line hidden.
+// of them. Read every few seconds for the tiles on screen (the first MAX_TILES of them: the
+// overview's tiles below the fold ask for nothing), one request per topic, never two at once
+// for one; a refused or failed read leaves the line hidden.
 
 const REFRESH_MS = 5_000;
 const MAX_TILES = 100;
@@ -11,14 +11,15 @@ export class PresenceBadges {
   constructor(overview) {
     this.overview = overview;
     this.loading = new Set();
-    this.seen = new Set(); // topics read at least once
+    this.seen = new WeakSet(); // tiles read at least once (a tile made again is new)
     this.timer = null;
   }
 
-  /** Read the tiles shown that were never read (a tile just made): called after a render. */
+  /** Read the tiles on screen that were never read (a tile just made or scrolled to):
+   *  called after a render and when tiles come on screen. */
   fresh() {
     for (const [name, tile] of this.overview.tiles) {
-      if (!tile.el.hidden && !this.seen.has(name) && !this.loading.has(name)) this.load(name, tile);
+      if (tile.onScreen && !this.seen.has(tile) && !this.loading.has(name)) this.load(name, tile);
     }
   }
 
@@ -31,7 +32,7 @@ export class PresenceBadges {
     if (document.hidden) return;
     let asked = 0;
     for (const [name, tile] of this.overview.tiles) {
-      if (tile.el.hidden || this.loading.has(name)) continue;
+      if (!tile.onScreen || this.loading.has(name)) continue;
       if (++asked > MAX_TILES) break;
       this.load(name, tile);
     }
@@ -40,7 +41,7 @@ export class PresenceBadges {
   /** Read one topic's presence now (also when its tile first appears). */
   load(name, tile) {
     this.loading.add(name);
-    this.seen.add(name);
+    this.seen.add(tile);
     const line = tile.el.querySelector(".watching");
     fetch(`topics/${encodeURIComponent(name)}/presence`)
       .then((response) => (response.ok ? response.json() : null))
