@@ -55,10 +55,10 @@ from pushsvc.broker.shared_log import Entry
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event, Message
 from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.lateness import late_topic
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateDraft
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent
-from pushsvc.ingest.late import append_keeping_late, late_topic
 from pushsvc.rules.analytics import Rule, Rules
 from pushsvc.rules.tiers import SeriesTier
 from simulation import derived as derive_side
@@ -780,7 +780,7 @@ class World:
         return outcome
 
     def send_keeping_late(self, topic: str, event: Event) -> str:
-        """One append as the ingest path makes it (`append_keeping_late`): "logged" on the
+        """One append as the ingest path makes it (`keep_late`): "logged" on the
         topic, "late" on its late stream (past the grace), or "failed". Where it logged is read
         from the journals, and must match the answer: one entry, in the one it names."""
         journals = {
@@ -789,9 +789,7 @@ class World:
         }
         before = {name: len(journal) for name, journal in journals.items()}
         try:
-            answer = append_keeping_late(
-                self.web, topic, [event], grace_us=LATENESS_US, refuse=False
-            )
+            answer = self.web.append_events(topic, [event], lateness_us=LATENESS_US, keep_late=True)
             outcome = "late" if answer.late else "logged"
             if answer.accepted + answer.late != 1:
                 raise Broken(f"{topic} {mark(event)}: {answer}, for one event")

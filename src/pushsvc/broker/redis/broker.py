@@ -98,7 +98,7 @@ from pushsvc.broker.shared_log import LogWaiter, entry_slices
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, key_reused
-from pushsvc.core.lateness import check_lateness
+from pushsvc.core.lateness import Split, check_lateness, late_topic, past_grace, split_late
 from pushsvc.core.partitions import (
     DEFAULT_PARTITIONS,
     check_partitions,
@@ -277,11 +277,18 @@ class RedisBroker:
         *,
         lateness_us: int,
         idempotency: Idempotency | None = None,
+        keep_late: bool = False,
         fence: tuple[str, str] | None = None,
     ) -> Appended:
         """See `Broker.append_events`. With `fence` (a lease's name and a token), the script
         refuses (Fenced) unless the token is the one `claim_fence` last wrote for that name in
         the topic's partition.
+
+        The batch goes as it came; when the script finds events past the grace it logs
+        nothing and says which (`AppendCode.SPLIT`), checked here against the one rule
+        (`pushsvc.core.lateness.past_grace`), and the batch goes again split so: one more
+        round trip, only for a batch with late events, and the split is logged whole by one
+        script (`lua/append_events.lua`).
 
         A replay is answered 202 whatever the replicas say: its batch was logged by the
         first request (which may have been answered `replicas_unconfirmed`), and this one
@@ -290,10 +297,11 @@ class RedisBroker:
         part = self.keys.of(topic)
         keys = [part.log, part.clocks, part.logged]
         times = "".join(
-            time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
+            time_key(e.ts_us) + time_key(e.ts_us + lateness_us) + _KIND[e.message is None]
+            for e in events
         )
-        payloads = [encode_events(events[cut]) for cut in entry_slices(len(events))]
-        args: list[str | int | bytes] = [topic, payloads[0] if payloads else b"", times, ""]
+        aside = late_topic(topic) if keep_late else ""
+        args: list[str | int | bytes] = [topic, aside, times, ""]
         if fence is not None:
             keys.append(part.fence(fence[0]))
             args.append(fence[1])
@@ -304,33 +312,47 @@ class RedisBroker:
             args += [idempotency.digest, len(events), idempotency.window_ms]
         else:
             args += ["", "", 0]
-        args += [part.wake_channel if self.on_cluster else "", self._max_keys]
-        args += payloads[1:]  # the batch's other entries (`ENTRY_EVENTS`)
-        reply, replicas = self._run_append(keys, args)
-        if reply.code is AppendCode.NEW_TOPIC:
-            # The topic is new to its partition. It is admitted while the deployment keeps
-            # fewer than max_topics, counted over every partition: no one-slot script can, so
-            # new topics are admitted one at a time under a lock (they are rare; a topic's
-            # later appends never take it).
-            with self._admitting():
-                if self.topic_stats().live >= self.max_topics:
-                    raise TooManyTopics.at(self.max_topics)
-                args[3] = "1"
-                reply, replicas = self._run_append(keys, args)
+        args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
+        args += _payloads(events)
+        split = Split(list(events), [], 0)
+        # A clock only moves forward, so each SPLIT finds more events past the grace: this
+        # many rounds are enough for any race.
+        for _ in range(len(events) + 2):
+            reply, replicas = self._run_append(keys, args)
+            if reply.code is AppendCode.NEW_TOPIC:
+                # A topic (or its late stream) is new to its partition. It is admitted while
+                # the deployment keeps fewer than max_topics, counted over every partition:
+                # no one-slot script can, so new topics are admitted one at a time under a
+                # lock (they are rare; a topic's later appends never take it).
+                with self._admitting():
+                    if self.topic_stats().live >= self.max_topics:
+                        raise TooManyTopics.at(self.max_topics)
+                    args[3] = "1"
+                    reply, replicas = self._run_append(keys, args)
+            if reply.code is not AppendCode.SPLIT:
+                break
+            split = _split(reply, events, lateness_us, keep_late)
+            args[_ANSWER_ARG] = len(events) - split.past
+            args[_EXPECTED_ARG] = ",".join(map(str, reply.past))
+            args[_LATE_ENTRIES_ARG:] = [len(entry_slices(len(split.late)))]
+            args += _payloads(split.topic) + _payloads(split.late)
+        else:  # pragma: no cover - the clock moved past every event
+            raise BrokerUnavailable("the topic's clock kept moving: retry")
         if reply.code is AppendCode.LATE:
             _raise_late(reply, events, lateness_us)
         if reply.code is AppendCode.KEY_REUSED:
             raise key_reused()
         if reply.code is AppendCode.REPLAYED:
             assert reply.replayed_events is not None
-            return Appended(reply.replayed_events, replayed=True)
+            accepted = reply.replayed_events
+            return Appended(accepted, replayed=True, late=len(events) - accepted)
         if replicas is not None and replicas < self._min_replicas:
             raise ReplicasUnconfirmed(
                 f"the events reached {replicas} of {self._min_replicas} replicas in time; "
                 "they will be applied unless the primary is lost (a retry with the same "
                 "Idempotency-Key cannot duplicate them)"
             )
-        return Appended(len(events), evicted=reply.evicted)
+        return Appended(len(events) - split.past, evicted=reply.evicted, late=split.past)
 
     @contextlib.contextmanager
     def _admitting(self) -> Iterator[None]:
@@ -932,7 +954,8 @@ class RedisBroker:
 
 
 def _raise_late(reply: AppendReply, events: Sequence[Event], lateness_us: int) -> None:
-    """The script found a late event: raise the one rule's own error for it."""
+    """The script refused the batch for a plain event past the grace: raise the one rule's
+    own error for it."""
     index, clock = reply.late_index, reply.topic_clock_us
     assert index is not None and clock is not None
     try:
@@ -942,3 +965,27 @@ def _raise_late(reply: AppendReply, events: Sequence[Event], lateness_us: int) -
         raise
     # The script and pushsvc.core.lateness disagree: a bug, never a silent accept.
     raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")
+
+
+def _split(reply: AppendReply, events: Sequence[Event], lateness_us: int, keep: bool) -> Split:
+    """The batch split as the script judged it (`AppendCode.SPLIT`), which must be what the
+    one rule judges from the same clock."""
+    clock = reply.topic_clock_us
+    past = past_grace(clock, events, lateness_us)
+    if tuple(past) != reply.past:
+        # The script and pushsvc.core.lateness disagree: a bug, never a silent split.
+        raise AssertionError(f"append script judged {reply.past} past the grace; Python {past}")
+    return split_late(clock, events, past, lateness_us=lateness_us, keep_late=keep)
+
+
+def _payloads(events: Sequence[Event]) -> list[str | int | bytes]:
+    """The log entries of `events` (`ENTRY_EVENTS` each at most), encoded."""
+    return [encode_events(events[cut]) for cut in entry_slices(len(events))]
+
+
+_KIND = ("m", "e")
+"""An event's kind in append_events.lua's `times`, by whether it is plain: 'e', or 'm' for a
+message (which the script never refuses for its time)."""
+
+# Where append_events.lua reads what a SPLIT changes in its arguments.
+_ANSWER_ARG, _EXPECTED_ARG, _LATE_ENTRIES_ARG = 6, 10, 11
