@@ -7,7 +7,10 @@ another stopped (`pushsvc.aggregate.shard_runner`). Lateness is not judged here:
 reaches the aggregator was accepted by the broker (`Broker.append_events`), and one that
 falls before every window still yields its update. An event behind its topic's clock (late,
 within the grace) is inserted in place and its update says `"late": true`; the clock does not
-move back.
+move back. A message the broker found past the grace comes marked (`Event.mark`,
+`pushsvc.core.lateness`): on its topic it is drafted with the statistics as they are, in none
+of them, so that it is pushed in log order; on the late stream it is applied and its update
+says it is a copy, which no messages stream pushes again.
 
 Forgetting idle topics (`--topic-ttl`) follows the same pattern as ticks: the aggregator
 proposes (`idle_topics`), the broker decides against what it logged meanwhile, and every

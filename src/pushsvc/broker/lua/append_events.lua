@@ -17,7 +17,8 @@
 -- when its verdict is not the expected one it logs nothing and answers SPLIT with the
 -- verdict and the clock it judged by, and the caller sends the batch split so (a clock only
 -- moves forward: a second try is the last but under a racing append). Where the topic keeps
--- no late stream (late_topic ''), a plain event past the grace refuses the batch: LATE.
+-- no late stream (late_topic ''), a plain event past the grace refuses the batch: LATE (a
+-- message, which `messages` names, is never refused for its time).
 -- The late stream `<topic>.late` lives in the topic's partition (pushsvc/core/partitions.py),
 -- so both topics' entries and the key are written by this one script, in one slot.
 --
@@ -48,12 +49,13 @@
 --       wake_channel ('', or on a Redis Cluster the partition's channel to SPUBLISH an empty
 --       message on once the batch is logged: it wakes the partition's aggregator, which
 --       cannot block on many logs there), max_keys, expected, late_entries (how many of the
---       payloads are the late stream's: the last ones), then the payloads, in order
---       times: for each event its ts key, its limit key (ts + lateness), 19 characters each,
---       and 'm' for a message or 'e', concatenated (one argument, not three per event:
---       packing thousands of arguments cost the web process more than the script costs
---       Redis); answer: what a repeat of this request is answered (the events logged on
---       time), kept with the digest for window_ms
+--       payloads are the late stream's: the last ones), messages (where late_topic is '':
+--       the indices of the batch's messages as ',i,j,', else ''), then the payloads, in order
+--       times: for each event its ts key then its limit key (ts + lateness), 19 characters
+--       each, concatenated (one argument, not two per event: packing thousands of arguments
+--       cost the web process more than the script costs Redis); answer: what a repeat of
+--       this request is answered (the events logged on time), kept with the digest for
+--       window_ms
 -- Returns {LOGGED, the last entry's id ('' for an empty batch), keys evicted early}, {LATE,
 -- index of the refused event, T}, {SPLIT, the indices past the grace, T before the batch
 -- or ''}, {NEW_TOPIC} when a topic is new and admit_new is not '1', {REPLAYED, answer} when
@@ -66,8 +68,8 @@ local admit_new = ARGV[4] == '1'
 local lease_token, digest = ARGV[5], ARGV[6]
 local answer, window_ms, wake_channel = ARGV[7], ARGV[8], ARGV[9]
 local max_keys = tonumber(ARGV[10])
-local expected, late_entries = ARGV[11], tonumber(ARGV[12])
-local FIRST_PAYLOAD = 13
+local expected, late_entries, messages = ARGV[11], tonumber(ARGV[12]), ARGV[13]
+local FIRST_PAYLOAD = 14
 -- Each optional key is given only with its argument, so its index depends on the others.
 local next_key = 4
 local lease_key = false
@@ -81,9 +83,9 @@ local order_key = digest ~= '' and KEYS[next_key + 1]
 -- The reply's first element. pushsvc/broker/redis/script_replies.py's AppendCode mirrors
 -- these: change both together.
 local LATE, LOGGED, NEW_TOPIC, REPLAYED, KEY_REUSED, SPLIT = 0, 1, 2, 3, 4, 5
--- The length of a time key (keys.py's _TIME_DIGITS); an event takes two and its kind.
+-- The length of a time key (keys.py's _TIME_DIGITS); an event takes two in `times`.
 local TIME_KEY_LENGTH = 19
-local EVENT_LENGTH = 2 * TIME_KEY_LENGTH + 1
+local EVENT_LENGTH = 2 * TIME_KEY_LENGTH
 
 if lease_token ~= '' and redis.call('GET', lease_key) ~= lease_token then
   return redis.error_reply('FENCED the lease is held by another bridge')
@@ -109,9 +111,9 @@ for at = 1, #times, EVENT_LENGTH do
   local ts = string.sub(times, at, at + TIME_KEY_LENGTH - 1)
   if not clock or ts > clock then
     clock = ts
-  elseif string.sub(times, at + TIME_KEY_LENGTH, at + 2 * TIME_KEY_LENGTH - 1) < clock then
+  elseif string.sub(times, at + TIME_KEY_LENGTH, at + EVENT_LENGTH - 1) < clock then
     local index = (at - 1) / EVENT_LENGTH
-    if late_topic == '' and string.sub(times, at + EVENT_LENGTH - 1, at + EVENT_LENGTH - 1) ~= 'm' then
+    if late_topic == '' and not string.find(messages, ',' .. index .. ',', 1, true) then
       return {LATE, index, clock}
     end
     found[#found + 1] = index

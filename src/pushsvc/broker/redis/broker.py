@@ -297,8 +297,7 @@ class RedisBroker:
         part = self.keys.of(topic)
         keys = [part.log, part.clocks, part.logged]
         times = "".join(
-            time_key(e.ts_us) + time_key(e.ts_us + lateness_us) + _KIND[e.message is None]
-            for e in events
+            time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
         aside = late_topic(topic) if keep_late else ""
         args: list[str | int | bytes] = [topic, aside, times, ""]
@@ -313,6 +312,7 @@ class RedisBroker:
         else:
             args += ["", "", 0]
         args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
+        args.append("" if keep_late else _message_indices(events))
         args += _payloads(events)
         split = Split(list(events), [], 0)
         # A clock only moves forward, so each SPLIT finds more events past the grace: this
@@ -334,7 +334,8 @@ class RedisBroker:
             split = _split(reply, events, lateness_us, keep_late)
             args[_ANSWER_ARG] = len(events) - split.past
             args[_EXPECTED_ARG] = ",".join(map(str, reply.past))
-            args[_LATE_ENTRIES_ARG:] = [len(entry_slices(len(split.late)))]
+            args[_LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
+            del args[_FIRST_PAYLOAD_ARG:]
             args += _payloads(split.topic) + _payloads(split.late)
         else:  # pragma: no cover - the clock moved past every event
             raise BrokerUnavailable("the topic's clock kept moving: retry")
@@ -983,9 +984,13 @@ def _payloads(events: Sequence[Event]) -> list[str | int | bytes]:
     return [encode_events(events[cut]) for cut in entry_slices(len(events))]
 
 
-_KIND = ("m", "e")
-"""An event's kind in append_events.lua's `times`, by whether it is plain: 'e', or 'm' for a
-message (which the script never refuses for its time)."""
+def _message_indices(events: Sequence[Event]) -> str:
+    """Which events of a batch are messages, as append_events.lua's `messages` (',i,j,'):
+    where the topic keeps no late stream, the script refuses the batch for a plain event past
+    the grace, never for a message."""
+    found = [str(i) for i, event in enumerate(events) if event.message is not None]
+    return f",{','.join(found)}," if found else ""
+
 
 # Where append_events.lua reads what a SPLIT changes in its arguments.
-_ANSWER_ARG, _EXPECTED_ARG, _LATE_ENTRIES_ARG = 6, 10, 11
+_ANSWER_ARG, _EXPECTED_ARG, _LATE_ENTRIES_ARG, _FIRST_PAYLOAD_ARG = 6, 10, 11, 13
