@@ -314,7 +314,7 @@ class RedisBroker:
         args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
         args.append("" if keep_late else _message_indices(events))
         args += _payloads(events)
-        split = Split(list(events), [], 0)
+        past = 0  # the events past the grace, once a SPLIT said which
         # A clock only moves forward, so each SPLIT finds more events past the grace: this
         # many rounds are enough for any race.
         for _ in range(len(events) + 2):
@@ -332,7 +332,8 @@ class RedisBroker:
             if reply.code is not AppendCode.SPLIT:
                 break
             split = _split(reply, events, lateness_us, keep_late)
-            args[_ANSWER_ARG] = len(events) - split.past
+            past = split.past
+            args[_ANSWER_ARG] = len(events) - past
             args[_EXPECTED_ARG] = ",".join(map(str, reply.past))
             args[_LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
             del args[_FIRST_PAYLOAD_ARG:]
@@ -353,7 +354,7 @@ class RedisBroker:
                 "they will be applied unless the primary is lost (a retry with the same "
                 "Idempotency-Key cannot duplicate them)"
             )
-        return Appended(len(events) - split.past, evicted=reply.evicted, late=split.past)
+        return Appended(len(events) - past, evicted=reply.evicted, late=past)
 
     @contextlib.contextmanager
     def _admitting(self) -> Iterator[None]:

@@ -160,16 +160,15 @@ def encode_events(events: Sequence[Event]) -> bytes:
     so that reading the log gives its bytes back as they were, unparsed), with its mark last
     where it has one (`Event.mark`)."""
     return orjson.dumps(
-        [[e.value, e.ts_us, e.tags] if e.message is None else _message_item(e) for e in events]
+        [
+            [e.value, e.ts_us, e.tags]
+            if (m := e.message) is None
+            else [e.value, e.ts_us, e.tags, m.type, m.data.decode()]
+            if not e.mark
+            else [e.value, e.ts_us, e.tags, m.type, m.data.decode(), e.mark]
+            for e in events
+        ]
     )
-
-
-def _message_item(e: Event) -> list[object]:
-    message = e.message
-    assert message is not None
-    if e.mark:
-        return [e.value, e.ts_us, e.tags, message.type, message.data.decode(), e.mark]
-    return [e.value, e.ts_us, e.tags, message.type, message.data.decode()]
 
 
 def decode_events(data: bytes) -> list[Event]:
