@@ -50,6 +50,16 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.broker.redis.append_args import (
+    ANSWER_ARG,
+    EXPECTED_ARG,
+    FIRST_PAYLOAD_ARG,
+    LATE_ENTRIES_ARG,
+    message_indices,
+    payloads,
+    raise_late,
+    split_as_judged,
+)
 from pushsvc.broker.redis.cluster_view import shared_view
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
@@ -88,7 +98,6 @@ from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls
 from pushsvc.broker.redis.url import redact_url as redact
 from pushsvc.broker.redis.wake_waiter import WakeWaiter
 from pushsvc.broker.redis.wire import (
-    encode_events,
     stream_entries,
     stream_position,
     unavailable,
@@ -98,7 +107,7 @@ from pushsvc.broker.shared_log import LogWaiter, entry_slices
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, key_reused
-from pushsvc.core.lateness import Split, check_lateness, late_topic, past_grace, split_late
+from pushsvc.core.lateness import late_topic
 from pushsvc.core.partitions import (
     DEFAULT_PARTITIONS,
     check_partitions,
@@ -112,7 +121,6 @@ from pushsvc.errors import (
     BrokerUnavailable,
     LayoutMismatch,
     ReplicasUnconfirmed,
-    RequestError,
     TooManyTopics,
 )
 
@@ -312,8 +320,8 @@ class RedisBroker:
         else:
             args += ["", "", 0]
         args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
-        args.append("" if keep_late else _message_indices(events))
-        args += _payloads(events)
+        args.append("" if keep_late else message_indices(events))
+        args += payloads(events)
         past = 0  # the events past the grace, once a SPLIT said which
         # A clock only moves forward, so each SPLIT finds more events past the grace: this
         # many rounds are enough for any race.
@@ -331,17 +339,17 @@ class RedisBroker:
                     reply, replicas = self._run_append(keys, args)
             if reply.code is not AppendCode.SPLIT:
                 break
-            split = _split(reply, events, lateness_us, keep_late)
+            split = split_as_judged(reply, events, lateness_us, keep_late)
             past = split.past
-            args[_ANSWER_ARG] = len(events) - past
-            args[_EXPECTED_ARG] = ",".join(map(str, reply.past))
-            args[_LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
-            del args[_FIRST_PAYLOAD_ARG:]
-            args += _payloads(split.topic) + _payloads(split.late)
+            args[ANSWER_ARG] = len(events) - past
+            args[EXPECTED_ARG] = ",".join(map(str, reply.past))
+            args[LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
+            del args[FIRST_PAYLOAD_ARG:]
+            args += payloads(split.topic) + payloads(split.late)
         else:  # pragma: no cover - the clock moved past every event
             raise BrokerUnavailable("the topic's clock kept moving: retry")
         if reply.code is AppendCode.LATE:
-            _raise_late(reply, events, lateness_us)
+            raise_late(reply, events, lateness_us)
         if reply.code is AppendCode.KEY_REUSED:
             raise key_reused()
         if reply.code is AppendCode.REPLAYED:
@@ -953,45 +961,3 @@ class RedisBroker:
     def _check_open(self) -> None:
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
-
-
-def _raise_late(reply: AppendReply, events: Sequence[Event], lateness_us: int) -> None:
-    """The script refused the batch for a plain event past the grace: raise the one rule's
-    own error for it."""
-    index, clock = reply.late_index, reply.topic_clock_us
-    assert index is not None and clock is not None
-    try:
-        check_lateness(clock, [events[index]], lateness_us)
-    except RequestError as late:
-        late.index = index
-        raise
-    # The script and pushsvc.core.lateness disagree: a bug, never a silent accept.
-    raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")
-
-
-def _split(reply: AppendReply, events: Sequence[Event], lateness_us: int, keep: bool) -> Split:
-    """The batch split as the script judged it (`AppendCode.SPLIT`), which must be what the
-    one rule judges from the same clock."""
-    clock = reply.topic_clock_us
-    past = past_grace(clock, events, lateness_us)
-    if tuple(past) != reply.past:
-        # The script and pushsvc.core.lateness disagree: a bug, never a silent split.
-        raise AssertionError(f"append script judged {reply.past} past the grace; Python {past}")
-    return split_late(clock, events, past, lateness_us=lateness_us, keep_late=keep)
-
-
-def _payloads(events: Sequence[Event]) -> list[str | int | bytes]:
-    """The log entries of `events` (`ENTRY_EVENTS` each at most), encoded."""
-    return [encode_events(events[cut]) for cut in entry_slices(len(events))]
-
-
-def _message_indices(events: Sequence[Event]) -> str:
-    """Which events of a batch are messages, as append_events.lua's `messages` (',i,j,'):
-    where the topic keeps no late stream, the script refuses the batch for a plain event past
-    the grace, never for a message."""
-    found = [str(i) for i, event in enumerate(events) if event.message is not None]
-    return f",{','.join(found)}," if found else ""
-
-
-# Where append_events.lua reads what a SPLIT changes in its arguments.
-_ANSWER_ARG, _EXPECTED_ARG, _LATE_ENTRIES_ARG, _FIRST_PAYLOAD_ARG = 6, 10, 11, 13
