@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
 
 import orjson
 import pytest
@@ -61,7 +60,6 @@ from pushsvc.deliver.hub import Hub
 from pushsvc.deliver.subscription import subscribe
 from pushsvc.errors import BrokerUnavailable, IdempotencyKeyReused, LateEvent, TooManyTopics
 from pushsvc.ingest import Event
-from pushsvc.ingest.late import append_keeping_late
 
 WAIT = 5.0  # seconds; generous, only reached when something is broken
 
@@ -353,19 +351,20 @@ def test_a_refused_append_remembers_no_key(broker: Broker) -> None:
 
 
 def test_an_empty_batch_with_a_key_remembers_the_key_and_logs_nothing(broker: Broker) -> None:
-    """What a request whose every event went to the late stream leaves on its topic: the key
-    (answer 0), checked as any key is, and no entry, clock or topic."""
+    """An empty batch with a key leaves on its topic the key (answer 0), checked as any key
+    is, and no entry, clock or topic."""
     read = appended(broker)
     append(broker, "a", [Event(1.0, 100, None)])
     assert broker.append_events("a", [], lateness_us=5, idempotency=keyed("k")) == Appended(0)
     assert broker.append_events("a", [], lateness_us=5, idempotency=keyed("k")) == Appended(
         0, replayed=True
     )
-    # The same request's events, were they on time now, are still its repeat.
+    # A repeat of the same digest is answered from the key: what the first request did not
+    # log on time is counted late.
     again = broker.append_events(
         "a", [Event(1.0, 200, None)], lateness_us=5, idempotency=keyed("k")
     )
-    assert again == Appended(0, replayed=True)
+    assert again == Appended(0, replayed=True, late=1)
     with pytest.raises(IdempotencyKeyReused):
         broker.append_events(
             "a", [Event(2.0, 200, None)], lateness_us=5, idempotency=keyed("k", b"[2]")
@@ -378,43 +377,26 @@ def test_an_empty_batch_with_a_key_remembers_the_key_and_logs_nothing(broker: Br
     assert read() == [("a", [Event(1.0, 100, None)]), ("a", [Event(3.0, 96, None)])]
 
 
-class _DiesBeforeTheTopicKey:
-    """A broker whose process dies (BrokerUnavailable) before its first empty append: after
-    a request's late events were logged, before its key was remembered on the topic."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.partitions = broker.partitions
-
-    def append_events(self, topic: str, events: Any, **kwargs: Any) -> Appended:
-        if not events:
-            raise BrokerUnavailable("killed")
-        return self.broker.append_events(topic, events, **kwargs)
-
-
 def test_a_keyed_request_kept_whole_on_the_late_stream_is_logged_once(broker: Broker) -> None:
-    """`append_keeping_late` with every event past the grace: logged on the late stream once;
-    a retry (also one after the first attempt died before the key reached the topic) is a
-    replay with the same counts; the key with another body is refused."""
+    """Every event past the grace, kept: logged on the late stream by the one append, with the
+    key on the topic; a retry is a replay with the same counts; the key with another body is
+    refused; another key logs them again."""
     read = appended(broker)
     append(broker, "a", [Event(1.0, 100, None)])
     late = [Event(2.0, 10, None), Event(3.0, 11, None)]
-    with pytest.raises(BrokerUnavailable):
-        append_keeping_late(
-            cast(Broker, _DiesBeforeTheTopicKey(broker)), "a", late, grace_us=5, refuse=False,
-            idempotency=keyed("k"),
-        )  # fmt: skip
+    first = broker.append_events("a", late, lateness_us=5, idempotency=keyed("k"), keep_late=True)
+    assert first == Appended(0, late=2)
     for _ in range(2):
-        retry = append_keeping_late(
-            broker, "a", late, grace_us=5, refuse=False, idempotency=keyed("k")
+        retry = broker.append_events(
+            "a", late, lateness_us=5, idempotency=keyed("k"), keep_late=True
         )
         assert retry == Appended(0, replayed=True, late=2)
     with pytest.raises(IdempotencyKeyReused):
-        append_keeping_late(
-            broker, "a", [Event(4.0, 200, None)], grace_us=5, refuse=False,
-            idempotency=keyed("k", b"[4]"),
+        broker.append_events(
+            "a", [Event(4.0, 200, None)], lateness_us=5, idempotency=keyed("k", b"[4]"),
+            keep_late=True,
         )  # fmt: skip
-    fresh = append_keeping_late(broker, "a", late, grace_us=5, refuse=False, idempotency=keyed("j"))
+    fresh = broker.append_events("a", late, lateness_us=5, idempotency=keyed("j"), keep_late=True)
     assert fresh == Appended(0, late=2)
     assert read() == [("a", [Event(1.0, 100, None)]), ("a.late", late), ("a.late", late)]
 

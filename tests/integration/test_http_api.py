@@ -68,6 +68,36 @@ def test_a_rule_may_refuse_late_events(make_app: MakeApp, tmp_path: Path) -> Non
     assert client.get("/topics/strict.a.late/stats").status_code == 404
 
 
+def test_a_message_past_the_grace_is_pushed_whatever_the_rule(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    """`late = "refuse"` is a rule of the statistics: a message past the grace is not refused
+    for its time. It is pushed (its update in the topic's history, in log order, marked
+    `past_grace`, the statistics those of the update before it), counted in `late`, and, the
+    rule keeping no late stream, logged nowhere else. On a topic that keeps one, its copy there
+    is counted and marked `copy`."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ntopics = ["strict.*"]\ngrace = "1s"\nlate = "refuse"\n')
+    client = make_app(rules=str(rules)).test_client()
+    t = 1_763_700_000.0
+    for topic in ("strict.b", "kept"):
+        assert client.post(f"/topics/{topic}/events", json={"value": 1, "ts": t}).status_code == 202
+        late = client.post(
+            f"/topics/{topic}/events",
+            json=[{"type": "shipped", "data": {"order": 1}, "ts": t - 3600}, {"value": 2, "ts": t}],
+        )
+        assert (late.status_code, late.get_json()) == (202, {"accepted": 1, "late": 1})
+        updates = client.get(f"/topics/{topic}/history?limit=10").get_json()["updates"]
+        assert [u["event"].get("data") for u in updates] == [None, {"order": 1}, None]
+        first, pushed, _ = updates
+        assert pushed["past_grace"] is True and pushed["late"] is True
+        assert pushed["windows"] == first["windows"] and pushed["ts"] == first["ts"]
+        assert updates[-1]["windows"]["10s"]["count"] == 2
+    assert client.get("/topics/strict.b.late/stats").status_code == 404
+    copy = client.get("/topics/kept.late/stats").get_json()
+    assert copy["copy"] is True and copy["event"]["data"] == {"order": 1}
+
+
 def test_the_dashboard_page_and_its_assets_are_served(client: FlaskClient) -> None:
     # The files ship inside the package (src/pushsvc/static): a module that finds them by its
     # own path breaks when it moves, and only the browser tests would notice.

@@ -7,7 +7,10 @@ another stopped (`pushsvc.aggregate.shard_runner`). Lateness is not judged here:
 reaches the aggregator was accepted by the broker (`Broker.append_events`), and one that
 falls before every window still yields its update. An event behind its topic's clock (late,
 within the grace) is inserted in place and its update says `"late": true`; the clock does not
-move back.
+move back. A message the broker found past the grace comes marked (`Event.mark`,
+`pushsvc.core.lateness`): on its topic it is drafted with the statistics as they are, in none
+of them, so that it is pushed in log order; on the late stream it is applied and its update
+says it is a copy, which no messages stream pushes again.
 
 Forgetting idle topics (`--topic-ttl`) follows the same pattern as ticks: the aggregator
 proposes (`idle_topics`), the broker decides against what it logged meanwhile, and every
@@ -28,6 +31,7 @@ from functools import partial
 from pushsvc.alerts.states import AlertChange
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.durations import duration_label
+from pushsvc.core.event import PAST_GRACE
 from pushsvc.core.positions import LogPosition
 from pushsvc.core.updates import UpdateDraft, deletion_draft, draft
 from pushsvc.ingest import Event, event_json
@@ -106,13 +110,56 @@ class Aggregator:
         self, topic: str, events: Sequence[Event], at: LogPosition = (0, 0)
     ) -> list[UpdateDraft]:
         """Apply a batch in order; one draft per event, with the statistics right after it.
-        `at`: the batch's place in the event log (what admits a group, see `groups.py`)."""
+        `at`: the batch's place in the event log (what admits a group, see `groups.py`).
+        A marked message (`Event.mark`: the append found it past the grace) is drafted in its
+        place as `_marked` says."""
         if not events:
             return []
         state = self._topic(topic)
         if state.replay is not None and at <= state.replay.until:
             self._replay_exact(state, events, at)
             return []
+        if any(e.mark for e in events):
+            return self._marked(state, topic, events, at)
+        return self._applied(state, topic, events, at)
+
+    def _marked(
+        self, state: TopicState, topic: str, events: Sequence[Event], at: LogPosition
+    ) -> list[UpdateDraft]:
+        """`apply_events` of a batch with marked messages, in log order: a `PAST_GRACE` one
+        (on its topic) is drafted with the topic's statistics as they are, which do not take
+        it, and pushed like any message (`"late": true, "past_grace": true`); a
+        `PUSHED_ON_TOPIC` one (on a late stream) is applied like any event, its update
+        saying `"copy": true` so that no messages stream pushes it twice. The runs of
+        unmarked events between them are applied as a batch, each event keeping its index."""
+        drafts: list[UpdateDraft] = []
+        start = 0
+        for index, event in enumerate(events):
+            if not event.mark:
+                continue
+            if start < index:
+                drafts += self._applied(state, topic, events[start:index], at, start)
+            start = index + 1
+            if event.mark == PAST_GRACE:
+                drafts.append(_pushed_only(state, topic, event))
+            else:
+                own = self._applied(state, topic, [event], at, index)
+                own[0] = own[0].flagged("copy")
+                drafts += own
+        if start < len(events):
+            drafts += self._applied(state, topic, events[start:], at, start)
+        return drafts
+
+    def _applied(
+        self,
+        state: TopicState,
+        topic: str,
+        events: Sequence[Event],
+        at: LogPosition,
+        first: int = 0,
+    ) -> list[UpdateDraft]:
+        """`apply_events` of unmarked events, the first of them at index `first` of its
+        entry."""
         windows = state.windows
         clock = windows.clock_us
         clocks: list[int] = []
@@ -162,7 +209,7 @@ class Aggregator:
                 if now >= buckets.next_close_us:
                     drafts += series.closed_points(now)
             return drafts
-        return self._staged(state, topic, events, clocks, summaries, at)
+        return self._staged(state, topic, events, clocks, summaries, at, first)
 
     def _paced(
         self, windows: TopicWindows | RuleStats, events: Sequence[Event], pause: Callable[[], None]
@@ -189,15 +236,19 @@ class Aggregator:
         clocks: Sequence[int],
         summaries: Iterable[Summary],
         at: LogPosition,
+        first: int = 0,
     ) -> list[UpdateDraft]:
         """`apply_events` for a topic with stages: each event through them in order, its
-        update, then what they drafted to follow it; then the groups gone idle."""
+        update, then what they drafted to follow it; then the groups gone idle. `first`: the
+        index of the first event in its entry."""
         drafts: list[UpdateDraft] = []
         stages = state.stages
         step = EventStep(at)
         follow = step.follow
         last_update = 0  # the place of the last update among the drafts (points follow)
-        for index, (e, now, summary) in enumerate(zip(events, clocks, summaries, strict=True)):
+        for index, (e, now, summary) in enumerate(
+            zip(events, clocks, summaries, strict=True), first
+        ):
             if e.value is None:
                 # A message without a value: counted, pushed, in no statistic of values (its
                 # topic's stages judge values; the next event or tick brings them to its clock),
@@ -253,6 +304,8 @@ class Aggregator:
         windows = state.windows
         groups, series, sessions = state.groups, state.series, state.sessions
         for index, event in enumerate(events):
+            if event.mark == PAST_GRACE:
+                continue  # in no statistic (`_marked`)
             if event.message is not None or state.messages is not None:
                 _count_message(state, event)
             if event.value is None:
@@ -524,6 +577,22 @@ class Aggregator:
                 state.sessions.windows.advance(state.windows.clock_us)
             if state.groups is not None:
                 state.groups.end_replay()
+
+
+def _pushed_only(state: TopicState, topic: str, event: Event) -> UpdateDraft:
+    """The update of a message past its topic's grace (`PAST_GRACE`): the topic's statistics
+    as they are, at its clock, which neither takes it nor moves."""
+    windows = state.windows
+    clock = windows.clock_us
+    summary: Summary = {}
+    if clock is None:
+        clock = event.ts_us  # (none yet: the statistics were forgotten, or never kept)
+    else:
+        summary = windows.summary()
+        if state.messages is not None:
+            summary = state.messages.merged(summary)
+    update = draft(topic, clock, "event", event_json(event), summary, late=True)
+    return update.flagged("past_grace")
 
 
 def _alerts_live(state: TopicState) -> bool:

@@ -46,12 +46,12 @@ retention; `Settings.alert_retention_us` gives the server's)."""
 
 
 class Appended(NamedTuple):
-    """What `Broker.append_events` did: `accepted` events were logged by this call or, when
-    `replayed`, by an earlier one with the same idempotency key (this call logged nothing).
+    """What `Broker.append_events` did: `accepted` events were logged on time by this call
+    or, when `replayed`, by an earlier one with the same idempotency key (this call logged
+    nothing). `late`: the events of the request past their topic's grace (kept on its late
+    stream, a message pushed on the topic all the same: `pushsvc.core.lateness`).
     `evicted`: the idempotency keys of other requests this call's key made the partition
-    forget before their window ended (`core.idempotency.MAX_KEYS_PER_PARTITION`). `late`:
-    the events of the request logged on the topic's late stream instead
-    (`pushsvc.ingest.late`), never set by a broker."""
+    forget before their window ended (`core.idempotency.MAX_KEYS_PER_PARTITION`)."""
 
     accepted: int
     replayed: bool = False
@@ -181,6 +181,7 @@ class Broker(Protocol):
         *,
         lateness_us: int,
         idempotency: Idempotency | None = None,
+        keep_late: bool = False,
     ) -> Appended:
         """Append a batch to the event log of the topic's shard; once this returns, the
         batch will yield one update per event (Redis: it is in the log).
@@ -192,13 +193,17 @@ class Broker(Protocol):
         window only if it was appended: the check, the append and the remembering are one
         atomic step, so racing repeats log the batch once. An empty batch logs nothing and
         moves no clock; with `idempotency` it remembers the key (answer 0) after the same
-        check: a request whose every event went to the topic's late stream
-        (`pushsvc.ingest.late`) holds its key on the topic like any other.
+        check.
 
         The batch is judged against the topic clock (the largest event time, or idle tick
-        clock, logged for the topic) by the one lateness rule (`pushsvc.ingest`): a late
-        event raises LateEvent and nothing is appended. Raises BrokerUnavailable when the
-        broker cannot be reached (nothing was appended).
+        clock, logged for the topic) by the one lateness rule, and split by it
+        (`pushsvc.core.lateness.split_late`), in the same atomic step: its on-time events
+        and its messages past `lateness_us` (marked, pushed, in no statistic) are logged on
+        the topic; with `keep_late`, its events past `lateness_us` are logged on the topic's
+        late stream (`<topic>.late`, in the same partition), counted in `Appended.late`;
+        without, a plain event past it raises LateEvent and nothing is appended. A repeat
+        answers the same `accepted` and `late`. Raises BrokerUnavailable when the broker
+        cannot be reached (nothing was appended).
 
         A batch for a topic the broker does not keep (new, or forgotten) raises
         TooManyTopics and appends nothing when `max_topics` topics are kept already; a new

@@ -90,7 +90,8 @@ def topic_path(topic: str, leaf: str) -> str:
 
 def publish(topic: str, events: Publishable) -> Plan[int]:
     """POST one event or a batch (accepted whole or rejected whole); how many were accepted
-    onto the topic (the rest were past its grace: kept on its late stream, `<topic>.late`).
+    onto the topic on time (the rest were past its grace: kept on its late stream,
+    `<topic>.late`, a message among them pushed on the topic all the same).
     One body and one key for every attempt: a repeat is the same request, logged once.
     ValueError, before anything is sent, for a NaN or infinite value or time, or data that
     JSON or the server cannot carry exactly; TypeError for what is no event."""

@@ -16,16 +16,17 @@ from pushsvc.errors import RequestError
 
 
 class Accepted(Struct, frozen=True):
-    """a POST's answer: its events logged on the topic, and those past the topic's grace"""
+    """a POST's answer: its events logged on time, and those past the topic's grace"""
 
-    accepted: Annotated[int, Meta(ge=0, description="events logged on the topic")]
+    accepted: Annotated[int, Meta(ge=0, description="events logged on the topic on time")]
     late: (
         Annotated[
             int,
             Meta(
                 ge=1,
                 description="events past the topic's grace, logged on its late stream "
-                "`<topic>.late` (absent: none)",
+                "`<topic>.late` (a message among them is pushed on the topic all the same, "
+                "in none of its statistics; absent: none)",
             ),
         ]
         | UnsetType
@@ -66,7 +67,7 @@ def error_json(code: str, message: str) -> bytes:
 
 
 def accepted_json(accepted: int, late: int) -> bytes:
-    """A POST's 202 body: `late` only when some events went to the topic's late stream."""
+    """A POST's 202 body: `late` only when some events were past the topic's grace."""
     return answer_json(Accepted(accepted, late if late else UNSET))
 
 

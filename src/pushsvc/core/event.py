@@ -27,6 +27,15 @@ RESERVED_TYPES = frozenset(("gap",))
 """Types a message may not have: a messages stream's own events (`event: gap`)."""
 
 
+PAST_GRACE = 1
+"""`Event.mark` of a message past its topic's grace, logged on its topic all the same: pushed
+on the topic's messages streams, in none of its statistics (which took it on the late stream,
+`pushsvc.core.lateness`)."""
+PUSHED_ON_TOPIC = 2
+"""`Event.mark` of a late stream's copy of a message that its topic pushed (`PAST_GRACE`):
+in the late stream's statistics, not pushed again on a messages stream."""
+
+
 class Message(NamedTuple):
     """An application message: its SSE event name (`type`) and its data, compact JSON."""
 
@@ -37,12 +46,15 @@ class Message(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Event:
     """One accepted event: a finite value (None for a message without one), its time in
-    integer microseconds, tags, and its message if it carries one."""
+    integer microseconds, tags, and its message if it carries one. `mark` (0 for none) is
+    what the append said of a message past its topic's grace, in the log: `PAST_GRACE` or
+    `PUSHED_ON_TOPIC`."""
 
     value: float | None
     ts_us: int
     tags: dict[str, str] | None = None
     message: Message | None = None
+    mark: int = 0
 
 
 def value_of(event: Event) -> float:

@@ -5,6 +5,10 @@ Topics map to partitions by crc32 of the name, modulo the count: the same hash `
 has always used, so a deployment that moves from shards to partitions keeps its topics where
 they were. crc32 (not Python's `hash`) because every process on every host must agree.
 
+A topic's late stream (`<topic>.late`) lives in its topic's partition: its hash is its
+topic's. So one append step on one partition (one Redis Cluster slot) logs a batch's on-time
+events and its events past the grace together (`pushsvc.core.lateness`).
+
 Pure arithmetic: where a partition's keys live in a Redis Cluster is the broker's business
 (`pushsvc.broker.redis.slots`).
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import zlib
 
-from pushsvc.core.topics import ALERTS, TopicMatcher
+from pushsvc.core.topics import ALERTS, LATE_SUFFIX, TopicMatcher
 
 DEFAULT_PARTITIONS = 16
 # Enough to spread over a large cluster, few enough that a stream's resume cursor (one
@@ -36,7 +40,10 @@ def partition_of(topic: str, count: int) -> int:
     """The partition (0..count-1) that owns `topic`.
 
     `count` is not checked here (this runs for every event): check it once where it is read,
-    with `check_partitions`."""
+    with `check_partitions`. A late stream is placed by its topic's name (a late stream's
+    late stream too: every `.late` at the end is taken off)."""
+    while topic.endswith(LATE_SUFFIX):
+        topic = topic[: -len(LATE_SUFFIX)]
     return zlib.crc32(topic.encode()) % count
 
 

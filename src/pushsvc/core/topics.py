@@ -16,7 +16,7 @@ from pushsvc.errors import InvalidTopic
 
 MAX_TOPIC_LEN = 128
 LATE_SUFFIX = ".late"
-"""A topic's late stream is `<topic>.late` (`pushsvc.ingest.late`)."""
+"""A topic's late stream is `<topic>.late` (`pushsvc.core.lateness`)."""
 
 # Literal ASCII classes and fullmatch: `$` would accept a trailing newline.
 TOPIC_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"

@@ -56,6 +56,20 @@ class StreamUpdate(Struct, frozen=True, kw_only=True, omit_defaults=True):
         bool,
         Meta(description="true: the event was behind the topic's clock (applied in place)"),
     ] = False
+    past_grace: Annotated[
+        bool,
+        Meta(
+            description="true: a message past the topic's grace, pushed all the same and in "
+            "none of the topic's statistics (its late stream counts it)"
+        ),
+    ] = False
+    copy: Annotated[
+        bool,
+        Meta(
+            description="true: on a late stream, a message its own topic pushed (no messages "
+            "stream pushes it again)"
+        ),
+    ] = False
     group: (
         Annotated[GroupStats, Meta(description="a grouping topic's event: its group")] | UnsetType
     ) = UNSET

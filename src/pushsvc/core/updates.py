@@ -249,6 +249,12 @@ class UpdateDraft:
         """Whether this is a topic's deletion (`deletion_draft`)."""
         return self.kind is Kind.DELETION
 
+    def flagged(self, name: str) -> UpdateDraft:
+        """This draft, its update also saying `"<name>": true` (`pushsvc.aggregate.aggregator`'s
+        marked messages)."""
+        body = self.body[:-1] + b',"' + name.encode() + b'":true}'
+        return UpdateDraft(self.topic, self.clock_us, body, self.groups, self.forgotten)
+
     def forgetting(self, groups: Sequence[tuple[str, Mapping[str, str | None]]]) -> UpdateDraft:
         """This draft, also telling that these groups (id, key) left the live set."""
         keys = orjson.dumps([key for _, key in groups])

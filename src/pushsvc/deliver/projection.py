@@ -239,12 +239,15 @@ class Projection:
 
     def message_of(self, update: Update) -> tuple[str, bytes] | None:
         """A messages stream's message of `update`: its type (the SSE event name) and its data
-        as compact JSON; None for an update without one (a plain event, a tick, a point)."""
+        as compact JSON; None for an update without one (a plain event, a tick, a point),
+        and for a late stream's copy of a message its own topic pushed (`"copy": true`,
+        `pushsvc.core.lateness`), which no stream pushes twice."""
         if not update.is_update or _MESSAGE_MARK not in update.data:
             return None
-        event = orjson.loads(update.data)["event"]
-        if event is None or "type" not in event:
-            return None  # a tag value held the mark
+        fields = orjson.loads(update.data)
+        event = fields["event"]
+        if event is None or "type" not in event or "copy" in fields:
+            return None  # a tag value held the mark, or a copy
         return event["type"], orjson.dumps(event["data"])
 
     def groups_of(self, groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,7 +1,12 @@
 """Taking events in: one path for `POST /topics/{topic}/events`, the Redis bridge and the
 outbox, so that all validate, limit and judge lateness exactly alike. A topic name is
 checked once: a POST checks it before it reads the body and hands `ingest` the checked
-`TopicName`; the bridge and the outbox hand `validated` the name as it came."""
+`TopicName`; the bridge and the outbox hand `validated` the name as it came.
+
+Lateness is judged by the broker, in the append itself (`Broker.append_events`,
+`pushsvc.core.lateness`): an event past its topic's grace goes to the topic's late stream in
+the same atomic step as the rest of its batch, a message is pushed on its topic whatever its
+time, and `late = "refuse"` refuses a batch with a plain event past the grace."""
 
 from __future__ import annotations
 
@@ -9,10 +14,10 @@ from collections.abc import Callable
 
 from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.idempotency import Idempotency, request_digest
+from pushsvc.core.lateness import keeps_late
 from pushsvc.core.topics import TopicName, validate_topic
 from pushsvc.errors import DerivedTopic, SessionTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
-from pushsvc.ingest.late import append_keeping_late
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
 
@@ -33,7 +38,8 @@ def ingest(
     """Validate `body` as events of `topic` and append them to the log, idempotently when an
     `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
     `lateness_us` is the topic's grace: an event past it goes to the topic's late stream
-    (`pushsvc.ingest.late`), or refuses the batch with `refuse_late`.
+    (counted in `Appended.late`), a message past it is pushed all the same, and with
+    `refuse_late` a plain event past it refuses the batch (`pushsvc.core.lateness`).
     Raises the RequestError that says what is wrong, having changed nothing. `pause` is
     called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others,
     which a batch of 10,000 events would hold for its whole validation and append)."""
@@ -46,8 +52,12 @@ def ingest(
             raise ValueError("an idempotency key needs its window")
         digest = request_digest(media_type(content_type), body)
         idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
-    return append_keeping_late(
-        broker, topic, events, grace_us=lateness_us, refuse=refuse_late, idempotency=idempotency
+    return broker.append_events(
+        topic,
+        events,
+        lateness_us=lateness_us,
+        idempotency=idempotency,
+        keep_late=keeps_late(topic, refuse_late),
     )
 
 
@@ -55,7 +65,7 @@ def validated(
     topic: str, body: bytes, content_type: str | None, *, limits: InputLimits, now_us: int
 ) -> list[Event]:
     """The events of `body` for `topic`, or the RequestError that says what is wrong (the
-    lateness rule is the broker's, at append)."""
+    lateness rule is the broker's, at append: `keeps_late` says what to ask it)."""
     return _events(validate_topic(topic), body, content_type, limits=limits, now_us=now_us)
 
 

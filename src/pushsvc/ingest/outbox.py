@@ -64,10 +64,10 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pushsvc.core.idempotency import Idempotency, check_key, request_digest, window_ms
+from pushsvc.core.lateness import keeps_late
 from pushsvc.errors import BrokerUnavailable, PayloadTooLarge, ReplicasUnconfirmed, RequestError
 from pushsvc.ingest import InputLimits
 from pushsvc.ingest.accept import validated
-from pushsvc.ingest.late import append_keeping_late
 from pushsvc.ingest.outbox_sql import (
     BATCH_BYTES,
     BATCH_ROWS,
@@ -310,13 +310,12 @@ class OutboxReader:
             if self._rules is not None:
                 grace, refuse = self._rules.grace_of(row.topic, self._lateness_us)
             # Past the grace: on the topic's late stream, as a POST's would be.
-            appended = append_keeping_late(
-                self._broker,
+            appended = self._broker.append_events(
                 row.topic,
                 events,
-                grace_us=grace,
-                refuse=refuse,
+                lateness_us=grace,
                 idempotency=idempotency,
+                keep_late=keeps_late(row.topic, refuse),
             )
         except ReplicasUnconfirmed:
             appended = None  # logged, only its replication unconfirmed: not poison

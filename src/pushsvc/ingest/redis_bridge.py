@@ -40,11 +40,11 @@ import time
 
 import gevent.event
 
-from pushsvc.broker.base import Appended
 from pushsvc.broker.redis.broker import RedisBroker
 from pushsvc.broker.redis.connect import pubsub_clients
 from pushsvc.broker.redis.lease import RedisLease
 from pushsvc.broker.redis.pubsub import PubSubReader
+from pushsvc.core.lateness import keeps_late
 from pushsvc.errors import (
     BrokerRefused,
     BrokerUnavailable,
@@ -54,7 +54,6 @@ from pushsvc.errors import (
 )
 from pushsvc.ingest import Event, InputLimits
 from pushsvc.ingest.accept import sniff_media_type, validated
-from pushsvc.ingest.late import append_keeping_late
 from pushsvc.rules.analytics import Rules
 
 log = logging.getLogger(__name__)
@@ -232,15 +231,14 @@ class Bridge:
         grace, refuse = (self._lateness_us, False)
         if self._rules is not None:
             grace, refuse = self._rules.grace_of(topic, self._lateness_us)
-
-        def fenced(batch: list[Event]) -> Appended:
-            return self._broker.append_events(topic, batch, lateness_us=grace, fence=fence)
+        keep = keeps_late(topic, refuse)
 
         while True:
             try:
-                # Past the grace: on the topic's late stream, as a POST's would be.
-                append_keeping_late(
-                    self._broker, topic, events, grace_us=grace, refuse=refuse, append=fenced
+                # Past the grace: on the topic's late stream in the same fenced step, as a
+                # POST's would be.
+                self._broker.append_events(
+                    topic, events, lateness_us=grace, keep_late=keep, fence=fence
                 )
             except BrokerRefused as exc:
                 if self._closing.is_set():

@@ -408,7 +408,7 @@ class Metrics:
         self.late_events = Counter(
             "pushsvc_late_events",
             "Events posted past their topic's grace, logged on its late stream (<topic>.late) "
-            "instead of the topic",
+            "(a message among them is pushed on its topic all the same)",
             registry=own,
         )
         self.idempotent_replays = Counter(

@@ -33,7 +33,7 @@ class Scope:
     @classmethod
     def reading(cls, selectors: Sequence[str]) -> Scope:
         """`of`, for reading: a topic named allows its late stream too (`<topic>.late`,
-        `pushsvc.ingest.late`), whoever may read a topic may read what was late for it (a
+        `pushsvc.core.lateness`), whoever may read a topic may read what was late for it (a
         pattern already covers it)."""
         named = list(selectors)
         for selector in selectors:

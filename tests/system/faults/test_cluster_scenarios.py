@@ -42,8 +42,8 @@ from faults.harness import (
     wait_for,
 )
 from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.core.lateness import late_topic
 from pushsvc.core.partitions import partition_of
-from pushsvc.ingest.late import late_topic
 from pushsvc.rules.analytics import default_rule, load_rules
 from support.series_oracle import check_points
 
@@ -209,7 +209,8 @@ def _past_grace(n: int) -> bool:
 
 
 # When the reshard starts (in the producer's thread, the moment event n is answered 202), and
-# which partition it moves: the topic's, or its late stream's.
+# which partition it moves: the topic's, or its late stream's (the same one, since a late
+# stream lives in its topic's partition: moved just after an event past the grace).
 RESHARD_MOMENTS = {
     # The first late event: its bucket's correction and the first points are all to come.
     "at-the-first-late-event": (lambda n: n == 5, "topic"),
@@ -240,12 +241,11 @@ def late_deployment(
         yield made
 
 
-def _late_topic_apart() -> str:
-    """A fresh topic whose late stream is in another partition."""
-    while True:
-        topic = f"late.{uuid.uuid4().hex[:8]}"
-        if partition_of(topic, P) != partition_of(late_topic(topic), P):
-            return topic
+def _late_topic() -> str:
+    """A fresh topic (its late stream is in its partition: one append logs both)."""
+    topic = f"late.{uuid.uuid4().hex[:8]}"
+    assert partition_of(topic, P) == partition_of(late_topic(topic), P)
+    return topic
 
 
 @pytest.mark.parametrize("moment", list(RESHARD_MOMENTS))
@@ -259,7 +259,7 @@ def test_late_events_and_corrections_through_a_reshard(
     run publishes); the series reads equal pandas' resample of the accepted events; the late
     stream holds each event past the grace once. Every POST is answered 202."""
     deployment = late_deployment
-    topic = _late_topic_apart()
+    topic = _late_topic()
     watchers = [
         Watcher(deployment, topic, i, query="?series=1s&series=10s" if i < SERIES_WATCHERS else "")
         for i in range(SERIES_WATCHERS + PLAIN_WATCHERS)

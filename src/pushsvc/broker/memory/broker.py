@@ -156,13 +156,16 @@ class MemoryBroker:
         *,
         lateness_us: int,
         idempotency: Idempotency | None = None,
+        keep_late: bool = False,
     ) -> Appended:
         self._check_open()
         if not events and idempotency is None:
             return Appended(0)
         shard = (self.partition_of(topic), self.partitions)
         return self.store.run(
-            "append", shard, lambda: self.store.append(topic, events, lateness_us, idempotency)
+            "append",
+            shard,
+            lambda: self.store.append(topic, events, lateness_us, idempotency, keep_late),
         )
 
     def delete_topic(self, topic: str) -> bool:

@@ -59,7 +59,7 @@ from pushsvc.broker.tenure import LeaseCode
 from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.event import Event, Message
 from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency
-from pushsvc.core.lateness import check_lateness
+from pushsvc.core.lateness import late_topic, past_grace, split_late
 from pushsvc.core.partitions import Partition, check_partitions, partition_of
 from pushsvc.core.updates import Update, UpdateDraft
 from pushsvc.errors import (
@@ -95,8 +95,10 @@ def _holder(lease: tuple[str, int] | None, now_ms: int) -> str | None:
 PackedEvent = (
     tuple[float | None, int, tuple[str, ...] | None]
     | tuple[float | None, int, tuple[str, ...] | None, Message]
+    | tuple[float | None, int, tuple[str, ...] | None, Message, int]
 )
-"""An event as the log keeps it: value, time, flat tags, and its message where it has one."""
+"""An event as the log keeps it: value, time, flat tags, and its message where it has one,
+then its mark where it has one (`Event.mark`)."""
 """An event as the log keeps it: plain tuples of immutable values (its tags flat, key then
 value: a tuple holding a dict, or `tuple(tags.items())`, stays tracked), which the garbage
 collector stops tracking after its first pass. As `Event` objects, the
@@ -136,6 +138,8 @@ def _events_entry(topic: str, events: list[Event]) -> Callable[[str, int], Logge
         (e.value, e.ts_us, _packed_tags(e.tags))
         if e.message is None
         else (e.value, e.ts_us, _packed_tags(e.tags), e.message)
+        if not e.mark
+        else (e.value, e.ts_us, _packed_tags(e.tags), e.message, e.mark)
         for e in events
     ]
     return lambda id, n: LoggedEvents(id, topic, packed, n, events)
@@ -151,13 +155,18 @@ def _without_data(logged: LoggedEvents) -> None:
     """Drop the data of `logged`'s messages (published: see `Store` on the log's bytes); each
     keeps its type, which the windows count, and `null` as its data."""
     logged.fresh = None
-    logged.packed = [
-        packed if len(packed) == 3 else (*packed[:3], Message(packed[3].type, _NO_DATA))
-        for packed in logged.packed
-    ]
+    logged.packed = [packed if len(packed) == 3 else _no_data(packed) for packed in logged.packed]
 
 
 _NO_DATA = b"null"
+
+
+def _no_data(
+    packed: tuple[float | None, int, tuple[str, ...] | None, Message]
+    | tuple[float | None, int, tuple[str, ...] | None, Message, int],
+) -> PackedEvent:
+    """A packed message without its data (its type and mark kept)."""
+    return (*packed[:3], Message(packed[3].type, _NO_DATA), *packed[4:])
 
 
 def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
@@ -167,7 +176,9 @@ def _packed_tags(tags: dict[str, str] | None) -> tuple[str, ...] | None:
 def _unpacked_event(packed: PackedEvent) -> Event:
     if len(packed) == 3:
         return Event(packed[0], packed[1], _unpacked_tags(packed[2]))
-    return Event(packed[0], packed[1], _unpacked_tags(packed[2]), packed[3])
+    if len(packed) == 4:
+        return Event(packed[0], packed[1], _unpacked_tags(packed[2]), packed[3])
+    return Event(packed[0], packed[1], _unpacked_tags(packed[2]), packed[3], packed[4])
 
 
 def _unpacked_tags(flat: tuple[str, ...] | None) -> dict[str, str] | None:
@@ -367,38 +378,54 @@ class Store:
         events: Sequence[Event],
         lateness_us: int,
         idempotency: Idempotency | None,
+        keep_late: bool = False,
     ) -> Appended:
+        """append_events.lua: the key checked, the batch judged and split by the one lateness
+        rule (`pushsvc.core.lateness`), its entries on the topic and on its late stream (the
+        same partition) logged and the key remembered, in one step."""
         part = self.part(topic)
         now = self.clock()
         if idempotency is not None:
             part.keys.expire(now)
             earlier = part.keys.get(topic, idempotency, now)
             if earlier is not None:
-                return earlier
+                return earlier._replace(late=len(events) - earlier.accepted)
         batch = list(events)
         if not batch:  # a key only (`Broker.append_events`): no entry, no clock
             evicted = 0 if idempotency is None else part.keys.remember(topic, idempotency, 0, now)
             return Appended(0, evicted=evicted)
         clock = part.clocks.get(topic)
-        if clock is None and self.topics() >= self.max_topics:
+        past = past_grace(clock, batch, lateness_us)
+        split = split_late(clock, batch, past, lateness_us=lateness_us, keep_late=keep_late)
+        aside = late_topic(topic)
+        new = (clock is None) + (bool(split.late) and aside not in part.clocks)
+        if new and self.topics() + new > self.max_topics:
             raise TooManyTopics.at(self.max_topics)
-        check_lateness(clock, batch, lateness_us)
-        cuts = entry_slices(len(batch), self.entry_events)
-        sizes = [message_bytes(batch[cut]) for cut in cuts]
-        self._check_room(part, sum(sizes))
-        newest = max(e.ts_us for e in batch)
-        part.clocks[topic] = newest if clock is None else max(clock, newest)
-        for cut, size in zip(cuts, sizes, strict=True):
-            self.add_entry(part, _events_entry(topic, batch[cut]))
-            if size:
-                logged = part.entries[-1]
-                assert isinstance(logged, LoggedEvents)
-                part.unpublished.append((part.last_entry, logged, size))
-                part.message_bytes += size
+        logs = [(topic, split.topic), (aside, split.late)]
+        sizes = [
+            [message_bytes(logged[cut]) for cut in entry_slices(len(logged), self.entry_events)]
+            for _, logged in logs
+        ]
+        self._check_room(part, sum(map(sum, sizes)))
+        for (name, logged), logged_sizes in zip(logs, sizes, strict=True):
+            if not logged:
+                continue
+            newest = max(e.ts_us for e in logged)
+            held = part.clocks.get(name)
+            part.clocks[name] = newest if held is None else max(held, newest)
+            cuts = entry_slices(len(logged), self.entry_events)
+            for cut, size in zip(cuts, logged_sizes, strict=True):
+                self.add_entry(part, _events_entry(name, logged[cut]))
+                if size:
+                    entry = part.entries[-1]
+                    assert isinstance(entry, LoggedEvents)
+                    part.unpublished.append((part.last_entry, entry, size))
+                    part.message_bytes += size
+        accepted = len(batch) - split.past
         evicted = 0
         if idempotency is not None:
-            evicted = part.keys.remember(topic, idempotency, len(batch), now)
-        return Appended(len(batch), evicted=evicted)
+            evicted = part.keys.remember(topic, idempotency, accepted, now)
+        return Appended(accepted, evicted=evicted, late=split.past)
 
     def _check_room(self, part: PartitionData, size: int) -> None:
         """Refuse (BrokerFull) a batch of `size` bytes of messages that would take the

@@ -50,6 +50,16 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.broker.redis.append_args import (
+    ANSWER_ARG,
+    EXPECTED_ARG,
+    FIRST_PAYLOAD_ARG,
+    LATE_ENTRIES_ARG,
+    message_indices,
+    payloads,
+    raise_late,
+    split_as_judged,
+)
 from pushsvc.broker.redis.cluster_view import shared_view
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
@@ -88,7 +98,6 @@ from pushsvc.broker.redis.url import cluster_credentials, is_cluster, is_tls
 from pushsvc.broker.redis.url import redact_url as redact
 from pushsvc.broker.redis.wake_waiter import WakeWaiter
 from pushsvc.broker.redis.wire import (
-    encode_events,
     stream_entries,
     stream_position,
     unavailable,
@@ -98,7 +107,7 @@ from pushsvc.broker.shared_log import LogWaiter, entry_slices
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import MAX_KEYS_PER_PARTITION, Idempotency, key_reused
-from pushsvc.core.lateness import check_lateness
+from pushsvc.core.lateness import late_topic
 from pushsvc.core.partitions import (
     DEFAULT_PARTITIONS,
     check_partitions,
@@ -112,7 +121,6 @@ from pushsvc.errors import (
     BrokerUnavailable,
     LayoutMismatch,
     ReplicasUnconfirmed,
-    RequestError,
     TooManyTopics,
 )
 
@@ -277,11 +285,18 @@ class RedisBroker:
         *,
         lateness_us: int,
         idempotency: Idempotency | None = None,
+        keep_late: bool = False,
         fence: tuple[str, str] | None = None,
     ) -> Appended:
         """See `Broker.append_events`. With `fence` (a lease's name and a token), the script
         refuses (Fenced) unless the token is the one `claim_fence` last wrote for that name in
         the topic's partition.
+
+        The batch goes as it came; when the script finds events past the grace it logs
+        nothing and says which (`AppendCode.SPLIT`), checked here against the one rule
+        (`pushsvc.core.lateness.past_grace`), and the batch goes again split so: one more
+        round trip, only for a batch with late events, and the split is logged whole by one
+        script (`lua/append_events.lua`).
 
         A replay is answered 202 whatever the replicas say: its batch was logged by the
         first request (which may have been answered `replicas_unconfirmed`), and this one
@@ -292,8 +307,8 @@ class RedisBroker:
         times = "".join(
             time_key(event.ts_us) + time_key(event.ts_us + lateness_us) for event in events
         )
-        payloads = [encode_events(events[cut]) for cut in entry_slices(len(events))]
-        args: list[str | int | bytes] = [topic, payloads[0] if payloads else b"", times, ""]
+        aside = late_topic(topic) if keep_late else ""
+        args: list[str | int | bytes] = [topic, aside, times, ""]
         if fence is not None:
             keys.append(part.fence(fence[0]))
             args.append(fence[1])
@@ -304,33 +319,50 @@ class RedisBroker:
             args += [idempotency.digest, len(events), idempotency.window_ms]
         else:
             args += ["", "", 0]
-        args += [part.wake_channel if self.on_cluster else "", self._max_keys]
-        args += payloads[1:]  # the batch's other entries (`ENTRY_EVENTS`)
-        reply, replicas = self._run_append(keys, args)
-        if reply.code is AppendCode.NEW_TOPIC:
-            # The topic is new to its partition. It is admitted while the deployment keeps
-            # fewer than max_topics, counted over every partition: no one-slot script can, so
-            # new topics are admitted one at a time under a lock (they are rare; a topic's
-            # later appends never take it).
-            with self._admitting():
-                if self.topic_stats().live >= self.max_topics:
-                    raise TooManyTopics.at(self.max_topics)
-                args[3] = "1"
-                reply, replicas = self._run_append(keys, args)
+        args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
+        args.append("" if keep_late else message_indices(events))
+        args += payloads(events)
+        past = 0  # the events past the grace, once a SPLIT said which
+        # A clock only moves forward, so each SPLIT finds more events past the grace: this
+        # many rounds are enough for any race.
+        for _ in range(len(events) + 2):
+            reply, replicas = self._run_append(keys, args)
+            if reply.code is AppendCode.NEW_TOPIC:
+                # A topic (or its late stream) is new to its partition. It is admitted while
+                # the deployment keeps fewer than max_topics, counted over every partition:
+                # no one-slot script can, so new topics are admitted one at a time under a
+                # lock (they are rare; a topic's later appends never take it).
+                with self._admitting():
+                    if self.topic_stats().live >= self.max_topics:
+                        raise TooManyTopics.at(self.max_topics)
+                    args[3] = "1"
+                    reply, replicas = self._run_append(keys, args)
+            if reply.code is not AppendCode.SPLIT:
+                break
+            split = split_as_judged(reply, events, lateness_us, keep_late)
+            past = split.past
+            args[ANSWER_ARG] = len(events) - past
+            args[EXPECTED_ARG] = ",".join(map(str, reply.past))
+            args[LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
+            del args[FIRST_PAYLOAD_ARG:]
+            args += payloads(split.topic) + payloads(split.late)
+        else:  # pragma: no cover - the clock moved past every event
+            raise BrokerUnavailable("the topic's clock kept moving: retry")
         if reply.code is AppendCode.LATE:
-            _raise_late(reply, events, lateness_us)
+            raise_late(reply, events, lateness_us)
         if reply.code is AppendCode.KEY_REUSED:
             raise key_reused()
         if reply.code is AppendCode.REPLAYED:
             assert reply.replayed_events is not None
-            return Appended(reply.replayed_events, replayed=True)
+            accepted = reply.replayed_events
+            return Appended(accepted, replayed=True, late=len(events) - accepted)
         if replicas is not None and replicas < self._min_replicas:
             raise ReplicasUnconfirmed(
                 f"the events reached {replicas} of {self._min_replicas} replicas in time; "
                 "they will be applied unless the primary is lost (a retry with the same "
                 "Idempotency-Key cannot duplicate them)"
             )
-        return Appended(len(events), evicted=reply.evicted)
+        return Appended(len(events) - past, evicted=reply.evicted, late=past)
 
     @contextlib.contextmanager
     def _admitting(self) -> Iterator[None]:
@@ -929,16 +961,3 @@ class RedisBroker:
     def _check_open(self) -> None:
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
-
-
-def _raise_late(reply: AppendReply, events: Sequence[Event], lateness_us: int) -> None:
-    """The script found a late event: raise the one rule's own error for it."""
-    index, clock = reply.late_index, reply.topic_clock_us
-    assert index is not None and clock is not None
-    try:
-        check_lateness(clock, [events[index]], lateness_us)
-    except RequestError as late:
-        late.index = index
-        raise
-    # The script and pushsvc.core.lateness disagree: a bug, never a silent accept.
-    raise AssertionError(f"append script judged event {index} late at T={clock}; Python did not")

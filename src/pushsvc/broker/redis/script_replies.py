@@ -22,6 +22,7 @@ class AppendCode(IntEnum):
     NEW_TOPIC = 2
     REPLAYED = 3
     KEY_REUSED = 4
+    SPLIT = 5
 
 
 class AppendReply(NamedTuple):
@@ -31,9 +32,12 @@ class AppendReply(NamedTuple):
     entry_id: str | None = None
     """LOGGED: the log entry the batch became."""
     late_index: int | None = None
-    """LATE: the batch's first late event."""
+    """LATE: the batch's plain event past the grace that refuses it."""
     topic_clock_us: int | None = None
-    """LATE: the topic clock T it was late against."""
+    """LATE: the topic clock T it was late against; SPLIT: the clock before the batch (None
+    for a new topic)."""
+    past: tuple[int, ...] = ()
+    """SPLIT: the indices of the batch's events past the grace, as the script judged."""
     replayed_events: int | None = None
     """REPLAYED: the events the request that first used the key logged."""
     evicted: int = 0
@@ -49,6 +53,9 @@ class AppendReply(NamedTuple):
             return cls(code, late_index=int(raw[1]), topic_clock_us=time_of_key(raw[2]))
         if code is AppendCode.REPLAYED:
             return cls(code, replayed_events=int(raw[1]))
+        if code is AppendCode.SPLIT:
+            past = tuple(int(i) for i in raw[1].split(b",")) if raw[1] else ()
+            return cls(code, topic_clock_us=time_of_key(raw[2]) if raw[2] else None, past=past)
         return cls(code)
 
 

@@ -157,12 +157,15 @@ _KIND_OF_LETTER = {kind.value.encode(): kind for kind in Kind if kind is not Kin
 def encode_events(events: Sequence[Event]) -> bytes:
     """The log's form of a batch: `[[value, ts_us, tags], ...]`, and for a message
     `[value or null, ts_us, tags, type, data]` (its data as a JSON string of its compact text,
-    so that reading the log gives its bytes back as they were, unparsed)."""
+    so that reading the log gives its bytes back as they were, unparsed), with its mark last
+    where it has one (`Event.mark`)."""
     return orjson.dumps(
         [
             [e.value, e.ts_us, e.tags]
-            if e.message is None
-            else [e.value, e.ts_us, e.tags, e.message.type, e.message.data.decode()]
+            if (m := e.message) is None
+            else [e.value, e.ts_us, e.tags, m.type, m.data.decode()]
+            if not e.mark
+            else [e.value, e.ts_us, e.tags, m.type, m.data.decode(), e.mark]
             for e in events
         ]
     )
@@ -175,9 +178,10 @@ def decode_events(data: bytes) -> list[Event]:
             value, ts, tags = item
             events.append(Event(float(value), int(ts), tags))
         else:
-            value, ts, tags, kind, text = item
+            value, ts, tags, kind, text, *mark = item
             value = None if value is None else float(value)
-            events.append(Event(value, int(ts), tags, Message(kind, text.encode())))
+            message = Message(kind, text.encode())
+            events.append(Event(value, int(ts), tags, message, mark[0] if mark else 0))
     return events
 
 

@@ -140,6 +140,8 @@ def publish() -> Response:
         pause=let_others_run,
     )
     rt.metrics.events_accepted.inc(appended.accepted)
+    if appended.late:  # past the topic's grace: pushed all the same, kept on its late stream
+        rt.metrics.late_events.inc(appended.late)
     return Response(update_id, 200, mimetype="text/plain")
 
 
