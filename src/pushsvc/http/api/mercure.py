@@ -138,6 +138,7 @@ def publish() -> Response:
         now_us=time.time_ns() // 1000,
         refuse_late=refuse_late,
         pause=let_others_run,
+        by_hub=True,
     )
     rt.metrics.events_accepted.inc(appended.accepted)
     return Response(update_id, 200, mimetype="text/plain")
