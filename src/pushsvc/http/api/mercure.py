@@ -2,7 +2,9 @@
 
 An adapter, not a second pipeline. A publication becomes one pushsvc message on the topic its
 first topic IRI names, appended as POST /topics/{topic}/events appends (its limits, the log,
-exactly once); a subscription is a `/messages` stream of every Mercure topic through a
+exactly once), within every bound that route applies (`--max-body`, `--max-message`, and
+`--publish-rate` charged to the same key: the token's subject, else the client's
+address); a subscription is a `/messages` stream of every Mercure topic through a
 `MercureView` that keeps what the subscriber may receive and writes it as a Mercure hub does
 (`pushsvc.deliver.mercure_updates`). Tokens are Mercure's (`pushsvc.security.mercure_auth`),
 signed with `--jwt-key`; their errors are RFC 6750's. With `--mercure anonymous`, a
@@ -99,6 +101,7 @@ def publish() -> Response:
         grant = _grant(method="POST")
         if grant is None:
             return _unauthorized(bearer_challenge(), "publishing needs a token")
+        rate_key = _admitted(grant)
         form = request.form
         topics = form.getlist("topic")
         if not topics:
@@ -141,6 +144,8 @@ def publish() -> Response:
         by_hub=True,
     )
     rt.metrics.events_accepted.inc(appended.accepted)
+    if rt.publish_rate is not None and rate_key is not None:
+        rt.publish_rate.charge(rate_key, appended.accepted + appended.late)
     return Response(update_id, 200, mimetype="text/plain")
 
 
@@ -284,6 +289,20 @@ def id_attribute(name: str, value: str) -> str:
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'{name}="{escaped}"'
     return f"{name}*=UTF-8''{quote(value, safe='')}"
+
+
+def _admitted(grant: MercureGrant) -> str | None:
+    """The publish rate's key for this publication (None without `--publish-rate`), having
+    raised RateLimited when its bucket is empty. The key is the native route's: the token's
+    subject, else the client's address, so one publisher has one bucket whichever API it
+    publishes through. Checked before the form is read, as the native route checks before
+    the body."""
+    rate = runtime().publish_rate
+    if rate is None:
+        return None
+    key = f"sub:{grant.subject}" if grant.subject else f"ip:{request.remote_addr}"
+    rate.admit(key)
+    return key
 
 
 def _refuse_reserved(topics: list[str], message_type: str | None) -> None:
