@@ -38,7 +38,6 @@ costs. The caches are safe to share between greenlets (nothing in them yields).
 
 from __future__ import annotations
 
-import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from weakref import WeakValueDictionary
 
 from urlpattern import URLPattern
 
+from pushsvc.deliver.mercure_input import check_chars
 from pushsvc.deliver.mercure_pattern_bytes import MAX_COMPILED_BYTES, charge, measured
 
 WILDCARD = "*"
@@ -250,11 +250,7 @@ def check_text(text: str) -> None:
         raise ValueError(
             f"a topic matcher has {len(text)} characters (at most {MAX_SELECTOR_LENGTH})"
         )
-    for char in text:
-        if char < " " or "\x7f" <= char <= "\x9f" or unicodedata.category(char) == "Cf":
-            raise ValueError(
-                f"a topic matcher contains the control or format character U+{ord(char):04X}"
-            )
+    check_chars("a topic matcher", text)
 
 
 def check_pattern_cost(text: str) -> None:
