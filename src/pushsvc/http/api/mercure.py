@@ -15,8 +15,8 @@ rel="mercure"`. A read of a Mercure update's topic (a GET of `/topics/mercure.â€
 not a stream) adds the specification's `last-event-id`: the id of the topic's newest update,
 or `earliest` when it keeps none, read before the answer is made. A page that renders the
 resource and then subscribes with `last_event_id` set to it misses nothing published in
-between; the topic's updates share one partition, so the resume from that id is exact for
-them.
+between; the hub's topics share one partition (`pushsvc.core.partitions`), so the resume from
+that id is exact for every topic the subscription selects.
 
 A publisher's token is verified once and its grant kept until the token expires, in a cache
 of the process keyed by a hash of the token and the hub's URL (`Runtime.mercure_publishers`,
