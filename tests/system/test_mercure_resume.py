@@ -341,31 +341,3 @@ def test_a_topic_read_names_its_newest_update_so_a_page_subscribing_from_it_miss
     finally:
         for stream in streams:
             stream.close()
-
-
-def test_a_topic_whose_newest_update_is_no_message_names_its_newest_message(
-    hub: PushsvcProcess,
-) -> None:
-    # A plain event (a value) after the update: the topic's latest is no Mercure update, so
-    # the hub looks back in its history for the newest that is.
-    books = iri("valued")
-    with subscribe(hub, ("match", books)) as watcher:
-        update = publish(hub, [books], "one")
-        assert ids(watcher, 1) == [update]
-    posted = httpx.post(
-        f"http://127.0.0.1:{hub.port}/topics/{topic_name(books)}/events",
-        json={"value": 1.5},
-        headers=pushsvc_reader(),
-    )
-    assert posted.status_code == 202, posted.text
-    with httpx.stream(
-        "GET",
-        f"http://127.0.0.1:{hub.port}/topics/{topic_name(books)}/stream",
-        headers=pushsvc_reader(),
-        timeout=10,
-    ) as stream:
-        assert stream.status_code == 200
-        for line in stream.iter_lines():
-            if line.startswith("data:") and '"sum":1.5' in line:
-                break  # the value's update is the topic's latest now
-    assert discovered_id(hub, books) == update

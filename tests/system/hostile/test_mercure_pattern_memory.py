@@ -125,6 +125,7 @@ def grow(hub: PushsvcProcess, run: int) -> None:
     character, so that the engines' caches grow as far as such topics take them."""
     rnd = random.Random(7)
     for _ in range(24):
-        chars = [chr(rnd.randint(0x80, 0x7FF)), chr(rnd.randint(0x800, 0xD7FF)), "\U0001f600"]
+        # Two, three and four bytes of UTF-8, none a control or format character.
+        chars = [chr(rnd.randint(0x100, 0x5FF)), chr(rnd.randint(0x4E00, 0x9FFF)), "\U0001f600"]
         path = "".join(rnd.choice([*chars, "b"]) for _ in range(run))
         publish(hub, [f"https://x.example/{path}"], "grow")
