@@ -3,13 +3,13 @@
 A URL pattern compiles to a regular expression per URL component, on Rust's `regex` crate,
 whose size depends on what the pattern's classes span far more than on its length: a negated
 class or a `.` spans all of Unicode and compiles to thousands of byte ranges, so two patterns
-of equal length differ a hundredfold. Modelling that from the text would have to follow the
-engine's compiler; measuring it does not. So the cost of a pattern is read off the C heap:
-the bytes in use (glibc's `mallinfo2`, the process's whole heap, Rust's allocations
-included) just before and just after the compilation, which nothing else interleaves in a
-gevent process (the compilation does not yield). Where `mallinfo2` is missing (another C
-library), every pattern is charged the most one may cost, so the bounds still hold, with fewer
-patterns.
+of equal length differ by orders of magnitude (docs/performance.md, "Mercure"). Modelling
+that from the text would have to follow the engine's compiler; measuring it does not. So
+the cost of a pattern is read off the C heap: the bytes in use (glibc's `mallinfo2`, the
+process's whole heap, Rust's allocations included) just before and just after the
+compilation, which nothing else interleaves in a gevent process (the compilation does not
+yield). Where `mallinfo2` is missing (another C library), every pattern is charged the most
+one may cost, so the bounds still hold, with fewer patterns.
 
 Evaluation grows the engine's caches too (its lazy automata, per pattern): the charge adds a
 flat allowance for them (`EVALUATION_BYTES`), which covers what evaluating against topics

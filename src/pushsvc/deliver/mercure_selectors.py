@@ -20,10 +20,10 @@ bounded three more ways, each limit below with its reason:
   (the spec: a pattern whose evaluation limit is reached does not match).
 
 What a pattern takes compiled is measured as it compiles (`mercure_pattern_bytes`: a class
-that spans all of Unicode, such as `[^a]` or `.`, takes some 6 KiB, so the length of a
-pattern says little): one that takes more than `MAX_COMPILED_BYTES` is refused, and the
-process holds at most `MAX_LIVE_PATTERN_BYTES` of compiled patterns (each charged its size and
-its evaluations' allowance), whatever their number.
+that spans all of Unicode, such as `[^a]` or `.`, takes many times what a narrow one does,
+so the length of a pattern says little): one that takes more than `MAX_COMPILED_BYTES` is
+refused, and the process holds at most `MAX_LIVE_PATTERN_BYTES` of compiled patterns (each
+charged its size and its evaluations' allowance), whatever their number.
 
 And work is shared. A compiled pattern (the engine's automata for eight URL components) is
 shared by every subscription with the same selector while one holds it, and the
