@@ -132,6 +132,14 @@ class SessionTopic(BadRequest):
     code = "session_topic"
 
 
+class MercureTopic(BadRequest):
+    """A POST (or a Redis or outbox producer's message) to a topic the Mercure hub keeps its
+    updates in: only the hub appends there, after its own authorization; nothing was
+    changed."""
+
+    code = "mercure_topic"
+
+
 class InvalidIdempotencyKey(BadRequest):
     """An `Idempotency-Key` header that is empty, too long, not visible ASCII, or given twice."""
 

@@ -424,6 +424,7 @@ def _track_mercure_subscriptions(runtime: Runtime) -> None:
             lateness_us=settings.grace_us,
             now_us=wall_clock_us(),
             pause=let_others_run,
+            by_hub=True,
         )
 
     active = runtime.mercure_subscriptions = ActiveSubscriptions(registry, store, append)

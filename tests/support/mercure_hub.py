@@ -21,9 +21,9 @@ import pytest
 from harness.keepalive import Answers
 from harness.live import PushsvcProcess
 
-from pushsvc.broker.base import Broker
+from pushsvc.broker.base import Broker, HistoryStarts
 from pushsvc.core.cursor import EARLIEST, Cursor
-from pushsvc.deliver import mercure_resume
+from pushsvc.core.partitions import partitions_matching
 from pushsvc.deliver.mercure_resume import Resume, cursor_after
 from pushsvc.deliver.mercure_search import KEPT, find_many
 
@@ -160,8 +160,12 @@ def lookup_at_once(broker: Broker, asked: Sequence[str]) -> list[Resume]:
     """Where a Mercure subscriber resuming from each of `asked` resumes, as the lookup did
     before it read the history in pages (the reference its pages must answer as): the
     history of `mercure.*` replayed at once from where each partition's starts, searched,
-    the replay's heads for `cursor_after`."""
-    replayed = broker.replay(Cursor(mercure_resume.history_starts(broker).values()), KEPT)
+    the replay's heads for `cursor_after`. Only the partitions the hub's topics are kept in
+    (`partitions_matching`: the one partition) are read, as a Mercure stream reads them."""
+    read = set(partitions_matching(KEPT, broker.partitions))
+    assert isinstance(broker, HistoryStarts)
+    starts = broker.history_starts()
+    replayed = broker.replay(Cursor(i for p, i in starts.items() if p in read), KEPT)
     found = find_many(replayed.updates, asked)
     return [
         Resume(None, EARLIEST)

@@ -194,6 +194,10 @@ def test_the_api_and_the_publications_refuse_as_the_specification_says(
         ([f"{SUBS}/exact/x/y"], {}),
         ([topic, f"http://elsewhere.example{HUB}/subscriptions"], {}),
         (["/.well-known/%6Dercure/../mercure/x"], {}),
+        # The URL standard reads `\` as `/` (as a subscriber's URL pattern reads the topic).
+        (["\\.well-known\\mercure\\subscriptions\\exact\\y\\urn:uuid:forged"], {}),
+        ([f"http://127.0.0.1:{hub.port}\\.well-known\\mercure\\subscriptions\\x"], {}),
+        ([f"{HUB}\\subscriptions/exact/x/y"], {}),
         ([topic], {"type": "mercure"}),
         (["*"], {}),
     ):

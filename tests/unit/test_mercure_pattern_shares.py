@@ -42,3 +42,20 @@ def test_an_address_holds_its_share_and_others_theirs() -> None:
     gc.collect()
     assert shares.held("a") == 0
     held_set(shares, "a", patterns("p7", "p8", "p9"))
+
+
+def test_an_address_holds_its_share_in_bytes_too() -> None:
+    # Room for about two patterns' charges (each its compiled size and its evaluations').
+    one = SelectorSet(patterns("b0"), base_url=BASE).pattern_bytes()
+    shares = PatternShares(per_address=100, bytes_per_address=int(sum(one.values()) * 2.5))
+    first = held_set(shares, "a", patterns("b1", "b2"))
+    assert 0 < shares.held_bytes("a") <= shares.bytes_per_address
+    with pytest.raises(TooManyPatterns, match="MiB"):
+        held_set(shares, "a", patterns("b3"))
+    assert shares.held("a") == 2  # the refused set holds nothing
+    held_set(shares, "a", patterns("b1"))  # one it holds already costs nothing more
+    held_set(shares, "b", patterns("b3", "b4"))  # another address: its own share
+    del first
+    gc.collect()
+    assert shares.held_bytes("a") == 0
+    held_set(shares, "a", patterns("b3"))

@@ -4,12 +4,14 @@ them, and the limits that bound a pattern's cost."""
 from __future__ import annotations
 
 import gc
+import uuid
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushsvc.deliver.mercure_selectors import (
+    FALLBACK_BASE_URL,
     MAX_PATTERN_GROUPS,
     MAX_SELECTOR_LENGTH,
     MAX_SELECTORS,
@@ -297,3 +299,43 @@ def test_distinct_live_patterns_are_bounded_per_process_and_shared_ones_are_not(
     del live, again
     gc.collect()  # the compiled patterns go with their last subscription
     assert SelectorSet([Selector("urlpattern", f"{base}/3/:id")]).matches_any([f"{base}/3/y"])
+
+
+def test_a_pattern_is_refused_by_what_it_takes_compiled_not_by_its_length() -> None:
+    # 248 classes that span all of Unicode: some 1.6 MB compiled, within every other bound.
+    costly = "https://e123456.com/:p(" + "[^a]" * 248 + ")"
+    with pytest.raises(ValueError, match=r"KiB compiled \(at most 512 KiB\)"):
+        patterns(costly)
+    # As long, but of narrow classes: taken.
+    assert patterns("https://e123456.com/:p(" + "[a-z]" * 198 + ")").matches_any(
+        ["https://e123456.com/" + "b" * 198]
+    )
+
+
+def test_the_compiled_patterns_are_bounded_in_bytes_the_recent_ones_let_go_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections import OrderedDict
+
+    from pushsvc.deliver import mercure_selectors
+    from pushsvc.deliver.mercure_pattern_bytes import EVALUATION_BYTES
+
+    base = f"https://example.com/bytes-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setattr(mercure_selectors, "_recent", OrderedDict())  # this test's only
+    gc.collect()
+    # Room for the patterns alive now and about three more.
+    room = mercure_selectors.alive_bytes() + 3 * (EVALUATION_BYTES + (120 << 10))
+    monkeypatch.setattr(mercure_selectors, "MAX_LIVE_PATTERN_BYTES", room)
+    recent = patterns(f"{base}/recent/:id")
+    del recent  # no subscription holds it: only the recent ones
+    live = [patterns(f"{base}/{n}/:id") for n in range(2)]
+    assert (f"{base}/recent/:id", FALLBACK_BASE_URL) in mercure_selectors._live
+    live.append(patterns(f"{base}/2/:id"))  # the recent one is let go to make room
+    gc.collect()
+    assert (f"{base}/recent/:id", FALLBACK_BASE_URL) not in mercure_selectors._live
+    with pytest.raises(mercure_selectors.TooManyLivePatterns, match="MiB compiled"):
+        patterns(f"{base}/3/:id")
+    assert patterns(f"{base}/0/:id").matches_any([f"{base}/0/x"])  # shared: no more bytes
+    del live
+    gc.collect()  # given back with the last subscription
+    assert patterns(f"{base}/3/:id").matches_any([f"{base}/3/y"])

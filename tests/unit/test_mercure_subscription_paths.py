@@ -45,6 +45,16 @@ def test_a_path_encodes_each_variable_once_and_whole_as_the_specification_shows(
         "/.well-known/mercure/../mercure/x",
         "/a/../.well-known/mercure",
         "mercure/subscriptions/x",  # relative: resolved against the hub's URL
+        # The URL standard reads `\` as `/` in a special scheme's URL, `%2e` as a dot, and
+        # drops tabs: a subscriber's URL pattern reads these topics so.
+        "\\.well-known\\mercure\\subscriptions\\exact\\y\\urn:uuid:forged",
+        "http://hub.example\\.well-known\\mercure\\subscriptions\\x",
+        "/.well-known/mercure\\subscriptions/x",
+        "\\\\elsewhere.example\\.well-known\\mercure",
+        "ws:\\\\h\\.well-known\\mercure",
+        "/x/%2e%2E/.well-known/mercure/x",
+        "/.well-known/mer\tcure/x",
+        " /.well-known/mercure",
     ],
 )
 def test_topics_in_the_hubs_namespace_are_told(topic: str) -> None:

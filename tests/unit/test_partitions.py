@@ -19,7 +19,9 @@ from pushsvc.core.partitions import (
     MAX_PARTITIONS,
     check_partitions,
     partition_of,
+    partitions_matching,
 )
+from pushsvc.core.topics import TopicMatcher
 
 NAMES = ["orders", "checkout.eu", "", "sensor/42", "é-topic", "a" * 300]
 COUNTS = [1, 2, 3, 16, 100, 1024]
@@ -100,3 +102,25 @@ def test_redis_cli_s_primaries_get_partition_counts_that_differ_by_at_most_one(
         for index in range(count):
             per_primary[bisect_left(lasts, partition_slot(index, count))] += 1
         assert max(per_primary) - min(per_primary) <= 1, (count, per_primary)
+
+
+def test_the_mercure_hubs_topics_are_placed_together_and_read_from_their_one_partition() -> None:
+    from pushsvc.core.partitions import HUB_PREFIX, HUB_TOPICS, is_hub_topic
+    from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
+    from pushsvc.deliver.mercure_updates import PREFIX, topic_name
+
+    assert PREFIX == HUB_PREFIX and SUBSCRIPTIONS_TOPIC in HUB_TOPICS
+    hub = [topic_name(f"https://example.com/books/{n}") for n in range(200)]
+    hub += [SUBSCRIPTIONS_TOPIC, "mercure.x.late"]
+    for count in (1, 4, 16, 1024):
+        (only,) = {partition_of(t, count) for t in hub}
+        assert partitions_matching(TopicMatcher(["mercure.*"]), count) == [only]
+        both = TopicMatcher(["mercure.*", SUBSCRIPTIONS_TOPIC])
+        assert partitions_matching(both, count) == [only]
+        assert partitions_matching(TopicMatcher(["mercure.a.*"]), count) == [only]
+    # Other topics keep their places; a matcher beyond the hub's reads every partition.
+    assert not is_hub_topic("mercurex.a") and not is_hub_topic("mercure")
+    assert partition_of("mercurex.a", 16) == zlib.crc32(b"mercurex.a") % 16
+    assert len(partitions_matching(TopicMatcher(["mercure.*", "orders.*"]), 16)) == 16
+    assert len(partitions_matching(TopicMatcher(["mercure.*", "orders"]), 16)) == 16
+    assert len(partitions_matching(TopicMatcher(["*"]), 16)) == 16

@@ -132,6 +132,16 @@ class TopicMatcher:
         return self._names
 
     @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The prefixes its patterns select (`sensors.` for `sensors.*`)."""
+        return self._prefixes
+
+    @property
+    def everything(self) -> bool:
+        """True when `*` is among the selectors."""
+        return self._all
+
+    @property
     def exact(self) -> bool:
         """True when the selectors are topic names only, no pattern."""
         return not self._all and not self._prefixes

@@ -11,17 +11,16 @@ so the lookup is the same on the in-process store and on Redis, holds across res
 the history does (Redis), and costs no memory beyond a page of it: it is read and searched a
 page at a time, the process serving others between pages (`pushsvc.deliver.mercure_search`).
 
+The hub's topics are kept in one partition (`pushsvc.core.partitions`: one ordered sequence
+per hub), so a Mercure stream reads that partition alone and the cursor is the update's id:
+exactly the updates after it, whatever topics the stream selects. The rules below for other
+partitions serve a stream whose cursor still names several (one made before the hub's topics
+were kept together):
+
 * In the update's own partition the cursor is the update's id: exactly the updates after it.
 * In every other partition it is the position just before the update's millisecond (each
-  history's clock): what was published there from that millisecond on is sent. The order of
-  updates of different partitions is the order of their times, as a replay of several
-  partitions merges them; that takes the updates the subscriber received before the one it
-  names to be those kept before it, which holds as far as its stream delivered the
-  partitions in the order of their times. A live stream does not promise that (each
-  partition's updates come as its aggregator publishes them: a backlog after a failover, in
-  a burst): an update of another partition received before the named one but kept from its
-  millisecond on is sent again, and one kept before it but not yet received is not sent, with
-  no gap (tests/system/faults/test_mercure_promise.py tells both apart).
+  history's clock): what was published there from that millisecond on is sent, in the order
+  of their times, as a replay of several partitions merges them.
 * Where another partition's history no longer keeps every update from that millisecond on,
   the stream's replay finds it `lost` and says so (`event: gap`), as for any cursor.
 
@@ -44,9 +43,10 @@ from dataclasses import dataclass
 
 from pushsvc.broker.base import Broker, HistoryStarts
 from pushsvc.core.cursor import EARLIEST, Cursor
+from pushsvc.core.partitions import partitions_matching
 from pushsvc.core.updates import Update, UpdateId
 from pushsvc.deliver import mercure_search
-from pushsvc.deliver.mercure_search import find_many
+from pushsvc.deliver.mercure_search import KEPT, find_many
 
 _U64 = 2**64 - 1
 
@@ -108,9 +108,13 @@ def resolve_many(
 
 
 def history_starts(broker: Broker) -> dict[int, UpdateId]:
-    """Where each partition's history starts (`HistoryStarts`); none known for a broker that
-    cannot tell (a replay from nothing then finds a trimmed partition `lost`)."""
-    return broker.history_starts() if isinstance(broker, HistoryStarts) else {}
+    """Where the history of each partition a Mercure stream reads starts (`HistoryStarts`:
+    the one partition the hub's topics are kept in); none known for a broker that cannot tell
+    (a replay from nothing then finds a trimmed partition `lost`)."""
+    if not isinstance(broker, HistoryStarts):
+        return {}
+    read = set(partitions_matching(KEPT, broker.partitions))
+    return {p: start for p, start in broker.history_starts().items() if p in read}
 
 
 def find(updates: Sequence[Update], update_id: str) -> UpdateId | None:

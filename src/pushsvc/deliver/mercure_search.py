@@ -107,7 +107,10 @@ def _search_pages(
                 found[update_id] = at
         if not page.lost and page.more and page.last is not None:
             heapq.heappush(frontier, (_order(page.last), partition, page.last))
-    return found, (broker.history_heads() if found else {})
+    if not found:
+        return found, {}
+    read = set(_partitions(broker))  # the hub's one: a Mercure stream reads no other
+    return found, {p: head for p, head in broker.history_heads().items() if p in read}
 
 
 def _partitions(broker: Broker) -> list[int]:

@@ -19,8 +19,14 @@ bounded three more ways, each limit below with its reason:
 * the topic: one longer than `MAX_URLPATTERN_TOPIC_LENGTH` is matched by no URL pattern
   (the spec: a pattern whose evaluation limit is reached does not match).
 
-And work is shared. A compiled pattern (tens of KiB: the engine's automata for eight URL
-components) is shared by every subscription with the same selector while one holds it, and the
+What a pattern takes compiled is measured as it compiles (`mercure_pattern_bytes`: a class
+that spans all of Unicode, such as `[^a]` or `.`, takes many times what a narrow one does,
+so the length of a pattern says little): one that takes more than `MAX_COMPILED_BYTES` is
+refused, and the process holds at most `MAX_LIVE_PATTERN_BYTES` of compiled patterns (each
+charged its size and its evaluations' allowance), whatever their number.
+
+And work is shared. A compiled pattern (the engine's automata for eight URL components) is
+shared by every subscription with the same selector while one holds it, and the
 last `COMPILED_CACHE_SIZE` asked for stay compiled after (an LRU, for reconnections). Each
 (pattern, topic) result is memoized in a bounded cache keyed by strings (so it never keeps a
 compiled pattern alive), so an update costs one evaluation per distinct pattern, and a cache
@@ -32,7 +38,7 @@ costs. The caches are safe to share between greenlets (nothing in them yields).
 
 from __future__ import annotations
 
-import unicodedata
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import suppress
@@ -42,6 +48,9 @@ from urllib.parse import urlsplit
 from weakref import WeakValueDictionary
 
 from urlpattern import URLPattern
+
+from pushsvc.deliver.mercure_input import check_chars
+from pushsvc.deliver.mercure_pattern_bytes import MAX_COMPILED_BYTES, charge, measured
 
 WILDCARD = "*"
 # The base of relative patterns and topics when the hub gives none: `.invalid` is reserved
@@ -54,7 +63,7 @@ MAX_SELECTOR_LENGTH = 1024
 # cost a set lookup per topic; the URL patterns are bounded apart below.
 MAX_SELECTORS = 100
 # URL patterns per subscription (or per grant): each costs an evaluation per new topic, and
-# tens of KiB while compiled when no other subscription holds the same one.
+# its compiled size (`mercure_pattern_bytes`) when no other subscription holds the same one.
 MAX_URLPATTERNS = 16
 # Captures in one URL pattern (`:name`, `*`, `(regexp)`): the engine's work per topic
 # character grows with them, by orders of magnitude past a few dozen (docs/performance.md).
@@ -63,13 +72,16 @@ MAX_PATTERN_GROUPS = 16
 # topic's length. Exact selectors still match them.
 MAX_URLPATTERN_TOPIC_LENGTH = 2048
 # Compiled patterns kept alive after their last subscription ends, for the next one (a
-# reconnection): each takes tens of KiB (docs/performance.md, "Mercure").
+# reconnection): within MAX_LIVE_PATTERN_BYTES with the live ones.
 COMPILED_CACHE_SIZE = 256
-# Distinct compiled patterns a process holds for its live subscriptions: each takes tens of
-# KiB (docs/performance.md, "Mercure"), so this bounds them near 80 MiB whoever opens the
-# subscriptions. Past it a subscription with a pattern no live one holds waits
-# (`TooManyLivePatterns`: the endpoint answers 503 with Retry-After); shared ones never do.
+# Distinct compiled patterns a process holds (for its live subscriptions and its recent ones),
+# by number and by bytes (each charged its measured compiled size and its evaluations'
+# allowance, `mercure_pattern_bytes.charge`): whoever opens the subscriptions, the patterns
+# take at most MAX_LIVE_PATTERN_BYTES. Past either a subscription with a pattern no live one
+# holds waits (`TooManyLivePatterns`: the endpoint answers 503 with Retry-After); shared ones
+# never do. Past the bytes, recent patterns no live subscription holds are let go first.
 MAX_LIVE_PATTERNS = 1024
+MAX_LIVE_PATTERN_BYTES = 128 << 20
 # (pattern, topic) results kept: 32 updates' worth with a thousand distinct patterns. Keys
 # hold topics of at most MAX_URLPATTERN_TOPIC_LENGTH characters: at worst some 70 MB,
 # with 60-character topics some 4 MB.
@@ -139,6 +151,8 @@ class _Pattern:
     text: str
     base_url: str
     compiled: URLPattern = field(repr=False)
+    charged: int
+    """Bytes it counts against `MAX_LIVE_PATTERN_BYTES` while it lives."""
 
 
 class SelectorSet:
@@ -192,6 +206,10 @@ class SelectorSet:
                     return True
         return False
 
+    def pattern_bytes(self) -> dict[tuple[str, str], int]:
+        """Each compiled pattern's charge in bytes, by (text, base URL)."""
+        return {(p.text, p.base_url): p.charged for p in self._patterns}
+
     def pathnames(self) -> tuple[str, ...]:
         """The pathname component of each URL pattern, as compiled (relative ones resolved
         against the base URL)."""
@@ -232,11 +250,7 @@ def check_text(text: str) -> None:
         raise ValueError(
             f"a topic matcher has {len(text)} characters (at most {MAX_SELECTOR_LENGTH})"
         )
-    for char in text:
-        if char < " " or "\x7f" <= char <= "\x9f" or unicodedata.category(char) == "Cf":
-            raise ValueError(
-                f"a topic matcher contains the control or format character U+{ord(char):04X}"
-            )
+    check_chars("a topic matcher", text)
 
 
 def check_pattern_cost(text: str) -> None:
@@ -296,6 +310,8 @@ _recent: OrderedDict[tuple[str, str], _Pattern] = OrderedDict()
 # (An OrderedDict: a plain dict's oldest key is found by scanning the slots deleted before it.)
 _results: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
 _counts = {"compiled hits": 0, "compiled misses": 0, "matches hits": 0, "matches misses": 0}
+# Bytes charged by the compiled patterns alive (live or recent), each given back when freed.
+_bytes = {"alive": 0}
 
 
 class TooManyLivePatterns(Exception):
@@ -314,11 +330,22 @@ def _compiled(text: str, base_url: str) -> _Pattern:
         _counts["compiled misses"] += 1
         try:
             # No options: `ignoreCase` stays off, as the spec requires.
-            compiled = URLPattern(text, base_url)
+            compiled, size = measured(lambda: URLPattern(text, base_url))
         except (ValueError, TypeError) as exc:
             # The library's words ("tokenizer error: ...") say what is wrong with the pattern.
             raise ValueError(f"{text!r} is not a URL pattern: {exc}") from None
-        pattern = _live.setdefault(key, _Pattern(text, base_url, compiled))
+        if size is not None and size > MAX_COMPILED_BYTES:
+            raise ValueError(
+                f"a URL pattern takes {size >> 10} KiB compiled (at most "
+                f"{MAX_COMPILED_BYTES >> 10} KiB): classes such as [^a] or . span all of Unicode "
+                "and take some 6 KiB each; use fewer, or narrower ones such as [a-z0-9]"
+            )
+        charged = charge(size)
+        _make_room(charged)
+        pattern = _live.setdefault(key, _Pattern(text, base_url, compiled, charged))
+        if pattern.compiled is compiled:
+            _bytes["alive"] += charged
+            weakref.finalize(pattern, _give_back, charged)
     else:
         _counts["compiled hits"] += 1
     _recent[key] = pattern
@@ -327,6 +354,23 @@ def _compiled(text: str, base_url: str) -> _Pattern:
         while len(_recent) > COMPILED_CACHE_SIZE:
             _recent.popitem(last=False)
     return pattern
+
+
+def _make_room(charged: int) -> None:
+    """Let recent patterns go, oldest first, until `charged` more bytes fit the process's
+    bound; TooManyLivePatterns when live subscriptions hold too much for them to."""
+    while _bytes["alive"] + charged > MAX_LIVE_PATTERN_BYTES and _recent:
+        _recent.popitem(last=False)  # freed at once unless a live subscription holds it
+    if _bytes["alive"] + charged > MAX_LIVE_PATTERN_BYTES:
+        raise TooManyLivePatterns(
+            f"this server's URL patterns take {_bytes['alive'] >> 20} MiB compiled (at most "
+            f"{MAX_LIVE_PATTERN_BYTES >> 20} MiB); retry later, or share a pattern another "
+            "subscription uses"
+        )
+
+
+def _give_back(charged: int) -> None:
+    _bytes["alive"] -= charged
 
 
 def _matches(pattern: _Pattern, topic: str) -> bool:
@@ -345,6 +389,11 @@ def _matches(pattern: _Pattern, topic: str) -> bool:
         with suppress(KeyError):  # another thread evicted it: never in a gevent process
             _results.popitem(last=False)
     return found
+
+
+def alive_bytes() -> int:
+    """Bytes the compiled patterns alive are charged (`MAX_LIVE_PATTERN_BYTES` at most)."""
+    return _bytes["alive"]
 
 
 def cache_info() -> dict[str, tuple[int, int, int]]:

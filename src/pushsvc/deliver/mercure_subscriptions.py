@@ -29,10 +29,12 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import orjson
+from urlpattern import URLPattern
 
 from pushsvc.deliver.mercure_selectors import SelectorSet
 
@@ -84,16 +86,42 @@ def document(
 
 
 def addresses_hub(topic: str, hub_url: str) -> bool:
-    """Whether a topic addresses the hub's reserved namespace: resolved against the hub's URL,
-    its path (dot-segments removed, unreserved characters decoded) is the hub's path or under
-    it, whatever its scheme or host. A topic that is no URL reference does not."""
-    try:
-        resolved = urlsplit(urljoin(hub_url, topic))
-    except ValueError:
-        return False
-    path = _normal_path(resolved.path)
+    """Whether a topic addresses the hub's reserved namespace: resolved against the hub's URL
+    by the URL standard's parser (`_whatwg_path`: `\\` is `/` in a special scheme's URL,
+    `%2e` segments are dot-segments, tabs and newlines are dropped), its path (dot-segments
+    removed, unreserved characters decoded) is the hub's path or under it, whatever its
+    scheme or host. A topic that is no URL reference does not.
+
+    Python's own parser (`urljoin`) is asked too, and either one finding the namespace is
+    enough: the two read some malformed references apart, and a publication refused by one
+    reading costs less than a forged subscription event."""
     hub = _normal_path(urlsplit(hub_url).path)
-    return path == hub or path.startswith(hub.rstrip("/") + "/")
+    paths = [_whatwg_path(topic, hub_url)]
+    with suppress(ValueError):
+        paths.append(urlsplit(urljoin(hub_url, topic)).path)
+    for path in paths:
+        if path is None:
+            continue
+        normal = _normal_path(path)
+        if normal == hub or normal.startswith(hub.rstrip("/") + "/"):
+            return True
+    return False
+
+
+_ANY_URL = URLPattern({"pathname": "*"})
+"""Matches every URL: its `exec` is the URL standard's parser, giving the resolved pathname."""
+
+
+def _whatwg_path(topic: str, base_url: str) -> str | None:
+    """The path of `topic` resolved against `base_url` as the URL standard parses it (the
+    parser URL patterns use), or None when it is no URL."""
+    try:
+        found = _ANY_URL.exec(topic, base_url)
+    except (ValueError, TypeError):
+        return None
+    if not found:
+        return None
+    return str(found["pathname"]["input"])
 
 
 _LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")

@@ -25,7 +25,9 @@ from typing import Any
 
 import orjson
 
+from pushsvc.deliver.mercure_input import message_type
 from pushsvc.deliver.mercure_selectors import SelectorSet
+from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
 
 PREFIX = "mercure."
 PATTERN = "mercure.*"
@@ -47,24 +49,47 @@ def topic_name(iri: str) -> str:
     return f"{PREFIX}{slug or 'topic'}-{digest}"
 
 
+def hub_only(topic: str) -> bool:
+    """Whether only the hub may append to `topic`: every topic a Mercure subscriber reads
+    (`mercure.*` and the subscription events'). Whatever is there reaches Mercure
+    subscribers as an update of the IRIs its envelope names, so pushsvc's own API, the Redis
+    bridge and the outbox refuse it whatever the token (`pushsvc.ingest.accept`): a Mercure
+    update is made only by the hub's publication, after the hub's authorization."""
+    return topic.startswith(PREFIX) or topic == SUBSCRIPTIONS_TOPIC
+
+
 def envelope(
-    topics: Sequence[str], data: str, *, private: bool, update_id: str, retry: int | None
+    topics: Sequence[str],
+    data: str,
+    *,
+    private: bool,
+    update_id: str,
+    retry: int | None,
+    mercure_type: str | None = None,
 ) -> dict[str, Any]:
-    """The pushsvc message data a Mercure update is kept as."""
-    return {
+    """The pushsvc message data a Mercure update is kept as. `mercure_type` is kept only when
+    the message's own type cannot be it (`mercure_input.message_type`)."""
+    kept: dict[str, Any] = {
         "topics": list(topics),
         "data": data,
         "private": private,
         "id": update_id,
         "retry": retry,
     }
+    if mercure_type is not None and message_type(mercure_type) != mercure_type:
+        kept["type"] = mercure_type
+    return kept
 
 
-def sse(message_type: str, kept: dict[str, Any]) -> bytes:
-    """An update as a Mercure hub writes it on a subscriber's stream."""
+def sse(counted_as: str, kept: dict[str, Any]) -> bytes:
+    """An update as a Mercure hub writes it on a subscriber's stream: its type the one its
+    envelope keeps, else its message's."""
+    event = kept.get("type")
+    if not isinstance(event, str):
+        event = counted_as
     lines = [f"id: {kept['id']}"]
-    if message_type != DEFAULT_TYPE:
-        lines.append(f"event: {message_type}")
+    if event != DEFAULT_TYPE:
+        lines.append(f"event: {event}")
     if kept.get("retry") is not None:
         lines.append(f"retry: {kept['retry']}")
     lines.extend(f"data: {line}" for line in _LINES.split(kept["data"]))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.core.cursor import Cursor
+from pushsvc.core.partitions import partitions_matching
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Update
 from pushsvc.deliver import priming
@@ -193,7 +194,8 @@ def reads_several_partitions(broker: Broker, matcher: TopicMatcher) -> bool:
     if broker.partitions == 1:
         return False
     if not matcher.exact:
-        return True
+        # A pattern reads every partition, but the Mercure hub's topics (placed together).
+        return len(partitions_matching(matcher, broker.partitions)) > 1
     return len({broker.partition_of(topic) for topic in matcher.names}) > 1
 
 

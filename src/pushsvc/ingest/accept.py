@@ -16,7 +16,8 @@ from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.lateness import keeps_late
 from pushsvc.core.topics import TopicName, validate_topic
-from pushsvc.errors import DerivedTopic, SessionTopic
+from pushsvc.deliver.mercure_updates import hub_only
+from pushsvc.errors import DerivedTopic, MercureTopic, SessionTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
@@ -34,6 +35,7 @@ def ingest(
     idempotency_key: str | None = None,
     idempotency_window_ms: int | None = None,
     pause: Callable[[], None] | None = None,
+    by_hub: bool = False,
 ) -> Appended:
     """Validate `body` as events of `topic` and append them to the log, idempotently when an
     `idempotency_key` is given (remembered for `idempotency_window_ms`); what was accepted.
@@ -42,8 +44,10 @@ def ingest(
     `refuse_late` a plain event past it refuses the batch (`pushsvc.core.lateness`).
     Raises the RequestError that says what is wrong, having changed nothing. `pause` is
     called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others,
-    which a batch of 10,000 events would hold for its whole validation and append)."""
-    events = _events(topic, body, content_type, limits=limits, now_us=now_us)
+    which a batch of 10,000 events would hold for its whole validation and append).
+    `by_hub`: the Mercure hub appends, after its own authorization, to the topics only it
+    may append to (`hub_only`); every other caller is refused there."""
+    events = _events(topic, body, content_type, limits=limits, now_us=now_us, by_hub=by_hub)
     if pause is not None:
         pause()
     idempotency = None
@@ -70,8 +74,19 @@ def validated(
 
 
 def _events(
-    topic: TopicName, body: bytes, content_type: str | None, *, limits: InputLimits, now_us: int
+    topic: TopicName,
+    body: bytes,
+    content_type: str | None,
+    *,
+    limits: InputLimits,
+    now_us: int,
+    by_hub: bool = False,
 ) -> list[Event]:
+    if not by_hub and hub_only(topic):
+        raise MercureTopic(
+            f"{topic} keeps Mercure updates: only the Mercure hub appends to it, after its own "
+            "authorization (publish with POST /.well-known/mercure)"
+        )
     if topic in limits.derived_topics:
         raise DerivedTopic(
             f"{topic} is a derived metric ([[derive]] in the rules file): pushsvc produces "

@@ -3,7 +3,8 @@
 A `MercurePublisher` publishes numbered updates to one topic IRI through
 `POST /.well-known/mercure`, one at a time, each with an id of its own (`{run}-p{k}-{n}`),
 to the web processes in turn, and remembers which were acknowledged (`200`). Several run at
-once, each on a topic of another partition, so that a resume crosses partitions.
+once, each on a topic of its own: all of the hub's topics are kept in one partition
+(`pushsvc.core.partitions`), so the hub's updates are one sequence.
 
 A `MercureWatcher` subscribes as a browser's `EventSource` does: when its stream ends it
 reconnects (to another web process when its own is gone) with `Last-Event-ID` = the last
@@ -11,14 +12,12 @@ event id it received (`EventStreamParser.last_event_id`, a bare `id:` too), and 
 their stream themselves at given counts, as a tab that lost its network. It records, per
 connection, the id it resumed with.
 
-`check_mercure` holds what each watcher received to the promise, per publisher whose topic
-it selects: every acknowledged update once and in order, none it did not select, none that
-was not logged, no gap (these faults keep the history). One exception is allowed, the one
-`pushsvc.deliver.mercure_resume` documents, and only where it applies: after a resume from
-update X, an update U of another partition that the watcher already had is sent again when
-U's history time is at or after X's millisecond (the resume from another partition's history
-is by time). Each such re-send is told from a duplicate by the update's history time, read
-from Redis after the run (`history_times`), and counted in the figures.
+`check_mercure` holds what each watcher received to the promise: every acknowledged update
+of each publisher whose topic it selects, once; all of them in the order the hub kept them
+(one sequence, whatever publishers it selects); none it did not select, none that was not
+logged, no gap (these faults keep the history). Where each update is kept is read from Redis
+after the run (`history_times`). The checks of a re-send or a loss across partitions (a
+resume by time, before the hub's topics were kept together) stay, and now fail on any.
 """
 
 from __future__ import annotations
@@ -55,19 +54,12 @@ def publisher_token() -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-def spread_iris(run: str, count: int, partitions: int) -> list[str]:
-    """`count` topic IRIs under `https://example.com/{run}/`, each kept in a partition of its
-    own (`partitions` at least `count`)."""
-    iris: list[str] = []
-    used: set[int] = set()
-    suffix = 0
-    while len(iris) < count:
-        iri = f"https://example.com/{run}/p{len(iris)}-{suffix}"
-        partition = partition_of(topic_name(iri), partitions)
-        if partition not in used:
-            used.add(partition)
-            iris.append(iri)
-        suffix += 1
+def hub_iris(run: str, count: int, partitions: int) -> list[str]:
+    """`count` topic IRIs under `https://example.com/{run}/`: pushsvc topics of their own, all
+    kept in the hub's one partition (`pushsvc.core.partitions`), which is checked."""
+    iris = [f"https://example.com/{run}/p{k}" for k in range(count)]
+    assert len({partition_of(topic_name(iri), partitions) for iri in iris}) == 1
+    assert len({topic_name(iri) for iri in iris}) == count
     return iris
 
 
@@ -250,10 +242,12 @@ class MercureWatcher(threading.Thread):
 
 @dataclass(frozen=True)
 class Kept:
-    """Where the history keeps an update: its partition and its history time (ms)."""
+    """Where the history keeps an update: its partition, its history time (ms) and its
+    place in its partition's history (the stream entry's id)."""
 
     partition: int
     ms: int
+    place: tuple[int, int] = (0, 0)
 
 
 def history_times(
@@ -274,7 +268,8 @@ def history_times(
                 continue  # a series point of the topic (its messages by type)
             update_id = body["event"]["data"]["id"]
             assert update_id not in kept, f"{update_id} is in the history twice"
-            kept[update_id] = Kept(partition, int(entry_id.split(b"-")[0]))
+            ms, seq = (int(part) for part in entry_id.split(b"-"))
+            kept[update_id] = Kept(partition, ms, (ms, seq))
     return kept
 
 
@@ -373,6 +368,11 @@ def check_mercure(
                     continue
                 had.add(update_id)
                 firsts[k].append(n)
+            # One sequence: whatever publishers it selects, in the order the hub kept them.
+            order = [kept[i].place for _, i, _, _ in watcher.seen.updates if i in kept]
+            later = [b for a, b in itertools.pairwise(order) if b <= a]
+            where = _resumes(watcher, kept)
+            assert not later, f"{name}: not in the hub's order at {later[:4]}; {where}"
             for k, numbers in firsts.items():
                 want = logged[k]
                 difference = _difference(numbers, want)

@@ -1,12 +1,12 @@
 """The delivery promise for Mercure under faults (docs/mercure.md, "Faults"): three publishers
 post Mercure updates (`POST /.well-known/mercure`, 30 a second each, each on a topic of its
-own partition of 4) to two web processes, while six EventSource-like subscribers
-(`GET /.well-known/mercure?match=…`: one IRI, two, all three, a URL pattern) stay connected
-or resume with `Last-Event-ID` = the last event id they received, to another web process when
-theirs is gone, some dropping their stream themselves mid-run. Each receives every
-acknowledged update (answered `200`) once and in order per publisher, none twice but the
-cross-partition re-send `pushsvc.deliver.mercure_resume` allows (told apart by the updates'
-history times: `mercure.check_mercure`), and no gap: these faults keep the history.
+own, all kept in the hub's one partition of 4) to two web processes, while six
+EventSource-like subscribers (`GET /.well-known/mercure?match=…`: one IRI, two, all three, a
+URL pattern) stay connected or resume with `Last-Event-ID` = the last event id they received,
+to another web process when theirs is gone, some dropping their stream themselves mid-run.
+Each receives every acknowledged update (answered `200`) once, all in the order the hub kept
+them whatever publishers it selects (one sequence), none twice, and no gap: these faults keep
+the history (`mercure.check_mercure`).
 
 Faults, each at two moments of the run (after 25 and after 70 acknowledged updates of the
 first publisher), on one redis-server and, the kills with an aggregator's, on a Redis Cluster:
@@ -25,7 +25,8 @@ first publisher), on one redis-server and, the kills with an aggregator's, on a 
 * on a Redis Cluster of its own, the primary that holds the first publisher's partition shut
   down the same way, its replica told not to take over (an outage of its slots, not a
   failover: `test_cluster_scenarios.py` has those): the publishers whose partitions it holds
-  are answered `503`, the others go on, and all are answered `200` once it is back.
+  (all of them: the hub's topics are in one partition) are answered `503`, and all are
+  answered `200` once it is back.
 
 Run with `-s` for each case's figures.
 """
@@ -47,8 +48,8 @@ from faults.mercure import (
     MercurePublisher,
     MercureWatcher,
     check_mercure,
+    hub_iris,
     settle,
-    spread_iris,
 )
 from faults.moments import Case, KillOnFirstMessage
 from pushsvc.broker.redis.slots import partition_slot
@@ -72,7 +73,7 @@ class Run:
     def __init__(self, store: Store) -> None:
         self.case = Case(store, lease="1s", env={"PUSHSVC_PARTITIONS": str(PARTITIONS), **ENV})
         self.name = self.case.name
-        self.iris = spread_iris(self.name, PUBLISHERS, PARTITIONS)
+        self.iris = hub_iris(self.name, PUBLISHERS, PARTITIONS)
         self.publishers: list[MercurePublisher] = []
         self.watchers: list[MercureWatcher] = []
 
@@ -167,16 +168,15 @@ there only by where the streams' pub/sub runs, which the other two cover;
 
 
 def _report(name: str, figures: dict[str, object], started: float) -> None:
-    """The case's figures (`-s` shows them); an expected failure where the only breach of the
-    promise was an update passed over by a resume across partitions (see the module
-    docstring): the known limit of resuming by time, not a regression to hide nor to fail on."""
+    """The case's figures (`-s` shows them). The hub's updates are one sequence (one
+    partition), so a resume from any update's id is exact: none passed over, none re-sent."""
     lost = figures.pop("lost_across_partitions")
     assert isinstance(lost, list)
     figures["lost_across_partitions"] = len(lost)
     figures["seconds"] = round(time.monotonic() - started, 1)
     print(f"\nmercure, {name}: {json.dumps(figures)}")
-    if lost:
-        pytest.xfail(f"passed over by a resume from another partition: {lost[:4]}")
+    assert not lost, f"passed over by a resume: {lost[:4]}"
+    assert figures["resent_across_partitions"] == 0, figures
 
 
 @pytest.mark.parametrize(

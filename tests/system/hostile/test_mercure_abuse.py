@@ -35,7 +35,6 @@ from harness.redis_server import RedisServer
 
 from pushsvc.deliver.mercure_pattern_shares import MAX_PATTERNS_PER_ADDRESS
 from pushsvc.deliver.mercure_selectors import (
-    MAX_LIVE_PATTERNS,
     MAX_PATTERN_GROUPS,
     MAX_SELECTOR_LENGTH,
     MAX_SELECTORS,
@@ -58,7 +57,8 @@ HISTORY = 2_000
 STORM_THREADS = 24
 KIB = 1024
 SLOW_SUBSCRIPTIONS = MAX_PATTERNS_PER_ADDRESS // 16
-"""Subscriptions of 16 costly patterns each: as many as one address may hold."""
+"""Subscriptions of 16 costly patterns each (256 patterns, some 90 MiB charged: within the
+process's bound in bytes), four from each source address (within an address's share)."""
 SLOW_UPDATES = 200
 MANY_SELECTOR_STREAMS = 50
 BIG_FLOOD = 200
@@ -319,15 +319,17 @@ def test_urlpatterns_chosen_to_be_slow_cost_a_publisher_and_its_subscriber_nothi
         status = subscribe_status(port, [("match_urlpattern", text)], source=FLOOD_ADDRESS)
         expected = 200 if why == "nested repetition" else 400  # linear engine: allowed
         assert status == expected, (why, status)
-    streams: list[SSEClient] = []
+    streams: list[socket.socket] = []
     try:
         with Legit(port) as legit:
             for n in range(SLOW_SUBSCRIPTIONS):
                 # 16 patterns of 16 groups: what the request line (8 KiB) holds of them.
                 selectors = [("match_urlpattern", costly_pattern(f"s{n}p{p}")) for p in range(16)]
-                stream = SSEClient(port, f"{HUB}?{urlencode(selectors)}", timeout=30)
-                streams.append(stream)
-                assert stream.status == 200, stream.raw
+                path = f"{HUB}?{urlencode(selectors)}"
+                status, _, body, conn = head_of(port, path, source=f"127.0.1.{n // 4}", keep=True)
+                assert conn is not None
+                streams.append(conn)
+                assert status == 200, (n, status, body)
             requests = [
                 publication([long_topic(n, MAX_URLPATTERN_TOPIC_LENGTH + n % 2)], "x")
                 for n in range(SLOW_UPDATES)
@@ -372,11 +374,12 @@ def test_a_subscription_at_max_selectors_is_served_and_one_past_it_refused(
 def test_one_address_holds_its_share_of_the_compiled_patterns_and_no_more(
     hub: PushsvcProcess,
 ) -> None:
-    """One address opens subscriptions of made-up patterns: past its share
-    (`MAX_PATTERNS_PER_ADDRESS`) it is refused with a 429, and meanwhile a subscriber from
-    another address with a pattern of its own is served, and receives its update. Once
-    addresses together hold `MAX_LIVE_PATTERNS`, a new pattern waits (503, `Retry-After`)
-    while a pattern a live subscription holds is still served."""
+    """One address opens subscriptions of made-up patterns: past its share (in number,
+    `MAX_PATTERNS_PER_ADDRESS`, or in bytes, `MAX_PATTERN_BYTES_PER_ADDRESS`: the bytes bind
+    first for these) it is refused with a 429, and meanwhile a subscriber from another
+    address with a pattern of its own is served, and receives its update. Once addresses
+    together hold the process's bound, a new pattern waits (503, `Retry-After`) while a
+    pattern a live subscription holds is still served."""
     port = hub.port
     held: list[socket.socket] = []
 
@@ -394,30 +397,42 @@ def test_one_address_holds_its_share_of_the_compiled_patterns_and_no_more(
         held.append(conn)
         return status
 
-    per_address = MAX_PATTERNS_PER_ADDRESS // 16
     own = "https://example.com/own/:id"
     try:
         with Legit(port) as legit:
-            for address in (2, 3, 4):
-                assert {hold(address, n) for n in range(per_address)} == {200}
-            status, _, body, _ = head_of(port, patterns(2, per_address), source="127.0.0.2")
+            statuses = []
+            for n in range(MAX_PATTERNS_PER_ADDRESS // 16 + 1):
+                statuses.append(hold(2, n))
+                if statuses[-1] != 200:
+                    break
+            # At least a quarter of the count share is held (some 100 such patterns fit the
+            # bytes), then the 429.
+            assert statuses[-1] == 429 and len(statuses) > 4, statuses
+            status, _, body, _ = head_of(port, patterns(2, len(statuses)), source="127.0.0.2")
             assert status == 429 and b"too_many_patterns" in body, (status, body)
             # Another address is served a pattern of its own, and receives its update.
             with SSEClient(port, f"{HUB}?{urlencode({'match_urlpattern': own})}") as mine:
                 assert mine.status == 200
                 publish_many(port, [publication(["https://example.com/own/7"], "d", id="own-7")])
                 assert mine.next().id == "own-7"
-            # A fourth address takes the rest of the process's bound (its last subscription
-            # may find it taken already, by the one above while it is still held).
-            statuses = [hold(5, n) for n in range(per_address)]
-            assert set(statuses[:-1]) == {200} and statuses[-1] in (200, 503), statuses
-            compiled = (3 * per_address + statuses.count(200)) * 16
-            assert compiled >= MAX_LIVE_PATTERNS - 16, compiled
-            new = f"{HUB}?{urlencode({'match_urlpattern': own + '/new'})}"
-            status, headers, body, _ = head_of(port, new, source="127.0.0.6")
+            # More addresses, each to its share, until the process's bound: a 503.
+            busy = False
+            for address in range(3, 12):
+                for n in range(MAX_PATTERNS_PER_ADDRESS // 16 + 1):
+                    status = hold(address, n)
+                    if status != 200:
+                        break
+                if status == 503:
+                    busy = True
+                    break
+                assert status == 429, (address, status)
+            assert busy, "the process's bound was never reached"
+            # A subscription of new patterns from a new address waits too (the recent
+            # patterns no subscription holds, let go for it, do not make room enough).
+            status, headers, body, _ = head_of(port, patterns(99, 0), source="127.0.0.99")
             assert status == 503 and int(headers["retry-after"]) > 0, (status, body)
             # A pattern a live subscription holds is compiled already: served.
-            assert head_of(port, patterns(2, 0), source="127.0.0.6")[0] == 200
+            assert head_of(port, patterns(2, 0), source="127.0.0.99")[0] == 200
             legit.stop.wait(1)
         legit.assert_served()
     finally:

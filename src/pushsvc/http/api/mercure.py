@@ -2,7 +2,9 @@
 
 An adapter, not a second pipeline. A publication becomes one pushsvc message on the topic its
 first topic IRI names, appended as POST /topics/{topic}/events appends (its limits, the log,
-exactly once); a subscription is a `/messages` stream of every Mercure topic through a
+exactly once), within every bound that route applies (`--max-body`, `--max-message`, and
+`--publish-rate` charged to the same key: the token's subject, else the client's
+address); a subscription is a `/messages` stream of every Mercure topic through a
 `MercureView` that keeps what the subscriber may receive and writes it as a Mercure hub does
 (`pushsvc.deliver.mercure_updates`). Tokens are Mercure's (`pushsvc.security.mercure_auth`),
 signed with `--jwt-key`; their errors are RFC 6750's. With `--mercure anonymous`, a
@@ -13,8 +15,8 @@ rel="mercure"`. A read of a Mercure update's topic (a GET of `/topics/mercure.â€
 not a stream) adds the specification's `last-event-id`: the id of the topic's newest update,
 or `earliest` when it keeps none, read before the answer is made. A page that renders the
 resource and then subscribes with `last_event_id` set to it misses nothing published in
-between; the topic's updates share one partition, so the resume from that id is exact for
-them.
+between; the hub's topics share one partition (`pushsvc.core.partitions`), so the resume from
+that id is exact for every topic the subscription selects.
 
 A publisher's token is verified once and its grant kept until the token expires, in a cache
 of the process keyed by a hash of the token and the hub's URL (`Runtime.mercure_publishers`,
@@ -46,6 +48,7 @@ from urllib.parse import quote
 
 import orjson
 from flask import Blueprint, Response, request
+from werkzeug.datastructures import MultiDict
 
 from pushsvc.broker.base import HistoryKeeper
 from pushsvc.core.answers import error_json
@@ -56,6 +59,7 @@ from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.core.updates import Update
 from pushsvc.deliver import mercure_lookups, mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
+from pushsvc.deliver.mercure_input import check_chars, check_id, message_type, parse_form
 from pushsvc.deliver.mercure_lookups import LookupsBusy
 from pushsvc.deliver.mercure_pattern_shares import shares as pattern_shares
 from pushsvc.deliver.mercure_selectors import WILDCARD, Selector, SelectorSet, TooManyLivePatterns
@@ -65,7 +69,14 @@ from pushsvc.deliver.mercure_subscriptions import (
     addresses_hub,
     may_select_hub,
 )
-from pushsvc.deliver.mercure_updates import PATTERN, PREFIX, MercureView, envelope, topic_name
+from pushsvc.deliver.mercure_updates import (
+    DEFAULT_TYPE,
+    PATTERN,
+    PREFIX,
+    MercureView,
+    envelope,
+    topic_name,
+)
 from pushsvc.deliver.projection import Projection
 from pushsvc.errors import BadRequest, BrokerUnavailable, ServerBusy, TooManySelectors
 from pushsvc.http.api.context import runtime
@@ -87,6 +98,7 @@ bp = Blueprint("mercure", __name__)
 PATH = "/.well-known/mercure"
 _MESSAGES = Projection(None, None, messages=True)
 _LOOK_BACK = 32
+FORM = "application/x-www-form-urlencoded"
 
 
 def hub_url() -> str:
@@ -99,11 +111,14 @@ def publish() -> Response:
         grant = _grant(method="POST")
         if grant is None:
             return _unauthorized(bearer_challenge(), "publishing needs a token")
-        form = request.form
+        rate_key = _admitted(grant)
+        form = _publication_form()
         topics = form.getlist("topic")
         if not topics:
             raise BadRequest("give at least one topic field")
-        _refuse_reserved(topics, form.get("type"))
+        mercure_type = form.get("type") or DEFAULT_TYPE
+        _check_publication(topics, form.get("id"), mercure_type)
+        _refuse_reserved(topics, mercure_type)
         if not grant.may_publish(topics):
             raise MercureAuthError.insufficient_scope(
                 "the token does not allow publishing to every topic of this update"
@@ -111,10 +126,6 @@ def publish() -> Response:
     except MercureAuthError as exc:
         return _refused(exc)
     update_id = form.get("id") or f"urn:uuid:{uuid.uuid4()}"
-    if any(c in update_id for c in "\r\n\0"):
-        raise BadRequest("an id may not contain CR, LF or NUL")
-    if update_id == EARLIEST:
-        raise BadRequest("earliest is reserved: a subscriber asks for every update kept with it")
     retry = None
     if "retry" in form:
         given = form["retry"]
@@ -122,9 +133,14 @@ def publish() -> Response:
             raise BadRequest("retry takes a whole number of milliseconds")
         retry = int(given)
     kept = envelope(
-        topics, form.get("data", ""), private="private" in form, update_id=update_id, retry=retry
+        topics,
+        form.get("data", ""),
+        private="private" in form,
+        update_id=update_id,
+        retry=retry,
+        mercure_type=mercure_type,
     )
-    body = orjson.dumps({"type": form.get("type") or "message", "data": kept})
+    body = orjson.dumps({"type": message_type(mercure_type), "data": kept})
     rt = runtime()
     name = validate_topic(topic_name(topics[0]))
     grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
@@ -138,10 +154,13 @@ def publish() -> Response:
         now_us=time.time_ns() // 1000,
         refuse_late=refuse_late,
         pause=let_others_run,
+        by_hub=True,
     )
     rt.metrics.events_accepted.inc(appended.accepted)
     if appended.late:  # past the topic's grace: pushed all the same, kept on its late stream
         rt.metrics.late_events.inc(appended.late)
+    if rt.publish_rate is not None and rate_key is not None:
+        rt.publish_rate.charge(rate_key, appended.accepted + appended.late)
     return Response(update_id, 200, mimetype="text/plain")
 
 
@@ -150,11 +169,13 @@ def subscribe() -> Response:
     rt = runtime()
     chosen: list[Selector] = []
     try:
-        for name, values in request.args.lists():
+        # The query as the specification has it parsed: its matchers UTF-8, else a 400.
+        query = parse_form(request.query_string)
+        for name, value in query:
             if name == "topic":
-                chosen.extend(Selector.of_param("match", value) for value in values)
+                chosen.append(Selector.of_param("match", value))
             elif Selector.is_param(name):
-                chosen.extend(Selector.of_param(name, value) for value in values)
+                chosen.append(Selector.of_param(name, value))
         if not chosen:
             raise BadRequest("give at least one match (or match_urlpattern) to subscribe to")
         if len(chosen) > rt.settings.max_selectors:
@@ -194,7 +215,9 @@ def subscribe() -> Response:
         if active is not None and may_select_hub(selectors, hub_url()):
             kept.append(SUBSCRIPTIONS_TOPIC)  # subscription events: private, so a token's
         reader = ReadAccess(TopicMatcher(kept), expires, subject=grant.subject)
-    last_event_id = mercure_resume.requested(request.headers.get("Last-Event-ID"), request.args)
+    last_event_id = mercure_resume.requested(
+        request.headers.get("Last-Event-ID"), dict(reversed(query))
+    )
     resume = None
     if last_event_id is not None:
         lookups = mercure_lookups.of(rt.broker, make_way)
@@ -285,6 +308,43 @@ def id_attribute(name: str, value: str) -> str:
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'{name}="{escaped}"'
     return f"{name}*=UTF-8''{quote(value, safe='')}"
+
+
+def _admitted(grant: MercureGrant) -> str | None:
+    """The publish rate's key for this publication (None without `--publish-rate`), having
+    raised RateLimited when its bucket is empty. The key is the native route's: the token's
+    subject, else the client's address, so one publisher has one bucket whichever API it
+    publishes through. Checked before the form is read, as the native route checks before
+    the body."""
+    rate = runtime().publish_rate
+    if rate is None:
+        return None
+    key = f"sub:{grant.subject}" if grant.subject else f"ip:{request.remote_addr}"
+    rate.admit(key)
+    return key
+
+
+def _publication_form() -> MultiDict[str, str]:
+    """The publication's fields: a form-encoded body parsed as the specification has it (its
+    names and values UTF-8, else a 400); a multipart one as the framework reads it."""
+    if request.mimetype not in ("", FORM):
+        return request.form
+    try:
+        return MultiDict(parse_form(request.get_data(cache=True)))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _check_publication(topics: Sequence[str], update_id: str | None, mercure_type: str) -> None:
+    """The specification's rules for a publication's topics, id and type (`mercure_input`)."""
+    try:
+        for topic in topics:
+            check_chars("a topic", topic)
+        if update_id:
+            check_id(update_id)
+        check_chars("a type", mercure_type)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _refuse_reserved(topics: list[str], message_type: str | None) -> None:

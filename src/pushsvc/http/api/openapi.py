@@ -96,7 +96,8 @@ _POST_UNAVAILABLE = (
 # A POST's 400s and 413s by `error.code`: what the producer must change.
 _POST_BAD_REQUEST = (
     "nothing was logged; `index` names the event at fault in a batch. `error.code`: "
-    "malformed_json, invalid_event, invalid_topic, derived_topic, session_topic, late_event "
+    "malformed_json, invalid_event, invalid_topic, derived_topic, session_topic, mercure_topic, "
+    "late_event "
     '(past the topic\'s grace where its rule says late = "refuse"), future_event (ts more than '
     "--max-future ahead of the server's clock), invalid_idempotency_key, bad_request (an "
     "empty batch)"
