@@ -153,9 +153,9 @@ class Aggregator:
             drafts: list[UpdateDraft] = []
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 if e.value is not None:
-                    buckets.insert(e.ts_us, e.value, e.tags)
+                    buckets.insert(e.ts_us, e.value, e.tags, now)
                 if e.message is not None:
-                    buckets.message(e.ts_us, e.message.type)
+                    buckets.message(e.ts_us, e.message.type, now)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
