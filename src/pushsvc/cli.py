@@ -21,7 +21,7 @@ from pushsvc import __version__
 from pushsvc.config import RETIRED, Setting, Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
-from pushsvc.errors import CannotListen, ConfigError, RulesError, UnsafeRedis
+from pushsvc.errors import CannotListen, ConfigError, DataDirInUse, RulesError, UnsafeRedis
 
 F = Callable[..., Any]
 T = TypeVar("T")
@@ -124,12 +124,16 @@ def _load(flags: dict[str, str | None], *, serving_http: bool = False) -> Settin
 
 
 def _starting(run: Callable[[], T]) -> T:
-    """Run a serving command; what stops it at start (an evicting Redis, a port it cannot
-    listen on, a bad PROMETHEUS_MULTIPROC_DIR, an open-file limit with no room for streams) is
-    one line and exit 1."""
+    """Run a serving command; what stops it at start (an evicting Redis, a bad
+    PROMETHEUS_MULTIPROC_DIR, an open-file limit with no room for streams) is one line and
+    exit 1; an address or a data directory another server holds (or one it cannot listen
+    on), one line and exit 2, as a bad flag."""
     try:
         return run()
-    except (UnsafeRedis, CannotListen, ConfigError) as exc:
+    except (CannotListen, DataDirInUse) as exc:
+        click.echo(f"pushsvc: {exc}", err=True)
+        sys.exit(2)
+    except (UnsafeRedis, ConfigError) as exc:
         click.echo(f"pushsvc: {exc}", err=True)
         sys.exit(1)
 
@@ -148,13 +152,14 @@ def main() -> None:
 
 main.add_command(demo)  # pushsvc/demo/command.py: also `python -m pushsvc.demo`
 
-_REUSE_PORT = click.option("--reuse-port", is_flag=True, hidden=True)  # serve --workers' children
+# serve --workers' children: the listening socket it opened for each (pushsvc.ops.listeners).
+_LISTEN_FD = click.option("--listen-fd", type=int, hidden=True)
 
 
 @main.command()
 @settings_options
-@_REUSE_PORT
-def serve(reuse_port: bool, **flags: str | None) -> None:
+@_LISTEN_FD
+def serve(listen_fd: int | None, **flags: str | None) -> None:
     """Everything in one process: HTTP API, streams and the aggregator (embedded broker
     unless --redis-url is given). With --workers N or --data-dir: N web processes on one
     port and an aggregator, on a private redis-server unless --redis-url is given."""
@@ -167,13 +172,13 @@ def serve(reuse_port: bool, **flags: str | None) -> None:
 
         given = {f"PUSHSVC_{k.upper()}": v for k, v in flags.items() if v is not None}
         sys.exit(_starting(Supervisor(settings, given).run))
-    _serve_http(settings, "serve", reuse_port)
+    _serve_http(settings, "serve", listen_fd)
 
 
 @main.command()
 @settings_options
-@_REUSE_PORT
-def web(reuse_port: bool, **flags: str | None) -> None:
+@_LISTEN_FD
+def web(listen_fd: int | None, **flags: str | None) -> None:
     """HTTP API and streams only; needs --redis-url and a `pushsvc aggregate` process."""
     settings = _load(flags, serving_http=True)
     if settings.redis_url is None:
@@ -181,13 +186,13 @@ def web(reuse_port: bool, **flags: str | None) -> None:
             "web needs --redis-url / PUSHSVC_REDIS_URL (use `serve` without Redis)"
         )
     _logging(settings)
-    _serve_http(settings, "web", reuse_port)
+    _serve_http(settings, "web", listen_fd)
 
 
-def _serve_http(settings: Settings, role: Literal["serve", "web"], reuse_port: bool) -> None:
+def _serve_http(settings: Settings, role: Literal["serve", "web"], listen_fd: int | None) -> None:
     from pushsvc.server import serve_http
 
-    _starting(lambda: serve_http(settings, role=role, reuse_port=reuse_port))
+    _starting(lambda: serve_http(settings, role=role, listen_fd=listen_fd))
 
 
 @main.command()

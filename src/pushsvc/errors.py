@@ -226,6 +226,19 @@ class CannotListen(PushsvcError):
         return cls(f"cannot listen on {host}:{port}: {reason}; {hint}")
 
 
+class DataDirInUse(PushsvcError):
+    """Another pushsvc process holds the data directory (`ops.data_dir_lock`): the process
+    stops with one line at start, naming the holder. Never reaches HTTP."""
+
+    @classmethod
+    def held(cls, data_dir: str, holder: str) -> DataDirInUse:
+        by = f"another pushsvc serve ({holder})" if holder else "another pushsvc serve"
+        return cls(
+            f"the data directory {data_dir} is in use by {by}; stop that server first, or "
+            "give another --data-dir"
+        )
+
+
 class UnsafeRedis(PushsvcError):
     """Redis is set up to drop pushsvc's data (its `maxmemory-policy` evicts): a process
     refuses to start on it. Never reaches HTTP (`/readyz` reports it while running)."""

@@ -269,10 +269,15 @@ def _backend(settings: Settings) -> _Backend:
 
 
 def _drive_partitions(
-    runtime: Runtime, broker: LogBroker, new_aggregator: Callable[[], Aggregator]
+    runtime: Runtime,
+    broker: LogBroker,
+    new_aggregator: Callable[[], Aggregator],
+    *,
+    alone: bool = False,
 ) -> PartitionPool:
     """This process's share of the partitions, by leases, applied and published exactly
-    once (`PartitionPool`): what every mode runs."""
+    once (`PartitionPool`): what every mode runs. `alone`: no other process can hold a
+    lease (the embedded broker)."""
     settings = runtime.settings
     pool = runtime.partitions = PartitionPool(
         broker,
@@ -281,6 +286,7 @@ def _drive_partitions(
         tick_us=settings.tick_us,
         topic_ttl_us=settings.topic_ttl_us,
         checkpoint_interval_s=settings.checkpoint_interval_us / 1_000_000,
+        alone=alone,
     )
     runtime.metrics.watch_aggregator(pool)
     runtime.metrics.watch_partitions(pool)
@@ -302,7 +308,7 @@ class _Embedded:
 
     def drive(self, runtime: Runtime, new_aggregator: Callable[[], Aggregator]) -> None:
         settings = runtime.settings
-        _drive_partitions(runtime, self.broker, new_aggregator)
+        _drive_partitions(runtime, self.broker, new_aggregator, alone=True)
         if settings.rules.derives:
             deriver = Deriver(
                 self.broker,

@@ -22,7 +22,6 @@ from prometheus_client import make_wsgi_app
 from pushsvc.app import Role, create_app
 from pushsvc.config import Settings
 from pushsvc.core.answers import error_json
-from pushsvc.errors import CannotListen
 from pushsvc.gevent_private import (
     ENVIRON_KEY,
     PywsgiHandler,
@@ -39,6 +38,7 @@ from pushsvc.http.tls import server_context
 from pushsvc.http.waiting_clients import WaitingClients
 from pushsvc.loop_pause import let_others_run
 from pushsvc.ops import collector
+from pushsvc.ops.listeners import inherited, listen
 from pushsvc.ops.open_files import OpenFiles, headroom
 from pushsvc.runtime import Runtime
 
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bursts of thousands of reconnecting EventSources must not overflow the accept queue.
-LISTEN_BACKLOG = 2048
 
 
 class _HeadTimeout(Exception):
@@ -583,32 +582,15 @@ def _on_termination(stop: gevent.event.Event) -> None:
         gevent.signal_handler(signum, stop.set)
 
 
-def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """The listening socket. `reuse_port`: several processes share the port, the kernel
-    spreading connections over them (`serve --workers`)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    # Accepted sockets inherit this: without it Nagle's algorithm holds back small SSE
-    # frames and the second write of every response by ~40 ms (delayed ACK).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise CannotListen.on(host, port, exc) from None
-    sock.listen(LISTEN_BACKLOG)
-    return sock
-
-
-def serve_http(settings: Settings, role: Role, *, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds."""
+def serve_http(settings: Settings, role: Role, *, listen_fd: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then end every stream and stop within a few seconds.
+    `listen_fd`: the listening socket `serve --workers` opened for this worker
+    (`ops.listeners`), instead of binding one."""
     tls = server_context(settings)  # first: a bad pair must stop us before anything starts
     open_files = OpenFiles.at_start(settings)
     settings = open_files.settings
     # Bound before anything starts: a port in use stops the process with one line.
-    listener = listen(settings.host, settings.port, reuse_port=reuse_port)
+    listener = listen(settings.host, settings.port) if listen_fd is None else inherited(listen_fd)
     try:
         app = create_app(settings, role=role)
     except BaseException:

@@ -246,7 +246,7 @@ def test_a_port_in_use_stops_the_server_with_one_line(workers: str) -> None:
             text=True,
             timeout=60,
         )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"pushsvc: cannot listen on 127.0.0.1:{port}: address already in use; another server "
         "listens there; choose another port with --port or PUSHSVC_PORT"

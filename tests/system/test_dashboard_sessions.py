@@ -105,3 +105,17 @@ def test_a_topic_that_is_no_session_topic_shows_no_session_panel(
     assert post(shop.port, "web.clicks", _click("zed", "view", 100))[0] == 202
     expect(page.locator("#topic-value")).to_have_text("1")
     expect(page.locator("#session-stats")).to_be_hidden()
+
+
+def test_a_session_topics_tile_says_why_its_time_lags_its_sources(
+    shop: PushsvcProcess, page: Page
+) -> None:
+    """A session topic's clock is where its sessions ended, a gap after their last event: its
+    tile says so beside its time, where the others say nothing."""
+    clicks = [_click("fay", "view", 200), _click("gus", "view", 230)]  # fay's visit ends
+    assert post(shop.port, "web.clicks", clicks)[0] == 202
+    wait_until(lambda: request(shop.port, "GET", "/topics/web.visits/stats")[0] == 200)
+    open_dashboard(page, shop)
+    visits = page.locator('article.tile[data-topic="web.visits"] .session-lag')
+    expect(visits).to_have_text("(sessions count when they end, 10s after their last event)")
+    expect(page.locator('article.tile[data-topic="web.clicks"] .session-lag')).to_be_hidden()

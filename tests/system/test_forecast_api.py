@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pandas as pd
 import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
+from harness.redis_server import RedisServer
 
 from pushsvc.client import ApiError, Client
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
@@ -173,7 +175,9 @@ def test_a_forecast_stream_carries_the_forecasts_as_buckets_close(server: Pushsv
     # Learning for two seasons, then forecasting; the last is what the API gives.
     assert [bool(m["forecast"]["points"]) for m in streamed] == [i >= 39 for i in range(54)]
     last = _forecast_of(server.port, topic, 54)
-    assert {k: v for k, v in last.items() if k != "topic"} == streamed[-1]["forecast"]
+    # The API's answer adds how current it is (`clock`, `pending`) to the forecast streamed.
+    made = {k: v for k, v in last.items() if k not in ("topic", "clock", "pending")}
+    assert made == streamed[-1]["forecast"]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +209,8 @@ def test_the_python_client_gives_the_forecast_as_a_dataframe(server: PushsvcProc
         with pytest.raises(ApiError) as refused:
             client.forecast("plain")
     assert list(frame.columns) == ["mean", "lo80", "hi80", "lo95", "hi95"]
-    assert frame.attrs == {k: answer[k] for k in ("model", "stat", "resolution", "from")}
+    kept = ("model", "stat", "resolution", "from", "clock", "pending")
+    assert frame.attrs == {k: answer[k] for k in kept}
     assert [t.timestamp() * 1000 for t in frame.index] == [p["t"] for p in answer["points"]]
     assert frame["hi95"].tolist() == [p["hi95"] for p in answer["points"]]
     assert refused.value.status == 404 and refused.value.code == "not_found"
@@ -235,3 +240,47 @@ def test_frames_carry_the_latest_forecast_as_buckets_close(server: PushsvcProces
         unforecast = plain.frames(topic, every=0.1)
         assert "forecast" not in next(unforecast).attrs
         unforecast.close()
+
+
+@pytest.mark.redis
+def test_the_answer_says_how_current_the_forecast_is(tmp_path: Path) -> None:
+    """`clock` (the topic's clock) and `pending` (entries of its partition logged and not yet
+    applied): with the aggregator away, what is posted meanwhile waits in the log, and the
+    answer says so rather than pass an old forecast off as current."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    redis_server = RedisServer().start()
+    env = {
+        "PUSHSVC_REDIS_URL": redis_server.url,
+        "PUSHSVC_TICK": "0",
+        "PUSHSVC_RULES": str(rules),
+    }
+    topic = "fc.current"
+    web = PushsvcProcess("web", env=env).start()
+    try:
+        aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
+        try:
+            aggregator.wait_for_log("took the lease")
+            events = _events(60)
+            _post_all(web.port, topic, events)
+            answer = _forecast_of(web.port, topic, 54)
+        finally:
+            aggregator.stop()
+        _, stats = _get(web.port, f"/topics/{topic}/stats")
+        assert answer["clock"] == int(stats["ts"] * 1000) == int(events[-1]["ts"] * 1000)
+        assert answer["pending"] == 0
+        later = [{**e, "ts": e["ts"] + 60} for e in events]
+        _post_all(web.port, topic, later)  # one log entry a POST; no aggregator to apply it
+        status, behind = _get(web.port, f"/topics/{topic}/forecast")
+        assert status == 200
+        assert behind == {**answer, "pending": -(-len(later) // 200)}
+        aggregator = PushsvcProcess("aggregate", env=env, http=False).start()
+        try:
+            caught_up = _forecast_of(web.port, topic, 114)
+        finally:
+            aggregator.stop()
+        assert caught_up["clock"] == int(later[-1]["ts"] * 1000)
+        assert caught_up["pending"] == 0
+    finally:
+        web.stop()
+        redis_server.stop()

@@ -237,3 +237,45 @@ def test_replay_of_a_pattern_starts_with_its_topics_last_messages(server: Pushsv
     # Across partitions, "last" is by publish time: the three newest, each topic's in order.
     assert sorted(json.loads(m.data) for m in replayed) == [3, 4, 5]
     assert json.loads(live.data) == 6
+
+
+def test_after_a_restart_that_lost_the_history_the_gap_is_followed_by_the_new_epochs_messages(
+    topic: str,
+) -> None:
+    """`serve` without `--data-dir`, restarted: a client that comes back with an id of the
+    history before gets a gap naming its topic, then every message published since the
+    restart, then live ones; where nothing was published since, the gap still names it."""
+    family = f"p{uuid.uuid4().hex[:8]}"
+    first = PushsvcProcess("serve", *ARGS).start()
+    try:
+        with SSEClient(first.port, f"/topics/{topic}/messages") as stream:
+            assert post(first.port, topic, {"type": "n", "data": 0})[0] == 202
+            seen = stream.next()
+        with SSEClient(first.port, f"/messages?topic={family}.*") as pattern:
+            assert post(first.port, f"{family}.a", {"type": "n", "data": 0})[0] == 202
+            seen_pattern = pattern.next()
+    finally:
+        first.stop()
+    second = PushsvcProcess("serve", *ARGS).start()
+    try:
+        with SSEClient(
+            second.port, f"/messages?topic={family}.*", {"Last-Event-ID": seen_pattern.id}
+        ) as resumed:
+            gap = resumed.next()  # nothing published since: the gap names its pattern
+            assert (gap.event, json.loads(gap.data)) == ("gap", {"topics": [f"{family}.*"]})
+        # Published between the restart and the client's reconnect.
+        for n in (1, 2):
+            assert post(second.port, topic, {"type": "n", "data": n})[0] == 202
+        wait_caught_up(second.port)
+        path = f"/topics/{topic}/messages"
+        with SSEClient(second.port, path, {"Last-Event-ID": seen.id}) as resumed:
+            gap = resumed.next()
+            assert (gap.event, json.loads(gap.data)) == ("gap", {"topics": [topic]})
+            assert [json.loads(m.data) for m in messages(resumed, 2)] == [1, 2]
+            assert post(second.port, topic, {"type": "n", "data": 3})[0] == 202
+            assert json.loads(resumed.next().data) == 3
+        # The gap's id is where the new epoch starts: a client that resumes from it gets it.
+        with SSEClient(second.port, path, {"Last-Event-ID": gap.id}) as again:
+            assert [json.loads(m.data) for m in messages(again, 3)] == [1, 2, 3]
+    finally:
+        second.stop()

@@ -1,8 +1,15 @@
-"""Time across a restart: a topic's clock goes on by the wall time since its last event,
-downtime included, so that after a stop and a start (`serve --data-dir`, a private Redis, and
-a cold aggregator on Redis the same way) its windows and alert states are what an
-uninterrupted run shows at the same wall time: the events have left the short windows, and
-the alert they tripped has resolved."""
+"""Time across a restart: a topic's clock goes on by the wall time since its latest update was
+published, downtime included, so that after a stop and a start (`serve --data-dir`, with one
+worker or two, each a private Redis; and a cold aggregator on Redis the same way) its windows
+and alert states are what an uninterrupted run shows at the same wall time: the events have
+left the windows, and the alert they tripped has resolved.
+
+The alert waits (`for`) before it fires: while it is pending, idle ticks move the topic's
+clock on without changing a window, so no update of the topic is published and the checkpoint
+saved at the stop is ahead of the topic's latest update, as after a server that ran idle a
+while before it stopped. The restart must resume from the latest update's clock plus the wall
+time since it was published, not from the checkpoint's clock plus the wall time since the
+restart (which lags by the length of the outage)."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_caught_up
 from harness.redis_server import RedisServer
 
+WINDOWS_S = {"2s": 2.0, "4s": 4.0}
 RULES = """
 [[rule]]
 topics = ["w.*"]
@@ -26,20 +34,28 @@ stats = ["count", "mean"]
 name = "busy"
 topics = ["w.*"]
 when = "count[4s] >= 3"
+for = "1s"
 clear = "count[4s] < 1"
 """
 TOPIC = "w.a"
+EVENTS = 5
 PAUSE_S = 5.0  # longer than the widest window: an uninterrupted run's windows are empty
 
 
-@pytest.fixture(params=["data-dir", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=["data-dir", "workers-data-dir", pytest.param("redis", marks=pytest.mark.redis)]
+)
 def args(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, ...]]:
-    """`serve --data-dir`, or the one aggregating process of a Redis of the test's own (a
-    cold aggregator after the stop)."""
+    """`serve --data-dir`, `serve --workers 2 --data-dir`, or the one aggregating process
+    of a Redis of the test's own (a cold aggregator after the stop)."""
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
     if request.param == "data-dir":
         yield ("serve", "--data-dir", str(tmp_path / "data"), "--rules", str(rules))
+        return
+    if request.param == "workers-data-dir":
+        data = str(tmp_path / "data")
+        yield ("serve", "--workers", "2", "--data-dir", data, "--rules", str(rules))
         return
     server = RedisServer().start()
     try:
@@ -58,18 +74,30 @@ def _windows(stats: dict[str, Any]) -> dict[str, int]:
     return {label: window["count"] for label, window in stats["windows"].items()}
 
 
+def _uninterrupted(events_ts: float, clock: float) -> dict[str, int]:
+    """An uninterrupted run's window counts at `clock`: the events stay in a window for its
+    width after their time."""
+    return {label: EVENTS if clock - events_ts < width else 0 for label, width in WINDOWS_S.items()}
+
+
 def test_after_a_pause_windows_and_alerts_are_an_uninterrupted_runs(
     args: tuple[str, ...],
 ) -> None:
     first = PushsvcProcess(*args).start()
     try:
-        now = time.time()
-        events = [{"value": float(i), "ts": now} for i in range(5)]
-        assert post(first.port, TOPIC, events)[0] == 202
+        with SSEClient(first.port, "/topics/_alerts/stream", timeout=30) as changes:
+            changes.next_data("snapshot")
+            now = time.time()
+            events = [{"value": float(i), "ts": now} for i in range(EVENTS)]
+            assert post(first.port, TOPIC, events)[0] == 202
+            assert changes.next_data("alert")[1]["state"] == "pending"
+            # Firing after its `for`: ticks have moved the clock past the latest update.
+            assert changes.next_data("alert")[1]["state"] == "firing"
         wait_caught_up(first.port)
         assert _alerts(first.port) == [(TOPIC, "firing")]
         stats = json.loads(request(first.port, "GET", f"/topics/{TOPIC}/stats")[2])
-        assert _windows(stats) == {"2s": 5, "4s": 5}
+        assert _windows(stats) == {"2s": EVENTS, "4s": EVENTS}
+        assert stats["ts"] == pytest.approx(now)  # no window has changed since the events
     finally:
         first.stop()
     time.sleep(PAUSE_S)  # the downtime itself: what the test is about
@@ -78,14 +106,15 @@ def test_after_a_pause_windows_and_alerts_are_an_uninterrupted_runs(
     try:
         with SSEClient(second.port, f"/topics/{TOPIC}/stream", timeout=30) as stream:
             _, snapshot = stream.next_data("snapshot")
-            # Its first tick moves the clock to the wall time, downtime included (an
-            # uninterrupted run's clock), not a second past where the stop left it.
-            while True:
-                _, tick = stream.next_data()
-                if tick.get("reason") == "tick":
-                    break
-        assert tick["ts"] >= restarted_at, (tick["ts"], restarted_at, snapshot)
-        assert _windows(tick) == {"2s": 0, "4s": 0}
+            held = snapshot["topics"][TOPIC]
+            assert held["ts"] == stats["ts"], snapshot  # the latest update, as stopped
+            _, update = stream.next_data()
+        # The first update after the restart: an idle tick at the wall time (downtime
+        # included), with an uninterrupted run's windows there, not a second past where the
+        # stop left the clock.
+        assert update.get("reason") == "tick", update
+        assert restarted_at <= update["ts"] <= time.time(), (update, restarted_at)
+        assert _windows(update) == _uninterrupted(now, update["ts"]), update
         wait_caught_up(second.port)
         assert _alerts(second.port) == []  # resolved, as it was before the pause ended
     finally:

@@ -110,7 +110,7 @@ def test_token_query_is_a_flag_as_documented(args: list[str], given: str | None)
     from pushsvc.cli import serve
 
     flags = serve.make_context("serve", [*args, "--tick", "0"]).params
-    assert flags.pop("reuse_port") is False  # serve --workers' own, not a setting
+    assert flags.pop("listen_fd") is None  # serve --workers' own, not a setting
     assert flags["token_query"] == given and flags["tick"] == "0"
     if given is not None:  # query tokens are an auth setting: they need a key
         with_auth = {"PUSHSVC_JWT_KEY": "k" * 32}

@@ -113,6 +113,35 @@ def test_restore_clock_moves_the_windows_like_the_tick_that_moved_them() -> None
     assert ticked.apply_events("t", event)[0].body == restored.apply_events("t", event)[0].body
 
 
+def test_a_restart_resumes_at_the_latest_updates_clock_plus_its_age() -> None:
+    """A checkpoint saved after idle ticks that changed no window is ahead of the topic's
+    latest update: the clock still resumes at that update's clock plus the wall time since it
+    was published (downtime included), not at the checkpoint's plus the time since the
+    rebuild."""
+    wall = Wall()
+    running = _aggregator(wall)
+    start = wall.now
+    events = [Event(1.0, start)]
+    running.apply_events("t", events, (1, 0))  # the latest update: at `start`
+    wall.now += S
+    ticks = running.due_ticks()
+    assert running.apply_ticks(ticks, (2, 0)) == []  # no window changed: nothing published
+    checkpoint = running.checkpoint("t", (2, 0))
+    assert checkpoint is not None and checkpoint.clock_us == start + S
+    outage = 100 * S
+    wall.now += outage
+    cold = _aggregator(wall)  # a rebuild: the checkpoint, then the log up to it again
+    cold.restore(checkpoint)
+    cold.apply_events("t", events, (1, 0))
+    cold.apply_ticks(ticks, (2, 0))
+    cold.end_replay()
+    cold.restore_clock("t", start, wall.now - start)
+    assert cold.due_ticks() == {"t": wall.now}  # an uninterrupted run's clock now
+    [tick] = [orjson.loads(d.body) for d in cold.tick()]
+    assert tick["ts"] == wall.now / S
+    assert {k: w["count"] for k, w in tick["windows"].items()} == {"2s": 0, "1m": 0}
+
+
 def test_sharding_is_the_same_in_every_process_and_covers_every_shard() -> None:
     topics = [f"topic-{i}" for i in range(200)]
     owners = [partition_of(t, 3) for t in topics]

@@ -231,3 +231,25 @@ def test_a_corrected_bucket_is_the_same_bit_for_bit_as_one_published_once(
     finest = TIERS[0].resolution_label
     last = {key: p for key, p in _last(published).items() if key[0] == finest}
     assert last == {key: p for key, p in _last(published_once).items() if key[0] == finest}
+
+
+def test_late_events_after_idle_ticks_make_one_correction_at_the_next_second_of_the_clock() -> None:
+    """Idle ticks move the clock on without closing a bucket: the late events of one batch,
+    at that clock, are one correction at its next whole second, not one at once for the first
+    of them (a second of the last close's clock, passed already) and one for the rest."""
+    series = SeriesBuckets(TIERS[:1], LATENESS, grace_us=GRACE)
+    start = T0 - T0 % S
+    published, clock = _feed(series, [(start, 1.0), (start + 3 * S, 2.0)])
+    assert [(p.t_us, r) for _, p, r in published] == [(start, 0)]
+    clock += S + S // 2  # ticks: nothing closes before start + 6 s
+    assert clock < series.next_close_us
+    out: Published = []
+    for value in (5.0, 6.0, 7.0):  # one batch, at the ticked clock
+        series.insert(start + S // 2, value, None, clock)
+        if clock >= series.next_close_us:
+            out += series.closed(clock)
+    assert out == []
+    due = clock - clock % CORRECTION_STEP_US + CORRECTION_STEP_US
+    assert series.next_close_us == due
+    corrected = series.closed(due)
+    assert [(p.t_us, r, p.count) for _, p, r in corrected] == [(start, 1, 4)]

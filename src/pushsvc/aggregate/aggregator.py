@@ -200,9 +200,9 @@ class Aggregator:
             drafts: list[UpdateDraft] = []
             for e, now, summary in zip(events, clocks, summaries, strict=True):
                 if e.value is not None:
-                    buckets.insert(e.ts_us, e.value, e.tags)
+                    buckets.insert(e.ts_us, e.value, e.tags, now)
                 if e.message is not None:
-                    buckets.message(e.ts_us, e.message.type)
+                    buckets.message(e.ts_us, e.message.type, now)
                 drafts.append(
                     draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
                 )
@@ -448,9 +448,16 @@ class Aggregator:
             state.sessions.windows.advance(clock_us)
         if state.series is not None:
             state.series.caught_up(clock_us)  # published before: the updates reached this clock
-        if age_us is not None and clock_us >= state.event_clock_us:
-            state.wall_at_event_us = self._wall_clock() - max(0, age_us)
         state.event_clock_us = max(state.event_clock_us, clock_us)
+        if age_us is not None:
+            # The clock an uninterrupted run has now: the update's clock plus the wall time
+            # since it was published. A checkpoint or a logged tick may have left the topic
+            # ahead of its latest update (a tick that changed no window publishes none),
+            # with the wall time of this rebuild: ticks go on towards that clock all the
+            # same, not from where the stop left them.
+            resumed = clock_us + max(0, age_us)
+            ahead = max(0, resumed - state.event_clock_us)
+            state.wall_at_event_us = self._wall_clock() - ahead
 
     # -- forgetting and deleting -------------------------------------------------------
 

@@ -126,8 +126,12 @@ class PartitionPool:
         max_block_s: float = _MAX_BLOCK_S,
         sleep: Callable[[float], None] = gevent.sleep,
         checkpoint_interval_s: float = _CHECKPOINT_INTERVAL_S,
+        alone: bool = False,
     ) -> None:
+        """`alone`: no other process can hold a lease (the embedded broker, one process):
+        a lease this one's runners find fenced lapsed while the process was busy."""
         self._broker = broker
+        self._alone = alone
         self._new_aggregator = new_aggregator
         self.partitions = broker.partitions
         self._lease_us = lease_us
@@ -300,6 +304,7 @@ class PartitionPool:
             topic_ttl_us=self._topic_ttl_us,
             checkpoint_interval_s=self._checkpoint_interval_s,
             clock=self._clock,
+            alone=self._alone,
         )
 
     def _rebuild(self, held: _Held) -> None:

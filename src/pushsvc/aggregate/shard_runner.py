@@ -73,7 +73,15 @@ class ShardRunner:
         block_ms: int = 100,
         checkpoint_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        alone: bool = False,
     ) -> None:
+        """`alone`: no other process can hold the lease (the embedded broker): a publish
+        fenced then means the lease lapsed while this process was busy past it, and this
+        runner takes it back at the next renewal; said so, at INFO, not as a lease lost."""
+        self._alone = alone
+        self._fenced_out = False
+        """A publish was fenced and this runner stands by: its next tenure says it took the
+        lease back."""
         self.aggregator = aggregator
         self._broker = broker
         self._log = event_log
@@ -336,9 +344,17 @@ class ShardRunner:
             self._catch_up()
             self._tenure = tenure
             self._log.announce_rules(self.aggregator.rules.digest)
-            partition_log.log.debug(
-                "partition %d/%d: active from log entry %s", *self.shard, self.published
-            )
+            if self._fenced_out:
+                self._fenced_out = False
+                log.info(
+                    "partition %d/%d: took the lease back; publishing from log entry %s",
+                    *self.shard,
+                    self.published,
+                )
+            else:
+                partition_log.log.debug(
+                    "partition %d/%d: active from log entry %s", *self.shard, self.published
+                )
         elif not holding:
             self._tenure = None
         if holding:
@@ -434,7 +450,16 @@ class ShardRunner:
             try:
                 self._broker.publish_updates(drafts, applied=applied, fence=self._tenure)
             except Fenced:
-                log.warning("partition %d/%d: the lease moved on; standing by", *self.shard)
+                if self._alone:
+                    log.info(
+                        "partition %d/%d: the lease lapsed while this process was busy for "
+                        "longer than --lease; taking it back (nothing is lost: the updates "
+                        "wait in the log)",
+                        *self.shard,
+                    )
+                else:
+                    log.warning("partition %d/%d: the lease moved on; standing by", *self.shard)
+                self._fenced_out = True
                 self._fenced()
                 return
             except PublishedAlready:

@@ -178,9 +178,9 @@ class Client:
     def forecast(self, topic: str, *, group: GroupChoice | None = None) -> pd.DataFrame:
         """The topic's (or one group's) latest forecast (its rule's `forecast`) as a DataFrame
         indexed by each predicted bucket's start (UTC): `mean`, `lo80`, `hi80`, `lo95`,
-        `hi95`; `frame.attrs` has `model`, `stat`, `resolution` and `from` (needs the tools
-        extra). `ApiError` (404, `not_found`) where the rule forecasts nothing or none is kept
-        yet."""
+        `hi95`; `frame.attrs` has `model`, `stat`, `resolution`, `from`, and `clock` and
+        `pending`, how current it is (needs the tools extra). `ApiError` (404, `not_found`)
+        where the rule forecasts nothing or none is kept yet."""
         return self._run(calls.forecast(topic, group=group))
 
     def stats(self, topic: str, *, group: GroupChoice | None = None) -> dict[str, Any]:

@@ -134,3 +134,24 @@ class Forecast(Struct, frozen=True, kw_only=True, omit_defaults=True):
         int | None, Meta(description="the start (epoch ms) of the last bucket learned")
     ] = field(name="from")
     points: list[ForecastPoint]
+    clock: (
+        Annotated[
+            int,
+            Meta(
+                description="`GET /forecast` only: the topic's clock (epoch ms), its latest "
+                "update's, so that a reader sees how far `from` is behind it"
+            ),
+        ]
+        | None
+    ) = None
+    pending: (
+        Annotated[
+            int,
+            Meta(
+                description="`GET /forecast` only: entries of the topic's partition logged "
+                "and not yet applied by the aggregator; while above 0 (a bulk post being "
+                "worked through) a newer forecast may come: ask again"
+            ),
+        ]
+        | None
+    ) = None

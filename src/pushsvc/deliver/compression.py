@@ -32,7 +32,7 @@ framing and no saving.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pushsvc.core.cursor import Cursor
@@ -253,8 +253,9 @@ class CompressedRendering(Rendering):
         *,
         gap: bool,
         cursor: Cursor,
+        named: Iterable[str] = (),
     ) -> bytes:
-        return self._inner.snapshot(latest, groups, gap=gap, cursor=cursor)
+        return self._inner.snapshot(latest, groups, gap=gap, cursor=cursor, named=named)
 
     def unnumbered(self, run: Run) -> list[bytes]:
         return self._inner.unnumbered(run)

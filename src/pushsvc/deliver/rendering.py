@@ -39,7 +39,7 @@ Streams that ask alike get the same bytes object, made by the first of them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -190,13 +190,15 @@ class Rendering:
         *,
         gap: bool,
         cursor: Cursor,
+        named: Iterable[str] = (),
     ) -> bytes:
         """The `snapshot` message of these topics' latest updates and their live groups (each
         group's JSON), projected as this stream asks; its `id:` is `cursor`, the stream's
-        once it has them (`EARLIEST` when empty: `pushsvc.core.cursor`)."""
+        once it has them (`EARLIEST` when empty: `pushsvc.core.cursor`). `named`: what a
+        messages stream's gap names besides the topics of `latest` (`Snapshot.named`)."""
         projection = self.projection
         if projection is not None and projection.messages:
-            return messages_head(_named(projection, latest), gap=gap, cursor=cursor)
+            return messages_head(_named(projection, latest, named), gap=gap, cursor=cursor)
         decoded = {topic: [orjson.loads(group) for group in kept] for topic, kept in groups.items()}
         if projection is None:
             return snapshot_message(latest, gap=gap, id=cursor.id_text, groups=decoded)
@@ -216,12 +218,14 @@ class Rendering:
         gap: bool,
         cursor: Cursor,
         page_size: int,
+        named: Iterable[str] = (),
     ) -> Iterator[bytes]:
         """`snapshot` in pages of about `page_size` bytes (`snapshot_pages`): joined, its
         bytes exactly; each topic's groups decoded as its entry is made."""
         projection = self.projection
         if projection is not None and projection.messages:
-            return iter((messages_head(_named(projection, latest), gap=gap, cursor=cursor),))
+            head = messages_head(_named(projection, latest, named), gap=gap, cursor=cursor)
+            return iter((head,))
 
         def groups_of(topic: str) -> list[Any] | None:
             kept = groups.get(topic)
@@ -376,23 +380,26 @@ GAP_EVENT = "gap"
 """What a messages stream sends where its history cannot cover a client's `Last-Event-ID`."""
 
 
-def messages_head(latest: Mapping[str, Update], *, gap: bool, cursor: Cursor) -> bytes:
+def messages_head(topics: Iterable[str], *, gap: bool, cursor: Cursor) -> bytes:
     """What a messages stream sends in place of a snapshot: no statistics. Resuming where the
-    history cannot cover the client (`gap`), an `event: gap` naming the topics whose messages
-    may be lost, with the stream's cursor as `id:`; else the cursor alone, an `id:` with no
-    data, which sets an `EventSource`'s `lastEventId` and fires no event, so that a client
-    that reconnects before its first message resumes from where it started (`EARLIEST` while
-    its topics have published nothing)."""
+    history cannot cover the client (`gap`), an `event: gap` naming the topics (and patterns)
+    whose messages may be lost, with the stream's cursor as `id:`; else the cursor alone, an
+    `id:` with no data, which sets an `EventSource`'s `lastEventId` and fires no event, so
+    that a client that reconnects before its first message resumes from where it started
+    (`EARLIEST` while its topics have published nothing)."""
     if gap:
-        data = orjson.dumps({"topics": sorted(latest)})
+        data = orjson.dumps({"topics": sorted(set(topics))})
         return encode_message(data, event=GAP_EVENT, id=cursor.id_text)
     return id_line(cursor.id_text) + b"\n"
 
 
-def _named(projection: Projection, latest: Mapping[str, Update]) -> Mapping[str, Update]:
-    """The topics a messages stream's gap may name: none on a Mercure stream, whose pushsvc
-    topics name the IRIs of every update, private ones too, and mean nothing to its client."""
-    return {} if projection.mercure is not None else latest
+def _named(
+    projection: Projection, latest: Mapping[str, Update], named: Iterable[str]
+) -> Iterable[str]:
+    """The topics a messages stream's gap may name (those of `latest`, and `named`): none on
+    a Mercure stream, whose pushsvc topics name the IRIs of every update, private ones too,
+    and mean nothing to its client."""
+    return () if projection.mercure is not None else [*latest, *named]
 
 
 def rendering_for_stream(

@@ -13,8 +13,15 @@ what is kept — the stream gets a snapshot marked `"gap": true` of that partiti
 topics only, first, then the exact replay of the other partitions: never a silent gap, never
 a partial replay of one partition. The snapshot's `id:` is the cursor with the lost
 partitions at the snapshot's newest updates and the others where the client was, so a client
-that resumes from it gets the rest of the replay. A malformed or foreign `Last-Event-ID`
-(not a cursor we could have issued) is a gap snapshot of everything.
+that resumes from it gets the rest of the replay.
+
+A messages stream whose id is of another epoch (a restart that lost the history) replays,
+after its gap, everything the partition's new epoch keeps from its start, as if the client
+had come with no id there (its gap's `id:` knows nothing of that partition): each message is
+its own, and one published since the restart must not be lost to a client that comes back a
+moment later. A statistics stream's gap snapshot is its topics' state already. A malformed
+or foreign `Last-Event-ID` (not a cursor we could have issued) is a gap snapshot of
+everything.
 
 A stream whose topics all live in one partition (one topic, or one partition in all) writes
 each update's own id as `id:`; a stream over several writes its cursor
@@ -31,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from pushsvc.broker.base import Broker, UpdatesFeed
+from pushsvc.broker.base import Broker, Replayed, UpdatesFeed
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.partitions import partitions_matching
 from pushsvc.core.topics import TopicMatcher
@@ -53,6 +60,10 @@ class Snapshot:
     gap: bool
     cursor: Cursor
     groups: dict[str, list[bytes]] = field(default_factory=dict)
+    named: tuple[str, ...] = ()
+    """A gap's: what else it names as maybe lost, besides the topics of `latest` (which has
+    only those that published since, none after a restart): the stream's topics of the lost
+    partitions, by name, and its patterns."""
 
 
 @dataclass(slots=True)
@@ -106,6 +117,7 @@ class Primed:
                 gap=snapshot.gap,
                 cursor=snapshot.cursor,
                 page_size=page_size,
+                named=snapshot.named,
             )
         if self.replay:
             yield from rendering.replay_pages(self.replay, page_size)
@@ -167,8 +179,15 @@ def subscribe(
             lost: Snapshot | None = None
             replay_from = after
             if replayed.lost:
-                kept = after.without(replayed.lost)
-                lost = _snapshot(broker, matcher, grouping, kept, replayed.lost, gap=True)
+                gone = replayed.lost
+                afresh = _restarted(after, replayed) if messages else frozenset()
+                if afresh:
+                    # Its new epoch from the start: as for a client with no id there.
+                    replayed = primer.replays.replay(after.without(afresh), matcher)
+                    afresh -= replayed.lost  # trimmed meanwhile: a gap alone, as any
+                kept = after.without(gone)
+                lost = _snapshot(broker, matcher, grouping, kept, gone, gap=True)
+                lost.cursor = lost.cursor.without(afresh)  # its replay starts at the start
                 replay_from = lost.cursor
             # Each partition's updates are in order in the replay: its last is its newest (a
             # stream of one partition's topics needs no walk of a replay of thousands).
@@ -186,6 +205,18 @@ def subscribe(
         client.close(StreamExit.ERROR if isinstance(exc, Exception) else StreamExit.GONE)
         close()
         raise
+
+
+def _restarted(after: Cursor, replayed: Replayed) -> frozenset[int]:
+    """The lost partitions where the cursor's id is of another epoch than the history's now
+    (a restart that lost the history; not a trim, not an id never issued)."""
+    return frozenset(
+        index
+        for index in replayed.lost
+        if index in after
+        and (head := replayed.heads.get(index)) is not None
+        and head.epoch != after[index].epoch
+    )
 
 
 def reads_several_partitions(broker: Broker, matcher: TopicMatcher) -> bool:
@@ -215,9 +246,18 @@ def _snapshot(
         latest = {t: u for t, u in latest.items() if broker.partition_of(t) in partitions}
     for update_id in Cursor.newest(u.id for u in latest.values()).ids:
         cursor = cursor.advanced(update_id)
+    named: tuple[str, ...] = ()
+    if gap:
+        names = (
+            name
+            for name in sorted(matcher.names)
+            if matcher(name) and (partitions is None or broker.partition_of(name) in partitions)
+        )
+        patterns = (s for s in matcher.selectors if s not in matcher.names)
+        named = (*names, *patterns)
     groups = (
         broker.latest_groups([topic for topic in latest if grouping(topic)])
         if grouping is not None
         else {}
     )
-    return Snapshot(latest, gap, cursor, groups)
+    return Snapshot(latest, gap, cursor, groups, named)

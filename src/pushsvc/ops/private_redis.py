@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -37,7 +38,9 @@ def find_redis_server() -> str | None:
 class PrivateRedis:
     """`start()`, `alive`, `stop()`; `url` is the unix socket's."""
 
-    def __init__(self, data_dir: Path | None) -> None:
+    def __init__(self, data_dir: Path | None, held: Sequence[int] = ()) -> None:
+        """`held`: open files the redis-server keeps open for its life (the data directory's
+        lock, `data_dir_lock.py`, so that it is held until this Redis has exited)."""
         binary = find_redis_server()
         if binary is None:
             raise ConfigError(
@@ -46,6 +49,7 @@ class PrivateRedis:
             )
         self.binary = binary
         self.data_dir = data_dir
+        self._held = tuple(held)
         # Unix socket paths are short (108 bytes): keep the socket in a short temporary dir.
         self._run_dir = Path(tempfile.mkdtemp(prefix="pushsvc-"))
         self.socket = self._run_dir / "redis.sock"
@@ -79,7 +83,11 @@ class PrivateRedis:
             *persistence,
         ]  # fmt: skip
         self._proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            pass_fds=self._held,
+            preexec_fn=die_with_parent,
         )
         self._wait_until_ready(timeout)
         return self

@@ -1,9 +1,11 @@
 """`pushsvc serve --workers N` / `--data-dir DIR`: every core of one machine, one command.
 
 The supervisor starts a private redis-server when no Redis URL is given (`private_redis.py`),
-then its workers as child processes: N `pushsvc web` processes sharing one port (each binds
-it with SO_REUSEPORT, so the kernel spreads connections over them) and one
-`pushsvc aggregate`; with one worker, a single `pushsvc serve` on that Redis. It restarts a
+then its workers as child processes: N `pushsvc web` processes sharing one port (it opens
+their sockets itself, SO_REUSEPORT, so the kernel spreads connections over them, and refuses a
+port another server listens on: `listeners.py`) and one `pushsvc aggregate`; with one worker,
+a single `pushsvc serve` on that Redis. With a data directory it first locks it
+(`data_dir_lock.py`): a second server on the same directory stops with one line. It restarts a
 child that dies, and on SIGTERM or SIGINT stops the children, then Redis (which syncs its
 append-only file in the data directory), and exits. Children get SIGTERM if the supervisor
 itself is killed (`children.py`).
@@ -29,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushsvc.config import Settings
-from pushsvc.errors import CannotListen
 from pushsvc.ops.children import die_with_parent
+from pushsvc.ops.data_dir_lock import DataDirLock
+from pushsvc.ops.listeners import shared_listeners
 from pushsvc.ops.multiprocess_metrics import DIR_VARIABLE
 from pushsvc.ops.open_files import OpenFiles
 from pushsvc.ops.private_redis import PrivateRedis
@@ -47,12 +50,19 @@ class _Child:
     role: str
     argv: list[str]
     env: dict[str, str]
+    listener: socket.socket | None = None
+    """Its listening socket (a web worker's), opened by the supervisor: the child inherits it,
+    a restarted one gets it back."""
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=die_with_parent)
+        argv, fds = self.argv, tuple[int, ...]()
+        if self.listener is not None:
+            fd = self.listener.fileno()
+            argv, fds = [*argv, "--listen-fd", str(fd)], (fd,)
+        self.proc = subprocess.Popen(argv, env=self.env, pass_fds=fds, preexec_fn=die_with_parent)
         self.started = time.monotonic()
 
     @property
@@ -81,7 +91,8 @@ class Supervisor:
         self.redis: PrivateRedis | None = None
         self.children: list[_Child] = []
         self._stopping = False
-        self._reserved: socket.socket | None = None
+        self._listeners: list[socket.socket] = []
+        self._lock: DataDirLock | None = None
         self._metrics_dir: str | None = None
 
     def run(self) -> int:
@@ -94,13 +105,21 @@ class Supervisor:
         # (`_plan`), so no worker says again that it was lowered.
         open_files = OpenFiles.at_start(self.settings)
         self.settings = open_files.settings
-        port = self._reserve_port()  # first: a port in use stops us with one line
+        # First: a port in use, or a data directory another server holds, stops us with one
+        # line, before anything starts.
+        port = self._listen()
+        try:
+            self._lock_data_dir(port)
+        except BaseException:
+            self._close_listeners()
+            raise
         open_files.say_if_lowered()
         try:
             url = self.settings.redis_url
             if url is None:
                 data_dir = self.settings.data_dir
-                self.redis = PrivateRedis(Path(data_dir) if data_dir else None).start()
+                held = () if self._lock is None else (self._lock.fd,)
+                self.redis = PrivateRedis(Path(data_dir) if data_dir else None, held).start()
                 url = self.redis.url
                 log.info("private redis-server %s (%s)", self.redis.binary, self.redis.socket)
             # Fresh each start: another run's files would add its counts to this one's.
@@ -124,21 +143,26 @@ class Supervisor:
     def _stop(self, signum: int, frame: object) -> None:
         self._stopping = True
 
-    def _reserve_port(self) -> int:
-        """Bind the port (SO_REUSEPORT, not listening) so that port 0 becomes one fixed port
-        every worker, and every restarted worker, binds too. SO_REUSEADDR as the workers'
-        own sockets (`server.listen`): a server stopped a moment ago leaves its side of each
-        connection it closed in TIME-WAIT for a minute, which is no server listening."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self.settings.host, self.settings.port))
-        except OSError as exc:
+    def _listen(self) -> int:
+        """Open every web worker's listening socket on the port (port 0: one port the kernel
+        picks, for them all), or CannotListen when another server listens there; the port."""
+        host = self.settings.host
+        self._listeners = shared_listeners(host, self.settings.port, self.settings.workers)
+        return int(self._listeners[0].getsockname()[1])
+
+    def _close_listeners(self) -> None:
+        for sock in self._listeners:
             sock.close()
-            raise CannotListen.on(self.settings.host, self.settings.port, exc) from None
-        self._reserved = sock
-        return int(sock.getsockname()[1])
+        self._listeners = []
+
+    def _lock_data_dir(self, port: int) -> None:
+        """Hold the data directory for this server's life (DataDirInUse when another
+        holds it), naming this server in it."""
+        if self.settings.data_dir is None:
+            return
+        scheme = "http" if self.settings.certfile is None else "https"
+        address = f"{scheme}://{self.settings.host}:{port}"
+        self._lock = DataDirLock.take(Path(self.settings.data_dir), address)
 
     def _plan(self, url: str, port: int) -> list[_Child]:
         env = {
@@ -155,11 +179,8 @@ class Supervisor:
             env[DIR_VARIABLE] = self._metrics_dir
         command = [sys.executable, "-m", "pushsvc"]
         if self.settings.workers == 1:
-            return [_Child("serve", [*command, "serve", "--reuse-port"], env)]
-        webs = [
-            _Child("web", [*command, "web", "--reuse-port"], env)
-            for _ in range(self.settings.workers)
-        ]
+            return [_Child("serve", [*command, "serve"], env, self._listeners[0])]
+        webs = [_Child("web", [*command, "web"], env, sock) for sock in self._listeners]
         return [*webs, _Child("aggregate", [*command, "aggregate"], env)]
 
     def _watch(self) -> None:
@@ -201,8 +222,9 @@ class Supervisor:
                 child.proc.wait()
         if self.redis is not None:
             self.redis.close()
-        if self._reserved is not None:
-            self._reserved.close()
+        self._close_listeners()
+        if self._lock is not None:
+            self._lock.release()
         if self._metrics_dir is not None:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
         log.warning("pushsvc serve stopped")

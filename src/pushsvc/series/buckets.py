@@ -447,9 +447,14 @@ class SeriesBuckets:
         """How long after its end a bucket is kept to be corrected (at least the lateness)."""
         return self._grace
 
-    def insert(self, ts_us: int, value: float, tags: Tags = None) -> None:
+    def insert(
+        self, ts_us: int, value: float, tags: Tags = None, clock_us: int | None = None
+    ) -> None:
         """An accepted event (never one of a bucket past the grace: the lateness rule sees to
-        it). One of a published bucket amends it: its correction is due (`CORRECTION_STEP_US`)."""
+        it), at the topic's clock `clock_us` (None: the clock of the last `closed`). One of a
+        published bucket amends it: its correction is due at the next whole
+        `CORRECTION_STEP_US` of that clock, so the late events of one batch, which all come
+        at one clock, make one correction."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
         if start == self._newest_start:
@@ -461,14 +466,14 @@ class SeriesBuckets:
         if values is None:
             held = self._held.get(start)
             if held is not None:
-                self._amend(start, held, value, tags)
+                self._amend(start, held, value, tags, clock_us)
                 return
             values = self._open[start] = []
             closes = start + resolution + self._lateness
             if closes <= self._closed_clock:
                 # Late into a bucket the clock passed while it had no event: its point goes
                 # out with the corrections.
-                closes = self._due(start + resolution)
+                closes = self._due(start + resolution, clock_us)
             if closes < self.next_close_us:
                 self.next_close_us = closes
         if self._tagged:
@@ -477,10 +482,11 @@ class SeriesBuckets:
             self._newest_start, self._newest_values = start, values
         values.append(value)
 
-    def message(self, ts_us: int, kind: str) -> None:
+    def message(self, ts_us: int, kind: str, clock_us: int | None = None) -> None:
         """An accepted message of type `kind` (with or without a value: its value, if any, is
         `insert`ed apart), counted in its finest bucket, which it opens if it has none; one
-        of a published bucket within the grace amends it, as a late value does."""
+        of a published bucket within the grace amends it, as a late value does (`clock_us`
+        as `insert`'s)."""
         resolution = self._resolutions[0]
         start = ts_us - ts_us % resolution
         held = self._held.get(start)
@@ -489,7 +495,7 @@ class SeriesBuckets:
             amended[kind] = amended.get(kind, 0) + 1
             self._stale(start)
             self._dirty.add(start)
-            closes = self._due(start + resolution)
+            closes = self._due(start + resolution, clock_us)
             if closes < self.next_close_us:
                 self.next_close_us = closes
             return
@@ -505,7 +511,7 @@ class SeriesBuckets:
                 if closes <= self._closed_clock:
                     # Late into a bucket the clock passed while it had no event: its point
                     # goes out with the corrections.
-                    closes = self._due(start + resolution)
+                    closes = self._due(start + resolution, clock_us)
                 if closes < self.next_close_us:
                     self.next_close_us = closes
         counts[kind] = counts.get(kind, 0) + 1
@@ -521,22 +527,29 @@ class SeriesBuckets:
             counts[kind] = counts.get(kind, 0) + 1
             self._stale(start)
         elif start + resolution + self._grace > self._closed_clock:
+            correct_at = self._correct_at  # checkpointed, as in `replayed`
             self.message(ts_us, kind)
+            self._correct_at = correct_at
 
-    def _amend(self, start: int, held: list[float], value: float, tags: Tags) -> None:
+    def _amend(
+        self, start: int, held: list[float], value: float, tags: Tags, clock_us: int | None
+    ) -> None:
         """A late event into a published bucket within the grace."""
         self._hold(start, held, value)
         if self._tagged:
             self._count_held(start, tags)
         self._dirty.add(start)
-        closes = self._due(start + self._resolutions[0])
+        closes = self._due(start + self._resolutions[0], clock_us)
         if closes < self.next_close_us:
             self.next_close_us = closes
 
-    def _due(self, end: int) -> int:
-        """An amendment of the bucket ending at `end` made now: the corrections go out at the
-        next whole `CORRECTION_STEP_US` of the clock, or at the end of its grace if sooner."""
-        closed = self._closed_clock
+    def _due(self, end: int, clock_us: int | None) -> int:
+        """An amendment of the bucket ending at `end` made now, at `clock_us`: the corrections
+        go out at the next whole `CORRECTION_STEP_US` of the clock, or at the end of its grace
+        if sooner. The clock, not that of the last `closed`: idle ticks move the clock on
+        without closing anything, and a step of that older clock, passed already, would
+        publish the correction at once, with the first late event of a batch only."""
+        closed = self._closed_clock if clock_us is None else max(clock_us, self._closed_clock)
         due = closed - closed % CORRECTION_STEP_US + CORRECTION_STEP_US
         if due < self._correct_at:
             self._correct_at = due
@@ -609,7 +622,11 @@ class SeriesBuckets:
             if self._tagged:
                 self._count_held(start, tags)
         elif start + resolution + self._grace > self._closed_clock:
+            # When its amendments are due was checkpointed, made at the clock of each: one
+            # replayed must not move it (this clock is the checkpoint's, not the event's).
+            correct_at = self._correct_at
             self.insert(ts_us, value, tags)
+            self._correct_at = correct_at
 
     def close(self, clock_us: int) -> list[tuple[str, Point]]:
         """`closed` without the revisions: (resolution label, point)."""

@@ -118,16 +118,16 @@ class SeriesStage:
     def on_event(self, step: EventStep) -> None:
         e, now = step.event, step.clock_us
         series = self.series
-        series.insert(e.ts_us, value_of(e), e.tags)
+        series.insert(e.ts_us, value_of(e), e.tags, now)
         if e.message is not None:
-            series.message(e.ts_us, e.message.type)
+            series.message(e.ts_us, e.message.type, now)
         if now >= series.next_close_us:
             step.follow += self._points(now, series.closed(now))
         group = step.group
         if group is not None:
             in_group = self.of_group(group)
             closes = in_group.next_close_us
-            in_group.insert(e.ts_us, value_of(e), e.tags)
+            in_group.insert(e.ts_us, value_of(e), e.tags, now)
             if in_group.next_close_us != closes:
                 _watch(self.due, group.id, in_group)
             if self.due and self.due[0][0] <= now:
@@ -147,7 +147,7 @@ class SeriesStage:
         passed as published: `caught_up`). A group's close at the next event or tick."""
         assert event.message is not None
         series = self.series
-        series.message(event.ts_us, event.message.type)
+        series.message(event.ts_us, event.message.type, clock_us)
         if clock_us >= series.next_close_us:
             return self._points(clock_us, series.closed(clock_us))
         return []

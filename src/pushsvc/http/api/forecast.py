@@ -8,6 +8,10 @@ intervals. Read like a stream of that topic (401/403 alike).
                  "lo95": 8.8, "hi95": 16.2}, ...]}
 
 (`pushsvc.series.forecasting` makes it; `from` and each `t` are bucket starts in epoch ms.)
+The answer says how current it is: `clock`, the topic's clock (its latest update's, epoch ms),
+and `pending`, the entries of the topic's partition logged and not yet applied; right after a
+bulk post the aggregator is still working through it, and `from` lags `clock` by the time it
+has yet to reach.
 The forecast is the one the aggregator made when the tier's last bucket closed, published in
 the same step as that bucket's point and kept as the only entry of its own series; so the
 answer is the same from any web process, through any failover. `points` is empty while the
@@ -21,6 +25,7 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, request
 
+from pushsvc.broker.base import ServingBroker
 from pushsvc.core.topics import TopicMatcher, validate_topic
 from pushsvc.core.updates import FORECAST_TIER
 from pushsvc.errors import BadRequest, NotFound
@@ -30,6 +35,13 @@ from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
 from pushsvc.stats.groups import group_id
 
 bp = Blueprint("forecast", __name__)
+
+
+def _pending(broker: ServingBroker, topic: str) -> int:
+    """Entries of `topic`'s partition logged and not yet applied (BrokerUnavailable when the
+    broker cannot say)."""
+    index = broker.partition_of(topic)
+    return sum(lag.entries for lag in broker.lag() if lag.shard[0] == index)
 
 
 @bp.get("/topics/<anytext:topic>/forecast")
@@ -70,6 +82,9 @@ def topic_forecast(topic: str) -> Response:
     if not page.points:
         raise NotFound(f"no forecast of topic {topic!r} is kept (yet)")
     answer.update(orjson.loads(page.points[-1][1]))
+    latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
+    answer["clock"] = None if latest is None else latest.clock_us // 1000
+    answer["pending"] = _pending(rt.broker, topic)
     return Response(
         orjson.dumps(answer),
         mimetype="application/json",

@@ -17,6 +17,7 @@
 import { hourColumns, sparkChart } from "./charts.js";
 import { formatNumber, formatTime, isoTime, windowSeconds } from "./format.js";
 import { shownData } from "./messages.js";
+import { sessionRuleOf } from "./rules.js";
 import { labelSeconds } from "./series.js";
 import { PAGE, TopicList } from "./topic-list.js";
 
@@ -116,6 +117,7 @@ export class Overview {
       tags: el.querySelector(".tags"),
       time: el.querySelector("time"),
       staleNote: el.querySelector(".stale-note"),
+      sessionLag: el.querySelector(".session-lag"),
       lastMessage: el.querySelector(".last-message"),
       lastMessageType: el.querySelector(".last-message-type"),
     };
@@ -152,6 +154,14 @@ export class Overview {
     if (topic.ts !== null) {
       setText(refs.time, formatTime(topic.ts));
       refs.time.dateTime = isoTime(topic.ts);
+    }
+    // A session topic's clock is its sessions' ends: a visit counts once it ended, its gap
+    // after its last event, so its time lags its source topics' by about that gap.
+    const session = sessionRuleOf(this.store.rules, topic.name);
+    refs.sessionLag.hidden = session === null;
+    if (session !== null) {
+      const why = `(sessions count when they end, ${session.gap} after their last event)`;
+      setText(refs.sessionLag, why);
     }
     renderTags(tile, topic.tags);
     renderLastMessage(refs, topic.messages[topic.messages.length - 1]);

@@ -15,6 +15,12 @@ export function isDerived(rules, topic) {
   return Boolean(rules && (rules.derive || []).some((rule) => rule.topic === topic));
 }
 
+/** The `[[session]]` rule that makes `topic` of its source topics' events, or null (also
+ *  while the rules are not known). */
+export function sessionRuleOf(rules, topic) {
+  return (rules && (rules.session || []).find((rule) => rule.topic === topic)) || null;
+}
+
 function selects(selector, topic) {
   if (selector === "*") return true;
   // `sensors.*` matches the names that start with `sensors.`, not `sensors` itself.
