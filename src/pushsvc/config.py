@@ -658,7 +658,7 @@ RETIRED = {
 """Settings that no longer exist, and the one line that says what replaces each."""
 
 
-# Read by the tools, the demo, the test suite and docker-compose.yml, not by a server: a
+# Read by the tools, the demo and docker-compose.yml, not by a server: a
 # shell that exports them for one must still start the other.
 TOOL_VARIABLES = frozenset(
     {
@@ -671,7 +671,7 @@ TOOL_VARIABLES = frozenset(
         "PUSHSVC_WEB2_PORT",
     }
 )
-TOOL_PREFIXES = ("PUSHSVC_DEMO_", "PUSHSVC_TEST_")
+TOOL_PREFIXES = ("PUSHSVC_DEMO_",)
 
 
 def _check_variables(environ: Mapping[str, str], specs: tuple[Setting, ...]) -> None:
