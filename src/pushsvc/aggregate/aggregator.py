@@ -27,12 +27,11 @@ from functools import partial
 
 from pushsvc.alerts.states import AlertChange
 from pushsvc.core.checkpoint import Checkpoint
-from pushsvc.core.durations import duration_label
 from pushsvc.core.positions import LogPosition
 from pushsvc.core.updates import UpdateDraft, deletion_draft, draft
 from pushsvc.ingest import Event, event_json
-from pushsvc.rules.analytics import Rules, default_rule
-from pushsvc.stats import STAT_KEYS, TopicWindows
+from pushsvc.rules.analytics import Rules
+from pushsvc.stats import TopicWindows
 from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
 
@@ -62,26 +61,19 @@ class Aggregator:
     def __init__(
         self,
         *,
-        rules: Rules | None = None,
-        windows_us: Sequence[int] = (),
-        labels: Sequence[str] = (),
-        stats: Sequence[str] = STAT_KEYS,
+        rules: Rules,
         wall_clock: WallClock,
         topic_ttl_us: int = 0,
         lateness_us: int = 5_000_000,
         pause: Callable[[], None] | None = None,
     ) -> None:
-        """`rules`, or (tests, benchmarks) one set of `windows_us` with their `labels` and
-        `stats` for every topic. `topic_ttl_us` (0: never) is how long a group may go without
-        an event before it is forgotten. `lateness_us`: the allowed lateness, after which a
-        series bucket can take no more events and closes. `pause`, when given, is called
-        between every `PACE_EVENTS` events of a batch (the server's `gevent.sleep`, so that a
-        big batch lets the loop serve others meanwhile); nothing else may use this aggregator
-        while it pauses."""
-        if rules is None:
-            if tuple(labels) != tuple(duration_label(w) for w in sorted(windows_us)):
-                raise ValueError(f"labels {list(labels)} do not name windows {list(windows_us)}")
-            rules = Rules((), default_rule(windows_us, stats))
+        """Statistics as `rules` ask (`Settings.rules`: the rules file's, then the settings'
+        windows and statistics for every other topic). `topic_ttl_us` (0: never) is how long
+        a group may go without an event before it is forgotten. `lateness_us`: the allowed
+        lateness, after which a series bucket can take no more events and closes. `pause`, when
+        given, is called between every `PACE_EVENTS` events of a batch (the server's
+        `gevent.sleep`, so that a big batch lets the loop serve others meanwhile); nothing else
+        may use this aggregator while it pauses."""
         self.rules = rules
         self._factory = TopicFactory(rules, topic_ttl_us=topic_ttl_us, lateness_us=lateness_us)
         self._wall_clock = wall_clock
