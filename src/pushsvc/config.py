@@ -368,11 +368,6 @@ class Settings:
     # The history's bytes per partition (its updates' bodies), besides its count: updates of
     # 64 KiB messages would make 10,000 of them 650 MB a partition (docs/reliability.md).
     history_bytes: int = setting("32MiB", _positive_size, group=HISTORY)
-    # How long alert changes are kept (`_alerts`' history), whatever --history keeps; unset:
-    # the longest series retention (`alert_keep_us`).
-    alert_retention_us: int | None = setting(
-        "", _optional_positive_duration, name="alert_retention", group=HISTORY
-    )
     # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
     idempotency_window_us: int = setting(
         "10m", _positive_duration, name="idempotency_window", group=HISTORY
@@ -452,7 +447,6 @@ class Settings:
     # A message's data as compact JSON (docs/api.md, Messages); past it the batch is a 413.
     max_message_bytes: int = setting("64KiB", _positive_size, name="max_message", group=BOUNDS)
     max_batch: int = setting("10000", _positive_int, group=BOUNDS)
-    max_selectors: int = setting("100", _positive_int, group=BOUNDS)
     publish_rate: float | None = setting("unlimited", _rate, group=BOUNDS)
     # Bytes, not counts: what one stream may have pending (rendered, not yet taken by its
     # socket) before it is conflated, and what every stream of the process may have pending
@@ -495,10 +489,9 @@ class Settings:
 
     @cached_property
     def alert_keep_us(self) -> int:
-        """How long alert changes are kept: `--alert-retention`, else the longest retention
-        of any topic's series tiers (a chart's longest range), else a day."""
-        if self.alert_retention_us is not None:
-            return self.alert_retention_us
+        """How long alert changes are kept (`_alerts`' history, whatever --history keeps): the
+        longest retention of any topic's series tiers, a chart's longest range, whose periods
+        they shade; else a day."""
         rules = self.rules
         kept = [t.retention_us for r in (rules.default, *rules.rules) for t in rules.series_of(r)]
         return max(kept, default=DEFAULT_ALERT_RETENTION_US)
@@ -690,6 +683,12 @@ def _fixed(name: str, now: str) -> str:
 
 
 RETIRED = {
+    "max_selectors": _fixed("max_selectors", "a stream or subscription takes 100 selectors"),
+    "alert_retention": _fixed(
+        "alert_retention",
+        "alert changes are kept as long as the longest series retention (a chart's longest "
+        "range, whose periods they shade), else a day",
+    ),
     "allowed_lateness": _fixed(
         "allowed_lateness",
         "it is --grace / PUSHSVC_GRACE now (an event past it is kept on its topic's late "

@@ -69,5 +69,5 @@ def test_no_settings_table_lists_a_retired_flag() -> None:
 
 def test_every_retired_setting_stops_the_process_pointing_here() -> None:
     for name in RETIRED:
-        with pytest.raises(ConfigError, match="docs/configuration.md|PUSHSVC_PARTITIONS"):
+        with pytest.raises(ConfigError, match=r"docs/configuration\.md|PUSHSVC_PARTITIONS"):
             Settings.load(environ={f"PUSHSVC_{name.upper()}": "1"})

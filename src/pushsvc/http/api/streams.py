@@ -21,7 +21,13 @@ from flask import Blueprint, Response, request
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
-from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable, validate_topic
+from pushsvc.core.topics import (
+    ALERTS,
+    MAX_SELECTORS,
+    TopicMatcher,
+    validate_readable,
+    validate_topic,
+)
 from pushsvc.deliver import stream_response
 from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
 from pushsvc.deliver.message_replay import MAX_REPLAY
@@ -77,8 +83,8 @@ def _messages(selectors: Sequence[str]) -> Response:
     """A messages stream of `selectors` (the view: every refusal before streaming)."""
     rt = runtime()
     _refuse_delta(request.args.get("delta"))
-    if len(selectors) > rt.settings.max_selectors:
-        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    if len(selectors) > MAX_SELECTORS:
+        raise TooManySelectors(f"at most {MAX_SELECTORS} ?topic= selectors per stream")
     reader = rt.gate.reader(request, TopicMatcher(selectors))
     for name in _NOT_FOR_MESSAGES:
         if name in request.args:
@@ -115,8 +121,8 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
     # before streaming starts; the environ goes along for the connection only.
     rt = runtime()
     _refuse_delta(request.args.get("delta"))
-    if len(selectors) > rt.settings.max_selectors:
-        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    if len(selectors) > MAX_SELECTORS:
+        raise TooManySelectors(f"at most {MAX_SELECTORS} ?topic= selectors per stream")
     # Access first: every check below is about the topics or the rules, and a refusal that
     # came before it would tell a caller who may not read a topic what its rule keeps (a
     # private topic must answer as an unknown one, docs/security.md).
