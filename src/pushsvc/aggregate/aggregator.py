@@ -36,6 +36,7 @@ from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
 
 from .stages.alerts import alert_drafts
+from .stages.series import SeriesStage
 from .stages.step import EventStep, Summary, TickStep, cached
 from .topic_checkpoint import checkpoint_of, horizon_of, restore_into
 from .topic_state import TopicFactory, TopicState
@@ -105,27 +106,8 @@ class Aggregator:
         if state.replay is not None and at <= state.replay.until:
             self._replay_exact(state, events, at)
             return []
-        windows = state.windows
-        clock = windows.clock_us
-        clocks: list[int] = []
-        for event in events:
-            if clock is None or event.ts_us > clock:
-                clock = event.ts_us
-            clocks.append(clock)
-        counting = state.messages is not None or any(e.message is not None for e in events)
-        if counting:
-            # Made (at the clock before this batch) before the windows take the batch: they
-            # may take it whole at once, and counts made at the clock after it would count a
-            # message of the batch into windows it has left by the batch's end.
-            state.message_counts()
-        summaries: Iterable[Summary]
-        if self._pause is not None and self._unpaused + len(events) > PACE_EVENTS:
-            summaries = self._paced(windows, events, self._pause)
-        else:
-            self._unpaused += len(events)
-            summaries = _summaries(windows, events)
-        if counting:
-            summaries = _counting_messages(state, events, clocks, summaries)
+        clocks = _clocks(state.windows.clock_us, events)
+        summaries = self._summaries_of(state, events, clocks)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         if not state.stages:
@@ -137,24 +119,29 @@ class Aggregator:
             ]
         series = state.series
         if series is not None and state.stages == (series,) and state.groups is None:
-            # Series only, what every topic of a rule without groups, alerts or anomalies
-            # has: inlined like the plain rule, in `_staged`'s order (the update, then the
-            # points that closed at its clock), which the stage loop would cost instructions
-            # an event (docs/performance.md, 'What the aggregator's shape saves').
-            buckets = series.series
-            drafts: list[UpdateDraft] = []
-            for e, now, summary in zip(events, clocks, summaries, strict=True):
-                if e.value is not None:
-                    buckets.insert(e.ts_us, e.value, e.tags)
-                if e.message is not None:
-                    buckets.message(e.ts_us, e.message.type)
-                drafts.append(
-                    draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
-                )
-                if now >= buckets.next_close_us:
-                    drafts += series.closed_points(now)
-            return drafts
+            return _series_only(series, topic, events, clocks, summaries)
         return self._staged(state, topic, events, clocks, summaries, at)
+
+    def _summaries_of(
+        self, state: TopicState, events: Sequence[Event], clocks: Sequence[int]
+    ) -> Iterable[Summary]:
+        """The windows' summary after each event (paced, see `_paced`), with the message
+        counts where the topic has messages."""
+        counting = state.messages is not None or any(e.message is not None for e in events)
+        if counting:
+            # Made (at the clock before this batch) before the windows take the batch: they
+            # may take it whole at once, and counts made at the clock after it would count a
+            # message of the batch into windows it has left by the batch's end.
+            state.message_counts()
+        summaries: Iterable[Summary]
+        if self._pause is not None and self._unpaused + len(events) > PACE_EVENTS:
+            summaries = self._paced(state.windows, events, self._pause)
+        else:
+            self._unpaused += len(events)
+            summaries = _summaries(state.windows, events)
+        if counting:
+            summaries = _counting_messages(state, events, clocks, summaries)
+        return summaries
 
     def _paced(
         self, windows: TopicWindows | RuleStats, events: Sequence[Event], pause: Callable[[], None]
@@ -586,3 +573,37 @@ def _counting_messages(
         else:
             counts.advance(clock)
         yield counts.merged(summary)
+
+
+def _clocks(clock: int | None, events: Sequence[Event]) -> list[int]:
+    """The topic clock after each event (the latest `ts` so far), from `clock` before them."""
+    clocks: list[int] = []
+    for event in events:
+        if clock is None or event.ts_us > clock:
+            clock = event.ts_us
+        clocks.append(clock)
+    return clocks
+
+
+def _series_only(
+    series: SeriesStage,
+    topic: str,
+    events: Sequence[Event],
+    clocks: Sequence[int],
+    summaries: Iterable[Summary],
+) -> list[UpdateDraft]:
+    """`apply_events` for a topic whose one stage is its series, what every topic of a rule
+    without groups, alerts or anomalies has: inlined like the plain rule, in `_staged`'s
+    order (the update, then the points that closed at its clock), which the stage loop would
+    cost instructions an event (docs/performance.md, 'What the aggregator's shape saves')."""
+    buckets = series.series
+    drafts: list[UpdateDraft] = []
+    for e, now, summary in zip(events, clocks, summaries, strict=True):
+        if e.value is not None:
+            buckets.insert(e.ts_us, e.value, e.tags)
+        if e.message is not None:
+            buckets.message(e.ts_us, e.message.type)
+        drafts.append(draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now))
+        if now >= buckets.next_close_us:
+            drafts += series.closed_points(now)
+    return drafts
