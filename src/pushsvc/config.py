@@ -376,11 +376,6 @@ class Settings:
     # -- Streams -----------------------------------------------------------------------------
     heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat", group=STREAMS)
     retry_us: int = setting("3s", _positive_duration, name="retry", group=STREAMS)
-    # gzip for streams whose client offers it, compressed once per topics and projection.
-    stream_compression: bool = setting("true", _flag, group=STREAMS)
-    # Shared deflate contexts (~260 KiB each), one per topics and projection in use; past it a
-    # stream of a new shape goes uncompressed.
-    stream_compression_contexts: int = setting("256", _positive_int, group=STREAMS)
     # Presence (docs/api.md): whether the token subjects watching a topic are kept and told to
     # callers whose token has a presence scope for it.
     presence_subs: bool = setting("false", _flag, group=STREAMS)
@@ -683,6 +678,13 @@ def _fixed(name: str, now: str) -> str:
 
 
 RETIRED = {
+    "stream_compression": _fixed(
+        "stream_compression",
+        "a stream is gzipped when its client offers gzip in Accept-Encoding, and only then",
+    ),
+    "stream_compression_contexts": _fixed(
+        "stream_compression_contexts", "a process keeps 256 shared deflate contexts"
+    ),
     "max_selectors": _fixed("max_selectors", "a stream or subscription takes 100 selectors"),
     "alert_retention": _fixed(
         "alert_retention",

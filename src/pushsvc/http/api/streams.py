@@ -29,7 +29,13 @@ from pushsvc.core.topics import (
     validate_topic,
 )
 from pushsvc.deliver import stream_response
-from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
+from pushsvc.deliver.compression import (
+    SHARED_CONTEXTS,
+    encoding_headers,
+    negotiate,
+    shape_key,
+    shared_deflates,
+)
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.presence_events import Listener
 from pushsvc.deliver.projection import Projection
@@ -181,16 +187,12 @@ def respond(
     `resume`: where it resumes, found by its view (`StreamRequest.resume`); `opened`: told
     once the stream is accepted, it returns what to call when the stream is over (a Mercure
     connection's subscriptions); what it raises refuses the stream."""
-    encoding = contexts = None
-    if rt.settings.stream_compression:
-        encoding = negotiate(request.headers.get("Accept-Encoding"))
-        contexts = shared_deflates(
-            rt.settings.heartbeat_us, rt.settings.stream_compression_contexts
-        )
-        rendering_key = "*" if projection is None else projection.key
-        shape = shape_key(reader.matcher.selectors, rendering_key)
-        if encoding and not contexts.admits(shape):
-            encoding = None  # as many shapes as compressed as it may: this one goes plain
+    encoding = negotiate(request.headers.get("Accept-Encoding"))
+    contexts = shared_deflates(rt.settings.heartbeat_us, SHARED_CONTEXTS)
+    rendering_key = "*" if projection is None else projection.key
+    shape = shape_key(reader.matcher.selectors, rendering_key)
+    if encoding and not contexts.admits(shape):
+        encoding = None  # as many shapes as compressed as it may: this one goes plain
     messages = projection is not None and projection.messages
     asked = StreamRequest(
         matcher=reader.matcher,
@@ -231,9 +233,7 @@ def respond(
         release = partial(_both, closing, release)
     # `release` is called when the stream is over, whether or not it ever ran.
     body = stream_response.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
-    headers = HEADERS
-    if rt.settings.stream_compression:
-        headers = (*HEADERS, *encoding_headers(encoding))
+    headers = (*HEADERS, *encoding_headers(encoding))
     return Response(body, headers=headers, direct_passthrough=True)
 
 
