@@ -39,6 +39,7 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Message
 from pushsvc.core.updates import UpdateDraft
 from pushsvc.ingest import Event, check_lateness
+from pushsvc.rules.analytics import Rules, default_rule
 from pushsvc.stats import SCALAR_STATS, STAT_KEYS, TopicWindows, WindowSpec
 
 try:
@@ -140,7 +141,7 @@ def feed_batches(tw: TopicWindows, items: list[list[tuple[int, float]]]) -> int:
 
 
 def new_aggregator() -> Aggregator:
-    return Aggregator(windows_us=[w for w, _ in WINDOWS], labels=[lb for _, lb in WINDOWS],
+    return Aggregator(rules=Rules((), default_rule([w for w, _ in WINDOWS], STAT_KEYS)),
                       wall_clock=lambda: 0)  # fmt: skip
 
 

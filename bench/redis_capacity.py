@@ -32,9 +32,10 @@ from pushsvc.broker.redis.log import RedisEventLog
 from pushsvc.broker.shared_log import FIRST
 from pushsvc.core.lists import comma_list
 from pushsvc.ingest import Event
+from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.stats import STAT_KEYS
 
 WINDOWS_US = (10_000_000, 60_000_000, 300_000_000)
-LABELS = ("10s", "1m", "5m")
 TOPICS = 50
 
 
@@ -79,7 +80,8 @@ def run(batch: int, subscribers: int, updates: int, producers: int) -> dict[str,
         lease = RedisLease(server.url, keys.shard(shard).lease, ttl_us=600_000_000)
         assert lease.renew(), "no one else holds the lease"
         aggregator = Aggregator(
-            windows_us=WINDOWS_US, labels=LABELS, wall_clock=lambda: time.time_ns() // 1000
+            rules=Rules((), default_rule(WINDOWS_US, STAT_KEYS)),
+            wall_clock=lambda: time.time_ns() // 1000,
         )
         admin = redis.Redis.from_url(server.url)
         per_producer = max(1, updates // batch // producers)

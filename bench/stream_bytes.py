@@ -1,5 +1,5 @@
 """Bytes on the wire per delivery, by client: what each kind of subscriber receives for the same
-updates, plain and gzipped (`--stream-compression`, negotiated by `Accept-Encoding`).
+updates, plain and gzipped (negotiated by `Accept-Encoding`).
 
 It starts `pushsvc serve` (embedded) and `pushsvc demo` posting to it (`--rules
 examples/demo-rules.toml`: the demo's topics, grouped kitchen and reviews included), and, each

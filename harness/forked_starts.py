@@ -12,7 +12,7 @@ test can stop, kill -9 or pause like any other.
 A start takes the usual `exec` instead when the fork could differ from it: another Python
 option, a hook to run before exec (`preexec_fn`), another `src/`, or a fourth environment
 (a variable read at import time would keep the helper's value, so environments that differ
-in more than pushsvc's own settings get helpers of their own). `PUSHSVC_TEST_EXEC=1` takes it
+in more than pushsvc's own settings get helpers of their own). `TEST_PUSHSVC_EXEC=1` takes it
 for every start. What a fork cannot give: `/proc/PID/environ` and `cmdline` stay the
 helper's, as the kernel keeps what was exec'd.
 
@@ -44,7 +44,7 @@ from pushsvc.__main__ import SERVING, command_of
 # Written by the helper for each ended child: its wait status and CPU seconds (user + system).
 _END = struct.Struct("=id")  # fork_helper.END
 _HELPER = Path(__file__).with_name("fork_helper.py")
-_DISABLE = "PUSHSVC_TEST_EXEC"
+_DISABLE = "TEST_PUSHSVC_EXEC"
 
 
 def _importable_env(env: Mapping[str, str]) -> dict[str, str]:

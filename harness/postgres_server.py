@@ -23,7 +23,7 @@ from pathlib import Path
 from harness.net import free_port
 from pushsvc.ops.children import terminate
 
-BIN_ENV = "PUSHSVC_TEST_POSTGRES_BIN"
+BIN_ENV = "TEST_PUSHSVC_POSTGRES_BIN"
 """A directory holding initdb and postgres, to use another PostgreSQL than Debian's newest."""
 _UNPRIVILEGED = "nobody"
 _GROUP = "nogroup"

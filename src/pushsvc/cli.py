@@ -18,7 +18,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 import click
 
 from pushsvc import __version__
-from pushsvc.config import RETIRED, Setting, Settings
+from pushsvc.config import GROUPS, RETIRED, Setting, Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
 from pushsvc.errors import CannotListen, ConfigError, DataDirInUse, RulesError, UnsafeRedis
@@ -49,6 +49,24 @@ def settings_options(command: F) -> F:
             )
         command = option(command)
     return command
+
+
+class SettingsCommand(click.Command):
+    """A command taking the settings: `--help` lists them under their groups (`GROUPS`: the
+    few a newcomer meets first, then the operators', then the attack bounds), the command's
+    own options last."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        group_of = {spec.name: spec.group for spec in Settings.specs()}
+        sections: dict[str, list[tuple[str, str]]] = {group: [] for group in (*GROUPS, "Options")}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections[group_of.get(param.name or "", "Options")].append(record)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 # What a setting takes, where its name or its parser's type do not say it.
@@ -156,7 +174,7 @@ main.add_command(demo)  # pushsvc/demo/command.py: also `python -m pushsvc.demo`
 _LISTEN_FD = click.option("--listen-fd", type=int, hidden=True)
 
 
-@main.command()
+@main.command(cls=SettingsCommand)
 @settings_options
 @_LISTEN_FD
 def serve(listen_fd: int | None, **flags: str | None) -> None:
@@ -175,7 +193,7 @@ def serve(listen_fd: int | None, **flags: str | None) -> None:
     _serve_http(settings, "serve", listen_fd)
 
 
-@main.command()
+@main.command(cls=SettingsCommand)
 @settings_options
 @_LISTEN_FD
 def web(listen_fd: int | None, **flags: str | None) -> None:
@@ -195,7 +213,7 @@ def _serve_http(settings: Settings, role: Literal["serve", "web"], listen_fd: in
     _starting(lambda: serve_http(settings, role=role, listen_fd=listen_fd))
 
 
-@main.command()
+@main.command(cls=SettingsCommand)
 @settings_options
 def aggregate(**flags: str | None) -> None:
     """The aggregator alone, on Redis; run a second one as a hot standby."""

@@ -262,12 +262,34 @@ def _readable_file(text: str) -> str | None:
     return path
 
 
+START = "Start here"
+DEPLOYMENT = "Redis, partitions and processes"
+TIMING = "Analytics timing"
+HISTORY = "History and replay"
+STREAMS = "Streams"
+OUTPUTS = "Alerts and the outbox"
+ACCESS = "Access"
+EDGE = "TLS, proxies and logs"
+BOUNDS = "Attack bounds"
+GROUPS = (START, DEPLOYMENT, TIMING, HISTORY, STREAMS, OUTPUTS, ACCESS, EDGE, BOUNDS)
+"""The settings by who needs them, in this order in `--help` and docs/configuration.md: the
+few a newcomer meets first, then what an operator tunes to a deployment, then the bounds that
+hold against hostile clients."""
+
+
 def setting(
-    default: str, parse: Callable[[str], T], *, name: str | None = None, secret: bool = False
+    default: str,
+    parse: Callable[[str], T],
+    *,
+    group: str,
+    name: str | None = None,
+    secret: bool = False,
 ) -> T:
     """A Settings field read from flag `--name` / variable `PUSHSVC_NAME` (`name` defaults to the
-    field's; fields in units say so, e.g. `tick_us` is `--tick 1s`), typed as `parse` returns."""
-    metadata = {"default": default, "parse": parse, "name": name, "secret": secret}
+    field's; fields in units say so, e.g. `tick_us` is `--tick 1s`), typed as `parse` returns,
+    shown under `group` (one of GROUPS)."""
+    assert group in GROUPS, group
+    metadata = {"default": default, "parse": parse, "name": name, "secret": secret, "group": group}
     return cast(T, field(default=None, metadata=metadata))
 
 
@@ -280,6 +302,7 @@ class Setting:
     default: str
     parse: Callable[[str], object]
     secret: bool
+    group: str
 
     @property
     def flag(self) -> str:
@@ -299,120 +322,138 @@ class Setting:
 class Settings:
     """Every setting, parsed. Durations are integer microseconds (`*_us`), given as `10s`."""
 
-    host: str = setting("127.0.0.1", str)
-    port: int = setting("8000", _port)
-    redis_url: str | None = setting("", _redis_url, secret=True)
-    redis_min_replicas: int = setting("0", _non_negative_int)
-    prefix: str = setting("pushsvc:", _prefix)
-    windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows")
-    stats: tuple[str, ...] = setting("all", _stats)
-    # Analytics rules (docs/design.md): per family of topics; the two above are the default.
-    rules_file: str | None = setting("", _readable_file, name="rules")
+    # -- Start here --------------------------------------------------------------------------
+    host: str = setting("127.0.0.1", str, group=START)
+    port: int = setting("8000", _port, group=START)
+    redis_url: str | None = setting("", _redis_url, secret=True, group=START)
+    workers: int = setting("1", _positive_int, group=START)
+    data_dir: str | None = setting("", _data_dir, group=START)
+    # Analytics rules (docs/design.md): per family of topics; the three below are the default.
+    rules_file: str | None = setting("", _readable_file, name="rules", group=START)
+    windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows", group=START)
+    stats: tuple[str, ...] = setting("all", _stats, group=START)
     # Long-range series: resolution:retention tiers for the topics whose rule has none.
-    series: tuple[SeriesTier, ...] = setting("1s:15m,1m:24h", _series)
-    tick_us: int = setting("1s", parse_duration_us, name="tick")
+    series: tuple[SeriesTier, ...] = setting("1s:15m,1m:24h", _series, group=START)
+    # Security (docs/security.md): off until a key is given.
+    jwt_key: JwtKey | None = setting("", _jwt_key, secret=True, group=START)  # noqa: RUF009
+    anonymous: tuple[str, ...] = setting("", _selectors, group=START)
+
+    # -- Redis, partitions and processes -----------------------------------------------------
+    prefix: str = setting("pushsvc:", _prefix, group=DEPLOYMENT)
+    # Every process of a deployment must give the same count (docs/scaling.md).
+    partitions: int = setting("16", _partitions, group=DEPLOYMENT)
+    lease_us: int = setting("5s", _positive_duration, name="lease", group=DEPLOYMENT)
+    # How often an aggregator saves its checkpoints and trims the log behind them: a cold
+    # start replays at most this much of the log past its checkpoint.
+    checkpoint_interval_us: int = setting(
+        "5s", _positive_duration, name="checkpoint_interval", group=DEPLOYMENT
+    )
+    redis_min_replicas: int = setting("0", _non_negative_int, group=DEPLOYMENT)
+    # `aggregate` only: the port of its /metrics.
+    metrics_port: int | None = setting("", _optional_port, group=DEPLOYMENT)
+
+    # -- Analytics timing --------------------------------------------------------------------
+    tick_us: int = setting("1s", parse_duration_us, name="tick", group=TIMING)
     # How far behind its topic's clock an event is still applied in place, for topics whose
     # rule names no `grace` (an older one goes to the late stream, docs/rules.md).
-    grace_us: int = setting("5s", parse_duration_us, name="grace")
+    grace_us: int = setting("5s", parse_duration_us, name="grace", group=TIMING)
     # An event further ahead of the server's clock is refused: it would make every event after
     # it late until the clock catches up (one wrong clock must never lock a topic).
-    max_future_us: int = setting("5m", _positive_duration, name="max_future")
-    history: int = setting("10000", _positive_int)
+    max_future_us: int = setting("5m", _positive_duration, name="max_future", group=TIMING)
+    # Idle topics forgotten after it (0: never).
+    topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl", group=TIMING)
+
+    # -- History and replay ------------------------------------------------------------------
+    history: int = setting("10000", _positive_int, group=HISTORY)
     # The history's bytes per partition (its updates' bodies), besides its count: updates of
     # 64 KiB messages would make 10,000 of them 650 MB a partition (docs/reliability.md).
-    history_bytes: int = setting("32MiB", _positive_size)
-    heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat")
-    # gzip for streams whose client offers it, compressed once per topics and projection.
-    stream_compression: bool = setting("true", _flag)
-    # Shared deflate contexts (~260 KiB each), one per topics and projection in use; past it a
-    # stream of a new shape goes uncompressed.
-    stream_compression_contexts: int = setting("256", _positive_int)
-    retry_us: int = setting("3s", _positive_duration, name="retry")
-    max_body_bytes: int = setting("1MiB", _positive_size, name="max_body")
-    # A message's data as compact JSON (docs/api.md, Messages); past it the batch is a 413.
-    max_message_bytes: int = setting("64KiB", _positive_size, name="max_message")
-    max_batch: int = setting("10000", _positive_int)
-    slow_client_timeout_us: int = setting("30s", _positive_duration, name="slow_client_timeout")
-    header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout")
+    history_bytes: int = setting("32MiB", _positive_size, group=HISTORY)
+    # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
+    idempotency_window_us: int = setting(
+        "10m", _positive_duration, name="idempotency_window", group=HISTORY
+    )
+
+    # -- Streams -----------------------------------------------------------------------------
+    heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat", group=STREAMS)
+    retry_us: int = setting("3s", _positive_duration, name="retry", group=STREAMS)
+    # Presence (docs/api.md): whether the token subjects watching a topic are kept and told to
+    # callers whose token has a presence scope for it.
+    presence_subs: bool = setting("false", _flag, group=STREAMS)
+
+    # -- Alerts and the outbox ---------------------------------------------------------------
+    # Alerts (docs/design.md): Alertmanagers to post firing and resolved instances to
+    # (comma-separated: an HA pair).
+    alertmanager_url: tuple[str, ...] = setting("", _alertmanagers, secret=True, group=OUTPUTS)
+    # Events from the application's database (docs/deploy.md): a PostgreSQL outbox table read
+    # into the log by the aggregating process that holds its lease; unset, none is read.
+    outbox_dsn: PostgresDsn | None = setting(  # noqa: RUF009 (frozen)
+        "", parse_dsn, secret=True, group=OUTPUTS
+    )
+    outbox_table: str = setting(DEFAULT_TABLE, check_table, group=OUTPUTS)
+    # How often the outbox is read besides the NOTIFY that a commit sends.
+    outbox_poll_us: int = setting("1s", _positive_duration, name="outbox_poll", group=OUTPUTS)
+
+    # -- Access ------------------------------------------------------------------------------
+    # While keys are rotated: tokens signed with the key being replaced still verify.
+    jwt_previous_key: JwtKey | None = setting(  # noqa: RUF009 (frozen)
+        "", _jwt_key, secret=True, group=ACCESS
+    )
+    jwt_audience: str | None = setting("", _optional, group=ACCESS)
+    jwt_issuer: str | None = setting("", _optional, group=ACCESS)
+    mercure: str = setting("off", _mercure, group=ACCESS)
+    # Mercure's active subscriptions (events and API): off by default, as the reference hub's
+    # `subscriptions` directive; on, every subscription's start and end is a log append.
+    mercure_subscriptions: bool = setting("false", _flag, group=ACCESS)
+    token_query: bool = setting("false", _flag, group=ACCESS)
+    # Access decided by the application's backend (pushsvc.security.backend_auth): its URL
+    # turns it on; what is forwarded to it; how long and how many asks at once; how many
+    # credentials' grants are kept.
+    auth_url: str | None = setting("", _auth_url, secret=True, group=ACCESS)
+    auth_cookies: tuple[str, ...] = setting("", _cookie_names, group=ACCESS)
+    auth_headers: tuple[str, ...] = setting("Authorization", _header_names, group=ACCESS)
+    auth_timeout_us: int = setting("2s", _positive_duration, name="auth_timeout", group=ACCESS)
+    cors_origins: tuple[str, ...] = setting("", _origins, group=ACCESS)
+
+    # -- TLS, proxies and logs ---------------------------------------------------------------
+    certfile: str | None = setting("", _readable_file, group=EDGE)
+    keyfile: str | None = setting("", _readable_file, group=EDGE)
+    trusted_proxies: int = setting("0", _non_negative_int, group=EDGE)
+    log_format: str = setting("text", _log_format, group=EDGE)
+    # What is logged: a level for every logger, then levels for single loggers
+    # (`info,pushsvc.partitions=debug`: each partition's lease, rebuild and hand-over).
+    log_level: LogLevels = setting("info", parse_log_levels, group=EDGE)  # noqa: RUF009 (frozen)
+
+    # -- Attack bounds -----------------------------------------------------------------------
+    max_streams: int = setting("20000", _positive_int, group=BOUNDS)
+    max_streams_per_ip: int = setting("256", _positive_int, group=BOUNDS)
+    # Connections waiting on their client (a head, a body, a keep-alive) at once, from every
+    # address: each costs ~60 KB (a greenlet parked in a read, its buffers). One address may
+    # hold a share of them, and the shedding has a pace (`max_waiting_per_ip`, `shed_rate`).
+    max_waiting: int = setting("4096", _positive_int, group=BOUNDS)
+    header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout", group=BOUNDS)
     # A request body's deadline (nginx's client_body_timeout): the whole body within it, and
     # never longer than a third of it between two pieces (`body_read_timeout_us`; a trickle:
     # R.U.D.Y.).
-    body_timeout_us: int = setting("30s", _positive_duration, name="body_timeout")
+    body_timeout_us: int = setting("30s", _positive_duration, name="body_timeout", group=BOUNDS)
+    slow_client_timeout_us: int = setting(
+        "30s", _positive_duration, name="slow_client_timeout", group=BOUNDS
+    )
+    max_body_bytes: int = setting("1MiB", _positive_size, name="max_body", group=BOUNDS)
+    # A message's data as compact JSON (docs/api.md, Messages); past it the batch is a 413.
+    max_message_bytes: int = setting("64KiB", _positive_size, name="max_message", group=BOUNDS)
+    max_batch: int = setting("10000", _positive_int, group=BOUNDS)
+    publish_rate: float | None = setting("unlimited", _rate, group=BOUNDS)
     # Bytes, not counts: what one stream may have pending (rendered, not yet taken by its
     # socket) before it is conflated, and what every stream of the process may have pending
     # together before new streams are refused (503).
     # 8 MiB, not Centrifugo's 1 MiB: past it a stream conflates (Centrifugo disconnects, and
     # its client recovers each update), and an honest reader behind a failover's backlog on a
     # Redis Cluster held more than 1 MiB (the fault suite lost updates to conflation there).
-    max_stream_buffer: int = setting("8MiB", _positive_size)
-    stream_buffer_budget: int = setting("256MiB", _positive_size)
-    # Every process of a deployment must give the same count (docs/scaling.md).
-    partitions: int = setting("16", _partitions)
-    lease_us: int = setting("5s", _positive_duration, name="lease")
-    # How often an aggregator saves its checkpoints and trims the log behind them: a cold
-    # start replays at most this much of the log past its checkpoint.
-    checkpoint_interval_us: int = setting("5s", _positive_duration, name="checkpoint_interval")
-    cors_origins: tuple[str, ...] = setting("", _origins)
-    workers: int = setting("1", _positive_int)
-    data_dir: str | None = setting("", _data_dir)
-    metrics_port: int | None = setting("", _optional_port)  # `aggregate` only: its /metrics
-    # Security (docs/security.md): off until a key is given.
-    jwt_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009 (frozen)
-    # While keys are rotated: tokens signed with the key being replaced still verify.
-    jwt_previous_key: JwtKey | None = setting("", _jwt_key, secret=True)  # noqa: RUF009
-    jwt_audience: str | None = setting("", _optional)
-    jwt_issuer: str | None = setting("", _optional)
-    anonymous: tuple[str, ...] = setting("", _selectors)
-    mercure: str = setting("off", _mercure)
-    # Mercure's active subscriptions (events and API): off by default, as the reference hub's
-    # `subscriptions` directive; on, every subscription's start and end is a log append.
-    mercure_subscriptions: bool = setting("false", _flag)
-    token_query: bool = setting("false", _flag)
-    # Access decided by the application's backend (pushsvc.security.backend_auth): its URL
-    # turns it on; what is forwarded to it; how long and how many asks at once; how many
-    # credentials' grants are kept.
-    auth_url: str | None = setting("", _auth_url, secret=True)
-    auth_cookies: tuple[str, ...] = setting("", _cookie_names)
-    auth_headers: tuple[str, ...] = setting("Authorization", _header_names)
-    auth_timeout_us: int = setting("2s", _positive_duration, name="auth_timeout")
-    auth_max_asks: int = setting("64", _positive_int)
-    max_streams_per_ip: int = setting("256", _positive_int)
-    max_streams: int = setting("20000", _positive_int)
-    # Connections waiting on their client (a head, a body, a keep-alive) at once, from every
-    # address: each costs ~60 KB (a greenlet parked in a read, its buffers). One address may
-    # hold a share of them, and the shedding has a pace (`max_waiting_per_ip`, `shed_rate`).
-    max_waiting: int = setting("4096", _positive_int)
-    publish_rate: float | None = setting("unlimited", _rate)
-    max_selectors: int = setting("100", _positive_int)
-    # Presence (docs/api.md): whether the token subjects watching a topic are kept and told to
-    # callers whose token has a presence scope for it.
-    presence_subs: bool = setting("false", _flag)
-    trusted_proxies: int = setting("0", _non_negative_int)
-    certfile: str | None = setting("", _readable_file)
-    keyfile: str | None = setting("", _readable_file)
-    log_format: str = setting("text", _log_format)
-    # What is logged: a level for every logger, then levels for single loggers
-    # (`info,pushsvc.partitions=debug`: each partition's lease, rebuild and hand-over).
-    log_level: LogLevels = setting("info", parse_log_levels)  # noqa: RUF009 (frozen)
-    # Topic limits: a cap on live topics, and idle topics forgotten (0: never).
-    max_topics: int = setting("100000", _positive_int)
-    topic_ttl_us: int = setting("1h", parse_duration_us, name="topic_ttl")
-    # Alerts (docs/design.md): Alertmanagers to post firing and resolved instances to
-    # (comma-separated: an HA pair).
-    alertmanager_url: tuple[str, ...] = setting("", _alertmanagers, secret=True)
-    # How long alert changes are kept (`_alerts`' history), whatever --history keeps; unset:
-    # the longest series retention (`alert_keep_us`).
-    alert_retention_us: int | None = setting(
-        "", _optional_positive_duration, name="alert_retention"
-    )
-    # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
-    idempotency_window_us: int = setting("10m", _positive_duration, name="idempotency_window")
-    # Events from the application's database (docs/deploy.md): a PostgreSQL outbox table read
-    # into the log by the aggregating process that holds its lease; unset, none is read.
-    outbox_dsn: PostgresDsn | None = setting("", parse_dsn, secret=True)  # noqa: RUF009
-    outbox_table: str = setting(DEFAULT_TABLE, check_table)
-    # How often the outbox is read besides the NOTIFY that a commit sends.
-    outbox_poll_us: int = setting("1s", _positive_duration, name="outbox_poll")
+    max_stream_buffer: int = setting("8MiB", _positive_size, group=BOUNDS)
+    stream_buffer_budget: int = setting("256MiB", _positive_size, group=BOUNDS)
+    auth_max_asks: int = setting("64", _positive_int, group=BOUNDS)
+    # A cap on live topics (idle ones are forgotten after --topic-ttl).
+    max_topics: int = setting("100000", _positive_int, group=BOUNDS)
 
     @property
     def body_read_timeout_us(self) -> int:
@@ -443,10 +484,9 @@ class Settings:
 
     @cached_property
     def alert_keep_us(self) -> int:
-        """How long alert changes are kept: `--alert-retention`, else the longest retention
-        of any topic's series tiers (a chart's longest range), else a day."""
-        if self.alert_retention_us is not None:
-            return self.alert_retention_us
+        """How long alert changes are kept (`_alerts`' history, whatever --history keeps): the
+        longest retention of any topic's series tiers, a chart's longest range, whose periods
+        they shade; else a day."""
         rules = self.rules
         kept = [t.retention_us for r in (rules.default, *rules.rules) for t in rules.series_of(r)]
         return max(kept, default=DEFAULT_ALERT_RETENTION_US)
@@ -471,6 +511,7 @@ class Settings:
                 default=spec.metadata["default"],
                 parse=spec.metadata["parse"],
                 secret=spec.metadata["secret"],
+                group=spec.metadata["group"],
             )
             for spec in fields(cls)
         )
@@ -487,79 +528,20 @@ class Settings:
         Raises ConfigError naming the setting, its flag and its variable.
         """
         environ = os.environ if environ is None else environ
-        overrides = dict(overrides or {})
         specs = cls.specs()
-        for name in RETIRED:
-            if overrides.pop(name, None) is not None:
-                raise ConfigError(RETIRED[name])
-        unknown = set(overrides) - {spec.name for spec in specs}
-        if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        flags = _flags_given(overrides or {}, specs)
         _check_variables(environ, specs)
-        values: dict[str, Any] = {}
-        for spec in specs:
-            given = overrides.get(spec.name)
-            if given is not None and not isinstance(given, str):
-                values[spec.field] = given
-                continue
-            raw = given if given is not None else environ.get(spec.variable, spec.default)
-            try:
-                values[spec.field] = spec.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"invalid {spec.flag} / {spec.variable}: {exc}") from None
+        values: dict[str, Any] = {
+            spec.field: _value(spec, flags.get(spec.name), environ) for spec in specs
+        }
         settings = cls(**values)
-        if settings.jwt_previous_key is not None and settings.jwt_key is None:
-            raise ConfigError(
-                "--jwt-previous-key (PUSHSVC_JWT_PREVIOUS_KEY) is for rotating keys: "
-                "it needs --jwt-key (PUSHSVC_JWT_KEY), the new one"
-            )
         if settings.jwt_key is None and settings.auth_url is None:
             _refuse_auth_only(settings)
-        if settings.mercure != "off" and settings.jwt_key is None:
-            raise ConfigError(
-                "--mercure (PUSHSVC_MERCURE) checks publishers' tokens: it needs --jwt-key "
-                "(PUSHSVC_JWT_KEY), the key Mercure tokens are signed with"
-            )
-        if settings.mercure_subscriptions and settings.mercure == "off":
-            raise ConfigError(
-                "--mercure-subscriptions (PUSHSVC_MERCURE_SUBSCRIPTIONS) tracks the Mercure "
-                "hub's subscriptions: it needs --mercure on or anonymous"
-            )
-        if settings.token_query and settings.jwt_key is None:
-            # With the auth proxy alone there are no tokens of pushsvc's to take from a URL.
-            raise ConfigError(
-                "--token-query (PUSHSVC_TOKEN_QUERY) takes pushsvc's tokens from ?token=: it "
-                "needs --jwt-key (PUSHSVC_JWT_KEY)"
-            )
-        if settings.auth_url is not None and not (settings.auth_cookies or settings.auth_headers):
-            raise ConfigError(
-                "--auth-url (PUSHSVC_AUTH_URL) needs something to forward: name the session "
-                "cookies in --auth-cookies or the headers in --auth-headers"
-            )
-        if (settings.certfile is None) != (settings.keyfile is None):
-            raise ConfigError(
-                "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together"
-            )
+        for needed, message in _needs(settings):
+            if not needed:
+                raise ConfigError(message)
         settings.rules  # noqa: B018 (read now: a bad rules file stops the process at start)
-        for session in settings.rules.sessions:
-            rule = settings.rules.for_topic(session.topic)
-            if not rule.windows_us:
-                # The session statistics are kept in time windows (exact or long), not in
-                # count windows (pushsvc.stats.session_stats).
-                raise RulesError(
-                    f"rules file {settings.rules_file}: session {session.number} "
-                    f"({session.topic}): the session topic's rule has no time window, where "
-                    "its session statistics are kept; add one to its windows"
-                )
-            # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
-            # back by an event arriving late within the lateness.
-            limit = session.max_duration_us
-            if limit is not None and limit < settings.grace_us:
-                raise RulesError(
-                    f"rules file {settings.rules_file}: session {session.number} "
-                    f"({session.topic}): max_duration: shorter than the allowed lateness "
-                    f"(--grace {duration_label(settings.grace_us)})"
-                )
+        _check_sessions(settings)
         return settings
 
     def redacted(self) -> dict[str, object]:
@@ -577,6 +559,89 @@ class Settings:
         out["series"] = ",".join(tier.label for tier in self.series)
         out["log_level"] = str(self.log_level)
         return out
+
+
+def _flags_given(overrides: Mapping[str, object], specs: tuple[Setting, ...]) -> dict[str, object]:
+    """The flags given (not None), once no retired or unknown one is among them."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    for name in given.keys() & RETIRED.keys():
+        raise ConfigError(RETIRED[name])
+    unknown = given.keys() - {spec.name for spec in specs}
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return given
+
+
+def _value(spec: Setting, given: object, environ: Mapping[str, str]) -> object:
+    """One setting's value: its flag's (taken as parsed unless text), else its variable's,
+    else its default, parsed."""
+    if given is not None and not isinstance(given, str):
+        return given
+    raw = given if given is not None else environ.get(spec.variable, spec.default)
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"invalid {spec.flag} / {spec.variable}: {exc}") from None
+
+
+def _needs(settings: Settings) -> list[tuple[bool, str]]:
+    """Settings that need another: (whether what it needs is there, the line that says what)."""
+    keyed = settings.jwt_key is not None
+    return [
+        (
+            settings.jwt_previous_key is None or keyed,
+            "--jwt-previous-key (PUSHSVC_JWT_PREVIOUS_KEY) is for rotating keys: "
+            "it needs --jwt-key (PUSHSVC_JWT_KEY), the new one",
+        ),
+        (
+            settings.mercure == "off" or keyed,
+            "--mercure (PUSHSVC_MERCURE) checks publishers' tokens: it needs --jwt-key "
+            "(PUSHSVC_JWT_KEY), the key Mercure tokens are signed with",
+        ),
+        (
+            not settings.mercure_subscriptions or settings.mercure != "off",
+            "--mercure-subscriptions (PUSHSVC_MERCURE_SUBSCRIPTIONS) tracks the Mercure "
+            "hub's subscriptions: it needs --mercure on or anonymous",
+        ),
+        (
+            # With the auth proxy alone there are no tokens of pushsvc's to take from a URL.
+            not settings.token_query or keyed,
+            "--token-query (PUSHSVC_TOKEN_QUERY) takes pushsvc's tokens from ?token=: it "
+            "needs --jwt-key (PUSHSVC_JWT_KEY)",
+        ),
+        (
+            settings.auth_url is None or bool(settings.auth_cookies or settings.auth_headers),
+            "--auth-url (PUSHSVC_AUTH_URL) needs something to forward: name the session "
+            "cookies in --auth-cookies or the headers in --auth-headers",
+        ),
+        (
+            (settings.certfile is None) == (settings.keyfile is None),
+            "--certfile and --keyfile (PUSHSVC_CERTFILE, PUSHSVC_KEYFILE) go together",
+        ),
+    ]
+
+
+def _check_sessions(settings: Settings) -> None:
+    """What a `[[session]]` rule needs of the settings and of its topic's rule."""
+    for session in settings.rules.sessions:
+        rule = settings.rules.for_topic(session.topic)
+        if not rule.windows_us:
+            # The session statistics are kept in time windows (exact or long), not in
+            # count windows (pushsvc.stats.session_stats).
+            raise RulesError(
+                f"rules file {settings.rules_file}: session {session.number} "
+                f"({session.topic}): the session topic's rule has no time window, where "
+                "its session statistics are kept; add one to its windows"
+            )
+        # The assembler's own bound (`SessionSettings`): a shorter cut could not be taken
+        # back by an event arriving late within the lateness.
+        limit = session.max_duration_us
+        if limit is not None and limit < settings.grace_us:
+            raise RulesError(
+                f"rules file {settings.rules_file}: session {session.number} "
+                f"({session.topic}): max_duration: shorter than the allowed lateness "
+                f"(--grace {duration_label(settings.grace_us)})"
+            )
 
 
 def _refuse_auth_only(settings: Settings) -> None:
@@ -613,6 +678,19 @@ def _fixed(name: str, now: str) -> str:
 
 
 RETIRED = {
+    "stream_compression": _fixed(
+        "stream_compression",
+        "a stream is gzipped when its client offers gzip in Accept-Encoding, and only then",
+    ),
+    "stream_compression_contexts": _fixed(
+        "stream_compression_contexts", "a process keeps 256 shared deflate contexts"
+    ),
+    "max_selectors": _fixed("max_selectors", "a stream or subscription takes 100 selectors"),
+    "alert_retention": _fixed(
+        "alert_retention",
+        "alert changes are kept as long as the longest series retention (a chart's longest "
+        "range, whose periods they shade), else a day",
+    ),
     "allowed_lateness": _fixed(
         "allowed_lateness",
         "it is --grace / PUSHSVC_GRACE now (an event past it is kept on its topic's late "
@@ -658,7 +736,7 @@ RETIRED = {
 """Settings that no longer exist, and the one line that says what replaces each."""
 
 
-# Read by the tools, the demo, the test suite and docker-compose.yml, not by a server: a
+# Read by the tools, the demo and docker-compose.yml, not by a server: a
 # shell that exports them for one must still start the other.
 TOOL_VARIABLES = frozenset(
     {
@@ -671,7 +749,7 @@ TOOL_VARIABLES = frozenset(
         "PUSHSVC_WEB2_PORT",
     }
 )
-TOOL_PREFIXES = ("PUSHSVC_DEMO_", "PUSHSVC_TEST_")
+TOOL_PREFIXES = ("PUSHSVC_DEMO_",)
 
 
 def _check_variables(environ: Mapping[str, str], specs: tuple[Setting, ...]) -> None:

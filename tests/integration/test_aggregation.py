@@ -24,7 +24,8 @@ from pushsvc.core.checkpoint import Checkpoint
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import BrokerUnavailable, Fenced, LateEvent
 from pushsvc.ingest import Event
-from pushsvc.rules.analytics import Rule, Rules
+from pushsvc.rules.analytics import Rule, Rules, default_rule
+from pushsvc.stats import STAT_KEYS
 from support.proxies import RedisAnswerLosingProxy
 
 pytestmark = pytest.mark.redis
@@ -62,11 +63,8 @@ class ShardRunners:
         event_log = RedisEventLog(self.url, broker.keys, SHARD, socket_timeout=5.0)
         lease = RedisLease(self.url, broker.keys.shard(SHARD).lease, ttl_us=60 * S)
         if rules is None:
-            aggregator = Aggregator(
-                windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: self.wall
-            )
-        else:
-            aggregator = Aggregator(rules=rules, wall_clock=lambda: self.wall)
+            rules = Rules((), default_rule([10 * S, 60 * S], STAT_KEYS))
+        aggregator = Aggregator(rules=rules, wall_clock=lambda: self.wall)
         self._closers += [broker, event_log, lease]
         return ShardRunner(
             aggregator,
@@ -113,7 +111,9 @@ def deployment(redis_server: RedisServer, prefix: str) -> Iterator[ShardRunners]
 
 def _expected(batches: list[tuple[str, list[Event]]]) -> list[dict[str, object]]:
     """The bodies an uninterrupted aggregator publishes for these batches."""
-    reference = Aggregator(windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: 0)
+    reference = Aggregator(
+        rules=Rules((), default_rule([10 * S, 60 * S], STAT_KEYS)), wall_clock=lambda: 0
+    )
     return [
         orjson.loads(d.body)
         for topic, events in batches
@@ -231,9 +231,9 @@ def test_a_lease_that_lapsed_unused_is_resumed_and_one_held_meanwhile_is_a_new_t
     client.delete(other._lease.key)
     assert holder._lease.renew() and holder._lease.token != first
     # A write prepared under the first tenure's token is refused.
-    drafts = Aggregator(windows_us=[10 * S], labels=["10s"], wall_clock=lambda: 0).apply_events(
-        "a", [Event(1, 10 * S, None)]
-    )
+    drafts = Aggregator(
+        rules=Rules((), default_rule([10 * S], STAT_KEYS)), wall_clock=lambda: 0
+    ).apply_events("a", [Event(1, 10 * S, None)])
     applied = Applied(holder.shard, "1-0", 1, FIRST)  # the entry the drafts came from
     with pytest.raises(Fenced):
         deployment.broker.publish_updates(drafts, applied=applied, fence=first)

@@ -30,6 +30,8 @@ from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.shared_log import position
 from pushsvc.core.event import Event
 from pushsvc.core.partitions import partition_of
+from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.stats import STAT_KEYS
 
 pytestmark = pytest.mark.redis
 
@@ -39,7 +41,9 @@ LATENESS = 3600 * S
 
 
 def _aggregator() -> Aggregator:
-    return Aggregator(windows_us=[10 * S, 60 * S], labels=["10s", "1m"], wall_clock=lambda: 0)
+    return Aggregator(
+        rules=Rules((), default_rule([10 * S, 60 * S], STAT_KEYS)), wall_clock=lambda: 0
+    )
 
 
 @dataclass

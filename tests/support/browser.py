@@ -50,9 +50,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def screenshot_path(name: str, tmp_path: Path) -> Path:
     """Where a test that checks what a docs picture shows writes it: docs/NAME only when
-    asked (PUSHSVC_TEST_WRITE_SCREENSHOTS=1, see docs/dashboard.md, "The screenshots"),
+    asked (TEST_PUSHSVC_WRITE_SCREENSHOTS=1, see docs/dashboard.md, "The screenshots"),
     otherwise the run's own copy in tmp_path."""
-    if os.environ.get("PUSHSVC_TEST_WRITE_SCREENSHOTS") == "1":
+    if os.environ.get("TEST_PUSHSVC_WRITE_SCREENSHOTS") == "1":
         return DOCS / name
     return tmp_path / name
 

@@ -3,7 +3,7 @@
 pyproject runs the suite with `--reruns 1` (pytest-rerunfailures): a test that fails is run
 once more, and the run passes if it passes then. That keeps one flaky test from failing a
 whole CI run; this module keeps the flake from being hidden. pytest's summary (`-rR`)
-names each rerun at the end of its output, and where `PUSHSVC_TEST_RERUNS` names a file
+names each rerun at the end of its output, and where `TEST_PUSHSVC_RERUNS` names a file
 (`.ci/run` sets it), each rerun test gets a line there once its last attempt ends, which
 `.ci/run` prints under "--- reruns" whatever the run's outcome:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-RERUNS_FILE_VARIABLE = "PUSHSVC_TEST_RERUNS"
+RERUNS_FILE_VARIABLE = "TEST_PUSHSVC_RERUNS"
 """Names the file the rerun lines are appended to; unset, pytest's summary alone lists them."""
 
 _MESSAGE_CHARS = 800
@@ -141,7 +141,7 @@ class SharedTeardowns:
 
 def register(config: pytest.Config) -> None:
     """Keeps a shared fixture's failed teardown from being rerun, and writes the reruns to the
-    file `PUSHSVC_TEST_RERUNS` names, from the reporting process. Under `--pdb` nothing is
+    file `TEST_PUSHSVC_RERUNS` names, from the reporting process. Under `--pdb` nothing is
     rerun (pytest-rerunfailures refuses the two together): the debugger is for the first
     failure. Called from conftest's `pytest_configure`, which pytest calls before the
     plugin's, where it checks its options."""

@@ -2,8 +2,8 @@
 coverage, fuzzing), every check it has, and the hooks of `support.schemathesis_hooks`.
 
 A run is reproducible: by default Schemathesis generates deterministically (the same cases
-every run); `PUSHSVC_TEST_FUZZ_SEED=<n>` runs a seeded random search instead, and
-`PUSHSVC_TEST_FUZZ_EXAMPLES=<n>` sets the examples per operation for a deeper run. A failed
+every run); `TEST_PUSHSVC_FUZZ_SEED=<n>` runs a seeded random search instead, and
+`TEST_PUSHSVC_FUZZ_EXAMPLES=<n>` sets the examples per operation for a deeper run. A failed
 run's message gives the seed (or says it was deterministic) and the command that repeats it.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from support.schemathesis_hooks import TOPIC_PREFIX_ENV
 
-MAX_EXAMPLES = int(os.environ.get("PUSHSVC_TEST_FUZZ_EXAMPLES", "15"))
+MAX_EXAMPLES = int(os.environ.get("TEST_PUSHSVC_FUZZ_EXAMPLES", "15"))
 """Schema-valid and as many schema-invalid cases per operation in the fuzzing phase (the
 coverage phase sends what the document's boundaries call for, whatever this is)."""
 PHASES = ("coverage", "fuzzing")
-SEED = os.environ.get("PUSHSVC_TEST_FUZZ_SEED")
+SEED = os.environ.get("TEST_PUSHSVC_FUZZ_SEED")
 
 _ALL_PHASES = ("examples", "coverage", "fuzzing", "stateful")
 _TESTS = str(Path(__file__).resolve().parents[1])
@@ -86,7 +86,7 @@ class FuzzRun:
         how = f"seed {SEED}" if SEED is not None else "deterministic generation"
         return (
             f"schemathesis found failures against {base} ({how}; the same run again: "
-            f"PUSHSVC_TEST_FUZZ_SEED={SEED or ''} PUSHSVC_TEST_FUZZ_EXAMPLES={MAX_EXAMPLES}, "
+            f"TEST_PUSHSVC_FUZZ_SEED={SEED or ''} TEST_PUSHSVC_FUZZ_EXAMPLES={MAX_EXAMPLES}, "
             f"the same test):\n{self.output}"
         )
 

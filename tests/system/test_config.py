@@ -127,8 +127,6 @@ def test_byte_bounds_are_given_in_units_and_shown_as_given() -> None:
         ("topic_ttl", "1 hour", "--topic-ttl / PUSHSVC_TOPIC_TTL"),
         ("idempotency_window", "0", "--idempotency-window / PUSHSVC_IDEMPOTENCY_WINDOW"),
         ("idempotency_window", "10 min", "--idempotency-window"),
-        ("alert_retention", "0", "--alert-retention / PUSHSVC_ALERT_RETENTION"),
-        ("alert_retention", "a day", "--alert-retention"),
         ("max_stream_buffer", "8MB", "--max-stream-buffer / PUSHSVC_MAX_STREAM_BUFFER"),
         ("stream_buffer_budget", "0MiB", "--stream-buffer-budget / PUSHSVC_STREAM_BUFFER_BUDGET"),
         ("max_body", "1.5MiB", "--max-body / PUSHSVC_MAX_BODY"),
@@ -253,13 +251,11 @@ def test_a_port_in_use_stops_the_server_with_one_line(workers: str) -> None:
     ]
 
 
-def test_alert_changes_are_kept_as_long_as_the_longest_series_unless_told() -> None:
-    hour, day = 3600 * 1_000_000, 86_400 * 1_000_000
+def test_alert_changes_are_kept_as_long_as_the_longest_series() -> None:
+    day = 86_400 * 1_000_000
     assert Settings.load({}, {}).alert_keep_us == day  # 1s:15m,1m:24h
     assert Settings.load({"series": "1m:2d"}, {}).alert_keep_us == 2 * day
     assert Settings.load({"series": "none"}, {}).alert_keep_us == day
-    told = Settings.load({"series": "1m:2d"}, {"PUSHSVC_ALERT_RETENTION": "6h"})
-    assert told.alert_keep_us == 6 * hour
 
 
 def _data_dir_cases(root: Path) -> dict[str, tuple[str, str]]:

@@ -6,7 +6,7 @@ updates' statistics, continuing after a reload with no gap and no repeated point
 connection indicator across a server restart and a refused stream; 1280 px and phone widths;
 auth by cookie. Every test fails on an uncaught error or a console error in the page. The
 pictures of README.md and docs/dashboard.md (docs/dashboard.png, docs/dashboard-topic.png) are
-taken here, and written there only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's
+taken here, and written there only with TEST_PUSHSVC_WRITE_SCREENSHOTS=1. Skipped only when Debian's
 `chromium` is not installed.
 """
 

@@ -2,7 +2,7 @@
 topic view's 24 h range shades each bucket the rule's detector flagged (those `GET
 /topics/{t}/series` says are anomalous) and no other, and the overview lists `GET
 /anomalies`' ranking. The first takes docs/dashboard-anomalies.png (rewritten only with
-PUSHSVC_TEST_WRITE_SCREENSHOTS=1). Skipped only when Debian's `chromium` is not installed."""
+TEST_PUSHSVC_WRITE_SCREENSHOTS=1). Skipped only when Debian's `chromium` is not installed."""
 
 from __future__ import annotations
 

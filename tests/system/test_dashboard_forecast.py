@@ -1,7 +1,7 @@
 """Forecasts on the dashboard, in a real headless Chromium against a real `pushsvc serve`: the
 topic view's range chart reaches as far ahead as `GET /topics/{t}/forecast` does, and draws
 the forecast there (its 80 % and 95 % bands and its dashed mean) and nowhere in the past.
-Takes docs/dashboard-forecast.png (rewritten only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1).
+Takes docs/dashboard-forecast.png (rewritten only with TEST_PUSHSVC_WRITE_SCREENSHOTS=1).
 Skipped only when Debian's `chromium` is not installed."""
 
 from __future__ import annotations

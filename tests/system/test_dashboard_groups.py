@@ -3,7 +3,7 @@ serve --rules`: the topic view's table of live groups (their numbers as GET /top
 gives them, sorted by any column, rows appearing for new groups, following ticks and going
 with forgotten groups), and a group's own charts and numbers, with a way back. The picture
 docs/dashboard-groups.png (docs/dashboard.md) is taken here, written there only with
-PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed.
+TEST_PUSHSVC_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed.
 """
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ def test_a_tick_moves_the_numbers_of_the_groups_it_changed(rules_file: Path, pag
 def test_screenshot_of_a_grouping_topic_for_the_readme(
     rules_file: Path, page: Page, tmp_path: Path
 ) -> None:
-    """docs/dashboard-groups.png (rewritten only with PUSHSVC_TEST_WRITE_SCREENSHOTS=1): a
+    """docs/dashboard-groups.png (rewritten only with TEST_PUSHSVC_WRITE_SCREENSHOTS=1): a
     grouping topic's view at 1280 px, every group's row with its numbers and a drawn line."""
     path = screenshot_path("dashboard-groups.png", tmp_path)
     proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules_file)).start()

@@ -6,7 +6,7 @@ them, and on each window's charts its messages per second, a line per type; its 
 newest message's type; a message without a value leaves the latest value be. A topic without
 messages shows none of it. The pictures of docs/dashboard.md (docs/dashboard-messages.png,
 docs/dashboard-messages-chart.png) are taken here, and written there only with
-PUSHSVC_TEST_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed."""
+TEST_PUSHSVC_WRITE_SCREENSHOTS=1. Skipped only when Debian's `chromium` is not installed."""
 
 from __future__ import annotations
 

@@ -23,9 +23,9 @@ def _start(
 ) -> PushsvcProcess:
     with monkeypatch.context() as scoped:
         if how == "exec":
-            scoped.setenv("PUSHSVC_TEST_EXEC", "1")
+            scoped.setenv("TEST_PUSHSVC_EXEC", "1")
         else:  # even in a run told to exec every start
-            scoped.delenv("PUSHSVC_TEST_EXEC", raising=False)
+            scoped.delenv("TEST_PUSHSVC_EXEC", raising=False)
         server = make()
         with contextlib.suppress(RuntimeError):  # it exited: the test compares how
             server.start()

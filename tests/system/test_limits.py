@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from harness.live import PushsvcProcess, SSEClient, post, request, wait_until
 
+from pushsvc.core.topics import MAX_SELECTORS
 from pushsvc.errors import RateLimited, ServerBusy, TooManyStreams
 from pushsvc.http.api.error_replies import headers_of
 from pushsvc.security.limits import RateLimiter, StreamSlots
@@ -100,7 +101,6 @@ def limited() -> Iterator[PushsvcProcess]:
         env={
             "PUSHSVC_MAX_STREAMS_PER_IP": "3",
             "PUSHSVC_MAX_STREAMS": "5",
-            "PUSHSVC_MAX_SELECTORS": "4",
             "PUSHSVC_TRUSTED_PROXIES": "1",
             "PUSHSVC_PUBLISH_RATE": "20",
         },
@@ -177,11 +177,11 @@ def test_a_forged_forwarded_for_is_not_believed_past_the_trusted_hops() -> None:
 
 
 def test_too_many_selectors_is_a_400_counted_by_its_code(limited: PushsvcProcess) -> None:
-    query = "&".join(f"topic=lim.s{n}" for n in range(5))
+    query = "&".join(f"topic=lim.s{n}" for n in range(MAX_SELECTORS + 1))
     refused = _error(request(limited.port, "GET", f"/stream?{query}"))
     assert refused == (400, "too_many_selectors")
     assert _rejected(limited, "too_many_selectors") >= 1
-    query = "&".join(f"topic=lim.s{n}" for n in range(4))
+    query = "&".join(f"topic=lim.s{n}" for n in range(MAX_SELECTORS))
     with SSEClient(limited.port, f"/stream?{query}") as ok:
         assert ok.status == 200
 

@@ -1,5 +1,6 @@
 """Events from the application's database: a real PostgreSQL outbox read into the event log
-exactly once, in commit order per topic, through kill -9 of pushsvc at each step of a round,
+exactly once, in commit order per topic, through kill -9 of pushsvc at each step of a round
+(held there from outside: Redis paused for writes, a gate on the table's deletes),
 PostgreSQL restarting, poison rows and a second reader standing by."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from harness.postgres_server import PostgresServer, unavailable
 from harness.procfs import peak_rss_kb, reset_peak_rss
 from harness.redis_server import RedisServer
 
-from pushsvc.ingest.outbox_sql import Statements, ddl, insert_example
+from pushsvc.ingest.outbox_sql import Statements, ddl, insert_example, lease_key
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -355,19 +356,22 @@ def test_a_round_reads_its_rows_within_the_byte_bound_and_sends_no_oversize_even
 
 class _Producer(threading.Thread):
     """Commits rows one transaction each, alternating two topics, value n for the n-th row
-    of its topic, `every` seconds apart; `count` rows in all."""
+    of its topic, `every` seconds apart; rows `first` to `count` - 1."""
 
-    def __init__(self, outbox: Outbox, topics: tuple[str, str], count: int, every: float):
+    def __init__(
+        self, outbox: Outbox, topics: tuple[str, str], count: int, every: float, first: int = 0
+    ):
         super().__init__(daemon=True)
         self.conn = psycopg.connect(outbox.dsn, autocommit=True)
         self.table, self.topics, self.count, self.every = outbox.table, topics, count, every
+        self.first = first
         self.committed = 0
         self.done = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for n in range(self.count):
+            for n in range(self.first, self.count):
                 self.conn.execute(
                     f"INSERT INTO {self.table} (topic, event) VALUES (%s, %s)",
                     (self.topics[n % 2], f'{{"value": {n // 2}}}'),
@@ -391,20 +395,135 @@ def _metrics_port(process: PushsvcProcess) -> int:
     return int(process.env["PUSHSVC_METRICS_PORT"])
 
 
+class _Holds:
+    """Holds the outbox reader at one step of a round, from outside pushsvc, for the test to
+    kill it there. Redis paused for writes (`CLIENT PAUSE WRITE`) holds its next append; a
+    gate on the table (a statement trigger taking an advisory lock the test holds) holds its
+    next delete. Where the reader is, PostgreSQL says (`pg_stat_activity` of the session
+    holding the reader's lease)."""
+
+    def __init__(self, outbox: Outbox, redis_url: str) -> None:
+        self.outbox = outbox
+        self.redis = redis.Redis.from_url(redis_url)
+        self.conn = psycopg.connect(outbox.dsn, autocommit=True)
+        self.gate_key = uuid.uuid4().int >> 65  # a positive 63-bit key
+        table = outbox.table
+        self.conn.execute(
+            f"CREATE FUNCTION {table}_gate() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_advisory_xact_lock_shared({self.gate_key}); RETURN NULL; END $$"
+        )
+        self.conn.execute(
+            f"CREATE TRIGGER {table}_gate BEFORE DELETE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_gate()"
+        )
+        lease = lease_key(table) & 0xFFFF_FFFF_FFFF_FFFF
+        self._lease = (lease >> 32, lease & 0xFFFF_FFFF)
+
+    def close_gate(self) -> None:
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (self.gate_key,))
+
+    def open_gate(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.gate_key,))
+
+    def pause_appends(self) -> None:
+        self.redis.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+
+    def resume_appends(self) -> None:
+        self.redis.execute_command("CLIENT", "UNPAUSE")
+
+    def reader(self) -> tuple[str, str, str, Any] | None:
+        """(state, wait event type, query, query start) of the reader's session."""
+        return self.conn.execute(
+            "SELECT a.state, coalesce(a.wait_event_type, ''), a.query, a.query_start "
+            "FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
+            "AND l.objsubid = 1",
+            self._lease,
+        ).fetchone()
+
+    def now(self) -> Any:
+        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        return row[0]
+
+    def close(self) -> None:
+        self.resume_appends()
+        self.conn.close()
+        self.redis.close()
+
+
+def _commit(outbox: Outbox, topics: tuple[str, str], numbers: range) -> None:
+    """Rows `numbers` (as _Producer numbers them) in one transaction: one round's read."""
+    with outbox.conn.transaction():
+        for n in numbers:
+            outbox.conn.execute(
+                f"INSERT INTO {outbox.table} (topic, event) VALUES (%s, %s)",
+                (topics[n % 2], f'{{"value": {n // 2}}}'),
+            )
+
+
 ROWS = 24  # 12 a topic
+ROUND = 3  # rows of the round the reader is killed in
 
 
-@pytest.mark.parametrize(
-    "kill_at",
-    ["read:1", "read:3", "appended:1", "appended:2", "appended:9", "deleted:1", "deleted:3"],
-)
-def test_kill_9_at_each_step_of_a_round_delivers_each_row_once_in_commit_order(
-    outbox: Outbox, redis_server: RedisServer, prefix: str, kill_at: str
+def _hold_and_kill(
+    holds: _Holds, doomed: PushsvcProcess, step: str, topics: tuple[str, str], rows: range
 ) -> None:
+    """Commit `rows` as one round and kill the reader at `step` of it: `read`, the rows read
+    and none appended; `appended`, every row of it appended and none deleted; `deleted`, its
+    delete committed and nothing appended since."""
+    if step == "read":
+        holds.pause_appends()
+        _commit(holds.outbox, topics, rows)
+        committed = holds.now()
+
+        def read() -> bool:
+            # A read that started after the commit has the rows; it is held at its append.
+            at = holds.reader()
+            return (
+                at is not None
+                and at[0] == "idle"
+                and "SELECT id, topic" in at[2]
+                and at[3] > committed
+            )
+
+        wait_until(read, what="the reader read the round")
+        doomed.kill()
+        holds.resume_appends()
+        return
+    holds.close_gate()
+    _commit(holds.outbox, topics, rows)
+    wait_until(
+        lambda: (at := holds.reader()) is not None and at[1] == "Lock",
+        what="the reader waits at the gate, the round appended",
+    )
+    if step == "deleted":
+        holds.pause_appends()
+        holds.open_gate()
+        wait_until(
+            lambda: (at := holds.reader()) is not None and at[0] == "idle",
+            what="the round's delete committed",
+        )
+        doomed.kill()
+        holds.resume_appends()
+        return
+    doomed.kill()
+    # The killed reader's session ends once its delete, let through, finds the client gone:
+    # the delete is rolled back, and the lease freed.
+    holds.open_gate()
+
+
+@pytest.mark.parametrize("before", [0, 8])
+@pytest.mark.parametrize("step", ["read", "appended", "deleted"])
+def test_kill_9_at_each_step_of_a_round_delivers_each_row_once_in_commit_order(
+    outbox: Outbox, redis_server: RedisServer, prefix: str, step: str, before: int
+) -> None:
+    """Killed by the test at a step of a round of several rows, after `before` rows flowed."""
     env = {**outbox.env(), "PUSHSVC_REDIS_URL": redis_server.url, "PUSHSVC_PREFIX": prefix}
     topics = (f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}")
     web = PushsvcProcess("web", env=env).start()
-    doomed = _aggregator(env, PUSHSVC_TEST_OUTBOX_KILL=kill_at)
+    doomed = _aggregator(env)
+    holds = _Holds(outbox, redis_server.url)
     successor: PushsvcProcess | None = None
     try:
         with (
@@ -414,14 +533,16 @@ def test_kill_9_at_each_step_of_a_round_delivers_each_row_once_in_commit_order(
             first.next_data("snapshot")
             second.next_data("snapshot")
             wait_until(lambda: _reading(doomed), what="the first reader reads")
-            producer = _Producer(outbox, topics, ROWS, every=0.05)
+            flowed = _Producer(outbox, topics, before, every=0.01)
+            flowed.run()
+            wait_until(lambda: outbox.left() == 0, what="the first rows flowed")
+            _hold_and_kill(holds, doomed, step, topics, range(before, before + ROUND))
+            assert doomed.proc is not None and doomed.proc.returncode == -9
+            producer = _Producer(outbox, topics, ROWS, every=0.05, first=before + ROUND)
             producer.start()
-            assert doomed.proc is not None
-            doomed.proc.wait(30)  # killed at its kill point
-            assert doomed.proc.returncode == -9, doomed.log_tail()
             successor = _aggregator(env)
             producer.done.wait(30)
-            assert producer.error is None and producer.committed == ROWS
+            assert producer.error is None and producer.committed == ROWS - before - ROUND
             got = (_values(first, ROWS // 2), _values(second, ROWS // 2))
         wanted = [float(n) for n in range(ROWS // 2)]
         assert got == (wanted, wanted)  # each once, in commit order per topic
@@ -430,10 +551,11 @@ def test_kill_9_at_each_step_of_a_round_delivers_each_row_once_in_commit_order(
         with SSEClient(web.port, f"/topics/{topics[0]}/stream") as again:
             _, snapshot = again.next_data("snapshot")
         assert snapshot["topics"][topics[0]]["windows"]["1m"]["count"] == ROWS // 2
-        if kill_at.startswith("appended"):
+        if step == "appended":
             # What the killed reader appended and left was read again, and was a repeat.
             assert metric(_metrics_port(successor), "pushsvc_outbox_rows_replayed_total") >= 1
     finally:
+        holds.close()
         web.stop()
         doomed.kill()
         if successor is not None:

@@ -282,15 +282,12 @@ def _all_until_value(reader: SSEClient, value: float) -> list[tuple[str, str, An
             return seen
 
 
-def test_no_gzip_when_not_offered_or_turned_off(topic: str) -> None:
-    off = PushsvcProcess("serve", "--tick", "0", "--no-stream-compression").start()
-    try:
-        stream = SSEClient(off.port, f"/topics/{topic}/stream", {"Accept-Encoding": "gzip"})
-        assert "content-encoding" not in stream.response_headers
+def test_no_gzip_when_not_offered(server: PushsvcProcess, topic: str) -> None:
+    for offered in ({}, {"Accept-Encoding": "identity"}, {"Accept-Encoding": "gzip;q=0"}):
+        stream = SSEClient(server.port, f"/topics/{topic}/stream", offered)
+        assert "content-encoding" not in stream.response_headers, offered
         assert stream.next_data("snapshot")[1]["gap"] is False  # plain bytes, parsed as such
         stream.close()
-    finally:
-        off.stop()
 
 
 def test_chromium_event_source_decodes_the_gzip_stream(
@@ -333,21 +330,22 @@ def test_chromium_event_source_decodes_the_gzip_stream(
     plain.close()
 
 
-def test_past_its_contexts_a_process_sends_new_shapes_plain(topic: str) -> None:
-    """`--stream-compression-contexts 1`: the first shape is gzipped, and so is every stream
-    of it; a stream of another shape goes plain while the first is in use, gzipped again
-    once its streams are gone."""
-    server = PushsvcProcess("serve", "--tick", "0", "--stream-compression-contexts", "1").start()
+def test_a_shape_keeps_its_context_while_its_streams_live(topic: str) -> None:
+    """Streams of one shape gzip from one shared context, another shape from its own; once
+    every stream is gone, a new one of a shape gets gzip again (past `SHARED_CONTEXTS` shapes in
+    use a new one goes plain: tests/unit/test_shared_deflate.py)."""
+    server = PushsvcProcess("serve", "--tick", "0").start()
     try:
         first = GzipSSEClient(server.port, f"/topics/{topic}/stream")
         first.next_data("snapshot")  # live: its context is in use
         same = GzipSSEClient(server.port, f"/topics/{topic}/stream")
         other = GzipSSEClient(server.port, f"/topics/{topic}/stream?stats=mean")
         assert same.response_headers["content-encoding"] == "gzip"
-        assert "content-encoding" not in other.response_headers
+        assert other.response_headers["content-encoding"] == "gzip"
         same.next_data("snapshot")
         assert post(server.port, topic, {"value": 3})[0] == 202
         assert other.next_data()[1]["windows"]["1m"] == {"mean": 3.0}
+        assert same.next_data()[1]["windows"]["1m"]["mean"] == 3.0
         first.close()
         same.close()
         other.close()

@@ -85,7 +85,7 @@ def _run(folder: Path, *files: str) -> tuple[int, list[str], str]:
     )
     reruns = folder / "reruns.txt"
     reruns.unlink(missing_ok=True)
-    env = {**os.environ, "MARKS": str(folder), "PUSHSVC_TEST_RERUNS": str(reruns)}
+    env = {**os.environ, "MARKS": str(folder), "TEST_PUSHSVC_RERUNS": str(reruns)}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", *files],
         cwd=folder,

@@ -31,7 +31,7 @@ class Wall:
 
 
 def _aggregator(wall: Wall) -> Aggregator:
-    return Aggregator(windows_us=[2 * S, 60 * S], labels=["2s", "1m"], wall_clock=wall)
+    return Aggregator(rules=Rules((), default_rule([2 * S, 60 * S], STAT_KEYS)), wall_clock=wall)
 
 
 def test_one_update_per_event_with_the_event_echoed() -> None:
@@ -203,7 +203,7 @@ def test_a_topic_restored_empty_behaves_like_one_ticks_emptied(stats: tuple[str,
     # go on exactly like the aggregator that watched the ticks empty it.
     wall = Wall()
     ticked, restored = (
-        Aggregator(windows_us=[2 * S, 60 * S], labels=["2s", "1m"], stats=stats, wall_clock=wall)
+        Aggregator(rules=Rules((), default_rule([2 * S, 60 * S], stats)), wall_clock=wall)
         for _ in range(2)
     )
     ticked.apply_events("t", [Event(1.0, 10 * S), Event(2.5, 11 * S)])

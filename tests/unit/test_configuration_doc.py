@@ -1,13 +1,17 @@
 """docs/configuration.md against the settings themselves (`pushsvc.config`): every setting has
-its row, with its variable, its flag and its default, and no row names a setting that does not
-exist; every variable the server leaves to the tools is in the page too."""
+its row, with its variable, its flag and its default, under its group's heading, and no row
+names a setting that does not exist; every variable the server leaves to the tools is in the
+page too. `serve --help` shows the same groups in the same order."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from pushsvc.config import TOOL_PREFIXES, TOOL_VARIABLES, Settings
+from click.testing import CliRunner
+
+from pushsvc.cli import main
+from pushsvc.config import GROUPS, TOOL_PREFIXES, TOOL_VARIABLES, Settings
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 _ROW = re.compile(r"^\| (`PUSHSVC_[^|]+) \| (`--[^|]+) \| ([^|]+) \| [^|]+ \|$", re.MULTILINE)
@@ -46,3 +50,37 @@ def test_the_variables_left_to_the_tools_are_named() -> None:
         assert f"`{variable}`" in text, variable
     for prefix in TOOL_PREFIXES:
         assert f"`{prefix}*`" in text, prefix
+
+
+def _headings_of_rows() -> dict[str, str]:
+    """The heading (## or ###) each setting's row stands under."""
+    heading, found = "", {}
+    for line in PAGE.read_text(encoding="utf-8").splitlines():
+        if line.startswith(("## ", "### ")):
+            heading = line.lstrip("#").strip()
+        row = _ROW.match(line)
+        if row is not None:
+            for variable in re.findall(r"`(PUSHSVC_\w+)`", row[1]):
+                found[variable] = heading
+    return found
+
+
+def test_every_setting_stands_under_its_group_in_the_page_and_the_groups_in_order() -> None:
+    headings = _headings_of_rows()
+    specs = Settings.specs()
+    assert {spec.variable: headings[spec.variable] for spec in specs} == {
+        spec.variable: spec.group for spec in specs
+    }
+    page = PAGE.read_text(encoding="utf-8")
+    at = [page.index(f"# {group}\n") for group in GROUPS]
+    assert at == sorted(at)
+
+
+def test_serve_help_lists_the_settings_under_their_groups_newcomers_first() -> None:
+    help_text = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    titles = [line[:-1] for line in help_text.splitlines() if line.endswith(":") and line[0] != " "]
+    assert titles == [*GROUPS, "Options"]
+    sections = re.split(r"^\S.*:$", help_text, flags=re.MULTILINE)[1:]
+    for group, section in zip(GROUPS, sections, strict=False):
+        flags = re.findall(r"^  (--[\w-]+)", section, flags=re.MULTILINE)
+        assert flags == [spec.flag for spec in Settings.specs() if spec.group == group], group

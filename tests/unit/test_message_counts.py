@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event, Message
+from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.stats import STAT_KEYS
 from pushsvc.stats.message_counts import MessageCounts
 
 S = 1_000_000
@@ -74,7 +76,9 @@ def test_counts_per_type_and_window_equal_pandas(drawn: list[tuple[str, int, str
 
 
 def _run(events: list[Event]) -> list[dict[str, Any]]:
-    aggregator = Aggregator(windows_us=(10 * S, 60 * S), labels=("10s", "1m"), wall_clock=lambda: 0)
+    aggregator = Aggregator(
+        rules=Rules((), default_rule((10 * S, 60 * S), STAT_KEYS)), wall_clock=lambda: 0
+    )
     return [orjson.loads(d.body) for d in aggregator.apply_events("t", events)]
 
 

@@ -59,7 +59,9 @@ def _published(broker: MemoryBroker) -> list[tuple[str, int]]:
 def _sent(primed: Primed) -> list[int]:
     """What the stream wrote, head and live: each update's number (its `ts`), in order."""
     rendering = rendering_for_stream(None, chunked=False, cursor=primed.live_cursor)
-    written = primed.head(None) + b"".join(rendering.blocks(primed.client.queue.drain()))
+    written = b"".join(primed.pages(None, 1 << 62)) + b"".join(
+        rendering.blocks(primed.client.queue.drain())
+    )
     numbers = []
     for block in written.split(b"\n\n"):
         for line in block.split(b"\n"):

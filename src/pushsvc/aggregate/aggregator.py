@@ -30,17 +30,17 @@ from functools import partial
 
 from pushsvc.alerts.states import AlertChange
 from pushsvc.core.checkpoint import Checkpoint
-from pushsvc.core.durations import duration_label
 from pushsvc.core.event import PAST_GRACE
 from pushsvc.core.positions import LogPosition
 from pushsvc.core.updates import UpdateDraft, deletion_draft, draft
 from pushsvc.ingest import Event, event_json
-from pushsvc.rules.analytics import Rules, default_rule
-from pushsvc.stats import STAT_KEYS, TopicWindows
+from pushsvc.rules.analytics import Rules
+from pushsvc.stats import TopicWindows
 from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
 
 from .stages.alerts import alert_drafts
+from .stages.series import SeriesStage
 from .stages.step import EventStep, Summary, TickStep, cached
 from .topic_checkpoint import checkpoint_of, horizon_of, restore_into
 from .topic_state import TopicFactory, TopicState
@@ -66,26 +66,19 @@ class Aggregator:
     def __init__(
         self,
         *,
-        rules: Rules | None = None,
-        windows_us: Sequence[int] = (),
-        labels: Sequence[str] = (),
-        stats: Sequence[str] = STAT_KEYS,
+        rules: Rules,
         wall_clock: WallClock,
         topic_ttl_us: int = 0,
         lateness_us: int = 5_000_000,
         pause: Callable[[], None] | None = None,
     ) -> None:
-        """`rules`, or (tests, benchmarks) one set of `windows_us` with their `labels` and
-        `stats` for every topic. `topic_ttl_us` (0: never) is how long a group may go without
-        an event before it is forgotten. `lateness_us`: the allowed lateness, after which a
-        series bucket can take no more events and closes. `pause`, when given, is called
-        between every `PACE_EVENTS` events of a batch (the server's `gevent.sleep`, so that a
-        big batch lets the loop serve others meanwhile); nothing else may use this aggregator
-        while it pauses."""
-        if rules is None:
-            if tuple(labels) != tuple(duration_label(w) for w in sorted(windows_us)):
-                raise ValueError(f"labels {list(labels)} do not name windows {list(windows_us)}")
-            rules = Rules((), default_rule(windows_us, stats))
+        """Statistics as `rules` ask (`Settings.rules`: the rules file's, then the settings'
+        windows and statistics for every other topic). `topic_ttl_us` (0: never) is how long
+        a group may go without an event before it is forgotten. `lateness_us`: the allowed
+        lateness, after which a series bucket can take no more events and closes. `pause`, when
+        given, is called between every `PACE_EVENTS` events of a batch (the server's
+        `gevent.sleep`, so that a big batch lets the loop serve others meanwhile); nothing else
+        may use this aggregator while it pauses."""
         self.rules = rules
         self._factory = TopicFactory(rules, topic_ttl_us=topic_ttl_us, lateness_us=lateness_us)
         self._wall_clock = wall_clock
@@ -160,27 +153,8 @@ class Aggregator:
     ) -> list[UpdateDraft]:
         """`apply_events` of unmarked events, the first of them at index `first` of its
         entry."""
-        windows = state.windows
-        clock = windows.clock_us
-        clocks: list[int] = []
-        for event in events:
-            if clock is None or event.ts_us > clock:
-                clock = event.ts_us
-            clocks.append(clock)
-        counting = state.messages is not None or any(e.message is not None for e in events)
-        if counting:
-            # Made (at the clock before this batch) before the windows take the batch: they
-            # may take it whole at once, and counts made at the clock after it would count a
-            # message of the batch into windows it has left by the batch's end.
-            state.message_counts()
-        summaries: Iterable[Summary]
-        if self._pause is not None and self._unpaused + len(events) > PACE_EVENTS:
-            summaries = self._paced(windows, events, self._pause)
-        else:
-            self._unpaused += len(events)
-            summaries = _summaries(windows, events)
-        if counting:
-            summaries = _counting_messages(state, events, clocks, summaries)
+        clocks = _clocks(state.windows.clock_us, events)
+        summaries = self._summaries_of(state, events, clocks)
         state.event_clock_us = clocks[-1]
         state.wall_at_event_us = self._wall_clock()
         if not state.stages:
@@ -192,24 +166,29 @@ class Aggregator:
             ]
         series = state.series
         if series is not None and state.stages == (series,) and state.groups is None:
-            # Series only, what every topic of a rule without groups, alerts or anomalies
-            # has: inlined like the plain rule, in `_staged`'s order (the update, then the
-            # points that closed at its clock), which the stage loop would cost instructions
-            # an event (docs/performance.md, 'What the aggregator's shape saves').
-            buckets = series.series
-            drafts: list[UpdateDraft] = []
-            for e, now, summary in zip(events, clocks, summaries, strict=True):
-                if e.value is not None:
-                    buckets.insert(e.ts_us, e.value, e.tags, now)
-                if e.message is not None:
-                    buckets.message(e.ts_us, e.message.type, now)
-                drafts.append(
-                    draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now)
-                )
-                if now >= buckets.next_close_us:
-                    drafts += series.closed_points(now)
-            return drafts
+            return _series_only(series, topic, events, clocks, summaries)
         return self._staged(state, topic, events, clocks, summaries, at, first)
+
+    def _summaries_of(
+        self, state: TopicState, events: Sequence[Event], clocks: Sequence[int]
+    ) -> Iterable[Summary]:
+        """The windows' summary after each event (paced, see `_paced`), with the message
+        counts where the topic has messages."""
+        counting = state.messages is not None or any(e.message is not None for e in events)
+        if counting:
+            # Made (at the clock before this batch) before the windows take the batch: they
+            # may take it whole at once, and counts made at the clock after it would count a
+            # message of the batch into windows it has left by the batch's end.
+            state.message_counts()
+        summaries: Iterable[Summary]
+        if self._pause is not None and self._unpaused + len(events) > PACE_EVENTS:
+            summaries = self._paced(state.windows, events, self._pause)
+        else:
+            self._unpaused += len(events)
+            summaries = _summaries(state.windows, events)
+        if counting:
+            summaries = _counting_messages(state, events, clocks, summaries)
+        return summaries
 
     def _paced(
         self, windows: TopicWindows | RuleStats, events: Sequence[Event], pause: Callable[[], None]
@@ -670,3 +649,37 @@ def _counting_messages(
         else:
             counts.advance(clock)
         yield counts.merged(summary)
+
+
+def _clocks(clock: int | None, events: Sequence[Event]) -> list[int]:
+    """The topic clock after each event (the latest `ts` so far), from `clock` before them."""
+    clocks: list[int] = []
+    for event in events:
+        if clock is None or event.ts_us > clock:
+            clock = event.ts_us
+        clocks.append(clock)
+    return clocks
+
+
+def _series_only(
+    series: SeriesStage,
+    topic: str,
+    events: Sequence[Event],
+    clocks: Sequence[int],
+    summaries: Iterable[Summary],
+) -> list[UpdateDraft]:
+    """`apply_events` for a topic whose one stage is its series, what every topic of a rule
+    without groups, alerts or anomalies has: inlined like the plain rule, in `_staged`'s
+    order (the update, then the points that closed at its clock), which the stage loop would
+    cost instructions an event (docs/performance.md, 'What the aggregator's shape saves')."""
+    buckets = series.series
+    drafts: list[UpdateDraft] = []
+    for e, now, summary in zip(events, clocks, summaries, strict=True):
+        if e.value is not None:
+            buckets.insert(e.ts_us, e.value, e.tags, now)
+        if e.message is not None:
+            buckets.message(e.ts_us, e.message.type, now)
+        drafts.append(draft(topic, now, "event", event_json(e), summary, late=e.ts_us < now))
+        if now >= buckets.next_close_us:
+            drafts += series.closed_points(now)
+    return drafts

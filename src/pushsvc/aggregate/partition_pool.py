@@ -214,21 +214,11 @@ class PartitionPool:
         How long to pause before the next pass: 0, or a while when Redis cannot be reached."""
         now = self._clock()
         if now >= self._next_round:
-            self._next_round = now + self._round_s
-            try:
-                self._round()
-            except BrokerUnavailable:
-                pass  # the leases lapse by themselves if it goes on
-            except Exception:
-                log.exception("partitions: the lease round failed")
+            self._lease_round(now)
         now = self._clock()
         running = [h for h in self._held.values() if h.ready]
         waiting = {h.runner.shard: h for h in running if h.paused_until <= now}
-        due = min((h.runner.next_chore() for h in running), default=self._next_round)
-        longest = self._max_block_s
-        if len(running) < len(self._held):
-            longest = min(longest, _REBUILDING_BLOCK_S)  # they join the wait once rebuilt
-        block_s = min(longest, max(0.0, min(due, self._next_round) - now))
+        block_s = self._block_s(running, now)
         self._changed.clear()
         found: dict[Partition, list[Entry]] = {}
         if waiting:
@@ -244,6 +234,33 @@ class PartitionPool:
                 return _RETRY_S
         elif block_s:
             self._changed.wait(block_s)  # a rebuild that ends wakes it
+        self._turns(waiting, found)
+        if self._taking:
+            self._report_taking()
+        return 0.0
+
+    def _lease_round(self, now: float) -> None:
+        """The round of leases, and when the next is due; a failed round is retried then."""
+        self._next_round = now + self._round_s
+        try:
+            self._round()
+        except BrokerUnavailable:
+            pass  # the leases lapse by themselves if it goes on
+        except Exception:
+            log.exception("partitions: the lease round failed")
+
+    def _block_s(self, running: list[_Held], now: float) -> float:
+        """How long to wait for entries: until the next round or chore of those running, and
+        shortly while others rebuild (they join the wait once rebuilt)."""
+        due = min((h.runner.next_chore() for h in running), default=self._next_round)
+        longest = self._max_block_s
+        if len(running) < len(self._held):
+            longest = min(longest, _REBUILDING_BLOCK_S)
+        return min(longest, max(0.0, min(due, self._next_round) - now))
+
+    def _turns(self, waiting: dict[Partition, _Held], found: dict[Partition, list[Entry]]) -> None:
+        """A turn of each partition waited on, with the entries found for it (a partition
+        idle with none found takes no turn); a gap in its log rebuilds it."""
         now = self._clock()
         for shard, held in waiting.items():
             entries = found.get(shard, [])
@@ -257,9 +274,6 @@ class PartitionPool:
                 continue
             if pause:
                 held.paused_until = self._clock() + pause
-        if self._taking:
-            self._report_taking()
-        return 0.0
 
     def _round(self) -> None:
         roster = self._group.round()

@@ -177,27 +177,16 @@ class TopicAlerts:
         """The changes of this evaluation (the topic's windows, or a group's with its id and
         key), in rule order; of the alerts at these places in `rules` alone if `among` is
         given."""
-        holding = self._holding(windows)
-        if among is not None:
-            holding = tuple(i for i in holding if i in among)
-        elif group_id and self.message_rules:
-            holding = tuple(i for i in holding if i not in self.message_rules)
+        holding = self._chosen(self._holding(windows), group_id, among)
         live = self._live.get(group_id)
         changes: list[AlertChange] = []
-        ended: list[int] = []
         if live is None:
             if not holding:
                 return changes  # inactive stays inactive: no instance is kept for it
             live = self._live[group_id] = {}
         else:
-            for index, instance in live.items():
-                if among is not None and index not in among:
-                    continue
-                change = instance.evaluate(self.topic, clock_us, windows)
-                if change is not None:
-                    changes.append(change)
-                if not instance.state and index not in holding:
-                    ended.append(index)
+            for index in self._moved_on(live, clock_us, windows, holding, among, changes):
+                del live[index]
         for index in holding:
             if index not in live:  # not evaluated above: inactive until now
                 instance = Instance(self.rules[index], group_id, group)
@@ -206,13 +195,45 @@ class TopicAlerts:
                     changes.append(change)
                 if instance.state:
                     live[index] = instance
-        for index in ended:
-            del live[index]
         if not live:
             del self._live[group_id]
         if len(changes) > 1:
             changes.sort(key=self._place)  # rule order, whichever were live before
         return changes
+
+    def _chosen(
+        self, holding: tuple[int, ...], group_id: str, among: frozenset[int] | None
+    ) -> tuple[int, ...]:
+        """The alerts (places in `rules`) whose `when` holds that this evaluation is for:
+        those `among`, else a group's evaluation leaves out the message alerts (the topic's
+        own)."""
+        if among is not None:
+            return tuple(i for i in holding if i in among)
+        if group_id and self.message_rules:
+            return tuple(i for i in holding if i not in self.message_rules)
+        return holding
+
+    def _moved_on(
+        self,
+        live: dict[int, Instance],
+        clock_us: int,
+        windows: Mapping[str, Any],
+        holding: tuple[int, ...],
+        among: frozenset[int] | None,
+        changes: list[AlertChange],
+    ) -> list[int]:
+        """Evaluate the live instances (of those `among`), adding their changes; the places of
+        those now inactive with their `when` no longer holding, to forget."""
+        ended: list[int] = []
+        for index, instance in live.items():
+            if among is not None and index not in among:
+                continue
+            change = instance.evaluate(self.topic, clock_us, windows)
+            if change is not None:
+                changes.append(change)
+            if not instance.state and index not in holding:
+                ended.append(index)
+        return ended
 
     def live(self, group_id: str = "") -> bool:
         """Whether an instance of the topic (or of the group) is pending or firing, or has

@@ -15,6 +15,10 @@ from typing import NewType
 from pushsvc.errors import InvalidTopic
 
 MAX_TOPIC_LEN = 128
+MAX_SELECTORS = 100
+"""Selectors of one stream or Mercure subscription at most (past it a `400`): each is matched
+against every update's topic, and a stream wanting more families of topics than this wants a
+prefix pattern (`sensors.*`) instead. Fixed: as a setting it served no deployment."""
 LATE_SUFFIX = ".late"
 """A topic's late stream is `<topic>.late` (`pushsvc.core.lateness`)."""
 

@@ -1,8 +1,8 @@
 """A stream's gzip: negotiated by `Accept-Encoding`, its live updates taken from the shared
 context of its shape (`pushsvc.deliver.shared_deflate`), everything else its own.
 
-A stream that offers gzip (a browser's `EventSource`, httpx, curl `--compressed`) and whose
-server has `--stream-compression` on gets `Content-Encoding: gzip`: a gzip header, then raw
+A stream that offers gzip (a browser's `EventSource`, httpx, curl `--compressed`) gets
+`Content-Encoding: gzip`: a gzip header, then raw
 deflate blocks, each write ending at a byte boundary (a sync flush) so the client decodes
 every update the moment it arrives. No trailer, ever: the stream is one gzip member cut short
 when it ends, which every such client accepts (tested with each, docs/api.md).
@@ -76,6 +76,11 @@ def negotiate(accept_encoding: str | None) -> str | None:
             return GZIP if qualities[name] > 0 else None
     return None
 
+
+SHARED_CONTEXTS = 256
+"""Shared deflate contexts a process keeps at most, one per topics and projection that gzip
+streams use (their memory: docs/api.md#compression); a stream of a new shape past it is sent
+plain. Fixed: the shapes in use are what a deployment's clients ask for, not a tuning."""
 
 _CONTEXTS: dict[tuple[int, int], SharedDeflates] = {}
 

@@ -77,8 +77,6 @@ class Lookups:
         self._pending: list[_Asked] = []
         self._held: Counter[str] = Counter()
         self._reader: gevent.Greenlet[[], None] | None = None
-        self.passes = 0
-        """Passes made so far (each one read of the history): tests and benchmarks."""
 
     @property
     def held(self) -> int:
@@ -114,7 +112,6 @@ class Lookups:
             gevent.sleep(0)  # the lookups asked in this turn of the loop join the pass
             while self._pending:
                 batch, self._pending = self._pending, []
-                self.passes += 1
                 started = time.monotonic()
                 try:
                     answers = self._resolve_many([a.last_event_id for a in batch])

@@ -201,34 +201,19 @@ class Projection:
         # Parsed afresh, not through the update's cached `fields`: each update is projected once
         # per projection, so the cache buys nothing and keeps a dict alive per update (measured:
         # docs/journal/publish-path.md, 'Publish path, end to end').
-        if update.is_point and not self.series and not self.forecast:
-            return None
+        if update.is_point:
+            return self._point_data(update)
         if update.is_deletion:
             return update.data  # the topic is gone, every group and window of it with it
-        if not update.is_update and not update.is_point:
+        if not update.is_update:
             # An alert: no windows to cut; shown when the scope allows its instance's topic.
             allowed = self.alert_topics
             if allowed is not None and not allowed(orjson.loads(update.data)["topic"]):
                 return None
             return update.data
         fields = orjson.loads(update.data)
-        if update.is_point:
-            if fields["resolution"] not in (self.forecast if "forecast" in fields else self.series):
-                return None
-            if self.group is not None and not self.group.matches(fields.get("group") or {}):
-                return None
-            return update.data
-        if self.group is not None:
-            group = fields.get("group")
-            if group is not None:
-                if not self.group.matches(group["key"]):
-                    return None
-            elif "groups" in fields:
-                fields["groups"] = [g for g in fields["groups"] if self.group.matches(g["key"])]
-                if not fields["groups"]:
-                    return None
-            else:
-                return None  # not a grouping topic's update: no group of it matches
+        if self.group is not None and not self._keep_groups(fields, self.group):
+            return None
         if self.reshapes:
             fields["windows"] = self.windows_of(fields["windows"])
             if "group" in fields:
@@ -236,6 +221,30 @@ class Projection:
             for group in fields.get("groups", ()):
                 group["windows"] = self.windows_of(group["windows"])
         return orjson.dumps(fields)
+
+    def _point_data(self, update: Update) -> bytes | None:
+        """A series or forecast point, whole, where the stream asked for its resolution (and
+        group)."""
+        if not self.series and not self.forecast:
+            return None
+        fields = orjson.loads(update.data)
+        if fields["resolution"] not in (self.forecast if "forecast" in fields else self.series):
+            return None
+        if self.group is not None and not self.group.matches(fields.get("group") or {}):
+            return None
+        return update.data
+
+    @staticmethod
+    def _keep_groups(fields: dict[str, Any], chosen: GroupFilter) -> bool:
+        """Cut a statistics update to the groups `chosen` matches; False when none is left
+        (or the topic groups by nothing, so no group of it matches)."""
+        group = fields.get("group")
+        if group is not None:
+            return chosen.matches(group["key"])
+        if "groups" not in fields:
+            return False
+        fields["groups"] = [g for g in fields["groups"] if chosen.matches(g["key"])]
+        return bool(fields["groups"])
 
     def message_of(self, update: Update) -> tuple[str, bytes] | None:
         """A messages stream's message of `update`: its type (the SSE event name) and its data

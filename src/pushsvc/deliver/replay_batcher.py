@@ -52,8 +52,6 @@ class ReplayBatcher:
         self._many = broker if isinstance(broker, ReplaysMany) else None
         self._pending: list[_Asked] = []
         self._reader: gevent.Greenlet[[], None] | None = None
-        self.batches = 0
-        """Reads made so far (each one call of `replay_many`): tests and benchmarks."""
 
     def replay(self, after: Cursor, match: TopicMatcher) -> Replayed:
         """See `Broker.replay`; raises what the broker raises (BrokerUnavailable)."""
@@ -74,7 +72,6 @@ class ReplayBatcher:
             gevent.sleep(0)  # the streams primed in this turn of the loop join the batch
             while self._pending:
                 batch, self._pending = self._pending, []
-                self.batches += 1
                 try:
                     results = self._many.replay_many([(a.after, a.match) for a in batch])
                 except Exception as exc:

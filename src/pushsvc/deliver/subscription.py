@@ -96,16 +96,12 @@ class Primed:
         for a stream that writes each update's own id)."""
         return self.cursor if self.cursor_ids else None
 
-    def head(self, projection: Projection | None) -> bytes:
-        """The SSE bytes to send before live updates, rendered for the stream's projection
-        (`pushsvc.deliver.rendering`): the snapshot, then the replay. Whole: for tests and
-        tools; a stream writes `pages`."""
-        return b"".join(self.pages(projection, 1 << 62))
-
     def pages(self, projection: Projection | None, page_size: int) -> Iterator[bytes]:
-        """`head` a page of about `page_size` bytes at a time, each rendered only when the one
-        before was taken: a replay of the whole history, or a snapshot of every topic, is
-        never whole in memory."""
+        """The SSE bytes to send before live updates, rendered for the stream's projection
+        (`pushsvc.deliver.rendering`): the snapshot, then the replay, a page of about
+        `page_size` bytes at a time, each rendered only when the one before was taken: a
+        replay of the whole history, or a snapshot of every topic, is never whole in
+        memory."""
         snapshot = self.snapshot
         rendering = rendering_for_stream(
             projection, chunked=False, cursor=self.replay_from if self.cursor_ids else None

@@ -43,17 +43,11 @@ append the rows it holds; they are repeats of what its successor appends first.
 Waking. An insert's trigger NOTIFYs the table's channel at commit; the reader LISTENs on its
 connection and polls every `--outbox-poll` besides (a notification is lost with a connection).
 A lost connection, or PostgreSQL restarting, is retried with a backoff, keeping nothing.
-
-A kill point for the fault tests: `PUSHSVC_TEST_OUTBOX_KILL=STEP:N` SIGKILLs this process at
-the N-th time the reader passes STEP (`read`: a batch read, nothing appended; `appended`: a row
-appended (or refused), not yet deleted; `deleted`: a round's delete committed).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -83,8 +77,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KILL_VARIABLE = "PUSHSVC_TEST_OUTBOX_KILL"
-STEPS = ("read", "appended", "deleted")
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 _LAG_EVERY_S = 1.0
@@ -175,8 +167,6 @@ class OutboxReader:
         self._lag_at = 0.0
         self._said = ""  # the last state logged, to log each change once
         self._logged: set[tuple[str, str]] = set()
-        self._kill = _kill_point(os.environ.get(KILL_VARIABLE, ""))
-        self._passed = dict.fromkeys(STEPS, 0)
 
     def run(self, stop: gevent.event.Event) -> None:
         backoff = _MIN_BACKOFF_S
@@ -243,7 +233,6 @@ class OutboxReader:
             }
             rows = [_Row.of(found) for found in conn.execute(self._sql.read, limits).fetchall()]
             if rows:
-                self._pass("read")
                 stalled = self._round(conn, rows)
                 self._refresh_lag(conn)
                 if stalled:
@@ -280,7 +269,6 @@ class OutboxReader:
             if refused is not None:
                 dead.append((row, refused.code, str(refused)[:_MAX_DETAIL]))
             settled.append(row.id)
-            self._pass("appended")
         if settled:
             with conn.transaction():
                 for row, code, detail in dead:
@@ -289,7 +277,6 @@ class OutboxReader:
             for row, code, detail in dead:
                 self.stats.dead[code] = self.stats.dead.get(code, 0) + 1
                 self._log_dead(row, code, detail)
-            self._pass("deleted")
         return stalled
 
     def _append(self, row: _Row) -> RequestError | None:
@@ -372,17 +359,3 @@ class OutboxReader:
             self._said = state
             level = logging.INFO if state in ("reading", "standby") else logging.WARNING
             log.log(level, message, *args)
-
-    def _pass(self, step: str) -> None:
-        self._passed[step] += 1
-        if self._kill == (step, self._passed[step]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _kill_point(text: str) -> tuple[str, int] | None:
-    if not text:
-        return None
-    step, _, count = text.partition(":")
-    if step not in STEPS or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{KILL_VARIABLE}={text!r}: give STEP:N, STEP one of {', '.join(STEPS)}")
-    return step, int(count)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,7 +27,7 @@ from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import comma_list
 from pushsvc.core.topics import TopicMatcher, overlap
 from pushsvc.errors import InvalidTopic, RulesError
-from pushsvc.rules.alerts import AlertRule, AlertsError, RuleOutline, covers, parse_alerts
+from pushsvc.rules.alerts import AlertRule, RuleOutline, covers, parse_alerts
 from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.forecast import ForecastRule, parse_forecast
@@ -437,59 +437,64 @@ def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "ru
     tables = document.get("rule", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise RulesError(f"rules file {source}: write each rule as a [[rule]] table")
-    rules = []
-    for number, table in enumerate(tables, start=1):
-        try:
-            rules.append(_rule(number, table, default))
-        except _FieldError as exc:
-            selectors = table.get("topics")
-            named = (
-                f" ({', '.join(map(str, selectors))})"
-                if isinstance(selectors, list) and selectors
-                else ""
-            )
-            raise RulesError(
-                f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
-            ) from None
+    rules = [
+        _numbered_rule(number, table, default, source) for number, table in enumerate(tables, 1)
+    ]
     rules, default = _spell_windows(tables, rules, default, source)
-    derives: tuple[DeriveRule, ...] = ()
-    if "derive" in document:
-        chosen = Rules(rules, default)
-        try:
+    chosen = Rules(rules, default)
+    try:
+        derives: tuple[DeriveRule, ...] = ()
+        if "derive" in document:
             derives = parse_derives(
                 document["derive"], lambda topic: chosen.series_of(chosen.for_topic(topic))
             )
-        except ValueError as exc:
-            raise RulesError(f"rules file {source}: {exc}") from None
-    sessions: tuple[SessionRule, ...] = ()
-    if "session" in document:
-        try:
+        sessions: tuple[SessionRule, ...] = ()
+        if "session" in document:
             sessions = parse_sessions(
                 document["session"], produced=[rule.topic for rule in derives]
             )
-        except ValueError as exc:
-            raise RulesError(f"rules file {source}: {exc}") from None
-    alerts: tuple[AlertRule, ...] = ()
-    if "alert" in document:
-        # A session topic's own numbers may be alerted on (its funnel, a list, may not),
-        # under the rule the session topic takes.
-        chosen = Rules(rules, default)
-        taken = {chosen.for_topic(rule.topic).number for rule in sessions}
-        try:
-            alerts = parse_alerts(
-                document["alert"],
-                [_outline(rule, taken) for rule in rules],
-                _outline(default, taken),
-                known_stats=(
-                    *ALL_STATS,
-                    *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
-                    *(SESSION_SCALARS if sessions else ()),
-                ),
-                window_named=chosen.window_named,
-            )
-        except AlertsError as exc:
-            raise RulesError(f"rules file {source}: {exc}") from None
+        alerts: tuple[AlertRule, ...] = ()
+        if "alert" in document:
+            alerts = _alerts(document["alert"], chosen, sessions)
+    except ValueError as exc:  # AlertsError too
+        raise RulesError(f"rules file {source}: {exc}") from None
     return Rules(rules, default, source=source, alerts=alerts, derives=derives, sessions=sessions)
+
+
+def _numbered_rule(number: int, table: Mapping[str, Any], default: Rule, source: str) -> Rule:
+    """Rule `number` of the file, or RulesError naming it, its topics and the field."""
+    try:
+        return _rule(number, table, default)
+    except _FieldError as exc:
+        selectors = table.get("topics")
+        named = (
+            f" ({', '.join(map(str, selectors))})"
+            if isinstance(selectors, list) and selectors
+            else ""
+        )
+        raise RulesError(
+            f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
+        ) from None
+
+
+def _alerts(
+    given: object, chosen: Rules, sessions: tuple[SessionRule, ...]
+) -> tuple[AlertRule, ...]:
+    """The `[[alert]]` tables, against what the rules keep. A session topic's own numbers may
+    be alerted on (its funnel, a list, may not), under the rule the session topic takes."""
+    taken = {chosen.for_topic(rule.topic).number for rule in sessions}
+    rules = chosen.rules
+    return parse_alerts(
+        given,
+        [_outline(rule, taken) for rule in rules],
+        _outline(chosen.default, taken),
+        known_stats=(
+            *ALL_STATS,
+            *{name: None for rule in rules for name in rule.scalars[len(rule.stats) :]},
+            *(SESSION_SCALARS if sessions else ()),
+        ),
+        window_named=chosen.window_named,
+    )
 
 
 # A label kept as written: a whole number and a unit. Any other spelling of a duration
@@ -551,50 +556,13 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
         if key not in _RULE_FIELDS:
             raise _FieldError(key, f"unknown field; a rule has {', '.join(_RULE_FIELDS)}")
     selectors = _selectors(table.get("topics"))
-    last = _sizes(table.get("last", []))
-    windows = _durations("windows", table["windows"]) if "windows" in table else ()
-    if "windows" not in table and not last:
-        windows = default.windows_us
-    if not windows and not last:
-        raise _FieldError("windows", "a rule needs at least one window (windows or last)")
+    windows, last = _windows_and_last(table, default)
     stats = _stats(table["stats"]) if "stats" in table else default.stats
     group_by = _tags(table.get("group_by", []))
-    max_groups = table.get("max_groups", DEFAULT_MAX_GROUPS)
-    if not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1:
-        raise _FieldError("max_groups", f"{max_groups!r} is not a positive whole number")
-    if max_groups > MAX_GROUPS_CAP:
-        raise _FieldError("max_groups", f"{max_groups} is over the cap of {MAX_GROUPS_CAP}")
-    if "max_groups" in table and not group_by:
-        raise _FieldError("max_groups", "only means something with group_by")
-    exact_up_to = DEFAULT_EXACT_UP_TO_US
-    if "exact_percentiles_up_to" in table:
-        exact_up_to = _duration("exact_percentiles_up_to", table["exact_percentiles_up_to"])
-    for width in windows:
-        if width > exact_up_to and width // SUB_BUCKETS < 1_000:
-            raise _FieldError("windows", f"{duration_label(width)} is too short for a sketch")
+    max_groups = _max_groups(table, group_by)
+    exact_up_to = _exact_up_to(table, windows)
     series = _series(table["series"]) if "series" in table else None
-    distinct = _stat_tags(table.get("distinct", []))
-    top = _tops(table.get("top", []))
-    anomaly = None
-    if "anomaly" in table:
-        try:
-            tiers = series if series is not None else default.series or ()
-            anomaly = parse_anomaly(table["anomaly"], tiers)
-        except ValueError as exc:
-            raise _FieldError("anomaly", str(exc)) from None
-    forecast = None
-    if "forecast" in table:
-        try:
-            tiers = series if series is not None else default.series or ()
-            forecast = parse_forecast(table["forecast"], tiers)
-        except ValueError as exc:
-            raise _FieldError("forecast", str(exc)) from None
-    grace = _grace(table["grace"]) if "grace" in table else None
-    late = table.get("late", "keep")
-    if late not in LATE_HANDLING:
-        raise _FieldError(
-            "late", f'{_describe(late)} is neither "keep" (the late stream) nor "refuse" (a 400)'
-        )
+    tiers = series if series is not None else default.series or ()
     return Rule(
         number,
         selectors,
@@ -605,13 +573,76 @@ def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
         max_groups,
         exact_up_to,
         series,
-        distinct,
-        top,
-        anomaly,
-        forecast=forecast,
-        grace_us=grace,
-        late=late,
+        _stat_tags(table.get("distinct", [])),
+        _tops(table.get("top", [])),
+        _model(table, "anomaly", parse_anomaly, tiers),
+        forecast=_model(table, "forecast", parse_forecast, tiers),
+        grace_us=_grace(table["grace"]) if "grace" in table else None,
+        late=_late(table.get("late", "keep")),
     )
+
+
+def _windows_and_last(
+    table: Mapping[str, Any], default: Rule
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A rule's time windows and count windows: the default rule's time windows when it
+    names neither; at least one of either."""
+    last = _sizes(table.get("last", []))
+    windows = _durations("windows", table["windows"]) if "windows" in table else ()
+    if "windows" not in table and not last:
+        windows = default.windows_us
+    if not windows and not last:
+        raise _FieldError("windows", "a rule needs at least one window (windows or last)")
+    return windows, last
+
+
+def _max_groups(table: Mapping[str, Any], group_by: tuple[str, ...]) -> int:
+    max_groups = table.get("max_groups", DEFAULT_MAX_GROUPS)
+    if not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1:
+        raise _FieldError("max_groups", f"{max_groups!r} is not a positive whole number")
+    if max_groups > MAX_GROUPS_CAP:
+        raise _FieldError("max_groups", f"{max_groups} is over the cap of {MAX_GROUPS_CAP}")
+    if "max_groups" in table and not group_by:
+        raise _FieldError("max_groups", "only means something with group_by")
+    return max_groups
+
+
+def _exact_up_to(table: Mapping[str, Any], windows: tuple[int, ...]) -> int:
+    """Up to which width the windows keep exact percentiles; a sketched window must be long
+    enough for its sub-buckets."""
+    exact_up_to = DEFAULT_EXACT_UP_TO_US
+    if "exact_percentiles_up_to" in table:
+        exact_up_to = _duration("exact_percentiles_up_to", table["exact_percentiles_up_to"])
+    for width in windows:
+        if width > exact_up_to and width // SUB_BUCKETS < 1_000:
+            raise _FieldError("windows", f"{duration_label(width)} is too short for a sketch")
+    return exact_up_to
+
+
+M = TypeVar("M")
+
+
+def _model(
+    table: Mapping[str, Any],
+    field: str,
+    parse: Callable[[Any, Sequence[SeriesTier]], M],
+    tiers: tuple[SeriesTier, ...],
+) -> M | None:
+    """A rule's `anomaly` or `forecast` table, over the series tiers the rule keeps."""
+    if field not in table:
+        return None
+    try:
+        return parse(table[field], tiers)
+    except ValueError as exc:
+        raise _FieldError(field, str(exc)) from None
+
+
+def _late(late: object) -> str:
+    if late not in LATE_HANDLING:
+        raise _FieldError(
+            "late", f'{_describe(late)} is neither "keep" (the late stream) nor "refuse" (a 400)'
+        )
+    return str(late)
 
 
 def _grace(given: object) -> int:

@@ -342,26 +342,36 @@ def _derive(
     topic = table["topic"]
     if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
         raise DeriveError("topic", f"{topic!r} is not a topic name (one topic, not a pattern)")
-    every_text = table["every"]
-    if not isinstance(every_text, str):
-        raise DeriveError("every", f'a duration like "10s", got {every_text!r}')
+    every = _every(table["every"])
+    value = table["value"]
+    expression, terms = _value(value, every)
+    tiers = tuple((source, _tier(source, every, terms, tiers_of)) for source in _sources(terms))
+    return DeriveRule(number, topic, every, value, expression, terms, tiers)
+
+
+def _every(given: object) -> int:
+    if not isinstance(given, str):
+        raise DeriveError("every", f'a duration like "10s", got {given!r}')
     try:
-        every = parse_duration_us(every_text)
+        every = parse_duration_us(given)
     except ValueError as exc:
         raise DeriveError("every", str(exc)) from None
     if every <= 0:
-        raise DeriveError("every", f"{every_text!r} must be longer than 0")
-    value = table["value"]
-    if not isinstance(value, str):
-        raise DeriveError("value", f"an expression in a string, got {value!r}")
+        raise DeriveError("every", f"{given!r} must be longer than 0")
+    return every
+
+
+def _value(given: object, every: int) -> tuple[Expression, tuple[Term, ...]]:
+    """The value's expression and its terms, each over a whole number of `every`."""
+    if not isinstance(given, str):
+        raise DeriveError("value", f"an expression in a string, got {given!r}")
     try:
-        expression = parse_expression(value)
+        expression = parse_expression(given)
     except ValueError as exc:
         raise DeriveError("value", str(exc)) from None
     terms = terms_of(expression)
     if not terms:
         raise DeriveError("value", "names no source topic (a term like count[5m](topic))")
-    tiers = []
     for term in terms:
         if term.range_us % every:
             raise DeriveError(
@@ -369,27 +379,40 @@ def _derive(
                 f"{term.text}: the range is not a whole multiple of every "
                 f"({duration_label(every)})",
             )
-    for source in dict.fromkeys(term.topic for term in terms):
-        kept = {tier.resolution_us: tier for tier in tiers_of(source)}
-        tier = kept.get(every)
-        if tier is None:
-            labels = ", ".join(t.label for t in kept.values()) or "none"
-            raise DeriveError(
-                "every",
-                f"{duration_label(every)} is not a series tier of source {source} (its tiers: "
-                f"{labels}); every must be a resolution every source keeps",
-            )
-        widest = max(term.range_us for term in terms if term.topic == source)
-        if 2 * widest > tier.retention_us:
-            # The other half is the deriver's room: the allowed lateness, and catching up
-            # after a failover, with every bucket of a range still kept.
-            raise DeriveError(
-                "value",
-                f"{duration_label(widest)} of {source} is more than half of what its "
-                f"{tier.label} tier keeps",
-            )
-        tiers.append((source, tier))
-    return DeriveRule(number, topic, every, value, expression, terms, tuple(tiers))
+    return expression, terms
+
+
+def _sources(terms: Sequence[Term]) -> list[str]:
+    return list(dict.fromkeys(term.topic for term in terms))
+
+
+def _tier(
+    source: str,
+    every: int,
+    terms: Sequence[Term],
+    tiers_of: Callable[[str], Sequence[SeriesTier]],
+) -> SeriesTier:
+    """The series tier of `source` the rule reads: at `every`, keeping twice its widest
+    range."""
+    kept = {tier.resolution_us: tier for tier in tiers_of(source)}
+    tier = kept.get(every)
+    if tier is None:
+        labels = ", ".join(t.label for t in kept.values()) or "none"
+        raise DeriveError(
+            "every",
+            f"{duration_label(every)} is not a series tier of source {source} (its tiers: "
+            f"{labels}); every must be a resolution every source keeps",
+        )
+    widest = max(term.range_us for term in terms if term.topic == source)
+    if 2 * widest > tier.retention_us:
+        # The other half is the deriver's room: the allowed lateness, and catching up
+        # after a failover, with every bucket of a range still kept.
+        raise DeriveError(
+            "value",
+            f"{duration_label(widest)} of {source} is more than half of what its "
+            f"{tier.label} tier keeps",
+        )
+    return tier
 
 
 def _cycle(rule: DeriveRule, derived: Mapping[str, DeriveRule]) -> list[str]:

@@ -83,6 +83,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 # ln(1e-10): the log scale's floor, as in Numenta's NAB detector, so that a
 # tail probability of 1e-10 or less scores 1.
@@ -545,100 +546,18 @@ class Detector:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Detector:
-        if not data or data[0] not in _HEADERS:
-            raise ValueError(f"unknown anomaly state version {data[0] if data else None}")
-        version = data[0]
-        header = _HEADERS[version]
-        extra = _FLOATS_V4.size if version >= 4 else 0
-        extra += 2 * _BLOCK_FLOATS.size if version >= 5 else 0
-        if len(data) < header.size + _FLOATS.size + extra:
-            raise ValueError("truncated anomaly state")
-        fields = header.unpack_from(data, 0)
-        mature, age = fields[13:15] if version >= 3 else (0, 0)
-        # Before version 4: no wake conditions, no calibration (scores as then).
-        wake_after, wake_breakout, horizon, edge_bands = (
-            fields[15:19] if version >= 4 else (0, False, 2016, False)
-        )
+        version, header, fields, extra = _unpacked_header(data)
+        floats = _FLOATS.unpack_from(data, header.size)
         calibrate, flags = (
             _FLOATS_V4.unpack_from(data, header.size + _FLOATS.size) if version >= 4 else (0.0, 0.0)
         )
-        # Before version 5: no block context (scores as then; its other fields as default).
-        block, block_levels, block_mature = (
-            fields[19:22] if version >= 5 else (0, _BLOCK_LEVELS, _BLOCK_MATURE)
-        )
-        blocks = [Blocks(), Blocks()]
-        block_bands = [0, 0]
-        if version >= 5:
-            at = header.size + _FLOATS.size + _FLOATS_V4.size
-            for i, b in enumerate(blocks):
-                b.count, block_bands[i], b.age, b.gridded = fields[22 + 4 * i : 26 + 4 * i]
-                b.total, b.low, b.high, b.grid_low, b.grid_high = _BLOCK_FLOATS.unpack_from(
-                    data, at + i * _BLOCK_FLOATS.size
-                )
-        (
-            _version,
-            learn,
-            short,
-            rest,
-            n,
-            resting,
-            direct,
-            levels,
-            orders,
-            table_bits,
-            gridded,
-            band_count,
-            ring_count,
-        ) = fields[:13]
-        (
-            threshold,
-            tolerance,
-            var_floor,
-            damp,
-            context_weight,
-            regrid_margin,
-            wake,
-            prev,
-            mean_x,
-            var_x,
-            mean_d,
-            var_d,
-            low,
-            high,
-            mean_r,
-            var_r,
-            ring_sum,
-            grid_low,
-            grid_high,
-        ) = _FLOATS.unpack_from(data, header.size)
-        params = Params(
-            learn=learn,
-            short=short,
-            rest=rest,
-            threshold=threshold,
-            spatial_tolerance=tolerance,
-            var_floor=var_floor,
-            direct=direct,
-            damp=damp,
-            context_weight=context_weight,
-            levels=levels,
-            orders=orders,
-            table_bits=table_bits,
-            regrid_margin=regrid_margin,
-            wake=wake,
-            wake_after=wake_after,
-            wake_breakout=wake_breakout,
-            mature=mature,
-            calibrate=calibrate,
-            calibrate_horizon=horizon,
-            edge_bands=edge_bands,
-            block=block,
-            block_levels=block_levels,
-            block_mature=block_mature,
-        )
+        params = _params(version, fields, floats, calibrate)
+        blocks, block_bands = _blocks(version, fields, data, header.size)
+        n, resting, gridded, band_count, ring_count = (*fields[4:6], *fields[10:13])
+        age = fields[14] if version >= 3 else 0
         offset = header.size + _FLOATS.size + extra
-        table_size = 1 << (table_bits - 3)
-        block_table = 1 << (table_bits - _BLOCK_TABLE_SHRINK - 3) if block else 0
+        table_size = 1 << (params.table_bits - 3)
+        block_table = 1 << (params.table_bits - _BLOCK_TABLE_SHRINK - 3) if params.block else 0
         band_size = 2 if version >= 4 else 1
         end = (
             offset
@@ -648,10 +567,10 @@ class Detector:
             + 2 * block_table
         )
         if (
-            ring_count > short
-            or max(band_count, *block_bands) > orders
-            or age > mature
-            or max(b.count for b in blocks) >= max(block, 1)
+            ring_count > params.short
+            or max(band_count, *block_bands) > params.orders
+            or age > params.mature
+            or max(b.count for b in blocks) >= max(params.block, 1)
             or end != len(data)
         ):
             raise ValueError("truncated anomaly state")
@@ -670,6 +589,9 @@ class Detector:
         for b in blocks:
             b.table = bytearray(data[offset : offset + block_table])
             offset += block_table
+        moments = floats[7:]
+        prev, mean_x, var_x, mean_d, var_d, low, high, mean_r, var_r, ring_sum = moments[:10]
+        grid_low, grid_high = moments[10:]
         return cls(
             params,
             n,
@@ -694,3 +616,75 @@ class Detector:
             flags,
             *blocks,
         )
+
+
+def _unpacked_header(data: bytes) -> tuple[int, struct.Struct, tuple[Any, ...], int]:
+    """A detector state's version, its header's layout and fields, and the bytes its version
+    adds after the floats; ValueError for an unknown version or a state too short."""
+    if not data or data[0] not in _HEADERS:
+        raise ValueError(f"unknown anomaly state version {data[0] if data else None}")
+    version = data[0]
+    header = _HEADERS[version]
+    extra = _FLOATS_V4.size if version >= 4 else 0
+    extra += 2 * _BLOCK_FLOATS.size if version >= 5 else 0
+    if len(data) < header.size + _FLOATS.size + extra:
+        raise ValueError("truncated anomaly state")
+    return version, header, header.unpack_from(data, 0), extra
+
+
+def _params(
+    version: int, fields: tuple[Any, ...], floats: tuple[float, ...], calibrate: float
+) -> Params:
+    """The parameters a state was made with; those its version did not have yet as they
+    were then (before 3: no maturity; before 4: no wake conditions, no calibration; before 5:
+    no block context), so that it scores as it did."""
+    _version, learn, short, rest, _n, _resting, direct, levels, orders, table_bits = fields[:10]
+    threshold, tolerance, var_floor, damp, context_weight, regrid_margin, wake = floats[:7]
+    mature = fields[13] if version >= 3 else 0
+    wake_after, wake_breakout, horizon, edge_bands = (
+        fields[15:19] if version >= 4 else (0, False, 2016, False)
+    )
+    block, block_levels, block_mature = (
+        fields[19:22] if version >= 5 else (0, _BLOCK_LEVELS, _BLOCK_MATURE)
+    )
+    return Params(
+        learn=learn,
+        short=short,
+        rest=rest,
+        threshold=threshold,
+        spatial_tolerance=tolerance,
+        var_floor=var_floor,
+        direct=direct,
+        damp=damp,
+        context_weight=context_weight,
+        levels=levels,
+        orders=orders,
+        table_bits=table_bits,
+        regrid_margin=regrid_margin,
+        wake=wake,
+        wake_after=wake_after,
+        wake_breakout=wake_breakout,
+        mature=mature,
+        calibrate=calibrate,
+        calibrate_horizon=horizon,
+        edge_bands=edge_bands,
+        block=block,
+        block_levels=block_levels,
+        block_mature=block_mature,
+    )
+
+
+def _blocks(
+    version: int, fields: tuple[Any, ...], data: bytes, header_size: int
+) -> tuple[list[Blocks], list[int]]:
+    """The two block memories of a state (empty before version 5), and their band counts."""
+    blocks = [Blocks(), Blocks()]
+    block_bands = [0, 0]
+    if version >= 5:
+        at = header_size + _FLOATS.size + _FLOATS_V4.size
+        for i, b in enumerate(blocks):
+            b.count, block_bands[i], b.age, b.gridded = fields[22 + 4 * i : 26 + 4 * i]
+            b.total, b.low, b.high, b.grid_low, b.grid_high = _BLOCK_FLOATS.unpack_from(
+                data, at + i * _BLOCK_FLOATS.size
+            )
+    return blocks, block_bands

@@ -109,6 +109,7 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {GroupWindows} [group] The event's group, on a topic whose rule groups by tags.
  * @property {GroupWindows[]} [groups] The groups a tick changed.
  * @property {GroupKey[]} [forgotten] Groups forgotten at this update (idle for the topic TTL).
+ * @property {boolean} [late] True when the event was behind the topic's clock (applied in place).
  */
 
 /**
@@ -127,6 +128,7 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @typedef {Object} Snapshot
  * @property {boolean} gap
  * @property {Object<string, SnapshotEntry>} topics
+ * @property {string[]} [deleted] Topics deleted: everything of them before is gone.
  */
 
 /**
@@ -148,6 +150,8 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {number} p99
  * @property {number} [anomaly] The bucket's anomaly score in [0, 1], from the series' past only.
  * @property {boolean} [anomalous] Whether `anomaly` reached the rule's threshold.
+ * @property {Object<string, MessageCount>} [messages] The topic's messages in the bucket, by
+ *   type (only where it held one): their count and their rate per second of the bucket.
  */
 
 /**
@@ -158,6 +162,8 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {string} resolution The tier, e.g. `1m`.
  * @property {GroupKey} [group] The group whose bucket it is.
  * @property {Bucket} point
+ * @property {boolean} [correction] True when a late event amended a point sent before: this
+ *   one replaces the point of the same resolution, group and `t`.
  */
 
 /**

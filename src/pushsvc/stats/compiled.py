@@ -89,9 +89,26 @@ class CompiledRule:
         if self._plain:
             assert self._exact is not None
             return self._exact.new()
-        rule = self.rule
         saved = iter(_unpack(state)) if state is not None else None
         clock = next(saved) if saved is not None else None
+        # In the state's order: the clock, the value windows, then the tag windows.
+        parts = self._value_parts(saved)
+        tag_parts = self._tag_parts(saved)
+        tags = self._tags
+        exact = self._exact.new() if self._exact is not None else None
+        exact_tags = None
+        if tags and self._exact is not None:
+            exact_tags = ExactTags(self._exact.widths_us, self._exact.labels, tags)
+        stats = RuleStats(
+            exact, tuple(parts), self._rates, self._drop_count, exact_tags, tuple(tag_parts)
+        )
+        if clock is not None:
+            stats.restore_clock(int.from_bytes(clock, "big", signed=True))
+        return stats
+
+    def _value_parts(self, saved: Iterator[bytes] | None) -> list[WindowSet]:
+        """The sketch and count windows of values, empty or continued from `saved`."""
+        rule = self.rule
         parts: list[WindowSet] = []
         if rule.sketch_windows_us:
             from pushsvc.stats.long_windows import LongWindows
@@ -111,7 +128,12 @@ class CompiledRule:
                 if saved is None
                 else CountWindows.from_state(rule.last, rule.stats, next(saved))
             )
-        tags = self._tags
+        return parts
+
+    def _tag_parts(self, saved: Iterator[bytes] | None) -> list[TimeTags | CountTags]:
+        """The sketch and count windows of tags, empty or continued from `saved` (a state
+        saved before the rule had tags has none of them: they start empty)."""
+        rule, tags = self.rule, self._tags
         tag_parts: list[TimeTags | CountTags] = []
         if tags and rule.sketch_windows_us:
             widths = rule.sketch_windows_us
@@ -127,16 +149,7 @@ class CompiledRule:
                 if saved is None
                 else CountTags.from_state(rule.last, tags, next(saved, b""))
             )
-        exact = self._exact.new() if self._exact is not None else None
-        exact_tags = None
-        if tags and self._exact is not None:
-            exact_tags = ExactTags(self._exact.widths_us, self._exact.labels, tags)
-        stats = RuleStats(
-            exact, tuple(parts), self._rates, self._drop_count, exact_tags, tuple(tag_parts)
-        )
-        if clock is not None:
-            stats.restore_clock(int.from_bytes(clock, "big", signed=True))
-        return stats
+        return tag_parts
 
 
 class RuleStats:

@@ -21,7 +21,7 @@ from support.docker.daemon import DockerError, DockerUnavailable, run
 # official images they stand in for.
 SUITE = "bookworm"
 # Where the Debian mirror comes from when the apt sources are not the place (see debian_mirror).
-MIRROR_ENV = "PUSHSVC_TEST_DEBIAN_MIRROR"
+MIRROR_ENV = "TEST_PUSHSVC_DEBIAN_MIRROR"
 # The label that records which recipe made a stand-in, so a changed recipe makes it again.
 RECIPE_LABEL = "io.pushsvc.test.stand-in-recipe"
 
@@ -58,7 +58,7 @@ def debian_mirror(
 ) -> str:
     """The Debian archive this machine's apt uses, for debootstrap.
 
-    $PUSHSVC_TEST_DEBIAN_MIRROR wins. Otherwise the first apt source whose release file,
+    $TEST_PUSHSVC_DEBIAN_MIRROR wins. Otherwise the first apt source whose release file,
     as apt last fetched it, says `Origin: Debian` and `Label: Debian` (the main archive: not
     security, not a third-party repository).
     """

@@ -11,7 +11,7 @@ brace: the partitions' hash tags are the only ones in a key).
 To keep the suite's time bounded, a module names the cases that run on the cluster by default:
 those whose path differs there (sharded pub/sub, the wake channel, fences and checkpoints per
 partition, partitions on several primaries), not those that only move a lease's timing, which
-is one key either way. `PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs every case on the cluster
+is one key either way. `TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` runs every case on the cluster
 too.
 
 What differs on a cluster, for a test that looks at Redis itself:
@@ -46,7 +46,7 @@ BACKENDS = ("redis", "cluster")
 ON_CLUSTER = pytest.mark.cluster
 """The mark of a cluster case: `-m "not cluster"` leaves them out."""
 
-EVERY_CASE_ON_CLUSTER = os.environ.get("PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER") == "1"
+EVERY_CASE_ON_CLUSTER = os.environ.get("TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER") == "1"
 """Run every case on the cluster too, not only the ones a module names."""
 
 

@@ -55,13 +55,13 @@ T = TypeVar("T")
 S = 1_000_000
 STEP_US = 20_000
 """Event n has value n and time `base + n * STEP_US`, whatever its topic."""
-LEASES = ("1s", "2s") if os.environ.get("PUSHSVC_TEST_EVERY_LEASE") == "1" else ("1s",)
+LEASES = ("1s", "2s") if os.environ.get("TEST_PUSHSVC_EVERY_LEASE") == "1" else ("1s",)
 """The lease periods every moment runs at on real Redis: one, the truth check of each moment.
 The same kills and pauses at every other time of the work (a death or a stall before each
 call of the core, a pause past the lease) run in the simulation, thousands of times
-(tests/simulation); `PUSHSVC_TEST_EVERY_LEASE=1` runs each moment at a 2 s lease too, where
+(tests/simulation); `TEST_PUSHSVC_EVERY_LEASE=1` runs each moment at a 2 s lease too, where
 the takeover falls at another time of the work."""
-EVERY_MOMENT = os.environ.get("PUSHSVC_TEST_EVERY_MOMENT") == "1"
+EVERY_MOMENT = os.environ.get("TEST_PUSHSVC_EVERY_MOMENT") == "1"
 """Run on real Redis the moments that are another offset of a kind that runs already (a kill
 0.3 s after a handover besides the one at it), and the repeated runs. By default each kind
 runs once there, the truth check, and the simulation reaches each kind tens to hundreds of

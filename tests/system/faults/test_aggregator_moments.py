@@ -1,5 +1,5 @@
 """kill -9 of the lease-holding aggregator at chosen moments, with a 1 s lease (and 2 s with
-`PUSHSVC_TEST_EVERY_LEASE=1`) on one redis-server, and those of `CLUSTER_MOMENTS` once
+`TEST_PUSHSVC_EVERY_LEASE=1`) on one redis-server, and those of `CLUSTER_MOMENTS` once
 (lease 1 s) on a Redis Cluster (backends.py).
 
 Each case runs two web processes, three aggregators (the holder and two standbys), the six
@@ -20,7 +20,7 @@ publishes again, and checks the delivery promise per stream (`moments.check_exac
 * `successor-after-takeover-{offset}` — the holder is killed, then the standby that took its
   lease over, that long after it took it: the last standby takes over from where it stopped.
 
-The kinds with offsets run at one by default (`OTHER_OFFSETS`: `PUSHSVC_TEST_EVERY_MOMENT=1`
+The kinds with offsets run at one by default (`OTHER_OFFSETS`: `TEST_PUSHSVC_EVERY_MOMENT=1`
 runs the others).
 
 A holder whose view of what it published goes stale is in test_stale_holder.py.
@@ -159,10 +159,10 @@ CLUSTER_MOMENTS = ("read-not-published", "between-publishes", "successor-at-take
 """The moments that also run on the cluster: a read woken by the partition's wake channel and
 never published, a kill between two publishes on sharded channels, a successor's successor
 going on from the applied position. The others move when a lease lapses: one key, alike on
-both (`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
+both (`TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
 OTHER_OFFSETS = ("standby-at-expiry-0.2s-before", "successor-0.3s-after-takeover")
-"""Kinds that run at their first offset anyway; these run with `PUSHSVC_TEST_EVERY_MOMENT=1`
+"""Kinds that run at their first offset anyway; these run with `TEST_PUSHSVC_EVERY_MOMENT=1`
 (`moments.truth_checks`). The simulation kills and stalls before every take and renewal, and
 a successor after its take, tens to hundreds of times a slice (tests/simulation)."""
 

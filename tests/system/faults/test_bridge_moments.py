@@ -1,5 +1,5 @@
 """kill -9 of the Redis bridge's lease holder at chosen moments, with a 1 s lease (and 2 s with
-`PUSHSVC_TEST_EVERY_LEASE=1`) on one
+`TEST_PUSHSVC_EVERY_LEASE=1`) on one
 redis-server, and those of `CLUSTER_MOMENTS` once (lease 1 s) on a Redis Cluster (backends.py),
 where the producer publishes on the node the bridge subscribes on (a cluster's PUBLISH reaches
 every node but counts the subscribers of its own). The pauses run on one redis-server.
@@ -204,7 +204,7 @@ def _finish(
 CLUSTER_MOMENTS = ("mid-burst", "successor-at-takeover")
 """The moments that also run on the cluster: a kill amid appends, and two tenures in a row,
 each claiming its fence in every partition. The others move when the lease lapses: one key,
-alike on both (`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
+alike on both (`TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ an uninterrupted run's, windows equal to pandas'). Each kind runs once on one re
 the truth check, and those of `CLUSTER_MOMENTS` once on a Redis Cluster, whose three
 primaries the four partitions spread over (backends.py). The kinds at another offset, and a
 second run of each (where the faults fall at other points of the work), run with
-`PUSHSVC_TEST_EVERY_MOMENT=1`. The simulation (tests/simulation) kills at every point of a
+`TEST_PUSHSVC_EVERY_MOMENT=1`. The simulation (tests/simulation) kills at every point of a
 handover and a takeover instead: each slice of its seeds must reach a member joining, a
 graceful stop, a death within a lease of a take and a death mid-handover at least 5 times
 (it reaches them about 1,700, 1,300, 600 and 140 times).
@@ -179,7 +179,7 @@ CLUSTER_MOMENTS = (
 )
 """The moments that also run on the cluster, one of each kind: a handover, a kill mid-handover,
 a kill mid-takeover, a kill mid-publish. The others are the same kinds at another offset
-(`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
+(`TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
 OTHER_OFFSETS = (
     "added-first-killed-0.3s-after-handover",

@@ -164,7 +164,7 @@ KILLS: dict[str, Fault] = {
 CLUSTER_KILLS = ("web-and-holder", "holder-at-first-bytes")
 """The kills that also run on the cluster, both with the aggregator's (`web` alone differs
 there only by where the streams' pub/sub runs, which the other two cover;
-`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs it there too)."""
+`TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` runs it there too)."""
 
 
 def _report(name: str, figures: dict[str, object], started: float) -> None:

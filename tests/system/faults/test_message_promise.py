@@ -7,7 +7,7 @@ connected or resume with `Last-Event-ID` as an EventSource does, some dropping t
 themselves mid-run; each receives every acknowledged message once, in order, or an
 `event: gap` where the history could not cover its resume (`messages.check_messages`).
 
-`PUSHSVC_TEST_MESSAGE_RUNS=5` runs each scenario five times (the check against flakiness; one
+`TEST_PUSHSVC_MESSAGE_RUNS=5` runs each scenario five times (the check against flakiness; one
 run each by default, within the suite's time budget). Run with `-s` for each run's figures.
 """
 
@@ -39,7 +39,7 @@ from pushsvc.core.partitions import partition_of
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-RUNS = range(int(os.environ.get("PUSHSVC_TEST_MESSAGE_RUNS", "1")))
+RUNS = range(int(os.environ.get("TEST_PUSHSVC_MESSAGE_RUNS", "1")))
 
 
 def _paths(name: str) -> list[tuple[str, tuple[int, ...]]]:

@@ -5,7 +5,7 @@ every client exactly once and in order, the last update's windows are the statis
 acknowledged events, no status but 202/503, no POST slower than 2 s.
 
 Each runs on a redis-server of its own. The aggregator kills and the rolling restart run on a
-Redis Cluster too only with `PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` (backends.py): by default
+Redis Cluster too only with `TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` (backends.py): by default
 the cluster's share of the suite kills aggregators and web processes in
 test_aggregator_moments.py, test_web_moments.py and test_cluster_scenarios.py, and every
 aggregator before a cold restart in the series, alerts and durable-analytics promises.

@@ -1,10 +1,10 @@
 """The lease holder's view of what was published goes stale, and it must not publish twice.
 
 * A long pause (`test_a_holder_paused_past_a_takeover_...`), lease 1 s (2 s too with
-  `PUSHSVC_TEST_EVERY_LEASE=1`): the holder is
+  `TEST_PUSHSVC_EVERY_LEASE=1`): the holder is
   frozen (SIGSTOP) past its lease, its standby takes over and is killed (kill -9) once it has
   published, and the frozen one is woken when that successor's lease expires, plus an offset
-  (0, and 0.2 s with `PUSHSVC_TEST_EVERY_MOMENT=1`). Alone, it takes the lease again: it
+  (0, and 0.2 s with `TEST_PUSHSVC_EVERY_MOMENT=1`). Alone, it takes the lease again: it
   must go on from what the successor published, not from what it held when it froze (it
   published the successor's updates again, before each tenure of the lease had a token of
   its own).
@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 WAKE_OFFSETS = {"at-expiry": 0.0, "0.2s-after-expiry": 0.2}
-"""The second runs with `PUSHSVC_TEST_EVERY_MOMENT=1` (`moments.truth_checks`): the simulation
+"""The second runs with `TEST_PUSHSVC_EVERY_MOMENT=1` (`moments.truth_checks`): the simulation
 pauses holders past their leases (about 1,250 times a slice of its seeds), and stalls them
 right before a publish (about 50: tests/simulation)."""
 

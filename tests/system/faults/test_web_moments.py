@@ -146,7 +146,7 @@ CLUSTER_MOMENTS = ("under-load", "mid-run", "answer-lost-holder-killed")
 """The moments that also run on the cluster: streams resuming by cursor on the other web
 process (under load, and in the middle of a run on sharded pub/sub), and a replayed key while
 the aggregator fails over. The others try an Idempotency-Key alone, one key alike on both
-(`PUSHSVC_TEST_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
+(`TEST_PUSHSVC_EVERY_CASE_ON_CLUSTER=1` runs them there too)."""
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Reading `_alerts`' history on Redis: each partition's alert changes, kept apart from the
 history every topic shares (`P:alert_changes`, written by `lua/publish_updates.lua` under the
-same stream ids as in `P:history`, trimmed to `--alert-retention`), so that past periods stay
-readable however busy the other topics are.
+same stream ids as in `P:history`, trimmed to the longest series retention), so that past
+periods stay readable however busy the other topics are.
 
 An alert change travels with the topic it watches, so every partition has its own; a page
 merges them in `resume.merge_order` (the time Redis wrote each change, then the partition),

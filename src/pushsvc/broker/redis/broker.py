@@ -25,13 +25,9 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
-from redis.exceptions import (
-    ResponseError,
-)
 
 from pushsvc.broker.base import (
     DEFAULT_ALERT_RETENTION_US,
@@ -50,6 +46,7 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.broker.redis import operations
 from pushsvc.broker.redis.append_args import (
     ANSWER_ARG,
     EXPECTED_ARG,
@@ -66,7 +63,6 @@ from pushsvc.broker.redis.feed import RedisUpdatesFeed
 from pushsvc.broker.redis.history import HistoryReader
 from pushsvc.broker.redis.keys import (
     Keys,
-    PartitionKeys,
     covering_channel,
     series_id,
     series_time,
@@ -820,76 +816,26 @@ class RedisBroker:
         known = [count for count in found if count is not None]
         return min(known) if known else None
 
-    def _by_primary(self) -> dict[redis.Redis, list[PartitionKeys]]:
-        """The partitions each primary holds now, by a client of that primary (one Redis:
-        every partition, on its one client)."""
-        if not self.on_cluster:
-            return {self._client: list(self.keys)}
-        cluster = cast(RedisCluster, self._client)
-        found: dict[redis.Redis, list[PartitionKeys]] = {}
-        for part in self.keys:
-            node = cluster.get_node_from_key(part.log)  # type: ignore[no-untyped-call]
-            found.setdefault(cluster.get_redis_connection(node), []).append(part)
-        return found
-
     def _primaries(self) -> list[redis.Redis]:
-        """A client of each primary (one Redis: its one client)."""
-        if not self.on_cluster:
-            return [self._client]
-        cluster = cast(RedisCluster, self._client)
-        primaries = cluster.get_primaries()  # type: ignore[no-untyped-call]
-        return [cluster.get_redis_connection(node) for node in primaries]
+        return operations.primaries(self._client, self.on_cluster)
 
     def oldest_primary_version(self) -> tuple[tuple[int, ...], str] | None:
-        """The oldest `redis_version` among the primaries (`INFO server`), as numbers and as
-        Redis gives it; None where none will say."""
+        """The oldest `redis_version` among the primaries; None where none will say."""
         self._check_open()
-        found: list[tuple[tuple[int, ...], str]] = []
-        with unavailable("info server"):
-            for client in self._primaries():
-                try:
-                    text = str(client.info("server").get("redis_version", ""))
-                except ResponseError:  # INFO refused (renamed or not permitted)
-                    continue
-                numbers = tuple(int(n) for n in text.split(".") if n.isdigit())
-                if numbers:
-                    found.append((numbers, text))
-        return min(found) if found else None
+        return operations.oldest_version(self._primaries())
 
     def is_cluster_node(self) -> bool:
-        """Whether the Redis this broker reaches runs in cluster mode (`INFO cluster`); False
-        where it will not say."""
+        """Whether the Redis this broker reaches runs in cluster mode."""
         self._check_open()
-        with unavailable("info cluster"):
-            try:
-                info: dict[str, Any] = self._client.info("cluster")
-            except ResponseError:  # INFO refused (renamed or not permitted)
-                return False
-        return bool(info.get("cluster_enabled"))
+        return operations.is_cluster_node(self._client)
 
     def count_bridged(self, events: int, rejected: dict[str, int]) -> None:
         """Add to the bridge's counts (see `bridge_stats`)."""
-        if not events and not rejected:
-            return
-        with unavailable("count_bridged"), self._client.pipeline(transaction=False) as pipe:
-            if events:
-                pipe.hincrby(self.keys.bridged, "events", events)
-            for reason, count in rejected.items():
-                pipe.hincrby(self.keys.bridged, f"rejected:{reason}", count)
-            pipe.execute()
+        operations.count_bridged(self._client, self.keys, events, rejected)
 
     def bridge_stats(self) -> BridgeStats | None:
         self._check_open()
-        with unavailable("bridge_stats"), self._client.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.bridge_lease)
-            pipe.hgetall(self.keys.bridged)
-            active, counts = pipe.execute()
-        rejected = {
-            key.decode()[len("rejected:") :]: int(value)
-            for key, value in counts.items()
-            if key.startswith(b"rejected:")
-        }
-        return BridgeStats(bool(active), int(counts.get(b"events", 0)), rejected)
+        return operations.bridge_stats(self._client, self.keys)
 
     def topic_stats(self) -> TopicStats:
         """The topics kept and forgotten, summed over the partitions. A partition that cannot
@@ -899,21 +845,18 @@ class RedisBroker:
         its own code and Retry-After, not an unreachable one."""
         answered = 0
         unanswered: BrokerUnavailable | None = None
-        for client, parts in self._by_primary().items():
+        for client, parts in operations.by_primary(
+            self._client, self.on_cluster, self.keys
+        ).items():
             try:
-                with unavailable("topic_stats"), client.pipeline(transaction=False) as pipe:
-                    for part in parts:
-                        pipe.hlen(part.clocks)
-                        pipe.get(part.forgotten)
-                    replies = pipe.execute()
+                counts = operations.topic_counts(client, parts)
             except BrokerUnavailable as exc:
                 unanswered = exc
                 self._learn_topology()
                 continue
             answered += 1
-            for place, part in enumerate(parts):
-                live, forgotten = replies[2 * place : 2 * place + 2]
-                self._topic_counts[part.index] = (int(live), int(forgotten or 0))
+            for part, kept in zip(parts, counts, strict=True):
+                self._topic_counts[part.index] = kept
         if not answered:
             raise unanswered or BrokerUnavailable("Redis is unavailable (no partition answered)")
         return TopicStats(
@@ -925,30 +868,7 @@ class RedisBroker:
         """Per partition: entries logged but not applied, the age of the oldest, and whether
         an aggregator holds the partition's lease."""
         self._check_open()
-        parts = list(self.keys)
-        with unavailable("lag"), self._client.pipeline(transaction=False) as pipe:
-            for part in parts:
-                pipe.get(part.logged)
-                pipe.hmget(part.applied, ["id", "n"])
-                pipe.exists(part.lease)
-                pipe.get(part.rules)
-            replies = pipe.execute()
-        lags = []
-        now_ms = time.time() * 1000
-        for place, part in enumerate(parts):
-            logged, (applied_id, applied_n), leased, digest = replies[4 * place : 4 * place + 4]
-            entries = max(0, int(logged or 0) - int(applied_n or 0))
-            oldest_age_s = None
-            if entries:
-                start = b"(" + applied_id if applied_id else b"-"
-                with unavailable("lag"):
-                    first: Any = self._client.xrange(part.log, min=start, count=1)
-                if first:
-                    oldest_age_s = max(0.0, (now_ms - stream_position(first[0][0])[0]) / 1000)
-            rules = digest.decode() if digest is not None else None
-            shard = (part.index, self.partitions)
-            lags.append(ShardLag(shard, entries, oldest_age_s, bool(leased), rules))
-        return lags
+        return operations.read_lag(self._client, self.keys, self.partitions)
 
     def close(self) -> None:
         if self._closed:

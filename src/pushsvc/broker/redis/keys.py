@@ -45,7 +45,7 @@ Under `{prefix}{{tag}}:` (written `P:` below):
                                 reads a page of keys by ZRANGE BYLEX
     P:alerts_head       string  `<epoch>:<stream id>` of the partition's newest alert change
     P:alert_changes     stream  the partition's alert changes (c=clock_us, b=body) under their
-                                ids in `history`, kept `--alert-retention` (by stream id, i.e.
+                                ids in `history`, kept the longest series retention (by id, i.e.
                                 Redis's clock) whatever `history` keeps, trimmed as they come
     P:alert_changes:trimmed  string  stream id of the newest alert change trimmed from it
     P:epoch             string  the epoch of the history (ids are `{epoch}:{stream id}`; the

@@ -55,7 +55,7 @@ from pushsvc.core.answers import error_json
 from pushsvc.core.cursor import EARLIEST
 from pushsvc.core.sse import HEADERS, jittered_retry_ms, retry_line
 from pushsvc.core.subscription_registry import TooManySubscriptions
-from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.core.topics import MAX_SELECTORS, TopicMatcher, validate_topic
 from pushsvc.core.updates import Update
 from pushsvc.deliver import mercure_lookups, mercure_resume
 from pushsvc.deliver.mercure_active import ActiveSubscriptions
@@ -178,10 +178,8 @@ def subscribe() -> Response:
                 chosen.append(Selector.of_param(name, value))
         if not chosen:
             raise BadRequest("give at least one match (or match_urlpattern) to subscribe to")
-        if len(chosen) > rt.settings.max_selectors:
-            raise TooManySelectors(
-                f"at most {rt.settings.max_selectors} selectors per subscription"
-            )
+        if len(chosen) > MAX_SELECTORS:
+            raise TooManySelectors(f"at most {MAX_SELECTORS} selectors per subscription")
         # One address's share of the process's compiled patterns, checked before any is compiled.
         address = request.remote_addr or ""
         pattern_shares.check(address, chosen, hub_url())

@@ -20,7 +20,7 @@ from pushsvc.core.durations import duration_label
 from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
 from pushsvc.core.topic_pages import DEFAULT_LIMIT as PAGE_DEFAULT_LIMIT
 from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
-from pushsvc.core.topics import TOPIC_PATTERN
+from pushsvc.core.topics import MAX_SELECTORS, TOPIC_PATTERN
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
@@ -507,7 +507,7 @@ def _history(rules: Rules, reading: Security | None) -> dict[str, Any]:
                 "the Last-Event-ID from which a stream continues this answer with no gap and no "
                 "duplicate. CSV columns: id, time, reason, value, then {window}_{stat}. The "
                 "reserved topic `_alerts` answers its alert changes (JSON; `since` an id), "
-                "kept for --alert-retention whatever the history keeps."
+                "kept as long as the longest series retention whatever the history keeps."
             ),
             "parameters": [
                 _TOPIC,
@@ -599,7 +599,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
         "schema": {
             "type": "array",
             "minItems": 1,
-            "maxItems": settings.max_selectors,
+            "maxItems": MAX_SELECTORS,
             "items": {"type": "string", "pattern": _SELECTOR_PATTERN},
         },
         "description": "a topic name, a prefix pattern like sensors.*, or *",

@@ -23,11 +23,13 @@ from pushsvc.core import history_table
 from pushsvc.core.durations import duration_label
 from pushsvc.core.lateness import series_lateness_us
 from pushsvc.core.topics import TopicMatcher, validate_topic
+from pushsvc.deliver.projection import GroupFilter
 from pushsvc.errors import BadRequest, EmptyRange
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import FORMATS, MORE_HEADER, group_filter, time_us
 from pushsvc.http.api.whole_numbers import whole_number
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.rules.analytics import Rule
 from pushsvc.rules.point import Point
 from pushsvc.rules.tiers import SeriesTier
 from pushsvc.series.plan import plan_segments
@@ -84,61 +86,13 @@ def topic_series(topic: str) -> Response:
     query = parse_query(request.args, accept_csv=best == "text/csv")
     # Answered like a stream of that one topic: 401 or 403 where the stream would be.
     rt.gate.reader(request, TopicMatcher([topic]))
-    rules = rt.settings.rules
-    rule = rules.for_topic(topic)
-    tiers = rules.series_of(rule)
-    by_label = {duration_label(t.resolution_us): t for t in tiers}
-    if query.resolution != "auto" and query.resolution not in by_label:
-        kept = ", ".join(by_label) or "none"
-        raise BadRequest(
-            f"?resolution= is auto or a resolution topic {topic!r} keeps ({kept}); "
-            f"got {query.resolution[:40]!r}"
-        )
+    rule = rt.settings.rules.for_topic(topic)
+    tiers = rt.settings.rules.series_of(rule)
+    asked = _tier_asked(topic, tiers, query.resolution)
     group = group_filter(request.args.getlist("group"), topic, rule.group_by)
-    gid = ""
-    if group is not None:
-        missing = [tag for tag in rule.group_by if tag not in group.tags]
-        if missing:
-            raise BadRequest(
-                f"?group= must name every tag topic {topic!r} groups by; {missing[0]!r} is missing"
-            )
-        values = dict(group.pairs)
-        gid = group_id([values[tag] for tag in rule.group_by])
-    since_us = query.since_us if query.since_us is not None else MIN_TS_US
-    until_us = query.until_us if query.until_us is not None else MAX_TS_US
-    if query.resolution == "auto":
-        latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
-        clock = latest.clock_us if latest is not None else None
-        if query.since_us is None or query.until_us is None:
-            since_us, until_us = _default_range(tiers, query, clock)
-        server_grace = rt.settings.grace_us
-        grace = rule.grace_us if rule.grace_us is not None else server_grace
-        final = rule.anomaly is not None or rule.forecast is not None
-        lateness = series_lateness_us(grace, server_grace, final)  # when points are published
-        segments = plan_segments(tiers, since_us, until_us, clock, query.points, lateness)
-    else:
-        segments = [(by_label[query.resolution], since_us, until_us)]
-    top_tags = tuple(tag for tag, _ in rule.top)
-    rows: list[tuple[SeriesTier, Point]] = []
-    more = False
-    for tier, start, end in segments:
-        label = duration_label(tier.resolution_us)
-        page = rt.broker.series(
-            topic,
-            resolution=label,
-            group_id=gid,
-            since_us=start,
-            until_us=end,
-            retention_us=tier.retention_us,
-            limit=query.limit - len(rows),
-        )
-        rows += [
-            (tier, Point.unpacked(t_us, packed, rule.distinct, top_tags))
-            for t_us, packed in page.points
-        ]
-        if page.more or len(rows) >= query.limit:
-            more = True
-            break
+    gid = _group_id(topic, rule, group)
+    segments = _segments(topic, rule, tiers, query, asked)
+    rows, more = _read(topic, rule, gid, segments, query.limit)
     resolution = duration_label(segments[0][0].resolution_us) if segments else query.resolution
     headers = {
         "Cache-Control": "no-store",
@@ -147,17 +101,7 @@ def topic_series(topic: str) -> Response:
         "Vary": "Accept",
     }
     if query.format == "csv":
-        tagged = (
-            *(f"distinct_{tag}" for tag in rule.distinct),
-            *(f"top_{t}" for t in top_tags),
-            *(("anomaly", "anomalous") if rule.anomaly is not None else ()),
-        )
-        # A column of message counts when a point here has some (JSON-encoded, as top lists).
-        counted = ("messages",) if any(point.messages for _, point in rows) else ()
-        table = (_csv_row(tier, point, (*tagged, *counted)) for tier, point in rows)
-        header = ["resolution", "time", *CSV_STATS, *tagged, *counted]
-        body = history_table.to_csv(table, header).encode()
-        return Response(body, mimetype=FORMATS["csv"], headers=headers)
+        return Response(_csv(rule, rows), mimetype=FORMATS["csv"], headers=headers)
     answer = {
         "topic": topic,
         "resolution": resolution,
@@ -175,6 +119,101 @@ def topic_series(topic: str) -> Response:
     if group is not None:
         answer["group"] = dict(group.pairs)
     return Response(orjson.dumps(answer), mimetype=FORMATS["json"], headers=headers)
+
+
+Segment = tuple[SeriesTier, int, int]
+"""A tier and the range [since, until) it answers, in microseconds."""
+
+
+def _group_id(topic: str, rule: Rule, group: GroupFilter | None) -> str:
+    """The series' group: "" for the whole topic, else the group `?group=` names, which must
+    name every tag the topic groups by."""
+    if group is None:
+        return ""
+    missing = [tag for tag in rule.group_by if tag not in group.tags]
+    if missing:
+        raise BadRequest(
+            f"?group= must name every tag topic {topic!r} groups by; {missing[0]!r} is missing"
+        )
+    values = dict(group.pairs)
+    return group_id([values[tag] for tag in rule.group_by])
+
+
+def _tier_asked(topic: str, tiers: tuple[SeriesTier, ...], resolution: str) -> SeriesTier | None:
+    """The tier `?resolution=` names, None for `auto`; 400 for one the topic does not keep."""
+    if resolution == "auto":
+        return None
+    by_label = {duration_label(t.resolution_us): t for t in tiers}
+    if resolution not in by_label:
+        kept = ", ".join(by_label) or "none"
+        raise BadRequest(
+            f"?resolution= is auto or a resolution topic {topic!r} keeps ({kept}); "
+            f"got {resolution[:40]!r}"
+        )
+    return by_label[resolution]
+
+
+def _segments(
+    topic: str,
+    rule: Rule,
+    tiers: tuple[SeriesTier, ...],
+    query: SeriesQuery,
+    asked: SeriesTier | None,
+) -> list[Segment]:
+    """Which tier answers which part of the range: the one `asked` for, or the plan."""
+    since_us = query.since_us if query.since_us is not None else MIN_TS_US
+    until_us = query.until_us if query.until_us is not None else MAX_TS_US
+    if asked is not None:
+        return [(asked, since_us, until_us)]
+    rt = runtime()
+    latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
+    clock = latest.clock_us if latest is not None else None
+    if query.since_us is None or query.until_us is None:
+        since_us, until_us = _default_range(tiers, query, clock)
+    server_grace = rt.settings.grace_us
+    grace = rule.grace_us if rule.grace_us is not None else server_grace
+    final = rule.anomaly is not None or rule.forecast is not None
+    lateness = series_lateness_us(grace, server_grace, final)  # when points are published
+    return plan_segments(tiers, since_us, until_us, clock, query.points, lateness)
+
+
+def _read(
+    topic: str, rule: Rule, gid: str, segments: list[Segment], limit: int
+) -> tuple[list[tuple[SeriesTier, Point]], bool]:
+    """The points of each segment in turn, `limit` at most; and whether there are more."""
+    broker = runtime().broker
+    top_tags = tuple(tag for tag, _ in rule.top)
+    rows: list[tuple[SeriesTier, Point]] = []
+    for tier, start, end in segments:
+        page = broker.series(
+            topic,
+            resolution=duration_label(tier.resolution_us),
+            group_id=gid,
+            since_us=start,
+            until_us=end,
+            retention_us=tier.retention_us,
+            limit=limit - len(rows),
+        )
+        rows += [
+            (tier, Point.unpacked(t_us, packed, rule.distinct, top_tags))
+            for t_us, packed in page.points
+        ]
+        if page.more or len(rows) >= limit:
+            return rows, True
+    return rows, False
+
+
+def _csv(rule: Rule, rows: list[tuple[SeriesTier, Point]]) -> bytes:
+    tagged = (
+        *(f"distinct_{tag}" for tag in rule.distinct),
+        *(f"top_{tag}" for tag, _ in rule.top),
+        *(("anomaly", "anomalous") if rule.anomaly is not None else ()),
+    )
+    # A column of message counts when a point here has some (JSON-encoded, as top lists).
+    counted = ("messages",) if any(point.messages for _, point in rows) else ()
+    table = (_csv_row(tier, point, (*tagged, *counted)) for tier, point in rows)
+    header = ["resolution", "time", *CSV_STATS, *tagged, *counted]
+    return history_table.to_csv(table, header).encode()
 
 
 def _default_range(

@@ -21,9 +21,21 @@ from flask import Blueprint, Response, request
 
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
-from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable, validate_topic
+from pushsvc.core.topics import (
+    ALERTS,
+    MAX_SELECTORS,
+    TopicMatcher,
+    validate_readable,
+    validate_topic,
+)
 from pushsvc.deliver import stream_response
-from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
+from pushsvc.deliver.compression import (
+    SHARED_CONTEXTS,
+    encoding_headers,
+    negotiate,
+    shape_key,
+    shared_deflates,
+)
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.presence_events import Listener
 from pushsvc.deliver.projection import Projection
@@ -77,8 +89,8 @@ def _messages(selectors: Sequence[str]) -> Response:
     """A messages stream of `selectors` (the view: every refusal before streaming)."""
     rt = runtime()
     _refuse_delta(request.args.get("delta"))
-    if len(selectors) > rt.settings.max_selectors:
-        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    if len(selectors) > MAX_SELECTORS:
+        raise TooManySelectors(f"at most {MAX_SELECTORS} ?topic= selectors per stream")
     reader = rt.gate.reader(request, TopicMatcher(selectors))
     for name in _NOT_FOR_MESSAGES:
         if name in request.args:
@@ -115,8 +127,8 @@ def _stream(selectors: Sequence[str], one_topic: str | None = None) -> Response:
     # before streaming starts; the environ goes along for the connection only.
     rt = runtime()
     _refuse_delta(request.args.get("delta"))
-    if len(selectors) > rt.settings.max_selectors:
-        raise TooManySelectors(f"at most {rt.settings.max_selectors} ?topic= selectors per stream")
+    if len(selectors) > MAX_SELECTORS:
+        raise TooManySelectors(f"at most {MAX_SELECTORS} ?topic= selectors per stream")
     # Access first: every check below is about the topics or the rules, and a refusal that
     # came before it would tell a caller who may not read a topic what its rule keeps (a
     # private topic must answer as an unknown one, docs/security.md).
@@ -175,16 +187,12 @@ def respond(
     `resume`: where it resumes, found by its view (`StreamRequest.resume`); `opened`: told
     once the stream is accepted, it returns what to call when the stream is over (a Mercure
     connection's subscriptions); what it raises refuses the stream."""
-    encoding = contexts = None
-    if rt.settings.stream_compression:
-        encoding = negotiate(request.headers.get("Accept-Encoding"))
-        contexts = shared_deflates(
-            rt.settings.heartbeat_us, rt.settings.stream_compression_contexts
-        )
-        rendering_key = "*" if projection is None else projection.key
-        shape = shape_key(reader.matcher.selectors, rendering_key)
-        if encoding and not contexts.admits(shape):
-            encoding = None  # as many shapes as compressed as it may: this one goes plain
+    encoding = negotiate(request.headers.get("Accept-Encoding"))
+    contexts = shared_deflates(rt.settings.heartbeat_us, SHARED_CONTEXTS)
+    rendering_key = "*" if projection is None else projection.key
+    shape = shape_key(reader.matcher.selectors, rendering_key)
+    if encoding and not contexts.admits(shape):
+        encoding = None  # as many shapes as compressed as it may: this one goes plain
     messages = projection is not None and projection.messages
     asked = StreamRequest(
         matcher=reader.matcher,
@@ -225,9 +233,7 @@ def respond(
         release = partial(_both, closing, release)
     # `release` is called when the stream is over, whether or not it ever ran.
     body = stream_response.stream_body(rt.broker, rt.hub, rt.feed, asked, request.environ, release)
-    headers = HEADERS
-    if rt.settings.stream_compression:
-        headers = (*HEADERS, *encoding_headers(encoding))
+    headers = (*HEADERS, *encoding_headers(encoding))
     return Response(body, headers=headers, direct_passthrough=True)
 
 
