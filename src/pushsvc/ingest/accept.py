@@ -46,6 +46,28 @@ def ingest(
             raise ValueError("an idempotency key needs its window")
         digest = request_digest(media_type(content_type), body)
         idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
+    return append_validated(
+        broker,
+        topic,
+        events,
+        lateness_us=lateness_us,
+        refuse_late=refuse_late,
+        idempotency=idempotency,
+    )
+
+
+def append_validated(
+    broker: Broker,
+    topic: TopicName,
+    events: list[Event],
+    *,
+    lateness_us: int,
+    refuse_late: bool = False,
+    idempotency: Idempotency | None = None,
+) -> Appended:
+    """Append events `validated` for `topic` as `ingest` does: those past `lateness_us` to
+    the topic's late stream (or, with `refuse_late`, LateEvent and nothing changed), at most
+    once per `idempotency` key."""
     return append_keeping_late(
         broker, topic, events, grace_us=lateness_us, refuse=refuse_late, idempotency=idempotency
     )
