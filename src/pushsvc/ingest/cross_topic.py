@@ -33,7 +33,7 @@ from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.core.topics import TopicName, validate_topic
-from pushsvc.errors import IdempotencyKeyReused, RequestError
+from pushsvc.errors import IdempotencyKeyReused, InvalidTopic, RequestError
 from pushsvc.ingest.accept import append_validated, validated
 from pushsvc.ingest.input_limits import InputLimits
 from pushsvc.ingest.parse import JSON
@@ -74,7 +74,11 @@ def ingest_groups(
     checked: list[tuple[TopicName, list[Event]]] = []
     for group in groups:
         try:
-            name = validate_topic(group.topic)
+            try:
+                name = validate_topic(group.topic)
+            except InvalidTopic as exc:
+                exc.index = 0  # named first by the group's first event
+                raise
             checked.append(
                 (name, validated(name, group.body, JSON, limits=unbounded, now_us=now_us))
             )
