@@ -346,6 +346,7 @@ def test_a_token_for_one_user_cannot_publish_to_another_inside_a_batch(
     assert status == 207, answer
     assert answer["results"][0] == {"topic": u1, "items": [0], "accepted": 1, "late": 0}
     assert answer["results"][1]["error"]["code"] == "forbidden"
+    assert answer["results"][1]["status"] == 403
     reader = _bearer("*")
     assert logged(secured, u1, reader) == ["yours"]
     assert logged(secured, u2, reader) == []

@@ -94,6 +94,18 @@ class TopicResult(Struct, frozen=True, omit_defaults=True):
         | UnsetType
     ) = UNSET
     error: ErrorDetail | UnsetType = UNSET
+    status: (
+        Annotated[
+            int,
+            Meta(
+                ge=400,
+                le=599,
+                description="with `error`: the status a one-topic POST of these events "
+                "would have answered (403 for a topic the token may not publish to...)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class TopicsAccepted(Struct, frozen=True):

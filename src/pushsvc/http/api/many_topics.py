@@ -31,6 +31,7 @@ from pushsvc.core.idempotency import (
 )
 from pushsvc.core.topics import TopicName
 from pushsvc.http.api.context import runtime
+from pushsvc.http.api.error_replies import status_of
 from pushsvc.http.api.producer import IDEMPOTENCY_ENVIRON, header_lines
 from pushsvc.http.api.request_body import read_body
 from pushsvc.ingest.cross_topic import GroupOutcome, ingest_groups
@@ -139,5 +140,10 @@ def _answer(outcomes: list[GroupOutcome]) -> TopicsAccepted:
         else:
             assert outcome.error is not None
             refused += len(items)
-            results.append(TopicResult(group.topic, items, error=error_of(outcome.error).error))
+            error = outcome.error
+            results.append(
+                TopicResult(
+                    group.topic, items, error=error_of(error).error, status=status_of(error)
+                )
+            )
     return TopicsAccepted(results, accepted, late, refused)
