@@ -101,11 +101,12 @@ class AsyncBatcher:
             try:
                 answer = await self._run(publish_batch(batch))
             except ApiError as exc:
-                number = culprit(batch, exc)
-                if number is None:
+                found_culprit = culprit(batch, exc)
+                if found_culprit is None:
                     _fail(batch, exc)
                     return
-                _settle(batch.pop(number), exc)
+                number, own = found_culprit
+                _settle(batch.pop(number), own)
                 continue
             except Exception as exc:  # each caller gets what stopped its batch
                 _fail(batch, exc)

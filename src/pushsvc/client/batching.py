@@ -127,7 +127,9 @@ def publish_batch(calls: Sequence[PendingCall]) -> Plan[TopicsAccepted]:
 def outcomes(calls: Sequence[PendingCall], answer: TopicsAccepted) -> list[Published | ApiError]:
     """Each call's outcome, in order, from the answer to the batch of `calls`."""
     owner: list[int] = []
+    starts: list[int] = []
     for number, call in enumerate(calls):
+        starts.append(len(owner))
         owner.extend([number] * len(call.items))
     per_call: list[Published | ApiError | None] = [None] * len(calls)
     for result in answer.results:
@@ -135,17 +137,22 @@ def outcomes(calls: Sequence[PendingCall], answer: TopicsAccepted) -> list[Publi
         if result.error is not msgspec.UNSET:
             error = result.error
             status = result.status if result.status is not msgspec.UNSET else 400
-            index = None if error.index is msgspec.UNSET else error.index
+            at = None if error.index is msgspec.UNSET else error.index
             for number in numbers:
-                per_call[number] = ApiError(status, error.code, error.message, index=index)
+                # `index` as the caller counts: the place of the event at fault in its own call
+                # (none for the other calls of the topic, refused with it).
+                mine = at - starts[number] if at is not None and owner[at] == number else None
+                per_call[number] = ApiError(status, error.code, error.message, index=mine)
             continue
         accepted = 0 if result.accepted is msgspec.UNSET else result.accepted
         late = 0 if result.late is msgspec.UNSET else result.late
         if len(numbers) == 1 or not late or not accepted:
             for number in numbers:
                 count = len(calls[number].items)
-                mine = (count, 0) if not late else (0, count) if not accepted else (accepted, late)
-                per_call[number] = Published(*mine, topic=result.topic)
+                counts = (
+                    (count, 0) if not late else (0, count) if not accepted else (accepted, late)
+                )
+                per_call[number] = Published(*counts, topic=result.topic)
         else:
             for number in numbers:
                 per_call[number] = Published(accepted, late, topic=result.topic, shared=True)
@@ -155,14 +162,16 @@ def outcomes(calls: Sequence[PendingCall], answer: TopicsAccepted) -> list[Publi
     return [found for found in per_call if found is not None]
 
 
-def culprit(calls: Sequence[PendingCall], error: ApiError) -> int | None:
-    """Which call published the event a refusal of the whole batch names (None: none named,
-    or a refusal that is not about one event)."""
+def culprit(calls: Sequence[PendingCall], error: ApiError) -> tuple[int, ApiError] | None:
+    """Which call published the event a refusal of the whole batch names, and the error as
+    that call's caller counts its events (None: none named, or a refusal that is not about
+    one event)."""
     if error.index is None or error.status not in (400, 413):
         return None
     position = error.index
     for number, call in enumerate(calls):
         if position < len(call.items):
-            return number
+            status = error.status if error.status is not None else 400
+            return number, ApiError(status, error.code, error.message, index=position)
         position -= len(call.items)
     return None

@@ -138,11 +138,12 @@ class Batcher:
             try:
                 answer = self._run(publish_batch(batch))
             except ApiError as exc:
-                number = culprit(batch, exc)
-                if number is None:
+                found_culprit = culprit(batch, exc)
+                if found_culprit is None:
                     _fail(batch, exc)
                     return
-                _settle(batch.pop(number), exc)  # its own error; the others go again
+                number, own = found_culprit
+                _settle(batch.pop(number), own)  # its own error; the others go again
                 continue
             except Exception as exc:  # each caller gets what stopped its batch
                 _fail(batch, exc)
