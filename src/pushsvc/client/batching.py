@@ -17,9 +17,12 @@ answer, is every call's.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import msgspec
 import orjson
@@ -65,6 +68,9 @@ class PendingCall:
     topic: str
     items: list[bytes]
     waiter: object
+    times: list[float] = field(default_factory=list)
+    """Each event's `ts` in epoch seconds (infinity where the server stamps it): which of a
+    topic's events were late is estimated from them when calls share a topic (`outcomes`)."""
     since: float = field(default_factory=time.monotonic)
     """When the call was made (`time.monotonic`): its linger counts from then."""
     size: int = field(init=False)
@@ -82,7 +88,16 @@ def pending_call(topic: str, events: Publishable, waiter: object) -> PendingCall
         items = [orjson.dumps({**event, "topic": topic}) for event in batch]
     except orjson.JSONEncodeError as exc:
         raise TypeError(f"the events cannot be sent as JSON: {exc}") from None
-    return PendingCall(topic, items, waiter)
+    return PendingCall(topic, items, waiter, [_seconds(event.get("ts")) for event in batch])
+
+
+def _seconds(ts: object) -> float:
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        return float(ts)
+    if isinstance(ts, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    return math.inf
 
 
 def take_batch(queue: list[PendingCall], settings: BatchSettings) -> list[PendingCall]:
@@ -154,12 +169,26 @@ def outcomes(calls: Sequence[PendingCall], answer: TopicsAccepted) -> list[Publi
                 )
                 per_call[number] = Published(*counts, topic=result.topic)
         else:
-            for number in numbers:
-                per_call[number] = Published(accepted, late, topic=result.topic, shared=True)
+            for number, counts in _shares(calls, numbers, late).items():
+                per_call[number] = Published(*counts, topic=result.topic, shared=True)
     missing = [n for n, found in enumerate(per_call) if found is None]
     if missing:
         raise ValueError(f"the server's answer says nothing of the events of calls {missing}")
     return [found for found in per_call if found is not None]
+
+
+def _shares(
+    calls: Sequence[PendingCall], numbers: Sequence[int], late: int
+) -> dict[int, tuple[int, int]]:
+    """Each call's (accepted, late) where calls shared a topic and only some of its events
+    were late: the server says how many, not which, so the `late` oldest events (by `ts`) are
+    taken for the late ones, which they are unless a newer event arrived past a clock that an
+    event after it in the batch moved."""
+    times = sorted((t, number) for number in numbers for t in calls[number].times)
+    late_of = dict.fromkeys(numbers, 0)
+    for _, number in times[:late]:
+        late_of[number] += 1
+    return {n: (len(calls[n].items) - late_of[n], late_of[n]) for n in numbers}
 
 
 def culprit(calls: Sequence[PendingCall], error: ApiError) -> tuple[int, ApiError] | None:

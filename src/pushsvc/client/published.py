@@ -29,8 +29,9 @@ class Published(int):
     `late`, those past the topic's grace, logged on `late_topic` (`<topic>.late`).
 
     `shared`: this call's events were answered together with other calls' to the same topic
-    in one batch, some late and some not; the counts are then those of all of them (the server
-    says how many of a topic's events were late, not which)."""
+    in one batch, some late and some not: the server says how many of the topic's events were
+    late, not which, so this call's counts are an estimate (its oldest events taken for the
+    late ones); the counts of all such calls add up to the server's."""
 
     topic: str
     late: int
