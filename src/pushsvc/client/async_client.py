@@ -68,7 +68,7 @@ class AsyncClient:
             )
         )
         self._sleep = sleep
-        self._batcher = None if batching is None else AsyncBatcher(self._run, batching)
+        self._batcher = None if batching is None else AsyncBatcher(self._run_now, batching)
 
     async def flush(self) -> None:
         """Send every `publish` call held for its batch and wait for the answers."""
@@ -171,6 +171,11 @@ class AsyncClient:
         return await self._run(calls.alerts())
 
     async def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
+        """Run `plan` once what `publish` holds is sent (see `Client._run`)."""
+        await self.flush()
+        return await self._run_now(plan, backoff)
+
+    async def _run_now(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
         send = async_retrying(backoff or self.backoff, self._sleep)
         try:
             call = next(plan)
@@ -254,6 +259,7 @@ class AsyncClient:
 
     async def _stream(self, cursor: StreamCursor) -> AsyncGenerator[RawMessage, None]:
         """Every message of `cursor`'s stream, connecting again as it says."""
+        await self.flush()  # what this client published before is in what the stream replays
         while True:
             error: ClientError | None = None
             try:

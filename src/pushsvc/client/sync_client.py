@@ -81,7 +81,7 @@ class Client:
         self._http = http if http is not None else httpx.Client(timeout=self.session.timeout)
         self._sleep = sleep
         self._readers: set[_Reader] = set()
-        self._batcher = None if batching is None else Batcher(self._run, batching)
+        self._batcher = None if batching is None else Batcher(self._run_now, batching)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send every `publish` call held for its batch and wait for the answers; False if
@@ -228,6 +228,13 @@ class Client:
         return self._run(calls.alerts())
 
     def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
+        """Run `plan` once what `publish` holds is sent: a client's requests reach the server
+        in the order they were made (a read after a publish finds what it published)."""
+        if self._batcher is not None:
+            self._batcher.flush()
+        return self._run_now(plan, backoff)
+
+    def _run_now(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
         send = retrying(backoff or self.backoff, self._sleep)
         try:
             call = next(plan)
@@ -333,6 +340,7 @@ class Client:
         """Every message, and None for each heartbeat (so that a reader can stop between).
         With `reader`: its responses, so that `reader.stop()` ends a read in progress; a
         stopped reader's connection error is its end, not a failure to retry."""
+        self.flush()  # what this client published before is in what the stream replays
         while reader is None or not reader.stopped.is_set():
             error: ClientError | None = None
             try:
