@@ -3,10 +3,12 @@ which outcome each call of a batch gets from the server's per-topic answer."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
-from pushsvc.client import ApiError, BatchSettings, Published
+from pushsvc.client import ApiError, Backoff, BatchSettings, Published
 from pushsvc.client.batching import (
     PendingCall,
     culprit,
@@ -16,7 +18,10 @@ from pushsvc.client.batching import (
     publish_batch,
     take_batch,
 )
+from pushsvc.client.sync_batcher import Batcher
 from pushsvc.core.answers import ErrorDetail, TopicResult, TopicsAccepted
+
+HOLD = BatchSettings(linger=30.0)
 
 
 def calls(*shape: tuple[str, int]) -> list[PendingCall]:
@@ -119,3 +124,54 @@ def test_events_that_cannot_be_sent_are_refused_before_anything_is_held() -> Non
         pending_call("a", ["twelve"], None)  # type: ignore[list-item]
     with pytest.raises(TypeError):
         pending_call("a", [{"data": {1, 2}}], None)
+
+
+def test_a_topic_refused_for_a_while_is_sent_again_with_the_same_key() -> None:
+    """A 207 where one topic's partition was unreachable (503): the same body, with the same
+    key, is sent again after the backoff (the topic logged is replayed, the other logged
+    now); each call then gets its topic's answer."""
+    sent: list[tuple[str, bytes]] = []
+    unavailable = ErrorDetail("broker_unavailable", "Redis unreachable", msgspec.UNSET)
+    answers = [
+        TopicsAccepted(
+            [TopicResult("a", [0], 1, 0), TopicResult("b", [1], error=unavailable, status=503)],
+            1,
+            0,
+            1,
+        ),
+        TopicsAccepted([TopicResult("a", [0], 1, 0), TopicResult("b", [1], 1, 0)], 2, 0, 0),
+    ]
+
+    def run(plan: Any) -> TopicsAccepted:
+        call = next(plan)
+        sent.append((call.headers["Idempotency-Key"], call.content))
+        return answers[len(sent) - 1]
+
+    waits: list[float] = []
+    batcher = Batcher(run, HOLD, backoff=Backoff(base=0.01), sleep=waits.append)
+    first, second = batcher.add("a", 1), batcher.add("b", 2)
+    batcher.close()
+    assert (first.result(), second.result()) == (1, 1)
+    assert len(sent) == 2 and sent[0] == sent[1]  # the same key and body
+    assert len(waits) == 1
+
+
+def test_a_topic_refused_past_the_backoff_fails_its_caller_only() -> None:
+    unavailable = ErrorDetail("broker_unavailable", "Redis unreachable", msgspec.UNSET)
+    answer = TopicsAccepted(
+        [TopicResult("a", [0], 1, 0), TopicResult("b", [1], error=unavailable, status=503)], 1, 0, 1
+    )
+    attempts = []
+
+    def run(plan: Any) -> TopicsAccepted:
+        attempts.append(next(plan))
+        return answer
+
+    batcher = Batcher(run, HOLD, backoff=Backoff(retries=2, base=0.0), sleep=lambda _: None)
+    first, second = batcher.add("a", 1), batcher.add("b", 2)
+    batcher.close()
+    assert first.result() == 1
+    with pytest.raises(ApiError) as refused:
+        second.result()
+    assert (refused.value.status, refused.value.code) == (503, "broker_unavailable")
+    assert len(attempts) == 3

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pushsvc.client.batching import (
     BatchSettings,
     PendingCall,
+    again_after,
     culprit,
     is_full,
     outcomes,
@@ -26,9 +27,10 @@ from pushsvc.client.batching import (
     publish_batch,
     take_batch,
 )
-from pushsvc.client.calls import Plan, Publishable
+from pushsvc.client.calls import Plan, Publishable, new_idempotency_key
 from pushsvc.client.errors import ApiError
 from pushsvc.client.published import Published
+from pushsvc.client.retry import Backoff
 from pushsvc.core.answers import TopicsAccepted
 
 Run = Callable[[Plan[TopicsAccepted]], Awaitable[TopicsAccepted]]
@@ -39,9 +41,18 @@ ASYNC_DEFAULTS = BatchSettings(linger=0.0)
 class AsyncBatcher:
     """Gathers an async client's `publish` calls and sends them, one batch at a time."""
 
-    def __init__(self, run: Run, settings: BatchSettings) -> None:
+    def __init__(
+        self,
+        run: Run,
+        settings: BatchSettings,
+        *,
+        backoff: Backoff,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._run = run
         self.settings = settings
+        self._backoff = backoff
+        self._sleep = sleep
         self._queue: list[PendingCall] = []
         self._changed: asyncio.Event | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -97,9 +108,12 @@ class AsyncBatcher:
             await self._send(take_batch(self._queue, self.settings))
 
     async def _send(self, batch: list[PendingCall]) -> None:
+        key = new_idempotency_key()
+        started = time.monotonic()
+        attempt = 0
         while batch:
             try:
-                answer = await self._run(publish_batch(batch))
+                answer = await self._run(publish_batch(batch, key))
             except ApiError as exc:
                 found_culprit = culprit(batch, exc)
                 if found_culprit is None:
@@ -107,6 +121,7 @@ class AsyncBatcher:
                     return
                 number, own = found_culprit
                 _settle(batch.pop(number), own)
+                key = new_idempotency_key()  # another body
                 continue
             except Exception as exc:  # each caller gets what stopped its batch
                 _fail(batch, exc)
@@ -116,6 +131,11 @@ class AsyncBatcher:
             except ValueError as exc:
                 _fail(batch, exc)
                 return
+            wait = again_after(found, self._backoff, attempt, time.monotonic() - started)
+            if wait is not None:
+                await self._sleep(wait)
+                attempt += 1
+                continue
             for call, outcome in zip(batch, found, strict=True):
                 _settle(call, outcome)
             return

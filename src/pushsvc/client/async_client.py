@@ -68,7 +68,11 @@ class AsyncClient:
             )
         )
         self._sleep = sleep
-        self._batcher = None if batching is None else AsyncBatcher(self._run_now, batching)
+        self._batcher = (
+            None
+            if batching is None
+            else AsyncBatcher(self._run_now, batching, backoff=self.backoff, sleep=sleep)
+        )
 
     async def flush(self) -> None:
         """Send every `publish` call held for its batch and wait for the answers."""

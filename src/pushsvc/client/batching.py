@@ -38,6 +38,7 @@ from pushsvc.client.calls import (
 )
 from pushsvc.client.errors import ApiError
 from pushsvc.client.published import Published
+from pushsvc.client.retry import Backoff
 from pushsvc.core.answers import TopicsAccepted
 
 MULTI_STATUS = 207
@@ -124,14 +125,18 @@ def is_full(queue: Sequence[PendingCall], settings: BatchSettings) -> bool:
     return events >= settings.max_events or sum(c.size for c in queue) >= settings.max_bytes
 
 
-def publish_batch(calls: Sequence[PendingCall]) -> Plan[TopicsAccepted]:
-    """POST the calls' events as one cross-topic batch (one key for every attempt); the
-    server's per-topic answer (202, or 207 where a topic's were refused)."""
+def publish_batch(calls: Sequence[PendingCall], key: str | None = None) -> Plan[TopicsAccepted]:
+    """POST the calls' events as one cross-topic batch with the Idempotency-Key `key` (a new
+    one by default; the same for every attempt); the server's per-topic answer (202, or 207
+    where a topic's were refused)."""
     body = b"[" + b",".join(item for call in calls for item in call.items) + b"]"
     answer = yield Call(
         "POST",
         "events",
-        headers={"Content-Type": "application/json", IDEMPOTENCY_KEY: new_idempotency_key()},
+        headers={
+            "Content-Type": "application/json",
+            IDEMPOTENCY_KEY: key if key is not None else new_idempotency_key(),
+        },
         content=body,
         expect=202,
         also=(MULTI_STATUS,),
@@ -189,6 +194,23 @@ def _shares(
     for _, number in times[:late]:
         late_of[number] += 1
     return {n: (len(calls[n].items) - late_of[n], late_of[n]) for n in numbers}
+
+
+def again_after(
+    found: Sequence[Published | ApiError], backoff: Backoff, attempt: int, elapsed: float
+) -> float | None:
+    """How long to wait before sending a batch again, the same body with the same key, where
+    some topic's events were refused for a while only (a topic's 503: its partition's Redis
+    unreachable, or replicas not confirming): the topics logged are answered as before, the
+    others logged now. None: not again (no such refusal, or the backoff's time or tries are
+    spent), and the calls keep their outcomes."""
+    passing = [o for o in found if isinstance(o, ApiError) and o.status == 503]
+    if not passing or (backoff.retries is not None and attempt >= backoff.retries):
+        return None
+    wait = backoff.delay(attempt, passing[0])
+    if backoff.give_up_after is not None and elapsed + wait > backoff.give_up_after:
+        return None
+    return wait
 
 
 def culprit(calls: Sequence[PendingCall], error: ApiError) -> tuple[int, ApiError] | None:

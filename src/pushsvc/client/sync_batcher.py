@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pushsvc.client.batching import (
     BatchSettings,
     PendingCall,
+    again_after,
     culprit,
     is_full,
     outcomes,
@@ -26,9 +27,10 @@ from pushsvc.client.batching import (
     publish_batch,
     take_batch,
 )
-from pushsvc.client.calls import Plan, Publishable
+from pushsvc.client.calls import Plan, Publishable, new_idempotency_key
 from pushsvc.client.errors import ApiError
 from pushsvc.client.published import Published, PublishFuture
+from pushsvc.client.retry import Backoff
 from pushsvc.core.answers import TopicsAccepted
 
 Run = Callable[[Plan[TopicsAccepted]], TopicsAccepted]
@@ -38,9 +40,18 @@ Run = Callable[[Plan[TopicsAccepted]], TopicsAccepted]
 class Batcher:
     """Gathers a client's `publish` calls and sends them, one batch at a time."""
 
-    def __init__(self, run: Run, settings: BatchSettings) -> None:
+    def __init__(
+        self,
+        run: Run,
+        settings: BatchSettings,
+        *,
+        backoff: Backoff,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._run = run
         self.settings = settings
+        self._backoff = backoff
+        self._sleep = sleep
         self._queue: list[PendingCall] = []
         self._changed = threading.Condition()
         self._urgent = False
@@ -134,9 +145,12 @@ class Batcher:
                     self._changed.notify_all()
 
     def _send(self, batch: list[PendingCall]) -> None:
+        key = new_idempotency_key()
+        started = time.monotonic()
+        attempt = 0
         while batch:
             try:
-                answer = self._run(publish_batch(batch))
+                answer = self._run(publish_batch(batch, key))
             except ApiError as exc:
                 found_culprit = culprit(batch, exc)
                 if found_culprit is None:
@@ -144,6 +158,7 @@ class Batcher:
                     return
                 number, own = found_culprit
                 _settle(batch.pop(number), own)  # its own error; the others go again
+                key = new_idempotency_key()  # another body
                 continue
             except Exception as exc:  # each caller gets what stopped its batch
                 _fail(batch, exc)
@@ -153,6 +168,11 @@ class Batcher:
             except ValueError as exc:
                 _fail(batch, exc)
                 return
+            wait = again_after(found, self._backoff, attempt, time.monotonic() - started)
+            if wait is not None:
+                self._sleep(wait)
+                attempt += 1
+                continue
             for call, outcome in zip(batch, found, strict=True):
                 _settle(call, outcome)
             return

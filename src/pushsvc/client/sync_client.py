@@ -81,7 +81,11 @@ class Client:
         self._http = http if http is not None else httpx.Client(timeout=self.session.timeout)
         self._sleep = sleep
         self._readers: set[_Reader] = set()
-        self._batcher = None if batching is None else Batcher(self._run_now, batching)
+        self._batcher = (
+            None
+            if batching is None
+            else Batcher(self._run_now, batching, backoff=self.backoff, sleep=sleep)
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send every `publish` call held for its batch and wait for the answers; False if
