@@ -430,3 +430,19 @@ def test_max_topics_refuses_the_new_topics_only_and_a_retry_logs_them_once_room_
     assert "Idempotent-Replayed" not in headers  # the new topic's events were logged now
     assert logged(client, old) == [0, 1]
     assert logged(client, new) == [2]
+
+
+def test_a_key_reused_on_a_later_topic_refuses_that_topic_only(client: FlaskClient) -> None:
+    """The request's first topic is appended first: a reused key found there refuses the
+    request whole (above); found on a later topic only, it refuses that topic's events."""
+    stem = uuid.uuid4().hex[:6]
+    key = str(uuid.uuid4())
+    first = [{"topic": f"{stem}-b", "value": 1}]
+    assert post(client, "/events", first, key=key)[0] == 202
+    other = [{"topic": f"{stem}-a", "value": 2}, {"topic": f"{stem}-b", "value": 3}]
+    status, answer, _ = post(client, "/events", other, key=key)
+    assert status == 207
+    assert answer["results"][0] == {"topic": f"{stem}-a", "items": [0], "accepted": 1, "late": 0}
+    refused = answer["results"][1]
+    assert (refused["error"]["code"], refused["status"]) == ("idempotency_key_reused", 422)
+    assert logged(client, f"{stem}-b") == [1]
