@@ -16,6 +16,7 @@ batch at once rather than after its linger. It also behaves as the number it wil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -131,4 +132,5 @@ class PublishFuture(Future[Published]):
             return
         error = super().exception(0)
         if error is not None:
-            log.warning("a publish whose outcome nobody asked for failed: %s", error)
+            with contextlib.suppress(Exception):  # at the interpreter's exit, logging may be gone
+                log.warning("a publish whose outcome nobody asked for failed: %s", error)
