@@ -23,6 +23,7 @@ from pushsvc.http.api import (
     forecast,
     health,
     history,
+    many_topics,
     mercure,
     mercure_subscriptions,
     openapi,
@@ -99,6 +100,7 @@ def create_app(
     blueprints = (
         dashboard.bp,
         producer.bp,
+        many_topics.bp,
         streams.bp,
         topics.bp,
         deletion.bp,

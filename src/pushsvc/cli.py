@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import click
 
@@ -22,6 +22,9 @@ from pushsvc.config import GROUPS, RETIRED, Setting, Settings
 from pushsvc.core.lists import comma_list
 from pushsvc.demo.command import demo
 from pushsvc.errors import CannotListen, ConfigError, DataDirInUse, RulesError, UnsafeRedis
+
+if TYPE_CHECKING:
+    from pushsvc.client import Published
 
 F = Callable[..., Any]
 T = TypeVar("T")
@@ -295,7 +298,7 @@ def _finite(
 @main.command()
 @_URL
 @_TOKEN
-@click.argument("topic")
+@click.argument("topic", required=False)
 @click.argument("values", nargs=-1, type=float, callback=_finite)
 @click.option("--ts", help="event time: epoch seconds or RFC 3339 (default: when received)")
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE, repeatable")
@@ -310,7 +313,10 @@ def _finite(
     metavar="JSON",
     help="publish one message with this JSON data (type `message` unless --type)",
 )
-@click.option("--batch", default=1000, show_default=True, help="events per request (stdin)")
+@click.option(
+    "--batch", default=1000, show_default=True,
+    help="events per request (stdin; without TOPIC, at most 100 a request by default)",
+)  # fmt: skip
 @click.option(
     "--redis-url",
     envvar="PUSHSVC_REDIS_URL",
@@ -324,7 +330,7 @@ def _finite(
 def publish(
     url: str,
     token: str | None,
-    topic: str,
+    topic: str | None,
     values: tuple[float, ...],
     ts: str | None,
     tags: tuple[str, ...],
@@ -335,9 +341,22 @@ def publish(
     prefix: str,
 ) -> None:
     """Publish VALUES to TOPIC; or one message (--type, --data); with neither, read NDJSON
-    events from standard input."""
+    events from standard input. Without TOPIC, each line of standard input names its own
+    topic (`{"topic": "u1", "type": "shipped", "data": {...}}`) and the lines go in batches
+    over many topics (`POST /events`). Prints what the server accepted, and the events past
+    their topic's grace, kept on its late stream; exits 1 if any were refused."""
     from pushsvc.client import Client, ClientError, batches
     from pushsvc.client.calls import check_sendable
+    from pushsvc.client.published import summary
+
+    if topic is None:
+        if values or message_type is not None or message_data is not None or redis_url:
+            raise _Misuse(
+                "VALUES, --type, --data and --redis-url need a TOPIC; without one, standard "
+                "input's NDJSON lines name their topics"
+            )
+        _publish_lines(url, token, _ndjson(sys.stdin.buffer), batch)
+        return
 
     common: dict[str, object] = {}
     if ts is not None:
@@ -395,11 +414,52 @@ def publish(
     try:
         # Each batch with its own Idempotency-Key, retried with it after a 503 or a lost
         # connection: logged once however often it is sent.
-        with Client(url, token=token) as client:
-            accepted = sum(client.publish(topic, chunk) for chunk in batches(events, batch))
+        with Client(url, token=token, batching=None) as client:
+            answers = [client.publish(topic, chunk).result() for chunk in batches(events, batch)]
     except ClientError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"accepted {accepted}")
+    click.echo(summary(answers))
+
+
+def _publish_lines(url: str, token: str | None, lines: list[Any], batch: int) -> None:
+    """Publish NDJSON items that name their topics, in cross-topic batches: the summary, one
+    line per refused item on standard error, and exit 1 if any was refused."""
+    from pushsvc.client import BatchSettings, Client, ClientError, PublishFuture
+    from pushsvc.client.published import summary
+
+    calls: list[tuple[int, str, PublishFuture]] = []
+    for number, item in enumerate(lines, start=1):
+        if not isinstance(item, dict) or not isinstance(item.get("topic"), str):
+            raise click.ClickException(
+                f"standard input item {number} names no topic: without a TOPIC argument, each "
+                'line is an event with its "topic" ({"topic": "u1", "data": ...})'
+            )
+    settings = BatchSettings(max_events=max(1, min(batch, 100)), max_bytes=512 * 1024)
+    refused = 0
+    answers: list[Published] = []
+    try:
+        with Client(url, token=token, batching=settings) as client:
+            for number, item in enumerate(lines, start=1):
+                topic = item.pop("topic")
+                try:
+                    calls.append((number, topic, client.publish(topic, item)))
+                except (TypeError, ValueError) as exc:
+                    raise click.ClickException(f"standard input item {number}: {exc}") from None
+            client.flush()
+            for number, topic, future in calls:
+                try:
+                    answers.append(future.result())
+                except ClientError as exc:
+                    refused += 1
+                    click.echo(f"item {number} (topic {topic}): {exc}", err=True)
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    said = summary(answers)
+    if refused:
+        said += f", refused {refused}"
+    click.echo(said)
+    if refused:
+        sys.exit(1)
 
 
 def _data_option(text: str) -> Any:

@@ -15,6 +15,7 @@ messages, DataFrames), `live_frames`, `session` and `csv_replay` (`pushsvc repla
 """
 
 from pushsvc.client.async_client import AsyncClient
+from pushsvc.client.batching import BatchSettings
 from pushsvc.client.calls import IDEMPOTENCY_KEY, batches, new_idempotency_key
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.message_streams import AsyncMessageStream, MessageStream
@@ -34,6 +35,7 @@ from pushsvc.client.models import (
     sessions_of,
     top_of,
 )
+from pushsvc.client.published import Published, PublishFuture
 from pushsvc.client.retry import Backoff
 from pushsvc.client.stream import RawMessage, StreamOptions
 from pushsvc.client.sync_client import Client
@@ -45,6 +47,7 @@ __all__ = [
     "AsyncClient",
     "AsyncMessageStream",
     "Backoff",
+    "BatchSettings",
     "Client",
     "ClientError",
     "FunnelStep",
@@ -52,6 +55,8 @@ __all__ = [
     "Message",
     "MessageStream",
     "Point",
+    "PublishFuture",
+    "Published",
     "RawMessage",
     "SessionStats",
     "Snapshot",

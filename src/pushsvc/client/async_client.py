@@ -14,11 +14,14 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from pushsvc.client import calls
+from pushsvc.client.async_batcher import ASYNC_DEFAULTS, AsyncBatcher
+from pushsvc.client.batching import BatchSettings
 from pushsvc.client.calls import UNSET, Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.message_streams import AsyncMessageStream
 from pushsvc.client.models import StreamMessage, typed_message
+from pushsvc.client.published import Published
 from pushsvc.client.retry import Backoff, async_retrying
 from pushsvc.client.session import Session
 from pushsvc.client.stream import MessageOptions, RawMessage, StreamCursor, StreamOptions
@@ -50,6 +53,7 @@ class AsyncClient:
         stream_timeout: float = 60.0,
         http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        batching: BatchSettings | None = ASYNC_DEFAULTS,
     ) -> None:
         self.session = Session(url, token, timeout=timeout, stream_timeout=stream_timeout)
         self.backoff = backoff or Backoff()
@@ -64,8 +68,21 @@ class AsyncClient:
             )
         )
         self._sleep = sleep
+        self._batcher = (
+            None
+            if batching is None
+            else AsyncBatcher(self._run_now, batching, backoff=self.backoff, sleep=sleep)
+        )
+
+    async def flush(self) -> None:
+        """Send every `publish` call held for its batch and wait for the answers."""
+        if self._batcher is not None:
+            await self._batcher.flush()
 
     async def aclose(self) -> None:
+        """Sends what `publish` holds and waits for its answers, then closes the HTTP client
+        (if made here)."""
+        await self.flush()
         if self._own_http:
             await self._http.aclose()
 
@@ -90,9 +107,15 @@ class AsyncClient:
         data: object = UNSET,
         type: str | None = None,  # the message's type, as Flask-SSE names it
         backoff: Backoff | None = None,
-    ) -> int:
-        plan = calls.publish(topic, calls.publishable(events, data, type))
-        return await self._run(plan, backoff)
+    ) -> Published:
+        """`Client.publish`, awaited: the call's `Published` once its batch is answered. The
+        calls other tasks make meanwhile share its request (`batching`; by default none
+        waits for more to come). With `batching=None`, or a `backoff` for this call, it is
+        sent alone."""
+        publishable = calls.publishable(events, data, type)
+        if self._batcher is None or backoff is not None:
+            return await self._run(calls.publish(topic, publishable), backoff)
+        return await self._batcher.publish(topic, publishable)
 
     async def delete_topic(self, topic: str) -> bool:
         try:
@@ -152,6 +175,11 @@ class AsyncClient:
         return await self._run(calls.alerts())
 
     async def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
+        """Run `plan` once what `publish` holds is sent (see `Client._run`)."""
+        await self.flush()
+        return await self._run_now(plan, backoff)
+
+    async def _run_now(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
         send = async_retrying(backoff or self.backoff, self._sleep)
         try:
             call = next(plan)
@@ -172,7 +200,7 @@ class AsyncClient:
             )
         except httpx.TransportError as exc:
             raise Unreachable(self.session.base, exc) from None
-        if response.status_code != call.expect:
+        if not call.answered(response.status_code):
             raise ApiError.of(response)
         return response
 
@@ -235,6 +263,7 @@ class AsyncClient:
 
     async def _stream(self, cursor: StreamCursor) -> AsyncGenerator[RawMessage, None]:
         """Every message of `cursor`'s stream, connecting again as it says."""
+        await self.flush()  # what this client published before is in what the stream replays
         while True:
             error: ClientError | None = None
             try:

@@ -27,6 +27,7 @@ import msgspec
 import orjson
 
 from pushsvc.client.models import forecast_dataframe, history_dataframe, series_dataframe
+from pushsvc.client.published import Published
 from pushsvc.core.answers import Accepted
 from pushsvc.core.listing_shapes import Series
 from pushsvc.core.point_shape import Forecast
@@ -77,6 +78,11 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     content: bytes | None = None
     expect: int = 200
+    also: tuple[int, ...] = ()
+    """Other statuses that are an answer, not an error (a many-topic POST's 207)."""
+
+    def answered(self, status: int) -> bool:
+        return status == self.expect or status in self.also
 
 
 def new_idempotency_key() -> str:
@@ -88,9 +94,9 @@ def topic_path(topic: str, leaf: str) -> str:
     return f"topics/{quote(topic, safe='')}/{leaf}"
 
 
-def publish(topic: str, events: Publishable) -> Plan[int]:
+def publish(topic: str, events: Publishable) -> Plan[Published]:
     """POST one event or a batch (accepted whole or rejected whole); how many were accepted
-    onto the topic on time (the rest were past its grace: kept on its late stream,
+    onto the topic on time, and how many were past its grace (kept on its late stream,
     `<topic>.late`, a message among them pushed on the topic all the same).
     One body and one key for every attempt: a repeat is the same request, logged once.
     ValueError, before anything is sent, for a NaN or infinite value or time, or data that
@@ -108,7 +114,9 @@ def publish(topic: str, events: Publishable) -> Plan[int]:
         content=body,
         expect=202,
     )
-    return msgspec.json.decode(answer.content, type=Accepted).accepted
+    accepted = msgspec.json.decode(answer.content, type=Accepted)
+    late = 0 if accepted.late is msgspec.UNSET else accepted.late
+    return Published(accepted.accepted, late, topic=topic)
 
 
 def publishable(events: Publishable | None, data: object, kind: str | None) -> Publishable:

@@ -91,7 +91,7 @@ def replay(
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
-            sent += client.publish(topic, batch)
+            sent += client.publish(topic, batch).result()
             if bar is None:
                 bar = tqdm(total=len(events), unit="ev", disable=not progress)
             bar.update(len(batch))

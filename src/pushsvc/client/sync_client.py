@@ -17,14 +17,17 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from pushsvc.client import calls
+from pushsvc.client.batching import BatchSettings
 from pushsvc.client.calls import UNSET, Call, GroupChoice, Plan, Publishable, Time
 from pushsvc.client.errors import ApiError, ClientError, Unreachable
 from pushsvc.client.live_frames import DEFAULT_MAX_ROWS, LiveFrame, interval_seconds
 from pushsvc.client.message_streams import MessageStream
 from pushsvc.client.models import StreamMessage, typed_message
+from pushsvc.client.published import PublishFuture
 from pushsvc.client.retry import Backoff, retrying
 from pushsvc.client.session import Session
 from pushsvc.client.stream import MessageOptions, RawMessage, StreamCursor, StreamOptions
+from pushsvc.client.sync_batcher import Batcher
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +73,7 @@ class Client:
         stream_timeout: float = 60.0,
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        batching: BatchSettings | None = BatchSettings(),  # noqa: B008 (frozen)
     ) -> None:
         self.session = Session(url, token, timeout=timeout, stream_timeout=stream_timeout)
         self.backoff = backoff or Backoff()
@@ -77,9 +81,22 @@ class Client:
         self._http = http if http is not None else httpx.Client(timeout=self.session.timeout)
         self._sleep = sleep
         self._readers: set[_Reader] = set()
+        self._batcher = (
+            None
+            if batching is None
+            else Batcher(self._run_now, batching, backoff=self.backoff, sleep=sleep)
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send every `publish` call held for its batch and wait for the answers; False if
+        `timeout` (seconds) passed first."""
+        return True if self._batcher is None else self._batcher.flush(timeout)
 
     def close(self) -> None:
-        """Ends the readers of `frames()` still running, then the HTTP client (if made here)."""
+        """Sends what `publish` holds and waits for its answers, ends the readers of
+        `frames()` still running, then the HTTP client (if made here)."""
+        if self._batcher is not None:
+            self._batcher.close()
         for reader in list(self._readers):
             reader.stop()
         if self._own_http:
@@ -106,14 +123,27 @@ class Client:
         data: object = UNSET,
         type: str | None = None,  # the message's type, as Flask-SSE names it
         backoff: Backoff | None = None,
-    ) -> int:
-        """POST one event or a batch (accepted whole or rejected whole); the number accepted.
-        An event is a mapping (`{"value": 12.5, "ts": …, "tags": {…}}`, or a message
-        `{"type": "shipped", "data": {…}}`, with or without a value) or a bare number, its
-        value; anything else is a TypeError. Or one message: `publish(topic, data={…},
-        type="shipped")` (any JSON `data`; `type` its SSE event name, `message` by default).
-        `backoff`: this call's retries, instead of the client's."""
-        return self._run(calls.publish(topic, calls.publishable(events, data, type)), backoff)
+    ) -> PublishFuture:
+        """Publish one event or a batch to `topic` (a topic's events of one call are logged
+        whole or refused whole). An event is a mapping (`{"value": 12.5, "ts": …, "tags":
+        {…}}`, or a message `{"type": "shipped", "data": {…}}`, with or without a value) or a
+        bare number, its value; anything else is a TypeError. Or one message: `publish(topic,
+        data={…}, type="shipped")` (any JSON `data`; `type` its SSE event name, `message` by
+        default).
+
+        Returns at once a `PublishFuture` of the call's `Published` (an int: the events
+        accepted onto the topic; `.late`: those past its grace, on `<topic>.late`). The call
+        waits with others for a few milliseconds (`batching`), then all go in one request;
+        `result()` (or using the future as the number it will be) waits for the answer and
+        raises this call's error (`ApiError`, `Unreachable`). With `batching=None` on the
+        client, or a `backoff` for this call, it is sent alone, now, and an error raised
+        here."""
+        publishable = calls.publishable(events, data, type)
+        if self._batcher is None or backoff is not None:
+            future = PublishFuture()
+            future.set_result(self._run(calls.publish(topic, publishable), backoff))
+            return future
+        return self._batcher.add(topic, publishable)
 
     def delete_topic(self, topic: str) -> bool:
         """Delete the topic: its windows, history, series, groups, alerts and clock, so that
@@ -202,6 +232,13 @@ class Client:
         return self._run(calls.alerts())
 
     def _run(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
+        """Run `plan` once what `publish` holds is sent: a client's requests reach the server
+        in the order they were made (a read after a publish finds what it published)."""
+        if self._batcher is not None:
+            self._batcher.flush()
+        return self._run_now(plan, backoff)
+
+    def _run_now(self, plan: Plan[T], backoff: Backoff | None = None) -> T:
         send = retrying(backoff or self.backoff, self._sleep)
         try:
             call = next(plan)
@@ -222,7 +259,7 @@ class Client:
             )
         except httpx.TransportError as exc:
             raise Unreachable(self.session.base, exc) from None
-        if response.status_code != call.expect:
+        if not call.answered(response.status_code):
             raise ApiError.of(response)
         return response
 
@@ -307,6 +344,7 @@ class Client:
         """Every message, and None for each heartbeat (so that a reader can stop between).
         With `reader`: its responses, so that `reader.stop()` ends a read in progress; a
         stopped reader's connection error is its end, not a failure to retry."""
+        self.flush()  # what this client published before is in what the stream replays
         while reader is None or not reader.stopped.is_set():
             error: ClientError | None = None
             try:

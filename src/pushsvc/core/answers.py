@@ -1,4 +1,5 @@
-"""The answers a producer meets, defined once: a POST's `Accepted` and every error's `Error`.
+"""The answers a producer meets, defined once: a POST's `Accepted`, a many-topic POST's
+`TopicsAccepted` and every error's `Error`.
 
 The server encodes them from these classes, the Python client decodes them into the same
 classes, and `/openapi.json`'s schemas of them are generated from them
@@ -71,5 +72,57 @@ def accepted_json(accepted: int, late: int) -> bytes:
     return answer_json(Accepted(accepted, late if late else UNSET))
 
 
-ANSWERS = (Accepted, Error)
+class TopicResult(Struct, frozen=True, omit_defaults=True):
+    """what became of one topic's events in a request that publishes to many topics: logged
+    (`accepted` on the topic, `late` on its late stream), or refused whole (`error`)"""
+
+    topic: Annotated[str, Meta(description="the topic as the request named it")]
+    items: Annotated[
+        list[int],
+        Meta(
+            description="the positions in the request of the events (or broadcast topic) "
+            "this result is about, in order"
+        ),
+    ]
+    accepted: Annotated[int, Meta(ge=0, description="events logged on the topic")] | UnsetType = (
+        UNSET
+    )
+    late: (
+        Annotated[
+            int,
+            Meta(ge=0, description="events past the topic's grace, logged on `<topic>.late`"),
+        ]
+        | UnsetType
+    ) = UNSET
+    error: ErrorDetail | UnsetType = UNSET
+    status: (
+        Annotated[
+            int,
+            Meta(
+                ge=400,
+                le=599,
+                description="with `error`: the status a one-topic POST of these events "
+                "would have answered (403 for a topic the token may not publish to...)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class TopicsAccepted(Struct, frozen=True):
+    """a many-topic POST's answer: one result per topic, in the order topics first appear,
+    and the totals of the events"""
+
+    results: list[TopicResult]
+    accepted: Annotated[int, Meta(ge=0, description="events logged on their topics")]
+    late: Annotated[int, Meta(ge=0, description="events logged on their late streams")]
+    refused: Annotated[int, Meta(ge=0, description="events refused (their results say why)")]
+
+
+def topics_json(answer: TopicsAccepted) -> bytes:
+    """A many-topic POST's body."""
+    return msgspec.json.encode(answer) + b"\n"
+
+
+ANSWERS = (Accepted, TopicsAccepted, Error)
 """The classes `/openapi.json` describes (with what they hold)."""

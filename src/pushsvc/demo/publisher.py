@@ -73,7 +73,7 @@ class Publisher:
         if give_up_at is not None:
             backoff = replace(backoff, give_up_after=max(0.0, give_up_at - self._monotonic()))
         try:
-            accepted = self._client.publish(topic, body, backoff=backoff)
+            accepted = self._client.publish(topic, body, backoff=backoff).result()
         except ApiError as exc:
             if not exc.retryable:
                 raise Rejected(f"{exc} (topic {topic!r})", exc.code) from None

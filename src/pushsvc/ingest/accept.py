@@ -56,6 +56,29 @@ def ingest(
             raise ValueError("an idempotency key needs its window")
         digest = request_digest(media_type(content_type), body)
         idempotency = Idempotency(idempotency_key, digest, idempotency_window_ms)
+    return append_validated(
+        broker,
+        topic,
+        events,
+        lateness_us=lateness_us,
+        refuse_late=refuse_late,
+        idempotency=idempotency,
+    )
+
+
+def append_validated(
+    broker: Broker,
+    topic: TopicName,
+    events: list[Event],
+    *,
+    lateness_us: int,
+    refuse_late: bool = False,
+    idempotency: Idempotency | None = None,
+) -> Appended:
+    """Append events `validated` for `topic` as `ingest` does, in one atomic step: those past
+    `lateness_us` to the topic's late stream too (a message among them pushed on the topic all
+    the same; with `refuse_late`, a plain one raises LateEvent and nothing changes), at most
+    once per `idempotency` key."""
     return broker.append_events(
         topic,
         events,

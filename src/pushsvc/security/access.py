@@ -88,9 +88,17 @@ class Gate:
     def publisher(self, request: Request, topic: str) -> Grant | None:
         """The grant allowing this request to publish to `topic` (None without auth);
         Unauthorized or Forbidden otherwise."""
+        grant = self.many_publisher(request, [topic])
+        check_publishing(grant, topic)
+        return grant
+
+    def many_publisher(self, request: Request, topics: Sequence[str]) -> Grant | None:
+        """The grant of a request publishing to several `topics` (None without auth), or
+        Unauthorized (or, for a cookie POST from a foreign origin, Forbidden); whether it
+        covers each topic is judged topic by topic (`check_publishing`)."""
         if not self.enabled:
             return None
-        grant, source, _ = self._grant(request, query=False, action="publish", topics=[topic])
+        grant, source, _ = self._grant(request, query=False, action="publish", topics=topics)
         if grant is None:
             if request.args.get(QUERY):
                 raise Unauthorized(
@@ -100,8 +108,6 @@ class Gate:
             raise self._sign_in_needed("publishing")
         if source == "cookie":
             self._check_origin(request)
-        if not grant.publish.allows(topic):
-            raise Forbidden(f"the token does not allow publishing to {topic!r}")
         return grant
 
     def reader(self, request: Request, wanted: TopicMatcher) -> ReadAccess:
@@ -232,6 +238,13 @@ class Gate:
                 f"a cookie-authenticated POST must come from this server's origin or one in "
                 f"PUSHSVC_CORS_ORIGINS, not {origin or 'an unknown origin'!r}"
             )
+
+
+def check_publishing(grant: Grant | None, topic: str) -> None:
+    """Forbidden unless `grant` allows publishing to `topic` (None, auth being off, allows
+    every topic)."""
+    if grant is not None and not grant.publish.allows(topic):
+        raise Forbidden(f"the token does not allow publishing to {topic!r}")
 
 
 def _token(request: Request, *, query: bool) -> tuple[str, Source] | None:

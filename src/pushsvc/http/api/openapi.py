@@ -586,6 +586,87 @@ def _topic_delete(publishing: Security | None) -> dict[str, Any]:
     }
 
 
+_MANY_TOPICS_ANSWER = (
+    "the request was judged topic by topic: each topic's events were logged together or "
+    "refused together (`results`, in the order topics first appear; `items` the positions in "
+    "the request). 202: every topic's were logged; 207: some topic's were refused (its "
+    "result's `error` says why: forbidden, too_many_topics, late_event, broker_unavailable...)"
+)
+
+
+def _many_topic_post(
+    settings: Settings, publishing: Security | None, key: dict[str, Any], *, broadcast: bool
+) -> dict[str, Any]:
+    """`POST /events` (a batch whose events name their topics) or `POST /broadcast` (one event
+    to many topics)."""
+    answer = {
+        "description": _MANY_TOPICS_ANSWER,
+        "headers": {
+            REPLAYED_HEADER: {
+                "description": "`true` when every topic's events logged were logged by an "
+                "earlier request with the same Idempotency-Key (nothing was logged now)",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/TopicsAccepted"}}
+        },
+    }
+    if broadcast:
+        event = SCHEMAS["Event"]
+        body_schema = {
+            **event,
+            "description": "one event (see Event) and the topics to publish it to",
+            "properties": {
+                **event["properties"],
+                "topics": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_batch,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
+                },
+            },
+            "required": ["topics"],
+        }
+        content: dict[str, Any] = {"application/json": {"schema": body_schema}}
+        summary = "Publish one event (or message) to each of many topics"
+    else:
+        content = {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": settings.max_batch,
+                    "items": {"$ref": "#/components/schemas/TopicEvent"},
+                }
+            },
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        }
+        summary = "Publish a batch whose events name their own topics (array or NDJSON)"
+    return {
+        "summary": summary,
+        "parameters": [key],
+        **({"security": publishing} if publishing is not None else {}),
+        "requestBody": {"required": True, "content": content},
+        "responses": {
+            "202": answer,
+            "207": answer,
+            **_errors(400, *_auth_errors(publishing), 411, 413, 415, 422, 429, 503),
+            "400": {
+                "description": _POST_BAD_REQUEST.replace(
+                    "nothing was logged", "nothing was logged on any topic"
+                ),
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+            "413": {
+                "description": _POST_TOO_LARGE,
+                "content": {"application/json": {"schema": _ERROR}},
+            },
+        },
+    }
+
+
 def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
     """The OpenAPI document of a server running with `settings`, naming the windows,
     statistics, tiers and group tags of `rules` (default: all of the settings' rules)."""
@@ -666,11 +747,20 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             },
         },
     }
+    many_key = {
+        **idempotency_key,
+        "description": f"a fresh value per request, the same on every retry of it: a repeat "
+        f"within {window} logs nothing again and answers what the first did, topic by topic",
+    }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "pushsvc", "version": __version__},
         "paths": {
             "/topics/{topic}/events": {"post": event_post},
+            "/events": {"post": _many_topic_post(settings, publishing, many_key, broadcast=False)},
+            "/broadcast": {
+                "post": _many_topic_post(settings, publishing, many_key, broadcast=True)
+            },
             "/topics/{topic}": _topic_delete(publishing),
             "/topics/{topic}/stream": _sse(
                 "SSE stream of one topic", [_TOPIC], rules, reading, one_topic_group

@@ -20,6 +20,7 @@ from pushsvc.core.listing_shapes import Alerts, Anomalies, History, Series, Topi
 from pushsvc.core.point_shape import Forecast, PointMessage
 from pushsvc.core.rules_shape import RulesView
 from pushsvc.core.snapshot_shape import SnapshotMessage
+from pushsvc.core.topics import TOPIC_PATTERN
 from pushsvc.core.update_shape import StreamUpdate
 from pushsvc.core.window_stats import FunnelStep, MessageRate, TopValue
 from pushsvc.http.api.readiness_shape import Readiness
@@ -51,8 +52,26 @@ SHAPES = (
 
 def shape_schemas() -> dict[str, Any]:
     """The component schemas generated from the classes that define them (one per class, by
-    its name, with the classes it holds), `Event` among them."""
-    return {**shape_schema.components(SHAPES), "Event": event_schema()}
+    its name, with the classes it holds), `Event` and `TopicEvent` among them."""
+    return {
+        **shape_schema.components(SHAPES),
+        "Event": event_schema(),
+        "TopicEvent": topic_event_schema(),
+    }
+
+
+def topic_event_schema() -> dict[str, Any]:
+    """An item of `POST /events`: an `Event` naming its `topic`."""
+    schema = event_schema()
+    return {
+        **schema,
+        "description": "an event (see Event) naming its topic: an item of a batch of many topics",
+        "properties": {
+            **schema["properties"],
+            "topic": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
+        },
+        "required": ["topic"],
+    }
 
 
 SCHEMAS: dict[str, Any] = {

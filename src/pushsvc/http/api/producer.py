@@ -29,11 +29,11 @@ from pushsvc.loop_pause import let_others_run
 
 bp = Blueprint("producer", __name__)
 
-_IDEMPOTENCY_ENVIRON = "HTTP_" + HEADER.upper().replace("-", "_")
+IDEMPOTENCY_ENVIRON = "HTTP_" + HEADER.upper().replace("-", "_")
 """Where a WSGI server puts the `Idempotency-Key` header."""
 
 
-def _header_lines(environ: dict[str, Any], key: str) -> list[str]:
+def header_lines(environ: dict[str, Any], key: str) -> list[str]:
     """What `request.headers.getlist` gives for the header a WSGI server puts at `key`
     (which holds one value: the server joins repeated lines), without building the list
     of every header that `getlist` walks."""
@@ -50,7 +50,7 @@ def post_events(topic: str) -> Response:
     # Checked once, before the body: a bad name is the answer, whatever the body's size.
     name = validate_topic(topic)
     grant = rt.gate.publisher(req, name)
-    idempotency_key = check_key(_header_lines(environ, _IDEMPOTENCY_ENVIRON))
+    idempotency_key = check_key(header_lines(environ, IDEMPOTENCY_ENVIRON))
     rate_key = None
     if rt.publish_rate is not None:
         subject = grant.subject if grant is not None else None
