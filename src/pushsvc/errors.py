@@ -73,6 +73,14 @@ class WideInteger(InvalidEvent):
     code = "wide_integer"
 
 
+class LoneSurrogate(InvalidEvent):
+    """A message's data holds a string (or key) with half of a UTF-16 surrogate pair (a `\\ud800`
+    escape without its partner): no UTF-8 stream can carry it, so it is refused. Its own code:
+    JSON Schema's strings take any escape, so `/openapi.json` cannot state this rule."""
+
+    code = "lone_surrogate"
+
+
 class MalformedJson(BadRequest):
     """The body (or one NDJSON line) is not JSON."""
 
