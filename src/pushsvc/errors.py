@@ -212,6 +212,23 @@ class TooManyTopics(RequestError):
         )
 
 
+class TopicShareSpent(TooManyTopics):
+    """The event would create a topic while its publisher (token subject, else client address)
+    holds its share of `--max-topics` already (`pushsvc.security.topic_shares`); nothing was
+    changed. Retry-After: until the publisher's least recently used topic lapses."""
+
+    code = "topic_share_spent"
+
+    @classmethod
+    def at(cls, limit: int, *, retry_after_s: int | None = None) -> TopicShareSpent:
+        return cls(
+            f"this publisher holds its share of {limit} new topics already "
+            "(--max-topics-per-publisher): an event for a topic nobody keeps is refused until "
+            "one of them has had no event for --topic-ttl",
+            retry_after_s=retry_after_s,
+        )
+
+
 class CannotListen(PushsvcError):
     """The server's address cannot be bound (in use, not this host's, a privileged port): the
     process stops with one line at start. Never reaches HTTP."""

@@ -127,6 +127,10 @@ def publish() -> Response:
     body = orjson.dumps({"type": form.get("type") or "message", "data": kept})
     rt = runtime()
     name = validate_topic(topic_name(topics[0]))
+    publisher = f"sub:{grant.subject}" if grant.subject else f"ip:{request.remote_addr}"
+    shares = rt.topic_shares
+    if shares is not None:
+        shares.admit(publisher, name, rt.broker.keeps_topic)
     grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
     appended = ingest(
         rt.broker,
@@ -140,6 +144,8 @@ def publish() -> Response:
         pause=let_others_run,
     )
     rt.metrics.events_accepted.inc(appended.accepted)
+    if shares is not None and appended.accepted:
+        shares.note(publisher, name)
     return Response(update_id, 200, mimetype="text/plain")
 
 
