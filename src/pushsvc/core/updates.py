@@ -418,6 +418,10 @@ class Update:
     _sse: bytes | None = field(default=None, repr=False, compare=False)
     _unnumbered: bytes | None = field(default=None, repr=False, compare=False)
     _fields: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    holds_message: bool | None = field(default=None, repr=False, compare=False)
+    """Whether its event is a message (None: not looked at yet). Set on first use by
+    `pushsvc.deliver.projection.Projection.holds_message`, its one owner, so that a message's
+    JSON is parsed once per process to tell, not once per stream that replays it."""
 
     @classmethod
     def of(cls, draft: UpdateDraft, update_id: UpdateId) -> Update:

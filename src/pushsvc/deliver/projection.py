@@ -240,12 +240,22 @@ class Projection:
     def message_of(self, update: Update) -> tuple[str, bytes] | None:
         """A messages stream's message of `update`: its type (the SSE event name) and its data
         as compact JSON; None for an update without one (a plain event, a tick, a point)."""
-        if not update.is_update or _MESSAGE_MARK not in update.data:
+        if not update.is_update or update.holds_message is False:
+            return None
+        if _MESSAGE_MARK not in update.data:
             return None
         event = orjson.loads(update.data)["event"]
         if event is None or "type" not in event:
             return None  # a tag value held the mark
         return event["type"], orjson.dumps(event["data"])
+
+    def holds_message(self, update: Update) -> bool:
+        """Whether `message_of(update)` is a message, told once per update and kept on it
+        (`Update.holds_message`): many streams replaying one history parse it once."""
+        held = update.holds_message
+        if held is None:
+            held = update.holds_message = self.message_of(update) is not None
+        return held
 
     def groups_of(self, groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """A snapshot's groups: those matching the filter, their windows projected."""
