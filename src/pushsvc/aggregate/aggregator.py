@@ -37,6 +37,7 @@ from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
 
 from .stages.alerts import alert_drafts
+from .stages.series import ForecastWork
 from .stages.step import EventStep, Summary, TickStep, cached
 from .topic_checkpoint import checkpoint_of, horizon_of, restore_into
 from .topic_state import TopicFactory, TopicState
@@ -75,15 +76,23 @@ class Aggregator:
         `stats` for every topic. `topic_ttl_us` (0: never) is how long a group may go without
         an event before it is forgotten. `lateness_us`: the allowed lateness, after which a
         series bucket can take no more events and closes. `pause`, when given, is called
-        between every `PACE_EVENTS` events of a batch (the server's `gevent.sleep`, so that a
-        big batch lets the loop serve others meanwhile); nothing else may use this aggregator
+        between every `PACE_EVENTS` events of a batch and before each forecast is made (the
+        server's `gevent.sleep`, so that a big batch, or the forecasts of many series closing
+        together, let the loop serve others meanwhile); nothing else may use this aggregator
         while it pauses."""
         if rules is None:
             if tuple(labels) != tuple(duration_label(w) for w in sorted(windows_us)):
                 raise ValueError(f"labels {list(labels)} do not name windows {list(windows_us)}")
             rules = Rules((), default_rule(windows_us, stats))
         self.rules = rules
-        self._factory = TopicFactory(rules, topic_ttl_us=topic_ttl_us, lateness_us=lateness_us)
+        self.forecast_work = ForecastWork(pause)
+        """Its forecasts' pause and counts (`pushsvc_forecast_*` in `/metrics`)."""
+        self._factory = TopicFactory(
+            rules,
+            topic_ttl_us=topic_ttl_us,
+            lateness_us=lateness_us,
+            forecast_work=self.forecast_work,
+        )
         self._wall_clock = wall_clock
         self._topics: dict[str, TopicState] = {}
         self._lateness_us = lateness_us

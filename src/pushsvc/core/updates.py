@@ -341,13 +341,16 @@ def forecast_draft(
     group_key: Mapping[str, str | None] | None = None,
 ) -> UpdateDraft:
     """The message of a forecast (`pushsvc.series.forecasting`) made as its tier's bucket
-    closed at `clock_us`, published right after that bucket's point. A point message in kind
+    closed at `clock_us`, published right after that bucket's point; `series` is its
+    `forecast_write`, whose JSON it carries. A point message in kind
     (kept once per bucket, as points are: exactly once through a failover), read by the
     streams that ask for it (`?forecast=`), never by `?series=`."""
     fields: dict[str, object] = {"resolution": forecast["resolution"], "topic": topic}
     if group_key is not None:
         fields["group"] = group_key
-    fields["forecast"] = forecast
+    # Its JSON is the stored form's, serialised once (`forecast_write`): a forecast of a long
+    # horizon is thousands of points.
+    fields["forecast"] = orjson.Fragment(series.packed)
     return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series, kind=Kind.POINT)
 
 
