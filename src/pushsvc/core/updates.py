@@ -326,11 +326,13 @@ FORECAST_TIER = "forecast:"
 """A forecast is kept as the only entry of a series named this and its tier's label."""
 
 
-def forecast_write(resolution: str, group_id: str, t_us: int, forecast: object) -> SeriesWrite:
+def forecast_write(resolution: str, group_id: str, t_us: int, state: bytes) -> SeriesWrite:
     """Where a forecast made after the bucket starting at `t_us` is kept: the latest of its
-    tier's forecasts (`keep_from_us` is its own start: older ones are trimmed), its JSON
-    the stored form (what `GET /topics/{topic}/forecast` gives back)."""
-    return SeriesWrite(FORECAST_TIER + resolution, group_id, t_us, orjson.dumps(forecast), t_us)
+    tier's forecasts (`keep_from_us` is its own start: older ones are trimmed). What is kept
+    is the forecaster's state (`BucketForecaster.to_bytes`: the model's numbers), not its
+    points: `GET /topics/{topic}/forecast` makes them from it on read, so a series keeps a
+    few numbers (its season's or range's), not a horizon of thousands of points."""
+    return SeriesWrite(FORECAST_TIER + resolution, group_id, t_us, state, t_us)
 
 
 def forecast_draft(
@@ -342,15 +344,13 @@ def forecast_draft(
 ) -> UpdateDraft:
     """The message of a forecast (`pushsvc.series.forecasting`) made as its tier's bucket
     closed at `clock_us`, published right after that bucket's point; `series` is its
-    `forecast_write`, whose JSON it carries. A point message in kind
+    `forecast_write`. A point message in kind
     (kept once per bucket, as points are: exactly once through a failover), read by the
     streams that ask for it (`?forecast=`), never by `?series=`."""
     fields: dict[str, object] = {"resolution": forecast["resolution"], "topic": topic}
     if group_key is not None:
         fields["group"] = group_key
-    # Its JSON is the stored form's, serialised once (`forecast_write`): a forecast of a long
-    # horizon is thousands of points.
-    fields["forecast"] = orjson.Fragment(series.packed)
+    fields["forecast"] = forecast
     return UpdateDraft(topic, clock_us, orjson.dumps(fields), series=series, kind=Kind.POINT)
 
 

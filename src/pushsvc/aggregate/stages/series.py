@@ -259,12 +259,14 @@ class SeriesStage:
             if work is not None and work.pause is not None:
                 work.pause()
             fields = forecaster.fields()
-            write = forecast_write(forecaster.label, gid, forecaster.last_us, fields)
-            drafts.append(forecast_draft(self._topic, clock_us, write, fields, key))
+            state = forecaster.to_bytes()
+            write = forecast_write(forecaster.label, gid, forecaster.last_us, state)
+            made = forecast_draft(self._topic, clock_us, write, fields, key)
+            drafts.append(made)
             if work is not None:
                 work.made += 1
                 work.points += len(fields["points"])
-                work.bytes += len(write.packed)
+                work.bytes += len(made.body)
         return drafts
 
 

@@ -9,11 +9,13 @@ intervals. Read like a stream of that topic (401/403 alike).
 
 (`pushsvc.series.forecasting` makes it; `from` and each `t` are bucket starts in epoch ms.)
 The forecast is the one the aggregator made when the tier's last bucket closed, published in
-the same step as that bucket's point and kept as the only entry of its own series; so the
-answer is the same from any web process, through any failover. `points` is empty while the
-model is still learning. 404 when the topic's rule forecasts nothing, or when no forecast is
-kept: nothing closed yet, or the series has been quiet for longer than its tier's buckets are
-kept after the last one closed (the forecast goes as the point would).
+the same step as that bucket's point and kept as the only entry of its own series, as the
+model's state (its points made from it here, on read: a series keeps a few numbers, not a
+horizon of points); so the answer is the same from any web process, through any failover.
+`points` is empty while the model is still learning (or learns afresh: a rules file that
+changed its model). 404 when the topic's rule forecasts nothing, or when no forecast is kept:
+nothing closed yet, or the series has been quiet for longer than its tier's buckets are kept
+after the last one closed (the forecast goes as the point would).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pushsvc.errors import BadRequest, NotFound
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.series.forecasting import BucketForecaster
 from pushsvc.stats.groups import group_id
 
 bp = Blueprint("forecast", __name__)
@@ -69,7 +72,8 @@ def topic_forecast(topic: str) -> Response:
     )
     if not page.points:
         raise NotFound(f"no forecast of topic {topic!r} is kept (yet)")
-    answer.update(orjson.loads(page.points[-1][1]))
+    # Kept as the model's state: its points are made now, as they were when it was published.
+    answer.update(BucketForecaster.restored(forecast, page.points[-1][1]).fields())
     return Response(
         orjson.dumps(answer),
         mimetype="application/json",
