@@ -1,6 +1,5 @@
 """New streams are primed at most `DEFAULT_LIMIT` at once; the others wait their turn,
-already subscribed, client after client, and no more than `MAX_WAITING` of them
-(deliver/priming, deliver/subscription)."""
+already subscribed, client after client (deliver/priming, deliver/subscription)."""
 
 from __future__ import annotations
 
@@ -106,22 +105,3 @@ def test_a_stream_that_leaves_while_waiting_gives_up_its_place_and_its_slot() ->
     go.set()
     gevent.joinall([holder, stays], raise_error=True)
     assert done == ["h", "y"] and gate.waiting == gate.in_flight == 0
-
-
-def test_past_its_bound_of_waiting_streams_the_gate_is_crowded() -> None:
-    gate = Priming(MemoryBroker.serving(), limit=1)
-    go = gevent.event.Event()
-
-    def prime(name: str) -> None:
-        with gate.turn(name):
-            go.wait()
-
-    greenlets = [gevent.spawn(prime, str(n % 7)) for n in range(priming.MAX_WAITING)]
-    gevent.idle()
-    assert gate.waiting == priming.MAX_WAITING - 1 and not gate.crowded
-    greenlets.append(gevent.spawn(prime, "one more"))
-    gevent.idle()
-    assert gate.crowded
-    go.set()
-    gevent.joinall(greenlets, raise_error=True)
-    assert not gate.crowded

@@ -11,9 +11,9 @@ their replays are read together (`ReplayBatcher`).
 The slots are handed out in turns by client (`turn(key)`, the client's address): the streams
 waiting are served one client after another, each client's in the order they came, so that a
 client with hundreds of streams waiting (hundreds of replays nobody reads) delays another
-client's new stream by one prime per client ahead of it, not by all of its own. How many may
-wait is bounded too (`crowded`, `MAX_WAITING`): past it the view refuses a new stream with a
-`503` and `Retry-After` before its response starts.
+client's new stream by one prime per client ahead of it, not by all of its own. How many
+wait is bounded by the process's streams (`--max-streams`), not here: a reconnect storm is
+thousands of honest clients waiting their turn.
 
 One `Priming` per broker (per process): `install` sets it up where the runtime is built,
 `of` finds it (or a default one, for a broker nobody installed one for, e.g. in unit tests).
@@ -36,13 +36,6 @@ DEFAULT_LIMIT = 64
 10,000 clients came back current several times faster and in less than half the memory of
 the unbounded priming (docs/performance.md#reconnect-storm); what a deployment scales is its
 processes, not this."""
-
-
-MAX_WAITING = 16 * DEFAULT_LIMIT
-"""Streams that may wait for a priming slot in a process; past it a new stream is refused with
-`503` and `Retry-After`. Fixed, not a setting: `--max-streams` bounds what waits in all, and
-this keeps a new stream's wait for its head to a few hundred primes, not to every stream the
-process holds."""
 
 
 class FairSlots:
@@ -140,11 +133,6 @@ class Priming:
     def waiting(self) -> int:
         """Streams waiting for a slot."""
         return self._slots.waiting
-
-    @property
-    def crowded(self) -> bool:
-        """`MAX_WAITING` streams wait already: a new one is refused (`503`)."""
-        return self._slots.waiting >= MAX_WAITING
 
 
 _installed: weakref.WeakKeyDictionary[Broker, Priming] = weakref.WeakKeyDictionary()

@@ -22,7 +22,7 @@ from flask import Blueprint, Response, request
 from pushsvc.core.cursor import Cursor
 from pushsvc.core.sse import HEADERS, jittered_retry_ms
 from pushsvc.core.topics import ALERTS, TopicMatcher, validate_readable, validate_topic
-from pushsvc.deliver import priming, stream_response
+from pushsvc.deliver import stream_response
 from pushsvc.deliver.compression import encoding_headers, negotiate, shape_key, shared_deflates
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.deliver.presence_events import Listener
@@ -213,13 +213,6 @@ def respond(
         # a new one waits until they drain or are ended as slow.
         raise ServerBusy(
             "this server's streams hold their budget of pending bytes; retry later",
-            retry_after_s=BUSY_RETRY_AFTER_S,
-        )
-    if priming.of(rt.broker).crowded:
-        # As many streams wait for their replay or snapshot as may: a new one would wait
-        # behind them all.
-        raise ServerBusy(
-            "this server has as many streams waiting to be primed as it may; retry later",
             retry_after_s=BUSY_RETRY_AFTER_S,
         )
     release = rt.stream_slots.acquire(request.remote_addr or "")
