@@ -32,6 +32,10 @@ WAITING_SHARES = 16
 """`--max-waiting` over what one client address may keep waiting, and over the connections
 shed a second: the defaults these settings had (4,096 and 256 each) kept as a ratio."""
 
+TOPIC_SHARES = 4
+"""`--max-topics` over what one publisher may hold unless `--max-topics-per-publisher` says:
+filling the table takes four publishers, as a quarter of `--auth-max-asks` is one address's."""
+
 
 def _windows(text: str) -> tuple[int, ...]:
     widths = [parse_duration_us(part) for part in comma_list(text)]
@@ -89,6 +93,10 @@ def _positive_duration(text: str) -> int:
     if value <= 0:
         raise ValueError(f"{text!r} must be longer than 0")
     return value
+
+
+def _optional_positive_int(text: str) -> int | None:
+    return _positive_int(text) if text.strip() else None
 
 
 def _optional_positive_duration(text: str) -> int | None:
@@ -454,6 +462,9 @@ class Settings:
     auth_max_asks: int = setting("64", _positive_int, group=BOUNDS)
     # A cap on live topics (idle ones are forgotten after --topic-ttl).
     max_topics: int = setting("100000", _positive_int, group=BOUNDS)
+    # New topics one publisher (token subject, else client address) may hold, per process;
+    # unset: a quarter of --max-topics (`topic_share`).
+    max_topics_per_publisher: int | None = setting("", _optional_positive_int, group=BOUNDS)
 
     @property
     def body_read_timeout_us(self) -> int:
@@ -461,6 +472,15 @@ class Settings:
         `--body-timeout` (10 s of the default 30 s), so that a body stalled twice is cut off
         before its whole deadline, and a body that trickles is cut off at the whole one."""
         return max(1, self.body_timeout_us // 3)
+
+    @property
+    def topic_share(self) -> int:
+        """The topics one publisher may hold (`pushsvc.security.topic_shares`): as set, at
+        most `--max-topics`; unset, a quarter of it (at least 1), so that filling the table
+        takes four publishers."""
+        if self.max_topics_per_publisher is not None:
+            return min(self.max_topics_per_publisher, self.max_topics)
+        return max(1, self.max_topics // TOPIC_SHARES)
 
     @property
     def max_waiting_per_ip(self) -> int:

@@ -73,6 +73,14 @@ class WideInteger(InvalidEvent):
     code = "wide_integer"
 
 
+class LoneSurrogate(InvalidEvent):
+    """A message's data holds a string (or key) with half of a UTF-16 surrogate pair (a `\\ud800`
+    escape without its partner): no UTF-8 stream can carry it, so it is refused. Its own code:
+    JSON Schema's strings take any escape, so `/openapi.json` cannot state this rule."""
+
+    code = "lone_surrogate"
+
+
 class MalformedJson(BadRequest):
     """The body (or one NDJSON line) is not JSON."""
 
@@ -209,6 +217,23 @@ class TooManyTopics(RequestError):
         return cls(
             f"{limit} topics are kept already (--max-topics): an event for a new topic is "
             "refused until idle topics are forgotten (--topic-ttl)"
+        )
+
+
+class TopicShareSpent(TooManyTopics):
+    """The event would create a topic while its publisher (token subject, else client address)
+    holds its share of `--max-topics` already (`pushsvc.security.topic_shares`); nothing was
+    changed. Retry-After: until the publisher's least recently used topic lapses."""
+
+    code = "topic_share_spent"
+
+    @classmethod
+    def at(cls, limit: int, *, retry_after_s: int | None = None) -> TopicShareSpent:
+        return cls(
+            f"this publisher holds its share of {limit} new topics already "
+            "(--max-topics-per-publisher): an event for a topic nobody keeps is refused until "
+            "one of them has had no event for --topic-ttl",
+            retry_after_s=retry_after_s,
         )
 
 

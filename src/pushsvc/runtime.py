@@ -55,6 +55,7 @@ from pushsvc.security.limits import RateLimiter, StreamSlots
 from pushsvc.security.mercure_auth import MercureGrant
 from pushsvc.security.scopes import Scope
 from pushsvc.security.tokens import Verifier
+from pushsvc.security.topic_shares import TopicShares
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class Runtime:
     gate: Gate
     stream_slots: StreamSlots
     publish_rate: RateLimiter | None = None
+    topic_shares: TopicShares | None = None
+    """Each publisher's share of `--max-topics` (a web runtime)."""
     feed: UpdatesFeed | None = None
     partitions: PartitionPool | None = None
     """In an aggregating process: its share of the partitions (an aggregator each)."""
@@ -135,6 +138,16 @@ class Runtime:
             ),
             publish_rate=(
                 None if settings.publish_rate is None else RateLimiter(settings.publish_rate)
+            ),
+            # A share of the whole table is no share: the table's own bound answers.
+            topic_shares=(
+                None
+                if settings.topic_share >= settings.max_topics
+                else TopicShares(
+                    settings.topic_share,
+                    ttl_s=settings.topic_ttl_us / 1_000_000,
+                    max_topics=settings.max_topics,
+                )
             ),
         )
         backend.watch(runtime)

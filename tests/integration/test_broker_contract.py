@@ -1283,6 +1283,14 @@ def test_a_deleted_topics_clock_is_gone_so_an_event_far_behind_it_starts_it_afre
     assert broker.topic_stats().live == 1
 
 
+def test_a_topic_is_kept_from_its_first_event_until_it_is_deleted(broker: Broker) -> None:
+    assert broker.keeps_topic("a") is False
+    append(broker, "a", [Event(1.0, 1, None)])
+    assert (broker.keeps_topic("a"), broker.keeps_topic("b")) == (True, False)
+    assert broker.delete_topic("a")
+    assert broker.keeps_topic("a") is False
+
+
 def test_deleting_a_topic_the_broker_does_not_keep_changes_nothing(broker: Broker) -> None:
     read = logged(broker)
     append(broker, "a", [Event(1.0, 1, None)])

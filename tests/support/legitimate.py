@@ -40,14 +40,23 @@ def next_message(stream: SSEClient) -> tuple[str, str]:
 class LegitimateClient:
     """A producer and its subscriber on `topic` (see the module docstring)."""
 
-    def __init__(self, port: int, topic: str, *, messages: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str,
+        *,
+        messages: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """`headers`: sent with every POST and the stream (a token, with auth on)."""
         self.port = port
         self.topic = topic
         self.messages = messages
+        self.headers = dict(headers or {})
         if messages:
-            self.client = SSEClient(port, f"/topics/{topic}/messages")
+            self.client = SSEClient(port, f"/topics/{topic}/messages", headers=self.headers)
         else:
-            self.client = SSEClient(port, f"/topics/{topic}/stream")
+            self.client = SSEClient(port, f"/topics/{topic}/stream", headers=self.headers)
             self.client.next_data("snapshot")
         self.sent = 0
         self.latencies: list[float] = []
@@ -59,7 +68,7 @@ class LegitimateClient:
         else:
             events = [{"value": n} for n in numbers]
         start = time.monotonic()
-        status, _ = post(self.port, self.topic, events)
+        status, _ = post(self.port, self.topic, events, headers=self.headers)
         self.latencies.append(time.monotonic() - start)
         assert status == 202
         if self.messages:

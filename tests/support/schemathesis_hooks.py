@@ -47,6 +47,8 @@ CONTEXT_REFUSALS = {
     # A message's data with an integer beyond 64 bits: JSON Schema cannot tell one from a
     # double of the same value (a schema's "integer" is any number without a fraction).
     "wide_integer": 400,
+    # A message's data with half of a surrogate pair: JSON Schema's strings take any escape.
+    "lone_surrogate": 400,
 }
 """The codes of refusals that depend on earlier requests, the clock, the topic's rule or two
 parameters together, with their status."""

@@ -400,6 +400,18 @@ def test_derived_bounds_follow_the_setting_they_come_from() -> None:
     assert (least.max_waiting_per_ip, least.shed_rate) == (1, 1)
 
 
+def test_a_publishers_share_of_topics_is_a_quarter_of_the_table_unless_set() -> None:
+    assert Settings.load({}, {}).topic_share == 25_000
+    assert Settings.load({"max_topics": "3"}, {}).topic_share == 1
+    given = Settings.load({"max_topics": "100", "max_topics_per_publisher": "60"}, {})
+    assert given.topic_share == 60
+    # At most the table: a share past it would be the table.
+    least = Settings.load({"max_topics": "10", "max_topics_per_publisher": "60"}, {})
+    assert least.topic_share == 10
+    with pytest.raises(ConfigError, match="--max-topics-per-publisher"):
+        Settings.load({"max_topics_per_publisher": "0"}, {})
+
+
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [

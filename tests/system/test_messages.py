@@ -201,6 +201,7 @@ def test_a_stream_of_several_topics_resumes_from_its_cursor(server: PushsvcProce
         ({"type": "x" * 65, "data": 1}, 400, "invalid_event"),
         ({"data": "x" * 70_000}, 413, "payload_too_large"),
         ({"data": 123456789012345678901234567890}, 400, "wide_integer"),
+        ({"data": "\ud800"}, 400, "lone_surrogate"),
         ({"data": json.loads("[" * 70 + "]" * 70)}, 400, "invalid_event"),
         ({"value": "3", "data": 1}, 400, "invalid_event"),
     ],

@@ -116,6 +116,7 @@ def _by_second_reading(body: bytes) -> Outcome:
 @example(events=[{"value": 1, "tags": {"k": "v" * 257}}])
 @example(events=[{"type": "gap"}])
 @example(events=[{"data": 2**64}, {"value": "x"}])
+@example(events=[{"data": {"k": ["\ud800"]}}, {"value": "x"}])
 @example(events=[{"value": 1, "ts": 1e300}, {"data": [1e308, 2**70]}])
 def test_the_definition_and_the_reading_that_words_a_refusal_agree(
     events: list[dict[str, Any]],

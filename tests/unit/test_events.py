@@ -20,6 +20,7 @@ from pushsvc.errors import (
     FutureEvent,
     InvalidEvent,
     LateEvent,
+    LoneSurrogate,
     MalformedJson,
     PayloadTooLarge,
     RequestError,
@@ -290,6 +291,30 @@ def test_the_first_error_wins_and_nothing_is_returned() -> None:
     error = rejected('{"value": 1}\n{"value": true}\n{"value": \n', NDJSON)
     assert isinstance(error, InvalidEvent)
     assert error.index == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (r'"\ud800"', JSON),
+        (r'{"k\udfff": 1}', JSON),
+        (r'["ok", {"deep": ["a\udc00b"]}]', JSON),
+        (r'"\ud800"', NDJSON),
+    ],
+)
+def test_a_lone_surrogate_in_data_has_its_own_code(data: str, content_type: str) -> None:
+    body = '{"value": 1}\n{"type": "t", "data": ' + data + "}\n"
+    if content_type == JSON:
+        body = "[" + body.replace("\n", ",", 1).strip() + "]"
+    error = rejected(body, content_type)
+    assert isinstance(error, LoneSurrogate) and error.index == 1
+    assert msgspec.to_builtins(error_of(error))["error"]["code"] == "lone_surrogate"
+    assert "surrogate" in error.message and "64 bits" not in error.message
+
+
+def test_a_surrogate_pair_in_data_is_one_character() -> None:
+    (event,) = parse_body(rb'{"data": "\ud83d\ude00"}', JSON, now_us=MIN_EVENT_TS_US)
+    assert event.message is not None and json.loads(event.message.data) == "\U0001f600"
 
 
 # ---------------------------------------------------------------- ts

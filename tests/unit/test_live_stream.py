@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import re
+import sys
 from collections.abc import Callable, Iterator
 
 import gevent
@@ -541,6 +542,65 @@ def test_behind_a_full_socket_a_stream_conflates_then_sends_the_latest_in_order(
     assert live.received == b"".join(_update(v, size=2000).sse for v in got)
     assert got[-1] == n and len(got) < n
     assert not live.client.closed
+
+
+def test_a_rest_that_would_pass_the_budget_ends_the_stream_mid_chunk_as_behind() -> None:
+    """The hub's send of a large run to a stream whose socket is full: its rest, kept, would
+    take the process's pending bytes past the budget, so the stream ends (its client resumes
+    from the history), holding nothing, and with no last chunk after the part it got."""
+    budget = 64 << 10
+    hub = _hub(stream_buffer_budget=budget, max_stream_buffer=budget)
+    live = OnTcp(hub, chunked=True, small_buffers=True)
+    gevent.sleep(0)
+    assert live.client.direct is live.client.direct_way
+    hub.dispatch([_update(n, size=2000) for n in range(200)])  # one run of ~400 kB
+    assert live.ended.wait(WAIT_S)
+    assert live.client.closed_reason is StreamExit.BEHIND
+    hub.unsubscribe(live.client)
+    assert hub.pending.total == 0
+    live.peer.settimeout(WAIT_S)
+    while data := live.peer.recv(1 << 16):
+        live.received += data
+    assert 0 < len(live.received) < 200 * 2000
+    assert not live.received.endswith(b"0\r\n\r\n")
+
+
+def test_a_turn_whose_rendered_bytes_would_pass_the_budget_ends_the_stream() -> None:
+    budget = 64 << 10
+    hub = _hub(stream_buffer_budget=budget)
+    live = OnTcp(hub, chunked=True)
+    gevent.sleep(0)
+    direct_way = live.client.direct_way
+    assert direct_way is not None
+    # Runs the hub's writer had not sent when the stream woke: rendered, past the budget.
+    direct_way.ready.extend(run_of([_update(n, size=1000)]) for n in range(100))
+    live.client.wake()
+    assert live.ended.wait(WAIT_S)
+    assert live.client.closed_reason is StreamExit.BEHIND
+    hub.unsubscribe(live.client)
+    assert hub.pending.total == 0
+    live.peer.settimeout(WAIT_S)
+    assert live.peer.recv(100) == b"0\r\n\r\n"  # nothing of it went: a whole response
+
+
+def test_the_hubs_writer_keeps_no_stream_alive_once_it_ended() -> None:
+    """The writer's last pass listed the streams it wrote: that list must not outlive the
+    pass, or every stream of a fan-out, and what its socket had not taken, stays after it
+    ended until the next update comes."""
+    hub = _hub()
+    live = OnTcp(hub)
+    gevent.sleep(0)
+    hub.dispatch([_update(1)])
+    live.read_until(b'"n":1')
+    client = live.client
+    live.peer.close()
+    assert live.ended.wait(WAIT_S)
+    hub.unsubscribe(client)
+    del live
+    gevent.sleep(0)
+    gc.collect()
+    here = sys._getframe()
+    assert [type(r).__name__ for r in gc.get_referrers(client) if r is not here] == []
 
 
 def test_a_quiet_end_ends_the_response_whole_and_closes_the_connection() -> None:

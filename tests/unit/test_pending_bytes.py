@@ -5,14 +5,17 @@ snapshot written in pages that join to the whole."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushsvc.core.cursor import Cursor
+from pushsvc.core.heap_trim import trim
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update, UpdateId
+from pushsvc.deliver import hub as hub_module
 from pushsvc.deliver.conflating_queue import ConflatingQueue, PendingBytes
-from pushsvc.deliver.hub import Hub, StreamExit
+from pushsvc.deliver.hub import TRIM_AFTER, Hub, StreamExit
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import Rendering, run_of
 
@@ -82,16 +85,62 @@ def test_the_ledger_is_every_streams_sum_and_an_ended_stream_gives_its_bytes_bac
     assert ledger.total == one.pending and two.pending == 0
 
 
-def test_while_the_budget_is_spent_streams_with_anything_pending_conflate() -> None:
+def test_the_budget_is_spent_once_less_of_it_is_left_than_one_stream_may_hold() -> None:
+    ledger = PendingBytes(per_stream=100, budget=1000)
+    queue = _queue(ledger)
+    queue.hold(900)
+    assert not ledger.spent
+    queue.hold(901)
+    assert ledger.spent
+    # A bound past the budget: any stream could hold it all.
+    assert PendingBytes(per_stream=2000, budget=1000).spent is False
+    wide = PendingBytes(per_stream=2000, budget=1000)
+    _queue(wide).hold(1)
+    assert wide.spent
+
+
+def test_a_run_that_would_pass_the_budget_is_conflated_whatever_the_stream_holds() -> None:
     ledger = PendingBytes(per_stream=10_000, budget=500)
     hog, other, idle = _queue(ledger), _queue(ledger), _queue(ledger)
-    hog.hold(500)
-    assert ledger.spent
-    assert other.put(_run("a", size=10)) is False  # nothing pending: taken whole
-    assert other.put(_run("a", size=10)) is True  # something pending: conflated
-    assert idle.put(_run("b")) is False
+    run = _run("a", size=10)
+    hog.hold(500 - len(run.block))
+    assert other.put(run) is False  # it fits: taken whole
+    assert ledger.total == 500 and ledger.spent
+    assert other.put(_run("a", size=10)) is True  # it would not: conflated
+    assert idle.put(_run("b")) is True  # nothing pending, but no room either
     hog.hold(0)
-    assert not ledger.spent
+    assert idle.drain() and idle.put(_run("b")) is False
+
+
+def test_a_messages_stream_keeps_nothing_that_would_pass_the_budget() -> None:
+    ledger = PendingBytes(per_stream=10_000, budget=500)
+    hog = _queue(ledger)
+    messages = ConflatingQueue(1000, ledger=ledger, lossless=True)
+    hog.hold(450)
+    assert messages.put(_run("a", size=100)) is True  # nothing kept: the hub ends it
+    assert messages.pending == 0 and ledger.total == 450
+
+
+def test_a_writer_may_hold_rendered_bytes_only_within_the_budget() -> None:
+    ledger = PendingBytes(per_stream=100, budget=1000)
+    hog, writer = _queue(ledger), _queue(ledger)
+    hog.hold(600)
+    writer.hold(300)
+    assert writer.may_hold(400) and not writer.may_hold(401)
+    assert writer.may_hold(0)  # letting go always may
+    hog.hold(1000)
+    assert writer.may_hold(300) and writer.may_hold(10) and not writer.may_hold(301)
+
+
+def test_ended_streams_count_what_they_let_go_of() -> None:
+    ledger = PendingBytes(per_stream=10_000, budget=1 << 30)
+    one, two = _queue(ledger), _queue(ledger)
+    one.put(_run("a", size=100))
+    two.hold(50)
+    held = one.pending
+    one.release()
+    two.release()
+    assert ledger.let_go == held + 50 and ledger.total == 0
 
 
 def test_the_count_bound_still_holds() -> None:
@@ -213,3 +262,31 @@ def test_nothing_pending_anywhere_costs_the_sweeper_no_walk() -> None:
     client.last_take_us = -(10**9)  # long ago: it would be stuck if it held anything
     assert hub.pending.total == 0 and hub.sweep() == 0 and client.closed_reason is None
     hub.close()
+
+
+def test_memory_comes_back_once_ended_streams_let_go_of_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Streams that end holding pending bytes free them; the sweeper's next pass gives the C
+    heap's free pages back once they add up to `TRIM_AFTER` (glibc keeps them otherwise)."""
+    trims: list[int] = []
+    monkeypatch.setattr(hub_module, "trim", lambda: trims.append(1) is None)
+    hub = Hub(queue_size=10, slow_timeout_us=5_000_000, clock=_Clock())
+    small, big, staying = (hub.subscribe(TopicMatcher([t])) for t in "abc")
+    small.queue.hold(1000)
+    hub.unsubscribe(small)
+    hub._give_back()
+    assert trims == [] and hub.pending.let_go == 1000
+    big.queue.hold(TRIM_AFTER)
+    staying.queue.hold(TRIM_AFTER)  # held still: not let go of
+    hub.unsubscribe(big)
+    hub._give_back()
+    assert trims == [1] and hub.trims == 1 and hub.pending.let_go == 0
+    hub._give_back()
+    assert trims == [1]
+    hub.close()
+
+
+def test_giving_memory_back_works_here() -> None:
+    # glibc (this suite's platforms): the call exists and answers.
+    assert trim() in (True, False)

@@ -40,7 +40,7 @@ from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
 
 from .stages.alerts import alert_drafts
-from .stages.series import SeriesStage
+from .stages.series import ForecastWork, SeriesStage
 from .stages.step import EventStep, Summary, TickStep, cached
 from .topic_checkpoint import checkpoint_of, horizon_of, restore_into
 from .topic_state import TopicFactory, TopicState
@@ -76,11 +76,19 @@ class Aggregator:
         windows and statistics for every other topic). `topic_ttl_us` (0: never) is how long
         a group may go without an event before it is forgotten. `lateness_us`: the allowed
         lateness, after which a series bucket can take no more events and closes. `pause`, when
-        given, is called between every `PACE_EVENTS` events of a batch (the server's
-        `gevent.sleep`, so that a big batch lets the loop serve others meanwhile); nothing else
-        may use this aggregator while it pauses."""
+        given, is called between every `PACE_EVENTS` events of a batch and before each
+        forecast is made (the server's `gevent.sleep`, so that a big batch, or the forecasts of
+        many series closing together, let the loop serve others meanwhile); nothing else may
+        use this aggregator while it pauses."""
         self.rules = rules
-        self._factory = TopicFactory(rules, topic_ttl_us=topic_ttl_us, lateness_us=lateness_us)
+        self.forecast_work = ForecastWork(pause)
+        """Its forecasts' pause and counts (`pushsvc_forecast_*` in `/metrics`)."""
+        self._factory = TopicFactory(
+            rules,
+            topic_ttl_us=topic_ttl_us,
+            lateness_us=lateness_us,
+            forecast_work=self.forecast_work,
+        )
         self._wall_clock = wall_clock
         self._topics: dict[str, TopicState] = {}
         self._lateness_us = lateness_us

@@ -155,6 +155,7 @@ class PartitionPool:
         """Live aggregator processes, as the last round saw them."""
         self._published_before = 0
         self._overflow_before = 0
+        self._forecast_bytes_before = 0
         self._taking: list[_Taking] = []
         self._closed = False
 
@@ -195,6 +196,12 @@ class PartitionPool:
     @property
     def group_overflow(self) -> int:
         return self._overflow_before + sum(r.aggregator.group_overflow for r in self.runners)
+
+    @property
+    def forecast_bytes(self) -> int:
+        """The bytes of JSON of every forecast its aggregators made."""
+        made = sum(r.aggregator.forecast_work.bytes for r in self.runners)
+        return self._forecast_bytes_before + made
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -346,6 +353,7 @@ class PartitionPool:
         held.ready = False
         self._published_before += held.runner.updates_published
         self._overflow_before += held.runner.aggregator.group_overflow
+        self._forecast_bytes_before += held.runner.aggregator.forecast_work.bytes
         held.runner.close()
         held.runner = self._runner(held.runner.shard, held.lease)
         self._spawn(lambda: self._rebuild(held))
@@ -387,6 +395,7 @@ class PartitionPool:
         if held.ready:
             self._published_before += held.runner.updates_published
             self._overflow_before += held.runner.aggregator.group_overflow
+            self._forecast_bytes_before += held.runner.aggregator.forecast_work.bytes
         with contextlib.suppress(BrokerUnavailable):  # it lapses by itself
             self._group.release(held.lease)
         held.runner.close()

@@ -25,7 +25,7 @@ from pushsvc.stats.session_stats import SessionWindows
 from .stages.alerts import AlertStage
 from .stages.anomaly import AnomalyStage
 from .stages.groups import GroupStage
-from .stages.series import SeriesStage
+from .stages.series import ForecastWork, SeriesStage
 from .stages.sessions import SessionStage
 from .stages.step import Stage, Summary
 
@@ -103,8 +103,17 @@ class TopicFactory:
     """Builds topics' states from the rules: each rule compiled once, its tiers and windows
     looked up once."""
 
-    def __init__(self, rules: Rules, *, topic_ttl_us: int, lateness_us: int) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        topic_ttl_us: int,
+        lateness_us: int,
+        forecast_work: ForecastWork | None = None,
+    ) -> None:
         self.rules = rules
+        self.forecast_work = forecast_work
+        """Shared by every topic's series stage: its forecasts' pause and counts."""
         self._topic_ttl_us = topic_ttl_us
         self._lateness_us = lateness_us
         self._compiled: dict[int, CompiledRule] = {}
@@ -159,7 +168,9 @@ class TopicFactory:
             grace = self._lateness_us if rule.grace_us is None else rule.grace_us
             final = rule.anomaly is not None or rule.forecast is not None
             lateness = series_lateness_us(grace, self._lateness_us, final)
-            state.series = SeriesStage(topic, rule, tiers, lateness, groups, grace)
+            state.series = SeriesStage(
+                topic, rule, tiers, lateness, groups, grace, self.forecast_work
+            )
             stages.append(state.series)
             if rule.anomaly is not None:
                 windows = self._time_windows(rule)

@@ -509,6 +509,11 @@ class LagReporter(Protocol):
         """Topics kept and forgotten (BrokerUnavailable if the broker cannot be reached)."""
         ...
 
+    def keeps_topic(self, topic: str) -> bool:
+        """Whether the broker keeps `topic` (it has a clock: an event for it creates nothing);
+        BrokerUnavailable if the broker cannot be reached."""
+        ...
+
 
 class BridgeReporter(Protocol):
     """A broker that reports the Redis bridge (producers publishing into Redis)."""

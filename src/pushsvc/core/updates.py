@@ -332,11 +332,13 @@ FORECAST_TIER = "forecast:"
 """A forecast is kept as the only entry of a series named this and its tier's label."""
 
 
-def forecast_write(resolution: str, group_id: str, t_us: int, forecast: object) -> SeriesWrite:
+def forecast_write(resolution: str, group_id: str, t_us: int, state: bytes) -> SeriesWrite:
     """Where a forecast made after the bucket starting at `t_us` is kept: the latest of its
-    tier's forecasts (`keep_from_us` is its own start: older ones are trimmed), its JSON
-    the stored form (what `GET /topics/{topic}/forecast` gives back)."""
-    return SeriesWrite(FORECAST_TIER + resolution, group_id, t_us, orjson.dumps(forecast), t_us)
+    tier's forecasts (`keep_from_us` is its own start: older ones are trimmed). What is kept
+    is the forecaster's state (`BucketForecaster.to_bytes`: the model's numbers), not its
+    points: `GET /topics/{topic}/forecast` makes them from it on read, so a series keeps a
+    few numbers (its season's or range's), not a horizon of thousands of points."""
+    return SeriesWrite(FORECAST_TIER + resolution, group_id, t_us, state, t_us)
 
 
 def forecast_draft(
@@ -347,7 +349,8 @@ def forecast_draft(
     group_key: Mapping[str, str | None] | None = None,
 ) -> UpdateDraft:
     """The message of a forecast (`pushsvc.series.forecasting`) made as its tier's bucket
-    closed at `clock_us`, published right after that bucket's point. A point message in kind
+    closed at `clock_us`, published right after that bucket's point; `series` is its
+    `forecast_write`. A point message in kind
     (kept once per bucket, as points are: exactly once through a failover), read by the
     streams that ask for it (`?forecast=`), never by `?series=`."""
     fields: dict[str, object] = {"resolution": forecast["resolution"], "topic": topic}
@@ -424,6 +427,10 @@ class Update:
     _sse: bytes | None = field(default=None, repr=False, compare=False)
     _unnumbered: bytes | None = field(default=None, repr=False, compare=False)
     _fields: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    holds_message: bool | None = field(default=None, repr=False, compare=False)
+    """Whether its event is a message (None: not looked at yet). Set on first use by
+    `pushsvc.deliver.projection.Projection.holds_message`, its one owner, so that a message's
+    JSON is parsed once per process to tell, not once per stream that replays it."""
 
     @classmethod
     def of(cls, draft: UpdateDraft, update_id: UpdateId) -> Update:

@@ -16,8 +16,10 @@ stream (`hold`). A stream with nothing pending takes a run whole, however large 
 client keeps up with any batch a producer may post); one with something pending conflates
 a run that would take it past `max_bytes`. So a stream holds at most `max_bytes` plus one run
 (plus its conflated topics' latest updates, one each). Every change is also added to the
-process's `PendingBytes` (`ledger`): the total the process's budget bounds, and while that is
-spent every stream with anything pending conflates.
+process's `PendingBytes` (`ledger`): the total the process's budget bounds. A run that would
+take that total past the budget is conflated whatever the stream holds (a messages stream's
+ended), and a writer whose rendered bytes would (`may_hold`) ends its stream: so the streams
+together hold at most the budget, and their conflated topics' latest updates.
 
 The floor is the stream's cursor once its replay or snapshot is out
 (`pushsvc.deliver.subscription`): draining drops the queued updates it does not admit (each
@@ -44,17 +46,27 @@ class PendingBytes:
     """The process's pending bytes over every stream (the ledger the queues add to), and the
     bounds: `per_stream` (`--max-stream-buffer`) and `budget` (`--stream-buffer-budget`)."""
 
-    __slots__ = ("budget", "per_stream", "total")
+    __slots__ = ("budget", "let_go", "per_stream", "total")
 
     def __init__(self, *, per_stream: int, budget: int) -> None:
         self.per_stream = per_stream
         self.budget = budget
         self.total = 0
+        self.let_go = 0
+        """Bytes streams held when they ended, since the hub last gave memory back
+        (`pushsvc.core.heap_trim`)."""
 
     @property
     def spent(self) -> bool:
-        """Whether the budget is spent: new streams are refused, pending ones conflate."""
-        return self.total >= self.budget
+        """Whether the budget is spent: less of it is left than one stream may hold
+        (`per_stream`), so new streams are refused. Runs that would pass it are refused one
+        by one (`room`), so the total itself stops short of the budget."""
+        return self.budget - self.total < min(self.per_stream, self.budget)
+
+    def room(self, growth: int) -> bool:
+        """Whether the streams may hold `growth` bytes more and stay within the budget (a
+        shrink always may)."""
+        return growth <= 0 or self.total + growth <= self.budget
 
 
 _UNBOUNDED = PendingBytes(per_stream=1 << 62, budget=1 << 62)
@@ -101,6 +113,11 @@ class ConflatingQueue:
         self.ledger.total += size - self.in_flight
         self.in_flight = size
 
+    def may_hold(self, size: int) -> bool:
+        """Whether `hold(size)` keeps the process within its budget: a writer whose rendered
+        bytes would pass it ends the stream instead (`StreamExit.BEHIND`)."""
+        return self.ledger.room(size - self.in_flight)
+
     def _count(self, size: int) -> None:
         self.queued_bytes += size
         self.ledger.total += size
@@ -115,7 +132,7 @@ class ConflatingQueue:
             size = len(run.block) or sum([len(u.data) for u in run.updates])
             pending = self.queued_bytes + self.in_flight
             ledger = self.ledger
-            if not pending or (pending + size <= ledger.per_stream and not ledger.spent):
+            if (not pending or pending + size <= ledger.per_stream) and ledger.room(size):
                 self.runs.append(run)
                 self._count(size)
                 return False
@@ -172,6 +189,7 @@ class ConflatingQueue:
 
     def release(self) -> None:
         """The stream is over: nothing it held is pending any more."""
+        self.ledger.let_go += self.queued_bytes + self.in_flight
         self.runs.clear()
         self.latest.clear()
         self._count(-self.queued_bytes)

@@ -51,6 +51,7 @@ from typing import Protocol
 import gevent
 import gevent.event
 
+from pushsvc.core.heap_trim import trim
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Run, Update
 from pushsvc.deliver.conflating_queue import ConflatingQueue, PendingBytes
@@ -65,6 +66,11 @@ QUEUE_RUNS = 1000
 setting: memory is bounded in bytes (`--max-stream-buffer`, which conflates first whenever
 runs are larger than 8 KiB), and a count only keeps a reader of many tiny runs from queueing
 without end; a reader that far behind is served as well by the latest of each topic."""
+
+TRIM_AFTER = 16 << 20
+"""Pending bytes that streams held when they ended which make the sweeper give the C heap's
+free pages back (`pushsvc.core.heap_trim`): streams that never read leave their rendered
+writes' pages behind otherwise."""
 
 Clock = Callable[[], int]
 """Monotonic time in integer microseconds."""
@@ -88,8 +94,9 @@ class StreamExit(StrEnum):
     ERROR = "error"
     """The stream's own code failed."""
     BEHIND = "behind"
-    """A messages stream whose pending bytes passed its bound: ended, never conflated, so
-    that its client resumes from the history with `Last-Event-ID` (exactly, or with a gap)."""
+    """A messages stream whose pending bytes passed its bound, or any stream whose rendered
+    bytes would pass the process's budget: ended, never conflated, so that its client resumes
+    from the history with `Last-Event-ID` (exactly, or with a gap)."""
 
 
 def monotonic_us() -> int:
@@ -113,6 +120,9 @@ class DirectWay:
     """The unsent rest of a send that would have blocked: the stream sends it first."""
     last_write_us: int = 0
     """When the hub last wrote the stream (heartbeats count from it too)."""
+    cut: bool = False
+    """The rest of a send was dropped (it would have passed the process's budget): the
+    response ends mid-chunk, never with a last chunk that would make it look whole."""
 
     def leftovers(self) -> tuple[memoryview | None, list[Run]]:
         """What the hub had meant to write and the stream must now write, in order: the rest
@@ -241,6 +251,8 @@ class Hub:
         self._clock = clock
         self.pending = PendingBytes(per_stream=max_stream_buffer, budget=stream_buffer_budget)
         """Every stream's pending bytes, and their bounds."""
+        self.trims = 0
+        """How often the sweeper gave memory back."""
         self._sweeper: gevent.Greenlet[..., object] | None = None
         self._by_topic: dict[str, set[Subscriber]] = {}
         self._patterned: dict[tuple[object, ...], PatternGroup] = {}
@@ -399,6 +411,7 @@ class Hub:
         # A few times per timeout, so a stuck stream goes within about 1.25 timeouts; at
         # most once a second for long timeouts, and not more often than 20 times a second.
         # Ends with the last stream (`subscribe` starts another).
+        # Memory that ended streams held comes back at the pass after they let go of it.
         interval = min(max(self._slow_timeout_us / 4_000_000, 0.05), 1.0)
         try:
             while self._clients:
@@ -407,13 +420,24 @@ class Hub:
                     self.sweep()
                 except Exception:  # the sweeper must outlive any one stream's failure
                     log.exception("sweeping slow streams failed")
+                self._give_back()
         finally:
             if self._sweeper is gevent.getcurrent():
                 self._sweeper = None
+                self._give_back()
+
+    def _give_back(self) -> None:
+        """Once ended streams have let go of `TRIM_AFTER` pending bytes, give the C heap's
+        free pages back."""
+        if self.pending.let_go >= TRIM_AFTER:
+            self.pending.let_go = 0
+            trim()
+            self.trims += 1
 
     @property
     def budget_spent(self) -> bool:
-        """The process's streams hold `--stream-buffer-budget` bytes or more."""
+        """The process's streams leave less of `--stream-buffer-budget` than one stream may
+        hold (`--max-stream-buffer`): new streams are refused."""
         return self.pending.spent
 
     def close_slow(self, subscriber: Subscriber) -> None:
@@ -439,17 +463,23 @@ class Hub:
     def _write_directly(self) -> None:
         """The hub's writer: one non-blocking send per dirty client per pass (see the module
         docstring). Runs for the hub's lifetime, asleep while nothing is dirty."""
-        slice_size = self.DIRECT_SLICE
         while True:
             self._dirty_signal.wait()
             self._dirty_signal.clear()
             while self._dirty:
-                # Clients dirtied while this pass yields go to a fresh list, served next pass.
-                batch, self._dirty = self._dirty, []
-                for first in range(0, len(batch), slice_size):
-                    if first:
-                        gevent.sleep(0)
-                    self._send_ready(batch[first : first + slice_size])
+                self._write_pass()
+
+    def _write_pass(self) -> None:
+        """One pass over the dirty clients, yielding between slices. A method of its own so
+        that its list of clients dies with it: held by the writer while it sleeps, it kept
+        every ended stream of the last pass alive, and what their sockets had not taken."""
+        # Clients dirtied while this pass yields go to a fresh list, served next pass.
+        batch, self._dirty = self._dirty, []
+        slice_size = self.DIRECT_SLICE
+        for first in range(0, len(batch), slice_size):
+            if first:
+                gevent.sleep(0)
+            self._send_ready(batch[first : first + slice_size])
 
     def _send_ready(self, subscribers: list[Subscriber]) -> None:
         """Send each client whose direct way is still open what it holds in `ready`. Delivery
@@ -548,6 +578,12 @@ class Hub:
         """The socket is full: the stream waits for it, queueing meanwhile, and sends `rest`
         first."""
         self.handbacks += 1
+        if not subscriber.queue.may_hold(len(rest)):
+            # Kept, its rest would pass the process's budget: the stream ends, its client
+            # resumes from the history.
+            direct.cut = True
+            subscriber.close(StreamExit.BEHIND)
+            return
         direct.handback = rest
         subscriber.queue.hold(len(rest))
         subscriber.wake()

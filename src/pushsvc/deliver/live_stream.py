@@ -236,7 +236,17 @@ class LiveStream:
         data, runs = self._what_waits()
         sent = True
         if data:
-            self._client.queue.hold(len(data))
+            queue = self._client.queue
+            if not queue.may_hold(len(data)):
+                # Rendered, it would pass the process's budget: the stream ends, its client
+                # resumes from the history (mid-chunk if the hub had sent part of it).
+                if self._direct_way is not None and queue.in_flight:
+                    self._direct_way.cut = True
+                queue.hold(0)
+                self._client.close(StreamExit.BEHIND)
+                self._end()
+                return
+            queue.hold(len(data))
             sent = self._send(data, runs)
         if self._paced is not None and self._paced.next_due() is not None:
             self._arm_timer()  # what the pacer held back may fall due before the heartbeat
@@ -406,7 +416,8 @@ class LiveStream:
                 except OSError:
                     reason = StreamExit.GONE
         client.direct = None
-        self._sink.end(reason != StreamExit.GONE)
+        cut = self._direct_way is not None and self._direct_way.cut
+        self._sink.end(reason != StreamExit.GONE and not cut)
         if reason not in _QUIET:
             self._context.run(log.info, "stream ended: %s", reason)
         # The subscriber wakes this stream (`set`) and the stream holds the subscriber: let

@@ -46,7 +46,7 @@ def cursor_before_last(broker: Broker, matcher: TopicMatcher, count: int) -> Cur
             page = broker.history(topic, limit=SCAN_UPDATES)
             if page.resume is not None:
                 heads[page.resume.partition] = page.resume
-            found += [u for u in page.updates if messages.message_of(u) is not None]
+            found += [u for u in page.updates if messages.holds_message(u)]
     else:
         replayed = broker.replay(Cursor(), matcher)
         heads.update(replayed.heads)
@@ -54,7 +54,7 @@ def cursor_before_last(broker: Broker, matcher: TopicMatcher, count: int) -> Cur
             heads.setdefault(update.id.partition, update.id)
             if update.id.is_after(heads[update.id.partition]):
                 heads[update.id.partition] = update.id
-        found = [u for u in replayed.updates if messages.message_of(u) is not None]
+        found = [u for u in replayed.updates if messages.holds_message(u)]
     if not found:
         # None yet: resume from each partition's newest update as read, so that a message
         # published while this was read is replayed, not passed by the stream's start.

@@ -251,13 +251,23 @@ class Projection:
         as compact JSON; None for an update without one (a plain event, a tick, a point),
         and for a late stream's copy of a message its own topic pushed (`"copy": true`,
         `pushsvc.core.lateness`), which no stream pushes twice."""
-        if not update.is_update or _MESSAGE_MARK not in update.data:
+        if not update.is_update or update.holds_message is False:
+            return None
+        if _MESSAGE_MARK not in update.data:
             return None
         fields = orjson.loads(update.data)
         event = fields["event"]
         if event is None or "type" not in event or "copy" in fields:
             return None  # a tag value held the mark, or a copy
         return event["type"], orjson.dumps(event["data"])
+
+    def holds_message(self, update: Update) -> bool:
+        """Whether `message_of(update)` is a message, told once per update and kept on it
+        (`Update.holds_message`): many streams replaying one history parse it once."""
+        held = update.holds_message
+        if held is None:
+            held = update.holds_message = self.message_of(update) is not None
+        return held
 
     def groups_of(self, groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """A snapshot's groups: those matching the filter, their windows projected."""

@@ -101,6 +101,9 @@ class StreamRequest:
     resume: Cursor | None = None
     """Where the stream resumes when its view found it (a Mercure update's id, `earliest`:
     `pushsvc.deliver.mercure_resume`), in place of reading `last_event_id` as a cursor."""
+    address: str = ""
+    """The client's address: its turn among the streams being primed
+    (`pushsvc.deliver.priming`)."""
 
 
 def events(
@@ -131,6 +134,7 @@ def events(
         messages=request.messages,
         replay_last=request.replay_last,
         resume=request.resume,
+        address=request.address,
     )
     if request.messages:
         # A messages stream starts live, with no snapshot to stand for what came before: it
@@ -161,6 +165,11 @@ def events(
         for page in primed.pages(request.projection, head_page_size(queue.max_bytes)):
             if head is not None:
                 page = head.compress(page)
+            if not queue.may_hold(len(page)):
+                # The process's streams hold their budget: this one ends before it holds
+                # more (its client resumes from its `Last-Event-ID`).
+                client.close(StreamExit.BEHIND)
+                break
             queue.hold(len(page))
             yield page
             client.progressed()

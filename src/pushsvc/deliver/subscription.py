@@ -130,13 +130,14 @@ def subscribe(
     messages: bool = False,
     replay_last: int = 0,
     resume: Cursor | None = None,
+    address: str = "",
 ) -> Primed:
     """Subscribe `matcher` to the hub and prime it (see the module docstring). `grouping`
     tells the topics whose snapshot carries their live groups. `messages`: a messages stream
     (its queue never conflates); `replay_last`: without a `Last-Event-ID`, it starts with the
     last that many messages of its topics (`pushsvc.deliver.message_replay`); `resume`: the
     cursor its view found for its `Last-Event-ID` (`pushsvc.deliver.mercure_resume`), read in
-    place of it.
+    place of it; `address`: the client's, whose turn its priming waits for.
 
     Raises BrokerUnavailable (after unsubscribing) when the history cannot be read. Call it
     once the response has started (from the stream's generator): a browser's EventSource
@@ -154,7 +155,7 @@ def subscribe(
     primer = priming.of(broker)
     try:
         # Its turn: the client is in the hub already, its updates queue meanwhile.
-        with primer.turn():
+        with primer.turn(address):
             # The process receives the topics' updates from here on (the feed confirmed it);
             # only then is the history read, so nothing falls between the two.
             feed.watch(selectors)

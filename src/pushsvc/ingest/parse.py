@@ -48,6 +48,7 @@ from pushsvc.errors import (
     BadRequest,
     FutureEvent,
     InvalidEvent,
+    LoneSurrogate,
     MalformedJson,
     PayloadTooLarge,
     RequestError,
@@ -227,12 +228,23 @@ def _has_too_large(data: object) -> bool:
     return _holds(data, lambda node: isinstance(node, _TooLarge))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(data: object) -> bool:
+    """Whether a string or an object key in `data` holds a surrogate code point: a JSON reader
+    joins a well-formed pair into one character, so any left is alone."""
+    return _holds(data, lambda node: isinstance(node, str) and _SURROGATE.search(node) is not None)
+
+
 def _holds(data: object, found: Callable[[object], bool]) -> bool:
-    """Whether any node of `data` (arrays and objects walked, booleans skipped) is `found`."""
+    """Whether any node of `data` (arrays and objects walked, keys included, booleans skipped)
+    is `found`."""
     pending = [data]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
+            pending.extend(node.keys())
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
@@ -379,6 +391,12 @@ def _message_of(kind: str, data: object, index: int, limits: InputLimits) -> Mes
     except orjson.JSONEncodeError:
         if _has_too_large(data):
             raise InvalidEvent("data holds a number too large for a double", index=index) from None
+        if _has_lone_surrogate(data):
+            raise LoneSurrogate(
+                "data holds a lone UTF-16 surrogate (\\ud800 to \\udfff without its pair): text "
+                "must be valid Unicode",
+                index=index,
+            ) from None
         raise WideInteger(
             "data holds an integer beyond 64 bits: send it as a string", index=index
         ) from None

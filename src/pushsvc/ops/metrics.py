@@ -51,6 +51,9 @@ class AggregatorStats(Protocol):
     @property
     def group_overflow(self) -> int: ...
 
+    @property
+    def forecast_bytes(self) -> int: ...
+
 
 class _ProcessState(Collector):
     """What this process counts itself: its streams, its aggregators, its deriver."""
@@ -145,6 +148,12 @@ class _ProcessState(Collector):
                 "pushsvc_group_overflow",
                 "Events routed to a topic's (other) group: its rule's max_groups was reached",
                 value=self.aggregator.group_overflow,
+            )
+            yield CounterMetricFamily(
+                "pushsvc_forecast_bytes",
+                "Bytes of JSON of the forecasts this process's aggregators made (each close of "
+                "a forecast rule's tier, each series: what a rule's horizon costs)",
+                value=self.aggregator.forecast_bytes,
             )
         if self.partitions is not None:
             yield CounterMetricFamily(

@@ -82,9 +82,14 @@ class BucketForecaster:
         return predicted
 
     def fields(self) -> dict[str, Any]:
-        """The forecast as the API and streams give it (module docstring)."""
+        """The forecast as the API and streams give it (module docstring). Made, not kept:
+        only `predict`, which alerts read on every event, keeps its steps (a horizon of
+        thousands of steps, kept for every series, was most of what forecasts held)."""
         rule, last = self.rule, self.last_us
         step = rule.tier_us
+        predicted = self._predicted
+        if predicted is None:
+            predicted = self.model.predict(rule.horizon)
         return {
             "model": rule.model,
             "stat": rule.stat,
@@ -99,7 +104,7 @@ class BucketForecaster:
                     "lo95": p.lo95,
                     "hi95": p.hi95,
                 }
-                for p in self.predict()
+                for p in predicted
             ],
         }
 

@@ -49,7 +49,11 @@ MEAN_BOUND_S = 0.5
 @pytest.fixture(scope="module")
 def crowded() -> Iterator[PushsvcProcess]:
     """`pushsvc serve` holding TOPICS topics, one event each."""
-    proc = PushsvcProcess("serve", "--tick", "0", "--max-topics", str(TOPICS + 10)).start()
+    # One client makes them all: its share of the topics is the table.
+    table = str(TOPICS + 10)
+    proc = PushsvcProcess(
+        "serve", "--tick", "0", "--max-topics", table, "--max-topics-per-publisher", table
+    ).start()
     try:
         names = [f"crowd.{n:05d}" for n in range(TOPICS)]
         makers = [threading.Thread(target=_create, args=(proc.port, names[i::4])) for i in range(4)]

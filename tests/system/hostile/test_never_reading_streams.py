@@ -281,12 +281,14 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
         attackers = [never_reader(proc.port, path) for _ in range(8)]
         wait_until(lambda: subscribers(proc.port) == 1 + len(attackers))
         batch = [{"value": i, "tags": _TAGS} for i in range(150)]
+        # Spent once less of it is left than one stream may hold; never passed.
         for _ in range(40):
-            if metric(proc.port, _PENDING) >= budget:
+            if metric(proc.port, _PENDING) > budget - BOUND:
                 break
             assert post(proc.port, big, batch)[0] == 202
             legit.round()
-        assert metric(proc.port, _PENDING) >= budget, "the never-readers did not spend the budget"
+        pending = metric(proc.port, _PENDING)
+        assert budget - BOUND < pending <= budget, "the never-readers did not spend the budget"
 
         with SSEClient(proc.port, f"/topics/{topic}-new/stream") as refused:
             assert refused.status == 503

@@ -14,7 +14,8 @@ type (`SeriesBuckets.message`); a group's do not, as a group's windows do not.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from pushsvc.core.event import value_of
 from pushsvc.core.updates import (
@@ -36,12 +37,26 @@ from pushsvc.stats.groups import Group, TopicGroups
 from .step import EventStep, TickStep
 
 
+@dataclass(slots=True)
+class ForecastWork:
+    """What an aggregator's forecasts cost, and how others are let run between them. `pause`
+    (the aggregator's: `pushsvc.loop_pause.let_others_run` in a serving process) is called
+    before each forecast is made, so that a close of many series' forecasts, each thousands of
+    points, does not hold the loop producers and streams are served on. `made`, `points` and
+    `bytes` count the forecasts made, their points and their JSON (`/metrics`)."""
+
+    pause: Callable[[], None] | None = None
+    made: int = 0
+    points: int = 0
+    bytes: int = 0
+
+
 class SeriesStage:
     """Open series buckets of one topic and of each of its live groups."""
 
     __slots__ = (
         "_grace_us", "_groups", "_lateness_us", "_retention", "_rule", "_tiers", "_topic",
-        "_widths", "due",
+        "_widths", "_work", "due",
         "group_series", "series",
     )  # fmt: skip
 
@@ -53,8 +68,10 @@ class SeriesStage:
         lateness_us: int,
         groups: TopicGroups | None,
         grace_us: int | None = None,
+        work: ForecastWork | None = None,
     ) -> None:
         self._topic = topic
+        self._work = work
         self._grace_us = grace_us
         self._rule = rule
         self._tiers = tiers
@@ -238,9 +255,18 @@ class SeriesStage:
         ]
         forecaster = (self.series if series is None else series).forecaster
         if forecaster is not None and any(label == forecaster.label for label, _, _ in closed):
+            work = self._work
+            if work is not None and work.pause is not None:
+                work.pause()
             fields = forecaster.fields()
-            write = forecast_write(forecaster.label, gid, forecaster.last_us, fields)
-            drafts.append(forecast_draft(self._topic, clock_us, write, fields, key))
+            state = forecaster.to_bytes()
+            write = forecast_write(forecaster.label, gid, forecaster.last_us, state)
+            made = forecast_draft(self._topic, clock_us, write, fields, key)
+            drafts.append(made)
+            if work is not None:
+                work.made += 1
+                work.points += len(fields["points"])
+                work.bytes += len(made.body)
         return drafts
 
 

@@ -415,6 +415,10 @@ class MemoryBroker:
         self._check_open()
         return TopicStats(self.store.topics(), sum(p.forgotten for p in self.store.parts))
 
+    def keeps_topic(self, topic: str) -> bool:
+        self._check_open()
+        return topic in self.store.part(topic).clocks
+
     def lag(self) -> list[ShardLag]:
         """Each partition's entries logged and not yet published, and the age of the oldest."""
         self._check_open()

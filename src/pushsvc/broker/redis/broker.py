@@ -837,6 +837,11 @@ class RedisBroker:
         self._check_open()
         return operations.bridge_stats(self._client, self.keys)
 
+    def keeps_topic(self, topic: str) -> bool:
+        self._check_open()
+        with unavailable("keeps_topic"):
+            return bool(self._client.hexists(self.keys.of(topic).clocks, topic))
+
     def topic_stats(self) -> TopicStats:
         """The topics kept and forgotten, summed over the partitions. A partition that cannot
         be read now (its primary is failing over) counts as last read: new topics elsewhere

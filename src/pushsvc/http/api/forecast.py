@@ -13,11 +13,13 @@ and `pending`, the entries of the topic's partition logged and not yet applied; 
 bulk post the aggregator is still working through it, and `from` lags `clock` by the time it
 has yet to reach.
 The forecast is the one the aggregator made when the tier's last bucket closed, published in
-the same step as that bucket's point and kept as the only entry of its own series; so the
-answer is the same from any web process, through any failover. `points` is empty while the
-model is still learning. 404 when the topic's rule forecasts nothing, or when no forecast is
-kept: nothing closed yet, or the series has been quiet for longer than its tier's buckets are
-kept after the last one closed (the forecast goes as the point would).
+the same step as that bucket's point and kept as the only entry of its own series, as the
+model's state (its points made from it here, on read: a series keeps a few numbers, not a
+horizon of points); so the answer is the same from any web process, through any failover.
+`points` is empty while the model is still learning (or learns afresh: a rules file that
+changed its model). 404 when the topic's rule forecasts nothing, or when no forecast is kept:
+nothing closed yet, or the series has been quiet for longer than its tier's buckets are kept
+after the last one closed (the forecast goes as the point would).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pushsvc.errors import BadRequest, NotFound
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
+from pushsvc.series.forecasting import BucketForecaster
 from pushsvc.stats.groups import group_id
 
 bp = Blueprint("forecast", __name__)
@@ -81,7 +84,8 @@ def topic_forecast(topic: str) -> Response:
     )
     if not page.points:
         raise NotFound(f"no forecast of topic {topic!r} is kept (yet)")
-    answer.update(orjson.loads(page.points[-1][1]))
+    # Kept as the model's state: its points are made now, as they were when it was published.
+    answer.update(BucketForecaster.restored(forecast, page.points[-1][1]).fields())
     latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
     answer["clock"] = None if latest is None else latest.clock_us // 1000
     answer["pending"] = _pending(rt.broker, topic)

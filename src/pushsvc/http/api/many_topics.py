@@ -68,10 +68,11 @@ def _publish(kind: str, grouper: Grouper) -> Response:
     body = read_body(environ, limits.max_body_bytes)
     groups = grouper(body, req.content_type, limits)
     grant = rt.gate.many_publisher(req, [group.topic for group in groups])
+    subject = grant.subject if grant is not None else None
+    publisher = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
     rate_key = None
     if rt.publish_rate is not None:
-        subject = grant.subject if grant is not None else None
-        rate_key = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
+        rate_key = publisher
         rt.publish_rate.admit(rate_key)
     idempotency = None
     if idempotency_key is not None:
@@ -83,8 +84,17 @@ def _publish(kind: str, grouper: Grouper) -> Response:
     grace_us = rt.settings.grace_us
     rules = rt.settings.rules
 
+    shares = rt.topic_shares
+
     def permit(topic: TopicName) -> None:
         check_publishing(grant, topic)
+        if shares is not None:
+            # Each topic of the request is judged by the publisher's share as a one-topic POST
+            # is, and held as it is admitted: a request to many new topics cannot take more
+            # than the share however many it names (one the append then refuses is held until
+            # its holding lapses, --topic-ttl).
+            shares.admit(publisher, topic, rt.broker.keeps_topic)
+            shares.note(publisher, topic)
 
     def grace_of(topic: TopicName) -> tuple[int, bool]:
         return rules.grace_of(topic, grace_us)

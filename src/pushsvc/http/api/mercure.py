@@ -143,6 +143,10 @@ def publish() -> Response:
     body = orjson.dumps({"type": message_type(mercure_type), "data": kept})
     rt = runtime()
     name = validate_topic(topic_name(topics[0]))
+    publisher = f"sub:{grant.subject}" if grant.subject else f"ip:{request.remote_addr}"
+    shares = rt.topic_shares
+    if shares is not None:
+        shares.admit(publisher, name, rt.broker.keeps_topic)
     grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
     appended = ingest(
         rt.broker,
@@ -161,6 +165,8 @@ def publish() -> Response:
         rt.metrics.late_events.inc(appended.late)
     if rt.publish_rate is not None and rate_key is not None:
         rt.publish_rate.charge(rate_key, appended.accepted + appended.late)
+    if shares is not None and appended.accepted:
+        shares.note(publisher, name)
     return Response(update_id, 200, mimetype="text/plain")
 
 

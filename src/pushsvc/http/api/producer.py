@@ -3,8 +3,9 @@
 202 means the batch is in the log: it will yield one update per event, even if no aggregator
 runs right now (it waits; `/readyz` and `/metrics` show the lag). With auth on, the token must
 allow the topic; with a publish rate, the token's subject (else the client address) must have
-room in its bucket — both judged before the body is read. The body is read whole, or refused
-whole past `--max-body` whatever its framing (`request_body.py`).
+room in its bucket, and for a topic nobody keeps, room in its share of `--max-topics`
+(`security/topic_shares.py`) — all judged before the body is read. The body is read whole, or
+refused whole past `--max-body` whatever its framing (`request_body.py`).
 
 With an `Idempotency-Key`, a repeat of a request logged within `--idempotency-window` logs
 nothing and answers the same 202 with `Idempotent-Replayed: true` (`core/idempotency.py`;
@@ -51,11 +52,15 @@ def post_events(topic: str) -> Response:
     name = validate_topic(topic)
     grant = rt.gate.publisher(req, name)
     idempotency_key = check_key(header_lines(environ, IDEMPOTENCY_ENVIRON))
+    subject = grant.subject if grant is not None else None
+    publisher = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
     rate_key = None
     if rt.publish_rate is not None:
-        subject = grant.subject if grant is not None else None
-        rate_key = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
+        rate_key = publisher
         rt.publish_rate.admit(rate_key)
+    shares = rt.topic_shares
+    if shares is not None:
+        shares.admit(publisher, name, rt.broker.keeps_topic)
     limits = rt.limits
     body = read_body(environ, limits.max_body_bytes)
     grace_us, refuse_late = rt.settings.rules.grace_of(name, rt.settings.grace_us)
@@ -83,6 +88,8 @@ def post_events(topic: str) -> Response:
         rt.metrics.idempotency_keys_evicted.inc(appended.evicted)
     if rt.publish_rate is not None and rate_key is not None:
         rt.publish_rate.charge(rate_key, appended.accepted + appended.late)
+    if shares is not None and appended.accepted:
+        shares.note(publisher, name)
     return _answer(appended, {})
 
 

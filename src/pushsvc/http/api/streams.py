@@ -213,6 +213,7 @@ def respond(
         messages=messages,
         replay_last=replay_last,
         resume=resume,
+        address=request.remote_addr or "",
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     if rt.hub.budget_spent:
