@@ -15,6 +15,8 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.aggregate.shard_runner import ShardRunner
 from pushsvc.broker.memory import MemoryBroker, Store
 from pushsvc.ingest import Event
+from pushsvc.rules.analytics import Rules, default_rule
+from pushsvc.stats import STAT_KEYS
 from support.memory_core import ManualClock
 
 S = 1_000_000
@@ -23,7 +25,8 @@ TTL_US = 5 * S
 
 
 def _runner(broker: MemoryBroker, *, alone: bool) -> ShardRunner:
-    aggregator = Aggregator(windows_us=[10 * S], labels=["10s"], wall_clock=lambda: 0)
+    rules = Rules((), default_rule([10 * S], STAT_KEYS))
+    aggregator = Aggregator(rules=rules, wall_clock=lambda: 0)
     lease = broker.lease(SHARD, ttl_us=TTL_US)
     return ShardRunner(
         aggregator, broker, broker.event_log(SHARD), lease, tick_us=0, block_ms=0, alone=alone

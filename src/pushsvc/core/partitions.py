@@ -53,7 +53,9 @@ _HUB_KEY = b"mercure"
 
 
 def is_hub_topic(topic: str) -> bool:
-    """Whether `topic` is one of the Mercure hub's, placed together."""
+    """Whether `topic` is one of the Mercure hub's, placed together; only the hub appends to
+    them (`pushsvc.ingest.accept`): a Mercure update is made only by the hub's publication,
+    after the hub's authorization."""
     return topic.startswith(HUB_PREFIX) or topic in HUB_TOPICS
 
 

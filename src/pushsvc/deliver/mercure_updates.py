@@ -27,7 +27,6 @@ import orjson
 
 from pushsvc.deliver.mercure_input import message_type
 from pushsvc.deliver.mercure_selectors import SelectorSet
-from pushsvc.deliver.mercure_subscriptions import SUBSCRIPTIONS_TOPIC
 
 PREFIX = "mercure."
 PATTERN = "mercure.*"
@@ -47,15 +46,6 @@ def topic_name(iri: str) -> str:
     digest = hashlib.sha256(iri.encode()).hexdigest()[:_HASH_CHARS]
     slug = _UNNAMEABLE.sub(".", _SCHEME.sub("", iri)).strip(".:-")[:_MAX_SLUG].rstrip(".:-")
     return f"{PREFIX}{slug or 'topic'}-{digest}"
-
-
-def hub_only(topic: str) -> bool:
-    """Whether only the hub may append to `topic`: every topic a Mercure subscriber reads
-    (`mercure.*` and the subscription events'). Whatever is there reaches Mercure
-    subscribers as an update of the IRIs its envelope names, so pushsvc's own API, the Redis
-    bridge and the outbox refuse it whatever the token (`pushsvc.ingest.accept`): a Mercure
-    update is made only by the hub's publication, after the hub's authorization."""
-    return topic.startswith(PREFIX) or topic == SUBSCRIPTIONS_TOPIC
 
 
 def envelope(

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pushsvc.broker.base import Appended, Broker
 from pushsvc.core.idempotency import Idempotency, request_digest
 from pushsvc.core.lateness import keeps_late
+from pushsvc.core.partitions import is_hub_topic
 from pushsvc.core.topics import TopicName, validate_topic
-from pushsvc.deliver.mercure_updates import hub_only
 from pushsvc.errors import DerivedTopic, MercureTopic, SessionTopic
 from pushsvc.ingest import Event, InputLimits, parse_body
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
@@ -46,7 +46,8 @@ def ingest(
     called between the two (`pushsvc.loop_pause.let_others_run` where a loop serves others,
     which a batch of 10,000 events would hold for its whole validation and append).
     `by_hub`: the Mercure hub appends, after its own authorization, to the topics only it
-    may append to (`hub_only`); every other caller is refused there."""
+    may append to (`is_hub_topic`: whatever is there reaches Mercure subscribers as an update of
+    the IRIs its envelope names); every other caller is refused there, whatever its token."""
     events = _events(topic, body, content_type, limits=limits, now_us=now_us, by_hub=by_hub)
     if pause is not None:
         pause()
@@ -105,7 +106,7 @@ def _events(
     now_us: int,
     by_hub: bool = False,
 ) -> list[Event]:
-    if not by_hub and hub_only(topic):
+    if not by_hub and is_hub_topic(topic):
         raise MercureTopic(
             f"{topic} keeps Mercure updates: only the Mercure hub appends to it, after its own "
             "authorization (publish with POST /.well-known/mercure)"
