@@ -25,6 +25,12 @@ from pushsvc.core.token_bucket import Clock
 from pushsvc.errors import TopicShareSpent
 
 
+def publisher_key(subject: str | None, address: str | None) -> str:
+    """Who publishes, for the bounds kept per publisher (the publish rate, the topic share):
+    the token's subject, else the client's address; one key whichever API publishes."""
+    return f"sub:{subject}" if subject else f"ip:{address}"
+
+
 class TopicShares:
     """Who holds which topic, and how many each publisher holds."""
 

@@ -40,6 +40,7 @@ from pushsvc.ingest.parse import media_type
 from pushsvc.ingest.topic_groups import TopicGroup, batch_groups, broadcast_groups
 from pushsvc.loop_pause import let_others_run
 from pushsvc.security.access import check_publishing
+from pushsvc.security.topic_shares import publisher_key
 
 bp = Blueprint("many_topics", __name__)
 
@@ -68,8 +69,7 @@ def _publish(kind: str, grouper: Grouper) -> Response:
     body = read_body(environ, limits.max_body_bytes)
     groups = grouper(body, req.content_type, limits)
     grant = rt.gate.many_publisher(req, [group.topic for group in groups])
-    subject = grant.subject if grant is not None else None
-    publisher = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
+    publisher = publisher_key(grant.subject if grant else None, req.remote_addr)
     rate_key = None
     if rt.publish_rate is not None:
         rate_key = publisher

@@ -92,6 +92,7 @@ from pushsvc.security.mercure_auth import (
     mercure_token,
     verify_mercure_token,
 )
+from pushsvc.security.topic_shares import publisher_key
 
 bp = Blueprint("mercure", __name__)
 
@@ -143,7 +144,7 @@ def publish() -> Response:
     body = orjson.dumps({"type": message_type(mercure_type), "data": kept})
     rt = runtime()
     name = validate_topic(topic_name(topics[0]))
-    publisher = f"sub:{grant.subject}" if grant.subject else f"ip:{request.remote_addr}"
+    publisher = publisher_key(grant.subject, request.remote_addr)
     shares = rt.topic_shares
     if shares is not None:
         shares.admit(publisher, name, rt.broker.keeps_topic)
@@ -323,7 +324,7 @@ def _admitted(grant: MercureGrant) -> str | None:
     rate = runtime().publish_rate
     if rate is None:
         return None
-    key = f"sub:{grant.subject}" if grant.subject else f"ip:{request.remote_addr}"
+    key = publisher_key(grant.subject, request.remote_addr)
     rate.admit(key)
     return key
 

@@ -27,6 +27,7 @@ from pushsvc.http.api.context import runtime
 from pushsvc.http.api.request_body import read_body
 from pushsvc.ingest.accept import ingest
 from pushsvc.loop_pause import let_others_run
+from pushsvc.security.topic_shares import publisher_key
 
 bp = Blueprint("producer", __name__)
 
@@ -52,8 +53,7 @@ def post_events(topic: str) -> Response:
     name = validate_topic(topic)
     grant = rt.gate.publisher(req, name)
     idempotency_key = check_key(header_lines(environ, IDEMPOTENCY_ENVIRON))
-    subject = grant.subject if grant is not None else None
-    publisher = f"sub:{subject}" if subject else f"ip:{req.remote_addr}"
+    publisher = publisher_key(grant.subject if grant else None, req.remote_addr)
     rate_key = None
     if rt.publish_rate is not None:
         rate_key = publisher
