@@ -358,6 +358,34 @@ def publish(
         _publish_lines(url, token, _ndjson(sys.stdin.buffer), batch)
         return
 
+    events = _events_to_publish(values, ts, tags, message_type, message_data)
+    try:
+        check_sendable(events)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if redis_url is not None:
+        _publish_to_redis(redis_url, prefix, topic, list(batches(events, batch)))
+        return
+    _client_warnings("publish", logging.INFO)
+    try:
+        # Each batch with its own Idempotency-Key, retried with it after a 503 or a lost
+        # connection: logged once however often it is sent.
+        with Client(url, token=token, batching=None) as client:
+            answers = [client.publish(topic, chunk).result() for chunk in batches(events, batch)]
+    except ClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary(answers))
+
+
+def _events_to_publish(
+    values: tuple[float, ...],
+    ts: str | None,
+    tags: tuple[str, ...],
+    message_type: str | None,
+    message_data: str | None,
+) -> list[Any]:
+    """`publish`'s events to one topic: one message (--type, --data), VALUES, or else the NDJSON
+    lines of standard input; --ts and --tag on each built from the options."""
     common: dict[str, object] = {}
     if ts is not None:
         common["ts"] = float(ts) if _is_number(ts) else ts
@@ -371,54 +399,43 @@ def publish(
             message["type"] = message_type
         if message_data is not None:
             message["data"] = _data_option(message_data)
-        events: list[Any] = [message]
-    elif values:
-        events = [{"value": v, **common} for v in values]
-    else:
-        events = _ndjson(sys.stdin.buffer)
+        return [message]
+    if values:
+        return [{"value": v, **common} for v in values]
+    return _ndjson(sys.stdin.buffer)
+
+
+def _publish_to_redis(redis_url: str, prefix: str, topic: str, chunks: list[list[Any]]) -> None:
+    """`publish --redis-url`: the batches straight to the bridge's Redis pub/sub, and whether a
+    bridge heard them (pub/sub keeps nothing for absent subscribers)."""
+    import redis
+
+    from pushsvc.broker.redis.publisher import publish_to_redis
+    from pushsvc.broker.redis.url import check_redis_url
+
     try:
-        check_sendable(events)
+        check_redis_url(redis_url)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    if redis_url is not None:
-        import redis
-
-        from pushsvc.broker.redis.publisher import publish_to_redis
-        from pushsvc.broker.redis.url import check_redis_url
-
-        try:
-            check_redis_url(redis_url)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--redis-url") from None
-        try:
-            sent, unheard = publish_to_redis(redis_url, prefix, topic, list(batches(events, batch)))
-        except redis.RedisError as exc:
-            raise click.ClickException(f"Redis: {exc}") from None
-        click.echo(f"published {sent} to Redis")
-        if unheard is None:
-            # A Redis Cluster counts only the subscribers of the node it published on, and a
-            # node that refused CLIENT LIST may hold the bridge: its answer proves nothing.
-            click.echo(
-                "whether a bridge heard them is not known: a node of this Redis Cluster "
-                "refused CLIENT LIST, by which the bridge's node is found",
-                err=True,
-            )
-        elif unheard:
-            # Redis pub/sub keeps nothing for absent subscribers.
-            raise click.ClickException(
-                f"no bridge was subscribed for {unheard} of them: those events were lost "
-                "(is a `pushsvc aggregate` running with this --prefix?)"
-            )
-        return
-    _client_warnings("publish", logging.INFO)
+        raise click.BadParameter(str(exc), param_hint="--redis-url") from None
     try:
-        # Each batch with its own Idempotency-Key, retried with it after a 503 or a lost
-        # connection: logged once however often it is sent.
-        with Client(url, token=token, batching=None) as client:
-            answers = [client.publish(topic, chunk).result() for chunk in batches(events, batch)]
-    except ClientError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(summary(answers))
+        sent, unheard = publish_to_redis(redis_url, prefix, topic, chunks)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis: {exc}") from None
+    click.echo(f"published {sent} to Redis")
+    if unheard is None:
+        # A Redis Cluster counts only the subscribers of the node it published on, and a
+        # node that refused CLIENT LIST may hold the bridge: its answer proves nothing.
+        click.echo(
+            "whether a bridge heard them is not known: a node of this Redis Cluster "
+            "refused CLIENT LIST, by which the bridge's node is found",
+            err=True,
+        )
+    elif unheard:
+        # Redis pub/sub keeps nothing for absent subscribers.
+        raise click.ClickException(
+            f"no bridge was subscribed for {unheard} of them: those events were lost "
+            "(is a `pushsvc aggregate` running with this --prefix?)"
+        )
 
 
 def _publish_lines(url: str, token: str | None, lines: list[Any], batch: int) -> None:

@@ -117,6 +117,22 @@ def test_the_history_drawn_from_has_gaps_of_every_kind(history: History) -> None
     assert not whole.lost and whole.updates
 
 
+def test_a_replay_of_several_partitions_comes_in_the_order_redis_wrote_it(
+    history: History,
+) -> None:
+    """Merged across partitions by each update's stream time, `<ms>-<seq>`, each partition in
+    its own order: read one partition after another, they would come grouped by partition."""
+    near_the_end = Cursor(ids[-4] for ids in history.issued.values() if ids)
+    for replayed in history.broker.replay_many([(near_the_end, TopicMatcher(["*"]))] * 2):
+        updates = replayed.updates
+        times = [(u.id.ms, u.id.seq) for u in updates]
+        assert len({u.id.partition for u in updates}) > 1 and len({ms for ms, _ in times}) > 1
+        assert times == sorted(times)
+        for partition in {u.id.partition for u in updates}:
+            mine = [u.id for u in updates if u.id.partition == partition]
+            assert mine == history.issued[partition][-len(mine) :]
+
+
 def xranges(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return int(stats.get("cmdstat_xrange", {}).get("calls", 0))

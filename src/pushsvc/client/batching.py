@@ -39,7 +39,7 @@ from pushsvc.client.calls import (
 from pushsvc.client.errors import ApiError
 from pushsvc.client.published import Published
 from pushsvc.client.retry import Backoff
-from pushsvc.core.answers import TopicsAccepted
+from pushsvc.core.answers import ErrorDetail, TopicResult, TopicsAccepted
 
 MULTI_STATUS = 207
 
@@ -155,31 +155,54 @@ def outcomes(calls: Sequence[PendingCall], answer: TopicsAccepted) -> list[Publi
     for result in answer.results:
         numbers = sorted({owner[i] for i in result.items})
         if result.error is not msgspec.UNSET:
-            error = result.error
-            status = result.status if result.status is not msgspec.UNSET else 400
-            at = None if error.index is msgspec.UNSET else error.index
-            for number in numbers:
-                # `index` as the caller counts: the place of the event at fault in its own call
-                # (none for the other calls of the topic, refused with it).
-                mine = at - starts[number] if at is not None and owner[at] == number else None
-                per_call[number] = ApiError(status, error.code, error.message, index=mine)
-            continue
-        accepted = 0 if result.accepted is msgspec.UNSET else result.accepted
-        late = 0 if result.late is msgspec.UNSET else result.late
-        if len(numbers) == 1 or not late or not accepted:
-            for number in numbers:
-                count = len(calls[number].items)
-                counts = (
-                    (count, 0) if not late else (0, count) if not accepted else (accepted, late)
-                )
-                per_call[number] = Published(*counts, topic=result.topic)
+            found = _refused(result, result.error, numbers, owner, starts)
         else:
-            for number, counts in _shares(calls, numbers, late).items():
-                per_call[number] = Published(*counts, topic=result.topic, shared=True)
-    missing = [n for n, found in enumerate(per_call) if found is None]
+            found = _accepted(calls, result, numbers)
+        for number, outcome in found.items():
+            per_call[number] = outcome
+    missing = [n for n, outcome in enumerate(per_call) if outcome is None]
     if missing:
         raise ValueError(f"the server's answer says nothing of the events of calls {missing}")
-    return [found for found in per_call if found is not None]
+    return [outcome for outcome in per_call if outcome is not None]
+
+
+def _refused(
+    result: TopicResult,
+    error: ErrorDetail,
+    numbers: Sequence[int],
+    owner: Sequence[int],
+    starts: Sequence[int],
+) -> dict[int, Published | ApiError]:
+    """The outcome of each call of a topic whose events were refused (`owner`: the call of
+    each event of the batch; `starts`: each call's first event in it)."""
+    status = result.status if result.status is not msgspec.UNSET else 400
+    at = None if error.index is msgspec.UNSET else error.index
+    found: dict[int, Published | ApiError] = {}
+    for number in numbers:
+        # `index` as the caller counts: the place of the event at fault in its own call
+        # (none for the other calls of the topic, refused with it).
+        mine = at - starts[number] if at is not None and owner[at] == number else None
+        found[number] = ApiError(status, error.code, error.message, index=mine)
+    return found
+
+
+def _accepted(
+    calls: Sequence[PendingCall], result: TopicResult, numbers: Sequence[int]
+) -> dict[int, Published | ApiError]:
+    """The outcome of each call of a topic whose events were logged, on the topic or its late
+    stream: where calls shared the topic and only some of its events were late, `_shares`."""
+    accepted = 0 if result.accepted is msgspec.UNSET else result.accepted
+    late = 0 if result.late is msgspec.UNSET else result.late
+    found: dict[int, Published | ApiError] = {}
+    if len(numbers) == 1 or not late or not accepted:
+        for number in numbers:
+            count = len(calls[number].items)
+            counts = (count, 0) if not late else (0, count) if not accepted else (accepted, late)
+            found[number] = Published(*counts, topic=result.topic)
+    else:
+        for number, counts in _shares(calls, numbers, late).items():
+            found[number] = Published(*counts, topic=result.topic, shared=True)
+    return found
 
 
 def _shares(

@@ -4,8 +4,8 @@ The finest tier's open bucket keeps its events' values (an append per event: the
 series adds to an event); when it closes it is sorted once for exact min, max and the
 percentiles pandas' linear `quantile` gives, its sum, mean and var are read from the exact
 integer sums of its values (`ExactSums`: each the exact value correctly rounded, whatever
-order the values came in), and it is summarised into an `_Aggregate` (count, sum, mean and
-M2 for the variance, min, max, a DDSketch of its values).
+order the values came in), and it is summarised into a `BucketSummary` (count, sum, mean and
+M2 for the variance, min, max, a DDSketch of its values: `pushsvc.series.bucket_summary`).
 Each coarser tier's open bucket is the merge of the next finer tier's closed buckets in it —
 moments by Chan's parallel formulas, sketches bin by bin — so its count, sum, min and max are
 exact, mean and var exact to rounding, and its percentiles within the sketch's 1 % relative
@@ -56,30 +56,30 @@ puts an event of the log back into the finest tier unless its bucket had passed 
 (and was merged) by then. With a grace beyond the lateness it also holds what is published
 within the grace (each bucket's start and revision, the finest ones' amended flag) and when
 the corrections are due, so that a rebuilt state publishes the same corrections, once.
-Its version says what each bucket holds: 1 the statistics, 2 also the distinct sets, 3 also
-the top summaries (after the distinct sets, if the rule has both), 4 and 5 as 2 and 3 with
-distinct sets that may be sparse (written with distinct tags: an older reader refuses them
-rather than misread a sparse set); a state of an older version restores into buckets with
-more tags, which then count those from the restore on. 6 to 10 are 1 to 5 with what is
-published within the grace after them (written only where the grace is beyond the lateness:
-other states are as before); 11 is one of 1 to 10 but 2 and 7 (the next number says which)
-with each coarser bucket's message counts after the rest, written only when an open coarser
-bucket holds messages (so a state without any reads where this version is unknown).
+Its version says what each bucket holds (`pushsvc.series.bucket_state`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pushsvc.rules.point import Point, TopList
+from pushsvc.rules.point import Point
 from pushsvc.rules.tiers import SeriesTier
+from pushsvc.series.bucket_state import read_form, write_form
+from pushsvc.series.bucket_summary import (
+    ACCURACY,
+    BucketSummary,
+    Messages,
+    TagCounts,
+    empty_top,
+    finest,
+    sketch_of,
+)
 from pushsvc.stats.distinct import DistinctSet
 from pushsvc.stats.moments import ExactSums
 from pushsvc.stats.sketch import Sketch
 from pushsvc.stats.state_codec import StateReader, StateWriter
-from pushsvc.stats.top import MergedTop, SpaceSaving, counters_for
 
 if TYPE_CHECKING:  # a series without `anomaly` never loads the detector
     from pushsvc.series.forecasting import BucketForecaster
@@ -87,291 +87,25 @@ if TYPE_CHECKING:  # a series without `anomaly` never loads the detector
 
 __all__ = ["ACCURACY", "CORRECTION_STEP_US", "SeriesBuckets"]
 
-ACCURACY = 0.01
-"""The coarser tiers' percentiles: relative error at most this (DDSketch)."""
-_QS = (0.5, 0.9, 0.99)
-_VERSION = 1
-_VERSION_DISTINCT = 2
-"""The state of buckets with distinct counts (version 1 has none)."""
-_VERSION_TOP = 3
-"""The state of buckets with top values (and the distinct counts the rule keeps, if any)."""
-_VERSION_SPARSE_DISTINCT = 4
-_VERSION_SPARSE_TOP = 5
-"""As 2 and 3, with distinct sets that may be sparse (`DistinctSet`'s kind 2)."""
-_LATE = 5
-"""Added to a version (6 to 10: as 1 to 5): the state also holds what is published within the
-grace, after the coarser tiers (written only where the grace is beyond the lateness)."""
 CORRECTION_STEP_US = 1_000_000
 """Amendments are published when the clock passes the next whole multiple of this after them
 (or a bucket's grace ends): the late events of one such step into a bucket make one
 correction of it."""
-_VERSION_MESSAGES = 11
-"""One of the versions above (the next number), each bucket followed by its message counts."""
 _NEVER = 2**63
-_NO_SKETCH = Sketch(ACCURACY)
-_NO_MESSAGES: dict[str, int] = {}
-"""The sketch and the message counts of a finest bucket's part (`_finest` without `sketch`)
-without messages: empty, shared, never added to (a part is only merged from, or copied)."""
 Tags = Mapping[str, str] | None
-TopTags = tuple[tuple[str, int], ...]
-"""A rule's top tags: (tag, k)."""
-Distinct = tuple[tuple[str, DistinctSet], ...]
-Top = tuple[tuple[str, int, MergedTop], ...]
-Messages = dict[str, int]
-"""A bucket's messages: count by type."""
-
-
-class _TagCounts:
-    """A finest open bucket's counts of tag values: a `DistinctSet` per distinct tag and a
-    `SpaceSaving` summary of `counters_for(k)` counters per top tag."""
-
-    __slots__ = ("distinct", "top")
-
-    def __init__(self, distinct: tuple[str, ...], top: TopTags) -> None:
-        self.distinct = tuple((tag, DistinctSet()) for tag in distinct)
-        self.top = tuple((tag, k, SpaceSaving(counters_for(k))) for tag, k in top)
-
-    def add(self, tags: Mapping[str, str]) -> None:
-        for tag, values in self.distinct:
-            value = tags.get(tag)
-            if value is not None:
-                values.add(value)
-        for tag, _, summary in self.top:
-            value = tags.get(tag)
-            if value is not None:
-                summary.add(value)
-
-    def merged_top(self) -> Top:
-        return tuple((tag, k, MergedTop.of(summary)) for tag, k, summary in self.top)
-
-
-def _empty_top(top: TopTags) -> Top:
-    return tuple((tag, k, MergedTop(counters_for(k))) for tag, k in top)
-
-
-def _listed(top: Top) -> tuple[TopList, ...]:
-    return tuple(
-        TopList(tag, tuple(summary.top(k)), None if summary.exact else summary.error)
-        for tag, k, summary in top
-    )
-
-
-class _Aggregate:
-    """A closed or coarser bucket's summary, mergeable."""
-
-    __slots__ = (
-        "count", "distinct", "high", "low", "m2", "mean", "messages", "sketch", "top", "total",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        count: int,
-        total: float,
-        mean: float,
-        m2: float,
-        low: float,
-        high: float,
-        sketch: Sketch,
-        distinct: Distinct = (),
-        top: Top = (),
-        messages: Messages | None = None,
-    ) -> None:
-        self.count = count
-        self.total = total
-        self.mean = mean
-        self.m2 = m2
-        self.low = low
-        self.high = high
-        self.sketch = sketch
-        self.distinct = distinct
-        self.top = top
-        self.messages: Messages = {} if messages is None else messages
-
-    def merge(self, other: _Aggregate) -> None:
-        n, m = self.count, other.count
-        total = n + m
-        if not n:  # a bucket of messages only (so far): the other's moments, as they are
-            self.mean, self.m2 = other.mean, other.m2
-        elif m:  # a bucket of messages only has no values to merge (nor moments: 0 / 0)
-            delta = other.mean - self.mean
-            self.mean += delta * m / total
-            self.m2 += other.m2 + delta * delta * n * m / total
-        self.count = total
-        self.total += other.total
-        if other.low < self.low:
-            self.low = other.low
-        if other.high > self.high:
-            self.high = other.high
-        if other.sketch is not _NO_SKETCH:  # (a part's: its values are merged apart)
-            self.sketch.merge(other.sketch)
-        if other.messages:
-            mine_by_type = self.messages
-            for kind, count in other.messages.items():
-                mine_by_type[kind] = mine_by_type.get(kind, 0) + count
-        if self.distinct:
-            for (_, mine), (_, theirs) in zip(self.distinct, other.distinct, strict=True):
-                mine.merge(theirs)
-        if self.top:
-            for (_, _, summary), (_, _, other_summary) in zip(self.top, other.top, strict=True):
-                summary.merge(other_summary)
-
-    def point(self, t_us: int) -> Point:
-        n = self.count
-        counts = tuple((tag, values.count()) for tag, values in self.distinct)
-        lists, messages = _listed(self.top), _sorted(self.messages)
-        if not n:
-            return _without_values(t_us, counts, lists, messages)
-        p50, p90, p99 = self.sketch.quantiles(_QS, lower=self.low, upper=self.high)
-        var = max(self.m2, 0.0) / (n - 1) if n > 1 else None
-        mean = self.total / n
-        return Point(
-            t_us, n, self.total, mean, self.low, self.high, var, p50, p90, p99, counts, lists,
-            messages=messages,
-        )  # fmt: skip
-
-    def write(self, out: StateWriter, messages: bool = False) -> None:
-        out.uint(self.count)
-        for value in (self.total, self.mean, self.m2, self.low, self.high):
-            out.double(value)
-        self.sketch.write_bins(out)
-        for _, values in self.distinct:
-            values.write(out)
-        for _, _, summary in self.top:
-            summary.write(out)
-        if messages:
-            out.uint(len(self.messages))
-            for kind, count in sorted(self.messages.items()):
-                out.text(kind)
-                out.uint(count)
-
-    @classmethod
-    def read(
-        cls,
-        source: StateReader,
-        tags: tuple[str, ...],
-        top: TopTags,
-        sparse: bool,
-        messages: bool = False,
-    ) -> _Aggregate:
-        count = source.uint()
-        total, mean, m2, low, high = (source.double() for _ in range(5))
-        sketch = Sketch(ACCURACY)
-        sketch.read_bins(source)
-        distinct = tuple((tag, DistinctSet.read(source, sparse)) for tag in tags)
-        summaries = tuple((tag, k, MergedTop.read(source, counters_for(k))) for tag, k in top)
-        by_type: Messages = {}
-        if messages:
-            for _ in range(source.uint()):
-                kind = source.text()
-                by_type[kind] = source.uint()
-        return cls(count, total, mean, m2, low, high, sketch, distinct, summaries, by_type)
-
-
-def _sorted(messages: Messages | None) -> tuple[tuple[str, int], ...]:
-    """A bucket's message counts as a point carries them: by type."""
-    return tuple(sorted(messages.items())) if messages else ()
-
-
-def _without_values(
-    t_us: int,
-    distinct: tuple[tuple[str, int], ...],
-    top: tuple[TopList, ...],
-    messages: tuple[tuple[str, int], ...],
-) -> Point:
-    """The point of a bucket that held messages and no value: count 0, sum 0, no other
-    statistic of values (`pushsvc.rules.point`)."""
-    nan = math.nan
-    return Point(t_us, 0, 0.0, nan, nan, nan, None, nan, nan, nan, distinct, top, None, False,
-                 messages)  # fmt: skip
-
-
-def _finest(
-    t_us: int,
-    values: list[float],
-    summarise: bool,
-    tags: _TagCounts | None = None,
-    messages: Messages | None = None,
-    sketch: bool = True,
-    sums: ExactSums | None = None,
-) -> tuple[Point, _Aggregate | None]:
-    """The exact point of a finest-tier bucket (and its distinct counts, top values and
-    message counts), and (`summarise`) its mergeable summary; without `sketch`, its *part*:
-    the summary but for the sketch of its values (`_NO_SKETCH`), which a coarser bucket over
-    published finest buckets keeps for all of them at once (`SeriesBuckets._sketch_below`).
-    Its moments are read from the exact sums of its values (`sums`, if kept), so that they
-    are the same whether a late value was added to those or they were made anew."""
-    if not values:
-        return _finest_without_values(t_us, summarise, tags, messages)
-    values.sort()
-    n = len(values)
-    total, mean, m2, var = (ExactSums.of(values) if sums is None else sums).moments()
-    quantiles = []
-    n1 = n - 1
-    for q in _QS:  # pandas' linear interpolation, operation for operation (stats/order.py)
-        pos = q * n1
-        lo = int(pos)
-        quantiles.append(
-            values[lo] if lo == pos else values[lo] + (values[lo + 1] - values[lo]) * (pos - lo)
-        )
-    distinct = tags.distinct if tags is not None else ()
-    top = tags.merged_top() if tags is not None else ()
-    counts = tuple((tag, tag_values.count()) for tag, tag_values in distinct)
-    p50, p90, p99 = quantiles
-    low, high = values[0], values[-1]
-    by_type = _sorted(messages)
-    point = Point(
-        t_us, n, total, mean, low, high, var, p50, p90, p99, counts, _listed(top),
-        messages=by_type,
-    )  # fmt: skip
-    if not summarise:
-        return point, None
-    if not sketch:
-        return point, _Aggregate(n, total, mean, m2, low, high, _NO_SKETCH, distinct, top,
-                                 messages or _NO_MESSAGES)  # fmt: skip
-    of_values = Sketch(ACCURACY)
-    _sketch_of(values, of_values)
-    return point, _Aggregate(n, total, mean, m2, low, high, of_values, distinct, top, messages)
-
-
-def _sketch_of(values: list[float], sketch: Sketch) -> None:
-    """Add `values`, sorted, to `sketch`: equal values come in runs, one bin update each."""
-    if not values:
-        return
-    run_value, run = values[0], 0
-    for value in values:
-        if value == run_value:
-            run += 1
-        else:
-            sketch.add(run_value, run)
-            run_value, run = value, 1
-    sketch.add(run_value, run)
-
-
-def _finest_without_values(
-    t_us: int, summarise: bool, tags: _TagCounts | None, messages: Messages | None
-) -> tuple[Point, _Aggregate | None]:
-    """`_finest` of a bucket that held messages and no value."""
-    distinct = tags.distinct if tags is not None else ()
-    top = tags.merged_top() if tags is not None else ()
-    counts = tuple((tag, tag_values.count()) for tag, tag_values in distinct)
-    point = _without_values(t_us, counts, _listed(top), _sorted(messages))
-    if not summarise:
-        return point, None
-    empty = Sketch(ACCURACY)
-    return point, _Aggregate(0, 0.0, 0.0, 0.0, math.inf, -math.inf, empty, distinct, top, messages)
 
 
 class _Live:
     """A published bucket its grace still keeps: how many corrections it has had, and its
     summary while that is current (None: made again when asked for, as a late event beneath
     it or a restore leaves it); a finest bucket's is its part, without the sketch of its
-    values (`_finest`), which it holds anyway. A finest bucket keeps the exact sums of its
+    values (`finest`), which it holds anyway. A finest bucket keeps the exact sums of its
     values from its first correction on, a late value added to them, so that its next
     corrections read its moments without a pass over its values."""
 
     __slots__ = ("revision", "summary", "sums")
 
-    def __init__(self, revision: int, summary: _Aggregate | None) -> None:
+    def __init__(self, revision: int, summary: BucketSummary | None) -> None:
         self.revision = revision
         self.summary = summary
         self.sums: ExactSums | None = None
@@ -409,12 +143,12 @@ class SeriesBuckets:
         self._top = tuple(top)
         self._tagged = bool(self._distinct or self._top)
         # finest tier: start -> its counts of tag values (with `distinct` or `top` tags only)
-        self._open_tags: dict[int, _TagCounts] = {}
+        self._open_tags: dict[int, TagCounts] = {}
         # finest tier: start -> its messages by type
         self._open_messages: dict[int, Messages] = {}
         # Finest tier, published and within the grace: start -> values (and tag counts).
         self._held: dict[int, list[float]] = {}
-        self._held_tags: dict[int, _TagCounts] = {}
+        self._held_tags: dict[int, TagCounts] = {}
         self._held_messages: dict[int, Messages] = {}
         # Kept while it stays current, so that a late event costs its coarser buckets'
         # corrections a merge per finest bucket rather than a summary of each one's values:
@@ -426,7 +160,7 @@ class SeriesBuckets:
         self._live: list[dict[int, _Live]] = [{} for _ in tiers]
         # Each coarser tier: start -> the merge of its finer buckets past the grace (all of
         # them once it is past the grace itself), and the starts of its unpublished buckets.
-        self._coarse: list[dict[int, _Aggregate]] = [{} for _ in tiers[1:]]
+        self._coarse: list[dict[int, BucketSummary]] = [{} for _ in tiers[1:]]
         self._waiting: list[set[int]] = [set() for _ in tiers[1:]]
         self._dirty: set[int] = set()  # held finest buckets amended since last published
         self._correct_at = _NEVER  # the clock at which the amendments are published
@@ -598,14 +332,14 @@ class SeriesBuckets:
         """`_count` for a published bucket within the grace."""
         counts = self._held_tags.get(start)
         if counts is None:
-            counts = self._held_tags[start] = _TagCounts(self._distinct, self._top)
+            counts = self._held_tags[start] = TagCounts(self._distinct, self._top)
         if tags:
             counts.add(tags)
 
     def _count(self, start: int, tags: Tags) -> None:
         counts = self._open_tags.get(start)
         if counts is None:
-            counts = self._open_tags[start] = _TagCounts(self._distinct, self._top)
+            counts = self._open_tags[start] = TagCounts(self._distinct, self._top)
         if tags:
             counts.add(tags)
 
@@ -636,15 +370,44 @@ class SeriesBuckets:
         """The buckets published at `clock_us`, as (resolution label, point, revision: 0 the
         first time, then one more for each correction): the finest tier's first, then each
         coarser tier's, each in ascending start."""
-        lateness, grace = self._lateness, self._grace
-        resolution = self._resolutions[0]
         correcting = clock_us >= self._correct_at
-        before = self._closed_clock
+        # Each tier hands the next its buckets past the grace (`finals`, to merge) and those
+        # it published or corrected now (`changed`, whose coarser buckets are so too).
+        finals: list[tuple[int, BucketSummary]] = []
+        changed: list[int] = []
+        tier = self._publish_open(clock_us, correcting, finals, changed)
+        if self._dirty:
+            tier += self._correct_amended(clock_us, correcting, changed)
+        if correcting and not self._dirty:
+            self._correct_at = _NEVER
+        if self._held:
+            self._release_held(clock_us, finals)
+        label = self._labels[0]
+        tier.sort(key=_start)
+        out = [(label, point, revision) for _, point, revision in tier]
+        for index in range(1, len(self._resolutions)):
+            tier, finals, changed = self._close_coarser(index, clock_us, finals, changed)
+            label = self._labels[index]
+            out += [(label, point, revision) for _, point, revision in tier]
+        self._closed_clock = clock_us
+        self.next_close_us = self._next_close()
+        return self._scored(out, clock_us)
+
+    def _publish_open(
+        self,
+        clock_us: int,
+        correcting: bool,
+        finals: list[tuple[int, BucketSummary]],
+        changed: list[int],
+    ) -> list[tuple[int, Point, int]]:
+        """`closed`'s first publications of the finest tier: its open buckets the clock
+        passed the lateness of (one late into a bucket the clock had passed goes out with the
+        corrections). One past the grace too is summarised into `finals`; the others are held
+        for the grace."""
+        lateness, grace, before = self._lateness, self._grace, self._closed_clock
+        resolution = self._resolutions[0]
         summarise = bool(self._coarse)
-        live = self._live[0]
         tier: list[tuple[int, Point, int]] = []
-        finals: list[tuple[int, _Aggregate]] = []  # buckets past the grace, for the next tier
-        changed: list[int] = []  # buckets published or corrected now
         for start in sorted(s for s in self._open if s + resolution + lateness <= clock_us):
             end = start + resolution
             final = end + grace <= clock_us
@@ -655,7 +418,7 @@ class SeriesBuckets:
             by_type = self._open_messages.pop(start, None)
             # (a bucket kept for the grace is summarised when it passes it, or when a
             # coarser bucket's value asks for its part)
-            point, summary = _finest(start, values, summarise and final, counts, by_type)
+            point, summary = finest(start, values, summarise and final, counts, by_type)
             tier.append((start, point, 0))
             changed.append(start)
             if start == self._newest_start:
@@ -668,95 +431,123 @@ class SeriesBuckets:
                 if summarise:  # (a late event's first, into a published second-tier bucket)
                     below = self._below.get(start - start % self._resolutions[1])
                     if below is not None:
-                        _sketch_of(values, below)
+                        sketch_of(values, below)
                 if counts is not None:
                     self._held_tags[start] = counts
                 if by_type is not None:
                     self._held_messages[start] = by_type
-                live[start] = _Live(0, None)  # its summary is made again when asked for
-        if self._dirty:
-            for start in sorted(
-                s for s in self._dirty if correcting or s + resolution + grace <= clock_us
-            ):
-                self._dirty.discard(start)
-                entry = live[start]
-                entry.revision += 1
-                counts = self._held_tags.get(start)
-                by_type = self._held_messages.get(start)
-                held = self._held[start]
-                sums = entry.sums
-                if sums is None:
-                    sums = entry.sums = ExactSums.of(held)
-                point, part = _finest(
-                    start, held, summarise, counts, by_type, sketch=False, sums=sums
-                )
-                entry.summary = part  # what its coarser buckets' corrections merge, below
-                tier.append((start, point, entry.revision))
-                changed.append(start)
-        if correcting and not self._dirty:
-            self._correct_at = _NEVER
-        if self._held:
-            for start in sorted(s for s in self._held if s + resolution + grace <= clock_us):
-                values = self._held.pop(start)
-                counts = self._held_tags.pop(start, None)
-                by_type = self._held_messages.pop(start, None)
-                live.pop(start)
-                if summarise:
-                    summary = _finest(start, values, True, counts, by_type)[1]
-                    assert summary is not None
-                    finals.append((start, summary))
-                    below = self._below.get(start - start % self._resolutions[1])
-                    if below is not None:  # its values join its coarser bucket's merge
-                        below.subtract(summary.sketch)
-        label = self._labels[0]
+                self._live[0][start] = _Live(0, None)  # its summary is made again when asked
+        return tier
+
+    def _correct_amended(
+        self, clock_us: int, correcting: bool, changed: list[int]
+    ) -> list[tuple[int, Point, int]]:
+        """`closed`'s corrections of the finest tier: its amended buckets, when their
+        corrections are due or their grace ends, each of one revision more."""
+        resolution, grace, live = self._resolutions[0], self._grace, self._live[0]
+        summarise = bool(self._coarse)
+        tier: list[tuple[int, Point, int]] = []
+        for start in sorted(
+            s for s in self._dirty if correcting or s + resolution + grace <= clock_us
+        ):
+            self._dirty.discard(start)
+            entry = live[start]
+            entry.revision += 1
+            counts = self._held_tags.get(start)
+            by_type = self._held_messages.get(start)
+            held = self._held[start]
+            sums = entry.sums
+            if sums is None:
+                sums = entry.sums = ExactSums.of(held)
+            point, part = finest(start, held, summarise, counts, by_type, sketch=False, sums=sums)
+            entry.summary = part  # what its coarser buckets' corrections merge
+            tier.append((start, point, entry.revision))
+            changed.append(start)
+        return tier
+
+    def _release_held(self, clock_us: int, finals: list[tuple[int, BucketSummary]]) -> None:
+        """The held finest buckets past the grace: let go of, summarised into `finals` for
+        their coarser buckets' merges (which their values join, out of the kept sketch)."""
+        resolution, grace, live = self._resolutions[0], self._grace, self._live[0]
+        for start in sorted(s for s in self._held if s + resolution + grace <= clock_us):
+            values = self._held.pop(start)
+            counts = self._held_tags.pop(start, None)
+            by_type = self._held_messages.pop(start, None)
+            live.pop(start)
+            if self._coarse:
+                summary = finest(start, values, True, counts, by_type)[1]
+                assert summary is not None
+                finals.append((start, summary))
+                below = self._below.get(start - start % self._resolutions[1])
+                if below is not None:  # its values join its coarser bucket's merge
+                    below.subtract(summary.sketch)
+
+    def _close_coarser(
+        self,
+        index: int,
+        clock_us: int,
+        finer_finals: list[tuple[int, BucketSummary]],
+        finer_changed: list[int],
+    ) -> tuple[list[tuple[int, Point, int]], list[tuple[int, BucketSummary]], list[int]]:
+        """`closed` for coarser tier `index`, given what the finer tier let go of past the
+        grace (merged here) and published or corrected now (which amends or readies the
+        buckets over it): this tier's points, and the same two lists for the next tier."""
+        lateness, grace = self._lateness, self._grace
+        resolution = self._resolutions[index]
+        buckets, waiting, live = (
+            self._coarse[index - 1],
+            self._waiting[index - 1],
+            self._live[index],
+        )
+        finer_finals.sort(key=_start)
+        for start, summary in finer_finals:
+            into = start - start % resolution
+            bucket = buckets.get(into)
+            if bucket is None:
+                buckets[into] = summary
+            else:
+                bucket.merge(summary)
+        amended: set[int] = set()
+        for start in finer_changed:
+            into = start - start % resolution
+            if into in live:
+                amended.add(into)
+            else:
+                waiting.add(into)
+        tier: list[tuple[int, Point, int]] = []
+        finals: list[tuple[int, BucketSummary]] = []
+        changed: list[int] = []
+        for start in sorted(s for s in waiting if s + resolution + lateness <= clock_us):
+            waiting.discard(start)
+            changed.append(start)
+            if start + resolution + grace <= clock_us:  # every finer bucket is final
+                summary = buckets.pop(start)
+                finals.append((start, summary))
+            else:
+                # (what it merges of its finer buckets is kept once a correction needs it)
+                summary = self._value(index, start, keep=False)
+                live[start] = _Live(0, summary)
+            tier.append((start, summary.point(start), 0))
+        for start in sorted(amended):
+            entry = live[start]
+            entry.revision += 1
+            entry.summary = summary = self._value(index, start)
+            tier.append((start, summary.point(start), entry.revision))
+            changed.append(start)
+        if live:
+            for start in sorted(s for s in live if s + resolution + grace <= clock_us):
+                del live[start]
+                if index == 1:
+                    self._below.pop(start, None)
+                finals.append((start, buckets.pop(start)))
         tier.sort(key=_start)
-        out = [(label, point, revision) for _, point, revision in tier]
-        for index, buckets in enumerate(self._coarse, 1):
-            resolution, label = self._resolutions[index], self._labels[index]
-            waiting, live = self._waiting[index - 1], self._live[index]
-            finals.sort(key=_start)
-            for start, summary in finals:
-                into = start - start % resolution
-                bucket = buckets.get(into)
-                if bucket is None:
-                    buckets[into] = summary
-                else:
-                    bucket.merge(summary)
-            amended: set[int] = set()
-            for start in changed:
-                into = start - start % resolution
-                if into in live:
-                    amended.add(into)
-                else:
-                    waiting.add(into)
-            tier, finals, changed = [], [], []
-            for start in sorted(s for s in waiting if s + resolution + lateness <= clock_us):
-                waiting.discard(start)
-                changed.append(start)
-                if start + resolution + grace <= clock_us:  # every finer bucket is final
-                    summary = buckets.pop(start)
-                    finals.append((start, summary))
-                else:
-                    # (what it merges of its finer buckets is kept once a correction needs it)
-                    summary = self._value(index, start, keep=False)
-                    live[start] = _Live(0, summary)
-                tier.append((start, summary.point(start), 0))
-            for start in sorted(amended):
-                entry = live[start]
-                entry.revision += 1
-                entry.summary = summary = self._value(index, start)
-                tier.append((start, summary.point(start), entry.revision))
-                changed.append(start)
-            if live:
-                for start in sorted(s for s in live if s + resolution + grace <= clock_us):
-                    del live[start]
-                    if index == 1:
-                        self._below.pop(start, None)
-                    finals.append((start, buckets.pop(start)))
-            tier.sort(key=_start)
-            out += [(label, point, revision) for _, point, revision in tier]
-        self._closed_clock = clock_us
-        self.next_close_us = self._next_close()
+        return tier, finals, changed
+
+    def _scored(
+        self, out: list[tuple[str, Point, int]], clock_us: int
+    ) -> list[tuple[str, Point, int]]:
+        """`closed`'s points, scored (a rule's `anomaly`) and then learnt from (its
+        `forecast`), each on its one tier's first publications."""
         scorer = self.scorer
         if scorer is not None:
             # In `out`'s order: a tier's points in ascending start, as the detector needs.
@@ -773,7 +564,7 @@ class SeriesBuckets:
                     forecaster.learn(p)
         return out
 
-    def _value(self, index: int, start: int, keep: bool = True) -> _Aggregate:
+    def _value(self, index: int, start: int, keep: bool = True) -> BucketSummary:
         """The summary of bucket `start` of coarser tier `index` as it stands: its merge of
         finer buckets past the grace, then each of its finer buckets within it, in ascending
         start (the order they join that merge in, so that the value is the same either way).
@@ -798,16 +589,16 @@ class SeriesBuckets:
             summary.sketch.merge(self._sketch_below(start))
         return summary
 
-    def _summary(self, index: int, start: int, keep: bool = True) -> _Aggregate:
+    def _summary(self, index: int, start: int, keep: bool = True) -> BucketSummary:
         """The current summary of a published bucket within the grace (of the finest tier,
-        its part: `_finest` without `sketch`)."""
+        its part: `finest` without `sketch`)."""
         entry = self._live[index][start]
         summary = entry.summary
         if summary is None:
             if index == 0:
                 values, counts = self._held[start], self._held_tags.get(start)
                 by_type = self._held_messages.get(start)
-                summary = _finest(
+                summary = finest(
                     start, values, True, counts, by_type, sketch=False, sums=entry.sums
                 )[1]
                 assert summary is not None
@@ -830,23 +621,23 @@ class SeriesBuckets:
                 values = held.get(child)
                 if values:
                     values.sort()
-                    _sketch_of(values, below)
+                    sketch_of(values, below)
         return below
 
-    def _copy(self, summary: _Aggregate) -> _Aggregate:
+    def _copy(self, summary: BucketSummary) -> BucketSummary:
         """A summary to merge into, leaving `summary` as it is: its sketch merged into an
         empty one, and its tag counts through their stored form."""
         if not self._tagged:
             sketch = Sketch(ACCURACY)
             sketch.merge(summary.sketch)
-            return _Aggregate(
+            return BucketSummary(
                 summary.count, summary.total, summary.mean, summary.m2, summary.low,
                 summary.high, sketch, messages=dict(summary.messages),
             )  # fmt: skip
         out = StateWriter()
         summary.write(out, True)
         source = StateReader(bytes(out))
-        copied = _Aggregate.read(source, self._distinct, self._top, True, True)
+        copied = BucketSummary.read(source, self._distinct, self._top, True, True)
         source.done()
         return copied
 
@@ -895,13 +686,7 @@ class SeriesBuckets:
         out = StateWriter()
         late = self._grace > self._lateness
         messages = any(b.messages for buckets in self._coarse for b in buckets.values())
-        if messages:
-            out.uint(_VERSION_MESSAGES)
-        if self._top:
-            version = _VERSION_SPARSE_TOP if self._distinct else _VERSION_TOP
-        else:
-            version = _VERSION_SPARSE_DISTINCT if self._distinct else _VERSION
-        out.uint(version + _LATE if late else version)
+        write_form(out, bool(self._distinct), bool(self._top), messages, late)
         out.sint(self._closed_clock)
         for buckets in self._coarse:
             out.uint(len(buckets))
@@ -909,18 +694,23 @@ class SeriesBuckets:
                 out.sint(start)
                 buckets[start].write(out, messages)
         if late:
-            correct_at = self._correct_at
-            out.uint(correct_at != _NEVER)
-            if correct_at != _NEVER:
-                out.sint(correct_at)
-            for index, live in enumerate(self._live):
-                out.uint(len(live))
-                for start in sorted(live):
-                    out.sint(start)
-                    out.uint(live[start].revision)
-                    if not index:
-                        out.uint(start in self._dirty)
+            self._write_late(out)
         return bytes(out)
+
+    def _write_late(self, out: StateWriter) -> None:
+        """The state's late section: when the corrections are due, and what is published
+        within the grace (each bucket's start and revision, the finest ones' amended flag)."""
+        correct_at = self._correct_at
+        out.uint(correct_at != _NEVER)
+        if correct_at != _NEVER:
+            out.sint(correct_at)
+        for index, live in enumerate(self._live):
+            out.uint(len(live))
+            for start in sorted(live):
+                out.sint(start)
+                out.uint(live[start].revision)
+                if not index:
+                    out.uint(start in self._dirty)
 
     @classmethod
     def restored(
@@ -936,66 +726,51 @@ class SeriesBuckets:
         tier's buckets then come back through `replayed`."""
         series = cls(tiers, lateness_us, distinct, top, grace_us)
         source = StateReader(data)
-        version = source.uint()
-        messages = version == _VERSION_MESSAGES
-        if messages:
-            version = source.uint()
-            if version in (_VERSION_DISTINCT, _VERSION_DISTINCT + _LATE, _VERSION_MESSAGES):
-                # (never written with counts)
-                raise ValueError(
-                    f"series state of version {_VERSION_MESSAGES} over {version}, not of these "
-                    "buckets"
-                )
-        late = version > _LATE
-        if late:
-            version -= _LATE
-        with_distinct = (_VERSION_DISTINCT, _VERSION_SPARSE_DISTINCT)
-        with_top = (_VERSION_TOP, _VERSION_SPARSE_TOP)
-        if (
-            version not in (_VERSION, *with_distinct, *with_top)
-            or (version in with_distinct and not series._distinct)
-            or (version in with_top and not series._top)
-            or (version == _VERSION_SPARSE_TOP and not series._distinct)
-        ):
-            raise ValueError(f"series state of version {version}, not of these buckets")
-        # A state from before the rule counted distinct (or top) values: its open coarser
-        # buckets count only the events from now on.
-        saved = series._distinct if version != _VERSION else ()
-        saved_top = series._top if version in with_top else ()
-        sparse = version in (_VERSION_SPARSE_DISTINCT, _VERSION_SPARSE_TOP)
+        form = read_form(source, series._distinct, series._top)
         series._closed_clock = source.sint()
         for buckets in series._coarse:
             for _ in range(source.uint()):
                 start = source.sint()
-                bucket = _Aggregate.read(source, saved, saved_top, sparse, messages)
-                if not saved and series._distinct:
+                bucket = BucketSummary.read(
+                    source, form.distinct, form.top, form.sparse, form.messages
+                )
+                if not form.distinct and series._distinct:
                     bucket.distinct = tuple((tag, DistinctSet()) for tag in series._distinct)
-                if not saved_top and series._top:
-                    bucket.top = _empty_top(series._top)
+                if not form.top and series._top:
+                    bucket.top = empty_top(series._top)
                 buckets[start] = bucket
-        if late:
-            if source.uint():
-                series._correct_at = source.sint()
-            for index, live in enumerate(series._live):
-                for _ in range(source.uint()):
-                    start = source.sint()
-                    live[start] = _Live(source.uint(), None)
-                    if not index:
-                        series._held[start] = []
-                        if source.uint():
-                            series._dirty.add(start)
+        if form.late:
+            series._read_late(source)
         source.done()
-        # A state kept without the late section (of a rule without a grace beyond the
-        # lateness, or from before corrections) has published nothing within a grace.
-        for index, waiting in enumerate(series._waiting, 1):
-            resolution = series._resolutions[index]
-            below = series._live[index - 1]
-            waiting.update(series._coarse[index - 1])
-            waiting.update(start - start % resolution for start in below)
-            waiting.difference_update(series._live[index])
+        series._rewait()
         series.next_close_us = series._next_close()
         return series
 
+    def _read_late(self, source: StateReader) -> None:
+        """The state's late section (`_write_late`) back."""
+        if source.uint():
+            self._correct_at = source.sint()
+        for index, live in enumerate(self._live):
+            for _ in range(source.uint()):
+                start = source.sint()
+                live[start] = _Live(source.uint(), None)
+                if not index:
+                    self._held[start] = []
+                    if source.uint():
+                        self._dirty.add(start)
 
-def _start(entry: tuple[int, Point, int] | tuple[int, _Aggregate]) -> int:
+    def _rewait(self) -> None:
+        """Restored: each coarser tier's unpublished buckets, from the merges and the finer
+        buckets published within the grace. A state kept without the late section (of a
+        rule without a grace beyond the lateness, or from before corrections) has published
+        nothing within a grace."""
+        for index, waiting in enumerate(self._waiting, 1):
+            resolution = self._resolutions[index]
+            below = self._live[index - 1]
+            waiting.update(self._coarse[index - 1])
+            waiting.update(start - start % resolution for start in below)
+            waiting.difference_update(self._live[index])
+
+
+def _start(entry: tuple[int, Point, int] | tuple[int, BucketSummary]) -> int:
     return entry[0]

@@ -79,13 +79,7 @@ from pushsvc.broker.redis.names import TopicNames
 from pushsvc.broker.redis.publish_script import PublishScript
 from pushsvc.broker.redis.pubsub import PubSubReader
 from pushsvc.broker.redis.redirects import learn_topology, on_slot_owner
-from pushsvc.broker.redis.replay import (
-    read_page,
-    read_partition,
-    read_partitions,
-    replay_of,
-    start_of,
-)
+from pushsvc.broker.redis.replay import read_page, replay_many, replay_of
 from pushsvc.broker.redis.replication import read_replicas_online
 from pushsvc.broker.redis.script_replies import AppendCode, AppendReply
 from pushsvc.broker.redis.scripts import Script
@@ -528,37 +522,8 @@ class RedisBroker:
         for all of them (from the oldest of their ids there: `pushsvc.broker.redis.replay`):
         each result is what its own `replay` would have read at that moment."""
         self._check_open()
-        lost: list[set[int]] = [{i for i in after if i >= self.partitions} for after, _ in asked]
-        heads: list[dict[int, UpdateId]] = [{} for _ in asked]
-        updates: list[list[Update]] = [[] for _ in asked]
-        by_partition: dict[int, list[int]] = {}
-        for n, (_, match) in enumerate(asked):
-            for index in partitions_matching(match, self.partitions):
-                by_partition.setdefault(index, []).append(n)
-        order = sorted(by_partition)
-        starts = [(self.keys.partition(i), start_of(asked[n][0].get(i) for n in by_partition[i]))
-                  for i in order]  # fmt: skip
         with unavailable("replay"):
-            if self.on_cluster:  # a MULTI holds one slot's keys: a partition's
-                reads = [read_partition(self._client, part, start) for part, start in starts]
-            else:  # one round trip for them all
-                reads = read_partitions(self._client, starts)
-        for index, read in zip(order, reads, strict=True):
-            for n in by_partition[index]:
-                after, match = asked[n]
-                if read.epoch is not None and read.newest is not None:
-                    heads[n][index] = UpdateId(read.epoch, *read.newest)
-                replayed = replay_of(read, after.get(index), match)
-                if replayed is None:
-                    lost[n].add(index)
-                else:
-                    updates[n] += replayed
-        for of_one in updates:
-            if len({u.id.partition for u in of_one}) > 1:
-                of_one.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition's order
-        return [
-            Replayed(u, frozenset(gone), h) for u, gone, h in zip(updates, lost, heads, strict=True)
-        ]
+            return replay_many(self._client, self.keys, self.on_cluster, asked)
 
     def history_page(
         self, partition: int, after: UpdateId | None, match: TopicMatcher, limit: int

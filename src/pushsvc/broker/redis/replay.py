@@ -6,7 +6,9 @@ partition needs them. A stream's replay (`replay_of`) is then decided and sliced
 read alone: its epoch, never-issued and trimmed checks are its own, the entries it gets are
 those after its own id that its matcher takes. One stream's replay reads from its own id; a
 batch of streams reads once from the oldest id among them (`start_of`) and slices each from
-it: each stream gets what a read of its own at that moment would have given it. An entry is
+it: each stream gets what a read of its own at that moment would have given it. `replay_many`
+reads so every partition a batch can take a topic of and merges each stream's
+partitions by the time Redis wrote each update. An entry is
 decoded into an `Update` when a stream first takes it, once (the object is shared, read-only,
 by every stream that takes it): a read of a partition of many topics decodes only theirs.
 """
@@ -18,8 +20,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushsvc.broker.redis.keys import PartitionKeys
+from pushsvc.broker.base import Replayed
+from pushsvc.broker.redis.keys import Keys, PartitionKeys
 from pushsvc.broker.redis.wire import StreamEntry, stream_entries, stream_position
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.partitions import partitions_matching
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.core.updates import Kind, Update, UpdateId
 
@@ -175,3 +180,55 @@ def replay_of(
     first = 0 if after is None else bisect_right(read.positions, after.position)
     topics = read.entry_topics
     return [read.update(i) for i in range(first, len(topics)) if match(topics[i])]
+
+
+def replay_many(
+    client: Any,
+    keys: Keys,
+    on_cluster: bool,
+    asked: Sequence[tuple[Cursor, TopicMatcher]],
+) -> list[Replayed]:
+    """`Broker.replay_many` over `keys`' partitions: each partition any of `asked` can take a
+    topic of, read once from the oldest of their ids there (`start_of`), one MULTI each on a
+    Redis Cluster (a MULTI holds one slot's keys: a partition's), else one for them all."""
+    by_partition: dict[int, list[int]] = {}
+    for n, (_, match) in enumerate(asked):
+        for index in partitions_matching(match, keys.partitions):
+            by_partition.setdefault(index, []).append(n)
+    order = sorted(by_partition)
+    starts = [(keys.partition(i), start_of(asked[n][0].get(i) for n in by_partition[i]))
+              for i in order]  # fmt: skip
+    if on_cluster:
+        reads = [read_partition(client, part, start) for part, start in starts]
+    else:  # one round trip for them all
+        reads = read_partitions(client, starts)
+    return _sliced(asked, keys.partitions, zip(order, reads, strict=True), by_partition)
+
+
+def _sliced(
+    asked: Sequence[tuple[Cursor, TopicMatcher]],
+    partitions: int,
+    reads: Iterable[tuple[int, PartitionRead]],
+    by_partition: dict[int, list[int]],
+) -> list[Replayed]:
+    """Each of `asked`'s replay from the reads of its partitions (`by_partition`: which of
+    `asked` each read serves), merged across partitions by the time Redis wrote each update."""
+    lost: list[set[int]] = [{i for i in after if i >= partitions} for after, _ in asked]
+    heads: list[dict[int, UpdateId]] = [{} for _ in asked]
+    updates: list[list[Update]] = [[] for _ in asked]
+    for index, read in reads:
+        for n in by_partition[index]:
+            after, match = asked[n]
+            if read.epoch is not None and read.newest is not None:
+                heads[n][index] = UpdateId(read.epoch, *read.newest)
+            replayed = replay_of(read, after.get(index), match)
+            if replayed is None:
+                lost[n].add(index)
+            else:
+                updates[n] += replayed
+    for of_one in updates:
+        if len({u.id.partition for u in of_one}) > 1:
+            of_one.sort(key=lambda u: (u.id.ms, u.id.seq))  # stable: a partition's order
+    return [
+        Replayed(u, frozenset(gone), h) for u, gone, h in zip(updates, lost, heads, strict=True)
+    ]

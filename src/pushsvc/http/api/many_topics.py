@@ -39,6 +39,7 @@ from pushsvc.ingest.input_limits import InputLimits
 from pushsvc.ingest.parse import media_type
 from pushsvc.ingest.topic_groups import TopicGroup, batch_groups, broadcast_groups
 from pushsvc.loop_pause import let_others_run
+from pushsvc.runtime import Runtime
 from pushsvc.security.access import check_publishing
 from pushsvc.security.topic_shares import publisher_key
 
@@ -76,11 +77,7 @@ def _publish(kind: str, grouper: Grouper) -> Response:
         rt.publish_rate.admit(rate_key)
     idempotency = None
     if idempotency_key is not None:
-        # One digest for the whole request, the route's shape in it: a batch and a broadcast
-        # of the same bytes are different requests.
-        digest = request_digest(f"{kind}:{media_type(req.content_type)}", body)
-        window = window_ms(rt.settings.idempotency_window_us)
-        idempotency = Idempotency(idempotency_key, digest, window)
+        idempotency = _idempotency(rt, kind, req, body, idempotency_key)
     grace_us = rt.settings.grace_us
     rules = rt.settings.rules
 
@@ -109,6 +106,32 @@ def _publish(kind: str, grouper: Grouper) -> Response:
         idempotency=idempotency,
         pause=let_others_run,
     )
+    charged, replayed = _counted(rt, outcomes)
+    if rt.publish_rate is not None and rate_key is not None:
+        rt.publish_rate.charge(rate_key, charged)
+    answer = _answer(outcomes)
+    headers = {REPLAYED_HEADER: "true"} if replayed else {}
+    status = MULTI_STATUS if answer.refused else 202
+    return Response(
+        topics_json(answer),
+        status,
+        headers,
+        content_type="application/json",
+        direct_passthrough=True,
+    )
+
+
+def _idempotency(rt: Runtime, kind: str, req: Request, body: bytes, key: str) -> Idempotency:
+    """The request's key with one digest for the whole request, the route's shape in it: a
+    batch and a broadcast of the same bytes are different requests."""
+    digest = request_digest(f"{kind}:{media_type(req.content_type)}", body)
+    return Idempotency(key, digest, window_ms(rt.settings.idempotency_window_us))
+
+
+def _counted(rt: Runtime, outcomes: list[GroupOutcome]) -> tuple[int, bool]:
+    """The request's outcomes counted in the metrics: the events logged now (not replays),
+    which the publish rate charges, and whether every topic logged was a replay (none logged:
+    False)."""
     logged = [o.appended for o in outcomes if o.appended is not None]
     fresh = [a for a in logged if not a.replayed]
     replays = len(logged) - len(fresh)
@@ -122,18 +145,7 @@ def _publish(kind: str, grouper: Grouper) -> Response:
     evicted = sum(a.evicted for a in logged)
     if evicted:
         rt.metrics.idempotency_keys_evicted.inc(evicted)
-    if rt.publish_rate is not None and rate_key is not None:
-        rt.publish_rate.charge(rate_key, accepted_now + late_now)
-    answer = _answer(outcomes)
-    headers = {REPLAYED_HEADER: "true"} if logged and not fresh else {}
-    status = MULTI_STATUS if answer.refused else 202
-    return Response(
-        topics_json(answer),
-        status,
-        headers,
-        content_type="application/json",
-        direct_passthrough=True,
-    )
+    return accepted_now + late_now, bool(logged) and not fresh
 
 
 def _answer(outcomes: list[GroupOutcome]) -> TopicsAccepted:

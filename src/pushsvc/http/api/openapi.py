@@ -18,183 +18,38 @@ from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.durations import duration_label
 from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
-from pushsvc.core.topic_pages import DEFAULT_LIMIT as PAGE_DEFAULT_LIMIT
-from pushsvc.core.topic_pages import MAX_LIMIT as PAGE_MAX_LIMIT
 from pushsvc.core.topics import MAX_SELECTORS, TOPIC_PATTERN
 from pushsvc.deliver.message_replay import MAX_REPLAY
-from pushsvc.deliver.projection import MAX_GROUP_FILTERS
 from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import EPOCH_SECONDS
+from pushsvc.http.api.openapi_parts import (
+    BACKEND,
+    ERROR,
+    ERROR_HEADERS,
+    GROUP_PARAM,
+    LIMIT,
+    POST_BAD_REQUEST,
+    POST_TOO_LARGE,
+    POST_UNAVAILABLE,
+    READINESS,
+    SELECTOR_PATTERN,
+    TOPIC,
+    Security,
+    auth_errors,
+    backend_errors,
+    choice_list,
+    error_responses,
+    series_param,
+    time_param,
+    topic_group_param,
+)
 from pushsvc.http.api.openapi_schemas import SCHEMAS
 from pushsvc.http.api.topics import ALERTS_CURSOR_PATTERN
 from pushsvc.rules.analytics import Rules
 from pushsvc.security.visible_rules import visible_names
 
 bp = Blueprint("openapi", __name__)
-
-_TOPIC = {
-    "name": "topic",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
-}
-# A topic name, `prefix.*` (the prefix itself a topic name) or `*`.
-_SELECTOR_PATTERN = rf"^(?:\*|{TOPIC_PATTERN}(?:\.\*)?)$"
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_READINESS = {"$ref": "#/components/schemas/Readiness"}
-# A listing's page size (`GET /topics`, `GET /alerts`).
-_LIMIT = {
-    "name": "limit",
-    "in": "query",
-    "schema": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": PAGE_MAX_LIMIT,
-        "default": PAGE_DEFAULT_LIMIT,
-    },
-    "description": "the most entries in the page",
-}
-_RETRY_AFTER = {
-    "description": "seconds to wait before trying again",
-    "schema": {"type": "integer", "minimum": 0},
-}
-_ERROR_MEANINGS = {
-    400: "bad request",
-    401: "a token is needed, or the one given is not valid",
-    403: "the token does not allow this topic, or a cookie POST came from a foreign origin",
-    404: "not found",
-    411: "a body with neither Content-Length nor chunked framing on a connection kept open "
-    "(the connection is closed)",
-    413: "body or batch too large",
-    415: "unsupported content type",
-    422: "the Idempotency-Key was used for another body on this topic within the window",
-    429: "a per-client limit was reached, or (--auth-url) the client's address has as many "
-    "requests waiting on the application's auth backend as one address may (Retry-After where "
-    "waiting helps)",
-    503: "the broker is unavailable, the application's auth backend cannot judge the request "
-    "(--auth-url), or (streams) this process is at its stream limit (with Retry-After)",
-}
-_ERROR_HEADERS: dict[int, dict[str, Any]] = {
-    # RFC 6750 §3: every 401 carries a Bearer challenge.
-    401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
-    429: {"Retry-After": _RETRY_AFTER},
-    503: {"Retry-After": _RETRY_AFTER},
-}
-
-# A POST's 503s by `error.code` (pushsvc.errors: BrokerUnavailable and its leaves).
-_POST_UNAVAILABLE = (
-    "nothing was logged (but replicas_unconfirmed): retry, after Retry-After where given. "
-    "`error.code`: broker_unavailable (Redis unreachable); broker_full (Redis at maxmemory: "
-    "it refuses appends until memory is freed); broker_read_only (a demoted primary, during a "
-    "failover); broker_busy (Redis runs a script past its time limit); broker_loading (Redis "
-    "loads its dataset after a restart); broker_refused (Redis's min-replicas-to-write unmet, "
-    "or its persistence failing); replicas_unconfirmed (logged on the primary, fewer replicas "
-    "than --redis-min-replicas confirmed: a retry may post it twice)"
-)
-
-# A POST's 400s and 413s by `error.code`: what the producer must change.
-_POST_BAD_REQUEST = (
-    "nothing was logged; `index` names the event at fault in a batch. `error.code`: "
-    "malformed_json, invalid_event, invalid_topic, derived_topic, session_topic, mercure_topic, "
-    "late_event "
-    '(past the topic\'s grace where its rule says late = "refuse"), future_event (ts more than '
-    "--max-future ahead of the server's clock), invalid_idempotency_key, bad_request (an "
-    "empty batch)"
-)
-_POST_TOO_LARGE = (
-    "payload_too_large: the body is over --max-body, whatever its framing (Content-Length, "
-    "chunked, or up to the connection's end), or the batch over --max-batch; nothing was logged"
-)
-
-Security = list[dict[str, list[str]]]
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {
-        str(s): {
-            "description": _ERROR_MEANINGS[s],
-            **({"headers": _ERROR_HEADERS[s]} if s in _ERROR_HEADERS else {}),
-            "content": {"application/json": {"schema": _ERROR}},
-        }
-        for s in statuses
-    }
-
-
-def _choice_list(names: tuple[str, ...]) -> dict[str, Any]:
-    """A comma-separated list of some of `names`."""
-    one = "(?:" + "|".join(names) + ")"
-    return {"type": "string", "pattern": f"^{one}(?:,{one})*$"}
-
-
-GROUP_PARAM: dict[str, Any] = {
-    "name": "group",
-    "in": "query",
-    "schema": {
-        "type": "array",
-        "maxItems": MAX_GROUP_FILTERS,
-        "items": {"type": "string", "pattern": r"^[^:]{1,64}:[\s\S]{0,256}$"},
-    },
-    "style": "form",
-    "explode": True,
-    "description": "tag:value, repeatable (all must match): only the updates of that group of "
-    "a grouping topic, each with only the matching groups",
-}
-
-
-# What an ECMA-262 pattern (JSON Schema's dialect) takes as syntax, escaped in a tag name.
-_ECMA_SPECIAL = re.compile(r"[\^$\\.*+?()[\]{}|/]")
-
-
-def _topic_group_param(rules: Rules, description: str) -> dict[str, Any]:
-    """`?group=` on one topic, which must group by each tag named: only the tags some rule
-    groups by (none: no filter is valid). Whether this topic's rule is one of them is the
-    rules' to say, not the schema's (a 400 `ungrouped_tag`)."""
-    tags = dict.fromkeys(t for rule in (rules.default, *rules.rules) for t in rule.group_by)
-    if not tags:
-        return {
-            **GROUP_PARAM,
-            "schema": {"type": "array", "maxItems": 0},
-            "description": "tag:value; no rule groups by tags, so none is valid",
-        }
-    named = "|".join(_ECMA_SPECIAL.sub(r"\\\g<0>", tag) for tag in tags)
-    return {
-        **GROUP_PARAM,
-        "schema": {
-            **GROUP_PARAM["schema"],
-            "items": {"type": "string", "pattern": rf"^(?:{named}):[\s\S]{{0,256}}$"},
-        },
-        "description": description,
-    }
-
-
-def _series_param(rules: Rules) -> dict[str, Any]:
-    return {
-        "name": "series",
-        "in": "query",
-        "schema": {
-            "type": "array",
-            "items": {"type": "string", "enum": list(rules.series_labels)},
-        },
-        "style": "form",
-        "explode": True,
-        "description": "a series resolution, repeatable: also send each closed bucket of that "
-        "tier as an `event: point` message (ids in the update sequence)",
-    }
-
-
-def _time_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "schema": {
-            "anyOf": [
-                {"type": "string", "pattern": f"^{EPOCH_SECONDS.pattern}$"},
-                {"type": "string", "format": "date-time"},
-            ]
-        },
-        "description": description,
-    }
 
 
 def _series(rules: Rules, reading: Security | None) -> dict[str, Any]:
@@ -210,7 +65,7 @@ def _series(rules: Rules, reading: Security | None) -> dict[str, Any]:
                 "statistics."
             ),
             "parameters": [
-                _TOPIC,
+                TOPIC,
                 {
                     "name": "resolution",
                     "in": "query",
@@ -223,14 +78,14 @@ def _series(rules: Rules, reading: Security | None) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 2, "maximum": 10_000, "default": 300},
                     "description": "with resolution=auto: about how many points the chart wants",
                 },
-                _time_param("since", "bucket starts at or after (epoch s or RFC 3339)"),
-                _time_param("until", "bucket starts before (epoch s or RFC 3339)"),
+                time_param("since", "bucket starts at or after (epoch s or RFC 3339)"),
+                time_param("until", "bucket starts before (epoch s or RFC 3339)"),
                 {
                     "name": "limit",
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 100_000},
                 },
-                _topic_group_param(
+                topic_group_param(
                     rules, "tag:value for every tag the topic groups by: that group's series"
                 ),
                 {
@@ -253,7 +108,7 @@ def _series(rules: Rules, reading: Security | None) -> dict[str, Any]:
                         "text/csv": {"schema": {"type": "string"}},
                     },
                 },
-                **_errors(400, *_auth_errors(reading), 503),
+                **error_responses(400, *auth_errors(reading), 503),
             },
         }
     }
@@ -270,8 +125,8 @@ def _anomalies(reading: Security | None) -> dict[str, Any]:
                 "points."
             ),
             "parameters": [
-                _time_param("since", "bucket starts at or after (epoch s or RFC 3339)"),
-                _time_param("until", "bucket starts before (epoch s or RFC 3339)"),
+                time_param("since", "bucket starts at or after (epoch s or RFC 3339)"),
+                time_param("until", "bucket starts before (epoch s or RFC 3339)"),
                 {
                     "name": "limit",
                     "in": "query",
@@ -287,7 +142,7 @@ def _anomalies(reading: Security | None) -> dict[str, Any]:
                         "application/json": {"schema": {"$ref": "#/components/schemas/Anomalies"}}
                     },
                 },
-                **_errors(400, *_auth_errors(reading), 503),
+                **error_responses(400, *auth_errors(reading), 503),
             },
         }
     }
@@ -316,19 +171,19 @@ def _stream_params(rules: Rules, group: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": "windows",
             "in": "query",
-            "schema": _choice_list(rules.labels),
+            "schema": choice_list(rules.labels),
             "description": "Comma-separated windows to send, e.g. 1m,5m.",
         },
         {
             "name": "stats",
             "in": "query",
-            "schema": _choice_list(rules.stats),
+            "schema": choice_list(rules.stats),
             "description": "Comma-separated statistics to send, e.g. mean,p99.",
         },
         group,
-        _series_param(rules),
+        series_param(rules),
         {
-            **_series_param(rules),
+            **series_param(rules),
             "name": "forecast",
             "description": "a series resolution, repeatable: also send the forecast made as "
             "each bucket of that tier closes (a rule's `forecast`) as an `event: point` "
@@ -379,7 +234,7 @@ def _sse(
                         "text/event-stream": {"schema": {"$ref": "#/components/schemas/SSE"}}
                     },
                 },
-                **_errors(400, *_auth_errors(security), 429, 503),
+                **error_responses(400, *auth_errors(security), 429, 503),
             },
         }
     }
@@ -408,27 +263,10 @@ def _messages_sse(
                         "text/event-stream": {"schema": {"$ref": "#/components/schemas/Message"}}
                     },
                 },
-                **_errors(400, *_auth_errors(security), 429, 503),
+                **error_responses(400, *auth_errors(security), 429, 503),
             },
         }
     }
-
-
-def _auth_errors(security: Security | None) -> tuple[int, ...]:
-    return () if security is None else (401, 403, *_backend_errors(security))
-
-
-def _backend_errors(security: Security | None) -> tuple[int, ...]:
-    """503 where the application's backend may be asked (it fails closed), and 429 (one
-    address's share of the asks in flight)."""
-    asked = security is not None and any(
-        name.startswith(_BACKEND) for requirement in security for name in requirement
-    )
-    return (429, 503) if asked else ()
-
-
-_BACKEND = "application_"
-"""The security schemes of the credentials forwarded to the application (`--auth-url`)."""
 
 
 def _json_get(
@@ -446,7 +284,7 @@ def _json_get(
             **({"security": security} if security is not None else {}),
             "responses": {
                 "200": {"description": "ok", "content": {"application/json": {"schema": schema}}},
-                **_errors(*errors),
+                **error_responses(*errors),
             },
         }
     }
@@ -464,7 +302,7 @@ def _security(settings: Settings) -> tuple[Security | None, Security | None, dic
         forwarded = [("cookie", name) for name in settings.auth_cookies]
         forwarded += [("header", name) for name in settings.auth_headers]
         for where, name in forwarded:
-            schemes[f"{_BACKEND}{where}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"] = {
+            schemes[f"{BACKEND}{where}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"] = {
                 "type": "apiKey",
                 "in": where,
                 "name": name,
@@ -510,8 +348,8 @@ def _history(rules: Rules, reading: Security | None) -> dict[str, Any]:
                 "kept as long as the longest series retention whatever the history keeps."
             ),
             "parameters": [
-                _TOPIC,
-                _topic_group_param(rules, GROUP_PARAM["description"]),
+                TOPIC,
+                topic_group_param(rules, GROUP_PARAM["description"]),
                 {
                     "name": "since",
                     "in": "query",
@@ -551,7 +389,7 @@ def _history(rules: Rules, reading: Security | None) -> dict[str, Any]:
                         "text/csv": {"schema": {"type": "string"}},
                     },
                 },
-                **_errors(400, *_auth_errors(reading), 503),
+                **error_responses(400, *auth_errors(reading), 503),
             },
         }
     }
@@ -562,7 +400,7 @@ def _topic_delete(publishing: Security | None) -> dict[str, Any]:
         "delete": {
             "summary": "Delete a topic: its windows, history, series, groups, alerts and clock "
             "(its next event starts it afresh; its streams get a gap snapshot)",
-            "parameters": [_TOPIC],
+            "parameters": [TOPIC],
             **({"security": publishing} if publishing is not None else {}),
             "responses": {
                 "200": {
@@ -580,7 +418,7 @@ def _topic_delete(publishing: Security | None) -> dict[str, Any]:
                         }
                     },
                 },
-                **_errors(400, *_auth_errors(publishing), 404, 503),
+                **error_responses(400, *auth_errors(publishing), 404, 503),
             },
         }
     }
@@ -652,16 +490,16 @@ def _many_topic_post(
         "responses": {
             "202": answer,
             "207": answer,
-            **_errors(400, *_auth_errors(publishing), 411, 413, 415, 422, 429, 503),
+            **error_responses(400, *auth_errors(publishing), 411, 413, 415, 422, 429, 503),
             "400": {
-                "description": _POST_BAD_REQUEST.replace(
+                "description": POST_BAD_REQUEST.replace(
                     "nothing was logged", "nothing was logged on any topic"
                 ),
-                "content": {"application/json": {"schema": _ERROR}},
+                "content": {"application/json": {"schema": ERROR}},
             },
             "413": {
-                "description": _POST_TOO_LARGE,
-                "content": {"application/json": {"schema": _ERROR}},
+                "description": POST_TOO_LARGE,
+                "content": {"application/json": {"schema": ERROR}},
             },
         },
     }
@@ -672,7 +510,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
     statistics, tiers and group tags of `rules` (default: all of the settings' rules)."""
     rules = settings.rules if rules is None else rules
     publishing, reading, schemes = _security(settings)
-    one_topic_group = _topic_group_param(rules, GROUP_PARAM["description"])
+    one_topic_group = topic_group_param(rules, GROUP_PARAM["description"])
     selector_query = {
         "name": "topic",
         "in": "query",
@@ -681,7 +519,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             "type": "array",
             "minItems": 1,
             "maxItems": MAX_SELECTORS,
-            "items": {"type": "string", "pattern": _SELECTOR_PATTERN},
+            "items": {"type": "string", "pattern": SELECTOR_PATTERN},
         },
         "description": "a topic name, a prefix pattern like sensors.*, or *",
     }
@@ -696,7 +534,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
     }
     event_post: dict[str, Any] = {
         "summary": "Publish one event, a batch (array) or NDJSON",
-        "parameters": [_TOPIC, idempotency_key],
+        "parameters": [TOPIC, idempotency_key],
         **({"security": publishing} if publishing is not None else {}),
         "requestBody": {
             "required": True,
@@ -731,19 +569,19 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}
                 },
             },
-            **_errors(400, *_auth_errors(publishing), 411, 413, 415, 422, 429, 503),
+            **error_responses(400, *auth_errors(publishing), 411, 413, 415, 422, 429, 503),
             "400": {
-                "description": _POST_BAD_REQUEST,
-                "content": {"application/json": {"schema": _ERROR}},
+                "description": POST_BAD_REQUEST,
+                "content": {"application/json": {"schema": ERROR}},
             },
             "413": {
-                "description": _POST_TOO_LARGE,
-                "content": {"application/json": {"schema": _ERROR}},
+                "description": POST_TOO_LARGE,
+                "content": {"application/json": {"schema": ERROR}},
             },
             "503": {
-                "description": _POST_UNAVAILABLE,
-                "headers": _ERROR_HEADERS[503],
-                "content": {"application/json": {"schema": _ERROR}},
+                "description": POST_UNAVAILABLE,
+                "headers": ERROR_HEADERS[503],
+                "content": {"application/json": {"schema": ERROR}},
             },
         },
     }
@@ -763,14 +601,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             },
             "/topics/{topic}": _topic_delete(publishing),
             "/topics/{topic}/stream": _sse(
-                "SSE stream of one topic", [_TOPIC], rules, reading, one_topic_group
+                "SSE stream of one topic", [TOPIC], rules, reading, one_topic_group
             ),
             # A pattern stream spans rules: its filter names any tag (and matches what has it).
             "/stream": _sse(
                 "SSE stream of several topics", [selector_query], rules, reading, GROUP_PARAM
             ),
             "/topics/{topic}/messages": _messages_sse(
-                "The application's messages of one topic, as published", [_TOPIC], reading
+                "The application's messages of one topic, as published", [TOPIC], reading
             ),
             "/messages": _messages_sse(
                 "The application's messages of several topics, as published",
@@ -780,8 +618,8 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
             "/topics/{topic}/stats": _json_get(
                 "Latest update of a topic (a grouping topic's with its live groups)",
                 {"$ref": "#/components/schemas/StreamUpdate"},
-                parameters=[_TOPIC, one_topic_group],
-                errors=(400, *_auth_errors(reading), 404),
+                parameters=[TOPIC, one_topic_group],
+                errors=(400, *auth_errors(reading), 404),
                 security=reading,
             ),
             "/topics/{topic}/history": _history(rules, reading),
@@ -789,8 +627,8 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 "How many streams watch a topic now, over every web process (and, to a token "
                 "with a presence scope for it where the server keeps them, their subjects)",
                 {"$ref": "#/components/schemas/TopicPresence"},
-                parameters=[_TOPIC],
-                errors=(400, *_auth_errors(reading), 503),
+                parameters=[TOPIC],
+                errors=(400, *auth_errors(reading), 503),
                 security=reading,
             ),
             "/topics/{topic}/series": _series(rules, reading),
@@ -799,8 +637,8 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 "with 80 % and 95 % prediction intervals (404: its rule forecasts nothing, or "
                 "no forecast is kept yet)",
                 {"$ref": "#/components/schemas/Forecast"},
-                parameters=[_TOPIC, one_topic_group],
-                errors=(400, *_auth_errors(reading), 404, 503),
+                parameters=[TOPIC, one_topic_group],
+                errors=(400, *auth_errors(reading), 404, 503),
                 security=reading,
             ),
             "/anomalies": _anomalies(reading),
@@ -809,7 +647,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 "name order (follow `next`, or the Link header's rel=next)",
                 {"$ref": "#/components/schemas/Topics"},
                 parameters=[
-                    _LIMIT,
+                    LIMIT,
                     {
                         "name": "after",
                         "in": "query",
@@ -817,7 +655,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                         "description": "the previous page's `next`: list the topics after it",
                     },
                 ],
-                errors=(400, 401, *_backend_errors(reading)) if reading is not None else (400,),
+                errors=(400, 401, *backend_errors(reading)) if reading is not None else (400,),
                 security=reading,
             ),
             "/alerts": _json_get(
@@ -826,7 +664,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                 "fewer than `limit`, even none, and still have a `next`)",
                 {"$ref": "#/components/schemas/Alerts"},
                 parameters=[
-                    _LIMIT,
+                    LIMIT,
                     {
                         "name": "after",
                         "in": "query",
@@ -834,14 +672,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                         "description": "the previous page's `next` (opaque)",
                     },
                 ],
-                errors=(400, 401, *_backend_errors(reading)) if reading is not None else (400,),
+                errors=(400, 401, *backend_errors(reading)) if reading is not None else (400,),
                 security=reading,
             ),
             "/rules": _json_get(
                 "The analytics rules: each family of topics' windows, statistics and groups "
                 "(with auth on, those of the topics the caller may read)",
                 {"$ref": "#/components/schemas/RulesView"},
-                errors=(401, *_backend_errors(reading)) if reading is not None else (),
+                errors=(401, *backend_errors(reading)) if reading is not None else (),
                 security=reading,
             ),
             "/healthz": _json_get(
@@ -856,14 +694,14 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "ready",
-                            "content": {"application/json": {"schema": _READINESS}},
+                            "content": {"application/json": {"schema": READINESS}},
                         },
                         "503": {
                             "description": "the broker is unavailable, Redis evicts or is "
                             "full, writes cannot reach --redis-min-replicas replicas, a shard "
                             "has no aggregator, or the rules differ (`reason` says which, and "
                             "what to do)",
-                            "content": {"application/json": {"schema": _READINESS}},
+                            "content": {"application/json": {"schema": READINESS}},
                         },
                     },
                 }
