@@ -120,7 +120,7 @@ def _metavar(spec: Setting) -> str:
 def _returns(spec: Setting, kind: str) -> bool:
     # The parsers' annotations are strings (`from __future__ import annotations`).
     returns = getattr(spec.parse, "__annotations__", {}).get("return")
-    return returns in (kind, getattr(builtins, kind))
+    return returns in (kind, f"{kind} | None", getattr(builtins, kind))
 
 
 def _flag_text(ctx: click.Context, param: click.Parameter, value: bool | None) -> str | None:

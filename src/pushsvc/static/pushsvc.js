@@ -110,6 +110,10 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {GroupWindows[]} [groups] The groups a tick changed.
  * @property {GroupKey[]} [forgotten] Groups forgotten at this update (idle for the topic TTL).
  * @property {boolean} [late] True when the event was behind the topic's clock (applied in place).
+ * @property {boolean} [past_grace] A message past its topic's grace: pushed as published, in none
+ *   of the topic's statistics (they are as before it; it is counted on `<topic>.late`).
+ * @property {boolean} [copy] On a late stream, the copy of a message its own topic pushed: no
+ *   messages stream pushes it again.
  */
 
 /**
