@@ -1,8 +1,9 @@
 """The delivery promise for forecasts: under load on Redis, the active aggregator is killed with
 SIGKILL, later every aggregator at once before two start cold (the log trimmed meanwhile: the
 model's state comes back from a checkpoint only). Afterwards every forecast a `?forecast=`
-stream received, and the one `GET /topics/{topic}/forecast` answers, is the one an
-uninterrupted run makes. The same across a stop and start of `pushsvc serve --data-dir`."""
+stream received, and the one `GET /topics/{topic}/forecast` answers (saying it is current: the
+topic's clock the last event's, nothing pending), is the one an uninterrupted run makes. The
+same across a stop and start of `pushsvc serve --data-dir`."""
 
 from __future__ import annotations
 
@@ -90,10 +91,12 @@ def test_forecasts_survive_kill_9_and_a_cold_restart(
         assert len(got) >= len(expected) - 2
     port = deployment.ports()[0]
     last = expected[-1]["forecast"]
+    # Everything applied, the answer says it is current: the topic's clock is the last event's.
+    current = {"clock": producer.acked[-1][1] // 1000, "pending": 0}
 
     def answered() -> bool:
         status, _, body = request(port, "GET", f"/topics/{topic}/forecast")
-        return status == 200 and json.loads(body) == {"topic": topic, **last}
+        return status == 200 and json.loads(body) == {"topic": topic, **last, **current}
 
     wait_until(answered, timeout=20, what="the last forecast")
 
@@ -134,5 +137,8 @@ def test_forecasts_survive_a_stop_and_start_with_a_data_dir(tmp_path: Path) -> N
         finally:
             server.stop()
         made = [m["forecast"] for m in expected if m["forecast"]["from"] == got["from"]]
-        assert made and got == {"topic": topic, **made[0]}
+        # The answer adds how current the forecast is: every event applied, the topic's clock
+        # the last event's.
+        current = {"clock": part[-1][1] // 1000, "pending": 0}
+        assert made and got == {"topic": topic, **made[0], **current}
         assert got["points"]
