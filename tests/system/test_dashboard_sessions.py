@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from harness.live import PushsvcProcess, post, request, wait_until
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from support.browser import CHROMIUM, NO_CHROMIUM, open_dashboard
 
@@ -118,4 +118,32 @@ def test_a_session_topics_tile_says_why_its_time_lags_its_sources(
     open_dashboard(page, shop)
     visits = page.locator('article.tile[data-topic="web.visits"] .session-lag')
     expect(visits).to_have_text("(sessions count when they end, 10s after their last event)")
+    expect(page.locator('article.tile[data-topic="web.clicks"] .session-lag')).to_be_hidden()
+
+
+def test_a_session_topics_tile_drawn_before_the_rules_arrive_says_why_once_they_do(
+    shop: PushsvcProcess, page: Page
+) -> None:
+    """GET /rules answers after the tiles are drawn, their histories in (held here until then,
+    as a slow network would): once it arrives the session topic's tile says why its time lags,
+    with no further update of the topic."""
+    clicks = [_click("hal", "view", 300), _click("ivy", "view", 330)]  # hal's visit ends
+    assert post(shop.port, "web.clicks", clicks)[0] == 202
+    wait_until(lambda: request(shop.port, "GET", "/topics/web.visits/stats")[0] == 200)
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # answered only when the test says
+        held.append(route)
+
+    page.route("**/rules", hold)
+    open_dashboard(page, shop)  # live: the rules are asked for
+    tile = page.locator('article.tile[data-topic="web.visits"]')
+    expect(tile.locator(".spark")).not_to_have_attribute("data-points", "0")  # its history
+    expect(tile.locator(".session-lag")).to_be_hidden()  # drawn without the rules
+    assert held
+    for route in held:
+        route.continue_()
+    expect(tile.locator(".session-lag")).to_have_text(
+        "(sessions count when they end, 10s after their last event)"
+    )
     expect(page.locator('article.tile[data-topic="web.clicks"] .session-lag')).to_be_hidden()

@@ -40,6 +40,7 @@ export class Overview {
     this.hours = new Map(); // name -> {at (ms), buckets: [{t, mean, resolution}]}
     this.onScreen = onScreen;
     this.timer = null; // a render waiting for newest first to be sorted again
+    this.drawnRules = null; // the rules (GET rules) the tiles were drawn with
     els.filter.addEventListener("input", () => {
       this.list.setFilter(els.filter.value.trim());
       this.render(true);
@@ -59,6 +60,12 @@ export class Overview {
   }
 
   render(all = false) {
+    // The rules too: tiles drawn before GET rules answered are drawn again once it has (a
+    // session topic's tile says why its time lags), with no update of their own to wait for.
+    if (this.store.rules !== this.drawnRules) {
+      this.drawnRules = this.store.rules;
+      all = true;
+    }
     const { names, matching, total, wait } = this.list.shown();
     const wanted = new Set(names);
     for (const [name, tile] of this.tiles) if (!wanted.has(name)) this.remove(name, tile);
