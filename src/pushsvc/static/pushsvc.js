@@ -110,6 +110,10 @@ const SERVER_ROOT = new URL("../", import.meta.url).href;
  * @property {GroupWindows[]} [groups] The groups a tick changed.
  * @property {GroupKey[]} [forgotten] Groups forgotten at this update (idle for the topic TTL).
  * @property {boolean} [late] True when the event was behind the topic's clock (applied in place).
+ * @property {boolean} [past_grace] True for a message past the topic's grace: pushed all the
+ *   same, in none of the topic's statistics (its late stream counts it).
+ * @property {boolean} [copy] True on a late stream for a message its own topic pushed (no
+ *   messages stream pushes it again).
  */
 
 /**
