@@ -906,7 +906,8 @@ const MESSAGE_TYPE = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /**
  * Messages may have been lost: the stream could not resume from its last id (the server's
- * history no longer covers it, or it is of another epoch); it goes on live from here.
+ * history no longer covers it, or it is of another epoch); it goes on live from here (after an
+ * id of another epoch, a restart that lost the history, with every message of the new one first).
  * @typedef {Object} MessageGap
  * @property {string[]} topics The topics whose messages may be missing.
  */
