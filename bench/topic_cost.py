@@ -3,6 +3,11 @@ shape of a channel per user.
 
     python -m bench.topic_cost                  # 10,000 topics, one message each, a table
     python -m bench.topic_cost --topics 100000 --json
+    python -m bench.topic_cost --http [--pushsvc-src DIR]  # RSS of a `pushsvc serve`
+
+`--http`: a `pushsvc serve` (memory broker, this interpreter, `--pushsvc-src`'s tree first on
+the path for a before/after) given one message a topic by single POSTs on one keep-alive
+connection after 200 topics of warm-up; its RSS delta per topic, two seconds after the last.
 
 The aggregator alone (`Aggregator` with the server's default rules: `Settings.load({}, {})`),
 a wall clock injected. One pass makes each topic `u{i}` with one message; a second gives each a
@@ -17,11 +22,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from typing import Any
 
 import orjson
+from harness.net import free_port
+from harness.procfs import rss_kb
 
 from bench.common import machine
 from pushsvc.aggregate.aggregator import Aggregator
@@ -75,11 +86,74 @@ def measure(topics: int) -> dict[str, Any]:
     }
 
 
+def measure_http(topics: int, src: str | None) -> dict[str, Any]:
+    """RSS bytes per topic of a `pushsvc serve` given one message a topic over HTTP."""
+    port = free_port()
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, env.get("PYTHONPATH"))))
+    command = [sys.executable, "-m", "pushsvc", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        connection = _connected(port)
+
+        def post(topic: str) -> None:
+            connection.request(
+                "POST",
+                f"/topics/{topic}/events",
+                body=b'{"type":"shipped","data":{"order":4711}}',
+                headers={"Content-Type": "application/json"},
+            )
+            answer = connection.getresponse()
+            body = answer.read()
+            if answer.status != 202:
+                raise SystemExit(f"POST /topics/{topic}/events: {answer.status} {body!r}")
+
+        for i in range(200):
+            post(f"warm{i}")
+        time.sleep(1)
+        before = rss_kb([server.pid])
+        for i in range(topics):
+            post(f"u{i}")
+        time.sleep(2)  # what the server does after the answers (updates published)
+        after = rss_kb([server.pid])
+    finally:
+        server.terminate()
+        server.wait()
+    return {"topics": topics, "rss_bytes_per_topic": round((after - before) * 1024 / topics)}
+
+
+def _connected(port: int) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port)
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            return connection
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--topics", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--http", action="store_true", help="RSS of a `pushsvc serve` instead")
+    parser.add_argument("--pushsvc-src", help="with --http: run pushsvc from this src/")
     args = parser.parse_args()
+    if args.http:
+        served = measure_http(args.topics, args.pushsvc_src)
+        if args.json:
+            print(orjson.dumps({"machine": machine(), **served}).decode())
+        else:
+            print(f"{served['topics']:,} topics, one message each over HTTP (pushsvc serve)")
+            print(f"  RSS per topic                  {served['rss_bytes_per_topic']:>8,} B")
+        return
     result = measure(args.topics)
     if args.json:
         print(orjson.dumps({"machine": machine(), **result}).decode())
