@@ -88,9 +88,19 @@ def test_a_topics_counts_by_type_stay_bounded_whatever_its_types() -> None:
         assert sum(c["count"] for c in summary["5m"].values()) == kinds  # every one counted
     assert len(summary["5m"]) == MAX_TYPES + 1
     assert summary["5m"][OTHER]["count"] == kinds - MAX_TYPES
-    assert [k for k in summary["5m"] if k != OTHER] == sorted(f"type{i}" for i in range(MAX_TYPES))
-    # Once every message has left the widest window nothing is held, and the places are free
-    # again: a new type counts on its own.
+    # All seen once: the first by name are named.
+    by_name = sorted(f"type{i}" for i in range(kinds))
+    assert [k for k in summary["5m"] if k != OTHER] == by_name[:MAX_TYPES]
+    # The most frequent are named, whenever they came: a type seen often late displaces one
+    # of the first.
+    for _ in range(3):
+        counts.insert(clock, "often", clock)
+    assert summary != counts.summary()
+    named = counts.summary()["5m"]
+    assert named["often"]["count"] == 3 and by_name[MAX_TYPES - 1] not in named
+    assert named[OTHER]["count"] == kinds - MAX_TYPES + 1
+    # Once every message has left the widest window nothing is held, and a new type counts on
+    # its own.
     counts.advance(clock + 300 * S)
     assert len(counts) == 0 and counts.summary() == {"10s": {}, "5m": {}}
     counts.insert(clock + 301 * S, "fresh", clock + 301 * S)
@@ -106,3 +116,24 @@ def test_the_types_past_the_bound_reach_an_update_as_other() -> None:
     assert len(by_type) == MAX_TYPES + 1
     assert by_type[OTHER]["count"] == 5
     assert by_type["k000"]["count"] == 1
+
+
+def test_a_rebuild_from_the_widest_windows_messages_names_the_same_types() -> None:
+    """An aggregator rebuilt from the log replays only the messages still in the widest window:
+    past `MAX_TYPES` types, its summary names what one that ran all along names."""
+    all_along = MessageCounts((10 * S, 60 * S), ("10s", "1m"))
+    sent = []
+    clock = T0
+    for second in range(120):  # 40 types a second for two minutes: the first ones leave
+        for k in range(40):
+            kind = f"k{(second * 7 + k) % 90:02d}"
+            all_along.insert(clock, kind, clock)
+            sent.append((clock, kind))
+        clock += S
+    rebuilt = MessageCounts((10 * S, 60 * S), ("10s", "1m"))
+    last = sent[-1][0]
+    for ts, kind in sent:
+        if ts > last - 60 * S:
+            rebuilt.insert(ts, kind, ts)
+    assert rebuilt.summary() == all_along.summary()
+    assert OTHER in all_along.summary()["1m"]

@@ -10,9 +10,11 @@ Shaped for a topic per user, where most topics hold a message or two: one list o
 window's messages (time and type, in time order) serves every window, since a narrower window
 on the same clock holds a suffix of it; each window keeps only how many of the newest it holds
 and a count per type. So a topic's record is bounded by the messages within its widest window,
-whatever its age. The types counted on their own are bounded too (`MAX_TYPES`, the first ones
-in the widest window): past them a message is counted as `OTHER`, which no type can be named,
-until a type's last message leaves the widest window and frees its place.
+whatever its age. What a summary names is bounded too: a window holding more than `MAX_TYPES`
+types names its `MAX_TYPES` most frequent (ties by name) and counts the rest as `OTHER`, which
+no type can be named. The choice is made from the window's messages alone, never from the
+order they came in, so an aggregator rebuilt from the log (which replays only the widest
+window's messages) summarises what one that ran all along does.
 
 Only the exact time windows count messages: a sketch window of hours or days would have to
 keep every message's time to slide exactly, which is what sketch windows exist to avoid.
@@ -28,7 +30,7 @@ MessageSummary = dict[str, dict[str, dict[str, float | int]]]
 """`{window: {type: {"count": n, "rate": n per second}}}`."""
 
 MAX_TYPES = 32
-"""Types a topic counts on their own at once; a message of any other is counted as `OTHER`."""
+"""Types a window's summary names on their own (its most frequent); the rest are `OTHER`."""
 
 OTHER = "(other)"
 """What the messages of the types past `MAX_TYPES` are counted as: not a valid type
@@ -66,11 +68,7 @@ class MessageCounts:
         wide = self._wide
         if wide < 0 or ts_us <= clock_us - self._widths[wide]:
             return
-        types = self._counts[wide]
-        if kind not in types and len(types) - (OTHER in types) >= MAX_TYPES:
-            kind = OTHER
-        else:
-            kind = sys.intern(kind)  # one string per type, however many messages hold it
+        kind = sys.intern(kind)  # one string per type, however many messages hold it
         entries = self._entries
         if not entries or entries[-1][0] <= ts_us:
             entries.append((ts_us, kind))
@@ -125,7 +123,7 @@ class MessageCounts:
         return {
             label: {
                 kind: {"count": count, "rate": count * 1_000_000 / width}
-                for kind, count in sorted(counts.items())
+                for kind, count in _named(counts)
             }
             for label, width, counts in zip(self._labels, self._widths, self._counts, strict=True)
         }
@@ -140,3 +138,14 @@ class MessageCounts:
             label: {**stats, "messages": by_type} if (by_type := counts.get(label)) else stats
             for label, stats in summary.items()
         }
+
+
+def _named(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """A window's counts by type as a summary names them, sorted: every type where there are
+    at most `MAX_TYPES`, else the `MAX_TYPES` most frequent (ties by name) and `OTHER`."""
+    if len(counts) <= MAX_TYPES:
+        return sorted(counts.items())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    named = sorted(ranked[:MAX_TYPES])
+    named.append((OTHER, sum(count for _, count in ranked[MAX_TYPES:])))
+    return named
