@@ -64,9 +64,7 @@ class TopicState:
         """`messages`, made at the topic's first message, at the topic's clock."""
         counts = self.messages
         if counts is None:
-            rule = self.rule
-            widths = rule.exact_windows_us
-            counts = self.messages = MessageCounts(widths, [rule.window_label(w) for w in widths])
+            counts = self.messages = MessageCounts(*_message_windows(self.rule))
             if self.windows.clock_us is not None:
                 counts.advance(self.windows.clock_us)
         return counts
@@ -97,6 +95,22 @@ class TopicState:
     def replaying(self, at: LogPosition | None) -> bool:
         """Whether the entry at `at` is one the checkpoint being rebuilt from covers."""
         return self.replay is not None and at is not None and at <= self.replay.until
+
+
+_Widths = tuple[tuple[int, ...], tuple[str, ...]]
+_MESSAGE_WINDOWS: dict[tuple[tuple[int, ...], tuple[str, ...], int], _Widths] = {}
+
+
+def _message_windows(rule: Rule) -> _Widths:
+    """The widths and labels of `rule`'s exact time windows, one pair shared by every topic
+    of the rule (a topic per user holds little else: no copy of them each)."""
+    key = (rule.windows_us, rule.window_names, rule.exact_up_to_us)
+    found = _MESSAGE_WINDOWS.get(key)
+    if found is None:
+        widths = rule.exact_windows_us
+        labels = tuple(rule.window_label(w) for w in widths)
+        found = _MESSAGE_WINDOWS[key] = (widths, labels)
+    return found
 
 
 class TopicFactory:
