@@ -21,7 +21,7 @@ from pushsvc.rules.forecast import ForecastRule
 from pushsvc.rules.tiers import parse_tiers
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_linear import LinearModel
-from pushsvc.series.forecasting import BucketForecaster
+from pushsvc.series.forecasting import kept_fields
 
 S = 1_000_000
 T0 = 1_763_700_000 * S
@@ -84,9 +84,9 @@ def test_each_close_of_the_tier_drafts_the_models_forecast_after_its_points(
     kept = [d.series for d in drafts if d.series is not None and b'"forecast"' in d.body]
     assert all(w.resolution == f"forecast:{label}" and w.keep_from_us == w.t_us for w in kept)
     last = [m["forecast"] for m in messages if "forecast" in m][-1]
-    # Kept as the model's state, which makes the same forecast again on read (a few numbers
+    # Kept as the model's outlook, which makes the same forecast again on read (a few numbers
     # a series, not the horizon's points).
-    assert BucketForecaster.restored(rule, kept[-1].packed).fields() == last
+    assert kept_fields(rule, kept[-1].packed) == last
     assert len(kept[-1].packed) < len(orjson.dumps(last))
 
 

@@ -156,6 +156,7 @@ class PartitionPool:
         self._published_before = 0
         self._overflow_before = 0
         self._forecast_bytes_before = 0
+        self._forecasts_before = 0
         self._taking: list[_Taking] = []
         self._closed = False
 
@@ -202,6 +203,12 @@ class PartitionPool:
         """The bytes of JSON of every forecast its aggregators made."""
         made = sum(r.aggregator.forecast_work.bytes for r in self.runners)
         return self._forecast_bytes_before + made
+
+    @property
+    def forecasts_made(self) -> int:
+        """The forecasts its aggregators made (one per close of a forecast tier, per series)."""
+        made = sum(r.aggregator.forecast_work.made for r in self.runners)
+        return self._forecasts_before + made
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -354,6 +361,7 @@ class PartitionPool:
         self._published_before += held.runner.updates_published
         self._overflow_before += held.runner.aggregator.group_overflow
         self._forecast_bytes_before += held.runner.aggregator.forecast_work.bytes
+        self._forecasts_before += held.runner.aggregator.forecast_work.made
         held.runner.close()
         held.runner = self._runner(held.runner.shard, held.lease)
         self._spawn(lambda: self._rebuild(held))
@@ -396,6 +404,7 @@ class PartitionPool:
             self._published_before += held.runner.updates_published
             self._overflow_before += held.runner.aggregator.group_overflow
             self._forecast_bytes_before += held.runner.aggregator.forecast_work.bytes
+            self._forecasts_before += held.runner.aggregator.forecast_work.made
         with contextlib.suppress(BrokerUnavailable):  # it lapses by itself
             self._group.release(held.lease)
         held.runner.close()

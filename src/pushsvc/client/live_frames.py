@@ -3,7 +3,9 @@ notebook redraws a plot from. This part is free of I/O: the clients feed it the 
 updates and the stream's messages and ask it, every so often, for the frame so far. With a
 forecast tier, the frame's `attrs["forecast"]` is the topic's latest forecast as
 `Client.forecast()` gives it (None before one is made), replaced as its stream brings new
-ones."""
+ones (of a horizon of more than 60 buckets, as its message carries it: every
+`attrs["every"]`-th bucket's point, up to the horizon's last; `Client.forecast()` has them
+all)."""
 
 from __future__ import annotations
 

@@ -308,8 +308,9 @@ def forecast_dataframe(forecast: Forecast) -> pd.DataFrame:
     """A forecast (`GET /topics/{t}/forecast`) as a DataFrame indexed by the start of each
     bucket predicted (`time`, datetime64 UTC), columns `mean` and the 80 % and 95 % interval
     bounds (float64); `attrs` keeps `model`, `stat`, `resolution` and `from` (the start of the
-    last bucket learned, epoch ms), and from `GET /forecast` `clock` and `pending` (how current
-    it is). Empty while the model learns. Needs pandas."""
+    last bucket learned, epoch ms), from `GET /forecast` `clock` and `pending` (how current
+    it is), and from a forecast message of a long horizon `every` (it has every `every`-th
+    bucket's point only). Empty while the model learns. Needs pandas."""
     require("Client.forecast()", "pandas")
     import pandas as pd
 
@@ -321,6 +322,8 @@ def forecast_dataframe(forecast: Forecast) -> pd.DataFrame:
     frame.index = pd.DatetimeIndex(pd.to_datetime(times, unit="us", utc=True), name="time")
     frame.attrs.update(model=forecast.model, stat=forecast.stat, resolution=forecast.resolution)
     frame.attrs["from"] = forecast.from_
+    if forecast.every is not None:
+        frame.attrs["every"] = forecast.every
     if forecast.clock is not None:
         frame.attrs.update(clock=forecast.clock, pending=forecast.pending)
     return frame

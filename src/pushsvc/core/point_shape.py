@@ -134,6 +134,17 @@ class Forecast(Struct, frozen=True, kw_only=True, omit_defaults=True):
         int | None, Meta(description="the start (epoch ms) of the last bucket learned")
     ] = field(name="from")
     points: list[ForecastPoint]
+    every: (
+        Annotated[
+            int,
+            Meta(
+                description="a forecast message only, of a horizon of more than 60 buckets: "
+                "it carries every `every`-th bucket's point, up to the horizon's last (at most "
+                "60); `GET /forecast` has them all"
+            ),
+        ]
+        | None
+    ) = None
     clock: (
         Annotated[
             int,

@@ -54,6 +54,9 @@ class AggregatorStats(Protocol):
     @property
     def forecast_bytes(self) -> int: ...
 
+    @property
+    def forecasts_made(self) -> int: ...
+
 
 class _ProcessState(Collector):
     """What this process counts itself: its streams, its aggregators, its deriver."""
@@ -151,9 +154,15 @@ class _ProcessState(Collector):
             )
             yield CounterMetricFamily(
                 "pushsvc_forecast_bytes",
-                "Bytes of JSON of the forecasts this process's aggregators made (each close of "
-                "a forecast rule's tier, each series: what a rule's horizon costs)",
+                "Bytes of JSON of the forecast messages this process's aggregators made (each "
+                "close of a forecast rule's tier, each series; at most MESSAGE_STEPS steps each)",
                 value=self.aggregator.forecast_bytes,
+            )
+            yield CounterMetricFamily(
+                "pushsvc_forecasts",
+                "Forecasts this process's aggregators made (one per close of a forecast rule's "
+                "tier, per series)",
+                value=self.aggregator.forecasts_made,
             )
         if self.partitions is not None:
             yield CounterMetricFamily(

@@ -16,8 +16,12 @@ tests handle either the same way.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pushsvc.series.forecast_outlook import Outlook
 
 __all__ = ["Z80", "Z95", "Model", "Predicted", "student_t", "with_intervals"]
 
@@ -74,6 +78,17 @@ class Model(Protocol):
     def predict(self, horizon: int) -> list[Predicted]:
         """Steps 1 to `horizon` after the last value learned; empty until the model has
         learned enough to forecast."""
+        ...
+
+    def predict_steps(self, steps: Iterable[int]) -> list[Predicted]:
+        """The steps asked for (each from 1 up), as `predict` makes them, in their order: a
+        step costs the same whatever the horizon (empty while learning)."""
+        ...
+
+    def outlook(self, horizon: int) -> Outlook | None:
+        """What the forecast's first `horizon` steps need (`pushsvc.series.forecast_outlook`):
+        a few numbers, and a seasonal model's season over at most the horizon; None while
+        learning."""
         ...
 
     def to_bytes(self) -> bytes:

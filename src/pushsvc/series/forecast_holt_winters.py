@@ -54,10 +54,12 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, MAX_SEASON
 from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
+from pushsvc.series.forecast_outlook import SeasonalOutlook, variance_factor
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["DEFAULT_PARAMS", "VAR_WINDOW", "HoltWinters", "HwParams"]
@@ -160,22 +162,32 @@ class HoltWinters:
 
     def variance_factor(self, h: int) -> float:
         """var_h / var, the h-step variance over the one-step one (module docstring)."""
-        a, b, g, m = self.params.alpha, self.params.beta, self.params.gamma, self.season
-        k = (h - 1) // m
-        return (
-            1
-            + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6)
-            + g * k * (2 * a + g + b * m * (k + 1))
-        )
+        p = self.params
+        return variance_factor(p.alpha, p.beta, p.gamma, self.season, h)
+
+    def outlook(self, horizon: int) -> SeasonalOutlook | None:
+        """What the forecast's first `horizon` steps (all of them, past a season) need: the
+        season's values from the next phase on, at most a season of them (None until the
+        start)."""
+        if self._start is not None:
+            return None
+        m, p, seasonal = self.season, self.params, self.seasonal
+        phase = self._learned % m
+        ahead = (seasonal[phase:] + seasonal[:phase])[: max(1, min(horizon, m))]
+        return SeasonalOutlook(self.level, self.trend, self.var, p.alpha, p.beta, p.gamma, m, ahead)
 
     def predict(self, horizon: int) -> list[Predicted]:
+        return self.predict_steps(range(1, horizon + 1))
+
+    def predict_steps(self, steps: Iterable[int]) -> list[Predicted]:
+        """The steps asked for, as `outlook(...).at` makes them, without copying the season."""
         if self._start is not None:
             return []
-        m, n, seasonal = self.season, self._learned, self.seasonal
+        m, n, seasonal, p = self.season, self._learned, self.seasonal, self.params
         out = []
-        for h in range(1, horizon + 1):
+        for h in steps:
             mean = self.level + h * self.trend + seasonal[(n + h - 1) % m]
-            se = math.sqrt(self.var * self.variance_factor(h))
+            se = math.sqrt(self.var * variance_factor(p.alpha, p.beta, p.gamma, m, h))
             out.append(with_intervals(h, mean, se, Z80, Z95))
         return out
 

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 
-from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
+from pushsvc.series.forecast import Predicted
+from pushsvc.series.forecast_outlook import LinearOutlook
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = ["MIN_WINDOW", "LinearModel"]
@@ -129,27 +131,27 @@ class LinearModel:
         newest = x0 + n - 1
         return mean_y + slope * (newest - sx / n), slope
 
-    def predict(self, horizon: int) -> list[Predicted]:
+    def outlook(self, horizon: int) -> LinearOutlook | None:
+        """The fitted line, what every step of a forecast needs (None below two values)."""
         fit = self.line()
         if fit is None:
-            return []
+            return None
         level, slope = fit
         n = len(self.ring)
-        sxx_c = n * (n * n - 1) / 12
+        s2 = 0.0
         if n > 2:
+            sxx_c = n * (n * n - 1) / 12
             sxy_c = self._sxy - (n * self._x0 + n * (n - 1) // 2) * self._sy / n
             syy_c = self._syy - self._sy * self._sy / n
             s2 = max(syy_c - sxy_c * sxy_c / sxx_c, 0.0) / (n - 2)
-            q80, q95 = student_t(Z80, n - 2), student_t(Z95, n - 2)
-        else:
-            s2 = q80 = q95 = 0.0
-        half = (n - 1) / 2  # the newest x minus the mean x
-        out = []
-        for h in range(1, horizon + 1):
-            d = half + h
-            se = math.sqrt(s2 * (1 + 1 / n + d * d / sxx_c))
-            out.append(with_intervals(h, level + slope * h, se, q80, q95))
-        return out
+        return LinearOutlook(level, slope, s2, n)
+
+    def predict(self, horizon: int) -> list[Predicted]:
+        return self.predict_steps(range(1, horizon + 1))
+
+    def predict_steps(self, steps: Iterable[int]) -> list[Predicted]:
+        outlook = self.outlook(0)
+        return [] if outlook is None else outlook.at(steps)
 
     def to_bytes(self) -> bytes:
         """Every field as it is (the ring as stored, the running sums bit for bit), so a

@@ -14,6 +14,16 @@ point of that tier that a `SeriesBuckets` closes is learned by the model
 it predicts; `points` is empty while the model is still learning (two seasons for
 `holt_winters`, two buckets for `linear`).
 
+What a close costs does not grow with the horizon. Its message (`message_fields`, what
+`?forecast=` streams get and the history holds) carries at most `MESSAGE_STEPS` of the steps:
+a longer horizon every k-th step (k the least that leaves that many), ending at its last, and
+says k as `every`. What the series keeps as its latest forecast (`kept`) is the model's
+outlook (`pushsvc.series.forecast_outlook`: a line's four numbers, or a season's values over
+at most the horizon), from which `GET /topics/{topic}/forecast` makes every step on read
+(`kept_fields`). An alert reads one step (`step`), made alone. Each step is made on its own
+with the model's own arithmetic, so the message's steps, the API's and an alert's are the
+same numbers, bit for bit.
+
 As with anomaly scores, determinism is the promise: the forecast after a bucket depends only
 on the rule and the statistic values of the series' points up to it, so an aggregator that
 closes the bucket after a failover gives the forecast an uninterrupted run gave, provided it
@@ -37,27 +47,31 @@ from pushsvc.rules.point import Point
 from pushsvc.series.forecast import Model, Predicted
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_linear import LinearModel
+from pushsvc.series.forecast_outlook import outlook_from_bytes
 from pushsvc.series.scoring import stat_value
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
-__all__ = ["BucketForecaster"]
+__all__ = ["MESSAGE_STEPS", "BucketForecaster", "kept_fields", "message_steps"]
 
+MESSAGE_STEPS = 60
+"""The most steps of its horizon a forecast message carries (module docstring)."""
 _VERSION = 1
+_KEPT_VERSION = 2
 
 
 class BucketForecaster:
     """Learns the closing points of the rule's tier; `fields` is the forecast after the last.
     Not greenlet-safe (one aggregator)."""
 
-    __slots__ = ("_predicted", "last_us", "model", "rule")
+    __slots__ = ("_steps", "last_us", "model", "rule")
 
     def __init__(self, rule: ForecastRule, model: Model | None = None, last_us: int = -1) -> None:
         self.rule = rule
         self.model = model if model is not None else _model(rule)
         self.last_us = last_us
         """The start of the last bucket learned; -1 before the first."""
-        self._predicted: list[Predicted] | None = None
-        """`predict()` until the next bucket is learned (alerts read it on every event)."""
+        self._steps: dict[int, Predicted | None] = {}
+        """The steps alerts read (on every event), made once per bucket learned."""
 
     @property
     def label(self) -> str:
@@ -72,41 +86,49 @@ class BucketForecaster:
         rule = self.rule
         self.model.learn(stat_value(point, rule.stat, rule.tier_us))
         self.last_us = point.t_us
-        self._predicted = None
+        self._steps.clear()
 
     def predict(self) -> list[Predicted]:
         """The horizon's steps after the last bucket learned (empty while learning)."""
-        predicted = self._predicted
-        if predicted is None:
-            predicted = self._predicted = self.model.predict(self.rule.horizon)
-        return predicted
+        return self.model.predict(self.rule.horizon)
+
+    def step(self, h: int) -> Predicted | None:
+        """Step `h` of the forecast (what an alert's `forecast(stat, ahead)` reads), None
+        while learning or past the horizon: made once per bucket learned, and only it."""
+        steps = self._steps
+        if h not in steps:
+            made = self.model.predict_steps((h,)) if 1 <= h <= self.rule.horizon else []
+            steps[h] = made[0] if made else None
+        return steps[h]
 
     def fields(self) -> dict[str, Any]:
-        """The forecast as the API and streams give it (module docstring). Made, not kept:
-        only `predict`, which alerts read on every event, keeps its steps (a horizon of
-        thousands of steps, kept for every series, was most of what forecasts held)."""
-        rule, last = self.rule, self.last_us
-        step = rule.tier_us
-        predicted = self._predicted
-        if predicted is None:
-            predicted = self.model.predict(rule.horizon)
-        return {
-            "model": rule.model,
-            "stat": rule.stat,
-            "resolution": rule.tier,
-            "from": None if last < 0 else last // 1000,
-            "points": [
-                {
-                    "t": (last + p.step * step) // 1000,
-                    "mean": p.mean,
-                    "lo80": p.lo80,
-                    "hi80": p.hi80,
-                    "lo95": p.lo95,
-                    "hi95": p.hi95,
-                }
-                for p in predicted
-            ],
-        }
+        """The forecast as the API gives it, every step of the horizon (module docstring)."""
+        return _fields(self.rule, self.last_us, self.model.predict(self.rule.horizon))
+
+    def message_fields(self) -> dict[str, Any]:
+        """The forecast as its message carries it: at most `MESSAGE_STEPS` of the horizon's
+        steps, every `every`-th one up to its last (module docstring), so that what a close
+        makes does not grow with the horizon."""
+        steps = message_steps(self.rule.horizon)
+        fields = _fields(self.rule, self.last_us, self.model.predict_steps(steps))
+        if steps.step > 1:
+            fields["every"] = steps.step
+        return fields
+
+    def kept(self) -> bytes:
+        """What a series keeps as its latest forecast (`GET /topics/{topic}/forecast` makes
+        its points from it, `kept_fields`): what is forecast, the last bucket learned, and the
+        model's outlook over the horizon (`pushsvc.series.forecast_outlook`), not the model."""
+        rule = self.rule
+        out = StateWriter()
+        out.uint(_KEPT_VERSION)
+        out.text(rule.model)
+        out.text(rule.stat)
+        out.uint(rule.tier_us)
+        out.sint(self.last_us)
+        outlook = self.model.outlook(rule.horizon)
+        out.blob(b"" if outlook is None else outlook.to_bytes())
+        return bytes(out)
 
     def to_bytes(self) -> bytes:
         """The state, for a checkpoint: what is forecast (so a changed rule is noticed), the
@@ -148,6 +170,62 @@ class BucketForecaster:
         except ValueError:
             return cls(rule)
         return cls(rule, restored, last_us)
+
+
+def message_steps(horizon: int) -> range:
+    """The steps a forecast message carries: all up to `MESSAGE_STEPS`; past it every k-th,
+    k the least that leaves at most `MESSAGE_STEPS`, ending at the horizon's last."""
+    every = -(-horizon // MESSAGE_STEPS)
+    count = -(-horizon // every)
+    return range(horizon - (count - 1) * every, horizon + 1, every)
+
+
+def kept_fields(rule: ForecastRule, data: bytes) -> dict[str, Any]:
+    """The forecast (`fields`, every step of the horizon) of a series' kept latest forecast
+    (`BucketForecaster.kept`). One kept under other rules (another model, statistic or
+    tier), or damaged: none yet (`from` null, no points), as a model learning afresh."""
+    try:
+        read = StateReader(data)
+        version = read.uint()
+        if version == _VERSION:  # a forecaster's whole state, as once kept
+            return BucketForecaster.restored(rule, data).fields()
+        if version != _KEPT_VERSION:
+            raise ValueError("unknown kept forecast")
+        model, stat, tier_us = read.text(), read.text(), read.uint()
+        last_us = read.sint()
+        blob = read.blob()
+        read.done()
+        if (model, stat, tier_us) != (rule.model, rule.stat, rule.tier_us):
+            raise ValueError("kept under another rule")
+        if not blob:
+            return _fields(rule, last_us, [])
+        outlook = outlook_from_bytes(blob)
+        reach = outlook.reach
+        horizon = rule.horizon if reach is None else min(rule.horizon, reach)
+        return _fields(rule, last_us, outlook.at(range(1, horizon + 1)))
+    except ValueError:
+        return _fields(rule, -1, [])
+
+
+def _fields(rule: ForecastRule, last: int, predicted: list[Predicted]) -> dict[str, Any]:
+    step = rule.tier_us
+    return {
+        "model": rule.model,
+        "stat": rule.stat,
+        "resolution": rule.tier,
+        "from": None if last < 0 else last // 1000,
+        "points": [
+            {
+                "t": (last + p.step * step) // 1000,
+                "mean": p.mean,
+                "lo80": p.lo80,
+                "hi80": p.hi80,
+                "lo95": p.lo95,
+                "hi95": p.hi95,
+            }
+            for p in predicted
+        ],
+    }
 
 
 def _params(rule: ForecastRule) -> HwParams:

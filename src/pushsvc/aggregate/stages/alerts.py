@@ -66,11 +66,10 @@ class AlertStage:
         if gid:
             series = (stage.group_series or {}).get(gid)
         forecaster = None if series is None else series.forecaster
-        predicted = [] if forecaster is None else forecaster.predict()
         out = dict(windows)
         for window, stat, step in self._ahead:
-            mean = predicted[step - 1].mean if len(predicted) >= step else None
-            out.setdefault(window, {})[stat] = mean
+            made = None if forecaster is None else forecaster.step(step)
+            out.setdefault(window, {})[stat] = None if made is None else made.mean
         return out
 
     def on_event(self, step: EventStep) -> None:

@@ -7,7 +7,8 @@ as the updates of the events that close them. A rule's `anomaly` gives each seri
 tier as they close here; the anomaly stage then reads the scores. A rule's `forecast` gives
 each series a `BucketForecaster` (`pushsvc.series.forecasting`), which learns the closing
 points of its tier; each close that learned one adds, after the points' drafts, the forecast's
-draft (`forecast_draft`), in the same atomic step. The topic's buckets count its messages by
+draft (`forecast_draft`: at most `MESSAGE_STEPS` of its steps, and the model's outlook kept
+for `GET /forecast`), in the same atomic step. The topic's buckets count its messages by
 type (`SeriesBuckets.message`); a group's do not, as a group's windows do not.
 """
 
@@ -41,9 +42,9 @@ from .step import EventStep, TickStep
 class ForecastWork:
     """What an aggregator's forecasts cost, and how others are let run between them. `pause`
     (the aggregator's: `pushsvc.loop_pause.let_others_run` in a serving process) is called
-    before each forecast is made, so that a close of many series' forecasts, each thousands of
-    points, does not hold the loop producers and streams are served on. `made`, `points` and
-    `bytes` count the forecasts made, their points and their JSON (`/metrics`)."""
+    before each forecast is made, so that a close of many series' forecasts does not hold the
+    loop producers and streams are served on. `made`, `points` and `bytes` count the forecasts
+    made, the points their messages carry and their JSON (`/metrics`)."""
 
     pause: Callable[[], None] | None = None
     made: int = 0
@@ -258,9 +259,8 @@ class SeriesStage:
             work = self._work
             if work is not None and work.pause is not None:
                 work.pause()
-            fields = forecaster.fields()
-            state = forecaster.to_bytes()
-            write = forecast_write(forecaster.label, gid, forecaster.last_us, state)
+            fields = forecaster.message_fields()
+            write = forecast_write(forecaster.label, gid, forecaster.last_us, forecaster.kept())
             made = forecast_draft(self._topic, clock_us, write, fields, key)
             drafts.append(made)
             if work is not None:

@@ -34,7 +34,7 @@ from pushsvc.errors import BadRequest, NotFound
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.history import group_filter
 from pushsvc.ingest.timestamps import MAX_TS_US, MIN_TS_US
-from pushsvc.series.forecasting import BucketForecaster
+from pushsvc.series.forecasting import kept_fields
 from pushsvc.stats.groups import group_id
 
 bp = Blueprint("forecast", __name__)
@@ -84,8 +84,8 @@ def topic_forecast(topic: str) -> Response:
     )
     if not page.points:
         raise NotFound(f"no forecast of topic {topic!r} is kept (yet)")
-    # Kept as the model's state: its points are made now, as they were when it was published.
-    answer.update(BucketForecaster.restored(forecast, page.points[-1][1]).fields())
+    # Kept as the outlook over the horizon: its points are made now, as the model made them.
+    answer.update(kept_fields(forecast, page.points[-1][1]))
     latest = rt.broker.latest(TopicMatcher([topic])).get(topic)
     answer["clock"] = None if latest is None else latest.clock_us // 1000
     answer["pending"] = _pending(rt.broker, topic)

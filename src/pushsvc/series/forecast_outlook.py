@@ -1,0 +1,155 @@
+"""What a forecast needs of its model to make any of its horizon's steps, and nothing more: a
+model's `outlook` (pure).
+
+A series' model holds what it learns from (a linear fit's window of values, a seasonal model's
+season or its first two seasons), which can be thousands of numbers. Its forecast, though,
+depends on a few of them: a line's level, slope, residual variance and point count; a seasonal
+model's level, trend, one-step variance, parameters and the season's values over the horizon
+(at most the season, at most the horizon). The outlook is those, so that what a series keeps
+as its latest forecast (for `GET /topics/{topic}/forecast`, which makes the points on read) is
+bounded by the horizon and not by the model's window, and costs one copy to keep.
+
+`at(steps)` makes the steps asked for, each on its own (no step depends on another), with the
+very arithmetic of the model's own `predict`: the points made from an outlook equal the model's,
+bit for bit, whichever steps are asked for. So a forecast message carries some of the horizon's
+steps and the API all of them, the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
+from pushsvc.stats.state_codec import StateReader, StateWriter
+
+__all__ = ["LinearOutlook", "Outlook", "SeasonalOutlook", "outlook_from_bytes", "variance_factor"]
+
+_LINEAR = 1
+_SEASONAL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LinearOutlook:
+    """A least-squares line's forecast (`pushsvc.series.forecast_linear`): `level` at the
+    newest of `n` values, `slope` per bucket, `s2` the residual variance (0 below 3 values)."""
+
+    level: float
+    slope: float
+    s2: float
+    n: int
+
+    @property
+    def reach(self) -> int | None:
+        """The last step it can make: a line reaches any."""
+        return None
+
+    def at(self, steps: Iterable[int]) -> list[Predicted]:
+        n, level, slope, s2 = self.n, self.level, self.slope, self.s2
+        sxx_c = n * (n * n - 1) / 12
+        q80, q95 = (student_t(Z80, n - 2), student_t(Z95, n - 2)) if n > 2 else (0.0, 0.0)
+        half = (n - 1) / 2  # the newest x minus the mean x
+        out = []
+        for h in steps:
+            d = half + h
+            se = math.sqrt(s2 * (1 + 1 / n + d * d / sxx_c))
+            out.append(with_intervals(h, level + slope * h, se, q80, q95))
+        return out
+
+    def to_bytes(self) -> bytes:
+        out = StateWriter()
+        out.uint(_LINEAR)
+        for value in (self.level, self.slope, self.s2):
+            out.double(value)
+        out.uint(self.n)
+        return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class SeasonalOutlook:
+    """A Holt-Winters forecast (`pushsvc.series.forecast_holt_winters`): `ahead[h - 1]` is the
+    season's value for step h, for the first `len(ahead)` steps (the whole season, which then
+    repeats, or the horizon where it is shorter)."""
+
+    level: float
+    trend: float
+    var: float
+    alpha: float
+    beta: float
+    gamma: float
+    season: int
+    ahead: array[float]
+
+    @property
+    def reach(self) -> int | None:
+        """The last step it can make: any once it holds the whole season."""
+        return None if len(self.ahead) == self.season else len(self.ahead)
+
+    def at(self, steps: Iterable[int]) -> list[Predicted]:
+        m, ahead, level, trend, var = self.season, self.ahead, self.level, self.trend, self.var
+        a, b, g = self.alpha, self.beta, self.gamma
+        out = []
+        for h in steps:
+            mean = level + h * trend + ahead[(h - 1) % m]
+            se = math.sqrt(var * variance_factor(a, b, g, m, h))
+            out.append(with_intervals(h, mean, se, Z80, Z95))
+        return out
+
+    def to_bytes(self) -> bytes:
+        out = StateWriter()
+        out.uint(_SEASONAL)
+        for value in (self.level, self.trend, self.var, self.alpha, self.beta, self.gamma):
+            out.double(value)
+        out.uint(self.season)
+        out.blob(_little(self.ahead).tobytes())
+        return bytes(out)
+
+
+Outlook = LinearOutlook | SeasonalOutlook
+
+
+def variance_factor(a: float, b: float, g: float, m: int, h: int) -> float:
+    """var_h / var of ETS(A,A,A) with alpha `a`, beta `b`, gamma `g` and a season of `m`
+    (`pushsvc.series.forecast_holt_winters`' module docstring)."""
+    k = (h - 1) // m
+    return (
+        1
+        + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6)
+        + g * k * (2 * a + g + b * m * (k + 1))
+    )
+
+
+def outlook_from_bytes(data: bytes) -> Outlook:
+    """From an outlook's `to_bytes`; ValueError when it is not one."""
+    read = StateReader(data)
+    kind = read.uint()
+    if kind == _LINEAR:
+        level, slope, s2 = read.double(), read.double(), read.double()
+        n = read.uint()
+        read.done()
+        if n < 2:
+            raise ValueError("a line's outlook needs two values")
+        return LinearOutlook(level, slope, s2, n)
+    if kind != _SEASONAL:
+        raise ValueError("unknown forecast outlook")
+    level, trend, var, alpha, beta, gamma = (read.double() for _ in range(6))
+    season = read.uint()
+    raw = read.blob()
+    read.done()
+    if len(raw) % 8 or not 0 < len(raw) // 8 <= season:
+        raise ValueError("a seasonal outlook's values do not fit its season")
+    ahead = array("d")
+    ahead.frombytes(raw)
+    return SeasonalOutlook(level, trend, var, alpha, beta, gamma, season, _little(ahead))
+
+
+def _little(values: array[float]) -> array[float]:
+    """`values` in little-endian order (a copy on a big-endian machine)."""
+    if sys.byteorder == "little":
+        return values
+    swapped = array("d", values)
+    swapped.byteswap()
+    return swapped
