@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 from harness.keepalive import Answers
-from harness.live import PushsvcProcess
+from harness.live import PushsvcProcess, SSEClient
 
 from pushsvc.broker.base import Broker, HistoryStarts
 from pushsvc.core.cursor import EARLIEST, Cursor
@@ -173,3 +173,19 @@ def lookup_at_once(broker: Broker, asked: Sequence[str]) -> list[Resume]:
         else Resume(cursor_after(at, replayed.heads), i)
         for i in asked
     ]
+
+
+def subscribe(
+    hub: PushsvcProcess,
+    *selectors: tuple[str, str],
+    auth: str | None = None,
+    last_event_id: str | None = None,
+) -> SSEClient:
+    """A subscription to `hub` with `selectors` (`("topic", iri)`, `("match", iri)`, …), with
+    a token and a `Last-Event-ID` where given; its head read (200)."""
+    headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    stream = SSEClient(hub.port, f"{HUB}?{urlencode(selectors)}", headers=headers)
+    assert stream.status == 200, stream.raw
+    return stream

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlencode
 
 import pytest
-from harness.live import PushsvcProcess, SSEClient
+from harness.live import PushsvcProcess
 
 from pushsvc.core.partitions import DEFAULT_PARTITIONS, partition_of
 from pushsvc.deliver.mercure_updates import topic_name
-from support.mercure_hub import BACKENDS, HUB, iri, publish, serving_hub
+from support.mercure_hub import BACKENDS, iri, publish, serving_hub, subscribe
 
 UPDATES = 60
 
@@ -29,15 +28,6 @@ UPDATES = 60
 def hub(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
     with serving_hub(request.param, request) as proc:
         yield proc
-
-
-def subscribe(
-    hub: PushsvcProcess, selectors: list[tuple[str, str]], last_event_id: str | None = None
-) -> SSEClient:
-    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
-    stream = SSEClient(hub.port, f"{HUB}?{urlencode(selectors)}", headers=headers)
-    assert stream.status == 200, stream.raw
-    return stream
 
 
 def test_a_sequential_publishers_updates_arrive_in_order_and_resume_exactly(
@@ -50,8 +40,8 @@ def test_a_sequential_publishers_updates_arrive_in_order_and_resume_exactly(
     assert len({partition_of(n, DEFAULT_PARTITIONS) for n in names}) == 1  # the hub's one
     exact = [("match", t) for t in topics]
     pattern = [("match_urlpattern", "https://example.com/:name/:id")]
-    every = subscribe(hub, exact)
-    by_pattern = subscribe(hub, pattern)
+    every = subscribe(hub, *exact)
+    by_pattern = subscribe(hub, *pattern)
     try:
         published = []
         for n in range(UPDATES):
@@ -67,7 +57,7 @@ def test_a_sequential_publishers_updates_arrive_in_order_and_resume_exactly(
         by_pattern.close()
     # From any id, the hub's or the publisher's: exactly what followed, in order.
     for n in (0, 1, 17, 30, 45, UPDATES - 2):
-        with subscribe(hub, exact, last_event_id=published[n]) as resumed:
+        with subscribe(hub, *exact, last_event_id=published[n]) as resumed:
             assert resumed.response_headers["mercure-last-event-id"] == published[n]
             got = [resumed.next().id for _ in range(len(published) - n - 1)]
             assert got == published[n + 1 :], n

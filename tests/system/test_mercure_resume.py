@@ -34,6 +34,7 @@ from support.mercure_hub import (
     publish,
     pushsvc_reader,
     serving_hub,
+    subscribe,
     token,
 )
 
@@ -42,20 +43,6 @@ from support.mercure_hub import (
 def hub(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
     with serving_hub(request.param, request) as proc:
         yield proc
-
-
-def subscribe(
-    hub: PushsvcProcess,
-    *selectors: tuple[str, str],
-    auth: str | None = None,
-    last_event_id: str | None = None,
-) -> SSEClient:
-    headers = {"Authorization": f"Bearer {auth}"} if auth else {}
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = last_event_id
-    stream = SSEClient(hub.port, f"{HUB}?{urlencode(selectors)}", headers=headers)
-    assert stream.status == 200, stream.raw
-    return stream
 
 
 def ids(stream: SSEClient, count: int) -> list[str]:
