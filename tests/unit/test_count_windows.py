@@ -391,3 +391,15 @@ def test_state_is_compact_and_damage_is_refused() -> None:
     nan = state[:-8] + struct.pack("<d", math.nan)
     with pytest.raises(ValueError, match="not finite"):
         CountWindows.from_state([4], ALL_STATS, nan)
+
+
+def test_a_restore_holds_the_zeros_signs_as_the_original_does() -> None:
+    """0.0 and -0.0 compare equal: a late -0.0 went after the 0.0 in the original's ordered
+    window but before it in the restored one (rebuilt in time order), so their p50 and min
+    differed in sign (found by the round-trip search above)."""
+    stats = ("min", "max", "p50")
+    original = CountWindows([2], stats)
+    original.insert(1, 0.0, 1)
+    original.insert(0, -0.0, 1)  # late: before the 0.0 in time
+    restored = CountWindows.from_state([2], stats, original.to_state())
+    assert repr(restored.summary()) == repr(original.summary())

@@ -18,12 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from pushsvc.series.forecast_outlook import Outlook
-
-__all__ = ["Z80", "Z95", "Model", "Predicted", "student_t", "with_intervals"]
+__all__ = ["Z80", "Z95", "Model", "Outlook", "Predicted", "student_t", "with_intervals"]
 
 Z80 = 1.2815515655446004
 """The standard normal's 90th percentile: a central 80 % interval is +- Z80 standard errors."""
@@ -61,6 +58,20 @@ def student_t(z: float, dof: int) -> float:
     g2 = ((5 * z2 + 16) * z2 + 3) * z / 96
     g3 = (((3 * z2 + 19) * z2 + 17) * z2 - 15) * z / 384
     return z + g1 / dof + g2 / dof**2 + g3 / dof**3
+
+
+class Outlook(Protocol):
+    """What a model's forecast over its horizon needs, kept in a series' place of the model
+    (`pushsvc.series.forecast_outlook` has the two kinds; a protocol here, which that module
+    imports this one for)."""
+
+    def at(self, steps: Iterable[int]) -> list[Predicted]:
+        """The steps asked for (each from 1 up), as the model made them."""
+        ...
+
+    def to_bytes(self) -> bytes:
+        """Its stored form."""
+        ...
 
 
 class Model(Protocol):

@@ -195,12 +195,15 @@ class CountWindows:
                     else:
                         s1[i] += x
                         s2[i] += x2
+        # The ordered windows hold -0.0 as 0.0 (`+ 0.0`): the two compare equal, so a
+        # SortedList keeps them in the order they came and `remove` takes the leftmost, and a
+        # window would hold whichever sign its history left, not what a restore rebuilds.
         for i, window in enumerate(self._sorted):
             n = self._sizes[i]
             if p > end - n:
                 if held >= n:
-                    window.remove(vals[end - n])
-                window.add(v)
+                    window.remove(vals[end - n] + 0.0)
+                window.add(v + 0.0)
         if held == self._cap:
             self._drop_head()
 
@@ -335,5 +338,5 @@ class CountWindows:
                 self._s1[i] = sum(ints[-n:])
                 self._s2[i] = sum(x * x for x in ints[-n:])
             if self._sorted:
-                self._sorted[i].update(vals[-n:])
+                self._sorted[i].update(v + 0.0 for v in vals[-n:])
         return self
