@@ -119,28 +119,24 @@ class BucketForecaster:
         """What a series keeps as its latest forecast (`GET /topics/{topic}/forecast` makes
         its points from it, `kept_fields`): what is forecast, the last bucket learned, and the
         model's outlook over the horizon (`pushsvc.series.forecast_outlook`), not the model."""
-        rule = self.rule
-        out = StateWriter()
-        out.uint(_KEPT_VERSION)
-        out.text(rule.model)
-        out.text(rule.stat)
-        out.uint(rule.tier_us)
-        out.sint(self.last_us)
-        outlook = self.model.outlook(rule.horizon)
-        out.blob(b"" if outlook is None else outlook.to_bytes())
-        return bytes(out)
+        outlook = self.model.outlook(self.rule.horizon)
+        return self._stored(_KEPT_VERSION, b"" if outlook is None else outlook.to_bytes())
 
     def to_bytes(self) -> bytes:
         """The state, for a checkpoint: what is forecast (so a changed rule is noticed), the
         last bucket learned, then the model's own state."""
+        return self._stored(_VERSION, self.model.to_bytes())
+
+    def _stored(self, version: int, body: bytes) -> bytes:
+        """A stored form: `version`, what is forecast, the last bucket learned, then `body`."""
         rule = self.rule
         out = StateWriter()
-        out.uint(_VERSION)
+        out.uint(version)
         out.text(rule.model)
         out.text(rule.stat)
         out.uint(rule.tier_us)
         out.sint(self.last_us)
-        out.blob(self.model.to_bytes())
+        out.blob(body)
         return bytes(out)
 
     @classmethod
