@@ -78,6 +78,21 @@ def _head_s(port: int, path: str, source: str | None = None) -> tuple[float, int
         conn.close()
 
 
+def _within_budget(highest: int, rss_up: int, budget: int) -> None:
+    """The streams together never held more than the budget, nor the process more than it,
+    the streams' own costs and its own."""
+    assert highest <= budget, highest / MIB
+    assert rss_up <= budget + STREAMS * STREAM_COST + SERVER_OWN, rss_up / MIB
+
+
+def _leave(attackers: list[socket.socket], proc: PushsvcProcess) -> None:
+    """The attackers close their streams; the server sees only the legitimate one's left."""
+    for attacker in attackers:
+        attacker.close()
+    attackers.clear()
+    wait_until(lambda: subscribers(proc.port) == 1, timeout=30)
+
+
 @pytest.mark.parametrize("budget", [256 * MIB, 32 * MIB], ids=["default", "32MiB"])
 def test_unread_messages_streams_hold_the_budget_and_give_their_memory_back(
     topic: str, budget: int
@@ -106,16 +121,9 @@ def test_unread_messages_streams_hold_the_budget_and_give_their_memory_back(
             legit.round()
         head_s, status = _head_s(proc.port, f"/topics/{topic}-new/messages", THIRD)
         assert head_s < BOUND_S and status in (200, 503)
-        # The streams together never held more than the budget.
-        assert highest <= budget, highest / MIB
-        assert peak_rss - before <= budget + STREAMS * STREAM_COST + SERVER_OWN, (
-            peak_rss - before
-        ) / MIB
+        _within_budget(highest, peak_rss - before, budget)
 
-        for attacker in attackers:
-            attacker.close()
-        attackers = []
-        wait_until(lambda: subscribers(proc.port) == 1, timeout=30)
+        _leave(attackers, proc)
         wait_until(lambda: metric(proc.port, _PENDING) == 0)
         # Their memory comes back at the hub's next sweep.
         wait_until(
@@ -164,15 +172,9 @@ def test_unread_replays_take_turns_and_a_new_stream_gets_its_head(topic: str, bu
             highest = max(highest, metric(proc.port, _PENDING))
             peak_rss = max(peak_rss, _rss(proc))
         assert max(legit.latencies) < BOUND_S
-        assert highest <= budget, highest / MIB
-        assert peak_rss - before <= budget + STREAMS * STREAM_COST + SERVER_OWN, (
-            peak_rss - before
-        ) / MIB
+        _within_budget(highest, peak_rss - before, budget)
 
-        for attacker in attackers:
-            attacker.close()
-        attackers = []
-        wait_until(lambda: subscribers(proc.port) == 1, timeout=30)
+        _leave(attackers, proc)
         wait_until(
             lambda: _rss(proc) - before <= SERVER_OWN,
             timeout=10,
