@@ -1,0 +1,183 @@
+"""The rules file's shape, defined once: `RulesFile` and the tables it holds, as msgspec
+Structs that the TOML document is converted into (`decode_rules_file`).
+
+Every check one field can make on its own is written on the field's type: a bound (`Meta(ge=,
+le=)`), a length, a pattern, a choice (`Literal`), no field the table does not have
+(`forbid_unknown_fields`); a duration or a series tier is read by `_dec_hook`, so a field of
+either type holds its parsed value. What a table can only check across its fields (a value
+given twice, `max_groups` without `group_by`, a window too short for a sketch) is its
+`__post_init__`, one `field: problem` message. msgspec reports the first problem with its path
+(`$.rule[2].top[0].k`); `pushsvc.rules.file_errors` turns it into the one line that names the
+table and the field. What needs more than one table (the tiers a rule inherits from the
+server, alerts against rules, derived metrics against their sources) is checked after, by
+`pushsvc.rules.analytics` and the modules of each kind of rule.
+
+`[[alert]]`, `[[derive]]` and `[[session]]` tables are taken here as tables and read by their
+own parsers (`pushsvc.rules.alerts`, `.derive`, `.sessions`); a rule's `forecast` is a raw
+table that `pushsvc.rules.forecast` reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.errors import InvalidTopic
+from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
+from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
+
+__all__ = [
+    "DEFAULT_EXACT_UP_TO_US",
+    "DEFAULT_MAX_GROUPS",
+    "MAX_GROUPS_CAP",
+    "MAX_TOP_K",
+    "Duration",
+    "Grace",
+    "RuleTable",
+    "RulesFile",
+    "TopEntry",
+    "decode_rules_file",
+]
+
+#: `exact_percentiles_up_to` when a rule does not say: wider windows use a sketch.
+DEFAULT_EXACT_UP_TO_US = 5 * 60_000_000
+#: `max_groups` when a rule does not say.
+DEFAULT_MAX_GROUPS = 100
+#: The most live groups a rule may ask for per topic: every group costs every window's
+#: memory and one entry in each tick and snapshot, so a typo (`max_groups = 1000000`) must
+#: not turn into an out-of-memory aggregator.
+MAX_GROUPS_CAP = 10_000
+#: The largest k of a `top` entry.
+MAX_TOP_K = 100
+
+
+class Duration:
+    """A duration longer than 0, as written (`text`, stripped) and in microseconds. Not a
+    dataclass: msgspec would read one from a table, and a duration is a string."""
+
+    __slots__ = ("text", "us")
+
+    def __init__(self, text: str, us: int) -> None:
+        self.text = text
+        self.us = us
+
+
+class Grace(Duration):
+    """A duration that may be 0 (`"0"`, `"0s"`: only events at or after the clock)."""
+
+    __slots__ = ()
+
+
+def _dec_hook(kind: type, given: Any) -> Any:
+    """Reads the field type msgspec does not know: a duration."""
+    if kind in (Duration, Grace):
+        if not isinstance(given, str):
+            raise TypeError(f'durations are strings like "10s", got {describe(given)}')
+        width = parse_duration_us(given)
+        if width <= 0 and not (kind is Grace and width == 0):
+            raise ValueError(f"{given!r} must be longer than 0")
+        return kind(given.strip(), width)
+    raise NotImplementedError
+
+
+def describe(value: object) -> str:
+    """A value as an error names it: its type and repr, cut to 80 characters."""
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+_STAT_TAG = "^[A-Za-z0-9_]{1,64}$"
+StatTag = Annotated[str, Meta(pattern=_STAT_TAG)]
+"""A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
+`?stats=` lists can spell."""
+TagName = Annotated[str, Meta(min_length=1, max_length=64)]
+StatName = Annotated[str, Meta(pattern=f"^({'|'.join(map(re.escape, ALL_STATS))})$")]
+
+
+class TopEntry(Struct, forbid_unknown_fields=True):
+    """`{ tag = "product", k = 10 }`: every window lists the tag's k most frequent values."""
+
+    tag: StatTag
+    k: Annotated[int, Meta(ge=1, le=MAX_TOP_K)]
+
+
+class RuleTable(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A `[[rule]]` table as written: what a field leaves out is the server's."""
+
+    topics: Annotated[list[str], Meta(min_length=1)]
+    windows: list[Duration] | None = None
+    last: list[Annotated[int, Meta(ge=1, le=MAX_COUNT_WINDOW)]] = []
+    stats: Literal["all"] | Annotated[list[StatName], Meta(min_length=1)] | None = None
+    group_by: list[TagName] = []
+    max_groups: Annotated[int, Meta(ge=1, le=MAX_GROUPS_CAP)] | None = None
+    exact_percentiles_up_to: Duration | None = None
+    series: list[str] | None = None
+    distinct: list[StatTag] = []
+    top: list[TopEntry] = []
+    anomaly: dict[str, Any] | None = None
+    forecast: dict[str, Any] | None = None
+    grace: Grace | None = None
+    late: Literal["keep", "refuse"] = "keep"
+
+    def __post_init__(self) -> None:
+        try:
+            TopicMatcher(self.topics)
+        except InvalidTopic as exc:
+            raise ValueError(f"topics: {exc.message}") from None
+        if self.windows == [] and not self.last:
+            raise ValueError("windows: a rule needs at least one window (windows or last)")
+        if self.max_groups is not None and not self.group_by:
+            raise ValueError("max_groups: only means something with group_by")
+        exact_up_to = self.exact_up_to_us
+        for width in self.windows or ():
+            if width.us > exact_up_to and width.us // SUB_BUCKETS < 1_000:
+                raise ValueError(f"windows: {duration_label(width.us)} is too short for a sketch")
+        _once("windows", [duration_label(w.us) for w in self.windows or ()])
+        _once("last", self.last)
+        _once("stats", self.stats if isinstance(self.stats, list) else [])
+        _once("group_by", self.group_by)
+        _once("distinct", self.distinct)
+        _once("top", [entry.tag for entry in self.top])
+        self.tiers()
+
+    def tiers(self) -> tuple[SeriesTier, ...] | None:
+        """The rule's own series tiers, finest first; None: the server's."""
+        if self.series is None:
+            return None
+        try:
+            return check_tiers([parse_tier(item) for item in self.series])
+        except ValueError as exc:
+            raise ValueError(f"series: {exc}") from None
+
+    @property
+    def exact_up_to_us(self) -> int:
+        given = self.exact_percentiles_up_to
+        return DEFAULT_EXACT_UP_TO_US if given is None else given.us
+
+
+class RulesFile(Struct, forbid_unknown_fields=True):
+    """A rules file: its `[[rule]]` tables, and the other kinds', read by their parsers."""
+
+    rule: list[RuleTable] = []
+    alert: list[dict[str, Any]] = []
+    derive: list[dict[str, Any]] = []
+    session: list[dict[str, Any]] = []
+
+
+def _once(field: str, items: Sequence[object]) -> None:
+    seen: set[object] = set()
+    for item in items:
+        if item in seen:
+            raise ValueError(f"{field}: {item!r} is given twice")
+        seen.add(item)
+
+
+def decode_rules_file(document: dict[str, Any]) -> RulesFile:
+    """The rules file a parsed TOML document holds; msgspec.ValidationError on the first
+    problem (`pushsvc.rules.file_errors` says it in one line)."""
+    return msgspec.convert(document, RulesFile, dec_hook=_dec_hook)
