@@ -17,17 +17,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from msgspec import Struct, ValidationError, structs
+from msgspec import ValidationError, inspect
 
-from pushsvc.rules.file_shape import (
-    MAX_GROUPS_CAP,
-    MAX_TOP_K,
-    RulesFile,
-    RuleTable,
-    TopEntry,
-    describe,
-)
+from pushsvc.rules.fields import describe
+from pushsvc.rules.file_shape import MAX_GROUPS_CAP, MAX_TOP_K, RulesFile
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW
+from pushsvc.rules.sessions import MAX_OPEN_CAP
 
 __all__ = ["PROBLEMS", "one_line"]
 
@@ -53,23 +48,30 @@ PROBLEMS: dict[str, str] = {
     "rule[].forecast": 'write it as {{ tier = "1m", model = "holt_winters", season = "1d", '
     'horizon = "6h" }}, got {described}',
     "rule[].late": '{described} is neither "keep" (the late stream) nor "refuse" (a 400)',
+    "session[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
+    "session[].from": "a non-empty list of topics or patterns (name, prefix.*, *)",
+    "session[].from[]": "selectors are strings: a name, prefix.* or *",
+    "session[].key": "{value!r} is not a tag name (1 to 64 characters)",
+    "session[].max_open": "{value!r} is not a positive whole number",
+    "session[].max_open>": f"{{value!r}} is over the cap of {MAX_OPEN_CAP}",
+    "session[].keep_key": "true or false, got {value!r}",
+    "session[].funnel": 'write it as {{ tag = "step", steps = ["view", "paid"], within = "1h" }}, '
+    "got {described}",
+    "session[].funnel.tag": "{value!r} is not a tag name (1 to 64 characters)",
+    "session[].funnel.steps": "a non-empty list of the tag's values, in order",
+    "session[].funnel.steps[]": "{value!r} is not a tag value (1 to 256 characters)",
 }
 """A field's wording for a wrong value, by shape: `{value}` is the value, `{described}` its
 type and value, `{parent}` the table holding it. `shape>` is for a number over its cap."""
 
-_TABLES: dict[str, type[Struct]] = {
-    "": RulesFile,
-    "rule[]": RuleTable,
-    "rule[].top[]": TopEntry,
-}
-"""The Struct at each shape that holds fields: what an unknown field is told it may be."""
 _KINDS = {
-    "rule": ("rule", "topics"),
-    "alert": ("alert", "name"),
-    "derive": ("derived metric", "topic"),
-    "session": ("session rule", "topic"),
+    "rule": ("rule", "a rule", "topics"),
+    "alert": ("alert", "an alert", "name"),
+    "derive": ("derived metric", "a derive table", "topic"),
+    "session": ("session rule", "a session table", "topic"),
 }
-"""Each kind of table: what one of it is called, and the field that names it."""
+"""Each kind of table: what one is called, how an unknown field names it, and the field that
+says what it is for."""
 _MSGSPEC = re.compile(r"(?P<problem>.*?)(?: - at `\$(?P<path>.*)`)?", re.DOTALL)
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
@@ -91,11 +93,11 @@ def one_line(error: ValidationError, document: Mapping[str, Any]) -> str:
         if unknown := _UNKNOWN.fullmatch(problem):
             return (
                 f"unknown table {unknown[1]!r}; a rules file holds [[rule]], [[alert]], "
-                f"[[derive]] and [[session]] tables{_near(unknown[1], _names(RulesFile))}"
+                f"[[derive]] and [[session]] tables{_near(unknown[1], _fields_at([]))}"
             )
         return problem
     kind = str(steps[0])
-    noun, naming = _KINDS[kind]
+    noun, _, naming = _KINDS[kind]
     if len(steps) == 1 or (len(steps) == 2 and problem.startswith("Expected `object`")):
         return f"write each {noun} as a [[{kind}]] table"
     table = _at(document, steps[:2])
@@ -109,16 +111,18 @@ def _said(problem: str, steps: Sequence[str | int], document: Mapping[str, Any])
     shape = "".join(f".{s}" if isinstance(s, str) else "[]" for s in steps)[1:]
     field = ".".join(_until_list(inner))
     if unknown := _UNKNOWN.fullmatch(problem):
-        known = _names(_TABLES[shape])
+        known = _fields_at(steps)
         near = _near(unknown[1], known)
         if not inner:
-            noun = _KINDS[str(steps[0])][0]
-            return f"{unknown[1]}: unknown field; a {noun} has {', '.join(known)}{near}"
+            table = _KINDS[str(steps[0])][1]
+            return f"{unknown[1]}: unknown field; {table} has {', '.join(known)}{near}"
         return f"{field}: unknown key {unknown[1]!r}; {field} has {', '.join(known)}{near}"
     if missing := _MISSING.fullmatch(problem):
         return f"{missing[1]}: missing" if not inner else f"{field}: {missing[1]} is missing"
-    if not _OWN.match(problem):  # ours: a duration, or a table's `field: problem`
-        return f"{field}: {problem}" if inner else problem
+    if not _OWN.match(problem):  # ours: a duration's, or a table's `field: problem`
+        if not inner:
+            return problem
+        return f"{field}.{problem}" if _fields_at(steps) else f"{field}: {problem}"
     value = _at(document, steps)
     parent = _at(document, steps[:-1])
     template = PROBLEMS.get(shape + ">") if _OVER.match(problem) else None
@@ -176,8 +180,28 @@ def _named(table: object, naming: str) -> str:
     return ""
 
 
-def _names(table: type[Struct]) -> tuple[str, ...]:
-    return tuple(field.encode_name for field in structs.fields(table))
+def _fields_at(steps: Sequence[str | int]) -> tuple[str, ...]:
+    """The fields of the table at `steps` (none where there is no table)."""
+    info = _table_or_list(inspect.type_info(RulesFile))
+    for step in steps:
+        if isinstance(info, inspect.ListType):
+            info = _table_or_list(info.item_type)
+        elif isinstance(info, inspect.StructType):
+            info = _table_or_list(next(f.type for f in info.fields if f.encode_name == step))
+    if isinstance(info, inspect.StructType):
+        return tuple(field.encode_name for field in info.fields)
+    return ()
+
+
+def _table_or_list(info: inspect.Type) -> inspect.Type:
+    """The table or list an optional, constrained or described field holds."""
+    while isinstance(info, inspect.UnionType | inspect.Metadata):
+        if isinstance(info, inspect.Metadata):
+            info = info.type
+        else:
+            kinds = (inspect.StructType, inspect.ListType)
+            info = next((t for t in info.types if isinstance(t, kinds)), info.types[0])
+    return info
 
 
 def _near(given: str, known: Sequence[str]) -> str:

@@ -12,24 +12,26 @@ table and the field. What needs more than one table (the tiers a rule inherits f
 server, alerts against rules, derived metrics against their sources) is checked after, by
 `pushsvc.rules.analytics` and the modules of each kind of rule.
 
-`[[alert]]`, `[[derive]]` and `[[session]]` tables are taken here as tables and read by their
-own parsers (`pushsvc.rules.alerts`, `.derive`, `.sessions`); a rule's `forecast` is a raw
-table that `pushsvc.rules.forecast` reads.
+A `[[session]]` table is `pushsvc.rules.sessions`' `SessionTable`. `[[alert]]` and
+`[[derive]]` tables are taken here as tables and read by their own parsers
+(`pushsvc.rules.alerts`, `.derive`); a rule's `anomaly` and `forecast` are raw tables that
+`pushsvc.rules.anomaly` and `.forecast` read against the rule's tiers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
-from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic
+from pushsvc.rules.fields import Duration, Grace, StatTag, TagName, dec_hook, once
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
+from pushsvc.rules.sessions import SessionTable
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
 
 __all__ = [
@@ -37,8 +39,6 @@ __all__ = [
     "DEFAULT_MAX_GROUPS",
     "MAX_GROUPS_CAP",
     "MAX_TOP_K",
-    "Duration",
-    "Grace",
     "RuleTable",
     "RulesFile",
     "TopEntry",
@@ -57,45 +57,6 @@ MAX_GROUPS_CAP = 10_000
 MAX_TOP_K = 100
 
 
-class Duration:
-    """A duration longer than 0, as written (`text`, stripped) and in microseconds. Not a
-    dataclass: msgspec would read one from a table, and a duration is a string."""
-
-    __slots__ = ("text", "us")
-
-    def __init__(self, text: str, us: int) -> None:
-        self.text = text
-        self.us = us
-
-
-class Grace(Duration):
-    """A duration that may be 0 (`"0"`, `"0s"`: only events at or after the clock)."""
-
-    __slots__ = ()
-
-
-def _dec_hook(kind: type, given: Any) -> Any:
-    """Reads the field type msgspec does not know: a duration."""
-    if kind in (Duration, Grace):
-        if not isinstance(given, str):
-            raise TypeError(f'durations are strings like "10s", got {describe(given)}')
-        width = parse_duration_us(given)
-        if width <= 0 and not (kind is Grace and width == 0):
-            raise ValueError(f"{given!r} must be longer than 0")
-        return kind(given.strip(), width)
-    raise NotImplementedError
-
-
-def describe(value: object) -> str:
-    """A value as an error names it: its type and repr, cut to 80 characters."""
-    return f"{type(value).__name__} {value!r}"[:80]
-
-
-_STAT_TAG = "^[A-Za-z0-9_]{1,64}$"
-StatTag = Annotated[str, Meta(pattern=_STAT_TAG)]
-"""A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
-`?stats=` lists can spell."""
-TagName = Annotated[str, Meta(min_length=1, max_length=64)]
 StatName = Annotated[str, Meta(pattern=f"^({'|'.join(map(re.escape, ALL_STATS))})$")]
 
 
@@ -137,12 +98,12 @@ class RuleTable(Struct, forbid_unknown_fields=True, kw_only=True):
         for width in self.windows or ():
             if width.us > exact_up_to and width.us // SUB_BUCKETS < 1_000:
                 raise ValueError(f"windows: {duration_label(width.us)} is too short for a sketch")
-        _once("windows", [duration_label(w.us) for w in self.windows or ()])
-        _once("last", self.last)
-        _once("stats", self.stats if isinstance(self.stats, list) else [])
-        _once("group_by", self.group_by)
-        _once("distinct", self.distinct)
-        _once("top", [entry.tag for entry in self.top])
+        once("windows", [duration_label(w.us) for w in self.windows or ()])
+        once("last", self.last)
+        once("stats", self.stats if isinstance(self.stats, list) else [])
+        once("group_by", self.group_by)
+        once("distinct", self.distinct)
+        once("top", [entry.tag for entry in self.top])
         self.tiers()
 
     def tiers(self) -> tuple[SeriesTier, ...] | None:
@@ -166,18 +127,10 @@ class RulesFile(Struct, forbid_unknown_fields=True):
     rule: list[RuleTable] = []
     alert: list[dict[str, Any]] = []
     derive: list[dict[str, Any]] = []
-    session: list[dict[str, Any]] = []
-
-
-def _once(field: str, items: Sequence[object]) -> None:
-    seen: set[object] = set()
-    for item in items:
-        if item in seen:
-            raise ValueError(f"{field}: {item!r} is given twice")
-        seen.add(item)
+    session: list[SessionTable] = []
 
 
 def decode_rules_file(document: dict[str, Any]) -> RulesFile:
     """The rules file a parsed TOML document holds; msgspec.ValidationError on the first
     problem (`pushsvc.rules.file_errors` says it in one line)."""
-    return msgspec.convert(document, RulesFile, dec_hook=_dec_hook)
+    return msgspec.convert(document, RulesFile, dec_hook=dec_hook)
