@@ -48,6 +48,8 @@ PROBLEMS: dict[str, str] = {
     "rule[].forecast": 'write it as {{ tier = "1m", model = "holt_winters", season = "1d", '
     'horizon = "6h" }}, got {described}',
     "rule[].late": '{described} is neither "keep" (the late stream) nor "refuse" (a 400)',
+    "derive[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
+    "derive[].value": "an expression in a string, got {value!r}",
     "session[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
     "session[].from": "a non-empty list of topics or patterns (name, prefix.*, *)",
     "session[].from[]": "selectors are strings: a name, prefix.* or *",
