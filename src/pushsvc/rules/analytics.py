@@ -31,7 +31,7 @@ from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import comma_list
 from pushsvc.core.topics import TopicMatcher, overlap
 from pushsvc.errors import RulesError
-from pushsvc.rules.alerts import AlertRule, RuleOutline, covers, parse_alerts
+from pushsvc.rules.alerts import AlertRule, AlertTable, RuleOutline, covers, parse_alerts
 from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
 from pushsvc.rules.file_errors import one_line
@@ -437,7 +437,7 @@ def parse_rules(document: dict[str, Any], default: Rule, *, source: str = "rules
 
 
 def _alerts(
-    given: object, chosen: Rules, sessions: tuple[SessionRule, ...]
+    given: Sequence[AlertTable], chosen: Rules, sessions: tuple[SessionRule, ...]
 ) -> tuple[AlertRule, ...]:
     """The `[[alert]]` tables, against what the rules keep. A session topic's own numbers may
     be alerted on (its funnel, a list, may not), under the rule the session topic takes."""

@@ -48,6 +48,13 @@ PROBLEMS: dict[str, str] = {
     "rule[].forecast": 'write it as {{ tier = "1m", model = "holt_winters", season = "1d", '
     'horizon = "6h" }}, got {described}',
     "rule[].late": '{described} is neither "keep" (the late stream) nor "refuse" (a 400)',
+    "alert[].name": "{value!r} is not ASCII letters, digits and _",
+    "alert[].topics": "give a list of topic names or prefix.* selectors",
+    "alert[].topics[]": "give a list of topic names or prefix.* selectors",
+    "alert[].when": '{value!r} is not a condition in a string, e.g. "p99[1m] > 900"',
+    "alert[].clear": '{value!r} is not a condition in a string, e.g. "p99[1m] < 800"',
+    "alert[].labels": "give a table of names to strings",
+    "alert[].annotations": "give a table of names to strings",
     "derive[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
     "derive[].value": "an expression in a string, got {value!r}",
     "session[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
@@ -75,7 +82,7 @@ _KINDS = {
 """Each kind of table: what one is called, how an unknown field names it, and the field that
 says what it is for."""
 _MSGSPEC = re.compile(r"(?P<problem>.*?)(?: - at `\$(?P<path>.*)`)?", re.DOTALL)
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")
 _MISSING = re.compile(r"Object missing required field `(.+)`")
 _OVER = re.compile(r"Expected `int` <= \d+")

@@ -12,10 +12,10 @@ table and the field. What needs more than one table (the tiers a rule inherits f
 server, alerts against rules, derived metrics against their sources) is checked after, by
 `pushsvc.rules.analytics` and the modules of each kind of rule.
 
-A `[[session]]` table is `pushsvc.rules.sessions`' `SessionTable`, a `[[derive]]` table
-`pushsvc.rules.derive`'s `DeriveTable`. `[[alert]]` tables are taken here as tables and read
-by their own parser (`pushsvc.rules.alerts`); a rule's `anomaly` and `forecast` are raw tables that
-`pushsvc.rules.anomaly` and `.forecast` read against the rule's tiers.
+The other kinds of table are defined beside the rules they make: `AlertTable`
+(`pushsvc.rules.alerts`), `DeriveTable` (`.derive`), `SessionTable` (`.sessions`). A rule's
+`anomaly` and `forecast` are raw tables that `pushsvc.rules.anomaly` and `.forecast` read
+against the rule's tiers.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from msgspec import Meta, Struct
 from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic
+from pushsvc.rules.alerts import AlertTable
 from pushsvc.rules.derive import DeriveTable
 from pushsvc.rules.fields import Duration, Grace, StatTag, TagName, dec_hook, once
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
@@ -126,7 +127,7 @@ class RulesFile(Struct, forbid_unknown_fields=True):
     """A rules file: its `[[rule]]` tables, and the other kinds', read by their parsers."""
 
     rule: list[RuleTable] = []
-    alert: list[dict[str, Any]] = []
+    alert: list[AlertTable] = []
     derive: list[DeriveTable] = []
     session: list[SessionTable] = []
 
