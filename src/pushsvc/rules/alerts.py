@@ -50,7 +50,7 @@ from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.event import MESSAGE_TYPE, RESERVED_TYPES
 from pushsvc.core.topics import TopicMatcher, overlap
 from pushsvc.errors import InvalidTopic
-from pushsvc.rules.fields import Grace
+from pushsvc.rules.fields import Grace, wrong
 from pushsvc.rules.forecast import ForecastRule
 
 __all__ = [
@@ -86,6 +86,8 @@ FORECAST_WINDOW = "forecast:"
 label (`:` is in none), its value given beside the windows (`pushsvc.aggregate.stages`)."""
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus's label names
+_TOPICS = wrong("give a list of topic names or prefix.* selectors")
+_NAMED = wrong("give a table of names to strings")
 
 
 class AlertsError(ValueError):
@@ -233,14 +235,21 @@ class RuleOutline:
 class AlertTable(Struct, forbid_unknown_fields=True, kw_only=True, rename={"for_": "for"}):
     """An `[[alert]]` table as written; its conditions are read by `parse_alerts`."""
 
-    name: Annotated[str, Meta(pattern=f"^{_NAME.pattern}$")]
-    topics: Annotated[list[str], Meta(min_length=1)] | str
-    when: str
-    clear: str | None = None
+    name: Annotated[
+        str,
+        Meta(pattern=f"^{_NAME.pattern}$"),
+        wrong("{value!r} is not ASCII letters, digits and _"),
+    ]
+    topics: Annotated[list[Annotated[str, _TOPICS]], Meta(min_length=1), _TOPICS] | str
+    when: Annotated[str, wrong('{value!r} is not a condition in a string, e.g. "p99[1m] > 900"')]
+    clear: (
+        Annotated[str, wrong('{value!r} is not a condition in a string, e.g. "p99[1m] < 800"')]
+        | None
+    ) = None
     for_: Grace | None = None
     keep_firing_for: Grace | None = None
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
+    labels: Annotated[dict[str, str], _NAMED] = {}
+    annotations: Annotated[dict[str, str], _NAMED] = {}
 
     def __post_init__(self) -> None:
         if isinstance(self.topics, str):

@@ -30,13 +30,13 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from msgspec import Struct
 
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TOPIC_PATTERN
-from pushsvc.rules.fields import Duration, TopicName
+from pushsvc.rules.fields import Duration, TopicName, wrong
 from pushsvc.rules.tiers import SeriesTier
 
 __all__ = [
@@ -307,7 +307,7 @@ class DeriveTable(Struct, forbid_unknown_fields=True):
 
     topic: TopicName
     every: Duration
-    value: str
+    value: Annotated[str, wrong("an expression in a string, got {value!r}")]
 
 
 def parse_derives(

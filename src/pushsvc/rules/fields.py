@@ -2,7 +2,9 @@
 
 msgspec checks a field of one of these types as it converts the TOML document
 (`pushsvc.rules.file_shape`): a bound or a pattern on the type, and `dec_hook` for a duration,
-which msgspec does not know, so the field holds the parsed value and how it was written.
+which msgspec does not know, so the field holds the parsed value and how it was written. A
+type says in its own words what is wrong with a value it refuses (`wrong`), which
+`pushsvc.rules.file_errors` gives the reader.
 """
 
 from __future__ import annotations
@@ -15,7 +17,19 @@ from msgspec import Meta
 from pushsvc.core.durations import parse_duration_us
 from pushsvc.core.topics import TOPIC_PATTERN
 
-__all__ = ["Duration", "Grace", "StatTag", "TagName", "TopicName", "dec_hook", "describe", "once"]
+__all__ = [
+    "Duration",
+    "Grace",
+    "Selector",
+    "StatTag",
+    "TagName",
+    "TopicName",
+    "capped",
+    "dec_hook",
+    "describe",
+    "once",
+    "wrong",
+]
 
 
 class Duration:
@@ -52,15 +66,46 @@ def describe(value: object) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-_STAT_TAG = "^[A-Za-z0-9_]{1,64}$"
-StatTag = Annotated[str, Meta(pattern=_STAT_TAG)]
+def wrong(words: str, over: str | None = None) -> Meta:
+    """What is wrong with a value a field refuses: `words`, or `over` for a number over its
+    cap, formatted with `value`, `described` (its type and value) and `parent` (the table
+    holding it)."""
+    return Meta(extra={"wrong": words} if over is None else {"wrong": words, "over": over})
+
+
+def capped(cap: int, what: str = "a positive whole number", unit: str = "") -> Meta:
+    """A whole number from 1 to `cap`, and what is wrong with another."""
+    return Meta(
+        ge=1,
+        le=cap,
+        extra={
+            "wrong": f"{{value!r}} is not {what}",
+            "over": f"{{value}} is over the cap of {cap}{unit}",
+        },
+    )
+
+
+StatTag = Annotated[
+    str,
+    Meta(pattern="^[A-Za-z0-9_]{1,64}$"),
+    wrong(
+        "{value!r} is not a tag this statistic can be named after (1 to 64 letters, digits or _)"
+    ),
+]
 """A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
 `?stats=` lists can spell."""
-TagName = Annotated[str, Meta(min_length=1, max_length=64)]
-
-
-TopicName = Annotated[str, Meta(pattern=f"^{TOPIC_PATTERN}$")]
-"""One topic, not a pattern."""
+TagName = Annotated[
+    str,
+    Meta(min_length=1, max_length=64),
+    wrong("{value!r} is not a tag name (1 to 64 characters)"),
+]
+TopicName = Annotated[
+    str,
+    Meta(pattern=f"^{TOPIC_PATTERN}$"),
+    wrong("{value!r} is not a topic name (one topic, not a pattern)"),
+]
+Selector = Annotated[str, wrong("selectors are strings: a name, prefix.* or *")]
+"""A topic name, `prefix.*` or `*` (checked whole by `TopicMatcher`)."""
 
 
 def once(field: str, items: Sequence[object], why: str = "") -> None:

@@ -5,9 +5,9 @@ msgspec reports where the document fails its shape (`pushsvc.rules.file_shape`) 
 reader thinks of it: `rule 2 (shop.*): top: k for 'p' is 0; k is a whole number from 1 to
 100`. The table is named by its place among its kind and what it is for (a rule's topics, an
 alert's name, a derived or session topic); the field by its name down to the first list (an
-entry of `top` is `top`, a key of the table `funnel` is `funnel.steps`). A field's own wording
-for a wrong value is `PROBLEMS[shape]`, the shape being the path without indexes (`top[].k`);
-an unknown field says which the table has and the closest one (did you mean).
+entry of `top` is `top`, a key of the table `funnel` is `funnel.steps`). The words for a wrong
+value are the field type's own (`pushsvc.rules.fields.wrong`), found by walking the Structs'
+types along the path; an unknown field is told which the table has and the closest one.
 """
 
 from __future__ import annotations
@@ -20,58 +20,9 @@ from typing import Any
 from msgspec import ValidationError, inspect
 
 from pushsvc.rules.fields import describe
-from pushsvc.rules.file_shape import MAX_GROUPS_CAP, MAX_TOP_K, RulesFile
-from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW
-from pushsvc.rules.sessions import MAX_OPEN_CAP
+from pushsvc.rules.file_shape import RulesFile
 
-__all__ = ["PROBLEMS", "one_line"]
-
-PROBLEMS: dict[str, str] = {
-    "rule[].topics[]": "selectors are strings: a name, prefix.* or *",
-    "rule[].last[]": "{value!r} is not a positive number of events",
-    "rule[].last[]>": f"{{value!r}} is over the cap of {MAX_COUNT_WINDOW} events",
-    "rule[].stats": 'write "all" or a list of statistics; known: ' + ", ".join(ALL_STATS),
-    "rule[].stats[]": "unknown statistic {value!r}; known: " + ", ".join(ALL_STATS),
-    "rule[].group_by[]": "{value!r} is not a tag name (1 to 64 characters)",
-    "rule[].max_groups": "{value!r} is not a positive whole number",
-    "rule[].max_groups>": f"{{value!r}} is over the cap of {MAX_GROUPS_CAP}",
-    "rule[].series[]": '{value!r} is not resolution:retention, e.g. "1m:24h"',
-    "rule[].distinct[]": "{value!r} is not a tag this statistic can be named after (1 to 64 "
-    "letters, digits or _)",
-    "rule[].top[]": 'write each entry as {{ tag = "...", k = 10 }}, got {described}',
-    "rule[].top[].tag": "{value!r} is not a tag this statistic can be named after (1 to 64 "
-    "letters, digits or _)",
-    "rule[].top[].k": f"k for {{parent[tag]!r}} is {{value!r}}; k is a whole number from 1 to "
-    f"{MAX_TOP_K}",
-    "rule[].anomaly": 'write it as {{ every = "1m", stat = "mean", learn = "6h" }}, got '
-    "{described}",
-    "rule[].forecast": 'write it as {{ tier = "1m", model = "holt_winters", season = "1d", '
-    'horizon = "6h" }}, got {described}',
-    "rule[].late": '{described} is neither "keep" (the late stream) nor "refuse" (a 400)',
-    "alert[].name": "{value!r} is not ASCII letters, digits and _",
-    "alert[].topics": "give a list of topic names or prefix.* selectors",
-    "alert[].topics[]": "give a list of topic names or prefix.* selectors",
-    "alert[].when": '{value!r} is not a condition in a string, e.g. "p99[1m] > 900"',
-    "alert[].clear": '{value!r} is not a condition in a string, e.g. "p99[1m] < 800"',
-    "alert[].labels": "give a table of names to strings",
-    "alert[].annotations": "give a table of names to strings",
-    "derive[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
-    "derive[].value": "an expression in a string, got {value!r}",
-    "session[].topic": "{value!r} is not a topic name (one topic, not a pattern)",
-    "session[].from": "a non-empty list of topics or patterns (name, prefix.*, *)",
-    "session[].from[]": "selectors are strings: a name, prefix.* or *",
-    "session[].key": "{value!r} is not a tag name (1 to 64 characters)",
-    "session[].max_open": "{value!r} is not a positive whole number",
-    "session[].max_open>": f"{{value!r}} is over the cap of {MAX_OPEN_CAP}",
-    "session[].keep_key": "true or false, got {value!r}",
-    "session[].funnel": 'write it as {{ tag = "step", steps = ["view", "paid"], within = "1h" }}, '
-    "got {described}",
-    "session[].funnel.tag": "{value!r} is not a tag name (1 to 64 characters)",
-    "session[].funnel.steps": "a non-empty list of the tag's values, in order",
-    "session[].funnel.steps[]": "{value!r} is not a tag value (1 to 256 characters)",
-}
-"""A field's wording for a wrong value, by shape: `{value}` is the value, `{described}` its
-type and value, `{parent}` the table holding it. `shape>` is for a number over its cap."""
+__all__ = ["one_line"]
 
 _KINDS = {
     "rule": ("rule", "a rule", "topics"),
@@ -117,7 +68,6 @@ def one_line(error: ValidationError, document: Mapping[str, Any]) -> str:
 def _said(problem: str, steps: Sequence[str | int], document: Mapping[str, Any]) -> str:
     """`field: problem` for a problem at `steps` (past the table's kind and index)."""
     inner = steps[2:]
-    shape = "".join(f".{s}" if isinstance(s, str) else "[]" for s in steps)[1:]
     field = ".".join(_until_list(inner))
     if unknown := _UNKNOWN.fullmatch(problem):
         known = _fields_at(steps)
@@ -133,17 +83,15 @@ def _said(problem: str, steps: Sequence[str | int], document: Mapping[str, Any])
             return problem
         return f"{field}.{problem}" if _fields_at(steps) else f"{field}: {problem}"
     value = _at(document, steps)
-    parent = _at(document, steps[:-1])
-    template = PROBLEMS.get(shape + ">") if _OVER.match(problem) else None
-    template = template or PROBLEMS.get(shape)
-    if template is not None:
-        try:
-            return f"{field}: " + template.format(
-                value=value, described=describe(value), parent=parent
-            )
-        except (KeyError, IndexError, TypeError):
-            pass
-    return f"{field}: {_plain(problem, value)}"
+    _, words = _type_at(steps)
+    wording = words.get("over") if _OVER.match(problem) else None
+    try:
+        said = (wording or words["wrong"]).format(
+            value=value, described=describe(value), parent=_at(document, steps[:-1])
+        )
+    except (KeyError, IndexError, TypeError):  # no words of its own, or not for this value
+        said = _plain(problem, value)
+    return f"{field}: {said}"
 
 
 def _plain(problem: str, value: object) -> str:
@@ -191,26 +139,41 @@ def _named(table: object, naming: str) -> str:
 
 def _fields_at(steps: Sequence[str | int]) -> tuple[str, ...]:
     """The fields of the table at `steps` (none where there is no table)."""
-    info = _table_or_list(inspect.type_info(RulesFile))
-    for step in steps:
-        if isinstance(info, inspect.ListType):
-            info = _table_or_list(info.item_type)
-        elif isinstance(info, inspect.StructType):
-            info = _table_or_list(next(f.type for f in info.fields if f.encode_name == step))
+    info, _ = _type_at(steps)
     if isinstance(info, inspect.StructType):
         return tuple(field.encode_name for field in info.fields)
     return ()
 
 
-def _table_or_list(info: inspect.Type) -> inspect.Type:
-    """The table or list an optional, constrained or described field holds."""
-    while isinstance(info, inspect.UnionType | inspect.Metadata):
+def _type_at(steps: Sequence[str | int]) -> tuple[inspect.Type, dict[str, str]]:
+    """The type of the value at `steps` and the words its annotations give (`wrong`)."""
+    info: inspect.Type = inspect.type_info(RulesFile)
+    for step in steps:
+        info, _ = _held(info)
+        if isinstance(info, inspect.ListType | inspect.DictType):
+            info = info.item_type if isinstance(info, inspect.ListType) else info.value_type
+        elif isinstance(info, inspect.StructType):
+            info = next(f.type for f in info.fields if f.encode_name == step)
+    return _held(info)
+
+
+def _held(info: inspect.Type) -> tuple[inspect.Type, dict[str, str]]:
+    """What an annotated or optional type holds (in a union: its table, list or dictionary,
+    else its first kind), with the annotations' words."""
+    words: dict[str, str] = {}
+    while isinstance(info, inspect.Metadata | inspect.UnionType):
         if isinstance(info, inspect.Metadata):
+            words = {**(info.extra or {}), **words}
             info = info.type
         else:
-            kinds = (inspect.StructType, inspect.ListType)
-            info = next((t for t in info.types if isinstance(t, kinds)), info.types[0])
-    return info
+            info = next((t for t in info.types if _holds_fields(t)), info.types[0])
+    return info, words
+
+
+def _holds_fields(info: inspect.Type) -> bool:
+    if isinstance(info, inspect.Metadata):
+        info = info.type
+    return isinstance(info, inspect.StructType | inspect.ListType | inspect.DictType)
 
 
 def _near(given: str, known: Sequence[str]) -> str:

@@ -31,7 +31,17 @@ from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic
 from pushsvc.rules.alerts import AlertTable
 from pushsvc.rules.derive import DeriveTable
-from pushsvc.rules.fields import Duration, Grace, StatTag, TagName, dec_hook, once
+from pushsvc.rules.fields import (
+    Duration,
+    Grace,
+    Selector,
+    StatTag,
+    TagName,
+    capped,
+    dec_hook,
+    once,
+    wrong,
+)
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
 from pushsvc.rules.sessions import SessionTable
 from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
@@ -59,33 +69,71 @@ MAX_GROUPS_CAP = 10_000
 MAX_TOP_K = 100
 
 
-StatName = Annotated[str, Meta(pattern=f"^({'|'.join(map(re.escape, ALL_STATS))})$")]
+StatName = Annotated[
+    str,
+    Meta(pattern=f"^({'|'.join(map(re.escape, ALL_STATS))})$"),
+    wrong(f"unknown statistic {{value!r}}; known: {', '.join(ALL_STATS)}"),
+]
+Stats = Annotated[
+    Literal["all"] | Annotated[list[StatName], Meta(min_length=1)] | None,
+    wrong(f'write "all" or a list of statistics; known: {", ".join(ALL_STATS)}'),
+]
+Events = Annotated[int, capped(MAX_COUNT_WINDOW, "a positive number of events", " events")]
+"""A count window's size."""
+Tier = Annotated[str, wrong('{value!r} is not resolution:retention, e.g. "1m:24h"')]
+TopK = Annotated[
+    int,
+    Meta(ge=1, le=MAX_TOP_K),
+    wrong(f"k for {{parent[tag]!r}} is {{value!r}}; k is a whole number from 1 to {MAX_TOP_K}"),
+]
+Anomaly = Annotated[
+    dict[str, Any],
+    wrong('write it as {{ every = "1m", stat = "mean", learn = "6h" }}, got {described}'),
+]
+"""Read by `pushsvc.rules.anomaly` against the rule's tiers."""
+Forecast = Annotated[
+    dict[str, Any],
+    wrong(
+        'write it as {{ tier = "1m", model = "holt_winters", season = "1d", horizon = "6h" }}, '
+        "got {described}"
+    ),
+]
+"""Read by `pushsvc.rules.forecast` against the rule's tiers."""
+Late = Annotated[
+    Literal["keep", "refuse"],
+    wrong('{described} is neither "keep" (the late stream) nor "refuse" (a 400)'),
+]
+"""What a rule's `late` may say of an event older than its topic's clock less the grace:
+kept on the topic's late stream (the default), or refused with `400 late_event`."""
 
 
 class TopEntry(Struct, forbid_unknown_fields=True):
     """`{ tag = "product", k = 10 }`: every window lists the tag's k most frequent values."""
 
     tag: StatTag
-    k: Annotated[int, Meta(ge=1, le=MAX_TOP_K)]
+    k: TopK
+
+
+Top = Annotated[TopEntry, wrong('write each entry as {{ tag = "...", k = 10 }}, got {described}')]
 
 
 class RuleTable(Struct, forbid_unknown_fields=True, kw_only=True):
     """A `[[rule]]` table as written: what a field leaves out is the server's."""
 
-    topics: Annotated[list[str], Meta(min_length=1)]
+    topics: Annotated[list[Selector], Meta(min_length=1)]
     windows: list[Duration] | None = None
-    last: list[Annotated[int, Meta(ge=1, le=MAX_COUNT_WINDOW)]] = []
-    stats: Literal["all"] | Annotated[list[StatName], Meta(min_length=1)] | None = None
+    last: list[Events] = []
+    stats: Stats = None
     group_by: list[TagName] = []
-    max_groups: Annotated[int, Meta(ge=1, le=MAX_GROUPS_CAP)] | None = None
+    max_groups: Annotated[int, capped(MAX_GROUPS_CAP)] | None = None
     exact_percentiles_up_to: Duration | None = None
-    series: list[str] | None = None
+    series: list[Tier] | None = None
     distinct: list[StatTag] = []
-    top: list[TopEntry] = []
-    anomaly: dict[str, Any] | None = None
-    forecast: dict[str, Any] | None = None
+    top: list[Top] = []
+    anomaly: Anomaly | None = None
+    forecast: Forecast | None = None
     grace: Grace | None = None
-    late: Literal["keep", "refuse"] = "keep"
+    late: Late = "keep"
 
     def __post_init__(self) -> None:
         try:

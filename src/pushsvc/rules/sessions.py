@@ -31,7 +31,7 @@ from msgspec import Meta, Struct
 from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic
-from pushsvc.rules.fields import Duration, TagName, TopicName, once
+from pushsvc.rules.fields import Duration, Selector, TagName, TopicName, capped, once, wrong
 
 __all__ = [
     "DEFAULT_MAX_OPEN",
@@ -59,8 +59,11 @@ MAX_STEPS = 64
 
 _MAX_STEP_LEN = 256
 """As long as a tag value may be (`pushsvc.ingest.event_shape.MAX_TAG_VALUE_LEN`)."""
-_STEPS = Meta(min_length=1, description="the tag's values, in order")
-_SOURCES = Meta(min_length=1, description="topics or patterns (name, prefix.*, *)")
+Step = Annotated[
+    str,
+    Meta(min_length=1, max_length=_MAX_STEP_LEN),
+    wrong(f"{{value!r}} is not a tag value (1 to {_MAX_STEP_LEN} characters)"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,9 @@ class FunnelTable(Struct, forbid_unknown_fields=True):
     """`funnel = { tag, steps, within }` as written."""
 
     tag: TagName
-    steps: Annotated[list[Annotated[str, Meta(min_length=1, max_length=_MAX_STEP_LEN)]], _STEPS]
+    steps: Annotated[
+        list[Step], Meta(min_length=1), wrong("a non-empty list of the tag's values, in order")
+    ]
     within: Duration
 
     def __post_init__(self) -> None:
@@ -133,17 +138,29 @@ class FunnelTable(Struct, forbid_unknown_fields=True):
         once("steps", self.steps, "; each step names a different value")
 
 
+Funnel = Annotated[
+    FunnelTable,
+    wrong(
+        'write it as {{ tag = "step", steps = ["view", "paid"], within = "1h" }}, got {described}'
+    ),
+]
+
+
 class SessionTable(Struct, forbid_unknown_fields=True, kw_only=True, rename={"sources": "from"}):
     """A `[[session]]` table as written."""
 
     topic: TopicName
-    sources: Annotated[list[str], _SOURCES]
+    sources: Annotated[
+        list[Selector],
+        Meta(min_length=1),
+        wrong("a non-empty list of topics or patterns (name, prefix.*, *)"),
+    ]
     key: TagName
     gap: Duration
     max_duration: Duration | None = None
-    max_open: Annotated[int, Meta(ge=1, le=MAX_OPEN_CAP)] = DEFAULT_MAX_OPEN
-    keep_key: bool = False
-    funnel: FunnelTable | None = None
+    max_open: Annotated[int, capped(MAX_OPEN_CAP)] = DEFAULT_MAX_OPEN
+    keep_key: Annotated[bool, wrong("true or false, got {value!r}")] = False
+    funnel: Funnel | None = None
 
     def __post_init__(self) -> None:
         try:
