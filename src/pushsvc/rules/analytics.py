@@ -354,8 +354,10 @@ class Rules:
 
     def describe(self) -> dict[str, Any]:
         """`GET /rules`: the digest, the rules in file order, and the default rule."""
-        described = {
-            "digest": self.digest,
+        return {"digest": self.digest, **self._described()}
+
+    def _described(self) -> dict[str, Any]:
+        described: dict[str, Any] = {
             "rules": [rule.describe() for rule in self.rules],
             "default": self.default.describe(),
         }
@@ -370,17 +372,7 @@ class Rules:
     @cached_property
     def digest(self) -> str:
         """Equal for deployments that compute the same statistics for every topic."""
-        described: dict[str, Any] = {
-            "rules": [r.describe() for r in self.rules],
-            "default": self.default.describe(),
-        }
-        if self.alerts:
-            described["alerts"] = [alert.describe() for alert in self.alerts]
-        if self.derives:
-            described["derive"] = [rule.describe() for rule in self.derives]
-        if self.sessions:
-            described["session"] = [rule.describe() for rule in self.sessions]
-        canonical = orjson.dumps(described, option=orjson.OPT_SORT_KEYS)
+        canonical = orjson.dumps(self._described(), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 
@@ -418,11 +410,15 @@ def parse_rules(document: dict[str, Any], default: Rule, *, source: str = "rules
     """The rules of a parsed TOML document; RulesError names the rule and the field."""
     try:
         given = decode_rules_file(document)
-        rules = [_rule(number, table, default) for number, table in enumerate(given.rule, 1)]
     except msgspec.ValidationError as exc:
         raise RulesError(f"rules file {source}: {one_line(exc, document)}") from None
-    except _FieldError as exc:
-        raise RulesError(f"rules file {source}: {exc}") from None
+    rules = []
+    for number, table in enumerate(given.rule, 1):
+        try:
+            rules.append(_rule(number, table, default))
+        except ValueError as exc:
+            named = f"rule {number} ({', '.join(table.topics)})"
+            raise RulesError(f"rules file {source}: {named}: {exc}") from None
     rules, default = _spell_windows(given.rule, rules, default, source)
     chosen = Rules(rules, default)
     try:
@@ -502,30 +498,22 @@ def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
     return RuleOutline(rule.number, rule.selectors, rule.labels, scalars, rule.forecast, exact)
 
 
-class _FieldError(Exception):
-    """A rule's field that only the rule's tiers can check: `rule N (topics): field: problem`."""
-
-
 def _rule(number: int, table: RuleTable, default: Rule) -> Rule:
-    """Rule `number` of the file, from its table (valid on its own) and the server's rule."""
+    """Rule `number` of the file, from its table (valid on its own) and the server's rule: a
+    field the table leaves out is the server's. ValueError `field: problem` when its
+    `anomaly` or `forecast` names a tier it does not keep."""
     windows = default.windows_us if table.windows is None and not table.last else ()
-    series = table.tiers()
-    tiers = series if series is not None else default.series or ()
+    if table.windows is not None:
+        windows = tuple(sorted(w.us for w in table.windows))
     stats = default.stats if table.stats is None else ALL_STATS
     if isinstance(table.stats, list):
         stats = tuple(s for s in ALL_STATS if s in set(table.stats))
-    try:
-        anomaly = None if table.anomaly is None else _model("anomaly", parse_anomaly, table, tiers)
-        forecast = (
-            None if table.forecast is None else _model("forecast", parse_forecast, table, tiers)
-        )
-    except _FieldError as exc:
-        topics = ", ".join(table.topics)
-        raise _FieldError(f"rule {number} ({topics}): {exc}") from None
+    series = table.tiers()
+    tiers = series if series is not None else default.series or ()
     return Rule(
         number,
         tuple(table.topics),
-        tuple(sorted(w.us for w in table.windows)) if table.windows is not None else windows,
+        windows,
         tuple(sorted(table.last)),
         stats,
         tuple(table.group_by),
@@ -534,8 +522,8 @@ def _rule(number: int, table: RuleTable, default: Rule) -> Rule:
         series,
         tuple(table.distinct),
         tuple((entry.tag, entry.k) for entry in table.top),
-        anomaly,
-        forecast=forecast,
+        _model("anomaly", parse_anomaly, table.anomaly, tiers),
+        forecast=_model("forecast", parse_forecast, table.forecast, tiers),
         grace_us=None if table.grace is None else table.grace.us,
         late=table.late,
     )
@@ -547,14 +535,16 @@ M = TypeVar("M")
 def _model(
     field: str,
     parse: Callable[[Any, Sequence[SeriesTier]], M],
-    table: RuleTable,
+    given: dict[str, Any] | None,
     tiers: tuple[SeriesTier, ...],
-) -> M:
+) -> M | None:
     """A rule's `anomaly` or `forecast` table, over the series tiers the rule keeps."""
+    if given is None:
+        return None
     try:
-        return parse(getattr(table, field), tiers)
+        return parse(given, tiers)
     except ValueError as exc:
-        raise _FieldError(f"{field}: {exc}") from None
+        raise ValueError(f"{field}: {exc}") from None
 
 
 def _resolution(tier: SeriesTier) -> int:
