@@ -87,11 +87,24 @@ def _said(problem: str, steps: Sequence[str | int], document: Mapping[str, Any])
     wording = words.get("over") if _OVER.match(problem) else None
     try:
         said = (wording or words["wrong"]).format(
-            value=value, described=describe(value), parent=_at(document, steps[:-1])
+            value=_Shown(value), described=describe(value), parent=_at(document, steps[:-1])
         )
     except (KeyError, IndexError, TypeError):  # no words of its own, or not for this value
         said = _plain(problem, value)
     return f"{field}: {said}"
+
+
+class _Shown:
+    """A value as a wording shows it: cut to 80 characters, as `describe` does."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)[:80]
+
+    def __str__(self) -> str:
+        return str(self.value)[:80]
 
 
 def _plain(problem: str, value: object) -> str:
@@ -130,11 +143,9 @@ def _named(table: object, naming: str) -> str:
     """` (what the table is for)`: a rule's topics, an alert's name, a derived or session
     topic; empty where the table does not say it."""
     named = table.get(naming) if isinstance(table, dict) else None
-    if isinstance(named, list) and named:
+    if naming == "topics" and isinstance(named, list) and named:
         return f" ({', '.join(map(str, named))})"
-    if isinstance(named, str) and named:
-        return f" ({named})"
-    return ""
+    return f" ({named})" if isinstance(named, str) and named else ""
 
 
 def _fields_at(steps: Sequence[str | int]) -> tuple[str, ...]:
