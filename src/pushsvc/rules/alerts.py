@@ -174,41 +174,32 @@ class AlertRule:
         return described
 
 
-def parse_condition(text: object) -> Condition:
+def parse_condition(text: str) -> Condition:
     """ValueError unless `text` is `stat[window] op number`, `messages(type)[window] op
     number` (or `message_rate`), or `forecast(stat, ahead) op number` (a finite number)."""
-    if isinstance(text, str) and (found := _MESSAGE_CONDITION.fullmatch(text)) is not None:
+    written = text.strip()
+    if (found := _MESSAGE_CONDITION.fullmatch(text)) is not None:
         if found[2] in RESERVED_TYPES:
-            raise ValueError(f"{text.strip()!r}: no message has the type {found[2]!r}")
-        return Condition(
-            _MESSAGE_FIELDS[found[1]],
-            found[3],
-            found[4],
-            _finite(text, found[5]),
-            text.strip(),
-            message_type=found[2],
-        )
-    match = _CONDITION.fullmatch(text) if isinstance(text, str) else None
-    window = None
-    if match is None and isinstance(text, str):
-        match = _FORECAST_CONDITION.fullmatch(text)
-        if match is not None:
-            try:
-                ahead_us = parse_duration_us(match[2])
-            except ValueError as exc:
-                raise ValueError(f"{text.strip()!r}: {exc}") from None
-            if ahead_us <= 0:
-                raise ValueError(f"{text.strip()!r}: how far ahead must be longer than 0")
-            window = FORECAST_WINDOW + duration_label(ahead_us)
-    if match is None:
+            raise ValueError(f"{written!r}: no message has the type {found[2]!r}")
+        kind, threshold = _MESSAGE_FIELDS[found[1]], _finite(text, found[5])
+        return Condition(kind, found[3], found[4], threshold, written, message_type=found[2])
+    if (match := _CONDITION.fullmatch(text)) is not None:
+        return Condition(match[1], match[2], match[3], _finite(text, match[4]), written)
+    if (match := _FORECAST_CONDITION.fullmatch(text)) is None:
         raise ValueError(
-            f'{str(text)[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900", nor '
+            f'{text[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900", nor '
             'messages(type)[window] op number, e.g. "messages(error)[1m] > 5", nor '
             'forecast(stat, ahead) op number, e.g. "forecast(mean, 30m) > 100" '
             "(op: > >= < <= == !=)"
         )
-    threshold = _finite(str(text), match[4])
-    return Condition(match[1], window or match[2], match[3], threshold, str(text).strip())
+    try:
+        ahead_us = parse_duration_us(match[2])
+    except ValueError as exc:
+        raise ValueError(f"{written!r}: {exc}") from None
+    if ahead_us <= 0:
+        raise ValueError(f"{written!r}: how far ahead must be longer than 0")
+    window = FORECAST_WINDOW + duration_label(ahead_us)
+    return Condition(match[1], window, match[3], _finite(text, match[4]), written)
 
 
 def _finite(text: str, number: str) -> float:
