@@ -535,7 +535,7 @@ M = TypeVar("M")
 def _model(
     field: str,
     parse: Callable[[Any, Sequence[SeriesTier]], M],
-    given: dict[str, Any] | None,
+    given: Any,
     tiers: tuple[SeriesTier, ...],
 ) -> M | None:
     """A rule's `anomaly` or `forecast` table, over the series tiers the rule keeps."""

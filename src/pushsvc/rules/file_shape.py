@@ -13,9 +13,9 @@ server, alerts against rules, derived metrics against their sources) is checked 
 `pushsvc.rules.analytics` and the modules of each kind of rule.
 
 The other kinds of table are defined beside the rules they make: `AlertTable`
-(`pushsvc.rules.alerts`), `DeriveTable` (`.derive`), `SessionTable` (`.sessions`). A rule's
-`anomaly` and `forecast` are raw tables that `pushsvc.rules.anomaly` and `.forecast` read
-against the rule's tiers.
+(`pushsvc.rules.alerts`), `DeriveTable` (`.derive`), `SessionTable` (`.sessions`), and a
+rule's `AnomalyTable` (`.anomaly`), read against the rule's tiers once they are known. A
+rule's `forecast` is a raw table that `pushsvc.rules.forecast` reads.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pushsvc.core.durations import duration_label
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic
 from pushsvc.rules.alerts import AlertTable
+from pushsvc.rules.anomaly import AnomalyTable
 from pushsvc.rules.derive import DeriveTable
 from pushsvc.rules.fields import (
     Duration,
@@ -87,10 +88,10 @@ TopK = Annotated[
     wrong(f"k for {{parent[tag]!r}} is {{value!r}}; k is a whole number from 1 to {MAX_TOP_K}"),
 ]
 Anomaly = Annotated[
-    dict[str, Any],
+    AnomalyTable,
     wrong('write it as {{ every = "1m", stat = "mean", learn = "6h" }}, got {described}'),
 ]
-"""Read by `pushsvc.rules.anomaly` against the rule's tiers."""
+"""Read by `pushsvc.rules.anomaly.parse_anomaly` against the rule's tiers."""
 Forecast = Annotated[
     dict[str, Any],
     wrong(
