@@ -196,7 +196,7 @@ def test_a_group_filter_the_topic_cannot_meet_is_400(
         ),
         (
             '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "half an hour"',
-            "session 1 (v): gap: not a duration: ",
+            "session 1 (v): gap: 'half an hour' is not a duration",
         ),
         (
             '[[session]]\ntopic = "v"\nfrom = ["shop.*"]\nkey = "user"\ngap = "30m"\n'

@@ -226,9 +226,18 @@ def test_the_first_look_finds_exactly_the_conditions_that_hold(
         ),
         (
             'name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 3"\nsevere = true',
-            "unknown field 'severe'",
+            "severe: unknown field; an alert has name, topics, when",
         ),
         ('name = "a"\ntopics = ["kitchen.*"]', "when: missing"),
+        (
+            'name = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 3"\nlabels = { x = 1 }',
+            "alert 1 (a): labels: give a table of names to strings",
+        ),
+        (
+            'nme = "a"\ntopics = ["kitchen.*"]\nwhen = "mean[1m] > 3"',
+            "alert 1: nme: unknown field; an alert has name, topics, when, clear, for, "
+            "keep_firing_for, labels, annotations (did you mean name?)",
+        ),
     ],
 )
 def test_a_bad_alert_is_one_line_naming_it(table: str, message: str) -> None:

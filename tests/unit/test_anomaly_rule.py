@@ -63,8 +63,8 @@ def test_the_digest_changes_with_the_field_and_not_without_it() -> None:
         (A + 'anomaly = "1m"', "rule 1 (a): anomaly: write it as { every"),
         (A + "anomaly = {}", "rule 1 (a): anomaly: every is missing"),
         (A + 'anomaly = { every = "1m", n = 1 }', "rule 1 (a): anomaly: unknown key 'n'"),
-        (A + 'anomaly = { every = "1x" }', "rule 1 (a): anomaly: every: '1x' is not a duration"),
-        (A + "anomaly = { every = 60 }", "rule 1 (a): anomaly: every is a duration like"),
+        (A + 'anomaly = { every = "1x" }', "rule 1 (a): anomaly.every: '1x' is not a duration"),
+        (A + "anomaly = { every = 60 }", "rule 1 (a): anomaly.every: durations are strings like"),
         (
             A + 'anomaly = { every = "5m" }',
             "rule 1 (a): anomaly: every = '5m' is not a tier the rule's series keep "
@@ -81,11 +81,11 @@ def test_the_digest_changes_with_the_field_and_not_without_it() -> None:
         ),
         (
             A + 'anomaly = { every = "1m", stat = "median" }',
-            "rule 1 (a): anomaly: unknown stat 'median'; known: mean, count",
+            "rule 1 (a): anomaly.stat: unknown stat 'median'; known: mean, count",
         ),
         (
             A + 'anomaly = { every = "1m", stat = "var" }',
-            "rule 1 (a): anomaly: unknown stat 'var'",
+            "rule 1 (a): anomaly.stat: unknown stat 'var'",
         ),
         (
             A + 'anomaly = { every = "1m", learn = "9m" }',
@@ -93,23 +93,23 @@ def test_the_digest_changes_with_the_field_and_not_without_it() -> None:
         ),
         (
             A + 'anomaly = { every = "1m", learn = "0s" }',
-            "rule 1 (a): anomaly: learn: '0s' must be longer than 0",
+            "rule 1 (a): anomaly.learn: '0s' must be longer than 0",
         ),
         (
             A + 'anomaly = { every = "1m", threshold = 0 }',
-            "rule 1 (a): anomaly: threshold 0 is not a number in (0, 1]",
+            "rule 1 (a): anomaly.threshold: 0 is not a number in (0, 1]",
         ),
         (
             A + 'anomaly = { every = "1m", threshold = 1.5 }',
-            "rule 1 (a): anomaly: threshold 1.5 is not a number in (0, 1]",
+            "rule 1 (a): anomaly.threshold: 1.5 is not a number in (0, 1]",
         ),
         (
             A + 'anomaly = { every = "1m", threshold = true }',
-            "rule 1 (a): anomaly: threshold True is not a number",
+            "rule 1 (a): anomaly.threshold: True is not a number",
         ),
         (
             A + 'anomaly = { every = "1m", threshold = "high" }',
-            "rule 1 (a): anomaly: threshold 'high' is not a number",
+            "rule 1 (a): anomaly.threshold: 'high' is not a number",
         ),
     ],
 )

@@ -21,6 +21,7 @@ from pushsvc.core.event import Event, Message
 from pushsvc.rules.alerts import AlertRule, RuleOutline, parse_alerts
 from pushsvc.rules.analytics import Rule, Rules, default_rule
 from pushsvc.rules.anomaly import AnomalyRule
+from pushsvc.rules.file_shape import decode_rules_file
 from pushsvc.rules.sessions import FunnelSpec, SessionRule
 from pushsvc.rules.tiers import parse_tiers
 
@@ -98,7 +99,7 @@ def _alerts() -> tuple[AlertRule, ...]:
         }
     ]
     scope = RuleOutline(0, ("*",), ("2s", "10s"), ALL)
-    return parse_alerts(table, [], scope, known_stats=ALL)
+    return parse_alerts(decode_rules_file({"alert": table}).alert, [], scope, known_stats=ALL)
 
 
 @st.composite

@@ -176,7 +176,7 @@ def test_a_valid_derive_rule_is_described_and_its_topic_refused_to_producers() -
         ),
         (
             '\n[[derive]]\ntopic = "shop.x"\nevery = 10\nvalue = "count[1m](shop.a)"\n',
-            'derive 1 (shop.x): every: a duration like "10s", got 10',
+            'derive 1 (shop.x): every: durations are strings like "10s", got int 10',
         ),
         (
             '\n[[derive]]\ntopic = "shop.x"\nevery = "10s"\nvalue = 3\n',

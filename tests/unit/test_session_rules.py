@@ -106,8 +106,8 @@ def _session(**fields: str) -> str:
             "key, gap, max_duration, max_open, keep_key, funnel",
         ),
         (_session(gap=""), "session 1 (shop.visits): gap: missing"),
-        (_session(gap='"soon"'), "session 1 (shop.visits): gap: not a duration: "),
-        (_session(gap="30"), "session 1 (shop.visits): gap: not a duration: durations are"),
+        (_session(gap='"soon"'), "session 1 (shop.visits): gap: 'soon' is not a duration"),
+        (_session(gap="30"), "session 1 (shop.visits): gap: durations are strings"),
         (_session(gap='"0s"'), "session 1 (shop.visits): gap: '0s' must be longer than 0"),
         (
             _session(max_duration='"10m"'),
@@ -134,7 +134,7 @@ def _session(**fields: str) -> str:
         ),
         (
             _session(funnel='{ tag = "step", steps = ["a"], within = "an hour" }'),
-            "session 1 (shop.visits): funnel.within: not a duration",
+            "session 1 (shop.visits): funnel.within: 'an hour' is not a duration",
         ),
         (
             _session(funnel='{ tag = "step", steps = ["a"], within = "1h", order = 1 }'),
@@ -144,6 +144,21 @@ def _session(**fields: str) -> str:
             _session(funnel='{ steps = ["a"], within = "1h" }'),
             "session 1 (shop.visits): funnel: tag is missing",
         ),
+        (
+            _session(funnel='{ tag = "step", steps = ["a"], within = "1h", ordr = 1 }'),
+            "session 1 (shop.visits): funnel: unknown key 'ordr'; funnel has tag, steps, within",
+        ),
+        (
+            _session(funnel='{ tag = "step", steps = [""], within = "1h" }'),
+            "session 1 (shop.visits): funnel.steps: '' is not a tag value (1 to 256 characters)",
+        ),
+        (
+            _session(funnel='"step"'),
+            "session 1 (shop.visits): funnel: write it as { tag = ",
+        ),
+        (_session(max_open="100000001"), "max_open: 100000001 is over the cap of 100000000"),
+        (_session(gp='"1m"'), "gp: unknown field; a session table has topic, from, key, gap, "),
+        (_session(gp='"1m"'), "funnel (did you mean gap?)"),
         (
             _session() + _session(),
             "session 2 (shop.visits): topic: produced already by session 1",

@@ -42,16 +42,21 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
 
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.event import MESSAGE_TYPE, RESERVED_TYPES
-from pushsvc.core.topics import overlap
+from pushsvc.core.topics import TopicMatcher, overlap
+from pushsvc.errors import InvalidTopic
+from pushsvc.rules.fields import Grace, wrong
 from pushsvc.rules.forecast import ForecastRule
 
 __all__ = [
     "FORECAST_WINDOW",
     "AlertRule",
+    "AlertTable",
     "AlertsError",
     "Condition",
     "parse_alerts",
@@ -81,7 +86,8 @@ FORECAST_WINDOW = "forecast:"
 label (`:` is in none), its value given beside the windows (`pushsvc.aggregate.stages`)."""
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus's label names
-_FIELDS = ("name", "topics", "when", "clear", "for", "keep_firing_for", "labels", "annotations")
+_TOPICS = wrong("give a list of topic names or prefix.* selectors")
+_NAMED = wrong("give a table of names to strings")
 
 
 class AlertsError(ValueError):
@@ -168,41 +174,32 @@ class AlertRule:
         return described
 
 
-def parse_condition(text: object) -> Condition:
+def parse_condition(text: str) -> Condition:
     """ValueError unless `text` is `stat[window] op number`, `messages(type)[window] op
     number` (or `message_rate`), or `forecast(stat, ahead) op number` (a finite number)."""
-    if isinstance(text, str) and (found := _MESSAGE_CONDITION.fullmatch(text)) is not None:
+    written = text.strip()
+    if (found := _MESSAGE_CONDITION.fullmatch(text)) is not None:
         if found[2] in RESERVED_TYPES:
-            raise ValueError(f"{text.strip()!r}: no message has the type {found[2]!r}")
-        return Condition(
-            _MESSAGE_FIELDS[found[1]],
-            found[3],
-            found[4],
-            _finite(text, found[5]),
-            text.strip(),
-            message_type=found[2],
-        )
-    match = _CONDITION.fullmatch(text) if isinstance(text, str) else None
-    window = None
-    if match is None and isinstance(text, str):
-        match = _FORECAST_CONDITION.fullmatch(text)
-        if match is not None:
-            try:
-                ahead_us = parse_duration_us(match[2])
-            except ValueError as exc:
-                raise ValueError(f"{text.strip()!r}: {exc}") from None
-            if ahead_us <= 0:
-                raise ValueError(f"{text.strip()!r}: how far ahead must be longer than 0")
-            window = FORECAST_WINDOW + duration_label(ahead_us)
-    if match is None:
+            raise ValueError(f"{written!r}: no message has the type {found[2]!r}")
+        kind, threshold = _MESSAGE_FIELDS[found[1]], _finite(text, found[5])
+        return Condition(kind, found[3], found[4], threshold, written, message_type=found[2])
+    if (match := _CONDITION.fullmatch(text)) is not None:
+        return Condition(match[1], match[2], match[3], _finite(text, match[4]), written)
+    if (match := _FORECAST_CONDITION.fullmatch(text)) is None:
         raise ValueError(
-            f'{str(text)[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900", nor '
+            f'{text[:80]!r} is not stat[window] op number, e.g. "p99[1m] > 900", nor '
             'messages(type)[window] op number, e.g. "messages(error)[1m] > 5", nor '
             'forecast(stat, ahead) op number, e.g. "forecast(mean, 30m) > 100" '
             "(op: > >= < <= == !=)"
         )
-    threshold = _finite(str(text), match[4])
-    return Condition(match[1], window or match[2], match[3], threshold, str(text).strip())
+    try:
+        ahead_us = parse_duration_us(match[2])
+    except ValueError as exc:
+        raise ValueError(f"{written!r}: {exc}") from None
+    if ahead_us <= 0:
+        raise ValueError(f"{written!r}: how far ahead must be longer than 0")
+    window = FORECAST_WINDOW + duration_label(ahead_us)
+    return Condition(match[1], window, match[3], _finite(text, match[4]), written)
 
 
 def _finite(text: str, number: str) -> float:
@@ -226,26 +223,56 @@ class RuleOutline:
     """The windows that count messages by type: the exact time windows."""
 
 
+class AlertTable(Struct, forbid_unknown_fields=True, kw_only=True, rename={"for_": "for"}):
+    """An `[[alert]]` table as written; its conditions are read by `parse_alerts`."""
+
+    name: Annotated[
+        str,
+        Meta(pattern=f"^{_NAME.pattern}$"),
+        wrong("{value!r} is not ASCII letters, digits and _"),
+    ]
+    topics: Annotated[list[Annotated[str, _TOPICS]], Meta(min_length=1), _TOPICS] | str
+    when: Annotated[str, wrong('{value!r} is not a condition in a string, e.g. "p99[1m] > 900"')]
+    clear: (
+        Annotated[str, wrong('{value!r} is not a condition in a string, e.g. "p99[1m] < 800"')]
+        | None
+    ) = None
+    for_: Grace | None = None
+    keep_firing_for: Grace | None = None
+    labels: Annotated[dict[str, str], _NAMED] = {}
+    annotations: Annotated[dict[str, str], _NAMED] = {}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.topics, str):
+            self.topics = [self.topics]
+        try:
+            TopicMatcher(self.topics)
+        except InvalidTopic as exc:
+            raise ValueError(f"topics: {exc.message}") from None
+        for named, names in (("labels", self.labels), ("annotations", self.annotations)):
+            for name in names:
+                if not _LABEL.fullmatch(name):
+                    raise ValueError(
+                        f"{named}: {name!r} is not a label name ([A-Za-z_][A-Za-z0-9_]*)"
+                    )
+
+
 def parse_alerts(
-    tables: object,
+    tables: Sequence[AlertTable],
     rules: Sequence[RuleOutline],
     default: RuleOutline,
     *,
     known_stats: Sequence[str],
     window_named: Callable[[str], str] = str,
 ) -> tuple[AlertRule, ...]:
-    """The `[[alert]]` tables of a rules file; AlertsError (one line) on the first problem.
-    `window_named` gives the label of the window a condition names (`count[24h]` names the
-    window its rule writes `1d`: `Rules.window_named`)."""
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise AlertsError("[[alert]] must be tables, one per alert")
+    """The `[[alert]]` tables of a rules file, each valid on its own, against the rules some
+    of their topics take; AlertsError (one line) on the first problem. `window_named` gives
+    the label of the window a condition names (`count[24h]` names the window its rule writes
+    `1d`: `Rules.window_named`)."""
     alerts: list[AlertRule] = []
     seen: set[str] = set()
     for index, table in enumerate(tables, 1):
-        label = f"alert {index}"
-        name = table.get("name")
-        if isinstance(name, str) and _NAME.fullmatch(name):
-            label = f"alert {index} ({name})"
+        label = f"alert {index} ({table.name})"
         try:
             alert = _alert(table, rules, default, known_stats, window_named)
         except ValueError as exc:
@@ -258,36 +285,31 @@ def parse_alerts(
 
 
 def _alert(
-    table: Mapping[str, Any],
+    table: AlertTable,
     rules: Sequence[RuleOutline],
     default: RuleOutline,
     known: Sequence[str],
     window_named: Callable[[str], str],
 ) -> AlertRule:
-    unknown = [key for key in table if key not in _FIELDS]
-    if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r}; an alert has {', '.join(_FIELDS)}")
-    for required in ("name", "topics", "when"):
-        if required not in table:
-            raise ValueError(f"{required}: missing")
-    name = table["name"]
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"name: {str(name)[:80]!r} is not ASCII letters, digits and _")
-    selectors = _selectors(table["topics"])
-    when = _named(_field("when", lambda: parse_condition(table["when"])), window_named)
-    clear = (
-        _named(_field("clear", lambda: parse_condition(table["clear"])), window_named)
-        if "clear" in table
-        else None
-    )
-    for_us = _field("for", lambda: _duration(table.get("for", "0s")))
-    keep_us = _field("keep_firing_for", lambda: _duration(table.get("keep_firing_for", "0s")))
-    labels = _field("labels", lambda: _strings(table.get("labels", {}), _LABEL))
-    annotations = _field("annotations", lambda: _strings(table.get("annotations", {}), _LABEL))
+    selectors = tuple(table.topics)
+    when = _named(_field("when", lambda: parse_condition(table.when)), window_named)
+    clear = None
+    if table.clear is not None:
+        text = table.clear
+        clear = _named(_field("clear", lambda: parse_condition(text)), window_named)
     for field_name, condition in (("when", when), ("clear", clear)):
         if condition is not None:
             _check_window(field_name, condition, selectors, rules, default, known)
-    return AlertRule(name, selectors, when, clear, for_us, keep_us, labels, annotations)
+    return AlertRule(
+        table.name,
+        selectors,
+        when,
+        clear,
+        0 if table.for_ is None else table.for_.us,
+        0 if table.keep_firing_for is None else table.keep_firing_for.us,
+        dict(table.labels),
+        dict(table.annotations),
+    )
 
 
 def _named(condition: Condition, window_named: Callable[[str], str]) -> Condition:
@@ -303,39 +325,6 @@ def _field(name: str, read: Callable[[], Any]) -> Any:
         return read()
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
-
-
-def _selectors(given: object) -> tuple[str, ...]:
-    from pushsvc.core.topics import TopicMatcher
-
-    items = [given] if isinstance(given, str) else given
-    if not isinstance(items, list) or not items or not all(isinstance(s, str) for s in items):
-        raise ValueError("topics: give a list of topic names or prefix.* selectors")
-    try:
-        TopicMatcher(items)
-    except ValueError as exc:
-        raise ValueError(f"topics: {exc}") from None
-    return tuple(items)
-
-
-def _duration(given: object) -> int:
-    if not isinstance(given, str):
-        raise ValueError(f'{given!r} is not a duration like "30s"')
-    value = parse_duration_us(given)
-    if value < 0:
-        raise ValueError(f"{given!r} is negative")
-    return value
-
-
-def _strings(given: object, key: re.Pattern[str]) -> dict[str, str]:
-    if not isinstance(given, dict):
-        raise ValueError("give a table of names to strings")
-    for name, value in given.items():
-        if not key.fullmatch(name):
-            raise ValueError(f"{name!r} is not a label name ([A-Za-z_][A-Za-z0-9_]*)")
-        if not isinstance(value, str):
-            raise ValueError(f"{name}: {value!r} is not a string")
-    return dict(given)
 
 
 def _check_window(

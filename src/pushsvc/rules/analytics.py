@@ -7,8 +7,11 @@ matches takes the server's `--windows` and `--stats` (the *default rule*). Every
 a deployment reads the same file; `Rules.digest` names what they read, so a process can tell
 that another one computes different statistics (`/readyz`).
 
-Validation happens here, once, at start: a bad file is one `RulesError` line naming the
-file, the rule and the field. Everything downstream takes a `Rule` as valid.
+Validation happens once, at start: the file's shape is `pushsvc.rules.file_shape`'s Structs,
+what a rule can only check against the server's tiers (`anomaly`, `forecast`) and the other
+kinds of table against the rules is checked here; a bad file is one `RulesError` line naming
+the file, the rule and the field (`pushsvc.rules.file_errors`). Everything downstream takes a
+`Rule` as valid.
 """
 
 from __future__ import annotations
@@ -16,24 +19,33 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.lists import comma_list
 from pushsvc.core.topics import TopicMatcher, overlap
-from pushsvc.errors import InvalidTopic, RulesError
-from pushsvc.rules.alerts import AlertRule, RuleOutline, covers, parse_alerts
+from pushsvc.errors import RulesError
+from pushsvc.rules.alerts import AlertRule, AlertTable, RuleOutline, covers, parse_alerts
 from pushsvc.rules.anomaly import AnomalyRule, parse_anomaly
 from pushsvc.rules.derive import DeriveRule, parse_derives
+from pushsvc.rules.file_errors import one_line
+from pushsvc.rules.file_shape import (
+    DEFAULT_EXACT_UP_TO_US,
+    DEFAULT_MAX_GROUPS,
+    MAX_GROUPS_CAP,
+    RuleTable,
+    decode_rules_file,
+)
 from pushsvc.rules.forecast import ForecastRule, parse_forecast
 from pushsvc.rules.names import ALL_STATS, MAX_COUNT_WINDOW, SUB_BUCKETS
 from pushsvc.rules.sessions import SESSION_SCALARS, SESSION_STATS, SessionRule, parse_sessions
-from pushsvc.rules.tiers import SeriesTier, check_tiers, parse_tier
+from pushsvc.rules.tiers import SeriesTier
 
 __all__ = [
     "DEFAULT_EXACT_UP_TO_US",
@@ -46,32 +58,8 @@ __all__ = [
     "parse_rules",
 ]
 
-#: `exact_percentiles_up_to` when a rule does not say: wider windows use a sketch.
-DEFAULT_EXACT_UP_TO_US = 5 * 60_000_000
-#: `max_groups` when a rule does not say.
-DEFAULT_MAX_GROUPS = 100
-#: The most live groups a rule may ask for per topic: every group costs every window's
-#: memory and one entry in each tick and snapshot, so a typo (`max_groups = 1000000`) must
-#: not turn into an out-of-memory aggregator.
-MAX_GROUPS_CAP = 10_000
-
-_RULE_FIELDS = (
-    "topics", "windows", "last", "stats", "group_by", "max_groups",
-    "exact_percentiles_up_to", "series", "distinct", "top", "anomaly", "forecast", "grace",
-    "late",
-)  # fmt: skip
-#: What a rule's `late` may say of an event older than its topic's clock less the grace:
-#: kept on the topic's late stream (the default), or refused with `400 late_event`.
-LATE_HANDLING = ("keep", "refuse")
-_TOP_FIELDS = ("tag", "k")
-#: A tag that names a statistic (`distinct_<tag>`, `top_<tag>`): what alert conditions and
-#: `?stats=` lists can spell.
-_STAT_TAG = re.compile(r"[A-Za-z0-9_]{1,64}")
-#: The largest k of a `top` entry.
-MAX_TOP_K = 100
 #: Exact top values while a window holds at most this many different values (and 20 k).
 EXACT_TOP_UP_TO = 1000
-_FILE_FIELDS = ("rule", "alert", "derive", "session")
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,8 +354,10 @@ class Rules:
 
     def describe(self) -> dict[str, Any]:
         """`GET /rules`: the digest, the rules in file order, and the default rule."""
-        described = {
-            "digest": self.digest,
+        return {"digest": self.digest, **self._described()}
+
+    def _described(self) -> dict[str, Any]:
+        described: dict[str, Any] = {
             "rules": [rule.describe() for rule in self.rules],
             "default": self.default.describe(),
         }
@@ -382,17 +372,7 @@ class Rules:
     @cached_property
     def digest(self) -> str:
         """Equal for deployments that compute the same statistics for every topic."""
-        described: dict[str, Any] = {
-            "rules": [r.describe() for r in self.rules],
-            "default": self.default.describe(),
-        }
-        if self.alerts:
-            described["alerts"] = [alert.describe() for alert in self.alerts]
-        if self.derives:
-            described["derive"] = [rule.describe() for rule in self.derives]
-        if self.sessions:
-            described["session"] = [rule.describe() for rule in self.sessions]
-        canonical = orjson.dumps(described, option=orjson.OPT_SORT_KEYS)
+        canonical = orjson.dumps(self._described(), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()[:16]
 
 
@@ -426,59 +406,34 @@ def load_rules(path: str, default: Rule) -> Rules:
     return parse_rules(document, default, source=path)
 
 
-def parse_rules(document: Mapping[str, Any], default: Rule, *, source: str = "rules") -> Rules:
+def parse_rules(document: dict[str, Any], default: Rule, *, source: str = "rules") -> Rules:
     """The rules of a parsed TOML document; RulesError names the rule and the field."""
-    unknown = [key for key in document if key not in _FILE_FIELDS]
-    if unknown:
-        raise RulesError(
-            f"rules file {source}: unknown table {unknown[0]!r}; a rules file holds [[rule]], "
-            "[[alert]], [[derive]] and [[session]] tables"
-        )
-    tables = document.get("rule", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise RulesError(f"rules file {source}: write each rule as a [[rule]] table")
-    rules = [
-        _numbered_rule(number, table, default, source) for number, table in enumerate(tables, 1)
-    ]
-    rules, default = _spell_windows(tables, rules, default, source)
+    try:
+        given = decode_rules_file(document)
+    except msgspec.ValidationError as exc:
+        raise RulesError(f"rules file {source}: {one_line(exc, document)}") from None
+    rules = []
+    for number, table in enumerate(given.rule, 1):
+        try:
+            rules.append(_rule(number, table, default))
+        except ValueError as exc:
+            named = f"rule {number} ({', '.join(table.topics)})"
+            raise RulesError(f"rules file {source}: {named}: {exc}") from None
+    rules, default = _spell_windows(given.rule, rules, default, source)
     chosen = Rules(rules, default)
     try:
-        derives: tuple[DeriveRule, ...] = ()
-        if "derive" in document:
-            derives = parse_derives(
-                document["derive"], lambda topic: chosen.series_of(chosen.for_topic(topic))
-            )
-        sessions: tuple[SessionRule, ...] = ()
-        if "session" in document:
-            sessions = parse_sessions(
-                document["session"], produced=[rule.topic for rule in derives]
-            )
-        alerts: tuple[AlertRule, ...] = ()
-        if "alert" in document:
-            alerts = _alerts(document["alert"], chosen, sessions)
+        derives = parse_derives(
+            given.derive, lambda topic: chosen.series_of(chosen.for_topic(topic))
+        )
+        sessions = parse_sessions(given.session, produced=[rule.topic for rule in derives])
+        alerts = _alerts(given.alert, chosen, sessions)
     except ValueError as exc:  # AlertsError too
         raise RulesError(f"rules file {source}: {exc}") from None
     return Rules(rules, default, source=source, alerts=alerts, derives=derives, sessions=sessions)
 
 
-def _numbered_rule(number: int, table: Mapping[str, Any], default: Rule, source: str) -> Rule:
-    """Rule `number` of the file, or RulesError naming it, its topics and the field."""
-    try:
-        return _rule(number, table, default)
-    except _FieldError as exc:
-        selectors = table.get("topics")
-        named = (
-            f" ({', '.join(map(str, selectors))})"
-            if isinstance(selectors, list) and selectors
-            else ""
-        )
-        raise RulesError(
-            f"rules file {source}: rule {number}{named}: {exc.field}: {exc.problem}"
-        ) from None
-
-
 def _alerts(
-    given: object, chosen: Rules, sessions: tuple[SessionRule, ...]
+    given: Sequence[AlertTable], chosen: Rules, sessions: tuple[SessionRule, ...]
 ) -> tuple[AlertRule, ...]:
     """The `[[alert]]` tables, against what the rules keep. A session topic's own numbers may
     be alerted on (its funnel, a list, may not), under the rule the session topic takes."""
@@ -503,7 +458,7 @@ _WRITTEN_LABEL = re.compile(r"[1-9][0-9]*(?:ms|s|m|h|d)")
 
 
 def _spell_windows(
-    tables: Sequence[Mapping[str, Any]], rules: list[Rule], default: Rule, source: str
+    tables: Sequence[RuleTable], rules: list[Rule], default: Rule, source: str
 ) -> tuple[list[Rule], Rule]:
     """The rules and the default rule with their time windows labelled as the file writes
     them. One label per duration in a deployment: a stream's `?windows=24h` then selects the
@@ -512,12 +467,11 @@ def _spell_windows(
     another) is refused: which of the two a topic's updates carry would depend on its rule."""
     written: dict[int, tuple[str, int]] = {}  # width -> (label, rule number)
     for rule, table in zip(rules, tables, strict=True):
-        for text in table.get("windows", ()):
-            label = text.strip()
+        for window in table.windows or ():
+            label = window.text
             if not _WRITTEN_LABEL.fullmatch(label):
                 continue
-            width = parse_duration_us(label)
-            first = written.setdefault(width, (label, rule.number))
+            first = written.setdefault(window.us, (label, rule.number))
             if first[0] != label:
                 raise RulesError(
                     f"rules file {source}: rule {rule.number}: windows: {label!r} is the "
@@ -544,250 +498,54 @@ def _outline(rule: Rule, sessions_taken: Collection[int] = ()) -> RuleOutline:
     return RuleOutline(rule.number, rule.selectors, rule.labels, scalars, rule.forecast, exact)
 
 
-class _FieldError(Exception):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-def _rule(number: int, table: Mapping[str, Any], default: Rule) -> Rule:
-    for key in table:
-        if key not in _RULE_FIELDS:
-            raise _FieldError(key, f"unknown field; a rule has {', '.join(_RULE_FIELDS)}")
-    selectors = _selectors(table.get("topics"))
-    windows, last = _windows_and_last(table, default)
-    stats = _stats(table["stats"]) if "stats" in table else default.stats
-    group_by = _tags(table.get("group_by", []))
-    max_groups = _max_groups(table, group_by)
-    exact_up_to = _exact_up_to(table, windows)
-    series = _series(table["series"]) if "series" in table else None
+def _rule(number: int, table: RuleTable, default: Rule) -> Rule:
+    """Rule `number` of the file, from its table (valid on its own) and the server's rule: a
+    field the table leaves out is the server's. ValueError `field: problem` when its
+    `anomaly` or `forecast` names a tier it does not keep."""
+    windows = default.windows_us if table.windows is None and not table.last else ()
+    if table.windows is not None:
+        windows = tuple(sorted(w.us for w in table.windows))
+    stats = default.stats if table.stats is None else ALL_STATS
+    if isinstance(table.stats, list):
+        stats = tuple(s for s in ALL_STATS if s in set(table.stats))
+    series = table.tiers()
     tiers = series if series is not None else default.series or ()
     return Rule(
         number,
-        selectors,
+        tuple(table.topics),
         windows,
-        last,
+        tuple(sorted(table.last)),
         stats,
-        group_by,
-        max_groups,
-        exact_up_to,
+        tuple(table.group_by),
+        DEFAULT_MAX_GROUPS if table.max_groups is None else table.max_groups,
+        table.exact_up_to_us,
         series,
-        _stat_tags(table.get("distinct", [])),
-        _tops(table.get("top", [])),
-        _model(table, "anomaly", parse_anomaly, tiers),
-        forecast=_model(table, "forecast", parse_forecast, tiers),
-        grace_us=_grace(table["grace"]) if "grace" in table else None,
-        late=_late(table.get("late", "keep")),
+        tuple(table.distinct),
+        tuple((entry.tag, entry.k) for entry in table.top),
+        _model("anomaly", parse_anomaly, table.anomaly, tiers),
+        forecast=_model("forecast", parse_forecast, table.forecast, tiers),
+        grace_us=None if table.grace is None else table.grace.us,
+        late=table.late,
     )
-
-
-def _windows_and_last(
-    table: Mapping[str, Any], default: Rule
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """A rule's time windows and count windows: the default rule's time windows when it
-    names neither; at least one of either."""
-    last = _sizes(table.get("last", []))
-    windows = _durations("windows", table["windows"]) if "windows" in table else ()
-    if "windows" not in table and not last:
-        windows = default.windows_us
-    if not windows and not last:
-        raise _FieldError("windows", "a rule needs at least one window (windows or last)")
-    return windows, last
-
-
-def _max_groups(table: Mapping[str, Any], group_by: tuple[str, ...]) -> int:
-    max_groups = table.get("max_groups", DEFAULT_MAX_GROUPS)
-    if not isinstance(max_groups, int) or isinstance(max_groups, bool) or max_groups < 1:
-        raise _FieldError("max_groups", f"{max_groups!r} is not a positive whole number")
-    if max_groups > MAX_GROUPS_CAP:
-        raise _FieldError("max_groups", f"{max_groups} is over the cap of {MAX_GROUPS_CAP}")
-    if "max_groups" in table and not group_by:
-        raise _FieldError("max_groups", "only means something with group_by")
-    return max_groups
-
-
-def _exact_up_to(table: Mapping[str, Any], windows: tuple[int, ...]) -> int:
-    """Up to which width the windows keep exact percentiles; a sketched window must be long
-    enough for its sub-buckets."""
-    exact_up_to = DEFAULT_EXACT_UP_TO_US
-    if "exact_percentiles_up_to" in table:
-        exact_up_to = _duration("exact_percentiles_up_to", table["exact_percentiles_up_to"])
-    for width in windows:
-        if width > exact_up_to and width // SUB_BUCKETS < 1_000:
-            raise _FieldError("windows", f"{duration_label(width)} is too short for a sketch")
-    return exact_up_to
 
 
 M = TypeVar("M")
 
 
 def _model(
-    table: Mapping[str, Any],
     field: str,
     parse: Callable[[Any, Sequence[SeriesTier]], M],
+    given: Any,
     tiers: tuple[SeriesTier, ...],
 ) -> M | None:
     """A rule's `anomaly` or `forecast` table, over the series tiers the rule keeps."""
-    if field not in table:
+    if given is None:
         return None
     try:
-        return parse(table[field], tiers)
+        return parse(given, tiers)
     except ValueError as exc:
-        raise _FieldError(field, str(exc)) from None
-
-
-def _late(late: object) -> str:
-    if late not in LATE_HANDLING:
-        raise _FieldError(
-            "late", f'{_describe(late)} is neither "keep" (the late stream) nor "refuse" (a 400)'
-        )
-    return str(late)
-
-
-def _grace(given: object) -> int:
-    """A rule's grace: a duration, 0 allowed (only events at or after the clock in place)."""
-    if isinstance(given, str) and given.strip() in ("0", "0s"):
-        return 0
-    return _duration("grace", given)
-
-
-def _list(field: str, given: object) -> list[Any]:
-    if not isinstance(given, list):
-        raise _FieldError(field, f"expected a list, got {_describe(given)}")
-    return given
-
-
-def _selectors(given: object) -> tuple[str, ...]:
-    if given is None:
-        raise _FieldError("topics", "missing; name the topics the rule is for")
-    selectors = _list("topics", given)
-    if not selectors:
-        raise _FieldError("topics", "empty; name at least one topic or pattern")
-    if not all(isinstance(s, str) for s in selectors):
-        raise _FieldError("topics", "selectors are strings: a name, prefix.* or *")
-    try:
-        TopicMatcher(selectors)
-    except InvalidTopic as exc:
-        raise _FieldError("topics", exc.message) from None
-    return tuple(selectors)
-
-
-def _duration(field: str, given: object) -> int:
-    if not isinstance(given, str):
-        raise _FieldError(field, f'durations are strings like "10s", got {_describe(given)}')
-    try:
-        width = parse_duration_us(given)
-    except ValueError as exc:
-        raise _FieldError(field, str(exc)) from None
-    if width <= 0:
-        raise _FieldError(field, f"{given!r} must be longer than 0")
-    return width
-
-
-def _durations(field: str, given: object) -> tuple[int, ...]:
-    widths = [_duration(field, item) for item in _list(field, given)]
-    _distinct(field, [duration_label(w) for w in widths])
-    return tuple(sorted(widths))
-
-
-def _sizes(given: object) -> tuple[int, ...]:
-    sizes = _list("last", given)
-    for size in sizes:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise _FieldError("last", f"{size!r} is not a positive number of events")
-        if size > MAX_COUNT_WINDOW:
-            raise _FieldError("last", f"{size} is over the cap of {MAX_COUNT_WINDOW} events")
-    _distinct("last", sizes)
-    return tuple(sorted(sizes))
-
-
-def _stats(given: object) -> tuple[str, ...]:
-    if given == "all":
-        return ALL_STATS
-    names = _list("stats", given)
-    if not names:
-        raise _FieldError("stats", 'empty; name at least one statistic, or "all"')
-    for name in names:
-        if name not in ALL_STATS:
-            raise _FieldError("stats", f"unknown statistic {name!r}; known: {', '.join(ALL_STATS)}")
-    _distinct("stats", names)
-    return tuple(s for s in ALL_STATS if s in set(names))
-
-
-def _tags(given: object) -> tuple[str, ...]:
-    tags = _list("group_by", given)
-    for tag in tags:
-        if not isinstance(tag, str) or not 0 < len(tag) <= 64:
-            raise _FieldError("group_by", f"{tag!r} is not a tag name (1 to 64 characters)")
-    _distinct("group_by", tags)
-    return tuple(tags)
-
-
-def _stat_tag(field: str, tag: object) -> str:
-    if not isinstance(tag, str) or not _STAT_TAG.fullmatch(tag):
-        raise _FieldError(
-            field,
-            f"{tag!r} is not a tag this statistic can be named after (1 to 64 letters, "
-            "digits or _)",
-        )
-    return tag
-
-
-def _stat_tags(given: object) -> tuple[str, ...]:
-    tags = [_stat_tag("distinct", tag) for tag in _list("distinct", given)]
-    _distinct("distinct", tags)
-    return tuple(tags)
-
-
-def _tops(given: object) -> tuple[tuple[str, int], ...]:
-    tops = []
-    for entry in _list("top", given):
-        if not isinstance(entry, dict):
-            raise _FieldError(
-                "top", f'write each entry as {{ tag = "...", k = 10 }}, got {_describe(entry)}'
-            )
-        for key in entry:
-            if key not in _TOP_FIELDS:
-                raise _FieldError("top", f"unknown key {key!r} in an entry; an entry has tag and k")
-        if "tag" not in entry or "k" not in entry:
-            raise _FieldError("top", "each entry needs a tag and a k")
-        tag = _stat_tag("top", entry["tag"])
-        k = entry["k"]
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
-            raise _FieldError(
-                "top", f"k for {tag!r} is {k!r}; k is a whole number from 1 to {MAX_TOP_K}"
-            )
-        tops.append((tag, k))
-    _distinct("top", [tag for tag, _ in tops])
-    return tuple(tops)
-
-
-def _series(given: object) -> tuple[SeriesTier, ...]:
-    tiers = []
-    for item in _list("series", given):
-        text = item if isinstance(item, str) else ""
-        try:
-            tiers.append(parse_tier(text))
-        except ValueError as exc:
-            raise _FieldError("series", str(exc)) from None
-    try:
-        return check_tiers(tiers)
-    except ValueError as exc:
-        raise _FieldError("series", str(exc)) from None
-
-
-def _distinct(field: str, items: Sequence[object]) -> None:
-    seen: set[object] = set()
-    for item in items:
-        if item in seen:
-            raise _FieldError(field, f"{item!r} is given twice")
-        seen.add(item)
+        raise ValueError(f"{field}: {exc}") from None
 
 
 def _resolution(tier: SeriesTier) -> int:
     return tier.resolution_us
-
-
-def _describe(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"[:80]

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
 
 from pushsvc.core.durations import duration_label
-from pushsvc.rules.tiers import SeriesTier, field_table, kept_tier, positive_duration
+from pushsvc.rules.fields import Duration, wrong
+from pushsvc.rules.tiers import SeriesTier, check_kept
 
 __all__ = [
     "ANOMALY_STATS",
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "MIN_LEARN_POINTS",
     "AnomalyRule",
+    "AnomalyTable",
     "parse_anomaly",
 ]
 
@@ -38,7 +42,6 @@ raw scores, and a mean and variance of fewer points flag noise."""
 DEFAULT_THRESHOLD = 0.5
 """`threshold` when a rule does not say: the detector's own default (`pushsvc.series.anomaly`,
 which rules cannot import: it is a layer up), a tail probability of about 1e-5."""
-_FIELDS = ("every", "stat", "learn", "threshold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,27 +70,30 @@ class AnomalyRule:
         }
 
 
-def parse_anomaly(given: object, tiers: Sequence[SeriesTier]) -> AnomalyRule:
+class AnomalyTable(Struct, forbid_unknown_fields=True):
+    """A rule's `anomaly` table as written; `parse_anomaly` reads it against the rule's tiers."""
+
+    every: Duration
+    stat: Annotated[
+        str,
+        Meta(pattern=f"^({'|'.join(ANOMALY_STATS)})$"),
+        wrong(f"unknown stat {{value!r}}; known: {', '.join(ANOMALY_STATS)}"),
+    ] = "mean"
+    learn: Duration | None = None
+    threshold: Annotated[
+        float, Meta(gt=0.0, le=1.0), wrong("{value!r} is not a number in (0, 1]")
+    ] = DEFAULT_THRESHOLD
+
+
+def parse_anomaly(given: AnomalyTable, tiers: Sequence[SeriesTier]) -> AnomalyRule:
     """The `anomaly` field of a rule keeping `tiers`; ValueError saying what is wrong."""
-    given = field_table(given, "anomaly", '{ every = "1m", stat = "mean", learn = "6h" }', _FIELDS)
-    every_us = kept_tier("every", given, tiers, "score")
-    stat = given.get("stat", "mean")
-    if stat not in ANOMALY_STATS:
-        raise ValueError(f"unknown stat {stat!r}; known: {', '.join(ANOMALY_STATS)}")
+    every_us = check_kept("every", given.every.us, tiers)
     learn_points = DEFAULT_LEARN_POINTS
-    if "learn" in given:
-        learn_us = positive_duration("learn", given["learn"])
-        learn_points = learn_us // every_us
+    if given.learn is not None:
+        learn_points = given.learn.us // every_us
         if learn_points < MIN_LEARN_POINTS:
             raise ValueError(
-                f"learn = {duration_label(learn_us)!r} is shorter than {MIN_LEARN_POINTS} "
+                f"learn = {duration_label(given.learn.us)!r} is shorter than {MIN_LEARN_POINTS} "
                 f"buckets of {duration_label(every_us)}"
             )
-    threshold = given.get("threshold", DEFAULT_THRESHOLD)
-    if (
-        not isinstance(threshold, int | float)
-        or isinstance(threshold, bool)
-        or not 0.0 < threshold <= 1.0
-    ):
-        raise ValueError(f"threshold {threshold!r} is not a number in (0, 1]")
-    return AnomalyRule(every_us, str(stat), learn_points, float(threshold))
+    return AnomalyRule(every_us, given.stat, learn_points, given.threshold)

@@ -19,7 +19,9 @@ grammar, loosest first:
 
 What a derived value means at a boundary (the closed buckets of tier `every` in
 `[t - range, t)`) and when it is computed is `pushsvc.aggregate.derive`'s; this module only
-says which values are valid, and `evaluate` is the one place an expression is computed.
+says which values are valid (a table's shape is `DeriveTable`, converted with the rest of the
+file by `pushsvc.rules.file_shape`; its value and its sources' tiers are `parse_derives`'), and
+`evaluate` is the one place an expression is computed.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Struct
 
 from pushsvc.core.durations import duration_label, parse_duration_us
 from pushsvc.core.topics import TOPIC_PATTERN
+from pushsvc.rules.fields import Duration, TopicName, wrong
 from pushsvc.rules.tiers import SeriesTier
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
     "Binary",
     "DeriveError",
     "DeriveRule",
+    "DeriveTable",
     "Expression",
     "Negate",
     "Number",
@@ -51,7 +57,6 @@ __all__ = [
 DERIVE_STATS = ("count", "sum", "mean", "min", "max", "rate")
 """What a term may ask of a source's closed buckets: what merges exactly across buckets."""
 
-_FIELDS = ("topic", "every", "value")
 _TOPIC = re.compile(TOPIC_PATTERN)
 _NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -297,21 +302,25 @@ class DeriveRule:
         }
 
 
+class DeriveTable(Struct, forbid_unknown_fields=True):
+    """A `[[derive]]` table as written; `value` is read by `parse_derives`."""
+
+    topic: TopicName
+    every: Duration
+    value: Annotated[str, wrong("an expression in a string, got {value!r}")]
+
+
 def parse_derives(
-    tables: object, tiers_of: Callable[[str], Sequence[SeriesTier]]
+    tables: Sequence[DeriveTable], tiers_of: Callable[[str], Sequence[SeriesTier]]
 ) -> tuple[DeriveRule, ...]:
     """The `[[derive]]` tables of a rules file, checked against the tiers each source keeps
     (`tiers_of(topic)`). ValueError, one line naming the derive table and the problem."""
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ValueError("write each derived metric as a [[derive]] table")
     rules = []
     for number, table in enumerate(tables, start=1):
         try:
             rules.append(_derive(number, table, tiers_of))
         except DeriveError as exc:
-            topic = table.get("topic")
-            named = f" ({topic})" if isinstance(topic, str) and topic else ""
-            raise ValueError(f"derive {number}{named}: {exc}") from None
+            raise ValueError(f"derive {number} ({table.topic}): {exc}") from None
     topics: dict[str, DeriveRule] = {}
     for rule in rules:
         if rule.topic in topics:
@@ -331,40 +340,16 @@ def parse_derives(
 
 
 def _derive(
-    number: int, table: Mapping[str, Any], tiers_of: Callable[[str], Sequence[SeriesTier]]
+    number: int, table: DeriveTable, tiers_of: Callable[[str], Sequence[SeriesTier]]
 ) -> DeriveRule:
-    for key in table:
-        if key not in _FIELDS:
-            raise DeriveError(key, f"unknown field; a derive table has {', '.join(_FIELDS)}")
-    for key in _FIELDS:
-        if key not in table:
-            raise DeriveError(key, "missing")
-    topic = table["topic"]
-    if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
-        raise DeriveError("topic", f"{topic!r} is not a topic name (one topic, not a pattern)")
-    every = _every(table["every"])
-    value = table["value"]
-    expression, terms = _value(value, every)
+    every = table.every.us
+    expression, terms = _value(table.value, every)
     tiers = tuple((source, _tier(source, every, terms, tiers_of)) for source in _sources(terms))
-    return DeriveRule(number, topic, every, value, expression, terms, tiers)
+    return DeriveRule(number, table.topic, every, table.value, expression, terms, tiers)
 
 
-def _every(given: object) -> int:
-    if not isinstance(given, str):
-        raise DeriveError("every", f'a duration like "10s", got {given!r}')
-    try:
-        every = parse_duration_us(given)
-    except ValueError as exc:
-        raise DeriveError("every", str(exc)) from None
-    if every <= 0:
-        raise DeriveError("every", f"{given!r} must be longer than 0")
-    return every
-
-
-def _value(given: object, every: int) -> tuple[Expression, tuple[Term, ...]]:
+def _value(given: str, every: int) -> tuple[Expression, tuple[Term, ...]]:
     """The value's expression and its terms, each over a whole number of `every`."""
-    if not isinstance(given, str):
-        raise DeriveError("value", f"an expression in a string, got {given!r}")
     try:
         expression = parse_expression(given)
     except ValueError as exc:

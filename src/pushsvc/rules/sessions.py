@@ -13,21 +13,25 @@ funnel = { tag = "step", steps = ["view", "cart", "checkout", "paid"], within = 
 ```
 
 What a session is, when it ends and what its event holds is `pushsvc.stats.sessions` and
-`pushsvc.aggregate.sessionize`'s; this module only says which rules are valid. A pattern in
+`pushsvc.aggregate.sessionize`'s; this module only says which rules are valid: a table's shape
+and its own fields' checks are `SessionTable` (converted with the rest of the file,
+`pushsvc.rules.file_shape`), the checks across tables `parse_sessions`. A pattern in
 `from` never takes a session topic (`shop.*` above does not feed `shop.visits` back into its
 own sessions, nor into another rule's); naming one outright is an error.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pushsvc.core.durations import duration_label, parse_duration_us
-from pushsvc.core.topics import TOPIC_PATTERN, TopicMatcher
+from msgspec import Meta, Struct
+
+from pushsvc.core.durations import duration_label
+from pushsvc.core.topics import TopicMatcher
 from pushsvc.errors import InvalidTopic
+from pushsvc.rules.fields import Duration, Selector, TagName, TopicName, capped, once, wrong
 
 __all__ = [
     "DEFAULT_MAX_OPEN",
@@ -36,7 +40,9 @@ __all__ = [
     "SESSION_SCALARS",
     "SESSION_STATS",
     "FunnelSpec",
+    "FunnelTable",
     "SessionRule",
+    "SessionTable",
     "parse_sessions",
 ]
 
@@ -51,16 +57,13 @@ MAX_OPEN_CAP = 100_000_000
 MAX_STEPS = 64
 """Funnel steps at most (`pushsvc.stats.sessions` packs a step index beside its time)."""
 
-_FIELDS = ("topic", "from", "key", "gap", "max_duration", "max_open", "keep_key", "funnel")
-_FUNNEL_FIELDS = ("tag", "steps", "within")
-_TOPIC = re.compile(TOPIC_PATTERN)
 _MAX_STEP_LEN = 256
 """As long as a tag value may be (`pushsvc.ingest.event_shape.MAX_TAG_VALUE_LEN`)."""
-
-
-class _SessionError(Exception):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+Step = Annotated[
+    str,
+    Meta(min_length=1, max_length=_MAX_STEP_LEN),
+    wrong(f"{{value!r}} is not a tag value (1 to {_MAX_STEP_LEN} characters)"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,18 +123,69 @@ class SessionRule:
         return described
 
 
-def parse_sessions(tables: object, *, produced: Sequence[str] = ()) -> tuple[SessionRule, ...]:
-    """The `[[session]]` tables of a rules file. `produced`: topics other rules produce
-    (derived metrics), which cannot be session topics too. ValueError, one line naming the
-    session table and the problem."""
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ValueError("write each session rule as a [[session]] table")
-    rules: list[SessionRule] = []
-    for number, table in enumerate(tables, start=1):
+class FunnelTable(Struct, forbid_unknown_fields=True):
+    """`funnel = { tag, steps, within }` as written."""
+
+    tag: TagName
+    steps: Annotated[
+        list[Step], Meta(min_length=1), wrong("a non-empty list of the tag's values, in order")
+    ]
+    within: Duration
+
+    def __post_init__(self) -> None:
+        if len(self.steps) > MAX_STEPS:
+            raise ValueError(f"steps: {len(self.steps)} steps; a funnel has at most {MAX_STEPS}")
+        once("steps", self.steps, "; each step names a different value")
+
+
+Funnel = Annotated[
+    FunnelTable,
+    wrong(
+        'write it as {{ tag = "step", steps = ["view", "paid"], within = "1h" }}, got {described}'
+    ),
+]
+
+
+class SessionTable(Struct, forbid_unknown_fields=True, kw_only=True, rename={"sources": "from"}):
+    """A `[[session]]` table as written."""
+
+    topic: TopicName
+    sources: Annotated[
+        list[Selector],
+        Meta(min_length=1),
+        wrong("a non-empty list of topics or patterns (name, prefix.*, *)"),
+    ]
+    key: TagName
+    gap: Duration
+    max_duration: Duration | None = None
+    max_open: Annotated[int, capped(MAX_OPEN_CAP)] = DEFAULT_MAX_OPEN
+    keep_key: Annotated[bool, wrong("true or false, got {value!r}")] = False
+    funnel: Funnel | None = None
+
+    def __post_init__(self) -> None:
         try:
-            rules.append(_session(number, table))
-        except _SessionError as exc:
-            raise ValueError(f"session {number}{_named(table)}: {exc}") from None
+            TopicMatcher(self.sources)
+        except InvalidTopic as exc:
+            raise ValueError(f"from: {exc.message}") from None
+        if self.topic in self.sources:
+            raise ValueError(
+                f"from: names the session topic {self.topic} itself; a session topic cannot be "
+                "a source"
+            )
+        if self.max_duration is not None and self.max_duration.us < self.gap.us:
+            raise ValueError(
+                f"max_duration: {self.max_duration.text!r} is shorter than gap "
+                f"({duration_label(self.gap.us)})"
+            )
+
+
+def parse_sessions(
+    tables: Sequence[SessionTable], *, produced: Sequence[str] = ()
+) -> tuple[SessionRule, ...]:
+    """The `[[session]]` tables of a rules file, each valid on its own. `produced`: topics
+    other rules produce (derived metrics), which cannot be session topics too. ValueError, one
+    line naming the session table and the problem."""
+    rules = [_session(number, table) for number, table in enumerate(tables, start=1)]
     taken = {topic: "a [[derive]] rule" for topic in produced}
     for rule in rules:
         if rule.topic in taken:
@@ -153,108 +207,16 @@ def parse_sessions(tables: object, *, produced: Sequence[str] = ()) -> tuple[Ses
     return tuple(rules)
 
 
-def _named(table: Mapping[str, Any]) -> str:
-    topic = table.get("topic")
-    return f" ({topic})" if isinstance(topic, str) and topic else ""
-
-
-def _session(number: int, table: Mapping[str, Any]) -> SessionRule:
-    for field in table:
-        if field not in _FIELDS:
-            raise _SessionError(field, f"unknown field; a session table has {', '.join(_FIELDS)}")
-    for field in ("topic", "from", "key", "gap"):
-        if field not in table:
-            raise _SessionError(field, "missing")
-    topic = table["topic"]
-    if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None:
-        raise _SessionError("topic", f"{topic!r} is not a topic name (one topic, not a pattern)")
-    sources = _sources(table["from"])
-    if topic in sources:
-        raise _SessionError(
-            "from", f"names the session topic {topic} itself; a session topic cannot be a source"
-        )
-    key = _tag("key", table["key"])
-    gap = _duration("gap", table["gap"])
-    max_duration = None
-    if "max_duration" in table:
-        max_duration = _duration("max_duration", table["max_duration"])
-        if max_duration < gap:
-            raise _SessionError(
-                "max_duration",
-                f"{table['max_duration']!r} is shorter than gap ({duration_label(gap)})",
-            )
-    max_open = table.get("max_open", DEFAULT_MAX_OPEN)
-    if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
-        raise _SessionError("max_open", f"{max_open!r} is not a positive whole number")
-    if max_open > MAX_OPEN_CAP:
-        raise _SessionError("max_open", f"{max_open} is over the cap of {MAX_OPEN_CAP}")
-    keep_key = table.get("keep_key", False)
-    if not isinstance(keep_key, bool):
-        raise _SessionError("keep_key", f"true or false, got {keep_key!r}")
-    funnel = _funnel(table["funnel"]) if "funnel" in table else None
-    return SessionRule(number, topic, sources, key, gap, max_duration, max_open, keep_key, funnel)
-
-
-def _sources(given: object) -> tuple[str, ...]:
-    if not isinstance(given, list) or not given:
-        raise _SessionError("from", "a non-empty list of topics or patterns (name, prefix.*, *)")
-    if not all(isinstance(s, str) for s in given):
-        raise _SessionError("from", "selectors are strings: a name, prefix.* or *")
-    try:
-        TopicMatcher(given)
-    except InvalidTopic as exc:
-        raise _SessionError("from", exc.message) from None
-    return tuple(given)
-
-
-def _tag(field: str, given: object) -> str:
-    if not isinstance(given, str) or not 0 < len(given) <= 64:
-        raise _SessionError(field, f"{given!r} is not a tag name (1 to 64 characters)")
-    return given
-
-
-def _duration(field: str, given: object) -> int:
-    if not isinstance(given, str):
-        raise _SessionError(
-            field, f'not a duration: durations are strings like "30m", got {given!r}'
-        )
-    try:
-        width = parse_duration_us(given)
-    except ValueError as exc:
-        raise _SessionError(field, f"not a duration: {exc}") from None
-    if width <= 0:
-        raise _SessionError(field, f"{given!r} must be longer than 0")
-    return width
-
-
-def _funnel(given: object) -> FunnelSpec:
-    if not isinstance(given, dict):
-        raise _SessionError("funnel", "a table {tag, steps, within}")
-    for field in given:
-        if field not in _FUNNEL_FIELDS:
-            raise _SessionError(
-                "funnel", f"unknown key {field!r}; a funnel has {', '.join(_FUNNEL_FIELDS)}"
-            )
-    for field in _FUNNEL_FIELDS:
-        if field not in given:
-            raise _SessionError("funnel", f"{field} is missing")
-    tag = _tag("funnel.tag", given["tag"])
-    steps = given["steps"]
-    if not isinstance(steps, list) or not steps:
-        raise _SessionError("funnel.steps", "a non-empty list of the tag's values, in order")
-    for step in steps:
-        if not isinstance(step, str) or not 0 < len(step) <= _MAX_STEP_LEN:
-            raise _SessionError(
-                "funnel.steps", f"{step!r} is not a tag value (1 to {_MAX_STEP_LEN} characters)"
-            )
-    if len(steps) > MAX_STEPS:
-        raise _SessionError("funnel.steps", f"{len(steps)} steps; a funnel has at most {MAX_STEPS}")
-    seen: set[str] = set()
-    for step in steps:
-        if step in seen:
-            raise _SessionError(
-                "funnel.steps", f"{step!r} is given twice; each step names a different value"
-            )
-        seen.add(step)
-    within = _duration("funnel.within", given["within"])
-    return FunnelSpec(tag, tuple(steps), within)
+def _session(number: int, table: SessionTable) -> SessionRule:
+    funnel = table.funnel
+    return SessionRule(
+        number,
+        table.topic,
+        tuple(table.sources),
+        table.key,
+        table.gap.us,
+        None if table.max_duration is None else table.max_duration.us,
+        table.max_open,
+        table.keep_key,
+        None if funnel is None else FunnelSpec(funnel.tag, tuple(funnel.steps), funnel.within.us),
+    )

@@ -101,7 +101,11 @@ def kept_tier(key: str, given: Mapping[str, Any], tiers: Sequence[SeriesTier], d
     """The resolution (µs) `given[key]` names, which must be one of the rule's `tiers`."""
     if key not in given:
         raise ValueError(f'{key} is missing: name the series tier to {doing}, e.g. {key} = "1m"')
-    resolution_us = positive_duration(key, given[key])
+    return check_kept(key, positive_duration(key, given[key]), tiers)
+
+
+def check_kept(key: str, resolution_us: int, tiers: Sequence[SeriesTier]) -> int:
+    """`resolution_us`, which `key` names, if it is one of the rule's `tiers`."""
     kept = [tier.resolution_us for tier in tiers]
     if resolution_us not in kept:
         labels = ", ".join(duration_label(r) for r in kept) or "none"
