@@ -44,7 +44,7 @@ topic name holds no NUL)."""
 
 class PendingBytes:
     """The process's pending bytes over every stream (the ledger the queues add to), and the
-    bounds: `per_stream` (`--max-stream-buffer`) and `budget` (`--stream-buffer-budget`)."""
+    bounds: `per_stream` (`--max-stream-buffer`) and `budget` (32 times `--max-stream-buffer`)."""
 
     __slots__ = ("budget", "let_go", "per_stream", "total")
 
