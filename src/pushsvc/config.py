@@ -749,8 +749,8 @@ RETIRED = {
     ),
     "stats": _fixed(
         "stats",
-        "a topic no rule matches has every statistic; a rules file (--rules / PUSHSVC_RULES) "
-        'chooses them per family of topics, every topic with topics = ["*"]',
+        "a topic no rule matches has every statistic but rate; a rules file (--rules / "
+        'PUSHSVC_RULES) chooses them per family of topics, every topic with topics = ["*"]',
     ),
     "auth_cache_size": _fixed(
         "auth_cache_size", "a process keeps the grants of 10000 credentials (and 64MiB at most)"
