@@ -507,9 +507,7 @@ def api_rows(server: RedisServer) -> None:
     events = [{"value": float(i % 97), "ts": start + i * minute} for i in range(minutes)]
     events += [{"value": float(i % 13), "ts": now - 600 + i} for i in range(600)]
     for label, extra in (("embedded", []), ("redis", ["--redis-url", server.url])):
-        proc = PushsvcProcess(
-            "serve", "--tick", "0", "--series", LONG, "--max-batch", "10000", *extra
-        ).start()
+        proc = PushsvcProcess("serve", "--tick", "0", "--series", LONG, *extra).start()
         try:
             for at in range(0, len(events), 5000):
                 status, answer = post(proc.port, "t", events[at : at + 5000])

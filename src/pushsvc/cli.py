@@ -80,7 +80,6 @@ _METAVARS = {
     "alertmanager_url": "URL[,URL]",
     "prefix": "PREFIX",
     "windows": "DURATION[,...]",
-    "stats": "STAT[,...]",
     "rules": "PATH",
     "mercure": "off|on|anonymous",
     "series": "RES:KEEP[,...]",
@@ -101,7 +100,6 @@ _METAVARS = {
     "outbox_table": "TABLE",
     "auth_url": "URL",
     "auth_cookies": "NAME[,...]",
-    "auth_headers": "NAME[,...]",
 }
 
 

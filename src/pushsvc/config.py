@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from pushsvc.broker.base import DEFAULT_ALERT_RETENTION_US
 from pushsvc.broker.redis.url import check_redis_url, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
-from pushsvc.core.lists import choose, comma_list
+from pushsvc.core.lists import comma_list
 from pushsvc.core.log_levels import LogLevels, parse_log_levels
 from pushsvc.core.sizes import parse_size_bytes, size_label
 from pushsvc.errors import ConfigError, InvalidTopic, RulesError
@@ -34,7 +34,15 @@ shed a second: the defaults these settings had (4,096 and 256 each) kept as a ra
 
 TOPIC_SHARES = 4
 """`--max-topics` over what one publisher may hold unless `--max-topics-per-publisher` says:
-filling the table takes four publishers, as a quarter of `--auth-max-asks` is one address's."""
+filling the table takes four publishers, as a quarter of the auth proxy's asks is one
+address's (`pushsvc.security.backend_auth`)."""
+
+MESSAGE_SHARES = 16
+"""`--max-body` over the largest message's data (64 KiB of the default 1 MiB)."""
+
+BUFFER_SHARES = 32
+"""The process's pending stream bytes over one stream's `--max-stream-buffer` (256 MiB of the
+default 8 MiB)."""
 
 
 def _windows(text: str) -> tuple[int, ...]:
@@ -126,18 +134,6 @@ def _prefix(text: str) -> str:
     return text
 
 
-def _stats(text: str) -> tuple[str, ...]:
-    # Imported here: the stats package is heavier than settings parsing needs to be.
-    from pushsvc.stats import ALL_STATS, STAT_KEYS
-
-    if text.strip() == "all":
-        return STAT_KEYS  # rate is asked for by name: "all" keeps the updates it always gave
-    try:
-        return choose(text, ALL_STATS)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (or all)") from None
-
-
 def _data_dir(text: str) -> str | None:
     if not text:
         return None
@@ -182,18 +178,6 @@ def _auth_url(text: str) -> str | None:
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s#]*)?", text):
         raise ValueError(f"{text!r} is not an http(s) URL of the application's auth endpoint")
     return text
-
-
-def _header_names(text: str) -> tuple[str, ...]:
-    names = comma_list(text)
-    for name in names:
-        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
-            raise ValueError(f"{name!r} is not an HTTP header name")
-        if name.lower() in ("cookie", "host", "content-length", "content-type"):
-            raise ValueError(
-                f"{name!r} is not forwarded as a header (list cookies by name in --auth-cookies)"
-            )
-    return names
 
 
 def _cookie_names(text: str) -> tuple[str, ...]:
@@ -336,10 +320,10 @@ class Settings:
     redis_url: str | None = setting("", _redis_url, secret=True, group=START)
     workers: int = setting("1", _positive_int, group=START)
     data_dir: str | None = setting("", _data_dir, group=START)
-    # Analytics rules (docs/design.md): per family of topics; the three below are the default.
+    # Analytics rules (docs/design.md): per family of topics; windows and series below are the
+    # default rule's, with every statistic but `rate` (`Settings.rules`).
     rules_file: str | None = setting("", _readable_file, name="rules", group=START)
     windows_us: tuple[int, ...] = setting("10s,1m,5m", _windows, name="windows", group=START)
-    stats: tuple[str, ...] = setting("all", _stats, group=START)
     # Long-range series: resolution:retention tiers for the topics whose rule has none.
     series: tuple[SeriesTier, ...] = setting("1s:15m,1m:24h", _series, group=START)
     # Security (docs/security.md): off until a key is given.
@@ -351,11 +335,6 @@ class Settings:
     # Every process of a deployment must give the same count (docs/scaling.md).
     partitions: int = setting("16", _partitions, group=DEPLOYMENT)
     lease_us: int = setting("5s", _positive_duration, name="lease", group=DEPLOYMENT)
-    # How often an aggregator saves its checkpoints and trims the log behind them: a cold
-    # start replays at most this much of the log past its checkpoint.
-    checkpoint_interval_us: int = setting(
-        "5s", _positive_duration, name="checkpoint_interval", group=DEPLOYMENT
-    )
     redis_min_replicas: int = setting("0", _non_negative_int, group=DEPLOYMENT)
     # `aggregate` only: the port of its /metrics.
     metrics_port: int | None = setting("", _optional_port, group=DEPLOYMENT)
@@ -376,10 +355,6 @@ class Settings:
     # The history's bytes per partition (its updates' bodies), besides its count: updates of
     # 64 KiB messages would make 10,000 of them 650 MB a partition (docs/reliability.md).
     history_bytes: int = setting("32MiB", _positive_size, group=HISTORY)
-    # How long a POST's Idempotency-Key is remembered (a repeat within it logs nothing).
-    idempotency_window_us: int = setting(
-        "10m", _positive_duration, name="idempotency_window", group=HISTORY
-    )
 
     # -- Streams -----------------------------------------------------------------------------
     heartbeat_us: int = setting("15s", _positive_duration, name="heartbeat", group=STREAMS)
@@ -398,8 +373,6 @@ class Settings:
         "", parse_dsn, secret=True, group=OUTPUTS
     )
     outbox_table: str = setting(DEFAULT_TABLE, check_table, group=OUTPUTS)
-    # How often the outbox is read besides the NOTIFY that a commit sends.
-    outbox_poll_us: int = setting("1s", _positive_duration, name="outbox_poll", group=OUTPUTS)
 
     # -- Access ------------------------------------------------------------------------------
     # While keys are rotated: tokens signed with the key being replaced still verify.
@@ -414,12 +387,10 @@ class Settings:
     mercure_subscriptions: bool = setting("false", _flag, group=ACCESS)
     token_query: bool = setting("false", _flag, group=ACCESS)
     # Access decided by the application's backend (pushsvc.security.backend_auth): its URL
-    # turns it on; what is forwarded to it; how long and how many asks at once; how many
-    # credentials' grants are kept.
+    # turns it on; the cookies forwarded to it besides the Authorization header
+    # (`pushsvc.security.backend_auth` fixes how long and how many asks at once).
     auth_url: str | None = setting("", _auth_url, secret=True, group=ACCESS)
     auth_cookies: tuple[str, ...] = setting("", _cookie_names, group=ACCESS)
-    auth_headers: tuple[str, ...] = setting("Authorization", _header_names, group=ACCESS)
-    auth_timeout_us: int = setting("2s", _positive_duration, name="auth_timeout", group=ACCESS)
     cors_origins: tuple[str, ...] = setting("", _origins, group=ACCESS)
 
     # -- TLS, proxies and logs ---------------------------------------------------------------
@@ -438,33 +409,63 @@ class Settings:
     # address: each costs ~60 KB (a greenlet parked in a read, its buffers). One address may
     # hold a share of them, and the shedding has a pace (`max_waiting_per_ip`, `shed_rate`).
     max_waiting: int = setting("4096", _positive_int, group=BOUNDS)
-    header_timeout_us: int = setting("10s", _positive_duration, name="header_timeout", group=BOUNDS)
-    # A request body's deadline (nginx's client_body_timeout): the whole body within it, and
-    # never longer than a third of it between two pieces (`body_read_timeout_us`; a trickle:
-    # R.U.D.Y.).
+    # How long a client may keep the server waiting on it (nginx's client_body_timeout,
+    # client_header_timeout and send_timeout in one): a request's whole body within it, and
+    # never longer than a third of it for its head or between two pieces of its body
+    # (`header_timeout_us`, `body_read_timeout_us`; slowloris, R.U.D.Y.); a client whose
+    # socket takes nothing of an answer for it is disconnected (`slow_client_timeout_us`).
     body_timeout_us: int = setting("30s", _positive_duration, name="body_timeout", group=BOUNDS)
-    slow_client_timeout_us: int = setting(
-        "30s", _positive_duration, name="slow_client_timeout", group=BOUNDS
-    )
     max_body_bytes: int = setting("1MiB", _positive_size, name="max_body", group=BOUNDS)
-    # A message's data as compact JSON (docs/api.md, Messages); past it the batch is a 413.
-    max_message_bytes: int = setting("64KiB", _positive_size, name="max_message", group=BOUNDS)
-    max_batch: int = setting("10000", _positive_int, group=BOUNDS)
     publish_rate: float | None = setting("unlimited", _rate, group=BOUNDS)
     # Bytes, not counts: what one stream may have pending (rendered, not yet taken by its
-    # socket) before it is conflated, and what every stream of the process may have pending
-    # together before new streams are refused (503).
+    # socket) before it is conflated; what every stream of the process may have pending
+    # together before new streams are refused (503) follows (`stream_buffer_budget`).
     # 8 MiB, not Centrifugo's 1 MiB: past it a stream conflates (Centrifugo disconnects, and
     # its client recovers each update), and an honest reader behind a failover's backlog on a
     # Redis Cluster held more than 1 MiB (the fault suite lost updates to conflation there).
     max_stream_buffer: int = setting("8MiB", _positive_size, group=BOUNDS)
-    stream_buffer_budget: int = setting("256MiB", _positive_size, group=BOUNDS)
-    auth_max_asks: int = setting("64", _positive_int, group=BOUNDS)
     # A cap on live topics (idle ones are forgotten after --topic-ttl).
     max_topics: int = setting("100000", _positive_int, group=BOUNDS)
     # New topics one publisher (token subject, else client address) may hold, per process;
     # unset: a quarter of --max-topics (`topic_share`).
     max_topics_per_publisher: int | None = setting("", _optional_positive_int, group=BOUNDS)
+
+    @property
+    def checkpoint_interval_us(self) -> int:
+        """How often an aggregator saves its checkpoints and trims the log behind them: once
+        a lease (5 s at the default), so that a cold start, or a partition taken over from a
+        process that died, replays at most about a lease of the log past its checkpoint, the
+        same order as the time the take-over itself waits."""
+        return self.lease_us
+
+    @property
+    def header_timeout_us(self) -> int:
+        """The longest wait for a request's line and headers, and an idle keep-alive's next
+        request: a third of `--body-timeout` (10 s of the default 30 s), the same wait as
+        between two pieces of a body (nginx gives client_header_timeout and
+        client_body_timeout one default)."""
+        return max(1, self.body_timeout_us // 3)
+
+    @property
+    def slow_client_timeout_us(self) -> int:
+        """How long a client whose socket takes nothing of what it is sent (a stream with
+        output pending, any other answer being written) is kept: `--body-timeout`, the
+        wait a body may take on the way in, as long on the way out."""
+        return self.body_timeout_us
+
+    @property
+    def max_message_bytes(self) -> int:
+        """A message's data as compact JSON (docs/api.md, Messages; past it the batch is a
+        413): a sixteenth of `--max-body` (64 KiB of the default 1 MiB), so that a body holds
+        sixteen messages at their largest; at least 4 bytes (the data `null`)."""
+        return max(4, self.max_body_bytes // MESSAGE_SHARES)
+
+    @property
+    def stream_buffer_budget(self) -> int:
+        """Bytes every stream of the process may have pending together before new streams
+        are refused (503): 32 streams at `--max-stream-buffer` (256 MiB of the default 8 MiB),
+        so that one stream never spends more than a thirty-second of it."""
+        return self.max_stream_buffer * BUFFER_SHARES
 
     @property
     def body_read_timeout_us(self) -> int:
@@ -513,11 +514,13 @@ class Settings:
 
     @cached_property
     def rules(self) -> Rules:
-        """The analytics rules: the rules file's, then `--windows` and `--stats` for every
-        other topic. Read once; `load` reads it, so a bad file stops the process at start."""
+        """The analytics rules: the rules file's, then `--windows`, every statistic but `rate`
+        (`STAT_KEYS`) and `--series` for every other topic. Read once; `load` reads it, so a
+        bad file stops the process at start."""
         from pushsvc.rules.analytics import Rules, default_rule, load_rules
+        from pushsvc.stats import STAT_KEYS
 
-        default = default_rule(self.windows_us, self.stats, self.series)
+        default = default_rule(self.windows_us, STAT_KEYS, self.series)
         if self.rules_file is None:
             return Rules((), default)
         return load_rules(self.rules_file, default)
@@ -628,11 +631,6 @@ def _needs(settings: Settings) -> list[tuple[bool, str]]:
             not settings.token_query or keyed,
             "--token-query (PUSHSVC_TOKEN_QUERY) takes pushsvc's tokens from ?token=: it "
             "needs --jwt-key (PUSHSVC_JWT_KEY)",
-        ),
-        (
-            settings.auth_url is None or bool(settings.auth_cookies or settings.auth_headers),
-            "--auth-url (PUSHSVC_AUTH_URL) needs something to forward: name the session "
-            "cookies in --auth-cookies or the headers in --auth-headers",
         ),
         (
             (settings.certfile is None) == (settings.keyfile is None),
@@ -749,8 +747,47 @@ RETIRED = {
     "alertmanager_resend": _fixed(
         "alertmanager_resend", "a firing alert is posted again every 1m, as Prometheus does"
     ),
+    "stats": _fixed(
+        "stats",
+        "a topic no rule matches has every statistic but rate; a rules file (--rules / "
+        'PUSHSVC_RULES) chooses them per family of topics, every topic with topics = ["*"]',
+    ),
     "auth_cache_size": _fixed(
         "auth_cache_size", "a process keeps the grants of 10000 credentials (and 64MiB at most)"
+    ),
+    "checkpoint_interval": _fixed(
+        "checkpoint_interval",
+        "an aggregator saves its checkpoints once a --lease / PUSHSVC_LEASE; set that instead",
+    ),
+    "auth_timeout": _fixed("auth_timeout", "an ask to --auth-url may take 2s, all of it"),
+    "auth_max_asks": _fixed(
+        "auth_max_asks", "a process has 64 asks to --auth-url waiting at once, at most"
+    ),
+    "auth_headers": _fixed(
+        "auth_headers",
+        "the Authorization header is forwarded to --auth-url, with the cookies named in "
+        "--auth-cookies / PUSHSVC_AUTH_COOKIES",
+    ),
+    "idempotency_window": _fixed("idempotency_window", "an Idempotency-Key is remembered for 10m"),
+    "outbox_poll": _fixed(
+        "outbox_poll", "the outbox is read every 1s besides the NOTIFY each commit sends"
+    ),
+    "max_batch": _fixed("max_batch", "a request takes 10000 events"),
+    "max_message": _fixed(
+        "max_message",
+        "it is a sixteenth of --max-body / PUSHSVC_MAX_BODY; set that instead",
+    ),
+    "header_timeout": _fixed(
+        "header_timeout",
+        "it is a third of --body-timeout / PUSHSVC_BODY_TIMEOUT; set that instead",
+    ),
+    "slow_client_timeout": _fixed(
+        "slow_client_timeout",
+        "it is --body-timeout / PUSHSVC_BODY_TIMEOUT; set that instead",
+    ),
+    "stream_buffer_budget": _fixed(
+        "stream_buffer_budget",
+        "it is 32 times --max-stream-buffer / PUSHSVC_MAX_STREAM_BUFFER; set that instead",
     ),
 }
 """Settings that no longer exist, and the one line that says what replaces each."""

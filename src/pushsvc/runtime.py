@@ -120,7 +120,6 @@ class Runtime:
         priming.install(broker, pause=take_turns)
         limits = InputLimits(
             max_body_bytes=settings.max_body_bytes,
-            max_batch=settings.max_batch,
             max_future_us=settings.max_future_us,
             max_message_bytes=settings.max_message_bytes,
             derived_topics=settings.rules.derived_topics,
@@ -467,8 +466,6 @@ def _read_outbox(runtime: Runtime) -> None:
         limits=runtime.limits,
         lateness_us=settings.grace_us,
         rules=settings.rules,
-        idempotency_window_us=settings.idempotency_window_us,
-        poll_s=settings.outbox_poll_us / 1_000_000,
         standby_s=settings.lease_us / 3_000_000,
     )
     runtime.metrics.watch_outbox(reader.stats)
@@ -501,7 +498,4 @@ def _backend_auth(settings: Settings, url: str) -> BackendAuth:
     return BackendAuth(
         url,
         cookies=settings.auth_cookies,
-        headers=settings.auth_headers,
-        timeout_s=settings.auth_timeout_us / 1_000_000,
-        max_asks=settings.auth_max_asks,
     )

@@ -89,7 +89,7 @@ class HeadTimeoutHandler(PywsgiHandler):
     nginx has: pywsgi has none, so a client trickling its headers or its body, or an idle
     keep-alive connection, would hold a greenlet and a descriptor for as long as it likes.
 
-    * The request line and headers within `--header-timeout` (nginx's
+    * The request line and headers within a third of `--body-timeout` (nginx's
       `client_header_timeout`); past it the connection is closed, with a 408 once the request
       line is in.
     * The body within `--body-timeout`, and never a wait longer than a third of it for its
@@ -99,7 +99,7 @@ class HeadTimeoutHandler(PywsgiHandler):
       (`pushsvc.http.waiting_clients`).
 
     * Every write of a response: a client that takes nothing of it for
-      `--slow-client-timeout` is disconnected (`send_all`), as a live stream that takes
+      `--body-timeout` is disconnected (`send_all`), as a live stream that takes
       nothing is (`pushsvc.deliver`)."""
 
     header_timeout_s = 10.0  # set per server by `handler_for`

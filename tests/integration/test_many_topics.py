@@ -22,6 +22,7 @@ from harness.redis_cluster import RedisClusterServers
 
 from conftest import MakeApp
 from pushsvc.broker.redis.slots import partition_slot
+from pushsvc.ingest.input_limits import MAX_BATCH
 from support.auth_tokens import SECRET, hs256
 
 T0 = 1_763_700_000.0
@@ -378,26 +379,27 @@ def test_the_body_bound_is_in_bytes_exactly(make_app: MakeApp) -> None:
 
 
 def test_batch_length_message_size_and_tags_are_bounded_per_request(make_app: MakeApp) -> None:
-    client = make_app(max_batch=3, max_message=16).test_client()
+    client = make_app().test_client()
     stem = uuid.uuid4().hex[:6]
-    four = [{"topic": f"{stem}-{i}", "value": i} for i in range(4)]
-    status, answer, _ = post(client, "/events", four)
+    over = [{"topic": f"{stem}-{i % 4}", "value": i} for i in range(MAX_BATCH + 1)]
+    status, answer, _ = post(client, "/events", over)
     assert status == 413 and answer["error"]["code"] == "payload_too_large"
-    four_lines = b"".join(json.dumps(item).encode() + b"\n" for item in four)
-    answer = client.post("/events", data=four_lines, content_type=NDJSON)
+    over_lines = b"".join(json.dumps(item).encode() + b"\n" for item in over)
+    answer = client.post("/events", data=over_lines, content_type=NDJSON)
     assert answer.status_code == 413
-    status, answer, _ = post(
-        client, "/broadcast", {"topics": [e["topic"] for e in four], "value": 1}
-    )
+    topics = [f"{stem}-{i}" for i in range(MAX_BATCH + 1)]
+    status, answer, _ = post(client, "/broadcast", {"topics": topics, "value": 1})
     assert status == 413
-    big = [{"topic": f"{stem}-0", "value": 1}, {"topic": f"{stem}-1", "data": "x" * 20}]
-    status, answer, _ = post(client, "/events", big)
-    assert status == 413 and answer["error"]["index"] == 1
     tags = {f"t{i}": "v" for i in range(17)}
     status, answer, _ = post(client, "/events", [{"topic": f"{stem}-2", "value": 1, "tags": tags}])
     assert status == 400 and answer["error"]["code"] == "invalid_event"
+    # A message's data: a sixteenth of --max-body, here 16 bytes.
+    small = make_app(max_body="256").test_client()
+    big = [{"topic": f"{stem}-0", "value": 1}, {"topic": f"{stem}-1", "data": "x" * 20}]
+    status, answer, _ = post(small, "/events", big)
+    assert status == 413 and answer["error"]["index"] == 1
     for i in range(4):
-        assert logged(client, f"{stem}-{i}") == []
+        assert logged(client, f"{stem}-{i}") == [] and logged(small, f"{stem}-{i}") == []
 
 
 def test_the_publish_rate_counts_every_event_of_the_request(make_app: MakeApp) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,10 +132,14 @@ def _ecma(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern[:-1] + r"\Z")
 
 
-def test_openapi_stream_parameters_are_those_the_server_accepts(make_app: MakeApp) -> None:
+def test_openapi_stream_parameters_are_those_the_server_accepts(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
     # `?topic=` (an empty selector), `?windows=x` and `?max_hz=5000` were schema-valid and
     # answered 400 (schemathesis: "Schema-valid request rejected").
-    spec = _served(make_app, windows="10s,1m", stats="mean,p99")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ntopics = ["*"]\nwindows = ["10s", "1m"]\nstats = ["mean", "p99"]\n')
+    spec = _served(make_app, windows="10s,1m", rules=str(rules))
     params = {p["name"]: p["schema"] for p in spec["paths"]["/stream"]["get"]["parameters"]}
     selectors = params["topic"]
     assert (selectors["minItems"], selectors["maxItems"]) == (1, MAX_SELECTORS)

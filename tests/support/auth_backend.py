@@ -6,7 +6,8 @@ It grants what the forwarded `Authorization: Bearer <token>` says, the token ver
 suite's secret (so tests written for tokens read the same callers through the proxy); no
 valid token: 401. `POST /mode` makes it deny, answer slowly (every answer, or only its
 denials), fail, answer garbage, gzip its grants or answer a gzip bomb; `GET /asks` tells what
-it was asked (each ask's body, cookie names and header names).
+it was asked (each ask's body, cookie names and header names), `GET /in-flight` the most asks
+it held at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _state: dict[str, Any] = {
     "bomb_mb": 0,
 }
 _asks: list[dict[str, Any]] = []
+_in_flight = {"now": 0, "most": 0}
 
 
 @app.post("/mode")
@@ -47,6 +49,7 @@ def mode() -> Response:
     with _lock:
         if given.pop("forget", False):
             _asks.clear()
+            _in_flight["most"] = _in_flight["now"]
         _state.update(given)
         if _state["mode"] == "gzip_bomb":
             _bomb(_state["bomb_mb"])  # made before pushsvc asks, not in its time
@@ -59,8 +62,25 @@ def asks() -> Response:
         return jsonify(_asks)
 
 
+@app.get("/in-flight")
+def in_flight() -> Response:
+    with _lock:
+        return jsonify(_in_flight)
+
+
 @app.post("/auth")
 def auth() -> Any:
+    with _lock:
+        _in_flight["now"] += 1
+        _in_flight["most"] = max(_in_flight["most"], _in_flight["now"])
+    try:
+        return _judge()
+    finally:
+        with _lock:
+            _in_flight["now"] -= 1
+
+
+def _judge() -> Any:
     with _lock:
         state = dict(_state)
         _asks.append(
@@ -118,7 +138,7 @@ def auth() -> Any:
 @functools.cache
 def _bomb(mebibytes: int) -> bytes:
     """Made once: compressing 256 MiB takes the backend seconds, which on a loaded machine
-    ran past pushsvc's --auth-timeout, so pushsvc logged a timeout, not the bomb."""
+    ran past pushsvc's ask timeout, so pushsvc logged a timeout, not the bomb."""
     packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
     spaces = b" " * (1 << 20)
     return b"".join(packer.compress(spaces) for _ in range(mebibytes)) + packer.flush()

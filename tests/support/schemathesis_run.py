@@ -31,7 +31,7 @@ _ALL_PHASES = ("examples", "coverage", "fuzzing", "stateful")
 _TESTS = str(Path(__file__).resolve().parents[1])
 _EXPECTED_REFUSALS = [
     *("400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"),
-    # A batch over --max-batch (the schema's maxItems) is refused as too large, 413, and a
+    # A batch over 10,000 events (the schema's maxItems) is refused as too large, 413, and a
     # request line over the WSGI server's limit (long invalid query values) as 414, both
     # documented; schemathesis' own list of rejections has neither.
     *("413", "414"),

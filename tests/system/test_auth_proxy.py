@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +23,7 @@ import pytest
 from harness.app_process import AppProcess
 from harness.live import PushsvcProcess, SSEClient, metric_sample, post, request, wait_until
 
+from pushsvc.security.backend_auth import ASK_TIMEOUT_S, MAX_ASKS
 from support.auth_tokens import OTHER_SECRET, SECRET, hs256, remember
 
 ALICE = {"Authorization": f"Bearer {hs256(publish=['orders'], subscribe=['orders'])}"}
@@ -185,13 +189,13 @@ def test_a_backend_down_fails_closed() -> None:
 
 
 def test_a_slow_backend_fails_closed_at_the_timeout(backend: AppProcess) -> None:
-    """An answer later than --auth-timeout is no answer: 503; once the backend is quick
+    """An answer later than the ask's 2 s is no answer: 503; once the backend is quick
     again, the next request is judged (a failure is not kept)."""
-    _mode(backend, delay_s=5)
-    proc = _pushsvc(backend, "--auth-timeout", "300ms")
+    _mode(backend, delay_s=ASK_TIMEOUT_S + 3)
+    proc = _pushsvc(backend)
     try:
         _unavailable(proc.port, STREAM, ALICE)
-        proc.wait_for_log(r"did not answer within 0\.3s \(--auth-timeout\)")
+        proc.wait_for_log(rf"did not answer within {ASK_TIMEOUT_S:g}s")
         _mode(backend)
         assert _judged(proc.port, STREAM, ALICE)[0] == 200
     finally:
@@ -260,21 +264,34 @@ def test_concurrent_asks_for_one_credential_are_one_ask(backend: AppProcess) -> 
 
 
 def test_asks_in_flight_are_bounded(backend: AppProcess) -> None:
-    """Past --auth-max-asks asks waiting on the backend, another credential's request is a
-    503 at once, not one more connection to a backend that is already behind."""
-    _mode(backend, delay_s=3)
-    proc = _pushsvc(backend, "--auth-max-asks", "1", "--auth-timeout", "10s")
+    """Past `MAX_ASKS` asks waiting on the backend, another credential's request is a 503 at
+    once, not one more connection to a backend that is already behind: fresh credentials
+    from five addresses (each may hold a quarter of the asks) against a backend that takes
+    1.5 s to answer never have more than that many asks at it."""
+    _mode(backend, delay_s=1.5)
+    proc = _pushsvc(backend)
+    answers: Counter[int] = Counter()
+    lock = threading.Lock()
+    until = time.monotonic() + 4
+
+    def ask(source: str) -> None:
+        while time.monotonic() < until:
+            fresh = {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}
+            status = request(proc.port, "GET", "/topics", headers=fresh, source=source)[0]
+            with lock:
+                answers[status] += 1
+
     try:
-        first: list[int] = []
-        waiting = threading.Thread(
-            target=lambda: first.append(_judged(proc.port, STREAM, ALICE)[0])
-        )
-        waiting.start()
-        wait_until(lambda: len(_asks(backend)) == 1, what="the first ask reached the backend")
-        _unavailable(proc.port, STREAM, CAROL)
-        waiting.join()
-        assert first == [200]
-        assert len(_asks(backend)) == 1
+        threads = [threading.Thread(target=ask, args=(f"127.0.0.{2 + n % 5}",)) for n in range(100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        most = json.loads(request(backend.port, "GET", "/in-flight")[2])["most"]
+        # More than one address's quarter at once, never more than the process's asks.
+        assert MAX_ASKS // 4 < most <= MAX_ASKS, most
+        # Denied, a caller reads as anyone may (200); past an address's quarter, 429.
+        assert answers[503] > 0 and set(answers) <= {200, 429, 503}, answers
     finally:
         proc.stop()
 

@@ -31,7 +31,7 @@ from support.browser import CHROMIUM, NO_CHROMIUM, allow_network_errors, page_of
 if CHROMIUM is None:
     pytest.skip(NO_CHROMIUM, allow_module_level=True)
 
-MAX_MESSAGE = 64 * 1024  # the server's default --max-message: data as compact JSON
+MAX_MESSAGE = 64 * 1024  # the server's default largest message's data, as compact JSON
 MAX_DEPTH = 64  # how deep data may nest
 
 # A page of pushsvc's origin opens a plain EventSource on `path` and listens for `types`, as an

@@ -19,11 +19,14 @@ from pushsvc.broker.redis.guard import CHECK_EVERY_S
 from pushsvc.broker.redis.presence import EXPIRY_US as PRESENCE_EXPIRY_US
 from pushsvc.config import RETIRED, Settings, redact_url
 from pushsvc.core.durations import duration_label, parse_duration_us
+from pushsvc.core.idempotency import IDEMPOTENCY_WINDOW_US
 from pushsvc.core.sizes import parse_size_bytes, size_label
 from pushsvc.deliver import priming
 from pushsvc.deliver.hub import QUEUE_RUNS
 from pushsvc.errors import ConfigError
-from pushsvc.security.backend_auth import CACHE_SIZE
+from pushsvc.ingest.input_limits import MAX_BATCH
+from pushsvc.ingest.outbox import POLL_S
+from pushsvc.security.backend_auth import ASK_TIMEOUT_S, CACHE_SIZE, MAX_ASKS
 
 
 def test_defaults_match_the_design() -> None:
@@ -101,12 +104,10 @@ def test_size_labels_are_exact(size: int, label: str) -> None:
 def test_byte_bounds_are_given_in_units_and_shown_as_given() -> None:
     defaults = Settings.load({}, {})
     assert (defaults.max_body_bytes, defaults.max_stream_buffer) == (1 << 20, 8 << 20)
-    assert defaults.stream_buffer_budget == 256 << 20
     given = Settings.load({"max_stream_buffer": "64MiB"}, {"PUSHSVC_MAX_BODY": "4194304"})
     assert (given.max_stream_buffer, given.max_body_bytes) == (64 << 20, 4 << 20)
     shown = given.redacted()
     assert (shown["max_stream_buffer"], shown["max_body"]) == ("64MiB", "4MiB")
-    assert shown["stream_buffer_budget"] == "256MiB"
 
 
 @pytest.mark.parametrize(
@@ -125,10 +126,7 @@ def test_byte_bounds_are_given_in_units_and_shown_as_given() -> None:
         ("partitions", "1025", "--partitions"),
         ("max_topics", "0", "--max-topics / PUSHSVC_MAX_TOPICS"),
         ("topic_ttl", "1 hour", "--topic-ttl / PUSHSVC_TOPIC_TTL"),
-        ("idempotency_window", "0", "--idempotency-window / PUSHSVC_IDEMPOTENCY_WINDOW"),
-        ("idempotency_window", "10 min", "--idempotency-window"),
         ("max_stream_buffer", "8MB", "--max-stream-buffer / PUSHSVC_MAX_STREAM_BUFFER"),
-        ("stream_buffer_budget", "0MiB", "--stream-buffer-budget / PUSHSVC_STREAM_BUFFER_BUDGET"),
         ("max_body", "1.5MiB", "--max-body / PUSHSVC_MAX_BODY"),
     ],
 )
@@ -175,7 +173,6 @@ def test_the_settings_line_shows_durations_and_tiers_as_they_are_written() -> No
     assert shown["windows"] == "10s,1m,5m"
     assert shown["series"] == "1s:15m,1m:24h"
     assert (shown["tick"], shown["heartbeat"], shown["topic_ttl"]) == ("500ms", "15s", "0")
-    assert shown["idempotency_window"] == "10m"
 
 
 def test_passwords_are_redacted() -> None:
@@ -210,11 +207,10 @@ def test_cli_reads_variables_and_reports_them_the_same_way() -> None:
     assert "PUSHSVC_GRACE" in result.stderr
 
 
-def test_statistic_selection() -> None:
-    assert Settings.load({}, {}).stats[-3:] == ("p50", "p90", "p99")
-    assert Settings.load({"stats": "p99, count"}, {}).stats == ("count", "p99")
-    with pytest.raises(ConfigError, match="--stats / PUSHSVC_STATS"):
-        Settings.load({"stats": "median"}, {})
+def test_a_topic_no_rule_matches_has_every_statistic_but_rate() -> None:
+    stats = Settings.load({}, {}).rules.default.stats
+    assert stats[:3] == ("count", "sum", "mean") and stats[-3:] == ("p50", "p90", "p99")
+    assert "rate" not in stats
 
 
 def test_topic_limits_are_settings_and_a_ttl_of_0_never_forgets() -> None:
@@ -222,13 +218,6 @@ def test_topic_limits_are_settings_and_a_ttl_of_0_never_forgets() -> None:
     settings = Settings.load({}, env)
     assert (settings.max_topics, settings.topic_ttl_us) == (500, 600_000_000)
     assert Settings.load({"topic_ttl": "0"}, env).topic_ttl_us == 0
-
-
-def test_the_idempotency_window_is_10_minutes_unless_set() -> None:
-    assert Settings.load({}, {}).idempotency_window_us == 600_000_000
-    env = {"PUSHSVC_IDEMPOTENCY_WINDOW": "1h"}
-    assert Settings.load({}, env).idempotency_window_us == 3_600_000_000
-    assert Settings.load({"idempotency_window": "1500ms"}, env).idempotency_window_us == 1_500_000
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -335,11 +324,7 @@ def test_auth_only_settings_with_auth_off_stop_the_server_with_one_line(
     ("given", "says"),
     [
         ({"auth_url": "ftp://app/auth"}, "--auth-url / PUSHSVC_AUTH_URL: 'ftp://app/auth' is not"),
-        ({"auth_url": "http://app/auth", "auth_headers": ""}, "needs something to forward"),
-        ({"auth_url": "http://app/auth", "auth_headers": "Cookie"}, "list cookies by name"),
         ({"auth_url": "http://app/auth", "auth_cookies": "a b"}, "'a b' is not a cookie name"),
-        ({"auth_url": "http://app/auth", "auth_timeout": "0"}, "--auth-timeout"),
-        ({"auth_url": "http://app/auth", "auth_max_asks": "0"}, "--auth-max-asks"),
         ({"auth_url": "http://app/auth", "token_query": "true"}, "needs --jwt-key"),
     ],
 )
@@ -355,8 +340,7 @@ def test_the_auth_proxy_turns_auth_on_alone() -> None:
     settings = Settings.load(
         {"auth_url": "http://pushsvc:s3cret@app:5000/auth", "anonymous": "public.*"}, {}
     )
-    assert settings.auth_headers == ("Authorization",) and settings.auth_cookies == ()
-    assert settings.auth_timeout_us == 2_000_000 and settings.auth_max_asks == 64
+    assert settings.auth_cookies == ()
     assert "s3cret" not in str(settings.redacted())
 
 
@@ -383,6 +367,11 @@ def test_what_a_fixed_setting_says_it_is_now_is_what_the_product_uses() -> None:
         "alertmanager_resend": duration_label(int(RESEND_S * 1_000_000)),
         "auth_cache_size": str(CACHE_SIZE),
         "queue_size": str(QUEUE_RUNS),
+        "auth_timeout": duration_label(int(ASK_TIMEOUT_S * 1_000_000)),
+        "auth_max_asks": str(MAX_ASKS),
+        "idempotency_window": duration_label(IDEMPOTENCY_WINDOW_US),
+        "outbox_poll": duration_label(int(POLL_S * 1_000_000)),
+        "max_batch": str(MAX_BATCH),
     }
     for name, value in said.items():
         assert re.search(rf"\b{re.escape(value)}\b", RETIRED[name]), (name, value)
@@ -398,6 +387,25 @@ def test_derived_bounds_follow_the_setting_they_come_from() -> None:
     assert (given.max_waiting_per_ip, given.shed_rate) == (10, 10)
     least = Settings.load({"max_waiting": "1"}, {})
     assert (least.max_waiting_per_ip, least.shed_rate) == (1, 1)
+
+
+def test_the_bounds_derived_since_keep_their_defaults_and_follow_their_setting() -> None:
+    defaults = Settings.load({}, {})
+    assert defaults.checkpoint_interval_us == defaults.lease_us == 5_000_000
+    assert defaults.header_timeout_us == 10_000_000
+    assert defaults.slow_client_timeout_us == 30_000_000
+    assert defaults.max_message_bytes == 64 << 10
+    assert defaults.stream_buffer_budget == 256 << 20
+    given = Settings.load(
+        {"lease": "2s", "body_timeout": "600ms", "max_body": "64KiB", "max_stream_buffer": "1MiB"},
+        {},
+    )
+    assert given.checkpoint_interval_us == 2_000_000
+    assert (given.header_timeout_us, given.slow_client_timeout_us) == (200_000, 600_000)
+    assert given.max_message_bytes == 4 << 10
+    assert given.stream_buffer_budget == 32 << 20
+    # A body too small for a sixteenth still takes the smallest message (data null).
+    assert Settings.load({"max_body": "16"}, {}).max_message_bytes == 4
 
 
 def test_a_publishers_share_of_topics_is_a_quarter_of_the_table_unless_set() -> None:

@@ -44,9 +44,7 @@ SPIKE = 150  # minutes into the three hours: in the last hour, which the 1 h ran
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
     rules = tmp_path_factory.mktemp("rules") / "rules.toml"
     rules.write_text(RULES)
-    proc = PushsvcProcess(
-        "serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000"
-    ).start()
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules)).start()
     yield proc
     proc.stop()
 
@@ -131,7 +129,7 @@ def test_the_rankings_day_ends_at_the_topic_clock_not_the_browsers(
     its anomalous topic is listed. A day back from the browser's clock lists nothing."""
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
-    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000")
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules))
     proc.start()
     try:
         topic = "boiler.behind"

@@ -42,9 +42,7 @@ forecast = { tier = "1m", model = "linear", range = "30m", horizon = "30m" }
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]:
     rules = tmp_path_factory.mktemp("rules") / "rules.toml"
     rules.write_text(RULES)
-    proc = PushsvcProcess(
-        "serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000"
-    ).start()
+    proc = PushsvcProcess("serve", "--tick", "0", "--rules", str(rules)).start()
     yield proc
     proc.stop()
 

@@ -1,8 +1,9 @@
 """Idempotent publishing over HTTP (`Idempotency-Key`), on both brokers, against real `pushsvc
 serve` processes: a repeat, racing repeats and a retry after a lost answer are logged once;
-another body with the key is a 422; a key belongs to its topic and is forgotten after the
-window. The client, `pushsvc publish`, `pushsvc replay` and the demo send a key and reuse it
-when they retry (through a proxy that loses the server's answer)."""
+another body with the key is a 422; a key belongs to its topic (its window's end:
+tests/integration/test_broker_contract.py, on both brokers). The client, `pushsvc publish`,
+`pushsvc replay` and the demo send a key and reuse it when they retry (through a proxy that
+loses the server's answer)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,8 @@ from support.proxies import AnswerLosingProxy
 REPLAYED = "idempotent-replayed"
 
 
-def _serve(
-    kind: str, redis_server: RedisServer | None, *args: str, window: str = "10m"
-) -> PushsvcProcess:
-    env = {"PUSHSVC_TICK": "0", "PUSHSVC_IDEMPOTENCY_WINDOW": window}
+def _serve(kind: str, redis_server: RedisServer | None, *args: str) -> PushsvcProcess:
+    env = {"PUSHSVC_TICK": "0"}
     if kind == "redis":
         assert redis_server is not None
         env |= {
@@ -201,27 +200,6 @@ def test_the_key_of_a_request_kept_whole_on_the_late_stream_is_remembered(
     assert metric(pushsvc.port, "pushsvc_idempotent_replays_total") == replays_before + 2
     assert logged_values(pushsvc.port, topic) == [1.0]
     assert logged_values(pushsvc.port, f"{topic}.late") == [2.0, 3.0]
-
-
-@pytest.mark.parametrize("kind", BROKERS)
-def test_a_key_is_forgotten_after_the_window(
-    kind: str, request: pytest.FixtureRequest, topic: str
-) -> None:
-    redis_server = request.getfixturevalue("redis_server") if kind == "redis" else None
-    proc = _serve(kind, redis_server, window="1s")
-    try:
-        assert publish(proc.port, topic, [{"value": 7}], "short")[0] == 202
-
-        def logged_anew() -> bool:
-            # A repeat: replayed until the key expires, then logged (once: the poll stops).
-            status, headers, _ = publish(proc.port, topic, [{"value": 7}], "short")
-            assert status == 202
-            return REPLAYED not in headers
-
-        wait_until(logged_anew, interval=0.05)
-        assert logged_values(proc.port, topic) == [7.0, 7.0]
-    finally:
-        proc.stop()
 
 
 KEYS_REFUSED = [

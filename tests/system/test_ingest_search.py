@@ -1,7 +1,7 @@
 """The ingest promises, searched by Hypothesis against a live pushsvc (the embedded broker, and
 `web` + `aggregate` over Redis):
 
-* a body is accepted whole or refused whole — 413 past `--max-body` or `--max-batch` — whatever
+* a body is accepted whole or refused whole — 413 past `--max-body` — whatever
   its size, format (JSON, NDJSON) and framing (Content-Length, chunked in chunks of any size,
   or neither: HTTP/1.0, the body ending where the client closes its side);
 * whatever times events carry (far past, far future, NaN, milliseconds, RFC 3339 with
@@ -33,10 +33,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 MAX_BODY = 700
-MAX_BATCH = 6
+MOST_EVENTS = 9
+"""Events in a drawn body: up to a few more than the smallest of them fit in MAX_BODY."""
 MAX_FUTURE_S = 1.0  # under the allowed lateness (5 s): an event at "now" is never late
 LIMITS = (
-    "--tick", "0", "--max-body", str(MAX_BODY), "--max-batch", str(MAX_BATCH),
+    "--tick", "0", "--max-body", str(MAX_BODY),
     "--max-future", f"{MAX_FUTURE_S:g}s", "--history", "10000", "--windows", "1h",
 )  # fmt: skip
 
@@ -211,7 +212,7 @@ class Shape:
 
 @st.composite
 def shapes(draw: st.DrawFn) -> Shape:
-    n = draw(st.integers(1, MAX_BATCH + 3))
+    n = draw(st.integers(1, MOST_EVENTS))
     pads = tuple(draw(st.lists(st.integers(0, 160), min_size=n, max_size=n)))
     kind = draw(st.sampled_from(["object", "array", "ndjson"] if n == 1 else ["array", "ndjson"]))
     if kind == "ndjson":
@@ -245,7 +246,7 @@ def test_a_body_is_accepted_whole_or_refused_whole_in_every_framing(
         deployment.port, topic, body, content_type, framing, chunk_sizes, then
     )
     accepted: list[float] = []
-    if len(body) > MAX_BODY or len(values) > MAX_BATCH:
+    if len(body) > MAX_BODY:
         assert answer.status == 413, (answer, len(body), len(values))
         assert answer.body["error"]["code"] == "payload_too_large"
     else:

@@ -36,7 +36,7 @@ from pushsvc.client import (
 )
 
 T = TypeVar("T")
-LIMIT = 64 * 1024  # --max-message's default: the most bytes of data as compact JSON
+LIMIT = 64 * 1024  # the default largest message (a sixteenth of --max-body): data as compact JSON
 DEEPEST = 64  # how deep data may nest
 WAIT_S = 30.0  # for a message that must come (a loaded machine, Redis)
 

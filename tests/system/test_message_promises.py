@@ -280,7 +280,6 @@ def test_an_outbox_row_whose_event_is_a_message_streams_as_published(
     env = {
         "PUSHSVC_OUTBOX_DSN": postgres.dsn,
         "PUSHSVC_OUTBOX_TABLE": table,
-        "PUSHSVC_OUTBOX_POLL": "1h",  # a row that streams in time was woken by its NOTIFY
         "PUSHSVC_TICK": "0",
         "PUSHSVC_LEASE": "1s",
     }

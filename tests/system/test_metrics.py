@@ -81,7 +81,7 @@ def test_greenlets_count_open_connections_and_fall_back_when_they_close(
 
 def test_a_stalled_reader_is_queued_then_conflated_then_evicted(topic: str) -> None:
     proc = PushsvcProcess(
-        "serve", "--tick", "0", "--max-stream-buffer", "16KiB", "--slow-client-timeout", "500ms"
+        "serve", "--tick", "0", "--max-stream-buffer", "16KiB", "--body-timeout", "1s"
     ).start()
     stalled = stalled_reader(proc.port, f"/topics/{topic}/stream")
     try:

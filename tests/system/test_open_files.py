@@ -203,7 +203,7 @@ def test_connections_that_send_nothing_past_the_limit_are_shed_oldest_first() ->
     are closed, so a health check (from an address of its own) is answered while they keep
     coming."""
     server = PushsvcProcess(
-        "serve", "--header-timeout", "2m", preexec_fn=_open_files(LIMIT, LIMIT)
+        "serve", "--body-timeout", "6m", preexec_fn=_open_files(LIMIT, LIMIT)
     ).start()
     idle: list[socket.socket] = []
     try:
@@ -233,7 +233,7 @@ def test_out_of_descriptors_the_longest_waiting_are_shed_with_one_line() -> None
     fails, and the connections that waited longest on their client are closed to make room
     (one warning line per episode, no traceback), never a stream."""
     server = PushsvcProcess(
-        "serve", "--header-timeout", "2m", preexec_fn=_open_files(LIMIT, LIMIT)
+        "serve", "--body-timeout", "6m", preexec_fn=_open_files(LIMIT, LIMIT)
     ).start()
     streams: list[socket.socket] = []
     idle: list[socket.socket] = []

@@ -62,12 +62,10 @@ class Outbox:
             f"SELECT topic, event::text, reason, detail FROM {self.table}_dead ORDER BY id"
         ).fetchall()
 
-    def env(self, poll: str = "1h") -> dict[str, str]:
-        # An hour's poll: a row that streams within the test was woken by its NOTIFY.
+    def env(self) -> dict[str, str]:
         return {
             "PUSHSVC_OUTBOX_DSN": self.dsn,
             "PUSHSVC_OUTBOX_TABLE": self.table,
-            "PUSHSVC_OUTBOX_POLL": poll,
             "PUSHSVC_TICK": "0",
             "PUSHSVC_LEASE": "1s",
         }
@@ -193,7 +191,7 @@ def test_without_a_notify_the_poll_reads_the_rows(outbox: Outbox, topic: str) ->
     """A lost NOTIFY (the trigger off here; a connection lost in service) delays a row by
     one poll at most: the poll reads it."""
     outbox.conn.execute(f"ALTER TABLE {outbox.table} DISABLE TRIGGER {outbox.table}_notify")
-    server = PushsvcProcess("serve", env=outbox.env(poll="200ms")).start()
+    server = PushsvcProcess("serve", env=outbox.env()).start()
     try:
         wait_until(lambda: _reading(server))
         with SSEClient(server.port, f"/topics/{topic}/stream") as stream:
@@ -565,7 +563,7 @@ def test_kill_9_at_each_step_of_a_round_delivers_each_row_once_in_commit_order(
 def test_postgres_restarting_under_the_reader_loses_and_doubles_nothing(
     outbox: Outbox, postgres: PostgresServer, topic: str
 ) -> None:
-    server = PushsvcProcess("serve", env=outbox.env(poll="1s")).start()
+    server = PushsvcProcess("serve", env=outbox.env()).start()
     try:
         wait_until(lambda: _reading(server))
         with SSEClient(server.port, f"/topics/{topic}/stream", timeout=60) as stream:

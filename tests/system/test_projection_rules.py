@@ -39,9 +39,14 @@ group_by = ["campaign"]
 topics = ["cold.*"]
 windows = ["5m"]
 stats = ["min", "max"]
+
+[[rule]]
+topics = ["*"]
+windows = ["10s", "1m", "5m"]
+stats = ["count", "sum", "mean", "min", "max", "p99"]
 """
 # What each family keeps (its rule's windows, count windows included, and statistics); any
-# other topic takes the server's defaults below.
+# other topic takes the last rule's, "plain".
 KEPT = {
     "lat": (("10s", "1m"), ("count", "mean", "p90")),
     "shop": (("1m", "15m", "last5"), ("count", "sum", "mean", "p50", "rate")),
@@ -58,7 +63,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushsvcProcess]
     rules.write_text(RULES)
     env = {
         "PUSHSVC_RULES": str(rules),
-        "PUSHSVC_STATS": ",".join(KEPT["plain"][1]),
         "PUSHSVC_TICK": "0",
     }
     process = PushsvcProcess("serve", env=env).start()

@@ -42,7 +42,7 @@ def series_server(
 ) -> Iterator[PushsvcProcess]:
     rules = tmp_path_factory.mktemp("series") / "rules.toml"
     rules.write_text(RULES)
-    args = ["serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000"]
+    args = ["serve", "--tick", "0", "--rules", str(rules)]
     redis_server = None
     if request.param == "redis":
         redis_server = RedisServer().start()

@@ -27,7 +27,7 @@ TYPES = ("shipped", "error", "refund")
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
-    args = ["serve", "--tick", "0", "--max-batch", "10000", "--series", "1s:15m,1m:24h"]
+    args = ["serve", "--tick", "0", "--series", "1s:15m,1m:24h"]
     redis_server = None
     if request.param == "redis":
         redis_server = RedisServer().start()

@@ -26,7 +26,7 @@ def _slow_disconnects(port: int) -> float:
 
 def test_stalled_reader_is_cut_off_while_others_get_everything(topic: str) -> None:
     proc = PushsvcProcess(
-        "serve", "--tick", "0", "--max-stream-buffer", "64KiB", "--slow-client-timeout", "500ms"
+        "serve", "--tick", "0", "--max-stream-buffer", "64KiB", "--body-timeout", "1s"
     ).start()
     stalled = stalled_reader(proc.port, f"/topics/{topic}/stream")
     try:

@@ -1,7 +1,8 @@
 """Slowloris: 500 connections trickling their request line and headers a byte at a time do
 not delay `/healthz`, and once they go the server streams and accepts POSTs as before; and
-`--header-timeout` closes a connection whose request line and headers have not all arrived in
-time (or an idle keep-alive connection), never a stream that is under way.
+the header timeout (a third of `--body-timeout`) closes a connection whose request line and
+headers have not all arrived in time (or an idle keep-alive connection), never a stream that
+is under way.
 
 gevent's pywsgi reads each connection's request in a greenlet of its own, so a connection
 that never finishes its headers parks one greenlet and one file descriptor, not the server;
@@ -49,7 +50,7 @@ def slow_server() -> Iterator[PushsvcProcess]:
     # All from one address, which may keep more than the default 256 waiting here: a
     # sixteenth of --max-waiting.
     proc = PushsvcProcess(
-        "serve", "--tick", "0", "--heartbeat", "1s", "--header-timeout", "120s",
+        "serve", "--tick", "0", "--heartbeat", "1s", "--body-timeout", "360s",
         "--max-waiting", str(16 * 2 * SLOW_CONNECTIONS),
     ).start()  # fmt: skip
     yield proc
@@ -163,7 +164,7 @@ HEADER_TIMEOUT_S = 1
 @pytest.fixture(scope="module")
 def strict_server() -> Iterator[PushsvcProcess]:
     proc = PushsvcProcess(
-        "serve", "--tick", "0", "--heartbeat", "300ms", "--header-timeout", f"{HEADER_TIMEOUT_S}s"
+        "serve", "--tick", "0", "--heartbeat", "300ms", "--body-timeout", f"{3 * HEADER_TIMEOUT_S}s"
     ).start()
     yield proc
     proc.stop()

@@ -458,7 +458,7 @@ def test_a_slow_gzip_reader_conflated_decodes_the_latest_updates(topic: str) -> 
     When it reads again it decodes a valid stream: updates the plain stream got, the same
     bytes for the same id, in order, ending with the latest."""
     server = PushsvcProcess(
-        "serve", "--tick", "0", "--max-stream-buffer", "64KiB", "--slow-client-timeout", "60s"
+        "serve", "--tick", "0", "--max-stream-buffer", "64KiB", "--body-timeout", "60s"
     ).start()
     try:
         plain = SSEClient(server.port, f"/topics/{topic}/stream")

@@ -4,6 +4,7 @@ conflation (`?max_hz=`); `?delta=`, withdrawn, is refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -138,8 +139,12 @@ def test_max_hz_sends_the_latest_at_most_that_often(server: PushsvcProcess, topi
         assert latest.id == json.loads(latest.data)["id"]
 
 
-def test_server_can_compute_only_some_statistics(make_app: MakeApp) -> None:
-    lean = make_app(stats="max,count,mean").test_client()
+def test_server_can_compute_only_some_statistics(make_app: MakeApp, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\ntopics = ["*"]\nwindows = ["1m"]\nstats = ["max", "count", "mean"]\n'
+    )
+    lean = make_app(rules=str(rules)).test_client()
     assert lean.post("/topics/t/events", json=[{"value": 4}, {"value": 2}]).status_code == 202
     assert lean.get("/topics/t/stats").get_json()["windows"]["1m"] == {
         "count": 2,

@@ -124,7 +124,7 @@ def _serve(heartbeat: str) -> PushsvcProcess:
         "--tick", "0",
         "--heartbeat", heartbeat,
         "--max-stream-buffer", "16KiB",
-        "--slow-client-timeout", "1s",
+        "--body-timeout", "1s",
         env=env,
     ).start()  # fmt: skip
 

@@ -58,7 +58,7 @@ def shop(
     rules.write_text(RULES)
     # Each test posts every batch before it reads (several MB of updates with their top
     # lists): a stream may hold them all, not conflate past the default 1 MiB.
-    args = ["serve", "--tick", "0", "--rules", str(rules), "--max-batch", "10000"]
+    args = ["serve", "--tick", "0", "--rules", str(rules)]
     args += ["--max-stream-buffer", str(64 << 20)]
     server = None
     if request.param == "redis":

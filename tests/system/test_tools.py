@@ -70,7 +70,7 @@ def test_serve_help_says_what_each_setting_takes() -> None:
     assert metavars["--port"] == "PORT" and metavars["--redis-url"] == "URL"
     assert metavars["--tick"] == metavars["--lease"] == "DURATION"
     assert metavars["--max-body"] == "BYTES" and metavars["--history"] == "INTEGER"
-    assert metavars["--max-stream-buffer"] == metavars["--stream-buffer-budget"] == "BYTES"
+    assert metavars["--max-stream-buffer"] == "BYTES"
     assert metavars["--rules"] == metavars["--data-dir"] == "PATH"
     assert metavars["--windows"] == "DURATION[,...]" and metavars["--log-format"] == "[text|json]"
     flag = r"^  --token-query / --no-token-query\s+\[env PUSHSVC_TOKEN_QUERY"

@@ -1,6 +1,6 @@
 """What identifies a caller to the application (`BackendAuth.credential`): only the listed
-cookies, as sent, and the listed headers; nothing listed, no ask; the cache's key follows
-the values."""
+cookies, as sent, and the Authorization header; nothing of them, no ask; the cache's key
+follows the values."""
 
 from __future__ import annotations
 
@@ -15,22 +15,16 @@ def _request(headers: dict[str, str]) -> Request:
 
 
 def _auth() -> BackendAuth:
-    return BackendAuth(
-        "http://app/auth",
-        cookies=["session", "csrf"],
-        headers=["Authorization", "X-Tenant"],
-        timeout_s=1,
-        max_asks=1,
-        cache_size=10,
-    )
+    return BackendAuth("http://app/auth", cookies=["session", "csrf"])
 
 
-def test_only_the_listed_cookies_and_headers_are_forwarded_as_sent() -> None:
+def test_only_the_listed_cookies_and_the_authorization_header_are_forwarded_as_sent() -> None:
     auth = _auth()
     sent = {
         "Cookie": 'tracking=t; session="a b\\"c"; pushsvc_token=x; csrf=k; session=second',
         "Authorization": "Bearer s",
         "X-Other": "o",
+        "X-Tenant": "7",
     }
     credential = auth.credential(_request(sent))
     assert credential is not None
@@ -45,8 +39,8 @@ def test_only_the_listed_cookies_and_headers_are_forwarded_as_sent() -> None:
 
 def test_nothing_listed_sent_is_no_credential() -> None:
     auth = _auth()
-    assert auth.credential(_request({"Cookie": "tracking=t", "X-Other": "o"})) is None
-    header_only = auth.credential(_request({"X-Tenant": "7"}))
+    assert auth.credential(_request({"Cookie": "tracking=t", "X-Tenant": "7"})) is None
+    header_only = auth.credential(_request({"Authorization": "Basic dTpw"}))
     assert header_only is not None and not header_only.has_cookies
     auth.close()
 
@@ -60,7 +54,7 @@ def test_the_key_is_the_same_for_the_same_values_and_differs_otherwise() -> None
             {"Cookie": "session=1; tracking=t"},
             {"Cookie": "session=2"},
             {"Cookie": "csrf=1"},
-            {"Cookie": "session=1", "X-Tenant": "1"},
+            {"Cookie": "session=1", "Authorization": "Bearer 1"},
         )
     ]
     assert all(key is not None for key in keys)

@@ -40,6 +40,7 @@ from pushsvc.ingest import (
     seconds_to_us,
 )
 from pushsvc.ingest.event_shape import MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS
+from pushsvc.ingest.input_limits import MAX_BATCH
 
 NOW = 1_763_700_000_000_000
 JSON = "application/json"
@@ -118,15 +119,19 @@ def test_body_size_limit() -> None:
 
 @pytest.mark.parametrize("content_type", [JSON, NDJSON])
 def test_batch_length_limit(content_type: str) -> None:
-    three = (
-        "[" + ",".join(['{"value":1}'] * 3) + "]" if content_type == JSON else '{"value":1}\n' * 3
-    )
-    assert len(parse(three, content_type, max_batch=3)) == 3
-    error = rejected(three, content_type, max_batch=2)
+    def batch(n: int) -> str:
+        return (
+            "[" + ",".join(['{"value":1}'] * n) + "]"
+            if content_type == JSON
+            else '{"value":1}\n' * n
+        )
+
+    assert len(parse(batch(MAX_BATCH), content_type)) == MAX_BATCH
+    error = rejected(batch(MAX_BATCH + 1), content_type)
     assert isinstance(error, PayloadTooLarge)
 
 
-@pytest.mark.parametrize("bad", [{"max_batch": 0}, {"max_body_bytes": 0}, {"max_future_us": 0}])
+@pytest.mark.parametrize("bad", [{"max_body_bytes": 0}, {"max_future_us": 0}])
 def test_limits_are_validated(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         InputLimits(**bad)

@@ -26,7 +26,8 @@ def test_default_configuration_is_the_servers() -> None:
     widths, labels, stats = DEFAULT_CONFIGURATION
     assert widths == defaults["windows_us"]
     assert labels == Settings(windows_us=widths).window_labels
-    assert stats == defaults["stats"] == STAT_KEYS
+    # A topic no rule matches has every statistic but rate.
+    assert stats == Settings.load({}, {}).rules.default.stats == STAT_KEYS
 
 
 def test_generated_source_matches_golden_file() -> None:

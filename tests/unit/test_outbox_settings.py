@@ -46,7 +46,6 @@ def test_the_settings_keep_the_dsn_and_show_it_redacted() -> None:
         ("outbox_table", "Outbox", "--outbox-table / PUSHSVC_OUTBOX_TABLE"),
         ("outbox_table", "app.outbox", "--outbox-table"),
         ("outbox_table", "x" * 60, "--outbox-table"),
-        ("outbox_poll", "0", "--outbox-poll / PUSHSVC_OUTBOX_POLL"),
     ],
 )
 def test_bad_outbox_settings_stop_the_process_naming_them(

@@ -19,6 +19,7 @@ from pushsvc.rules.analytics import MAX_GROUPS_CAP, Rules, default_rule, load_ru
 from pushsvc.rules.derive import DeriveTable
 from pushsvc.rules.file_shape import RulesFile, RuleTable
 from pushsvc.rules.sessions import SessionTable
+from pushsvc.stats import STAT_KEYS
 
 S = 1_000_000
 DEFAULT = default_rule((10 * S, 60 * S, 300 * S), ("count", "mean"))
@@ -220,10 +221,10 @@ def test_settings_read_the_rules_file_at_start(tmp_path: Path) -> None:
     path.write_text('[[rule]]\ntopics = ["a"]\nlast = [0]')
     with pytest.raises(ConfigError, match="rule 1 \\(a\\): last"):
         Settings.load({"rules": str(path)}, environ={})
-    # Without a file every topic takes the server's windows and statistics.
-    plain = Settings.load({"windows": "1m", "stats": "mean,rate"}, environ={})
+    # Without a file every topic takes the server's windows and every statistic but rate.
+    plain = Settings.load({"windows": "1m"}, environ={})
     assert plain.rules.for_topic("x").labels == ("1m",)
-    assert plain.rules.for_topic("x").stats == ("mean", "rate")
+    assert plain.rules.for_topic("x").stats == STAT_KEYS
 
 
 def test_a_window_keeps_the_label_the_file_writes_and_any_equal_duration_names_it() -> None:

@@ -50,7 +50,7 @@ class BatchSettings:
     (seconds; a caller waiting for its outcome sends the batch at once); `max_events` and
     `max_bytes`: a batch is sent as soon as it holds this many events or bytes of JSON (a
     call larger than either is sent alone; keep `max_bytes` under the server's `--max-body`,
-    1 MiB by default, and `max_events` under its `--max-batch`)."""
+    1 MiB by default, and `max_events` at most 10,000, its largest batch)."""
 
     linger: float = 0.005
     max_events: int = 100

@@ -26,6 +26,13 @@ from dataclasses import dataclass
 
 from pushsvc.errors import IdempotencyKeyReused, InvalidIdempotencyKey
 
+IDEMPOTENCY_WINDOW_US = 600_000_000
+"""How long a key is remembered: 10 minutes, as the outbox reader may also be down that long
+between appending a row and deleting it and still append it once. Fixed, not a setting: a
+client's retries of one batch come within seconds to minutes (Stripe keeps keys a day for
+payments; a stream's updates a minute late are news no longer), and a partition's keys are
+bounded in number (`MAX_KEYS_PER_PARTITION`) whatever the window."""
+
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 """Sent as `Idempotent-Replayed: true` on an answer that repeats an earlier request's."""

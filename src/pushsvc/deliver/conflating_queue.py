@@ -44,7 +44,7 @@ topic name holds no NUL)."""
 
 class PendingBytes:
     """The process's pending bytes over every stream (the ledger the queues add to), and the
-    bounds: `per_stream` (`--max-stream-buffer`) and `budget` (`--stream-buffer-budget`)."""
+    bounds: `per_stream` (`--max-stream-buffer`) and `budget` (32 times `--max-stream-buffer`)."""
 
     __slots__ = ("budget", "let_go", "per_stream", "total")
 
@@ -69,10 +69,6 @@ class PendingBytes:
         return growth <= 0 or self.total + growth <= self.budget
 
 
-_UNBOUNDED = PendingBytes(per_stream=1 << 62, budget=1 << 62)
-"""The ledger of a queue made without one (unit tests): bounds nothing but the count."""
-
-
 @dataclass(eq=False, slots=True)
 class ConflatingQueue:
     """Runs in id order, then each conflated topic's latest update. Not greenlet-aware:
@@ -80,6 +76,9 @@ class ConflatingQueue:
 
     capacity: int
     """Runs kept as they came; beyond this the queue conflates."""
+    ledger: PendingBytes
+    """The process's pending bytes, and the per-stream bound `max_bytes` (shared: one
+    reference per stream, not a copy of the bounds)."""
     floor: Cursor | None = None
     """Updates this cursor does not admit are dropped when drained (None: nothing to drop)."""
     runs: deque[Run] = field(default_factory=deque)
@@ -87,9 +86,6 @@ class ConflatingQueue:
     """Conflated topics → their latest update, in the order those updates arrived (id
     order), and a deleted topic's deletion (under `_DELETED` + topic). Not empty: the queue
     is conflating, and every run put goes here until drained."""
-    ledger: PendingBytes = _UNBOUNDED
-    """The process's pending bytes, and the per-stream bound `max_bytes` (shared: one
-    reference per stream, not a copy of the bounds)."""
     queued_bytes: int = 0
     """Bytes of `runs` and `latest` (see the module docstring)."""
     in_flight: int = 0

@@ -26,8 +26,8 @@ Two ways to a client's socket, one part of its `Subscriber` each:
 
 Pending bytes: every stream's queue counts what it holds for its client (queued runs, and
 what its writer rendered and its socket has not taken: a hand-back, a write's rest, a page of
-its replay or snapshot) into the hub's `PendingBytes`, the process's total that
-`--stream-buffer-budget` bounds. The sweeper (`sweep`, a greenlet, a few times per
+its replay or snapshot) into the hub's `PendingBytes`, the process's total that a budget
+bounds (32 times `--max-stream-buffer`). The sweeper (`sweep`, a greenlet, a few times per
 slow-client timeout, walking nothing while nothing is pending) closes as `slow` every stream
 that holds pending bytes its socket has taken nothing of for the timeout: a stream stuck in a
 write, its head's or the hub's hand-back, is ended even when no update comes to notice it.
@@ -84,7 +84,7 @@ class StreamExit(StrEnum):
     """The client left, or a write to it failed."""
     SLOW = "slow"
     """Conflated, or holding pending bytes, and its socket took nothing for
-    `--slow-client-timeout`."""
+    the slow-client timeout (`--body-timeout`)."""
     EXPIRED = "expired"
     """Its token's `exp` passed."""
     RESET = "reset"
@@ -436,7 +436,7 @@ class Hub:
 
     @property
     def budget_spent(self) -> bool:
-        """The process's streams leave less of `--stream-buffer-budget` than one stream may
+        """The process's streams leave less of their budget than one stream may
         hold (`--max-stream-buffer`): new streams are refused."""
         return self.pending.spent
 

@@ -309,7 +309,6 @@ _recent: OrderedDict[tuple[str, str], _Pattern] = OrderedDict()
 # Evicted first in, first out (no reordering on a hit: a hit stays a dict lookup).
 # (An OrderedDict: a plain dict's oldest key is found by scanning the slots deleted before it.)
 _results: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
-_counts = {"compiled hits": 0, "compiled misses": 0, "matches hits": 0, "matches misses": 0}
 # Bytes charged by the compiled patterns alive (live or recent), each given back when freed.
 _bytes = {"alive": 0}
 
@@ -327,7 +326,6 @@ def _compiled(text: str, base_url: str) -> _Pattern:
                 f"this server holds {MAX_LIVE_PATTERNS} distinct URL patterns for its "
                 "subscriptions; retry later, or share a pattern another subscription uses"
             )
-        _counts["compiled misses"] += 1
         try:
             # No options: `ignoreCase` stays off, as the spec requires.
             compiled, size = measured(lambda: URLPattern(text, base_url))
@@ -346,8 +344,6 @@ def _compiled(text: str, base_url: str) -> _Pattern:
         if pattern.compiled is compiled:
             _bytes["alive"] += charged
             weakref.finalize(pattern, _give_back, charged)
-    else:
-        _counts["compiled hits"] += 1
     _recent[key] = pattern
     with suppress(KeyError):  # another thread's eviction: never in a gevent process
         _recent.move_to_end(key)
@@ -377,9 +373,7 @@ def _matches(pattern: _Pattern, topic: str) -> bool:
     key = (pattern.text, pattern.base_url, topic)
     found = _results.get(key)
     if found is not None:
-        _counts["matches hits"] += 1
         return found
-    _counts["matches misses"] += 1
     try:
         found = pattern.compiled.test(topic, pattern.base_url)
     except (ValueError, TypeError):
@@ -394,12 +388,3 @@ def _matches(pattern: _Pattern, topic: str) -> bool:
 def alive_bytes() -> int:
     """Bytes the compiled patterns alive are charged (`MAX_LIVE_PATTERN_BYTES` at most)."""
     return _bytes["alive"]
-
-
-def cache_info() -> dict[str, tuple[int, int, int]]:
-    """(hits, misses, size) of both caches, for tests and the benchmark; the compiled size
-    counts the patterns alive."""
-    return {
-        "compiled": (_counts["compiled hits"], _counts["compiled misses"], len(_live)),
-        "matches": (_counts["matches hits"], _counts["matches misses"], len(_results)),
-    }

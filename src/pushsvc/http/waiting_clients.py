@@ -3,7 +3,7 @@ many, from one address or in all (pure; greenlet-safe: nothing here yields).
 
 A connection waits on its client while its TLS handshake, request line, headers or body have
 not all come, and while it idles between keep-alive requests. Deadlines bound how long each
-waits (`--header-timeout`, `--body-timeout`, `--body-read-timeout`), but not how many wait
+waits (`--body-timeout`, and a third of it for a head or a body's next piece), but not how many wait
 at once: a few hundred connections that each send a head and a `Content-Length` they never
 fulfil took every descriptor from the producers for as long as the deadlines let them.
 

@@ -3,7 +3,7 @@ then each topic's appended as a one-topic POST of them would be, and what became
 
 What a request's events are is judged whole, before anything is logged: a group whose topic
 is no valid name (or one only pushsvc produces), or whose events a one-topic POST would
-refuse (malformed, too far ahead, a message over `--max-message`, bad tags...), refuses the
+refuse (malformed, too far ahead, a message over its size, bad tags...), refuses the
 request, its error's `index` the request's position of the event at fault; nothing changed.
 
 What is atomic then: **one topic's events of one request**. Each group is one append of the

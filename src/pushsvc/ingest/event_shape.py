@@ -8,8 +8,8 @@ what a POST accepts cannot drift apart.
 A few rules no field type can say are written on the definition as `extra_json_schema` (for
 the document) and checked by `pushsvc.ingest.parse` after decoding: an event needs a value, a
 type or data; a type may not be one a messages stream sends itself; a string `ts` is an RFC 3339
-date-time; data is at most `--max-message` bytes, holds no integer beyond 64 bits and nests at
-most `MAX_DATA_DEPTH` levels.
+date-time; data is at most a sixteenth of `--max-body` in bytes, holds no integer beyond 64
+bits and nests at most `MAX_DATA_DEPTH` levels.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ class EventBody(Struct, forbid_unknown_fields=True, omit_defaults=True):
     data: Annotated[
         Any,
         Meta(
-            description="the message's data, any JSON (default null): at most --max-message "
-            "bytes as compact JSON (413 past it), integers within 64 bits, nested at most "
+            description="the message's data, any JSON (default null): at most a sixteenth "
+            "of --max-body in bytes as compact JSON (413 past it), integers within 64 bits, "
+            "nested at most "
             f"{MAX_DATA_DEPTH} levels"
         ),
     ] = UNSET

@@ -10,7 +10,7 @@ table and id (`outbox_sql.derived_key`), with the digest of the bytes of its eve
 appended and not deleted (the reader died between the two, PostgreSQL went away before the
 delete committed, or a paused reader woke after losing its lease) is a repeat when it is
 appended again: nothing is logged twice. That holds while the log remembers the key: within
-`--idempotency-window` (10 minutes unless set), and where the log outlives the reader
+`IDEMPOTENCY_WINDOW_US` (10 minutes), and where the log outlives the reader
 (Redis, `--data-dir`; the embedded in-memory log dies with the process, and the key with it).
 
 Order. The reader reads the visible rows in id order and appends them one by one, in that
@@ -41,7 +41,7 @@ reads and the deletes are PostgreSQL's. A reader that lost its session mid-round
 append the rows it holds; they are repeats of what its successor appends first.
 
 Waking. An insert's trigger NOTIFYs the table's channel at commit; the reader LISTENs on its
-connection and polls every `--outbox-poll` besides (a notification is lost with a connection).
+connection and polls every `POLL_S` besides (a notification is lost with a connection).
 A lost connection, or PostgreSQL restarting, is retried with a backoff, keeping nothing.
 """
 
@@ -57,7 +57,13 @@ import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pushsvc.core.idempotency import Idempotency, check_key, request_digest, window_ms
+from pushsvc.core.idempotency import (
+    IDEMPOTENCY_WINDOW_US,
+    Idempotency,
+    check_key,
+    request_digest,
+    window_ms,
+)
 from pushsvc.core.lateness import keeps_late
 from pushsvc.errors import BrokerUnavailable, PayloadTooLarge, ReplicasUnconfirmed, RequestError
 from pushsvc.ingest import InputLimits
@@ -77,6 +83,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+POLL_S = 1.0
+"""How often the outbox is read besides the NOTIFY each commit sends. Fixed, not a setting:
+it only bounds how late a row whose NOTIFY was lost (a connection lost with it, a PgBouncer
+in transaction mode, which passes no LISTEN) is read, and one indexed query a second costs
+PostgreSQL nothing it would notice."""
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 _LAG_EVERY_S = 1.0
@@ -141,8 +152,6 @@ class OutboxReader:
         table: str,
         limits: InputLimits,
         lateness_us: int,
-        idempotency_window_us: int,
-        poll_s: float,
         standby_s: float,
         rules: Rules | None = None,
     ) -> None:
@@ -159,8 +168,8 @@ class OutboxReader:
         self._limits = limits
         self._lateness_us = lateness_us
         self._rules = rules
-        self._window_ms = window_ms(idempotency_window_us)
-        self._poll_s = poll_s
+        self._window_ms = window_ms(IDEMPOTENCY_WINDOW_US)
+        self._poll_s = POLL_S
         self._standby_s = standby_s
         self.stats = OutboxStats()
         self._stop = gevent.event.Event()

@@ -12,7 +12,7 @@ Decisions the contract leaves open:
 
 * An error about one event names its position as `index`: the position in the array or
   among the non-empty NDJSON lines, 0 for a body with one object.
-* A batch longer than `InputLimits.max_batch` is a 413, like an oversized body: both ask the
+* A batch longer than `MAX_BATCH` is a 413, like an oversized body: both ask the
   producer to send smaller requests.
 * Empty `tags` are stored as None; `event_json` echoes no tags as `{}`.
 * A `ts` more than `InputLimits.max_future_us` ahead of `now_us` is a `future_event`: the
@@ -64,7 +64,7 @@ from pushsvc.ingest.event_shape import (
     ONE_EVENT,
     EventBody,
 )
-from pushsvc.ingest.input_limits import DEFAULT_LIMITS, InputLimits
+from pushsvc.ingest.input_limits import DEFAULT_LIMITS, MAX_BATCH, InputLimits
 from pushsvc.ingest.timestamps import (
     MAX_TS_US,
     MIN_EVENT_TS_TEXT,
@@ -127,10 +127,8 @@ def _parse_json(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
         items = doc
         if not items:
             raise BadRequest("the batch is empty")
-        if len(items) > limits.max_batch:
-            raise PayloadTooLarge(
-                f"the batch has {len(items)} events; the limit is {limits.max_batch}"
-            )
+        if len(items) > MAX_BATCH:
+            raise PayloadTooLarge(f"the batch has {len(items)} events; the limit is {MAX_BATCH}")
         return [_accepted(item, index, now_us, limits) for index, item in enumerate(items)]
     except _REFUSED as refused:
         raise _explain(body, refused, now_us, limits, first_index=0, lineno=None) from None
@@ -260,8 +258,8 @@ def _events_of_document(doc: object, now_us: int, limits: InputLimits) -> list[E
         raise InvalidEvent("the body must be a JSON object (one event) or an array (a batch)")
     if not doc:
         raise BadRequest("the batch is empty")
-    if len(doc) > limits.max_batch:
-        raise PayloadTooLarge(f"the batch has {len(doc)} events; the limit is {limits.max_batch}")
+    if len(doc) > MAX_BATCH:
+        raise PayloadTooLarge(f"the batch has {len(doc)} events; the limit is {MAX_BATCH}")
     return [_event(item, index, now_us, limits) for index, item in enumerate(doc)]
 
 
@@ -271,8 +269,8 @@ def _parse_ndjson(body: bytes, now_us: int, limits: InputLimits) -> list[Event]:
         if not line.strip():
             continue
         index = len(events)
-        if index == limits.max_batch:
-            raise PayloadTooLarge(f"the batch has more than {limits.max_batch} events")
+        if index == MAX_BATCH:
+            raise PayloadTooLarge(f"the batch has more than {MAX_BATCH} events")
         # Validated line by line so that the error raised is the first one.
         try:
             events.append(_accepted(ONE_EVENT.decode(line), index, now_us, limits))
@@ -403,7 +401,7 @@ def _message_of(kind: str, data: object, index: int, limits: InputLimits) -> Mes
     if len(text) > limits.max_message_bytes:
         raise PayloadTooLarge(
             f"the message's data has {len(text)} bytes as compact JSON; the limit is "
-            f"{limits.max_message_bytes} (--max-message)",
+            f"{limits.max_message_bytes} (a sixteenth of --max-body)",
             index=index,
         )
     return Message(kind, text)

@@ -54,6 +54,7 @@ from pushsvc.errors import (
 )
 from pushsvc.ingest import Event, InputLimits
 from pushsvc.ingest.accept import sniff_media_type, validated
+from pushsvc.ingest.input_limits import MAX_BATCH
 from pushsvc.rules.analytics import Rules
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class Bridge:
         on its own: the lateness rule moves the topic clock event by event, in the same order,
         either way."""
         accepted = 0
-        for group in _grouped(batches, self._limits.max_batch):
+        for group in _grouped(batches, MAX_BATCH):
             if len(group) > 1:
                 events = [event for batch in group for event in batch]
                 try:

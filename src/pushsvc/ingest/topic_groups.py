@@ -10,7 +10,7 @@ bounds and the same lateness rule, with the same words.
 
 Only the request's shape is judged here, and a fault in it refuses the request whole: a body
 that is no JSON (or a line that is not), no array or object where one is due, an item that is
-no object or names no topic as a string, an empty request, more items than `--max-batch`
+no object or names no topic as a string, an empty request, more items than `MAX_BATCH`
 (413, as a one-topic batch), a broadcast naming a topic twice. What an item says as an event
 (its value, time, tags, message) and whether its topic is a valid name are its group's
 affair.
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import orjson
 
 from pushsvc.errors import BadRequest, InvalidEvent, MalformedJson, PayloadTooLarge
-from pushsvc.ingest.input_limits import InputLimits
+from pushsvc.ingest.input_limits import MAX_BATCH, InputLimits
 from pushsvc.ingest.parse import JSON, NDJSON, media_type
 
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
@@ -85,8 +85,8 @@ def batch_groups(body: bytes, content_type: str | None, limits: InputLimits) -> 
         items = doc
     if not items:
         raise BadRequest("the batch is empty")
-    if len(items) > limits.max_batch:
-        raise PayloadTooLarge(f"the batch has {len(items)} events; the limit is {limits.max_batch}")
+    if len(items) > MAX_BATCH:
+        raise PayloadTooLarge(f"the batch has {len(items)} events; the limit is {MAX_BATCH}")
     grouped: dict[str, tuple[list[int], list[object]]] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
@@ -126,11 +126,8 @@ def broadcast_groups(
         raise BadRequest('a broadcast names its topics as an array of strings ("topics")')
     if not topics:
         raise BadRequest("the broadcast names no topic")
-    if len(topics) > limits.max_batch:
-        raise PayloadTooLarge(
-            f"the broadcast names {len(topics)} topics; the limit is {limits.max_batch} "
-            "(--max-batch)"
-        )
+    if len(topics) > MAX_BATCH:
+        raise PayloadTooLarge(f"the broadcast names {len(topics)} topics; the limit is {MAX_BATCH}")
     if len(set(topics)) != len(topics):
         twice = next(t for i, t in enumerate(topics) if t in topics[:i])
         raise BadRequest(f"the broadcast names topic {twice[:130]!r} more than once")
@@ -175,8 +172,8 @@ def _ndjson_items(body: bytes, codec: _Codec, limits: InputLimits) -> tuple[list
     for lineno, line in enumerate(body.split(b"\n"), 1):
         if not line.strip():
             continue
-        if len(items) == limits.max_batch:
-            raise PayloadTooLarge(f"the batch has more than {limits.max_batch} events")
+        if len(items) == MAX_BATCH:
+            raise PayloadTooLarge(f"the batch has more than {MAX_BATCH} events")
         item, reader = _load(line, codec, lineno=lineno)
         items.append(item)
         if reader is _STDLIB:

@@ -106,7 +106,7 @@ class _ProcessState(Collector):
         yield GaugeMetricFamily(
             "pushsvc_stream_pending_bytes",
             "Bytes the streams hold for their clients: queued, and rendered but not yet "
-            "taken by their sockets (bounded by --stream-buffer-budget)",
+            "taken by their sockets (bounded by 32 times --max-stream-buffer)",
             value=hub.pending.total,
         )
         latency = hub.delivery_latency
@@ -504,9 +504,9 @@ class Metrics:
         counter = Counter(
             "pushsvc_client_timeouts",
             "Connections closed because their client did not send or take in time: "
-            "handshake (TLS) and head within --header-timeout, body within --body-timeout (and "
+            "handshake (TLS) and head within a third of --body-timeout, body within it (and "
             "a third of it between pieces), write: an answer it took nothing of for "
-            "--slow-client-timeout",
+            "--body-timeout",
             ["phase"],
             registry=self._own,
         )

@@ -3,9 +3,9 @@
 A rules file (TOML, `--rules` / `PUSHSVC_RULES`) holds `[[rule]]` tables, and the
 `[[alert]]` (`pushsvc.rules.alerts`) and `[[derive]]` (`pushsvc.rules.derive`) tables read
 with them. A topic takes the FIRST rule whose `topics` selectors match it; a topic no rule
-matches takes the server's `--windows` and `--stats` (the *default rule*). Every process of
-a deployment reads the same file; `Rules.digest` names what they read, so a process can tell
-that another one computes different statistics (`/readyz`).
+matches takes the server's `--windows` and every statistic but `rate` (the *default rule*).
+Every process of a deployment reads the same file; `Rules.digest` names what they read, so a
+process can tell that another one computes different statistics (`/readyz`).
 
 Validation happens once, at start: the file's shape is `pushsvc.rules.file_shape`'s Structs,
 what a rule can only check against the server's tiers (`anomaly`, `forecast`) and the other
@@ -285,10 +285,17 @@ class Rules:
         return rule
 
     @cached_property
+    def applied(self) -> tuple[Rule, ...]:
+        """The rules some topic may take: the default rule, unless a rule takes every topic
+        (`*`, how a rules file sets what every other topic keeps), then the file's."""
+        takes_all = any("*" in rule.selectors for rule in self.rules)
+        return self.rules if takes_all else (self.default, *self.rules)
+
+    @cached_property
     def labels(self) -> tuple[str, ...]:
         """Every window label some topic may have (what a projection may name)."""
         seen: dict[str, None] = {}
-        for rule in (self.default, *self.rules):
+        for rule in self.applied:
             seen.update(dict.fromkeys(rule.labels))
         return tuple(seen)
 
@@ -297,9 +304,7 @@ class Rules:
         """Each time window's width and label, over every rule (one label per width: see
         `_spell_windows`)."""
         return {
-            width: rule.window_label(width)
-            for rule in (self.default, *self.rules)
-            for width in rule.windows_us
+            width: rule.window_label(width) for rule in self.applied for width in rule.windows_us
         }
 
     def window_named(self, name: str) -> str:
@@ -324,12 +329,8 @@ class Rules:
     def stats(self) -> tuple[str, ...]:
         """Every statistic some topic may have: `ALL_STATS` order, then the tag statistics in
         file order, then a session topic's own."""
-        chosen = {s for rule in (self.default, *self.rules) for s in rule.stats}
-        tagged = {
-            name: None
-            for rule in (self.default, *self.rules)
-            for name in rule.reported[len(rule.stats) :]
-        }
+        chosen = {s for rule in self.applied for s in rule.stats}
+        tagged = {name: None for rule in self.applied for name in rule.reported[len(rule.stats) :]}
         sessions = SESSION_STATS if self.sessions else ()
         return (*(s for s in ALL_STATS if s in chosen), *tagged, *sessions)
 
@@ -349,7 +350,7 @@ class Rules:
     def series_labels(self) -> tuple[str, ...]:
         """Every tier's resolution some topic may have (what `?series=` may name), finest
         first."""
-        tiers = {t for rule in (self.default, *self.rules) for t in self.series_of(rule)}
+        tiers = {t for rule in self.applied for t in self.series_of(rule)}
         return tuple(duration_label(t.resolution_us) for t in sorted(tiers, key=_resolution))
 
     def describe(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 
 STAT_KEYS: tuple[str, ...] = (
     "count", "sum", "mean", "min", "max", "var", "stddev", *(name for name, _ in QUANTILES),
 )  # fmt: skip
-#: ...and `rate` (events per second), which analytics rules and `--stats` may ask for by name.
+#: ...and `rate` (events per second), which analytics rules may ask for by name.
 ALL_STATS: tuple[str, ...] = (*STAT_KEYS, "rate")
 #: The largest count window (`last = [N]`): each holds its N events.
 MAX_COUNT_WINDOW = 100_000

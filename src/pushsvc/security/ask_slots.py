@@ -1,7 +1,7 @@
 """Asks in flight to the application's backend, bounded per process and per client address
 (pure; `pushsvc.security.backend_auth`).
 
-The process bound (`--auth-max-asks`) protects the application from pushsvc. The address
+The process bound (`backend_auth.MAX_ASKS`) protects the application from pushsvc. The address
 bound protects the other users from one client: every made-up cookie is a credential the
 cache has never seen, so without it one address sending fresh cookies would hold every ask,
 and every other user's sign-in and stream renewal would get 503 until it stopped. It is a

@@ -1,10 +1,10 @@
 """Access decided by the application's backend (`--auth-url`, docs/security.md): an auth proxy,
 as Centrifugo's connect and subscribe proxies are.
 
-A request with no valid token whose listed cookies or headers (`--auth-cookies`,
-`--auth-headers`) are present is judged by the application: pushsvc POSTs to its URL those
-cookies (one `Cookie` header, so the application's own session code reads it as usual) and
-headers, and a JSON body naming the client's address, the action and the topics asked for:
+A request with no valid token whose listed cookies (`--auth-cookies`) or Authorization header
+are present is judged by the application: pushsvc POSTs to its URL those cookies (one `Cookie`
+header, so the application's own session code reads it as usual) and that header, and a JSON
+body naming the client's address, the action and the topics asked for:
 
     {"action": "subscribe", "topics": ["orders"], "address": "203.0.113.7"}
 
@@ -24,9 +24,9 @@ cannot be forwarded (a byte outside printable ASCII, which no HTTP client may se
 that says so, the backend not asked. The answer is read within `MAX_ANSWER_BYTES` before and
 after any decoding (`pushsvc.security.backend_body`).
 
-Access fails closed: a backend that does not answer within `--auth-timeout`, answers
+Access fails closed: a backend that does not answer within `ASK_TIMEOUT_S`, answers
 anything but 200, 401 or 403, or answers a malformed grant, is `AuthUnavailable` (503 with
-`Retry-After`), as is an ask past `--auth-max-asks` in flight (past its address's share: 429
+`Retry-After`), as is an ask past `MAX_ASKS` in flight (past its address's share: 429
 with `Retry-After`); each failure is a log line that names the backend, never a credential.
 
 Outgoing HTTP is httpx on the process's gevent-patched sockets: an ask parks its greenlet,
@@ -78,6 +78,19 @@ CACHE_SIZE = 10_000
 go first, besides the cache's 64 MiB (`grant_cache.MAX_BYTES`). Fixed, not a setting: the
 two bounds meet at grants of 6 KiB, and a credential let go costs one more ask of the
 application when it comes back (a round trip: docs/performance.md#auth-proxy)."""
+FORWARDED_HEADERS = ("Authorization",)
+"""The one header forwarded besides the listed cookies. Fixed, not a setting: a browser's
+EventSource sends no header of the page's choosing, so a header credential comes from a
+program, which can send it as Authorization, the header proxies and caches treat as one."""
+ASK_TIMEOUT_S = 2.0
+"""The longest an ask may take, all of it; later is no answer (503 with `Retry-After`).
+Fixed, not a setting: an application that judges a session in more than 2 s is down for
+its users too, and a longer wait holds the asks (`MAX_ASKS`) of everyone else."""
+MAX_ASKS = 64
+"""Asks waiting on the application at once, per process (asks for one credential are one;
+one client address may hold a quarter). Fixed, not a setting: at `ASK_TIMEOUT_S` it is 32
+asks a second answered at the slowest, and each is an HTTP connection the application
+serves; a storm of reconnects asks once per credential."""
 _LOG_EVERY_S = 1.0
 """At most one line a second about a failing backend (a storm of asks fails together)."""
 
@@ -101,24 +114,19 @@ class BackendAuth:
         url: str,
         *,
         cookies: Sequence[str],
-        headers: Sequence[str],
-        timeout_s: float,
-        max_asks: int,
-        cache_size: int = CACHE_SIZE,
-        client: httpx.Client | None = None,
     ) -> None:
         self.url = url
         self._shown_url = redact_url(url)
         self._cookies = tuple(cookies)
-        self._headers = tuple(headers)
-        self._timeout_s = timeout_s
-        self._slots = AskSlots(max_asks)
-        self._cache: GrantCache[Grant] = GrantCache(cache_size)
-        self._denied: GrantCache[Grant] = GrantCache(cache_size)
+        self._headers = FORWARDED_HEADERS
+        self._timeout_s = ASK_TIMEOUT_S
+        self._slots = AskSlots(MAX_ASKS)
+        self._cache: GrantCache[Grant] = GrantCache(CACHE_SIZE)
+        self._denied: GrantCache[Grant] = GrantCache(CACHE_SIZE)
         self._asking: dict[bytes, gevent.event.AsyncResult[Grant | None]] = {}
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=max_asks, max_keepalive_connections=max_asks),
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(ASK_TIMEOUT_S),
+            limits=httpx.Limits(max_connections=MAX_ASKS, max_keepalive_connections=MAX_ASKS),
             follow_redirects=False,  # a redirect (to a login page, say) is no answer
             trust_env=False,  # no proxy or .netrc credentials picked up from the environment
             headers={"User-Agent": f"pushsvc/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
@@ -281,7 +289,7 @@ class BackendAuth:
             with gevent.Timeout(self._timeout_s, TimeoutError("the whole ask took too long")):
                 status, answer = self._post(body, headers)
         except (httpx.TimeoutException, TimeoutError):
-            self._fail(f"did not answer within {self._timeout_s:g}s (--auth-timeout)")
+            self._fail(f"did not answer within {self._timeout_s:g}s")
         except UndecodableAnswer as exc:
             self._fail(f"answered {exc}")
         except (httpx.HTTPError, OSError) as exc:

@@ -106,7 +106,7 @@ from pushsvc.stats.layout import (
 
 __all__ = ["DEFAULT_CONFIGURATION", "GOLDEN_PATH", "generate", "specialise"]
 
-#: The server's default (``config.py``: ``--windows 10s,1m,5m``, ``--stats all``): widths in
+#: The server's default (``config.py``: ``--windows 10s,1m,5m``, every statistic): widths in
 #: µs, labels, statistics. Its generated source is the golden file.
 DEFAULT_CONFIGURATION: tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]] = (
     (10_000_000, 60_000_000, 300_000_000),

@@ -67,9 +67,6 @@ class FaultStack:
             # One partition: the moments aim at one lease, one log and one applied position
             # (test_elastic_moments.py runs several partitions over several aggregators).
             "PUSHSVC_PARTITIONS": "1",
-            # Checkpoints (and the trims behind them) every second, so that the scenarios
-            # see several within a few seconds of load.
-            "PUSHSVC_CHECKPOINT_INTERVAL": "1s",
             **(env or {}),
         }
         self.webs: list[PushsvcProcess] = []

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 STREAM = "/topics/orders/stream"
 FLOOD_ADDRESS = "127.0.0.2"  # the server listens on 127.0.0.1; all of 127/8 reaches it
-FLOOD_THREADS = 80  # more than --auth-max-asks (64), as the attacker sent
+FLOOD_THREADS = 80  # more than a process has asks (64, backend_auth.MAX_ASKS), as the attacker sent
 PER_ADDRESS = 64 // 4  # pushsvc.security.ask_slots.per_address(64)
 
 

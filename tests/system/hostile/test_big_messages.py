@@ -1,12 +1,12 @@
 """Big messages against the bounds (docs/reliability.md, "Messages"; docs/security.md,
 "Limits"): a messages stream of 64 KiB messages that never reads is ended as `behind` at its
 byte bound (a messages stream never conflates); a producer posting messages at the size limit
-(`--max-message`) is served and one byte past it refused, the history holding no more than its
-bytes (`--history-bytes`); replays of big messages (`?replay=1000`, and `Last-Event-ID` from
-the oldest) that never read hold a page each and are cut off as slow, while an honest client of
-the same replay gets every message in order. Beside each attack a legitimate producer posts
-messages, timed, and a legitimate subscriber reads them back in order (as the other hostile
-tests do), and the server's RSS stays within what the bounds allow.
+(a sixteenth of `--max-body`) is served and one byte past it refused, the history holding no
+more than its bytes (`--history-bytes`); replays of big messages (`?replay=1000`, and
+`Last-Event-ID` from the oldest) that never read hold a page each and are cut off as slow, while
+an honest client of the same replay gets every message in order. Beside each attack a
+legitimate producer posts messages, timed, and a legitimate subscriber reads them back in order
+(as the other hostile tests do), and the server's RSS stays within what the bounds allow.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ BOUND = 256 * KIB
 SLOW_S = 1.0
 HISTORY_BYTES = 16 * MIB
 MESSAGE = 64 * KIB
-"""The default --max-message: a message's data as compact JSON, at most."""
+"""The default largest message (a sixteenth of --max-body): its data as compact JSON."""
 PER_POST = 14
 """64 KiB messages per POST under the default --max-body (1 MiB)."""
 LOGGED_COST = 3
@@ -55,7 +55,7 @@ def _serve(*args: str) -> PushsvcProcess:
         "serve",
         "--tick", "0",
         "--max-stream-buffer", str(BOUND),
-        "--slow-client-timeout", f"{int(SLOW_S * 1000)}ms",
+        "--body-timeout", f"{int(SLOW_S * 1000)}ms",  # the slow-client timeout
         "--history-bytes", str(HISTORY_BYTES),
         *args,
     ).start()  # fmt: skip

@@ -6,8 +6,8 @@ flood costs the server no more memory, only the oldest keys the rest of their wi
 its subscriber every update, and its latest key still makes a retry safe.
 
 The bound is a constant, so the flood goes past it for real: 100,000 keys, then more. The
-server runs with a 1 s window, no series and a checkpoint every 200 ms, so that what the
-flood's events cost stays small: the windows hold the last second's events (the last 5
+server runs with a 1 s window, no series and a lease of 1 s (a checkpoint every lease), so
+that what the flood's events cost stays small: the windows hold the last second's events (the last 5
 minutes' at the default), and the log keeps an event until the aggregator's next trim no
 longer needs it (the series' finest bucket and its lateness, and at most a checkpoint interval
 more: with the defaults some 10 s of the flood, 8 MiB at 2,500 POSTs/s, whose high-water mark
@@ -75,7 +75,7 @@ _EVICTED = "pushsvc_idempotency_keys_evicted_total"
 def _serve() -> PushsvcProcess:
     return PushsvcProcess(
         "serve", "--tick", "0", "--windows", "1s", "--series", "none",
-        "--checkpoint-interval", "200ms",
+        "--lease", "1s",  # a checkpoint every lease
     ).start()  # fmt: skip
 
 

@@ -11,7 +11,8 @@ real redis-server where the cost is the broker's (the resume lookup).
 * Distinct patterns: one address holds its share of the process's compiled patterns, so
   another address's new pattern is compiled while it is refused (`429`); the process's
   own bound answers `503` with `Retry-After`.
-* Large updates: past `--max-message` (the envelope) and `--max-body` (the form), `413`.
+* Large updates: past the largest message (the envelope; a sixteenth of `--max-body`) and
+  `--max-body` (the form), `413`.
 * A reconnect storm whose every `Last-Event-ID` is a Mercure id the history does not keep:
   each would scan the history of `mercure.*`. Lookups are bounded per process and per address
   (`pushsvc.deliver.mercure_lookups`); one refused is a stream of its `retry:` alone, which an
@@ -441,11 +442,11 @@ def test_one_address_holds_its_share_of_the_compiled_patterns_and_no_more(
 
 
 def test_updates_past_max_message_and_max_body_are_refused_and_cost_nothing_to_others() -> None:
-    """`--max-message` bounds an update's envelope (its data, JSON-escaped, and its topics):
-    at it the update is kept and delivered, one byte past it is a 413, and a flood of both
-    beside the legitimate pair changes nothing for it. A form past `--max-body` is a 413 too,
-    read no further."""
-    proc = serve("--max-message", "16KiB", "--max-body", "64KiB")
+    """The largest message (a sixteenth of `--max-body`) bounds an update's envelope (its
+    data, JSON-escaped, and its topics): at it the update is kept and delivered, one byte past
+    it is a 413, and a flood of both beside the legitimate pair changes nothing for it. A form
+    past `--max-body` is a 413 too, read no further."""
+    proc = serve("--max-body", "256KiB")  # messages of 16 KiB
     try:
         port = proc.port
         topic = "https://example.com/big"
@@ -461,7 +462,7 @@ def test_updates_past_max_message_and_max_body_are_refused_and_cost_nothing_to_o
             # A refused body closes its connection: one connection each, from the flood's address.
             flood = [over, quoted] * (BIG_FLOOD // 2)
             assert {answer_of(port, r, source=FLOOD_ADDRESS) for r in flood} == {413}
-            body = publication([topic], "x" * (64 * KIB), id="body")
+            body = publication([topic], "x" * (256 * KIB), id="body")
             assert answer_of(port, body) == 413
             assert publish_many(port, [publication([topic], "after", id="after")]) == [200]
             assert watcher.next().id == "after"  # nothing refused was delivered

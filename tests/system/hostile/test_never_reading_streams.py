@@ -1,6 +1,6 @@
 """Streams that never read: each holds at most its byte bound (`--max-stream-buffer`) and one
 page or run more, is ended as slow within the slow-client timeout, and all of them together
-hold at most the process's budget (`--stream-buffer-budget`), past which new streams get a
+hold at most the process's budget (32 times `--max-stream-buffer`), past which new streams get a
 503 — while a legitimate producer keeps its latency and a legitimate subscriber gets every
 update in order.
 
@@ -61,7 +61,7 @@ def _serve(*args: str) -> PushsvcProcess:
         "0",
         "--max-stream-buffer",
         str(BOUND),
-        "--slow-client-timeout",
+        "--body-timeout",  # the slow-client timeout
         f"{int(SLOW_S * 1000)}ms",
         *args,
     ).start()
@@ -340,8 +340,9 @@ def test_snapshots_of_every_topic_that_never_read_hold_a_page_and_are_cut_off(
 def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_latency(
     topic: str,
 ) -> None:
-    budget = 4 * BOUND
-    # A long slow-client timeout: the never-readers stay while the budget is looked at.
+    budget = 32 * BOUND  # the process's budget: 32 streams' --max-stream-buffer
+    # A long slow-client timeout (--body-timeout): the never-readers stay while the budget is
+    # looked at.
     proc = PushsvcProcess(
         "serve",
         "--tick",
@@ -350,9 +351,7 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
         "300",
         "--max-stream-buffer",
         str(BOUND),
-        "--stream-buffer-budget",
-        str(budget),
-        "--slow-client-timeout",
+        "--body-timeout",
         "60s",
     ).start()
     attackers: list[socket.socket] = []
@@ -360,11 +359,14 @@ def test_once_the_budget_is_spent_new_streams_get_503_and_producers_keep_their_l
     try:
         big = f"{topic}-big"
         path = f"/topics/{big}/stream"
-        attackers = [never_reader(proc.port, path) for _ in range(8)]
+        # More streams than the budget holds at their bound (32), and runs smaller than the
+        # bound (15 updates, ~54 kB): a run that would pass the budget is conflated, so the
+        # total stops short of it by less than a run, and so by less than a stream's bound.
+        attackers = [never_reader(proc.port, path) for _ in range(48)]
         wait_until(lambda: subscribers(proc.port) == 1 + len(attackers))
-        batch = [{"value": i, "tags": _TAGS} for i in range(150)]
+        batch = [{"value": i, "tags": _TAGS} for i in range(15)]
         # Spent once less of it is left than one stream may hold; never passed.
-        for _ in range(40):
+        for _ in range(200):
             if metric(proc.port, _PENDING) > budget - BOUND:
                 break
             assert post(proc.port, big, batch)[0] == 202

@@ -1,5 +1,5 @@
 """Hundreds of messages streams that never read, against the process's budget
-(`--stream-buffer-budget`, docs/security.md#limits) and its priming (`deliver/priming`):
+(32 times `--max-stream-buffer`, docs/security.md#limits) and its priming (`deliver/priming`):
 
 * live: 60 KiB messages posted to their topic take the streams' pending bytes up to the budget
   and never past it (a stream that would pass it is ended as `behind`, its client free to
@@ -97,7 +97,7 @@ def _leave(attackers: list[socket.socket], proc: PushsvcProcess) -> None:
 def test_unread_messages_streams_hold_the_budget_and_give_their_memory_back(
     topic: str, budget: int
 ) -> None:
-    args = [] if budget == 256 * MIB else ["--stream-buffer-budget", str(budget)]
+    args = [] if budget == 256 * MIB else ["--max-stream-buffer", str(budget // 32)]
     proc = PushsvcProcess("serve", "--tick", "0", *args).start()
     attackers: list[socket.socket] = []
     legit = LegitimateClient(proc.port, f"{topic}-legit", messages=True)
@@ -144,7 +144,7 @@ def test_unread_messages_streams_hold_the_budget_and_give_their_memory_back(
 
 @pytest.mark.parametrize("budget", [256 * MIB, 32 * MIB], ids=["default", "32MiB"])
 def test_unread_replays_take_turns_and_a_new_stream_gets_its_head(topic: str, budget: int) -> None:
-    args = [] if budget == 256 * MIB else ["--stream-buffer-budget", str(budget)]
+    args = [] if budget == 256 * MIB else ["--max-stream-buffer", str(budget // 32)]
     proc = PushsvcProcess("serve", "--tick", "0", *args).start()
     attackers: list[socket.socket] = []
     legit = LegitimateClient(proc.port, f"{topic}-legit", messages=True)

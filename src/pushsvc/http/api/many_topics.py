@@ -23,6 +23,7 @@ from flask import Blueprint, Request, Response, request
 
 from pushsvc.core.answers import TopicResult, TopicsAccepted, error_of, topics_json
 from pushsvc.core.idempotency import (
+    IDEMPOTENCY_WINDOW_US,
     REPLAYED_HEADER,
     Idempotency,
     check_key,
@@ -125,7 +126,7 @@ def _idempotency(rt: Runtime, kind: str, req: Request, body: bytes, key: str) ->
     """The request's key with one digest for the whole request, the route's shape in it: a
     batch and a broadcast of the same bytes are different requests."""
     digest = request_digest(f"{kind}:{media_type(req.content_type)}", body)
-    return Idempotency(key, digest, window_ms(rt.settings.idempotency_window_us))
+    return Idempotency(key, digest, window_ms(IDEMPOTENCY_WINDOW_US))
 
 
 def _counted(rt: Runtime, outcomes: list[GroupOutcome]) -> tuple[int, bool]:

@@ -2,9 +2,9 @@
 
 An adapter, not a second pipeline. A publication becomes one pushsvc message on the topic its
 first topic IRI names, appended as POST /topics/{topic}/events appends (its limits, the log,
-exactly once), within every bound that route applies (`--max-body`, `--max-message`, and
-`--publish-rate` charged to the same key: the token's subject, else the client's
-address); a subscription is a `/messages` stream of every Mercure topic through a
+exactly once), within every bound that route applies (`--max-body`, the message size that
+follows from it, and `--publish-rate` charged to the same key: the token's subject, else the
+client's address); a subscription is a `/messages` stream of every Mercure topic through a
 `MercureView` that keeps what the subscriber may receive and writes it as a Mercure hub does
 (`pushsvc.deliver.mercure_updates`). Tokens are Mercure's (`pushsvc.security.mercure_auth`),
 signed with `--jwt-key`; their errors are RFC 6750's. With `--mercure anonymous`, a

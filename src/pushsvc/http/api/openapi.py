@@ -17,7 +17,7 @@ from flask import Blueprint, request
 from pushsvc import __version__
 from pushsvc.config import Settings
 from pushsvc.core.durations import duration_label
-from pushsvc.core.idempotency import HEADER, KEY_PATTERN, REPLAYED_HEADER
+from pushsvc.core.idempotency import HEADER, IDEMPOTENCY_WINDOW_US, KEY_PATTERN, REPLAYED_HEADER
 from pushsvc.core.topics import MAX_SELECTORS, TOPIC_PATTERN
 from pushsvc.deliver.message_replay import MAX_REPLAY
 from pushsvc.errors import AuthUnavailable, TooManyRequests, Unauthorized
@@ -46,7 +46,9 @@ from pushsvc.http.api.openapi_parts import (
 )
 from pushsvc.http.api.openapi_schemas import SCHEMAS
 from pushsvc.http.api.topics import ALERTS_CURSOR_PATTERN
+from pushsvc.ingest.input_limits import MAX_BATCH
 from pushsvc.rules.analytics import Rules
+from pushsvc.security.backend_auth import FORWARDED_HEADERS
 from pushsvc.security.visible_rules import visible_names
 
 bp = Blueprint("openapi", __name__)
@@ -300,7 +302,7 @@ def _security(settings: Settings) -> tuple[Security | None, Security | None, dic
         schemes["cookie"] = {"type": "apiKey", "in": "cookie", "name": "pushsvc_token"}
     if settings.auth_url is not None:
         forwarded = [("cookie", name) for name in settings.auth_cookies]
-        forwarded += [("header", name) for name in settings.auth_headers]
+        forwarded += [("header", name) for name in FORWARDED_HEADERS]
         for where, name in forwarded:
             schemes[f"{BACKEND}{where}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)}"] = {
                 "type": "apiKey",
@@ -460,7 +462,7 @@ def _many_topic_post(
                 "topics": {
                     "type": "array",
                     "minItems": 1,
-                    "maxItems": settings.max_batch,
+                    "maxItems": MAX_BATCH,
                     "uniqueItems": True,
                     "items": {"type": "string", "pattern": f"^{TOPIC_PATTERN}$"},
                 },
@@ -475,7 +477,7 @@ def _many_topic_post(
                 "schema": {
                     "type": "array",
                     "minItems": 1,
-                    "maxItems": settings.max_batch,
+                    "maxItems": MAX_BATCH,
                     "items": {"$ref": "#/components/schemas/TopicEvent"},
                 }
             },
@@ -523,7 +525,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
         },
         "description": "a topic name, a prefix pattern like sensors.*, or *",
     }
-    window = duration_label(settings.idempotency_window_us)
+    window = duration_label(IDEMPOTENCY_WINDOW_US)
     idempotency_key = {
         "name": HEADER,
         "in": "header",
@@ -546,7 +548,7 @@ def describe(settings: Settings, rules: Rules | None = None) -> dict[str, Any]:
                             {
                                 "type": "array",
                                 "minItems": 1,
-                                "maxItems": settings.max_batch,
+                                "maxItems": MAX_BATCH,
                                 "items": {"$ref": "#/components/schemas/Event"},
                             },
                         ]

@@ -89,7 +89,7 @@ POST_BAD_REQUEST = (
 )
 POST_TOO_LARGE = (
     "payload_too_large: the body is over --max-body, whatever its framing (Content-Length, "
-    "chunked, or up to the connection's end), or the batch over --max-batch; nothing was logged"
+    "chunked, or up to the connection's end), or the batch over 10000 events; nothing was logged"
 )
 
 Security = list[dict[str, list[str]]]

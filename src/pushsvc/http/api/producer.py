@@ -7,9 +7,9 @@ room in its bucket, and for a topic nobody keeps, room in its share of `--max-to
 (`security/topic_shares.py`) — all judged before the body is read. The body is read whole, or
 refused whole past `--max-body` whatever its framing (`request_body.py`).
 
-With an `Idempotency-Key`, a repeat of a request logged within `--idempotency-window` logs
-nothing and answers the same 202 with `Idempotent-Replayed: true` (`core/idempotency.py`;
-the broker checks and appends in one step).
+With an `Idempotency-Key`, a repeat of a request logged within 10 minutes
+(`IDEMPOTENCY_WINDOW_US`) logs nothing and answers the same 202 with
+`Idempotent-Replayed: true` (`core/idempotency.py`; the broker checks and appends in one step).
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from flask import Blueprint, Request, Response, request
 
 from pushsvc.broker.base import Appended
 from pushsvc.core.answers import accepted_json
-from pushsvc.core.idempotency import HEADER, REPLAYED_HEADER, check_key, window_ms
+from pushsvc.core.idempotency import (
+    HEADER,
+    IDEMPOTENCY_WINDOW_US,
+    REPLAYED_HEADER,
+    check_key,
+    window_ms,
+)
 from pushsvc.core.topics import validate_topic
 from pushsvc.http.api.context import runtime
 from pushsvc.http.api.request_body import read_body
@@ -74,7 +80,7 @@ def post_events(topic: str) -> Response:
         now_us=time.time_ns() // 1000,
         refuse_late=refuse_late,
         idempotency_key=idempotency_key,
-        idempotency_window_ms=window_ms(rt.settings.idempotency_window_us),
+        idempotency_window_ms=window_ms(IDEMPOTENCY_WINDOW_US),
         pause=let_others_run,
     )
     if appended.replayed:

@@ -217,8 +217,8 @@ def respond(
     )
     assert rt.feed is not None, "a web runtime has an updates feed"
     if rt.hub.budget_spent:
-        # The streams here hold --stream-buffer-budget bytes for clients that do not read:
-        # a new one waits until they drain or are ended as slow.
+        # The streams here hold their budget of bytes (32 times --max-stream-buffer) for
+        # clients that do not read: a new one waits until they drain or are ended as slow.
         raise ServerBusy(
             "this server's streams hold their budget of pending bytes; retry later",
             retry_after_s=BUSY_RETRY_AFTER_S,
