@@ -401,7 +401,7 @@ def test_derived_bounds_follow_the_setting_they_come_from() -> None:
 
 
 def test_a_publishers_share_of_topics_is_a_quarter_of_the_table_unless_set() -> None:
-    assert Settings.load({}, {}).topic_share == 25_000
+    assert Settings.load({}, {}).topic_share == 26_214  # a quarter of what 1 GiB holds
     assert Settings.load({"max_topics": "3"}, {}).topic_share == 1
     given = Settings.load({"max_topics": "100", "max_topics_per_publisher": "60"}, {})
     assert given.topic_share == 60
