@@ -14,7 +14,9 @@ windows' and the count windows' (durable, after the other parts in the state).
 `CompiledRule.new()` gives a plain `TopicWindows` when a rule needs nothing else (the default
 rule, and any rule of exact time windows without `rate`), so topics without rules keep
 today's per-event cost; otherwise a `RuleStats` that feeds every part and joins their
-summaries in the rule's label order (exact, sketch, count: `Rule.labels`).
+summaries in the rule's label order (exact, sketch, count: `Rule.labels`). A topic starts with
+`CompiledRule.unvalued()` (its clock and the empty summary, `pushsvc.stats.unvalued`) and gets
+these at its first value (`CompiledRule.valued`).
 """
 
 from __future__ import annotations

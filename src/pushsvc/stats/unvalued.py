@@ -2,8 +2,9 @@
 
 A topic that carries only messages (a channel per user) never inserts a value, yet every
 update gives its windows' summary and every tick moves its clock. The windows a rule compiles
-(`TopicWindows`: a buffer, sorted lists for the quantiles, the scalar state) cost about two
-kilobytes a topic before they hold anything, so a topic starts with this instead: the clock
+(`TopicWindows`: a buffer, sorted lists for the quantiles, the scalar state) cost more than the
+rest of such a topic before they hold anything (docs/performance.md, "A topic's cost"), so a
+topic starts with this instead: the clock
 the windows would have, and the summary they would give empty (one per rule, made once and
 copied for each caller, who may add to it). At the topic's first value its owner swaps it for
 the rule's windows started at this clock (`CompiledRule.valued`), which then are exactly the
