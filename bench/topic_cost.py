@@ -232,10 +232,12 @@ def measure_redis(topics: int, day_topics: int, src: str | None) -> dict[str, An
 
 
 def _key_bytes(admin: Any) -> dict[str, int]:
-    """`MEMORY USAGE` of every key, summed by kind (its name without prefix and partition)."""
+    """`MEMORY USAGE` of every key, summed by kind (its name without prefix, partition and
+    this bench's topic: `series:1m`, `checkpoint`, `history`)."""
     kinds: dict[str, int] = {}
     for key in admin.scan_iter(count=1000):
-        kind = re.sub(r"^cost:|\{\d+\}:?|:\d+$", "", key.decode(errors="replace")) or "?"
+        name = key.decode(errors="replace")
+        kind = re.sub(r"^cost:|\{\d+\}:?|:(?:warm|u|d)?\d+$", "", name) or "?"
         kinds[kind] = kinds.get(kind, 0) + int(admin.memory_usage(key, samples=0) or 0)
     return kinds
 
