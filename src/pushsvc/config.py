@@ -44,6 +44,22 @@ BUFFER_SHARES = 32
 """The process's pending stream bytes over one stream's `--max-stream-buffer` (256 MiB of the
 default 8 MiB)."""
 
+TOPIC_BYTES = 10 * 1024
+"""What a topic is admitted as costing when `--max-topics` is a memory budget: a topic of
+messages only with its first message, what the server and its broker keep of it, with room
+(measured: docs/performance.md, "A topic's cost")."""
+
+
+def _topic_bound(text: str) -> int:
+    """`--max-topics`: a count (`100000`), or a memory budget (`1GiB`) admitting a topic for
+    every `TOPIC_BYTES` of it."""
+    if text.strip().isdigit():
+        return _positive_int(text)
+    count = _positive_size(text) // TOPIC_BYTES
+    if count < 1:
+        raise ValueError(f"{text!r} holds no topic: a topic is counted as {TOPIC_BYTES} bytes")
+    return count
+
 
 def _windows(text: str) -> tuple[int, ...]:
     widths = [parse_duration_us(part) for part in comma_list(text)]
@@ -424,8 +440,9 @@ class Settings:
     # its client recovers each update), and an honest reader behind a failover's backlog on a
     # Redis Cluster held more than 1 MiB (the fault suite lost updates to conflation there).
     max_stream_buffer: int = setting("8MiB", _positive_size, group=BOUNDS)
-    # A cap on live topics (idle ones are forgotten after --topic-ttl).
-    max_topics: int = setting("100000", _positive_int, group=BOUNDS)
+    # A cap on live topics (idle ones are forgotten after --topic-ttl): a memory budget, or a
+    # count; the number of topics it holds.
+    max_topics: int = setting("1GiB", _topic_bound, group=BOUNDS)
     # New topics one publisher (token subject, else client address) may hold, per process;
     # unset: a quarter of --max-topics (`topic_share`).
     max_topics_per_publisher: int | None = setting("", _optional_positive_int, group=BOUNDS)

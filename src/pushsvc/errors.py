@@ -208,15 +208,16 @@ class NotFound(RequestError):
 
 class TooManyTopics(RequestError):
     """The event would create a topic beyond `--max-topics`; nothing was changed. Not a rate:
-    no Retry-After (room comes back only as idle topics are forgotten)."""
+    no Retry-After (room comes back only as topics are deleted or forgotten)."""
 
     code = "too_many_topics"
 
     @classmethod
     def at(cls, limit: int) -> TooManyTopics:
         return cls(
-            f"{limit} topics are kept already (--max-topics): an event for a new topic is "
-            "refused until idle topics are forgotten (--topic-ttl)"
+            f"{limit} topics are kept already (--max-topics, as many as its memory budget "
+            "holds, or its count): an event for a new topic is refused until a topic is "
+            "deleted or idle ones are forgotten (--topic-ttl)"
         )
 
 

@@ -409,7 +409,7 @@ def test_the_bounds_derived_since_keep_their_defaults_and_follow_their_setting()
 
 
 def test_a_publishers_share_of_topics_is_a_quarter_of_the_table_unless_set() -> None:
-    assert Settings.load({}, {}).topic_share == 25_000
+    assert Settings.load({}, {}).topic_share == 26_214  # a quarter of what 1 GiB holds
     assert Settings.load({"max_topics": "3"}, {}).topic_share == 1
     given = Settings.load({"max_topics": "100", "max_topics_per_publisher": "60"}, {})
     assert given.topic_share == 60

@@ -1,8 +1,9 @@
 """Series points count messages by type end to end, on the embedded broker and on Redis: every
 point of every tier read from `/series` (JSON and CSV) carries `messages` equal to pandas'
 count by bucket and type of the accepted messages, and count and sum of the events with a
-value; a topic of messages only has points (of count 0); a `?series=` stream's points carry
-them; the Python client's frame has a `messages_<type>` column per type."""
+value; a topic of messages only has points (of count 0) where its rule names tiers, and none
+under the server's tiers (`--series`, kept from a topic's first value); a `?series=` stream's
+points carry them; the Python client's frame has a `messages_<type>` column per type."""
 
 from __future__ import annotations
 
@@ -25,9 +26,22 @@ LATENESS_S = 5
 TYPES = ("shipped", "error", "refund")
 
 
+RULES = """
+[[rule]]
+topics = ["series.messages.only"]
+series = ["1s:15m", "1m:24h"]
+"""
+"""The messages-only topic's rule names the server's tiers: a rule asking for series."""
+
+
 @pytest.fixture(scope="module", params=["memory", "redis"])
-def server(request: pytest.FixtureRequest) -> Iterator[PushsvcProcess]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PushsvcProcess]:
+    rules = tmp_path_factory.mktemp("rules") / "rules.toml"
+    rules.write_text(RULES)
     args = ["serve", "--tick", "0", "--series", "1s:15m,1m:24h"]
+    args += ["--rules", str(rules)]
     redis_server = None
     if request.param == "redis":
         redis_server = RedisServer().start()
@@ -177,3 +191,26 @@ def test_a_series_stream_sends_points_with_their_messages(server: PushsvcProcess
         "shipped": {"count": 2, "rate": 2.0},
     }
     assert "messages" not in second["point"] and second["point"]["count"] == 1
+
+
+def test_a_topic_of_messages_only_keeps_no_series_of_the_servers_tiers(
+    server: PushsvcProcess,
+) -> None:
+    """Under the server's tiers a topic's series start at its first value: one of messages
+    only has no point, then its buckets from the POST of its first value on count both."""
+    port = server.port
+    topic = "plain.messages.only"
+    events = _mixed(seed=9, values=False)
+    _post_all(port, topic, events)
+    for resolution in ("1s", "1m"):
+        assert _series(port, topic, f"resolution={resolution}")["points"] == []
+    valued = [{"value": 2.0, "type": "shipped", "data": None, "ts": T0 + 700}]
+    valued.append({"type": "error", "data": None, "ts": T0 + 700.5})
+    _post_all(port, topic, valued)
+    points = _series(port, topic, "resolution=1s")["points"]
+    assert [p["t"] for p in points] == [pytest.approx(T0 + 700 - 0.25)]
+    assert points[0]["count"] == 1 and points[0]["sum"] == 2.0
+    assert {k: v["count"] for k, v in points[0]["messages"].items()} == {
+        "error": 1,
+        "shipped": 1,
+    }

@@ -38,6 +38,7 @@ from pushsvc.rules.analytics import Rules
 from pushsvc.stats import TopicWindows
 from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
+from pushsvc.stats.unvalued import Unvalued
 
 from .stages.alerts import alert_drafts
 from .stages.series import ForecastWork, SeriesStage
@@ -47,6 +48,13 @@ from .topic_state import TopicFactory, TopicState
 
 WallClock = Callable[[], int]
 """Wall time in integer microseconds since the epoch."""
+
+Statistics = TopicWindows | RuleStats | Unvalued
+"""A topic's statistics of values (`Unvalued` until its first value)."""
+
+_NOT_DURABLE, _DURABLE, _WITH_SERIES = range(3)
+"""Whether a topic's rule makes it durable (`Aggregator.durable`): no, yes, or once the topic
+has series (made at its first value)."""
 
 PACE_EVENTS = 256
 """How many events of a batch an aggregator with a `pause` inserts between two pauses. The
@@ -94,7 +102,7 @@ class Aggregator:
         self._lateness_us = lateness_us
         self._pause = pause
         self._unpaused = 0  # events inserted since the last pause
-        self._durable: dict[str, bool] = {}
+        self._durable: dict[str, int] = {}  # the rule's part: `_DURABLE`...
         self._derived_every = {rule.topic: rule.every_us for rule in rules.derives}
         self.group_overflow = 0
         """Events this aggregator routed to an overflow group (`max_groups` reached)."""
@@ -117,6 +125,10 @@ class Aggregator:
         if not events:
             return []
         state = self._topic(topic)
+        if state.awaits_value and any(e.value is not None and e.mark != PAST_GRACE for e in events):
+            # Its first value: its windows of values and series from this entry on, whether
+            # applied or replayed (`topic_state`).
+            self._factory.valued(state, topic)
         if state.replay is not None and at <= state.replay.until:
             self._replay_exact(state, events, at)
             return []
@@ -199,7 +211,7 @@ class Aggregator:
         return summaries
 
     def _paced(
-        self, windows: TopicWindows | RuleStats, events: Sequence[Event], pause: Callable[[], None]
+        self, windows: Statistics, events: Sequence[Event], pause: Callable[[], None]
     ) -> Iterator[Summary]:
         """`_summaries` of `events` with a pause after every `PACE_EVENTS` events inserted
         since the last one (in this batch or the ones before): lazily, so that each chunk's
@@ -303,6 +315,7 @@ class Aggregator:
             if isinstance(windows, RuleStats):
                 windows.insert_exact(event.ts_us, event.value, event.tags)
             else:
+                assert not isinstance(windows, Unvalued)  # made at the entry of its first value
                 windows.insert(event.ts_us, event.value)
             group = None
             if groups is not None and windows.clock_us is not None:
@@ -517,26 +530,33 @@ class Aggregator:
 
     def durable(self, topic: str) -> bool:
         """Whether `topic` keeps state the log cannot give back (checkpointed)."""
-        # Asked for every log entry applied; the rules, hence the answer, never change.
+        # Asked for every log entry applied; the rules, hence the rule's part of the answer,
+        # never change.
         known = self._durable.get(topic)
         if known is None:
             if len(self._durable) >= 65_536:
                 self._durable.clear()  # bounded: topics come and go
             known = self._durable[topic] = self._is_durable(topic)
-        return known
+        if known == _WITH_SERIES:
+            state = self._topics.get(topic)
+            return state is not None and state.series is not None
+        return known == _DURABLE
 
-    def _is_durable(self, topic: str) -> bool:
+    def _is_durable(self, topic: str) -> int:
         rule = self.rules.for_topic(topic)
-        # Coarser series tiers are built from the finest one's closed buckets: their open
-        # buckets outlive the log.
-        tiers = len(self._factory.tiers(rule))
         alerts = bool(self.rules.alerts_for(topic))
-        # An anomaly detector's state is the whole past of its series, which no log keeps.
-        # So is a forecast model's.
+        if rule.groups or rule.last or rule.sketch_windows_us or alerts:
+            return _DURABLE
+        # Coarser series tiers are built from the finest one's closed buckets: their open
+        # buckets outlive the log. An anomaly detector's state is the whole past of its
+        # series, which no log keeps. So is a forecast model's.
+        tiers = len(self._factory.tiers(rule))
+        if self._factory.lazy_series(rule):
+            # Series made at the topic's first value, which the log may no longer hold:
+            # whether it has them is durable (and a topic of messages only is not).
+            return _WITH_SERIES
         scored = (rule.anomaly is not None or rule.forecast is not None) and tiers > 0
-        return bool(
-            rule.groups or rule.last or rule.sketch_windows_us or tiers > 1 or alerts or scored
-        )
+        return _DURABLE if tiers > 1 or scored else _NOT_DURABLE
 
     def horizon_us(self, topic: str) -> int | None:
         """The time at or before which no event of `topic` is in an exact window of the topic
@@ -556,8 +576,7 @@ class Aggregator:
         topic = checkpoint.topic
         self._topics.pop(topic, None)
         state = self._topic(topic)
-        compiled = self._factory.compiled(state.rule)
-        restore_into(state, compiled, checkpoint, self._wall_clock())
+        restore_into(state, self._factory, checkpoint, self._wall_clock())
 
     def end_replay(self) -> None:
         """The rebuild's replay is over: exact windows join their durable parts' clock."""
@@ -598,10 +617,11 @@ def _group_summary(state: TopicState, clock_us: int, group: Group) -> Summary:
     return state.group_summary(group, clock_us)
 
 
-def _summaries(windows: TopicWindows | RuleStats, events: Sequence[Event]) -> Iterable[Summary]:
+def _summaries(windows: Statistics, events: Sequence[Event]) -> Iterable[Summary]:
     """Insert `events` into a topic's windows in order: the summary right after each."""
     if any(e.value is None for e in events):
         return _with_messages_unvalued(windows, events)
+    assert not isinstance(windows, Unvalued)  # made at the entry of its first value
     # Every event here has a value (checked above; a list is not narrowed by it).
     if isinstance(windows, RuleStats) and windows.tagged:
         # One summary at a time, each made as its draft is: see `insert_tagged`.
@@ -609,9 +629,7 @@ def _summaries(windows: TopicWindows | RuleStats, events: Sequence[Event]) -> It
     return windows.insert_many([(e.ts_us, e.value) for e in events])  # type: ignore[misc]
 
 
-def _with_messages_unvalued(
-    windows: TopicWindows | RuleStats, events: Sequence[Event]
-) -> Iterator[Summary]:
+def _with_messages_unvalued(windows: Statistics, events: Sequence[Event]) -> Iterator[Summary]:
     """`_summaries` of a batch with messages that carry no value: those move the clock and
     leave the statistics of values as they were; the others are inserted as always."""
     for event in events:
@@ -622,7 +640,7 @@ def _with_messages_unvalued(
             yield from _summaries(windows, [event])
 
 
-def _move_clock(windows: TopicWindows | RuleStats, ts_us: int) -> None:
+def _move_clock(windows: Statistics, ts_us: int) -> None:
     """An event without a value at `ts_us`: the topic's clock moves to it (never back)."""
     if windows.clock_us is None:
         windows.start_at(ts_us)

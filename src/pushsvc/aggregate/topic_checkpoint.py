@@ -14,10 +14,11 @@ from pushsvc.core.checkpoint import Checkpoint, GroupCheckpoint
 from pushsvc.core.positions import LogPosition
 from pushsvc.series.buckets import SeriesBuckets
 from pushsvc.stats import TopicWindows
-from pushsvc.stats.compiled import CompiledRule, RuleStats
+from pushsvc.stats.compiled import RuleStats
 from pushsvc.stats.groups import Group
+from pushsvc.stats.unvalued import Unvalued
 
-from .topic_state import Replay, TopicState
+from .topic_state import Replay, TopicFactory, TopicState
 
 
 def checkpoint_of(state: TopicState, topic: str, position: LogPosition) -> Checkpoint | None:
@@ -64,12 +65,18 @@ def _groups_of(state: TopicState) -> tuple[GroupCheckpoint, ...]:
 
 
 def restore_into(
-    state: TopicState, compiled: CompiledRule, checkpoint: Checkpoint, wall_us: int
+    state: TopicState, factory: TopicFactory, checkpoint: Checkpoint, wall_us: int
 ) -> None:
-    """Put `checkpoint` into `state`, a topic's fresh state (at wall time `wall_us`)."""
-    state.windows = compiled.restored(checkpoint.state)
-    if not isinstance(state.windows, RuleStats):
-        state.windows.start_at(checkpoint.clock_us)
+    """Put `checkpoint` into `state`, a topic's fresh state (at wall time `wall_us`). Without
+    durable windows (a rule of exact windows only, or a topic without a value yet) the
+    windows are made at the first value the replay brings (`TopicFactory.valued`); series of
+    the server's tiers are there if the checkpoint has them (made at the topic's first
+    value: their state is never empty)."""
+    compiled = factory.compiled(state.rule)
+    if checkpoint.state:
+        state.windows = compiled.restored(checkpoint.state)
+    else:
+        state.windows = compiled.unvalued(checkpoint.clock_us)
     state.event_clock_us = checkpoint.clock_us
     state.wall_at_event_us = wall_us
     state.replay = Replay(checkpoint.position, checkpoint)
@@ -80,6 +87,11 @@ def restore_into(
         # A checkpoint written before session topics kept long windows has none: those
         # start empty, the exact windows fill from the log as ever.
         state.sessions.windows.restore(checkpoint.sessions)
+    if state.series is None and checkpoint.series and factory.lazy_series(state.rule):
+        factory.with_series(state, checkpoint.topic)
+    state.awaits_value = isinstance(state.windows, Unvalued) or (
+        state.series is None and factory.lazy_series(state.rule)
+    )
     series = state.series
     if series is not None and checkpoint.series:
         series.series = series.restored_series(
@@ -88,7 +100,7 @@ def restore_into(
     if state.groups is not None:
         state.groups.sweep_slot = checkpoint.sweep_slot
         for saved in checkpoint.groups:
-            stats = compiled.restored(saved.state)
+            stats = compiled.restored(saved.state)  # (a group has a value: never unvalued)
             state.groups.groups.restore(
                 Group(saved.id, saved.key, stats, saved.admitted, saved.newest_us)
             )
@@ -128,5 +140,5 @@ def _forecast_state(series: SeriesBuckets | None) -> bytes:
     return b"" if forecaster is None else forecaster.to_bytes()
 
 
-def _durable(stats: TopicWindows | RuleStats) -> bytes:
+def _durable(stats: TopicWindows | RuleStats | Unvalued) -> bytes:
     return stats.durable_state() if isinstance(stats, RuleStats) else b""

@@ -4,6 +4,16 @@
 sessions, groups, series, anomaly, alerts (`pushsvc.aggregate.stages`). A topic whose rule
 asks for none of them has no stage at all, and the aggregator drafts its updates on a path
 of its own (`Aggregator.apply_events`).
+
+A topic costs what it holds. Until its first value a topic keeps no windows of values (its
+clock and their empty summary: `pushsvc.stats.unvalued`), and no series of the server's
+tiers (`--series`, which a rule that names no tiers of its own gets): those are made by
+`TopicFactory.valued` at the log entry that brings its first value, so a topic of messages
+only (a channel per user) holds its counts by type and little else. Tiers a rule names
+(or that its `anomaly` or `forecast` reads) are the rule asking for series of its topics'
+messages too: those are kept from the topic's first event. Made at an entry of the log,
+both are made again at the same entry by a rebuild (a checkpoint saying whether the topic
+has series: `topic_checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from pushsvc.stats.compiled import CompiledRule, RuleStats
 from pushsvc.stats.groups import Group, TopicGroups
 from pushsvc.stats.message_counts import MessageCounts
 from pushsvc.stats.session_stats import SessionWindows
+from pushsvc.stats.unvalued import Unvalued
 
 from .stages.alerts import AlertStage
 from .stages.anomaly import AnomalyStage
@@ -42,7 +53,7 @@ class Replay:
 
 @dataclass(slots=True)
 class TopicState:
-    windows: TopicWindows | RuleStats
+    windows: TopicWindows | RuleStats | Unvalued
     rule: Rule
     stages: tuple[Stage, ...]
     """Every stage below that the rule asks for, in the order they see an event or a tick."""
@@ -59,6 +70,9 @@ class TopicState:
     replay: Replay | None = None
     messages: MessageCounts | None = None
     """The topic's messages by type per exact window, from its first message on."""
+    awaits_value: bool = False
+    """Whether what the topic keeps of values (its windows, the server's series tiers) is
+    still to be made, at its first value (`TopicFactory.valued`)."""
 
     def message_counts(self) -> MessageCounts:
         """`messages`, made at the topic's first message, at the topic's clock."""
@@ -154,7 +168,7 @@ class TopicFactory:
         """A topic's empty state, with a stage for each feature its rule asks for."""
         rule = self.rules.for_topic(topic)
         compiled = self.compiled(rule)
-        state = TopicState(compiled.new(), rule, ())
+        state = TopicState(compiled.unvalued(), rule, (), awaits_value=True)
         stages: list[Stage] = []
         groups = None
         steps = self._session_steps.get(topic)
@@ -173,18 +187,8 @@ class TopicFactory:
             groups = TopicGroups(compiled, idle_us=self._topic_ttl_us or 2**62)
             state.groups = GroupStage(groups, self._topic_ttl_us)
             stages.append(state.groups)
-        tiers = self.tiers(rule)
-        if tiers:
-            # A bucket is published once the server's lateness (`--grace`) has passed, and
-            # kept until its topic's grace has: a late event within it is published as a
-            # correction. A rule that scores or forecasts its points publishes them at its
-            # grace (a model learns each bucket once, right).
-            grace = self._lateness_us if rule.grace_us is None else rule.grace_us
-            final = rule.anomaly is not None or rule.forecast is not None
-            lateness = series_lateness_us(grace, self._lateness_us, final)
-            state.series = SeriesStage(
-                topic, rule, tiers, lateness, groups, grace, self.forecast_work
-            )
+        if self.tiers(rule) and not self.lazy_series(rule):
+            state.series = self._series(topic, rule, groups)
             stages.append(state.series)
             if rule.anomaly is not None:
                 windows = self._time_windows(rule)
@@ -198,6 +202,47 @@ class TopicFactory:
             stages.append(state.alerts)
         state.stages = tuple(stages)
         return state
+
+    def lazy_series(self, rule: Rule) -> bool:
+        """Whether `rule`'s topics keep series from their first value only: they have the
+        server's tiers (the rule names none), which no anomaly score or forecast reads."""
+        return (
+            (rule.number == 0 or rule.series is None)
+            and rule.anomaly is None
+            and rule.forecast is None
+            and bool(self.tiers(rule))
+        )
+
+    def valued(self, state: TopicState, topic: str) -> None:
+        """The topic's first value is coming: make its windows of values, at its clock, and
+        its series of the server's tiers, if its rule has them (before its alerts, which
+        read no series of these: no forecast)."""
+        state.awaits_value = False
+        if isinstance(state.windows, Unvalued):
+            state.windows = self.compiled(state.rule).valued(state.windows)
+        if state.series is None and self.lazy_series(state.rule):
+            self.with_series(state, topic)
+
+    def with_series(self, state: TopicState, topic: str) -> SeriesStage:
+        """Give `state` its series stage (the server's tiers), in its place among its
+        stages."""
+        groups = None if state.groups is None else state.groups.groups
+        series = state.series = self._series(topic, state.rule, groups)
+        kept = (state.sessions, state.groups, series, state.anomaly, state.alerts)
+        state.stages = tuple(stage for stage in kept if stage is not None)
+        return series
+
+    def _series(self, topic: str, rule: Rule, groups: TopicGroups | None) -> SeriesStage:
+        # A bucket is published once the server's lateness (`--grace`) has passed, and
+        # kept until its topic's grace has: a late event within it is published as a
+        # correction. A rule that scores or forecasts its points publishes them at its
+        # grace (a model learns each bucket once, right).
+        grace = self._lateness_us if rule.grace_us is None else rule.grace_us
+        final = rule.anomaly is not None or rule.forecast is not None
+        lateness = series_lateness_us(grace, self._lateness_us, final)
+        return SeriesStage(
+            topic, rule, self.tiers(rule), lateness, groups, grace, self.forecast_work
+        )
 
     def _time_windows(self, rule: Rule) -> tuple[tuple[str, int], ...]:
         labels = self._rated_windows.get(rule.number)

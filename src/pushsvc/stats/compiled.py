@@ -14,7 +14,9 @@ windows' and the count windows' (durable, after the other parts in the state).
 `CompiledRule.new()` gives a plain `TopicWindows` when a rule needs nothing else (the default
 rule, and any rule of exact time windows without `rate`), so topics without rules keep
 today's per-event cost; otherwise a `RuleStats` that feeds every part and joins their
-summaries in the rule's label order (exact, sketch, count: `Rule.labels`).
+summaries in the rule's label order (exact, sketch, count: `Rule.labels`). A topic starts with
+`CompiledRule.unvalued()` (its clock and the empty summary, `pushsvc.stats.unvalued`) and gets
+these at its first value (`CompiledRule.valued`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pushsvc.rules.analytics import Rule
 from pushsvc.stats.layout import NO_CLOCK
 from pushsvc.stats.spec import WindowSpec
 from pushsvc.stats.tagged import CountTags, ExactTags, Tags, TagSpec, TimeTags
+from pushsvc.stats.unvalued import Unvalued
 from pushsvc.stats.windows import TopicWindows
 
 __all__ = ["CompiledRule", "RuleStats", "WindowSet"]
@@ -50,7 +53,7 @@ class WindowSet(Protocol):
 class CompiledRule:
     """A rule compiled: the exact windows' generated class, and how to build the rest."""
 
-    __slots__ = ("_drop_count", "_exact", "_plain", "_rates", "_tags", "rule")
+    __slots__ = ("_drop_count", "_empty", "_exact", "_plain", "_rates", "_tags", "rule")
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -75,6 +78,24 @@ class CompiledRule:
             and "rate" not in stats
             and not self._tags
         )
+        self._empty: Summary | None = None
+
+    def unvalued(self, clock_us: int | None = None) -> Unvalued:
+        """A topic's statistics before its first value (`pushsvc.stats.unvalued`), at
+        `clock_us`: what a topic of messages only keeps."""
+        empty = self._empty
+        if empty is None:
+            fresh = self._build(None)
+            fresh.start_at(0)
+            empty = self._empty = fresh.summary()
+        return Unvalued(empty, clock_us)
+
+    def valued(self, unvalued: Unvalued) -> TopicWindows | RuleStats:
+        """The statistics that take a topic's first value: empty, at its clock."""
+        stats = self._build(None)
+        if unvalued.clock_us is not None:
+            stats.start_at(unvalued.clock_us)
+        return stats
 
     def new(self) -> TopicWindows | RuleStats:
         """A topic's statistics, empty."""
