@@ -15,10 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushsvc.series.forecast_fit import MAX_EVALS, EtsParams, Fit, NelderMead
+from pushsvc.rules.forecast import ForecastRule
+from pushsvc.rules.point import Point
+from pushsvc.series.forecast_fit import MAX_EVALS, EtsParams, Fit, NelderMead, params_of
 from pushsvc.series.forecast_holt_winters import FIT_START, HoltWinters, HwParams
 from pushsvc.series.forecast_outlook import damped_steps, variance_factor
 from pushsvc.series.forecast_refit import FIT_STEPS
+from pushsvc.series.forecasting import BucketForecaster
 
 START = EtsParams(FIT_START.alpha, FIT_START.beta, FIT_START.gamma, FIT_START.phi)
 
@@ -84,6 +87,14 @@ def test_the_fit_stays_within_the_usual_bounds_on_a_wild_series() -> None:
     assert 1e-4 <= got.alpha <= 1 - 1e-4 and 1e-4 <= got.beta <= got.alpha
     assert 1e-4 <= got.gamma <= 1 - got.alpha and 0.8 <= got.phi <= 0.98
     assert math.isfinite(mse)
+
+
+@settings(max_examples=200, deadline=None)
+@given(u=st.lists(st.floats(0, 1), min_size=4, max_size=4))
+def test_every_point_of_the_cube_is_an_admissible_model(u: list[float]) -> None:
+    p = params_of(u)
+    HwParams(p.alpha, p.beta, p.gamma, p.phi).check()
+    assert p.beta >= 1e-4 and p.gamma >= 1e-4 - 1e-12 and 0.8 <= p.phi <= 0.98
 
 
 def test_nelder_mead_finds_a_minimum_inside_the_cube_and_one_on_its_face() -> None:
@@ -204,3 +215,21 @@ def test_fixed_parameters_are_never_refitted_and_a_long_season_keeps_its_rules()
         fixed.learn(v)
     assert not fixed.fitted and fixed.params == HwParams(0.3, 0.01, 0.2)
     assert not HoltWinters(5000, fit=True).fitted
+
+
+def test_a_fitted_rules_forecaster_restored_after_any_bucket_forecasts_as_the_running_one() -> None:
+    """Through `BucketForecaster` (what a checkpoint holds), fits ending on the way."""
+    s = 1_000_000
+    rule = ForecastRule(s, 5, "holt_winters", "mean", season=3, fit=True)
+    running, restored = BucketForecaster(rule), BucketForecaster(rule)
+    params = set()
+    for i, v in enumerate(simulate(400, 3, EtsParams(0.3, 0.05, 0.2, 0.9), seed=6)):
+        point = Point(i * s, 1, v, v, v, v, None, v, v, v)
+        running.learn(point)
+        restored = BucketForecaster.restored(rule, restored.to_bytes())
+        restored.learn(point)
+        assert restored.model.learned == running.model.learned
+        assert restored.fields() == running.fields()
+        assert isinstance(running.model, HoltWinters)
+        params.add(running.model.params)
+    assert len(params) > 3

@@ -68,9 +68,10 @@ class EtsParams:
 def params_of(u: list[float]) -> EtsParams:
     """The parameters at the unit-cube point `u` (each coordinate already within [0, 1])."""
     alpha = LOWER + u[0] * (1 - 2 * LOWER)
-    beta = LOWER + u[1] * (alpha - LOWER)
-    gamma = LOWER + u[2] * (1 - alpha - LOWER)
-    return EtsParams(alpha, beta, gamma, PHI_MIN + u[3] * (PHI_MAX - PHI_MIN))
+    # min(): within the bounds exactly, whatever the rounding.
+    beta = min(LOWER + u[1] * (alpha - LOWER), alpha)
+    gamma = min(LOWER + u[2] * (1 - alpha - LOWER), 1 - alpha)
+    return EtsParams(alpha, beta, gamma, min(PHI_MIN + u[3] * (PHI_MAX - PHI_MIN), PHI_MAX))
 
 
 def unit_of(p: EtsParams) -> list[float]:
