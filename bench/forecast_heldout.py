@@ -15,9 +15,9 @@ origins, then the median over series; and the share of held-out values inside th
 Models:
 
 * `pushsvc holt_winters (fitted)`: `pushsvc.series.forecast_holt_winters` as a rule without
-  parameters makes it (ETS(A,Ad,A), refitted once a season, each fit spread over the values
-  learned), learning the past then each future value as it comes, as the server does per
-  closed bucket;
+  parameters and a horizon of a day makes it (ETS(A,Ad,A), refitted once a season for
+  forecasts up to the horizon, each fit spread over the values learned), learning the past
+  then each future value as it comes, as the server does per closed bucket;
 * `pushsvc holt_winters (fixed defaults)`: the same with the fixed parameters (alpha 0.02,
   beta 0, gamma 0.1), what a rule gave before fitting;
 * `statsforecast AutoETS(model="AAA")`: fitted on the past (parameters and initial states by
@@ -168,7 +168,7 @@ def accuracy(args: argparse.Namespace) -> int:
         origins = list(range(split, len(y) - steps[-1] + 1))
         runs: dict[str, Run] = {
             "pushsvc holt_winters (fitted)": online(
-                lambda m=m: HoltWinters(m, fit=True), y, origins, steps[-1]
+                lambda m=m: HoltWinters(m, fit=True, horizon=m), y, origins, steps[-1]
             ),
             "pushsvc holt_winters (fixed defaults)": online(
                 lambda m=m: HoltWinters(m), y, origins, steps[-1]

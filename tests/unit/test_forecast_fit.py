@@ -109,16 +109,20 @@ def test_nelder_mead_finds_a_minimum_inside_the_cube_and_one_on_its_face() -> No
 
 
 @settings(max_examples=25, deadline=None)
-@given(chunks=st.lists(st.integers(1, 400), min_size=1, max_size=40), seed=st.integers(0, 99))
+@given(
+    chunks=st.lists(st.integers(1, 400), min_size=1, max_size=40),
+    seed=st.integers(0, 99),
+    horizon=st.integers(1, 6),
+)
 def test_a_fit_resumed_from_its_state_at_any_step_ends_as_an_uninterrupted_one(
-    chunks: list[int], seed: int
+    chunks: list[int], seed: int, horizon: int
 ) -> None:
     m = 6
     values = simulate(200, m, EtsParams(0.3, 0.05, 0.2, 0.9), seed)
-    straight = Fit(m, values, START)
+    straight = Fit(m, values, START, horizon)
     while not straight.done:
         straight.advance(FIT_STEPS)
-    resumed = Fit(m, values, START)
+    resumed = Fit(m, values, START, horizon)
     for steps in chunks * 200:
         if resumed.done:
             break
@@ -220,10 +224,10 @@ def test_fixed_parameters_are_never_refitted_and_a_long_season_keeps_its_rules()
 def test_a_fitted_rules_forecaster_restored_after_any_bucket_forecasts_as_the_running_one() -> None:
     """Through `BucketForecaster` (what a checkpoint holds), fits ending on the way."""
     s = 1_000_000
-    rule = ForecastRule(s, 5, "holt_winters", "mean", season=3, fit=True)
+    rule = ForecastRule(s, 5, "holt_winters", "mean", season=4, fit=True)
     running, restored = BucketForecaster(rule), BucketForecaster(rule)
     params = set()
-    for i, v in enumerate(simulate(400, 3, EtsParams(0.3, 0.05, 0.2, 0.9), seed=6)):
+    for i, v in enumerate(simulate(400, 4, EtsParams(0.3, 0.05, 0.2, 0.9), seed=6)):
         point = Point(i * s, 1, v, v, v, v, None, v, v, v)
         running.learn(point)
         restored = BucketForecaster.restored(rule, restored.to_bytes())

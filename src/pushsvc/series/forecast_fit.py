@@ -10,9 +10,13 @@ ch. 3 and Table 2.1):
     trend  <- phi * trend + beta * e
     season[phase] <- season[phase] + gamma * e
 
-Estimation as R's `ets` and statsforecast's `AutoETS` do it for additive errors: minimise the
-mean squared one-step error over the window (the Gaussian likelihood's maximum, sigma being
-the root of that mean), within the usual bounds: 1e-4 <= alpha <= 1 - 1e-4, 1e-4 <= beta <=
+Estimation as R's `ets` does it with `opt.crit = "amse"` (Hyndman, Koehler, Ord and Snyder
+2008, section 5.2; Bergmeir and Hyndman's recommendation where forecasts reach beyond one
+step): minimise the average of the mean squared errors of the forecasts 1, h/2 and h steps
+ahead made from each point of the window, h the forecast's horizon (at most a season), rather
+than of the one-step error alone (which is the likelihood's; on real series it buys the next
+bucket with a level that chases noise hours ahead, docs/performance.md). Within the usual
+bounds: 1e-4 <= alpha <= 1 - 1e-4, 1e-4 <= beta <=
 alpha, 1e-4 <= gamma <= 1 - alpha, 0.8 <= phi <= 0.98. The search is Nelder-Mead (their
 optimiser too) in the unit cube those bounds map onto (a point outside it is projected onto
 it), from a given start, for at most `MAX_EVALS` evaluations. Unlike those libraries it does
@@ -37,6 +41,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 
+from pushsvc.series.forecast_outlook import damped_steps
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
 __all__ = [
@@ -240,19 +245,30 @@ class NelderMead:
 
 class Fit:
     """One fit of a season-`season` model to `values` (at least three seasons: two to start
-    from, the rest counted), from the start `start`. Not greenlet-safe."""
+    from, the rest counted), from the start `start`, for forecasts `horizon` steps ahead. Not
+    greenlet-safe."""
 
-    __slots__ = ("_level", "_pos", "_season", "_sse", "_trend", "search", "season", "values")
+    __slots__ = (
+        "_level", "_pos", "_season", "_sse", "_trend", "ahead", "search", "season", "values",
+    )  # fmt: skip
 
-    def __init__(self, season: int, values: array[float], start: EtsParams) -> None:
+    def __init__(
+        self, season: int, values: array[float], start: EtsParams, horizon: int = 1
+    ) -> None:
         if len(values) < 3 * season:
             raise ValueError("a fit needs three seasons of values")
+        if horizon < 1:
+            raise ValueError("a fit's horizon is a step or more")
         self.season = season
         self.values = values
+        h = min(horizon, season)
+        self.ahead = sorted({1, (h + 1) // 2, h})
+        """The steps ahead whose errors count."""
         self.search = NelderMead(unit_of(start))
         self._pos = 0
         """The next value of the pass under way (0: none under way)."""
-        self._level = self._trend = self._sse = 0.0
+        self._level = self._trend = 0.0
+        self._sse = [0.0] * len(self.ahead)
         self._season = array("d")
 
     @property
@@ -260,15 +276,15 @@ class Fit:
         return self.search.done
 
     def result(self) -> tuple[EtsParams, float]:
-        """The fitted parameters and their mean squared one-step error (once `done`)."""
+        """The fitted parameters and their criterion (once `done`)."""
         point, value = self.search.best()
         return params_of(point), value
 
     def advance(self, steps: int) -> None:
-        """Move the fit on by at most `steps` filter steps (a pass's start counts its two
-        seasons), or until it is done."""
-        m, values = self.season, self.values
-        n = len(values)
+        """Move the fit on by at most `steps` filter steps (a value counts one per step ahead
+        whose error counts; a pass's start counts its two seasons), or until it is done."""
+        m, values, ahead = self.season, self.values, self.ahead
+        n, width = len(values), len(self.ahead)
         while steps > 0 and not self.search.done:
             if self._pos == 0:
                 self._begin()
@@ -276,30 +292,37 @@ class Fit:
                 continue
             p = params_of(self.search.ask())
             alpha, beta, gamma, phi = p.alpha, p.beta, p.gamma, p.phi
-            level, trend, sse, season, pos = (
-                self._level,
-                self._trend,
-                self._sse,
-                self._season,
-                self._pos,
-            )
-            end = min(n, pos + steps)
-            steps -= end - pos
+            # (step - 1, its trend's weight, its sum of squares) for each step ahead but 1.
+            further = [(k - 1, damped_steps(phi, k)) for k in ahead[1:]]
+            sse = self._sse
+            level, trend, season, pos = self._level, self._trend, self._season, self._pos
+            end = min(n, pos + -(-steps // width))
+            steps -= (end - pos) * width
             for t in range(pos, end):
+                for i, (lag, weight) in enumerate(further, 1):
+                    if t + lag < n:
+                        miss = values[t + lag] - (level + weight * trend + season[(t + lag) % m])
+                        sse[i] += miss * miss
                 phase = t % m
                 damped = phi * trend
                 error = values[t] - (level + damped + season[phase])
                 level += damped + alpha * error
                 trend = damped + beta * error
                 season[phase] += gamma * error
-                sse += error * error
-            if not math.isfinite(sse):
+                sse[0] += error * error
+            if not math.isfinite(math.fsum(sse)):
                 end = n
             if end == n:
-                self.search.tell(sse / (n - 2 * m))
+                counted = n - 2 * m
+                self.search.tell(
+                    math.fsum(
+                        total / (counted - k + 1) for k, total in zip(ahead, sse, strict=True)
+                    )
+                    / width
+                )
                 self._pos = 0
             else:
-                self._level, self._trend, self._sse, self._pos = level, trend, sse, end
+                self._level, self._trend, self._pos = level, trend, end
 
     def _begin(self) -> None:
         """A pass's start: the state after the window's first two seasons (the trend from
@@ -313,16 +336,17 @@ class Fit:
         self._season = array("d", ((off[i] + off[i + m]) / 2 for i in range(m)))
         self._level = first + (2 * m - 1 - centre) * trend
         self._trend = trend
-        self._sse = 0.0
+        self._sse = [0.0] * len(self.ahead)
         self._pos = 2 * m
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
         out.uint(self.season)
+        out.uint(self.ahead[-1])
         out.blob(little_endian(self.values).tobytes())
         self.search.write(out)
         out.uint(self._pos)
-        for value in (self._level, self._trend, self._sse):
+        for value in (self._level, self._trend, *self._sse):
             out.double(value)
         out.blob(little_endian(self._season).tobytes())
         return bytes(out)
@@ -331,14 +355,15 @@ class Fit:
     def from_bytes(cls, data: bytes) -> Fit:
         """From `to_bytes`; ValueError when it is not such a state."""
         read = StateReader(data)
-        season = read.uint()
+        season, horizon = read.uint(), read.uint()
         values = _doubles(read.blob())
-        if season < 2 or len(values) < 3 * season:
+        if season < 2 or len(values) < 3 * season or not 1 <= horizon <= season:
             raise ValueError("a fit's window does not fit its season")
-        fit = cls(season, values, EtsParams(0.5, 0.1, 0.1, 0.9))
+        fit = cls(season, values, EtsParams(0.5, 0.1, 0.1, 0.9), horizon)
         fit.search = NelderMead.read(read, 4)
         fit._pos = read.uint()
-        fit._level, fit._trend, fit._sse = read.double(), read.double(), read.double()
+        fit._level, fit._trend = read.double(), read.double()
+        fit._sse = [read.double() for _ in fit.ahead]
         fit._season = _doubles(read.blob())
         read.done()
         if fit._pos and not (2 * season <= fit._pos < len(values) and len(fit._season) == season):

@@ -16,10 +16,11 @@ and the forecast h buckets ahead is level + (phi + phi**2 + ... + phi**h) * tren
 of that bucket] (h * trend when phi = 1: an undamped trend, ETS(A,A,A)).
 
 Parameters. Fitted (`fit`, a rule's default): the model starts with `FIT_START`, then fits
-alpha, beta, gamma and phi to its own last values by the least mean squared one-step error
-(`pushsvc.series.forecast_fit`), once a season, each fit spread over the values learned
-(`pushsvc.series.forecast_refit`, which says why); each fit's parameters forecast from the
-value at which it ends. Fixed (a rule that sets them): as given, never refitted.
+alpha, beta, gamma and phi to its own last values by the least mean squared error of
+forecasts up to the rule's horizon (`pushsvc.series.forecast_fit`), once a season, each fit
+spread over the values learned (`pushsvc.series.forecast_refit`, which says why); each fit's
+parameters forecast from the value at which it ends. Fixed (a rule that sets them): as given,
+never refitted.
 
 Start: the first two seasons are kept; then the trend is the difference of their means over
 a season, the level the line through the two means at the end of the second season, and the
@@ -105,9 +106,12 @@ class HoltWinters:
         "trend", "var",
     )  # fmt: skip
 
-    def __init__(self, season: int, params: HwParams = DEFAULT_PARAMS, fit: bool = False) -> None:
-        """Parameters `params`, or, with `fit`, fitted from `FIT_START` on (where the season
-        is at most `MAX_FIT_SEASON`; longer seasons keep `params`)."""
+    def __init__(
+        self, season: int, params: HwParams = DEFAULT_PARAMS, fit: bool = False, horizon: int = 1
+    ) -> None:
+        """Parameters `params`, or, with `fit`, fitted from `FIT_START` on for forecasts
+        `horizon` steps ahead (where the season is at most `MAX_FIT_SEASON`; longer seasons
+        keep `params`)."""
         if not 2 <= season <= MAX_SEASON:
             raise ValueError(f"a season is 2 to {MAX_SEASON} buckets, got {season}")
         fitted = fit and season <= MAX_FIT_SEASON
@@ -116,7 +120,7 @@ class HoltWinters:
         params.check()
         self.season = season
         self.params = params
-        self.refit = Refit(season) if fitted else None
+        self.refit = Refit(season, horizon) if fitted else None
         """The refit schedule of a fitted model; None for fixed parameters."""
         self._learned = 0
         self._start: array[float] | None = array("d")

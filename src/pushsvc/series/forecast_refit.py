@@ -4,9 +4,9 @@ of the fit each bucket learned pays for (pure).
 A model whose rule sets no smoothing parameters (`pushsvc.rules.forecast`) fits them to its
 own series (`pushsvc.series.forecast_fit`). `Refit` keeps the series' last `window` values
 (`FIT_SEASONS` seasons, at least `FIT_LEAST` values) and starts a fit on them once three
-seasons are learned, then once a season (or, when a fit takes longer, as soon as it ends). A
-fit moves on by `FIT_STEPS` filter steps per value learned, and its parameters apply from
-the value at which it ends.
+seasons are learned, then once a season (or, when a fit takes longer, as soon as it ends), for
+the rule's horizon (at most a season). A fit moves on by `FIT_STEPS` filter steps per value
+learned, and its parameters apply from the value at which it ends.
 
 Why so: a fit costs up to `MAX_EVALS` passes over the window, which no single close may pay
 (a thousand series refitting on one tick would stall the aggregator for seconds). Spread over
@@ -43,12 +43,14 @@ MAX_FIT_SEASON = 2880
 class Refit:
     """The refit schedule and window of one model of season `season`. Not greenlet-safe."""
 
-    __slots__ = ("fit", "head", "next_at", "ring", "season", "seen", "window")
+    __slots__ = ("fit", "head", "horizon", "next_at", "ring", "season", "seen", "window")
 
-    def __init__(self, season: int) -> None:
+    def __init__(self, season: int, horizon: int = 1) -> None:
+        """Fits for forecasts up to `horizon` steps ahead (`pushsvc.series.forecast_fit`)."""
         if not 2 <= season <= MAX_FIT_SEASON:
             raise ValueError(f"a fitted season is 2 to {MAX_FIT_SEASON} buckets")
         self.season = season
+        self.horizon = max(1, min(horizon, season))
         self.window = max(FIT_SEASONS * season, FIT_LEAST)
         self.ring = array("d")
         """The last values learned, at most `window`; the oldest at `head` once full."""
@@ -72,7 +74,8 @@ class Refit:
         if fit is None:
             if self.seen < self.next_at:
                 return None
-            fit = self.fit = Fit(self.season, ring[self.head :] + ring[: self.head], current)
+            window = ring[self.head :] + ring[: self.head]
+            fit = self.fit = Fit(self.season, window, current, self.horizon)
             self.next_at = self.seen + self.season
         fit.advance(FIT_STEPS)
         if not fit.done:
@@ -83,6 +86,7 @@ class Refit:
     def to_bytes(self) -> bytes:
         out = StateWriter()
         out.uint(self.season)
+        out.uint(self.horizon)
         out.uint(self.seen)
         out.uint(self.next_at)
         ordered = self.ring[self.head :] + self.ring[: self.head]
@@ -94,7 +98,10 @@ class Refit:
     def from_bytes(cls, data: bytes) -> Refit:
         """From `to_bytes`; ValueError when it is not such a state."""
         read = StateReader(data)
-        refit = cls(read.uint())
+        season, horizon = read.uint(), read.uint()
+        refit = cls(season, horizon)
+        if refit.horizon != horizon:
+            raise ValueError("a refit's horizon does not fit its season")
         refit.seen, refit.next_at = read.uint(), read.uint()
         raw = read.blob()
         fit = read.blob()
@@ -106,6 +113,6 @@ class Refit:
         refit.ring = little_endian(ring)
         if fit:
             refit.fit = Fit.from_bytes(fit)
-            if refit.fit.season != refit.season:
-                raise ValueError("a refit's fit is of another season")
+            if refit.fit.season != refit.season or refit.fit.ahead[-1] != refit.horizon:
+                raise ValueError("a refit's fit is of another season or horizon")
         return refit

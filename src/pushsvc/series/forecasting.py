@@ -168,6 +168,9 @@ class BucketForecaster:
                     return cls(rule)
                 if not restored.fitted and restored.params != _params(rule):
                     return cls(rule)
+                refit = restored.refit
+                if refit is not None and refit.horizon != min(rule.horizon, rule.season):
+                    return cls(rule)
         except ValueError:
             return cls(rule)
         return cls(rule, restored, last_us)
@@ -236,4 +239,4 @@ def _params(rule: ForecastRule) -> HwParams:
 def _model(rule: ForecastRule) -> Model:
     if rule.model == "linear":
         return LinearModel(rule.range)
-    return HoltWinters(rule.season, _params(rule), rule.fit)
+    return HoltWinters(rule.season, _params(rule), rule.fit, rule.horizon)
