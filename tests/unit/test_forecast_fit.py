@@ -237,3 +237,32 @@ def test_a_fitted_rules_forecaster_restored_after_any_bucket_forecasts_as_the_ru
         assert isinstance(running.model, HoltWinters)
         params.add(running.model.params)
     assert len(params) > 3
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 4, 9])
+def test_a_fits_criterion_is_the_mean_squared_error_of_its_steps_ahead(horizon: int) -> None:
+    """One pass's value, against the errors of forecasts 1, h/2 and h steps ahead (h at most a
+    season) made from each value after the start, computed plainly."""
+    m = 4
+    values = simulate(60, m, EtsParams(0.3, 0.05, 0.2, 0.9), seed=8)
+    fit = Fit(m, values, START, horizon)
+    while not fit.search.values:
+        fit.advance(1)
+    p = params_of(fit.search.points[0])
+    h = min(horizon, m)
+    first, second = sum(values[:m]) / m, sum(values[m : 2 * m]) / m
+    trend = (second - first) / m
+    off = [values[t] - (first + (t - (m - 1) / 2) * trend) for t in range(2 * m)]
+    season = [(off[i] + off[i + m]) / 2 for i in range(m)]
+    level = first + (2 * m - 1 - (m - 1) / 2) * trend
+    squares: dict[int, list[float]] = {k: [] for k in {1, (h + 1) // 2, h}}
+    for t in range(2 * m, len(values)):
+        for k, kept in squares.items():
+            if t + k - 1 < len(values):
+                ahead = level + sum(p.phi**j for j in range(1, k + 1)) * trend
+                kept.append((values[t + k - 1] - ahead - season[(t + k - 1) % m]) ** 2)
+        error = values[t] - (level + p.phi * trend + season[t % m])
+        level, trend = level + p.phi * trend + p.alpha * error, p.phi * trend + p.beta * error
+        season[t % m] += p.gamma * error
+    expected = sum(sum(v) / len(v) for v in squares.values()) / len(squares)
+    assert fit.search.values[0] == pytest.approx(expected, rel=1e-9)
