@@ -94,8 +94,9 @@ class HwParams:
 DEFAULT_PARAMS = HwParams()
 FIT_START = HwParams(0.1, 0.01, 0.045, 0.95)
 """A fitted model's parameters until its first fit ends, and where that fit starts from
-(R's `ets` starts its search near these: alpha a tenth, beta a tenth of alpha, gamma a
-twentieth of 1 - alpha, a slightly damped trend)."""
+(each later fit starts from the parameters before it). As R's `ets` starts its search: beta
+a tenth of alpha, gamma a twentieth of 1 - alpha, a slightly damped trend; alpha a tenth
+(a level that follows a tenth of each error while nothing is fitted yet)."""
 
 
 class HoltWinters:
