@@ -266,3 +266,34 @@ def test_a_fits_criterion_is_the_mean_squared_error_of_its_steps_ahead(horizon: 
         season[t % m] += p.gamma * error
     expected = sum(sum(v) / len(v) for v in squares.values()) / len(squares)
     assert fit.search.values[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_checkpoint_of_before_fitting_goes_on_from_its_state_and_then_fits() -> None:
+    """A series saved when its rule's defaults were fixed, restored under the same rule now
+    fitted: it keeps forecasting from its state (no two seasons of learning afresh), fits once
+    its window holds three seasons, and restores mid-way as it runs."""
+    s, m = 1_000_000, 4
+    old = ForecastRule(s, 3, "holt_winters", "mean", season=m)
+    new = ForecastRule(s, 3, "holt_winters", "mean", season=m, fit=True)
+    values = simulate(300, m, EtsParams(0.3, 0.05, 0.2, 0.9), seed=9)
+    points = [Point(i * s, 1, v, v, v, v, None, v, v, v) for i, v in enumerate(values)]
+    saved = BucketForecaster(old)
+    for point in points[:40]:
+        saved.learn(point)
+    upgraded = BucketForecaster.restored(new, saved.to_bytes())
+    assert upgraded.model.learned == 40 and upgraded.fields() == saved.fields()
+    assert isinstance(upgraded.model, HoltWinters) and upgraded.model.fitted
+    again = BucketForecaster.restored(new, upgraded.to_bytes())
+    for i, point in enumerate(points[40:]):
+        upgraded.learn(point)
+        again = BucketForecaster.restored(new, again.to_bytes())
+        again.learn(point)
+        assert again.fields() == upgraded.fields()
+        if i < 3 * m - 1:
+            assert upgraded.model.params == HwParams()  # no fit before three seasons
+    assert upgraded.model.params != HwParams()
+    # A checkpoint of fixed parameters other than the defaults was another rule: afresh.
+    other = BucketForecaster(ForecastRule(s, 3, "holt_winters", "mean", 4, 0, 0.3, 0.01, 0.2))
+    for point in points[:40]:
+        other.learn(point)
+    assert BucketForecaster.restored(new, other.to_bytes()).model.learned == 0

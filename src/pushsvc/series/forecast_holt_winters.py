@@ -146,6 +146,14 @@ class HoltWinters:
         """Whether its parameters are fitted (else fixed)."""
         return self.refit is not None
 
+    def fitting(self, horizon: int) -> None:
+        """From now on, fit the parameters for forecasts `horizon` steps ahead (a model
+        restored from a checkpoint made when its rule fixed them, the defaults then, now
+        fitted): it goes on from its state and forecasts with its parameters until its first
+        fit ends, three seasons on. Where its season is not fitted, nothing changes."""
+        if self.refit is None and self.season <= MAX_FIT_SEASON:
+            self.refit = Refit.after(self.season, horizon, self._learned)
+
     def learn(self, value: float) -> None:
         refit = self.refit
         if refit is not None:

@@ -3,9 +3,9 @@ of the fit each bucket learned pays for (pure).
 
 A model whose rule sets no smoothing parameters (`pushsvc.rules.forecast`) fits them to its
 own series (`pushsvc.series.forecast_fit`). `Refit` keeps the series' last `window` values
-(`FIT_SEASONS` seasons, at least `FIT_LEAST` values) and starts a fit on them once three
-seasons are learned, then once a season (or, when a fit takes longer, as soon as it ends), for
-the rule's horizon (at most a season). A fit moves on by `FIT_STEPS` filter steps per value
+(`FIT_SEASONS` seasons, at least `FIT_LEAST` values) and starts a fit on them once it holds
+three seasons, then once a season (or, when a fit takes longer, as soon as it ends), for the
+rule's horizon (at most a season). A fit moves on by `FIT_STEPS` filter steps per value
 learned, and its parameters apply from the value at which it ends.
 
 Why so: a fit costs up to `MAX_EVALS` passes over the window, which no single close may pay
@@ -60,6 +60,15 @@ class Refit:
         """How many values learned the next fit waits for."""
         self.fit: Fit | None = None
 
+    @classmethod
+    def after(cls, season: int, horizon: int, learned: int) -> Refit:
+        """For a model that has learned `learned` values with fixed parameters (a checkpoint
+        of before its rule was fitted): its window starts empty, its first fit once it holds
+        three seasons."""
+        refit = cls(season, horizon)
+        refit.seen = refit.next_at = learned
+        return refit
+
     def learn(self, value: float, current: EtsParams) -> EtsParams | None:
         """`value` learned by a model now forecasting with `current`: the fitted parameters
         when a fit ends with this value, else None."""
@@ -72,7 +81,7 @@ class Refit:
         self.seen += 1
         fit = self.fit
         if fit is None:
-            if self.seen < self.next_at:
+            if self.seen < self.next_at or len(ring) < 3 * self.season:
                 return None
             window = ring[self.head :] + ring[: self.head]
             fit = self.fit = Fit(self.season, window, current, self.horizon)
@@ -106,7 +115,7 @@ class Refit:
         raw = read.blob()
         fit = read.blob()
         read.done()
-        if len(raw) % 8 or len(raw) // 8 != min(refit.seen, refit.window):
+        if len(raw) % 8 or len(raw) // 8 > min(refit.seen, refit.window):
             raise ValueError("a refit's window does not fit what it has seen")
         ring = array("d")
         ring.frombytes(raw)

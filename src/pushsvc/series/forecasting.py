@@ -162,9 +162,12 @@ class BucketForecaster:
                     return cls(rule)
             else:
                 restored = HoltWinters.from_bytes(state)
-                if restored.season != rule.season or restored.fitted != (
-                    rule.fit and rule.season <= MAX_FIT_SEASON
-                ):
+                fits = rule.fit and rule.season <= MAX_FIT_SEASON
+                if fits and not restored.fitted and restored.params == HwParams():
+                    # Saved before the rule's parameters were fitted, when its defaults
+                    # were fixed: go on from it, fitting from now on.
+                    restored.fitting(rule.horizon)
+                if restored.season != rule.season or restored.fitted != fits:
                     return cls(rule)
                 if not restored.fitted and restored.params != _params(rule):
                     return cls(rule)
