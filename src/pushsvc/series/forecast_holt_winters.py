@@ -55,7 +55,13 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, MAX_SEASON
+from pushsvc.rules.forecast import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_GAMMA,
+    DEFAULT_PHI,
+    MAX_SEASON,
+)
 from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
 from pushsvc.series.forecast_fit import EtsParams
 from pushsvc.series.forecast_outlook import SeasonalOutlook, damped_steps, variance_factor
@@ -80,7 +86,7 @@ class HwParams:
     alpha: float = DEFAULT_ALPHA
     beta: float = DEFAULT_BETA
     gamma: float = DEFAULT_GAMMA
-    phi: float = 1.0
+    phi: float = DEFAULT_PHI
 
     def check(self) -> None:
         if not (0 < self.alpha < 1 and 0 <= self.beta <= self.alpha):
