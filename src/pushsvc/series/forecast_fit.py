@@ -1,5 +1,6 @@
 """`Fit`: the smoothing parameters of ETS(A,Ad,A) estimated from a window of one series' own
-history, by the least mean squared one-step error, a bounded number of steps at a time (pure).
+history, by the least mean squared error of its forecasts up to a horizon, a bounded number of
+steps at a time (pure).
 
 The model (`pushsvc.series.forecast_holt_winters`) in its error-correction form, with a damped
 trend (Hyndman, Koehler, Ord and Snyder, "Forecasting with Exponential Smoothing", 2008,
@@ -10,19 +11,18 @@ ch. 3 and Table 2.1):
     trend  <- phi * trend + beta * e
     season[phase] <- season[phase] + gamma * e
 
-Estimation as R's `ets` does it with `opt.crit = "amse"` (Hyndman, Koehler, Ord and Snyder
-2008, section 5.2; Bergmeir and Hyndman's recommendation where forecasts reach beyond one
-step): minimise the average of the mean squared errors of the forecasts 1, h/2 and h steps
-ahead made from each point of the window, h the forecast's horizon (at most a season), rather
-than of the one-step error alone (which is the likelihood's; on real series it buys the next
-bucket with a level that chases noise hours ahead, docs/performance.md). Within the usual
-bounds: 1e-4 <= alpha <= 1 - 1e-4, 1e-4 <= beta <=
-alpha, 1e-4 <= gamma <= 1 - alpha, 0.8 <= phi <= 0.98. The search is Nelder-Mead (their
-optimiser too) in the unit cube those bounds map onto (a point outside it is projected onto
-it), from a given start, for at most `MAX_EVALS` evaluations. Unlike those libraries it does
-not estimate the initial states: they are the model's own start over the window's first two
-seasons (level, trend and the season averaged over them), and the errors counted are those
-after it, so each evaluation is one pass over the rest of the window.
+The criterion is the one R's `ets` offers as `opt.crit = "amse"` (the average of the mean
+squared errors of the forecasts 1 to `nmse` steps ahead from each point), thinned to three
+steps: 1, h/2 and h, h the rule's horizon (at most a season), so a pass costs three times a
+filter's and not h times. Not the one-step error alone (the likelihood's criterion, `ets`'
+and `AutoETS`' default): on real series that buys the next bucket with a level that chases
+noise hours ahead (docs/performance.md). Within the usual bounds: 1e-4 <= alpha <= 1 - 1e-4,
+1e-4 <= beta <= alpha, 1e-4 <= gamma <= 1 - alpha, 0.8 <= phi <= 0.98. The search is
+Nelder-Mead (as `ets`' is) in the unit cube those bounds map onto (a point outside it is
+projected onto it), from a given start, for at most `MAX_EVALS` evaluations. Unlike those
+libraries it does not estimate the initial states: they are the model's own start over the
+window's first two seasons (level, trend and the season averaged over them), and the errors
+counted are those after it, so each evaluation is one pass over the rest of the window.
 
 Why it is shaped so: a fit is thousands of passes' worth of work (an evaluation is one pass
 over up to `window` values), far more than a bucket may cost. So a fit is a state machine that
