@@ -11,8 +11,12 @@ gives the median over series, and how many series each model beats seasonal naiv
 
 Models (season: a day, 288 points):
 
-* `pushsvc holt_winters`: `pushsvc.series.forecast_holt_winters` with its default parameters,
-  learning the past then each future value as it comes (what the server does per closed bucket);
+* `pushsvc holt_winters`: `pushsvc.series.forecast_holt_winters` with its fixed default
+  parameters, learning the past then each future value as it comes (what the server does per
+  closed bucket);
+* `pushsvc holt_winters (fitted)`: the same fitting its parameters to the series, as a rule
+  without parameters makes it (`bench.forecast_heldout` reports it on series these files did
+  not tune);
 * `pushsvc linear 1h` / `6h`: `pushsvc.series.forecast_linear` over the last 12 / 72 points
   (Prometheus' `predict_linear(v[1h], ...)`);
 * `seasonal naive`: the value one season before;
@@ -120,6 +124,9 @@ def statsforecast(model: str) -> Forecaster:
 def models(with_statsforecast: bool) -> dict[str, Forecaster]:
     out: dict[str, Forecaster] = {
         "pushsvc holt_winters": online(lambda: HoltWinters(SEASON)),
+        "pushsvc holt_winters (fitted)": online(
+            lambda: HoltWinters(SEASON, fit=True, horizon=max(HORIZONS))
+        ),
         "pushsvc linear 1h": online(lambda: LinearModel(12)),
         "pushsvc linear 6h": online(lambda: LinearModel(72)),
         "seasonal naive": seasonal_naive,

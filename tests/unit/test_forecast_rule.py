@@ -30,7 +30,7 @@ def test_holt_winters_as_the_design_writes_it() -> None:
         A + 'forecast = { stat = "mean", tier = "1m", model = "holt_winters", season = "1d", '
         'horizon = "6h" }'
     ).rules
-    assert rule.forecast == ForecastRule(M, 360, "holt_winters", "mean", season=1440)
+    assert rule.forecast == ForecastRule(M, 360, "holt_winters", "mean", season=1440, fit=True)
     assert rule.describe()["forecast"] == {
         "stat": "mean",
         "tier": "1m",
@@ -39,19 +39,36 @@ def test_holt_winters_as_the_design_writes_it() -> None:
         "horizon_points": 360,
         "season": "24h",
         "season_points": 1440,
-        "alpha": rule_forecast.DEFAULT_ALPHA,
-        "beta": rule_forecast.DEFAULT_BETA,
-        "gamma": rule_forecast.DEFAULT_GAMMA,
+        "fit": True,
     }
-    # The rule's defaults are the model's.
+    # The rule's fixed defaults are the model's.
     assert HwParams() == HwParams(
-        rule_forecast.DEFAULT_ALPHA, rule_forecast.DEFAULT_BETA, rule_forecast.DEFAULT_GAMMA
+        rule_forecast.DEFAULT_ALPHA,
+        rule_forecast.DEFAULT_BETA,
+        rule_forecast.DEFAULT_GAMMA,
+        rule_forecast.DEFAULT_PHI,
+    )
+
+
+def test_any_parameter_given_fixes_them_all_the_rest_at_their_defaults() -> None:
+    (rule,) = _rules(A + 'forecast = { tier = "1m", horizon = "30m", phi = 0.9 }').rules
+    assert rule.forecast is not None and not rule.forecast.fit
+    assert rule.forecast == ForecastRule(
+        M, 30, "holt_winters", "mean", 1440, 0, 0.02, 0.0, 0.1, 0.9, fit=False
+    )
+    described = rule.describe()["forecast"]
+    assert "fit" not in described
+    assert (described["alpha"], described["beta"], described["gamma"], described["phi"]) == (
+        rule_forecast.DEFAULT_ALPHA,
+        rule_forecast.DEFAULT_BETA,
+        rule_forecast.DEFAULT_GAMMA,
+        0.9,
     )
 
 
 def test_the_fields_a_rule_leaves_out_take_their_defaults() -> None:
     (rule,) = _rules(A + 'forecast = { tier = "1m", horizon = "30m" }').rules
-    assert rule.forecast == ForecastRule(M, 30, "holt_winters", "mean", season=1440)
+    assert rule.forecast == ForecastRule(M, 30, "holt_winters", "mean", season=1440, fit=True)
 
 
 def test_linear_over_a_range_with_its_own_parameters() -> None:
@@ -141,6 +158,10 @@ def test_the_digest_changes_with_the_field() -> None:
         (
             'forecast = { tier = "1m", horizon = "1h", alpha = 0.5, gamma = 0.6 }',
             "forecast: gamma 0.6 is not in [0, 1 - alpha]",
+        ),
+        (
+            'forecast = { tier = "1m", horizon = "1h", phi = 1.5 }',
+            "forecast: phi 1.5 is not in (0, 1]",
         ),
         (
             'forecast = { tier = "1m", horizon = "1h", gamma = true }',

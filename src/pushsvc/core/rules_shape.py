@@ -75,9 +75,11 @@ class ForecastView(Struct, frozen=True, omit_defaults=True):
     range_points: int | UnsetType = UNSET
     season: Label | UnsetType = UNSET
     season_points: int | UnsetType = UNSET
+    fit: bool | UnsetType = UNSET
     alpha: float | UnsetType = UNSET
     beta: float | UnsetType = UNSET
     gamma: float | UnsetType = UNSET
+    phi: float | UnsetType = UNSET
 
 
 class RuleView(Struct, frozen=True, omit_defaults=True):

@@ -8,10 +8,11 @@ ahead (pure; checked once, at start).
 one of `FORECAST_STATS` (`mean` unless given); `model` is `holt_winters` (unless given) or
 `linear`. `horizon` (required) is how far ahead, a whole number of buckets of the tier, at most
 `MAX_HORIZON` of them. `holt_winters` takes a `season` (`1d` unless given), 2 to `MAX_SEASON`
-buckets, and may set its smoothing parameters `alpha`, `beta`, `gamma` (the model's defaults
-unless given); `linear` takes a `range` (required), 2 to `MAX_RANGE` buckets, as Prometheus'
-`predict_linear(v[range], ...)`. The models themselves are `pushsvc.series.forecast_linear` and
-`pushsvc.series.forecast_holt_winters`.
+buckets; its smoothing parameters are fitted to each series (`fit`) unless the rule sets any
+of `alpha`, `beta`, `gamma`, `phi`, which fixes them all (each not given at its fixed
+default, as before fitting existed). `linear` takes a `range` (required), 2 to `MAX_RANGE`
+buckets, as Prometheus' `predict_linear(v[range], ...)`. The models themselves are
+`pushsvc.series.forecast_linear` and `pushsvc.series.forecast_holt_winters`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_BETA",
     "DEFAULT_GAMMA",
+    "DEFAULT_PHI",
     "FORECAST_STATS",
     "MAX_HORIZON",
     "MAX_RANGE",
@@ -49,18 +51,22 @@ MAX_HORIZON = 2_880
 DEFAULT_ALPHA = 0.02
 DEFAULT_BETA = 0.0
 DEFAULT_GAMMA = 0.1
-"""Holt-Winters' smoothing parameters when a rule does not say (error-correction form,
-`pushsvc.series.forecast_holt_winters`); chosen on NAB's real series (docs/performance.md)."""
+DEFAULT_PHI = 1.0
+"""Holt-Winters' fixed smoothing parameters where a rule fixes some but not all of them
+(error-correction form, `pushsvc.series.forecast_holt_winters`; phi 1: an undamped trend);
+chosen on NAB's 5-minute series (docs/performance.md)."""
 _DEFAULT_SEASON = "1d"
-_FIELDS = ("stat", "tier", "model", "season", "range", "horizon", "alpha", "beta", "gamma")
-_HW_ONLY = ("season", "alpha", "beta", "gamma")
+_PARAMS = ("alpha", "beta", "gamma", "phi")
+_FIELDS = ("stat", "tier", "model", "season", "range", "horizon", *_PARAMS)
+_HW_ONLY = ("season", *_PARAMS)
 
 
 @dataclass(frozen=True, slots=True)
 class ForecastRule:
     """Forecast `stat` of the tier of resolution `tier_us`, `horizon` buckets ahead, by
-    `model`: `season` buckets and (alpha, beta, gamma) for `holt_winters`, a line over the
-    last `range` buckets for `linear` (the other's field is 0)."""
+    `model`: `season` buckets for `holt_winters`, its parameters fitted per series (`fit`) or
+    (alpha, beta, gamma, phi), a line over the last `range` buckets for `linear` (the other's
+    field is 0)."""
 
     tier_us: int
     horizon: int
@@ -71,6 +77,8 @@ class ForecastRule:
     alpha: float = DEFAULT_ALPHA
     beta: float = DEFAULT_BETA
     gamma: float = DEFAULT_GAMMA
+    phi: float = DEFAULT_PHI
+    fit: bool = False
 
     @property
     def tier(self) -> str:
@@ -92,8 +100,11 @@ class ForecastRule:
         else:
             described["season"] = duration_label(self.season * self.tier_us)
             described["season_points"] = self.season
-            described["alpha"], described["beta"] = self.alpha, self.beta
-            described["gamma"] = self.gamma
+            if self.fit:
+                described["fit"] = True
+            else:
+                described["alpha"], described["beta"] = self.alpha, self.beta
+                described["gamma"], described["phi"] = self.gamma, self.phi
         return described
 
 
@@ -126,16 +137,21 @@ def parse_forecast(given: object, tiers: Sequence[SeriesTier]) -> ForecastRule:
     if "range" in given:
         raise ValueError("range is for model = 'linear'; holt_winters learns from every bucket")
     season = _buckets("season", given.get("season", _DEFAULT_SEASON), tier_us, 2, MAX_SEASON)
+    if not any(key in given for key in _PARAMS):
+        return ForecastRule(tier_us, horizon, model, str(stat), season, fit=True)
     alpha = _number("alpha", given.get("alpha", DEFAULT_ALPHA))
     beta = _number("beta", given.get("beta", DEFAULT_BETA))
     gamma = _number("gamma", given.get("gamma", DEFAULT_GAMMA))
+    phi = _number("phi", given.get("phi", DEFAULT_PHI))
     if not 0 < alpha < 1:
         raise ValueError(f"alpha {alpha!r} is not in (0, 1)")
     if not 0 <= beta <= alpha:
         raise ValueError(f"beta {beta!r} is not in [0, alpha]")
     if not 0 <= gamma <= 1 - alpha:
         raise ValueError(f"gamma {gamma!r} is not in [0, 1 - alpha]")
-    return ForecastRule(tier_us, horizon, model, str(stat), season, 0, alpha, beta, gamma)
+    if not 0 < phi <= 1:
+        raise ValueError(f"phi {phi!r} is not in (0, 1]")
+    return ForecastRule(tier_us, horizon, model, str(stat), season, 0, alpha, beta, gamma, phi)
 
 
 def _buckets(key: str, given: object, tier_us: int, least: int, most: int) -> int:

@@ -1,53 +1,51 @@
-"""`HoltWinters`: additive Holt-Winters, level + trend + a season of `season` buckets, learned
-one closed bucket at a time, with prediction intervals (pure).
+"""`HoltWinters`: additive Holt-Winters, level + (damped) trend + a season of `season`
+buckets, learned one closed bucket at a time, its parameters fitted to the series or fixed,
+with prediction intervals (pure).
 
-The model is ETS(A,A,A) in its error-correction form (Hyndman, Koehler, Ord and Snyder,
+The model is ETS(A,Ad,A) in its error-correction form (Hyndman, Koehler, Ord and Snyder,
 "Forecasting with Exponential Smoothing", 2008, ch. 3; Hyndman and Athanasopoulos, FPP,
-section 8.7), which is Holt-Winters' additive method with beta* = beta / alpha and
-gamma* = gamma / (1 - alpha). For each value y, its one-step error and the update:
+section 8.7), which is Holt-Winters' additive method with a damped trend, beta* = beta / alpha
+and gamma* = gamma / (1 - alpha). For each value y, its one-step error and the update:
 
-    e = y - (level + trend + season[phase])
-    level  <- level + trend + alpha * e
-    trend  <- trend + beta * e
+    e = y - (level + phi * trend + season[phase])
+    level  <- level + phi * trend + alpha * e
+    trend  <- phi * trend + beta * e
     season[phase] <- season[phase] + gamma * e
 
-and the forecast h buckets ahead is level + h * trend + season[phase of that bucket].
+and the forecast h buckets ahead is level + (phi + phi**2 + ... + phi**h) * trend + season[phase
+of that bucket] (h * trend when phi = 1: an undamped trend, ETS(A,A,A)).
+
+Parameters. Fitted (`fit`, a rule's default): the model starts with `FIT_START`, then fits
+alpha, beta, gamma and phi to its own last values by the least mean squared error of
+forecasts up to the rule's horizon (`pushsvc.series.forecast_fit`), once a season, each fit
+spread over the values learned (`pushsvc.series.forecast_refit`, which says why); each fit's
+parameters forecast from the value at which it ends. Fixed (a rule that sets them): as given,
+never refitted.
 
 Start: the first two seasons are kept; then the trend is the difference of their means over
 a season, the level the line through the two means at the end of the second season, and the
 season the mean of each phase's two deviations from that line (a zero-sum season averaged over
 two seasons: starting from one season's values, as the textbook start does, leaves one
-season's noise in the season, which a small gamma takes many seasons to forget; on NAB's real
-series the averaged start is the more accurate by far, docs/performance.md). With beta = 0
-the trend can never change, so it starts at 0 rather than at what two seasons suggested: the
+season's noise in the season, which a small gamma takes many seasons to forget). With beta =
+0 the trend can never change, so it starts at 0 rather than at what two seasons suggested: the
 model is then ETS(A,N,A), level and season only (and the variance below is that model's). So
-forecasts start after `2 * season` values, as statsforecast's and R's `ets` need two
-seasons too.
+forecasts start after `2 * season` values, as statsforecast's and R's `ets` need two seasons.
 
-Intervals: the h-step forecast variance of ETS(A,A,A) (the book's Table 6.1, class 1;
-FPP Table 8.8) with k = (h - 1) // season:
+Intervals: the h-step forecast variance of ETS(A,Ad,A) (the book's Table 6.1, class 1; FPP
+Table 8.8): var_h = var * (1 + sum over j < h of c_j**2), c_j = alpha + beta * (phi + ... +
+phi**j) + gamma * [j a whole number of seasons], in closed form
+(`pushsvc.series.forecast_outlook.variance_factor`), so the intervals widen with the horizon
+as fast as the parameters say. `var` is the variance of the one-step errors: their mean
+square, over all errors up to `VAR_WINDOW` of them, then an exponentially weighted one of that
+span (one number, and it follows a series whose noise changes). It starts from the two
+seasons' differences, counted as a season's errors. Normal quantiles: the model's errors are
+Gaussian innovations.
 
-    var_h = var * (1 + (h - 1) * (alpha**2 + alpha*beta*h + beta**2 * h * (2h - 1) / 6)
-                   + gamma * k * (2 alpha + gamma + beta * season * (k + 1)))
-
-`var` is the variance of the one-step errors: their mean square, over all errors up to
-`VAR_WINDOW` of them, then an exponentially weighted one of that span (one number, and it
-follows a series whose noise changes). It starts from the two seasons' differences, counted as
-a season's errors. Normal quantiles: the model's errors are Gaussian
-innovations.
-
-Parameters: fixed (`DEFAULT_PARAMS`, the rule's defaults), not fitted. A fit
-(statsforecast's is a likelihood optimisation over the whole past, initial states included)
-costs a pass over the history per fit and makes the state depend on when it ran. The defaults
-(a slow level, no trend, a season that moves a tenth of each error) were chosen from a small
-grid on NAB's real series, where they are more accurate than statsforecast's fitted
-Holt-Winters on the median series at every horizon measured (docs/performance.md): real
-series drift and jump more than they trend, and a trend extrapolated for hours costs more
-than it gains. A rule may set them.
-
-Cost: the season's values (8 bytes each), the level, trend, variance and counters; until
-the start, the two seasons' values. A value costs a constant amount of work; the start costs
-one pass over two seasons, once (amortized constant time).
+Cost: the season's values (8 bytes each), the level, trend, variance and counters; until the
+start, the two seasons' values; a fitted model also its refit window and the fit under way
+(`pushsvc.series.forecast_refit`). A value costs a constant amount of work, and a fitted
+model's value at most `FIT_STEPS` filter steps more; the start costs one pass over two
+seasons, once (amortized constant time).
 """
 
 from __future__ import annotations
@@ -57,53 +55,80 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pushsvc.rules.forecast import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_GAMMA, MAX_SEASON
+from pushsvc.rules.forecast import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    DEFAULT_GAMMA,
+    DEFAULT_PHI,
+    MAX_SEASON,
+)
 from pushsvc.series.forecast import Z80, Z95, Predicted, with_intervals
-from pushsvc.series.forecast_outlook import SeasonalOutlook, variance_factor
+from pushsvc.series.forecast_fit import EtsParams
+from pushsvc.series.forecast_outlook import SeasonalOutlook, damped_steps, variance_factor
+from pushsvc.series.forecast_refit import MAX_FIT_SEASON, Refit
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
-__all__ = ["DEFAULT_PARAMS", "VAR_WINDOW", "HoltWinters", "HwParams"]
+__all__ = ["DEFAULT_PARAMS", "FIT_START", "VAR_WINDOW", "HoltWinters", "HwParams"]
 
 VAR_WINDOW = 200
 """The one-step error variance averages all errors up to this many, then weighs them
 exponentially with this span: short enough that the larger errors of the first seasons (a
 season started from one season's values) leave it within a few hundred buckets, long enough
 that its own sampling error is about 10 %."""
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
 class HwParams:
     """The smoothing parameters of the error-correction form (see the module docstring):
-    0 < alpha < 1, 0 <= beta <= alpha, 0 <= gamma <= 1 - alpha."""
+    0 < alpha < 1, 0 <= beta <= alpha, 0 <= gamma <= 1 - alpha, 0 < phi <= 1."""
 
     alpha: float = DEFAULT_ALPHA
     beta: float = DEFAULT_BETA
     gamma: float = DEFAULT_GAMMA
+    phi: float = DEFAULT_PHI
 
     def check(self) -> None:
         if not (0 < self.alpha < 1 and 0 <= self.beta <= self.alpha):
             raise ValueError("holt_winters needs 0 < alpha < 1 and 0 <= beta <= alpha")
         if not 0 <= self.gamma <= 1 - self.alpha:
             raise ValueError("holt_winters needs 0 <= gamma <= 1 - alpha")
+        if not 0 < self.phi <= 1:
+            raise ValueError("holt_winters needs 0 < phi <= 1")
 
 
 DEFAULT_PARAMS = HwParams()
+FIT_START = HwParams(0.1, 0.01, 0.045, 0.95)
+"""A fitted model's parameters until its first fit ends, and where that fit starts from
+(each later fit starts from the parameters before it). As R's `ets` starts its search: beta
+a tenth of alpha, gamma a twentieth of 1 - alpha, a slightly damped trend; alpha a tenth
+(a level that follows a tenth of each error while nothing is fitted yet)."""
 
 
 class HoltWinters:
     """Additive Holt-Winters of season `season` buckets. Not greenlet-safe."""
 
     __slots__ = (
-        "_learned", "_start", "errors", "level", "params", "season", "seasonal", "trend", "var",
+        "_learned", "_start", "errors", "level", "params", "refit", "season", "seasonal",
+        "trend", "var",
     )  # fmt: skip
 
-    def __init__(self, season: int, params: HwParams = DEFAULT_PARAMS) -> None:
+    def __init__(
+        self, season: int, params: HwParams = DEFAULT_PARAMS, fit: bool = False, horizon: int = 1
+    ) -> None:
+        """Parameters `params`, or, with `fit`, fitted from `FIT_START` on for forecasts
+        `horizon` steps ahead (where the season is at most `MAX_FIT_SEASON`; longer seasons
+        keep `params`)."""
         if not 2 <= season <= MAX_SEASON:
             raise ValueError(f"a season is 2 to {MAX_SEASON} buckets, got {season}")
+        fitted = fit and season <= MAX_FIT_SEASON
+        if fitted:
+            params = FIT_START
         params.check()
         self.season = season
         self.params = params
+        self.refit = Refit(season, horizon) if fitted else None
+        """The refit schedule of a fitted model; None for fixed parameters."""
         self._learned = 0
         self._start: array[float] | None = array("d")
         """The first two seasons' values, until the start; then None."""
@@ -122,7 +147,26 @@ class HoltWinters:
     def started(self) -> bool:
         return self._start is None
 
+    @property
+    def fitted(self) -> bool:
+        """Whether its parameters are fitted (else fixed)."""
+        return self.refit is not None
+
+    def fitting(self, horizon: int) -> None:
+        """From now on, fit the parameters for forecasts `horizon` steps ahead (a model
+        restored from a checkpoint made when its rule fixed them, the defaults then, now
+        fitted): it goes on from its state and forecasts with its parameters until its first
+        fit ends, three seasons on. Where its season is not fitted, nothing changes."""
+        if self.refit is None and self.season <= MAX_FIT_SEASON:
+            self.refit = Refit.after(self.season, horizon, self._learned)
+
     def learn(self, value: float) -> None:
+        refit = self.refit
+        if refit is not None:
+            p = self.params
+            fitted = refit.learn(value, EtsParams(p.alpha, p.beta, p.gamma, p.phi))
+            if fitted is not None:
+                self.params = HwParams(fitted.alpha, fitted.beta, fitted.gamma, fitted.phi)
         start = self._start
         if start is not None:
             start.append(value)
@@ -152,9 +196,10 @@ class HoltWinters:
     def _update(self, value: float) -> None:
         p, seasonal = self.params, self.seasonal
         phase = self._learned % self.season
-        error = value - (self.level + self.trend + seasonal[phase])
-        self.level += self.trend + p.alpha * error
-        self.trend += p.beta * error
+        damped = p.phi * self.trend
+        error = value - (self.level + damped + seasonal[phase])
+        self.level += damped + p.alpha * error
+        self.trend = damped + p.beta * error
         seasonal[phase] += p.gamma * error
         self.errors += 1
         self.var += (error * error - self.var) / min(self.errors, VAR_WINDOW)
@@ -163,7 +208,7 @@ class HoltWinters:
     def variance_factor(self, h: int) -> float:
         """var_h / var, the h-step variance over the one-step one (module docstring)."""
         p = self.params
-        return variance_factor(p.alpha, p.beta, p.gamma, self.season, h)
+        return variance_factor(p.alpha, p.beta, p.gamma, self.season, h, p.phi)
 
     def outlook(self, horizon: int) -> SeasonalOutlook | None:
         """What the forecast's first `horizon` steps (all of them, past a season) need: the
@@ -174,7 +219,9 @@ class HoltWinters:
         m, p, seasonal = self.season, self.params, self.seasonal
         phase = self._learned % m
         ahead = (seasonal[phase:] + seasonal[:phase])[: max(1, min(horizon, m))]
-        return SeasonalOutlook(self.level, self.trend, self.var, p.alpha, p.beta, p.gamma, m, ahead)
+        return SeasonalOutlook(
+            self.level, self.trend, self.var, p.alpha, p.beta, p.gamma, m, ahead, p.phi
+        )
 
     def predict(self, horizon: int) -> list[Predicted]:
         return self.predict_steps(range(1, horizon + 1))
@@ -186,8 +233,8 @@ class HoltWinters:
         m, n, seasonal, p = self.season, self._learned, self.seasonal, self.params
         out = []
         for h in steps:
-            mean = self.level + h * self.trend + seasonal[(n + h - 1) % m]
-            se = math.sqrt(self.var * variance_factor(p.alpha, p.beta, p.gamma, m, h))
+            mean = self.level + damped_steps(p.phi, h) * self.trend + seasonal[(n + h - 1) % m]
+            se = math.sqrt(self.var * variance_factor(p.alpha, p.beta, p.gamma, m, h, p.phi))
             out.append(with_intervals(h, mean, se, Z80, Z95))
         return out
 
@@ -196,7 +243,8 @@ class HoltWinters:
         out = StateWriter()
         out.uint(_VERSION)
         out.uint(self.season)
-        for param in (self.params.alpha, self.params.beta, self.params.gamma):
+        p = self.params
+        for param in (p.alpha, p.beta, p.gamma, p.phi):
             out.double(param)
         out.uint(self._learned)
         out.uint(self.errors)
@@ -207,22 +255,31 @@ class HoltWinters:
         out.uint(len(values))
         for v in values:
             out.double(v)
+        out.blob(b"" if self.refit is None else self.refit.to_bytes())
         return bytes(out)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HoltWinters:
         """From `to_bytes`; ValueError when it is not such a state."""
         read = StateReader(data)
-        if read.uint() != _VERSION:
+        version = read.uint()
+        if version not in (1, _VERSION):
             raise ValueError("unknown holt_winters forecast state version")
         season = read.uint()
-        params = HwParams(read.double(), read.double(), read.double())
+        alpha, beta, gamma = read.double(), read.double(), read.double()
+        params = HwParams(alpha, beta, gamma, read.double() if version > 1 else 1.0)
+        params.check()
         model = cls(season, params)
         model._learned, model.errors = read.uint(), read.uint()
         model.level, model.trend, model.var = read.double(), read.double(), read.double()
         starting = read.uint()
         values = array("d", (read.double() for _ in range(read.uint())))
+        refit = read.blob() if version > 1 else b""
         read.done()
+        if refit:
+            model.refit = Refit.from_bytes(refit)
+            if model.refit.season != season or model.refit.seen != model._learned:
+                raise ValueError("holt_winters refit state does not fit the model")
         if starting:
             if len(values) >= 2 * season or len(values) != model._learned:
                 raise ValueError("holt_winters start state does not fit its season")

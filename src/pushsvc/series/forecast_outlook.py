@@ -26,10 +26,19 @@ from dataclasses import dataclass
 from pushsvc.series.forecast import Z80, Z95, Predicted, student_t, with_intervals
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
-__all__ = ["LinearOutlook", "Outlook", "SeasonalOutlook", "outlook_from_bytes", "variance_factor"]
+__all__ = [
+    "LinearOutlook",
+    "Outlook",
+    "SeasonalOutlook",
+    "damped_steps",
+    "outlook_from_bytes",
+    "variance_factor",
+]
 
 _LINEAR = 1
 _SEASONAL = 2
+_DAMPED = 3
+"""A seasonal outlook with its phi (one without is undamped: phi 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +81,7 @@ class LinearOutlook:
 class SeasonalOutlook:
     """A Holt-Winters forecast (`pushsvc.series.forecast_holt_winters`): `ahead[h - 1]` is the
     season's value for step h, for the first `len(ahead)` steps (the whole season, which then
-    repeats, or the horizon where it is shorter)."""
+    repeats, or the horizon where it is shorter); `phi` damps the trend (1: undamped)."""
 
     level: float
     trend: float
@@ -82,6 +91,7 @@ class SeasonalOutlook:
     gamma: float
     season: int
     ahead: array[float]
+    phi: float = 1.0
 
     @property
     def reach(self) -> int | None:
@@ -90,19 +100,21 @@ class SeasonalOutlook:
 
     def at(self, steps: Iterable[int]) -> list[Predicted]:
         m, ahead, level, trend, var = self.season, self.ahead, self.level, self.trend, self.var
-        a, b, g = self.alpha, self.beta, self.gamma
+        a, b, g, phi = self.alpha, self.beta, self.gamma, self.phi
         out = []
         for h in steps:
-            mean = level + h * trend + ahead[(h - 1) % m]
-            se = math.sqrt(var * variance_factor(a, b, g, m, h))
+            mean = level + damped_steps(phi, h) * trend + ahead[(h - 1) % m]
+            se = math.sqrt(var * variance_factor(a, b, g, m, h, phi))
             out.append(with_intervals(h, mean, se, Z80, Z95))
         return out
 
     def to_bytes(self) -> bytes:
         out = StateWriter()
-        out.uint(_SEASONAL)
+        out.uint(_SEASONAL if self.phi == 1 else _DAMPED)
         for value in (self.level, self.trend, self.var, self.alpha, self.beta, self.gamma):
             out.double(value)
+        if self.phi != 1:
+            out.double(self.phi)
         out.uint(self.season)
         out.blob(_little(self.ahead).tobytes())
         return bytes(out)
@@ -111,14 +123,38 @@ class SeasonalOutlook:
 Outlook = LinearOutlook | SeasonalOutlook
 
 
-def variance_factor(a: float, b: float, g: float, m: int, h: int) -> float:
-    """var_h / var of ETS(A,A,A) with alpha `a`, beta `b`, gamma `g` and a season of `m`
-    (`pushsvc.series.forecast_holt_winters`' module docstring)."""
+def damped_steps(phi: float, h: int) -> float:
+    """phi + phi**2 + ... + phi**h: how many buckets' trend a forecast h ahead adds (h when
+    phi is 1)."""
+    return h if phi == 1 else phi * (1 - phi**h) / (1 - phi)
+
+
+def variance_factor(a: float, b: float, g: float, m: int, h: int, phi: float = 1.0) -> float:
+    """var_h / var of ETS(A,Ad,A) with alpha `a`, beta `b`, gamma `g`, damping `phi` and a
+    season of `m` (`pushsvc.series.forecast_holt_winters`' module docstring): 1 plus the sum
+    over j = 1 .. h - 1 of c_j**2, c_j = a + b * damped_steps(phi, j) + g * [m divides j],
+    in closed form."""
     k = (h - 1) // m
+    if phi == 1:
+        return (
+            1
+            + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6)
+            + g * k * (2 * a + g + b * m * (k + 1))
+        )
+    n = h - 1
+    r = phi / (1 - phi)
+    tail = phi * (1 - phi**n) / (1 - phi)  # phi + ... + phi**n
+    steps = r * (n - tail)  # the sum of damped_steps(phi, j) for j = 1 .. n
+    squares = r * r * (n - 2 * tail + phi * phi * (1 - phi ** (2 * n)) / (1 - phi * phi))
+    pm = phi**m
+    seasons = r * (k - (pm * (1 - pm**k) / (1 - pm) if k else 0.0))
     return (
         1
-        + (h - 1) * (a * a + a * b * h + b * b * h * (2 * h - 1) / 6)
-        + g * k * (2 * a + g + b * m * (k + 1))
+        + n * a * a
+        + 2 * a * b * steps
+        + b * b * squares
+        + g * k * (2 * a + g)
+        + 2 * g * b * seasons
     )
 
 
@@ -133,9 +169,10 @@ def outlook_from_bytes(data: bytes) -> Outlook:
         if n < 2:
             raise ValueError("a line's outlook needs two values")
         return LinearOutlook(level, slope, s2, n)
-    if kind != _SEASONAL:
+    if kind not in (_SEASONAL, _DAMPED):
         raise ValueError("unknown forecast outlook")
     level, trend, var, alpha, beta, gamma = (read.double() for _ in range(6))
+    phi = read.double() if kind == _DAMPED else 1.0
     season = read.uint()
     raw = read.blob()
     read.done()
@@ -143,7 +180,7 @@ def outlook_from_bytes(data: bytes) -> Outlook:
         raise ValueError("a seasonal outlook's values do not fit its season")
     ahead = array("d")
     ahead.frombytes(raw)
-    return SeasonalOutlook(level, trend, var, alpha, beta, gamma, season, _little(ahead))
+    return SeasonalOutlook(level, trend, var, alpha, beta, gamma, season, _little(ahead), phi)
 
 
 def _little(values: array[float]) -> array[float]:

@@ -48,6 +48,7 @@ from pushsvc.series.forecast import Model, Predicted
 from pushsvc.series.forecast_holt_winters import HoltWinters, HwParams
 from pushsvc.series.forecast_linear import LinearModel
 from pushsvc.series.forecast_outlook import outlook_from_bytes
+from pushsvc.series.forecast_refit import MAX_FIT_SEASON
 from pushsvc.series.scoring import stat_value
 from pushsvc.stats.state_codec import StateReader, StateWriter
 
@@ -161,7 +162,17 @@ class BucketForecaster:
                     return cls(rule)
             else:
                 restored = HoltWinters.from_bytes(state)
-                if restored.season != rule.season or restored.params != _params(rule):
+                fits = rule.fit and rule.season <= MAX_FIT_SEASON
+                if fits and not restored.fitted and restored.params == HwParams():
+                    # Saved before the rule's parameters were fitted, when its defaults
+                    # were fixed: go on from it, fitting from now on.
+                    restored.fitting(rule.horizon)
+                if restored.season != rule.season or restored.fitted != fits:
+                    return cls(rule)
+                if not restored.fitted and restored.params != _params(rule):
+                    return cls(rule)
+                refit = restored.refit
+                if refit is not None and refit.horizon != min(rule.horizon, rule.season):
                     return cls(rule)
         except ValueError:
             return cls(rule)
@@ -225,10 +236,10 @@ def _fields(rule: ForecastRule, last: int, predicted: list[Predicted]) -> dict[s
 
 
 def _params(rule: ForecastRule) -> HwParams:
-    return HwParams(rule.alpha, rule.beta, rule.gamma)
+    return HwParams(rule.alpha, rule.beta, rule.gamma, rule.phi)
 
 
 def _model(rule: ForecastRule) -> Model:
     if rule.model == "linear":
         return LinearModel(rule.range)
-    return HoltWinters(rule.season, _params(rule))
+    return HoltWinters(rule.season, _params(rule), rule.fit, rule.horizon)

@@ -25,6 +25,7 @@ from pushsvc.aggregate.aggregator import Aggregator
 from pushsvc.core.event import Event
 from pushsvc.rules.analytics import default_rule, load_rules
 from pushsvc.rules.tiers import parse_tiers
+from pushsvc.series.forecast_holt_winters import FIT_START
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -39,7 +40,18 @@ windows = ["2s"]
 stats = ["count", "mean"]
 forecast = { tier = "1s", season = "3s", horizon = "5s", alpha = 0.3, gamma = 0.2 }
 """
+FITTED = """
+[[rule]]
+topics = ["forecast.*"]
+windows = ["2s"]
+stats = ["count", "mean"]
+forecast = { tier = "1s", season = "2s", horizon = "5s" }
+"""
+"""Parameters fitted per series: a fit starts once three seasons (6 buckets) are learned and
+one every season after, each ending a few buckets later, so fits are under way and end on
+both sides of each kill."""
 WATCHERS = 3
+_START = ", ".join(f"{k} = {getattr(FIT_START, k)!r}" for k in ("alpha", "beta", "gamma", "phi"))
 
 
 def _reference(acked: list[tuple[float, int]], topic: str, rules: Path) -> list[dict[str, Any]]:
@@ -53,9 +65,11 @@ def _reference(acked: list[tuple[float, int]], topic: str, rules: Path) -> list[
     return [m for m in out if "forecast" in m]
 
 
-@pytest.fixture
-def deployment(own_store: Store, prefix: str, tmp_path: Path) -> Iterator[FaultStack]:
-    (tmp_path / "rules.toml").write_text(RULES)
+@pytest.fixture(params=["fixed", "fitted"])
+def deployment(
+    own_store: Store, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[FaultStack]:
+    (tmp_path / "rules.toml").write_text(RULES if request.param == "fixed" else FITTED)
     env = {
         "PUSHSVC_SERIES": TIERS,
         "PUSHSVC_WINDOWS": "2s",
@@ -72,9 +86,12 @@ def test_forecasts_survive_kill_9_and_a_cold_restart(
     topic = f"forecast.{uuid.uuid4().hex[:8]}"
     watchers = watched_deployment(deployment, topic, WATCHERS, query="?forecast=1s")
     producer = Producer(deployment, topic, rate=160.0)
+    fitted = "alpha" not in (tmp_path / "rules.toml").read_text()
+    # A fitted model: kills once fits are under way (from its sixth bucket, 6 s in).
+    kill_at, all_killed_at, end_at = (1100, 1700, 2600) if fitted else (400, 800, 1400)
     kill_9_then_cold_restart(
-        deployment, watchers, producer, kill_at=400, all_killed_at=800, end_at=1400,
-        checkpointed=True,
+        deployment, watchers, producer, kill_at=kill_at, all_killed_at=all_killed_at,
+        end_at=end_at, checkpointed=True,
     )  # fmt: skip
 
     assert set(producer.statuses) == {202}, producer.statuses
@@ -85,6 +102,12 @@ def test_forecasts_survive_kill_9_and_a_cold_restart(
     assert logged < len(producer.acked), "the log was not trimmed past the checkpoint"
     expected = _reference(producer.acked, topic, tmp_path / "rules.toml")
     assert sum(bool(m["forecast"]["points"]) for m in expected) > 10
+    if fitted:
+        # Fits ended within the run: the forecasts are not those of the start's parameters.
+        start = tmp_path / "start.toml"
+        start.write_text(FITTED.replace('horizon = "5s"', f'horizon = "5s", {_START}'))
+        unfitted = _reference(producer.acked, topic, start)
+        assert unfitted[:5] == expected[:5] and unfitted[-1] != expected[-1]
     for watcher in watchers:
         got = [{k: v for k, v in data.items() if k != "id"} for _, data in watcher.received.points]
         assert got == expected[len(expected) - len(got) :], watcher.name
