@@ -17,7 +17,7 @@ Publishing modes:
   naming its topic), batch b due at b·B/R; pushsvc only: nchan has none.
 
 `tags.sent` is each POST's send time; latency is the subscriber's read time minus it (the
-C client, nearest rank). `kept/s` is messages accepted ÷ (last answer − first send): a
+C client, nearest rank). `kept/s` is messages accepted ÷ (last answer - first send): a
 server that answers late makes the paced publisher fall behind. `µs/msg` is the server's
 user + system CPU from /proc (every process) from the first publish to the end of the drain,
 ÷ messages delivered (publish and delivery). `KB/chan` is the server's RSS after every
@@ -57,6 +57,8 @@ from pushsvc.core.lists import comma_list
 
 SERVERS = ("pushsvc", "nchan")
 MODES = ("single", "batch")
+COUNTS = ("expected", "received", "missing", "duplicates", "out_of_order", "unexpected",
+          "latency_ms")  # fmt: skip
 ACCEPTED = frozenset({201, 202})
 """nchan answers 201 to a publish with subscribers (202 without); pushsvc 202."""
 
@@ -129,7 +131,8 @@ async def publish(
             if mode == "batch":
                 path, body = "/events", batch_body(first, size, args.channels, sent)
             else:
-                path, body = single_body(server, first % args.channels, first // args.channels, sent)
+                channel, value = first % args.channels, first // args.channels
+                path, body = single_body(server, channel, value, sent)
             try:
                 status = await asyncio.wait_for(publisher.post(path, body), args.post_timeout)
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -214,8 +217,7 @@ def scenario(server: str, mode: str, rate: float, args: argparse.Namespace) -> d
         "status": "ok",
         "ready": opened["ready"],
         **published,
-        **{key: result[key] for key in ("expected", "received", "missing", "duplicates",
-                                        "out_of_order", "unexpected", "latency_ms")},  # fmt: skip
+        **{key: result[key] for key in COUNTS},
         "stream_errors": drained["stream_errors"],
         "cpu_us_per_message": round(1e6 * cpu / delivered, 1) if delivered else None,
         "client_cpu_us_per_message": round(1e6 * client_cpu / delivered, 1) if delivered else None,
@@ -225,8 +227,10 @@ def scenario(server: str, mode: str, rate: float, args: argparse.Namespace) -> d
 
 
 def exact(row: dict[str, Any]) -> bool:
-    return row.get("status") == "ok" and row["received"] == row["expected"] == row["accepted"] and (
-        row["missing"] == row["duplicates"] == row["out_of_order"] == row["unexpected"] == 0
+    return (
+        row.get("status") == "ok"
+        and row["received"] == row["expected"] == row["accepted"]
+        and (row["missing"] == row["duplicates"] == row["out_of_order"] == row["unexpected"] == 0)
     )
 
 
