@@ -24,6 +24,11 @@ user + system CPU from /proc (every process) from the first publish to the end o
 channel had its messages, less its RSS before the subscribers connected, ÷ N: a connection,
 a subscription, a channel and its history.
 
+Keep-alives: an idle stream gets a comment line every `--heartbeat` seconds on both servers
+(pushsvc's default 15 s; nchan sends none unless asked, so it is asked for the same). With
+the streams opened a few seconds before publishing, most of them are due one while messages
+flow: the CPU per message counts them on both.
+
     python -m bench.personal_channels                      # 10,000 channels, 1,000/s, single
     python -m bench.personal_channels --modes single,batch --rate 1000,10000 --rounds 3 --json
     python -m bench.personal_channels --before-src /tmp/before/src   # adds `pushsvc-before`
@@ -63,10 +68,14 @@ ACCEPTED = frozenset({201, 202})
 """nchan answers 201 to a publish with subscribers (202 without); pushsvc 202."""
 
 
-def deployment(server: str, channels: int, before_src: str | None) -> ServerUnderTest:
+def deployment(
+    server: str, channels: int, before_src: str | None, heartbeat_s: int
+) -> ServerUnderTest:
     if server == "nchan":
-        return Nchan(1, connections=2 * channels + 100)
-    pushsvc = PushsvcServe()
+        nchan = Nchan(1, connections=2 * channels + 100)
+        nchan.ping_s = heartbeat_s
+        return nchan
+    pushsvc = PushsvcServe(extra_args=("--heartbeat", f"{heartbeat_s}s"))
     pushsvc.name = server
     if server == "pushsvc-before":
         assert before_src is not None
@@ -168,7 +177,7 @@ def scenario(server: str, mode: str, rate: float, args: argparse.Namespace) -> d
     if args.messages % args.channels:
         raise SystemExit("--messages must be a multiple of --channels")
     per_channel = args.messages // args.channels
-    target = deployment(server, args.channels, args.before_src)
+    target = deployment(server, args.channels, args.before_src, args.heartbeat)
     subscribers: JsonLinesChild | None = None
     try:
         target.start()
@@ -259,6 +268,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--batch", type=int, default=100, help="messages per cross-topic batch")
     add("--rounds", type=int, default=1, help="the servers take turns within each")
     add("--before-src", default=None, metavar="DIR", help="another tree's src/: pushsvc-before")
+    add("--heartbeat", type=int, default=15, metavar="S",
+        help="keep-alive comment on a stream idle S seconds, on both servers (pushsvc's "
+        "--heartbeat, nchan's ping interval); default pushsvc's own 15")  # fmt: skip
     add("--server-core", type=int, default=1)
     add("--client-core", type=int, default=0)
     add("--settle", type=float, default=2.0)
