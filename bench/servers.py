@@ -499,6 +499,8 @@ class Nchan(ServerUnderTest):
         self.connections = connections
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.ping_s = 0
+        """Seconds between keep-alive comments on an idle stream (0: none, nchan's default)."""
 
     @staticmethod
     def missing() -> str | None:
@@ -522,6 +524,7 @@ class Nchan(ServerUnderTest):
             "NOFILE": str(2 * self.connections + 100),
             "PREFIX": str(prefix),
             "PORT": str(self.port),
+            "PING": str(self.ping_s),
         }
         conf = (REPO / "bench" / "peers" / "nchan.conf").read_text()
         for name, value in values.items():

@@ -28,6 +28,8 @@
  *     named or not, is a delivery whose data is the published JSON object with `value` and
  *     `tags.sent` at its top; `event: gap` is counted as a gap; a message without data (a
  *     bare `id:`) is none; ids are checked where they are pushsvc's, other ids ignored;
+ *   - with --per-stream the `{i}` in a URL's path is each stream's number (0..N-1): a
+ *     channel per subscriber (bench/personal_channels.py);
  *   - with --reconnect it comes back as EventSource does: a stream the server ends (or a
  *     connection refused while it is down) is opened again after the last `retry:` it was
  *     sent, with `Last-Event-ID` (the last `id:` dispatched), and its counts go on across its
@@ -140,7 +142,7 @@ static struct {
     const char *source;
     long subscribers, events;
     double connect_timeout, publish_timeout, drain_timeout, idle_timeout;
-    int wait_go, hold, reconnect, messages;
+    int wait_go, hold, reconnect, messages, per_stream;
     long batch_us;
 } cfg = {.connect_timeout = 60, .publish_timeout = 300, .drain_timeout = 30, .idle_timeout = 5};
 
@@ -746,7 +748,14 @@ static void on_connected(struct conn *c) {
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     const char *request = cfg.request[c->url];
-    char resume[sizeof cfg.request[0] + sizeof c->last_event_id + 32];
+    char own[sizeof cfg.request[0] + 24];
+    const char *slot = cfg.per_stream ? strstr(request, "{i}") : NULL;
+    if (slot != NULL) { /* --per-stream: this stream's own channel */
+        snprintf(own, sizeof own, "%.*s%ld%s", (int)(slot - request), request, (long)(c - conns),
+                 slot + 3);
+        request = own;
+    }
+    char resume[sizeof own + sizeof c->last_event_id + 32];
     if (c->last_event_id_len) { /* the request's head, Last-Event-ID before its blank line */
         size_t head = strlen(request) - 2;
         snprintf(resume, sizeof resume, "%.*sLast-Event-ID: %.*s\r\n\r\n", (int)head, request,
@@ -874,7 +883,7 @@ static void usage(void) {
             "usage: sse_clients --stream URL [--stream URL ...] --subscribers N --events M\n"
             "  [--source ADDRESS] [--connect-timeout S] [--publish-timeout S]\n"
             "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n"
-            "  [--reconnect] [--messages]\n");
+            "  [--reconnect] [--messages] [--per-stream]\n");
     exit(2);
 }
 
@@ -903,6 +912,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--hold") == 0) cfg.hold = 1;
         else if (strcmp(a, "--reconnect") == 0) cfg.reconnect = 1;
         else if (strcmp(a, "--messages") == 0) cfg.messages = 1;
+        else if (strcmp(a, "--per-stream") == 0) cfg.per_stream = 1;
         else if (v == NULL) usage();
         else if (strcmp(a, "--stream") == 0) add_url(v), i++;
         else if (strcmp(a, "--subscribers") == 0) cfg.subscribers = atol(v), i++;

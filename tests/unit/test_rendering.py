@@ -7,6 +7,7 @@ from pushsvc.core.sse import encode_update
 from pushsvc.core.updates import Kind, Run, Update, UpdateId, snapshot_message
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.rendering import rendering_for, run_of
+from pushsvc.deliver.stream_socket import http_chunk
 
 MEAN = Projection(None, ("mean",), precision=3)
 
@@ -164,3 +165,21 @@ def test_a_cursor_takes_no_part_for_a_run_the_stream_writes_nothing_of() -> None
     written = stream.block(run_of([update]))
     assert written.startswith(b"id: 100000000:0-6\n")
     assert list(stream.cursor.ids) == [update.id]  # type: ignore[attr-defined]
+
+
+def test_a_run_only_a_messages_stream_takes_never_encodes_the_whole_update() -> None:
+    body = (
+        b'{"topic":"u1","event":{"ts":1.0,"tags":{},"type":"shipped","data":{"order":4711}},'
+        b'"windows":{"1m":{"count":0}}}'
+    )
+    update = Update.numbered("u1", UpdateId("e", 0, 1), 1, body)
+    run = run_of([update])
+    messages = rendering_for(Projection(None, None, messages=True), chunked=True)
+    assert messages.wire(run) == http_chunk(
+        encode_update(update.id.text, b'{"order":4711}', "shipped")
+    )
+    # Nobody took the run whole: the update (its history's and its topic's latest) holds no
+    # encoding of itself, and the run no block.
+    assert update._sse is None
+    assert run._block is None
+    assert run.block == update.sse

@@ -506,10 +506,13 @@ class Update:
 class Run:
     """Consecutive updates of one topic, in id order (a batch POST), shared by every client
     that gets them. `block` is their frames joined once, as a stream without a projection
-    writes them; `pushsvc.deliver.rendering.run_of` makes runs by that rule."""
+    writes them (every message but points), made at its first use: a run only projected
+    streams take (a channel's messages stream, the commonest at fan-out 1) never encodes the
+    whole update, nor keeps that encoding on the update its history holds. A `block` given
+    is taken as it is (`pushsvc.deliver.rendering.run_of` gives none)."""
 
     updates: list[Update]
-    block: bytes
+    _block: bytes | None = None
     received_us: int = 0
     """When this process's hub received it (monotonic µs): delivery latency counts from here."""
     renderings: dict[str, bytes] | None = None
@@ -520,6 +523,19 @@ class Run:
     """Each update's message without its `id:` as streams that write ids of their own (a
     cursor) render it, by projection; owned by `pushsvc.deliver.rendering` like
     `renderings`."""
+
+    @property
+    def block(self) -> bytes:
+        block = self._block
+        if block is None:
+            updates = self.updates
+            if len(updates) == 1:
+                only = updates[0]
+                block = b"" if only.event is POINT_EVENT else only.sse
+            else:
+                block = b"".join([u.sse for u in updates if u.event is not POINT_EVENT])
+            self._block = block
+        return block
 
     @property
     def topic(self) -> str:

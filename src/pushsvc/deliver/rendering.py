@@ -9,8 +9,9 @@ for the hub, writing an idle stream's socket itself, `pushsvc.deliver.hub`), a p
 
 A stream without a projection gets every message but points (closed series buckets): a stream
 gets points only when it asks for their tier (`?series=`, through a projection). `message`
-applies that rule, and `replay` is built on it; a live run's whole block is `Run.block`, which
-`run_of` joins once per run at dispatch by the same rule, for every stream alike.
+applies that rule, and `replay` is built on it; a live run's whole block is `Run.block`, joined
+by the same rule once per run, for every stream alike, when the first stream that takes it
+whole asks for it (none at all where only projected streams, as messages streams, take it).
 
 The cache, `Run.renderings` (None until first used), is read and written here only. Its keys:
 
@@ -45,19 +46,16 @@ from typing import Any
 import orjson
 
 from pushsvc.core.cursor import Cursor
-from pushsvc.core.sse import POINT_EVENT, encode_message, encode_update, id_line
+from pushsvc.core.sse import encode_message, encode_update, id_line
 from pushsvc.core.updates import Run, Update, UpdateId, snapshot_message, snapshot_pages
 from pushsvc.deliver.projection import Projection
 from pushsvc.deliver.stream_socket import http_chunk
 
 
 def run_of(updates: list[Update]) -> Run:
-    """The run of these updates (one topic's, in id order), its `block` joined once as a stream
-    without a projection writes it: every message but points."""
-    if len(updates) == 1:
-        only = updates[0]
-        return Run(updates, b"" if only.event is POINT_EVENT else only.sse)
-    return Run(updates, b"".join([u.sse for u in updates if u.event is not POINT_EVENT]))
+    """The run of these updates (one topic's, in id order); its `block`, as a stream without a
+    projection writes it (every message but points), is joined once at its first use."""
+    return Run(updates)
 
 
 class Rendering:

@@ -96,8 +96,11 @@ class TopicShares:
         return len(held)
 
     def _lapse(self, publisher: str, held: dict[str, float], now: float) -> None:
-        """Let go of `publisher`'s holdings with no event for the TTL (oldest first)."""
-        for topic, last in list(held.items()):
+        """Let go of `publisher`'s holdings with no event for the TTL (oldest first). Only
+        the lapsed ones and the first kept are looked at: a publisher holding thousands of
+        topics pays for what lapsed, not for a copy of what it holds, on every new topic."""
+        while held:
+            topic, last = next(iter(held.items()))
             if last + self._ttl_s > now:
                 break
             self._release(publisher, topic)
