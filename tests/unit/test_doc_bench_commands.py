@@ -2,7 +2,10 @@
 `bench/NAME.py` in README.md, docs/*.md and bench/README.md names a module of bench/. A bench
 removed on purpose may still be named (its figures stand, with the command that made them)
 where the page says so: in a paragraph that says "removed" and names it, which covers the
-page's other mentions of it. The journal (docs/journal/) is history and is not checked.
+page's other mentions of it. On docs/performance.md no such exception is made for a command
+(`python -m bench.NAME`): a figure stays there only with a command that still runs, and a
+withdrawn benchmark's figures are history, in docs/journal/withdrawn-benchmarks.md. The journal
+(docs/journal/) is history and is not checked.
 
 And bench/ stays in proportion: at most 15 % of src/ in lines of Python, counted as
 `find DIR -name '*.py' | xargs cat | wc -l` counts them. A benchmark earns its place with a
@@ -16,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CITED = re.compile(r"python -m bench\.([\w.]+)|\bbench/([\w/]+)\.py\b")
+COMMAND = re.compile(r"python -m bench\.([\w.]*\w)")
 BENCH_SHARE_OF_SRC = 0.15
 
 
@@ -62,6 +66,24 @@ def test_a_bench_that_is_gone_fails_the_check() -> None:
     # A note elsewhere on the page covers the bench it names, and no other.
     note = "\n\n`bench/nowhere.py` was removed on 2026-11-28."
     assert missing_benches(text + note) == ["gone.away"]
+
+
+def commands_that_do_not_run(text: str) -> list[str]:
+    """The `python -m bench.NAME` of `text` whose NAME is no module of bench/, in order."""
+    return [name for name in COMMAND.findall(text) if not _exists(name)]
+
+
+def test_every_benchmark_command_of_the_performance_page_runs() -> None:
+    page = ROOT / "docs" / "performance.md"
+    assert commands_that_do_not_run(page.read_text(encoding="utf-8")) == []
+
+
+def test_a_command_of_a_benchmark_that_is_gone_is_found() -> None:
+    text = (
+        "`python -m bench.fanout --rounds 3` and `python -m bench.peers.flask_sse`, then "
+        "`python -m bench.hostile_streams --attack live` (removed on 2026-11-28)."
+    )
+    assert commands_that_do_not_run(text) == ["peers.flask_sse", "hostile_streams"]
 
 
 def python_lines(tree: Path) -> int:
