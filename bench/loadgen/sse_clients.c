@@ -11,7 +11,8 @@
  * to `python -m bench.loadgen --mode deliveries --wait-go --hold`):
  *
  *   - opens --subscribers N streams (`GET <path> HTTP/1.1`) round-robin over the --stream
- *     URLs, from --source (a 127.0.0.x of its own: each source address has its own
+ *     URLs (a `{i}` in a path is stream i's number plus --first: a channel per stream, e.g.
+ *     /topics/u{i}/messages, several programs taking turns by --first), from --source (a 127.0.0.x of its own: each source address has its own
  *     ephemeral ports), at most 100 not yet live at once (below gevent's listen backlog);
  *   - frames each response strictly: status 200, text/event-stream, a chunked or
  *     close-delimited body (no Content-Length), LF line ends (a CR is refused, not guessed);
@@ -142,6 +143,7 @@ static struct {
     double connect_timeout, publish_timeout, drain_timeout, idle_timeout;
     int wait_go, hold, reconnect, messages;
     long batch_us;
+    long first; /* what `{i}` in a path counts from */
 } cfg = {.connect_timeout = 60, .publish_timeout = 300, .drain_timeout = 30, .idle_timeout = 5};
 
 static struct conn *conns;
@@ -746,7 +748,14 @@ static void on_connected(struct conn *c) {
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     const char *request = cfg.request[c->url];
-    char resume[sizeof cfg.request[0] + sizeof c->last_event_id + 32];
+    char numbered[sizeof cfg.request[0] + 24];
+    const char *mark = strstr(request, "{i}");
+    if (mark) { /* this stream's own channel */
+        snprintf(numbered, sizeof numbered, "%.*s%ld%s", (int)(mark - request), request,
+                 cfg.first + (long)(c - conns), mark + 3);
+        request = numbered;
+    }
+    char resume[sizeof numbered + sizeof c->last_event_id + 32];
     if (c->last_event_id_len) { /* the request's head, Last-Event-ID before its blank line */
         size_t head = strlen(request) - 2;
         snprintf(resume, sizeof resume, "%.*sLast-Event-ID: %.*s\r\n\r\n", (int)head, request,
@@ -874,7 +883,7 @@ static void usage(void) {
             "usage: sse_clients --stream URL [--stream URL ...] --subscribers N --events M\n"
             "  [--source ADDRESS] [--connect-timeout S] [--publish-timeout S]\n"
             "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n"
-            "  [--reconnect] [--messages]\n");
+            "  [--reconnect] [--messages] [--first N]\n");
     exit(2);
 }
 
@@ -912,6 +921,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--publish-timeout") == 0) cfg.publish_timeout = atof(v), i++;
         else if (strcmp(a, "--drain-timeout") == 0) cfg.drain_timeout = atof(v), i++;
         else if (strcmp(a, "--idle-timeout") == 0) cfg.idle_timeout = atof(v), i++;
+        else if (strcmp(a, "--first") == 0) cfg.first = atol(v), i++;
         else if (strcmp(a, "--batch-us") == 0) cfg.batch_us = atol(v) % 1000000, i++;
         else usage();
     }
