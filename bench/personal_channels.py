@@ -1,30 +1,38 @@
-"""A channel per user at scale: N topics `u{i}`, each with one subscriber on its messages
-stream, one message published to each; what that costs a deployment, and whether every
-message arrived.
+"""A channel per user at scale: N topics `u{i}`, S of them with one subscriber each on its
+messages stream, one message published to each topic; what that costs a deployment, and
+whether every message arrived.
 
 For each deployment (`--servers`, bench/servers.py's names, and `pushsvc-cluster-W`: W web
 processes and one aggregator on a 3-primary Redis Cluster without replicas) it starts the
-deployment, opens N streams `/topics/u{i}/messages` with the C subscribers
-(bench/loadgen/sse_clients.c, `--messages`, `{i}` in the path), one program per 25,000
-streams each from a loopback address of its own (127.0.0.11, .12, ...: a source address has
+deployment, opens S streams `/topics/u{i}/messages` with the C subscribers
+(bench/loadgen/sse_clients.c, `--messages`, `{i}` in the path), one program per 15,000
+streams, each from a loopback address of its own (127.0.0.11, .12, ...: a source address has
 about 28,000 ephemeral ports per server port), then publishes one message to every topic by
 cross-topic batches (`POST /events`, `--batch` items each, the web processes in turn) and
 waits until every stream has its message. A row:
 
-* `streams kB/ch`, `kB/ch`: the deployment's RSS (every pushsvc process) per channel once
-  the streams are open, and once every message is delivered, over its RSS before the first
-  stream; `redis B/ch`: Redis's `used_memory` per channel after delivery, over before the
-  first stream (summed over a cluster's primaries);
-* `delivered`: distinct messages received of N (and duplicates, out of order, missing);
-* `publish s`: the POSTs' time; `deliver s`: from the first POST until the last stream had
-  its message; `cpu ms/ch`: the deployment's CPU from the first POST to then, per channel.
+* `kB/stream`: the RSS of every pushsvc process once the streams are open, over their RSS
+  before the first, per stream; `kB/topic`: their RSS once every message is delivered, over
+  that, per topic (a topic, its message, its history and its update); `redis B/ch`: Redis's
+  `used_memory` per topic after delivery, over before the first stream (summed over a
+  cluster's primaries); a private redis-server's RSS (`serve --workers`) apart, per topic;
+* `delivered`: distinct messages received of S streams (and duplicates, out of order,
+  missing);
+* `publish s`: the POSTs' time; `deliver s`: from the first POST until every POST was
+  answered and every stream had its message; `cpu ms/ch`: the deployment's CPU from the
+  first POST to then, per topic.
 
-The process raises its own open-files limit (soft and hard: as root, to what the kernel
-allows) for the streams, and its children inherit it.
+`--streams S` opens streams on the first S topics only: one process holds as many streams as
+its open-files limit allows (18,000 under a hard limit of 20,000), so `pushsvc serve` alone
+holds fewer than 100,000, and `--workers W` about 18,000 W.
 
-    python -m bench.personal_channels --channels 100000 \\
-        --servers pushsvc-memory,pushsvc-workers-2,pushsvc-redis-2 --json
-    python -m bench.personal_channels --channels 200000 --servers pushsvc-cluster-2 --json
+The process raises its soft open-files limit to the hard one; its children inherit it.
+
+    python -m bench.personal_channels --channels 100000 --streams 15000 \\
+        --servers pushsvc-memory --json
+    python -m bench.personal_channels --channels 100000 --servers pushsvc-workers-8 --json
+    python -m bench.personal_channels --channels 50000 --streams 15000 \\
+        --servers pushsvc-cluster-2 --json
 
 Figures and the projection to a million channels: docs/performance.md, "100,000 channels and
 the projection to a million".
@@ -123,6 +131,14 @@ def publish(bases: list[str], channels: int, batch: int) -> float:
     return first
 
 
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
 def _address(base: str) -> tuple[str, int]:
     parts = urlsplit(base)
     return parts.hostname or "127.0.0.1", parts.port or 80
@@ -139,7 +155,10 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
     programs: list[JsonLinesChild] = []
     try:
         pids = server.pids()
+        redis_pids = [pid for pid in pids if _command(pid) == "redis-server"]
+        pids = [pid for pid in pids if pid not in redis_pids]  # a private one, apart
         rss0, redis0 = rss_kb(pids), server.redis_used_memory()
+        redis_rss0 = rss_kb(redis_pids)
         urls = [f"{base}/topics/u{{i}}/messages" for base in server.bases()]
         timeouts = {"connect": 600.0, "publish": 600.0, "drain": 300.0, "idle": 60.0}
         for k, first in enumerate(range(0, streams, PER_PROGRAM)):
@@ -158,10 +177,12 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         for program in programs:
             program.tell(b"published")
         drained = [p.record(900, "drained") for p in programs]
-        done_at = max(d["all_complete_at"] or d["last_delivery_at"] for d in drained)
+        # Done once every POST is answered and every stream has its message.
+        done_at = max(published, *(d["all_complete_at"] or d["last_delivery_at"] for d in drained))
         cpu = sum(cpu_seconds(pid) or 0.0 for pid in pids) - cpu0
         time.sleep(2)
         rss_after, redis_after = rss_kb(pids), server.redis_used_memory()
+        redis_rss_after = rss_kb(redis_pids)
         for program in programs:
             program.tell(b"measured")
         results = [p.record(120, "result") for p in programs]
@@ -182,6 +203,9 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         "kb_per_stream": round((rss_streams - rss0) / max(streams, 1), 2),
         "kb_per_topic": round((rss_after - rss_streams) / channels, 2),
         "redis_bytes_per_channel": None,
+        "private_redis_rss_kb_per_channel": (
+            round((redis_rss_after - redis_rss0) / channels, 2) if redis_pids else None
+        ),
         "delivered": total("distinct"),
         "duplicates": total("duplicates"),
         "out_of_order": total("out_of_order"),
