@@ -235,6 +235,18 @@ def all_delivered(inboxes: Inboxes, answered: Answered) -> bool:
     )
 
 
+def wait_delivered(inboxes: Inboxes, answered: Answered, timeout: float) -> bool:
+    """Until every inbox has as many messages as were acknowledged to its user, or the time is
+    up (then `check_inboxes` says what is missing: a loss is a broken promise, not a timeout).
+    Whether they all had."""
+    deadline = time.monotonic() + timeout
+    while not all_delivered(inboxes, answered):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def check_inboxes(inboxes: Inboxes, answered: Answered) -> dict[str, object]:
     """Per user: its messages, each once, in publish order, none of another user's, no gap."""
     with promise_kept():

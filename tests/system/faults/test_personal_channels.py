@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,9 +37,9 @@ from faults.personal_channels import (
     ChannelProducer,
     Inboxes,
     Post,
-    all_delivered,
     check_inboxes,
     user_topic,
+    wait_delivered,
 )
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -96,12 +95,6 @@ once what was posted before it is delivered, it kills at the first bytes of that
 update."""
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as made:
-        yield made
-
-
 @pytest.mark.parametrize("moment", MOMENTS)
 def test_kill_9_of_the_aggregator_with_a_thousand_personal_channels(
     server: RedisServer, moment: str
@@ -119,11 +112,8 @@ def test_kill_9_of_the_aggregator_with_a_thousand_personal_channels(
 
             def before(k: int) -> None:
                 if moment in ARMED and k == ARMED[moment][0]:
-                    wait_until(
-                        lambda: all_delivered(inboxes, producer.answered) if producer else True,
-                        timeout=60,
-                        what="the posts before are delivered",
-                    )
+                    assert producer is not None
+                    wait_delivered(inboxes, producer.answered, 60)  # the check finds a loss
                     user = ARMED[moment][1]
                     killers.append(KillOnFirstMessage(case, user_topic(user), holder.pid))
 
@@ -137,11 +127,7 @@ def test_kill_9_of_the_aggregator_with_a_thousand_personal_channels(
             producer.join(120)
             assert producer.failure is None, producer.failure
             assert not producer.is_alive(), "the producer did not finish"
-            wait_until(
-                lambda: all_delivered(inboxes, producer.answered) if producer else False,
-                timeout=60,
-                what="every subscriber has as many messages as were acknowledged to it",
-            )
+            wait_delivered(inboxes, producer.answered, 60)
         finally:
             if producer is not None:
                 producer.stop()
