@@ -19,8 +19,8 @@ waits until every stream has its message. A row:
 * `delivered`: distinct messages received of S streams (and duplicates, out of order,
   missing);
 * `publish s`: the POSTs' time; `deliver s`: from the first POST until every POST was
-  answered and every stream had its message; `cpu ms/ch`: the deployment's CPU from the
-  first POST to then, per topic.
+  answered and every stream had its message; `cpu ms/ch`: the pushsvc processes' CPU from
+  the first POST to then, per topic, and Redis's apart (`redis_cpu_ms_per_channel`).
 
 `--streams S` opens streams on the first S topics only: one process holds as many streams as
 its open-files limit allows (18,000 under a hard limit of 20,000), so `pushsvc serve` alone
@@ -43,6 +43,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import resource
+import subprocess
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +54,7 @@ from harness.procfs import cpu_seconds, rss_kb
 from harness.redis_cluster import RedisClusterServers
 
 from bench.child import JsonLinesChild, c_subscribers
-from bench.common import Column, Report, machine, parser
+from bench.common import Column, Report, machine, parser, redis_cpu_s
 from bench.servers import PUSHSVC_ENV, PushsvcRedis, ServerUnderTest, make_deployment
 from pushsvc.core.lists import comma_list
 
@@ -82,6 +83,14 @@ class PushsvcCluster(PushsvcRedis):
         for node in self.cluster.primaries():
             with redis.Redis(port=node.port) as client:
                 total += int(client.info("memory")["used_memory"])
+        return total
+
+    def redis_cpu_s(self) -> float:
+        assert self.cluster is not None
+        total = 0.0
+        for node in self.cluster.primaries():
+            with redis.Redis(port=node.port) as client:
+                total += redis_cpu_s(client)
         return total
 
     def stop(self) -> None:
@@ -131,6 +140,19 @@ def publish(bases: list[str], channels: int, batch: int) -> float:
     return first
 
 
+def redis_cpu(server: ServerUnderTest, private: list[int]) -> float | None:
+    """The CPU seconds so far of the deployment's Redis: its redis-server's, a cluster's
+    primaries', or a private one's (`serve --workers`); None when it has none."""
+    if isinstance(server, PushsvcCluster):
+        return server.redis_cpu_s()
+    if server.redis is not None:
+        with redis.Redis.from_url(server.redis.url) as client:
+            return redis_cpu_s(client)
+    if private:
+        return sum(cpu_seconds(pid) or 0.0 for pid in private)
+    return None
+
+
 def _command(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8") as comm:
@@ -168,10 +190,12 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         opened = [p.record(900, "opened") for p in programs]
         ready = sum(o["ready"] for o in opened)
         if ready < streams:
-            raise RuntimeError(f"{ready} of {streams} streams opened: {opened}")
+            errors = [o["connect_errors"] for o in opened]
+            raise RuntimeError(f"{ready} of {streams} streams opened; connect errors {errors}")
         time.sleep(2)
         rss_streams = rss_kb(pids)
         cpu0 = sum(cpu_seconds(pid) or 0.0 for pid in pids)
+        redis_cpu0 = redis_cpu(server, redis_pids)
         first_post = publish(server.bases(), channels, batch)
         published = time.time()
         for program in programs:
@@ -180,6 +204,7 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         # Done once every POST is answered and every stream has its message.
         done_at = max(published, *(d["all_complete_at"] or d["last_delivery_at"] for d in drained))
         cpu = sum(cpu_seconds(pid) or 0.0 for pid in pids) - cpu0
+        redis_cpu1 = redis_cpu(server, redis_pids)
         time.sleep(2)
         rss_after, redis_after = rss_kb(pids), server.redis_used_memory()
         redis_rss_after = rss_kb(redis_pids)
@@ -213,6 +238,11 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         "publish_s": round(published - first_post, 2),
         "deliver_s": round(done_at - first_post, 2),
         "cpu_ms_per_channel": round(cpu * 1000 / channels, 3),
+        "redis_cpu_ms_per_channel": (
+            None
+            if redis_cpu0 is None or redis_cpu1 is None
+            else round((redis_cpu1 - redis_cpu0) * 1000 / channels, 3)
+        ),
         "latency_p99_ms_worst_program": max(r["latency_ms"]["p99"] or 0 for r in results),
     }
     if redis0 is not None and redis_after is not None:
@@ -255,7 +285,7 @@ def main() -> None:
         server = deployment(name, args.channels)
         try:
             row = measure(server, args.channels, streams, args.batch)
-        except (RuntimeError, OSError, KeyError) as failed:
+        except (RuntimeError, OSError, KeyError, subprocess.SubprocessError) as failed:
             row = {"server": name, "channels": args.channels, "status": "error",
                    "reason": str(failed)}  # fmt: skip
         report.row(row)
