@@ -1,6 +1,6 @@
-"""The personal-channels benchmark runs end to end at a tiny size — never a timing threshold.
+"""The channel-scale benchmark runs end to end at a tiny size — never a timing threshold.
 
-`bench/personal_channels.py` opens a stream on each of the first topics `u{i}` with the C
+`bench/channel_scale.py` opens a stream on each of the first topics `u{i}` with the C
 subscribers (their paths numbered: `{i}`), publishes one message to every topic by cross-topic
 batches, embedded and on Redis, and every stream gets its own message once.
 """
@@ -18,9 +18,9 @@ pytestmark = [
 ]
 
 
-def test_personal_channels_smoke_embedded_and_on_redis() -> None:
+def test_channel_scale_smoke_embedded_and_on_redis() -> None:
     done = run_bench(
-        "personal_channels", "--channels", "300", "--streams", "200", "--batch", "70",
+        "channel_scale", "--channels", "300", "--streams", "200", "--batch", "70",
         "--servers", "pushsvc-memory,pushsvc-redis-2", "--json", timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

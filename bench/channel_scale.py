@@ -28,10 +28,10 @@ holds fewer than 100,000, and `--workers W` about 18,000 W.
 
 The process raises its soft open-files limit to the hard one; its children inherit it.
 
-    python -m bench.personal_channels --channels 100000 --streams 15000 \\
+    python -m bench.channel_scale --channels 100000 --streams 15000 \\
         --servers pushsvc-memory --json
-    python -m bench.personal_channels --channels 100000 --servers pushsvc-workers-8 --json
-    python -m bench.personal_channels --channels 50000 --streams 15000 \\
+    python -m bench.channel_scale --channels 100000 --servers pushsvc-workers-8 --json
+    python -m bench.channel_scale --channels 50000 --streams 15000 \\
         --servers pushsvc-cluster-2 --json
 
 Figures and the projection to a million channels: docs/performance.md, "100,000 channels and
