@@ -117,29 +117,29 @@ def raise_open_files() -> int:
 
 
 def publish(bases: list[str], channels: int, batch: int) -> float:
-    """One message to every topic by cross-topic batches; when the first POST went (time.time)."""
-    connections = [http.client.HTTPConnection(*_address(base), timeout=120) for base in bases]
+    """One message to every topic by cross-topic batches, the web processes in turn, a
+    connection each (a kept-alive one idles past `--header-timeout` while the other web
+    process takes a long batch); when the first POST went (time.time)."""
+    turns = itertools.cycle(bases)
     first = time.time()
-    turns = itertools.cycle(connections)
-    try:
-        for start in range(0, channels, batch):
-            sent = repr(time.time())  # a string, as every load generator sends it
-            items = [
-                {"topic": f"u{i}", "data": {"value": 0, "tags": {"sent": sent}}}
-                for i in range(start, min(start + batch, channels))
-            ]
-            connection = next(turns)
+    for start in range(0, channels, batch):
+        sent = repr(time.time())  # a string, as every load generator sends it
+        items = [
+            {"topic": f"u{i}", "data": {"value": 0, "tags": {"sent": sent}}}
+            for i in range(start, min(start + batch, channels))
+        ]
+        connection = http.client.HTTPConnection(*_address(next(turns)), timeout=300)
+        try:
             connection.request(
                 "POST", "/events", orjson.dumps(items), {"Content-Type": "application/json"}
             )
             answer = connection.getresponse()
             body = answer.read()
-            if answer.status != 202:
-                refused = [r for r in orjson.loads(body)["results"] if "error" in r]
-                raise RuntimeError(f"POST /events: {answer.status} {refused[:2]}")
-    finally:
-        for connection in connections:
+        finally:
             connection.close()
+        if answer.status != 202:
+            refused = [r for r in orjson.loads(body)["results"] if "error" in r]
+            raise RuntimeError(f"POST /events: {answer.status} {refused[:2]}")
     return first
 
 
