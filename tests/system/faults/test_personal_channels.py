@@ -1,6 +1,6 @@
-"""A channel per user through kill -9 of the aggregator (docs/reliability.md, "A channel per
-user"): 1,000 topics `u{i}`, each read by one subscriber on `/topics/u{i}/messages` (one
-asyncio loop, personal_channels.Inboxes), on two web processes and one aggregator on one
+"""A channel per user through kill -9 of the aggregator (docs/reliability.md, "Messages"):
+1,000 topics `u{i}`, each read by one subscriber on `/topics/u{i}/messages` (one asyncio
+loop, personal_channels.Inboxes), on two web processes and one aggregator on one
 redis-server. A producer publishes a burst: cross-topic batches (`POST /events`, a message for
 every user) and runs of single POSTs, among them, for a tenth of the users, a message stamped
 two minutes behind its topic's clock (past the grace), and for another tenth one stamped a
@@ -12,7 +12,7 @@ whatever their timestamps (`check_inboxes`).
 Moments:
 
 * `early` — at the first bytes of the burst's first update (user 0's, of the first batch): the
-  batch is logged, one update of it out;
+  batch still being logged, one update of it out;
 * `mid-burst` — half-way through the run of single POSTs, each applied as it comes;
 * `during-a-batch` — at the first bytes of user 500's update of the third batch (a raw
   subscriber of its channel kills, `moments.KillOnFirstMessage`): the aggregator dies
