@@ -180,6 +180,14 @@ def _command(pid: int) -> str:
         return ""
 
 
+def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, n in one.items():
+            total[key] = total.get(key, 0) + n
+    return total
+
+
 def _address(base: str) -> tuple[str, int]:
     parts = urlsplit(base)
     return parts.hostname or "127.0.0.1", parts.port or 80
@@ -254,6 +262,7 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         "duplicates": total("duplicates"),
         "out_of_order": total("out_of_order"),
         "missing": total("missing"),
+        "stream_errors": _summed([d["stream_errors"] for d in drained]),
         "publish_s": round(published - first_post, 2),
         "deliver_s": round(done_at - first_post, 2),
         "cpu_ms_per_channel": round(cpu * 1000 / channels, 3),
