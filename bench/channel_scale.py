@@ -17,7 +17,8 @@ waits until every stream has its message. A row:
   `used_memory` per topic after delivery, over before the first stream (summed over a
   cluster's primaries); a private redis-server's RSS (`serve --workers`) apart, per topic;
 * `delivered`: distinct messages received of S streams (and duplicates, out of order,
-  missing);
+  missing); a stream the server ends comes back as an EventSource does, with
+  `Last-Event-ID` (`reconnects`, `gaps`, and the server's `server_disconnects` by reason);
 * `publish s`: the POSTs' time; `deliver s`: from the first POST until every POST was
   answered and every stream had its message; `cpu ms/ch`: the pushsvc processes' CPU from
   the first POST to then, per topic, and Redis's apart (`redis_cpu_ms_per_channel`).
@@ -44,6 +45,7 @@ import contextlib
 import http.client
 import itertools
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -61,6 +63,7 @@ from bench.common import Column, Report, machine, parser, redis_cpu_s
 from bench.servers import PUSHSVC_ENV, PushsvcRedis, ServerUnderTest, make_deployment
 from pushsvc.core.lists import comma_list
 
+_DISCONNECTS = re.compile(r'^pushsvc_stream_disconnects_total\{reason="(\w+)"\} (\S+)$', re.M)
 PER_PROGRAM = 15_000
 """Streams per C subscriber program, each from its own source address: below the 20,000 open
 files a process may have on the machine this was written on (docs/performance.md)."""
@@ -180,6 +183,22 @@ def _command(pid: int) -> str:
         return ""
 
 
+def _disconnects(bases: list[str]) -> dict[str, int]:
+    """`pushsvc_stream_disconnects_total` by reason, summed over the web processes' scrapes
+    (with `serve --workers`, one scrape reaches one worker)."""
+    counts: list[dict[str, int]] = []
+    for base in bases:
+        connection = http.client.HTTPConnection(*_address(base), timeout=30)
+        try:
+            connection.request("GET", "/metrics")
+            text = connection.getresponse().read().decode()
+        finally:
+            connection.close()
+        found = _DISCONNECTS.findall(text)
+        counts.append({reason: int(float(n)) for reason, n in found if float(n)})
+    return _summed(counts)
+
+
 def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
     total: dict[str, int] = {}
     for one in counts:
@@ -212,7 +231,10 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         timeouts = {"connect": 600.0, "publish": 600.0, "drain": 300.0, "idle": 60.0}
         for k, first in enumerate(range(0, streams, PER_PROGRAM)):
             count = min(PER_PROGRAM, streams - first)
-            more = ("--messages", "--hold", "--first", str(first), "--source", f"127.0.0.{11 + k}")
+            more = (
+                "--messages", "--reconnect", "--hold", "--first", str(first),
+                "--source", f"127.0.0.{11 + k}",
+            )  # fmt: skip
             programs.append(c_subscribers(urls, count, 1, timeouts, *more))
         opened = [p.record(900, "opened") for p in programs]
         ready = sum(o["ready"] for o in opened)
@@ -234,6 +256,7 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         redis_cpu1 = redis_cpu(server, redis_pids)
         time.sleep(2)
         rss_after, redis_after = rss_kb(pids), server.redis_used_memory()
+        ended = _disconnects(server.bases())
         redis_rss_after = rss_kb(redis_pids)
         for program in programs:
             program.tell(b"measured")
@@ -263,6 +286,9 @@ def measure(server: ServerUnderTest, channels: int, streams: int, batch: int) ->
         "out_of_order": total("out_of_order"),
         "missing": total("missing"),
         "stream_errors": _summed([d["stream_errors"] for d in drained]),
+        "reconnects": sum(int(d["reconnects"]) for d in drained),
+        "gaps": sum(int(d["gaps"]) for d in drained),
+        "server_disconnects": ended,
         "publish_s": round(published - first_post, 2),
         "deliver_s": round(done_at - first_post, 2),
         "cpu_ms_per_channel": round(cpu * 1000 / channels, 3),
