@@ -4,7 +4,7 @@ one subscriber each, fed M messages at R a second.
 The shape of "your order shipped": every message goes to one subscriber. Each server runs in
 turn, pinned to its own core (`--server-core`, with `taskset -a`: every thread of every
 process), while this driver, its publisher and the C subscribers (bench/loadgen/sse_clients.c
-with `--per-stream`: stream i reads channel u{i}) run on the other (`--client-core`). Message k
+`{i}` in the path: stream i reads channel u{i}) run on the other (`--client-core`). Message k
 goes to channel u{k mod N} with value k div N, the 100-byte body of the relay benchmark
 (`bench/loadgen/kinds.message_body`), the same bytes on both servers.
 
@@ -197,7 +197,7 @@ def scenario(server: str, mode: str, rate: float, args: argparse.Namespace) -> d
                     "drain": args.drain_timeout, "idle": args.idle_timeout}  # fmt: skip
         subscribers = c_subscribers(
             stream, args.channels, per_channel, timeouts,
-            "--wait-go", "--hold", "--messages", "--per-stream",
+            "--wait-go", "--hold", "--messages",
         )  # fmt: skip
         opened = subscribers.record(timeout=timeouts["connect"] + 30, phase="opened")
         time.sleep(args.settle)  # the connected, idle server settles

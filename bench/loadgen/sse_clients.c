@@ -11,7 +11,8 @@
  * to `python -m bench.loadgen --mode deliveries --wait-go --hold`):
  *
  *   - opens --subscribers N streams (`GET <path> HTTP/1.1`) round-robin over the --stream
- *     URLs, from --source (a 127.0.0.x of its own: each source address has its own
+ *     URLs (a `{i}` in a path is stream i's number plus --first: a channel per stream, e.g.
+ *     /topics/u{i}/messages, several programs taking turns by --first), from --source (a 127.0.0.x of its own: each source address has its own
  *     ephemeral ports), at most 100 not yet live at once (below gevent's listen backlog);
  *   - frames each response strictly: status 200, text/event-stream, a chunked or
  *     close-delimited body (no Content-Length), LF line ends (a CR is refused, not guessed);
@@ -28,8 +29,6 @@
  *     named or not, is a delivery whose data is the published JSON object with `value` and
  *     `tags.sent` at its top; `event: gap` is counted as a gap; a message without data (a
  *     bare `id:`) is none; ids are checked where they are pushsvc's, other ids ignored;
- *   - with --per-stream the `{i}` in a URL's path is each stream's number (0..N-1): a
- *     channel per subscriber (bench/personal_channels.py);
  *   - with --reconnect it comes back as EventSource does: a stream the server ends (or a
  *     connection refused while it is down) is opened again after the last `retry:` it was
  *     sent, with `Last-Event-ID` (the last `id:` dispatched), and its counts go on across its
@@ -142,8 +141,9 @@ static struct {
     const char *source;
     long subscribers, events;
     double connect_timeout, publish_timeout, drain_timeout, idle_timeout;
-    int wait_go, hold, reconnect, messages, per_stream;
+    int wait_go, hold, reconnect, messages;
     long batch_us;
+    long first; /* what `{i}` in a path counts from */
 } cfg = {.connect_timeout = 60, .publish_timeout = 300, .drain_timeout = 30, .idle_timeout = 5};
 
 static struct conn *conns;
@@ -748,14 +748,14 @@ static void on_connected(struct conn *c) {
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
     const char *request = cfg.request[c->url];
-    char own[sizeof cfg.request[0] + 24];
-    const char *slot = cfg.per_stream ? strstr(request, "{i}") : NULL;
-    if (slot != NULL) { /* --per-stream: this stream's own channel */
-        snprintf(own, sizeof own, "%.*s%ld%s", (int)(slot - request), request, (long)(c - conns),
-                 slot + 3);
-        request = own;
+    char numbered[sizeof cfg.request[0] + 24];
+    const char *mark = strstr(request, "{i}");
+    if (mark) { /* this stream's own channel */
+        snprintf(numbered, sizeof numbered, "%.*s%ld%s", (int)(mark - request), request,
+                 cfg.first + (long)(c - conns), mark + 3);
+        request = numbered;
     }
-    char resume[sizeof own + sizeof c->last_event_id + 32];
+    char resume[sizeof numbered + sizeof c->last_event_id + 32];
     if (c->last_event_id_len) { /* the request's head, Last-Event-ID before its blank line */
         size_t head = strlen(request) - 2;
         snprintf(resume, sizeof resume, "%.*sLast-Event-ID: %.*s\r\n\r\n", (int)head, request,
@@ -883,7 +883,7 @@ static void usage(void) {
             "usage: sse_clients --stream URL [--stream URL ...] --subscribers N --events M\n"
             "  [--source ADDRESS] [--connect-timeout S] [--publish-timeout S]\n"
             "  [--drain-timeout S] [--idle-timeout S] [--batch-us US] [--wait-go] [--hold]\n"
-            "  [--reconnect] [--messages] [--per-stream]\n");
+            "  [--reconnect] [--messages] [--first N]\n");
     exit(2);
 }
 
@@ -912,7 +912,6 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--hold") == 0) cfg.hold = 1;
         else if (strcmp(a, "--reconnect") == 0) cfg.reconnect = 1;
         else if (strcmp(a, "--messages") == 0) cfg.messages = 1;
-        else if (strcmp(a, "--per-stream") == 0) cfg.per_stream = 1;
         else if (v == NULL) usage();
         else if (strcmp(a, "--stream") == 0) add_url(v), i++;
         else if (strcmp(a, "--subscribers") == 0) cfg.subscribers = atol(v), i++;
@@ -922,6 +921,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--publish-timeout") == 0) cfg.publish_timeout = atof(v), i++;
         else if (strcmp(a, "--drain-timeout") == 0) cfg.drain_timeout = atof(v), i++;
         else if (strcmp(a, "--idle-timeout") == 0) cfg.idle_timeout = atof(v), i++;
+        else if (strcmp(a, "--first") == 0) cfg.first = atol(v), i++;
         else if (strcmp(a, "--batch-us") == 0) cfg.batch_us = atol(v) % 1000000, i++;
         else usage();
     }
