@@ -345,7 +345,9 @@ def scenario(server_name: str, mode: str, rate: float, args: argparse.Namespace)
         **published,
         **{key: sum(int(r[key]) for r in results) for key in SUMMED},
         "delivered": delivered,
-        "latency_ms": {q: _worst([r["latency_ms"][q] for r in results]) for q in ("p50", "p99")},
+        "latency_ms": {
+            q: _worst([r["latency_ms"][q] for r in results]) for q in ("p50", "p99", "max")
+        },
         "stream_errors": _summed([d["stream_errors"] for d in drained]),
         "reconnects": sum(int(d.get("reconnects", 0)) for d in drained),
         "gaps": sum(int(d.get("gaps", 0)) for d in drained),
