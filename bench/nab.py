@@ -215,13 +215,6 @@ def read_points(port: int, file: NabFile, timeout: float = 120) -> list[dict[str
     return points
 
 
-def bucket_scores(points: list[dict[str, Any]], params: Params) -> list[float]:
-    """`pushsvc.series.anomaly`'s scores of the points' means, in order: what the server
-    must have given them."""
-    detector = Detector(params)
-    return [detector.score(float(p["mean"])) for p in points]
-
-
 @dataclass(frozen=True, slots=True)
 class FileResult:
     file: NabFile
@@ -235,7 +228,8 @@ class FileResult:
 def check(file: NabFile, points: list[dict[str, Any]], params: Params) -> FileResult:
     """Each row's score (its bucket's) and the agreement with the detector module."""
     read = [float(p["anomaly"]) for p in points]
-    expected = bucket_scores(points, params)
+    detector = Detector(params)  # what the server must have given the bucket means
+    expected = [detector.score(float(p["mean"])) for p in points]
     mismatch_buckets = sum(a != b for a, b in zip(read, expected, strict=True))
     by_bucket = {int(p["t"]): float(p["anomaly"]) for p in points}
     row_scores = [by_bucket[b] for b in file.buckets]
@@ -254,16 +248,17 @@ def labels(file: NabFile, windows: list[list[str]]) -> list[int]:
 
 def write_results(out: Path, result: FileResult, windows: list[list[str]]) -> Path:
     """NAB's results file of one data file."""
-    category, filename = result.file.relative.split("/")
-    target = out / NAME / category / f"{NAME}_{filename}"
+    scores = result.row_scores
+    return _write(out, NAME, result.file, scores, labels(result.file, windows))
+
+
+def _write(
+    out: Path, detector: str, file: NabFile, scores: Sequence[float], labels: Sequence[int]
+) -> Path:
+    category, filename = file.relative.split("/")
+    target = out / detector / category / f"{detector}_{filename}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    rows = zip(
-        result.file.timestamps,
-        result.file.values,
-        result.row_scores,
-        labels(result.file, windows),
-        strict=True,
-    )
+    rows = zip(file.timestamps, file.values, scores, labels, strict=True)
     with target.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["timestamp", "value", "anomaly_score", "label"])
@@ -333,22 +328,11 @@ def _score_only(nab: Path, corpus: Path, out: Path, threshold: float) -> None:
         # NAB's null detector's results are NAB's corpus': another corpus gets its own, from
         # that detector's one constant, scored by NAB like any detector.
         for file in load_corpus(corpus):
-            _write_null(out, file)
+            _write(out, "null", file, [NULL_SCORE] * len(file.values), [0] * len(file.values))
     runner = nab_runner(nab, out, corpus)
     if corpus != nab:
         runner.score(["null"], runner.optimize(["null"]))
     print(json.dumps(nab_scores(runner, out, NAME, threshold, windows)))
-
-
-def _write_null(out: Path, file: NabFile) -> None:
-    category, filename = file.relative.split("/")
-    target = out / "null" / category / f"null_{filename}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["timestamp", "value", "anomaly_score", "label"])
-        for stamp, value in zip(file.timestamps, file.values, strict=True):
-            writer.writerow([stamp, repr(value), NULL_SCORE, 0])
 
 
 def _table(summary: dict[str, Any]) -> str:
