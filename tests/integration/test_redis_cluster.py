@@ -10,16 +10,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
+from harness.fenced_publish import publish as publish_fenced
 from harness.redis_cluster import SLOTS, RedisClusterServers, redis_cli_slot_ranges
 from harness.redis_server import BINARY_ENV, RedisServer
 
+from pushsvc.broker.redis.broker import RedisBroker
+from pushsvc.broker.redis.connect import pooled_client
 from pushsvc.broker.redis.keys import Keys
 from pushsvc.broker.redis.lease_group import RedisLeaseGroup
 from pushsvc.broker.redis.slots import partition_slot, partition_tags
+from pushsvc.core.cursor import Cursor
+from pushsvc.core.topics import TopicMatcher
+from pushsvc.core.updates import UpdateDraft
 
 pytestmark = [pytest.mark.cluster, pytest.mark.redis]
 
@@ -174,3 +184,70 @@ def test_partition_leases_survive_a_node_whose_renewals_failed_for_less_than_a_l
     finally:
         group.leave()
         group.close()
+
+
+def _at_once(calls: int, call: Callable[[], object]) -> tuple[list[object], list[Exception]]:
+    """`call` from `calls` threads let go together: what each returned, what each raised."""
+    start = threading.Barrier(calls)
+    answers: list[object] = []
+    errors: list[Exception] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            answers.append(call())
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, errors
+
+
+def test_commands_past_a_nodes_pool_bound_wait_for_a_connection_and_answer(
+    redis_cluster: RedisClusterServers, prefix: str
+) -> None:
+    """16 commands at once to one node through the web's command client with 2 connections a
+    node, each holding its connection 0.3 s (a BLPOP on an empty list): each waits its turn
+    for a connection and answers, as on one Redis; none raises "Too many connections" (the
+    per-node pools of a `RedisCluster` made from startup nodes raised at their bound, and a
+    stream being primed then ended as `error`). Eight turns of two: the bound held."""
+    client = pooled_client(redis_cluster.url, max_connections=2, socket_timeout=5.0)
+    try:
+        began = time.monotonic()
+        answers, errors = _at_once(16, lambda: client.blpop([f"{prefix}{{pool}}:empty"], 0.3))
+        took = time.monotonic() - began
+    finally:
+        client.close()
+    assert errors == []
+    assert answers == [None] * 16
+    assert took >= 8 * 0.3, took
+
+
+def test_a_burst_of_stream_primings_on_a_small_pool_all_read(
+    redis_cluster: RedisClusterServers, prefix: str
+) -> None:
+    """What a burst of new streams asks of a web process's broker (each its topic's latest
+    update, each a resume's replay), 24 at once on a pool of one connection a node: every
+    read answers, with what was published; none is refused as unavailable."""
+    broker = RedisBroker(redis_cluster.url, prefix=prefix, partitions=16, max_connections=1)
+    try:
+        topics = [f"u{n}" for n in range(24)]
+        publish_fenced(
+            broker, [UpdateDraft(t, 1_000_000, orjson.dumps({"topic": t})) for t in topics]
+        )
+
+        def prime() -> tuple[int, int]:
+            latest = broker.latest(TopicMatcher(topics))
+            replayed = broker.replay(Cursor(), TopicMatcher(topics))
+            return len(latest), len(replayed.updates)
+
+        for _ in range(5):
+            answers, errors = _at_once(24, prime)
+            assert errors == []
+            assert answers == [(24, 24)] * 24
+    finally:
+        broker.close()

@@ -27,7 +27,8 @@ The named exits (`StreamExit`, the `reason` of `pushsvc_stream_disconnects_total
 * `reset`    — the broker connection was lost and updates may have been missed (Hub.reset):
   the client reconnects and resumes from the history;
 * `error`    — the subscription could not be primed (the history could not be read): the
-  response breaks off before the stream goes live, and EventSource retries;
+  response breaks off before the stream goes live, and EventSource retries (a messages
+  stream that came with no `Last-Event-ID` says `event: gap` first: `unprimed_gap`);
 * `slow`     — the client's socket took nothing for the slow-client timeout while the stream
   held bytes for it (the hub's sweeper, or the server's write deadline);
 * `expired`  — the token the stream was opened with has expired (EventSource reconnects with
@@ -40,13 +41,15 @@ The named exits (`StreamExit`, the `reason` of `pushsvc_stream_disconnects_total
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 
+import orjson
+
 from pushsvc.broker.base import Broker, UpdatesFeed
 from pushsvc.core.cursor import Cursor
-from pushsvc.core.sse import retry_line
+from pushsvc.core.sse import encode_message, retry_line
 from pushsvc.core.topics import TopicMatcher
 from pushsvc.deliver import peer_watch, subscription
 from pushsvc.deliver.compression import CompressedRendering, HeadCompressor, shape_key
@@ -55,7 +58,7 @@ from pushsvc.deliver.live_stream import LiveStream, Renew, StreamSink
 from pushsvc.deliver.pacer import Paced
 from pushsvc.deliver.peer_watch import PeerWatch
 from pushsvc.deliver.projection import Projection
-from pushsvc.deliver.rendering import Rendering, rendering_for_stream
+from pushsvc.deliver.rendering import GAP_EVENT, Rendering, rendering_for_stream
 from pushsvc.deliver.server_writes import ServerWrites
 from pushsvc.deliver.shared_deflate import SharedDeflates
 from pushsvc.deliver.stream_socket import (
@@ -141,11 +144,15 @@ def events(
         # is primed before its response's head goes out, so that every message published
         # once its client has the head is the stream's. A history that cannot be read ends
         # it at once, with a 200 and its `retry:` (an EventSource retries; an error status
-        # would make it give up for good).
+        # would make it give up for good), and a gap where its client has no id to resume
+        # from (`unprimed_gap`).
         try:
             primed = subscribe()
         except BrokerUnavailable:
             yield retry
+            if request.last_event_id is None and request.resume is None:
+                gap = unprimed_gap(request.projection, request.matcher.selectors)
+                yield head.compress(gap) if head else gap
             return
         yield retry
     else:
@@ -229,6 +236,18 @@ def events(
             if client.closed_reason not in (None, StreamExit.SHUTDOWN, StreamExit.GONE):
                 log.info("stream ended: %s", client.closed_reason)
             primed.close()
+
+
+def unprimed_gap(projection: Projection | None, selectors: Iterable[str]) -> bytes:
+    """What a messages stream that came with no position (no `Last-Event-ID`) and could not
+    be primed sends after its `retry:`: an `event: gap` naming its topics and patterns (none
+    on a Mercure stream, as `rendering.messages_head`), with no `id:`. Its client has no
+    position to come back with, so its next stream starts live: what is published until then
+    is never replayed to it, and it is told so. A stream that came with a position needs
+    none: its client keeps its `Last-Event-ID`, and its next stream replays from there."""
+    named = () if projection is not None and projection.mercure is not None else selectors
+    data = orjson.dumps({"topics": sorted(set(named))})
+    return encode_message(data, event=GAP_EVENT)
 
 
 def head_page_size(max_stream_buffer: int) -> int:

@@ -15,6 +15,12 @@ client has re-read the cluster's topology for the next command: the process's on
 (`cluster_view.py`), which every cluster client and sharded reader shares. Plain pub/sub (the
 bridge's ingest channels) is the exception: one node hears every PUBLISH there, chosen again
 at each connection (`pubsub_clients`).
+
+A cluster client's per-node pools are made as the one-Redis path's pool is: `pooled_client`'s
+wait for a free connection (`BlockingConnectionPool`, at most `timeout` seconds) rather than
+raise "Too many connections" at their bound, which would end a stream on a momentary burst.
+redis-py hands a `connection_pool_class` to the node pools only of a `RedisCluster` made from
+a URL, so the cluster is made from its first seed's URL, the other seeds as startup nodes.
 """
 
 from __future__ import annotations
@@ -106,19 +112,35 @@ class _Cluster(RedisCluster):
         return pipe
 
 
-def _cluster(url: str, *, max_connections: int, **options: Any) -> redis.Redis:
+def _seed_url(host: str, port: int, *, tls: bool) -> str:
+    """A seed as the `redis://` URL redis-py's `RedisCluster` reads its first node from (the
+    scheme says TLS; credentials are passed apart, unquoted)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'rediss' if tls else 'redis'}://{shown}:{port}"
+
+
+def _cluster(
+    url: str,
+    *,
+    max_connections: int,
+    pool_class: type[redis.ConnectionPool] = redis.ConnectionPool,
+    **options: Any,
+) -> redis.Redis:
     """A `RedisCluster` (typed as the `redis.Redis` whose commands it shares: the broker
-    calls only commands both have, and every script's keys are in one slot)."""
+    calls only commands both have, and every script's keys are in one slot), each node's
+    connections in a `pool_class` of `max_connections` (see the module docstring)."""
     parsed = parse_cluster_url(url)
+    (host, port), *others = parsed.seeds
     try:
         cluster = _Cluster(
+            url=_seed_url(host, port, tls=parsed.tls),
             startup_nodes=[
-                ClusterNode(host, port)  # type: ignore[no-untyped-call]
-                for host, port in parsed.seeds
+                ClusterNode(other_host, other_port)  # type: ignore[no-untyped-call]
+                for other_host, other_port in others
             ],
             username=parsed.username,
             password=parsed.password,
-            ssl=parsed.tls,
+            connection_pool_class=pool_class,
             max_connections=max_connections,
             # A slot without a primary answers 503 for its partitions only; the others serve.
             require_full_coverage=False,
@@ -149,8 +171,13 @@ def pooled_client(url: str, *, max_connections: int, socket_timeout: float) -> r
     if is_sentinel(url):
         return _primary(url, _BlockingSentinelPool, **options)
     if is_cluster(url):
-        del options["timeout"], options["max_connections"]  # not RedisCluster's
-        return _cluster(url, max_connections=max_connections, **options)
+        del options["max_connections"]  # `timeout` is the node pools' wait, as above
+        return _cluster(
+            url,
+            max_connections=max_connections,
+            pool_class=redis.BlockingConnectionPool,
+            **options,
+        )
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
 
 
