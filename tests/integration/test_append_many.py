@@ -1,0 +1,126 @@
+"""The Redis broker's appends of many topics at once (`RedisBroker.append_many`), on one
+redis-server and on a Redis Cluster: what a cross-topic request costs in round trips, and that
+each topic's append stays its own, answering alone.
+
+Round trips are read off Redis itself: `INFO stats` `total_writes_processed` counts the times
+it wrote replies to a client, once per batch of commands it read together, so appends sent one
+by one cost one each and a pipeline of them a few.
+
+All of this module's cluster cases share one `redis_cluster` (a module runs on one worker)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from harness.redis_cluster import RedisClusterServers
+from harness.redis_server import RedisServer
+
+from pushsvc.broker.base import Appended
+from pushsvc.broker.many_appends import TopicAppend
+from pushsvc.broker.redis import RedisBroker
+from pushsvc.core.event import Event
+from pushsvc.core.idempotency import Idempotency
+from pushsvc.errors import BrokerUnavailable
+
+T0 = 1_763_700_000_000_000
+TOPICS = 1000
+
+BACKENDS = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+]
+
+
+class Deployment:
+    def __init__(self, url: str, primaries: list[redis.Redis], commands: redis.Redis) -> None:
+        self.url = url
+        self.primaries = primaries
+        self.commands = commands
+        """A client whose commands reach any key (a cluster client on a cluster)."""
+
+    def writes(self) -> int:
+        """Replies Redis wrote to clients so far, summed over the primaries."""
+        return sum(int(p.info("stats")["total_writes_processed"]) for p in self.primaries)
+
+
+@pytest.fixture(params=BACKENDS)
+def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        primaries = [redis.Redis.from_url(server.url)]
+        url, commands = server.url, primaries[0]
+    else:
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        primaries = [cluster.client(node) for node in cluster.primaries()]
+        url = cluster.url
+        commands = redis.RedisCluster(host="127.0.0.1", port=cluster.primaries()[0].port)
+    yield Deployment(url, primaries, commands)
+    for client in [*primaries, commands]:
+        client.close()
+
+
+@pytest.fixture
+def broker(deployment: Deployment) -> Iterator[RedisBroker]:
+    made = RedisBroker(deployment.url, prefix=f"t{uuid.uuid4().hex[:8]}:", partitions=16)
+    yield made
+    made.close()
+
+
+def _appends(stem: str, count: int, value: float = 1.0) -> list[TopicAppend]:
+    return [
+        TopicAppend(f"{stem}{i}", [Event(value, T0 + i)], lateness_us=1_000_000)
+        for i in range(count)
+    ]
+
+
+def test_a_thousand_topics_cost_a_few_round_trips_where_one_by_one_cost_one_each(
+    deployment: Deployment, broker: RedisBroker
+) -> None:
+    stem = f"u{uuid.uuid4().hex[:6]}-"
+    appends = _appends(stem, TOPICS)
+    # New topics: a pipeline, their admission under one lock, a pipeline again.
+    assert broker.append_many(appends) == [Appended(1)] * TOPICS
+    before = deployment.writes()
+    assert broker.append_many(_appends(stem, TOPICS, 2.0)) == [Appended(1)] * TOPICS
+    together = deployment.writes() - before
+    before = deployment.writes()
+    for append in _appends(stem, TOPICS, 3.0):
+        assert broker.append_events(append.topic, append.events, lateness_us=1_000_000)
+    alone = deployment.writes() - before
+    assert alone >= TOPICS  # the counter counts round trips
+    assert together <= 50, together
+
+
+def test_one_topic_whose_script_fails_answers_its_error_and_the_others_are_logged(
+    deployment: Deployment, broker: RedisBroker
+) -> None:
+    stem = f"f{uuid.uuid4().hex[:6]}-"
+    key = Idempotency("k1", "d" * 32, 60_000)
+    appends = [a._replace(idempotency=key) for a in _appends(stem, 50)]
+    broken = appends[17].topic
+    # The topic's idempotency key is a hash: its script's GET fails (WRONGTYPE), after
+    # nothing was written, in its own partition among others' appends.
+    part = broker.keys.of(broken)
+    deployment.commands.hset(part.idempotency(broken, key.key), "x", "y")
+    results = broker.append_many(appends)
+    assert isinstance(results[17], BrokerUnavailable)
+    assert [r for i, r in enumerate(results) if i != 17] == [Appended(1)] * 49
+    assert not broker.keeps_topic(broken)
+    # The others remember the key: the same request again replays them.
+    again = broker.append_many(appends)
+    assert [r for i, r in enumerate(again) if i != 17] == [Appended(1, replayed=True)] * 49
+
+
+def test_a_redis_that_forgot_the_script_is_sent_it_and_each_append_is_logged_once(
+    deployment: Deployment, broker: RedisBroker
+) -> None:
+    stem = f"s{uuid.uuid4().hex[:6]}-"
+    assert broker.append_many(_appends(stem, 200)) == [Appended(1)] * 200
+    for primary in deployment.primaries:
+        primary.script_flush()
+    assert broker.append_many(_appends(stem, 200, 2.0)) == [Appended(1)] * 200
+    entries = sum(int(deployment.commands.xlen(part.log)) for part in broker.keys)
+    assert entries == 400
