@@ -91,7 +91,7 @@ def test_a_thousand_topics_cost_a_few_round_trips_where_one_by_one_cost_one_each
         assert broker.append_events(append.topic, append.events, lateness_us=1_000_000)
     alone = deployment.writes() - before
     assert alone >= TOPICS  # the counter counts round trips
-    assert together <= 50, together
+    assert together <= TOPICS // 10, together  # bytes read, not appends, set the count
 
 
 def test_one_topic_whose_script_fails_answers_its_error_and_the_others_are_logged(
