@@ -124,3 +124,33 @@ def test_a_redis_that_forgot_the_script_is_sent_it_and_each_append_is_logged_onc
     assert broker.append_many(_appends(stem, 200, 2.0)) == [Appended(1)] * 200
     entries = sum(int(deployment.commands.xlen(part.log)) for part in broker.keys)
     assert entries == 400
+
+
+@pytest.mark.redis
+def test_a_connection_lost_mid_pipeline_answers_what_arrived_and_sends_nothing_twice(
+    own_redis: RedisServer,
+) -> None:
+    """Redis answers the appends before a command it cannot read (a bulk past
+    `proto-max-bulk-len`), then closes the connection: those keep their answers, the rest are
+    unavailable, none sent again; the request again with its key logs the rest, once."""
+    with redis.Redis.from_url(own_redis.url) as admin:
+        admin.config_set("proto-max-bulk-len", 1024 * 1024)
+        broker = RedisBroker(own_redis.url, prefix="lost:", partitions=16)
+        try:
+            key = Idempotency("k2", "e" * 32, 60_000)
+            appends = [a._replace(idempotency=key) for a in _appends("lost-", 40)]
+            broker.append_many(appends[:1])  # the script known, the partition's keys made
+            huge = Event(1.0, T0, {"big": "x" * (1024 * 1024 + 1)})
+            appends[25] = appends[25]._replace(events=[huge])
+            results = broker.append_many(appends)
+            assert results[:25] == [Appended(1, replayed=True)] + [Appended(1)] * 24
+            assert all(isinstance(r, BrokerUnavailable) for r in results[25:]), results[25:]
+            logged = sum(int(admin.xlen(part.log)) for part in broker.keys)
+            assert logged == 25
+            admin.config_set("proto-max-bulk-len", 512 * 1024 * 1024)
+            again = broker.append_many(appends)
+            assert again[:25] == [Appended(1, replayed=True)] * 25
+            assert again[25:] == [Appended(1)] * 15
+            assert sum(int(admin.xlen(part.log)) for part in broker.keys) == 40
+        finally:
+            broker.close()
