@@ -339,6 +339,8 @@ class RedisBroker:
         with its connection is that append's BrokerUnavailable, never sent again: it may
         have been logged (a retry with the same Idempotency-Key logs it once)."""
         self._check_open()
+        if not appends:
+            return []
         calls = [
             self._append_call(a.topic, a.events, a.lateness_us, a.idempotency, a.keep_late, None)
             for a in appends
@@ -379,8 +381,9 @@ class RedisBroker:
                         calls[place][1][ADMIT_ARG] = "1"
                     settle(admitted)
             except RequestError as exc:
+                gone = set(alone)
                 for place in admitting:
-                    if results[place] is None and place not in alone:
+                    if results[place] is None and place not in gone:
                         results[place] = exc
         for place in alone + new:  # `new`: admitted and still new (a race): as alone
             a = appends[place]
