@@ -21,6 +21,7 @@ from harness.redis_server import RedisServer
 from pushsvc.broker.base import Appended
 from pushsvc.broker.many_appends import TopicAppend
 from pushsvc.broker.redis import RedisBroker
+from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
 from pushsvc.errors import BrokerUnavailable
@@ -127,12 +128,12 @@ def test_a_redis_that_forgot_the_script_is_sent_it_and_each_append_is_logged_onc
 
 
 @pytest.mark.redis
-def test_a_connection_lost_mid_pipeline_answers_what_arrived_and_sends_nothing_twice(
-    own_redis: RedisServer,
-) -> None:
-    """Redis answers the appends before a command it cannot read (a bulk past
-    `proto-max-bulk-len`), then closes the connection: those keep their answers, the rest are
-    unavailable, none sent again; the request again with its key logs the rest, once."""
+def test_a_connection_lost_mid_pipeline_sends_nothing_twice(own_redis: RedisServer) -> None:
+    """Redis closes the connection at a command it cannot read (a bulk past
+    `proto-max-bulk-len`), having run some of the appends before it: an answer that arrived
+    stands (whether any did depends on when Redis closed), the rest are unavailable and none
+    is sent again; the request again with its key replays the ones logged and logs the rest,
+    each once."""
     with redis.Redis.from_url(own_redis.url) as admin:
         admin.config_set("proto-max-bulk-len", 1024 * 1024)
         broker = RedisBroker(own_redis.url, prefix="lost:", partitions=16)
@@ -143,14 +144,44 @@ def test_a_connection_lost_mid_pipeline_answers_what_arrived_and_sends_nothing_t
             huge = Event(1.0, T0, {"big": "x" * (1024 * 1024 + 1)})
             appends[25] = appends[25]._replace(events=[huge])
             results = broker.append_many(appends)
-            assert results[:25] == [Appended(1, replayed=True)] + [Appended(1)] * 24
-            assert all(isinstance(r, BrokerUnavailable) for r in results[25:]), results[25:]
-            logged = sum(int(admin.xlen(part.log)) for part in broker.keys)
-            assert logged == 25
+            # Redis ran the first `ran` of them, in order (how many it read before it closed
+            # the connection): the answers that arrived are theirs.
+            ran = sum(int(admin.xlen(part.log)) for part in broker.keys)
+            assert 1 <= ran <= 25
+            arrived = [Appended(1, replayed=True)] + [Appended(1)] * (ran - 1)
+            for result, answer in zip(results[:ran], arrived, strict=True):
+                assert result == answer or isinstance(result, BrokerUnavailable), results
+            assert all(isinstance(r, BrokerUnavailable) for r in results[ran:]), results
             admin.config_set("proto-max-bulk-len", 512 * 1024 * 1024)
             again = broker.append_many(appends)
-            assert again[:25] == [Appended(1, replayed=True)] * 25
-            assert again[25:] == [Appended(1)] * 15
+            assert again[:ran] == [Appended(1, replayed=True)] * ran
+            assert again[ran:] == [Appended(1)] * (40 - ran)
             assert sum(int(admin.xlen(part.log)) for part in broker.keys) == 40
         finally:
             broker.close()
+
+
+@pytest.mark.redis
+@pytest.mark.cluster
+def test_a_slot_moved_since_the_slot_map_was_read_is_followed_and_each_append_logged_once(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    """The pipeline to the slot's old owner is answered MOVED for that partition's appends,
+    which ran nothing there: each goes again alone to the new owner, once."""
+    broker = RedisBroker(redis_cluster.url, prefix=f"m{uuid.uuid4().hex[:8]}:", partitions=16)
+    slot = partition_slot(0, 16)
+    source = redis_cluster.owner_of(slot)
+    target = next(p for p in redis_cluster.primaries() if p is not source)
+    counter = redis.RedisCluster(host="127.0.0.1", port=source.port)
+    try:
+        stem = f"m{uuid.uuid4().hex[:6]}-"
+        moved = [a.topic for a in _appends(stem, 200) if broker.partition_of(a.topic) == 0]
+        assert moved  # some of the topics are in the partition moved
+        assert broker.append_many(_appends(stem, 200)) == [Appended(1)] * 200
+        redis_cluster.move_slot(slot, target)
+        assert broker.append_many(_appends(stem, 200, 2.0)) == [Appended(1)] * 200
+        assert sum(int(counter.xlen(part.log)) for part in broker.keys) == 400
+    finally:
+        redis_cluster.move_slot(slot, source)
+        counter.close()
+        broker.close()
