@@ -80,7 +80,8 @@ def ingest_groups(
     batch); the outcome of each, in the order of `groups`. Raises the RequestError of the
     first invalid event, or IdempotencyKeyReused when the first group's topic holds the key
     for another request, having changed nothing; any error that is no RequestError too.
-    `pause` is called between validating and appending, and between two appends."""
+    `pause` is called between validating and appending, and between two appends (of
+    `_TOGETHER` groups each where the broker appends many together)."""
     unbounded = replace(limits, max_body_bytes=_NO_BODY_BOUND)
     checked: list[tuple[TopicName, list[Event]]] = []
     for group in groups:
