@@ -24,7 +24,7 @@ from pushsvc.broker.redis import RedisBroker
 from pushsvc.broker.redis.slots import partition_slot
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
-from pushsvc.errors import BrokerUnavailable
+from pushsvc.errors import BrokerUnavailable, ReplicasUnconfirmed
 
 T0 = 1_763_700_000_000_000
 TOPICS = 1000
@@ -184,4 +184,29 @@ def test_a_slot_moved_since_the_slot_map_was_read_is_followed_and_each_append_lo
     finally:
         redis_cluster.move_slot(slot, source)
         counter.close()
+        broker.close()
+
+
+def test_with_min_replicas_each_append_answers_what_its_pipelines_wait_counted(
+    deployment: Deployment,
+) -> None:
+    """One WAIT ends each pipeline: on one redis-server (no replica) every append logged is
+    unconfirmed, on the Cluster (a replica each) confirmed; a replay is answered whatever."""
+    broker = RedisBroker(
+        deployment.url,
+        prefix=f"w{uuid.uuid4().hex[:8]}:",
+        partitions=16,
+        min_replicas=1,
+        replica_timeout_ms=2000 if len(deployment.primaries) > 1 else 50,
+    )
+    try:
+        key = Idempotency("k3", "f" * 32, 60_000)
+        appends = [a._replace(idempotency=key) for a in _appends("w-", 30)]
+        results = broker.append_many(appends)
+        if len(deployment.primaries) > 1:
+            assert results == [Appended(1)] * 30
+        else:
+            assert all(isinstance(r, ReplicasUnconfirmed) for r in results), results
+        assert broker.append_many(appends) == [Appended(1, replayed=True)] * 30
+    finally:
         broker.close()
