@@ -15,6 +15,11 @@ late event where its rule refuses late ones, a broker that cannot be reached for
 partition) leaves the others logged. On a Redis Cluster the groups of one request fall in
 several partitions, each group in its topic's.
 
+The groups' appends go to the broker together where it can send them so
+(`pushsvc.broker.many_appends`: on Redis one pipeline per connection, each append still its
+own atomic script with its own answer), up to `_TOGETHER` at a time: a request to a thousand
+topics costs a few round trips, not one per topic.
+
 Idempotency: the request's key is each group's key on its topic (a key is remembered per
 topic), compared with the digest of the whole request. A retry of the same request replays
 what every group logged and takes in what none did (a server that stopped between two groups
@@ -30,17 +35,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from pushsvc.broker.base import Appended, Broker
+from pushsvc.broker.many_appends import ManyTopicsAppender, TopicAppend
 from pushsvc.core.event import Event
 from pushsvc.core.idempotency import Idempotency
+from pushsvc.core.lateness import keeps_late
 from pushsvc.core.topics import TopicName, validate_topic
 from pushsvc.errors import IdempotencyKeyReused, InvalidTopic, RequestError
-from pushsvc.ingest.accept import append_validated, validated
+from pushsvc.ingest.accept import validated
 from pushsvc.ingest.input_limits import InputLimits
 from pushsvc.ingest.parse import JSON
 from pushsvc.ingest.topic_groups import TopicGroup
 
 _NO_BODY_BOUND = 1 << 62
 """A group's own body bound: none (the request's was judged as it was read)."""
+_TOGETHER = 1000
+"""The most groups appended together (`ManyTopicsAppender.append_many`: one pipeline per
+connection), the loop let run between two such: a broadcast to 10,000 topics neither holds
+the loop for its whole append nor sends one pipeline of every topic's events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +80,8 @@ def ingest_groups(
     batch); the outcome of each, in the order of `groups`. Raises the RequestError of the
     first invalid event, or IdempotencyKeyReused when the first group's topic holds the key
     for another request, having changed nothing; any error that is no RequestError too.
-    `pause` is called between validating and appending, and between two appends."""
+    `pause` is called between validating and appending, and between two appends (of
+    `_TOGETHER` groups each where the broker appends many together)."""
     unbounded = replace(limits, max_body_bytes=_NO_BODY_BOUND)
     checked: list[tuple[TopicName, list[Event]]] = []
     for group in groups:
@@ -84,30 +96,69 @@ def ingest_groups(
             )
         except RequestError as exc:
             raise _placed(exc, group) from None
-    outcomes: list[GroupOutcome] = []
-    for group, (name, events) in zip(groups, checked, strict=True):
-        if pause is not None:
-            pause()
+    outcomes: list[GroupOutcome | None] = [None] * len(groups)
+    together: list[tuple[int, TopicAppend]] = []
+    for place, (group, (name, events)) in enumerate(zip(groups, checked, strict=True)):
         try:
             permit(name)
             grace_us, refuse_late = grace_of(name)
-            appended = append_validated(
-                broker,
-                name,
-                events,
-                lateness_us=grace_us,
-                refuse_late=refuse_late,
-                idempotency=idempotency,
-            )
-        except IdempotencyKeyReused:
-            if not outcomes:
-                raise
-            outcomes.append(GroupOutcome(group, error=_reused(group)))
         except RequestError as exc:
-            outcomes.append(GroupOutcome(group, error=_placed(exc, group)))
+            outcomes[place] = GroupOutcome(group, error=_placed(exc, group))
+            continue
+        append = TopicAppend(name, events, grace_us, idempotency, keeps_late(name, refuse_late))
+        if place == 0 and idempotency is not None:
+            # Alone and first: a key this topic holds for another request refuses the whole
+            # request before anything changed.
+            if pause is not None:
+                pause()
+            outcomes[0] = _outcome(group, _append_each(broker, [append])[0], first=True)
         else:
-            outcomes.append(GroupOutcome(group, appended=appended))
-    return outcomes
+            together.append((place, append))
+    for start in range(0, len(together), _TOGETHER):
+        chunk = together[start : start + _TOGETHER]
+        if pause is not None:
+            pause()
+        if isinstance(broker, ManyTopicsAppender):
+            results = broker.append_many([append for _, append in chunk])
+        else:
+            results = _append_each(broker, [append for _, append in chunk], pause)
+        for (place, _), result in zip(chunk, results, strict=True):
+            outcomes[place] = _outcome(groups[place], result, first=False)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _append_each(
+    broker: Broker, appends: Sequence[TopicAppend], pause: Callable[[], None] | None = None
+) -> list[Appended | RequestError]:
+    """Each append alone (`pause` between two), as `ManyTopicsAppender.append_many` answers."""
+    results: list[Appended | RequestError] = []
+    for append in appends:
+        if pause is not None and results:
+            pause()
+        try:
+            results.append(
+                broker.append_events(
+                    append.topic,
+                    append.events,
+                    lateness_us=append.lateness_us,
+                    idempotency=append.idempotency,
+                    keep_late=append.keep_late,
+                )
+            )
+        except RequestError as exc:
+            results.append(exc)
+    return results
+
+
+def _outcome(group: TopicGroup, result: Appended | RequestError, *, first: bool) -> GroupOutcome:
+    """What became of `group`; a key reused on the request's first topic refuses it whole."""
+    if isinstance(result, IdempotencyKeyReused):
+        if first:
+            raise result
+        return GroupOutcome(group, error=_reused(group))
+    if isinstance(result, RequestError):
+        return GroupOutcome(group, error=_placed(result, group))
+    return GroupOutcome(group, appended=result)
 
 
 def _placed(error: RequestError, group: TopicGroup) -> RequestError:

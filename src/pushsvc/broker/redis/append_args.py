@@ -20,6 +20,8 @@ from pushsvc.core.event import Event
 from pushsvc.core.lateness import Split, check_lateness, past_grace, split_late
 from pushsvc.errors import RequestError
 
+ADMIT_ARG = 3
+"""Where append_events.lua reads whether a topic new to its partition may be logged ('1')."""
 ANSWER_ARG, EXPECTED_ARG, LATE_ENTRIES_ARG, FIRST_PAYLOAD_ARG = 6, 10, 11, 13
 """Where append_events.lua reads (0-based in the broker's ARGV list) what a SPLIT changes:
 the answer a repeat gets, the indices expected past the grace, how many entries are the late

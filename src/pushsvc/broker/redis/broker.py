@@ -46,8 +46,10 @@ from pushsvc.broker.base import (
     TopicStats,
     UpdatesHandler,
 )
+from pushsvc.broker.many_appends import TopicAppend
 from pushsvc.broker.redis import operations
 from pushsvc.broker.redis.append_args import (
+    ADMIT_ARG,
     ANSWER_ARG,
     EXPECTED_ARG,
     FIRST_PAYLOAD_ARG,
@@ -57,6 +59,7 @@ from pushsvc.broker.redis.append_args import (
     raise_late,
     split_as_judged,
 )
+from pushsvc.broker.redis.append_pipeline import ALONE_ERRORS, append_failure, send_scripts
 from pushsvc.broker.redis.cluster_view import shared_view
 from pushsvc.broker.redis.connect import pooled_client, single_client
 from pushsvc.broker.redis.feed import RedisUpdatesFeed
@@ -111,6 +114,7 @@ from pushsvc.errors import (
     BrokerUnavailable,
     LayoutMismatch,
     ReplicasUnconfirmed,
+    RequestError,
     TooManyTopics,
 )
 
@@ -292,6 +296,120 @@ class RedisBroker:
         first request (which may have been answered `replicas_unconfirmed`), and this one
         wrote nothing for `WAIT` to confirm."""
         self._check_open()
+        keys, args = self._append_call(topic, events, lateness_us, idempotency, keep_late, fence)
+        past = 0  # the events past the grace, once a SPLIT said which
+        # A clock only moves forward, so each SPLIT finds more events past the grace: this
+        # many rounds are enough for any race.
+        for _ in range(len(events) + 2):
+            reply, replicas = self._run_append(keys, args)
+            if reply.code is AppendCode.NEW_TOPIC:
+                # A topic (or its late stream) is new to its partition. It is admitted while
+                # the deployment keeps fewer than max_topics, counted over every partition:
+                # no one-slot script can, so new topics are admitted one at a time under a
+                # lock (they are rare; a topic's later appends never take it).
+                with self._admitting():
+                    if self.topic_stats().live >= self.max_topics:
+                        raise TooManyTopics.at(self.max_topics)
+                    args[ADMIT_ARG] = "1"
+                    reply, replicas = self._run_append(keys, args)
+            if reply.code is not AppendCode.SPLIT:
+                break
+            split = split_as_judged(reply, events, lateness_us, keep_late)
+            past = split.past
+            args[ANSWER_ARG] = len(events) - past
+            args[EXPECTED_ARG] = ",".join(map(str, reply.past))
+            args[LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
+            del args[FIRST_PAYLOAD_ARG:]
+            args += payloads(split.topic) + payloads(split.late)
+        else:  # pragma: no cover - the clock moved past every event
+            raise BrokerUnavailable("the topic's clock kept moving: retry")
+        return self._appended(reply, replicas, events, lateness_us, past)
+
+    def append_many(self, appends: Sequence[TopicAppend]) -> list[Appended | RequestError]:
+        """See `ManyTopicsAppender.append_many`: every append's script in one pipeline per
+        connection (one per primary on a Cluster: `append_pipeline.py`), each the one atomic
+        step `append_events` sends; what each did, in order.
+
+        What the pipeline cannot settle goes on as `append_events` would: new topics are
+        admitted together, under the admission lock taken once, as many as `max_topics`
+        leaves room for (the others TooManyTopics), and sent again in one more pipeline; a
+        batch with events past the grace (SPLIT), a slot that moved (MOVED, ASK, TRYAGAIN)
+        or a node that does not know the script even once loaded goes through
+        `append_events` alone: in each of those cases the script ran nothing. A reply lost
+        with its connection is that append's BrokerUnavailable, never sent again: it may
+        have been logged (a retry with the same Idempotency-Key logs it once)."""
+        self._check_open()
+        if not appends:
+            return []
+        calls = [
+            self._append_call(a.topic, a.events, a.lateness_us, a.idempotency, a.keep_late, None)
+            for a in appends
+        ]
+        results: list[Appended | RequestError | None] = [None] * len(appends)
+        alone: list[int] = []
+        new: list[int] = []
+
+        def settle(places: list[int]) -> None:
+            sent = self._pipelined(calls, places)
+            for place, (reply, replicas) in zip(places, sent, strict=True):
+                a = appends[place]
+                if isinstance(reply, BaseException):
+                    if isinstance(reply, ALONE_ERRORS):
+                        alone.append(place)
+                    else:
+                        results[place] = append_failure(reply)
+                elif reply.code is AppendCode.NEW_TOPIC:
+                    new.append(place)
+                elif reply.code is AppendCode.SPLIT:
+                    alone.append(place)
+                else:
+                    try:
+                        results[place] = self._appended(reply, replicas, a.events, a.lateness_us, 0)
+                    except RequestError as exc:
+                        results[place] = exc
+
+        settle(list(range(len(appends))))
+        if new:
+            admitting, new = new, []
+            try:
+                with self._admitting():
+                    room = self.max_topics - self.topic_stats().live
+                    for place in admitting[max(room, 0) :]:
+                        results[place] = TooManyTopics.at(self.max_topics)
+                    admitted = admitting[: max(room, 0)]
+                    for place in admitted:
+                        calls[place][1][ADMIT_ARG] = "1"
+                    settle(admitted)
+            except RequestError as exc:
+                gone = set(alone)
+                for place in admitting:
+                    if results[place] is None and place not in gone:
+                        results[place] = exc
+        for place in alone + new:  # `new`: admitted and still new (a race): as alone
+            a = appends[place]
+            try:
+                results[place] = self.append_events(
+                    a.topic,
+                    a.events,
+                    lateness_us=a.lateness_us,
+                    idempotency=a.idempotency,
+                    keep_late=a.keep_late,
+                )
+            except RequestError as exc:
+                results[place] = exc
+        assert all(result is not None for result in results)
+        return [result for result in results if result is not None]
+
+    def _append_call(
+        self,
+        topic: str,
+        events: Sequence[Event],
+        lateness_us: int,
+        idempotency: Idempotency | None,
+        keep_late: bool,
+        fence: tuple[str, str] | None,
+    ) -> tuple[list[str], list[str | int | bytes]]:
+        """The keys and arguments of `lua/append_events.lua` for one batch, as it came."""
         part = self.keys.of(topic)
         keys = [part.log, part.clocks, part.logged]
         times = "".join(
@@ -312,32 +430,17 @@ class RedisBroker:
         args += [part.wake_channel if self.on_cluster else "", self._max_keys, "", 0]
         args.append("" if keep_late else message_indices(events))
         args += payloads(events)
-        past = 0  # the events past the grace, once a SPLIT said which
-        # A clock only moves forward, so each SPLIT finds more events past the grace: this
-        # many rounds are enough for any race.
-        for _ in range(len(events) + 2):
-            reply, replicas = self._run_append(keys, args)
-            if reply.code is AppendCode.NEW_TOPIC:
-                # A topic (or its late stream) is new to its partition. It is admitted while
-                # the deployment keeps fewer than max_topics, counted over every partition:
-                # no one-slot script can, so new topics are admitted one at a time under a
-                # lock (they are rare; a topic's later appends never take it).
-                with self._admitting():
-                    if self.topic_stats().live >= self.max_topics:
-                        raise TooManyTopics.at(self.max_topics)
-                    args[3] = "1"
-                    reply, replicas = self._run_append(keys, args)
-            if reply.code is not AppendCode.SPLIT:
-                break
-            split = split_as_judged(reply, events, lateness_us, keep_late)
-            past = split.past
-            args[ANSWER_ARG] = len(events) - past
-            args[EXPECTED_ARG] = ",".join(map(str, reply.past))
-            args[LATE_ENTRIES_ARG] = len(entry_slices(len(split.late)))
-            del args[FIRST_PAYLOAD_ARG:]
-            args += payloads(split.topic) + payloads(split.late)
-        else:  # pragma: no cover - the clock moved past every event
-            raise BrokerUnavailable("the topic's clock kept moving: retry")
+        return keys, args
+
+    def _appended(
+        self,
+        reply: AppendReply,
+        replicas: int | None,
+        events: Sequence[Event],
+        lateness_us: int,
+        past: int,
+    ) -> Appended:
+        """What a final reply of the append script (no SPLIT, no NEW_TOPIC) answers."""
         if reply.code is AppendCode.LATE:
             raise_late(reply, events, lateness_us)
         if reply.code is AppendCode.KEY_REUSED:
@@ -353,6 +456,22 @@ class RedisBroker:
                 "Idempotency-Key cannot duplicate them)"
             )
         return Appended(len(events) - past, evicted=reply.evicted, late=past)
+
+    def _pipelined(
+        self, calls: Sequence[tuple[list[str], list[str | int | bytes]]], places: list[int]
+    ) -> list[tuple[AppendReply | BaseException, int | None]]:
+        """The reply of each of `calls` at `places` sent in one pipeline per connection, and
+        with `min_replicas` how many replicas confirmed that connection's writes."""
+        sent = [calls[place] for place in places]
+        return [
+            (raw if isinstance(raw, BaseException) else AppendReply.decode(raw), replicas)
+            for raw, replicas in send_scripts(
+                self._client,
+                self._append,
+                sent,
+                wait=(self._min_replicas, self._replica_timeout_ms) if self._min_replicas else None,
+            )
+        ]
 
     @contextlib.contextmanager
     def _admitting(self) -> Iterator[None]:

@@ -34,6 +34,16 @@ class Script:
         # the script on the pipeline's connection before it runs.
         self._pipelined = client.register_script(self._text)
 
+    @property
+    def sha(self) -> str:
+        """The script's SHA1, by which EVALSHA names it."""
+        return self._sha
+
+    @property
+    def text(self) -> str:
+        """The script's source (SCRIPT LOAD, EVAL)."""
+        return self._text
+
     def __call__(
         self,
         *,
